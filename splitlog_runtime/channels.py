@@ -1,0 +1,69 @@
+"""Client channels between splitlog components.
+
+Every channel gets message size limits and a retry policy that retries only
+UNAVAILABLE (the call never reached a healthy server, so repeating it is
+safe), with throttling so retries stop when a backend fails often. Every call
+carries a deadline: the caller's remaining deadline when there is one,
+otherwise a configured default.
+"""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+
+RETRY_SERVICE_CONFIG = {
+    "methodConfig": [
+        {
+            "name": [{}],
+            "retryPolicy": {
+                "maxAttempts": 4,
+                "initialBackoff": "0.05s",
+                "maxBackoff": "1s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ],
+    "retryThrottling": {"maxTokens": 20, "tokenRatio": 0.2},
+}
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, object]]:
+    """Return the channel arguments for calls between components."""
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", json.dumps(RETRY_SERVICE_CONFIG)),
+        ("grpc.keepalive_time_ms", 30_000),
+    ]
+
+
+def insecure_channel(
+    target: str, max_message_bytes: int = 16 * 1024 * 1024
+) -> grpc.Channel:
+    """Open a sync channel to another component."""
+    return grpc.insecure_channel(target, options=channel_options(max_message_bytes))
+
+
+def aio_insecure_channel(
+    target: str, max_message_bytes: int = 16 * 1024 * 1024
+) -> grpc.aio.Channel:
+    """Open an asyncio channel to another component."""
+    return grpc.aio.insecure_channel(target, options=channel_options(max_message_bytes))
+
+
+def downstream_timeout(context: grpc.ServicerContext | None, default: float) -> float:
+    """Return the timeout for a call made while serving `context`.
+
+    The caller's remaining deadline is forwarded when it has one; otherwise the
+    default applies, so no call between components waits forever.
+    """
+    if context is None:
+        return default
+    remaining = context.time_remaining()
+    if remaining is None or remaining > 1e9:
+        return default
+    return max(remaining, 0.0)

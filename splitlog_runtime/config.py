@@ -1,0 +1,189 @@
+"""Configuration from command-line flags and environment variables.
+
+Every setting is declared once in `SETTINGS`. A flag wins over the environment
+variable, which wins over the default. `markdown_table()` renders the table
+that the README shows, and a test checks that the two agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SERVICES = ("user_service", "expense_service", "balance_service", "log_service")
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration value: its flag, its environment variable and default."""
+
+    name: str
+    default: Any
+    help: str
+    parse: Callable[[str], Any] = str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "SPLITLOG_" + self.name.upper()
+
+
+def _service_settings(service: str, port: int) -> list[Setting]:
+    label = service.replace("_", " ")
+    return [
+        Setting(f"{service}_port", port, f"Port that {label} listens on.", int),
+        Setting(
+            f"{service}_addr",
+            "",
+            f"Address (host:port) where the gateway reaches {label}; empty means "
+            f"the host setting and {service}_port.",
+        ),
+        Setting(
+            f"{service}_db_url",
+            "",
+            f"SQLAlchemy URL of {label}'s database; empty means a SQLite file "
+            f"`{service}.db` in the data directory.",
+        ),
+    ]
+
+
+SETTINGS: list[Setting] = [
+    Setting("host", "127.0.0.1", "Interface that every server binds."),
+    Setting("data_dir", "./data", "Directory for the SQLite files.", Path),
+    Setting("gateway_port", 50051, "Port of the gateway's gRPC front.", int),
+    Setting("http_port", 8080, "Port of the gateway's REST/JSON front.", int),
+    *_service_settings("user_service", 50061),
+    *_service_settings("expense_service", 50062),
+    *_service_settings("balance_service", 50063),
+    *_service_settings("log_service", 50064),
+    Setting("reflection", True, "Serve gRPC server reflection.", _parse_bool),
+    Setting(
+        "grace_seconds",
+        10.0,
+        "Seconds that in-flight RPCs get to finish after SIGTERM or SIGINT.",
+        float,
+    ),
+    Setting(
+        "deadline_seconds",
+        5.0,
+        "Deadline in seconds for calls between services when the caller set none.",
+        float,
+    ),
+    Setting(
+        "max_message_bytes",
+        16 * 1024 * 1024,
+        "Largest gRPC message in bytes that servers and channels accept.",
+        int,
+    ),
+    Setting("workers", 16, "Threads per synchronous gRPC server.", int),
+    Setting("log_level", "INFO", "Level of the process log: DEBUG, INFO, WARNING."),
+    Setting("log_format", "text", "Format of the process log: text or json."),
+]
+
+SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+class Config:
+    """Resolved settings; read them as attributes, e.g. `config.data_dir`."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = dict(values)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def replace(self, **changes: Any) -> Config:
+        """Return a copy with some values changed."""
+        return Config({**self._values, **changes})
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def service_address(self, service: str) -> str:
+        """Return the host:port where another component reaches a service."""
+        explicit = self._values[f"{service}_addr"]
+        return explicit or f"{self.host}:{self._values[f'{service}_port']}"
+
+    def database_url(self, service: str) -> str:
+        """Return the database URL of a service, defaulting to a SQLite file."""
+        explicit = self._values[f"{service}_db_url"]
+        if explicit:
+            return explicit
+        return f"sqlite:///{Path(self.data_dir).resolve() / f'{service}.db'}"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting; each defaults to None so the environment can win."""
+    group = parser.add_argument_group("configuration (flag, or environment variable)")
+    for setting in SETTINGS:
+        group.add_argument(
+            setting.flag,
+            dest=setting.name,
+            default=None,
+            metavar=type(setting.default).__name__.upper()
+            if not isinstance(setting.default, Path)
+            else "DIR",
+            help=f"{setting.help} Env {setting.env}; default {setting.default!s}.",
+        )
+
+
+def load(
+    args: argparse.Namespace | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Resolve every setting from flags, then the environment, then defaults.
+
+    Raises:
+      ValueError: a flag or environment variable does not parse; the message
+        names it and the value.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = getattr(args, setting.name, None) if args is not None else None
+        source = setting.flag
+        if raw is None and setting.env in environ:
+            raw, source = environ[setting.env], setting.env
+        if raw is None:
+            values[setting.name] = setting.default
+            continue
+        try:
+            values[setting.name] = setting.parse(raw)
+        except ValueError as exc:
+            raise ValueError(f"invalid value {raw!r} for {source}: {exc}") from None
+    values.update(overrides or {})
+    return Config(values)
+
+
+def markdown_table(settings: Iterable[Setting] = SETTINGS) -> str:
+    """Render the settings as the Markdown table shown in the README."""
+    lines = [
+        "| Flag | Environment variable | Default | Meaning |",
+        "|---|---|---|---|",
+    ]
+    for setting in settings:
+        default = f"`{setting.default}`" if setting.default != "" else "(empty)"
+        lines.append(
+            f"| `{setting.flag}` | `{setting.env}` | {default} | {setting.help} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,112 @@
+"""Database engines, sessions and migrations.
+
+Each service owns one database. By default it is a SQLite file in WAL mode;
+any SQLAlchemy URL for PostgreSQL works as well. Alembic migrations bring the
+schema up to date when the service starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def _on_sqlite_connect(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def normalise_url(url: str) -> str:
+    """Use the psycopg 3 driver for plain postgresql:// URLs."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine; SQLite files get WAL mode and their folder is created."""
+    url = normalise_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 10},
+            pool_size=8,
+            max_overflow=16,
+        )
+        event.listen(engine, "connect", _on_sqlite_connect)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=16)
+
+
+def safe_url(url: str) -> str:
+    """Return the URL with any password hidden, for logs."""
+    return make_url(normalise_url(url)).render_as_string(hide_password=True)
+
+
+def upgrade(engine: Engine, migrations_dir: Path, version_table: str) -> None:
+    """Run the Alembic migrations in migrations_dir up to head.
+
+    Args:
+      engine: the service's engine.
+      migrations_dir: the folder holding env.py and versions/.
+      version_table: the Alembic version table, one per service, so services
+        can share a PostgreSQL database if an operator wants that.
+    """
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(migrations_dir))
+    config.attributes["version_table"] = version_table
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def run_migrations(context, target_metadata) -> None:
+    """Body of each service's migrations/env.py: migrate on the given connection."""
+    connection = context.config.attributes["connection"]
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        version_table=context.config.attributes["version_table"],
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+class Database:
+    """An engine and its session factory, with one transaction per unit of work."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """Yield a session in a transaction that commits on success."""
+        with self._sessions.begin() as session:
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,148 @@
+"""The server interceptors that turn exceptions into canonical status codes.
+
+A DomainError becomes its status with google.rpc details. Any other exception
+is logged with its traceback and becomes INTERNAL with a message that names a
+correlation id but no internals. There is one interceptor for `grpc.server`
+and one for `grpc.aio.server`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from grpc_status import rpc_status
+
+from splitlog_runtime.errors import DomainError, internal_status
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def _status_for(exc: BaseException, method: str) -> grpc.Status:
+    if isinstance(exc, DomainError):
+        return rpc_status.to_status(exc.to_status())
+    incident = uuid.uuid4().hex[:12]
+    _LOGGER.error(
+        "unexpected error in %s (incident %s)", method, incident, exc_info=exc
+    )
+    return rpc_status.to_status(
+        internal_status(f"internal error (incident {incident}); see the server log")
+    )
+
+
+def _already_aborted(context: grpc.ServicerContext) -> bool:
+    # A sync handler that calls context.abort() raises a bare Exception after
+    # the status is set; that exception must pass through untouched.
+    try:
+        return context.code() is not None
+    except AttributeError:
+        return False
+
+
+def _wrap_handler(handler: grpc.RpcMethodHandler, method: str):
+    if handler.unary_unary:
+        behavior, factory = handler.unary_unary, grpc.unary_unary_rpc_method_handler
+    elif handler.unary_stream:
+        behavior, factory = handler.unary_stream, grpc.unary_stream_rpc_method_handler
+    elif handler.stream_unary:
+        behavior, factory = handler.stream_unary, grpc.stream_unary_rpc_method_handler
+    else:
+        behavior = handler.stream_stream
+        factory = grpc.stream_stream_rpc_method_handler
+    streaming = handler.response_streaming
+
+    if streaming:
+
+        def wrapped(request_or_iterator: Any, context: grpc.ServicerContext):
+            try:
+                yield from behavior(request_or_iterator, context)
+            except Exception as exc:
+                if _already_aborted(context):
+                    raise
+                context.abort_with_status(_status_for(exc, method))
+
+    else:
+
+        def wrapped(request_or_iterator: Any, context: grpc.ServicerContext):
+            try:
+                return behavior(request_or_iterator, context)
+            except Exception as exc:
+                if _already_aborted(context):
+                    raise
+                context.abort_with_status(_status_for(exc, method))
+
+    return factory(
+        wrapped,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):
+    """Map exceptions raised by sync servicers to status codes."""
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        return _wrap_handler(handler, handler_call_details.method)
+
+
+def _wrap_aio_handler(handler: grpc.RpcMethodHandler, method: str):
+    if handler.unary_unary:
+        behavior, factory = handler.unary_unary, grpc.unary_unary_rpc_method_handler
+    elif handler.unary_stream:
+        behavior, factory = handler.unary_stream, grpc.unary_stream_rpc_method_handler
+    elif handler.stream_unary:
+        behavior, factory = handler.stream_unary, grpc.stream_unary_rpc_method_handler
+    else:
+        behavior = handler.stream_stream
+        factory = grpc.stream_stream_rpc_method_handler
+
+    if handler.response_streaming:
+
+        async def wrapped(request_or_iterator: Any, context: grpc.aio.ServicerContext):
+            try:
+                async for response in behavior(request_or_iterator, context):
+                    yield response
+            except Exception as exc:
+                if isinstance(exc, grpc.aio.AbortError):
+                    raise
+                await context.abort_with_status(_status_for(exc, method))
+
+    else:
+
+        async def wrapped(request_or_iterator: Any, context: grpc.aio.ServicerContext):
+            try:
+                return await behavior(request_or_iterator, context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await context.abort_with_status(_status_for(exc, method))
+
+    return factory(
+        wrapped,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+class AsyncErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Map exceptions raised by asyncio servicers to status codes."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        return _wrap_aio_handler(handler, handler_call_details.method)

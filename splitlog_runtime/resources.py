@@ -1,0 +1,80 @@
+"""Resource names and ids, such as `users/alice` and `groups/g1/members/u2`."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from splitlog_runtime.errors import invalid_field
+
+ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]{2,61}[a-z0-9]$")
+_GENERATED_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def new_id(prefix: str = "") -> str:
+    """Return a fresh random id (a letter then 15 letters or digits)."""
+    body = "".join(secrets.choice(_GENERATED_ALPHABET) for _ in range(15))
+    return (prefix or secrets.choice("abcdefghijklmnopqrstuvwxyz")) + body
+
+
+def check_id(value: str, field: str) -> str:
+    """Validate a client-chosen id.
+
+    Raises:
+      InvalidArgument: the id is not 4 to 63 characters of lower-case
+        letters, digits and hyphens that start with a letter and do not end
+        with a hyphen.
+    """
+    if not ID_PATTERN.match(value):
+        raise invalid_field(
+            field,
+            f"{value!r} is not a valid id; use 4 to 63 lower-case letters, digits "
+            "and hyphens, starting with a letter and not ending with a hyphen",
+            reason="INVALID_ID",
+        )
+    return value
+
+
+def parse_name(name: str, pattern: str, field: str) -> tuple[str, ...]:
+    """Split a resource name by a pattern such as `groups/{group}/members/{member}`.
+
+    Returns:
+      The ids, in the order of the pattern's variables.
+
+    Raises:
+      InvalidArgument: the name is empty or does not follow the pattern.
+    """
+    parts = name.split("/")
+    template = pattern.split("/")
+    example = "/".join(
+        "example-id" if piece.startswith("{") else piece for piece in template
+    )
+    if not name:
+        raise invalid_field(
+            field, f"is required; give a name such as {example!r}", reason="REQUIRED"
+        )
+    if len(parts) != len(template):
+        raise invalid_field(
+            field,
+            f"{name!r} is not a valid resource name; expected the form "
+            f"{pattern!r}, such as {example!r}",
+            reason="INVALID_RESOURCE_NAME",
+        )
+    ids = []
+    for piece, expected in zip(parts, template, strict=True):
+        if expected.startswith("{"):
+            if not piece:
+                raise invalid_field(
+                    field,
+                    f"{name!r} has an empty id; expected the form {pattern!r}",
+                    reason="INVALID_RESOURCE_NAME",
+                )
+            ids.append(piece)
+        elif piece != expected:
+            raise invalid_field(
+                field,
+                f"{name!r} is not a valid resource name; expected the form "
+                f"{pattern!r}, such as {example!r}",
+                reason="INVALID_RESOURCE_NAME",
+            )
+    return tuple(ids)

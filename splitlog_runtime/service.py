@@ -1,0 +1,65 @@
+"""Start one service: its server, its database and migrations, its health."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import grpc
+
+from splitlog_runtime.config import Config
+from splitlog_runtime.database import Database, safe_url, upgrade
+from splitlog_runtime.server import ServiceHost, create_server
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def start_service(
+    name: str,
+    config: Config,
+    register: Iterable[Callable[[grpc.Server], None]],
+    service_names: Iterable[str],
+    *,
+    address: str | None = None,
+    database: Database | None = None,
+    migrations_dir: Path | None = None,
+) -> ServiceHost:
+    """Start a service and return its running host.
+
+    The server starts first and reports NOT_SERVING while the migrations run,
+    then SERVING. The database is disposed when the host stops.
+
+    Args:
+      name: component name, such as `user_service`; also the key of its
+        port setting.
+      config: resolved settings.
+      register: callables that add the servicers to the server.
+      service_names: full names of the registered services.
+      address: host:port to bind; defaults to the configured host and port.
+      database: the service's database, if it has one.
+      migrations_dir: the Alembic folder for that database.
+    """
+    if address is None:
+        address = f"{config.host}:{getattr(config, f'{name}_port')}"
+    host = create_server(
+        name,
+        register,
+        service_names,
+        address,
+        workers=config.workers,
+        max_message_bytes=config.max_message_bytes,
+        reflection_enabled=config.reflection,
+    )
+    host.start()
+    if database is not None:
+        host.on_stop(database.dispose)
+        _LOGGER.info("%s storage: %s", name, safe_url(database.url))
+        if migrations_dir is not None:
+            try:
+                upgrade(database.engine, migrations_dir, f"alembic_version_{name}")
+            except Exception:
+                host.stop(0, reason="migrations failed")
+                raise
+    host.mark_serving()
+    return host

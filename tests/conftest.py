@@ -1,0 +1,90 @@
+"""Fixtures shared by every test: databases, data paths and settings."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from splitlog_runtime import config as config_module
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "SPLITLOG_TEST_POSTGRES_URL",
+    "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+)
+REQUIRE_POSTGRES = os.environ.get("SPLITLOG_REQUIRE_POSTGRES") == "1"
+SHARED_DATA = Path(
+    os.environ.get(
+        "SPLITLOG_SHARED_DATA",
+        Path(__file__).resolve().parent.parent.parent / "shared" / "data",
+    )
+)
+
+
+def _postgres_admin_engine():
+    engine = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as exc:
+        engine.dispose()
+        message = (
+            f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL} "
+            f"({exc.__class__.__name__}); start it or set SPLITLOG_TEST_POSTGRES_URL"
+        )
+        if REQUIRE_POSTGRES:
+            pytest.fail(message + " (SPLITLOG_REQUIRE_POSTGRES=1 makes this an error)")
+        pytest.skip(message)
+    return engine
+
+
+@pytest.fixture(scope="session")
+def postgres_admin():
+    """An AUTOCOMMIT engine on the PostgreSQL server, or a skip when it is down."""
+    engine = _postgres_admin_engine()
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def postgres_url(postgres_admin) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped after the test."""
+    name = f"splitlog_test_{uuid.uuid4().hex[:12]}"
+    with postgres_admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    with postgres_admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path) -> str:
+    """A fresh database URL: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def base_config(tmp_path):
+    """Settings for in-process tests: loopback, port 0, data in tmp_path."""
+    return config_module.load(
+        environ={},
+        overrides={"data_dir": tmp_path / "data", "grace_seconds": 1.0, "workers": 8},
+    )
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared data folder, or a skip that names the path and the variable."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(
+            f"shared data not found at {SHARED_DATA}; set SPLITLOG_SHARED_DATA to "
+            "the folder that holds splitwise/ and logs/"
+        )
+    return SHARED_DATA
