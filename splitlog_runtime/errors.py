@@ -203,6 +203,13 @@ class PermissionDenied(DomainError):
     default_reason = "PERMISSION_DENIED"
 
 
+class Unimplemented(DomainError):
+    """The method exists in the API but this server does not serve it yet."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+    default_reason = "NOT_IMPLEMENTED"
+
+
 ERROR_CLASSES: dict[grpc.StatusCode, type[DomainError]] = {
     cls.code: cls
     for cls in (
@@ -216,6 +223,7 @@ ERROR_CLASSES: dict[grpc.StatusCode, type[DomainError]] = {
         Unavailable,
         Unauthenticated,
         PermissionDenied,
+        Unimplemented,
     )
 }
 

@@ -1,0 +1,1 @@
+"""balance_service: balances, settlements, settle-up plans and reports."""

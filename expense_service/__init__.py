@@ -1,0 +1,1 @@
+"""expense_service: shared expenses of a group, their payers and splits."""

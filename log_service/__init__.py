@@ -1,0 +1,1 @@
+"""log_service: log ingest, query, tail, stats and retention."""

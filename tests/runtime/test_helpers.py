@@ -1,0 +1,113 @@
+"""Pagination tokens, resource names, placeholders and the database helpers."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from grpc_status import rpc_status
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import text
+
+from splitlog.expenses.v1 import expenses_service_pb2, expenses_service_pb2_grpc
+from splitlog_runtime import pagination, resources
+from splitlog_runtime.database import Database
+from splitlog_runtime.errors import InvalidArgument
+from splitlog_runtime.placeholder import placeholder_servicer
+from splitlog_runtime.server import create_server
+
+
+@given(st.lists(st.one_of(st.integers(), st.text()), max_size=4), st.text())
+def test_page_token_round_trips(key, selector):
+    token = pagination.encode_token(key, [selector])
+
+    assert pagination.decode_token(token, [selector]) == key
+    assert token.isascii() and "=" not in token
+
+
+def test_page_token_rejected_for_other_selector():
+    token = pagination.encode_token([1, "a"], ["state = ACTIVE"])
+
+    with pytest.raises(InvalidArgument) as caught:
+        pagination.decode_token(token, ["state = DEACTIVATED"])
+    assert caught.value.reason == "PAGE_TOKEN_MISMATCH"
+
+
+@pytest.mark.parametrize("token", ["not a token", "e30", "!!!!", "W10"])
+def test_malformed_page_token_rejected(token):
+    with pytest.raises(InvalidArgument) as caught:
+        pagination.decode_token(token, [])
+    assert caught.value.reason in ("INVALID_PAGE_TOKEN", "PAGE_TOKEN_MISMATCH")
+
+
+def test_page_size_default_max_and_negative():
+    assert pagination.page_size(0) == pagination.DEFAULT_PAGE_SIZE
+    assert pagination.page_size(10**6) == pagination.MAX_PAGE_SIZE
+    with pytest.raises(InvalidArgument) as caught:
+        pagination.page_size(-1)
+    assert "-1" in caught.value.message
+
+
+def test_parse_name_accepts_pattern():
+    assert resources.parse_name(
+        "groups/g1/members/u2", "groups/{group}/members/{member}", "name"
+    ) == ("g1", "u2")
+
+
+@pytest.mark.parametrize(
+    "name", ["", "users", "users/", "groups/g1", "users/a/b", "user/a"]
+)
+def test_parse_name_rejects_malformed(name):
+    with pytest.raises(InvalidArgument) as caught:
+        resources.parse_name(name, "users/{user}", "name")
+    assert caught.value.field_violations[0].field == "name"
+
+
+@pytest.mark.parametrize("value", ["abc", "Abcd", "1abc", "abc-", "a" * 64, "ab_c"])
+def test_check_id_rejects(value):
+    with pytest.raises(InvalidArgument):
+        resources.check_id(value, "user_id")
+
+
+def test_new_id_is_valid():
+    for _ in range(100):
+        assert resources.check_id(resources.new_id(), "user_id")
+
+
+def test_sqlite_database_uses_wal(tmp_path):
+    database = Database(f"sqlite:///{tmp_path / 'nested' / 'x.db'}")
+    with database.transaction() as session:
+        mode = session.execute(text("PRAGMA journal_mode")).scalar()
+    database.dispose()
+
+    assert mode == "wal"
+
+
+def test_placeholder_answers_unimplemented():
+    service = expenses_service_pb2.DESCRIPTOR.services_by_name["ExpensesService"]
+    servicer = placeholder_servicer(
+        expenses_service_pb2_grpc.ExpensesServiceServicer, service
+    )
+    host = create_server(
+        "expense_service",
+        [
+            lambda s: expenses_service_pb2_grpc.add_ExpensesServiceServicer_to_server(
+                servicer, s
+            )
+        ],
+        [service.full_name],
+    )
+    host.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{host.port}") as channel:
+            stub = expenses_service_pb2_grpc.ExpensesServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.ListCategories(
+                    expenses_service_pb2.ListCategoriesRequest(), timeout=5
+                )
+    finally:
+        host.stop(0)
+
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "ListCategories" in caught.value.details()
+    assert rpc_status.from_call(caught.value) is not None

@@ -1,0 +1,211 @@
+"""The shared runtime against real servers: errors, health, reflection, stop."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
+
+from splitlog_runtime.errors import (
+    NotFound,
+    Resource,
+    Unavailable,
+    invalid_field,
+)
+from splitlog_runtime.server import create_server
+
+SERVICE = "splitlog.test.Probe"
+
+
+def _behaviour(request: bytes, context: grpc.ServicerContext) -> bytes:
+    kind = request.decode()
+    if kind == "invalid":
+        raise invalid_field("user.email", "'x' is not an email address")
+    if kind == "missing":
+        raise NotFound(
+            "user 'users/u1' not found",
+            reason="USER_NOT_FOUND",
+            resource=Resource("splitlog.dev/User", "users/u1"),
+        )
+    if kind == "overloaded":
+        raise Unavailable("try later", retry_delay=1.5)
+    if kind == "abort":
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, "no")
+    if kind == "crash":
+        raise RuntimeError("password=hunter2 leaked from a driver")
+    if kind == "slow":
+        time.sleep(0.5)
+    return b"ok:" + request
+
+
+def _stream(request: bytes, context: grpc.ServicerContext):
+    yield b"first"
+    raise invalid_field("page_size", "must be positive")
+
+
+def _register(server: grpc.Server) -> None:
+    handlers = {
+        "Call": grpc.unary_unary_rpc_method_handler(_behaviour),
+        "Stream": grpc.unary_stream_rpc_method_handler(_stream),
+    }
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler(SERVICE, handlers)]
+    )
+
+
+@pytest.fixture
+def host():
+    host = create_server("probe", [_register], [SERVICE])
+    host.start()
+    host.mark_serving()
+    yield host
+    host.stop(0)
+
+
+@pytest.fixture
+def channel(host):
+    with grpc.insecure_channel(f"127.0.0.1:{host.port}") as channel:
+        yield channel
+
+
+def _call(channel: grpc.Channel, kind: str) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        channel.unary_unary(f"/{SERVICE}/Call")(kind.encode(), timeout=5)
+    return caught.value
+
+
+def _detail(status, message_type):
+    for detail in status.details:
+        if detail.Is(message_type.DESCRIPTOR):
+            value = message_type()
+            detail.Unpack(value)
+            return value
+    return None
+
+
+def test_domain_error_carries_error_info_and_field_violation(channel):
+    error = _call(channel, "invalid")
+    status = rpc_status.from_call(error)
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _detail(status, error_details_pb2.ErrorInfo).reason == "INVALID_FIELD"
+    assert _detail(status, error_details_pb2.ErrorInfo).domain == "splitlog.dev"
+    violation = _detail(status, error_details_pb2.BadRequest).field_violations[0]
+    assert violation.field == "user.email"
+
+
+def test_not_found_carries_resource_info(channel):
+    error = _call(channel, "missing")
+    status = rpc_status.from_call(error)
+
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    info = _detail(status, error_details_pb2.ResourceInfo)
+    assert info.resource_name == "users/u1"
+    assert _detail(status, error_details_pb2.ErrorInfo).reason == "USER_NOT_FOUND"
+
+
+def test_retryable_error_carries_retry_info(channel):
+    error = _call(channel, "overloaded")
+    retry = _detail(rpc_status.from_call(error), error_details_pb2.RetryInfo)
+
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert retry.retry_delay.ToNanoseconds() == 1_500_000_000
+
+
+def test_unexpected_exception_is_internal_without_internals(channel, caplog):
+    error = _call(channel, "crash")
+
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert "hunter2" not in error.details()
+    assert "RuntimeError" not in error.details()
+    logged = [r for r in caplog.records if r.exc_info]
+    assert logged, "the traceback must reach the server log"
+    assert "incident" in error.details()
+
+
+def test_explicit_abort_passes_through(channel):
+    error = _call(channel, "abort")
+
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error.details() == "no"
+
+
+def test_streaming_error_after_first_message(channel):
+    responses = channel.unary_stream(f"/{SERVICE}/Stream")(b"", timeout=5)
+    received = []
+    with pytest.raises(grpc.RpcError) as caught:
+        for response in responses:
+            received.append(response)
+
+    assert received == [b"first"]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_health_follows_lifecycle():
+    host = create_server("probe", [_register], [SERVICE])
+    host.start()
+    with grpc.insecure_channel(f"127.0.0.1:{host.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        request = health_pb2.HealthCheckRequest(service=SERVICE)
+        before = health.Check(request, timeout=5).status
+        host.mark_serving()
+        during = health.Check(request, timeout=5).status
+        host.mark_not_serving()
+        after = health.Check(request, timeout=5).status
+    host.stop(0)
+
+    assert before == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert during == health_pb2.HealthCheckResponse.SERVING
+    assert after == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def _listed_services(port: int) -> set[str]:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        response = next(stub.ServerReflectionInfo(iter([request]), timeout=5))
+    return {s.name for s in response.list_services_response.service}
+
+
+def test_reflection_lists_services_and_can_be_switched_off():
+    on = create_server("probe", [_register], [SERVICE])
+    off = create_server("probe", [_register], [SERVICE], reflection_enabled=False)
+    on.start()
+    off.start()
+    try:
+        listed = _listed_services(on.port)
+        with pytest.raises(grpc.RpcError) as caught:
+            _listed_services(off.port)
+    finally:
+        on.stop(0)
+        off.stop(0)
+
+    assert {SERVICE, "grpc.health.v1.Health"} <= listed
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_stop_lets_in_flight_calls_finish_and_runs_closers():
+    host = create_server("probe", [_register], [SERVICE])
+    host.start()
+    host.mark_serving()
+    closed = threading.Event()
+    host.on_stop(closed.set)
+    results = []
+    with grpc.insecure_channel(f"127.0.0.1:{host.port}") as channel:
+        call = channel.unary_unary(f"/{SERVICE}/Call")
+        worker = threading.Thread(
+            target=lambda: results.append(call(b"slow", timeout=5))
+        )
+        worker.start()
+        time.sleep(0.1)
+        host.stop(grace=3)
+        worker.join(5)
+
+    assert results == [b"ok:slow"]
+    assert closed.is_set()
