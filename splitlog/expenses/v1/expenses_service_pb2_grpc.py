@@ -28,9 +28,11 @@ if _version_not_supported:
 class ExpensesServiceStub:
     """Records the expenses of a group and how each one is split between members.
 
-    Every amount is a `google.type.Money`. An amount must not be negative and
-    must have no digits below the minor unit of its currency (cents for EUR,
-    none for JPY). Every amount in one expense uses the expense's currency.
+    Every amount is a `google.type.Money` and must have no digits below the
+    minor unit of its currency (cents for EUR, none for JPY). A negative total
+    records a refund: then the payers' amounts and the exact split amounts are
+    negative too, and a zero total is invalid. Every amount in one expense uses
+    the expense's currency.
     Every payer and participant that a create or update adds must be a member
     of the group, or the call fails with FAILED_PRECONDITION. Users already on
     an expense may stay on it after they leave the group.
@@ -82,9 +84,11 @@ class ExpensesServiceStub:
 class ExpensesServiceServicer:
     """Records the expenses of a group and how each one is split between members.
 
-    Every amount is a `google.type.Money`. An amount must not be negative and
-    must have no digits below the minor unit of its currency (cents for EUR,
-    none for JPY). Every amount in one expense uses the expense's currency.
+    Every amount is a `google.type.Money` and must have no digits below the
+    minor unit of its currency (cents for EUR, none for JPY). A negative total
+    records a refund: then the payers' amounts and the exact split amounts are
+    negative too, and a zero total is invalid. Every amount in one expense uses
+    the expense's currency.
     Every payer and participant that a create or update adds must be a member
     of the group, or the call fails with FAILED_PRECONDITION. Users already on
     an expense may stay on it after they leave the group.
@@ -191,9 +195,11 @@ def add_ExpensesServiceServicer_to_server(servicer, server):
 class ExpensesService:
     """Records the expenses of a group and how each one is split between members.
 
-    Every amount is a `google.type.Money`. An amount must not be negative and
-    must have no digits below the minor unit of its currency (cents for EUR,
-    none for JPY). Every amount in one expense uses the expense's currency.
+    Every amount is a `google.type.Money` and must have no digits below the
+    minor unit of its currency (cents for EUR, none for JPY). A negative total
+    records a refund: then the payers' amounts and the exact split amounts are
+    negative too, and a zero total is invalid. Every amount in one expense uses
+    the expense's currency.
     Every payer and participant that a create or update adds must be a member
     of the group, or the call fails with FAILED_PRECONDITION. Users already on
     an expense may stay on it after they leave the group.
