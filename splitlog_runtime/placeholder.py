@@ -25,8 +25,5 @@ def placeholder_servicer(base: type, service: ServiceDescriptor) -> object:
 
         return method
 
-    methods = {
-        method.name: make_method(method.full_name)
-        for method in service.methods
-    }
+    methods = {method.name: make_method(method.full_name) for method in service.methods}
     return type(f"Placeholder{service.name}", (base,), methods)()

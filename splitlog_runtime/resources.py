@@ -7,7 +7,8 @@ import secrets
 
 from splitlog_runtime.errors import invalid_field
 
-ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]{2,61}[a-z0-9]$")
+# \Z, not $, so that an id with a trailing newline does not match.
+ID_PATTERN = re.compile(r"^[a-z][a-z0-9-]{2,61}[a-z0-9]\Z")
 _GENERATED_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 

@@ -1,0 +1,58 @@
+"""A user service per test module and backend, shared by the module's tests.
+
+Tests that share a server keep apart by using fresh emails and ids. Tests
+that need a server of their own (restarts, a refusing guard) use the
+function-scoped `db_url` fixture instead.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import text
+
+from splitlog_runtime import config as config_module
+from tests.conftest import POSTGRES_ADMIN_URL
+from tests.user_service.support import open_stub
+from user_service.app import build
+
+
+@pytest.fixture(
+    scope="module",
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+def module_db_url(request, tmp_path_factory):
+    """A database for one module: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('users') / 'users.db'}"
+        return
+    admin = request.getfixturevalue("postgres_admin")
+    name = f"splitlog_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="module")
+def users_host(module_db_url, tmp_path_factory):
+    config = config_module.load(
+        environ={},
+        overrides={
+            "data_dir": tmp_path_factory.mktemp("data"),
+            "user_service_db_url": module_db_url,
+            "workers": 8,
+        },
+    )
+    host = build(config, "127.0.0.1:0")
+    yield host
+    host.stop(0)
+
+
+@pytest.fixture(scope="module")
+def stub(users_host):
+    channel, users_stub = open_stub(users_host.port)
+    yield users_stub
+    channel.close()

@@ -1,0 +1,87 @@
+"""Helpers shared by the user service tests: clients, errors and factories."""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from splitlog.users.v1 import users_service_pb2 as pb
+from splitlog.users.v1 import users_service_pb2_grpc as pb_grpc
+
+_DETAIL_TYPES = {
+    "ErrorInfo": error_details_pb2.ErrorInfo,
+    "BadRequest": error_details_pb2.BadRequest,
+    "ResourceInfo": error_details_pb2.ResourceInfo,
+    "PreconditionFailure": error_details_pb2.PreconditionFailure,
+}
+
+
+def open_stub(port: int) -> tuple[grpc.Channel, pb_grpc.UsersServiceStub]:
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    return channel, pb_grpc.UsersServiceStub(channel)
+
+
+def error_details(error: grpc.RpcError) -> dict[str, object]:
+    """Unpack the google.rpc details of a failed call, keyed by type name."""
+    status = rpc_status.from_call(error)
+    assert status is not None, f"no rich status on {error.code()}: {error.details()}"
+    found: dict[str, object] = {}
+    for packed in status.details:
+        for name, message_type in _DETAIL_TYPES.items():
+            if packed.Is(message_type.DESCRIPTOR):
+                message = message_type()
+                packed.Unpack(message)
+                found[name] = message
+    return found
+
+
+def reason_of(error: grpc.RpcError) -> str:
+    return error_details(error)["ErrorInfo"].reason
+
+
+def violated_fields(error: grpc.RpcError) -> list[str]:
+    return [v.field for v in error_details(error)["BadRequest"].field_violations]
+
+
+def resource_of(error: grpc.RpcError) -> tuple[str, str]:
+    info = error_details(error)["ResourceInfo"]
+    return info.resource_type, info.resource_name
+
+
+def unique_email(prefix: str = "user") -> str:
+    return f"{prefix}.{uuid.uuid4().hex[:10]}@example.com"
+
+
+def unique_id(prefix: str = "u") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def create_user(
+    stub: pb_grpc.UsersServiceStub, display_name: str = "Ada Lovelace", **fields
+) -> pb.User:
+    """Create a user with a fresh email unless `email` is given."""
+    request_fields = {
+        key: fields.pop(key) for key in ("user_id", "request_id") if key in fields
+    }
+    fields.setdefault("email", unique_email())
+    user = pb.User(display_name=display_name, **fields)
+    request = pb.CreateUserRequest(user=user, **request_fields)
+    return stub.CreateUser(request, timeout=10).user
+
+
+def create_group(
+    stub: pb_grpc.UsersServiceStub,
+    creator: str,
+    display_name: str = "Lisbon trip",
+    **request_fields,
+) -> pb.Group:
+    group = pb.Group(
+        display_name=display_name,
+        creator=creator,
+        currency_code=request_fields.pop("currency_code", ""),
+    )
+    request = pb.CreateGroupRequest(group=group, **request_fields)
+    return stub.CreateGroup(request, timeout=10).group

@@ -1,0 +1,1 @@
+"""The user service: users, groups and group membership over gRPC."""

@@ -1,0 +1,51 @@
+"""Wiring of the user service: its database, servicer, guard and server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from splitlog.users.v1 import users_service_pb2_grpc
+from splitlog_runtime.config import Config
+from splitlog_runtime.database import Database
+from splitlog_runtime.server import ServiceHost
+from splitlog_runtime.service import start_service
+from user_service.guards import AllowAllBalanceGuard, BalanceGuard
+from user_service.servicer import SERVICE_NAME, UsersServicer
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def build(
+    config: Config, address: str | None = None, guard: BalanceGuard | None = None
+) -> ServiceHost:
+    """Start the user service and return its host once it reports SERVING.
+
+    Args:
+      config: resolved settings; `config.database_url("user_service")` picks
+        the database.
+      address: host:port to bind; defaults to the configured host and port.
+      guard: decides whether balances allow removing a member or deleting a
+        group; defaults to `AllowAllBalanceGuard`, which allows everything.
+    """
+    database = Database(config.database_url("user_service"))
+    servicer = UsersServicer(database, guard or AllowAllBalanceGuard())
+    try:
+        return start_service(
+            "user_service",
+            config,
+            [
+                lambda server: (
+                    users_service_pb2_grpc.add_UsersServiceServicer_to_server(
+                        servicer, server
+                    )
+                )
+            ],
+            [SERVICE_NAME],
+            address=address,
+            database=database,
+            migrations_dir=MIGRATIONS_DIR,
+        )
+    except Exception:
+        # start_service disposes the database only once the server is up.
+        database.dispose()
+        raise

@@ -1,0 +1,616 @@
+"""Validation rules of the users API, free of gRPC and database types.
+
+Every check raises `InvalidArgument` with a BadRequest violation that names
+the request field, the rejected value and the fix. The servicer passes the
+request field path (such as `user.email`) so the message points at the exact
+spot in the caller's request.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from splitlog_runtime.errors import FieldViolation, InvalidArgument, invalid_field
+from splitlog_runtime.resources import check_id, parse_name
+
+USER_PATTERN = "users/{user}"
+GROUP_PATTERN = "groups/{group}"
+MEMBER_PATTERN = "groups/{group}/members/{member}"
+
+USER_TYPE = "splitlog.dev/User"
+GROUP_TYPE = "splitlog.dev/Group"
+MEMBER_TYPE = "splitlog.dev/Member"
+
+STATE_ACTIVE = "ACTIVE"
+STATE_DEACTIVATED = "DEACTIVATED"
+
+_T = TypeVar("_T")
+
+DEFAULT_CURRENCY = "USD"
+MAX_EMAIL_LENGTH = 254
+MAX_EMAIL_LOCAL_LENGTH = 64
+MAX_DISPLAY_NAME_LENGTH = 100
+
+# Active ISO 4217 currency codes (List One), kept by hand. Fund codes (BOV,
+# CHE, CHW, CLF, COU, MXV, USN, UYI, UYW), the Arab accounting dinar XAD,
+# precious metals, bond-market units, XDR, XSU, XUA, the test code XTS and
+# "no currency" XXX are left out, because people do not pay each other in
+# them. ANG (replaced by XCG) and BGN (replaced by EUR) are withdrawn.
+# NOTE: expense_service/currencies.py keeps its own table, a superset of this
+# one; update both when ISO publishes an amendment.
+_ISO_4217_TEXT = """
+    AED AFN ALL AMD AOA ARS AUD AWG AZN BAM BBD BDT BHD BIF BMD BND BOB
+    BRL BSD BTN BWP BYN BZD CAD CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP
+    DZD EGP ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF
+    IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR KMF KPW KRW KWD KYD KZT LAK
+    LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MYR MZN
+    NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF
+    SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND
+    TOP TRY TTD TWD TZS UAH UGX USD UYU UZS VED VES VND VUV WST XAF XCD XCG XOF
+    XPF YER ZAR ZMW ZWG
+"""
+ISO_4217_CODES = frozenset(_ISO_4217_TEXT.split())
+
+# Characters allowed unquoted in the local part of an address (RFC 5322 atext).
+_ATEXT = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+/=?^_`{|}~-"
+)
+# A domain label: letters and digits (any script), hyphens inside, 1 to 63 long.
+_DOMAIN_LABEL = re.compile(r"[^\W_](?:(?:[^\W_]|-){0,61}[^\W_])?")
+_UUID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+# Bidirectional overrides and isolates can make a name display as another one.
+_BIDI_CONTROLS = frozenset(
+    chr(c) for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+)
+
+
+def _is_local_char(char: str) -> bool:
+    # Internationalised addresses (RFC 6531) also allow non-ASCII letters and
+    # digits, which ASCII-only mail systems would reject on delivery.
+    return char in _ATEXT or (ord(char) > 127 and char.isalnum())
+
+
+def _email_problem(value: str) -> str | None:
+    if not value:
+        return "is required; give an address such as 'ada@example.com'"
+
+    if len(value) > MAX_EMAIL_LENGTH:
+        return (
+            f"has {len(value)} characters, more than the maximum of "
+            f"{MAX_EMAIL_LENGTH}; use a shorter address"
+        )
+    if value.count("@") != 1:
+        return f"{value!r} must contain exactly one '@', as in 'ada@example.com'"
+
+    local, domain = value.split("@")
+    if not local or len(local) > MAX_EMAIL_LOCAL_LENGTH:
+        return (
+            f"{value!r} must have 1 to {MAX_EMAIL_LOCAL_LENGTH} characters before "
+            "the '@'"
+        )
+    if local.startswith(".") or local.endswith(".") or ".." in local:
+        return (
+            f"{value!r} has a dot at the start or end of the part before the '@', "
+            "or two dots in a row; quoted local parts are not supported"
+        )
+    bad = [char for char in local.replace(".", "") if not _is_local_char(char)]
+    if bad:
+        return (
+            f"{value!r} contains {bad[0]!r} before the '@'; use letters, digits "
+            "and !#$%&'*+/=?^_`{|}~.- only"
+        )
+
+    labels = domain.split(".")
+    if len(labels) < 2 or not all(_DOMAIN_LABEL.fullmatch(label) for label in labels):
+        return (
+            f"{value!r} has an invalid domain {domain!r}; use a domain name with "
+            "a dot, such as 'example.com', made of letters, digits and hyphens"
+        )
+    if labels[-1].isdigit():
+        return f"{value!r} has a numeric top-level domain; use a domain name"
+    return None
+
+
+def validate_email(value: str, field: str) -> str:
+    """Check an email address and return it unchanged.
+
+    The check follows RFC 5321 and 5322 for dot-atom addresses at a domain
+    name: at most 254 characters, at most 64 before the '@'. Quoted local
+    parts and IP-literal domains are rejected.
+
+    Raises:
+      InvalidArgument: the address is empty or not valid.
+    """
+    problem = _email_problem(value)
+    if problem is not None:
+        reason = "REQUIRED" if not value else "INVALID_EMAIL"
+        raise invalid_field(field, problem, reason=reason)
+    return value
+
+
+def normalise_email(value: str) -> str:
+    """Return the form under which emails are unique, whatever their case."""
+    return unicodedata.normalize("NFC", value).lower()
+
+
+def normalise_text(value: str) -> str:
+    """Return the case-folded form used for case-insensitive substring search."""
+    return unicodedata.normalize("NFC", value).lower()
+
+
+def _forbidden_char(value: str) -> str | None:
+    for char in value:
+        category = unicodedata.category(char)
+        if category in ("Cc", "Cs", "Zl", "Zp") or char in _BIDI_CONTROLS:
+            return char
+    return None
+
+
+def validate_display_name(value: str, field: str) -> str:
+    """Check a display name and return it with surrounding whitespace removed.
+
+    Raises:
+      InvalidArgument: the trimmed name is empty, longer than 100 characters,
+        or contains a control, line-separator or bidirectional-override
+        character.
+    """
+    trimmed = value.strip()
+    if not trimmed:
+        raise invalid_field(
+            field,
+            f"{value!r} is empty after removing spaces; give 1 to "
+            f"{MAX_DISPLAY_NAME_LENGTH} characters",
+            reason="REQUIRED",
+        )
+    if len(trimmed) > MAX_DISPLAY_NAME_LENGTH:
+        raise invalid_field(
+            field,
+            f"has {len(trimmed)} characters, more than the maximum of "
+            f"{MAX_DISPLAY_NAME_LENGTH}; shorten it",
+            reason="DISPLAY_NAME_TOO_LONG",
+        )
+    forbidden = _forbidden_char(trimmed)
+    if forbidden is not None:
+        raise invalid_field(
+            field,
+            f"{value!r} contains the control character U+{ord(forbidden):04X}; "
+            "remove it",
+            reason="INVALID_DISPLAY_NAME",
+        )
+    return trimmed
+
+
+def validate_currency_code(value: str, field: str) -> str:
+    """Check an ISO 4217 currency code such as `EUR` and return it.
+
+    Raises:
+      InvalidArgument: the code is not an active ISO 4217 code in upper case.
+    """
+    if value in ISO_4217_CODES:
+        return value
+    hint = ""
+    if value.upper() in ISO_4217_CODES:
+        hint = f"; write it in upper case, {value.upper()!r}"
+    raise invalid_field(
+        field,
+        f"{value!r} is not an active ISO 4217 currency code{hint}; use a "
+        "three-letter code such as 'USD' or 'EUR'",
+        reason="INVALID_CURRENCY_CODE",
+    )
+
+
+def validate_request_id(value: str, field: str = "request_id") -> str:
+    """Check an idempotency key and return it in lower case; empty stays empty.
+
+    Raises:
+      InvalidArgument: the key is not a UUID in its 36-character form.
+    """
+    if not value:
+        return ""
+    if not _UUID.fullmatch(value):
+        raise invalid_field(
+            field,
+            f"{value!r} is not a UUID; send a fresh UUID in 8-4-4-4-12 form, such "
+            "as '5f0c6d2e-8a41-4c3b-9a57-2f1e0b7d9c44', or leave it empty",
+            reason="INVALID_REQUEST_ID",
+        )
+    return value.lower()
+
+
+def validate_new_id(value: str, field: str) -> str:
+    """Check a client-chosen id; see `splitlog_runtime.resources.check_id`."""
+    return check_id(value, field)
+
+
+def _parse_id(name: str, pattern: str, field: str) -> tuple[str, ...]:
+    ids = parse_name(name, pattern, field)
+    for resource_id in ids:
+        try:
+            check_id(resource_id, field)
+        except InvalidArgument:
+            raise invalid_field(
+                field,
+                f"{name!r} contains the invalid id {resource_id!r}; ids are 4 to "
+                "63 lower-case letters, digits and hyphens, as in "
+                f"{pattern.split('/')[0]}/example-id",
+                reason="INVALID_RESOURCE_NAME",
+            ) from None
+    return ids
+
+
+def parse_user_name(name: str, field: str) -> str:
+    """Return the id in `users/{user}`.
+
+    Raises:
+      InvalidArgument: the name is empty or malformed.
+    """
+    return _parse_id(name, USER_PATTERN, field)[0]
+
+
+def parse_group_name(name: str, field: str) -> str:
+    """Return the id in `groups/{group}`.
+
+    Raises:
+      InvalidArgument: the name is empty or malformed.
+    """
+    return _parse_id(name, GROUP_PATTERN, field)[0]
+
+
+def parse_member_name(name: str, field: str) -> tuple[str, str]:
+    """Return the group id and user id in `groups/{group}/members/{member}`.
+
+    Raises:
+      InvalidArgument: the name is empty or malformed.
+    """
+    group_id, user_id = _parse_id(name, MEMBER_PATTERN, field)
+    return group_id, user_id
+
+
+@dataclass
+class Violations:
+    """Collects the errors of several field checks, so one reply lists them all.
+
+    Example:
+      violations = Violations()
+      email = violations.check(validate_email, request.user.email, "user.email")
+      violations.raise_if_any()
+    """
+
+    errors: list[InvalidArgument] = field(default_factory=list)
+
+    def check(self, validate: Callable[..., _T], *args: object) -> _T | None:
+        """Run one check; return its result, or None after recording its error."""
+        try:
+            return validate(*args)
+        except InvalidArgument as exc:
+            self.errors.append(exc)
+            return None
+
+    def raise_if_any(self) -> None:
+        """Raise one InvalidArgument carrying every recorded field violation.
+
+        Raises:
+          InvalidArgument: at least one check failed; the message and the
+            ErrorInfo reason are those of the first failure.
+        """
+        if not self.errors:
+            return
+        first = self.errors[0]
+        if len(self.errors) == 1:
+            raise first
+        raise InvalidArgument(
+            f"{first.message} (and {len(self.errors) - 1} more invalid field(s))",
+            reason=first.reason,
+            metadata=first.metadata,
+            field_violations=[v for e in self.errors for v in e.field_violations],
+        )
+
+
+def user_name(user_id: str) -> str:
+    return f"users/{user_id}"
+
+
+def group_name(group_id: str) -> str:
+    return f"groups/{group_id}"
+
+
+def member_name(group_id: str, user_id: str) -> str:
+    return f"groups/{group_id}/members/{user_id}"
+
+
+# Update masks
+
+
+@dataclass(frozen=True)
+class MaskRules:
+    """The mask paths of one resource, by how an update may treat them."""
+
+    resource: str
+    mutable: tuple[str, ...]
+    output_only: tuple[str, ...]
+    immutable: tuple[str, ...] = ()
+    identifier: str = "name"
+
+
+def resolve_update_mask(
+    paths: Sequence[str], rules: MaskRules, populated: Iterable[str]
+) -> list[str]:
+    """Return the fields an update changes, in the order of `rules.mutable`.
+
+    An empty mask selects every mutable field that the request populates, and
+    `*` selects every mutable field. Output-only fields that are populated
+    under an empty mask are ignored, because clients often send back a whole
+    resource they read.
+
+    Raises:
+      InvalidArgument: a path is unknown, not mutable, or `*` is combined
+        with other paths. Every bad path gets its own violation.
+    """
+    if not paths:
+        chosen = set(populated)
+        return [name for name in rules.mutable if name in chosen]
+    violations = []
+    for index, path in enumerate(paths):
+        problem = _mask_path_problem(path, paths, rules)
+        if problem is not None:
+            reason, description = problem
+            violations.append(
+                FieldViolation(f"update_mask.paths[{index}]", description, reason)
+            )
+    if violations:
+        first = violations[0]
+        raise InvalidArgument(
+            f"{first.field}: {first.description}",
+            reason=first.reason,
+            metadata={"field": first.field},
+            field_violations=violations,
+        )
+    if "*" in paths:
+        return list(rules.mutable)
+    return [name for name in rules.mutable if name in paths]
+
+
+def _mask_path_problem(
+    path: str, paths: Sequence[str], rules: MaskRules
+) -> tuple[str, str] | None:
+    allowed = ", ".join(repr(name) for name in rules.mutable)
+    if path == "*":
+        if len(paths) > 1:
+            return (
+                "INVALID_UPDATE_MASK",
+                "'*' selects every mutable field and cannot be combined with "
+                "other paths; send '*' alone or list the fields",
+            )
+        return None
+    if path in rules.mutable:
+        return None
+    if path in rules.output_only or path == "etag":
+        return (
+            "FIELD_NOT_MUTABLE",
+            f"{path!r} is output only and cannot be updated; the mutable fields "
+            f"of a {rules.resource} are {allowed}",
+        )
+    if path == rules.identifier:
+        return (
+            "FIELD_NOT_MUTABLE",
+            f"{path!r} identifies the {rules.resource} and cannot be updated; "
+            f"the mutable fields are {allowed}",
+        )
+    if path in rules.immutable:
+        return (
+            "FIELD_NOT_MUTABLE",
+            f"{path!r} is set on create only; the mutable fields of a "
+            f"{rules.resource} are {allowed}",
+        )
+    return (
+        "UNKNOWN_FIELD_PATH",
+        f"{path!r} is not a field of a {rules.resource}; the mutable fields are "
+        f"{allowed}",
+    )
+
+
+USER_MASK = MaskRules(
+    resource="user",
+    mutable=("email", "display_name", "currency_code"),
+    output_only=("state", "create_time", "update_time"),
+)
+GROUP_MASK = MaskRules(
+    resource="group",
+    mutable=("display_name", "currency_code"),
+    output_only=("member_count", "create_time", "update_time"),
+    immutable=("creator",),
+)
+
+
+# Etags
+
+
+def format_etag(version: int) -> str:
+    """Return the etag of a stored version, quoted as RFC 7232 requires."""
+    return f'"{version}"'
+
+
+def parse_etag(value: str, field: str) -> int | None:
+    """Return the version inside an etag, or None when no etag was sent.
+
+    Raises:
+      InvalidArgument: the etag was not issued by this service.
+    """
+    if not value:
+        return None
+    match = re.fullmatch(r'"([0-9]{1,18})"', value)
+    if match is None:
+        raise invalid_field(
+            field,
+            f"{value!r} is not an etag issued by this service; send the etag "
+            "of the latest read, quotes included, such as '\"3\"', or none",
+            reason="INVALID_ETAG",
+        )
+    return int(match.group(1))
+
+
+# ListUsers filter
+
+
+@dataclass(frozen=True)
+class UserFilter:
+    """A parsed ListUsers filter; None means the term was absent."""
+
+    state: str | None = None
+    email: str | None = None
+    display_name_contains: str | None = None
+
+
+FILTER_GRAMMAR = (
+    "supported terms, joined by AND, are state = ACTIVE, state = DEACTIVATED, "
+    'email = "address" and display_name : "text"'
+)
+
+_FILTER_TOKEN = re.compile(
+    r"""\s*(?:
+        (?P<string>"(?:[^"\\]|\\.)*")
+      | (?P<operator>!=|<=|>=|=|:|<|>|~)
+      | (?P<paren>[()])
+      | (?P<word>[^\s"=:<>!~()]+)
+      | (?P<other>\S)
+    )""",
+    re.VERBOSE,
+)
+
+
+@dataclass(frozen=True)
+class _Token:
+    kind: str
+    text: str
+    start: int
+    end: int
+
+
+def _filter_error(description: str) -> InvalidArgument:
+    return invalid_field("filter", description, reason="INVALID_FILTER")
+
+
+def _tokenize(text: str) -> list[_Token]:
+    tokens = []
+    position = 0
+    while position < len(text):
+        match = _FILTER_TOKEN.match(text, position)
+        if match is None:  # only trailing whitespace remains
+            break
+        kind = match.lastgroup
+        value = match.group(kind)
+        if kind == "other":
+            if value == '"':
+                raise _filter_error(
+                    f"the string that starts at position {match.start(kind)} has "
+                    'no closing quote; close it with "'
+                )
+            raise _filter_error(
+                f"unexpected character {value!r} at position {match.start(kind)}; "
+                + FILTER_GRAMMAR
+            )
+        tokens.append(_Token(kind, value, match.start(kind), match.end(kind)))
+        position = match.end()
+    return tokens
+
+
+def _unquote(token: _Token) -> str:
+    return re.sub(r"\\(.)", r"\1", token.text[1:-1])
+
+
+def _split_terms(text: str, tokens: list[_Token]) -> list[tuple[str, list[_Token]]]:
+    terms: list[tuple[str, list[_Token]]] = []
+    current: list[_Token] = []
+    for token in [*tokens, None]:
+        if token is None or (token.kind == "word" and token.text == "AND"):
+            if not current:
+                raise _filter_error(
+                    "AND must join two terms; remove the extra AND or add a term"
+                )
+            terms.append((text[current[0].start : current[-1].end], current))
+            current = []
+        else:
+            current.append(token)
+    return terms
+
+
+def _parse_term(term: str, tokens: list[_Token], parsed: dict[str, str]) -> None:
+    words = {token.text for token in tokens if token.kind == "word"}
+    if words & {"OR", "NOT", "and", "or", "not"} or any(
+        token.kind == "paren" for token in tokens
+    ):
+        raise _filter_error(
+            f"{term!r} uses OR, NOT, lower-case operators or parentheses, which "
+            f"are not supported; {FILTER_GRAMMAR}"
+        )
+    if len(tokens) != 3 or tokens[0].kind != "word" or tokens[1].kind != "operator":
+        raise _filter_error(f"{term!r} is not a supported term; {FILTER_GRAMMAR}")
+
+    field, operator, value = tokens
+    expected = {"state": "=", "email": "=", "display_name": ":"}
+    if field.text not in expected:
+        raise _filter_error(
+            f"{term!r} filters on {field.text!r}, which is not supported; "
+            + FILTER_GRAMMAR
+        )
+    if operator.text != expected[field.text]:
+        raise _filter_error(
+            f"{term!r} uses the operator {operator.text!r}; {field.text} supports "
+            f"only {expected[field.text]!r}"
+        )
+    if field.text in parsed:
+        raise _filter_error(
+            f"{term!r} repeats a term on {field.text!r}; give each field once"
+        )
+
+    if field.text == "state":
+        if value.kind != "word" or value.text not in (STATE_ACTIVE, STATE_DEACTIVATED):
+            raise _filter_error(
+                f"{term!r} compares state with {value.text}; use state = ACTIVE "
+                "or state = DEACTIVATED, without quotes"
+            )
+        parsed["state"] = value.text
+        return
+
+    if value.kind != "string":
+        raise _filter_error(
+            f"{term!r} needs a quoted value, as in {field.text} "
+            f'{operator.text} "{value.text}"'
+        )
+    text = _unquote(value)
+    forbidden = _forbidden_char(text)
+    if forbidden is not None:
+        raise _filter_error(
+            f"{term!r} contains the control character U+{ord(forbidden):04X}; remove it"
+        )
+    parsed[field.text] = text
+
+
+def parse_user_filter(text: str) -> UserFilter:
+    """Parse the ListUsers filter grammar documented in the proto.
+
+    Raises:
+      InvalidArgument: on any term outside the grammar; the message names
+        the term.
+    """
+    tokens = _tokenize(text)
+    if not tokens:
+        return UserFilter()
+    parsed: dict[str, str] = {}
+    for term, term_tokens in _split_terms(text, tokens):
+        _parse_term(term, term_tokens, parsed)
+    email = parsed.get("email")
+    contains = parsed.get("display_name")
+    return UserFilter(
+        state=parsed.get("state"),
+        email=normalise_email(email) if email is not None else None,
+        display_name_contains=normalise_text(contains)
+        if contains is not None
+        else None,
+    )

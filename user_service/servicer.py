@@ -1,0 +1,623 @@
+"""The gRPC handlers of `splitlog.users.v1.UsersService`.
+
+Each handler validates the request, runs the domain and storage calls in one
+database transaction and builds the response. Errors are raised as
+`DomainError`s and turned into status codes by the runtime's interceptor.
+
+Choices that the proto leaves open:
+- A replayed `request_id` returns the resource that the first request
+  created, in its current state, even when the replay carries other values
+  (AIP-155 allows this "stale success"). Keys are kept forever.
+- Deactivating a deactivated user succeeds and changes nothing, so a retried
+  DeactivateUser does not fail with FAILED_PRECONDITION. The etag is then not
+  checked, because nothing is written.
+- A deactivated user may still be updated, read and listed with its groups.
+- The last member of a group cannot leave it; delete the group instead.
+  A group without members would be unreachable, because ListGroups lists
+  groups by member.
+- A group's etag covers its own fields; members joining or leaving do not
+  change it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TypeVar
+
+import grpc
+from google.protobuf import timestamp_pb2
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from splitlog.users.v1 import users_service_pb2 as pb
+from splitlog.users.v1 import users_service_pb2_grpc as pb_grpc
+from splitlog_runtime import pagination
+from splitlog_runtime.database import Database
+from splitlog_runtime.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    PreconditionViolation,
+    Resource,
+    invalid_field,
+)
+from splitlog_runtime.resources import ID_PATTERN, new_id
+from user_service import domain, storage
+from user_service.guards import BalanceGuard
+
+_LOGGER = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["UsersService"].full_name
+
+_STATES = {
+    domain.STATE_ACTIVE: pb.User.STATE_ACTIVE,
+    domain.STATE_DEACTIVATED: pb.User.STATE_DEACTIVATED,
+}
+
+
+# Conversions to messages
+
+
+def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)  # naive datetimes are read as UTC
+    return stamp
+
+
+def user_message(user: storage.UserRow) -> pb.User:
+    return pb.User(
+        name=domain.user_name(user.id),
+        email=user.email,
+        display_name=user.display_name,
+        currency_code=user.currency_code,
+        state=_STATES[user.state],
+        create_time=_timestamp(user.create_time),
+        update_time=_timestamp(user.update_time),
+        etag=domain.format_etag(user.version),
+    )
+
+
+def group_message(group: storage.GroupRow, member_count: int) -> pb.Group:
+    return pb.Group(
+        name=domain.group_name(group.id),
+        display_name=group.display_name,
+        creator=domain.user_name(group.creator_id),
+        currency_code=group.currency_code,
+        member_count=member_count,
+        create_time=_timestamp(group.create_time),
+        update_time=_timestamp(group.update_time),
+        etag=domain.format_etag(group.version),
+    )
+
+
+def member_message(member: storage.MemberRow, user: storage.UserRow) -> pb.Member:
+    return pb.Member(
+        name=domain.member_name(member.group_id, member.user_id),
+        user=domain.user_name(user.id),
+        display_name=user.display_name,
+        join_time=_timestamp(member.join_time),
+    )
+
+
+# Shared checks
+
+
+def _check_etag(
+    expected: int | None, current: int, resource: Resource, field: str
+) -> None:
+    if expected is not None and expected != current:
+        raise Aborted(
+            f"{field} {domain.format_etag(expected)} is stale: "
+            f"{resource.resource_name!r} has changed since it was read; read it "
+            "again and retry with the new etag",
+            reason="ETAG_MISMATCH",
+            resource=resource,
+        )
+
+
+def _require_active(user: storage.UserRow, action: str) -> None:
+    if user.state == domain.STATE_DEACTIVATED:
+        name = domain.user_name(user.id)
+        raise FailedPrecondition(
+            f"user {name!r} is deactivated and cannot {action}; use an active user",
+            reason="USER_DEACTIVATED",
+            metadata={"user": name},
+            preconditions=[
+                PreconditionViolation(
+                    "USER_DEACTIVATED", name, f"a deactivated user cannot {action}"
+                )
+            ],
+        )
+
+
+def _page_key(key: list | None) -> tuple[datetime, str] | None:
+    """Read the (time, id) key stored in a page token."""
+    if key is None:
+        return None
+    try:
+        when, resource_id = key
+        if not isinstance(resource_id, str) or not ID_PATTERN.match(resource_id):
+            raise ValueError(resource_id)
+        return datetime.fromisoformat(when), resource_id
+    except (TypeError, ValueError):
+        raise invalid_field(
+            "page_token",
+            "is not a page token returned by this method; send the "
+            "next_page_token of the previous response, or none",
+            reason="INVALID_PAGE_TOKEN",
+        ) from None
+
+
+def _next_token(rows: list, size: int, key: Callable, selector: list) -> str:
+    if len(rows) <= size:
+        return ""
+    when, resource_id = key(rows[size - 1])
+    return pagination.encode_token([when.isoformat(), resource_id], selector)
+
+
+@contextmanager
+def transaction(database: Database) -> Iterator[Session]:
+    """Run one unit of work; a lost optimistic-lock race becomes ABORTED.
+
+    Raises:
+      Aborted: another transaction changed or deleted a row that this one
+        updates or deletes (SQLAlchemy's StaleDataError from `version_id_col`).
+    """
+    try:
+        with database.transaction() as session:
+            yield session
+    except StaleDataError:
+        raise Aborted(
+            "the resource was changed by a concurrent request; read it again and retry",
+            reason="CONCURRENT_MODIFICATION",
+        ) from None
+
+
+class UsersServicer(pb_grpc.UsersServiceServicer):
+    """Users, groups and memberships stored in one database."""
+
+    def __init__(self, database: Database, guard: BalanceGuard) -> None:
+        self._database = database
+        self._guard = guard
+
+    def _transaction(self):
+        return transaction(self._database)
+
+    def _run_with_conflict_retry(self, work: Callable[[Session], _T]) -> _T:
+        """Run `work` in a transaction; after a unique-key conflict, once more.
+
+        Concurrent requests can pass the existence checks together, and then
+        the loser's INSERT hits a unique index. On the second run its checks
+        see the winner's committed row and raise ALREADY_EXISTS (or replay a
+        request_id) instead of an internal error.
+        """
+        try:
+            with self._transaction() as session:
+                return work(session)
+        except IntegrityError as exc:
+            _LOGGER.info("retrying after a unique-key conflict: %s", exc.orig)
+        with self._transaction() as session:
+            return work(session)
+
+    # Users
+
+    def CreateUser(
+        self, request: pb.CreateUserRequest, context: grpc.ServicerContext
+    ) -> pb.CreateUserResponse:
+        user, violations = request.user, domain.Violations()
+        email = violations.check(domain.validate_email, user.email, "user.email")
+        display_name = violations.check(
+            domain.validate_display_name, user.display_name, "user.display_name"
+        )
+        currency = domain.DEFAULT_CURRENCY
+        if user.currency_code:
+            currency = violations.check(
+                domain.validate_currency_code, user.currency_code, "user.currency_code"
+            )
+        if request.user_id:
+            violations.check(domain.validate_new_id, request.user_id, "user_id")
+        request_id = violations.check(domain.validate_request_id, request.request_id)
+        violations.raise_if_any()
+
+        def create(session: Session) -> pb.User:
+            if request_id:
+                earlier = storage.find_request(session, "CreateUser", request_id)
+                if earlier is not None:
+                    replayed = domain.parse_user_name(earlier, "request_id")
+                    return user_message(storage.require_user(session, replayed))
+            user_id = request.user_id or new_id()
+            self._check_new_user(session, user_id, email)
+            now = storage.utc_now()
+            row = storage.UserRow(
+                id=user_id,
+                currency_code=currency,
+                state=domain.STATE_ACTIVE,
+                create_time=now,
+                update_time=now,
+            )
+            row.set_email(email)
+            row.set_display_name(display_name)
+            storage.add_user(session, row)
+            if request_id:
+                storage.remember_request(
+                    session, "CreateUser", request_id, domain.user_name(user_id)
+                )
+            return user_message(row)
+
+        return pb.CreateUserResponse(user=self._run_with_conflict_retry(create))
+
+    def _check_new_user(self, session: Session, user_id: str, email: str) -> None:
+        if storage.get_user(session, user_id) is not None:
+            name = domain.user_name(user_id)
+            raise AlreadyExists(
+                f"user {name!r} already exists; choose another user_id or leave it "
+                "empty to get a generated one",
+                reason="USER_ALREADY_EXISTS",
+                resource=Resource(domain.USER_TYPE, name),
+            )
+        self._check_email_free(session, email, owner_id=None)
+
+    @staticmethod
+    def _check_email_free(session: Session, email: str, owner_id: str | None) -> None:
+        holder = storage.find_user_by_email(session, email)
+        if holder is not None and holder.id != owner_id:
+            name = domain.user_name(holder.id)
+            raise AlreadyExists(
+                f"the email {email!r} already belongs to another user (emails are "
+                "unique whatever their case); use another address",
+                reason="EMAIL_TAKEN",
+                metadata={"email": email},
+                resource=Resource(domain.USER_TYPE, name),
+            )
+
+    def GetUser(
+        self, request: pb.GetUserRequest, context: grpc.ServicerContext
+    ) -> pb.GetUserResponse:
+        user_id = domain.parse_user_name(request.name, "name")
+        with self._transaction() as session:
+            user = storage.require_user(session, user_id)
+            return pb.GetUserResponse(user=user_message(user))
+
+    def ListUsers(
+        self, request: pb.ListUsersRequest, context: grpc.ServicerContext
+    ) -> pb.ListUsersResponse:
+        size = pagination.page_size(request.page_size)
+        user_filter = domain.parse_user_filter(request.filter)
+        selector = ["ListUsers", request.filter]
+        after = _page_key(pagination.decode_token(request.page_token, selector))
+        with self._transaction() as session:
+            rows = list(storage.list_users(session, user_filter, after, size + 1))
+        return pb.ListUsersResponse(
+            users=[user_message(row) for row in rows[:size]],
+            next_page_token=_next_token(
+                rows, size, lambda row: (row.create_time, row.id), selector
+            ),
+        )
+
+    def UpdateUser(
+        self, request: pb.UpdateUserRequest, context: grpc.ServicerContext
+    ) -> pb.UpdateUserResponse:
+        user, violations = request.user, domain.Violations()
+        user_id = violations.check(domain.parse_user_name, user.name, "user.name")
+        expected = violations.check(domain.parse_etag, user.etag, "user.etag")
+        populated = [name for name in domain.USER_MASK.mutable if getattr(user, name)]
+        fields = violations.check(
+            domain.resolve_update_mask,
+            list(request.update_mask.paths),
+            domain.USER_MASK,
+            populated,
+        )
+        violations.raise_if_any()
+        changes = {}
+        if "email" in fields:
+            changes["email"] = violations.check(
+                domain.validate_email, user.email, "user.email"
+            )
+        if "display_name" in fields:
+            changes["display_name"] = violations.check(
+                domain.validate_display_name, user.display_name, "user.display_name"
+            )
+        if "currency_code" in fields:
+            changes["currency_code"] = domain.DEFAULT_CURRENCY
+            if user.currency_code:
+                changes["currency_code"] = violations.check(
+                    domain.validate_currency_code,
+                    user.currency_code,
+                    "user.currency_code",
+                )
+        violations.raise_if_any()
+
+        def update(session: Session) -> pb.User:
+            row = storage.require_user(session, user_id)
+            resource = Resource(domain.USER_TYPE, domain.user_name(user_id))
+            _check_etag(expected, row.version, resource, "user.etag")
+            if "email" in changes:
+                self._check_email_free(session, changes["email"], owner_id=row.id)
+            if self._apply_user_changes(row, changes):
+                row.update_time = storage.utc_now()
+                session.flush()
+            return user_message(row)
+
+        return pb.UpdateUserResponse(user=self._run_with_conflict_retry(update))
+
+    @staticmethod
+    def _apply_user_changes(row: storage.UserRow, changes: dict[str, str]) -> bool:
+        """Copy the changed values onto the row; return whether any differed."""
+        changed = False
+        if "email" in changes and changes["email"] != row.email:
+            row.set_email(changes["email"])
+            changed = True
+        if "display_name" in changes and changes["display_name"] != row.display_name:
+            row.set_display_name(changes["display_name"])
+            changed = True
+        currency = changes.get("currency_code")
+        if currency is not None and currency != row.currency_code:
+            row.currency_code = currency
+            changed = True
+        return changed
+
+    def DeactivateUser(
+        self, request: pb.DeactivateUserRequest, context: grpc.ServicerContext
+    ) -> pb.DeactivateUserResponse:
+        violations = domain.Violations()
+        user_id = violations.check(domain.parse_user_name, request.name, "name")
+        expected = violations.check(domain.parse_etag, request.etag, "etag")
+        violations.raise_if_any()
+        with self._transaction() as session:
+            row = storage.require_user(session, user_id)
+            if row.state != domain.STATE_DEACTIVATED:
+                resource = Resource(domain.USER_TYPE, request.name)
+                _check_etag(expected, row.version, resource, "etag")
+                row.state = domain.STATE_DEACTIVATED
+                row.update_time = storage.utc_now()
+                session.flush()
+            return pb.DeactivateUserResponse(user=user_message(row))
+
+    # Groups
+
+    def CreateGroup(
+        self, request: pb.CreateGroupRequest, context: grpc.ServicerContext
+    ) -> pb.CreateGroupResponse:
+        group, violations = request.group, domain.Violations()
+        display_name = violations.check(
+            domain.validate_display_name, group.display_name, "group.display_name"
+        )
+        creator_id = violations.check(
+            domain.parse_user_name, group.creator, "group.creator"
+        )
+        if group.currency_code:
+            violations.check(
+                domain.validate_currency_code,
+                group.currency_code,
+                "group.currency_code",
+            )
+        if request.group_id:
+            violations.check(domain.validate_new_id, request.group_id, "group_id")
+        request_id = violations.check(domain.validate_request_id, request.request_id)
+        violations.raise_if_any()
+
+        def create(session: Session) -> pb.Group:
+            if request_id:
+                earlier = storage.find_request(session, "CreateGroup", request_id)
+                if earlier is not None:
+                    return self._replay_group(session, earlier, request_id)
+            group_id = request.group_id or new_id()
+            self._check_group_id_free(session, group_id)
+            creator = storage.require_user(session, creator_id)
+            _require_active(creator, "create a group")
+            now = storage.utc_now()
+            row = storage.GroupRow(
+                id=group_id,
+                display_name=display_name,
+                creator_id=creator.id,
+                currency_code=group.currency_code or creator.currency_code,
+                create_time=now,
+                update_time=now,
+            )
+            storage.add_group(session, row)
+            storage.add_member(
+                session,
+                storage.MemberRow(group_id=group_id, user_id=creator.id, join_time=now),
+            )
+            if request_id:
+                storage.remember_request(
+                    session, "CreateGroup", request_id, domain.group_name(group_id)
+                )
+            return group_message(row, member_count=1)
+
+        return pb.CreateGroupResponse(group=self._run_with_conflict_retry(create))
+
+    def _replay_group(self, session: Session, name: str, request_id: str) -> pb.Group:
+        row = session.get(storage.GroupRow, domain.parse_group_name(name, "request_id"))
+        if row is None:
+            raise NotFound(
+                f"request_id {request_id!r} created the group {name!r}, which has "
+                "since been deleted; send a new request_id to create another group",
+                reason="GROUP_NOT_FOUND",
+                metadata={"request_id": request_id},
+                resource=Resource(domain.GROUP_TYPE, name),
+            )
+        return self._group_message(session, row)
+
+    @staticmethod
+    def _check_group_id_free(session: Session, group_id: str) -> None:
+        if session.get(storage.GroupRow, group_id) is not None:
+            name = domain.group_name(group_id)
+            raise AlreadyExists(
+                f"group {name!r} already exists; choose another group_id or leave "
+                "it empty to get a generated one",
+                reason="GROUP_ALREADY_EXISTS",
+                resource=Resource(domain.GROUP_TYPE, name),
+            )
+
+    @staticmethod
+    def _group_message(session: Session, row: storage.GroupRow) -> pb.Group:
+        count = storage.member_counts(session, [row.id])[row.id]
+        return group_message(row, count)
+
+    def GetGroup(
+        self, request: pb.GetGroupRequest, context: grpc.ServicerContext
+    ) -> pb.GetGroupResponse:
+        group_id = domain.parse_group_name(request.name, "name")
+        with self._transaction() as session:
+            row = storage.require_group(session, group_id)
+            return pb.GetGroupResponse(group=self._group_message(session, row))
+
+    def ListGroups(
+        self, request: pb.ListGroupsRequest, context: grpc.ServicerContext
+    ) -> pb.ListGroupsResponse:
+        user_id = domain.parse_user_name(request.member, "member")
+        size = pagination.page_size(request.page_size)
+        selector = ["ListGroups", request.member]
+        after = _page_key(pagination.decode_token(request.page_token, selector))
+        with self._transaction() as session:
+            storage.require_user(session, user_id)
+            rows = storage.list_groups_of_user(session, user_id, after, size + 1)
+            counts = storage.member_counts(session, [group.id for group, _ in rows])
+        return pb.ListGroupsResponse(
+            groups=[group_message(group, counts[group.id]) for group, _ in rows[:size]],
+            next_page_token=_next_token(
+                rows, size, lambda row: (row[1], row[0].id), selector
+            ),
+        )
+
+    def UpdateGroup(
+        self, request: pb.UpdateGroupRequest, context: grpc.ServicerContext
+    ) -> pb.UpdateGroupResponse:
+        group, violations = request.group, domain.Violations()
+        group_id = violations.check(domain.parse_group_name, group.name, "group.name")
+        expected = violations.check(domain.parse_etag, group.etag, "group.etag")
+        populated = [name for name in domain.GROUP_MASK.mutable if getattr(group, name)]
+        fields = violations.check(
+            domain.resolve_update_mask,
+            list(request.update_mask.paths),
+            domain.GROUP_MASK,
+            populated,
+        )
+        violations.raise_if_any()
+        display_name = currency = None
+        if "display_name" in fields:
+            display_name = violations.check(
+                domain.validate_display_name, group.display_name, "group.display_name"
+            )
+        if "currency_code" in fields and group.currency_code:
+            currency = violations.check(
+                domain.validate_currency_code,
+                group.currency_code,
+                "group.currency_code",
+            )
+        violations.raise_if_any()
+
+        with self._transaction() as session:
+            row = storage.require_group(session, group_id)
+            resource = Resource(domain.GROUP_TYPE, domain.group_name(group_id))
+            _check_etag(expected, row.version, resource, "group.etag")
+            if "currency_code" in fields and currency is None:
+                # An empty currency under the mask restores the default.
+                currency = storage.require_user(session, row.creator_id).currency_code
+            changed = False
+            if display_name is not None and display_name != row.display_name:
+                row.display_name = display_name
+                changed = True
+            if currency is not None and currency != row.currency_code:
+                row.currency_code = currency
+                changed = True
+            if changed:
+                row.update_time = storage.utc_now()
+                session.flush()
+            return pb.UpdateGroupResponse(group=self._group_message(session, row))
+
+    def DeleteGroup(
+        self, request: pb.DeleteGroupRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteGroupResponse:
+        violations = domain.Violations()
+        group_id = violations.check(domain.parse_group_name, request.name, "name")
+        expected = violations.check(domain.parse_etag, request.etag, "etag")
+        violations.raise_if_any()
+        with self._transaction() as session:
+            row = storage.require_group(session, group_id)
+            name = domain.group_name(group_id)
+            _check_etag(
+                expected, row.version, Resource(domain.GROUP_TYPE, name), "etag"
+            )
+            self._guard.check_group_deletable(name)
+            storage.delete_group(session, row)
+        return pb.DeleteGroupResponse()
+
+    # Members
+
+    def AddGroupMember(
+        self, request: pb.AddGroupMemberRequest, context: grpc.ServicerContext
+    ) -> pb.AddGroupMemberResponse:
+        violations = domain.Violations()
+        group_id = violations.check(domain.parse_group_name, request.parent, "parent")
+        user_id = violations.check(domain.parse_user_name, request.user, "user")
+        violations.raise_if_any()
+
+        def add(session: Session) -> pb.Member:
+            storage.require_group(session, group_id)
+            user = storage.require_user(session, user_id)
+            if storage.get_member(session, group_id, user_id) is not None:
+                name = domain.member_name(group_id, user_id)
+                raise AlreadyExists(
+                    f"{request.user!r} is already a member of {request.parent!r}",
+                    reason="MEMBER_ALREADY_EXISTS",
+                    resource=Resource(domain.MEMBER_TYPE, name),
+                )
+            _require_active(user, "join a group")
+            member = storage.MemberRow(
+                group_id=group_id, user_id=user_id, join_time=storage.utc_now()
+            )
+            storage.add_member(session, member)
+            return member_message(member, user)
+
+        return pb.AddGroupMemberResponse(member=self._run_with_conflict_retry(add))
+
+    def ListGroupMembers(
+        self, request: pb.ListGroupMembersRequest, context: grpc.ServicerContext
+    ) -> pb.ListGroupMembersResponse:
+        group_id = domain.parse_group_name(request.parent, "parent")
+        size = pagination.page_size(request.page_size)
+        selector = ["ListGroupMembers", request.parent]
+        after = _page_key(pagination.decode_token(request.page_token, selector))
+        with self._transaction() as session:
+            storage.require_group(session, group_id)
+            rows = storage.list_members(session, group_id, after, size + 1)
+        return pb.ListGroupMembersResponse(
+            members=[member_message(member, user) for member, user in rows[:size]],
+            next_page_token=_next_token(
+                rows, size, lambda row: (row[0].join_time, row[0].user_id), selector
+            ),
+        )
+
+    def RemoveGroupMember(
+        self, request: pb.RemoveGroupMemberRequest, context: grpc.ServicerContext
+    ) -> pb.RemoveGroupMemberResponse:
+        group_id, user_id = domain.parse_member_name(request.name, "name")
+        with self._transaction() as session:
+            # The lock stops two members from leaving together and emptying it.
+            storage.require_group(session, group_id, lock=True)
+            member = storage.require_member(session, group_id, user_id)
+            group_name = domain.group_name(group_id)
+            if storage.member_counts(session, [group_id])[group_id] == 1:
+                raise FailedPrecondition(
+                    f"{domain.user_name(user_id)!r} is the last member of "
+                    f"{group_name!r} and cannot leave it; delete the group instead",
+                    reason="LAST_MEMBER",
+                    preconditions=[
+                        PreconditionViolation(
+                            "LAST_MEMBER",
+                            request.name,
+                            "a group must keep at least one member",
+                        )
+                    ],
+                )
+            self._guard.check_member_removable(group_name, domain.user_name(user_id))
+            storage.remove_member(session, member)
+        return pb.RemoveGroupMemberResponse()
