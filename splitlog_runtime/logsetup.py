@@ -44,3 +44,5 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
+    # Alembic reports every plugin and migration step at INFO on each start.
+    logging.getLogger("alembic").setLevel(max(numeric, logging.WARNING))

@@ -1,0 +1,1 @@
+"""The `splitlog` command: run the system, one component, or inspect it."""

@@ -1,0 +1,74 @@
+"""Ask a component for its health over the standard gRPC health protocol."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+def check(address: str, service: str = "", timeout: float = 3.0) -> str:
+    """Return the health status name of `service` at `address`.
+
+    Returns `SERVING`, `NOT_SERVING`, `SERVICE_UNKNOWN` or `UNKNOWN`, or the
+    name of the gRPC status code when the call fails (`UNAVAILABLE` while the
+    server is down, `NOT_FOUND` for a service it does not report on).
+    """
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            response = stub.Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+        except grpc.RpcError as exc:
+            return exc.code().name
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+def wait_until_serving(
+    address: str,
+    timeout: float,
+    service: str = "",
+    abort: Callable[[], str | None] = lambda: None,
+) -> None:
+    """Poll `address` until it reports SERVING.
+
+    Args:
+      address: host:port of the server.
+      timeout: seconds to wait in total.
+      service: the service to ask about; empty means the whole server.
+      abort: called between attempts; a non-empty return stops the wait with
+        that message (for example, the process serving `address` exited).
+
+    Raises:
+      TimeoutError: the server did not report SERVING within `timeout`.
+      RuntimeError: `abort` returned a message.
+    """
+    deadline = time.monotonic() + timeout
+    status = "UNAVAILABLE"
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            message = abort()
+            if message:
+                raise RuntimeError(message)
+            try:
+                response = stub.Check(
+                    health_pb2.HealthCheckRequest(service=service), timeout=1.0
+                )
+            except grpc.RpcError as exc:
+                status = exc.code().name
+            else:
+                if response.status == SERVING:
+                    return
+                status = health_pb2.HealthCheckResponse.ServingStatus.Name(
+                    response.status
+                )
+            time.sleep(0.1)
+    raise TimeoutError(
+        f"{address} did not report SERVING within {timeout:g}s (last status {status})"
+    )

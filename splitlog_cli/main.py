@@ -1,0 +1,141 @@
+"""The `splitlog` command line: argument parsing and dispatch.
+
+Exit status: 0 on success, 1 when a component cannot start or fails, 2 for
+invalid arguments or settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from importlib import metadata
+
+from splitlog_cli import serve, settings, up
+from splitlog_cli.errors import StartupError
+from splitlog_cli.health import check
+from splitlog_cli.processes import Supervisor
+from splitlog_cli.show_config import FORMATS, render
+from splitlog_cli.signals import StopSignals
+from splitlog_cli.topology import COMPONENTS_BY_NAME
+from splitlog_runtime import logsetup
+from splitlog_runtime.config import Config, add_arguments
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of every subcommand, each with the configuration flags."""
+    config_flags = argparse.ArgumentParser(add_help=False)
+    add_arguments(config_flags)
+
+    parser = argparse.ArgumentParser(
+        prog="splitlog",
+        description="Run and inspect splitlog, the shared-expenses and log "
+        "collection gRPC services.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser(
+        "up",
+        parents=[config_flags],
+        help="run every component, in this process or one process each",
+        description="Run the gateway and every service until SIGTERM or Ctrl-C.",
+    )
+    up.add_argument(
+        "--processes",
+        action="store_true",
+        help="run each component in its own child process, wired over loopback "
+        "like the docker-compose containers",
+    )
+
+    serve = commands.add_parser(
+        "serve",
+        parents=[config_flags],
+        help="run one component in the foreground (what each container runs)",
+        description="Run one component until SIGTERM or Ctrl-C.",
+    )
+    serve.add_argument("component", choices=list(COMPONENTS_BY_NAME))
+
+    show = commands.add_parser(
+        "config",
+        parents=[config_flags],
+        help="print the resolved settings",
+        description="Print each setting with its value and source (table), as "
+        "SPLITLOG_* lines (env), or the reference table of every setting "
+        "(markdown).",
+    )
+    show.add_argument("--format", choices=FORMATS, default="table")
+
+    health = commands.add_parser(
+        "health",
+        parents=[config_flags],
+        help="check a component's health; exit 0 when SERVING",
+        description="Call grpc.health.v1.Health/Check and print the status. "
+        "Exits 0 when SERVING and 1 otherwise.",
+    )
+    health.add_argument("address", help="host:port of the component")
+    health.add_argument(
+        "service",
+        nargs="?",
+        default="",
+        help="full service name to check, such as splitlog.users.v1.UsersService; "
+        "empty checks the whole server",
+    )
+    health.add_argument(
+        "--timeout",
+        type=float,
+        default=3.0,
+        help="deadline of the health check in seconds (default 3)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `splitlog` command and return its exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = settings.load(args)
+    except settings.ConfigError as exc:
+        print(f"splitlog: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    logsetup.configure(config.log_level, config.log_format)
+    try:
+        return _dispatch(args, config)
+    except StartupError as exc:
+        print(f"splitlog: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _dispatch(args: argparse.Namespace, config: Config) -> int:
+    if args.command == "up" and args.processes:
+        signals = StopSignals()
+        signals.install()
+        return Supervisor(config, signals).run()
+    if args.command == "up":
+        return up.run(config)
+    if args.command == "serve":
+        return serve.run(args.component, config)
+    if args.command == "config":
+        print(render(config, args, args.format))
+        return 0
+    if args.command == "health":
+        return _health(args)
+    raise AssertionError(f"unhandled command {args.command!r}")
+
+
+def _health(args: argparse.Namespace) -> int:
+    status = check(args.address, args.service, args.timeout)
+    stream = sys.stdout if status == "SERVING" else sys.stderr
+    print(status, file=stream)
+    return 0 if status == "SERVING" else EXIT_FAILURE
+
+
+def _version() -> str:
+    try:
+        return f"splitlog {metadata.version('splitlog')}"
+    except metadata.PackageNotFoundError:
+        return "splitlog (version unknown)"

@@ -1,0 +1,213 @@
+"""`splitlog up --processes`: one supervised child process per component.
+
+The children are `splitlog serve COMPONENT`, wired over loopback with the
+environment that docker-compose.yml gives the containers. A component starts
+once every component it depends on reports SERVING. The supervisor forwards
+SIGTERM and SIGINT as SIGTERM (gateway first, then the services), and stops
+everything with a non-zero status when a child exits on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from splitlog_cli.console import address_rows, print_ready
+from splitlog_cli.errors import StartupError
+from splitlog_cli.health import wait_until_serving
+from splitlog_cli.ports import check_ports_free
+from splitlog_cli.settings import env_text
+from splitlog_cli.signals import SUPERVISOR_PID_ENV, StopSignals
+from splitlog_cli.topology import (
+    COMPONENTS,
+    Component,
+    grpc_address,
+    local_environment,
+)
+from splitlog_runtime.config import SETTINGS, SETTINGS_BY_NAME, Config
+
+_LOGGER = logging.getLogger(__name__)
+
+# Seconds a child gets to report SERVING, migrations included.
+STARTUP_TIMEOUT = 60.0
+# Seconds past the grace period before a child that ignores SIGTERM is killed.
+KILL_MARGIN = 5.0
+
+
+def start_waves(components: tuple[Component, ...]) -> list[list[Component]]:
+    """Group components so that each group depends only on earlier groups.
+
+    Raises:
+      ValueError: the dependencies form a cycle or name an unknown component.
+    """
+    waves: list[list[Component]] = []
+    started: set[str] = set()
+    remaining = list(components)
+    while remaining:
+        wave = [c for c in remaining if set(c.depends_on) <= started]
+        if not wave:
+            names = ", ".join(c.name for c in remaining)
+            raise ValueError(f"unresolvable dependencies among: {names}")
+        waves.append(wave)
+        started.update(c.name for c in wave)
+        remaining = [c for c in remaining if c.name not in started]
+    return waves
+
+
+def child_environment(component: Component, config: Config) -> dict[str, str]:
+    """Return the environment of a component's child process.
+
+    Every resolved setting is passed on, so flags given to the supervisor
+    reach the children, and the component's wiring variables come on top.
+    """
+    env = dict(os.environ)
+    for setting in SETTINGS:
+        value = getattr(config, setting.name)
+        if isinstance(value, Path):
+            value = value.resolve()
+        env[setting.env] = env_text(value)
+    env.update(local_environment(component, config))
+    env[SUPERVISOR_PID_ENV] = str(os.getpid())
+    return env
+
+
+class Supervisor:
+    """Starts, watches and stops the child processes."""
+
+    def __init__(self, config: Config, signals: StopSignals) -> None:
+        self._config = config
+        self._signals = signals
+        self._waves = start_waves(COMPONENTS)
+        self._children: dict[str, subprocess.Popen] = {}
+
+    def run(self) -> int:
+        """Run until a stop signal or a child's exit; return the exit status.
+
+        Raises:
+          StartupError: a port is taken or a child failed to start.
+        """
+        _check_fixed_ports(self._config)
+        check_ports_free(self._config, COMPONENTS)
+        self._signals.on_force(self._kill_all)
+        try:
+            status = self._watch() if self._start_all() else 0
+        except BaseException:
+            self._stop_all()
+            raise
+        clean = self._stop_all()
+        return status or (0 if clean else 1)
+
+    def _start_all(self) -> bool:
+        """Start the children wave by wave; return False if stopped meanwhile."""
+        for wave in self._waves:
+            for component in wave:
+                self._spawn(component)
+            for component in wave:
+                if not self._wait_until_serving(component):
+                    return False
+        ports = {c.name: getattr(self._config, c.grpc_port_setting) for c in COMPONENTS}
+        ports["http"] = self._config.http_port
+        pids = {name: child.pid for name, child in self._children.items()}
+        print_ready(address_rows(self._config, ports, pids))
+        return True
+
+    def _spawn(self, component: Component) -> None:
+        command = [sys.executable, "-m", "splitlog_cli", *component.command]
+        # A process group of its own keeps the terminal's Ctrl-C away from the
+        # child; the supervisor forwards one SIGTERM instead.
+        child = subprocess.Popen(
+            command,
+            env=child_environment(component, self._config),
+            stdin=subprocess.DEVNULL,
+            process_group=0,
+        )
+        self._children[component.name] = child
+        _LOGGER.info("started %s (pid %d)", component.name, child.pid)
+
+    def _wait_until_serving(self, component: Component) -> bool:
+        child = self._children[component.name]
+
+        def abort() -> str | None:
+            if self._signals.requested:
+                return "stop requested"
+            if child.poll() is not None:
+                return (
+                    f"{component.name} (pid {child.pid}) exited with status "
+                    f"{child.returncode} while starting; its log is above"
+                )
+            return None
+
+        address = grpc_address(component, self._config)
+        try:
+            wait_until_serving(address, STARTUP_TIMEOUT, abort=abort)
+        except RuntimeError as exc:
+            if self._signals.requested:
+                return False
+            raise StartupError(str(exc)) from None
+        except TimeoutError as exc:
+            raise StartupError(f"{component.name}: {exc}") from None
+        return True
+
+    def _watch(self) -> int:
+        while not self._signals.wait(timeout=0.2):
+            for name, child in self._children.items():
+                if child.poll() is not None:
+                    _LOGGER.error(
+                        "%s (pid %d) exited unexpectedly with status %d; "
+                        "stopping every component",
+                        name,
+                        child.pid,
+                        child.returncode,
+                    )
+                    return 1
+        return 0
+
+    def _stop_all(self) -> bool:
+        """Stop the running children, dependents first; return True if all exit 0."""
+        clean = True
+        for wave in reversed(self._waves):
+            running = [
+                (c.name, self._children[c.name])
+                for c in wave
+                if c.name in self._children and self._children[c.name].poll() is None
+            ]
+            for _, child in running:
+                child.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + self._config.grace_seconds + KILL_MARGIN
+            for name, child in running:
+                clean = self._reap(name, child, deadline) and clean
+        return clean
+
+    def _reap(self, name: str, child: subprocess.Popen, deadline: float) -> bool:
+        try:
+            status = child.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _LOGGER.warning("%s (pid %d) ignored SIGTERM; killing it", name, child.pid)
+            child.kill()
+            status = child.wait()
+        if status != 0:
+            _LOGGER.warning(
+                "%s (pid %d) exited with status %d", name, child.pid, status
+            )
+        return status == 0
+
+    def _kill_all(self) -> None:
+        for child in self._children.values():
+            if child.poll() is None:
+                child.kill()
+
+
+def _check_fixed_ports(config: Config) -> None:
+    for component in COMPONENTS:
+        for name in component.port_settings:
+            if getattr(config, name) == 0:
+                setting = SETTINGS_BY_NAME[name]
+                raise StartupError(
+                    f"up --processes needs a fixed port for every component, but "
+                    f"{setting.flag} ({setting.env}) is 0; set a port number"
+                )

@@ -1,0 +1,56 @@
+"""`splitlog serve COMPONENT`: one component in the foreground.
+
+This is what each container runs, and what `splitlog up --processes` starts
+for every child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from splitlog_cli import components
+from splitlog_cli.console import address_rows, print_ready
+from splitlog_cli.ports import check_ports_free
+from splitlog_cli.signals import SUPERVISOR_PID_ENV, StopSignals, watch_supervisor
+from splitlog_cli.topology import COMPONENTS_BY_NAME, GATEWAY
+from splitlog_runtime.config import Config
+
+
+def run(name: str, config: Config) -> int:
+    """Serve one component until a stop signal; return the exit status.
+
+    Raises:
+      StartupError: its port is taken or it failed to start.
+    """
+    signals = StopSignals()
+    signals.install()
+    watch_supervisor(signals)
+    check_ports_free(config, [COMPONENTS_BY_NAME[name]])
+    if name == GATEWAY.name:
+        return asyncio.run(_serve_gateway(config, signals))
+    host = components.start_service(name, config)
+    try:
+        _announce(config, {name: host.port})
+        while not signals.wait(timeout=1.0):
+            pass
+    finally:
+        host.stop(config.grace_seconds, signals.reason or "startup interrupted")
+    return 0
+
+
+async def _serve_gateway(config: Config, signals: StopSignals) -> int:
+    stop_requested = signals.attach(asyncio.get_running_loop())
+    gateway = await components.start_gateway(config)
+    try:
+        _announce(config, {"gateway": gateway.grpc_port, "http": gateway.http_port})
+        await stop_requested.wait()
+    finally:
+        await gateway.stop(config.grace_seconds)
+    return 0
+
+
+def _announce(config: Config, ports: dict[str, int]) -> None:
+    # Under a supervisor the parent prints one block for all its children.
+    if not os.environ.get(SUPERVISOR_PID_ENV):
+        print_ready(address_rows(config, ports))

@@ -1,0 +1,72 @@
+"""Resolve and check the settings of one `splitlog` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+
+from splitlog_runtime import config as config_module
+from splitlog_runtime.config import SETTINGS, Config, Setting
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_LOG_FORMATS = ("text", "json")
+
+
+class ConfigError(ValueError):
+    """A setting has an invalid value; the message names its flag or variable."""
+
+
+def source(setting: Setting, args: argparse.Namespace, environ: Mapping) -> str:
+    """Return where a setting's value came from: its flag, its variable or default."""
+    if getattr(args, setting.name, None) is not None:
+        return setting.flag
+    if setting.env in environ:
+        return setting.env
+    return "default"
+
+
+def load(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Config:
+    """Resolve the settings and check their ranges.
+
+    Raises:
+      ConfigError: a value does not parse or is out of range.
+    """
+    environ = os.environ if environ is None else environ
+    try:
+        config = config_module.load(args, environ)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    for setting in SETTINGS:
+        problem = _problem(setting, getattr(config, setting.name))
+        if problem:
+            origin = source(setting, args, environ)
+            if origin == "default":
+                origin = f"the default of {setting.flag}"
+            value = getattr(config, setting.name)
+            raise ConfigError(f"invalid value {value!r} for {origin}: {problem}")
+    return config
+
+
+def _problem(setting: Setting, value: object) -> str | None:
+    name = setting.name
+    if name.endswith("_port") and not 0 <= value <= 65535:
+        return "expected a port number from 0 to 65535"
+    if name in ("grace_seconds", "deadline_seconds") and value < 0:
+        return "expected a number of seconds, 0 or more"
+    if name in ("workers", "max_message_bytes") and value < 1:
+        return "expected a positive integer"
+    if name == "log_level" and value.upper() not in _LOG_LEVELS:
+        return "expected one of " + ", ".join(_LOG_LEVELS)
+    if name == "log_format" and value not in _LOG_FORMATS:
+        return "expected text or json"
+    if name.endswith("_addr") and value and ":" not in value:
+        return "expected host:port"
+    return None
+
+
+def env_text(value: object) -> str:
+    """Format a setting's value the way its environment variable is parsed."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -1,0 +1,37 @@
+"""`splitlog config`: print the resolved settings."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from splitlog_cli.settings import env_text, source
+from splitlog_runtime.config import SETTINGS, Config, markdown_table
+
+FORMATS = ("table", "markdown", "env")
+
+
+def render(config: Config, args: argparse.Namespace, fmt: str) -> str:
+    """Render the settings in one of FORMATS.
+
+    `table` lists each resolved value and where it came from, `env` prints
+    `SPLITLOG_*=value` lines ready for an env file, and `markdown` prints the
+    reference table of every setting (flags, variables, defaults), as in the
+    README.
+    """
+    if fmt == "markdown":
+        return markdown_table()
+    if fmt == "env":
+        return "\n".join(
+            f"{setting.env}={env_text(getattr(config, setting.name))}"
+            for setting in SETTINGS
+        )
+    rows = [("SETTING", "VALUE", "SOURCE")]
+    for setting in SETTINGS:
+        value = env_text(getattr(config, setting.name))
+        rows.append((setting.name, value, source(setting, args, os.environ)))
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    return "\n".join(
+        f"{name:<{widths[0]}}  {value:<{widths[1]}}  {origin}".rstrip()
+        for name, value, origin in rows
+    )

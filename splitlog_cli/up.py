@@ -1,0 +1,78 @@
+"""`splitlog up`: every component in this one process.
+
+Each sync service runs its own gRPC server, with its own port and handler
+threads. The gateway runs in an asyncio loop in the main thread. On SIGTERM or
+SIGINT the gateway stops first and the services after it, each within the
+grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from splitlog_cli import components
+from splitlog_cli.console import address_rows, print_ready
+from splitlog_cli.ports import check_ports_free
+from splitlog_cli.signals import StopSignals
+from splitlog_cli.topology import COMPONENTS
+from splitlog_runtime.config import SERVICES, Config
+from splitlog_runtime.server import ServiceHost
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def run(config: Config) -> int:
+    """Run the whole system until a stop signal; return the exit status.
+
+    Raises:
+      StartupError: a port is taken or a component failed to start; whatever
+        had started is stopped first.
+    """
+    signals = StopSignals()
+    signals.install()
+    check_ports_free(config, COMPONENTS)
+    hosts: dict[str, ServiceHost] = {}
+    try:
+        for name in SERVICES:
+            if signals.requested:
+                return 0
+            hosts[name] = components.start_service(name, config)
+        if signals.requested:
+            return 0
+        return asyncio.run(_run_gateway(config, hosts, signals))
+    finally:
+        # Stops what the gateway coroutine did not (after a startup failure);
+        # `ServiceHost.stop` returns at once for a host already stopped.
+        signals.install()
+        _stop_services(hosts, config.grace_seconds, signals.reason or "startup failed")
+
+
+async def _run_gateway(
+    config: Config, hosts: dict[str, ServiceHost], signals: StopSignals
+) -> int:
+    stop_requested = signals.attach(asyncio.get_running_loop())
+    gateway = await components.start_gateway(
+        components.with_bound_addresses(config, hosts)
+    )
+    try:
+        ports = {name: host.port for name, host in hosts.items()}
+        ports.update(gateway=gateway.grpc_port, http=gateway.http_port)
+        print_ready(address_rows(config, ports))
+        await stop_requested.wait()
+    finally:
+        _LOGGER.info("stopping the gateway, then the services")
+        await gateway.stop(config.grace_seconds)
+        await asyncio.to_thread(
+            _stop_services, hosts, config.grace_seconds, signals.reason
+        )
+    return 0
+
+
+def _stop_services(hosts: dict[str, ServiceHost], grace: float, reason: str) -> None:
+    """Stop the services in parallel, each with the full grace period."""
+    if not hosts:
+        return
+    with ThreadPoolExecutor(len(hosts), thread_name_prefix="stop") as pool:
+        list(pool.map(lambda host: host.stop(grace, reason), hosts.values()))

@@ -1,0 +1,229 @@
+"""Start `splitlog` as a user does: a real subprocess on free loopback ports."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+BIN = Path(sys.executable).parent
+SPLITLOG = BIN / "splitlog"
+GRPCURL = BIN / "grpcurl"
+
+READY_LINE = "splitlog is ready; press Ctrl-C to stop"
+START_TIMEOUT = 60.0
+_ROW = re.compile(r"^  (?P<label>\S.*?)  +(?P<value>\S+)(?:  \(pid (?P<pid>\d+)\))?$")
+
+PORT_FLAGS = (
+    "--gateway-port",
+    "--http-port",
+    "--user-service-port",
+    "--expense-service-port",
+    "--balance-service-port",
+    "--log-service-port",
+)
+
+
+def free_ports(count: int) -> list[int]:
+    """Return ports that were free a moment ago: bound to port 0, then closed."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@dataclass
+class Splitlog:
+    """A running `splitlog` command, its output and its ports."""
+
+    args: list[str]
+    ports: dict[str, int]
+    log_path: Path
+    process: subprocess.Popen
+    stdout_lines: list[str] = field(default_factory=list)
+    ready: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def grpc_address(self) -> str:
+        return f"127.0.0.1:{self.ports['--gateway-port']}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['--http-port']}"
+
+    def rows(self) -> dict[str, tuple[str, int | None]]:
+        """Return the printed address block: label -> (address, pid or None)."""
+        rows = {}
+        for line in self.stdout_lines:
+            match = _ROW.match(line)
+            if match:
+                pid = int(match["pid"]) if match["pid"] else None
+                rows[match["label"]] = (match["value"], pid)
+        return rows
+
+    def component_pids(self) -> dict[str, int]:
+        """Return component name -> pid of the children that `--processes` printed."""
+        return {label.split()[0]: pid for label, (_, pid) in self.rows().items() if pid}
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_until_ready(self, timeout: float = START_TIMEOUT) -> None:
+        """Wait for the ready line and for the gateway to report SERVING."""
+        deadline = time.monotonic() + timeout
+        while not self.ready.wait(0.1):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"splitlog did not become ready (status {self.process.poll()})"
+                    f"\n--- log ---\n{self.log()[-4000:]}"
+                )
+        wait_for_health(self.grpc_address, deadline - time.monotonic())
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        return self.process.wait(timeout=timeout)
+
+    def kill_everything(self) -> None:
+        """Kill the command, its process group and any child it printed."""
+        pids = list(self.component_pids().values())
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def start_splitlog(
+    tmp_path: Path,
+    *extra: str,
+    data_dir: Path | None = None,
+    ports: dict[str, int] | None = None,
+) -> Splitlog:
+    """Run `splitlog up EXTRA... --data-dir D --<x>-port P...` in a new session."""
+    ports = ports or dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
+    data_dir = data_dir or tmp_path / "data"
+    args = [str(SPLITLOG), "up", *extra, "--data-dir", str(data_dir)]
+    args += ["--grace-seconds", "5", "--workers", "8"]
+    for flag, port in ports.items():
+        args += [flag, str(port)]
+    log_path = tmp_path / f"splitlog-{len(list(tmp_path.glob('splitlog-*')))}.log"
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("SPLITLOG_")
+    }
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            text=True,
+            env=environment,
+            start_new_session=True,
+        )
+    running = Splitlog(args, ports, log_path, process)
+    threading.Thread(target=_read_stdout, args=(running,), daemon=True).start()
+    return running
+
+
+def _read_stdout(running: Splitlog) -> None:
+    for line in running.process.stdout:
+        running.stdout_lines.append(line.rstrip("\n"))
+        if line.strip() == READY_LINE:
+            running.ready.set()
+
+
+def wait_for_health(address: str, timeout: float, service: str = "") -> None:
+    """Poll grpc.health.v1.Health/Check until SERVING or the timeout."""
+    deadline = time.monotonic() + max(timeout, 0.1)
+    last = None
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                response = stub.Check(
+                    health_pb2.HealthCheckRequest(service=service), timeout=1
+                )
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                last = response.status
+            except grpc.RpcError as exc:
+                last = exc.code()
+            time.sleep(0.1)
+    raise AssertionError(f"{address} not SERVING after {timeout:.0f}s: {last}")
+
+
+def grpcurl(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
+    """Run the grpcurl binary with a bounded time."""
+    if not GRPCURL.exists():
+        pytest.skip(f"grpcurl not installed at {GRPCURL}")
+    return subprocess.run(
+        [str(GRPCURL), "-plaintext", "-max-time", "10", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def grpcurl_json(*args: str) -> dict:
+    """Run grpcurl, check it succeeded and parse its JSON output."""
+    result = grpcurl(*args)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def process_exists(pid: int) -> bool:
+    """Return True while `pid` is running (a zombie counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_gone(pids, timeout: float) -> list[int]:
+    """Wait until none of `pids` runs; return the ones still running at the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [pid for pid in pids if process_exists(pid)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def splitlog_factory(tmp_path):
+    """Start `splitlog up` processes and kill whatever is left in teardown."""
+    started: list[Splitlog] = []
+
+    def start(*extra: str, **options) -> Splitlog:
+        running = start_splitlog(tmp_path, *extra, **options)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.kill_everything()

@@ -1,0 +1,163 @@
+"""The `splitlog` commands that return at once: config, health, bad input."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+from splitlog_cli.main import main
+from splitlog_cli.processes import child_environment
+from splitlog_cli.signals import SUPERVISOR_PID_ENV
+from splitlog_cli.topology import COMPONENTS_BY_NAME
+from splitlog_runtime import config as config_module
+from splitlog_runtime.config import SETTINGS, markdown_table
+from tests.system.conftest import free_ports
+from user_service import app as user_service_app
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """Undo the root handler that `main()` installs, so later tests log normally."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    """Remove SPLITLOG_* variables of the calling shell."""
+    for key in list(os.environ):
+        if key.startswith("SPLITLOG_"):
+            monkeypatch.delenv(key)
+    return monkeypatch
+
+
+@pytest.fixture(scope="module")
+def user_service_host(tmp_path_factory):
+    config = config_module.load(
+        environ={}, overrides={"data_dir": tmp_path_factory.mktemp("cli")}
+    )
+    host = user_service_app.build(config, "127.0.0.1:0")
+    yield host
+    host.stop(0)
+
+
+def test_config_markdown_is_readme_table(clean_env, capsys):
+    status = main(["config", "--format", "markdown"])
+
+    assert status == 0
+    assert capsys.readouterr().out.strip() == markdown_table()
+
+
+def test_config_env_round_trips(clean_env, capsys):
+    status = main(["config", "--format", "env", "--gateway-port", "1234"])
+    lines = capsys.readouterr().out.splitlines()
+    environ = dict(line.split("=", 1) for line in lines)
+
+    reloaded = config_module.load(environ=environ)
+
+    assert status == 0
+    assert environ["SPLITLOG_GATEWAY_PORT"] == "1234"
+    assert set(environ) == {setting.env for setting in SETTINGS}
+    assert reloaded.gateway_port == 1234
+    assert reloaded.reflection is True
+
+
+def test_config_table_shows_source(clean_env, capsys):
+    clean_env.setenv("SPLITLOG_WORKERS", "3")
+
+    status = main(["config", "--http-port", "9090"])
+    rows = {
+        line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()
+    }
+
+    assert status == 0
+    assert rows["http_port"][1:] == ["9090", "--http-port"]
+    assert rows["workers"][1:] == ["3", "SPLITLOG_WORKERS"]
+    assert rows["gateway_port"][1:] == ["50051", "default"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "named"),
+    [
+        (["config", "--workers", "lots"], {}, "--workers"),
+        (["config"], {"SPLITLOG_GRACE_SECONDS": "-1"}, "SPLITLOG_GRACE_SECONDS"),
+        (["serve", "gateway", "--http-port", "65536"], {}, "--http-port"),
+        (["config", "--log-format", "xml"], {}, "--log-format"),
+        (["config", "--user-service-addr", "nohostport"], {}, "--user-service-addr"),
+    ],
+)
+def test_bad_setting_exits_2(clean_env, capsys, argv, env, named):
+    for key, value in env.items():
+        clean_env.setenv(key, value)
+
+    status = main(argv)
+    err = capsys.readouterr().err
+
+    assert status == 2
+    assert named in err
+    assert err.startswith("splitlog: error: invalid value")
+
+
+def test_unknown_component_is_usage_error(clean_env, capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["serve", "billing_service"])
+
+    assert caught.value.code == 2
+    assert "billing_service" in capsys.readouterr().err
+
+
+def test_health_serving(clean_env, capsys, user_service_host):
+    status = main(["health", f"127.0.0.1:{user_service_host.port}"])
+
+    assert status == 0
+    assert capsys.readouterr().out.strip() == "SERVING"
+
+
+def test_health_named_service_serving(clean_env, capsys, user_service_host):
+    address = f"127.0.0.1:{user_service_host.port}"
+
+    status = main(["health", address, "splitlog.users.v1.UsersService"])
+
+    assert status == 0
+    assert capsys.readouterr().out.strip() == "SERVING"
+
+
+def test_health_unknown_service_fails(clean_env, capsys, user_service_host):
+    address = f"127.0.0.1:{user_service_host.port}"
+
+    status = main(["health", address, "splitlog.nothing.v1.NothingService"])
+
+    assert status == 1
+    assert capsys.readouterr().err.strip() == "NOT_FOUND"
+
+
+def test_health_unreachable_fails(clean_env, capsys):
+    (port,) = free_ports(1)
+
+    status = main(["health", f"127.0.0.1:{port}", "--timeout", "1"])
+
+    assert status == 1
+    assert capsys.readouterr().err.strip() in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+
+
+def test_child_environment_wires_loopback(clean_env, tmp_path):
+    config = config_module.load(
+        environ={"SPLITLOG_HOST": "0.0.0.0", "SPLITLOG_DATA_DIR": str(tmp_path)}
+    )
+
+    gateway_env = child_environment(COMPONENTS_BY_NAME["gateway"], config)
+    service_env = child_environment(COMPONENTS_BY_NAME["expense_service"], config)
+
+    assert gateway_env["SPLITLOG_USER_SERVICE_ADDR"] == "127.0.0.1:50061"
+    assert gateway_env["SPLITLOG_LOG_SERVICE_ADDR"] == "127.0.0.1:50064"
+    assert gateway_env["SPLITLOG_HOST"] == "0.0.0.0"
+    assert service_env["SPLITLOG_EXPENSE_SERVICE_DB_URL"] == (
+        f"sqlite:///{tmp_path.resolve() / 'expense_service.db'}"
+    )
+    assert service_env["SPLITLOG_DATA_DIR"] == str(tmp_path.resolve())
+    assert service_env[SUPERVISOR_PID_ENV].isdigit()

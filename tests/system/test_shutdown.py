@@ -1,0 +1,220 @@
+"""Graceful stop, restart on the same data, busy ports and bad settings."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from splitlog.users.v1 import users_service_pb2, users_service_pb2_grpc
+from splitlog_cli.topology import COMPONENTS
+from tests.system.conftest import PORT_FLAGS, SPLITLOG, free_ports, wait_gone
+
+pytestmark = pytest.mark.system
+
+GRACE_SECONDS = 5.0
+# Time the interpreter needs to exit after the servers stopped.
+EXIT_SLACK = 3.0
+REJECTED_WHILE_STOPPING = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
+
+
+class CreateUserBurst:
+    """Threads that create users through the gateway until a call fails.
+
+    Each call uses a fresh email, so a failed call can be looked up later to
+    check that it left nothing behind.
+    """
+
+    def __init__(self, address: str, threads: int) -> None:
+        self.address = address
+        self.acknowledged: list[tuple[str, float]] = []
+        self.failures: list[tuple[grpc.StatusCode, str, str]] = []
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._run, daemon=True) for _ in range(threads)
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def join(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        assert not any(thread.is_alive() for thread in self._threads)
+
+    def _run(self) -> None:
+        with grpc.insecure_channel(self.address) as channel:
+            stub = users_service_pb2_grpc.UsersServiceStub(channel)
+            while True:
+                email = f"{uuid.uuid4().hex}@example.com"
+                user = users_service_pb2.User(email=email, display_name="Burst")
+                try:
+                    response = stub.CreateUser(
+                        users_service_pb2.CreateUserRequest(user=user), timeout=15
+                    )
+                except grpc.RpcError as exc:
+                    with self._lock:
+                        self.failures.append((exc.code(), exc.details(), email))
+                    return
+                with self._lock:
+                    self.acknowledged.append((response.user.name, time.monotonic()))
+
+
+def _wait_for(condition, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize(
+    "mode", [(), ("--processes",)], ids=["one-process", "processes"]
+)
+def test_sigterm_finishes_accepted_calls(splitlog_factory, tmp_path, mode):
+    running = splitlog_factory(*mode)
+    running.wait_until_ready()
+    burst = CreateUserBurst(running.grpc_address, threads=8)
+    burst.start()
+    _wait_for(lambda: len(burst.acknowledged) >= 30, timeout=30)
+    children = running.component_pids()
+
+    signal_time = time.monotonic()
+    running.signal(signal.SIGTERM)
+    status = running.wait(timeout=GRACE_SECONDS * 2 + EXIT_SLACK + 10)
+    exit_seconds = time.monotonic() - signal_time
+    burst.join(timeout=20)
+
+    assert status == 0, running.log()[-3000:]
+    assert exit_seconds < GRACE_SECONDS + EXIT_SLACK
+    assert wait_gone(children.values(), timeout=5) == []
+    assert len(children) == (len(COMPONENTS) if mode else 0)
+    assert any(done > signal_time for _, done in burst.acknowledged)
+    # Calls that reached a server after it began to stop are rejected before
+    # any handler runs: UNAVAILABLE once the listener is closed, CANCELLED
+    # for a stream the closing server had already received.
+    for code, details, _ in burst.failures:
+        assert code in REJECTED_WHILE_STOPPING, (code, details)
+
+    restarted = splitlog_factory(*mode, data_dir=tmp_path / "data", ports=running.ports)
+    restarted.wait_until_ready()
+    with grpc.insecure_channel(restarted.grpc_address) as channel:
+        stub = users_service_pb2_grpc.UsersServiceStub(channel)
+        for name, _ in burst.acknowledged:
+            request = users_service_pb2.GetUserRequest(name=name)
+            assert stub.GetUser(request, timeout=10).user.name == name
+        for _, _, email in burst.failures:
+            request = users_service_pb2.ListUsersRequest(filter=f'email = "{email}"')
+            assert list(stub.ListUsers(request, timeout=10).users) == []
+
+
+def _open_health_watch(address: str):
+    """Start a Watch stream on the gateway; it stays open until the server ends it."""
+    channel = grpc.insecure_channel(address)
+    stream = health_pb2_grpc.HealthStub(channel).Watch(
+        health_pb2.HealthCheckRequest(), timeout=60
+    )
+    first = next(stream)
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+    return channel, stream
+
+
+def test_grace_period_bounds_stop(splitlog_factory):
+    running = splitlog_factory()
+    running.wait_until_ready()
+    channel, stream = _open_health_watch(running.grpc_address)
+
+    signal_time = time.monotonic()
+    running.signal(signal.SIGTERM)
+    status = running.wait(timeout=GRACE_SECONDS * 2 + EXIT_SLACK + 10)
+    exit_seconds = time.monotonic() - signal_time
+    stream.cancel()
+    channel.close()
+
+    assert status == 0, running.log()[-3000:]
+    assert exit_seconds < GRACE_SECONDS + EXIT_SLACK
+
+
+def test_second_signal_exits_at_once(splitlog_factory):
+    running = splitlog_factory()
+    running.wait_until_ready()
+    channel, stream = _open_health_watch(running.grpc_address)
+    running.signal(signal.SIGTERM)
+    time.sleep(1.0)
+    assert running.process.poll() is None, "stopped before the grace period ended"
+
+    running.signal(signal.SIGINT)
+    status = running.wait(timeout=EXIT_SLACK)
+    stream.cancel()
+    channel.close()
+
+    assert status == 128 + signal.SIGINT
+
+
+@pytest.mark.parametrize(
+    ("mode", "busy_flag", "env"),
+    [
+        ((), "--user-service-port", "SPLITLOG_USER_SERVICE_PORT"),
+        ((), "--http-port", "SPLITLOG_HTTP_PORT"),
+        (("--processes",), "--gateway-port", "SPLITLOG_GATEWAY_PORT"),
+    ],
+)
+def test_port_in_use_names_setting(splitlog_factory, mode, busy_flag, env):
+    ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        ports[busy_flag] = busy.getsockname()[1]
+
+        running = splitlog_factory(*mode, ports=ports)
+        status = running.wait(timeout=30)
+
+    assert status == 1
+    assert str(ports[busy_flag]) in running.log()
+    assert busy_flag in running.log()
+    assert env in running.log()
+    assert "already in use" in running.log()
+    assert running.rows() == {}
+    for flag, port in ports.items():
+        if flag != busy_flag:
+            assert not _accepts_connections(port), flag
+
+
+def _accepts_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (["--grace-seconds", "soon"], {}, "--grace-seconds"),
+        ([], {"SPLITLOG_WORKERS": "0"}, "SPLITLOG_WORKERS"),
+        (["--gateway-port", "70000"], {}, "--gateway-port"),
+        ([], {"SPLITLOG_LOG_LEVEL": "LOUD"}, "SPLITLOG_LOG_LEVEL"),
+    ],
+)
+def test_bad_setting_exits_2(tmp_path, args, env, named):
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SPLITLOG_")}
+
+    result = subprocess.run(
+        [str(SPLITLOG), "up", "--data-dir", str(tmp_path), *args],
+        env={**environment, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert result.returncode == 2
+    assert named in result.stderr
+    assert result.stdout == ""

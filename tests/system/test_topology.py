@@ -1,0 +1,180 @@
+"""docker-compose.yml and the Dockerfile agree with splitlog_cli.topology.
+
+There is no Docker engine in the test environment, so these checks read the
+files: the same components, commands, ports and SPLITLOG_* variables as
+`splitlog up --processes`, health checks through `splitlog health`, and
+PostgreSQL for storage.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from splitlog_cli.processes import start_waves
+from splitlog_cli.topology import COMPONENTS, COMPONENTS_BY_NAME, local_environment
+from splitlog_runtime import config as config_module
+from splitlog_runtime.config import SERVICES, SETTINGS_BY_NAME
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULTS = config_module.load(environ={})
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> str:
+    return (ROOT / "Dockerfile").read_text()
+
+
+def _default_port(setting_name: str) -> int:
+    return SETTINGS_BY_NAME[setting_name].default
+
+
+def _env(compose: dict, component) -> dict[str, str]:
+    return {
+        key: str(value)
+        for key, value in compose["services"][component.hostname]["environment"].items()
+    }
+
+
+def test_one_container_per_component(compose):
+    expected = {component.hostname for component in COMPONENTS} | {"postgres"}
+
+    assert set(compose["services"]) == expected
+
+
+@pytest.mark.parametrize("component", COMPONENTS, ids=lambda c: c.name)
+def test_container_runs_serve_component(compose, component):
+    service = compose["services"][component.hostname]
+
+    assert service["command"] == ["serve", component.name]
+    assert list(component.command) == ["serve", component.name]
+    assert service["build"] == "."
+
+
+@pytest.mark.parametrize("component", COMPONENTS, ids=lambda c: c.name)
+def test_container_env_matches_processes_mode(compose, component):
+    compose_env = _env(compose, component)
+
+    assert set(compose_env) == set(local_environment(component, DEFAULTS))
+    assert compose_env["SPLITLOG_HOST"] == "0.0.0.0"
+
+
+@pytest.mark.parametrize("component", COMPONENTS, ids=lambda c: c.name)
+def test_container_ports_are_defaults(compose, component):
+    compose_env = _env(compose, component)
+    local_env = local_environment(component, DEFAULTS)
+
+    for setting_name in component.port_settings:
+        key = SETTINGS_BY_NAME[setting_name].env
+        assert compose_env[key] == str(_default_port(setting_name))
+        assert local_env[key] == compose_env[key]
+
+
+@pytest.mark.parametrize("component", COMPONENTS, ids=lambda c: c.name)
+def test_container_reaches_peers_by_host_name(compose, component):
+    compose_env = _env(compose, component)
+
+    for peer_name in component.peers:
+        peer = COMPONENTS_BY_NAME[peer_name]
+        port = _default_port(peer.grpc_port_setting)
+        assert compose_env[f"SPLITLOG_{peer_name.upper()}_ADDR"] == (
+            f"{peer.hostname}:{port}"
+        )
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_service_exposes_its_port(compose, name):
+    component = COMPONENTS_BY_NAME[name]
+    service = compose["services"][component.hostname]
+
+    assert service["expose"] == [str(_default_port(component.grpc_port_setting))]
+
+
+def test_gateway_publishes_both_fronts_on_loopback(compose):
+    gateway = compose["services"]["gateway"]
+
+    assert sorted(gateway["ports"]) == sorted(
+        [
+            f"127.0.0.1:{_default_port('gateway_port')}:{_default_port('gateway_port')}",
+            f"127.0.0.1:{_default_port('http_port')}:{_default_port('http_port')}",
+        ]
+    )
+
+
+@pytest.mark.parametrize("component", COMPONENTS, ids=lambda c: c.name)
+def test_healthcheck_runs_splitlog_health(compose, component):
+    healthcheck = compose["services"][component.hostname]["healthcheck"]
+    port = _default_port(component.grpc_port_setting)
+
+    assert healthcheck["test"] == ["CMD", "splitlog", "health", f"127.0.0.1:{port}"]
+
+
+@pytest.mark.parametrize("component", COMPONENTS, ids=lambda c: c.name)
+def test_depends_on_matches_topology(compose, component):
+    depends_on = compose["services"][component.hostname]["depends_on"]
+    expected = {COMPONENTS_BY_NAME[name].hostname for name in component.depends_on}
+    if component.has_database:
+        expected.add("postgres")
+
+    assert set(depends_on) == expected
+    for condition in depends_on.values():
+        assert condition == {"condition": "service_healthy"}
+
+
+def test_gateway_starts_after_every_service():
+    waves = start_waves(COMPONENTS)
+
+    assert [component.name for component in waves[-1]] == ["gateway"]
+    assert {component.name for component in waves[0]} == set(SERVICES)
+    assert set(COMPONENTS_BY_NAME["gateway"].depends_on) == set(SERVICES)
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_service_stores_in_its_own_postgres_database(compose, name):
+    url = _env(compose, COMPONENTS_BY_NAME[name])[f"SPLITLOG_{name.upper()}_DB_URL"]
+
+    assert url.startswith("postgresql+psycopg://")
+    assert re.search(rf"@postgres:5432/{name}$", url), url
+
+
+def test_postgres_init_creates_every_database(compose):
+    postgres = compose["services"]["postgres"]
+    mounts = [volume.split(":") for volume in postgres["volumes"]]
+    scripts = [ROOT / source for source, target, *_ in mounts if "initdb.d" in target]
+
+    assert postgres["image"] == "postgres:16"
+    assert "pg_isready" in postgres["healthcheck"]["test"]
+    assert len(scripts) == 1
+    assert scripts[0].is_file()
+    text = scripts[0].read_text()
+    for name in SERVICES:
+        assert f"CREATE DATABASE {name} OWNER splitlog;" in text
+
+
+def test_dockerfile_entrypoint_is_console_script(dockerfile):
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+    assert pyproject["project"]["scripts"]["splitlog"] == "splitlog_cli.main:main"
+    assert 'ENTRYPOINT ["splitlog"]' in dockerfile.splitlines()
+
+
+def test_dockerfile_runs_as_non_root(dockerfile):
+    lines = dockerfile.splitlines()
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+
+    assert "FROM python:3.11-slim" in lines
+    assert users
+    assert users[-1] not in ("root", "0")
+
+
+def test_dockerfile_binds_every_interface(dockerfile):
+    assert "SPLITLOG_HOST=0.0.0.0" in dockerfile

@@ -1,0 +1,126 @@
+"""`splitlog up` in one process, driven with grpcurl and HTTP like a user would."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import httpx
+import pytest
+
+from tests.system.conftest import grpcurl, grpcurl_json, start_splitlog
+
+pytestmark = pytest.mark.system
+
+USERS_SERVICE = "splitlog.users.v1.UsersService"
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory):
+    running = start_splitlog(tmp_path_factory.mktemp("up"))
+    try:
+        running.wait_until_ready()
+        yield running
+    finally:
+        running.kill_everything()
+
+
+def _create_user(address: str, display_name: str = "Ada") -> dict:
+    request = {
+        "user": {
+            "email": f"{uuid.uuid4().hex[:10]}@example.com",
+            "display_name": display_name,
+        }
+    }
+    return grpcurl_json(
+        "-d", json.dumps(request), address, f"{USERS_SERVICE}/CreateUser"
+    )["user"]
+
+
+def test_prints_every_address(system):
+    rows = system.rows()
+
+    assert rows["gateway (gRPC)"][0] == system.grpc_address
+    assert rows["gateway (REST)"][0] == system.http_url
+    assert rows["user_service"][0].endswith(f":{system.ports['--user-service-port']}")
+    assert rows["log_service"][0].endswith(f":{system.ports['--log-service-port']}")
+    assert "data directory" in rows
+
+
+def test_grpcurl_lists_services(system):
+    result = grpcurl(system.grpc_address, "list")
+
+    assert result.returncode == 0, result.stderr
+    services = result.stdout.split()
+    assert USERS_SERVICE in services
+    assert "grpc.health.v1.Health" in services
+
+
+def test_grpcurl_describes_users_service(system):
+    result = grpcurl(system.grpc_address, "describe", USERS_SERVICE)
+
+    assert result.returncode == 0, result.stderr
+    assert "rpc CreateUser" in result.stdout
+    assert "rpc CreateGroup" in result.stdout
+
+
+def test_grpcurl_health_check_serving(system):
+    response = grpcurl_json(system.grpc_address, "grpc.health.v1.Health/Check")
+
+    assert response["status"] == "SERVING"
+
+
+def test_grpcurl_creates_user_and_group(system):
+    user = _create_user(system.grpc_address)
+    request = {"group": {"display_name": "Lisbon trip", "creator": user["name"]}}
+
+    group = grpcurl_json(
+        "-d", json.dumps(request), system.grpc_address, f"{USERS_SERVICE}/CreateGroup"
+    )["group"]
+
+    assert user["name"].startswith("users/")
+    assert group["name"].startswith("groups/")
+    assert group["creator"] == user["name"]
+    assert group["member_count"] == 1
+
+
+def test_grpcurl_invalid_user_is_invalid_argument(system):
+    result = grpcurl(
+        "-d",
+        json.dumps({"user": {"display_name": "No email"}}),
+        system.grpc_address,
+        f"{USERS_SERVICE}/CreateUser",
+    )
+
+    assert result.returncode != 0
+    assert "InvalidArgument" in result.stderr
+    assert "email" in result.stderr
+
+
+def test_rest_creates_and_reads_user(system):
+    body = {"email": f"{uuid.uuid4().hex[:10]}@example.com", "displayName": "Grace"}
+
+    with httpx.Client(base_url=system.http_url, timeout=10) as client:
+        created = client.post("/v1/users", json=body)
+        assert created.status_code == 200, created.text
+        name = created.json()["user"]["name"]
+        fetched = client.get(f"/v1/{name}")
+
+    assert fetched.status_code == 200, fetched.text
+    assert fetched.json()["user"]["email"] == body["email"]
+
+
+def test_rest_reads_user_created_over_grpc(system):
+    user = _create_user(system.grpc_address, "Hopper")
+
+    response = httpx.get(f"{system.http_url}/v1/{user['name']}", timeout=10)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["user"]["displayName"] == "Hopper"
+
+
+def test_rest_missing_user_is_404(system):
+    response = httpx.get(f"{system.http_url}/v1/users/no-such-user", timeout=10)
+
+    assert response.status_code == 404
+    assert response.json()["error"]["status"] == "NOT_FOUND"

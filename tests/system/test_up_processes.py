@@ -1,0 +1,100 @@
+"""`splitlog up --processes`: one real child process per component."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import uuid
+
+import httpx
+import pytest
+
+from splitlog_cli.topology import COMPONENTS
+from tests.system.conftest import grpcurl, grpcurl_json, start_splitlog, wait_gone
+
+pytestmark = pytest.mark.system
+
+USERS_SERVICE = "splitlog.users.v1.UsersService"
+COMPONENT_NAMES = [component.name for component in COMPONENTS]
+
+
+def _parent_pid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().split(") ", 1)[1].split()[1])
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory):
+    running = start_splitlog(tmp_path_factory.mktemp("processes"), "--processes")
+    try:
+        running.wait_until_ready()
+        yield running
+    finally:
+        running.kill_everything()
+
+
+def test_one_child_per_component(system):
+    pids = system.component_pids()
+
+    assert sorted(pids) == sorted(COMPONENT_NAMES)
+    assert len(set(pids.values())) == len(COMPONENT_NAMES)
+    for name, pid in pids.items():
+        assert _parent_pid(pid) == system.process.pid, name
+
+
+def test_each_child_serves_its_port(system):
+    for name in COMPONENT_NAMES:
+        if name == "gateway":
+            continue
+        flag = "--" + name.replace("_", "-") + "-port"
+        address = f"127.0.0.1:{system.ports[flag]}"
+
+        response = grpcurl_json(address, "grpc.health.v1.Health/Check")
+
+        assert response["status"] == "SERVING", name
+
+
+def test_gateway_forwards_to_user_service_child(system):
+    request = {"user": {"email": f"{uuid.uuid4().hex[:10]}@example.com"}}
+    request["user"]["display_name"] = "Lovelace"
+
+    user = grpcurl_json(
+        "-d", json.dumps(request), system.grpc_address, f"{USERS_SERVICE}/CreateUser"
+    )["user"]
+    fetched = httpx.get(f"{system.http_url}/v1/{user['name']}", timeout=10)
+
+    assert fetched.status_code == 200, fetched.text
+    assert fetched.json()["user"]["displayName"] == "Lovelace"
+
+
+def test_grpcurl_lists_services_through_gateway(system):
+    result = grpcurl(system.grpc_address, "list")
+
+    assert result.returncode == 0, result.stderr
+    assert USERS_SERVICE in result.stdout.split()
+
+
+def test_child_crash_stops_everything(splitlog_factory):
+    running = splitlog_factory("--processes")
+    running.wait_until_ready()
+    pids = running.component_pids()
+
+    os.kill(pids["user_service"], signal.SIGKILL)
+    status = running.wait(timeout=30)
+
+    assert status != 0
+    assert wait_gone(pids.values(), timeout=5) == []
+    assert "user_service" in running.log()
+    assert "exited unexpectedly" in running.log()
+
+
+def test_children_stop_when_supervisor_killed(splitlog_factory):
+    running = splitlog_factory("--processes")
+    running.wait_until_ready()
+    pids = running.component_pids()
+
+    running.process.kill()
+    running.wait(timeout=10)
+
+    assert wait_gone(pids.values(), timeout=15) == []

@@ -1,0 +1,150 @@
+"""Settings: flag over environment over default, clear errors, the README table."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from splitlog_runtime import config as config_module
+from splitlog_runtime.config import SERVICES, SETTINGS, markdown_table
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+TABLE_START = "<!-- config-table:start -->"
+TABLE_END = "<!-- config-table:end -->"
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    config_module.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_default_when_unset():
+    config = config_module.load(_parse(), environ={})
+
+    for setting in SETTINGS:
+        assert getattr(config, setting.name) == setting.default, setting.name
+
+
+def test_env_beats_default():
+    config = config_module.load(_parse(), environ={"SPLITLOG_GATEWAY_PORT": "6000"})
+
+    assert config.gateway_port == 6000
+
+
+def test_flag_beats_env():
+    args = _parse("--gateway-port", "7000")
+
+    config = config_module.load(args, environ={"SPLITLOG_GATEWAY_PORT": "6000"})
+
+    assert config.gateway_port == 7000
+
+
+def test_override_beats_flag():
+    args = _parse("--workers", "4")
+
+    config = config_module.load(args, environ={}, overrides={"workers": 2})
+
+    assert config.workers == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("true", True), ("1", True), ("Yes", True), ("off", False), ("0", False)],
+)
+def test_bool_setting_parses(text, expected):
+    config = config_module.load(environ={"SPLITLOG_REFLECTION": text})
+
+    assert config.reflection is expected
+
+
+def test_types_follow_defaults():
+    config = config_module.load(
+        _parse("--data-dir", "/tmp/x", "--grace-seconds", "2.5"), environ={}
+    )
+
+    assert config.data_dir == Path("/tmp/x")
+    assert config.grace_seconds == 2.5
+
+
+def test_bad_flag_names_flag_and_value():
+    with pytest.raises(ValueError) as caught:
+        config_module.load(_parse("--http-port", "eighty"), environ={})
+
+    assert "--http-port" in str(caught.value)
+    assert "'eighty'" in str(caught.value)
+
+
+def test_bad_env_names_variable_and_value():
+    with pytest.raises(ValueError) as caught:
+        config_module.load(environ={"SPLITLOG_REFLECTION": "maybe"})
+
+    assert "SPLITLOG_REFLECTION" in str(caught.value)
+    assert "'maybe'" in str(caught.value)
+
+
+def test_bad_env_ignored_when_flag_given():
+    args = _parse("--workers", "3")
+
+    config = config_module.load(args, environ={"SPLITLOG_WORKERS": "many"})
+
+    assert config.workers == 3
+
+
+def test_service_address_defaults_to_host_and_port():
+    config = config_module.load(
+        environ={"SPLITLOG_HOST": "10.0.0.5", "SPLITLOG_USER_SERVICE_PORT": "7001"}
+    )
+
+    assert config.service_address("user_service") == "10.0.0.5:7001"
+
+
+def test_service_address_explicit_wins():
+    config = config_module.load(
+        environ={"SPLITLOG_BALANCE_SERVICE_ADDR": "balance-service:50063"}
+    )
+
+    assert config.service_address("balance_service") == "balance-service:50063"
+
+
+def test_database_url_defaults_to_sqlite_in_data_dir(tmp_path):
+    config = config_module.load(environ={"SPLITLOG_DATA_DIR": str(tmp_path)})
+
+    for service in SERVICES:
+        expected = f"sqlite:///{tmp_path.resolve() / f'{service}.db'}"
+        assert config.database_url(service) == expected
+
+
+def test_every_setting_has_flag_and_env():
+    for setting in SETTINGS:
+        assert setting.flag == "--" + setting.name.replace("_", "-")
+        assert setting.env == "SPLITLOG_" + setting.name.upper()
+
+
+def test_markdown_table_lists_every_setting():
+    table = markdown_table().splitlines()
+
+    assert len(table) == len(SETTINGS) + 2
+    for setting, row in zip(SETTINGS, table[2:], strict=True):
+        assert row.startswith(f"| `{setting.flag}` | `{setting.env}` |")
+
+
+def test_readme_shows_current_table():
+    if not README.exists():
+        pytest.skip(f"{README} does not exist yet; the settings table check needs it")
+    text = README.read_text()
+    if TABLE_START not in text or TABLE_END not in text:
+        pytest.fail(
+            f"README.md lacks the markers {TABLE_START} and {TABLE_END} around "
+            "the settings table; paste `splitlog config --format markdown` "
+            "between them"
+        )
+
+    shown = text.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].strip()
+
+    assert shown == markdown_table(), (
+        "README.md's settings table is stale; replace it with the output of "
+        "`splitlog config --format markdown`"
+    )
