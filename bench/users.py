@@ -21,6 +21,7 @@ import grpc
 from bench.load import run_load
 from splitlog.users.v1 import users_service_pb2 as pb
 from splitlog.users.v1 import users_service_pb2_grpc
+from splitlog_runtime import aio
 from splitlog_runtime.config import load
 
 SERVICE = "/splitlog.users.v1.UsersService"
@@ -57,7 +58,7 @@ def _run_gateway(data_dir: str, user_port: int, ready, port) -> None:
         ready.set()
         await asyncio.Event().wait()
 
-    asyncio.run(main())
+    aio.run(main())
 
 
 def _start(context, target, *args) -> tuple[multiprocessing.Process, int]:

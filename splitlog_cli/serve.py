@@ -14,6 +14,7 @@ from splitlog_cli.console import address_rows, print_ready
 from splitlog_cli.ports import check_ports_free
 from splitlog_cli.signals import SUPERVISOR_PID_ENV, StopSignals, watch_supervisor
 from splitlog_cli.topology import COMPONENTS_BY_NAME, GATEWAY
+from splitlog_runtime import aio
 from splitlog_runtime.config import Config
 
 
@@ -28,7 +29,7 @@ def run(name: str, config: Config) -> int:
     watch_supervisor(signals)
     check_ports_free(config, [COMPONENTS_BY_NAME[name]])
     if name == GATEWAY.name:
-        return asyncio.run(_serve_gateway(config, signals))
+        return aio.run(_serve_gateway(config, signals))
     host = components.start_service(name, config)
     try:
         _announce(config, {name: host.port})

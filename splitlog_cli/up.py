@@ -17,6 +17,7 @@ from splitlog_cli.console import address_rows, print_ready
 from splitlog_cli.ports import check_ports_free
 from splitlog_cli.signals import StopSignals
 from splitlog_cli.topology import COMPONENTS
+from splitlog_runtime import aio
 from splitlog_runtime.config import SERVICES, Config
 from splitlog_runtime.server import ServiceHost
 
@@ -41,7 +42,7 @@ def run(config: Config) -> int:
             hosts[name] = components.start_service(name, config)
         if signals.requested:
             return 0
-        return asyncio.run(_run_gateway(config, hosts, signals))
+        return aio.run(_run_gateway(config, hosts, signals))
     finally:
         # Stops what the gateway coroutine did not (after a startup failure);
         # `ServiceHost.stop` returns at once for a host already stopped.

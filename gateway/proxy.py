@@ -1,0 +1,343 @@
+"""The gRPC front: forwards every public RPC to its backend as raw bytes.
+
+Messages are never parsed. Each method gets one server handler and one client
+multicallable, both with identity serializers, created when the gateway
+starts. A forwarded call carries the caller's metadata (minus hop-by-hop and
+gRPC-reserved headers) and the caller's remaining deadline. The backend's
+status, message and trailing metadata come back unchanged, so rich errors in
+`grpc-status-details-bin` reach the client as the backend sent them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+
+import grpc
+from grpc_status import rpc_status
+
+from gateway.services import PublicService
+from splitlog_runtime.channels import aio_insecure_channel
+from splitlog_runtime.errors import Unavailable
+
+_LOGGER = logging.getLogger(__name__)
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+# Retry delay in seconds that the RetryInfo of an unreachable backend carries.
+BACKEND_RETRY_DELAY = 1.0
+
+# Seconds between two log lines about the same unreachable backend.
+UNREACHABLE_LOG_INTERVAL = 10.0
+
+# Headers that describe one hop or that gRPC itself sets; never forwarded.
+_HOP_HEADERS = frozenset(
+    {
+        "connection",
+        "content-length",
+        "content-type",
+        "host",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "user-agent",
+    }
+)
+# gRPC-reserved keys that carry the caller's trace context end to end.
+_FORWARDED_GRPC_KEYS = frozenset({"grpc-trace-bin", "grpc-tags-bin"})
+
+Metadata = tuple[tuple[str, str | bytes], ...]
+
+
+def forwardable(metadata: Iterable[tuple[str, str | bytes]] | None) -> Metadata:
+    """Drop pseudo-headers, hop-by-hop headers and gRPC-reserved keys."""
+    if not metadata:
+        return ()
+    return tuple(
+        (key, value)
+        for key, value in metadata
+        if key not in _HOP_HEADERS
+        and not key.startswith(":")
+        and (not key.startswith("grpc-") or key in _FORWARDED_GRPC_KEYS)
+    )
+
+
+def _returned_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> Metadata:
+    """Keep what a backend returns, including `grpc-status-details-bin`."""
+    if not metadata:
+        return ()
+    return tuple(
+        (key, value)
+        for key, value in metadata
+        if key not in _HOP_HEADERS
+        and key not in ("grpc-status", "grpc-message")
+        and not key.startswith(":")
+    )
+
+
+@dataclass
+class Backend:
+    """One component behind the gateway and the channel that reaches it."""
+
+    name: str
+    address: str
+    channel: grpc.aio.Channel
+
+
+class BackendPool:
+    """The channels to the backends and one raw-bytes multicallable per method.
+
+    Both fronts call the backends through this pool, so each method's
+    multicallable is created once and shared.
+    """
+
+    def __init__(
+        self,
+        services: Iterable[PublicService],
+        address_of: Callable[[str], str],
+        max_message_bytes: int,
+    ) -> None:
+        self.backends: dict[str, Backend] = {}
+        self.backend_by_method: dict[str, Backend] = {}
+        self.callables: dict[str, grpc.aio.MultiCallable] = {}
+        self._last_unreachable_log: dict[str, float] = {}
+        for service in services:
+            backend = self.backends.get(service.backend)
+            if backend is None:
+                address = address_of(service.backend)
+                channel = aio_insecure_channel(address, max_message_bytes)
+                backend = Backend(service.backend, address, channel)
+                self.backends[service.backend] = backend
+            for method in service.descriptor.methods:
+                path = f"/{service.full_name}/{method.name}"
+                self.backend_by_method[path] = backend
+                self.callables[path] = _multicallable(backend.channel, method, path)
+
+    async def close(self) -> None:
+        """Close every channel; calls still running on them are cancelled."""
+        for backend in self.backends.values():
+            await backend.channel.close()
+
+    def translate_error(self, error: grpc.aio.AioRpcError, path: str) -> grpc.Status:
+        """Return the status to send a client for a failed backend call.
+
+        A status with rich details comes from the backend application and
+        passes unchanged. UNAVAILABLE without details means the gateway could
+        not reach the backend (or the backend's gRPC runtime refused the call),
+        so the client gets a message that names the backend, an ErrorInfo
+        and a RetryInfo.
+        """
+        trailing = _returned_metadata(error.trailing_metadata())
+        if error.code() == grpc.StatusCode.UNAVAILABLE and not any(
+            key == STATUS_DETAILS_KEY for key, _ in trailing
+        ):
+            backend = self.backend_by_method[path]
+            self._log_unreachable(backend, error)
+            return rpc_status.to_status(
+                backend_unavailable(backend, error.details() or "").to_status()
+            )
+        return _Status(error.code(), error.details() or "", trailing)
+
+    def _log_unreachable(self, backend: Backend, error: grpc.aio.AioRpcError):
+        now = time.monotonic()
+        last = self._last_unreachable_log.get(backend.name)
+        if last is not None and now - last < UNREACHABLE_LOG_INTERVAL:
+            return
+        self._last_unreachable_log[backend.name] = now
+        _LOGGER.warning(
+            "%s at %s is unreachable: %s (repeats within %gs are not logged)",
+            backend.name,
+            backend.address,
+            error.details(),
+            UNREACHABLE_LOG_INTERVAL,
+        )
+
+
+class _Status(grpc.Status):
+    def __init__(self, code: grpc.StatusCode, details: str, trailing: Metadata):
+        self.code = code
+        self.details = details
+        self.trailing_metadata = trailing
+
+
+def backend_unavailable(backend: Backend, cause: str) -> Unavailable:
+    """Build the error for a backend that the gateway cannot reach."""
+    return Unavailable(
+        f"{backend.name} is unavailable at {backend.address} ({cause}); "
+        f"retry in {BACKEND_RETRY_DELAY:g}s",
+        reason="BACKEND_UNAVAILABLE",
+        metadata={"backend": backend.name, "address": backend.address},
+        retry_delay=BACKEND_RETRY_DELAY,
+    )
+
+
+def _multicallable(channel: grpc.aio.Channel, method, path: str):
+    kind = {
+        (False, False): channel.unary_unary,
+        (False, True): channel.unary_stream,
+        (True, False): channel.stream_unary,
+        (True, True): channel.stream_stream,
+    }[(method.client_streaming, method.server_streaming)]
+    return kind(path, _registered_method=True)
+
+
+class ProxyHandlers:
+    """Build the server handlers that forward each public method.
+
+    Args:
+      pool: the backends and their multicallables.
+      default_timeout: seconds given to a unary-response call whose caller set
+        no deadline.
+    """
+
+    def __init__(self, pool: BackendPool, default_timeout: float) -> None:
+        self._pool = pool
+        self._default_timeout = default_timeout
+
+    def method_handlers(
+        self, service: PublicService
+    ) -> dict[str, grpc.RpcMethodHandler]:
+        """Return the handler of each method of a service, keyed by method name."""
+        handlers = {}
+        for method in service.descriptor.methods:
+            path = f"/{service.full_name}/{method.name}"
+            build = {
+                (False, False): self._unary_unary,
+                (False, True): self._unary_stream,
+                (True, False): self._stream_unary,
+                (True, True): self._stream_stream,
+            }[(method.client_streaming, method.server_streaming)]
+            handlers[method.name] = build(path)
+        return handlers
+
+    def _timeout(self, context: grpc.aio.ServicerContext) -> float | None:
+        remaining = context.time_remaining()
+        if remaining is None or remaining > 1e9:
+            return self._default_timeout
+        return max(remaining, 0.0)
+
+    @staticmethod
+    def _streaming_timeout(context: grpc.aio.ServicerContext) -> float | None:
+        # A response stream without a caller deadline, such as a tail, runs for
+        # as long as the client keeps it open. Client cancellation still ends
+        # the backend call.
+        remaining = context.time_remaining()
+        if remaining is None or remaining > 1e9:
+            return None
+        return max(remaining, 0.0)
+
+    async def _fail(self, context, error: grpc.aio.AioRpcError, path: str):
+        status = self._pool.translate_error(error, path)
+        await context.abort(status.code, status.details, status.trailing_metadata)
+
+    def _unary_unary(self, path: str) -> grpc.RpcMethodHandler:
+        multicallable = self._pool.callables[path]
+
+        async def forward(request: bytes, context: grpc.aio.ServicerContext):
+            call = multicallable(
+                request,
+                timeout=self._timeout(context),
+                metadata=forwardable(context.invocation_metadata()),
+            )
+            try:
+                response = await call
+            except grpc.aio.AioRpcError as error:
+                await self._fail(context, error, path)
+            except asyncio.CancelledError:
+                call.cancel()
+                raise
+            await _relay_headers(call, context)
+            await _relay_trailers(call, context)
+            return response
+
+        return grpc.unary_unary_rpc_method_handler(forward)
+
+    def _unary_stream(self, path: str) -> grpc.RpcMethodHandler:
+        multicallable = self._pool.callables[path]
+
+        async def forward(
+            request: bytes, context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[bytes]:
+            call = multicallable(
+                request,
+                timeout=self._streaming_timeout(context),
+                metadata=forwardable(context.invocation_metadata()),
+            )
+            try:
+                await _relay_headers(call, context)
+                async for response in call:
+                    yield response
+            except grpc.aio.AioRpcError as error:
+                await self._fail(context, error, path)
+            except asyncio.CancelledError:
+                call.cancel()
+                raise
+            await _relay_trailers(call, context)
+
+        return grpc.unary_stream_rpc_method_handler(forward)
+
+    def _stream_unary(self, path: str) -> grpc.RpcMethodHandler:
+        multicallable = self._pool.callables[path]
+
+        async def forward(
+            requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+        ):
+            call = multicallable(
+                requests,
+                timeout=self._timeout(context),
+                metadata=forwardable(context.invocation_metadata()),
+            )
+            try:
+                response = await call
+            except grpc.aio.AioRpcError as error:
+                await self._fail(context, error, path)
+            except asyncio.CancelledError:
+                call.cancel()
+                raise
+            await _relay_headers(call, context)
+            await _relay_trailers(call, context)
+            return response
+
+        return grpc.stream_unary_rpc_method_handler(forward)
+
+    def _stream_stream(self, path: str) -> grpc.RpcMethodHandler:
+        multicallable = self._pool.callables[path]
+
+        async def forward(
+            requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[bytes]:
+            call = multicallable(
+                requests,
+                timeout=self._streaming_timeout(context),
+                metadata=forwardable(context.invocation_metadata()),
+            )
+            try:
+                await _relay_headers(call, context)
+                async for response in call:
+                    yield response
+            except grpc.aio.AioRpcError as error:
+                await self._fail(context, error, path)
+            except asyncio.CancelledError:
+                call.cancel()
+                raise
+            await _relay_trailers(call, context)
+
+        return grpc.stream_stream_rpc_method_handler(forward)
+
+
+async def _relay_headers(call, context: grpc.aio.ServicerContext) -> None:
+    headers = _returned_metadata(await call.initial_metadata())
+    if headers:
+        await context.send_initial_metadata(headers)
+
+
+async def _relay_trailers(call, context: grpc.aio.ServicerContext) -> None:
+    trailers = _returned_metadata(await call.trailing_metadata())
+    if trailers:
+        context.set_trailing_metadata(trailers)

@@ -1,0 +1,403 @@
+"""The REST/JSON front: a Starlette app that transcodes HTTP to gRPC calls.
+
+Routes come from the `google.api.http` annotations of the public services
+(see `gateway.http_rules`). A request is matched against the route table,
+assembled into its request message (`gateway.transcode`), serialized and sent
+to the backend through the same multicallables as the gRPC front. Errors use
+the `google.rpc.Status` JSON shape:
+
+    {"error": {"code": 404, "message": "...", "status": "NOT_FOUND",
+               "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                            ...}]}}
+
+Server-streaming methods respond with newline-delimited JSON: one
+`{"result": ...}` line per message and, if the stream fails after it started,
+one final `{"error": ...}` line. Client-streaming methods return 501, and so do
+the routes of methods that the gateway does not forward.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+from urllib.parse import quote, quote_from_bytes
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from google.rpc import code_pb2, status_pb2
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Mount, request_response
+
+from gateway import transcode
+from gateway.http_rules import (
+    HttpRoute,
+    MethodNotAllowed,
+    RouteNotFound,
+    RouteTable,
+)
+from gateway.proxy import STATUS_DETAILS_KEY, BackendPool, forwardable
+from splitlog_runtime.errors import DomainError, InvalidArgument, internal_status
+
+_LOGGER = logging.getLogger(__name__)
+
+# HTTP status of each canonical code, as listed in google/rpc/code.proto.
+HTTP_STATUS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+}
+_CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+# Seconds per unit of a gRPC timeout value, e.g. "500m" or "2S".
+_TIMEOUT_UNITS = {
+    "H": 3600.0,
+    "M": 60.0,
+    "S": 1.0,
+    "m": 1e-3,
+    "u": 1e-6,
+    "n": 1e-9,
+}
+_TIMEOUT = re.compile(r"([0-9]{1,8})([HMSmun])\Z")
+
+# HTTP headers forwarded to the backend as gRPC metadata, besides the ones
+# with the `grpc-metadata-` prefix, which are forwarded without the prefix.
+_FORWARDED_HEADERS = frozenset({"authorization", "x-request-id", "traceparent"})
+_METADATA_PREFIX = "grpc-metadata-"
+# Characters that stay as they are in a URL path (RFC 3986 pchar and "/").
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+
+JSON_MEDIA_TYPE = "application/json"
+NDJSON_MEDIA_TYPE = "application/x-ndjson"
+
+
+class _Endpoint:
+    """The message classes and the multicallable of one route, prepared at startup.
+
+    Attributes:
+      unsupported: why the route cannot be served, or None when it can.
+    """
+
+    __slots__ = ("request_class", "response_class", "multicallable", "unsupported")
+
+    def __init__(self, route: HttpRoute, pool: BackendPool) -> None:
+        self.request_class = transcode.message_class(route.method.input_type)
+        self.response_class = transcode.message_class(route.method.output_type)
+        self.multicallable = pool.callables.get(route.full_method)
+        self.unsupported = None
+        if route.method.client_streaming:
+            self.unsupported = (
+                f"{route.method.full_name} reads a stream of requests, which has "
+                "no REST mapping; call it over gRPC"
+            )
+        elif self.multicallable is None:
+            self.unsupported = f"{route.method.full_name} is not implemented yet"
+
+
+def _json_response(content: Any, status_code: int = 200, headers=None) -> Response:
+    body = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+    return Response(body, status_code, headers, media_type=JSON_MEDIA_TYPE)
+
+
+def status_json(status: status_pb2.Status) -> dict[str, Any]:
+    """Render a google.rpc.Status as the JSON error body, with its HTTP code."""
+    code = _CODE_BY_NUMBER.get(status.code, grpc.StatusCode.UNKNOWN)
+    error: dict[str, Any] = {
+        "code": HTTP_STATUS[code],
+        "message": status.message,
+        "status": code.name,
+    }
+    details = []
+    for detail in status.details:
+        try:
+            details.append(json_format.MessageToDict(detail))
+        except (json_format.Error, TypeError, KeyError):
+            # A detail type that is not in this process's descriptor pool.
+            details.append({"@type": detail.type_url, "value": detail.value.hex()})
+    if details:
+        error["details"] = details
+    return {"error": error}
+
+
+def _error_response(status: status_pb2.Status, headers=None) -> Response:
+    body = status_json(status)
+    return _json_response(body, body["error"]["code"], headers)
+
+
+def _gateway_error(
+    code: grpc.StatusCode, reason: str, message: str, **metadata: str
+) -> status_pb2.Status:
+    error = DomainError(message, reason=reason, metadata=metadata)
+    status = error.to_status()
+    status.code = code.value[0]
+    return status
+
+
+def _status_of(error: grpc.aio.AioRpcError, path: str, pool: BackendPool):
+    translated = pool.translate_error(error, path)
+    for key, value in translated.trailing_metadata:
+        if key == STATUS_DETAILS_KEY:
+            status = status_pb2.Status.FromString(value)
+            if status.code == translated.code.value[0]:
+                return status
+            # The details disagree with the real status; the status wins.
+            break
+    return status_pb2.Status(code=translated.code.value[0], message=translated.details)
+
+
+def parse_timeout(text: str) -> float:
+    """Parse a gRPC timeout header value such as `500m` or `2S` into seconds.
+
+    Raises:
+      InvalidArgument: the value is not 1 to 8 digits followed by a unit.
+    """
+    match = _TIMEOUT.match(text.strip())
+    if not match:
+        raise InvalidArgument(
+            f"invalid grpc-timeout header {text!r}; use 1 to 8 digits and a unit "
+            "H, M, S, m, u or n, e.g. 500m for half a second",
+            reason="INVALID_TIMEOUT",
+            metadata={"header": "grpc-timeout"},
+        )
+    return int(match.group(1)) * _TIMEOUT_UNITS[match.group(2)]
+
+
+def _metadata_from_headers(request: Request) -> tuple[tuple[str, str], ...]:
+    metadata = []
+    for key, value in request.headers.items():
+        if key.startswith(_METADATA_PREFIX):
+            metadata.append((key[len(_METADATA_PREFIX) :], value))
+        elif key in _FORWARDED_HEADERS:
+            metadata.append((key, value))
+    return forwardable(metadata)
+
+
+class RestFront:
+    """The Starlette app that serves the HTTP routes of the public services.
+
+    Args:
+      routes: the HTTP routes of every public method.
+      pool: the backends; calls go through its multicallables.
+      default_timeout: seconds allowed per call when the request has no
+        `grpc-timeout` header.
+      max_body_bytes: largest request body accepted; larger ones get 413.
+    """
+
+    def __init__(
+        self,
+        routes: Iterable[HttpRoute],
+        pool: BackendPool,
+        default_timeout: float,
+        max_body_bytes: int,
+    ) -> None:
+        routes = list(routes)
+        self._max_body_bytes = max_body_bytes
+        self.table = RouteTable(routes)
+        self._pool = pool
+        self._default_timeout = default_timeout
+        self._endpoints = {id(route): _Endpoint(route, pool) for route in routes}
+        self.app = Starlette(
+            # Every HTTP method reaches the dispatcher, so that unknown
+            # methods get the same JSON errors as unknown paths.
+            routes=[Mount("", app=request_response(self._dispatch))],
+        )
+
+    async def _dispatch(self, request: Request) -> Response:
+        try:
+            return await self._serve(request)
+        except Exception as exc:
+            return _internal_error(request, exc)
+
+    async def _serve(self, request: Request) -> Response:
+        path = _request_path(request)
+        http_method = "GET" if request.method == "HEAD" else request.method
+        try:
+            route, path_values = self.table.match(http_method, path)
+        except RouteNotFound:
+            return _route_not_found(request.method, path)
+        except MethodNotAllowed as exc:
+            return _method_not_allowed(request.method, path, exc.allowed)
+        endpoint = self._endpoints[id(route)]
+        if endpoint.unsupported is not None:
+            status = _gateway_error(
+                grpc.StatusCode.UNIMPLEMENTED,
+                "NOT_IMPLEMENTED",
+                endpoint.unsupported,
+                method=route.method.full_name,
+            )
+            return _error_response(status)
+
+        body = await self._read_body(request)
+        if body is None:
+            return _body_too_large(self._max_body_bytes)
+        try:
+            header = request.headers.get("grpc-timeout")
+            timeout = self._default_timeout if header is None else parse_timeout(header)
+            message = transcode.build_request(
+                route,
+                endpoint.request_class,
+                path_values,
+                request.query_params.multi_items(),
+                body,
+            )
+        except DomainError as exc:
+            return _error_response(exc.to_status())
+
+        metadata = _metadata_from_headers(request)
+        payload = message.SerializeToString()
+        if route.method.server_streaming:
+            return await self._stream(route, endpoint, payload, timeout, metadata)
+        try:
+            reply = await endpoint.multicallable(
+                payload, timeout=timeout, metadata=metadata
+            )
+        except grpc.aio.AioRpcError as error:
+            return self._backend_error(route, error)
+        return _json_response(self._render(route, endpoint, reply))
+
+    async def _read_body(self, request: Request) -> bytes | None:
+        """Read the body, or return None once it exceeds the size limit."""
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self._max_body_bytes:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _backend_error(self, route: HttpRoute, error: grpc.aio.AioRpcError):
+        status = _status_of(error, route.full_method, self._pool)
+        # Unreachable backends are logged by the pool, so only failures inside
+        # a backend are logged here.
+        if status.code in (code_pb2.INTERNAL, code_pb2.UNKNOWN, code_pb2.DATA_LOSS):
+            _LOGGER.warning(
+                "%s %s failed: %s %s",
+                route.http_method,
+                route.full_method,
+                error.code().name,
+                status.message,
+            )
+        return _error_response(status)
+
+    async def _stream(
+        self,
+        route: HttpRoute,
+        endpoint: _Endpoint,
+        payload: bytes,
+        timeout: float,
+        metadata,
+    ) -> Response:
+        # NOTE: A REST stream gets the unary default deadline, so a longer
+        # stream needs a grpc-timeout header.
+        call = endpoint.multicallable(payload, timeout=timeout, metadata=metadata)
+        iterator = call.__aiter__()
+        try:
+            first = await anext(iterator, None)
+        except grpc.aio.AioRpcError as error:
+            return self._backend_error(route, error)
+
+        async def lines() -> AsyncIterator[bytes]:
+            message = first
+            try:
+                while message is not None:
+                    yield _ndjson_line(
+                        {"result": self._render(route, endpoint, message)}
+                    )
+                    message = await anext(iterator, None)
+            except grpc.aio.AioRpcError as error:
+                status = _status_of(error, route.full_method, self._pool)
+                yield _ndjson_line(status_json(status))
+            finally:
+                call.cancel()
+
+        return StreamingResponse(lines(), media_type=NDJSON_MEDIA_TYPE)
+
+    @staticmethod
+    def _render(route: HttpRoute, endpoint: _Endpoint, reply: bytes) -> Any:
+        response: Message = endpoint.response_class.FromString(reply)
+        return transcode.response_json(route, response)
+
+
+def _request_path(request: Request) -> str:
+    """Return the request path still percent-encoded, as the client sent it."""
+    raw_path = request.scope.get("raw_path")
+    if not raw_path:
+        return quote(request.url.path, safe=_PATH_SAFE)
+    # Bytes outside ASCII are invalid in a URL path, so percent-encode them.
+    # Existing escapes stay as they are.
+    return quote_from_bytes(raw_path, safe=_PATH_SAFE + "%")
+
+
+def _body_too_large(limit: int) -> Response:
+    status = _gateway_error(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "REQUEST_TOO_LARGE",
+        f"the request body exceeds {limit} bytes; send a smaller body",
+        limit=str(limit),
+    )
+    body = status_json(status)
+    body["error"]["code"] = 413
+    return _json_response(body, 413)
+
+
+def _route_not_found(http_method: str, path: str) -> Response:
+    status = _gateway_error(
+        grpc.StatusCode.NOT_FOUND,
+        "ROUTE_NOT_FOUND",
+        f"no REST route matches {http_method} {path}; the routes come from the "
+        "google.api.http annotations of the public services",
+        path=path,
+    )
+    return _error_response(status)
+
+
+def _method_not_allowed(http_method: str, path: str, allowed: list[str]) -> Response:
+    status = _gateway_error(
+        grpc.StatusCode.UNIMPLEMENTED,
+        "METHOD_NOT_ALLOWED",
+        f"{http_method} is not allowed on {path}; use {' or '.join(allowed)}",
+        path=path,
+        method=http_method,
+    )
+    body = status_json(status)
+    body["error"]["code"] = 405
+    return _json_response(body, 405, {"Allow": ", ".join(allowed)})
+
+
+def _internal_error(request: Request, exc: Exception) -> Response:
+    incident = uuid.uuid4().hex[:12]
+    _LOGGER.error(
+        "unexpected error serving %s %s (incident %s)",
+        request.method,
+        request.url.path,
+        incident,
+        exc_info=exc,
+    )
+    return _error_response(
+        internal_status(f"internal error (incident {incident}); see the gateway log")
+    )
+
+
+def _ndjson_line(content: Any) -> bytes:
+    text = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+    return text.encode() + b"\n"

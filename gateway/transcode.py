@@ -1,0 +1,363 @@
+"""Conversion between HTTP requests and protobuf messages for one route.
+
+A request message is assembled from three sources, as `google/api/http.proto`
+prescribes: the path variables, the JSON body (the whole request for
+`body: "*"`, one field for `body: "field"`, nothing otherwise) and the query
+parameters, which may set any field that neither the path nor the body sets.
+Everything is gathered into one proto3 JSON tree and parsed once with
+`json_format.ParseDict`, so the JSON rules (names in lowerCamelCase or as in
+the proto, Timestamp as RFC 3339, int64 as a string or number) apply equally
+to every source.
+
+A path variable that contradicts the body is rejected with INVALID_ARGUMENT
+rather than silently overriding it: the mismatch usually means the client
+addressed the wrong resource. The same value in both places is accepted.
+
+Everything here is pure: no I/O, no gRPC.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from google.protobuf import json_format, message_factory
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from gateway.http_rules import HttpRoute
+from splitlog_runtime.errors import invalid_field
+
+_INTEGER_TYPES = frozenset(
+    {
+        FieldDescriptor.TYPE_INT32,
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT32,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT32,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED32,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED32,
+        FieldDescriptor.TYPE_SFIXED64,
+    }
+)
+_FLOAT_TYPES = frozenset({FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE})
+_FLOAT_WORDS = frozenset({"NaN", "Infinity", "-Infinity"})
+_TRUE_WORDS = frozenset({"true", "1"})
+_FALSE_WORDS = frozenset({"false", "0"})
+
+# Well-known message types whose JSON form is a string, so a query parameter
+# can carry them whole.
+_STRING_MESSAGES = frozenset(
+    {
+        "google.protobuf.FieldMask",
+        "google.protobuf.Timestamp",
+        "google.protobuf.Duration",
+    }
+)
+_WRAPPERS = frozenset(
+    f"google.protobuf.{name}Value"
+    for name in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool")
+    + ("String", "Bytes")
+)
+
+_INTEGER = re.compile(r"[-+]?[0-9]+\Z")
+_UNKNOWN_FIELD = re.compile(
+    r'Message type "([^"]+)" has no field named "([^"]+)" at "([^"]+)"'
+)
+_BAD_FIELD = re.compile(r"Failed to parse (\S+) field:?")
+
+
+def message_class(descriptor: Descriptor) -> type[Message]:
+    """Return the generated message class for a descriptor."""
+    return message_factory.GetMessageClass(descriptor)
+
+
+def build_request(
+    route: HttpRoute,
+    request_class: type[Message],
+    path_values: dict[str, str],
+    query_items: Iterable[tuple[str, str]],
+    body: bytes,
+) -> Message:
+    """Assemble the request message of a route from an HTTP request.
+
+    Args:
+      route: the matched route.
+      request_class: the message class of the route's request type.
+      path_values: decoded path variable values, keyed by field path.
+      query_items: query parameters in order; a key may repeat.
+      body: the raw request body.
+
+    Raises:
+      splitlog_runtime.errors.InvalidArgument: the body is not JSON, a value
+        has the wrong type, a field is unknown or set twice, or the path and
+        the body disagree. The message and the BadRequest violation name the
+        field.
+    """
+    descriptor = route.method.input_type
+    tree = _body_tree(route, descriptor, body)
+    for name, text in path_values.items():
+        _assign_path_value(tree, descriptor, name, text)
+    items = list(query_items)
+    if items and route.body == "*":
+        names = ", ".join(sorted({key for key, _ in items}))
+        raise invalid_field(
+            names,
+            f"query parameters are not accepted by {route.http_method} "
+            f"{route.template.text}, which reads every field from the body; "
+            "move them into the JSON body",
+            reason="UNEXPECTED_QUERY_PARAMETER",
+        )
+    for key, text in items:
+        _assign_query_value(tree, route, descriptor, path_values, key, text)
+
+    request = request_class()
+    try:
+        json_format.ParseDict(tree, request)
+    except json_format.ParseError as exc:
+        raise _parse_error(exc, descriptor) from None
+    return request
+
+
+def _body_tree(route: HttpRoute, descriptor: Descriptor, body: bytes) -> dict:
+    if not route.body:
+        if body.strip():
+            raise invalid_field(
+                "body",
+                f"{route.http_method} {route.template.text} takes no request body; "
+                "send the fields as query parameters",
+                reason="UNEXPECTED_BODY",
+            )
+        return {}
+    if not body.strip():
+        return {}
+    try:
+        value = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise invalid_field(
+            "body",
+            f"the request body is not valid JSON ({exc}); send a JSON object",
+            reason="MALFORMED_JSON",
+        ) from None
+    if route.body == "*":
+        if not isinstance(value, dict):
+            raise invalid_field(
+                "body",
+                f"the request body must be a JSON object, got {type(value).__name__}",
+                reason="MALFORMED_JSON",
+            )
+        return value
+    body_field = descriptor.fields_by_name[route.body]
+    return {body_field.json_name: value}
+
+
+def _child(tree: dict, field: FieldDescriptor) -> Any:
+    if field.json_name in tree:
+        return tree[field.json_name]
+    return tree.get(field.name)
+
+
+def _assign_path_value(tree: dict, descriptor: Descriptor, name: str, text: str):
+    *parents, leaf_name = name.split(".")
+    node = tree
+    for part in parents:
+        field = descriptor.fields_by_name[part]
+        child = _child(node, field)
+        if child is None:
+            child = node[field.json_name] = {}
+        elif not isinstance(child, dict):
+            raise invalid_field(
+                part,
+                f"expected a JSON object, got {type(child).__name__}",
+                reason="INVALID_FIELD_TYPE",
+            )
+        node, descriptor = child, field.message_type
+    leaf = descriptor.fields_by_name[leaf_name]
+    value = _convert(leaf, text, name)
+    present = _child(node, leaf)
+    if present is not None and present != value:
+        raise invalid_field(
+            name,
+            f"the body sets {present!r} but the path sets {value!r}; "
+            "send the same value or leave it out of the body",
+            reason="PATH_BODY_MISMATCH",
+        )
+    node.pop(leaf.name, None)
+    node[leaf.json_name] = value
+
+
+def _resolve_query_key(descriptor: Descriptor, key: str) -> list[FieldDescriptor]:
+    fields = []
+    for part in key.split("."):
+        if descriptor is None:
+            raise invalid_field(
+                key,
+                f"unknown query parameter {key!r}: {fields[-1].name} has no subfields",
+                reason="UNKNOWN_FIELD",
+            )
+        field = descriptor.fields_by_name.get(part) or _by_json_name(descriptor, part)
+        if field is None:
+            known = ", ".join(f.json_name for f in descriptor.fields)
+            raise invalid_field(
+                key,
+                f"unknown query parameter {key!r}; fields of "
+                f"{descriptor.full_name}: {known}",
+                reason="UNKNOWN_FIELD",
+            )
+        fields.append(field)
+        descriptor = (
+            field.message_type
+            if field.message_type is not None
+            and field.message_type.full_name not in _STRING_MESSAGES | _WRAPPERS
+            and not field.message_type.GetOptions().map_entry
+            else None
+        )
+    return fields
+
+
+def _by_json_name(descriptor: Descriptor, name: str) -> FieldDescriptor | None:
+    for field in descriptor.fields:
+        if field.json_name == name:
+            return field
+    return None
+
+
+def _assign_query_value(
+    tree: dict,
+    route: HttpRoute,
+    descriptor: Descriptor,
+    path_values: dict[str, str],
+    key: str,
+    text: str,
+) -> None:
+    fields = _resolve_query_key(descriptor, key)
+    proto_path = ".".join(field.name for field in fields)
+    if proto_path in path_values:
+        raise invalid_field(
+            key,
+            f"{proto_path} is already set by the path {route.template.text}; "
+            "remove the query parameter",
+            reason="DUPLICATE_FIELD",
+        )
+    if route.body and fields[0].name == route.body:
+        raise invalid_field(
+            key,
+            f"{fields[0].name} is read from the request body; set it there",
+            reason="DUPLICATE_FIELD",
+        )
+    leaf = fields[-1]
+    if leaf.message_type is not None and (
+        leaf.message_type.full_name not in _STRING_MESSAGES | _WRAPPERS
+    ):
+        raise invalid_field(
+            key,
+            f"{key} is a message field; set its subfields, e.g. {key}.<field>",
+            reason="INVALID_FIELD_TYPE",
+        )
+    node = tree
+    for field in fields[:-1]:
+        node = node.setdefault(field.json_name, {})
+    value = _convert(leaf, text, key)
+    if leaf.is_repeated:
+        node.setdefault(leaf.json_name, []).append(value)
+    elif leaf.json_name in node:
+        raise invalid_field(
+            key,
+            f"{key} is given more than once but is not a repeated field",
+            reason="DUPLICATE_FIELD",
+        )
+    else:
+        node[leaf.json_name] = value
+
+
+def _convert(field: FieldDescriptor, text: str, name: str) -> Any:
+    """Convert one path or query value to its proto3 JSON form."""
+    if field.message_type is not None:
+        full_name = field.message_type.full_name
+        if full_name == "google.protobuf.FieldMask":
+            return ",".join(_lower_camel(path) for path in text.split(",") if path)
+        if full_name in _WRAPPERS:
+            return _convert(field.message_type.fields_by_name["value"], text, name)
+        return text
+    if field.type in _INTEGER_TYPES:
+        if not _INTEGER.match(text):
+            raise invalid_field(
+                name, f"{text!r} is not an integer", reason="INVALID_FIELD_TYPE"
+            )
+        return int(text)
+    if field.type in _FLOAT_TYPES:
+        if text in _FLOAT_WORDS:
+            return text
+        try:
+            number = float(text)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            raise invalid_field(
+                name,
+                f"{text!r} is not a number; use digits, NaN, Infinity or -Infinity",
+                reason="INVALID_FIELD_TYPE",
+            )
+        return number
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        lowered = text.lower()
+        if lowered in _TRUE_WORDS:
+            return True
+        if lowered in _FALSE_WORDS:
+            return False
+        raise invalid_field(
+            name, f"{text!r} is not a boolean; use true or false", "INVALID_FIELD_TYPE"
+        )
+    return text
+
+
+def _lower_camel(path: str) -> str:
+    parts = path.split("_")
+    return parts[0] + "".join(part[:1].upper() + part[1:] for part in parts[1:])
+
+
+def _parse_error(exc: json_format.ParseError, descriptor: Descriptor):
+    text = str(exc)
+    summary = text.split("\n", 1)[0]
+    unknown = _UNKNOWN_FIELD.search(text)
+    if unknown:
+        type_name, name, location = unknown.groups()
+        parent = location.split(".", 1)
+        field = f"{parent[1]}.{name}" if len(parent) > 1 else name
+        try:
+            owner = descriptor.file.pool.FindMessageTypeByName(type_name)
+            known = ", ".join(f.json_name for f in owner.fields)
+        except KeyError:
+            known = "see the API reference"
+        return invalid_field(
+            field,
+            f"unknown field {name!r} in {type_name}; known fields: {known}",
+            reason="UNKNOWN_FIELD",
+        )
+    # Nested failures read "Failed to parse a field: Failed to parse b field: why".
+    field = ".".join(_BAD_FIELD.findall(summary)) or "body"
+    cause = _BAD_FIELD.sub("", summary).strip()
+    return invalid_field(
+        field,
+        f"invalid value in {descriptor.full_name}: {cause}",
+        reason="INVALID_FIELD_VALUE",
+    )
+
+
+def response_json(route: HttpRoute, response: Message) -> Any:
+    """Render a response, or its `response_body` field, as proto3 JSON."""
+    if not route.response_body:
+        return json_format.MessageToDict(response)
+    field = response.DESCRIPTOR.fields_by_name[route.response_body]
+    value = getattr(response, field.name)
+    if field.message_type is not None and not field.is_repeated:
+        return json_format.MessageToDict(value)
+    rendered = json_format.MessageToDict(
+        response, always_print_fields_with_no_presence=True
+    )
+    return rendered.get(field.json_name)

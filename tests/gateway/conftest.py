@@ -1,0 +1,66 @@
+"""A gateway per test module in front of the test backend.
+
+The users and logs areas are forwarded to the test backend. The expenses and
+balances areas point at loopback ports where nothing listens, so their calls
+fail as unreachable.
+"""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from gateway.app import build
+from splitlog_runtime import config as config_module
+from tests.gateway.support import BackendLog, LoopThread, closed_address, start_backend
+
+DEFAULT_DEADLINE_SECONDS = 3.0
+
+
+@pytest.fixture(scope="module")
+def loop_thread():
+    thread = LoopThread()
+    yield thread
+    thread.close()
+
+
+@pytest.fixture(scope="module")
+def backend_log() -> BackendLog:
+    return BackendLog()
+
+
+@pytest.fixture(scope="module")
+def backend(backend_log):
+    host = start_backend(backend_log)
+    yield host
+    host.stop(0)
+
+
+@pytest.fixture(scope="module")
+def gateway_config(backend, tmp_path_factory):
+    backend_address = f"127.0.0.1:{backend.port}"
+    return config_module.load(
+        environ={},
+        overrides={
+            "data_dir": tmp_path_factory.mktemp("data"),
+            "user_service_addr": backend_address,
+            "log_service_addr": backend_address,
+            "expense_service_addr": closed_address(),
+            "balance_service_addr": closed_address(),
+            "deadline_seconds": DEFAULT_DEADLINE_SECONDS,
+            "grace_seconds": 1.0,
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def gateway(loop_thread, gateway_config):
+    running = loop_thread.run(build(gateway_config, "127.0.0.1:0", "127.0.0.1:0"))
+    yield running
+    loop_thread.run(running.stop(0))
+
+
+@pytest.fixture(scope="module")
+def channel(gateway):
+    with grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as opened:
+        yield opened

@@ -1,0 +1,185 @@
+"""Helpers for the gateway tests: an event loop thread, a test backend, errors.
+
+The gateway runs on its own asyncio loop in a background thread, so tests can
+call it with ordinary sync gRPC and HTTP clients. The test backend is a real
+sync gRPC server built with the shared runtime. It implements GetUser with
+behaviour that the requested name selects. It also serves one server-streaming
+and one client-streaming public method on raw bytes, whatever their message
+types, to exercise the generic forwarding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import MethodDescriptor
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from gateway.services import public_services
+from splitlog.users.v1 import users_service_pb2 as pb
+from splitlog.users.v1 import users_service_pb2_grpc as pb_grpc
+from splitlog_runtime.errors import NotFound, Resource
+from splitlog_runtime.server import ServiceHost, create_server
+
+USERS_SERVICE = "splitlog.users.v1.UsersService"
+
+_DETAIL_TYPES = {
+    "ErrorInfo": error_details_pb2.ErrorInfo,
+    "BadRequest": error_details_pb2.BadRequest,
+    "ResourceInfo": error_details_pb2.ResourceInfo,
+    "RetryInfo": error_details_pb2.RetryInfo,
+}
+
+
+class LoopThread:
+    """An asyncio event loop running in a daemon thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="gateway-loop", daemon=True
+        )
+        self._thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:
+        """Run a coroutine on the loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+def closed_address() -> str:
+    """Return a loopback address on which nothing listens."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"127.0.0.1:{port}"
+
+
+def error_details(error: grpc.RpcError) -> dict[str, Any]:
+    """Unpack the google.rpc details of a failed call, keyed by type name."""
+    status = rpc_status.from_call(error)
+    assert status is not None, f"no rich status on {error.code()}: {error.details()}"
+    found: dict[str, Any] = {}
+    for packed in status.details:
+        for name, message_type in _DETAIL_TYPES.items():
+            if packed.Is(message_type.DESCRIPTOR):
+                message = message_type()
+                packed.Unpack(message)
+                found[name] = message
+    return found
+
+
+def find_method(client_streaming: bool, server_streaming: bool) -> MethodDescriptor:
+    """Return the first public method with the given streaming kind."""
+    for service in public_services():
+        for method in service.descriptor.methods:
+            if (method.client_streaming, method.server_streaming) == (
+                client_streaming,
+                server_streaming,
+            ):
+                return method
+    raise LookupError("no public method of that streaming kind")
+
+
+def method_path(method: MethodDescriptor) -> str:
+    return f"/{method.containing_service.full_name}/{method.name}"
+
+
+@dataclass
+class BackendLog:
+    """What the test backend observed, for the tests to check."""
+
+    time_remaining: list[float] = field(default_factory=list)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    hanging: threading.Event = field(default_factory=threading.Event)
+
+
+class UsersBackend(pb_grpc.UsersServiceServicer):
+    """GetUser behaviour chosen by the requested name.
+
+    `users/slow-<ms>` sleeps that many milliseconds; `users/hang` waits until
+    the call is cancelled; `users/missing` fails with a rich NOT_FOUND; any
+    other name returns a user. Every call records its remaining deadline and
+    echoes the `x-request-id` metadata in its trailing metadata.
+    """
+
+    def __init__(self, log: BackendLog) -> None:
+        self.log = log
+
+    def GetUser(self, request, context):
+        self.log.time_remaining.append(context.time_remaining())
+        echoed = [
+            ("x-echo-request-id", value)
+            for key, value in context.invocation_metadata()
+            if key == "x-request-id"
+        ]
+        context.set_trailing_metadata(echoed)
+        if request.name.startswith("users/slow-"):
+            time.sleep(int(request.name.removeprefix("users/slow-")) / 1000)
+        elif request.name == "users/hang":
+            context.add_callback(self.log.cancelled.set)
+            self.log.hanging.set()
+            deadline = time.monotonic() + 10
+            while context.is_active() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return pb.GetUserResponse()
+        elif request.name == "users/missing":
+            raise NotFound(
+                f"user {request.name!r} does not exist",
+                reason="USER_NOT_FOUND",
+                resource=Resource("splitlog.dev/User", request.name),
+            )
+        return pb.GetUserResponse(
+            user=pb.User(name=request.name, email="ada@example.com", display_name="Ada")
+        )
+
+
+def _echo_stream(request: bytes, context) -> Any:
+    """Send the request bytes back three times."""
+    yield from (request, request, request)
+
+
+def _concatenate(requests, context) -> bytes:
+    """Return the received messages joined into one."""
+    return b"".join(requests)
+
+
+def start_backend(log: BackendLog) -> ServiceHost:
+    """Start the test backend on a free port and mark it SERVING."""
+    server_stream = find_method(False, True)
+    client_stream = find_method(True, False)
+    raw_methods = {
+        server_stream.name: grpc.unary_stream_rpc_method_handler(_echo_stream),
+        client_stream.name: grpc.stream_unary_rpc_method_handler(_concatenate),
+    }
+    streaming_services = {
+        server_stream.containing_service.full_name,
+        client_stream.containing_service.full_name,
+    }
+    assert len(streaming_services) == 1, "the test backend serves one raw service"
+    raw_service = streaming_services.pop()
+
+    def register(server: grpc.Server) -> None:
+        pb_grpc.add_UsersServiceServicer_to_server(UsersBackend(log), server)
+        server.add_generic_rpc_handlers(
+            [grpc.method_handlers_generic_handler(raw_service, raw_methods)]
+        )
+
+    host = create_server(
+        "test_backend", [register], [USERS_SERVICE, raw_service], workers=8
+    )
+    host.start()
+    host.mark_serving()
+    return host

@@ -1,0 +1,319 @@
+"""The gRPC front: forwarding, errors, deadlines, streams, health, reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway.app import build
+from gateway.services import (
+    GATEWAY_SERVICE,
+    INTERNAL_SERVICES,
+    gateway_services,
+    public_services,
+)
+from splitlog.users.v1 import users_service_pb2 as pb
+from splitlog.users.v1 import users_service_pb2_grpc as pb_grpc
+from tests.gateway.conftest import DEFAULT_DEADLINE_SECONDS
+from tests.gateway.support import (
+    error_details,
+    find_method,
+    method_path,
+    start_backend,
+)
+
+GRPCURL = Path(sys.executable).parent / "grpcurl"
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@pytest.fixture(scope="module")
+def stub(channel):
+    return pb_grpc.UsersServiceStub(channel)
+
+
+def test_unary_call_forwarded(stub):
+    response = stub.GetUser(pb.GetUserRequest(name="users/ada1"), timeout=5)
+
+    assert response.user.name == "users/ada1"
+    assert response.user.display_name == "Ada"
+
+
+def test_metadata_forwarded_both_ways(stub):
+    _, call = stub.GetUser.with_call(
+        pb.GetUserRequest(name="users/ada1"),
+        metadata=[("x-request-id", "req-42")],
+        timeout=5,
+    )
+
+    assert ("x-echo-request-id", "req-42") in call.trailing_metadata()
+
+
+def test_rich_error_passes_unchanged(stub):
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.GetUser(pb.GetUserRequest(name="users/missing"), timeout=5)
+
+    error = caught.value
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert error.details() == "user 'users/missing' does not exist"
+    details = error_details(error)
+    assert details["ErrorInfo"].reason == "USER_NOT_FOUND"
+    assert details["ErrorInfo"].domain == "splitlog.dev"
+    assert details["ResourceInfo"].resource_name == "users/missing"
+
+
+def test_deadline_forwarded(stub, backend_log):
+    backend_log.time_remaining.clear()
+
+    stub.GetUser(pb.GetUserRequest(name="users/ada1"), timeout=2.0)
+
+    # The wire format rounds a deadline up slightly, so the bound is 2.5 s,
+    # which still separates the client's 2 s from the 3 s default.
+    remaining = backend_log.time_remaining[-1]
+    assert remaining is not None
+    assert 1.0 < remaining < 2.5
+
+
+def test_default_deadline_when_caller_sets_none(stub, backend_log):
+    backend_log.time_remaining.clear()
+
+    stub.GetUser(pb.GetUserRequest(name="users/ada1"))
+
+    remaining = backend_log.time_remaining[-1]
+    assert remaining is not None
+    assert DEFAULT_DEADLINE_SECONDS - 1 < remaining < DEFAULT_DEADLINE_SECONDS + 0.1
+
+
+def test_slow_backend_exceeds_client_deadline(stub):
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.GetUser(pb.GetUserRequest(name="users/slow-2000"), timeout=0.3)
+    elapsed = time.monotonic() - started
+
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert elapsed < 1.0
+
+
+def test_client_cancel_cancels_backend_call(stub, backend_log):
+    backend_log.cancelled.clear()
+    backend_log.hanging.clear()
+    future = stub.GetUser.future(pb.GetUserRequest(name="users/hang"), timeout=10)
+    assert backend_log.hanging.wait(5), "the backend never received the call"
+
+    future.cancel()
+
+    assert backend_log.cancelled.wait(5), "the backend call was not cancelled"
+
+
+def test_unreachable_backend_is_unavailable(channel):
+    method = next(
+        m
+        for s in public_services()
+        if s.backend == "expense_service"
+        for m in s.descriptor.methods
+    )
+    call = channel.unary_unary(method_path(method))
+
+    with pytest.raises(grpc.RpcError) as caught:
+        call(b"", timeout=5)
+
+    error = caught.value
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert "expense_service" in error.details()
+    details = error_details(error)
+    assert details["ErrorInfo"].reason == "BACKEND_UNAVAILABLE"
+    assert details["ErrorInfo"].metadata["backend"] == "expense_service"
+    assert details["RetryInfo"].retry_delay.ToNanoseconds() > 0
+
+
+def test_stopped_backend_is_unavailable(loop_thread, gateway_config, backend_log):
+    other = start_backend(backend_log)
+    config = gateway_config.replace(user_service_addr=f"127.0.0.1:{other.port}")
+    gateway = loop_thread.run(build(config, "127.0.0.1:0", "127.0.0.1:0"))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
+            stub = pb_grpc.UsersServiceStub(channel)
+            stub.GetUser(pb.GetUserRequest(name="users/ada1"), timeout=5)
+            other.stop(0)
+
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.GetUser(pb.GetUserRequest(name="users/ada1"), timeout=5)
+    finally:
+        other.stop(0)
+        loop_thread.run(gateway.stop(0))
+
+    error = caught.value
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert "user_service" in error.details()
+    assert error_details(error)["ErrorInfo"].reason == "BACKEND_UNAVAILABLE"
+
+
+def test_server_stream_forwarded(channel):
+    method = find_method(client_streaming=False, server_streaming=True)
+    call = channel.unary_stream(method_path(method))
+
+    responses = list(call(b"\x0a\x03abc", timeout=5))
+
+    assert responses == [b"\x0a\x03abc"] * 3
+
+
+def test_client_stream_forwarded(channel):
+    method = find_method(client_streaming=True, server_streaming=False)
+    call = channel.stream_unary(method_path(method))
+
+    response = call(iter([b"\x0a\x01a", b"\x0a\x01b", b"\x0a\x01c"]), timeout=5)
+
+    assert response == b"\x0a\x01a\x0a\x01b\x0a\x01c"
+
+
+def test_unknown_method_is_unimplemented(channel):
+    call = channel.unary_unary("/splitlog.users.v1.UsersService/NoSuchMethod")
+
+    with pytest.raises(grpc.RpcError) as caught:
+        call(b"", timeout=5)
+
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_internal_service_not_exposed(channel):
+    call = channel.unary_unary("/splitlog.logs.v1.ReplicationService/GetNodeStatus")
+
+    with pytest.raises(grpc.RpcError) as caught:
+        call(b"", timeout=5)
+
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_gateway_service_unimplemented(channel):
+    if not gateway_services():
+        pytest.skip("the gateway API has no generated code")
+    call = channel.unary_unary(f"/{GATEWAY_SERVICE}/GetGroupOverview")
+
+    with pytest.raises(grpc.RpcError) as caught:
+        call(b"", timeout=5)
+
+    error = caught.value
+    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "not implemented yet" in error.details()
+    assert error_details(error)["ErrorInfo"].reason == "NOT_IMPLEMENTED"
+
+
+def _check_until(health_stub, service: str, expected, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        status = health_stub.Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=5
+        ).status
+        if status == expected or time.monotonic() > deadline:
+            return status
+        time.sleep(0.05)
+
+
+def test_health_lists_every_public_service(gateway, channel):
+    health_stub = health_pb2_grpc.HealthStub(channel)
+    names = [service.full_name for service in gateway.services]
+
+    assert "splitlog.users.v1.UsersService" in names
+    for name in ["", *names]:
+        response = health_stub.Check(
+            health_pb2.HealthCheckRequest(service=name), timeout=5
+        )
+        assert response.status in (SERVING, NOT_SERVING), name
+
+
+def test_health_follows_backend(gateway, channel):
+    health_stub = health_pb2_grpc.HealthStub(channel)
+    unreachable = next(s for s in gateway.services if s.backend == "expense_service")
+
+    assert _check_until(health_stub, "", SERVING) == SERVING
+    assert (
+        _check_until(health_stub, "splitlog.users.v1.UsersService", SERVING) == SERVING
+    )
+    assert _check_until(health_stub, unreachable.full_name, NOT_SERVING) == NOT_SERVING
+
+
+def _listed_services(gateway) -> list[str]:
+    result = subprocess.run(
+        [str(GRPCURL), "-plaintext", f"127.0.0.1:{gateway.grpc_port}", "list"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return result.stdout.split()
+
+
+def test_reflection_lists_services(gateway):
+    listed = _listed_services(gateway)
+
+    for service in gateway.services:
+        assert service.full_name in listed
+    for descriptor in gateway_services():
+        assert descriptor.full_name in listed
+    assert "grpc.health.v1.Health" in listed
+    assert "grpc.reflection.v1alpha.ServerReflection" in listed
+    for internal in INTERNAL_SERVICES:
+        assert internal not in listed
+
+
+def test_grpcurl_call_through_reflection(gateway):
+    result = subprocess.run(
+        [
+            str(GRPCURL),
+            "-plaintext",
+            "-d",
+            '{"name": "users/grace"}',
+            f"127.0.0.1:{gateway.grpc_port}",
+            "splitlog.users.v1.UsersService/GetUser",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert '"name": "users/grace"' in result.stdout
+
+
+def test_build_fails_on_busy_http_port(loop_thread, gateway_config):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        address = f"127.0.0.1:{busy.getsockname()[1]}"
+
+        with pytest.raises(RuntimeError, match="cannot bind HTTP address"):
+            loop_thread.run(build(gateway_config, "127.0.0.1:0", address))
+
+
+def test_stop_flips_health_and_finishes_calls(loop_thread, gateway_config):
+    gateway = loop_thread.run(build(gateway_config, "127.0.0.1:0", "127.0.0.1:0"))
+    with grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
+        stub = pb_grpc.UsersServiceStub(channel)
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service=""), timeout=10
+        )
+        first_status = next(watch).status
+        in_flight = stub.GetUser.future(
+            pb.GetUserRequest(name="users/slow-500"), timeout=5
+        )
+        time.sleep(0.1)
+
+        stop = asyncio.run_coroutine_threadsafe(gateway.stop(1.5), loop_thread.loop)
+        second_status = next(watch).status
+        response = in_flight.result(5)
+        stop.result(10)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.GetUser(pb.GetUserRequest(name="users/ada1"), timeout=2)
+
+    assert first_status == SERVING
+    assert second_status == NOT_SERVING
+    assert response.user.name == "users/slow-500"
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -1,0 +1,402 @@
+"""The REST front end to end: HTTP client → gateway → real user service."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+
+from gateway.app import build
+from splitlog_runtime import config as config_module
+from tests.gateway.support import closed_address
+from user_service.app import build as build_user_service
+
+ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
+BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
+
+
+@pytest.fixture(scope="module")
+def users_host(tmp_path_factory):
+    data = tmp_path_factory.mktemp("users")
+    config = config_module.load(
+        environ={},
+        overrides={
+            "data_dir": data,
+            "user_service_db_url": f"sqlite:///{data / 'users.db'}",
+            "workers": 8,
+        },
+    )
+    host = build_user_service(config, "127.0.0.1:0")
+    yield host
+    host.stop(0)
+
+
+@pytest.fixture(scope="module")
+def gateway(loop_thread, users_host, tmp_path_factory):
+    config = config_module.load(
+        environ={},
+        overrides={
+            "data_dir": tmp_path_factory.mktemp("gateway"),
+            "user_service_addr": f"127.0.0.1:{users_host.port}",
+            "expense_service_addr": closed_address(),
+            "balance_service_addr": closed_address(),
+            "log_service_addr": closed_address(),
+            "grace_seconds": 1.0,
+        },
+    )
+    running = loop_thread.run(build(config, "127.0.0.1:0", "127.0.0.1:0"))
+    yield running
+    loop_thread.run(running.stop(0))
+
+
+@pytest.fixture(scope="module")
+def client(gateway):
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{gateway.http_port}", timeout=10
+    ) as opened:
+        yield opened
+
+
+def _email() -> str:
+    return f"user-{uuid.uuid4().hex[:10]}@example.com"
+
+
+def _create_user(client, display_name: str = "Ada") -> dict:
+    response = client.post(
+        "/v1/users", json={"email": _email(), "displayName": display_name}
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["user"]
+
+
+def _error(response: httpx.Response) -> dict:
+    body = response.json()
+    assert set(body) == {"error"}
+    return body["error"]
+
+
+def _detail(error: dict, type_url: str) -> dict:
+    matches = [d for d in error.get("details", []) if d["@type"] == type_url]
+    assert matches, f"no {type_url} in {error}"
+    return matches[0]
+
+
+def test_create_user(client):
+    email = _email()
+
+    response = client.post(
+        "/v1/users",
+        json={"email": email, "displayName": "Ada", "currencyCode": "EUR"},
+    )
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    user = response.json()["user"]
+    assert user["name"].startswith("users/")
+    assert user["email"] == email
+    assert user["displayName"] == "Ada"
+    assert user["currencyCode"] == "EUR"
+    assert user["state"] == "STATE_ACTIVE"
+    assert user["createTime"].endswith("Z")
+
+
+def test_create_user_with_query_id(client):
+    user_id = f"u-{uuid.uuid4().hex[:12]}"
+
+    response = client.post(
+        f"/v1/users?userId={user_id}",
+        json={"email": _email(), "display_name": "Original Names"},
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json()["user"]["name"] == f"users/{user_id}"
+    assert response.json()["user"]["displayName"] == "Original Names"
+
+
+def test_get_user(client):
+    created = _create_user(client)
+
+    response = client.get(f"/v1/{created['name']}")
+
+    assert response.status_code == 200
+    assert response.json()["user"] == created
+
+
+def test_list_users_pages(client):
+    names = {_create_user(client)["name"] for _ in range(3)}
+    seen: list[str] = []
+    token = ""
+
+    for _ in range(50):
+        params = {"pageSize": "2"}
+        if token:
+            params["pageToken"] = token
+        response = client.get("/v1/users", params=params)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        assert len(page.get("users", [])) <= 2
+        seen += [user["name"] for user in page.get("users", [])]
+        token = page.get("nextPageToken", "")
+        if not token:
+            break
+
+    assert names <= set(seen)
+    assert len(seen) == len(set(seen))
+
+
+def test_list_users_filter_with_original_name(client):
+    created = _create_user(client, display_name="Filterable Person")
+
+    response = client.get(
+        "/v1/users",
+        params={"filter": f'email = "{created["email"]}"', "page_size": "10"},
+    )
+
+    assert response.status_code == 200, response.text
+    assert [u["name"] for u in response.json()["users"]] == [created["name"]]
+
+
+def test_update_user_with_mask(client):
+    created = _create_user(client)
+
+    response = client.patch(
+        f"/v1/{created['name']}?updateMask=displayName",
+        json={"displayName": "Renamed", "email": "ignored@example.com"},
+    )
+
+    assert response.status_code == 200, response.text
+    user = response.json()["user"]
+    assert user["displayName"] == "Renamed"
+    assert user["email"] == created["email"]
+
+
+def test_update_user_snake_case_mask(client):
+    created = _create_user(client)
+
+    response = client.patch(
+        f"/v1/{created['name']}",
+        params={"update_mask": "display_name"},
+        json={"displayName": "Snake"},
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json()["user"]["displayName"] == "Snake"
+
+
+def test_deactivate_custom_verb(client):
+    created = _create_user(client)
+
+    response = client.post(f"/v1/{created['name']}:deactivate")
+
+    assert response.status_code == 200, response.text
+    assert response.json()["user"]["state"] == "STATE_DEACTIVATED"
+
+
+def test_deactivate_stale_etag_conflict(client):
+    created = _create_user(client)
+
+    response = client.post(f"/v1/{created['name']}:deactivate", json={"etag": '"999"'})
+
+    assert response.status_code == 409
+    error = _error(response)
+    assert error["status"] == "ABORTED"
+    assert _detail(error, ERROR_INFO)["reason"] == "ETAG_MISMATCH"
+
+
+def test_group_member_routes(client):
+    creator = _create_user(client)
+    other = _create_user(client)
+    group = client.post(
+        "/v1/groups",
+        json={"displayName": "Trip", "creator": creator["name"]},
+    ).json()["group"]
+
+    added = client.post(f"/v1/{group['name']}/members", json={"user": other["name"]})
+    listed = client.get(f"/v1/{group['name']}/members")
+    removed = client.delete(f"/v1/{added.json()['member']['name']}")
+
+    assert added.status_code == 200, added.text
+    assert listed.status_code == 200, listed.text
+    members = {m["user"] for m in listed.json()["members"]}
+    assert members == {creator["name"], other["name"]}
+    assert removed.status_code == 200, removed.text
+    assert removed.json() == {}
+
+
+def test_not_found_error_shape(client):
+    response = client.get("/v1/users/no-such-user")
+
+    assert response.status_code == 404
+    error = _error(response)
+    assert error["code"] == 404
+    assert error["status"] == "NOT_FOUND"
+    assert "users/no-such-user" in error["message"]
+    info = _detail(error, ERROR_INFO)
+    assert info["reason"] == "USER_NOT_FOUND"
+    assert info["domain"] == "splitlog.dev"
+
+
+def test_invalid_argument_from_backend(client):
+    response = client.post("/v1/users", json={"email": "not-an-email"})
+
+    assert response.status_code == 400
+    error = _error(response)
+    assert error["status"] == "INVALID_ARGUMENT"
+    violations = _detail(error, BAD_REQUEST)["fieldViolations"]
+    assert {v["field"] for v in violations} >= {"user.email", "user.display_name"}
+
+
+def test_already_exists_conflict(client):
+    created = _create_user(client)
+
+    response = client.post(
+        "/v1/users", json={"email": created["email"], "displayName": "Twin"}
+    )
+
+    assert response.status_code == 409
+    error = _error(response)
+    assert error["status"] == "ALREADY_EXISTS"
+    assert _detail(error, ERROR_INFO)["reason"] == "EMAIL_TAKEN"
+
+
+def test_malformed_json(client):
+    response = client.post(
+        "/v1/users", content=b'{"email": ', headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 400
+    error = _error(response)
+    assert error["status"] == "INVALID_ARGUMENT"
+    assert "not valid JSON" in error["message"]
+    assert _detail(error, ERROR_INFO)["reason"] == "MALFORMED_JSON"
+
+
+def test_unknown_body_field(client):
+    response = client.post(
+        "/v1/users", json={"email": _email(), "displayName": "A", "nickname": "x"}
+    )
+
+    assert response.status_code == 400
+    error = _error(response)
+    assert "nickname" in error["message"]
+    assert _detail(error, ERROR_INFO)["reason"] == "UNKNOWN_FIELD"
+    violation = _detail(error, BAD_REQUEST)["fieldViolations"][0]
+    assert violation["field"] == "user.nickname"
+
+
+def test_unknown_query_parameter(client):
+    response = client.get("/v1/users", params={"pageSise": "2"})
+
+    assert response.status_code == 400
+    error = _error(response)
+    assert "pageSise" in error["message"]
+    assert _detail(error, ERROR_INFO)["reason"] == "UNKNOWN_FIELD"
+
+
+def test_query_parameter_wrong_type(client):
+    response = client.get("/v1/users", params={"pageSize": "ten"})
+
+    assert response.status_code == 400
+    error = _error(response)
+    assert "'ten' is not an integer" in error["message"]
+    assert _detail(error, BAD_REQUEST)["fieldViolations"][0]["field"] == "pageSize"
+
+
+def test_path_body_mismatch(client):
+    created = _create_user(client)
+
+    response = client.patch(
+        f"/v1/{created['name']}",
+        json={"name": "users/someone-else", "displayName": "X"},
+    )
+
+    assert response.status_code == 400
+    error = _error(response)
+    assert _detail(error, ERROR_INFO)["reason"] == "PATH_BODY_MISMATCH"
+
+
+def test_unknown_route(client):
+    response = client.get("/v2/nothing/here")
+
+    assert response.status_code == 404
+    error = _error(response)
+    assert error["status"] == "NOT_FOUND"
+    assert _detail(error, ERROR_INFO)["reason"] == "ROUTE_NOT_FOUND"
+
+
+def test_wrong_method(client):
+    response = client.put("/v1/users")
+
+    assert response.status_code == 405
+    assert set(response.headers["allow"].split(", ")) == {"GET", "POST"}
+    error = _error(response)
+    assert error["code"] == 405
+    assert _detail(error, ERROR_INFO)["reason"] == "METHOD_NOT_ALLOWED"
+
+
+def test_unusual_http_method_json_405(client):
+    response = client.request("OPTIONS", "/v1/users")
+
+    assert response.status_code == 405
+    assert _detail(_error(response), ERROR_INFO)["reason"] == "METHOD_NOT_ALLOWED"
+
+
+def test_head_served_like_get(client):
+    created = _create_user(client)
+
+    response = client.head(f"/v1/{created['name']}")
+
+    assert response.status_code == 200
+    assert response.content == b""
+
+
+def test_non_ascii_path_json_404(client):
+    response = client.get("/v1/caf\u00e9/x")
+
+    assert response.status_code == 404
+    assert _error(response)["status"] == "NOT_FOUND"
+
+
+def test_body_over_limit_413(loop_thread, gateway):
+    config = gateway.config.replace(max_message_bytes=1024)
+    small = loop_thread.run(build(config, "127.0.0.1:0", "127.0.0.1:0"))
+    try:
+        response = httpx.post(
+            f"http://127.0.0.1:{small.http_port}/v1/users",
+            json={"email": _email(), "displayName": "x" * 2000},
+            timeout=10,
+        )
+    finally:
+        loop_thread.run(small.stop(0))
+
+    assert response.status_code == 413
+    error = _error(response)
+    assert error["status"] == "RESOURCE_EXHAUSTED"
+    assert _detail(error, ERROR_INFO)["reason"] == "REQUEST_TOO_LARGE"
+
+
+def test_unreachable_backend_503(client):
+    response = client.get("/v1/groups/g123/expenses")
+
+    assert response.status_code == 503
+    error = _error(response)
+    assert error["status"] == "UNAVAILABLE"
+    assert "expense_service" in error["message"]
+    assert _detail(error, ERROR_INFO)["reason"] == "BACKEND_UNAVAILABLE"
+
+
+def test_gateway_service_route_501(client):
+    response = client.get("/v1/groups/g123/overview")
+
+    assert response.status_code == 501
+    error = _error(response)
+    assert error["status"] == "UNIMPLEMENTED"
+    assert _detail(error, ERROR_INFO)["reason"] == "NOT_IMPLEMENTED"
+
+
+def test_invalid_timeout_header(client):
+    response = client.get("/v1/users", headers={"grpc-timeout": "soon"})
+
+    assert response.status_code == 400
+    assert _detail(_error(response), ERROR_INFO)["reason"] == "INVALID_TIMEOUT"
