@@ -24,7 +24,7 @@ from grpc_tools import protoc
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
 OUTPUT_PACKAGE = "splitlog"
-GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
+GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 
 
 def _include_paths() -> list[Path]:
@@ -43,6 +43,15 @@ def generate(out_dir: Path) -> None:
     args += [f"-I{path}" for path in _include_paths()]
     args += [f"--python_out={out_dir}", f"--pyi_out={out_dir}"]
     args += [f"--grpc_python_out={out_dir}"]
+    # Type stubs for the stubs and servicers come from mypy-protobuf's plugin.
+    grpc_stub_plugin = Path(sys.executable).parent / "protoc-gen-mypy_grpc"
+    if not grpc_stub_plugin.exists():
+        raise SystemExit(
+            f"{grpc_stub_plugin} not found; install the dev extras: "
+            "pip install -e '.[dev]'"
+        )
+    args += [f"--plugin=protoc-gen-mypy_grpc={grpc_stub_plugin}"]
+    args += [f"--mypy_grpc_out={out_dir}"]
     args += [str(path) for path in protos]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed; see the messages above")
