@@ -27,7 +27,7 @@ from gateway.proxy import BackendPool, ProxyHandlers
 from gateway.rest import RestFront
 from gateway.services import PublicService, gateway_services, public_services
 from splitlog_runtime.config import Config
-from splitlog_runtime.errors import DomainError
+from splitlog_runtime.errors import DomainError, Unimplemented
 from splitlog_runtime.interceptor import AsyncErrorInterceptor
 from splitlog_runtime.server import server_options
 
@@ -35,13 +35,6 @@ _LOGGER = logging.getLogger(__name__)
 
 _HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 _STARTUP_TIMEOUT_SECONDS = 10.0
-
-
-class Unimplemented(DomainError):
-    """The method is declared in the API but not implemented yet."""
-
-    code = grpc.StatusCode.UNIMPLEMENTED
-    default_reason = "NOT_IMPLEMENTED"
 
 
 @dataclass(frozen=True)
