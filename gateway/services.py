@@ -31,6 +31,7 @@ BACKEND_BY_PACKAGE: dict[str, str] = {
 # Services that only the components call among themselves; never exposed.
 INTERNAL_SERVICES: frozenset[str] = frozenset(
     {
+        "splitlog.expenses.v1.LedgerService",
         "splitlog.logs.v1.ReplicationService",
     }
 )
