@@ -1,0 +1,96 @@
+"""Time settle-up plans: `python -m bench.settle` prints a Markdown table.
+
+Balances are seeded random ints in minor units that add up to zero. Two
+kinds are timed:
+
+- "wide": amounts up to 10,000.00, so almost no subset adds up to zero. Each
+  step of the exact search then sees one zero-sum group and stays cheap.
+- "small distinct": different amounts below 2.5 times the member count, with
+  no equal and opposite pair, which gives very many zero-sum subsets. This
+  is the slowest kind found for the exact search.
+
+The 1,000-member row runs the heuristic, because it is above the exact limit.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import statistics
+import time
+
+from balance_service.settle import EXACT_LIMIT, compute_settlement_plan
+
+RUNS = 5
+
+
+def wide_balances(members: int, rng: random.Random) -> dict[str, int]:
+    values = [rng.randint(-1_000_000, 1_000_000) for _ in range(members - 1)]
+    values.append(-sum(values))
+    return {f"users/m{index:04d}": value for index, value in enumerate(values)}
+
+
+def small_distinct_balances(members: int, rng: random.Random) -> dict[str, int]:
+    span = members * 5 // 2
+    while True:
+        magnitudes = rng.sample(range(1, span), members)
+        half = members // 2
+        values = magnitudes[:half] + [-m for m in magnitudes[half : members - 1]]
+        last = -sum(values)
+        if last and last not in values and -last not in values:
+            values.append(last)
+            return {f"users/m{index:04d}": value for index, value in enumerate(values)}
+
+
+def time_plans(kind, members: int) -> tuple[list[float], list[int]]:
+    seconds, transfers = [], []
+    for run in range(RUNS):
+        balances = kind(members, random.Random(members * 1000 + run))
+        start = time.perf_counter()
+        plan = compute_settlement_plan(balances)
+        seconds.append(time.perf_counter() - start)
+        transfers.append(len(plan))
+    return seconds, transfers
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    print(
+        f"Machine: {len(os.sched_getaffinity(0))} CPUs (nproc), {cpu_model()}, "
+        f"Python {platform.python_version()}; exact limit {EXACT_LIMIT} "
+        f"members; {RUNS} seeded runs per row.\n"
+    )
+    print("| Members | Balances | Method | Transfers | Median ms | Max ms |")
+    print("|---:|---|---|---|---:|---:|")
+    rows = [
+        (12, wide_balances, "wide"),
+        (16, wide_balances, "wide"),
+        (20, wide_balances, "wide"),
+        (12, small_distinct_balances, "small distinct"),
+        (16, small_distinct_balances, "small distinct"),
+        (20, small_distinct_balances, "small distinct"),
+        (1000, wide_balances, "wide"),
+    ]
+    for members, kind, label in rows:
+        seconds, transfers = time_plans(kind, members)
+        method = "exact" if members <= EXACT_LIMIT else "heuristic"
+        counts = f"{min(transfers)}–{max(transfers)}"
+        print(
+            f"| {members} | {label} | {method} | {counts} | "
+            f"{statistics.median(seconds) * 1000:.1f} | {max(seconds) * 1000:.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+import pytest
+
+from expense_service.currencies import EXPONENTS, UnknownCurrencyError, exponent
+
+
+@pytest.mark.parametrize(
+    ("code", "digits"),
+    [
+        ("USD", 2),
+        ("EUR", 2),
+        ("JPY", 0),
+        ("KRW", 0),
+        ("ISK", 0),
+        ("XOF", 0),
+        ("BHD", 3),
+        ("KWD", 3),
+        ("OMR", 3),
+        ("JOD", 3),
+        ("TND", 3),
+        ("IQD", 3),
+        ("LYD", 3),
+        ("CLF", 4),
+        ("XCG", 2),
+        ("ZWG", 2),
+    ],
+)
+def test_exponent_of_known_code(code, digits):
+    assert exponent(code) == digits
+
+
+@pytest.mark.parametrize("code", ["XAU", "XXX", "XTS", "XDR", "ANG", "HRK", "", "US"])
+def test_exponent_rejects_code_without_minor_unit(code):
+    with pytest.raises(UnknownCurrencyError) as caught:
+        exponent(code)
+
+    assert repr(code) in str(caught.value)
+    assert caught.value.reason == "UNKNOWN_CURRENCY"
+
+
+def test_exponent_lower_case_hints_at_upper_case():
+    with pytest.raises(UnknownCurrencyError, match="use 'USD'"):
+        exponent("usd")
+
+
+def test_table_codes_are_three_upper_case_letters():
+    for code in EXPONENTS:
+        assert len(code) == 3
+        assert code.isascii()
+        assert code.isupper()
