@@ -38,6 +38,8 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, object]]:
         ("grpc.enable_retries", 1),
         ("grpc.service_config", json.dumps(RETRY_SERVICE_CONFIG)),
         ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
     ]
 
 

@@ -17,6 +17,23 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "splitlog.dev"
 
+# gRPC sends the message twice in trailers (grpc-message and inside
+# grpc-status-details-bin), and peers reject trailers over 8 to 16 KiB. Texts
+# that echo a huge client value are shortened in the middle to stay well below.
+MAX_TEXT_LENGTH = 1024
+
+
+def clip(text: str, limit: int = MAX_TEXT_LENGTH) -> str:
+    """Shorten text over `limit` characters in the middle, keeping both ends.
+
+    The start usually names the field and the end gives the fix, so both stay.
+    """
+    if len(text) <= limit:
+        return text
+    keep = (limit - 40) // 2
+    omitted = len(text) - 2 * keep
+    return f"{text[:keep]}…({omitted} characters omitted)…{text[-keep:]}"
+
 
 @dataclass(frozen=True)
 class FieldViolation:
@@ -73,11 +90,17 @@ class DomainError(Exception):
         preconditions: Iterable[PreconditionViolation] = (),
         retry_delay: float | None = None,
     ) -> None:
+        message = clip(message)
         super().__init__(message)
         self.message = message
         self.reason = reason or self.default_reason
-        self.metadata = dict(metadata or {})
-        self.field_violations = list(field_violations)
+        self.metadata = {
+            key: clip(value, 256) for key, value in (metadata or {}).items()
+        }
+        self.field_violations = [
+            FieldViolation(clip(v.field, 256), clip(v.description), v.reason)
+            for v in field_violations
+        ]
         self.resource = resource
         self.preconditions = list(preconditions)
         self.retry_delay = retry_delay

@@ -11,10 +11,11 @@ from sqlalchemy import text
 
 from splitlog.expenses.v1 import expenses_service_pb2, expenses_service_pb2_grpc
 from splitlog_runtime import pagination, resources
+from splitlog_runtime.channels import channel_options
 from splitlog_runtime.database import Database
 from splitlog_runtime.errors import InvalidArgument
 from splitlog_runtime.placeholder import placeholder_servicer
-from splitlog_runtime.server import create_server
+from splitlog_runtime.server import create_server, server_options
 
 
 @given(st.lists(st.one_of(st.integers(), st.text()), max_size=4), st.text())
@@ -111,3 +112,14 @@ def test_placeholder_answers_unimplemented():
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert "ListCategories" in caught.value.details()
     assert rpc_status.from_call(caught.value) is not None
+
+
+def test_servers_accept_the_keepalive_pings_of_our_channels():
+    channel = dict(channel_options(1024))
+    server = dict(server_options(1024))
+
+    assert server["grpc.keepalive_permit_without_calls"] == 1
+    assert (
+        channel["grpc.keepalive_time_ms"]
+        >= server["grpc.http2.min_recv_ping_interval_without_data_ms"]
+    )

@@ -39,6 +39,8 @@ def _behaviour(request: bytes, context: grpc.ServicerContext) -> bytes:
         context.abort(grpc.StatusCode.PERMISSION_DENIED, "no")
     if kind == "crash":
         raise RuntimeError("password=hunter2 leaked from a driver")
+    if kind.startswith("huge:"):
+        raise invalid_field("name", f"{kind!r} is not a valid name; use users/ID")
     if kind == "slow":
         time.sleep(0.5)
     return b"ok:" + request
@@ -127,6 +129,16 @@ def test_unexpected_exception_is_internal_without_internals(channel, caplog):
     logged = [r for r in caplog.records if r.exc_info]
     assert logged, "the traceback must reach the server log"
     assert "incident" in error.details()
+
+
+def test_error_echoing_a_huge_value_stays_deliverable(channel):
+    error = _call(channel, "huge:" + "a" * 20_000)
+    status = rpc_status.from_call(error)
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert len(error.details()) <= 1024
+    assert error.details().endswith("use users/ID")
+    assert _detail(status, error_details_pb2.ErrorInfo).reason == "INVALID_FIELD"
 
 
 def test_explicit_abort_passes_through(channel):

@@ -1,0 +1,78 @@
+"""The grpcurl and curl examples of the README, run verbatim against `splitlog up`.
+
+Only the addresses change: the test's free ports replace the defaults.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.system.conftest import GRPCURL, start_splitlog
+
+pytestmark = pytest.mark.system
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _code_block(heading: str) -> list[str]:
+    """Return the commands in the first sh block under a heading, joined."""
+    section = README.read_text().split(f"## {heading}\n", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [
+        line.strip()
+        for line in block.replace("\\\n", " ").splitlines()
+        if line.strip() and not line.startswith("export ")
+    ]
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory):
+    running = start_splitlog(tmp_path_factory.mktemp("readme"))
+    try:
+        running.wait_until_ready()
+        yield running
+    finally:
+        running.kill_everything()
+
+
+def _localise(command: str, system) -> str:
+    http = system.http_url.removeprefix("http://")
+    command = command.replace("127.0.0.1:50051", system.grpc_address)
+    return command.replace("127.0.0.1:8080", http)
+
+
+def test_readme_examples_work_verbatim(system):
+    grpc_commands = _code_block("Explore it with grpcurl")
+    curl_commands = _code_block("Call it over REST")
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed; the REST examples need it")
+    environment = {"PATH": f"{GRPCURL.parent}:/usr/bin:/bin"}
+
+    for command in grpc_commands:
+        result = subprocess.run(
+            ["bash", "-c", _localise(command, system)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=environment,
+        )
+        assert result.returncode == 0, f"{command}\n{result.stderr}"
+    for command in curl_commands:
+        expected = re.search(r"#\s*(\d{3})", command)
+        command = command.split("#", 1)[0].strip()
+        result = subprocess.run(
+            ["bash", "-c", _localise(command, system) + " -w '\\n%{http_code}'"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=environment,
+        )
+        status = result.stdout.rsplit("\n", 1)[-1]
+        assert status == (expected.group(1) if expected else "200"), (
+            f"{command}\n{result.stdout}"
+        )
