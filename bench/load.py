@@ -22,6 +22,7 @@ class LoadResult:
     concurrency: int
     calls: int
     errors: int
+    first_error: str
     seconds: float
     p50_ms: float
     p99_ms: float
@@ -48,20 +49,24 @@ async def _run(
         call = channel.unary_unary(method)
         latencies: list[float] = []
         errors = 0
+        first_error = ""
         counter = 0
         measuring = False
         stop_at = time.perf_counter() + warmup + seconds
 
         async def worker() -> None:
-            nonlocal errors, counter
+            nonlocal errors, counter, first_error
             while time.perf_counter() < stop_at:
                 counter += 1
                 request = make_request(counter)
                 started = time.perf_counter()
                 try:
                     await call(request, timeout=10)
-                except grpc.aio.AioRpcError:
+                except grpc.aio.AioRpcError as error:
                     errors += 1
+                    first_error = (
+                        first_error or f"{error.code().name}: {error.details()}"
+                    )
                     continue
                 if measuring:
                     latencies.append(time.perf_counter() - started)
@@ -77,6 +82,7 @@ async def _run(
         concurrency=concurrency,
         calls=len(latencies),
         errors=errors,
+        first_error=first_error,
         seconds=elapsed,
         p50_ms=statistics.median(latencies) * 1000 if latencies else float("nan"),
         p99_ms=_percentile(latencies, 0.99) * 1000 if latencies else float("nan"),

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import multiprocessing
 import os
 import platform
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -101,10 +103,11 @@ def main() -> None:
         get_request = pb.GetUserRequest(name=name).SerializeToString()
         run_id = uuid.uuid4().hex[:8]
 
-        def create_request(n: int) -> bytes:
-            user = pb.User(
-                email=f"u{run_id}-{os.getpid()}-{n}@example.com", display_name="Bench"
-            )
+        sequence = itertools.count()
+
+        def create_request(_n: int) -> bytes:
+            email = f"u{run_id}-{next(sequence)}@example.com"
+            user = pb.User(email=email, display_name="Bench")
             return pb.CreateUserRequest(user=user).SerializeToString()
 
         print(
@@ -132,6 +135,8 @@ def main() -> None:
                         f"| {result.p99_ms:.2f} | {result.errors} |",
                         flush=True,
                     )
+                    if result.first_error:
+                        print(f"first error: {result.first_error}", file=sys.stderr)
         gateway_process.terminate()
         user_process.terminate()
         gateway_process.join()
