@@ -1,0 +1,212 @@
+"""The `splitlog import splitwise` and `splitlog export splitwise` commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import grpc
+
+from expense_service.money import format_amount
+from splitlog_cli.splitwise.csvformat import SplitwiseFormatError
+from splitlog_cli.splitwise.exporter import export_group
+from splitlog_cli.splitwise.importer import (
+    ImportResult,
+    SplitwiseImporter,
+    SplitwiseImportError,
+    load_plan,
+)
+from splitlog_runtime.channels import insecure_channel
+from splitlog_runtime.config import Config
+
+EXIT_FAILURE = 1
+DEFAULT_TIMEOUT = 10.0
+
+
+def add_parsers(
+    commands: argparse._SubParsersAction, config_flags: argparse.ArgumentParser
+) -> None:
+    """Add the `import` and `export` commands, each with a `splitwise` format."""
+    importing = commands.add_parser(
+        "import",
+        help="import data from another app into a running splitlog",
+        description="Import data from another app through the gateway.",
+    )
+    formats = importing.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    splitwise = formats.add_parser(
+        "splitwise",
+        parents=[config_flags],
+        help="a Splitwise 'Export as spreadsheet' CSV file",
+        description="Create the users, the group, the expenses and the payments "
+        "of a Splitwise export. The file is checked completely before anything "
+        "is written, and importing the same file again creates nothing twice.",
+    )
+    splitwise.add_argument("file", type=Path, help="the CSV file Splitwise wrote")
+    splitwise.add_argument(
+        "--group-name",
+        help="display name of the new group (default: the file name without "
+        ".csv); a repeated import keeps the first name",
+    )
+    _add_connection_flags(splitwise)
+
+    exporting = commands.add_parser(
+        "export",
+        help="export a group of a running splitlog for another app",
+        description="Export a group through the gateway.",
+    )
+    formats = exporting.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    splitwise = formats.add_parser(
+        "splitwise",
+        parents=[config_flags],
+        help="as a Splitwise 'Export as spreadsheet' CSV file",
+        description="Write a group's members, expenses and settlements in the "
+        "CSV layout of Splitwise's 'Export as spreadsheet', with one 'Total "
+        "balance' row per currency.",
+    )
+    splitwise.add_argument("group", help="the group, as groups/ID or ID")
+    splitwise.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="file to write (default: standard output)",
+    )
+    _add_connection_flags(splitwise)
+
+
+def _add_connection_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--gateway",
+        metavar="HOST:PORT",
+        help="gRPC address of the gateway (default: the host and gateway_port "
+        "settings, 127.0.0.1:50051)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"deadline of each call in seconds (default {DEFAULT_TIMEOUT:g})",
+    )
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    """Run `import splitwise` or `export splitwise`; return the exit status."""
+    gateway = args.gateway or f"{config.host}:{config.gateway_port}"
+    if args.command == "import":
+        return run_import(args.file, gateway, args.timeout, args.group_name)
+    return run_export(args.group, gateway, args.timeout, args.output)
+
+
+def run_import(
+    path: Path,
+    gateway: str,
+    timeout: float,
+    group_name: str | None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Import one file and print the summary; return the exit status."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        plan, digest = load_plan(path)
+    except OSError as exc:
+        print(f"splitlog: error: cannot read {path}: {exc.strerror}", file=err)
+        return EXIT_FAILURE
+    except SplitwiseFormatError as exc:
+        print(
+            f"splitlog: error: {path} is not a valid Splitwise export; "
+            "nothing was imported:",
+            file=err,
+        )
+        for problem in exc.problems:
+            print(f"  {path}:{problem}", file=err)
+        return EXIT_FAILURE
+    except SplitwiseImportError as exc:
+        print(f"splitlog: error: {exc}", file=err)
+        return EXIT_FAILURE
+    name = group_name or path.name.removesuffix(".csv")
+    with insecure_channel(gateway) as channel:
+        try:
+            result = SplitwiseImporter(channel, timeout, err).run(plan, digest, name)
+        except SplitwiseImportError as exc:
+            print(f"splitlog: error: {exc}", file=err)
+            return EXIT_FAILURE
+    print_summary(result, out)
+    return EXIT_FAILURE if result.mismatches else 0
+
+
+def print_summary(result: ImportResult, out: TextIO) -> None:
+    """Print what the import created and the balances against the summary row."""
+    counts = [
+        ("group", f"{result.group} ({result.group_display_name})"),
+        ("rows read", result.rows),
+        ("expenses", result.expenses),
+        ("settlements", result.settlements),
+        ("members", result.members),
+    ]
+    for label, value in counts:
+        print(f"{label:<12} {value}", file=out)
+    if result.already_present:
+        print(
+            f"{result.already_present} of the entries existed from an earlier run "
+            "of this import and were left as they were",
+            file=out,
+        )
+    if result.skipped_rows:
+        lines = ", ".join(str(line) for line in result.skipped_rows)
+        print(f"rows without any effect, not imported: lines {lines}", file=out)
+    for currency in sorted(result.expected.keys() | result.actual.keys()):
+        expected = result.expected.get(currency, {})
+        actual = result.actual.get(currency, {})
+        print(f"\nbalances in {currency} (file's summary row / splitlog):", file=out)
+        members = list(expected) + [m for m in actual if m not in expected]
+        width = max(len(member) for member in members)
+        for member in members:
+            want = expected.get(member, 0)
+            have = actual.get(member, 0)
+            status = "OK" if want == have else "MISMATCH"
+            print(
+                f"  {member:<{width}}  {format_amount(want, currency):>12}  "
+                f"{format_amount(have, currency):>12}  {status}",
+                file=out,
+            )
+    if result.mismatches:
+        print(f"\nMISMATCH: {len(result.mismatches)} balances differ", file=out)
+    else:
+        print("\nOK: every balance equals the file's summary row", file=out)
+
+
+def run_export(
+    group: str,
+    gateway: str,
+    timeout: float,
+    output: Path | None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Export one group to a file or to `out`; return the exit status."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    name = group if group.startswith("groups/") else f"groups/{group}"
+    with insecure_channel(gateway) as channel:
+        try:
+            text = export_group(channel, name, timeout)
+        except grpc.RpcError as exc:
+            print(
+                f"splitlog: error: cannot export {name}: {exc.code().name}: "
+                f"{exc.details()}",
+                file=err,
+            )
+            return EXIT_FAILURE
+    if output is None:
+        out.write(text)
+        return 0
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        print(f"splitlog: error: cannot write {output}: {exc.strerror}", file=err)
+        return EXIT_FAILURE
+    print(f"wrote {name} to {output}", file=err)
+    return 0

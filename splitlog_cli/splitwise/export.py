@@ -1,0 +1,108 @@
+"""Writing expenses and settlements back as a Splitwise export.
+
+The output uses the current layout, so Splitwise users and the importer read
+it alike. Each expense becomes a row whose member cells are paid minus owed;
+each settlement becomes a Payment row "<payer> paid <payee>". Values that
+the import kept in the notes (the original category, cost or description)
+are written back in place of the splitlog ones. The placeholder member that
+stands for people missing from an import gets no column: its share is
+exactly what the other cells do not cancel out, so importing the file again
+books it on the placeholder again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+from collections.abc import Sequence
+
+from expense_service.money import MoneyError, parse_decimal_amount
+from splitlog_cli.splitwise import categories
+from splitlog_cli.splitwise.convert import (
+    CATEGORY_NOTE,
+    COST_NOTE,
+    DESCRIPTION_NOTE,
+    UNKNOWN_MEMBER,
+    Entry,
+    ExpensePlan,
+    balances_of,
+    unquote_text,
+)
+from splitlog_cli.splitwise.csvformat import Row, Summary, write_text
+
+SUMMARY_LABEL = "Total balance"
+
+
+def export_text(
+    members: Sequence[str],
+    entries: Sequence[Entry],
+    export_date: datetime.date,
+    placeholder: str = UNKNOWN_MEMBER,
+) -> str:
+    """Write entries as a Splitwise export in the current layout.
+
+    Args:
+      members: column names in order. `placeholder` is left out if present.
+      entries: expenses and settlements, written in the given order.
+      export_date: date of the summary rows.
+      placeholder: the member that stands for people missing from the export.
+
+    Raises:
+      ValueError: an entry names a member that is not in `members`.
+    """
+    columns = [member for member in members if member != placeholder]
+    known = set(columns) | {placeholder}
+    rows = []
+    for entry in entries:
+        nets = entry.nets()
+        unknown = sorted(set(nets) - known)
+        if unknown:
+            raise ValueError(
+                f"entry {entry.key!r} names {', '.join(unknown)}, who is not among "
+                "the members to export"
+            )
+        rows.append(_row(entry, [nets.get(member, 0) for member in columns]))
+    balances = balances_of(entries)
+    summaries = [
+        Summary(
+            0,
+            export_date,
+            SUMMARY_LABEL,
+            currency,
+            tuple(balances[currency].get(member, 0) for member in columns),
+        )
+        for currency in sorted(balances)
+    ]
+    return write_text(columns, rows, summaries)
+
+
+def _row(entry: Entry, nets: list[int]) -> Row:
+    if isinstance(entry, ExpensePlan):
+        notes = _note_values(entry.notes)
+        description = entry.description
+        category = notes.get(CATEGORY_NOTE, categories.to_splitwise(entry.category))
+        cost = entry.total
+    else:
+        notes = _note_values(entry.note)
+        first_line = entry.note.split("\n", 1)[0].strip()
+        description = first_line or f"{entry.payer} paid {entry.payee}"
+        category = notes.get(CATEGORY_NOTE, categories.PAYMENT)
+        cost = entry.amount
+    if DESCRIPTION_NOTE in notes:
+        description = unquote_text(notes[DESCRIPTION_NOTE])
+    # A cost line edited by hand into something unreadable leaves the
+    # splitlog amount in place.
+    with contextlib.suppress(MoneyError):
+        if COST_NOTE in notes:
+            cost = parse_decimal_amount(notes[COST_NOTE], entry.currency)
+    return Row(0, entry.date, description, category, cost, entry.currency, tuple(nets))
+
+
+def _note_values(notes: str) -> dict[str, str]:
+    """Return the values of the notes lines that an import writes."""
+    values = {}
+    for line in notes.split("\n"):
+        for prefix in (CATEGORY_NOTE, COST_NOTE, DESCRIPTION_NOTE):
+            if line.startswith(prefix):
+                values.setdefault(prefix, line[len(prefix) :])
+    return values

@@ -1,0 +1,390 @@
+"""`splitlog import splitwise`: create a Splitwise export in a running splitlog.
+
+The whole file is parsed, converted and checked against its summary rows
+before the first call, so a bad file writes nothing. The writes then go
+through the gateway in this order: users, group, members, expenses and
+settlements. Every create carries ids derived from the file (see
+`identity`), so when a write fails midway, running the same import again
+skips what exists and creates the rest, without duplicates.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO, TypeVar
+
+import grpc
+
+from splitlog.balances.v1 import balances_service_pb2 as balances_pb
+from splitlog.balances.v1 import balances_service_pb2_grpc as balances_grpc
+from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb
+from splitlog.expenses.v1 import expenses_service_pb2_grpc as expenses_grpc
+from splitlog.users.v1 import users_service_pb2 as users_pb
+from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
+from splitlog_cli.splitwise import identity
+from splitlog_cli.splitwise.convert import (
+    UNKNOWN_MEMBER,
+    ExpensePlan,
+    ImportPlan,
+    Mismatch,
+    SettlementPlan,
+    compare_balances,
+    convert,
+)
+from splitlog_cli.splitwise.csvformat import parse_bytes
+from splitlog_cli.splitwise.progress import ProgressBar
+from splitlog_cli.splitwise.wire import to_date, to_minor, to_money
+
+_T = TypeVar("_T")
+
+MAX_DISPLAY_NAME = 100
+PAGE_SIZE = 1000
+DEFAULT_BALANCE_WAIT = 30.0
+BALANCE_POLL_SECONDS = 0.2
+
+
+class SplitwiseImportError(Exception):
+    """An import that cannot start or did not finish; the message gives the fix."""
+
+
+@dataclass
+class ImportResult:
+    """Counts and balances of a finished import, for the closing summary."""
+
+    group: str
+    group_display_name: str
+    rows: int
+    expenses: int = 0
+    settlements: int = 0
+    members: int = 0
+    skipped_rows: tuple[int, ...] = ()
+    already_present: int = 0
+    expected: dict[str, dict[str, int]] = field(default_factory=dict)
+    actual: dict[str, dict[str, int]] = field(default_factory=dict)
+    mismatches: list[Mismatch] = field(default_factory=list)
+
+
+@dataclass
+class _Ids:
+    """Resource names of one import: member name -> `users/{id}`, and the group."""
+
+    digest: str
+    group: str
+    users: dict[str, str]
+
+
+def load_plan(path: Path) -> tuple[ImportPlan, str]:
+    """Read, convert and check a file; return the plan and the file digest.
+
+    Raises:
+      SplitwiseFormatError: the file is not a readable Splitwise export.
+      SplitwiseImportError: the rows do not add up to the file's summary row.
+    """
+    data = path.read_bytes()
+    plan = convert(parse_bytes(data))
+    mismatches = plan.mismatches()
+    if mismatches:
+        listed = "\n  ".join(str(mismatch) for mismatch in mismatches)
+        raise SplitwiseImportError(
+            f"{path}: the rows do not add up to the summary row, so the file was "
+            f"changed after Splitwise wrote it; nothing was imported:\n  {listed}"
+        )
+    return plan, identity.file_digest(data)
+
+
+class SplitwiseImporter:
+    """Client that writes an import plan through the gateway, idempotently.
+
+    Args:
+      channel: a channel to the gateway.
+      timeout: deadline in seconds of each call.
+      progress_stream: where the progress bar is drawn; None for stderr.
+      balance_wait: seconds to wait for the group balance to take in the
+        last writes before it is compared with the file.
+    """
+
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        timeout: float,
+        progress_stream: TextIO | None = None,
+        balance_wait: float = DEFAULT_BALANCE_WAIT,
+    ) -> None:
+        self._balance_wait = balance_wait
+        self._users = users_grpc.UsersServiceStub(channel)
+        self._expenses = expenses_grpc.ExpensesServiceStub(channel)
+        self._balances = balances_grpc.BalancesServiceStub(channel)
+        self._timeout = timeout
+        self._progress_stream = progress_stream
+
+    def run(self, plan: ImportPlan, digest: str, group_name: str) -> ImportResult:
+        """Create everything in the plan that does not exist yet.
+
+        Raises:
+          SplitwiseImportError: a call failed. The message names the row and
+            tells the user to run the same import again to complete it.
+        """
+        ids = _Ids(digest, f"groups/{identity.group_id(digest)}", {})
+        result = ImportResult(ids.group, group_name, rows=len(plan.source.rows))
+        result.skipped_rows = plan.skipped
+        entries = plan.entries
+        steps = len(plan.members) * 2 + 1 + len(entries)
+        progress = ProgressBar("importing", steps, self._progress_stream)
+        step = "creating the users"
+        try:
+            currency = plan.source.currencies()[0] if plan.source.currencies() else ""
+            for member in plan.members:
+                ids.users[member] = self._create_user(member, digest, currency)
+                progress.advance()
+            step = "creating the group"
+            result.group_display_name = self._create_group(ids, group_name, currency)
+            progress.advance()
+            step = "adding the members"
+            for member in plan.members:
+                self._add_member(ids, member)
+                progress.advance()
+            result.members = len(plan.members)
+            step = "listing the entries of an earlier run"
+            existing = self._existing_entries(ids)
+            for entry in entries:
+                step = f"importing line {entry.line}"
+                if isinstance(entry, ExpensePlan):
+                    result.expenses += 1
+                else:
+                    result.settlements += 1
+                if _entry_name(ids, entry) in existing:
+                    result.already_present += 1
+                else:
+                    self._create_entry(ids, entry)
+                progress.advance()
+            step = "reading the group balance"
+            progress.finish()
+            result.actual = self._await_balance(ids, plan)
+        except grpc.RpcError as exc:
+            progress.finish()
+            raise SplitwiseImportError(
+                f"import stopped while {step}: {exc.code().name}: {exc.details()}\n"
+                f"What was created so far stays in {ids.group}. Fix the cause and "
+                "run the same command again: it skips what exists and creates the "
+                "rest, without duplicates."
+            ) from None
+        result.expected = _by_user(plan.expected_balances(), ids)
+        names = {user: member for member, user in ids.users.items()}
+        result.mismatches = [
+            Mismatch(m.currency, names.get(m.member, m.member), m.expected, m.actual)
+            for m in compare_balances(result.expected, result.actual)
+        ]
+        result.expected = _by_member(result.expected, names)
+        result.actual = _by_member(result.actual, names)
+        return result
+
+    def _create_user(self, member: str, digest: str, currency: str) -> str:
+        if member == UNKNOWN_MEMBER:
+            user_id = identity.placeholder_user_id(digest)
+        else:
+            user_id = identity.user_id(member)
+        name = f"users/{user_id}"
+        request = users_pb.CreateUserRequest(
+            user=users_pb.User(
+                email=identity.email(user_id),
+                display_name=member[:MAX_DISPLAY_NAME],
+                currency_code=currency,
+            ),
+            user_id=user_id,
+            request_id=identity.request_id(digest, "user", user_id),
+        )
+        created = self._create(
+            lambda: self._users.CreateUser(request, timeout=self._timeout)
+        )
+        if not created:
+            self._users.GetUser(
+                users_pb.GetUserRequest(name=name), timeout=self._timeout
+            )
+        return name
+
+    def _create_group(self, ids: _Ids, display_name: str, currency: str) -> str:
+        creator = next(iter(ids.users.values()))
+        request = users_pb.CreateGroupRequest(
+            group=users_pb.Group(
+                display_name=display_name[:MAX_DISPLAY_NAME],
+                creator=creator,
+                currency_code=currency,
+            ),
+            group_id=ids.group.removeprefix("groups/"),
+            request_id=identity.request_id(ids.digest, "group", ids.group),
+        )
+        created = self._create(
+            lambda: self._users.CreateGroup(request, timeout=self._timeout)
+        )
+        if created:
+            return display_name
+        response = self._users.GetGroup(
+            users_pb.GetGroupRequest(name=ids.group), timeout=self._timeout
+        )
+        return response.group.display_name
+
+    def _add_member(self, ids: _Ids, member: str) -> None:
+        request = users_pb.AddGroupMemberRequest(
+            parent=ids.group, user=ids.users[member]
+        )
+        self._create(lambda: self._users.AddGroupMember(request, timeout=self._timeout))
+
+    def _existing_entries(self, ids: _Ids) -> set[str]:
+        """Return the names of the group's expenses and settlements, deleted too.
+
+        An entry that a user deleted after an earlier import is not created
+        again.
+        """
+        names: set[str] = set()
+        token = ""
+        while True:
+            expenses = self._expenses.ListExpenses(
+                expenses_pb.ListExpensesRequest(
+                    parent=ids.group,
+                    page_size=PAGE_SIZE,
+                    page_token=token,
+                    show_deleted=True,
+                ),
+                timeout=self._timeout,
+            )
+            names.update(expense.name for expense in expenses.expenses)
+            token = expenses.next_page_token
+            if not token:
+                break
+        while True:
+            settlements = self._balances.ListSettlements(
+                balances_pb.ListSettlementsRequest(
+                    parent=ids.group,
+                    page_size=PAGE_SIZE,
+                    page_token=token,
+                    show_deleted=True,
+                ),
+                timeout=self._timeout,
+            )
+            names.update(settlement.name for settlement in settlements.settlements)
+            token = settlements.next_page_token
+            if not token:
+                return names
+
+    def _create_entry(self, ids: _Ids, entry: ExpensePlan | SettlementPlan) -> bool:
+        creator = next(iter(ids.users.values()))
+        if isinstance(entry, SettlementPlan):
+            request = balances_pb.CreateSettlementRequest(
+                parent=ids.group,
+                settlement=balances_pb.Settlement(
+                    payer=ids.users[entry.payer],
+                    payee=ids.users[entry.payee],
+                    amount=to_money(entry.amount, entry.currency),
+                    settlement_date=to_date(entry.date),
+                    note=entry.note,
+                    creator=creator,
+                ),
+                settlement_id=identity.entry_id(entry.key),
+                request_id=identity.request_id(ids.digest, "settlement", entry.key),
+            )
+            call = self._balances.CreateSettlement
+        else:
+            request = expenses_pb.CreateExpenseRequest(
+                parent=ids.group,
+                expense=_expense_message(entry, ids.users, creator),
+                expense_id=identity.entry_id(entry.key),
+                request_id=identity.request_id(ids.digest, "expense", entry.key),
+            )
+            call = self._expenses.CreateExpense
+        return self._create(lambda: call(request, timeout=self._timeout))
+
+    def _await_balance(self, ids: _Ids, plan: ImportPlan) -> dict[str, dict[str, int]]:
+        """Read the group balance until it matches the plan or the wait is over.
+
+        balance_service applies expenses from a ledger feed, shortly after
+        CreateExpense returns, so the first read can miss the newest ones.
+        """
+        expected = _by_user(plan.expected_balances(), ids)
+        deadline = time.monotonic() + self._balance_wait
+        while True:
+            actual = self._group_balance(ids)
+            if not compare_balances(expected, actual):
+                return actual
+            if time.monotonic() >= deadline:
+                return actual
+            time.sleep(BALANCE_POLL_SECONDS)
+
+    def _group_balance(self, ids: _Ids) -> dict[str, dict[str, int]]:
+        response = self._balances.GetGroupBalance(
+            balances_pb.GetGroupBalanceRequest(name=f"{ids.group}/balance"),
+            timeout=self._timeout,
+        )
+        balances: dict[str, dict[str, int]] = {}
+        for currency_balance in response.balance.currency_balances:
+            code = currency_balance.currency_code
+            balances[code] = {
+                member.user: to_minor(member.net_amount)
+                for member in currency_balance.member_balances
+            }
+        return balances
+
+    @staticmethod
+    def _create(call: Callable[[], _T]) -> bool:
+        """Run a create call; return False when the resource already exists."""
+        try:
+            call()
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.ALREADY_EXISTS:
+                return False
+            raise
+        return True
+
+
+def _expense_message(
+    entry: ExpensePlan, users: dict[str, str], creator: str
+) -> expenses_pb.Expense:
+    return expenses_pb.Expense(
+        description=entry.description,
+        category=expenses_pb.Category.Value(entry.category),
+        expense_date=to_date(entry.date),
+        total=to_money(entry.total, entry.currency),
+        payers=[
+            expenses_pb.Payer(
+                user=users[member], amount=to_money(amount, entry.currency)
+            )
+            for member, amount in entry.payers
+        ],
+        split=expenses_pb.Split(
+            type=expenses_pb.SPLIT_TYPE_EXACT,
+            participants=[
+                expenses_pb.SplitParticipant(
+                    user=users[member],
+                    exact_amount=to_money(amount, entry.currency),
+                )
+                for member, amount in entry.owed
+            ],
+        ),
+        notes=entry.notes,
+        creator=creator,
+    )
+
+
+def _entry_name(ids: _Ids, entry: ExpensePlan | SettlementPlan) -> str:
+    collection = "expenses" if isinstance(entry, ExpensePlan) else "settlements"
+    return f"{ids.group}/{collection}/{identity.entry_id(entry.key)}"
+
+
+def _by_user(
+    balances: dict[str, dict[str, int]], ids: _Ids
+) -> dict[str, dict[str, int]]:
+    return {
+        currency: {ids.users[member]: net for member, net in nets.items()}
+        for currency, nets in balances.items()
+    }
+
+
+def _by_member(
+    balances: dict[str, dict[str, int]], names: dict[str, str]
+) -> dict[str, dict[str, int]]:
+    return {
+        currency: {names.get(user, user): net for user, net in nets.items()}
+        for currency, nets in balances.items()
+    }

@@ -1,0 +1,128 @@
+"""Writing expenses and settlements back as a Splitwise export."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from splitlog_cli.splitwise.convert import (
+    UNKNOWN_MEMBER,
+    ExpensePlan,
+    SettlementPlan,
+    convert,
+)
+from splitlog_cli.splitwise.csvformat import parse_bytes, parse_text
+from splitlog_cli.splitwise.export import export_text
+from tests.splitwise.conftest import FIXTURE_FILES, FIXTURES
+
+DAY = datetime.date(2024, 5, 1)
+EXPORT_DAY = datetime.date(2024, 6, 1)
+
+
+def expense(key, payers, owed, total, category="CATEGORY_DINING_OUT", notes=""):
+    return ExpensePlan(
+        key, 0, "Lunch", category, DAY, "EUR", total, payers, owed, notes
+    )
+
+
+def settlement(key, payer, payee, amount, note=""):
+    return SettlementPlan(key, 0, DAY, "EUR", payer, payee, amount, note)
+
+
+def test_native_entries_written_in_current_layout():
+    entries = [
+        expense("e1", (("Ana", 3000),), (("Ana", 1500), ("Ben", 1500)), 3000),
+        settlement("s1", "Ben", "Ana", 1500),
+    ]
+
+    text = export_text(["Ana", "Ben"], entries, EXPORT_DAY)
+
+    assert text == (
+        "Date,Description,Category,Cost,Currency,Ana,Ben\n"
+        "\n"
+        "2024-05-01,Lunch,Dining out,30.00,EUR,15.00,-15.00\n"
+        "2024-05-01,Ben paid Ana,Payment,15.00,EUR,-15.00,15.00\n"
+        "\n"
+        "2024-06-01,Total balance, , ,EUR,0.00,0.00\n"
+    )
+
+
+def test_placeholder_column_left_out():
+    entries = [
+        expense(
+            "e1",
+            ((UNKNOWN_MEMBER, 3000),),
+            (("Ana", 1000), (UNKNOWN_MEMBER, 2000)),
+            3000,
+        )
+    ]
+
+    parsed = parse_text(export_text(["Ana", UNKNOWN_MEMBER], entries, EXPORT_DAY))
+
+    assert parsed.members == ("Ana",)
+    assert parsed.rows[0].nets == (-1000,)
+    assert parsed.summaries[0].nets == (-1000,)
+
+
+def test_notes_values_written_back():
+    notes = "Imported.\nSplitwise category: Services\nSplitwise cost: 0.00"
+    entries = [
+        expense("e1", (("Ana", 1000),), (("Ben", 1000),), 1000, notes=notes),
+        settlement("s1", "Ben", "Ana", 500, "Zelle\nSplitwise category: General"),
+    ]
+
+    parsed = parse_text(export_text(["Ana", "Ben"], entries, EXPORT_DAY))
+
+    assert parsed.rows[0].category == "Services"
+    assert parsed.rows[0].cost == 0
+    assert parsed.rows[1].description == "Zelle"
+    assert parsed.rows[1].category == "General"
+
+
+def test_hand_edited_cost_note_ignored():
+    notes = "Splitwise cost: about ten"
+    entries = [expense("e1", (("Ana", 1000),), (("Ben", 1000),), 1000, notes=notes)]
+
+    parsed = parse_text(export_text(["Ana", "Ben"], entries, EXPORT_DAY))
+
+    assert parsed.rows[0].cost == 1000
+
+
+def test_one_summary_row_per_currency():
+    entries = [
+        expense("e1", (("Ana", 1000),), (("Ben", 1000),), 1000),
+        SettlementPlan("s1", 0, DAY, "JPY", "Ben", "Ana", 700, ""),
+    ]
+
+    parsed = parse_text(export_text(["Ana", "Ben"], entries, EXPORT_DAY))
+
+    assert [(s.currency, s.nets) for s in parsed.summaries] == [
+        ("EUR", (1000, -1000)),
+        ("JPY", (-700, 700)),
+    ]
+    assert all(s.date == EXPORT_DAY for s in parsed.summaries)
+
+
+def test_member_not_exported_rejected():
+    entries = [settlement("s1", "Ben", "Zoe", 500)]
+
+    with pytest.raises(ValueError, match="'s1' names Zoe"):
+        export_text(["Ana", "Ben"], entries, EXPORT_DAY)
+
+
+@pytest.mark.parametrize("name", FIXTURE_FILES)
+def test_fixture_round_trip(name):
+    original = parse_bytes((FIXTURES / name).read_bytes())
+    plan = convert(original)
+
+    again = convert(parse_text(export_text(plan.members, plan.entries, EXPORT_DAY)))
+
+    assert again.balances() == plan.balances()
+    assert again.mismatches() == []
+    assert [row.nets for row in again.source.rows] == [
+        row.nets for row in original.rows
+    ]
+    assert [row.category for row in again.source.rows] == [
+        row.category for row in original.rows
+    ]

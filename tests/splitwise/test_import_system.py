@@ -1,0 +1,276 @@
+"""Import and export Splitwise files through a running `splitlog up`."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import signal
+import subprocess
+
+import grpc
+import pytest
+
+from splitlog.balances.v1 import balances_service_pb2 as balances_pb
+from splitlog.balances.v1 import balances_service_pb2_grpc as balances_grpc
+from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb
+from splitlog.expenses.v1 import expenses_service_pb2_grpc as expenses_grpc
+from splitlog.users.v1 import users_service_pb2 as users_pb
+from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
+from splitlog_cli.splitwise import identity
+from splitlog_cli.splitwise.commands import run_export, run_import
+from splitlog_cli.splitwise.convert import UNKNOWN_MEMBER, convert
+from splitlog_cli.splitwise.csvformat import parse_bytes, parse_text
+from splitlog_cli.splitwise.importer import (
+    SplitwiseImporter,
+    SplitwiseImportError,
+    load_plan,
+)
+from splitlog_cli.splitwise.wire import to_minor
+from tests.splitwise.conftest import FIXTURES, shared_export_params
+from tests.system.conftest import (
+    SPLITLOG,
+    START_TIMEOUT,
+    free_ports,
+    start_splitlog,
+)
+
+pytestmark = pytest.mark.system
+
+TIMEOUT = 10.0
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    """The gRPC address of a `splitlog up` that runs for the whole module."""
+    running = start_splitlog(tmp_path_factory.mktemp("splitwise-system"))
+    try:
+        # The ready line is printed once every component serves. The gateway's
+        # aggregated health is not waited for: the import needs only the
+        # forwarded services, and the probe below calls one of them.
+        if not running.ready.wait(START_TIMEOUT):
+            pytest.fail(f"splitlog did not start:\n{running.log()[-4000:]}")
+        _skip_unless_expenses_exist(running.grpc_address)
+        yield running.grpc_address
+    finally:
+        if running.process.poll() is None:
+            running.signal(signal.SIGTERM)
+            try:
+                running.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                running.kill_everything()
+
+
+def _skip_unless_expenses_exist(address: str) -> None:
+    with grpc.insecure_channel(address) as channel:
+        stub = expenses_grpc.ExpensesServiceStub(channel)
+        try:
+            stub.CreateExpense(expenses_pb.CreateExpenseRequest(), timeout=TIMEOUT)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                pytest.skip(
+                    "ExpensesService/CreateExpense returns UNIMPLEMENTED; the "
+                    "import needs expense_service"
+                )
+
+
+@pytest.fixture(scope="module")
+def channel(gateway):
+    with grpc.insecure_channel(gateway) as opened:
+        yield opened
+
+
+def group_balance(channel, group: str) -> dict[str, dict[str, int]]:
+    """Return display name -> net per currency, as balance_service reports it."""
+    users = users_grpc.UsersServiceStub(channel)
+    balances = balances_grpc.BalancesServiceStub(channel)
+    response = balances.GetGroupBalance(
+        balances_pb.GetGroupBalanceRequest(name=f"{group}/balance"), timeout=TIMEOUT
+    )
+    result = {}
+    for currency in response.balance.currency_balances:
+        nets = {}
+        for member in currency.member_balances:
+            user = users.GetUser(users_pb.GetUserRequest(name=member.user))
+            nets[user.user.display_name] = to_minor(member.net_amount)
+        result[currency.currency_code] = nets
+    return result
+
+
+def expense_count(channel, group: str) -> int:
+    stub = expenses_grpc.ExpensesServiceStub(channel)
+    count, token = 0, ""
+    while True:
+        response = stub.ListExpenses(
+            expenses_pb.ListExpensesRequest(
+                parent=group, page_size=1000, page_token=token
+            ),
+            timeout=TIMEOUT,
+        )
+        count += len(response.expenses)
+        token = response.next_page_token
+        if not token:
+            return count
+
+
+def summary_balances(data: bytes) -> dict[str, dict[str, int]]:
+    """Return the nets of the summary rows, placeholder included when used."""
+    return convert(parse_bytes(data)).expected_balances()
+
+
+def import_file(path, gateway, group_name=None):
+    out, err = io.StringIO(), io.StringIO()
+    status = run_import(path, gateway, TIMEOUT, group_name, out=out, err=err)
+    return status, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("shared_export", shared_export_params(), indirect=True)
+def test_shared_export_imports_exactly(shared_export, gateway, channel):
+    data = shared_export.read_bytes()
+    group = f"groups/{identity.group_id(identity.file_digest(data))}"
+
+    status, out, err = import_file(shared_export, gateway)
+
+    assert status == 0, out + err
+    assert "OK: every balance equals the file's summary row" in out
+    assert "importing [" in err
+    assert group_balance(channel, group) == summary_balances(data)
+
+
+def test_fixture_with_two_currencies(gateway, channel):
+    path = FIXTURES / "current_flat.csv"
+    group = f"groups/{identity.group_id(identity.file_digest(path.read_bytes()))}"
+
+    status, out, err = import_file(path, gateway, "Trip to Lyon")
+
+    assert status == 0, out + err
+    assert "balances in JPY" in out
+    assert "(Trip to Lyon)" in out
+    balances = group_balance(channel, group)
+    assert balances["EUR"] == {"Ana": -67833, "Ben": -39833, "Chloé": 107666}
+    assert balances["JPY"] == {"Ana": 3600, "Ben": -1800, "Chloé": -1800}
+
+
+def test_second_import_creates_nothing(gateway, channel):
+    path = FIXTURES / "older_imbalanced.csv"
+    group = f"groups/{identity.group_id(identity.file_digest(path.read_bytes()))}"
+    first_status, _, _ = import_file(path, gateway)
+    count = expense_count(channel, group)
+
+    status, out, err = import_file(path, gateway)
+
+    assert first_status == 0
+    assert status == 0, out + err
+    assert "5 of the entries existed from an earlier run" in out
+    assert expense_count(channel, group) == count
+    assert group_balance(channel, group)["USD"][UNKNOWN_MEMBER] == 64100
+
+
+def test_interrupted_import_completes(gateway, channel, tmp_path):
+    path = tmp_path / "interrupted.csv"
+    path.write_bytes((FIXTURES / "current_flat.csv").read_bytes() + b"\n")
+    plan, digest = load_plan(path)
+    group = f"groups/{identity.group_id(digest)}"
+    first_part = dataclasses.replace(plan, entries=plan.entries[:3])
+    SplitwiseImporter(channel, TIMEOUT, io.StringIO(), balance_wait=0).run(
+        first_part, digest, "interrupted"
+    )
+
+    result = SplitwiseImporter(channel, TIMEOUT, io.StringIO()).run(
+        plan, digest, "interrupted"
+    )
+
+    assert result.already_present == 3
+    assert result.mismatches == []
+    assert expense_count(channel, group) == 6
+
+
+def test_export_then_import_again(gateway, channel, tmp_path):
+    source = FIXTURES / "older_imbalanced.csv"
+    import_file(source, gateway)
+    group = identity.group_id(identity.file_digest(source.read_bytes()))
+    exported = tmp_path / "exported.csv"
+
+    status = run_export(group, gateway, TIMEOUT, exported, err=io.StringIO())
+    again_status, out, err = import_file(exported, gateway)
+
+    assert status == 0
+    assert again_status == 0, out + err
+    parsed = parse_text(exported.read_text(encoding="utf-8"))
+    original = parse_bytes(source.read_bytes())
+    assert parsed.members == original.members
+    assert [row.nets for row in parsed.rows] == [row.nets for row in original.rows]
+    assert [s.nets for s in parsed.summaries] == [s.nets for s in original.summaries]
+    again = identity.group_id(identity.file_digest(exported.read_bytes()))
+    assert group_balance(channel, f"groups/{again}") == group_balance(
+        channel, f"groups/{group}"
+    )
+
+
+def test_export_unknown_group_fails(gateway):
+    err = io.StringIO()
+
+    status = run_export("no-such-group", gateway, TIMEOUT, None, err=err)
+
+    assert status == 1
+    assert "NOT_FOUND" in err.getvalue()
+
+
+def test_bad_file_writes_nothing(gateway, channel, tmp_path):
+    path = tmp_path / "bad.csv"
+    text = (FIXTURES / "current_flat.csv").read_text(encoding="utf-8")
+    path.write_text(text.replace("45.00,EUR", "45.0x,EUR"), encoding="utf-8")
+    group = f"groups/{identity.group_id(identity.file_digest(path.read_bytes()))}"
+
+    status, out, err = import_file(path, gateway)
+
+    assert status == 1
+    assert f"{path}:line 6, column Cost: invalid amount '45.0x'" in err
+    assert "nothing was imported" in err
+    with pytest.raises(grpc.RpcError) as caught:
+        users_grpc.UsersServiceStub(channel).GetGroup(
+            users_pb.GetGroupRequest(name=group), timeout=TIMEOUT
+        )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_rows_not_matching_summary_rejected(gateway, tmp_path):
+    path = tmp_path / "edited.csv"
+    text = (FIXTURES / "current_flat.csv").read_text(encoding="utf-8")
+    path.write_text(text.replace("EUR,-678.33", "EUR,-678.34"), encoding="utf-8")
+
+    status, out, err = import_file(path, gateway)
+
+    assert status == 1
+    assert "Ana: the summary row says -678.34 EUR" in err
+    assert "nothing was imported" in err
+
+
+def test_unreachable_gateway_says_rerun():
+    (port,) = free_ports(1)
+    plan, digest = load_plan(FIXTURES / "current_flat.csv")
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as closed:
+        importer = SplitwiseImporter(closed, 1.0, io.StringIO())
+        with pytest.raises(SplitwiseImportError) as caught:
+            importer.run(plan, digest, "unreachable")
+
+    message = str(caught.value)
+    assert "while creating the users: UNAVAILABLE" in message
+    assert "run the same command again" in message
+
+
+def test_command_line_import(gateway, tmp_path):
+    path = tmp_path / "cli.csv"
+    path.write_bytes((FIXTURES / "current_flat.csv").read_bytes() + b"\n\n")
+
+    result = subprocess.run(
+        [str(SPLITLOG), "import", "splitwise", str(path), "--gateway", gateway],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "rows read    8" in result.stdout
+    assert "settlements  2" in result.stdout
+    assert "OK: every balance" in result.stdout
