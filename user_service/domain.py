@@ -33,6 +33,10 @@ _T = TypeVar("_T")
 DEFAULT_CURRENCY = "USD"
 MAX_EMAIL_LENGTH = 254
 MAX_EMAIL_LOCAL_LENGTH = 64
+# The uniqueness key of an email (see `normalise_email`) in UTF-8 bytes. NFKC
+# can expand one ligature to 18 characters, and the key must still fit the
+# 1024-character column and a PostgreSQL B-tree index entry.
+MAX_EMAIL_KEY_BYTES = 1024
 MAX_DISPLAY_NAME_LENGTH = 100
 
 # Active ISO 4217 currency codes (List One), kept by hand. Fund codes (BOV,
@@ -114,6 +118,14 @@ def _email_problem(value: str) -> str | None:
         )
     if labels[-1].isdigit():
         return f"{value!r} has a numeric top-level domain; use a domain name"
+
+    key_bytes = len(normalise_email(value).encode())
+    if key_bytes > MAX_EMAIL_KEY_BYTES:
+        return (
+            f"{value!r} expands to {key_bytes} bytes under Unicode compatibility "
+            f"normalisation, more than the maximum of {MAX_EMAIL_KEY_BYTES}; use "
+            "an address without ligatures such as U+FDFA"
+        )
     return None
 
 
@@ -122,7 +134,8 @@ def validate_email(value: str, field: str) -> str:
 
     The check follows RFC 5321 and 5322 for dot-atom addresses at a domain
     name: at most 254 characters, at most 64 before the '@'. Quoted local
-    parts and IP-literal domains are rejected.
+    parts and IP-literal domains are rejected, and so are addresses whose
+    uniqueness key (`normalise_email`) exceeds 1024 UTF-8 bytes.
 
     Raises:
       InvalidArgument: the address is empty or not valid.
@@ -135,13 +148,66 @@ def validate_email(value: str, field: str) -> str:
 
 
 def normalise_email(value: str) -> str:
-    """Return the form under which emails are unique, whatever their case."""
-    return unicodedata.normalize("NFC", value).lower()
+    """Return the key under which emails are unique: NFKC, casefold, NFKC.
+
+    NFKC folds compatibility forms such as full-width letters onto their
+    plain forms, and `casefold()` then removes case, so 'ｂｅｎ@example.com',
+    'ben@ｅxample.com' and 'BEN@example.com' share one key. Case folding also
+    maps 'ß' and 'ẞ' to 'ss', so 'straße@x.com' and 'STRASSE@x.com' collide.
+    That is deliberate: mail providers treat local parts case-insensitively in
+    practice, and two accounts whose addresses read the same are a spoofing
+    risk worth the rare mailbox pair that differs only by ß and ss. The final
+    NFKC makes the key stable when computed again. The key serves uniqueness
+    and the `email` filter only; the stored email keeps the form it was given.
+    """
+    folded = unicodedata.normalize("NFKC", value).casefold()
+    return unicodedata.normalize("NFKC", folded)
 
 
 def normalise_text(value: str) -> str:
     """Return the case-folded form used for case-insensitive substring search."""
     return unicodedata.normalize("NFC", value).lower()
+
+
+# Letters and symbols that fonts draw as empty space: the Hangul fillers and
+# the blank Braille pattern. They are a common way to fake an empty name.
+_BLANK_GLYPHS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+# Tag characters (Cf) end emoji flag sequences such as the flag of England,
+# so they are kept at the end of a name.
+_TAGS = range(0xE0000, 0xE0080)
+
+
+def _is_blank(char: str) -> bool:
+    """Return whether `char` may be trimmed from the ends of a display name."""
+    if char.isspace() or char in _BLANK_GLYPHS:
+        return True
+    return (
+        unicodedata.category(char) == "Cf"
+        and ord(char) not in _TAGS
+        and char not in _BIDI_CONTROLS
+    )
+
+
+def _is_visible(char: str) -> bool:
+    """Return whether `char` shows on its own.
+
+    A visible character is not blank, not a format character (Cf, such as
+    U+200B) and not a combining mark, which needs a base character.
+
+    Unassigned (Cn) and private-use characters count as visible, because a
+    character newer than Python's Unicode database shows up as unassigned.
+    """
+    category = unicodedata.category(char)
+    return not (_is_blank(char) or category in ("Cf", "Zs") or category.startswith("M"))
+
+
+def _trim(value: str) -> str:
+    start, end = 0, len(value)
+    while start < end and _is_blank(value[start]):
+        start += 1
+    while end > start and _is_blank(value[end - 1]):
+        end -= 1
+    return value[start:end]
 
 
 def _forbidden_char(value: str) -> str | None:
@@ -153,19 +219,25 @@ def _forbidden_char(value: str) -> str | None:
 
 
 def validate_display_name(value: str, field: str) -> str:
-    """Check a display name and return it with surrounding whitespace removed.
+    """Check a display name and return it trimmed.
+
+    Trimming removes whitespace, format characters such as U+200B ZERO WIDTH
+    SPACE and U+FEFF, and blank glyphs such as U+3164 HANGUL FILLER from both
+    ends. Bidirectional controls are not trimmed but rejected, and emoji tag
+    characters at the end are kept.
 
     Raises:
-      InvalidArgument: the trimmed name is empty, longer than 100 characters,
-        or contains a control, line-separator or bidirectional-override
-        character.
+      InvalidArgument: the trimmed name is empty (reason REQUIRED), longer
+        than 100 characters, contains a control, line-separator or
+        bidirectional-override character, or has no visible character, such
+        as a name made of combining marks alone.
     """
-    trimmed = value.strip()
+    trimmed = _trim(value)
     if not trimmed:
         raise invalid_field(
             field,
-            f"{value!r} is empty after removing spaces; give 1 to "
-            f"{MAX_DISPLAY_NAME_LENGTH} characters",
+            f"{value!r} is empty after removing spaces and zero-width "
+            f"characters; give 1 to {MAX_DISPLAY_NAME_LENGTH} characters",
             reason="REQUIRED",
         )
     if len(trimmed) > MAX_DISPLAY_NAME_LENGTH:
@@ -181,6 +253,14 @@ def validate_display_name(value: str, field: str) -> str:
             field,
             f"{value!r} contains the control character U+{ord(forbidden):04X}; "
             "remove it",
+            reason="INVALID_DISPLAY_NAME",
+        )
+    if not any(_is_visible(char) for char in trimmed):
+        raise invalid_field(
+            field,
+            f"{value!r} has no visible character, only spaces, format characters "
+            "or combining marks; give a name with at least one letter, digit or "
+            "symbol",
             reason="INVALID_DISPLAY_NAME",
         )
     return trimmed
@@ -408,11 +488,36 @@ def _mask_path_problem(
             f"{path!r} is set on create only; the mutable fields of a "
             f"{rules.resource} are {allowed}",
         )
-    return (
-        "UNKNOWN_FIELD_PATH",
-        f"{path!r} is not a field of a {rules.resource}; the mutable fields are "
-        f"{allowed}",
+    return ("UNKNOWN_FIELD_PATH", _unknown_path_message(path, rules))
+
+
+# A path that the proto3 JSON mapping produced from a name that starts with an
+# upper-case letter: it turns 'DisplayName' into '_display_name', writing each
+# upper-case letter as '_' and its lower case. JSON paths cannot contain '_'.
+_JSON_CONVERTED_PATH = re.compile(r"_[a-z](?:[a-z0-9]|_[a-z])*")
+
+
+def _unknown_path_message(path: str, rules: MaskRules) -> str:
+    """Describe an unknown mask path as the client sent it, with a suggestion.
+
+    A REST or JSON client that sends 'DisplayName' reaches the service as
+    '_display_name', so the message shows the name the client most likely
+    sent and the path that arrived.
+    """
+    sent = repr(path)
+    if _JSON_CONVERTED_PATH.fullmatch(path):
+        original = re.sub(r"_([a-z])", lambda match: match.group(1).upper(), path)
+        sent = f"{original!r} (received as {path!r} after the JSON mapping)"
+    valid = (
+        f"valid paths of a {rules.resource} are {', '.join(rules.mutable)}, or "
+        "'*' alone for all of them"
     )
+    bare = path.removeprefix(f"{rules.resource}.")
+    squashed = re.sub(r"[^a-z0-9]", "", bare.lower())
+    for name in rules.mutable:
+        if name.replace("_", "") == squashed:
+            return f"unknown field path {sent}; did you mean {name!r}? The {valid}"
+    return f"unknown field path {sent}; {valid}"
 
 
 USER_MASK = MaskRules(
@@ -465,6 +570,27 @@ class UserFilter:
     state: str | None = None
     email: str | None = None
     display_name_contains: str | None = None
+
+    def canonical(self) -> str:
+        """Return one text for every spelling of this filter.
+
+        Filters that differ only in whitespace, term order or the case of a
+        value select the same users and get the same text, so page tokens
+        bind to it instead of to the request's spelling. No filter gives ''.
+        """
+        terms = []
+        if self.state is not None:
+            terms.append(f"state = {self.state}")
+        if self.email is not None:
+            terms.append(f"email = {_quote(self.email)}")
+        if self.display_name_contains is not None:
+            terms.append(f"display_name : {_quote(self.display_name_contains)}")
+        return " AND ".join(terms)
+
+
+def _quote(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
 
 
 FILTER_GRAMMAR = (
@@ -594,6 +720,9 @@ def _parse_term(term: str, tokens: list[_Token], parsed: dict[str, str]) -> None
 
 def parse_user_filter(text: str) -> UserFilter:
     """Parse the ListUsers filter grammar documented in the proto.
+
+    Whitespace around the filter and between tokens is ignored, so ' ' is
+    no filter, like ''. Error positions count from the start of `text`.
 
     Raises:
       InvalidArgument: on any term outside the grammar; the message names

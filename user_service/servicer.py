@@ -136,6 +136,23 @@ def _require_active(user: storage.UserRow, action: str) -> None:
         )
 
 
+def _check_creator_unchanged(creator: str, row: storage.GroupRow) -> None:
+    """Reject an update whose body changes the immutable `creator`.
+
+    An empty or '*' mask takes the whole body, and an empty creator or the
+    stored one is accepted, so a client can send back a group it read.
+    """
+    stored = domain.user_name(row.creator_id)
+    if creator and creator != stored:
+        raise invalid_field(
+            "group.creator",
+            f"{creator!r} differs from the creator {stored!r}, and the creator "
+            "cannot change after the group is created; send the stored creator "
+            "or leave the field empty",
+            reason="FIELD_IMMUTABLE",
+        )
+
+
 def _page_key(key: list | None) -> tuple[datetime, str] | None:
     """Read the (time, id) key stored in a page token."""
     if key is None:
@@ -265,15 +282,24 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
 
     @staticmethod
     def _check_email_free(session: Session, email: str, owner_id: str | None) -> None:
+        """Raise EMAIL_TAKEN if another user has the uniqueness key of `email`.
+
+        The error names the email but not the other user, so that it cannot
+        be used to map addresses to user ids.
+        """
         holder = storage.find_user_by_email(session, email)
         if holder is not None and holder.id != owner_id:
-            name = domain.user_name(holder.id)
             raise AlreadyExists(
                 f"the email {email!r} already belongs to another user (emails are "
-                "unique whatever their case); use another address",
+                "unique whatever their case, width or compatibility form); use "
+                "another address",
                 reason="EMAIL_TAKEN",
                 metadata={"email": email},
-                resource=Resource(domain.USER_TYPE, name),
+                resource=Resource(
+                    domain.USER_TYPE,
+                    email,
+                    "a user with this email exists; its name is not disclosed",
+                ),
             )
 
     def GetUser(
@@ -289,7 +315,7 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
     ) -> pb.ListUsersResponse:
         size = pagination.page_size(request.page_size)
         user_filter = domain.parse_user_filter(request.filter)
-        selector = ["ListUsers", request.filter]
+        selector = ["ListUsers", user_filter.canonical()]
         after = _page_key(pagination.decode_token(request.page_token, selector))
         with self._transaction() as session:
             rows = list(storage.list_users(session, user_filter, after, size + 1))
@@ -516,6 +542,8 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
 
         with self._transaction() as session:
             row = storage.require_group(session, group_id)
+            if list(request.update_mask.paths) in ([], ["*"]):
+                _check_creator_unchanged(group.creator, row)
             resource = Resource(domain.GROUP_TYPE, domain.group_name(group_id))
             _check_etag(expected, row.version, resource, "group.etag")
             if "currency_code" in fields and currency is None:

@@ -39,8 +39,9 @@ class Base(DeclarativeBase):
 
 
 class UserRow(Base):
-    """A user. `email_normalised` carries the unique index, so the stored
-    `email` keeps the case the user typed."""
+    """A user. `email_normalised` holds the uniqueness key of the email
+    (`domain.normalise_email`) and carries the unique index, so the stored
+    `email` keeps the form the user typed."""
 
     __tablename__ = "users"
 
@@ -148,7 +149,7 @@ def require_user(session: Session, user_id: str) -> UserRow:
 
 
 def find_user_by_email(session: Session, email: str) -> UserRow | None:
-    """Return the user whose email equals `email` in any case."""
+    """Return the user whose email has the same uniqueness key as `email`."""
     normalised = domain.normalise_email(email)
     return session.scalars(
         select(UserRow).where(UserRow.email_normalised == normalised)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -113,14 +115,88 @@ def test_normalise_email_ignores_case(email):
     )
 
 
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("ben@example.com", "ｂｅｎ@example.com"),
+        ("ben@example.com", "ben@ｅxample.com"),
+        ("ben@example.com", "BEN@example.com"),
+        ("ｂｅｎ@example.com", "ＢＥＮ@ＥＸＡＭＰＬＥ.ＣＯＭ"),
+        ("strasse@x.com", "straße@x.com"),
+        ("STRASSE@x.com", "straße@x.com"),
+        ("STRASSE@x.com", "STRAẞE@x.com"),
+        ("zoë@example.com", "zoe\u0308@example.com"),
+        ("ﬁne@example.com", "fine@example.com"),
+    ],
+)
+def test_normalise_email_joins_look_alikes(first, second):
+    assert domain.normalise_email(first) == domain.normalise_email(second)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("ben@example.com", "ben@example.org"),
+        ("ben@example.com", "ben1@example.com"),
+        ("zoë@example.com", "zoe@example.com"),
+        ("a.b@example.com", "ab@example.com"),
+    ],
+)
+def test_normalise_email_keeps_distinct_addresses_apart(first, second):
+    assert domain.normalise_email(first) != domain.normalise_email(second)
+
+
+@given(st.text(max_size=60))
+def test_normalise_email_is_stable(text):
+    key = domain.normalise_email(text)
+
+    assert domain.normalise_email(key) == key
+
+
+def test_validate_email_rejects_key_over_1024_bytes():
+    # U+FDFA is one letter that NFKC expands to 18 Arabic letters.
+    email = "\ufdfa" * 60 + "@example.com"
+
+    with pytest.raises(InvalidArgument) as caught:
+        domain.validate_email(email, "user.email")
+
+    assert len(email) < domain.MAX_EMAIL_LENGTH
+    assert caught.value.reason == "INVALID_EMAIL"
+    assert "1024" in caught.value.message
+
+
 # Display name
 
 
-def test_validate_display_name_trims():
-    assert domain.validate_display_name("  Ada  ", "f") == "Ada"
+@pytest.mark.parametrize(
+    "name",
+    [
+        "  Ada  ",
+        "\u200bAda\ufeff",
+        "\u2060 Ada \u200d",
+        "\u200c\u200eAda\u00ad",
+        "\u3164Ada\u2800",
+        "\t\u180eAda\u3000",
+    ],
+)
+def test_validate_display_name_trims(name):
+    assert domain.validate_display_name(name, "f") == "Ada"
 
 
-@pytest.mark.parametrize("name", ["Ada", "x" * 100, "Zoë 🍕", "李小龍", "a\u200db"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Ada",
+        "x" * 100,
+        "Zoë 🍕",
+        "李小龍",
+        "a\u200db",
+        "Zoe\u0308",
+        "👨\u200d👩\u200d👧",
+        "Go 🏴\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f",
+        "❤\ufe0f",
+    ],
+)
 def test_validate_display_name_accepts(name):
     assert domain.validate_display_name(name, "f") == name
 
@@ -137,6 +213,17 @@ def test_validate_display_name_accepts(name):
         ("Ada\u2028Lovelace", "INVALID_DISPLAY_NAME"),
         ("Ada\u202eecalevol", "INVALID_DISPLAY_NAME"),
         ("\x1b[31mred", "INVALID_DISPLAY_NAME"),
+        ("\u202eAda", "INVALID_DISPLAY_NAME"),
+        ("\u200b", "REQUIRED"),
+        ("\u200b\u200c\u200d\u2060\ufeff", "REQUIRED"),
+        (" \u200b\u3164 \u2800 ", "REQUIRED"),
+        ("\u2061\u2062", "REQUIRED"),
+        ("\u0301", "INVALID_DISPLAY_NAME"),
+        ("\u0301\u0302\u20dd", "INVALID_DISPLAY_NAME"),
+        ("\u200b\u0301\u200b", "INVALID_DISPLAY_NAME"),
+        ("\ufe0f", "INVALID_DISPLAY_NAME"),
+        ("\U000e0041\U000e0064\U000e0061", "INVALID_DISPLAY_NAME"),
+        ("\u0301\u200b\u0302", "INVALID_DISPLAY_NAME"),
     ],
 )
 def test_validate_display_name_rejects(name, reason):
@@ -147,6 +234,14 @@ def test_validate_display_name_rejects(name, reason):
     assert caught.value.field_violations[0].field == "group.display_name"
 
 
+def test_validate_display_name_invisible_message_names_value():
+    with pytest.raises(InvalidArgument) as caught:
+        domain.validate_display_name("\u0301\u200b", "user.display_name")
+
+    assert "no visible character" in caught.value.message
+    assert "\\u200b" in caught.value.message
+
+
 @given(st.text(max_size=150))
 def test_validate_display_name_result_is_trimmed_and_bounded(text):
     try:
@@ -155,6 +250,11 @@ def test_validate_display_name_result_is_trimmed_and_bounded(text):
         return
     assert result == result.strip()
     assert 1 <= len(result) <= 100
+    invisible = ("Cc", "Cf", "Cs", "Mc", "Me", "Mn", "Zl", "Zp", "Zs")
+    assert any(
+        not char.isspace() and unicodedata.category(char) not in invisible
+        for char in result
+    )
 
 
 # Currency
@@ -285,6 +385,41 @@ def test_resolve_update_mask_lists_every_bad_path():
     assert caught.value.reason == "FIELD_NOT_MUTABLE"
 
 
+@pytest.mark.parametrize(
+    ("path", "quoted"),
+    [
+        ("DisplayName", "'DisplayName'"),
+        ("displayName", "'displayName'"),
+        ("user.display_name", "'user.display_name'"),
+        (
+            "_display_name",
+            "'DisplayName' (received as '_display_name' after the JSON mapping)",
+        ),
+    ],
+)
+def test_resolve_update_mask_unknown_path_suggests_field(path, quoted):
+    with pytest.raises(InvalidArgument) as caught:
+        domain.resolve_update_mask([path], domain.USER_MASK, [])
+
+    message = caught.value.field_violations[0].description
+    assert caught.value.reason == "UNKNOWN_FIELD_PATH"
+    assert message.startswith(f"unknown field path {quoted}; ")
+    assert "did you mean 'display_name'?" in message
+    assert "valid paths of a user are email, display_name, currency_code" in message
+
+
+@pytest.mark.parametrize("path", ["nickname", "_1x", "__nick", "_Name"])
+def test_resolve_update_mask_unknown_path_quoted_verbatim(path):
+    with pytest.raises(InvalidArgument) as caught:
+        domain.resolve_update_mask([path], domain.GROUP_MASK, [])
+
+    message = caught.value.field_violations[0].description
+    assert message == (
+        f"unknown field path {path!r}; valid paths of a group are display_name, "
+        "currency_code, or '*' alone for all of them"
+    )
+
+
 # ListUsers filter
 
 
@@ -310,6 +445,60 @@ def test_resolve_update_mask_lists_every_bad_path():
 )
 def test_parse_user_filter_accepts(text, expected):
     assert domain.parse_user_filter(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("spellings", "canonical"),
+    [
+        (["", " ", "\t \u3000"], ""),
+        (
+            ["state = ACTIVE", "state=ACTIVE", "  state =ACTIVE\n"],
+            "state = ACTIVE",
+        ),
+        (
+            [
+                'display_name : "Ada" AND email = "Ada@Example.com"',
+                'email="ada@example.com"   AND display_name:"ADA"',
+                'email = "ａｄａ@example.com" AND display_name : "ada"',
+            ],
+            'email = "ada@example.com" AND display_name : "ada"',
+        ),
+    ],
+)
+def test_user_filter_canonical_joins_spellings(spellings, canonical):
+    results = {domain.parse_user_filter(text).canonical() for text in spellings}
+
+    assert results == {canonical}
+
+
+def test_user_filter_canonical_tells_filters_apart():
+    active = domain.parse_user_filter("state = ACTIVE").canonical()
+    deactivated = domain.parse_user_filter("state = DEACTIVATED").canonical()
+
+    assert active != deactivated
+    assert active != domain.parse_user_filter("").canonical()
+
+
+@given(
+    st.sampled_from([None, "ACTIVE", "DEACTIVATED"]),
+    st.none() | st.text(alphabet=st.characters(blacklist_categories=["Cc", "Cs"])),
+    st.none() | st.text(alphabet=st.characters(blacklist_categories=["Cc", "Cs"])),
+)
+def test_user_filter_canonical_parses_back(state, email, contains):
+    parsed = domain.UserFilter(
+        state=state,
+        email=domain.normalise_email(email) if email is not None else None,
+        display_name_contains=domain.normalise_text(contains)
+        if contains is not None
+        else None,
+    )
+
+    try:
+        again = domain.parse_user_filter(parsed.canonical())
+    except InvalidArgument as error:
+        assert "control character" in error.message  # Zl, Zp and bidi controls
+        return
+    assert again == parsed
 
 
 @pytest.mark.parametrize(

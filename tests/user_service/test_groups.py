@@ -129,6 +129,9 @@ def test_create_group_deactivated_creator_fails_precondition(stub):
     ("group_fields", "request_fields", "violated"),
     [
         ({"display_name": ""}, {}, ["group.display_name"]),
+        ({"display_name": "\u200b\ufeff"}, {}, ["group.display_name"]),
+        ({"display_name": "\u3164\u2800"}, {}, ["group.display_name"]),
+        ({"display_name": "\u200b\u0301"}, {}, ["group.display_name"]),
         ({"creator": ""}, {}, ["group.creator"]),
         ({"creator": "groups/abcd"}, {}, ["group.creator"]),
         ({"currency_code": "EURO"}, {}, ["group.currency_code"]),
@@ -355,6 +358,48 @@ def test_update_group_bad_mask_rejected(stub, path, reason):
     assert violated_fields(caught.value) == ["update_mask.paths[1]"]
     assert path in caught.value.details()
     assert _get_group(stub, group.name) == group
+
+
+@pytest.mark.parametrize("paths", [[], ["*"]])
+def test_update_group_changed_creator_rejected(stub, paths):
+    creator, other = create_user(stub), create_user(stub)
+    group = create_group(stub, creator.name, display_name="Before")
+    change = pb.Group(name=group.name, display_name="After", creator=other.name)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        _update_group(stub, change, *paths)
+
+    assert caught.value.code() == INVALID
+    assert reason_of(caught.value) == "FIELD_IMMUTABLE"
+    assert violated_fields(caught.value) == ["group.creator"]
+    assert other.name in caught.value.details()
+    assert creator.name in caught.value.details()
+    assert _get_group(stub, group.name) == group
+
+
+@pytest.mark.parametrize("paths", [[], ["*"]])
+def test_update_group_same_creator_accepted(stub, paths):
+    creator = create_user(stub)
+    group = create_group(stub, creator.name, display_name="Before")
+    change = pb.Group()
+    change.CopyFrom(group)
+    change.display_name = "After"
+
+    updated = _update_group(stub, change, *paths)
+
+    assert updated.display_name == "After"
+    assert updated.creator == creator.name
+
+
+def test_update_group_creator_outside_mask_ignored(stub):
+    creator, other = create_user(stub), create_user(stub)
+    group = create_group(stub, creator.name, display_name="Before")
+    change = pb.Group(name=group.name, display_name="After", creator=other.name)
+
+    updated = _update_group(stub, change, "display_name")
+
+    assert updated.display_name == "After"
+    assert updated.creator == creator.name
 
 
 def test_update_group_invalid_name_value_rejected(stub):

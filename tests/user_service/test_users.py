@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import threading
+import unicodedata
 import uuid
+from datetime import datetime, timedelta
 
 import grpc
 import pytest
+import sqlalchemy as sa
+from alembic import command as alembic_command
+from alembic.config import Config as AlembicConfig
 from google.protobuf import field_mask_pb2
+from sqlalchemy import create_engine
+from sqlalchemy.exc import IntegrityError
 
 from splitlog.users.v1 import users_service_pb2 as pb
 from splitlog_runtime import pagination
+from splitlog_runtime.database import normalise_url, upgrade
 from tests.user_service.support import (
     create_user,
+    error_details,
+    open_stub,
     reason_of,
     resource_of,
     unique_email,
     unique_id,
     violated_fields,
 )
+from user_service.app import MIGRATIONS_DIR, build
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 # The selector that ListUsers puts in its tokens when no filter is set.
@@ -57,6 +68,12 @@ def test_create_user_returns_stored_fields(stub):
     assert user.create_time.seconds > 0
     assert user.update_time == user.create_time
     assert _get(stub, user.name) == user
+
+
+def test_create_user_trims_zero_width_characters(stub):
+    user = create_user(stub, display_name="\u200b\ufeff Ada Lovelace\u200d\u2060")
+
+    assert user.display_name == "Ada Lovelace"
 
 
 def test_create_user_ignores_output_only_fields(stub):
@@ -107,8 +124,49 @@ def test_create_user_email_taken_in_other_case(stub):
 
     assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
     assert reason_of(caught.value) == "EMAIL_TAKEN"
-    assert resource_of(caught.value) == ("splitlog.dev/User", first.name)
+    assert resource_of(caught.value) == ("splitlog.dev/User", email.upper())
     assert _users_with_email(stub, email) == [first]
+
+
+def _look_alikes(tag: str) -> list[tuple[str, str]]:
+    return [
+        (f"ben.{tag}@example.com", f"ｂｅｎ.{tag}@example.com"),
+        (f"ben.{tag}@example.com", f"ben.{tag}@ｅxample.com"),
+        (f"ben.{tag}@example.com", f"BEN.{tag}@example.com"),
+        (f"ｂｅｎ.{tag}@example.com", f"BEN.{tag}@EXAMPLE.COM"),
+        (f"straße.{tag}@x.com", f"STRASSE.{tag}@x.com"),
+        (f"STRASSE.{tag}@x.com", f"straße.{tag}@x.com"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_look_alikes(""))))
+def test_create_user_look_alike_email_taken(stub, case):
+    first_email, second_email = _look_alikes(uuid.uuid4().hex[:8])[case]
+    first = create_user(stub, email=first_email)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        create_user(stub, email=second_email, display_name="Someone Else")
+
+    assert first.email == first_email
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert reason_of(caught.value) == "EMAIL_TAKEN"
+    assert _users_with_email(stub, second_email) == [first]
+
+
+def test_email_taken_does_not_reveal_owner(stub):
+    owner = create_user(stub, user_id=unique_id("owner"), email=unique_email("ana"))
+
+    with pytest.raises(grpc.RpcError) as caught:
+        create_user(stub, email=owner.email.upper())
+
+    details = error_details(caught.value)
+    owner_id = owner.name.split("/")[1]
+    assert reason_of(caught.value) == "EMAIL_TAKEN"
+    assert resource_of(caught.value) == ("splitlog.dev/User", owner.email.upper())
+    assert details["ResourceInfo"].owner == ""
+    assert owner_id not in caught.value.details()
+    for detail in details.values():
+        assert owner_id not in str(detail)
 
 
 @pytest.mark.parametrize(
@@ -122,6 +180,14 @@ def test_create_user_email_taken_in_other_case(stub):
         ({"display_name": "   "}, "user.display_name", "REQUIRED"),
         ({"display_name": "x" * 101}, "user.display_name", "DISPLAY_NAME_TOO_LONG"),
         ({"display_name": "Ada\nL"}, "user.display_name", "INVALID_DISPLAY_NAME"),
+        ({"display_name": "\u200b\u200d"}, "user.display_name", "REQUIRED"),
+        ({"display_name": "\ufeff \u2060"}, "user.display_name", "REQUIRED"),
+        ({"display_name": "\u0301"}, "user.display_name", "INVALID_DISPLAY_NAME"),
+        (
+            {"display_name": "\u200c\u0308\u200c"},
+            "user.display_name",
+            "INVALID_DISPLAY_NAME",
+        ),
         ({"currency_code": "usd"}, "user.currency_code", "INVALID_CURRENCY_CODE"),
         ({"currency_code": "XXX"}, "user.currency_code", "INVALID_CURRENCY_CODE"),
         ({"user_id": "Ada"}, "user_id", "INVALID_ID"),
@@ -333,6 +399,47 @@ def test_list_users_token_with_other_filter_rejected(stub):
 
 
 @pytest.mark.parametrize(
+    ("first_filter", "next_filter"),
+    [
+        (" ", ""),
+        ("", "  "),
+        ("state=ACTIVE", "  state = ACTIVE "),
+        (
+            'display_name:"{tag}" AND state=ACTIVE',
+            'state = ACTIVE AND display_name : "{tag}"',
+        ),
+        ('display_name : "{tag}"', 'display_name : "{upper}"'),
+    ],
+)
+def test_list_users_token_accepts_equivalent_filter(stub, first_filter, next_filter):
+    tag = uuid.uuid4().hex[:8]
+    for i in range(3):
+        create_user(stub, display_name=f"Spelling {tag} {i}")
+    first_filter = first_filter.format(tag=tag)
+    next_filter = next_filter.format(tag=tag, upper=tag.upper())
+    first = stub.ListUsers(
+        pb.ListUsersRequest(filter=first_filter, page_size=2), timeout=10
+    )
+    expected = stub.ListUsers(
+        pb.ListUsersRequest(
+            filter=first_filter, page_size=2, page_token=first.next_page_token
+        ),
+        timeout=10,
+    )
+
+    response = stub.ListUsers(
+        pb.ListUsersRequest(
+            filter=next_filter, page_size=2, page_token=first.next_page_token
+        ),
+        timeout=10,
+    )
+
+    assert first.next_page_token
+    assert list(response.users) == list(expected.users)
+    assert response.next_page_token == expected.next_page_token
+
+
+@pytest.mark.parametrize(
     ("token", "reason"),
     [
         ("garbage!", "INVALID_PAGE_TOKEN"),
@@ -528,6 +635,44 @@ def test_update_user_bad_mask_rejected(stub, paths, violated, reason):
     assert _get(stub, user.name) == user
 
 
+def test_update_user_invisible_display_name_rejected(stub):
+    user = create_user(stub, display_name="Before")
+
+    with pytest.raises(grpc.RpcError) as caught:
+        _update(stub, pb.User(name=user.name, display_name="\u034f\u0301"))
+
+    assert caught.value.code() == INVALID
+    assert reason_of(caught.value) == "INVALID_DISPLAY_NAME"
+    assert violated_fields(caught.value) == ["user.display_name"]
+    assert "user.display_name" in caught.value.details()
+    assert _get(stub, user.name) == user
+
+
+@pytest.mark.parametrize(
+    ("path", "quoted"),
+    [
+        ("DisplayName", "'DisplayName'"),
+        (
+            "_display_name",
+            "'DisplayName' (received as '_display_name' after the JSON mapping)",
+        ),
+    ],
+)
+def test_update_user_mask_path_error_quotes_sent_path(stub, path, quoted):
+    user = create_user(stub, display_name="Before")
+
+    with pytest.raises(grpc.RpcError) as caught:
+        _update(stub, pb.User(name=user.name, display_name="After"), path)
+
+    message = caught.value.details()
+    assert caught.value.code() == INVALID
+    assert reason_of(caught.value) == "UNKNOWN_FIELD_PATH"
+    assert violated_fields(caught.value) == ["update_mask.paths[0]"]
+    assert f"unknown field path {quoted}; did you mean 'display_name'?" in message
+    assert "valid paths of a user are email, display_name, currency_code" in message
+    assert _get(stub, user.name) == user
+
+
 def test_update_user_invalid_value_writes_nothing(stub):
     user = create_user(stub, display_name="Before")
     change = pb.User(name=user.name, display_name="After", currency_code="ABC")
@@ -584,7 +729,21 @@ def test_update_user_email_of_other_user_rejected(stub):
 
     assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
     assert reason_of(caught.value) == "EMAIL_TAKEN"
-    assert resource_of(caught.value) == ("splitlog.dev/User", other.name)
+    assert resource_of(caught.value) == ("splitlog.dev/User", other.email.upper())
+    assert other.name not in caught.value.details()
+    assert _get(stub, user.name) == user
+
+
+def test_update_user_look_alike_email_taken(stub):
+    tag = uuid.uuid4().hex[:8]
+    create_user(stub, email=f"straße.{tag}@example.com")
+    user = create_user(stub)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        _update(stub, pb.User(name=user.name, email=f"STRASSE.{tag}@ｅxample.com"))
+
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert reason_of(caught.value) == "EMAIL_TAKEN"
     assert _get(stub, user.name) == user
 
 
@@ -669,3 +828,133 @@ def test_deactivate_user_malformed_name_rejected(stub):
 
     assert caught.value.code() == INVALID
     assert violated_fields(caught.value) == ["name"]
+
+
+# Migration 0002: the email key becomes NFKC, casefold, NFKC
+
+
+_VERSION_TABLE = "alembic_version_user_service"
+_USER_COLUMNS = (
+    "id",
+    "email",
+    "email_normalised",
+    "display_name",
+    "display_name_normalised",
+    "currency_code",
+    "state",
+    "create_time",
+    "update_time",
+    "version",
+)
+_OLD_EMAILS = [
+    "Ana@Example.com",
+    "ben@example.com",
+    "straße@x.com",
+    "ｂｅｎ@example.com",
+    "STRASSE@x.com",
+    "ＣＡＲＬ@example.com",
+]
+
+
+def _migrate(engine, command_name: str, revision: str) -> None:
+    """Run one Alembic command on the user service's migrations."""
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["version_table"] = _VERSION_TABLE
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        getattr(alembic_command, command_name)(config, revision)
+
+
+def _insert_users_at_0001(engine, emails: list[str]) -> list[str]:
+    """Insert users as revision 0001 keyed them, one second apart."""
+    users = sa.table("users", *(sa.column(name) for name in _USER_COLUMNS))
+    start = datetime(2026, 1, 1)
+    rows = [
+        {
+            "id": f"old-user-{index}",
+            "email": email,
+            "email_normalised": unicodedata.normalize("NFC", email).lower(),
+            "display_name": f"Old {index}",
+            "display_name_normalised": f"old {index}",
+            "currency_code": "USD",
+            "state": "ACTIVE",
+            "create_time": start + timedelta(seconds=index),
+            "update_time": start + timedelta(seconds=index),
+            "version": 1,
+        }
+        for index, email in enumerate(emails)
+    ]
+    with engine.begin() as connection:
+        connection.execute(users.insert(), rows)
+    return [row["id"] for row in rows]
+
+
+def _keys(engine) -> dict[str, str]:
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT id, email_normalised FROM users"))
+        return dict(rows.all())
+
+
+@pytest.fixture
+def engine_at_0001(db_url):
+    engine = create_engine(normalise_url(db_url))
+    _migrate(engine, "upgrade", "0001")
+    yield engine
+    engine.dispose()
+
+
+def test_migration_0002_recomputes_email_keys(engine_at_0001, db_url, base_config):
+    ids = _insert_users_at_0001(engine_at_0001, _OLD_EMAILS)
+
+    upgrade(engine_at_0001, MIGRATIONS_DIR, _VERSION_TABLE)
+
+    keys = _keys(engine_at_0001)
+    assert keys[ids[0]] == "ana@example.com"
+    assert keys[ids[1]] == "ben@example.com"
+    assert keys[ids[2]] == "strasse@x.com"
+    assert keys[ids[3]] == f"#{ids[3]}"
+    assert keys[ids[4]] == f"#{ids[4]}"
+    assert keys[ids[5]] == "carl@example.com"
+    indexes = {
+        index["name"]: index
+        for index in sa.inspect(engine_at_0001).get_indexes("users")
+    }
+    assert indexes["uq_users_email_normalised"]["unique"]
+    with pytest.raises(IntegrityError), engine_at_0001.begin() as connection:
+        connection.execute(
+            sa.text(
+                "UPDATE users SET email_normalised = 'ben@example.com' WHERE id = :id"
+            ),
+            {"id": ids[0]},
+        )
+
+    host = build(base_config.replace(user_service_db_url=db_url), "127.0.0.1:0")
+    channel, migrated = open_stub(host.port)
+    try:
+        with pytest.raises(grpc.RpcError) as taken:
+            create_user(migrated, email="carl@EXAMPLE.com")
+        found = _users_with_email(migrated, "ＢＥＮ@example.com")
+        later_ben = _get(migrated, f"users/{ids[3]}")
+    finally:
+        channel.close()
+        host.stop(0)
+
+    assert taken.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert reason_of(taken.value) == "EMAIL_TAKEN"
+    assert [user.name for user in found] == [f"users/{ids[1]}"]
+    assert later_ben.email == "ｂｅｎ@example.com"
+
+
+def test_migration_0002_downgrade_restores_old_keys(engine_at_0001):
+    ids = _insert_users_at_0001(engine_at_0001, _OLD_EMAILS)
+    upgrade(engine_at_0001, MIGRATIONS_DIR, _VERSION_TABLE)
+
+    _migrate(engine_at_0001, "downgrade", "0001")
+
+    keys = _keys(engine_at_0001)
+    expected = {
+        user_id: unicodedata.normalize("NFC", email).lower()
+        for user_id, email in zip(ids, _OLD_EMAILS, strict=True)
+    }
+    assert keys == expected
