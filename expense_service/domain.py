@@ -1,0 +1,850 @@
+"""Validation rules of the expenses API, free of gRPC servers and databases.
+
+Every check raises `InvalidArgument` with a BadRequest violation that names
+the request field (such as `expense.payers[1].amount`), the rejected value
+and the fix. Amounts leave this module as integer minor units; the currency
+of each amount travels with it until `check_expense` compares it with the
+total's currency.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
+
+from google.type import date_pb2, money_pb2
+
+from expense_service import money, splits
+from expense_service.currencies import UnknownCurrencyError
+from splitlog.expenses.v1 import expenses_service_pb2 as pb
+from splitlog_runtime.errors import FieldViolation, InvalidArgument, invalid_field
+from splitlog_runtime.resources import check_id, parse_name
+
+_T = TypeVar("_T")
+
+EXPENSE_PATTERN = "groups/{group}/expenses/{expense}"
+GROUP_PATTERN = "groups/{group}"
+USER_PATTERN = "users/{user}"
+EXPENSE_TYPE = "splitlog.dev/Expense"
+GROUP_TYPE = "splitlog.dev/Group"
+#: The parent that lists one participant's expenses across every group.
+ALL_GROUPS = "groups/-"
+
+MAX_DESCRIPTION_LENGTH = 200
+MAX_NOTES_LENGTH = 2000
+#: Largest total, payer amount or exact amount, in minor units. It keeps the
+#: sum of millions of amounts, as balances add them up, inside a signed
+#: 64-bit integer.
+MAX_AMOUNT_MINOR = 10**15
+
+_UUID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+# Bidirectional overrides and isolates can make a text display as another one.
+_BIDI_CONTROLS = frozenset(
+    chr(c) for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+)
+
+
+# Categories
+
+
+@dataclass(frozen=True)
+class CategoryInfo:
+    """A category with the English name clients display and its menu parent."""
+
+    category: int
+    display_name: str
+    parent: int = pb.CATEGORY_UNSPECIFIED
+
+
+#: Every category, in the order clients show them. The names are the ones
+#: Splitwise users know; a subcategory names its broader category as parent.
+CATEGORIES: tuple[CategoryInfo, ...] = (
+    CategoryInfo(pb.CATEGORY_GENERAL, "General"),
+    CategoryInfo(pb.CATEGORY_FOOD_AND_DRINK, "Food and drink"),
+    CategoryInfo(pb.CATEGORY_GROCERIES, "Groceries", pb.CATEGORY_FOOD_AND_DRINK),
+    CategoryInfo(pb.CATEGORY_DINING_OUT, "Dining out", pb.CATEGORY_FOOD_AND_DRINK),
+    CategoryInfo(pb.CATEGORY_TRANSPORTATION, "Transportation"),
+    CategoryInfo(pb.CATEGORY_TRAVEL, "Travel"),
+    CategoryInfo(pb.CATEGORY_RENT, "Rent"),
+    CategoryInfo(pb.CATEGORY_UTILITIES, "Utilities"),
+    CategoryInfo(pb.CATEGORY_ENTERTAINMENT, "Entertainment"),
+    CategoryInfo(pb.CATEGORY_SPORTS, "Sports", pb.CATEGORY_ENTERTAINMENT),
+    CategoryInfo(pb.CATEGORY_SHOPPING, "Shopping"),
+    CategoryInfo(pb.CATEGORY_CLOTHING, "Clothing", pb.CATEGORY_SHOPPING),
+    CategoryInfo(pb.CATEGORY_GIFTS, "Gifts", pb.CATEGORY_SHOPPING),
+    CategoryInfo(pb.CATEGORY_HOUSEHOLD_SUPPLIES, "Household supplies"),
+    CategoryInfo(pb.CATEGORY_FURNITURE, "Furniture"),
+    CategoryInfo(pb.CATEGORY_MAINTENANCE, "Maintenance"),
+    CategoryInfo(pb.CATEGORY_MEDICAL, "Medical expenses"),
+    CategoryInfo(pb.CATEGORY_INSURANCE, "Insurance"),
+    CategoryInfo(pb.CATEGORY_EDUCATION, "Education"),
+    CategoryInfo(pb.CATEGORY_CHILDCARE, "Childcare"),
+    CategoryInfo(pb.CATEGORY_PETS, "Pets"),
+    CategoryInfo(pb.CATEGORY_TAXES, "Taxes"),
+)
+_KNOWN_CATEGORIES = frozenset(info.category for info in CATEGORIES)
+
+
+def validate_category(value: int, field: str) -> int:
+    """Return the category to store: CATEGORY_GENERAL when unset.
+
+    Raises:
+      InvalidArgument: the number is not a value of the Category enum.
+    """
+    if value == pb.CATEGORY_UNSPECIFIED:
+        return pb.CATEGORY_GENERAL
+    if value not in _KNOWN_CATEGORIES:
+        raise invalid_field(
+            field,
+            f"{value} is not a known category; list them with ListCategories, "
+            "or leave the field unset for CATEGORY_GENERAL",
+            reason="INVALID_CATEGORY",
+        )
+    return value
+
+
+def validate_category_filter(value: int, field: str) -> int | None:
+    """Return the category a list filters on, or None for every category."""
+    if value == pb.CATEGORY_UNSPECIFIED:
+        return None
+    return validate_category(value, field)
+
+
+# Names and ids
+
+
+def _parse_ids(name: str, pattern: str, field: str) -> tuple[str, ...]:
+    ids = parse_name(name, pattern, field)
+    for resource_id in ids:
+        try:
+            check_id(resource_id, field)
+        except InvalidArgument:
+            raise invalid_field(
+                field,
+                f"{name!r} contains the invalid id {resource_id!r}; ids are 4 to "
+                "63 lower-case letters, digits and hyphens, as in "
+                f"{pattern.split('/')[0]}/example-id",
+                reason="INVALID_RESOURCE_NAME",
+            ) from None
+    return ids
+
+
+def parse_expense_name(name: str, field: str) -> tuple[str, str]:
+    """Return the group id and expense id in `groups/{group}/expenses/{expense}`.
+
+    Raises:
+      InvalidArgument: the name is empty or malformed.
+    """
+    group_id, expense_id = _parse_ids(name, EXPENSE_PATTERN, field)
+    return group_id, expense_id
+
+
+def parse_group_name(name: str, field: str) -> str:
+    """Return the id in `groups/{group}`.
+
+    Raises:
+      InvalidArgument: the name is empty or malformed.
+    """
+    return _parse_ids(name, GROUP_PATTERN, field)[0]
+
+
+def parse_user_name(name: str, field: str) -> str:
+    """Return the id in `users/{user}`.
+
+    Raises:
+      InvalidArgument: the name is empty or malformed.
+    """
+    return _parse_ids(name, USER_PATTERN, field)[0]
+
+
+def validate_user_name(name: str, field: str) -> str:
+    """Check a `users/{user}` name and return it unchanged."""
+    parse_user_name(name, field)
+    return name
+
+
+def validate_new_id(value: str, field: str) -> str:
+    """Check a client-chosen expense id; see `splitlog_runtime.resources.check_id`."""
+    return check_id(value, field)
+
+
+def expense_name(group_id: str, expense_id: str) -> str:
+    return f"groups/{group_id}/expenses/{expense_id}"
+
+
+def group_name(group_id: str) -> str:
+    return f"groups/{group_id}"
+
+
+def validate_request_id(value: str, field: str = "request_id") -> str:
+    """Check an idempotency key and return it in lower case; empty stays empty.
+
+    Raises:
+      InvalidArgument: the key is not a UUID in its 36-character form.
+    """
+    if not value:
+        return ""
+    if not _UUID.fullmatch(value):
+        raise invalid_field(
+            field,
+            f"{value!r} is not a UUID; send a fresh UUID in 8-4-4-4-12 form, such "
+            "as '5f0c6d2e-8a41-4c3b-9a57-2f1e0b7d9c44', or leave it empty",
+            reason="INVALID_REQUEST_ID",
+        )
+    return value.lower()
+
+
+# Etags
+
+
+def format_etag(revision: int) -> str:
+    """Return the etag of a stored revision, quoted as RFC 7232 requires."""
+    return f'"{revision}"'
+
+
+def parse_etag(value: str, field: str) -> int | None:
+    """Return the revision inside an etag, or None when no etag was sent.
+
+    Raises:
+      InvalidArgument: the etag was not issued by this service.
+    """
+    if not value:
+        return None
+    match = re.fullmatch(r'"([0-9]{1,18})"', value)
+    if match is None:
+        raise invalid_field(
+            field,
+            f"{value!r} is not an etag issued by this service; send the etag "
+            "of the latest read, quotes included, such as '\"3\"', or none",
+            reason="INVALID_ETAG",
+        )
+    return int(match.group(1))
+
+
+# Texts and dates
+
+
+def _forbidden_char(value: str, allowed: str = "") -> str | None:
+    for char in value:
+        if char in allowed:
+            continue
+        category = unicodedata.category(char)
+        if category in ("Cc", "Cs", "Zl", "Zp") or char in _BIDI_CONTROLS:
+            return char
+    return None
+
+
+def validate_description(value: str, field: str) -> str:
+    """Check a description and return it with surrounding whitespace removed.
+
+    Raises:
+      InvalidArgument: the trimmed text is empty, longer than 200 characters,
+        or contains a control or bidirectional-override character.
+    """
+    trimmed = value.strip()
+    if not trimmed:
+        raise invalid_field(
+            field,
+            f"{value!r} is empty after removing spaces; give 1 to "
+            f"{MAX_DESCRIPTION_LENGTH} characters, such as 'Dinner'",
+            reason="REQUIRED",
+        )
+    if len(trimmed) > MAX_DESCRIPTION_LENGTH:
+        raise invalid_field(
+            field,
+            f"has {len(trimmed)} characters, more than the maximum of "
+            f"{MAX_DESCRIPTION_LENGTH}; shorten it and put details in notes",
+            reason="DESCRIPTION_TOO_LONG",
+        )
+    forbidden = _forbidden_char(trimmed)
+    if forbidden is not None:
+        raise invalid_field(
+            field,
+            f"{value!r} contains the control character U+{ord(forbidden):04X}; "
+            "remove it",
+            reason="INVALID_DESCRIPTION",
+        )
+    return trimmed
+
+
+def validate_notes(value: str, field: str) -> str:
+    """Check free-text notes; line breaks and tabs are allowed.
+
+    Raises:
+      InvalidArgument: the notes are longer than 2000 characters or contain
+        another control character.
+    """
+    if len(value) > MAX_NOTES_LENGTH:
+        raise invalid_field(
+            field,
+            f"has {len(value)} characters, more than the maximum of "
+            f"{MAX_NOTES_LENGTH}; shorten them",
+            reason="NOTES_TOO_LONG",
+        )
+    forbidden = _forbidden_char(value, allowed="\n\r\t")
+    if forbidden is not None:
+        raise invalid_field(
+            field,
+            f"contain the control character U+{ord(forbidden):04X}; remove it",
+            reason="INVALID_NOTES",
+        )
+    return value
+
+
+def validate_date(value: date_pb2.Date, present: bool, field: str) -> datetime.date:
+    """Convert a full `google.type.Date` to a date.
+
+    Raises:
+      InvalidArgument: the date is missing, partial (a zero year, month or
+        day) or does not exist, such as February 30.
+    """
+    if not present:
+        raise invalid_field(
+            field,
+            "is required; give the day of the expense, such as "
+            "{year: 2024, month: 5, day: 17}",
+            reason="REQUIRED",
+        )
+    text = f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
+    try:
+        return datetime.date(value.year, value.month, value.day)
+    except ValueError:
+        raise invalid_field(
+            field,
+            f"{text} is not a calendar date; give a full date with a year from "
+            "1 to 9999, a month and a day that exists in that month",
+            reason="INVALID_DATE",
+        ) from None
+
+
+def date_message(value: datetime.date) -> date_pb2.Date:
+    return date_pb2.Date(year=value.year, month=value.month, day=value.day)
+
+
+# Money
+
+
+@dataclass(frozen=True)
+class Amount:
+    """An amount in integer minor units of its currency."""
+
+    minor: int
+    currency_code: str
+
+
+def parse_money(value: money_pb2.Money, present: bool, field: str) -> Amount:
+    """Convert a `google.type.Money` to minor units, exactly.
+
+    Raises:
+      InvalidArgument: the amount is missing, has no or an unknown currency,
+        has digits below the minor unit, is malformed, or is larger than
+        MAX_AMOUNT_MINOR.
+    """
+    if not present:
+        raise invalid_field(
+            field,
+            "is required; give an amount such as "
+            "{currency_code: 'EUR', units: 12, nanos: 500000000} for 12.50 EUR",
+            reason="REQUIRED",
+        )
+    if not value.currency_code:
+        raise invalid_field(
+            f"{field}.currency_code",
+            "is required; give an ISO 4217 code such as 'EUR', 'USD' or 'JPY'",
+            reason="REQUIRED",
+        )
+    try:
+        minor = money.to_minor_units(value.units, value.nanos, value.currency_code)
+    except UnknownCurrencyError as exc:
+        raise invalid_field(f"{field}.currency_code", str(exc), exc.reason) from None
+    except money.MoneyError as exc:
+        raise invalid_field(field, str(exc), exc.reason) from None
+    if abs(minor) > MAX_AMOUNT_MINOR:
+        limit = money.format_amount(MAX_AMOUNT_MINOR, value.currency_code)
+        raise invalid_field(
+            field,
+            f"amount {money.format_amount(minor, value.currency_code)} "
+            f"{value.currency_code} is larger than the maximum of {limit}",
+            reason="AMOUNT_OUT_OF_RANGE",
+        )
+    return Amount(minor, value.currency_code)
+
+
+def money_message(minor: int, currency_code: str) -> money_pb2.Money:
+    units, nanos = money.from_minor_units(minor, currency_code)
+    return money_pb2.Money(currency_code=currency_code, units=units, nanos=nanos)
+
+
+def describe(amount: Amount) -> str:
+    """Format an amount for messages, such as `95.00 EUR`."""
+    return f"{money.format_amount(amount.minor, amount.currency_code)} " + (
+        amount.currency_code
+    )
+
+
+# Expenses
+
+
+@dataclass(frozen=True)
+class Payer:
+    """A payer of an expense; the amount carries its own currency until checked."""
+
+    user: str
+    amount: Amount
+
+
+@dataclass(frozen=True)
+class SplitMember:
+    """A split participant as the caller gave it.
+
+    `exact_currency` is the currency of `participant.exact_amount`, or None
+    when the participant has no exact amount.
+    """
+
+    participant: splits.Participant
+    exact_currency: str | None = None
+
+
+@dataclass(frozen=True)
+class Draft:
+    """The fields of an expense that callers set, checked one by one.
+
+    `check_expense` then checks them together and computes the owed amounts.
+    """
+
+    description: str
+    category: int
+    expense_date: datetime.date
+    total: Amount
+    payers: tuple[Payer, ...]
+    split_type: int
+    members: tuple[SplitMember, ...]
+    notes: str
+
+    def users(self) -> set[str]:
+        """Return every payer and participant."""
+        return {payer.user for payer in self.payers} | {
+            member.participant.user for member in self.members
+        }
+
+
+@dataclass(frozen=True)
+class CheckedExpense:
+    """A draft whose amounts add up, with the amount each participant owes."""
+
+    draft: Draft
+    owed: dict[str, int]
+
+    @property
+    def currency_code(self) -> str:
+        return self.draft.total.currency_code
+
+
+@dataclass
+class Violations:
+    """Collects the errors of several field checks, so one reply lists them all."""
+
+    errors: list[InvalidArgument] = field(default_factory=list)
+
+    def check(self, validate: Callable[..., _T], *args: object) -> _T | None:
+        """Run one check; return its result, or None after recording its error."""
+        try:
+            return validate(*args)
+        except InvalidArgument as exc:
+            self.errors.append(exc)
+            return None
+
+    def raise_if_any(self) -> None:
+        """Raise one InvalidArgument carrying every recorded field violation.
+
+        Raises:
+          InvalidArgument: at least one check failed; the message and the
+            ErrorInfo reason are those of the first failure.
+        """
+        if not self.errors:
+            return
+        first = self.errors[0]
+        if len(self.errors) == 1:
+            raise first
+        raise InvalidArgument(
+            f"{first.message} (and {len(self.errors) - 1} more invalid field(s))",
+            reason=first.reason,
+            metadata=first.metadata,
+            field_violations=[v for e in self.errors for v in e.field_violations],
+        )
+
+
+def parse_payers(payers: Sequence[pb.Payer], field: str) -> tuple[Payer, ...]:
+    """Check each payer's user and amount on its own.
+
+    Raises:
+      InvalidArgument: no payer, a malformed or repeated user, or an invalid
+        amount. Every bad payer gets its own violation.
+    """
+    if not payers:
+        raise invalid_field(
+            field,
+            "is required; list who paid, such as "
+            "[{user: 'users/alice', amount: <the total>}]",
+            reason="REQUIRED",
+        )
+    violations, parsed, seen = Violations(), [], {}
+    for index, payer in enumerate(payers):
+        path = f"{field}[{index}]"
+        user = violations.check(validate_user_name, payer.user, f"{path}.user")
+        amount = violations.check(
+            parse_money, payer.amount, payer.HasField("amount"), f"{path}.amount"
+        )
+        if user is not None and user in seen:
+            violations.errors.append(
+                invalid_field(
+                    f"{path}.user",
+                    f"{user!r} is already listed at {field}[{seen[user]}]; list "
+                    "each payer once with the whole amount they paid",
+                    reason="DUPLICATE_PAYER",
+                )
+            )
+        elif user is not None:
+            seen[user] = index
+        if user is not None and amount is not None:
+            parsed.append(Payer(user, amount))
+    violations.raise_if_any()
+    return tuple(parsed)
+
+
+def parse_split(split: pb.Split, present: bool, field: str) -> tuple[int, tuple]:
+    """Check the split's participants on their own and convert exact amounts.
+
+    The split type, duplicates and how values fit the type are checked later
+    by `splits.allocate`, which knows the total.
+
+    Returns:
+      The split type number and a tuple of SplitMember.
+
+    Raises:
+      InvalidArgument: the split is missing, or a participant has a
+        malformed user or an invalid exact amount.
+    """
+    if not present:
+        raise invalid_field(
+            field,
+            "is required; give a split such as {type: SPLIT_TYPE_EQUAL, "
+            "participants: [{user: 'users/alice'}, {user: 'users/bob'}]}",
+            reason="REQUIRED",
+        )
+    violations, members = Violations(), []
+    for index, given in enumerate(split.participants):
+        path = f"{field}.participants[{index}]"
+        if given.user:
+            violations.check(validate_user_name, given.user, f"{path}.user")
+        kind = given.WhichOneof("value")
+        exact, currency = None, None
+        if kind == "exact_amount":
+            amount = violations.check(
+                parse_money, given.exact_amount, True, f"{path}.exact_amount"
+            )
+            if amount is not None:
+                exact, currency = amount.minor, amount.currency_code
+        participant = splits.Participant(
+            user=given.user,
+            exact_amount=exact if kind == "exact_amount" else None,
+            basis_points=given.basis_points if kind == "basis_points" else None,
+            shares=given.shares if kind == "shares" else None,
+        )
+        members.append(SplitMember(participant, currency))
+    violations.raise_if_any()
+    return split.type, tuple(members)
+
+
+def parse_draft(expense: pb.Expense, field: str = "expense") -> Draft:
+    """Check every caller-set field of an expense on its own.
+
+    Raises:
+      InvalidArgument: with one violation per invalid field.
+    """
+    violations = Violations()
+    description = violations.check(
+        validate_description, expense.description, f"{field}.description"
+    )
+    category = violations.check(
+        validate_category, expense.category, f"{field}.category"
+    )
+    expense_date = violations.check(
+        validate_date,
+        expense.expense_date,
+        expense.HasField("expense_date"),
+        f"{field}.expense_date",
+    )
+    total = violations.check(
+        parse_money, expense.total, expense.HasField("total"), f"{field}.total"
+    )
+    payers = violations.check(parse_payers, expense.payers, f"{field}.payers")
+    parsed_split = violations.check(
+        parse_split, expense.split, expense.HasField("split"), f"{field}.split"
+    )
+    notes = violations.check(validate_notes, expense.notes, f"{field}.notes")
+    violations.raise_if_any()
+    split_type, members = parsed_split
+    return Draft(
+        description=description,
+        category=category,
+        expense_date=expense_date,
+        total=total,
+        payers=payers,
+        split_type=split_type,
+        members=members,
+        notes=notes,
+    )
+
+
+def _currency_mismatch(field: str, found: str, expected: str) -> InvalidArgument:
+    return invalid_field(
+        field,
+        f"is in {found} but the total is in {expected}; every amount of an "
+        f"expense uses the total's currency, so give it in {expected}",
+        reason="CURRENCY_MISMATCH",
+    )
+
+
+def _check_payers(draft: Draft, field: str) -> None:
+    total = draft.total
+    violations = Violations()
+    for index, payer in enumerate(draft.payers):
+        path = f"{field}.payers[{index}].amount"
+        if payer.amount.currency_code != total.currency_code:
+            violations.errors.append(
+                _currency_mismatch(
+                    path, payer.amount.currency_code, total.currency_code
+                )
+            )
+        elif payer.amount.minor == 0 or payer.amount.minor * total.minor < 0:
+            sign = "negative" if total.minor < 0 else "positive"
+            violations.errors.append(
+                invalid_field(
+                    path,
+                    f"{describe(payer.amount)} is not {sign} like the total of "
+                    f"{describe(total)}; a payer's amount has the total's sign "
+                    "and is not zero (leave out members who paid nothing)",
+                    reason="INVALID_PAYER_AMOUNT",
+                )
+            )
+    violations.raise_if_any()
+
+    paid = sum(payer.amount.minor for payer in draft.payers)
+    if paid != total.minor:
+        difference = Amount(abs(paid - total.minor), total.currency_code)
+        side = "over" if abs(paid) > abs(total.minor) else "under"
+        raise invalid_field(
+            f"{field}.payers",
+            f"payers' amounts add up to {describe(Amount(paid, total.currency_code))}"
+            f", which is {describe(difference)} {side} the total of "
+            f"{describe(total)}; change them so that they add up to the total",
+            reason="PAYERS_DO_NOT_ADD_UP",
+        )
+
+
+def check_expense(draft: Draft, seed: str, field: str = "expense") -> CheckedExpense:
+    """Check that the amounts of a draft agree and compute the owed amounts.
+
+    Args:
+      draft: the expense's fields, each valid on its own.
+      seed: the expense's resource name, for the split's tie-break.
+      field: path of the expense in the request, for error fields.
+
+    Raises:
+      InvalidArgument: a zero total, payers that do not add up to the total
+        or have the wrong sign, an amount in another currency, or a split
+        that `splits.allocate` rejects.
+    """
+    if draft.total.minor == 0:
+        raise invalid_field(
+            f"{field}.total",
+            "the total is zero; an expense needs a non-zero total, negative "
+            "for a refund",
+            reason="INVALID_TOTAL",
+        )
+    _check_payers(draft, field)
+    for index, member in enumerate(draft.members):
+        currency = member.exact_currency
+        if currency is not None and currency != draft.total.currency_code:
+            raise _currency_mismatch(
+                f"{field}.split.participants[{index}].exact_amount",
+                currency,
+                draft.total.currency_code,
+            )
+    try:
+        owed = splits.allocate(
+            draft.total.minor,
+            draft.split_type,
+            [member.participant for member in draft.members],
+            currency_code=draft.total.currency_code,
+            seed=seed,
+            field_prefix=field,
+        )
+    except splits.SplitError as exc:
+        raise invalid_field(exc.field, exc.message, exc.reason) from None
+    except UnknownCurrencyError as exc:
+        raise invalid_field(
+            f"{field}.total.currency_code", str(exc), exc.reason
+        ) from None
+    return CheckedExpense(draft, owed)
+
+
+# Update masks
+
+#: Fields of an Expense that UpdateExpense can change, in the order applied.
+MUTABLE_FIELDS = (
+    "description",
+    "category",
+    "expense_date",
+    "total",
+    "payers",
+    "split",
+    "notes",
+)
+_OUTPUT_ONLY_FIELDS = (
+    "currency_code",
+    "owed_amounts",
+    "create_time",
+    "update_time",
+    "delete_time",
+    "etag",
+)
+
+
+def populated_fields(expense: pb.Expense) -> list[str]:
+    """Return the mutable fields that a request sets, for an empty update mask."""
+    present = {
+        "description": bool(expense.description),
+        "category": expense.category != pb.CATEGORY_UNSPECIFIED,
+        "expense_date": expense.HasField("expense_date"),
+        "total": expense.HasField("total"),
+        "payers": bool(expense.payers),
+        "split": expense.HasField("split"),
+        "notes": bool(expense.notes),
+    }
+    return [name for name in MUTABLE_FIELDS if present[name]]
+
+
+def resolve_update_mask(paths: Sequence[str], populated: Iterable[str]) -> list[str]:
+    """Return the fields an update changes, in the order of MUTABLE_FIELDS.
+
+    An empty mask selects every mutable field that the request sets, and `*`
+    every mutable field. `last_modifier` is accepted and ignored, because it
+    is stored on every update anyway.
+
+    Raises:
+      InvalidArgument: a path is unknown or not mutable, or `*` is combined
+        with other paths. Every bad path gets its own violation.
+    """
+    if not paths:
+        chosen = set(populated)
+        return [name for name in MUTABLE_FIELDS if name in chosen]
+    violations = []
+    for index, path in enumerate(paths):
+        problem = _mask_path_problem(path, paths)
+        if problem is not None:
+            reason, description = problem
+            violations.append(
+                FieldViolation(f"update_mask.paths[{index}]", description, reason)
+            )
+    if violations:
+        first = violations[0]
+        raise InvalidArgument(
+            f"{first.field}: {first.description}",
+            reason=first.reason,
+            metadata={"field": first.field},
+            field_violations=violations,
+        )
+    if "*" in paths:
+        return list(MUTABLE_FIELDS)
+    return [name for name in MUTABLE_FIELDS if name in paths]
+
+
+def _mask_path_problem(path: str, paths: Sequence[str]) -> tuple[str, str] | None:
+    allowed = ", ".join(repr(name) for name in MUTABLE_FIELDS)
+    if path == "*":
+        if len(paths) > 1:
+            return (
+                "INVALID_UPDATE_MASK",
+                "'*' selects every mutable field and cannot be combined with "
+                "other paths; send '*' alone or list the fields",
+            )
+        return None
+    if path in MUTABLE_FIELDS or path == "last_modifier":
+        return None
+    if path in _OUTPUT_ONLY_FIELDS:
+        return (
+            "FIELD_NOT_MUTABLE",
+            f"{path!r} is output only and cannot be updated; the mutable fields "
+            f"of an expense are {allowed}",
+        )
+    if path in ("name", "creator"):
+        return (
+            "FIELD_NOT_MUTABLE",
+            f"{path!r} is set on create only; the mutable fields of an expense "
+            f"are {allowed}",
+        )
+    root = path.split(".", 1)[0]
+    if root in MUTABLE_FIELDS:
+        return (
+            "INVALID_UPDATE_MASK",
+            f"{path!r} names a part of {root!r}, which is replaced as a whole; "
+            f"list {root!r} and send its complete new value",
+        )
+    return (
+        "UNKNOWN_FIELD_PATH",
+        f"{path!r} is not a field of an expense; the mutable fields are {allowed}",
+    )
+
+
+def parse_changes(expense: pb.Expense, fields: Sequence[str]) -> dict[str, object]:
+    """Check the new values of the fields an update changes.
+
+    A field under the mask but empty in the request goes back to its default
+    when it has one (category, notes); required fields must be given.
+
+    Raises:
+      InvalidArgument: with one violation per invalid field.
+    """
+    violations, changes = Violations(), {}
+    checks: dict[str, Callable[[], object]] = {
+        "description": lambda: validate_description(
+            expense.description, "expense.description"
+        ),
+        "category": lambda: validate_category(expense.category, "expense.category"),
+        "expense_date": lambda: validate_date(
+            expense.expense_date,
+            expense.HasField("expense_date"),
+            "expense.expense_date",
+        ),
+        "total": lambda: parse_money(
+            expense.total, expense.HasField("total"), "expense.total"
+        ),
+        "payers": lambda: parse_payers(expense.payers, "expense.payers"),
+        "split": lambda: parse_split(
+            expense.split, expense.HasField("split"), "expense.split"
+        ),
+        "notes": lambda: validate_notes(expense.notes, "expense.notes"),
+    }
+    for name in fields:
+        value = violations.check(checks[name])
+        changes[name] = value
+    violations.raise_if_any()
+    return changes
+
+
+def apply_changes(draft: Draft, changes: dict[str, object]) -> Draft:
+    """Return the draft with the checked changes of an update applied."""
+    updates = {name: value for name, value in changes.items() if name not in ("split",)}
+    if "split" in changes:
+        split_type, members = changes["split"]
+        updates["split_type"] = split_type
+        updates["members"] = members
+    return replace(draft, **updates)

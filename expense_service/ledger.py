@@ -1,0 +1,221 @@
+"""The transactional outbox of expense changes and the stream that serves it.
+
+Every create, update, delete and undelete calls `append_event` in its own
+transaction, so an expense change and its ledger event commit together or
+not at all. `LedgerServicer.StreamLedgerEvents` sends the stored backlog,
+then each new event once its transaction commits. A stream wakes up when
+`LedgerFeed.notify` reports a commit in this process, and also every
+`POLL_SECONDS`, so events written by another process on the same database
+arrive too.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+from collections.abc import Iterator
+
+import grpc
+from sqlalchemy.orm import Session
+
+from expense_service import domain, messages, storage
+from splitlog.expenses.v1 import ledger_service_pb2 as ledger_pb
+from splitlog.expenses.v1 import ledger_service_pb2_grpc as ledger_grpc
+from splitlog_runtime.database import Database
+from splitlog_runtime.errors import OutOfRange, Unavailable, invalid_field
+
+_LOGGER = logging.getLogger(__name__)
+
+SERVICE_NAME = ledger_pb.DESCRIPTOR.services_by_name["LedgerService"].full_name
+
+#: Maximum number of events in one StreamLedgerEventsResponse.
+BATCH_SIZE = 500
+#: Seconds between two checks of the ledger table when no commit is reported.
+POLL_SECONDS = 0.5
+#: Seconds a client should wait before reconnecting after the server stopped.
+RECONNECT_DELAY_SECONDS = 1.0
+
+CREATED = ledger_pb.LEDGER_EVENT_TYPE_CREATED
+UPDATED = ledger_pb.LEDGER_EVENT_TYPE_UPDATED
+DELETED = ledger_pb.LEDGER_EVENT_TYPE_DELETED
+RESTORED = ledger_pb.LEDGER_EVENT_TYPE_RESTORED
+
+
+class LedgerFeed:
+    """Signal that wakes waiting ledger streams after commits and ends them on stop."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._generation = 0
+        self._closed = False
+
+    @property
+    def generation(self) -> int:
+        """Number of wake-ups so far; compare it to notice a new one."""
+        with self._condition:
+            return self._generation
+
+    @property
+    def closed(self) -> bool:
+        with self._condition:
+            return self._closed
+
+    def notify(self) -> None:
+        """Wake every stream, because an event committed or a client left."""
+        with self._condition:
+            self._generation += 1
+            self._condition.notify_all()
+
+    def close(self) -> None:
+        """End every stream, current and future; the server is stopping."""
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+
+    def wait(self, seen_generation: int, timeout: float) -> None:
+        """Block until a wake-up after `seen_generation`, a close, or the timeout."""
+        with self._condition:
+            self._condition.wait_for(
+                lambda: self._closed or self._generation != seen_generation,
+                timeout,
+            )
+
+
+def build_event(
+    stored: storage.StoredExpense,
+    event_type: int,
+    commit_time: datetime.datetime,
+) -> ledger_pb.LedgerEvent:
+    """Describe an expense's state after a change; the sequence is set later."""
+    row, currency = stored.row, stored.row.currency_code
+    paid = {payer.user: payer.amount_minor for payer in stored.payers}
+    owed = {
+        participant.user: participant.owed_minor for participant in stored.participants
+    }
+    return ledger_pb.LedgerEvent(
+        expense=row.name,
+        group=domain.group_name(row.group_id),
+        revision=row.revision,
+        type=event_type,
+        deleted=row.delete_time is not None,
+        currency_code=currency,
+        expense_date=domain.date_message(row.expense_date),
+        category=row.category,
+        description=row.description,
+        lines=[
+            ledger_pb.LedgerLine(
+                user=user,
+                paid=domain.money_message(paid.get(user, 0), currency),
+                owed=domain.money_message(owed.get(user, 0), currency),
+            )
+            for user in sorted(paid.keys() | owed.keys())
+        ],
+        total=domain.money_message(row.total_minor, currency),
+        commit_time=messages.timestamp(commit_time),
+    )
+
+
+def append_event(
+    session: Session,
+    stored: storage.StoredExpense,
+    event_type: int,
+    commit_time: datetime.datetime,
+) -> int:
+    """Write the ledger event of a change in the change's transaction.
+
+    Call it last in the transaction: on PostgreSQL it locks the ledger table
+    until the commit, so anything after it delays every other writer.
+
+    Returns:
+      The event's sequence.
+    """
+    event = build_event(stored, event_type, commit_time)
+    event.sequence = storage.next_sequence(session)
+    storage.add_event(
+        session,
+        storage.LedgerEventRow(
+            sequence=event.sequence,
+            expense_name=stored.row.name,
+            revision=stored.row.revision,
+            event_type=event_type,
+            commit_time=commit_time,
+            payload=event.SerializeToString(),
+        ),
+    )
+    return event.sequence
+
+
+class LedgerServicer(ledger_grpc.LedgerServiceServicer):
+    """Servicer that streams the ledger table as events in sequence order."""
+
+    def __init__(self, database: Database, feed: LedgerFeed) -> None:
+        self._database = database
+        self._feed = feed
+
+    def StreamLedgerEvents(
+        self,
+        request: ledger_pb.StreamLedgerEventsRequest,
+        context: grpc.ServicerContext,
+    ) -> Iterator[ledger_pb.StreamLedgerEventsResponse]:
+        last = request.after_sequence
+        if last < 0:
+            raise invalid_field(
+                "after_sequence",
+                f"{last} is negative; send the sequence of the last event "
+                "applied, or 0 to start from the first event",
+                reason="INVALID_SEQUENCE",
+            )
+        self._check_position(last)
+        # A cancelled client wakes the loop, so its thread is freed at once.
+        context.add_callback(self._feed.notify)
+        _LOGGER.info("ledger stream opened after sequence %d", last)
+        while context.is_active():
+            if self._feed.closed:
+                raise Unavailable(
+                    "expense_service is stopping; reconnect and resume after the "
+                    f"last event applied (sequence {last})",
+                    reason="SERVER_STOPPING",
+                    metadata={"last_sequence": str(last)},
+                    retry_delay=RECONNECT_DELAY_SECONDS,
+                )
+            generation = self._feed.generation
+            events = self._read_batch(last)
+            if events:
+                last = events[-1].sequence
+                yield ledger_pb.StreamLedgerEventsResponse(events=events)
+                if len(events) == BATCH_SIZE:
+                    continue
+            self._feed.wait(generation, POLL_SECONDS)
+        _LOGGER.info("ledger stream closed by the client after sequence %d", last)
+
+    def _check_position(self, after: int) -> None:
+        with self._database.transaction() as session:
+            newest = storage.last_sequence(session)
+        if after > newest:
+            raise OutOfRange(
+                f"after_sequence {after} is past the newest event, {newest}; the "
+                "reader has applied events that this ledger does not hold, which "
+                "means the two databases do not belong together",
+                reason="SEQUENCE_AHEAD_OF_LEDGER",
+                metadata={"after_sequence": str(after), "last_sequence": str(newest)},
+            )
+
+    def _read_batch(self, after: int) -> list[ledger_pb.LedgerEvent]:
+        """Read the next events, stopping before any gap in the sequence.
+
+        Writers commit in sequence order, so a gap is not expected; stopping
+        there keeps the promise of no gaps even if that ever fails.
+        """
+        with self._database.transaction() as session:
+            rows = storage.read_events(session, after, BATCH_SIZE)
+        events = []
+        for sequence, payload in rows:
+            if sequence != after + len(events) + 1:
+                _LOGGER.warning(
+                    "ledger gap after sequence %d; waiting for it to fill",
+                    after + len(events),
+                )
+                break
+            events.append(ledger_pb.LedgerEvent.FromString(payload))
+        return events

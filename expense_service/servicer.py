@@ -1,0 +1,560 @@
+"""The gRPC handlers of `splitlog.expenses.v1.ExpensesService`.
+
+Each handler checks the request, calls user_service to check membership when
+a write adds users to an expense, then runs the storage calls and the ledger
+event in one database transaction. Errors are raised as `DomainError`s and
+turned into status codes by the runtime's interceptor.
+
+Choices that the proto leaves open:
+- A replayed `request_id` returns the expense that the first request
+  created, in its current state, even when the replay carries other values
+  (a "stale success"). Keys are kept forever.
+- Deleting a deleted expense succeeds, changes nothing and writes no ledger
+  event, so a retried DeleteExpense does not fail. The etag is then not
+  checked, because nothing is written.
+- Every successful UpdateExpense stores `last_modifier` and a new
+  `update_time`, so it makes a new revision and a ledger event even when the
+  other fields keep their values.
+- Reads never call user_service: listing the expenses of a group that does
+  not exist returns an empty page.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from expense_service import domain, ledger, messages, storage
+from expense_service.membership import MembershipClient
+from splitlog.expenses.v1 import expenses_service_pb2 as pb
+from splitlog.expenses.v1 import expenses_service_pb2_grpc as pb_grpc
+from splitlog_runtime import pagination
+from splitlog_runtime.database import Database
+from splitlog_runtime.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    PreconditionViolation,
+    Resource,
+    Unavailable,
+    invalid_field,
+)
+from splitlog_runtime.resources import new_id
+
+_LOGGER = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExpensesService"].full_name
+
+#: Attempts of one transaction that hits lock timeouts or lost races.
+MAX_TRANSACTION_ATTEMPTS = 8
+#: Attempts of an update whose expense keeps changing between the membership
+#: check and the write.
+MAX_UPDATE_ATTEMPTS = 5
+# PostgreSQL errors after which the same transaction may succeed when run
+# again: serialization_failure, deadlock_detected and lock_not_available.
+_RETRY_SQLSTATES = {"40001", "40P01", "55P03"}
+_ORDERINGS = {"": False, "expense_date desc": False, "create_time desc": True}
+
+
+class _RevisionChanged(Exception):
+    """The expense changed after an update read it, so that the update now
+    adds users whose membership was not checked; plan the update again."""
+
+
+def _is_transient(exc: DBAPIError) -> bool:
+    """Return whether running the same transaction again may succeed."""
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in _RETRY_SQLSTATES:
+        return True
+    name = getattr(orig, "sqlite_errorname", "")
+    return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+
+
+def _not_found(name: str) -> NotFound:
+    return NotFound(
+        f"expense {name!r} does not exist; check the name, or list the group's "
+        "expenses with ListExpenses",
+        reason="EXPENSE_NOT_FOUND",
+        resource=Resource(domain.EXPENSE_TYPE, name),
+    )
+
+
+def _check_etag(expected: int | None, stored: storage.StoredExpense, field: str):
+    if expected is not None and expected != stored.row.revision:
+        name = stored.row.name
+        raise Aborted(
+            f"{field} {domain.format_etag(expected)} is stale: {name!r} is at "
+            f"{domain.format_etag(stored.row.revision)} since it was read; read "
+            "it again and retry with the new etag",
+            reason="ETAG_MISMATCH",
+            metadata={"current_etag": domain.format_etag(stored.row.revision)},
+            resource=Resource(domain.EXPENSE_TYPE, name),
+        )
+
+
+def _date_key(text: str, by_create_time: bool) -> datetime.date | datetime.datetime:
+    if by_create_time:
+        return datetime.datetime.fromisoformat(text)
+    return datetime.date.fromisoformat(text)
+
+
+class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
+    """Expenses stored in one database, with their ledger events.
+
+    Args:
+      database: the service's database.
+      membership: the client that checks group membership in user_service.
+      feed: woken after every committed write, for the ledger streams.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        membership: MembershipClient,
+        feed: ledger.LedgerFeed,
+    ) -> None:
+        self._database = database
+        self._membership = membership
+        self._feed = feed
+
+    # Transactions
+
+    def _write(self, work: Callable[[Session], _T], retry_conflict: bool = False) -> _T:
+        """Run a write in a transaction, again after lock timeouts and lost races.
+
+        Args:
+          work: the unit of work; it must be safe to run more than once,
+            because a failed attempt leaves nothing behind.
+          retry_conflict: run once more after a unique-key conflict, whose
+            second run finds the winner's row and replays or reports it.
+
+        Raises:
+          Unavailable: the database stayed busy for every attempt.
+        """
+        integrity_retried = False
+        for attempt in range(MAX_TRANSACTION_ATTEMPTS):
+            try:
+                with self._database.transaction() as session:
+                    result = work(session)
+            except StaleDataError:
+                _LOGGER.info("retrying a write after a concurrent change")
+                continue
+            except IntegrityError as exc:
+                if not retry_conflict or integrity_retried:
+                    raise
+                integrity_retried = True
+                _LOGGER.info("retrying after a unique-key conflict: %s", exc.orig)
+                continue
+            except DBAPIError as exc:
+                if not _is_transient(exc):
+                    raise
+                _LOGGER.info("retrying a write after %s", exc.orig)
+                time.sleep(random.uniform(0, 0.01 * 2**attempt))
+                continue
+            self._feed.notify()
+            return result
+        raise Unavailable(
+            "the expense database stayed busy with concurrent writes; retry in a "
+            "moment",
+            reason="DATABASE_BUSY",
+            retry_delay=0.5,
+        )
+
+    def _read(self, work: Callable[[Session], _T]) -> _T:
+        with self._database.transaction() as session:
+            return work(session)
+
+    @staticmethod
+    def _require(session: Session, name: str, lock: bool = False):
+        stored = storage.get_expense(session, name, lock=lock)
+        if stored is None:
+            raise _not_found(name)
+        return stored
+
+    # Create
+
+    def CreateExpense(
+        self, request: pb.CreateExpenseRequest, context: grpc.ServicerContext
+    ) -> pb.CreateExpenseResponse:
+        violations = domain.Violations()
+        group_id = violations.check(domain.parse_group_name, request.parent, "parent")
+        draft = violations.check(domain.parse_draft, request.expense)
+        creator = violations.check(
+            domain.validate_user_name, request.expense.creator, "expense.creator"
+        )
+        if request.expense_id:
+            violations.check(domain.validate_new_id, request.expense_id, "expense_id")
+        request_id = violations.check(domain.validate_request_id, request.request_id)
+        violations.raise_if_any()
+
+        if request_id:
+            replayed = self._read(lambda session: self._replay(session, request_id))
+            if replayed is not None:
+                return pb.CreateExpenseResponse(expense=replayed)
+        name = domain.expense_name(group_id, request.expense_id or new_id())
+        checked = domain.check_expense(draft, seed=name)
+        self._membership.require_members(request.parent, draft.users(), context)
+
+        def create(session: Session) -> pb.Expense:
+            if request_id:
+                replayed = self._replay(session, request_id)
+                if replayed is not None:
+                    return replayed
+            if storage.get_expense(session, name) is not None:
+                raise AlreadyExists(
+                    f"expense {name!r} already exists; choose another expense_id "
+                    "or leave it empty to get a generated one",
+                    reason="EXPENSE_ALREADY_EXISTS",
+                    resource=Resource(domain.EXPENSE_TYPE, name),
+                )
+            now = storage.utc_now()
+            row = storage.ExpenseRow(
+                name=name,
+                group_id=group_id,
+                creator=creator,
+                last_modifier=creator,
+                create_time=now,
+                update_time=now,
+                delete_time=None,
+            )
+            messages.copy_fields(row, checked.draft)
+            payers, participants = messages.line_rows(name, checked)
+            stored = storage.add_expense(session, row, payers, participants)
+            if request_id:
+                storage.remember_request(session, request_id, name)
+            ledger.append_event(session, stored, ledger.CREATED, now)
+            return messages.expense_message(stored)
+
+        expense = self._write(create, retry_conflict=True)
+        return pb.CreateExpenseResponse(expense=expense)
+
+    @staticmethod
+    def _replay(session: Session, request_id: str) -> pb.Expense | None:
+        earlier = storage.find_request(session, request_id)
+        if earlier is None:
+            return None
+        stored = storage.get_expense(session, earlier)
+        if stored is None:  # Expenses are only soft-deleted, so this is a bug.
+            raise RuntimeError(f"request_id {request_id} names missing {earlier}")
+        return messages.expense_message(stored)
+
+    # Reads
+
+    def GetExpense(
+        self, request: pb.GetExpenseRequest, context: grpc.ServicerContext
+    ) -> pb.GetExpenseResponse:
+        domain.parse_expense_name(request.name, "name")
+        stored = self._read(lambda session: self._require(session, request.name))
+        return pb.GetExpenseResponse(expense=messages.expense_message(stored))
+
+    def ListExpenses(
+        self, request: pb.ListExpensesRequest, context: grpc.ServicerContext
+    ) -> pb.ListExpensesResponse:
+        query = self._expense_query(request)
+        size = pagination.page_size(request.page_size)
+        selector = [
+            "ListExpenses",
+            request.parent,
+            query.participant,
+            query.category,
+            str(query.start_date),
+            str(query.end_date),
+            query.show_deleted,
+            query.order_by_create_time,
+        ]
+        after = self._page_key(
+            pagination.decode_token(request.page_token, selector),
+            query.order_by_create_time,
+        )
+        rows = self._read(
+            lambda session: storage.list_expenses(session, query, after, size + 1)
+        )
+        next_token = ""
+        if len(rows) > size:
+            last = rows[size - 1].row
+            key = last.create_time if query.order_by_create_time else last.expense_date
+            next_token = pagination.encode_token([key.isoformat(), last.name], selector)
+        return pb.ListExpensesResponse(
+            expenses=[messages.expense_message(stored) for stored in rows[:size]],
+            next_page_token=next_token,
+        )
+
+    @staticmethod
+    def _expense_query(request: pb.ListExpensesRequest) -> storage.ExpenseQuery:
+        violations = domain.Violations()
+
+        group_id = None
+        if request.parent != domain.ALL_GROUPS:
+            group_id = violations.check(
+                domain.parse_group_name, request.parent, "parent"
+            )
+        participant = None
+        if request.participant:
+            participant = violations.check(
+                domain.validate_user_name, request.participant, "participant"
+            )
+        elif request.parent == domain.ALL_GROUPS:
+            violations.errors.append(
+                invalid_field(
+                    "participant",
+                    "is required when parent is 'groups/-'; name the user whose "
+                    "expenses to list across every group, or give one group",
+                    reason="REQUIRED",
+                )
+            )
+
+        category = violations.check(
+            domain.validate_category_filter, request.category, "category"
+        )
+        dates = {}
+        for field in ("start_date", "end_date"):
+            if request.HasField(field):
+                dates[field] = violations.check(
+                    domain.validate_date, getattr(request, field), True, field
+                )
+
+        order_by = " ".join(request.order_by.split())
+        if order_by not in _ORDERINGS:
+            violations.errors.append(
+                invalid_field(
+                    "order_by",
+                    f"{request.order_by!r} is not a supported order; use "
+                    "'expense_date desc' (the default) or 'create_time desc'",
+                    reason="INVALID_ORDER_BY",
+                )
+            )
+        violations.raise_if_any()
+
+        start, end = dates.get("start_date"), dates.get("end_date")
+        if start is not None and end is not None and start > end:
+            raise invalid_field(
+                "end_date",
+                f"{end} is before start_date {start}; give an end date on or "
+                "after the start date",
+                reason="INVALID_DATE_RANGE",
+            )
+        return storage.ExpenseQuery(
+            group_id=group_id,
+            participant=participant,
+            category=category,
+            start_date=start,
+            end_date=end,
+            show_deleted=request.show_deleted,
+            order_by_create_time=_ORDERINGS[order_by],
+        )
+
+    @staticmethod
+    def _page_key(key: list | None, by_create_time: bool):
+        """Read the (date or time, name) key stored in a page token."""
+        if key is None:
+            return None
+        try:
+            when, name = key
+            domain.parse_expense_name(name, "page_token")
+            return _date_key(when, by_create_time), name
+        except (TypeError, ValueError, domain.InvalidArgument):
+            raise invalid_field(
+                "page_token",
+                "is not a page token returned by this method; send the "
+                "next_page_token of the previous response, or none",
+                reason="INVALID_PAGE_TOKEN",
+            ) from None
+
+    def ListCategories(
+        self, request: pb.ListCategoriesRequest, context: grpc.ServicerContext
+    ) -> pb.ListCategoriesResponse:
+        size = len(domain.CATEGORIES)
+        if request.page_size:
+            size = pagination.page_size(request.page_size)
+        selector = ["ListCategories"]
+        key = pagination.decode_token(request.page_token, selector)
+        start = 0
+        if key is not None:
+            if len(key) != 1 or not isinstance(key[0], int) or key[0] < 0:
+                raise invalid_field(
+                    "page_token",
+                    "is not a page token returned by this method; send the "
+                    "next_page_token of the previous response, or none",
+                    reason="INVALID_PAGE_TOKEN",
+                )
+            start = key[0]
+        page = domain.CATEGORIES[start : start + size]
+        end = start + len(page)
+        return pb.ListCategoriesResponse(
+            categories=[
+                pb.CategoryInfo(
+                    category=info.category,
+                    display_name=info.display_name,
+                    parent_category=info.parent,
+                )
+                for info in page
+            ],
+            next_page_token=(
+                pagination.encode_token([end], selector)
+                if end < len(domain.CATEGORIES)
+                else ""
+            ),
+        )
+
+    # Update
+
+    def UpdateExpense(
+        self, request: pb.UpdateExpenseRequest, context: grpc.ServicerContext
+    ) -> pb.UpdateExpenseResponse:
+        expense, violations = request.expense, domain.Violations()
+        violations.check(domain.parse_expense_name, expense.name, "expense.name")
+        expected = violations.check(domain.parse_etag, expense.etag, "expense.etag")
+        modifier = violations.check(
+            domain.validate_user_name, expense.last_modifier, "expense.last_modifier"
+        )
+        fields = violations.check(
+            domain.resolve_update_mask,
+            list(request.update_mask.paths),
+            domain.populated_fields(expense),
+        )
+        violations.raise_if_any()
+        changes = domain.parse_changes(expense, fields)
+
+        verified: set[str] = set()
+        for _ in range(MAX_UPDATE_ATTEMPTS):
+            stored = self._read(lambda session: self._require(session, expense.name))
+            _, added = self._plan_update(stored, expected, changes)
+            unverified = added - verified
+            if unverified:
+                group = domain.group_name(stored.row.group_id)
+                self._membership.require_members(group, unverified, context)
+                verified.update(unverified)
+            try:
+                updated = self._write(
+                    lambda session: self._store_update(
+                        session, expense.name, expected, changes, modifier, verified
+                    )
+                )
+            except _RevisionChanged:
+                continue
+            return pb.UpdateExpenseResponse(expense=updated)
+        raise Aborted(
+            f"expense {expense.name!r} kept changing while this update was "
+            "applied; read it again and retry",
+            reason="CONCURRENT_MODIFICATION",
+            resource=Resource(domain.EXPENSE_TYPE, expense.name),
+        )
+
+    @staticmethod
+    def _plan_update(
+        stored: storage.StoredExpense, expected: int | None, changes: dict
+    ) -> tuple[domain.CheckedExpense, set[str]]:
+        """Check an update against the stored expense.
+
+        Returns:
+          The checked expense after the update, and the users it adds.
+        """
+        name = stored.row.name
+        if stored.row.delete_time is not None:
+            raise FailedPrecondition(
+                f"expense {name!r} is deleted and cannot be updated; restore it "
+                "with UndeleteExpense first",
+                reason="EXPENSE_DELETED",
+                preconditions=[
+                    PreconditionViolation(
+                        "EXPENSE_DELETED", name, "a deleted expense cannot be updated"
+                    )
+                ],
+            )
+        _check_etag(expected, stored, "expense.etag")
+        before = messages.stored_draft(stored)
+        checked = domain.check_expense(domain.apply_changes(before, changes), name)
+        return checked, checked.draft.users() - before.users()
+
+    def _store_update(
+        self,
+        session: Session,
+        name: str,
+        expected: int | None,
+        changes: dict,
+        modifier: str,
+        verified: set[str],
+    ) -> pb.Expense:
+        """Apply an update to the expense as it is now, under its row lock.
+
+        A concurrent update may have committed since the first read, so the
+        update is checked again here. If it now adds users whose membership
+        was not checked, it raises _RevisionChanged so the caller checks them.
+        """
+        stored = self._require(session, name, lock=True)
+        checked, added = self._plan_update(stored, expected, changes)
+        if not added <= verified:
+            raise _RevisionChanged()
+        now = storage.utc_now()
+        row = stored.row
+        messages.copy_fields(row, checked.draft)
+        row.last_modifier = modifier
+        row.update_time = now
+        payers, participants = messages.line_rows(row.name, checked)
+        stored = storage.replace_lines(session, stored, payers, participants)
+        ledger.append_event(session, stored, ledger.UPDATED, now)
+        return messages.expense_message(stored)
+
+    # Delete and undelete
+
+    def DeleteExpense(
+        self, request: pb.DeleteExpenseRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteExpenseResponse:
+        expected = self._parse_name_and_etag(request.name, request.etag)
+
+        def delete(session: Session) -> pb.Expense:
+            stored = self._require(session, request.name, lock=True)
+            if stored.row.delete_time is not None:
+                return messages.expense_message(stored)
+            _check_etag(expected, stored, "etag")
+            now = storage.utc_now()
+            stored.row.delete_time = now
+            stored.row.update_time = now
+            session.flush()
+            ledger.append_event(session, stored, ledger.DELETED, now)
+            return messages.expense_message(stored)
+
+        return pb.DeleteExpenseResponse(expense=self._write(delete))
+
+    def UndeleteExpense(
+        self, request: pb.UndeleteExpenseRequest, context: grpc.ServicerContext
+    ) -> pb.UndeleteExpenseResponse:
+        expected = self._parse_name_and_etag(request.name, request.etag)
+
+        def undelete(session: Session) -> pb.Expense:
+            stored = self._require(session, request.name, lock=True)
+            if stored.row.delete_time is None:
+                raise AlreadyExists(
+                    f"expense {request.name!r} is not deleted, so there is nothing "
+                    "to restore",
+                    reason="EXPENSE_NOT_DELETED",
+                    resource=Resource(domain.EXPENSE_TYPE, request.name),
+                )
+            _check_etag(expected, stored, "etag")
+            now = storage.utc_now()
+            stored.row.delete_time = None
+            stored.row.update_time = now
+            session.flush()
+            ledger.append_event(session, stored, ledger.RESTORED, now)
+            return messages.expense_message(stored)
+
+        return pb.UndeleteExpenseResponse(expense=self._write(undelete))
+
+    @staticmethod
+    def _parse_name_and_etag(name: str, etag: str) -> int | None:
+        violations = domain.Violations()
+        violations.check(domain.parse_expense_name, name, "name")
+        expected = violations.check(domain.parse_etag, etag, "etag")
+        violations.raise_if_any()
+        return expected

@@ -1,0 +1,366 @@
+"""UpdateExpense, DeleteExpense and UndeleteExpense against real servers."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.protobuf import field_mask_pb2
+
+from splitlog.expenses.v1 import expenses_service_pb2 as pb
+from splitlog.users.v1 import users_service_pb2 as users_pb
+from tests.expense_service.support import (
+    TIMEOUT,
+    as_text,
+    create_expense,
+    create_group,
+    create_outsider,
+    day,
+    equal_expense,
+    error_details,
+    money,
+    owed,
+    reason_of,
+    violated_fields,
+)
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.fixture
+def group(clients):
+    return create_group(clients.users, size=3)
+
+
+@pytest.fixture
+def expense(clients, group):
+    return create_expense(clients, group, equal_expense(group, "30.00"))
+
+
+def _update(clients, expense: pb.Expense, *paths: str) -> pb.Expense:
+    request = pb.UpdateExpenseRequest(
+        expense=expense, update_mask=field_mask_pb2.FieldMask(paths=list(paths))
+    )
+    return clients.expenses.UpdateExpense(request, timeout=TIMEOUT).expense
+
+
+def _update_error(clients, expense: pb.Expense, *paths: str) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        _update(clients, expense, *paths)
+    return caught.value
+
+
+def _get(clients, name: str) -> pb.Expense:
+    return clients.expenses.GetExpense(
+        pb.GetExpenseRequest(name=name), timeout=TIMEOUT
+    ).expense
+
+
+def _delete(clients, name: str, etag: str = "") -> pb.Expense:
+    request = pb.DeleteExpenseRequest(name=name, etag=etag)
+    return clients.expenses.DeleteExpense(request, timeout=TIMEOUT).expense
+
+
+def _undelete(clients, name: str, etag: str = "") -> pb.Expense:
+    request = pb.UndeleteExpenseRequest(name=name, etag=etag)
+    return clients.expenses.UndeleteExpense(request, timeout=TIMEOUT).expense
+
+
+def _change(expense: pb.Expense, modifier: str, **fields) -> pb.Expense:
+    return pb.Expense(name=expense.name, last_modifier=modifier, **fields)
+
+
+# UpdateExpense
+
+
+def test_update_description_keeps_split(clients, group, expense):
+    modifier = group.members[1]
+
+    updated = _update(
+        clients,
+        _change(expense, modifier, description="Brunch", etag=expense.etag),
+        "description",
+    )
+
+    assert updated.description == "Brunch"
+    assert updated.last_modifier == modifier
+    assert updated.creator == expense.creator
+    assert updated.etag == '"2"'
+    assert updated.owed_amounts == expense.owed_amounts
+    assert updated.create_time == expense.create_time
+    assert updated.update_time.ToNanoseconds() > expense.update_time.ToNanoseconds()
+    assert _get(clients, expense.name) == updated
+
+
+def test_update_moves_the_split(clients, group, expense):
+    a, b, c = group.members
+    split = pb.Split(
+        type=pb.SPLIT_TYPE_SHARES,
+        participants=[
+            pb.SplitParticipant(user=b, shares=1),
+            pb.SplitParticipant(user=c, shares=3),
+        ],
+    )
+    change = _change(
+        expense,
+        a,
+        total=money("40.00"),
+        payers=[pb.Payer(user=c, amount=money("40.00"))],
+        split=split,
+    )
+
+    updated = _update(clients, change, "total", "payers", "split")
+
+    assert {u: as_text(m) for u, m in owed(updated).items()} == {
+        b: "10.00",
+        c: "30.00",
+    }
+    assert as_text(updated.total) == "40.00"
+    assert updated.split == split
+
+
+def test_update_without_mask_changes_populated_fields(clients, group, expense):
+    change = _change(
+        expense, group.members[0], notes="Tip included", category=pb.CATEGORY_TRAVEL
+    )
+
+    updated = _update(clients, change)
+
+    assert updated.notes == "Tip included"
+    assert updated.category == pb.CATEGORY_TRAVEL
+    assert updated.description == expense.description
+    assert updated.expense_date == expense.expense_date
+
+
+def test_update_star_replaces_everything(clients, group, expense):
+    replacement = equal_expense(
+        group,
+        "9.00",
+        "EUR",
+        participants=group.members[:2],
+        description="Taxi",
+        expense_date=day(2024, 1, 3),
+    )
+    replacement.name = expense.name
+    replacement.last_modifier = group.members[2]
+
+    updated = _update(clients, replacement, "*")
+
+    assert updated.description == "Taxi"
+    assert updated.currency_code == "EUR"
+    assert updated.category == pb.CATEGORY_GENERAL
+    assert updated.notes == ""
+    assert sorted(as_text(m) for m in owed(updated).values()) == ["4.50", "4.50"]
+
+
+def test_update_reordered_participants_same_amounts(clients, group):
+    members = group.members
+    created = create_expense(
+        clients, group, equal_expense(group, "1.00", participants=members)
+    )
+    split = pb.Split(
+        type=pb.SPLIT_TYPE_EQUAL,
+        participants=[pb.SplitParticipant(user=u) for u in reversed(members)],
+    )
+
+    updated = _update(clients, _change(created, members[0], split=split), "split")
+
+    assert owed(updated) == owed(created)
+    assert [line.user for line in updated.owed_amounts] == list(reversed(members))
+
+
+def test_update_member_who_left_may_stay(clients, group, expense):
+    leaver = group.members[2]
+    clients.users.RemoveGroupMember(
+        users_pb.RemoveGroupMemberRequest(
+            name=f"{group.name}/members/{leaver.removeprefix('users/')}"
+        ),
+        timeout=TIMEOUT,
+    )
+
+    updated = _update(
+        clients, _change(expense, group.members[0], description="Kept"), "description"
+    )
+
+    assert leaver in owed(updated)
+
+
+def test_update_adding_non_member_fails(clients, group, expense):
+    outsider = create_outsider(clients.users)
+    split = pb.Split(
+        type=pb.SPLIT_TYPE_EQUAL,
+        participants=[pb.SplitParticipant(user=u) for u in [*group.members, outsider]],
+    )
+
+    error = _update_error(clients, _change(expense, group.members[0], split=split))
+
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(error) == "NOT_A_GROUP_MEMBER"
+    subjects = [
+        v.subject for v in error_details(error)["PreconditionFailure"].violations
+    ]
+    assert subjects == [f"{group.name}/members/{outsider.removeprefix('users/')}"]
+    assert _get(clients, expense.name) == expense
+
+
+def test_update_stale_etag_aborted(clients, group, expense):
+    _update(clients, _change(expense, group.members[0], description="First"))
+
+    error = _update_error(
+        clients,
+        _change(expense, group.members[0], description="Second", etag=expense.etag),
+    )
+
+    assert error.code() == grpc.StatusCode.ABORTED
+    assert reason_of(error) == "ETAG_MISMATCH"
+    assert _get(clients, expense.name).description == "First"
+
+
+def test_update_deleted_expense_fails(clients, group, expense):
+    _delete(clients, expense.name)
+
+    error = _update_error(clients, _change(expense, group.members[0], notes="x"))
+
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(error) == "EXPENSE_DELETED"
+
+
+def test_update_unknown_expense_not_found(clients, group):
+    missing = pb.Expense(
+        name=f"{group.name}/expenses/missing", last_modifier=group.members[0]
+    )
+
+    error = _update_error(clients, missing, "notes")
+
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert reason_of(error) == "EXPENSE_NOT_FOUND"
+
+
+def test_update_new_total_needs_new_payers(clients, group, expense):
+    error = _update_error(
+        clients, _change(expense, group.members[0], total=money("45.00")), "total"
+    )
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "PAYERS_DO_NOT_ADD_UP"
+    assert violated_fields(error) == ["expense.payers"]
+    assert "15.00 USD under" in error.details()
+
+
+def test_update_new_currency_needs_new_payers(clients, group, expense):
+    error = _update_error(
+        clients,
+        _change(expense, group.members[0], total=money("30.00", "EUR")),
+        "total",
+    )
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "CURRENCY_MISMATCH"
+    assert violated_fields(error) == ["expense.payers[0].amount"]
+
+
+@pytest.mark.parametrize(
+    ("paths", "fields", "field", "reason"),
+    [
+        (["owed_amounts"], {}, "update_mask.paths[0]", "FIELD_NOT_MUTABLE"),
+        (["creator"], {}, "update_mask.paths[0]", "FIELD_NOT_MUTABLE"),
+        (["notes", "amount"], {}, "update_mask.paths[1]", "UNKNOWN_FIELD_PATH"),
+        (["split.type"], {}, "update_mask.paths[0]", "INVALID_UPDATE_MASK"),
+        (["*", "notes"], {}, "update_mask.paths[0]", "INVALID_UPDATE_MASK"),
+        (["split"], {}, "expense.split", "REQUIRED"),
+        (["description"], {}, "expense.description", "REQUIRED"),
+        (["notes"], {"etag": "7"}, "expense.etag", "INVALID_ETAG"),
+        (["notes"], {"last_modifier": ""}, "expense.last_modifier", "REQUIRED"),
+    ],
+)
+def test_update_invalid_argument(clients, group, expense, paths, fields, field, reason):
+    change = _change(expense, group.members[0])
+    for key, value in fields.items():
+        setattr(change, key, value)
+
+    error = _update_error(clients, change, *paths)
+
+    assert error.code() == INVALID
+    assert reason_of(error) == reason
+    assert violated_fields(error) == [field]
+
+
+# DeleteExpense and UndeleteExpense
+
+
+def test_delete_is_soft(clients, group, expense):
+    deleted = _delete(clients, expense.name, etag=expense.etag)
+
+    assert deleted.HasField("delete_time")
+    assert deleted.etag == '"2"'
+    assert deleted.owed_amounts == expense.owed_amounts
+    assert _get(clients, expense.name) == deleted
+    listed = clients.expenses.ListExpenses(
+        pb.ListExpensesRequest(parent=group.name), timeout=TIMEOUT
+    )
+    assert list(listed.expenses) == []
+
+
+def test_delete_twice_changes_nothing(clients, expense):
+    deleted = _delete(clients, expense.name)
+
+    again = _delete(clients, expense.name, etag='"1"')
+
+    assert again == deleted
+
+
+def test_delete_stale_etag_aborted(clients, group, expense):
+    _update(clients, _change(expense, group.members[0], notes="changed"))
+
+    with pytest.raises(grpc.RpcError) as caught:
+        _delete(clients, expense.name, etag=expense.etag)
+
+    assert caught.value.code() == grpc.StatusCode.ABORTED
+    assert reason_of(caught.value) == "ETAG_MISMATCH"
+    assert not _get(clients, expense.name).HasField("delete_time")
+
+
+def test_undelete_restores(clients, expense):
+    deleted = _delete(clients, expense.name)
+
+    restored = _undelete(clients, expense.name, etag=deleted.etag)
+
+    assert not restored.HasField("delete_time")
+    assert restored.etag == '"3"'
+    assert restored.owed_amounts == expense.owed_amounts
+    assert _get(clients, expense.name) == restored
+
+
+def test_undelete_not_deleted_already_exists(clients, expense):
+    with pytest.raises(grpc.RpcError) as caught:
+        _undelete(clients, expense.name)
+
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert reason_of(caught.value) == "EXPENSE_NOT_DELETED"
+    assert error_details(caught.value)["ResourceInfo"].resource_name == expense.name
+
+
+def test_undelete_stale_etag_aborted(clients, expense):
+    _delete(clients, expense.name)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        _undelete(clients, expense.name, etag=expense.etag)
+
+    assert caught.value.code() == grpc.StatusCode.ABORTED
+    assert reason_of(caught.value) == "ETAG_MISMATCH"
+
+
+@pytest.mark.parametrize("method", ["DeleteExpense", "UndeleteExpense"])
+def test_delete_and_undelete_errors(clients, group, method):
+    call = getattr(clients.expenses, method)
+    request_type = getattr(pb, f"{method}Request")
+    missing = f"{group.name}/expenses/missing"
+
+    with pytest.raises(grpc.RpcError) as not_found:
+        call(request_type(name=missing), timeout=TIMEOUT)
+    with pytest.raises(grpc.RpcError) as malformed:
+        call(request_type(name="groups/x", etag="bad"), timeout=TIMEOUT)
+
+    assert not_found.value.code() == grpc.StatusCode.NOT_FOUND
+    assert reason_of(not_found.value) == "EXPENSE_NOT_FOUND"
+    assert malformed.value.code() == INVALID
+    assert violated_fields(malformed.value) == ["name", "etag"]

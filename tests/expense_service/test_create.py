@@ -1,0 +1,590 @@
+"""CreateExpense against real servers: splits, money, idempotency, membership."""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+
+from splitlog.expenses.v1 import expenses_service_pb2 as pb
+from tests.expense_service.support import (
+    TIMEOUT,
+    as_text,
+    backlog,
+    create_expense,
+    create_group,
+    create_outsider,
+    day,
+    equal_expense,
+    error_details,
+    latest_sequence,
+    money,
+    new_request_id,
+    owed,
+    reason_of,
+    violated_fields,
+)
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.fixture
+def group(clients):
+    return create_group(clients.users, size=4)
+
+
+def _create_error(clients, parent: str, expense: pb.Expense, **request):
+    with pytest.raises(grpc.RpcError) as caught:
+        clients.expenses.CreateExpense(
+            pb.CreateExpenseRequest(parent=parent, expense=expense, **request),
+            timeout=TIMEOUT,
+        )
+    return caught.value
+
+
+def _split(split_type, *participants: pb.SplitParticipant) -> pb.Split:
+    return pb.Split(type=split_type, participants=list(participants))
+
+
+def _expense(group, total: str, split: pb.Split, currency: str = "USD", payers=None):
+    return pb.Expense(
+        description="Groceries",
+        expense_date=day(),
+        total=money(total, currency),
+        payers=payers
+        or [pb.Payer(user=group.members[0], amount=money(total, currency))],
+        split=split,
+        creator=group.members[0],
+    )
+
+
+def _first_by_tie_break(name: str, users: list[str]) -> str:
+    return min(users, key=lambda u: hashlib.sha256(f"{name}\0{u}".encode()).digest())
+
+
+# Success
+
+
+def test_create_returns_stored_expense(clients, group):
+    expense = create_expense(
+        clients,
+        group,
+        equal_expense(group, "30.00", notes="Paid by card", description=" Dinner "),
+    )
+
+    assert expense.name.startswith(f"{group.name}/expenses/")
+    assert expense.description == "Dinner"
+    assert expense.category == pb.CATEGORY_GENERAL
+    assert expense.currency_code == "USD"
+    assert expense.notes == "Paid by card"
+    assert expense.creator == group.members[0]
+    assert expense.last_modifier == group.members[0]
+    assert expense.etag == '"1"'
+    assert expense.update_time == expense.create_time
+    assert not expense.HasField("delete_time")
+    assert [line.user for line in expense.owed_amounts] == group.members
+    assert sorted(as_text(a) for a in owed(expense).values()) == ["7.50"] * 4
+    stored = clients.expenses.GetExpense(
+        pb.GetExpenseRequest(name=expense.name), timeout=TIMEOUT
+    ).expense
+    assert stored == expense
+
+
+def test_one_dollar_among_three_sums_exactly(clients, group):
+    members = group.members[:3]
+    expense = create_expense(
+        clients, group, equal_expense(group, "1.00", participants=members)
+    )
+
+    amounts = owed(expense)
+    cents = sorted(as_text(amount) for amount in amounts.values())
+    assert cents == ["0.33", "0.33", "0.34"]
+    assert sum(a.units * 100 + a.nanos // 10_000_000 for a in amounts.values()) == 100
+    assert as_text(amounts[_first_by_tie_break(expense.name, members)]) == "0.34"
+
+
+def test_one_cent_between_two(clients, group):
+    members = group.members[:2]
+    expense = create_expense(
+        clients, group, equal_expense(group, "0.01", participants=members)
+    )
+
+    assert sorted(as_text(a) for a in owed(expense).values()) == ["0.00", "0.01"]
+
+
+def test_exact_split(clients, group):
+    a, b, *_ = group.members
+    split = _split(
+        pb.SPLIT_TYPE_EXACT,
+        pb.SplitParticipant(user=a, exact_amount=money("12.34")),
+        pb.SplitParticipant(user=b, exact_amount=money("7.66")),
+    )
+
+    expense = create_expense(clients, group, _expense(group, "20.00", split))
+
+    assert {u: as_text(m) for u, m in owed(expense).items()} == {
+        a: "12.34",
+        b: "7.66",
+    }
+    assert expense.split == split
+
+
+def test_percentage_split_shares_the_rest(clients, group):
+    a, b, c, _ = group.members
+    split = _split(
+        pb.SPLIT_TYPE_PERCENTAGE,
+        pb.SplitParticipant(user=a, basis_points=6000),
+        pb.SplitParticipant(user=b),
+        pb.SplitParticipant(user=c),
+    )
+
+    expense = create_expense(clients, group, _expense(group, "100.00", split))
+
+    assert {u: as_text(m) for u, m in owed(expense).items()} == {
+        a: "60.00",
+        b: "20.00",
+        c: "20.00",
+    }
+
+
+def test_shares_split(clients, group):
+    a, b, c, _ = group.members
+    split = _split(
+        pb.SPLIT_TYPE_SHARES,
+        pb.SplitParticipant(user=a, shares=2),
+        pb.SplitParticipant(user=b, shares=1),
+        pb.SplitParticipant(user=c, shares=1),
+    )
+
+    expense = create_expense(clients, group, _expense(group, "10.00", split))
+
+    assert {u: as_text(m) for u, m in owed(expense).items()} == {
+        a: "5.00",
+        b: "2.50",
+        c: "2.50",
+    }
+
+
+def test_mixed_split(clients, group):
+    a, b, c, d = group.members
+    split = _split(
+        pb.SPLIT_TYPE_MIXED,
+        pb.SplitParticipant(user=a, exact_amount=money("10.00")),
+        pb.SplitParticipant(user=b, basis_points=2500),
+        pb.SplitParticipant(user=c, shares=2),
+        pb.SplitParticipant(user=d, shares=1),
+    )
+
+    expense = create_expense(clients, group, _expense(group, "100.00", split))
+
+    assert {u: as_text(m) for u, m in owed(expense).items()} == {
+        a: "10.00",
+        b: "25.00",
+        c: "43.33",
+        d: "21.67",
+    }
+
+
+def test_several_payers(clients, group):
+    a, b, *_ = group.members
+    payers = [
+        pb.Payer(user=a, amount=money("25.00")),
+        pb.Payer(user=b, amount=money("15.00")),
+    ]
+    expense = equal_expense(group, "40.00")
+    del expense.payers[:]
+    expense.payers.extend(payers)
+
+    created = create_expense(clients, group, expense)
+
+    assert list(created.payers) == payers
+
+
+def test_refund_has_negative_amounts(clients, group):
+    expense = create_expense(clients, group, equal_expense(group, "-1.00"))
+
+    amounts = [as_text(a) for a in owed(expense).values()]
+    assert sorted(amounts) == ["-0.25", "-0.25", "-0.25", "-0.25"]
+    assert as_text(expense.total) == "-1.00"
+    assert as_text(expense.payers[0].amount) == "-1.00"
+
+
+def test_refund_of_odd_amount_keeps_sign(clients, group):
+    expense = create_expense(
+        clients, group, equal_expense(group, "-1.00", participants=group.members[:3])
+    )
+
+    assert sorted(as_text(a) for a in owed(expense).values()) == [
+        "-0.33",
+        "-0.33",
+        "-0.34",
+    ]
+
+
+def test_yen_has_no_minor_digits(clients, group):
+    members = group.members[:3]
+    expense = create_expense(
+        clients, group, equal_expense(group, "1000", "JPY", participants=members)
+    )
+
+    amounts = sorted((a.units, a.nanos) for a in owed(expense).values())
+    assert amounts == [(333, 0), (333, 0), (334, 0)]
+    assert expense.currency_code == "JPY"
+
+
+def test_bahraini_dinar_has_three_digits(clients, group):
+    members = group.members[:3]
+    expense = create_expense(
+        clients, group, equal_expense(group, "10.000", "BHD", participants=members)
+    )
+
+    amounts = sorted((a.units, a.nanos) for a in owed(expense).values())
+    assert amounts == [(3, 333_000_000), (3, 333_000_000), (3, 334_000_000)]
+
+
+def test_chosen_id(clients, group):
+    expense = create_expense(clients, group, expense_id="dinner-on-friday")
+
+    assert expense.name == f"{group.name}/expenses/dinner-on-friday"
+
+
+def test_category_is_stored(clients, group):
+    expense = create_expense(
+        clients, group, equal_expense(group, category=pb.CATEGORY_DINING_OUT)
+    )
+
+    assert expense.category == pb.CATEGORY_DINING_OUT
+
+
+# Idempotency
+
+
+def test_same_request_id_creates_one_expense(clients, group):
+    request_id = new_request_id()
+    create_expense(clients, group)
+    before = latest_sequence(clients)
+
+    first = create_expense(clients, group, request_id=request_id)
+    second = create_expense(clients, group, request_id=request_id.upper())
+
+    assert second == first
+    listed = clients.expenses.ListExpenses(
+        pb.ListExpensesRequest(parent=group.name), timeout=TIMEOUT
+    ).expenses
+    assert first.name in [e.name for e in listed]
+    assert len(listed) == 2
+    assert [e.expense for e in backlog(clients, before)] == [first.name]
+
+
+def test_concurrent_retries_create_one_expense(clients, group):
+    request_id = new_request_id()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = [
+            pool.submit(create_expense, clients, group, request_id=request_id)
+            for _ in range(8)
+        ]
+        created = [future.result() for future in futures]
+
+    assert len({expense.name for expense in created}) == 1
+    listed = clients.expenses.ListExpenses(
+        pb.ListExpensesRequest(parent=group.name), timeout=TIMEOUT
+    ).expenses
+    assert [expense.name for expense in listed] == [created[0].name]
+
+
+def test_request_id_replay_skips_membership(clients, group):
+    request_id = new_request_id()
+    first = create_expense(clients, group, request_id=request_id)
+    other_group = create_group(clients.users, size=2)
+
+    replay = create_expense(clients, other_group, request_id=request_id)
+
+    assert replay.name == first.name
+
+
+# Invalid arguments
+
+
+def test_ninety_five_in_exact_thirds_is_over(clients, group):
+    split = _split(
+        pb.SPLIT_TYPE_EXACT,
+        *[
+            pb.SplitParticipant(user=user, exact_amount=money("31.67"))
+            for user in group.members[:3]
+        ],
+    )
+
+    error = _create_error(clients, group.name, _expense(group, "95.00", split))
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "SPLIT_DOES_NOT_ADD_UP"
+    assert violated_fields(error) == ["expense.split.participants"]
+    assert "0.01 over" in error.details()
+
+
+def test_percentages_missing_ten(clients, group):
+    a, b, *_ = group.members
+    split = _split(
+        pb.SPLIT_TYPE_PERCENTAGE,
+        pb.SplitParticipant(user=a, basis_points=6000),
+        pb.SplitParticipant(user=b, basis_points=3000),
+    )
+
+    error = _create_error(clients, group.name, _expense(group, "100.00", split))
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "SPLIT_DOES_NOT_ADD_UP"
+    assert "10.00 % is missing" in error.details()
+
+
+def test_zero_total_rejected(clients, group):
+    error = _create_error(clients, group.name, equal_expense(group, "0.00"))
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "INVALID_TOTAL"
+    assert violated_fields(error) == ["expense.total"]
+
+
+def test_payers_must_add_up(clients, group):
+    expense = equal_expense(group, "30.00")
+    expense.payers[0].amount.CopyFrom(money("29.50"))
+
+    error = _create_error(clients, group.name, expense)
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "PAYERS_DO_NOT_ADD_UP"
+    assert violated_fields(error) == ["expense.payers"]
+    assert "0.50 USD under" in error.details()
+
+
+def test_refund_payer_must_be_negative(clients, group):
+    expense = equal_expense(group, "-30.00")
+    expense.payers[0].amount.CopyFrom(money("30.00"))
+
+    error = _create_error(clients, group.name, expense)
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "INVALID_PAYER_AMOUNT"
+    assert violated_fields(error) == ["expense.payers[0].amount"]
+
+
+def test_payer_in_other_currency(clients, group):
+    expense = equal_expense(group, "30.00")
+    expense.payers[0].amount.CopyFrom(money("30.00", "EUR"))
+
+    error = _create_error(clients, group.name, expense)
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "CURRENCY_MISMATCH"
+    assert violated_fields(error) == ["expense.payers[0].amount"]
+
+
+def test_exact_amount_in_other_currency(clients, group):
+    a, *_ = group.members
+    split = _split(
+        pb.SPLIT_TYPE_EXACT,
+        pb.SplitParticipant(user=a, exact_amount=money("10.00", "EUR")),
+    )
+
+    error = _create_error(clients, group.name, _expense(group, "10.00", split))
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "CURRENCY_MISMATCH"
+    assert violated_fields(error) == ["expense.split.participants[0].exact_amount"]
+
+
+def test_unknown_currency(clients, group):
+    error = _create_error(clients, group.name, equal_expense(group, "30.00", "usd"))
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "UNKNOWN_CURRENCY"
+    assert "expense.total.currency_code" in violated_fields(error)
+    assert "'USD'" in error.details()
+
+
+def test_yen_with_cents_too_precise(clients, group):
+    error = _create_error(clients, group.name, equal_expense(group, "10.50", "JPY"))
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "AMOUNT_TOO_PRECISE"
+    assert "expense.total" in violated_fields(error)
+
+
+def test_huge_total_out_of_range(clients, group):
+    error = _create_error(
+        clients, group.name, equal_expense(group, "90000000000000000.00")
+    )
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "AMOUNT_OUT_OF_RANGE"
+
+
+def test_empty_expense_lists_every_missing_field(clients, group):
+    error = _create_error(clients, group.name, pb.Expense())
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "REQUIRED"
+    assert violated_fields(error) == [
+        "expense.description",
+        "expense.expense_date",
+        "expense.total",
+        "expense.payers",
+        "expense.split",
+        "expense.creator",
+    ]
+
+
+def test_duplicate_participant(clients, group):
+    a, *_ = group.members
+    split = _split(
+        pb.SPLIT_TYPE_EQUAL, pb.SplitParticipant(user=a), pb.SplitParticipant(user=a)
+    )
+
+    error = _create_error(clients, group.name, _expense(group, "10.00", split))
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "DUPLICATE_PARTICIPANT"
+    assert violated_fields(error) == ["expense.split.participants[1].user"]
+
+
+def test_duplicate_payer(clients, group):
+    a, *_ = group.members
+    expense = equal_expense(group, "10.00")
+    expense.payers.append(pb.Payer(user=a, amount=money("1.00")))
+
+    error = _create_error(clients, group.name, expense)
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "DUPLICATE_PAYER"
+    assert violated_fields(error) == ["expense.payers[1].user"]
+
+
+def test_unset_split_type(clients, group):
+    split = _split(pb.SPLIT_TYPE_UNSPECIFIED, pb.SplitParticipant(user="users/abcd"))
+
+    error = _create_error(clients, group.name, _expense(group, "10.00", split))
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "INVALID_SPLIT_TYPE"
+    assert violated_fields(error) == ["expense.split.type"]
+
+
+def test_value_of_wrong_kind(clients, group):
+    a, *_ = group.members
+    split = _split(pb.SPLIT_TYPE_EQUAL, pb.SplitParticipant(user=a, shares=2))
+
+    error = _create_error(clients, group.name, _expense(group, "10.00", split))
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "INVALID_SPLIT_PARTICIPANT"
+    assert violated_fields(error) == ["expense.split.participants[0].shares"]
+
+
+def test_malformed_user_names(clients, group):
+    expense = equal_expense(group, "10.00", participants=["alice"])
+    expense.payers[0].user = "users/A"
+
+    error = _create_error(clients, group.name, expense)
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "INVALID_RESOURCE_NAME"
+    assert violated_fields(error) == [
+        "expense.payers[0].user",
+        "expense.split.participants[0].user",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "reason"),
+    [
+        ({"description": "x" * 201}, "expense.description", "DESCRIPTION_TOO_LONG"),
+        ({"description": "a\x07b"}, "expense.description", "INVALID_DESCRIPTION"),
+        ({"notes": "n" * 2001}, "expense.notes", "NOTES_TOO_LONG"),
+        ({"category": 99}, "expense.category", "INVALID_CATEGORY"),
+        ({"expense_date": day(2023, 2, 30)}, "expense.expense_date", "INVALID_DATE"),
+        ({"expense_date": day(2023, 0, 1)}, "expense.expense_date", "INVALID_DATE"),
+    ],
+)
+def test_invalid_field(clients, group, fields, field, reason):
+    error = _create_error(clients, group.name, equal_expense(group, **fields))
+
+    assert error.code() == INVALID
+    assert reason_of(error) == reason
+    assert violated_fields(error) == [field]
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field", "reason"),
+    [
+        ({"parent": "teams/x"}, "parent", "INVALID_RESOURCE_NAME"),
+        ({"parent": ""}, "parent", "REQUIRED"),
+        ({"expense_id": "A!"}, "expense_id", "INVALID_ID"),
+        ({"request_id": "not-a-uuid"}, "request_id", "INVALID_REQUEST_ID"),
+    ],
+)
+def test_invalid_request_field(clients, group, request_fields, field, reason):
+    fields = {"parent": group.name, **request_fields}
+    parent = fields.pop("parent")
+
+    error = _create_error(clients, parent, equal_expense(group), **fields)
+
+    assert error.code() == INVALID
+    assert reason_of(error) == reason
+    assert violated_fields(error) == [field]
+
+
+# Other codes
+
+
+def test_existing_id_already_exists(clients, group):
+    create_expense(clients, group, expense_id="taken-id")
+
+    error = _create_error(
+        clients, group.name, equal_expense(group), expense_id="taken-id"
+    )
+
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert reason_of(error) == "EXPENSE_ALREADY_EXISTS"
+    assert error_details(error)["ResourceInfo"].resource_name == (
+        f"{group.name}/expenses/taken-id"
+    )
+
+
+def test_unknown_group_not_found(clients, group):
+    error = _create_error(clients, "groups/no-such-group", equal_expense(group))
+
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert reason_of(error) == "GROUP_NOT_FOUND"
+    assert error_details(error)["ResourceInfo"].resource_name == (
+        "groups/no-such-group"
+    )
+
+
+def test_non_members_rejected_and_nothing_written(clients, group):
+    create_expense(clients, create_group(clients.users, size=1))
+    before = latest_sequence(clients)
+    outsider, stranger = sorted(
+        [create_outsider(clients.users), create_outsider(clients.users)]
+    )
+    expense = equal_expense(group, participants=[group.members[0], stranger])
+    expense.payers[0].user = outsider
+
+    error = _create_error(clients, group.name, expense)
+
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(error) == "NOT_A_GROUP_MEMBER"
+    violations = error_details(error)["PreconditionFailure"].violations
+    assert [v.subject for v in violations] == [
+        f"{group.name}/members/{outsider.removeprefix('users/')}",
+        f"{group.name}/members/{stranger.removeprefix('users/')}",
+    ]
+    assert outsider in violations[0].description
+    assert group.name in violations[0].description
+    listed = clients.expenses.ListExpenses(
+        pb.ListExpensesRequest(parent=group.name), timeout=TIMEOUT
+    )
+    assert list(listed.expenses) == []
+    assert latest_sequence(clients) == before

@@ -1,0 +1,236 @@
+"""The ledger: one event per change, and StreamLedgerEvents with live events."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+
+from splitlog.expenses.v1 import expenses_service_pb2 as pb
+from splitlog.expenses.v1 import ledger_service_pb2 as ledger_pb
+from tests.expense_service.support import (
+    TIMEOUT,
+    backlog,
+    create_expense,
+    create_group,
+    equal_expense,
+    latest_sequence,
+    money,
+    reason_of,
+    violated_fields,
+)
+
+
+@pytest.fixture
+def group(clients):
+    return create_group(clients.users, size=3)
+
+
+def _minor(amount) -> int:
+    return amount.units * 100 + amount.nanos // 10_000_000
+
+
+def test_each_change_makes_one_event(clients, group):
+    a, b, c = group.members
+    created = create_expense(clients, group)
+    first = latest_sequence(clients)
+
+    clients.expenses.UpdateExpense(
+        pb.UpdateExpenseRequest(
+            expense=pb.Expense(name=created.name, last_modifier=b, description="Pizza")
+        ),
+        timeout=TIMEOUT,
+    )
+    delete = pb.DeleteExpenseRequest(name=created.name)
+    clients.expenses.DeleteExpense(delete, timeout=TIMEOUT)
+    clients.expenses.DeleteExpense(delete, timeout=TIMEOUT)
+    clients.expenses.UndeleteExpense(
+        pb.UndeleteExpenseRequest(name=created.name), timeout=TIMEOUT
+    )
+    events = backlog(clients, first - 1)
+
+    assert [e.sequence for e in events] == [first, first + 1, first + 2, first + 3]
+    assert {e.expense for e in events} == {created.name}
+    assert [e.revision for e in events] == [1, 2, 3, 4]
+    assert [e.type for e in events] == [
+        ledger_pb.LEDGER_EVENT_TYPE_CREATED,
+        ledger_pb.LEDGER_EVENT_TYPE_UPDATED,
+        ledger_pb.LEDGER_EVENT_TYPE_DELETED,
+        ledger_pb.LEDGER_EVENT_TYPE_RESTORED,
+    ]
+    assert [e.deleted for e in events] == [False, False, True, False]
+    assert [e.description for e in events] == ["Dinner", "Pizza", "Pizza", "Pizza"]
+    assert all(e.group == group.name for e in events)
+
+
+def test_event_carries_full_state(clients, group):
+    a, b, c = group.members
+    expense = equal_expense(group, "10.00", payer=c, participants=[a, b])
+    expense.category = pb.CATEGORY_TAXES
+    created = create_expense(clients, group, expense)
+
+    (event,) = backlog(clients, latest_sequence(clients) - 1)
+
+    assert event.expense == created.name
+    assert event.currency_code == "USD"
+    assert event.expense_date == created.expense_date
+    assert event.category == pb.CATEGORY_TAXES
+    assert event.total == money("10.00")
+    assert event.commit_time == created.create_time
+    lines = {line.user: (_minor(line.paid), _minor(line.owed)) for line in event.lines}
+    assert lines == {a: (0, 500), b: (0, 500), c: (1000, 0)}
+    assert all(line.paid.currency_code == "USD" for line in event.lines)
+
+
+def test_refund_event_lines_are_negative(clients, group):
+    create_expense(clients, group, equal_expense(group, "-3.00"))
+
+    (event,) = backlog(clients, latest_sequence(clients) - 1)
+
+    assert sum(_minor(line.owed) for line in event.lines) == -300
+    assert sum(_minor(line.paid) for line in event.lines) == -300
+    assert all(_minor(line.owed) == -100 for line in event.lines)
+
+
+def test_rejected_change_makes_no_event(clients, group):
+    created = create_expense(clients, group)
+    before = latest_sequence(clients)
+
+    with pytest.raises(grpc.RpcError):
+        clients.expenses.UpdateExpense(
+            pb.UpdateExpenseRequest(
+                expense=pb.Expense(
+                    name=created.name,
+                    last_modifier=group.members[0],
+                    total=money("99.00"),
+                )
+            ),
+            timeout=TIMEOUT,
+        )
+    with pytest.raises(grpc.RpcError):
+        clients.expenses.UndeleteExpense(
+            pb.UndeleteExpenseRequest(name=created.name), timeout=TIMEOUT
+        )
+    create_expense(clients, group)
+
+    assert [e.sequence for e in backlog(clients, before)] == [before + 1]
+
+
+def test_stream_sends_backlog_in_order(clients, group):
+    for _ in range(3):
+        create_expense(clients, group)
+
+    events = backlog(clients)
+
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+
+
+def test_stream_sends_live_events(clients, group):
+    create_expense(clients, group)
+    before = latest_sequence(clients)
+    received: queue.Queue = queue.Queue()
+    stream = clients.ledger.StreamLedgerEvents(
+        ledger_pb.StreamLedgerEventsRequest(after_sequence=before - 1),
+        timeout=TIMEOUT,
+    )
+
+    def consume():
+        try:
+            for response in stream:
+                for event in response.events:
+                    received.put((time.monotonic(), event))
+        except grpc.RpcError as error:
+            received.put((time.monotonic(), error))
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    try:
+        _, backlog_event = received.get(timeout=TIMEOUT)
+        created = create_expense(clients, group)
+        committed = time.monotonic()
+        arrived, live_event = received.get(timeout=TIMEOUT)
+    finally:
+        stream.cancel()
+        reader.join(TIMEOUT)
+
+    assert backlog_event.sequence == before
+    assert live_event.sequence == before + 1
+    assert live_event.expense == created.name
+    assert arrived - committed < 2
+    assert not reader.is_alive()
+
+
+def test_stream_negative_sequence_rejected(clients):
+    stream = clients.ledger.StreamLedgerEvents(
+        ledger_pb.StreamLedgerEventsRequest(after_sequence=-1), timeout=TIMEOUT
+    )
+
+    with pytest.raises(grpc.RpcError) as caught:
+        next(stream)
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason_of(caught.value) == "INVALID_SEQUENCE"
+    assert violated_fields(caught.value) == ["after_sequence"]
+
+
+def test_stream_ahead_of_ledger_out_of_range(clients, group):
+    create_expense(clients, group)
+    ahead = latest_sequence(clients) + 1000
+    stream = clients.ledger.StreamLedgerEvents(
+        ledger_pb.StreamLedgerEventsRequest(after_sequence=ahead), timeout=TIMEOUT
+    )
+
+    with pytest.raises(grpc.RpcError) as caught:
+        next(stream)
+
+    assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    assert reason_of(caught.value) == "SEQUENCE_AHEAD_OF_LEDGER"
+
+
+def test_concurrent_creates_on_one_group(clients, group):
+    create_expense(clients, group)
+    before = latest_sequence(clients)
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        futures = [
+            pool.submit(
+                create_expense,
+                clients,
+                group,
+                equal_expense(group, f"{index + 1}.00"),
+            )
+            for index in range(32)
+        ]
+        created = [future.result() for future in futures]
+
+    events = backlog(clients, before)
+    assert [e.sequence for e in events] == list(range(before + 1, before + 33))
+    assert sorted(e.expense for e in events) == sorted(c.name for c in created)
+    assert all(e.revision == 1 for e in events)
+
+
+def test_concurrent_updates_of_one_expense(clients, group):
+    created = create_expense(clients, group)
+    before = latest_sequence(clients)
+
+    def rename(index: int) -> pb.Expense:
+        request = pb.UpdateExpenseRequest(
+            expense=pb.Expense(
+                name=created.name,
+                last_modifier=group.members[index % 3],
+                description=f"Version {index}",
+            )
+        )
+        return clients.expenses.UpdateExpense(request, timeout=TIMEOUT).expense
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        updated = list(pool.map(rename, range(8)))
+
+    events = backlog(clients, before)
+    assert sorted(e.etag for e in updated) == sorted(f'"{n}"' for n in range(2, 10))
+    assert [e.revision for e in events] == list(range(2, 10))
+    assert [e.sequence for e in events] == list(range(before + 1, before + 9))
