@@ -1,0 +1,61 @@
+"""Client commands that call a running splitlog through its gateway.
+
+`add_parsers` registers `users`, `groups`, `expenses`, `settlements`,
+`balances` and `demo` on the `splitlog` parser; `run` executes the parsed
+command. Exit status: 0 on success, 1 when a call fails or the gateway
+cannot be reached, 2 for an invalid command-line value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from splitlog_cli.client import balances, demo, expenses, groups, settlements, users
+from splitlog_cli.client.command import HANDLER, Context, common_options
+from splitlog_cli.client.connection import ServerError
+from splitlog_cli.client.values import UsageError
+from splitlog_cli.topology import connect_host, format_address
+from splitlog_runtime.config import Config
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+_MODULES = (users, groups, expenses, settlements, balances, demo)
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    """Add the client commands to the `splitlog` subcommands."""
+    common = common_options()
+    for module in _MODULES:
+        module.add_parsers(commands, common)
+
+
+def handles(args: argparse.Namespace) -> bool:
+    """Return True when the parsed command is one of the client commands."""
+    return hasattr(args, HANDLER)
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    """Run the parsed client command and return its exit status."""
+    address = args.gateway_address or format_address(
+        connect_host(config.host), config.gateway_port
+    )
+    context = Context(address, args.format, sys.stdout)
+    try:
+        getattr(args, HANDLER)(context, args)
+    except UsageError as exc:
+        print(f"splitlog {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ServerError as exc:
+        print(f"splitlog: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except BrokenPipeError:
+        # The reader of the output, such as `head`, exited early. Point stdout
+        # at /dev/null so that the interpreter's final flush does not fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
+    finally:
+        context.close()
+    return 0

@@ -1,0 +1,107 @@
+"""Options, gateway connection and output shared by every client command."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from google.protobuf.message import Message
+
+from splitlog_cli.client.connection import Gateway
+from splitlog_cli.client.render import FORMATS, to_json
+
+# Attribute of the parsed arguments that contains the command's handler.
+HANDLER = "client_handler"
+PAGE_SIZE = 500
+
+Handler = Callable[["Context", argparse.Namespace], Message]
+
+
+def common_options() -> argparse.ArgumentParser:
+    """Return the parent parser with `--gateway` and `--format`."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--gateway",
+        dest="gateway_address",
+        metavar="HOST:PORT",
+        help="gRPC address of the gateway (default: 127.0.0.1 and the port in "
+        "SPLITLOG_GATEWAY_PORT, or 50051)",
+    )
+    common.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="table",
+        help="print aligned columns (table, the default) or proto3 JSON (json): "
+        "the resource, or for a list one response with the items of every page",
+    )
+    return common
+
+
+def add_actions(
+    commands: argparse._SubParsersAction, name: str, help_text: str
+) -> argparse._SubParsersAction:
+    """Add a command such as `users` and return the parser set of its actions."""
+    parser = commands.add_parser(name, help=help_text, description=help_text)
+    return parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+
+def add_action(
+    actions: argparse._SubParsersAction,
+    name: str,
+    common: argparse.ArgumentParser,
+    handler: Handler,
+    help_text: str,
+) -> argparse.ArgumentParser:
+    """Add one action, such as `users create`, that runs `handler`."""
+    parser = actions.add_parser(
+        name, parents=[common], help=help_text, description=help_text
+    )
+    parser.set_defaults(**{HANDLER: handler})
+    return parser
+
+
+@dataclass
+class Context:
+    """The gateway connection and the output format of one command run."""
+
+    address: str
+    format: str
+    out: TextIO
+    _gateway: Gateway | None = field(default=None, repr=False)
+
+    @property
+    def gateway(self) -> Gateway:
+        """The connection, opened on first use so that usage errors need none."""
+        if self._gateway is None:
+            self._gateway = Gateway(self.address)
+        return self._gateway
+
+    def call(self, method_name: str, request: Message) -> Any:
+        """Call `service.Method` (such as `users.GetUser`) with the deadline."""
+        service, method = method_name.split(".")
+        stub = getattr(self.gateway, service)
+        return self.gateway.call(getattr(stub, method), request)
+
+    def all_pages(
+        self, method_name: str, request: Any, repeated_field: str
+    ) -> list[Any]:
+        """Call a List method until the last page and return every item."""
+        items: list[Any] = []
+        request.page_size = PAGE_SIZE
+        while True:
+            response = self.call(method_name, request)
+            items.extend(getattr(response, repeated_field))
+            if not response.next_page_token:
+                return items
+            request.page_token = response.next_page_token
+
+    def show(self, message: Message, render: Callable[[Any], str]) -> None:
+        """Print `message` as JSON, or as the table that `render` returns."""
+        text = to_json(message) if self.format == "json" else render(message)
+        print(text, file=self.out, flush=True)
+
+    def close(self) -> None:
+        if self._gateway is not None:
+            self._gateway.close()

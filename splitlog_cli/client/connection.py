@@ -1,0 +1,131 @@
+"""The gRPC connection from the client commands to the gateway.
+
+Every call carries a deadline. A failed call becomes a `ServerError` whose
+message is one line built from the status message and its google.rpc details,
+or `Unreachable` when nothing listens at the gateway address.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from splitlog.balances.v1 import balances_service_pb2_grpc as balances_grpc
+from splitlog.expenses.v1 import expenses_service_pb2_grpc as expenses_grpc
+from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
+from splitlog_runtime.channels import insecure_channel
+
+DEFAULT_TIMEOUT = 10.0
+# How long a failed call waits for the channel to connect before the command
+# reports the gateway as unreachable rather than passing on the error.
+_CONNECT_PROBE_SECONDS = 1.0
+
+Response = TypeVar("Response", bound=Message)
+
+
+class ServerError(Exception):
+    """A call that the gateway or a service failed; the message is one line."""
+
+
+class Unreachable(ServerError):
+    """Nothing accepts connections at the gateway address."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(
+            f"cannot reach splitlog at {address}; start it with `make up`, or "
+            "pass the address of a running gateway with --gateway HOST:PORT"
+        )
+        self.address = address
+
+
+class Gateway:
+    """Stubs of the public services over one channel to the gateway."""
+
+    def __init__(self, address: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._channel = insecure_channel(address)
+        self.users = users_grpc.UsersServiceStub(self._channel)
+        self.expenses = expenses_grpc.ExpensesServiceStub(self._channel)
+        self.balances = balances_grpc.BalancesServiceStub(self._channel)
+
+    def call(self, method: Callable[..., Response], request: Message) -> Response:
+        """Call a unary method with the deadline.
+
+        Raises:
+          Unreachable: the gateway does not accept connections.
+          ServerError: the call failed; the message describes the status.
+        """
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE and not self._reachable():
+                raise Unreachable(self.address) from None
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise ServerError(
+                    f"{self.address} sent no response within {self.timeout:g} s "
+                    "(DEADLINE_EXCEEDED); check the log of `splitlog up`"
+                ) from None
+            raise ServerError(describe(exc)) from None
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Gateway:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _reachable(self) -> bool:
+        ready = grpc.channel_ready_future(self._channel)
+        try:
+            ready.result(timeout=_CONNECT_PROBE_SECONDS)
+        except grpc.FutureTimeoutError:
+            return False
+        finally:
+            ready.cancel()
+        return True
+
+
+def describe(error: grpc.RpcError) -> str:
+    """Return one line with the status message, code, ErrorInfo reason and fields.
+
+    Details that the message already contains are not repeated.
+    """
+    message = error.details() or "(no message)"
+    code = error.code().name
+    reason = ""
+    notes: list[str] = []
+    status = rpc_status.from_call(error)
+    for detail in status.details if status is not None else []:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            notes += [
+                f"{violation.field}: {violation.description}"
+                for violation in bad_request.field_violations
+                if violation.description not in message
+            ]
+        elif detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
+            failure = error_details_pb2.PreconditionFailure()
+            detail.Unpack(failure)
+            notes += [
+                f"{violation.subject}: {violation.description}"
+                for violation in failure.violations
+                if violation.description and violation.description not in message
+            ]
+    label = f"{code}, {reason}" if reason else code
+    line = f"{message} ({label})"
+    if notes:
+        line += "; " + "; ".join(notes)
+    return " ".join(line.split())

@@ -1,0 +1,164 @@
+"""Exit statuses and messages of the client commands, without a running server.
+
+Every command here points at a closed port, so a command that wrongly sent a
+request would exit with 1 instead of 2.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from splitlog_cli.client import expenses, settlements
+from splitlog_cli.main import build_parser, main
+from tests.cli.conftest import run_splitlog
+from tests.system.conftest import free_ports
+
+EXPENSE = [
+    "expenses", "add", "trip", "--description", "Dinner", "--currency", "EUR",
+    "--paid-by", "alice",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def closed_address():
+    (port,) = free_ports(1)
+    return f"127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragments"),
+    [
+        (["--amount", "12.345"], ["--amount", "'12.345'", "digits below"]),
+        (["--amount", "12,34"], ["--amount", "'12,34'", "plain decimal"]),
+        (
+            ["--amount", "10", "--currency", "eur"],
+            ["--currency", "'eur'", "'EUR'"],
+        ),
+        (
+            ["--amount", "10", "--split", "percent", "--participant", "bob=150"],
+            ["--participant bob=150", "'150'", "over 100"],
+        ),
+        (
+            ["--amount", "10", "--split", "percent", "--participant", "bob=33.333"],
+            ["--participant bob=33.333", "two decimals"],
+        ),
+        (
+            ["--amount", "10", "--split", "shares", "--participant", "bob=1.5"],
+            ["--participant bob=1.5", "whole number of shares"],
+        ),
+        (
+            ["--amount", "10", "--split", "exact", "--participant", "bob"],
+            ["--participant", "'bob'", "USER=AMOUNT"],
+        ),
+        (
+            ["--amount", "10", "--split", "mixed", "--participant", "bob=2"],
+            ["--participant", "'bob=2'", "amount:X"],
+        ),
+        (["--amount", "10", "--split", "shares"], ["--participant", "at least one"]),
+        (["--amount", "10", "--date", "2023-02-30"], ["--date", "'2023-02-30'"]),
+        (["--amount", "10", "--category", "snacks"], ["--category", "'snacks'"]),
+        (["--amount", "10", "--paid-by", "bob"], ["--paid-by", "have no amount"]),
+    ],
+)
+def test_expense_bad_value_exits_2(capsys, closed_address, extra, fragments):
+    status = main([*EXPENSE, *extra, "--gateway", closed_address])
+    stderr = capsys.readouterr().err
+
+    assert status == 2
+    assert stderr.startswith("splitlog expenses: error: ")
+    assert stderr.count("\n") == 1
+    for fragment in fragments:
+        assert fragment in stderr
+
+
+def test_settlement_bad_amount_exits_2(capsys, closed_address):
+    status = main(
+        ["settlements", "add", "trip", "--from", "alice", "--to", "bob",
+         "--amount", "1.2.3", "--currency", "EUR", "--gateway", closed_address]
+    )  # fmt: skip
+    stderr = capsys.readouterr().err
+
+    assert status == 2
+    assert "invalid value '1.2.3' for --amount" in stderr
+
+
+def test_bad_expense_name_exits_2(capsys, closed_address):
+    status = main(["expenses", "get", "dinner", "--gateway", closed_address])
+    stderr = capsys.readouterr().err
+
+    assert status == 2
+    assert "invalid value 'dinner' for NAME" in stderr
+
+
+def test_missing_option_exits_2(capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["expenses", "add", "trip", "--description", "Dinner"])
+
+    assert caught.value.code == 2
+    assert "--amount" in capsys.readouterr().err
+
+
+def test_build_expense_request_offline():
+    args = build_parser().parse_args(
+        [*EXPENSE, "--amount", "80.00", "--paid-by", "bob=50", "--split", "mixed",
+         "--participant", "alice=amount:20.00", "--participant", "bob=percent:25",
+         "--participant", "carol=shares:2", "--category", "Dining out",
+         "--date", "2024-05-31", "--notes", "n", "--id", "dinner-1"]
+    )  # fmt: skip
+
+    request = expenses.build_create_request(args, "groups/trip", "EUR")
+
+    expense = request.expense
+    assert request.parent == "groups/trip"
+    assert request.expense_id == "dinner-1"
+    assert len(request.request_id) == 36
+    assert (expense.total.units, expense.total.nanos) == (80, 0)
+    assert [(p.user, p.amount.units) for p in expense.payers] == [
+        ("users/alice", 30),
+        ("users/bob", 50),
+    ]
+    assert [p.WhichOneof("value") for p in expense.split.participants] == [
+        "exact_amount",
+        "basis_points",
+        "shares",
+    ]
+    assert expense.creator == "users/alice"
+    assert (expense.expense_date.year, expense.expense_date.day) == (2024, 31)
+    assert expense.category == 4
+
+
+def test_build_settlement_request_offline():
+    args = build_parser().parse_args(
+        ["settlements", "add", "groups/trip", "--from", "carol", "--to", "bob",
+         "--amount", "29.67", "--currency", "EUR", "--note", "cash"]
+    )  # fmt: skip
+
+    request = settlements.build_create_request(args)
+
+    assert request.parent == "groups/trip"
+    assert request.settlement.payer == "users/carol"
+    assert request.settlement.payee == "users/bob"
+    assert request.settlement.creator == "users/carol"
+    assert request.settlement.amount.units == 29
+    assert request.settlement.amount.nanos == 670_000_000
+
+
+def test_unreachable_gateway_exits_1(closed_address):
+    result = run_splitlog("users", "list", gateway=closed_address)
+
+    assert result.status == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith(
+        f"splitlog: error: cannot reach splitlog at {closed_address}; "
+        "start it with `make up`"
+    )
+    assert result.stderr.count("\n") == 1
+
+
+def test_default_gateway_from_environment(monkeypatch, capsys, closed_address):
+    monkeypatch.setenv("SPLITLOG_GATEWAY_PORT", closed_address.rsplit(":", 1)[1])
+
+    status = main(["groups", "members", "trip"])
+
+    assert status == 1
+    assert f"cannot reach splitlog at {closed_address}" in capsys.readouterr().err
