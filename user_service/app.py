@@ -9,7 +9,7 @@ from splitlog_runtime.config import Config
 from splitlog_runtime.database import Database
 from splitlog_runtime.server import ServiceHost
 from splitlog_runtime.service import start_service
-from user_service.guards import AllowAllBalanceGuard, BalanceGuard
+from user_service.guards import BalanceGuard, BalanceServiceGuard
 from user_service.servicer import SERVICE_NAME, UsersServicer
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -25,12 +25,20 @@ def build(
         the database.
       address: host:port to bind; defaults to the configured host and port.
       guard: decides whether balances allow removing a member or deleting a
-        group; defaults to `AllowAllBalanceGuard`, which allows everything.
+        group; defaults to `BalanceServiceGuard`, which calls balance_service
+        at `config.service_address("balance_service")`.
     """
     database = Database(config.database_url("user_service"))
-    servicer = UsersServicer(database, guard or AllowAllBalanceGuard())
+    own_guard = None
+    if guard is None:
+        own_guard = BalanceServiceGuard(
+            config.service_address("balance_service"),
+            config.deadline_seconds,
+            config.max_message_bytes,
+        )
+    servicer = UsersServicer(database, guard or own_guard)
     try:
-        return start_service(
+        host = start_service(
             "user_service",
             config,
             [
@@ -48,4 +56,9 @@ def build(
     except Exception:
         # start_service disposes the database only once the server is up.
         database.dispose()
+        if own_guard is not None:
+            own_guard.close()
         raise
+    if own_guard is not None:
+        host.on_stop(own_guard.close)
+    return host

@@ -1,19 +1,33 @@
 """The check that stops a member from leaving, or a group from being deleted,
 while money is still owed.
 
-Balances live in the balance service, which the user service does not know
-about. `build()` therefore takes a `BalanceGuard`, and the servicer calls it
-before RemoveGroupMember and DeleteGroup write anything. The default,
-`AllowAllBalanceGuard`, permits every removal: it is the right behaviour
-only until the balance service provides a guard that asks it for the
-group's balances.
+Balances live in the balance service. `build()` takes a `BalanceGuard`, and
+the servicer calls it before RemoveGroupMember and DeleteGroup write
+anything. The default, `BalanceServiceGuard`, calls balance_service's
+CheckSettled over gRPC and fails the call with UNAVAILABLE when
+balance_service does not answer, so nothing is removed unchecked.
+`AllowAllBalanceGuard` permits everything, for tests that need no balances.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
-from splitlog_runtime.errors import FailedPrecondition, PreconditionViolation
+import grpc
+
+from expense_service.currencies import UnknownCurrencyError
+from expense_service.money import MoneyError, format_amount, to_minor_units
+from splitlog.balances.v1 import balances_service_pb2 as balances_pb
+from splitlog.balances.v1 import balances_service_pb2_grpc as balances_grpc
+from splitlog_runtime.channels import insecure_channel
+from splitlog_runtime.errors import (
+    FailedPrecondition,
+    PreconditionViolation,
+    Unavailable,
+)
+
+_LOGGER = logging.getLogger(__name__)
 
 UNSETTLED_BALANCE = "UNSETTLED_BALANCE"
 
@@ -62,3 +76,78 @@ def unsettled_balance(subject: str, description: str) -> FailedPrecondition:
         metadata={"subject": subject},
         preconditions=[PreconditionViolation(UNSETTLED_BALANCE, subject, description)],
     )
+
+
+class BalanceServiceGuard:
+    """A guard that calls balance_service's CheckSettled before every removal.
+
+    Args:
+      target: host:port of balance_service.
+      timeout: deadline in seconds of each CheckSettled call.
+      max_message_bytes: largest message the channel accepts.
+    """
+
+    def __init__(
+        self, target: str, timeout: float, max_message_bytes: int = 16 * 1024 * 1024
+    ) -> None:
+        self._target = target
+        self._timeout = timeout
+        self._channel = insecure_channel(target, max_message_bytes)
+        self._stub = balances_grpc.BalancesServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def check_member_removable(self, group_name: str, user_name: str) -> None:
+        unsettled = self._unsettled(group_name, user_name)
+        if unsettled:
+            member = f"{group_name}/members/{user_name.split('/', 1)[1]}"
+            raise unsettled_balance(member, _describe(unsettled, group_name))
+
+    def check_group_deletable(self, group_name: str) -> None:
+        unsettled = self._unsettled(group_name, "")
+        if unsettled:
+            raise unsettled_balance(group_name, _describe(unsettled, group_name))
+
+    def _unsettled(self, group_name: str, user_name: str):
+        request = balances_pb.CheckSettledRequest(
+            name=f"{group_name}/balance", user=user_name
+        )
+        try:
+            response = self._stub.CheckSettled(request, timeout=self._timeout)
+        except grpc.RpcError as exc:
+            _LOGGER.warning(
+                "CheckSettled for %s at %s failed: %s %s",
+                group_name,
+                self._target,
+                exc.code().name,
+                exc.details(),
+            )
+            raise Unavailable(
+                f"cannot check the balances of {group_name!r}: balance_service at "
+                f"{self._target} failed the check ({exc.code().name}); nothing was "
+                "changed, retry later",
+                reason="BALANCE_SERVICE_UNAVAILABLE",
+                metadata={"service": "balance_service", "group": group_name},
+                retry_delay=1.0,
+            ) from None
+        return list(response.unsettled_balances)
+
+
+def _describe(unsettled, group_name: str) -> str:
+    """Describe non-zero balances, such as `users/bob owes 12.50 EUR in groups/g`."""
+    parts = []
+    for balance in unsettled:
+        money = balance.net_amount
+        try:
+            minor = to_minor_units(money.units, money.nanos, money.currency_code)
+            amount = format_amount(abs(minor), money.currency_code)
+        except (MoneyError, UnknownCurrencyError):
+            # Not expected from balance_service; show the raw fields instead.
+            minor = money.units or money.nanos
+            amount = f"(units={money.units}, nanos={money.nanos})"
+        verb = "owes" if minor < 0 else "is owed"
+        parts.append(
+            f"{balance.user} {verb} {amount} {money.currency_code} in {group_name}"
+        )
+    return "; ".join(parts) + "; record settlements until every balance is zero"

@@ -12,7 +12,9 @@ import uuid
 import pytest
 from sqlalchemy import text
 
+from balance_service.app import build as build_balances
 from splitlog_runtime import config as config_module
+from tests.balance_service.support import unused_address
 from tests.conftest import POSTGRES_ADMIN_URL
 from tests.user_service.support import open_stub
 from user_service.app import build
@@ -37,12 +39,35 @@ def module_db_url(request, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def users_host(module_db_url, tmp_path_factory):
+def balances_host(tmp_path_factory):
+    """A real balance service for the guard, with no expenses to read.
+
+    Its peers' addresses lead nowhere: CheckSettled needs neither, and the
+    ledger consumer keeps retrying in the background.
+    """
+    data = tmp_path_factory.mktemp("balances")
+    config = config_module.load(
+        environ={},
+        overrides={
+            "data_dir": data,
+            "expense_service_addr": unused_address(),
+            "user_service_addr": unused_address(),
+            "workers": 4,
+        },
+    )
+    host = build_balances(config, "127.0.0.1:0")
+    yield host
+    host.stop(0)
+
+
+@pytest.fixture(scope="module")
+def users_host(module_db_url, balances_host, tmp_path_factory):
     config = config_module.load(
         environ={},
         overrides={
             "data_dir": tmp_path_factory.mktemp("data"),
             "user_service_db_url": module_db_url,
+            "balance_service_addr": f"127.0.0.1:{balances_host.port}",
             "workers": 8,
         },
     )

@@ -1,0 +1,338 @@
+"""Applying the expense ledger to the balances, exactly once.
+
+expense_service writes one ledger event per change of an expense in the
+transaction of the change, and streams them in sequence order. Each event
+carries the full state of the expense after the change. `LedgerConsumer`
+reads the stream from the stored cursor and applies each received batch of
+events in one transaction together with the new cursor. A crash before the
+commit loses the whole batch and the consumer reads it again; a crash after
+it finds the cursor past the batch. Either way each event counts once.
+
+Applying an event replaces the expense's stored contribution with the new
+one and moves the running balances and pairs by exactly the difference. An
+event whose revision is not above the stored revision changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import grpc
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from balance_service import allocation, domain, storage
+from splitlog.expenses.v1 import ledger_service_pb2 as ledger_pb
+from splitlog.expenses.v1 import ledger_service_pb2_grpc as ledger_grpc
+from splitlog_runtime.channels import insecure_channel
+from splitlog_runtime.database import Database
+from splitlog_runtime.errors import InvalidArgument
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class InvalidEventError(ValueError):
+    """A ledger event that cannot be applied without breaking the balances."""
+
+
+@dataclass(frozen=True)
+class ExpenseState:
+    """One expense as a ledger event describes it, in minor units."""
+
+    sequence: int
+    group_id: str
+    expense_id: str
+    revision: int
+    deleted: bool
+    currency_code: str
+    expense_date: date
+    category: int
+    description: str
+    total: int
+    commit_time: datetime
+    lines: tuple[tuple[str, int, int], ...]  # (user_id, paid, owed), by user
+
+
+def parse_event(event: ledger_pb.LedgerEvent) -> ExpenseState:
+    """Check a ledger event and convert it.
+
+    Raises:
+      InvalidEventError: a malformed name or amount, amounts in another
+        currency, a user listed twice, or lines whose paid and owed amounts
+        do not both add up to the total.
+    """
+    try:
+        group_id, expense_id = domain.parse_expense(event.expense, "expense")
+        if domain.group_name(group_id) != event.group:
+            raise InvalidEventError(
+                f"expense {event.expense!r} is not in group {event.group!r}"
+            )
+        currency = domain.check_currency(event.currency_code, "currency_code")
+        total = _amount(event.total, currency, "total")
+        lines = {}
+        for index, line in enumerate(event.lines):
+            user_id = domain.parse_user(line.user, f"lines[{index}].user")
+            if user_id in lines:
+                raise InvalidEventError(f"{line.user!r} appears twice in the lines")
+            lines[user_id] = (
+                _amount(line.paid, currency, f"lines[{index}].paid"),
+                _amount(line.owed, currency, f"lines[{index}].owed"),
+            )
+        expense_date = domain.to_date(event.expense_date, "expense_date")
+    except InvalidArgument as exc:
+        raise InvalidEventError(exc.message) from None
+    paid = sum(amounts[0] for amounts in lines.values())
+    owed = sum(amounts[1] for amounts in lines.values())
+    if paid != total or owed != total:
+        raise InvalidEventError(
+            f"the lines of {event.expense!r} add up to paid {paid} and owed {owed} "
+            f"minor units, but its total is {total}"
+        )
+    return ExpenseState(
+        sequence=event.sequence,
+        group_id=group_id,
+        expense_id=expense_id,
+        revision=event.revision,
+        deleted=event.deleted,
+        currency_code=currency,
+        expense_date=expense_date,
+        category=event.category,
+        description=event.description,
+        total=total,
+        commit_time=event.commit_time.ToDatetime(),
+        lines=tuple((user, *lines[user]) for user in sorted(lines)),
+    )
+
+
+def _amount(value, currency: str, field_path: str) -> int:
+    if value.currency_code and value.currency_code != currency:
+        raise InvalidEventError(
+            f"{field_path} is in {value.currency_code}, but the event is in {currency}"
+        )
+    filled = type(value)(currency_code=currency, units=value.units, nanos=value.nanos)
+    return domain.to_minor(filled, field_path)[1]
+
+
+class Changes:
+    """Increments to balances and pairs collected within one transaction."""
+
+    def __init__(self) -> None:
+        self.balances: dict[tuple[str, str, str], int] = defaultdict(int)
+        self.pairs: dict[tuple[str, str, str, str], int] = defaultdict(int)
+
+    def add_expense(
+        self,
+        group_id: str,
+        currency: str,
+        lines: Sequence[tuple[str, int, int]],
+        sign: int,
+    ) -> None:
+        """Add (sign 1) or take back (sign -1) the contribution of an expense."""
+        for user_id, paid, owed in lines:
+            self.balances[group_id, currency, user_id] += sign * (paid - owed)
+        parts = allocation.allocate(
+            {user: paid for user, paid, _ in lines},
+            {user: owed for user, _, owed in lines},
+        )
+        for (debtor, creditor), amount in parts.items():
+            self.pairs[group_id, currency, debtor, creditor] += sign * amount
+
+    def add_settlement(self, row: storage.SettlementRow, sign: int) -> None:
+        """Add or take back a settlement: its payer paid, its payee owes."""
+        key = (row.group_id, row.currency_code)
+        self.balances[(*key, row.payer_id)] += sign * row.amount
+        self.balances[(*key, row.payee_id)] -= sign * row.amount
+        self.pairs[(*key, row.payee_id, row.payer_id)] += sign * row.amount
+
+    def write(self, session: Session) -> None:
+        storage.add_to_balances(session, self.balances)
+        storage.add_to_pairs(session, self.pairs)
+
+
+def apply_expense(session: Session, state: ExpenseState, changes: Changes) -> bool:
+    """Replace an expense's stored state and contribution; False if stale."""
+    row = storage.get_expense(session, state.group_id, state.expense_id, lock=True)
+    if row is not None and row.revision >= state.revision:
+        return False
+    if row is not None and not row.deleted:
+        old_lines = [
+            (line.user_id, line.paid, line.owed)
+            for line in storage.expense_lines(session, row.group_id, row.expense_id)
+        ]
+        changes.add_expense(row.group_id, row.currency_code, old_lines, -1)
+    if not state.deleted:
+        changes.add_expense(state.group_id, state.currency_code, state.lines, 1)
+
+    if row is None:
+        row = storage.ExpenseRow(
+            group_id=state.group_id,
+            expense_id=state.expense_id,
+            create_time=state.commit_time,
+        )
+        session.add(row)
+    row.revision = state.revision
+    row.deleted = state.deleted
+    row.currency_code = state.currency_code
+    row.expense_date = state.expense_date
+    row.category = state.category
+    row.description = state.description
+    row.total = state.total
+    row.update_time = state.commit_time
+    session.flush()
+    storage.replace_lines(session, state.group_id, state.expense_id, state.lines)
+    storage.touch_group(session, state.group_id, state.commit_time)
+    return True
+
+
+def apply_batch(database: Database, states: Sequence[ExpenseState]) -> int:
+    """Apply events in one transaction with the cursor; return the new cursor.
+
+    Events at or below the stored cursor were applied before and are skipped.
+
+    Raises:
+      InvalidEventError: the batch leaves a gap after the stored cursor.
+      storage.CursorMoved: another consumer applied events meanwhile.
+    """
+    with database.transaction() as session:
+        cursor = storage.read_cursor(session)
+        changes = Changes()
+        position = cursor
+        for state in states:
+            if state.sequence <= position:
+                continue
+            if state.sequence != position + 1:
+                raise InvalidEventError(
+                    f"event {state.sequence} follows {position}; the feed has a gap"
+                )
+            apply_expense(session, state, changes)
+            position = state.sequence
+        if position != cursor:
+            changes.write(session)
+            storage.advance_cursor(session, cursor, position)
+        return position
+
+
+class LedgerConsumer:
+    """A background thread that streams ledger events and applies them.
+
+    Reconnects with jittered exponential backoff while expense_service is
+    unreachable, and logs a WARNING for failed attempts at most every
+    `warning_interval` seconds, with the number of attempts since the last.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        target: str,
+        *,
+        initial_backoff: float = 0.1,
+        max_backoff: float = 5.0,
+        warning_interval: float = 10.0,
+        max_message_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
+        self._database = database
+        self._target = target
+        self._initial_backoff = initial_backoff
+        self._max_backoff = max_backoff
+        self._warning_interval = warning_interval
+        self._max_message_bytes = max_message_bytes
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._call: grpc.Future | None = None
+        self._thread = threading.Thread(
+            target=self._run, name="ledger-consumer", daemon=True
+        )
+        self._failures = 0
+        self._last_warning = 0.0
+
+    def start(self) -> None:
+        self._thread.start()
+        _LOGGER.info("ledger consumer reading from %s", self._target)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Cancel the open stream and wait for the thread to end."""
+        self._stopping.set()
+        with self._lock:
+            if self._call is not None:
+                self._call.cancel()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            _LOGGER.warning("ledger consumer did not stop within %.1fs", timeout)
+
+    def _run(self) -> None:
+        channel = insecure_channel(self._target, self._max_message_bytes)
+        stub = ledger_grpc.LedgerServiceStub(channel)
+        attempt = 0
+        try:
+            while not self._stopping.is_set():
+                try:
+                    if self._stream_once(stub):
+                        attempt = 0
+                except grpc.RpcError as exc:
+                    if self._stopping.is_set():
+                        break
+                    self._warn(f"{exc.code().name}: {exc.details()}")
+                except (InvalidEventError, storage.CursorMoved, DBAPIError) as exc:
+                    self._warn(str(exc), level=logging.ERROR)
+                except Exception:
+                    _LOGGER.exception("ledger consumer failed; retrying")
+                attempt += 1
+                ceiling = min(self._max_backoff, self._initial_backoff * 2**attempt)
+                self._stopping.wait(random.uniform(ceiling / 2, ceiling))
+        finally:
+            channel.close()
+            _LOGGER.info("ledger consumer stopped")
+
+    def _stream_once(self, stub: ledger_grpc.LedgerServiceStub) -> bool:
+        """Stream from the stored cursor until the stream ends; True if any applied."""
+        with self._database.transaction() as session:
+            cursor = storage.read_cursor(session)
+        call = stub.StreamLedgerEvents(
+            ledger_pb.StreamLedgerEventsRequest(after_sequence=cursor)
+        )
+        with self._lock:
+            if self._stopping.is_set():
+                call.cancel()
+            self._call = call
+        applied = False
+        try:
+            for response in call:
+                states = [parse_event(event) for event in response.events]
+                cursor = apply_batch(self._database, states)
+                applied = True
+                if self._failures:
+                    _LOGGER.info(
+                        "ledger stream from %s resumed after %d failed attempts",
+                        self._target,
+                        self._failures,
+                    )
+                    self._failures = 0
+        finally:
+            with self._lock:
+                self._call = None
+        if not self._stopping.is_set():
+            # A stream that ends without an error is reopened from the cursor.
+            self._warn("the ledger stream ended")
+        return applied
+
+    def _warn(self, problem: str, level: int = logging.WARNING) -> None:
+        self._failures += 1
+        now = time.monotonic()
+        if now - self._last_warning < self._warning_interval:
+            return
+        self._last_warning = now
+        _LOGGER.log(
+            level,
+            "ledger stream from %s failed (%s); retrying with backoff, %d failed "
+            "attempt(s) so far",
+            self._target,
+            problem,
+            self._failures,
+        )

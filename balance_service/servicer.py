@@ -1,0 +1,818 @@
+"""The gRPC handlers of `splitlog.balances.v1.BalancesService`.
+
+Each handler validates the request, calls user_service about the group or
+user when the answer depends on it, runs its storage calls in one database
+transaction and builds the response. Errors are raised as `DomainError`s.
+
+Choices that the proto leaves open:
+- CheckSettled reads only this service's data and does not ask user_service
+  whether the group exists, because user_service calls it while it holds the
+  group's row lock. A group without expenses or settlements is settled.
+- Payer, payee and creator of a settlement must be current members of the
+  group. Deleting or restoring a settlement moves its payer's and payee's
+  balances, so both must still be members then too.
+- Deleting a deleted settlement fails with FAILED_PRECONDITION
+  (SETTLEMENT_DELETED); restoring one that is not deleted fails with
+  ALREADY_EXISTS, as the proto says.
+- A replayed `request_id` returns the settlement the first call created, in
+  its current state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import TypeVar
+
+import grpc
+from google.protobuf import timestamp_pb2
+from google.type import date_pb2
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from balance_service import allocation, domain, storage
+from balance_service.ledger import Changes
+from balance_service.members import UserDirectory
+from balance_service.settle import compute_settlement_plan
+from splitlog.balances.v1 import balances_service_pb2 as pb
+from splitlog.balances.v1 import balances_service_pb2_grpc as pb_grpc
+from splitlog_runtime import pagination
+from splitlog_runtime.database import Database
+from splitlog_runtime.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    PreconditionViolation,
+    Resource,
+    invalid_field,
+)
+from splitlog_runtime.resources import check_id, new_id
+
+_LOGGER = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["BalancesService"].full_name
+
+_ORDER_BY = {"": False, "settlement_date desc": False, "create_time desc": True}
+
+
+def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)  # naive datetimes are read as UTC
+    return stamp
+
+
+def settlement_message(row: storage.SettlementRow) -> pb.Settlement:
+    message = pb.Settlement(
+        name=domain.settlement_name(row.group_id, row.id),
+        payer=domain.user_name(row.payer_id),
+        payee=domain.user_name(row.payee_id),
+        amount=domain.to_money(row.amount, row.currency_code),
+        settlement_date=domain.date_message(row.settlement_date),
+        note=row.note,
+        creator=domain.user_name(row.creator_id),
+        create_time=_timestamp(row.create_time),
+        update_time=_timestamp(row.update_time),
+        etag=domain.format_etag(row.version),
+    )
+    if row.delete_time is not None:
+        message.delete_time.CopyFrom(_timestamp(row.delete_time))
+    return message
+
+
+@contextmanager
+def transaction(database: Database) -> Iterator[Session]:
+    """Run one unit of work; a lost optimistic-lock race becomes ABORTED."""
+    try:
+        with database.transaction() as session:
+            yield session
+    except StaleDataError:
+        raise Aborted(
+            "the settlement was changed by a concurrent request; read it again "
+            "and retry",
+            reason="CONCURRENT_MODIFICATION",
+        ) from None
+
+
+def _invalid_page_token() -> Exception:
+    return invalid_field(
+        "page_token",
+        "is not a page token returned by this method; send the next_page_token "
+        "of the previous response, or none",
+        reason="INVALID_PAGE_TOKEN",
+    )
+
+
+def _not_a_member(group_id: str, user_id: str, field_path: str) -> FailedPrecondition:
+    user, group = domain.user_name(user_id), domain.group_name(group_id)
+    return FailedPrecondition(
+        f"{field_path} {user!r} is not a member of {group!r}; add the user to "
+        "the group first, or pick a member",
+        reason="NOT_GROUP_MEMBER",
+        metadata={"user": user, "group": group},
+        preconditions=[
+            PreconditionViolation(
+                "NOT_GROUP_MEMBER", user, f"must be a member of {group}"
+            )
+        ],
+    )
+
+
+class BalancesServicer(pb_grpc.BalancesServiceServicer):
+    """Balances from the ledger copy, settlements and their reports."""
+
+    def __init__(self, database: Database, directory: UserDirectory) -> None:
+        self._database = database
+        self._directory = directory
+
+    def _transaction(self):
+        return transaction(self._database)
+
+    # Balances
+
+    def GetGroupBalance(
+        self, request: pb.GetGroupBalanceRequest, context: grpc.ServicerContext
+    ) -> pb.GetGroupBalanceResponse:
+        group_id = domain.parse_balance(request.name)
+        members = self._directory.members(group_id, context)
+        with self._transaction() as session:
+            rows = storage.group_balances(session, group_id)
+            update_time = storage.group_update_time(session, group_id)
+        nets: dict[str, dict[str, int]] = defaultdict(dict)
+        for row in rows:
+            nets[row.currency_code][row.user_id] = row.net
+        balance = pb.GroupBalance(name=request.name, settled=True)
+        for currency in sorted(nets):
+            listed_users = members | {
+                user for user, net in nets[currency].items() if net
+            }
+            entry = balance.currency_balances.add(currency_code=currency)
+            for user_id in sorted(listed_users):
+                net = nets[currency].get(user_id, 0)
+                entry.member_balances.add(
+                    user=domain.user_name(user_id),
+                    net_amount=domain.to_money(net, currency),
+                )
+                if net:
+                    balance.settled = False
+        if update_time is not None:
+            balance.update_time.CopyFrom(_timestamp(update_time))
+        return pb.GetGroupBalanceResponse(balance=balance)
+
+    def GetUserBalance(
+        self, request: pb.GetUserBalanceRequest, context: grpc.ServicerContext
+    ) -> pb.GetUserBalanceResponse:
+        user_id = domain.parse_user_balance(request.name)
+        self._directory.require_user(user_id, context)
+        with self._transaction() as session:
+            rows = storage.user_balances(session, user_id)
+        totals: dict[str, int] = defaultdict(int)
+        by_group: dict[str, list[storage.BalanceRow]] = defaultdict(list)
+        for row in rows:
+            totals[row.currency_code] += row.net
+            by_group[row.group_id].append(row)
+        balance = pb.UserBalance(name=request.name)
+        for currency in sorted(totals):
+            balance.total_net_amounts.append(
+                domain.to_money(totals[currency], currency)
+            )
+        for group_id in sorted(by_group):
+            balance.group_balances.add(
+                group=domain.group_name(group_id),
+                net_amounts=[
+                    domain.to_money(row.net, row.currency_code)
+                    for row in by_group[group_id]
+                ],
+            )
+        return pb.GetUserBalanceResponse(balance=balance)
+
+    def CheckSettled(
+        self, request: pb.CheckSettledRequest, context: grpc.ServicerContext
+    ) -> pb.CheckSettledResponse:
+        group_id = domain.parse_balance(request.name)
+        user_id = domain.parse_user(request.user, "user") if request.user else None
+        with self._transaction() as session:
+            rows = storage.unsettled_balances(session, group_id, user_id)
+        return pb.CheckSettledResponse(
+            settled=not rows,
+            unsettled_balances=[
+                pb.MemberBalance(
+                    user=domain.user_name(row.user_id),
+                    net_amount=domain.to_money(row.net, row.currency_code),
+                )
+                for row in rows
+            ],
+        )
+
+    def ComputeSettlementPlan(
+        self, request: pb.ComputeSettlementPlanRequest, context: grpc.ServicerContext
+    ) -> pb.ComputeSettlementPlanResponse:
+        group_id = domain.parse_balance(request.name)
+        currency = None
+        if request.currency_code:
+            currency = domain.check_currency(request.currency_code, "currency_code")
+        self._directory.members(group_id, context)
+        with self._transaction() as session:
+            rows = storage.group_balances(session, group_id)
+        nets: dict[str, dict[str, int]] = defaultdict(dict)
+        for row in rows:
+            if currency is None or row.currency_code == currency:
+                nets[row.currency_code][domain.user_name(row.user_id)] = row.net
+        response = pb.ComputeSettlementPlanResponse()
+        for code in sorted(nets):
+            for transfer in compute_settlement_plan(nets[code]):
+                response.transfers.add(
+                    payer=transfer.payer,
+                    payee=transfer.payee,
+                    amount=domain.to_money(transfer.amount, code),
+                )
+        return response
+
+    def ListPairwiseBalances(
+        self, request: pb.ListPairwiseBalancesRequest, context: grpc.ServicerContext
+    ) -> pb.ListPairwiseBalancesResponse:
+        group_id = domain.parse_group(request.parent, "parent")
+        violations = domain.Violations()
+        size = violations.check(pagination.page_size, request.page_size)
+        currency = None
+        if request.currency_code:
+            currency = violations.check(
+                domain.check_currency, request.currency_code, "currency_code"
+            )
+        user_id = None
+        if request.user:
+            user_id = violations.check(domain.parse_user, request.user, "user")
+        violations.raise_if_any()
+        selector = ["ListPairwiseBalances", request.parent, currency, user_id]
+        after = pagination.decode_token(request.page_token, selector)
+        self._directory.members(group_id, context)
+        with self._transaction() as session:
+            rows = storage.group_pairs(session, group_id, currency)
+
+        lines = []
+        for row in rows:
+            if row.amount > 0:
+                debtor, creditor, amount = (
+                    row.first_user_id,
+                    row.second_user_id,
+                    row.amount,
+                )
+            else:
+                debtor, creditor, amount = (
+                    row.second_user_id,
+                    row.first_user_id,
+                    -row.amount,
+                )
+            if user_id is None or user_id in (debtor, creditor):
+                lines.append((row.currency_code, debtor, creditor, amount))
+        lines.sort()
+
+        if after is not None:
+            lines = [line for line in lines if list(line[:3]) > after]
+        page = lines[:size]
+        response = pb.ListPairwiseBalancesResponse(
+            pairwise_balances=[
+                pb.PairwiseBalance(
+                    debtor=domain.user_name(debtor),
+                    creditor=domain.user_name(creditor),
+                    amount=domain.to_money(amount, code),
+                )
+                for code, debtor, creditor, amount in page
+            ]
+        )
+        if len(lines) > size:
+            response.next_page_token = pagination.encode_token(
+                list(page[-1][:3]), selector
+            )
+        return response
+
+    def ExplainBalance(
+        self, request: pb.ExplainBalanceRequest, context: grpc.ServicerContext
+    ) -> pb.ExplainBalanceResponse:
+        group_id = domain.parse_balance(request.name)
+        violations = domain.Violations()
+        user_id = violations.check(domain.parse_user, request.user, "user")
+        currency = violations.check(
+            domain.check_currency, request.currency_code, "currency_code"
+        )
+        counterparty = None
+        if request.counterparty:
+            counterparty = violations.check(
+                domain.parse_user, request.counterparty, "counterparty"
+            )
+        size = violations.check(pagination.page_size, request.page_size)
+        violations.raise_if_any()
+        if counterparty == user_id:
+            raise invalid_field(
+                "counterparty",
+                f"{request.counterparty!r} is the explained user; give another "
+                "member, or leave it empty",
+                reason="SAME_USER",
+            )
+        selector = ["ExplainBalance", request.name, user_id, currency, counterparty]
+        after = pagination.decode_token(request.page_token, selector)
+        self._directory.members(group_id, context)
+        with self._transaction() as session:
+            items = self._contributions(
+                session, group_id, user_id, currency, counterparty
+            )
+
+        running = 0
+        explained = []
+        for key, item in items:
+            running += item.net_change_minor
+            explained.append((key, item, running))
+        if after is not None:
+            explained = [entry for entry in explained if list(entry[0]) > after]
+
+        page = explained[:size]
+        response = pb.ExplainBalanceResponse(
+            net_amount=domain.to_money(running, currency)
+        )
+        for _, item, running_net in page:
+            response.contributions.add(
+                source=item.source,
+                description=item.description,
+                date=domain.date_message(item.day),
+                paid_amount=domain.to_money(item.paid, currency),
+                owed_amount=domain.to_money(item.owed, currency),
+                net_change=domain.to_money(item.net_change_minor, currency),
+                running_net_amount=domain.to_money(running_net, currency),
+            )
+        if len(explained) > size:
+            response.next_page_token = pagination.encode_token(
+                list(page[-1][0]), selector
+            )
+        return response
+
+    @staticmethod
+    def _contributions(
+        session: Session,
+        group_id: str,
+        user_id: str,
+        currency: str,
+        counterparty: str | None,
+    ) -> list[tuple[tuple[str, str, str], _Contribution]]:
+        """Return the items behind a net amount, sorted by date, time and source."""
+        items = []
+        expenses = storage.user_expense_lines(session, group_id, user_id, currency)
+        all_lines = {}
+        if counterparty is not None:
+            all_lines = storage.lines_of_expenses(
+                session, group_id, [expense.expense_id for expense, _ in expenses]
+            )
+        for expense, line in expenses:
+            change = line.paid - line.owed
+            if counterparty is not None:
+                lines = all_lines[expense.expense_id]
+                if counterparty not in {other.user_id for other in lines}:
+                    continue
+                parts = allocation.allocate(
+                    {other.user_id: other.paid for other in lines},
+                    {other.user_id: other.owed for other in lines},
+                )
+                change = parts.get((counterparty, user_id), 0) - parts.get(
+                    (user_id, counterparty), 0
+                )
+            items.append(
+                _Contribution(
+                    source=domain.expense_name(group_id, expense.expense_id),
+                    description=expense.description,
+                    day=expense.expense_date,
+                    create_time=expense.create_time,
+                    paid=line.paid,
+                    owed=line.owed,
+                    net_change_minor=change,
+                )
+            )
+        for row in storage.user_settlements(session, group_id, user_id, currency):
+            other = row.payee_id if row.payer_id == user_id else row.payer_id
+            if counterparty is not None and other != counterparty:
+                continue
+            paid = row.amount if row.payer_id == user_id else 0
+            owed = row.amount if row.payee_id == user_id else 0
+            items.append(
+                _Contribution(
+                    source=domain.settlement_name(group_id, row.id),
+                    description=row.note,
+                    day=row.settlement_date,
+                    create_time=row.create_time,
+                    paid=paid,
+                    owed=owed,
+                    net_change_minor=paid - owed,
+                )
+            )
+        keyed = [
+            ((item.day.isoformat(), item.create_time.isoformat(), item.source), item)
+            for item in items
+        ]
+        keyed.sort(key=lambda entry: entry[0])
+        return keyed
+
+    def GetGroupReport(
+        self, request: pb.GetGroupReportRequest, context: grpc.ServicerContext
+    ) -> pb.GetGroupReportResponse:
+        group_id = domain.parse_report(request.name)
+        violations = domain.Violations()
+        currency = violations.check(
+            domain.check_currency, request.currency_code, "currency_code"
+        )
+        start = violations.check(
+            domain.optional_date, request, "start_date", "start_date"
+        )
+        end = violations.check(domain.optional_date, request, "end_date", "end_date")
+        violations.raise_if_any()
+        if start is not None and end is not None and start > end:
+            raise invalid_field(
+                "end_date",
+                f"{end.isoformat()} is before start_date {start.isoformat()}; give "
+                "an end date on or after the start date",
+                reason="INVALID_DATE_RANGE",
+            )
+        self._directory.members(group_id, context)
+        with self._transaction() as session:
+            days = storage.report_by_day(session, group_id, currency, start, end)
+            categories = storage.report_by_category(
+                session, group_id, currency, start, end
+            )
+            members = storage.report_by_member(session, group_id, currency, start, end)
+        report = pb.GroupReport(
+            name=request.name,
+            currency_code=currency,
+            total_spent=domain.to_money(sum(total for _, total, _ in days), currency),
+            expense_count=sum(count for _, _, count in days),
+        )
+        if start is not None:
+            report.start_date.CopyFrom(domain.date_message(start))
+        if end is not None:
+            report.end_date.CopyFrom(domain.date_message(end))
+        for category, total, count in sorted(categories, key=lambda c: (-c[1], c[0])):
+            report.category_totals.add(
+                category=category,
+                amount=domain.to_money(total, currency),
+                expense_count=count,
+            )
+        for user_id, paid, owed in members:
+            report.member_totals.add(
+                user=domain.user_name(user_id),
+                paid_amount=domain.to_money(paid, currency),
+                owed_amount=domain.to_money(owed, currency),
+                net_amount=domain.to_money(paid - owed, currency),
+            )
+        for month, total, count in _months(days):
+            report.month_totals.add(
+                month=date_pb2.Date(year=month[0], month=month[1], day=0),
+                amount=domain.to_money(total, currency),
+                expense_count=count,
+            )
+        return pb.GetGroupReportResponse(report=report)
+
+    # Settlements
+
+    def CreateSettlement(
+        self, request: pb.CreateSettlementRequest, context: grpc.ServicerContext
+    ) -> pb.CreateSettlementResponse:
+        group_id = domain.parse_group(request.parent, "parent")
+        settlement, violations = request.settlement, domain.Violations()
+        payer = violations.check(
+            domain.parse_user, settlement.payer, "settlement.payer"
+        )
+        payee = violations.check(
+            domain.parse_user, settlement.payee, "settlement.payee"
+        )
+        creator = violations.check(
+            domain.parse_user, settlement.creator, "settlement.creator"
+        )
+        amount = violations.check(
+            domain.to_minor, settlement.amount, "settlement.amount"
+        )
+        day = None
+        if settlement.HasField("settlement_date"):
+            day = violations.check(
+                domain.to_date, settlement.settlement_date, "settlement.settlement_date"
+            )
+        else:
+            violations.errors.append(
+                invalid_field(
+                    "settlement.settlement_date",
+                    "is required; give the day of the payment, such as 2024-05-31",
+                    reason="REQUIRED",
+                )
+            )
+        if len(settlement.note) > domain.MAX_NOTE_LENGTH:
+            violations.errors.append(
+                invalid_field(
+                    "settlement.note",
+                    f"has {len(settlement.note)} characters, more than the maximum "
+                    f"of {domain.MAX_NOTE_LENGTH}; shorten it",
+                    reason="NOTE_TOO_LONG",
+                )
+            )
+        if request.settlement_id:
+            violations.check(check_id, request.settlement_id, "settlement_id")
+        request_id = violations.check(domain.check_request_id, request.request_id)
+        violations.raise_if_any()
+        currency, amount_minor = amount
+        if amount_minor <= 0:
+            raise invalid_field(
+                "settlement.amount",
+                f"{domain.format_money(amount_minor, currency)} is not positive; "
+                "record the payment from the member who paid, with a positive "
+                "amount",
+                reason="AMOUNT_NOT_POSITIVE",
+            )
+        if payer == payee:
+            raise invalid_field(
+                "settlement.payee",
+                f"{settlement.payee!r} is also the payer; a settlement goes from "
+                "one member to another",
+                reason="SAME_PAYER_AND_PAYEE",
+            )
+
+        members = self._directory.members(group_id, context)
+        for user_id, field_path in (
+            (payer, "settlement.payer"),
+            (payee, "settlement.payee"),
+            (creator, "settlement.creator"),
+        ):
+            if user_id not in members:
+                raise _not_a_member(group_id, user_id, field_path)
+
+        def create(session: Session) -> pb.Settlement:
+            if request_id:
+                earlier = storage.find_request(session, "CreateSettlement", request_id)
+                if earlier is not None:
+                    return settlement_message(
+                        self._require(session, *domain.parse_settlement(earlier))
+                    )
+            settlement_id = request.settlement_id or new_id()
+            if storage.get_settlement(session, group_id, settlement_id) is not None:
+                name = domain.settlement_name(group_id, settlement_id)
+                raise AlreadyExists(
+                    f"settlement {name!r} already exists; pick another "
+                    "settlement_id, or leave it empty",
+                    reason="SETTLEMENT_ALREADY_EXISTS",
+                    resource=Resource(domain.SETTLEMENT_TYPE, name),
+                )
+            now = storage.utc_now()
+            row = storage.SettlementRow(
+                group_id=group_id,
+                id=settlement_id,
+                payer_id=payer,
+                payee_id=payee,
+                currency_code=currency,
+                amount=amount_minor,
+                settlement_date=day,
+                note=settlement.note,
+                creator_id=creator,
+                create_time=now,
+                update_time=now,
+            )
+            storage.add_settlement(session, row)
+            changes = Changes()
+            changes.add_settlement(row, 1)
+            changes.write(session)
+            storage.touch_group(session, group_id, now)
+            if request_id:
+                storage.remember_request(
+                    session,
+                    "CreateSettlement",
+                    request_id,
+                    domain.settlement_name(group_id, settlement_id),
+                )
+            return settlement_message(row)
+
+        created = self._run_with_conflict_retry(create)
+        return pb.CreateSettlementResponse(settlement=created)
+
+    def _run_with_conflict_retry(self, work: Callable[[Session], _T]) -> _T:
+        """Run `work`; after a unique-key conflict, once more to see the winner."""
+        try:
+            with self._transaction() as session:
+                return work(session)
+        except IntegrityError as exc:
+            _LOGGER.info("retrying after a unique-key conflict: %s", exc.orig)
+        with self._transaction() as session:
+            return work(session)
+
+    @staticmethod
+    def _require(
+        session: Session, group_id: str, settlement_id: str, lock: bool = False
+    ) -> storage.SettlementRow:
+        row = storage.get_settlement(session, group_id, settlement_id, lock=lock)
+        if row is None:
+            name = domain.settlement_name(group_id, settlement_id)
+            raise NotFound(
+                f"settlement {name!r} does not exist; check the name, or list the "
+                "group's settlements with ListSettlements",
+                reason="SETTLEMENT_NOT_FOUND",
+                resource=Resource(domain.SETTLEMENT_TYPE, name),
+            )
+        return row
+
+    def GetSettlement(
+        self, request: pb.GetSettlementRequest, context: grpc.ServicerContext
+    ) -> pb.GetSettlementResponse:
+        group_id, settlement_id = domain.parse_settlement(request.name)
+        with self._transaction() as session:
+            row = self._require(session, group_id, settlement_id)
+            return pb.GetSettlementResponse(settlement=settlement_message(row))
+
+    def ListSettlements(
+        self, request: pb.ListSettlementsRequest, context: grpc.ServicerContext
+    ) -> pb.ListSettlementsResponse:
+        group_id = (
+            domain.ALL_GROUPS
+            if request.parent == "groups/-"
+            else domain.parse_group(request.parent, "parent")
+        )
+        violations = domain.Violations()
+        size = violations.check(pagination.page_size, request.page_size)
+        participant = None
+        if request.participant:
+            participant = violations.check(
+                domain.parse_user, request.participant, "participant"
+            )
+        start = violations.check(
+            domain.optional_date, request, "start_date", "start_date"
+        )
+        end = violations.check(domain.optional_date, request, "end_date", "end_date")
+        if request.order_by.strip() not in _ORDER_BY:
+            violations.errors.append(
+                invalid_field(
+                    "order_by",
+                    f"{request.order_by!r} is not a supported order; use "
+                    "'settlement_date desc' (the default) or 'create_time desc'",
+                    reason="INVALID_ORDER_BY",
+                )
+            )
+        violations.raise_if_any()
+        if group_id == domain.ALL_GROUPS and participant is None:
+            raise invalid_field(
+                "participant",
+                "is required when parent is 'groups/-'; give the user whose "
+                "settlements to list across every group",
+                reason="REQUIRED",
+            )
+        by_create_time = _ORDER_BY[request.order_by.strip()]
+        selector = [
+            "ListSettlements",
+            request.parent,
+            participant,
+            start,
+            end,
+            request.show_deleted,
+            by_create_time,
+        ]
+        after = self._settlement_key(
+            pagination.decode_token(request.page_token, selector), by_create_time
+        )
+        if group_id == domain.ALL_GROUPS:
+            self._directory.require_user(participant, context)
+        else:
+            self._directory.members(group_id, context)
+        with self._transaction() as session:
+            rows = storage.list_settlements(
+                session,
+                group_id=None if group_id == domain.ALL_GROUPS else group_id,
+                participant_id=participant,
+                start=start,
+                end=end,
+                show_deleted=request.show_deleted,
+                by_create_time=by_create_time,
+                after=after,
+                limit=size + 1,
+            )
+        response = pb.ListSettlementsResponse(
+            settlements=[settlement_message(row) for row in rows[:size]]
+        )
+        if len(rows) > size:
+            last = rows[size - 1]
+            value = last.create_time if by_create_time else last.settlement_date
+            response.next_page_token = pagination.encode_token(
+                [value.isoformat(), last.group_id, last.id], selector
+            )
+        return response
+
+    @staticmethod
+    def _settlement_key(key: list | None, by_create_time: bool) -> tuple | None:
+        if key is None:
+            return None
+        try:
+            value, group_id, settlement_id = key
+            parse = datetime.fromisoformat if by_create_time else date.fromisoformat
+            return (
+                parse(value),
+                check_id(group_id, "page_token"),
+                check_id(settlement_id, "page_token"),
+            )
+        except (TypeError, ValueError):
+            raise _invalid_page_token() from None
+
+    def DeleteSettlement(
+        self, request: pb.DeleteSettlementRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteSettlementResponse:
+        row = self._set_deleted(request.name, request.etag, context, deleted=True)
+        return pb.DeleteSettlementResponse(settlement=row)
+
+    def UndeleteSettlement(
+        self, request: pb.UndeleteSettlementRequest, context: grpc.ServicerContext
+    ) -> pb.UndeleteSettlementResponse:
+        row = self._set_deleted(request.name, request.etag, context, deleted=False)
+        return pb.UndeleteSettlementResponse(settlement=row)
+
+    def _set_deleted(
+        self, name: str, etag: str, context: grpc.ServicerContext, *, deleted: bool
+    ) -> pb.Settlement:
+        """Delete or restore a settlement and move the balances with it."""
+        group_id, settlement_id = domain.parse_settlement(name)
+        expected = domain.parse_etag(etag)
+        with self._transaction() as session:
+            row = self._require(session, group_id, settlement_id)
+            if expected is not None and expected != row.version:
+                raise Aborted(
+                    f"etag {domain.format_etag(expected)} is stale: {name!r} has "
+                    "changed since it was read; read it again and retry with the "
+                    "new etag",
+                    reason="ETAG_MISMATCH",
+                    resource=Resource(domain.SETTLEMENT_TYPE, name),
+                )
+            if deleted and row.delete_time is not None:
+                raise FailedPrecondition(
+                    f"settlement {name!r} is already deleted; restore it with "
+                    "UndeleteSettlement",
+                    reason="SETTLEMENT_DELETED",
+                    preconditions=[
+                        PreconditionViolation(
+                            "SETTLEMENT_DELETED", name, "must not be deleted"
+                        )
+                    ],
+                )
+            if not deleted and row.delete_time is None:
+                raise AlreadyExists(
+                    f"settlement {name!r} is not deleted, so there is nothing to "
+                    "restore",
+                    reason="SETTLEMENT_NOT_DELETED",
+                    resource=Resource(domain.SETTLEMENT_TYPE, name),
+                )
+            seen_version = row.version
+        members = self._directory.members(group_id, context)
+        for user_id, role in ((row.payer_id, "payer"), (row.payee_id, "payee")):
+            if user_id not in members:
+                raise _not_a_member(group_id, user_id, f"the settlement's {role}")
+        with self._transaction() as session:
+            row = self._require(session, group_id, settlement_id, lock=True)
+            if row.version != seen_version:
+                raise Aborted(
+                    f"{name!r} changed while the request ran; read it again and retry",
+                    reason="CONCURRENT_MODIFICATION",
+                    resource=Resource(domain.SETTLEMENT_TYPE, name),
+                )
+            now = storage.utc_now()
+            row.delete_time = now if deleted else None
+            row.update_time = now
+            session.flush()
+            changes = Changes()
+            changes.add_settlement(row, -1 if deleted else 1)
+            changes.write(session)
+            storage.touch_group(session, group_id, now)
+            return settlement_message(row)
+
+
+@dataclass(frozen=True)
+class _Contribution:
+    """One expense or settlement behind a net amount, in minor units."""
+
+    source: str
+    description: str
+    day: date
+    create_time: datetime
+    paid: int
+    owed: int
+    net_change_minor: int
+
+
+def _months(
+    days: list[tuple[date, int, int]],
+) -> list[tuple[tuple[int, int], int, int]]:
+    """Roll daily totals into months, with zero months between the first and last."""
+    if not days:
+        return []
+    totals: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0, 0])
+    for day, total, count in days:
+        totals[day.year, day.month][0] += total
+        totals[day.year, day.month][1] += count
+    first, last = min(totals), max(totals)
+    months = []
+    year, month = first
+    while (year, month) <= last:
+        total, count = totals.get((year, month), (0, 0))
+        months.append(((year, month), total, count))
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return months

@@ -1,0 +1,600 @@
+"""Tables of the balance service and the queries on them.
+
+Every function takes the caller's Session and neither opens nor commits one,
+so each RPC and each applied ledger batch is one transaction.
+
+The tables:
+- `ledger_cursors`: the sequence of the last ledger event applied, one row
+  per feed. It is advanced in the transaction that applies the events, which
+  makes the apply exactly-once across crashes.
+- `ledger_expenses` and `ledger_lines`: the latest applied state of each
+  expense (revision, currency, date, category, total) and what each member
+  paid and owes in it. They are the only source of the report, the pairwise
+  view and the explanations.
+- `balances`: each member's running net amount per group and currency, paid
+  minus owed over every expense and settlement that is not deleted. Every
+  change to it is a zero-sum set of increments, so a group's rows add up to
+  zero in every currency after every commit.
+- `pair_balances`: for each pair of members (first id < second id) and
+  currency, what the first owes the second, following the allocation rule in
+  `balance_service.allocation`. Negative when the second owes the first.
+- `group_activity`: when the latest expense or settlement of a group changed.
+- `settlements` and `balance_service_request_ids`.
+
+Amounts are BIGINT minor units. Times are naive UTC datetimes, as in the
+user service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, date, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Text,
+    and_,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+EXPENSE_FEED = "expense_service"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class CursorRow(Base):
+    """How far a feed has been applied."""
+
+    __tablename__ = "ledger_cursors"
+
+    feed: Mapped[str] = mapped_column(String(63), primary_key=True)
+    last_sequence: Mapped[int] = mapped_column(BigInteger)
+    update_time: Mapped[datetime] = mapped_column(DateTime())
+
+
+class ExpenseRow(Base):
+    """The latest applied state of one expense."""
+
+    __tablename__ = "ledger_expenses"
+
+    group_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    expense_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger)
+    deleted: Mapped[bool] = mapped_column(Boolean)
+    currency_code: Mapped[str] = mapped_column(String(3))
+    expense_date: Mapped[date] = mapped_column(Date())
+    category: Mapped[int] = mapped_column(Integer)
+    description: Mapped[str] = mapped_column(Text())
+    total: Mapped[int] = mapped_column(BigInteger)
+    create_time: Mapped[datetime] = mapped_column(DateTime())
+    update_time: Mapped[datetime] = mapped_column(DateTime())
+
+    __table_args__ = (
+        Index(
+            "ix_ledger_expenses_group_currency_date",
+            "group_id",
+            "currency_code",
+            "expense_date",
+        ),
+    )
+
+
+class LineRow(Base):
+    """One member's paid and owed amounts in one expense."""
+
+    __tablename__ = "ledger_lines"
+
+    group_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    expense_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    paid: Mapped[int] = mapped_column(BigInteger)
+    owed: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_ledger_lines_group_user", "group_id", "user_id"),)
+
+
+class BalanceRow(Base):
+    """A member's net amount in one group and currency."""
+
+    __tablename__ = "balances"
+
+    group_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    currency_code: Mapped[str] = mapped_column(String(3), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    net: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_balances_user", "user_id"),)
+
+
+class PairRow(Base):
+    """The amount `first_user_id` owes `second_user_id`; the first id sorts lower."""
+
+    __tablename__ = "pair_balances"
+
+    group_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    currency_code: Mapped[str] = mapped_column(String(3), primary_key=True)
+    first_user_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    second_user_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+
+
+class GroupActivityRow(Base):
+    """When an expense or settlement of a group last changed."""
+
+    __tablename__ = "group_activity"
+
+    group_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    update_time: Mapped[datetime] = mapped_column(DateTime())
+
+
+class SettlementRow(Base):
+    """A payment from `payer_id` to `payee_id`; `version` is its etag."""
+
+    __tablename__ = "settlements"
+
+    group_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    payer_id: Mapped[str] = mapped_column(String(63))
+    payee_id: Mapped[str] = mapped_column(String(63))
+    currency_code: Mapped[str] = mapped_column(String(3))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    settlement_date: Mapped[date] = mapped_column(Date())
+    note: Mapped[str] = mapped_column(Text())
+    creator_id: Mapped[str] = mapped_column(String(63))
+    create_time: Mapped[datetime] = mapped_column(DateTime())
+    update_time: Mapped[datetime] = mapped_column(DateTime())
+    delete_time: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+    version: Mapped[int] = mapped_column(Integer)
+
+    __mapper_args__ = {"version_id_col": version}
+    __table_args__ = (
+        Index("ix_settlements_group_date", "group_id", "settlement_date", "id"),
+        Index("ix_settlements_payer", "payer_id"),
+        Index("ix_settlements_payee", "payee_id"),
+    )
+
+
+class RequestIdRow(Base):
+    """An idempotency key: which resource a create with this request_id made."""
+
+    __tablename__ = "balance_service_request_ids"
+
+    method: Mapped[str] = mapped_column(String(64), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    resource_name: Mapped[str] = mapped_column(String(200))
+    create_time: Mapped[datetime] = mapped_column(DateTime())
+
+
+def utc_now() -> datetime:
+    """Return the current time as the naive UTC datetime the tables store."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _insert(session: Session, table):
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+# Ledger cursor
+
+
+def read_cursor(session: Session, feed: str = EXPENSE_FEED) -> int:
+    """Return the sequence of the last applied event, 0 before the first."""
+    row = session.get(CursorRow, feed)
+    return row.last_sequence if row is not None else 0
+
+
+class CursorMoved(Exception):
+    """Another consumer advanced the cursor first; this transaction must roll back."""
+
+
+def advance_cursor(session: Session, expected: int, new: int, feed: str = EXPENSE_FEED):
+    """Move the cursor from `expected` to `new`, or raise CursorMoved.
+
+    The conditional UPDATE makes two consumers on one database safe: only
+    the first one to commit a batch applies it.
+    """
+    result = session.execute(
+        update(CursorRow)
+        .where(CursorRow.feed == feed, CursorRow.last_sequence == expected)
+        .values(last_sequence=new, update_time=utc_now())
+    )
+    if result.rowcount != 1:
+        raise CursorMoved(f"cursor of {feed} is no longer at {expected}")
+
+
+# Running balances
+
+
+def add_to_balances(session: Session, changes: Mapping[tuple[str, str, str], int]):
+    """Add `(group_id, currency_code, user_id) -> change` to the net amounts.
+
+    Keys are written in sorted order so concurrent transactions lock rows in
+    the same order.
+    """
+    for (group_id, currency, user_id), change in sorted(changes.items()):
+        if not change:
+            continue
+        statement = _insert(session, BalanceRow).values(
+            group_id=group_id, currency_code=currency, user_id=user_id, net=change
+        )
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["group_id", "currency_code", "user_id"],
+                set_={"net": BalanceRow.net + statement.excluded.net},
+            )
+        )
+
+
+def add_to_pairs(session: Session, changes: Mapping[tuple[str, str, str, str], int]):
+    """Add `(group_id, currency, debtor_id, creditor_id) -> change` to the pairs."""
+    canonical: dict[tuple[str, str, str, str], int] = {}
+    for (group_id, currency, debtor, creditor), change in changes.items():
+        if debtor == creditor:
+            continue
+        if debtor < creditor:
+            key, signed = (group_id, currency, debtor, creditor), change
+        else:
+            key, signed = (group_id, currency, creditor, debtor), -change
+        canonical[key] = canonical.get(key, 0) + signed
+    for (group_id, currency, first, second), change in sorted(canonical.items()):
+        if not change:
+            continue
+        statement = _insert(session, PairRow).values(
+            group_id=group_id,
+            currency_code=currency,
+            first_user_id=first,
+            second_user_id=second,
+            amount=change,
+        )
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[
+                    "group_id",
+                    "currency_code",
+                    "first_user_id",
+                    "second_user_id",
+                ],
+                set_={"amount": PairRow.amount + statement.excluded.amount},
+            )
+        )
+
+
+def touch_group(session: Session, group_id: str, when: datetime) -> None:
+    """Record that an expense or settlement of the group changed at `when`."""
+    statement = _insert(session, GroupActivityRow).values(
+        group_id=group_id, update_time=when
+    )
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["group_id"],
+            set_={
+                "update_time": func.max(
+                    GroupActivityRow.update_time, statement.excluded.update_time
+                )
+                if session.get_bind().dialect.name == "sqlite"
+                else func.greatest(
+                    GroupActivityRow.update_time, statement.excluded.update_time
+                )
+            },
+        )
+    )
+
+
+def group_update_time(session: Session, group_id: str) -> datetime | None:
+    row = session.get(GroupActivityRow, group_id)
+    return row.update_time if row is not None else None
+
+
+def group_balances(session: Session, group_id: str) -> Sequence[BalanceRow]:
+    """Return every balance row of a group, by currency and user."""
+    return session.scalars(
+        select(BalanceRow)
+        .where(BalanceRow.group_id == group_id)
+        .order_by(BalanceRow.currency_code, BalanceRow.user_id)
+    ).all()
+
+
+def user_balances(session: Session, user_id: str) -> Sequence[BalanceRow]:
+    """Return a user's non-zero balance rows, by group and currency."""
+    return session.scalars(
+        select(BalanceRow)
+        .where(BalanceRow.user_id == user_id, BalanceRow.net != 0)
+        .order_by(BalanceRow.group_id, BalanceRow.currency_code)
+    ).all()
+
+
+def unsettled_balances(
+    session: Session, group_id: str, user_id: str | None
+) -> Sequence[BalanceRow]:
+    """Return the non-zero balance rows of a group, or of one member in it."""
+    query = select(BalanceRow).where(
+        BalanceRow.group_id == group_id, BalanceRow.net != 0
+    )
+    if user_id is not None:
+        query = query.where(BalanceRow.user_id == user_id)
+    return session.scalars(
+        query.order_by(BalanceRow.currency_code, BalanceRow.user_id)
+    ).all()
+
+
+def group_pairs(
+    session: Session, group_id: str, currency: str | None
+) -> Sequence[PairRow]:
+    """Return the non-zero pair rows of a group, optionally in one currency."""
+    query = select(PairRow).where(PairRow.group_id == group_id, PairRow.amount != 0)
+    if currency is not None:
+        query = query.where(PairRow.currency_code == currency)
+    return session.scalars(query).all()
+
+
+# Expenses from the ledger
+
+
+def get_expense(
+    session: Session, group_id: str, expense_id: str, lock: bool = False
+) -> ExpenseRow | None:
+    return session.get(ExpenseRow, (group_id, expense_id), with_for_update=lock)
+
+
+def expense_lines(session: Session, group_id: str, expense_id: str) -> list[LineRow]:
+    return list(
+        session.scalars(
+            select(LineRow).where(
+                LineRow.group_id == group_id, LineRow.expense_id == expense_id
+            )
+        )
+    )
+
+
+def replace_lines(
+    session: Session,
+    group_id: str,
+    expense_id: str,
+    lines: Iterable[tuple[str, int, int]],
+) -> None:
+    """Replace the stored `(user_id, paid, owed)` lines of an expense."""
+    session.execute(
+        delete(LineRow).where(
+            LineRow.group_id == group_id, LineRow.expense_id == expense_id
+        )
+    )
+    session.add_all(
+        LineRow(
+            group_id=group_id,
+            expense_id=expense_id,
+            user_id=user_id,
+            paid=paid,
+            owed=owed,
+        )
+        for user_id, paid, owed in lines
+    )
+    session.flush()
+
+
+def user_expense_lines(
+    session: Session, group_id: str, user_id: str, currency: str
+) -> Sequence[tuple[ExpenseRow, LineRow]]:
+    """Return the live expenses in a currency where a member has a line."""
+    query = (
+        select(ExpenseRow, LineRow)
+        .join(
+            LineRow,
+            and_(
+                LineRow.group_id == ExpenseRow.group_id,
+                LineRow.expense_id == ExpenseRow.expense_id,
+            ),
+        )
+        .where(
+            ExpenseRow.group_id == group_id,
+            ExpenseRow.currency_code == currency,
+            ExpenseRow.deleted.is_(False),
+            LineRow.user_id == user_id,
+        )
+    )
+    return [(expense, line) for expense, line in session.execute(query)]
+
+
+def lines_of_expenses(
+    session: Session, group_id: str, expense_ids: Sequence[str]
+) -> dict[str, list[LineRow]]:
+    """Return the lines of several expenses of a group, keyed by expense id."""
+    found: dict[str, list[LineRow]] = {expense_id: [] for expense_id in expense_ids}
+    for chunk_start in range(0, len(expense_ids), 500):
+        chunk = expense_ids[chunk_start : chunk_start + 500]
+        rows = session.scalars(
+            select(LineRow).where(
+                LineRow.group_id == group_id, LineRow.expense_id.in_(chunk)
+            )
+        )
+        for row in rows:
+            found[row.expense_id].append(row)
+    return found
+
+
+def _report_filter(
+    group_id: str, currency: str, start: date | None, end: date | None
+) -> list:
+    conditions = [
+        ExpenseRow.group_id == group_id,
+        ExpenseRow.currency_code == currency,
+        ExpenseRow.deleted.is_(False),
+    ]
+    if start is not None:
+        conditions.append(ExpenseRow.expense_date >= start)
+    if end is not None:
+        conditions.append(ExpenseRow.expense_date <= end)
+    return conditions
+
+
+def report_by_day(
+    session: Session, group_id: str, currency: str, start: date | None, end: date | None
+) -> Sequence[tuple[date, int, int]]:
+    """Return `(expense_date, total, count)` per day with covered expenses."""
+    query = (
+        select(ExpenseRow.expense_date, func.sum(ExpenseRow.total), func.count())
+        .where(*_report_filter(group_id, currency, start, end))
+        .group_by(ExpenseRow.expense_date)
+        .order_by(ExpenseRow.expense_date)
+    )
+    return [(day, int(total), count) for day, total, count in session.execute(query)]
+
+
+def report_by_category(
+    session: Session, group_id: str, currency: str, start: date | None, end: date | None
+) -> Sequence[tuple[int, int, int]]:
+    """Return `(category, total, count)` per category with covered expenses."""
+    query = (
+        select(ExpenseRow.category, func.sum(ExpenseRow.total), func.count())
+        .where(*_report_filter(group_id, currency, start, end))
+        .group_by(ExpenseRow.category)
+    )
+    return [(cat, int(total), count) for cat, total, count in session.execute(query)]
+
+
+def report_by_member(
+    session: Session, group_id: str, currency: str, start: date | None, end: date | None
+) -> Sequence[tuple[str, int, int]]:
+    """Return `(user_id, paid, owed)` per member with a line in a covered expense."""
+    query = (
+        select(LineRow.user_id, func.sum(LineRow.paid), func.sum(LineRow.owed))
+        .join(
+            ExpenseRow,
+            and_(
+                LineRow.group_id == ExpenseRow.group_id,
+                LineRow.expense_id == ExpenseRow.expense_id,
+            ),
+        )
+        .where(*_report_filter(group_id, currency, start, end))
+        .group_by(LineRow.user_id)
+        .order_by(LineRow.user_id)
+    )
+    return [
+        (user_id, int(paid), int(owed))
+        for user_id, paid, owed in session.execute(query)
+    ]
+
+
+# Settlements
+
+
+def get_settlement(
+    session: Session, group_id: str, settlement_id: str, lock: bool = False
+) -> SettlementRow | None:
+    return session.get(SettlementRow, (group_id, settlement_id), with_for_update=lock)
+
+
+def add_settlement(session: Session, row: SettlementRow) -> None:
+    """Insert a settlement; the flush raises IntegrityError on a duplicate id."""
+    session.add(row)
+    session.flush()
+
+
+def user_settlements(
+    session: Session, group_id: str, user_id: str, currency: str
+) -> Sequence[SettlementRow]:
+    """Return the live settlements in a currency with the member as payer or payee."""
+    return session.scalars(
+        select(SettlementRow).where(
+            SettlementRow.group_id == group_id,
+            SettlementRow.currency_code == currency,
+            SettlementRow.delete_time.is_(None),
+            or_(SettlementRow.payer_id == user_id, SettlementRow.payee_id == user_id),
+        )
+    ).all()
+
+
+def list_settlements(
+    session: Session,
+    *,
+    group_id: str | None,
+    participant_id: str | None,
+    start: date | None,
+    end: date | None,
+    show_deleted: bool,
+    by_create_time: bool,
+    after: tuple | None,
+    limit: int,
+) -> Sequence[SettlementRow]:
+    """Return settlements newest first by date or create time, ties by name.
+
+    `after` is the `(sort value, group_id, id)` of the last row of the
+    previous page.
+    """
+    query = select(SettlementRow)
+    if group_id is not None:
+        query = query.where(SettlementRow.group_id == group_id)
+    if participant_id is not None:
+        query = query.where(
+            or_(
+                SettlementRow.payer_id == participant_id,
+                SettlementRow.payee_id == participant_id,
+            )
+        )
+    if start is not None:
+        query = query.where(SettlementRow.settlement_date >= start)
+    if end is not None:
+        query = query.where(SettlementRow.settlement_date <= end)
+    if not show_deleted:
+        query = query.where(SettlementRow.delete_time.is_(None))
+    sort = (
+        SettlementRow.create_time if by_create_time else SettlementRow.settlement_date
+    )
+    if after is not None:
+        value, after_group, after_id = after
+        query = query.where(
+            or_(
+                sort < value,
+                and_(
+                    sort == value,
+                    or_(
+                        SettlementRow.group_id > after_group,
+                        and_(
+                            SettlementRow.group_id == after_group,
+                            SettlementRow.id > after_id,
+                        ),
+                    ),
+                ),
+            )
+        )
+    query = query.order_by(sort.desc(), SettlementRow.group_id, SettlementRow.id)
+    return session.scalars(query.limit(limit)).all()
+
+
+# Idempotency keys
+
+
+def find_request(session: Session, method: str, request_id: str) -> str | None:
+    """Return the name of the resource that an earlier request created."""
+    row = session.get(RequestIdRow, (method, request_id))
+    return row.resource_name if row is not None else None
+
+
+def remember_request(
+    session: Session, method: str, request_id: str, resource_name: str
+) -> None:
+    """Record a request_id in the transaction that creates its resource."""
+    session.add(
+        RequestIdRow(
+            method=method,
+            request_id=request_id,
+            resource_name=resource_name,
+            create_time=utc_now(),
+        )
+    )
+    session.flush()

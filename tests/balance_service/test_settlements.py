@@ -1,0 +1,373 @@
+"""Settlements: create with request_id, get, list, delete and undelete."""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+import pytest
+from google.type import date_pb2, money_pb2
+
+from splitlog.balances.v1 import balances_service_pb2 as pb
+from tests.balance_service.support import (
+    create_group,
+    error_details,
+    group_nets,
+    money_of,
+    reason_of,
+    settle,
+    violated_fields,
+)
+
+
+def _create_request(group_id: str, payer: str, payee: str, **changes):
+    settlement = pb.Settlement(
+        payer=f"users/{payer}",
+        payee=f"users/{payee}",
+        creator=f"users/{payer}",
+        amount=money_of(1000),
+        settlement_date=date_pb2.Date(year=2024, month=6, day=1),
+    )
+    for key, value in changes.pop("settlement", {}).items():
+        if key in ("amount", "settlement_date"):
+            getattr(settlement, key).CopyFrom(value)
+        else:
+            setattr(settlement, key, value)
+    if changes.pop("clear_date", False):
+        settlement.ClearField("settlement_date")
+    return pb.CreateSettlementRequest(
+        parent=f"groups/{group_id}", settlement=settlement, **changes
+    )
+
+
+def test_create_moves_balances_and_get_returns_it(services):
+    group_id, (alice, bob) = create_group(services.users, 2)
+    services.peer.publish(group_id, "e1", {alice: (2000, 1000), bob: (0, 1000)})
+    services.sync()
+
+    created = settle(services.balances, group_id, bob, alice, 400, note="part")
+    fetched = services.balances.GetSettlement(
+        pb.GetSettlementRequest(name=created.name), timeout=10
+    ).settlement
+
+    assert fetched == created
+    assert created.name.startswith(f"groups/{group_id}/settlements/")
+    assert created.etag == '"1"'
+    assert created.note == "part"
+    assert not created.HasField("delete_time")
+    assert group_nets(services.balances, group_id) == {"EUR": {alice: 600, bob: -600}}
+
+
+def test_create_with_same_request_id_returns_first(services):
+    group_id, (alice, bob) = create_group(services.users, 2)
+    request_id = str(uuid.uuid4())
+
+    first = settle(services.balances, group_id, alice, bob, 250, request_id=request_id)
+    second = settle(services.balances, group_id, alice, bob, 999, request_id=request_id)
+
+    assert second == first
+    assert group_nets(services.balances, group_id) == {"EUR": {alice: 250, bob: -250}}
+
+
+def test_create_with_chosen_id_and_duplicate(services):
+    group_id, (alice, bob) = create_group(services.users, 2)
+    request = _create_request(group_id, alice, bob, settlement_id="paid-back")
+
+    created = services.balances.CreateSettlement(request, timeout=10).settlement
+    with pytest.raises(grpc.RpcError) as caught:
+        services.balances.CreateSettlement(request, timeout=10)
+
+    assert created.name == f"groups/{group_id}/settlements/paid-back"
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert reason_of(caught.value) == "SETTLEMENT_ALREADY_EXISTS"
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "reason"),
+    [
+        (
+            {"settlement": {"payee": "users/SAME"}},
+            "settlement.payee",
+            "SAME_PAYER_AND_PAYEE",
+        ),
+        ({"settlement": {"payer": "bob"}}, "settlement.payer", "INVALID_RESOURCE_NAME"),
+        ({"settlement": {"creator": ""}}, "settlement.creator", "REQUIRED"),
+        (
+            {"settlement": {"amount": money_of(-5)}},
+            "settlement.amount",
+            "AMOUNT_NOT_POSITIVE",
+        ),
+        (
+            {"settlement": {"amount": money_of(0)}},
+            "settlement.amount",
+            "AMOUNT_NOT_POSITIVE",
+        ),
+        (
+            {
+                "settlement": {
+                    "amount": money_pb2.Money(currency_code="EUR", nanos=1_000_000)
+                }
+            },
+            "settlement.amount",
+            "AMOUNT_TOO_PRECISE",
+        ),
+        (
+            {"settlement": {"amount": money_pb2.Money(currency_code="ABC", units=1)}},
+            "settlement.amount.currency_code",
+            "INVALID_CURRENCY_CODE",
+        ),
+        ({"clear_date": True}, "settlement.settlement_date", "REQUIRED"),
+        ({"settlement": {"note": "x" * 2001}}, "settlement.note", "NOTE_TOO_LONG"),
+        ({"settlement_id": "Bad_Id"}, "settlement_id", "INVALID_ID"),
+        ({"request_id": "not-a-uuid"}, "request_id", "INVALID_REQUEST_ID"),
+    ],
+)
+def test_create_invalid_argument(services, changes, field, reason):
+    group_id, (alice, bob) = create_group(services.users, 2)
+    changes = {**changes, "settlement": dict(changes.get("settlement", {}))}
+    if changes["settlement"].get("payee") == "users/SAME":
+        changes["settlement"]["payee"] = f"users/{alice}"
+
+    with pytest.raises(grpc.RpcError) as caught:
+        services.balances.CreateSettlement(
+            _create_request(group_id, alice, bob, **changes), timeout=10
+        )
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason_of(caught.value) == reason
+    assert violated_fields(caught.value) == [field]
+    assert group_nets(services.balances, group_id) == {}
+
+
+def test_create_lists_every_invalid_field(services):
+    request = pb.CreateSettlementRequest(
+        parent="groups/abcd", settlement=pb.Settlement()
+    )
+
+    with pytest.raises(grpc.RpcError) as caught:
+        services.balances.CreateSettlement(request, timeout=10)
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(caught.value) == [
+        "settlement.payer",
+        "settlement.payee",
+        "settlement.creator",
+        "settlement.amount.currency_code",
+        "settlement.settlement_date",
+    ]
+
+
+def test_create_for_non_member_fails_precondition(services):
+    group_id, (alice, bob) = create_group(services.users, 2)
+    _, (outsider,) = create_group(services.users, 1)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        services.balances.CreateSettlement(
+            _create_request(group_id, alice, outsider), timeout=10
+        )
+
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(caught.value) == "NOT_GROUP_MEMBER"
+    violation = error_details(caught.value)["PreconditionFailure"].violations[0]
+    assert violation.subject == f"users/{outsider}"
+
+
+def test_create_in_unknown_group_is_not_found(services):
+    with pytest.raises(grpc.RpcError) as caught:
+        services.balances.CreateSettlement(
+            _create_request("missing-group", "alice", "bobby"), timeout=10
+        )
+
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert reason_of(caught.value) == "GROUP_NOT_FOUND"
+
+
+def test_get_unknown_settlement_is_not_found(services):
+    with pytest.raises(grpc.RpcError) as caught:
+        services.balances.GetSettlement(
+            pb.GetSettlementRequest(name="groups/abcd/settlements/none-such"),
+            timeout=10,
+        )
+
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert reason_of(caught.value) == "SETTLEMENT_NOT_FOUND"
+
+
+def test_delete_and_undelete_move_balances(services):
+    group_id, (alice, bob) = create_group(services.users, 2)
+    created = settle(services.balances, group_id, alice, bob, 300)
+
+    deleted = services.balances.DeleteSettlement(
+        pb.DeleteSettlementRequest(name=created.name, etag=created.etag), timeout=10
+    ).settlement
+    after_delete = group_nets(services.balances, group_id)
+    restored = services.balances.UndeleteSettlement(
+        pb.UndeleteSettlementRequest(name=created.name, etag=deleted.etag), timeout=10
+    ).settlement
+    after_restore = group_nets(services.balances, group_id)
+
+    assert deleted.HasField("delete_time")
+    assert deleted.etag == '"2"'
+    assert after_delete == {"EUR": {alice: 0, bob: 0}}
+    assert not restored.HasField("delete_time")
+    assert after_restore == {"EUR": {alice: 300, bob: -300}}
+
+
+def test_delete_with_stale_etag_is_aborted(services):
+    group_id, (alice, bob) = create_group(services.users, 2)
+    created = settle(services.balances, group_id, alice, bob, 300)
+    services.balances.DeleteSettlement(
+        pb.DeleteSettlementRequest(name=created.name), timeout=10
+    )
+
+    with pytest.raises(grpc.RpcError) as caught:
+        services.balances.UndeleteSettlement(
+            pb.UndeleteSettlementRequest(name=created.name, etag=created.etag),
+            timeout=10,
+        )
+
+    assert caught.value.code() == grpc.StatusCode.ABORTED
+    assert reason_of(caught.value) == "ETAG_MISMATCH"
+
+
+def test_delete_twice_and_undelete_live_fail(services):
+    group_id, (alice, bob) = create_group(services.users, 2)
+    created = settle(services.balances, group_id, alice, bob, 300)
+
+    with pytest.raises(grpc.RpcError) as not_deleted:
+        services.balances.UndeleteSettlement(
+            pb.UndeleteSettlementRequest(name=created.name), timeout=10
+        )
+    services.balances.DeleteSettlement(
+        pb.DeleteSettlementRequest(name=created.name), timeout=10
+    )
+    with pytest.raises(grpc.RpcError) as twice:
+        services.balances.DeleteSettlement(
+            pb.DeleteSettlementRequest(name=created.name), timeout=10
+        )
+
+    assert not_deleted.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert reason_of(not_deleted.value) == "SETTLEMENT_NOT_DELETED"
+    assert twice.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(twice.value) == "SETTLEMENT_DELETED"
+    assert group_nets(services.balances, group_id) == {"EUR": {alice: 0, bob: 0}}
+
+
+@pytest.mark.parametrize(
+    ("name", "etag", "code", "reason"),
+    [
+        (
+            "groups/abcd/settlements/none-such",
+            "",
+            grpc.StatusCode.NOT_FOUND,
+            "SETTLEMENT_NOT_FOUND",
+        ),
+        (
+            "groups/abcd/settlements",
+            "",
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_RESOURCE_NAME",
+        ),
+        (
+            "groups/abcd/settlements/none-such",
+            "3",
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_ETAG",
+        ),
+    ],
+)
+def test_delete_errors(services, name, etag, code, reason):
+    with pytest.raises(grpc.RpcError) as caught:
+        services.balances.DeleteSettlement(
+            pb.DeleteSettlementRequest(name=name, etag=etag), timeout=10
+        )
+
+    assert caught.value.code() == code
+    assert reason_of(caught.value) == reason
+
+
+def _list(services, **fields) -> list[pb.Settlement]:
+    found, token = [], ""
+    while True:
+        response = services.balances.ListSettlements(
+            pb.ListSettlementsRequest(page_token=token, **fields), timeout=10
+        )
+        found += response.settlements
+        token = response.next_page_token
+        if not token:
+            return found
+
+
+def test_list_pages_filters_and_orders(services):
+    group_id, (alice, bob, carol) = create_group(services.users, 3)
+    day = lambda d: date_pb2.Date(year=2024, month=4, day=d)  # noqa: E731
+    first = settle(services.balances, group_id, alice, bob, 100, settlement_date=day(3))
+    second = settle(
+        services.balances, group_id, bob, carol, 200, settlement_date=day(9)
+    )
+    third = settle(
+        services.balances, group_id, carol, alice, 300, settlement_date=day(5)
+    )
+    services.balances.DeleteSettlement(
+        pb.DeleteSettlementRequest(name=third.name), timeout=10
+    )
+    parent = f"groups/{group_id}"
+
+    by_date = _list(services, parent=parent, page_size=1)
+    with_deleted = _list(services, parent=parent, show_deleted=True)
+    by_creation = _list(services, parent=parent, order_by="create_time desc")
+    of_carol = _list(
+        services, parent=parent, participant=f"users/{carol}", show_deleted=True
+    )
+    in_range = _list(
+        services, parent=parent, start_date=day(4), end_date=day(9), show_deleted=True
+    )
+    across_groups = _list(services, parent="groups/-", participant=f"users/{alice}")
+
+    assert [s.name for s in by_date] == [second.name, first.name]
+    assert [s.name for s in with_deleted] == [second.name, third.name, first.name]
+    assert [s.name for s in by_creation] == [second.name, first.name]
+    assert [s.name for s in of_carol] == [second.name, third.name]
+    assert [s.name for s in in_range] == [second.name, third.name]
+    assert [s.name for s in across_groups] == [first.name]
+
+
+@pytest.mark.parametrize(
+    ("fields", "code", "reason"),
+    [
+        (
+            {"parent": "groups/missing-group"},
+            grpc.StatusCode.NOT_FOUND,
+            "GROUP_NOT_FOUND",
+        ),
+        ({"parent": "groups/-"}, grpc.StatusCode.INVALID_ARGUMENT, "REQUIRED"),
+        (
+            {"parent": "groups/-", "participant": "users/nobody-here"},
+            grpc.StatusCode.NOT_FOUND,
+            "USER_NOT_FOUND",
+        ),
+        (
+            {"parent": "groups/abcd", "order_by": "amount"},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_ORDER_BY",
+        ),
+        (
+            {"parent": "groups/abcd", "page_size": -2},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_FIELD",
+        ),
+        (
+            {"parent": "groups/abcd", "page_token": "garbage"},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "INVALID_PAGE_TOKEN",
+        ),
+    ],
+)
+def test_list_errors(services, fields, code, reason):
+    with pytest.raises(grpc.RpcError) as caught:
+        services.balances.ListSettlements(
+            pb.ListSettlementsRequest(**fields), timeout=10
+        )
+
+    assert caught.value.code() == code
+    assert reason_of(caught.value) == reason

@@ -1,0 +1,158 @@
+"""The balance guard against a real balance service: members who owe or are
+owed money cannot leave, groups with open balances cannot be deleted."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from balance_service.app import build as build_balances
+from splitlog.balances.v1 import balances_service_pb2 as balances_pb
+from splitlog.balances.v1 import balances_service_pb2_grpc as balances_grpc
+from splitlog.users.v1 import users_service_pb2 as pb
+from splitlog_runtime import config as config_module
+from tests.balance_service.support import LedgerPeer, unused_address, wait_until
+from tests.user_service.support import (
+    create_group,
+    create_user,
+    error_details,
+    open_stub,
+    reason_of,
+)
+from user_service.app import build
+
+
+@pytest.fixture
+def system(db_url, tmp_path):
+    """A user service whose default guard calls a real balance service."""
+    peer = LedgerPeer()
+    balances_config = config_module.load(
+        environ={},
+        overrides={
+            "data_dir": tmp_path / "balances",
+            "balance_service_db_url": db_url,
+            "expense_service_addr": peer.address,
+            "user_service_addr": unused_address(),
+            "workers": 4,
+        },
+    )
+    balances = build_balances(balances_config, "127.0.0.1:0")
+    users_config = config_module.load(
+        environ={},
+        overrides={
+            "data_dir": tmp_path / "users",
+            "balance_service_addr": f"127.0.0.1:{balances.port}",
+            "deadline_seconds": 2.0,
+            "workers": 4,
+        },
+    )
+    users = build(users_config, "127.0.0.1:0")
+    channel, stub = open_stub(users.port)
+    yield stub, peer, balances
+    channel.close()
+    users.stop(0)
+    balances.stop(0)
+    peer.stop()
+
+
+def _group_with_debt(stub, peer):
+    """Alice paid 25.00 for herself and Bob; Bob owes her 12.50."""
+    alice = create_user(stub, "Alice")
+    bob = create_user(stub, "Bob")
+    carol = create_user(stub, "Carol")
+    group = create_group(stub, alice.name)
+    for user in (bob, carol):
+        stub.AddGroupMember(
+            pb.AddGroupMemberRequest(parent=group.name, user=user.name), timeout=10
+        )
+    group_id = group.name.split("/")[1]
+    lines = {alice.name[6:]: (2500, 1250), bob.name[6:]: (0, 1250)}
+    peer.publish(group_id, "dinner", lines)
+    return group, alice, bob, carol, lines
+
+
+def _wait_until_applied(balances, group, settled: bool) -> None:
+    """Wait until the balance service has applied the published expense."""
+    with grpc.insecure_channel(f"127.0.0.1:{balances.port}") as channel:
+        stub = balances_grpc.BalancesServiceStub(channel)
+        request = balances_pb.CheckSettledRequest(name=f"{group.name}/balance")
+        wait_until(lambda: stub.CheckSettled(request, timeout=10).settled == settled)
+
+
+def test_member_who_owes_cannot_leave(system):
+    stub, peer, balances = system
+    group, _, bob, _, _ = _group_with_debt(stub, peer)
+    member = f"{group.name}/members/{bob.name[6:]}"
+    _wait_until_applied(balances, group, settled=False)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.RemoveGroupMember(pb.RemoveGroupMemberRequest(name=member), timeout=10)
+
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(caught.value) == "UNSETTLED_BALANCE"
+    violation = error_details(caught.value)["PreconditionFailure"].violations[0]
+    assert violation.subject == member
+    assert f"{bob.name} owes 12.50 EUR in {group.name}" in violation.description
+    assert "owes 12.50 EUR" in caught.value.details()
+
+
+def test_group_with_open_balances_cannot_be_deleted(system):
+    stub, peer, balances = system
+    group, alice, bob, _, _ = _group_with_debt(stub, peer)
+    _wait_until_applied(balances, group, settled=False)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.DeleteGroup(pb.DeleteGroupRequest(name=group.name), timeout=10)
+
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(caught.value) == "UNSETTLED_BALANCE"
+    description = error_details(caught.value)["PreconditionFailure"].violations[0]
+    assert f"{alice.name} is owed 12.50 EUR" in description.description
+    assert f"{bob.name} owes 12.50 EUR" in description.description
+
+
+def test_settled_member_and_group_can_go(system):
+    stub, peer, balances = system
+    group, _, bob, carol, lines = _group_with_debt(stub, peer)
+    _wait_until_applied(balances, group, settled=False)
+
+    stub.RemoveGroupMember(
+        pb.RemoveGroupMemberRequest(name=f"{group.name}/members/{carol.name[6:]}"),
+        timeout=10,
+    )
+    peer.publish(group.name.split("/")[1], "dinner", lines, deleted=True)
+    _wait_until_applied(balances, group, settled=True)
+    stub.RemoveGroupMember(
+        pb.RemoveGroupMemberRequest(name=f"{group.name}/members/{bob.name[6:]}"),
+        timeout=10,
+    )
+    stub.DeleteGroup(pb.DeleteGroupRequest(name=group.name), timeout=10)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.GetGroup(pb.GetGroupRequest(name=group.name), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_unreachable_balance_service_is_unavailable(system):
+    stub, peer, balances = system
+    alice = create_user(stub, "Alice")
+    bob = create_user(stub, "Bob")
+    group = create_group(stub, alice.name)
+    stub.AddGroupMember(
+        pb.AddGroupMemberRequest(parent=group.name, user=bob.name), timeout=10
+    )
+    balances.stop(0)
+    member = f"{group.name}/members/{bob.name[6:]}"
+
+    with pytest.raises(grpc.RpcError) as removing:
+        stub.RemoveGroupMember(pb.RemoveGroupMemberRequest(name=member), timeout=10)
+    with pytest.raises(grpc.RpcError) as deleting:
+        stub.DeleteGroup(pb.DeleteGroupRequest(name=group.name), timeout=10)
+    members = stub.ListGroupMembers(
+        pb.ListGroupMembersRequest(parent=group.name), timeout=10
+    ).members
+
+    assert removing.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert reason_of(removing.value) == "BALANCE_SERVICE_UNAVAILABLE"
+    assert deleting.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert [m.user for m in members] == [alice.name, bob.name]
