@@ -17,11 +17,18 @@ from typing import Any
 
 import grpc
 import uvicorn
-from google.protobuf.descriptor import ServiceDescriptor
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from gateway.health import NOT_SERVING, SERVING, BackendHealthWatcher
+from gateway.health import (
+    NOT_SERVING,
+    OVERALL,
+    SERVING,
+    BackendHealthWatcher,
+    HealthServicer,
+)
 from gateway.http_rules import routes_for_method
 from gateway.proxy import BackendPool, ProxyHandlers
 from gateway.rest import RestFront
@@ -148,7 +155,7 @@ class Gateway:
     grpc_port: int
     http_port: int
     services: list[PublicService]
-    health: health.aio.HealthServicer
+    health: HealthServicer
     pool: BackendPool
     rest: RestFront
     _watcher: BackendHealthWatcher
@@ -158,6 +165,10 @@ class Gateway:
 
     async def stop(self, grace: float | None = None) -> None:
         """Flip health, stop accepting, let calls finish within grace, then close.
+
+        The backend watchers stop first, so that their Watch calls do not keep
+        the backends busy, and the gateway's own Watch streams end right after
+        they report NOT_SERVING, so that they do not hold the grace period.
 
         Args:
           grace: seconds that in-flight calls get; defaults to the configured
@@ -170,8 +181,8 @@ class Gateway:
         self._stopped = True
         grace = self.config.grace_seconds if grace is None else grace
         _LOGGER.info("gateway stopping, grace %.1fs", grace)
-        await self.health.enter_graceful_shutdown()
         await self._watcher.stop()
+        await self.health.enter_graceful_shutdown()
         self._uvicorn.config.timeout_graceful_shutdown = grace
         self._uvicorn.should_exit = True
         await asyncio.gather(self.grpc_server.stop(grace), self._wait_uvicorn(grace))
@@ -186,6 +197,33 @@ class Gateway:
             _LOGGER.error("gateway: the HTTP server did not stop in time")
         except Exception:
             _LOGGER.exception("gateway: the HTTP server failed while stopping")
+
+
+def _reflection_pool(
+    descriptors: list[ServiceDescriptor],
+) -> descriptor_pool.DescriptorPool:
+    """Build a descriptor pool of the files that declare the exposed services.
+
+    Reflection resolves symbols in this pool only, so a client can neither
+    list nor describe an internal service, unless an exposed file imports the
+    file that declares it.
+    """
+    pool = descriptor_pool.DescriptorPool()
+    added: set[str] = set()
+
+    def add(file: FileDescriptor) -> None:
+        if file.name in added:
+            return
+        for dependency in file.dependencies:
+            add(dependency)
+        proto = descriptor_pb2.FileDescriptorProto()
+        file.CopyToProto(proto)
+        pool.Add(proto)
+        added.add(file.name)
+
+    for descriptor in descriptors:
+        add(descriptor.file)
+    return pool
 
 
 def _http_routes(descriptors: list[ServiceDescriptor]):
@@ -236,13 +274,22 @@ async def build(
             descriptor.full_name,
             await _with_error_mapping(descriptor.full_name, handlers),
         )
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ["", *names]:
+    for name in [OVERALL, *names]:
         await health_servicer.set(name, NOT_SERVING)
     if config.reflection:
         reflection.enable_server_reflection(
-            [*names, _HEALTH_SERVICE, reflection.SERVICE_NAME], server
+            [*names, _HEALTH_SERVICE, reflection.SERVICE_NAME],
+            server,
+            pool=_reflection_pool(
+                [s.descriptor for s in services]
+                + own_services
+                + [
+                    health_pb2.DESCRIPTOR.services_by_name["Health"],
+                    reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"],
+                ]
+            ),
         )
 
     try:
@@ -284,8 +331,10 @@ async def build(
         raise
 
     watcher = BackendHealthWatcher(health_servicer, pool, services)
-    for name in ["", *names]:
-        await health_servicer.set(name, SERVING)
+    # The public services, and with them the whole server, stay NOT_SERVING
+    # until the watchers have heard from their backends.
+    for descriptor in own_services:
+        await health_servicer.set(descriptor.full_name, SERVING)
     watcher.start()
     _LOGGER.info(
         "gateway listening: gRPC on port %d, REST on port %d; %d public services, "

@@ -4,8 +4,12 @@ One watcher per public service streams `grpc.health.v1.Health/Watch` from the
 backend for that service name and copies the status into the gateway's own
 health servicer. A backend that cannot be reached makes its services
 NOT_SERVING until a later watch succeeds. A backend without the health service
-(UNIMPLEMENTED) leaves its services SERVING, because the gateway cannot know
+(UNIMPLEMENTED) makes its services SERVING, because the gateway cannot know
 better.
+
+The whole-server status `""` is SERVING only while every public service is, so
+`splitlog health` on the gateway fails as soon as one backend is down. The
+gateway's own services stay SERVING from start to stop.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import logging
 from collections.abc import Iterable
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.proxy import BackendPool
 from gateway.services import PublicService
@@ -24,18 +28,92 @@ _LOGGER = logging.getLogger(__name__)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+OVERALL = ""
 
 # Delay before watching a failed backend again, doubled up to the maximum.
 _INITIAL_RETRY_SECONDS = 0.5
 _MAX_RETRY_SECONDS = 5.0
 
 
+class HealthServicer(health_pb2_grpc.HealthServicer):
+    """The asyncio health service of the gateway.
+
+    It behaves like `grpc_health.v1.health.aio.HealthServicer`, except that
+    `enter_graceful_shutdown()` also ends every open Watch stream, right after
+    sending it NOT_SERVING. The stock servicer keeps those streams open, so a
+    stopping server waited out its whole grace period for them.
+    """
+
+    def __init__(self) -> None:
+        self._statuses: dict[str, int] = {}
+        self._version = 0
+        self._changed = asyncio.Condition()
+        self._shutting_down = False
+
+    async def Check(self, request: health_pb2.HealthCheckRequest, context):
+        status = self._statuses.get(request.service)
+        if status is None:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"the gateway reports no health for service {request.service!r}",
+            )
+        return health_pb2.HealthCheckResponse(status=status)
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context):
+        sent = None
+        while True:
+            # Nothing awaits between reading the version and the status, and
+            # after a write the status is read again, so no change is lost.
+            version = self._version
+            status = self._statuses.get(request.service, SERVICE_UNKNOWN)
+            if status != sent:
+                await context.write(health_pb2.HealthCheckResponse(status=status))
+                sent = status
+                continue
+            if self._shutting_down:
+                return
+            async with self._changed:
+                await self._changed.wait_for(lambda seen=version: self._version != seen)
+
+    def status(self, service: str) -> int | None:
+        """Return the current status of a service, or None if it is unknown."""
+        return self._statuses.get(service)
+
+    async def set(self, service: str, status: int) -> None:
+        """Set the status of a service; ignored once shutdown has begun."""
+        if self._shutting_down or self._statuses.get(service) == status:
+            return
+        self._statuses[service] = status
+        await self._notify()
+
+    async def enter_graceful_shutdown(self) -> None:
+        """Report NOT_SERVING for every service for good and end the Watch streams."""
+        if self._shutting_down:
+            return
+        self._shutting_down = True
+        for service in self._statuses:
+            self._statuses[service] = NOT_SERVING
+        await self._notify()
+
+    async def _notify(self) -> None:
+        self._version += 1
+        async with self._changed:
+            self._changed.notify_all()
+
+
 class BackendHealthWatcher:
-    """Mirror each backend's per-service health into the gateway's servicer."""
+    """Mirror each backend's per-service health into the gateway's servicer.
+
+    Args:
+      servicer: the gateway's health servicer.
+      pool: the backends and their channels.
+      services: the public services that the gateway forwards.
+    """
 
     def __init__(
         self,
-        servicer: health.aio.HealthServicer,
+        servicer: HealthServicer,
         pool: BackendPool,
         services: Iterable[PublicService],
     ) -> None:
@@ -55,11 +133,19 @@ class BackendHealthWatcher:
             self._tasks.append(task)
 
     async def stop(self) -> None:
-        """Cancel the watch tasks and wait for them to end."""
+        """Cancel the watch tasks, which cancels their Watch calls, and wait."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+
+    async def _report(self, service: str, status: int) -> None:
+        await self._servicer.set(service, status)
+        every_serving = all(
+            self._servicer.status(public.full_name) == SERVING
+            for public in self._services
+        )
+        await self._servicer.set(OVERALL, SERVING if every_serving else NOT_SERVING)
 
     async def _watch(self, stub: health_pb2_grpc.HealthStub, service: PublicService):
         name = service.full_name
@@ -72,18 +158,19 @@ class BackendHealthWatcher:
                     delay = _INITIAL_RETRY_SECONDS
                     last_error = None
                     serving = response.status == SERVING
-                    await self._servicer.set(name, SERVING if serving else NOT_SERVING)
+                    await self._report(name, SERVING if serving else NOT_SERVING)
                 # The backend ended the stream because it is stopping, so watch
                 # again.
             except grpc.aio.AioRpcError as error:
                 if error.code() == grpc.StatusCode.UNIMPLEMENTED:
                     _LOGGER.info(
-                        "%s serves no health service; %s stays SERVING",
+                        "%s serves no health service; reporting %s as SERVING",
                         service.backend,
                         name,
                     )
+                    await self._report(name, SERVING)
                     return
-                await self._servicer.set(name, NOT_SERVING)
+                await self._report(name, NOT_SERVING)
                 if error.code() != last_error:
                     _LOGGER.warning(
                         "health of %s at %s unknown (%s: %s); reporting NOT_SERVING",

@@ -10,6 +10,11 @@ the `google.rpc.Status` JSON shape:
                "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
                             ...}]}}
 
+A `grpc-timeout` header sets the deadline of the backend call, as in gRPC.
+Values above `MAX_TIMEOUT_SECONDS` (one hour) are shortened to it, because
+the header syntax allows up to 99999999 hours, far past what a gRPC deadline
+can hold. Without the header a call gets the `deadline_seconds` setting.
+
 Server-streaming methods respond with newline-delimited JSON: one
 `{"result": ...}` line per message and, if the stream fails after it started,
 one final `{"error": ...}` line. Client-streaming methods return 501, and so do
@@ -79,6 +84,8 @@ _TIMEOUT_UNITS = {
     "n": 1e-9,
 }
 _TIMEOUT = re.compile(r"([0-9]{1,8})([HMSmun])\Z")
+# Maximum backend call deadline in seconds that a grpc-timeout header can set.
+MAX_TIMEOUT_SECONDS = 3600.0
 
 # HTTP headers forwarded to the backend as gRPC metadata, besides the ones
 # with the `grpc-metadata-` prefix, which are forwarded without the prefix.
@@ -168,6 +175,8 @@ def _status_of(error: grpc.aio.AioRpcError, path: str, pool: BackendPool):
 def parse_timeout(text: str) -> float:
     """Parse a gRPC timeout header value such as `500m` or `2S` into seconds.
 
+    Values above `MAX_TIMEOUT_SECONDS` return `MAX_TIMEOUT_SECONDS`.
+
     Raises:
       InvalidArgument: the value is not 1 to 8 digits followed by a unit.
     """
@@ -179,7 +188,8 @@ def parse_timeout(text: str) -> float:
             reason="INVALID_TIMEOUT",
             metadata={"header": "grpc-timeout"},
         )
-    return int(match.group(1)) * _TIMEOUT_UNITS[match.group(2)]
+    seconds = int(match.group(1)) * _TIMEOUT_UNITS[match.group(2)]
+    return min(seconds, MAX_TIMEOUT_SECONDS)
 
 
 def _metadata_from_headers(request: Request) -> tuple[tuple[str, str], ...]:
@@ -308,7 +318,8 @@ class RestFront:
         metadata,
     ) -> Response:
         # NOTE: A REST stream gets the unary default deadline, so a longer
-        # stream needs a grpc-timeout header.
+        # stream needs a grpc-timeout header, and no stream outlives
+        # MAX_TIMEOUT_SECONDS.
         call = endpoint.multicallable(payload, timeout=timeout, metadata=metadata)
         iterator = call.__aiter__()
         try:

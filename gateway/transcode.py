@@ -19,6 +19,7 @@ Everything here is pure: no I/O, no gRPC.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections.abc import Iterable
@@ -28,8 +29,11 @@ from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from gateway import json_check
 from gateway.http_rules import HttpRoute
 from splitlog_runtime.errors import invalid_field
+
+_LOGGER = logging.getLogger(__name__)
 
 _INTEGER_TYPES = frozenset(
     {
@@ -116,6 +120,7 @@ def build_request(
     for key, text in items:
         _assign_query_value(tree, route, descriptor, path_values, key, text)
 
+    json_check.check_message(tree, descriptor)
     request = request_class()
     try:
         json_format.ParseDict(tree, request)
@@ -145,15 +150,23 @@ def _body_tree(route: HttpRoute, descriptor: Descriptor, body: bytes) -> dict:
             reason="MALFORMED_JSON",
         ) from None
     if route.body == "*":
-        if not isinstance(value, dict):
-            raise invalid_field(
-                "body",
-                f"the request body must be a JSON object, got {type(value).__name__}",
-                reason="MALFORMED_JSON",
-            )
+        _require_object(value, "body", descriptor)
         return value
     body_field = descriptor.fields_by_name[route.body]
+    if body_field.message_type is not None and not body_field.is_repeated:
+        _require_object(value, body_field.json_name, body_field.message_type)
     return {body_field.json_name: value}
+
+
+def _require_object(value: Any, field: str, descriptor: Descriptor) -> None:
+    """Reject a body that is not a JSON object, naming what was received."""
+    if not isinstance(value, dict):
+        raise invalid_field(
+            field,
+            f"request body must be a JSON object with the fields of "
+            f"{descriptor.full_name}, got {json_check.describe_json(value)}",
+            reason="BODY_NOT_OBJECT",
+        )
 
 
 def _child(tree: dict, field: FieldDescriptor) -> Any:
@@ -339,12 +352,16 @@ def _parse_error(exc: json_format.ParseError, descriptor: Descriptor):
             f"unknown field {name!r} in {type_name}; known fields: {known}",
             reason="UNKNOWN_FIELD",
         )
+    # `json_check.check_message` has already caught wrong JSON types, so this
+    # is a rarer case, such as an unknown type in a google.protobuf.Any. The
+    # parser's own text can quote Python internals, so it goes to the log only.
     # Nested failures read "Failed to parse a field: Failed to parse b field: why".
     field = ".".join(_BAD_FIELD.findall(summary)) or "body"
-    cause = _BAD_FIELD.sub("", summary).strip()
+    _LOGGER.debug("request JSON for %s rejected: %s", descriptor.full_name, text)
     return invalid_field(
         field,
-        f"invalid value in {descriptor.full_name}: {cause}",
+        f"invalid value for {field} in {descriptor.full_name}; it does not follow "
+        "the proto3 JSON mapping of that field's type",
         reason="INVALID_FIELD_VALUE",
     )
 

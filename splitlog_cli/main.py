@@ -11,13 +11,15 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
+from splitlog_cli import client as client_commands
 from splitlog_cli import serve, settings, up
 from splitlog_cli.errors import StartupError
 from splitlog_cli.health import check
-from splitlog_cli.processes import Supervisor
+from splitlog_cli.processes import RESTART_POLICY, Supervisor
 from splitlog_cli.show_config import FORMATS, render
 from splitlog_cli.signals import StopSignals
-from splitlog_cli.topology import COMPONENTS_BY_NAME
+from splitlog_cli.splitwise import commands as splitwise_commands
+from splitlog_cli.topology import COMPONENTS, COMPONENTS_BY_NAME
 from splitlog_runtime import logsetup
 from splitlog_runtime.config import Config, add_arguments
 
@@ -42,13 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
         "up",
         parents=[config_flags],
         help="run every component, in this process or one process each",
-        description="Run the gateway and every service until SIGTERM or Ctrl-C.",
+        description="Run the gateway and every service until SIGTERM or Ctrl-C. "
+        f"With --processes, {RESTART_POLICY.describe()}.",
     )
     up.add_argument(
         "--processes",
         action="store_true",
         help="run each component in its own child process, wired over loopback "
-        "like the docker-compose containers",
+        "like the docker-compose containers, and restart a child that exits "
+        "(see above)",
     )
 
     serve = commands.add_parser(
@@ -69,9 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     show.add_argument("--format", choices=FORMATS, default="table")
 
+    # The server settings do not apply to a health check, so it takes none.
     health = commands.add_parser(
         "health",
-        parents=[config_flags],
         help="check a component's health; exit 0 when SERVING",
         description="Call grpc.health.v1.Health/Check and print the status. "
         "Exits 0 when SERVING and 1 otherwise.",
@@ -90,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=3.0,
         help="deadline of the health check in seconds (default 3)",
     )
+    splitwise_commands.add_parsers(commands, config_flags)
+    client_commands.add_parsers(commands)
     return parser
 
 
@@ -97,8 +103,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the `splitlog` command and return its exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "health":
+        return _health(args)
     try:
         config = settings.load(args)
+        if args.command in ("up", "serve"):
+            settings.check_distinct_ports(config, args, _served_ports(args))
     except settings.ConfigError as exc:
         print(f"splitlog: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -122,9 +132,20 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
     if args.command == "config":
         print(render(config, args, args.format))
         return 0
-    if args.command == "health":
-        return _health(args)
+    if args.command in ("import", "export"):
+        return splitwise_commands.run(args, config)
+    if client_commands.handles(args):
+        return client_commands.run(args, config)
     raise AssertionError(f"unhandled command {args.command!r}")
+
+
+def _served_ports(args: argparse.Namespace) -> list[str]:
+    """Return the port settings of the components that the command runs."""
+    if args.command == "serve":
+        components = [COMPONENTS_BY_NAME[args.component]]
+    else:
+        components = list(COMPONENTS)
+    return [name for component in components for name in component.port_settings]
 
 
 def _health(args: argparse.Namespace) -> int:

@@ -3,8 +3,12 @@
 The children are `splitlog serve COMPONENT`, wired over loopback with the
 environment that docker-compose.yml gives the containers. A component starts
 once every component it depends on reports SERVING. The supervisor forwards
-SIGTERM and SIGINT as SIGTERM (gateway first, then the services), and stops
-everything with a non-zero status when a child exits on its own.
+SIGTERM and SIGINT as SIGTERM (gateway first, then the services).
+
+A child that exits on its own is started again after a delay that begins at
+0.5 s and doubles with each exit, up to 10 s (see `RestartPolicy`). A child
+that exits more than 5 times within 60 s makes the supervisor give up: it
+stops every component and exits with status 1.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 from splitlog_cli.console import address_rows, print_ready
@@ -25,6 +31,7 @@ from splitlog_cli.settings import env_text
 from splitlog_cli.signals import SUPERVISOR_PID_ENV, StopSignals
 from splitlog_cli.topology import (
     COMPONENTS,
+    COMPONENTS_BY_NAME,
     Component,
     grpc_address,
     local_environment,
@@ -37,6 +44,77 @@ _LOGGER = logging.getLogger(__name__)
 STARTUP_TIMEOUT = 60.0
 # Seconds past the grace period before a child that ignores SIGTERM is killed.
 KILL_MARGIN = 5.0
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When the supervisor restarts a child that exited on its own.
+
+    Attributes:
+      initial_delay: seconds before the first restart.
+      max_delay: maximum delay in seconds; each exit within `window` doubles
+        the delay up to this.
+      max_restarts: exits within `window` that are still restarted; one more
+        makes the supervisor give up.
+      window: length in seconds of the sliding window that counts exits.
+    """
+
+    initial_delay: float = 0.5
+    max_delay: float = 10.0
+    max_restarts: int = 5
+    window: float = 60.0
+
+    def describe(self) -> str:
+        """Return the policy in one sentence, for help text."""
+        return (
+            f"a child that exits on its own is restarted after "
+            f"{self.initial_delay:g}s, doubling with each exit up to "
+            f"{self.max_delay:g}s; when one child exits more than "
+            f"{self.max_restarts} times within {self.window:g}s, every component "
+            "stops and the exit status is 1"
+        )
+
+
+RESTART_POLICY = RestartPolicy()
+
+
+class ExitHistory:
+    """The recent exits of one child, and the delay before its next restart."""
+
+    def __init__(self, policy: RestartPolicy) -> None:
+        self._policy = policy
+        self._exits: deque[float] = deque()
+
+    def record_exit(self, now: float) -> float | None:
+        """Record an exit at monotonic time `now`.
+
+        Returns:
+          The seconds to wait before restarting the child, or None when it
+          exited more than `max_restarts` times within the window.
+        """
+        self._exits.append(now)
+        while now - self._exits[0] > self._policy.window:
+            self._exits.popleft()
+        count = len(self._exits)
+        if count > self._policy.max_restarts:
+            return None
+        delay = self._policy.initial_delay * 2 ** (count - 1)
+        return min(delay, self._policy.max_delay)
+
+    @property
+    def recent_exits(self) -> int:
+        """Return the number of exits within the window at the last record."""
+        return len(self._exits)
+
+
+def exit_description(returncode: int) -> str:
+    """Describe a child's exit status, naming the signal that killed it."""
+    if returncode < 0:
+        try:
+            return f"signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"status {returncode}"
 
 
 def start_waves(components: tuple[Component, ...]) -> list[list[Component]]:
@@ -79,14 +157,20 @@ def child_environment(component: Component, config: Config) -> dict[str, str]:
 class Supervisor:
     """Starts, watches and stops the child processes."""
 
-    def __init__(self, config: Config, signals: StopSignals) -> None:
+    def __init__(
+        self,
+        config: Config,
+        signals: StopSignals,
+        policy: RestartPolicy = RESTART_POLICY,
+    ) -> None:
         self._config = config
         self._signals = signals
+        self._policy = policy
         self._waves = start_waves(COMPONENTS)
         self._children: dict[str, subprocess.Popen] = {}
 
     def run(self) -> int:
-        """Run until a stop signal or a child's exit; return the exit status.
+        """Run until a stop signal or until it gives up; return the exit status.
 
         Raises:
           StartupError: a port is taken or a child failed to start.
@@ -154,17 +238,45 @@ class Supervisor:
         return True
 
     def _watch(self) -> int:
+        """Restart children that exit; return 1 on giving up, 0 on a stop signal."""
+        histories = {name: ExitHistory(self._policy) for name in self._children}
+        restart_at: dict[str, float] = {}
         while not self._signals.wait(timeout=0.2):
+            now = time.monotonic()
             for name, child in self._children.items():
-                if child.poll() is not None:
+                if name in restart_at:
+                    if now >= restart_at[name]:
+                        del restart_at[name]
+                        self._spawn(COMPONENTS_BY_NAME[name])
+                    continue
+                if child.poll() is None:
+                    continue
+                delay = histories[name].record_exit(now)
+                if delay is None:
                     _LOGGER.error(
-                        "%s (pid %d) exited unexpectedly with status %d; "
+                        "%s (pid %d) exited with %s, its exit number %d within "
+                        "%gs, and at most %d are restarted; giving up and "
                         "stopping every component",
                         name,
                         child.pid,
-                        child.returncode,
+                        exit_description(child.returncode),
+                        histories[name].recent_exits,
+                        self._policy.window,
+                        self._policy.max_restarts,
                     )
                     return 1
+                _LOGGER.warning(
+                    "%s (pid %d) exited unexpectedly with %s; restarting it in "
+                    "%.1fs (exit %d of at most %d within %gs)",
+                    name,
+                    child.pid,
+                    exit_description(child.returncode),
+                    delay,
+                    histories[name].recent_exits,
+                    self._policy.max_restarts,
+                    self._policy.window,
+                )
+                restart_at[name] = now + delay
         return 0
 
     def _stop_all(self) -> bool:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from splitlog_runtime import config as config_module
-from splitlog_runtime.config import SETTINGS, Config, Setting
+from splitlog_runtime.config import SETTINGS, SETTINGS_BY_NAME, Config, Setting
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _LOG_FORMATS = ("text", "json")
@@ -40,12 +40,47 @@ def load(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> 
     for setting in SETTINGS:
         problem = _problem(setting, getattr(config, setting.name))
         if problem:
-            origin = source(setting, args, environ)
-            if origin == "default":
-                origin = f"the default of {setting.flag}"
+            origin = _origin(setting, args, environ)
             value = getattr(config, setting.name)
             raise ConfigError(f"invalid value {value!r} for {origin}: {problem}")
     return config
+
+
+def check_distinct_ports(
+    config: Config,
+    args: argparse.Namespace,
+    port_settings: Iterable[str],
+    environ: Mapping[str, str] | None = None,
+) -> None:
+    """Check that no two of the given port settings name the same port.
+
+    Port 0 (any free port) may repeat.
+
+    Raises:
+      ConfigError: two settings name the same port; the message names both.
+    """
+    environ = os.environ if environ is None else environ
+    owner: dict[int, Setting] = {}
+    for name in port_settings:
+        setting = SETTINGS_BY_NAME[name]
+        port = getattr(config, name)
+        if port == 0:
+            continue
+        if port in owner:
+            first = _origin(owner[port], args, environ)
+            second = _origin(setting, args, environ)
+            raise ConfigError(
+                f"{first} and {second} both set port {port}; every component "
+                "needs a port of its own, so change one of them"
+            )
+        owner[port] = setting
+
+
+def _origin(setting: Setting, args: argparse.Namespace, environ: Mapping) -> str:
+    origin = source(setting, args, environ)
+    if origin == "default":
+        return f"the default of {setting.flag}"
+    return origin
 
 
 def _problem(setting: Setting, value: object) -> str | None:

@@ -8,6 +8,7 @@ that the README shows, and a test checks that the two agree.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -24,6 +25,23 @@ def _parse_bool(text: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _parse_int(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+
+
+def _parse_float(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError("expected a number, such as 2.5") from None
+    if not math.isfinite(value):
+        raise ValueError("expected a finite number, such as 2.5")
+    return value
 
 
 @dataclass(frozen=True)
@@ -47,7 +65,7 @@ class Setting:
 def _service_settings(service: str, port: int) -> list[Setting]:
     label = service.replace("_", " ")
     return [
-        Setting(f"{service}_port", port, f"Port that {label} listens on.", int),
+        Setting(f"{service}_port", port, f"Port that {label} listens on.", _parse_int),
         Setting(
             f"{service}_addr",
             "",
@@ -66,8 +84,8 @@ def _service_settings(service: str, port: int) -> list[Setting]:
 SETTINGS: list[Setting] = [
     Setting("host", "127.0.0.1", "Interface that every server binds."),
     Setting("data_dir", "./data", "Directory for the SQLite files.", Path),
-    Setting("gateway_port", 50051, "Port of the gateway's gRPC front.", int),
-    Setting("http_port", 8080, "Port of the gateway's REST/JSON front.", int),
+    Setting("gateway_port", 50051, "Port of the gateway's gRPC front.", _parse_int),
+    Setting("http_port", 8080, "Port of the gateway's REST/JSON front.", _parse_int),
     *_service_settings("user_service", 50061),
     *_service_settings("expense_service", 50062),
     *_service_settings("balance_service", 50063),
@@ -77,21 +95,21 @@ SETTINGS: list[Setting] = [
         "grace_seconds",
         10.0,
         "Seconds that in-flight RPCs get to finish after SIGTERM or SIGINT.",
-        float,
+        _parse_float,
     ),
     Setting(
         "deadline_seconds",
         5.0,
         "Deadline in seconds for calls between services when the caller set none.",
-        float,
+        _parse_float,
     ),
     Setting(
         "max_message_bytes",
         16 * 1024 * 1024,
         "Largest gRPC message in bytes that servers and channels accept.",
-        int,
+        _parse_int,
     ),
-    Setting("workers", 16, "Threads per synchronous gRPC server.", int),
+    Setting("workers", 16, "Threads per synchronous gRPC server.", _parse_int),
     Setting("log_level", "INFO", "Level of the process log: DEBUG, INFO, WARNING."),
     Setting("log_format", "text", "Format of the process log: text or json."),
 ]
@@ -139,11 +157,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             setting.flag,
             dest=setting.name,
             default=None,
-            metavar=type(setting.default).__name__.upper()
-            if not isinstance(setting.default, Path)
-            else "DIR",
-            help=f"{setting.help} Env {setting.env}; default {setting.default!s}.",
+            metavar=_metavar(setting),
+            help=f"{setting.help} Env {setting.env}; default {_default_text(setting)}.",
         )
+
+
+def _metavar(setting: Setting) -> str:
+    name = setting.name
+    for suffix, metavar in (
+        ("_port", "PORT"),
+        ("_addr", "HOST:PORT"),
+        ("_db_url", "URL"),
+        ("_dir", "DIR"),
+        ("_seconds", "SECONDS"),
+        ("_bytes", "BYTES"),
+    ):
+        if name.endswith(suffix):
+            return metavar
+    if setting.parse is _parse_bool:
+        return "BOOL"
+    if setting.parse is _parse_int:
+        return "N"
+    return name.rsplit("_", 1)[-1].upper()
+
+
+def _default_text(setting: Setting) -> str:
+    # argparse formats help with %, so a literal percent sign is doubled.
+    text = str(setting.default) if setting.default != "" else "(empty)"
+    return text.replace("%", "%%")
 
 
 def load(

@@ -4,15 +4,22 @@
 health service and (optionally) reflection, binds it and returns the bound
 port, so tests can bind port 0. `ServiceHost` owns one running server and the
 resources that must close after it.
+
+Health Watch streams never end on their own, so a stopping server would wait
+out its whole grace period for them. `ClosingHealthServicer` ends every open
+Watch stream right after sending it NOT_SERVING, and `stop(grace)` then waits
+only for the calls that do real work.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable, Iterable
 from concurrent import futures
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -41,6 +48,96 @@ def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
     ]
 
 
+class _WatchSender:
+    """Pass responses to one Watch stream's callback until the stream is ended.
+
+    The health servicer ends a stream by sending None, and it does so again
+    when the stream closes. Only the first None reaches gRPC, so a stream is
+    never given two statuses.
+    """
+
+    def __init__(self, send: Callable[[Any], None]) -> None:
+        self._send = send
+        self._lock = threading.Lock()
+        self._ended = False
+
+    def __call__(self, response: Any) -> None:
+        with self._lock:
+            if self._ended:
+                return
+            if response is None:
+                self._ended = True
+        self._send(response)
+
+
+class _ResponseQueue:
+    """The responses of one Watch stream in blocking mode; None ends the stream."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def put(self, response: Any) -> None:
+        self._queue.put(response)
+
+    def __iter__(self) -> _ResponseQueue:
+        return self
+
+    def __next__(self) -> Any:
+        response = self._queue.get()
+        if response is None:
+            raise StopIteration
+        return response
+
+
+class ClosingHealthServicer(health.HealthServicer):
+    """The standard health servicer, with Watch streams that end at shutdown.
+
+    `enter_graceful_shutdown()` sends NOT_SERVING to every open Watch stream,
+    as the base class does, and then ends each stream with status OK. A Watch
+    that arrives later gets NOT_SERVING and ends at once.
+
+    Watch works in both modes of the sync server. Behind an interceptor it
+    runs in blocking mode, which holds one handler thread per open stream
+    until the stream ends.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(experimental_non_blocking=True)
+        self._watches_lock = threading.Lock()
+        self._open_watches: set[_WatchSender] = set()
+        self._closing = False
+
+    def Watch(self, request, context, send_response_callback=None):
+        responses = None
+        if send_response_callback is None:
+            responses = _ResponseQueue()
+            send_response_callback = responses.put
+        sender = _WatchSender(send_response_callback)
+        with self._watches_lock:
+            super().Watch(request, context, sender)
+            if self._closing:
+                sender(None)
+                return responses
+            self._open_watches.add(sender)
+        if not context.add_callback(lambda: self._forget(sender)):
+            self._forget(sender)
+        return responses
+
+    def _forget(self, sender: _WatchSender) -> None:
+        with self._watches_lock:
+            self._open_watches.discard(sender)
+
+    def enter_graceful_shutdown(self) -> None:
+        """Report NOT_SERVING for every service, then end every Watch stream."""
+        with self._watches_lock:
+            self._closing = True
+            super().enter_graceful_shutdown()
+            senders = list(self._open_watches)
+            self._open_watches.clear()
+        for sender in senders:
+            sender(None)
+
+
 @dataclass
 class ServiceHost:
     """A running gRPC server with its health servicer and closing callbacks.
@@ -50,14 +147,14 @@ class ServiceHost:
       server: the gRPC server.
       port: the port the server is bound to.
       health: the health servicer; services are NOT_SERVING until
-        `mark_serving()`.
+        `mark_serving()`, and its Watch streams end when `stop()` begins.
       service_names: full names of the services that health reports on.
     """
 
     name: str
     server: grpc.Server
     port: int
-    health: health.HealthServicer
+    health: ClosingHealthServicer
     service_names: list[str]
     _closers: list[Callable[[], None]] = field(default_factory=list)
     _stopped: threading.Event = field(default_factory=threading.Event)
@@ -134,7 +231,7 @@ def create_server(
     names = list(service_names)
     for add in register:
         add(server)
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_servicer = ClosingHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in ["", *names]:
         health_servicer.set(service, NOT_SERVING)

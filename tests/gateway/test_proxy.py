@@ -233,11 +233,12 @@ def test_health_follows_backend(gateway, channel):
     health_stub = health_pb2_grpc.HealthStub(channel)
     unreachable = next(s for s in gateway.services if s.backend == "expense_service")
 
-    assert _check_until(health_stub, "", SERVING) == SERVING
     assert (
         _check_until(health_stub, "splitlog.users.v1.UsersService", SERVING) == SERVING
     )
     assert _check_until(health_stub, unreachable.full_name, NOT_SERVING) == NOT_SERVING
+    # One unreachable backend makes the whole gateway NOT_SERVING.
+    assert _check_until(health_stub, "", NOT_SERVING) == NOT_SERVING
 
 
 def _listed_services(gateway) -> list[str]:
@@ -262,6 +263,31 @@ def test_reflection_lists_services(gateway):
     assert "grpc.reflection.v1alpha.ServerReflection" in listed
     for internal in INTERNAL_SERVICES:
         assert internal not in listed
+
+
+def _describe(gateway, symbol: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(GRPCURL), "-plaintext", f"127.0.0.1:{gateway.grpc_port}"]
+        + ["describe", symbol],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+@pytest.mark.parametrize("internal", sorted(INTERNAL_SERVICES))
+def test_reflection_cannot_describe_internal(gateway, internal):
+    result = _describe(gateway, internal)
+
+    assert result.returncode != 0
+    assert "not found" in result.stderr.lower()
+
+
+def test_reflection_describes_public_service(gateway):
+    result = _describe(gateway, "splitlog.users.v1.UsersService")
+
+    assert result.returncode == 0, result.stderr
+    assert "rpc GetUser" in result.stdout
 
 
 def test_grpcurl_call_through_reflection(gateway):
@@ -297,8 +323,11 @@ def test_stop_flips_health_and_finishes_calls(loop_thread, gateway_config):
     gateway = loop_thread.run(build(gateway_config, "127.0.0.1:0", "127.0.0.1:0"))
     with grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
         stub = pb_grpc.UsersServiceStub(channel)
-        watch = health_pb2_grpc.HealthStub(channel).Watch(
-            health_pb2.HealthCheckRequest(service=""), timeout=10
+        health_stub = health_pb2_grpc.HealthStub(channel)
+        _check_until(health_stub, "splitlog.users.v1.UsersService", SERVING)
+        watch = health_stub.Watch(
+            health_pb2.HealthCheckRequest(service="splitlog.users.v1.UsersService"),
+            timeout=10,
         )
         first_status = next(watch).status
         in_flight = stub.GetUser.future(

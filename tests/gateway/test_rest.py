@@ -7,7 +7,9 @@ import uuid
 import httpx
 import pytest
 
+from balance_service.app import build as build_balance_service
 from gateway.app import build
+from gateway.rest import MAX_TIMEOUT_SECONDS, parse_timeout
 from splitlog_runtime import config as config_module
 from tests.gateway.support import closed_address
 from user_service.app import build as build_user_service
@@ -17,13 +19,26 @@ BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
 
 
 @pytest.fixture(scope="module")
-def users_host(tmp_path_factory):
+def balances_host(tmp_path_factory):
+    """The balance service that the user service asks before removing a member."""
+    config = config_module.load(
+        environ={},
+        overrides={"data_dir": tmp_path_factory.mktemp("balances"), "workers": 4},
+    )
+    host = build_balance_service(config, "127.0.0.1:0")
+    yield host
+    host.stop(0)
+
+
+@pytest.fixture(scope="module")
+def users_host(tmp_path_factory, balances_host):
     data = tmp_path_factory.mktemp("users")
     config = config_module.load(
         environ={},
         overrides={
             "data_dir": data,
             "user_service_db_url": f"sqlite:///{data / 'users.db'}",
+            "balance_service_addr": f"127.0.0.1:{balances_host.port}",
             "workers": 8,
         },
     )
@@ -400,3 +415,60 @@ def test_invalid_timeout_header(client):
 
     assert response.status_code == 400
     assert _detail(_error(response), ERROR_INFO)["reason"] == "INVALID_TIMEOUT"
+
+
+@pytest.mark.parametrize("header", ["99999999H", "9999999H", "99999999S"])
+def test_huge_timeout_header_clamped(client, header):
+    response = client.get("/v1/users", headers={"grpc-timeout": header})
+
+    assert response.status_code == 200, response.text
+
+
+def test_parse_timeout_clamps_to_maximum():
+    assert parse_timeout("500m") == 0.5
+    assert parse_timeout("60M") == 3600.0
+    assert parse_timeout("61M") == MAX_TIMEOUT_SECONDS
+    assert parse_timeout("99999999H") == MAX_TIMEOUT_SECONDS
+
+
+@pytest.mark.parametrize(
+    ("body", "received"),
+    [
+        (b'"str"', 'the string "str"'),
+        (b"[1,2]", "an array of 2 items"),
+        (b"42", "the number 42"),
+        (b"null", "null"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("path", "field"), [("/v1/users", "user"), ("/v1/users/u1:deactivate", "body")]
+)
+def test_body_not_json_object_400(client, body, received, path, field):
+    response = client.post(
+        path, content=body, headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 400, response.text
+    error = _error(response)
+    assert error["status"] == "INVALID_ARGUMENT"
+    assert "request body must be a JSON object" in error["message"]
+    assert received in error["message"]
+    assert _detail(error, ERROR_INFO)["reason"] == "BODY_NOT_OBJECT"
+    violation = _detail(error, BAD_REQUEST)["fieldViolations"][0]
+    assert violation["field"] == field
+
+
+def test_wrong_timestamp_names_field_and_format(client):
+    response = client.post(
+        "/v1/users",
+        json={"email": _email(), "displayName": "A", "createTime": "yesterday"},
+    )
+
+    assert response.status_code == 400, response.text
+    error = _error(response)
+    assert "user.createTime" in error["message"]
+    assert "RFC 3339" in error["message"]
+    assert "does not match format" not in error["message"]
+    assert _detail(error, ERROR_INFO)["reason"] == "INVALID_FIELD_VALUE"
+    violation = _detail(error, BAD_REQUEST)["fieldViolations"][0]
+    assert violation["field"] == "user.createTime"

@@ -257,11 +257,94 @@ def test_body_on_route_without_body_rejected():
     assert error.reason == "UNEXPECTED_BODY"
 
 
-@pytest.mark.parametrize("body", [b"{", b"[1, 2]", b"\xff\xfe"])
+@pytest.mark.parametrize("body", [b"{", b"[1, 2", b"\xff\xfe"])
 def test_malformed_whole_body(body):
     error = _rejected(_route("/v1/things", body="*"), body=body)
 
     assert error.reason == "MALFORMED_JSON"
+
+
+@pytest.mark.parametrize(
+    ("body", "received"),
+    [
+        (b'"str"', 'the string "str"'),
+        (b"[1, 2]", "an array of 2 items"),
+        (b"42", "the number 42"),
+        (b"null", "null"),
+    ],
+)
+@pytest.mark.parametrize(("body_field", "field"), [("*", "body"), ("inner", "inner")])
+def test_body_not_object(body, received, body_field, field):
+    error = _rejected(_route("/v1/things", body=body_field), body=body)
+
+    assert error.reason == "BODY_NOT_OBJECT"
+    assert error.field_violations[0].field == field
+    assert "request body must be a JSON object" in error.message
+    assert received in error.message
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "reason", "expected"),
+    [
+        (b'{"startTime": "yesterday"}', "startTime", "INVALID_FIELD_VALUE", "RFC 3339"),
+        (b'{"startTime": 5}', "startTime", "INVALID_FIELD_TYPE", "RFC 3339"),
+        (b'{"big": "x"}', "big", "INVALID_FIELD_TYPE", "an integer"),
+        (b'{"big": "99999999999999999999"}', "big", "INVALID_FIELD_VALUE", "integer"),
+        (b'{"ratio": "abc"}', "ratio", "INVALID_FIELD_TYPE", "a number"),
+        (b'{"color": "BLUE"}', "color", "INVALID_FIELD_VALUE", "COLOR_RED"),
+        (b'{"enabled": "yes"}', "enabled", "INVALID_FIELD_TYPE", "true or false"),
+        (b'{"tags": "one"}', "tags", "INVALID_FIELD_TYPE", "a JSON array"),
+        (b'{"tags": ["a", 2]}', "tags[1]", "INVALID_FIELD_TYPE", "a string"),
+        (b'{"inner": 5}', "inner", "INVALID_FIELD_TYPE", "transcode.test.Inner"),
+        (b'{"inner": {"counts": ["a"]}}', "inner.counts[0]", "INVALID_FIELD_TYPE", "a"),
+        (b'{"name": 5}', "name", "INVALID_FIELD_TYPE", "a string"),
+        (b'{"updateMask": 3}', "updateMask", "INVALID_FIELD_TYPE", "field paths"),
+        (b'{"maybe": "x"}', "maybe", "INVALID_FIELD_TYPE", "true or false"),
+    ],
+)
+def test_wrong_value_names_field_and_type(body, field, reason, expected):
+    error = _rejected(_route("/v1/things", body="*"), body=body)
+
+    violation = error.field_violations[0]
+    assert violation.field == field
+    assert error.reason == reason
+    assert expected in violation.description
+    for internal in ("invalid literal", "does not match format", "object is not"):
+        assert internal not in error.message
+
+
+def test_proto_and_json_name_together_rejected():
+    body = (
+        b'{"startTime": "2026-01-31T12:00:00Z", "start_time": "2026-01-31T12:00:00Z"}'
+    )
+
+    error = _rejected(_route("/v1/things", body="*"), body=body)
+
+    assert error.reason == "DUPLICATE_FIELD"
+    assert error.field_violations[0].field == "start_time"
+
+
+def test_valid_values_of_every_type_accepted():
+    body = json.dumps(
+        {
+            "startTime": "2026-01-31T12:00:00Z",
+            "big": "9223372036854775807",
+            "ratio": "NaN",
+            "color": "COLOR_RED",
+            "tags": ["a", "b"],
+            "inner": {"counts": [1, "2"], "flag": True},
+            "updateMask": "name,startTime",
+            "maybe": None,
+            "blob": "aGk=",
+        }
+    ).encode()
+
+    request = _build(_route("/v1/things", body="*"), body=body)
+
+    assert request.big == 2**63 - 1
+    assert request.start_time.seconds > 0
+    assert list(request.inner.counts) == [1, 2]
+    assert request.blob == b"hi"
 
 
 def test_unknown_body_field_named():

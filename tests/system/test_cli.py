@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
+import re
 
 import pytest
 
+from splitlog_cli import settings
 from splitlog_cli.main import main
 from splitlog_cli.processes import child_environment
 from splitlog_cli.signals import SUPERVISOR_PID_ENV
@@ -161,3 +164,104 @@ def test_child_environment_wires_loopback(clean_env, tmp_path):
     )
     assert service_env["SPLITLOG_DATA_DIR"] == str(tmp_path.resolve())
     assert service_env[SUPERVISOR_PID_ENV].isdigit()
+
+
+def _help(capsys, *argv: str) -> str:
+    with pytest.raises(SystemExit) as caught:
+        main([*argv, "--help"])
+    assert caught.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_health_help_lists_only_its_options(capsys):
+    text = _help(capsys, "health")
+
+    assert "--timeout" in text
+    assert "address" in text
+    for setting in SETTINGS:
+        assert setting.flag not in text, setting.flag
+
+
+def test_help_shows_empty_default_as_empty(capsys):
+    text = " ".join(_help(capsys, "config").split())
+
+    assert re.search(r"default \.( |$)", text) is None
+    assert "SPLITLOG_USER_SERVICE_ADDR; default (empty)." in text
+
+
+def test_up_help_describes_restart_policy(capsys):
+    text = " ".join(_help(capsys, "up").split())
+
+    assert "restarted after 0.5s" in text
+    assert "more than 5 times within 60s" in text
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("SPLITLOG_WORKERS", "lots", "expected a whole number"),
+        ("SPLITLOG_HTTP_PORT", "80.5", "expected a whole number"),
+        ("SPLITLOG_GRACE_SECONDS", "soon", "expected a number"),
+        ("SPLITLOG_DEADLINE_SECONDS", "nan", "expected a finite number"),
+    ],
+)
+def test_bad_env_number_message(clean_env, capsys, variable, value, expected):
+    clean_env.setenv(variable, value)
+
+    status = main(["config"])
+    err = capsys.readouterr().err
+
+    assert status == 2
+    assert variable in err
+    assert repr(value) in err
+    assert expected in err
+    assert "invalid literal" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "named"),
+    [
+        (
+            ["up", "--user-service-port", "50200", "--log-service-port", "50200"],
+            {},
+            ("--user-service-port", "--log-service-port"),
+        ),
+        (
+            ["up", "--processes", "--gateway-port", "50200"],
+            {"SPLITLOG_HTTP_PORT": "50200"},
+            ("--gateway-port", "SPLITLOG_HTTP_PORT"),
+        ),
+        (
+            ["up", "--gateway-port", "50061"],
+            {},
+            ("the default of --user-service-port", "--gateway-port"),
+        ),
+        (
+            ["serve", "gateway", "--http-port", "50051"],
+            {},
+            ("the default of --gateway-port", "--http-port"),
+        ),
+    ],
+)
+def test_same_port_twice_exits_2(clean_env, capsys, tmp_path, argv, env, named):
+    for key, value in env.items():
+        clean_env.setenv(key, value)
+
+    status = main([*argv, "--data-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+
+    assert status == 2
+    for name in named:
+        assert name in err
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_same_port_zero_allowed(clean_env):
+    config = config_module.load(environ={"SPLITLOG_HTTP_PORT": "0"}).replace(
+        gateway_port=0
+    )
+
+    settings.check_distinct_ports(
+        config, argparse.Namespace(), ["gateway_port", "http_port"], environ={}
+    )

@@ -118,7 +118,7 @@ def test_sigterm_finishes_accepted_calls(splitlog_factory, tmp_path, mode):
 
 
 def _open_health_watch(address: str):
-    """Start a Watch stream on the gateway; it stays open until the server ends it."""
+    """Start a Watch stream on the gateway and read its first status."""
     channel = grpc.insecure_channel(address)
     stream = health_pb2_grpc.HealthStub(channel).Watch(
         health_pb2.HealthCheckRequest(), timeout=60
@@ -128,34 +128,63 @@ def _open_health_watch(address: str):
     return channel, stream
 
 
-def test_grace_period_bounds_stop(splitlog_factory):
-    running = splitlog_factory()
+def _hold_http_request(port: int) -> socket.socket:
+    """Start a REST call whose body never arrives, so it stays in flight."""
+    connection = socket.create_connection(("127.0.0.1", port), timeout=10)
+    connection.sendall(
+        b"POST /v1/users HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+    )
+    time.sleep(0.2)
+    return connection
+
+
+@pytest.mark.parametrize(
+    "mode", [(), ("--processes",)], ids=["one-process", "processes"]
+)
+def test_open_watch_does_not_delay_stop(splitlog_factory, mode):
+    running = splitlog_factory(*mode)
     running.wait_until_ready()
     channel, stream = _open_health_watch(running.grpc_address)
 
     signal_time = time.monotonic()
     running.signal(signal.SIGTERM)
+    rest = [response.status for response in stream]
     status = running.wait(timeout=GRACE_SECONDS * 2 + EXIT_SLACK + 10)
     exit_seconds = time.monotonic() - signal_time
-    stream.cancel()
     channel.close()
 
     assert status == 0, running.log()[-3000:]
-    assert exit_seconds < GRACE_SECONDS + EXIT_SLACK
+    assert rest == [health_pb2.HealthCheckResponse.NOT_SERVING]
+    assert exit_seconds < EXIT_SLACK
+
+
+def test_grace_period_bounds_stop(splitlog_factory):
+    running = splitlog_factory()
+    running.wait_until_ready()
+    pending_request = _hold_http_request(running.ports["--http-port"])
+
+    signal_time = time.monotonic()
+    running.signal(signal.SIGTERM)
+    status = running.wait(timeout=GRACE_SECONDS * 2 + EXIT_SLACK + 10)
+    exit_seconds = time.monotonic() - signal_time
+    pending_request.close()
+
+    assert status == 0, running.log()[-3000:]
+    assert GRACE_SECONDS - 0.5 < exit_seconds < GRACE_SECONDS + EXIT_SLACK
 
 
 def test_second_signal_exits_at_once(splitlog_factory):
     running = splitlog_factory()
     running.wait_until_ready()
-    channel, stream = _open_health_watch(running.grpc_address)
+    pending_request = _hold_http_request(running.ports["--http-port"])
     running.signal(signal.SIGTERM)
     time.sleep(1.0)
     assert running.process.poll() is None, "stopped before the grace period ended"
 
     running.signal(signal.SIGINT)
     status = running.wait(timeout=EXIT_SLACK)
-    stream.cancel()
-    channel.close()
+    pending_request.close()
 
     assert status == 128 + signal.SIGINT
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 import uuid
 
 import httpx
@@ -75,18 +76,46 @@ def test_grpcurl_lists_services_through_gateway(system):
     assert USERS_SERVICE in result.stdout.split()
 
 
-def test_child_crash_stops_everything(splitlog_factory):
-    running = splitlog_factory("--processes")
-    running.wait_until_ready()
-    pids = running.component_pids()
+def _child_pids(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as children:
+        return [int(child) for child in children.read().split()]
 
-    os.kill(pids["user_service"], signal.SIGKILL)
-    status = running.wait(timeout=30)
 
-    assert status != 0
-    assert wait_gone(pids.values(), timeout=5) == []
-    assert "user_service" in running.log()
-    assert "exited unexpectedly" in running.log()
+def _create_user(address: str, display_name: str) -> dict:
+    request = {"user": {"email": f"{uuid.uuid4().hex[:10]}@example.com"}}
+    request["user"]["display_name"] = display_name
+    return grpcurl_json(
+        "-d", json.dumps(request), address, f"{USERS_SERVICE}/CreateUser"
+    )["user"]
+
+
+def _wait_for_user(address: str, name: str, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = grpcurl(
+            "-d", json.dumps({"name": name}), address, f"{USERS_SERVICE}/GetUser"
+        )
+        if result.returncode == 0:
+            return json.loads(result.stdout)["user"]
+        assert time.monotonic() < deadline, result.stderr
+        time.sleep(0.2)
+
+
+def test_crashed_child_restarted(system):
+    before = _create_user(system.grpc_address, "Before")
+    old_pid = system.component_pids()["user_service"]
+
+    os.kill(old_pid, signal.SIGKILL)
+    fetched = _wait_for_user(system.grpc_address, before["name"], timeout=15)
+    after = _create_user(system.grpc_address, "After")
+
+    assert system.process.poll() is None
+    assert fetched["display_name"] == "Before"
+    assert after["display_name"] == "After"
+    assert wait_gone([old_pid], timeout=5) == []
+    assert len(_child_pids(system.process.pid)) == len(COMPONENT_NAMES)
+    assert "user_service" in system.log()
+    assert "exited unexpectedly with signal SIGKILL" in system.log()
 
 
 def test_children_stop_when_supervisor_killed(splitlog_factory):

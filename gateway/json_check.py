@@ -1,0 +1,322 @@
+"""Check a proto3 JSON tree against a message type before it is parsed.
+
+`json_format.ParseDict` reports a wrong value with text from Python internals
+("invalid literal for int() with base 10", "time data ... does not match
+format") and often without the field. `check_message` walks the tree first and
+raises an InvalidArgument whose message names the field path as the client
+wrote it (`user.createTime`, `splits[2].amount`), the JSON value received and
+the JSON form that the field expects.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+
+from splitlog_runtime.errors import InvalidArgument, invalid_field
+
+_INT_RANGES = {
+    FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1),
+    FieldDescriptor.TYPE_FIXED32: (0, 2**32 - 1),
+    FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_SINT64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
+    FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
+}
+_FLOAT_TYPES = frozenset({FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE})
+# Largest finite value of a 32-bit float.
+_FLOAT32_MAX = 3.4028234663852886e38
+_FLOAT_WORDS = frozenset({"NaN", "Infinity", "-Infinity"})
+_DIGITS = re.compile(r"-?[0-9]+\Z")
+_NUMBER = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\Z")
+
+_TIMESTAMP = "google.protobuf.Timestamp"
+_DURATION = "google.protobuf.Duration"
+_FIELD_MASK = "google.protobuf.FieldMask"
+_WRAPPERS = frozenset(
+    f"google.protobuf.{name}Value"
+    for name in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool")
+    + ("String", "Bytes")
+)
+# Well-known types whose JSON form is any value or a special object; the
+# parser checks them itself.
+_FREE_FORM = frozenset(
+    {
+        "google.protobuf.Any",
+        "google.protobuf.Struct",
+        "google.protobuf.Value",
+        "google.protobuf.ListValue",
+    }
+)
+_SHOWN_CHARACTERS = 40
+
+
+def check_message(tree: Any, descriptor: Descriptor, path: str = "") -> None:
+    """Check that `tree` is a JSON object that parses as `descriptor`.
+
+    Args:
+      tree: the decoded JSON value.
+      descriptor: the message type it should parse as.
+      path: the field path of `tree` in the request, empty for the request.
+
+    Raises:
+      InvalidArgument: a field is unknown or has a value of the wrong JSON
+        type or format. The field violation names the field path.
+    """
+    if not isinstance(tree, dict):
+        raise _wrong_type(path or "body", expected_json(descriptor), tree)
+    seen: dict[str, str] = {}
+    for key, value in tree.items():
+        field = descriptor.fields_by_name.get(key) or _by_json_name(descriptor, key)
+        if field is None:
+            known = ", ".join(f.json_name for f in descriptor.fields)
+            raise invalid_field(
+                _join(path, key),
+                f"unknown field {key!r} in {descriptor.full_name}; known fields: "
+                f"{known}",
+                reason="UNKNOWN_FIELD",
+            )
+        if field.name in seen:
+            raise invalid_field(
+                _join(path, key),
+                f"{key!r} and {seen[field.name]!r} name the same field of "
+                f"{descriptor.full_name}; send only one of them",
+                reason="DUPLICATE_FIELD",
+            )
+        seen[field.name] = key
+        _check_field(value, field, _join(path, key))
+
+
+def expected_json(descriptor: Descriptor) -> str:
+    """Describe the JSON form of a message, e.g. for an error message."""
+    return f"a JSON object with the fields of {descriptor.full_name}"
+
+
+def describe_json(value: Any) -> str:
+    """Describe a decoded JSON value briefly: its JSON type and a short excerpt."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        excerpt = value[:_SHOWN_CHARACTERS] + (
+            "..." if len(value) > _SHOWN_CHARACTERS else ""
+        )
+        return f"the string {json.dumps(excerpt, ensure_ascii=False)}"
+    if isinstance(value, list):
+        return f"an array of {len(value)} items"
+    return "an object"
+
+
+def _by_json_name(descriptor: Descriptor, name: str) -> FieldDescriptor | None:
+    for field in descriptor.fields:
+        if field.json_name == name:
+            return field
+    return None
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    return field.message_type is not None and field.message_type.GetOptions().map_entry
+
+
+def _check_field(value: Any, field: FieldDescriptor, path: str) -> None:
+    if value is None:
+        # null leaves a field unset, as the proto3 JSON mapping prescribes.
+        return
+    if _is_map(field):
+        _check_map(value, field, path)
+    elif field.is_repeated:
+        if not isinstance(value, list):
+            raise _wrong_type(
+                path, f"a JSON array, each item {_expected(field)}", value
+            )
+        for index, item in enumerate(value):
+            _check_single(item, field, f"{path}[{index}]")
+    else:
+        _check_single(value, field, path)
+
+
+def _check_map(value: Any, field: FieldDescriptor, path: str) -> None:
+    key_field = field.message_type.fields_by_name["key"]
+    value_field = field.message_type.fields_by_name["value"]
+    if not isinstance(value, dict):
+        expected = (
+            f"a JSON object that maps {_expected(key_field)} keys to "
+            f"{_expected(value_field)}"
+        )
+        raise _wrong_type(path, expected, value)
+    for key, item in value.items():
+        item_path = f"{path}[{json.dumps(key, ensure_ascii=False)}]"
+        if key_field.type in _INT_RANGES and _integer(key) is None:
+            raise _wrong_type(item_path, "a key that is an integer", key)
+        if key_field.type == FieldDescriptor.TYPE_BOOL and key not in (
+            "true",
+            "false",
+        ):
+            raise _wrong_type(item_path, 'a key "true" or "false"', key)
+        _check_single(item, value_field, item_path)
+
+
+def _check_single(value: Any, field: FieldDescriptor, path: str) -> None:
+    """Check one value of a field; for a repeated field, one element."""
+    message = field.message_type
+    if message is not None:
+        _check_message_value(value, field, message, path)
+    elif field.enum_type is not None:
+        _check_enum(value, field.enum_type, path)
+    else:
+        _check_scalar(value, field, path)
+
+
+def _check_message_value(
+    value: Any, field: FieldDescriptor, message: Descriptor, path: str
+) -> None:
+    name = message.full_name
+    if name in _FREE_FORM:
+        return
+    if name in _WRAPPERS:
+        if value is not None:
+            _check_scalar(value, message.fields_by_name["value"], path)
+        return
+    if name in (_TIMESTAMP, _DURATION, _FIELD_MASK):
+        if not isinstance(value, str):
+            raise _wrong_type(path, _expected(field), value)
+        parser = {_TIMESTAMP: timestamp_pb2.Timestamp, _DURATION: duration_pb2.Duration}
+        if name in parser:
+            try:
+                parser[name]().FromJsonString(value)
+            except ValueError:
+                raise _wrong_value(path, _expected(field), value) from None
+        return
+    if value is None:
+        raise _wrong_type(path, _expected(field), value)
+    check_message(value, message, path)
+
+
+def _check_enum(value: Any, enum: EnumDescriptor, path: str) -> None:
+    if isinstance(value, str):
+        # A query parameter carries an enum number as a string.
+        if value not in enum.values_by_name and not _DIGITS.match(value):
+            raise _wrong_value(path, _enum_expected(enum), value)
+    elif not isinstance(value, int) or isinstance(value, bool):
+        raise _wrong_type(path, _enum_expected(enum), value)
+
+
+def _check_scalar(value: Any, field: FieldDescriptor, path: str) -> None:
+    kind = field.type
+    if value is None:
+        raise _wrong_type(path, _expected(field), value)
+    if kind in _INT_RANGES:
+        number = _integer(value)
+        if number is None:
+            raise _wrong_type(path, _expected(field), value)
+        low, high = _INT_RANGES[kind]
+        if not low <= number <= high:
+            raise _wrong_value(path, _expected(field), value)
+    elif kind in _FLOAT_TYPES:
+        _check_float(value, field, path)
+    elif kind == FieldDescriptor.TYPE_BOOL:
+        if not isinstance(value, bool):
+            raise _wrong_type(path, _expected(field), value)
+    elif not isinstance(value, str):
+        raise _wrong_type(path, _expected(field), value)
+
+
+def _check_float(value: Any, field: FieldDescriptor, path: str) -> None:
+    if isinstance(value, str):
+        if value in _FLOAT_WORDS:
+            return
+        if not _NUMBER.match(value):
+            raise _wrong_type(path, _expected(field), value)
+        number = float(value)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        raise _wrong_type(path, _expected(field), value)
+    limit = _FLOAT32_MAX if field.type == FieldDescriptor.TYPE_FLOAT else math.inf
+    if not abs(number) <= limit:
+        raise _wrong_value(path, _expected(field), value)
+
+
+def _integer(value: Any) -> int | None:
+    """Return the integer that a JSON number or string stands for, or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if isinstance(value, str) and _NUMBER.match(value):
+        try:
+            return int(value)
+        except ValueError:
+            number = float(value)
+            return int(number) if number.is_integer() else None
+    return None
+
+
+def _expected(field: FieldDescriptor) -> str:
+    """Describe the JSON form of one value of a field (an element if repeated)."""
+    message = field.message_type
+    if message is not None:
+        name = message.full_name
+        if name == _TIMESTAMP:
+            return 'an RFC 3339 timestamp string such as "2026-01-31T12:00:00Z"'
+        if name == _DURATION:
+            return 'a duration string in seconds such as "1.5s"'
+        if name == _FIELD_MASK:
+            return 'a string of comma-separated field paths such as "displayName"'
+        if name in _WRAPPERS:
+            return _expected(message.fields_by_name["value"]) + " or null"
+        return expected_json(message)
+    if field.enum_type is not None:
+        return _enum_expected(field.enum_type)
+    kind = field.type
+    if kind in _INT_RANGES:
+        low, high = _INT_RANGES[kind]
+        return f"an integer from {low} to {high}, as a JSON number or string"
+    if kind == FieldDescriptor.TYPE_FLOAT:
+        return 'a 32-bit floating-point number, or "NaN", "Infinity", "-Infinity"'
+    if kind == FieldDescriptor.TYPE_DOUBLE:
+        return 'a number, or "NaN", "Infinity", "-Infinity"'
+    if kind == FieldDescriptor.TYPE_BOOL:
+        return "true or false"
+    if kind == FieldDescriptor.TYPE_BYTES:
+        return "a base64-encoded string"
+    return "a string"
+
+
+def _enum_expected(enum: EnumDescriptor) -> str:
+    names = ", ".join(value.name for value in enum.values)
+    return f"one of the {enum.full_name} names ({names}) or its number"
+
+
+def _wrong_type(path: str, expected: str, value: Any) -> InvalidArgument:
+    return invalid_field(
+        path,
+        f"expected {expected}, got {describe_json(value)}",
+        reason="INVALID_FIELD_TYPE",
+    )
+
+
+def _wrong_value(path: str, expected: str, value: Any) -> InvalidArgument:
+    return invalid_field(
+        path,
+        f"expected {expected}, got {describe_json(value)}",
+        reason="INVALID_FIELD_VALUE",
+    )
