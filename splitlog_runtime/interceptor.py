@@ -54,7 +54,26 @@ def _wrap_handler(handler: grpc.RpcMethodHandler, method: str):
         factory = grpc.stream_stream_rpc_method_handler
     streaming = handler.response_streaming
 
-    if streaming:
+    if streaming and getattr(behavior, "experimental_non_blocking", False):
+        # A non-blocking streaming handler (the health Watch) returns at once
+        # and sends its responses through a callback later, so it holds no
+        # worker thread while the stream is open. Keep it that way.
+
+        def wrapped(request_or_iterator: Any, context, send_response_callback=None):
+            try:
+                return behavior(
+                    request_or_iterator,
+                    context,
+                    send_response_callback=send_response_callback,
+                )
+            except Exception as exc:
+                if _already_aborted(context):
+                    raise
+                context.abort_with_status(_status_for(exc, method))
+
+        wrapped.experimental_non_blocking = True
+
+    elif streaming:
 
         def wrapped(request_or_iterator: Any, context: grpc.ServicerContext):
             try:

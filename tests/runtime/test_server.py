@@ -221,3 +221,23 @@ def test_stop_lets_in_flight_calls_finish_and_runs_closers():
 
     assert results == [b"ok:slow"]
     assert closed.is_set()
+
+
+def test_open_watch_streams_hold_no_worker_thread():
+    host = create_server("probe", [_register], [SERVICE], workers=2)
+    host.start()
+    host.mark_serving()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{host.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            request = health_pb2.HealthCheckRequest(service=SERVICE)
+            watches = [health.Watch(request, timeout=10) for _ in range(4)]
+            first = [next(watch).status for watch in watches]
+            answer = channel.unary_unary(f"/{SERVICE}/Call")(b"ok", timeout=3)
+            for watch in watches:
+                watch.cancel()
+    finally:
+        host.stop(0)
+
+    assert first == [health_pb2.HealthCheckResponse.SERVING] * 4
+    assert answer == b"ok:ok"
