@@ -22,6 +22,7 @@ from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from gateway.aggregate import GatewayViews
 from gateway.health import (
     NOT_SERVING,
     OVERALL,
@@ -32,7 +33,12 @@ from gateway.health import (
 from gateway.http_rules import routes_for_method
 from gateway.proxy import BackendPool, ProxyHandlers
 from gateway.rest import RestFront
-from gateway.services import PublicService, gateway_services, public_services
+from gateway.services import (
+    GATEWAY_SERVICE,
+    PublicService,
+    gateway_services,
+    public_services,
+)
 from splitlog_runtime.config import Config
 from splitlog_runtime.errors import DomainError, Unimplemented
 from splitlog_runtime.interceptor import AsyncErrorInterceptor
@@ -268,8 +274,15 @@ async def build(
         server.add_registered_method_handlers(
             service.full_name, proxy.method_handlers(service)
         )
+    views = GatewayViews(pool, config.deadline_seconds)
+    # The REST front looks up each route's callable in the pool, so the views
+    # join it there and REST calls run them in process.
+    pool.callables.update(views.local_callables())
     for descriptor in own_services:
-        handlers = _unimplemented_handlers(descriptor)
+        if descriptor.full_name == GATEWAY_SERVICE:
+            handlers = views.method_handlers()
+        else:
+            handlers = _unimplemented_handlers(descriptor)
         server.add_registered_method_handlers(
             descriptor.full_name,
             await _with_error_mapping(descriptor.full_name, handlers),

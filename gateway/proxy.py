@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_status import rpc_status
@@ -22,6 +23,9 @@ from grpc_status import rpc_status
 from gateway.services import PublicService
 from splitlog_runtime.channels import aio_insecure_channel
 from splitlog_runtime.errors import Unavailable
+
+if TYPE_CHECKING:
+    from gateway.inprocess import InProcessDispatcher
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -68,7 +72,7 @@ def forwardable(metadata: Iterable[tuple[str, str | bytes]] | None) -> Metadata:
     )
 
 
-def _returned_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> Metadata:
+def returned_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> Metadata:
     """Keep what a backend returns, including `grpc-status-details-bin`."""
     if not metadata:
         return ()
@@ -94,7 +98,9 @@ class BackendPool:
     """The channels to the backends and one raw-bytes multicallable per method.
 
     Both fronts call the backends through this pool, so each method's
-    multicallable is created once and shared.
+    multicallable is created once and shared. When `in_process` is set (by
+    `gateway.inprocess.install`), the gRPC front runs unary calls to backends
+    that live in this process without the network.
     """
 
     def __init__(
@@ -107,6 +113,7 @@ class BackendPool:
         self.backend_by_method: dict[str, Backend] = {}
         self.callables: dict[str, grpc.aio.MultiCallable] = {}
         self._last_unreachable_log: dict[str, float] = {}
+        self.in_process: InProcessDispatcher | None = None
         for service in services:
             backend = self.backends.get(service.backend)
             if backend is None:
@@ -133,18 +140,30 @@ class BackendPool:
         so the client gets a message that names the backend, an ErrorInfo
         and a RetryInfo.
         """
-        trailing = _returned_metadata(error.trailing_metadata())
-        if error.code() == grpc.StatusCode.UNAVAILABLE and not any(
+        return self.translate_status(
+            error.code(), error.details() or "", error.trailing_metadata(), path
+        )
+
+    def translate_status(
+        self,
+        code: grpc.StatusCode,
+        details: str,
+        trailing_metadata: Iterable[tuple[str, str | bytes]] | None,
+        path: str,
+    ) -> grpc.Status:
+        """Return the status to send a client for a backend's non-OK status."""
+        trailing = returned_metadata(trailing_metadata)
+        if code == grpc.StatusCode.UNAVAILABLE and not any(
             key == STATUS_DETAILS_KEY for key, _ in trailing
         ):
             backend = self.backend_by_method[path]
-            self._log_unreachable(backend, error)
+            self._log_unreachable(backend, details)
             return rpc_status.to_status(
-                backend_unavailable(backend, error.details() or "").to_status()
+                backend_unavailable(backend, details).to_status()
             )
-        return _Status(error.code(), error.details() or "", trailing)
+        return _Status(code, details, trailing)
 
-    def _log_unreachable(self, backend: Backend, error: grpc.aio.AioRpcError):
+    def _log_unreachable(self, backend: Backend, cause: str) -> None:
         now = time.monotonic()
         last = self._last_unreachable_log.get(backend.name)
         if last is not None and now - last < UNREACHABLE_LOG_INTERVAL:
@@ -154,7 +173,7 @@ class BackendPool:
             "%s at %s is unreachable: %s (repeats within %gs are not logged)",
             backend.name,
             backend.address,
-            error.details(),
+            cause,
             UNREACHABLE_LOG_INTERVAL,
         )
 
@@ -240,6 +259,10 @@ class ProxyHandlers:
         multicallable = self._pool.callables[path]
 
         async def forward(request: bytes, context: grpc.aio.ServicerContext):
+            if self._pool.in_process is not None:
+                response = await self._pool.in_process.call(path, request, context)
+                if response is not None:
+                    return response
             call = multicallable(
                 request,
                 timeout=self._timeout(context),
@@ -332,12 +355,12 @@ class ProxyHandlers:
 
 
 async def _relay_headers(call, context: grpc.aio.ServicerContext) -> None:
-    headers = _returned_metadata(await call.initial_metadata())
+    headers = returned_metadata(await call.initial_metadata())
     if headers:
         await context.send_initial_metadata(headers)
 
 
 async def _relay_trailers(call, context: grpc.aio.ServicerContext) -> None:
-    trailers = _returned_metadata(await call.trailing_metadata())
+    trailers = returned_metadata(await call.trailing_metadata())
     if trailers:
         context.set_trailing_metadata(trailers)

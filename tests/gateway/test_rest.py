@@ -401,13 +401,13 @@ def test_unreachable_backend_503(client):
     assert _detail(error, ERROR_INFO)["reason"] == "BACKEND_UNAVAILABLE"
 
 
-def test_gateway_service_route_501(client):
+def test_gateway_service_route_reaches_backends(client):
     response = client.get("/v1/groups/g123/overview")
 
-    assert response.status_code == 501
+    assert response.status_code == 404
     error = _error(response)
-    assert error["status"] == "UNIMPLEMENTED"
-    assert _detail(error, ERROR_INFO)["reason"] == "NOT_IMPLEMENTED"
+    assert error["status"] == "NOT_FOUND"
+    assert _detail(error, ERROR_INFO)["reason"] == "GROUP_NOT_FOUND"
 
 
 def test_invalid_timeout_header(client):

@@ -19,6 +19,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from splitlog_cli.signals import SUPERVISOR_PID_ENV
+
 BIN = Path(sys.executable).parent
 SPLITLOG = BIN / "splitlog"
 GRPCURL = BIN / "grpcurl"
@@ -107,12 +109,38 @@ class Splitlog:
     def kill_everything(self) -> None:
         """Kill the command, its process group and any child it printed."""
         pids = list(self.component_pids().values())
+        pids += list(supervised_pids(self.process.pid))
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def supervised_pids(supervisor_pid: int) -> dict[int, str]:
+    """Return pid -> component of each live child of one `up --processes`.
+
+    Every child gets the supervisor's pid in its environment, so this also
+    finds children that outlived the supervisor.
+    """
+    marker = f"{SUPERVISOR_PID_ENV}={supervisor_pid}".encode()
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as environ:
+                if marker not in environ.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                arguments = cmdline.read().split(b"\0")
+        except OSError:
+            continue
+        if b"serve" in arguments:
+            component = arguments[arguments.index(b"serve") + 1].decode()
+            found[int(entry)] = component
+    return found
 
 
 def start_splitlog(

@@ -30,9 +30,14 @@ class GatewayServiceStub:
     that client screens need, so a screen loads with one request.
 
     The main resource of each view (the group or the user) must load, or the
-    call fails with that backend's error. Every other section is best effort.
-    When its backend fails, the section is left empty and `section_errors`
-    contains the backend's error, so a client can still show the rest.
+    call fails with that backend's error: NOT_FOUND stays NOT_FOUND, and an
+    unreachable backend gives UNAVAILABLE with the ErrorInfo reason
+    BACKEND_UNAVAILABLE. Every other section is best effort. When its backend
+    fails, the section is left empty and `section_errors` contains the
+    backend's error, so a client can still show the rest.
+
+    Every backend call gets the caller's deadline, or the gateway's default
+    deadline when the caller set none.
     """
 
     def __init__(self, channel):
@@ -58,9 +63,14 @@ class GatewayServiceServicer:
     that client screens need, so a screen loads with one request.
 
     The main resource of each view (the group or the user) must load, or the
-    call fails with that backend's error. Every other section is best effort.
-    When its backend fails, the section is left empty and `section_errors`
-    contains the backend's error, so a client can still show the rest.
+    call fails with that backend's error: NOT_FOUND stays NOT_FOUND, and an
+    unreachable backend gives UNAVAILABLE with the ErrorInfo reason
+    BACKEND_UNAVAILABLE. Every other section is best effort. When its backend
+    fails, the section is left empty and `section_errors` contains the
+    backend's error, so a client can still show the rest.
+
+    Every backend call gets the caller's deadline, or the gateway's default
+    deadline when the caller set none.
     """
 
     def GetGroupOverview(self, request, context):
@@ -105,9 +115,14 @@ class GatewayService:
     that client screens need, so a screen loads with one request.
 
     The main resource of each view (the group or the user) must load, or the
-    call fails with that backend's error. Every other section is best effort.
-    When its backend fails, the section is left empty and `section_errors`
-    contains the backend's error, so a client can still show the rest.
+    call fails with that backend's error: NOT_FOUND stays NOT_FOUND, and an
+    unreachable backend gives UNAVAILABLE with the ErrorInfo reason
+    BACKEND_UNAVAILABLE. Every other section is best effort. When its backend
+    fails, the section is left empty and `section_errors` contains the
+    backend's error, so a client can still show the rest.
+
+    Every backend call gets the caller's deadline, or the gateway's default
+    deadline when the caller set none.
     """
 
     @staticmethod

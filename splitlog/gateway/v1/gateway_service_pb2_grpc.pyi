@@ -31,9 +31,14 @@ class GatewayServiceStub:
     that client screens need, so a screen loads with one request.
 
     The main resource of each view (the group or the user) must load, or the
-    call fails with that backend's error. Every other section is best effort.
-    When its backend fails, the section is left empty and `section_errors`
-    contains the backend's error, so a client can still show the rest.
+    call fails with that backend's error: NOT_FOUND stays NOT_FOUND, and an
+    unreachable backend gives UNAVAILABLE with the ErrorInfo reason
+    BACKEND_UNAVAILABLE. Every other section is best effort. When its backend
+    fails, the section is left empty and `section_errors` contains the
+    backend's error, so a client can still show the rest.
+
+    Every backend call gets the caller's deadline, or the gateway's default
+    deadline when the caller set none.
     """
 
     @_typing.overload
@@ -55,9 +60,14 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     that client screens need, so a screen loads with one request.
 
     The main resource of each view (the group or the user) must load, or the
-    call fails with that backend's error. Every other section is best effort.
-    When its backend fails, the section is left empty and `section_errors`
-    contains the backend's error, so a client can still show the rest.
+    call fails with that backend's error: NOT_FOUND stays NOT_FOUND, and an
+    unreachable backend gives UNAVAILABLE with the ErrorInfo reason
+    BACKEND_UNAVAILABLE. Every other section is best effort. When its backend
+    fails, the section is left empty and `section_errors` contains the
+    backend's error, so a client can still show the rest.
+
+    Every backend call gets the caller's deadline, or the gateway's default
+    deadline when the caller set none.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -75,9 +85,14 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     that client screens need, so a screen loads with one request.
 
     The main resource of each view (the group or the user) must load, or the
-    call fails with that backend's error. Every other section is best effort.
-    When its backend fails, the section is left empty and `section_errors`
-    contains the backend's error, so a client can still show the rest.
+    call fails with that backend's error: NOT_FOUND stays NOT_FOUND, and an
+    unreachable backend gives UNAVAILABLE with the ErrorInfo reason
+    BACKEND_UNAVAILABLE. Every other section is best effort. When its backend
+    fails, the section is left empty and `section_errors` contains the
+    backend's error, so a client can still show the rest.
+
+    Every backend call gets the caller's deadline, or the gateway's default
+    deadline when the caller set none.
     """
 
     @_abc_1.abstractmethod

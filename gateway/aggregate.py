@@ -1,0 +1,683 @@
+"""The gateway's own API: views that combine several backends in one call.
+
+`GetGroupOverview` and `GetUserDashboard` start every backend call they need
+at once, over the gateway's backend channels, and wait for all of them:
+
+    GetGroupOverview   user_service     GetGroup (main resource),
+                                        ListGroupMembers (every page)
+                       balance_service  GetGroupBalance, ComputeSettlementPlan
+                       expense_service  ListExpenses (newest recorded first)
+    GetUserDashboard   user_service     GetUser (main resource),
+                                        ListGroups (every page)
+                       balance_service  GetUserBalance, ListSettlements
+                       expense_service  ListExpenses (across every group)
+
+Failures follow the contract in `gateway_service.proto`:
+
+- When the main resource does not load, the call fails with that backend's
+  status: NOT_FOUND stays NOT_FOUND with the backend's details, and an
+  unreachable backend becomes UNAVAILABLE with reason BACKEND_UNAVAILABLE
+  and the backend's name. The other calls are cancelled.
+- When another call fails, its section is left empty and `section_errors`
+  contains the backend's status under the name of the empty field. Because a
+  dashboard without balance_service still lists the user's groups, it names
+  the missing part of them `group_summaries.net_amounts`. A section fed by
+  two backends (`recent_activity`) is left empty when either of them fails,
+  so that a partial list never looks complete.
+
+Every backend call gets the caller's deadline, or `deadline_seconds` when the
+caller set none, minus a small reserve. The reserve leaves the gateway time to
+respond with the sections that loaded when a backend is too slow.
+
+The REST front calls the same code in process, through `local_callables()`,
+so both fronts return the same results and the same errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from gateway.proxy import STATUS_DETAILS_KEY, UNREACHABLE_LOG_INTERVAL, BackendPool
+from gateway.proxy import forwardable as forwardable_metadata
+from splitlog.balances.v1 import balances_service_pb2 as balances_pb
+from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb
+from splitlog.gateway.v1 import gateway_service_pb2 as pb
+from splitlog.users.v1 import users_service_pb2 as users_pb
+from splitlog_runtime.channels import downstream_timeout
+from splitlog_runtime.errors import DomainError, invalid_field
+from splitlog_runtime.resources import check_id, parse_name
+
+_LOGGER = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GatewayService"].full_name
+
+DEFAULT_RECENT_EXPENSES = 10
+MAX_RECENT_EXPENSES = 50
+DEFAULT_RECENT_ACTIVITY = 20
+MAX_RECENT_ACTIVITY = 100
+
+# Page size used to read every member of a group and every group of a user.
+LIST_PAGE_SIZE = 1000
+
+# Backend calls end this long before the view's deadline (at most a tenth of
+# it), so that the gateway can still send the sections that loaded.
+RESPONSE_RESERVE_SECONDS = 0.1
+
+# Sort order of the backends' lists: most recently recorded first.
+_NEWEST_RECORDED_FIRST = "create_time desc"
+
+_USERS = "splitlog.users.v1.UsersService"
+_EXPENSES = "splitlog.expenses.v1.ExpensesService"
+_BALANCES = "splitlog.balances.v1.BalancesService"
+
+
+class BackendError(DomainError):
+    """A backend call that failed, with the status to pass on to the caller.
+
+    Args:
+      status: the backend's status with its details, as the caller gets it.
+    """
+
+    def __init__(self, status: status_pb2.Status) -> None:
+        super().__init__(status.message)
+        self.status = status
+        self.code = _code_of(status)
+
+    def to_status(self) -> status_pb2.Status:
+        return self.status
+
+
+_CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _code_of(status: status_pb2.Status) -> grpc.StatusCode:
+    return _CODE_BY_NUMBER.get(status.code, grpc.StatusCode.UNKNOWN)
+
+
+@dataclass(frozen=True)
+class _Rpc:
+    """One backend method: its path and its typed multicallable."""
+
+    path: str
+    multicallable: grpc.aio.UnaryUnaryMultiCallable
+
+    @property
+    def method(self) -> str:
+        return self.path.rsplit("/", 1)[1]
+
+
+def _rpc(pool: BackendPool, service: str, method: str, request, response) -> _Rpc:
+    path = f"/{service}/{method}"
+    channel = pool.backend_by_method[path].channel
+    multicallable = channel.unary_unary(
+        path,
+        request_serializer=request.SerializeToString,
+        response_deserializer=response.FromString,
+        _registered_method=True,
+    )
+    return _Rpc(path, multicallable)
+
+
+class _Backends:
+    """The backend methods that the views call, each created once."""
+
+    def __init__(self, pool: BackendPool) -> None:
+        self.get_user = _rpc(
+            pool, _USERS, "GetUser", users_pb.GetUserRequest, users_pb.GetUserResponse
+        )
+        self.get_group = _rpc(
+            pool,
+            _USERS,
+            "GetGroup",
+            users_pb.GetGroupRequest,
+            users_pb.GetGroupResponse,
+        )
+        self.list_groups = _rpc(
+            pool,
+            _USERS,
+            "ListGroups",
+            users_pb.ListGroupsRequest,
+            users_pb.ListGroupsResponse,
+        )
+        self.list_group_members = _rpc(
+            pool,
+            _USERS,
+            "ListGroupMembers",
+            users_pb.ListGroupMembersRequest,
+            users_pb.ListGroupMembersResponse,
+        )
+        self.list_expenses = _rpc(
+            pool,
+            _EXPENSES,
+            "ListExpenses",
+            expenses_pb.ListExpensesRequest,
+            expenses_pb.ListExpensesResponse,
+        )
+        self.get_group_balance = _rpc(
+            pool,
+            _BALANCES,
+            "GetGroupBalance",
+            balances_pb.GetGroupBalanceRequest,
+            balances_pb.GetGroupBalanceResponse,
+        )
+        self.get_user_balance = _rpc(
+            pool,
+            _BALANCES,
+            "GetUserBalance",
+            balances_pb.GetUserBalanceRequest,
+            balances_pb.GetUserBalanceResponse,
+        )
+        self.compute_settlement_plan = _rpc(
+            pool,
+            _BALANCES,
+            "ComputeSettlementPlan",
+            balances_pb.ComputeSettlementPlanRequest,
+            balances_pb.ComputeSettlementPlanResponse,
+        )
+        self.list_settlements = _rpc(
+            pool,
+            _BALANCES,
+            "ListSettlements",
+            balances_pb.ListSettlementsRequest,
+            balances_pb.ListSettlementsResponse,
+        )
+
+
+@dataclass
+class _Section:
+    """The outcome of a best-effort call: its value, or the error to report."""
+
+    value: Any = None
+    error: status_pb2.Status | None = None
+
+
+class _Fetch:
+    """The backend calls of one view, sharing its deadline and metadata."""
+
+    def __init__(
+        self,
+        pool: BackendPool,
+        timeout: float,
+        metadata: tuple[tuple[str, str | bytes], ...],
+        failure_log: _FailureLog,
+    ) -> None:
+        reserve = min(RESPONSE_RESERVE_SECONDS, timeout / 10)
+        self._end = time.monotonic() + timeout - reserve
+        self._pool = pool
+        self._metadata = metadata
+        self._failure_log = failure_log
+
+    async def one(self, rpc: _Rpc, request: Message) -> Any:
+        """Call a backend method once.
+
+        Raises:
+          BackendError: the call failed; it carries the status for the caller.
+        """
+        remaining = max(self._end - time.monotonic(), 0.0)
+        try:
+            return await rpc.multicallable(
+                request, timeout=remaining, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as error:
+            raise BackendError(self._status_of(error, rpc)) from None
+
+    async def every_page(self, rpc: _Rpc, request: Message, field: str) -> list:
+        """Call a List method until its last page; return every item of `field`."""
+        items: list = []
+        request.page_size = LIST_PAGE_SIZE
+        while True:
+            response = await self.one(rpc, request)
+            items.extend(getattr(response, field))
+            if not response.next_page_token:
+                return items
+            request.page_token = response.next_page_token
+
+    async def section(self, name: str, work: Awaitable[Any]) -> _Section:
+        """Await a best-effort call; a backend failure becomes the section's error."""
+        try:
+            return _Section(value=await work)
+        except BackendError as error:
+            self._failure_log.record(name, error.status)
+            return _Section(error=error.status)
+
+    def _status_of(self, error: grpc.aio.AioRpcError, rpc: _Rpc) -> status_pb2.Status:
+        """Return the status that reports a failed backend call to the caller.
+
+        A status with details comes from the backend application, or from the
+        pool for an unreachable backend, and passes unchanged. A status
+        without details (a deadline, or an error of the backend's gRPC
+        runtime) gets an ErrorInfo that names the backend and the method.
+        """
+        translated = self._pool.translate_error(error, rpc.path)
+        code = translated.code
+        for key, value in translated.trailing_metadata:
+            if key == STATUS_DETAILS_KEY:
+                status = status_pb2.Status.FromString(value)
+                if status.code == code.value[0]:
+                    return status
+        backend = self._pool.backend_by_method[rpc.path].name
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            message = (
+                f"{backend} did not answer {rpc.method} before the deadline; "
+                "retry with a longer deadline"
+            )
+            reason = "BACKEND_DEADLINE_EXCEEDED"
+        else:
+            message = (
+                f"{backend} failed {rpc.method} with {code.name}: {translated.details}"
+            )
+            reason = "BACKEND_ERROR"
+        status = DomainError(
+            message, reason=reason, metadata={"backend": backend, "method": rpc.method}
+        ).to_status()
+        status.code = code.value[0]
+        return status
+
+
+class _FailureLog:
+    """A log of failed sections, each section and code at most once per interval.
+
+    Unreachable backends are left out because the pool logs them already.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, int], float] = {}
+
+    def record(self, section: str, status: status_pb2.Status) -> None:
+        if _error_reason(status) == "BACKEND_UNAVAILABLE":
+            return
+        now = time.monotonic()
+        key = (section, status.code)
+        last = self._last.get(key)
+        if last is not None and now - last < UNREACHABLE_LOG_INTERVAL:
+            return
+        self._last[key] = now
+        _LOGGER.warning(
+            "section %s left empty: %s %s (repeats within %gs are not logged)",
+            section,
+            _code_of(status).name,
+            status.message,
+            UNREACHABLE_LOG_INTERVAL,
+        )
+
+
+def _error_reason(status: status_pb2.Status) -> str:
+    for packed in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if packed.Unpack(info):
+            return info.reason
+    return ""
+
+
+async def _gather_or_cancel(*work: Awaitable[Any]) -> list[Any]:
+    """Run the awaitables concurrently; if one raises, cancel the others."""
+    tasks = [asyncio.ensure_future(item) for item in work]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
+
+
+def _parse(name: str, pattern: str, field: str) -> str:
+    """Check a resource name such as `groups/{group}`; return it unchanged."""
+    for resource_id in parse_name(name, pattern, field):
+        try:
+            check_id(resource_id, field)
+        except DomainError:
+            raise invalid_field(
+                field,
+                f"{name!r} contains the invalid id {resource_id!r}; ids are 4 to 63 "
+                "lower-case letters, digits and hyphens, as in "
+                f"{pattern.split('/')[0]}/example-id",
+                reason="INVALID_RESOURCE_NAME",
+            ) from None
+    return name
+
+
+def _item_count(value: int, field: str, default: int, maximum: int) -> int:
+    """Apply the default to 0 and the maximum to larger values; reject negatives."""
+    if value < 0:
+        raise invalid_field(
+            field,
+            f"{value} is negative; give 0 for the default of {default}, or up to "
+            f"{maximum}",
+            reason="INVALID_COUNT",
+        )
+    return min(value or default, maximum)
+
+
+def _section_errors(sections: Iterable[tuple[str, _Section]]) -> list[pb.SectionError]:
+    return [
+        pb.SectionError(section=name, status=section.error)
+        for name, section in sections
+        if section.error is not None
+    ]
+
+
+def _group_of(name: str) -> str:
+    """Return `groups/{group}` from the name of a resource inside a group."""
+    return "/".join(name.split("/", 2)[:2])
+
+
+def _recent_activity(
+    expenses: list[expenses_pb.Expense],
+    settlements: list[balances_pb.Settlement],
+    count: int,
+) -> list[pb.ActivityItem]:
+    """Merge expenses and settlements, most recently recorded first."""
+    items = [
+        pb.ActivityItem(
+            activity_time=expense.create_time,
+            group=_group_of(expense.name),
+            expense=expense,
+        )
+        for expense in expenses
+    ]
+    items += [
+        pb.ActivityItem(
+            activity_time=settlement.create_time,
+            group=_group_of(settlement.name),
+            settlement=settlement,
+        )
+        for settlement in settlements
+    ]
+
+    def newest_first(item: pb.ActivityItem) -> tuple[int, int]:
+        return (-item.activity_time.seconds, -item.activity_time.nanos)
+
+    # Items recorded at the same time are ordered by resource name, as the
+    # backends order them.
+    items.sort(key=lambda item: getattr(item, item.WhichOneof("item")).name)
+    items.sort(key=newest_first)
+    return items[:count]
+
+
+class GatewayViews:
+    """The GatewayService views, served on the gRPC front and the REST front.
+
+    Args:
+      pool: the gateway's backend channels; the views call the backends
+        through them.
+      default_timeout: seconds a view may take when the caller set no
+        deadline.
+    """
+
+    def __init__(self, pool: BackendPool, default_timeout: float) -> None:
+        self._pool = pool
+        self._backends = _Backends(pool)
+        self._default_timeout = default_timeout
+        self._failure_log = _FailureLog()
+
+    async def group_overview(
+        self,
+        request: pb.GetGroupOverviewRequest,
+        timeout: float,
+        metadata: tuple[tuple[str, str | bytes], ...] = (),
+    ) -> pb.GetGroupOverviewResponse:
+        """Load a group with its members, balances, plan and latest expenses.
+
+        Raises:
+          InvalidArgument: the group name or the expense count is invalid.
+          BackendError: the group could not be loaded.
+        """
+        group = _parse(request.group, "groups/{group}", "group")
+        count = _item_count(
+            request.recent_expense_count,
+            "recent_expense_count",
+            DEFAULT_RECENT_EXPENSES,
+            MAX_RECENT_EXPENSES,
+        )
+        fetch = _Fetch(self._pool, timeout, metadata, self._failure_log)
+        backends = self._backends
+        balance_name = f"{group}/balance"
+
+        loaded, members, balance, plan, expenses = await _gather_or_cancel(
+            fetch.one(backends.get_group, users_pb.GetGroupRequest(name=group)),
+            fetch.section(
+                "members",
+                fetch.every_page(
+                    backends.list_group_members,
+                    users_pb.ListGroupMembersRequest(parent=group),
+                    "members",
+                ),
+            ),
+            fetch.section(
+                "balance",
+                fetch.one(
+                    backends.get_group_balance,
+                    balances_pb.GetGroupBalanceRequest(name=balance_name),
+                ),
+            ),
+            fetch.section(
+                "settlement_plan",
+                fetch.one(
+                    backends.compute_settlement_plan,
+                    balances_pb.ComputeSettlementPlanRequest(name=balance_name),
+                ),
+            ),
+            fetch.section(
+                "recent_expenses",
+                fetch.one(
+                    backends.list_expenses,
+                    expenses_pb.ListExpensesRequest(
+                        parent=group, page_size=count, order_by=_NEWEST_RECORDED_FIRST
+                    ),
+                ),
+            ),
+        )
+
+        response = pb.GetGroupOverviewResponse(group=loaded.group)
+        if members.value is not None:
+            response.members.extend(members.value)
+        if balance.value is not None:
+            response.balance.CopyFrom(balance.value.balance)
+        if plan.value is not None:
+            response.settlement_plan.extend(plan.value.transfers)
+        if expenses.value is not None:
+            response.recent_expenses.extend(expenses.value.expenses[:count])
+        response.section_errors.extend(
+            _section_errors(
+                [
+                    ("members", members),
+                    ("balance", balance),
+                    ("settlement_plan", plan),
+                    ("recent_expenses", expenses),
+                ]
+            )
+        )
+        return response
+
+    async def user_dashboard(
+        self,
+        request: pb.GetUserDashboardRequest,
+        timeout: float,
+        metadata: tuple[tuple[str, str | bytes], ...] = (),
+    ) -> pb.GetUserDashboardResponse:
+        """Load a user with their groups, net amounts and latest activity.
+
+        Raises:
+          InvalidArgument: the user name or the activity count is invalid.
+          BackendError: the user could not be loaded.
+        """
+        user = _parse(request.user, "users/{user}", "user")
+        count = _item_count(
+            request.recent_activity_count,
+            "recent_activity_count",
+            DEFAULT_RECENT_ACTIVITY,
+            MAX_RECENT_ACTIVITY,
+        )
+        fetch = _Fetch(self._pool, timeout, metadata, self._failure_log)
+        backends = self._backends
+
+        loaded, groups, balance, expenses, settlements = await _gather_or_cancel(
+            fetch.one(backends.get_user, users_pb.GetUserRequest(name=user)),
+            fetch.section(
+                "group_summaries",
+                fetch.every_page(
+                    backends.list_groups,
+                    users_pb.ListGroupsRequest(member=user),
+                    "groups",
+                ),
+            ),
+            fetch.section(
+                "total_net_amounts",
+                fetch.one(
+                    backends.get_user_balance,
+                    balances_pb.GetUserBalanceRequest(name=f"{user}/balance"),
+                ),
+            ),
+            fetch.section(
+                "recent_activity",
+                fetch.one(
+                    backends.list_expenses,
+                    expenses_pb.ListExpensesRequest(
+                        parent="groups/-",
+                        participant=user,
+                        page_size=count,
+                        order_by=_NEWEST_RECORDED_FIRST,
+                    ),
+                ),
+            ),
+            fetch.section(
+                "recent_activity",
+                fetch.one(
+                    backends.list_settlements,
+                    balances_pb.ListSettlementsRequest(
+                        parent="groups/-",
+                        participant=user,
+                        page_size=count,
+                        order_by=_NEWEST_RECORDED_FIRST,
+                    ),
+                ),
+            ),
+        )
+
+        response = pb.GetUserDashboardResponse(user=loaded.user)
+        if groups.value is not None:
+            nets = {}
+            if balance.value is not None:
+                nets = {
+                    entry.group: entry.net_amounts
+                    for entry in balance.value.balance.group_balances
+                }
+            response.group_summaries.extend(
+                pb.GroupSummary(group=group, net_amounts=nets.get(group.name, []))
+                for group in groups.value
+            )
+        if balance.value is not None:
+            response.total_net_amounts.extend(balance.value.balance.total_net_amounts)
+        if expenses.value is not None and settlements.value is not None:
+            response.recent_activity.extend(
+                _recent_activity(
+                    list(expenses.value.expenses),
+                    list(settlements.value.settlements),
+                    count,
+                )
+            )
+        sections = [("group_summaries", groups)]
+        if groups.value is not None:
+            sections.append(("group_summaries.net_amounts", balance))
+        sections += [
+            ("total_net_amounts", balance),
+            ("recent_activity", expenses),
+            ("recent_activity", settlements),
+        ]
+        response.section_errors.extend(_section_errors(sections))
+        return response
+
+    def method_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        """Return the gRPC handler of each GatewayService method, by method name.
+
+        Errors propagate as exceptions; wrap the handlers in the error
+        interceptor to turn them into statuses.
+        """
+        return {
+            "GetGroupOverview": grpc.unary_unary_rpc_method_handler(
+                self._grpc_method(self.group_overview),
+                request_deserializer=pb.GetGroupOverviewRequest.FromString,
+                response_serializer=pb.GetGroupOverviewResponse.SerializeToString,
+            ),
+            "GetUserDashboard": grpc.unary_unary_rpc_method_handler(
+                self._grpc_method(self.user_dashboard),
+                request_deserializer=pb.GetUserDashboardRequest.FromString,
+                response_serializer=pb.GetUserDashboardResponse.SerializeToString,
+            ),
+        }
+
+    def _grpc_method(self, view: Callable[..., Awaitable[Message]]):
+        async def serve(request: Message, context: grpc.aio.ServicerContext):
+            return await view(
+                request,
+                downstream_timeout(context, self._default_timeout),
+                forwardable_metadata(context.invocation_metadata()),
+            )
+
+        return serve
+
+    def local_callables(self) -> dict[str, Callable[..., Awaitable[bytes]]]:
+        """Return in-process callables that the REST front uses as multicallables.
+
+        Each takes the serialized request, a timeout and metadata, and returns
+        the serialized response. A failure raises `grpc.aio.AioRpcError` with
+        the status and details that the gRPC front would send, so the REST
+        front renders it as for any backend.
+        """
+        return {
+            f"/{SERVICE_NAME}/GetGroupOverview": _LocalCall(
+                self.group_overview,
+                pb.GetGroupOverviewRequest,
+                self._default_timeout,
+            ),
+            f"/{SERVICE_NAME}/GetUserDashboard": _LocalCall(
+                self.user_dashboard,
+                pb.GetUserDashboardRequest,
+                self._default_timeout,
+            ),
+        }
+
+
+class _LocalCall:
+    """A view called in process with the signature of a raw-bytes multicallable."""
+
+    def __init__(
+        self,
+        view: Callable[..., Awaitable[Message]],
+        request_class: type[Message],
+        default_timeout: float,
+    ) -> None:
+        self._view = view
+        self._request_class = request_class
+        self._default_timeout = default_timeout
+
+    async def __call__(
+        self,
+        request: bytes,
+        timeout: float | None = None,
+        metadata: tuple[tuple[str, str | bytes], ...] = (),
+    ) -> bytes:
+        message = self._request_class.FromString(request)
+        if timeout is None:
+            timeout = self._default_timeout
+        try:
+            response = await self._view(message, timeout, metadata or ())
+        except DomainError as error:
+            status = rpc_status.to_status(error.to_status())
+            raise grpc.aio.AioRpcError(
+                status.code,
+                grpc.aio.Metadata(),
+                grpc.aio.Metadata(*status.trailing_metadata),
+                status.details,
+            ) from None
+        return response.SerializeToString()

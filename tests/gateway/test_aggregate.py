@@ -1,0 +1,670 @@
+"""GatewayService end to end: the gateway in front of the real user, expense
+and balance services, over gRPC and REST.
+
+One set of servers serves the module. The data is written through the
+gateway: two groups, expenses in two currencies and a settlement. The test
+that stops balance_service runs last, because the module's servers stay
+without it afterwards.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import grpc
+import httpx
+import pytest
+from google.rpc import error_details_pb2
+from google.type import date_pb2, money_pb2
+
+from balance_service.app import build as build_balances
+from expense_service import money
+from expense_service.app import build as build_expenses
+from gateway.app import Gateway, build
+from splitlog.balances.v1 import balances_service_pb2 as balances_pb
+from splitlog.balances.v1 import balances_service_pb2_grpc as balances_grpc
+from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb
+from splitlog.expenses.v1 import expenses_service_pb2_grpc as expenses_grpc
+from splitlog.gateway.v1 import gateway_service_pb2 as pb
+from splitlog.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
+from splitlog.users.v1 import users_service_pb2 as users_pb
+from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
+from splitlog_runtime import config as config_module
+from splitlog_runtime.server import ServiceHost
+from tests.gateway.support import LoopThread, closed_address, error_details
+from user_service.app import build as build_users
+from user_service.guards import AllowAllBalanceGuard
+
+ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
+TIMEOUT = 10.0
+
+
+@dataclass
+class Stack:
+    """The running servers of the module."""
+
+    users: ServiceHost
+    expenses: ServiceHost
+    balances: ServiceHost
+    gateway: Gateway
+
+
+def _gateway_config(data_dir, users, expenses, balances, **addresses: str):
+    overrides = {
+        "data_dir": data_dir,
+        "user_service_addr": f"127.0.0.1:{users.port}",
+        "expense_service_addr": f"127.0.0.1:{expenses.port}",
+        "balance_service_addr": f"127.0.0.1:{balances.port}",
+        "log_service_addr": closed_address(),
+        "grace_seconds": 1.0,
+        "deadline_seconds": 5.0,
+    }
+    overrides.update(addresses)
+    return config_module.load(environ={}, overrides=overrides)
+
+
+@pytest.fixture(scope="module")
+def stack(loop_thread: LoopThread, tmp_path_factory) -> Iterator[Stack]:
+    data = tmp_path_factory.mktemp("aggregate")
+    base = config_module.load(
+        environ={},
+        overrides={
+            "data_dir": data,
+            "workers": 8,
+            "grace_seconds": 1.0,
+            "deadline_seconds": 5.0,
+        },
+    )
+    users = build_users(base, "127.0.0.1:0", guard=AllowAllBalanceGuard())
+    users_address = f"127.0.0.1:{users.port}"
+    expenses = build_expenses(
+        base.replace(user_service_addr=users_address), "127.0.0.1:0"
+    )
+    balances = build_balances(
+        base.replace(
+            user_service_addr=users_address,
+            expense_service_addr=f"127.0.0.1:{expenses.port}",
+        ),
+        "127.0.0.1:0",
+    )
+    config = _gateway_config(data, users, expenses, balances)
+    gateway = loop_thread.run(build(config, "127.0.0.1:0", "127.0.0.1:0"))
+    yield Stack(users, expenses, balances, gateway)
+    loop_thread.run(gateway.stop(0))
+    balances.stop(0)
+    expenses.stop(0)
+    users.stop(0)
+
+
+@contextmanager
+def _extra_gateway(loop_thread, stack: Stack, tmp_path, **addresses: str):
+    """Run a second gateway in front of the module's servers, with some
+    backend addresses replaced."""
+    config = _gateway_config(
+        tmp_path, stack.users, stack.expenses, stack.balances, **addresses
+    )
+    gateway = loop_thread.run(build(config, "127.0.0.1:0", "127.0.0.1:0"))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as opened:
+            yield pb_grpc.GatewayServiceStub(opened)
+    finally:
+        loop_thread.run(gateway.stop(0))
+
+
+@pytest.fixture(scope="module")
+def channel(stack: Stack) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(f"127.0.0.1:{stack.gateway.grpc_port}") as opened:
+        yield opened
+
+
+@pytest.fixture(scope="module")
+def gateway_stub(channel) -> pb_grpc.GatewayServiceStub:
+    return pb_grpc.GatewayServiceStub(channel)
+
+
+@pytest.fixture(scope="module")
+def http(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{stack.gateway.http_port}", timeout=TIMEOUT
+    ) as opened:
+        yield opened
+
+
+def _money(amount_minor: int, currency: str) -> money_pb2.Money:
+    units, nanos = money.from_minor_units(amount_minor, currency)
+    return money_pb2.Money(currency_code=currency, units=units, nanos=nanos)
+
+
+def _minor(value: money_pb2.Money) -> int:
+    return money.to_minor_units(value.units, value.nanos, value.currency_code)
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class Trip:
+    """What the module writes through the gateway, and the nets it expects.
+
+    In `trip`, Ann paid 90.00 EUR and Ben 30.00 EUR, both split equally among
+    Ann, Ben and Cal, then Ben paid Ann 10.00 EUR. Cal paid 3000 JPY split
+    between Ann and Cal. In `flat`, Ben paid 20.00 EUR split between Ann and
+    Ben.
+    """
+
+    ann: str
+    ben: str
+    cal: str
+    trip: str
+    flat: str
+    # Expense and settlement names, oldest recorded first.
+    recorded: list[str]
+    trip_expenses: list[str]
+    nets: dict[str, dict[str, dict[str, int]]]
+
+
+def _expense(
+    payer: str, cents: int, currency: str, participants: list[str], text: str
+) -> expenses_pb.Expense:
+    return expenses_pb.Expense(
+        description=text,
+        expense_date=date_pb2.Date(year=2024, month=5, day=1),
+        total=_money(cents, currency),
+        payers=[expenses_pb.Payer(user=payer, amount=_money(cents, currency))],
+        split=expenses_pb.Split(
+            type=expenses_pb.SPLIT_TYPE_EQUAL,
+            participants=[expenses_pb.SplitParticipant(user=u) for u in participants],
+        ),
+        creator=payer,
+    )
+
+
+def _create_user(users: users_grpc.UsersServiceStub, name: str) -> str:
+    user_id = _unique(name)
+    users.CreateUser(
+        users_pb.CreateUserRequest(
+            user=users_pb.User(email=f"{user_id}@example.com", display_name=name),
+            user_id=user_id,
+        ),
+        timeout=TIMEOUT,
+    )
+    return f"users/{user_id}"
+
+
+def _create_group(users, creator: str, members: list[str], title: str) -> str:
+    group = users.CreateGroup(
+        users_pb.CreateGroupRequest(
+            group=users_pb.Group(display_name=title, creator=creator)
+        ),
+        timeout=TIMEOUT,
+    ).group
+    for member in members:
+        users.AddGroupMember(
+            users_pb.AddGroupMemberRequest(parent=group.name, user=member),
+            timeout=TIMEOUT,
+        )
+    return group.name
+
+
+def _group_nets(balance: balances_pb.GroupBalance) -> dict[str, dict[str, int]]:
+    return {
+        entry.currency_code: {
+            member.user: _minor(member.net_amount)
+            for member in entry.member_balances
+            if _minor(member.net_amount) != 0
+        }
+        for entry in balance.currency_balances
+    }
+
+
+def _wait_for_nets(balances, group: str, expected, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        balance = balances.GetGroupBalance(
+            balances_pb.GetGroupBalanceRequest(name=f"{group}/balance"),
+            timeout=TIMEOUT,
+        ).balance
+        if _group_nets(balance) == expected:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"balances of {group} are {_group_nets(balance)}, expected {expected}"
+            )
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def trip(channel) -> Trip:
+    users = users_grpc.UsersServiceStub(channel)
+    expenses = expenses_grpc.ExpensesServiceStub(channel)
+    balances = balances_grpc.BalancesServiceStub(channel)
+    ann, ben, cal = (_create_user(users, name) for name in ("ann", "ben", "cal"))
+    trip_group = _create_group(users, ann, [ben, cal], "Trip")
+    flat_group = _create_group(users, ben, [ann], "Flat")
+
+    recorded = []
+    for group, expense in [
+        (trip_group, _expense(ann, 9000, "EUR", [ann, ben, cal], "Hotel")),
+        (trip_group, _expense(ben, 3000, "EUR", [ann, ben, cal], "Dinner")),
+        (trip_group, _expense(cal, 3000, "JPY", [ann, cal], "Train")),
+    ]:
+        created = expenses.CreateExpense(
+            expenses_pb.CreateExpenseRequest(parent=group, expense=expense),
+            timeout=TIMEOUT,
+        ).expense
+        recorded.append(created.name)
+    settlement = balances.CreateSettlement(
+        balances_pb.CreateSettlementRequest(
+            parent=trip_group,
+            settlement=balances_pb.Settlement(
+                payer=ben,
+                payee=ann,
+                creator=ben,
+                amount=_money(1000, "EUR"),
+                settlement_date=date_pb2.Date(year=2024, month=5, day=2),
+            ),
+        ),
+        timeout=TIMEOUT,
+    ).settlement
+    recorded.append(settlement.name)
+    flat_expense = expenses.CreateExpense(
+        expenses_pb.CreateExpenseRequest(
+            parent=flat_group, expense=_expense(ben, 2000, "EUR", [ann, ben], "Rent")
+        ),
+        timeout=TIMEOUT,
+    ).expense
+    recorded.append(flat_expense.name)
+
+    nets = {
+        trip_group: {
+            "EUR": {ann: 4000, cal: -4000},
+            "JPY": {ann: -1500, cal: 1500},
+        },
+        flat_group: {"EUR": {ann: -1000, ben: 1000}},
+    }
+    for group, expected in nets.items():
+        _wait_for_nets(balances, group, expected)
+    return Trip(ann, ben, cal, trip_group, flat_group, recorded, recorded[:3], nets)
+
+
+def _overview(stub, group: str, **fields) -> pb.GetGroupOverviewResponse:
+    return stub.GetGroupOverview(
+        pb.GetGroupOverviewRequest(group=group, **fields), timeout=TIMEOUT
+    )
+
+
+def _dashboard(stub, user: str, **fields) -> pb.GetUserDashboardResponse:
+    return stub.GetUserDashboard(
+        pb.GetUserDashboardRequest(user=user, **fields), timeout=TIMEOUT
+    )
+
+
+def _sum_by_currency(amounts) -> dict[str, int]:
+    totals: dict[str, int] = defaultdict(int)
+    for amount in amounts:
+        totals[amount.currency_code] += _minor(amount)
+    return dict(totals)
+
+
+def test_overview_group_and_members(gateway_stub, trip):
+    response = _overview(gateway_stub, trip.trip)
+
+    assert response.group.name == trip.trip
+    assert response.group.display_name == "Trip"
+    assert [member.user for member in response.members] == [
+        trip.ann,
+        trip.ben,
+        trip.cal,
+    ]
+    assert list(response.section_errors) == []
+
+
+def test_overview_balances_add_to_zero(gateway_stub, trip):
+    response = _overview(gateway_stub, trip.trip)
+
+    assert response.balance.name == f"{trip.trip}/balance"
+    for entry in response.balance.currency_balances:
+        total = sum(_minor(member.net_amount) for member in entry.member_balances)
+        assert total == 0, entry.currency_code
+    assert _group_nets(response.balance) == trip.nets[trip.trip]
+
+
+def test_overview_plan_settles_group(gateway_stub, trip):
+    response = _overview(gateway_stub, trip.trip)
+
+    nets = {
+        currency: dict(by_user) for currency, by_user in trip.nets[trip.trip].items()
+    }
+    for transfer in response.settlement_plan:
+        currency = transfer.amount.currency_code
+        amount = _minor(transfer.amount)
+        assert amount > 0
+        nets[currency][transfer.payer] = nets[currency].get(transfer.payer, 0) + amount
+        nets[currency][transfer.payee] = nets[currency].get(transfer.payee, 0) - amount
+    assert len(response.settlement_plan) == 2
+    assert all(net == 0 for by_user in nets.values() for net in by_user.values())
+
+
+def test_overview_recent_expenses_newest_first(gateway_stub, trip):
+    response = _overview(gateway_stub, trip.trip)
+    limited = _overview(gateway_stub, trip.trip, recent_expense_count=2)
+
+    newest_first = list(reversed(trip.trip_expenses))
+    assert [expense.name for expense in response.recent_expenses] == newest_first
+    assert [expense.name for expense in limited.recent_expenses] == newest_first[:2]
+
+
+def test_overview_leaves_out_deleted_expense(channel, gateway_stub):
+    users = users_grpc.UsersServiceStub(channel)
+    expenses = expenses_grpc.ExpensesServiceStub(channel)
+    dan, eve = _create_user(users, "dan"), _create_user(users, "eve")
+    group = _create_group(users, dan, [eve], "Picnic")
+    kept, deleted = (
+        expenses.CreateExpense(
+            expenses_pb.CreateExpenseRequest(
+                parent=group, expense=_expense(dan, 500, "EUR", [dan, eve], text)
+            ),
+            timeout=TIMEOUT,
+        ).expense
+        for text in ("Bread", "Cheese")
+    )
+    expenses.DeleteExpense(
+        expenses_pb.DeleteExpenseRequest(name=deleted.name), timeout=TIMEOUT
+    )
+
+    response = _overview(gateway_stub, group)
+
+    assert [expense.name for expense in response.recent_expenses] == [kept.name]
+
+
+def test_overview_unknown_group_not_found(gateway_stub, trip):
+    with pytest.raises(grpc.RpcError) as caught:
+        _overview(gateway_stub, "groups/no-such-group")
+
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    details = error_details(caught.value)
+    assert details["ErrorInfo"].reason == "GROUP_NOT_FOUND"
+    assert details["ResourceInfo"].resource_name == "groups/no-such-group"
+
+
+@pytest.mark.parametrize(
+    ("group", "reason"),
+    [
+        ("", "REQUIRED"),
+        ("groups/", "INVALID_RESOURCE_NAME"),
+        ("groups/-", "INVALID_RESOURCE_NAME"),
+        ("users/abcd", "INVALID_RESOURCE_NAME"),
+    ],
+)
+def test_overview_invalid_group_name(gateway_stub, group, reason):
+    with pytest.raises(grpc.RpcError) as caught:
+        _overview(gateway_stub, group)
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = error_details(caught.value)
+    assert details["ErrorInfo"].reason == reason
+    assert details["BadRequest"].field_violations[0].field == "group"
+
+
+def test_overview_negative_count_invalid(gateway_stub, trip):
+    with pytest.raises(grpc.RpcError) as caught:
+        _overview(gateway_stub, trip.trip, recent_expense_count=-1)
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = error_details(caught.value)
+    assert details["ErrorInfo"].reason == "INVALID_COUNT"
+    assert details["BadRequest"].field_violations[0].field == "recent_expense_count"
+
+
+def test_dashboard_groups_with_nets(gateway_stub, trip):
+    response = _dashboard(gateway_stub, trip.ann)
+
+    assert response.user.name == trip.ann
+    # Newest membership first: Ann joined the flat after creating the trip.
+    assert [s.group.name for s in response.group_summaries] == [trip.flat, trip.trip]
+    for summary in response.group_summaries:
+        expected = {
+            currency: by_user[trip.ann]
+            for currency, by_user in trip.nets[summary.group.name].items()
+            if trip.ann in by_user
+        }
+        assert _sum_by_currency(summary.net_amounts) == expected
+    assert list(response.section_errors) == []
+
+
+def test_dashboard_totals_sum_group_nets(gateway_stub, trip):
+    response = _dashboard(gateway_stub, trip.ann)
+
+    summed = _sum_by_currency(
+        amount for summary in response.group_summaries for amount in summary.net_amounts
+    )
+    totals = _sum_by_currency(response.total_net_amounts)
+    assert totals == summed
+    assert totals == {"EUR": 3000, "JPY": -1500}
+    assert len(response.total_net_amounts) == 2
+
+
+def test_dashboard_settled_group_has_no_nets(gateway_stub, trip):
+    response = _dashboard(gateway_stub, trip.ben)
+
+    nets = {s.group.name: list(s.net_amounts) for s in response.group_summaries}
+    assert nets[trip.trip] == []
+    assert _sum_by_currency(nets[trip.flat]) == {"EUR": 1000}
+
+
+def test_dashboard_recent_activity_newest_first(gateway_stub, trip):
+    response = _dashboard(gateway_stub, trip.ann)
+    limited = _dashboard(gateway_stub, trip.ann, recent_activity_count=2)
+
+    newest_first = list(reversed(trip.recorded))
+    names = [
+        getattr(item, item.WhichOneof("item")).name for item in response.recent_activity
+    ]
+    assert names[: len(newest_first)] == newest_first
+    kinds = [item.WhichOneof("item") for item in response.recent_activity[:5]]
+    assert kinds == ["expense", "settlement", "expense", "expense", "expense"]
+    groups = [item.group for item in response.recent_activity[:5]]
+    assert groups == [trip.flat] + [trip.trip] * 4
+    times = [item.activity_time.ToNanoseconds() for item in response.recent_activity]
+    assert times == sorted(times, reverse=True)
+    assert len(limited.recent_activity) == 2
+
+
+def test_dashboard_activity_only_involving_user(gateway_stub, trip):
+    response = _dashboard(gateway_stub, trip.cal)
+
+    names = [
+        getattr(item, item.WhichOneof("item")).name for item in response.recent_activity
+    ]
+    # Cal takes no part in the flat's rent or in the settlement.
+    assert names == list(reversed(trip.trip_expenses))
+
+
+def test_dashboard_unknown_user_not_found(gateway_stub):
+    with pytest.raises(grpc.RpcError) as caught:
+        _dashboard(gateway_stub, "users/no-such-user")
+
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error_details(caught.value)["ErrorInfo"].reason == "USER_NOT_FOUND"
+
+
+def test_dashboard_invalid_user_name(gateway_stub):
+    with pytest.raises(grpc.RpcError) as caught:
+        _dashboard(gateway_stub, "users/A!")
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = error_details(caught.value)
+    assert details["ErrorInfo"].reason == "INVALID_RESOURCE_NAME"
+    assert details["BadRequest"].field_violations[0].field == "user"
+
+
+def test_rest_overview(http, trip):
+    response = http.get(f"/v1/{trip.trip}/overview", params={"recentExpenseCount": 1})
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["group"]["name"] == trip.trip
+    assert len(body["members"]) == 3
+    assert body["balance"]["name"] == f"{trip.trip}/balance"
+    assert len(body["settlementPlan"]) == 2
+    assert [e["name"] for e in body["recentExpenses"]] == [trip.trip_expenses[-1]]
+    assert "sectionErrors" not in body
+
+
+def test_rest_dashboard(http, trip):
+    response = http.get(f"/v1/{trip.ann}/dashboard")
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["user"]["name"] == trip.ann
+    assert [s["group"]["name"] for s in body["groupSummaries"]] == [
+        trip.flat,
+        trip.trip,
+    ]
+    assert {t["currencyCode"] for t in body["totalNetAmounts"]} == {"EUR", "JPY"}
+    first = body["recentActivity"][0]
+    assert first["expense"]["name"] == trip.recorded[-1]
+    assert first["group"] == trip.flat
+
+
+def test_rest_unknown_group_404(http):
+    response = http.get("/v1/groups/no-such-group/overview")
+
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert error["status"] == "NOT_FOUND"
+    info = next(d for d in error["details"] if d["@type"] == ERROR_INFO)
+    assert info["reason"] == "GROUP_NOT_FOUND"
+
+
+def test_rest_negative_count_400(http, trip):
+    response = http.get(f"/v1/{trip.ann}/dashboard", params={"recentActivityCount": -3})
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["status"] == "INVALID_ARGUMENT"
+    info = next(d for d in error["details"] if d["@type"] == ERROR_INFO)
+    assert info["reason"] == "INVALID_COUNT"
+
+
+@pytest.fixture
+def silent_address() -> Iterator[str]:
+    """A loopback address that accepts connections and never responds."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+
+
+def test_slow_backend_section_deadline(
+    loop_thread, stack, trip, silent_address, tmp_path
+):
+    with _extra_gateway(
+        loop_thread, stack, tmp_path, expense_service_addr=silent_address
+    ) as stub:
+        started = time.monotonic()
+        response = stub.GetGroupOverview(
+            pb.GetGroupOverviewRequest(group=trip.trip), timeout=1.5
+        )
+        elapsed = time.monotonic() - started
+
+    assert elapsed < 1.5
+    assert response.group.name == trip.trip
+    assert len(response.members) == 3
+    assert _group_nets(response.balance) == trip.nets[trip.trip]
+    assert list(response.recent_expenses) == []
+    [error] = response.section_errors
+    assert error.section == "recent_expenses"
+    assert error.status.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    assert "expense_service" in error.status.message
+    assert _reasons(error.status) == ["BACKEND_DEADLINE_EXCEEDED"]
+
+
+def test_users_unreachable_fails_call(loop_thread, stack, trip, tmp_path):
+    unreachable = closed_address()
+
+    with (
+        _extra_gateway(
+            loop_thread, stack, tmp_path, user_service_addr=unreachable
+        ) as stub,
+        pytest.raises(grpc.RpcError) as caught,
+    ):
+        stub.GetUserDashboard(
+            pb.GetUserDashboardRequest(user=trip.ann), timeout=TIMEOUT
+        )
+
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "user_service" in caught.value.details()
+    details = error_details(caught.value)
+    assert details["ErrorInfo"].reason == "BACKEND_UNAVAILABLE"
+    assert details["ErrorInfo"].metadata["backend"] == "user_service"
+    assert "RetryInfo" in details
+
+
+def _reasons(status) -> list[str]:
+    reasons = []
+    for packed in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if packed.Unpack(info):
+            reasons.append(info.reason)
+    return reasons
+
+
+# Runs last in the module: balance_service stays stopped afterwards.
+def test_balance_service_down_sections(gateway_stub, http, stack, trip):
+    stack.balances.stop(0)
+
+    overview = _overview(gateway_stub, trip.trip)
+    dashboard = _dashboard(gateway_stub, trip.ann)
+    rest = http.get(f"/v1/{trip.trip}/overview")
+
+    assert overview.group.name == trip.trip
+    assert len(overview.members) == 3
+    assert [e.name for e in overview.recent_expenses] == list(
+        reversed(trip.trip_expenses)
+    )
+    assert not overview.HasField("balance")
+    assert list(overview.settlement_plan) == []
+    assert [e.section for e in overview.section_errors] == [
+        "balance",
+        "settlement_plan",
+    ]
+    for error in overview.section_errors:
+        assert error.status.code == grpc.StatusCode.UNAVAILABLE.value[0]
+        assert "balance_service" in error.status.message
+        assert _reasons(error.status) == ["BACKEND_UNAVAILABLE"]
+
+    assert [s.group.name for s in dashboard.group_summaries] == [trip.flat, trip.trip]
+    assert all(not s.net_amounts for s in dashboard.group_summaries)
+    assert list(dashboard.total_net_amounts) == []
+    assert list(dashboard.recent_activity) == []
+    assert [e.section for e in dashboard.section_errors] == [
+        "group_summaries.net_amounts",
+        "total_net_amounts",
+        "recent_activity",
+    ]
+    for error in dashboard.section_errors:
+        assert error.status.code == grpc.StatusCode.UNAVAILABLE.value[0]
+
+    assert rest.status_code == 200, rest.text
+    sections = rest.json()["sectionErrors"]
+    assert [s["section"] for s in sections] == ["balance", "settlement_plan"]
+    assert sections[0]["status"]["code"] == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert sections[0]["status"]["details"][0]["reason"] == "BACKEND_UNAVAILABLE"
+
+
+def test_balance_service_down_group_not_found(gateway_stub, stack):
+    stack.balances.stop(0)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        _overview(gateway_stub, "groups/still-missing")
+
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error_details(caught.value)["ErrorInfo"].reason == "GROUP_NOT_FOUND"
