@@ -1,11 +1,23 @@
 """Groups, members and users as user_service reports them.
 
-user_service owns groups and memberships, so the balance service asks it
-over gRPC whether a group or user exists and who the members are. Its
-answers are not cached: a member who just joined can be paid at once.
+user_service owns groups and memberships, so the balance service calls it
+over gRPC to check that a group or user exists and to list the members.
+
+Writes (creating, deleting or restoring a settlement) always call
+user_service, so a member who just joined can be paid at once and a member
+who just left cannot. Reads may reuse a response for up to `cache_seconds`
+(5 s by default). A balance read then needs no call to user_service, and a
+membership change shows in reads at most that long after it was made. Only
+found groups and users are cached. A NOT_FOUND response is never reused, so
+a group created a moment ago is found at once.
 """
 
 from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 
 import grpc
 
@@ -15,26 +27,92 @@ from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
 from splitlog_runtime.channels import downstream_timeout, insecure_channel
 from splitlog_runtime.errors import NotFound, Resource, Unavailable
 
+#: Seconds a read may reuse user_service's response about a group or user.
+CACHE_SECONDS = 5.0
+#: Maximum number of cached groups and users; the least recently used go first.
+MAX_CACHED_ENTRIES = 10_000
+
+
+class _RecentResponses:
+    """Values by key that expire after `max_age` seconds, evicting the least used."""
+
+    def __init__(
+        self, max_age: float, max_entries: int, clock: Callable[[], float]
+    ) -> None:
+        self._max_age = max_age
+        self._max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, frozenset[str]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> frozenset[str] | None:
+        """Return the stored value, or None when it is missing or too old."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            stored_at, value = entry
+            if self._clock() - stored_at >= self._max_age:
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return value
+
+    def put(self, key: str, value: frozenset[str], stored_at: float) -> None:
+        """Store a value fetched at `stored_at`, dropping the oldest beyond the cap."""
+        if self._max_age <= 0:
+            return
+        with self._lock:
+            self._entries[key] = (stored_at, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+
 
 class UserDirectory:
-    """A client of user_service for the checks the balance service makes."""
+    """A client of user_service for the checks the balance service makes.
 
-    def __init__(self, target: str, default_timeout: float, max_message_bytes: int):
+    Args:
+      target: host:port of user_service.
+      default_timeout: seconds a call may take when the caller set no
+        deadline.
+      max_message_bytes: largest message the channel sends or receives.
+      cache_seconds: how long reads may reuse a response; 0 turns reuse off.
+      max_cached_entries: maximum number of cached groups and users.
+      clock: monotonic seconds, replaceable so tests can move time.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        default_timeout: float,
+        max_message_bytes: int,
+        *,
+        cache_seconds: float = CACHE_SECONDS,
+        max_cached_entries: int = MAX_CACHED_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._target = target
         self._default_timeout = default_timeout
+        self._clock = clock
         self._channel = insecure_channel(target, max_message_bytes)
         self._stub = users_grpc.UsersServiceStub(self._channel)
+        self._groups = _RecentResponses(cache_seconds, max_cached_entries, clock)
+        self._users = _RecentResponses(cache_seconds, max_cached_entries, clock)
 
     def close(self) -> None:
         self._channel.close()
 
     def members(self, group_id: str, context: grpc.ServicerContext | None) -> set[str]:
-        """Return the ids of a group's current members.
+        """Return the ids of a group's current members, fetched from user_service.
+
+        The response also replaces the cached one that `recent_members` returns.
 
         Raises:
           NotFound: the group does not exist (reason GROUP_NOT_FOUND).
-          Unavailable: user_service did not answer.
+          Unavailable: user_service did not respond.
         """
+        fetched_at = self._clock()
         found: set[str] = set()
         token = ""
         while True:
@@ -47,17 +125,38 @@ class UserDirectory:
             found.update(member.user.split("/", 1)[1] for member in response.members)
             token = response.next_page_token
             if not token:
+                self._groups.put(group_id, frozenset(found), fetched_at)
                 return found
 
-    def require_user(self, user_id: str, context: grpc.ServicerContext | None):
-        """Check that a user exists.
+    def recent_members(
+        self, group_id: str, context: grpc.ServicerContext | None
+    ) -> frozenset[str]:
+        """Return a group's members, reusing a response up to `cache_seconds` old.
+
+        user_service is called only when no such response is cached.
+
+        Raises:
+          NotFound: the group does not exist (reason GROUP_NOT_FOUND).
+          Unavailable: user_service did not respond.
+        """
+        cached = self._groups.get(group_id)
+        if cached is not None:
+            return cached
+        return frozenset(self.members(group_id, context))
+
+    def require_user(self, user_id: str, context: grpc.ServicerContext | None) -> None:
+        """Check that a user exists, reusing a response up to `cache_seconds` old.
 
         Raises:
           NotFound: no user has this id (reason USER_NOT_FOUND).
-          Unavailable: user_service did not answer.
+          Unavailable: user_service did not respond.
         """
+        if self._users.get(user_id) is not None:
+            return
+        fetched_at = self._clock()
         request = users_pb.GetUserRequest(name=domain.user_name(user_id))
         self._call(self._stub.GetUser, request, context, user_id=user_id)
+        self._users.put(user_id, frozenset(), fetched_at)
 
     def _call(self, method, request, context, *, group_id=None, user_id=None):
         try:

@@ -3,6 +3,8 @@
 Each handler validates the request, calls user_service about the group or
 user when the answer depends on it, runs its storage calls in one database
 transaction and builds the response. Errors are raised as `DomainError`s.
+Reads reuse user_service's responses for a few seconds, and writes always
+call it again (see `balance_service.members`).
 
 Choices that the proto leaves open:
 - CheckSettled reads only this service's data and does not ask user_service
@@ -29,13 +31,12 @@ from datetime import date, datetime
 from typing import TypeVar
 
 import grpc
-from google.protobuf import timestamp_pb2
 from google.type import date_pb2
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from balance_service import allocation, domain, storage
+from balance_service import allocation, domain, storage, views
 from balance_service.ledger import Changes
 from balance_service.members import UserDirectory
 from balance_service.settle import compute_settlement_plan
@@ -59,13 +60,10 @@ _T = TypeVar("_T")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["BalancesService"].full_name
 
+# The same reason as expense_service gives for a non-member.
+NOT_A_MEMBER = "NOT_A_GROUP_MEMBER"
+
 _ORDER_BY = {"": False, "settlement_date desc": False, "create_time desc": True}
-
-
-def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)  # naive datetimes are read as UTC
-    return stamp
 
 
 def settlement_message(row: storage.SettlementRow) -> pb.Settlement:
@@ -77,12 +75,12 @@ def settlement_message(row: storage.SettlementRow) -> pb.Settlement:
         settlement_date=domain.date_message(row.settlement_date),
         note=row.note,
         creator=domain.user_name(row.creator_id),
-        create_time=_timestamp(row.create_time),
-        update_time=_timestamp(row.update_time),
+        create_time=views.timestamp_message(row.create_time),
+        update_time=views.timestamp_message(row.update_time),
         etag=domain.format_etag(row.version),
     )
     if row.delete_time is not None:
-        message.delete_time.CopyFrom(_timestamp(row.delete_time))
+        message.delete_time.CopyFrom(views.timestamp_message(row.delete_time))
     return message
 
 
@@ -113,12 +111,14 @@ def _not_a_member(group_id: str, user_id: str, field_path: str) -> FailedPrecond
     user, group = domain.user_name(user_id), domain.group_name(group_id)
     return FailedPrecondition(
         f"{field_path} {user!r} is not a member of {group!r}; add the user to "
-        "the group first, or pick a member",
-        reason="NOT_GROUP_MEMBER",
+        "the group with AddGroupMember first, or pick a member",
+        reason=NOT_A_MEMBER,
         metadata={"user": user, "group": group},
         preconditions=[
             PreconditionViolation(
-                "NOT_GROUP_MEMBER", user, f"must be a member of {group}"
+                NOT_A_MEMBER,
+                f"{group}/members/{user_id}",
+                f"{user} is not a member of {group}",
             )
         ],
     )
@@ -140,29 +140,10 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         self, request: pb.GetGroupBalanceRequest, context: grpc.ServicerContext
     ) -> pb.GetGroupBalanceResponse:
         group_id = domain.parse_balance(request.name)
-        members = self._directory.members(group_id, context)
+        members = self._directory.recent_members(group_id, context)
         with self._transaction() as session:
-            rows = storage.group_balances(session, group_id)
-            update_time = storage.group_update_time(session, group_id)
-        nets: dict[str, dict[str, int]] = defaultdict(dict)
-        for row in rows:
-            nets[row.currency_code][row.user_id] = row.net
-        balance = pb.GroupBalance(name=request.name, settled=True)
-        for currency in sorted(nets):
-            listed_users = members | {
-                user for user, net in nets[currency].items() if net
-            }
-            entry = balance.currency_balances.add(currency_code=currency)
-            for user_id in sorted(listed_users):
-                net = nets[currency].get(user_id, 0)
-                entry.member_balances.add(
-                    user=domain.user_name(user_id),
-                    net_amount=domain.to_money(net, currency),
-                )
-                if net:
-                    balance.settled = False
-        if update_time is not None:
-            balance.update_time.CopyFrom(_timestamp(update_time))
+            update_time, nets = storage.group_snapshot(session, group_id)
+        balance = views.group_balance(request.name, nets, members, update_time)
         return pb.GetGroupBalanceResponse(balance=balance)
 
     def GetUserBalance(
@@ -171,25 +152,9 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         user_id = domain.parse_user_balance(request.name)
         self._directory.require_user(user_id, context)
         with self._transaction() as session:
-            rows = storage.user_balances(session, user_id)
-        totals: dict[str, int] = defaultdict(int)
-        by_group: dict[str, list[storage.BalanceRow]] = defaultdict(list)
-        for row in rows:
-            totals[row.currency_code] += row.net
-            by_group[row.group_id].append(row)
-        balance = pb.UserBalance(name=request.name)
-        for currency in sorted(totals):
-            balance.total_net_amounts.append(
-                domain.to_money(totals[currency], currency)
-            )
-        for group_id in sorted(by_group):
-            balance.group_balances.add(
-                group=domain.group_name(group_id),
-                net_amounts=[
-                    domain.to_money(row.net, row.currency_code)
-                    for row in by_group[group_id]
-                ],
-            )
+            nets = storage.user_balances(session, user_id)
+            pairs = storage.user_pairs(session, user_id)
+        balance = views.user_balance(request.name, nets, pairs)
         return pb.GetUserBalanceResponse(balance=balance)
 
     def CheckSettled(
@@ -217,13 +182,13 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         currency = None
         if request.currency_code:
             currency = domain.check_currency(request.currency_code, "currency_code")
-        self._directory.members(group_id, context)
+        self._directory.recent_members(group_id, context)
         with self._transaction() as session:
-            rows = storage.group_balances(session, group_id)
+            rows = storage.group_nets(session, group_id)
         nets: dict[str, dict[str, int]] = defaultdict(dict)
-        for row in rows:
-            if currency is None or row.currency_code == currency:
-                nets[row.currency_code][domain.user_name(row.user_id)] = row.net
+        for code, user_id, net in rows:
+            if currency is None or code == currency:
+                nets[code][domain.user_name(user_id)] = net
         response = pb.ComputeSettlementPlanResponse()
         for code in sorted(nets):
             for transfer in compute_settlement_plan(nets[code]):
@@ -251,7 +216,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         violations.raise_if_any()
         selector = ["ListPairwiseBalances", request.parent, currency, user_id]
         after = pagination.decode_token(request.page_token, selector)
-        self._directory.members(group_id, context)
+        self._directory.recent_members(group_id, context)
         with self._transaction() as session:
             rows = storage.group_pairs(session, group_id, currency)
 
@@ -317,7 +282,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             )
         selector = ["ExplainBalance", request.name, user_id, currency, counterparty]
         after = pagination.decode_token(request.page_token, selector)
-        self._directory.members(group_id, context)
+        self._directory.recent_members(group_id, context)
         with self._transaction() as session:
             items = self._contributions(
                 session, group_id, user_id, currency, counterparty
@@ -435,7 +400,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                 "an end date on or after the start date",
                 reason="INVALID_DATE_RANGE",
             )
-        self._directory.members(group_id, context)
+        self._directory.recent_members(group_id, context)
         with self._transaction() as session:
             days = storage.report_by_day(session, group_id, currency, start, end)
             categories = storage.report_by_category(
@@ -676,7 +641,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         if group_id == domain.ALL_GROUPS:
             self._directory.require_user(participant, context)
         else:
-            self._directory.members(group_id, context)
+            self._directory.recent_members(group_id, context)
         with self._transaction() as session:
             rows = storage.list_settlements(
                 session,

@@ -18,6 +18,7 @@ The tables:
 - `pair_balances`: for each pair of members (first id < second id) and
   currency, what the first owes the second, following the allocation rule in
   `balance_service.allocation`. Negative when the second owes the first.
+  Indexed by each of the two users, for a user's counterparties.
 - `group_activity`: when the latest expense or settlement of a group changed.
 - `settlements` and `balance_service_request_ids`.
 
@@ -40,6 +41,7 @@ from sqlalchemy import (
     String,
     Text,
     and_,
+    bindparam,
     delete,
     func,
     or_,
@@ -130,6 +132,11 @@ class PairRow(Base):
     first_user_id: Mapped[str] = mapped_column(String(63), primary_key=True)
     second_user_id: Mapped[str] = mapped_column(String(63), primary_key=True)
     amount: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index("ix_pair_balances_first_user", "first_user_id"),
+        Index("ix_pair_balances_second_user", "second_user_id"),
+    )
 
 
 class GroupActivityRow(Base):
@@ -296,27 +303,90 @@ def touch_group(session: Session, group_id: str, when: datetime) -> None:
     )
 
 
-def group_update_time(session: Session, group_id: str) -> datetime | None:
-    row = session.get(GroupActivityRow, group_id)
-    return row.update_time if row is not None else None
+# Built once: constructing a statement costs more than running it on SQLite.
+_GROUP_NETS = (
+    select(BalanceRow.currency_code, BalanceRow.user_id, BalanceRow.net)
+    .where(BalanceRow.group_id == bindparam("group_id"))
+    .order_by(BalanceRow.currency_code, BalanceRow.user_id)
+)
+# Every change to a group's balances also writes its `group_activity` row, so
+# a group without that row has no balances, and one indexed join reads both.
+_GROUP_SNAPSHOT = (
+    select(
+        GroupActivityRow.update_time,
+        BalanceRow.currency_code,
+        BalanceRow.user_id,
+        BalanceRow.net,
+    )
+    .select_from(GroupActivityRow)
+    .outerjoin(BalanceRow, BalanceRow.group_id == GroupActivityRow.group_id)
+    .where(GroupActivityRow.group_id == bindparam("group_id"))
+    .order_by(BalanceRow.currency_code, BalanceRow.user_id)
+)
 
 
-def group_balances(session: Session, group_id: str) -> Sequence[BalanceRow]:
-    """Return every balance row of a group, by currency and user."""
-    return session.scalars(
-        select(BalanceRow)
-        .where(BalanceRow.group_id == group_id)
-        .order_by(BalanceRow.currency_code, BalanceRow.user_id)
-    ).all()
+def group_nets(session: Session, group_id: str) -> Sequence[tuple[str, str, int]]:
+    """Return `(currency_code, user_id, net)` of a group, by currency and user."""
+    result = session.execute(_GROUP_NETS, {"group_id": group_id})
+    return [(currency, user_id, net) for currency, user_id, net in result]
 
 
-def user_balances(session: Session, user_id: str) -> Sequence[BalanceRow]:
-    """Return a user's non-zero balance rows, by group and currency."""
-    return session.scalars(
-        select(BalanceRow)
+def group_snapshot(
+    session: Session, group_id: str
+) -> tuple[datetime | None, Sequence[tuple[str, str, int]]]:
+    """Return a group's last update time and `(currency_code, user_id, net)` rows.
+
+    This is the balance read: one query over two primary keys, touching no
+    row per expense. The time is None for a group without any expense or
+    settlement.
+    """
+    rows = session.execute(_GROUP_SNAPSHOT, {"group_id": group_id}).all()
+    if not rows:
+        return None, []
+    nets = [
+        (currency, user_id, net)
+        for _, currency, user_id, net in rows
+        if currency is not None
+    ]
+    return rows[0][0], nets
+
+
+def user_pairs(session: Session, user_id: str) -> Sequence[tuple[str, str, str, int]]:
+    """Return a user's non-zero pair amounts in every group, from the user's side.
+
+    Each item is `(group_id, currency_code, counterparty_id, amount)`, where a
+    positive amount is what the counterparty owes the user.
+    """
+    query = select(
+        PairRow.group_id,
+        PairRow.currency_code,
+        PairRow.first_user_id,
+        PairRow.second_user_id,
+        PairRow.amount,
+    ).where(
+        or_(PairRow.first_user_id == user_id, PairRow.second_user_id == user_id),
+        PairRow.amount != 0,
+    )
+    found = []
+    for group_id, currency, first, second, amount in session.execute(query):
+        # `amount` is what `first` owes `second`.
+        if first == user_id:
+            found.append((group_id, currency, second, -amount))
+        else:
+            found.append((group_id, currency, first, amount))
+    return found
+
+
+def user_balances(session: Session, user_id: str) -> Sequence[tuple[str, str, int]]:
+    """Return `(group_id, currency_code, net)` of a user's non-zero net amounts."""
+    query = (
+        select(BalanceRow.group_id, BalanceRow.currency_code, BalanceRow.net)
         .where(BalanceRow.user_id == user_id, BalanceRow.net != 0)
         .order_by(BalanceRow.group_id, BalanceRow.currency_code)
-    ).all()
+    )
+    return [
+        (group_id, currency, net) for group_id, currency, net in session.execute(query)
+    ]
 
 
 def unsettled_balances(

@@ -190,6 +190,128 @@ def test_user_balance_sums_groups_per_currency(services):
     }
 
 
+def _user_balance(services, user_id: str) -> pb.UserBalance:
+    return services.balances.GetUserBalance(
+        pb.GetUserBalanceRequest(name=f"users/{user_id}/balance"), timeout=10
+    ).balance
+
+
+def _counterparties(balance: pb.UserBalance) -> dict[tuple[str, str], tuple]:
+    """Return `(currency, user) -> (net, [(group, amount), ...])`."""
+    return {
+        (entry.net_amount.currency_code, entry.user[6:]): (
+            minor(entry.net_amount),
+            [(part.group[7:], minor(part.net_amount)) for part in entry.group_amounts],
+        )
+        for entry in balance.counterparty_balances
+    }
+
+
+def test_user_balance_per_counterparty_across_groups(services):
+    first, (alice, bob, carol) = create_group(services.users, 3)
+    second, (dave,) = create_group(services.users, 1)
+    for user_id in (alice, bob):
+        services.users.AddGroupMember(
+            users_pb.AddGroupMemberRequest(
+                parent=f"groups/{second}", user=f"users/{user_id}"
+            ),
+            timeout=10,
+        )
+    services.peer.publish(
+        first, "e1", {alice: (900, 300), bob: (0, 300), carol: (0, 300)}
+    )
+    services.peer.publish(second, "e2", {bob: (500, 0), alice: (0, 500)})
+    services.peer.publish(second, "e3", {dave: (70, 0), alice: (0, 70)}, currency="USD")
+    services.sync()
+    settle(services.balances, first, carol, alice, 100)
+
+    of_alice = _user_balance(services, alice)
+    of_bob = _user_balance(services, bob)
+
+    bob_parts = sorted([(first, 300), (second, -500)])
+    assert _counterparties(of_alice) == {
+        ("EUR", bob): (-200, bob_parts),
+        ("EUR", carol): (200, [(first, 200)]),
+        ("USD", dave): (-70, [(second, -70)]),
+    }
+    assert [
+        (e.net_amount.currency_code, e.user) for e in of_alice.counterparty_balances
+    ] == sorted(
+        [("EUR", f"users/{bob}"), ("EUR", f"users/{carol}"), ("USD", f"users/{dave}")]
+    )
+    assert _counterparties(of_bob) == {
+        ("EUR", alice): (200, sorted([(first, -300), (second, 500)])),
+    }
+    assert {m.currency_code: minor(m) for m in of_alice.total_net_amounts} == {
+        "EUR": 0,
+        "USD": -70,
+    }
+
+
+def test_user_counterparties_add_up_to_totals(services):
+    group_id, (alice, bob, carol) = create_group(services.users, 3)
+    other, (dave,) = create_group(services.users, 1)
+    services.users.AddGroupMember(
+        users_pb.AddGroupMemberRequest(parent=f"groups/{other}", user=f"users/{alice}"),
+        timeout=10,
+    )
+    services.peer.publish(
+        group_id, "e1", {alice: (6000, 3334), bob: (4000, 3333), carol: (0, 3333)}
+    )
+    services.peer.publish(
+        group_id, "e2", {carol: (1001, 0), alice: (0, 500), bob: (0, 501)}
+    )
+    services.peer.publish(
+        group_id, "e3", {bob: (-900, -300), alice: (0, -300), carol: (0, -300)}
+    )
+    services.peer.publish(group_id, "e4", {bob: (7, 3), alice: (0, 4)}, currency="BHD")
+    services.peer.publish(other, "e5", {dave: (1234, 617), alice: (0, 617)})
+    services.sync()
+    settle(services.balances, group_id, carol, alice, 700)
+
+    for user_id in (alice, bob, carol, dave):
+        balance = _user_balance(services, user_id)
+        totals = {m.currency_code: minor(m) for m in balance.total_net_amounts}
+        by_currency: dict[str, int] = {}
+        for entry in balance.counterparty_balances:
+            currency = entry.net_amount.currency_code
+            parts = [minor(part.net_amount) for part in entry.group_amounts]
+            assert all(parts), f"{entry.user} has a zero group amount"
+            assert sum(parts) == minor(entry.net_amount)
+            by_currency[currency] = by_currency.get(currency, 0) + minor(
+                entry.net_amount
+            )
+        for currency in {*totals, *by_currency}:
+            assert by_currency.get(currency, 0) == totals.get(currency, 0), (
+                f"{user_id} in {currency}: counterparties {by_currency}, "
+                f"totals {totals}"
+            )
+
+
+def test_user_counterparty_can_net_to_zero_across_groups(services):
+    first, (alice, bob) = create_group(services.users, 2)
+    second, (carol,) = create_group(services.users, 1)
+    for user_id in (alice, bob):
+        services.users.AddGroupMember(
+            users_pb.AddGroupMemberRequest(
+                parent=f"groups/{second}", user=f"users/{user_id}"
+            ),
+            timeout=10,
+        )
+    services.peer.publish(first, "e1", {alice: (250, 0), bob: (0, 250)})
+    services.peer.publish(second, "e2", {bob: (250, 0), alice: (0, 250)})
+    services.sync()
+
+    balance = _user_balance(services, alice)
+
+    assert _counterparties(balance) == {
+        ("EUR", bob): (0, sorted([(first, 250), (second, -250)])),
+    }
+    assert [(m.currency_code, minor(m)) for m in balance.total_net_amounts] == [
+        ("EUR", 0)
+    ]
+
+
 def test_user_balance_unknown_user_is_not_found(services):
     with pytest.raises(grpc.RpcError) as caught:
         services.balances.GetUserBalance(

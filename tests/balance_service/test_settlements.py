@@ -167,9 +167,9 @@ def test_create_for_non_member_fails_precondition(services):
         )
 
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert reason_of(caught.value) == "NOT_GROUP_MEMBER"
+    assert reason_of(caught.value) == "NOT_A_GROUP_MEMBER"
     violation = error_details(caught.value)["PreconditionFailure"].violations[0]
-    assert violation.subject == f"users/{outsider}"
+    assert violation.subject == f"groups/{group_id}/members/{outsider}"
 
 
 def test_create_in_unknown_group_is_not_found(services):

@@ -44,14 +44,34 @@ class MemberBalance(_message.Message):
     def __init__(self, user: _Optional[str] = ..., net_amount: _Optional[_Union[_money_pb2.Money, _Mapping]] = ...) -> None: ...
 
 class UserBalance(_message.Message):
-    __slots__ = ("name", "total_net_amounts", "group_balances")
+    __slots__ = ("name", "total_net_amounts", "group_balances", "counterparty_balances")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TOTAL_NET_AMOUNTS_FIELD_NUMBER: _ClassVar[int]
     GROUP_BALANCES_FIELD_NUMBER: _ClassVar[int]
+    COUNTERPARTY_BALANCES_FIELD_NUMBER: _ClassVar[int]
     name: str
     total_net_amounts: _containers.RepeatedCompositeFieldContainer[_money_pb2.Money]
     group_balances: _containers.RepeatedCompositeFieldContainer[UserGroupBalance]
-    def __init__(self, name: _Optional[str] = ..., total_net_amounts: _Optional[_Iterable[_Union[_money_pb2.Money, _Mapping]]] = ..., group_balances: _Optional[_Iterable[_Union[UserGroupBalance, _Mapping]]] = ...) -> None: ...
+    counterparty_balances: _containers.RepeatedCompositeFieldContainer[CounterpartyBalance]
+    def __init__(self, name: _Optional[str] = ..., total_net_amounts: _Optional[_Iterable[_Union[_money_pb2.Money, _Mapping]]] = ..., group_balances: _Optional[_Iterable[_Union[UserGroupBalance, _Mapping]]] = ..., counterparty_balances: _Optional[_Iterable[_Union[CounterpartyBalance, _Mapping]]] = ...) -> None: ...
+
+class CounterpartyBalance(_message.Message):
+    __slots__ = ("user", "net_amount", "group_amounts")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    NET_AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    GROUP_AMOUNTS_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    net_amount: _money_pb2.Money
+    group_amounts: _containers.RepeatedCompositeFieldContainer[CounterpartyGroupAmount]
+    def __init__(self, user: _Optional[str] = ..., net_amount: _Optional[_Union[_money_pb2.Money, _Mapping]] = ..., group_amounts: _Optional[_Iterable[_Union[CounterpartyGroupAmount, _Mapping]]] = ...) -> None: ...
+
+class CounterpartyGroupAmount(_message.Message):
+    __slots__ = ("group", "net_amount")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    NET_AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    net_amount: _money_pb2.Money
+    def __init__(self, group: _Optional[str] = ..., net_amount: _Optional[_Union[_money_pb2.Money, _Mapping]] = ...) -> None: ...
 
 class UserGroupBalance(_message.Message):
     __slots__ = ("group", "net_amounts")

@@ -121,7 +121,8 @@ class BalancesServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetUserBalance(self, request, context):
-        """Returns a user's net amounts in each group and their totals per currency.
+        """Returns a user's net amounts in each group, their totals per currency,
+        and what the user and each other user owe each other across all groups.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

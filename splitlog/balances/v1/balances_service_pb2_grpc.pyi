@@ -43,7 +43,9 @@ class BalancesServiceStub:
     GetGroupBalance: _grpc.UnaryUnaryMultiCallable[_balances_service_pb2.GetGroupBalanceRequest, _balances_service_pb2.GetGroupBalanceResponse]
     """Returns the net amount of every member of a group, per currency."""
     GetUserBalance: _grpc.UnaryUnaryMultiCallable[_balances_service_pb2.GetUserBalanceRequest, _balances_service_pb2.GetUserBalanceResponse]
-    """Returns a user's net amounts in each group and their totals per currency."""
+    """Returns a user's net amounts in each group, their totals per currency,
+    and what the user and each other user owe each other across all groups.
+    """
     ListPairwiseBalances: _grpc.UnaryUnaryMultiCallable[_balances_service_pb2.ListPairwiseBalancesRequest, _balances_service_pb2.ListPairwiseBalancesResponse]
     """Lists who owes whom in a group, netted per pair of members and currency,
     without simplifying debts across members.
@@ -94,7 +96,9 @@ class BalancesServiceAsyncStub(BalancesServiceStub):
     GetGroupBalance: _aio.UnaryUnaryMultiCallable[_balances_service_pb2.GetGroupBalanceRequest, _balances_service_pb2.GetGroupBalanceResponse]  # type: ignore[assignment]
     """Returns the net amount of every member of a group, per currency."""
     GetUserBalance: _aio.UnaryUnaryMultiCallable[_balances_service_pb2.GetUserBalanceRequest, _balances_service_pb2.GetUserBalanceResponse]  # type: ignore[assignment]
-    """Returns a user's net amounts in each group and their totals per currency."""
+    """Returns a user's net amounts in each group, their totals per currency,
+    and what the user and each other user owe each other across all groups.
+    """
     ListPairwiseBalances: _aio.UnaryUnaryMultiCallable[_balances_service_pb2.ListPairwiseBalancesRequest, _balances_service_pb2.ListPairwiseBalancesResponse]  # type: ignore[assignment]
     """Lists who owes whom in a group, netted per pair of members and currency,
     without simplifying debts across members.
@@ -154,7 +158,9 @@ class BalancesServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _balances_service_pb2.GetUserBalanceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_balances_service_pb2.GetUserBalanceResponse, _abc.Awaitable[_balances_service_pb2.GetUserBalanceResponse]]:
-        """Returns a user's net amounts in each group and their totals per currency."""
+        """Returns a user's net amounts in each group, their totals per currency,
+        and what the user and each other user owe each other across all groups.
+        """
 
     @_abc_1.abstractmethod
     def ListPairwiseBalances(
