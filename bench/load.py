@@ -44,6 +44,7 @@ async def _run(
     concurrency: int,
     seconds: float,
     warmup: float,
+    max_calls: int | None,
 ) -> LoadResult:
     async with grpc.aio.insecure_channel(target) as channel:
         call = channel.unary_unary(method)
@@ -52,11 +53,13 @@ async def _run(
         first_error = ""
         counter = 0
         measuring = False
-        stop_at = time.perf_counter() + warmup + seconds
+        stop_at = time.perf_counter() + warmup + seconds if seconds else float("inf")
 
         async def worker() -> None:
             nonlocal errors, counter, first_error
             while time.perf_counter() < stop_at:
+                if max_calls is not None and counter >= max_calls:
+                    return
                 counter += 1
                 request = make_request(counter)
                 started = time.perf_counter()
@@ -96,6 +99,7 @@ def run_load(
     concurrency: int,
     seconds: float = 5.0,
     warmup: float = 1.0,
+    max_calls: int | None = None,
 ) -> LoadResult:
     """Call `method` on `target` from `concurrency` callers for `seconds`.
 
@@ -104,6 +108,10 @@ def run_load(
       method: full method path, e.g. `/splitlog.users.v1.UsersService/GetUser`.
       make_request: builds the serialized request for the n-th call.
       concurrency: number of callers, each with one call in flight.
-      seconds: measured duration, after `warmup` seconds that are not counted.
+      seconds: measured duration, after `warmup` seconds that are not counted;
+        0 means no time limit, for a run bounded by `max_calls`.
+      max_calls: stop after this many calls have been sent.
     """
-    return asyncio.run(_run(target, method, make_request, concurrency, seconds, warmup))
+    return asyncio.run(
+        _run(target, method, make_request, concurrency, seconds, warmup, max_calls)
+    )

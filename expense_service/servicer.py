@@ -172,7 +172,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         )
 
     def _read(self, work: Callable[[Session], _T]) -> _T:
-        with self._database.transaction() as session:
+        with self._database.transaction(read_only=True) as session:
             return work(session)
 
     @staticmethod

@@ -22,12 +22,29 @@ _LOGGER = logging.getLogger(__name__)
 
 
 def _on_sqlite_connect(dbapi_connection, _record) -> None:
+    # Leave BEGIN to the "begin" listener below instead of the sqlite3 module.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
+
+
+READ_ONLY = "splitlog_read_only"
+
+
+def _on_sqlite_begin(connection) -> None:
+    # A deferred transaction that reads and then writes fails at once with
+    # "database is locked" when another writer committed in between, since
+    # WAL cannot upgrade its stale snapshot; the busy timeout does not help.
+    # Write transactions therefore take the write lock up front and queue on
+    # the busy timeout instead. Read-only ones stay deferred and concurrent.
+    if connection.get_execution_options().get(READ_ONLY):
+        connection.exec_driver_sql("BEGIN")
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def normalise_url(url: str) -> str:
@@ -51,6 +68,7 @@ def make_engine(url: str) -> Engine:
             max_overflow=16,
         )
         event.listen(engine, "connect", _on_sqlite_connect)
+        event.listen(engine, "begin", _on_sqlite_begin)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=16)
 
@@ -103,9 +121,17 @@ class Database:
         return self.engine.dialect.name
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """Yield a session in a transaction that commits on success."""
+    def transaction(self, read_only: bool = False) -> Iterator[Session]:
+        """Yield a session in a transaction that commits on success.
+
+        Args:
+          read_only: the unit of work only reads. On SQLite it then runs
+            beside other readers and writers; a write transaction takes the
+            database's write lock when it begins.
+        """
         with self._sessions.begin() as session:
+            if read_only:
+                session.connection(execution_options={READ_ONLY: True})
             yield session
 
     def dispose(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import grpc
 import pytest
 from grpc_status import rpc_status
@@ -123,3 +125,27 @@ def test_servers_accept_the_keepalive_pings_of_our_channels():
         channel["grpc.keepalive_time_ms"]
         >= server["grpc.http2.min_recv_ping_interval_without_data_ms"]
     )
+
+
+def test_sqlite_read_modify_write_loses_no_update(tmp_path):
+    database = Database(f"sqlite:///{tmp_path / 'counter.db'}")
+    with database.transaction() as session:
+        session.execute(text("CREATE TABLE counter (id INTEGER PRIMARY KEY, n INT)"))
+        session.execute(text("INSERT INTO counter VALUES (1, 0)"))
+
+    def increment() -> None:
+        for _ in range(50):
+            with database.transaction() as session:
+                n = session.execute(text("SELECT n FROM counter")).scalar()
+                session.execute(text("UPDATE counter SET n = :n"), {"n": n + 1})
+
+    workers = [threading.Thread(target=increment) for _ in range(6)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    with database.transaction(read_only=True) as session:
+        final = session.execute(text("SELECT n FROM counter")).scalar()
+    database.dispose()
+
+    assert final == 300
