@@ -1,12 +1,19 @@
 """Measure the latency that the gateway adds to a unary call.
 
-Run `python -m bench.gateway_hop`. It starts three processes on loopback: a
-trivial UsersService backend, the gateway in front of it, and a bare
-grpc.aio pass-through (one handler that awaits one multicallable) for
-reference. One sync client then calls GetUser on each in turn, in rounds, and
-prints the median of the per-round p50 latencies and what each hop adds.
-The pass-through shows the cost of grpc.aio itself, so the difference
-between it and the gateway is the cost of the gateway's own logic.
+Run `python -m bench.gateway_hop`. It starts four processes on loopback:
+- a trivial UsersService backend,
+- the gateway in front of it,
+- a bare grpc.aio pass-through (one handler that awaits one multicallable),
+  for reference,
+- a gateway with its own backend in the same process, as `splitlog up` runs
+  them, which calls the backend in process (`gateway/inprocess.py`).
+
+Every backend is built by `create_server`, so it runs the error interceptor
+as the services do. One sync client then calls GetUser on each in turn, in
+rounds, and prints the median of the per-round p50 latencies and what each
+target adds to the direct call. The pass-through shows the cost of grpc.aio
+itself, so the difference between it and the gateway is the cost of the
+gateway's own logic.
 """
 
 from __future__ import annotations
@@ -17,13 +24,13 @@ import statistics
 import subprocess
 import sys
 import time
-from concurrent import futures
 
 import grpc
 
 from splitlog.users.v1 import users_service_pb2 as pb
 from splitlog.users.v1 import users_service_pb2_grpc as pb_grpc
 from splitlog_runtime import aio
+from splitlog_runtime.server import ServiceHost, create_server
 
 _GET_USER = "/splitlog.users.v1.UsersService/GetUser"
 
@@ -33,12 +40,22 @@ class _Users(pb_grpc.UsersServiceServicer):
         return pb.GetUserResponse(user=pb.User(name=request.name, display_name="A"))
 
 
+def _start_backend() -> ServiceHost:
+    host = create_server(
+        "user_service",
+        [lambda server: pb_grpc.add_UsersServiceServicer_to_server(_Users(), server)],
+        ["splitlog.users.v1.UsersService"],
+        workers=4,
+    )
+    host.start()
+    host.mark_serving()
+    return host
+
+
 def _serve_backend() -> None:
-    server = grpc.server(futures.ThreadPoolExecutor(4))
-    pb_grpc.add_UsersServiceServicer_to_server(_Users(), server)
-    print(server.add_insecure_port("127.0.0.1:0"), flush=True)
-    server.start()
-    server.wait_for_termination()
+    host = _start_backend()
+    print(host.port, flush=True)
+    host.server.wait_for_termination()
 
 
 async def _serve_gateway(backend_port: int) -> None:
@@ -49,6 +66,23 @@ async def _serve_gateway(backend_port: int) -> None:
         environ={}, overrides={"user_service_addr": f"127.0.0.1:{backend_port}"}
     )
     gateway = await build(config, "127.0.0.1:0", "127.0.0.1:0")
+    print(gateway.grpc_port, flush=True)
+    await asyncio.Event().wait()
+
+
+async def _serve_in_process() -> None:
+    from gateway import inprocess
+    from gateway.app import build
+    from splitlog_runtime import config as config_module
+
+    host = _start_backend()
+    # The backend's port setting, not an address, points the gateway at it, so
+    # `install` treats it as a host of this process, as `splitlog up` does.
+    config = config_module.load(
+        environ={}, overrides={"user_service_port": host.port, "workers": 4}
+    )
+    gateway = await build(config, "127.0.0.1:0", "127.0.0.1:0")
+    inprocess.install(gateway.pool, {"user_service": host}, config)
     print(gateway.grpc_port, flush=True)
     await asyncio.Event().wait()
 
@@ -100,6 +134,8 @@ def _measure(rounds: int, calls: int) -> None:
                 "--role", role, "--backend", str(backend_port)
             )
             processes.append(process)
+        process, ports["in-process"] = _spawn("--role", "in-process")
+        processes.append(process)
         channels = {
             name: grpc.insecure_channel(f"127.0.0.1:{p}") for name, p in ports.items()
         }
@@ -124,7 +160,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--role",
-        choices=["client", "backend", "gateway", "passthrough"],
+        choices=["client", "backend", "gateway", "passthrough", "in-process"],
         default="client",
     )
     parser.add_argument("--backend", type=int, help="backend port (for the proxies)")
@@ -137,6 +173,8 @@ def main() -> None:
         aio.run(_serve_gateway(options.backend))
     elif options.role == "passthrough":
         aio.run(_serve_passthrough(options.backend))
+    elif options.role == "in-process":
+        aio.run(_serve_in_process())
     else:
         _measure(options.rounds, options.calls)
 

@@ -260,7 +260,9 @@ class ProxyHandlers:
 
         async def forward(request: bytes, context: grpc.aio.ServicerContext):
             if self._pool.in_process is not None:
-                response = await self._pool.in_process.call(path, request, context)
+                response = await self._pool.in_process.call(
+                    path, request, context, self._timeout(context)
+                )
                 if response is not None:
                     return response
             call = multicallable(

@@ -1,7 +1,9 @@
 """`splitlog up`: every component in this one process.
 
 Each sync service runs its own gRPC server, with its own port and handler
-threads. The gateway runs in an asyncio loop in the main thread. On SIGTERM or
+threads. The gateway runs in an asyncio loop in the main thread. Unless
+`gateway_inprocess` is off, it calls the services' unary methods directly
+rather than over loopback gRPC. On SIGTERM or
 SIGINT the gateway stops first and the services after it, each within the
 grace period.
 """
@@ -57,6 +59,11 @@ async def _run_gateway(
     gateway = await components.start_gateway(
         components.with_bound_addresses(config, hosts)
     )
+    if config.gateway_inprocess:
+        # Imported here, as the components are, so other commands skip it.
+        from gateway import inprocess
+
+        inprocess.install(gateway.pool, hosts, config)
     try:
         ports = {name: host.port for name, host in hosts.items()}
         ports.update(gateway=gateway.grpc_port, http=gateway.http_port)

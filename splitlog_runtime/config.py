@@ -110,6 +110,13 @@ SETTINGS: list[Setting] = [
         _parse_int,
     ),
     Setting("workers", 16, "Threads per synchronous gRPC server.", _parse_int),
+    Setting(
+        "gateway_inprocess",
+        True,
+        "In `splitlog up`, let the gateway call the unary methods of the services "
+        "in its own process directly instead of over loopback gRPC.",
+        _parse_bool,
+    ),
     Setting("log_level", "INFO", "Level of the process log: DEBUG, INFO, WARNING."),
     Setting("log_format", "text", "Format of the process log: text or json."),
 ]

@@ -9,6 +9,10 @@ Health Watch streams never end on their own, so a stopping server would wait
 out its whole grace period for them. `ClosingHealthServicer` ends every open
 Watch stream right after sending it NOT_SERVING, and `stop(grace)` then waits
 only for the calls that do real work.
+
+`create_server` also records every method handler it registers in a
+`MethodHandlers`, so that a component in the same process can run a handler
+without a network hop.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -149,6 +153,8 @@ class ServiceHost:
       health: the health servicer; services are NOT_SERVING until
         `mark_serving()`, and its Watch streams end when `stop()` begins.
       service_names: full names of the services that health reports on.
+      handlers: the method handlers registered on the server, for calls made
+        in this process.
     """
 
     name: str
@@ -156,12 +162,18 @@ class ServiceHost:
     port: int
     health: ClosingHealthServicer
     service_names: list[str]
+    handlers: MethodHandlers | None = None
     _closers: list[Callable[[], None]] = field(default_factory=list)
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def on_stop(self, closer: Callable[[], None]) -> None:
         """Register a callback (close a channel, dispose an engine) run after stop."""
         self._closers.append(closer)
+
+    @property
+    def stopped(self) -> bool:
+        """Whether `stop()` has begun; the server then takes no new calls."""
+        return self._stopped.is_set()
 
     def start(self) -> None:
         self.server.start()
@@ -223,14 +235,17 @@ def create_server(
     Raises:
       RuntimeError: the address cannot be bound.
     """
+    all_interceptors = [*interceptors, ErrorInterceptor()]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name),
-        interceptors=[*interceptors, ErrorInterceptor()],
+        interceptors=all_interceptors,
         options=server_options(max_message_bytes),
     )
     names = list(service_names)
+    handlers = MethodHandlers(all_interceptors, workers)
+    recording = _RecordingServer(server, handlers)
     for add in register:
-        add(server)
+        add(recording)
     health_servicer = ClosingHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for service in ["", *names]:
@@ -250,4 +265,98 @@ def create_server(
         raise RuntimeError(f"{name}: cannot bind {address}: {exc}") from exc
     if port == 0:
         raise RuntimeError(f"{name}: cannot bind {address}; is the port in use?")
-    return ServiceHost(name, server, port, health_servicer, names)
+    return ServiceHost(name, server, port, health_servicer, names, handlers)
+
+
+class _HandlerCallDetails(NamedTuple):
+    method: str
+    invocation_metadata: tuple
+
+
+class MethodHandlers:
+    """The method handlers registered on one server, found as the server finds them.
+
+    `find()` looks a method up among the registered handlers, then the generic
+    handlers, and runs the server's interceptors around the lookup, the error
+    interceptor last. The server does the same for every call it receives.
+
+    Attributes:
+      workers: the size of the server's handler thread pool.
+    """
+
+    def __init__(
+        self, interceptors: Iterable[grpc.ServerInterceptor], workers: int
+    ) -> None:
+        self.workers = workers
+        self._interceptors = tuple(interceptors)
+        self._registered: dict[str, grpc.RpcMethodHandler] = {}
+        self._generic: list[grpc.GenericRpcHandler] = []
+
+    def record_generic(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
+        self._generic.extend(handlers)
+
+    def record_registered(
+        self, service_name: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        for method, handler in handlers.items():
+            self._registered[f"/{service_name}/{method}"] = handler
+
+    def lookup(self, method: str) -> grpc.RpcMethodHandler | None:
+        """Return the handler of a method path, such as `/pkg.Service/Method`.
+
+        The handler is the one registered, without the interceptors, and a
+        generic handler is asked with empty invocation metadata. None means
+        that the server does not serve the method.
+        """
+        return self._query(_HandlerCallDetails(method, ()))
+
+    def find(
+        self, method: str, invocation_metadata: Iterable[tuple[str, Any]]
+    ) -> grpc.RpcMethodHandler | None:
+        """Return the handler for one call, wrapped by the server's interceptors."""
+        return self._intercept(
+            0, _HandlerCallDetails(method, tuple(invocation_metadata))
+        )
+
+    def _intercept(
+        self, index: int, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        if index == len(self._interceptors):
+            return self._query(details)
+        return self._interceptors[index].intercept_service(
+            lambda next_details: self._intercept(index + 1, next_details), details
+        )
+
+    def _query(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        handler = self._registered.get(details.method)
+        if handler is not None:
+            return handler
+        for generic in self._generic:
+            handler = generic.service(details)
+            if handler is not None:
+                return handler
+        return None
+
+
+class _RecordingServer:
+    """A server that also records each registered handler in `MethodHandlers`."""
+
+    def __init__(self, server: grpc.Server, handlers: MethodHandlers) -> None:
+        self._server = server
+        self._handlers = handlers
+
+    def add_generic_rpc_handlers(
+        self, generic_rpc_handlers: Iterable[grpc.GenericRpcHandler]
+    ) -> None:
+        generic_rpc_handlers = tuple(generic_rpc_handlers)
+        self._server.add_generic_rpc_handlers(generic_rpc_handlers)
+        self._handlers.record_generic(generic_rpc_handlers)
+
+    def add_registered_method_handlers(
+        self, service_name: str, method_handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self._server.add_registered_method_handlers(service_name, method_handlers)
+        self._handlers.record_registered(service_name, method_handlers)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._server, name)
