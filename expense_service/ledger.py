@@ -134,14 +134,12 @@ def append_event(
     event.sequence = storage.next_sequence(session)
     storage.add_event(
         session,
-        storage.LedgerEventRow(
-            sequence=event.sequence,
-            expense_name=stored.row.name,
-            revision=stored.row.revision,
-            event_type=event_type,
-            commit_time=commit_time,
-            payload=event.SerializeToString(),
-        ),
+        sequence=event.sequence,
+        expense_name=stored.row.name,
+        revision=stored.row.revision,
+        event_type=event_type,
+        commit_time=commit_time,
+        payload=event.SerializeToString(),
     )
     return event.sequence
 

@@ -1,10 +1,29 @@
-"""Membership checks against user_service, which owns groups and members."""
+"""Membership checks against user_service, which owns groups and members.
+
+A write that names payers or participants must only name members of the
+expense's group. Asking user_service on every write costs a round trip, so
+a group's member list is reused for up to `CACHE_SECONDS`:
+
+- A user missing from the reused list is never rejected on its word: the
+  list is fetched again first, so a member added a moment ago is accepted
+  at once.
+- A member removed less than `CACHE_SECONDS` ago may still be accepted as a
+  payer or participant, because the reused list still contains them.
+- A group deleted less than `CACHE_SECONDS` ago may still take expenses
+  that name only members from the reused list.
+- A NOT_FOUND response is never reused, so a group created a moment ago is
+  found at once, and it drops the group's reused list.
+- At most `MAX_CACHED_GROUPS` groups are kept; the least recently used go
+  first.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 
 import grpc
 
@@ -25,6 +44,11 @@ _LOGGER = logging.getLogger(__name__)
 NOT_A_MEMBER = "NOT_A_GROUP_MEMBER"
 #: Seconds a caller should wait before retrying while user_service is down.
 RETRY_DELAY_SECONDS = 1.0
+#: Seconds a group's member list may be reused to accept payers and
+#: participants; it is also the longest time a removed member stays accepted.
+CACHE_SECONDS = 5.0
+#: Maximum number of groups whose member lists are kept.
+MAX_CACHED_GROUPS = 10_000
 _PAGE_SIZE = 1000
 # Codes after which the same call may succeed later.
 _TRANSIENT = {
@@ -34,6 +58,56 @@ _TRANSIENT = {
 }
 
 
+class _RecentMembers:
+    """Member lists by group name that expire after `max_age` seconds.
+
+    Beyond `max_entries` groups, the least recently used list is dropped.
+    """
+
+    def __init__(
+        self, max_age: float, max_entries: int, clock: Callable[[], float]
+    ) -> None:
+        self._max_age = max_age
+        self._max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, frozenset[str]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, group: str) -> frozenset[str] | None:
+        """Return the stored members, or None when missing or too old."""
+        with self._lock:
+            entry = self._entries.get(group)
+            if entry is None:
+                return None
+            fetched_at, members = entry
+            if self._clock() - fetched_at >= self._max_age:
+                del self._entries[group]
+                return None
+            self._entries.move_to_end(group)
+            return members
+
+    def put(self, group: str, members: frozenset[str], fetched_at: float) -> None:
+        """Store members fetched at `fetched_at`, dropping the oldest beyond the cap."""
+        if self._max_age <= 0:
+            return
+        with self._lock:
+            current = self._entries.get(group)
+            if current is not None and current[0] > fetched_at:
+                return  # A concurrent fetch that started later already stored.
+            self._entries[group] = (fetched_at, members)
+            self._entries.move_to_end(group)
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+
+    def discard(self, group: str) -> None:
+        with self._lock:
+            self._entries.pop(group, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+
 class MembershipClient:
     """Client that checks group membership in user_service.
 
@@ -41,16 +115,35 @@ class MembershipClient:
       address: host:port of user_service.
       default_timeout: seconds a check may take when the caller set no
         deadline.
+      cache_seconds: how long a group's member list may be reused; 0 turns
+        reuse off.
+      max_cached_groups: maximum number of groups whose lists are kept.
+      clock: monotonic seconds, replaceable so tests can move time.
     """
 
-    def __init__(self, address: str, default_timeout: float) -> None:
+    def __init__(
+        self,
+        address: str,
+        default_timeout: float,
+        *,
+        cache_seconds: float = CACHE_SECONDS,
+        max_cached_groups: int = MAX_CACHED_GROUPS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._address = address
         self._default_timeout = default_timeout
+        self._clock = clock
         self._channel = insecure_channel(address)
         self._stub = users_grpc.UsersServiceStub(self._channel)
+        self._recent = _RecentMembers(cache_seconds, max_cached_groups, clock)
 
     def close(self) -> None:
         self._channel.close()
+
+    @property
+    def cached_groups(self) -> int:
+        """Number of groups whose member lists are kept right now."""
+        return len(self._recent)
 
     def require_members(
         self,
@@ -60,6 +153,10 @@ class MembershipClient:
     ) -> None:
         """Check that a group exists and that every user is one of its members.
 
+        A member list up to `cache_seconds` old is enough to accept the users.
+        When it lacks some of them, the list is fetched again before they are
+        rejected.
+
         Raises:
           NotFound: the group does not exist (reason GROUP_NOT_FOUND).
           FailedPrecondition: some users are not members; one violation
@@ -67,8 +164,11 @@ class MembershipClient:
           Unavailable: user_service cannot be reached or timed out; the
             error carries RetryInfo.
         """
-        members = self._members(group, context)
-        missing = sorted(set(users) - members)
+        users = set(users)
+        cached = self._recent.get(group)
+        if cached is not None and users <= cached:
+            return
+        missing = sorted(users - self._fetch_members(group, context))
         if not missing:
             return
         listed = ", ".join(repr(user) for user in missing)
@@ -88,7 +188,11 @@ class MembershipClient:
             ],
         )
 
-    def _members(self, group: str, context: grpc.ServicerContext | None) -> set[str]:
+    def _fetch_members(
+        self, group: str, context: grpc.ServicerContext | None
+    ) -> frozenset[str]:
+        """Read every member of a group from user_service and cache the list."""
+        fetched_at = self._clock()
         deadline = time.monotonic() + downstream_timeout(context, self._default_timeout)
         members: set[str] = set()
         token = ""
@@ -101,11 +205,15 @@ class MembershipClient:
                     request, timeout=max(deadline - time.monotonic(), 0.0)
                 )
             except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.NOT_FOUND:
+                    self._recent.discard(group)
                 raise self._translate(exc, group) from None
             members.update(member.user for member in response.members)
             token = response.next_page_token
             if not token:
-                return members
+                found = frozenset(members)
+                self._recent.put(group, found, fetched_at)
+                return found
 
     def _translate(self, exc: grpc.RpcError, group: str) -> Exception:
         code = exc.code()

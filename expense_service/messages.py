@@ -60,7 +60,7 @@ def expense_message(stored: storage.StoredExpense) -> pb.Expense:
 
 
 def _participant_message(
-    participant: storage.ParticipantRow, currency: str
+    participant: storage.ParticipantRow | storage.ParticipantValues, currency: str
 ) -> pb.SplitParticipant:
     message = pb.SplitParticipant(user=participant.user)
     if participant.exact_minor is not None:
@@ -105,10 +105,10 @@ def stored_draft(stored: storage.StoredExpense) -> domain.Draft:
 
 def line_rows(
     name: str, checked: domain.CheckedExpense
-) -> tuple[list[storage.PayerRow], list[storage.ParticipantRow]]:
+) -> tuple[list[storage.PayerValues], list[storage.ParticipantValues]]:
     """Build the payer and participant rows of a checked expense."""
     payers = [
-        storage.PayerRow(
+        storage.PayerValues(
             expense_name=name,
             user=payer.user,
             position=position,
@@ -117,7 +117,7 @@ def line_rows(
         for position, payer in enumerate(checked.draft.payers)
     ]
     participants = [
-        storage.ParticipantRow(
+        storage.ParticipantValues(
             expense_name=name,
             user=member.participant.user,
             position=position,
@@ -129,6 +129,31 @@ def line_rows(
         for position, member in enumerate(checked.draft.members)
     ]
     return payers, participants
+
+
+def new_expense_values(
+    name: str,
+    group_id: str,
+    creator: str,
+    draft: domain.Draft,
+    now: datetime.datetime,
+) -> storage.ExpenseValues:
+    """Build the row of a new expense from its checked draft."""
+    return storage.ExpenseValues(
+        name=name,
+        group_id=group_id,
+        description=draft.description,
+        category=draft.category,
+        expense_date=draft.expense_date,
+        currency_code=draft.total.currency_code,
+        total_minor=draft.total.minor,
+        split_type=draft.split_type,
+        notes=draft.notes,
+        creator=creator,
+        last_modifier=creator,
+        create_time=now,
+        update_time=now,
+    )
 
 
 def copy_fields(row: storage.ExpenseRow, draft: domain.Draft) -> None:

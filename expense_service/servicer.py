@@ -21,9 +21,11 @@ Choices that the proto leaves open:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -127,6 +129,15 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         self._database = database
         self._membership = membership
         self._feed = feed
+        # SQLite runs one write transaction at a time, and a writer that finds
+        # the lock taken polls for it with sleeps in the busy handler, so
+        # waiting writers wake late and in no order. This process's writers
+        # queue on a mutex instead; other processes still wait on SQLite.
+        self._write_lock = (
+            threading.Lock()
+            if database.dialect == "sqlite"
+            else contextlib.nullcontext()
+        )
 
     # Transactions
 
@@ -145,7 +156,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         integrity_retried = False
         for attempt in range(MAX_TRANSACTION_ATTEMPTS):
             try:
-                with self._database.transaction() as session:
+                with self._write_lock, self._database.transaction() as session:
                     result = work(session)
             except StaleDataError:
                 _LOGGER.info("retrying a write after a concurrent change")
@@ -206,12 +217,21 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         checked = domain.check_expense(draft, seed=name)
         self._membership.require_members(request.parent, draft.users(), context)
 
+        # A create with a generated id skips two look-ups on its first attempt:
+        # the replay was checked just above, and the name is new. A concurrent
+        # create with the same request_id then fails on its unique key, and
+        # the second attempt makes both look-ups to replay the winner.
+        attempts = 0
+
         def create(session: Session) -> pb.Expense:
-            if request_id:
+            nonlocal attempts
+            attempts += 1
+            look_up = bool(request.expense_id) or attempts > 1
+            if request_id and look_up:
                 replayed = self._replay(session, request_id)
                 if replayed is not None:
                     return replayed
-            if storage.get_expense(session, name) is not None:
+            if look_up and storage.expense_exists(session, name):
                 raise AlreadyExists(
                     f"expense {name!r} already exists; choose another expense_id "
                     "or leave it empty to get a generated one",
@@ -219,18 +239,11 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
                     resource=Resource(domain.EXPENSE_TYPE, name),
                 )
             now = storage.utc_now()
-            row = storage.ExpenseRow(
-                name=name,
-                group_id=group_id,
-                creator=creator,
-                last_modifier=creator,
-                create_time=now,
-                update_time=now,
-                delete_time=None,
+            values = messages.new_expense_values(
+                name, group_id, creator, checked.draft, now
             )
-            messages.copy_fields(row, checked.draft)
             payers, participants = messages.line_rows(name, checked)
-            stored = storage.add_expense(session, row, payers, participants)
+            stored = storage.add_expense(session, values, payers, participants)
             if request_id:
                 storage.remember_request(session, request_id, name)
             ledger.append_event(session, stored, ledger.CREATED, now)

@@ -14,7 +14,7 @@ type and both backends then compare them the same way.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import (
@@ -33,7 +33,6 @@ from sqlalchemy import (
     func,
     or_,
     select,
-    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -155,11 +154,15 @@ def utc_now() -> datetime.datetime:
 
 @dataclass
 class StoredExpense:
-    """An expense row with its payers and participants in request order."""
+    """An expense row with its payers and participants in request order.
 
-    row: ExpenseRow
-    payers: list[PayerRow]
-    participants: list[ParticipantRow]
+    Each part is either loaded ORM rows or the values just inserted, which
+    have the same attributes.
+    """
+
+    row: ExpenseRow | ExpenseValues
+    payers: list[PayerRow] | list[PayerValues]
+    participants: list[ParticipantRow] | list[ParticipantValues]
 
 
 # Reads
@@ -274,54 +277,134 @@ def find_request(session: Session, request_id: str) -> str | None:
 
 
 # Writes
+#
+# Writes use Core statements on the session's connection rather than the
+# ORM unit of work, which costs several times more per row. The ORM is still
+# used to update an expense row, because `version_id_col` checks the revision.
+
+_EXPENSES = ExpenseRow.__table__
+_PAYERS = PayerRow.__table__
+_PARTICIPANTS = ParticipantRow.__table__
+_REQUEST_IDS = RequestIdRow.__table__
+_LEDGER = LedgerEventRow.__table__
+
+
+@dataclass
+class ExpenseValues:
+    """The columns of a new expense row, as written; an `ExpenseRow` look-alike."""
+
+    name: str
+    group_id: str
+    description: str
+    category: int
+    expense_date: datetime.date
+    currency_code: str
+    total_minor: int
+    split_type: int
+    notes: str
+    creator: str
+    last_modifier: str
+    create_time: datetime.datetime
+    update_time: datetime.datetime
+    delete_time: datetime.datetime | None = None
+    revision: int = 1
+
+
+@dataclass
+class PayerValues:
+    """The columns of a payer row, as written; a `PayerRow` look-alike."""
+
+    expense_name: str
+    user: str
+    position: int
+    amount_minor: int
+
+
+@dataclass
+class ParticipantValues:
+    """The columns of a participant row, as written; a `ParticipantRow` look-alike."""
+
+    expense_name: str
+    user: str
+    position: int
+    exact_minor: int | None
+    basis_points: int | None
+    shares: int | None
+    owed_minor: int
+
+
+def expense_exists(session: Session, name: str) -> bool:
+    """Return whether an expense of this name exists, deleted or not."""
+    found = session.connection().scalar(
+        select(_EXPENSES.c.name).where(_EXPENSES.c.name == name)
+    )
+    return found is not None
 
 
 def add_expense(
     session: Session,
-    row: ExpenseRow,
-    payers: Iterable[PayerRow],
-    participants: Iterable[ParticipantRow],
+    values: ExpenseValues,
+    payers: Sequence[PayerValues],
+    participants: Sequence[ParticipantValues],
 ) -> StoredExpense:
-    """Insert an expense with its lines; a duplicate name raises IntegrityError."""
-    session.add(row)
-    session.flush()
-    stored = StoredExpense(row, list(payers), list(participants))
-    session.add_all([*stored.payers, *stored.participants])
-    session.flush()
-    return stored
+    """Insert an expense with its lines; a duplicate name raises IntegrityError.
+
+    Returns:
+      The expense as written, built from the values without reading it back.
+    """
+    connection = session.connection()
+    connection.execute(_EXPENSES.insert(), [vars(values)])
+    _insert_lines(connection, payers, participants)
+    return StoredExpense(values, list(payers), list(participants))
 
 
 def replace_lines(
     session: Session,
     stored: StoredExpense,
-    payers: Iterable[PayerRow],
-    participants: Iterable[ParticipantRow],
+    payers: Sequence[PayerValues],
+    participants: Sequence[ParticipantValues],
 ) -> StoredExpense:
-    """Swap an expense's payers and participants for new ones."""
+    """Swap an expense's payers and participants for new ones.
+
+    Changes to the loaded expense row are written first, which checks and
+    bumps its revision.
+    """
+    session.flush()
     name = stored.row.name
-    unsynchronized = {"synchronize_session": False}
-    session.execute(
-        delete(PayerRow).where(PayerRow.expense_name == name),
-        execution_options=unsynchronized,
+    connection = session.connection()
+    connection.execute(delete(_PAYERS).where(_PAYERS.c.expense_name == name))
+    connection.execute(
+        delete(_PARTICIPANTS).where(_PARTICIPANTS.c.expense_name == name)
     )
-    session.execute(
-        delete(ParticipantRow).where(ParticipantRow.expense_name == name),
-        execution_options=unsynchronized,
-    )
+    # The loaded rows are gone from the database, so the session forgets them.
     for old in [*stored.payers, *stored.participants]:
         session.expunge(old)
-    replaced = StoredExpense(stored.row, list(payers), list(participants))
-    session.add_all([*replaced.payers, *replaced.participants])
-    session.flush()
-    return replaced
+    _insert_lines(connection, payers, participants)
+    return StoredExpense(stored.row, list(payers), list(participants))
+
+
+def _insert_lines(
+    connection,
+    payers: Sequence[PayerValues],
+    participants: Sequence[ParticipantValues],
+) -> None:
+    if payers:
+        connection.execute(_PAYERS.insert(), [vars(payer) for payer in payers])
+    if participants:
+        connection.execute(
+            _PARTICIPANTS.insert(), [vars(participant) for participant in participants]
+        )
 
 
 def remember_request(session: Session, request_id: str, name: str) -> None:
-    """Record a request_id in the transaction that creates its expense."""
-    session.add(
-        RequestIdRow(request_id=request_id, expense_name=name, create_time=utc_now())
+    """Record a request_id in the transaction that creates its expense.
+
+    A request_id recorded by a concurrent transaction raises IntegrityError.
+    """
+    session.connection().execute(
+        _REQUEST_IDS.insert(),
+        [{"request_id": request_id, "expense_name": name, "create_time": utc_now()}],
     )
-    session.flush()
 
 
 def next_sequence(session: Session) -> int:
@@ -330,20 +413,46 @@ def next_sequence(session: Session) -> int:
     Writers must commit in sequence order, or a reader could see sequence 8
     before 7 commits and skip 7 for good. On PostgreSQL an EXCLUSIVE lock on
     the ledger table (which still allows reads) makes concurrent writers
-    wait here until the holder commits. SQLite runs one write transaction at
-    a time, and the caller's writes have already started it, so the maximum
-    read here cannot change before this transaction commits.
+    wait here until the holder commits. On SQLite every write transaction
+    begins with BEGIN IMMEDIATE and so holds the database's only write lock
+    from its start, so the maximum read here cannot change before this
+    transaction commits.
+
+    Pending ORM changes are flushed first, so that nothing runs after the
+    lock is taken but the event's own insert.
     """
     session.flush()
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text(f"LOCK TABLE {LEDGER_TABLE} IN EXCLUSIVE MODE"))
-    last = session.scalar(select(func.max(LedgerEventRow.sequence)))
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"LOCK TABLE {LEDGER_TABLE} IN EXCLUSIVE MODE")
+    last = connection.scalar(select(func.max(_LEDGER.c.sequence)))
     return (last or 0) + 1
 
 
-def add_event(session: Session, event: LedgerEventRow) -> None:
-    session.add(event)
-    session.flush()
+def add_event(
+    session: Session,
+    *,
+    sequence: int,
+    expense_name: str,
+    revision: int,
+    event_type: int,
+    commit_time: datetime.datetime,
+    payload: bytes,
+) -> None:
+    """Insert one ledger event; call it right after `next_sequence`."""
+    session.connection().execute(
+        _LEDGER.insert(),
+        [
+            {
+                "sequence": sequence,
+                "expense_name": expense_name,
+                "revision": revision,
+                "event_type": event_type,
+                "commit_time": commit_time,
+                "payload": payload,
+            }
+        ],
+    )
 
 
 def read_events(session: Session, after: int, limit: int) -> list[tuple[int, bytes]]:

@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from splitlog.expenses.v1 import expenses_service_pb2 as pb
+from splitlog.users.v1 import users_service_pb2 as users_pb
 from tests.expense_service.support import (
     TIMEOUT,
     as_text,
@@ -293,6 +294,28 @@ def test_concurrent_retries_create_one_expense(clients, group):
         pb.ListExpensesRequest(parent=group.name), timeout=TIMEOUT
     ).expenses
     assert [expense.name for expense in listed] == [created[0].name]
+
+
+def test_concurrent_retries_with_chosen_id_replay(clients, group):
+    request_id = new_request_id()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = [
+            pool.submit(
+                create_expense,
+                clients,
+                group,
+                request_id=request_id,
+                expense_id="retried-id",
+            )
+            for _ in range(8)
+        ]
+        created = [future.result() for future in futures]
+
+    assert {expense.name for expense in created} == {
+        f"{group.name}/expenses/retried-id"
+    }
+    assert len({expense.etag for expense in created}) == 1
 
 
 def test_request_id_replay_skips_membership(clients, group):
@@ -588,3 +611,18 @@ def test_non_members_rejected_and_nothing_written(clients, group):
     )
     assert list(listed.expenses) == []
     assert latest_sequence(clients) == before
+
+
+def test_member_added_after_create_accepted_at_once(clients, group):
+    create_expense(clients, group)
+    newcomer = create_outsider(clients.users)
+    clients.users.AddGroupMember(
+        users_pb.AddGroupMemberRequest(parent=group.name, user=newcomer),
+        timeout=TIMEOUT,
+    )
+
+    created = create_expense(
+        clients, group, equal_expense(group, participants=[*group.members, newcomer])
+    )
+
+    assert newcomer in owed(created)

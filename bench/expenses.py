@@ -1,0 +1,273 @@
+"""The expense side end to end: creates, balance reads and a Splitwise import.
+
+Starts `splitlog up` (all-in-one, SQLite) on free ports and measures, through
+the gateway:
+
+1. CreateExpense with 1, 8 and 32 concurrent clients (calls/s, p50, p99);
+2. GetGroupBalance latency once a group holds 1k, 10k and 100k expenses
+   (p50 and p99 over 200 reads, after balance_service has applied them all);
+3. `splitlog import splitwise` of a generated 10,000-row export.
+
+Run: `python -m bench.expenses [--seconds 5] [--sizes 1000,10000,100000]
+[--import-rows 10000]`. Filling 100k expenses takes several minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+
+from bench.load import run_load
+from splitlog.balances.v1 import balances_service_pb2 as balances_pb
+from splitlog.balances.v1 import balances_service_pb2_grpc as balances_grpc
+from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb
+from splitlog.users.v1 import users_service_pb2 as users_pb
+from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+SPLITLOG = ROOT / ".venv" / "bin" / "splitlog"
+CREATE = "/splitlog.expenses.v1.ExpensesService/CreateExpense"
+PORT_FLAGS = (
+    "--gateway-port",
+    "--http-port",
+    "--user-service-port",
+    "--expense-service-port",
+    "--balance-service-port",
+    "--log-service-port",
+)
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def _start(data_dir: Path) -> tuple[subprocess.Popen, str]:
+    ports = dict(zip(PORT_FLAGS, _free_ports(len(PORT_FLAGS)), strict=True))
+    args = [str(SPLITLOG), "up", "--data-dir", str(data_dir), "--log-level", "WARNING"]
+    for flag, port in ports.items():
+        args += [flag, str(port)]
+    process = subprocess.Popen(
+        args,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    address = f"127.0.0.1:{ports['--gateway-port']}"
+    with grpc.insecure_channel(address) as channel:
+        grpc.channel_ready_future(channel).result(timeout=60)
+    return process, address
+
+
+def _make_group(channel: grpc.Channel, members: int = 4) -> tuple[str, list[str]]:
+    users = users_grpc.UsersServiceStub(channel)
+    suffix = uuid.uuid4().hex[:8]
+    names = [
+        users.CreateUser(
+            users_pb.CreateUserRequest(
+                user=users_pb.User(
+                    email=f"m{i}-{suffix}@example.com", display_name=f"M{i}"
+                )
+            ),
+            timeout=30,
+        ).user.name
+        for i in range(members)
+    ]
+    group = users.CreateGroup(
+        users_pb.CreateGroupRequest(
+            group=users_pb.Group(
+                display_name="Bench", creator=names[0], currency_code="EUR"
+            )
+        ),
+        timeout=30,
+    ).group.name
+    for name in names[1:]:
+        users.AddGroupMember(
+            users_pb.AddGroupMemberRequest(parent=group, user=name), timeout=30
+        )
+    return group, names
+
+
+def _expense_request(group: str, names: list[str], rng: random.Random) -> bytes:
+    cents = rng.randint(100, 50_000)
+    money = {
+        "currency_code": "EUR",
+        "units": cents // 100,
+        "nanos": cents % 100 * 10**7,
+    }
+    payer = rng.choice(names)
+    expense = expenses_pb.Expense(
+        description="bench",
+        expense_date={"year": 2026, "month": 11, "day": rng.randint(1, 28)},
+        total=money,
+        payers=[{"user": payer, "amount": money}],
+        split={
+            "type": expenses_pb.SPLIT_TYPE_EQUAL,
+            "participants": [{"user": name} for name in names],
+        },
+        creator=payer,
+    )
+    return expenses_pb.CreateExpenseRequest(
+        parent=group, expense=expense
+    ).SerializeToString()
+
+
+def bench_creates(address: str, clients: list[int], seconds: float) -> None:
+    with grpc.insecure_channel(address) as channel:
+        group, names = _make_group(channel)
+    rng = random.Random(1)
+    print(
+        "\n| CreateExpense via gateway, clients | calls/s | p50 ms | p99 ms | errors |"
+    )
+    print("|---|---|---|---|---|")
+    for concurrency in clients:
+        result = run_load(
+            address,
+            CREATE,
+            lambda _n: _expense_request(group, names, rng),
+            concurrency,
+            seconds,
+        )
+        print(
+            f"| {concurrency} | {result.calls_per_second:,.0f} | {result.p50_ms:.2f} "
+            f"| {result.p99_ms:.2f} | {result.errors} |",
+            flush=True,
+        )
+        if result.first_error:
+            print(f"first error: {result.first_error}", file=sys.stderr)
+
+
+def _wait_applied(stub, name: str, timeout: float) -> float:
+    """Wait until two reads a second apart agree, so every create is applied."""
+    started = time.monotonic()
+    request = balances_pb.GetGroupBalanceRequest(name=name)
+    last = None
+    while time.monotonic() - started < timeout:
+        balance = stub.GetGroupBalance(request, timeout=30)
+        if balance == last:
+            return time.monotonic() - started
+        last = balance
+        time.sleep(1.0)
+    return time.monotonic() - started
+
+
+def bench_balance_reads(address: str, sizes: list[int]) -> None:
+    with grpc.insecure_channel(address) as channel:
+        group, names = _make_group(channel)
+        stub = balances_grpc.BalancesServiceStub(channel)
+        rng = random.Random(2)
+        created = 0
+        print("\n| expenses in group | fill time s | GetGroupBalance p50 ms | p99 ms |")
+        print("|---|---|---|---|")
+        for size in sizes:
+            fill_started = time.monotonic()
+            result = run_load(
+                address,
+                CREATE,
+                lambda _n: _expense_request(group, names, rng),
+                32,
+                seconds=0,
+                warmup=0,
+                max_calls=size - created,
+            )
+            created += result.calls
+            _wait_applied(stub, f"{group}/balance", timeout=600)
+            fill = time.monotonic() - fill_started
+            request = balances_pb.GetGroupBalanceRequest(name=f"{group}/balance")
+            latencies = []
+            for _ in range(200):
+                began = time.perf_counter()
+                stub.GetGroupBalance(request, timeout=30)
+                latencies.append((time.perf_counter() - began) * 1000)
+            latencies.sort()
+            print(
+                f"| {created:,} | {fill:.0f} | {statistics.median(latencies):.2f} "
+                f"| {latencies[197]:.2f} |",
+                flush=True,
+            )
+
+
+def _synthetic_export(rows: int, path: Path) -> None:
+    members = ["Ana", "Ben", "Cleo", "Dan"]
+    rng = random.Random(3)
+    nets = [0] * len(members)
+    lines = ["Date,Description,Category,Cost,Currency," + ",".join(members), ""]
+    for index in range(rows):
+        cents = rng.randint(1, 5000) * len(members)
+        payer = rng.randrange(len(members))
+        share = cents // len(members)
+        row = [-share] * len(members)
+        row[payer] += cents
+        nets = [a + b for a, b in zip(nets, row, strict=True)]
+        cells = ",".join(f"{value / 100:.2f}" for value in row)
+        day = 1 + index % 28
+        lines.append(
+            f"2026-11-{day:02d},Item {index},Groceries,{cents / 100:.2f},EUR,{cells}"
+        )
+    lines.append("")
+    totals = ",".join(f"{value / 100:.2f}" for value in nets)
+    lines.append(f"2026-11-30,Total balance, , ,EUR,{totals}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def bench_import(address: str, rows: int, tmp: Path) -> None:
+    path = tmp / f"export-{rows}.csv"
+    _synthetic_export(rows, path)
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(SPLITLOG), "import", "splitwise", str(path), "--gateway", address],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    elapsed = time.monotonic() - started
+    print("\n| Splitwise import, rows | seconds | rows/s | result |")
+    print("|---|---|---|---|")
+    status = "ok" if result.returncode == 0 else f"exit {result.returncode}"
+    print(f"| {rows:,} | {elapsed:.1f} | {rows / elapsed:,.0f} | {status} |")
+    if result.returncode != 0:
+        print(result.stderr[-2000:], file=sys.stderr)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--clients", default="1,8,32")
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--import-rows", type=int, default=10_000)
+    options = parser.parse_args()
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, SQLite")
+    with tempfile.TemporaryDirectory() as tmp:
+        process, address = _start(Path(tmp) / "data")
+        try:
+            bench_creates(
+                address, [int(n) for n in options.clients.split(",")], options.seconds
+            )
+            if options.sizes:
+                bench_balance_reads(address, [int(n) for n in options.sizes.split(",")])
+            if options.import_rows:
+                bench_import(address, options.import_rows, Path(tmp))
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(60)
+
+
+if __name__ == "__main__":
+    main()
