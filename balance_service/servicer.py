@@ -85,10 +85,10 @@ def settlement_message(row: storage.SettlementRow) -> pb.Settlement:
 
 
 @contextmanager
-def transaction(database: Database) -> Iterator[Session]:
+def transaction(database: Database, read_only: bool = False) -> Iterator[Session]:
     """Run one unit of work; a lost optimistic-lock race becomes ABORTED."""
     try:
-        with database.transaction() as session:
+        with database.transaction(read_only) as session:
             yield session
     except StaleDataError:
         raise Aborted(
@@ -131,8 +131,8 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         self._database = database
         self._directory = directory
 
-    def _transaction(self):
-        return transaction(self._database)
+    def _transaction(self, read_only: bool = False):
+        return transaction(self._database, read_only)
 
     # Balances
 
@@ -141,7 +141,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
     ) -> pb.GetGroupBalanceResponse:
         group_id = domain.parse_balance(request.name)
         members = self._directory.recent_members(group_id, context)
-        with self._transaction() as session:
+        with self._transaction(read_only=True) as session:
             update_time, nets = storage.group_snapshot(session, group_id)
         balance = views.group_balance(request.name, nets, members, update_time)
         return pb.GetGroupBalanceResponse(balance=balance)
@@ -151,7 +151,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
     ) -> pb.GetUserBalanceResponse:
         user_id = domain.parse_user_balance(request.name)
         self._directory.require_user(user_id, context)
-        with self._transaction() as session:
+        with self._transaction(read_only=True) as session:
             nets = storage.user_balances(session, user_id)
             pairs = storage.user_pairs(session, user_id)
         balance = views.user_balance(request.name, nets, pairs)
@@ -162,7 +162,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
     ) -> pb.CheckSettledResponse:
         group_id = domain.parse_balance(request.name)
         user_id = domain.parse_user(request.user, "user") if request.user else None
-        with self._transaction() as session:
+        with self._transaction(read_only=True) as session:
             rows = storage.unsettled_balances(session, group_id, user_id)
         return pb.CheckSettledResponse(
             settled=not rows,
@@ -183,7 +183,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         if request.currency_code:
             currency = domain.check_currency(request.currency_code, "currency_code")
         self._directory.recent_members(group_id, context)
-        with self._transaction() as session:
+        with self._transaction(read_only=True) as session:
             rows = storage.group_nets(session, group_id)
         nets: dict[str, dict[str, int]] = defaultdict(dict)
         for code, user_id, net in rows:
@@ -217,7 +217,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         selector = ["ListPairwiseBalances", request.parent, currency, user_id]
         after = pagination.decode_token(request.page_token, selector)
         self._directory.recent_members(group_id, context)
-        with self._transaction() as session:
+        with self._transaction(read_only=True) as session:
             rows = storage.group_pairs(session, group_id, currency)
 
         lines = []
@@ -283,7 +283,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         selector = ["ExplainBalance", request.name, user_id, currency, counterparty]
         after = pagination.decode_token(request.page_token, selector)
         self._directory.recent_members(group_id, context)
-        with self._transaction() as session:
+        with self._transaction(read_only=True) as session:
             items = self._contributions(
                 session, group_id, user_id, currency, counterparty
             )
@@ -401,7 +401,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                 reason="INVALID_DATE_RANGE",
             )
         self._directory.recent_members(group_id, context)
-        with self._transaction() as session:
+        with self._transaction(read_only=True) as session:
             days = storage.report_by_day(session, group_id, currency, start, end)
             categories = storage.report_by_category(
                 session, group_id, currency, start, end
@@ -585,7 +585,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         self, request: pb.GetSettlementRequest, context: grpc.ServicerContext
     ) -> pb.GetSettlementResponse:
         group_id, settlement_id = domain.parse_settlement(request.name)
-        with self._transaction() as session:
+        with self._transaction(read_only=True) as session:
             row = self._require(session, group_id, settlement_id)
             return pb.GetSettlementResponse(settlement=settlement_message(row))
 
@@ -642,7 +642,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             self._directory.require_user(participant, context)
         else:
             self._directory.recent_members(group_id, context)
-        with self._transaction() as session:
+        with self._transaction(read_only=True) as session:
             rows = storage.list_settlements(
                 session,
                 group_id=None if group_id == domain.ALL_GROUPS else group_id,

@@ -63,6 +63,23 @@ def _run_gateway(data_dir: str, user_port: int, ready, port) -> None:
     aio.run(main())
 
 
+def _run_all_in_one(data_dir: str, ready, port) -> None:
+    from gateway import inprocess
+    from gateway.app import build as build_gateway
+    from user_service.app import build as build_users
+
+    async def main() -> None:
+        host = build_users(_config(data_dir), "127.0.0.1:0")
+        config = _config(data_dir, host.port)
+        gateway = await build_gateway(config, "127.0.0.1:0", "127.0.0.1:0")
+        inprocess.install(gateway.pool, {"user_service": host}, config)
+        port.value = gateway.grpc_port
+        ready.set()
+        await asyncio.Event().wait()
+
+    aio.run(main())
+
+
 def _start(context, target, *args) -> tuple[multiprocessing.Process, int]:
     ready = context.Event()
     port = context.Value("i", 0)
@@ -77,7 +94,8 @@ def _create_user(target: str) -> str:
     with grpc.insecure_channel(target) as channel:
         stub = users_service_pb2_grpc.UsersServiceStub(channel)
         request = pb.CreateUserRequest(
-            user=pb.User(email="reader@example.com", display_name="Reader")
+            user=pb.User(email="reader@example.com", display_name="Reader"),
+            user_id="bench-reader",
         )
         return stub.CreateUser(request, timeout=10).user.name
 
@@ -95,12 +113,21 @@ def main() -> None:
         gateway_process, gateway_port = _start(
             context, _run_gateway, data_dir, user_port
         )
+        # A second data directory: the all-in-one process runs its own
+        # user_service, so the two must not share a SQLite file.
+        all_in_one_dir = tempfile.mkdtemp(dir=data_dir)
+        all_in_one_process, all_in_one_port = _start(
+            context, _run_all_in_one, all_in_one_dir
+        )
         targets = {
             "user_service": f"127.0.0.1:{user_port}",
-            "gateway": f"127.0.0.1:{gateway_port}",
+            "gateway (separate process)": f"127.0.0.1:{gateway_port}",
+            "gateway (all-in-one)": f"127.0.0.1:{all_in_one_port}",
         }
         name = _create_user(targets["user_service"])
         get_request = pb.GetUserRequest(name=name).SerializeToString()
+        # The all-in-one process has its own database: give it the same user.
+        _create_user(targets["gateway (all-in-one)"])
         run_id = uuid.uuid4().hex[:8]
 
         sequence = itertools.count()
@@ -137,10 +164,9 @@ def main() -> None:
                     )
                     if result.first_error:
                         print(f"first error: {result.first_error}", file=sys.stderr)
-        gateway_process.terminate()
-        user_process.terminate()
-        gateway_process.join()
-        user_process.join()
+        for process in (all_in_one_process, gateway_process, user_process):
+            process.terminate()
+            process.join()
 
 
 if __name__ == "__main__":

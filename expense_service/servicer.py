@@ -21,11 +21,9 @@ Choices that the proto leaves open:
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -129,15 +127,6 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         self._database = database
         self._membership = membership
         self._feed = feed
-        # SQLite runs one write transaction at a time, and a writer that finds
-        # the lock taken polls for it with sleeps in the busy handler, so
-        # waiting writers wake late and in no order. This process's writers
-        # queue on a mutex instead; other processes still wait on SQLite.
-        self._write_lock = (
-            threading.Lock()
-            if database.dialect == "sqlite"
-            else contextlib.nullcontext()
-        )
 
     # Transactions
 
@@ -156,7 +145,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         integrity_retried = False
         for attempt in range(MAX_TRANSACTION_ATTEMPTS):
             try:
-                with self._write_lock, self._database.transaction() as session:
+                with self._database.transaction() as session:
                     result = work(session)
             except StaleDataError:
                 _LOGGER.info("retrying a write after a concurrent change")

@@ -3,9 +3,8 @@
 Each sync service runs its own gRPC server, with its own port and handler
 threads. The gateway runs in an asyncio loop in the main thread. Unless
 `gateway_inprocess` is off, it calls the services' unary methods directly
-rather than over loopback gRPC. On SIGTERM or
-SIGINT the gateway stops first and the services after it, each within the
-grace period.
+rather than over loopback gRPC. On SIGTERM or SIGINT the gateway stops first
+and the services after it, each within the grace period.
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ schema up to date when the service starts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -115,6 +117,13 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite runs one write transaction at a time, and a writer that finds
+        # the lock taken polls for it with sleeps in the busy handler, so
+        # waiting writers wake late and in no order. This process's writers
+        # queue on a lock instead; other processes still wait on SQLite.
+        self._write_lock = (
+            threading.RLock() if self.dialect == "sqlite" else contextlib.nullcontext()
+        )
 
     @property
     def dialect(self) -> str:
@@ -129,9 +138,12 @@ class Database:
             beside other readers and writers; a write transaction takes the
             database's write lock when it begins.
         """
-        with self._sessions.begin() as session:
-            if read_only:
+        if read_only:
+            with self._sessions.begin() as session:
                 session.connection(execution_options={READ_ONLY: True})
+                yield session
+            return
+        with self._write_lock, self._sessions.begin() as session:
             yield session
 
     def dispose(self) -> None:

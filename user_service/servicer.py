@@ -179,7 +179,7 @@ def _next_token(rows: list, size: int, key: Callable, selector: list) -> str:
 
 
 @contextmanager
-def transaction(database: Database) -> Iterator[Session]:
+def transaction(database: Database, read_only: bool = False) -> Iterator[Session]:
     """Run one unit of work; a lost optimistic-lock race becomes ABORTED.
 
     Raises:
@@ -187,7 +187,7 @@ def transaction(database: Database) -> Iterator[Session]:
         updates or deletes (SQLAlchemy's StaleDataError from `version_id_col`).
     """
     try:
-        with database.transaction() as session:
+        with database.transaction(read_only) as session:
             yield session
     except StaleDataError:
         raise Aborted(
@@ -203,8 +203,8 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         self._database = database
         self._guard = guard
 
-    def _transaction(self):
-        return transaction(self._database)
+    def _transaction(self, read_only: bool = False):
+        return transaction(self._database, read_only)
 
     def _run_with_conflict_retry(self, work: Callable[[Session], _T]) -> _T:
         """Run `work` in a transaction; after a unique-key conflict, once more.
@@ -306,7 +306,7 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         self, request: pb.GetUserRequest, context: grpc.ServicerContext
     ) -> pb.GetUserResponse:
         user_id = domain.parse_user_name(request.name, "name")
-        with self._transaction() as session:
+        with self._transaction(read_only=True) as session:
             user = storage.require_user(session, user_id)
             return pb.GetUserResponse(user=user_message(user))
 
@@ -317,7 +317,7 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         user_filter = domain.parse_user_filter(request.filter)
         selector = ["ListUsers", user_filter.canonical()]
         after = _page_key(pagination.decode_token(request.page_token, selector))
-        with self._transaction() as session:
+        with self._transaction(read_only=True) as session:
             rows = list(storage.list_users(session, user_filter, after, size + 1))
         return pb.ListUsersResponse(
             users=[user_message(row) for row in rows[:size]],
@@ -491,7 +491,7 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         self, request: pb.GetGroupRequest, context: grpc.ServicerContext
     ) -> pb.GetGroupResponse:
         group_id = domain.parse_group_name(request.name, "name")
-        with self._transaction() as session:
+        with self._transaction(read_only=True) as session:
             row = storage.require_group(session, group_id)
             return pb.GetGroupResponse(group=self._group_message(session, row))
 
@@ -502,7 +502,7 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         size = pagination.page_size(request.page_size)
         selector = ["ListGroups", request.member]
         after = _page_key(pagination.decode_token(request.page_token, selector))
-        with self._transaction() as session:
+        with self._transaction(read_only=True) as session:
             storage.require_user(session, user_id)
             rows = storage.list_groups_of_user(session, user_id, after, size + 1)
             counts = storage.member_counts(session, [group.id for group, _ in rows])
@@ -614,7 +614,7 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         size = pagination.page_size(request.page_size)
         selector = ["ListGroupMembers", request.parent]
         after = _page_key(pagination.decode_token(request.page_token, selector))
-        with self._transaction() as session:
+        with self._transaction(read_only=True) as session:
             storage.require_group(session, group_id)
             rows = storage.list_members(session, group_id, after, size + 1)
         return pb.ListGroupMembersResponse(
