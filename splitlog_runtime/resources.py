@@ -14,8 +14,17 @@ _GENERATED_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 def new_id(prefix: str = "") -> str:
     """Return a fresh random id (a letter then 15 letters or digits)."""
-    body = "".join(secrets.choice(_GENERATED_ALPHABET) for _ in range(15))
-    return (prefix or secrets.choice("abcdefghijklmnopqrstuvwxyz")) + body
+    # One read of the system's random source, not one per character: each
+    # read releases the GIL, and in a busy process every reacquisition can
+    # wait a whole thread switch interval.
+    number = int.from_bytes(secrets.token_bytes(10), "big")
+    number, letter = divmod(number, 26)
+    characters = []
+    for _ in range(15):
+        number, digit = divmod(number, 36)
+        characters.append(_GENERATED_ALPHABET[digit])
+    first = prefix or "abcdefghijklmnopqrstuvwxyz"[letter % 26]
+    return first + "".join(characters)
 
 
 def check_id(value: str, field: str) -> str:

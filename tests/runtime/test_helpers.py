@@ -77,6 +77,12 @@ def test_new_id_is_valid():
         assert resources.check_id(resources.new_id(), "user_id")
 
 
+def test_new_ids_do_not_repeat():
+    ids = {resources.new_id() for _ in range(20_000)}
+
+    assert len(ids) == 20_000
+
+
 def test_sqlite_database_uses_wal(tmp_path):
     database = Database(f"sqlite:///{tmp_path / 'nested' / 'x.db'}")
     with database.transaction() as session:
