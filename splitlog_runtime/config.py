@@ -62,22 +62,25 @@ class Setting:
         return "SPLITLOG_" + self.name.upper()
 
 
-def _service_settings(service: str, port: int) -> list[Setting]:
+def _service_settings(
+    service: str, port: int, stores_data: bool = True
+) -> list[Setting]:
     label = service.replace("_", " ")
+    database_help = (
+        f"SQLAlchemy URL of {label}'s database; empty means a SQLite file "
+        f"`{service}.db` in the data directory."
+        if stores_data
+        else f"Reserved: {label} stores no data in a database yet."
+    )
     return [
         Setting(f"{service}_port", port, f"Port that {label} listens on.", _parse_int),
         Setting(
             f"{service}_addr",
             "",
-            f"Address (host:port) where the gateway reaches {label}; empty means "
-            f"the host setting and {service}_port.",
+            f"Address (host:port) where the gateway and the other services "
+            f"reach {label}; empty means the host setting and {service}_port.",
         ),
-        Setting(
-            f"{service}_db_url",
-            "",
-            f"SQLAlchemy URL of {label}'s database; empty means a SQLite file "
-            f"`{service}.db` in the data directory.",
-        ),
+        Setting(f"{service}_db_url", "", database_help),
     ]
 
 
@@ -89,7 +92,7 @@ SETTINGS: list[Setting] = [
     *_service_settings("user_service", 50061),
     *_service_settings("expense_service", 50062),
     *_service_settings("balance_service", 50063),
-    *_service_settings("log_service", 50064),
+    *_service_settings("log_service", 50064, stores_data=False),
     Setting("reflection", True, "Serve gRPC server reflection.", _parse_bool),
     Setting(
         "grace_seconds",
@@ -109,7 +112,13 @@ SETTINGS: list[Setting] = [
         "Largest gRPC message in bytes that servers and channels accept.",
         _parse_int,
     ),
-    Setting("workers", 16, "Threads per synchronous gRPC server.", _parse_int),
+    Setting(
+        "workers",
+        16,
+        "Threads per synchronous gRPC server, and per in-process dispatch pool "
+        "of the gateway in `splitlog up`.",
+        _parse_int,
+    ),
     Setting(
         "gateway_inprocess",
         True,
