@@ -9,16 +9,21 @@ The tables:
   makes the apply exactly-once across crashes.
 - `ledger_expenses` and `ledger_lines`: the latest applied state of each
   expense (revision, currency, date, category, total) and what each member
-  paid and owes in it. They are the only source of the report, the pairwise
-  view and the explanations.
+  paid and owes in it. The group report and the explanations of a member's
+  balance read them, and applying a changed or deleted expense reads them to
+  take back its old contribution.
 - `balances`: each member's running net amount per group and currency, paid
   minus owed over every expense and settlement that is not deleted. Every
   change to it is a zero-sum set of increments, so a group's rows add up to
-  zero in every currency after every commit.
+  zero in every currency after every commit. It serves the group balance
+  (joined with `group_activity`), the net amounts of the user summary, the
+  settled check and the settle-up plan.
 - `pair_balances`: for each pair of members (first id < second id) and
   currency, what the first owes the second, following the allocation rule in
   `balance_service.allocation`. Negative when the second owes the first.
-  Indexed by each of the two users, for a user's counterparties.
+  Kept up to date with `balances` in the same transaction, it is what the
+  pairwise view of a group and the counterparties of the user summary are
+  read from. Indexed by each of the two users, for the user summary.
 - `group_activity`: when the latest expense or settlement of a group changed.
 - `settlements` and `balance_service_request_ids`.
 
