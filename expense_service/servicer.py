@@ -221,6 +221,12 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
                 if replayed is not None:
                     return replayed
             if look_up and storage.expense_exists(session, name):
+                # Under READ COMMITTED a concurrent create with the same
+                # request_id can commit between the two look-ups; its request
+                # row is visible now that its expense is.
+                replayed = self._replay(session, request_id) if request_id else None
+                if replayed is not None:
+                    return replayed
                 raise AlreadyExists(
                     f"expense {name!r} already exists; choose another expense_id "
                     "or leave it empty to get a generated one",

@@ -249,7 +249,18 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
                     replayed = domain.parse_user_name(earlier, "request_id")
                     return user_message(storage.require_user(session, replayed))
             user_id = request.user_id or new_id()
-            self._check_new_user(session, user_id, email)
+            try:
+                self._check_new_user(session, user_id, email)
+            except AlreadyExists:
+                # Under READ COMMITTED a concurrent create with the same
+                # request_id can commit between the look-ups; replay it.
+                earlier = request_id and storage.find_request(
+                    session, "CreateUser", request_id
+                )
+                if not earlier:
+                    raise
+                replayed = domain.parse_user_name(earlier, "request_id")
+                return user_message(storage.require_user(session, replayed))
             now = storage.utc_now()
             row = storage.UserRow(
                 id=user_id,
@@ -434,7 +445,16 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
                 if earlier is not None:
                     return self._replay_group(session, earlier, request_id)
             group_id = request.group_id or new_id()
-            self._check_group_id_free(session, group_id)
+            try:
+                self._check_group_id_free(session, group_id)
+            except AlreadyExists:
+                # The same race as in CreateUser: replay a concurrent winner.
+                earlier = request_id and storage.find_request(
+                    session, "CreateGroup", request_id
+                )
+                if not earlier:
+                    raise
+                return self._replay_group(session, earlier, request_id)
             creator = storage.require_user(session, creator_id)
             _require_active(creator, "create a group")
             now = storage.utc_now()
