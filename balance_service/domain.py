@@ -124,6 +124,13 @@ def check_currency(code: str, field_path: str) -> str:
     return code
 
 
+# The same bound as an expense's amounts: far above any real payment and far
+# below 2**63, so a single amount can never overflow the BIGINT balance columns.
+# NOTE: about 9,000 maximal amounts in one direction would still overflow a
+# running balance; nothing checks the sum yet.
+MAX_AMOUNT_MINOR = 10**15
+
+
 def to_minor(amount: money_pb2.Money, field_path: str) -> tuple[str, int]:
     """Return the currency and the minor units of a `google.type.Money`."""
     if not amount.currency_code:
@@ -134,9 +141,18 @@ def to_minor(amount: money_pb2.Money, field_path: str) -> tuple[str, int]:
         )
     currency = check_currency(amount.currency_code, f"{field_path}.currency_code")
     try:
-        return currency, money.to_minor_units(amount.units, amount.nanos, currency)
+        minor = money.to_minor_units(amount.units, amount.nanos, currency)
     except money.MoneyError as exc:
         raise invalid_field(field_path, str(exc), reason=exc.reason) from None
+    if abs(minor) > MAX_AMOUNT_MINOR:
+        limit = money.format_amount(MAX_AMOUNT_MINOR, currency)
+        raise invalid_field(
+            field_path,
+            f"{money.format_amount(minor, currency)} {currency} is outside the "
+            f"accepted range of -{limit} to {limit} {currency}",
+            reason="AMOUNT_OUT_OF_RANGE",
+        )
+    return currency, minor
 
 
 def to_money(amount_minor: int, currency: str) -> money_pb2.Money:

@@ -509,15 +509,33 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             if user_id not in members:
                 raise _not_a_member(group_id, user_id, field_path)
 
+        def replay(session: Session) -> pb.Settlement | None:
+            earlier = storage.find_request(session, "CreateSettlement", request_id)
+            if earlier is None:
+                return None
+            earlier_group, earlier_id = domain.parse_settlement(earlier)
+            if earlier_group != group_id:
+                raise invalid_field(
+                    "request_id",
+                    f"{request_id!r} was already used to create a settlement in "
+                    f"'groups/{earlier_group}'; send a new UUID for each "
+                    "settlement",
+                    reason="REQUEST_ID_REUSED",
+                )
+            return settlement_message(self._require(session, earlier_group, earlier_id))
+
         def create(session: Session) -> pb.Settlement:
             if request_id:
-                earlier = storage.find_request(session, "CreateSettlement", request_id)
-                if earlier is not None:
-                    return settlement_message(
-                        self._require(session, *domain.parse_settlement(earlier))
-                    )
+                replayed = replay(session)
+                if replayed is not None:
+                    return replayed
             settlement_id = request.settlement_id or new_id()
             if storage.get_settlement(session, group_id, settlement_id) is not None:
+                # Under READ COMMITTED a concurrent create with the same
+                # request_id can commit between the two look-ups.
+                replayed = replay(session) if request_id else None
+                if replayed is not None:
+                    return replayed
                 name = domain.settlement_name(group_id, settlement_id)
                 raise AlreadyExists(
                     f"settlement {name!r} already exists; pick another "

@@ -69,6 +69,20 @@ def test_create_with_same_request_id_returns_first(services):
     assert group_nets(services.balances, group_id) == {"EUR": {alice: 250, bob: -250}}
 
 
+def test_request_id_reused_in_other_group_rejected(services):
+    first_group, (alice, bob) = create_group(services.users, 2)
+    second_group, (carol, dave) = create_group(services.users, 2)
+    request_id = str(uuid.uuid4())
+    settle(services.balances, first_group, alice, bob, 250, request_id=request_id)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        settle(services.balances, second_group, carol, dave, 100, request_id=request_id)
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason_of(caught.value) == "REQUEST_ID_REUSED"
+    assert group_nets(services.balances, second_group) == {}
+
+
 def test_create_with_chosen_id_and_duplicate(services):
     group_id, (alice, bob) = create_group(services.users, 2)
     request = _create_request(group_id, alice, bob, settlement_id="paid-back")
@@ -115,6 +129,17 @@ def test_create_with_chosen_id_and_duplicate(services):
             {"settlement": {"amount": money_pb2.Money(currency_code="ABC", units=1)}},
             "settlement.amount.currency_code",
             "INVALID_CURRENCY_CODE",
+        ),
+        (
+            {
+                "settlement": {
+                    "amount": money_pb2.Money(
+                        currency_code="EUR", units=9_223_372_036_854_775_807
+                    )
+                }
+            },
+            "settlement.amount",
+            "AMOUNT_OUT_OF_RANGE",
         ),
         ({"clear_date": True}, "settlement.settlement_date", "REQUIRED"),
         ({"settlement": {"note": "x" * 2001}}, "settlement.note", "NOTE_TOO_LONG"),
