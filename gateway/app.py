@@ -19,6 +19,7 @@ import grpc
 import uvicorn
 from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
@@ -229,6 +230,9 @@ def _reflection_pool(
 
     for descriptor in descriptors:
         add(descriptor.file)
+    # Error details travel as google.protobuf.Any; clients such as grpcurl
+    # resolve their types through reflection to print them.
+    add(error_details_pb2.DESCRIPTOR)
     return pool
 
 

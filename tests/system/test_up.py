@@ -97,6 +97,20 @@ def test_grpcurl_invalid_user_is_invalid_argument(system):
     assert "email" in result.stderr
 
 
+def test_grpcurl_prints_error_details(system):
+    result = grpcurl(
+        "-format-error",
+        "-d",
+        json.dumps({"name": "users/nobody-here"}),
+        system.grpc_address,
+        f"{USERS_SERVICE}/GetUser",
+    )
+
+    assert result.returncode != 0
+    assert "not recognized" not in result.stdout + result.stderr
+    assert "USER_NOT_FOUND" in result.stdout + result.stderr
+
+
 def test_rest_creates_and_reads_user(system):
     body = {"email": f"{uuid.uuid4().hex[:10]}@example.com", "displayName": "Grace"}
 
