@@ -366,11 +366,16 @@ def parse_money(value: money_pb2.Money, present: bool, field: str) -> Amount:
     except money.MoneyError as exc:
         raise invalid_field(field, str(exc), exc.reason) from None
     if abs(minor) > MAX_AMOUNT_MINOR:
-        limit = money.format_amount(MAX_AMOUNT_MINOR, value.currency_code)
+        if minor > 0:
+            bound = "larger than the maximum"
+            limit = money.format_amount(MAX_AMOUNT_MINOR, value.currency_code)
+        else:
+            bound = "below the minimum"
+            limit = money.format_amount(-MAX_AMOUNT_MINOR, value.currency_code)
         raise invalid_field(
             field,
             f"amount {money.format_amount(minor, value.currency_code)} "
-            f"{value.currency_code} is larger than the maximum of {limit}",
+            f"{value.currency_code} is {bound} of {limit}",
             reason="AMOUNT_OUT_OF_RANGE",
         )
     return Amount(minor, value.currency_code)
@@ -433,6 +438,19 @@ class Draft:
             member.participant.user for member in self.members
         }
 
+    def user_fields(self, prefix: str = "expense") -> dict[str, list[str]]:
+        """Return every payer and participant with the fields that name them.
+
+        The fields are paths such as `expense.payers[0].user`, payers first.
+        """
+        found: dict[str, list[str]] = {}
+        for index, payer in enumerate(self.payers):
+            found.setdefault(payer.user, []).append(f"{prefix}.payers[{index}].user")
+        for index, member in enumerate(self.members):
+            path = f"{prefix}.split.participants[{index}].user"
+            found.setdefault(member.participant.user, []).append(path)
+        return found
+
 
 @dataclass(frozen=True)
 class CheckedExpense:
@@ -464,19 +482,30 @@ class Violations:
         """Raise one InvalidArgument carrying every recorded field violation.
 
         Raises:
-          InvalidArgument: at least one check failed; the message and the
-            ErrorInfo reason are those of the first failure.
+          InvalidArgument: at least one check failed; the message describes
+            the first invalid field and counts the others, and the ErrorInfo
+            reason is that of the first failure.
         """
         if not self.errors:
             return
         first = self.errors[0]
         if len(self.errors) == 1:
             raise first
+        found = [v for e in self.errors for v in e.field_violations]
+        message = first.message
+        if first.field_violations:
+            # A nested check may already have counted its own extra fields;
+            # describe only the first field and count every other one here.
+            message = f"{found[0].field}: {found[0].description}"
+        extra = len(found) - 1
+        if extra > 0:
+            plural = "field" if extra == 1 else "fields"
+            message = f"{message} (and {extra} more invalid {plural})"
         raise InvalidArgument(
-            f"{first.message} (and {len(self.errors) - 1} more invalid field(s))",
+            message,
             reason=first.reason,
             metadata=first.metadata,
-            field_violations=[v for e in self.errors for v in e.field_violations],
+            field_violations=found,
         )
 
 

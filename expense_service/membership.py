@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import grpc
 
@@ -150,12 +150,20 @@ class MembershipClient:
         group: str,
         users: Iterable[str],
         context: grpc.ServicerContext | None,
+        fields: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         """Check that a group exists and that every user is one of its members.
 
         A member list up to `cache_seconds` old is enough to accept the users.
         When it lacks some of them, the list is fetched again before they are
         rejected.
+
+        Args:
+          group: the group's name, `groups/{group}`.
+          users: the users to check.
+          context: the caller's context, whose deadline the check keeps.
+          fields: for each user, the request fields that name it, such as
+            `expense.payers[0].user`; the error names them.
 
         Raises:
           NotFound: the group does not exist (reason GROUP_NOT_FOUND).
@@ -171,18 +179,28 @@ class MembershipClient:
         missing = sorted(users - self._fetch_members(group, context))
         if not missing:
             return
-        listed = ", ".join(repr(user) for user in missing)
+        fields = fields or {}
+
+        def named(user: str) -> str:
+            paths = fields.get(user)
+            return f"{user!r} ({', '.join(paths)})" if paths else repr(user)
+
+        listed = ", ".join(named(user) for user in missing)
+        metadata = {"group": group, "users": ",".join(missing)}
+        paths = [path for user in missing for path in fields.get(user, ())]
+        if paths:
+            metadata["fields"] = ",".join(paths)
+        verb = "is not a member" if len(missing) == 1 else "are not members"
         raise FailedPrecondition(
-            f"{listed} {'is not a member' if len(missing) == 1 else 'are not members'}"
-            f" of {group!r}; add them with AddGroupMember, or leave them out of "
-            "the payers and the split",
+            f"{listed} {verb} of {group!r}; add them to the group with "
+            "AddGroupMember, or name members of the group instead",
             reason=NOT_A_MEMBER,
-            metadata={"group": group, "users": ",".join(missing)},
+            metadata=metadata,
             preconditions=[
                 PreconditionViolation(
                     NOT_A_MEMBER,
                     f"{group}/members/{user.removeprefix('users/')}",
-                    f"{user} is not a member of {group}",
+                    f"{named(user)} is not a member of {group}",
                 )
                 for user in missing
             ],

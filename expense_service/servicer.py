@@ -15,6 +15,10 @@ Choices that the proto leaves open:
 - Every successful UpdateExpense stores `last_modifier` and a new
   `update_time`, so it makes a new revision and a ledger event even when the
   other fields keep their values.
+- A `request_id` is scoped to the group: reusing it under another parent
+  is rejected with REQUEST_ID_REUSED rather than replaying.
+- The creator, an update's `last_modifier` and, on undelete, every payer
+  and participant must be current members of the group.
 - Reads never call user_service: listing the expenses of a group that does
   not exist returns an empty page.
 """
@@ -199,12 +203,16 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         violations.raise_if_any()
 
         if request_id:
-            replayed = self._read(lambda session: self._replay(session, request_id))
+            replayed = self._read(
+                lambda session: self._replay(session, request_id, group_id)
+            )
             if replayed is not None:
                 return pb.CreateExpenseResponse(expense=replayed)
         name = domain.expense_name(group_id, request.expense_id or new_id())
         checked = domain.check_expense(draft, seed=name)
-        self._membership.require_members(request.parent, draft.users(), context)
+        fields = draft.user_fields()
+        fields.setdefault(creator, []).append("expense.creator")
+        self._membership.require_members(request.parent, fields, context, fields)
 
         # A create with a generated id skips two look-ups on its first attempt:
         # the replay was checked just above, and the name is new. A concurrent
@@ -217,14 +225,16 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             attempts += 1
             look_up = bool(request.expense_id) or attempts > 1
             if request_id and look_up:
-                replayed = self._replay(session, request_id)
+                replayed = self._replay(session, request_id, group_id)
                 if replayed is not None:
                     return replayed
             if look_up and storage.expense_exists(session, name):
                 # Under READ COMMITTED a concurrent create with the same
                 # request_id can commit between the two look-ups; its request
                 # row is visible now that its expense is.
-                replayed = self._replay(session, request_id) if request_id else None
+                replayed = None
+                if request_id:
+                    replayed = self._replay(session, request_id, group_id)
                 if replayed is not None:
                     return replayed
                 raise AlreadyExists(
@@ -248,13 +258,25 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         return pb.CreateExpenseResponse(expense=expense)
 
     @staticmethod
-    def _replay(session: Session, request_id: str) -> pb.Expense | None:
+    def _replay(session: Session, request_id: str, group_id: str) -> pb.Expense | None:
+        """Return the expense an earlier create with this key made, if any.
+
+        Raises:
+          InvalidArgument: the key created an expense in another group.
+        """
         earlier = storage.find_request(session, request_id)
         if earlier is None:
             return None
         stored = storage.get_expense(session, earlier)
         if stored is None:  # Expenses are only soft-deleted, so this is a bug.
             raise RuntimeError(f"request_id {request_id} names missing {earlier}")
+        if stored.row.group_id != group_id:
+            raise invalid_field(
+                "request_id",
+                f"{request_id!r} was already used to create an expense in another "
+                "group; send a new UUID for each new expense",
+                reason="REQUEST_ID_REUSED",
+            )
         return messages.expense_message(stored)
 
     # Reads
@@ -437,11 +459,19 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         verified: set[str] = set()
         for _ in range(MAX_UPDATE_ATTEMPTS):
             stored = self._read(lambda session: self._require(session, expense.name))
-            _, added = self._plan_update(stored, expected, changes)
-            unverified = added - verified
+            checked, added = self._plan_update(stored, expected, changes)
+            # The modifier must be a member now; users who stay on the expense
+            # need not be, so that an expense of a former member can be fixed.
+            fields = {
+                user: paths
+                for user, paths in checked.draft.user_fields().items()
+                if user in added
+            }
+            fields.setdefault(modifier, []).append("expense.last_modifier")
+            unverified = set(fields) - verified
             if unverified:
                 group = domain.group_name(stored.row.group_id)
-                self._membership.require_members(group, unverified, context)
+                self._membership.require_members(group, unverified, context, fields)
                 verified.update(unverified)
             try:
                 updated = self._write(
@@ -540,8 +570,8 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
     ) -> pb.UndeleteExpenseResponse:
         expected = self._parse_name_and_etag(request.name, request.etag)
 
-        def undelete(session: Session) -> pb.Expense:
-            stored = self._require(session, request.name, lock=True)
+        def check(stored: storage.StoredExpense) -> set[str]:
+            """Check the expense can be restored; return its users."""
             if stored.row.delete_time is None:
                 raise AlreadyExists(
                     f"expense {request.name!r} is not deleted, so there is nothing "
@@ -550,6 +580,12 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
                     resource=Resource(domain.EXPENSE_TYPE, request.name),
                 )
             _check_etag(expected, stored, "etag")
+            return messages.stored_draft(stored).users()
+
+        def undelete(session: Session) -> pb.Expense:
+            stored = self._require(session, request.name, lock=True)
+            if not check(stored) <= verified:
+                raise _RevisionChanged()
             now = storage.utc_now()
             stored.row.delete_time = None
             stored.row.update_time = now
@@ -557,7 +593,28 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             ledger.append_event(session, stored, ledger.RESTORED, now)
             return messages.expense_message(stored)
 
-        return pb.UndeleteExpenseResponse(expense=self._write(undelete))
+        # Restored debts must be settleable, so every payer and participant
+        # must still be a member. The expense may be restored, changed and
+        # deleted again between the check and the write; then check again.
+        verified: set[str] = set()
+        for _ in range(MAX_UPDATE_ATTEMPTS):
+            stored = self._read(lambda session: self._require(session, request.name))
+            users = check(stored)
+            if not users <= verified:
+                fields = messages.stored_draft(stored).user_fields()
+                group = domain.group_name(stored.row.group_id)
+                self._membership.require_members(group, users, context, fields)
+                verified.update(users)
+            try:
+                return pb.UndeleteExpenseResponse(expense=self._write(undelete))
+            except _RevisionChanged:
+                continue
+        raise Aborted(
+            f"expense {request.name!r} kept changing while it was restored; read "
+            "it again and retry",
+            reason="CONCURRENT_MODIFICATION",
+            resource=Resource(domain.EXPENSE_TYPE, request.name),
+        )
 
     @staticmethod
     def _parse_name_and_etag(name: str, etag: str) -> int | None:

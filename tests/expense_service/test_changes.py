@@ -17,6 +17,7 @@ from tests.expense_service.support import (
     day,
     equal_expense,
     error_details,
+    latest_sequence,
     money,
     owed,
     reason_of,
@@ -202,6 +203,23 @@ def test_update_adding_non_member_fails(clients, group, expense):
     assert _get(clients, expense.name) == expense
 
 
+def test_update_by_non_member_fails(clients, group, expense):
+    outsider = create_outsider(clients.users)
+
+    error = _update_error(
+        clients, _change(expense, outsider, description="Lunch"), "description"
+    )
+
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(error) == "NOT_A_GROUP_MEMBER"
+    subjects = [
+        v.subject for v in error_details(error)["PreconditionFailure"].violations
+    ]
+    assert subjects == [f"{group.name}/members/{outsider.removeprefix('users/')}"]
+    assert "expense.last_modifier" in error.details()
+    assert _get(clients, expense.name) == expense
+
+
 def test_update_stale_etag_aborted(clients, group, expense):
     _update(clients, _change(expense, group.members[0], description="First"))
 
@@ -328,6 +346,41 @@ def test_undelete_restores(clients, expense):
     assert restored.etag == '"3"'
     assert restored.owed_amounts == expense.owed_amounts
     assert _get(clients, expense.name) == restored
+
+
+def test_undelete_with_former_member_fails(clients, group, expense):
+    deleted = _delete(clients, expense.name)
+    leaver = group.members[2]
+    clients.users.RemoveGroupMember(
+        users_pb.RemoveGroupMemberRequest(
+            name=f"{group.name}/members/{leaver.removeprefix('users/')}"
+        ),
+        timeout=TIMEOUT,
+    )
+    # The service reuses a group's member list for a few seconds, but fetches
+    # it again when a write names someone missing from it, as this one does.
+    with pytest.raises(grpc.RpcError) as refresh:
+        create_expense(
+            clients,
+            group,
+            equal_expense(group, payer=create_outsider(clients.users)),
+        )
+    assert refresh.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    before = latest_sequence(clients)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        _undelete(clients, expense.name, etag=deleted.etag)
+
+    error = caught.value
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(error) == "NOT_A_GROUP_MEMBER"
+    subjects = [
+        v.subject for v in error_details(error)["PreconditionFailure"].violations
+    ]
+    assert subjects == [f"{group.name}/members/{leaver.removeprefix('users/')}"]
+    assert "expense.split.participants[2].user" in error.details()
+    assert _get(clients, expense.name) == deleted
+    assert latest_sequence(clients) == before
 
 
 def test_undelete_not_deleted_already_exists(clients, expense):

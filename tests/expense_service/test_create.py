@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+from google.type import money_pb2
 
 from splitlog.expenses.v1 import expenses_service_pb2 as pb
 from splitlog.users.v1 import users_service_pb2 as users_pb
@@ -318,14 +319,24 @@ def test_concurrent_retries_with_chosen_id_replay(clients, group):
     assert len({expense.etag for expense in created}) == 1
 
 
-def test_request_id_replay_skips_membership(clients, group):
+def test_request_id_reused_in_other_group_rejected(clients, group):
     request_id = new_request_id()
-    first = create_expense(clients, group, request_id=request_id)
+    create_expense(clients, group, request_id=request_id)
     other_group = create_group(clients.users, size=2)
 
-    replay = create_expense(clients, other_group, request_id=request_id)
+    error = _create_error(
+        clients, other_group.name, equal_expense(other_group), request_id=request_id
+    )
 
-    assert replay.name == first.name
+    assert error.code() == INVALID
+    assert reason_of(error) == "REQUEST_ID_REUSED"
+    assert violated_fields(error) == ["request_id"]
+    assert "another group" in error.details()
+    assert "new UUID" in error.details()
+    listed = clients.expenses.ListExpenses(
+        pb.ListExpensesRequest(parent=other_group.name), timeout=TIMEOUT
+    )
+    assert list(listed.expenses) == []
 
 
 # Invalid arguments
@@ -443,6 +454,36 @@ def test_huge_total_out_of_range(clients, group):
 
     assert error.code() == INVALID
     assert reason_of(error) == "AMOUNT_OUT_OF_RANGE"
+
+
+def test_huge_negative_total_below_minimum(clients, group):
+    total = money_pb2.Money(currency_code="JPY", units=-(2**63))
+    expense = equal_expense(group, "1", "JPY")
+    expense.total.CopyFrom(total)
+    expense.payers[0].amount.CopyFrom(total)
+
+    error = _create_error(clients, group.name, expense)
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "AMOUNT_OUT_OF_RANGE"
+    assert "below the minimum of -1000000000000000" in error.details()
+    assert "larger than" not in error.details()
+
+
+def test_several_invalid_fields_counted_once(clients, group):
+    expense = equal_expense(group, description=" ", notes="a\x00b")
+    expense.creator = "alice"
+
+    error = _create_error(clients, group.name, expense)
+
+    assert error.code() == INVALID
+    assert violated_fields(error) == [
+        "expense.description",
+        "expense.notes",
+        "expense.creator",
+    ]
+    assert error.details().endswith("(and 2 more invalid fields)")
+    assert error.details().count("more invalid") == 1
 
 
 def test_empty_expense_lists_every_missing_field(clients, group):
@@ -606,6 +647,31 @@ def test_non_members_rejected_and_nothing_written(clients, group):
     ]
     assert outsider in violations[0].description
     assert group.name in violations[0].description
+    assert "expense.payers[0].user" in error.details()
+    assert "expense.split.participants[1].user" in error.details()
+    listed = clients.expenses.ListExpenses(
+        pb.ListExpensesRequest(parent=group.name), timeout=TIMEOUT
+    )
+    assert list(listed.expenses) == []
+    assert latest_sequence(clients) == before
+
+
+def test_non_member_creator_rejected_and_nothing_written(clients, group):
+    create_expense(clients, create_group(clients.users, size=1))
+    before = latest_sequence(clients)
+    outsider = create_outsider(clients.users)
+    expense = equal_expense(group)
+    expense.creator = outsider
+
+    error = _create_error(clients, group.name, expense)
+
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(error) == "NOT_A_GROUP_MEMBER"
+    violations = error_details(error)["PreconditionFailure"].violations
+    assert [v.subject for v in violations] == [
+        f"{group.name}/members/{outsider.removeprefix('users/')}"
+    ]
+    assert "expense.creator" in error.details()
     listed = clients.expenses.ListExpenses(
         pb.ListExpensesRequest(parent=group.name), timeout=TIMEOUT
     )
