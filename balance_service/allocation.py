@@ -20,7 +20,7 @@ rule rounds them:
    greedy order gets stuck.
 
 Because rows and columns add up exactly, the pairwise lines of a group add
-up to every member's net amount: what the others owe a member, minus what
+up to every member's net amount. What the others owe a member, minus what
 the member owes the others, is what the member paid minus what they owe.
 
 Example: 100.00 paid by A 60.00 and B 40.00, owed equally by A, B and C
@@ -130,9 +130,9 @@ def _augmenting_path(
 ) -> list[tuple[str, str]] | None:
     """Find row -> column -> row ... -> short column through the cell graph.
 
-    A step from a row to a column uses a cell that is not raised yet; a step
-    back from a column to a row uses a raised cell. Breadth first, so the
-    path is a shortest one.
+    A step from a row to a column uses a cell that is not raised yet, while a
+    step back from a column to a row uses a raised cell. The search is breadth
+    first, so the path is a shortest one.
     """
     starts = [row for row, short in rows.items() if short > 0]
     came_from: dict[str, tuple[str, str] | None] = {("r", row): None for row in starts}

@@ -182,7 +182,7 @@ class UserDirectory:
                     resource=Resource(domain.USER_TYPE, name),
                 ) from None
             raise Unavailable(
-                f"user_service at {self._target} did not answer ({code.name}: "
+                f"user_service at {self._target} did not respond ({code.name}: "
                 f"{exc.details()}); retry the call",
                 reason="USER_SERVICE_UNAVAILABLE",
                 metadata={"service": "user_service"},

@@ -1,7 +1,7 @@
 """The gRPC handlers of `splitlog.balances.v1.BalancesService`.
 
 Each handler validates the request, calls user_service about the group or
-user when the answer depends on it, runs its storage calls in one database
+user when the result depends on it, runs its storage calls in one database
 transaction and builds the response. Errors are raised as `DomainError`s.
 Reads reuse user_service's responses for a few seconds, and writes always
 call it again (see `balance_service.members`).

@@ -4,7 +4,7 @@ Starts `splitlog up` (all-in-one, SQLite) on free ports and measures, through
 the gateway:
 
 1. CreateExpense with 1, 8 and 32 concurrent clients (calls/s, p50, p99);
-2. GetGroupBalance latency once a group holds 1k, 10k and 100k expenses
+2. GetGroupBalance latency once a group has 1k, 10k and 100k expenses
    (p50 and p99 over 200 reads, after balance_service has applied them all);
 3. `splitlog import splitwise` of a generated 10,000-row export.
 

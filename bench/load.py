@@ -17,7 +17,7 @@ import grpc
 
 @dataclass(frozen=True)
 class LoadResult:
-    """What one load run measured."""
+    """Measurements of one load run."""
 
     concurrency: int
     calls: int

@@ -1,10 +1,11 @@
 """The same expense workload against splitlog and against ihatemoney 7.2.1.
 
-Both run on this machine in the same run: ihatemoney from PyPI under gunicorn
-with 2 workers and SQLite, called over its REST API with a bearer token;
-splitlog with `splitlog up` on SQLite, called through the gateway over gRPC.
-One client creates BILLS bills one at a time among 4 members (a random payer,
-an equal split among 2 to 4 members), then reads the group's balances.
+Both run on this machine in the same run. ihatemoney runs from PyPI under
+gunicorn with 2 workers and SQLite, and is called over its REST API with a
+bearer token. splitlog runs with `splitlog up` on SQLite and is called through
+the gateway over gRPC. One client creates BILLS bills one at a time among 4
+members (a random payer, an equal split among 2 to 4 members), then reads the
+group's balances.
 
 Run: `python -m bench.peer_ihatemoney [--bills 1000]`. The first run installs
 ihatemoney into build/peers/ihatemoney (PyPI access needed once).
@@ -56,7 +57,7 @@ def _wait_http(url: str, timeout: float = 60) -> None:
             return
         except httpx.HTTPError:
             time.sleep(0.2)
-    raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
+    raise SystemExit(f"{url} did not respond within {timeout:.0f} s")
 
 
 def _workload(bills: int, seed: int = 7) -> list[tuple[int, int, list[int]]]:

@@ -1,6 +1,6 @@
 """Compare sync `grpc.server` with `grpc.aio` for a service-like unary call.
 
-Each server runs in its own process and answers a point lookup in a SQLite
+Each server runs in its own process and serves a point lookup in a SQLite
 file (the shape of GetUser). The client is the shared load generator in
 another process. Run: `python -m bench.server_kinds [--seconds 5]`.
 """

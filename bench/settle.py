@@ -4,7 +4,7 @@ Balances are seeded random ints in minor units that add up to zero. Two
 kinds are timed:
 
 - "wide": amounts up to 10,000.00, so almost no subset adds up to zero. Each
-  step of the exact search then sees one zero-sum group and stays cheap.
+  step of the exact search then finds one zero-sum group and stays cheap.
 - "small distinct": different amounts below 2.5 times the member count, with
   no equal and opposite pair, which gives very many zero-sum subsets. This
   is the slowest kind found for the exact search.

@@ -2,7 +2,7 @@
 
 The table is kept by hand. Its data is ISO 4217 List One (current currencies
 and funds) with publication date 2026-01-01, as published by SIX Group, the
-ISO 4217 maintenance agency, in `list-one.xml`. It holds every entry of that
+ISO 4217 maintenance agency, in `list-one.xml`. It contains every entry of that
 list whose minor unit is a number. Entries whose minor unit is "N.A." are left
 out, because nothing can be spent in them: precious metals (XAU, XAG, XPT,
 XPD), bond market units (XBA to XBD), XDR, XSU, XUA, the test code XTS and the

@@ -230,7 +230,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
                     return replayed
             if look_up and storage.expense_exists(session, name):
                 # Under READ COMMITTED a concurrent create with the same
-                # request_id can commit between the two look-ups; its request
+                # request_id can commit between the two look-ups. Its request
                 # row is visible now that its expense is.
                 replayed = None
                 if request_id:
@@ -460,8 +460,9 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         for _ in range(MAX_UPDATE_ATTEMPTS):
             stored = self._read(lambda session: self._require(session, expense.name))
             checked, added = self._plan_update(stored, expected, changes)
-            # The modifier must be a member now; users who stay on the expense
-            # need not be, so that an expense of a former member can be fixed.
+            # The modifier must be a member now, but users who stay on the
+            # expense need not be, so that an expense of a former member can
+            # be fixed.
             fields = {
                 user: paths
                 for user, paths in checked.draft.user_fields().items()

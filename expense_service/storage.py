@@ -376,7 +376,7 @@ def replace_lines(
     connection.execute(
         delete(_PARTICIPANTS).where(_PARTICIPANTS.c.expense_name == name)
     )
-    # The loaded rows are gone from the database, so the session forgets them.
+    # The loaded rows are gone from the database, so they are removed from the session.
     for old in [*stored.payers, *stored.participants]:
         session.expunge(old)
     _insert_lines(connection, payers, participants)

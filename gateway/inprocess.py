@@ -10,7 +10,7 @@ register keep going over the network.
 The client sees what network forwarding would send. The request goes through
 the method's deserializer and the response through its serializer. The
 service's interceptors, the error interceptor among them, run around the
-handler. The handler sees the forwarded metadata and the caller's remaining
+handler. The handler receives the forwarded metadata and the caller's remaining
 deadline (or `deadline_seconds`). A non-OK status passes through
 `BackendPool.translate_status`, as a backend's status does. The status codes
 and messages for failures outside the handler are those of grpcio's sync

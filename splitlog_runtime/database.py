@@ -39,8 +39,8 @@ READ_ONLY = "splitlog_read_only"
 
 def _on_sqlite_begin(connection) -> None:
     # A deferred transaction that reads and then writes fails at once with
-    # "database is locked" when another writer committed in between, since
-    # WAL cannot upgrade its stale snapshot; the busy timeout does not help.
+    # "database is locked" when another writer committed in between. WAL
+    # cannot upgrade its stale snapshot, and the busy timeout does not help.
     # Write transactions therefore take the write lock up front and queue on
     # the busy timeout instead. Read-only ones stay deferred and concurrent.
     if connection.get_execution_options().get(READ_ONLY):

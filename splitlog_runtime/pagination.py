@@ -1,6 +1,6 @@
 """Page sizes and opaque keyset page tokens for List methods.
 
-A token holds the sort key of the last item returned and a hash of the request
+A token contains the sort key of the last item returned and a hash of the request
 fields that select the collection (parent, filter, ordering). A token replayed
 with different fields is rejected as INVALID_ARGUMENT instead of returning a
 page from another collection.

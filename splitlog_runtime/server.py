@@ -44,8 +44,8 @@ def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.so_reuseport", 0),
         # Accept the keepalive pings that splitlog's own channels send (every
-        # 30 s, also while idle); gRPC's default would answer them with
-        # GOAWAY "too_many_pings" and drop the connection.
+        # 30 s, also while idle). gRPC's default would reply with GOAWAY
+        # "too_many_pings" and drop the connection.
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),

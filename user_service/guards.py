@@ -5,7 +5,7 @@ Balances live in the balance service. `build()` takes a `BalanceGuard`, and
 the servicer calls it before RemoveGroupMember and DeleteGroup write
 anything. The default, `BalanceServiceGuard`, calls balance_service's
 CheckSettled over gRPC and fails the call with UNAVAILABLE when
-balance_service does not answer, so nothing is removed unchecked.
+balance_service does not respond, so nothing is removed unchecked.
 `AllowAllBalanceGuard` permits everything, for tests that need no balances.
 """
 

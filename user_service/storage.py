@@ -39,7 +39,7 @@ class Base(DeclarativeBase):
 
 
 class UserRow(Base):
-    """A user. `email_normalised` holds the uniqueness key of the email
+    """A user. `email_normalised` contains the uniqueness key of the email
     (`domain.normalise_email`) and carries the unique index, so the stored
     `email` keeps the form the user typed."""
 

@@ -125,7 +125,7 @@ class SplitwiseImporter:
 
         Raises:
           SplitwiseImportError: a call failed. The message names the row and
-            tells the user to run the same import again to complete it.
+            asks the user to run the same import again to complete it.
         """
         ids = _Ids(digest, f"groups/{identity.group_id(digest)}", {})
         result = ImportResult(ids.group, group_name, rows=len(plan.source.rows))

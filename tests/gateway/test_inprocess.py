@@ -4,8 +4,8 @@ Two gateways run in front of the same service hosts of this process. `local`
 runs unary calls in process, as `splitlog up` does; `network` forwards them
 over loopback gRPC. The hosts are a real user_service and a probe host built
 by `create_server`, whose GetExpense behaves as the expense name selects.
-Tests send a call through `local`, and where the answer matters the same call
-through `network`, and compare what the client sees.
+Tests send a call through `local`, and where the result matters the same call
+through `network`, and compare what the client receives.
 """
 
 from __future__ import annotations

@@ -25,7 +25,8 @@ def test_page_token_round_trips(key, selector):
     token = pagination.encode_token(key, [selector])
 
     assert pagination.decode_token(token, [selector]) == key
-    assert token.isascii() and "=" not in token
+    assert token.isascii()
+    assert "=" not in token
 
 
 def test_page_token_rejected_for_other_selector():
