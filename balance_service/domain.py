@@ -7,8 +7,6 @@ the request field, the rejected value and the fix.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import date
 from typing import TypeVar
 
@@ -18,6 +16,7 @@ from expense_service import money
 from expense_service.currencies import UnknownCurrencyError, exponent
 from splitlog_runtime.errors import InvalidArgument, invalid_field
 from splitlog_runtime.resources import check_id, parse_name
+from splitlog_runtime.validation import Violations  # noqa: F401 (re-exported)
 
 _T = TypeVar("_T")
 
@@ -228,32 +227,3 @@ def parse_etag(value: str, field_path: str = "etag") -> int | None:
             reason="INVALID_ETAG",
         )
     return int(match.group(1))
-
-
-@dataclass
-class Violations:
-    """Collects the errors of several field checks, so one reply lists them all."""
-
-    errors: list[InvalidArgument] = field(default_factory=list)
-
-    def check(self, validate: Callable[..., _T], *args: object) -> _T | None:
-        """Run one check; return its result, or None after recording its error."""
-        try:
-            return validate(*args)
-        except InvalidArgument as exc:
-            self.errors.append(exc)
-            return None
-
-    def raise_if_any(self) -> None:
-        """Raise one InvalidArgument that carries every recorded violation."""
-        if not self.errors:
-            return
-        first = self.errors[0]
-        if len(self.errors) == 1:
-            raise first
-        raise InvalidArgument(
-            f"{first.message} (and {len(self.errors) - 1} more invalid field(s))",
-            reason=first.reason,
-            metadata=first.metadata,
-            field_violations=[v for e in self.errors for v in e.field_violations],
-        )

@@ -13,7 +13,7 @@ import datetime
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from google.type import date_pb2, money_pb2
@@ -23,6 +23,7 @@ from expense_service.currencies import UnknownCurrencyError
 from splitlog.expenses.v1 import expenses_service_pb2 as pb
 from splitlog_runtime.errors import FieldViolation, InvalidArgument, invalid_field
 from splitlog_runtime.resources import check_id, parse_name
+from splitlog_runtime.validation import Violations  # noqa: F401 (re-exported)
 
 _T = TypeVar("_T")
 
@@ -464,51 +465,6 @@ class CheckedExpense:
         return self.draft.total.currency_code
 
 
-@dataclass
-class Violations:
-    """Collects the errors of several field checks, so one reply lists them all."""
-
-    errors: list[InvalidArgument] = field(default_factory=list)
-
-    def check(self, validate: Callable[..., _T], *args: object) -> _T | None:
-        """Run one check; return its result, or None after recording its error."""
-        try:
-            return validate(*args)
-        except InvalidArgument as exc:
-            self.errors.append(exc)
-            return None
-
-    def raise_if_any(self) -> None:
-        """Raise one InvalidArgument carrying every recorded field violation.
-
-        Raises:
-          InvalidArgument: at least one check failed; the message describes
-            the first invalid field and counts the others, and the ErrorInfo
-            reason is that of the first failure.
-        """
-        if not self.errors:
-            return
-        first = self.errors[0]
-        if len(self.errors) == 1:
-            raise first
-        found = [v for e in self.errors for v in e.field_violations]
-        message = first.message
-        if first.field_violations:
-            # A nested check may already have counted its own extra fields;
-            # describe only the first field and count every other one here.
-            message = f"{found[0].field}: {found[0].description}"
-        extra = len(found) - 1
-        if extra > 0:
-            plural = "field" if extra == 1 else "fields"
-            message = f"{message} (and {extra} more invalid {plural})"
-        raise InvalidArgument(
-            message,
-            reason=first.reason,
-            metadata=first.metadata,
-            field_violations=found,
-        )
-
-
 def parse_payers(payers: Sequence[pb.Payer], field: str) -> tuple[Payer, ...]:
     """Check each payer's user and amount on its own.
 
@@ -551,7 +507,7 @@ def parse_split(split: pb.Split, present: bool, field: str) -> tuple[int, tuple]
     """Check the split's participants on their own and convert exact amounts.
 
     The split type, duplicates and how values fit the type are checked later
-    by `splits.allocate`, which knows the total.
+    by `splits.allocate`, which has the total.
 
     Returns:
       The split type number and a tuple of SplitMember.
@@ -837,7 +793,7 @@ def parse_changes(expense: pb.Expense, fields: Sequence[str]) -> dict[str, objec
     """Check the new values of the fields an update changes.
 
     A field under the mask but empty in the request goes back to its default
-    when it has one (category, notes); required fields must be given.
+    when it has one (category, notes). Required fields must be given.
 
     Raises:
       InvalidArgument: with one violation per invalid field.

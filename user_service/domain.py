@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 from splitlog_runtime.errors import FieldViolation, InvalidArgument, invalid_field
 from splitlog_runtime.resources import check_id, parse_name
+from splitlog_runtime.validation import Violations  # noqa: F401 (re-exported)
 
 USER_PATTERN = "users/{user}"
 GROUP_PATTERN = "groups/{group}"
@@ -39,11 +40,12 @@ MAX_EMAIL_LOCAL_LENGTH = 64
 MAX_EMAIL_KEY_BYTES = 1024
 MAX_DISPLAY_NAME_LENGTH = 100
 
-# Active ISO 4217 currency codes (List One), kept by hand. Fund codes (BOV,
-# CHE, CHW, CLF, COU, MXV, USN, UYI, UYW), the Arab accounting dinar XAD,
-# precious metals, bond-market units, XDR, XSU, XUA, the test code XTS and
-# "no currency" XXX are left out, because people do not pay each other in
-# them. ANG (replaced by XCG) and BGN (replaced by EUR) are withdrawn.
+# Active ISO 4217 currency codes (List One), kept by hand. Codes that people
+# do not pay each other in are left out. These are the fund codes (BOV, CHE,
+# CHW, CLF, COU, MXV, USN, UYI, UYW) and the Arab accounting dinar XAD. They
+# also include precious metals, bond-market units, XDR, XSU, XUA, the test
+# code XTS and "no currency" XXX. ANG (replaced by XCG) and BGN (replaced by
+# EUR) are withdrawn.
 # NOTE: expense_service/currencies.py keeps its own table, a superset of this
 # one; update both when ISO publishes an amendment.
 _ISO_4217_TEXT = """
@@ -350,46 +352,6 @@ def parse_member_name(name: str, field: str) -> tuple[str, str]:
     """
     group_id, user_id = _parse_id(name, MEMBER_PATTERN, field)
     return group_id, user_id
-
-
-@dataclass
-class Violations:
-    """Collects the errors of several field checks, so one reply lists them all.
-
-    Example:
-      violations = Violations()
-      email = violations.check(validate_email, request.user.email, "user.email")
-      violations.raise_if_any()
-    """
-
-    errors: list[InvalidArgument] = field(default_factory=list)
-
-    def check(self, validate: Callable[..., _T], *args: object) -> _T | None:
-        """Run one check; return its result, or None after recording its error."""
-        try:
-            return validate(*args)
-        except InvalidArgument as exc:
-            self.errors.append(exc)
-            return None
-
-    def raise_if_any(self) -> None:
-        """Raise one InvalidArgument carrying every recorded field violation.
-
-        Raises:
-          InvalidArgument: at least one check failed; the message and the
-            ErrorInfo reason are those of the first failure.
-        """
-        if not self.errors:
-            return
-        first = self.errors[0]
-        if len(self.errors) == 1:
-            raise first
-        raise InvalidArgument(
-            f"{first.message} (and {len(self.errors) - 1} more invalid field(s))",
-            reason=first.reason,
-            metadata=first.metadata,
-            field_violations=[v for e in self.errors for v in e.field_violations],
-        )
 
 
 def user_name(user_id: str) -> str:

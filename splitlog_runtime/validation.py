@@ -1,0 +1,62 @@
+"""Collect the errors of several field checks into one INVALID_ARGUMENT."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from splitlog_runtime.errors import InvalidArgument
+
+_T = TypeVar("_T")
+
+
+@dataclass
+class Violations:
+    """Errors of several field checks, so one reply lists them all.
+
+    Example:
+      violations = Violations()
+      email = violations.check(validate_email, request.user.email, "user.email")
+      violations.raise_if_any()
+    """
+
+    errors: list[InvalidArgument] = field(default_factory=list)
+
+    def check(self, validate: Callable[..., _T], *args: object) -> _T | None:
+        """Run one check; return its result, or None after recording its error."""
+        try:
+            return validate(*args)
+        except InvalidArgument as exc:
+            self.errors.append(exc)
+            return None
+
+    def raise_if_any(self) -> None:
+        """Raise one InvalidArgument carrying every recorded field violation.
+
+        Raises:
+          InvalidArgument: at least one check failed. The message describes the
+            first invalid field and counts the others. The ErrorInfo reason is
+            that of the first failure.
+        """
+        if not self.errors:
+            return
+        first = self.errors[0]
+        if len(self.errors) == 1:
+            raise first
+        found = [v for e in self.errors for v in e.field_violations]
+        message = first.message
+        if first.field_violations:
+            # A nested check may already have counted its own extra fields, so
+            # describe only the first field and count every other one here.
+            message = f"{found[0].field}: {found[0].description}"
+        extra = len(found) - 1
+        if extra > 0:
+            plural = "field" if extra == 1 else "fields"
+            message = f"{message} (and {extra} more invalid {plural})"
+        raise InvalidArgument(
+            message,
+            reason=first.reason,
+            metadata=first.metadata,
+            field_violations=found,
+        )
