@@ -268,7 +268,7 @@ class _Fetch:
         backend = self._pool.backend_by_method[rpc.path].name
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             message = (
-                f"{backend} did not answer {rpc.method} before the deadline; "
+                f"{backend} did not respond to {rpc.method} before the deadline; "
                 "retry with a longer deadline"
             )
             reason = "BACKEND_DEADLINE_EXCEEDED"

@@ -253,7 +253,7 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
                 self._check_new_user(session, user_id, email)
             except AlreadyExists:
                 # Under READ COMMITTED a concurrent create with the same
-                # request_id can commit between the look-ups; replay it.
+                # request_id can commit between the look-ups. Replay it.
                 earlier = request_id and storage.find_request(
                     session, "CreateUser", request_id
                 )

@@ -67,7 +67,7 @@ def wait_until_serving_calls(running: Splitlog, timeout: float = READY_TIMEOUT) 
             except grpc.RpcError as exc:
                 if time.monotonic() > deadline:
                     raise AssertionError(
-                        f"the gateway did not answer: {exc.code()}"
+                        f"the gateway did not respond: {exc.code()}"
                     ) from None
                 time.sleep(0.1)
 
