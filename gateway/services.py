@@ -32,6 +32,7 @@ BACKEND_BY_PACKAGE: dict[str, str] = {
 INTERNAL_SERVICES: frozenset[str] = frozenset(
     {
         "splitlog.expenses.v1.LedgerService",
+        "splitlog.logs.v1.LogNodeService",
         "splitlog.logs.v1.ReplicationService",
     }
 )

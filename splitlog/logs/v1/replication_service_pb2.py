@@ -26,9 +26,10 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from splitlog.logs.v1 import logs_service_pb2 as splitlog_dot_logs_dot_v1_dot_logs__service__pb2
+from splitlog.logs.v1 import node_service_pb2 as splitlog_dot_logs_dot_v1_dot_node__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*splitlog/logs/v1/replication_service.proto\x12\x10splitlog.logs.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#splitlog/logs/v1/logs_service.proto\"N\n\x0fReplicatedEntry\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12)\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x1a.splitlog.logs.v1.LogEntry\"\xc4\x01\n\x0cShardReplica\x12\r\n\x05shard\x18\x01 \x01(\t\x12+\n\x04role\x18\x02 \x01(\x0e\x32\x1d.splitlog.logs.v1.ReplicaRole\x12\x14\n\x0cleader_epoch\x18\x03 \x01(\x03\x12\x15\n\rlast_sequence\x18\x04 \x01(\x03\x12\x17\n\x0f\x63ommit_sequence\x18\x05 \x01(\x03\x12\x32\n\tfollowers\x18\x06 \x03(\x0b\x32\x1f.splitlog.logs.v1.ReplicaStatus\"\xad\x01\n\x17ReplicateEntriesRequest\x12\x13\n\x05shard\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06leader\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0cleader_epoch\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x32\n\x07\x65ntries\x18\x04 \x03(\x0b\x32!.splitlog.logs.v1.ReplicatedEntry\x12\x17\n\x0f\x63ommit_sequence\x18\x05 \x01(\x03\"U\n\x18ReplicateEntriesResponse\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x15\n\rlast_sequence\x18\x02 \x01(\x03\x12\x14\n\x0cleader_epoch\x18\x03 \x01(\x03\"\x16\n\x14GetNodeStatusRequest\"\x96\x01\n\x15GetNodeStatusResponse\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12.\n\x06shards\x18\x03 \x03(\x0b\x32\x1e.splitlog.logs.v1.ShardReplica\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xbe\x02\n\x12ReplicationService\x12\x9a\x01\n\x10ReplicateEntries\x12).splitlog.logs.v1.ReplicateEntriesRequest\x1a*.splitlog.logs.v1.ReplicateEntriesResponse\"+\x82\xd3\xe4\x93\x02%\" /v1/replication:replicateEntries:\x01*(\x01\x30\x01\x12\x8a\x01\n\rGetNodeStatus\x12&.splitlog.logs.v1.GetNodeStatusRequest\x1a\'.splitlog.logs.v1.GetNodeStatusResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/replication:getNodeStatus:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*splitlog/logs/v1/replication_service.proto\x12\x10splitlog.logs.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#splitlog/logs/v1/logs_service.proto\x1a#splitlog/logs/v1/node_service.proto\"\xee\x01\n\x0cShardReplica\x12\r\n\x05shard\x18\x01 \x01(\t\x12+\n\x04role\x18\x02 \x01(\x0e\x32\x1d.splitlog.logs.v1.ReplicaRole\x12\x14\n\x0cleader_epoch\x18\x03 \x01(\x03\x12\x15\n\rlast_sequence\x18\x04 \x01(\x03\x12\x17\n\x0f\x63ommit_sequence\x18\x05 \x01(\x03\x12\x32\n\tfollowers\x18\x06 \x03(\x0b\x32\x1f.splitlog.logs.v1.ReplicaStatus\x12\x19\n\x11last_record_epoch\x18\x07 \x01(\x03\x12\r\n\x05ready\x18\x08 \x01(\x08\"\xd7\x01\n\x17ReplicateEntriesRequest\x12\x13\n\x05shard\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06leader\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0cleader_epoch\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12,\n\x07records\x18\x04 \x03(\x0b\x32\x1b.splitlog.logs.v1.LogRecord\x12\x17\n\x0f\x63ommit_sequence\x18\x05 \x01(\x03\x12\x1b\n\x0etruncate_after\x18\x06 \x01(\x03H\x00\x88\x01\x01\x42\x11\n\x0f_truncate_after\"p\n\x18ReplicateEntriesResponse\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x15\n\rlast_sequence\x18\x02 \x01(\x03\x12\x14\n\x0cleader_epoch\x18\x03 \x01(\x03\x12\x19\n\x11last_record_epoch\x18\x04 \x01(\x03\"\x16\n\x14GetNodeStatusRequest\"\x96\x01\n\x15GetNodeStatusResponse\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12.\n\x06shards\x18\x03 \x03(\x0b\x32\x1e.splitlog.logs.v1.ShardReplica\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xbe\x02\n\x12ReplicationService\x12\x9a\x01\n\x10ReplicateEntries\x12).splitlog.logs.v1.ReplicateEntriesRequest\x1a*.splitlog.logs.v1.ReplicateEntriesResponse\"+\x82\xd3\xe4\x93\x02%\" /v1/replication:replicateEntries:\x01*(\x01\x30\x01\x12\x8a\x01\n\rGetNodeStatus\x12&.splitlog.logs.v1.GetNodeStatusRequest\x1a\'.splitlog.logs.v1.GetNodeStatusResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/replication:getNodeStatus:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,18 +46,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REPLICATIONSERVICE'].methods_by_name['ReplicateEntries']._serialized_options = b'\202\323\344\223\002%\" /v1/replication:replicateEntries:\001*'
   _globals['_REPLICATIONSERVICE'].methods_by_name['GetNodeStatus']._loaded_options = None
   _globals['_REPLICATIONSERVICE'].methods_by_name['GetNodeStatus']._serialized_options = b'\202\323\344\223\002\"\"\035/v1/replication:getNodeStatus:\001*'
-  _globals['_REPLICATEDENTRY']._serialized_start=197
-  _globals['_REPLICATEDENTRY']._serialized_end=275
-  _globals['_SHARDREPLICA']._serialized_start=278
-  _globals['_SHARDREPLICA']._serialized_end=474
-  _globals['_REPLICATEENTRIESREQUEST']._serialized_start=477
-  _globals['_REPLICATEENTRIESREQUEST']._serialized_end=650
-  _globals['_REPLICATEENTRIESRESPONSE']._serialized_start=652
-  _globals['_REPLICATEENTRIESRESPONSE']._serialized_end=737
-  _globals['_GETNODESTATUSREQUEST']._serialized_start=739
-  _globals['_GETNODESTATUSREQUEST']._serialized_end=761
-  _globals['_GETNODESTATUSRESPONSE']._serialized_start=764
-  _globals['_GETNODESTATUSRESPONSE']._serialized_end=914
-  _globals['_REPLICATIONSERVICE']._serialized_start=917
-  _globals['_REPLICATIONSERVICE']._serialized_end=1235
+  _globals['_SHARDREPLICA']._serialized_start=235
+  _globals['_SHARDREPLICA']._serialized_end=473
+  _globals['_REPLICATEENTRIESREQUEST']._serialized_start=476
+  _globals['_REPLICATEENTRIESREQUEST']._serialized_end=691
+  _globals['_REPLICATEENTRIESRESPONSE']._serialized_start=693
+  _globals['_REPLICATEENTRIESRESPONSE']._serialized_end=805
+  _globals['_GETNODESTATUSREQUEST']._serialized_start=807
+  _globals['_GETNODESTATUSREQUEST']._serialized_end=829
+  _globals['_GETNODESTATUSRESPONSE']._serialized_start=832
+  _globals['_GETNODESTATUSRESPONSE']._serialized_end=982
+  _globals['_REPLICATIONSERVICE']._serialized_start=985
+  _globals['_REPLICATIONSERVICE']._serialized_end=1303
 # @@protoc_insertion_point(module_scope)

@@ -26,8 +26,8 @@ if _version_not_supported:
 
 
 class ReplicationServiceStub:
-    """Copies log entries from shard leaders to followers. Internal: only log
-    nodes and the router call it, never clients.
+    """Copies a shard's replication log from its leader to its followers.
+    Internal: only log nodes and the router call it, never clients.
     """
 
     def __init__(self, channel):
@@ -49,15 +49,15 @@ class ReplicationServiceStub:
 
 
 class ReplicationServiceServicer:
-    """Copies log entries from shard leaders to followers. Internal: only log
-    nodes and the router call it, never clients.
+    """Copies a shard's replication log from its leader to its followers.
+    Internal: only log nodes and the router call it, never clients.
     """
 
     def ReplicateEntries(self, request_iterator, context):
-        """Sends a shard's entries from its leader to one follower. The leader opens
-        one stream per follower and shard. The follower acknowledges each message
-        with the highest sequence number it has stored, and the leader resends
-        from the next one. A message without entries is a heartbeat.
+        """Sends a shard's records from its leader to one follower. The leader opens
+        one stream per follower and shard. The follower answers each message with
+        the highest sequence number it has stored, and the leader sends on from
+        the next one. A message without records is a heartbeat.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -65,7 +65,8 @@ class ReplicationServiceServicer:
 
     def GetNodeStatus(self, request, context):
         """Returns the role and progress of the called node for each of its shards.
-        The router builds the GetClusterStatus response from these responses.
+        The router's coordinator polls it to detect failures and to build the
+        GetClusterStatus response.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -93,8 +94,8 @@ def add_ReplicationServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ReplicationService:
-    """Copies log entries from shard leaders to followers. Internal: only log
-    nodes and the router call it, never clients.
+    """Copies a shard's replication log from its leader to its followers.
+    Internal: only log nodes and the router call it, never clients.
     """
 
     @staticmethod

@@ -27,8 +27,8 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ReplicationServiceStub:
-    """Copies log entries from shard leaders to followers. Internal: only log
-    nodes and the router call it, never clients.
+    """Copies a shard's replication log from its leader to its followers.
+    Internal: only log nodes and the router call it, never clients.
     """
 
     @_typing.overload
@@ -36,37 +36,39 @@ class ReplicationServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ReplicationServiceAsyncStub: ...
     ReplicateEntries: _grpc.StreamStreamMultiCallable[_replication_service_pb2.ReplicateEntriesRequest, _replication_service_pb2.ReplicateEntriesResponse]
-    """Sends a shard's entries from its leader to one follower. The leader opens
-    one stream per follower and shard. The follower acknowledges each message
-    with the highest sequence number it has stored, and the leader resends
-    from the next one. A message without entries is a heartbeat.
+    """Sends a shard's records from its leader to one follower. The leader opens
+    one stream per follower and shard. The follower answers each message with
+    the highest sequence number it has stored, and the leader sends on from
+    the next one. A message without records is a heartbeat.
     """
     GetNodeStatus: _grpc.UnaryUnaryMultiCallable[_replication_service_pb2.GetNodeStatusRequest, _replication_service_pb2.GetNodeStatusResponse]
     """Returns the role and progress of the called node for each of its shards.
-    The router builds the GetClusterStatus response from these responses.
+    The router's coordinator polls it to detect failures and to build the
+    GetClusterStatus response.
     """
 
 @_typing.type_check_only
 class ReplicationServiceAsyncStub(ReplicationServiceStub):
-    """Copies log entries from shard leaders to followers. Internal: only log
-    nodes and the router call it, never clients.
+    """Copies a shard's replication log from its leader to its followers.
+    Internal: only log nodes and the router call it, never clients.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ReplicateEntries: _aio.StreamStreamMultiCallable[_replication_service_pb2.ReplicateEntriesRequest, _replication_service_pb2.ReplicateEntriesResponse]  # type: ignore[assignment]
-    """Sends a shard's entries from its leader to one follower. The leader opens
-    one stream per follower and shard. The follower acknowledges each message
-    with the highest sequence number it has stored, and the leader resends
-    from the next one. A message without entries is a heartbeat.
+    """Sends a shard's records from its leader to one follower. The leader opens
+    one stream per follower and shard. The follower answers each message with
+    the highest sequence number it has stored, and the leader sends on from
+    the next one. A message without records is a heartbeat.
     """
     GetNodeStatus: _aio.UnaryUnaryMultiCallable[_replication_service_pb2.GetNodeStatusRequest, _replication_service_pb2.GetNodeStatusResponse]  # type: ignore[assignment]
     """Returns the role and progress of the called node for each of its shards.
-    The router builds the GetClusterStatus response from these responses.
+    The router's coordinator polls it to detect failures and to build the
+    GetClusterStatus response.
     """
 
 class ReplicationServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Copies log entries from shard leaders to followers. Internal: only log
-    nodes and the router call it, never clients.
+    """Copies a shard's replication log from its leader to its followers.
+    Internal: only log nodes and the router call it, never clients.
     """
 
     @_abc_1.abstractmethod
@@ -75,10 +77,10 @@ class ReplicationServiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_replication_service_pb2.ReplicateEntriesRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_replication_service_pb2.ReplicateEntriesResponse], _abc.AsyncIterator[_replication_service_pb2.ReplicateEntriesResponse]]:
-        """Sends a shard's entries from its leader to one follower. The leader opens
-        one stream per follower and shard. The follower acknowledges each message
-        with the highest sequence number it has stored, and the leader resends
-        from the next one. A message without entries is a heartbeat.
+        """Sends a shard's records from its leader to one follower. The leader opens
+        one stream per follower and shard. The follower answers each message with
+        the highest sequence number it has stored, and the leader sends on from
+        the next one. A message without records is a heartbeat.
         """
 
     @_abc_1.abstractmethod
@@ -88,7 +90,8 @@ class ReplicationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_replication_service_pb2.GetNodeStatusResponse, _abc.Awaitable[_replication_service_pb2.GetNodeStatusResponse]]:
         """Returns the role and progress of the called node for each of its shards.
-        The router builds the GetClusterStatus response from these responses.
+        The router's coordinator polls it to detect failures and to build the
+        GetClusterStatus response.
         """
 
 def add_ReplicationServiceServicer_to_server(servicer: ReplicationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
