@@ -126,6 +126,97 @@ SETTINGS: list[Setting] = [
         "in its own process directly instead of over loopback gRPC.",
         _parse_bool,
     ),
+    Setting(
+        "log_sharding",
+        "service",
+        "How log entries are spread over shards: `service` (a consistent-hash "
+        "ring over the service name) or `time` (by time bucket).",
+    ),
+    Setting(
+        "log_time_bucket_seconds",
+        3600,
+        "Width of a time bucket when log_sharding is `time`.",
+        _parse_int,
+    ),
+    Setting("log_shards", 2, "Number of log shards.", _parse_int),
+    Setting(
+        "log_replicas",
+        2,
+        "Log nodes per shard: one leader and the rest followers.",
+        _parse_int,
+    ),
+    Setting(
+        "log_node_port",
+        50070,
+        "Port of the first log node; the others take the following ports.",
+        _parse_int,
+    ),
+    Setting(
+        "log_nodes",
+        "",
+        "The log nodes as `shard-0=n0@host:port,n1@host:port;shard-1=...`; "
+        "empty means log_shards x log_replicas nodes on the host setting from "
+        "log_node_port on.",
+    ),
+    Setting(
+        "log_node_id",
+        "",
+        "Id of the node that `splitlog serve log_node` runs, as named in "
+        "log_nodes.",
+    ),
+    Setting(
+        "log_write_quorum",
+        "all",
+        "When a log shard acknowledges a batch: `all` (the leader and every "
+        "in-sync follower stored it) or `leader` (the leader stored it).",
+    ),
+    Setting(
+        "log_fsync",
+        True,
+        "Flush each log write-ahead record to disk before acknowledging it.",
+        _parse_bool,
+    ),
+    Setting(
+        "log_failover_seconds",
+        1.5,
+        "Seconds a log leader may stay silent before a follower replaces it.",
+        _parse_float,
+    ),
+    Setting(
+        "log_max_batch_entries",
+        10000,
+        "Most log entries in one batch or stream message.",
+        _parse_int,
+    ),
+    Setting(
+        "log_max_message_bytes",
+        256 * 1024,
+        "Longest log message in UTF-8 bytes; longer ones are cut and flagged.",
+        _parse_int,
+    ),
+    Setting(
+        "log_retention_hours",
+        168,
+        "Default log retention in hours until the retention policy is changed.",
+        _parse_int,
+    ),
+    Setting(
+        "log_max_future_seconds",
+        600,
+        "How far ahead of the server clock a log entry's timestamp may be.",
+        _parse_int,
+    ),
+    Setting(
+        "log_default_time_zone",
+        "UTC",
+        "Zone for log timestamps written without an offset (IANA name).",
+    ),
+    Setting(
+        "log_self_ship",
+        True,
+        "Ship each service's own process log into log_service.",
+        _parse_bool,
+    ),
     Setting("log_level", "INFO", "Level of the process log: DEBUG, INFO, WARNING."),
     Setting("log_format", "text", "Format of the process log: text or json."),
 ]
