@@ -66,7 +66,7 @@ REPLICA_ROLE_LEADER: ReplicaRole
 REPLICA_ROLE_FOLLOWER: ReplicaRole
 
 class LogEntry(_message.Message):
-    __slots__ = ("timestamp", "observed_timestamp", "severity", "service", "host", "message", "attributes", "trace_id", "span_id", "truncated", "dropped_attributes_count")
+    __slots__ = ("timestamp", "observed_timestamp", "severity", "service", "host", "message", "attributes", "trace_id", "span_id", "truncated", "dropped_attributes_count", "severity_text")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +85,7 @@ class LogEntry(_message.Message):
     SPAN_ID_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     DROPPED_ATTRIBUTES_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_TEXT_FIELD_NUMBER: _ClassVar[int]
     timestamp: _timestamp_pb2.Timestamp
     observed_timestamp: _timestamp_pb2.Timestamp
     severity: Severity
@@ -96,7 +97,8 @@ class LogEntry(_message.Message):
     span_id: str
     truncated: bool
     dropped_attributes_count: int
-    def __init__(self, timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., observed_timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., severity: _Optional[_Union[Severity, str]] = ..., service: _Optional[str] = ..., host: _Optional[str] = ..., message: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., trace_id: _Optional[str] = ..., span_id: _Optional[str] = ..., truncated: _Optional[bool] = ..., dropped_attributes_count: _Optional[int] = ...) -> None: ...
+    severity_text: str
+    def __init__(self, timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., observed_timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., severity: _Optional[_Union[Severity, str]] = ..., service: _Optional[str] = ..., host: _Optional[str] = ..., message: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., trace_id: _Optional[str] = ..., span_id: _Optional[str] = ..., truncated: _Optional[bool] = ..., dropped_attributes_count: _Optional[int] = ..., severity_text: _Optional[str] = ...) -> None: ...
 
 class LogEntryRejection(_message.Message):
     __slots__ = ("index", "reason", "field", "description")
