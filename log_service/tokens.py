@@ -1,0 +1,171 @@
+"""Opaque page tokens for ListLogEntries and resume tokens for TailLogEntries.
+
+Both are URL-safe base64 of compact JSON and carry a hash of the request's
+filters, so a token sent with other filters is rejected as INVALID_ARGUMENT
+instead of continuing another listing.
+
+A page token holds the position of the last entry returned, as
+(timestamp, shard, sequence), plus what the first page fixed: the highest
+sequence number of every shard and the end of the time range. Later pages
+read only up to those sequence numbers, so entries written between pages
+neither shift nor repeat the pages.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from splitlog_runtime.errors import invalid_field
+
+
+def filter_hash(filters: Mapping[str, Any]) -> str:
+    """Hash the fields that select the entries, independent of key order."""
+    encoded = json.dumps(filters, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(encoded.encode(), digest_size=8).hexdigest()
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Position of an entry in the merged order of every shard."""
+
+    timestamp: int
+    shard: str
+    sequence: int
+
+
+@dataclass(frozen=True)
+class PageToken:
+    """What the next ListLogEntries page continues from.
+
+    Attributes:
+      filters: hash of the selecting fields of the first request.
+      cursor: the last entry returned.
+      snapshot: highest sequence number of each shard when the first page was
+        read; a shard missing from it held no entry then.
+      end_time: exclusive end of the time range in Unix nanoseconds.
+    """
+
+    filters: str
+    cursor: Cursor
+    snapshot: dict[str, int] = field(default_factory=dict)
+    end_time: int = 0
+
+
+@dataclass(frozen=True)
+class ResumeToken:
+    """Where a TailLogEntries stream continues: the last sequence per shard."""
+
+    filters: str
+    positions: dict[str, int] = field(default_factory=dict)
+
+
+def _encode(payload: dict[str, Any]) -> str:
+    raw = json.dumps(payload, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(token: str, field_name: str, kind: str) -> dict[str, Any]:
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        payload = None
+    if not isinstance(payload, dict) or payload.get("v") != 1:
+        raise invalid_field(
+            field_name,
+            f"{token!r} is not a {kind} returned by this method; send the "
+            f"{kind} of the previous response unchanged, or none",
+            reason="INVALID_PAGE_TOKEN",
+        )
+    return payload
+
+
+def _check_filters(payload: dict[str, Any], expected: str, field_name: str) -> None:
+    if payload.get("f") != expected:
+        raise invalid_field(
+            field_name,
+            "the token was issued for a request with other filters; keep every "
+            "filter unchanged when you continue, or start again without a token",
+            reason="INVALID_PAGE_TOKEN",
+        )
+
+
+def _positions(value: Any) -> dict[str, int]:
+    if not isinstance(value, dict):
+        raise ValueError("positions")
+    positions = {}
+    for shard, sequence in value.items():
+        if not isinstance(sequence, int) or isinstance(sequence, bool):
+            raise ValueError("sequence")
+        positions[str(shard)] = sequence
+    return positions
+
+
+def encode_page_token(token: PageToken) -> str:
+    """Serialize a page token."""
+    cursor = token.cursor
+    return _encode(
+        {
+            "v": 1,
+            "f": token.filters,
+            "c": [cursor.timestamp, cursor.shard, cursor.sequence],
+            "s": token.snapshot,
+            "e": token.end_time,
+        }
+    )
+
+
+def decode_page_token(
+    text: str, filters: str, field_name: str = "page_token"
+) -> PageToken:
+    """Parse a page token issued for the same filters.
+
+    Raises:
+      InvalidArgument: the token is malformed or was issued for other filters;
+        the message names `field_name`.
+    """
+    payload = _decode(text, field_name, "page token")
+    _check_filters(payload, filters, field_name)
+    try:
+        timestamp, shard, sequence = payload["c"]
+        cursor = Cursor(int(timestamp), str(shard), int(sequence))
+        return PageToken(filters, cursor, _positions(payload["s"]), int(payload["e"]))
+    except (KeyError, TypeError, ValueError):
+        raise invalid_field(
+            field_name,
+            f"{text!r} is not a page token returned by this method; send the "
+            "page token of the previous response unchanged, or none",
+            reason="INVALID_PAGE_TOKEN",
+        ) from None
+
+
+def encode_resume_token(token: ResumeToken) -> str:
+    """Serialize a resume token."""
+    return _encode({"v": 1, "f": token.filters, "p": token.positions})
+
+
+def decode_resume_token(
+    text: str, filters: str, field_name: str = "resume_token"
+) -> ResumeToken:
+    """Parse a resume token issued for the same filters.
+
+    Raises:
+      InvalidArgument: the token is malformed or was issued for other filters.
+    """
+    payload = _decode(text, field_name, "resume token")
+    _check_filters(payload, filters, field_name)
+    try:
+        return ResumeToken(filters, _positions(payload["p"]))
+    except (KeyError, ValueError):
+        raise invalid_field(
+            field_name,
+            f"{text!r} is not a resume token returned by this method; send the "
+            "resume token of an earlier response unchanged, or none",
+            reason="INVALID_PAGE_TOKEN",
+        ) from None
