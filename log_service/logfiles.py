@@ -1,0 +1,418 @@
+"""Turn the lines of plain-text log files into `LogEntry` messages.
+
+Each line becomes one entry, and the raw line without its line ending is the
+message, kept whole. The parser reads three things from the line header:
+
+- **Timestamp**, from the start of the line, in these layouts:
+
+  - ISO 8601 with `T` or a space, `.` or `,` before the fraction, with or
+    without a zone: `2015-10-18 18:01:47,978`, `2024-01-02T03:04:05.6+02:00`.
+    One leading word, such as a source file name, may come first:
+    `nova-api.log 2017-05-16 00:00:00.008`;
+  - syslog without a year: `Jul  1 09:00:55`, `Dec 10 06:55:46`;
+  - bracketed with weekday and year (Apache): `[Sun Dec 04 04:47:44 2005]`;
+  - bracketed month.day without a year: `[10.30 16:49:06]`;
+  - compact `yyMMdd HHmmss`: `081109 203615`;
+  - `yy/MM/dd HH:MM:SS`: `17/06/09 20:10:40`;
+  - Android `MM-DD HH:MM:SS.mmm` without a year: `03-17 16:13:38.811`;
+  - epoch seconds, a 10-digit field among the first six fields:
+    `134681 node-246 unix.hw state 1077804742 1 ...`.
+
+  A time written without an offset is read in `default_zone`. A layout
+  without a year takes the `year` argument, or else the current year in
+  `default_zone`, so a year-less file that crosses New Year gets its January
+  lines in the same year as its December lines. Epoch seconds are UTC and win over any local time that the
+  same line also shows. A line without a recognisable time gets the time of
+  the line before it and the attribute `time_inferred=true`. The first line
+  of a file takes the file's modification time instead, and the first line
+  given to `parse_lines` takes `fallback_time_ns`, or else the current time.
+- **Severity**, only from the header: the first word after the timestamp,
+  after up to two numeric fields such as a process and a thread id. That
+  word counts when it is a level name in upper case (`INFO`, `WARN`,
+  `WARNING`, `ERROR`, `FATAL`, ...), in title case (`Info`), in brackets
+  (`[error]`, `[notice]`), or, after a numeric field, a single Android letter
+  (`V`, `D`, `I`, `W`, `E`, `F`, `A`). Words in the message body never count.
+  A line without such a word is INFO. The word as written is kept in
+  `severity_text`.
+- **Host**, in the layouts that carry one: the field after a syslog time,
+  the node field of an epoch-seconds line.
+
+The file reader accepts LF and CRLF endings and a last line without a line
+ending, and skips empty lines. Bytes that are not valid UTF-8 are replaced
+with U+FFFD, and the entry gets the attribute `utf8_repaired=true`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
+
+NANOS_PER_SECOND = 1_000_000_000
+# Attribute keys that the parser sets.
+TIME_INFERRED = "time_inferred"
+UTF8_REPAIRED = "utf8_repaired"
+FILE_NAME = "log.file.name"
+
+_MONTHS = {
+    name: number
+    for number, name in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov",
+         "Dec"),
+        start=1,
+    )
+}  # fmt: skip
+_MONTH = "(?P<month_name>" + "|".join(_MONTHS) + ")"
+_TIME = r"(?P<hour>\d{2}):(?P<minute>\d{2}):(?P<second>\d{2})"
+_FRACTION = r"(?:[.,](?P<fraction>\d{1,9}))?"
+_END = r"(?=\s|$)"
+
+# Level names by severity. `_header_severity` decides which spellings count,
+# as the module docstring describes.
+_LEVEL_WORDS = {
+    logs_pb2.SEVERITY_DEBUG: (
+        "TRACE", "VERBOSE", "DEBUG", "FINE", "FINER", "FINEST", "DBG",
+    ),
+    logs_pb2.SEVERITY_INFO: ("INFO", "INFORMATION", "NOTICE", "INF"),
+    logs_pb2.SEVERITY_WARN: ("WARN", "WARNING", "WRN"),
+    logs_pb2.SEVERITY_ERROR: ("ERROR", "ERR", "SEVERE"),
+    logs_pb2.SEVERITY_FATAL: (
+        "FATAL", "CRITICAL", "CRIT", "ALERT", "EMERG", "EMERGENCY", "PANIC",
+    ),
+}  # fmt: skip
+_SEVERITY_BY_WORD = {
+    word: severity for severity, words in _LEVEL_WORDS.items() for word in words
+}
+# Android's one-letter priorities, where A means assert.
+_SEVERITY_BY_LETTER = {
+    "V": logs_pb2.SEVERITY_DEBUG,
+    "D": logs_pb2.SEVERITY_DEBUG,
+    "I": logs_pb2.SEVERITY_INFO,
+    "W": logs_pb2.SEVERITY_WARN,
+    "E": logs_pb2.SEVERITY_ERROR,
+    "F": logs_pb2.SEVERITY_FATAL,
+    "A": logs_pb2.SEVERITY_FATAL,
+}
+_MAX_NUMERIC_FIELDS = 2
+_EPOCH_SEARCH_FIELDS = 6
+_EPOCH_TEXT = re.compile(r"\d{10}\Z")
+_DOTTED_DATE = re.compile(r"\d{4}\.\d{2}\.\d{2}\Z")
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """A timestamp layout: its pattern and what its groups hold."""
+
+    name: str
+    pattern: re.Pattern[str]
+    has_year: bool = True
+    two_digit_year: bool = False
+    has_host: bool = False
+
+
+_LAYOUTS = (
+    _Layout(
+        "iso8601",
+        re.compile(
+            r"(?:\S+ )?(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})[T ]"
+            + _TIME
+            + _FRACTION
+            + r"(?P<zone>Z|[+-]\d{2}:?\d{2})?,?"
+            + _END
+        ),
+    ),
+    _Layout(
+        "syslog",
+        re.compile(
+            _MONTH
+            + r" {1,2}(?P<day>\d{1,2}) "
+            + _TIME
+            + _FRACTION
+            + r" (?P<host>\S+)"
+            + _END
+        ),
+        has_year=False,
+        has_host=True,
+    ),
+    _Layout(
+        "bracketed",
+        re.compile(
+            r"\[(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) "
+            + _MONTH
+            + r" {1,2}(?P<day>\d{1,2}) "
+            + _TIME
+            + _FRACTION
+            + r" (?P<year>\d{4})\]"
+        ),
+    ),
+    _Layout(
+        "bracketed_month_day",
+        re.compile(r"\[(?P<month>\d{2})\.(?P<day>\d{2}) " + _TIME + r"\]"),
+        has_year=False,
+    ),
+    _Layout(
+        "compact",
+        re.compile(
+            r"(?P<year>\d{2})(?P<month>\d{2})(?P<day>\d{2}) "
+            r"(?P<hour>\d{2})(?P<minute>\d{2})(?P<second>\d{2})" + _END
+        ),
+        two_digit_year=True,
+    ),
+    _Layout(
+        "slashed",
+        re.compile(r"(?P<year>\d{2})/(?P<month>\d{2})/(?P<day>\d{2}) " + _TIME + _END),
+        two_digit_year=True,
+    ),
+    _Layout(
+        "android",
+        re.compile(r"(?P<month>\d{2})-(?P<day>\d{2}) " + _TIME + _FRACTION + _END),
+        has_year=False,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class _Header:
+    """Time, host and remaining text read from the start of one line."""
+
+    time_ns: int
+    rest: str
+    host: str = ""
+
+
+def parse_lines(
+    lines: Iterable[str],
+    *,
+    service: str,
+    default_zone: str = "UTC",
+    year: int | None = None,
+    fallback_time_ns: int | None = None,
+) -> Iterator[logs_pb2.LogEntry]:
+    """Parse log lines, without their line endings, into entries of `service`.
+
+    Args:
+      lines: the lines; empty lines are skipped.
+      service: the `service` of every entry.
+      default_zone: IANA zone of times written without an offset.
+      year: year of layouts that leave it out; the current year when None.
+      fallback_time_ns: time of leading lines without a time, in nanoseconds
+        since the epoch; the current time when None.
+
+    Raises:
+      ValueError: `default_zone` is not a known IANA zone.
+    """
+    parser = _LineParser(service, default_zone, year, fallback_time_ns)
+    for line in lines:
+        if line:
+            yield parser.parse(line)
+
+
+def read_lines(path: str | os.PathLike[str]) -> Iterator[tuple[str, bool]]:
+    """Yield each non-empty line of a file and whether its UTF-8 was repaired.
+
+    The line endings (LF or CRLF) are removed. Invalid UTF-8 bytes become
+    U+FFFD.
+    """
+    with open(path, "rb") as stream:
+        for raw in stream:
+            raw = raw.removesuffix(b"\n").removesuffix(b"\r")
+            if not raw:
+                continue
+            try:
+                yield raw.decode("utf-8"), False
+            except UnicodeDecodeError:
+                yield raw.decode("utf-8", errors="replace"), True
+
+
+def parse_file(
+    path: str | os.PathLike[str],
+    *,
+    service: str,
+    default_zone: str = "UTC",
+    year: int | None = None,
+) -> Iterator[logs_pb2.LogEntry]:
+    """Parse a log file into entries of `service`, as `parse_lines` does.
+
+    Leading lines without a time take the file's modification time. Every
+    entry gets the attribute `log.file.name` with the file's base name.
+
+    Raises:
+      OSError: the file cannot be read.
+      ValueError: `default_zone` is not a known IANA zone.
+    """
+    fallback_ns = os.stat(path).st_mtime_ns
+    parser = _LineParser(service, default_zone, year, fallback_ns)
+    name = Path(path).name
+    for line, repaired in read_lines(path):
+        entry = parser.parse(line)
+        entry.attributes[FILE_NAME] = name
+        if repaired:
+            entry.attributes[UTF8_REPAIRED] = "true"
+        yield entry
+
+
+def severity_of_word(word: str) -> int | None:
+    """Return the severity of a level name such as `WARNING` or `err`, or None.
+
+    The match ignores case. One-letter Android levels are not level names
+    here, because a lone letter is too common in other text.
+    """
+    return _SEVERITY_BY_WORD.get(word.upper())
+
+
+class _LineParser:
+    """Parses lines one by one and carries the last time from line to line."""
+
+    def __init__(
+        self,
+        service: str,
+        default_zone: str,
+        year: int | None,
+        fallback_time_ns: int | None,
+    ) -> None:
+        try:
+            self.zone = ZoneInfo(default_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {default_zone!r}; use an IANA name such as "
+                "UTC or Europe/Paris"
+            ) from None
+        self.service = service
+        self.year = year or datetime.datetime.now(self.zone).year
+        self.last_time_ns = (
+            time.time_ns() if fallback_time_ns is None else fallback_time_ns
+        )
+
+    def parse(self, line: str) -> logs_pb2.LogEntry:
+        entry = logs_pb2.LogEntry(service=self.service, message=line)
+        header = self._read_header(line)
+        if header is None:
+            entry.attributes[TIME_INFERRED] = "true"
+            rest = ""
+        else:
+            self.last_time_ns = header.time_ns
+            entry.host = header.host
+            rest = header.rest
+        entry.timestamp.CopyFrom(_timestamp(self.last_time_ns))
+        word, severity = _header_severity(rest)
+        entry.severity = severity
+        if word:
+            entry.severity_text = word
+        return entry
+
+    def _read_header(self, line: str) -> _Header | None:
+        for layout in _LAYOUTS:
+            match = layout.pattern.match(line)
+            if match is None:
+                continue
+            time_ns = self._time_ns(layout, match)
+            if time_ns is None:
+                return None
+            host = match["host"] if layout.has_host else ""
+            return _Header(time_ns, line[match.end() :], host)
+        return _epoch_header(line)
+
+    def _time_ns(self, layout: _Layout, match: re.Match[str]) -> int | None:
+        groups = match.groupdict()
+        if not layout.has_year:
+            year = self.year
+        elif layout.two_digit_year:
+            year = 2000 + int(groups["year"])
+        else:
+            year = int(groups["year"])
+        if groups.get("month_name"):
+            month = _MONTHS[groups["month_name"]]
+        else:
+            month = int(groups["month"])
+        zone = _offset(groups.get("zone")) or self.zone
+        try:
+            moment = datetime.datetime(
+                year,
+                month,
+                int(groups["day"]),
+                int(groups["hour"]),
+                int(groups["minute"]),
+                int(groups["second"]),
+                tzinfo=zone,
+            )
+        except ValueError:
+            # Such as 02-30 or 25:00:00: the line has no usable time.
+            return None
+        fraction = groups.get("fraction") or ""
+        nanos = int(fraction.ljust(9, "0")) if fraction else 0
+        return int(moment.timestamp()) * NANOS_PER_SECOND + nanos
+
+
+def _offset(text: str | None) -> datetime.tzinfo | None:
+    if not text:
+        return None
+    if text == "Z":
+        return datetime.UTC
+    sign = -1 if text[0] == "-" else 1
+    digits = text[1:].replace(":", "")
+    minutes = int(digits[:2]) * 60 + int(digits[2:])
+    return datetime.timezone(sign * datetime.timedelta(minutes=minutes))
+
+
+def _epoch_header(line: str) -> _Header | None:
+    """Read a line with epoch seconds in one of its first six fields.
+
+    Two layouts also give the host: the node after a numeric record id in the
+    second field (as in HPC logs), or the field after a `YYYY.MM.DD` date that
+    follows the epoch (as in Thunderbird logs).
+    """
+    fields = line.split(" ", _EPOCH_SEARCH_FIELDS)
+    for index, field in enumerate(fields[:_EPOCH_SEARCH_FIELDS]):
+        if not _EPOCH_TEXT.match(field):
+            continue
+        host = ""
+        if index >= 2 and fields[0].isdigit():
+            host = fields[1]
+        elif index + 2 < len(fields) and _DOTTED_DATE.match(fields[index + 1]):
+            host = fields[index + 2]
+        rest = " ".join(fields[index + 1 :])
+        return _Header(int(field) * NANOS_PER_SECOND, rest, host)
+    return None
+
+
+def _header_severity(rest: str) -> tuple[str, int]:
+    """Return the level word of a header and its severity, or ("", INFO).
+
+    `rest` is the line after its timestamp.
+    """
+    tokens = rest.lstrip(" ,").split(None, _MAX_NUMERIC_FIELDS + 1)
+    skipped = 0
+    while skipped < _MAX_NUMERIC_FIELDS and skipped < len(tokens) - 1:
+        if not tokens[skipped].isdigit():
+            break
+        skipped += 1
+    if skipped >= len(tokens):
+        return "", logs_pb2.SEVERITY_INFO
+    token = tokens[skipped]
+    if len(token) > 2 and token[0] == "[" and token[-1] == "]":
+        word = token[1:-1]
+        severity = severity_of_word(word)
+    elif token.isupper() or token.istitle():
+        word = token
+        severity = severity_of_word(word)
+        if severity is None and skipped and len(token) == 1:
+            severity = _SEVERITY_BY_LETTER.get(token)
+    else:
+        severity = None
+    if severity is None:
+        return "", logs_pb2.SEVERITY_INFO
+    return word, severity
+
+
+def _timestamp(time_ns: int) -> Timestamp:
+    seconds, nanos = divmod(time_ns, NANOS_PER_SECOND)
+    return Timestamp(seconds=seconds, nanos=nanos)

@@ -1,0 +1,242 @@
+"""Plain log lines and files into LogEntry messages: times, severities, hosts."""
+
+from __future__ import annotations
+
+import datetime
+import os
+
+import pytest
+
+from log_service.logfiles import (
+    FILE_NAME,
+    TIME_INFERRED,
+    UTF8_REPAIRED,
+    parse_file,
+    parse_lines,
+    read_lines,
+    severity_of_word,
+)
+from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
+
+DEBUG = logs_pb2.SEVERITY_DEBUG
+INFO = logs_pb2.SEVERITY_INFO
+WARN = logs_pb2.SEVERITY_WARN
+ERROR = logs_pb2.SEVERITY_ERROR
+FATAL = logs_pb2.SEVERITY_FATAL
+
+
+def utc(*parts: int, micro: int = 0) -> datetime.datetime:
+    return datetime.datetime(*parts, micro, tzinfo=datetime.UTC)
+
+
+def parse_one(line: str, **options) -> logs_pb2.LogEntry:
+    options.setdefault("year", 2021)
+    (entry,) = parse_lines([line], service="svc", **options)
+    return entry
+
+
+def moment(entry: logs_pb2.LogEntry) -> datetime.datetime:
+    return entry.timestamp.ToDatetime(tzinfo=datetime.UTC)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("2015-10-18 18:01:47,978 INFO [main] x", "2015-10-18 18:01:47.978"),
+        ("2017-05-16 00:00:00.008 25746 INFO x", "2017-05-16 00:00:00.008"),
+        ("2024-01-02T03:04:05Z started", "2024-01-02 03:04:05"),
+        ("2024-01-02T03:04:05.5+02:00 started", "2024-01-02 01:04:05.5"),
+        ("2024-01-02 03:04:05-0130 started", "2024-01-02 04:34:05"),
+        ("src.log.1 2017-05-16 00:00:01.551 1 INFO x", "2017-05-16 00:00:01.551"),
+        ("2016-09-28 04:30:30, Info   CBS  Loaded", "2016-09-28 04:30:30"),
+        ("Jul  1 09:00:55 host-a kernel[0]: x", "2021-07-01 09:00:55"),
+        ("Dec 10 06:55:46 LabSZ sshd[24200]: x", "2021-12-10 06:55:46"),
+        ("[Sun Dec 04 04:47:44 2005] [notice] x", "2005-12-04 04:47:44"),
+        ("[10.30 16:49:06] chrome.exe - x", "2021-10-30 16:49:06"),
+        ("081109 203615 148 INFO dfs.DataNode: x", "2008-11-09 20:36:15"),
+        ("17/06/09 20:10:40 INFO spark: x", "2017-06-09 20:10:40"),
+        ("03-17 16:13:38.811  1702  2395 D Tag: x", "2021-03-17 16:13:38.811"),
+        ("134681 node-246 unix.hw state 1077804742 1 x", "2004-02-26 14:12:22"),
+        ("2024-01-02 03:04:05.123456789 INFO x", "2024-01-02 03:04:05.123456"),
+    ],
+)
+def test_timestamp_layouts(line, expected):
+    entry = parse_one(line)
+
+    assert moment(entry) == datetime.datetime.fromisoformat(expected + "+00:00")
+    assert TIME_INFERRED not in entry.attributes
+    assert entry.message == line
+
+
+def test_epoch_wins_over_local_time():
+    line = "- 1131566461 2005.11.09 dn228 Nov 9 12:01:01 dn228/dn228 crond[1]: x"
+
+    entry = parse_one(line, default_zone="America/Los_Angeles")
+
+    assert moment(entry) == utc(2005, 11, 9, 20, 1, 1)
+    assert entry.host == "dn228"
+
+
+def test_default_zone_applies_without_offset():
+    entry = parse_one("2024-07-01 12:00:00 INFO x", default_zone="Europe/Paris")
+
+    assert moment(entry) == utc(2024, 7, 1, 10, 0, 0)
+
+
+def test_explicit_offset_beats_default_zone():
+    entry = parse_one("2024-07-01T12:00:00Z INFO x", default_zone="Europe/Paris")
+
+    assert moment(entry) == utc(2024, 7, 1, 12, 0, 0)
+
+
+def test_unknown_zone_rejected():
+    with pytest.raises(ValueError, match="Mars/Olympus"):
+        parse_one("x", default_zone="Mars/Olympus")
+
+
+def test_yearless_layout_takes_current_year():
+    entry = parse_one("Jul  1 09:00:55 h p: x", year=None)
+
+    assert moment(entry).year == datetime.datetime.now(datetime.UTC).year
+
+
+def test_line_without_time_takes_previous_time():
+    lines = [
+        "2020-01-01 00:00:01 ERROR boom",
+        "\tat com.example.Main.run(Main.java:10)",
+        "2020-01-01 00:00:02 INFO fine",
+    ]
+
+    first, trace, last = parse_lines(lines, service="svc")
+
+    assert moment(trace) == moment(first)
+    assert trace.attributes[TIME_INFERRED] == "true"
+    assert trace.severity == INFO
+    assert moment(last) == utc(2020, 1, 1, 0, 0, 2)
+
+
+def test_first_line_without_time_takes_fallback():
+    fallback = 1_600_000_000_123_456_789
+
+    (entry,) = parse_lines(["no time here"], service="svc", fallback_time_ns=fallback)
+
+    assert entry.timestamp.seconds == 1_600_000_000
+    assert entry.timestamp.nanos == 123_456_789
+    assert entry.attributes[TIME_INFERRED] == "true"
+
+
+def test_impossible_date_is_no_time():
+    lines = ["2020-01-01 00:00:01 INFO a", "2021-02-30 10:00:00 INFO b"]
+
+    first, second = parse_lines(lines, service="svc")
+
+    assert moment(second) == moment(first)
+    assert second.attributes[TIME_INFERRED] == "true"
+
+
+@pytest.mark.parametrize(
+    ("line", "severity", "word"),
+    [
+        ("2015-10-18 18:01:47,978 FATAL [main] x", FATAL, "FATAL"),
+        ("2015-10-18 18:01:47,978 WARN [main] x", WARN, "WARN"),
+        ("2017-05-16 00:00:00.008 25746 WARNING nova x", WARN, "WARNING"),
+        ("2016-09-28 04:30:30, Info   CBS x", INFO, "Info"),
+        ("2016-09-28 04:30:30, Error  CBS x", ERROR, "Error"),
+        ("[Sun Dec 04 04:47:44 2005] [error] mod_jk x", ERROR, "error"),
+        ("[Sun Dec 04 04:47:44 2005] [notice] jk2_init() x", INFO, "notice"),
+        ("03-17 16:13:38.811  1702  2395 V Tag: x", DEBUG, "V"),
+        ("03-17 16:13:38.811  1702  2395 E Tag: x", ERROR, "E"),
+        ("03-17 16:13:38.811  1702  2395 A Tag: x", FATAL, "A"),
+        ("081109 203615 148 DEBUG dfs x", DEBUG, "DEBUG"),
+        ("2020-01-01 00:00:00 CRITICAL disk gone", FATAL, "CRITICAL"),
+    ],
+)
+def test_header_severity(line, severity, word):
+    entry = parse_one(line)
+
+    assert entry.severity == severity
+    assert entry.severity_text == word
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Dec 10 06:55:46 LabSZ sshd[1]: error: Received disconnect",
+        "[10.30 16:49:06] chrome.exe - ERROR connecting",
+        "2020-01-01 00:00:00 main started, no ERROR here",
+        "2020-01-01 00:00:00 error lower case is a message word",
+        "2020-01-01 00:00:00 E is only a level after a numeric field",
+        "134681 node-1 unix.hw error 1077804742 1 Fan ERROR",
+        "no time and no level",
+    ],
+)
+def test_body_words_not_severity(line):
+    entry = parse_one(line)
+
+    assert entry.severity == INFO
+    assert entry.severity_text == ""
+
+
+@pytest.mark.parametrize(
+    ("line", "host"),
+    [
+        ("Jul  1 09:00:55 calvisitor-10 kernel[0]: x", "calvisitor-10"),
+        ("134681 node-246 unix.hw state 1077804742 1 x", "node-246"),
+        ("2020-01-01 00:00:00 INFO x", ""),
+    ],
+)
+def test_host_from_header(line, host):
+    assert parse_one(line).host == host
+
+
+def test_severity_of_word():
+    assert severity_of_word("warning") == WARN
+    assert severity_of_word("Err") == ERROR
+    assert severity_of_word("E") is None
+    assert severity_of_word("chatty") is None
+
+
+def test_read_lines_endings(tmp_path):
+    path = tmp_path / "mixed.log"
+    path.write_bytes(b"one\r\ntwo\n\r\nthree  ")
+
+    lines = list(read_lines(path))
+
+    assert lines == [("one", False), ("two", False), ("three  ", False)]
+
+
+def test_read_lines_repairs_utf8(tmp_path):
+    path = tmp_path / "bad.log"
+    path.write_bytes(b"ok \xc3\xa9\nbad \xff\xfe end\n")
+
+    lines = list(read_lines(path))
+
+    assert lines == [("ok \u00e9", False), ("bad \ufffd\ufffd end", True)]
+
+
+def test_parse_file_attributes(tmp_path):
+    path = tmp_path / "app.log"
+    path.write_bytes(b"first without time\r\n2020-01-01 00:00:00 WARN \xff\r\n")
+    os.utime(path, ns=(1_500_000_000 * 10**9, 1_500_000_000 * 10**9))
+
+    first, second = parse_file(path, service="app")
+
+    assert first.timestamp.seconds == 1_500_000_000
+    assert first.attributes[FILE_NAME] == "app.log"
+    assert UTF8_REPAIRED not in first.attributes
+    assert second.severity == WARN
+    assert second.attributes[UTF8_REPAIRED] == "true"
+    assert second.message == "2020-01-01 00:00:00 WARN \ufffd"
+    assert second.service == "app"
+
+
+def test_message_kept_whole():
+    line = "2020-01-01 00:00:00 INFO " + "x" * 5000 + "  "
+
+    assert parse_one(line).message == line
+
+
+def test_fraction_kept_to_nanoseconds():
+    entry = parse_one("2024-01-02 03:04:05.123456789 INFO x")
+
+    assert entry.timestamp.nanos == 123_456_789
