@@ -21,11 +21,12 @@ message, kept whole. The parser reads three things from the line header:
   A time written without an offset is read in `default_zone`. A layout
   without a year takes the `year` argument, or else the current year in
   `default_zone`, so a year-less file that crosses New Year gets its January
-  lines in the same year as its December lines. Epoch seconds are UTC and win over any local time that the
-  same line also shows. A line without a recognisable time gets the time of
-  the line before it and the attribute `time_inferred=true`. The first line
-  of a file takes the file's modification time instead, and the first line
-  given to `parse_lines` takes `fallback_time_ns`, or else the current time.
+  lines in the same year as its December lines. Epoch seconds are UTC and win
+  over any local time that the same line also shows. A line without a
+  recognisable time gets the time of the line before it and the attribute
+  `time_inferred=true`. The first line of a file takes the file's modification
+  time instead, and the first line given to `parse_lines` takes
+  `fallback_time_ns`, or else the current time.
 - **Severity**, only from the header: the first word after the timestamp,
   after up to two numeric fields such as a process and a thread id. That
   word counts when it is a level name in upper case (`INFO`, `WARN`,
