@@ -1,0 +1,688 @@
+"""Rules that turn written log entries into stored, normalised columns.
+
+The router calls `normalize_batch` on every `WriteLogEntries` batch and
+`log_service.otlp` calls the same rules for OTLP exports. Both produce a
+`NormalizedBatch`: the valid entries as one `EntryColumns` message in input
+order, plus one `LogEntryRejection` per rejected entry. A rejected entry never
+stops the others.
+
+This code runs once per ingested entry, so each field is read once, values go
+to plain lists, and `EntryColumns` is built once at the end.
+
+Invalid UTF-8 policy: protobuf strings are always valid UTF-8, so bad byte
+sequences can only arrive in OTLP `bytes_value` bodies and in shipped files.
+`repair_utf8` replaces each bad sequence with U+FFFD, and the entry gets the
+attribute `utf8_repaired` = `true` so readers know the text was changed. The
+entry is kept; it is not rejected.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from google.protobuf import timestamp_pb2
+
+from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
+from splitlog_runtime.config import Config
+from splitlog_runtime.errors import InvalidArgument, clip, invalid_field
+
+DEBUG = logs_service_pb2.SEVERITY_DEBUG
+INFO = logs_service_pb2.SEVERITY_INFO
+WARN = logs_service_pb2.SEVERITY_WARN
+ERROR = logs_service_pb2.SEVERITY_ERROR
+FATAL = logs_service_pb2.SEVERITY_FATAL
+
+MISSING_FIELD = logs_service_pb2.REJECTION_REASON_MISSING_FIELD
+INVALID_FIELD = logs_service_pb2.REJECTION_REASON_INVALID_FIELD
+TIMESTAMP_TOO_OLD = logs_service_pb2.REJECTION_REASON_TIMESTAMP_TOO_OLD
+TIMESTAMP_IN_FUTURE = logs_service_pb2.REJECTION_REASON_TIMESTAMP_IN_FUTURE
+
+NANOS_PER_SECOND = 1_000_000_000
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+INT32_MAX = 2**31 - 1
+
+# Attributes the server adds to an entry. They replace a writer's attribute of
+# the same name.
+SEVERITY_TEXT_ATTRIBUTE = "severity_text"
+UTF8_REPAIRED_ATTRIBUTE = "utf8_repaired"
+
+SEVERITY_WORDS: dict[str, int] = {
+    **dict.fromkeys(
+        (
+            "debug",
+            "dbg",
+            "d",
+            "v",
+            "verbose",
+            "trace",
+            "t",
+            "fine",
+            "finer",
+            "finest",
+            "config",
+        ),
+        DEBUG,
+    ),
+    **dict.fromkeys(("info", "information", "informational", "i", "notice", "n"), INFO),
+    **dict.fromkeys(("warn", "warning", "w"), WARN),
+    **dict.fromkeys(("error", "err", "e", "severe"), ERROR),
+    **dict.fromkeys(
+        (
+            "fatal",
+            "f",
+            "critical",
+            "crit",
+            "c",
+            "emerg",
+            "emergency",
+            "alert",
+            "panic",
+        ),
+        FATAL,
+    ),
+}
+"""Severity words, in lower case, and the severity each one maps to.
+
+Words are compared without regard to case and surrounding spaces. The table
+covers the level names of syslog, Python's logging module, Java's JUL and
+Log4j, and the one-letter levels of Android's logcat except A (assert):
+
+| severity | words |
+|---|---|
+| DEBUG | debug, dbg, d, v, verbose, trace, t, fine, finer, finest, config |
+| INFO | info, information, informational, i, notice, n |
+| WARN | warn, warning, w |
+| ERROR | error, err, e, severe |
+| FATAL | fatal, f, critical, crit, c, emerg, emergency, alert, panic |
+
+An OpenTelemetry severity number maps by range: 1-8 DEBUG, 9-12 INFO,
+13-16 WARN, 17-20 ERROR, 21-24 FATAL. Any other word becomes INFO, and the
+entry keeps the word in the attribute `severity_text`.
+"""
+
+VALID_SEVERITIES = frozenset(logs_service_pb2.Severity.values()) - {
+    logs_service_pb2.SEVERITY_UNSPECIFIED
+}
+
+# Index i holds the severity of OpenTelemetry severity number i (1-24).
+_SEVERITY_BY_NUMBER = (0,) + (DEBUG,) * 8 + (INFO,) * 4 + (WARN,) * 4
+_SEVERITY_BY_NUMBER += (ERROR,) * 4 + (FATAL,) * 4
+
+# Words that `guess_severity` looks for. Single letters and rare words of
+# SEVERITY_WORDS are left out because they occur in ordinary text.
+_GUESS_WORDS = (
+    "trace|debug|info|notice|warning|warn|error|err|severe|fatal|critical|crit|"
+    "panic|emergency|emerg"
+)
+# The earliest of: a guess word in upper case anywhere (`... ERROR ...`); any
+# case after `level=`, `lvl:` or `"severity": "`; any case in brackets
+# (`[warn]`, `<error>`); any case at the start of the message before a colon
+# (`error: ...`). "Standalone" means no letter, digit or underscore touches it.
+_GUESS_PATTERN = re.compile(
+    rf"(?<![\w])(?P<upper>{_GUESS_WORDS.upper()})(?![\w])"
+    rf"|(?i:\b(?:level|lvl|severity)[\"']?\s*[=:]\s*[\"']?(?P<keyed>{_GUESS_WORDS})"
+    r"(?![\w]))"
+    rf"|(?i:[\[<](?P<bracketed>{_GUESS_WORDS})[\]>])"
+    rf"|(?i:\A\s*(?P<leading>{_GUESS_WORDS}):)"
+)
+
+# Log formats put the level near the start, so `guess_severity` reads no
+# further and a long message costs no more than a short one.
+GUESS_SEVERITY_CHARACTERS = 1024
+
+_HEX_32 = re.compile(r"[0-9a-fA-F]{32}")
+_HEX_16 = re.compile(r"[0-9a-fA-F]{16}")
+_ZERO_TRACE_ID = "0" * 32
+_ZERO_SPAN_ID = "0" * 16
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Longest value quoted back in a rejection description.
+_QUOTE_LIMIT = 120
+
+
+def severity_from_text(word: str) -> int | None:
+    """Map a severity word to a `Severity` value by `SEVERITY_WORDS`.
+
+    Returns None for a word that is not in the table.
+    """
+    return SEVERITY_WORDS.get(word.strip().lower())
+
+
+def severity_from_number(number: int) -> int | None:
+    """Map an OpenTelemetry severity number (1-24) to a `Severity` value.
+
+    Returns None for 0 (unset) and for numbers outside 1-24.
+    """
+    if 0 < number <= 24:
+        return _SEVERITY_BY_NUMBER[number]
+    return None
+
+
+def guess_severity(message: str) -> int | None:
+    """Find the severity that a message names, such as `ERROR` in its text.
+
+    Only the first severity word within the first
+    `GUESS_SEVERITY_CHARACTERS` characters counts. A word counts when it is written in
+    upper case, follows `level=` (or `lvl`, `severity`, with `=` or `:`), is
+    in brackets like `[warn]`, or starts the message before a colon. A
+    lower-case word elsewhere, as in "no error found", does not count.
+    Returns None when the message names no severity.
+    """
+    match = _GUESS_PATTERN.search(message, 0, GUESS_SEVERITY_CHARACTERS)
+    if match is None:
+        return None
+    return SEVERITY_WORDS[match.group(match.lastgroup).lower()]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Size and time limits applied to each written entry."""
+
+    max_message_bytes: int = 256 * 1024
+    max_batch_entries: int = 10_000
+    max_attributes: int = 128
+    max_attribute_key_bytes: int = 256
+    max_attribute_value_bytes: int = 8192
+    max_service_bytes: int = 256
+    max_host_bytes: int = 256
+    max_future_ns: int = 600 * NANOS_PER_SECOND
+    default_time_zone: str = "UTC"
+
+    @classmethod
+    def from_config(cls, config: Config) -> Limits:
+        """Build the limits from the `log_*` settings of a `Config`."""
+        return cls(
+            max_message_bytes=config.log_max_message_bytes,
+            max_batch_entries=config.log_max_batch_entries,
+            max_future_ns=config.log_max_future_seconds * NANOS_PER_SECOND,
+            default_time_zone=config.log_default_time_zone,
+        )
+
+
+@dataclass
+class NormalizedBatch:
+    """The result of normalising one batch.
+
+    Attributes:
+      columns: the valid entries, in input order.
+      indexes: the input index of each valid entry.
+      rejections: one rejection per invalid entry, ordered by index.
+    """
+
+    columns: node_service_pb2.EntryColumns
+    indexes: list[int] = field(default_factory=list)
+    rejections: list[logs_service_pb2.LogEntryRejection] = field(default_factory=list)
+
+    @property
+    def entry_count(self) -> int:
+        """Number of input entries, valid or rejected."""
+        return len(self.indexes) + len(self.rejections)
+
+
+def repair_utf8(data: bytes) -> tuple[str, bool]:
+    """Decode UTF-8, replacing each invalid byte sequence with U+FFFD.
+
+    Returns the text and whether any replacement was made.
+    """
+    try:
+        return data.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "replace"), True
+
+
+def cut_utf8(text: str, max_bytes: int) -> tuple[str, bool]:
+    """Cut text to at most `max_bytes` UTF-8 bytes at a character boundary.
+
+    Returns the text and whether it was cut.
+    """
+    # A character takes 1 to 4 bytes, so the length in characters bounds the
+    # length in bytes and most texts need no encoding.
+    if len(text) * 4 <= max_bytes:
+        return text, False
+    encoded = text.encode("utf-8")
+    if len(encoded) <= max_bytes:
+        return text, False
+    # "ignore" drops only the partial character left at the cut.
+    return encoded[:max_bytes].decode("utf-8", "ignore"), True
+
+
+def batch_error_for_size(count: int, limits: Limits) -> InvalidArgument | None:
+    """Return the error for a batch of `count` entries, or None if it is allowed.
+
+    A batch must hold at least one entry and at most `limits.max_batch_entries`.
+    """
+    if count == 0:
+        return invalid_field(
+            "entries",
+            "the batch has no entries; send at least one entry",
+            reason="EMPTY_BATCH",
+        )
+    if count > limits.max_batch_entries:
+        return invalid_field(
+            "entries",
+            f"the batch has {count} entries, more than the limit of "
+            f"{limits.max_batch_entries}; split it into smaller batches",
+            reason="BATCH_TOO_LARGE",
+        )
+    return None
+
+
+def _quote(value: str) -> str:
+    return repr(clip(value, _QUOTE_LIMIT))
+
+
+def _utf8_length(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+# Field names used in rejections of public `LogEntry` messages.
+LOG_ENTRY_FIELDS: Mapping[str, str] = {
+    "service": "service",
+    "host": "host",
+    "severity": "severity",
+    "timestamp": "timestamp",
+    "observed_timestamp": "observed_timestamp",
+    "trace_id": "trace_id",
+    "span_id": "span_id",
+}
+
+
+class BatchBuilder:
+    """Collects normalised entries into columns, one `add` call per entry.
+
+    `normalize_batch` and the OTLP conversion both read their input into plain
+    values and call `add`, so every entry rule lives in this one method.
+
+    Args:
+      now_ns: the server's receive time, in nanoseconds since the Unix epoch.
+      limits: the size and time limits.
+      retention_cutoff: returns the lowest timestamp (ns) allowed for a
+        service. It is called once per service and batch.
+      fields: the input's name for each field named in LOG_ENTRY_FIELDS, used
+        in rejections.
+    """
+
+    def __init__(
+        self,
+        *,
+        now_ns: int,
+        limits: Limits,
+        retention_cutoff: Callable[[str], int],
+        fields: Mapping[str, str] = LOG_ENTRY_FIELDS,
+    ) -> None:
+        self._now_ns = now_ns
+        self._latest_ns = now_ns + limits.max_future_ns
+        self._limits = limits
+        self._retention_cutoff = retention_cutoff
+        self._cutoffs: dict[str, int] = {}
+        self._fields = fields
+        self.timestamps: list[int] = []
+        self.observed_timestamps: list[int] = []
+        self.severities: list[int] = []
+        self.services: list[str] = []
+        self.hosts: list[str] = []
+        self.messages: list[str] = []
+        self.attributes: list[str] = []
+        self.trace_ids: list[str] = []
+        self.span_ids: list[str] = []
+        self.truncated: list[bool] = []
+        self.dropped_attributes_counts: list[int] = []
+        self.indexes: list[int] = []
+        self.rejections: list[logs_service_pb2.LogEntryRejection] = []
+
+    def reject(self, index: int, reason: int, field: str, description: str) -> None:
+        """Record a rejection of entry `index`; `field` is a LOG_ENTRY_FIELDS key."""
+        self.rejections.append(
+            logs_service_pb2.LogEntryRejection(
+                index=index,
+                reason=reason,
+                field=self._fields.get(field, field),
+                description=clip(description),
+            )
+        )
+
+    def add(
+        self,
+        index: int,
+        *,
+        service: str,
+        host: str,
+        message: str,
+        severity: int,
+        severity_text: str,
+        timestamp: int,
+        observed_timestamp: int,
+        attributes: Mapping[str, str],
+        trace_id: str,
+        span_id: str,
+        dropped_attributes: int = 0,
+        utf8_repaired: bool = False,
+    ) -> None:
+        """Validate and normalise one entry, then store or reject it.
+
+        `severity` is a `Severity` value (0 when unset). `timestamp` and
+        `observed_timestamp` are nanoseconds since the Unix epoch, 0 when
+        unset. `attributes` is not modified.
+        """
+        limits = self._limits
+        fields = self._fields
+
+        if not service:
+            self.reject(
+                index,
+                MISSING_FIELD,
+                "service",
+                f"{fields['service']} is empty; set it to the name of the "
+                "service that wrote the entry, such as 'expenses'",
+            )
+            return
+        if _utf8_length(service) > limits.max_service_bytes:
+            self.reject(
+                index,
+                INVALID_FIELD,
+                "service",
+                f"service {_quote(service)} is longer than "
+                f"{limits.max_service_bytes} bytes in UTF-8; use a shorter name",
+            )
+            return
+        if _CONTROL_CHARACTER.search(service):
+            self.reject(
+                index,
+                INVALID_FIELD,
+                "service",
+                f"service {_quote(service)} contains a control character; "
+                "remove line breaks, tabs and other control characters",
+            )
+            return
+        if host and (
+            _utf8_length(host) > limits.max_host_bytes
+            or _CONTROL_CHARACTER.search(host)
+        ):
+            self.reject(
+                index,
+                INVALID_FIELD,
+                "host",
+                f"host {_quote(host)} is longer than {limits.max_host_bytes} "
+                "bytes in UTF-8 or contains a control character; send the "
+                "plain host or pod name",
+            )
+            return
+
+        extra_attributes: dict[str, str] | None = None
+        if severity:
+            if severity not in VALID_SEVERITIES:
+                self.reject(
+                    index,
+                    INVALID_FIELD,
+                    "severity",
+                    f"severity {severity} is not a known Severity value; use "
+                    "5 (DEBUG), 9 (INFO), 13 (WARN), 17 (ERROR) or 21 (FATAL), "
+                    "or leave it unset and send severity_text",
+                )
+                return
+        elif severity_text:
+            severity = SEVERITY_WORDS.get(severity_text.strip().lower(), 0)
+            if not severity:
+                severity = INFO
+                extra_attributes = {SEVERITY_TEXT_ATTRIBUTE: severity_text}
+        else:
+            severity = (message and guess_severity(message)) or INFO
+
+        if trace_id:
+            if not _HEX_32.fullmatch(trace_id):
+                self.reject(
+                    index,
+                    INVALID_FIELD,
+                    "trace_id",
+                    f"trace_id {_quote(trace_id)} is not 32 hexadecimal digits; "
+                    "send the W3C trace id, such as "
+                    "'4bf92f3577b34da6a3ce929d0e0e4736', or leave it empty",
+                )
+                return
+            trace_id = trace_id.lower()
+            if trace_id == _ZERO_TRACE_ID:
+                trace_id = ""
+        if span_id:
+            if not _HEX_16.fullmatch(span_id):
+                self.reject(
+                    index,
+                    INVALID_FIELD,
+                    "span_id",
+                    f"span_id {_quote(span_id)} is not 16 hexadecimal digits; "
+                    "send the W3C span id, such as '00f067aa0ba902b7', or "
+                    "leave it empty",
+                )
+                return
+            span_id = span_id.lower()
+            if span_id == _ZERO_SPAN_ID:
+                span_id = ""
+
+        if not observed_timestamp:
+            observed_timestamp = self._now_ns
+        elif not INT64_MIN <= observed_timestamp <= INT64_MAX:
+            self.reject(
+                index,
+                INVALID_FIELD,
+                "observed_timestamp",
+                f"{fields['observed_timestamp']} {observed_timestamp} ns is "
+                "outside the years 1678 to 2262; send the time the entry was "
+                "received, or leave it unset",
+            )
+            return
+        if not timestamp:
+            timestamp = observed_timestamp
+        if timestamp > self._latest_ns:
+            ahead = (timestamp - self._now_ns) / NANOS_PER_SECOND
+            self.reject(
+                index,
+                TIMESTAMP_IN_FUTURE,
+                "timestamp",
+                f"{fields['timestamp']} {timestamp} ns is {ahead:.0f} s ahead "
+                "of the server clock, more than the allowed "
+                f"{limits.max_future_ns // NANOS_PER_SECOND} s; check the "
+                "writer's clock",
+            )
+            return
+        cutoff = self._cutoffs.get(service)
+        if cutoff is None:
+            cutoff = self._cutoffs[service] = self._retention_cutoff(service)
+        if timestamp < cutoff:
+            age_hours = (self._now_ns - timestamp) / (3600 * NANOS_PER_SECOND)
+            self.reject(
+                index,
+                TIMESTAMP_TOO_OLD,
+                "timestamp",
+                f"{fields['timestamp']} {timestamp} ns is {age_hours:.1f} hours "
+                f"old, older than the retention of service {_quote(service)}; "
+                "entries that old would be deleted at once, so send recent "
+                "entries or raise the retention",
+            )
+            return
+
+        message, truncated = cut_utf8(message, limits.max_message_bytes)
+
+        if attributes or extra_attributes or utf8_repaired:
+            kept: dict[str, str] = {}
+            if attributes:
+                max_key_bytes = limits.max_attribute_key_bytes
+                max_value_bytes = limits.max_attribute_value_bytes
+                keys = sorted(attributes)
+                for key in keys:
+                    if _utf8_length(key) > max_key_bytes:
+                        dropped_attributes += 1
+                        continue
+                    if len(kept) == limits.max_attributes:
+                        dropped_attributes += 1
+                        continue
+                    value, cut = cut_utf8(attributes[key], max_value_bytes)
+                    truncated = truncated or cut
+                    kept[key] = value
+            if extra_attributes:
+                value, cut = cut_utf8(severity_text, limits.max_attribute_value_bytes)
+                truncated = truncated or cut
+                kept[SEVERITY_TEXT_ATTRIBUTE] = value
+            if utf8_repaired:
+                kept[UTF8_REPAIRED_ATTRIBUTE] = "true"
+            attributes_json = (
+                json.dumps(
+                    kept, sort_keys=True, ensure_ascii=False, separators=(",", ":")
+                )
+                if kept
+                else ""
+            )
+        else:
+            attributes_json = ""
+
+        self.timestamps.append(timestamp)
+        self.observed_timestamps.append(observed_timestamp)
+        self.severities.append(severity)
+        self.services.append(service)
+        self.hosts.append(host)
+        self.messages.append(message)
+        self.attributes.append(attributes_json)
+        self.trace_ids.append(trace_id)
+        self.span_ids.append(span_id)
+        self.truncated.append(truncated)
+        self.dropped_attributes_counts.append(min(dropped_attributes, INT32_MAX))
+        self.indexes.append(index)
+
+    def build(self) -> NormalizedBatch:
+        """Return the collected entries as one `NormalizedBatch`."""
+        columns = node_service_pb2.EntryColumns()
+        columns.timestamps.extend(self.timestamps)
+        columns.observed_timestamps.extend(self.observed_timestamps)
+        columns.severities.extend(self.severities)
+        columns.services.extend(self.services)
+        columns.hosts.extend(self.hosts)
+        columns.messages.extend(self.messages)
+        columns.attributes.extend(self.attributes)
+        columns.trace_ids.extend(self.trace_ids)
+        columns.span_ids.extend(self.span_ids)
+        columns.truncated.extend(self.truncated)
+        columns.dropped_attributes_counts.extend(self.dropped_attributes_counts)
+        self.rejections.sort(key=_rejection_index)
+        return NormalizedBatch(columns, self.indexes, self.rejections)
+
+
+def _rejection_index(rejection: logs_service_pb2.LogEntryRejection) -> int:
+    return rejection.index
+
+
+def normalize_batch(
+    entries: Iterable[logs_service_pb2.LogEntry],
+    *,
+    now_ns: int,
+    limits: Limits,
+    retention_cutoff: Callable[[str], int],
+    first_index: int = 0,
+) -> NormalizedBatch:
+    """Validate and normalise public log entries.
+
+    Rules, in order, each rejecting the entry with the named reason:
+    - `service` is required (MISSING_FIELD), at most `max_service_bytes` in
+      UTF-8 and free of control characters (INVALID_FIELD). `host` follows
+      the same rules with `max_host_bytes`.
+    - severity: a set `severity` must be a known value (INVALID_FIELD); else
+      `severity_text` maps by SEVERITY_WORDS, and an unknown word becomes
+      INFO kept in the attribute `severity_text`; else `guess_severity` of the
+      message; else INFO.
+    - `trace_id` is 32 and `span_id` 16 hexadecimal digits, stored in lower
+      case (INVALID_FIELD). An all-zero id, invalid in W3C Trace Context, is
+      stored as empty.
+    - timestamps are `seconds * 10**9 + nanos`, exact. An unset or zero
+      `timestamp` takes `observed_timestamp`, and an unset one takes
+      `now_ns`. A timestamp below `retention_cutoff(service)` is
+      TIMESTAMP_TOO_OLD, one above `now_ns + max_future_ns`
+      TIMESTAMP_IN_FUTURE.
+    - a message over `max_message_bytes` is cut at a character boundary and
+      the entry flagged `truncated`.
+    - attributes with a key over `max_attribute_key_bytes` are dropped, and
+      past `max_attributes` (in sorted key order) the rest are dropped; both
+      count in `dropped_attributes_count`. Values over
+      `max_attribute_value_bytes` are cut and flag `truncated`. The kept ones
+      are stored as a JSON object with sorted keys, or "" when none.
+
+    `first_index` is the index of the first entry, for streams that count
+    entries across messages.
+    """
+    builder = BatchBuilder(
+        now_ns=now_ns, limits=limits, retention_cutoff=retention_cutoff
+    )
+    add = builder.add
+    for index, entry in enumerate(entries, first_index):
+        timestamp = entry.timestamp
+        observed = entry.observed_timestamp
+        add(
+            index,
+            service=entry.service,
+            host=entry.host,
+            message=entry.message,
+            severity=entry.severity,
+            severity_text=entry.severity_text,
+            timestamp=timestamp.seconds * NANOS_PER_SECOND + timestamp.nanos,
+            observed_timestamp=observed.seconds * NANOS_PER_SECOND + observed.nanos,
+            attributes=entry.attributes,
+            trace_id=entry.trace_id,
+            span_id=entry.span_id,
+        )
+    return builder.build()
+
+
+def timestamp_from_ns(ns: int) -> timestamp_pb2.Timestamp:
+    """Convert nanoseconds since the Unix epoch to a `Timestamp`."""
+    seconds, nanos = divmod(ns, NANOS_PER_SECOND)
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
+
+
+def columns_to_entries(
+    columns: node_service_pb2.EntryColumns, positions: Sequence[int] | None = None
+) -> list[logs_service_pb2.LogEntry]:
+    """Convert stored columns back to public `LogEntry` messages.
+
+    `positions` picks and orders the entries to convert; by default all of
+    them in column order. `severity_text` stays empty because the stored
+    severity replaces it.
+    """
+    if positions is None:
+        positions = range(len(columns.timestamps))
+    timestamps = columns.timestamps
+    observed_timestamps = columns.observed_timestamps
+    severities = columns.severities
+    services = columns.services
+    hosts = columns.hosts
+    messages = columns.messages
+    attributes = columns.attributes
+    trace_ids = columns.trace_ids
+    span_ids = columns.span_ids
+    truncated = columns.truncated
+    dropped = columns.dropped_attributes_counts
+    loads = json.loads
+    entry_class = logs_service_pb2.LogEntry
+    entries = []
+    for i in positions:
+        seconds, nanos = divmod(timestamps[i], NANOS_PER_SECOND)
+        observed_seconds, observed_nanos = divmod(
+            observed_timestamps[i], NANOS_PER_SECOND
+        )
+        attributes_json = attributes[i]
+        entries.append(
+            entry_class(
+                timestamp=timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos),
+                observed_timestamp=timestamp_pb2.Timestamp(
+                    seconds=observed_seconds, nanos=observed_nanos
+                ),
+                severity=severities[i],
+                service=services[i],
+                host=hosts[i],
+                message=messages[i],
+                attributes=loads(attributes_json) if attributes_json else None,
+                trace_id=trace_ids[i],
+                span_id=span_ids[i],
+                truncated=truncated[i],
+                dropped_attributes_count=dropped[i],
+            )
+        )
+    return entries

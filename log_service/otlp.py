@@ -1,0 +1,244 @@
+"""Conversion of OTLP log exports into normalised log entry columns.
+
+`export_request_to_batch` reads an `ExportLogsServiceRequest` straight into a
+`model.BatchBuilder`, without building `LogEntry` messages first, so OTLP
+records follow exactly the entry rules of `model.normalize_batch` at the cost
+of one pass. Records are indexed from 0 across every resource and scope, in
+request order, and rejections carry that index.
+
+Mapping of an OTLP log record to an entry:
+
+- resource attribute `service.name` → `service`, or `unknown_service` when
+  it is missing or empty, as OpenTelemetry SDKs do.
+- resource attribute `host.name` → `host`.
+- `body` → `message`: a string as is, bytes through `model.repair_utf8`,
+  other kinds as compact JSON.
+- `time_unix_nano` → `timestamp`; 0 takes the observed time.
+- `observed_time_unix_nano` → `observed_timestamp`; 0 takes the receive time.
+- `severity_number` → severity by range (1-8 DEBUG, 9-12 INFO, 13-16 WARN,
+  17-20 ERROR, 21-24 FATAL). A number outside 1-24 is ignored, and
+  `severity_text` decides as for a `LogEntry`.
+- `trace_id`, `span_id` → lower-case hex; all zero bytes become empty.
+- record attributes and the other resource attributes → attributes. A record
+  attribute replaces a resource attribute with the same key.
+- scope name and `event_name` → attributes `scope.name` and `event.name`.
+- `dropped_attributes_count` → added to `dropped_attributes_count`.
+
+Attribute values become strings: strings as is, booleans as `true` or
+`false`, numbers in JSON notation, arrays and key-value lists as compact JSON.
+A bytes value goes through `repair_utf8`, like a bytes body. Bytes nested
+inside an array or key-value list become base64 text, as in OTLP's JSON
+encoding.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Callable, Mapping
+
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.common.v1 import common_pb2
+
+from log_service.model import (
+    BatchBuilder,
+    Limits,
+    NormalizedBatch,
+    repair_utf8,
+    severity_from_number,
+)
+from splitlog_runtime.errors import clip
+
+# Service name that OpenTelemetry SDKs report when none is configured.
+UNKNOWN_SERVICE = "unknown_service"
+SERVICE_NAME_KEY = "service.name"
+HOST_NAME_KEY = "host.name"
+SCOPE_NAME_KEY = "scope.name"
+EVENT_NAME_KEY = "event.name"
+
+# Where each entry field comes from in an OTLP request, for rejections.
+OTLP_FIELDS: Mapping[str, str] = {
+    "service": f"resource.attributes[{SERVICE_NAME_KEY}]",
+    "host": f"resource.attributes[{HOST_NAME_KEY}]",
+    "severity": "severity_number",
+    "timestamp": "time_unix_nano",
+    "observed_timestamp": "observed_time_unix_nano",
+    "trace_id": "trace_id",
+    "span_id": "span_id",
+}
+
+# Rejections described one by one in a partial-success error message.
+MAX_LISTED_REJECTIONS = 3
+
+_compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _any_to_json_value(value: common_pb2.AnyValue) -> object:
+    """Convert an AnyValue to a value that `json` can encode."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "double_value":
+        number = value.double_value
+        # JSON has no NaN or infinity, so those travel as text.
+        return number if math.isfinite(number) else str(number)
+    if kind == "array_value":
+        return [_any_to_json_value(item) for item in value.array_value.values]
+    if kind == "kvlist_value":
+        return {
+            pair.key: _any_to_json_value(pair.value)
+            for pair in value.kvlist_value.values
+        }
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode("ascii")
+    return None
+
+
+def any_to_text(value: common_pb2.AnyValue) -> tuple[str, bool]:
+    """Convert an AnyValue to the text stored for a body or attribute.
+
+    Returns the text and whether invalid UTF-8 in a bytes value was repaired.
+    An empty AnyValue, or one of a kind this module does not know, is "".
+    """
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value, False
+    if kind == "bytes_value":
+        return repair_utf8(value.bytes_value)
+    if kind == "bool_value":
+        return ("true" if value.bool_value else "false"), False
+    if kind == "int_value":
+        return str(value.int_value), False
+    if kind in ("double_value", "array_value", "kvlist_value"):
+        return _compact_json(_any_to_json_value(value)), False
+    return "", False
+
+
+def count_log_records(request: logs_service_pb2.ExportLogsServiceRequest) -> int:
+    """Count the log records of a request across every resource and scope."""
+    return sum(
+        len(scope_logs.log_records)
+        for resource_logs in request.resource_logs
+        for scope_logs in resource_logs.scope_logs
+    )
+
+
+def export_request_to_batch(
+    request: logs_service_pb2.ExportLogsServiceRequest,
+    *,
+    now_ns: int,
+    limits: Limits,
+    retention_cutoff: Callable[[str], int],
+) -> NormalizedBatch:
+    """Validate and normalise the log records of an OTLP export request.
+
+    The mapping is in the module docstring; every other rule is that of
+    `model.normalize_batch`. Check the size first with
+    `model.batch_error_for_size(count_log_records(request), limits)`.
+    """
+    builder = BatchBuilder(
+        now_ns=now_ns,
+        limits=limits,
+        retention_cutoff=retention_cutoff,
+        fields=OTLP_FIELDS,
+    )
+    add = builder.add
+    index = 0
+    for resource_logs in request.resource_logs:
+        service = ""
+        host = ""
+        resource_attributes: dict[str, str] = {}
+        resource_repaired = False
+        for pair in resource_logs.resource.attributes:
+            text, repaired = any_to_text(pair.value)
+            resource_repaired = resource_repaired or repaired
+            key = pair.key
+            if key == SERVICE_NAME_KEY:
+                service = text
+            elif key == HOST_NAME_KEY:
+                host = text
+            else:
+                resource_attributes[key] = text
+        service = service or UNKNOWN_SERVICE
+
+        for scope_logs in resource_logs.scope_logs:
+            scope_attributes = resource_attributes
+            scope_name = scope_logs.scope.name
+            if scope_name:
+                scope_attributes = {
+                    **resource_attributes,
+                    SCOPE_NAME_KEY: scope_name,
+                }
+
+            for record in scope_logs.log_records:
+                body = record.body
+                if body.WhichOneof("value") == "string_value":
+                    message = body.string_value
+                    repaired = resource_repaired
+                else:
+                    message, repaired = any_to_text(body)
+                    repaired = repaired or resource_repaired
+
+                attributes = scope_attributes
+                event_name = record.event_name
+                if record.attributes or event_name:
+                    attributes = dict(scope_attributes)
+                    for pair in record.attributes:
+                        text, bad = any_to_text(pair.value)
+                        repaired = repaired or bad
+                        attributes[pair.key] = text
+                    if event_name:
+                        attributes[EVENT_NAME_KEY] = event_name
+
+                trace_id = record.trace_id
+                span_id = record.span_id
+                add(
+                    index,
+                    service=service,
+                    host=host,
+                    message=message,
+                    severity=severity_from_number(record.severity_number) or 0,
+                    severity_text=record.severity_text,
+                    timestamp=record.time_unix_nano,
+                    observed_timestamp=record.observed_time_unix_nano,
+                    attributes=attributes,
+                    trace_id=trace_id.hex() if trace_id else "",
+                    span_id=span_id.hex() if span_id else "",
+                    dropped_attributes=record.dropped_attributes_count,
+                    utf8_repaired=repaired,
+                )
+                index += 1
+    return builder.build()
+
+
+def export_response(
+    batch: NormalizedBatch,
+) -> logs_service_pb2.ExportLogsServiceResponse:
+    """Build the OTLP response for a normalised export.
+
+    When every record was accepted, `partial_success` stays unset, as the OTLP
+    specification asks. Otherwise it counts the rejected records, and its
+    error message describes the first few by index.
+    """
+    rejections = batch.rejections
+    if not rejections:
+        return logs_service_pb2.ExportLogsServiceResponse()
+    listed = "; ".join(
+        f"record {rejection.index}: {rejection.description}"
+        for rejection in rejections[:MAX_LISTED_REJECTIONS]
+    )
+    message = f"rejected {len(rejections)} of {batch.entry_count} log records: {listed}"
+    unlisted = len(rejections) - MAX_LISTED_REJECTIONS
+    if unlisted > 0:
+        message += f"; and {unlisted} more"
+    return logs_service_pb2.ExportLogsServiceResponse(
+        partial_success=logs_service_pb2.ExportLogsPartialSuccess(
+            rejected_log_records=len(rejections),
+            error_message=clip(message, 2048),
+        )
+    )
