@@ -8,8 +8,8 @@ and then the router as a subprocess of this module (`--role node` or
 environment variables, so a child resolves them as `splitlog serve` would.
 Each child's stderr goes to `<data_dir>/<name>.log`.
 
-`Cluster.node_counts()` asks every node directly how many entries it holds,
-so a benchmark can compare each replica with what the router acknowledged.
+`Cluster.node_counts()` calls CountEntries on every node directly, so a
+benchmark can compare each replica with what the router acknowledged.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Run `python -m bench.log_ingest`. It starts, each in its own process:
   temporary directory;
 - the transport limit: a grpc.aio server (on uvloop) that parses each
   WriteLogEntries or StreamLogEntries request, adds up its entries and
-  answers, and does nothing else.
+  returns the count, and does nothing else.
 
 This process is the client. It builds and serializes every request before
 the measurement, then for each batch size sends the same batches to both
@@ -45,7 +45,7 @@ _WRITE = f"/{_SERVICE}/WriteLogEntries"
 _STREAM = f"/{_SERVICE}/StreamLogEntries"
 _STATS = f"/{_SERVICE}/GetLogStats"
 
-# Entries built per batch size; the batches are cycled through.
+# Entries built per batch size. A measurement sends these batches in turn.
 _DISTINCT_ENTRIES = 20_000
 
 
@@ -409,7 +409,7 @@ def main() -> None:
         "--seconds", type=float, default=5.0, help="Measured seconds per row."
     )
     parser.add_argument(
-        "--warmup", type=float, default=1.0, help="Unmeasured seconds before each."
+        "--warmup", type=float, default=1.0, help="Unmeasured seconds before each row."
     )
     parser.add_argument(
         "--stream-entries",
