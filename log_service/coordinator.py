@@ -1,0 +1,667 @@
+"""The coordinator: leaders, in-sync sets and failover of the log shards.
+
+It runs in the router. A poller thread calls GetNodeStatus on every node a
+few times a second and feeds what it saw to `plan_shard`, a pure function
+that returns the shard's next configuration:
+
+- a leader silent for `log_failover_seconds` is replaced by the reachable
+  in-sync follower with the highest last sequence, under a higher epoch. When
+  no such follower answers, the shard has no leader until a member of its
+  in-sync set (the old leader included) answers again;
+- an in-sync follower unreachable for that long, either from the coordinator
+  or as the leader reports it, leaves the in-sync set;
+- a follower whose last sequence has reached the leader's commit sequence
+  rejoins it.
+
+Every change is saved to `<data_dir>/log_service/coordinator.json` (written
+to a temporary file, flushed, renamed, and the folder flushed) before any
+node hears of it. Then ConfigureShard goes to the leader first and to the
+followers after, and to any node that reports an older epoch or another role,
+until each has answered.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent import futures
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from log_service.clients import NodeClients
+from log_service.sharding import Topology
+from splitlog.logs.v1 import (
+    logs_service_pb2,
+    node_service_pb2,
+    replication_service_pb2,
+)
+
+_LOGGER = logging.getLogger(__name__)
+
+LEADER = logs_service_pb2.REPLICA_ROLE_LEADER
+FOLLOWER = logs_service_pb2.REPLICA_ROLE_FOLLOWER
+
+POLL_INTERVAL_SECONDS = 0.25
+POLL_DEADLINE_SECONDS = 0.5
+CONFIGURE_DEADLINE_SECONDS = 2.0
+STATE_FILE_NAME = "coordinator.json"
+
+
+@dataclass(frozen=True)
+class ShardState:
+    """The durable configuration of one shard.
+
+    Attributes:
+      shard: shard id.
+      epoch: epoch of the current or last leader; it grows at each promotion.
+      config_version: grows with every change of this state.
+      leader: node id of the leader, or None while the shard has none.
+      in_sync: followers that hold every acknowledged entry. While the shard
+        has no leader it also holds the old leader, which may return.
+      followers: every node of the shard except the leader.
+    """
+
+    shard: str
+    epoch: int
+    config_version: int
+    leader: str | None
+    in_sync: tuple[str, ...]
+    followers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """What the coordinator knows about one node's replica of one shard.
+
+    Attributes:
+      reachable: whether the latest poll succeeded.
+      silent_for: seconds since the last successful poll, or since the
+        coordinator started when no poll has succeeded yet.
+      replica: the node's report for the shard from its last successful poll.
+      reported_unreachable_for: seconds for which the shard's leader has
+        reported this follower unreachable, zero when it reports it reachable.
+    """
+
+    reachable: bool
+    silent_for: float
+    replica: replication_service_pb2.ShardReplica | None = None
+    reported_unreachable_for: float = 0.0
+
+
+def bootstrap_state(shard: str, nodes: Sequence[str]) -> ShardState:
+    """Return the first configuration: epoch 1, first node leader, all in sync."""
+    followers = tuple(nodes[1:])
+    return ShardState(shard, 1, 1, nodes[0], followers, followers)
+
+
+def _is_candidate(view: NodeView | None) -> bool:
+    return (
+        view is not None
+        and view.reachable
+        and view.replica is not None
+        and view.replica.ready
+    )
+
+
+def _promote(
+    state: ShardState, members: Sequence[str], views: Mapping[str, NodeView]
+) -> ShardState | None:
+    candidates = [node for node in members if _is_candidate(views.get(node))]
+    if not candidates:
+        return None
+    # max() keeps the first of equal values, so ties go to the listed order.
+    chosen = max(candidates, key=lambda node: views[node].replica.last_sequence)
+    nodes = ([state.leader] if state.leader else []) + list(state.followers)
+    return ShardState(
+        state.shard,
+        state.epoch + 1,
+        state.config_version + 1,
+        chosen,
+        tuple(node for node in members if node != chosen),
+        tuple(node for node in nodes if node != chosen),
+    )
+
+
+def plan_shard(
+    state: ShardState, views: Mapping[str, NodeView], failover_seconds: float
+) -> ShardState:
+    """Return the shard's next configuration; the same object when unchanged."""
+    if state.leader is None:
+        promoted = _promote(state, state.in_sync, views)
+        return promoted if promoted is not None else state
+
+    leader_view = views.get(state.leader)
+    if leader_view is None or leader_view.silent_for >= failover_seconds:
+        promoted = _promote(state, state.in_sync, views)
+        if promoted is not None:
+            return promoted
+        return replace(
+            state,
+            config_version=state.config_version + 1,
+            leader=None,
+            in_sync=(state.leader, *state.in_sync),
+            followers=(state.leader, *state.followers),
+        )
+
+    in_sync = [
+        node
+        for node in state.in_sync
+        if (view := views.get(node)) is not None
+        and view.silent_for < failover_seconds
+        and view.reported_unreachable_for < failover_seconds
+    ]
+    leader_replica = leader_view.replica
+    if leader_view.reachable and leader_replica is not None:
+        for node in state.followers:
+            view = views.get(node)
+            if node in in_sync or view is None or not view.reachable:
+                continue
+            replica = view.replica
+            if (
+                replica is not None
+                and replica.role == FOLLOWER
+                and replica.leader_epoch == state.epoch
+                and replica.last_sequence >= leader_replica.commit_sequence
+                and view.reported_unreachable_for == 0
+            ):
+                in_sync.append(node)
+    # NOTE: a follower admitted here may still miss entries that the leader
+    # acknowledges before it receives the new in-sync set; it catches up from
+    # the leader's write-ahead log within a heartbeat.
+    ordered = tuple(node for node in state.followers if node in in_sync)
+    if ordered == state.in_sync:
+        return state
+    return replace(state, config_version=state.config_version + 1, in_sync=ordered)
+
+
+class StateFile:
+    """The coordinator's shard states in one JSON file, replaced atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> dict[str, ShardState] | None:
+        """Return the saved states, or None when nothing was saved yet.
+
+        Raises:
+          ValueError: the file exists but does not hold coordinator state.
+        """
+        try:
+            payload = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"cannot read {self.path}: {exc}") from None
+        try:
+            return {
+                shard: ShardState(
+                    shard,
+                    int(item["epoch"]),
+                    int(item["config_version"]),
+                    item["leader"],
+                    tuple(item["in_sync"]),
+                    tuple(item["followers"]),
+                )
+                for shard, item in payload["shards"].items()
+            }
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(
+                f"{self.path} is not a coordinator state file ({exc!r}); move it "
+                "away to start from the configured topology"
+            ) from None
+
+    def save(self, states: Mapping[str, ShardState]) -> None:
+        """Write the states durably: temporary file, fsync, rename, fsync folder."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "version": 1,
+            "shards": {
+                shard: {k: v for k, v in asdict(state).items() if k != "shard"}
+                for shard, state in sorted(states.items())
+            },
+        }
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        with open(temporary, "w") as handle:
+            json.dump(payload, handle, indent=1, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.path)
+        folder = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+def reconcile(
+    topology: Topology, saved: Mapping[str, ShardState] | None
+) -> dict[str, ShardState]:
+    """Fit saved states to the topology; shards new to it start from scratch."""
+    states = {}
+    for spec in topology.shards:
+        nodes = [node.node_id for node in spec.nodes]
+        state = (saved or {}).get(spec.shard)
+        if state is None:
+            states[spec.shard] = bootstrap_state(spec.shard, nodes)
+            continue
+        leader = state.leader if state.leader in nodes else None
+        states[spec.shard] = replace(
+            state,
+            leader=leader,
+            in_sync=tuple(node for node in state.in_sync if node in nodes),
+            followers=tuple(node for node in nodes if node != leader),
+        )
+    return states
+
+
+@dataclass(frozen=True)
+class ShardRoute:
+    """Where the router sends a shard's writes and reads.
+
+    Attributes:
+      shard: shard id.
+      leader_address: the leader's address, or None while it has none.
+      epoch: the leader's epoch, sent with every append.
+      readable: addresses that serve every acknowledged entry, the leader
+        first, then the reachable in-sync followers.
+    """
+
+    shard: str
+    leader_address: str | None
+    epoch: int
+    readable: tuple[str, ...]
+
+
+@dataclass
+class _NodeTrack:
+    last_ok: float | None = None
+    reachable: bool = False
+    status: replication_service_pb2.GetNodeStatusResponse | None = None
+    unreachable_reported_since: float | None = None
+    pushed: dict[str, int] = field(default_factory=dict)
+
+
+class Coordinator:
+    """Keeps every shard's leader and in-sync set, and tells the nodes.
+
+    Args:
+      topology: the shards and nodes.
+      clients: shared stubs for the nodes.
+      data_dir: the router's data directory; the state lives under
+        `<data_dir>/log_service/`.
+      failover_seconds: how long a leader or follower may stay silent.
+      leader_only_ack: whether leaders acknowledge after their own flush.
+      poll_interval: seconds between polls.
+    """
+
+    def __init__(
+        self,
+        topology: Topology,
+        clients: NodeClients,
+        data_dir: Path,
+        *,
+        failover_seconds: float,
+        leader_only_ack: bool = False,
+        poll_interval: float = POLL_INTERVAL_SECONDS,
+    ) -> None:
+        self._topology = topology
+        self._clients = clients
+        self._failover = failover_seconds
+        self._leader_only_ack = leader_only_ack
+        self._interval = poll_interval
+        self._addresses = {node.node_id: node.address for node in topology.nodes}
+        self._file = StateFile(Path(data_dir) / "log_service" / STATE_FILE_NAME)
+        self._lock = threading.Condition()
+        self._states: dict[str, ShardState] = {}
+        self._tracks = {node: _NodeTrack() for node in self._addresses}
+        self._rounds = 0
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool = futures.ThreadPoolExecutor(
+            max_workers=max(4, len(self._addresses)), thread_name_prefix="log-coord"
+        )
+
+    # Lifecycle
+
+    def start(self) -> None:
+        """Load or create the state, save it and start the poller thread."""
+        saved = self._file.load()
+        states = reconcile(self._topology, saved)
+        if states != saved:
+            self._file.save(states)
+        with self._lock:
+            self._states = states
+            self._started = time.monotonic()
+        for state in states.values():
+            _LOGGER.info(
+                "log shard %s: leader %s, epoch %d, in sync %s",
+                state.shard,
+                state.leader,
+                state.epoch,
+                list(state.in_sync),
+            )
+        self._thread = threading.Thread(
+            target=self._run, name="log-coordinator", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop polling; the saved state stays for the next start."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def wait_until_ready(self, timeout: float) -> bool:
+        """Wait until every shard's leader has taken its configuration."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while not self._all_leaders_configured():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._lock.wait(remaining)
+            return True
+
+    def wait_for_poll(self, timeout: float) -> None:
+        """Wait until the next poll round has finished, or the timeout."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            target = self._rounds + 1
+            while self._rounds < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._lock.wait(remaining)
+
+    # Views for the router
+
+    def state(self, shard: str) -> ShardState:
+        with self._lock:
+            return self._states[shard]
+
+    def route(self, shard: str) -> ShardRoute:
+        """Return where a shard's writes and reads go now."""
+        with self._lock:
+            state = self._states[shard]
+            leader_address = self._addresses[state.leader] if state.leader else None
+            readable = [leader_address] if leader_address else []
+            readable += [
+                self._addresses[node]
+                for node in state.in_sync
+                if node != state.leader and self._tracks[node].reachable
+            ]
+            return ShardRoute(shard, leader_address, state.epoch, tuple(readable))
+
+    def node_addresses(self) -> list[str]:
+        """Return the address of every node."""
+        return list(self._addresses.values())
+
+    def cluster_status(self) -> logs_service_pb2.GetClusterStatusResponse:
+        """Build the GetClusterStatus response from the latest polls."""
+        now = timestamp_pb2.Timestamp()
+        now.GetCurrentTime()
+        with self._lock:
+            shards = [self._shard_status(state) for state in self._states.values()]
+        shards.sort(key=lambda status: status.shard)
+        health = max(
+            (status.health for status in shards),
+            default=logs_service_pb2.HEALTH_UNAVAILABLE,
+        )
+        return logs_service_pb2.GetClusterStatusResponse(
+            health=health, shards=shards, observe_time=now
+        )
+
+    def _replica(
+        self, node: str, shard: str
+    ) -> replication_service_pb2.ShardReplica | None:
+        status = self._tracks[node].status
+        if status is None:
+            return None
+        for replica in status.shards:
+            if replica.shard == shard:
+                return replica
+        return None
+
+    def _shard_status(self, state: ShardState) -> logs_service_pb2.ShardStatus:
+        status = logs_service_pb2.ShardStatus(
+            shard=state.shard, leader=state.leader or "", leader_epoch=state.epoch
+        )
+        leader_replica = None
+        if state.leader is not None:
+            leader_replica = self._replica(state.leader, state.shard)
+            if not self._tracks[state.leader].reachable:
+                leader_replica = None
+        if leader_replica is not None:
+            status.last_sequence = leader_replica.last_sequence
+        reported = {
+            item.node: item
+            for item in (leader_replica.followers if leader_replica else [])
+        }
+        degraded = False
+        for node in state.followers:
+            follower = logs_service_pb2.ReplicaStatus(node=node)
+            if node in reported:
+                follower.CopyFrom(reported[node])
+            else:
+                own = self._replica(node, state.shard)
+                follower.reachable = self._tracks[node].reachable
+                if own is not None:
+                    follower.last_sequence = own.last_sequence
+                if leader_replica is not None:
+                    follower.lag_entries = max(
+                        0, leader_replica.last_sequence - follower.last_sequence
+                    )
+            if node not in state.in_sync or not follower.reachable:
+                degraded = True
+            status.followers.append(follower)
+        if state.leader is None or leader_replica is None:
+            status.health = logs_service_pb2.HEALTH_UNAVAILABLE
+        elif degraded:
+            status.health = logs_service_pb2.HEALTH_DEGRADED
+        else:
+            status.health = logs_service_pb2.HEALTH_SERVING
+        return status
+
+    # The poll loop
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            began = time.monotonic()
+            try:
+                self.poll_once()
+            except Exception:
+                _LOGGER.exception("log coordinator: a poll round failed")
+            self._stop.wait(max(0.0, self._interval - (time.monotonic() - began)))
+
+    def poll_once(self) -> None:
+        """Poll every node, apply the plans, save them and push configurations."""
+        self._poll_nodes()
+        changed = []
+        with self._lock:
+            now = time.monotonic()
+            new_states = dict(self._states)
+            for shard, state in self._states.items():
+                planned = plan_shard(state, self._views(state, now), self._failover)
+                if planned is not state:
+                    new_states[shard] = planned
+                    changed.append((state, planned))
+        if changed:
+            self._file.save(new_states)
+            with self._lock:
+                self._states = new_states
+            for old, new in changed:
+                _log_change(old, new)
+        self._push_configurations()
+        with self._lock:
+            self._rounds += 1
+            self._lock.notify_all()
+
+    def _poll_nodes(self) -> None:
+        request = replication_service_pb2.GetNodeStatusRequest()
+        calls = {
+            node: self._clients.stubs(address).replication.GetNodeStatus.future(
+                request, timeout=POLL_DEADLINE_SECONDS
+            )
+            for node, address in self._addresses.items()
+        }
+        results = {}
+        for node, call in calls.items():
+            try:
+                results[node] = call.result()
+            except grpc.RpcError:
+                results[node] = None
+        now = time.monotonic()
+        with self._lock:
+            for node, status in results.items():
+                track = self._tracks[node]
+                track.reachable = status is not None
+                if status is not None:
+                    track.last_ok = now
+                    track.status = status
+            self._note_leader_reports(now)
+
+    def _note_leader_reports(self, now: float) -> None:
+        reported: dict[str, bool] = {}
+        for state in self._states.values():
+            if state.leader is None or not self._tracks[state.leader].reachable:
+                continue
+            replica = self._replica(state.leader, state.shard)
+            if replica is None or replica.leader_epoch != state.epoch:
+                continue
+            for follower in replica.followers:
+                reported[follower.node] = follower.reachable
+        for node, track in self._tracks.items():
+            if reported.get(node, True):
+                track.unreachable_reported_since = None
+            elif track.unreachable_reported_since is None:
+                track.unreachable_reported_since = now
+
+    def _views(self, state: ShardState, now: float) -> dict[str, NodeView]:
+        views = {}
+        members = ([state.leader] if state.leader else []) + list(state.followers)
+        for node in members:
+            track = self._tracks[node]
+            since = track.last_ok if track.last_ok is not None else self._started
+            reported_since = track.unreachable_reported_since
+            views[node] = NodeView(
+                reachable=track.reachable,
+                silent_for=now - since,
+                replica=self._replica(node, state.shard),
+                reported_unreachable_for=(
+                    0.0 if reported_since is None else now - reported_since
+                ),
+            )
+        return views
+
+    def _all_leaders_configured(self) -> bool:
+        for state in self._states.values():
+            if state.leader is None:
+                return False
+            if self._tracks[state.leader].pushed.get(state.shard) != (
+                state.config_version
+            ):
+                return False
+        return True
+
+    def _configure_request(
+        self, state: ShardState, node: str
+    ) -> node_service_pb2.ConfigureShardRequest:
+        def member(node_id: str) -> node_service_pb2.ShardMember:
+            return node_service_pb2.ShardMember(
+                node=node_id, address=self._addresses[node_id]
+            )
+
+        return node_service_pb2.ConfigureShardRequest(
+            shard=state.shard,
+            leader_epoch=state.epoch,
+            role=LEADER if node == state.leader else FOLLOWER,
+            leader=member(state.leader),
+            in_sync=[member(n) for n in state.in_sync],
+            followers=[member(n) for n in state.followers],
+            leader_only_ack=self._leader_only_ack,
+            config_version=state.config_version,
+        )
+
+    def _needs_push(self, state: ShardState, node: str) -> bool:
+        # Unreachable nodes are skipped, so that they do not hold up the poll
+        # loop; they get their configuration once they answer a poll again.
+        track = self._tracks[node]
+        if not track.reachable:
+            return False
+        if track.pushed.get(state.shard) != state.config_version:
+            return True
+        replica = self._replica(node, state.shard)
+        if replica is None:
+            return True
+        role = LEADER if node == state.leader else FOLLOWER
+        return replica.leader_epoch < state.epoch or replica.role != role
+
+    def _push_configurations(self) -> None:
+        with self._lock:
+            states = list(self._states.values())
+            plans = []
+            for state in states:
+                if state.leader is None:
+                    continue
+                nodes = [state.leader, *state.followers]
+                plans.append((state, [n for n in nodes if self._needs_push(state, n)]))
+        for state, nodes in plans:
+            if not nodes:
+                continue
+            if nodes[0] == state.leader:
+                self._push(state, nodes[0])
+                nodes = nodes[1:]
+            list(self._pool.map(functools.partial(self._push, state), nodes))
+
+    def _push(self, state: ShardState, node: str) -> None:
+        request = self._configure_request(state, node)
+        stub = self._clients.stubs(self._addresses[node]).node
+        try:
+            stub.ConfigureShard(request, timeout=CONFIGURE_DEADLINE_SECONDS)
+        except grpc.RpcError as exc:
+            if self._tracks[node].reachable:
+                _LOGGER.warning(
+                    "log shard %s: configuring node %s failed (%s); retrying",
+                    state.shard,
+                    node,
+                    exc.code(),
+                )
+            return
+        with self._lock:
+            self._tracks[node].pushed[state.shard] = state.config_version
+            self._lock.notify_all()
+
+
+def _log_change(old: ShardState, new: ShardState) -> None:
+    if new.leader != old.leader:
+        if new.leader is None:
+            _LOGGER.error(
+                "log shard %s: leader %s silent and no in-sync follower "
+                "reachable; the shard has no leader",
+                new.shard,
+                old.leader,
+            )
+        else:
+            _LOGGER.warning(
+                "log shard %s: %s is leader at epoch %d (was %s)",
+                new.shard,
+                new.leader,
+                new.epoch,
+                old.leader,
+            )
+    for node in set(old.in_sync) - set(new.in_sync) - {new.leader}:
+        _LOGGER.warning(
+            "log shard %s: follower %s left the in-sync set", new.shard, node
+        )
+    for node in set(new.in_sync) - set(old.in_sync):
+        _LOGGER.info("log shard %s: follower %s is in sync again", new.shard, node)

@@ -1,0 +1,192 @@
+"""Tests of the coordinator's shard plans and of its durable state file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from log_service.coordinator import (
+    FOLLOWER,
+    LEADER,
+    NodeView,
+    ShardState,
+    StateFile,
+    bootstrap_state,
+    plan_shard,
+    reconcile,
+)
+from log_service.sharding import default_topology
+from splitlog.logs.v1 import replication_service_pb2
+
+FAILOVER = 1.5
+
+
+def replica(last, *, epoch=1, role=FOLLOWER, commit=0, ready=True):
+    return replication_service_pb2.ShardReplica(
+        shard="s",
+        role=role,
+        leader_epoch=epoch,
+        last_sequence=last,
+        commit_sequence=commit,
+        ready=ready,
+    )
+
+
+def up(last, **kwargs):
+    return NodeView(reachable=True, silent_for=0.1, replica=replica(last, **kwargs))
+
+
+def down(silent_for=FAILOVER + 0.1, last=0):
+    return NodeView(reachable=False, silent_for=silent_for, replica=replica(last))
+
+
+def three_nodes():
+    return bootstrap_state("s", ["a", "b", "c"])
+
+
+def test_bootstrap_makes_first_node_leader():
+    state = three_nodes()
+
+    assert state.leader == "a"
+    assert state.epoch == 1
+    assert state.in_sync == ("b", "c")
+    assert state.followers == ("b", "c")
+
+
+def test_plan_keeps_healthy_shard_unchanged():
+    state = three_nodes()
+    views = {"a": up(10, role=LEADER, commit=10), "b": up(10), "c": up(10)}
+
+    assert plan_shard(state, views, FAILOVER) is state
+
+
+def test_plan_waits_before_failover():
+    state = three_nodes()
+    views = {"a": down(silent_for=FAILOVER - 0.2), "b": up(5), "c": up(9)}
+
+    assert plan_shard(state, views, FAILOVER) is state
+
+
+def test_plan_promotes_follower_with_highest_sequence():
+    state = three_nodes()
+    views = {"a": down(), "b": up(5), "c": up(9)}
+
+    planned = plan_shard(state, views, FAILOVER)
+
+    assert planned.leader == "c"
+    assert planned.epoch == 2
+    assert planned.config_version == 2
+    assert planned.in_sync == ("b",)
+    assert planned.followers == ("a", "b")
+
+
+def test_plan_skips_followers_out_of_sync_or_not_ready():
+    state = ShardState("s", 3, 7, "a", ("b",), ("b", "c"))
+    views = {"a": down(), "b": up(4, epoch=3, ready=False), "c": up(50, epoch=3)}
+
+    planned = plan_shard(state, views, FAILOVER)
+
+    assert planned.leader is None
+    assert planned.epoch == 3
+    assert planned.in_sync == ("a", "b")
+    assert planned.followers == ("a", "b", "c")
+
+
+def test_plan_leaderless_shard_takes_returning_old_leader():
+    state = ShardState("s", 3, 8, None, ("a", "b"), ("a", "b", "c"))
+    views = {"a": up(12, epoch=3, role=LEADER), "b": down(), "c": up(99, epoch=3)}
+
+    planned = plan_shard(state, views, FAILOVER)
+
+    assert planned.leader == "a"
+    assert planned.epoch == 4
+    assert planned.in_sync == ("b",)
+    assert planned.followers == ("b", "c")
+
+
+def test_plan_leaderless_shard_ignores_out_of_sync_node():
+    state = ShardState("s", 3, 8, None, ("a", "b"), ("a", "b", "c"))
+    views = {"a": down(), "b": down(), "c": up(99, epoch=3)}
+
+    assert plan_shard(state, views, FAILOVER) is state
+
+
+def test_plan_drops_silent_follower_from_in_sync():
+    state = three_nodes()
+    views = {"a": up(10, role=LEADER, commit=10), "b": down(), "c": up(10)}
+
+    planned = plan_shard(state, views, FAILOVER)
+
+    assert planned.leader == "a"
+    assert planned.epoch == 1
+    assert planned.config_version == 2
+    assert planned.in_sync == ("c",)
+
+
+def test_plan_drops_follower_the_leader_cannot_reach():
+    state = three_nodes()
+    cut_off = NodeView(True, 0.1, replica(3), reported_unreachable_for=FAILOVER)
+    views = {"a": up(10, role=LEADER, commit=10), "b": cut_off, "c": up(10)}
+
+    assert plan_shard(state, views, FAILOVER).in_sync == ("c",)
+
+
+def test_plan_readmits_caught_up_follower():
+    state = ShardState("s", 1, 2, "a", ("c",), ("b", "c"))
+    views = {"a": up(20, role=LEADER, commit=18), "b": up(18), "c": up(20)}
+
+    planned = plan_shard(state, views, FAILOVER)
+
+    assert planned.in_sync == ("b", "c")
+    assert planned.config_version == 3
+
+
+@pytest.mark.parametrize(
+    "view",
+    [
+        up(17),
+        up(30, epoch=0),
+        NodeView(True, 0.1, replica(30), reported_unreachable_for=0.3),
+    ],
+    ids=["behind", "old-epoch", "leader-cannot-reach"],
+)
+def test_plan_keeps_lagging_follower_out(view):
+    state = ShardState("s", 1, 2, "a", ("c",), ("b", "c"))
+    views = {"a": up(20, role=LEADER, commit=18), "b": view, "c": up(20)}
+
+    assert plan_shard(state, views, FAILOVER) is state
+
+
+def test_state_file_round_trip(tmp_path):
+    state_file = StateFile(tmp_path / "log_service" / "coordinator.json")
+    states = {"s": ShardState("s", 4, 9, None, ("a",), ("a", "b"))}
+
+    state_file.save(states)
+
+    assert state_file.load() == states
+    assert not list((tmp_path / "log_service").glob("*.tmp"))
+    saved = json.loads(state_file.path.read_text())
+    assert saved["shards"]["s"]["epoch"] == 4
+
+
+def test_state_file_missing_loads_none(tmp_path):
+    assert StateFile(tmp_path / "none.json").load() is None
+
+
+def test_state_file_garbage_names_the_file(tmp_path):
+    path = tmp_path / "coordinator.json"
+    path.write_text('{"shards": {"s": {"epoch": 1}}}')
+
+    with pytest.raises(ValueError, match="coordinator.json"):
+        StateFile(path).load()
+
+
+def test_reconcile_bootstraps_new_shards_and_keeps_saved_ones():
+    topology = default_topology(2, 2, "127.0.0.1", 50070)
+    saved = {"shard-0": ShardState("shard-0", 5, 6, "shard-0-b", (), ("shard-0-a",))}
+
+    states = reconcile(topology, saved)
+
+    assert states["shard-0"] == saved["shard-0"]
+    assert states["shard-1"] == bootstrap_state("shard-1", ["shard-1-a", "shard-1-b"])
