@@ -1,0 +1,702 @@
+"""The write-ahead log of one log node, and the history of its leader epochs.
+
+`WriteAheadLog` keeps a shard's `LogRecord`s in append-only segment files
+named after the sequence number of their first entry
+(`00000000000000000001.wal`). Each record is framed as a 4-byte length, a
+4-byte CRC32 of the payload and the serialized record, all little-endian.
+Records hold consecutive sequence numbers across segments.
+
+Durability uses group commit: `append()` writes a record, then waits until an
+`os.fsync` has covered it. The first waiter runs the fsync and every appender
+that wrote before it started shares that one fsync. With `fsync=False` the
+records only reach the operating system's page cache, so they survive a crash
+of the process but a crash of the machine loses the last ones.
+
+At open, the segments are scanned. A torn or corrupt tail (a crash in the
+middle of a write) is cut off and logged, never fatal, and so is any record
+that does not continue the sequence. The last segment is never purged, so its
+name still tells the last sequence number when every record has been purged.
+
+`EpochHistory` stores the (epoch, first sequence) pairs of the log in a small
+JSON file next to the segments, replaced atomically, so a leader can tell
+where any epoch ends in its log.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+import os
+import struct
+import threading
+import zlib
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from splitlog.logs.v1 import node_service_pb2
+
+_LOGGER = logging.getLogger(__name__)
+
+# Payload length, then the CRC32 of the payload.
+_HEADER = struct.Struct("<II")
+SEGMENT_SUFFIX = ".wal"
+EPOCHS_FILE = "epochs.json"
+DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
+# A frame longer than this is treated as corrupt; no gRPC message can be larger.
+MAX_RECORD_BYTES = 1024 * 1024 * 1024
+
+LogRecord = node_service_pb2.LogRecord
+EntryColumns = node_service_pb2.EntryColumns
+
+
+class RecordsPurged(Exception):
+    """The requested records were purged from the write-ahead log."""
+
+
+def fsync_directory(directory: Path) -> None:
+    """Flush a directory's entries, so a created, renamed or deleted file stays."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file_atomically(path: Path, data: bytes) -> None:
+    """Replace a file's content so that a crash leaves the old or the new content.
+
+    The data goes to a temporary file in the same directory, which is flushed,
+    renamed over `path`, and then the directory is flushed.
+    """
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    fsync_directory(path.parent)
+
+
+def entry_count(record: LogRecord) -> int:
+    """Return the number of entries in a record."""
+    return len(record.entries.timestamps)
+
+
+def slice_columns(columns: EntryColumns, start: int, stop: int) -> EntryColumns:
+    """Return entries start..stop-1 of a column batch as a new batch."""
+    return EntryColumns(
+        timestamps=columns.timestamps[start:stop],
+        observed_timestamps=columns.observed_timestamps[start:stop],
+        severities=columns.severities[start:stop],
+        services=columns.services[start:stop],
+        hosts=columns.hosts[start:stop],
+        messages=columns.messages[start:stop],
+        attributes=columns.attributes[start:stop],
+        trace_ids=columns.trace_ids[start:stop],
+        span_ids=columns.span_ids[start:stop],
+        truncated=columns.truncated[start:stop],
+        dropped_attributes_counts=columns.dropped_attributes_counts[start:stop],
+    )
+
+
+def slice_record(record: LogRecord, first: int, last: int) -> LogRecord:
+    """Return the part of a record with sequence numbers first..last."""
+    start = first - record.first_sequence
+    stop = last - record.first_sequence + 1
+    return LogRecord(
+        first_sequence=first,
+        epoch=record.epoch,
+        batch_id=record.batch_id,
+        receive_time=record.receive_time,
+        entries=slice_columns(record.entries, start, stop),
+    )
+
+
+def _segment_name(first_sequence: int) -> str:
+    return f"{first_sequence:020d}{SEGMENT_SUFFIX}"
+
+
+@dataclass
+class _Segment:
+    first: int
+    path: Path
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class RecordInfo:
+    """Where one record sits in the log, and what the node needs to know of it."""
+
+    first: int
+    count: int
+    epoch: int
+    batch_id: str
+    receive_time: int
+    segment: _Segment
+    offset: int
+    size: int
+
+    @property
+    def last(self) -> int:
+        return self.first + self.count - 1
+
+
+@dataclass(frozen=True)
+class EpochStart:
+    """The first sequence number written under one leader epoch."""
+
+    epoch: int
+    first_sequence: int
+
+
+class EpochHistory:
+    """The epochs of a log and where each begins, stored in `epochs.json`.
+
+    Epochs grow along the log. An entry whose epoch has no record yet (a new
+    leader that has not appended) is allowed: it marks where that epoch
+    begins, and it is replaced when records of another epoch are written there.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._entries: list[EpochStart] = []
+        if path.exists():
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            self._entries = [EpochStart(int(e), int(s)) for e, s in raw["epochs"]]
+
+    @property
+    def entries(self) -> list[EpochStart]:
+        return list(self._entries)
+
+    def note(self, epoch: int, first_sequence: int) -> None:
+        """Record that sequence `first_sequence` onward is written under `epoch`.
+
+        Entries that begin at or after `first_sequence` are dropped first,
+        because that part of the log is being rewritten.
+
+        Raises:
+          ValueError: an earlier part of the log has a higher epoch.
+        """
+        entries = self._entries
+        last = entries[-1] if entries else None
+        if last and last.first_sequence < first_sequence and last.epoch == epoch:
+            return
+        kept = [e for e in entries if e.first_sequence < first_sequence]
+        if kept and kept[-1].epoch > epoch:
+            raise ValueError(
+                f"epoch {epoch} at sequence {first_sequence} follows epoch "
+                f"{kept[-1].epoch}; epochs must not decrease along the log"
+            )
+        if not kept or kept[-1].epoch != epoch:
+            kept.append(EpochStart(epoch, first_sequence))
+        if kept != entries:
+            self._entries = kept
+            self._save()
+
+    def truncate_after(self, sequence: int) -> None:
+        """Forget the epochs that begin after `sequence`."""
+        kept = [e for e in self._entries if e.first_sequence <= sequence]
+        if kept != self._entries:
+            self._entries = kept
+            self._save()
+
+    def epoch_at(self, sequence: int) -> int:
+        """Return the epoch of the entry with this sequence number; 0 if unknown."""
+        epoch = 0
+        for entry in self._entries:
+            if entry.first_sequence > sequence:
+                break
+            epoch = entry.epoch
+        return epoch
+
+    def end_of(self, epoch: int, last_sequence: int) -> int:
+        """Return the last sequence number written under `epoch` or an older one.
+
+        Args:
+          epoch: an epoch, which may be missing from this history.
+          last_sequence: the log's last sequence number, the answer when no
+            newer epoch has begun.
+        """
+        for entry in self._entries:
+            if entry.epoch > epoch:
+                return entry.first_sequence - 1
+        return last_sequence
+
+    def _save(self) -> None:
+        data = {"epochs": [[e.epoch, e.first_sequence] for e in self._entries]}
+        write_file_atomically(self._path, json.dumps(data).encode("utf-8"))
+
+
+class WriteAheadLog:
+    """Segment files of framed `LogRecord`s with group commit and replay.
+
+    Thread-safe. Records must be appended in sequence order: each one begins
+    right after the last sequence number of the log.
+
+    Args:
+      directory: folder of the segments and of `epochs.json`; created if
+        missing.
+      fsync: whether `append()` waits for an fsync that covers its record.
+      segment_bytes: size after which the next record starts a new segment.
+      cache_bytes: serialized size of the most recent records that
+        `read_from()` serves from memory instead of reading the segments.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        fsync: bool = True,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
+        self._directory = Path(directory)
+        self._directory.mkdir(parents=True, exist_ok=True)
+        self._fsync = fsync
+        self._segment_bytes = segment_bytes
+        self._cache_bytes = cache_bytes
+        self._lock = threading.Lock()
+        self._sync_condition = threading.Condition()
+        self._syncing = False
+        self._synced = 0
+        self._generation = 0
+        self._segments: list[_Segment] = []
+        self._records: list[RecordInfo] = []
+        self._firsts: list[int] = []
+        self._cache: OrderedDict[int, tuple[LogRecord, int]] = OrderedDict()
+        self._cached_bytes = 0
+        self._last = 0
+        self._fd: int | None = None
+        self.history = EpochHistory(self._directory / EPOCHS_FILE)
+        self._scan()
+        self._synced = self._last
+        self._open_active()
+
+    # Opening and scanning.
+
+    def _scan(self) -> None:
+        paths = sorted(self._directory.glob(f"*{SEGMENT_SUFFIX}"))
+        expected: int | None = None
+        for position, path in enumerate(paths):
+            try:
+                first = int(path.name.removesuffix(SEGMENT_SUFFIX))
+            except ValueError:
+                _LOGGER.warning("write-ahead log: ignoring the file %s", path)
+                continue
+            if expected is not None and first != expected:
+                _LOGGER.warning(
+                    "write-ahead log: segment %s should begin at sequence %d; "
+                    "cutting the log there",
+                    path.name,
+                    expected,
+                )
+                self._delete_files(paths[position:])
+                break
+            segment = _Segment(first, path)
+            self._segments.append(segment)
+            intact = self._scan_segment(segment)
+            expected = self._records[-1].last + 1 if self._records else first
+            if not intact:
+                self._delete_files(paths[position + 1 :])
+                break
+        if not self._segments:
+            self._create_segment(1)
+        last_segment = self._segments[-1]
+        self._last = self._records[-1].last if self._records else last_segment.first - 1
+        self.history.truncate_after(self._last + 1)
+
+    def _scan_segment(self, segment: _Segment) -> bool:
+        """Index one segment's records; cut a bad tail and return False if any."""
+        data = segment.path.read_bytes()
+        offset = 0
+        next_first = self._records[-1].last + 1 if self._records else segment.first
+        problem = ""
+        while offset < len(data):
+            if offset + _HEADER.size > len(data):
+                problem = "a torn frame header"
+                break
+            length, checksum = _HEADER.unpack_from(data, offset)
+            start = offset + _HEADER.size
+            if length > MAX_RECORD_BYTES or start + length > len(data):
+                problem = "a torn record"
+                break
+            payload = data[start : start + length]
+            if zlib.crc32(payload) != checksum:
+                problem = "a checksum mismatch"
+                break
+            record = LogRecord.FromString(payload)
+            count = entry_count(record)
+            if record.first_sequence != next_first or count == 0:
+                problem = f"a record at sequence {record.first_sequence}"
+                break
+            self._index(record, segment, offset, _HEADER.size + length)
+            next_first += count
+            offset = start + length
+        segment.size = offset
+        if not problem:
+            return True
+        _LOGGER.warning(
+            "write-ahead log: %s in %s at byte %d, where sequence %d was "
+            "expected; cutting %d bytes from there on",
+            problem,
+            segment.path.name,
+            offset,
+            next_first,
+            len(data) - offset,
+        )
+        os.truncate(segment.path, offset)
+        self._flush_path(segment.path)
+        return False
+
+    def _delete_files(self, paths: list[Path]) -> None:
+        # Newest first, so a crash part way leaves a log without holes.
+        for path in reversed(paths):
+            _LOGGER.warning("write-ahead log: deleting segment %s", path.name)
+            path.unlink(missing_ok=True)
+        if paths:
+            fsync_directory(self._directory)
+
+    def _flush_path(self, path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _create_segment(self, first: int) -> _Segment:
+        segment = _Segment(first, self._directory / _segment_name(first))
+        segment.path.touch()
+        fsync_directory(self._directory)
+        self._segments.append(segment)
+        return segment
+
+    def _open_active(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+        path = self._segments[-1].path
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def _index(
+        self, record: LogRecord, segment: _Segment, offset: int, size: int
+    ) -> RecordInfo:
+        info = RecordInfo(
+            first=record.first_sequence,
+            count=entry_count(record),
+            epoch=record.epoch,
+            batch_id=record.batch_id,
+            receive_time=record.receive_time,
+            segment=segment,
+            offset=offset,
+            size=size,
+        )
+        self._records.append(info)
+        self._firsts.append(info.first)
+        return info
+
+    # Reading.
+
+    @property
+    def last_sequence(self) -> int:
+        """Return the sequence number of the log's last entry, 0 when none."""
+        return self._last
+
+    @property
+    def first_sequence(self) -> int:
+        """Return the first sequence number still held; last + 1 when none is."""
+        with self._lock:
+            return self._records[0].first if self._records else self._last + 1
+
+    @property
+    def durable_sequence(self) -> int:
+        """Return the last sequence number covered by an fsync (or written)."""
+        with self._sync_condition:
+            return min(self._synced, self._last)
+
+    def last_record_epoch(self) -> int:
+        """Return the epoch of the record that holds the last entry, 0 if none."""
+        with self._lock:
+            if self._records:
+                return self._records[-1].epoch
+            return self.history.epoch_at(self._last)
+
+    def records(self) -> list[RecordInfo]:
+        """Return what the log holds about each retained record, oldest first."""
+        with self._lock:
+            return list(self._records)
+
+    def record_at(self, sequence: int) -> RecordInfo | None:
+        """Return the retained record that holds a sequence number, if any."""
+        with self._lock:
+            return self._find(sequence)
+
+    def _find(self, sequence: int) -> RecordInfo | None:
+        index = bisect.bisect_right(self._firsts, sequence) - 1
+        if index < 0:
+            return None
+        info = self._records[index]
+        return info if info.last >= sequence else None
+
+    def replay(self, after: int = 0) -> Iterator[LogRecord]:
+        """Yield every retained record with an entry above `after`, in order."""
+        sequence = max(after + 1, self.first_sequence)
+        while sequence <= self._last:
+            batch = self.read_from(sequence, 32 * 1024 * 1024)
+            if not batch:
+                return
+            yield from batch
+            sequence = batch[-1].first_sequence + entry_count(batch[-1])
+
+    def read_from(
+        self, sequence: int, max_bytes: int, *, through: int | None = None
+    ) -> list[LogRecord]:
+        """Return the records from the one holding `sequence`, in order.
+
+        At least one record is returned when the log holds `sequence`; more
+        follow while their serialized size stays within `max_bytes`.
+
+        Args:
+          sequence: the first sequence number wanted.
+          max_bytes: bound on the total serialized size.
+          through: last sequence number wanted; records that begin after it
+            are left out.
+
+        Raises:
+          RecordsPurged: `sequence` lies before the first retained record.
+        """
+        with self._lock:
+            if sequence > self._last:
+                return []
+            index = bisect.bisect_right(self._firsts, sequence) - 1
+            if index < 0 or self._records[index].last < sequence:
+                raise RecordsPurged(
+                    f"sequence {sequence} was purged from the write-ahead log; "
+                    f"it begins at {self._firsts[0] if self._firsts else None}"
+                )
+            selected: list[RecordInfo] = []
+            total = 0
+            for info in self._records[index:]:
+                if through is not None and info.first > through:
+                    break
+                if selected and total + info.size > max_bytes:
+                    break
+                selected.append(info)
+                total += info.size
+            cached = [self._cache.get(info.first) for info in selected]
+        return [
+            hit[0] if hit is not None else self._read_record(info)
+            for info, hit in zip(selected, cached, strict=True)
+        ]
+
+    def _read_record(self, info: RecordInfo) -> LogRecord:
+        with open(info.segment.path, "rb") as handle:
+            handle.seek(info.offset + _HEADER.size)
+            payload = handle.read(info.size - _HEADER.size)
+        return LogRecord.FromString(payload)
+
+    # Writing.
+
+    def write(self, record: LogRecord) -> int:
+        """Write a record without waiting for the disk; return its last sequence.
+
+        Raises:
+          ValueError: the record is empty or does not begin right after the
+            log's last entry.
+        """
+        payload = record.SerializeToString()
+        frame = _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+        with self._lock:
+            return self._write_locked(record, frame)
+
+    def _write_locked(self, record: LogRecord, frame: bytes) -> int:
+        count = entry_count(record)
+        if count == 0:
+            raise ValueError("a write-ahead log record needs at least one entry")
+        if record.first_sequence != self._last + 1:
+            raise ValueError(
+                f"record begins at sequence {record.first_sequence}, but the "
+                f"write-ahead log ends at {self._last}"
+            )
+        self.history.note(record.epoch, record.first_sequence)
+        segment = self._segments[-1]
+        if segment.size > 0 and segment.size + len(frame) > self._segment_bytes:
+            if self._fsync and self._fd is not None:
+                os.fsync(self._fd)
+            segment = self._create_segment(record.first_sequence)
+            self._open_active()
+        assert self._fd is not None
+        view = memoryview(frame)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        info = self._index(record, segment, segment.size, len(frame))
+        segment.size += len(frame)
+        self._last = info.last
+        self._remember(record, len(frame))
+        return self._last
+
+    def _remember(self, record: LogRecord, size: int) -> None:
+        self._cache[record.first_sequence] = (record, size)
+        self._cached_bytes += size
+        while self._cached_bytes > self._cache_bytes and len(self._cache) > 1:
+            _, (_, dropped) = self._cache.popitem(last=False)
+            self._cached_bytes -= dropped
+
+    def sync(self, through: int) -> None:
+        """Return once the entries through `through` are on disk.
+
+        The first caller that finds no fsync running runs one for everything
+        written so far; callers that arrive meanwhile wait for it and share
+        the next one. Without fsync the call returns at once.
+        """
+        if not self._fsync:
+            with self._sync_condition:
+                self._synced = max(self._synced, self._last)
+            return
+        with self._sync_condition:
+            while self._synced < through:
+                if not self._syncing:
+                    self._syncing = True
+                    break
+                self._sync_condition.wait()
+            else:
+                return
+        generation = -1
+        target = 0
+        try:
+            with self._lock:
+                target = self._last
+                generation = self._generation
+                fd = os.dup(self._fd) if self._fd is not None else None
+            if fd is not None:
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        finally:
+            with self._sync_condition:
+                self._syncing = False
+                if generation == self._generation:
+                    self._synced = max(self._synced, target)
+                self._sync_condition.notify_all()
+
+    def append(self, record: LogRecord) -> int:
+        """Write a record and wait until it is durable; return its last sequence."""
+        last = self.write(record)
+        self.sync(last)
+        return last
+
+    # Removing records.
+
+    def truncate_after(self, sequence: int) -> int:
+        """Remove every entry above `sequence` and return how many were removed.
+
+        A record that holds `sequence` and later entries is cut down to the
+        entries up to `sequence`. The change is flushed to disk before the
+        call returns, and the epoch history forgets the epochs that begin
+        after `sequence`.
+        """
+        with self._lock:
+            if sequence >= self._last:
+                return 0
+            removed = self._last - sequence
+            self._generation += 1
+            cut = bisect.bisect_right(self._firsts, sequence)
+            straddler: LogRecord | None = None
+            if sequence + 1 < self._segments[0].first:
+                # Purged entries are cut too: the log starts over after them.
+                cut = 0
+                self._restart_at(sequence + 1)
+            else:
+                if cut > 0 and self._records[cut - 1].last > sequence:
+                    cut -= 1
+                    info = self._records[cut]
+                    straddler = slice_record(
+                        self._cached_or_read(info), info.first, sequence
+                    )
+                self._cut_segments_at(self._records[cut])
+            for info in self._records[cut:]:
+                entry = self._cache.pop(info.first, None)
+                if entry is not None:
+                    self._cached_bytes -= entry[1]
+            del self._records[cut:]
+            del self._firsts[cut:]
+            self._last = sequence if straddler is None else straddler.first_sequence - 1
+            self.history.truncate_after(sequence)
+            if straddler is not None:
+                payload = straddler.SerializeToString()
+                frame = _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+                self._write_locked(straddler, frame)
+            assert self._fd is not None
+            os.fsync(self._fd)
+        with self._sync_condition:
+            # Everything left was flushed above.
+            self._synced = sequence
+            self._sync_condition.notify_all()
+        _LOGGER.info(
+            "write-ahead log: removed %d entries after sequence %d", removed, sequence
+        )
+        return removed
+
+    def _cached_or_read(self, info: RecordInfo) -> LogRecord:
+        hit = self._cache.get(info.first)
+        return hit[0] if hit is not None else self._read_record(info)
+
+    def _cut_segments_at(self, info: RecordInfo) -> None:
+        position = self._segments.index(info.segment)
+        later = self._segments[position + 1 :]
+        self._delete_files([segment.path for segment in later])
+        del self._segments[position + 1 :]
+        segment = self._segments[-1]
+        os.truncate(segment.path, info.offset)
+        segment.size = info.offset
+        self._open_active()
+
+    def _restart_at(self, first: int) -> None:
+        """Replace every segment with one empty segment that begins at `first`."""
+        old = [segment.path for segment in self._segments]
+        self._segments = []
+        self._create_segment(first)
+        self._delete_files([path for path in old if path != self._segments[0].path])
+        self._open_active()
+
+    def purge_through(self, sequence: int) -> int:
+        """Delete whole segments whose entries are all at or below `sequence`.
+
+        The last segment is always kept. Returns the number of entries purged.
+        """
+        with self._lock:
+            doomed: list[_Segment] = []
+            for segment, following in zip(
+                self._segments, self._segments[1:], strict=False
+            ):
+                if following.first - 1 > sequence:
+                    break
+                doomed.append(segment)
+            if not doomed:
+                return 0
+            for segment in doomed:
+                segment.path.unlink(missing_ok=True)
+            fsync_directory(self._directory)
+            del self._segments[: len(doomed)]
+            keep_from = bisect.bisect_left(self._firsts, self._segments[0].first)
+            purged = self._records[:keep_from]
+            for info in purged:
+                entry = self._cache.pop(info.first, None)
+                if entry is not None:
+                    self._cached_bytes -= entry[1]
+            del self._records[:keep_from]
+            del self._firsts[:keep_from]
+            return sum(info.count for info in purged)
+
+    def close(self) -> None:
+        """Flush and close the active segment."""
+        with self._lock:
+            if self._fd is not None:
+                if self._fsync:
+                    os.fsync(self._fd)
+                os.close(self._fd)
+                self._fd = None

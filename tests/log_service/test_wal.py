@@ -1,0 +1,265 @@
+"""Tests of the write-ahead log and its epoch history, on real files."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from log_service.wal import (
+    SEGMENT_SUFFIX,
+    EpochHistory,
+    EpochStart,
+    RecordsPurged,
+    WriteAheadLog,
+    entry_count,
+)
+from splitlog.logs.v1 import node_service_pb2
+
+
+def make_record(first: int, count: int, epoch: int = 1, batch: str = "") -> object:
+    return node_service_pb2.LogRecord(
+        first_sequence=first,
+        epoch=epoch,
+        batch_id=batch or f"batch-{first}",
+        receive_time=1_000 + first,
+        entries=node_service_pb2.EntryColumns(
+            timestamps=[first + i for i in range(count)],
+            observed_timestamps=[first + i for i in range(count)],
+            severities=[9] * count,
+            services=["svc"] * count,
+            hosts=[""] * count,
+            messages=[f"message {first + i}" for i in range(count)],
+            attributes=[""] * count,
+            trace_ids=[""] * count,
+            span_ids=[""] * count,
+            truncated=[False] * count,
+            dropped_attributes_counts=[0] * count,
+        ),
+    )
+
+
+def sequences(records) -> list[int]:
+    return [r.first_sequence + i for r in records for i in range(entry_count(r))]
+
+
+def messages(records) -> list[str]:
+    return [m for r in records for m in r.entries.messages]
+
+
+def test_append_then_replay_after_reopen(tmp_path):
+    wal = WriteAheadLog(tmp_path)
+    wal.append(make_record(1, 3))
+    wal.append(make_record(4, 2))
+    wal.close()
+
+    reopened = WriteAheadLog(tmp_path)
+    replayed = list(reopened.replay())
+
+    assert sequences(replayed) == [1, 2, 3, 4, 5]
+    assert [r.batch_id for r in replayed] == ["batch-1", "batch-4"]
+    assert reopened.last_sequence == 5
+    assert list(reopened.replay(after=3))[0].first_sequence == 4
+
+
+def test_append_out_of_order_is_rejected(tmp_path):
+    wal = WriteAheadLog(tmp_path)
+    wal.append(make_record(1, 2))
+
+    with pytest.raises(ValueError, match="ends at 2"):
+        wal.append(make_record(5, 1))
+
+
+def test_torn_tail_is_cut_on_open(tmp_path):
+    wal = WriteAheadLog(tmp_path)
+    wal.append(make_record(1, 2))
+    wal.append(make_record(3, 2))
+    wal.close()
+    segment = next(tmp_path.glob(f"*{SEGMENT_SUFFIX}"))
+    size = segment.stat().st_size
+    with open(segment, "r+b") as handle:
+        handle.truncate(size - 5)
+
+    reopened = WriteAheadLog(tmp_path)
+
+    assert sequences(reopened.replay()) == [1, 2]
+    assert segment.stat().st_size < size - 5
+    reopened.append(make_record(3, 1))
+    assert sequences(WriteAheadLog(tmp_path).replay()) == [1, 2, 3]
+
+
+def test_corrupt_byte_cuts_from_that_record(tmp_path):
+    wal = WriteAheadLog(tmp_path)
+    wal.append(make_record(1, 2))
+    wal.append(make_record(3, 2))
+    wal.append(make_record(5, 2))
+    wal.close()
+    segment = next(tmp_path.glob(f"*{SEGMENT_SUFFIX}"))
+    data = bytearray(segment.read_bytes())
+    second = wal.records()[1]
+    data[second.offset + 20] ^= 0xFF
+    segment.write_bytes(bytes(data))
+
+    reopened = WriteAheadLog(tmp_path)
+
+    assert sequences(reopened.replay()) == [1, 2]
+    assert reopened.last_sequence == 2
+
+
+def test_truncate_after_cuts_straddling_record(tmp_path):
+    wal = WriteAheadLog(tmp_path, segment_bytes=200)
+    for first in (1, 4, 7, 10):
+        wal.append(make_record(first, 3))
+
+    removed = wal.truncate_after(5)
+
+    assert removed == 7
+    assert wal.last_sequence == 5
+    assert sequences(wal.replay()) == [1, 2, 3, 4, 5]
+    wal.append(make_record(6, 1, batch="new"))
+    wal.close()
+    reopened = list(WriteAheadLog(tmp_path).replay())
+    assert sequences(reopened) == [1, 2, 3, 4, 5, 6]
+    assert messages(reopened)[-2:] == ["message 5", "message 6"]
+    assert reopened[-1].batch_id == "new"
+
+
+def test_truncate_after_at_record_boundary(tmp_path):
+    wal = WriteAheadLog(tmp_path)
+    wal.append(make_record(1, 3))
+    wal.append(make_record(4, 3))
+
+    wal.truncate_after(3)
+
+    assert sequences(WriteAheadLog(tmp_path).replay()) == [1, 2, 3]
+
+
+def test_purge_keeps_last_segment_and_sequence(tmp_path):
+    wal = WriteAheadLog(tmp_path, segment_bytes=200)
+    for first in range(1, 31, 3):
+        wal.append(make_record(first, 3))
+    segments_before = len(list(tmp_path.glob(f"*{SEGMENT_SUFFIX}")))
+
+    purged = wal.purge_through(30)
+
+    assert segments_before > 2
+    assert purged > 0
+    assert len(list(tmp_path.glob(f"*{SEGMENT_SUFFIX}"))) == 1
+    assert wal.last_sequence == 30
+    with pytest.raises(RecordsPurged):
+        wal.read_from(1, 1_000)
+    wal.close()
+    reopened = WriteAheadLog(tmp_path)
+    assert reopened.last_sequence == 30
+    assert reopened.first_sequence == wal.first_sequence
+
+
+def test_purge_leaves_segments_with_newer_records(tmp_path):
+    wal = WriteAheadLog(tmp_path, segment_bytes=200)
+    for first in range(1, 31, 3):
+        wal.append(make_record(first, 3))
+
+    wal.purge_through(10)
+
+    assert wal.first_sequence <= 11
+    assert sequences(wal.replay())[-1] == 30
+    assert sequences(wal.read_from(11, 10_000))[:1] == [wal.record_at(11).first]
+
+
+def test_truncate_into_purged_range_starts_over(tmp_path):
+    wal = WriteAheadLog(tmp_path, segment_bytes=200)
+    for first in range(1, 31, 3):
+        wal.append(make_record(first, 3))
+    wal.purge_through(30)
+
+    wal.truncate_after(20)
+    wal.append(make_record(21, 2))
+    wal.close()
+
+    reopened = WriteAheadLog(tmp_path)
+    assert reopened.last_sequence == 22
+    assert sequences(reopened.replay()) == [21, 22]
+
+
+def test_read_from_respects_bytes_and_through(tmp_path):
+    wal = WriteAheadLog(tmp_path, cache_bytes=1)
+    for first in range(1, 11):
+        wal.append(make_record(first, 1))
+
+    one = wal.read_from(3, 1)
+    bounded = wal.read_from(3, 1_000_000, through=6)
+
+    assert sequences(one) == [3]
+    assert sequences(bounded) == [3, 4, 5, 6]
+    assert wal.read_from(11, 1_000) == []
+
+
+def test_concurrent_appends_share_fsyncs(tmp_path):
+    wal = WriteAheadLog(tmp_path)
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def appender() -> None:
+        try:
+            for _ in range(20):
+                with lock:
+                    last = wal.write(make_record(wal.last_sequence + 1, 2))
+                wal.sync(last)
+                assert wal.durable_sequence >= last
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=appender) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert sequences(WriteAheadLog(tmp_path).replay()) == list(range(1, 321))
+
+
+def test_epoch_history_survives_reopen(tmp_path):
+    wal = WriteAheadLog(tmp_path)
+    wal.append(make_record(1, 3, epoch=1))
+    wal.history.note(2, 4)
+    wal.append(make_record(4, 2, epoch=2))
+    wal.append(make_record(6, 2, epoch=4))
+    wal.close()
+
+    history = WriteAheadLog(tmp_path).history
+
+    assert history.entries == [EpochStart(1, 1), EpochStart(2, 4), EpochStart(4, 6)]
+    assert history.end_of(1, 7) == 3
+    assert history.end_of(3, 7) == 5
+    assert history.end_of(4, 7) == 7
+    assert history.epoch_at(5) == 2
+
+
+def test_epoch_history_truncates_with_the_log(tmp_path):
+    wal = WriteAheadLog(tmp_path)
+    wal.append(make_record(1, 3, epoch=1))
+    wal.append(make_record(4, 3, epoch=2))
+
+    wal.truncate_after(3)
+
+    assert EpochHistory(tmp_path / "epochs.json").entries == [EpochStart(1, 1)]
+    assert wal.last_record_epoch() == 1
+
+
+def test_epoch_history_rejects_lower_epoch(tmp_path):
+    history = EpochHistory(tmp_path / "epochs.json")
+    history.note(3, 1)
+
+    with pytest.raises(ValueError, match="must not decrease"):
+        history.note(2, 10)
+
+
+def test_unused_epoch_start_is_replaced(tmp_path):
+    history = EpochHistory(tmp_path / "epochs.json")
+    history.note(1, 1)
+    history.note(5, 11)
+
+    history.note(4, 11)
+
+    assert history.entries == [EpochStart(1, 1), EpochStart(4, 11)]
