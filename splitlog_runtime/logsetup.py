@@ -1,4 +1,8 @@
-"""Process-wide logging set-up: plain text for people, JSON lines for machines."""
+"""Process-wide logging set-up: plain text for people, JSON lines for machines.
+
+With the `log_self_ship` setting on, `start_self_ship` also sends the
+process's log records into log_service.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,9 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+
+from splitlog_runtime.config import Config
+from splitlog_runtime.logship import LogShipHandler
 
 _TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(process)d %(name)s: %(message)s"
 
@@ -46,3 +53,51 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     root.setLevel(numeric)
     # Alembic reports every plugin and migration step at INFO on each start.
     logging.getLogger("alembic").setLevel(max(numeric, logging.WARNING))
+
+
+# Loggers of log_service itself. Shipping their records would write into the
+# service that logged them, so each of its warnings could cause another one.
+SELF_SHIP_EXCLUDED = ("log_service",)
+_WILDCARD_HOSTS = ("0.0.0.0", "::", "[::]", "")
+
+
+def self_ship_address(config: Config) -> str:
+    """Return the host:port where a service process reaches the log router.
+
+    It is `log_service_addr`, or else the host setting and `log_service_port`,
+    with a wildcard host such as 0.0.0.0 replaced by 127.0.0.1.
+    """
+    explicit = config.log_service_addr
+    if explicit:
+        return explicit
+    host = "127.0.0.1" if config.host in _WILDCARD_HOSTS else config.host
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{config.log_service_port}"
+
+
+def start_self_ship(config: Config, service: str) -> LogShipHandler | None:
+    """Ship the root logger's records to log_service when `log_self_ship` is on.
+
+    Call it after `configure`, which replaces the root handlers. Records of
+    log_service's own loggers are not shipped (see `SELF_SHIP_EXCLUDED`).
+
+    Returns:
+      The handler, to pass to `stop_self_ship` on shutdown, or None when the
+      setting is off.
+    """
+    if not config.log_self_ship:
+        return None
+    handler = LogShipHandler(
+        self_ship_address(config), service, excluded_loggers=SELF_SHIP_EXCLUDED
+    )
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def stop_self_ship(handler: LogShipHandler | None, timeout: float = 5.0) -> None:
+    """Detach the handler and send what it has queued, within `timeout` seconds."""
+    if handler is None:
+        return
+    logging.getLogger().removeHandler(handler)
+    handler.close(timeout)

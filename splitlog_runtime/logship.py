@@ -1,0 +1,337 @@
+"""Ship a process's own log records into log_service.
+
+`LogShipHandler` is a `logging.Handler`. Its `emit` converts the record to a
+`LogEntry` and puts it on a bounded queue without blocking. When the queue is
+full the record is dropped and counted. A background thread sends the queued
+entries in `WriteLogEntries` batches, each with its own request id, so a
+retried batch is stored once. A batch that still fails after a few attempts
+with backoff is dropped and counted, and so is a batch that fails with a code
+that a retry cannot fix, such as INVALID_ARGUMENT.
+
+The handler never ships records of the gRPC library (loggers under `grpc`),
+of this module, or of its own sending thread, because sending them would log
+again and feed itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
+from splitlog.logs.v1 import logs_service_pb2_grpc as logs_grpc
+
+_LOGGER = logging.getLogger(__name__)
+
+# Logger names whose records are never shipped, with their children.
+ALWAYS_EXCLUDED = ("grpc", __name__)
+# Codes after which the same batch may succeed. Other failures drop it at once.
+RETRYABLE_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+DEFAULT_CALL_TIMEOUT = 5.0
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_BACKOFF = 0.2
+DEFAULT_CLOSE_TIMEOUT = 5.0
+# Minimum seconds between two warnings about dropped records.
+_WARNING_INTERVAL = 60.0
+NANOS_PER_SECOND = 1_000_000_000
+
+
+def severity_of_level(levelno: int) -> int:
+    """Return the `Severity` of a `logging` level number."""
+    if levelno >= logging.CRITICAL:
+        return logs_pb2.SEVERITY_FATAL
+    if levelno >= logging.ERROR:
+        return logs_pb2.SEVERITY_ERROR
+    if levelno >= logging.WARNING:
+        return logs_pb2.SEVERITY_WARN
+    if levelno >= logging.INFO:
+        return logs_pb2.SEVERITY_INFO
+    return logs_pb2.SEVERITY_DEBUG
+
+
+class _Flush:
+    """A marker on the queue: the sender sets `done` once it sent what came before."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+class LogShipHandler(logging.Handler):
+    """Send log records to a `LogsService` in batches from a background thread.
+
+    Args:
+      target_address: host:port of the log router or the gateway.
+      service: the `service` of every entry, such as `expense_service`.
+      batch_size: maximum entries per `WriteLogEntries` call.
+      flush_interval: seconds the sender waits to fill a batch before it
+        sends what it has.
+      queue_size: maximum records waiting to be sent. Records beyond it are
+        dropped.
+      host: the `host` of every entry; the machine's host name when None.
+      excluded_loggers: more logger names whose records, with those of their
+        children, are never shipped.
+      call_timeout: deadline of each call, in seconds.
+      max_attempts: calls per batch before the batch is dropped.
+      backoff: seconds before the first retry, doubled for each further retry.
+    """
+
+    def __init__(
+        self,
+        target_address: str,
+        service: str,
+        *,
+        batch_size: int = 500,
+        flush_interval: float = 0.5,
+        queue_size: int = 10000,
+        host: str | None = None,
+        excluded_loggers: Iterable[str] = (),
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        backoff: float = DEFAULT_BACKOFF,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
+
+        self.target_address = target_address
+        self.service = service
+        self.host = socket.gethostname() if host is None else host
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.call_timeout = call_timeout
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+
+        self._excluded = tuple(ALWAYS_EXCLUDED) + tuple(excluded_loggers)
+        self._queue: queue.Queue[logs_pb2.LogEntry | _Flush] = queue.Queue(queue_size)
+        self._counter_lock = threading.Lock()
+        self._dropped = 0
+        self._shipped = 0
+        self._rejected = 0
+        self._last_warning = 0.0
+
+        self._stopping = threading.Event()
+        # The channel does not retry by itself, so that `max_attempts` counts
+        # every call and the backoff between them is this handler's.
+        self._channel = grpc.insecure_channel(
+            target_address, options=[("grpc.enable_retries", 0)]
+        )
+        self._stub = logs_grpc.LogsServiceStub(self._channel)
+        self._sender = threading.Thread(
+            target=self._run, name=f"log-ship-{service}", daemon=True
+        )
+        self._sender.start()
+
+    @property
+    def dropped_count(self) -> int:
+        """Records dropped because the queue was full or their batch failed."""
+        with self._counter_lock:
+            return self._dropped
+
+    @property
+    def shipped_count(self) -> int:
+        """Records that the server accepted."""
+        with self._counter_lock:
+            return self._shipped
+
+    @property
+    def rejected_count(self) -> int:
+        """Records that reached the server but that it rejected."""
+        with self._counter_lock:
+            return self._rejected
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Skip excluded loggers and records from the sending thread itself."""
+        if record.thread == self._sender.ident:
+            return False
+        name = record.name
+        for prefix in self._excluded:
+            if name == prefix or name.startswith(prefix + "."):
+                return False
+        return bool(super().filter(record))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Queue the record without blocking, or count it as dropped."""
+        if self._stopping.is_set():
+            self._count_dropped(1)
+            return
+        try:
+            entry = self._to_entry(record)
+            self._queue.put_nowait(entry)
+        except queue.Full:
+            self._count_dropped(1)
+        except Exception:
+            self.handleError(record)
+
+    def flush(self, timeout: float = DEFAULT_CLOSE_TIMEOUT) -> bool:
+        """Wait until the records queued so far are sent or dropped.
+
+        Returns:
+          True when they were, False when `timeout` seconds passed first.
+        """
+        if not self._sender.is_alive():
+            return self._queue.empty()
+        marker = _Flush()
+        deadline = time.monotonic() + timeout
+        try:
+            self._queue.put(marker, timeout=timeout)
+        except queue.Full:
+            return False
+        return marker.done.wait(max(0.0, deadline - time.monotonic()))
+
+    def close(self, timeout: float = DEFAULT_CLOSE_TIMEOUT) -> None:
+        """Send what is queued, within `timeout` seconds, then stop the sender.
+
+        Records still queued after the timeout are counted as dropped.
+        """
+        if not self._stopping.is_set():
+            self.flush(timeout)
+            self._stopping.set()
+            # Wake the sender, which may be waiting for a record.
+            with contextlib.suppress(queue.Full):
+                self._queue.put_nowait(_Flush())
+            self._sender.join(timeout)
+            self._count_dropped(self._discard_queue())
+            self._channel.close()
+        super().close()
+
+    def _to_entry(self, record: logging.LogRecord) -> logs_pb2.LogEntry:
+        seconds, nanos = divmod(
+            int(record.created * NANOS_PER_SECOND), NANOS_PER_SECOND
+        )
+        entry = logs_pb2.LogEntry(
+            timestamp=Timestamp(seconds=seconds, nanos=nanos),
+            severity=severity_of_level(record.levelno),
+            service=self.service,
+            host=self.host,
+            message=record.getMessage(),
+        )
+        entry.attributes["logger"] = record.name
+        entry.attributes["thread"] = record.threadName or str(record.thread)
+        entry.attributes["process"] = str(record.process)
+        if record.exc_info:
+            entry.attributes["exception"] = _formatter.formatException(record.exc_info)
+        elif record.exc_text:
+            entry.attributes["exception"] = record.exc_text
+        if record.stack_info:
+            entry.attributes["stack"] = record.stack_info
+        return entry
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            batch, markers = self._next_batch()
+            if batch:
+                self._send(batch)
+            for marker in markers:
+                marker.done.set()
+
+    def _next_batch(self) -> tuple[list[logs_pb2.LogEntry], list[_Flush]]:
+        """Collect up to `batch_size` entries, or what comes within the interval.
+
+        A flush marker ends the batch early, so that `flush` does not wait for
+        the interval.
+        """
+        batch: list[logs_pb2.LogEntry] = []
+        markers: list[_Flush] = []
+        deadline: float | None = None
+        while len(batch) < self.batch_size and not markers:
+            wait = self.flush_interval
+            if deadline is not None:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    break
+            try:
+                item = self._queue.get(timeout=wait)
+            except queue.Empty:
+                break
+            if isinstance(item, _Flush):
+                markers.append(item)
+                continue
+            batch.append(item)
+            if deadline is None:
+                deadline = time.monotonic() + self.flush_interval
+        return batch, markers
+
+    def _send(self, batch: list[logs_pb2.LogEntry]) -> None:
+        request = logs_pb2.WriteLogEntriesRequest(
+            entries=batch, request_id=str(uuid.uuid4())
+        )
+        delay = self.backoff
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self._stub.WriteLogEntries(
+                    request, timeout=self.call_timeout
+                )
+            except grpc.RpcError as exc:
+                # Closing ends the retries early, so that `close` keeps its bound.
+                if (
+                    exc.code() not in RETRYABLE_CODES
+                    or attempt >= self.max_attempts
+                    or self._stopping.wait(delay)
+                ):
+                    self._count_dropped(len(batch))
+                    self._warn_dropped(len(batch), attempt, exc)
+                    return
+                delay *= 2
+                continue
+            with self._counter_lock:
+                self._shipped += response.accepted_count
+                self._rejected += response.rejected_count
+            return
+
+    def _count_dropped(self, count: int) -> None:
+        if count:
+            with self._counter_lock:
+                self._dropped += count
+
+    def _warn_dropped(self, count: int, attempts: int, error: grpc.RpcError) -> None:
+        now = time.monotonic()
+        if now - self._last_warning < _WARNING_INTERVAL:
+            return
+        self._last_warning = now
+        _LOGGER.warning(
+            "dropped %d log records after %d failed calls to %s: %s (%d dropped "
+            "so far; further drops are counted without a warning for %.0f s)",
+            count,
+            attempts,
+            self.target_address,
+            error.code().name,
+            self.dropped_count,
+            _WARNING_INTERVAL,
+        )
+
+    def _discard_queue(self) -> int:
+        discarded = 0
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return discarded
+            if isinstance(item, _Flush):
+                item.done.set()
+            else:
+                discarded += 1
+
+
+_formatter = logging.Formatter()
