@@ -1,0 +1,200 @@
+"""Table layout, filter SQL and Arrow conversions of the log store.
+
+`LogStore` (log_service/store.py) keeps one `entries` table per time
+partition. This module turns `LogRecord`s into Arrow tables for insertion,
+turns an `EntryFilter` into a WHERE clause with bound parameters, and turns
+query results back into `EntryColumns`. No value from a request is ever
+formatted into SQL text: each one is passed as a `?` parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from splitlog.logs.v1 import node_service_pb2
+from splitlog_runtime.errors import FieldViolation, InvalidArgument
+
+
+@dataclass(frozen=True)
+class Column:
+    """One `EntryColumns` field and the table column that stores it."""
+
+    field: str
+    name: str
+    sql_type: str
+    arrow_type: pa.DataType
+    default: object
+
+
+# `attributes` is stored as NULL when an entry has none, so that
+# json_extract_string never sees an empty string (which is not valid JSON).
+COLUMNS: tuple[Column, ...] = (
+    Column("timestamps", "ts", "BIGINT NOT NULL", pa.int64(), 0),
+    Column("observed_timestamps", "observed_ts", "BIGINT", pa.int64(), 0),
+    Column("severities", "severity", "INTEGER", pa.int32(), 0),
+    Column("services", "service", "VARCHAR", pa.large_string(), ""),
+    Column("hosts", "host", "VARCHAR", pa.large_string(), ""),
+    Column("messages", "message", "VARCHAR", pa.large_string(), ""),
+    Column("attributes", "attributes", "VARCHAR", pa.large_string(), ""),
+    Column("trace_ids", "trace_id", "VARCHAR", pa.large_string(), ""),
+    Column("span_ids", "span_id", "VARCHAR", pa.large_string(), ""),
+    Column("truncated", "truncated", "BOOLEAN", pa.bool_(), False),
+    Column("dropped_attributes_counts", "dropped_attributes", "INTEGER", pa.int32(), 0),
+)
+
+CREATE_TABLES = """
+CREATE TABLE IF NOT EXISTS {db}.entries (
+    seq BIGINT NOT NULL,
+    {columns}
+)
+""".replace(
+    "{columns}",
+    ",\n    ".join(f"{c.name} {c.sql_type}" for c in COLUMNS),
+)
+
+# Columns in the order `INSERT INTO entries SELECT ...` expects them.
+INSERT_SELECT = ", ".join(
+    ["seq"]
+    + ["NULLIF(attributes, '')" if c.name == "attributes" else c.name for c in COLUMNS]
+)
+
+# Columns a query reads, in the order `table_to_columns` expects them.
+RESULT_SELECT = ", ".join(
+    ["seq"]
+    + [
+        "coalesce(attributes, '') AS attributes" if c.name == "attributes" else c.name
+        for c in COLUMNS
+    ]
+)
+
+
+def records_to_table(
+    records: Sequence[node_service_pb2.LogRecord], applied_through: int
+) -> pa.Table | None:
+    """Build one Arrow table of the entries of `records` not applied yet.
+
+    Entry i of a record gets sequence `first_sequence + i`. Entries at or
+    below `applied_through`, and entries at or below those of an earlier
+    record of the same call, are left out, so a replayed record adds nothing.
+
+    Returns:
+      The table with a `seq` column plus one column per `COLUMNS` item, or
+      None when no entry is new.
+
+    Raises:
+      InvalidArgument: a record has a sequence below 1 or columns of
+        different lengths.
+    """
+    sequences: list[int] = []
+    values: dict[str, list[object]] = {c.name: [] for c in COLUMNS}
+    through = applied_through
+    for index, record in enumerate(records):
+        entries = record.entries
+        count = len(entries.timestamps)
+        _check_record(index, record, count)
+        skip = max(0, through + 1 - record.first_sequence)
+        if skip >= count:
+            continue
+        sequences.extend(
+            range(record.first_sequence + skip, record.first_sequence + count)
+        )
+        for column in COLUMNS:
+            source = getattr(entries, column.field)
+            if len(source) == 0:
+                values[column.name].extend([column.default] * (count - skip))
+            else:
+                values[column.name].extend(source[skip:])
+        through = record.first_sequence + count - 1
+    if not sequences:
+        return None
+    arrays = [pa.array(sequences, type=pa.int64())]
+    arrays += [pa.array(values[c.name], type=c.arrow_type) for c in COLUMNS]
+    names = ["seq"] + [c.name for c in COLUMNS]
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def _check_record(index: int, record: node_service_pb2.LogRecord, count: int) -> None:
+    if record.first_sequence < 1:
+        raise InvalidArgument(
+            f"records[{index}].first_sequence is {record.first_sequence}; "
+            "sequence numbers start at 1",
+            field_violations=[
+                FieldViolation(f"records[{index}].first_sequence", "must be at least 1")
+            ],
+        )
+    for column in COLUMNS:
+        length = len(getattr(record.entries, column.field))
+        if length not in (0, count):
+            field = f"records[{index}].entries.{column.field}"
+            raise InvalidArgument(
+                f"{field} has {length} values but entries.timestamps has {count}; "
+                "send one value per entry, or none for the default",
+                field_violations=[
+                    FieldViolation(field, f"must hold {count} values or none")
+                ],
+            )
+
+
+def table_to_columns(
+    table: pa.Table,
+) -> tuple[node_service_pb2.EntryColumns, list[int]]:
+    """Convert rows selected with `RESULT_SELECT` to columns and sequences."""
+    columns = node_service_pb2.EntryColumns()
+    for column in COLUMNS:
+        getattr(columns, column.field).extend(table.column(column.name).to_pylist())
+    return columns, table.column("seq").to_pylist()
+
+
+def json_pointer(key: str) -> str:
+    """Return the JSON Pointer (RFC 6901) that selects `key` of an object.
+
+    A pointer, unlike a JSONPath, can name any key: `~` and `/` are the only
+    characters it escapes.
+    """
+    return "/" + key.replace("~", "~0").replace("/", "~1")
+
+
+def filter_conditions(
+    flt: node_service_pb2.EntryFilter, max_sequence: int
+) -> tuple[list[str], list[object]]:
+    """Translate a filter into WHERE conditions and their parameters.
+
+    Args:
+      flt: the filter. Its `max_sequence` is ignored here because the caller
+        folds it into `max_sequence`.
+      max_sequence: the highest sequence a result may hold.
+
+    Returns:
+      Conditions to join with AND, and the values of their `?` parameters in
+      order.
+    """
+    conditions = ["seq <= ?"]
+    params: list[object] = [max_sequence]
+    if flt.HasField("start_time"):
+        conditions.append("ts >= ?")
+        params.append(flt.start_time)
+    if flt.HasField("end_time"):
+        conditions.append("ts < ?")
+        params.append(flt.end_time)
+    if flt.services:
+        marks = ", ".join("?" * len(flt.services))
+        conditions.append(f"service IN ({marks})")
+        params.extend(flt.services)
+    if flt.severities:
+        marks = ", ".join("?" * len(flt.severities))
+        conditions.append(f"severity IN ({marks})")
+        params.extend(flt.severities)
+    if flt.keyword:
+        # DuckDB's lower() applies the one-to-one Unicode lowercase mapping to
+        # both sides: "É" finds "é" and "ẞ" finds "ß", but "SS" does not find
+        # "ß" because that needs full case folding. contains() compares
+        # literally, so % _ and \ in a keyword are plain characters.
+        conditions.append("contains(lower(message), lower(?))")
+        params.append(flt.keyword)
+    for match in flt.attributes:
+        conditions.append("json_extract_string(attributes, ?) = ?")
+        params.extend([json_pointer(match.key), match.value])
+    return conditions, params
