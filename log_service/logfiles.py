@@ -56,6 +56,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from log_service.model import severity_from_text
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
 
 NANOS_PER_SECOND = 1_000_000_000
@@ -77,22 +78,6 @@ _TIME = r"(?P<hour>\d{2}):(?P<minute>\d{2}):(?P<second>\d{2})"
 _FRACTION = r"(?:[.,](?P<fraction>\d{1,9}))?"
 _END = r"(?=\s|$)"
 
-# Level names by severity. `_header_severity` decides which spellings count,
-# as the module docstring describes.
-_LEVEL_WORDS = {
-    logs_pb2.SEVERITY_DEBUG: (
-        "TRACE", "VERBOSE", "DEBUG", "FINE", "FINER", "FINEST", "DBG",
-    ),
-    logs_pb2.SEVERITY_INFO: ("INFO", "INFORMATION", "NOTICE", "INF"),
-    logs_pb2.SEVERITY_WARN: ("WARN", "WARNING", "WRN"),
-    logs_pb2.SEVERITY_ERROR: ("ERROR", "ERR", "SEVERE"),
-    logs_pb2.SEVERITY_FATAL: (
-        "FATAL", "CRITICAL", "CRIT", "ALERT", "EMERG", "EMERGENCY", "PANIC",
-    ),
-}  # fmt: skip
-_SEVERITY_BY_WORD = {
-    word: severity for severity, words in _LEVEL_WORDS.items() for word in words
-}
 # Android's one-letter priorities, where A means assert.
 _SEVERITY_BY_LETTER = {
     "V": logs_pb2.SEVERITY_DEBUG,
@@ -264,10 +249,13 @@ def parse_file(
 def severity_of_word(word: str) -> int | None:
     """Return the severity of a level name such as `WARNING` or `err`, or None.
 
-    The match ignores case. One-letter Android levels are not level names
-    here, because a lone letter is too common in other text.
+    The match ignores case and uses log_service's table of severity words.
+    One-letter levels are not level names here, because a lone letter is too
+    common in other text.
     """
-    return _SEVERITY_BY_WORD.get(word.upper())
+    if len(word) < 2:
+        return None
+    return severity_from_text(word)
 
 
 class _LineParser:
