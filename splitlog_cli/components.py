@@ -36,6 +36,85 @@ def start_service(name: str, config: Config) -> ServiceHost:
         raise StartupError(f"{name} failed to start: {exc}") from exc
 
 
+def start_log_node(config: Config) -> ServiceHost:
+    """Start the log node named by the log_node_id setting; return its host.
+
+    It binds the host setting and the port that the log topology gives it.
+
+    Raises:
+      StartupError: the node id is unknown or the node cannot start.
+    """
+    from log_service.node import build_node
+
+    from log_service.sharding import topology_from_config
+
+    try:
+        topology = topology_from_config(config)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+    for node in topology.nodes:
+        if node.node_id == config.log_node_id:
+            port = int(node.address.rpartition(":")[2])
+            address = format_address(config.host, port)
+            try:
+                return build_node(config, node.node_id, node.shard, address=address)
+            except Exception as exc:
+                _LOGGER.exception("log node %s failed to start", node.node_id)
+                raise StartupError(
+                    f"log node {node.node_id} failed to start: {exc}"
+                ) from exc
+    raise StartupError(
+        f"log node id {config.log_node_id!r} is not in the log topology; set "
+        "--log-node-id to one of the nodes of --log-nodes"
+    )
+
+
+def start_log_nodes(config: Config, hosts: dict[str, ServiceHost]) -> Config:
+    """Start every log node of the topology in this process.
+
+    Each node gets its own gRPC server, so the router still reaches it over
+    gRPC. `hosts` receives the running hosts by node id as they start, so a
+    caller can stop them even when a later one fails.
+
+    Returns:
+      The settings with `log_nodes` naming the ports the nodes bound, which
+      differ from the configured ones when those are 0.
+
+    Raises:
+      StartupError: the topology does not parse or a node cannot start.
+    """
+    from log_service.node import build_node
+
+    from log_service.sharding import topology_from_config
+
+    try:
+        topology = topology_from_config(config)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+    parts = []
+    for shard in topology.shards:
+        members = []
+        for node in shard.nodes:
+            port = int(node.address.rpartition(":")[2])
+            try:
+                host = build_node(
+                    config,
+                    node.node_id,
+                    node.shard,
+                    address=format_address(config.host, port),
+                )
+            except Exception as exc:
+                _LOGGER.exception("log node %s failed to start", node.node_id)
+                raise StartupError(
+                    f"log node {node.node_id} failed to start: {exc}"
+                ) from exc
+            hosts[node.node_id] = host
+            address = format_address(connect_host(config.host), host.port)
+            members.append(f"{node.node_id}@{address}")
+        parts.append(f"{shard.shard}=" + ",".join(members))
+    return config.replace(log_nodes=";".join(parts))
+
+
 async def start_gateway(config: Config) -> Any:
     """Start the gateway on its configured ports; return it (running).
 

@@ -32,6 +32,10 @@ def address_rows(
     for name in SERVICES:
         if name in ports:
             entries.append((name, name, format_address(config.host, ports[name])))
+    for name in sorted(ports):
+        if name.startswith("log_node_"):
+            label = "log node " + name.removeprefix("log_node_")
+            entries.append((name, label, format_address(config.host, ports[name])))
     rows = []
     for component, label, value in entries:
         if component in pids:

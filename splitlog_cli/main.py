@@ -19,7 +19,7 @@ from splitlog_cli.processes import RESTART_POLICY, Supervisor
 from splitlog_cli.show_config import FORMATS, render
 from splitlog_cli.signals import StopSignals
 from splitlog_cli.splitwise import commands as splitwise_commands
-from splitlog_cli.topology import COMPONENTS, COMPONENTS_BY_NAME
+from splitlog_cli.topology import COMPONENTS, COMPONENTS_BY_NAME, LOG_NODE
 from splitlog_runtime import logsetup
 from splitlog_runtime.config import Config, add_arguments
 
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run one component in the foreground (what each container runs)",
         description="Run one component until SIGTERM or Ctrl-C.",
     )
-    serve.add_argument("component", choices=list(COMPONENTS_BY_NAME))
+    serve.add_argument("component", choices=[*COMPONENTS_BY_NAME, LOG_NODE])
 
     show = commands.add_parser(
         "config",
@@ -141,6 +141,8 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
 
 def _served_ports(args: argparse.Namespace) -> list[str]:
     """Return the port settings of the components that the command runs."""
+    if args.command == "serve" and args.component == LOG_NODE:
+        return []
     if args.command == "serve":
         components = [COMPONENTS_BY_NAME[args.component]]
     else:

@@ -41,6 +41,15 @@ def check_ports_free(config: Config, components: Iterable[Component]) -> None:
     Port 0 (any free port) is never checked.
     """
     for component in components:
+        if component.is_log_node:
+            port = component.node_port
+            if port and _is_in_use(config.host, port):
+                raise StartupError(
+                    f"log node {component.node_id}: port {port} on {config.host} "
+                    "is in use; stop what holds it or choose other ports with "
+                    "--log-node-port or --log-nodes"
+                )
+            continue
         for setting_name in component.port_settings:
             port = getattr(config, setting_name)
             if port and _is_in_use(config.host, port):

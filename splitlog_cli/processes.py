@@ -30,9 +30,8 @@ from splitlog_cli.ports import check_ports_free
 from splitlog_cli.settings import env_text
 from splitlog_cli.signals import SUPERVISOR_PID_ENV, StopSignals
 from splitlog_cli.topology import (
-    COMPONENTS,
-    COMPONENTS_BY_NAME,
     Component,
+    all_components,
     grpc_address,
     local_environment,
 )
@@ -166,7 +165,12 @@ class Supervisor:
         self._config = config
         self._signals = signals
         self._policy = policy
-        self._waves = start_waves(COMPONENTS)
+        try:
+            self._components = all_components(config)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
+        self._by_name = {c.name: c for c in self._components}
+        self._waves = start_waves(self._components)
         self._children: dict[str, subprocess.Popen] = {}
 
     def run(self) -> int:
@@ -175,8 +179,8 @@ class Supervisor:
         Raises:
           StartupError: a port is taken or a child failed to start.
         """
-        _check_fixed_ports(self._config)
-        check_ports_free(self._config, COMPONENTS)
+        _check_fixed_ports(self._config, self._components)
+        check_ports_free(self._config, self._components)
         self._signals.on_force(self._kill_all)
         try:
             status = self._watch() if self._start_all() else 0
@@ -194,7 +198,7 @@ class Supervisor:
             for component in wave:
                 if not self._wait_until_serving(component):
                     return False
-        ports = {c.name: getattr(self._config, c.grpc_port_setting) for c in COMPONENTS}
+        ports = {c.name: c.grpc_port(self._config) for c in self._components}
         ports["http"] = self._config.http_port
         pids = {name: child.pid for name, child in self._children.items()}
         print_ready(address_rows(self._config, ports, pids))
@@ -247,7 +251,7 @@ class Supervisor:
                 if name in restart_at:
                     if now >= restart_at[name]:
                         del restart_at[name]
-                        self._spawn(COMPONENTS_BY_NAME[name])
+                        self._spawn(self._by_name[name])
                     continue
                 if child.poll() is None:
                     continue
@@ -314,8 +318,14 @@ class Supervisor:
                 child.kill()
 
 
-def _check_fixed_ports(config: Config) -> None:
-    for component in COMPONENTS:
+def _check_fixed_ports(config: Config, components: tuple[Component, ...]) -> None:
+    for component in components:
+        if component.is_log_node and component.node_port == 0:
+            raise StartupError(
+                f"up --processes needs a fixed port for every component, but log "
+                f"node {component.node_id} has port 0; set --log-node-port or "
+                "--log-nodes"
+            )
         for name in component.port_settings:
             if getattr(config, name) == 0:
                 setting = SETTINGS_BY_NAME[name]

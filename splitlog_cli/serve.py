@@ -11,9 +11,16 @@ import os
 
 from splitlog_cli import components
 from splitlog_cli.console import address_rows, print_ready
+from splitlog_cli.errors import StartupError
 from splitlog_cli.ports import check_ports_free
 from splitlog_cli.signals import SUPERVISOR_PID_ENV, StopSignals, watch_supervisor
-from splitlog_cli.topology import COMPONENTS_BY_NAME, GATEWAY
+from splitlog_cli.topology import (
+    COMPONENTS_BY_NAME,
+    GATEWAY,
+    LOG_NODE,
+    Component,
+    log_node_components,
+)
 from splitlog_runtime import aio
 from splitlog_runtime.config import Config
 
@@ -27,12 +34,19 @@ def run(name: str, config: Config) -> int:
     signals = StopSignals()
     signals.install()
     watch_supervisor(signals)
-    check_ports_free(config, [COMPONENTS_BY_NAME[name]])
+    if name == LOG_NODE:
+        component = _log_node_component(config)
+    else:
+        component = COMPONENTS_BY_NAME[name]
+    check_ports_free(config, [component])
     if name == GATEWAY.name:
         return aio.run(_serve_gateway(config, signals))
-    host = components.start_service(name, config)
+    if name == LOG_NODE:
+        host = components.start_log_node(config)
+    else:
+        host = components.start_service(name, config)
     try:
-        _announce(config, {name: host.port})
+        _announce(config, {component.name: host.port})
         while not signals.wait(timeout=1.0):
             pass
     finally:
@@ -49,6 +63,21 @@ async def _serve_gateway(config: Config, signals: StopSignals) -> int:
     finally:
         await gateway.stop(config.grace_seconds)
     return 0
+
+
+def _log_node_component(config: Config) -> Component:
+    try:
+        nodes = log_node_components(config)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+    for node in nodes:
+        if node.node_id == config.log_node_id:
+            return node
+    known = ", ".join(node.node_id for node in nodes)
+    raise StartupError(
+        f"log node id {config.log_node_id!r} is not in the log topology; set "
+        f"--log-node-id (SPLITLOG_LOG_NODE_ID) to one of: {known}"
+    )
 
 
 def _announce(config: Config, ports: dict[str, int]) -> None:

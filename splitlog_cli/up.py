@@ -16,9 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from splitlog_cli import components
 from splitlog_cli.console import address_rows, print_ready
+from splitlog_cli.errors import StartupError
 from splitlog_cli.ports import check_ports_free
 from splitlog_cli.signals import StopSignals
-from splitlog_cli.topology import COMPONENTS
+from splitlog_cli.topology import all_components
 from splitlog_runtime import aio
 from splitlog_runtime.config import SERVICES, Config
 from splitlog_runtime.server import ServiceHost
@@ -44,9 +45,15 @@ def run(config: Config) -> int:
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     signals = StopSignals()
     signals.install()
-    check_ports_free(config, COMPONENTS)
-    hosts: dict[str, ServiceHost] = {}
     try:
+        check_ports_free(config, all_components(config))
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+    hosts: dict[str, ServiceHost] = {}
+    node_hosts: dict[str, ServiceHost] = {}
+    try:
+        # The log nodes come first so that the log router finds them.
+        config = components.start_log_nodes(config, node_hosts)
         for name in SERVICES:
             if signals.requested:
                 return 0
@@ -58,7 +65,9 @@ def run(config: Config) -> int:
         # Stops what the gateway coroutine did not (after a startup failure);
         # `ServiceHost.stop` returns at once for a host already stopped.
         signals.install()
-        _stop_services(hosts, config.grace_seconds, signals.reason or "startup failed")
+        reason = signals.reason or "startup failed"
+        _stop_services(hosts, config.grace_seconds, reason)
+        _stop_services(node_hosts, config.grace_seconds, reason)
 
 
 async def _run_gateway(

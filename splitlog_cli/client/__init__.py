@@ -1,7 +1,7 @@
 """Client commands that call a running splitlog through its gateway.
 
 `add_parsers` registers `users`, `groups`, `expenses`, `settlements`,
-`balances` and `demo` on the `splitlog` parser; `run` executes the parsed
+`balances`, `logs` and `demo` on the `splitlog` parser; `run` executes the parsed
 command. Exit status: 0 on success, 1 when a call fails or the gateway
 cannot be reached, 2 for an invalid command-line value.
 """
@@ -12,7 +12,16 @@ import argparse
 import os
 import sys
 
-from splitlog_cli.client import balances, demo, expenses, groups, settlements, users
+from splitlog_cli.client import (
+    balances,
+    demo,
+    demo_logs,
+    expenses,
+    groups,
+    logs,
+    settlements,
+    users,
+)
 from splitlog_cli.client.command import HANDLER, Context, common_options
 from splitlog_cli.client.connection import ServerError
 from splitlog_cli.client.values import UsageError
@@ -22,7 +31,7 @@ from splitlog_runtime.config import Config
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
-_MODULES = (users, groups, expenses, settlements, balances, demo)
+_MODULES = (users, groups, expenses, settlements, balances, logs, demo)
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -30,6 +39,15 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     common = common_options()
     for module in _MODULES:
         module.add_parsers(commands, common)
+    demo_logs.add_demo_parser(_subcommands(commands.choices["demo"]), common)
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    """Return the parser set of a command's actions, such as those of `demo`."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    raise AssertionError(f"{parser.prog} has no actions")
 
 
 def handles(args: argparse.Namespace) -> bool:

@@ -16,12 +16,19 @@ import pytest
 import yaml
 
 from splitlog_cli.processes import start_waves
-from splitlog_cli.topology import COMPONENTS, COMPONENTS_BY_NAME, local_environment
+from splitlog_cli.topology import (
+    COMPONENTS_BY_NAME,
+    all_components,
+    local_environment,
+    log_nodes_setting,
+)
 from splitlog_runtime import config as config_module
 from splitlog_runtime.config import SERVICES, SETTINGS_BY_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULTS = config_module.load(environ={})
+COMPONENTS = all_components(DEFAULTS)
+LOG_NODES = [component for component in COMPONENTS if component.is_log_node]
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +62,7 @@ def test_one_container_per_component(compose):
 def test_container_runs_serve_component(compose, component):
     service = compose["services"][component.hostname]
 
-    assert service["command"] == ["serve", component.name]
-    assert list(component.command) == ["serve", component.name]
+    assert service["command"] == list(component.command)
     assert service["build"] == "."
 
 
@@ -79,13 +85,51 @@ def test_container_ports_are_defaults(compose, component):
         assert local_env[key] == compose_env[key]
 
 
+def test_log_nodes_run_the_default_topology(compose):
+    ids = [node.node_id for node in LOG_NODES]
+
+    assert ids == ["shard-0-a", "shard-0-b", "shard-1-a", "shard-1-b"]
+    for node in LOG_NODES:
+        compose_env = _env(compose, node)
+        assert compose_env["SPLITLOG_LOG_NODE_ID"] == node.node_id
+        assert compose["services"][node.hostname]["expose"] == [str(node.node_port)]
+
+
+@pytest.mark.parametrize(
+    "component",
+    [c for c in COMPONENTS if c.is_log_node or c.name == "log_service"],
+    ids=lambda c: c.name,
+)
+def test_log_topology_names_containers(compose, component):
+    by_id = {node.node_id: node for node in LOG_NODES}
+    expected = log_nodes_setting(DEFAULTS, lambda node_id: by_id[node_id].hostname)
+
+    assert _env(compose, component)["SPLITLOG_LOG_NODES"] == expected
+    assert local_environment(component, DEFAULTS)["SPLITLOG_LOG_NODES"] == (
+        log_nodes_setting(DEFAULTS)
+    )
+
+
+@pytest.mark.parametrize(
+    "component",
+    [c for c in COMPONENTS if c.is_log_node or c.name == "log_service"],
+    ids=lambda c: c.name,
+)
+def test_log_components_keep_data_on_a_volume(compose, component):
+    volumes = compose["services"][component.hostname]["volumes"]
+    names = [volume.split(":")[0] for volume in volumes]
+
+    assert [volume.split(":")[1] for volume in volumes] == ["/var/lib/splitlog/data"]
+    assert set(names) <= set(compose["volumes"])
+
+
 @pytest.mark.parametrize("component", COMPONENTS, ids=lambda c: c.name)
 def test_container_reaches_peers_by_host_name(compose, component):
     compose_env = _env(compose, component)
 
     for peer_name in component.peers:
         peer = COMPONENTS_BY_NAME[peer_name]
-        port = _default_port(peer.grpc_port_setting)
+        port = peer.grpc_port(DEFAULTS)
         assert compose_env[f"SPLITLOG_{peer_name.upper()}_ADDR"] == (
             f"{peer.hostname}:{port}"
         )
@@ -113,15 +157,16 @@ def test_gateway_publishes_both_fronts_on_loopback(compose):
 @pytest.mark.parametrize("component", COMPONENTS, ids=lambda c: c.name)
 def test_healthcheck_runs_splitlog_health(compose, component):
     healthcheck = compose["services"][component.hostname]["healthcheck"]
-    port = _default_port(component.grpc_port_setting)
+    port = component.grpc_port(DEFAULTS)
 
     assert healthcheck["test"] == ["CMD", "splitlog", "health", f"127.0.0.1:{port}"]
 
 
 @pytest.mark.parametrize("component", COMPONENTS, ids=lambda c: c.name)
 def test_depends_on_matches_topology(compose, component):
-    depends_on = compose["services"][component.hostname]["depends_on"]
-    expected = {COMPONENTS_BY_NAME[name].hostname for name in component.depends_on}
+    depends_on = compose["services"][component.hostname].get("depends_on", {})
+    by_name = {c.name: c for c in COMPONENTS}
+    expected = {by_name[name].hostname for name in component.depends_on}
     if component.has_database:
         expected.add("postgres")
 
@@ -134,7 +179,10 @@ def test_gateway_starts_after_every_service():
     waves = start_waves(COMPONENTS)
 
     assert [component.name for component in waves[-1]] == ["gateway"]
-    assert {component.name for component in waves[0]} == set(SERVICES)
+    assert {component.name for component in waves[0]} == (
+        set(SERVICES) - {"log_service"}
+    ) | {node.name for node in LOG_NODES}
+    assert [component.name for component in waves[1]] == ["log_service"]
     assert set(COMPONENTS_BY_NAME["gateway"].depends_on) == set(SERVICES)
 
 

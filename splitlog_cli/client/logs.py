@@ -1,0 +1,662 @@
+"""`splitlog logs`: ship log files, and query, tail and count stored entries.
+
+The commands call `splitlog.logs.v1.LogsService` through the gateway. Tables
+escape control characters, ANSI escape sequences and bidirectional
+formatting characters in every text that comes from a log entry, so a
+stored line cannot forge table rows or change the terminal's colours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from log_service.logfiles import parse_file
+from log_service.model import severity_from_text
+from log_service.timefmt import (
+    DURATION_FORMS,
+    TIME_FORMS,
+    format_time,
+    parse_duration,
+    parse_time,
+)
+from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
+from splitlog.logs.v1 import logs_service_pb2_grpc as logs_grpc
+from splitlog_cli.client import render
+from splitlog_cli.client.command import Context, add_action, add_actions
+from splitlog_cli.client.connection import (
+    DEFAULT_TIMEOUT,
+    ServerError,
+    Unreachable,
+    describe,
+)
+from splitlog_cli.client.values import UsageError, invalid
+from splitlog_runtime.channels import insecure_channel
+
+DEFAULT_LIMIT = 100
+MAX_PAGE_SIZE = 1000
+DEFAULT_BATCH_SIZE = 500
+_NANOS_PER_SECOND = 1_000_000_000
+_SEVERITY_NAMES = ("debug", "info", "warn", "error", "fatal")
+_ENTRY_HEADERS = ("TIME", "SEVERITY", "SERVICE", "HOST", "MESSAGE")
+# C0 and C1 control characters, DEL, and the Unicode characters that reorder
+# or hide text (bidirectional embeddings, overrides and isolates).
+_UNSAFE_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x1b": "\\e"}
+_BAR_WIDTH = 30
+
+
+def add_parsers(
+    commands: argparse._SubParsersAction, common: argparse.ArgumentParser
+) -> None:
+    actions = add_actions(
+        commands, "logs", "ship log files, and query, tail and count log entries"
+    )
+
+    ship = add_action(
+        actions,
+        "ship",
+        common,
+        ship_files,
+        "parse plain log files and write their lines as log entries",
+    )
+    ship.add_argument("files", metavar="FILE", nargs="+", help="log file to ship")
+    ship.add_argument(
+        "--service", required=True, help="service name stored on every entry"
+    )
+    ship.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"entries per WriteLogEntries call (default {DEFAULT_BATCH_SIZE}); "
+        "at most the server's log_max_batch_entries",
+    )
+    ship.add_argument(
+        "--zone",
+        default="UTC",
+        help="IANA time zone of times written without an offset (default UTC)",
+    )
+    ship.add_argument(
+        "--year",
+        type=int,
+        help="year of timestamps that leave it out, such as syslog's "
+        "(default: the current year)",
+    )
+
+    query = add_action(
+        actions, "query", common, query_entries, "list the entries that match"
+    )
+    _add_filters(query)
+    _add_time_range(query)
+    query.add_argument(
+        "--limit",
+        type=int,
+        default=DEFAULT_LIMIT,
+        help=f"maximum entries to print (default {DEFAULT_LIMIT})",
+    )
+    query.add_argument(
+        "--newest-first", action="store_true", help="sort by time, newest first"
+    )
+
+    tail = add_action(
+        actions,
+        "tail",
+        common,
+        tail_entries,
+        "print matching entries as they are written, until Ctrl-C",
+    )
+    _add_filters(tail)
+    tail.add_argument(
+        "--duration",
+        help=f"stop after this long, such as 30s; {DURATION_FORMS} "
+        "(default: until Ctrl-C)",
+    )
+
+    stats = add_action(
+        actions, "stats", common, log_stats, "count entries by severity and time"
+    )
+    stats.add_argument(
+        "--service",
+        dest="services",
+        action="append",
+        default=[],
+        help="only this service; repeat for more",
+    )
+    stats.add_argument("--min-severity", help=_severity_help())
+    _add_time_range(stats)
+    stats.add_argument(
+        "--step",
+        help="width of each histogram bucket, such as 1m or 1h (default: chosen "
+        "by the server)",
+    )
+
+    add_action(
+        actions,
+        "cluster",
+        common,
+        cluster_status,
+        "shards, their leaders and followers, and replication lag",
+    )
+
+
+def _severity_help() -> str:
+    return "lowest severity to include: " + ", ".join(_SEVERITY_NAMES)
+
+
+def _add_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--service",
+        dest="services",
+        action="append",
+        default=[],
+        help="only this service; repeat for more",
+    )
+    parser.add_argument("--min-severity", help=_severity_help())
+    parser.add_argument(
+        "--keyword", help="text the message must contain, ignoring case"
+    )
+    parser.add_argument(
+        "--attr",
+        dest="attributes",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="attribute that must have exactly this value; repeat for more",
+    )
+
+
+def _add_time_range(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--since",
+        "--start",
+        dest="start",
+        help=f"start of the time range, inclusive: {TIME_FORMS}",
+    )
+    parser.add_argument("--end", help="end of the time range, exclusive; same forms")
+
+
+# --- ship -------------------------------------------------------------------
+
+
+def ship_files(
+    context: Context, args: argparse.Namespace
+) -> logs_pb2.StreamLogEntriesResponse:
+    if args.batch_size < 1:
+        raise invalid("--batch-size", str(args.batch_size), "expected 1 or more")
+    if not args.service.strip():
+        raise invalid("--service", args.service, "the service name is empty")
+    summary = logs_pb2.StreamLogEntriesResponse()
+    progress = _Progress(sys.stderr, _total_bytes(args.files))
+    with _LogsClient(context.address, DEFAULT_TIMEOUT) as client:
+        for path in args.files:
+            _ship_file(client, path, args, summary, progress)
+    progress.finish()
+    context.show(summary, _ship_table)
+    return summary
+
+
+def _total_bytes(paths: list[str]) -> int:
+    total = 0
+    for path in paths:
+        try:
+            total += os.path.getsize(path)
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    return total
+
+
+def _ship_file(
+    client: _LogsClient,
+    path: str,
+    args: argparse.Namespace,
+    summary: logs_pb2.StreamLogEntriesResponse,
+    progress: _Progress,
+) -> None:
+    try:
+        entries = parse_file(
+            path, service=args.service, default_zone=args.zone, year=args.year
+        )
+        batch: list[logs_pb2.LogEntry] = []
+        for entry in entries:
+            batch.append(entry)
+            progress.advance(len(entry.message.encode()) + 1)
+            if len(batch) == args.batch_size:
+                _write_batch(client, batch, summary)
+                batch = []
+        if batch:
+            _write_batch(client, batch, summary)
+    except ValueError as exc:
+        raise invalid("--zone", args.zone, str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _write_batch(
+    client: _LogsClient,
+    batch: list[logs_pb2.LogEntry],
+    summary: logs_pb2.StreamLogEntriesResponse,
+) -> None:
+    request = logs_pb2.WriteLogEntriesRequest(
+        entries=batch, request_id=str(uuid.uuid4())
+    )
+    response = client.call(client.stub.WriteLogEntries, request)
+    # Rejection indexes count across the whole run, as in StreamLogEntries.
+    offset = summary.accepted_count + summary.rejected_count
+    for rejection in response.rejected_entries:
+        shifted = summary.rejected_entries.add()
+        shifted.CopyFrom(rejection)
+        shifted.index += offset
+    summary.batch_count += 1
+    summary.accepted_count += response.accepted_count
+    summary.rejected_count += response.rejected_count
+
+
+def _ship_table(summary: logs_pb2.StreamLogEntriesResponse) -> str:
+    lines = [
+        render.fields(
+            [
+                ("batches", summary.batch_count),
+                ("accepted", summary.accepted_count),
+                ("rejected", summary.rejected_count),
+            ]
+        )
+    ]
+    if summary.rejected_entries:
+        lines.append("")
+        lines.append(
+            render.table(
+                ("ENTRY", "REASON", "FIELD", "DESCRIPTION"),
+                [
+                    (
+                        rejection.index,
+                        _enum_name(logs_pb2.RejectionReason, rejection.reason),
+                        safe_text(rejection.field),
+                        safe_text(rejection.description),
+                    )
+                    for rejection in summary.rejected_entries
+                ],
+            )
+        )
+    return "\n".join(lines)
+
+
+class _Progress:
+    """A progress bar on stderr, drawn only when stderr is a terminal."""
+
+    def __init__(self, stream: TextIO, total: int) -> None:
+        self.stream = stream
+        self.total = max(total, 1)
+        self.done = 0
+        self.enabled = stream.isatty()
+        self.last_draw = 0.0
+
+    def advance(self, amount: int) -> None:
+        self.done = min(self.total, self.done + amount)
+        now = time.monotonic()
+        if self.enabled and now - self.last_draw >= 0.1:
+            self.last_draw = now
+            self._draw()
+
+    def finish(self) -> None:
+        if self.enabled:
+            self.done = self.total
+            self._draw()
+            self.stream.write("\n")
+            self.stream.flush()
+
+    def _draw(self) -> None:
+        filled = _BAR_WIDTH * self.done // self.total
+        bar = "#" * filled + "-" * (_BAR_WIDTH - filled)
+        percent = 100 * self.done // self.total
+        self.stream.write(f"\r[{bar}] {percent:3d}%")
+        self.stream.flush()
+
+
+# --- query, tail ------------------------------------------------------------
+
+
+def query_entries(
+    context: Context, args: argparse.Namespace
+) -> logs_pb2.ListLogEntriesResponse:
+    if args.limit < 1:
+        raise invalid("--limit", str(args.limit), "expected 1 or more")
+    request = logs_pb2.ListLogEntriesRequest(
+        services=args.services,
+        min_severity=_severity(args.min_severity),
+        keyword=args.keyword or "",
+        attribute_filters=_attribute_filters(args.attributes),
+        order_by="timestamp desc" if args.newest_first else "timestamp",
+    )
+    _set_time_range(request, args)
+    found: list[logs_pb2.LogEntry] = []
+    with _LogsClient(context.address, DEFAULT_TIMEOUT) as client:
+        while len(found) < args.limit:
+            request.page_size = min(MAX_PAGE_SIZE, args.limit - len(found))
+            response = client.call(client.stub.ListLogEntries, request)
+            found.extend(response.entries)
+            if not response.next_page_token:
+                break
+            request.page_token = response.next_page_token
+    result = logs_pb2.ListLogEntriesResponse(entries=found[: args.limit])
+    context.show(result, lambda response: entries_table(response.entries))
+    return result
+
+
+def tail_entries(
+    context: Context, args: argparse.Namespace
+) -> logs_pb2.TailLogEntriesResponse:
+    duration = None
+    if args.duration:
+        duration = _duration_seconds(args.duration, "--duration")
+    request = logs_pb2.TailLogEntriesRequest(
+        services=args.services,
+        min_severity=_severity(args.min_severity),
+        keyword=args.keyword or "",
+        attribute_filters=_attribute_filters(args.attributes),
+    )
+    last = logs_pb2.TailLogEntriesResponse()
+    with _LogsClient(context.address, DEFAULT_TIMEOUT) as client:
+        try:
+            for response in client.stream(
+                client.stub.TailLogEntries, request, duration
+            ):
+                _print_tail(context, response)
+                last.resume_token = response.resume_token or last.resume_token
+                last.skipped_count += response.skipped_count
+        except KeyboardInterrupt:
+            pass
+    return last
+
+
+def _print_tail(context: Context, response: logs_pb2.TailLogEntriesResponse) -> None:
+    out = context.out
+    for entry in response.entries:
+        if context.format == "json":
+            line = json.dumps(json_format.MessageToDict(entry), ensure_ascii=False)
+        else:
+            line = "  ".join(_entry_cells(entry))
+        print(line, file=out, flush=True)
+    if response.skipped_count and context.format != "json":
+        print(
+            f"({response.skipped_count} entries skipped because the output was "
+            "read too slowly)",
+            file=out,
+            flush=True,
+        )
+
+
+def entries_table(entries) -> str:
+    """Return entries as a table, with every log text made safe to print."""
+    return render.table(_ENTRY_HEADERS, [_entry_cells(entry) for entry in entries])
+
+
+def _entry_cells(entry: logs_pb2.LogEntry) -> tuple[str, ...]:
+    return (
+        format_time(_nanos(entry.timestamp)),
+        _enum_name(logs_pb2.Severity, entry.severity),
+        safe_text(entry.service),
+        safe_text(entry.host) or "-",
+        safe_text(entry.message),
+    )
+
+
+def safe_text(text: str) -> str:
+    """Replace characters that a terminal would act on with visible escapes.
+
+    Control characters become `\\n`, `\\t`, `\\e` (for ESC) or `\\xHH`, and
+    bidirectional formatting characters become `\\uHHHH`, so one entry
+    prints as one line and cannot start an ANSI escape sequence.
+    """
+    return _UNSAFE_TEXT.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    character = match.group()
+    named = _NAMED_ESCAPES.get(character)
+    if named:
+        return named
+    code = ord(character)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+# --- stats, cluster ---------------------------------------------------------
+
+
+def log_stats(
+    context: Context, args: argparse.Namespace
+) -> logs_pb2.GetLogStatsResponse:
+    request = logs_pb2.GetLogStatsRequest(
+        services=args.services, min_severity=_severity(args.min_severity)
+    )
+    _set_time_range(request, args)
+    if args.step:
+        request.histogram_step.FromNanoseconds(_duration_ns(args.step, "--step"))
+    with _LogsClient(context.address, DEFAULT_TIMEOUT) as client:
+        response = client.call(client.stub.GetLogStats, request)
+    context.show(response, _stats_table)
+    return response
+
+
+def _stats_table(stats: logs_pb2.GetLogStatsResponse) -> str:
+    counters = stats.ingest_counters
+    parts = [
+        render.fields(
+            [
+                ("entries", stats.total_count),
+                ("accepted", counters.accepted_count),
+                ("rejected", counters.rejected_count),
+                ("failed batches", counters.failed_batch_count),
+            ]
+        ),
+        render.table(
+            ("SEVERITY", "COUNT"),
+            [
+                (_enum_name(logs_pb2.Severity, row.severity), row.count)
+                for row in stats.severity_counts
+            ],
+        ),
+        render.table(
+            ("SERVICE", "COUNT"),
+            [(safe_text(row.service), row.count) for row in stats.service_counts],
+        ),
+    ]
+    if stats.histogram:
+        step = format_duration(stats.histogram_step.ToNanoseconds())
+        peak = max(bucket.count for bucket in stats.histogram) or 1
+        parts.append(
+            render.table(
+                (f"START (step {step})", "COUNT", ""),
+                [
+                    (
+                        format_time(_nanos(bucket.start_time)),
+                        bucket.count,
+                        "#" * (_BAR_WIDTH * bucket.count // peak),
+                    )
+                    for bucket in stats.histogram
+                ],
+            )
+        )
+    return "\n\n".join(parts)
+
+
+def cluster_status(
+    context: Context, args: argparse.Namespace
+) -> logs_pb2.GetClusterStatusResponse:
+    with _LogsClient(context.address, DEFAULT_TIMEOUT) as client:
+        response = client.call(
+            client.stub.GetClusterStatus, logs_pb2.GetClusterStatusRequest()
+        )
+    context.show(response, _cluster_table)
+    return response
+
+
+def _cluster_table(status: logs_pb2.GetClusterStatusResponse) -> str:
+    rows = []
+    for shard in status.shards:
+        followers = ", ".join(
+            f"{follower.node} (lag {follower.lag_entries}"
+            + ("" if follower.reachable else ", unreachable")
+            + ")"
+            for follower in shard.followers
+        )
+        rows.append(
+            (
+                shard.shard,
+                _enum_name(logs_pb2.Health, shard.health),
+                shard.leader or "-",
+                shard.leader_epoch,
+                shard.last_sequence,
+                followers or "-",
+            )
+        )
+    health = _enum_name(logs_pb2.Health, status.health)
+    table = render.table(
+        ("SHARD", "HEALTH", "LEADER", "EPOCH", "LAST SEQUENCE", "FOLLOWERS"), rows
+    )
+    return f"cluster health: {health}\n\n{table}"
+
+
+# --- values and connection --------------------------------------------------
+
+
+def _severity(text: str | None) -> int:
+    if not text:
+        return logs_pb2.SEVERITY_UNSPECIFIED
+    severity = severity_from_text(text)
+    if severity is None:
+        raise invalid("--min-severity", text, "expected " + ", ".join(_SEVERITY_NAMES))
+    return severity
+
+
+def _attribute_filters(pairs: list[str]) -> list[str]:
+    for pair in pairs:
+        key, sep, _ = pair.partition("=")
+        if not sep or not key:
+            raise invalid("--attr", pair, "expected KEY=VALUE, such as rpc=GetUser")
+    return pairs
+
+
+def _set_time_range(request: Any, args: argparse.Namespace) -> None:
+    if args.start:
+        request.start_time.FromNanoseconds(_time_ns(args.start, "--since"))
+    if args.end:
+        request.end_time.FromNanoseconds(_time_ns(args.end, "--end"))
+    if (
+        args.start
+        and args.end
+        and request.end_time.ToNanoseconds() <= (request.start_time.ToNanoseconds())
+    ):
+        raise UsageError(
+            f"--end {args.end} is not after --since {args.start}; swap them or "
+            "widen the range"
+        )
+
+
+def _time_ns(text: str, option: str) -> int:
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+
+
+def _duration_ns(text: str, option: str) -> int:
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+    if value <= 0:
+        raise invalid(option, text, "expected a duration above zero")
+    return value
+
+
+def _duration_seconds(text: str, option: str) -> float:
+    return _duration_ns(text, option) / _NANOS_PER_SECOND
+
+
+def format_duration(ns: int) -> str:
+    """Format a whole number of seconds or more as `90s`, `5m` or `2h`."""
+    seconds = ns // _NANOS_PER_SECOND
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{ns / _NANOS_PER_SECOND:g}s"
+
+
+def _nanos(timestamp) -> int:
+    return timestamp.seconds * _NANOS_PER_SECOND + timestamp.nanos
+
+
+def _enum_name(enum, value: int) -> str:
+    try:
+        name = enum.Name(value)
+    except ValueError:
+        return str(value)
+    return name.split("_", 1)[1].lower() if value else "-"
+
+
+class _LogsClient:
+    """A channel to the gateway with the LogsService stub and error mapping."""
+
+    def __init__(self, address: str, timeout: float) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.channel = insecure_channel(address)
+        self.stub = logs_grpc.LogsServiceStub(self.channel)
+
+    def __enter__(self) -> _LogsClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.channel.close()
+
+    def call(self, method: Callable[..., Any], request: Message) -> Any:
+        """Call a unary method with the deadline; raise `ServerError` on failure."""
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+
+    def stream(
+        self, method: Callable[..., Any], request: Message, duration: float | None
+    ) -> Iterator[Any]:
+        """Yield the responses of a server stream until it ends or `duration` passes."""
+        call = method(request, timeout=duration)
+        try:
+            yield from call
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and duration:
+                return
+            raise self._error(exc) from None
+        finally:
+            call.cancel()
+
+    def _error(self, error: grpc.RpcError) -> ServerError:
+        if error.code() == grpc.StatusCode.UNAVAILABLE and not self._reachable():
+            return Unreachable(self.address)
+        if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return ServerError(
+                f"{self.address} sent no response within {self.timeout:g} s "
+                "(DEADLINE_EXCEEDED); check the log of `splitlog up`"
+            )
+        return ServerError(describe(error))
+
+    def _reachable(self) -> bool:
+        ready = grpc.channel_ready_future(self.channel)
+        try:
+            ready.result(timeout=1.0)
+        except grpc.FutureTimeoutError:
+            return False
+        finally:
+            ready.cancel()
+        return True
