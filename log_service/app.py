@@ -1,27 +1,169 @@
-"""Start log_service's router. Its API is defined; the logic arrives later."""
+"""Start log_service's router, and in all-in-one mode its log nodes too.
+
+`build` starts the router: the public LogsService, OTLP's
+`opentelemetry.proto.collector.logs.v1.LogsService/Export`, the coordinator
+that polls the nodes, and the retention thread. `start_local_nodes` starts
+every node of the topology in this process, each with its own gRPC server,
+for `splitlog up`.
+"""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc as otlp_grpc
+
+from log_service.clients import NodeClients
+from log_service.coordinator import Coordinator
+from log_service.ingest_counters import IngestCounters
+from log_service.model import Limits
+from log_service.query import ShardReader
+from log_service.retention import RetentionEnforcer, RetentionStore
+from log_service.router import LogsServicer, OtlpLogsServicer, Writer
+from log_service.sharding import Topology, sharder_from_config, topology_from_config
 from splitlog.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from splitlog_runtime.config import Config
-from splitlog_runtime.placeholder import placeholder_servicer
 from splitlog_runtime.server import ServiceHost
 from splitlog_runtime.service import start_service
 
+_LOGGER = logging.getLogger(__name__)
+
 SERVICE = logs_service_pb2.DESCRIPTOR.services_by_name["LogsService"]
+OTLP_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
+WRITE_QUORUMS = ("all", "leader")
+
+
+def router_data_dir(config: Config) -> Path:
+    """Return the folder of the router's own files."""
+    return Path(config.data_dir) / "log_service"
+
+
+def node_data_dir(config: Config, node_id: str) -> Path:
+    """Return the data folder of one log node in all-in-one mode."""
+    return Path(config.data_dir) / "log_nodes" / node_id
 
 
 def build(config: Config, address: str | None = None) -> ServiceHost:
-    """Start the router and return its running host."""
-    servicer = placeholder_servicer(logs_service_pb2_grpc.LogsServiceServicer, SERVICE)
-    return start_service(
-        "log_service",
-        config,
-        [
-            lambda s: logs_service_pb2_grpc.add_LogsServiceServicer_to_server(
-                servicer, s
-            )
-        ],
-        [SERVICE.full_name],
-        address=address,
+    """Start the router and return its running host.
+
+    Raises:
+      ValueError: a log setting is invalid; the message names it.
+    """
+    host, _ = build_router(config, address)
+    return host
+
+
+def build_router(
+    config: Config, address: str | None = None
+) -> tuple[ServiceHost, Coordinator]:
+    """Start the router; return its host and its coordinator.
+
+    Raises:
+      ValueError: a log setting is invalid; the message names it.
+    """
+    topology = topology_from_config(config)
+    sharder = sharder_from_config(config, topology)
+    quorum = config.log_write_quorum.strip().lower()
+    if quorum not in WRITE_QUORUMS:
+        raise ValueError(
+            "log_write_quorum must be `all` or `leader`, got "
+            f"{config.log_write_quorum!r}"
+        )
+    data_dir = router_data_dir(config)
+    clients = NodeClients(config.max_message_bytes)
+    coordinator = Coordinator(
+        topology,
+        clients,
+        Path(config.data_dir),
+        failover_seconds=config.log_failover_seconds,
+        leader_only_ack=quorum == "leader",
     )
+    counters = IngestCounters(data_dir / "ingest_counters.db")
+    retention = RetentionStore(data_dir / "retention.json", config.log_retention_hours)
+
+    def stub_for(node_address: str):
+        return clients.stubs(node_address).node
+
+    enforcer = RetentionEnforcer(retention, coordinator.node_addresses, stub_for)
+    writer = Writer(
+        coordinator,
+        sharder,
+        stub_for,
+        Limits.from_config(config),
+        retention,
+        counters,
+        config.deadline_seconds,
+    )
+    reader = ShardReader(coordinator, stub_for, config.deadline_seconds)
+    servicer = LogsServicer(
+        writer, reader, sharder, coordinator, retention, counters, stub_for
+    )
+    otlp = OtlpLogsServicer(writer, retention)
+
+    coordinator.start()
+    try:
+        host = start_service(
+            "log_service",
+            config,
+            [
+                lambda s: logs_service_pb2_grpc.add_LogsServiceServicer_to_server(
+                    servicer, s
+                ),
+                lambda s: otlp_grpc.add_LogsServiceServicer_to_server(otlp, s),
+            ],
+            [SERVICE.full_name, OTLP_SERVICE],
+            address=address,
+        )
+    except BaseException:
+        coordinator.stop()
+        counters.close()
+        clients.close()
+        raise
+    enforcer.start()
+    host.on_stop(clients.close)
+    host.on_stop(counters.close)
+    host.on_stop(coordinator.stop)
+    host.on_stop(enforcer.stop)
+    return host, coordinator
+
+
+def start_local_nodes(config: Config) -> list[ServiceHost]:
+    """Start every log node of the topology in this process.
+
+    Each node gets its own gRPC server on its topology address and keeps its
+    data under `<data_dir>/log_nodes/<node id>/`. A node whose address has
+    port 0 binds a free port; `bound_topology` then tells the router where.
+    If a node fails to start, the ones started before it are stopped.
+    """
+    from log_service.node import build_node
+
+    hosts: list[ServiceHost] = []
+    try:
+        for node in topology_from_config(config).nodes:
+            node_config = config.replace(data_dir=node_data_dir(config, node.node_id))
+            hosts.append(
+                build_node(node_config, node.node_id, node.shard, node.address)
+            )
+    except BaseException:
+        for host in hosts:
+            host.stop(0, reason="another log node failed to start")
+        raise
+    return hosts
+
+
+def bound_topology(config: Config, hosts: list[ServiceHost]) -> Topology:
+    """Return the topology with the ports the local nodes actually bound."""
+    topology = topology_from_config(config)
+    shards = []
+    index = 0
+    for spec in topology.shards:
+        nodes = []
+        for node in spec.nodes:
+            host_part = node.address.rpartition(":")[0]
+            nodes.append(
+                type(node)(node.node_id, node.shard, f"{host_part}:{hosts[index].port}")
+            )
+            index += 1
+        shards.append(type(spec)(spec.shard, tuple(nodes)))
+    return Topology(tuple(shards))

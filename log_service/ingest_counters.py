@@ -1,0 +1,128 @@
+"""Ingest counters of the router, per minute of receive time, in SQLite.
+
+Writers add to in-memory counters; a flush moves them into one SQLite file in
+the router's data folder at most once a second and at close, so a busy write
+path pays a dictionary update per batch instead of a disk write. A read
+flushes first, so it sees every counted batch.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+
+from splitlog.logs.v1 import logs_service_pb2
+
+NANOS_PER_MINUTE = 60 * 1_000_000_000
+FLUSH_INTERVAL_SECONDS = 1.0
+
+_ACCEPTED = "accepted"
+_FAILED = "failed_batches"
+_REJECTED_PREFIX = "rejected:"
+
+
+class IngestCounters:
+    """Counts accepted and rejected entries and failed batches per minute.
+
+    Args:
+      path: the SQLite file; created with its table when missing.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._connection = sqlite3.connect(path, check_same_thread=False)
+        self._connection.execute("PRAGMA journal_mode=WAL")
+        self._connection.execute(
+            "CREATE TABLE IF NOT EXISTS ingest_counts ("
+            " minute INTEGER NOT NULL, counter TEXT NOT NULL,"
+            " count INTEGER NOT NULL, PRIMARY KEY (minute, counter))"
+        )
+        self._connection.commit()
+        self._lock = threading.Lock()
+        self._pending: Counter[tuple[int, str]] = Counter()
+        self._last_flush = time.monotonic()
+
+    def record(
+        self,
+        receive_ns: int,
+        *,
+        accepted: int = 0,
+        rejected: Mapping[int, int] | None = None,
+        failed_batches: int = 0,
+    ) -> None:
+        """Add one batch's outcome to the minute of its receive time.
+
+        Args:
+          receive_ns: when the router received the batch, in Unix nanoseconds.
+          accepted: entries stored.
+          rejected: rejected entries per `RejectionReason` value.
+          failed_batches: batches that failed as a whole.
+        """
+        minute = receive_ns // NANOS_PER_MINUTE
+        with self._lock:
+            if accepted:
+                self._pending[(minute, _ACCEPTED)] += accepted
+            for reason, count in (rejected or {}).items():
+                self._pending[(minute, f"{_REJECTED_PREFIX}{reason}")] += count
+            if failed_batches:
+                self._pending[(minute, _FAILED)] += failed_batches
+            due = time.monotonic() - self._last_flush >= FLUSH_INTERVAL_SECONDS
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the in-memory counts to SQLite."""
+        with self._lock:
+            pending, self._pending = self._pending, Counter()
+            self._last_flush = time.monotonic()
+            if not pending:
+                return
+            self._connection.executemany(
+                "INSERT INTO ingest_counts (minute, counter, count) VALUES (?, ?, ?)"
+                " ON CONFLICT (minute, counter) DO UPDATE"
+                " SET count = count + excluded.count",
+                [(minute, name, count) for (minute, name), count in pending.items()],
+            )
+            self._connection.commit()
+
+    def read(
+        self, start_ns: int | None, end_ns: int
+    ) -> logs_service_pb2.IngestCounters:
+        """Sum the counters of the minutes that overlap [start_ns, end_ns).
+
+        Counts are kept per whole minute, so a range that starts or ends inside
+        a minute includes that whole minute.
+        """
+        self.flush()
+        first = -(2**62) if start_ns is None else start_ns // NANOS_PER_MINUTE
+        last = -(-end_ns // NANOS_PER_MINUTE)
+        with self._lock:
+            rows = self._connection.execute(
+                "SELECT counter, SUM(count) FROM ingest_counts"
+                " WHERE minute >= ? AND minute < ? GROUP BY counter",
+                (first, last),
+            ).fetchall()
+        counters = logs_service_pb2.IngestCounters()
+        for name, count in rows:
+            if name == _ACCEPTED:
+                counters.accepted_count = count
+            elif name == _FAILED:
+                counters.failed_batch_count = count
+            elif name.startswith(_REJECTED_PREFIX):
+                counters.rejected_count += count
+                counters.rejection_counts.append(
+                    logs_service_pb2.RejectionCount(
+                        reason=int(name[len(_REJECTED_PREFIX) :]), count=count
+                    )
+                )
+        counters.rejection_counts.sort(key=lambda item: item.reason)
+        return counters
+
+    def close(self) -> None:
+        self.flush()
+        with self._lock:
+            self._connection.close()

@@ -1,0 +1,480 @@
+"""Reads across shards: ListLogEntries pages and GetLogStats counts.
+
+Both check the request, ask every shard that can hold matching entries (its
+leader, or an in-sync follower when the leader does not answer) in
+parallel, and combine the answers. Pages follow the (timestamp, shard,
+sequence) order that `merge` defines and continue through `tokens`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from log_service.coordinator import Coordinator
+from log_service.merge import Row, merge_rows, shard_cursor
+from log_service.model import VALID_SEVERITIES, columns_to_entries
+from log_service.sharding import Sharder
+from log_service.tokens import (
+    Cursor,
+    PageToken,
+    decode_page_token,
+    encode_page_token,
+    filter_hash,
+)
+from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
+from splitlog_runtime.errors import Unavailable, invalid_field
+from splitlog_runtime.validation import Violations
+
+NANOS_PER_SECOND = 1_000_000_000
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+ORDER_ASCENDING = "timestamp"
+ORDER_DESCENDING = "timestamp desc"
+# NOTE: the proto comment of ListLogEntriesRequest.order_by still names
+# `timestamp` as the default; newest first is what a log viewer shows first.
+DEFAULT_ORDER = ORDER_DESCENDING
+TARGET_BUCKETS = 60
+MAX_BUCKETS = 10_000
+RETRY_DELAY_SECONDS = 1.0
+_NICE_STEPS_SECONDS = (
+    1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800,
+    21600, 43200, 86400, 172800, 604800, 2592000, 7776000, 31536000,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class EntrySelection:
+    """The entry conditions shared by list, tail and stats requests."""
+
+    services: tuple[str, ...]
+    severities: tuple[int, ...]
+    keyword: str
+    attributes: tuple[tuple[str, str], ...]
+
+    def to_filter(
+        self, start: int | None = None, end: int | None = None, max_sequence: int = 0
+    ) -> node_service_pb2.EntryFilter:
+        entry_filter = node_service_pb2.EntryFilter(
+            services=self.services,
+            severities=self.severities,
+            keyword=self.keyword,
+            attributes=[
+                node_service_pb2.AttributeMatch(key=key, value=value)
+                for key, value in self.attributes
+            ],
+            max_sequence=max_sequence,
+        )
+        if start is not None:
+            entry_filter.start_time = start
+        if end is not None:
+            entry_filter.end_time = end
+        return entry_filter
+
+    def fingerprint_fields(self) -> dict[str, object]:
+        return {
+            "services": sorted(self.services),
+            "severities": sorted(self.severities),
+            "keyword": self.keyword,
+            "attributes": sorted(self.attributes),
+        }
+
+
+def _check_severity(value: int, path: str) -> int:
+    if value not in VALID_SEVERITIES:
+        raise invalid_field(
+            path,
+            f"{value} is not a severity; use SEVERITY_DEBUG, SEVERITY_INFO, "
+            "SEVERITY_WARN, SEVERITY_ERROR or SEVERITY_FATAL",
+        )
+    return value
+
+
+def _check_attribute(text: str, path: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise invalid_field(
+            path, f"{text!r} is not `key=value`; write it as, for example, rpc=Get"
+        )
+    return key, value
+
+
+def check_selection(
+    violations: Violations,
+    *,
+    services: Sequence[str],
+    min_severity: int,
+    severities: Sequence[int],
+    keyword: str,
+    attribute_filters: Sequence[str],
+) -> EntrySelection:
+    """Check the entry conditions of a request and collect their errors."""
+    chosen: list[int] = []
+    if min_severity and severities:
+        violations.check(
+            _raise,
+            "severities",
+            "cannot be combined with min_severity; send one of the two",
+        )
+    elif min_severity and violations.check(
+        _check_severity, min_severity, "min_severity"
+    ):
+        chosen = sorted(s for s in VALID_SEVERITIES if s >= min_severity)
+    for index, value in enumerate(severities):
+        if violations.check(_check_severity, value, f"severities[{index}]"):
+            chosen.append(value)
+    for index, service in enumerate(services):
+        if not service:
+            violations.check(
+                _raise, f"services[{index}]", "is empty; send a service name"
+            )
+    attributes = []
+    for index, text in enumerate(attribute_filters):
+        pair = violations.check(_check_attribute, text, f"attribute_filters[{index}]")
+        if pair is not None:
+            attributes.append(pair)
+    return EntrySelection(
+        tuple(dict.fromkeys(services)),
+        tuple(sorted(set(chosen))),
+        keyword,
+        tuple(attributes),
+    )
+
+
+def _raise(path: str, description: str) -> None:
+    raise invalid_field(path, description)
+
+
+def timestamp_ns(value: timestamp_pb2.Timestamp) -> int:
+    return value.seconds * NANOS_PER_SECOND + value.nanos
+
+
+def _check_range(
+    violations: Violations, request: object
+) -> tuple[int | None, int | None]:
+    start = end = None
+    if request.HasField("start_time"):
+        start = timestamp_ns(request.start_time)
+    if request.HasField("end_time"):
+        end = timestamp_ns(request.end_time)
+    if start is not None and end is not None and end < start:
+        violations.check(
+            _raise,
+            "end_time",
+            "is before start_time; send an end_time at or after start_time",
+        )
+    return start, end
+
+
+def _check_order(order_by: str) -> bool:
+    """Return whether the order is newest first."""
+    normalized = " ".join(order_by.lower().split())
+    if not normalized:
+        return DEFAULT_ORDER == ORDER_DESCENDING
+    if normalized in (ORDER_ASCENDING, "timestamp asc"):
+        return False
+    if normalized == ORDER_DESCENDING:
+        return True
+    raise invalid_field(
+        "order_by",
+        f"{order_by!r} is not a sort order; use `timestamp` (oldest first) or "
+        "`timestamp desc` (newest first)",
+    )
+
+
+def _check_page_size(size: int) -> int:
+    if size < 0:
+        raise invalid_field(
+            "page_size",
+            f"must be 0 or more, got {size}; 0 means {DEFAULT_PAGE_SIZE}",
+        )
+    return min(size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+class ShardReader:
+    """Sends one read to many shards in parallel, with fallback to followers.
+
+    Args:
+      coordinator: where each shard's readable replicas are.
+      stub_for: returns the LogNodeService stub of an address.
+      timeout: deadline of each node call in seconds.
+    """
+
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        stub_for: Callable[[str], object],
+        timeout: float,
+    ) -> None:
+        self._coordinator = coordinator
+        self._stub_for = stub_for
+        self.timeout = timeout
+
+    def call(
+        self,
+        method: str,
+        requests: dict[str, object],
+        timeout: float | None = None,
+    ) -> dict[str, object]:
+        """Call `method` on each shard of `requests`; return the responses.
+
+        Raises:
+          Unavailable: no replica of a shard answered.
+        """
+        timeout = self.timeout if timeout is None else timeout
+        replicas = {
+            shard: list(self._coordinator.route(shard).readable) for shard in requests
+        }
+        pending = {shard: 0 for shard in requests}
+        responses: dict[str, object] = {}
+        errors: dict[str, grpc.RpcError] = {}
+        while pending:
+            calls = {}
+            for shard, attempt in pending.items():
+                if attempt >= len(replicas[shard]):
+                    continue
+                stub = self._stub_for(replicas[shard][attempt])
+                calls[shard] = getattr(stub, method).future(
+                    requests[shard], timeout=timeout
+                )
+            next_pending = {}
+            for shard, future in calls.items():
+                try:
+                    responses[shard] = future.result()
+                except grpc.RpcError as exc:
+                    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                        raise
+                    errors[shard] = exc
+                    next_pending[shard] = pending[shard] + 1
+            for shard in pending:
+                if shard not in calls and shard not in responses:
+                    raise _shard_unavailable(shard, errors.get(shard))
+            pending = next_pending
+        return responses
+
+
+def _shard_unavailable(shard: str, error: grpc.RpcError | None) -> Unavailable:
+    cause = "it has no leader" if error is None else f"{error.code().name}"
+    return Unavailable(
+        f"no replica of log shard {shard!r} answered ({cause}); retry shortly",
+        reason="SHARD_UNAVAILABLE",
+        metadata={"shard": shard},
+        retry_delay=RETRY_DELAY_SECONDS,
+    )
+
+
+class Lister:
+    """Serves ListLogEntries."""
+
+    def __init__(self, reader: ShardReader, sharder: Sharder) -> None:
+        self._reader = reader
+        self._sharder = sharder
+
+    def list(
+        self, request: logs_service_pb2.ListLogEntriesRequest
+    ) -> logs_service_pb2.ListLogEntriesResponse:
+        violations = Violations()
+        selection = check_selection(
+            violations,
+            services=request.services,
+            min_severity=request.min_severity,
+            severities=request.severities,
+            keyword=request.keyword,
+            attribute_filters=request.attribute_filters,
+        )
+        start, end = _check_range(violations, request)
+        descending = violations.check(_check_order, request.order_by)
+        size = violations.check(_check_page_size, request.page_size)
+        violations.raise_if_any()
+
+        fingerprint = filter_hash(
+            {
+                **selection.fingerprint_fields(),
+                "start": start,
+                "end": end,
+                "descending": descending,
+            }
+        )
+        token = None
+        if request.page_token:
+            token = decode_page_token(request.page_token, fingerprint)
+            end = token.end_time
+        elif end is None:
+            end = time.time_ns()
+
+        shards = self._sharder.shards_for_query(selection.services, start, end)
+        requests = {}
+        for shard in shards:
+            query = node_service_pb2.QueryEntriesRequest(
+                shard=shard, descending=descending, limit=size + 1
+            )
+            if token is None:
+                query.filter.CopyFrom(selection.to_filter(start, end))
+            else:
+                snapshot = token.snapshot.get(shard, 0)
+                if snapshot <= 0:
+                    continue
+                query.filter.CopyFrom(selection.to_filter(start, end, snapshot))
+                timestamp, sequence = shard_cursor(token.cursor, shard)
+                query.after.timestamp = timestamp
+                query.after.sequence = sequence
+            requests[shard] = query
+        responses = self._reader.call("QueryEntries", requests)
+
+        per_shard = {}
+        for shard, response in responses.items():
+            entries = columns_to_entries(response.entries)
+            per_shard[shard] = [
+                Row(Cursor(entry_ts, shard, sequence), entry)
+                for entry_ts, sequence, entry in zip(
+                    response.entries.timestamps,
+                    response.sequences,
+                    entries,
+                    strict=False,
+                )
+            ]
+        merged = merge_rows(per_shard, descending, size + 1)
+        page = merged[:size]
+        result = logs_service_pb2.ListLogEntriesResponse(
+            entries=[row.item for row in page]
+        )
+        if len(merged) > size:
+            snapshot = (
+                token.snapshot
+                if token is not None
+                else {shard: r.last_sequence for shard, r in responses.items()}
+            )
+            result.next_page_token = encode_page_token(
+                PageToken(fingerprint, page[-1].cursor, dict(snapshot), end)
+            )
+        return result
+
+
+def pick_step(span_ns: int) -> int:
+    """Return the smallest readable bucket width giving at most ~60 buckets."""
+    for seconds in _NICE_STEPS_SECONDS:
+        step = seconds * NANOS_PER_SECOND
+        if span_ns <= step * TARGET_BUCKETS:
+            return step
+    return -(-span_ns // TARGET_BUCKETS)
+
+
+def _check_step(step: duration_pb2.Duration) -> int:
+    ns = step.ToNanoseconds()
+    if ns < NANOS_PER_SECOND or step.nanos < 0:
+        raise invalid_field(
+            "histogram_step",
+            f"{ns / 1e9:g}s is shorter than the minimum of 1 second; send 1s or "
+            "more, or leave it unset",
+        )
+    return ns
+
+
+class StatsReader:
+    """Serves the entry counts of GetLogStats."""
+
+    def __init__(self, reader: ShardReader, sharder: Sharder) -> None:
+        self._reader = reader
+        self._sharder = sharder
+
+    def stats(
+        self, request: logs_service_pb2.GetLogStatsRequest
+    ) -> tuple[logs_service_pb2.GetLogStatsResponse, int | None, int]:
+        """Return the response without ingest counters, and the time range."""
+        violations = Violations()
+        selection = check_selection(
+            violations,
+            services=request.services,
+            min_severity=request.min_severity,
+            severities=(),
+            keyword="",
+            attribute_filters=(),
+        )
+        start, end = _check_range(violations, request)
+        step = None
+        if request.HasField("histogram_step"):
+            step = violations.check(_check_step, request.histogram_step)
+        violations.raise_if_any()
+        if end is None:
+            end = time.time_ns()
+        shards = self._sharder.shards_for_query(selection.services, start, end)
+        response = logs_service_pb2.GetLogStatsResponse()
+        first = start if start is not None else self._oldest(selection, shards, end)
+        if first is None or end <= first:
+            if step:
+                response.histogram_step.FromNanoseconds(step)
+            return response, start, end
+
+        if step is None:
+            step = pick_step(end - first)
+        aligned = first - first % step
+        buckets = -(-(end - aligned) // step)
+        if buckets > MAX_BUCKETS:
+            raise invalid_field(
+                "histogram_step",
+                f"gives {buckets} buckets over the time range, more than "
+                f"{MAX_BUCKETS}; send a wider step or a shorter range",
+            )
+        requests = {
+            shard: node_service_pb2.CountEntriesRequest(
+                shard=shard,
+                filter=selection.to_filter(first, end),
+                histogram_start=aligned,
+                histogram_step=step,
+            )
+            for shard in shards
+        }
+        responses = self._reader.call("CountEntries", requests)
+        _fill_counts(response, responses.values(), first, aligned, step, buckets)
+        response.histogram_step.FromNanoseconds(step)
+        return response, start, end
+
+    def _oldest(
+        self, selection: EntrySelection, shards: list[str], end: int
+    ) -> int | None:
+        requests = {
+            shard: node_service_pb2.QueryEntriesRequest(
+                shard=shard, filter=selection.to_filter(None, end), limit=1
+            )
+            for shard in shards
+        }
+        responses = self._reader.call("QueryEntries", requests)
+        firsts = [r.entries.timestamps[0] for r in responses.values() if r.sequences]
+        return min(firsts, default=None)
+
+
+def _fill_counts(
+    response: logs_service_pb2.GetLogStatsResponse,
+    shard_responses,
+    start: int,
+    aligned: int,
+    step: int,
+    buckets: int,
+) -> None:
+    severities: Counter[int] = Counter()
+    services: Counter[str] = Counter()
+    histogram: defaultdict[int, Counter[int]] = defaultdict(Counter)
+    for shard_response in shard_responses:
+        for item in shard_response.severity_counts:
+            severities[item.severity] += item.count
+        for item in shard_response.service_counts:
+            services[item.service] += item.count
+        for item in shard_response.bucket_counts:
+            histogram[item.bucket][item.severity] += item.count
+    response.total_count = sum(severities.values())
+    for severity in sorted(severities, reverse=True):
+        response.severity_counts.add(severity=severity, count=severities[severity])
+    for service, count in sorted(services.items(), key=lambda i: (-i[1], i[0])):
+        response.service_counts.add(service=service, count=count)
+    for index in range(buckets):
+        counts = histogram.get(index, Counter())
+        bucket = response.histogram.add(count=sum(counts.values()))
+        # The first bucket starts at the window's start, not before it.
+        bucket.start_time.FromNanoseconds(max(aligned + index * step, start))
+        for severity in sorted(counts, reverse=True):
+            bucket.severity_counts.add(severity=severity, count=counts[severity])

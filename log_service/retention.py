@@ -1,0 +1,329 @@
+"""The retention policy: its durable store, its checks and its enforcement.
+
+The router keeps the one policy of the cluster in
+`<data_dir>/log_service/retention.json`. Until it is first updated, it keeps
+entries for `log_retention_hours`. Writes use the policy to reject entries
+that are already too old, and `RetentionEnforcer` asks every node to delete
+expired entries once a minute and right after each update.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from google.protobuf import duration_pb2, field_mask_pb2
+
+from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
+from splitlog_runtime.errors import Aborted, NotFound, invalid_field
+from splitlog_runtime.validation import Violations
+
+_LOGGER = logging.getLogger(__name__)
+
+POLICY_NAME = "retentionPolicy"
+NANOS_PER_HOUR = 3600 * 1_000_000_000
+MIN_RETENTION_NS = NANOS_PER_HOUR
+ENFORCE_INTERVAL_SECONDS = 60.0
+APPLY_DEADLINE_SECONDS = 30.0
+_MASK_PATHS = ("default_retention", "service_retentions")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Retention in nanoseconds: the default and the per-service overrides."""
+
+    default_ns: int
+    services: dict[str, int] = field(default_factory=dict)
+    update_time_ns: int = 0
+
+    @property
+    def etag(self) -> str:
+        encoded = json.dumps(
+            [self.default_ns, sorted(self.services.items()), self.update_time_ns]
+        ).encode()
+        return hashlib.blake2b(encoded, digest_size=8).hexdigest()
+
+    def cutoffs(self, now_ns: int) -> tuple[int, dict[str, int]]:
+        """Return the default and per-service lowest kept timestamps."""
+        services = {name: now_ns - ns for name, ns in self.services.items()}
+        return now_ns - self.default_ns, services
+
+    def to_proto(self) -> logs_service_pb2.RetentionPolicy:
+        message = logs_service_pb2.RetentionPolicy(
+            name=POLICY_NAME,
+            default_retention=_duration(self.default_ns),
+            etag=self.etag,
+        )
+        for service, ns in sorted(self.services.items()):
+            message.service_retentions[service].CopyFrom(_duration(ns))
+        if self.update_time_ns:
+            message.update_time.FromNanoseconds(self.update_time_ns)
+        return message
+
+
+def _duration(ns: int) -> duration_pb2.Duration:
+    duration = duration_pb2.Duration()
+    duration.FromNanoseconds(ns)
+    return duration
+
+
+def _hours(ns: int) -> str:
+    return f"{ns / NANOS_PER_HOUR:g} h"
+
+
+def _check_retention(value: duration_pb2.Duration, path: str) -> int:
+    if value.seconds < 0 or value.nanos < 0 or value.nanos >= 1_000_000_000:
+        raise invalid_field(
+            path, f"{value.seconds}s {value.nanos}ns is not a valid positive duration"
+        )
+    ns = value.ToNanoseconds()
+    if ns < MIN_RETENTION_NS:
+        raise invalid_field(
+            path,
+            f"{ns / 1e9:g}s is shorter than the minimum of 1 hour; send 3600s or more",
+        )
+    return ns
+
+
+def check_name(name: str, path: str = "name") -> None:
+    """Check the resource name of the policy.
+
+    Raises:
+      InvalidArgument: the name is empty.
+      NotFound: the name is not `retentionPolicy`.
+    """
+    if not name:
+        raise invalid_field(path, f"is required; send {POLICY_NAME!r}")
+    if name != POLICY_NAME:
+        raise NotFound(
+            f"{path}: no retention policy is named {name!r}; the only one is "
+            f"{POLICY_NAME!r}",
+            metadata={"field": path},
+        )
+
+
+def apply_update(
+    current: Policy,
+    update: logs_service_pb2.RetentionPolicy,
+    mask: field_mask_pb2.FieldMask,
+    now_ns: int,
+) -> Policy:
+    """Return the policy after an update, checked and with a new update time.
+
+    Raises:
+      InvalidArgument: a path of the mask or a retention is invalid.
+      Aborted: the update carries an etag that is no longer current.
+    """
+    violations = Violations()
+    paths = list(mask.paths)
+    for index, path in enumerate(paths):
+        if path not in (*_MASK_PATHS, "*"):
+            violations.check(
+                _raise,
+                f"update_mask.paths[{index}]",
+                f"{path!r} cannot be updated; use default_retention, "
+                "service_retentions or *",
+            )
+    if not paths:
+        paths = [
+            path
+            for path, present in (
+                ("default_retention", update.HasField("default_retention")),
+                ("service_retentions", bool(update.service_retentions)),
+            )
+            if present
+        ]
+    if "*" in paths:
+        paths = list(_MASK_PATHS)
+    default_ns = current.default_ns
+    services = dict(current.services)
+    if "default_retention" in paths:
+        prefix = "retention_policy.default_retention"
+        if not update.HasField("default_retention"):
+            violations.check(_raise, prefix, "is required when the mask names it")
+        else:
+            default_ns = violations.check(
+                _check_retention, update.default_retention, prefix
+            )
+    if "service_retentions" in paths:
+        services = {}
+        for service, value in sorted(update.service_retentions.items()):
+            path = f"retention_policy.service_retentions[{service!r}]"
+            if not service:
+                violations.check(_raise, path, "the service name is empty")
+                continue
+            services[service] = violations.check(_check_retention, value, path)
+    violations.raise_if_any()
+    if not paths:
+        raise invalid_field(
+            "update_mask",
+            "names no field and the policy sets none; set default_retention or "
+            "service_retentions",
+        )
+    if update.etag and update.etag != current.etag:
+        raise Aborted(
+            f"retention_policy.etag {update.etag!r} is not the current etag "
+            f"{current.etag!r}; the policy changed meanwhile, so read it again "
+            "and resend the update",
+            metadata={"field": "retention_policy.etag"},
+        )
+    return Policy(default_ns, services, now_ns)
+
+
+def _raise(path: str, description: str) -> None:
+    raise invalid_field(path, description)
+
+
+class RetentionStore:
+    """The policy in a JSON file, replaced atomically on each update."""
+
+    def __init__(self, path: Path, default_hours: int) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._policy = self._load() or Policy(default_hours * NANOS_PER_HOUR)
+        self._listeners: list[Callable[[], None]] = []
+
+    def _load(self) -> Policy | None:
+        try:
+            payload = json.loads(self._path.read_text())
+        except FileNotFoundError:
+            return None
+        return Policy(
+            int(payload["default_ns"]),
+            {str(k): int(v) for k, v in payload["services"].items()},
+            int(payload.get("update_time_ns", 0)),
+        )
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    def on_update(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    def cutoff_function(self, now_ns: int) -> Callable[[str], int]:
+        """Return the lowest allowed timestamp per service at `now_ns`."""
+        default_cutoff, cutoffs = self._policy.cutoffs(now_ns)
+        return lambda service: cutoffs.get(service, default_cutoff)
+
+    def update(
+        self,
+        update: logs_service_pb2.RetentionPolicy,
+        mask: field_mask_pb2.FieldMask,
+    ) -> Policy:
+        """Check, apply and save an update, then tell the listeners.
+
+        Raises:
+          InvalidArgument, NotFound, Aborted: as `check_name` and
+            `apply_update` describe.
+        """
+        check_name(update.name, "retention_policy.name")
+        with self._lock:
+            policy = apply_update(self._policy, update, mask, time.time_ns())
+            self._save(policy)
+            self._policy = policy
+        _LOGGER.info(
+            "log retention changed: default %s, per service %s",
+            _hours(policy.default_ns),
+            {name: _hours(ns) for name, ns in policy.services.items()},
+        )
+        for listener in self._listeners:
+            listener()
+        return policy
+
+    def _save(self, policy: Policy) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self._path.with_name(self._path.name + ".tmp")
+        with open(temporary, "w") as handle:
+            json.dump(
+                {
+                    "default_ns": policy.default_ns,
+                    "services": policy.services,
+                    "update_time_ns": policy.update_time_ns,
+                },
+                handle,
+            )
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self._path)
+
+
+class RetentionEnforcer:
+    """Calls ApplyRetention on every node each minute and after each update.
+
+    Args:
+      store: the policy.
+      addresses: returns the address of every node.
+      stub_for: returns the LogNodeService stub of an address.
+    """
+
+    def __init__(
+        self,
+        store: RetentionStore,
+        addresses: Callable[[], list[str]],
+        stub_for: Callable[[str], object],
+        interval: float = ENFORCE_INTERVAL_SECONDS,
+    ) -> None:
+        self._store = store
+        self._addresses = addresses
+        self._stub_for = stub_for
+        self._interval = interval
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="log-retention", daemon=True
+        )
+        store.on_update(self._wake.set)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            self.apply_once()
+
+    def apply_once(self) -> Mapping[str, int]:
+        """Ask every node to delete expired entries; return deletions per node."""
+        default_cutoff, cutoffs = self._store.policy.cutoffs(time.time_ns())
+        request = node_service_pb2.ApplyRetentionRequest(
+            default_cutoff=default_cutoff, service_cutoffs=cutoffs
+        )
+        deleted = {}
+        for address in self._addresses():
+            stub = self._stub_for(address)
+            try:
+                response = stub.ApplyRetention(request, timeout=APPLY_DEADLINE_SECONDS)
+            except grpc.RpcError as exc:
+                _LOGGER.warning(
+                    "log retention on node %s failed (%s); retrying in %.0fs",
+                    address,
+                    exc.code(),
+                    self._interval,
+                )
+                continue
+            deleted[address] = response.deleted_count
+            if response.deleted_count:
+                _LOGGER.info(
+                    "log retention on node %s deleted %d entries and %d partitions",
+                    address,
+                    response.deleted_count,
+                    response.dropped_partitions,
+                )
+        return deleted

@@ -1,0 +1,35 @@
+"""Helpers for router tests: statuses and addresses where nothing listens."""
+
+from __future__ import annotations
+
+import socket
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+
+def closed_address() -> str:
+    """Return a 127.0.0.1 address whose port was free a moment ago."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
+
+
+def details_of(error: grpc.RpcError, kind):
+    """Return the details of one type from an RPC error's rich status."""
+    status = rpc_status.from_call(error)
+    found = []
+    for detail in status.details if status else []:
+        message = kind()
+        if detail.Unpack(message):
+            found.append(message)
+    return found
+
+
+def violated_fields(error: grpc.RpcError) -> list[str]:
+    return [
+        violation.field
+        for bad in details_of(error, error_details_pb2.BadRequest)
+        for violation in bad.field_violations
+    ]

@@ -1,0 +1,237 @@
+"""Tests of the log router against real gRPC servers.
+
+The first group runs a router whose nodes never answer: request checks,
+the retention policy and writes that fail as a whole. The end-to-end group
+runs real log nodes in this process.
+"""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
+from google.rpc import error_details_pb2
+
+from log_service.app import build_router
+from log_service.ingest_counters import IngestCounters
+from splitlog.logs.v1 import logs_service_pb2 as pb
+from splitlog.logs.v1 import logs_service_pb2_grpc
+from tests.log_service.router_support import closed_address, details_of, violated_fields
+
+HOUR = 3600
+
+
+@pytest.fixture
+def lonely_router(base_config):
+    """A router whose two shards point at addresses where nothing listens."""
+    nodes = (
+        f"shard-0=a@{closed_address()},b@{closed_address()};"
+        f"shard-1=c@{closed_address()},d@{closed_address()}"
+    )
+    config = base_config.replace(log_nodes=nodes, deadline_seconds=2.0)
+    host, coordinator = build_router(config, "127.0.0.1:0")
+    channel = grpc.insecure_channel(f"127.0.0.1:{host.port}")
+    yield logs_service_pb2_grpc.LogsServiceStub(channel), config
+    channel.close()
+    host.stop(0)
+
+
+def entry(service="expenses", message="hello", **kwargs):
+    return pb.LogEntry(service=service, message=message, **kwargs)
+
+
+def test_write_without_nodes_is_unavailable_with_retry_info(lonely_router):
+    stub, _ = lonely_router
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.WriteLogEntries(pb.WriteLogEntriesRequest(entries=[entry()]))
+
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert details_of(caught.value, error_details_pb2.RetryInfo)
+    assert "request_id" in caught.value.details()
+
+
+def test_ingest_counters_survive_reopen(tmp_path):
+    path = tmp_path / "counters.db"
+    minute = 60 * 1_000_000_000
+    counters = IngestCounters(path)
+    counters.record(
+        5 * minute + 1, accepted=3, rejected={pb.REJECTION_REASON_MISSING_FIELD: 2}
+    )
+    counters.record(6 * minute, accepted=4, failed_batches=1)
+    counters.close()
+
+    reopened = IngestCounters(path)
+    both = reopened.read(5 * minute, 7 * minute)
+    first = reopened.read(5 * minute, 6 * minute)
+    reopened.close()
+
+    assert both.accepted_count == 7
+    assert both.rejected_count == 2
+    assert both.failed_batch_count == 1
+    assert list(both.rejection_counts) == [
+        pb.RejectionCount(reason=pb.REJECTION_REASON_MISSING_FIELD, count=2)
+    ]
+    assert first.accepted_count == 3
+    assert first.failed_batch_count == 0
+
+
+def test_empty_batch_is_invalid(lonely_router):
+    stub, _ = lonely_router
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.WriteLogEntries(pb.WriteLogEntriesRequest())
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(caught.value) == ["entries"]
+
+
+def test_too_large_batch_is_invalid(lonely_router, base_config):
+    stub, config = lonely_router
+    entries = [entry()] * (config.log_max_batch_entries + 1)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.WriteLogEntries(pb.WriteLogEntriesRequest(entries=entries))
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert str(config.log_max_batch_entries) in caught.value.details()
+
+
+def test_write_entry_invalid_names_the_field(lonely_router):
+    stub, _ = lonely_router
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.WriteLogEntry(pb.WriteLogEntryRequest(entry=entry(trace_id="xyz")))
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(caught.value) == ["entry.trace_id"]
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [
+        ({"page_size": -1}, "page_size"),
+        ({"order_by": "service"}, "order_by"),
+        ({"min_severity": 9, "severities": [13]}, "severities"),
+        ({"severities": [3]}, "severities[0]"),
+        ({"attribute_filters": ["novalue"]}, "attribute_filters[0]"),
+        ({"services": [""]}, "services[0]"),
+        ({"page_token": "garbage"}, "page_token"),
+        (
+            {
+                "start_time": timestamp_pb2.Timestamp(seconds=20),
+                "end_time": timestamp_pb2.Timestamp(seconds=10),
+            },
+            "end_time",
+        ),
+    ],
+)
+def test_list_rejects_bad_requests(lonely_router, request_fields, field):
+    stub, _ = lonely_router
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ListLogEntries(pb.ListLogEntriesRequest(**request_fields))
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in violated_fields(caught.value)
+
+
+def test_stats_rejects_short_step(lonely_router):
+    stub, _ = lonely_router
+    step = duration_pb2.Duration(nanos=500_000_000)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.GetLogStats(pb.GetLogStatsRequest(histogram_step=step))
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(caught.value) == ["histogram_step"]
+
+
+def test_cluster_without_nodes_is_unavailable(lonely_router):
+    stub, _ = lonely_router
+
+    status = stub.GetClusterStatus(pb.GetClusterStatusRequest())
+
+    assert status.health == pb.HEALTH_UNAVAILABLE
+    assert [shard.shard for shard in status.shards] == ["shard-0", "shard-1"]
+    assert status.shards[0].leader == "a"
+    assert status.shards[0].leader_epoch == 1
+    assert [f.node for f in status.shards[0].followers] == ["b"]
+
+
+def test_retention_defaults_to_setting(lonely_router):
+    stub, config = lonely_router
+
+    policy = stub.GetRetentionPolicy(
+        pb.GetRetentionPolicyRequest(name="retentionPolicy")
+    ).retention_policy
+
+    assert policy.name == "retentionPolicy"
+    assert policy.default_retention.seconds == config.log_retention_hours * HOUR
+    assert policy.etag
+
+
+def test_retention_unknown_name_is_not_found(lonely_router):
+    stub, _ = lonely_router
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.GetRetentionPolicy(pb.GetRetentionPolicyRequest(name="other"))
+
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_retention_update_with_mask_and_etag(lonely_router):
+    stub, _ = lonely_router
+    current = stub.GetRetentionPolicy(
+        pb.GetRetentionPolicyRequest(name="retentionPolicy")
+    ).retention_policy
+    update = pb.RetentionPolicy(name="retentionPolicy", etag=current.etag)
+    update.service_retentions["debugger"].seconds = 2 * HOUR
+
+    updated = stub.UpdateRetentionPolicy(
+        pb.UpdateRetentionPolicyRequest(
+            retention_policy=update,
+            update_mask=field_mask_pb2.FieldMask(paths=["service_retentions"]),
+        )
+    ).retention_policy
+
+    assert updated.default_retention == current.default_retention
+    assert updated.service_retentions["debugger"].seconds == 2 * HOUR
+    assert updated.etag != current.etag
+    assert updated.update_time.seconds > 0
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.UpdateRetentionPolicy(
+            pb.UpdateRetentionPolicyRequest(retention_policy=update)
+        )
+    assert caught.value.code() == grpc.StatusCode.ABORTED
+
+
+def test_retention_update_rejects_short_retention(lonely_router):
+    stub, _ = lonely_router
+    update = pb.RetentionPolicy(
+        name="retentionPolicy", default_retention=duration_pb2.Duration(seconds=60)
+    )
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.UpdateRetentionPolicy(
+            pb.UpdateRetentionPolicyRequest(retention_policy=update)
+        )
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(caught.value) == ["retention_policy.default_retention"]
+
+
+def test_retention_update_rejects_unknown_mask_path(lonely_router):
+    stub, _ = lonely_router
+    update = pb.RetentionPolicy(name="retentionPolicy")
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.UpdateRetentionPolicy(
+            pb.UpdateRetentionPolicyRequest(
+                retention_policy=update,
+                update_mask=field_mask_pb2.FieldMask(paths=["name"]),
+            )
+        )
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(caught.value) == ["update_mask.paths[0]"]
