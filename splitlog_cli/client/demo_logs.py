@@ -31,7 +31,7 @@ from splitlog_cli.client.command import HANDLER, Context, add_action
 from splitlog_runtime.channels import insecure_channel
 
 _SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
-TAIL_SECONDS = 4
+TAIL_SECONDS = 3
 # The sample: seconds before now, level word and message. Times are recent so
 # that they are inside every retention and never in the future.
 _SAMPLE = (
@@ -128,9 +128,10 @@ def _query_steps(tour: _Tour, service: str) -> None:
         ["logs", "query", "--service", service],
     )
     tour.step(
-        "Only errors and worse from the last hour.",
+        "Only errors and worse from the last hour. A value that starts with "
+        "a minus sign needs the --since=VALUE form.",
         ["logs", "query", "--service", service, "--min-severity", "error",
-         "--since", "-1h"],
+         "--since=-1h"],
     )  # fmt: skip
     tour.step(
         "A keyword search: the message must contain the text, in any case.",
@@ -138,7 +139,7 @@ def _query_steps(tour: _Tour, service: str) -> None:
     )
     tour.step(
         "Counts by severity, by service and per minute.",
-        ["logs", "stats", "--service", service, "--since", "-1h", "--step", "1m"],
+        ["logs", "stats", "--service", service, "--since=-1h", "--step", "1m"],
     )
 
 

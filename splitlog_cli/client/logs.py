@@ -181,7 +181,8 @@ def _add_time_range(parser: argparse.ArgumentParser) -> None:
         "--since",
         "--start",
         dest="start",
-        help=f"start of the time range, inclusive: {TIME_FORMS}",
+        help=f"start of the time range, inclusive: {TIME_FORMS}; write a "
+        "relative time as --since=-1h",
     )
     parser.add_argument("--end", help="end of the time range, exclusive; same forms")
 
