@@ -9,7 +9,7 @@ request order, and rejections carry that index.
 Mapping of an OTLP log record to an entry:
 
 - resource attribute `service.name` → `service`, or `unknown_service` when
-  it is missing or empty, as OpenTelemetry SDKs do.
+  it is missing or empty.
 - resource attribute `host.name` → `host`.
 - `body` → `message`: a string as is, bytes through `model.repair_utf8`,
   other kinds as compact JSON.
@@ -50,14 +50,15 @@ from log_service.model import (
 )
 from splitlog_runtime.errors import clip
 
-# Service name that OpenTelemetry SDKs report when none is configured.
+# Service name for resources without `service.name`. OpenTelemetry's resource
+# conventions use it, and SDKs may append `:<executable name>`.
 UNKNOWN_SERVICE = "unknown_service"
 SERVICE_NAME_KEY = "service.name"
 HOST_NAME_KEY = "host.name"
 SCOPE_NAME_KEY = "scope.name"
 EVENT_NAME_KEY = "event.name"
 
-# Where each entry field comes from in an OTLP request, for rejections.
+# Path in an OTLP request of each entry field, named in rejections.
 OTLP_FIELDS: Mapping[str, str] = {
     "service": f"resource.attributes[{SERVICE_NAME_KEY}]",
     "host": f"resource.attributes[{HOST_NAME_KEY}]",
@@ -221,8 +222,8 @@ def export_response(
 ) -> logs_service_pb2.ExportLogsServiceResponse:
     """Build the OTLP response for a normalised export.
 
-    When every record was accepted, `partial_success` stays unset, as the OTLP
-    specification asks. Otherwise it counts the rejected records, and its
+    When every record was accepted, `partial_success` stays unset, which OTLP
+    senders read as full success. Otherwise it counts the rejected records, and its
     error message describes the first few by index.
     """
     rejections = batch.rejections

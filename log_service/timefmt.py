@@ -7,9 +7,9 @@ all arithmetic on integer nanoseconds since the Unix epoch.
 Accepted time forms (`parse_time`):
 - RFC 3339 with `Z` or an offset: `2026-12-04T17:05:00.590180708Z`,
   `2026-12-04T22:35:00+05:30`. A space may replace the `T`.
-- the same without a zone, or a date alone (`2026-12-04`, meaning midnight),
-  read in the default zone, an IANA name such as `America/New_York`; never
-  the server's local zone.
+- the same without a zone, or a date alone (`2026-12-04`, meaning midnight).
+  These are read in the default zone, an IANA name such as
+  `America/New_York`, and never in the server's local zone.
 - an epoch number with a unit: `1700000000s`, `1700000000123ms`,
   `1700000000123456us`, `1700000000123456789ns`. A bare number is rejected
   because its unit would be a guess.

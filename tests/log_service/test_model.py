@@ -123,7 +123,7 @@ def test_severity_from_number_out_of_range(number):
     assert severity_from_number(number) is None
 
 
-def test_severity_table_in_docstring_matches_dict():
+def test_severity_table_matches_words():
     rows = {}
     for line in _severity_doc().splitlines():
         cells = [cell.strip() for cell in line.strip("|").split("|")]
@@ -180,7 +180,7 @@ def test_guess_severity_reads_only_start():
 # Severity rule order.
 
 
-def test_severity_enum_wins_over_text_and_message():
+def test_severity_enum_wins():
     entry = only_entry(
         LogEntry(
             service="api",
@@ -200,14 +200,14 @@ def test_severity_text_wins_over_message_word():
     assert dict(entry.attributes) == {}
 
 
-def test_severity_text_wins_over_upper_case_message_word():
+def test_severity_text_wins_over_message_word_upper():
     entry = only_entry(
         LogEntry(service="api", severity_text="WARNING", message="ERROR in job")
     )
     assert entry.severity == WARN
 
 
-def test_unknown_severity_text_becomes_info_with_attribute():
+def test_unknown_severity_text_kept():
     entry = only_entry(
         LogEntry(service="api", severity_text="loud", message="ERROR here")
     )
@@ -248,7 +248,7 @@ def test_long_service_rejected():
     assert "256 bytes" in rejection.description
 
 
-def test_service_at_limit_in_multibyte_characters():
+def test_service_limit_multibyte():
     service = "é" * 128  # 256 bytes in UTF-8
     assert only_entry(LogEntry(service=service)).service == service
     rejection = only_rejection(LogEntry(service=service + "é"))
@@ -348,7 +348,7 @@ def test_future_timestamp_rejected():
     assert "60 s" in rejection.description
 
 
-def test_observed_timestamp_beyond_int64_rejected():
+def test_observed_timestamp_overflow_rejected():
     entry = LogEntry(
         service="api",
         timestamp=timestamp(NOW_NS),
@@ -361,7 +361,7 @@ def test_observed_timestamp_beyond_int64_rejected():
 # Messages.
 
 
-def test_long_message_truncated_between_valid_entries():
+def test_long_message_truncated_in_batch():
     limits = Limits(max_message_bytes=256 * 1024)
     long_message = ("ab€" * 100_000)[:300_000]
     entries = [
@@ -417,7 +417,7 @@ def test_no_attributes_stored_as_empty_string():
     assert list(batch.columns.attributes) == [""]
 
 
-def test_attributes_over_limit_dropped_in_key_order():
+def test_extra_attributes_dropped_by_key():
     limits = Limits(max_attributes=3)
     attributes = {f"k{i}": str(i) for i in (4, 0, 3, 1, 2)}
     entry = only_entry(LogEntry(service="api", attributes=attributes), limits)
