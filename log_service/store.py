@@ -228,9 +228,9 @@ class LogStore:
                 if len(bounds) > 1:
                     sql += " WHERE ts >= ? AND ts < ?"
                     params = [key * self._width_ns, (key + 1) * self._width_ns]
-                inserted = cursor.execute(sql, params).fetchone()
+                inserted = self._run(sql, params)
                 low, high = bounds[key]
-                partition.rows += int(inserted[0]) if inserted else 0
+                partition.rows += inserted[0][0]
                 partition.min_ts = (
                     low if partition.min_ts is None else min(partition.min_ts, low)
                 )
@@ -283,8 +283,7 @@ class LogStore:
             if partition.max_seq <= sequence:
                 continue
             sql = f"DELETE FROM {partition.alias}.entries WHERE seq > ?"
-            row = self._writer.execute(sql, [sequence]).fetchone()
-            deleted += int(row[0]) if row else 0
+            deleted += self._run(sql, [sequence])[0][0]
             self._refresh(partition)
         return deleted
 
@@ -342,7 +341,7 @@ class LogStore:
         service_cutoffs: Mapping[str, int],
     ) -> dict[str, int]:
         sql = f"SELECT DISTINCT service FROM {partition.alias}.entries"
-        services = [row[0] for row in self._writer.execute(sql).fetchall()]
+        services = [row[0] for row in self._run(sql)]
         return {s: service_cutoffs.get(s, default_cutoff) for s in services}
 
     def _delete_expired(
@@ -361,13 +360,13 @@ class LogStore:
             bound = "?"
         params.append(default_cutoff)
         sql = f"DELETE FROM {partition.alias}.entries WHERE ts < {bound}"
-        row = self._writer.execute(sql, params).fetchone()
+        deleted = self._run(sql, params)[0][0]
         self._refresh(partition)
-        return int(row[0]) if row else 0
+        return deleted
 
     def _drop(self, partition: _Partition) -> None:
         with self._readers.exclusive():
-            self._writer.execute(f"DETACH {partition.alias}")
+            self._run(f"DETACH {partition.alias}")
             partitions = dict(self._partitions)
             del partitions[partition.start]
             self._partitions = partitions
@@ -481,26 +480,27 @@ class LogStore:
                 start, step = histogram_start, histogram_step
                 bucket_params = [start, start, step, start, step]
                 sets = "(severity), (service), (bucket, severity)"
+                outer = "GROUPING(bucket) AS no_bucket, bucket"
             else:
                 bucket = "NULL"
                 sets = "(severity), (service)"
+                outer = "1 AS no_bucket, NULL AS bucket"
             for partition in partitions:
                 if not partition.overlaps(*_time_range(flt)):
                     continue
                 sql = (
-                    "SELECT GROUPING(service) AS no_service,"
-                    " GROUPING(bucket) AS no_bucket, severity, service, bucket,"
-                    " count(*) FROM ("
+                    f"SELECT GROUPING(service) AS no_service, {outer},"
+                    " severity, service, count(*) FROM ("
                     f"SELECT severity, service, {bucket} AS bucket"
                     f" FROM {partition.alias}.entries WHERE {where}"
                     f") GROUP BY GROUPING SETS ({sets})"
                 )
                 rows = cursor.execute(sql, [*bucket_params, *params]).fetchall()
-                for no_service, no_bucket, severity, service, index, number in rows:
-                    if not no_bucket:
+                for not_service, not_bucket, index, severity, service, number in rows:
+                    if not not_bucket:
                         key = (int(index), severity)
                         by_bucket[key] = by_bucket.get(key, 0) + number
-                    elif not no_service:
+                    elif not not_service:
                         by_service[service] = by_service.get(service, 0) + number
                     else:
                         by_severity[severity] = by_severity.get(severity, 0) + number
@@ -614,8 +614,8 @@ class LogStore:
 
     def _attach(self, start: int, path: Path) -> _Partition:
         alias = "p_" + path.stem.lower()
-        self._writer.execute(f"ATTACH ? AS {alias}", [str(path)])
-        self._writer.execute(store_sql.CREATE_TABLES.format(db=alias))
+        self._run(f"ATTACH ? AS {alias}", [str(path)])
+        self._run(store_sql.CREATE_TABLES.format(db=alias))
         partition = _Partition(start=start, path=path, alias=alias)
         self._refresh(partition)
         return partition
@@ -625,11 +625,18 @@ class LogStore:
             "SELECT count(*), min(ts), max(ts), coalesce(max(seq), 0)"
             f" FROM {partition.alias}.entries"
         )
-        rows, low, high, top = self._writer.execute(sql).fetchone()
+        rows, low, high, top = self._run(sql)[0]
         partition.rows = rows
         partition.min_ts = low
         partition.max_ts = high
         partition.max_seq = top
+
+    def _run(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        """Run one statement on the writer's connection and fetch every row.
+
+        DuckDB refuses other work on a connection while a result is unread.
+        """
+        return self._writer.execute(sql, params).fetchall()
 
     def _read_state(self) -> int | None:
         path = self._directory / STATE_FILE
