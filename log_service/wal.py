@@ -663,6 +663,19 @@ class WriteAheadLog:
         self._delete_files([path for path in old if path != self._segments[0].path])
         self._open_active()
 
+    def purge_point(self, sequence: int) -> int:
+        """Return the last sequence that `purge_through(sequence)` would delete.
+
+        Zero means that it would delete nothing.
+        """
+        with self._lock:
+            point = 0
+            for following in self._segments[1:]:
+                if following.first - 1 > sequence:
+                    break
+                point = following.first - 1
+            return point
+
     def purge_through(self, sequence: int) -> int:
         """Delete whole segments whose entries are all at or below `sequence`.
 

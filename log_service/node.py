@@ -1,0 +1,1085 @@
+"""A log node: one replica of one shard, as its leader or as a follower.
+
+`LogNode` owns the node's write-ahead log (`wal.py`), its DuckDB store
+(`store.py`) and its durable state (`node_state.py`), all under one
+directory:
+
+- A leader assigns sequence numbers to each appended batch, writes one
+  `LogRecord` to its write-ahead log and flushes it (many appenders share one
+  fsync), hands it to one `ReplicationSender` per follower, and acknowledges
+  once every in-sync follower has stored it (or right after its own flush
+  with `leader_only_ack`). The highest acknowledged sequence is the commit
+  sequence.
+- A follower accepts `ReplicateEntries` from the leader of the highest epoch
+  it has seen, truncates what the leader tells it to, and appends contiguous
+  records to its own write-ahead log with fsync before replying.
+- An applier thread moves records from the write-ahead log into the store in
+  large groups. Reads wait until the store holds everything committed when
+  the read began.
+- A record is durable, and visible to the applier and the senders, once an
+  fsync covered it (or once written, with `log_fsync` off).
+
+`build_node` starts a node's gRPC server: health is NOT_SERVING until the
+write-ahead log has been replayed into the store. `python -m log_service.node`
+runs one node until SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from log_service import node_state
+from log_service.node_state import BatchIndex, Member, NodeState
+from log_service.replication import ReplicationSender
+from log_service.wal import WriteAheadLog, entry_count, slice_record
+from splitlog.logs.v1 import (
+    logs_service_pb2,
+    node_service_pb2,
+    node_service_pb2_grpc,
+    replication_service_pb2,
+    replication_service_pb2_grpc,
+)
+from splitlog_runtime import config as config_module
+from splitlog_runtime.config import Config
+from splitlog_runtime.errors import (
+    FailedPrecondition,
+    NotFound,
+    PreconditionViolation,
+    Unavailable,
+    invalid_field,
+)
+from splitlog_runtime.server import ServiceHost, create_server
+
+_LOGGER = logging.getLogger(__name__)
+
+LEADER = logs_service_pb2.REPLICA_ROLE_LEADER
+FOLLOWER = logs_service_pb2.REPLICA_ROLE_FOLLOWER
+NODE_SERVICE = node_service_pb2.DESCRIPTOR.services_by_name["LogNodeService"]
+REPLICATION_SERVICE = replication_service_pb2.DESCRIPTOR.services_by_name[
+    "ReplicationService"
+]
+
+# Longest a read waits for the store to apply the committed entries.
+READ_WAIT_SECONDS = 5.0
+FOLLOW_KEEPALIVE_SECONDS = 1.0
+FOLLOW_BATCH_ENTRIES = 1000
+APPLY_BATCH_BYTES = 64 * 1024 * 1024
+RETRY_DELAY_SECONDS = 0.5
+
+_ROLE_NAMES = {LEADER: node_state.ROLE_LEADER, FOLLOWER: node_state.ROLE_FOLLOWER}
+_ROLE_ENUMS = {name: role for role, name in _ROLE_NAMES.items()}
+
+
+def _open_store(directory: Path):
+    # Imported here so that the write-ahead log and replication can be used
+    # and tested without DuckDB.
+    from log_service.store import LogStore
+
+    return LogStore(directory)
+
+
+def _member(proto: node_service_pb2.ShardMember) -> Member:
+    return Member(proto.node, proto.address)
+
+
+class LogNode:
+    """One replica of one shard: write-ahead log, store, role and replication.
+
+    Args:
+      node_id: the node's id, as the coordinator names it.
+      address: `host:port` where other nodes and the router reach it.
+      shard: the shard it stores.
+      directory: folder for the write-ahead log, the store and the state.
+      config: settings; `log_fsync` and `max_message_bytes` apply.
+      append_timeout: longest an append waits for its acknowledgements when
+        the call's own deadline is later; defaults to `deadline_seconds`.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        address: str,
+        shard: str,
+        directory: Path,
+        config: Config,
+        *,
+        append_timeout: float | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.address = address
+        self.shard = shard
+        self._directory = Path(directory)
+        self._directory.mkdir(parents=True, exist_ok=True)
+        self._config = config
+        self._append_timeout = (
+            config.deadline_seconds if append_timeout is None else append_timeout
+        )
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
+        # Held while records move into the store or a tail is truncated.
+        self._apply_lock = threading.Lock()
+        # Serialises the ReplicateEntries messages a follower handles.
+        self._replicate_lock = threading.Lock()
+        self._state_path = self._directory / "state.json"
+        self._state = node_state.load_state(self._state_path)
+        self._batches = BatchIndex(self._directory / "batches.json")
+        self.wal: WriteAheadLog = None  # type: ignore[assignment]
+        self._store = None
+        self._ready = False
+        self._stopping = False
+        self.durable_sequence = 0
+        self.commit_sequence = 0
+        self._applied = 0
+        self._acknowledged: dict[str, int] = {}
+        self._senders: dict[str, ReplicationSender] = {}
+        self._applier: threading.Thread | None = None
+        self.start_time = time.time()
+
+    # Start and stop.
+
+    def open(self) -> None:
+        """Open the write-ahead log and the store, replay, and start serving."""
+        self.wal = WriteAheadLog(
+            self._directory / "wal", fsync=bool(self._config.log_fsync)
+        )
+        self._store = _open_store(self._directory / "store")
+        last = self.wal.last_sequence
+        if self._store.last_sequence() > last:
+            _LOGGER.warning(
+                "log shard %s: store holds entries after the write-ahead log's "
+                "last sequence %d; deleting them",
+                self.shard,
+                last,
+            )
+            self._store.delete_after(last)
+        self._batches.load()
+        for info in self.wal.records():
+            self._batches.add(info.batch_id, info.first, info.count)
+        self._apply_pending()
+        with self.lock:
+            self.durable_sequence = last
+            self._ready = True
+            self._advance_commit_locked()
+            state = self._state
+        if state.role == node_state.ROLE_LEADER:
+            self._restart_senders(state)
+        self._applier = threading.Thread(
+            target=self._apply_loop, name=f"apply-{self.shard}", daemon=True
+        )
+        self._applier.start()
+        _LOGGER.info(
+            "log node %s: shard %s ready as %s at epoch %d, last sequence %d",
+            self.node_id,
+            self.shard,
+            state.role,
+            state.epoch,
+            last,
+        )
+
+    def close(self) -> None:
+        """Stop the senders and the applier, then close the log and the store."""
+        with self.lock:
+            self._stopping = True
+            senders = list(self._senders.values())
+            self._senders.clear()
+            self.changed.notify_all()
+        for sender in senders:
+            sender.stop()
+        if self._applier is not None:
+            self._applier.join(timeout=10)
+        with self._apply_lock:
+            if self.wal is not None:
+                self.wal.close()
+            if self._store is not None:
+                self._store.close()
+
+    def notify(self) -> None:
+        """Wake every thread that waits for a change of the node."""
+        with self.lock:
+            self.changed.notify_all()
+
+    # Role and configuration.
+
+    @property
+    def state(self) -> NodeState:
+        return self._state
+
+    def is_leading(self, epoch: int) -> bool:
+        with self.lock:
+            return self.is_leading_locked(epoch)
+
+    def is_leading_locked(self, epoch: int) -> bool:
+        state = self._state
+        return (
+            not self._stopping
+            and state.role == node_state.ROLE_LEADER
+            and state.epoch == epoch
+        )
+
+    def configure(
+        self, request: node_service_pb2.ConfigureShardRequest
+    ) -> node_service_pb2.ConfigureShardResponse:
+        """Apply a configuration from the coordinator and persist it first."""
+        self._check_shard(request.shard, "shard")
+        role = _ROLE_NAMES.get(request.role)
+        if role is None:
+            raise invalid_field(
+                "role",
+                f"{request.role} is not a role; send REPLICA_ROLE_LEADER or "
+                "REPLICA_ROLE_FOLLOWER",
+            )
+        if role == node_state.ROLE_LEADER and request.leader.node != self.node_id:
+            raise invalid_field(
+                "leader.node",
+                f"is {request.leader.node!r} but this node is {self.node_id!r}; "
+                "a node can only be configured as leader under its own id",
+            )
+        with self._replicate_lock, self.lock:
+            self._check_ready()
+            old = self._state
+            self._check_not_stale(old, request)
+            new = NodeState(
+                epoch=request.leader_epoch,
+                role=role,
+                leader=_member(request.leader),
+                in_sync=tuple(_member(m) for m in request.in_sync),
+                followers=tuple(_member(m) for m in request.followers),
+                config_version=request.config_version,
+                leader_only_ack=request.leader_only_ack,
+            )
+            becoming_leader = role == node_state.ROLE_LEADER and (
+                old.role != node_state.ROLE_LEADER or old.epoch != new.epoch
+            )
+            if becoming_leader:
+                # The epoch starts right after the last entry this node holds.
+                self.wal.history.note(new.epoch, self.wal.last_sequence + 1)
+                self._acknowledged.clear()
+            if new != old:
+                node_state.save_state(self._state_path, new)
+                self._state = new
+                self._log_change(old, new)
+            self._advance_commit_locked()
+            self.changed.notify_all()
+            last = self.wal.last_sequence
+        self._restart_senders(new)
+        return node_service_pb2.ConfigureShardResponse(last_sequence=last)
+
+    def _check_not_stale(
+        self, old: NodeState, request: node_service_pb2.ConfigureShardRequest
+    ) -> None:
+        if request.leader_epoch < old.epoch:
+            raise FailedPrecondition(
+                f"leader_epoch {request.leader_epoch} is below epoch {old.epoch}, "
+                f"which node {self.node_id} has already seen for shard "
+                f"{self.shard}; send the current configuration",
+                reason="STALE_EPOCH",
+                metadata={"shard": self.shard, "epoch": str(old.epoch)},
+                preconditions=[
+                    PreconditionViolation(
+                        "STALE_EPOCH",
+                        f"shards/{self.shard}",
+                        f"epoch {request.leader_epoch} < {old.epoch}",
+                    )
+                ],
+            )
+        if (
+            request.leader_epoch == old.epoch
+            and request.config_version < old.config_version
+        ):
+            raise FailedPrecondition(
+                f"config_version {request.config_version} is below version "
+                f"{old.config_version} of epoch {old.epoch} on node "
+                f"{self.node_id}; send the current configuration",
+                reason="STALE_CONFIG_VERSION",
+                metadata={
+                    "shard": self.shard,
+                    "config_version": str(old.config_version),
+                },
+                preconditions=[
+                    PreconditionViolation(
+                        "STALE_CONFIG_VERSION",
+                        f"shards/{self.shard}",
+                        f"version {request.config_version} < {old.config_version}",
+                    )
+                ],
+            )
+
+    def _log_change(self, old: NodeState, new: NodeState) -> None:
+        if old.role != new.role or old.epoch != new.epoch:
+            _LOGGER.warning(
+                "log node %s: shard %s is now %s at epoch %d (was %s at epoch %d)",
+                self.node_id,
+                self.shard,
+                new.role,
+                new.epoch,
+                old.role,
+                old.epoch,
+            )
+
+    def _restart_senders(self, state: NodeState) -> None:
+        """Run one sender per follower while leading; stop the others."""
+        with self.lock:
+            leading = self.is_leading_locked(state.epoch) and self._state == state
+            wanted = {m.node: m for m in state.followers} if leading else {}
+            stale = [
+                sender
+                for node, sender in self._senders.items()
+                if node not in wanted
+                or sender.progress.address != wanted[node].address
+                or sender.epoch != state.epoch
+            ]
+            for sender in stale:
+                del self._senders[sender.follower]
+            started = []
+            for node, member in wanted.items():
+                if node in self._senders or node == self.node_id:
+                    continue
+                sender = ReplicationSender(
+                    self,
+                    node,
+                    member.address,
+                    state.epoch,
+                    self._config.max_message_bytes,
+                )
+                self._senders[node] = sender
+                started.append(sender)
+        for sender in stale:
+            sender.stop()
+        for sender in started:
+            sender.start()
+
+    def step_down(self, epoch: int) -> None:
+        """Leave the leader role because a follower has seen a higher epoch."""
+        with self.lock:
+            old = self._state
+            if epoch <= old.epoch:
+                return
+            new = replace(
+                old,
+                epoch=epoch,
+                role=node_state.ROLE_FOLLOWER,
+                leader=None,
+                in_sync=(),
+                config_version=0,
+            )
+            node_state.save_state(self._state_path, new)
+            self._state = new
+            self._log_change(old, new)
+            self.changed.notify_all()
+        self._restart_senders(new)
+
+    # Appends (leader).
+
+    def append(
+        self, request: node_service_pb2.AppendEntriesRequest, timeout: float | None
+    ) -> node_service_pb2.AppendEntriesResponse:
+        """Store a batch on the write quorum and return its sequence numbers.
+
+        Raises:
+          InvalidArgument: the batch is malformed.
+          Unavailable: the node is not the leader of `leader_epoch`, or the
+            acknowledgements did not arrive in time; the record then stays in
+            the log and a retry with the same batch id finds it.
+        """
+        self._check_shard(request.shard, "shard")
+        count = _check_batch(request)
+        wait = self._append_timeout if timeout is None else timeout
+        deadline = time.monotonic() + min(wait, self._append_timeout)
+        with self.lock:
+            self._check_ready()
+            self._check_leader(request.leader_epoch)
+            epoch = self._state.epoch
+            known = self._batches.get(request.batch_id)
+            if known is None:
+                first = self.wal.last_sequence + 1
+                record = node_service_pb2.LogRecord(
+                    first_sequence=first,
+                    epoch=epoch,
+                    batch_id=request.batch_id,
+                    receive_time=time.time_ns(),
+                    entries=request.entries,
+                )
+                last = self.wal.write(record)
+                self._batches.add(request.batch_id, first, count)
+            else:
+                first, count = known
+                last = first + count - 1
+        if known is None:
+            self.wal.sync(last)
+            self._note_durable()
+        self._wait_for_commit(last, deadline, epoch)
+        return node_service_pb2.AppendEntriesResponse(
+            first_sequence=first, count=count, duplicate=known is not None
+        )
+
+    def _check_leader(self, epoch: int) -> None:
+        state = self._state
+        if state.role != node_state.ROLE_LEADER:
+            leader = state.leader.node if state.leader else "unknown"
+            raise Unavailable(
+                f"node {self.node_id} is not the leader of shard {self.shard} "
+                f"(epoch {state.epoch}, leader {leader}); refresh the shard's "
+                "leader and retry",
+                reason="NOT_LEADER",
+                metadata={"shard": self.shard, "epoch": str(state.epoch)},
+                retry_delay=RETRY_DELAY_SECONDS,
+            )
+        if epoch != state.epoch:
+            raise Unavailable(
+                f"leader_epoch {epoch} differs from epoch {state.epoch} of the "
+                f"leader of shard {self.shard}; refresh the shard's leader and "
+                "retry",
+                reason="STALE_EPOCH",
+                metadata={"shard": self.shard, "epoch": str(state.epoch)},
+                retry_delay=RETRY_DELAY_SECONDS,
+            )
+
+    def _wait_for_commit(self, last: int, deadline: float, epoch: int) -> None:
+        with self.lock:
+            while self.commit_sequence < last:
+                if self._stopping:
+                    raise Unavailable(
+                        f"node {self.node_id} is stopping; retry the batch",
+                        reason="NODE_STOPPING",
+                        retry_delay=RETRY_DELAY_SECONDS,
+                    )
+                if not self.is_leading_locked(epoch):
+                    self._check_leader(epoch)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise Unavailable(
+                        f"shard {self.shard}: the in-sync followers did not "
+                        f"acknowledge sequence {last} in time; retry with the "
+                        "same batch_id",
+                        reason="REPLICATION_TIMEOUT",
+                        metadata={"shard": self.shard, "sequence": str(last)},
+                        retry_delay=RETRY_DELAY_SECONDS,
+                    )
+                self.changed.wait(remaining)
+
+    def _note_durable(self) -> None:
+        with self.lock:
+            durable = self.wal.durable_sequence
+            if durable > self.durable_sequence:
+                self.durable_sequence = durable
+                self._advance_commit_locked()
+                self.changed.notify_all()
+
+    def on_acknowledged_locked(self, follower: str, sequence: int) -> None:
+        """Record a follower's acknowledgement; the node lock is held."""
+        self._acknowledged[follower] = sequence
+        self._advance_commit_locked()
+        self.changed.notify_all()
+
+    def _advance_commit_locked(self) -> None:
+        state = self._state
+        if state.role != node_state.ROLE_LEADER:
+            return
+        target = self.durable_sequence
+        if not state.leader_only_ack:
+            for member in state.in_sync:
+                if member.node != self.node_id:
+                    target = min(target, self._acknowledged.get(member.node, 0))
+        if target > self.commit_sequence:
+            self.commit_sequence = target
+            self.changed.notify_all()
+
+    # Replication (follower).
+
+    def replicate(
+        self, request: replication_service_pb2.ReplicateEntriesRequest
+    ) -> replication_service_pb2.ReplicateEntriesResponse:
+        """Handle one message from a leader and return the follower's position."""
+        self._check_shard(request.shard, "shard")
+        with self._replicate_lock:
+            with self.lock:
+                self._check_ready()
+                if request.leader_epoch < self._state.epoch:
+                    return self._replication_reply_locked()
+                stopped = self._follow_locked(request)
+            if stopped:
+                self._restart_senders(self._state)
+            if request.HasField("truncate_after"):
+                self._truncate(request.truncate_after)
+            last = self._append_replicated(request.records)
+            with self.lock:
+                commit = min(request.commit_sequence, last)
+                if commit > self.commit_sequence:
+                    self.commit_sequence = commit
+                    self.changed.notify_all()
+                return self._replication_reply_locked()
+
+    def _follow_locked(
+        self, request: replication_service_pb2.ReplicateEntriesRequest
+    ) -> bool:
+        """Adopt the sender as leader if needed; return whether the role changed.
+
+        Raises:
+          FailedPrecondition: this node leads the same epoch.
+        """
+        old = self._state
+        same_leader = old.leader is not None and old.leader.node == request.leader
+        if (
+            request.leader_epoch == old.epoch
+            and old.role == node_state.ROLE_FOLLOWER
+            and same_leader
+        ):
+            return False
+        if request.leader_epoch == old.epoch and (
+            old.role == node_state.ROLE_LEADER or (old.leader and not same_leader)
+        ):
+            raise FailedPrecondition(
+                f"node {request.leader} sends as leader of epoch "
+                f"{request.leader_epoch}, but that epoch's leader is "
+                f"{old.leader.node if old.leader else self.node_id}",
+                reason="CONFLICTING_LEADER",
+                metadata={"shard": self.shard, "epoch": str(old.epoch)},
+            )
+        address = old.leader.address if same_leader and old.leader else ""
+        new = replace(
+            old,
+            epoch=request.leader_epoch,
+            role=node_state.ROLE_FOLLOWER,
+            leader=Member(request.leader, address),
+            in_sync=(),
+            config_version=(
+                old.config_version if request.leader_epoch == old.epoch else 0
+            ),
+        )
+        node_state.save_state(self._state_path, new)
+        self._state = new
+        self._log_change(old, new)
+        self.changed.notify_all()
+        return old.role == node_state.ROLE_LEADER
+
+    def _truncate(self, sequence: int) -> None:
+        with self._apply_lock:
+            removed = self.wal.truncate_after(sequence)
+            self._store.delete_after(sequence)
+            with self.lock:
+                self._batches.drop_after(sequence)
+                self._applied = min(self._applied, sequence)
+                self.durable_sequence = min(
+                    self.durable_sequence, self.wal.durable_sequence
+                )
+                self.commit_sequence = min(self.commit_sequence, sequence)
+        if removed:
+            _LOGGER.warning(
+                "log shard %s: removed %d entries after sequence %d on the "
+                "leader's request",
+                self.shard,
+                removed,
+                sequence,
+            )
+
+    def _append_replicated(self, records: Sequence[node_service_pb2.LogRecord]) -> int:
+        last = self.wal.last_sequence
+        written = False
+        for record in records:
+            count = entry_count(record)
+            record_last = record.first_sequence + count - 1
+            if count == 0 or record_last <= last:
+                continue
+            if record.first_sequence > last + 1:
+                break
+            if record.first_sequence <= last:
+                record = slice_record(record, last + 1, record_last)
+            self.wal.write(record)
+            with self.lock:
+                self._batches.add(record.batch_id, record.first_sequence, count)
+            last = record_last
+            written = True
+        if written:
+            self.wal.sync(last)
+            self._note_durable()
+        return last
+
+    def _replication_reply_locked(
+        self,
+    ) -> replication_service_pb2.ReplicateEntriesResponse:
+        return replication_service_pb2.ReplicateEntriesResponse(
+            node=self.node_id,
+            last_sequence=self.wal.last_sequence,
+            leader_epoch=self._state.epoch,
+            last_record_epoch=self.wal.last_record_epoch(),
+        )
+
+    # Applying records to the store.
+
+    def _apply_pending(self) -> None:
+        """Move the durable records that the store lacks into it."""
+        with self._apply_lock:
+            target = self.wal.durable_sequence
+            start = self._store.last_sequence() + 1
+            while start <= target:
+                records = self.wal.read_from(start, APPLY_BATCH_BYTES, through=target)
+                if not records:
+                    break
+                self._store.apply(records)
+                end = records[-1].first_sequence + entry_count(records[-1]) - 1
+                with self.lock:
+                    self._applied = max(self._applied, end)
+                    self.changed.notify_all()
+                start = end + 1
+            with self.lock:
+                self._applied = max(self._applied, min(target, self.wal.last_sequence))
+                self.changed.notify_all()
+
+    def _apply_loop(self) -> None:
+        while True:
+            with self.lock:
+                while not self._stopping and self._applied >= self.durable_sequence:
+                    self.changed.wait(1.0)
+                if self._stopping:
+                    return
+            try:
+                self._apply_pending()
+                self._purge()
+            except Exception:
+                _LOGGER.exception(
+                    "log shard %s: applying records to the store failed; "
+                    "retrying in 1 s",
+                    self.shard,
+                )
+                time.sleep(1.0)
+
+    def _purge(self) -> None:
+        """Delete write-ahead log segments that every replica no longer needs."""
+        with self.lock:
+            through = self._applied
+            if self._state.role == node_state.ROLE_LEADER:
+                for member in self._state.followers:
+                    through = min(through, self._acknowledged.get(member.node, 0))
+        point = self.wal.purge_point(through)
+        if point == 0:
+            return
+        with self._apply_lock:
+            # The batch ids go to disk before their records leave the log.
+            with self.lock:
+                self._batches.save_through(point)
+            purged = self.wal.purge_through(point)
+            with self.lock:
+                self._batches.trim(point)
+        _LOGGER.info(
+            "log shard %s: purged %d entries through sequence %d from the "
+            "write-ahead log",
+            self.shard,
+            purged,
+            point,
+        )
+
+    # Reads.
+
+    def wait_until_visible(self, timeout: float | None) -> None:
+        """Wait until the store holds every entry committed when the call began.
+
+        Raises:
+          Unavailable: the node is not ready or the store did not catch up.
+        """
+        wait = READ_WAIT_SECONDS if timeout is None else min(timeout, READ_WAIT_SECONDS)
+        deadline = time.monotonic() + wait
+        with self.lock:
+            self._check_ready()
+            target = self.commit_sequence
+            while self._applied < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stopping:
+                    raise Unavailable(
+                        f"shard {self.shard}: node {self.node_id} has applied "
+                        f"sequence {self._applied} of {target}; retry shortly",
+                        reason="CATCHING_UP",
+                        metadata={"shard": self.shard},
+                        retry_delay=RETRY_DELAY_SECONDS,
+                    )
+                self.changed.wait(remaining)
+
+    def query(
+        self, request: node_service_pb2.QueryEntriesRequest, timeout: float | None
+    ) -> node_service_pb2.QueryEntriesResponse:
+        self._check_shard(request.shard, "shard")
+        if request.limit < 1:
+            raise invalid_field(
+                "limit", f"is {request.limit}; send a limit of at least 1"
+            )
+        self.wait_until_visible(timeout)
+        after = None
+        if request.HasField("after"):
+            after = (request.after.timestamp, request.after.sequence)
+        columns, sequences = self._store.query(
+            request.filter,
+            after=after,
+            descending=request.descending,
+            limit=request.limit,
+        )
+        return node_service_pb2.QueryEntriesResponse(
+            entries=columns,
+            sequences=sequences,
+            last_sequence=self.wal.last_sequence,
+        )
+
+    def count(
+        self, request: node_service_pb2.CountEntriesRequest, timeout: float | None
+    ) -> node_service_pb2.CountEntriesResponse:
+        self._check_shard(request.shard, "shard")
+        if request.histogram_step < 0:
+            raise invalid_field(
+                "histogram_step",
+                f"is {request.histogram_step}; send 0 for no histogram or a "
+                "positive width in nanoseconds",
+            )
+        self.wait_until_visible(timeout)
+        severities, services, buckets = self._store.count(
+            request.filter,
+            histogram_start=request.histogram_start,
+            histogram_step=request.histogram_step,
+        )
+        return node_service_pb2.CountEntriesResponse(
+            severity_counts=[
+                logs_service_pb2.SeverityCount(severity=s, count=n)
+                for s, n in sorted(severities.items())
+            ],
+            service_counts=[
+                logs_service_pb2.ServiceCount(service=s, count=n)
+                for s, n in sorted(services.items())
+            ],
+            bucket_counts=[
+                node_service_pb2.BucketCount(bucket=b, severity=s, count=n)
+                for (b, s), n in sorted(buckets.items())
+            ],
+        )
+
+    def follow(
+        self,
+        request: node_service_pb2.FollowEntriesRequest,
+        context: grpc.ServicerContext,
+    ) -> Iterator[node_service_pb2.FollowEntriesResponse]:
+        """Yield committed entries after `after_sequence`, then wait for more."""
+        self._check_shard(request.shard, "shard")
+        flt = node_service_pb2.EntryFilter()
+        flt.CopyFrom(request.filter)
+        flt.ClearField("start_time")
+        flt.ClearField("end_time")
+        with self.lock:
+            self._check_ready()
+            after = request.after_sequence
+            if after < 0:
+                after = self.commit_sequence
+        context.add_callback(self.notify)
+        last_message = time.monotonic()
+        while context.is_active():
+            with self.lock:
+                target = min(self.commit_sequence, self._applied)
+                while target <= after and not self._stopping:
+                    remaining = last_message + FOLLOW_KEEPALIVE_SECONDS
+                    remaining -= time.monotonic()
+                    if remaining <= 0 or not context.is_active():
+                        break
+                    self.changed.wait(remaining)
+                    target = min(self.commit_sequence, self._applied)
+                if self._stopping:
+                    return
+            if target > after:
+                flt.max_sequence = target
+                columns, sequences, examined = self._store.since(
+                    after, flt, limit=FOLLOW_BATCH_ENTRIES
+                )
+                after = max(after, min(examined, target))
+                if sequences:
+                    last_message = time.monotonic()
+                    yield node_service_pb2.FollowEntriesResponse(
+                        entries=columns, sequences=sequences, last_sequence=after
+                    )
+                    continue
+            if time.monotonic() - last_message >= FOLLOW_KEEPALIVE_SECONDS:
+                last_message = time.monotonic()
+                yield node_service_pb2.FollowEntriesResponse(last_sequence=after)
+
+    def apply_retention(
+        self, request: node_service_pb2.ApplyRetentionRequest
+    ) -> node_service_pb2.ApplyRetentionResponse:
+        with self.lock:
+            self._check_ready()
+        deleted, dropped = self._store.apply_retention(
+            request.default_cutoff, dict(request.service_cutoffs)
+        )
+        return node_service_pb2.ApplyRetentionResponse(
+            deleted_count=deleted, dropped_partitions=dropped
+        )
+
+    # Status.
+
+    def status(self) -> replication_service_pb2.GetNodeStatusResponse:
+        start = timestamp_pb2.Timestamp()
+        start.FromNanoseconds(int(self.start_time * 1e9))
+        response = replication_service_pb2.GetNodeStatusResponse(
+            node=self.node_id, address=self.address, start_time=start
+        )
+        with self.lock:
+            state = self._state
+            replica = response.shards.add(
+                shard=self.shard,
+                role=_ROLE_ENUMS.get(state.role, 0),
+                leader_epoch=state.epoch,
+                ready=self._ready,
+            )
+            if not self._ready:
+                return response
+            replica.last_sequence = self.wal.last_sequence
+            replica.commit_sequence = self.commit_sequence
+            replica.last_record_epoch = self.wal.last_record_epoch()
+            if state.role == node_state.ROLE_LEADER:
+                senders = [self._senders.get(m.node) for m in state.followers]
+                for member, sender in zip(state.followers, senders, strict=True):
+                    replica.followers.append(self._follower_status(member, sender))
+        return response
+
+    def _follower_status(
+        self, member: Member, sender: ReplicationSender | None
+    ) -> logs_service_pb2.ReplicaStatus:
+        status = logs_service_pb2.ReplicaStatus(node=member.node)
+        if sender is None:
+            return status
+        progress = sender.progress
+        status.reachable = progress.reachable
+        status.last_sequence = progress.acknowledged
+        status.lag_entries = max(0, self.wal.last_sequence - progress.acknowledged)
+        if progress.last_contact is not None:
+            status.last_contact_time.FromNanoseconds(int(progress.last_contact * 1e9))
+        missing = self.wal.record_at(progress.acknowledged + 1)
+        if missing is not None:
+            lag = duration_pb2.Duration()
+            lag.FromNanoseconds(max(0, time.time_ns() - missing.receive_time))
+            status.lag.CopyFrom(lag)
+        return status
+
+    # Checks.
+
+    def _check_ready(self) -> None:
+        if not self._ready or self._stopping:
+            raise Unavailable(
+                f"node {self.node_id} is not serving shard {self.shard} yet "
+                "(replaying its write-ahead log, or stopping); retry shortly",
+                reason="NODE_NOT_READY",
+                metadata={"shard": self.shard},
+                retry_delay=RETRY_DELAY_SECONDS,
+            )
+
+    def _check_shard(self, shard: str, field: str) -> None:
+        if shard != self.shard:
+            raise NotFound(
+                f"{field}: node {self.node_id} stores shard {self.shard!r}, not "
+                f"{shard!r}; send the request to a node of that shard",
+                reason="SHARD_NOT_ON_NODE",
+                metadata={"shard": shard, "node": self.node_id},
+            )
+
+
+def _check_batch(request: node_service_pb2.AppendEntriesRequest) -> int:
+    """Return the number of entries of a batch after checking its shape."""
+    if not request.batch_id:
+        raise invalid_field(
+            "batch_id", "is empty; send an id that stays the same on retries"
+        )
+    columns = request.entries
+    count = len(columns.timestamps)
+    if count == 0:
+        raise invalid_field("entries", "holds no entries; send at least one")
+    for descriptor in columns.DESCRIPTOR.fields:
+        length = len(getattr(columns, descriptor.name))
+        if length != count:
+            raise invalid_field(
+                f"entries.{descriptor.name}",
+                f"holds {length} values but entries.timestamps holds {count}; "
+                "send one value per entry in every column",
+            )
+    return count
+
+
+def _timeout(context: grpc.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    if remaining is None or remaining > 1e9:
+        return None
+    return max(remaining, 0.0)
+
+
+class LogNodeServicer(node_service_pb2_grpc.LogNodeServiceServicer):
+    """LogNodeService over one `LogNode`."""
+
+    def __init__(self, node: LogNode) -> None:
+        self._node = node
+
+    def AppendEntries(self, request, context):
+        return self._node.append(request, _timeout(context))
+
+    def QueryEntries(self, request, context):
+        return self._node.query(request, _timeout(context))
+
+    def CountEntries(self, request, context):
+        return self._node.count(request, _timeout(context))
+
+    def FollowEntries(self, request, context):
+        yield from self._node.follow(request, context)
+
+    def ConfigureShard(self, request, context):
+        return self._node.configure(request)
+
+    def ApplyRetention(self, request, context):
+        return self._node.apply_retention(request)
+
+
+class ReplicationServicer(replication_service_pb2_grpc.ReplicationServiceServicer):
+    """ReplicationService over one `LogNode`."""
+
+    def __init__(self, node: LogNode) -> None:
+        self._node = node
+
+    def ReplicateEntries(self, request_iterator, context):
+        for request in request_iterator:
+            yield self._node.replicate(request)
+
+    def GetNodeStatus(self, request, context):
+        return self._node.status()
+
+
+def node_directory(config: Config, node_id: str) -> Path:
+    """Return the folder of a node's data: `<data_dir>/log_nodes/<node_id>`."""
+    return Path(config.data_dir) / "log_nodes" / node_id
+
+
+def build_node(
+    config: Config,
+    node_id: str,
+    shard: str,
+    address: str | None = None,
+    *,
+    directory: Path | None = None,
+    append_timeout: float | None = None,
+) -> ServiceHost:
+    """Start a log node's gRPC server and return its host once it serves.
+
+    See `start_node` for the arguments.
+    """
+    host, _ = start_node(
+        config,
+        node_id,
+        shard,
+        address,
+        directory=directory,
+        append_timeout=append_timeout,
+    )
+    return host
+
+
+def start_node(
+    config: Config,
+    node_id: str,
+    shard: str,
+    address: str | None = None,
+    *,
+    directory: Path | None = None,
+    append_timeout: float | None = None,
+) -> tuple[ServiceHost, LogNode]:
+    """Start a log node's gRPC server; return its host and the node.
+
+    Health reports NOT_SERVING while the write-ahead log is replayed into the
+    store, then SERVING. The node closes when the host stops.
+
+    Args:
+      config: resolved settings.
+      node_id: the node's id.
+      shard: the shard it stores.
+      address: `host:port` to bind; port 0 picks a free port. Defaults to the
+        node's address in the `log_nodes` topology.
+      directory: folder of the node's data; defaults to `node_directory()`.
+      append_timeout: see `LogNode`.
+    """
+    if address is None:
+        from log_service.sharding import topology_from_config
+
+        spec = next(
+            (n for n in topology_from_config(config).nodes if n.node_id == node_id),
+            None,
+        )
+        if spec is None:
+            raise ValueError(
+                f"log node {node_id!r} is not in the log_nodes topology; "
+                "pass its address or add it to log_nodes"
+            )
+        address = spec.address
+    node = LogNode(
+        node_id,
+        address,
+        shard,
+        directory or node_directory(config, node_id),
+        config,
+        append_timeout=append_timeout,
+    )
+    host = create_server(
+        f"log_node {node_id}",
+        [
+            lambda s: node_service_pb2_grpc.add_LogNodeServiceServicer_to_server(
+                LogNodeServicer(node), s
+            ),
+            lambda s: (
+                replication_service_pb2_grpc.add_ReplicationServiceServicer_to_server(
+                    ReplicationServicer(node), s
+                )
+            ),
+        ],
+        [NODE_SERVICE.full_name, REPLICATION_SERVICE.full_name],
+        address,
+        workers=config.workers,
+        max_message_bytes=config.max_message_bytes,
+        reflection_enabled=config.reflection,
+    )
+    host_part = address.rsplit(":", 1)[0]
+    node.address = f"{host_part}:{host.port}"
+    host.start()
+    host.on_stop(node.close)
+    try:
+        node.open()
+    except Exception:
+        host.stop(0, reason="opening the node failed")
+        raise
+    host.mark_serving()
+    return host, node
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run one log node until SIGTERM or SIGINT."""
+    parser = argparse.ArgumentParser(description="Run one splitlog log node.")
+    parser.add_argument("--node", required=True, help="Id of the node.")
+    parser.add_argument("--shard", required=True, help="Shard the node stores.")
+    parser.add_argument("--address", help="host:port to bind.")
+    parser.add_argument("--directory", type=Path, help="Folder of the node's data.")
+    config_module.add_arguments(parser)
+    args = parser.parse_args(argv)
+    config = config_module.load(args)
+    logging.basicConfig(level=config.log_level)
+    host = build_node(
+        config, args.node, args.shard, args.address, directory=args.directory
+    )
+    stopped = threading.Event()
+
+    def _stop(signum, frame) -> None:
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    print(f"log node {args.node} serving on port {host.port}", flush=True)
+    stopped.wait()
+    host.stop(config.grace_seconds, reason="signal")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,328 @@
+"""The leader's side of replication: one sender per follower.
+
+A `ReplicationSender` keeps one `ReplicateEntries` stream open to its
+follower. The stream begins with a heartbeat. The follower's reply gives its
+last sequence number and the epoch of the record that holds it, and the
+sender finds where the two logs diverge: the end of that epoch in the
+leader's epoch history. A follower that holds more than that is told to
+truncate (`truncate_after`). From then on the sender sends the leader's
+durable records in order, several per message, with up to `WINDOW_MESSAGES`
+messages awaiting replies. Each reply moves the follower's acknowledged
+sequence forward, which may advance the leader's commit sequence.
+
+When the stream fails, the sender reconnects with a backoff from 50 ms to 1 s.
+An idle stream carries a heartbeat every `HEARTBEAT_SECONDS` with the commit
+sequence. A reply with a higher epoch makes the leader step down.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import grpc
+
+from log_service.clients import node_channel_options
+from log_service.wal import RecordsPurged, entry_count
+from splitlog.logs.v1 import replication_service_pb2, replication_service_pb2_grpc
+
+if TYPE_CHECKING:
+    from log_service.node import LogNode
+
+_LOGGER = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 0.2
+# A stream with messages in flight and no reply for this long is restarted.
+REPLY_TIMEOUT_SECONDS = 3.0
+MESSAGE_BYTES = 4 * 1024 * 1024
+WINDOW_MESSAGES = 8
+FIRST_BACKOFF_SECONDS = 0.05
+MAX_BACKOFF_SECONDS = 1.0
+
+
+@dataclass
+class FollowerProgress:
+    """What the leader knows of one follower, for GetNodeStatus."""
+
+    node: str
+    address: str
+    reachable: bool = False
+    acknowledged: int = 0
+    last_contact: float | None = None
+
+
+@dataclass
+class _Stream:
+    """The state of one open ReplicateEntries stream."""
+
+    handshake_done: bool = False
+    next_sequence: int = 0
+    truncate_after: int | None = None
+    # The follower's expected last sequence after each message in flight.
+    in_flight: collections.deque[int | None] = field(default_factory=collections.deque)
+    last_send: float = 0.0
+    last_reply: float = 0.0
+    failure: str = ""
+
+
+class ReplicationSender:
+    """Replicates the leader's log to one follower on a background thread.
+
+    Args:
+      node: the leader.
+      follower: node id of the follower.
+      address: the follower's `host:port`.
+      epoch: the leader's epoch; the sender stops sending once the node leaves
+        it.
+      max_message_bytes: largest gRPC message the channel accepts.
+    """
+
+    def __init__(
+        self,
+        node: LogNode,
+        follower: str,
+        address: str,
+        epoch: int,
+        max_message_bytes: int,
+    ) -> None:
+        self._node = node
+        self.progress = FollowerProgress(follower, address)
+        self._epoch = epoch
+        self._stop = threading.Event()
+        self._call: grpc.Future | None = None
+        self._channel = grpc.insecure_channel(
+            address, options=node_channel_options(max_message_bytes)
+        )
+        self._message_bytes = min(MESSAGE_BYTES, max_message_bytes // 2)
+        self._thread = threading.Thread(
+            target=self._run, name=f"replicate-{follower}", daemon=True
+        )
+
+    @property
+    def follower(self) -> str:
+        return self.progress.node
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the stream and the thread, and close the channel."""
+        self._stop.set()
+        call = self._call
+        if call is not None:
+            call.cancel()
+        self._node.notify()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=5)
+        self._channel.close()
+
+    def _run(self) -> None:
+        stub = replication_service_pb2_grpc.ReplicationServiceStub(self._channel)
+        backoff = FIRST_BACKOFF_SECONDS
+        while not self._stop.is_set() and self._node.is_leading(self._epoch):
+            stream = _Stream()
+            try:
+                self._exchange(stub, stream)
+            except grpc.RpcError as exc:
+                if not self._stop.is_set():
+                    self._report_failure(f"{exc.code().name}: {exc.details()}")
+            except RecordsPurged as exc:
+                _LOGGER.error(
+                    "log shard %s: follower %s cannot catch up: %s",
+                    self._node.shard,
+                    self.follower,
+                    exc,
+                )
+            except Exception:
+                _LOGGER.exception(
+                    "log shard %s: replication to %s failed",
+                    self._node.shard,
+                    self.follower,
+                )
+            finally:
+                self._call = None
+            if stream.failure and not self._stop.is_set():
+                self._report_failure(stream.failure)
+            with self._node.lock:
+                self.progress.reachable = stream.handshake_done and not stream.failure
+            if stream.handshake_done:
+                backoff = FIRST_BACKOFF_SECONDS
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+    def _report_failure(self, reason: str) -> None:
+        with self._node.lock:
+            was_reachable = self.progress.reachable
+            self.progress.reachable = False
+        if was_reachable:
+            _LOGGER.warning(
+                "log shard %s: replication to %s at %s stopped (%s); reconnecting",
+                self._node.shard,
+                self.follower,
+                self.progress.address,
+                reason,
+            )
+
+    def _exchange(
+        self, stub: replication_service_pb2_grpc.ReplicationServiceStub, stream: _Stream
+    ) -> None:
+        call = stub.ReplicateEntries(self._requests(stream))
+        self._call = call
+        if self._stop.is_set():
+            call.cancel()
+        for reply in call:
+            if not self._on_reply(stream, reply):
+                call.cancel()
+                return
+
+    def _message(
+        self, stream: _Stream, records: list, commit: int
+    ) -> replication_service_pb2.ReplicateEntriesRequest:
+        request = replication_service_pb2.ReplicateEntriesRequest(
+            shard=self._node.shard,
+            leader=self._node.node_id,
+            leader_epoch=self._epoch,
+            records=records,
+            commit_sequence=commit,
+        )
+        if stream.truncate_after is not None:
+            request.truncate_after = stream.truncate_after
+        return request
+
+    def _requests(
+        self, stream: _Stream
+    ) -> Iterator[replication_service_pb2.ReplicateEntriesRequest]:
+        """Yield the messages of one stream; runs on a gRPC thread."""
+        node = self._node
+        with node.lock:
+            stream.last_send = stream.last_reply = time.monotonic()
+            stream.in_flight.append(None)
+            commit = node.commit_sequence
+        yield self._message(stream, [], commit)
+        while True:
+            with node.lock:
+                durable = self._wait_for_work(stream)
+                if durable is None:
+                    return
+                start = stream.next_sequence
+                commit = node.commit_sequence
+            records = []
+            if start <= durable and len(stream.in_flight) < WINDOW_MESSAGES:
+                records = node.wal.read_from(
+                    start, self._message_bytes, through=durable
+                )
+            with node.lock:
+                request = self._message(stream, records, commit)
+                stream.truncate_after = None
+                if records:
+                    last = records[-1]
+                    stream.next_sequence = last.first_sequence + entry_count(last)
+                stream.in_flight.append(stream.next_sequence - 1)
+                stream.last_send = time.monotonic()
+            yield request
+
+    def _wait_for_work(self, stream: _Stream) -> int | None:
+        """Wait, holding the node lock, until a message is due.
+
+        Returns the leader's durable sequence, or None when the stream must end.
+        """
+        node = self._node
+        while True:
+            if self._stop.is_set() or stream.failure:
+                return None
+            if not node.is_leading_locked(self._epoch):
+                return None
+            now = time.monotonic()
+            if stream.in_flight and now - stream.last_reply > REPLY_TIMEOUT_SECONDS:
+                stream.failure = f"no reply for {REPLY_TIMEOUT_SECONDS:.0f} s"
+                call = self._call
+                if call is not None:
+                    call.cancel()
+                return None
+            durable = node.durable_sequence
+            if stream.handshake_done:
+                has_records = stream.next_sequence <= durable
+                window_open = len(stream.in_flight) < WINDOW_MESSAGES
+                if stream.truncate_after is not None or (has_records and window_open):
+                    return durable
+                if now - stream.last_send >= HEARTBEAT_SECONDS:
+                    return durable
+            node.changed.wait(HEARTBEAT_SECONDS / 2)
+
+    def _on_reply(
+        self, stream: _Stream, reply: replication_service_pb2.ReplicateEntriesResponse
+    ) -> bool:
+        """Process one reply; return False when the stream must end."""
+        node = self._node
+        if reply.leader_epoch > self._epoch:
+            _LOGGER.warning(
+                "log shard %s: follower %s has seen epoch %d, above this leader's "
+                "%d; stepping down",
+                node.shard,
+                self.follower,
+                reply.leader_epoch,
+                self._epoch,
+            )
+            node.step_down(reply.leader_epoch)
+            return False
+        with node.lock:
+            now = time.monotonic()
+            stream.last_reply = now
+            self.progress.last_contact = time.time()
+            expected = stream.in_flight.popleft() if stream.in_flight else -1
+            if not stream.handshake_done:
+                self._handshake(stream, reply)
+                return True
+            if reply.last_sequence != expected:
+                stream.failure = (
+                    f"follower holds sequence {reply.last_sequence}, "
+                    f"expected {expected}; starting over"
+                )
+                return False
+            self._acknowledge(reply.last_sequence)
+        return True
+
+    def _handshake(
+        self, stream: _Stream, reply: replication_service_pb2.ReplicateEntriesResponse
+    ) -> None:
+        node = self._node
+        end = node.wal.history.end_of(reply.last_record_epoch, node.wal.last_sequence)
+        matched = reply.last_sequence
+        if matched > end:
+            _LOGGER.warning(
+                "log shard %s: follower %s holds entries %d..%d of epoch %d that "
+                "this leader does not have; truncating them",
+                node.shard,
+                self.follower,
+                end + 1,
+                matched,
+                reply.last_record_epoch,
+            )
+            stream.truncate_after = end
+            matched = end
+        else:
+            self._acknowledge(matched)
+        stream.next_sequence = matched + 1
+        stream.handshake_done = True
+        if not self.progress.reachable:
+            _LOGGER.info(
+                "log shard %s: replicating to %s from sequence %d",
+                node.shard,
+                self.follower,
+                stream.next_sequence,
+            )
+        self.progress.reachable = True
+        node.changed.notify_all()
+
+    def _acknowledge(self, sequence: int) -> None:
+        self.progress.acknowledged = sequence
+        self._node.on_acknowledged_locked(self.follower, sequence)

@@ -1,0 +1,256 @@
+"""Tests of one log node as leader without followers, over real gRPC."""
+
+from __future__ import annotations
+
+import threading
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from splitlog.logs.v1 import (
+    node_service_pb2,
+    replication_service_pb2,
+)
+from tests.log_service.node_support import (
+    LEADER,
+    SHARD,
+    append,
+    columns,
+    configure,
+    error_reason,
+    has_retry_info,
+    query_messages,
+    query_sequences,
+    start,
+)
+
+
+@pytest.fixture
+def leader(base_config, tmp_path):
+    handle = start(base_config, tmp_path, "n0")
+    configure(handle, epoch=1, leader=handle)
+    yield handle
+    handle.stop()
+
+
+def test_health_serving_after_start(leader):
+    health = health_pb2_grpc.HealthStub(leader.channel)
+
+    response = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+
+    assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_append_is_visible_to_next_query(leader):
+    first = append(leader, 1, "batch-a", 3)
+    second = append(leader, 1, "batch-b", 2)
+
+    messages = query_messages(leader)
+
+    assert (first.first_sequence, first.count, first.duplicate) == (1, 3, False)
+    assert (second.first_sequence, second.count) == (4, 2)
+    assert sorted(messages) == sorted(
+        ["batch-a 0", "batch-a 1", "batch-a 2", "batch-b 0", "batch-b 1"]
+    )
+
+
+def test_duplicate_batch_id_is_stored_once(leader):
+    first = append(leader, 1, "batch-a", 3)
+
+    again = append(leader, 1, "batch-a", 3)
+
+    assert again.duplicate
+    assert (again.first_sequence, again.count) == (first.first_sequence, 3)
+    assert query_sequences(leader) == [1, 2, 3]
+
+
+def test_concurrent_appends_get_disjoint_sequences(leader):
+    results: list[node_service_pb2.AppendEntriesResponse] = []
+    lock = threading.Lock()
+
+    def appender(index: int) -> None:
+        for round_ in range(5):
+            response = append(leader, 1, f"batch-{index}-{round_}", 2)
+            with lock:
+                results.append(response)
+
+    threads = [threading.Thread(target=appender, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    covered = sorted(r.first_sequence + i for r in results for i in range(r.count))
+    assert covered == list(range(1, 61))
+    assert sorted(query_sequences(leader)) == list(range(1, 61))
+
+
+def test_append_to_unconfigured_node_is_unavailable(base_config, tmp_path):
+    handle = start(base_config, tmp_path, "n9")
+    try:
+        with pytest.raises(grpc.RpcError) as caught:
+            append(handle, 1, "batch-a")
+    finally:
+        handle.stop()
+
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert error_reason(caught.value) == "NOT_LEADER"
+    assert has_retry_info(caught.value)
+
+
+def test_append_with_other_epoch_is_unavailable(leader):
+    with pytest.raises(grpc.RpcError) as caught:
+        append(leader, 2, "batch-a")
+
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert error_reason(caught.value) == "STALE_EPOCH"
+    assert has_retry_info(caught.value)
+    assert query_sequences(leader) == []
+
+
+@pytest.mark.parametrize(
+    ("batch_id", "entries", "field"),
+    [
+        ("", columns(2), "batch_id"),
+        ("batch-a", node_service_pb2.EntryColumns(), "entries"),
+        (
+            "batch-a",
+            node_service_pb2.EntryColumns(timestamps=[1, 2], messages=["x"]),
+            "entries.observed_timestamps",
+        ),
+    ],
+)
+def test_malformed_batch_is_invalid(leader, batch_id, entries, field):
+    request = node_service_pb2.AppendEntriesRequest(
+        shard=SHARD, leader_epoch=1, batch_id=batch_id, entries=entries
+    )
+
+    with pytest.raises(grpc.RpcError) as caught:
+        leader.stub.AppendEntries(request, timeout=5)
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in caught.value.details()
+
+
+def test_other_shard_is_not_found(leader):
+    request = node_service_pb2.QueryEntriesRequest(shard="elsewhere", limit=5)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        leader.stub.QueryEntries(request, timeout=5)
+
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "elsewhere" in caught.value.details()
+
+
+def test_configure_with_lower_epoch_is_refused(leader):
+    configure(leader, epoch=3, leader=leader)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        configure(leader, epoch=2, leader=leader)
+
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_reason(caught.value) == "STALE_EPOCH"
+
+
+def test_configure_with_lower_version_is_refused(leader):
+    configure(leader, epoch=1, leader=leader, version=5)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        configure(leader, epoch=1, leader=leader, version=4)
+
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_reason(caught.value) == "STALE_CONFIG_VERSION"
+
+
+def test_restart_keeps_role_entries_and_batch_ids(base_config, tmp_path):
+    handle = start(base_config, tmp_path, "n0")
+    configure(handle, epoch=4, leader=handle)
+    append(handle, 4, "batch-a", 3)
+    handle.stop()
+
+    restarted = start(base_config, tmp_path, "n0")
+    try:
+        status = restarted.replication.GetNodeStatus(
+            replication_service_pb2.GetNodeStatusRequest(), timeout=5
+        )
+        again = append(restarted, 4, "batch-a", 3)
+        sequences = query_sequences(restarted)
+    finally:
+        restarted.stop()
+
+    assert status.shards[0].role == LEADER
+    assert status.shards[0].leader_epoch == 4
+    assert status.shards[0].last_sequence == 3
+    assert status.shards[0].last_record_epoch == 4
+    assert again.duplicate
+    assert sequences == [1, 2, 3]
+
+
+def test_status_reports_progress(leader):
+    append(leader, 1, "batch-a", 4)
+
+    status = leader.replication.GetNodeStatus(
+        replication_service_pb2.GetNodeStatusRequest(), timeout=5
+    )
+
+    assert status.node == "n0"
+    assert status.address == leader.address
+    shard = status.shards[0]
+    assert (shard.shard, shard.role, shard.ready) == (SHARD, LEADER, True)
+    assert (shard.last_sequence, shard.commit_sequence) == (4, 4)
+
+
+def test_count_entries(leader):
+    append(leader, 1, "batch-a", 4)
+
+    response = leader.stub.CountEntries(
+        node_service_pb2.CountEntriesRequest(shard=SHARD), timeout=5
+    )
+
+    assert [(c.severity, c.count) for c in response.severity_counts] == [(9, 4)]
+    assert [(c.service, c.count) for c in response.service_counts] == [("checkout", 4)]
+
+
+def test_follow_streams_new_entries(leader):
+    append(leader, 1, "old", 2)
+    stream = leader.stub.FollowEntries(
+        node_service_pb2.FollowEntriesRequest(shard=SHARD, after_sequence=-1),
+        timeout=10,
+    )
+    received: list[str] = []
+
+    def reader() -> None:
+        for message in stream:
+            received.extend(message.entries.messages)
+            if len(received) >= 3:
+                return
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    append(leader, 1, "new", 3)
+    thread.join(timeout=8)
+    stream.cancel()
+
+    assert received == ["new 0", "new 1", "new 2"]
+
+
+def test_follow_from_sequence_replays_committed(leader):
+    append(leader, 1, "old", 2)
+    append(leader, 1, "newer", 2)
+    stream = leader.stub.FollowEntries(
+        node_service_pb2.FollowEntriesRequest(shard=SHARD, after_sequence=1),
+        timeout=10,
+    )
+
+    sequences: list[int] = []
+    last_sequence = 0
+    for message in stream:
+        sequences.extend(message.sequences)
+        last_sequence = message.last_sequence
+        if last_sequence >= 4:
+            break
+    stream.cancel()
+
+    assert sequences == [2, 3, 4]
+    assert last_sequence == 4
