@@ -39,11 +39,6 @@ def router_data_dir(config: Config) -> Path:
     return Path(config.data_dir) / "log_service"
 
 
-def node_data_dir(config: Config, node_id: str) -> Path:
-    """Return the data folder of one log node in all-in-one mode."""
-    return Path(config.data_dir) / "log_nodes" / node_id
-
-
 def build(config: Config, address: str | None = None) -> ServiceHost:
     """Start the router and return its running host.
 
@@ -141,10 +136,7 @@ def start_local_nodes(config: Config) -> list[ServiceHost]:
     hosts: list[ServiceHost] = []
     try:
         for node in topology_from_config(config).nodes:
-            node_config = config.replace(data_dir=node_data_dir(config, node.node_id))
-            hosts.append(
-                build_node(node_config, node.node_id, node.shard, node.address)
-            )
+            hosts.append(build_node(config, node.node_id, node.shard, node.address))
     except BaseException:
         for host in hosts:
             host.stop(0, reason="another log node failed to start")

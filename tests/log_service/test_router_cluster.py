@@ -1,0 +1,395 @@
+"""End-to-end tests: a router and 2 shards x 2 log nodes in this process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2, timestamp_pb2
+from google.rpc import error_details_pb2
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+from opentelemetry.sdk.resources import Resource
+
+from log_service.app import bound_topology, build_router, start_local_nodes
+from splitlog.logs.v1 import logs_service_pb2 as pb
+from splitlog.logs.v1 import logs_service_pb2_grpc
+from tests.log_service.router_support import details_of
+
+NANOS = 1_000_000_000
+
+
+class Cluster:
+    def __init__(self, config):
+        self.config = config
+        self.nodes = start_local_nodes(config)
+        topology = bound_topology(config, self.nodes)
+        self.topology = topology
+        self.router_config = config.replace(log_nodes=topology.to_setting())
+        self.router, self.coordinator = build_router(self.router_config, "127.0.0.1:0")
+        assert self.coordinator.wait_until_ready(15)
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.router.port}")
+        self.stub = logs_service_pb2_grpc.LogsServiceStub(self.channel)
+
+    def node_host(self, node_id):
+        index = [n.node_id for n in self.topology.nodes].index(node_id)
+        return self.nodes[index]
+
+    def close(self):
+        self.channel.close()
+        self.router.stop(0)
+        for host in self.nodes:
+            host.stop(0)
+
+
+@pytest.fixture
+def cluster(base_config):
+    config = base_config.replace(
+        log_shards=2,
+        log_replicas=2,
+        log_node_port=0,
+        log_failover_seconds=1.0,
+        log_fsync=False,
+        workers=8,
+    )
+    running = Cluster(config)
+    yield running
+    running.close()
+
+
+def ts(ns):
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromNanoseconds(ns)
+    return stamp
+
+
+def entry(service="expenses", message="hello", at=None, **kwargs):
+    if at is not None:
+        kwargs["timestamp"] = ts(at)
+    return pb.LogEntry(service=service, message=message, **kwargs)
+
+
+def list_all(stub, **fields):
+    entries, token = [], ""
+    while True:
+        page = stub.ListLogEntries(pb.ListLogEntriesRequest(page_token=token, **fields))
+        entries.extend(page.entries)
+        token = page.next_page_token
+        if not token:
+            return entries
+
+
+def test_write_then_list_and_stats(cluster):
+    now = time.time_ns()
+    services = ["expenses", "users", "balances", "gateway"]
+    entries = [
+        entry(
+            services[i % 4],
+            f"message {i}",
+            at=now - i * NANOS,
+            severity=pb.SEVERITY_WARN if i % 3 == 0 else pb.SEVERITY_INFO,
+        )
+        for i in range(40)
+    ]
+    entries.append(pb.LogEntry(message="no service"))
+
+    written = cluster.stub.WriteLogEntries(pb.WriteLogEntriesRequest(entries=entries))
+    listed = list_all(cluster.stub, page_size=7)
+    stats = cluster.stub.GetLogStats(
+        pb.GetLogStatsRequest(start_time=ts(now - 60 * NANOS), end_time=ts(now + NANOS))
+    )
+
+    assert written.accepted_count == 40
+    assert written.rejected_count == 1
+    assert written.rejected_entries[0].index == 40
+    assert [e.message for e in listed] == [f"message {i}" for i in range(40)]
+    assert stats.total_count == 40
+    assert [c.severity for c in stats.severity_counts] == [
+        pb.SEVERITY_WARN,
+        pb.SEVERITY_INFO,
+    ]
+    assert stats.severity_counts[0].count == 14
+    assert {c.service: c.count for c in stats.service_counts} == dict.fromkeys(
+        services, 10
+    )
+    assert sum(b.count for b in stats.histogram) == 40
+    assert stats.ingest_counters.accepted_count == 40
+    assert stats.ingest_counters.rejected_count == 1
+
+
+def test_list_oldest_first_and_filters(cluster):
+    now = time.time_ns()
+    entries = [
+        entry(
+            "expenses",
+            f"m{i}",
+            at=now - (10 - i) * NANOS,
+            attributes={"rpc": "Get" if i % 2 else "Put"},
+        )
+        for i in range(10)
+    ]
+    entries.append(
+        entry("users", "Disk FULL", at=now - NANOS, severity=pb.SEVERITY_ERROR)
+    )
+    cluster.stub.WriteLogEntries(pb.WriteLogEntriesRequest(entries=entries))
+
+    oldest = list_all(cluster.stub, services=["expenses"], order_by="timestamp")
+    gets = list_all(cluster.stub, attribute_filters=["rpc=Get"])
+    errors = list_all(cluster.stub, min_severity=pb.SEVERITY_WARN)
+    keyword = list_all(cluster.stub, keyword="disk full")
+
+    assert [e.message for e in oldest] == [f"m{i}" for i in range(10)]
+    assert len(gets) == 5
+    assert [e.message for e in errors] == ["Disk FULL"]
+    assert [e.message for e in keyword] == ["Disk FULL"]
+
+
+def test_write_entry_returns_stored_entry(cluster):
+    response = cluster.stub.WriteLogEntry(
+        pb.WriteLogEntryRequest(
+            entry=pb.LogEntry(service="users", message="ERROR: boom")
+        )
+    )
+
+    assert response.entry.severity == pb.SEVERITY_ERROR
+    assert response.entry.timestamp.seconds > 0
+    assert response.entry.observed_timestamp == response.entry.timestamp
+
+
+def test_pagination_with_ties_and_ongoing_ingest(cluster):
+    moment = time.time_ns() - 5 * NANOS
+    services = [f"svc-{i}" for i in range(8)]
+    batch = [entry(services[i % 8], f"tie {i}", at=moment) for i in range(1000)]
+    cluster.stub.WriteLogEntries(pb.WriteLogEntriesRequest(entries=batch))
+
+    seen, token, pages = [], "", 0
+    fields = {"end_time": ts(moment + NANOS), "page_size": 90}
+    while True:
+        page = cluster.stub.ListLogEntries(
+            pb.ListLogEntriesRequest(page_token=token, **fields)
+        )
+        seen.extend(e.message for e in page.entries)
+        pages += 1
+        # More entries with the same timestamp arrive between pages.
+        cluster.stub.WriteLogEntries(
+            pb.WriteLogEntriesRequest(
+                entries=[entry(s, "late", at=moment) for s in services]
+            )
+        )
+        token = page.next_page_token
+        if not token:
+            break
+
+    assert pages == 12
+    assert len(seen) == 1000
+    assert sorted(seen) == sorted(f"tie {i}" for i in range(1000))
+
+
+def test_page_token_with_changed_filter_is_invalid(cluster):
+    cluster.stub.WriteLogEntries(
+        pb.WriteLogEntriesRequest(entries=[entry(message=str(i)) for i in range(3)])
+    )
+    page = cluster.stub.ListLogEntries(pb.ListLogEntriesRequest(page_size=1))
+
+    with pytest.raises(grpc.RpcError) as caught:
+        cluster.stub.ListLogEntries(
+            pb.ListLogEntriesRequest(
+                page_size=1, keyword="x", page_token=page.next_page_token
+            )
+        )
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "page_token" in caught.value.details()
+
+
+def test_time_window_start_inclusive_end_exclusive(cluster):
+    # An hour ago at hh:mm:ss.590180708, like 17:05:00.590180708Z.
+    hour_ago = time.time_ns() - 3600 * NANOS
+    at = hour_ago - hour_ago % NANOS + 590_180_708
+    second = at - at % NANOS
+    cluster.stub.WriteLogEntries(
+        pb.WriteLogEntriesRequest(entries=[entry(message="x", at=at)])
+    )
+
+    def count(start, end):
+        return len(list_all(cluster.stub, start_time=ts(start), end_time=ts(end)))
+
+    assert count(at, at + 1) == 1
+    assert count(at - 1, at) == 0
+    assert count(second - 60 * NANOS, second) == 0
+    assert count(second, second + 600_000_000) == 1
+    assert count(at + 1, second + NANOS) == 0
+
+
+def test_stats_buckets_add_up_with_unaligned_window(cluster):
+    now = time.time_ns()
+    base = now - 600 * NANOS
+    entries = [
+        entry(f"s{i % 3}", str(i), at=base + i * 7_300_000_001) for i in range(70)
+    ]
+    cluster.stub.WriteLogEntries(pb.WriteLogEntriesRequest(entries=entries))
+    start = base + 1_234_567_890
+    end = base + 70 * 7_300_000_001 - 2_345_678_901
+
+    stats = cluster.stub.GetLogStats(
+        pb.GetLogStatsRequest(
+            start_time=ts(start),
+            end_time=ts(end),
+            histogram_step=duration_pb2.Duration(seconds=60),
+        )
+    )
+    auto = cluster.stub.GetLogStats(
+        pb.GetLogStatsRequest(start_time=ts(start), end_time=ts(end))
+    )
+
+    inside = sum(1 for i in range(70) if start <= base + i * 7_300_000_001 < end)
+    assert stats.total_count == inside
+    assert sum(b.count for b in stats.histogram) == inside
+    assert stats.histogram[0].start_time.ToNanoseconds() == start
+    assert all(
+        b.start_time.ToNanoseconds() % (60 * NANOS) == 0 for b in stats.histogram[1:]
+    )
+    assert stats.histogram_step.seconds == 60
+    assert sum(b.count for b in auto.histogram) == inside
+    assert len(auto.histogram) <= 61
+
+
+def test_retry_with_same_request_id_stores_once(cluster):
+    request_id = str(uuid.uuid4())
+    entries = [entry(f"svc-{i}", f"once {i}") for i in range(20)]
+
+    first = cluster.stub.WriteLogEntries(
+        pb.WriteLogEntriesRequest(entries=entries, request_id=request_id)
+    )
+    second = cluster.stub.WriteLogEntries(
+        pb.WriteLogEntriesRequest(entries=entries, request_id=request_id)
+    )
+
+    assert first.accepted_count == second.accepted_count == 20
+    assert len(list_all(cluster.stub, keyword="once")) == 20
+
+
+def test_stream_counts_indexes_across_messages(cluster):
+    def requests():
+        yield pb.StreamLogEntriesRequest(entries=[entry(message="a"), pb.LogEntry()])
+        yield pb.StreamLogEntriesRequest(entries=[pb.LogEntry(), entry(message="b")])
+
+    response = cluster.stub.StreamLogEntries(requests())
+
+    assert response.batch_count == 2
+    assert response.accepted_count == 2
+    assert [r.index for r in response.rejected_entries] == [1, 2]
+
+
+def test_tail_receives_new_entries_and_resumes(cluster):
+    call = cluster.stub.TailLogEntries(pb.TailLogEntriesRequest(services=["tailed"]))
+    first = next(call)
+    received = []
+
+    def write_later():
+        time.sleep(0.3)
+        cluster.stub.WriteLogEntries(
+            pb.WriteLogEntriesRequest(
+                entries=[entry("tailed", f"t{i}") for i in range(5)]
+            )
+        )
+
+    writer = threading.Thread(target=write_later)
+    writer.start()
+    token = first.resume_token
+    for response in call:
+        received.extend(e.message for e in response.entries)
+        token = response.resume_token
+        if len(received) >= 5:
+            break
+    call.cancel()
+    writer.join()
+    cluster.stub.WriteLogEntries(
+        pb.WriteLogEntriesRequest(entries=[entry("tailed", "after")])
+    )
+    resumed = cluster.stub.TailLogEntries(
+        pb.TailLogEntriesRequest(services=["tailed"], resume_token=token)
+    )
+    later = []
+    for response in resumed:
+        later.extend(e.message for e in response.entries)
+        if later:
+            break
+    resumed.cancel()
+
+    assert received == [f"t{i}" for i in range(5)]
+    assert later == ["after"]
+
+
+def test_cluster_status_serving(cluster):
+    status = cluster.stub.GetClusterStatus(pb.GetClusterStatusRequest())
+
+    assert status.health == pb.HEALTH_SERVING
+    assert [s.leader for s in status.shards] == ["shard-0-a", "shard-1-a"]
+    assert [f.node for f in status.shards[1].followers] == ["shard-1-b"]
+
+
+def test_failover_keeps_every_acknowledged_entry(cluster):
+    acked = []
+    for i in range(10):
+        cluster.stub.WriteLogEntries(
+            pb.WriteLogEntriesRequest(
+                entries=[entry(f"svc-{j}", f"before {i}-{j}") for j in range(4)]
+            )
+        )
+        acked += [f"before {i}-{j}" for j in range(4)]
+    leader = cluster.coordinator.state("shard-0").leader
+    cluster.node_host(leader).stop(0)
+
+    saw_unavailable = False
+    deadline = time.monotonic() + 15
+    i = 0
+    while time.monotonic() < deadline:
+        batch = [entry(f"svc-{j}", f"after {i}-{j}") for j in range(8)]
+        try:
+            cluster.stub.WriteLogEntries(
+                pb.WriteLogEntriesRequest(entries=batch, request_id=f"fo-{i}")
+            )
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.UNAVAILABLE
+            assert details_of(error, error_details_pb2.RetryInfo)
+            saw_unavailable = True
+            time.sleep(0.2)
+            continue
+        acked += [e.message for e in batch]
+        i += 1
+        if saw_unavailable and i >= 3:
+            break
+
+    stored = [e.message for e in list_all(cluster.stub, page_size=1000)]
+    assert cluster.coordinator.state("shard-0").leader != leader
+    assert cluster.coordinator.state("shard-0").epoch == 2
+    assert saw_unavailable
+    assert i >= 3
+    assert sorted(stored) == sorted(acked)
+
+
+def test_otlp_export_with_sdk_exporter(cluster):
+    exporter = OTLPLogExporter(
+        endpoint=f"127.0.0.1:{cluster.router.port}", insecure=True
+    )
+    provider = LoggerProvider(resource=Resource.create({"service.name": "otlp-app"}))
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    python_logger = logging.getLogger("tests.otlp_export")
+    python_logger.propagate = False
+    handler = LoggingHandler(level=logging.INFO, logger_provider=provider)
+    python_logger.addHandler(handler)
+
+    python_logger.warning("exported by otlp", extra={"user": "7"})
+    provider.shutdown()
+    python_logger.removeHandler(handler)
+    stored = list_all(cluster.stub, services=["otlp-app"])
+
+    assert [e.message for e in stored] == ["exported by otlp"]
+    assert stored[0].severity == pb.SEVERITY_WARN
+    assert stored[0].attributes["user"] == "7"
