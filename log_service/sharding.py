@@ -10,7 +10,7 @@ Two sharding strategies implement `Sharder`:
   nodes, so every entry of a service lands on one shard and adding a shard
   moves about 1/N of the services.
 - `TimeBuckets`: shard `(timestamp // bucket) mod N`, so a query for a narrow
-  time range asks only the shards that hold its buckets.
+  time range reads only the shards that hold its buckets.
 """
 
 from __future__ import annotations

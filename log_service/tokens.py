@@ -4,7 +4,7 @@ Both are URL-safe base64 of compact JSON and carry a hash of the request's
 filters, so a token sent with other filters is rejected as INVALID_ARGUMENT
 instead of continuing another listing.
 
-A page token holds the position of the last entry returned, as
+A page token contains the position of the last entry returned, as
 (timestamp, shard, sequence), plus what the first page fixed: the highest
 sequence number of every shard and the end of the time range. Later pages
 read only up to those sequence numbers, so entries written between pages
@@ -41,7 +41,7 @@ class Cursor:
 
 @dataclass(frozen=True)
 class PageToken:
-    """What the next ListLogEntries page continues from.
+    """Position and fixed bounds that the next ListLogEntries page continues from.
 
     Attributes:
       filters: hash of the selecting fields of the first request.
@@ -59,7 +59,7 @@ class PageToken:
 
 @dataclass(frozen=True)
 class ResumeToken:
-    """Where a TailLogEntries stream continues: the last sequence per shard."""
+    """Resume point of a TailLogEntries stream: the last sequence per shard."""
 
     filters: str
     positions: dict[str, int] = field(default_factory=dict)
