@@ -153,7 +153,7 @@ class ReplicationSender:
             if stream.failure and not self._stop.is_set():
                 self._report_failure(stream.failure)
             with self._node.lock:
-                self.progress.reachable = stream.handshake_done and not stream.failure
+                self.progress.reachable = False
             if stream.handshake_done:
                 backoff = FIRST_BACKOFF_SECONDS
             self._stop.wait(backoff)
