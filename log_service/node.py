@@ -50,6 +50,7 @@ from splitlog.logs.v1 import (
     replication_service_pb2_grpc,
 )
 from splitlog_runtime import config as config_module
+from splitlog_runtime import logsetup
 from splitlog_runtime.config import Config
 from splitlog_runtime.errors import (
     FailedPrecondition,
@@ -1065,7 +1066,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     config_module.add_arguments(parser)
     args = parser.parse_args(argv)
     config = config_module.load(args)
-    logging.basicConfig(level=config.log_level)
+    logsetup.configure(config.log_level, config.log_format)
     host = build_node(
         config, args.node, args.shard, args.address, directory=args.directory
     )
