@@ -36,8 +36,7 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 ORDER_ASCENDING = "timestamp"
 ORDER_DESCENDING = "timestamp desc"
-# NOTE: the proto comment of ListLogEntriesRequest.order_by still names
-# `timestamp` as the default; newest first is what a log viewer shows first.
+# Newest first is what a log viewer shows first.
 DEFAULT_ORDER = ORDER_DESCENDING
 TARGET_BUCKETS = 60
 MAX_BUCKETS = 10_000

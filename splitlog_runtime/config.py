@@ -70,7 +70,8 @@ def _service_settings(
         f"SQLAlchemy URL of {label}'s database; empty means a SQLite file "
         f"`{service}.db` in the data directory."
         if stores_data
-        else f"Reserved: {label} stores no data in a database yet."
+        else f"Reserved: {label} keeps its state in files under the data "
+        f"directory (`{service}/`, and `log_nodes/` for the nodes)."
     )
     return [
         Setting(f"{service}_port", port, f"Port that {label} listens on.", _parse_int),
