@@ -94,19 +94,17 @@ def build_bodies(batch_size: int, seed: int = 1) -> list[bytes]:
 
 
 def stream_messages(batch_size: int, stream_entries: int) -> int:
-    """Return how many batches one measured stream sends: 4 to 1,000."""
-    return max(4, min(1000, stream_entries // batch_size))
+    """Return how many batches one measured stream sends: 2 to 1,000."""
+    return max(2, min(1000, stream_entries // batch_size))
 
 
 class _Run:
-    """Counters shared by the callers of one measurement."""
+    """Counters shared by the callers of one phase of a measurement."""
 
-    def __init__(self, seconds: float, warmup: float) -> None:
-        self.measuring = False
-        self.stop_at = time.perf_counter() + warmup + seconds
+    def __init__(self, seconds: float) -> None:
+        self.stop_at = time.perf_counter() + seconds
         self.latencies: list[float] = []
         self.entries = 0
-        self.acknowledged_total = 0
         self.errors = 0
         self.first_error = ""
         self.counter = 0
@@ -117,10 +115,8 @@ class _Run:
             self.first_error = f"{error.code().name}: {error.details()}"
 
     def record(self, started: float, accepted: int) -> None:
-        self.acknowledged_total += accepted
-        if self.measuring:
-            self.latencies.append(time.perf_counter() - started)
-            self.entries += accepted
+        self.latencies.append(time.perf_counter() - started)
+        self.entries += accepted
 
 
 async def _unary_worker(channel: grpc.aio.Channel, bodies: list[bytes], run: _Run):
@@ -165,6 +161,26 @@ async def _stream_worker(
         run.record(started, response.accepted_count)
 
 
+async def _run_phase(
+    channel: grpc.aio.Channel,
+    bodies: list[bytes],
+    mode: str,
+    messages: int,
+    concurrency: int,
+    seconds: float,
+) -> tuple[_Run, float]:
+    run = _Run(seconds)
+    if mode == "unary":
+        workers = [_unary_worker(channel, bodies, run) for _ in range(concurrency)]
+    else:
+        workers = [
+            _stream_worker(channel, bodies, messages, run) for _ in range(concurrency)
+        ]
+    began = time.perf_counter()
+    await asyncio.gather(*workers)
+    return run, time.perf_counter() - began
+
+
 async def _measure(
     target: str,
     bodies: list[bytes],
@@ -174,28 +190,21 @@ async def _measure(
     seconds: float,
     warmup: float,
 ) -> IngestResult:
-    run = _Run(seconds, warmup)
     async with grpc.aio.insecure_channel(target, CHANNEL_OPTIONS) as channel:
-        if mode == "unary":
-            workers = [_unary_worker(channel, bodies, run) for _ in range(concurrency)]
-        else:
-            workers = [
-                _stream_worker(channel, bodies, messages, run)
-                for _ in range(concurrency)
-            ]
-        tasks = [asyncio.create_task(worker) for worker in workers]
-        await asyncio.sleep(warmup)
-        run.measuring = True
-        began = time.perf_counter()
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - began
+        # The warm-up phase ends with its last call, so no call of it runs
+        # into the measured phase. Callers start no call after `seconds`, and
+        # the elapsed time runs until the last call ends.
+        warm, _ = await _run_phase(channel, bodies, mode, messages, concurrency, warmup)
+        run, elapsed = await _run_phase(
+            channel, bodies, mode, messages, concurrency, seconds
+        )
     latencies = sorted(run.latencies)
     return IngestResult(
         calls=len(latencies),
         entries=run.entries,
-        acknowledged_total=run.acknowledged_total,
-        errors=run.errors,
-        first_error=run.first_error,
+        acknowledged_total=warm.entries + run.entries,
+        errors=warm.errors + run.errors,
+        first_error=warm.first_error or run.first_error,
         seconds=elapsed,
         p50_ms=statistics.median(latencies) * 1e3 if latencies else float("nan"),
         p99_ms=_percentile(latencies, 0.99) * 1e3 if latencies else float("nan"),
@@ -209,8 +218,8 @@ def measure(
     *,
     messages: int = 1,
     concurrency: int = 4,
-    seconds: float = 5.0,
-    warmup: float = 1.0,
+    seconds: float = 10.0,
+    warmup: float = 2.0,
 ) -> IngestResult:
     """Send `bodies` to `target` in `mode` (`unary` or `stream`) and measure."""
     return aio.run(
@@ -406,16 +415,16 @@ def main() -> None:
         "--concurrency", type=int, default=4, help="Concurrent callers or streams."
     )
     parser.add_argument(
-        "--seconds", type=float, default=5.0, help="Measured seconds per row."
+        "--seconds", type=float, default=10.0, help="Measured seconds per row."
     )
     parser.add_argument(
-        "--warmup", type=float, default=1.0, help="Unmeasured seconds before each row."
+        "--warmup", type=float, default=2.0, help="Unmeasured seconds before each row."
     )
     parser.add_argument(
         "--stream-entries",
         type=int,
-        default=20_000,
-        help="Entries one measured stream carries (4 to 1,000 batches).",
+        default=5_000,
+        help="Entries one measured stream carries (2 to 1,000 batches).",
     )
     parser.add_argument(
         "--limit-only",
