@@ -11,7 +11,12 @@ that returns the shard's next configuration:
 - an in-sync follower unreachable for that long, either from the coordinator
   or as the leader reports it, leaves the in-sync set;
 - a follower whose last sequence has reached the leader's commit sequence
-  rejoins it.
+  rejoins it in two steps. First it is *joining*: the leader is told to wait
+  for it, but it cannot be promoted yet, because the leader may have
+  acknowledged entries without it before it heard of the change. Once the
+  leader has taken that configuration, its answer gives its last sequence at
+  that moment; when the follower has reached that sequence too, it holds
+  every acknowledged entry and becomes in sync.
 
 Every change is saved to `<data_dir>/log_service/coordinator.json` (written
 to a temporary file, flushed, renamed, and the folder flushed) before any
@@ -67,6 +72,8 @@ class ShardState:
       in_sync: followers that hold every acknowledged entry. While the shard
         has no leader it also holds the old leader, which may return.
       followers: every node of the shard except the leader.
+      joining: followers that the leader waits for but that may still miss
+        entries acknowledged before it heard of them; never promoted.
     """
 
     shard: str
@@ -75,6 +82,7 @@ class ShardState:
     leader: str | None
     in_sync: tuple[str, ...]
     followers: tuple[str, ...]
+    joining: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -131,9 +139,19 @@ def _promote(
 
 
 def plan_shard(
-    state: ShardState, views: Mapping[str, NodeView], failover_seconds: float
+    state: ShardState,
+    views: Mapping[str, NodeView],
+    failover_seconds: float,
+    join_floors: Mapping[str, int] | None = None,
 ) -> ShardState:
-    """Return the shard's next configuration; the same object when unchanged."""
+    """Return the shard's next configuration; the same object when unchanged.
+
+    Args:
+      join_floors: for each joining follower whose configuration the leader
+        has taken, the leader's last sequence when it took it. The follower
+        becomes in sync once it holds that sequence.
+    """
+    join_floors = join_floors or {}
     if state.leader is None:
         promoted = _promote(state, state.in_sync, views)
         return promoted if promoted is not None else state
@@ -149,37 +167,56 @@ def plan_shard(
             leader=None,
             in_sync=(state.leader, *state.in_sync),
             followers=(state.leader, *state.followers),
+            joining=(),
         )
 
-    in_sync = [
-        node
-        for node in state.in_sync
-        if (view := views.get(node)) is not None
-        and view.silent_for < failover_seconds
-        and view.reported_unreachable_for < failover_seconds
-    ]
+    def healthy(node: str) -> bool:
+        view = views.get(node)
+        return (
+            view is not None
+            and view.silent_for < failover_seconds
+            and view.reported_unreachable_for < failover_seconds
+        )
+
+    in_sync = [node for node in state.in_sync if healthy(node)]
+    joining = [node for node in state.joining if healthy(node)]
+    for node in list(joining):
+        view = views[node]
+        floor = join_floors.get(node)
+        if (
+            floor is not None
+            and view.replica is not None
+            and view.replica.leader_epoch == state.epoch
+            and view.replica.last_sequence >= floor
+        ):
+            joining.remove(node)
+            in_sync.append(node)
     leader_replica = leader_view.replica
     if leader_view.reachable and leader_replica is not None:
         for node in state.followers:
             view = views.get(node)
-            if node in in_sync or view is None or not view.reachable:
+            if node in in_sync or node in joining or view is None:
                 continue
             replica = view.replica
             if (
-                replica is not None
+                view.reachable
+                and replica is not None
                 and replica.role == FOLLOWER
                 and replica.leader_epoch == state.epoch
                 and replica.last_sequence >= leader_replica.commit_sequence
                 and view.reported_unreachable_for == 0
             ):
-                in_sync.append(node)
-    # NOTE: a follower admitted here may still miss entries that the leader
-    # acknowledges before it receives the new in-sync set; it catches up from
-    # the leader's write-ahead log within a heartbeat.
+                joining.append(node)
     ordered = tuple(node for node in state.followers if node in in_sync)
-    if ordered == state.in_sync:
+    ordered_joining = tuple(node for node in state.followers if node in joining)
+    if ordered == state.in_sync and ordered_joining == state.joining:
         return state
-    return replace(state, config_version=state.config_version + 1, in_sync=ordered)
+    return replace(
+        state,
+        config_version=state.config_version + 1,
+        in_sync=ordered,
+        joining=ordered_joining,
+    )
 
 
 class StateFile:
@@ -209,6 +246,7 @@ class StateFile:
                     item["leader"],
                     tuple(item["in_sync"]),
                     tuple(item["followers"]),
+                    tuple(item.get("joining", ())),
                 )
                 for shard, item in payload["shards"].items()
             }
@@ -322,6 +360,9 @@ class Coordinator:
         self._lock = threading.Condition()
         self._states: dict[str, ShardState] = {}
         self._tracks = {node: _NodeTrack() for node in self._addresses}
+        # (shard, node) -> the leader's last sequence when it first took a
+        # configuration that lists the node as joining.
+        self._join_floors: dict[tuple[str, str], int] = {}
         self._rounds = 0
         self._started = time.monotonic()
         self._stop = threading.Event()
@@ -491,7 +532,15 @@ class Coordinator:
             now = time.monotonic()
             new_states = dict(self._states)
             for shard, state in self._states.items():
-                planned = plan_shard(state, self._views(state, now), self._failover)
+                floors = {
+                    node: self._join_floors[(shard, node)]
+                    for node in state.joining
+                    if (shard, node) in self._join_floors
+                }
+                planned = plan_shard(
+                    state, self._views(state, now), self._failover, floors
+                )
+                self._forget_joins(shard, keep=planned.joining)
                 if planned is not state:
                     new_states[shard] = planned
                     changed.append((state, planned))
@@ -586,7 +635,8 @@ class Coordinator:
             leader_epoch=state.epoch,
             role=LEADER if node == state.leader else FOLLOWER,
             leader=member(state.leader),
-            in_sync=[member(n) for n in state.in_sync],
+            # The leader waits for joining followers too.
+            in_sync=[member(n) for n in (*state.in_sync, *state.joining)],
             followers=[member(n) for n in state.followers],
             leader_only_ack=self._leader_only_ack,
             config_version=state.config_version,
@@ -627,7 +677,7 @@ class Coordinator:
         request = self._configure_request(state, node)
         stub = self._clients.stubs(self._addresses[node]).node
         try:
-            stub.ConfigureShard(request, timeout=CONFIGURE_DEADLINE_SECONDS)
+            response = stub.ConfigureShard(request, timeout=CONFIGURE_DEADLINE_SECONDS)
         except grpc.RpcError as exc:
             if self._tracks[node].reachable:
                 _LOGGER.warning(
@@ -639,7 +689,23 @@ class Coordinator:
             return
         with self._lock:
             self._tracks[node].pushed[state.shard] = state.config_version
+            if node == state.leader:
+                for joiner in state.joining:
+                    self._join_floors.setdefault(
+                        (state.shard, joiner), response.last_sequence
+                    )
             self._lock.notify_all()
+
+    def _forget_joins(self, shard: str, keep: tuple[str, ...]) -> None:
+        """Drop the floors of the shard's nodes that are no longer joining.
+
+        A node that joins again later needs a new floor, taken when the
+        leader hears of it again.
+        """
+        stale = [key for key in self._join_floors if key[0] == shard]
+        for key in stale:
+            if key[1] not in keep:
+                del self._join_floors[key]
 
 
 def _log_change(old: ShardState, new: ShardState) -> None:

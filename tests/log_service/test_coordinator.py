@@ -132,14 +132,40 @@ def test_plan_drops_follower_the_leader_cannot_reach():
     assert plan_shard(state, views, FAILOVER).in_sync == ("c",)
 
 
-def test_plan_readmits_caught_up_follower():
+def test_plan_lets_caught_up_follower_join_before_it_is_in_sync():
     state = ShardState("s", 1, 2, "a", ("c",), ("b", "c"))
     views = {"a": up(20, role=LEADER, commit=18), "b": up(18), "c": up(20)}
 
     planned = plan_shard(state, views, FAILOVER)
 
-    assert planned.in_sync == ("b", "c")
+    assert planned.in_sync == ("c",)
+    assert planned.joining == ("b",)
     assert planned.config_version == 3
+
+
+def test_joining_follower_is_in_sync_once_it_holds_the_leaders_floor():
+    # The leader took the configuration naming b when its log ended at 25,
+    # so b may miss entries up to 25 that were acknowledged without it.
+    state = ShardState("s", 1, 3, "a", ("c",), ("b", "c"), joining=("b",))
+    behind = {"a": up(30, role=LEADER, commit=30), "b": up(24), "c": up(30)}
+    caught_up = {"a": up(30, role=LEADER, commit=30), "b": up(25), "c": up(30)}
+
+    assert plan_shard(state, behind, FAILOVER, {"b": 25}) is state
+    assert plan_shard(state, caught_up, FAILOVER) is state
+    planned = plan_shard(state, caught_up, FAILOVER, {"b": 25})
+    assert planned.in_sync == ("b", "c")
+    assert planned.joining == ()
+    assert planned.config_version == 4
+
+
+def test_joining_follower_is_never_promoted():
+    state = ShardState("s", 1, 3, "a", (), ("b",), joining=("b",))
+    views = {"a": NodeView(False, 5.0), "b": up(40)}
+
+    planned = plan_shard(state, views, FAILOVER, {"b": 50})
+
+    assert planned.leader is None
+    assert planned.joining == ()
 
 
 @pytest.mark.parametrize(
