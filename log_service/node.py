@@ -31,7 +31,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -76,6 +76,7 @@ FOLLOW_KEEPALIVE_SECONDS = 1.0
 FOLLOW_BATCH_ENTRIES = 1000
 APPLY_BATCH_BYTES = 64 * 1024 * 1024
 RETRY_DELAY_SECONDS = 0.5
+DEADLINE_MARGIN_SECONDS = 0.05
 
 _ROLE_NAMES = {LEADER: node_state.ROLE_LEADER, FOLLOWER: node_state.ROLE_FOLLOWER}
 _ROLE_ENUMS = {name: role for role, name in _ROLE_NAMES.items()}
@@ -145,6 +146,8 @@ class LogNode:
         self._senders: dict[str, ReplicationSender] = {}
         self._applier: threading.Thread | None = None
         self.start_time = time.time()
+        # Tells whether the server is shutting down, so open streams end.
+        self.server_stopping: Callable[[], bool] = lambda: False
 
     # Start and stop.
 
@@ -394,8 +397,11 @@ class LogNode:
         """
         self._check_shard(request.shard, "shard")
         count = _check_batch(request)
-        wait = self._append_timeout if timeout is None else timeout
-        deadline = time.monotonic() + min(wait, self._append_timeout)
+        wait = self._append_timeout
+        if timeout is not None:
+            # Answer before the caller's deadline, so it gets the RetryInfo.
+            wait = min(wait, timeout - DEADLINE_MARGIN_SECONDS)
+        deadline = time.monotonic() + wait
         with self.lock:
             self._check_ready()
             self._check_leader(request.leader_epoch)
@@ -789,6 +795,8 @@ class LogNode:
                     target = min(self.commit_sequence, self._applied)
                 if self._stopping:
                     return
+            if self.server_stopping():
+                return
             if target > after:
                 flt.max_sequence = target
                 columns, sequences, examined = self._store.since(
@@ -946,6 +954,8 @@ class ReplicationServicer(replication_service_pb2_grpc.ReplicationServiceService
 
     def ReplicateEntries(self, request_iterator, context):
         for request in request_iterator:
+            if self._node.server_stopping():
+                return
             yield self._node.replicate(request)
 
     def GetNodeStatus(self, request, context):
@@ -1045,6 +1055,7 @@ def start_node(
     )
     host_part = address.rsplit(":", 1)[0]
     node.address = f"{host_part}:{host.port}"
+    node.server_stopping = lambda: host.stopped
     host.start()
     host.on_stop(node.close)
     try:

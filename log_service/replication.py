@@ -94,6 +94,7 @@ class ReplicationSender:
         self.progress = FollowerProgress(follower, address)
         self._epoch = epoch
         self._stop = threading.Event()
+        self._purged_reported = False
         self._call: grpc.Future | None = None
         self._channel = grpc.insecure_channel(
             address, options=node_channel_options(max_message_bytes)
@@ -135,13 +136,6 @@ class ReplicationSender:
             except grpc.RpcError as exc:
                 if not self._stop.is_set():
                     self._report_failure(f"{exc.code().name}: {exc.details()}")
-            except RecordsPurged as exc:
-                _LOGGER.error(
-                    "log shard %s: follower %s cannot catch up: %s",
-                    self._node.shard,
-                    self.follower,
-                    exc,
-                )
             except Exception:
                 _LOGGER.exception(
                     "log shard %s: replication to %s failed",
@@ -158,6 +152,19 @@ class ReplicationSender:
                 backoff = FIRST_BACKOFF_SECONDS
             self._stop.wait(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+    def _report_purged(self, exc: RecordsPurged) -> None:
+        if self._purged_reported:
+            return
+        self._purged_reported = True
+        # NOTE: nothing brings such a follower back yet; it needs a copy of
+        # another replica's data (a snapshot), which the nodes cannot send.
+        _LOGGER.error(
+            "log shard %s: follower %s cannot catch up because %s",
+            self._node.shard,
+            self.follower,
+            exc,
+        )
 
     def _report_failure(self, reason: str) -> None:
         with self._node.lock:
@@ -217,9 +224,14 @@ class ReplicationSender:
                 commit = node.commit_sequence
             records = []
             if start <= durable and len(stream.in_flight) < WINDOW_MESSAGES:
-                records = node.wal.read_from(
-                    start, self._message_bytes, through=durable
-                )
+                try:
+                    records = node.wal.read_from(
+                        start, self._message_bytes, through=durable
+                    )
+                except RecordsPurged as exc:
+                    self._report_purged(exc)
+                    stream.failure = str(exc)
+                    return
             with node.lock:
                 request = self._message(stream, records, commit)
                 stream.truncate_after = None

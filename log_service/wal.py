@@ -273,6 +273,10 @@ class WriteAheadLog:
         self._fd: int | None = None
         self.history = EpochHistory(self._directory / EPOCHS_FILE)
         self._scan()
+        if fsync:
+            # Records written before a crash of the process may still sit in
+            # the page cache; replicas only receive durable records.
+            self._flush_path(self._segments[-1].path)
         self._synced = self._last
         self._open_active()
 
