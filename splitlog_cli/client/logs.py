@@ -55,6 +55,7 @@ _ENTRY_HEADERS = ("TIME", "SEVERITY", "SERVICE", "HOST", "MESSAGE")
 _UNSAFE_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x1b": "\\e"}
 _BAR_WIDTH = 30
+_MAX_REJECTIONS_SHOWN = 10
 
 
 def add_parsers(
@@ -273,7 +274,8 @@ def _ship_table(summary: logs_pb2.StreamLogEntriesResponse) -> str:
             ]
         )
     ]
-    if summary.rejected_entries:
+    shown = summary.rejected_entries[:_MAX_REJECTIONS_SHOWN]
+    if shown:
         lines.append("")
         lines.append(
             render.table(
@@ -285,10 +287,13 @@ def _ship_table(summary: logs_pb2.StreamLogEntriesResponse) -> str:
                         safe_text(rejection.field),
                         safe_text(rejection.description),
                     )
-                    for rejection in summary.rejected_entries
+                    for rejection in shown
                 ],
             )
         )
+    hidden = summary.rejected_count - len(shown)
+    if shown and hidden > 0:
+        lines.append(f"({hidden} more rejected entries not shown)")
     return "\n".join(lines)
 
 
@@ -599,11 +604,15 @@ def _nanos(timestamp) -> int:
 
 
 def _enum_name(enum, value: int) -> str:
+    """Return a value's name without the enum's prefix: `error`, `timestamp_too_old`."""
     try:
         name = enum.Name(value)
     except ValueError:
         return str(value)
-    return name.split("_", 1)[1].lower() if value else "-"
+    if not value:
+        return "-"
+    prefix = enum.Name(0).removesuffix("UNSPECIFIED")
+    return name.removeprefix(prefix).lower()
 
 
 class _LogsClient:
@@ -622,7 +631,7 @@ class _LogsClient:
         self.channel.close()
 
     def call(self, method: Callable[..., Any], request: Message) -> Any:
-        """Call a unary method with the deadline; raise `ServerError` on failure."""
+        """Call a unary method with the deadline, raising `ServerError` on failure."""
         try:
             return method(request, timeout=self.timeout)
         except grpc.RpcError as exc:

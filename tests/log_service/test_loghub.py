@@ -135,3 +135,88 @@ def test_hosts_of_syslog_and_node_layouts(shared_data):
     assert len(mac_hosts) == 38
     assert ssh_hosts == {"LabSZ"}
     assert len(hpc_hosts) == 298
+
+
+# Long enough to keep the oldest sample (HPC, 2003) for decades to come.
+SYSTEM_RETENTION_HOURS = 100 * 365 * 24
+
+
+@pytest.fixture(scope="module")
+def log_system(tmp_path_factory):
+    """The log router with its nodes, in this process, on free ports."""
+    from log_service import app
+    from splitlog_cli import components
+    from splitlog_runtime import config as config_module
+
+    config = config_module.load(
+        environ={},
+        overrides={
+            "data_dir": tmp_path_factory.mktemp("loghub") / "data",
+            "grace_seconds": 1.0,
+            "workers": 8,
+            "log_node_port": 0,
+            "log_service_port": 0,
+            "log_retention_hours": SYSTEM_RETENTION_HOURS,
+        },
+    )
+    nodes: dict = {}
+    try:
+        config = components.start_log_nodes(config, nodes)
+        router = app.build(config)
+    except BaseException:
+        for node in nodes.values():
+            node.stop(0, "the log system failed to start")
+        raise
+    yield f"127.0.0.1:{router.port}"
+    router.stop(1.0, "test finished")
+    for node in nodes.values():
+        node.stop(1.0, "test finished")
+
+
+def splitlog_json(capsys, address: str, *args: str) -> dict:
+    import json
+
+    from splitlog_cli.main import main
+
+    status = main([*args, "--gateway", address, "--format", "json"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    return json.loads(captured.out)
+
+
+@pytest.mark.system
+def test_shipped_samples_match_counts(shared_data, log_system, capsys):
+    for system in sorted(SEVERITY_COUNTS):
+        path = sample_path(shared_data, system)
+        summary = splitlog_json(
+            capsys, log_system, "logs", "ship", str(path),
+            "--service", system.lower(), "--year", str(YEAR),
+        )  # fmt: skip
+        assert int(summary.get("acceptedCount", 0)) == LINES_PER_FILE, system
+
+    for system, expected in SEVERITY_COUNTS.items():
+        stats = splitlog_json(
+            capsys, log_system, "logs", "stats", "--service", system.lower()
+        )
+        counts = {
+            row["severity"].removeprefix("SEVERITY_"): int(row["count"])
+            for row in stats["severityCounts"]
+        }
+        assert int(stats["totalCount"]) == LINES_PER_FILE, system
+        assert counts == expected, system
+
+    for system, expected in KEYWORD_COUNTS.items():
+        found = []
+        for words in KEYWORDS:
+            messages = set()
+            for word in words:
+                result = splitlog_json(
+                    capsys, log_system, "logs", "query", "--service",
+                    system.lower(), "--keyword", word, "--limit", "5000",
+                )  # fmt: skip
+                messages |= {
+                    (entry["timestamp"], entry["message"])
+                    for entry in result["entries"]
+                }
+            found.append(len(messages))
+        assert tuple(found) == expected, system
