@@ -4,17 +4,17 @@
 (`store.py`) and its durable state (`node_state.py`), all under one
 directory:
 
-- A leader assigns sequence numbers to each appended batch, writes one
-  `LogRecord` to its write-ahead log and flushes it (many appenders share one
-  fsync), hands it to one `ReplicationSender` per follower, and acknowledges
-  once every in-sync follower has stored it (or right after its own flush
-  with `leader_only_ack`). The highest acknowledged sequence is the commit
-  sequence.
+- A leader assigns sequence numbers to each appended batch and writes one
+  `LogRecord` to its write-ahead log, and many appenders share one fsync.
+  It hands the record to one `ReplicationSender` per follower. It
+  acknowledges once every in-sync follower has stored the record, or right
+  after its own flush with `leader_only_ack`. The highest acknowledged
+  sequence is the commit sequence.
 - A follower accepts `ReplicateEntries` from the leader of the highest epoch
   it has seen, truncates what the leader tells it to, and appends contiguous
   records to its own write-ahead log with fsync before replying.
 - An applier thread moves records from the write-ahead log into the store in
-  large groups. Reads wait until the store holds everything committed when
+  large groups. Reads wait until the store contains everything committed when
   the read began.
 - A record is durable, and visible to the applier and the senders, once an
   fsync covered it (or once written, with `log_fsync` off).
@@ -70,7 +70,7 @@ REPLICATION_SERVICE = replication_service_pb2.DESCRIPTOR.services_by_name[
     "ReplicationService"
 ]
 
-# Longest a read waits for the store to apply the committed entries.
+# Maximum time a read waits for the store to apply the committed entries.
 READ_WAIT_SECONDS = 5.0
 FOLLOW_KEEPALIVE_SECONDS = 1.0
 FOLLOW_BATCH_ENTRIES = 1000
@@ -103,7 +103,7 @@ class LogNode:
       shard: the shard it stores.
       directory: folder for the write-ahead log, the store and the state.
       config: settings; `log_fsync` and `max_message_bytes` apply.
-      append_timeout: longest an append waits for its acknowledgements when
+      append_timeout: maximum seconds an append waits for its acknowledgements when
         the call's own deadline is later; defaults to `deadline_seconds`.
     """
 
@@ -392,14 +392,14 @@ class LogNode:
         Raises:
           InvalidArgument: the batch is malformed.
           Unavailable: the node is not the leader of `leader_epoch`, or the
-            acknowledgements did not arrive in time; the record then stays in
-            the log and a retry with the same batch id finds it.
+            acknowledgements did not arrive in time. The record then stays in
+            the log, so a retry with the same batch id finds it.
         """
         self._check_shard(request.shard, "shard")
         count = _check_batch(request)
         wait = self._append_timeout
         if timeout is not None:
-            # Answer before the caller's deadline, so it gets the RetryInfo.
+            # Return before the caller's deadline, so it receives the RetryInfo.
             wait = min(wait, timeout - DEADLINE_MARGIN_SECONDS)
         deadline = time.monotonic() + wait
         with self.lock:
@@ -688,7 +688,7 @@ class LogNode:
     # Reads.
 
     def wait_until_visible(self, timeout: float | None) -> None:
-        """Wait until the store holds every entry committed when the call began.
+        """Wait until the store contains every entry committed when the call began.
 
         Raises:
           Unavailable: the node is not ready or the store did not catch up.

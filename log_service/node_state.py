@@ -80,7 +80,7 @@ def save_state(path: Path, state: NodeState) -> None:
 class BatchIndex:
     """Batch id to (first sequence, entry count), in sequence order.
 
-    It holds every batch whose record is still in the write-ahead log, plus
+    It contains every batch whose record is still in the write-ahead log, plus
     the most recent `limit` batches purged from it. The purged ones are saved
     in a file before the purge, so the index survives a restart: a retry is
     recognised while its record is in the log or among the last `limit`

@@ -2,7 +2,7 @@
 
 A `ReplicationSender` keeps one `ReplicateEntries` stream open to its
 follower. The stream begins with a heartbeat. The follower's reply gives its
-last sequence number and the epoch of the record that holds it, and the
+last sequence number and the epoch of the record that contains it, and the
 sender finds where the two logs diverge: the end of that epoch in the
 leader's epoch history. A follower that holds more than that is told to
 truncate (`truncate_after`). From then on the sender sends the leader's
@@ -47,7 +47,7 @@ MAX_BACKOFF_SECONDS = 1.0
 
 @dataclass
 class FollowerProgress:
-    """What the leader knows of one follower, for GetNodeStatus."""
+    """The leader's view of one follower, for GetNodeStatus."""
 
     node: str
     address: str

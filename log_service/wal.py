@@ -15,7 +15,7 @@ of the process but a crash of the machine loses the last ones.
 At open, the segments are scanned. A torn or corrupt tail (a crash in the
 middle of a write) is cut off and logged, never fatal, and so is any record
 that does not continue the sequence. The last segment is never purged, so its
-name still tells the last sequence number when every record has been purged.
+name still gives the last sequence number when every record has been purged.
 
 `EpochHistory` stores the (epoch, first sequence) pairs of the log in a small
 JSON file next to the segments, replaced atomically, so a leader can tell
@@ -129,7 +129,7 @@ class _Segment:
 
 @dataclass(frozen=True)
 class RecordInfo:
-    """Where one record sits in the log, and what the node needs to know of it."""
+    """The position of one record in the log, with the fields the node indexes."""
 
     first: int
     count: int
@@ -218,7 +218,7 @@ class EpochHistory:
 
         Args:
           epoch: an epoch, which may be missing from this history.
-          last_sequence: the log's last sequence number, the answer when no
+          last_sequence: the log's last sequence number, returned when no
             newer epoch has begun.
         """
         for entry in self._entries:
@@ -421,19 +421,19 @@ class WriteAheadLog:
             return min(self._synced, self._last)
 
     def last_record_epoch(self) -> int:
-        """Return the epoch of the record that holds the last entry, 0 if none."""
+        """Return the epoch of the record that contains the last entry, 0 if none."""
         with self._lock:
             if self._records:
                 return self._records[-1].epoch
             return self.history.epoch_at(self._last)
 
     def records(self) -> list[RecordInfo]:
-        """Return what the log holds about each retained record, oldest first."""
+        """Return the index of every retained record, oldest first."""
         with self._lock:
             return list(self._records)
 
     def record_at(self, sequence: int) -> RecordInfo | None:
-        """Return the retained record that holds a sequence number, if any."""
+        """Return the retained record that contains a sequence number, if any."""
         with self._lock:
             return self._find(sequence)
 
@@ -553,8 +553,8 @@ class WriteAheadLog:
         """Return once the entries through `through` are on disk.
 
         The first caller that finds no fsync running runs one for everything
-        written so far; callers that arrive meanwhile wait for it and share
-        the next one. Without fsync the call returns at once.
+        written so far. Callers that arrive meanwhile wait for it, and then
+        share the next one. Without fsync the call returns at once.
         """
         if not self._fsync:
             with self._sync_condition:
@@ -598,9 +598,9 @@ class WriteAheadLog:
     def truncate_after(self, sequence: int) -> int:
         """Remove every entry above `sequence` and return how many were removed.
 
-        A record that holds `sequence` and later entries is cut down to the
+        A record that contains `sequence` and later entries is cut down to the
         entries up to `sequence`. The change is flushed to disk before the
-        call returns, and the epoch history forgets the epochs that begin
+        call returns, and the epoch history drops the epochs that begin
         after `sequence`.
         """
         with self._lock:
