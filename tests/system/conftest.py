@@ -39,6 +39,19 @@ PORT_FLAGS = (
 )
 
 
+def log_nodes_on_free_ports(shards: int = 2, replicas: int = 2) -> str:
+    """Return a `--log-nodes` value that puts every log node on a free port."""
+    ports = iter(free_ports(shards * replicas))
+    return ";".join(
+        f"shard-{shard}="
+        + ",".join(
+            f"shard-{shard}-{'abcdefgh'[replica]}@127.0.0.1:{next(ports)}"
+            for replica in range(replicas)
+        )
+        for shard in range(shards)
+    )
+
+
 def free_ports(count: int) -> list[int]:
     """Return ports that were free a moment ago: bound to port 0, then closed."""
     sockets = []
@@ -58,7 +71,7 @@ class Splitlog:
     """A running `splitlog` command, its output and its ports."""
 
     args: list[str]
-    ports: dict[str, int]
+    ports: dict[str, int | str]
     log_path: Path
     process: subprocess.Popen
     stdout_lines: list[str] = field(default_factory=list)
@@ -84,7 +97,15 @@ class Splitlog:
 
     def component_pids(self) -> dict[str, int]:
         """Return component name -> pid of the children that `--processes` printed."""
-        return {label.split()[0]: pid for label, (_, pid) in self.rows().items() if pid}
+        pids = {}
+        for label, (_, pid) in self.rows().items():
+            if not pid:
+                continue
+            if label.startswith("log node "):
+                pids["log_node_" + label.removeprefix("log node ")] = pid
+            else:
+                pids[label.split()[0]] = pid
+        return pids
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -147,10 +168,12 @@ def start_splitlog(
     tmp_path: Path,
     *extra: str,
     data_dir: Path | None = None,
-    ports: dict[str, int] | None = None,
+    ports: dict[str, int | str] | None = None,
 ) -> Splitlog:
     """Run `splitlog up EXTRA... --data-dir D --<x>-port P...` in a new session."""
-    ports = ports or dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
+    if ports is None:
+        ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
+        ports["--log-nodes"] = log_nodes_on_free_ports()
     data_dir = data_dir or tmp_path / "data"
     args = [str(SPLITLOG), "up", *extra, "--data-dir", str(data_dir)]
     args += ["--grace-seconds", "5", "--workers", "8"]

@@ -16,7 +16,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from splitlog.users.v1 import users_service_pb2, users_service_pb2_grpc
 from splitlog_cli.topology import COMPONENTS
-from tests.system.conftest import PORT_FLAGS, SPLITLOG, free_ports, wait_gone
+from tests.system.conftest import (
+    PORT_FLAGS,
+    SPLITLOG,
+    free_ports,
+    log_nodes_on_free_ports,
+    wait_gone,
+)
 
 pytestmark = pytest.mark.system
 
@@ -199,6 +205,7 @@ def test_second_signal_exits_at_once(splitlog_factory):
 )
 def test_port_in_use_names_setting(splitlog_factory, mode, busy_flag, env):
     ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
+    ports["--log-nodes"] = log_nodes_on_free_ports()
     with socket.create_server(("127.0.0.1", 0)) as busy:
         ports[busy_flag] = busy.getsockname()[1]
 

@@ -11,13 +11,16 @@ import uuid
 import httpx
 import pytest
 
-from splitlog_cli.topology import COMPONENTS
+from splitlog_cli.topology import all_components
+from splitlog_runtime import config as config_module
 from tests.system.conftest import grpcurl, grpcurl_json, start_splitlog, wait_gone
 
 pytestmark = pytest.mark.system
 
 USERS_SERVICE = "splitlog.users.v1.UsersService"
-COMPONENT_NAMES = [component.name for component in COMPONENTS]
+COMPONENT_NAMES = [
+    component.name for component in all_components(config_module.load(environ={}))
+]
 
 
 def _parent_pid(pid: int) -> int:
@@ -45,11 +48,19 @@ def test_one_child_per_component(system):
 
 
 def test_each_child_serves_its_port(system):
+    log_nodes = dict(
+        member.split("@")
+        for shard in str(system.ports["--log-nodes"]).split(";")
+        for member in shard.split("=")[1].split(",")
+    )
     for name in COMPONENT_NAMES:
         if name == "gateway":
             continue
-        flag = "--" + name.replace("_", "-") + "-port"
-        address = f"127.0.0.1:{system.ports[flag]}"
+        if name.startswith("log_node_"):
+            address = log_nodes[name.removeprefix("log_node_")]
+        else:
+            flag = "--" + name.replace("_", "-") + "-port"
+            address = f"127.0.0.1:{system.ports[flag]}"
 
         response = grpcurl_json(address, "grpc.health.v1.Health/Check")
 
