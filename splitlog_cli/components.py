@@ -45,7 +45,6 @@ def start_log_node(config: Config) -> ServiceHost:
       StartupError: the node id is unknown or the node cannot start.
     """
     from log_service.node import build_node
-
     from log_service.sharding import topology_from_config
 
     try:
@@ -84,7 +83,6 @@ def start_log_nodes(config: Config, hosts: dict[str, ServiceHost]) -> Config:
       StartupError: the topology does not parse or a node cannot start.
     """
     from log_service.node import build_node
-
     from log_service.sharding import topology_from_config
 
     try:

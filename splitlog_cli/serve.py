@@ -21,7 +21,7 @@ from splitlog_cli.topology import (
     Component,
     log_node_components,
 )
-from splitlog_runtime import aio
+from splitlog_runtime import aio, logsetup
 from splitlog_runtime.config import Config
 
 
@@ -45,23 +45,30 @@ def run(name: str, config: Config) -> int:
         host = components.start_log_node(config)
     else:
         host = components.start_service(name, config)
+    # Log nodes and the router store logs; shipping theirs would loop.
+    shipper = None
+    if name not in (LOG_NODE, "log_service"):
+        shipper = logsetup.start_self_ship(config, name)
     try:
         _announce(config, {component.name: host.port})
         while not signals.wait(timeout=1.0):
             pass
     finally:
         host.stop(config.grace_seconds, signals.reason or "startup interrupted")
+        logsetup.stop_self_ship(shipper, timeout=2.0)
     return 0
 
 
 async def _serve_gateway(config: Config, signals: StopSignals) -> int:
     stop_requested = signals.attach(asyncio.get_running_loop())
     gateway = await components.start_gateway(config)
+    shipper = logsetup.start_self_ship(config, GATEWAY.name)
     try:
         _announce(config, {"gateway": gateway.grpc_port, "http": gateway.http_port})
         await stop_requested.wait()
     finally:
         await gateway.stop(config.grace_seconds)
+        await asyncio.to_thread(logsetup.stop_self_ship, shipper, 2.0)
     return 0
 
 

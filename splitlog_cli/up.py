@@ -20,7 +20,7 @@ from splitlog_cli.errors import StartupError
 from splitlog_cli.ports import check_ports_free
 from splitlog_cli.signals import StopSignals
 from splitlog_cli.topology import all_components
-from splitlog_runtime import aio
+from splitlog_runtime import aio, logsetup
 from splitlog_runtime.config import SERVICES, Config
 from splitlog_runtime.server import ServiceHost
 
@@ -51,6 +51,7 @@ def run(config: Config) -> int:
         raise StartupError(str(exc)) from None
     hosts: dict[str, ServiceHost] = {}
     node_hosts: dict[str, ServiceHost] = {}
+    shipper = None
     try:
         # The log nodes come first so that the log router finds them.
         config = components.start_log_nodes(config, node_hosts)
@@ -60,12 +61,14 @@ def run(config: Config) -> int:
             hosts[name] = components.start_service(name, config)
         if signals.requested:
             return 0
+        shipper = logsetup.start_self_ship(config, "splitlog", by_logger=True)
         return aio.run(_run_gateway(config, hosts, signals))
     finally:
         # Stops what the gateway coroutine did not (after a startup failure);
         # `ServiceHost.stop` returns at once for a host already stopped.
         signals.install()
         reason = signals.reason or "startup failed"
+        logsetup.stop_self_ship(shipper, timeout=2.0)
         _stop_services(hosts, config.grace_seconds, reason)
         _stop_services(node_hosts, config.grace_seconds, reason)
 

@@ -162,8 +162,7 @@ SETTINGS: list[Setting] = [
     Setting(
         "log_node_id",
         "",
-        "Id of the node that `splitlog serve log_node` runs, as named in "
-        "log_nodes.",
+        "Id of the node that `splitlog serve log_node` runs, as named in log_nodes.",
     ),
     Setting(
         "log_write_quorum",

@@ -61,6 +61,11 @@ SELF_SHIP_EXCLUDED = ("log_service",)
 _WILDCARD_HOSTS = ("0.0.0.0", "::", "[::]", "")
 
 
+_COMPONENT_PACKAGES = frozenset(
+    {"user_service", "expense_service", "balance_service", "gateway"}
+)
+
+
 def self_ship_address(config: Config) -> str:
     """Return the host:port where a service process reaches the log router.
 
@@ -76,11 +81,25 @@ def self_ship_address(config: Config) -> str:
     return f"{host}:{config.log_service_port}"
 
 
-def start_self_ship(config: Config, service: str) -> LogShipHandler | None:
+def service_of_logger(record: logging.LogRecord) -> str:
+    """Return the component whose package logged a record, for `splitlog up`.
+
+    Every component shares one process there, so the logger name tells them
+    apart; records from elsewhere (the CLI, the runtime) count as `splitlog`.
+    """
+    package = record.name.partition(".")[0]
+    return package if package in _COMPONENT_PACKAGES else "splitlog"
+
+
+def start_self_ship(
+    config: Config, service: str, *, by_logger: bool = False
+) -> LogShipHandler | None:
     """Ship the root logger's records to log_service when `log_self_ship` is on.
 
     Call it after `configure`, which replaces the root handlers. Records of
     log_service's own loggers are not shipped (see `SELF_SHIP_EXCLUDED`).
+    With `by_logger`, each entry's service is the component that logged it
+    (see `service_of_logger`) rather than `service`.
 
     Returns:
       The handler, to pass to `stop_self_ship` on shutdown, or None when the
@@ -91,6 +110,8 @@ def start_self_ship(config: Config, service: str) -> LogShipHandler | None:
     handler = LogShipHandler(
         self_ship_address(config), service, excluded_loggers=SELF_SHIP_EXCLUDED
     )
+    if by_logger:
+        handler.service_of = service_of_logger
     logging.getLogger().addHandler(handler)
     return handler
 

@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -114,6 +114,7 @@ class LogShipHandler(logging.Handler):
 
         self.target_address = target_address
         self.service = service
+        self.service_of: Callable[[logging.LogRecord], str] | None = None
         self.host = socket.gethostname() if host is None else host
         self.batch_size = batch_size
         self.flush_interval = flush_interval
@@ -221,7 +222,7 @@ class LogShipHandler(logging.Handler):
         entry = logs_pb2.LogEntry(
             timestamp=Timestamp(seconds=seconds, nanos=nanos),
             severity=severity_of_level(record.levelno),
-            service=self.service,
+            service=self.service_of(record) if self.service_of else self.service,
             host=self.host,
             message=record.getMessage(),
         )
