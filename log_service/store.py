@@ -1,6 +1,6 @@
 """Entry storage of one log node: DuckDB files, one per UTC time partition.
 
-A `LogStore` owns a directory that holds one DuckDB database file per time
+A `LogStore` owns a directory that contains one DuckDB database file per time
 partition, named by the partition's UTC start (`20240501T000000Z.duckdb`),
 and `store.json`, which records the partition width and the highest
 sequence number applied. All partition files are attached to one in-memory
@@ -61,7 +61,7 @@ class _Partition:
     max_seq: int = 0
 
     def overlaps(self, start: int | None, end: int | None) -> bool:
-        """Whether rows of this partition may lie in [start, end)."""
+        """Return whether rows of this partition may lie in [start, end)."""
         if self.min_ts is None or self.max_ts is None:
             return False
         if start is not None and self.max_ts < start:
@@ -156,8 +156,8 @@ class LogStore:
             start = _parse_start(match.group(1))
             self._partitions[start] = self._attach(start, path)
         if state is None:
-            # A missing state file with partitions present means it was
-            # deleted; what the partitions hold is the best account left.
+            # Partitions without a state file mean that the file was deleted.
+            # Their highest sequence is then the best estimate left.
             last = max((p.max_seq for p in self._partitions.values()), default=0)
         else:
             last = state
@@ -703,7 +703,7 @@ def _time_range(flt: node_service_pb2.EntryFilter) -> tuple[int | None, int | No
 
 
 def _reachable(partition: _Partition, after: tuple[int, int], descending: bool) -> bool:
-    """Whether the partition holds rows past the cursor's timestamp."""
+    """Return whether the partition has rows past the cursor's timestamp."""
     after_ts = after[0]
     if descending:
         return partition.min_ts is not None and partition.min_ts <= after_ts

@@ -30,7 +30,7 @@ class Column:
 
 
 # `attributes` is stored as NULL when an entry has none, so that
-# json_extract_string never sees an empty string (which is not valid JSON).
+# json_extract_string never parses an empty string, which is invalid JSON.
 COLUMNS: tuple[Column, ...] = (
     Column("timestamps", "ts", "BIGINT NOT NULL", pa.int64(), 0),
     Column("observed_timestamps", "observed_ts", "BIGINT", pa.int64(), 0),
@@ -165,7 +165,7 @@ def filter_conditions(
     Args:
       flt: the filter. Its `max_sequence` is ignored here because the caller
         folds it into `max_sequence`.
-      max_sequence: the highest sequence a result may hold.
+      max_sequence: the highest sequence a result may have.
 
     Returns:
       Conditions to join with AND, and the values of their `?` parameters in

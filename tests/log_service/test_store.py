@@ -186,7 +186,7 @@ def test_replay_stores_each_entry_once(store: LogStore) -> None:
     assert store.last_sequence() == 5
 
 
-def test_replay_of_overlapping_record_adds_only_new_entries(store: LogStore) -> None:
+def test_overlapping_replay_adds_new_entries_only(store: LogStore) -> None:
     store.apply([record(1, [BASE, BASE + 1, BASE + 2])])
 
     store.apply([record(2, [BASE + 1, BASE + 2, BASE + 3, BASE + 4])])
@@ -398,10 +398,10 @@ def test_end_time_is_exclusive_at_nanoseconds(store: LogStore) -> None:
     assert found(moment + 1, BASE + SECOND) == []
 
 
-def test_ties_paged_with_cursor_neither_skip_nor_repeat(tmp_path: Path) -> None:
+def test_tied_timestamps_page_without_gaps(tmp_path: Path) -> None:
     store = LogStore(tmp_path / "store", partition_seconds=3600)
-    # Forty entries share each of three timestamps; the last one lies in the
-    # next partition. Sequences interleave across the tied timestamps.
+    # Forty entries share each of three timestamps, and the second timestamp
+    # lies in the next partition. Sequences interleave across the ties.
     stamps = [BASE + 7, BASE + 7 + HOUR, BASE + 3] * 40
     store.apply([record(1, stamps[:50]), record(51, stamps[50:])])
     expected = sorted(
@@ -536,7 +536,7 @@ def test_keyword_special_characters_match_literally(store: LogStore) -> None:
     assert len(query_all(store)) == 8
 
 
-def test_injection_in_services_and_attributes_is_harmless(store: LogStore) -> None:
+def test_injection_in_service_and_key_harmless(store: LogStore) -> None:
     hostile = "'; DROP TABLE entries; --"
     store.apply(
         [
@@ -722,7 +722,7 @@ def test_retention_deletes_rows_of_short_lived_service(tmp_path: Path) -> None:
     stamps = [BASE + 10, BASE + 20, BASE + 30, BASE + 40]
     store.apply([record(1, stamps, services=["audit", "debug", "audit", "debug"])])
 
-    # "debug" keeps 25 ns of entries, everyone else keeps everything.
+    # Entries of "debug" before BASE + 25 expire. The default expires none.
     deleted, dropped = store.apply_retention(BASE, {"debug": BASE + 25})
     kept = sequences_of(store, pb.EntryFilter())
     # A shorter retention later applies to the entries already stored.
@@ -738,7 +738,7 @@ def test_retention_deletes_rows_of_short_lived_service(tmp_path: Path) -> None:
     assert len(files) == 1
 
 
-def test_retention_keeps_partition_with_long_lived_service(tmp_path: Path) -> None:
+def test_retention_keeps_partition_of_kept_service(tmp_path: Path) -> None:
     directory = tmp_path / "store"
     store = LogStore(directory, partition_seconds=3600)
     store.apply([record(1, [BASE, BASE + 1], services=["api", "audit"])])
@@ -754,7 +754,7 @@ def test_retention_keeps_partition_with_long_lived_service(tmp_path: Path) -> No
     assert list(directory.glob("*.duckdb")) == []
 
 
-def test_last_sequence_survives_dropping_every_partition(tmp_path: Path) -> None:
+def test_last_sequence_survives_dropped_partitions(tmp_path: Path) -> None:
     directory = tmp_path / "store"
     store = LogStore(directory, partition_seconds=3600)
     store.apply([record(1, [BASE, BASE + 1])])
