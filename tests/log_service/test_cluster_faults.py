@@ -1,0 +1,283 @@
+"""Failures of a log cluster whose router and nodes are real processes.
+
+Each test runs one shard on `splitlog serve log_node` processes and the
+router on `splitlog serve log_service`, kills some of them with SIGKILL (or
+stops them with SIGSTOP) and checks what docs/logs.md promises: with the
+write quorum `all`, no acknowledged entry is lost or stored twice.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import time
+
+import grpc
+import pytest
+
+from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
+from tests.log_service.cluster_support import (
+    ROUTER,
+    SERVING,
+    SHARD,
+    UNAVAILABLE,
+    BatchWriter,
+    LogCluster,
+    messages_of,
+)
+from tests.log_service.node_support import columns
+
+pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]
+
+BATCH_SIZE = 20
+
+
+@pytest.fixture
+def make_cluster(tmp_path):
+    """Create log clusters under tmp_path and kill their processes afterwards."""
+    created: list[LogCluster] = []
+
+    def make(node_ids: tuple[str, ...], **options) -> LogCluster:
+        cluster = LogCluster.create(tmp_path, node_ids, **options)
+        created.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in created:
+        cluster.stop_all()
+
+
+def expected_messages(labels: list[str], size: int = BATCH_SIZE) -> set[str]:
+    return {message for label in labels for message in messages_of(label, size)}
+
+
+def repeated(found: collections.Counter) -> dict[str, int]:
+    return {message: count for message, count in found.items() if count > 1}
+
+
+def leader_is(node: str, epoch: int | None = None):
+    def check(shard: logs_service_pb2.ShardStatus) -> bool:
+        return shard.leader == node and (epoch is None or shard.leader_epoch == epoch)
+
+    return check
+
+
+def follower_caught_up(node: str):
+    """Return a check that `node` holds the leader's last sequence."""
+
+    def check(shard: logs_service_pb2.ShardStatus) -> bool:
+        for follower in shard.followers:
+            if follower.node == node:
+                return (
+                    follower.reachable
+                    and shard.last_sequence > 0
+                    and follower.last_sequence == shard.last_sequence
+                )
+        return False
+
+    return check
+
+
+def wait_same_entries(cluster: LogCluster, nodes: tuple[str, ...]) -> list:
+    """Wait until every node in `nodes` stores the same (sequence, message) list."""
+    deadline = time.monotonic() + 20
+    stored: list[list] = []
+    while time.monotonic() < deadline:
+        try:
+            stored = [cluster.node_entries(node) for node in nodes]
+        except grpc.RpcError:
+            stored = []
+        if stored and all(item == stored[0] for item in stored):
+            return stored[0]
+        time.sleep(0.2)
+    counts = ", ".join(f"{len(item)} entries" for item in stored)
+    raise AssertionError(f"nodes {nodes} store different entries: {counts}")
+
+
+def test_leader_sigkill_mid_stream(make_cluster):
+    cluster = make_cluster(("a", "b"))
+    cluster.start_all()
+    writer = BatchWriter(cluster, BATCH_SIZE, give_up_after=30)
+    writer.start()
+
+    writer.wait_for(15, timeout=20)
+    leader = cluster.shard_status().leader
+    cluster.kill(leader)
+    killed_at = len(writer.acknowledged)
+    writer.wait_for(killed_at + 15, timeout=40)
+    writer.finish(timeout=20)
+    survivor = cluster.wait_status(
+        lambda shard: shard.leader not in ("", leader), "a new leader"
+    )
+    found = cluster.listed_messages()
+
+    assert writer.error is None, repr(writer.error)
+    assert survivor.leader_epoch > 1
+    assert writer.retries > 0, "the kill did not interrupt any write"
+    assert repeated(found) == {}
+    assert set(found) == expected_messages(writer.acknowledged)
+
+
+def test_follower_restart_catches_up(make_cluster):
+    cluster = make_cluster(("a", "b"))
+    cluster.start_all()
+    cluster.write_until_acknowledged("before", BATCH_SIZE, "before")
+
+    cluster.kill("b")
+    labels = [f"while-down-{index}" for index in range(5)]
+    for label in labels:
+        cluster.write_until_acknowledged(label, BATCH_SIZE, label)
+    degraded = cluster.wait_status(
+        lambda shard: shard.health != SERVING, "the shard to notice b is gone"
+    )
+    cluster.start("b")
+    caught_up = cluster.wait_status(follower_caught_up("b"), "b to catch up")
+    serving = cluster.wait_status(
+        lambda shard: shard.health == SERVING, "the shard serving again"
+    )
+    stored = wait_same_entries(cluster, ("a", "b"))
+
+    assert degraded.leader == "a"
+    assert serving.leader == "a"
+    assert serving.leader_epoch == 1
+    assert caught_up.last_sequence == BATCH_SIZE * 6
+    assert sorted(message for _, message in stored) == sorted(
+        expected_messages(["before", *labels])
+    )
+    assert [sequence for sequence, _ in sorted(stored)] == list(
+        range(1, BATCH_SIZE * 6 + 1)
+    )
+
+
+def test_single_node_sigkill_keeps_entries(make_cluster):
+    cluster = make_cluster(("solo",))
+    cluster.start_all()
+    labels = [f"solo-{index}" for index in range(10)]
+    for label in labels:
+        cluster.write(label, BATCH_SIZE, label)
+
+    cluster.kill("solo")
+    down = cluster.wait_status(
+        lambda shard: shard.health == UNAVAILABLE, "the shard unavailable"
+    )
+    cluster.start("solo")
+    cluster.wait_status(lambda shard: shard.health == SERVING, "the shard serving")
+    found = cluster.listed_messages()
+    after = cluster.write_until_acknowledged("after", 1, "after")
+
+    assert down.leader in ("", "solo")
+    assert repeated(found) == {}
+    assert set(found) == expected_messages(labels)
+    assert after.accepted_count == 1
+
+
+def test_stale_leader_waits_for_promoted_follower(make_cluster):
+    cluster = make_cluster(("a", "b"))
+    cluster.start_all()
+    cluster.write("e0", 2, "e0")
+
+    cluster.kill("a")
+    cluster.wait_status(leader_is("b", 2), "b promoted at epoch 2")
+    cluster.write_until_acknowledged("e1", 2, "e1")
+    cluster.kill("b")
+    leaderless = cluster.wait_status(lambda shard: shard.leader == "", "no leader")
+    cluster.start("a")
+    cluster.wait_status(
+        lambda shard: any(f.node == "a" and f.reachable for f in shard.followers),
+        "the router to reach a",
+    )
+    with pytest.raises(grpc.RpcError) as through_router:
+        cluster.write("refused", 1, "refused")
+    # a still believes it leads epoch 1; a write under that epoch must not be
+    # acknowledged, because b, which holds e1, is in its in-sync set.
+    with pytest.raises(grpc.RpcError) as old_epoch:
+        cluster.node("a").AppendEntries(
+            node_service_pb2.AppendEntriesRequest(
+                shard=SHARD,
+                leader_epoch=1,
+                batch_id="stale/s0",
+                entries=columns(1, "stale"),
+            ),
+            timeout=3,
+        )
+    still_leaderless = cluster.shard_status()
+
+    cluster.start("b")
+    back = cluster.wait_status(leader_is("b"), "b leader again")
+    found = cluster.listed_messages()
+    cluster.write_until_acknowledged("e2", 2, "e2")
+    cluster.wait_status(
+        lambda shard: shard.health == SERVING, "a back in the in-sync set"
+    )
+    stored = wait_same_entries(cluster, ("a", "b"))
+
+    assert leaderless.health == UNAVAILABLE
+    assert through_router.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert old_epoch.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert still_leaderless.leader == ""
+    assert back.leader_epoch > 2
+    assert set(found) == expected_messages(["e0", "e1"], 2)
+    assert repeated(found) == {}
+    assert sorted(message for _, message in stored) == sorted(
+        expected_messages(["e0", "e1", "e2"], 2)
+    )
+
+
+def test_resent_batch_stored_once_everywhere(make_cluster):
+    # A long failover keeps b in the in-sync set while it is down, so the
+    # leader cannot acknowledge; the nodes give up on an append after 1 s.
+    cluster = make_cluster(
+        ("a", "b"),
+        failover_seconds=60.0,
+        node_settings={"SPLITLOG_DEADLINE_SECONDS": "1.0"},
+    )
+    cluster.start_all()
+    cluster.write("first", 2, "first")
+
+    cluster.kill("b")
+    with pytest.raises(grpc.RpcError) as unacknowledged:
+        cluster.write("pair", 2, "pair", timeout=10)
+    stored_by_leader = cluster.node_replica("a").last_sequence
+    cluster.start("b")
+    resent = cluster.write_until_acknowledged("pair", 2, "pair")
+    stored = wait_same_entries(cluster, ("a", "b"))
+    found = cluster.listed_messages()
+
+    assert unacknowledged.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert stored_by_leader == 4
+    assert resent.accepted_count == 2
+    assert stored == [(1, "first.0"), (2, "first.1"), (3, "pair.0"), (4, "pair.1")]
+    assert found == collections.Counter(expected_messages(["first", "pair"], 2))
+
+
+def test_router_sigkill_keeps_leaders(make_cluster, tmp_path):
+    cluster = make_cluster(("a", "b"))
+    cluster.start_all()
+    cluster.write("before-failover", BATCH_SIZE, "before-failover")
+    cluster.kill("a")
+    cluster.wait_status(leader_is("b", 2), "b promoted at epoch 2")
+    cluster.write_until_acknowledged("after-failover", BATCH_SIZE, "after-failover")
+    cluster.start("a")
+    before = cluster.wait_status(
+        lambda shard: shard.health == SERVING, "a back in the in-sync set"
+    )
+
+    cluster.kill(ROUTER)
+    state_file = tmp_path / "data" / "log_service" / "coordinator.json"
+    saved = json.loads(state_file.read_text())["shards"][SHARD]
+    cluster.start(ROUTER)
+    after = cluster.wait_status(
+        lambda shard: shard.health == SERVING, "the shard serving"
+    )
+    cluster.write_until_acknowledged("after-restart", BATCH_SIZE, "after-restart")
+    found = cluster.listed_messages()
+
+    assert saved["leader"] == "b"
+    assert saved["epoch"] == 2
+    assert (before.leader, before.leader_epoch) == ("b", 2)
+    assert (after.leader, after.leader_epoch) == ("b", 2)
+    assert repeated(found) == {}
+    assert set(found) == expected_messages(
+        ["before-failover", "after-failover", "after-restart"]
+    )
+    assert cluster.node_replica("a").leader_epoch == 2
