@@ -82,12 +82,12 @@ async def _load(target: str, pool: list[bytes], total: int, streams: int) -> int
 
         async def stream() -> None:
             nonlocal next_batch, accepted, reported
-            # One stream carries up to 50 batches, then the next one opens, so
+            # One stream carries up to 10 batches, then the next one opens, so
             # a failure loses little and progress shows on the way.
             while next_batch < batches:
                 call = open_stream(timeout=3600)
                 sent = 0
-                while next_batch < batches and sent < 50:
+                while next_batch < batches and sent < 10:
                     body = pool[next_batch % len(pool)]
                     suffix = pb.StreamLogEntriesRequest(request_id=str(uuid.uuid4()))
                     next_batch += 1
