@@ -641,6 +641,23 @@ def test_count_bucket_before_start_is_negative(store: LogStore) -> None:
     assert by_bucket == {(-1, INFO): 1, (0, INFO): 1, (2, INFO): 1, (-3, INFO): 1}
 
 
+def test_count_buckets_at_int64_extremes(tmp_path: Path) -> None:
+    store = LogStore(tmp_path / "store", partition_seconds=3600)
+    top = 2**63 - 1
+    store.apply([record(1, [-top, 0, top - 5])])
+
+    _, _, from_bottom = store.count(
+        pb.EntryFilter(), histogram_start=-top, histogram_step=2**62
+    )
+    _, _, from_top = store.count(
+        pb.EntryFilter(), histogram_start=top, histogram_step=2
+    )
+    store.close()
+
+    assert from_bottom == {(0, INFO): 1, (1, INFO): 1, (3, INFO): 1}
+    assert from_top == {(-top, INFO): 1, (-(2**62), INFO): 1, (-3, INFO): 1}
+
+
 def test_count_without_histogram(store: LogStore) -> None:
     store.apply([record(1, [BASE, BASE + 1], severities=[INFO, ERROR])])
 
