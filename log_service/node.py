@@ -953,10 +953,16 @@ class ReplicationServicer(replication_service_pb2_grpc.ReplicationServiceService
         self._node = node
 
     def ReplicateEntries(self, request_iterator, context):
-        for request in request_iterator:
-            if self._node.server_stopping():
-                return
-            yield self._node.replicate(request)
+        try:
+            for request in request_iterator:
+                if self._node.server_stopping():
+                    return
+                yield self._node.replicate(request)
+        except grpc.RpcError:
+            # The leader went away or cancelled the stream; it reconnects and
+            # resends from the last sequence this node acknowledged.
+            if context.is_active():
+                raise
 
     def GetNodeStatus(self, request, context):
         return self._node.status()
