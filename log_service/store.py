@@ -682,8 +682,9 @@ def _bucket_sql(partition: _Partition, start: int) -> str:
     """Return the SQL of `floor((ts - start) / step)` for one partition.
 
     DuckDB's // truncates toward zero, so entries before `start` take the
-    ELSE branch. The subtraction runs on BIGINT, about three times faster
-    than on HUGEINT, when the partition's timestamps keep it in range.
+    ELSE branch. The subtraction runs on BIGINT when the partition's
+    timestamps keep it in range: a 1M-row GROUP BY took a third of the
+    HUGEINT time with DuckDB 2.0.1 on 2 CPUs.
     """
     low = partition.min_ts if partition.min_ts is not None else start
     high = partition.max_ts if partition.max_ts is not None else start
