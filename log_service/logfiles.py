@@ -21,7 +21,10 @@ message, kept whole. The parser reads three things from the line header:
   A time written without an offset is read in `default_zone`. A layout
   without a year takes the `year` argument, or else the current year in
   `default_zone`, so a year-less file that crosses New Year gets its January
-  lines in the same year as its December lines. Epoch seconds are UTC and win
+  lines in the same year as its December lines. Without the `year` argument,
+  a date that would lie more than a day in the future is read in the year
+  before, as a syslog line written last December and read in January must
+  be. Epoch seconds are UTC and win
   over any local time that the same line also shows. A line without a
   recognisable time gets the time of the line before it and the attribute
   `time_inferred=true`. The first line of a file takes the file's modification
@@ -258,6 +261,10 @@ def severity_of_word(word: str) -> int | None:
     return severity_from_text(word)
 
 
+# How far ahead of now a year-less date may be before it counts as last year.
+_FUTURE_SLACK_SECONDS = 86400
+
+
 class _LineParser:
     """Parses lines one by one and carries the last time from line to line."""
 
@@ -277,6 +284,7 @@ class _LineParser:
             ) from None
         self.service = service
         self.year = year or datetime.datetime.now(self.zone).year
+        self.year_given = year is not None
         self.last_time_ns = (
             time.time_ns() if fallback_time_ns is None else fallback_time_ns
         )
@@ -336,6 +344,13 @@ class _LineParser:
         except ValueError:
             # Such as 02-30 or 25:00:00: the line has no usable time.
             return None
+        if not layout.has_year and not self.year_given:
+            latest = time.time() + _FUTURE_SLACK_SECONDS
+            if moment.timestamp() > latest:
+                try:
+                    moment = moment.replace(year=year - 1)
+                except ValueError:
+                    return None  # 29 February in a year without it
         fraction = groups.get("fraction") or ""
         nanos = int(fraction.ljust(9, "0")) if fraction else 0
         return int(moment.timestamp()) * NANOS_PER_SECOND + nanos

@@ -94,10 +94,36 @@ def test_unknown_zone_rejected():
         parse_one("x", default_zone="Mars/Olympus")
 
 
-def test_yearless_layout_takes_current_year():
-    entry = parse_one("Jul  1 09:00:55 h p: x", year=None)
+def _syslog_stamp(when: datetime.datetime) -> str:
+    return when.strftime("%b ") + f"{when.day:2d}" + when.strftime(" %H:%M:%S")
 
-    assert moment(entry).year == datetime.datetime.now(datetime.UTC).year
+
+def test_yearless_layout_takes_current_year():
+    past = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=2)
+
+    entry = parse_one(f"{_syslog_stamp(past)} h p: x", year=None)
+
+    assert moment(entry).year == past.year
+
+
+def test_yearless_date_ahead_of_now_is_last_year():
+    ahead = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=3)
+    if ahead.month == 2 and ahead.day == 29:
+        ahead += datetime.timedelta(days=1)
+
+    entry = parse_one(f"{_syslog_stamp(ahead)} h p: x", year=None)
+
+    assert moment(entry).year == ahead.year - 1
+
+
+def test_yearless_date_ahead_keeps_a_given_year():
+    ahead = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=3)
+    if ahead.month == 2 and ahead.day == 29:
+        ahead += datetime.timedelta(days=1)
+
+    entry = parse_one(f"{_syslog_stamp(ahead)} h p: x", year=ahead.year)
+
+    assert moment(entry).year == ahead.year
 
 
 def test_line_without_time_takes_previous_time():
