@@ -208,7 +208,7 @@ class LogCluster:
         self.wait_status(lambda shard: shard.health == SERVING, "the shard serving")
 
     def kill(self, name: str, signum: int = signal.SIGKILL) -> None:
-        """Send `signum` to a process; wait for it to end unless it is SIGSTOP."""
+        """Send `signum` to a process and wait for it to end, unless it is SIGSTOP."""
         process = self.processes[name]
         process.send_signal(signum)
         if signum != signal.SIGSTOP:
@@ -268,7 +268,7 @@ class LogCluster:
     def wait_status(
         self,
         condition: Callable[[logs_service_pb2.ShardStatus], bool],
-        what: str,
+        description: str,
         timeout: float = 30.0,
     ) -> logs_service_pb2.ShardStatus:
         """Poll GetClusterStatus until `condition` holds for the shard."""
@@ -283,8 +283,8 @@ class LogCluster:
                 return status
             time.sleep(0.1)
         raise AssertionError(
-            f"waited {timeout:.0f} s for {what}; last status:\n{status}\n"
-            + self.all_stderr()
+            f"timed out after {timeout:.0f} s waiting for {description}; "
+            f"last status:\n{status}\n" + self.all_stderr()
         )
 
     def node_replica(self, name: str) -> replication_service_pb2.ShardReplica:
@@ -350,11 +350,11 @@ class LogCluster:
 
 
 class BatchWriter(threading.Thread):
-    """Writes numbered batches through the router until told to stop.
+    """Writes numbered batches through the router until `finish` is called.
 
     Each batch has its own request id and is resent under that id on
     UNAVAILABLE or DEADLINE_EXCEEDED, after the RetryInfo delay, until it is
-    acknowledged; only then does the next batch start.
+    acknowledged. The next batch starts only after that.
     """
 
     def __init__(self, cluster: LogCluster, batch_size: int, give_up_after: float):
@@ -380,7 +380,7 @@ class BatchWriter(threading.Thread):
                 self._send_until_acknowledged(stub, request)
                 self.acknowledged.append(label)
                 index += 1
-        except BaseException as exc:  # reported by the test's assertions
+        except BaseException as exc:  # the test asserts that error is None
             self.error = exc
 
     def _send_until_acknowledged(self, stub, request) -> None:

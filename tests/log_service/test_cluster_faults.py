@@ -1,8 +1,8 @@
 """Failures of a log cluster whose router and nodes are real processes.
 
 Each test runs one shard on `splitlog serve log_node` processes and the
-router on `splitlog serve log_service`, kills some of them with SIGKILL (or
-stops them with SIGSTOP) and checks what docs/logs.md promises: with the
+router on `splitlog serve log_service`. It kills some of them with SIGKILL,
+or stops them with SIGSTOP, and checks the promise of docs/logs.md: with the
 write quorum `all`, no acknowledged entry is lost or stored twice.
 """
 
@@ -64,7 +64,7 @@ def leader_is(node: str, epoch: int | None = None):
 
 
 def follower_caught_up(node: str):
-    """Return a check that `node` holds the leader's last sequence."""
+    """Return a check that `node` has stored up to the leader's last sequence."""
 
     def check(shard: logs_service_pb2.ShardStatus) -> bool:
         for follower in shard.followers:
@@ -203,8 +203,8 @@ def test_stale_leader_waits_for_promoted_follower(make_cluster, cut_off):
     )
     with pytest.raises(grpc.RpcError) as through_router:
         cluster.write("refused", 1, "refused")
-    # a still believes it leads epoch 1; a write under that epoch must not be
-    # acknowledged, because b, which holds e1, is in its in-sync set.
+    # a still believes it leads epoch 1. A write under that epoch must not be
+    # acknowledged, because b, which stores e1, is in a's in-sync set.
     with pytest.raises(grpc.RpcError) as old_epoch:
         cluster.node("a").AppendEntries(
             node_service_pb2.AppendEntriesRequest(
@@ -240,7 +240,7 @@ def test_stale_leader_waits_for_promoted_follower(make_cluster, cut_off):
 
 def test_resent_batch_stored_once_everywhere(make_cluster):
     # A long failover keeps b in the in-sync set while it is down, so the
-    # leader cannot acknowledge; the nodes give up on an append after 1 s.
+    # leader cannot acknowledge. The nodes give up on an append after 1 s.
     cluster = make_cluster(
         ("a", "b"),
         failover_seconds=60.0,
@@ -301,3 +301,44 @@ def test_router_sigkill_keeps_leaders(make_cluster, tmp_path):
     assert cluster.node_replica("b").leader_epoch == 2
     assert repeated(found) == {}
     assert set(found) == expected_messages(["before-failover", *writer.acknowledged])
+
+
+def test_lagging_follower_not_promoted(make_cluster, tmp_path):
+    cluster = make_cluster(("a", "b"))
+    cluster.start_all()
+    cluster.write("first", BATCH_SIZE, "first")
+    cluster.kill("b")
+    # Quorum `all` acknowledges this only once b has left the in-sync set.
+    cluster.write_until_acknowledged("without-b", BATCH_SIZE, "without-b")
+    state_file = tmp_path / "data" / "log_service" / "coordinator.json"
+    saved = json.loads(state_file.read_text())["shards"][SHARD]
+
+    cluster.kill("a")
+    cluster.start("b")
+    cluster.wait_status(
+        lambda shard: (
+            shard.leader == ""
+            and any(f.node == "b" and f.reachable for f in shard.followers)
+        ),
+        "the router to reach b while the shard has no leader",
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        cluster.write("refused", 1, "refused")
+    without_leader = cluster.shard_status()
+    cluster.start("a")
+    back = cluster.wait_status(
+        lambda shard: shard.health == SERVING, "a leading with b in sync"
+    )
+    found = cluster.listed_messages()
+    stored = wait_same_entries(cluster, ("a", "b"))
+
+    assert saved["in_sync"] == []
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert without_leader.leader == ""
+    assert without_leader.health == UNAVAILABLE
+    assert back.leader == "a"
+    assert repeated(found) == {}
+    assert set(found) == expected_messages(["first", "without-b"])
+    assert sorted(message for _, message in stored) == sorted(
+        expected_messages(["first", "without-b"])
+    )
