@@ -271,7 +271,7 @@ class LogCluster:
         description: str,
         timeout: float = 30.0,
     ) -> logs_service_pb2.ShardStatus:
-        """Poll GetClusterStatus until `condition` holds for the shard."""
+        """Poll GetClusterStatus until `condition` is true for the shard."""
         deadline = time.monotonic() + timeout
         status = None
         while time.monotonic() < deadline:
