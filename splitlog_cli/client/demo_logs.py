@@ -115,11 +115,22 @@ def run_logs_demo(context: Context, args: argparse.Namespace) -> Message:
         )
     _query_steps(tour, service)
     _tail_step(tour, context.address, service)
-    return tour.step(
+    result = tour.step(
         "The cluster: each shard's leader, its followers and how far each "
         "follower lags behind.",
         ["logs", "cluster"],
     )
+    tour.say(
+        "\nA failover, to try by hand: run `splitlog up --processes`, which "
+        "prints the pid of every log node, and ship the sample again. Then "
+        "`kill -9` the pid of the leader that `splitlog logs cluster` names "
+        "for the shard. Within about two seconds `logs cluster` shows the "
+        f"follower leading under a higher epoch, and `splitlog logs query "
+        f"--service {service}` still lists every entry that was acknowledged. "
+        "Writes in the gap get UNAVAILABLE with a retry delay, and `logs ship` "
+        "retries them."
+    )
+    return result
 
 
 def _query_steps(tour: _Tour, service: str) -> None:

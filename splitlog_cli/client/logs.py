@@ -21,6 +21,8 @@ from typing import Any, TextIO
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from log_service.logfiles import parse_file
 from log_service.model import severity_from_text
@@ -252,7 +254,7 @@ def _write_batch(
     request = logs_pb2.WriteLogEntriesRequest(
         entries=batch, request_id=str(uuid.uuid4())
     )
-    response = client.call(client.stub.WriteLogEntries, request)
+    response = _write_with_retries(client, request)
     # Rejection indexes count across the whole run, as in StreamLogEntries.
     offset = summary.accepted_count + summary.rejected_count
     for rejection in response.rejected_entries:
@@ -262,6 +264,52 @@ def _write_batch(
     summary.batch_count += 1
     summary.accepted_count += response.accepted_count
     summary.rejected_count += response.rejected_count
+
+
+# Codes after which the same batch is sent again: the cluster is failing
+# over, overloaded or slow. The request id makes a resent batch count once.
+_RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    }
+)
+SHIP_RETRY_SECONDS = 60.0
+
+
+def _write_with_retries(
+    client: _LogsClient, request: logs_pb2.WriteLogEntriesRequest
+) -> logs_pb2.WriteLogEntriesResponse:
+    """Send one batch, resending it under the same request id while it may pass.
+
+    The wait between attempts is the server's RetryInfo delay, or else grows
+    from 0.2 s to 2 s; after SHIP_RETRY_SECONDS the last error is raised.
+    """
+    give_up_at = time.monotonic() + SHIP_RETRY_SECONDS
+    backoff = 0.2
+    while True:
+        try:
+            return client.stub.WriteLogEntries(request, timeout=client.timeout)
+        except grpc.RpcError as exc:
+            if exc.code() not in _RETRYABLE or time.monotonic() >= give_up_at:
+                raise client.error(exc) from None
+            delay = _retry_delay(exc) or backoff
+            backoff = min(backoff * 2, 2.0)
+            time.sleep(min(delay, max(0.0, give_up_at - time.monotonic())))
+
+
+def _retry_delay(error: grpc.RpcError) -> float | None:
+    """Return the RetryInfo delay in seconds that the server sent, if any."""
+    status = rpc_status.from_call(error)
+    if status is None:
+        return None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return info.retry_delay.ToTimedelta().total_seconds()
+    return None
 
 
 def _ship_table(summary: logs_pb2.StreamLogEntriesResponse) -> str:
@@ -635,7 +683,7 @@ class _LogsClient:
         try:
             return method(request, timeout=self.timeout)
         except grpc.RpcError as exc:
-            raise self._error(exc) from None
+            raise self.error(exc) from None
 
     def stream(
         self, method: Callable[..., Any], request: Message, duration: float | None
@@ -647,11 +695,11 @@ class _LogsClient:
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and duration:
                 return
-            raise self._error(exc) from None
+            raise self.error(exc) from None
         finally:
             call.cancel()
 
-    def _error(self, error: grpc.RpcError) -> ServerError:
+    def error(self, error: grpc.RpcError) -> ServerError:
         if error.code() == grpc.StatusCode.UNAVAILABLE and not self._reachable():
             return Unreachable(self.address)
         if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:

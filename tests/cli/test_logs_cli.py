@@ -14,11 +14,25 @@ from concurrent import futures
 
 import grpc
 import pytest
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
 from splitlog.logs.v1 import logs_service_pb2_grpc as logs_grpc
 from splitlog_cli.client.logs import safe_text
 from splitlog_cli.main import main
+
+
+def _unavailable_with_retry_delay():
+    retry = error_details_pb2.RetryInfo()
+    retry.retry_delay.FromMilliseconds(50)
+    detail = any_pb2.Any()
+    detail.Pack(retry)
+    status = status_pb2.Status(
+        code=code_pb2.UNAVAILABLE, message="shard has no leader", details=[detail]
+    )
+    return rpc_status.to_status(status)
 
 
 class MemoryLogs(logs_grpc.LogsServiceServicer):
@@ -31,11 +45,16 @@ class MemoryLogs(logs_grpc.LogsServiceServicer):
         # Whether a tail stays open for new entries until the client cancels.
         self.tail_follows = False
         self.lock = threading.Lock()
+        # How many write calls to fail with UNAVAILABLE, as in a failover.
+        self.unavailable_answers = 0
 
     def WriteLogEntries(self, request, context):
         response = logs_pb2.WriteLogEntriesResponse()
         with self.lock:
             self.requests.append(request)
+            if self.unavailable_answers:
+                self.unavailable_answers -= 1
+                context.abort_with_status(_unavailable_with_retry_delay())
             for index, entry in enumerate(request.entries):
                 if self.reject_messages_with in entry.message:
                     response.rejected_entries.add(
@@ -155,6 +174,21 @@ def test_ship_counts_and_batches(peer, tmp_path, capsys):
         logs_pb2.SEVERITY_WARN,
     ]
     assert {entry.service for entry in servicer.entries} == {"shop"}
+
+
+def test_ship_resends_batch_after_unavailable(peer, tmp_path, capsys):
+    servicer, address = peer
+    servicer.unavailable_answers = 2
+    path = write_log(tmp_path, "2024-05-01 10:00:00 INFO one")
+
+    status, out, err = run(capsys, address, "logs", "ship", str(path), "--service", "s")
+
+    assert status == 0, err
+    assert [entry.message for entry in servicer.entries] == [
+        "2024-05-01 10:00:00 INFO one"
+    ]
+    assert len(servicer.requests) == 3
+    assert len({request.request_id for request in servicer.requests}) == 1
 
 
 def test_ship_table_output(peer, tmp_path, capsys):
