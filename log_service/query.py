@@ -41,6 +41,14 @@ DEFAULT_ORDER = ORDER_DESCENDING
 TARGET_BUCKETS = 60
 MAX_BUCKETS = 10_000
 RETRY_DELAY_SECONDS = 1.0
+# The range of google.protobuf.Timestamp: 0001-01-01 to 9999-12-31 UTC.
+MIN_TIMESTAMP_SECONDS = -62_135_596_800
+MAX_TIMESTAMP_SECONDS = 253_402_300_799
+# Query times are clamped to about 1823-2116 so that they, a histogram step and
+# a bucket start aligned below them all fit the node API's int64 nanoseconds.
+MIN_QUERY_NS = -(2**62)
+MAX_QUERY_NS = 2**62
+MAX_STEP_NS = 2**62
 _NICE_STEPS_SECONDS = (
     1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800,
     21600, 43200, 86400, 172800, 604800, 2592000, 7776000, 31536000,
@@ -153,14 +161,33 @@ def timestamp_ns(value: timestamp_pb2.Timestamp) -> int:
     return value.seconds * NANOS_PER_SECOND + value.nanos
 
 
+def _check_time(value: timestamp_pb2.Timestamp, path: str) -> int:
+    """Return a request time in Unix nanoseconds, clamped to the query range.
+
+    Clamping loses nothing because no stored entry can lie outside that range.
+    """
+    seconds, nanos = value.seconds, value.nanos
+    if not MIN_TIMESTAMP_SECONDS <= seconds <= MAX_TIMESTAMP_SECONDS:
+        raise invalid_field(
+            path,
+            f"seconds {seconds} is outside 0001-01-01 to 9999-12-31; send a "
+            "time in that range",
+        )
+    if not 0 <= nanos < NANOS_PER_SECOND:
+        raise invalid_field(
+            path, f"nanos {nanos} is outside 0 to 999999999; send nanos in that range"
+        )
+    return min(max(timestamp_ns(value), MIN_QUERY_NS), MAX_QUERY_NS)
+
+
 def _check_range(
     violations: Violations, request: object
 ) -> tuple[int | None, int | None]:
     start = end = None
     if request.HasField("start_time"):
-        start = timestamp_ns(request.start_time)
+        start = violations.check(_check_time, request.start_time, "start_time")
     if request.HasField("end_time"):
-        end = timestamp_ns(request.end_time)
+        end = violations.check(_check_time, request.end_time, "end_time")
     if start is not None and end is not None and end < start:
         violations.check(
             _raise,
@@ -370,6 +397,13 @@ def _check_step(step: duration_pb2.Duration) -> int:
             "histogram_step",
             f"{ns / 1e9:g}s is shorter than the minimum of 1 second; send 1s or "
             "more, or leave it unset",
+        )
+    if ns > MAX_STEP_NS:
+        raise invalid_field(
+            "histogram_step",
+            f"{ns / 1e9:g}s is longer than the maximum of "
+            f"{MAX_STEP_NS // NANOS_PER_SECOND}s (about 146 years); send a "
+            "shorter step",
         )
     return ns
 

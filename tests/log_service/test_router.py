@@ -124,6 +124,10 @@ def test_write_entry_invalid_names_the_field(lonely_router):
             },
             "end_time",
         ),
+        ({"start_time": timestamp_pb2.Timestamp(seconds=2**63 - 1)}, "start_time"),
+        ({"end_time": timestamp_pb2.Timestamp(seconds=-(2**63))}, "end_time"),
+        ({"start_time": timestamp_pb2.Timestamp(nanos=-1)}, "start_time"),
+        ({"end_time": timestamp_pb2.Timestamp(nanos=10**9)}, "end_time"),
     ],
 )
 def test_list_rejects_bad_requests(lonely_router, request_fields, field):
@@ -145,6 +149,24 @@ def test_stats_rejects_short_step(lonely_router):
 
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert violated_fields(caught.value) == ["histogram_step"]
+
+
+@pytest.mark.parametrize(
+    "request_fields",
+    [
+        {"histogram_step": duration_pb2.Duration(seconds=315_576_000_000)},
+        {"start_time": timestamp_pb2.Timestamp(seconds=253_402_300_800)},
+        {"end_time": timestamp_pb2.Timestamp(nanos=-5)},
+    ],
+)
+def test_stats_rejects_out_of_range_times(lonely_router, request_fields):
+    stub, _ = lonely_router
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.GetLogStats(pb.GetLogStatsRequest(**request_fields))
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(caught.value) == list(request_fields)
 
 
 def test_cluster_without_nodes_is_unavailable(lonely_router):

@@ -259,6 +259,28 @@ def test_stats_buckets_add_up_with_unaligned_window(cluster):
     assert len(auto.histogram) <= 61
 
 
+def test_list_and_stats_accept_extreme_valid_times(cluster):
+    cluster.stub.WriteLogEntries(pb.WriteLogEntriesRequest(entries=[entry()]))
+    year_1 = timestamp_pb2.Timestamp(seconds=-62_135_596_800)
+    year_9999 = timestamp_pb2.Timestamp(seconds=253_402_300_799, nanos=999_999_999)
+    step = duration_pb2.Duration(seconds=100 * 365 * 86400)
+
+    everything = cluster.stub.ListLogEntries(
+        pb.ListLogEntriesRequest(start_time=year_1, end_time=year_9999)
+    )
+    future = cluster.stub.ListLogEntries(pb.ListLogEntriesRequest(start_time=year_9999))
+    stats = cluster.stub.GetLogStats(
+        pb.GetLogStatsRequest(
+            start_time=year_1, end_time=year_9999, histogram_step=step
+        )
+    )
+
+    assert [item.message for item in everything.entries] == ["hello"]
+    assert list(future.entries) == []
+    assert stats.total_count == 1
+    assert sum(bucket.count for bucket in stats.histogram) == 1
+
+
 def test_retry_with_same_request_id_stores_once(cluster):
     request_id = str(uuid.uuid4())
     entries = [entry(f"svc-{i}", f"once {i}") for i in range(20)]
