@@ -23,6 +23,7 @@ _LOGGER = logging.getLogger(__name__)
 # Proto package of each public area, and the component that serves it.
 BACKEND_BY_PACKAGE: dict[str, str] = {
     "splitlog.users.v1": "user_service",
+    "splitlog.auth.v1": "user_service",
     "splitlog.expenses.v1": "expense_service",
     "splitlog.balances.v1": "balance_service",
     "splitlog.logs.v1": "log_service",
@@ -31,6 +32,7 @@ BACKEND_BY_PACKAGE: dict[str, str] = {
 # Services that only the components call among themselves; never exposed.
 INTERNAL_SERVICES: frozenset[str] = frozenset(
     {
+        "splitlog.auth.v1.CredentialService",
         "splitlog.expenses.v1.LedgerService",
         "splitlog.logs.v1.LogNodeService",
         "splitlog.logs.v1.ReplicationService",

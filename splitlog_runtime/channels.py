@@ -13,6 +13,8 @@ import json
 
 import grpc
 
+from splitlog_runtime import auth
+
 RETRY_SERVICE_CONFIG = {
     "methodConfig": [
         {
@@ -46,8 +48,13 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, object]]:
 def insecure_channel(
     target: str, max_message_bytes: int = 16 * 1024 * 1024
 ) -> grpc.Channel:
-    """Open a sync channel to another component."""
-    return grpc.insecure_channel(target, options=channel_options(max_message_bytes))
+    """Open a sync channel to another component.
+
+    Its calls carry the process's principal signature once a component with
+    `auth_required` has started (`splitlog_runtime.auth`).
+    """
+    channel = grpc.insecure_channel(target, options=channel_options(max_message_bytes))
+    return auth.signing_channel(channel)
 
 
 def aio_insecure_channel(

@@ -217,6 +217,45 @@ SETTINGS: list[Setting] = [
         "Ship each service's own process log into log_service.",
         _parse_bool,
     ),
+    Setting(
+        "auth_required",
+        False,
+        "Require a bearer access token or API key on every gateway call, and "
+        "the gateway's signature on every call a service receives. Turn it on "
+        "in production.",
+        _parse_bool,
+    ),
+    Setting(
+        "auth_secret",
+        "",
+        "Secret that signs access tokens and the gateway's calls to the "
+        "services; at least 32 characters. Empty means a random one, created "
+        "once in the data directory as `auth_secret` (mode 0600).",
+    ),
+    Setting(
+        "auth_access_token_seconds",
+        900,
+        "Lifetime in seconds of an access token.",
+        _parse_int,
+    ),
+    Setting(
+        "auth_refresh_token_seconds",
+        30 * 24 * 3600,
+        "Lifetime in seconds of a refresh token.",
+        _parse_int,
+    ),
+    Setting(
+        "auth_open_health",
+        True,
+        "With auth_required, serve the health service without a credential.",
+        _parse_bool,
+    ),
+    Setting(
+        "auth_open_reflection",
+        True,
+        "With auth_required, serve server reflection without a credential.",
+        _parse_bool,
+    ),
     Setting("log_level", "INFO", "Level of the process log: DEBUG, INFO, WARNING."),
     Setting("log_format", "text", "Format of the process log: text or json."),
 ]

@@ -29,6 +29,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
 from splitlog.logs.v1 import logs_service_pb2_grpc as logs_grpc
+from splitlog_runtime import auth
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ class LogShipHandler(logging.Handler):
         self._channel = grpc.insecure_channel(
             target_address, options=[("grpc.enable_retries", 0)]
         )
-        self._stub = logs_grpc.LogsServiceStub(self._channel)
+        self._stub = logs_grpc.LogsServiceStub(auth.signing_channel(self._channel))
         self._sender = threading.Thread(
             target=self._run, name=f"log-ship-{service}", daemon=True
         )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import grpc
 
+from splitlog_runtime import auth
 from splitlog_runtime.config import Config
 from splitlog_runtime.database import Database, safe_url, upgrade
 from splitlog_runtime.server import ServiceHost, create_server
@@ -28,7 +29,10 @@ def start_service(
     """Start a service and return its running host.
 
     The server starts first and reports NOT_SERVING while the migrations run,
-    then SERVING. The database is disposed when the host stops.
+    then SERVING. The database is disposed when the host stops. With
+    `auth_required`, the server accepts only calls that the gateway signed
+    (health, and reflection when `auth_open_reflection`, excepted), and the
+    process signs its own calls to other components.
 
     Args:
       name: component name, such as `user_service`; also the key of its
@@ -42,6 +46,14 @@ def start_service(
     """
     if address is None:
         address = f"{config.host}:{getattr(config, f'{name}_port')}"
+    interceptors: list[grpc.ServerInterceptor] = []
+    if config.auth_required:
+        signer = auth.PrincipalSigner(
+            auth.load_secret(config.auth_secret, config.data_dir)
+        )
+        auth.install_process_signer(signer)
+        open_names = auth.open_services(True, config.auth_open_reflection)
+        interceptors.append(auth.ServiceAuthInterceptor(signer, open_names))
     host = create_server(
         name,
         register,
@@ -50,6 +62,7 @@ def start_service(
         workers=config.workers,
         max_message_bytes=config.max_message_bytes,
         reflection_enabled=config.reflection,
+        interceptors=interceptors,
     )
     host.start()
     if database is not None:

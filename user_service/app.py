@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from splitlog.auth.v1 import auth_service_pb2_grpc, credential_service_pb2_grpc
 from splitlog.users.v1 import users_service_pb2_grpc
+from splitlog_runtime import auth
 from splitlog_runtime.config import Config
 from splitlog_runtime.database import Database
 from splitlog_runtime.server import ServiceHost
 from splitlog_runtime.service import start_service
+from user_service.auth_servicer import (
+    AUTH_SERVICE_NAME,
+    CREDENTIAL_SERVICE_NAME,
+    AuthServicer,
+    CredentialServicer,
+)
 from user_service.guards import BalanceGuard, BalanceServiceGuard
 from user_service.servicer import SERVICE_NAME, UsersServicer
 
@@ -37,6 +45,14 @@ def build(
             config.max_message_bytes,
         )
     servicer = UsersServicer(database, guard or own_guard)
+    tokens = auth.TokenIssuer(
+        lambda: auth.load_secret(config.auth_secret, config.data_dir),
+        config.auth_access_token_seconds,
+    )
+    auth_servicer = AuthServicer(
+        database, servicer, tokens, config.auth_refresh_token_seconds
+    )
+    credential_servicer = CredentialServicer(database, tokens)
     try:
         host = start_service(
             "user_service",
@@ -46,9 +62,17 @@ def build(
                     users_service_pb2_grpc.add_UsersServiceServicer_to_server(
                         servicer, server
                     )
-                )
+                ),
+                lambda server: auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
+                    auth_servicer, server
+                ),
+                lambda server: (
+                    credential_service_pb2_grpc.add_CredentialServiceServicer_to_server(
+                        credential_servicer, server
+                    )
+                ),
             ],
-            [SERVICE_NAME],
+            [SERVICE_NAME, AUTH_SERVICE_NAME, CREDENTIAL_SERVICE_NAME],
             address=address,
             database=database,
             migrations_dir=MIGRATIONS_DIR,

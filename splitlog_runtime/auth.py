@@ -1,0 +1,577 @@
+"""Credentials: password hashes, access tokens and the gateway's signature.
+
+Clients authenticate at the gateway. The gateway then tells a service who the
+caller is in three metadata keys: the principal (`users/{user}`, or
+`users/{user}/apiKeys/{key}` for an API key), the API key's scopes, and an
+HMAC-SHA256 signature over both, the method and a Unix timestamp. A service
+with `auth_required` on accepts a call only with a valid signature that is at
+most `SIGNATURE_MAX_AGE_SECONDS` old, so a client that reaches a service port
+directly cannot claim a principal. Calls between services are signed the same
+way, with the caller's principal when there is one.
+
+One secret (`auth_secret`, or a random one kept in the data directory) gives
+two keys through HMAC with a fixed label: one signs access tokens (JWT,
+HS256), the other signs principals. A leak of either key does not give the
+other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import argon2
+import grpc
+import jwt
+from grpc_status import rpc_status
+
+from splitlog_runtime.errors import DomainError, PermissionDenied, Unauthenticated
+
+_LOGGER = logging.getLogger(__name__)
+
+PRINCIPAL_KEY = "x-splitlog-principal"
+SCOPES_KEY = "x-splitlog-scopes"
+SIGNATURE_KEY = "x-splitlog-signature"
+AUTH_METADATA_KEYS = frozenset({PRINCIPAL_KEY, SCOPES_KEY, SIGNATURE_KEY})
+
+SCOPE_LOGS_WRITE = "logs:write"
+SCOPE_LOGS_READ = "logs:read"
+SCOPE_ADMIN = "admin"
+SCOPES = (SCOPE_LOGS_WRITE, SCOPE_LOGS_READ, SCOPE_ADMIN)
+
+TOKEN_ISSUER = "splitlog"
+TOKEN_AUDIENCE = "splitlog"
+SECRET_FILE_NAME = "auth_secret"
+MIN_SECRET_LENGTH = 32
+# A signed call older than this, or this far in the future, is rejected.
+SIGNATURE_MAX_AGE_SECONDS = 300
+# The principal of a call that a component makes on its own behalf.
+SERVICE_PRINCIPAL = "services/splitlog"
+
+HEALTH_SERVICE = "grpc.health.v1.Health"
+REFLECTION_SERVICES = (
+    "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.reflection.v1.ServerReflection",
+)
+
+
+# Secrets
+
+
+def load_secret(configured: str, data_dir: Path) -> bytes:
+    """Return the auth secret: the configured one, else the one in the data dir.
+
+    The file is created once with 32 random bytes (hex) and mode 0600. Every
+    process that shares the data directory reads the same file.
+
+    Raises:
+      ValueError: the configured secret is shorter than 32 characters.
+    """
+    if configured:
+        if len(configured) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                f"auth_secret is {len(configured)} characters long; use at least "
+                f"{MIN_SECRET_LENGTH}, for example the output of "
+                "`python -c 'import secrets; print(secrets.token_hex(32))'`"
+            )
+        return configured.encode()
+    path = Path(data_dir) / SECRET_FILE_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_hex(32))
+        _LOGGER.info("created a new auth secret in %s", path)
+    # A process that lost the creation race may find the file still empty.
+    for _ in range(50):
+        text = path.read_text().strip()
+        if text:
+            return text.encode()
+        time.sleep(0.01)
+    raise ValueError(f"the auth secret file {path} is empty; delete it and restart")
+
+
+def derive_key(secret: bytes, purpose: str) -> bytes:
+    """Derive a key for one purpose from the auth secret."""
+    return hmac.new(secret, f"splitlog {purpose}".encode(), hashlib.sha256).digest()
+
+
+def new_secret() -> str:
+    """Return a URL-safe string with 32 random bytes."""
+    return secrets.token_urlsafe(32)
+
+
+def secret_hash(secret: str) -> str:
+    """Return the SHA-256 hex digest under which a random secret is stored."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+# Passwords
+
+_PASSWORD_HASHER = argon2.PasswordHasher()
+
+
+def hash_password(password: str) -> str:
+    """Hash a password with Argon2id (argon2-cffi's default parameters)."""
+    return _PASSWORD_HASHER.hash(password)
+
+
+def verify_password(stored_hash: str, password: str) -> bool:
+    """Return whether a password matches its stored Argon2 hash."""
+    try:
+        return _PASSWORD_HASHER.verify(stored_hash, password)
+    except argon2.exceptions.VerificationError:
+        return False
+    except argon2.exceptions.InvalidHashError:
+        _LOGGER.error("a stored password hash is malformed")
+        return False
+
+
+def password_needs_rehash(stored_hash: str) -> bool:
+    """Return whether a hash was made with weaker parameters than today's."""
+    return _PASSWORD_HASHER.check_needs_rehash(stored_hash)
+
+
+# Access tokens
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    """The claims of a verified access token."""
+
+    subject: str
+    session_id: str
+    token_id: str
+    expire_time: float
+
+
+class TokenIssuer:
+    """Issue and verify access tokens: JWTs signed with HS256."""
+
+    def __init__(
+        self, secret: bytes | Callable[[], bytes], lifetime_seconds: int
+    ) -> None:
+        # A callable secret is read on first use, so that a service with
+        # auth_required off creates no secret file until a token is needed.
+        self._secret = secret
+        self._derived: bytes | None = None
+        self.lifetime_seconds = lifetime_seconds
+
+    @property
+    def _key(self) -> bytes:
+        if self._derived is None:
+            secret = self._secret() if callable(self._secret) else self._secret
+            self._derived = derive_key(secret, "access tokens")
+        return self._derived
+
+    def issue(
+        self, subject: str, session_id: str, now: float | None = None
+    ) -> tuple[str, float]:
+        """Return a new access token and its expiry as a Unix time."""
+        issued = int(time.time() if now is None else now)
+        expire = issued + self.lifetime_seconds
+        claims = {
+            "iss": TOKEN_ISSUER,
+            "aud": TOKEN_AUDIENCE,
+            "sub": subject,
+            "sid": session_id,
+            "iat": issued,
+            "exp": expire,
+            "jti": uuid.uuid4().hex,
+        }
+        return jwt.encode(claims, self._key, algorithm="HS256"), float(expire)
+
+    def encode_claims(self, claims: dict[str, Any]) -> str:
+        """Sign arbitrary claims with the token key, for tests of bad tokens."""
+        return jwt.encode(claims, self._key, algorithm="HS256")
+
+    def verify(self, token: str) -> AccessClaims:
+        """Return the claims of a valid access token.
+
+        Raises:
+          Unauthenticated: the token is malformed, badly signed, expired, or
+            for another issuer or audience; the message says which.
+        """
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=["HS256"],
+                audience=TOKEN_AUDIENCE,
+                issuer=TOKEN_ISSUER,
+                options={"require": ["iss", "aud", "sub", "exp", "iat", "jti"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise _unauthenticated(
+                "the access token has expired; get a new one with RefreshToken "
+                "or SignIn",
+                "TOKEN_EXPIRED",
+            ) from None
+        except jwt.InvalidAudienceError:
+            raise _unauthenticated(
+                f"the access token is not meant for splitlog (audience must be "
+                f"{TOKEN_AUDIENCE!r}); use a token from SignIn",
+                "TOKEN_WRONG_AUDIENCE",
+            ) from None
+        except jwt.InvalidIssuerError:
+            raise _unauthenticated(
+                f"the access token was not issued by splitlog (issuer must be "
+                f"{TOKEN_ISSUER!r}); use a token from SignIn",
+                "TOKEN_WRONG_ISSUER",
+            ) from None
+        except jwt.InvalidSignatureError:
+            raise _unauthenticated(
+                "the access token's signature is invalid; it was changed or "
+                "signed with another secret; sign in again",
+                "TOKEN_INVALID",
+            ) from None
+        except jwt.InvalidTokenError as exc:
+            raise _unauthenticated(
+                f"the access token is invalid ({exc}); sign in again",
+                "TOKEN_INVALID",
+            ) from None
+        subject, session_id = claims.get("sub"), claims.get("sid")
+        if not isinstance(subject, str) or not isinstance(session_id, str):
+            raise _unauthenticated(
+                "the access token lacks its subject or session; sign in again",
+                "TOKEN_INVALID",
+            )
+        return AccessClaims(subject, session_id, str(claims["jti"]), claims["exp"])
+
+
+def _unauthenticated(message: str, reason: str) -> Unauthenticated:
+    return Unauthenticated(message, reason=reason)
+
+
+# Principals
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a call speaks for.
+
+    Attributes:
+      name: `users/{user}`, `users/{user}/apiKeys/{key}`, or
+        `services/splitlog` for a component acting on its own.
+      scopes: an API key's scopes; empty for a user's access token, which
+        may do whatever the user may do.
+    """
+
+    name: str
+    scopes: frozenset[str] = frozenset()
+
+    @property
+    def is_api_key(self) -> bool:
+        return "/apiKeys/" in self.name
+
+    @property
+    def is_service(self) -> bool:
+        return self.name.startswith("services/")
+
+    @property
+    def user(self) -> str | None:
+        """The user that the principal acts for, `users/{user}`, if any."""
+        if not self.name.startswith("users/"):
+            return None
+        return "/".join(self.name.split("/")[:2])
+
+    def allows(self, scope: str) -> bool:
+        """Return whether an API key principal has a scope, or admin."""
+        if not self.is_api_key:
+            return True
+        return scope in self.scopes or SCOPE_ADMIN in self.scopes
+
+
+_CURRENT_PRINCIPAL: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
+    "splitlog_principal", default=None
+)
+
+
+def current_principal() -> Principal | None:
+    """Return the principal of the call being served, or None."""
+    return _CURRENT_PRINCIPAL.get()
+
+
+@contextlib.contextmanager
+def acting_as(principal: Principal | None) -> Iterator[None]:
+    """Make `principal` the current one inside the block."""
+    token = _CURRENT_PRINCIPAL.set(principal)
+    try:
+        yield
+    finally:
+        _CURRENT_PRINCIPAL.reset(token)
+
+
+def metadata_value(metadata: Iterable[tuple[str, Any]] | None, key: str) -> str:
+    """Return the first value of a metadata key as text, or ''."""
+    for item_key, value in metadata or ():
+        if item_key == key:
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return ""
+
+
+class PrincipalSigner:
+    """Sign and verify the principal metadata that the gateway sends."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._key = derive_key(secret, "principal signatures")
+
+    def _mac(self, principal: str, scopes: str, method: str, stamp: str) -> str:
+        message = "\n".join((principal, scopes, method, stamp)).encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+    def metadata(
+        self, principal: Principal, method: str, now: float | None = None
+    ) -> tuple[tuple[str, str], ...]:
+        """Return the three metadata entries for one call of `method`."""
+        scopes = ",".join(sorted(principal.scopes))
+        stamp = str(int(time.time() if now is None else now))
+        mac = self._mac(principal.name, scopes, method, stamp)
+        return (
+            (PRINCIPAL_KEY, principal.name),
+            (SCOPES_KEY, scopes),
+            (SIGNATURE_KEY, f"v1:{stamp}:{mac}"),
+        )
+
+    def verify(
+        self, metadata: Iterable[tuple[str, Any]] | None, method: str
+    ) -> Principal:
+        """Return the signed principal of a call.
+
+        Raises:
+          Unauthenticated: the signature is missing, malformed, too old or
+            does not match.
+        """
+        metadata = tuple(metadata or ())
+        name = metadata_value(metadata, PRINCIPAL_KEY)
+        scopes = metadata_value(metadata, SCOPES_KEY)
+        signature = metadata_value(metadata, SIGNATURE_KEY)
+        if not name or not signature:
+            raise _unauthenticated(
+                f"this service accepts only calls signed by the gateway; the "
+                f"{PRINCIPAL_KEY} or {SIGNATURE_KEY} metadata is missing; call "
+                "the gateway instead",
+                "GATEWAY_SIGNATURE_MISSING",
+            )
+        version, _, rest = signature.partition(":")
+        stamp, _, mac = rest.partition(":")
+        if version != "v1" or not stamp.isdigit() or not mac:
+            raise _unauthenticated(
+                f"the {SIGNATURE_KEY} metadata is malformed; call the gateway instead",
+                "GATEWAY_SIGNATURE_INVALID",
+            )
+        if abs(time.time() - int(stamp)) > SIGNATURE_MAX_AGE_SECONDS:
+            raise _unauthenticated(
+                f"the gateway's signature is more than {SIGNATURE_MAX_AGE_SECONDS} "
+                "seconds old or ahead; check that the clocks agree",
+                "GATEWAY_SIGNATURE_EXPIRED",
+            )
+        expected = self._mac(name, scopes, method, stamp)
+        if not hmac.compare_digest(expected, mac):
+            raise _unauthenticated(
+                "the gateway's signature does not match; the gateway and this "
+                "service must share the same auth_secret",
+                "GATEWAY_SIGNATURE_INVALID",
+            )
+        return Principal(name, frozenset(filter(None, scopes.split(","))))
+
+
+# The signer that outgoing calls between components use, once a component
+# with auth_required has started in this process.
+# NOTE: one signer per process, so every component of a process must share
+# one auth_secret (as `splitlog up` and the settings make them).
+_PROCESS_SIGNER: PrincipalSigner | None = None
+
+
+def install_process_signer(signer: PrincipalSigner | None) -> None:
+    """Sign every later call that components of this process make to others."""
+    global _PROCESS_SIGNER
+    _PROCESS_SIGNER = signer
+
+
+def outgoing_metadata(method: str) -> tuple[tuple[str, str], ...]:
+    """Return signed principal metadata for a call between components, or ()."""
+    signer = _PROCESS_SIGNER
+    if signer is None:
+        return ()
+    principal = current_principal() or Principal(SERVICE_PRINCIPAL)
+    return signer.metadata(principal, method)
+
+
+class _ClientCallDetails(grpc.ClientCallDetails):
+    def __init__(self, details: grpc.ClientCallDetails, metadata: Sequence) -> None:
+        self.method = details.method
+        self.timeout = details.timeout
+        self.metadata = metadata
+        self.credentials = details.credentials
+        self.wait_for_ready = details.wait_for_ready
+        self.compression = details.compression
+
+
+class SigningClientInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Add the process signer's principal metadata to every outgoing call."""
+
+    def _sign(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        extra = outgoing_metadata(details.method)
+        if not extra:
+            return details
+        kept = [
+            (key, value)
+            for key, value in (details.metadata or ())
+            if key not in AUTH_METADATA_KEYS
+        ]
+        return _ClientCallDetails(details, [*kept, *extra])
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        return continuation(self._sign(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):
+        return continuation(self._sign(client_call_details), request)
+
+    def intercept_stream_unary(self, continuation, client_call_details, requests):
+        return continuation(self._sign(client_call_details), requests)
+
+    def intercept_stream_stream(self, continuation, client_call_details, requests):
+        return continuation(self._sign(client_call_details), requests)
+
+
+def signing_channel(channel: grpc.Channel) -> grpc.Channel:
+    """Wrap a sync channel so that its calls carry the process's signature."""
+    return grpc.intercept_channel(channel, SigningClientInterceptor())
+
+
+# The service side
+
+
+def open_services(open_health: bool, open_reflection: bool) -> frozenset[str]:
+    """Return the services that need no credential under these settings."""
+    names: set[str] = set()
+    if open_health:
+        names.add(HEALTH_SERVICE)
+    if open_reflection:
+        names.update(REFLECTION_SERVICES)
+    return frozenset(names)
+
+
+def _service_of(method: str) -> str:
+    return method.lstrip("/").split("/", 1)[0]
+
+
+class ServiceAuthInterceptor(grpc.ServerInterceptor):
+    """Reject calls to a sync server that the gateway did not sign.
+
+    The verified principal is current (`current_principal()`) while the
+    handler runs. Health is always open, because the gateway and
+    `splitlog health` watch it without a principal.
+    """
+
+    def __init__(
+        self, signer: PrincipalSigner, open_service_names: Iterable[str] = ()
+    ) -> None:
+        self._signer = signer
+        self._open = frozenset({HEALTH_SERVICE, *open_service_names})
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        method = handler_call_details.method
+        if _service_of(method) in self._open:
+            return continuation(handler_call_details)
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        try:
+            principal = self._signer.verify(
+                handler_call_details.invocation_metadata, method
+            )
+        except Unauthenticated as error:
+            _LOGGER.warning("rejected an unsigned call to %s: %s", method, error.reason)
+            return _rejecting_handler(handler, error)
+        return _with_principal(handler, principal)
+
+
+def _handler_parts(handler: grpc.RpcMethodHandler):
+    if handler.unary_unary:
+        return handler.unary_unary, grpc.unary_unary_rpc_method_handler
+    if handler.unary_stream:
+        return handler.unary_stream, grpc.unary_stream_rpc_method_handler
+    if handler.stream_unary:
+        return handler.stream_unary, grpc.stream_unary_rpc_method_handler
+    return handler.stream_stream, grpc.stream_stream_rpc_method_handler
+
+
+def _rejecting_handler(
+    handler: grpc.RpcMethodHandler, error: DomainError
+) -> grpc.RpcMethodHandler:
+    _, factory = _handler_parts(handler)
+    status = rpc_status.to_status(error.to_status())
+
+    def reject(request_or_iterator: Any, context: grpc.ServicerContext):
+        context.abort_with_status(status)
+
+    return factory(
+        reject,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def _with_principal(
+    handler: grpc.RpcMethodHandler, principal: Principal
+) -> grpc.RpcMethodHandler:
+    behavior, factory = _handler_parts(handler)
+    if handler.response_streaming:
+
+        def wrapped(request_or_iterator: Any, context: grpc.ServicerContext):
+            with acting_as(principal):
+                yield from behavior(request_or_iterator, context)
+
+    else:
+
+        def wrapped(request_or_iterator: Any, context: grpc.ServicerContext):
+            with acting_as(principal):
+                return behavior(request_or_iterator, context)
+
+    return factory(
+        wrapped,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def require_scope(principal: Principal, scope: str, method: str) -> None:
+    """Raise PERMISSION_DENIED unless the principal has a scope.
+
+    Raises:
+      PermissionDenied: an API key without the scope or `admin`.
+    """
+    if principal.allows(scope):
+        return
+    raise PermissionDenied(
+        f"the API key {principal.name} lacks the scope {scope!r} that {method} "
+        f"needs (it has {', '.join(sorted(principal.scopes)) or 'none'}); create "
+        f"a key with {scope!r} or {SCOPE_ADMIN!r}",
+        reason="SCOPE_MISSING",
+        metadata={"scope": scope, "principal": principal.name},
+    )

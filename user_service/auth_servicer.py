@@ -1,0 +1,466 @@
+"""The gRPC handlers of `splitlog.auth.v1.AuthService` and `CredentialService`.
+
+Who may call what, when the gateway signed a principal (`auth_required`):
+- SignUp, SignIn, RefreshToken and SignOut need no principal; the refresh
+  token or the password is the credential.
+- SetPassword and the API key methods act on one user. The caller must be
+  that user's access token, or one of that user's API keys with `admin`.
+With `auth_required` off, no principal arrives and these checks are skipped,
+as for every other method.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import grpc
+from google.protobuf import timestamp_pb2
+from sqlalchemy.orm import Session
+
+from splitlog.auth.v1 import auth_service_pb2 as pb
+from splitlog.auth.v1 import auth_service_pb2_grpc as pb_grpc
+from splitlog.auth.v1 import credential_service_pb2 as cred_pb
+from splitlog.auth.v1 import credential_service_pb2_grpc as cred_grpc
+from splitlog.users.v1 import users_service_pb2 as users_pb
+from splitlog_runtime import auth, pagination
+from splitlog_runtime.database import Database
+from splitlog_runtime.errors import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Resource,
+    Unauthenticated,
+    invalid_field,
+)
+from splitlog_runtime.resources import new_id, parse_name
+from user_service import auth_storage, domain, storage
+from user_service.servicer import UsersServicer, _next_token, _page_key, transaction
+
+_LOGGER = logging.getLogger(__name__)
+
+AUTH_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AuthService"].full_name
+CREDENTIAL_SERVICE_NAME = cred_pb.DESCRIPTOR.services_by_name[
+    "CredentialService"
+].full_name
+
+API_KEY_TYPE = "splitlog.dev/ApiKey"
+API_KEY_PATTERN = "users/{user}/apiKeys/{api_key}"
+API_KEY_PREFIX = "slk_"
+REFRESH_TOKEN_PREFIX = "slr_"
+MIN_PASSWORD_LENGTH = 12
+MAX_PASSWORD_LENGTH = 1024
+ANONYMOUS = "anonymous"
+
+# Verified against when the email is unknown, so that a sign-in takes as long
+# for an unknown email as for a wrong password.
+_DUMMY_HASH = auth.hash_password(uuid.uuid4().hex)
+
+
+def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _validate_password(value: str, field: str) -> str:
+    if not MIN_PASSWORD_LENGTH <= len(value) <= MAX_PASSWORD_LENGTH:
+        raise invalid_field(
+            field,
+            f"must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters "
+            f"long, got {len(value)}; choose a longer passphrase",
+            reason="INVALID_PASSWORD",
+        )
+    return value
+
+
+def api_key_message(row: auth_storage.ApiKeyRow) -> pb.ApiKey:
+    message = pb.ApiKey(
+        name=f"users/{row.user_id}/apiKeys/{row.id}",
+        display_name=row.display_name,
+        scopes=row.scope_list,
+        create_time=_timestamp(row.create_time),
+    )
+    if row.expire_time is not None:
+        message.expire_time.CopyFrom(_timestamp(row.expire_time))
+    if row.revoke_time is not None:
+        message.revoke_time.CopyFrom(_timestamp(row.revoke_time))
+    return message
+
+
+def authorize_owner(user_id: str, method: str) -> None:
+    """Check that the current principal may act for a user.
+
+    Raises:
+      Unauthenticated: the gateway passed the call on without a credential.
+      PermissionDenied: the principal is another user, or an API key
+        without `admin`.
+    """
+    principal = auth.current_principal()
+    if principal is None or principal.is_service:
+        return
+    if principal.name == ANONYMOUS:
+        raise Unauthenticated(
+            f"{method} needs a credential; send `authorization: Bearer <token>`",
+            reason="CREDENTIAL_MISSING",
+        )
+    owner = domain.user_name(user_id)
+    if principal.user != owner:
+        raise PermissionDenied(
+            f"{principal.name} may not call {method} for {owner}; only the user "
+            "itself may",
+            reason="NOT_OWNER",
+            metadata={"principal": principal.name, "user": owner},
+        )
+    auth.require_scope(principal, auth.SCOPE_ADMIN, method)
+
+
+class AuthServicer(pb_grpc.AuthServiceServicer):
+    """Passwords, sessions and API keys of the users in one database."""
+
+    def __init__(
+        self,
+        database: Database,
+        users: UsersServicer,
+        tokens: auth.TokenIssuer,
+        refresh_lifetime_seconds: int,
+    ) -> None:
+        self._database = database
+        self._users = users
+        self._tokens = tokens
+        self._refresh_lifetime = timedelta(seconds=refresh_lifetime_seconds)
+
+    def _open_session(self, session: Session, user_id: str) -> pb.SessionTokens:
+        now = storage.utc_now()
+        refresh_token = REFRESH_TOKEN_PREFIX + auth.new_secret()
+        row = auth_storage.SessionRow(
+            id=uuid.uuid4().hex,
+            user_id=user_id,
+            refresh_hash=auth.secret_hash(refresh_token),
+            create_time=now,
+            refresh_expire_time=now + self._refresh_lifetime,
+        )
+        session.add(row)
+        return self._tokens_for(row, refresh_token)
+
+    def _tokens_for(
+        self, row: auth_storage.SessionRow, refresh_token: str
+    ) -> pb.SessionTokens:
+        access_token, expire = self._tokens.issue(domain.user_name(row.user_id), row.id)
+        access_expire = datetime.fromtimestamp(expire, UTC).replace(tzinfo=None)
+        return pb.SessionTokens(
+            access_token=access_token,
+            access_token_expire_time=_timestamp(access_expire),
+            refresh_token=refresh_token,
+            refresh_token_expire_time=_timestamp(row.refresh_expire_time),
+            token_type="Bearer",
+        )
+
+    def SignUp(
+        self, request: pb.SignUpRequest, context: grpc.ServicerContext
+    ) -> pb.SignUpResponse:
+        password_hash = auth.hash_password(
+            _validate_password(request.password, "password")
+        )
+        created = self._users.CreateUser(
+            users_pb.CreateUserRequest(user=request.user, user_id=request.user_id),
+            context,
+        ).user
+        user_id = domain.parse_user_name(created.name, "user.name")
+        # NOTE: the user is committed before its password; if this second
+        # transaction fails, the user exists without a password and can get
+        # one through SetPassword while auth_required is off.
+        with transaction(self._database) as session:
+            session.add(
+                auth_storage.PasswordRow(
+                    user_id=user_id,
+                    password_hash=password_hash,
+                    update_time=storage.utc_now(),
+                )
+            )
+            tokens = self._open_session(session, user_id)
+        _LOGGER.info("user %s signed up", created.name)
+        return pb.SignUpResponse(user=created, tokens=tokens)
+
+    def SetPassword(
+        self, request: pb.SetPasswordRequest, context: grpc.ServicerContext
+    ) -> pb.SetPasswordResponse:
+        user_id = domain.parse_user_name(request.name, "name")
+        new_password = _validate_password(request.new_password, "new_password")
+        authorize_owner(user_id, "SetPassword")
+        new_hash = auth.hash_password(new_password)
+        with transaction(self._database) as session:
+            storage.require_user(session, user_id)
+            row = auth_storage.get_password(session, user_id)
+            now = storage.utc_now()
+            if row is None:
+                session.add(
+                    auth_storage.PasswordRow(
+                        user_id=user_id, password_hash=new_hash, update_time=now
+                    )
+                )
+            else:
+                if not request.old_password:
+                    raise invalid_field(
+                        "old_password",
+                        f"is required because {request.name} already has a "
+                        "password; send the current one",
+                        reason="OLD_PASSWORD_REQUIRED",
+                    )
+                if not auth.verify_password(row.password_hash, request.old_password):
+                    raise Unauthenticated(
+                        "old_password is wrong; send the current password",
+                        reason="WRONG_PASSWORD",
+                    )
+                row.password_hash = new_hash
+                row.update_time = now
+                # A changed password ends every session, in case the old
+                # one leaked.
+                auth_storage.revoke_sessions_of_user(session, user_id, now)
+        _LOGGER.info("password of %s set", request.name)
+        return pb.SetPasswordResponse()
+
+    def SignIn(
+        self, request: pb.SignInRequest, context: grpc.ServicerContext
+    ) -> pb.SignInResponse:
+        if not request.email:
+            raise invalid_field("email", "is required; send the user's email")
+        if not request.password:
+            raise invalid_field("password", "is required; send the user's password")
+        wrong = Unauthenticated(
+            "the email or the password is wrong; check both and try again",
+            reason="WRONG_CREDENTIALS",
+        )
+        with transaction(self._database) as session:
+            user = storage.find_user_by_email(session, request.email)
+            row = auth_storage.get_password(session, user.id) if user else None
+            if row is None:
+                auth.verify_password(_DUMMY_HASH, request.password)
+                raise wrong
+            if not auth.verify_password(row.password_hash, request.password):
+                _LOGGER.info("failed sign-in for %s", domain.user_name(user.id))
+                raise wrong
+            if user.state != domain.STATE_ACTIVE:
+                raise Unauthenticated(
+                    f"{domain.user_name(user.id)} is deactivated and cannot sign in",
+                    reason="USER_DEACTIVATED",
+                )
+            if auth.password_needs_rehash(row.password_hash):
+                row.password_hash = auth.hash_password(request.password)
+            tokens = self._open_session(session, user.id)
+        _LOGGER.info("user %s signed in", domain.user_name(user.id))
+        return pb.SignInResponse(user=domain.user_name(user.id), tokens=tokens)
+
+    def _live_session(
+        self, session: Session, refresh_token: str
+    ) -> auth_storage.SessionRow:
+        if not refresh_token:
+            raise invalid_field(
+                "refresh_token", "is required; send the refresh token from SignIn"
+            )
+        row = auth_storage.find_session(session, auth.secret_hash(refresh_token))
+        if row is None:
+            raise Unauthenticated(
+                "the refresh token is not valid (unknown, or replaced by a later "
+                "RefreshToken); sign in again",
+                reason="REFRESH_TOKEN_INVALID",
+            )
+        if row.revoke_time is not None:
+            raise Unauthenticated(
+                "the session was signed out; sign in again",
+                reason="SESSION_REVOKED",
+            )
+        if row.refresh_expire_time <= storage.utc_now():
+            raise Unauthenticated(
+                "the refresh token has expired; sign in again",
+                reason="REFRESH_TOKEN_EXPIRED",
+            )
+        return row
+
+    def RefreshToken(
+        self, request: pb.RefreshTokenRequest, context: grpc.ServicerContext
+    ) -> pb.RefreshTokenResponse:
+        with transaction(self._database) as session:
+            row = self._live_session(session, request.refresh_token)
+            refresh_token = REFRESH_TOKEN_PREFIX + auth.new_secret()
+            row.refresh_hash = auth.secret_hash(refresh_token)
+            row.refresh_expire_time = storage.utc_now() + self._refresh_lifetime
+            tokens = self._tokens_for(row, refresh_token)
+            user = domain.user_name(row.user_id)
+        return pb.RefreshTokenResponse(user=user, tokens=tokens)
+
+    def SignOut(
+        self, request: pb.SignOutRequest, context: grpc.ServicerContext
+    ) -> pb.SignOutResponse:
+        with transaction(self._database) as session:
+            row = self._live_session(session, request.refresh_token)
+            row.revoke_time = storage.utc_now()
+            user = domain.user_name(row.user_id)
+        _LOGGER.info("user %s signed out of session %s", user, row.id)
+        return pb.SignOutResponse()
+
+    def CreateApiKey(
+        self, request: pb.CreateApiKeyRequest, context: grpc.ServicerContext
+    ) -> pb.CreateApiKeyResponse:
+        user_id = domain.parse_user_name(request.parent, "parent")
+        key, violations = request.api_key, domain.Violations()
+        display_name = violations.check(
+            domain.validate_display_name, key.display_name, "api_key.display_name"
+        )
+        violations.check(_validate_scopes, list(key.scopes), "api_key.scopes")
+        expire_time = None
+        if key.HasField("expire_time"):
+            expire_time = key.expire_time.ToDatetime()
+            if expire_time <= storage.utc_now():
+                violations.check(
+                    _reject,
+                    "api_key.expire_time",
+                    f"{key.expire_time.ToJsonString()} is in the past; send a "
+                    "future time, or none for a key that does not expire",
+                )
+        violations.raise_if_any()
+        authorize_owner(user_id, "CreateApiKey")
+        secret = API_KEY_PREFIX + auth.new_secret()
+        with transaction(self._database) as session:
+            storage.require_user(session, user_id)
+            row = auth_storage.ApiKeyRow(
+                id=new_id(),
+                user_id=user_id,
+                display_name=display_name,
+                scopes=",".join(sorted(set(key.scopes))),
+                secret_hash=auth.secret_hash(secret),
+                create_time=storage.utc_now(),
+                expire_time=expire_time,
+            )
+            session.add(row)
+            message = api_key_message(row)
+        _LOGGER.info("API key %s created", message.name)
+        return pb.CreateApiKeyResponse(api_key=message, secret=secret)
+
+    def ListApiKeys(
+        self, request: pb.ListApiKeysRequest, context: grpc.ServicerContext
+    ) -> pb.ListApiKeysResponse:
+        user_id = domain.parse_user_name(request.parent, "parent")
+        size = pagination.page_size(request.page_size)
+        selector = ["ListApiKeys", request.parent]
+        before = _page_key(pagination.decode_token(request.page_token, selector))
+        authorize_owner(user_id, "ListApiKeys")
+        with transaction(self._database, read_only=True) as session:
+            storage.require_user(session, user_id)
+            rows = auth_storage.list_api_keys(session, user_id, before, size + 1)
+            keys = [api_key_message(row) for row in rows[:size]]
+        return pb.ListApiKeysResponse(
+            api_keys=keys,
+            next_page_token=_next_token(
+                rows, size, lambda row: (row.create_time, row.id), selector
+            ),
+        )
+
+    def RevokeApiKey(
+        self, request: pb.RevokeApiKeyRequest, context: grpc.ServicerContext
+    ) -> pb.RevokeApiKeyResponse:
+        user_id, key_id = parse_name(request.name, API_KEY_PATTERN, "name")
+        authorize_owner(user_id, "RevokeApiKey")
+        with transaction(self._database) as session:
+            row = auth_storage.get_api_key(session, user_id, key_id)
+            if row is None:
+                raise NotFound(
+                    f"API key {request.name!r} does not exist; list the keys with "
+                    "ListApiKeys",
+                    reason="API_KEY_NOT_FOUND",
+                    resource=Resource(API_KEY_TYPE, request.name),
+                )
+            if row.revoke_time is None:
+                row.revoke_time = storage.utc_now()
+            message = api_key_message(row)
+        _LOGGER.info("API key %s revoked", request.name)
+        return pb.RevokeApiKeyResponse(api_key=message)
+
+
+def _reject(field: str, description: str) -> None:
+    raise invalid_field(field, description)
+
+
+def _validate_scopes(scopes: list[str], field: str) -> list[str]:
+    if not scopes:
+        raise invalid_field(
+            field, f"is empty; send one or more of {', '.join(auth.SCOPES)}"
+        )
+    for scope in scopes:
+        if scope not in auth.SCOPES:
+            raise invalid_field(
+                field,
+                f"{scope!r} is not a scope; use {', '.join(auth.SCOPES)}",
+                reason="INVALID_SCOPE",
+            )
+    return scopes
+
+
+class CredentialServicer(cred_grpc.CredentialServiceServicer):
+    """Check access tokens and API keys for the gateway."""
+
+    def __init__(self, database: Database, tokens: auth.TokenIssuer) -> None:
+        self._database = database
+        self._tokens = tokens
+
+    def CheckCredential(
+        self, request: cred_pb.CheckCredentialRequest, context: grpc.ServicerContext
+    ) -> cred_pb.CheckCredentialResponse:
+        credential = request.credential
+        if not credential:
+            raise InvalidArgument("credential is required")
+        if credential.startswith(API_KEY_PREFIX):
+            return self._check_api_key(credential)
+        return self._check_access_token(credential)
+
+    def _check_api_key(self, secret: str) -> cred_pb.CheckCredentialResponse:
+        with transaction(self._database, read_only=True) as session:
+            row = auth_storage.find_api_key(session, auth.secret_hash(secret))
+            if row is None:
+                raise Unauthenticated(
+                    "the API key is not valid; check it, or create a new one",
+                    reason="API_KEY_INVALID",
+                )
+            name = f"users/{row.user_id}/apiKeys/{row.id}"
+            if row.revoke_time is not None:
+                raise Unauthenticated(
+                    f"the API key {name} was revoked; create a new one",
+                    reason="API_KEY_REVOKED",
+                )
+            if row.expire_time is not None and row.expire_time <= storage.utc_now():
+                raise Unauthenticated(
+                    f"the API key {name} has expired; create a new one",
+                    reason="API_KEY_EXPIRED",
+                )
+            _require_active_user(session, row.user_id)
+            return cred_pb.CheckCredentialResponse(
+                principal=name, scopes=row.scope_list
+            )
+
+    def _check_access_token(self, token: str) -> cred_pb.CheckCredentialResponse:
+        claims = self._tokens.verify(token)
+        with transaction(self._database, read_only=True) as session:
+            row = auth_storage.get_session(session, claims.session_id)
+            if row is None or domain.user_name(row.user_id) != claims.subject:
+                raise Unauthenticated(
+                    "the access token names an unknown session; sign in again",
+                    reason="TOKEN_INVALID",
+                )
+            if row.revoke_time is not None:
+                raise Unauthenticated(
+                    "the access token's session was signed out; sign in again",
+                    reason="SESSION_REVOKED",
+                )
+            _require_active_user(session, row.user_id)
+        return cred_pb.CheckCredentialResponse(principal=claims.subject)
+
+
+def _require_active_user(session: Session, user_id: str) -> None:
+    user = storage.get_user(session, user_id)
+    if user is None or user.state != domain.STATE_ACTIVE:
+        raise Unauthenticated(
+            f"{domain.user_name(user_id)} is deactivated or deleted; its "
+            "credentials no longer work",
+            reason="USER_DEACTIVATED",
+        )

@@ -1,0 +1,126 @@
+"""Tables of the user service's credentials: passwords, sessions, API keys.
+
+Passwords are stored as Argon2id hashes. Refresh tokens and API key secrets
+are random 32-byte strings, so a SHA-256 hash of each is enough to store and
+find them; neither is ever stored in clear. Times are naive UTC, as in
+`user_service.storage`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import DateTime, ForeignKey, Index, String, and_, or_, select, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from user_service.storage import Base
+
+
+class PasswordRow(Base):
+    """The Argon2id hash of one user's password."""
+
+    __tablename__ = "user_passwords"
+
+    user_id: Mapped[str] = mapped_column(
+        String(63), ForeignKey("users.id"), primary_key=True
+    )
+    password_hash: Mapped[str] = mapped_column(String(255))
+    update_time: Mapped[datetime] = mapped_column(DateTime())
+
+
+class SessionRow(Base):
+    """A signed-in session: its current refresh token and its access tokens."""
+
+    __tablename__ = "auth_sessions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(63), ForeignKey("users.id"))
+    refresh_hash: Mapped[str] = mapped_column(String(64))
+    create_time: Mapped[datetime] = mapped_column(DateTime())
+    refresh_expire_time: Mapped[datetime] = mapped_column(DateTime())
+    revoke_time: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+
+    __table_args__ = (
+        Index("uq_auth_sessions_refresh_hash", "refresh_hash", unique=True),
+        Index("ix_auth_sessions_user", "user_id"),
+    )
+
+
+class ApiKeyRow(Base):
+    """An API key of a user; `scopes` is a comma-separated list."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(63), ForeignKey("users.id"))
+    display_name: Mapped[str] = mapped_column(String(100))
+    scopes: Mapped[str] = mapped_column(String(200))
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    create_time: Mapped[datetime] = mapped_column(DateTime())
+    expire_time: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+    revoke_time: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+
+    __table_args__ = (
+        Index("uq_api_keys_secret_hash", "secret_hash", unique=True),
+        Index("ix_api_keys_user_create", "user_id", "create_time", "id"),
+    )
+
+    @property
+    def scope_list(self) -> list[str]:
+        return [scope for scope in self.scopes.split(",") if scope]
+
+
+def get_password(session: Session, user_id: str) -> PasswordRow | None:
+    return session.get(PasswordRow, user_id)
+
+
+def find_session(session: Session, refresh_hash: str) -> SessionRow | None:
+    return session.scalars(
+        select(SessionRow).where(SessionRow.refresh_hash == refresh_hash)
+    ).one_or_none()
+
+
+def get_session(session: Session, session_id: str) -> SessionRow | None:
+    return session.get(SessionRow, session_id)
+
+
+def revoke_sessions_of_user(session: Session, user_id: str, now: datetime) -> None:
+    """Revoke every open session of a user."""
+    session.execute(
+        update(SessionRow)
+        .where(SessionRow.user_id == user_id, SessionRow.revoke_time.is_(None))
+        .values(revoke_time=now)
+    )
+
+
+def find_api_key(session: Session, secret_hash: str) -> ApiKeyRow | None:
+    return session.scalars(
+        select(ApiKeyRow).where(ApiKeyRow.secret_hash == secret_hash)
+    ).one_or_none()
+
+
+def get_api_key(session: Session, user_id: str, key_id: str) -> ApiKeyRow | None:
+    row = session.get(ApiKeyRow, key_id)
+    if row is None or row.user_id != user_id:
+        return None
+    return row
+
+
+def list_api_keys(
+    session: Session,
+    user_id: str,
+    before: tuple[datetime, str] | None,
+    limit: int,
+) -> list[ApiKeyRow]:
+    """Return a user's keys, newest first, after the page key `before`."""
+    query = select(ApiKeyRow).where(ApiKeyRow.user_id == user_id)
+    if before is not None:
+        when, key_id = before
+        query = query.where(
+            or_(
+                ApiKeyRow.create_time < when,
+                and_(ApiKeyRow.create_time == when, ApiKeyRow.id < key_id),
+            )
+        )
+    query = query.order_by(ApiKeyRow.create_time.desc(), ApiKeyRow.id.desc())
+    return list(session.scalars(query.limit(limit)))
