@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Iterator
+from concurrent import futures
 from dataclasses import dataclass
 
 import grpc
@@ -54,6 +55,10 @@ from splitlog_runtime.validation import Violations
 _LOGGER = logging.getLogger(__name__)
 
 MAX_LISTED_REJECTIONS = 1000
+# Batches of one StreamLogEntries call written at the same time.
+STREAM_WINDOW = 4
+# Threads that write stream batches, shared by every stream of the router.
+STREAM_POOL_WORKERS = 16
 RETRY_DELAY_SECONDS = 1.0
 REFRESH_WAIT_SECONDS = 0.6
 _COLUMN_FIELDS = tuple(
@@ -245,6 +250,9 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         self._stub_for = stub_for
         self._lister = Lister(reader, sharder)
         self._stats = StatsReader(reader, sharder)
+        self._stream_pool = futures.ThreadPoolExecutor(
+            max_workers=STREAM_POOL_WORKERS, thread_name_prefix="log-stream"
+        )
 
     def WriteLogEntry(self, request, context):
         if not request.HasField("entry"):
@@ -273,22 +281,39 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         )
 
     def StreamLogEntries(self, request_iterator, context):
+        # Up to STREAM_WINDOW batches of one stream are written at once, so
+        # the next batch is read while the shards store the previous ones.
+        # Results are taken in stream order; the first failure ends the call,
+        # and batches sent after it may be stored too (their request ids make
+        # a resend count once).
         response = logs_service_pb2.StreamLogEntriesResponse()
-        index = 0
-        for request in request_iterator:
-            batch = self._writer.write(
-                request.entries,
-                len(request.entries),
-                request.request_id,
-                context,
-                first_index=index,
-            )
-            index += len(request.entries)
+        pending: deque[futures.Future] = deque()
+
+        def take_oldest() -> None:
+            batch = pending.popleft().result()
             response.batch_count += 1
             response.accepted_count += len(batch.indexes)
             response.rejected_count += len(batch.rejections)
             room = MAX_LISTED_REJECTIONS - len(response.rejected_entries)
             response.rejected_entries.extend(batch.rejections[: max(0, room)])
+
+        index = 0
+        for request in request_iterator:
+            pending.append(
+                self._stream_pool.submit(
+                    self._writer.write,
+                    request.entries,
+                    len(request.entries),
+                    request.request_id,
+                    context,
+                    first_index=index,
+                )
+            )
+            index += len(request.entries)
+            while len(pending) >= STREAM_WINDOW:
+                take_oldest()
+        while pending:
+            take_oldest()
         return response
 
     def ListLogEntries(self, request, context):

@@ -24,6 +24,8 @@ from typing import Protocol
 from splitlog_runtime.config import Config
 
 VIRTUAL_NODES_PER_SHARD = 128
+# Distinct service names whose shard a ServiceRing remembers.
+_RING_CACHE_SIZE = 100_000
 _REPLICA_SUFFIXES = "abcdefghijklmnopqrstuvwxyz"
 
 
@@ -222,10 +224,19 @@ class ServiceRing:
         )
         self._hashes = [point for point, _ in points]
         self._owners = [shard for _, shard in points]
+        self._cache: dict[str, str] = {}
 
     def shard_for(self, service: str, timestamp: int = 0) -> str:
-        index = bisect.bisect_right(self._hashes, stable_hash(service))
-        return self._owners[index % len(self._owners)]
+        # Every entry of a batch asks, and batches repeat a few services, so
+        # the answer is cached per service.
+        shard = self._cache.get(service)
+        if shard is None:
+            index = bisect.bisect_right(self._hashes, stable_hash(service))
+            shard = self._owners[index % len(self._owners)]
+            if len(self._cache) >= _RING_CACHE_SIZE:
+                self._cache.clear()
+            self._cache[service] = shard
+        return shard
 
     def shards_for_query(
         self, services: Sequence[str], start: int | None, end: int | None
