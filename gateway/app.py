@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from gateway.aggregate import GatewayViews
+from gateway.auth import AuthInterceptor, GatewayAuth
 from gateway.health import (
     NOT_SERVING,
     OVERALL,
@@ -168,6 +169,7 @@ class Gateway:
     _watcher: BackendHealthWatcher
     _uvicorn: _EmbeddedUvicorn
     _uvicorn_task: asyncio.Task
+    auth: GatewayAuth | None = None
     _stopped: bool = field(default=False)
 
     async def stop(self, grace: float | None = None) -> None:
@@ -194,6 +196,8 @@ class Gateway:
         self._uvicorn.should_exit = True
         await asyncio.gather(self.grpc_server.stop(grace), self._wait_uvicorn(grace))
         await self.pool.close()
+        if self.auth is not None:
+            await self.auth.close()
         _LOGGER.info("gateway stopped")
 
     async def _wait_uvicorn(self, grace: float) -> None:
@@ -272,7 +276,11 @@ async def build(
     rest_routes = _http_routes([s.descriptor for s in services] + own_services)
 
     pool = BackendPool(services, config.service_address, config.max_message_bytes)
-    server = grpc.aio.server(options=server_options(config.max_message_bytes))
+    gateway_auth = GatewayAuth(config) if config.auth_required else None
+    interceptors = [AuthInterceptor(gateway_auth)] if gateway_auth else []
+    server = grpc.aio.server(
+        interceptors=interceptors, options=server_options(config.max_message_bytes)
+    )
     proxy = ProxyHandlers(pool, config.deadline_seconds)
     for service in services:
         server.add_registered_method_handlers(
@@ -323,7 +331,11 @@ async def build(
     http_port = http_socket.getsockname()[1]
 
     rest = RestFront(
-        rest_routes, pool, config.deadline_seconds, config.max_message_bytes
+        rest_routes,
+        pool,
+        config.deadline_seconds,
+        config.max_message_bytes,
+        gateway_auth,
     )
     uvicorn_server = _EmbeddedUvicorn(
         uvicorn.Config(
@@ -353,6 +365,8 @@ async def build(
     for descriptor in own_services:
         await health_servicer.set(descriptor.full_name, SERVING)
     watcher.start()
+    if gateway_auth is not None:
+        _LOGGER.info("gateway requires a credential on every call (auth_required)")
     _LOGGER.info(
         "gateway listening: gRPC on port %d, REST on port %d; %d public services, "
         "%d REST routes",
@@ -375,6 +389,7 @@ async def build(
         watcher,
         uvicorn_server,
         uvicorn_task,
+        gateway_auth,
     )
 
 

@@ -21,6 +21,7 @@ import grpc
 from grpc_status import rpc_status
 
 from gateway.services import PublicService
+from splitlog_runtime import auth
 from splitlog_runtime.channels import aio_insecure_channel
 from splitlog_runtime.errors import Unavailable
 
@@ -60,16 +61,20 @@ Metadata = tuple[tuple[str, str | bytes], ...]
 
 
 def forwardable(metadata: Iterable[tuple[str, str | bytes]] | None) -> Metadata:
-    """Drop pseudo-headers, hop-by-hop headers and gRPC-reserved keys."""
-    if not metadata:
-        return ()
-    return tuple(
+    """Drop pseudo-headers, hop-by-hop headers and gRPC-reserved keys.
+
+    A client's own principal keys are dropped too. With `auth_required`, the
+    gateway's signed principal of the current call is added in their place.
+    """
+    kept = tuple(
         (key, value)
-        for key, value in metadata
+        for key, value in metadata or ()
         if key not in _HOP_HEADERS
+        and key not in auth.AUTH_METADATA_KEYS
         and not key.startswith(":")
         and (not key.startswith("grpc-") or key in _FORWARDED_GRPC_KEYS)
     )
+    return kept + auth.outgoing_metadata()
 
 
 def returned_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> Metadata:

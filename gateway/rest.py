@@ -41,6 +41,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Mount, request_response
 
 from gateway import transcode
+from gateway.auth import GatewayAuth
 from gateway.http_rules import (
     HttpRoute,
     MethodNotAllowed,
@@ -48,6 +49,7 @@ from gateway.http_rules import (
     RouteTable,
 )
 from gateway.proxy import STATUS_DETAILS_KEY, BackendPool, forwardable
+from splitlog_runtime import auth
 from splitlog_runtime.errors import DomainError, InvalidArgument, internal_status
 
 _LOGGER = logging.getLogger(__name__)
@@ -211,6 +213,8 @@ class RestFront:
       default_timeout: seconds allowed per call when the request has no
         `grpc-timeout` header.
       max_body_bytes: largest request body accepted; larger ones get 413.
+      gateway_auth: authenticates every call when `auth_required` is on;
+        None accepts every call as before.
     """
 
     def __init__(
@@ -219,8 +223,10 @@ class RestFront:
         pool: BackendPool,
         default_timeout: float,
         max_body_bytes: int,
+        gateway_auth: GatewayAuth | None = None,
     ) -> None:
         routes = list(routes)
+        self._auth = gateway_auth
         self._max_body_bytes = max_body_bytes
         self.table = RouteTable(routes)
         self._pool = pool
@@ -257,6 +263,15 @@ class RestFront:
             )
             return _error_response(status)
 
+        principal = None
+        if self._auth is not None:
+            try:
+                principal = await self._auth.authenticate(
+                    route.full_method, request.headers.items()
+                )
+            except DomainError as exc:
+                return _error_response(exc.to_status())
+
         body = await self._read_body(request)
         if body is None:
             return _body_too_large(self._max_body_bytes)
@@ -273,7 +288,8 @@ class RestFront:
         except DomainError as exc:
             return _error_response(exc.to_status())
 
-        metadata = _metadata_from_headers(request)
+        with auth.acting_as(principal):
+            metadata = _metadata_from_headers(request)
         payload = message.SerializeToString()
         if route.method.server_streaming:
             return await self._stream(route, endpoint, payload, timeout, metadata)

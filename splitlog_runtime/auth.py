@@ -3,7 +3,7 @@
 Clients authenticate at the gateway. The gateway then tells a service who the
 caller is in three metadata keys: the principal (`users/{user}`, or
 `users/{user}/apiKeys/{key}` for an API key), the API key's scopes, and an
-HMAC-SHA256 signature over both, the method and a Unix timestamp. A service
+HMAC-SHA256 signature over both and a Unix timestamp. A service
 with `auth_required` on accepts a call only with a valid signature that is at
 most `SIGNATURE_MAX_AGE_SECONDS` old, so a client that reaches a service port
 directly cannot claim a principal. Calls between services are signed the same
@@ -330,26 +330,24 @@ class PrincipalSigner:
     def __init__(self, secret: bytes) -> None:
         self._key = derive_key(secret, "principal signatures")
 
-    def _mac(self, principal: str, scopes: str, method: str, stamp: str) -> str:
-        message = "\n".join((principal, scopes, method, stamp)).encode()
+    def _mac(self, principal: str, scopes: str, stamp: str) -> str:
+        message = "\n".join((principal, scopes, stamp)).encode()
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
     def metadata(
-        self, principal: Principal, method: str, now: float | None = None
+        self, principal: Principal, now: float | None = None
     ) -> tuple[tuple[str, str], ...]:
-        """Return the three metadata entries for one call of `method`."""
+        """Return the three metadata entries for one call."""
         scopes = ",".join(sorted(principal.scopes))
         stamp = str(int(time.time() if now is None else now))
-        mac = self._mac(principal.name, scopes, method, stamp)
+        mac = self._mac(principal.name, scopes, stamp)
         return (
             (PRINCIPAL_KEY, principal.name),
             (SCOPES_KEY, scopes),
             (SIGNATURE_KEY, f"v1:{stamp}:{mac}"),
         )
 
-    def verify(
-        self, metadata: Iterable[tuple[str, Any]] | None, method: str
-    ) -> Principal:
+    def verify(self, metadata: Iterable[tuple[str, Any]] | None) -> Principal:
         """Return the signed principal of a call.
 
         Raises:
@@ -380,7 +378,7 @@ class PrincipalSigner:
                 "seconds old or ahead; check that the clocks agree",
                 "GATEWAY_SIGNATURE_EXPIRED",
             )
-        expected = self._mac(name, scopes, method, stamp)
+        expected = self._mac(name, scopes, stamp)
         if not hmac.compare_digest(expected, mac):
             raise _unauthenticated(
                 "the gateway's signature does not match; the gateway and this "
@@ -403,13 +401,16 @@ def install_process_signer(signer: PrincipalSigner | None) -> None:
     _PROCESS_SIGNER = signer
 
 
-def outgoing_metadata(method: str) -> tuple[tuple[str, str], ...]:
-    """Return signed principal metadata for a call between components, or ()."""
+def outgoing_metadata() -> tuple[tuple[str, str], ...]:
+    """Return signed metadata for the current principal, or () without a signer.
+
+    Without a current principal the call is signed as `SERVICE_PRINCIPAL`.
+    """
     signer = _PROCESS_SIGNER
     if signer is None:
         return ()
     principal = current_principal() or Principal(SERVICE_PRINCIPAL)
-    return signer.metadata(principal, method)
+    return signer.metadata(principal)
 
 
 class _ClientCallDetails(grpc.ClientCallDetails):
@@ -431,7 +432,7 @@ class SigningClientInterceptor(
     """Add the process signer's principal metadata to every outgoing call."""
 
     def _sign(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
-        extra = outgoing_metadata(details.method)
+        extra = outgoing_metadata()
         if not extra:
             return details
         kept = [
@@ -502,9 +503,7 @@ class ServiceAuthInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         try:
-            principal = self._signer.verify(
-                handler_call_details.invocation_metadata, method
-            )
+            principal = self._signer.verify(handler_call_details.invocation_metadata)
         except Unauthenticated as error:
             _LOGGER.warning("rejected an unsigned call to %s: %s", method, error.reason)
             return _rejecting_handler(handler, error)

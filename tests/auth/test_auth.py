@@ -1,0 +1,402 @@
+"""Authentication end to end: a real user_service behind a real gateway."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import grpc
+import httpx
+import pytest
+
+from gateway import inprocess
+from gateway.app import build
+from splitlog.auth.v1 import auth_service_pb2 as auth_pb
+from splitlog.auth.v1 import auth_service_pb2_grpc as auth_grpc
+from splitlog.logs.v1 import logs_service_pb2 as logs_pb
+from splitlog.logs.v1 import logs_service_pb2_grpc as logs_grpc
+from splitlog.users.v1 import users_service_pb2 as users_pb
+from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
+from splitlog_runtime import auth
+from splitlog_runtime import config as config_module
+from tests.gateway.support import LoopThread, closed_address
+from user_service import app as user_app
+
+SECRET = "test-secret-" + "x" * 40
+PASSWORD = "correct horse battery staple"
+
+
+class _AllowGuard:
+    def check_settled(self, *args, **kwargs) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def _config(tmp_path, required: bool, **overrides):
+    return config_module.load(
+        environ={},
+        overrides={
+            "data_dir": tmp_path / "data",
+            "auth_required": required,
+            "auth_secret": SECRET,
+            "grace_seconds": 0.5,
+            "workers": 4,
+            "expense_service_addr": closed_address(),
+            "balance_service_addr": closed_address(),
+            "log_service_addr": closed_address(),
+            **overrides,
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def loop_thread():
+    thread = LoopThread()
+    yield thread
+    thread.close()
+
+
+def _start(loop_thread, tmp_path, required: bool):
+    config = _config(tmp_path, required)
+    users = user_app.build(config, "127.0.0.1:0", guard=_AllowGuard())
+    config = config.replace(user_service_addr=f"127.0.0.1:{users.port}")
+    gateway = loop_thread.run(build(config, "127.0.0.1:0", "127.0.0.1:0"))
+    return users, gateway
+
+
+@pytest.fixture(scope="module")
+def system(loop_thread, tmp_path_factory):
+    users, gateway = _start(loop_thread, tmp_path_factory.mktemp("on"), True)
+    yield users, gateway
+    loop_thread.run(gateway.stop(0))
+    users.stop(0)
+    auth.install_process_signer(None)
+
+
+@pytest.fixture(scope="module")
+def channel(system):
+    _, gateway = system
+    with grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as opened:
+        yield opened
+
+
+@pytest.fixture(scope="module")
+def http(system):
+    _, gateway = system
+    with httpx.Client(base_url=f"http://127.0.0.1:{gateway.http_port}") as client:
+        yield client
+
+
+def _bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+_COUNTER = iter(range(10_000))
+
+
+def _sign_up(channel) -> auth_pb.SignUpResponse:
+    number = next(_COUNTER)
+    return auth_grpc.AuthServiceStub(channel).SignUp(
+        auth_pb.SignUpRequest(
+            user=users_pb.User(email=f"user{number}@example.com", display_name="Ana"),
+            user_id=f"user-{number}",
+            password=PASSWORD,
+        )
+    )
+
+
+def _get_user(channel, name: str, metadata=()):
+    return users_grpc.UsersServiceStub(channel).GetUser(
+        users_pb.GetUserRequest(name=name), metadata=metadata
+    )
+
+
+def _fails(call) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return caught.value
+
+
+def test_call_without_token_is_unauthenticated(channel):
+    error = _fails(lambda: _get_user(channel, "users/nobody"))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "authorization: Bearer" in error.details()
+
+
+def test_sign_up_token_works(channel):
+    signed_up = _sign_up(channel)
+    reply = _get_user(
+        channel, signed_up.user.name, _bearer(signed_up.tokens.access_token)
+    )
+    assert reply.user.name == signed_up.user.name
+    assert signed_up.tokens.token_type == "Bearer"
+
+
+def test_sign_in_and_refresh(channel):
+    signed_up = _sign_up(channel)
+    stub = auth_grpc.AuthServiceStub(channel)
+    signed_in = stub.SignIn(
+        auth_pb.SignInRequest(email=signed_up.user.email.upper(), password=PASSWORD)
+    )
+    assert signed_in.user == signed_up.user.name
+    refreshed = stub.RefreshToken(
+        auth_pb.RefreshTokenRequest(refresh_token=signed_in.tokens.refresh_token)
+    )
+    assert refreshed.tokens.refresh_token != signed_in.tokens.refresh_token
+    _get_user(channel, signed_up.user.name, _bearer(refreshed.tokens.access_token))
+    reused = _fails(
+        lambda: stub.RefreshToken(
+            auth_pb.RefreshTokenRequest(refresh_token=signed_in.tokens.refresh_token)
+        )
+    )
+    assert reused.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_wrong_password_is_unauthenticated(channel):
+    signed_up = _sign_up(channel)
+    stub = auth_grpc.AuthServiceStub(channel)
+    error = _fails(
+        lambda: stub.SignIn(
+            auth_pb.SignInRequest(email=signed_up.user.email, password="not it at all")
+        )
+    )
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "email or the password is wrong" in error.details()
+
+
+def test_sign_out_revokes_access_token(channel):
+    signed_up = _sign_up(channel)
+    token = signed_up.tokens.access_token
+    auth_grpc.AuthServiceStub(channel).SignOut(
+        auth_pb.SignOutRequest(refresh_token=signed_up.tokens.refresh_token),
+        metadata=_bearer(token),
+    )
+    error = _fails(lambda: _get_user(channel, signed_up.user.name, _bearer(token)))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "signed out" in error.details()
+
+
+def test_tampered_token_is_rejected(channel):
+    signed_up = _sign_up(channel)
+    header, payload, signature = signed_up.tokens.access_token.split(".")
+    tampered = f"{header}.{payload}.{signature[:-4]}AAAA"
+    error = _fails(lambda: _get_user(channel, signed_up.user.name, _bearer(tampered)))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def _claims(subject: str, **changes):
+    now = int(time.time())
+    claims = {
+        "iss": auth.TOKEN_ISSUER,
+        "aud": auth.TOKEN_AUDIENCE,
+        "sub": subject,
+        "sid": "unknown",
+        "iat": now,
+        "exp": now + 60,
+        "jti": "test",
+    }
+    claims.update(changes)
+    return auth.TokenIssuer(SECRET.encode(), 60).encode_claims(claims)
+
+
+def test_expired_token_is_rejected(channel):
+    past = int(time.time()) - 3600
+    token = _claims("users/someone", iat=past - 60, exp=past)
+    error = _fails(lambda: _get_user(channel, "users/someone", _bearer(token)))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "expired" in error.details()
+
+
+def test_wrong_audience_is_rejected(channel):
+    token = _claims("users/someone", aud="another-service")
+    error = _fails(lambda: _get_user(channel, "users/someone", _bearer(token)))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "audience" in error.details()
+
+
+def _api_key(channel, scopes: list[str]) -> auth_pb.CreateApiKeyResponse:
+    signed_up = _sign_up(channel)
+    return auth_grpc.AuthServiceStub(channel).CreateApiKey(
+        auth_pb.CreateApiKeyRequest(
+            parent=signed_up.user.name,
+            api_key=auth_pb.ApiKey(display_name="shipper", scopes=scopes),
+        ),
+        metadata=_bearer(signed_up.tokens.access_token),
+    )
+
+
+def _write_log(channel, secret: str):
+    return logs_grpc.LogsServiceStub(channel).WriteLogEntry(
+        logs_pb.WriteLogEntryRequest(), metadata=_bearer(secret), timeout=3
+    )
+
+
+def test_api_key_scopes(channel):
+    writer = _api_key(channel, ["logs:write"])
+    # Allowed calls pass the gateway and reach the (closed) log_service port.
+    allowed = _fails(lambda: _write_log(channel, writer.secret))
+    assert allowed.code() == grpc.StatusCode.UNAVAILABLE
+    denied = _fails(lambda: _get_user(channel, "users/x", _bearer(writer.secret)))
+    assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "admin" in denied.details()
+    reader = _api_key(channel, ["logs:read"])
+    read_only = _fails(lambda: _write_log(channel, reader.secret))
+    assert read_only.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "logs:write" in read_only.details()
+
+
+def test_admin_key_allows_everything(channel):
+    admin = _api_key(channel, ["admin"])
+    owner = admin.api_key.name.rsplit("/apiKeys/", 1)[0]
+    assert _get_user(channel, owner, _bearer(admin.secret)).user.name == owner
+
+
+def test_revoked_key_is_rejected(channel):
+    created = _api_key(channel, ["admin"])
+    stub = auth_grpc.AuthServiceStub(channel)
+    stub.RevokeApiKey(
+        auth_pb.RevokeApiKeyRequest(name=created.api_key.name),
+        metadata=_bearer(created.secret),
+    )
+    error = _fails(lambda: _get_user(channel, "users/x", _bearer(created.secret)))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "revoked" in error.details()
+
+
+def test_key_secret_shown_once(channel):
+    created = _api_key(channel, ["logs:read", "admin"])
+    assert created.secret.startswith("slk_")
+    owner = created.api_key.name.rsplit("/apiKeys/", 1)[0]
+    listed = auth_grpc.AuthServiceStub(channel).ListApiKeys(
+        auth_pb.ListApiKeysRequest(parent=owner), metadata=_bearer(created.secret)
+    )
+    assert [key.name for key in listed.api_keys] == [created.api_key.name]
+    assert created.secret not in str(listed)
+
+
+def test_other_user_cannot_list_keys(channel):
+    first = _sign_up(channel)
+    second = _sign_up(channel)
+    error = _fails(
+        lambda: auth_grpc.AuthServiceStub(channel).ListApiKeys(
+            auth_pb.ListApiKeysRequest(parent=first.user.name),
+            metadata=_bearer(second.tokens.access_token),
+        )
+    )
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_rest_sign_in_and_call(http, channel):
+    signed_up = _sign_up(channel)
+    missing = http.get(f"/v1/{signed_up.user.name}")
+    assert missing.status_code == 401
+    signed_in = http.post(
+        "/v1/auth:signIn", json={"email": signed_up.user.email, "password": PASSWORD}
+    )
+    assert signed_in.status_code == 200
+    token = signed_in.json()["tokens"]["accessToken"]
+    reply = http.get(
+        f"/v1/{signed_up.user.name}", headers={"authorization": f"Bearer {token}"}
+    )
+    assert reply.status_code == 200
+    assert reply.json()["user"]["name"] == signed_up.user.name
+
+
+def test_rest_scope_denied_is_403(http, channel):
+    reader = _api_key(channel, ["logs:read"])
+    reply = http.get(
+        "/v1/users/x", headers={"authorization": f"Bearer {reader.secret}"}
+    )
+    assert reply.status_code == 403
+
+
+def test_rest_bad_token_is_401(http):
+    reply = http.get("/v1/users/x", headers={"authorization": "Bearer nonsense"})
+    assert reply.status_code == 401
+    assert reply.json()["error"]["status"] == "UNAUTHENTICATED"
+
+
+def test_direct_service_call_without_signature_refused(system, channel):
+    users, _ = system
+    signed_up = _sign_up(channel)
+    with grpc.insecure_channel(f"127.0.0.1:{users.port}") as direct:
+        forged = (("x-splitlog-principal", signed_up.user.name),)
+        error = _fails(lambda: _get_user(direct, signed_up.user.name, forged))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "signed by the gateway" in error.details()
+
+
+def test_direct_call_with_wrong_secret_refused(system):
+    users, _ = system
+    other = auth.PrincipalSigner(b"another secret that is long enough....")
+    metadata = other.metadata(auth.Principal("users/someone"))
+    with grpc.insecure_channel(f"127.0.0.1:{users.port}") as direct:
+        error = _fails(lambda: _get_user(direct, "users/someone", metadata))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_server_log_has_no_secrets(channel, caplog):
+    caplog.set_level(logging.DEBUG)
+    signed_up = _sign_up(channel)
+    created = auth_grpc.AuthServiceStub(channel).CreateApiKey(
+        auth_pb.CreateApiKeyRequest(
+            parent=signed_up.user.name,
+            api_key=auth_pb.ApiKey(display_name="k", scopes=["admin"]),
+        ),
+        metadata=_bearer(signed_up.tokens.access_token),
+    )
+    _fails(
+        lambda: auth_grpc.AuthServiceStub(channel).SignIn(
+            auth_pb.SignInRequest(email=signed_up.user.email, password="wrong pass 123")
+        )
+    )
+    text = caplog.text
+    assert "signed up" in text
+    for secret in (
+        PASSWORD,
+        "wrong pass 123",
+        signed_up.tokens.access_token,
+        signed_up.tokens.refresh_token,
+        created.secret,
+        SECRET,
+    ):
+        assert secret not in text
+
+
+def test_in_process_dispatch_checks_token(loop_thread, tmp_path):
+    users, gateway = _start(loop_thread, tmp_path, True)
+    try:
+        config = _config(tmp_path, True)
+        dispatcher = inprocess.install(gateway.pool, {"user_service": users}, config)
+        assert "/splitlog.users.v1.UsersService/GetUser" in dispatcher.methods
+        with grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as local:
+            signed_up = _sign_up(local)
+            token = signed_up.tokens.access_token
+            reply = _get_user(local, signed_up.user.name, _bearer(token))
+            assert reply.user.name == signed_up.user.name
+            error = _fails(lambda: _get_user(local, signed_up.user.name))
+            assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        loop_thread.run(gateway.stop(0))
+        users.stop(0)
+
+
+def test_auth_off_behaves_as_before(loop_thread, tmp_path):
+    auth.install_process_signer(None)
+    users, gateway = _start(loop_thread, tmp_path, False)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as plain:
+            created = users_grpc.UsersServiceStub(plain).CreateUser(
+                users_pb.CreateUserRequest(
+                    user=users_pb.User(email="off@example.com", display_name="Off")
+                )
+            )
+            assert _get_user(plain, created.user.name).user.email == "off@example.com"
+        with grpc.insecure_channel(f"127.0.0.1:{users.port}") as direct:
+            assert _get_user(direct, created.user.name).user.name == created.user.name
+        assert not (tmp_path / "data" / "auth_secret").exists()
+    finally:
+        loop_thread.run(gateway.stop(0))
+        users.stop(0)
