@@ -1,7 +1,7 @@
 """Credentials: password hashes, access tokens and the gateway's signature.
 
-Clients authenticate at the gateway. The gateway then tells a service who the
-caller is in three metadata keys: the principal (`users/{user}`, or
+Clients authenticate at the gateway. The gateway then passes the caller's
+identity to a service in three metadata keys: the principal (`users/{user}`, or
 `users/{user}/apiKeys/{key}` for an API key), the API key's scopes, and an
 HMAC-SHA256 signature over both and a Unix timestamp. A service
 with `auth_required` on accepts a call only with a valid signature that is at
@@ -204,7 +204,7 @@ class TokenIssuer:
 
         Raises:
           Unauthenticated: the token is malformed, badly signed, expired, or
-            for another issuer or audience; the message says which.
+            for another issuer or audience; the message names which.
         """
         try:
             claims = jwt.decode(
