@@ -82,12 +82,12 @@ _ROLE_NAMES = {LEADER: node_state.ROLE_LEADER, FOLLOWER: node_state.ROLE_FOLLOWE
 _ROLE_ENUMS = {name: role for role, name in _ROLE_NAMES.items()}
 
 
-def _open_store(directory: Path):
+def _open_store(directory: Path, partition_hours: int = 24):
     # Imported here so that the write-ahead log and replication can be used
     # and tested without DuckDB.
     from log_service.store import LogStore
 
-    return LogStore(directory)
+    return LogStore(directory, partition_seconds=partition_hours * 3600)
 
 
 def _member(proto: node_service_pb2.ShardMember) -> Member:
@@ -156,7 +156,9 @@ class LogNode:
         self.wal = WriteAheadLog(
             self._directory / "wal", fsync=bool(self._config.log_fsync)
         )
-        self._store = _open_store(self._directory / "store")
+        self._store = _open_store(
+            self._directory / "store", int(self._config.log_partition_hours)
+        )
         last = self.wal.last_sequence
         if self._store.last_sequence() > last:
             _LOGGER.warning(

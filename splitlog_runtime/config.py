@@ -195,6 +195,13 @@ SETTINGS: list[Setting] = [
         _parse_int,
     ),
     Setting(
+        "log_partition_hours",
+        24,
+        "Width in hours of a log node's time partitions (one DuckDB file "
+        "each). Fixed when a node's data directory is created.",
+        _parse_int,
+    ),
+    Setting(
         "log_retention_hours",
         168,
         "Default log retention in hours until the retention policy is changed.",
