@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import re
+import stat
 import sys
 import time
 import uuid
@@ -211,12 +212,21 @@ def ship_files(
 
 
 def _total_bytes(paths: list[str]) -> int:
+    """Return the size of all files, rejecting anything but regular files.
+
+    A device such as /dev/zero never ends and a FIFO can block forever, so
+    only regular files are shipped.
+    """
     total = 0
     for path in paths:
         try:
-            total += os.path.getsize(path)
+            info = os.stat(path)
         except OSError as exc:
             raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+            raise UsageError(f"cannot read {path}: it is {kind}; give a log file")
+        total += info.st_size
     return total
 
 

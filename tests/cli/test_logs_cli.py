@@ -214,6 +214,17 @@ def test_ship_missing_file(peer, tmp_path, capsys):
     assert servicer.requests == []
 
 
+@pytest.mark.parametrize("path", ["/dev/zero", "."])
+def test_ship_rejects_device_and_directory(peer, path, capsys):
+    servicer, address = peer
+
+    status, out, err = run(capsys, address, "logs", "ship", path, "--service", "s")
+
+    assert status == 2
+    assert f"cannot read {path}: it is " in err
+    assert servicer.requests == []
+
+
 def test_ship_unknown_zone(peer, tmp_path, capsys):
     servicer, address = peer
     path = write_log(tmp_path, "2024-05-01 10:00:00 INFO one")
