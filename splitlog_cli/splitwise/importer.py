@@ -10,6 +10,9 @@ skips what exists and creates the rest, without duplicates.
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -76,6 +79,22 @@ class _Ids:
     users: dict[str, str]
 
 
+def _read_regular_file(path: Path) -> bytes:
+    """Read a regular file, checked before opening it.
+
+    A device such as /dev/zero never ends, and opening a FIFO blocks until
+    something writes to it.
+
+    Raises:
+      OSError: the path is missing, unreadable or not a regular file.
+    """
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(
+            errno.EINVAL, "not a regular file; give the CSV file Splitwise wrote"
+        )
+    return path.read_bytes()
+
+
 def load_plan(path: Path) -> tuple[ImportPlan, str]:
     """Read, convert and check a file; return the plan and the file digest.
 
@@ -83,7 +102,7 @@ def load_plan(path: Path) -> tuple[ImportPlan, str]:
       SplitwiseFormatError: the file is not a readable Splitwise export.
       SplitwiseImportError: the rows do not add up to the file's summary row.
     """
-    data = path.read_bytes()
+    data = _read_regular_file(path)
     plan = convert(parse_bytes(data))
     mismatches = plan.mismatches()
     if mismatches:
