@@ -64,7 +64,7 @@ HOSTILE_TEXT = (
 # Status codes that mean the server failed, whatever the request was.
 SERVER_FAILURES = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
 
-# Lines of a server log that show an exception nobody handled.
+# Lines of a server log that show an exception that no handler caught.
 _PROBLEM_LINE = re.compile(r"Traceback|unexpected error|Exception (calling|servic)")
 
 
