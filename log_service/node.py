@@ -82,7 +82,7 @@ _ROLE_NAMES = {LEADER: node_state.ROLE_LEADER, FOLLOWER: node_state.ROLE_FOLLOWE
 _ROLE_ENUMS = {name: role for role, name in _ROLE_NAMES.items()}
 
 
-def _open_store(directory: Path, partition_hours: int = 24):
+def _open_store(directory: Path, partition_hours: int = 1):
     # Imported here so that the write-ahead log and replication can be used
     # and tested without DuckDB.
     from log_service.store import LogStore

@@ -59,6 +59,15 @@ class _Partition:
     min_ts: int | None = None
     max_ts: int | None = None
     max_seq: int = 0
+    # Services with rows here, possibly more after deletions. The writer
+    # replaces the set rather than changing it, so readers need no lock.
+    services: frozenset[str] = frozenset()
+
+    def may_hold(self, flt: node_service_pb2.EntryFilter) -> bool:
+        """Return whether rows of this partition may match the filter."""
+        if flt.services and self.services.isdisjoint(flt.services):
+            return False
+        return self.overlaps(*_time_range(flt))
 
     def overlaps(self, start: int | None, end: int | None) -> bool:
         """Return whether rows of this partition may lie in [start, end)."""
@@ -207,12 +216,20 @@ class LogStore:
 
     def _insert(self, table: pa.Table) -> None:
         bounds: dict[int, list[int]] = {}
-        for ts in table.column("ts").to_pylist():
+        services: dict[int, set[str]] = {}
+        for ts, service in zip(
+            table.column("ts").to_pylist(),
+            table.column("service").to_pylist(),
+            strict=True,
+        ):
             key = ts // self._width_ns
             known = bounds.get(key)
             if known is None:
                 bounds[key] = [ts, ts]
-            elif ts < known[0]:
+                services[key] = {service}
+                continue
+            services[key].add(service)
+            if ts < known[0]:
                 known[0] = ts
             elif ts > known[1]:
                 known[1] = ts
@@ -238,6 +255,8 @@ class LogStore:
                     high if partition.max_ts is None else max(partition.max_ts, high)
                 )
                 partition.max_seq = max(partition.max_seq, last_seq)
+                if not services[key] <= partition.services:
+                    partition.services = partition.services | services[key]
         finally:
             cursor.unregister("batch")
 
@@ -418,7 +437,7 @@ class LogStore:
                 params.extend([after_ts, after_ts, after_seq])
             ordered = sorted(partitions, key=lambda p: p.start, reverse=descending)
             for partition in ordered:
-                if not partition.overlaps(*_time_range(flt)):
+                if not partition.may_hold(flt):
                     continue
                 if after is not None and not _reachable(partition, after, descending):
                     continue
@@ -480,7 +499,7 @@ class LogStore:
                 sets = "(severity), (service)"
                 outer = "1 AS no_bucket, NULL AS bucket"
             for partition in partitions:
-                if not partition.overlaps(*_time_range(flt)):
+                if not partition.may_hold(flt):
                     continue
                 if histogram_step:
                     bucket = _bucket_sql(partition, histogram_start)
@@ -534,7 +553,7 @@ class LogStore:
             for partition in partitions:
                 if partition.max_seq <= after_sequence:
                     continue
-                if not partition.overlaps(*_time_range(flt)):
+                if not partition.may_hold(flt):
                     continue
                 sql = (
                     f"SELECT {store_sql.RESULT_SELECT} FROM {partition.alias}.entries"
@@ -626,6 +645,8 @@ class LogStore:
         partition.min_ts = low
         partition.max_ts = high
         partition.max_seq = top
+        names = self._run(f"SELECT DISTINCT service FROM {partition.alias}.entries")
+        partition.services = frozenset(name for (name,) in names)
 
     def _run(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
         """Run one statement on the writer's connection and fetch every row.
