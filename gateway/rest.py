@@ -275,6 +275,9 @@ class RestFront:
         body = await self._read_body(request)
         if body is None:
             return _body_too_large(self._max_body_bytes)
+        content_type = request.headers.get("content-type", "")
+        if body and not _is_json_content_type(content_type):
+            return _unsupported_media_type(content_type)
         try:
             header = request.headers.get("grpc-timeout")
             timeout = self._default_timeout if header is None else parse_timeout(header)
@@ -373,6 +376,34 @@ def _request_path(request: Request) -> str:
     # Bytes outside ASCII are invalid in a URL path, so percent-encode them.
     # Existing escapes stay as they are.
     return quote_from_bytes(raw_path, safe=_PATH_SAFE + "%")
+
+
+def _is_json_content_type(header: str) -> bool:
+    """Return whether a body sent with this Content-Type is read as JSON.
+
+    JSON and any `+json` type are, and so are a missing type and the form
+    type that `curl -d` sends by default, so quick manual calls keep working.
+    """
+    media_type = header.split(";", 1)[0].strip().lower()
+    return media_type in (
+        "",
+        "application/json",
+        "application/x-www-form-urlencoded",
+    ) or media_type.endswith("+json")
+
+
+def _unsupported_media_type(header: str) -> Response:
+    media_type = header.split(";", 1)[0].strip()
+    status = _gateway_error(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "UNSUPPORTED_MEDIA_TYPE",
+        f"the body has Content-Type {media_type!r}; send the request as JSON "
+        "with Content-Type application/json",
+        content_type=media_type,
+    )
+    body = status_json(status)
+    body["error"]["code"] = 415
+    return _json_response(body, 415)
 
 
 def _body_too_large(limit: int) -> Response:

@@ -159,10 +159,6 @@ def test_unknown_query_parameter_is_400(client, route):
     assert_status_body(response, 400)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the REST front reads every body as JSON whatever its Content-Type",
-)
 @pytest.mark.parametrize(
     "content_type",
     [
