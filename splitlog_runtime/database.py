@@ -36,6 +36,9 @@ def _on_sqlite_connect(dbapi_connection, _record) -> None:
 
 READ_ONLY = "splitlog_read_only"
 
+#: Seconds a new PostgreSQL connection may take before the attempt fails.
+CONNECT_TIMEOUT_SECONDS = 5
+
 
 def _on_sqlite_begin(connection) -> None:
     # A deferred transaction that reads and then writes fails at once with
@@ -72,7 +75,13 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _on_sqlite_connect)
         event.listen(engine, "begin", _on_sqlite_begin)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=16)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=8,
+        max_overflow=16,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+    )
 
 
 def safe_url(url: str) -> str:
@@ -145,6 +154,20 @@ class Database:
             return
         with self._write_lock, self._sessions.begin() as session:
             yield session
+
+    def ping(self) -> bool:
+        """Return whether the database runs a trivial query now.
+
+        A connection that the server dropped is replaced by the pool's
+        pre-ping, so this also shows whether the service can reconnect.
+        """
+        try:
+            with self.engine.connect() as connection:
+                connection.exec_driver_sql("SELECT 1")
+        except Exception as exc:
+            _LOGGER.debug("database check failed: %s", exc)
+            return False
+        return True
 
     def dispose(self) -> None:
         self.engine.dispose()

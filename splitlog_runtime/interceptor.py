@@ -1,6 +1,8 @@
 """The server interceptors that turn exceptions into canonical status codes.
 
-A DomainError becomes its status with google.rpc details. Any other exception
+A DomainError becomes its status with google.rpc details. A database that
+does not respond (server down, connection dropped, lock timeout) becomes
+UNAVAILABLE, which clients may retry. Any other exception
 is logged with its traceback and becomes INTERNAL with a message that names a
 correlation id but no internals. There is one interceptor for `grpc.server`
 and one for `grpc.aio.server`.
@@ -15,15 +17,34 @@ from typing import Any
 
 import grpc
 from grpc_status import rpc_status
+from sqlalchemy import exc as sqlalchemy_exc
 
-from splitlog_runtime.errors import DomainError, internal_status
+from splitlog_runtime.errors import DomainError, Unavailable, internal_status
 
 _LOGGER = logging.getLogger(__name__)
+
+
+#: Database failures that a later attempt of the same call may not meet:
+#: the server is down or restarting, a connection dropped, a lock timed out.
+_TRANSIENT_DATABASE_ERRORS = (
+    sqlalchemy_exc.OperationalError,
+    sqlalchemy_exc.DisconnectionError,
+)
 
 
 def _status_for(exc: BaseException, method: str) -> grpc.Status:
     if isinstance(exc, DomainError):
         return rpc_status.to_status(exc.to_status())
+    if isinstance(exc, _TRANSIENT_DATABASE_ERRORS):
+        _LOGGER.warning(
+            "database unavailable in %s: %s", method, getattr(exc, "orig", None) or exc
+        )
+        unavailable = Unavailable(
+            "the service's database did not respond; retry the call shortly",
+            reason="DATABASE_UNAVAILABLE",
+            retry_delay=1.0,
+        )
+        return rpc_status.to_status(unavailable.to_status())
     incident = uuid.uuid4().hex[:12]
     _LOGGER.error(
         "unexpected error in %s (incident %s)", method, incident, exc_info=exc

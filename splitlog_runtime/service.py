@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -14,6 +15,62 @@ from splitlog_runtime.database import Database, safe_url, upgrade
 from splitlog_runtime.server import ServiceHost, create_server
 
 _LOGGER = logging.getLogger(__name__)
+
+#: Seconds between two checks that a service's database still responds.
+DATABASE_CHECK_SECONDS = 1.0
+
+
+class DatabaseWatch:
+    """Keep a service's health in step with its database.
+
+    A thread sends the database a trivial query every `interval` seconds. The
+    host reports NOT_SERVING while the query fails and SERVING again once it
+    succeeds. The service itself keeps running, and its pool reconnects.
+    Nothing changes once the host has begun to stop.
+    """
+
+    def __init__(
+        self,
+        host: ServiceHost,
+        database: Database,
+        interval: float = DATABASE_CHECK_SECONDS,
+    ) -> None:
+        self._host = host
+        self._database = database
+        self._interval = interval
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"{host.name}-database-watch", daemon=True
+        )
+        self.reachable = True
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=self._interval + 10)
+
+    def check(self) -> bool:
+        """Check the database once, flip health if its state changed, return it."""
+        reachable = self._database.ping()
+        if self._host.stopped or self._stopping.is_set():
+            return reachable
+        if reachable and not self.reachable:
+            _LOGGER.warning("%s: the database responds again; serving", self._host.name)
+            self._host.mark_serving()
+        elif not reachable and self.reachable:
+            _LOGGER.warning(
+                "%s: the database does not respond; NOT_SERVING until it does",
+                self._host.name,
+            )
+            self._host.mark_not_serving()
+        self.reachable = reachable
+        return reachable
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._interval):
+            self.check()
 
 
 def start_service(
@@ -29,7 +86,8 @@ def start_service(
     """Start a service and return its running host.
 
     The server starts first and reports NOT_SERVING while the migrations run,
-    then SERVING. The database is disposed when the host stops. With
+    then SERVING, and after that NOT_SERVING whenever the database stops
+    responding (see `DatabaseWatch`). The database is disposed when the host stops. With
     `auth_required`, the server accepts only calls that the gateway signed
     (health, and reflection when `auth_open_reflection`, excepted), and the
     process signs its own calls to other components.
@@ -75,4 +133,8 @@ def start_service(
                 host.stop(0, reason="migrations failed")
                 raise
     host.mark_serving()
+    if database is not None:
+        watch = DatabaseWatch(host, database)
+        watch.start()
+        host.on_stop(watch.stop)
     return host
