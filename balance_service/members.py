@@ -10,6 +10,12 @@ who just left cannot. Reads may reuse a response for up to `cache_seconds`
 membership change shows in reads at most that long after it was made. Only
 found groups and users are cached. A NOT_FOUND response is never reused, so
 a group created a moment ago is found at once.
+
+With `auth_required` on, `is_member` decides who may use a group from the
+same cached lists. A removed member keeps access for up to `cache_seconds`,
+and a new member gets it at once, because a caller missing from a cached list
+makes it fetch the list again. Every call to user_service is made on this
+service's own behalf, because the caller may not be allowed to make it.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import grpc
 from balance_service import domain
 from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
+from splitlog_runtime import authz
 from splitlog_runtime.channels import downstream_timeout, insecure_channel
 from splitlog_runtime.errors import NotFound, Resource, Unavailable
 
@@ -144,6 +151,25 @@ class UserDirectory:
             return cached
         return frozenset(self.members(group_id, context))
 
+    def is_member(
+        self, group_id: str, user_id: str, context: grpc.ServicerContext | None
+    ) -> bool:
+        """Return whether a user is a member of a group; False if it does not exist.
+
+        A response up to `cache_seconds` old that contains the user is
+        enough; otherwise the members are fetched again.
+
+        Raises:
+          Unavailable: user_service did not respond.
+        """
+        cached = self._groups.get(group_id)
+        if cached is not None and user_id in cached:
+            return True
+        try:
+            return user_id in self.members(group_id, context)
+        except NotFound:
+            return False
+
     def require_user(self, user_id: str, context: grpc.ServicerContext | None) -> None:
         """Check that a user exists, reusing a response up to `cache_seconds` old.
 
@@ -160,9 +186,10 @@ class UserDirectory:
 
     def _call(self, method, request, context, *, group_id=None, user_id=None):
         try:
-            return method(
-                request, timeout=downstream_timeout(context, self._default_timeout)
-            )
+            with authz.as_service():
+                return method(
+                    request, timeout=downstream_timeout(context, self._default_timeout)
+                )
         except grpc.RpcError as exc:
             code = exc.code()
             if code == grpc.StatusCode.NOT_FOUND and group_id is not None:

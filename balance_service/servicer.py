@@ -18,6 +18,14 @@ Choices that the proto leaves open:
   ALREADY_EXISTS, as the proto says.
 - A replayed `request_id` returns the settlement the first call created, in
   its current state.
+
+With `auth_required` on, `splitlog_runtime.authz` limits each call to
+members of the group it names. GetUserBalance accepts only the caller's own
+balance, `settlement.creator` must be the caller, and a ListSettlements
+across every group (`groups/-`) must name the caller as `participant` and
+returns only settlements of groups the caller belongs to now. Membership
+comes from `UserDirectory`'s cached member lists, so a removed member loses
+access within its `cache_seconds`.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ from balance_service.members import UserDirectory
 from balance_service.settle import compute_settlement_plan
 from splitlog.balances.v1 import balances_service_pb2 as pb
 from splitlog.balances.v1 import balances_service_pb2_grpc as pb_grpc
-from splitlog_runtime import pagination
+from splitlog_runtime import authz, pagination
 from splitlog_runtime.database import Database
 from splitlog_runtime.errors import (
     Aborted,
@@ -134,12 +142,26 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
     def _transaction(self, read_only: bool = False):
         return transaction(self._database, read_only)
 
+    def _authorize(self, group_id: str, context: grpc.ServicerContext) -> None:
+        """Raise PERMISSION_DENIED unless the caller may use the group.
+
+        Runs before any look-up, so a missing group and a group of others
+        give the same error.
+        """
+
+        def is_member(user: str) -> bool:
+            user_id = user.removeprefix("users/")
+            return self._directory.is_member(group_id, user_id, context)
+
+        authz.require_group_member(domain.group_name(group_id), is_member)
+
     # Balances
 
     def GetGroupBalance(
         self, request: pb.GetGroupBalanceRequest, context: grpc.ServicerContext
     ) -> pb.GetGroupBalanceResponse:
         group_id = domain.parse_balance(request.name)
+        self._authorize(group_id, context)
         members = self._directory.recent_members(group_id, context)
         with self._transaction(read_only=True) as session:
             update_time, nets = storage.group_snapshot(session, group_id)
@@ -150,6 +172,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         self, request: pb.GetUserBalanceRequest, context: grpc.ServicerContext
     ) -> pb.GetUserBalanceResponse:
         user_id = domain.parse_user_balance(request.name)
+        authz.require_self(domain.user_name(user_id), "name")
         self._directory.require_user(user_id, context)
         with self._transaction(read_only=True) as session:
             nets = storage.user_balances(session, user_id)
@@ -161,6 +184,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         self, request: pb.CheckSettledRequest, context: grpc.ServicerContext
     ) -> pb.CheckSettledResponse:
         group_id = domain.parse_balance(request.name)
+        self._authorize(group_id, context)
         user_id = domain.parse_user(request.user, "user") if request.user else None
         with self._transaction(read_only=True) as session:
             rows = storage.unsettled_balances(session, group_id, user_id)
@@ -179,6 +203,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         self, request: pb.ComputeSettlementPlanRequest, context: grpc.ServicerContext
     ) -> pb.ComputeSettlementPlanResponse:
         group_id = domain.parse_balance(request.name)
+        self._authorize(group_id, context)
         currency = None
         if request.currency_code:
             currency = domain.check_currency(request.currency_code, "currency_code")
@@ -203,6 +228,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         self, request: pb.ListPairwiseBalancesRequest, context: grpc.ServicerContext
     ) -> pb.ListPairwiseBalancesResponse:
         group_id = domain.parse_group(request.parent, "parent")
+        self._authorize(group_id, context)
         violations = domain.Violations()
         size = violations.check(pagination.page_size, request.page_size)
         currency = None
@@ -261,6 +287,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         self, request: pb.ExplainBalanceRequest, context: grpc.ServicerContext
     ) -> pb.ExplainBalanceResponse:
         group_id = domain.parse_balance(request.name)
+        self._authorize(group_id, context)
         violations = domain.Violations()
         user_id = violations.check(domain.parse_user, request.user, "user")
         currency = violations.check(
@@ -384,6 +411,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         self, request: pb.GetGroupReportRequest, context: grpc.ServicerContext
     ) -> pb.GetGroupReportResponse:
         group_id = domain.parse_report(request.name)
+        self._authorize(group_id, context)
         violations = domain.Violations()
         currency = violations.check(
             domain.check_currency, request.currency_code, "currency_code"
@@ -444,6 +472,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         self, request: pb.CreateSettlementRequest, context: grpc.ServicerContext
     ) -> pb.CreateSettlementResponse:
         group_id = domain.parse_group(request.parent, "parent")
+        self._authorize(group_id, context)
         settlement, violations = request.settlement, domain.Violations()
         payer = violations.check(
             domain.parse_user, settlement.payer, "settlement.payer"
@@ -500,6 +529,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                 reason="SAME_PAYER_AND_PAYEE",
             )
 
+        authz.require_acting_as_caller(domain.user_name(creator), "settlement.creator")
         members = self._directory.members(group_id, context)
         for user_id, field_path in (
             (payer, "settlement.payer"),
@@ -603,6 +633,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         self, request: pb.GetSettlementRequest, context: grpc.ServicerContext
     ) -> pb.GetSettlementResponse:
         group_id, settlement_id = domain.parse_settlement(request.name)
+        self._authorize(group_id, context)
         with self._transaction(read_only=True) as session:
             row = self._require(session, group_id, settlement_id)
             return pb.GetSettlementResponse(settlement=settlement_message(row))
@@ -643,6 +674,10 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                 "settlements to list across every group",
                 reason="REQUIRED",
             )
+        if group_id == domain.ALL_GROUPS:
+            authz.require_self(request.participant, "participant")
+        else:
+            self._authorize(group_id, context)
         by_create_time = _ORDER_BY[request.order_by.strip()]
         selector = [
             "ListSettlements",
@@ -672,8 +707,13 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                 after=after,
                 limit=size + 1,
             )
+        page = rows[:size]
+        if group_id == domain.ALL_GROUPS:
+            # Across every group, the caller may have left some of the
+            # groups; their settlements are dropped, so a page may be short.
+            page = self._in_visible_groups(page, context)
         response = pb.ListSettlementsResponse(
-            settlements=[settlement_message(row) for row in rows[:size]]
+            settlements=[settlement_message(row) for row in page]
         )
         if len(rows) > size:
             last = rows[size - 1]
@@ -682,6 +722,19 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                 [value.isoformat(), last.group_id, last.id], selector
             )
         return response
+
+    def _in_visible_groups(self, rows: list, context: grpc.ServicerContext) -> list:
+        """Keep the rows of groups that the caller belongs to now."""
+        caller = authz.restricted_user()
+        if caller is None:
+            return rows
+        caller_id = caller.removeprefix("users/")
+        visible = {
+            group_id
+            for group_id in {row.group_id for row in rows}
+            if self._directory.is_member(group_id, caller_id, context)
+        }
+        return [row for row in rows if row.group_id in visible]
 
     @staticmethod
     def _settlement_key(key: list | None, by_create_time: bool) -> tuple | None:
@@ -715,6 +768,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
     ) -> pb.Settlement:
         """Delete or restore a settlement and move the balances with it."""
         group_id, settlement_id = domain.parse_settlement(name)
+        self._authorize(group_id, context)
         expected = domain.parse_etag(etag)
         with self._transaction() as session:
             row = self._require(session, group_id, settlement_id)

@@ -15,6 +15,12 @@ a group's member list is reused for up to `CACHE_SECONDS`:
   found at once, and it drops the group's reused list.
 - At most `MAX_CACHED_GROUPS` groups are kept; the least recently used go
   first.
+
+The same lists decide who may use a group when `auth_required` is on
+(`is_member`), so a removed member keeps access to the group's expenses for
+up to `CACHE_SECONDS`, and a new member gets it at once. Member lists are
+always fetched on this service's own behalf, because the caller may not be
+allowed to list the members.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import grpc
 from expense_service import domain
 from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
+from splitlog_runtime import authz
 from splitlog_runtime.channels import downstream_timeout, insecure_channel
 from splitlog_runtime.errors import (
     FailedPrecondition,
@@ -206,6 +213,25 @@ class MembershipClient:
             ],
         )
 
+    def is_member(
+        self, group: str, user: str, context: grpc.ServicerContext | None
+    ) -> bool:
+        """Return whether a user is a member of a group; False if it does not exist.
+
+        A member list up to `cache_seconds` old that contains the user is
+        enough; otherwise the list is fetched again.
+
+        Raises:
+          Unavailable: user_service cannot be reached or timed out.
+        """
+        cached = self._recent.get(group)
+        if cached is not None and user in cached:
+            return True
+        try:
+            return user in self._fetch_members(group, context)
+        except NotFound:
+            return False
+
     def _fetch_members(
         self, group: str, context: grpc.ServicerContext | None
     ) -> frozenset[str]:
@@ -219,9 +245,10 @@ class MembershipClient:
                 parent=group, page_size=_PAGE_SIZE, page_token=token
             )
             try:
-                response = self._stub.ListGroupMembers(
-                    request, timeout=max(deadline - time.monotonic(), 0.0)
-                )
+                with authz.as_service():
+                    response = self._stub.ListGroupMembers(
+                        request, timeout=max(deadline - time.monotonic(), 0.0)
+                    )
             except grpc.RpcError as exc:
                 if exc.code() == grpc.StatusCode.NOT_FOUND:
                     self._recent.discard(group)

@@ -21,6 +21,14 @@ Choices that the proto leaves open:
   and participant must be current members of the group.
 - Reads never call user_service: listing the expenses of a group that does
   not exist returns an empty page.
+
+With `auth_required` on, `splitlog_runtime.authz` limits each call to
+members of the expense's group (ListCategories is open to every caller).
+`expense.creator` and `expense.last_modifier` must name the caller, and a
+ListExpenses across every group (`groups/-`) must name the caller as
+`participant` and returns only expenses of groups the caller belongs to now.
+Membership comes from the cached member lists of `MembershipClient`, so a
+removed member loses access within `membership.CACHE_SECONDS`.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ from expense_service import domain, ledger, messages, storage
 from expense_service.membership import MembershipClient
 from splitlog.expenses.v1 import expenses_service_pb2 as pb
 from splitlog.expenses.v1 import expenses_service_pb2_grpc as pb_grpc
-from splitlog_runtime import pagination
+from splitlog_runtime import authz, pagination
 from splitlog_runtime.database import Database
 from splitlog_runtime.errors import (
     Aborted,
@@ -179,6 +187,37 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         with self._database.transaction(read_only=True) as session:
             return work(session)
 
+    def _authorize(self, group: str, context: grpc.ServicerContext) -> None:
+        """Raise PERMISSION_DENIED unless the caller may use the group.
+
+        Runs before any look-up, so a missing group or expense and one in a
+        group of others give the same error.
+        """
+        authz.require_group_member(
+            group, lambda user: self._membership.is_member(group, user, context)
+        )
+
+    def _authorize_expense(self, name: str, context: grpc.ServicerContext) -> None:
+        group_id, _ = domain.parse_expense_name(name, "name")
+        self._authorize(domain.group_name(group_id), context)
+
+    def _visible_groups(
+        self, rows: list[storage.StoredExpense], context: grpc.ServicerContext
+    ) -> set[str] | None:
+        """Return the group ids among `rows` that the caller belongs to now.
+
+        Returns None when the caller is unrestricted and sees every group.
+        """
+        caller = authz.restricted_user()
+        if caller is None:
+            return None
+        group_ids = {stored.row.group_id for stored in rows}
+        return {
+            group_id
+            for group_id in group_ids
+            if self._membership.is_member(domain.group_name(group_id), caller, context)
+        }
+
     @staticmethod
     def _require(session: Session, name: str, lock: bool = False):
         stored = storage.get_expense(session, name, lock=lock)
@@ -201,6 +240,8 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             violations.check(domain.validate_new_id, request.expense_id, "expense_id")
         request_id = violations.check(domain.validate_request_id, request.request_id)
         violations.raise_if_any()
+        self._authorize(request.parent, context)
+        authz.require_acting_as_caller(creator, "expense.creator")
 
         if request_id:
             replayed = self._read(
@@ -284,7 +325,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
     def GetExpense(
         self, request: pb.GetExpenseRequest, context: grpc.ServicerContext
     ) -> pb.GetExpenseResponse:
-        domain.parse_expense_name(request.name, "name")
+        self._authorize_expense(request.name, context)
         stored = self._read(lambda session: self._require(session, request.name))
         return pb.GetExpenseResponse(expense=messages.expense_message(stored))
 
@@ -292,6 +333,10 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         self, request: pb.ListExpensesRequest, context: grpc.ServicerContext
     ) -> pb.ListExpensesResponse:
         query = self._expense_query(request)
+        if query.group_id is not None:
+            self._authorize(request.parent, context)
+        else:
+            authz.require_self(request.participant, "participant")
         size = pagination.page_size(request.page_size)
         selector = [
             "ListExpenses",
@@ -315,8 +360,15 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             last = rows[size - 1].row
             key = last.create_time if query.order_by_create_time else last.expense_date
             next_token = pagination.encode_token([key.isoformat(), last.name], selector)
+        page = rows[:size]
+        if query.group_id is None:
+            # Across every group, the caller may have left some of the
+            # groups; their expenses are dropped, so a page may be short.
+            visible = self._visible_groups(page, context)
+            if visible is not None:
+                page = [stored for stored in page if stored.row.group_id in visible]
         return pb.ListExpensesResponse(
-            expenses=[messages.expense_message(stored) for stored in rows[:size]],
+            expenses=[messages.expense_message(stored) for stored in page],
             next_page_token=next_token,
         )
 
@@ -454,6 +506,8 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             domain.populated_fields(expense),
         )
         violations.raise_if_any()
+        self._authorize_expense(expense.name, context)
+        authz.require_acting_as_caller(modifier, "expense.last_modifier")
         changes = domain.parse_changes(expense, fields)
 
         verified: set[str] = set()
@@ -551,6 +605,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         self, request: pb.DeleteExpenseRequest, context: grpc.ServicerContext
     ) -> pb.DeleteExpenseResponse:
         expected = self._parse_name_and_etag(request.name, request.etag)
+        self._authorize_expense(request.name, context)
 
         def delete(session: Session) -> pb.Expense:
             stored = self._require(session, request.name, lock=True)
@@ -570,6 +625,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         self, request: pb.UndeleteExpenseRequest, context: grpc.ServicerContext
     ) -> pb.UndeleteExpenseResponse:
         expected = self._parse_name_and_etag(request.name, request.etag)
+        self._authorize_expense(request.name, context)
 
         def check(stored: storage.StoredExpense) -> set[str]:
             """Check the expense can be restored; return its users."""

@@ -24,7 +24,7 @@ from splitlog.auth.v1 import auth_service_pb2_grpc as pb_grpc
 from splitlog.auth.v1 import credential_service_pb2 as cred_pb
 from splitlog.auth.v1 import credential_service_pb2_grpc as cred_grpc
 from splitlog.users.v1 import users_service_pb2 as users_pb
-from splitlog_runtime import auth, pagination
+from splitlog_runtime import auth, authz, pagination
 from splitlog_runtime.database import Database
 from splitlog_runtime.errors import (
     InvalidArgument,
@@ -163,10 +163,13 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         password_hash = auth.hash_password(
             _validate_password(request.password, "password")
         )
-        created = self._users.CreateUser(
-            users_pb.CreateUserRequest(user=request.user, user_id=request.user_id),
-            context,
-        ).user
+        # CreateUser needs an administrator when called from outside; SignUp
+        # is the way for anyone to create their own account.
+        with authz.as_service():
+            created = self._users.CreateUser(
+                users_pb.CreateUserRequest(user=request.user, user_id=request.user_id),
+                context,
+            ).user
         user_id = domain.parse_user_name(created.name, "user.name")
         # NOTE: the user is committed before its password; if this second
         # transaction fails, the user exists without a password and can get

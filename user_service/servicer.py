@@ -17,6 +17,17 @@ Choices that the proto leaves open:
   groups by member.
 - A group's etag covers its own fields; members joining or leaving do not
   change it.
+
+With `auth_required` on, `splitlog_runtime.authz` limits each call:
+- CreateUser needs an administrator; users create their account with SignUp.
+- GetUser, UpdateUser, DeactivateUser and ListGroups accept only the
+  caller's own account, and ListUsers returns only the caller's account.
+- CreateGroup needs `group.creator` to be the caller, who becomes its first
+  member.
+- Every other group method needs the caller to be a member of the group, and
+  then any member may rename or delete the group and add or remove any
+  member. Membership is read from this service's database on each call, so a
+  removed member loses access here at once.
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from splitlog.users.v1 import users_service_pb2 as pb
 from splitlog.users.v1 import users_service_pb2_grpc as pb_grpc
-from splitlog_runtime import pagination
+from splitlog_runtime import authz, pagination
 from splitlog_runtime.database import Database
 from splitlog_runtime.errors import (
     Aborted,
@@ -178,6 +189,20 @@ def _next_token(rows: list, size: int, key: Callable, selector: list) -> str:
     return pagination.encode_token([when.isoformat(), resource_id], selector)
 
 
+def _authorize_group(session: Session, group_id: str) -> None:
+    """Raise PERMISSION_DENIED unless the caller may use the group.
+
+    The check runs before the group is looked up, so a missing group and a
+    group of others give the same error.
+    """
+
+    def is_member(user: str) -> bool:
+        user_id = user.removeprefix("users/")
+        return storage.get_member(session, group_id, user_id) is not None
+
+    authz.require_group_member(domain.group_name(group_id), is_member)
+
+
 @contextmanager
 def transaction(database: Database, read_only: bool = False) -> Iterator[Session]:
     """Run one unit of work; a lost optimistic-lock race becomes ABORTED.
@@ -227,6 +252,7 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
     def CreateUser(
         self, request: pb.CreateUserRequest, context: grpc.ServicerContext
     ) -> pb.CreateUserResponse:
+        authz.require_admin("CreateUser")
         user, violations = request.user, domain.Violations()
         email = violations.check(domain.validate_email, user.email, "user.email")
         display_name = violations.check(
@@ -317,6 +343,7 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         self, request: pb.GetUserRequest, context: grpc.ServicerContext
     ) -> pb.GetUserResponse:
         user_id = domain.parse_user_name(request.name, "name")
+        authz.require_self(domain.user_name(user_id), "name")
         with self._transaction(read_only=True) as session:
             user = storage.require_user(session, user_id)
             return pb.GetUserResponse(user=user_message(user))
@@ -328,8 +355,13 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         user_filter = domain.parse_user_filter(request.filter)
         selector = ["ListUsers", user_filter.canonical()]
         after = _page_key(pagination.decode_token(request.page_token, selector))
+        # A restricted caller sees only their own account.
+        only = authz.restricted_user()
+        only_id = only.removeprefix("users/") if only else None
         with self._transaction(read_only=True) as session:
-            rows = list(storage.list_users(session, user_filter, after, size + 1))
+            rows = list(
+                storage.list_users(session, user_filter, after, size + 1, only_id)
+            )
         return pb.ListUsersResponse(
             users=[user_message(row) for row in rows[:size]],
             next_page_token=_next_token(
@@ -342,6 +374,8 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
     ) -> pb.UpdateUserResponse:
         user, violations = request.user, domain.Violations()
         user_id = violations.check(domain.parse_user_name, user.name, "user.name")
+        if user_id:
+            authz.require_self(domain.user_name(user_id), "user.name")
         expected = violations.check(domain.parse_etag, user.etag, "user.etag")
         populated = [name for name in domain.USER_MASK.mutable if getattr(user, name)]
         fields = violations.check(
@@ -406,6 +440,7 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         user_id = violations.check(domain.parse_user_name, request.name, "name")
         expected = violations.check(domain.parse_etag, request.etag, "etag")
         violations.raise_if_any()
+        authz.require_self(domain.user_name(user_id), "name")
         with self._transaction() as session:
             row = storage.require_user(session, user_id)
             if row.state != domain.STATE_DEACTIVATED:
@@ -438,6 +473,7 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
             violations.check(domain.validate_new_id, request.group_id, "group_id")
         request_id = violations.check(domain.validate_request_id, request.request_id)
         violations.raise_if_any()
+        authz.require_acting_as_caller(domain.user_name(creator_id), "group.creator")
 
         def create(session: Session) -> pb.Group:
             if request_id:
@@ -512,6 +548,7 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
     ) -> pb.GetGroupResponse:
         group_id = domain.parse_group_name(request.name, "name")
         with self._transaction(read_only=True) as session:
+            _authorize_group(session, group_id)
             row = storage.require_group(session, group_id)
             return pb.GetGroupResponse(group=self._group_message(session, row))
 
@@ -519,6 +556,7 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         self, request: pb.ListGroupsRequest, context: grpc.ServicerContext
     ) -> pb.ListGroupsResponse:
         user_id = domain.parse_user_name(request.member, "member")
+        authz.require_self(domain.user_name(user_id), "member")
         size = pagination.page_size(request.page_size)
         selector = ["ListGroups", request.member]
         after = _page_key(pagination.decode_token(request.page_token, selector))
@@ -561,6 +599,7 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         violations.raise_if_any()
 
         with self._transaction() as session:
+            _authorize_group(session, group_id)
             row = storage.require_group(session, group_id)
             if list(request.update_mask.paths) in ([], ["*"]):
                 _check_creator_unchanged(group.creator, row)
@@ -589,12 +628,16 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         expected = violations.check(domain.parse_etag, request.etag, "etag")
         violations.raise_if_any()
         with self._transaction() as session:
+            _authorize_group(session, group_id)
             row = storage.require_group(session, group_id)
             name = domain.group_name(group_id)
             _check_etag(
                 expected, row.version, Resource(domain.GROUP_TYPE, name), "etag"
             )
-            self._guard.check_group_deletable(name)
+            # The caller's membership was checked above; balance_service is
+            # asked on this service's own behalf.
+            with authz.as_service():
+                self._guard.check_group_deletable(name)
             storage.delete_group(session, row)
         return pb.DeleteGroupResponse()
 
@@ -609,6 +652,7 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         violations.raise_if_any()
 
         def add(session: Session) -> pb.Member:
+            _authorize_group(session, group_id)
             storage.require_group(session, group_id)
             user = storage.require_user(session, user_id)
             if storage.get_member(session, group_id, user_id) is not None:
@@ -635,6 +679,7 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         selector = ["ListGroupMembers", request.parent]
         after = _page_key(pagination.decode_token(request.page_token, selector))
         with self._transaction(read_only=True) as session:
+            _authorize_group(session, group_id)
             storage.require_group(session, group_id)
             rows = storage.list_members(session, group_id, after, size + 1)
         return pb.ListGroupMembersResponse(
@@ -649,6 +694,7 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
     ) -> pb.RemoveGroupMemberResponse:
         group_id, user_id = domain.parse_member_name(request.name, "name")
         with self._transaction() as session:
+            _authorize_group(session, group_id)
             # The lock stops two members from leaving together and emptying it.
             storage.require_group(session, group_id, lock=True)
             member = storage.require_member(session, group_id, user_id)
@@ -666,6 +712,9 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
                         )
                     ],
                 )
-            self._guard.check_member_removable(group_name, domain.user_name(user_id))
+            with authz.as_service():
+                self._guard.check_member_removable(
+                    group_name, domain.user_name(user_id)
+                )
             storage.remove_member(session, member)
         return pb.RemoveGroupMemberResponse()

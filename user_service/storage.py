@@ -167,9 +167,15 @@ def list_users(
     user_filter: domain.UserFilter,
     after: tuple[datetime, str] | None,
     limit: int,
+    only_id: str | None = None,
 ) -> Sequence[UserRow]:
-    """Return up to `limit` users ordered by (create_time, id), after a key."""
+    """Return up to `limit` users ordered by (create_time, id), after a key.
+
+    With `only_id`, the result is at most that one user.
+    """
     query = select(UserRow)
+    if only_id is not None:
+        query = query.where(UserRow.id == only_id)
     if user_filter.state is not None:
         query = query.where(UserRow.state == user_filter.state)
     if user_filter.email is not None:

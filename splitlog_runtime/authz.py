@@ -1,0 +1,178 @@
+"""Authorization: which users, groups and group resources a caller may use.
+
+The checks apply only while a signed principal is current, that is with
+`auth_required` on. With it off no principal arrives, every check passes and
+the services behave as before.
+
+Rules:
+- A user (an access token, or one of the user's API keys) may read and
+  change only their own account, and only the groups they are a member of,
+  with everything inside them: members, expenses, settlements, balances,
+  reports and settle-up plans.
+- An API key with the `admin` scope is an administrator and passes every
+  check here. The gateway already rejects keys without `admin` on every
+  method outside LogsService, so a key reaches these checks only with it.
+- Calls between services (`services/splitlog`) pass every check.
+- `anonymous` (a call that the gateway let through without a credential)
+  gets UNAUTHENTICATED.
+- A caller who may not use a group gets PERMISSION_DENIED with the same
+  message whether the group exists or not, so group ids cannot be probed
+  (permission is checked before existence). Only administrators and services
+  see NOT_FOUND for a missing group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+from splitlog_runtime import auth
+from splitlog_runtime.errors import PermissionDenied, Unauthenticated
+
+ANONYMOUS = "anonymous"
+
+GROUP_ACCESS_DENIED = "GROUP_ACCESS_DENIED"
+NOT_SELF = "NOT_SELF"
+ADMIN_REQUIRED = "ADMIN_REQUIRED"
+ACTING_FOR_OTHER = "ACTING_FOR_OTHER"
+
+SERVICE = auth.Principal(auth.SERVICE_PRINCIPAL)
+
+
+def is_unrestricted(principal: auth.Principal | None) -> bool:
+    """Return whether a principal passes every check: none, a service or admin."""
+    if principal is None or principal.is_service:
+        return True
+    return principal.is_api_key and auth.SCOPE_ADMIN in principal.scopes
+
+
+def restricted_user() -> str | None:
+    """Return the `users/{user}` that the current call is limited to.
+
+    Returns None when the call is unrestricted: auth is off, or the caller is
+    a service or an administrator.
+
+    Raises:
+      Unauthenticated: the call arrived without a credential.
+    """
+    principal = auth.current_principal()
+    if principal is None or is_unrestricted(principal):
+        return None
+    user = principal.user
+    if user is None:
+        raise Unauthenticated(
+            "this call needs a credential; send `authorization: Bearer <token>` "
+            "with an access token from SignIn or an API key",
+            reason="CREDENTIAL_MISSING",
+        )
+    return user
+
+
+@contextlib.contextmanager
+def as_service() -> Iterator[None]:
+    """Make the calls inside the block on the service's own behalf.
+
+    Used for lookups that an authorization check itself needs, such as a
+    group's member list, so that the lookup is not refused for the caller.
+    With auth off (no current principal) nothing changes.
+    """
+    if auth.current_principal() is None:
+        yield
+        return
+    with auth.acting_as(SERVICE):
+        yield
+
+
+def require_admin(method: str) -> None:
+    """Allow only administrators and services to call `method`.
+
+    Raises:
+      Unauthenticated: the call arrived without a credential.
+      PermissionDenied: the caller is a user without `admin`.
+    """
+    user = restricted_user()
+    if user is None:
+        return
+    raise PermissionDenied(
+        f"{method} needs an administrator; {user} may call it only with an API "
+        f"key that has the {auth.SCOPE_ADMIN!r} scope",
+        reason=ADMIN_REQUIRED,
+        metadata={"method": method, "principal": user},
+    )
+
+
+def require_self(user: str, field: str) -> None:
+    """Allow a restricted caller to name only their own account in `field`.
+
+    Args:
+      user: the user that the request names, `users/{user}`.
+      field: the request field that names it, for the message.
+
+    Raises:
+      Unauthenticated: the call arrived without a credential.
+      PermissionDenied: the caller is another user.
+    """
+    caller = restricted_user()
+    if caller is None or caller == user:
+        return
+    raise PermissionDenied(
+        f"{caller} may not use the account {user!r} ({field}); a user may read "
+        f"and change only their own account, so set {field} to {caller!r}",
+        reason=NOT_SELF,
+        metadata={"principal": caller, "field": field},
+    )
+
+
+def require_acting_as_caller(user: str, field: str) -> None:
+    """Reject a write that records another user as its author.
+
+    Fields such as `expense.creator` name who made a change. A restricted
+    caller may only name themselves there, so nobody can write in another
+    member's name.
+
+    Raises:
+      Unauthenticated: the call arrived without a credential.
+      PermissionDenied: the field names another user.
+    """
+    caller = restricted_user()
+    if caller is None or caller == user:
+        return
+    raise PermissionDenied(
+        f"{caller} may not record {user!r} as {field}; set {field} to {caller!r}",
+        reason=ACTING_FOR_OTHER,
+        metadata={"principal": caller, "field": field},
+    )
+
+
+def group_denied(caller: str, group: str) -> PermissionDenied:
+    """Return the error for a group that the caller may not use.
+
+    The message is the same whether or not the group exists.
+    """
+    return PermissionDenied(
+        f"{caller} may not access {group!r} because the group does not exist or "
+        f"{caller} is not one of its members; ask a member to add {caller} with "
+        "AddGroupMember",
+        reason=GROUP_ACCESS_DENIED,
+        metadata={"principal": caller, "group": group},
+    )
+
+
+def require_group_member(group: str, is_member: Callable[[str], bool]) -> None:
+    """Allow a restricted caller to use a group only when they are a member.
+
+    Args:
+      group: the group's name, `groups/{group}`.
+      is_member: returns whether a user (`users/{user}`) is a member of the
+        group now; it must return False for a group that does not exist.
+
+    Raises:
+      Unauthenticated: the call arrived without a credential.
+      PermissionDenied: the caller is not a member, or the group does not
+        exist; both give the same message.
+    """
+    caller = restricted_user()
+    if caller is None:
+        return
+    if not is_member(caller):
+        raise group_denied(caller, group)
