@@ -36,32 +36,38 @@ def start_service(name: str, config: Config) -> ServiceHost:
         raise StartupError(f"{name} failed to start: {exc}") from exc
 
 
+def _log_topology(config: Config):
+    from log_service.sharding import topology_from_config
+
+    try:
+        return topology_from_config(config)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+
+
+def _build_log_node(config: Config, node) -> ServiceHost:
+    """Start one node on the host setting and the port the topology gives it."""
+    from log_service.node import build_node
+
+    port = int(node.address.rpartition(":")[2])
+    try:
+        return build_node(
+            config, node.node_id, node.shard, address=format_address(config.host, port)
+        )
+    except Exception as exc:
+        _LOGGER.exception("log node %s failed to start", node.node_id)
+        raise StartupError(f"log node {node.node_id} failed to start: {exc}") from exc
+
+
 def start_log_node(config: Config) -> ServiceHost:
     """Start the log node named by the log_node_id setting; return its host.
-
-    It binds the host setting and the port that the log topology gives it.
 
     Raises:
       StartupError: the node id is unknown or the node cannot start.
     """
-    from log_service.node import build_node
-    from log_service.sharding import topology_from_config
-
-    try:
-        topology = topology_from_config(config)
-    except ValueError as exc:
-        raise StartupError(str(exc)) from None
-    for node in topology.nodes:
+    for node in _log_topology(config).nodes:
         if node.node_id == config.log_node_id:
-            port = int(node.address.rpartition(":")[2])
-            address = format_address(config.host, port)
-            try:
-                return build_node(config, node.node_id, node.shard, address=address)
-            except Exception as exc:
-                _LOGGER.exception("log node %s failed to start", node.node_id)
-                raise StartupError(
-                    f"log node {node.node_id} failed to start: {exc}"
-                ) from exc
+            return _build_log_node(config, node)
     raise StartupError(
         f"log node id {config.log_node_id!r} is not in the log topology; set "
         "--log-node-id to one of the nodes of --log-nodes"
@@ -82,31 +88,11 @@ def start_log_nodes(config: Config, hosts: dict[str, ServiceHost]) -> Config:
     Raises:
       StartupError: the topology does not parse or a node cannot start.
     """
-    from log_service.node import build_node
-    from log_service.sharding import topology_from_config
-
-    try:
-        topology = topology_from_config(config)
-    except ValueError as exc:
-        raise StartupError(str(exc)) from None
     parts = []
-    for shard in topology.shards:
+    for shard in _log_topology(config).shards:
         members = []
         for node in shard.nodes:
-            port = int(node.address.rpartition(":")[2])
-            try:
-                host = build_node(
-                    config,
-                    node.node_id,
-                    node.shard,
-                    address=format_address(config.host, port),
-                )
-            except Exception as exc:
-                _LOGGER.exception("log node %s failed to start", node.node_id)
-                raise StartupError(
-                    f"log node {node.node_id} failed to start: {exc}"
-                ) from exc
-            hosts[node.node_id] = host
+            host = hosts[node.node_id] = _build_log_node(config, node)
             address = format_address(connect_host(config.host), host.port)
             members.append(f"{node.node_id}@{address}")
         parts.append(f"{shard.shard}=" + ",".join(members))
