@@ -105,6 +105,7 @@ def _fill(node_dir: Path) -> Path:
     return filler
 
 
+@pytest.mark.timeout(120)
 def test_full_disk_retryable_then_recovers(full_disk_cluster):
     cluster, node_dir = full_disk_cluster
     acknowledged = []
