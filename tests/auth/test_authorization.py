@@ -1,0 +1,754 @@
+"""Authorization end to end: real user, expense and balance services behind a
+real gateway, with `auth_required` on.
+
+Users sign up through the gateway and call it with their access tokens, over
+gRPC and REST. The module's servers are shared; each test makes its own users
+and groups.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+import httpx
+import pytest
+from google.type import date_pb2, money_pb2
+
+from balance_service.app import build as build_balances
+from expense_service import membership
+from expense_service.app import build as build_expenses
+from gateway.app import Gateway, build
+from splitlog.auth.v1 import auth_service_pb2 as auth_pb
+from splitlog.auth.v1 import auth_service_pb2_grpc as auth_grpc
+from splitlog.balances.v1 import balances_service_pb2 as balances_pb
+from splitlog.balances.v1 import balances_service_pb2_grpc as balances_grpc
+from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb
+from splitlog.expenses.v1 import expenses_service_pb2_grpc as expenses_grpc
+from splitlog.gateway.v1 import gateway_service_pb2 as gateway_pb
+from splitlog.gateway.v1 import gateway_service_pb2_grpc as gateway_grpc
+from splitlog.users.v1 import users_service_pb2 as users_pb
+from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
+from splitlog_runtime import auth
+from splitlog_runtime import config as config_module
+from splitlog_runtime.server import ServiceHost
+from tests.balance_service.support import unused_address
+from tests.gateway.support import LoopThread, closed_address, error_details
+from user_service.app import build as build_users
+
+SECRET = "authorization-test-secret-" + "y" * 32
+PASSWORD = "correct horse battery staple"
+TIMEOUT = 10.0
+DENIED = grpc.StatusCode.PERMISSION_DENIED
+
+
+@dataclass
+class Stack:
+    users: ServiceHost
+    expenses: ServiceHost
+    balances: ServiceHost
+    gateway: Gateway
+
+
+def _start_stack(loop_thread: LoopThread, data_dir, required: bool) -> Stack:
+    """Start the three services and the gateway, all with one auth setting.
+
+    user_service's balance guard is the real one, so removing a member asks
+    balance_service; its address is reserved before balance_service starts.
+    """
+    balances_address = unused_address()
+    base = config_module.load(
+        environ={},
+        overrides={
+            "data_dir": data_dir,
+            "auth_required": required,
+            "auth_secret": SECRET,
+            "workers": 8,
+            "grace_seconds": 0.5,
+            "deadline_seconds": 5.0,
+            "balance_service_addr": balances_address,
+            "log_service_addr": closed_address(),
+        },
+    )
+    users = build_users(base, "127.0.0.1:0")
+    base = base.replace(user_service_addr=f"127.0.0.1:{users.port}")
+    expenses = build_expenses(base, "127.0.0.1:0")
+    base = base.replace(expense_service_addr=f"127.0.0.1:{expenses.port}")
+    balances = build_balances(base, balances_address)
+    gateway = loop_thread.run(build(base, "127.0.0.1:0", "127.0.0.1:0"))
+    return Stack(users, expenses, balances, gateway)
+
+
+def _stop_stack(loop_thread: LoopThread, stack: Stack) -> None:
+    loop_thread.run(stack.gateway.stop(0))
+    stack.balances.stop(0)
+    stack.expenses.stop(0)
+    stack.users.stop(0)
+
+
+@pytest.fixture(scope="module")
+def loop_thread() -> Iterator[LoopThread]:
+    thread = LoopThread()
+    yield thread
+    thread.close()
+
+
+@pytest.fixture(scope="module")
+def stack(loop_thread, tmp_path_factory) -> Iterator[Stack]:
+    started = _start_stack(loop_thread, tmp_path_factory.mktemp("authz"), True)
+    yield started
+    _stop_stack(loop_thread, started)
+    auth.install_process_signer(None)
+
+
+@pytest.fixture(scope="module")
+def channel(stack: Stack) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(f"127.0.0.1:{stack.gateway.grpc_port}") as opened:
+        yield opened
+
+
+@pytest.fixture(scope="module")
+def http(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{stack.gateway.http_port}", timeout=TIMEOUT
+    ) as client:
+        yield client
+
+
+# Clients that act as one user
+
+
+class Caller:
+    """The stubs of the gateway, each call carrying one credential."""
+
+    def __init__(self, channel: grpc.Channel, user: str, credential: str) -> None:
+        self.user = user
+        self.credential = credential
+        self.metadata = (("authorization", f"Bearer {credential}"),)
+        self._users = users_grpc.UsersServiceStub(channel)
+        self._expenses = expenses_grpc.ExpensesServiceStub(channel)
+        self._balances = balances_grpc.BalancesServiceStub(channel)
+        self._gateway = gateway_grpc.GatewayServiceStub(channel)
+        self._auth = auth_grpc.AuthServiceStub(channel)
+
+    def users(self, method: str, request):
+        return self._call(self._users, method, request)
+
+    def expenses(self, method: str, request):
+        return self._call(self._expenses, method, request)
+
+    def balances(self, method: str, request):
+        return self._call(self._balances, method, request)
+
+    def gateway(self, method: str, request):
+        return self._call(self._gateway, method, request)
+
+    def auth(self, method: str, request):
+        return self._call(self._auth, method, request)
+
+    def _call(self, stub, method: str, request):
+        return getattr(stub, method)(request, metadata=self.metadata, timeout=TIMEOUT)
+
+    def create_group(self, title: str = "Trip") -> str:
+        return self.users(
+            "CreateGroup",
+            users_pb.CreateGroupRequest(
+                group=users_pb.Group(display_name=title, creator=self.user)
+            ),
+        ).group.name
+
+    def add_member(self, group: str, user: str) -> None:
+        self.users(
+            "AddGroupMember", users_pb.AddGroupMemberRequest(parent=group, user=user)
+        )
+
+    def create_expense(self, group: str, participants: list[str]) -> str:
+        request = expenses_pb.CreateExpenseRequest(
+            parent=group, expense=_expense(self.user, participants)
+        )
+        return self.expenses("CreateExpense", request).expense.name
+
+
+def _sign_up(channel: grpc.Channel, label: str) -> Caller:
+    user_id = f"{label}-{uuid.uuid4().hex[:8]}"
+    reply = auth_grpc.AuthServiceStub(channel).SignUp(
+        auth_pb.SignUpRequest(
+            user=users_pb.User(email=f"{user_id}@example.com", display_name=label),
+            user_id=user_id,
+            password=PASSWORD,
+        ),
+        timeout=TIMEOUT,
+    )
+    return Caller(channel, reply.user.name, reply.tokens.access_token)
+
+
+def _api_key(owner: Caller, channel: grpc.Channel, scopes: list[str]) -> Caller:
+    created = owner.auth(
+        "CreateApiKey",
+        auth_pb.CreateApiKeyRequest(
+            parent=owner.user,
+            api_key=auth_pb.ApiKey(display_name="script", scopes=scopes),
+        ),
+    )
+    return Caller(channel, owner.user, created.secret)
+
+
+def _expense(payer: str, participants: list[str]) -> expenses_pb.Expense:
+    return expenses_pb.Expense(
+        description="Dinner",
+        expense_date=date_pb2.Date(year=2024, month=5, day=1),
+        total=money_pb2.Money(currency_code="EUR", units=30),
+        payers=[
+            expenses_pb.Payer(
+                user=payer, amount=money_pb2.Money(currency_code="EUR", units=30)
+            )
+        ],
+        split=expenses_pb.Split(
+            type=expenses_pb.SPLIT_TYPE_EQUAL,
+            participants=[
+                expenses_pb.SplitParticipant(user=user) for user in participants
+            ],
+        ),
+        creator=payer,
+    )
+
+
+def _fails(call) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return caught.value
+
+
+def _group_reads(group: str, expense: str) -> list[tuple[str, str, object]]:
+    """Every read of a group's resources, as (service, method, request)."""
+    balance = f"{group}/balance"
+    return [
+        ("users", "GetGroup", users_pb.GetGroupRequest(name=group)),
+        (
+            "users",
+            "ListGroupMembers",
+            users_pb.ListGroupMembersRequest(parent=group),
+        ),
+        ("expenses", "GetExpense", expenses_pb.GetExpenseRequest(name=expense)),
+        ("expenses", "ListExpenses", expenses_pb.ListExpensesRequest(parent=group)),
+        (
+            "balances",
+            "GetGroupBalance",
+            balances_pb.GetGroupBalanceRequest(name=balance),
+        ),
+        (
+            "balances",
+            "ComputeSettlementPlan",
+            balances_pb.ComputeSettlementPlanRequest(name=balance),
+        ),
+        (
+            "balances",
+            "ListPairwiseBalances",
+            balances_pb.ListPairwiseBalancesRequest(parent=group),
+        ),
+        (
+            "balances",
+            "GetGroupReport",
+            balances_pb.GetGroupReportRequest(
+                name=f"{group}/report", currency_code="EUR"
+            ),
+        ),
+        (
+            "balances",
+            "ListSettlements",
+            balances_pb.ListSettlementsRequest(parent=group),
+        ),
+        (
+            "balances",
+            "CheckSettled",
+            balances_pb.CheckSettledRequest(name=balance),
+        ),
+        (
+            "gateway",
+            "GetGroupOverview",
+            gateway_pb.GetGroupOverviewRequest(group=group),
+        ),
+    ]
+
+
+def _call(caller: Caller, service: str, method: str, request):
+    return getattr(caller, service)(method, request)
+
+
+def _error_of(caller: Caller, service: str, method: str, request) -> grpc.RpcError:
+    """Make one call that must fail; return its error."""
+    with pytest.raises(grpc.RpcError) as caught:
+        _call(caller, service, method, request)
+    return caught.value
+
+
+def _expense_names(caller: Caller, group: str) -> list[str]:
+    listed = caller.expenses(
+        "ListExpenses", expenses_pb.ListExpensesRequest(parent=group)
+    )
+    return [expense.name for expense in listed.expenses]
+
+
+def _member_names(caller: Caller, group: str) -> list[str]:
+    listed = caller.users(
+        "ListGroupMembers", users_pb.ListGroupMembersRequest(parent=group)
+    )
+    return [member.user for member in listed.members]
+
+
+# Members
+
+
+def test_creator_becomes_member(channel):
+    ann = _sign_up(channel, "ann")
+    group = ann.create_group()
+    assert _member_names(ann, group) == [ann.user]
+    expense = ann.create_expense(group, [ann.user])
+    for service, method, request in _group_reads(group, expense):
+        _call(ann, service, method, request)
+
+
+def test_added_member_gets_access_at_once(channel):
+    ann, ben = _sign_up(channel, "ann"), _sign_up(channel, "ben")
+    group = ann.create_group()
+    expense = ann.create_expense(group, [ann.user])
+    # Warm the member caches of expense_service and balance_service first.
+    _fails(
+        lambda: ben.expenses("GetExpense", expenses_pb.GetExpenseRequest(name=expense))
+    )
+    ann.add_member(group, ben.user)
+    for service, method, request in _group_reads(group, expense):
+        _call(ben, service, method, request)
+
+
+def test_any_member_may_add_members(channel):
+    ann, ben, cal = (_sign_up(channel, name) for name in ("ann", "ben", "cal"))
+    group = ann.create_group()
+    ann.add_member(group, ben.user)
+    ben.add_member(group, cal.user)
+    assert set(_member_names(cal, group)) == {ann.user, ben.user, cal.user}
+
+
+# Non-members
+
+
+def test_non_member_reads_denied(channel):
+    ann, eve = _sign_up(channel, "ann"), _sign_up(channel, "eve")
+    group = ann.create_group()
+    expense = ann.create_expense(group, [ann.user])
+    for service, method, request in _group_reads(group, expense):
+        error = _error_of(eve, service, method, request)
+        assert error.code() == DENIED, method
+        assert eve.user in error.details(), method
+        assert group in error.details(), method
+
+
+def test_non_member_writes_denied(channel):
+    ann, eve = _sign_up(channel, "ann"), _sign_up(channel, "eve")
+    group = ann.create_group()
+    expense = ann.create_expense(group, [ann.user])
+    etag = ann.users("GetGroup", users_pb.GetGroupRequest(name=group)).group.etag
+    writes = [
+        (
+            "expenses",
+            "CreateExpense",
+            expenses_pb.CreateExpenseRequest(
+                parent=group, expense=_expense(eve.user, [eve.user])
+            ),
+        ),
+        (
+            "expenses",
+            "DeleteExpense",
+            expenses_pb.DeleteExpenseRequest(name=expense),
+        ),
+        (
+            "users",
+            "AddGroupMember",
+            users_pb.AddGroupMemberRequest(parent=group, user=eve.user),
+        ),
+        (
+            "users",
+            "UpdateGroup",
+            users_pb.UpdateGroupRequest(
+                group=users_pb.Group(name=group, display_name="Mine now")
+            ),
+        ),
+        (
+            "users",
+            "RemoveGroupMember",
+            users_pb.RemoveGroupMemberRequest(
+                name=f"{group}/members/{ann.user.removeprefix('users/')}"
+            ),
+        ),
+        ("users", "DeleteGroup", users_pb.DeleteGroupRequest(name=group)),
+        (
+            "balances",
+            "CreateSettlement",
+            balances_pb.CreateSettlementRequest(
+                parent=group,
+                settlement=balances_pb.Settlement(
+                    payer=eve.user,
+                    payee=ann.user,
+                    creator=eve.user,
+                    amount=money_pb2.Money(currency_code="EUR", units=5),
+                    settlement_date=date_pb2.Date(year=2024, month=5, day=2),
+                ),
+            ),
+        ),
+    ]
+    for service, method, request in writes:
+        error = _error_of(eve, service, method, request)
+        assert error.code() == DENIED, method
+
+    # Nothing was written.
+    assert _expense_names(ann, group) == [expense]
+    assert _member_names(ann, group) == [ann.user]
+    after = ann.users("GetGroup", users_pb.GetGroupRequest(name=group)).group
+    assert after.display_name == "Trip"
+    assert after.etag == etag
+    settlements = ann.balances(
+        "ListSettlements", balances_pb.ListSettlementsRequest(parent=group)
+    )
+    assert list(settlements.settlements) == []
+
+
+def test_missing_and_foreign_group_same_error(channel):
+    ann, eve = _sign_up(channel, "ann"), _sign_up(channel, "eve")
+    group = ann.create_group()
+    expense = ann.create_expense(group, [ann.user])
+    missing = f"groups/missing-{uuid.uuid4().hex[:8]}"
+    missing_expense = expense.replace(group, missing)
+    for service, method, request in _group_reads(group, expense):
+        existing = _error_of(eve, service, method, request)
+        probes = {read[1]: read for read in _group_reads(missing, missing_expense)}
+        absent = _error_of(eve, *probes[method])
+        assert absent.code() == existing.code() == DENIED, method
+        # The messages differ only in the group name that was asked for.
+        assert absent.details().replace(missing, group) == existing.details(), method
+        absent_info = error_details(absent)
+        existing_info = error_details(existing)
+        assert absent_info.keys() == existing_info.keys(), method
+
+
+def test_missing_expense_in_foreign_group_same_error(channel):
+    ann, eve = _sign_up(channel, "ann"), _sign_up(channel, "eve")
+    group = ann.create_group()
+    expense = ann.create_expense(group, [ann.user])
+    missing = f"{group}/expenses/missing-{uuid.uuid4().hex[:8]}"
+
+    def read(name: str) -> grpc.RpcError:
+        request = expenses_pb.GetExpenseRequest(name=name)
+        return _fails(lambda: eve.expenses("GetExpense", request))
+
+    assert read(expense).details() == read(missing).details()
+    assert read(missing).code() == DENIED
+    # A member still learns that the expense is missing.
+    error = _fails(
+        lambda: ann.expenses("GetExpense", expenses_pb.GetExpenseRequest(name=missing))
+    )
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_expense_creator_must_be_caller(channel):
+    ann, ben = _sign_up(channel, "ann"), _sign_up(channel, "ben")
+    group = ann.create_group()
+    ann.add_member(group, ben.user)
+    forged = _expense(ann.user, [ann.user, ben.user])
+    error = _fails(
+        lambda: ben.expenses(
+            "CreateExpense",
+            expenses_pb.CreateExpenseRequest(parent=group, expense=forged),
+        )
+    )
+    assert error.code() == DENIED
+    assert "expense.creator" in error.details()
+    assert _expense_names(ann, group) == []
+
+
+def test_group_creator_must_be_caller(channel):
+    ann, eve = _sign_up(channel, "ann"), _sign_up(channel, "eve")
+    request = users_pb.CreateGroupRequest(
+        group=users_pb.Group(display_name="Forged", creator=ann.user)
+    )
+    error = _fails(lambda: eve.users("CreateGroup", request))
+    assert error.code() == DENIED
+    assert "group.creator" in error.details()
+
+
+# Accounts
+
+
+def test_other_account_denied(channel):
+    ann, eve = _sign_up(channel, "ann"), _sign_up(channel, "eve")
+    calls = [
+        ("users", "GetUser", users_pb.GetUserRequest(name=ann.user)),
+        ("users", "ListGroups", users_pb.ListGroupsRequest(member=ann.user)),
+        (
+            "users",
+            "UpdateUser",
+            users_pb.UpdateUserRequest(
+                user=users_pb.User(name=ann.user, display_name="Eve was here")
+            ),
+        ),
+        ("users", "DeactivateUser", users_pb.DeactivateUserRequest(name=ann.user)),
+        (
+            "balances",
+            "GetUserBalance",
+            balances_pb.GetUserBalanceRequest(name=f"{ann.user}/balance"),
+        ),
+        (
+            "gateway",
+            "GetUserDashboard",
+            gateway_pb.GetUserDashboardRequest(user=ann.user),
+        ),
+        (
+            "expenses",
+            "ListExpenses",
+            expenses_pb.ListExpensesRequest(parent="groups/-", participant=ann.user),
+        ),
+        (
+            "balances",
+            "ListSettlements",
+            balances_pb.ListSettlementsRequest(parent="groups/-", participant=ann.user),
+        ),
+    ]
+    for service, method, request in calls:
+        error = _error_of(eve, service, method, request)
+        assert error.code() == DENIED, method
+    assert (
+        ann.users("GetUser", users_pb.GetUserRequest(name=ann.user)).user.display_name
+        == "ann"
+    )
+
+
+def test_list_users_returns_only_caller(channel):
+    ann = _sign_up(channel, "ann")
+    _sign_up(channel, "ben")
+    listed = ann.users("ListUsers", users_pb.ListUsersRequest())
+    assert [user.name for user in listed.users] == [ann.user]
+
+
+def test_list_groups_returns_own_groups(channel):
+    ann, eve = _sign_up(channel, "ann"), _sign_up(channel, "eve")
+    mine = ann.create_group("Mine")
+    eve.create_group("Other")
+    listed = ann.users("ListGroups", users_pb.ListGroupsRequest(member=ann.user))
+    assert [group.name for group in listed.groups] == [mine]
+
+
+def test_create_user_needs_admin(channel):
+    ann = _sign_up(channel, "ann")
+    request = users_pb.CreateUserRequest(
+        user=users_pb.User(email=f"new-{uuid.uuid4().hex[:8]}@example.com")
+    )
+    error = _fails(lambda: ann.users("CreateUser", request))
+    assert error.code() == DENIED
+    assert "admin" in error.details()
+
+
+def test_own_dashboard_allowed(channel):
+    ann = _sign_up(channel, "ann")
+    group = ann.create_group()
+    ann.create_expense(group, [ann.user])
+    dashboard = ann.gateway(
+        "GetUserDashboard", gateway_pb.GetUserDashboardRequest(user=ann.user)
+    )
+    assert [summary.group.name for summary in dashboard.group_summaries] == [group]
+    assert list(dashboard.section_errors) == []
+
+
+# API keys
+
+
+def test_key_without_admin_denied(channel):
+    ann = _sign_up(channel, "ann")
+    group = ann.create_group()
+    reader = _api_key(ann, channel, ["logs:read"])
+    error = _fails(
+        lambda: reader.users("GetGroup", users_pb.GetGroupRequest(name=group))
+    )
+    assert error.code() == DENIED
+    assert "admin" in error.details()
+
+
+def test_admin_key_sees_every_group(channel):
+    ann, eve = _sign_up(channel, "ann"), _sign_up(channel, "eve")
+    group = ann.create_group()
+    expense = ann.create_expense(group, [ann.user])
+    admin = _api_key(eve, channel, ["admin"])
+    for service, method, request in _group_reads(group, expense):
+        _call(admin, service, method, request)
+    listed = admin.users("ListUsers", users_pb.ListUsersRequest(page_size=1000))
+    assert {ann.user, eve.user} <= {user.name for user in listed.users}
+    # An administrator learns that a missing group is missing.
+    missing = users_pb.GetGroupRequest(name=f"groups/missing-{uuid.uuid4().hex[:8]}")
+    error = _fails(lambda: admin.users("GetGroup", missing))
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_admin_key_may_create_user(channel):
+    admin = _api_key(_sign_up(channel, "root"), channel, ["admin"])
+    email = f"made-{uuid.uuid4().hex[:8]}@example.com"
+    created = admin.users(
+        "CreateUser",
+        users_pb.CreateUserRequest(user=users_pb.User(email=email, display_name="M")),
+    )
+    assert created.user.email == email
+
+
+# Removal
+
+
+def test_removed_member_loses_access(channel):
+    ann, ben = _sign_up(channel, "ann"), _sign_up(channel, "ben")
+    group = ann.create_group()
+    ann.add_member(group, ben.user)
+    expense = ann.create_expense(group, [ann.user])
+    list_expenses = expenses_pb.ListExpensesRequest(parent=group)
+    get_balance = balances_pb.GetGroupBalanceRequest(name=f"{group}/balance")
+    # Fill the member caches of expense_service and balance_service.
+    ben.expenses("ListExpenses", list_expenses)
+    ben.balances("GetGroupBalance", get_balance)
+
+    ann.users(
+        "RemoveGroupMember",
+        users_pb.RemoveGroupMemberRequest(
+            name=f"{group}/members/{ben.user.removeprefix('users/')}"
+        ),
+    )
+    # user_service reads membership from its own database: denied at once.
+    error = _fails(lambda: ben.users("GetGroup", users_pb.GetGroupRequest(name=group)))
+    assert error.code() == DENIED
+
+    # The other services may reuse their member lists for the cache window.
+    window = membership.CACHE_SECONDS + 2.0
+    for service, method, request in [
+        ("expenses", "ListExpenses", list_expenses),
+        ("expenses", "GetExpense", expenses_pb.GetExpenseRequest(name=expense)),
+        ("balances", "GetGroupBalance", get_balance),
+    ]:
+        deadline = time.monotonic() + window
+        while True:
+            try:
+                _call(ben, service, method, request)
+            except grpc.RpcError as error:
+                assert error.code() == DENIED, method
+                break
+            assert time.monotonic() < deadline, f"{method} still allowed"
+            time.sleep(0.1)
+
+
+def test_left_group_drops_from_cross_group_lists(channel):
+    ann, ben = _sign_up(channel, "ann"), _sign_up(channel, "ben")
+    shared = ann.create_group("Shared")
+    ann.add_member(shared, ben.user)
+    ann.create_expense(shared, [ann.user])
+    own = ben.create_group("Own")
+    kept = ben.create_expense(own, [ben.user])
+    across = expenses_pb.ListExpensesRequest(parent="groups/-", participant=ben.user)
+    assert [e.name for e in ben.expenses("ListExpenses", across).expenses] == [kept]
+    admin = _api_key(ann, channel, ["admin"])
+    # An expense of `shared` that names ben, recorded by an administrator.
+    admin.expenses(
+        "CreateExpense",
+        expenses_pb.CreateExpenseRequest(
+            parent=shared, expense=_expense(ann.user, [ann.user, ben.user])
+        ),
+    )
+    names = {e.name for e in ben.expenses("ListExpenses", across).expenses}
+    assert len(names) == 2
+    assert kept in names
+
+
+# REST
+
+
+def test_rest_non_member_denied(channel, http):
+    ann, eve = _sign_up(channel, "ann"), _sign_up(channel, "eve")
+    group = ann.create_group()
+    expense = ann.create_expense(group, [ann.user])
+    headers = {"authorization": f"Bearer {eve.credential}"}
+
+    read = http.get(f"/v1/{group}", headers=headers)
+    assert read.status_code == 403
+    assert group in read.json()["error"]["message"]
+    missing = f"groups/missing-{uuid.uuid4().hex[:8]}"
+    probe = http.get(f"/v1/{missing}", headers=headers)
+    assert probe.status_code == 403
+    assert (
+        probe.json()["error"]["message"].replace(missing, group)
+        == (read.json()["error"]["message"])
+    )
+    assert http.get(f"/v1/{group}/expenses", headers=headers).status_code == 403
+    assert http.get(f"/v1/{group}/overview", headers=headers).status_code == 403
+
+    body = {
+        "description": "Forged",
+        "expenseDate": {"year": 2024, "month": 5, "day": 1},
+        "total": {"currencyCode": "EUR", "units": "30"},
+        "payers": [
+            {"user": eve.user, "amount": {"currencyCode": "EUR", "units": "30"}}
+        ],
+        "split": {"type": "SPLIT_TYPE_EQUAL", "participants": [{"user": eve.user}]},
+        "creator": eve.user,
+    }
+    write = http.post(f"/v1/{group}/expenses", json=body, headers=headers)
+    assert write.status_code == 403
+    join = http.post(f"/v1/{group}/members", json={"user": eve.user}, headers=headers)
+    assert join.status_code == 403
+    assert _expense_names(ann, group) == [expense]
+    assert _member_names(ann, group) == [ann.user]
+
+    own = http.get(
+        f"/v1/{group}", headers={"authorization": f"Bearer {ann.credential}"}
+    )
+    assert own.status_code == 200
+
+
+# Auth off
+
+
+def test_auth_off_allows_everything(loop_thread, tmp_path):
+    off = _start_stack(loop_thread, tmp_path, False)
+    try:
+        address = f"127.0.0.1:{off.gateway.grpc_port}"
+        with grpc.insecure_channel(address) as plain:
+            users = users_grpc.UsersServiceStub(plain)
+            names = []
+            for label in ("ann", "ben"):
+                created = users.CreateUser(
+                    users_pb.CreateUserRequest(
+                        user=users_pb.User(
+                            email=f"{label}-off@example.com", display_name=label
+                        )
+                    ),
+                    timeout=TIMEOUT,
+                )
+                names.append(created.user.name)
+            group = users.CreateGroup(
+                users_pb.CreateGroupRequest(
+                    group=users_pb.Group(display_name="Open", creator=names[0])
+                ),
+                timeout=TIMEOUT,
+            ).group.name
+            expense = expenses_grpc.ExpensesServiceStub(plain).CreateExpense(
+                expenses_pb.CreateExpenseRequest(
+                    parent=group, expense=_expense(names[0], [names[0]])
+                ),
+                timeout=TIMEOUT,
+            )
+            assert expense.expense.name.startswith(group)
+            listed = users.ListUsers(users_pb.ListUsersRequest(), timeout=TIMEOUT)
+            assert [user.name for user in listed.users] == names
+            missing = _fails(
+                lambda: users.GetGroup(
+                    users_pb.GetGroupRequest(name="groups/missing-group"),
+                    timeout=TIMEOUT,
+                )
+            )
+            assert missing.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        _stop_stack(loop_thread, off)
