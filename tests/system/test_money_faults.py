@@ -9,7 +9,10 @@ waits for the supervisor to start it again, and then checks that
   retried with its `request_id` until acknowledged, is stored exactly once;
 - GetGroupBalance equals the nets recomputed from the stored expenses and
   settlements, to the minor unit in every currency, and each currency adds up
-  to zero.
+  to zero;
+- in the tests that kill user_service, the gateway or log_service, a log
+  writer sends batches through the gateway as well, and every acknowledged
+  entry is listed exactly once afterwards.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import warnings
 import pytest
 
 from tests.system.conftest import start_splitlog, wait_for_health
+from tests.system.log_writer import LogWriter, listed_messages
 from tests.system.money_support import (
     CURRENCIES,
     Clients,
@@ -231,6 +235,32 @@ def test_expense_service_killed_mid_stream(system, clients):
 
     assert report.errors == [], _log_tail(system)
     assert report.retried > 0, "no write was sent while expense_service was down"
+    _assert_writes_survived(clients, group_id, report)
+    _assert_balances_exact(clients, group_id, system)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("component", ["user_service", "gateway", "log_service"])
+def test_component_killed_under_load(system, clients, component):
+    group_id, members = create_group(clients, 4)
+    writers = _writers(clients, group_id, members, 3, settlements=0.2, pause=0.02)
+    log_writer = LogWriter(clients.channel, 10, deadline=time.monotonic() + 90)
+    log_writer.start()
+    try:
+        _write_through_kill(system, writers, component)
+    finally:
+        log_writer.stop()
+        log_writer.join(60)
+    report = merged_reports(writers)
+    found = listed_messages(clients.channel, log_writer.service)
+
+    assert report.errors == [], _log_tail(system)
+    assert not log_writer.is_alive()
+    assert log_writer.errors == [], _log_tail(system)
+    assert len(log_writer.acknowledged) > 0
+    assert report.retried + log_writer.retried > 0, f"killing {component} hit no call"
+    assert {message for message, count in found.items() if count > 1} == set()
+    assert set(found) == log_writer.messages()
     _assert_writes_survived(clients, group_id, report)
     _assert_balances_exact(clients, group_id, system)
 
