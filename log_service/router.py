@@ -30,11 +30,13 @@ from opentelemetry.proto.collector.logs.v1 import (
 from log_service.coordinator import Coordinator
 from log_service.ingest_counters import IngestCounters
 from log_service.model import (
+    ROW_FIELDS,
     Limits,
     NormalizedBatch,
     batch_error_for_size,
     columns_to_entries,
     normalize_batch,
+    rows_to_columns,
 )
 from log_service.otlp import count_log_records, export_request_to_batch, export_response
 from log_service.query import (
@@ -44,7 +46,7 @@ from log_service.query import (
     check_selection,
 )
 from log_service.retention import RetentionStore, check_name
-from log_service.sharding import Sharder
+from log_service.sharding import ServiceRing, Sharder
 from log_service.tail import Tail
 from log_service.tokens import decode_resume_token, filter_hash
 from splitlog.logs.v1 import logs_service_pb2, logs_service_pb2_grpc, node_service_pb2
@@ -61,20 +63,9 @@ STREAM_WINDOW = 4
 STREAM_POOL_WORKERS = 16
 RETRY_DELAY_SECONDS = 1.0
 REFRESH_WAIT_SECONDS = 0.6
-_COLUMN_FIELDS = tuple(
-    field.name for field in node_service_pb2.EntryColumns.DESCRIPTOR.fields
-)
-
-
-def slice_columns(
-    columns: node_service_pb2.EntryColumns, positions: list[int]
-) -> node_service_pb2.EntryColumns:
-    """Return the entries at `positions` as new columns."""
-    part = node_service_pb2.EntryColumns()
-    for name in _COLUMN_FIELDS:
-        values = getattr(columns, name)
-        getattr(part, name).extend([values[i] for i in positions])
-    return part
+# Positions in a normalised row (`model.ROW_FIELDS`).
+_TIMESTAMP = ROW_FIELDS.index("timestamps")
+_SERVICE = ROW_FIELDS.index("services")
 
 
 @dataclass
@@ -145,7 +136,7 @@ class Writer:
         """Send a normalised batch to its shards and count the outcome."""
         rejected = Counter(rejection.reason for rejection in batch.rejections)
         try:
-            self._append(batch.columns, request_id, context)
+            self._append(batch, request_id, context)
         except Unavailable:
             self._counters.record(receive_ns, rejected=rejected, failed_batches=1)
             raise
@@ -155,30 +146,37 @@ class Writer:
 
     def _append(
         self,
-        columns: node_service_pb2.EntryColumns,
+        batch: NormalizedBatch,
         request_id: str,
         context: grpc.ServicerContext,
     ) -> None:
-        count = len(columns.timestamps)
-        if count == 0:
+        rows = batch.rows
+        if not rows:
             return
-        by_shard: defaultdict[str, list[int]] = defaultdict(list)
+        by_shard: defaultdict[str, list[tuple]] = defaultdict(list)
         shard_for = self._sharder.shard_for
-        for position, (service, timestamp) in enumerate(
-            zip(columns.services, columns.timestamps, strict=False)
-        ):
-            by_shard[shard_for(service, timestamp)].append(position)
+        if isinstance(self._sharder, ServiceRing):
+            # The shard depends on the service alone, so each distinct service
+            # is looked up once.
+            shard_of: dict[str, str] = {}
+            for row in rows:
+                service = row[_SERVICE]
+                shard = shard_of.get(service)
+                if shard is None:
+                    shard = shard_of[service] = shard_for(service, row[_TIMESTAMP])
+                by_shard[shard].append(row)
+        else:
+            for row in rows:
+                by_shard[shard_for(row[_SERVICE], row[_TIMESTAMP])].append(row)
         base_id = request_id or uuid.uuid4().hex
         parts = []
-        for shard, positions in by_shard.items():
-            part = (
-                columns
-                if len(positions) == count
-                else slice_columns(columns, positions)
-            )
+        for shard, shard_rows in by_shard.items():
             request = node_service_pb2.AppendEntriesRequest(
-                shard=shard, batch_id=f"{base_id}/{shard}", entries=part
+                shard=shard, batch_id=f"{base_id}/{shard}"
             )
+            # Filled in place: passing the columns to the constructor would
+            # copy every value once more.
+            rows_to_columns(shard_rows, into=request.entries)
             parts.append(_ShardPart(shard, request))
 
         timeout = downstream_timeout(context, self._default_timeout)
