@@ -6,9 +6,9 @@ the services behave as before.
 
 Rules:
 - A user (an access token, or one of the user's API keys) may read and
-  change only their own account, and only the groups they are a member of,
-  with everything inside them: members, expenses, settlements, balances,
-  reports and settle-up plans.
+  change only their own account and the groups they are a member of. A
+  group includes everything inside it: members, expenses, settlements,
+  balances, reports and settle-up plans.
 - An API key with the `admin` scope is an administrator and passes every
   check here. The gateway already rejects keys without `admin` on every
   method outside LogsService, so a key reaches these checks only with it.
@@ -73,7 +73,7 @@ def as_service() -> Iterator[None]:
     """Make the calls inside the block on the service's own behalf.
 
     Used for lookups that an authorization check itself needs, such as a
-    group's member list, so that the lookup is not refused for the caller.
+    group's member list, so that the lookup is not rejected for the caller.
     With auth off (no current principal) nothing changes.
     """
     if auth.current_principal() is None:
@@ -127,7 +127,7 @@ def require_acting_as_caller(user: str, field: str) -> None:
     """Reject a write that records another user as its author.
 
     Fields such as `expense.creator` name who made a change. A restricted
-    caller may only name themselves there, so nobody can write in another
+    caller may only name themselves there, so no one can write in another
     member's name.
 
     Raises:
