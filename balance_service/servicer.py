@@ -709,8 +709,8 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             )
         page = rows[:size]
         if group_id == domain.ALL_GROUPS:
-            # Across every group, the caller may have left some of the
-            # groups; their settlements are dropped, so a page may be short.
+            # Settlements of groups that the caller has left are dropped, so
+            # a page across every group may be short.
             page = self._in_visible_groups(page, context)
         response = pb.ListSettlementsResponse(
             settlements=[settlement_message(row) for row in page]

@@ -206,7 +206,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
     ) -> set[str] | None:
         """Return the group ids among `rows` that the caller belongs to now.
 
-        Returns None when the caller is unrestricted and sees every group.
+        Returns None when the caller is unrestricted and may read every group.
         """
         caller = authz.restricted_user()
         if caller is None:
@@ -362,8 +362,8 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             next_token = pagination.encode_token([key.isoformat(), last.name], selector)
         page = rows[:size]
         if query.group_id is None:
-            # Across every group, the caller may have left some of the
-            # groups; their expenses are dropped, so a page may be short.
+            # Expenses of groups that the caller has left are dropped, so a
+            # page across every group may be short.
             visible = self._visible_groups(page, context)
             if visible is not None:
                 page = [stored for stored in page if stored.row.group_id in visible]

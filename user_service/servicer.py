@@ -634,8 +634,8 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
             _check_etag(
                 expected, row.version, Resource(domain.GROUP_TYPE, name), "etag"
             )
-            # The caller's membership was checked above; balance_service is
-            # asked on this service's own behalf.
+            # The caller's membership was checked above, so balance_service
+            # is called on this service's own behalf.
             with authz.as_service():
                 self._guard.check_group_deletable(name)
             storage.delete_group(session, row)
