@@ -31,6 +31,11 @@ respond with the sections that loaded when a backend is too slow.
 
 The REST front calls the same code in process, through `local_callables()`,
 so both fronts return the same results and the same errors.
+
+With `auth_required` on, every backend call carries the caller's signed
+principal, so the backends' authorization checks (`splitlog_runtime.authz`)
+decide what a view may load. A caller who may not see the group or user gets
+the main resource's PERMISSION_DENIED, and the whole view fails with it.
 """
 
 from __future__ import annotations
