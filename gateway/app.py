@@ -45,6 +45,7 @@ from splitlog_runtime.config import Config
 from splitlog_runtime.errors import DomainError, Unimplemented
 from splitlog_runtime.interceptor import AsyncErrorInterceptor
 from splitlog_runtime.server import server_options
+from splitlog_runtime.tls import ServerTls
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -156,6 +157,7 @@ class Gateway:
       http_port: the port of the REST front.
       services: the public services that the gateway forwards.
       health: the gateway's health servicer.
+      tls: the certificate that both fronts serve; None means plaintext.
     """
 
     config: Config
@@ -170,6 +172,7 @@ class Gateway:
     _uvicorn: _EmbeddedUvicorn
     _uvicorn_task: asyncio.Task
     auth: GatewayAuth | None = None
+    tls: ServerTls | None = None
     _stopped: bool = field(default=False)
 
     async def stop(self, grace: float | None = None) -> None:
@@ -265,8 +268,11 @@ async def build(
     Raises:
       RuntimeError: an address cannot be bound or the HTTP server fails to
         start.
+      splitlog_runtime.tls.TlsConfigError: a TLS setting names a file that is
+        missing, unreadable or not a certificate and its key.
       gateway.http_rules.TemplateError: an HTTP annotation is malformed.
     """
+    tls = ServerTls.from_config(config)
     grpc_address = grpc_address or f"{config.host}:{config.gateway_port}"
     http_address = http_address or f"{config.host}:{config.http_port}"
     services = public_services()
@@ -318,7 +324,10 @@ async def build(
         )
 
     try:
-        grpc_port = server.add_insecure_port(grpc_address)
+        if tls is None:
+            grpc_port = server.add_insecure_port(grpc_address)
+        else:
+            grpc_port = server.add_secure_port(grpc_address, tls.server_credentials())
     except RuntimeError as exc:
         await pool.close()
         raise RuntimeError(f"gateway: cannot bind {grpc_address}: {exc}") from exc
@@ -344,6 +353,7 @@ async def build(
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=config.grace_seconds,
+            **(tls.uvicorn_options() if tls is not None else {}),
         )
     )
     await server.start()
@@ -367,6 +377,12 @@ async def build(
     watcher.start()
     if gateway_auth is not None:
         _LOGGER.info("gateway requires a credential on every call (auth_required)")
+    if tls is not None:
+        _LOGGER.info(
+            "gateway serves TLS on both fronts with %s%s",
+            tls.cert_file,
+            ", requiring client certificates" if tls.mutual else "",
+        )
     _LOGGER.info(
         "gateway listening: gRPC on port %d, REST on port %d; %d public services, "
         "%d REST routes",
@@ -390,6 +406,7 @@ async def build(
         uvicorn_server,
         uvicorn_task,
         gateway_auth,
+        tls,
     )
 
 

@@ -28,7 +28,8 @@ def address_rows(
         entries.append(("gateway", "gateway (gRPC)", address))
     if "http" in ports:
         address = format_address(config.host, ports["http"])
-        entries.append(("gateway", "gateway (REST)", f"http://{address}"))
+        scheme = "https" if config.tls_cert_file else "http"
+        entries.append(("gateway", "gateway (REST)", f"{scheme}://{address}"))
     for name in SERVICES:
         if name in ports:
             entries.append((name, name, format_address(config.host, ports[name])))

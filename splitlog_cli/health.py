@@ -1,4 +1,8 @@
-"""Ask a component for its health over the standard gRPC health protocol."""
+"""Ask a component for its health over the standard gRPC health protocol.
+
+Both functions take the TLS settings of a gateway that serves TLS; None
+connects in plaintext, as every internal service port expects.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +12,34 @@ from collections.abc import Callable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from splitlog_runtime.tls import ClientTls
+
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
-def check(address: str, service: str = "", timeout: float = 3.0) -> str:
+def _open_channel(address: str, tls: ClientTls | None) -> grpc.Channel:
+    if tls is None:
+        return grpc.insecure_channel(address)
+    return grpc.secure_channel(address, tls.channel_credentials())
+
+
+def check(
+    address: str,
+    service: str = "",
+    timeout: float = 3.0,
+    tls: ClientTls | None = None,
+) -> str:
     """Return the health status name of `service` at `address`.
 
     Returns `SERVING`, `NOT_SERVING`, `SERVICE_UNKNOWN` or `UNKNOWN`, or the
     name of the gRPC status code when the call fails (`UNAVAILABLE` while the
-    server is down, `NOT_FOUND` for a service it does not report on).
+    server is down or the TLS handshake fails, `NOT_FOUND` for a service it
+    does not report on).
+
+    Raises:
+      splitlog_runtime.tls.TlsConfigError: a TLS file cannot be read.
     """
-    with grpc.insecure_channel(address) as channel:
+    with _open_channel(address, tls) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             response = stub.Check(
@@ -34,6 +55,7 @@ def wait_until_serving(
     timeout: float,
     service: str = "",
     abort: Callable[[], str | None] = lambda: None,
+    tls: ClientTls | None = None,
 ) -> None:
     """Poll `address` until it reports SERVING.
 
@@ -43,14 +65,16 @@ def wait_until_serving(
       service: the service to ask about; empty means the whole server.
       abort: called between attempts; a non-empty return stops the wait with
         that message (for example, the process serving `address` exited).
+      tls: how to connect to a server that serves TLS; None is plaintext.
 
     Raises:
       TimeoutError: the server did not report SERVING within `timeout`.
       RuntimeError: `abort` returned a message.
+      splitlog_runtime.tls.TlsConfigError: a TLS file cannot be read.
     """
     deadline = time.monotonic() + timeout
     status = "UNAVAILABLE"
-    with grpc.insecure_channel(address) as channel:
+    with _open_channel(address, tls) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             message = abort()

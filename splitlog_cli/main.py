@@ -19,9 +19,11 @@ from splitlog_cli.processes import RESTART_POLICY, Supervisor
 from splitlog_cli.show_config import FORMATS, render
 from splitlog_cli.signals import StopSignals
 from splitlog_cli.splitwise import commands as splitwise_commands
+from splitlog_cli.tls_options import add_tls_arguments, client_tls
 from splitlog_cli.topology import COMPONENTS, COMPONENTS_BY_NAME, LOG_NODE
 from splitlog_runtime import logsetup
 from splitlog_runtime.config import Config, add_arguments
+from splitlog_runtime.tls import TlsConfigError
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -94,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=3.0,
         help="deadline of the health check in seconds (default 3)",
     )
+    add_tls_arguments(health)
     splitwise_commands.add_parsers(commands, config_flags)
     client_commands.add_parsers(commands)
     return parser
@@ -151,7 +154,11 @@ def _served_ports(args: argparse.Namespace) -> list[str]:
 
 
 def _health(args: argparse.Namespace) -> int:
-    status = check(args.address, args.service, args.timeout)
+    try:
+        status = check(args.address, args.service, args.timeout, client_tls(args))
+    except TlsConfigError as exc:
+        print(f"splitlog health: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     stream = sys.stdout if status == "SERVING" else sys.stderr
     print(status, file=stream)
     return 0 if status == "SERVING" else EXIT_FAILURE

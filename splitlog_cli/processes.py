@@ -30,12 +30,14 @@ from splitlog_cli.ports import check_ports_free
 from splitlog_cli.settings import env_text
 from splitlog_cli.signals import SUPERVISOR_PID_ENV, StopSignals
 from splitlog_cli.topology import (
+    GATEWAY,
     Component,
     all_components,
     grpc_address,
     local_environment,
 )
 from splitlog_runtime.config import SETTINGS, SETTINGS_BY_NAME, Config
+from splitlog_runtime.tls import ClientTls, TlsConfigError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -153,6 +155,27 @@ def child_environment(component: Component, config: Config) -> dict[str, str]:
     return env
 
 
+def gateway_client_tls(config: Config) -> ClientTls | None:
+    """Return how the supervisor reaches a gateway that serves TLS, or None.
+
+    It trusts tls_ca_file (the system's roots when empty) and, when the
+    gateway requires client certificates, presents the gateway's own
+    certificate and key.
+    """
+    # NOTE: the supervisor dials the loopback address, so the health wait
+    # passes only if the gateway's certificate names 127.0.0.1 (or ::1). With
+    # mutual TLS, that certificate must also allow client authentication.
+    if not config.tls_cert_file:
+        return None
+    if not config.tls_client_ca_file:
+        return ClientTls(ca_file=config.tls_ca_file)
+    return ClientTls(
+        ca_file=config.tls_ca_file,
+        cert_file=config.tls_cert_file,
+        key_file=config.tls_key_file,
+    )
+
+
 class Supervisor:
     """Starts, watches and stops the child processes."""
 
@@ -231,8 +254,13 @@ class Supervisor:
             return None
 
         address = grpc_address(component, self._config)
+        tls = None
+        if component.name == GATEWAY.name:
+            tls = gateway_client_tls(self._config)
         try:
-            wait_until_serving(address, STARTUP_TIMEOUT, abort=abort)
+            wait_until_serving(address, STARTUP_TIMEOUT, abort=abort, tls=tls)
+        except TlsConfigError as exc:
+            raise StartupError(str(exc)) from None
         except RuntimeError as exc:
             if self._signals.requested:
                 return False

@@ -263,6 +263,31 @@ SETTINGS: list[Setting] = [
         "With auth_required, serve server reflection without a credential.",
         _parse_bool,
     ),
+    Setting(
+        "tls_cert_file",
+        "",
+        "PEM certificate chain (leaf first) that the gateway's gRPC and REST "
+        "ports serve; with tls_key_file it turns on TLS. Empty means plaintext.",
+    ),
+    Setting(
+        "tls_key_file",
+        "",
+        "PEM private key of tls_cert_file, without a passphrase.",
+    ),
+    Setting(
+        "tls_client_ca_file",
+        "",
+        "PEM CA certificates for mutual TLS: the gateway then rejects a client "
+        "without a certificate that chains to one of them. Empty means no "
+        "client certificate is requested.",
+    ),
+    Setting(
+        "tls_ca_file",
+        "",
+        "PEM CA certificates that splitlog's own clients of a TLS gateway trust "
+        "(the `splitlog up --processes` health wait and the client commands); "
+        "empty means the system's trusted roots.",
+    ),
     Setting("log_level", "INFO", "Level of the process log: DEBUG, INFO, WARNING."),
     Setting("log_format", "text", "Format of the process log: text or json."),
 ]

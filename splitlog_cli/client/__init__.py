@@ -25,8 +25,10 @@ from splitlog_cli.client import (
 from splitlog_cli.client.command import HANDLER, Context, common_options
 from splitlog_cli.client.connection import ServerError
 from splitlog_cli.client.values import UsageError
+from splitlog_cli.tls_options import client_tls
 from splitlog_cli.topology import connect_host, format_address
 from splitlog_runtime.config import Config
+from splitlog_runtime.tls import TlsConfigError
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -60,10 +62,10 @@ def run(args: argparse.Namespace, config: Config) -> int:
     address = args.gateway_address or format_address(
         connect_host(config.host), config.gateway_port
     )
-    context = Context(address, args.format, sys.stdout)
+    context = Context(address, args.format, sys.stdout, client_tls(args, config))
     try:
         getattr(args, HANDLER)(context, args)
-    except UsageError as exc:
+    except (UsageError, TlsConfigError) as exc:
         print(f"splitlog {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ServerError as exc:

@@ -11,6 +11,8 @@ from google.protobuf.message import Message
 
 from splitlog_cli.client.connection import Gateway
 from splitlog_cli.client.render import FORMATS, to_json
+from splitlog_cli.tls_options import add_tls_arguments
+from splitlog_runtime.tls import ClientTls
 
 # Attribute of the parsed arguments that contains the command's handler.
 HANDLER = "client_handler"
@@ -20,7 +22,7 @@ Handler = Callable[["Context", argparse.Namespace], Message]
 
 
 def common_options() -> argparse.ArgumentParser:
-    """Return the parent parser with `--gateway` and `--format`."""
+    """Return the parent parser with `--gateway`, `--format` and the TLS flags."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--gateway",
@@ -36,6 +38,7 @@ def common_options() -> argparse.ArgumentParser:
         help="print aligned columns (table, the default) or proto3 JSON (json): "
         "the resource, or for a list one response with the items of every page",
     )
+    add_tls_arguments(common)
     return common
 
 
@@ -69,13 +72,14 @@ class Context:
     address: str
     format: str
     out: TextIO
+    tls: ClientTls | None = None
     _gateway: Gateway | None = field(default=None, repr=False)
 
     @property
     def gateway(self) -> Gateway:
         """The connection, opened on first use so that usage errors need none."""
         if self._gateway is None:
-            self._gateway = Gateway(self.address)
+            self._gateway = Gateway(self.address, tls=self.tls)
         return self._gateway
 
     def call(self, method_name: str, request: Message) -> Any:

@@ -19,6 +19,7 @@ from splitlog.balances.v1 import balances_service_pb2_grpc as balances_grpc
 from splitlog.expenses.v1 import expenses_service_pb2_grpc as expenses_grpc
 from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
 from splitlog_runtime.channels import insecure_channel
+from splitlog_runtime.tls import ClientTls, secure_channel
 
 DEFAULT_TIMEOUT = 10.0
 # How long a failed call waits for the channel to connect before the command
@@ -33,23 +34,60 @@ class ServerError(Exception):
 
 
 class Unreachable(ServerError):
-    """Nothing accepts connections at the gateway address."""
+    """No connection to the gateway address could be set up.
 
-    def __init__(self, address: str) -> None:
-        super().__init__(
-            f"cannot reach splitlog at {address}; start it with `make up`, or "
-            "pass the address of a running gateway with --gateway HOST:PORT"
-        )
+    Without TLS, nothing listens there or the gateway serves TLS. With TLS,
+    nothing listens there, the gateway serves plaintext, or the TLS handshake
+    failed.
+    """
+
+    def __init__(self, address: str, tls: bool = False) -> None:
+        if tls:
+            message = (
+                f"cannot connect to splitlog at {address} over TLS; check that a "
+                "gateway with tls_cert_file set listens there, that --ca-file "
+                "names the CA that signed its certificate, that the certificate "
+                "names the host you connect to, and, if it requires client "
+                "certificates, pass --cert-file and --key-file"
+            )
+        else:
+            message = (
+                f"cannot reach splitlog at {address}; start it with `make up`, "
+                "pass the address of a running gateway with --gateway HOST:PORT, "
+                "or add --tls if the gateway serves TLS"
+            )
+        super().__init__(message)
         self.address = address
+
+
+def open_channel(address: str, tls: ClientTls | None) -> grpc.Channel:
+    """Open a channel to the gateway, with TLS unless `tls` is None.
+
+    Raises:
+      splitlog_runtime.tls.TlsConfigError: a TLS file cannot be read.
+    """
+    if tls is None:
+        return insecure_channel(address)
+    return secure_channel(address, tls.channel_credentials())
 
 
 class Gateway:
-    """Stubs of the public services over one channel to the gateway."""
+    """Stubs of the public services over one channel to the gateway.
 
-    def __init__(self, address: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    Raises:
+      splitlog_runtime.tls.TlsConfigError: a TLS file cannot be read.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        timeout: float = DEFAULT_TIMEOUT,
+        tls: ClientTls | None = None,
+    ) -> None:
         self.address = address
         self.timeout = timeout
-        self._channel = insecure_channel(address)
+        self.tls = tls
+        self._channel = open_channel(address, tls)
         self.users = users_grpc.UsersServiceStub(self._channel)
         self.expenses = expenses_grpc.ExpensesServiceStub(self._channel)
         self.balances = balances_grpc.BalancesServiceStub(self._channel)
@@ -65,7 +103,7 @@ class Gateway:
             return method(request, timeout=self.timeout)
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.UNAVAILABLE and not self._reachable():
-                raise Unreachable(self.address) from None
+                raise Unreachable(self.address, self.tls is not None) from None
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise ServerError(
                     f"{self.address} sent no response within {self.timeout:g} s "

@@ -28,7 +28,8 @@ from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
 from splitlog.logs.v1 import logs_service_pb2_grpc as logs_grpc
 from splitlog_cli.client import logs
 from splitlog_cli.client.command import HANDLER, Context, add_action
-from splitlog_runtime.channels import insecure_channel
+from splitlog_cli.client.connection import open_channel
+from splitlog_runtime.tls import ClientTls
 
 _SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
 TAIL_SECONDS = 3
@@ -158,7 +159,9 @@ def _tail_step(tour: _Tour, address: str, service: str) -> None:
     """Tail the service while a background thread writes a few new entries."""
     stop = threading.Event()
     writer = threading.Thread(
-        target=_write_live_entries, args=(address, service, stop), daemon=True
+        target=_write_live_entries,
+        args=(address, service, stop, tour.context.tls),
+        daemon=True,
     )
     writer.start()
     try:
@@ -173,9 +176,11 @@ def _tail_step(tour: _Tour, address: str, service: str) -> None:
         writer.join(timeout=5)
 
 
-def _write_live_entries(address: str, service: str, stop: threading.Event) -> None:
+def _write_live_entries(
+    address: str, service: str, stop: threading.Event, tls: ClientTls | None
+) -> None:
     # The first write comes a second in, once the tail is listening.
-    with insecure_channel(address) as channel:
+    with open_channel(address, tls) as channel:
         stub = logs_grpc.LogsServiceStub(channel)
         number = 0
         while not stop.wait(1.0):

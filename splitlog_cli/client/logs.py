@@ -43,9 +43,10 @@ from splitlog_cli.client.connection import (
     ServerError,
     Unreachable,
     describe,
+    open_channel,
 )
 from splitlog_cli.client.values import UsageError, invalid
-from splitlog_runtime.channels import insecure_channel
+from splitlog_runtime.tls import ClientTls
 
 DEFAULT_LIMIT = 100
 MAX_PAGE_SIZE = 1000
@@ -203,7 +204,7 @@ def ship_files(
         raise invalid("--service", args.service, "the service name is empty")
     summary = logs_pb2.StreamLogEntriesResponse()
     progress = _Progress(sys.stderr, _total_bytes(args.files))
-    with _LogsClient(context.address, DEFAULT_TIMEOUT) as client:
+    with _LogsClient(context.address, DEFAULT_TIMEOUT, context.tls) as client:
         for path in args.files:
             _ship_file(client, path, args, summary, progress)
     progress.finish()
@@ -404,7 +405,7 @@ def query_entries(
     )
     _set_time_range(request, args)
     found: list[logs_pb2.LogEntry] = []
-    with _LogsClient(context.address, DEFAULT_TIMEOUT) as client:
+    with _LogsClient(context.address, DEFAULT_TIMEOUT, context.tls) as client:
         while len(found) < args.limit:
             request.page_size = min(MAX_PAGE_SIZE, args.limit - len(found))
             response = client.call(client.stub.ListLogEntries, request)
@@ -430,7 +431,7 @@ def tail_entries(
         attribute_filters=_attribute_filters(args.attributes),
     )
     last = logs_pb2.TailLogEntriesResponse()
-    with _LogsClient(context.address, DEFAULT_TIMEOUT) as client:
+    with _LogsClient(context.address, DEFAULT_TIMEOUT, context.tls) as client:
         try:
             for response in client.stream(
                 client.stub.TailLogEntries, request, duration
@@ -506,7 +507,7 @@ def log_stats(
     _set_time_range(request, args)
     if args.step:
         request.histogram_step.FromNanoseconds(_duration_ns(args.step, "--step"))
-    with _LogsClient(context.address, DEFAULT_TIMEOUT) as client:
+    with _LogsClient(context.address, DEFAULT_TIMEOUT, context.tls) as client:
         response = client.call(client.stub.GetLogStats, request)
     context.show(response, _stats_table)
     return response
@@ -557,7 +558,7 @@ def _stats_table(stats: logs_pb2.GetLogStatsResponse) -> str:
 def cluster_status(
     context: Context, args: argparse.Namespace
 ) -> logs_pb2.GetClusterStatusResponse:
-    with _LogsClient(context.address, DEFAULT_TIMEOUT) as client:
+    with _LogsClient(context.address, DEFAULT_TIMEOUT, context.tls) as client:
         response = client.call(
             client.stub.GetClusterStatus, logs_pb2.GetClusterStatusRequest()
         )
@@ -676,10 +677,13 @@ def _enum_name(enum, value: int) -> str:
 class _LogsClient:
     """A channel to the gateway with the LogsService stub and error mapping."""
 
-    def __init__(self, address: str, timeout: float) -> None:
+    def __init__(
+        self, address: str, timeout: float, tls: ClientTls | None = None
+    ) -> None:
         self.address = address
         self.timeout = timeout
-        self.channel = insecure_channel(address)
+        self.tls = tls
+        self.channel = open_channel(address, tls)
         self.stub = logs_grpc.LogsServiceStub(self.channel)
 
     def __enter__(self) -> _LogsClient:
@@ -711,7 +715,7 @@ class _LogsClient:
 
     def error(self, error: grpc.RpcError) -> ServerError:
         if error.code() == grpc.StatusCode.UNAVAILABLE and not self._reachable():
-            return Unreachable(self.address)
+            return Unreachable(self.address, self.tls is not None)
         if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
             return ServerError(
                 f"{self.address} sent no response within {self.timeout:g} s "
