@@ -33,6 +33,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from log_service import store_sql
 from splitlog.logs.v1 import node_service_pb2
@@ -46,6 +47,12 @@ _NS_PER_SECOND = 1_000_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FILE_PATTERN = re.compile(r"^(\d{8}T\d{6}Z)\.duckdb$")
 _NAME_FORMAT = "%Y%m%dT%H%M%SZ"
+# DuckDB's write-ahead log size that starts a checkpoint. At DuckDB's default
+# (16 MiB) a node inserting 10,000-entry groups checkpointed every few
+# inserts and recompressed the open row group each time; at 64 MiB an insert
+# cost about a quarter less CPU. The price is a longer DuckDB log to replay
+# at open, and more uncheckpointed rows in memory.
+CHECKPOINT_THRESHOLD = "64MiB"
 
 
 @dataclass
@@ -156,6 +163,7 @@ class LogStore:
         self._directory.mkdir(parents=True, exist_ok=True)
         state = self._read_state()
         self._root = duckdb.connect(":memory:")
+        self._root.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
         self._writer = self._root.cursor()
         for path in sorted(self._directory.glob("*.duckdb")):
             match = _FILE_PATTERN.match(path.name)
@@ -215,24 +223,7 @@ class LogStore:
             self._visible = last
 
     def _insert(self, table: pa.Table) -> None:
-        bounds: dict[int, list[int]] = {}
-        services: dict[int, set[str]] = {}
-        for ts, service in zip(
-            table.column("ts").to_pylist(),
-            table.column("service").to_pylist(),
-            strict=True,
-        ):
-            key = ts // self._width_ns
-            known = bounds.get(key)
-            if known is None:
-                bounds[key] = [ts, ts]
-                services[key] = {service}
-                continue
-            services[key].add(service)
-            if ts < known[0]:
-                known[0] = ts
-            elif ts > known[1]:
-                known[1] = ts
+        bounds, services = self._partition_bounds(table)
         last_seq = table.column("seq")[-1].as_py()
         cursor = self._writer
         cursor.register("batch", table)
@@ -259,6 +250,40 @@ class LogStore:
                     partition.services = partition.services | services[key]
         finally:
             cursor.unregister("batch")
+
+    def _partition_bounds(
+        self, table: pa.Table
+    ) -> tuple[dict[int, list[int]], dict[int, set[str]]]:
+        """Return the timestamp range and the services of each partition key.
+
+        Most groups lie in one partition, which Arrow answers without a
+        Python step per row.
+        """
+        extremes = pc.min_max(table.column("ts"))
+        low, high = extremes["min"].as_py(), extremes["max"].as_py()
+        if low // self._width_ns == high // self._width_ns:
+            key = low // self._width_ns
+            names = pc.unique(table.column("service")).to_pylist()
+            return {key: [low, high]}, {key: set(names)}
+        bounds: dict[int, list[int]] = {}
+        services: dict[int, set[str]] = {}
+        for ts, service in zip(
+            table.column("ts").to_pylist(),
+            table.column("service").to_pylist(),
+            strict=True,
+        ):
+            key = ts // self._width_ns
+            known = bounds.get(key)
+            if known is None:
+                bounds[key] = [ts, ts]
+                services[key] = {service}
+                continue
+            services[key].add(service)
+            if ts < known[0]:
+                known[0] = ts
+            elif ts > known[1]:
+                known[1] = ts
+        return bounds, services
 
     def _repair_after_failed_apply(self) -> None:
         try:
