@@ -41,7 +41,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from log_service import node_state
 from log_service.node_state import BatchIndex, Member, NodeState
 from log_service.replication import ReplicationSender
-from log_service.wal import WriteAheadLog, entry_count, slice_record
+from log_service.wal import WriteAheadLog, encode_record, entry_count, slice_record
 from splitlog.logs.v1 import (
     logs_service_pb2,
     node_service_pb2,
@@ -411,14 +411,10 @@ class LogNode:
             known = self._batches.get(request.batch_id)
             if known is None:
                 first = self.wal.last_sequence + 1
-                record = node_service_pb2.LogRecord(
-                    first_sequence=first,
-                    epoch=epoch,
-                    batch_id=request.batch_id,
-                    receive_time=time.time_ns(),
-                    entries=request.entries,
+                record, payload = encode_record(
+                    first, epoch, request.batch_id, time.time_ns(), request.entries
                 )
-                last = self.wal.write(record)
+                last = self.wal.write(record, payload)
                 self._batches.add(request.batch_id, first, count)
             else:
                 first, count = known

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING
 import grpc
 
 from log_service.clients import node_channel_options
-from log_service.wal import RecordsPurged, entry_count
-from splitlog.logs.v1 import replication_service_pb2, replication_service_pb2_grpc
+from log_service.wal import RecordsPurged, encode_varint, entry_count
+from splitlog.logs.v1 import replication_service_pb2
 
 if TYPE_CHECKING:
     from log_service.node import LogNode
@@ -43,6 +43,15 @@ MESSAGE_BYTES = 4 * 1024 * 1024
 WINDOW_MESSAGES = 8
 FIRST_BACKOFF_SECONDS = 0.05
 MAX_BACKOFF_SECONDS = 1.0
+_METHOD = "/{}/ReplicateEntries".format(
+    replication_service_pb2.DESCRIPTOR.services_by_name["ReplicationService"].full_name
+)
+# The key of ReplicateEntriesRequest.records (field 4, length-delimited).
+_RECORDS_KEY = bytes([4 << 3 | 2])
+
+
+def _identity(data: bytes) -> bytes:
+    return data
 
 
 @dataclass
@@ -127,7 +136,16 @@ class ReplicationSender:
         self._channel.close()
 
     def _run(self) -> None:
-        stub = replication_service_pb2_grpc.ReplicationServiceStub(self._channel)
+        # Messages go out as bytes that `_message` assembles from the records'
+        # serialized forms in the write-ahead log, so no record is copied or
+        # serialized again per follower.
+        stub = self._channel.stream_stream(
+            _METHOD,
+            request_serializer=_identity,
+            response_deserializer=(
+                replication_service_pb2.ReplicateEntriesResponse.FromString
+            ),
+        )
         backoff = FIRST_BACKOFF_SECONDS
         while not self._stop.is_set() and self._node.is_leading(self._epoch):
             stream = _Stream()
@@ -179,10 +197,8 @@ class ReplicationSender:
                 reason,
             )
 
-    def _exchange(
-        self, stub: replication_service_pb2_grpc.ReplicationServiceStub, stream: _Stream
-    ) -> None:
-        call = stub.ReplicateEntries(self._requests(stream))
+    def _exchange(self, stub: grpc.StreamStreamMultiCallable, stream: _Stream) -> None:
+        call = stub(self._requests(stream))
         self._call = call
         if self._stop.is_set():
             call.cancel()
@@ -191,24 +207,25 @@ class ReplicationSender:
                 call.cancel()
                 return
 
-    def _message(
-        self, stream: _Stream, records: list, commit: int
-    ) -> replication_service_pb2.ReplicateEntriesRequest:
+    def _message(self, stream: _Stream, payloads: list[bytes], commit: int) -> bytes:
+        """Return one serialized ReplicateEntriesRequest carrying `payloads`."""
         request = replication_service_pb2.ReplicateEntriesRequest(
             shard=self._node.shard,
             leader=self._node.node_id,
             leader_epoch=self._epoch,
-            records=records,
             commit_sequence=commit,
         )
         if stream.truncate_after is not None:
             request.truncate_after = stream.truncate_after
-        return request
+        # A repeated message field may follow the other fields: each element
+        # is its key, its length and its serialized record.
+        parts = [request.SerializeToString()]
+        for payload in payloads:
+            parts += (_RECORDS_KEY, encode_varint(len(payload)), payload)
+        return b"".join(parts)
 
-    def _requests(
-        self, stream: _Stream
-    ) -> Iterator[replication_service_pb2.ReplicateEntriesRequest]:
-        """Yield the messages of one stream; runs on a gRPC thread."""
+    def _requests(self, stream: _Stream) -> Iterator[bytes]:
+        """Yield the serialized messages of one stream; runs on a gRPC thread."""
         node = self._node
         with node.lock:
             stream.last_send = stream.last_reply = time.monotonic()
@@ -225,7 +242,7 @@ class ReplicationSender:
             records = []
             if start <= durable and len(stream.in_flight) < WINDOW_MESSAGES:
                 try:
-                    records = node.wal.read_from(
+                    records = node.wal.read_payloads_from(
                         start, self._message_bytes, through=durable
                     )
                 except RecordsPurged as exc:
@@ -233,10 +250,12 @@ class ReplicationSender:
                     stream.failure = str(exc)
                     return
             with node.lock:
-                request = self._message(stream, records, commit)
+                request = self._message(
+                    stream, [payload for _, payload in records], commit
+                )
                 stream.truncate_after = None
                 if records:
-                    last = records[-1]
+                    last = records[-1][0]
                     stream.next_sequence = last.first_sequence + entry_count(last)
                 stream.in_flight.append(stream.next_sequence - 1)
                 stream.last_send = time.monotonic()

@@ -116,6 +116,43 @@ def slice_record(record: LogRecord, first: int, last: int) -> LogRecord:
     )
 
 
+def encode_varint(value: int) -> bytes:
+    """Return a non-negative integer in protobuf's base-128 varint encoding."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+# The key of LogRecord.entries (field 5, length-delimited).
+_ENTRIES_KEY = bytes([5 << 3 | 2])
+
+
+def encode_record(
+    first_sequence: int,
+    epoch: int,
+    batch_id: str,
+    receive_time: int,
+    entries: EntryColumns,
+) -> tuple[LogRecord, bytes]:
+    """Build a record around `entries` and return it with its serialized form.
+
+    The columns are serialized once and parsed back, which costs less than
+    copying them into a new message and serializing that.
+    """
+    header = LogRecord(
+        first_sequence=first_sequence,
+        epoch=epoch,
+        batch_id=batch_id,
+        receive_time=receive_time,
+    ).SerializeToString()
+    body = entries.SerializeToString()
+    payload = header + _ENTRIES_KEY + encode_varint(len(body)) + body
+    return LogRecord.FromString(payload), payload
+
+
 def _segment_name(first_sequence: int) -> str:
     return f"{first_sequence:020d}{SEGMENT_SUFFIX}"
 
@@ -267,7 +304,7 @@ class WriteAheadLog:
         self._segments: list[_Segment] = []
         self._records: list[RecordInfo] = []
         self._firsts: list[int] = []
-        self._cache: OrderedDict[int, tuple[LogRecord, int]] = OrderedDict()
+        self._cache: OrderedDict[int, tuple[LogRecord, int, bytes]] = OrderedDict()
         self._cached_bytes = 0
         self._last = 0
         self._fd: int | None = None
@@ -471,6 +508,17 @@ class WriteAheadLog:
         Raises:
           RecordsPurged: `sequence` lies before the first retained record.
         """
+        return [
+            record
+            for record, _ in self.read_payloads_from(
+                sequence, max_bytes, through=through
+            )
+        ]
+
+    def read_payloads_from(
+        self, sequence: int, max_bytes: int, *, through: int | None = None
+    ) -> list[tuple[LogRecord, bytes]]:
+        """Like `read_from`, with each record's serialized form next to it."""
         with self._lock:
             if sequence > self._last:
                 return []
@@ -491,31 +539,35 @@ class WriteAheadLog:
                 total += info.size
             cached = [self._cache.get(info.first) for info in selected]
         return [
-            hit[0] if hit is not None else self._read_record(info)
+            (hit[0], hit[2]) if hit is not None else self._read_record(info)
             for info, hit in zip(selected, cached, strict=True)
         ]
 
-    def _read_record(self, info: RecordInfo) -> LogRecord:
+    def _read_record(self, info: RecordInfo) -> tuple[LogRecord, bytes]:
         with open(info.segment.path, "rb") as handle:
             handle.seek(info.offset + _HEADER.size)
             payload = handle.read(info.size - _HEADER.size)
-        return LogRecord.FromString(payload)
+        return LogRecord.FromString(payload), payload
 
     # Writing.
 
-    def write(self, record: LogRecord) -> int:
+    def write(self, record: LogRecord, payload: bytes | None = None) -> int:
         """Write a record without waiting for the disk; return its last sequence.
+
+        `payload` is the record's serialized form when the caller has it
+        (see `encode_record`); it must match the record.
 
         Raises:
           ValueError: the record is empty or does not begin right after the
             log's last entry.
         """
-        payload = record.SerializeToString()
+        if payload is None:
+            payload = record.SerializeToString()
         frame = _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
         with self._lock:
-            return self._write_locked(record, frame)
+            return self._write_locked(record, frame, payload)
 
-    def _write_locked(self, record: LogRecord, frame: bytes) -> int:
+    def _write_locked(self, record: LogRecord, frame: bytes, payload: bytes) -> int:
         count = entry_count(record)
         if count == 0:
             raise ValueError("a write-ahead log record needs at least one entry")
@@ -539,14 +591,14 @@ class WriteAheadLog:
         info = self._index(record, segment, segment.size, len(frame))
         segment.size += len(frame)
         self._last = info.last
-        self._remember(record, len(frame))
+        self._remember(record, len(frame), payload)
         return self._last
 
-    def _remember(self, record: LogRecord, size: int) -> None:
-        self._cache[record.first_sequence] = (record, size)
+    def _remember(self, record: LogRecord, size: int, payload: bytes) -> None:
+        self._cache[record.first_sequence] = (record, size, payload)
         self._cached_bytes += size
         while self._cached_bytes > self._cache_bytes and len(self._cache) > 1:
-            _, (_, dropped) = self._cache.popitem(last=False)
+            _, (_, dropped, _) = self._cache.popitem(last=False)
             self._cached_bytes -= dropped
 
     def sync(self, through: int) -> None:
@@ -633,7 +685,7 @@ class WriteAheadLog:
             if straddler is not None:
                 payload = straddler.SerializeToString()
                 frame = _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
-                self._write_locked(straddler, frame)
+                self._write_locked(straddler, frame, payload)
             assert self._fd is not None
             os.fsync(self._fd)
         with self._sync_condition:
@@ -647,7 +699,7 @@ class WriteAheadLog:
 
     def _cached_or_read(self, info: RecordInfo) -> LogRecord:
         hit = self._cache.get(info.first)
-        return hit[0] if hit is not None else self._read_record(info)
+        return hit[0] if hit is not None else self._read_record(info)[0]
 
     def _cut_segments_at(self, info: RecordInfo) -> None:
         position = self._segments.index(info.segment)
