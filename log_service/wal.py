@@ -639,9 +639,9 @@ class WriteAheadLog:
                     self._synced = max(self._synced, target)
                 self._sync_condition.notify_all()
 
-    def append(self, record: LogRecord) -> int:
+    def append(self, record: LogRecord, payload: bytes | None = None) -> int:
         """Write a record and wait until it is durable; return its last sequence."""
-        last = self.write(record)
+        last = self.write(record, payload)
         self.sync(last)
         return last
 
