@@ -33,6 +33,12 @@ from gateway.health import (
     HealthServicer,
 )
 from gateway.http_rules import routes_for_method
+from gateway.limits import (
+    ConcurrencyInterceptor,
+    ConcurrencyLimit,
+    RateLimitInterceptor,
+    limiter_from_config,
+)
 from gateway.proxy import BackendPool, ProxyHandlers
 from gateway.rest import RestFront
 from gateway.services import (
@@ -271,6 +277,8 @@ async def build(
       splitlog_runtime.tls.TlsConfigError: a TLS setting names a file that is
         missing, unreadable or not a certificate and its key.
       gateway.http_rules.TemplateError: an HTTP annotation is malformed.
+      ValueError: max_concurrent_rpcs or a gateway_rate_limit setting is out
+        of range.
     """
     tls = ServerTls.from_config(config)
     grpc_address = grpc_address or f"{config.host}:{config.gateway_port}"
@@ -281,9 +289,22 @@ async def build(
     names += [descriptor.full_name for descriptor in own_services]
     rest_routes = _http_routes([s.descriptor for s in services] + own_services)
 
+    concurrency = ConcurrencyLimit(config.max_concurrent_rpcs)
+    rate_limiter = limiter_from_config(
+        config.gateway_rate_limit_per_second, config.gateway_rate_limit_burst
+    )
     pool = BackendPool(services, config.service_address, config.max_message_bytes)
     gateway_auth = GatewayAuth(config) if config.auth_required else None
-    interceptors = [AuthInterceptor(gateway_auth)] if gateway_auth else []
+    # The concurrency cap goes first, so a call over it costs no credential
+    # check. The rate limit goes after authentication, which makes the
+    # principal of the call current.
+    interceptors: list[grpc.aio.ServerInterceptor] = [
+        ConcurrencyInterceptor(concurrency)
+    ]
+    if gateway_auth is not None:
+        interceptors.append(AuthInterceptor(gateway_auth))
+    if rate_limiter is not None:
+        interceptors.append(RateLimitInterceptor(rate_limiter))
     server = grpc.aio.server(
         interceptors=interceptors, options=server_options(config.max_message_bytes)
     )
@@ -345,6 +366,8 @@ async def build(
         config.deadline_seconds,
         config.max_message_bytes,
         gateway_auth,
+        rate_limiter=rate_limiter,
+        concurrency=concurrency,
     )
     uvicorn_server = _EmbeddedUvicorn(
         uvicorn.Config(
@@ -377,6 +400,12 @@ async def build(
     watcher.start()
     if gateway_auth is not None:
         _LOGGER.info("gateway requires a credential on every call (auth_required)")
+    if rate_limiter is not None:
+        _LOGGER.info(
+            "gateway limits each principal to %g calls per second, bursts of %d",
+            rate_limiter.rate,
+            rate_limiter.burst,
+        )
     if tls is not None:
         _LOGGER.info(
             "gateway serves TLS on both fronts with %s%s",

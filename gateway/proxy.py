@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import grpc
 from grpc_status import rpc_status
 
+from gateway.limits import GRPC_CONCURRENCY_MESSAGE, too_many_calls
 from gateway.services import PublicService
 from splitlog_runtime import auth
 from splitlog_runtime.channels import aio_insecure_channel
@@ -166,6 +167,14 @@ class BackendPool:
             return rpc_status.to_status(
                 backend_unavailable(backend, details).to_status()
             )
+        if (
+            code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            and details == GRPC_CONCURRENCY_MESSAGE
+        ):
+            # grpc's own rejection of a call over the backend's
+            # max_concurrent_rpcs; the client gets the name of the setting.
+            backend = self.backend_by_method[path]
+            return rpc_status.to_status(too_many_calls(backend.name, None).to_status())
         return _Status(code, details, trailing)
 
     def _log_unreachable(self, backend: Backend, cause: str) -> None:

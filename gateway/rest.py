@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -47,6 +48,13 @@ from gateway.http_rules import (
     MethodNotAllowed,
     RouteNotFound,
     RouteTable,
+)
+from gateway.limits import (
+    ConcurrencyLimit,
+    RateLimiter,
+    is_exempt,
+    rate_limit_key,
+    rate_limited,
 )
 from gateway.proxy import STATUS_DETAILS_KEY, BackendPool, forwardable
 from splitlog_runtime import auth
@@ -215,6 +223,10 @@ class RestFront:
       max_body_bytes: largest request body accepted; larger ones get 413.
       gateway_auth: authenticates every call when `auth_required` is on;
         None accepts every call as before.
+      rate_limiter: the token buckets per principal, shared with the gRPC
+        front; None means no rate limit.
+      concurrency: the count of running calls, shared with the gRPC front;
+        None means no limit.
     """
 
     def __init__(
@@ -224,9 +236,14 @@ class RestFront:
         default_timeout: float,
         max_body_bytes: int,
         gateway_auth: GatewayAuth | None = None,
+        *,
+        rate_limiter: RateLimiter | None = None,
+        concurrency: ConcurrencyLimit | None = None,
     ) -> None:
         routes = list(routes)
         self._auth = gateway_auth
+        self._rate_limiter = rate_limiter
+        self._concurrency = concurrency
         self._max_body_bytes = max_body_bytes
         self.table = RouteTable(routes)
         self._pool = pool
@@ -239,10 +256,20 @@ class RestFront:
         )
 
     async def _dispatch(self, request: Request) -> Response:
+        # NOTE: A streaming response counts against max_concurrent_rpcs only
+        # until its first message is ready, not while the rest is sent.
+        if self._concurrency is not None:
+            try:
+                self._concurrency.enter()
+            except DomainError as exc:
+                return _error_response(exc.to_status(), _retry_after(exc))
         try:
             return await self._serve(request)
         except Exception as exc:
             return _internal_error(request, exc)
+        finally:
+            if self._concurrency is not None:
+                self._concurrency.exit()
 
     async def _serve(self, request: Request) -> Response:
         path = _request_path(request)
@@ -271,6 +298,14 @@ class RestFront:
                 )
             except DomainError as exc:
                 return _error_response(exc.to_status())
+        if self._rate_limiter is not None and not is_exempt(route.full_method):
+            client_host = request.client.host if request.client else ""
+            key = rate_limit_key(principal, client_host)
+            delay = self._rate_limiter.acquire(key)
+            if delay > 0:
+                limiter = self._rate_limiter
+                error = rate_limited(key, delay, limiter.rate, limiter.burst)
+                return _error_response(error.to_status(), _retry_after(error))
 
         body = await self._read_body(request)
         if body is None:
@@ -406,12 +441,21 @@ def _unsupported_media_type(header: str) -> Response:
     return _json_response(body, 415)
 
 
+def _retry_after(error: DomainError) -> dict[str, str]:
+    """Return a Retry-After header in whole seconds, rounded up, for an error."""
+    if error.retry_delay is None:
+        return {}
+    return {"Retry-After": str(max(1, math.ceil(error.retry_delay)))}
+
+
 def _body_too_large(limit: int) -> Response:
     status = _gateway_error(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         "REQUEST_TOO_LARGE",
-        f"the request body exceeds {limit} bytes; send a smaller body",
+        f"the request body exceeds {limit} bytes (max_message_bytes); send a "
+        "smaller body, or raise max_message_bytes",
         limit=str(limit),
+        setting="max_message_bytes",
     )
     body = status_json(status)
     body["error"]["code"] = 413

@@ -288,6 +288,30 @@ SETTINGS: list[Setting] = [
         "(the `splitlog up --processes` health wait and the client commands); "
         "empty means the system's trusted roots.",
     ),
+    Setting(
+        "max_concurrent_rpcs",
+        1000,
+        "Maximum RPCs that one server runs or queues at once: each service's "
+        "gRPC server, and the gateway's gRPC and REST fronts together. Further "
+        "calls get RESOURCE_EXHAUSTED. 0 means no limit.",
+        _parse_int,
+    ),
+    Setting(
+        "gateway_rate_limit_per_second",
+        0.0,
+        "Calls per second that the gateway accepts from one principal (a user, "
+        "an API key, or the client's IP address for anonymous calls), on "
+        "average; further calls get RESOURCE_EXHAUSTED (HTTP 429). 0 turns the "
+        "limit off.",
+        _parse_float,
+    ),
+    Setting(
+        "gateway_rate_limit_burst",
+        50,
+        "Calls that one principal may make at once after a quiet period, above "
+        "gateway_rate_limit_per_second.",
+        _parse_int,
+    ),
     Setting("log_level", "INFO", "Level of the process log: DEBUG, INFO, WARNING."),
     Setting("log_format", "text", "Format of the process log: text or json."),
 ]

@@ -217,6 +217,7 @@ def create_server(
     max_message_bytes: int = 16 * 1024 * 1024,
     reflection_enabled: bool = True,
     interceptors: Iterable[grpc.ServerInterceptor] = (),
+    max_concurrent_rpcs: int = 0,
 ) -> ServiceHost:
     """Build a sync gRPC server, bind it and return its host (not yet started).
 
@@ -231,6 +232,10 @@ def create_server(
       max_message_bytes: largest message accepted and sent.
       reflection_enabled: whether to serve server reflection.
       interceptors: interceptors that run before the error interceptor.
+      max_concurrent_rpcs: calls that run or wait for a handler thread at
+        once, at most; grpc rejects further calls with RESOURCE_EXHAUSTED
+        and grpc's own message, which the gateway rewrites to name the
+        `max_concurrent_rpcs` setting. 0 means no limit.
 
     Raises:
       RuntimeError: the address cannot be bound.
@@ -240,6 +245,7 @@ def create_server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name),
         interceptors=all_interceptors,
         options=server_options(max_message_bytes),
+        maximum_concurrent_rpcs=max_concurrent_rpcs or None,
     )
     names = list(service_names)
     handlers = MethodHandlers(all_interceptors, workers)

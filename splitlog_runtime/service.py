@@ -121,6 +121,7 @@ def start_service(
         max_message_bytes=config.max_message_bytes,
         reflection_enabled=config.reflection,
         interceptors=interceptors,
+        max_concurrent_rpcs=config.max_concurrent_rpcs,
     )
     host.start()
     if database is not None:

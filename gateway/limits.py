@@ -1,0 +1,353 @@
+"""Rate limits per principal and a cap on concurrent calls at the gateway.
+
+`RateLimiter` keeps one token bucket per key. A bucket holds up to `burst`
+tokens and gains `rate` tokens per second. Each call takes one token, and a
+call that finds the bucket empty is rejected with RESOURCE_EXHAUSTED and a
+RetryInfo whose delay is the time until the next token. The key is the
+principal that the gateway authenticated (`users/{user}` or
+`users/{user}/apiKeys/{key}`), or the client's IP address for anonymous
+calls and whenever `auth_required` is off.
+
+`ConcurrencyLimit` counts the calls that the gateway runs at once and rejects
+the one over `max_concurrent_rpcs`. The gateway enforces it itself, rather
+than through grpc's `maximum_concurrent_rpcs` server option, so that the
+error names the setting and carries a RetryInfo.
+
+Health calls are exempt from both limits, so that probes keep working while
+the gateway is busy.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from grpc_status import rpc_status
+
+from gateway.auth import ANONYMOUS
+from splitlog_runtime import auth
+from splitlog_runtime.errors import DomainError, ResourceExhausted
+
+HEALTH_PREFIX = f"/{auth.HEALTH_SERVICE}/"
+
+# Buckets kept at most. Past this, the least recently used bucket is dropped,
+# which gives that key a full bucket on its next call.
+MAX_TRACKED_KEYS = 100_000
+
+# Delay in seconds that the RetryInfo of a call over the concurrency cap
+# carries; the cap frees up as soon as any running call ends.
+CONCURRENCY_RETRY_DELAY = 0.1
+
+# The message of grpc's own rejection when a server passes
+# `maximum_concurrent_rpcs` (grpcio 1.85, sync and asyncio servers).
+GRPC_CONCURRENCY_MESSAGE = "Concurrent RPC limit exceeded!"
+
+
+def is_exempt(method: str) -> bool:
+    """Return whether a method path is exempt from the gateway's limits."""
+    return method.startswith(HEALTH_PREFIX)
+
+
+class TokenBucket:
+    """Tokens that refill at `rate` per second up to `burst`; starts full."""
+
+    __slots__ = ("rate", "burst", "tokens", "updated")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = float(burst)
+        self.updated = now
+
+    def take(self, now: float) -> float:
+        """Take one token and return 0, or return the seconds until one is free."""
+        elapsed = max(now - self.updated, 0.0)
+        self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate
+
+
+class RateLimiter:
+    """One token bucket per key, such as a principal or a client address.
+
+    Args:
+      rate: tokens added per second to each bucket; must be above 0.
+      burst: tokens a bucket holds at most, which is how many calls a key
+        can make at once after a quiet period; must be 1 or more.
+      max_keys: buckets kept at most before the least recently used is
+        dropped.
+      clock: monotonic time in seconds.
+
+    Raises:
+      ValueError: rate or burst is out of range; the message names the
+        setting.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        *,
+        max_keys: int = MAX_TRACKED_KEYS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not rate > 0 or not math.isfinite(rate):
+            raise ValueError(
+                f"gateway_rate_limit_per_second must be above 0 to limit calls, "
+                f"got {rate}; set 0 to turn the limit off"
+            )
+        if burst < 1:
+            raise ValueError(
+                f"gateway_rate_limit_burst must be 1 or more when the rate limit "
+                f"is on, got {burst}"
+            )
+        self.rate = rate
+        self.burst = burst
+        self._max_keys = max_keys
+        self._clock = clock
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        # The REST front and the gRPC front share one limiter, and both run
+        # on the gateway's event loop. The lock keeps the limiter correct if
+        # a caller on another thread uses it too.
+        self._lock = threading.Lock()
+
+    def acquire(self, key: str) -> float:
+        """Take a token for `key`; return 0, or the seconds until a token is free."""
+        now = self._clock()
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                bucket = TokenBucket(self.rate, self.burst, now)
+                self._buckets[key] = bucket
+                if len(self._buckets) > self._max_keys:
+                    self._buckets.popitem(last=False)
+            else:
+                self._buckets.move_to_end(key)
+            return bucket.take(now)
+
+    def check(self, key: str) -> None:
+        """Take a token for `key`.
+
+        Raises:
+          ResourceExhausted: the key's bucket is empty; RetryInfo carries the
+            seconds until a token is free.
+        """
+        delay = self.acquire(key)
+        if delay > 0:
+            raise rate_limited(key, delay, self.rate, self.burst)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+def rate_limited(key: str, delay: float, rate: float, burst: int) -> ResourceExhausted:
+    """Build the error for a call over the rate limit of `key`."""
+    return ResourceExhausted(
+        f"rate limit exceeded for {key}: the gateway accepts {rate:g} calls per "
+        f"second with bursts of {burst} (gateway_rate_limit_per_second, "
+        f"gateway_rate_limit_burst); retry in {delay:.3f}s",
+        reason="RATE_LIMIT_EXCEEDED",
+        metadata={
+            "key": key,
+            "limit": "gateway_rate_limit_per_second",
+            "rate_per_second": f"{rate:g}",
+            "burst": str(burst),
+        },
+        retry_delay=delay,
+    )
+
+
+def rate_limit_key(principal: auth.Principal | None, client_host: str) -> str:
+    """Return the key that a call is counted under.
+
+    An authenticated principal is the key, so each user and each API key has
+    its own bucket. An anonymous call is keyed by the client's host, as
+    `peer/{host}`.
+    """
+    if principal is not None and principal.name != ANONYMOUS.name:
+        return principal.name
+    return f"peer/{client_host or 'unknown'}"
+
+
+def peer_host(peer: str) -> str:
+    """Return the host of a gRPC peer string such as `ipv4:127.0.0.1:5000`.
+
+    The port is dropped so that every connection from one host shares a
+    bucket. Other peer kinds, such as `unix:/path`, are returned whole.
+    """
+    kind, _, address = peer.partition(":")
+    if kind == "ipv4":
+        return address.rpartition(":")[0] or address
+    if kind == "ipv6":
+        host = address.rpartition(":")[0] or address
+        return host.removeprefix("[").removesuffix("]")
+    return peer
+
+
+class ConcurrencyLimit:
+    """A count of running calls with a maximum; 0 means no maximum.
+
+    Only the gateway's event loop uses it, so it needs no lock.
+    """
+
+    def __init__(self, maximum: int) -> None:
+        if maximum < 0:
+            raise ValueError(
+                f"max_concurrent_rpcs must be 0 (no limit) or more, got {maximum}"
+            )
+        self.maximum = maximum
+        self.running = 0
+
+    def enter(self) -> None:
+        """Count one more running call.
+
+        Raises:
+          ResourceExhausted: `maximum` calls are running already.
+        """
+        if self.maximum and self.running >= self.maximum:
+            raise too_many_calls("the gateway", self.maximum)
+        self.running += 1
+
+    def exit(self) -> None:
+        self.running -= 1
+
+
+def too_many_calls(server: str, maximum: int | None) -> ResourceExhausted:
+    """Build the error for a call over a server's concurrent call limit."""
+    count = f"{maximum} calls" if maximum else "its maximum of calls"
+    return ResourceExhausted(
+        f"{server} is running {count} at once (max_concurrent_rpcs); retry "
+        f"shortly, or raise max_concurrent_rpcs if the server has capacity",
+        reason="TOO_MANY_CONCURRENT_CALLS",
+        metadata={"limit": "max_concurrent_rpcs", "server": server},
+        retry_delay=CONCURRENCY_RETRY_DELAY,
+    )
+
+
+def _handler_parts(handler: grpc.RpcMethodHandler) -> tuple[Callable, Callable]:
+    if handler.unary_unary:
+        return handler.unary_unary, grpc.unary_unary_rpc_method_handler
+    if handler.unary_stream:
+        return handler.unary_stream, grpc.unary_stream_rpc_method_handler
+    if handler.stream_unary:
+        return handler.stream_unary, grpc.stream_unary_rpc_method_handler
+    return handler.stream_stream, grpc.stream_stream_rpc_method_handler
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: DomainError) -> None:
+    await context.abort_with_status(rpc_status.to_status(error.to_status()))
+    raise AssertionError("context.abort_with_status() returned")
+
+
+def _guarded_handler(
+    handler: grpc.RpcMethodHandler,
+    enter: Callable[[grpc.aio.ServicerContext], None],
+    leave: Callable[[], None] | None,
+) -> grpc.RpcMethodHandler:
+    """Wrap a handler so that `enter` runs first and `leave` after the call.
+
+    `enter` raises a DomainError to reject the call, which then gets that
+    status. `leave` runs only for calls that `enter` let through.
+    """
+    behavior, factory = _handler_parts(handler)
+
+    async def admit(context: grpc.aio.ServicerContext) -> None:
+        try:
+            enter(context)
+        except DomainError as error:
+            await _abort(context, error)
+
+    if handler.response_streaming:
+
+        async def wrapped(request_or_iterator: Any, context: grpc.aio.ServicerContext):
+            await admit(context)
+            try:
+                async for response in behavior(request_or_iterator, context):
+                    yield response
+            finally:
+                if leave is not None:
+                    leave()
+
+    else:
+
+        async def wrapped(request_or_iterator: Any, context: grpc.aio.ServicerContext):
+            await admit(context)
+            try:
+                return await behavior(request_or_iterator, context)
+            finally:
+                if leave is not None:
+                    leave()
+
+    return factory(
+        wrapped,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+class ConcurrencyInterceptor(grpc.aio.ServerInterceptor):
+    """Reject calls to the gateway's gRPC front over `max_concurrent_rpcs`.
+
+    It goes first among the interceptors, so a rejected call costs no
+    credential check.
+    """
+
+    def __init__(self, limit: ConcurrencyLimit) -> None:
+        self._limit = limit
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or is_exempt(handler_call_details.method):
+            return handler
+        limit = self._limit
+        return _guarded_handler(handler, lambda _context: limit.enter(), limit.exit)
+
+
+class RateLimitInterceptor(grpc.aio.ServerInterceptor):
+    """Take a token for each call to the gateway's gRPC front, per principal.
+
+    It goes after the authentication interceptor, so that the principal of
+    the call is current when it runs.
+    """
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self._limiter = limiter
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or is_exempt(handler_call_details.method):
+            return handler
+        limiter = self._limiter
+
+        def take_token(context: grpc.aio.ServicerContext) -> None:
+            key = rate_limit_key(auth.current_principal(), peer_host(context.peer()))
+            limiter.check(key)
+
+        return _guarded_handler(handler, take_token, None)
+
+
+def limiter_from_config(rate: float, burst: int) -> RateLimiter | None:
+    """Build the gateway's rate limiter, or return None when `rate` is 0.
+
+    Raises:
+      ValueError: rate is negative, or burst is below 1 while rate is set.
+    """
+    if rate == 0:
+        return None
+    return RateLimiter(rate, burst)
