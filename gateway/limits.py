@@ -40,11 +40,11 @@ HEALTH_PREFIX = f"/{auth.HEALTH_SERVICE}/"
 MAX_TRACKED_KEYS = 100_000
 
 # Delay in seconds that the RetryInfo of a call over the concurrency cap
-# carries; the cap frees up as soon as any running call ends.
+# carries. A slot frees up as soon as any running call ends, so it is short.
 CONCURRENCY_RETRY_DELAY = 0.1
 
-# The message of grpc's own rejection when a server passes
-# `maximum_concurrent_rpcs` (grpcio 1.85, sync and asyncio servers).
+# The message of grpc's own rejection of a call over the sync server's
+# `maximum_concurrent_rpcs` (grpc/_server.py in grpcio 1.85).
 GRPC_CONCURRENCY_MESSAGE = "Concurrent RPC limit exceeded!"
 
 
@@ -54,7 +54,7 @@ def is_exempt(method: str) -> bool:
 
 
 class TokenBucket:
-    """Tokens that refill at `rate` per second up to `burst`; starts full."""
+    """Tokens that refill at `rate` per second up to `burst`, starting full."""
 
     __slots__ = ("rate", "burst", "tokens", "updated")
 
@@ -80,8 +80,8 @@ class RateLimiter:
 
     Args:
       rate: tokens added per second to each bucket; must be above 0.
-      burst: tokens a bucket holds at most, which is how many calls a key
-        can make at once after a quiet period; must be 1 or more.
+      burst: maximum tokens in a bucket, which is how many calls a key can
+        make at once after a quiet period; must be 1 or more.
       max_keys: buckets kept at most before the least recently used is
         dropped.
       clock: monotonic time in seconds.

@@ -171,8 +171,8 @@ class BackendPool:
             code == grpc.StatusCode.RESOURCE_EXHAUSTED
             and details == GRPC_CONCURRENCY_MESSAGE
         ):
-            # grpc's own rejection of a call over the backend's
-            # max_concurrent_rpcs; the client gets the name of the setting.
+            # grpc rejected the call over the backend's max_concurrent_rpcs
+            # with a message that does not name the setting, so replace it.
             backend = self.backend_by_method[path]
             return rpc_status.to_status(too_many_calls(backend.name, None).to_status())
         return _Status(code, details, trailing)

@@ -232,8 +232,8 @@ def create_server(
       max_message_bytes: largest message accepted and sent.
       reflection_enabled: whether to serve server reflection.
       interceptors: interceptors that run before the error interceptor.
-      max_concurrent_rpcs: calls that run or wait for a handler thread at
-        once, at most; grpc rejects further calls with RESOURCE_EXHAUSTED
+      max_concurrent_rpcs: maximum calls that run or wait for a handler
+        thread at once. grpc rejects further calls with RESOURCE_EXHAUSTED
         and grpc's own message, which the gateway rewrites to name the
         `max_concurrent_rpcs` setting. 0 means no limit.
 

@@ -38,7 +38,7 @@ GET_USER_PATH = "/v1/users/ada"
 
 
 class FakeClock:
-    """A monotonic clock that moves only when the test says so."""
+    """A monotonic clock that moves only when a test advances `now`."""
 
     def __init__(self) -> None:
         self.now = 100.0
