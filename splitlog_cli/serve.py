@@ -55,7 +55,7 @@ def run(name: str, config: Config) -> int:
             pass
     finally:
         host.stop(config.grace_seconds, signals.reason or "startup interrupted")
-        logsetup.stop_self_ship(shipper, timeout=2.0)
+        logsetup.stop_self_ship(shipper, timeout=logsetup.SHIP_FLUSH_SECONDS)
     return 0
 
 
@@ -68,7 +68,9 @@ async def _serve_gateway(config: Config, signals: StopSignals) -> int:
         await stop_requested.wait()
     finally:
         await gateway.stop(config.grace_seconds)
-        await asyncio.to_thread(logsetup.stop_self_ship, shipper, 2.0)
+        await asyncio.to_thread(
+            logsetup.stop_self_ship, shipper, logsetup.SHIP_FLUSH_SECONDS
+        )
     return 0
 
 

@@ -68,7 +68,7 @@ def run(config: Config) -> int:
         # `ServiceHost.stop` returns at once for a host already stopped.
         signals.install()
         reason = signals.reason or "startup failed"
-        logsetup.stop_self_ship(shipper, timeout=2.0)
+        logsetup.stop_self_ship(shipper, timeout=logsetup.SHIP_FLUSH_SECONDS)
         _stop_services(hosts, config.grace_seconds, reason)
         _stop_services(node_hosts, config.grace_seconds, reason)
 

@@ -61,6 +61,11 @@ SELF_SHIP_EXCLUDED = ("log_service",)
 _WILDCARD_HOSTS = ("0.0.0.0", "::", "[::]", "")
 
 
+# How long a stopping process waits for its last log records to ship. Under
+# `up --processes` the log router stops before the services, so waiting
+# longer would only delay their exit.
+SHIP_FLUSH_SECONDS = 0.5
+
 _COMPONENT_PACKAGES = frozenset(
     {"user_service", "expense_service", "balance_service", "gateway"}
 )

@@ -15,7 +15,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from splitlog.users.v1 import users_service_pb2, users_service_pb2_grpc
-from splitlog_cli.topology import COMPONENTS
+from splitlog_cli.topology import all_components
+from splitlog_runtime import config as config_module
 from tests.system.conftest import (
     PORT_FLAGS,
     SPLITLOG,
@@ -29,6 +30,7 @@ pytestmark = pytest.mark.system
 GRACE_SECONDS = 5.0
 # Time the interpreter needs to exit after the servers stopped.
 EXIT_SLACK = 3.0
+ALL_COMPONENTS = all_components(config_module.load(environ={}))
 REJECTED_WHILE_STOPPING = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
 
 
@@ -103,7 +105,7 @@ def test_sigterm_finishes_accepted_calls(splitlog_factory, tmp_path, mode):
     assert status == 0, running.log()[-3000:]
     assert exit_seconds < GRACE_SECONDS + EXIT_SLACK
     assert wait_gone(children.values(), timeout=5) == []
-    assert len(children) == (len(COMPONENTS) if mode else 0)
+    assert len(children) == (len(ALL_COMPONENTS) if mode else 0)
     assert any(done > signal_time for _, done in burst.acknowledged)
     # Calls that reached a server after it began to stop are rejected before
     # any handler runs: UNAVAILABLE once the listener is closed, CANCELLED
