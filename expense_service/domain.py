@@ -37,6 +37,9 @@ ALL_GROUPS = "groups/-"
 
 MAX_DESCRIPTION_LENGTH = 200
 MAX_NOTES_LENGTH = 2000
+# Participants of one split. Groups of this app are friends and households;
+# a larger split is more likely a mistake or an attack than a real bill.
+MAX_PARTICIPANTS = 500
 #: Largest total, payer amount or exact amount, in minor units. It keeps the
 #: sum of millions of amounts, as balances add them up, inside a signed
 #: 64-bit integer.
@@ -522,6 +525,14 @@ def parse_split(split: pb.Split, present: bool, field: str) -> tuple[int, tuple]
             "is required; give a split such as {type: SPLIT_TYPE_EQUAL, "
             "participants: [{user: 'users/alice'}, {user: 'users/bob'}]}",
             reason="REQUIRED",
+        )
+    if len(split.participants) > MAX_PARTICIPANTS:
+        raise invalid_field(
+            f"{field}.participants",
+            f"has {len(split.participants)} entries, more than the limit of "
+            f"{MAX_PARTICIPANTS} participants per expense; split the bill into "
+            "several expenses",
+            reason="TOO_MANY_PARTICIPANTS",
         )
     violations, members = Violations(), []
     for index, given in enumerate(split.participants):

@@ -359,6 +359,20 @@ def test_ninety_five_in_exact_thirds_is_over(clients, group):
     assert "0.01 over" in error.details()
 
 
+def test_too_many_participants_rejected(clients, group):
+    split = _split(
+        pb.SPLIT_TYPE_EQUAL,
+        *[pb.SplitParticipant(user=f"users/u{index}") for index in range(501)],
+    )
+
+    error = _create_error(clients, group.name, _expense(group, "10.00", split))
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "TOO_MANY_PARTICIPANTS"
+    assert violated_fields(error) == ["expense.split.participants"]
+    assert "500" in error.details()
+
+
 def test_percentages_missing_ten(clients, group):
     a, b, *_ = group.members
     split = _split(
