@@ -32,7 +32,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -41,7 +41,13 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from log_service import node_state
 from log_service.node_state import BatchIndex, Member, NodeState
 from log_service.replication import ReplicationSender
-from log_service.wal import WriteAheadLog, encode_record, entry_count, slice_record
+from log_service.wal import (
+    WriteAheadLog,
+    embedded_messages,
+    encode_record,
+    entry_count,
+    slice_record,
+)
 from splitlog.logs.v1 import (
     logs_service_pb2,
     node_service_pb2,
@@ -82,6 +88,11 @@ APPLY_BATCH_BYTES = 64 * 1024 * 1024
 APPLY_LINGER_SECONDS = 0.05
 APPLY_GROUP_ENTRIES = 10_000
 RETRY_DELAY_SECONDS = 0.5
+_RECORDS_FIELD = (
+    replication_service_pb2.ReplicateEntriesRequest.DESCRIPTOR.fields_by_name[
+        "records"
+    ].number
+)
 DEADLINE_MARGIN_SECONDS = 0.05
 
 _ROLE_NAMES = {LEADER: node_state.ROLE_LEADER, FOLLOWER: node_state.ROLE_FOLLOWER}
@@ -511,9 +522,15 @@ class LogNode:
     # Replication (follower).
 
     def replicate(
-        self, request: replication_service_pb2.ReplicateEntriesRequest
+        self,
+        request: replication_service_pb2.ReplicateEntriesRequest,
+        payloads: Sequence[bytes] | None = None,
     ) -> replication_service_pb2.ReplicateEntriesResponse:
-        """Handle one message from a leader and return the follower's position."""
+        """Handle one message from a leader and return the follower's position.
+
+        `payloads` holds the serialized form of each record of the request,
+        which the write-ahead log then stores without serializing again.
+        """
         self._check_shard(request.shard, "shard")
         with self._replicate_lock:
             with self.lock:
@@ -525,7 +542,7 @@ class LogNode:
                 self._restart_senders(self._state)
             if request.HasField("truncate_after"):
                 self._truncate(request.truncate_after)
-            last = self._append_replicated(request.records)
+            last = self._append_replicated(request.records, payloads)
             with self.lock:
                 commit = min(request.commit_sequence, last)
                 if commit > self.commit_sequence:
@@ -596,10 +613,16 @@ class LogNode:
                 sequence,
             )
 
-    def _append_replicated(self, records: Sequence[node_service_pb2.LogRecord]) -> int:
+    def _append_replicated(
+        self,
+        records: Sequence[node_service_pb2.LogRecord],
+        payloads: Sequence[bytes] | None,
+    ) -> int:
+        if payloads is None or len(payloads) != len(records):
+            payloads = [None] * len(records)
         last = self.wal.last_sequence
         written = False
-        for record in records:
+        for record, payload in zip(records, payloads, strict=True):
             count = entry_count(record)
             record_last = record.first_sequence + count - 1
             if count == 0 or record_last <= last:
@@ -608,7 +631,8 @@ class LogNode:
                 break
             if record.first_sequence <= last:
                 record = slice_record(record, last + 1, record_last)
-            self.wal.write(record)
+                payload = None
+            self.wal.write(record, payload)
             with self.lock:
                 self._batches.add(record.batch_id, record.first_sequence, count)
             last = record_last
@@ -992,10 +1016,10 @@ class ReplicationServicer(replication_service_pb2_grpc.ReplicationServiceService
 
     def ReplicateEntries(self, request_iterator, context):
         try:
-            for request in request_iterator:
+            for message in request_iterator:
                 if self._node.server_stopping():
                     return
-                yield self._node.replicate(request)
+                yield self._node.replicate(message.request, message.payloads)
         except grpc.RpcError:
             # The leader went away or cancelled the stream; it reconnects and
             # resends from the last sequence this node acknowledged.
@@ -1004,6 +1028,51 @@ class ReplicationServicer(replication_service_pb2_grpc.ReplicationServiceService
 
     def GetNodeStatus(self, request, context):
         return self._node.status()
+
+
+@dataclass(frozen=True)
+class ReplicatedMessage:
+    """One ReplicateEntriesRequest with the serialized form of each record."""
+
+    request: replication_service_pb2.ReplicateEntriesRequest
+    payloads: list[bytes]
+
+
+def parse_replicated_message(data: bytes) -> ReplicatedMessage:
+    """Parse a serialized ReplicateEntriesRequest and keep its record bytes."""
+    request = replication_service_pb2.ReplicateEntriesRequest.FromString(data)
+    return ReplicatedMessage(request, embedded_messages(data, _RECORDS_FIELD))
+
+
+def add_replication_service(node: LogNode, server: grpc.Server) -> None:
+    """Serve ReplicationService for `node`, keeping received records' bytes.
+
+    It registers the same handlers as the generated
+    `add_ReplicationServiceServicer_to_server`, except that ReplicateEntries
+    receives `ReplicatedMessage`s.
+    """
+    servicer = ReplicationServicer(node)
+    handlers = {
+        "ReplicateEntries": grpc.stream_stream_rpc_method_handler(
+            servicer.ReplicateEntries,
+            request_deserializer=parse_replicated_message,
+            response_serializer=(
+                replication_service_pb2.ReplicateEntriesResponse.SerializeToString
+            ),
+        ),
+        "GetNodeStatus": grpc.unary_unary_rpc_method_handler(
+            servicer.GetNodeStatus,
+            request_deserializer=replication_service_pb2.GetNodeStatusRequest.FromString,
+            response_serializer=(
+                replication_service_pb2.GetNodeStatusResponse.SerializeToString
+            ),
+        ),
+    }
+    name = REPLICATION_SERVICE.full_name
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(name, handlers),)
+    )
+    server.add_registered_method_handlers(name, handlers)
 
 
 def node_directory(config: Config, node_id: str) -> Path:
@@ -1085,11 +1154,7 @@ def start_node(
             lambda s: node_service_pb2_grpc.add_LogNodeServiceServicer_to_server(
                 LogNodeServicer(node), s
             ),
-            lambda s: (
-                replication_service_pb2_grpc.add_ReplicationServiceServicer_to_server(
-                    ReplicationServicer(node), s
-                )
-            ),
+            lambda s: add_replication_service(node, s),
         ],
         [NODE_SERVICE.full_name, REPLICATION_SERVICE.full_name],
         address,

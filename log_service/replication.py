@@ -46,8 +46,15 @@ MAX_BACKOFF_SECONDS = 1.0
 _METHOD = "/{}/ReplicateEntries".format(
     replication_service_pb2.DESCRIPTOR.services_by_name["ReplicationService"].full_name
 )
-# The key of ReplicateEntriesRequest.records (field 4, length-delimited).
-_RECORDS_KEY = bytes([4 << 3 | 2])
+# The key of ReplicateEntriesRequest.records: its field number, then wire
+# type 2 (length-delimited).
+_RECORDS_KEY = encode_varint(
+    replication_service_pb2.ReplicateEntriesRequest.DESCRIPTOR.fields_by_name[
+        "records"
+    ].number
+    << 3
+    | 2
+)
 
 
 def _identity(data: bytes) -> bytes:

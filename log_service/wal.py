@@ -126,8 +126,54 @@ def encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
-# The key of LogRecord.entries (field 5, length-delimited).
-_ENTRIES_KEY = bytes([5 << 3 | 2])
+def _read_varint(data: bytes, position: int) -> tuple[int, int]:
+    value = 0
+    shift = 0
+    while True:
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, position
+        shift += 7
+
+
+def embedded_messages(data: bytes, field_number: int) -> list[bytes]:
+    """Return the serialized values of one message field of a serialized message.
+
+    Only the top level of `data` is walked, so the cost grows with its number
+    of fields, not with their size. Call it on data that parsed.
+
+    Raises:
+      ValueError: `data` holds a group or an unknown wire type.
+    """
+    found = []
+    position = 0
+    end = len(data)
+    while position < end:
+        key, position = _read_varint(data, position)
+        wire_type = key & 7
+        if wire_type == 0:
+            _, position = _read_varint(data, position)
+        elif wire_type == 1:
+            position += 8
+        elif wire_type == 5:
+            position += 4
+        elif wire_type == 2:
+            length, position = _read_varint(data, position)
+            if key >> 3 == field_number:
+                found.append(data[position : position + length])
+            position += length
+        else:
+            raise ValueError(f"wire type {wire_type} at byte {position} is not read")
+    return found
+
+
+# The key of LogRecord.entries: its field number, then wire type 2
+# (length-delimited).
+_ENTRIES_KEY = encode_varint(
+    LogRecord.DESCRIPTOR.fields_by_name["entries"].number << 3 | 2
+)
 
 
 def encode_record(

@@ -14,8 +14,18 @@ import pytest
 
 from log_service import model
 from log_service.model import INFO, WARN, Limits, normalize_batch, rows_to_columns
-from log_service.wal import WriteAheadLog, encode_record, encode_varint
-from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
+from log_service.node import parse_replicated_message
+from log_service.wal import (
+    WriteAheadLog,
+    embedded_messages,
+    encode_record,
+    encode_varint,
+)
+from splitlog.logs.v1 import (
+    logs_service_pb2,
+    node_service_pb2,
+    replication_service_pb2,
+)
 
 LogEntry = logs_service_pb2.LogEntry
 NOW_NS = 1_796_403_900_590_180_708
@@ -205,3 +215,38 @@ def test_payloads_from_cache_and_from_disk_match_the_records(tmp_path):
     assert cached[1:] == from_disk
     for record, payload in cached + from_disk:
         assert node_service_pb2.LogRecord.FromString(payload) == record
+
+
+def test_embedded_messages_returns_each_record_as_sent():
+    records = [
+        node_service_pb2.LogRecord(first_sequence=1, epoch=2, batch_id="a"),
+        node_service_pb2.LogRecord(
+            first_sequence=300,
+            epoch=2,
+            batch_id="b" * 200,
+            entries=rows_to_columns(
+                normalize_batch(
+                    [entry(message="m" * 500)],
+                    now_ns=NOW_NS,
+                    limits=Limits(),
+                    retention_cutoff=cutoff,
+                ).rows
+            ),
+        ),
+    ]
+    request = replication_service_pb2.ReplicateEntriesRequest(
+        shard="s0",
+        leader="n1",
+        leader_epoch=2**40,
+        records=records,
+        commit_sequence=299,
+        truncate_after=0,
+    )
+    data = request.SerializeToString()
+
+    message = parse_replicated_message(data)
+
+    assert message.request == request
+    assert message.payloads == [record.SerializeToString() for record in records]
+    assert embedded_messages(data, 1) == [b"s0"]
+    assert embedded_messages(b"", 4) == []
