@@ -6,8 +6,10 @@ The router calls `normalize_batch` on every `WriteLogEntries` batch and
 order, plus one `LogEntryRejection` per rejected entry. A rejected entry never
 stops the others.
 
-This code runs once per ingested entry, so each field is read once, values go
-to plain lists, and `EntryColumns` is built once at the end.
+This code runs once per ingested entry, so each field is read once, each
+valid entry becomes one row tuple, and `EntryColumns` is built from the rows
+once, when first needed. `normalize_batch` stores the common entry itself and
+calls `BatchBuilder.add` for the rest; both give the same row.
 
 Invalid UTF-8 policy: protobuf strings are always valid UTF-8, so bad byte
 sequences can only arrive in OTLP `bytes_value` bodies and in shipped files.

@@ -84,7 +84,7 @@ APPLY_BATCH_BYTES = 64 * 1024 * 1024
 # The applier waits up to APPLY_LINGER_SECONDS for APPLY_GROUP_ENTRIES durable
 # entries, so that small batches reach the store in larger inserts (each one
 # costs a DuckDB statement and two fsyncs). A read or a tail that waits for
-# the store ends the wait at once, so it sees no delay.
+# the store ends the wait at once, so it is not delayed.
 APPLY_LINGER_SECONDS = 0.05
 APPLY_GROUP_ENTRIES = 10_000
 RETRY_DELAY_SECONDS = 0.5

@@ -145,7 +145,7 @@ def embedded_messages(data: bytes, field_number: int) -> list[bytes]:
     of fields, not with their size. Call it on data that parsed.
 
     Raises:
-      ValueError: `data` holds a group or an unknown wire type.
+      ValueError: `data` contains a group or an unknown wire type.
     """
     found = []
     position = 0

@@ -1,7 +1,7 @@
 """Tests that the applier's wait for larger groups never delays a reader.
 
 The linger is raised to 60 s here, far past every read's wait (at most 5 s),
-so a read or tail that sees its entries proves it cut the wait short.
+so a read or tail that receives its entries proves it cut the wait short.
 """
 
 from __future__ import annotations
