@@ -1,10 +1,10 @@
-"""Start log_service's router, and in all-in-one mode its log nodes too.
+"""Start log_service's router.
 
 `build` starts the router: the public LogsService, OTLP's
 `opentelemetry.proto.collector.logs.v1.LogsService/Export`, the coordinator
-that polls the nodes, and the retention thread. `start_local_nodes` starts
-every node of the topology in this process, each with its own gRPC server,
-for `splitlog up`.
+that polls the nodes, and the retention thread. The nodes start elsewhere:
+`splitlog_cli.components.start_log_nodes` runs them all in one process for
+`splitlog up`, and `splitlog serve log_node` runs one.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from log_service.model import Limits
 from log_service.query import ShardReader
 from log_service.retention import RetentionEnforcer, RetentionStore
 from log_service.router import LogsServicer, OtlpLogsServicer, Writer
-from log_service.sharding import Topology, sharder_from_config, topology_from_config
+from log_service.sharding import sharder_from_config, topology_from_config
 from splitlog.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from splitlog_runtime.config import Config
 from splitlog_runtime.server import ServiceHost
@@ -121,41 +121,3 @@ def build_router(
     host.on_stop(coordinator.stop)
     host.on_stop(enforcer.stop)
     return host, coordinator
-
-
-def start_local_nodes(config: Config) -> list[ServiceHost]:
-    """Start every log node of the topology in this process.
-
-    Each node gets its own gRPC server on its topology address and keeps its
-    data under `<data_dir>/log_nodes/<node id>/`. A node whose address has
-    port 0 binds a free port; `bound_topology` then tells the router where.
-    If a node fails to start, the ones started before it are stopped.
-    """
-    from log_service.node import build_node
-
-    hosts: list[ServiceHost] = []
-    try:
-        for node in topology_from_config(config).nodes:
-            hosts.append(build_node(config, node.node_id, node.shard, node.address))
-    except BaseException:
-        for host in hosts:
-            host.stop(0, reason="another log node failed to start")
-        raise
-    return hosts
-
-
-def bound_topology(config: Config, hosts: list[ServiceHost]) -> Topology:
-    """Return the topology with the ports the local nodes actually bound."""
-    topology = topology_from_config(config)
-    shards = []
-    index = 0
-    for spec in topology.shards:
-        nodes = []
-        for node in spec.nodes:
-            host_part = node.address.rpartition(":")[0]
-            nodes.append(
-                type(node)(node.node_id, node.shard, f"{host_part}:{hosts[index].port}")
-            )
-            index += 1
-        shards.append(type(spec)(spec.shard, tuple(nodes)))
-    return Topology(tuple(shards))

@@ -16,9 +16,11 @@ from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
-from log_service.app import bound_topology, build_router, start_local_nodes
+from log_service.app import build_router
+from log_service.sharding import topology_from_config
 from splitlog.logs.v1 import logs_service_pb2 as pb
 from splitlog.logs.v1 import logs_service_pb2_grpc
+from splitlog_cli.components import start_log_nodes
 from tests.log_service.router_support import details_of
 
 NANOS = 1_000_000_000
@@ -27,18 +29,22 @@ NANOS = 1_000_000_000
 class Cluster:
     def __init__(self, config):
         self.config = config
-        self.nodes = start_local_nodes(config)
-        topology = bound_topology(config, self.nodes)
-        self.topology = topology
-        self.router_config = config.replace(log_nodes=topology.to_setting())
+        self.hosts = {}
+        try:
+            self.router_config = start_log_nodes(config, self.hosts)
+        except BaseException:
+            for host in self.hosts.values():
+                host.stop(0)
+            raise
+        self.nodes = list(self.hosts.values())
+        self.topology = topology_from_config(self.router_config)
         self.router, self.coordinator = build_router(self.router_config, "127.0.0.1:0")
         assert self.coordinator.wait_until_ready(15)
         self.channel = grpc.insecure_channel(f"127.0.0.1:{self.router.port}")
         self.stub = logs_service_pb2_grpc.LogsServiceStub(self.channel)
 
     def node_host(self, node_id):
-        index = [n.node_id for n in self.topology.nodes].index(node_id)
-        return self.nodes[index]
+        return self.hosts[node_id]
 
     def close(self):
         self.channel.close()
