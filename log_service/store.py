@@ -655,7 +655,23 @@ class LogStore:
 
     def _attach(self, start: int, path: Path) -> _Partition:
         alias = "p_" + path.stem.lower()
-        self._run(f"ATTACH ? AS {alias}", [str(path)])
+        try:
+            self._run(f"ATTACH ? AS {alias}", [str(path)])
+        except duckdb.IOException as exc:
+            if not _never_finished(path, exc):
+                raise
+            # Creating the file failed part way (a full disk, a crash), so it
+            # holds no committed rows: start it again. The records it should
+            # hold are still in the write-ahead log and are applied again.
+            _LOGGER.warning(
+                "log store: %s was never finished (%s); creating it again",
+                path,
+                exc,
+            )
+            path.unlink()
+            with suppress(FileNotFoundError):
+                path.with_name(path.name + ".wal").unlink()
+            self._run(f"ATTACH ? AS {alias}", [str(path)])
         self._run(store_sql.CREATE_TABLES.format(db=alias))
         partition = _Partition(start=start, path=path, alias=alias)
         self._refresh(partition)
@@ -749,6 +765,22 @@ def _check_limit(limit: int) -> None:
             f"limit is {limit}; ask for at least 1 entry",
             field_violations=[FieldViolation("limit", "must be at least 1")],
         )
+
+
+# Size of an empty DuckDB file: its file header and two database headers.
+# A file this small that DuckDB cannot open holds no committed block.
+_EMPTY_DATABASE_BYTES = 3 * 4096
+
+
+def _never_finished(path: Path, error: duckdb.IOException) -> bool:
+    """Return whether a partition file failed while being created."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return False
+    return "not a valid DuckDB database file" in str(error) and (
+        size <= _EMPTY_DATABASE_BYTES
+    )
 
 
 def _cap(flt: node_service_pb2.EntryFilter, visible: int) -> int:

@@ -631,9 +631,16 @@ class WriteAheadLog:
             self._open_active()
         assert self._fd is not None
         view = memoryview(frame)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError:
+            # A full disk can stop a frame part way. Cut the part off, or the
+            # next record would follow it and replay would stop at the torn
+            # frame, losing every record after it.
+            os.ftruncate(self._fd, segment.size)
+            raise
         info = self._index(record, segment, segment.size, len(frame))
         segment.size += len(frame)
         self._last = info.last

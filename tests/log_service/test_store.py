@@ -129,6 +129,19 @@ def test_record_across_partitions_is_split(tmp_path: Path) -> None:
     assert [e[0] for e in entries] == [1, 4, 2, 3]
 
 
+def test_partition_file_left_unfinished_is_created_again(tmp_path: Path) -> None:
+    # What a full disk leaves when it stops DuckDB while writing the header.
+    directory = tmp_path / "store"
+    store = LogStore(directory, partition_seconds=3600)
+    (directory / "20240501T000000Z.duckdb").write_bytes(b"DUCK" + bytes(500))
+
+    store.apply([record(1, [BASE + 10, BASE + 20])])
+    entries = query_all(store)
+    store.close()
+
+    assert [e[0] for e in entries] == [1, 2]
+
+
 def test_query_skips_nothing_across_partitions(tmp_path: Path) -> None:
     store = LogStore(tmp_path / "store", partition_seconds=3600)
     timestamps = [BASE + i * 20 * 60 * SECOND for i in range(12)]

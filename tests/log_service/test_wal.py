@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import resource
+import signal
 import threading
 
 import pytest
@@ -60,6 +63,34 @@ def test_append_then_replay_after_reopen(tmp_path):
     assert [r.batch_id for r in replayed] == ["batch-1", "batch-4"]
     assert reopened.last_sequence == 5
     assert list(reopened.replay(after=3))[0].first_sequence == 4
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int):
+    """Make writes past `limit` bytes fail with EFBIG, as a full disk would."""
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous_handler)
+
+
+def test_frame_cut_short_by_full_disk_is_removed(tmp_path):
+    wal = WriteAheadLog(tmp_path)
+    wal.append(make_record(1, 2))
+    segment = next(tmp_path.glob(f"*{SEGMENT_SUFFIX}"))
+    big = make_record(3, 400)
+
+    with file_size_limit(segment.stat().st_size + 100), pytest.raises(OSError):
+        wal.append(big)
+    wal.append(make_record(3, 1))
+    wal.close()
+    replayed = list(WriteAheadLog(tmp_path).replay())
+
+    assert sequences(replayed) == [1, 2, 3]
 
 
 def test_append_out_of_order_is_rejected(tmp_path):
