@@ -27,6 +27,8 @@ runs one node until SIGTERM or SIGINT.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import logging
 import signal
 import threading
@@ -105,6 +107,31 @@ def _open_store(directory: Path, partition_hours: int = 1):
     from log_service.store import LogStore
 
     return LogStore(directory, partition_seconds=partition_hours * 3600)
+
+
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+@contextlib.contextmanager
+def _disk_full_is_unavailable(shard: str) -> Iterator[None]:
+    """Turn a full disk into UNAVAILABLE with a retry delay.
+
+    The write-ahead log removes a frame cut short, so the batch can be sent
+    again under the same id once space returns.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _DISK_FULL_ERRNOS:
+            raise
+        _LOGGER.error("log shard %s: the disk is full (%s)", shard, exc)
+        raise Unavailable(
+            f"shard {shard}: the log node's disk is full; retry the batch with "
+            "the same batch_id once space is freed",
+            reason="DISK_FULL",
+            metadata={"shard": shard},
+            retry_delay=RETRY_DELAY_SECONDS,
+        ) from None
 
 
 def _member(proto: node_service_pb2.ShardMember) -> Member:
@@ -434,13 +461,15 @@ class LogNode:
                 record, payload = encode_record(
                     first, epoch, request.batch_id, time.time_ns(), request.entries
                 )
-                last = self.wal.write(record, payload)
+                with _disk_full_is_unavailable(self.shard):
+                    last = self.wal.write(record, payload)
                 self._batches.add(request.batch_id, first, count)
             else:
                 first, count = known
                 last = first + count - 1
         if known is None:
-            self.wal.sync(last)
+            with _disk_full_is_unavailable(self.shard):
+                self.wal.sync(last)
             self._note_durable()
         self._wait_for_commit(last, deadline, epoch)
         return node_service_pb2.AppendEntriesResponse(
