@@ -8,6 +8,7 @@ environment (a test checks that the two agree).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from splitlog_runtime.config import SERVICES, Config
@@ -78,8 +79,7 @@ LOG_NODE = "log_node"
 
 def _service(name: str) -> Component:
     # Every service can reach every other one; channels connect lazily, so
-    # the services need no start order among themselves. The log router
-    # starts after its nodes so that its coordinator finds them at once.
+    # the services need no start order among themselves.
     peers = tuple(other for other in SERVICES if other != name)
     return Component(name, (f"{name}_port",), peers, (), has_database=True)
 
@@ -142,7 +142,9 @@ def all_components(config: Config) -> tuple[Component, ...]:
     return (*nodes, *components)
 
 
-def log_nodes_setting(config: Config, host_of=None) -> str:
+def log_nodes_setting(
+    config: Config, host_of: Callable[[str], str] | None = None
+) -> str:
     """Render the log topology with the address each peer should dial.
 
     Args:
