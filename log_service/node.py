@@ -217,7 +217,7 @@ class LogNode:
             self._store.delete_after(last)
         self._batches.load()
         for info in self.wal.records():
-            self._batches.add(info.batch_id, info.first, info.count)
+            self._index_batch_locked(info.batch_id, info.first, info.count)
         self._apply_pending()
         with self.lock:
             self.durable_sequence = last
@@ -658,18 +658,38 @@ class LogNode:
                 continue
             if record.first_sequence > last + 1:
                 break
+            batch_id, batch_first = record.batch_id, record.first_sequence
             if record.first_sequence <= last:
                 record = slice_record(record, last + 1, record_last)
                 payload = None
             self.wal.write(record, payload)
             with self.lock:
-                self._batches.add(record.batch_id, record.first_sequence, count)
+                # The untrimmed record's range: the entries this node already
+                # stores below `last + 1` are the same batch's first entries.
+                self._index_batch_locked(batch_id, batch_first, count)
             last = record_last
             written = True
         if written:
             self.wal.sync(last)
             self._note_durable()
         return last
+
+    def _index_batch_locked(self, batch_id: str, first: int, count: int) -> None:
+        """Add a batch's range to the batch index, joined to a part already held.
+
+        A batch can reach the write-ahead log in pieces: a record that a
+        truncation cut short, then the rest of it from the next leader. The
+        index keeps the union of the pieces, so a retry of the batch gets its
+        whole range.
+        """
+        known = self._batches.get(batch_id)
+        if known is not None:
+            known_first, known_count = known
+            known_end = known_first + known_count
+            if known_first <= first <= known_end:
+                end = max(known_end, first + count)
+                first, count = known_first, end - known_first
+        self._batches.add(batch_id, first, count)
 
     def _replication_reply_locked(
         self,

@@ -235,3 +235,54 @@ def test_follower_without_leader_config_adopts_sender(base_config, tmp_path):
     finally:
         leader.stop()
         follower.stop()
+
+
+def replicated_record(
+    first: int, batch_id: str, count: int, label: str
+) -> node_service_pb2.LogRecord:
+    return node_service_pb2.LogRecord(
+        first_sequence=first, epoch=1, batch_id=batch_id, entries=columns(count, label)
+    )
+
+
+def test_overlapping_record_indexes_whole_batch(base_config, tmp_path):
+    node = start(base_config, tmp_path, "n1")
+    handles = [node]
+    try:
+        # The follower first stores the batch's first 4 entries, as after a
+        # truncation that cut the record short, then receives the whole record.
+        requests = [
+            replication_service_pb2.ReplicateEntriesRequest(
+                shard=SHARD,
+                leader="n0",
+                leader_epoch=1,
+                records=[replicated_record(1, "batch-a", 4, "a")],
+            ),
+            replication_service_pb2.ReplicateEntriesRequest(
+                shard=SHARD,
+                leader="n0",
+                leader_epoch=1,
+                records=[replicated_record(1, "batch-a", 10, "a")],
+            ),
+        ]
+        replies = list(node.replication.ReplicateEntries(iter(requests), timeout=5))
+        assert [r.last_sequence for r in replies] == [4, 10]
+
+        configure(node, epoch=2, leader=node, version=1)
+        retry = append(node, 2, "batch-a", 10, label="a")
+        assert retry.duplicate
+        assert (retry.first_sequence, retry.count) == (1, 10)
+
+        # The index is rebuilt from the write-ahead log's two pieces at restart.
+        port = node.host.port
+        node.stop()
+        node = start(base_config, tmp_path, "n1", port=port)
+        handles.append(node)
+        retry = append(node, 2, "batch-a", 10, label="a")
+        assert retry.duplicate
+        assert (retry.first_sequence, retry.count) == (1, 10)
+        assert sorted(query_sequences(node)) == list(range(1, 11))
+    finally:
+        for handle in handles:
+            if not handle.host.stopped:
+                handle.stop()
