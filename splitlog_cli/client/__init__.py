@@ -1,8 +1,9 @@
 """Client commands that call a running splitlog through its gateway.
 
 `add_parsers` registers `users`, `groups`, `expenses`, `settlements`,
-`balances`, `logs` and `demo` on the `splitlog` parser; `run` executes the parsed
-command. Exit status: 0 on success, 1 when a call fails or the gateway
+`balances`, `logs`, `auth` and `demo` on the `splitlog` parser; `run` executes
+the parsed command, sending the credential of `--token`, `SPLITLOG_TOKEN` or
+the saved session. Exit status: 0 on success, 1 when a call fails or the gateway
 cannot be reached, 2 for an invalid command-line value.
 """
 
@@ -12,7 +13,10 @@ import argparse
 import os
 import sys
 
+import grpc
+
 from splitlog_cli.client import (
+    auth,
     balances,
     demo,
     demo_logs,
@@ -23,7 +27,13 @@ from splitlog_cli.client import (
     users,
 )
 from splitlog_cli.client.command import HANDLER, Context, common_options
-from splitlog_cli.client.connection import ServerError
+from splitlog_cli.client.connection import ServerError, sending
+from splitlog_cli.client.credentials import (
+    TOKEN_ENV,
+    Credential,
+    SessionStore,
+    config_dir,
+)
 from splitlog_cli.client.values import UsageError
 from splitlog_cli.tls_options import client_tls
 from splitlog_cli.topology import connect_host, format_address
@@ -33,7 +43,7 @@ from splitlog_runtime.tls import TlsConfigError
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
-_MODULES = (users, groups, expenses, settlements, balances, logs, demo)
+_MODULES = (users, groups, expenses, settlements, balances, logs, auth, demo)
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -62,14 +72,18 @@ def run(args: argparse.Namespace, config: Config) -> int:
     address = args.gateway_address or format_address(
         connect_host(config.host), config.gateway_port
     )
-    context = Context(address, args.format, sys.stdout, client_tls(args, config))
+    credential = _credential(args, address)
+    context = Context(
+        address, args.format, sys.stdout, client_tls(args, config), credential
+    )
     try:
-        getattr(args, HANDLER)(context, args)
+        with sending(credential):
+            getattr(args, HANDLER)(context, args)
     except (UsageError, TlsConfigError) as exc:
         print(f"splitlog {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ServerError as exc:
-        print(f"splitlog: error: {exc}", file=sys.stderr)
+        print(f"splitlog: error: {exc}{_hint(exc, credential)}", file=sys.stderr)
         return EXIT_FAILURE
     except BrokenPipeError:
         # The reader of the output, such as `head`, exited early. Point stdout
@@ -79,3 +93,29 @@ def run(args: argparse.Namespace, config: Config) -> int:
     finally:
         context.close()
     return 0
+
+
+def _credential(args: argparse.Namespace, address: str) -> Credential | None:
+    """Return the credential that the command sends, if any."""
+    if not getattr(args, auth.SENDS_CREDENTIAL, True):
+        return None
+    token = args.token or os.environ.get(TOKEN_ENV, "")
+    return Credential(address, token, SessionStore(config_dir()))
+
+
+def _hint(error: ServerError, credential: Credential | None) -> str:
+    """Say how to get a credential when the gateway refused the call for one."""
+    if error.code != grpc.StatusCode.UNAUTHENTICATED or credential is None:
+        return ""
+    if credential.from_session:
+        return (
+            "; the saved session has ended; sign in again with `splitlog auth "
+            "signin --email EMAIL`"
+        )
+    if credential.present:
+        return f"; check the token given by --token or {TOKEN_ENV}"
+    return (
+        f"; not signed in to {credential.address}: run `splitlog auth signin "
+        f"--email EMAIL`, or pass an access token or API key with --token or "
+        f"{TOKEN_ENV}"
+    )

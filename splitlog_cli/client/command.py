@@ -10,6 +10,7 @@ from typing import Any, TextIO
 from google.protobuf.message import Message
 
 from splitlog_cli.client.connection import Gateway
+from splitlog_cli.client.credentials import TOKEN_ENV, Credential
 from splitlog_cli.client.render import FORMATS, to_json
 from splitlog_cli.tls_options import add_tls_arguments
 from splitlog_runtime.tls import ClientTls
@@ -22,7 +23,7 @@ Handler = Callable[["Context", argparse.Namespace], Message]
 
 
 def common_options() -> argparse.ArgumentParser:
-    """Return the parent parser with `--gateway`, `--format` and the TLS flags."""
+    """Return the parent parser with `--gateway`, `--format`, `--token` and TLS."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--gateway",
@@ -37,6 +38,13 @@ def common_options() -> argparse.ArgumentParser:
         default="table",
         help="print aligned columns (table, the default) or proto3 JSON (json): "
         "the resource, or for a list one response with the items of every page",
+    )
+    common.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help=f"access token or API key to send as `authorization: Bearer` "
+        f"(default: ${TOKEN_ENV}, else the session saved by `splitlog auth "
+        "signin` for this gateway)",
     )
     add_tls_arguments(common)
     return common
@@ -73,13 +81,16 @@ class Context:
     format: str
     out: TextIO
     tls: ClientTls | None = None
+    credential: Credential | None = None
     _gateway: Gateway | None = field(default=None, repr=False)
 
     @property
     def gateway(self) -> Gateway:
         """The connection, opened on first use so that usage errors need none."""
         if self._gateway is None:
-            self._gateway = Gateway(self.address, tls=self.tls)
+            self._gateway = Gateway(
+                self.address, tls=self.tls, credential=self.credential
+            )
         return self._gateway
 
     def call(self, method_name: str, request: Message) -> Any:

@@ -7,7 +7,8 @@ or `Unreachable` when nothing listens at the gateway address.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 import grpc
@@ -15,9 +16,12 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from splitlog.auth.v1 import auth_service_pb2 as auth_pb2
+from splitlog.auth.v1 import auth_service_pb2_grpc as auth_grpc
 from splitlog.balances.v1 import balances_service_pb2_grpc as balances_grpc
 from splitlog.expenses.v1 import expenses_service_pb2_grpc as expenses_grpc
 from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
+from splitlog_cli.client.credentials import BearerInterceptor, Credential
 from splitlog_runtime.channels import insecure_channel
 from splitlog_runtime.tls import ClientTls, secure_channel
 
@@ -31,6 +35,10 @@ Response = TypeVar("Response", bound=Message)
 
 class ServerError(Exception):
     """A call that the gateway or a service failed; the message is one line."""
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class Unreachable(ServerError):
@@ -56,19 +64,62 @@ class Unreachable(ServerError):
                 "pass the address of a running gateway with --gateway HOST:PORT, "
                 "or add --tls if the gateway serves TLS"
             )
-        super().__init__(message)
+        super().__init__(message, grpc.StatusCode.UNAVAILABLE)
         self.address = address
 
 
-def open_channel(address: str, tls: ClientTls | None) -> grpc.Channel:
+# The credential of the running command, which `open_channel` adds to every
+# channel to its address; set by `sending`.
+_current: Credential | None = None
+
+
+@contextmanager
+def sending(credential: Credential | None) -> Iterator[None]:
+    """Send `credential` on the channels that open to its address meanwhile."""
+    global _current
+    previous, _current = _current, credential
+    try:
+        yield
+    finally:
+        _current = previous
+
+
+def open_channel(
+    address: str, tls: ClientTls | None, credential: Credential | None = None
+) -> grpc.Channel:
     """Open a channel to the gateway, with TLS unless `tls` is None.
+
+    Calls on the channel carry `credential`, or else the one that `sending`
+    set when it belongs to `address`; a credential is never sent elsewhere.
 
     Raises:
       splitlog_runtime.tls.TlsConfigError: a TLS file cannot be read.
     """
+    if credential is None and _current is not None and _current.address == address:
+        credential = _current
+    channel = _plain_channel(address, tls)
+    if credential is None or not credential.present:
+        return channel
+    if credential.refresh is None:
+        credential.refresh = lambda token: _refresh(address, tls, token)
+    return grpc.intercept_channel(channel, BearerInterceptor(credential))
+
+
+def _plain_channel(address: str, tls: ClientTls | None) -> grpc.Channel:
     if tls is None:
         return insecure_channel(address)
     return secure_channel(address, tls.channel_credentials())
+
+
+def _refresh(
+    address: str, tls: ClientTls | None, refresh_token: str
+) -> auth_pb2.RefreshTokenResponse:
+    """Exchange a refresh token on a channel of its own, without a credential."""
+    with _plain_channel(address, tls) as channel:
+        return auth_grpc.AuthServiceStub(channel).RefreshToken(
+            auth_pb2.RefreshTokenRequest(refresh_token=refresh_token),
+            timeout=DEFAULT_TIMEOUT,
+        )
 
 
 class Gateway:
@@ -83,11 +134,13 @@ class Gateway:
         address: str,
         timeout: float = DEFAULT_TIMEOUT,
         tls: ClientTls | None = None,
+        credential: Credential | None = None,
     ) -> None:
         self.address = address
         self.timeout = timeout
         self.tls = tls
-        self._channel = open_channel(address, tls)
+        self._channel = open_channel(address, tls, credential)
+        self.auth = auth_grpc.AuthServiceStub(self._channel)
         self.users = users_grpc.UsersServiceStub(self._channel)
         self.expenses = expenses_grpc.ExpensesServiceStub(self._channel)
         self.balances = balances_grpc.BalancesServiceStub(self._channel)
@@ -107,9 +160,10 @@ class Gateway:
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise ServerError(
                     f"{self.address} sent no response within {self.timeout:g} s "
-                    "(DEADLINE_EXCEEDED); check the log of `splitlog up`"
+                    "(DEADLINE_EXCEEDED); check the log of `splitlog up`",
+                    exc.code(),
                 ) from None
-            raise ServerError(describe(exc)) from None
+            raise ServerError(describe(exc), exc.code()) from None
 
     def close(self) -> None:
         self._channel.close()

@@ -1,0 +1,248 @@
+"""The credential that the client commands send, and the saved sessions.
+
+A command sends `authorization: Bearer <credential>` when it has one: the
+`--token` value first, then `SPLITLOG_TOKEN`, then the session that
+`splitlog auth signin` saved for the gateway address. Sessions live in
+`$XDG_CONFIG_HOME/splitlog/sessions.json` (default `~/.config/splitlog/`),
+mode 0600, one per gateway address, so a token is never sent to a gateway
+that did not issue it. A saved access token that has expired, or that the
+gateway rejects, is exchanged once for new tokens with the refresh token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from splitlog.auth.v1 import auth_service_pb2 as auth_pb2
+
+TOKEN_ENV = "SPLITLOG_TOKEN"
+SESSIONS_FILE = "sessions.json"
+# Refresh a little before the recorded expiry, so that a token does not run
+# out between the check and the server's verification.
+_EXPIRY_MARGIN_SECONDS = 10.0
+
+
+def config_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Return `$XDG_CONFIG_HOME/splitlog`, or `~/.config/splitlog` without it."""
+    environ = os.environ if environ is None else environ
+    base = environ.get("XDG_CONFIG_HOME", "")
+    root = Path(base) if base else Path.home() / ".config"
+    return root / "splitlog"
+
+
+@dataclass
+class Session:
+    """The tokens of one signed-in session with one gateway."""
+
+    user: str
+    access_token: str
+    access_expire_time: float
+    refresh_token: str
+    refresh_expire_time: float
+
+    @classmethod
+    def from_tokens(cls, user: str, tokens: auth_pb2.SessionTokens) -> Session:
+        return cls(
+            user=user,
+            access_token=tokens.access_token,
+            access_expire_time=_seconds(tokens.access_token_expire_time),
+            refresh_token=tokens.refresh_token,
+            refresh_expire_time=_seconds(tokens.refresh_token_expire_time),
+        )
+
+    def access_expired(self, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        return now + _EXPIRY_MARGIN_SECONDS >= self.access_expire_time
+
+    def __repr__(self) -> str:
+        # Keep the tokens out of tracebacks and debug output.
+        return f"Session(user={self.user!r})"
+
+
+def _seconds(stamp: Any) -> float:
+    return stamp.seconds + stamp.nanos / 1e9
+
+
+class SessionStore:
+    """The saved sessions, keyed by gateway address, in a mode 0600 file."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path = directory / SESSIONS_FILE
+
+    def load(self, address: str) -> Session | None:
+        """Return the session saved for `address`, or None."""
+        entry = self._read().get(address)
+        if not isinstance(entry, dict):
+            return None
+        try:
+            return Session(**entry)
+        except TypeError:
+            return None
+
+    def save(self, address: str, session: Session) -> None:
+        sessions = self._read()
+        sessions[address] = asdict(session)
+        self._write(sessions)
+
+    def remove(self, address: str) -> bool:
+        """Forget the session of `address`; return whether there was one."""
+        sessions = self._read()
+        if sessions.pop(address, None) is None:
+            return False
+        self._write(sessions)
+        return True
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return {}
+        sessions = data.get("sessions") if isinstance(data, dict) else None
+        return sessions if isinstance(sessions, dict) else {}
+
+    def _write(self, sessions: dict[str, Any]) -> None:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Write a private temporary file and rename it over the old one, so
+        # that the tokens are never readable by others, not even briefly.
+        descriptor, temporary = tempfile.mkstemp(
+            prefix=".sessions-", dir=self.directory
+        )
+        try:
+            os.fchmod(descriptor, 0o600)
+            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+                json.dump({"sessions": sessions}, file, indent=2)
+                file.write("\n")
+            os.replace(temporary, self.path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+
+Refresher = Callable[[str], auth_pb2.RefreshTokenResponse]
+
+
+class Credential:
+    """The bearer credential of one command run, refreshed when it expires.
+
+    `token` is a `--token` or `SPLITLOG_TOKEN` value (an access token or an
+    API key), sent as is. Without it, the saved session of `address` is
+    used, and `refresh` (set by the caller once a channel exists) renews it.
+    """
+
+    def __init__(
+        self, address: str, token: str | None, store: SessionStore | None
+    ) -> None:
+        self.address = address
+        self._token = token or None
+        self._store = store
+        self._session = None if self._token or store is None else store.load(address)
+        self.refresh: Refresher | None = None
+        self._refreshed = False
+        self._lock = threading.Lock()
+
+    @property
+    def present(self) -> bool:
+        return self._token is not None or self._session is not None
+
+    @property
+    def from_session(self) -> bool:
+        return self._token is None and self._session is not None
+
+    def bearer(self) -> str | None:
+        """Return the credential to send, renewing an expired saved token first."""
+        if self._token is not None:
+            return self._token
+        if self._session is None:
+            return None
+        if self._session.access_expired():
+            self.renew()
+        return self._session.access_token if self._session else None
+
+    def renew(self) -> bool:
+        """Exchange the refresh token for new tokens, once per run.
+
+        Returns False when there is no saved session, it was renewed
+        already, or the gateway rejected the refresh token.
+        """
+        with self._lock:
+            if self._session is None or self._refreshed or self.refresh is None:
+                return False
+            self._refreshed = True
+            try:
+                response = self.refresh(self._session.refresh_token)
+            except grpc.RpcError:
+                return False
+            self._session = Session.from_tokens(response.user, response.tokens)
+            if self._store is not None:
+                self._store.save(self.address, self._session)
+            return True
+
+
+class _Details(grpc.ClientCallDetails):
+    def __init__(self, details: grpc.ClientCallDetails, bearer: str) -> None:
+        self.method = details.method
+        self.timeout = details.timeout
+        self.credentials = details.credentials
+        self.wait_for_ready = details.wait_for_ready
+        self.compression = details.compression
+        kept = [
+            (key, value)
+            for key, value in (details.metadata or ())
+            if key.lower() != "authorization"
+        ]
+        self.metadata = [*kept, ("authorization", f"Bearer {bearer}")]
+
+
+class BearerInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Add the credential to every call; retry a rejected unary call once.
+
+    A unary call that fails with UNAUTHENTICATED while a saved session is in
+    use is sent again after one refresh of the session's tokens.
+    """
+
+    def __init__(self, credential: Credential) -> None:
+        self._credential = credential
+
+    def _with_bearer(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        bearer = self._credential.bearer()
+        return details if bearer is None else _Details(details, bearer)
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):
+        outcome = continuation(self._with_bearer(client_call_details), request)
+        if (
+            isinstance(outcome, grpc.RpcError)
+            and outcome.code() == grpc.StatusCode.UNAUTHENTICATED
+            and self._credential.from_session
+            and self._credential.renew()
+        ):
+            return continuation(self._with_bearer(client_call_details), request)
+        return outcome
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):
+        return continuation(self._with_bearer(client_call_details), request)
+
+    def intercept_stream_unary(self, continuation, client_call_details, requests):
+        return continuation(self._with_bearer(client_call_details), requests)
+
+    def intercept_stream_stream(self, continuation, client_call_details, requests):
+        return continuation(self._with_bearer(client_call_details), requests)

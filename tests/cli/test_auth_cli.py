@@ -1,0 +1,314 @@
+"""`splitlog auth` and the credential of every client command, with auth on.
+
+A real user_service runs behind a real gateway with `auth_required`; the
+commands run in this process through `splitlog_cli.main.main`, with their
+own `XDG_CONFIG_HOME` under tmp_path.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import stat
+from dataclasses import dataclass
+
+import pytest
+
+from gateway.app import build
+from splitlog_cli.client.credentials import SESSIONS_FILE, TOKEN_ENV
+from splitlog_cli.main import main
+from splitlog_runtime import auth
+from splitlog_runtime import config as config_module
+from tests.gateway.support import LoopThread, closed_address
+from user_service import app as user_app
+
+SECRET = "cli-test-secret-" + "y" * 40
+PASSWORD = "a long enough passphrase"
+
+
+class _AllowGuard:
+    def check_settled(self, *args, **kwargs) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+@dataclass
+class Output:
+    status: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture(scope="module")
+def gateway_address(tmp_path_factory):
+    """The gRPC address of a gateway with auth on, before a real user_service."""
+    loop_thread = LoopThread()
+    config = config_module.load(
+        environ={},
+        overrides={
+            "data_dir": tmp_path_factory.mktemp("auth-cli") / "data",
+            "auth_required": True,
+            "auth_secret": SECRET,
+            "grace_seconds": 0.5,
+            "workers": 4,
+            "expense_service_addr": closed_address(),
+            "balance_service_addr": closed_address(),
+            "log_service_addr": closed_address(),
+        },
+    )
+    users = user_app.build(config, "127.0.0.1:0", guard=_AllowGuard())
+    config = config.replace(user_service_addr=f"127.0.0.1:{users.port}")
+    gateway = loop_thread.run(build(config, "127.0.0.1:0", "127.0.0.1:0"))
+    try:
+        yield f"127.0.0.1:{gateway.grpc_port}"
+    finally:
+        loop_thread.run(gateway.stop(0))
+        users.stop(0)
+        auth.install_process_signer(None)
+        loop_thread.close()
+
+
+@pytest.fixture
+def cli(gateway_address, tmp_path, monkeypatch, capsys):
+    """Run `splitlog ARGS --gateway ADDRESS`, with `stdin` as standard input."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+
+    def run(*args: str, stdin: str = "") -> Output:
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        status = main([*args, "--gateway", gateway_address])
+        captured = capsys.readouterr()
+        return Output(status, captured.out, captured.err)
+
+    return run
+
+
+_COUNTER = iter(range(10_000))
+
+
+def _sign_up(cli) -> tuple[str, str]:
+    """Sign up a new user and return its id and email."""
+    number = next(_COUNTER)
+    user_id, email = f"cli-user-{number}", f"cli{number}@example.com"
+    result = cli(
+        "auth", "signup", "--email", email, "--display-name", "Ana",
+        "--user-id", user_id, "--password-stdin",
+        stdin=PASSWORD + "\n",
+    )  # fmt: skip
+    assert result.status == 0, result.stderr
+    assert f"users/{user_id}" in result.stdout
+    return user_id, email
+
+
+def _sessions_file(tmp_path):
+    return tmp_path / "config" / "splitlog" / SESSIONS_FILE
+
+
+def _saved(tmp_path, gateway_address) -> dict:
+    data = json.loads(_sessions_file(tmp_path).read_text())
+    return data["sessions"][gateway_address]
+
+
+def test_signup_saves_the_session_privately_and_commands_send_it(
+    cli, tmp_path, gateway_address
+):
+    user_id, _ = _sign_up(cli)
+
+    path = _sessions_file(tmp_path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert _saved(tmp_path, gateway_address)["user"] == f"users/{user_id}"
+
+    shown = cli("users", "get", user_id)
+    assert shown.status == 0, shown.stderr
+    assert f"users/{user_id}" in shown.stdout
+
+
+def test_a_command_without_a_credential_says_how_to_sign_in(cli):
+    result = cli("users", "list")
+
+    assert result.status == 1
+    assert "UNAUTHENTICATED" in result.stderr
+    assert "splitlog auth signin --email EMAIL" in result.stderr
+
+
+def test_signin_then_signout_ends_the_session(cli, tmp_path, gateway_address):
+    user_id, email = _sign_up(cli)
+    _sessions_file(tmp_path).unlink()
+
+    signed_in = cli("auth", "signin", "--email", email, "--password-stdin",
+                    stdin=PASSWORD + "\n")  # fmt: skip
+    assert signed_in.status == 0, signed_in.stderr
+    assert cli("users", "get", user_id).status == 0
+    refresh_token = _saved(tmp_path, gateway_address)["refresh_token"]
+
+    signed_out = cli("auth", "signout")
+    assert signed_out.status == 0, signed_out.stderr
+    assert "Signed out" in signed_out.stdout
+    assert (
+        gateway_address
+        not in json.loads(_sessions_file(tmp_path).read_text())["sessions"]
+    )
+
+    refused = cli("users", "get", user_id)
+    assert refused.status == 1
+    assert "not signed in" in refused.stderr
+    # The server ended the session too: its refresh token no longer works.
+    reused = cli("users", "get", user_id, "--token", refresh_token)
+    assert reused.status == 1
+    assert "UNAUTHENTICATED" in reused.stderr
+
+
+def test_signin_with_a_wrong_password_saves_nothing(cli, tmp_path):
+    _, email = _sign_up(cli)
+    _sessions_file(tmp_path).unlink()
+
+    result = cli("auth", "signin", "--email", email, "--password-stdin",
+                 stdin="not the passphrase\n")  # fmt: skip
+
+    assert result.status == 1
+    assert "UNAUTHENTICATED" in result.stderr
+    assert not _sessions_file(tmp_path).exists()
+
+
+def test_an_empty_password_is_a_usage_error(cli):
+    result = cli("auth", "signin", "--email", "x@example.com", "--password-stdin")
+
+    assert result.status == 2
+    assert "password is empty" in result.stderr
+
+
+def test_an_expired_access_token_is_refreshed_once(cli, tmp_path, gateway_address):
+    user_id, _ = _sign_up(cli)
+    path = _sessions_file(tmp_path)
+    data = json.loads(path.read_text())
+    old = dict(data["sessions"][gateway_address])
+    data["sessions"][gateway_address]["access_expire_time"] = 0.0
+    path.write_text(json.dumps(data))
+
+    result = cli("users", "get", user_id)
+
+    assert result.status == 0, result.stderr
+    renewed = _saved(tmp_path, gateway_address)
+    assert renewed["access_token"] != old["access_token"]
+    assert renewed["refresh_token"] != old["refresh_token"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_rejected_access_token_is_refreshed_and_the_call_sent_again(
+    cli, tmp_path, gateway_address
+):
+    user_id, _ = _sign_up(cli)
+    path = _sessions_file(tmp_path)
+    data = json.loads(path.read_text())
+    data["sessions"][gateway_address]["access_token"] = "not-a-token"
+    path.write_text(json.dumps(data))
+
+    result = cli("users", "get", user_id)
+
+    assert result.status == 0, result.stderr
+    assert _saved(tmp_path, gateway_address)["access_token"] != "not-a-token"
+
+
+def test_an_ended_session_that_cannot_refresh_says_to_sign_in_again(
+    cli, tmp_path, gateway_address
+):
+    user_id, _ = _sign_up(cli)
+    path = _sessions_file(tmp_path)
+    data = json.loads(path.read_text())
+    data["sessions"][gateway_address]["access_token"] = "not-a-token"
+    data["sessions"][gateway_address]["refresh_token"] = "not-a-refresh-token"
+    path.write_text(json.dumps(data))
+
+    result = cli("users", "get", user_id)
+
+    assert result.status == 1
+    assert "saved session has ended" in result.stderr
+
+
+def test_api_keys_are_created_listed_used_and_revoked(cli, monkeypatch):
+    user_id, _ = _sign_up(cli)
+
+    created = cli("auth", "keys", "create", "--name", "shipper",
+                  "--scope", "logs:write", "--expires-in", "30d")  # fmt: skip
+    assert created.status == 0, created.stderr
+    assert "shown only this once" in created.stdout
+    assert "logs:write" in created.stdout
+    admin = cli("auth", "keys", "create", "--name", "ops", "--scope", "admin",
+                "--format", "json")  # fmt: skip
+    assert admin.status == 0, admin.stderr
+    admin_key = json.loads(admin.stdout)
+    secret = admin_key["secret"]
+
+    listed = cli("auth", "keys", "list")
+    assert listed.status == 0, listed.stderr
+    assert "shipper" in listed.stdout and "ops" in listed.stdout
+    assert secret not in listed.stdout
+
+    cli("auth", "signout")
+    with_key = cli("users", "get", user_id, "--token", secret)
+    assert with_key.status == 0, with_key.stderr
+    monkeypatch.setenv(TOKEN_ENV, secret)
+    assert cli("users", "get", user_id).status == 0
+    monkeypatch.delenv(TOKEN_ENV)
+
+    revoked = cli("auth", "keys", "revoke", "ops", "--token", secret,
+                  "--user", user_id)  # fmt: skip
+    assert revoked.status == 0, revoked.stderr
+    assert admin_key["apiKey"]["name"] in revoked.stdout
+    refused = cli("users", "get", user_id, "--token", secret)
+    assert refused.status == 1
+    assert "check the token given by --token" in refused.stderr
+
+
+def test_a_logs_write_key_is_sent_and_limited_to_its_scope(cli):
+    user_id, _ = _sign_up(cli)
+    created = cli("auth", "keys", "create", "--name", "shipper",
+                  "--scope", "logs:write", "--format", "json")  # fmt: skip
+    secret = json.loads(created.stdout)["secret"]
+
+    result = cli("users", "get", user_id, "--token", secret)
+
+    assert result.status == 1
+    assert "PERMISSION_DENIED" in result.stderr
+
+
+def test_no_password_or_token_reaches_the_output_or_the_logs(
+    cli, tmp_path, gateway_address, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    user_id, email = _sign_up(cli)
+    outputs = [
+        cli("auth", "signin", "--email", email, "--password-stdin",
+            stdin=PASSWORD + "\n"),
+        cli("auth", "signin", "--email", email, "--password-stdin",
+            "--format", "json", stdin=PASSWORD + "\n"),
+        cli("users", "get", user_id),
+        cli("auth", "keys", "list"),
+    ]  # fmt: skip
+    session = _saved(tmp_path, gateway_address)
+    secrets = [PASSWORD, session["access_token"], session["refresh_token"]]
+
+    cli("auth", "signout")
+    outputs.append(cli("users", "get", user_id, "--token", session["access_token"]))
+
+    text = "\n".join(o.stdout + o.stderr for o in outputs) + caplog.text
+    for secret in secrets:
+        assert secret not in text
+
+
+def test_logs_commands_send_the_saved_session_too(cli):
+    # No log service listens behind this gateway: a call that passes
+    # authentication fails further on, with another status.
+    refused = cli("logs", "query", "--since=-5m")
+    assert refused.status == 1
+    assert "UNAUTHENTICATED" in refused.stderr
+
+    _sign_up(cli)
+    result = cli("logs", "query", "--since=-5m")
+
+    assert result.status == 1
+    assert "UNAUTHENTICATED" not in result.stderr, result.stderr
