@@ -63,6 +63,7 @@ from splitlog_runtime.config import Config
 from splitlog_runtime.errors import (
     FailedPrecondition,
     NotFound,
+    OutOfRange,
     PreconditionViolation,
     Unavailable,
     invalid_field,
@@ -878,13 +879,39 @@ class LogNode:
             after = request.after_sequence
             if after < 0:
                 after = self.commit_sequence
+        if request.after_sequence >= 0:
+            self._check_follow_start(after)
+        with self.lock:
             self._store_waiters += 1
             self.changed.notify_all()
         try:
+            # The first message tells the caller that the stream is open.
+            yield node_service_pb2.FollowEntriesResponse(last_sequence=after)
             yield from self._follow(flt, after, context)
         finally:
             with self.lock:
                 self._store_waiters -= 1
+
+    def _check_follow_start(self, after: int) -> None:
+        """Reject a start position whose next entries retention has deleted.
+
+        Sequence numbers have no gaps, so when the lowest sequence the store
+        contains is above `after + 1`, the entries in between were deleted.
+
+        Raises:
+          OutOfRange: the store no longer contains the entry after `after`.
+        """
+        _, sequences, _ = self._store.since(0, node_service_pb2.EntryFilter(), limit=1)
+        first = sequences[0] if sequences else self._store.last_sequence() + 1
+        if after + 1 >= first:
+            return
+        raise OutOfRange(
+            f"after_sequence {after} is too old: shard {self.shard} no longer "
+            f"stores the entries after it, because retention deleted every entry "
+            f"below sequence {first}; follow from sequence {first - 1} or later",
+            reason="ENTRIES_EXPIRED",
+            metadata={"shard": self.shard, "first_sequence": str(first)},
+        )
 
     def _follow(
         self,

@@ -3,18 +3,19 @@
 A thread per shard follows the shard's leader. When the stream breaks, for
 example because the leader failed, the thread asks the coordinator for the
 current leader and follows it again from the last sequence number it
-received, so the client sees no gap. The threads feed one bounded queue; when
-the client reads slowly the queue fills and the threads wait, which slows
-the node streams down instead of dropping entries, so `skipped_count` stays
-zero.
+received, so the client sees no gap. The threads never wait for the client:
+they add what they receive to one buffer of pending messages. When the client
+reads so slowly that the buffer holds more than `max_pending` entries, the
+oldest pending entries are dropped, and the next response reports how many
+in `skipped_count`. The resume token then points past the dropped entries.
 """
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import logging
-import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -23,14 +24,19 @@ from log_service.coordinator import Coordinator
 from log_service.model import columns_to_entries
 from log_service.query import EntrySelection
 from log_service.tokens import ResumeToken, encode_resume_token
+from log_service.wal import slice_columns
 from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
+from splitlog_runtime.errors import OutOfRange
 
 _LOGGER = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 10.0
 RECONNECT_DELAY_SECONDS = 0.2
-QUEUE_MESSAGES = 256
-_STOPPED = object()
+# Entries that may wait for a slow client before the oldest are dropped.
+MAX_PENDING_ENTRIES = 10_000
+# Maximum time the first response waits for every shard's stream to open, so
+# that a resume token the nodes reject fails the call before any response.
+OPEN_WAIT_SECONDS = 2.0
 
 
 class Tail:
@@ -44,6 +50,8 @@ class Tail:
       positions: last sequence number sent per shard; -1 starts after the
         newest committed entry.
       keepalive: seconds without entries after which an empty message goes out.
+      max_pending: entries received but not yet sent beyond which the oldest
+        are dropped and counted as skipped.
     """
 
     def __init__(
@@ -54,6 +62,7 @@ class Tail:
         fingerprint: str,
         positions: dict[str, int],
         keepalive: float = KEEPALIVE_SECONDS,
+        max_pending: int = MAX_PENDING_ENTRIES,
     ) -> None:
         self._coordinator = coordinator
         self._stub_for = stub_for
@@ -61,9 +70,20 @@ class Tail:
         self._fingerprint = fingerprint
         self._positions = dict(positions)
         self._keepalive = keepalive
-        self._queue: queue.Queue[object] = queue.Queue(QUEUE_MESSAGES)
+        self._max_pending = max_pending
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        # Guarded by `_lock`: the messages not yet sent, oldest first, the
+        # number of entries in them, entries dropped since the last response,
+        # the shards whose stream has opened, and an error that ends the call.
+        self._pending: collections.deque[
+            tuple[str, node_service_pb2.FollowEntriesResponse]
+        ] = collections.deque()
+        self._pending_entries = 0
+        self._skipped = 0
+        self._opened: set[str] = set()
+        self._error: OutOfRange | None = None
         self._calls: dict[str, grpc.Call] = {}
         self._threads = [
             threading.Thread(
@@ -80,48 +100,132 @@ class Tail:
         self._stop.set()
         with self._lock:
             calls = list(self._calls.values())
+            self._changed.notify_all()
         for call in calls:
             call.cancel()
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(_STOPPED)
 
     def responses(self) -> Iterator[logs_service_pb2.TailLogEntriesResponse]:
-        """Yield entries as they arrive, and keep-alives in between."""
+        """Yield entries as they arrive, and keep-alives in between.
+
+        Raises:
+          OutOfRange: a node no longer stores the entries after the resume
+            token's position.
+        """
         for thread in self._threads:
             thread.start()
         try:
-            yield self._response([])
-            while not self._stop.is_set():
-                try:
-                    item = self._queue.get(timeout=self._keepalive)
-                except queue.Empty:
-                    yield self._response([])
-                    continue
-                if item is _STOPPED:
-                    return
-                shard, message = item
-                self._positions[shard] = max(
-                    self._positions[shard], message.last_sequence
-                )
-                if message.sequences:
-                    yield self._response(columns_to_entries(message.entries))
+            with self._lock:
+                self._wait_for_streams_locked()
+                response = self._response_locked()
+            yield response
+            while True:
+                with self._lock:
+                    item = self._next_locked()
+                    if item is None:
+                        return
+                    response = self._response_locked()
+                if item.sequences:
+                    response.entries.extend(columns_to_entries(item.entries))
+                yield response
         finally:
             self.stop()
 
-    def _response(self, entries) -> logs_service_pb2.TailLogEntriesResponse:
-        token = encode_resume_token(ResumeToken(self._fingerprint, self._positions))
-        return logs_service_pb2.TailLogEntriesResponse(
-            entries=entries, resume_token=token
-        )
+    def _wait_for_streams_locked(self) -> None:
+        deadline = time.monotonic() + OPEN_WAIT_SECONDS
+        while len(self._opened) < len(self._threads) and self._error is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._stop.is_set():
+                break
+            self._changed.wait(remaining)
+        if self._error is not None:
+            raise self._error
 
-    def _put(self, item: object) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.5)
-                return True
-            except queue.Full:
-                continue
-        return False
+    def _next_locked(self) -> node_service_pb2.FollowEntriesResponse | None:
+        """Take the next message with entries, or wait for one.
+
+        Returns:
+          The message; an empty message when a keep-alive or a skipped count
+          is due; None once the tail stops.
+
+        Raises:
+          OutOfRange: a node rejected the position of a resumed stream.
+        """
+        deadline = time.monotonic() + self._keepalive
+        while True:
+            if self._error is not None:
+                raise self._error
+            if self._stop.is_set():
+                return None
+            while self._pending:
+                shard, message = self._pending.popleft()
+                self._pending_entries -= len(message.sequences)
+                self._advance_locked(shard, message.last_sequence)
+                if message.sequences:
+                    return message
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._skipped:
+                return node_service_pb2.FollowEntriesResponse()
+            self._changed.wait(remaining)
+
+    def _response_locked(self) -> logs_service_pb2.TailLogEntriesResponse:
+        token = encode_resume_token(ResumeToken(self._fingerprint, self._positions))
+        response = logs_service_pb2.TailLogEntriesResponse(
+            resume_token=token, skipped_count=self._skipped
+        )
+        self._skipped = 0
+        return response
+
+    def _advance_locked(self, shard: str, sequence: int) -> None:
+        self._positions[shard] = max(self._positions[shard], sequence)
+
+    def _add(self, shard: str, message: node_service_pb2.FollowEntriesResponse) -> None:
+        with self._lock:
+            self._opened.add(shard)
+            self._pending.append((shard, message))
+            self._pending_entries += len(message.sequences)
+            while self._pending_entries > self._max_pending:
+                self._drop_oldest_locked(self._pending_entries - self._max_pending)
+            # A message without entries that waits behind nothing moves its
+            # shard's position at once, so the next resume token includes it.
+            while self._pending and not self._pending[0][1].sequences:
+                shard, message = self._pending.popleft()
+                self._advance_locked(shard, message.last_sequence)
+            self._changed.notify_all()
+
+    def _drop_oldest_locked(self, excess: int) -> None:
+        """Drop up to `excess` entries from the oldest pending message."""
+        shard, message = self._pending[0]
+        count = len(message.sequences)
+        if count <= excess:
+            self._pending.popleft()
+            dropped = count
+            self._advance_locked(shard, message.last_sequence)
+        else:
+            dropped = excess
+            self._pending[0] = (
+                shard,
+                node_service_pb2.FollowEntriesResponse(
+                    entries=slice_columns(message.entries, excess, count),
+                    sequences=message.sequences[excess:],
+                    last_sequence=message.last_sequence,
+                ),
+            )
+            self._advance_locked(shard, message.sequences[excess - 1])
+        self._pending_entries -= dropped
+        self._skipped += dropped
+
+    def _fail(self, shard: str, exc: grpc.RpcError) -> None:
+        error = OutOfRange(
+            f"resume_token is older than the retention of shard {shard}: "
+            f"{exc.details()}. Start a new tail without resume_token, and read "
+            "older entries with ListLogEntries",
+            reason="RESUME_TOKEN_EXPIRED",
+            metadata={"shard": shard},
+        )
+        _LOGGER.info("log tail of shard %s: rejected resume token (%s)", shard, exc)
+        with self._lock:
+            self._error = error
+            self._changed.notify_all()
 
     def _follow(self, shard: str, position: int) -> None:
         while not self._stop.is_set():
@@ -139,12 +243,13 @@ class Tail:
                 call.cancel()
             try:
                 for message in call:
-                    if message.last_sequence > position or message.sequences:
-                        position = max(position, message.last_sequence)
-                    if not self._put((shard, message)):
-                        return
+                    position = max(position, message.last_sequence)
+                    self._add(shard, message)
             except grpc.RpcError as exc:
                 if self._stop.is_set():
+                    return
+                if exc.code() == grpc.StatusCode.OUT_OF_RANGE:
+                    self._fail(shard, exc)
                     return
                 _LOGGER.info(
                     "log tail of shard %s: stream from %s ended (%s); "

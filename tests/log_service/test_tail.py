@@ -1,0 +1,222 @@
+"""Tests of TailLogEntries: skipped entries and expired resume tokens.
+
+A router and one shard with one log node run in this process over real gRPC.
+"""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+
+from log_service.clients import NodeClients
+from log_service.query import EntrySelection
+from log_service.tail import Tail
+from splitlog.logs.v1 import logs_service_pb2 as pb
+from splitlog.logs.v1 import node_service_pb2
+from tests.log_service.node_support import (
+    SHARD,
+    append,
+    configure,
+    query_sequences,
+    start,
+    wait_for,
+)
+from tests.log_service.test_router_cluster import Cluster, entry
+
+
+@pytest.fixture
+def cluster(base_config):
+    config = base_config.replace(
+        log_shards=1, log_replicas=1, log_node_port=0, log_fsync=False, workers=8
+    )
+    running = Cluster(config)
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def clients(cluster):
+    opened = NodeClients(cluster.config.max_message_bytes)
+    yield opened
+    opened.close()
+
+
+def write(cluster, label: str, count: int) -> None:
+    cluster.stub.WriteLogEntries(
+        pb.WriteLogEntriesRequest(
+            entries=[entry("tailed", f"{label} {i}") for i in range(count)]
+        ),
+        timeout=5,
+    )
+
+
+def open_tail(cluster, clients, max_pending: int) -> Tail:
+    selection = EntrySelection(("tailed",), (), "", ())
+    positions = dict.fromkeys(cluster.topology.shard_ids, -1)
+    return Tail(
+        cluster.coordinator,
+        lambda address: clients.stubs(address).node,
+        selection,
+        "fingerprint",
+        positions,
+        max_pending=max_pending,
+    )
+
+
+def test_slow_reader_skips_oldest_entries(cluster, clients):
+    tail = open_tail(cluster, clients, max_pending=10)
+    responses = tail.responses()
+    try:
+        first = next(responses)
+        assert first.skipped_count == 0
+
+        # One batch of 25 reaches the tail as one message, over the bound of 10.
+        write(cluster, "burst", 25)
+        response = next(responses)
+        assert response.skipped_count == 15
+        assert [e.message for e in response.entries] == [
+            f"burst {i}" for i in range(15, 25)
+        ]
+
+        write(cluster, "later", 2)
+        response = next(responses)
+        assert response.skipped_count == 0
+        assert [e.message for e in response.entries] == ["later 0", "later 1"]
+    finally:
+        responses.close()
+
+
+def test_skipping_spans_several_messages(cluster, clients):
+    tail = open_tail(cluster, clients, max_pending=10)
+    responses = tail.responses()
+    try:
+        next(responses)
+        for batch in range(3):
+            write(cluster, f"b{batch}", 6)
+        # Private state, read only to know that all 18 entries arrived before
+        # the reader asks for them.
+        assert wait_for(lambda: tail._pending_entries + tail._skipped == 18)
+
+        received: list[str] = []
+        skipped = 0
+        while len(received) < 10:
+            response = next(responses)
+            skipped += response.skipped_count
+            received.extend(e.message for e in response.entries)
+
+        assert skipped == 8
+        assert received == ["b1 2", "b1 3", "b1 4", "b1 5"] + [
+            f"b2 {i}" for i in range(6)
+        ]
+    finally:
+        responses.close()
+
+
+def read_messages(call, count: int) -> list[str]:
+    messages: list[str] = []
+    for response in call:
+        messages.extend(e.message for e in response.entries)
+        if len(messages) >= count:
+            break
+    return messages
+
+
+def test_resume_token_past_retention_is_rejected(cluster, clients):
+    request = pb.TailLogEntriesRequest(services=["tailed"])
+    call = cluster.stub.TailLogEntries(request, timeout=10)
+    old_token = next(call).resume_token
+    write(cluster, "expired", 3)
+    assert read_messages(call, 3) == [f"expired {i}" for i in range(3)]
+    call.cancel()
+
+    for address in cluster.coordinator.node_addresses():
+        clients.stubs(address).node.ApplyRetention(
+            node_service_pb2.ApplyRetentionRequest(
+                default_cutoff=time.time_ns() + 1_000_000_000
+            ),
+            timeout=5,
+        )
+    resumed = cluster.stub.TailLogEntries(
+        pb.TailLogEntriesRequest(services=["tailed"], resume_token=old_token),
+        timeout=10,
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        next(resumed)
+
+    assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    assert "resume_token" in caught.value.details()
+    assert "without resume_token" in caught.value.details()
+
+
+def test_resume_token_after_retention_is_accepted(cluster, clients):
+    call = cluster.stub.TailLogEntries(
+        pb.TailLogEntriesRequest(services=["tailed"]), timeout=10
+    )
+    next(call)
+    write(cluster, "expired", 3)
+    token = ""
+    received = 0
+    for response in call:
+        received += len(response.entries)
+        token = response.resume_token
+        if received >= 3:
+            break
+    call.cancel()
+
+    for address in cluster.coordinator.node_addresses():
+        clients.stubs(address).node.ApplyRetention(
+            node_service_pb2.ApplyRetentionRequest(
+                default_cutoff=time.time_ns() + 1_000_000_000
+            ),
+            timeout=5,
+        )
+    write(cluster, "kept", 2)
+    resumed = cluster.stub.TailLogEntries(
+        pb.TailLogEntriesRequest(services=["tailed"], resume_token=token),
+        timeout=10,
+    )
+
+    assert read_messages(resumed, 2) == ["kept 0", "kept 1"]
+    resumed.cancel()
+
+
+def test_node_rejects_follow_below_first_stored(base_config, tmp_path):
+    leader = start(base_config, tmp_path, "n0")
+    try:
+        configure(leader, epoch=1, leader=leader)
+        append(leader, 1, "expired", 3)
+        # A query waits until the store has applied the entries.
+        assert sorted(query_sequences(leader)) == [1, 2, 3]
+        leader.stub.ApplyRetention(
+            node_service_pb2.ApplyRetentionRequest(
+                default_cutoff=time.time_ns() + 1_000_000_000
+            ),
+            timeout=5,
+        )
+        append(leader, 1, "kept", 2)
+
+        stream = leader.stub.FollowEntries(
+            node_service_pb2.FollowEntriesRequest(shard=SHARD, after_sequence=2),
+            timeout=5,
+        )
+        with pytest.raises(grpc.RpcError) as caught:
+            next(stream)
+        assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
+        assert "after_sequence 2" in caught.value.details()
+        assert "sequence 4" in caught.value.details()
+
+        stream = leader.stub.FollowEntries(
+            node_service_pb2.FollowEntriesRequest(shard=SHARD, after_sequence=3),
+            timeout=5,
+        )
+        sequences: list[int] = []
+        for message in stream:
+            sequences.extend(message.sequences)
+            if len(sequences) >= 2:
+                break
+        stream.cancel()
+        assert sequences == [4, 5]
+    finally:
+        leader.stop()
