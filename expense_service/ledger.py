@@ -6,7 +6,9 @@ not at all. `LedgerServicer.StreamLedgerEvents` sends the stored backlog,
 then each new event once its transaction commits. A stream wakes up when
 `LedgerFeed.notify` reports a commit in this process, and also every
 `POLL_SECONDS`, so events written by another process on the same database
-arrive too.
+arrive too. After a wake-up it lingers `LINGER_SECONDS` before reading, so
+the commits of concurrent writers go out together in one message and the
+reader applies them in one transaction.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import datetime
 import logging
 import threading
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -33,6 +36,8 @@ SERVICE_NAME = ledger_pb.DESCRIPTOR.services_by_name["LedgerService"].full_name
 BATCH_SIZE = 500
 #: Seconds between two checks of the ledger table when no commit is reported.
 POLL_SECONDS = 0.5
+#: Seconds a stream waits after a wake-up so that more commits join the batch.
+LINGER_SECONDS = 0.005
 #: Seconds a client should wait before reconnecting after the server stopped.
 RECONNECT_DELAY_SECONDS = 1.0
 
@@ -73,10 +78,14 @@ class LedgerFeed:
             self._closed = True
             self._condition.notify_all()
 
-    def wait(self, seen_generation: int, timeout: float) -> None:
-        """Block until a wake-up after `seen_generation`, a close, or the timeout."""
+    def wait(self, seen_generation: int, timeout: float) -> bool:
+        """Block until a wake-up after `seen_generation`, a close, or the timeout.
+
+        Returns:
+          True after a wake-up or a close, False after the timeout.
+        """
         with self._condition:
-            self._condition.wait_for(
+            return self._condition.wait_for(
                 lambda: self._closed or self._generation != seen_generation,
                 timeout,
             )
@@ -147,9 +156,15 @@ def append_event(
 class LedgerServicer(ledger_grpc.LedgerServiceServicer):
     """Servicer that streams the ledger table as events in sequence order."""
 
-    def __init__(self, database: Database, feed: LedgerFeed) -> None:
+    def __init__(
+        self,
+        database: Database,
+        feed: LedgerFeed,
+        linger: float = LINGER_SECONDS,
+    ) -> None:
         self._database = database
         self._feed = feed
+        self._linger = linger
 
     def StreamLedgerEvents(
         self,
@@ -184,7 +199,10 @@ class LedgerServicer(ledger_grpc.LedgerServiceServicer):
                 yield ledger_pb.StreamLedgerEventsResponse(events=events)
                 if len(events) == BATCH_SIZE:
                     continue
-            self._feed.wait(generation, POLL_SECONDS)
+            if self._feed.wait(generation, POLL_SECONDS) and self._linger:
+                # Writers commit one after another, so a short pause lets the
+                # ones right behind this commit join the next message.
+                time.sleep(self._linger)
         _LOGGER.info("ledger stream closed by the client after sequence %d", last)
 
     def _check_position(self, after: int) -> None:
