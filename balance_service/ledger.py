@@ -156,39 +156,72 @@ class Changes:
         storage.add_to_pairs(session, self.pairs)
 
 
-def apply_expense(session: Session, state: ExpenseState, changes: Changes) -> bool:
-    """Replace an expense's stored state and contribution; False if stale."""
-    row = storage.get_expense(session, state.group_id, state.expense_id, lock=True)
-    if row is not None and row.revision >= state.revision:
-        return False
-    if row is not None and not row.deleted:
-        old_lines = [
-            (line.user_id, line.paid, line.owed)
-            for line in storage.expense_lines(session, row.group_id, row.expense_id)
-        ]
-        changes.add_expense(row.group_id, row.currency_code, old_lines, -1)
-    if not state.deleted:
-        changes.add_expense(state.group_id, state.currency_code, state.lines, 1)
+class _Batch:
+    """The expenses that one batch of events touches, loaded with two queries.
 
-    if row is None:
-        row = storage.ExpenseRow(
-            group_id=state.group_id,
-            expense_id=state.expense_id,
-            create_time=state.commit_time,
+    Events change the loaded rows and lines in memory; `write` stores the
+    result with a few statements for the whole batch.
+    """
+
+    def __init__(self, session: Session, states: Sequence[ExpenseState]) -> None:
+        self._session = session
+        keys = sorted({(state.group_id, state.expense_id) for state in states})
+        self._rows = storage.get_expenses(session, keys, lock=True)
+        self._stored = set(self._rows)
+        self._lines: dict[storage.ExpenseKey, Sequence[storage.Line]] = dict(
+            storage.lines_of(
+                session, [key for key, row in self._rows.items() if not row.deleted]
+            )
         )
-        session.add(row)
-    row.revision = state.revision
-    row.deleted = state.deleted
-    row.currency_code = state.currency_code
-    row.expense_date = state.expense_date
-    row.category = state.category
-    row.description = state.description
-    row.total = state.total
-    row.update_time = state.commit_time
-    session.flush()
-    storage.replace_lines(session, state.group_id, state.expense_id, state.lines)
-    storage.touch_group(session, state.group_id, state.commit_time)
-    return True
+        self._changed: dict[storage.ExpenseKey, Sequence[storage.Line]] = {}
+        self._touched: dict[str, datetime] = {}
+
+    def apply(self, state: ExpenseState, changes: Changes) -> bool:
+        """Replace an expense's state and contribution.
+
+        Returns:
+          False for a stale event, whose revision is not above the stored one.
+        """
+        key = (state.group_id, state.expense_id)
+        row = self._rows.get(key)
+        if row is not None and row.revision >= state.revision:
+            return False
+        if row is not None and not row.deleted:
+            old_lines = self._lines.get(key, ())
+            changes.add_expense(row.group_id, row.currency_code, old_lines, -1)
+        if not state.deleted:
+            changes.add_expense(state.group_id, state.currency_code, state.lines, 1)
+
+        if row is None:
+            row = storage.ExpenseRow(
+                group_id=state.group_id,
+                expense_id=state.expense_id,
+                create_time=state.commit_time,
+            )
+            self._session.add(row)
+            self._rows[key] = row
+        row.revision = state.revision
+        row.deleted = state.deleted
+        row.currency_code = state.currency_code
+        row.expense_date = state.expense_date
+        row.category = state.category
+        row.description = state.description
+        row.total = state.total
+        row.update_time = state.commit_time
+        self._lines[key] = self._changed[key] = state.lines
+        touched = self._touched.get(state.group_id)
+        if touched is None or touched < state.commit_time:
+            self._touched[state.group_id] = state.commit_time
+        return True
+
+    def write(self) -> None:
+        """Store the changed expenses, their lines and the groups' activity."""
+        self._session.flush()
+        storage.replace_lines(
+            self._session, self._changed, self._stored & self._changed.keys()
+        )
+        for group_id, when in sorted(self._touched.items()):
+            storage.touch_group(self._session, group_id, when)
 
 
 def apply_batch(database: Database, states: Sequence[ExpenseState]) -> int:
@@ -202,7 +235,7 @@ def apply_batch(database: Database, states: Sequence[ExpenseState]) -> int:
     """
     with database.transaction() as session:
         cursor = storage.read_cursor(session)
-        changes = Changes()
+        fresh = []
         position = cursor
         for state in states:
             if state.sequence <= position:
@@ -211,11 +244,17 @@ def apply_batch(database: Database, states: Sequence[ExpenseState]) -> int:
                 raise InvalidEventError(
                     f"event {state.sequence} follows {position}; the feed has a gap"
                 )
-            apply_expense(session, state, changes)
+            fresh.append(state)
             position = state.sequence
-        if position != cursor:
-            changes.write(session)
-            storage.advance_cursor(session, cursor, position)
+        if not fresh:
+            return cursor
+        batch = _Batch(session, fresh)
+        changes = Changes()
+        for state in fresh:
+            batch.apply(state, changes)
+        batch.write()
+        changes.write(session)
+        storage.advance_cursor(session, cursor, position)
         return position
 
 

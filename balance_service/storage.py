@@ -49,8 +49,10 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
+    insert,
     or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -421,45 +423,79 @@ def group_pairs(
 # Expenses from the ledger
 
 
-def get_expense(
-    session: Session, group_id: str, expense_id: str, lock: bool = False
-) -> ExpenseRow | None:
-    return session.get(ExpenseRow, (group_id, expense_id), with_for_update=lock)
+ExpenseKey = tuple[str, str]  # (group_id, expense_id)
+Line = tuple[str, int, int]  # (user_id, paid, owed)
 
 
-def expense_lines(session: Session, group_id: str, expense_id: str) -> list[LineRow]:
-    return list(
-        session.scalars(
-            select(LineRow).where(
-                LineRow.group_id == group_id, LineRow.expense_id == expense_id
-            )
-        )
+def get_expenses(
+    session: Session, keys: Sequence[ExpenseKey], lock: bool = False
+) -> dict[ExpenseKey, ExpenseRow]:
+    """Return the stored expenses among `keys`, locked in key order if `lock`."""
+    if not keys:
+        return {}
+    query = (
+        select(ExpenseRow)
+        .where(tuple_(ExpenseRow.group_id, ExpenseRow.expense_id).in_(keys))
+        .order_by(ExpenseRow.group_id, ExpenseRow.expense_id)
     )
+    if lock:
+        query = query.with_for_update()
+    return {(row.group_id, row.expense_id): row for row in session.scalars(query)}
+
+
+def lines_of(
+    session: Session, keys: Sequence[ExpenseKey]
+) -> dict[ExpenseKey, list[Line]]:
+    """Return the stored lines of each expense among `keys`, by user."""
+    found: dict[ExpenseKey, list[Line]] = {key: [] for key in keys}
+    if not keys:
+        return found
+    query = (
+        select(
+            LineRow.group_id,
+            LineRow.expense_id,
+            LineRow.user_id,
+            LineRow.paid,
+            LineRow.owed,
+        )
+        .where(tuple_(LineRow.group_id, LineRow.expense_id).in_(keys))
+        .order_by(LineRow.group_id, LineRow.expense_id, LineRow.user_id)
+    )
+    for group_id, expense_id, user_id, paid, owed in session.execute(query):
+        found[group_id, expense_id].append((user_id, paid, owed))
+    return found
 
 
 def replace_lines(
     session: Session,
-    group_id: str,
-    expense_id: str,
-    lines: Iterable[tuple[str, int, int]],
+    lines: Mapping[ExpenseKey, Iterable[Line]],
+    stored: Iterable[ExpenseKey],
 ) -> None:
-    """Replace the stored `(user_id, paid, owed)` lines of an expense."""
-    session.execute(
-        delete(LineRow).where(
-            LineRow.group_id == group_id, LineRow.expense_id == expense_id
+    """Write the lines of several expenses in two statements.
+
+    Args:
+      lines: the new lines of each expense.
+      stored: the expenses among them that have lines in the database now.
+        Their old lines are deleted first.
+    """
+    old = sorted(stored)
+    if old:
+        session.execute(
+            delete(LineRow).where(tuple_(LineRow.group_id, LineRow.expense_id).in_(old))
         )
-    )
-    session.add_all(
-        LineRow(
-            group_id=group_id,
-            expense_id=expense_id,
-            user_id=user_id,
-            paid=paid,
-            owed=owed,
-        )
-        for user_id, paid, owed in lines
-    )
-    session.flush()
+    rows = [
+        {
+            "group_id": group_id,
+            "expense_id": expense_id,
+            "user_id": user_id,
+            "paid": paid,
+            "owed": owed,
+        }
+        for (group_id, expense_id), expense_lines in sorted(lines.items())
+        for user_id, paid, owed in expense_lines
+    ]
+    if rows:
+        session.execute(insert(LineRow.__table__), rows)
 
 
 def user_expense_lines(
