@@ -241,18 +241,26 @@ def add_to_balances(session: Session, changes: Mapping[tuple[str, str, str], int
     Keys are written in sorted order so concurrent transactions lock rows in
     the same order.
     """
-    for (group_id, currency, user_id), change in sorted(changes.items()):
-        if not change:
-            continue
-        statement = _insert(session, BalanceRow).values(
-            group_id=group_id, currency_code=currency, user_id=user_id, net=change
-        )
-        session.execute(
-            statement.on_conflict_do_update(
-                index_elements=["group_id", "currency_code", "user_id"],
-                set_={"net": BalanceRow.net + statement.excluded.net},
-            )
-        )
+    rows = [
+        {
+            "group_id": group_id,
+            "currency_code": currency,
+            "user_id": user_id,
+            "net": change,
+        }
+        for (group_id, currency, user_id), change in sorted(changes.items())
+        if change
+    ]
+    if not rows:
+        return
+    statement = _insert(session, BalanceRow.__table__)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["group_id", "currency_code", "user_id"],
+            set_={"net": BalanceRow.net + statement.excluded.net},
+        ),
+        rows,
+    )
 
 
 def add_to_pairs(session: Session, changes: Mapping[tuple[str, str, str, str], int]):
@@ -266,27 +274,32 @@ def add_to_pairs(session: Session, changes: Mapping[tuple[str, str, str, str], i
         else:
             key, signed = (group_id, currency, creditor, debtor), -change
         canonical[key] = canonical.get(key, 0) + signed
-    for (group_id, currency, first, second), change in sorted(canonical.items()):
-        if not change:
-            continue
-        statement = _insert(session, PairRow).values(
-            group_id=group_id,
-            currency_code=currency,
-            first_user_id=first,
-            second_user_id=second,
-            amount=change,
-        )
-        session.execute(
-            statement.on_conflict_do_update(
-                index_elements=[
-                    "group_id",
-                    "currency_code",
-                    "first_user_id",
-                    "second_user_id",
-                ],
-                set_={"amount": PairRow.amount + statement.excluded.amount},
-            )
-        )
+    rows = [
+        {
+            "group_id": group_id,
+            "currency_code": currency,
+            "first_user_id": first,
+            "second_user_id": second,
+            "amount": change,
+        }
+        for (group_id, currency, first, second), change in sorted(canonical.items())
+        if change
+    ]
+    if not rows:
+        return
+    statement = _insert(session, PairRow.__table__)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[
+                "group_id",
+                "currency_code",
+                "first_user_id",
+                "second_user_id",
+            ],
+            set_={"amount": PairRow.amount + statement.excluded.amount},
+        ),
+        rows,
+    )
 
 
 def touch_group(session: Session, group_id: str, when: datetime) -> None:
