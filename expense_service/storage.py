@@ -287,6 +287,14 @@ _PAYERS = PayerRow.__table__
 _PARTICIPANTS = ParticipantRow.__table__
 _REQUEST_IDS = RequestIdRow.__table__
 _LEDGER = LedgerEventRow.__table__
+# Built once, because on SQLite building a statement costs a large share of
+# running it, and every create runs each of these.
+_INSERT_EXPENSE = _EXPENSES.insert()
+_INSERT_PAYERS = _PAYERS.insert()
+_INSERT_PARTICIPANTS = _PARTICIPANTS.insert()
+_INSERT_REQUEST_ID = _REQUEST_IDS.insert()
+_INSERT_EVENT = _LEDGER.insert()
+_LAST_SEQUENCE = select(func.max(_LEDGER.c.sequence))
 
 
 @dataclass
@@ -353,7 +361,7 @@ def add_expense(
       The expense as written, built from the values without reading it back.
     """
     connection = session.connection()
-    connection.execute(_EXPENSES.insert(), [vars(values)])
+    connection.execute(_INSERT_EXPENSE, [vars(values)])
     _insert_lines(connection, payers, participants)
     return StoredExpense(values, list(payers), list(participants))
 
@@ -389,10 +397,10 @@ def _insert_lines(
     participants: Sequence[ParticipantValues],
 ) -> None:
     if payers:
-        connection.execute(_PAYERS.insert(), [vars(payer) for payer in payers])
+        connection.execute(_INSERT_PAYERS, [vars(payer) for payer in payers])
     if participants:
         connection.execute(
-            _PARTICIPANTS.insert(), [vars(participant) for participant in participants]
+            _INSERT_PARTICIPANTS, [vars(participant) for participant in participants]
         )
 
 
@@ -402,7 +410,7 @@ def remember_request(session: Session, request_id: str, name: str) -> None:
     A request_id recorded by a concurrent transaction raises IntegrityError.
     """
     session.connection().execute(
-        _REQUEST_IDS.insert(),
+        _INSERT_REQUEST_ID,
         [{"request_id": request_id, "expense_name": name, "create_time": utc_now()}],
     )
 
@@ -425,7 +433,7 @@ def next_sequence(session: Session) -> int:
     connection = session.connection()
     if connection.dialect.name == "postgresql":
         connection.exec_driver_sql(f"LOCK TABLE {LEDGER_TABLE} IN EXCLUSIVE MODE")
-    last = connection.scalar(select(func.max(_LEDGER.c.sequence)))
+    last = connection.scalar(_LAST_SEQUENCE)
     return (last or 0) + 1
 
 
@@ -441,7 +449,7 @@ def add_event(
 ) -> None:
     """Insert one ledger event; call it right after `next_sequence`."""
     session.connection().execute(
-        _LEDGER.insert(),
+        _INSERT_EVENT,
         [
             {
                 "sequence": sequence,
