@@ -37,7 +37,7 @@ BATCH_SIZE = 500
 #: Seconds between two checks of the ledger table when no commit is reported.
 POLL_SECONDS = 0.5
 #: Seconds a stream waits after a wake-up so that more commits join the batch.
-LINGER_SECONDS = 0.005
+LINGER_SECONDS = 0.01
 #: Seconds a client should wait before reconnecting after the server stopped.
 RECONNECT_DELAY_SECONDS = 1.0
 
