@@ -239,7 +239,8 @@ def add_to_balances(session: Session, changes: Mapping[tuple[str, str, str], int
     """Add `(group_id, currency_code, user_id) -> change` to the net amounts.
 
     Keys are written in sorted order so concurrent transactions lock rows in
-    the same order.
+    the same order. A zero change still creates its row, so a currency that
+    an expense used shows in the group's balance even if every net is zero.
     """
     rows = [
         {
@@ -249,7 +250,6 @@ def add_to_balances(session: Session, changes: Mapping[tuple[str, str, str], int
             "net": change,
         }
         for (group_id, currency, user_id), change in sorted(changes.items())
-        if change
     ]
     if not rows:
         return
