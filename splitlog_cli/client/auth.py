@@ -155,8 +155,8 @@ def sign_out(context: Context, args: argparse.Namespace) -> auth_pb2.SignOutResp
     try:
         context.call("auth.SignOut", request)
     except ServerError as exc:
-        # A session that ended already (expired or revoked) is forgotten
-        # too; any other failure keeps it, so that signing out can be retried.
+        # A session that ended already (expired or revoked) is removed too.
+        # Any other failure keeps it, so that signing out can be retried.
         if exc.code is None or exc.code.name != "UNAUTHENTICATED":
             raise
     store.remove(context.address)
@@ -271,7 +271,7 @@ def _read_password(from_stdin: bool, confirm: bool) -> str:
             raise UsageError("the two passwords differ; run the command again")
     if not password:
         raise UsageError(
-            "the password is empty; type it when asked, or pipe one line to "
+            "the password is empty: type it at the prompt, or pipe one line to "
             "--password-stdin"
         )
     return password

@@ -96,7 +96,7 @@ class SessionStore:
         self._write(sessions)
 
     def remove(self, address: str) -> bool:
-        """Forget the session of `address`; return whether there was one."""
+        """Remove the session of `address` and return whether there was one."""
         sessions = self._read()
         if sessions.pop(address, None) is None:
             return False
@@ -214,7 +214,7 @@ class BearerInterceptor(
     grpc.StreamUnaryClientInterceptor,
     grpc.StreamStreamClientInterceptor,
 ):
-    """Add the credential to every call; retry a rejected unary call once.
+    """Add the credential to every call and retry a rejected unary call once.
 
     A unary call that fails with UNAUTHENTICATED while a saved session is in
     use is sent again after one refresh of the session's tokens.

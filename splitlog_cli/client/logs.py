@@ -295,7 +295,7 @@ def _write_with_retries(
     """Send one batch, resending it under the same request id while it may pass.
 
     The wait between attempts is the server's RetryInfo delay, or else grows
-    from 0.2 s to 2 s; after SHIP_RETRY_SECONDS the last error is raised.
+    from 0.2 s to 2 s. After SHIP_RETRY_SECONDS the last error is raised.
     """
     give_up_at = time.monotonic() + SHIP_RETRY_SECONDS
     backoff = 0.2

@@ -112,9 +112,7 @@ def _saved(tmp_path, gateway_address) -> dict:
     return data["sessions"][gateway_address]
 
 
-def test_signup_saves_the_session_privately_and_commands_send_it(
-    cli, tmp_path, gateway_address
-):
+def test_signup_saves_and_sends_session(cli, tmp_path, gateway_address):
     user_id, _ = _sign_up(cli)
 
     path = _sessions_file(tmp_path)
@@ -127,7 +125,7 @@ def test_signup_saves_the_session_privately_and_commands_send_it(
     assert f"users/{user_id}" in shown.stdout
 
 
-def test_a_command_without_a_credential_says_how_to_sign_in(cli):
+def test_command_without_credential(cli):
     result = cli("users", "list")
 
     assert result.status == 1
@@ -162,7 +160,7 @@ def test_signin_then_signout_ends_the_session(cli, tmp_path, gateway_address):
     assert "UNAUTHENTICATED" in reused.stderr
 
 
-def test_signin_with_a_wrong_password_saves_nothing(cli, tmp_path):
+def test_signin_wrong_password_saves_nothing(cli, tmp_path):
     _, email = _sign_up(cli)
     _sessions_file(tmp_path).unlink()
 
@@ -174,14 +172,14 @@ def test_signin_with_a_wrong_password_saves_nothing(cli, tmp_path):
     assert not _sessions_file(tmp_path).exists()
 
 
-def test_an_empty_password_is_a_usage_error(cli):
+def test_empty_password_usage_error(cli):
     result = cli("auth", "signin", "--email", "x@example.com", "--password-stdin")
 
     assert result.status == 2
     assert "password is empty" in result.stderr
 
 
-def test_an_expired_access_token_is_refreshed_once(cli, tmp_path, gateway_address):
+def test_expired_token_refreshed_once(cli, tmp_path, gateway_address):
     user_id, _ = _sign_up(cli)
     path = _sessions_file(tmp_path)
     data = json.loads(path.read_text())
@@ -198,9 +196,7 @@ def test_an_expired_access_token_is_refreshed_once(cli, tmp_path, gateway_addres
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_a_rejected_access_token_is_refreshed_and_the_call_sent_again(
-    cli, tmp_path, gateway_address
-):
+def test_rejected_token_refreshed_and_retried(cli, tmp_path, gateway_address):
     user_id, _ = _sign_up(cli)
     path = _sessions_file(tmp_path)
     data = json.loads(path.read_text())
@@ -213,9 +209,7 @@ def test_a_rejected_access_token_is_refreshed_and_the_call_sent_again(
     assert _saved(tmp_path, gateway_address)["access_token"] != "not-a-token"
 
 
-def test_an_ended_session_that_cannot_refresh_says_to_sign_in_again(
-    cli, tmp_path, gateway_address
-):
+def test_ended_session_requests_signin(cli, tmp_path, gateway_address):
     user_id, _ = _sign_up(cli)
     path = _sessions_file(tmp_path)
     data = json.loads(path.read_text())
@@ -229,7 +223,7 @@ def test_an_ended_session_that_cannot_refresh_says_to_sign_in_again(
     assert "saved session has ended" in result.stderr
 
 
-def test_api_keys_are_created_listed_used_and_revoked(cli, monkeypatch):
+def test_api_key_lifecycle(cli, monkeypatch):
     user_id, _ = _sign_up(cli)
 
     created = cli("auth", "keys", "create", "--name", "shipper",
@@ -245,7 +239,8 @@ def test_api_keys_are_created_listed_used_and_revoked(cli, monkeypatch):
 
     listed = cli("auth", "keys", "list")
     assert listed.status == 0, listed.stderr
-    assert "shipper" in listed.stdout and "ops" in listed.stdout
+    assert "shipper" in listed.stdout
+    assert "ops" in listed.stdout
     assert secret not in listed.stdout
 
     cli("auth", "signout")
@@ -264,7 +259,7 @@ def test_api_keys_are_created_listed_used_and_revoked(cli, monkeypatch):
     assert "check the token given by --token" in refused.stderr
 
 
-def test_a_logs_write_key_is_sent_and_limited_to_its_scope(cli):
+def test_logs_write_key_scope(cli):
     user_id, _ = _sign_up(cli)
     created = cli("auth", "keys", "create", "--name", "shipper",
                   "--scope", "logs:write", "--format", "json")  # fmt: skip
@@ -276,9 +271,7 @@ def test_a_logs_write_key_is_sent_and_limited_to_its_scope(cli):
     assert "PERMISSION_DENIED" in result.stderr
 
 
-def test_no_password_or_token_reaches_the_output_or_the_logs(
-    cli, tmp_path, gateway_address, caplog
-):
+def test_secrets_stay_out_of_output(cli, tmp_path, gateway_address, caplog):
     caplog.set_level(logging.DEBUG)
     user_id, email = _sign_up(cli)
     outputs = [
@@ -300,7 +293,7 @@ def test_no_password_or_token_reaches_the_output_or_the_logs(
         assert secret not in text
 
 
-def test_logs_commands_send_the_saved_session_too(cli):
+def test_logs_commands_send_session(cli):
     # No log service listens behind this gateway: a call that passes
     # authentication fails further on, with another status.
     refused = cli("logs", "query", "--since=-5m")

@@ -1,8 +1,8 @@
 """`splitlog logs` and `splitlog demo logs` against a LogsService on 127.0.0.1.
 
 The peer is a small in-memory LogsService that stores written entries and
-records every request. It stands in for the log router, so these tests check
-what the commands send and how they print the answers.
+records every request. It replaces the log router, so these tests check
+what the commands send and how they print the responses.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _unavailable_with_retry_delay():
 
 
 class MemoryLogs(logs_grpc.LogsServiceServicer):
-    """Stores entries in a list and answers every read from that list."""
+    """In-memory LogsService that serves every read from a list of entries."""
 
     def __init__(self) -> None:
         self.entries: list[logs_pb2.LogEntry] = []
@@ -46,14 +46,14 @@ class MemoryLogs(logs_grpc.LogsServiceServicer):
         self.tail_follows = False
         self.lock = threading.Lock()
         # How many write calls to fail with UNAVAILABLE, as in a failover.
-        self.unavailable_answers = 0
+        self.unavailable_responses = 0
 
     def WriteLogEntries(self, request, context):
         response = logs_pb2.WriteLogEntriesResponse()
         with self.lock:
             self.requests.append(request)
-            if self.unavailable_answers:
-                self.unavailable_answers -= 1
+            if self.unavailable_responses:
+                self.unavailable_responses -= 1
                 context.abort_with_status(_unavailable_with_retry_delay())
             for index, entry in enumerate(request.entries):
                 if self.reject_messages_with in entry.message:
@@ -178,7 +178,7 @@ def test_ship_counts_and_batches(peer, tmp_path, capsys):
 
 def test_ship_resends_batch_after_unavailable(peer, tmp_path, capsys):
     servicer, address = peer
-    servicer.unavailable_answers = 2
+    servicer.unavailable_responses = 2
     path = write_log(tmp_path, "2024-05-01 10:00:00 INFO one")
 
     status, out, err = run(capsys, address, "logs", "ship", str(path), "--service", "s")

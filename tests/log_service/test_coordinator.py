@@ -81,7 +81,7 @@ def test_plan_promotes_follower_with_highest_sequence():
     assert planned.followers == ("a", "b")
 
 
-def test_plan_skips_followers_out_of_sync_or_not_ready():
+def test_plan_skips_unfit_followers():
     state = ShardState("s", 3, 7, "a", ("b",), ("b", "c"))
     views = {"a": down(), "b": up(4, epoch=3, ready=False), "c": up(50, epoch=3)}
 
@@ -93,7 +93,7 @@ def test_plan_skips_followers_out_of_sync_or_not_ready():
     assert planned.followers == ("a", "b", "c")
 
 
-def test_plan_leaderless_shard_takes_returning_old_leader():
+def test_plan_restores_returning_leader():
     state = ShardState("s", 3, 8, None, ("a", "b"), ("a", "b", "c"))
     views = {"a": up(12, epoch=3, role=LEADER), "b": down(), "c": up(99, epoch=3)}
 
@@ -105,14 +105,14 @@ def test_plan_leaderless_shard_takes_returning_old_leader():
     assert planned.followers == ("b", "c")
 
 
-def test_plan_leaderless_shard_ignores_out_of_sync_node():
+def test_plan_ignores_out_of_sync_node():
     state = ShardState("s", 3, 8, None, ("a", "b"), ("a", "b", "c"))
     views = {"a": down(), "b": down(), "c": up(99, epoch=3)}
 
     assert plan_shard(state, views, FAILOVER) is state
 
 
-def test_plan_drops_silent_follower_from_in_sync():
+def test_plan_drops_silent_follower():
     state = three_nodes()
     views = {"a": up(10, role=LEADER, commit=10), "b": down(), "c": up(10)}
 
@@ -124,7 +124,7 @@ def test_plan_drops_silent_follower_from_in_sync():
     assert planned.in_sync == ("c",)
 
 
-def test_plan_drops_follower_the_leader_cannot_reach():
+def test_plan_drops_unreachable_follower():
     state = three_nodes()
     cut_off = NodeView(True, 0.1, replica(3), reported_unreachable_for=FAILOVER)
     views = {"a": up(10, role=LEADER, commit=10), "b": cut_off, "c": up(10)}
@@ -132,7 +132,7 @@ def test_plan_drops_follower_the_leader_cannot_reach():
     assert plan_shard(state, views, FAILOVER).in_sync == ("c",)
 
 
-def test_plan_lets_caught_up_follower_join_before_it_is_in_sync():
+def test_plan_adds_caught_up_follower():
     state = ShardState("s", 1, 2, "a", ("c",), ("b", "c"))
     views = {"a": up(20, role=LEADER, commit=18), "b": up(18), "c": up(20)}
 
@@ -143,7 +143,7 @@ def test_plan_lets_caught_up_follower_join_before_it_is_in_sync():
     assert planned.config_version == 3
 
 
-def test_joining_follower_is_in_sync_once_it_holds_the_leaders_floor():
+def test_joining_follower_syncs_at_floor():
     # The leader took the configuration naming b when its log ended at 25,
     # so b may miss entries up to 25 that were acknowledged without it.
     state = ShardState("s", 1, 3, "a", ("c",), ("b", "c"), joining=("b",))
@@ -208,7 +208,7 @@ def test_state_file_garbage_names_the_file(tmp_path):
         StateFile(path).load()
 
 
-def test_reconcile_bootstraps_new_shards_and_keeps_saved_ones():
+def test_reconcile_keeps_saved_shards():
     topology = default_topology(2, 2, "127.0.0.1", 50070)
     saved = {"shard-0": ShardState("shard-0", 5, 6, "shard-0-b", (), ("shard-0-a",))}
 

@@ -121,7 +121,7 @@ def test_shortcut_stores_what_add_stores(limits):
     assert fast.columns == general.columns
 
 
-def test_rejections_keep_input_order_across_both_paths():
+def test_rejections_keep_input_order():
     entries = [
         entry(message="first"),
         entry(message="bad", trace_id="no"),
@@ -138,7 +138,7 @@ def test_rejections_keep_input_order_across_both_paths():
     assert list(batch.columns.messages) == ["first", "second"]
 
 
-def test_short_attributes_json_equals_the_stored_encoding():
+def test_short_attributes_json_matches_store():
     attributes = {"z": "\\", "a": '"', "m": "\n\t\x01", "é": "😀", "": ""}
 
     text = model._short_attributes_json(attributes, 10, 64, 64)
@@ -147,7 +147,7 @@ def test_short_attributes_json_equals_the_stored_encoding():
     assert json.loads(text) == attributes
 
 
-def test_rows_to_columns_fills_given_columns_in_place():
+def test_rows_to_columns_in_place():
     batch = normalize_batch(
         [entry(message="one"), entry(message="two", severity=WARN)],
         now_ns=NOW_NS,
@@ -193,7 +193,7 @@ def test_encoded_record_equals_the_built_record():
     assert node_service_pb2.LogRecord.FromString(payload) == expected
 
 
-def test_payloads_from_cache_and_from_disk_match_the_records(tmp_path):
+def test_payloads_match_cache_and_disk(tmp_path):
     columns = rows_to_columns(
         normalize_batch(
             [entry(message=f"m{i}") for i in range(5)],
@@ -217,7 +217,7 @@ def test_payloads_from_cache_and_from_disk_match_the_records(tmp_path):
         assert node_service_pb2.LogRecord.FromString(payload) == record
 
 
-def test_embedded_messages_returns_each_record_as_sent():
+def test_embedded_messages_return_records():
     records = [
         node_service_pb2.LogRecord(first_sequence=1, epoch=2, batch_id="a"),
         node_service_pb2.LogRecord(

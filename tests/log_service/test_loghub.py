@@ -20,7 +20,8 @@ YEAR = 2024
 SEVERITY_COUNTS = {
     "HDFS": {"INFO": 1920, "WARN": 80},
     "Hadoop": {"INFO": 1040, "WARN": 808, "ERROR": 150, "FATAL": 2},
-    # I 920; D 650 and V 257; W 170; E 3.
+    # Android levels: I is INFO (920), D 650 plus V 257 are DEBUG, W is WARN
+    # (170) and E is ERROR (3).
     "Android": {"INFO": 920, "DEBUG": 907, "WARN": 170, "ERROR": 3},
     "Apache": {"INFO": 1405, "ERROR": 595},
     "OpenStack": {"INFO": 1969, "WARN": 31},
@@ -222,9 +223,9 @@ def test_shipped_samples_match_counts(shared_data, log_system, capsys):
     for system, expected in KEYWORD_COUNTS.items():
         found = []
         for words in KEYWORDS:
-            # Identical lines are separate entries, so entries are counted,
-            # not distinct messages; an entry holding several of the words
-            # counts once, for the first word it holds.
+            # Identical lines are separate entries, so entries are counted, not
+            # distinct messages. An entry that contains several of the words
+            # counts once, for the first of them.
             total = 0
             for position, word in enumerate(words):
                 result = splitlog_json(

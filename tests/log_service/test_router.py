@@ -1,6 +1,6 @@
 """Tests of the log router against real gRPC servers.
 
-The first group runs a router whose nodes never answer: request checks,
+The first group runs a router whose nodes never respond: request checks,
 the retention policy and writes that fail as a whole. The end-to-end group
 runs real log nodes in this process.
 """
@@ -40,7 +40,7 @@ def entry(service="expenses", message="hello", **kwargs):
     return pb.LogEntry(service=service, message=message, **kwargs)
 
 
-def test_write_without_nodes_is_unavailable_with_retry_info(lonely_router):
+def test_write_without_nodes_unavailable(lonely_router):
     stub, _ = lonely_router
 
     with pytest.raises(grpc.RpcError) as caught:

@@ -129,7 +129,7 @@ def test_record_across_partitions_is_split(tmp_path: Path) -> None:
     assert [e[0] for e in entries] == [1, 4, 2, 3]
 
 
-def test_partition_file_left_unfinished_is_created_again(tmp_path: Path) -> None:
+def test_unfinished_partition_file_recreated(tmp_path: Path) -> None:
     # What a full disk leaves when it stops DuckDB while writing the header.
     directory = tmp_path / "store"
     store = LogStore(directory, partition_seconds=3600)
@@ -499,7 +499,7 @@ def test_service_severity_and_sequence_filters(store: LogStore) -> None:
     assert sequences_of(store, pb.EntryFilter(services=["nope"])) == []
 
 
-def test_keyword_is_case_insensitive_and_unicode_aware(store: LogStore) -> None:
+def test_keyword_case_insensitive_unicode(store: LogStore) -> None:
     messages = [
         "Connection TIMEOUT after 30 s",
         "École fermée",
@@ -746,7 +746,7 @@ def test_retention_drops_expired_partition_file(tmp_path: Path) -> None:
     store.close()
 
 
-def test_retention_deletes_rows_of_short_lived_service(tmp_path: Path) -> None:
+def test_retention_short_lived_service(tmp_path: Path) -> None:
     directory = tmp_path / "store"
     store = LogStore(directory, partition_seconds=3600)
     stamps = [BASE + 10, BASE + 20, BASE + 30, BASE + 40]
@@ -804,7 +804,7 @@ def test_last_sequence_survives_dropped_partitions(tmp_path: Path) -> None:
 # Threads and lifecycle -------------------------------------------------------------
 
 
-def test_readers_never_see_part_of_an_apply(tmp_path: Path) -> None:
+def test_apply_atomic_for_readers(tmp_path: Path) -> None:
     store = LogStore(tmp_path / "store", partition_seconds=3600)
     size = 40
     calls = 30

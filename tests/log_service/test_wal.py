@@ -78,7 +78,7 @@ def file_size_limit(limit: int):
         signal.signal(signal.SIGXFSZ, previous_handler)
 
 
-def test_frame_cut_short_by_full_disk_is_removed(tmp_path):
+def test_disk_full_frame_removed(tmp_path):
     wal = WriteAheadLog(tmp_path)
     wal.append(make_record(1, 2))
     segment = next(tmp_path.glob(f"*{SEGMENT_SUFFIX}"))

@@ -2,7 +2,7 @@
 
 Every route of every public method gets malformed JSON, JSON of the wrong
 type, unknown fields and the wrong content type. Huge bodies, unknown paths
-and unknown methods are sent too. Each answer must be a 4xx with a body in
+and unknown methods are sent too. Each response must be a 4xx with a body in
 the `google.rpc.Status` JSON shape, and never a 5xx.
 """
 
@@ -71,7 +71,7 @@ def client(system):
 
 
 def assert_status_body(response: httpx.Response, expected: int | None = None) -> None:
-    """Check for a 4xx answer whose body is a google.rpc.Status in JSON."""
+    """Check for a 4xx response whose body is a google.rpc.Status in JSON."""
     context = f"{response.request.method} {response.request.url}: {response.text[:300]}"
     assert 400 <= response.status_code < 500, context
     if expected is not None:
