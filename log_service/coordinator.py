@@ -6,16 +6,16 @@ that returns the shard's next configuration:
 
 - a leader silent for `log_failover_seconds` is replaced by the reachable
   in-sync follower with the highest last sequence, under a higher epoch. When
-  no such follower answers, the shard has no leader until a member of its
-  in-sync set (the old leader included) answers again;
+  no such follower responds, the shard has no leader until a member of its
+  in-sync set (the old leader included) responds again;
 - an in-sync follower unreachable for that long, either from the coordinator
   or as the leader reports it, leaves the in-sync set;
 - a follower whose last sequence has reached the leader's commit sequence
-  rejoins it in two steps. First it is *joining*: the leader is told to wait
-  for it, but it cannot be promoted yet, because the leader may have
+  rejoins it in two steps. First it is *joining*: the leader waits for its
+  acknowledgements, but it cannot be promoted yet, because the leader may have
   acknowledged entries without it before it heard of the change. Once the
-  leader has taken that configuration, its answer gives its last sequence at
-  that moment; when the follower has reached that sequence too, it holds
+  leader has taken that configuration, its response gives its last sequence at
+  that moment; when the follower has reached that sequence too, it stores
   every acknowledged entry and becomes in sync.
 
 Every change is saved to `<data_dir>/log_service/coordinator.json` (written
@@ -70,7 +70,7 @@ class ShardState:
       config_version: grows with every change of this state.
       leader: node id of the leader, or None while the shard has none.
       in_sync: followers that hold every acknowledged entry. While the shard
-        has no leader it also holds the old leader, which may return.
+        has no leader it also contains the old leader, which may return.
       followers: every node of the shard except the leader.
       joining: followers that the leader waits for but that may still miss
         entries acknowledged before it heard of them; never promoted.
@@ -87,7 +87,7 @@ class ShardState:
 
 @dataclass(frozen=True)
 class NodeView:
-    """What the coordinator knows about one node's replica of one shard.
+    """The coordinator's view of one node's replica of one shard.
 
     Attributes:
       reachable: whether the latest poll succeeded.
@@ -144,12 +144,12 @@ def plan_shard(
     failover_seconds: float,
     join_floors: Mapping[str, int] | None = None,
 ) -> ShardState:
-    """Return the shard's next configuration; the same object when unchanged.
+    """Return the shard's next configuration, the same object when unchanged.
 
     Args:
       join_floors: for each joining follower whose configuration the leader
         has taken, the leader's last sequence when it took it. The follower
-        becomes in sync once it holds that sequence.
+        becomes in sync once it stores that sequence.
     """
     join_floors = join_floors or {}
     if state.leader is None:
@@ -229,7 +229,7 @@ class StateFile:
         """Return the saved states, or None when nothing was saved yet.
 
         Raises:
-          ValueError: the file exists but does not hold coordinator state.
+          ValueError: the file exists but does not contain coordinator state.
         """
         try:
             payload = json.loads(self.path.read_text())
@@ -302,7 +302,7 @@ def reconcile(
 
 @dataclass(frozen=True)
 class ShardRoute:
-    """Where the router sends a shard's writes and reads.
+    """The route of a shard's writes and reads in the router.
 
     Attributes:
       shard: shard id.
@@ -328,7 +328,7 @@ class _NodeTrack:
 
 
 class Coordinator:
-    """Keeps every shard's leader and in-sync set, and tells the nodes.
+    """The tracker of every shard's leader and in-sync set, which configures nodes.
 
     Args:
       topology: the shards and nodes.
@@ -644,7 +644,7 @@ class Coordinator:
 
     def _needs_push(self, state: ShardState, node: str) -> bool:
         # Unreachable nodes are skipped, so that they do not hold up the poll
-        # loop; they get their configuration once they answer a poll again.
+        # loop. They get their configuration once they respond to a poll again.
         track = self._tracks[node]
         if not track.reachable:
             return False

@@ -11,7 +11,7 @@ directory:
   after its own flush with `leader_only_ack`. The highest acknowledged
   sequence is the commit sequence.
 - A follower accepts `ReplicateEntries` from the leader of the highest epoch
-  it has seen, truncates what the leader tells it to, and appends contiguous
+  it has seen, truncates where the leader requests, and appends contiguous
   records to its own write-ahead log with fsync before replying.
 - An applier thread moves records from the write-ahead log into the store in
   large groups. Reads wait until the store contains everything committed when
@@ -171,6 +171,7 @@ class LogNode:
         self._append_timeout = (
             config.deadline_seconds if append_timeout is None else append_timeout
         )
+
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
         # Held while records move into the store or a tail is truncated.
@@ -180,6 +181,7 @@ class LogNode:
         self._state_path = self._directory / "state.json"
         self._state = node_state.load_state(self._state_path)
         self._batches = BatchIndex(self._directory / "batches.json")
+
         self.wal: WriteAheadLog = None  # type: ignore[assignment]
         self._store = None
         self._ready = False
@@ -187,14 +189,15 @@ class LogNode:
         self.durable_sequence = 0
         self.commit_sequence = 0
         self._applied = 0
-        # Reads and tails that wait for the applier; while any does, it does
-        # not linger.
+        # Number of reads and tails that wait for the applier. While any
+        # waits, the applier does not linger.
         self._store_waiters = 0
+
         self._acknowledged: dict[str, int] = {}
         self._senders: dict[str, ReplicationSender] = {}
         self._applier: threading.Thread | None = None
         self.start_time = time.time()
-        # Tells whether the server is shutting down, so open streams end.
+        # Returns whether the server is shutting down, so open streams end.
         self.server_stopping: Callable[[], bool] = lambda: False
 
     # Start and stop.
@@ -210,16 +213,18 @@ class LogNode:
         last = self.wal.last_sequence
         if self._store.last_sequence() > last:
             _LOGGER.warning(
-                "log shard %s: store holds entries after the write-ahead log's "
+                "log shard %s: store contains entries after the write-ahead log's "
                 "last sequence %d; deleting them",
                 self.shard,
                 last,
             )
             self._store.delete_after(last)
+
         self._batches.load()
         for info in self.wal.records():
             self._index_batch_locked(info.batch_id, info.first, info.count)
         self._apply_pending()
+
         with self.lock:
             self.durable_sequence = last
             self._ready = True
@@ -227,6 +232,7 @@ class LogNode:
             state = self._state
         if state.role == node_state.ROLE_LEADER:
             self._restart_senders(state)
+
         self._applier = threading.Thread(
             target=self._apply_loop, name=f"apply-{self.shard}", daemon=True
         )
@@ -315,7 +321,7 @@ class LogNode:
                 old.role != node_state.ROLE_LEADER or old.epoch != new.epoch
             )
             if becoming_leader:
-                # The epoch starts right after the last entry this node holds.
+                # The epoch starts right after the last entry this node stores.
                 self.wal.history.note(new.epoch, self.wal.last_sequence + 1)
                 self._acknowledged.clear()
             if new != old:
@@ -558,7 +564,7 @@ class LogNode:
     ) -> replication_service_pb2.ReplicateEntriesResponse:
         """Handle one message from a leader and return the follower's position.
 
-        `payloads` holds the serialized form of each record of the request,
+        `payloads` contains the serialized form of each record of the request,
         which the write-ahead log then stores without serializing again.
         """
         self._check_shard(request.shard, "shard")
@@ -885,7 +891,7 @@ class LogNode:
             self._store_waiters += 1
             self.changed.notify_all()
         try:
-            # The first message tells the caller that the stream is open.
+            # The first message signals to the caller that the stream is open.
             yield node_service_pb2.FollowEntriesResponse(last_sequence=after)
             yield from self._follow(flt, after, context)
         finally:
@@ -1040,13 +1046,13 @@ def _check_batch(request: node_service_pb2.AppendEntriesRequest) -> int:
     columns = request.entries
     count = len(columns.timestamps)
     if count == 0:
-        raise invalid_field("entries", "holds no entries; send at least one")
+        raise invalid_field("entries", "contains no entries; send at least one")
     for descriptor in columns.DESCRIPTOR.fields:
         length = len(getattr(columns, descriptor.name))
         if length != count:
             raise invalid_field(
                 f"entries.{descriptor.name}",
-                f"holds {length} values but entries.timestamps holds {count}; "
+                f"contains {length} values but entries.timestamps contains {count}; "
                 "send one value per entry in every column",
             )
     return count
@@ -1097,7 +1103,7 @@ class ReplicationServicer(replication_service_pb2_grpc.ReplicationServiceService
                     return
                 yield self._node.replicate(message.request, message.payloads)
         except grpc.RpcError:
-            # The leader went away or cancelled the stream; it reconnects and
+            # The leader went away or cancelled the stream. It reconnects and
             # resends from the last sequence this node acknowledged.
             if context.is_active():
                 raise

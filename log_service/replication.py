@@ -4,7 +4,7 @@ A `ReplicationSender` keeps one `ReplicateEntries` stream open to its
 follower. The stream begins with a heartbeat. The follower's reply gives its
 last sequence number and the epoch of the record that contains it, and the
 sender finds where the two logs diverge: the end of that epoch in the
-leader's epoch history. A follower that holds more than that is told to
+leader's epoch history. A follower that stores more than that receives a request to
 truncate (`truncate_after`). From then on the sender sends the leader's
 durable records in order, several per message, with up to `WINDOW_MESSAGES`
 messages awaiting replies. Each reply moves the follower's acknowledged
@@ -182,7 +182,7 @@ class ReplicationSender:
         if self._purged_reported:
             return
         self._purged_reported = True
-        # NOTE: nothing brings such a follower back yet; it needs a copy of
+        # NOTE: nothing brings such a follower back yet. It needs a copy of
         # another replica's data (a snapshot), which the nodes cannot send.
         _LOGGER.error(
             "log shard %s: follower %s cannot catch up because %s",

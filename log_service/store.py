@@ -87,7 +87,7 @@ class _Partition:
 
 
 class _SharedLock:
-    """Many shared holders or one exclusive holder.
+    """A lock with many shared holders or one exclusive holder.
 
     A thread waiting for the exclusive lock blocks new shared holders, so a
     steady stream of queries cannot starve a partition drop. Not reentrant.
@@ -257,7 +257,7 @@ class LogStore:
     ) -> tuple[dict[int, list[int]], dict[int, set[str]]]:
         """Return the timestamp range and the services of each partition key.
 
-        Most groups lie in one partition, which Arrow answers without a
+        Most groups lie in one partition, which Arrow computes without a
         Python step per row.
         """
         extremes = pc.min_max(table.column("ts"))
@@ -661,7 +661,7 @@ class LogStore:
             if not _never_finished(path, exc):
                 raise
             # Creating the file failed part way (a full disk, a crash), so it
-            # holds no committed rows: start it again. The records it should
+            # contains no committed rows. Start it again. The records it should
             # hold are still in the write-ahead log and are applied again.
             _LOGGER.warning(
                 "log store: %s was never finished (%s); creating it again",
@@ -693,7 +693,7 @@ class LogStore:
     def _run(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
         """Run one statement on the writer's connection and fetch every row.
 
-        DuckDB refuses other work on a connection while a result is unread.
+        DuckDB rejects other work on a connection while a result is unread.
         """
         return self._writer.execute(sql, params).fetchall()
 
@@ -768,7 +768,7 @@ def _check_limit(limit: int) -> None:
 
 
 # Size of an empty DuckDB file: its file header and two database headers.
-# A file this small that DuckDB cannot open holds no committed block.
+# A file this small that DuckDB cannot open contains no committed block.
 _EMPTY_DATABASE_BYTES = 3 * 4096
 
 

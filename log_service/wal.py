@@ -46,7 +46,8 @@ SEGMENT_SUFFIX = ".wal"
 EPOCHS_FILE = "epochs.json"
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
-# A frame longer than this is treated as corrupt; no gRPC message can be larger.
+# A frame longer than this is treated as corrupt, because no gRPC message can be
+# larger.
 MAX_RECORD_BYTES = 1024 * 1024 * 1024
 
 LogRecord = node_service_pb2.LogRecord
@@ -357,8 +358,8 @@ class WriteAheadLog:
         self.history = EpochHistory(self._directory / EPOCHS_FILE)
         self._scan()
         if fsync:
-            # Records written before a crash of the process may still sit in
-            # the page cache; replicas only receive durable records.
+            # Records written before a crash of the process may still be in
+            # the page cache, and replicas only receive durable records.
             self._flush_path(self._segments[-1].path)
         self._synced = self._last
         self._open_active()
@@ -397,7 +398,10 @@ class WriteAheadLog:
         self.history.truncate_after(self._last + 1)
 
     def _scan_segment(self, segment: _Segment) -> bool:
-        """Index one segment's records; cut a bad tail and return False if any."""
+        """Index one segment's records and cut off a bad tail, if any.
+
+        Returns False when the segment had a bad tail.
+        """
         data = segment.path.read_bytes()
         offset = 0
         next_first = self._records[-1].last + 1 if self._records else segment.first
@@ -424,6 +428,7 @@ class WriteAheadLog:
             next_first += count
             offset = start + length
         segment.size = offset
+
         if not problem:
             return True
         _LOGGER.warning(
@@ -542,7 +547,7 @@ class WriteAheadLog:
     ) -> list[LogRecord]:
         """Return the records from the one holding `sequence`, in order.
 
-        At least one record is returned when the log holds `sequence`; more
+        At least one record is returned when the log contains `sequence`. More
         follow while their serialized size stays within `max_bytes`.
 
         Args:
@@ -622,6 +627,7 @@ class WriteAheadLog:
                 f"record begins at sequence {record.first_sequence}, but the "
                 f"write-ahead log ends at {self._last}"
             )
+
         self.history.note(record.epoch, record.first_sequence)
         segment = self._segments[-1]
         if segment.size > 0 and segment.size + len(frame) > self._segment_bytes:
@@ -629,6 +635,7 @@ class WriteAheadLog:
                 os.fsync(self._fd)
             segment = self._create_segment(record.first_sequence)
             self._open_active()
+
         assert self._fd is not None
         view = memoryview(frame)
         try:
@@ -641,6 +648,7 @@ class WriteAheadLog:
             # frame, losing every record after it.
             os.ftruncate(self._fd, segment.size)
             raise
+
         info = self._index(record, segment, segment.size, len(frame))
         segment.size += len(frame)
         self._last = info.last
