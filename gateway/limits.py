@@ -79,15 +79,15 @@ class RateLimiter:
     """One token bucket per key, such as a principal or a client address.
 
     Args:
-      rate: tokens added per second to each bucket; must be above 0.
+      rate: tokens added per second to each bucket. Must be above 0.
       burst: maximum tokens in a bucket, which is how many calls a key can
-        make at once after a quiet period; must be 1 or more.
+        make at once after a quiet period. Must be 1 or more.
       max_keys: buckets kept at most before the least recently used is
         dropped.
       clock: monotonic time in seconds.
 
     Raises:
-      ValueError: rate or burst is out of range; the message names the
+      ValueError: rate or burst is out of range. The message names the
         setting.
     """
 

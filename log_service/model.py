@@ -14,8 +14,8 @@ calls `BatchBuilder.add` for the rest; both give the same row.
 Invalid UTF-8 policy: protobuf strings are always valid UTF-8, so bad byte
 sequences can only arrive in OTLP `bytes_value` bodies and in shipped files.
 `repair_utf8` replaces each bad sequence with U+FFFD, and the entry gets the
-attribute `utf8_repaired` = `true` so readers know the text was changed. The
-entry is kept; it is not rejected.
+attribute `utf8_repaired` = `true` to mark the text as changed. The entry is
+kept, not rejected.
 """
 
 from __future__ import annotations
@@ -351,7 +351,7 @@ LOG_ENTRY_FIELDS: Mapping[str, str] = {
 
 
 class BatchBuilder:
-    """Collects normalised entries into columns, one `add` call per entry.
+    """Collector of normalised entries into columns, one `add` call per entry.
 
     `normalize_batch` and the OTLP conversion both read their input into plain
     values and call `add`, so every entry rule lives in this one method.
@@ -670,8 +670,8 @@ def normalize_batch(
     add = builder.add
     # The common entry (a service and host seen earlier in the batch, a valid
     # severity, no trace ids, a short message, a few short attributes, sane
-    # timestamps) is stored here without a call to `add`; it gets exactly
-    # the row `add` would give it. Every other entry goes through `add`.
+    # timestamps) is stored here without a call to `add`. It gets exactly
+    # the row that `add` would give it. Every other entry goes through `add`.
     cutoffs = builder._cutoffs
     valid_hosts = builder._valid_hosts
     append_row = builder.rows.append

@@ -1,8 +1,8 @@
 """Reads across shards: ListLogEntries pages and GetLogStats counts.
 
-Both check the request, ask every shard that can hold matching entries (its
-leader, or an in-sync follower when the leader does not answer) in
-parallel, and combine the answers. Pages follow the (timestamp, shard,
+Both check the request, query every shard that can contain matching entries
+(its leader, or an in-sync follower when the leader does not respond) in
+parallel, and combine the responses. Pages follow the (timestamp, shard,
 sequence) order that `merge` defines and continue through `tokens`.
 """
 
@@ -223,10 +223,10 @@ def _check_page_size(size: int) -> int:
 
 
 class ShardReader:
-    """Sends one read to many shards in parallel, with fallback to followers.
+    """Parallel reader of many shards, with fallback to followers.
 
     Args:
-      coordinator: where each shard's readable replicas are.
+      coordinator: the source of each shard's readable replicas.
       stub_for: returns the LogNodeService stub of an address.
       timeout: deadline of each node call in seconds.
     """
@@ -250,7 +250,7 @@ class ShardReader:
         """Call `method` on each shard of `requests`; return the responses.
 
         Raises:
-          Unavailable: no replica of a shard answered.
+          Unavailable: no replica of a shard responded.
         """
         timeout = self.timeout if timeout is None else timeout
         replicas = {
@@ -409,7 +409,7 @@ def _check_step(step: duration_pb2.Duration) -> int:
 
 
 class StatsReader:
-    """Serves the entry counts of GetLogStats."""
+    """Reader of the entry counts that GetLogStats returns."""
 
     def __init__(self, reader: ShardReader, sharder: Sharder) -> None:
         self._reader = reader

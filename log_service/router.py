@@ -77,7 +77,7 @@ class _ShardPart:
 
 
 class Writer:
-    """Normalises batches, sends them to the shard leaders and counts them."""
+    """Batch writer: normalises, sends to the shard leaders and counts."""
 
     def __init__(
         self,
@@ -281,9 +281,9 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
     def StreamLogEntries(self, request_iterator, context):
         # Up to STREAM_WINDOW batches of one stream are written at once, so
         # the next batch is read while the shards store the previous ones.
-        # Results are taken in stream order; the first failure ends the call,
-        # and batches sent after it may be stored too (their request ids make
-        # a resend count once).
+        # Results are taken in stream order, and the first failure ends the
+        # call. Batches sent after it may be stored too, but their request ids
+        # make a resend count once.
         response = logs_service_pb2.StreamLogEntriesResponse()
         pending: deque[futures.Future] = deque()
 

@@ -24,7 +24,7 @@ from typing import Protocol
 from splitlog_runtime.config import Config
 
 VIRTUAL_NODES_PER_SHARD = 128
-# Distinct service names whose shard a ServiceRing remembers.
+# Distinct service names whose shard a ServiceRing caches.
 _RING_CACHE_SIZE = 100_000
 _REPLICA_SUFFIXES = "abcdefghijklmnopqrstuvwxyz"
 
@@ -189,7 +189,7 @@ def stable_hash(text: str) -> int:
 
 
 class Sharder(Protocol):
-    """Picks the shard of an entry and the shards a query must ask."""
+    """Strategy that picks the shard of an entry and the shards of a query."""
 
     def shard_for(self, service: str, timestamp: int) -> str:
         """Return the shard of an entry; timestamp is in Unix nanoseconds."""
@@ -227,8 +227,8 @@ class ServiceRing:
         self._cache: dict[str, str] = {}
 
     def shard_for(self, service: str, timestamp: int = 0) -> str:
-        # Every entry of a batch asks, and batches repeat a few services, so
-        # the answer is cached per service.
+        # Every entry of a batch looks up its shard, and batches repeat a few
+        # services, so the shard is cached per service.
         shard = self._cache.get(service)
         if shard is None:
             index = bisect.bisect_right(self._hashes, stable_hash(service))
@@ -243,8 +243,8 @@ class ServiceRing:
     ) -> list[str]:
         if not services:
             return list(self._order)
-        wanted = {self.shard_for(service) for service in services}
-        return [shard for shard in self._order if shard in wanted]
+        matching = {self.shard_for(service) for service in services}
+        return [shard for shard in self._order if shard in matching]
 
 
 class TimeBuckets:
@@ -275,8 +275,8 @@ class TimeBuckets:
         last = (end - 1) // self._bucket_ns
         if last - first + 1 >= count:
             return list(self._order)
-        wanted = {bucket % count for bucket in range(first, last + 1)}
-        return [shard for index, shard in enumerate(self._order) if index in wanted]
+        matching = {bucket % count for bucket in range(first, last + 1)}
+        return [shard for index, shard in enumerate(self._order) if index in matching]
 
 
 def sharder_from_config(config: Config, topology: Topology) -> Sharder:

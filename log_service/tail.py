@@ -1,11 +1,11 @@
 """TailLogEntries: one FollowEntries stream per shard, merged as they arrive.
 
 A thread per shard follows the shard's leader. When the stream breaks, for
-example because the leader failed, the thread asks the coordinator for the
-current leader and follows it again from the last sequence number it
-received, so the client sees no gap. The threads never wait for the client:
-they add what they receive to one buffer of pending messages. When the client
-reads so slowly that the buffer holds more than `max_pending` entries, the
+example because the leader failed, the thread requests the current leader from
+the coordinator and follows it again from the last sequence number it
+received, so the client sees no gap. The threads never wait for the client,
+because they add what they receive to one buffer of pending messages. When the client
+reads so slowly that the buffer contains more than `max_pending` entries, the
 oldest pending entries are dropped, and the next response reports how many
 in `skipped_count`. The resume token then points past the dropped entries.
 """
@@ -43,7 +43,7 @@ class Tail:
     """One TailLogEntries call.
 
     Args:
-      coordinator: where each shard's leader is.
+      coordinator: the source of each shard's current leader.
       stub_for: returns the LogNodeService stub of an address.
       selection: the entry conditions.
       fingerprint: hash of the conditions, for resume tokens.
@@ -71,6 +71,7 @@ class Tail:
         self._positions = dict(positions)
         self._keepalive = keepalive
         self._max_pending = max_pending
+
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -85,6 +86,7 @@ class Tail:
         self._opened: set[str] = set()
         self._error: OutOfRange | None = None
         self._calls: dict[str, grpc.Call] = {}
+
         self._threads = [
             threading.Thread(
                 target=self._follow,

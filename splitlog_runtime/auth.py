@@ -262,7 +262,7 @@ def _unauthenticated(message: str, reason: str) -> Unauthenticated:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a call speaks for.
+    """The identity that a call acts for.
 
     Attributes:
       name: `users/{user}`, `users/{user}/apiKeys/{key}`, or

@@ -89,8 +89,8 @@ def self_ship_address(config: Config) -> str:
 def service_of_logger(record: logging.LogRecord) -> str:
     """Return the component whose package logged a record, for `splitlog up`.
 
-    Every component shares one process there, so the logger name tells them
-    apart; records from elsewhere (the CLI, the runtime) count as `splitlog`.
+    Every component shares one process there, so the logger name distinguishes
+    them. Records from elsewhere (the CLI, the runtime) count as `splitlog`.
     """
     package = record.name.partition(".")[0]
     return package if package in _COMPONENT_PACKAGES else "splitlog"

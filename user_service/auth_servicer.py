@@ -53,8 +53,8 @@ MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 1024
 ANONYMOUS = "anonymous"
 
-# Verified against when the email is unknown, so that a sign-in takes as long
-# for an unknown email as for a wrong password.
+# Password hash that SignIn verifies against when the email is unknown, so a
+# sign-in takes as long for an unknown email as for a wrong password.
 _DUMMY_HASH = auth.hash_password(uuid.uuid4().hex)
 
 
@@ -171,7 +171,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
                 context,
             ).user
         user_id = domain.parse_user_name(created.name, "user.name")
-        # NOTE: the user is committed before its password; if this second
+        # NOTE: the user is committed before its password. If this second
         # transaction fails, the user exists without a password and can get
         # one through SetPassword while auth_required is off.
         with transaction(self._database) as session:
@@ -231,6 +231,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             raise invalid_field("email", "is required; send the user's email")
         if not request.password:
             raise invalid_field("password", "is required; send the user's password")
+
         wrong = Unauthenticated(
             "the email or the password is wrong; check both and try again",
             reason="WRONG_CREDENTIALS",
@@ -307,11 +308,13 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         self, request: pb.CreateApiKeyRequest, context: grpc.ServicerContext
     ) -> pb.CreateApiKeyResponse:
         user_id = domain.parse_user_name(request.parent, "parent")
-        key, violations = request.api_key, domain.Violations()
+        key = request.api_key
+        violations = domain.Violations()
         display_name = violations.check(
             domain.validate_display_name, key.display_name, "api_key.display_name"
         )
         violations.check(_validate_scopes, list(key.scopes), "api_key.scopes")
+
         expire_time = None
         if key.HasField("expire_time"):
             expire_time = key.expire_time.ToDatetime()
@@ -324,6 +327,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
                 )
         violations.raise_if_any()
         authorize_owner(user_id, "CreateApiKey")
+
         secret = API_KEY_PREFIX + auth.new_secret()
         with transaction(self._database) as session:
             storage.require_user(session, user_id)

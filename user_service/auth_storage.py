@@ -2,7 +2,7 @@
 
 Passwords are stored as Argon2id hashes. Refresh tokens and API key secrets
 are random 32-byte strings, so a SHA-256 hash of each is enough to store and
-find them; neither is ever stored in clear. Times are naive UTC, as in
+find them. Neither is ever stored in clear. Times are naive UTC, as in
 `user_service.storage`.
 """
 
