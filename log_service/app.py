@@ -23,6 +23,7 @@ from log_service.retention import RetentionEnforcer, RetentionStore
 from log_service.router import LogsServicer, OtlpLogsServicer, Writer
 from log_service.sharding import sharder_from_config, topology_from_config
 from splitlog.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from splitlog_runtime import auth
 from splitlog_runtime.config import Config
 from splitlog_runtime.server import ServiceHost
 from splitlog_runtime.service import start_service
@@ -66,7 +67,10 @@ def build_router(
             f"{config.log_write_quorum!r}"
         )
     data_dir = router_data_dir(config)
-    clients = NodeClients(config.max_message_bytes)
+    if config.auth_required:
+        # Before the coordinator's first poll, so that the nodes accept it.
+        auth.install_signer_from_settings(config.auth_secret, config.data_dir)
+    clients = NodeClients(config.max_message_bytes, sign=config.auth_required)
     coordinator = Coordinator(
         topology,
         clients,

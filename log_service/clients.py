@@ -4,6 +4,9 @@ The router and its coordinator share these channels. They do not retry on
 their own: the callers retry after they refreshed the shard's leader, and a
 channel reconnects within a second after a node comes back, instead of gRPC's
 default backoff of up to two minutes.
+
+With `sign` set (the router's `auth_required`), every call carries the
+process's signed principal, which the nodes check.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 import grpc
 
 from splitlog.logs.v1 import node_service_pb2_grpc, replication_service_pb2_grpc
+from splitlog_runtime import auth
 from splitlog_runtime.channels import channel_options
 
 
@@ -44,8 +48,9 @@ class NodeStubs:
 class NodeClients:
     """Opens one channel per node address on first use and closes them all."""
 
-    def __init__(self, max_message_bytes: int) -> None:
+    def __init__(self, max_message_bytes: int, *, sign: bool = False) -> None:
         self._options = node_channel_options(max_message_bytes)
+        self._sign = sign
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
         self._stubs: dict[str, NodeStubs] = {}
@@ -57,9 +62,10 @@ class NodeClients:
             if stubs is None:
                 channel = grpc.insecure_channel(address, options=self._options)
                 self._channels[address] = channel
+                calls = auth.signing_channel(channel) if self._sign else channel
                 stubs = NodeStubs(
-                    node_service_pb2_grpc.LogNodeServiceStub(channel),
-                    replication_service_pb2_grpc.ReplicationServiceStub(channel),
+                    node_service_pb2_grpc.LogNodeServiceStub(calls),
+                    replication_service_pb2_grpc.ReplicationServiceStub(calls),
                 )
                 self._stubs[address] = stubs
             return stubs

@@ -57,8 +57,8 @@ from splitlog.logs.v1 import (
     replication_service_pb2,
     replication_service_pb2_grpc,
 )
+from splitlog_runtime import auth, logsetup
 from splitlog_runtime import config as config_module
-from splitlog_runtime import logsetup
 from splitlog_runtime.config import Config
 from splitlog_runtime.errors import (
     FailedPrecondition,
@@ -1186,6 +1186,30 @@ def build_node(
     return host
 
 
+def node_interceptors(config: Config) -> list[grpc.ServerInterceptor]:
+    """Return the interceptors of a node's server: signature checks with auth.
+
+    With `auth_required`, a node accepts only calls signed with the shared
+    auth secret, which the router and the other nodes add, and signs its own
+    calls to the other nodes. Health, and reflection when
+    `auth_open_reflection`, stay open.
+    """
+    if not config.auth_required:
+        return []
+    signer = auth.install_signer_from_settings(config.auth_secret, config.data_dir)
+    return [
+        auth.ServiceAuthInterceptor(
+            signer,
+            auth.open_services(True, config.auth_open_reflection),
+            signers="the log router or another log node",
+            advice=(
+                "log nodes are internal; send log calls to LogsService through "
+                "the gateway"
+            ),
+        )
+    ]
+
+
 def start_node(
     config: Config,
     node_id: str,
@@ -1230,6 +1254,7 @@ def start_node(
         config,
         append_timeout=append_timeout,
     )
+    interceptors = node_interceptors(config)
     host = create_server(
         f"log_node {node_id}",
         [
@@ -1243,6 +1268,7 @@ def start_node(
         workers=config.workers,
         max_message_bytes=config.max_message_bytes,
         reflection_enabled=config.reflection,
+        interceptors=interceptors,
     )
     host_part = address.rsplit(":", 1)[0]
     node.address = f"{host_part}:{host.port}"

@@ -30,6 +30,7 @@ import grpc
 from log_service.clients import node_channel_options
 from log_service.wal import RecordsPurged, encode_varint, entry_count
 from splitlog.logs.v1 import replication_service_pb2
+from splitlog_runtime import auth
 
 if TYPE_CHECKING:
     from log_service.node import LogNode
@@ -205,7 +206,9 @@ class ReplicationSender:
             )
 
     def _exchange(self, stub: grpc.StreamStreamMultiCallable, stream: _Stream) -> None:
-        call = stub(self._requests(stream))
+        # The process's signed principal, which a node with auth_required
+        # checks; empty while no component of this process requires auth.
+        call = stub(self._requests(stream), metadata=auth.outgoing_metadata())
         self._call = call
         if self._stop.is_set():
             call.cancel()

@@ -347,8 +347,18 @@ class PrincipalSigner:
             (SIGNATURE_KEY, f"v1:{stamp}:{mac}"),
         )
 
-    def verify(self, metadata: Iterable[tuple[str, Any]] | None) -> Principal:
+    def verify(
+        self,
+        metadata: Iterable[tuple[str, Any]] | None,
+        signers: str = "the gateway",
+        advice: str = "call the gateway instead",
+    ) -> Principal:
         """Return the signed principal of a call.
+
+        Args:
+          metadata: the call's invocation metadata.
+          signers: who may sign calls to this server, for the messages.
+          advice: what a rejected caller should do instead, for the messages.
 
         Raises:
           Unauthenticated: the signature is missing, malformed, too old or
@@ -360,29 +370,29 @@ class PrincipalSigner:
         signature = metadata_value(metadata, SIGNATURE_KEY)
         if not name or not signature:
             raise _unauthenticated(
-                f"this service accepts only calls signed by the gateway; the "
-                f"{PRINCIPAL_KEY} or {SIGNATURE_KEY} metadata is missing; call "
-                "the gateway instead",
+                f"this server accepts only calls signed by {signers}; the "
+                f"{PRINCIPAL_KEY} or {SIGNATURE_KEY} metadata is missing; {advice}",
                 "GATEWAY_SIGNATURE_MISSING",
             )
         version, _, rest = signature.partition(":")
         stamp, _, mac = rest.partition(":")
         if version != "v1" or not stamp.isdigit() or not mac:
             raise _unauthenticated(
-                f"the {SIGNATURE_KEY} metadata is malformed; call the gateway instead",
+                f"the {SIGNATURE_KEY} metadata is malformed (expected "
+                f"v1:<unix time>:<hmac>); {advice}",
                 "GATEWAY_SIGNATURE_INVALID",
             )
         if abs(time.time() - int(stamp)) > SIGNATURE_MAX_AGE_SECONDS:
             raise _unauthenticated(
-                f"the gateway's signature is more than {SIGNATURE_MAX_AGE_SECONDS} "
+                f"the call's signature is more than {SIGNATURE_MAX_AGE_SECONDS} "
                 "seconds old or ahead; check that the clocks agree",
                 "GATEWAY_SIGNATURE_EXPIRED",
             )
         expected = self._mac(name, scopes, stamp)
         if not hmac.compare_digest(expected, mac):
             raise _unauthenticated(
-                "the gateway's signature does not match; the gateway and this "
-                "service must share the same auth_secret",
+                f"the call's signature does not match; {signers} and this "
+                "server must share the same auth_secret",
                 "GATEWAY_SIGNATURE_INVALID",
             )
         return Principal(name, frozenset(filter(None, scopes.split(","))))
@@ -399,6 +409,17 @@ def install_process_signer(signer: PrincipalSigner | None) -> None:
     """Sign every later call that components of this process make to others."""
     global _PROCESS_SIGNER
     _PROCESS_SIGNER = signer
+
+
+def install_signer_from_settings(secret: str, data_dir: Path) -> PrincipalSigner:
+    """Load the auth secret, sign this process's outgoing calls, return the signer.
+
+    Raises:
+      ValueError: the configured secret is too short.
+    """
+    signer = PrincipalSigner(load_secret(secret, data_dir))
+    install_process_signer(signer)
+    return signer
 
 
 def outgoing_metadata() -> tuple[tuple[str, str], ...]:
@@ -486,10 +507,17 @@ class ServiceAuthInterceptor(grpc.ServerInterceptor):
     """
 
     def __init__(
-        self, signer: PrincipalSigner, open_service_names: Iterable[str] = ()
+        self,
+        signer: PrincipalSigner,
+        open_service_names: Iterable[str] = (),
+        *,
+        signers: str = "the gateway",
+        advice: str = "call the gateway instead",
     ) -> None:
         self._signer = signer
         self._open = frozenset({HEALTH_SERVICE, *open_service_names})
+        self._signers = signers
+        self._advice = advice
 
     def intercept_service(
         self,
@@ -503,7 +531,9 @@ class ServiceAuthInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         try:
-            principal = self._signer.verify(handler_call_details.invocation_metadata)
+            principal = self._signer.verify(
+                handler_call_details.invocation_metadata, self._signers, self._advice
+            )
         except Unauthenticated as error:
             _LOGGER.warning("rejected an unsigned call to %s: %s", method, error.reason)
             return _rejecting_handler(handler, error)

@@ -106,10 +106,7 @@ def start_service(
         address = f"{config.host}:{getattr(config, f'{name}_port')}"
     interceptors: list[grpc.ServerInterceptor] = []
     if config.auth_required:
-        signer = auth.PrincipalSigner(
-            auth.load_secret(config.auth_secret, config.data_dir)
-        )
-        auth.install_process_signer(signer)
+        signer = auth.install_signer_from_settings(config.auth_secret, config.data_dir)
         open_names = auth.open_services(True, config.auth_open_reflection)
         interceptors.append(auth.ServiceAuthInterceptor(signer, open_names))
     host = create_server(

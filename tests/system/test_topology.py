@@ -29,6 +29,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULTS = config_module.load(environ={})
 COMPONENTS = all_components(DEFAULTS)
 LOG_NODES = [component for component in COMPONENTS if component.is_log_node]
+# Set in every container but not by `splitlog up --processes`, whose children
+# share one data directory and so one generated auth secret.
+AUTH_VARIABLES = {"SPLITLOG_AUTH_REQUIRED", "SPLITLOG_AUTH_SECRET"}
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +73,28 @@ def test_container_runs_serve_component(compose, component):
 def test_container_env_matches_processes_mode(compose, component):
     compose_env = _env(compose, component)
 
-    assert set(compose_env) == set(local_environment(component, DEFAULTS))
+    assert set(compose_env) == set(local_environment(component, DEFAULTS)) | (
+        AUTH_VARIABLES
+    )
     assert compose_env["SPLITLOG_HOST"] == "0.0.0.0"
+
+
+@pytest.mark.parametrize("component", COMPONENTS, ids=lambda c: c.name)
+def test_container_requires_auth_with_the_shared_secret(compose, component):
+    compose_env = _env(compose, component)
+    secret = compose_env["SPLITLOG_AUTH_SECRET"]
+
+    assert compose_env["SPLITLOG_AUTH_REQUIRED"] == "true"
+    # `${VAR:?message}`: compose refuses to start while the variable is unset
+    # or empty, instead of each container generating a secret of its own.
+    assert re.fullmatch(r"\$\{SPLITLOG_AUTH_SECRET:\?[^}]+\}", secret), secret
+    assert "docs/security.md" in secret
+
+
+def test_env_file_is_ignored():
+    for ignore_file in (".gitignore", ".dockerignore"):
+        lines = (ROOT / ignore_file).read_text().splitlines()
+        assert ".env" in lines, ignore_file
 
 
 @pytest.mark.parametrize("component", COMPONENTS, ids=lambda c: c.name)
