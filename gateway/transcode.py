@@ -31,9 +31,13 @@ from google.protobuf.message import Message
 
 from gateway import json_check
 from gateway.http_rules import HttpRoute
-from splitlog_runtime.errors import invalid_field
+from splitlog_runtime.errors import InvalidArgument, invalid_field
 
 _LOGGER = logging.getLogger(__name__)
+
+# Deepest nesting of arrays and objects that a JSON body may have: the depth
+# at which protobuf's json_format stops by default, far beyond any message.
+MAX_BODY_DEPTH = 100
 
 _INTEGER_TYPES = frozenset(
     {
@@ -149,6 +153,12 @@ def _body_tree(route: HttpRoute, descriptor: Descriptor, body: bytes) -> dict:
             f"the request body is not valid JSON ({exc}); send a JSON object",
             reason="MALFORMED_JSON",
         ) from None
+    except RecursionError:
+        # The decoder recurses once per nested array or object, so a body of
+        # a few thousand brackets exhausts the stack before it is parsed.
+        raise _too_deep() from None
+    if _nesting_depth(value) > MAX_BODY_DEPTH:
+        raise _too_deep()
     if route.body == "*":
         _require_object(value, "body", descriptor)
         return value
@@ -156,6 +166,35 @@ def _body_tree(route: HttpRoute, descriptor: Descriptor, body: bytes) -> dict:
     if body_field.message_type is not None and not body_field.is_repeated:
         _require_object(value, body_field.json_name, body_field.message_type)
     return {body_field.json_name: value}
+
+
+def _nesting_depth(value: Any) -> int:
+    """Return how deeply arrays and objects nest in `value`, without recursion."""
+    deepest = 0
+    pending = [(value, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if depth > MAX_BODY_DEPTH:
+            return depth
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _too_deep() -> InvalidArgument:
+    return invalid_field(
+        "body",
+        f"the request body nests arrays and objects more than {MAX_BODY_DEPTH} "
+        "levels deep, deeper than any request message; send the fields of the "
+        "request as one JSON object",
+        reason="MALFORMED_JSON",
+    )
 
 
 def _require_object(value: Any, field: str, descriptor: Descriptor) -> None:

@@ -287,6 +287,32 @@ def test_malformed_json(client):
     assert _detail(error, ERROR_INFO)["reason"] == "MALFORMED_JSON"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        # Deep enough to exhaust the JSON decoder's recursion.
+        b"[" * 100_000,
+        # Parses, but nests far deeper than any message of the API.
+        b'{"email": "deep@example.com", "displayName": '
+        + b'{"a": ' * 150
+        + b"1"
+        + b"}" * 150
+        + b"}",
+    ],
+    ids=["unparsable", "parsable"],
+)
+def test_deeply_nested_body(client, body):
+    response = client.post(
+        "/v1/users", content=body, headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 400
+    error = _error(response)
+    assert error["status"] == "INVALID_ARGUMENT"
+    assert "more than 100 levels deep" in error["message"]
+    assert _detail(error, ERROR_INFO)["reason"] == "MALFORMED_JSON"
+
+
 def test_unknown_body_field(client):
     response = client.post(
         "/v1/users", json={"email": _email(), "displayName": "A", "nickname": "x"}
