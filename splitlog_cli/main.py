@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="deadline of the health check in seconds (default 3)",
     )
     add_tls_arguments(health)
-    splitwise_commands.add_parsers(commands, config_flags)
+    splitwise_commands.add_parsers(commands)
     client_commands.add_parsers(commands)
     return parser
 

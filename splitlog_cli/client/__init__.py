@@ -69,10 +69,8 @@ def handles(args: argparse.Namespace) -> bool:
 
 def run(args: argparse.Namespace, config: Config) -> int:
     """Run the parsed client command and return its exit status."""
-    address = args.gateway_address or format_address(
-        connect_host(config.host), config.gateway_port
-    )
-    credential = _credential(args, address)
+    address = gateway_address(args, config)
+    credential = credential_of(args, address)
     context = Context(
         address, args.format, sys.stdout, client_tls(args, config), credential
     )
@@ -95,7 +93,14 @@ def run(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def _credential(args: argparse.Namespace, address: str) -> Credential | None:
+def gateway_address(args: argparse.Namespace, config: Config) -> str:
+    """Return the gateway address that `--gateway` or the settings name."""
+    return args.gateway_address or format_address(
+        connect_host(config.host), config.gateway_port
+    )
+
+
+def credential_of(args: argparse.Namespace, address: str) -> Credential | None:
     """Return the credential that the command sends, if any."""
     if not getattr(args, auth.SENDS_CREDENTIAL, True):
         return None

@@ -25,13 +25,7 @@ Handler = Callable[["Context", argparse.Namespace], Message]
 def common_options() -> argparse.ArgumentParser:
     """Return the parent parser with `--gateway`, `--format`, `--token` and TLS."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--gateway",
-        dest="gateway_address",
-        metavar="HOST:PORT",
-        help="gRPC address of the gateway (default: 127.0.0.1 and the port in "
-        "SPLITLOG_GATEWAY_PORT, or 50051)",
-    )
+    _add_gateway_argument(common)
     common.add_argument(
         "--format",
         choices=FORMATS,
@@ -39,15 +33,41 @@ def common_options() -> argparse.ArgumentParser:
         help="print aligned columns (table, the default) or proto3 JSON (json): "
         "the resource, or for a list one response with the items of every page",
     )
-    common.add_argument(
+    _add_credential_arguments(common)
+    return common
+
+
+def connection_options() -> argparse.ArgumentParser:
+    """Return the parent parser with `--gateway`, `--token` and TLS.
+
+    It is for commands that print their own report, such as `import`, and so
+    take no `--format`.
+    """
+    options = argparse.ArgumentParser(add_help=False)
+    _add_gateway_argument(options)
+    _add_credential_arguments(options)
+    return options
+
+
+def _add_gateway_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--gateway",
+        dest="gateway_address",
+        metavar="HOST:PORT",
+        help="gRPC address of the gateway (default: 127.0.0.1 and the port in "
+        "SPLITLOG_GATEWAY_PORT, or 50051)",
+    )
+
+
+def _add_credential_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--token",
         metavar="TOKEN",
         help=f"access token or API key to send as `authorization: Bearer` "
         f"(default: ${TOKEN_ENV}, else the session saved by `splitlog auth "
         "signin` for this gateway)",
     )
-    add_tls_arguments(common)
-    return common
+    add_tls_arguments(parser)
 
 
 def add_actions(

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 import grpc
 
 from expense_service.money import format_amount
+from splitlog_cli.client import credential_of, gateway_address
+from splitlog_cli.client.command import connection_options
+from splitlog_cli.client.connection import open_channel
+from splitlog_cli.client.credentials import Credential
 from splitlog_cli.splitwise.csvformat import SplitwiseFormatError
 from splitlog_cli.splitwise.exporter import export_group
 from splitlog_cli.splitwise.importer import (
@@ -18,17 +23,30 @@ from splitlog_cli.splitwise.importer import (
     SplitwiseImportError,
     load_plan,
 )
-from splitlog_runtime.channels import insecure_channel
+from splitlog_cli.tls_options import client_tls
 from splitlog_runtime.config import Config
+from splitlog_runtime.tls import ClientTls, TlsConfigError
 
 EXIT_FAILURE = 1
+EXIT_USAGE = 2
 DEFAULT_TIMEOUT = 10.0
 
 
-def add_parsers(
-    commands: argparse._SubParsersAction, config_flags: argparse.ArgumentParser
-) -> None:
+@dataclass(frozen=True)
+class Access:
+    """How to reach the gateway: TLS or plaintext, and the credential to send."""
+
+    tls: ClientTls | None = None
+    credential: Credential | None = None
+
+    def open(self, gateway: str) -> grpc.Channel:
+        """Open a channel to `gateway` that sends the credential, if any."""
+        return open_channel(gateway, self.tls, self.credential)
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
     """Add the `import` and `export` commands, each with a `splitwise` format."""
+    connection = connection_options()
     importing = commands.add_parser(
         "import",
         help="import data from another app into a running splitlog",
@@ -37,7 +55,7 @@ def add_parsers(
     formats = importing.add_subparsers(dest="format", required=True, metavar="FORMAT")
     splitwise = formats.add_parser(
         "splitwise",
-        parents=[config_flags],
+        parents=[connection],
         help="a Splitwise 'Export as spreadsheet' CSV file",
         description="Create the users, the group, the expenses and the payments "
         "of a Splitwise export. The file is checked completely before anything "
@@ -49,7 +67,7 @@ def add_parsers(
         help="display name of the new group (default: the file name without "
         ".csv); a repeated import keeps the first name",
     )
-    _add_connection_flags(splitwise)
+    _add_timeout_flag(splitwise)
 
     exporting = commands.add_parser(
         "export",
@@ -59,7 +77,7 @@ def add_parsers(
     formats = exporting.add_subparsers(dest="format", required=True, metavar="FORMAT")
     splitwise = formats.add_parser(
         "splitwise",
-        parents=[config_flags],
+        parents=[connection],
         help="as a Splitwise 'Export as spreadsheet' CSV file",
         description="Write a group's members, expenses and settlements in the "
         "CSV layout of Splitwise's 'Export as spreadsheet', with one 'Total "
@@ -72,16 +90,10 @@ def add_parsers(
         type=Path,
         help="file to write (default: standard output)",
     )
-    _add_connection_flags(splitwise)
+    _add_timeout_flag(splitwise)
 
 
-def _add_connection_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--gateway",
-        metavar="HOST:PORT",
-        help="gRPC address of the gateway (default: the host and gateway_port "
-        "settings, 127.0.0.1:50051)",
-    )
+def _add_timeout_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout",
         type=float,
@@ -91,11 +103,24 @@ def _add_connection_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
-    """Run `import splitwise` or `export splitwise`; return the exit status."""
-    gateway = args.gateway or f"{config.host}:{config.gateway_port}"
+    """Run `import splitwise` or `export splitwise`; return the exit status.
+
+    The calls carry the credential and use the TLS settings that every client
+    command takes: `--token`, `SPLITLOG_TOKEN` or the saved session, and
+    `--tls` and its files.
+    """
+    gateway = gateway_address(args, config)
+    try:
+        tls = client_tls(args, config)
+    except TlsConfigError as exc:
+        print(f"splitlog {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    access = Access(tls, credential_of(args, gateway))
     if args.command == "import":
-        return run_import(args.file, gateway, args.timeout, args.group_name)
-    return run_export(args.group, gateway, args.timeout, args.output)
+        return run_import(
+            args.file, gateway, args.timeout, args.group_name, access=access
+        )
+    return run_export(args.group, gateway, args.timeout, args.output, access=access)
 
 
 def run_import(
@@ -105,6 +130,7 @@ def run_import(
     group_name: str | None,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    access: Access | None = None,
 ) -> int:
     """Import one file and print the summary; return the exit status."""
     out = out or sys.stdout
@@ -127,7 +153,7 @@ def run_import(
         print(f"splitlog: error: {exc}", file=err)
         return EXIT_FAILURE
     name = group_name or path.name.removesuffix(".csv")
-    with insecure_channel(gateway) as channel:
+    with (access or Access()).open(gateway) as channel:
         try:
             result = SplitwiseImporter(channel, timeout, err).run(plan, digest, name)
         except SplitwiseImportError as exc:
@@ -185,12 +211,13 @@ def run_export(
     output: Path | None,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    access: Access | None = None,
 ) -> int:
     """Export one group to a file or to `out`; return the exit status."""
     out = out or sys.stdout
     err = err or sys.stderr
     name = group if group.startswith("groups/") else f"groups/{group}"
-    with insecure_channel(gateway) as channel:
+    with (access or Access()).open(gateway) as channel:
         try:
             text = export_group(channel, name, timeout)
         except grpc.RpcError as exc:

@@ -32,11 +32,14 @@ from splitlog.gateway.v1 import gateway_service_pb2 as gateway_pb
 from splitlog.gateway.v1 import gateway_service_pb2_grpc as gateway_grpc
 from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
+from splitlog_cli.client.credentials import TOKEN_ENV
+from splitlog_cli.main import main
 from splitlog_runtime import auth
 from splitlog_runtime import config as config_module
 from splitlog_runtime.server import ServiceHost
 from tests.balance_service.support import unused_address
 from tests.gateway.support import LoopThread, closed_address, error_details
+from tests.splitwise.conftest import FIXTURES as SPLITWISE_FIXTURES
 from user_service.app import build as build_users
 
 SECRET = "authorization-test-secret-" + "y" * 32
@@ -759,3 +762,43 @@ def test_auth_off_allows_everything(loop_thread, tmp_path):
             assert missing.code() == grpc.StatusCode.NOT_FOUND
     finally:
         _stop_stack(loop_thread, off)
+
+
+# The Splitwise commands, which send the credential as every client command does
+
+
+def test_splitwise_export_sends_token(stack, channel, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    ann = _sign_up(channel, "ann")
+    group = ann.create_group()
+    ann.create_expense(group, [ann.user])
+    exported = tmp_path / "export.csv"
+
+    status = main(
+        ["export", "splitwise", group, "-o", str(exported), "--token", ann.credential]
+        + ["--gateway", f"127.0.0.1:{stack.gateway.grpc_port}"]
+    )
+
+    assert status == 0, capsys.readouterr().err
+    assert "Dinner" in exported.read_text()
+
+
+def test_splitwise_import_sends_env_token(
+    stack, channel, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    ann = _sign_up(channel, "ann")
+    monkeypatch.setenv(TOKEN_ENV, ann.credential)
+
+    status = main(
+        ["import", "splitwise", str(SPLITWISE_FIXTURES / "current_flat.csv")]
+        + ["--gateway", f"127.0.0.1:{stack.gateway.grpc_port}"]
+    )
+
+    # The gateway accepted the token: the import then needs an administrator
+    # to create the file's users.
+    error = capsys.readouterr().err
+    assert status == 1
+    assert "UNAUTHENTICATED" not in error
+    assert "CreateUser needs an administrator" in error
