@@ -1,7 +1,8 @@
 """The expense side end to end: creates, balance reads and a Splitwise import.
 
-Starts `splitlog up` (all-in-one, SQLite) on free ports and measures, through
-the gateway:
+Starts `splitlog up` (all-in-one, SQLite) on free ports, or with `--layouts
+one,processes` also `splitlog up --processes`, and measures, through the
+gateway:
 
 1. CreateExpense with 1, 8 and 32 concurrent clients (calls/s, p50, p99);
 2. GetGroupBalance latency once a group has 1k, 10k and 100k expenses
@@ -9,7 +10,8 @@ the gateway:
 3. `splitlog import splitwise` of a generated 10,000-row export.
 
 Run: `python -m bench.expenses [--seconds 5] [--sizes 1000,10000,100000]
-[--import-rows 10000]`. Filling 100k expenses takes several minutes.
+[--import-rows 10000] [--layouts one,processes]`. Filling 100k expenses
+takes several minutes.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
 ROOT = Path(__file__).resolve().parent.parent
 SPLITLOG = ROOT / ".venv" / "bin" / "splitlog"
 CREATE = "/splitlog.expenses.v1.ExpensesService/CreateExpense"
+LAYOUTS = {
+    "one": "`splitlog up`, every component in one process",
+    "processes": "`splitlog up --processes`, one process per component",
+}
 PORT_FLAGS = (
     "--gateway-port",
     "--http-port",
@@ -59,11 +65,29 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
-def _start(data_dir: Path) -> tuple[subprocess.Popen, str]:
+def _log_nodes(shards: int = 2, replicas: int = 2) -> str:
+    """Return a `--log-nodes` value with every log node on a free port."""
+    ports = iter(_free_ports(shards * replicas))
+    return ";".join(
+        f"shard-{shard}="
+        + ",".join(
+            f"shard-{shard}-{'ab'[replica]}@127.0.0.1:{next(ports)}"
+            for replica in range(replicas)
+        )
+        for shard in range(shards)
+    )
+
+
+def _start(data_dir: Path, processes: bool) -> tuple[subprocess.Popen, str]:
     ports = dict(zip(PORT_FLAGS, _free_ports(len(PORT_FLAGS)), strict=True))
     args = [str(SPLITLOG), "up", "--data-dir", str(data_dir), "--log-level", "WARNING"]
     for flag, port in ports.items():
         args += [flag, str(port)]
+    # The log nodes get free ports too, so that the bench runs beside another
+    # `splitlog up` on the default ports.
+    args += ["--log-nodes", _log_nodes()]
+    if processes:
+        args.append("--processes")
     process = subprocess.Popen(
         args,
         stdout=subprocess.DEVNULL,
@@ -252,21 +276,34 @@ def main() -> None:
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--import-rows", type=int, default=10_000)
+    parser.add_argument(
+        "--layouts",
+        default="one",
+        help="layouts to measure, comma-separated: `one` is `splitlog up` "
+        "(one process), `processes` is `splitlog up --processes`",
+    )
     options = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, SQLite")
-    with tempfile.TemporaryDirectory() as tmp:
-        process, address = _start(Path(tmp) / "data")
-        try:
-            bench_creates(
-                address, [int(n) for n in options.clients.split(",")], options.seconds
-            )
-            if options.sizes:
-                bench_balance_reads(address, [int(n) for n in options.sizes.split(",")])
-            if options.import_rows:
-                bench_import(address, options.import_rows, Path(tmp))
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(60)
+    for layout in options.layouts.split(","):
+        if layout not in LAYOUTS:
+            parser.error(f"unknown layout {layout!r}; use {', '.join(LAYOUTS)}")
+        print(f"\nlayout: {LAYOUTS[layout]}", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            process, address = _start(Path(tmp) / "data", layout == "processes")
+            try:
+                bench_creates(
+                    address,
+                    [int(n) for n in options.clients.split(",")],
+                    options.seconds,
+                )
+                if options.sizes:
+                    sizes = [int(n) for n in options.sizes.split(",")]
+                    bench_balance_reads(address, sizes)
+                if options.import_rows:
+                    bench_import(address, options.import_rows, Path(tmp))
+            finally:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(60)
 
 
 if __name__ == "__main__":
