@@ -17,7 +17,7 @@ import datetime
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import grpc
 from sqlalchemy.orm import Session
@@ -151,6 +151,34 @@ def append_event(
         payload=event.SerializeToString(),
     )
     return event.sequence
+
+
+def append_events(
+    session: Session,
+    changes: Sequence[storage.StoredExpense],
+    event_type: int,
+    commit_time: datetime.datetime,
+) -> None:
+    """Write the ledger events of several changes, in order, in their transaction.
+
+    Like `append_event`, call it last in the transaction.
+    """
+    first = storage.next_sequence(session)
+    rows = []
+    for offset, stored in enumerate(changes):
+        event = build_event(stored, event_type, commit_time)
+        event.sequence = first + offset
+        rows.append(
+            {
+                "sequence": event.sequence,
+                "expense_name": stored.row.name,
+                "revision": stored.row.revision,
+                "event_type": event_type,
+                "commit_time": commit_time,
+                "payload": event.SerializeToString(),
+            }
+        )
+    storage.add_events(session, rows)
 
 
 class LedgerServicer(ledger_grpc.LedgerServiceServicer):

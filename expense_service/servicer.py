@@ -2,8 +2,11 @@
 
 Each handler checks the request, calls user_service to check membership when
 a write adds users to an expense, then runs the storage calls and the ledger
-event in one database transaction. Errors are raised as `DomainError`s and
-turned into status codes by the runtime's interceptor.
+event in one database transaction. Creates with a generated name that arrive
+together share one transaction (`grouping.GroupWriter`); a create whose group
+fails is written again on its own, so it gets the response it would have got
+alone. Errors are raised as `DomainError`s and turned into status codes by
+the runtime's interceptor.
 
 Choices that the proto leaves open:
 - A replayed `request_id` returns the expense that the first request
@@ -37,7 +40,8 @@ import datetime
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
@@ -45,7 +49,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from expense_service import domain, ledger, messages, storage
+from expense_service import domain, grouping, ledger, messages, storage
 from expense_service.membership import MembershipClient
 from splitlog.expenses.v1 import expenses_service_pb2 as pb
 from splitlog.expenses.v1 import expenses_service_pb2_grpc as pb_grpc
@@ -76,6 +80,8 @@ MAX_UPDATE_ATTEMPTS = 5
 # PostgreSQL errors after which the same transaction may succeed when run
 # again: serialization_failure, deadlock_detected and lock_not_available.
 _RETRY_SQLSTATES = {"40001", "40P01", "55P03"}
+#: Maximum number of creates that the group commit writes in one transaction.
+MAX_GROUPED_CREATES = 64
 _ORDERINGS = {"": False, "expense_date desc": False, "create_time desc": True}
 
 
@@ -121,6 +127,17 @@ def _date_key(text: str, by_create_time: bool) -> datetime.date | datetime.datet
     return datetime.date.fromisoformat(text)
 
 
+@dataclass(frozen=True)
+class _NewExpense:
+    """A checked create waiting for its group commit."""
+
+    name: str
+    group_id: str
+    creator: str
+    checked: domain.CheckedExpense
+    request_id: str
+
+
 class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
     """Expenses stored in one database, with their ledger events.
 
@@ -139,6 +156,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         self._database = database
         self._membership = membership
         self._feed = feed
+        self._creates = grouping.GroupWriter(self._write_creates, MAX_GROUPED_CREATES)
 
     # Transactions
 
@@ -295,8 +313,53 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             ledger.append_event(session, stored, ledger.CREATED, now)
             return messages.expense_message(stored)
 
+        if not request.expense_id:
+            # A generated name needs no look-up, so the create can join a
+            # group commit. If the group fails, as on a request_id that a
+            # concurrent create took, it runs alone below.
+            written, stored = self._creates.write(
+                _NewExpense(name, group_id, creator, checked, request_id)
+            )
+            if written:
+                return pb.CreateExpenseResponse(
+                    expense=messages.expense_message(stored)
+                )
         expense = self._write(create, retry_conflict=True)
         return pb.CreateExpenseResponse(expense=expense)
+
+    def _write_creates(
+        self, creates: Sequence[_NewExpense]
+    ) -> list[storage.StoredExpense]:
+        """Write a group of new expenses and their ledger events in one transaction.
+
+        Raises:
+          IntegrityError: a request_id is taken; nothing is written.
+        """
+        with self._database.transaction() as session:
+            now = storage.utc_now()
+            written = []
+            for create in creates:
+                values = messages.new_expense_values(
+                    create.name,
+                    create.group_id,
+                    create.creator,
+                    create.checked.draft,
+                    now,
+                )
+                payers, participants = messages.line_rows(create.name, create.checked)
+                written.append(storage.StoredExpense(values, payers, participants))
+            storage.add_expenses(
+                session,
+                written,
+                [
+                    (create.request_id, create.name)
+                    for create in creates
+                    if create.request_id
+                ],
+            )
+            ledger.append_events(session, written, ledger.CREATED, now)
+        self._feed.notify()
+        return written
 
     @staticmethod
     def _replay(session: Session, request_id: str, group_id: str) -> pb.Expense | None:

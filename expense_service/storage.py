@@ -415,6 +415,102 @@ def remember_request(session: Session, request_id: str, name: str) -> None:
     )
 
 
+class _BulkInsert:
+    """An INSERT in the dialect's own SQL, run with the driver's executemany.
+
+    A group of creates writes each table's rows with one executemany. Handing
+    the rows to the driver directly skips SQLAlchemy's per-row parameter
+    handling, which costs more than the insert itself on SQLite. Each value
+    still goes through its column type's bind processor for the dialect, so
+    the stored values are the ones a Core insert writes.
+    """
+
+    def __init__(self, table, dialect) -> None:
+        quote = dialect.identifier_preparer.quote
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        self._columns = [
+            (column.name, column.type.dialect_impl(dialect).bind_processor(dialect))
+            for column in table.columns
+        ]
+        names = ", ".join(quote(name) for name, _ in self._columns)
+        marks = ", ".join([mark] * len(self._columns))
+        self._sql = f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})"
+
+    def run(self, connection, rows: Sequence[dict]) -> None:
+        """Insert rows given as dicts of column values."""
+        if not rows:
+            return
+        columns = self._columns
+        connection.exec_driver_sql(
+            self._sql,
+            [
+                tuple(
+                    row[name] if process is None else process(row[name])
+                    for name, process in columns
+                )
+                for row in rows
+            ],
+        )
+
+
+# The bulk inserts of each dialect, built on first use.
+_BULK_INSERTS: dict[tuple[str, str], _BulkInsert] = {}
+
+
+def _bulk_insert(connection, table, rows: Sequence[dict]) -> None:
+    key = (connection.dialect.name, table.name)
+    insert = _BULK_INSERTS.get(key)
+    if insert is None:
+        insert = _BULK_INSERTS[key] = _BulkInsert(table, connection.dialect)
+    insert.run(connection, rows)
+
+
+def add_expenses(
+    session: Session,
+    expenses: Sequence[StoredExpense],
+    request_ids: Sequence[tuple[str, str]],
+) -> None:
+    """Insert new expenses with their lines and idempotency keys, in bulk.
+
+    Args:
+      expenses: the new expenses with their lines, as written.
+      request_ids: (request_id, expense name) pairs to remember.
+
+    Raises:
+      IntegrityError: a name or request_id is taken; the caller's
+        transaction must then roll back, as the rows before it are written.
+    """
+    connection = session.connection()
+    _bulk_insert(connection, _EXPENSES, [vars(stored.row) for stored in expenses])
+    _bulk_insert(
+        connection,
+        _PAYERS,
+        [vars(payer) for stored in expenses for payer in stored.payers],
+    )
+    _bulk_insert(
+        connection,
+        _PARTICIPANTS,
+        [vars(line) for stored in expenses for line in stored.participants],
+    )
+    now = utc_now()
+    _bulk_insert(
+        connection,
+        _REQUEST_IDS,
+        [
+            {"request_id": request_id, "expense_name": name, "create_time": now}
+            for request_id, name in request_ids
+        ],
+    )
+
+
+def add_events(session: Session, events: Sequence[dict]) -> None:
+    """Insert ledger events in bulk; call it right after `next_sequence`.
+
+    Each event is a dict with the keyword arguments of `add_event`.
+    """
+    _bulk_insert(session.connection(), _LEDGER, events)
+
+
 def next_sequence(session: Session) -> int:
     """Allocate the next ledger sequence inside the current write transaction.
 

@@ -297,6 +297,39 @@ def test_concurrent_retries_create_one_expense(clients, group):
     assert [expense.name for expense in listed] == [created[0].name]
 
 
+def test_concurrent_shared_request_ids(clients, group):
+    # Creates that arrive together are written in one transaction. A pair
+    # that shares a request_id makes that transaction fail, so each of its
+    # creates is written alone again. Every other create must still succeed.
+    create_expense(clients, group)
+    before = latest_sequence(clients)
+    shared = [new_request_id() for _ in range(4)]
+    keys = [*shared, *shared, *(new_request_id() for _ in range(24))]
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        futures = [
+            pool.submit(
+                create_expense,
+                clients,
+                group,
+                equal_expense(group, f"{index + 1}.00"),
+                request_id=key,
+            )
+            for index, key in enumerate(keys)
+        ]
+        created = [future.result() for future in futures]
+
+    by_key: dict[str, set[str]] = {}
+    for key, expense in zip(keys, created, strict=True):
+        by_key.setdefault(key, set()).add(expense.name)
+    assert all(len(names) == 1 for names in by_key.values())
+    names = {name for found in by_key.values() for name in found}
+    assert len(names) == 28
+    events = backlog(clients, before)
+    assert [e.sequence for e in events] == list(range(before + 1, before + 29))
+    assert sorted(e.expense for e in events) == sorted(names)
+
+
 def test_concurrent_retries_with_chosen_id_replay(clients, group):
     request_id = new_request_id()
 

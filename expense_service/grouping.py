@@ -1,0 +1,134 @@
+"""Group commit: concurrent writes that queue up are written in one transaction.
+
+Each caller adds its item to a queue. A caller that finds no writer at work
+becomes the writer. The writer takes up to `max_items` queued items and
+writes them with one call of `write_group`. It then wakes the other callers
+of that group and makes the first caller still in the queue the next writer.
+So a lone caller writes at once, and callers that arrive while a group is
+being written form the next group, with no timer.
+
+If `write_group` raises, nothing of the group was written, and every caller
+of the group is told to write its item alone. One bad item therefore costs
+the others only the lost group, never a failure of their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+_LOGGER = logging.getLogger(__name__)
+
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
+
+
+class _Entry(Generic[_Item, _Result]):
+    """A queued item with its result and the lock that wakes its caller."""
+
+    __slots__ = ("item", "result", "written", "finished", "gate")
+
+    def __init__(self, item: _Item) -> None:
+        self.item = item
+        self.result: _Result | None = None
+        self.written = False
+        # True once the entry's group ended, written or not. A wake-up before
+        # that makes the caller the writer.
+        self.finished = False
+        # Locked until the caller is woken. A bare lock costs less to wake a
+        # thread with than an Event, and a group wakes up to max_items threads.
+        self.gate = threading.Lock()
+        self.gate.acquire()
+
+    def wake(self) -> None:
+        self.gate.release()
+
+    def sleep(self) -> None:
+        self.gate.acquire()
+
+
+class GroupWriter(Generic[_Item, _Result]):
+    """Write the items of concurrent callers in groups.
+
+    Args:
+      write_group: writes a group of items in one transaction and returns
+        one result per item, in order; it must write nothing when it raises.
+      max_items: most items in one group.
+    """
+
+    def __init__(
+        self,
+        write_group: Callable[[Sequence[_Item]], Sequence[_Result]],
+        max_items: int,
+    ) -> None:
+        if max_items < 1:
+            raise ValueError(f"max_items must be at least 1, not {max_items}")
+        self._write_group = write_group
+        self._max_items = max_items
+        self._lock = threading.Lock()
+        self._queue: list[_Entry[_Item, _Result]] = []
+        self._writing = False
+
+    def queued(self) -> int:
+        """Return the number of items waiting for a group."""
+        with self._lock:
+            return len(self._queue)
+
+    def write(self, item: _Item) -> tuple[bool, _Result | None]:
+        """Write an item in the next group.
+
+        Returns:
+          (True, the item's result) once its group is committed, or
+          (False, None) when its group failed and the caller must write the
+          item on its own.
+        """
+        entry: _Entry[_Item, _Result] = _Entry(item)
+        with self._lock:
+            self._queue.append(entry)
+            lead = not self._writing
+            self._writing = True
+        if not lead:
+            entry.sleep()
+            if entry.finished:
+                return entry.written, entry.result
+        # This caller is the writer now, and its entry is first in the queue.
+        self._write_next_group(entry)
+        return entry.written, entry.result
+
+    def _write_next_group(self, writer: _Entry[_Item, _Result]) -> None:
+        with self._lock:
+            group = self._queue[: self._max_items]
+            del self._queue[: self._max_items]
+        try:
+            results = self._write_group([entry.item for entry in group])
+        except Exception as exc:
+            detail = str(exc).splitlines()[0] if str(exc) else ""
+            _LOGGER.info(
+                "a group of %d writes failed (%s: %s); writing each alone",
+                len(group),
+                type(exc).__name__,
+                detail,
+            )
+        else:
+            for entry, result in zip(group, results, strict=True):
+                entry.result = result
+                entry.written = True
+        finally:
+            self._hand_over(group, writer)
+
+    def _hand_over(
+        self, group: list[_Entry[_Item, _Result]], writer: _Entry[_Item, _Result]
+    ) -> None:
+        """Wake the group's callers and make the next queued caller the writer."""
+        for entry in group:
+            entry.finished = True
+        with self._lock:
+            successor = self._queue[0] if self._queue else None
+            self._writing = successor is not None
+        for entry in group:
+            if entry is not writer:
+                entry.wake()
+        if successor is not None:
+            successor.wake()

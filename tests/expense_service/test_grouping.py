@@ -1,0 +1,110 @@
+"""The group commit of `expense_service.grouping`, with real threads."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from expense_service.grouping import GroupWriter
+
+WAIT = 10.0
+
+
+class _Recorder:
+    """A group writer's write function that records groups and can hold one."""
+
+    def __init__(self) -> None:
+        self.groups: list[list[int]] = []
+        self.first_started = threading.Event()
+        self.release_first = threading.Event()
+        self.failing: set[int] = set()
+
+    def write(self, items):
+        self.groups.append(list(items))
+        if len(self.groups) == 1:
+            self.first_started.set()
+            assert self.release_first.wait(WAIT)
+        if self.failing & set(items):
+            raise ValueError(f"invalid item in group {items}")
+        return [item * 10 for item in items]
+
+
+def _queue_behind_first(writer: GroupWriter, recorder: _Recorder, items, pool):
+    """Start item 0, which blocks in the first group, then queue the other items."""
+    first = pool.submit(writer.write, 0)
+    assert recorder.first_started.wait(WAIT)
+    later = [pool.submit(writer.write, item) for item in items]
+    return first, later
+
+
+def _wait_queued(writer: GroupWriter, count: int) -> None:
+    for _ in range(1000):
+        if writer.queued() >= count:
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError(f"{count} items never queued")
+
+
+def test_lone_write_is_written_at_once():
+    recorder = _Recorder()
+    recorder.release_first.set()
+    writer = GroupWriter(recorder.write, max_items=8)
+
+    assert writer.write(4) == (True, 40)
+    assert recorder.groups == [[4]]
+
+
+def test_writes_queued_behind_a_group_form_the_next_group():
+    recorder = _Recorder()
+    writer = GroupWriter(recorder.write, max_items=8)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        first, later = _queue_behind_first(writer, recorder, range(1, 6), pool)
+        _wait_queued(writer, 5)
+        recorder.release_first.set()
+        results = [future.result(WAIT) for future in later]
+
+    assert first.result(WAIT) == (True, 0)
+    assert results == [(True, item * 10) for item in range(1, 6)]
+    assert recorder.groups[0] == [0]
+    assert sorted(recorder.groups[1]) == [1, 2, 3, 4, 5]
+    assert len(recorder.groups) == 2
+
+
+def test_groups_hold_at_most_max_items():
+    recorder = _Recorder()
+    writer = GroupWriter(recorder.write, max_items=2)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        _, later = _queue_behind_first(writer, recorder, range(1, 6), pool)
+        _wait_queued(writer, 5)
+        recorder.release_first.set()
+        results = [future.result(WAIT) for future in later]
+
+    assert results == [(True, item * 10) for item in range(1, 6)]
+    assert [len(group) for group in recorder.groups] == [1, 2, 2, 1]
+
+
+def test_a_failed_group_tells_each_caller_to_write_alone():
+    recorder = _Recorder()
+    recorder.failing = {3}
+    writer = GroupWriter(recorder.write, max_items=8)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        first, later = _queue_behind_first(writer, recorder, range(1, 6), pool)
+        _wait_queued(writer, 5)
+        recorder.release_first.set()
+        results = [future.result(WAIT) for future in later]
+
+    assert first.result(WAIT) == (True, 0)
+    assert results == [(False, None)] * 5
+    # The writer's role passed on: a later write forms a group again.
+    recorder.failing = set()
+    assert writer.write(7) == (True, 70)
+
+
+def test_max_items_must_be_positive():
+    with pytest.raises(ValueError, match="max_items must be at least 1"):
+        GroupWriter(lambda items: items, max_items=0)
