@@ -72,7 +72,12 @@ def run(args: argparse.Namespace, config: Config) -> int:
     address = gateway_address(args, config)
     credential = credential_of(args, address)
     context = Context(
-        address, args.format, sys.stdout, client_tls(args, config), credential
+        address,
+        args.format,
+        sys.stdout,
+        client_tls(args, config),
+        credential,
+        time_zone=config.log_default_time_zone,
     )
     try:
         with sending(credential):

@@ -102,6 +102,9 @@ class Context:
     out: TextIO
     tls: ClientTls | None = None
     credential: Credential | None = None
+    # IANA zone of times given without an offset (the log_default_time_zone
+    # setting).
+    time_zone: str = "UTC"
     _gateway: Gateway | None = field(default=None, repr=False)
 
     @property

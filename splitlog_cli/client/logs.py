@@ -89,8 +89,8 @@ def add_parsers(
     )
     ship.add_argument(
         "--zone",
-        default="UTC",
-        help="IANA time zone of times written without an offset (default UTC)",
+        help="IANA time zone of times written without an offset (default: the "
+        "log_default_time_zone setting, UTC unless set)",
     )
     ship.add_argument(
         "--year",
@@ -204,9 +204,10 @@ def ship_files(
         raise invalid("--service", args.service, "the service name is empty")
     summary = logs_pb2.StreamLogEntriesResponse()
     progress = _Progress(sys.stderr, _total_bytes(args.files))
+    zone = args.zone or context.time_zone
     with _LogsClient(context.address, DEFAULT_TIMEOUT, context.tls) as client:
         for path in args.files:
-            _ship_file(client, path, args, summary, progress)
+            _ship_file(client, path, args, zone, summary, progress)
     progress.finish()
     context.show(summary, _ship_table)
     return summary
@@ -235,12 +236,13 @@ def _ship_file(
     client: _LogsClient,
     path: str,
     args: argparse.Namespace,
+    zone: str,
     summary: logs_pb2.StreamLogEntriesResponse,
     progress: _Progress,
 ) -> None:
     try:
         entries = parse_file(
-            path, service=args.service, default_zone=args.zone, year=args.year
+            path, service=args.service, default_zone=zone, year=args.year
         )
         batch: list[logs_pb2.LogEntry] = []
         for entry in entries:
@@ -252,7 +254,7 @@ def _ship_file(
         if batch:
             _write_batch(client, batch, summary)
     except ValueError as exc:
-        raise invalid("--zone", args.zone, str(exc)) from None
+        raise invalid("--zone", zone, str(exc)) from None
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
 
@@ -403,7 +405,7 @@ def query_entries(
         attribute_filters=_attribute_filters(args.attributes),
         order_by="timestamp desc" if args.newest_first else "timestamp",
     )
-    _set_time_range(request, args)
+    _set_time_range(request, args, context.time_zone)
     found: list[logs_pb2.LogEntry] = []
     with _LogsClient(context.address, DEFAULT_TIMEOUT, context.tls) as client:
         while len(found) < args.limit:
@@ -504,7 +506,7 @@ def log_stats(
     request = logs_pb2.GetLogStatsRequest(
         services=args.services, min_severity=_severity(args.min_severity)
     )
-    _set_time_range(request, args)
+    _set_time_range(request, args, context.time_zone)
     if args.step:
         request.histogram_step.FromNanoseconds(_duration_ns(args.step, "--step"))
     with _LogsClient(context.address, DEFAULT_TIMEOUT, context.tls) as client:
@@ -612,11 +614,11 @@ def _attribute_filters(pairs: list[str]) -> list[str]:
     return pairs
 
 
-def _set_time_range(request: Any, args: argparse.Namespace) -> None:
+def _set_time_range(request: Any, args: argparse.Namespace, zone: str) -> None:
     if args.start:
-        request.start_time.FromNanoseconds(_time_ns(args.start, "--since"))
+        request.start_time.FromNanoseconds(_time_ns(args.start, "--since", zone))
     if args.end:
-        request.end_time.FromNanoseconds(_time_ns(args.end, "--end"))
+        request.end_time.FromNanoseconds(_time_ns(args.end, "--end", zone))
     if (
         args.start
         and args.end
@@ -628,9 +630,9 @@ def _set_time_range(request: Any, args: argparse.Namespace) -> None:
         )
 
 
-def _time_ns(text: str, option: str) -> int:
+def _time_ns(text: str, option: str, zone: str) -> int:
     try:
-        return parse_time(text)
+        return parse_time(text, default_zone=zone)
     except ValueError as exc:
         raise UsageError(f"{option}: {exc}") from None
 
