@@ -31,6 +31,9 @@ _LOGGER = logging.getLogger(__name__)
 POLICY_NAME = "retentionPolicy"
 NANOS_PER_HOUR = 3600 * 1_000_000_000
 MIN_RETENTION_NS = NANOS_PER_HOUR
+# 100 years: the oldest timestamp that a longer retention would admit may not
+# fit the signed 64-bit nanoseconds that the nodes store.
+MAX_RETENTION_NS = 100 * 8766 * NANOS_PER_HOUR
 ENFORCE_INTERVAL_SECONDS = 60.0
 APPLY_DEADLINE_SECONDS = 30.0
 _MASK_PATHS = ("default_retention", "service_retentions")
@@ -89,6 +92,12 @@ def _check_retention(value: duration_pb2.Duration, path: str) -> int:
         raise invalid_field(
             path,
             f"{ns / 1e9:g}s is shorter than the minimum of 1 hour; send 3600s or more",
+        )
+    if ns > MAX_RETENTION_NS:
+        raise invalid_field(
+            path,
+            f"{value.seconds}s is longer than the maximum of 100 years; send "
+            f"{MAX_RETENTION_NS // 1_000_000_000}s or less",
         )
     return ns
 

@@ -11,6 +11,21 @@ from splitlog_runtime.config import SETTINGS, SETTINGS_BY_NAME, Config, Setting
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _LOG_FORMATS = ("text", "json")
+# Settings that count something, or give a width or lifetime, and so must be
+# 1 or more.
+_AT_LEAST_ONE = frozenset(
+    {
+        "log_max_batch_entries",
+        "log_max_message_bytes",
+        "log_partition_hours",
+        "log_time_bucket_seconds",
+        "auth_access_token_seconds",
+        "auth_refresh_token_seconds",
+    }
+)
+# Maximum log retention: 100 years. A timestamp that far back still fits the
+# signed 64-bit nanoseconds that log entries are stored in.
+MAX_LOG_RETENTION_HOURS = 100 * 8766
 
 
 class ConfigError(ValueError):
@@ -91,6 +106,14 @@ def _problem(setting: Setting, value: object) -> str | None:
         return "expected a number of seconds, 0 or more"
     if name in ("workers", "max_message_bytes") and value < 1:
         return "expected a positive integer"
+    if name in _AT_LEAST_ONE and value < 1:
+        return "expected a whole number, 1 or more"
+    if name == "log_retention_hours" and not 1 <= value <= MAX_LOG_RETENTION_HOURS:
+        return f"expected a number of hours from 1 to {MAX_LOG_RETENTION_HOURS}"
+    if name == "log_failover_seconds" and not value > 0:
+        return "expected a number of seconds above 0"
+    if name == "log_max_future_seconds" and value < 0:
+        return "expected a number of seconds, 0 or more"
     if name == "log_level" and value.upper() not in _LOG_LEVELS:
         return "expected one of " + ", ".join(_LOG_LEVELS)
     if name == "log_format" and value not in _LOG_FORMATS:

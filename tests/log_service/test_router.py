@@ -243,6 +243,28 @@ def test_retention_update_rejects_short_retention(lonely_router):
     assert violated_fields(caught.value) == ["retention_policy.default_retention"]
 
 
+def test_retention_update_rejects_thousand_years(lonely_router):
+    # Entries as old as such a retention admits, such as year 1, do not fit
+    # the nanosecond timestamps of the store.
+    stub, _ = lonely_router
+    update = pb.RetentionPolicy(name="retentionPolicy")
+    update.service_retentions["archive"].seconds = 1000 * 8766 * HOUR
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.UpdateRetentionPolicy(
+            pb.UpdateRetentionPolicyRequest(
+                retention_policy=update,
+                update_mask=field_mask_pb2.FieldMask(paths=["service_retentions"]),
+            )
+        )
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "maximum of 100 years" in caught.value.details()
+    assert violated_fields(caught.value) == [
+        "retention_policy.service_retentions['archive']"
+    ]
+
+
 def test_retention_update_rejects_unknown_mask_path(lonely_router):
     stub, _ = lonely_router
     update = pb.RetentionPolicy(name="retentionPolicy")

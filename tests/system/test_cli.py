@@ -92,6 +92,12 @@ def test_config_table_shows_source(clean_env, capsys):
         (["serve", "gateway", "--http-port", "65536"], {}, "--http-port"),
         (["config", "--log-format", "xml"], {}, "--log-format"),
         (["config", "--user-service-addr", "nohostport"], {}, "--user-service-addr"),
+        (["config"], {"SPLITLOG_LOG_RETENTION_HOURS": "0"}, "LOG_RETENTION_HOURS"),
+        (["config", "--log-retention-hours", "10000000"], {}, "--log-retention"),
+        (["config", "--log-partition-hours", "0"], {}, "--log-partition-hours"),
+        (["config", "--log-max-batch-entries", "0"], {}, "--log-max-batch-entries"),
+        (["config", "--log-failover-seconds", "-1"], {}, "--log-failover-seconds"),
+        (["config", "--auth-access-token-seconds", "0"], {}, "--auth-access-token"),
     ],
 )
 def test_bad_setting_exits_2(clean_env, capsys, argv, env, named):
