@@ -517,13 +517,15 @@ def log_stats(
 
 def _stats_table(stats: logs_pb2.GetLogStatsResponse) -> str:
     counters = stats.ingest_counters
+    # The ingest counters ignore the service and severity filters, so their
+    # labels say that they cover every service.
     parts = [
         render.fields(
             [
                 ("entries", stats.total_count),
-                ("accepted", counters.accepted_count),
-                ("rejected", counters.rejected_count),
-                ("failed batches", counters.failed_batch_count),
+                ("accepted (all services)", counters.accepted_count),
+                ("rejected (all services)", counters.rejected_count),
+                ("failed batches (all services)", counters.failed_batch_count),
             ]
         ),
         render.table(
@@ -538,6 +540,16 @@ def _stats_table(stats: logs_pb2.GetLogStatsResponse) -> str:
             [(safe_text(row.service), row.count) for row in stats.service_counts],
         ),
     ]
+    if counters.rejection_counts:
+        parts.append(
+            render.table(
+                ("REJECTED BECAUSE (all services)", "COUNT"),
+                [
+                    (_enum_name(logs_pb2.RejectionReason, row.reason), row.count)
+                    for row in counters.rejection_counts
+                ],
+            )
+        )
     if stats.histogram:
         step = format_duration(stats.histogram_step.ToNanoseconds())
         peak = max(bucket.count for bucket in stats.histogram) or 1
