@@ -518,7 +518,7 @@ def log_stats(
 def _stats_table(stats: logs_pb2.GetLogStatsResponse) -> str:
     counters = stats.ingest_counters
     # The ingest counters ignore the service and severity filters, so their
-    # labels say that they cover every service.
+    # labels name every service.
     parts = [
         render.fields(
             [
