@@ -70,6 +70,22 @@ def test_config_env_round_trips(clean_env, capsys):
     assert reloaded.reflection is True
 
 
+def test_config_table_hides_secrets(clean_env, capsys):
+    secret = "do-not-print-" + "s" * 32
+    clean_env.setenv("SPLITLOG_AUTH_SECRET", secret)
+    clean_env.setenv(
+        "SPLITLOG_USER_SERVICE_DB_URL", "postgresql://ana:hunter2@127.0.0.1:5432/u"
+    )
+
+    status = main(["config"])
+    out = capsys.readouterr().out
+
+    assert status == 0
+    assert secret not in out
+    assert "hunter2" not in out
+    assert "postgresql://ana:***@127.0.0.1:5432/u" in out
+
+
 def test_config_table_shows_source(clean_env, capsys):
     clean_env.setenv("SPLITLOG_WORKERS", "3")
 
