@@ -72,8 +72,18 @@ def add_parsers(
     )
     _add_group_argument(report)
     report.add_argument("--currency", required=True, help="ISO 4217 code to report")
-    report.add_argument("--from", dest="start_date", metavar="YYYY-MM-DD")
-    report.add_argument("--to", dest="end_date", metavar="YYYY-MM-DD")
+    report.add_argument(
+        "--from",
+        dest="start_date",
+        metavar="YYYY-MM-DD",
+        help="only expenses on or after this day",
+    )
+    report.add_argument(
+        "--to",
+        dest="end_date",
+        metavar="YYYY-MM-DD",
+        help="only expenses on or before this day",
+    )
 
 
 def _add_group_argument(parser: argparse.ArgumentParser) -> None:

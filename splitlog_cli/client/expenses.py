@@ -54,8 +54,18 @@ def add_parsers(
         "--participant", metavar="USER", help="only expenses this user paid or shares"
     )
     listing.add_argument("--category", help="only expenses of this category")
-    listing.add_argument("--from", dest="start_date", metavar="YYYY-MM-DD")
-    listing.add_argument("--to", dest="end_date", metavar="YYYY-MM-DD")
+    listing.add_argument(
+        "--from",
+        dest="start_date",
+        metavar="YYYY-MM-DD",
+        help="only expenses on or after this day",
+    )
+    listing.add_argument(
+        "--to",
+        dest="end_date",
+        metavar="YYYY-MM-DD",
+        help="only expenses on or before this day",
+    )
     listing.add_argument(
         "--deleted", action="store_true", help="include deleted expenses"
     )

@@ -31,8 +31,12 @@ def add_parsers(
         actions, "add", common, create_settlement, "record a payment between members"
     )
     create.add_argument("group", metavar="GROUP", help="group id or name groups/ID")
-    create.add_argument("--from", dest="payer", required=True, metavar="USER")
-    create.add_argument("--to", dest="payee", required=True, metavar="USER")
+    create.add_argument(
+        "--from", dest="payer", required=True, metavar="USER", help="who paid"
+    )
+    create.add_argument(
+        "--to", dest="payee", required=True, metavar="USER", help="who was paid"
+    )
     create.add_argument(
         "--amount", required=True, help="amount paid as decimal text, such as 25.00"
     )

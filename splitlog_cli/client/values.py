@@ -264,12 +264,17 @@ def parse_date(text: str, option: str) -> date_pb2.Date:
     Raises:
       UsageError: the text is not a valid date in that form.
     """
+    if not _DATE_TEXT.match(text):
+        raise invalid(option, text, "expected a date such as 2024-05-31")
     try:
-        if not _DATE_TEXT.match(text):
-            raise ValueError(text)
         day = datetime.date.fromisoformat(text)
     except ValueError:
-        raise invalid(option, text, "expected a date such as 2024-05-31") from None
+        raise invalid(
+            option,
+            text,
+            "no such day in the calendar; give a day that exists in that month, "
+            "such as 2024-05-31",
+        ) from None
     return to_proto_date(day)
 
 

@@ -221,6 +221,13 @@ def test_parse_date_rejects(text):
     assert "2024-05-31" in str(caught.value)
 
 
+def test_parse_date_names_missing_day():
+    with pytest.raises(UsageError) as caught:
+        parse_date("2026-02-30", "--date")
+
+    assert "no such day in the calendar" in str(caught.value)
+
+
 @pytest.mark.parametrize(
     "text", ["dining-out", "Dining out", "DINING_OUT", "CATEGORY_DINING_OUT"]
 )
