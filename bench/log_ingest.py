@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -318,6 +319,34 @@ def _row(batch: int, mode: str, result: IngestResult, limit: IngestResult) -> st
     )
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """Return the user and system CPU seconds a process has used (Linux)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        # The command name may contain spaces; the fields after it do not.
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cluster_cpu(cluster: Cluster) -> dict[str, float]:
+    """Return the CPU seconds used so far by each process of the cluster."""
+    return {
+        name: process_cpu_seconds(process.pid)
+        for name, process in cluster.processes.items()
+    }
+
+
+def _cpu_line(before: dict[str, float], after: dict[str, float], entries: int) -> str:
+    if not entries:
+        return "  cpu: no entries acknowledged"
+    used = {name: after[name] - before[name] for name in after}
+    nodes = sum(seconds for name, seconds in used.items() if name != "router")
+    parts = [f"{name} {seconds / entries * 1e6:.2f}" for name, seconds in used.items()]
+    return (
+        f"  cpu us/entry: router {used.get('router', 0.0) / entries * 1e6:.2f}, "
+        f"nodes together {nodes / entries * 1e6:.2f} ({', '.join(parts)})"
+    )
+
+
 def _print_header(quorum: str, concurrency: int, seconds: float) -> None:
     print(
         f"\nquorum {quorum}, {concurrency} concurrent callers or streams, "
@@ -367,6 +396,7 @@ def run(args: argparse.Namespace) -> None:
         _print_header(args.quorum, args.concurrency, args.seconds)
         acknowledged = limit_acked = 0
         failures = []
+        cpu_lines: list[str] = []
         for batch in batches:
             bodies = build_bodies(batch)
             for mode in modes:
@@ -381,12 +411,21 @@ def run(args: argparse.Namespace) -> None:
                 limit = measure(limit_target, bodies, mode, **options)
                 limit_acked += limit.acknowledged_total
                 result = limit
+                cpu_line = ""
                 if cluster is not None:
+                    before = cluster_cpu(cluster)
                     result = measure(cluster.router_address, bodies, mode, **options)
+                    cpu_line = _cpu_line(
+                        before, cluster_cpu(cluster), result.acknowledged_total
+                    )
                     acknowledged += result.acknowledged_total
                 if result.first_error:
                     failures.append(f"{batch} {label}: {result.first_error}")
                 print(_row(batch, label, result, limit), flush=True)
+                if cpu_line and args.cpu:
+                    cpu_lines.append(f"{batch} {label}:{cpu_line}")
+        for line in cpu_lines:
+            print(line)
         for failure in failures:
             print(f"first error, {failure}")
         _check_counts(cluster, acknowledged, limit_target, limit_acked)
@@ -430,6 +469,11 @@ def main() -> None:
         "--limit-only",
         action="store_true",
         help="Measure only the transport limit, without a cluster.",
+    )
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="After the table, print the CPU each cluster process used per entry.",
     )
     parser.add_argument(
         "--data-dir", type=Path, help="Cluster data directory; default a temp dir."
