@@ -44,11 +44,12 @@ from log_service import node_state
 from log_service.node_state import BatchIndex, Member, NodeState
 from log_service.replication import ReplicationSender
 from log_service.wal import (
+    PendingRecord,
     WriteAheadLog,
     embedded_messages,
-    encode_record,
     entry_count,
     slice_record,
+    split_field,
 )
 from splitlog.logs.v1 import (
     logs_service_pb2,
@@ -441,9 +442,17 @@ class LogNode:
     # Appends (leader).
 
     def append(
-        self, request: node_service_pb2.AppendEntriesRequest, timeout: float | None
+        self,
+        request: node_service_pb2.AppendEntriesRequest,
+        timeout: float | None,
+        entries: bytes | None = None,
     ) -> node_service_pb2.AppendEntriesResponse:
         """Store a batch on the write quorum and return its sequence numbers.
+
+        `entries` is the batch's serialized `EntryColumns` when the caller
+        received it that way (see `parse_append_request`); `request.entries`
+        is then not read. The bytes go into the write-ahead log record as
+        they are, so the columns are parsed once and not serialized again.
 
         Raises:
           InvalidArgument: the batch is malformed.
@@ -452,7 +461,10 @@ class LogNode:
             the log, so a retry with the same batch id finds it.
         """
         self._check_shard(request.shard, "shard")
-        count = _check_batch(request)
+        if entries is None:
+            entries = request.entries.SerializeToString()
+        pending = PendingRecord.from_columns(entries)
+        count = _check_batch(request.batch_id, pending.record.entries)
         wait = self._append_timeout
         if timeout is not None:
             # Return before the caller's deadline, so it receives the RetryInfo.
@@ -465,8 +477,8 @@ class LogNode:
             known = self._batches.get(request.batch_id)
             if known is None:
                 first = self.wal.last_sequence + 1
-                record, payload = encode_record(
-                    first, epoch, request.batch_id, time.time_ns(), request.entries
+                record, payload = pending.complete(
+                    first, epoch, request.batch_id, time.time_ns()
                 )
                 with _disk_full_is_unavailable(self.shard):
                     last = self.wal.write(record, payload)
@@ -1037,13 +1049,12 @@ class LogNode:
             )
 
 
-def _check_batch(request: node_service_pb2.AppendEntriesRequest) -> int:
+def _check_batch(batch_id: str, columns: node_service_pb2.EntryColumns) -> int:
     """Return the number of entries of a batch after checking its shape."""
-    if not request.batch_id:
+    if not batch_id:
         raise invalid_field(
             "batch_id", "is empty; send an id that stays the same on retries"
         )
-    columns = request.entries
     count = len(columns.timestamps)
     if count == 0:
         raise invalid_field("entries", "contains no entries; send at least one")
@@ -1072,6 +1083,10 @@ class LogNodeServicer(node_service_pb2_grpc.LogNodeServiceServicer):
         self._node = node
 
     def AppendEntries(self, request, context):
+        if isinstance(request, ReceivedBatch):
+            return self._node.append(
+                request.request, _timeout(context), request.entries
+            )
         return self._node.append(request, _timeout(context))
 
     def QueryEntries(self, request, context):
@@ -1110,6 +1125,64 @@ class ReplicationServicer(replication_service_pb2_grpc.ReplicationServiceService
 
     def GetNodeStatus(self, request, context):
         return self._node.status()
+
+
+@dataclass(frozen=True)
+class ReceivedBatch:
+    """An AppendEntriesRequest whose entries are still serialized.
+
+    `request` holds every field except `entries`; `entries` is the
+    serialized `EntryColumns`.
+    """
+
+    request: node_service_pb2.AppendEntriesRequest
+    entries: bytes
+
+
+_APPEND_ENTRIES_FIELD = node_service_pb2.AppendEntriesRequest.DESCRIPTOR.fields_by_name[
+    "entries"
+].number
+
+
+def parse_append_request(data: bytes) -> ReceivedBatch:
+    """Parse a serialized AppendEntriesRequest, leaving its entries serialized."""
+    entries, rest = split_field(data, _APPEND_ENTRIES_FIELD)
+    return ReceivedBatch(
+        node_service_pb2.AppendEntriesRequest.FromString(rest), entries
+    )
+
+
+def add_node_service(node: LogNode, server: grpc.Server) -> None:
+    """Serve LogNodeService for `node`, keeping received batches serialized.
+
+    It registers the same handlers as the generated
+    `add_LogNodeServiceServicer_to_server`, except that AppendEntries
+    receives `ReceivedBatch`es.
+    """
+    servicer = LogNodeServicer(node)
+    handlers = {}
+    for method in NODE_SERVICE.methods:
+        request_class = getattr(node_service_pb2, method.input_type.name)
+        response_class = getattr(node_service_pb2, method.output_type.name)
+        handler = (
+            grpc.unary_stream_rpc_method_handler
+            if method.server_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[method.name] = handler(
+            getattr(servicer, method.name),
+            request_deserializer=(
+                parse_append_request
+                if method.name == "AppendEntries"
+                else request_class.FromString
+            ),
+            response_serializer=response_class.SerializeToString,
+        )
+    name = NODE_SERVICE.full_name
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(name, handlers),)
+    )
+    server.add_registered_method_handlers(name, handlers)
 
 
 @dataclass(frozen=True)
@@ -1258,9 +1331,7 @@ def start_node(
     host = create_server(
         f"log_node {node_id}",
         [
-            lambda s: node_service_pb2_grpc.add_LogNodeServiceServicer_to_server(
-                LogNodeServicer(node), s
-            ),
+            lambda s: add_node_service(node, s),
             lambda s: add_replication_service(node, s),
         ],
         [NODE_SERVICE.full_name, REPLICATION_SERVICE.full_name],

@@ -189,15 +189,84 @@ def encode_record(
     The columns are serialized once and parsed back, which costs less than
     copying them into a new message and serializing that.
     """
-    header = LogRecord(
-        first_sequence=first_sequence,
-        epoch=epoch,
-        batch_id=batch_id,
-        receive_time=receive_time,
-    ).SerializeToString()
-    body = entries.SerializeToString()
-    payload = header + _ENTRIES_KEY + encode_varint(len(body)) + body
-    return LogRecord.FromString(payload), payload
+    pending = PendingRecord.from_columns(entries.SerializeToString())
+    return pending.complete(first_sequence, epoch, batch_id, receive_time)
+
+
+def split_field(data: bytes, field_number: int) -> tuple[bytes, bytes]:
+    """Split a serialized message into one length-delimited field and the rest.
+
+    Returns the field's value (its occurrences joined, which protobuf reads
+    as one merged message) and the other fields, still serialized. Only the
+    top level of `data` is walked. Call it on data that parsed.
+
+    Raises:
+      ValueError: `data` contains a group or an unknown wire type.
+    """
+    found = []
+    rest = []
+    position = 0
+    end = len(data)
+    while position < end:
+        start = position
+        key, position = _read_varint(data, position)
+        wire_type = key & 7
+        if wire_type == 0:
+            _, position = _read_varint(data, position)
+        elif wire_type == 1:
+            position += 8
+        elif wire_type == 5:
+            position += 4
+        elif wire_type == 2:
+            length, position = _read_varint(data, position)
+            if key >> 3 == field_number:
+                found.append(data[position : position + length])
+                position += length
+                continue
+            position += length
+        else:
+            raise ValueError(f"wire type {wire_type} at byte {position} is not read")
+        rest.append(data[start:position])
+    if len(found) == 1:
+        return found[0], b"".join(rest)
+    return b"".join(found), b"".join(rest)
+
+
+@dataclass
+class PendingRecord:
+    """A record built from serialized columns, before it has a place in the log.
+
+    `record` holds only the entries until `complete` adds the rest, so the
+    columns a writer sent are parsed once and never serialized again.
+    """
+
+    record: LogRecord
+    entries_part: bytes
+
+    @classmethod
+    def from_columns(cls, serialized_columns: bytes) -> PendingRecord:
+        """Wrap a serialized `EntryColumns` message."""
+        part = (
+            _ENTRIES_KEY + encode_varint(len(serialized_columns)) + serialized_columns
+        )
+        return cls(LogRecord.FromString(part), part)
+
+    def complete(
+        self, first_sequence: int, epoch: int, batch_id: str, receive_time: int
+    ) -> tuple[LogRecord, bytes]:
+        """Set the record's header; return the record and its serialized form."""
+        header = LogRecord(
+            first_sequence=first_sequence,
+            epoch=epoch,
+            batch_id=batch_id,
+            receive_time=receive_time,
+        )
+        record = self.record
+        record.first_sequence = first_sequence
+        record.epoch = epoch
+        record.batch_id = batch_id
+        record.receive_time = receive_time
+        return record, header.SerializeToString() + self.entries_part
 
 
 def _segment_name(first_sequence: int) -> str:

@@ -14,12 +14,14 @@ import pytest
 
 from log_service import model
 from log_service.model import INFO, WARN, Limits, normalize_batch, rows_to_columns
-from log_service.node import parse_replicated_message
+from log_service.node import parse_append_request, parse_replicated_message
 from log_service.wal import (
+    PendingRecord,
     WriteAheadLog,
     embedded_messages,
     encode_record,
     encode_varint,
+    split_field,
 )
 from splitlog.logs.v1 import (
     logs_service_pb2,
@@ -250,3 +252,71 @@ def test_embedded_messages_return_records():
     assert message.payloads == [record.SerializeToString() for record in records]
     assert embedded_messages(data, 1) == [b"s0"]
     assert embedded_messages(b"", 4) == []
+
+
+def test_pending_record_keeps_the_sent_columns():
+    columns = rows_to_columns(
+        normalize_batch(
+            [entry(message=f"m{i}", host="h") for i in range(50)],
+            now_ns=NOW_NS,
+            limits=Limits(),
+            retention_cutoff=cutoff,
+        ).rows
+    )
+    expected = node_service_pb2.LogRecord(
+        first_sequence=2**33, epoch=4, batch_id="r/s", receive_time=NOW_NS
+    )
+    expected.entries.CopyFrom(columns)
+    pending = PendingRecord.from_columns(columns.SerializeToString())
+
+    assert pending.record.entries == columns
+    record, payload = pending.complete(2**33, 4, "r/s", NOW_NS)
+
+    assert record == expected
+    assert node_service_pb2.LogRecord.FromString(payload) == expected
+
+
+def test_append_request_parsed_without_its_entries():
+    columns = rows_to_columns(
+        normalize_batch(
+            [entry(message="m" * 300), entry(message="é", severity=WARN)],
+            now_ns=NOW_NS,
+            limits=Limits(),
+            retention_cutoff=cutoff,
+        ).rows
+    )
+    request = node_service_pb2.AppendEntriesRequest(
+        shard="shard-1", leader_epoch=2**35, batch_id="req/shard-1", entries=columns
+    )
+
+    received = parse_append_request(request.SerializeToString())
+
+    assert received.entries == columns.SerializeToString()
+    assert received.request == node_service_pb2.AppendEntriesRequest(
+        shard="shard-1", leader_epoch=2**35, batch_id="req/shard-1"
+    )
+
+
+def test_split_field_joins_repeated_occurrences():
+    # Protobuf merges a message field that occurs twice, so the two halves of
+    # the columns read back as one batch.
+    first = node_service_pb2.AppendEntriesRequest(
+        shard="s", entries=node_service_pb2.EntryColumns(messages=["a"])
+    )
+    second = node_service_pb2.AppendEntriesRequest(
+        batch_id="b", entries=node_service_pb2.EntryColumns(messages=["b"])
+    )
+    data = first.SerializeToString() + second.SerializeToString()
+
+    entries, rest = split_field(data, 4)
+
+    assert list(node_service_pb2.EntryColumns.FromString(entries).messages) == [
+        "a",
+        "b",
+    ]
+    assert node_service_pb2.AppendEntriesRequest.FromString(rest) == (
+        node_service_pb2.AppendEntriesRequest(shard="s", batch_id="b")
+    )
+    assert split_field(b"", 4) == (b"", b"")
+    with pytest.raises(ValueError, match="wire type 3"):
+        split_field(b"\x0b", 1)
