@@ -112,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = settings.load(args)
         if args.command in ("up", "serve"):
             settings.check_distinct_ports(config, args, _served_ports(args))
+            settings.check_data_dir(config, args)
     except settings.ConfigError as exc:
         print(f"splitlog: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 from splitlog_runtime import config as config_module
 from splitlog_runtime.config import SETTINGS, SETTINGS_BY_NAME, Config, Setting
@@ -59,6 +60,37 @@ def load(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> 
             value = getattr(config, setting.name)
             raise ConfigError(f"invalid value {value!r} for {origin}: {problem}")
     return config
+
+
+def check_data_dir(
+    config: Config, args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> None:
+    """Create the data directory if needed and check that it can be written.
+
+    Raises:
+      ConfigError: the path is a file, or the directory cannot be created or
+        written; the message names the setting and the reason.
+    """
+    environ = os.environ if environ is None else environ
+    path = Path(config.data_dir)
+    origin = _origin(SETTINGS_BY_NAME["data_dir"], args, environ)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(
+            f"invalid value {str(path)!r} for {origin}: it is a file, not a "
+            "directory; give a directory for the data files"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"invalid value {str(path)!r} for {origin}: cannot create the "
+            f"directory ({exc.strerror}); give a directory that you can write"
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"invalid value {str(path)!r} for {origin}: the directory is not "
+            "writable; give a directory that you can write"
+        )
 
 
 def check_distinct_ports(

@@ -128,6 +128,20 @@ def test_bad_setting_exits_2(clean_env, capsys, argv, env, named):
     assert err.startswith("splitlog: error: invalid value")
 
 
+@pytest.mark.parametrize("command", [["up"], ["serve", "user_service"]])
+def test_data_dir_file_exits_2(clean_env, capsys, tmp_path, command):
+    taken = tmp_path / "a-file"
+    taken.write_text("")
+
+    status = main([*command, "--data-dir", str(taken)])
+    err = capsys.readouterr().err
+
+    assert status == 2
+    assert err.startswith("splitlog: error: invalid value")
+    assert "--data-dir: it is a file, not a directory" in err
+    assert "Traceback" not in err
+
+
 def test_unknown_component_is_usage_error(clean_env, capsys):
     with pytest.raises(SystemExit) as caught:
         main(["serve", "billing_service"])
