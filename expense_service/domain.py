@@ -244,6 +244,13 @@ def _forbidden_char(value: str, allowed: str = "") -> str | None:
     return None
 
 
+def _is_visible(char: str) -> bool:
+    """Return whether `char` shows on its own: not a space, a format character
+    such as U+200B ZERO WIDTH SPACE, or a combining mark."""
+    category = unicodedata.category(char)
+    return not (char.isspace() or category in ("Cf", "Zs") or category[0] == "M")
+
+
 def validate_description(value: str, field: str) -> str:
     """Check a description and return it with surrounding whitespace removed.
 
@@ -252,11 +259,12 @@ def validate_description(value: str, field: str) -> str:
         or contains a control or bidirectional-override character.
     """
     trimmed = value.strip()
-    if not trimmed:
+    if not any(_is_visible(char) for char in trimmed):
         raise invalid_field(
             field,
-            f"{value!r} is empty after removing spaces; give 1 to "
-            f"{MAX_DESCRIPTION_LENGTH} characters, such as 'Dinner'",
+            f"{value!r} is empty after removing spaces and zero-width "
+            f"characters; give 1 to {MAX_DESCRIPTION_LENGTH} characters, such as "
+            "'Dinner'",
             reason="REQUIRED",
         )
     if len(trimmed) > MAX_DESCRIPTION_LENGTH:

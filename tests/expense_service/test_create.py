@@ -613,6 +613,9 @@ def test_malformed_user_names(clients, group):
     [
         ({"description": "x" * 201}, "expense.description", "DESCRIPTION_TOO_LONG"),
         ({"description": "a\x07b"}, "expense.description", "INVALID_DESCRIPTION"),
+        # Zero-width spaces and a lone combining accent show nothing.
+        ({"description": "\u200b\u200b"}, "expense.description", "REQUIRED"),
+        ({"description": " \u0301 "}, "expense.description", "REQUIRED"),
         ({"notes": "n" * 2001}, "expense.notes", "NOTES_TOO_LONG"),
         ({"category": 99}, "expense.category", "INVALID_CATEGORY"),
         ({"expense_date": day(2023, 2, 30)}, "expense.expense_date", "INVALID_DATE"),
