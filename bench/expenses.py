@@ -41,6 +41,9 @@ from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
 ROOT = Path(__file__).resolve().parent.parent
 SPLITLOG = ROOT / ".venv" / "bin" / "splitlog"
 CREATE = "/splitlog.expenses.v1.ExpensesService/CreateExpense"
+#: Seconds `splitlog up` may take to serve; `--processes` starts its children
+#: one wave after another, which takes a while on a busy machine.
+STARTUP_SECONDS = 180
 LAYOUTS = {
     "one": "`splitlog up`, every component in one process",
     "processes": "`splitlog up --processes`, one process per component",
@@ -95,8 +98,17 @@ def _start(data_dir: Path, processes: bool) -> tuple[subprocess.Popen, str]:
         start_new_session=True,
     )
     address = f"127.0.0.1:{ports['--gateway-port']}"
-    with grpc.insecure_channel(address) as channel:
-        grpc.channel_ready_future(channel).result(timeout=60)
+    try:
+        with grpc.insecure_channel(address) as channel:
+            grpc.channel_ready_future(channel).result(timeout=STARTUP_SECONDS)
+    except grpc.FutureTimeoutError:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(60)
+        raise SystemExit(
+            f"splitlog up timed out: the gateway at {address} was not serving "
+            f"after {STARTUP_SECONDS} s; run `splitlog up` with the same flags "
+            "to see its output"
+        ) from None
     return process, address
 
 
