@@ -174,6 +174,8 @@ class _Batch:
             )
         )
         self._changed: dict[storage.ExpenseKey, Sequence[storage.Line]] = {}
+        # Expenses seen for the first time, inserted by `write`.
+        self._new: list[storage.ExpenseRow] = []
         self._touched: dict[str, datetime] = {}
 
     def apply(self, state: ExpenseState, changes: Changes) -> bool:
@@ -198,7 +200,7 @@ class _Batch:
                 expense_id=state.expense_id,
                 create_time=state.commit_time,
             )
-            self._session.add(row)
+            self._new.append(row)
             self._rows[key] = row
         row.revision = state.revision
         row.deleted = state.deleted
@@ -217,6 +219,7 @@ class _Batch:
     def write(self) -> None:
         """Store the changed expenses, their lines and the groups' activity."""
         self._session.flush()
+        storage.add_expenses(self._session, self._new)
         storage.replace_lines(
             self._session, self._changed, self._stored & self._changed.keys()
         )
