@@ -13,7 +13,7 @@ import grpc
 from expense_service.money import format_amount
 from splitlog_cli.client import credential_of, gateway_address
 from splitlog_cli.client.command import connection_options
-from splitlog_cli.client.connection import open_channel
+from splitlog_cli.client.connection import Unreachable, open_channel
 from splitlog_cli.client.credentials import Credential
 from splitlog_cli.splitwise.csvformat import SplitwiseFormatError
 from splitlog_cli.splitwise.exporter import export_group
@@ -30,6 +30,8 @@ from splitlog_runtime.tls import ClientTls, TlsConfigError
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 DEFAULT_TIMEOUT = 10.0
+# Seconds that import and export wait for the connection to the gateway.
+CONNECT_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,23 @@ class Access:
     def open(self, gateway: str) -> grpc.Channel:
         """Open a channel to `gateway` that sends the credential, if any."""
         return open_channel(gateway, self.tls, self.credential)
+
+    def unreachable(self, gateway: str) -> Unreachable:
+        """Return the error for a gateway that `gateway` does not reach."""
+        return Unreachable(gateway, tls=self.tls is not None)
+
+
+def _connects(channel: grpc.Channel) -> bool:
+    """Wait until the channel connects; return False if it does not in time.
+
+    A file's import makes many calls, so an unreachable gateway is reported
+    once, before the first, as the other client commands report it.
+    """
+    try:
+        grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT)
+    except grpc.FutureTimeoutError:
+        return False
+    return True
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -153,7 +172,11 @@ def run_import(
         print(f"splitlog: error: {exc}", file=err)
         return EXIT_FAILURE
     name = group_name or path.name.removesuffix(".csv")
-    with (access or Access()).open(gateway) as channel:
+    access = access or Access()
+    with access.open(gateway) as channel:
+        if not _connects(channel):
+            print(f"splitlog: error: {access.unreachable(gateway)}", file=err)
+            return EXIT_FAILURE
         try:
             result = SplitwiseImporter(channel, timeout, err).run(plan, digest, name)
         except SplitwiseImportError as exc:
@@ -217,7 +240,11 @@ def run_export(
     out = out or sys.stdout
     err = err or sys.stderr
     name = group if group.startswith("groups/") else f"groups/{group}"
-    with (access or Access()).open(gateway) as channel:
+    access = access or Access()
+    with access.open(gateway) as channel:
+        if not _connects(channel):
+            print(f"splitlog: error: {access.unreachable(gateway)}", file=err)
+            return EXIT_FAILURE
         try:
             text = export_group(channel, name, timeout)
         except grpc.RpcError as exc:

@@ -259,6 +259,25 @@ def test_unreachable_gateway_says_rerun():
     assert "run the same command again" in message
 
 
+@pytest.mark.parametrize("command", ["import", "export"])
+def test_unreachable_gateway_reported_once(command):
+    (port,) = free_ports(1)
+    address = f"127.0.0.1:{port}"
+    err = io.StringIO()
+
+    if command == "import":
+        path = FIXTURES / "current_flat.csv"
+        status = run_import(path, address, TIMEOUT, None, out=io.StringIO(), err=err)
+    else:
+        status = run_export("some-group", address, TIMEOUT, None, err=err)
+
+    assert status == 1
+    assert err.getvalue().startswith(
+        f"splitlog: error: cannot reach splitlog at {address}"
+    )
+    assert "stays in" not in err.getvalue()
+
+
 def test_command_line_import(gateway, tmp_path):
     path = tmp_path / "cli.csv"
     path.write_bytes((FIXTURES / "current_flat.csv").read_bytes() + b"\n\n")
