@@ -46,7 +46,7 @@ class Access:
         return open_channel(gateway, self.tls, self.credential)
 
     def unreachable(self, gateway: str) -> Unreachable:
-        """Return the error for a gateway that `gateway` does not reach."""
+        """Return the error to print when no gateway answers at `gateway`."""
         return Unreachable(gateway, tls=self.tls is not None)
 
 
