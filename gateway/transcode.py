@@ -320,7 +320,8 @@ def _assign_query_value(
     elif leaf.json_name in node:
         raise invalid_field(
             key,
-            f"{key} is given more than once but is not a repeated field",
+            f"{key} is given more than once, last as {text!r}, but takes one "
+            "value; send the query parameter once",
             reason="DUPLICATE_FIELD",
         )
     else:

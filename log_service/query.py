@@ -192,7 +192,9 @@ def _check_range(
         violations.check(
             _raise,
             "end_time",
-            "is before start_time; send an end_time at or after start_time",
+            f"{request.end_time.ToJsonString()} is before start_time "
+            f"{request.start_time.ToJsonString()}; send an end_time at or after "
+            "start_time, or swap them",
         )
     return start, end
 

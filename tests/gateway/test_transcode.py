@@ -237,6 +237,16 @@ def test_query_cannot_override_path():
     assert error.reason == "DUPLICATE_FIELD"
 
 
+def test_repeated_query_parameter_named_with_value():
+    error = _rejected(
+        _route("/v1/things", method="GET"), query=[("name", "a"), ("name", "b")]
+    )
+
+    assert error.reason == "DUPLICATE_FIELD"
+    assert "name is given more than once, last as 'b'" in str(error)
+    assert "send the query parameter once" in str(error)
+
+
 def test_query_cannot_set_body_field():
     route = _route("/v1/things", body="inner")
 

@@ -181,6 +181,22 @@ def test_cluster_without_nodes_is_unavailable(lonely_router):
     assert [f.node for f in status.shards[0].followers] == ["b"]
 
 
+def test_query_end_before_start_names_both(lonely_router):
+    stub, _ = lonely_router
+    request = pb.ListLogEntriesRequest(
+        start_time=timestamp_pb2.Timestamp(seconds=1_800_000_000),
+        end_time=timestamp_pb2.Timestamp(seconds=1_700_000_000),
+    )
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ListLogEntries(request, timeout=5)
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(caught.value) == ["end_time"]
+    assert "2023-11-14T22:13:20Z is before start_time" in caught.value.details()
+    assert "2027-01-15T08:00:00Z" in caught.value.details()
+
+
 def test_retention_defaults_to_setting(lonely_router):
     stub, config = lonely_router
 
