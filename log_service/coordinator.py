@@ -10,8 +10,9 @@ that returns the shard's next configuration:
   in-sync set (the old leader included) responds again;
 - an in-sync follower unreachable for that long, either from the coordinator
   or as the leader reports it, leaves the in-sync set;
-- a follower whose last sequence has reached the leader's commit sequence
-  rejoins it in two steps. First it is *joining*: the leader waits for its
+- a follower whose last sequence has reached the leader's commit sequence,
+  and that is not receiving or installing a snapshot, rejoins it in two
+  steps. First it is *joining*: the leader waits for its
   acknowledgements, but it cannot be promoted yet, because the leader may have
   acknowledged entries without it before it heard of the change. Once the
   leader has taken that configuration, its response gives its last sequence at
@@ -116,6 +117,7 @@ def _is_candidate(view: NodeView | None) -> bool:
         and view.reachable
         and view.replica is not None
         and view.replica.ready
+        and not view.replica.HasField("snapshot")
     )
 
 
@@ -204,6 +206,7 @@ def plan_shard(
                 and replica.role == FOLLOWER
                 and replica.leader_epoch == state.epoch
                 and replica.last_sequence >= leader_replica.commit_sequence
+                and not replica.HasField("snapshot")
                 and view.reported_unreachable_for == 0
             ):
                 joining.append(node)
@@ -491,10 +494,10 @@ class Coordinator:
         degraded = False
         for node in state.followers:
             follower = logs_service_pb2.ReplicaStatus(node=node)
+            own = self._replica(node, state.shard)
             if node in reported:
                 follower.CopyFrom(reported[node])
             else:
-                own = self._replica(node, state.shard)
                 follower.reachable = self._tracks[node].reachable
                 if own is not None:
                     follower.last_sequence = own.last_sequence
@@ -502,6 +505,12 @@ class Coordinator:
                     follower.lag_entries = max(
                         0, leader_replica.last_sequence - follower.last_sequence
                     )
+            if (
+                own is not None
+                and self._tracks[node].reachable
+                and own.HasField("snapshot")
+            ):
+                follower.snapshot.CopyFrom(own.snapshot)
             if node not in state.in_sync or not follower.reachable:
                 degraded = True
             status.followers.append(follower)

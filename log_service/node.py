@@ -41,6 +41,8 @@ import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from log_service import node_state
+from log_service import snapshot as snapshots
+from log_service.clients import node_channel_options
 from log_service.node_state import BatchIndex, Member, NodeState
 from log_service.replication import ReplicationSender
 from log_service.wal import (
@@ -50,6 +52,7 @@ from log_service.wal import (
     entry_count,
     slice_record,
     split_field,
+    write_file_atomically,
 )
 from splitlog.logs.v1 import (
     logs_service_pb2,
@@ -98,6 +101,13 @@ _RECORDS_FIELD = (
     ].number
 )
 DEADLINE_MARGIN_SECONDS = 0.05
+# After a FetchSnapshot stream ends, the leader keeps its write-ahead log from
+# the snapshot's end on for this long, so the follower can install it and
+# continue from there.
+SNAPSHOT_HOLD_SECONDS = 60.0
+# A follower whose snapshot fetch failed waits this long before it fetches
+# again on the leader's next offer.
+SNAPSHOT_RETRY_SECONDS = 1.0
 
 _ROLE_NAMES = {LEADER: node_state.ROLE_LEADER, FOLLOWER: node_state.ROLE_FOLLOWER}
 _ROLE_ENUMS = {name: role for role, name in _ROLE_NAMES.items()}
@@ -197,6 +207,15 @@ class LogNode:
         self._acknowledged: dict[str, int] = {}
         self._senders: dict[str, ReplicationSender] = {}
         self._applier: threading.Thread | None = None
+        # Leader: the end of each snapshot being sent, with the time until
+        # which the log after it is kept once the stream has ended.
+        self._snapshot_holds: dict[object, tuple[int, float | None]] = {}
+        # Follower: the snapshot being fetched, and the last one installed.
+        self._snapshot_progress: snapshots.Progress | None = None
+        self._snapshot_call: grpc.Future | None = None
+        self._snapshot_epoch = 0
+        self._snapshot_failed_at = 0.0
+        self._installed_snapshot = 0
         self.start_time = time.time()
         # Returns whether the server is shutting down, so open streams end.
         self.server_stopping: Callable[[], bool] = lambda: False
@@ -205,9 +224,19 @@ class LogNode:
 
     def open(self) -> None:
         """Open the write-ahead log and the store, replay, and start serving."""
+        snapshots.discard_unfinished(self._directory)
+        manifest = snapshots.ready_manifest(self._directory)
+        if manifest is not None:
+            # A crash interrupted the installation; finish it.
+            snapshots.install_store(self._directory)
         self.wal = WriteAheadLog(
-            self._directory / "wal", fsync=bool(self._config.log_fsync)
+            self._directory / "wal",
+            fsync=bool(self._config.log_fsync),
+            segment_bytes=int(self._config.log_wal_segment_bytes),
         )
+        if manifest is not None:
+            self._finish_snapshot(manifest)
+            self._installed_snapshot = manifest.last_sequence
         self._store = _open_store(
             self._directory / "store", int(self._config.log_partition_hours)
         )
@@ -253,7 +282,10 @@ class LogNode:
             self._stopping = True
             senders = list(self._senders.values())
             self._senders.clear()
+            snapshot_call = self._snapshot_call
             self.changed.notify_all()
+        if snapshot_call is not None:
+            snapshot_call.cancel()
         for sender in senders:
             sender.stop()
         if self._applier is not None:
@@ -596,6 +628,8 @@ class LogNode:
                 if commit > self.commit_sequence:
                     self.commit_sequence = commit
                     self.changed.notify_all()
+                if request.HasField("snapshot"):
+                    self._take_snapshot_offer_locked(request)
                 return self._replication_reply_locked()
 
     def _follow_locked(
@@ -720,6 +754,215 @@ class LogNode:
             last_record_epoch=self.wal.last_record_epoch(),
         )
 
+    # Snapshots.
+
+    def _take_snapshot_offer_locked(
+        self, request: replication_service_pb2.ReplicateEntriesRequest
+    ) -> None:
+        """Start fetching a snapshot when the leader purged entries this node needs.
+
+        The node lock is held.
+        """
+        offer = request.snapshot
+        if self.wal.last_sequence + 1 >= offer.first_sequence:
+            return
+        if self._snapshot_progress is not None:
+            call = self._snapshot_call
+            if request.leader_epoch > self._snapshot_epoch and call is not None:
+                # The snapshot comes from a deposed leader; fetch it anew.
+                call.cancel()
+            return
+        if self._stopping:
+            return
+        if time.monotonic() - self._snapshot_failed_at < SNAPSHOT_RETRY_SECONDS:
+            return
+        if not offer.address:
+            return
+        self._snapshot_progress = snapshots.Progress()
+        self._snapshot_epoch = request.leader_epoch
+        _LOGGER.warning(
+            "log shard %s: the leader %s purged entries after sequence %d that "
+            "this node needs (its log begins at %d); fetching a snapshot",
+            self.shard,
+            request.leader,
+            self.wal.last_sequence,
+            offer.first_sequence,
+        )
+        thread = threading.Thread(
+            target=self._fetch_snapshot,
+            args=(offer.address, request.leader_epoch),
+            name=f"snapshot-{self.shard}",
+            daemon=True,
+        )
+        thread.start()
+
+    def _fetch_snapshot(self, address: str, epoch: int) -> None:
+        progress = self._snapshot_progress
+        assert progress is not None
+        channel = grpc.insecure_channel(
+            address, options=node_channel_options(self._config.max_message_bytes)
+        )
+        hours = int(self._config.log_partition_hours)
+        request = replication_service_pb2.FetchSnapshotRequest(
+            shard=self.shard, node=self.node_id, leader_epoch=epoch
+        )
+        try:
+            manifest = snapshots.receive(
+                self._directory,
+                channel,
+                request,
+                lambda path: _open_store(path, hours),
+                progress,
+                lambda: self._stopping,
+                lambda call: setattr(self, "_snapshot_call", call),
+            )
+            self._install_snapshot(manifest, progress)
+        except (grpc.RpcError, snapshots.SnapshotError) as exc:
+            detail = (
+                f"{exc.code().name}: {exc.details()}"
+                if isinstance(exc, grpc.RpcError)
+                else str(exc)
+            )
+            _LOGGER.warning(
+                "log shard %s: fetching a snapshot from %s failed (%s); it is "
+                "fetched again on the leader's next offer",
+                self.shard,
+                address,
+                detail,
+            )
+            self._snapshot_failed_at = time.monotonic()
+        except Exception:
+            _LOGGER.exception(
+                "log shard %s: fetching a snapshot from %s failed", self.shard, address
+            )
+            self._snapshot_failed_at = time.monotonic()
+        finally:
+            channel.close()
+            with self.lock:
+                self._snapshot_progress = None
+                self._snapshot_call = None
+                self.changed.notify_all()
+
+    def _install_snapshot(
+        self, manifest: snapshots.Manifest, progress: snapshots.Progress
+    ) -> None:
+        """Replace the store, the log and the batch ids with a received snapshot.
+
+        Reads fail with NODE_NOT_READY meanwhile. A crash at any point is
+        finished by the next `open`.
+        """
+        with self._replicate_lock, self._apply_lock:
+            with self.lock:
+                if self._stopping:
+                    # The next start installs it.
+                    return
+                progress.installing = True
+                self._ready = False
+                self.changed.notify_all()
+            try:
+                self._store.close()
+                snapshots.install_store(self._directory)
+                self._finish_snapshot(manifest)
+                self._store = _open_store(
+                    self._directory / "store", int(self._config.log_partition_hours)
+                )
+            except BaseException:
+                _LOGGER.exception(
+                    "log shard %s: installing the snapshot through sequence %d "
+                    "failed; restart the node to finish it",
+                    self.shard,
+                    manifest.last_sequence,
+                )
+                raise
+            last = manifest.last_sequence
+            with self.lock:
+                self._applied = last
+                self.durable_sequence = last
+                self.commit_sequence = min(self.commit_sequence, last)
+                self._installed_snapshot = last
+                self._ready = True
+                self.changed.notify_all()
+        _LOGGER.warning(
+            "log shard %s: installed a snapshot of %d entries through sequence %d; "
+            "replicating from sequence %d",
+            self.shard,
+            progress.received_entries,
+            last,
+            last + 1,
+        )
+
+    def _finish_snapshot(self, manifest: snapshots.Manifest) -> None:
+        """Restart the log after the snapshot and take its batch ids.
+
+        The new store is already in place. The write-ahead log is open; the
+        store may be closed.
+        """
+        self.wal.restart_after(manifest.last_sequence, manifest.epochs)
+        path = self._batches.path
+        write_file_atomically(path, snapshots.ready_batches(self._directory))
+        batches = BatchIndex(path)
+        batches.load()
+        snapshots.finish(self._directory)
+        with self.lock:
+            self._batches = batches
+
+    def fetch_snapshot(
+        self,
+        request: replication_service_pb2.FetchSnapshotRequest,
+        context: grpc.ServicerContext,
+    ) -> Iterator[replication_service_pb2.FetchSnapshotResponse]:
+        """Stream a snapshot of the stored entries to a follower (leader side)."""
+        self._check_shard(request.shard, "shard")
+        if not request.node:
+            raise invalid_field(
+                "node", "is empty; send the id of the node that fetches the snapshot"
+            )
+        with self.lock:
+            self._check_ready()
+            if not self.is_leading_locked(request.leader_epoch):
+                state = self._state
+                raise FailedPrecondition(
+                    f"leader_epoch {request.leader_epoch}: node {self.node_id} is "
+                    f"{state.role} of shard {self.shard} at epoch {state.epoch}; "
+                    "fetch the snapshot from the leader of the current epoch",
+                    reason="NOT_LEADER",
+                    metadata={"shard": self.shard, "epoch": str(state.epoch)},
+                )
+        token = object()
+        # The applier holds this lock while it moves records into the store,
+        # so the store's last sequence and the batch ids agree.
+        with self._apply_lock:
+            last = self._store.last_sequence()
+            with self.lock:
+                self._snapshot_holds[token] = (last, None)
+                source = snapshots.SnapshotSource(
+                    last_sequence=last,
+                    last_record_epoch=self.wal.history.epoch_at(last),
+                    epochs=[
+                        e
+                        for e in self.wal.history.entries
+                        if e.first_sequence <= last + 1
+                    ],
+                    batches=self._batches.ended_through(last),
+                )
+        _LOGGER.warning(
+            "log shard %s: sending %s a snapshot through sequence %d",
+            self.shard,
+            request.node,
+            last,
+        )
+        try:
+            yield from snapshots.leader_messages(
+                self._store,
+                source,
+                self._config.max_message_bytes,
+                int(self._config.log_snapshot_bytes_per_second),
+            )
+        finally:
+            with self.lock:
+                until = time.monotonic() + SNAPSHOT_HOLD_SECONDS
+                self._snapshot_holds[token] = (last, until)
+
     # Applying records to the store.
 
     def _apply_pending(self) -> None:
@@ -771,11 +1014,23 @@ class LogNode:
 
     def _purge(self) -> None:
         """Delete write-ahead log segments that every replica no longer needs."""
+        keep_bytes = int(self._config.log_wal_keep_bytes)
         with self.lock:
             through = self._applied
             if self._state.role == node_state.ROLE_LEADER:
+                needed = through
                 for member in self._state.followers:
-                    through = min(through, self._acknowledged.get(member.node, 0))
+                    needed = min(needed, self._acknowledged.get(member.node, 0))
+                if keep_bytes > 0:
+                    # Followers further behind receive a snapshot instead.
+                    needed = max(needed, self.wal.purge_point_keeping(keep_bytes))
+                through = min(through, needed)
+            now = time.monotonic()
+            for token, (end, until) in list(self._snapshot_holds.items()):
+                if until is not None and until < now:
+                    del self._snapshot_holds[token]
+                else:
+                    through = min(through, end)
         point = self.wal.purge_point(through)
         if point == 0:
             return
@@ -997,11 +1252,14 @@ class LogNode:
                 leader_epoch=state.epoch,
                 ready=self._ready,
             )
+            if self._snapshot_progress is not None:
+                replica.snapshot.CopyFrom(self._snapshot_progress.to_proto())
             if not self._ready:
                 return response
             replica.last_sequence = self.wal.last_sequence
             replica.commit_sequence = self.commit_sequence
             replica.last_record_epoch = self.wal.last_record_epoch()
+            replica.installed_snapshot_sequence = self._installed_snapshot
             if state.role == node_state.ROLE_LEADER:
                 senders = [self._senders.get(m.node) for m in state.followers]
                 for member, sender in zip(state.followers, senders, strict=True):
@@ -1123,6 +1381,9 @@ class ReplicationServicer(replication_service_pb2_grpc.ReplicationServiceService
             if context.is_active():
                 raise
 
+    def FetchSnapshot(self, request, context):
+        yield from self._node.fetch_snapshot(request, context)
+
     def GetNodeStatus(self, request, context):
         return self._node.status()
 
@@ -1213,6 +1474,13 @@ def add_replication_service(node: LogNode, server: grpc.Server) -> None:
             request_deserializer=parse_replicated_message,
             response_serializer=(
                 replication_service_pb2.ReplicateEntriesResponse.SerializeToString
+            ),
+        ),
+        "FetchSnapshot": grpc.unary_stream_rpc_method_handler(
+            servicer.FetchSnapshot,
+            request_deserializer=replication_service_pb2.FetchSnapshotRequest.FromString,
+            response_serializer=(
+                replication_service_pb2.FetchSnapshotResponse.SerializeToString
             ),
         ),
         "GetNodeStatus": grpc.unary_unary_rpc_method_handler(

@@ -116,6 +116,15 @@ class BatchIndex:
                 return
             del self._batches[batch_id]
 
+    def ended_through(self, sequence: int) -> list[tuple[str, int, int]]:
+        """Return the last `limit` batches that end at or below `sequence`."""
+        ended = [
+            (batch_id, first, count)
+            for batch_id, (first, count) in self._batches.items()
+            if first + count - 1 <= sequence
+        ]
+        return ended[-self.limit :]
+
     def save_through(self, sequence: int) -> None:
         """Save the last `limit` batches that end at or below `sequence`."""
         ended = [

@@ -13,6 +13,11 @@ sequence forward, which may advance the leader's commit sequence.
 When the stream fails, the sender reconnects with a backoff from 50 ms to 1 s.
 An idle stream carries a heartbeat every `HEARTBEAT_SECONDS` with the commit
 sequence. A reply with a higher epoch makes the leader step down.
+
+When the follower needs records that the leader has purged, the heartbeats
+carry a snapshot offer instead of records (see `snapshot.py`). The follower
+fetches and installs the snapshot; its next reply then names the snapshot's
+last sequence, and the sender starts a new stream that continues from there.
 """
 
 from __future__ import annotations
@@ -80,6 +85,8 @@ class _Stream:
     handshake_done: bool = False
     next_sequence: int = 0
     truncate_after: int | None = None
+    # Set once the follower needs records purged from the leader's log.
+    needs_snapshot: bool = False
     # The follower's expected last sequence after each message in flight.
     in_flight: collections.deque[int | None] = field(default_factory=collections.deque)
     last_send: float = 0.0
@@ -183,10 +190,9 @@ class ReplicationSender:
         if self._purged_reported:
             return
         self._purged_reported = True
-        # NOTE: nothing brings such a follower back yet. It needs a copy of
-        # another replica's data (a snapshot), which the nodes cannot send.
-        _LOGGER.error(
-            "log shard %s: follower %s cannot catch up because %s",
+        _LOGGER.warning(
+            "log shard %s: follower %s needs purged records (%s); offering it a "
+            "snapshot",
             self._node.shard,
             self.follower,
             exc,
@@ -227,6 +233,9 @@ class ReplicationSender:
         )
         if stream.truncate_after is not None:
             request.truncate_after = stream.truncate_after
+        if stream.needs_snapshot:
+            request.snapshot.address = self._node.address
+            request.snapshot.first_sequence = self._node.wal.first_sequence
         # A repeated message field may follow the other fields: each element
         # is its key, its length and its serialized record.
         parts = [request.SerializeToString()]
@@ -250,15 +259,15 @@ class ReplicationSender:
                 start = stream.next_sequence
                 commit = node.commit_sequence
             records = []
-            if start <= durable and len(stream.in_flight) < WINDOW_MESSAGES:
+            ready = start <= durable and not stream.needs_snapshot
+            if ready and len(stream.in_flight) < WINDOW_MESSAGES:
                 try:
                     records = node.wal.read_payloads_from(
                         start, self._message_bytes, through=durable
                     )
                 except RecordsPurged as exc:
                     self._report_purged(exc)
-                    stream.failure = str(exc)
-                    return
+                    stream.needs_snapshot = True
             with node.lock:
                 request = self._message(
                     stream, [payload for _, payload in records], commit
@@ -291,7 +300,9 @@ class ReplicationSender:
                 return None
             durable = node.durable_sequence
             if stream.handshake_done:
-                has_records = stream.next_sequence <= durable
+                has_records = (
+                    stream.next_sequence <= durable and not stream.needs_snapshot
+                )
                 window_open = len(stream.in_flight) < WINDOW_MESSAGES
                 if stream.truncate_after is not None or (has_records and window_open):
                     return durable
@@ -323,6 +334,10 @@ class ReplicationSender:
             if not stream.handshake_done:
                 self._handshake(stream, reply)
                 return True
+            if stream.needs_snapshot and reply.last_sequence != expected:
+                # The follower installed the snapshot: start over from it.
+                self._purged_reported = False
+                return False
             if reply.last_sequence != expected:
                 stream.failure = (
                     f"follower holds sequence {reply.last_sequence}, "

@@ -297,6 +297,42 @@ class LogStore:
             )
             self._needs_repair = True
 
+    def mark_applied_through(self, sequence: int) -> None:
+        """Record that every entry up to `sequence` is stored.
+
+        A store filled from a snapshot calls it with the snapshot's last
+        sequence, which may be above its highest row when retention deleted
+        the last entries on the leader.
+        """
+        with self._write_lock:
+            self._check_open()
+            if sequence > self._last:
+                self._write_state(sequence)
+                self._last = sequence
+                self._visible = sequence
+
+    def insert_copied(
+        self, columns: node_service_pb2.EntryColumns, sequences: Sequence[int]
+    ) -> None:
+        """Insert entries copied from another replica, under their sequences.
+
+        Unlike `apply`, chunks may come in any order and sequence numbers
+        may skip. The recorded last sequence does not move: the caller calls
+        `mark_applied_through` once every chunk is in. A store that is
+        reopened before that call loses the copied rows, so only an empty
+        store that is thrown away on failure is filled this way.
+        """
+        if not sequences:
+            return
+        record = node_service_pb2.LogRecord(first_sequence=1, entries=columns)
+        table = store_sql.records_to_table([record], 0)
+        assert table is not None
+        table = table.set_column(0, "seq", pa.array(sequences, type=pa.int64()))
+        table = table.sort_by("seq")
+        with self._write_lock:
+            self._check_open()
+            self._insert(table)
+
     def delete_after(self, sequence: int) -> int:
         """Delete every entry whose sequence is above `sequence`.
 
@@ -593,6 +629,41 @@ class LogStore:
         columns, sequences = _columns(tables)
         examined = sequences[-1] if len(sequences) == limit else cap
         return columns, sequences, max(examined, after_sequence)
+
+    def copy_chunks(
+        self, through: int, chunk_entries: int
+    ) -> Iterator[tuple[node_service_pb2.EntryColumns, list[int]]]:
+        """Yield every stored entry up to sequence `through`, in chunks.
+
+        Partitions are read one after the other, each in sequence order, at
+        most `chunk_entries` entries per chunk. No lock is held between
+        chunks, so writers and retention go on; rows that retention deletes
+        meanwhile may be missing from the copy.
+        """
+        _check_limit(chunk_entries)
+        with self._readers.shared():
+            starts = sorted(self._partitions)
+        for start in starts:
+            after = 0
+            while True:
+                with self._reading() as (cursor, _, partitions):
+                    partition = next((p for p in partitions if p.start == start), None)
+                    if partition is None or partition.max_seq <= after:
+                        break
+                    sql = (
+                        f"SELECT {store_sql.RESULT_SELECT} FROM "
+                        f"{partition.alias}.entries WHERE seq > ? AND seq <= ?"
+                        " ORDER BY seq LIMIT ?"
+                    )
+                    params = [after, through, chunk_entries]
+                    table = cursor.sql(sql, params=params).to_arrow_table()
+                if table.num_rows == 0:
+                    break
+                columns, sequences = store_sql.table_to_columns(table)
+                yield columns, sequences
+                after = sequences[-1]
+                if len(sequences) < chunk_entries:
+                    break
 
     def disk_bytes(self) -> int:
         """Return the bytes the partition files and their DuckDB WALs use."""

@@ -357,6 +357,12 @@ class EpochHistory:
             self._entries = kept
             self._save()
 
+    def replace(self, entries: list[EpochStart]) -> None:
+        """Replace the whole history, as a follower that installs a snapshot."""
+        if entries != self._entries:
+            self._entries = list(entries)
+            self._save()
+
     def epoch_at(self, sequence: int) -> int:
         """Return the epoch of the entry with this sequence number; 0 if unknown."""
         epoch = 0
@@ -890,6 +896,48 @@ class WriteAheadLog:
             del self._records[:keep_from]
             del self._firsts[:keep_from]
             return sum(info.count for info in purged)
+
+    def purge_point_keeping(self, max_bytes: int) -> int:
+        """Return the last sequence to purge so that at most `max_bytes` remain.
+
+        Only whole segments count, and the last segment always stays. Zero
+        means that nothing needs purging.
+        """
+        with self._lock:
+            kept = 0
+            for position in range(len(self._segments) - 1, 0, -1):
+                kept += self._segments[position].size
+                if kept > max_bytes:
+                    return self._segments[position + 1].first - 1
+            return 0
+
+    def restart_after(self, sequence: int, epochs: list[EpochStart]) -> None:
+        """Drop every record and continue the log after `sequence`.
+
+        A follower calls it when it installs a snapshot that ends at
+        `sequence`: its store holds the entries, and the next record it
+        writes begins at `sequence + 1`. `epochs` becomes the epoch history.
+        Running it again after a crash gives the same result.
+        """
+        with self._lock:
+            self._generation += 1
+            self._restart_at(sequence + 1)
+            # A segment of that name may have existed and kept its records.
+            segment = self._segments[0]
+            os.truncate(segment.path, 0)
+            segment.size = 0
+            self._flush_path(segment.path)
+            self._records.clear()
+            self._firsts.clear()
+            self._cache.clear()
+            self._cached_bytes = 0
+            self._last = sequence
+            self.history.replace(
+                [e for e in epochs if e.first_sequence <= sequence + 1]
+            )
+        with self._sync_condition:
+            self._synced = sequence
+            self._sync_condition.notify_all()
 
     def close(self) -> None:
         """Flush and close the active segment."""

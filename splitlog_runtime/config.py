@@ -202,6 +202,28 @@ SETTINGS: list[Setting] = [
         _parse_int,
     ),
     Setting(
+        "log_wal_segment_bytes",
+        64 * 1024 * 1024,
+        "Size at which a log node starts a new write-ahead log segment; the "
+        "log is purged a whole segment at a time.",
+        _parse_int,
+    ),
+    Setting(
+        "log_wal_keep_bytes",
+        1024 * 1024 * 1024,
+        "Write-ahead log a log leader keeps for followers that lag behind; a "
+        "follower that needs older entries receives a snapshot. 0 keeps the "
+        "log until every follower has it.",
+        _parse_int,
+    ),
+    Setting(
+        "log_snapshot_bytes_per_second",
+        0,
+        "Most bytes per second a log leader sends in one snapshot to a "
+        "lagging follower; 0 sends as fast as the network allows.",
+        _parse_int,
+    ),
+    Setting(
         "log_retention_hours",
         168,
         "Default log retention in hours until the retention policy is changed.",

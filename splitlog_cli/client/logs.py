@@ -580,12 +580,25 @@ def cluster_status(
     return response
 
 
+def _snapshot_note(follower: logs_pb2.ReplicaStatus) -> str:
+    if not follower.HasField("snapshot"):
+        return ""
+    snapshot = follower.snapshot
+    if snapshot.installing:
+        return f", installing snapshot through {snapshot.last_sequence}"
+    return (
+        f", receiving snapshot through {snapshot.last_sequence}: "
+        f"{snapshot.received_entries} entries"
+    )
+
+
 def _cluster_table(status: logs_pb2.GetClusterStatusResponse) -> str:
     rows = []
     for shard in status.shards:
         followers = ", ".join(
             f"{follower.node} (lag {follower.lag_entries}"
             + ("" if follower.reachable else ", unreachable")
+            + _snapshot_note(follower)
             + ")"
             for follower in shard.followers
         )

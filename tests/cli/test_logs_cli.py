@@ -119,6 +119,9 @@ class MemoryLogs(logs_grpc.LogsServiceServicer):
             last_sequence=42,
         )
         shard.followers.add(node="node-b", reachable=False, lag_entries=7)
+        behind = shard.followers.add(node="node-c", reachable=True, lag_entries=40)
+        behind.snapshot.last_sequence = 30
+        behind.snapshot.received_entries = 1200
         return response
 
 
@@ -368,6 +371,7 @@ def test_cluster_table(peer, capsys):
     assert status == 0, err
     assert "cluster health: degraded" in out
     assert "node-b (lag 7, unreachable)" in out
+    assert "node-c (lag 40, receiving snapshot through 30: 1200 entries)" in out
 
 
 def test_unreachable_gateway(capsys):

@@ -37,6 +37,13 @@ def up(last, **kwargs):
     return NodeView(reachable=True, silent_for=0.1, replica=replica(last, **kwargs))
 
 
+def receiving_snapshot(last):
+    """A reachable follower that is fetching a snapshot ending at `last`."""
+    view = up(last)
+    view.replica.snapshot.last_sequence = last
+    return view
+
+
 def down(silent_for=FAILOVER + 0.1, last=0):
     return NodeView(reachable=False, silent_for=silent_for, replica=replica(last))
 
@@ -158,6 +165,15 @@ def test_joining_follower_syncs_at_floor():
     assert planned.config_version == 4
 
 
+def test_follower_receiving_snapshot_is_never_promoted():
+    state = ShardState("s", 1, 3, "a", ("b",), ("b",))
+    views = {"a": NodeView(False, 5.0), "b": receiving_snapshot(40)}
+
+    planned = plan_shard(state, views, FAILOVER)
+
+    assert planned.leader is None
+
+
 def test_joining_follower_is_never_promoted():
     state = ShardState("s", 1, 3, "a", (), ("b",), joining=("b",))
     views = {"a": NodeView(False, 5.0), "b": up(40)}
@@ -174,8 +190,9 @@ def test_joining_follower_is_never_promoted():
         up(17),
         up(30, epoch=0),
         NodeView(True, 0.1, replica(30), reported_unreachable_for=0.3),
+        receiving_snapshot(30),
     ],
-    ids=["behind", "old-epoch", "leader-cannot-reach"],
+    ids=["behind", "old-epoch", "leader-cannot-reach", "receiving-snapshot"],
 )
 def test_plan_keeps_lagging_follower_out(view):
     state = ShardState("s", 1, 2, "a", ("c",), ("b", "c"))

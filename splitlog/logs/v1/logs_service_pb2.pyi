@@ -175,20 +175,36 @@ class ShardStatus(_message.Message):
     def __init__(self, shard: _Optional[str] = ..., health: _Optional[_Union[Health, str]] = ..., leader: _Optional[str] = ..., leader_epoch: _Optional[int] = ..., last_sequence: _Optional[int] = ..., followers: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ...) -> None: ...
 
 class ReplicaStatus(_message.Message):
-    __slots__ = ("node", "reachable", "last_sequence", "lag_entries", "lag", "last_contact_time")
+    __slots__ = ("node", "reachable", "last_sequence", "lag_entries", "lag", "last_contact_time", "snapshot")
     NODE_FIELD_NUMBER: _ClassVar[int]
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     LAG_ENTRIES_FIELD_NUMBER: _ClassVar[int]
     LAG_FIELD_NUMBER: _ClassVar[int]
     LAST_CONTACT_TIME_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     node: str
     reachable: bool
     last_sequence: int
     lag_entries: int
     lag: _duration_pb2.Duration
     last_contact_time: _timestamp_pb2.Timestamp
-    def __init__(self, node: _Optional[str] = ..., reachable: _Optional[bool] = ..., last_sequence: _Optional[int] = ..., lag_entries: _Optional[int] = ..., lag: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., last_contact_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    snapshot: SnapshotProgress
+    def __init__(self, node: _Optional[str] = ..., reachable: _Optional[bool] = ..., last_sequence: _Optional[int] = ..., lag_entries: _Optional[int] = ..., lag: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., last_contact_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., snapshot: _Optional[_Union[SnapshotProgress, _Mapping]] = ...) -> None: ...
+
+class SnapshotProgress(_message.Message):
+    __slots__ = ("last_sequence", "received_entries", "received_bytes", "installing", "start_time")
+    LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    INSTALLING_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    last_sequence: int
+    received_entries: int
+    received_bytes: int
+    installing: bool
+    start_time: _timestamp_pb2.Timestamp
+    def __init__(self, last_sequence: _Optional[int] = ..., received_entries: _Optional[int] = ..., received_bytes: _Optional[int] = ..., installing: _Optional[bool] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class RetentionPolicy(_message.Message):
     __slots__ = ("name", "default_retention", "service_retentions", "update_time", "etag")

@@ -41,6 +41,11 @@ class ReplicationServiceStub:
                 request_serializer=splitlog_dot_logs_dot_v1_dot_replication__service__pb2.ReplicateEntriesRequest.SerializeToString,
                 response_deserializer=splitlog_dot_logs_dot_v1_dot_replication__service__pb2.ReplicateEntriesResponse.FromString,
                 _registered_method=True)
+        self.FetchSnapshot = channel.unary_stream(
+                '/splitlog.logs.v1.ReplicationService/FetchSnapshot',
+                request_serializer=splitlog_dot_logs_dot_v1_dot_replication__service__pb2.FetchSnapshotRequest.SerializeToString,
+                response_deserializer=splitlog_dot_logs_dot_v1_dot_replication__service__pb2.FetchSnapshotResponse.FromString,
+                _registered_method=True)
         self.GetNodeStatus = channel.unary_unary(
                 '/splitlog.logs.v1.ReplicationService/GetNodeStatus',
                 request_serializer=splitlog_dot_logs_dot_v1_dot_replication__service__pb2.GetNodeStatusRequest.SerializeToString,
@@ -63,6 +68,20 @@ class ReplicationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchSnapshot(self, request, context):
+        """Streams a consistent copy of a shard's stored entries, with the batch ids
+        a leader remembers, to a follower that needs entries the leader has
+        purged from its write-ahead log. The follower calls it on the leader
+        after a ReplicateEntriesRequest with `snapshot` set. The stream is a
+        header, then entry chunks and batch chunks in any order, then a trailer.
+        The leader keeps its write-ahead log from `header.last_sequence + 1` on
+        while the stream is open, so the follower can continue from there with
+        ReplicateEntries.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetNodeStatus(self, request, context):
         """Returns the role and progress of the called node for each of its shards.
         The router's coordinator polls it to detect failures and to build the
@@ -79,6 +98,11 @@ def add_ReplicationServiceServicer_to_server(servicer, server):
                     servicer.ReplicateEntries,
                     request_deserializer=splitlog_dot_logs_dot_v1_dot_replication__service__pb2.ReplicateEntriesRequest.FromString,
                     response_serializer=splitlog_dot_logs_dot_v1_dot_replication__service__pb2.ReplicateEntriesResponse.SerializeToString,
+            ),
+            'FetchSnapshot': grpc.unary_stream_rpc_method_handler(
+                    servicer.FetchSnapshot,
+                    request_deserializer=splitlog_dot_logs_dot_v1_dot_replication__service__pb2.FetchSnapshotRequest.FromString,
+                    response_serializer=splitlog_dot_logs_dot_v1_dot_replication__service__pb2.FetchSnapshotResponse.SerializeToString,
             ),
             'GetNodeStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetNodeStatus,
@@ -115,6 +139,33 @@ class ReplicationService:
             '/splitlog.logs.v1.ReplicationService/ReplicateEntries',
             splitlog_dot_logs_dot_v1_dot_replication__service__pb2.ReplicateEntriesRequest.SerializeToString,
             splitlog_dot_logs_dot_v1_dot_replication__service__pb2.ReplicateEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/splitlog.logs.v1.ReplicationService/FetchSnapshot',
+            splitlog_dot_logs_dot_v1_dot_replication__service__pb2.FetchSnapshotRequest.SerializeToString,
+            splitlog_dot_logs_dot_v1_dot_replication__service__pb2.FetchSnapshotResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,16 @@ class ReplicationServiceStub:
     the highest sequence number it has stored, and the leader sends on from
     the next one. A message without records is a heartbeat.
     """
+    FetchSnapshot: _grpc.UnaryStreamMultiCallable[_replication_service_pb2.FetchSnapshotRequest, _replication_service_pb2.FetchSnapshotResponse]
+    """Streams a consistent copy of a shard's stored entries, with the batch ids
+    a leader remembers, to a follower that needs entries the leader has
+    purged from its write-ahead log. The follower calls it on the leader
+    after a ReplicateEntriesRequest with `snapshot` set. The stream is a
+    header, then entry chunks and batch chunks in any order, then a trailer.
+    The leader keeps its write-ahead log from `header.last_sequence + 1` on
+    while the stream is open, so the follower can continue from there with
+    ReplicateEntries.
+    """
     GetNodeStatus: _grpc.UnaryUnaryMultiCallable[_replication_service_pb2.GetNodeStatusRequest, _replication_service_pb2.GetNodeStatusResponse]
     """Returns the role and progress of the called node for each of its shards.
     The router's coordinator polls it to detect failures and to build the
@@ -59,6 +69,16 @@ class ReplicationServiceAsyncStub(ReplicationServiceStub):
     one stream per follower and shard. The follower answers each message with
     the highest sequence number it has stored, and the leader sends on from
     the next one. A message without records is a heartbeat.
+    """
+    FetchSnapshot: _aio.UnaryStreamMultiCallable[_replication_service_pb2.FetchSnapshotRequest, _replication_service_pb2.FetchSnapshotResponse]  # type: ignore[assignment]
+    """Streams a consistent copy of a shard's stored entries, with the batch ids
+    a leader remembers, to a follower that needs entries the leader has
+    purged from its write-ahead log. The follower calls it on the leader
+    after a ReplicateEntriesRequest with `snapshot` set. The stream is a
+    header, then entry chunks and batch chunks in any order, then a trailer.
+    The leader keeps its write-ahead log from `header.last_sequence + 1` on
+    while the stream is open, so the follower can continue from there with
+    ReplicateEntries.
     """
     GetNodeStatus: _aio.UnaryUnaryMultiCallable[_replication_service_pb2.GetNodeStatusRequest, _replication_service_pb2.GetNodeStatusResponse]  # type: ignore[assignment]
     """Returns the role and progress of the called node for each of its shards.
@@ -81,6 +101,22 @@ class ReplicationServiceServicer(metaclass=_abc_1.ABCMeta):
         one stream per follower and shard. The follower answers each message with
         the highest sequence number it has stored, and the leader sends on from
         the next one. A message without records is a heartbeat.
+        """
+
+    @_abc_1.abstractmethod
+    def FetchSnapshot(
+        self,
+        request: _replication_service_pb2.FetchSnapshotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_replication_service_pb2.FetchSnapshotResponse], _abc.AsyncIterator[_replication_service_pb2.FetchSnapshotResponse]]:
+        """Streams a consistent copy of a shard's stored entries, with the batch ids
+        a leader remembers, to a follower that needs entries the leader has
+        purged from its write-ahead log. The follower calls it on the leader
+        after a ReplicateEntriesRequest with `snapshot` set. The stream is a
+        header, then entry chunks and batch chunks in any order, then a trailer.
+        The leader keeps its write-ahead log from `header.last_sequence + 1` on
+        while the stream is open, so the follower can continue from there with
+        ReplicateEntries.
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,146 @@
+"""Snapshot transfer between log nodes served in this process over real gRPC.
+
+The tests with node processes are in test_snapshot.py. These check what a
+crash or a bad stream reaches: the install at start, the stream's checks,
+and the errors of FetchSnapshot.
+"""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import pytest
+
+from log_service import snapshot as snapshots
+from log_service.node import _open_store
+from splitlog.logs.v1 import replication_service_pb2
+from tests.log_service.node_support import (
+    SHARD,
+    append,
+    configure,
+    error_reason,
+    query_messages,
+    query_sequences,
+    start,
+    wait_for,
+)
+
+
+def fetch_request(node: str = "n1", epoch: int = 1):
+    return replication_service_pb2.FetchSnapshotRequest(
+        shard=SHARD, node=node, leader_epoch=epoch
+    )
+
+
+@pytest.fixture
+def leader(base_config, tmp_path):
+    handle = start(base_config, tmp_path, "n0")
+    configure(handle, epoch=1, leader=handle)
+    for index in range(4):
+        append(handle, 1, f"batch-{index}", count=50)
+    assert wait_for(lambda: len(query_sequences(handle)) == 200)
+    yield handle
+    handle.stop()
+
+
+def test_node_finishes_interrupted_install_at_start(base_config, tmp_path, leader):
+    directory = tmp_path / "n1"
+    directory.mkdir()
+    manifest = snapshots.receive(
+        directory,
+        leader.channel,
+        fetch_request(),
+        lambda path: _open_store(path, 24),
+        snapshots.Progress(),
+        lambda: False,
+    )
+    # A crash right after the new store moved into place: the log and the
+    # batch ids are still those of before.
+    snapshots.install_store(directory)
+    follower = start(base_config, tmp_path, "n1")
+    try:
+        before = follower.replication.GetNodeStatus(
+            replication_service_pb2.GetNodeStatusRequest(), timeout=5
+        ).shards[0]
+        configure(leader, epoch=2, leader=leader, followers=[follower], version=1)
+        configure(follower, epoch=2, leader=leader, followers=[follower], version=1)
+        append(leader, 2, "batch-after", count=5)
+        assert wait_for(lambda: len(query_sequences(follower)) == 205)
+
+        assert manifest.last_sequence == 200
+        assert before.last_sequence == 200
+        assert before.installed_snapshot_sequence == 200
+        assert query_messages(follower) == query_messages(leader)
+        assert query_sequences(follower) == query_sequences(leader)
+        assert not (directory / snapshots.READY_DIR).exists()
+        saved = json.loads((directory / "batches.json").read_text())
+        assert [item[0] for item in saved] == [f"batch-{i}" for i in range(4)]
+
+        # Promoted, the follower recognises a batch it only has from the
+        # snapshot and stores it once.
+        configure(follower, epoch=3, leader=follower, version=1)
+        again = append(follower, 3, "batch-2", count=50)
+        assert again.duplicate
+        assert again.first_sequence == 101
+        assert len(query_sequences(follower)) == 205
+    finally:
+        follower.stop()
+
+
+def test_unfinished_snapshot_is_deleted_at_start(base_config, tmp_path, leader):
+    directory = tmp_path / "n1"
+    partial = directory / snapshots.PARTIAL_DIR / "store"
+    partial.mkdir(parents=True)
+    (partial / "store.json").write_text("{}")
+
+    follower = start(base_config, tmp_path, "n1")
+    try:
+        assert not (directory / snapshots.PARTIAL_DIR).exists()
+        assert query_sequences(follower) == []
+    finally:
+        follower.stop()
+
+
+def test_corrupt_chunk_is_refused(tmp_path, leader):
+    messages = list(leader.replication.FetchSnapshot(fetch_request(), timeout=10))
+    chunks = [m for m in messages if m.WhichOneof("part") == "entries"]
+    chunks[0].entries.crc32 ^= 1
+    partial = tmp_path / "partial"
+    store = _open_store(partial / "store", 24)
+    try:
+        with pytest.raises(snapshots.SnapshotError, match="checksum"):
+            snapshots.write_snapshot(
+                messages, store, partial, snapshots.Progress(), lambda: False
+            )
+    finally:
+        store.close()
+
+
+def test_stream_without_trailer_is_refused(tmp_path, leader):
+    messages = list(leader.replication.FetchSnapshot(fetch_request(), timeout=10))
+    assert messages[0].WhichOneof("part") == "header"
+    assert messages[-1].WhichOneof("part") == "trailer"
+    assert messages[-1].trailer.entry_count == 200
+    partial = tmp_path / "partial"
+    store = _open_store(partial / "store", 24)
+    try:
+        with pytest.raises(snapshots.SnapshotError, match="before its trailer"):
+            snapshots.write_snapshot(
+                messages[:-1], store, partial, snapshots.Progress(), lambda: False
+            )
+    finally:
+        store.close()
+
+
+def test_fetch_from_non_leader_fails(leader):
+    with pytest.raises(grpc.RpcError) as wrong_epoch:
+        list(leader.replication.FetchSnapshot(fetch_request(epoch=7), timeout=5))
+    with pytest.raises(grpc.RpcError) as no_node:
+        list(leader.replication.FetchSnapshot(fetch_request(node=""), timeout=5))
+
+    assert wrong_epoch.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_reason(wrong_epoch.value) == "NOT_LEADER"
+    assert "leader_epoch 7" in wrong_epoch.value.details()
+    assert no_node.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "node" in no_node.value.details()
