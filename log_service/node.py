@@ -815,6 +815,8 @@ class LogNode:
                 progress,
                 lambda: self._stopping,
                 lambda call: setattr(self, "_snapshot_call", call),
+                # Signed like replication, for a leader with auth_required.
+                auth.outgoing_metadata(),
             )
             self._install_snapshot(manifest, progress)
         except (grpc.RpcError, snapshots.SnapshotError) as exc:

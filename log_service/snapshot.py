@@ -212,6 +212,7 @@ def receive(
     progress: Progress,
     cancelled,
     on_call=None,
+    metadata=(),
 ) -> Manifest:
     """Fetch a snapshot into `<directory>/snapshot.partial` and commit it.
 
@@ -228,6 +229,7 @@ def receive(
         abandoned.
       on_call: called with the call once it starts, so that another thread
         can cancel it.
+      metadata: metadata of the call, such as the node's signature.
 
     Raises:
       SnapshotError: the stream broke off or a check failed.
@@ -237,7 +239,7 @@ def receive(
     _remove(partial)
     partial.mkdir()
     stub = replication_service_pb2_grpc.ReplicationServiceStub(channel)
-    call = stub.FetchSnapshot(request)
+    call = stub.FetchSnapshot(request, metadata=metadata)
     if on_call is not None:
         on_call(call)
     store = open_store(partial / STORE_DIR)

@@ -14,10 +14,14 @@ import pytest
 
 from log_service import snapshot as snapshots
 from log_service.node import _open_store
-from splitlog.logs.v1 import replication_service_pb2
+from splitlog.logs.v1 import node_service_pb2, replication_service_pb2
+from splitlog_runtime import auth
 from tests.log_service.node_support import (
+    FOLLOWER,
+    LEADER,
     SHARD,
     append,
+    columns,
     configure,
     error_reason,
     query_messages,
@@ -25,6 +29,24 @@ from tests.log_service.node_support import (
     start,
     wait_for,
 )
+
+
+def configure_request(leader, *, epoch, followers, to=None):
+    return node_service_pb2.ConfigureShardRequest(
+        shard=SHARD,
+        leader_epoch=epoch,
+        role=LEADER if to is None or to is leader else FOLLOWER,
+        leader=leader.member,
+        in_sync=[f.member for f in followers],
+        followers=[f.member for f in followers],
+        config_version=1,
+    )
+
+
+def append_request(epoch, batch_id, count):
+    return node_service_pb2.AppendEntriesRequest(
+        shard=SHARD, leader_epoch=epoch, batch_id=batch_id, entries=columns(count)
+    )
 
 
 def fetch_request(node: str = "n1", epoch: int = 1):
@@ -42,6 +64,60 @@ def leader(base_config, tmp_path):
     assert wait_for(lambda: len(query_sequences(handle)) == 200)
     yield handle
     handle.stop()
+
+
+@pytest.fixture
+def signed_config(base_config):
+    yield base_config.replace(
+        auth_required=True,
+        auth_secret="snapshot-auth-secret-" + "s" * 40,
+        log_wal_segment_bytes=4096,
+        log_fsync=False,
+    )
+    auth.install_process_signer(None)
+
+
+def test_new_follower_catches_up_from_signed_snapshot(signed_config, tmp_path):
+    # A leader without followers purges its log once its store has the
+    # records, so a follower added later can only start from a snapshot.
+    leader = start(signed_config, tmp_path, "n0")
+    follower = None
+    try:
+        metadata = auth.outgoing_metadata()
+        leader.stub.ConfigureShard(
+            configure_request(leader, epoch=1, followers=[]), metadata=metadata
+        )
+        for index in range(20):
+            leader.stub.AppendEntries(
+                append_request(1, f"batch-{index}", 20), metadata=metadata, timeout=5
+            )
+        assert wait_for(lambda: leader.node.wal.first_sequence > 1)
+
+        follower = start(signed_config, tmp_path, "n1")
+        for handle in (leader, follower):
+            handle.stub.ConfigureShard(
+                configure_request(leader, epoch=1, followers=[follower], to=handle),
+                metadata=metadata,
+            )
+        caught_up = wait_for(
+            lambda: (
+                follower.node.wal.last_sequence == 400
+                and not follower.node.status().shards[0].HasField("snapshot")
+            ),
+            timeout=20,
+        )
+        leader.stub.AppendEntries(
+            append_request(1, "batch-after", 5), metadata=metadata, timeout=5
+        )
+        assert wait_for(lambda: follower.node.wal.last_sequence == 405)
+        installed = follower.node.status().shards[0].installed_snapshot_sequence
+        assert caught_up
+        assert installed >= leader.node.wal.first_sequence - 1
+        assert installed > 0
+    finally:
+        if follower is not None:
+            follower.stop()
+        leader.stop()
 
 
 def test_node_finishes_interrupted_install_at_start(base_config, tmp_path, leader):
