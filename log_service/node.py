@@ -858,6 +858,10 @@ class LogNode:
                 if self._stopping:
                     # The next start installs it.
                     return
+                if self.wal.last_sequence >= manifest.last_sequence:
+                    # Another leader sent the records meanwhile.
+                    snapshots.finish(self._directory)
+                    return
                 progress.installing = True
                 self._ready = False
                 self.changed.notify_all()

@@ -60,7 +60,11 @@ MANIFEST_FILE = "snapshot.json"
 BATCHES_FILE = "batches.json"
 STORE_DIR = "store"
 OLD_STORE_DIR = "old-store"
-CHUNK_ENTRIES = 5000
+# Entries read from the store per query. NOTE: an entry may hold 256 KiB of
+# message and 1 MiB of attributes, so 1,000 entries of the largest size take
+# about 1.3 GB before they are split into messages. Entries of usual size take
+# under a megabyte per chunk.
+CHUNK_ENTRIES = 1000
 BATCHES_PER_MESSAGE = 5000
 
 Response = replication_service_pb2.FetchSnapshotResponse
