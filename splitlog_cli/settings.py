@@ -20,6 +20,7 @@ _AT_LEAST_ONE = frozenset(
         "log_max_message_bytes",
         "log_partition_hours",
         "log_time_bucket_seconds",
+        "log_wal_segment_bytes",
         "auth_access_token_seconds",
         "auth_refresh_token_seconds",
     }
@@ -146,6 +147,8 @@ def _problem(setting: Setting, value: object) -> str | None:
         return "expected a number of seconds above 0"
     if name == "log_max_future_seconds" and value < 0:
         return "expected a number of seconds, 0 or more"
+    if name in ("log_wal_keep_bytes", "log_snapshot_bytes_per_second") and value < 0:
+        return "expected a whole number, 0 or more (0 turns the limit off)"
     if name == "log_level" and value.upper() not in _LOG_LEVELS:
         return "expected one of " + ", ".join(_LOG_LEVELS)
     if name == "log_format" and value not in _LOG_FORMATS:

@@ -114,6 +114,13 @@ def test_config_table_shows_source(clean_env, capsys):
         (["config", "--log-max-batch-entries", "0"], {}, "--log-max-batch-entries"),
         (["config", "--log-failover-seconds", "-1"], {}, "--log-failover-seconds"),
         (["config", "--auth-access-token-seconds", "0"], {}, "--auth-access-token"),
+        (["config", "--log-wal-segment-bytes", "0"], {}, "--log-wal-segment-bytes"),
+        (["config", "--log-wal-keep-bytes", "-1"], {}, "--log-wal-keep-bytes"),
+        (
+            ["config"],
+            {"SPLITLOG_LOG_SNAPSHOT_BYTES_PER_SECOND": "-5"},
+            "SNAPSHOT_BYTES",
+        ),
     ],
 )
 def test_bad_setting_exits_2(clean_env, capsys, argv, env, named):
