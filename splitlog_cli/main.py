@@ -11,8 +11,8 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
+from splitlog_cli import admin_key, serve, settings, up
 from splitlog_cli import client as client_commands
-from splitlog_cli import serve, settings, up
 from splitlog_cli.errors import StartupError
 from splitlog_cli.health import check
 from splitlog_cli.processes import RESTART_POLICY, Supervisor
@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="deadline of the health check in seconds (default 3)",
     )
     add_tls_arguments(health)
+    admin_key.add_parser(commands, config_flags)
     splitwise_commands.add_parsers(commands)
     client_commands.add_parsers(commands)
     return parser
@@ -136,6 +137,8 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
     if args.command == "config":
         print(render(config, args, args.format))
         return 0
+    if args.command == "admin-key":
+        return admin_key.run(args, config)
     if args.command in ("import", "export"):
         return splitwise_commands.run(args, config)
     if client_commands.handles(args):

@@ -5,6 +5,8 @@ Who may call what, when the gateway signed a principal (`auth_required`):
   token or the password is the credential.
 - SetPassword and the API key methods act on one user. The caller must be
   that user's access token, or one of that user's API keys with `admin`.
+- Only an administrator or a service may create a key with the `admin`
+  scope; the first one comes from `splitlog admin-key` on the database.
 With `auth_required` off, no principal arrives and these checks are skipped,
 as for every other method.
 """
@@ -114,6 +116,56 @@ def authorize_owner(user_id: str, method: str) -> None:
             metadata={"principal": principal.name, "user": owner},
         )
     auth.require_scope(principal, auth.SCOPE_ADMIN, method)
+
+
+def _require_admin_for_admin_scope() -> None:
+    """Let only an administrator or a service hand out the `admin` scope.
+
+    Without this check any signed-up user could make themselves an
+    administrator. The first administrator key comes from an operator with
+    access to the user database, through `splitlog admin-key`.
+    """
+    principal = auth.current_principal()
+    if authz.is_unrestricted(principal):
+        return
+    raise PermissionDenied(
+        f"only an administrator may create an API key with the "
+        f"{auth.SCOPE_ADMIN!r} scope; ask one, or have an operator run "
+        "`splitlog admin-key USER_ID` on the user database",
+        reason=authz.ADMIN_REQUIRED,
+        metadata={"principal": principal.name if principal else ANONYMOUS},
+    )
+
+
+def insert_api_key(
+    session: Session,
+    user_id: str,
+    display_name: str,
+    scopes: list[str],
+    expire_time: datetime | None,
+) -> tuple[auth_storage.ApiKeyRow, str]:
+    """Add an API key of an existing user and return its row and its secret.
+
+    Only the secret's hash is stored, so the returned secret is the one
+    chance to show it.
+
+    Raises:
+      NotFound: the user does not exist.
+    """
+    storage.require_user(session, user_id)
+    secret = API_KEY_PREFIX + auth.new_secret()
+    row = auth_storage.ApiKeyRow(
+        id=new_id(),
+        user_id=user_id,
+        display_name=display_name,
+        scopes=",".join(sorted(set(scopes))),
+        secret_hash=auth.secret_hash(secret),
+        create_time=storage.utc_now(),
+        expire_time=expire_time,
+    )
+    session.add(row)
+    session.flush()
+    return row, secret
 
 
 class AuthServicer(pb_grpc.AuthServiceServicer):
@@ -327,20 +379,13 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
                 )
         violations.raise_if_any()
         authorize_owner(user_id, "CreateApiKey")
+        if auth.SCOPE_ADMIN in key.scopes:
+            _require_admin_for_admin_scope()
 
-        secret = API_KEY_PREFIX + auth.new_secret()
         with transaction(self._database) as session:
-            storage.require_user(session, user_id)
-            row = auth_storage.ApiKeyRow(
-                id=new_id(),
-                user_id=user_id,
-                display_name=display_name,
-                scopes=",".join(sorted(set(key.scopes))),
-                secret_hash=auth.secret_hash(secret),
-                create_time=storage.utc_now(),
-                expire_time=expire_time,
+            row, secret = insert_api_key(
+                session, user_id, display_name, list(key.scopes), expire_time
             )
-            session.add(row)
             message = api_key_message(row)
         _LOGGER.info("API key %s created", message.name)
         return pb.CreateApiKeyResponse(api_key=message, secret=secret)

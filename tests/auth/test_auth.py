@@ -19,6 +19,7 @@ from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
 from splitlog_runtime import auth
 from splitlog_runtime import config as config_module
+from tests.auth.support import operator_admin_key
 from tests.gateway.support import LoopThread, closed_address
 from user_service import app as user_app
 
@@ -67,8 +68,13 @@ def _start(loop_thread, tmp_path, required: bool):
 
 
 @pytest.fixture(scope="module")
-def system(loop_thread, tmp_path_factory):
-    users, gateway = _start(loop_thread, tmp_path_factory.mktemp("on"), True)
+def root_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("on")
+
+
+@pytest.fixture(scope="module")
+def system(loop_thread, root_dir):
+    users, gateway = _start(loop_thread, root_dir, True)
     yield users, gateway
     loop_thread.run(gateway.stop(0))
     users.stop(0)
@@ -227,6 +233,15 @@ def _api_key(channel, scopes: list[str]) -> auth_pb.CreateApiKeyResponse:
     )
 
 
+def _admin_key(channel, root_dir) -> auth_pb.CreateApiKeyResponse:
+    """Sign up a user and give it an admin key, as an operator does."""
+    signed_up = _sign_up(channel)
+    name, secret = operator_admin_key(root_dir / "data", signed_up.user.name)
+    return auth_pb.CreateApiKeyResponse(
+        api_key=auth_pb.ApiKey(name=name), secret=secret
+    )
+
+
 def _write_log(channel, secret: str):
     return logs_grpc.LogsServiceStub(channel).WriteLogEntry(
         logs_pb.WriteLogEntryRequest(), metadata=_bearer(secret), timeout=3
@@ -247,14 +262,14 @@ def test_api_key_scopes(channel):
     assert "logs:write" in read_only.details()
 
 
-def test_admin_key_allows_everything(channel):
-    admin = _api_key(channel, ["admin"])
+def test_admin_key_allows_everything(channel, root_dir):
+    admin = _admin_key(channel, root_dir)
     owner = admin.api_key.name.rsplit("/apiKeys/", 1)[0]
     assert _get_user(channel, owner, _bearer(admin.secret)).user.name == owner
 
 
-def test_revoked_key_is_rejected(channel):
-    created = _api_key(channel, ["admin"])
+def test_revoked_key_is_rejected(channel, root_dir):
+    created = _admin_key(channel, root_dir)
     stub = auth_grpc.AuthServiceStub(channel)
     stub.RevokeApiKey(
         auth_pb.RevokeApiKeyRequest(name=created.api_key.name),
@@ -265,8 +280,8 @@ def test_revoked_key_is_rejected(channel):
     assert "revoked" in error.details()
 
 
-def test_key_secret_shown_once(channel):
-    created = _api_key(channel, ["logs:read", "admin"])
+def test_key_secret_shown_once(channel, root_dir):
+    created = _admin_key(channel, root_dir)
     assert created.secret.startswith("slk_")
     owner = created.api_key.name.rsplit("/apiKeys/", 1)[0]
     listed = auth_grpc.AuthServiceStub(channel).ListApiKeys(
@@ -343,7 +358,7 @@ def test_server_log_has_no_secrets(channel, caplog):
     created = auth_grpc.AuthServiceStub(channel).CreateApiKey(
         auth_pb.CreateApiKeyRequest(
             parent=signed_up.user.name,
-            api_key=auth_pb.ApiKey(display_name="k", scopes=["admin"]),
+            api_key=auth_pb.ApiKey(display_name="k", scopes=["logs:read"]),
         ),
         metadata=_bearer(signed_up.tokens.access_token),
     )

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import httpx
@@ -37,6 +38,7 @@ from splitlog_cli.main import main
 from splitlog_runtime import auth
 from splitlog_runtime import config as config_module
 from splitlog_runtime.server import ServiceHost
+from tests.auth.support import operator_admin_key
 from tests.balance_service.support import unused_address
 from tests.gateway.support import LoopThread, closed_address, error_details
 from tests.splitwise.conftest import FIXTURES as SPLITWISE_FIXTURES
@@ -54,6 +56,7 @@ class Stack:
     expenses: ServiceHost
     balances: ServiceHost
     gateway: Gateway
+    data_dir: Path
 
 
 def _start_stack(loop_thread: LoopThread, data_dir, required: bool) -> Stack:
@@ -82,7 +85,7 @@ def _start_stack(loop_thread: LoopThread, data_dir, required: bool) -> Stack:
     base = base.replace(expense_service_addr=f"127.0.0.1:{expenses.port}")
     balances = build_balances(base, balances_address)
     gateway = loop_thread.run(build(base, "127.0.0.1:0", "127.0.0.1:0"))
-    return Stack(users, expenses, balances, gateway)
+    return Stack(users, expenses, balances, gateway, data_dir)
 
 
 def _stop_stack(loop_thread: LoopThread, stack: Stack) -> None:
@@ -578,11 +581,42 @@ def test_key_without_admin_denied(channel):
     assert "admin" in error.details()
 
 
-def test_admin_key_sees_every_group(channel):
+def _admin(stack: Stack, channel: grpc.Channel, owner: Caller) -> Caller:
+    _, secret = operator_admin_key(stack.data_dir, owner.user)
+    return Caller(channel, owner.user, secret)
+
+
+def test_user_cannot_grant_self_admin(channel):
+    eve = _sign_up(channel, "eve")
+    error = _fails(lambda: _api_key(eve, channel, ["logs:read", "admin"]))
+    assert error.code() == DENIED
+    assert "only an administrator" in error.details()
+    assert "splitlog admin-key" in error.details()
+    listed = eve.auth("ListApiKeys", auth_pb.ListApiKeysRequest(parent=eve.user))
+    assert list(listed.api_keys) == []
+
+
+def test_admin_may_create_admin_key(stack, channel):
+    root = _sign_up(channel, "root")
+    admin = _admin(stack, channel, root)
+    second = _api_key(admin, channel, ["admin"])
+    listed = second.users("ListUsers", users_pb.ListUsersRequest(page_size=1000))
+    assert root.user in {user.name for user in listed.users}
+
+
+def test_admin_key_command_unknown_user(stack, capsys):
+    status = main(["admin-key", "nobody-here", "--data-dir", str(stack.data_dir)])
+    error = capsys.readouterr().err
+    assert status == 1
+    assert "'nobody-here' does not exist" in error
+    assert "sign the user up first" in error
+
+
+def test_admin_key_sees_every_group(stack, channel):
     ann, eve = _sign_up(channel, "ann"), _sign_up(channel, "eve")
     group = ann.create_group()
     expense = ann.create_expense(group, [ann.user])
-    admin = _api_key(eve, channel, ["admin"])
+    admin = _admin(stack, channel, eve)
     for service, method, request in _group_reads(group, expense):
         _call(admin, service, method, request)
     listed = admin.users("ListUsers", users_pb.ListUsersRequest(page_size=1000))
@@ -593,8 +627,8 @@ def test_admin_key_sees_every_group(channel):
     assert error.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_admin_key_may_create_user(channel):
-    admin = _api_key(_sign_up(channel, "root"), channel, ["admin"])
+def test_admin_key_may_create_user(stack, channel):
+    admin = _admin(stack, channel, _sign_up(channel, "root"))
     email = f"made-{uuid.uuid4().hex[:8]}@example.com"
     created = admin.users(
         "CreateUser",

@@ -20,6 +20,7 @@ from splitlog_cli.client.credentials import SESSIONS_FILE, TOKEN_ENV
 from splitlog_cli.main import main
 from splitlog_runtime import auth
 from splitlog_runtime import config as config_module
+from tests.auth.support import operator_admin_key
 from tests.gateway.support import LoopThread, closed_address
 from user_service import app as user_app
 
@@ -43,13 +44,18 @@ class Output:
 
 
 @pytest.fixture(scope="module")
-def gateway_address(tmp_path_factory):
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("auth-cli") / "data"
+
+
+@pytest.fixture(scope="module")
+def gateway_address(data_dir):
     """The gRPC address of a gateway with auth on, before a real user_service."""
     loop_thread = LoopThread()
     config = config_module.load(
         environ={},
         overrides={
-            "data_dir": tmp_path_factory.mktemp("auth-cli") / "data",
+            "data_dir": data_dir,
             "auth_required": True,
             "auth_secret": SECRET,
             "grace_seconds": 0.5,
@@ -223,7 +229,7 @@ def test_ended_session_requests_signin(cli, tmp_path, gateway_address):
     assert "saved session has ended" in result.stderr
 
 
-def test_api_key_lifecycle(cli, monkeypatch):
+def test_api_key_lifecycle(cli, data_dir, monkeypatch):
     user_id, _ = _sign_up(cli)
 
     created = cli("auth", "keys", "create", "--name", "shipper",
@@ -231,11 +237,11 @@ def test_api_key_lifecycle(cli, monkeypatch):
     assert created.status == 0, created.stderr
     assert "shown only this once" in created.stdout
     assert "logs:write" in created.stdout
-    admin = cli("auth", "keys", "create", "--name", "ops", "--scope", "admin",
-                "--format", "json")  # fmt: skip
-    assert admin.status == 0, admin.stderr
-    admin_key = json.loads(admin.stdout)
-    secret = admin_key["secret"]
+    self_granted = cli("auth", "keys", "create", "--name", "ops",
+                       "--scope", "admin")  # fmt: skip
+    assert self_granted.status == 1
+    assert "only an administrator" in self_granted.stderr
+    admin_name, secret = operator_admin_key(data_dir, user_id, "ops")
 
     listed = cli("auth", "keys", "list")
     assert listed.status == 0, listed.stderr
@@ -253,7 +259,7 @@ def test_api_key_lifecycle(cli, monkeypatch):
     revoked = cli("auth", "keys", "revoke", "ops", "--token", secret,
                   "--user", user_id)  # fmt: skip
     assert revoked.status == 0, revoked.stderr
-    assert admin_key["apiKey"]["name"] in revoked.stdout
+    assert admin_name in revoked.stdout
     refused = cli("users", "get", user_id, "--token", secret)
     assert refused.status == 1
     assert "check the token given by --token" in refused.stderr
