@@ -727,7 +727,11 @@ def _log_change(old: ShardState, new: ShardState) -> None:
                 old.leader,
             )
         else:
-            _LOGGER.warning(
+            # A first leader, or one after a shard had none, is routine; a
+            # leader replacing a live one is a failover.
+            level = logging.INFO if old.leader is None else logging.WARNING
+            _LOGGER.log(
+                level,
                 "log shard %s: %s is leader at epoch %d (was %s)",
                 new.shard,
                 new.leader,

@@ -106,7 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `splitlog` command and return its exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # argparse reports unknown options with the top-level usage; show
+        # the usage of the subcommand that was given them instead.
+        _innermost_parser(parser, argv).error(
+            f"unrecognized arguments: {' '.join(unknown)}"
+        )
     if args.command == "health":
         return _health(args)
     try:
@@ -123,6 +130,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartupError as exc:
         print(f"splitlog: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _innermost_parser(
+    parser: argparse.ArgumentParser, argv: Sequence[str]
+) -> argparse.ArgumentParser:
+    """Return the parser of the deepest subcommand named in `argv`."""
+    current = parser
+    for token in argv:
+        choices = _subcommands(current)
+        if token in choices:
+            current = choices[token]
+    return current
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices
+    return {}
 
 
 def _dispatch(args: argparse.Namespace, config: Config) -> int:
@@ -163,9 +189,40 @@ def _health(args: argparse.Namespace) -> int:
     except TlsConfigError as exc:
         print(f"splitlog health: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    stream = sys.stdout if status == "SERVING" else sys.stderr
-    print(status, file=stream)
-    return 0 if status == "SERVING" else EXIT_FAILURE
+    if status == "SERVING":
+        print(status)
+        return 0
+    print(status, file=sys.stderr)
+    hint = _health_hint(status, args)
+    if hint:
+        print(hint, file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def _health_hint(status: str, args: argparse.Namespace) -> str:
+    """Return what a failed health status means for the address checked."""
+    if status == "UNAVAILABLE":
+        return (
+            f"no server answered at {args.address}; check the host:port and "
+            "that the component is running (add --tls for a TLS gateway)"
+        )
+    if status == "DEADLINE_EXCEEDED":
+        return (
+            f"{args.address} did not answer within {args.timeout:g} s; check "
+            "the component's log, or raise --timeout"
+        )
+    if status == "NOT_FOUND":
+        return (
+            f"{args.address} does not report on the service {args.service!r}; "
+            "give a full service name such as splitlog.users.v1.UsersService, "
+            "or none for the whole server"
+        )
+    if status == "NOT_SERVING":
+        return (
+            f"{args.address} is running but not ready, for example while its "
+            "database or a backend is down; its log says which"
+        )
+    return ""
 
 
 def _version() -> str:

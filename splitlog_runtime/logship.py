@@ -6,7 +6,9 @@ full the record is dropped and counted. A background thread sends the queued
 entries in `WriteLogEntries` batches, each with its own request id, so a
 retried batch is stored once. A batch that still fails after a few attempts
 with backoff is dropped and counted, and so is a batch that fails with a code
-that a retry cannot fix, such as INVALID_ARGUMENT.
+that a retry cannot fix, such as INVALID_ARGUMENT. Until the first call
+succeeds, and for at most `startup_grace` seconds, a batch is retried past
+`max_attempts`, because services start before log_service is listening.
 
 The handler never ships records of the gRPC library (loggers under `grpc`),
 of this module, or of its own sending thread, because sending them would log
@@ -48,6 +50,9 @@ RETRYABLE_CODES = frozenset(
 DEFAULT_CALL_TIMEOUT = 5.0
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_BACKOFF = 0.2
+DEFAULT_STARTUP_GRACE = 30.0
+# Maximum wait between two retries of one batch, in seconds.
+MAX_BACKOFF = 2.0
 DEFAULT_CLOSE_TIMEOUT = 5.0
 # Minimum seconds between two warnings about dropped records.
 _WARNING_INTERVAL = 60.0
@@ -91,6 +96,8 @@ class LogShipHandler(logging.Handler):
       call_timeout: deadline of each call, in seconds.
       max_attempts: calls per batch before the batch is dropped.
       backoff: seconds before the first retry, doubled for each further retry.
+      startup_grace: seconds after creation during which a batch is retried
+        past max_attempts while no call has succeeded yet.
     """
 
     def __init__(
@@ -106,6 +113,7 @@ class LogShipHandler(logging.Handler):
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         backoff: float = DEFAULT_BACKOFF,
+        startup_grace: float = DEFAULT_STARTUP_GRACE,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -122,6 +130,8 @@ class LogShipHandler(logging.Handler):
         self.call_timeout = call_timeout
         self.max_attempts = max_attempts
         self.backoff = backoff
+        self._grace_end = time.monotonic() + startup_grace
+        self._reached = False
 
         self._excluded = tuple(ALWAYS_EXCLUDED) + tuple(excluded_loggers)
         self._queue: queue.Queue[logs_pb2.LogEntry | _Flush] = queue.Queue(queue_size)
@@ -289,18 +299,23 @@ class LogShipHandler(logging.Handler):
                 # Closing ends the retries early, so that `close` keeps its bound.
                 if (
                     exc.code() not in RETRYABLE_CODES
-                    or attempt >= self.max_attempts
+                    or (attempt >= self.max_attempts and not self._starting())
                     or self._stopping.wait(delay)
                 ):
                     self._count_dropped(len(batch))
                     self._warn_dropped(len(batch), attempt, exc)
                     return
-                delay *= 2
+                delay = min(delay * 2, MAX_BACKOFF)
                 continue
+            self._reached = True
             with self._counter_lock:
                 self._shipped += response.accepted_count
                 self._rejected += response.rejected_count
             return
+
+    def _starting(self) -> bool:
+        """Return whether no call has succeeded yet and the startup grace is on."""
+        return not self._reached and time.monotonic() < self._grace_end
 
     def _count_dropped(self, count: int) -> None:
         if count:

@@ -301,12 +301,22 @@ def _write_with_retries(
     """
     give_up_at = time.monotonic() + SHIP_RETRY_SECONDS
     backoff = 0.2
+    warned = False
     while True:
         try:
             return client.stub.WriteLogEntries(request, timeout=client.timeout)
         except grpc.RpcError as exc:
             if exc.code() not in _RETRYABLE or time.monotonic() >= give_up_at:
                 raise client.error(exc) from None
+            if not warned:
+                # Say once why the shipping pauses, so that a long wait on a
+                # stopped gateway does not look like a hang.
+                print(
+                    f"splitlog logs ship: {client.error(exc)}; resending the "
+                    f"batch for up to {SHIP_RETRY_SECONDS:g} s",
+                    file=sys.stderr,
+                )
+                warned = True
             delay = _retry_delay(exc) or backoff
             backoff = min(backoff * 2, 2.0)
             time.sleep(min(delay, max(0.0, give_up_at - time.monotonic())))

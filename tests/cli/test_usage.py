@@ -162,3 +162,20 @@ def test_default_gateway_from_environment(monkeypatch, capsys, closed_address):
 
     assert status == 1
     assert f"cannot reach splitlog at {closed_address}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "usage"),
+    [
+        (["logs", "query", "--bogus"], "usage: splitlog logs query"),
+        (["up", "--nope"], "usage: splitlog up"),
+        (["expenses", "list", "trip", "--nope"], "usage: splitlog expenses list"),
+    ],
+)
+def test_unknown_option_shows_subcommand_usage(argv, usage, capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    error = capsys.readouterr().err
+    assert caught.value.code == 2
+    assert usage in error
+    assert f"unrecognized arguments: {argv[-1]}" in error

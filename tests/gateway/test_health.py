@@ -111,7 +111,9 @@ def test_cli_health_fails_with_backend_down(gateway, channel, capsys):
     status = main(["health", f"127.0.0.1:{gateway.grpc_port}"])
 
     assert status == 1
-    assert capsys.readouterr().err.strip() == "NOT_SERVING"
+    error = capsys.readouterr().err.splitlines()
+    assert error[0] == "NOT_SERVING"
+    assert "not ready" in error[1]
 
 
 def test_service_stop_ends_open_watch():

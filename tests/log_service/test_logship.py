@@ -147,7 +147,8 @@ def test_batch_dropped_after_attempts(peer, logger):
     servicer, address = peer
     servicer.failures = 10
     handler = attach(
-        logger, LogShipHandler(address, "svc", max_attempts=2, backoff=0.01)
+        logger,
+        LogShipHandler(address, "svc", max_attempts=2, backoff=0.01, startup_grace=0),
     )
 
     logger.info("lost")
@@ -158,6 +159,30 @@ def test_batch_dropped_after_attempts(peer, logger):
     assert servicer.calls == 2
     assert handler.dropped_count == 2
     assert handler.shipped_count == 0
+
+
+def test_startup_retries_past_attempts(peer, logger):
+    servicer, address = peer
+    servicer.failures = 5
+    handler = attach(
+        logger,
+        LogShipHandler(address, "svc", max_attempts=2, backoff=0.01, startup_grace=60),
+    )
+
+    logger.info("sent once log_service answers")
+    assert handler.flush(WAIT)
+    # Once a call has succeeded, max_attempts applies again.
+    servicer.failures = 10
+    logger.info("dropped later")
+    assert handler.flush(WAIT)
+    handler.close()
+
+    assert servicer.calls == 6 + 2
+    assert [entry.message for entry in servicer.entries()] == [
+        "sent once log_service answers"
+    ]
+    assert handler.shipped_count == 1
+    assert handler.dropped_count == 1
 
 
 def test_invalid_batch_not_retried(peer, logger):

@@ -179,7 +179,7 @@ def test_health_unknown_service_fails(clean_env, capsys, user_service_host):
     status = main(["health", address, "splitlog.nothing.v1.NothingService"])
 
     assert status == 1
-    assert capsys.readouterr().err.strip() == "NOT_FOUND"
+    assert capsys.readouterr().err.splitlines()[0] == "NOT_FOUND"
 
 
 def test_health_unreachable_fails(clean_env, capsys):
@@ -188,7 +188,9 @@ def test_health_unreachable_fails(clean_env, capsys):
     status = main(["health", f"127.0.0.1:{port}", "--timeout", "1"])
 
     assert status == 1
-    assert capsys.readouterr().err.strip() in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+    error = capsys.readouterr().err.splitlines()
+    assert error[0] in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+    assert f"127.0.0.1:{port}" in error[1]
 
 
 def test_child_environment_wires_loopback(clean_env, tmp_path):
