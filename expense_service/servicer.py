@@ -10,8 +10,16 @@ the runtime's interceptor.
 
 Choices that the proto leaves open:
 - A replayed `request_id` returns the expense that the first request
-  created, in its current state, even when the replay carries other values
-  (a "stale success"). Keys are kept forever.
+  created, in its current state. The same key with another request (any
+  field but `request_id` differs) is rejected with INVALID_ARGUMENT, reason
+  REQUEST_ID_REUSED, like a key reused in another group, rather than
+  answered with an expense that the caller did not ask for. Keys are kept
+  forever; keys stored before requests were hashed replay whatever comes.
+- BatchCreateExpenses writes all its creates in one transaction or none.
+  A batch `request_id` is stored as one derived key per position, so a
+  retried batch returns the same expenses in the same order. An inner
+  create whose own `request_id` was used before returns that expense in
+  its slot instead of writing a second one.
 - Deleting a deleted expense succeeds, changes nothing and writes no ledger
   event, so a retried DeleteExpense does not fail. The etag is then not
   checked, because nothing is written.
@@ -37,11 +45,14 @@ removed member loses access within `membership.CACHE_SECONDS`.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import logging
 import random
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import TypeVar
 
 import grpc
@@ -59,6 +70,8 @@ from splitlog_runtime.errors import (
     Aborted,
     AlreadyExists,
     FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
     NotFound,
     PreconditionViolation,
     Resource,
@@ -82,6 +95,12 @@ MAX_UPDATE_ATTEMPTS = 5
 _RETRY_SQLSTATES = {"40001", "40P01", "55P03"}
 #: Maximum number of creates that the group commit writes in one transaction.
 MAX_GROUPED_CREATES = 64
+#: Maximum number of creates in one BatchCreateExpenses call. A 10,000-row
+#: Splitwise export fits in one batch, and its request stays far below the
+#: default message size limit (about 300 bytes per create).
+MAX_BATCH_CREATES = 10_000
+# Namespace of the per-position keys that a batch request_id is stored as.
+_BATCH_NAMESPACE = uuid.UUID("0d7cbb52-4a0e-4c3e-9a8b-7b1e3f5c2a61")
 _ORDERINGS = {"": False, "expense_date desc": False, "create_time desc": True}
 
 
@@ -129,13 +148,132 @@ def _date_key(text: str, by_create_time: bool) -> datetime.date | datetime.datet
 
 @dataclass(frozen=True)
 class _NewExpense:
-    """A checked create waiting for its group commit."""
+    """A checked create, waiting for its write.
+
+    Attributes:
+      fields: every user the expense names, with the request fields that
+        name them, for the membership check.
+      chosen_id: whether the caller chose the expense id, so that the name
+        may be taken already.
+    """
 
     name: str
     group_id: str
     creator: str
     checked: domain.CheckedExpense
     request_id: str
+    request_hash: str | None = None
+    fields: dict[str, list[str]] = dataclass_field(default_factory=dict)
+    chosen_id: bool = False
+
+
+def _request_hash(request: pb.CreateExpenseRequest, parent: str) -> str:
+    """Hash a create without its request_id, so a retry hashes the same.
+
+    The parent is filled in, so a create sent alone and the same create in a
+    batch (where it may leave the parent empty) hash the same.
+    """
+    copy = pb.CreateExpenseRequest()
+    copy.CopyFrom(request)
+    copy.request_id = ""
+    copy.parent = parent
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+
+
+def _batch_hash(request: pb.BatchCreateExpensesRequest) -> str:
+    """Hash a batch without its request_id; inner parents are filled in."""
+    copy = pb.BatchCreateExpensesRequest(parent=request.parent)
+    for inner in request.requests:
+        added = copy.requests.add()
+        added.CopyFrom(inner)
+        added.parent = request.parent
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+
+
+def _batch_key(batch_id: str, index: int) -> str:
+    """Return the key stored for one position of a batch request_id.
+
+    A batch key is kept as one ordinary request_id per position, derived
+    from the batch's key, so that a batch needs no table of its own.
+    """
+    if not batch_id:
+        return ""
+    return str(uuid.uuid5(_BATCH_NAMESPACE, f"{batch_id}/{index}"))
+
+
+def _key_reused(request_id: str, field: str, what: str) -> InvalidArgument:
+    return InvalidArgument(
+        f"{field}: {request_id!r} was already used for another {what}; a "
+        "request_id may only be sent again with exactly the same request. Send "
+        "a new UUID for a new request",
+        reason="REQUEST_ID_REUSED",
+        metadata={"field": field, "request_id": request_id},
+        field_violations=[
+            FieldViolation(
+                field,
+                f"{request_id!r} was already used for another {what}",
+                "REQUEST_ID_REUSED",
+            )
+        ],
+    )
+
+
+def _check_reuse(
+    earlier: storage.EarlierRequest,
+    earlier_group: str,
+    group_id: str,
+    request_id: str,
+    request_hash: str | None,
+    field: str,
+) -> None:
+    """Reject a key that an earlier create used in another group or request.
+
+    Raises:
+      InvalidArgument: with reason REQUEST_ID_REUSED.
+    """
+    if earlier_group != group_id:
+        raise invalid_field(
+            field,
+            f"{request_id!r} was already used to create an expense in another "
+            "group; send a new UUID for each new expense",
+            reason="REQUEST_ID_REUSED",
+        )
+    stored_hash = earlier.request_hash
+    if request_hash and stored_hash and stored_hash != request_hash:
+        raise _key_reused(request_id, field, "create with other values")
+
+
+def _name_taken(name: str, prefix: str) -> AlreadyExists:
+    return AlreadyExists(
+        f"{prefix}expense_id: expense {name!r} already exists; choose another "
+        "expense_id or leave it empty to get a generated one",
+        reason="EXPENSE_ALREADY_EXISTS",
+        resource=Resource(domain.EXPENSE_TYPE, name),
+        metadata={"field": f"{prefix}expense_id"} if prefix else None,
+    )
+
+
+def _check_distinct(
+    creates: Sequence[_NewExpense], requests: Sequence[pb.CreateExpenseRequest]
+) -> None:
+    """Reject a batch in which two creates share an expense_id or request_id."""
+    seen_ids: dict[str, int] = {}
+    seen_keys: dict[str, int] = {}
+    for index, (create, request) in enumerate(zip(creates, requests, strict=True)):
+        for value, seen, field_name in (
+            (request.expense_id, seen_ids, "expense_id"),
+            (create.request_id, seen_keys, "request_id"),
+        ):
+            if not value:
+                continue
+            if value in seen:
+                raise invalid_field(
+                    f"requests[{index}].{field_name}",
+                    f"{value!r} is also the {field_name} of requests[{seen[value]}]; "
+                    f"give each create of a batch its own {field_name}",
+                    reason="DUPLICATE_IN_BATCH",
+                )
+            seen[value] = index
 
 
 class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
@@ -248,29 +386,20 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
     def CreateExpense(
         self, request: pb.CreateExpenseRequest, context: grpc.ServicerContext
     ) -> pb.CreateExpenseResponse:
-        violations = domain.Violations()
-        group_id = violations.check(domain.parse_group_name, request.parent, "parent")
-        draft = violations.check(domain.parse_draft, request.expense)
-        creator = violations.check(
-            domain.validate_user_name, request.expense.creator, "expense.creator"
-        )
-        if request.expense_id:
-            violations.check(domain.validate_new_id, request.expense_id, "expense_id")
-        request_id = violations.check(domain.validate_request_id, request.request_id)
-        violations.raise_if_any()
+        create = self._check_create(request, request.parent, "")
         self._authorize(request.parent, context)
-        authz.require_acting_as_caller(creator, "expense.creator")
+        authz.require_acting_as_caller(create.creator, "expense.creator")
+        group_id, request_id = create.group_id, create.request_id
 
         if request_id:
             replayed = self._read(
-                lambda session: self._replay(session, request_id, group_id)
+                lambda session: self._replay(
+                    session, request_id, group_id, create.request_hash
+                )
             )
             if replayed is not None:
                 return pb.CreateExpenseResponse(expense=replayed)
-        name = domain.expense_name(group_id, request.expense_id or new_id())
-        checked = domain.check_expense(draft, seed=name)
-        fields = draft.user_fields()
-        fields.setdefault(creator, []).append("expense.creator")
+        name, checked, fields = create.name, create.checked, create.fields
         self._membership.require_members(request.parent, fields, context, fields)
 
         # A create with a generated id skips two look-ups on its first attempt:
@@ -279,37 +408,33 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         # the second attempt makes both look-ups to replay the winner.
         attempts = 0
 
-        def create(session: Session) -> pb.Expense:
+        def replay(session: Session) -> pb.Expense | None:
+            return self._replay(session, request_id, group_id, create.request_hash)
+
+        def write(session: Session) -> pb.Expense:
             nonlocal attempts
             attempts += 1
             look_up = bool(request.expense_id) or attempts > 1
             if request_id and look_up:
-                replayed = self._replay(session, request_id, group_id)
+                replayed = replay(session)
                 if replayed is not None:
                     return replayed
             if look_up and storage.expense_exists(session, name):
                 # Under READ COMMITTED a concurrent create with the same
                 # request_id can commit between the two look-ups. Its request
                 # row is visible now that its expense is.
-                replayed = None
-                if request_id:
-                    replayed = self._replay(session, request_id, group_id)
+                replayed = replay(session) if request_id else None
                 if replayed is not None:
                     return replayed
-                raise AlreadyExists(
-                    f"expense {name!r} already exists; choose another expense_id "
-                    "or leave it empty to get a generated one",
-                    reason="EXPENSE_ALREADY_EXISTS",
-                    resource=Resource(domain.EXPENSE_TYPE, name),
-                )
+                raise _name_taken(name, "")
             now = storage.utc_now()
             values = messages.new_expense_values(
-                name, group_id, creator, checked.draft, now
+                name, group_id, create.creator, checked.draft, now
             )
             payers, participants = messages.line_rows(name, checked)
             stored = storage.add_expense(session, values, payers, participants)
             if request_id:
-                storage.remember_request(session, request_id, name)
+                storage.remember_request(session, request_id, name, create.request_hash)
             ledger.append_event(session, stored, ledger.CREATED, now)
             return messages.expense_message(stored)
 
@@ -317,15 +442,71 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             # A generated name needs no look-up, so the create can join a
             # group commit. If the group fails, as on a request_id that a
             # concurrent create took, it runs alone below.
-            written, stored = self._creates.write(
-                _NewExpense(name, group_id, creator, checked, request_id)
-            )
+            written, stored = self._creates.write(create)
             if written:
                 return pb.CreateExpenseResponse(
                     expense=messages.expense_message(stored)
                 )
-        expense = self._write(create, retry_conflict=True)
+        expense = self._write(write, retry_conflict=True)
         return pb.CreateExpenseResponse(expense=expense)
+
+    @staticmethod
+    def _check_create(
+        request: pb.CreateExpenseRequest, parent: str, prefix: str
+    ) -> _NewExpense:
+        """Check one create on its own, before any call or look-up.
+
+        Args:
+          request: the create.
+          parent: the group it goes into; in a batch, the batch's parent.
+          prefix: the create's path in a batch request, such as
+            `requests[3].`, put before every field an error names.
+
+        Raises:
+          InvalidArgument: one violation per invalid field.
+        """
+        violations = domain.Violations()
+        if prefix and request.parent and request.parent != parent:
+            violations.errors.append(
+                invalid_field(
+                    f"{prefix}parent",
+                    f"{request.parent!r} is not the batch's parent {parent!r}; "
+                    "leave it empty or give the same group, and send creates "
+                    "for another group in a batch of their own",
+                    reason="PARENT_MISMATCH",
+                )
+            )
+        group_id = violations.check(domain.parse_group_name, parent, "parent")
+        draft = violations.check(
+            domain.parse_draft, request.expense, f"{prefix}expense"
+        )
+        creator = violations.check(
+            domain.validate_user_name,
+            request.expense.creator,
+            f"{prefix}expense.creator",
+        )
+        if request.expense_id:
+            violations.check(
+                domain.validate_new_id, request.expense_id, f"{prefix}expense_id"
+            )
+        request_id = violations.check(
+            domain.validate_request_id, request.request_id, f"{prefix}request_id"
+        )
+        violations.raise_if_any()
+        name = domain.expense_name(group_id, request.expense_id or new_id())
+        checked = domain.check_expense(draft, seed=name, field=f"{prefix}expense")
+        fields = draft.user_fields(f"{prefix}expense")
+        fields.setdefault(creator, []).append(f"{prefix}expense.creator")
+        return _NewExpense(
+            name=name,
+            group_id=group_id,
+            creator=creator,
+            checked=checked,
+            request_id=request_id,
+            request_hash=_request_hash(request, parent) if request_id else None,
+            fields=fields,
+            chosen_id=bool(request.expense_id),
+        )
 
     def _write_creates(
         self, creates: Sequence[_NewExpense]
@@ -336,52 +517,220 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
           IntegrityError: a request_id is taken; nothing is written.
         """
         with self._database.transaction() as session:
-            now = storage.utc_now()
-            written = []
-            for create in creates:
-                values = messages.new_expense_values(
-                    create.name,
-                    create.group_id,
-                    create.creator,
-                    create.checked.draft,
-                    now,
-                )
-                payers, participants = messages.line_rows(create.name, create.checked)
-                written.append(storage.StoredExpense(values, payers, participants))
-            storage.add_expenses(
-                session,
-                written,
-                [
-                    (create.request_id, create.name)
-                    for create in creates
-                    if create.request_id
-                ],
-            )
-            ledger.append_events(session, written, ledger.CREATED, now)
+            written = self._insert_creates(session, creates)
         self._feed.notify()
         return written
 
     @staticmethod
-    def _replay(session: Session, request_id: str, group_id: str) -> pb.Expense | None:
+    def _insert_creates(
+        session: Session,
+        creates: Sequence[_NewExpense],
+        extra_keys: Sequence[tuple[str, str, str | None]] = (),
+    ) -> list[storage.StoredExpense]:
+        """Insert new expenses, their keys and their ledger events, in order.
+
+        Args:
+          session: the write transaction.
+          creates: the checked creates.
+          extra_keys: more (request_id, expense name, hash) keys to remember,
+            such as those of a batch request_id.
+        """
+        now = storage.utc_now()
+        written = []
+        for create in creates:
+            values = messages.new_expense_values(
+                create.name, create.group_id, create.creator, create.checked.draft, now
+            )
+            payers, participants = messages.line_rows(create.name, create.checked)
+            written.append(storage.StoredExpense(values, payers, participants))
+        storage.add_expenses(
+            session,
+            written,
+            [
+                (create.request_id, create.name, create.request_hash)
+                for create in creates
+                if create.request_id
+            ]
+            + list(extra_keys),
+        )
+        ledger.append_events(session, written, ledger.CREATED, now)
+        return written
+
+    @staticmethod
+    def _replay(
+        session: Session,
+        request_id: str,
+        group_id: str,
+        request_hash: str | None,
+        field: str = "request_id",
+    ) -> pb.Expense | None:
         """Return the expense an earlier create with this key made, if any.
 
         Raises:
-          InvalidArgument: the key created an expense in another group.
+          InvalidArgument: the key created an expense in another group, or
+            came with another request.
         """
         earlier = storage.find_request(session, request_id)
         if earlier is None:
             return None
-        stored = storage.get_expense(session, earlier)
+        stored = storage.get_expense(session, earlier.expense_name)
         if stored is None:  # Expenses are only soft-deleted, so this is a bug.
-            raise RuntimeError(f"request_id {request_id} names missing {earlier}")
-        if stored.row.group_id != group_id:
-            raise invalid_field(
-                "request_id",
-                f"{request_id!r} was already used to create an expense in another "
-                "group; send a new UUID for each new expense",
-                reason="REQUEST_ID_REUSED",
+            raise RuntimeError(
+                f"request_id {request_id} names missing {earlier.expense_name}"
             )
+        _check_reuse(
+            earlier, stored.row.group_id, group_id, request_id, request_hash, field
+        )
         return messages.expense_message(stored)
+
+    # Batch create
+
+    def BatchCreateExpenses(
+        self, request: pb.BatchCreateExpensesRequest, context: grpc.ServicerContext
+    ) -> pb.BatchCreateExpensesResponse:
+        violations = domain.Violations()
+        group_id = violations.check(domain.parse_group_name, request.parent, "parent")
+        batch_id = violations.check(domain.validate_request_id, request.request_id)
+        count = len(request.requests)
+        if count == 0:
+            violations.errors.append(
+                invalid_field(
+                    "requests",
+                    f"is empty; send 1 to {MAX_BATCH_CREATES} CreateExpenseRequests",
+                    reason="REQUIRED",
+                )
+            )
+        elif count > MAX_BATCH_CREATES:
+            violations.errors.append(
+                invalid_field(
+                    "requests",
+                    f"holds {count} creates, more than MAX_BATCH_CREATES "
+                    f"({MAX_BATCH_CREATES}); split them into batches of at "
+                    f"most {MAX_BATCH_CREATES}",
+                    reason="BATCH_TOO_LARGE",
+                )
+            )
+        violations.raise_if_any()
+        creates = [
+            self._check_create(inner, request.parent, f"requests[{index}].")
+            for index, inner in enumerate(request.requests)
+        ]
+        _check_distinct(creates, request.requests)
+        self._authorize(request.parent, context)
+        for index, create in enumerate(creates):
+            authz.require_acting_as_caller(
+                create.creator, f"requests[{index}].expense.creator"
+            )
+        batch_hash = _batch_hash(request) if batch_id else None
+        batch_keys = [_batch_key(batch_id, index) for index in range(count)]
+
+        def replay_batch(session: Session) -> list[pb.Expense] | None:
+            if not batch_id:
+                return None
+            return self._replay_batch(
+                session, batch_id, batch_keys, group_id, batch_hash
+            )
+
+        replayed = self._read(replay_batch)
+        if replayed is not None:
+            return pb.BatchCreateExpensesResponse(expenses=replayed)
+
+        fields: dict[str, list[str]] = {}
+        for create in creates:
+            for user, paths in create.fields.items():
+                fields.setdefault(user, []).extend(paths)
+        self._membership.require_members(request.parent, fields, context, fields)
+
+        def write(session: Session) -> list[pb.Expense]:
+            replayed = replay_batch(session)
+            if replayed is not None:
+                return replayed
+            # A create whose own request_id was used before is replayed in
+            # its slot instead of being written again.
+            earlier = storage.find_requests(
+                session, [create.request_id for create in creates if create.request_id]
+            )
+            slots: dict[int, str] = {}
+            for index, create in enumerate(creates):
+                found = earlier.get(create.request_id) if create.request_id else None
+                if found is not None:
+                    slots[index] = found.expense_name
+            kept = storage.get_expenses(session, list(slots.values()))
+            for index, name in slots.items():
+                create = creates[index]
+                _check_reuse(
+                    earlier[create.request_id],
+                    kept[name].row.group_id,
+                    group_id,
+                    create.request_id,
+                    create.request_hash,
+                    f"requests[{index}].request_id",
+                )
+            new = [
+                (index, create)
+                for index, create in enumerate(creates)
+                if index not in slots
+            ]
+            names = [create.name for _, create in new if create.chosen_id]
+            if names:
+                taken = storage.get_expenses(session, names)
+                for index, create in new:
+                    if create.name in taken:
+                        raise _name_taken(create.name, f"requests[{index}].")
+            result: list[pb.Expense | None] = [None] * count
+            keys = [
+                (batch_keys[index], create.name, batch_hash)
+                for index, create in new
+                if batch_id
+            ]
+            written = self._insert_creates(session, [create for _, create in new], keys)
+            for (index, _), stored in zip(new, written, strict=True):
+                result[index] = messages.expense_message(stored)
+            for index, name in slots.items():
+                result[index] = messages.expense_message(kept[name])
+                if batch_id:
+                    storage.remember_request(
+                        session, batch_keys[index], name, batch_hash
+                    )
+            return result
+
+        expenses = self._write(write, retry_conflict=True)
+        return pb.BatchCreateExpensesResponse(expenses=expenses)
+
+    @staticmethod
+    def _replay_batch(
+        session: Session,
+        batch_id: str,
+        keys: Sequence[str],
+        group_id: str,
+        batch_hash: str | None,
+    ) -> list[pb.Expense] | None:
+        """Return the expenses an earlier batch with this key made, if any.
+
+        Raises:
+          InvalidArgument: the key came with other requests or another group.
+        """
+        earlier = storage.find_requests(session, list(keys))
+        if not earlier:
+            return None
+        first = earlier.get(keys[0])
+        stored = storage.get_expenses(
+            session, [found.expense_name for found in earlier.values()]
+        )
+        if first is None or len(earlier) != len(keys):
+            # A batch of another size used this key before.
+            raise _key_reused(batch_id, "request_id", "batch of creates")
+        _check_reuse(
+            first,
+            stored[first.expense_name].row.group_id,
+            group_id,
+            batch_id,
+            batch_hash,
+            "request_id",
+        )
+        return [
+            messages.expense_message(stored[earlier[key].expense_name]) for key in keys
+        ]
 
     # Reads
 

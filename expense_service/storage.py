@@ -115,13 +115,19 @@ class ParticipantRow(Base):
 
 
 class RequestIdRow(Base):
-    """An idempotency key: which expense a create with this request_id made."""
+    """An idempotency key: which expense a create with this request_id made.
+
+    `request_hash` is the SHA-256 of the create request without its key, so a
+    replay can tell a retry from another request under the same key. Keys
+    stored before the column existed have none and replay whatever comes.
+    """
 
     __tablename__ = "expense_request_ids"
 
     request_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     expense_name: Mapped[str] = mapped_column(NAME_TYPE)
     create_time: Mapped[datetime.datetime] = mapped_column(DateTime())
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class LedgerEventRow(Base):
@@ -270,10 +276,51 @@ def list_expenses(
     return _with_lines(session, session.scalars(statement).all())
 
 
-def find_request(session: Session, request_id: str) -> str | None:
-    """Return the name of the expense that an earlier create made."""
-    row = session.get(RequestIdRow, request_id)
-    return row.expense_name if row is not None else None
+@dataclass(frozen=True)
+class EarlierRequest:
+    """What an idempotency key recorded: the expense made and the request hash."""
+
+    expense_name: str
+    request_hash: str | None
+
+
+def find_request(session: Session, request_id: str) -> EarlierRequest | None:
+    """Return what an earlier create with this key made, if any."""
+    found = find_requests(session, [request_id])
+    return found.get(request_id)
+
+
+def find_requests(
+    session: Session, request_ids: Sequence[str]
+) -> dict[str, EarlierRequest]:
+    """Return the earlier creates of several keys; unknown keys are left out."""
+    found: dict[str, EarlierRequest] = {}
+    connection = session.connection()
+    # Bounded lists keep each statement under the backends' parameter limits.
+    for start in range(0, len(request_ids), 500):
+        chunk = list(request_ids[start : start + 500])
+        rows = connection.execute(
+            select(
+                _REQUEST_IDS.c.request_id,
+                _REQUEST_IDS.c.expense_name,
+                _REQUEST_IDS.c.request_hash,
+            ).where(_REQUEST_IDS.c.request_id.in_(chunk))
+        )
+        for request_id, name, request_hash in rows:
+            found[request_id] = EarlierRequest(name, request_hash)
+    return found
+
+
+def get_expenses(session: Session, names: Sequence[str]) -> dict[str, StoredExpense]:
+    """Return several expenses with their lines, by name; missing ones are left out."""
+    found: dict[str, StoredExpense] = {}
+    for start in range(0, len(names), 500):
+        rows = session.scalars(
+            select(ExpenseRow).where(ExpenseRow.name.in_(names[start : start + 500]))
+        ).all()
+        for stored in _with_lines(session, rows):
+            found[stored.row.name] = stored
+    return found
 
 
 # Writes
@@ -404,14 +451,23 @@ def _insert_lines(
         )
 
 
-def remember_request(session: Session, request_id: str, name: str) -> None:
+def remember_request(
+    session: Session, request_id: str, name: str, request_hash: str | None
+) -> None:
     """Record a request_id in the transaction that creates its expense.
 
     A request_id recorded by a concurrent transaction raises IntegrityError.
     """
     session.connection().execute(
         _INSERT_REQUEST_ID,
-        [{"request_id": request_id, "expense_name": name, "create_time": utc_now()}],
+        [
+            {
+                "request_id": request_id,
+                "expense_name": name,
+                "create_time": utc_now(),
+                "request_hash": request_hash,
+            }
+        ],
     )
 
 
@@ -468,13 +524,13 @@ def _bulk_insert(connection, table, rows: Sequence[dict]) -> None:
 def add_expenses(
     session: Session,
     expenses: Sequence[StoredExpense],
-    request_ids: Sequence[tuple[str, str]],
+    request_ids: Sequence[tuple[str, str, str | None]],
 ) -> None:
     """Insert new expenses with their lines and idempotency keys, in bulk.
 
     Args:
       expenses: the new expenses with their lines, as written.
-      request_ids: (request_id, expense name) pairs to remember.
+      request_ids: (request_id, expense name, request hash) to remember.
 
     Raises:
       IntegrityError: a name or request_id is taken; the caller's
@@ -497,8 +553,13 @@ def add_expenses(
         connection,
         _REQUEST_IDS,
         [
-            {"request_id": request_id, "expense_name": name, "create_time": now}
-            for request_id, name in request_ids
+            {
+                "request_id": request_id,
+                "expense_name": name,
+                "create_time": now,
+                "request_hash": request_hash,
+            }
+            for request_id, name, request_hash in request_ids
         ],
     )
 

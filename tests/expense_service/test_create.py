@@ -312,10 +312,11 @@ def test_concurrent_shared_request_ids(clients, group):
                 create_expense,
                 clients,
                 group,
-                equal_expense(group, f"{index + 1}.00"),
+                # A retry sends the same body as the first create of its key.
+                equal_expense(group, f"{keys.index(key) + 1}.00"),
                 request_id=key,
             )
-            for index, key in enumerate(keys)
+            for key in keys
         ]
         created = [future.result() for future in futures]
 
@@ -350,6 +351,28 @@ def test_concurrent_retries_with_chosen_id_replay(clients, group):
         f"{group.name}/expenses/retried-id"
     }
     assert len({expense.etag for expense in created}) == 1
+
+
+def test_request_id_reused_with_other_values_rejected(clients, group):
+    request_id = new_request_id()
+    first = create_expense(clients, group, request_id=request_id)
+
+    error = _create_error(
+        clients,
+        group.name,
+        equal_expense(group, "31.00"),
+        request_id=request_id,
+    )
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "REQUEST_ID_REUSED"
+    assert violated_fields(error) == ["request_id"]
+    assert request_id in error.details()
+    assert "new UUID" in error.details()
+    listed = clients.expenses.ListExpenses(
+        pb.ListExpensesRequest(parent=group.name), timeout=TIMEOUT
+    ).expenses
+    assert [expense.name for expense in listed] == [first.name]
 
 
 def test_request_id_reused_in_other_group_rejected(clients, group):

@@ -6,8 +6,10 @@ import dataclasses
 import io
 import signal
 import subprocess
+import uuid
 
 import grpc
+import httpx
 import pytest
 
 from splitlog.balances.v1 import balances_service_pb2 as balances_pb
@@ -40,8 +42,8 @@ TIMEOUT = 10.0
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
-    """The gRPC address of a `splitlog up` that runs for the whole module."""
+def splitlog(tmp_path_factory):
+    """A `splitlog up` that runs for the whole module."""
     running = start_splitlog(tmp_path_factory.mktemp("splitwise-system"))
     try:
         # The ready line is printed once every component serves. The gateway's
@@ -50,7 +52,7 @@ def gateway(tmp_path_factory):
         if not running.ready.wait(START_TIMEOUT):
             pytest.fail(f"splitlog did not start:\n{running.log()[-4000:]}")
         _skip_unless_expenses_exist(running.grpc_address)
-        yield running.grpc_address
+        yield running
     finally:
         if running.process.poll() is None:
             running.signal(signal.SIGTERM)
@@ -58,6 +60,12 @@ def gateway(tmp_path_factory):
                 running.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 running.kill_everything()
+
+
+@pytest.fixture(scope="module")
+def gateway(splitlog):
+    """The gRPC address of the gateway."""
+    return splitlog.grpc_address
 
 
 def _skip_unless_expenses_exist(address: str) -> None:
@@ -293,3 +301,55 @@ def test_command_line_import(gateway, tmp_path):
     assert "rows read    8" in result.stdout
     assert "settlements  2" in result.stdout
     assert "OK: every balance" in result.stdout
+
+
+def _rest_group(splitlog, client) -> tuple[str, str]:
+    """Create a user and a group over REST; return their names."""
+    user = client.post(
+        "/v1/users",
+        json={
+            "email": f"rest-{uuid.uuid4().hex[:10]}@example.com",
+            "displayName": "Ana",
+        },
+    ).json()["user"]["name"]
+    group = client.post(
+        "/v1/groups", json={"displayName": "Batch", "creator": user}
+    ).json()["group"]["name"]
+    return user, group
+
+
+def _rest_expense(user: str, units: str) -> dict:
+    amount = {"currencyCode": "EUR", "units": units}
+    return {
+        "expense": {
+            "description": "Bread",
+            "expenseDate": {"year": 2024, "month": 5, "day": 1},
+            "total": amount,
+            "payers": [{"user": user, "amount": amount}],
+            "split": {"type": "SPLIT_TYPE_EQUAL", "participants": [{"user": user}]},
+            "creator": user,
+        }
+    }
+
+
+def test_batch_create_over_rest(splitlog):
+    with httpx.Client(base_url=splitlog.http_url, timeout=TIMEOUT) as client:
+        user, group = _rest_group(splitlog, client)
+        url = f"/v1/{group}/expenses:batchCreate"
+
+        bad = client.post(
+            url,
+            json={"requests": [_rest_expense(user, "3"), _rest_expense(user, "0")]},
+        )
+        created = client.post(
+            url,
+            json={"requests": [_rest_expense(user, "3"), _rest_expense(user, "4")]},
+        )
+        listed = client.get(f"/v1/{group}/expenses").json()
+
+    assert bad.status_code == 400, bad.text
+    assert bad.json()["error"]["message"].startswith("requests[1].expense.total")
+    assert created.status_code == 200, created.text
+    units = [e["total"]["units"] for e in created.json()["expenses"]]
+    assert units == ["3", "4"]
+    assert len(listed["expenses"]) == 2

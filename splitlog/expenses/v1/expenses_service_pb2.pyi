@@ -180,6 +180,22 @@ class CreateExpenseResponse(_message.Message):
     expense: Expense
     def __init__(self, expense: _Optional[_Union[Expense, _Mapping]] = ...) -> None: ...
 
+class BatchCreateExpensesRequest(_message.Message):
+    __slots__ = ("parent", "requests", "request_id")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    requests: _containers.RepeatedCompositeFieldContainer[CreateExpenseRequest]
+    request_id: str
+    def __init__(self, parent: _Optional[str] = ..., requests: _Optional[_Iterable[_Union[CreateExpenseRequest, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class BatchCreateExpensesResponse(_message.Message):
+    __slots__ = ("expenses",)
+    EXPENSES_FIELD_NUMBER: _ClassVar[int]
+    expenses: _containers.RepeatedCompositeFieldContainer[Expense]
+    def __init__(self, expenses: _Optional[_Iterable[_Union[Expense, _Mapping]]] = ...) -> None: ...
+
 class GetExpenseRequest(_message.Message):
     __slots__ = ("name",)
     NAME_FIELD_NUMBER: _ClassVar[int]

@@ -49,6 +49,11 @@ class ExpensesServiceStub:
                 request_serializer=splitlog_dot_expenses_dot_v1_dot_expenses__service__pb2.CreateExpenseRequest.SerializeToString,
                 response_deserializer=splitlog_dot_expenses_dot_v1_dot_expenses__service__pb2.CreateExpenseResponse.FromString,
                 _registered_method=True)
+        self.BatchCreateExpenses = channel.unary_unary(
+                '/splitlog.expenses.v1.ExpensesService/BatchCreateExpenses',
+                request_serializer=splitlog_dot_expenses_dot_v1_dot_expenses__service__pb2.BatchCreateExpensesRequest.SerializeToString,
+                response_deserializer=splitlog_dot_expenses_dot_v1_dot_expenses__service__pb2.BatchCreateExpensesResponse.FromString,
+                _registered_method=True)
         self.GetExpense = channel.unary_unary(
                 '/splitlog.expenses.v1.ExpensesService/GetExpense',
                 request_serializer=splitlog_dot_expenses_dot_v1_dot_expenses__service__pb2.GetExpenseRequest.SerializeToString,
@@ -96,6 +101,16 @@ class ExpensesServiceServicer:
 
     def CreateExpense(self, request, context):
         """Creates an expense and computes what each participant owes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchCreateExpenses(self, request, context):
+        """Creates several expenses of one group in one transaction: either every
+        expense is created or none is. Every request is checked first; the
+        error of a bad one names its index, as in `requests[3].expense.total`.
+        At most 10000 requests per call (`MAX_BATCH_CREATES`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -153,6 +168,11 @@ def add_ExpensesServiceServicer_to_server(servicer, server):
                     servicer.CreateExpense,
                     request_deserializer=splitlog_dot_expenses_dot_v1_dot_expenses__service__pb2.CreateExpenseRequest.FromString,
                     response_serializer=splitlog_dot_expenses_dot_v1_dot_expenses__service__pb2.CreateExpenseResponse.SerializeToString,
+            ),
+            'BatchCreateExpenses': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchCreateExpenses,
+                    request_deserializer=splitlog_dot_expenses_dot_v1_dot_expenses__service__pb2.BatchCreateExpensesRequest.FromString,
+                    response_serializer=splitlog_dot_expenses_dot_v1_dot_expenses__service__pb2.BatchCreateExpensesResponse.SerializeToString,
             ),
             'GetExpense': grpc.unary_unary_rpc_method_handler(
                     servicer.GetExpense,
@@ -222,6 +242,33 @@ class ExpensesService:
             '/splitlog.expenses.v1.ExpensesService/CreateExpense',
             splitlog_dot_expenses_dot_v1_dot_expenses__service__pb2.CreateExpenseRequest.SerializeToString,
             splitlog_dot_expenses_dot_v1_dot_expenses__service__pb2.CreateExpenseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchCreateExpenses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/splitlog.expenses.v1.ExpensesService/BatchCreateExpenses',
+            splitlog_dot_expenses_dot_v1_dot_expenses__service__pb2.BatchCreateExpensesRequest.SerializeToString,
+            splitlog_dot_expenses_dot_v1_dot_expenses__service__pb2.BatchCreateExpensesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,12 @@ class ExpensesServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ExpensesServiceAsyncStub: ...
     CreateExpense: _grpc.UnaryUnaryMultiCallable[_expenses_service_pb2.CreateExpenseRequest, _expenses_service_pb2.CreateExpenseResponse]
     """Creates an expense and computes what each participant owes."""
+    BatchCreateExpenses: _grpc.UnaryUnaryMultiCallable[_expenses_service_pb2.BatchCreateExpensesRequest, _expenses_service_pb2.BatchCreateExpensesResponse]
+    """Creates several expenses of one group in one transaction: either every
+    expense is created or none is. Every request is checked first; the
+    error of a bad one names its index, as in `requests[3].expense.total`.
+    At most 10000 requests per call (`MAX_BATCH_CREATES`).
+    """
     GetExpense: _grpc.UnaryUnaryMultiCallable[_expenses_service_pb2.GetExpenseRequest, _expenses_service_pb2.GetExpenseResponse]
     """Returns one expense, including a deleted one."""
     ListExpenses: _grpc.UnaryUnaryMultiCallable[_expenses_service_pb2.ListExpensesRequest, _expenses_service_pb2.ListExpensesResponse]
@@ -81,6 +87,12 @@ class ExpensesServiceAsyncStub(ExpensesServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateExpense: _aio.UnaryUnaryMultiCallable[_expenses_service_pb2.CreateExpenseRequest, _expenses_service_pb2.CreateExpenseResponse]  # type: ignore[assignment]
     """Creates an expense and computes what each participant owes."""
+    BatchCreateExpenses: _aio.UnaryUnaryMultiCallable[_expenses_service_pb2.BatchCreateExpensesRequest, _expenses_service_pb2.BatchCreateExpensesResponse]  # type: ignore[assignment]
+    """Creates several expenses of one group in one transaction: either every
+    expense is created or none is. Every request is checked first; the
+    error of a bad one names its index, as in `requests[3].expense.total`.
+    At most 10000 requests per call (`MAX_BATCH_CREATES`).
+    """
     GetExpense: _aio.UnaryUnaryMultiCallable[_expenses_service_pb2.GetExpenseRequest, _expenses_service_pb2.GetExpenseResponse]  # type: ignore[assignment]
     """Returns one expense, including a deleted one."""
     ListExpenses: _aio.UnaryUnaryMultiCallable[_expenses_service_pb2.ListExpensesRequest, _expenses_service_pb2.ListExpensesResponse]  # type: ignore[assignment]
@@ -120,6 +132,18 @@ class ExpensesServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_expenses_service_pb2.CreateExpenseResponse, _abc.Awaitable[_expenses_service_pb2.CreateExpenseResponse]]:
         """Creates an expense and computes what each participant owes."""
+
+    @_abc_1.abstractmethod
+    def BatchCreateExpenses(
+        self,
+        request: _expenses_service_pb2.BatchCreateExpensesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_expenses_service_pb2.BatchCreateExpensesResponse, _abc.Awaitable[_expenses_service_pb2.BatchCreateExpensesResponse]]:
+        """Creates several expenses of one group in one transaction: either every
+        expense is created or none is. Every request is checked first; the
+        error of a bad one names its index, as in `requests[3].expense.total`.
+        At most 10000 requests per call (`MAX_BATCH_CREATES`).
+        """
 
     @_abc_1.abstractmethod
     def GetExpense(

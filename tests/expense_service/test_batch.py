@@ -1,0 +1,217 @@
+"""BatchCreateExpenses against real servers: all or nothing, idempotency, limits."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from expense_service.servicer import MAX_BATCH_CREATES
+from splitlog.expenses.v1 import expenses_service_pb2 as pb
+from tests.expense_service.support import (
+    TIMEOUT,
+    backlog,
+    create_expense,
+    create_group,
+    create_outsider,
+    equal_expense,
+    error_details,
+    latest_sequence,
+    new_request_id,
+    reason_of,
+    violated_fields,
+)
+
+
+@pytest.fixture
+def group(clients):
+    return create_group(clients.users, size=3)
+
+
+def _creates(group, count: int, **request) -> list[pb.CreateExpenseRequest]:
+    return [
+        pb.CreateExpenseRequest(
+            expense=equal_expense(group, f"{index + 1}.00"), **request
+        )
+        for index in range(count)
+    ]
+
+
+def _batch(clients, group, creates, **request) -> list[pb.Expense]:
+    return list(
+        clients.expenses.BatchCreateExpenses(
+            pb.BatchCreateExpensesRequest(
+                parent=group.name, requests=creates, **request
+            ),
+            timeout=TIMEOUT,
+        ).expenses
+    )
+
+
+def _batch_error(clients, group, creates, **request) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        _batch(clients, group, creates, **request)
+    return caught.value
+
+
+def _listed(clients, group) -> list[pb.Expense]:
+    return list(
+        clients.expenses.ListExpenses(
+            pb.ListExpensesRequest(parent=group.name, page_size=1000),
+            timeout=TIMEOUT,
+        ).expenses
+    )
+
+
+def test_batch_writes_every_expense_with_one_event_each(clients, group):
+    create_expense(clients, group)
+    before = latest_sequence(clients)
+
+    created = _batch(clients, group, _creates(group, 5))
+
+    assert [expense.total.units for expense in created] == [1, 2, 3, 4, 5]
+    assert all(
+        expense.name.startswith(f"{group.name}/expenses/") for expense in created
+    )
+    events = backlog(clients, before)
+    assert [event.expense for event in events] == [e.name for e in created]
+    assert len(_listed(clients, group)) == 6
+
+
+def test_bad_request_writes_nothing_and_names_its_index(clients, group):
+    creates = _creates(group, 4)
+    creates[2].expense.total.units = 99  # The payer no longer pays the total.
+
+    error = _batch_error(clients, group, creates)
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details().startswith("requests[2].expense")
+    assert all(field.startswith("requests[2].") for field in violated_fields(error))
+    assert _listed(clients, group) == []
+
+
+def test_non_member_in_one_request_writes_nothing(clients, group):
+    outsider = create_outsider(clients.users)
+    creates = _creates(group, 3)
+    creates[1].expense.split.participants.add(user=outsider)
+
+    error = _batch_error(clients, group, creates)
+
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert outsider in error.details()
+    assert "requests[1].expense.split.participants[3].user" in error.details()
+    assert _listed(clients, group) == []
+
+
+def test_taken_expense_id_writes_nothing(clients, group):
+    create_expense(clients, group, expense_id="taken-id")
+    creates = _creates(group, 3)
+    creates[2].expense_id = "taken-id"
+
+    error = _batch_error(clients, group, creates)
+
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert "requests[2].expense_id" in error.details()
+    assert len(_listed(clients, group)) == 1
+
+
+def test_duplicate_ids_inside_batch_rejected(clients, group):
+    creates = _creates(group, 3)
+    creates[0].expense_id = "same-id"
+    creates[2].expense_id = "same-id"
+
+    error = _batch_error(clients, group, creates)
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason_of(error) == "DUPLICATE_IN_BATCH"
+    assert violated_fields(error) == ["requests[2].expense_id"]
+    assert "requests[0]" in error.details()
+
+
+def test_other_parent_in_request_rejected(clients, group):
+    other = create_group(clients.users, size=2)
+    creates = _creates(group, 2)
+    creates[1].parent = other.name
+
+    error = _batch_error(clients, group, creates)
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(error) == ["requests[1].parent"]
+    assert _listed(clients, group) == []
+
+
+def test_empty_and_oversized_batches_rejected(clients, group):
+    empty = _batch_error(clients, group, [])
+    assert empty.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(empty) == ["requests"]
+
+    too_many = [pb.CreateExpenseRequest()] * (MAX_BATCH_CREATES + 1)
+    error = _batch_error(clients, group, too_many)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason_of(error) == "BATCH_TOO_LARGE"
+    assert "MAX_BATCH_CREATES" in error.details()
+    assert str(MAX_BATCH_CREATES) in error.details()
+
+
+def test_retried_batch_returns_first_result(clients, group):
+    request_id = new_request_id()
+    creates = _creates(group, 3)
+    first = _batch(clients, group, creates, request_id=request_id)
+    before = latest_sequence(clients)
+
+    again = _batch(clients, group, creates, request_id=request_id.upper())
+
+    assert again == first
+    assert len(_listed(clients, group)) == 3
+    assert latest_sequence(clients) == before
+
+
+def test_batch_request_id_with_other_requests_rejected(clients, group):
+    request_id = new_request_id()
+    _batch(clients, group, _creates(group, 3), request_id=request_id)
+
+    changed = _creates(group, 3)
+    changed[0].expense.description = "Lunch"
+    error = _batch_error(clients, group, changed, request_id=request_id)
+    shorter = _batch_error(clients, group, _creates(group, 2), request_id=request_id)
+
+    for failed in (error, shorter):
+        assert failed.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert reason_of(failed) == "REQUEST_ID_REUSED"
+        assert request_id in failed.details()
+    assert len(_listed(clients, group)) == 3
+
+
+def test_inner_request_ids_replay_earlier_creates(clients, group):
+    creates = _creates(group, 3)
+    for create in creates:
+        create.request_id = new_request_id()
+    single = clients.expenses.CreateExpense(
+        pb.CreateExpenseRequest(
+            parent=group.name,
+            expense=creates[1].expense,
+            request_id=creates[1].request_id,
+        ),
+        timeout=TIMEOUT,
+    ).expense
+
+    created = _batch(clients, group, creates)
+
+    assert created[1] == single
+    assert len(_listed(clients, group)) == 3
+    again = _batch(clients, group, creates)
+    assert again == created
+    assert len(_listed(clients, group)) == 3
+
+
+def test_inner_request_id_with_other_values_rejected(clients, group):
+    request_id = new_request_id()
+    create_expense(clients, group, request_id=request_id)
+    creates = _creates(group, 2)
+    creates[1].request_id = request_id
+
+    error = _batch_error(clients, group, creates)
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(error) == ["requests[1].request_id"]
+    assert len(_listed(clients, group)) == 1
+    assert error_details(error)["ErrorInfo"].reason == "REQUEST_ID_REUSED"
