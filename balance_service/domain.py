@@ -32,7 +32,6 @@ GROUP_TYPE = "splitlog.dev/Group"
 USER_TYPE = "splitlog.dev/User"
 SETTLEMENT_TYPE = "splitlog.dev/Settlement"
 
-MAX_NOTE_LENGTH = 2000
 # Any group id, for listing settlements across every group of a user.
 ALL_GROUPS = "-"
 

@@ -50,7 +50,7 @@ from balance_service.members import UserDirectory
 from balance_service.settle import compute_settlement_plan
 from splitlog.balances.v1 import balances_service_pb2 as pb
 from splitlog.balances.v1 import balances_service_pb2_grpc as pb_grpc
-from splitlog_runtime import authz, pagination
+from splitlog_runtime import authz, limits, pagination
 from splitlog_runtime.database import Database
 from splitlog_runtime.errors import (
     Aborted,
@@ -499,12 +499,13 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                     reason="REQUIRED",
                 )
             )
-        if len(settlement.note) > domain.MAX_NOTE_LENGTH:
+        max_note = limits.current().max_notes_length
+        if len(settlement.note) > max_note:
             violations.errors.append(
                 invalid_field(
                     "settlement.note",
                     f"has {len(settlement.note)} characters, more than the maximum "
-                    f"of {domain.MAX_NOTE_LENGTH}; shorten it",
+                    f"of {max_note} (max_notes_length); shorten it",
                     reason="NOTE_TOO_LONG",
                 )
             )

@@ -21,6 +21,7 @@ from google.type import date_pb2, money_pb2
 from expense_service import money, splits
 from expense_service.currencies import UnknownCurrencyError
 from splitlog.expenses.v1 import expenses_service_pb2 as pb
+from splitlog_runtime import limits
 from splitlog_runtime.errors import FieldViolation, InvalidArgument, invalid_field
 from splitlog_runtime.resources import check_id, parse_name
 from splitlog_runtime.validation import Violations  # noqa: F401 (re-exported)
@@ -35,11 +36,6 @@ GROUP_TYPE = "splitlog.dev/Group"
 #: The parent that lists one participant's expenses across every group.
 ALL_GROUPS = "groups/-"
 
-MAX_DESCRIPTION_LENGTH = 200
-MAX_NOTES_LENGTH = 2000
-# Participants of one split. Groups of this app are friends and households;
-# a larger split is more likely a mistake or an attack than a real bill.
-MAX_PARTICIPANTS = 500
 #: Largest total, payer amount or exact amount, in minor units. It keeps the
 #: sum of millions of amounts, as balances add them up, inside a signed
 #: 64-bit integer.
@@ -255,23 +251,25 @@ def validate_description(value: str, field: str) -> str:
     """Check a description and return it with surrounding whitespace removed.
 
     Raises:
-      InvalidArgument: the trimmed text is empty, longer than 200 characters,
-        or contains a control or bidirectional-override character.
+      InvalidArgument: the trimmed text is empty, longer than
+        expense_max_description_length (200) characters, or contains a
+        control or bidirectional-override character.
     """
     trimmed = value.strip()
+    maximum = limits.current().expense_max_description_length
     if not any(_is_visible(char) for char in trimmed):
         raise invalid_field(
             field,
             f"{value!r} is empty after removing spaces and zero-width "
-            f"characters; give 1 to {MAX_DESCRIPTION_LENGTH} characters, such as "
-            "'Dinner'",
+            f"characters; give 1 to {maximum} characters, such as 'Dinner'",
             reason="REQUIRED",
         )
-    if len(trimmed) > MAX_DESCRIPTION_LENGTH:
+    if len(trimmed) > maximum:
         raise invalid_field(
             field,
             f"has {len(trimmed)} characters, more than the maximum of "
-            f"{MAX_DESCRIPTION_LENGTH}; shorten it and put details in notes",
+            f"{maximum} (expense_max_description_length); shorten it and put "
+            "details in notes",
             reason="DESCRIPTION_TOO_LONG",
         )
     forbidden = _forbidden_char(trimmed)
@@ -289,14 +287,15 @@ def validate_notes(value: str, field: str) -> str:
     """Check free-text notes; line breaks and tabs are allowed.
 
     Raises:
-      InvalidArgument: the notes are longer than 2000 characters or contain
-        another control character.
+      InvalidArgument: the notes are longer than max_notes_length (2000)
+        characters or contain another control character.
     """
-    if len(value) > MAX_NOTES_LENGTH:
+    maximum = limits.current().max_notes_length
+    if len(value) > maximum:
         raise invalid_field(
             field,
             f"has {len(value)} characters, more than the maximum of "
-            f"{MAX_NOTES_LENGTH}; shorten them",
+            f"{maximum} (max_notes_length); shorten them",
             reason="NOTES_TOO_LONG",
         )
     forbidden = _forbidden_char(value, allowed="\n\r\t")
@@ -534,12 +533,13 @@ def parse_split(split: pb.Split, present: bool, field: str) -> tuple[int, tuple]
             "participants: [{user: 'users/alice'}, {user: 'users/bob'}]}",
             reason="REQUIRED",
         )
-    if len(split.participants) > MAX_PARTICIPANTS:
+    max_participants = limits.current().expense_max_participants
+    if len(split.participants) > max_participants:
         raise invalid_field(
             f"{field}.participants",
             f"has {len(split.participants)} entries, more than the limit of "
-            f"{MAX_PARTICIPANTS} participants per expense; split the bill into "
-            "several expenses",
+            f"{max_participants} participants per expense "
+            "(expense_max_participants); split the bill into several expenses",
             reason="TOO_MANY_PARTICIPANTS",
         )
     violations, members = Violations(), []

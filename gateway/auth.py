@@ -17,6 +17,7 @@ the call runs, so `gateway.proxy.forwardable` signs it for the backend.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -104,9 +105,15 @@ class GatewayAuth:
         return method in OPEN_METHODS or service in self._open_services
 
     async def authenticate(
-        self, method: str, metadata: Iterable[tuple[str, Any]] | None
+        self,
+        method: str,
+        metadata: Iterable[tuple[str, Any]] | None,
+        client: str = "",
     ) -> auth.Principal:
         """Return the principal of a call to `method`.
+
+        `client` is the caller's host. It travels signed with the principal,
+        so that user_service can count failed sign-ins per client.
 
         Raises:
           Unauthenticated: the credential is missing, malformed, invalid,
@@ -115,7 +122,7 @@ class GatewayAuth:
           Unavailable: user_service cannot check the credential.
         """
         if self.is_open(method):
-            return ANONYMOUS
+            return dataclasses.replace(ANONYMOUS, client=client)
         credential = bearer_credential(metadata)
         try:
             reply = await self._stub.CheckCredential(
@@ -137,7 +144,7 @@ class GatewayAuth:
                 reason="CREDENTIAL_CHECK_UNAVAILABLE",
                 retry_delay=1.0,
             ) from None
-        principal = auth.Principal(reply.principal, frozenset(reply.scopes))
+        principal = auth.Principal(reply.principal, frozenset(reply.scopes), client)
         auth.require_scope(principal, required_scope(method), method.lstrip("/"))
         return principal
 
@@ -175,7 +182,7 @@ def _authenticating_handler(
     async def principal_of(context: grpc.aio.ServicerContext) -> auth.Principal:
         try:
             return await gateway_auth.authenticate(
-                method, context.invocation_metadata()
+                method, context.invocation_metadata(), auth.peer_host(context.peer())
             )
         except DomainError as error:
             await context.abort_with_status(rpc_status.to_status(error.to_status()))

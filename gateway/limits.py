@@ -31,6 +31,7 @@ from grpc_status import rpc_status
 
 from gateway.auth import ANONYMOUS
 from splitlog_runtime import auth
+from splitlog_runtime.auth import peer_host
 from splitlog_runtime.errors import DomainError, ResourceExhausted
 
 HEALTH_PREFIX = f"/{auth.HEALTH_SERVICE}/"
@@ -175,21 +176,6 @@ def rate_limit_key(principal: auth.Principal | None, client_host: str) -> str:
     if principal is not None and principal.name != ANONYMOUS.name:
         return principal.name
     return f"peer/{client_host or 'unknown'}"
-
-
-def peer_host(peer: str) -> str:
-    """Return the host of a gRPC peer string such as `ipv4:127.0.0.1:5000`.
-
-    The port is dropped so that every connection from one host shares a
-    bucket. Other peer kinds, such as `unix:/path`, are returned whole.
-    """
-    kind, _, address = peer.partition(":")
-    if kind == "ipv4":
-        return address.rpartition(":")[0] or address
-    if kind == "ipv6":
-        host = address.rpartition(":")[0] or address
-        return host.removeprefix("[").removesuffix("]")
-    return peer
 
 
 class ConcurrencyLimit:

@@ -35,7 +35,7 @@ from urllib.parse import quote, quote_from_bytes
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from google.rpc import code_pb2, status_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -294,7 +294,9 @@ class RestFront:
         if self._auth is not None:
             try:
                 principal = await self._auth.authenticate(
-                    route.full_method, request.headers.items()
+                    route.full_method,
+                    request.headers.items(),
+                    request.client.host if request.client else "",
                 )
             except DomainError as exc:
                 return _error_response(exc.to_status())
@@ -361,7 +363,7 @@ class RestFront:
                 error.code().name,
                 status.message,
             )
-        return _error_response(status)
+        return _error_response(status, _status_retry_after(status))
 
     async def _stream(
         self,
@@ -446,6 +448,16 @@ def _retry_after(error: DomainError) -> dict[str, str]:
     if error.retry_delay is None:
         return {}
     return {"Retry-After": str(max(1, math.ceil(error.retry_delay)))}
+
+
+def _status_retry_after(status: status_pb2.Status) -> dict[str, str]:
+    """Return a Retry-After header for a backend status with a RetryInfo."""
+    for detail in status.details:
+        info = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            delay = info.retry_delay.ToTimedelta().total_seconds()
+            return {"Retry-After": str(max(1, math.ceil(delay)))}
+    return {}
 
 
 def _body_too_large(limit: int) -> Response:

@@ -324,7 +324,8 @@ def batch_error_for_size(count: int, limits: Limits) -> InvalidArgument | None:
         return invalid_field(
             "entries",
             f"the batch has {count} entries, more than the limit of "
-            f"{limits.max_batch_entries}; split it into smaller batches",
+            f"{limits.max_batch_entries} (log_max_batch_entries); split it into "
+            "smaller batches",
             reason="BATCH_TOO_LARGE",
         )
     return None

@@ -28,12 +28,12 @@ from log_service.tokens import (
     filter_hash,
 )
 from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
+from splitlog_runtime import limits
 from splitlog_runtime.errors import Unavailable, invalid_field
 from splitlog_runtime.validation import Violations
 
 NANOS_PER_SECOND = 1_000_000_000
 DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
 ORDER_ASCENDING = "timestamp"
 ORDER_DESCENDING = "timestamp desc"
 # Newest first is what a log viewer shows first.
@@ -221,7 +221,7 @@ def _check_page_size(size: int) -> int:
             "page_size",
             f"must be 0 or more, got {size}; 0 means {DEFAULT_PAGE_SIZE}",
         )
-    return min(size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    return min(size or DEFAULT_PAGE_SIZE, limits.current().max_page_size)
 
 
 class ShardReader:

@@ -394,7 +394,8 @@ class OtlpLogsServicer(otlp_logs_pb2_grpc.LogsServiceServicer):
             raise invalid_field(
                 "resource_logs",
                 f"the export has {count} log records, more than the limit of "
-                f"{self._writer.limits.max_batch_entries}; export smaller batches",
+                f"{self._writer.limits.max_batch_entries} (log_max_batch_entries); "
+                "export smaller batches",
                 reason="BATCH_TOO_LARGE",
             )
         batch = export_request_to_batch(

@@ -43,7 +43,9 @@ _LOGGER = logging.getLogger(__name__)
 PRINCIPAL_KEY = "x-splitlog-principal"
 SCOPES_KEY = "x-splitlog-scopes"
 SIGNATURE_KEY = "x-splitlog-signature"
-AUTH_METADATA_KEYS = frozenset({PRINCIPAL_KEY, SCOPES_KEY, SIGNATURE_KEY})
+# The address of the client that the gateway served, when it passes one.
+CLIENT_KEY = "x-splitlog-client"
+AUTH_METADATA_KEYS = frozenset({PRINCIPAL_KEY, SCOPES_KEY, SIGNATURE_KEY, CLIENT_KEY})
 
 SCOPE_LOGS_WRITE = "logs:write"
 SCOPE_LOGS_READ = "logs:read"
@@ -269,10 +271,13 @@ class Principal:
         `services/splitlog` for a component acting on its own.
       scopes: an API key's scopes; empty for a user's access token, which
         may do whatever the user may do.
+      client: the host of the client that the gateway served the call to,
+        or empty; user_service throttles failed sign-ins per client.
     """
 
     name: str
     scopes: frozenset[str] = frozenset()
+    client: str = ""
 
     @property
     def is_api_key(self) -> bool:
@@ -316,6 +321,21 @@ def acting_as(principal: Principal | None) -> Iterator[None]:
         _CURRENT_PRINCIPAL.reset(token)
 
 
+def peer_host(peer: str) -> str:
+    """Return the host of a gRPC peer string such as `ipv4:127.0.0.1:5000`.
+
+    The port is dropped so that every connection from one host counts as one
+    client. Other peer kinds, such as `unix:/path`, are returned whole.
+    """
+    kind, _, address = peer.partition(":")
+    if kind == "ipv4":
+        return address.rpartition(":")[0] or address
+    if kind == "ipv6":
+        host = address.rpartition(":")[0] or address
+        return host.removeprefix("[").removesuffix("]")
+    return peer
+
+
 def metadata_value(metadata: Iterable[tuple[str, Any]] | None, key: str) -> str:
     """Return the first value of a metadata key as text, or ''."""
     for item_key, value in metadata or ():
@@ -330,8 +350,13 @@ class PrincipalSigner:
     def __init__(self, secret: bytes) -> None:
         self._key = derive_key(secret, "principal signatures")
 
-    def _mac(self, principal: str, scopes: str, stamp: str) -> str:
-        message = "\n".join((principal, scopes, stamp)).encode()
+    def _mac(self, principal: str, scopes: str, stamp: str, client: str = "") -> str:
+        # The client joins the signed text only when there is one, so
+        # signatures without a client read the same as before it existed.
+        parts = (
+            (principal, scopes, stamp, client) if client else (principal, scopes, stamp)
+        )
+        message = "\n".join(parts).encode()
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
     def metadata(
@@ -340,12 +365,15 @@ class PrincipalSigner:
         """Return the three metadata entries for one call."""
         scopes = ",".join(sorted(principal.scopes))
         stamp = str(int(time.time() if now is None else now))
-        mac = self._mac(principal.name, scopes, stamp)
-        return (
+        mac = self._mac(principal.name, scopes, stamp, principal.client)
+        entries = (
             (PRINCIPAL_KEY, principal.name),
             (SCOPES_KEY, scopes),
             (SIGNATURE_KEY, f"v1:{stamp}:{mac}"),
         )
+        if principal.client:
+            entries += ((CLIENT_KEY, principal.client),)
+        return entries
 
     def verify(
         self,
@@ -368,6 +396,7 @@ class PrincipalSigner:
         name = metadata_value(metadata, PRINCIPAL_KEY)
         scopes = metadata_value(metadata, SCOPES_KEY)
         signature = metadata_value(metadata, SIGNATURE_KEY)
+        client = metadata_value(metadata, CLIENT_KEY)
         if not name or not signature:
             raise _unauthenticated(
                 f"this server accepts only calls signed by {signers}; the "
@@ -388,14 +417,14 @@ class PrincipalSigner:
                 "seconds old or ahead; check that the clocks agree",
                 "GATEWAY_SIGNATURE_EXPIRED",
             )
-        expected = self._mac(name, scopes, stamp)
+        expected = self._mac(name, scopes, stamp, client)
         if not hmac.compare_digest(expected, mac):
             raise _unauthenticated(
                 f"the call's signature does not match; {signers} and this "
                 "server must share the same auth_secret",
                 "GATEWAY_SIGNATURE_INVALID",
             )
-        return Principal(name, frozenset(filter(None, scopes.split(","))))
+        return Principal(name, frozenset(filter(None, scopes.split(","))), client)
 
 
 # The signer that outgoing calls between components use, once a component

@@ -114,6 +114,43 @@ SETTINGS: list[Setting] = [
         _parse_int,
     ),
     Setting(
+        "max_page_size",
+        1000,
+        "Largest page of a List call (and of log queries); a larger page_size "
+        "is lowered to it.",
+        _parse_int,
+    ),
+    Setting(
+        "max_display_name_length",
+        100,
+        "Longest display name of a user or a group, in characters; at most 100.",
+        _parse_int,
+    ),
+    Setting(
+        "max_notes_length",
+        2000,
+        "Longest notes of an expense, and note of a settlement, in characters.",
+        _parse_int,
+    ),
+    Setting(
+        "expense_max_description_length",
+        200,
+        "Longest description of an expense, in characters; at most 200.",
+        _parse_int,
+    ),
+    Setting(
+        "expense_max_participants",
+        500,
+        "Most participants in the split of one expense.",
+        _parse_int,
+    ),
+    Setting(
+        "auth_min_password_length",
+        12,
+        "Shortest password that SignUp and SetPassword accept, in characters.",
+        _parse_int,
+    ),
+    Setting(
         "workers",
         16,
         "Threads per synchronous gRPC server, and per in-process dispatch pool "
@@ -284,6 +321,27 @@ SETTINGS: list[Setting] = [
         True,
         "With auth_required, serve server reflection without a credential.",
         _parse_bool,
+    ),
+    Setting(
+        "auth_signin_max_failures",
+        5,
+        "Failed sign-ins for one email from one client within "
+        "auth_signin_window_seconds after which SignIn refuses that email from "
+        "that client for auth_signin_lockout_seconds (RESOURCE_EXHAUSTED). 0 "
+        "turns the lockout off.",
+        _parse_int,
+    ),
+    Setting(
+        "auth_signin_window_seconds",
+        900.0,
+        "Seconds over which failed sign-ins count towards auth_signin_max_failures.",
+        _parse_float,
+    ),
+    Setting(
+        "auth_signin_lockout_seconds",
+        900.0,
+        "Seconds that a sign-in lockout lasts; attempts during it do not extend it.",
+        _parse_float,
     ),
     Setting(
         "tls_cert_file",

@@ -15,14 +15,17 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from splitlog_runtime import limits
 from splitlog_runtime.errors import invalid_field
 
 DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 1000
+# The default of the `max_page_size` setting; `limits.current()` has the one
+# in force.
+MAX_PAGE_SIZE = limits.DEFAULTS.max_page_size
 
 
 def page_size(requested: int, field: str = "page_size") -> int:
-    """Apply the default and the maximum to a requested page size.
+    """Apply the default and the maximum (`max_page_size`) to a page size.
 
     Raises:
       InvalidArgument: the size is negative.
@@ -33,9 +36,10 @@ def page_size(requested: int, field: str = "page_size") -> int:
             f"must be 0 or more, got {requested}; 0 means the default of "
             f"{DEFAULT_PAGE_SIZE}",
         )
+    maximum = limits.current().max_page_size
     if requested == 0:
-        return DEFAULT_PAGE_SIZE
-    return min(requested, MAX_PAGE_SIZE)
+        return min(DEFAULT_PAGE_SIZE, maximum)
+    return min(requested, maximum)
 
 
 def _fingerprint(selector: Sequence[Any]) -> str:

@@ -19,6 +19,7 @@ from user_service.auth_servicer import (
 )
 from user_service.guards import BalanceGuard, BalanceServiceGuard
 from user_service.servicer import SERVICE_NAME, UsersServicer
+from user_service.signin_throttle import SignInThrottle
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -36,6 +37,11 @@ def build(
         group; defaults to `BalanceServiceGuard`, which calls balance_service
         at `config.service_address("balance_service")`.
     """
+    throttle = SignInThrottle(
+        config.auth_signin_max_failures,
+        config.auth_signin_window_seconds,
+        config.auth_signin_lockout_seconds,
+    )
     database = Database(config.database_url("user_service"))
     own_guard = None
     if guard is None:
@@ -50,7 +56,7 @@ def build(
         config.auth_access_token_seconds,
     )
     auth_servicer = AuthServicer(
-        database, servicer, tokens, config.auth_refresh_token_seconds
+        database, servicer, tokens, config.auth_refresh_token_seconds, throttle
     )
     credential_servicer = CredentialServicer(database, tokens)
     try:

@@ -26,7 +26,7 @@ from splitlog.auth.v1 import auth_service_pb2_grpc as pb_grpc
 from splitlog.auth.v1 import credential_service_pb2 as cred_pb
 from splitlog.auth.v1 import credential_service_pb2_grpc as cred_grpc
 from splitlog.users.v1 import users_service_pb2 as users_pb
-from splitlog_runtime import auth, authz, pagination
+from splitlog_runtime import auth, authz, limits, pagination
 from splitlog_runtime.database import Database
 from splitlog_runtime.errors import (
     InvalidArgument,
@@ -39,6 +39,7 @@ from splitlog_runtime.errors import (
 from splitlog_runtime.resources import new_id, parse_name
 from user_service import auth_storage, domain, storage
 from user_service.servicer import UsersServicer, _next_token, _page_key, transaction
+from user_service.signin_throttle import SignInThrottle, email_tag
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -51,7 +52,6 @@ API_KEY_TYPE = "splitlog.dev/ApiKey"
 API_KEY_PATTERN = "users/{user}/apiKeys/{api_key}"
 API_KEY_PREFIX = "slk_"
 REFRESH_TOKEN_PREFIX = "slr_"
-MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 1024
 ANONYMOUS = "anonymous"
 
@@ -67,14 +67,24 @@ def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
 
 
 def _validate_password(value: str, field: str) -> str:
-    if not MIN_PASSWORD_LENGTH <= len(value) <= MAX_PASSWORD_LENGTH:
+    minimum = limits.current().auth_min_password_length
+    if not minimum <= len(value) <= MAX_PASSWORD_LENGTH:
         raise invalid_field(
             field,
-            f"must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters "
-            f"long, got {len(value)}; choose a longer passphrase",
+            f"must be {minimum} (auth_min_password_length) to "
+            f"{MAX_PASSWORD_LENGTH} characters long, got {len(value)}; choose "
+            "a passphrase within those lengths",
             reason="INVALID_PASSWORD",
         )
     return value
+
+
+def _client_of(context: grpc.ServicerContext) -> str:
+    """Return the caller's host: the one the gateway signed, else the peer."""
+    principal = auth.current_principal()
+    if principal is not None and principal.client:
+        return principal.client
+    return auth.peer_host(context.peer() or "")
 
 
 def api_key_message(row: auth_storage.ApiKeyRow) -> pb.ApiKey:
@@ -177,11 +187,13 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         users: UsersServicer,
         tokens: auth.TokenIssuer,
         refresh_lifetime_seconds: int,
+        throttle: SignInThrottle | None = None,
     ) -> None:
         self._database = database
         self._users = users
         self._tokens = tokens
         self._refresh_lifetime = timedelta(seconds=refresh_lifetime_seconds)
+        self._throttle = SignInThrottle(0, 0, 0) if throttle is None else throttle
 
     def _open_session(self, session: Session, user_id: str) -> pb.SessionTokens:
         now = storage.utc_now()
@@ -284,6 +296,8 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         if not request.password:
             raise invalid_field("password", "is required; send the user's password")
 
+        client = _client_of(context)
+        self._throttle.check(request.email, client)
         wrong = Unauthenticated(
             "the email or the password is wrong; check both and try again",
             reason="WRONG_CREDENTIALS",
@@ -293,9 +307,20 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             row = auth_storage.get_password(session, user.id) if user else None
             if row is None:
                 auth.verify_password(_DUMMY_HASH, request.password)
+                _LOGGER.info(
+                    "failed sign-in for %s from %s: no such account",
+                    email_tag(request.email),
+                    client,
+                )
+                self._throttle.failed(request.email, client)
                 raise wrong
             if not auth.verify_password(row.password_hash, request.password):
-                _LOGGER.info("failed sign-in for %s", domain.user_name(user.id))
+                _LOGGER.info(
+                    "failed sign-in for %s from %s: wrong password",
+                    domain.user_name(user.id),
+                    client,
+                )
+                self._throttle.failed(request.email, client)
                 raise wrong
             if user.state != domain.STATE_ACTIVE:
                 raise Unauthenticated(
@@ -305,6 +330,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             if auth.password_needs_rehash(row.password_hash):
                 row.password_hash = auth.hash_password(request.password)
             tokens = self._open_session(session, user.id)
+        self._throttle.succeeded(request.email, client)
         _LOGGER.info("user %s signed in", domain.user_name(user.id))
         return pb.SignInResponse(user=domain.user_name(user.id), tokens=tokens)
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from splitlog_runtime import limits
 from splitlog_runtime.errors import FieldViolation, InvalidArgument, invalid_field
 from splitlog_runtime.resources import check_id, parse_name
 from splitlog_runtime.validation import Violations  # noqa: F401 (re-exported)
@@ -38,7 +39,6 @@ MAX_EMAIL_LOCAL_LENGTH = 64
 # can expand one ligature to 18 characters, and the key must still fit the
 # 1024-character column and a PostgreSQL B-tree index entry.
 MAX_EMAIL_KEY_BYTES = 1024
-MAX_DISPLAY_NAME_LENGTH = 100
 
 # Active ISO 4217 currency codes (List One), kept by hand. Codes that people
 # do not pay each other in are left out. These are the fund codes (BOV, CHE,
@@ -230,23 +230,24 @@ def validate_display_name(value: str, field: str) -> str:
 
     Raises:
       InvalidArgument: the trimmed name is empty (reason REQUIRED), longer
-        than 100 characters, contains a control, line-separator or
-        bidirectional-override character, or has no visible character, such
-        as a name made of combining marks alone.
+        than max_display_name_length (100) characters, contains a control,
+        line-separator or bidirectional-override character, or has no
+        visible character, such as a name made of combining marks alone.
     """
     trimmed = _trim(value)
+    maximum = limits.current().max_display_name_length
     if not trimmed:
         raise invalid_field(
             field,
             f"{value!r} is empty after removing spaces and zero-width "
-            f"characters; give 1 to {MAX_DISPLAY_NAME_LENGTH} characters",
+            f"characters; give 1 to {maximum} characters",
             reason="REQUIRED",
         )
-    if len(trimmed) > MAX_DISPLAY_NAME_LENGTH:
+    if len(trimmed) > maximum:
         raise invalid_field(
             field,
             f"has {len(trimmed)} characters, more than the maximum of "
-            f"{MAX_DISPLAY_NAME_LENGTH}; shorten it",
+            f"{maximum} (max_display_name_length); shorten it",
             reason="DISPLAY_NAME_TOO_LONG",
         )
     forbidden = _forbidden_char(trimmed)

@@ -43,7 +43,9 @@ def add_parsers(
     )
     signup.add_argument("--email", required=True, help="email address, unique")
     signup.add_argument(
-        "--display-name", required=True, help="display name, 1 to 100 characters"
+        "--display-name",
+        required=True,
+        help="display name, 1 to 100 characters by default",
     )
     signup.add_argument(
         "--user-id",

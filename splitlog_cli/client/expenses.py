@@ -91,7 +91,9 @@ def _add_create_parser(
     create = add_action(actions, "add", common, create_expense, "record an expense")
     create.add_argument("group", metavar="GROUP", help="group id or name groups/ID")
     create.add_argument(
-        "--description", required=True, help="short text, 1 to 200 characters"
+        "--description",
+        required=True,
+        help="short text, 1 to 200 characters by default",
     )
     create.add_argument(
         "--amount",
@@ -125,7 +127,7 @@ def _add_create_parser(
     create.add_argument(
         "--date", metavar="YYYY-MM-DD", help="day of the expense (default: today)"
     )
-    create.add_argument("--notes", help="free text, at most 2000 characters")
+    create.add_argument("--notes", help="free text, at most 2000 characters by default")
     create.add_argument(
         "--by", metavar="USER", help="who records it (default: the first payer)"
     )

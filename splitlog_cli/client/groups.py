@@ -23,7 +23,7 @@ def add_parsers(
         actions, "create", common, create_group, "create a group with its creator"
     )
     create.add_argument(
-        "--name", required=True, help="display name, 1 to 100 characters"
+        "--name", required=True, help="display name, 1 to 100 characters by default"
     )
     create.add_argument(
         "--creator", required=True, metavar="USER", help="the first member"

@@ -44,7 +44,7 @@ def add_parsers(
     create.add_argument(
         "--date", metavar="YYYY-MM-DD", help="day of the payment (default: today)"
     )
-    create.add_argument("--note", help="free text, at most 2000 characters")
+    create.add_argument("--note", help="free text, at most 2000 characters by default")
     create.add_argument(
         "--by", metavar="USER", help="who records it (default: the --from user)"
     )

@@ -21,7 +21,7 @@ def add_parsers(
     create = add_action(actions, "create", common, create_user, "create a user")
     create.add_argument("--email", required=True, help="email address, unique")
     create.add_argument(
-        "--name", required=True, help="display name, 1 to 100 characters"
+        "--name", required=True, help="display name, 1 to 100 characters by default"
     )
     create.add_argument(
         "--currency", help="ISO 4217 code of the user's default currency (USD)"

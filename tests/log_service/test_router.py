@@ -95,6 +95,7 @@ def test_too_large_batch_is_invalid(lonely_router, base_config):
 
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert str(config.log_max_batch_entries) in caught.value.details()
+    assert "(log_max_batch_entries)" in caught.value.details()
 
 
 def test_write_entry_invalid_names_the_field(lonely_router):

@@ -1,0 +1,74 @@
+"""Request limits that the services check, set once from the settings.
+
+`start_service` installs the limits of its settings for the whole process,
+as it does with the signer, so every component of one process shares them.
+Code that checks a limit reads `current()` at call time; until a service
+starts, the defaults apply.
+
+Two limits cannot be raised past the width of the database column that
+stores the value. A larger setting stops the service with a message that
+names the setting and the ceiling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """The limits, each named as its setting."""
+
+    max_page_size: int = 1000
+    max_display_name_length: int = 100
+    max_notes_length: int = 2000
+    expense_max_description_length: int = 200
+    # Groups of this app are friends and households; a larger split is more
+    # likely a mistake or an attack than a real bill.
+    expense_max_participants: int = 500
+    auth_min_password_length: int = 12
+
+
+DEFAULTS = RequestLimits()
+
+# The widths of the columns that store these values (VARCHAR(n)).
+CEILINGS = {
+    "max_display_name_length": 100,
+    "expense_max_description_length": 200,
+}
+
+_current = DEFAULTS
+
+
+def current() -> RequestLimits:
+    """Return the limits in force in this process."""
+    return _current
+
+
+def from_config(config: Any) -> RequestLimits:
+    """Read and check the limits from settings.
+
+    Raises:
+      ValueError: a limit is below 1, or above its column's width; the
+        message names the setting.
+    """
+    values = {}
+    for item in fields(RequestLimits):
+        value = getattr(config, item.name)
+        if value < 1:
+            raise ValueError(f"{item.name} must be 1 or more, got {value}")
+        ceiling = CEILINGS.get(item.name)
+        if ceiling is not None and value > ceiling:
+            raise ValueError(
+                f"{item.name} must be at most {ceiling}, the width of the "
+                f"database column that stores the value, got {value}"
+            )
+        values[item.name] = value
+    return RequestLimits(**values)
+
+
+def install(limits: RequestLimits) -> None:
+    """Make `limits` the ones in force in this process."""
+    global _current
+    _current = limits
