@@ -3,7 +3,8 @@
 Clients authenticate at the gateway. The gateway then passes the caller's
 identity to a service in three metadata keys: the principal (`users/{user}`, or
 `users/{user}/apiKeys/{key}` for an API key), the API key's scopes, and an
-HMAC-SHA256 signature over both and a Unix timestamp. A service
+HMAC-SHA256 signature over both and a Unix timestamp. A fourth key, the
+client's host, is signed too when the gateway passes it. A service
 with `auth_required` on accepts a call only with a valid signature that is at
 most `SIGNATURE_MAX_AGE_SECONDS` old, so a client that reaches a service port
 directly cannot claim a principal. Calls between services are signed the same

@@ -287,16 +287,17 @@ SETTINGS: list[Setting] = [
         "auth_required",
         False,
         "Require a bearer access token or API key on every gateway call, and "
-        "the gateway's signature on every call a service receives. Turn it on "
-        "in production.",
+        "a signature made with auth_secret on every call that a service or log "
+        "node receives. Off for local development; docker-compose.yml turns it "
+        "on. Turn it on wherever others can reach a port.",
         _parse_bool,
     ),
     Setting(
         "auth_secret",
         "",
-        "Secret that signs access tokens and the gateway's calls to the "
-        "services; at least 32 characters. Empty means a random one, created "
-        "once in the data directory as `auth_secret` (mode 0600).",
+        "Secret that signs access tokens and the calls between components; at "
+        "least 32 characters, the same in every process. Empty means a random "
+        "one, created once in the data directory as `auth_secret` (mode 0600).",
     ),
     Setting(
         "auth_access_token_seconds",
