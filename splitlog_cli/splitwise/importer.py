@@ -2,16 +2,19 @@
 
 The whole file is parsed, converted and checked against its summary rows
 before the first call, so a bad file writes nothing. The writes then go
-through the gateway in this order: users, group, members, expenses and
+through the gateway in this order: users, group, members, every expense in
+one BatchCreateExpenses call (one per `MAX_BATCH_CREATES` rows), then the
 settlements. Every create carries ids derived from the file (see
-`identity`), so when a write fails midway, running the same import again
-skips what exists and creates the rest, without duplicates.
+`identity`), so running the same import again skips what exists and
+creates the rest, without duplicates. When the expense write fails, the
+group that this run created is deleted again, because it contains nothing.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import time
 from collections.abc import Callable
@@ -47,6 +50,10 @@ MAX_DISPLAY_NAME = 100
 PAGE_SIZE = 1000
 DEFAULT_BALANCE_WAIT = 30.0
 BALANCE_POLL_SECONDS = 0.2
+#: Expenses per BatchCreateExpenses call: expense_service's MAX_BATCH_CREATES.
+MAX_BATCH_CREATES = 10_000
+# The index of the failing create in a batch error, as in `requests[12].`.
+_BATCH_INDEX = re.compile(r"requests\[(\d+)\]")
 
 
 class SplitwiseImportError(Exception):
@@ -153,13 +160,16 @@ class SplitwiseImporter:
         steps = len(plan.members) * 2 + 1 + len(entries)
         progress = ProgressBar("importing", steps, self._progress_stream)
         step = "creating the users"
+        created_group = False
         try:
             currency = plan.source.currencies()[0] if plan.source.currencies() else ""
             for member in plan.members:
                 ids.users[member] = self._create_user(member, digest, currency)
                 progress.advance()
             step = "creating the group"
-            result.group_display_name = self._create_group(ids, group_name, currency)
+            created_group, result.group_display_name = self._create_group(
+                ids, group_name, currency
+            )
             progress.advance()
             step = "adding the members"
             for member in plan.members:
@@ -168,16 +178,35 @@ class SplitwiseImporter:
             result.members = len(plan.members)
             step = "listing the entries of an earlier run"
             existing = self._existing_entries(ids)
-            for entry in entries:
-                step = f"importing line {entry.line}"
-                if isinstance(entry, ExpensePlan):
-                    result.expenses += 1
-                else:
-                    result.settlements += 1
+            expenses = [entry for entry in entries if isinstance(entry, ExpensePlan)]
+            settlements = [
+                entry for entry in entries if isinstance(entry, SettlementPlan)
+            ]
+            result.expenses, result.settlements = len(expenses), len(settlements)
+            present = [
+                entry for entry in entries if _entry_name(ids, entry) in existing
+            ]
+            result.already_present = len(present)
+            progress.advance(len(present))
+            missing = [
+                entry for entry in expenses if _entry_name(ids, entry) not in existing
+            ]
+            step = "writing the expenses"
+            try:
+                for start in range(0, len(missing), MAX_BATCH_CREATES):
+                    chunk = missing[start : start + MAX_BATCH_CREATES]
+                    self._create_expenses(ids, chunk)
+                    progress.advance(len(chunk))
+            except grpc.RpcError as exc:
+                progress.finish()
+                raise self._expenses_failed(
+                    exc, missing, ids, created_group and not existing
+                ) from None
+            for entry in settlements:
                 if _entry_name(ids, entry) in existing:
-                    result.already_present += 1
-                else:
-                    self._create_entry(ids, entry)
+                    continue
+                step = f"importing the payment on line {entry.line}"
+                self._create_settlement(ids, entry)
                 progress.advance()
             step = "reading the group balance"
             progress.finish()
@@ -224,7 +253,14 @@ class SplitwiseImporter:
             )
         return name
 
-    def _create_group(self, ids: _Ids, display_name: str, currency: str) -> str:
+    def _create_group(
+        self, ids: _Ids, display_name: str, currency: str
+    ) -> tuple[bool, str]:
+        """Create the group, or find it from an earlier run.
+
+        Returns:
+          Whether this run created it, and its display name.
+        """
         creator = next(iter(ids.users.values()))
         request = users_pb.CreateGroupRequest(
             group=users_pb.Group(
@@ -235,15 +271,26 @@ class SplitwiseImporter:
             group_id=ids.group.removeprefix("groups/"),
             request_id=identity.request_id(ids.digest, "group", ids.group),
         )
-        created = self._create(
-            lambda: self._users.CreateGroup(request, timeout=self._timeout)
-        )
+        try:
+            created = self._create(
+                lambda: self._users.CreateGroup(request, timeout=self._timeout)
+            )
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            # An earlier run deleted the group after expense_service rejected
+            # its expenses, and user_service does not replay the request id of
+            # a deleted group. The group id alone keeps the create idempotent.
+            request.request_id = ""
+            created = self._create(
+                lambda: self._users.CreateGroup(request, timeout=self._timeout)
+            )
         if created:
-            return display_name
+            return True, display_name
         response = self._users.GetGroup(
             users_pb.GetGroupRequest(name=ids.group), timeout=self._timeout
         )
-        return response.group.display_name
+        return False, response.group.display_name
 
     def _add_member(self, ids: _Ids, member: str) -> None:
         request = users_pb.AddGroupMemberRequest(
@@ -288,32 +335,102 @@ class SplitwiseImporter:
             if not token:
                 return names
 
-    def _create_entry(self, ids: _Ids, entry: ExpensePlan | SettlementPlan) -> bool:
+    def _create_expenses(self, ids: _Ids, entries: list[ExpensePlan]) -> None:
+        """Create expenses in one BatchCreateExpenses call: all or none.
+
+        The batch's request id depends on the rows in it, so a retry of
+        the same rows replays it and another set of rows gets another key.
+        """
         creator = next(iter(ids.users.values()))
-        if isinstance(entry, SettlementPlan):
-            request = balances_pb.CreateSettlementRequest(
-                parent=ids.group,
-                settlement=balances_pb.Settlement(
-                    payer=ids.users[entry.payer],
-                    payee=ids.users[entry.payee],
-                    amount=to_money(entry.amount, entry.currency),
-                    settlement_date=to_date(entry.date),
-                    note=entry.note,
-                    creator=creator,
-                ),
-                settlement_id=identity.entry_id(entry.key),
-                request_id=identity.request_id(ids.digest, "settlement", entry.key),
-            )
-            call = self._balances.CreateSettlement
-        else:
-            request = expenses_pb.CreateExpenseRequest(
-                parent=ids.group,
-                expense=_expense_message(entry, ids.users, creator),
-                expense_id=identity.entry_id(entry.key),
-                request_id=identity.request_id(ids.digest, "expense", entry.key),
-            )
-            call = self._expenses.CreateExpense
-        return self._create(lambda: call(request, timeout=self._timeout))
+        keys = ",".join(entry.key for entry in entries)
+        request = expenses_pb.BatchCreateExpensesRequest(
+            parent=ids.group,
+            requests=[
+                expenses_pb.CreateExpenseRequest(
+                    expense=_expense_message(entry, ids.users, creator),
+                    expense_id=identity.entry_id(entry.key),
+                    request_id=identity.request_id(ids.digest, "expense", entry.key),
+                )
+                for entry in entries
+            ],
+            request_id=identity.request_id(ids.digest, "expense-batch", keys),
+        )
+        self._expenses.BatchCreateExpenses(request, timeout=self._timeout)
+
+    def _expenses_failed(
+        self,
+        exc: grpc.RpcError,
+        entries: list[ExpensePlan],
+        ids: _Ids,
+        remove_group: bool,
+    ) -> SplitwiseImportError:
+        """Build the error of a failed expense write, after cleaning up.
+
+        Args:
+          exc: the error of the batch call.
+          entries: the expenses of the batch, to find the row it names.
+          ids: the import's resource names.
+          remove_group: whether this run created the group and nothing else
+            is in it, so that it can be deleted.
+        """
+        details = exc.details() or ""
+        found = _BATCH_INDEX.search(details)
+        where = ""
+        if found is not None and int(found.group(1)) < len(entries):
+            line = entries[int(found.group(1))].line
+            details = _BATCH_INDEX.sub("the row", details, count=1)
+            where = f" on line {line}"
+        cause = f"{exc.code().name}: {details}"
+        if exc.code() in (
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            grpc.StatusCode.UNAVAILABLE,
+        ):
+            # The batch may have committed after the client gave up, so the
+            # group is kept: running the import again replays the batch.
+            remove_group = False
+        left = (
+            f"No expense was written; {ids.group} and its members stay, and "
+            "running the same command again completes the import."
+        )
+        if remove_group:
+            try:
+                self._users.DeleteGroup(
+                    users_pb.DeleteGroupRequest(name=ids.group), timeout=self._timeout
+                )
+                left = (
+                    f"No expense was written, and the group {ids.group} that "
+                    "this import created was deleted again. The users stay, so "
+                    "that a second run reuses them."
+                )
+            except grpc.RpcError as delete_error:
+                left = (
+                    f"No expense was written. The group {ids.group} could not be "
+                    f"deleted ({delete_error.code().name}: "
+                    f"{delete_error.details()}); it holds no expense."
+                )
+        return SplitwiseImportError(
+            f"import stopped: expense_service rejected the expenses{where}: "
+            f"{cause}\n{left}"
+        )
+
+    def _create_settlement(self, ids: _Ids, entry: SettlementPlan) -> bool:
+        creator = next(iter(ids.users.values()))
+        request = balances_pb.CreateSettlementRequest(
+            parent=ids.group,
+            settlement=balances_pb.Settlement(
+                payer=ids.users[entry.payer],
+                payee=ids.users[entry.payee],
+                amount=to_money(entry.amount, entry.currency),
+                settlement_date=to_date(entry.date),
+                note=entry.note,
+                creator=creator,
+            ),
+            settlement_id=identity.entry_id(entry.key),
+            request_id=identity.request_id(ids.digest, "settlement", entry.key),
+        )
+        return self._create(
+            lambda: self._balances.CreateSettlement(request, timeout=self._timeout)
+        )
 
     def _await_balance(self, ids: _Ids, plan: ImportPlan) -> dict[str, dict[str, int]]:
         """Read the group balance until it matches the plan or the wait is over.

@@ -20,7 +20,7 @@ from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
 from splitlog_cli.splitwise import identity
 from splitlog_cli.splitwise.commands import run_export, run_import
-from splitlog_cli.splitwise.convert import UNKNOWN_MEMBER, convert
+from splitlog_cli.splitwise.convert import UNKNOWN_MEMBER, ExpensePlan, convert
 from splitlog_cli.splitwise.csvformat import parse_bytes, parse_text
 from splitlog_cli.splitwise.importer import (
     SplitwiseImporter,
@@ -190,6 +190,45 @@ def test_interrupted_import_completes(gateway, channel, tmp_path):
     assert result.already_present == 3
     assert result.mismatches == []
     assert expense_count(channel, group) == 6
+
+
+def test_rejected_expense_deletes_group(gateway, channel, tmp_path):
+    # A row that the server rejects: its total no longer equals what its
+    # payers paid. The file itself is fine, so the import gets to the write.
+    path = tmp_path / "rejected.csv"
+    path.write_bytes((FIXTURES / "current_flat.csv").read_bytes() + b"\n\n")
+    plan, digest = load_plan(path)
+    group = f"groups/{identity.group_id(digest)}"
+    index = next(
+        i for i, entry in enumerate(plan.entries) if isinstance(entry, ExpensePlan)
+    )
+    bad = plan.entries[index]
+    entries = list(plan.entries)
+    entries[index] = dataclasses.replace(bad, total=bad.total + 1)
+    progress = io.StringIO()
+
+    with pytest.raises(SplitwiseImportError) as caught:
+        SplitwiseImporter(channel, TIMEOUT, progress, balance_wait=0).run(
+            dataclasses.replace(plan, entries=entries), digest, "rejected"
+        )
+
+    message = str(caught.value)
+    assert f"on line {bad.line}" in message
+    assert "INVALID_ARGUMENT" in message
+    assert "No expense was written" in message
+    assert f"{group} that this import created was deleted again" in message
+    assert "importing [" in progress.getvalue()
+    with pytest.raises(grpc.RpcError) as missing:
+        users_grpc.UsersServiceStub(channel).GetGroup(
+            users_pb.GetGroupRequest(name=group), timeout=TIMEOUT
+        )
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+    # The file as it is then imports in full.
+    result = SplitwiseImporter(channel, TIMEOUT, io.StringIO()).run(
+        plan, digest, "rejected"
+    )
+    assert result.mismatches == []
 
 
 def test_export_then_import_again(gateway, channel, tmp_path):
