@@ -314,6 +314,17 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             items = self._contributions(
                 session, group_id, user_id, currency, counterparty
             )
+        if not items:
+            # A net of 0.00 for someone outside the group would read as a
+            # settled member. A former member with history is still explained.
+            for field_path, named in (
+                ("user", user_id),
+                ("counterparty", counterparty),
+            ):
+                if named is not None and not self._directory.is_member(
+                    group_id, named, context
+                ):
+                    raise _not_a_member(group_id, named, field_path)
 
         running = 0
         explained = []

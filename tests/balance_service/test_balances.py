@@ -635,6 +635,31 @@ def test_explain_with_counterparty_matches_pairwise(services):
     assert (f"users/{bob}", f"users/{alice}", 600, "EUR") in _pairs(services, group_id)
 
 
+def test_explain_non_member_rejected(services):
+    group_id, (alice, _) = create_group(services.users, 2)
+    _, (outsider,) = create_group(services.users, 1)
+
+    for fields in ({"user": outsider}, {"user": alice, "counterparty": outsider}):
+        request = pb.ExplainBalanceRequest(
+            name=f"groups/{group_id}/balance",
+            user=f"users/{fields['user']}",
+            currency_code="EUR",
+            counterparty=f"users/{fields['counterparty']}"
+            if "counterparty" in fields
+            else "",
+        )
+        with pytest.raises(grpc.RpcError) as caught:
+            services.balances.ExplainBalance(request, timeout=10)
+
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert reason_of(caught.value) == "NOT_A_GROUP_MEMBER"
+        assert f"users/{outsider}" in caught.value.details()
+        assert f"groups/{group_id}" in caught.value.details()
+
+    net, items = _explain(services, group_id, alice)
+    assert (net, items) == (0, [])
+
+
 @pytest.mark.parametrize(
     ("request_fields", "code", "reason"),
     [
