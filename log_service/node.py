@@ -113,12 +113,19 @@ _ROLE_NAMES = {LEADER: node_state.ROLE_LEADER, FOLLOWER: node_state.ROLE_FOLLOWE
 _ROLE_ENUMS = {name: role for role, name in _ROLE_NAMES.items()}
 
 
-def _open_store(directory: Path, partition_hours: int = 1):
+def _open_store(directory: Path, config, *, compact: bool = True) -> object:
     # Imported here so that the write-ahead log and replication can be used
     # and tested without DuckDB.
     from log_service.store import LogStore
 
-    return LogStore(directory, partition_seconds=partition_hours * 3600)
+    store = LogStore(
+        directory,
+        partition_seconds=int(config.log_partition_hours) * 3600,
+        compact_after_seconds=int(config.log_compact_after_hours) * 3600,
+    )
+    if compact:
+        store.start_compaction()
+    return store
 
 
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
@@ -237,9 +244,7 @@ class LogNode:
         if manifest is not None:
             self._finish_snapshot(manifest)
             self._installed_snapshot = manifest.last_sequence
-        self._store = _open_store(
-            self._directory / "store", int(self._config.log_partition_hours)
-        )
+        self._store = _open_store(self._directory / "store", self._config)
         last = self.wal.last_sequence
         if self._store.last_sequence() > last:
             _LOGGER.warning(
@@ -802,7 +807,7 @@ class LogNode:
         channel = grpc.insecure_channel(
             address, options=node_channel_options(self._config.max_message_bytes)
         )
-        hours = int(self._config.log_partition_hours)
+        config = self._config
         request = replication_service_pb2.FetchSnapshotRequest(
             shard=self.shard, node=self.node_id, leader_epoch=epoch
         )
@@ -811,7 +816,7 @@ class LogNode:
                 self._directory,
                 channel,
                 request,
-                lambda path: _open_store(path, hours),
+                lambda path: _open_store(path, config, compact=False),
                 progress,
                 lambda: self._stopping,
                 lambda call: setattr(self, "_snapshot_call", call),
@@ -869,9 +874,7 @@ class LogNode:
                 self._store.close()
                 snapshots.install_store(self._directory)
                 self._finish_snapshot(manifest)
-                self._store = _open_store(
-                    self._directory / "store", int(self._config.log_partition_hours)
-                )
+                self._store = _open_store(self._directory / "store", self._config)
             except BaseException:
                 _LOGGER.exception(
                     "log shard %s: installing the snapshot through sequence %d "

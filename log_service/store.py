@@ -1,21 +1,31 @@
 """Entry storage of one log node: DuckDB files, one per UTC time partition.
 
 A `LogStore` owns a directory that contains one DuckDB database file per time
-partition, named by the partition's UTC start (`20240501T000000Z.duckdb`),
-and `store.json`, which records the partition width and the highest
-sequence number applied. All partition files are attached to one in-memory
-DuckDB database, so they share its buffer pool and worker threads.
+partition and `store.json`. The state file lists the live partition files
+(each with its UTC start and width) and the highest sequence number applied.
+All partition files are attached to one in-memory DuckDB database, so they
+share its buffer pool and worker threads.
 
-Crash safety rests on one rule: `store.json` is rewritten only after every
-partition insert of an `apply()` call has committed. At open, rows above the
-recorded sequence are deleted, because a crash may have left them from a
-call that did not finish. The node replays its write-ahead log after
-`last_sequence()`, so those rows come back exactly once.
+Partitions come in two sizes when `compact_after_seconds` is set: recent
+entries go into partitions of `partition_seconds` (an hour by default), and
+entries of a UTC day that ended more than `compact_after_seconds` ago go
+into one file for that day. A background compaction (`compact`) merges the
+small partitions of such a day into its day file, sorted by time.
+
+Crash safety rests on two rules. First, `store.json` is rewritten only after
+every partition insert of an `apply()` call has committed. At open, rows
+above the recorded sequence are deleted, because a crash may have left them
+from a call that did not finish. The node replays its write-ahead log after
+`last_sequence()`, so those rows come back exactly once. Second, a partition
+file exists for the store only once `store.json` lists it. Rewriting
+`store.json` is the one atomic step of a merge: before it, the merged file
+is not listed and is deleted at open; after it, its sources are not listed
+and are deleted at open. No entry is lost or counted twice either way.
 
 Readers never see part of an `apply()` call: every query is capped at the
 sequence that was complete when it started (`_visible`), which `apply()`
-raises only after its last commit. Dropping a partition file and
-`delete_after` wait until running reads finish.
+raises only after its last commit. Dropping a partition file, swapping in a
+merged file and `delete_after` wait until running reads finish.
 """
 
 from __future__ import annotations
@@ -25,7 +35,8 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -42,11 +53,21 @@ from splitlog_runtime.errors import FieldViolation, InvalidArgument, Unavailable
 _LOGGER = logging.getLogger(__name__)
 
 STATE_FILE = "store.json"
-STATE_FORMAT = 1
+# Format 1 held no file list: every partition file in the directory was live
+# and all had the width `partition_seconds`. Format 2 lists the files.
+STATE_FORMAT = 2
 _NS_PER_SECOND = 1_000_000_000
+DAY_SECONDS = 86400
+_DAY_NS = DAY_SECONDS * _NS_PER_SECOND
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_FILE_PATTERN = re.compile(r"^(\d{8}T\d{6}Z)\.duckdb$")
+# A partition file's name: its UTC start, then its width unless it is the
+# store's `partition_seconds`, then a number that keeps the name unique.
+_FILE_PATTERN = re.compile(r"^(\d{8}T\d{6}Z)(?:-(\d+)([dhs]))?(?:-(\d+))?\.duckdb$")
+_WAL_PATTERN = re.compile(r"^(.+\.duckdb)\.wal$")
+_UNIT_SECONDS = {"d": DAY_SECONDS, "h": 3600, "s": 1}
 _NAME_FORMAT = "%Y%m%dT%H%M%SZ"
+# How often the background compaction looks for days to merge.
+COMPACT_INTERVAL_SECONDS = 60.0
 # Size of a DuckDB write-ahead log that starts a checkpoint (DuckDB's default
 # is 16 MiB). Fewer checkpoints cost less CPU per inserted row: on 2 cores
 # with DuckDB 2.0.1, 10,000-entry inserts took about 6 us of CPU per row at
@@ -61,6 +82,7 @@ class _Partition:
     """One partition file and what the store remembers about its rows."""
 
     start: int  # UTC start, in seconds since the Unix epoch
+    seconds: int  # width
     path: Path
     alias: str
     rows: int = 0
@@ -70,6 +92,13 @@ class _Partition:
     # Services with rows here, possibly more after deletions. The writer
     # replaces the set rather than changing it, so readers need no lock.
     services: frozenset[str] = frozenset()
+    # Raised whenever rows are deleted, so a merge that copied the rows
+    # before can tell that its copy is out of date.
+    deletions: int = 0
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.start, self.seconds
 
     def may_hold(self, flt: node_service_pb2.EntryFilter) -> bool:
         """Return whether rows of this partition may match the filter."""
@@ -134,45 +163,85 @@ class LogStore:
 
     `apply`, `delete_after`, `apply_retention` and `close` may be called from
     any thread and run one at a time. `query`, `count`, `since` and
-    `disk_bytes` may run on many threads at once, alongside a writer.
+    `disk_bytes` may run on many threads at once, alongside a writer and a
+    compaction.
 
     Args:
       directory: where the partition files live; created when missing.
-      partition_seconds: width of a time partition. It must stay the same
-        for the life of the directory.
+      partition_seconds: width of the partitions that new entries go to. A
+        directory may hold partitions of an earlier width too: each file's
+        width is recorded, and queries read partitions that overlap.
+      compact_after_seconds: None keeps every entry in partitions of
+        `partition_seconds`. Otherwise a UTC day that ended at least this
+        long ago is kept in one file: entries for it go straight into that
+        file, and `compact` merges its smaller partitions into it.
+        `partition_seconds` must then divide a day.
+      clock: returns the current time in nanoseconds since the epoch; it
+        decides which days are old.
 
     Raises:
-      ValueError: `partition_seconds` is not positive, or differs from the
-        width the directory was created with.
+      ValueError: `partition_seconds` is not positive, does not divide a day
+        while `compact_after_seconds` is set, or `compact_after_seconds` is
+        negative.
     """
 
-    def __init__(self, directory: Path, *, partition_seconds: int = 86400) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        partition_seconds: int = DAY_SECONDS,
+        compact_after_seconds: int | None = None,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
         if partition_seconds <= 0:
             raise ValueError(
                 f"partition_seconds is {partition_seconds}; it must be positive"
             )
+        if compact_after_seconds is not None:
+            if compact_after_seconds < 0:
+                raise ValueError(
+                    f"compact_after_seconds is {compact_after_seconds}; it must "
+                    "be 0 or more"
+                )
+            if DAY_SECONDS % partition_seconds:
+                raise ValueError(
+                    f"partition_seconds is {partition_seconds}; with day files it "
+                    "must divide 86400 (1, 2, 3, 4, 6, 8, 12 or 24 hours)"
+                )
+            if partition_seconds == DAY_SECONDS:
+                compact_after_seconds = None  # every partition is a day already
         self._directory = Path(directory)
         self._partition_seconds = partition_seconds
         self._width_ns = partition_seconds * _NS_PER_SECOND
+        self._compact_after_ns = (
+            None
+            if compact_after_seconds is None
+            else compact_after_seconds * _NS_PER_SECOND
+        )
+        self._clock = clock
         self._write_lock = threading.Lock()
         self._readers = _SharedLock()
         self._cursor_lock = threading.Lock()
+        self._compact_lock = threading.Lock()
         self._closed = False
         self._needs_repair = False
-        self._partitions: dict[int, _Partition] = {}
+        self._partitions: dict[tuple[int, int], _Partition] = {}
+        # Keys of the partitions a running merge reads; retention leaves them
+        # alone until the merge ends.
+        self._merging: frozenset[tuple[int, int]] = frozenset()
+        self._merge_files: frozenset[str] = frozenset()
+        self._stop = threading.Event()
+        self._compactor: threading.Thread | None = None
 
         self._directory.mkdir(parents=True, exist_ok=True)
-        state = self._read_state()
+        state, listed = self._read_state()
         self._root = duckdb.connect(":memory:")
         self._root.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
         self._writer = self._root.cursor()
-        for path in sorted(self._directory.glob("*.duckdb")):
-            match = _FILE_PATTERN.match(path.name)
-            if match is None:
-                _LOGGER.warning("Ignoring %s: not a partition file name", path)
-                continue
-            start = _parse_start(match.group(1))
-            self._partitions[start] = self._attach(start, path)
+        self._merger = self._root.cursor()
+        for start, seconds, path in self._live_files(listed):
+            partition = self._attach(start, seconds, path)
+            self._partitions[partition.key] = partition
         if state is None:
             # Partitions without a state file mean that the file was deleted.
             # Their highest sequence is then the best estimate left.
@@ -189,6 +258,68 @@ class LogStore:
             len(self._partitions),
             last,
         )
+
+    def _live_files(
+        self, listed: list[tuple[str, int, int]] | None
+    ) -> list[tuple[int, int, Path]]:
+        """Return (start, width, path) of the live partition files.
+
+        With a file list, partition files that it does not name are left
+        from a merge or an insert that did not finish: they are deleted.
+        Without one (a directory of format 1, or a lost state file), every
+        partition file is live.
+        """
+        found: dict[str, tuple[int, int]] = {}
+        for path in sorted(self._directory.glob("*.duckdb")):
+            parsed = _parse_name(path.name, self._partition_seconds)
+            if parsed is None:
+                _LOGGER.warning("Ignoring %s: not a partition file name", path)
+                continue
+            found[path.name] = parsed
+        if listed is None:
+            return [(start, width, self._directory / name) for name, (start, width)
+                    in found.items()]  # fmt: skip
+        names = {name for name, _, _ in listed}
+        for name in sorted(set(found) - names):
+            _LOGGER.warning(
+                "log store: deleting %s, which %s does not list (left by a merge "
+                "or an insert that did not finish)",
+                name,
+                STATE_FILE,
+            )
+            for path in (self._directory / name, _wal_path(self._directory / name)):
+                path.unlink(missing_ok=True)
+        for path in self._directory.glob("*.duckdb.wal"):
+            match = _WAL_PATTERN.match(path.name)
+            database = match.group(1) if match else ""
+            if database not in names and _parse_name(database, 1) is not None:
+                path.unlink(missing_ok=True)
+        return [(start, width, self._directory / name) for name, start, width in listed]
+
+    def start_compaction(self, interval: float = COMPACT_INTERVAL_SECONDS) -> None:
+        """Run `compact` every `interval` seconds on a thread until `close`."""
+        if self._compact_after_ns is None or self._compactor is not None:
+            return
+        self._compactor = threading.Thread(
+            target=self._compact_loop,
+            args=(interval,),
+            name=f"log-compaction-{self._directory.parent.name}",
+            daemon=True,
+        )
+        self._compactor.start()
+
+    def _compact_loop(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.compact()
+            except Unavailable:
+                return
+            except Exception:
+                _LOGGER.exception(
+                    "log store %s: compaction failed; retrying in %.0f s",
+                    self._directory,
+                    interval,
+                )
 
     # Writes ---------------------------------------------------------------
 
@@ -224,7 +355,8 @@ class LogStore:
             self._visible = last
 
     def _insert(self, table: pa.Table) -> None:
-        bounds, services = self._partition_bounds(table)
+        day_files_below = self._day_files_below()
+        bounds, services = self._partition_bounds(table, day_files_below)
         last_seq = table.column("seq")[-1].as_py()
         cursor = self._writer
         cursor.register("batch", table)
@@ -235,8 +367,12 @@ class LogStore:
                 sql += store_sql.INSERT_SELECT + " FROM batch"
                 params: list[object] = []
                 if len(bounds) > 1:
+                    start, seconds = key
                     sql += " WHERE ts >= ? AND ts < ?"
-                    params = [key * self._width_ns, (key + 1) * self._width_ns]
+                    params = [
+                        start * _NS_PER_SECOND,
+                        (start + seconds) * _NS_PER_SECOND,
+                    ]
                 inserted = self._run(sql, params)
                 low, high = bounds[key]
                 partition.rows += inserted[0][0]
@@ -252,9 +388,27 @@ class LogStore:
         finally:
             cursor.unregister("batch")
 
+    def _day_files_below(self) -> int | None:
+        """Return the time below which entries go to day files, or None.
+
+        It is the start of the latest UTC day that ended at least
+        `compact_after_seconds` ago, so a day either goes to its day file or
+        to small partitions, never partly to both.
+        """
+        if self._compact_after_ns is None:
+            return None
+        old = self._clock() - self._compact_after_ns
+        return old // _DAY_NS * _DAY_NS
+
+    def _key(self, ts: int, day_files_below: int | None) -> tuple[int, int]:
+        width = self._width_ns
+        if day_files_below is not None and ts < day_files_below:
+            width = _DAY_NS
+        return ts // width * width // _NS_PER_SECOND, width // _NS_PER_SECOND
+
     def _partition_bounds(
-        self, table: pa.Table
-    ) -> tuple[dict[int, list[int]], dict[int, set[str]]]:
+        self, table: pa.Table, day_files_below: int | None
+    ) -> tuple[dict[tuple[int, int], list[int]], dict[tuple[int, int], set[str]]]:
         """Return the timestamp range and the services of each partition key.
 
         Most groups lie in one partition, which Arrow computes without a
@@ -262,18 +416,18 @@ class LogStore:
         """
         extremes = pc.min_max(table.column("ts"))
         low, high = extremes["min"].as_py(), extremes["max"].as_py()
-        if low // self._width_ns == high // self._width_ns:
-            key = low // self._width_ns
+        key = self._key(low, day_files_below)
+        if key == self._key(high, day_files_below):
             names = pc.unique(table.column("service")).to_pylist()
             return {key: [low, high]}, {key: set(names)}
-        bounds: dict[int, list[int]] = {}
-        services: dict[int, set[str]] = {}
+        bounds: dict[tuple[int, int], list[int]] = {}
+        services: dict[tuple[int, int], set[str]] = {}
         for ts, service in zip(
             table.column("ts").to_pylist(),
             table.column("service").to_pylist(),
             strict=True,
         ):
-            key = ts // self._width_ns
+            key = self._key(ts, day_files_below)
             known = bounds.get(key)
             if known is None:
                 bounds[key] = [ts, ts]
@@ -365,6 +519,7 @@ class LogStore:
                 continue
             sql = f"DELETE FROM {partition.alias}.entries WHERE seq > ?"
             deleted += self._run(sql, [sequence])[0][0]
+            partition.deletions += 1
             self._refresh(partition)
         return deleted
 
@@ -387,7 +542,9 @@ class LogStore:
         dropped = 0
         with self._write_lock:
             self._check_open()
-            for partition in sorted(self._partitions.values(), key=lambda p: p.start):
+            for partition in sorted(self._partitions.values(), key=lambda p: p.key):
+                if partition.key in self._merging:
+                    continue  # the next round, once the merge has ended
                 if partition.max_ts is None:
                     self._drop(partition)
                     dropped += 1
@@ -442,6 +599,7 @@ class LogStore:
         params.append(default_cutoff)
         sql = f"DELETE FROM {partition.alias}.entries WHERE ts < {bound}"
         deleted = self._run(sql, params)[0][0]
+        partition.deletions += 1
         self._refresh(partition)
         return deleted
 
@@ -449,11 +607,136 @@ class LogStore:
         with self._readers.exclusive():
             self._run(f"DETACH {partition.alias}")
             partitions = dict(self._partitions)
-            del partitions[partition.start]
+            del partitions[partition.key]
             self._partitions = partitions
+            # Unlisted first: a file listed but missing would come back empty.
+            self._write_state(self._last)
             for path in (partition.path, _wal_path(partition.path)):
                 path.unlink(missing_ok=True)
         _LOGGER.info("Dropped log partition %s", partition.path.name)
+
+    # Compaction ------------------------------------------------------------
+
+    def compact(self) -> int:
+        """Merge the small partitions of each old day into that day's file.
+
+        A day is old once it ended at least `compact_after_seconds` ago. The
+        merged file holds the rows of the day's small partitions and of its
+        previous day file, sorted by time, so a time range reads few row
+        groups. It replaces them in one step (see the module docstring);
+        readers see either the old files or the merged one.
+
+        Returns:
+          The number of days merged.
+        """
+        below = self._day_files_below()
+        if below is None:
+            return 0
+        merged = 0
+        with self._compact_lock:
+            days = sorted(
+                {
+                    p.start // DAY_SECONDS * DAY_SECONDS
+                    for p in self._partitions.values()
+                    if p.seconds < DAY_SECONDS
+                    and (p.start + p.seconds) * _NS_PER_SECOND <= below
+                }
+            )
+            for day in days:
+                if self._stop.is_set():
+                    break
+                if self._merge_day(day):
+                    merged += 1
+        return merged
+
+    def _merge_day(self, day: int) -> bool:
+        with self._write_lock:
+            self._check_open()
+            sources = [
+                p
+                for p in self._partitions.values()
+                if p.start // DAY_SECONDS * DAY_SECONDS == day
+                and (p.seconds < DAY_SECONDS or p.key == (day, DAY_SECONDS))
+            ]
+            if not any(p.seconds < DAY_SECONDS for p in sources):
+                return False
+            copied_through = self._last
+            deletions = [p.deletions for p in sources]
+            path = self._new_path(day, DAY_SECONDS)
+            self._merge_files = frozenset({path.name})
+            try:
+                target = self._attach(day, DAY_SECONDS, path)
+            except BaseException:
+                self._merge_files = frozenset()
+                raise
+            self._merging = frozenset(p.key for p in sources)
+        swapped = False
+        try:
+            # The bulk of the copy runs without the write lock, so applies and
+            # queries go on meanwhile. Rows they add are copied below.
+            union = " UNION ALL ".join(
+                f"SELECT * FROM {p.alias}.entries WHERE seq <= ?" for p in sources
+            )
+            self._merger.execute(
+                f"INSERT INTO {target.alias}.entries SELECT * FROM ({union})"
+                " ORDER BY ts, seq",
+                [copied_through] * len(sources),
+            ).fetchall()
+            self._merger.execute(f"CHECKPOINT {target.alias}").fetchall()
+            with self._write_lock:
+                self._check_open()
+                if [p.deletions for p in sources] != deletions:
+                    _LOGGER.info(
+                        "log store %s: entries of day %s were deleted during its "
+                        "merge; merging it again later",
+                        self._directory,
+                        target.path.name,
+                    )
+                    return False
+                union = " UNION ALL ".join(
+                    f"SELECT * FROM {p.alias}.entries WHERE seq > ?" for p in sources
+                )
+                self._run(
+                    f"INSERT INTO {target.alias}.entries {union}",
+                    [copied_through] * len(sources),
+                )
+                self._run(f"CHECKPOINT {target.alias}")
+                _combine(target, sources)
+                with self._readers.exclusive():
+                    partitions = dict(self._partitions)
+                    for source in sources:
+                        del partitions[source.key]
+                    partitions[target.key] = target
+                    self._partitions = partitions
+                    self._write_state(self._last)  # the merge takes effect here
+                    swapped = True
+                    for source in sources:
+                        self._run(f"DETACH {source.alias}")
+                        for path in (source.path, _wal_path(source.path)):
+                            path.unlink(missing_ok=True)
+            _LOGGER.info(
+                "log store %s: merged %d partitions into %s (%d entries)",
+                self._directory,
+                len(sources),
+                target.path.name,
+                target.rows,
+            )
+            return True
+        finally:
+            self._merging = frozenset()
+            if not swapped:
+                self._discard_merge(target)
+            self._merge_files = frozenset()
+
+    def _discard_merge(self, target: _Partition) -> None:
+        try:
+            with self._write_lock:
+                if not self._closed:
+                    self._run(f"DETACH {target.alias}")
+        except duckdb.Error:
+            _LOGGER.exception("log store: could not detach %s", target.path)
+        for path in (target.path, _wal_path(target.path)):
+            path.unlink(missing_ok=True)
 
     # Reads ----------------------------------------------------------------
 
@@ -486,8 +769,8 @@ class LogStore:
         """
         _check_limit(limit)
         direction = "DESC" if descending else "ASC"
+        order = "descending" if descending else "ascending"
         tables: list[pa.Table] = []
-        remaining = limit
         with self._reading() as (cursor, cap, partitions):
             conditions, params = store_sql.filter_conditions(flt, _cap(flt, cap))
             if after is not None:
@@ -497,22 +780,43 @@ class LogStore:
                 else:
                     conditions.append("ts >= ? AND (ts > ? OR seq > ?)")
                 params.extend([after_ts, after_ts, after_seq])
-            ordered = sorted(partitions, key=lambda p: p.start, reverse=descending)
-            for partition in ordered:
-                if not partition.may_hold(flt):
+            sql_start = f"SELECT {store_sql.RESULT_SELECT} FROM "
+            sql_end = (
+                f".entries WHERE {' AND '.join(conditions)}"
+                f" ORDER BY ts {direction}, seq {direction} LIMIT ?"
+            )
+            # Partitions may overlap in time (a day file next to the hours
+            # that a merge has not reached yet). They are read from the one
+            # whose rows come first, and reading stops once the next one
+            # cannot hold a row that belongs in the page.
+            candidates = [
+                p
+                for p in partitions
+                if p.may_hold(flt)
+                and (after is None or _reachable(p, after, descending))
+            ]
+            if descending:
+                candidates.sort(key=lambda p: p.max_ts or 0, reverse=True)
+            else:
+                candidates.sort(key=lambda p: p.min_ts or 0)
+            page: pa.Table | None = None
+            for partition in candidates:
+                if page is not None and page.num_rows == limit:
+                    boundary = page.column("ts")[limit - 1].as_py()
+                    if descending and (partition.max_ts or 0) < boundary:
+                        break
+                    if not descending and (partition.min_ts or 0) > boundary:
+                        break
+                sql = sql_start + partition.alias + sql_end
+                table = cursor.sql(sql, params=[*params, limit]).to_arrow_table()
+                if not table.num_rows:
                     continue
-                if after is not None and not _reachable(partition, after, descending):
-                    continue
-                sql = (
-                    f"SELECT {store_sql.RESULT_SELECT} FROM {partition.alias}.entries"
-                    f" WHERE {' AND '.join(conditions)}"
-                    f" ORDER BY ts {direction}, seq {direction} LIMIT ?"
-                )
-                table = cursor.sql(sql, params=[*params, remaining]).to_arrow_table()
                 tables.append(table)
-                remaining -= table.num_rows
-                if remaining == 0:
-                    break
+                page = _concat(tables)
+                if len(tables) > 1 and page is not None:
+                    page = page.sort_by([("ts", order), ("seq", order)])
+                    page = page.slice(0, limit)
+                    tables = [page]
         return _columns(tables)
 
     def count(
@@ -677,7 +981,14 @@ class LogStore:
 
     def close(self) -> None:
         """Close every partition file. Later calls raise Unavailable."""
-        with self._write_lock:
+        self._stop.set()
+        with suppress(duckdb.Error):
+            self._merger.interrupt()  # a merge under way is abandoned
+        if self._compactor is not None and self._compactor is not (
+            threading.current_thread()
+        ):
+            self._compactor.join()
+        with self._compact_lock, self._write_lock:
             if self._closed:
                 return
             with self._readers.exclusive():
@@ -713,19 +1024,34 @@ class LogStore:
                 "shutting down, retry on another replica"
             )
 
-    def _partition_for(self, key: int) -> _Partition:
-        start = key * self._partition_seconds
-        partition = self._partitions.get(start)
+    def _partition_for(self, key: tuple[int, int]) -> _Partition:
+        partition = self._partitions.get(key)
         if partition is None:
-            name = (_EPOCH + timedelta(seconds=start)).strftime(_NAME_FORMAT)
-            partition = self._attach(start, self._directory / f"{name}.duckdb")
+            start, seconds = key
+            partition = self._attach(start, seconds, self._new_path(start, seconds))
             partitions = dict(self._partitions)
-            partitions[start] = partition
+            partitions[key] = partition
             self._partitions = partitions
         return partition
 
-    def _attach(self, start: int, path: Path) -> _Partition:
-        alias = "p_" + path.stem.lower()
+    def _new_path(self, start: int, seconds: int) -> Path:
+        """Return an unused file name for a partition."""
+        stem = (_EPOCH + timedelta(seconds=start)).strftime(_NAME_FORMAT)
+        if seconds != self._partition_seconds:
+            stem += "-" + _width_label(seconds)
+        # Files on disk that are not listed were deleted at open, except the
+        # one a running merge writes.
+        taken = {p.path.name for p in self._partitions.values()}
+        taken |= self._merge_files
+        name = f"{stem}.duckdb"
+        number = 1
+        while name in taken:
+            number += 1
+            name = f"{stem}-{number}.duckdb"
+        return self._directory / name
+
+    def _attach(self, start: int, seconds: int, path: Path) -> _Partition:
+        alias = "p_" + path.stem.lower().replace("-", "_")
         try:
             self._run(f"ATTACH ? AS {alias}", [str(path)])
         except duckdb.IOException as exc:
@@ -744,7 +1070,7 @@ class LogStore:
                 path.with_name(path.name + ".wal").unlink()
             self._run(f"ATTACH ? AS {alias}", [str(path)])
         self._run(store_sql.CREATE_TABLES.format(db=alias))
-        partition = _Partition(start=start, path=path, alias=alias)
+        partition = _Partition(start=start, seconds=seconds, path=path, alias=alias)
         self._refresh(partition)
         return partition
 
@@ -768,26 +1094,43 @@ class LogStore:
         """
         return self._writer.execute(sql, params).fetchall()
 
-    def _read_state(self) -> int | None:
+    def _read_state(self) -> tuple[int | None, list[tuple[str, int, int]] | None]:
+        """Return the last sequence and the (name, start, width) of each file.
+
+        Either is None when the state file does not say.
+        """
         path = self._directory / STATE_FILE
         try:
             state = json.loads(path.read_text())
         except FileNotFoundError:
-            return None
-        width = state.get("partition_seconds")
-        if width != self._partition_seconds:
-            raise ValueError(
-                f"the log store in {self._directory} uses partitions of {width} "
-                f"seconds, not {self._partition_seconds}; open it with "
-                f"partition_seconds={width} or use an empty directory"
-            )
-        return int(state["last_sequence"])
+            return None, None
+        last = int(state["last_sequence"])
+        if state.get("format", 1) < 2:
+            # Every file had the width the directory was created with.
+            width = int(state["partition_seconds"])
+            listed = []
+            for file in sorted(self._directory.glob("*.duckdb")):
+                parsed = _parse_name(file.name, width)
+                if parsed is not None:
+                    listed.append((file.name, parsed[0], width))
+            return last, listed
+        files = [
+            (str(item["name"]), int(item["start"]), int(item["seconds"]))
+            for item in state["files"]
+        ]
+        return last, files
 
     def _write_state(self, last: int) -> None:
+        """Replace the state file: `last` and the live partition files."""
+        files = [
+            {"name": p.path.name, "start": p.start, "seconds": p.seconds}
+            for p in sorted(self._partitions.values(), key=lambda p: p.key)
+        ]
         state = {
             "format": STATE_FORMAT,
             "partition_seconds": self._partition_seconds,
             "last_sequence": last,
+            "files": files,
         }
         path = self._directory / STATE_FILE
         temporary = path.with_suffix(".tmp")
@@ -801,6 +1144,35 @@ class LogStore:
             os.fsync(directory)
         finally:
             os.close(directory)
+
+
+def _parse_name(name: str, default_seconds: int) -> tuple[int, int] | None:
+    """Return the start and width a partition file name shows, or None."""
+    match = _FILE_PATTERN.match(name)
+    if match is None:
+        return None
+    start = _parse_start(match.group(1))
+    if match.group(2) is None:
+        return start, default_seconds
+    return start, int(match.group(2)) * _UNIT_SECONDS[match.group(3)]
+
+
+def _combine(target: _Partition, sources: list[_Partition]) -> None:
+    """Set what `target` knows of its rows: the union of the sources'."""
+    lows = [p.min_ts for p in sources if p.min_ts is not None]
+    highs = [p.max_ts for p in sources if p.max_ts is not None]
+    target.rows = sum(p.rows for p in sources)
+    target.min_ts = min(lows, default=None)
+    target.max_ts = max(highs, default=None)
+    target.max_seq = max((p.max_seq for p in sources), default=0)
+    target.services = frozenset().union(*(p.services for p in sources))
+
+
+def _width_label(seconds: int) -> str:
+    for unit in ("d", "h", "s"):
+        if seconds % _UNIT_SECONDS[unit] == 0:
+            return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
+    raise AssertionError("every width is a whole number of seconds")
 
 
 def _parse_start(name: str) -> int:

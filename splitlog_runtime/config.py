@@ -34,6 +34,20 @@ def _parse_int(text: str) -> int:
         raise ValueError("expected a whole number") from None
 
 
+def _parse_partition_hours(text: str) -> int:
+    value = _parse_int(text)
+    if value <= 0 or 24 % value:
+        raise ValueError(f"{value} does not divide 24; use 1, 2, 3, 4, 6, 8, 12 or 24")
+    return value
+
+
+def _parse_hours(text: str) -> int:
+    value = _parse_int(text)
+    if value < 0:
+        raise ValueError(f"{value} is negative; use 0 or more hours")
+    return value
+
+
 def _parse_float(text: str) -> float:
     try:
         value = float(text.strip())
@@ -233,10 +247,17 @@ SETTINGS: list[Setting] = [
     ),
     Setting(
         "log_partition_hours",
+        1,
+        "Width in hours of a log node's recent time partitions (one DuckDB "
+        "file each); must divide 24. 24 keeps every day in one file.",
+        _parse_partition_hours,
+    ),
+    Setting(
+        "log_compact_after_hours",
         24,
-        "Width in hours of a log node's time partitions (one DuckDB file "
-        "each). Fixed when a node's data directory is created.",
-        _parse_int,
+        "Hours after its end at which a UTC day's log partitions are merged "
+        "into one file per day; older entries go straight into it.",
+        _parse_hours,
     ),
     Setting(
         "log_wal_segment_bytes",

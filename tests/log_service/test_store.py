@@ -172,11 +172,27 @@ def test_reopen_after_close_keeps_content(tmp_path: Path) -> None:
     assert last == 3
 
 
-def test_reopen_with_other_partition_width_fails(tmp_path: Path) -> None:
-    LogStore(tmp_path / "store", partition_seconds=3600).close()
+def test_reopen_with_other_width_keeps_old_files(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    hourly = LogStore(directory, partition_seconds=3600)
+    hourly.apply([record(1, [BASE + 10, BASE + HOUR + 10])])
+    hourly.close()
 
-    with pytest.raises(ValueError, match="partition_seconds=3600"):
-        LogStore(tmp_path / "store", partition_seconds=86400)
+    daily = LogStore(directory, partition_seconds=86400)
+    # These land in a day file that overlaps the two hour files.
+    daily.apply([record(3, [BASE + 5, BASE + HOUR + 20, BASE + 2 * HOUR])])
+    newest = query_all(daily, descending=True)
+    oldest = query_all(daily)
+    names = sorted(p.name for p in directory.glob("*.duckdb"))
+    daily.close()
+
+    assert [e[0] for e in oldest] == [3, 1, 2, 4, 5]
+    assert [e[0] for e in newest] == [5, 4, 2, 1, 3]
+    assert names == [
+        "20240501T000000Z-2.duckdb",
+        "20240501T000000Z.duckdb",
+        "20240501T010000Z.duckdb",
+    ]
 
 
 # Replay and crash safety -----------------------------------------------------
