@@ -621,7 +621,7 @@ class LogStore:
         """Merge the small partitions of each old day into that day's file.
 
         A day is old once it ended at least `compact_after_seconds` ago. The
-        merged file holds the rows of the day's small partitions and of its
+        merged file contains the rows of the day's small partitions and of its
         previous day file, sorted by time, so a time range reads few row
         groups. It replaces them in one step (see the module docstring);
         readers see either the old files or the merged one.
@@ -1097,7 +1097,7 @@ class LogStore:
     def _read_state(self) -> tuple[int | None, list[tuple[str, int, int]] | None]:
         """Return the last sequence and the (name, start, width) of each file.
 
-        Either is None when the state file does not say.
+        Either is None when the state file lacks it.
         """
         path = self._directory / STATE_FILE
         try:
@@ -1158,7 +1158,7 @@ def _parse_name(name: str, default_seconds: int) -> tuple[int, int] | None:
 
 
 def _combine(target: _Partition, sources: list[_Partition]) -> None:
-    """Set what `target` knows of its rows: the union of the sources'."""
+    """Set the row count, bounds and services of `target` from its sources."""
     lows = [p.min_ts for p in sources if p.min_ts is not None]
     highs = [p.max_ts for p in sources if p.max_ts is not None]
     target.rows = sum(p.rows for p in sources)

@@ -325,5 +325,6 @@ def test_kill_during_merge_loses_and_repeats_nothing(
     assert sum(after_kill[0].values()) == ENTRIES
     assert sorted(sequences) == list(range(1, ENTRIES + 1))
     assert sorted(merged) == list(range(1, ENTRIES + 1))
-    assert len(names) == 1 and names[0].startswith("20240501T000000Z-1d")
+    assert len(names) == 1
+    assert names[0].startswith("20240501T000000Z-1d")
     assert last == ENTRIES
