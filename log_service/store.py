@@ -237,6 +237,10 @@ class LogStore:
         state, listed = self._read_state()
         self._root = duckdb.connect(":memory:")
         self._root.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
+        # A merge sorts a whole day, which may not fit in memory. DuckDB then
+        # spills to this folder, not to the process's working directory.
+        spill = self._directory / "spill"
+        self._root.execute("SET temp_directory = ?", [str(spill)])
         self._writer = self._root.cursor()
         self._merger = self._root.cursor()
         for start, seconds, path in self._live_files(listed):
@@ -652,12 +656,7 @@ class LogStore:
     def _merge_day(self, day: int) -> bool:
         with self._write_lock:
             self._check_open()
-            sources = [
-                p
-                for p in self._partitions.values()
-                if p.start // DAY_SECONDS * DAY_SECONDS == day
-                and (p.seconds < DAY_SECONDS or p.key == (day, DAY_SECONDS))
-            ]
+            sources = self._merge_sources(day)
             if not any(p.seconds < DAY_SECONDS for p in sources):
                 return False
             copied_through = self._last
@@ -693,6 +692,9 @@ class LogStore:
                         target.path.name,
                     )
                     return False
+                # An apply may have created the day's file meanwhile. All of
+                # its rows came after `copied_through`.
+                sources = self._merge_sources(day)
                 union = " UNION ALL ".join(
                     f"SELECT * FROM {p.alias}.entries WHERE seq > ?" for p in sources
                 )
@@ -727,6 +729,15 @@ class LogStore:
             if not swapped:
                 self._discard_merge(target)
             self._merge_files = frozenset()
+
+    def _merge_sources(self, day: int) -> list[_Partition]:
+        """Return the partitions a merge of `day` replaces."""
+        return [
+            p
+            for p in self._partitions.values()
+            if p.start // DAY_SECONDS * DAY_SECONDS == day
+            and (p.seconds < DAY_SECONDS or p.key == (day, DAY_SECONDS))
+        ]
 
     def _discard_merge(self, target: _Partition) -> None:
         try:
