@@ -46,6 +46,7 @@ from splitlog.logs.v1 import logs_service_pb2_grpc as pb_grpc
 from splitlog_runtime import aio
 
 _BATCH = 10_000
+_ATTEMPTS = 10
 _HOUR_NS = 3600 * 1_000_000_000
 
 
@@ -73,6 +74,7 @@ async def _load(target: str, pool: list[bytes], total: int, streams: int) -> int
     accepted = 0
     started = time.perf_counter()
     reported = 0
+    retries = 0
 
     async with grpc.aio.insecure_channel(target, CHANNEL_OPTIONS) as channel:
         open_stream = channel.stream_unary(
@@ -80,28 +82,46 @@ async def _load(target: str, pool: list[bytes], total: int, streams: int) -> int
             response_deserializer=pb.StreamLogEntriesResponse.FromString,
         )
 
+        async def send(messages: list[bytes]) -> int:
+            call = open_stream(timeout=3600)
+            for message in messages:
+                await call.write(message)
+            await call.done_writing()
+            return (await call).accepted_count
+
         async def stream() -> None:
-            nonlocal next_batch, accepted, reported
+            nonlocal next_batch, accepted, reported, retries
             # One stream carries up to 10 batches, then the next one opens, so
             # a failure loses little and progress shows on the way.
             while next_batch < batches:
-                call = open_stream(timeout=3600)
-                sent = 0
-                while next_batch < batches and sent < 10:
+                messages = []
+                while next_batch < batches and len(messages) < 10:
                     body = pool[next_batch % len(pool)]
                     suffix = pb.StreamLogEntriesRequest(request_id=str(uuid.uuid4()))
                     next_batch += 1
-                    sent += 1
-                    await call.write(body + suffix.SerializeToString())
-                await call.done_writing()
-                response = await call
-                accepted += response.accepted_count
+                    messages.append(body + suffix.SerializeToString())
+                for attempt in range(_ATTEMPTS):
+                    try:
+                        count = await send(messages)
+                        accepted += count
+                        break
+                    except grpc.aio.AioRpcError as exc:
+                        # A failover under load: the same request ids make
+                        # the resent batches store each entry once.
+                        if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                            raise
+                        if attempt == _ATTEMPTS - 1:
+                            raise
+                        retries += 1
+                        await asyncio.sleep(1.0)
                 if accepted - reported >= total // 10:
                     reported = accepted
                     rate = accepted / (time.perf_counter() - started)
                     print(f"  loaded {accepted:,} entries, {rate:,.0f}/s", flush=True)
 
         await asyncio.gather(*(stream() for _ in range(streams)))
+    if retries:
+        print(f"  resent {retries} streams after UNAVAILABLE", flush=True)
     return accepted
 
 

@@ -66,6 +66,9 @@ _FILE_PATTERN = re.compile(r"^(\d{8}T\d{6}Z)(?:-(\d+)([dhs]))?(?:-(\d+))?\.duckd
 _WAL_PATTERN = re.compile(r"^(.+\.duckdb)\.wal$")
 _UNIT_SECONDS = {"d": DAY_SECONDS, "h": 3600, "s": 1}
 _NAME_FORMAT = "%Y%m%dT%H%M%SZ"
+# How many times more partitions each statement of a page reads than the
+# statement before.
+QUERY_GROWTH = 2
 # How often the background compaction looks for days to merge.
 COMPACT_INTERVAL_SECONDS = 60.0
 # Size of a DuckDB write-ahead log that starts a checkpoint (DuckDB's default
@@ -791,11 +794,7 @@ class LogStore:
                 else:
                     conditions.append("ts >= ? AND (ts > ? OR seq > ?)")
                 params.extend([after_ts, after_ts, after_seq])
-            sql_start = f"SELECT {store_sql.RESULT_SELECT} FROM "
-            sql_end = (
-                f".entries WHERE {' AND '.join(conditions)}"
-                f" ORDER BY ts {direction}, seq {direction} LIMIT ?"
-            )
+            where = " AND ".join(conditions)
             # Partitions may overlap in time (a day file next to the hours
             # that a merge has not reached yet). They are read from the one
             # whose rows come first, and reading stops once the next one
@@ -811,15 +810,33 @@ class LogStore:
             else:
                 candidates.sort(key=lambda p: p.min_ts or 0)
             page: pa.Table | None = None
-            for partition in candidates:
+            index = 0
+            group = 1
+            while index < len(candidates):
                 if page is not None and page.num_rows == limit:
                     boundary = page.column("ts")[limit - 1].as_py()
-                    if descending and (partition.max_ts or 0) < boundary:
+                    first = candidates[index]
+                    if descending and (first.max_ts or 0) < boundary:
                         break
-                    if not descending and (partition.min_ts or 0) > boundary:
+                    if not descending and (first.min_ts or 0) > boundary:
                         break
-                sql = sql_start + partition.alias + sql_end
-                table = cursor.sql(sql, params=[*params, limit]).to_arrow_table()
+                # Each statement reads twice as many partitions as the one
+                # before, so a page of rare matches takes few statements.
+                chunk = candidates[index : index + group]
+                index += len(chunk)
+                group *= QUERY_GROWTH
+                selects = [
+                    f"SELECT {store_sql.RESULT_SELECT} FROM {p.alias}.entries"
+                    f" WHERE {where}"
+                    for p in chunk
+                ]
+                sql = (
+                    f"SELECT * FROM ({' UNION ALL '.join(selects)})"
+                    f" ORDER BY ts {direction}, seq {direction} LIMIT ?"
+                )
+                table = cursor.sql(
+                    sql, params=[*params * len(chunk), limit]
+                ).to_arrow_table()
                 if not table.num_rows:
                     continue
                 tables.append(table)
@@ -1052,11 +1069,11 @@ class LogStore:
             stem += "-" + _width_label(seconds)
         # Files on disk that are not listed were deleted at open, except the
         # one a running merge writes.
-        taken = {p.path.name for p in self._partitions.values()}
-        taken |= self._merge_files
+        used_names = {p.path.name for p in self._partitions.values()}
+        used_names |= self._merge_files
         name = f"{stem}.duckdb"
         number = 1
-        while name in taken:
+        while name in used_names:
             number += 1
             name = f"{stem}-{number}.duckdb"
         return self._directory / name

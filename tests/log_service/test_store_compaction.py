@@ -328,3 +328,31 @@ def test_kill_during_merge_loses_and_repeats_nothing(
     assert len(names) == 1
     assert names[0].startswith("20240501T000000Z-1d")
     assert last == ENTRIES
+
+
+def test_directory_of_format_one_opens(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    daily = LogStore(directory, partition_seconds=86400)
+    daily.apply([record(1, [BASE + 5, BASE + DAY + 5])])
+    daily.close()
+    # The state file as the store wrote it before it listed its files.
+    state_path = directory / "store.json"
+    state_path.write_text(
+        json.dumps({"format": 1, "partition_seconds": 86400, "last_sequence": 2})
+    )
+
+    clock = Clock(BASE + DAY + 2 * HOUR)
+    store = open_store(directory, clock)
+    store.apply([record(3, [BASE + DAY + HOUR])])
+    entries = query_all(store)
+    listed = json.loads(state_path.read_text())["files"]
+    store.close()
+
+    assert [s for s, _ in entries] == [1, 2, 3]
+    assert listed == [
+        {"name": "20240501T000000Z.duckdb", "start": BASE // SECOND, "seconds": 86400},
+        {"name": "20240502T000000Z.duckdb", "start": BASE // SECOND + 86400,
+         "seconds": 86400},
+        {"name": "20240502T010000Z.duckdb", "start": BASE // SECOND + 90000,
+         "seconds": 3600},
+    ]  # fmt: skip
