@@ -233,6 +233,8 @@ class LogStore:
         # alone until the merge ends.
         self._merging: frozenset[tuple[int, int]] = frozenset()
         self._merge_files: frozenset[str] = frozenset()
+        # Snapshot copies under way (`copy_chunks`); a merge waits for none.
+        self._copies = 0
         self._stop = threading.Event()
         self._compactor: threading.Thread | None = None
 
@@ -660,7 +662,7 @@ class LogStore:
         with self._write_lock:
             self._check_open()
             sources = self._merge_sources(day)
-            if not any(p.seconds < DAY_SECONDS for p in sources):
+            if self._copies or not any(p.seconds < DAY_SECONDS for p in sources):
                 return False
             copied_through = self._last
             deletions = [p.deletions for p in sources]
@@ -687,6 +689,8 @@ class LogStore:
             self._merger.execute(f"CHECKPOINT {target.alias}").fetchall()
             with self._write_lock:
                 self._check_open()
+                if self._copies:
+                    return False  # merged again once the snapshot copy is done
                 if [p.deletions for p in sources] != deletions:
                     _LOGGER.info(
                         "log store %s: entries of day %s were deleted during its "
@@ -970,16 +974,29 @@ class LogStore:
         Partitions are read one after the other, each in sequence order, at
         most `chunk_entries` entries per chunk. No lock is held between
         chunks, so writers and retention go on; rows that retention deletes
-        meanwhile may be missing from the copy.
+        meanwhile may be missing from the copy. A merge does not take effect
+        until the copy ends.
         """
         _check_limit(chunk_entries)
-        with self._readers.shared():
-            starts = sorted(self._partitions)
-        for start in starts:
+        with self._write_lock:
+            self._check_open()
+            # No merge swaps partitions while the copy walks them.
+            self._copies += 1
+            keys = sorted(self._partitions)
+        try:
+            yield from self._copy_partitions(keys, through, chunk_entries)
+        finally:
+            with self._write_lock:
+                self._copies -= 1
+
+    def _copy_partitions(
+        self, keys: list[tuple[int, int]], through: int, chunk_entries: int
+    ) -> Iterator[tuple[node_service_pb2.EntryColumns, list[int]]]:
+        for key in keys:
             after = 0
             while True:
                 with self._reading() as (cursor, _, partitions):
-                    partition = next((p for p in partitions if p.start == start), None)
+                    partition = next((p for p in partitions if p.key == key), None)
                     if partition is None or partition.max_seq <= after:
                         break
                     sql = (

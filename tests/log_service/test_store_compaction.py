@@ -356,3 +356,23 @@ def test_directory_of_format_one_opens(tmp_path: Path) -> None:
         {"name": "20240502T010000Z.duckdb", "start": BASE // SECOND + 90000,
          "seconds": 3600},
     ]  # fmt: skip
+
+
+def test_snapshot_copy_holds_off_merges(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    clock = Clock(BASE + 20 * HOUR)
+    store = open_store(directory, clock)
+    store.apply([record(1, [BASE + HOUR, BASE + 2 * HOUR, BASE + 3 * HOUR])])
+    clock.now = BASE + 3 * DAY
+    store.apply([record(4, [BASE + 30, BASE + 2 * DAY])])
+
+    chunks = store.copy_chunks(5, 2)
+    first = next(chunks)
+    merged_during_copy = store.compact()
+    copied = list(first[1]) + [s for _, sequences in chunks for s in sequences]
+    merged_after_copy = store.compact()
+    store.close()
+
+    assert merged_during_copy == 0
+    assert sorted(copied) == [1, 2, 3, 4, 5]
+    assert merged_after_copy == 1
