@@ -8,7 +8,7 @@ share its buffer pool and worker threads.
 
 Partitions come in two sizes when `compact_after_seconds` is set: recent
 entries go into partitions of `partition_seconds` (an hour by default), and
-entries of a UTC day that ended more than `compact_after_seconds` ago go
+entries of a UTC day that ended at least `compact_after_seconds` ago go
 into one file for that day. A background compaction (`compact`) merges the
 small partitions of such a day into its day file, sorted by time.
 
