@@ -127,7 +127,7 @@ def test_node_finishes_interrupted_install_at_start(base_config, tmp_path, leade
         directory,
         leader.channel,
         fetch_request(),
-        lambda path: _open_store(path, 24),
+        lambda path: _open_store(path, base_config, compact=False),
         snapshots.Progress(),
         lambda: False,
     )
@@ -178,12 +178,12 @@ def test_unfinished_snapshot_is_deleted_at_start(base_config, tmp_path, leader):
         follower.stop()
 
 
-def test_corrupt_chunk_is_refused(tmp_path, leader):
+def test_corrupt_chunk_is_refused(base_config, tmp_path, leader):
     messages = list(leader.replication.FetchSnapshot(fetch_request(), timeout=10))
     chunks = [m for m in messages if m.WhichOneof("part") == "entries"]
     chunks[0].entries.crc32 ^= 1
     partial = tmp_path / "partial"
-    store = _open_store(partial / "store", 24)
+    store = _open_store(partial / "store", base_config, compact=False)
     try:
         with pytest.raises(snapshots.SnapshotError, match="checksum"):
             snapshots.write_snapshot(
@@ -193,13 +193,13 @@ def test_corrupt_chunk_is_refused(tmp_path, leader):
         store.close()
 
 
-def test_stream_without_trailer_is_refused(tmp_path, leader):
+def test_stream_without_trailer_is_refused(base_config, tmp_path, leader):
     messages = list(leader.replication.FetchSnapshot(fetch_request(), timeout=10))
     assert messages[0].WhichOneof("part") == "header"
     assert messages[-1].WhichOneof("part") == "trailer"
     assert messages[-1].trailer.entry_count == 200
     partial = tmp_path / "partial"
-    store = _open_store(partial / "store", 24)
+    store = _open_store(partial / "store", base_config, compact=False)
     try:
         with pytest.raises(snapshots.SnapshotError, match="before its trailer"):
             snapshots.write_snapshot(
