@@ -254,3 +254,28 @@ def test_follow_from_sequence_replays_committed(leader):
 
     assert sequences == [2, 3, 4]
     assert last_sequence == 4
+
+
+def test_old_entries_go_to_day_files(base_config, tmp_path):
+    handle = start(base_config, tmp_path, "n0")
+    configure(handle, epoch=1, leader=handle)
+    entries = columns(2, "old-and-new")
+    day_ns = 86400 * 1_000_000_000
+    # Ten days back is a day that ended more than 24 hours ago.
+    entries.timestamps[0] -= 10 * day_ns
+    try:
+        handle.stub.AppendEntries(
+            node_service_pb2.AppendEntriesRequest(
+                shard=SHARD, leader_epoch=1, batch_id="b1", entries=entries
+            ),
+            timeout=5,
+        )
+        stored = query_messages(handle)
+    finally:
+        handle.stop()
+    names = sorted(p.name for p in (handle.directory / "store").glob("*.duckdb"))
+
+    assert sorted(stored) == ["old-and-new 0", "old-and-new 1"]
+    assert len(names) == 2
+    assert names[0].endswith("T000000Z-1d.duckdb")
+    assert not names[1].endswith("-1d.duckdb")
