@@ -249,6 +249,7 @@ store = LogStore(Path(sys.argv[1]), partition_seconds=3600,
 print("merging", flush=True)
 store.compact()
 print("merged", flush=True)
+sys.stdin.readline()  # stays alive, so it is killed whenever the test looks
 store.close()
 """
 
@@ -273,6 +274,7 @@ def kill_when(directory: Path, ready) -> int:
     process = subprocess.Popen(
         [sys.executable, "-c", _MERGER, str(directory)],
         cwd=REPO,
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
