@@ -15,6 +15,9 @@ a group's member list is reused for up to `CACHE_SECONDS`:
   found at once, and it drops the group's reused list.
 - At most `MAX_CACHED_GROUPS` groups are kept; the least recently used go
   first.
+- A deactivated user stays a member but is rejected with FAILED_PRECONDITION
+  (reason USER_DEACTIVATED). A user deactivated less than `CACHE_SECONDS`
+  ago may still be accepted from a reused list.
 
 The same lists decide who may use a group when `auth_required` is on
 (`is_member`), so a removed member keeps access to the group's expenses for
@@ -30,6 +33,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import grpc
 
@@ -49,6 +53,7 @@ from splitlog_runtime.errors import (
 _LOGGER = logging.getLogger(__name__)
 
 NOT_A_MEMBER = "NOT_A_GROUP_MEMBER"
+USER_DEACTIVATED = "USER_DEACTIVATED"
 #: Seconds a caller should wait before retrying while user_service is down.
 RETRY_DELAY_SECONDS = 1.0
 #: Seconds a group's member list may be reused to accept payers and
@@ -65,6 +70,18 @@ _TRANSIENT = {
 }
 
 
+@dataclass(frozen=True)
+class _Members:
+    """A group's members, and those of them whose user is deactivated."""
+
+    active: frozenset[str]
+    deactivated: frozenset[str]
+
+    @property
+    def all(self) -> frozenset[str]:
+        return self.active | self.deactivated
+
+
 class _RecentMembers:
     """Member lists by group name that expire after `max_age` seconds.
 
@@ -77,10 +94,10 @@ class _RecentMembers:
         self._max_age = max_age
         self._max_entries = max_entries
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, frozenset[str]]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, _Members]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, group: str) -> frozenset[str] | None:
+    def get(self, group: str) -> _Members | None:
         """Return the stored members, or None when missing or too old."""
         with self._lock:
             entry = self._entries.get(group)
@@ -93,7 +110,7 @@ class _RecentMembers:
             self._entries.move_to_end(group)
             return members
 
-    def put(self, group: str, members: frozenset[str], fetched_at: float) -> None:
+    def put(self, group: str, members: _Members, fetched_at: float) -> None:
         """Store members fetched at `fetched_at`, dropping the oldest beyond the cap."""
         if self._max_age <= 0:
             return
@@ -181,17 +198,21 @@ class MembershipClient:
         """
         users = set(users)
         cached = self._recent.get(group)
-        if cached is not None and users <= cached:
+        if cached is not None and users <= cached.active:
             return
-        missing = sorted(users - self._fetch_members(group, context))
-        if not missing:
-            return
+        members = self._fetch_members(group, context)
+        missing = sorted(users - members.all)
         fields = fields or {}
 
         def named(user: str) -> str:
             paths = fields.get(user)
             return f"{user!r} ({', '.join(paths)})" if paths else repr(user)
 
+        if not missing:
+            deactivated = sorted(users & members.deactivated)
+            if deactivated:
+                raise _deactivated(group, deactivated, named, fields)
+            return
         listed = ", ".join(named(user) for user in missing)
         metadata = {"group": group, "users": ",".join(missing)}
         paths = [path for user in missing for path in fields.get(user, ())]
@@ -225,20 +246,21 @@ class MembershipClient:
           Unavailable: user_service cannot be reached or timed out.
         """
         cached = self._recent.get(group)
-        if cached is not None and user in cached:
+        if cached is not None and user in cached.all:
             return True
         try:
-            return user in self._fetch_members(group, context)
+            return user in self._fetch_members(group, context).all
         except NotFound:
             return False
 
     def _fetch_members(
         self, group: str, context: grpc.ServicerContext | None
-    ) -> frozenset[str]:
+    ) -> _Members:
         """Read every member of a group from user_service and cache the list."""
         fetched_at = self._clock()
         deadline = time.monotonic() + downstream_timeout(context, self._default_timeout)
         members: set[str] = set()
+        deactivated: set[str] = set()
         token = ""
         while True:
             request = users_pb.ListGroupMembersRequest(
@@ -253,10 +275,14 @@ class MembershipClient:
                 if exc.code() == grpc.StatusCode.NOT_FOUND:
                     self._recent.discard(group)
                 raise self._translate(exc, group) from None
-            members.update(member.user for member in response.members)
+            for member in response.members:
+                if member.user_state == users_pb.User.STATE_DEACTIVATED:
+                    deactivated.add(member.user)
+                else:
+                    members.add(member.user)
             token = response.next_page_token
             if not token:
-                found = frozenset(members)
+                found = _Members(frozenset(members), frozenset(deactivated))
                 self._recent.put(group, found, fetched_at)
                 return found
 
@@ -288,3 +314,30 @@ class MembershipClient:
             f"user_service failed ListGroupMembers for {group}: {code.name}: "
             f"{exc.details()}"
         )
+
+
+def _deactivated(
+    group: str,
+    users: list[str],
+    named: Callable[[str], str],
+    fields: Mapping[str, Sequence[str]],
+) -> FailedPrecondition:
+    """Build the error for deactivated users named on a write."""
+    listed = ", ".join(named(user) for user in users)
+    verb = "is deactivated" if len(users) == 1 else "are deactivated"
+    metadata = {"group": group, "users": ",".join(users)}
+    paths = [path for user in users for path in fields.get(user, ())]
+    if paths:
+        metadata["fields"] = ",".join(paths)
+    return FailedPrecondition(
+        f"{listed} {verb}; a deactivated user keeps its history but cannot pay "
+        "or take part in expenses. Name an active member instead",
+        reason=USER_DEACTIVATED,
+        metadata=metadata,
+        preconditions=[
+            PreconditionViolation(
+                USER_DEACTIVATED, user, f"{named(user)} is deactivated"
+            )
+            for user in users
+        ],
+    )

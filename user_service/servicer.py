@@ -113,6 +113,7 @@ def member_message(member: storage.MemberRow, user: storage.UserRow) -> pb.Membe
         user=domain.user_name(user.id),
         display_name=user.display_name,
         join_time=_timestamp(member.join_time),
+        user_state=_STATES[user.state],
     )
 
 

@@ -765,3 +765,25 @@ def test_member_added_after_create_accepted_at_once(clients, group):
     )
 
     assert newcomer in owed(created)
+
+
+def test_deactivated_user_rejected_as_payer_or_participant(clients, group):
+    deactivated = group.members[2]
+    clients.users.DeactivateUser(
+        users_pb.DeactivateUserRequest(name=deactivated), timeout=TIMEOUT
+    )
+
+    as_payer = _create_error(
+        clients, group.name, equal_expense(group, payer=deactivated)
+    )
+    as_participant = _create_error(clients, group.name, equal_expense(group))
+
+    for error in (as_payer, as_participant):
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert reason_of(error) == "USER_DEACTIVATED"
+        assert deactivated in error.details()
+    assert "expense.payers[0].user" in as_payer.details()
+    assert "expense.split.participants[2].user" in as_participant.details()
+    others = [user for user in group.members if user != deactivated]
+    kept = create_expense(clients, group, equal_expense(group, participants=others))
+    assert deactivated not in {line.user for line in kept.owed_amounts}

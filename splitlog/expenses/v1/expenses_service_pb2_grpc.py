@@ -34,8 +34,9 @@ class ExpensesServiceStub:
     negative too, and a zero total is invalid. Every amount in one expense uses
     the expense's currency.
     Every payer and participant that a create or update adds must be a member
-    of the group, or the call fails with FAILED_PRECONDITION. Users already on
-    an expense may stay on it after they leave the group.
+    of the group whose user is not deactivated, or the call fails with
+    FAILED_PRECONDITION (reason NOT_A_GROUP_MEMBER or USER_DEACTIVATED). Users
+    already on an expense may stay on it after they leave the group.
     """
 
     def __init__(self, channel):
@@ -95,8 +96,9 @@ class ExpensesServiceServicer:
     negative too, and a zero total is invalid. Every amount in one expense uses
     the expense's currency.
     Every payer and participant that a create or update adds must be a member
-    of the group, or the call fails with FAILED_PRECONDITION. Users already on
-    an expense may stay on it after they leave the group.
+    of the group whose user is not deactivated, or the call fails with
+    FAILED_PRECONDITION (reason NOT_A_GROUP_MEMBER or USER_DEACTIVATED). Users
+    already on an expense may stay on it after they leave the group.
     """
 
     def CreateExpense(self, request, context):
@@ -221,8 +223,9 @@ class ExpensesService:
     negative too, and a zero total is invalid. Every amount in one expense uses
     the expense's currency.
     Every payer and participant that a create or update adds must be a member
-    of the group, or the call fails with FAILED_PRECONDITION. Users already on
-    an expense may stay on it after they leave the group.
+    of the group whose user is not deactivated, or the call fails with
+    FAILED_PRECONDITION (reason NOT_A_GROUP_MEMBER or USER_DEACTIVATED). Users
+    already on an expense may stay on it after they leave the group.
     """
 
     @staticmethod
