@@ -233,6 +233,9 @@ class LogStore:
         # alone until the merge ends.
         self._merging: frozenset[tuple[int, int]] = frozenset()
         self._merge_files: frozenset[str] = frozenset()
+        # Merged files left on disk after their swap failed; no new partition
+        # may take their names.
+        self._kept_files: frozenset[str] = frozenset()
         # Snapshot copies under way (`copy_chunks`); a merge waits for none.
         self._copies = 0
         self._stop = threading.Event()
@@ -675,6 +678,7 @@ class LogStore:
                 raise
             self._merging = frozenset(p.key for p in sources)
         swapped = False
+        keep_file = False
         try:
             # The bulk of the copy runs without the write lock, so applies and
             # queries go on meanwhile. Rows they add are copied below.
@@ -716,8 +720,16 @@ class LogStore:
                     for source in sources:
                         del partitions[source.key]
                     partitions[target.key] = target
+                    try:
+                        # The merge takes effect here.
+                        self._write_state(self._last, partitions)
+                    except BaseException:
+                        # The new list may have reached the disk, so the
+                        # merged file stays; the next open keeps whichever
+                        # files the state file lists and deletes the rest.
+                        keep_file = True
+                        raise
                     self._partitions = partitions
-                    self._write_state(self._last)  # the merge takes effect here
                     swapped = True
                     for source in sources:
                         self._run(f"DETACH {source.alias}")
@@ -734,7 +746,9 @@ class LogStore:
         finally:
             self._merging = frozenset()
             if not swapped:
-                self._discard_merge(target)
+                self._discard_merge(target, unlink=not keep_file)
+                if keep_file:
+                    self._kept_files |= {target.path.name}
             self._merge_files = frozenset()
 
     def _merge_sources(self, day: int) -> list[_Partition]:
@@ -746,15 +760,16 @@ class LogStore:
             and (p.seconds < DAY_SECONDS or p.key == (day, DAY_SECONDS))
         ]
 
-    def _discard_merge(self, target: _Partition) -> None:
+    def _discard_merge(self, target: _Partition, *, unlink: bool = True) -> None:
         try:
             with self._write_lock:
                 if not self._closed:
                     self._run(f"DETACH {target.alias}")
         except duckdb.Error:
             _LOGGER.exception("log store: could not detach %s", target.path)
-        for path in (target.path, _wal_path(target.path)):
-            path.unlink(missing_ok=True)
+        if unlink:
+            for path in (target.path, _wal_path(target.path)):
+                path.unlink(missing_ok=True)
 
     # Reads ----------------------------------------------------------------
 
@@ -1087,7 +1102,7 @@ class LogStore:
         # Files on disk that are not listed were deleted at open, except the
         # one a running merge writes.
         used_names = {p.path.name for p in self._partitions.values()}
-        used_names |= self._merge_files
+        used_names |= self._merge_files | self._kept_files
         name = f"{stem}.duckdb"
         number = 1
         while name in used_names:
@@ -1165,11 +1180,17 @@ class LogStore:
         ]
         return last, files
 
-    def _write_state(self, last: int) -> None:
-        """Replace the state file: `last` and the live partition files."""
+    def _write_state(
+        self, last: int, partitions: dict[tuple[int, int], _Partition] | None = None
+    ) -> None:
+        """Replace the state file: `last` and the live partition files.
+
+        The files are those of `partitions`, by default the current ones.
+        """
+        listed = self._partitions if partitions is None else partitions
         files = [
             {"name": p.path.name, "start": p.start, "seconds": p.seconds}
-            for p in sorted(self._partitions.values(), key=lambda p: p.key)
+            for p in sorted(listed.values(), key=lambda p: p.key)
         ]
         state = {
             "format": STATE_FORMAT,

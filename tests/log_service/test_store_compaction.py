@@ -378,3 +378,35 @@ def test_snapshot_copy_holds_off_merges(tmp_path: Path) -> None:
     assert merged_during_copy == 0
     assert sorted(copied) == [1, 2, 3, 4, 5]
     assert merged_after_copy == 1
+
+
+def test_failed_swap_keeps_each_entry_once(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    clock = Clock(BASE + 20 * HOUR)
+    store = open_store(directory, clock)
+    store.apply([record(1, [BASE + HOUR, BASE + 2 * HOUR, BASE + 3 * HOUR])])
+    clock.now = BASE + 3 * DAY
+    # A folder where the new state file is written makes the swap fail.
+    blocker = directory / "store.tmp"
+    blocker.mkdir()
+
+    with pytest.raises(IsADirectoryError):
+        store.compact()
+    during = query_all(store)
+    blocker.rmdir()
+    merged = store.compact()
+    names = files(directory)
+    after = query_all(store)
+    store.close()
+    reopened = open_store(directory, clock)
+    reopened_entries = query_all(reopened)
+    reopened_names = files(directory)
+    reopened.close()
+
+    assert [s for s, _ in during] == [1, 2, 3]
+    assert merged == 1
+    # The first merged file stays on disk, unlisted, until the next open.
+    assert names == ["20240501T000000Z-1d-2.duckdb", DAY_FILE]
+    assert after == during
+    assert reopened_entries == during
+    assert reopened_names == ["20240501T000000Z-1d-2.duckdb"]
