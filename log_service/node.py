@@ -497,40 +497,79 @@ class LogNode:
             acknowledgements did not arrive in time. The record then stays in
             the log, so a retry with the same batch id finds it.
         """
-        self._check_shard(request.shard, "shard")
-        if entries is None:
-            entries = request.entries.SerializeToString()
-        pending = PendingRecord.from_columns(entries)
-        count = _check_batch(request.batch_id, pending.record.entries)
+        return self.append_batches([(request, entries)], timeout, prefix="")[0]
+
+    def append_batches(
+        self,
+        batches: Sequence[tuple[node_service_pb2.AppendEntriesRequest, bytes | None]],
+        timeout: float | None,
+        *,
+        prefix: str = "batches",
+    ) -> list[node_service_pb2.AppendEntriesResponse]:
+        """Store batches in order, each as `append` does; return one answer each.
+
+        Every new batch becomes its own record, one flush covers them all,
+        and the call waits once, until the last of them is committed. Field
+        names in errors start with `<prefix>[<index>].` (nothing when
+        `prefix` is empty).
+
+        Raises:
+          InvalidArgument: a batch is malformed or there is none; nothing
+            is stored then.
+          Unavailable: as for `append`. Batches written before the failure
+            stay in the log, and a retry finds them by their ids.
+        """
+        if not batches:
+            raise invalid_field(
+                prefix or "batches", "is empty; send at least one batch"
+            )
+        prepared = []
+        for index, (request, entries) in enumerate(batches):
+            where = f"{prefix}[{index}]." if prefix else ""
+            self._check_shard(request.shard, f"{where}shard")
+            if entries is None:
+                entries = request.entries.SerializeToString()
+            pending = PendingRecord.from_columns(entries)
+            count = _check_batch(request.batch_id, pending.record.entries, where)
+            prepared.append((request, pending, count))
         wait = self._append_timeout
         if timeout is not None:
             # Return before the caller's deadline, so it receives the RetryInfo.
             wait = min(wait, timeout - DEADLINE_MARGIN_SECONDS)
         deadline = time.monotonic() + wait
+        responses = []
+        last = written = 0
         with self.lock:
             self._check_ready()
-            self._check_leader(request.leader_epoch)
+            for request, _, _ in prepared:
+                self._check_leader(request.leader_epoch)
             epoch = self._state.epoch
-            known = self._batches.get(request.batch_id)
-            if known is None:
-                first = self.wal.last_sequence + 1
-                record, payload = pending.complete(
-                    first, epoch, request.batch_id, time.time_ns()
+            for request, pending, count in prepared:
+                known = self._batches.get(request.batch_id)
+                if known is None:
+                    first = self.wal.last_sequence + 1
+                    record, payload = pending.complete(
+                        first, epoch, request.batch_id, time.time_ns()
+                    )
+                    with _disk_full_is_unavailable(self.shard):
+                        written = self.wal.write(record, payload)
+                    self._batches.add(request.batch_id, first, count)
+                    batch_last = written
+                else:
+                    first, count = known
+                    batch_last = first + count - 1
+                last = max(last, batch_last)
+                responses.append(
+                    node_service_pb2.AppendEntriesResponse(
+                        first_sequence=first, count=count, duplicate=known is not None
+                    )
                 )
-                with _disk_full_is_unavailable(self.shard):
-                    last = self.wal.write(record, payload)
-                self._batches.add(request.batch_id, first, count)
-            else:
-                first, count = known
-                last = first + count - 1
-        if known is None:
+        if written:
             with _disk_full_is_unavailable(self.shard):
-                self.wal.sync(last)
+                self.wal.sync(written)
             self._note_durable()
         self._wait_for_commit(last, deadline, epoch)
-        return node_service_pb2.AppendEntriesResponse(
-            first_sequence=first, count=count, duplicate=known is not None
-        )
+        return responses
 
     def _check_leader(self, epoch: int) -> None:
         state = self._state
@@ -1316,20 +1355,25 @@ class LogNode:
             )
 
 
-def _check_batch(batch_id: str, columns: node_service_pb2.EntryColumns) -> int:
-    """Return the number of entries of a batch after checking its shape."""
+def _check_batch(
+    batch_id: str, columns: node_service_pb2.EntryColumns, where: str = ""
+) -> int:
+    """Return the number of entries of a batch after checking its shape.
+
+    `where` goes before the field names in errors, such as `batches[2].`.
+    """
     if not batch_id:
         raise invalid_field(
-            "batch_id", "is empty; send an id that stays the same on retries"
+            f"{where}batch_id", "is empty; send an id that stays the same on retries"
         )
     count = len(columns.timestamps)
     if count == 0:
-        raise invalid_field("entries", "contains no entries; send at least one")
+        raise invalid_field(f"{where}entries", "contains no entries; send at least one")
     for descriptor in columns.DESCRIPTOR.fields:
         length = len(getattr(columns, descriptor.name))
         if length != count:
             raise invalid_field(
-                f"entries.{descriptor.name}",
+                f"{where}entries.{descriptor.name}",
                 f"contains {length} values but entries.timestamps contains {count}; "
                 "send one value per entry in every column",
             )
@@ -1355,6 +1399,14 @@ class LogNodeServicer(node_service_pb2_grpc.LogNodeServiceServicer):
                 request.request, _timeout(context), request.entries
             )
         return self._node.append(request, _timeout(context))
+
+    def AppendBatches(self, request, context):
+        if isinstance(request, node_service_pb2.AppendBatchesRequest):
+            batches = [(batch, None) for batch in request.batches]
+        else:
+            batches = [(batch.request, batch.entries) for batch in request]
+        responses = self._node.append_batches(batches, _timeout(context))
+        return node_service_pb2.AppendBatchesResponse(results=responses)
 
     def QueryEntries(self, request, context):
         return self._node.query(request, _timeout(context))
@@ -1422,12 +1474,31 @@ def parse_append_request(data: bytes) -> ReceivedBatch:
     )
 
 
+_BATCHES_FIELD = node_service_pb2.AppendBatchesRequest.DESCRIPTOR.fields_by_name[
+    "batches"
+].number
+
+
+def parse_append_batches(data: bytes) -> list[ReceivedBatch]:
+    """Parse a serialized AppendBatchesRequest, leaving the entries serialized."""
+    return [
+        parse_append_request(batch) for batch in embedded_messages(data, _BATCHES_FIELD)
+    ]
+
+
+# Handlers that receive requests with their entries still serialized.
+_RAW_PARSERS = {
+    "AppendEntries": parse_append_request,
+    "AppendBatches": parse_append_batches,
+}
+
+
 def add_node_service(node: LogNode, server: grpc.Server) -> None:
     """Serve LogNodeService for `node`, keeping received batches serialized.
 
     It registers the same handlers as the generated
-    `add_LogNodeServiceServicer_to_server`, except that AppendEntries
-    receives `ReceivedBatch`es.
+    `add_LogNodeServiceServicer_to_server`, except that AppendEntries and
+    AppendBatches receive `ReceivedBatch`es.
     """
     servicer = LogNodeServicer(node)
     handlers = {}
@@ -1441,10 +1512,8 @@ def add_node_service(node: LogNode, server: grpc.Server) -> None:
         )
         handlers[method.name] = handler(
             getattr(servicer, method.name),
-            request_deserializer=(
-                parse_append_request
-                if method.name == "AppendEntries"
-                else request_class.FromString
+            request_deserializer=_RAW_PARSERS.get(
+                method.name, request_class.FromString
             ),
             response_serializer=response_class.SerializeToString,
         )

@@ -1,8 +1,10 @@
 """The router's LogsService and OTLP servicers, and its write path.
 
 A write is checked and normalised (`model.normalize_batch`), its valid
-entries are grouped by shard, and each group goes to its shard leader with
-`AppendEntries` in parallel, under the batch id `<request_id>/<shard>`. A
+entries are grouped by shard, and each group goes to its shard leader in
+parallel, under the batch id `<request_id>/<shard>`: alone with
+`AppendEntries`, or with the groups of other writes in one `AppendBatches`
+when calls to that shard are already running (`_ShardQueue`). A
 leader that has moved on (UNAVAILABLE) makes the router refresh the shard's
 route from the coordinator and retry once. A shard that still fails fails
 the whole call with UNAVAILABLE and a RetryInfo detail. The groups stored on
@@ -12,6 +14,7 @@ other shards stay, and a retry with the same request id stores them once.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections import Counter, defaultdict, deque
@@ -68,12 +71,140 @@ _TIMESTAMP = ROW_FIELDS.index("timestamps")
 _SERVICE = ROW_FIELDS.index("services")
 
 
-@dataclass
+# AppendEntries or AppendBatches calls that the router runs at once per
+# shard. Parts of other writes for the shard queue up meanwhile and go
+# together in the next call.
+SHARD_CALLS = 2
+
+
+@dataclass(eq=False)
 class _ShardPart:
+    """The entries of one write for one shard, and the outcome of sending them."""
+
     shard: str
-    request: node_service_pb2.AppendEntriesRequest
-    epoch: int | None = None
+    batch_id: str
+    rows: list[tuple]
+    deadline: float
+    wake: threading.Event
     error: str = ""
+    done: bool = False
+    # Calls of the shard that the writer's thread is to start: ended calls
+    # hand their slot to the first waiting part.
+    send_next: int = 0
+
+
+class _ShardQueue:
+    """Sends the parts of concurrent writes to one shard, several per call.
+
+    At most SHARD_CALLS calls run at once. A part that arrives while they
+    all run waits, and the next call carries every waiting part, up to
+    `max_entries` entries, as one AppendBatches call. Each part stays a
+    batch of its own on the node, under its own batch id, so a retried
+    write is recognised whatever it was sent with.
+
+    Calls are built and started by the threads of the waiting writes: when
+    a call ends, the writer of the first waiting part is woken to start the
+    next one.
+    """
+
+    def __init__(self, shard: str, writer: Writer, max_entries: int) -> None:
+        self._shard = shard
+        self._writer = writer
+        self._max_entries = max_entries
+        self._lock = threading.Lock()
+        self._waiting: deque[_ShardPart] = deque()
+        self._calls = 0
+
+    def submit(self, part: _ShardPart) -> None:
+        """Queue a part; start a call now when fewer than SHARD_CALLS run."""
+        with self._lock:
+            self._waiting.append(part)
+            if self._calls >= SHARD_CALLS:
+                return
+            self._calls += 1
+        self.start_call()
+
+    def start_call(self) -> None:
+        """Send the waiting parts; the caller holds one of the call slots."""
+        with self._lock:
+            group = []
+            entries = 0
+            while self._waiting and (
+                not group or entries + len(self._waiting[0].rows) <= self._max_entries
+            ):
+                part = self._waiting.popleft()
+                group.append(part)
+                entries += len(part.rows)
+            if not group:
+                self._calls -= 1
+                return
+        try:
+            route = self._writer.coordinator.route(self._shard)
+            if route.leader_address is None:
+                self._finish(group, "no leader")
+                return
+            stub = self._writer.stub_for(route.leader_address)
+            timeout = max(0.01, min(part.deadline for part in group) - time.monotonic())
+            if len(group) == 1:
+                request = _append_request(group[0], route.epoch)
+                call = stub.AppendEntries.future(request, timeout=timeout)
+            else:
+                batches = node_service_pb2.AppendBatchesRequest()
+                for part in group:
+                    _append_request(part, route.epoch, batches.batches.add())
+                call = stub.AppendBatches.future(batches, timeout=timeout)
+        except Exception:
+            # The parts may belong to other writes, whose threads wait for them.
+            _LOGGER.exception("sending entries to log shard %s failed", self._shard)
+            self._finish(group, "router error")
+            return
+        call.add_done_callback(lambda done: self._finish(group, _call_error(done)))
+
+    def take_handed_slot(self, part: _ShardPart) -> bool:
+        """Return whether an ended call handed `part`'s writer a slot, and take it."""
+        with self._lock:
+            if not part.send_next:
+                return False
+            part.send_next -= 1
+            return True
+
+    def _finish(self, group: list[_ShardPart], error: str) -> None:
+        for part in group:
+            part.error = error
+            part.done = True
+            part.wake.set()
+        with self._lock:
+            if not self._waiting:
+                self._calls -= 1
+                return
+            # The slot passes to the first waiting part's writer.
+            following = self._waiting[0]
+            following.send_next += 1
+        following.wake.set()
+
+
+def _append_request(
+    part: _ShardPart,
+    epoch: int,
+    into: node_service_pb2.AppendEntriesRequest | None = None,
+) -> node_service_pb2.AppendEntriesRequest:
+    request = node_service_pb2.AppendEntriesRequest() if into is None else into
+    request.shard = part.shard
+    request.leader_epoch = epoch
+    request.batch_id = part.batch_id
+    # Filled in place: passing the columns to the constructor would copy
+    # every value once more.
+    rows_to_columns(part.rows, into=request.entries)
+    return request
+
+
+def _call_error(call: grpc.Future) -> str:
+    error = call.exception()
+    if error is None:
+        return ""
+    if isinstance(error, grpc.RpcError):
+        return error.code().name
+    return type(error).__name__
 
 
 class Writer:
@@ -96,6 +227,10 @@ class Writer:
         self._retention = retention
         self._counters = counters
         self._default_timeout = default_timeout
+        self.coordinator = coordinator
+        self.stub_for = stub_for
+        self._queues: dict[str, _ShardQueue] = {}
+        self._queues_lock = threading.Lock()
 
     def write(
         self,
@@ -169,18 +304,13 @@ class Writer:
             for row in rows:
                 by_shard[shard_for(row[_SERVICE], row[_TIMESTAMP])].append(row)
         base_id = request_id or uuid.uuid4().hex
-        parts = []
-        for shard, shard_rows in by_shard.items():
-            request = node_service_pb2.AppendEntriesRequest(
-                shard=shard, batch_id=f"{base_id}/{shard}"
-            )
-            # Filled in place: passing the columns to the constructor would
-            # copy every value once more.
-            rows_to_columns(shard_rows, into=request.entries)
-            parts.append(_ShardPart(shard, request))
-
         timeout = downstream_timeout(context, self._default_timeout)
         deadline = time.monotonic() + timeout
+        wake = threading.Event()
+        parts = [
+            _ShardPart(shard, f"{base_id}/{shard}", shard_rows, deadline, wake)
+            for shard, shard_rows in by_shard.items()
+        ]
         failed = self._send(parts, deadline)
         if failed:
             self._coordinator.wait_for_poll(
@@ -199,38 +329,35 @@ class Writer:
             )
 
     def _send(self, parts: list[_ShardPart], deadline: float) -> list[_ShardPart]:
-        ready = []
+        """Send each part through its shard's queue; return the parts that failed."""
         for part in parts:
             part.error = ""
-            route = self._coordinator.route(part.shard)
-            if route.leader_address is None:
-                part.error = "no leader"
-                continue
-            part.request.leader_epoch = route.epoch
-            ready.append((part, self._stub_for(route.leader_address).AppendEntries))
-        if not ready:
-            return list(parts)
-        # Every part but the last runs in the background; the last one runs
-        # in this thread, which saves a hand-over between threads per call.
-        calls = [
-            (part, method.future(part.request, timeout=_remaining(deadline)))
-            for part, method in ready[:-1]
-        ]
-        part, method = ready[-1]
-        try:
-            method(part.request, timeout=_remaining(deadline))
-        except grpc.RpcError as exc:
-            part.error = exc.code().name
-        for part, call in calls:
-            try:
-                call.result()
-            except grpc.RpcError as exc:
-                part.error = exc.code().name
+            part.done = False
+            part.deadline = deadline
+            self._queue(part.shard).submit(part)
+        wake = parts[0].wake
+        while not all(part.done for part in parts):
+            wake.wait()
+            wake.clear()
+            self._start_handed_calls(parts)
+        # A slot handed over just before its part went out with another call.
+        self._start_handed_calls(parts)
         return [part for part in parts if part.error]
 
+    def _start_handed_calls(self, parts: list[_ShardPart]) -> None:
+        for part in parts:
+            queue = self._queue(part.shard)
+            while queue.take_handed_slot(part):
+                queue.start_call()
 
-def _remaining(deadline: float) -> float:
-    return max(0.01, deadline - time.monotonic())
+    def _queue(self, shard: str) -> _ShardQueue:
+        queue = self._queues.get(shard)
+        if queue is None:
+            with self._queues_lock:
+                queue = self._queues.setdefault(
+                    shard, _ShardQueue(shard, self, self.limits.max_batch_entries)
+                )
+        return queue
 
 
 def _limited(rejections: list) -> list:

@@ -279,3 +279,98 @@ def test_old_entries_go_to_day_files(base_config, tmp_path):
     assert len(names) == 2
     assert names[0].endswith("T000000Z-1d.duckdb")
     assert not names[1].endswith("-1d.duckdb")
+
+
+def _batch(batch_id: str, count: int, epoch: int = 1):
+    return node_service_pb2.AppendEntriesRequest(
+        shard=SHARD,
+        leader_epoch=epoch,
+        batch_id=batch_id,
+        entries=columns(count, batch_id),
+    )
+
+
+def test_append_batches_stores_each_batch(leader):
+    append(leader, 1, "batch-a", 2)
+
+    response = leader.stub.AppendBatches(
+        node_service_pb2.AppendBatchesRequest(
+            batches=[_batch("batch-b", 3), _batch("batch-a", 2), _batch("batch-c", 1)]
+        ),
+        timeout=5,
+    )
+
+    results = [(r.first_sequence, r.count, r.duplicate) for r in response.results]
+    assert results == [(3, 3, False), (1, 2, True), (6, 1, False)]
+    assert query_sequences(leader) == [1, 2, 3, 4, 5, 6]
+    assert sorted(query_messages(leader)) == sorted(
+        ["batch-a 0", "batch-a 1", "batch-b 0", "batch-b 1", "batch-b 2", "batch-c 0"]
+    )
+
+
+def test_append_batches_retry_stores_once(leader):
+    request = node_service_pb2.AppendBatchesRequest(
+        batches=[_batch("batch-a", 2), _batch("batch-b", 2)]
+    )
+    leader.stub.AppendBatches(request, timeout=5)
+
+    again = leader.stub.AppendBatches(request, timeout=5)
+    single = append(leader, 1, "batch-b", 2)
+
+    assert [r.duplicate for r in again.results] == [True, True]
+    assert (single.first_sequence, single.duplicate) == (3, True)
+    assert query_sequences(leader) == [1, 2, 3, 4]
+
+
+def test_append_batches_with_other_epoch_stores_nothing(leader):
+    request = node_service_pb2.AppendBatchesRequest(
+        batches=[_batch("batch-a", 2), _batch("batch-b", 2, epoch=2)]
+    )
+
+    with pytest.raises(grpc.RpcError) as caught:
+        leader.stub.AppendBatches(request, timeout=5)
+
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert error_reason(caught.value) == "STALE_EPOCH"
+    assert query_sequences(leader) == []
+
+
+@pytest.mark.parametrize(
+    ("batches", "code", "field"),
+    [
+        ([], grpc.StatusCode.INVALID_ARGUMENT, "batches"),
+        (
+            [_batch("batch-a", 2), _batch("", 2)],
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "batches[1].batch_id",
+        ),
+        (
+            [
+                node_service_pb2.AppendEntriesRequest(
+                    shard=SHARD,
+                    leader_epoch=1,
+                    batch_id="batch-b",
+                    entries=node_service_pb2.EntryColumns(
+                        timestamps=[1, 2], messages=["x"]
+                    ),
+                )
+            ],
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "batches[0].entries.observed_timestamps",
+        ),
+        (
+            [node_service_pb2.AppendEntriesRequest(shard="elsewhere", batch_id="b")],
+            grpc.StatusCode.NOT_FOUND,
+            "batches[0].shard",
+        ),
+    ],
+)
+def test_append_batches_malformed_stores_nothing(leader, batches, code, field):
+    with pytest.raises(grpc.RpcError) as caught:
+        leader.stub.AppendBatches(
+            node_service_pb2.AppendBatchesRequest(batches=batches), timeout=5
+        )
+
+    assert caught.value.code() == code
+    assert field in caught.value.details()
+    assert query_sequences(leader) == []

@@ -302,6 +302,34 @@ def test_retry_with_same_request_id_stores_once(cluster):
     assert len(list_all(cluster.stub, keyword="once")) == 20
 
 
+def test_concurrent_writes_and_resends_store_once(cluster):
+    # Many writes at once make the router send several of them to a shard
+    # in one call; each keeps its own request id on the nodes.
+    request_ids = [str(uuid.uuid4()) for _ in range(24)]
+    accepted = []
+    lock = threading.Lock()
+
+    def write(index: int) -> None:
+        entries = [entry(f"svc-{i}", f"group {index} {i}") for i in range(5)]
+        request = pb.WriteLogEntriesRequest(
+            entries=entries, request_id=request_ids[index % 12]
+        )
+        response = cluster.stub.WriteLogEntries(request, timeout=30)
+        with lock:
+            accepted.append(response.accepted_count)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    stored = list_all(cluster.stub, keyword="group")
+    assert accepted == [5] * 24
+    assert len(stored) == 60
+    assert len({e.message for e in stored}) == 60
+
+
 def test_stream_counts_indexes_across_messages(cluster):
     def requests():
         yield pb.StreamLogEntriesRequest(entries=[entry(message="a"), pb.LogEntry()])

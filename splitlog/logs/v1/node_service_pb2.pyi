@@ -105,6 +105,18 @@ class AppendEntriesResponse(_message.Message):
     duplicate: bool
     def __init__(self, first_sequence: _Optional[int] = ..., count: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
+class AppendBatchesRequest(_message.Message):
+    __slots__ = ("batches",)
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
+    batches: _containers.RepeatedCompositeFieldContainer[AppendEntriesRequest]
+    def __init__(self, batches: _Optional[_Iterable[_Union[AppendEntriesRequest, _Mapping]]] = ...) -> None: ...
+
+class AppendBatchesResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[AppendEntriesResponse]
+    def __init__(self, results: _Optional[_Iterable[_Union[AppendEntriesResponse, _Mapping]]] = ...) -> None: ...
+
 class QueryEntriesRequest(_message.Message):
     __slots__ = ("shard", "filter", "after", "descending", "limit")
     SHARD_FIELD_NUMBER: _ClassVar[int]

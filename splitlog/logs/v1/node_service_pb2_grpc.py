@@ -42,6 +42,11 @@ class LogNodeServiceStub:
                 request_serializer=splitlog_dot_logs_dot_v1_dot_node__service__pb2.AppendEntriesRequest.SerializeToString,
                 response_deserializer=splitlog_dot_logs_dot_v1_dot_node__service__pb2.AppendEntriesResponse.FromString,
                 _registered_method=True)
+        self.AppendBatches = channel.unary_unary(
+                '/splitlog.logs.v1.LogNodeService/AppendBatches',
+                request_serializer=splitlog_dot_logs_dot_v1_dot_node__service__pb2.AppendBatchesRequest.SerializeToString,
+                response_deserializer=splitlog_dot_logs_dot_v1_dot_node__service__pb2.AppendBatchesResponse.FromString,
+                _registered_method=True)
         self.QueryEntries = channel.unary_unary(
                 '/splitlog.logs.v1.LogNodeService/QueryEntries',
                 request_serializer=splitlog_dot_logs_dot_v1_dot_node__service__pb2.QueryEntriesRequest.SerializeToString,
@@ -80,6 +85,17 @@ class LogNodeServiceServicer:
         answers once the batch is durable on the write quorum. A batch whose id
         the shard already holds is not stored again; the answer then names the
         sequence numbers of the first copy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AppendBatches(self, request, context):
+        """Appends several batches of one shard in one call. Each batch is stored
+        as AppendEntries stores it: its own record under its own id, not again
+        when the shard already holds that id. The answer comes once every batch
+        is durable on the write quorum. A failure fails the whole call, and a
+        retry with the same batch ids stores each batch once.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -134,6 +150,11 @@ def add_LogNodeServiceServicer_to_server(servicer, server):
                     servicer.AppendEntries,
                     request_deserializer=splitlog_dot_logs_dot_v1_dot_node__service__pb2.AppendEntriesRequest.FromString,
                     response_serializer=splitlog_dot_logs_dot_v1_dot_node__service__pb2.AppendEntriesResponse.SerializeToString,
+            ),
+            'AppendBatches': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppendBatches,
+                    request_deserializer=splitlog_dot_logs_dot_v1_dot_node__service__pb2.AppendBatchesRequest.FromString,
+                    response_serializer=splitlog_dot_logs_dot_v1_dot_node__service__pb2.AppendBatchesResponse.SerializeToString,
             ),
             'QueryEntries': grpc.unary_unary_rpc_method_handler(
                     servicer.QueryEntries,
@@ -191,6 +212,33 @@ class LogNodeService:
             '/splitlog.logs.v1.LogNodeService/AppendEntries',
             splitlog_dot_logs_dot_v1_dot_node__service__pb2.AppendEntriesRequest.SerializeToString,
             splitlog_dot_logs_dot_v1_dot_node__service__pb2.AppendEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/splitlog.logs.v1.LogNodeService/AppendBatches',
+            splitlog_dot_logs_dot_v1_dot_node__service__pb2.AppendBatchesRequest.SerializeToString,
+            splitlog_dot_logs_dot_v1_dot_node__service__pb2.AppendBatchesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,13 @@ class LogNodeServiceStub:
     the shard already holds is not stored again; the answer then names the
     sequence numbers of the first copy.
     """
+    AppendBatches: _grpc.UnaryUnaryMultiCallable[_node_service_pb2.AppendBatchesRequest, _node_service_pb2.AppendBatchesResponse]
+    """Appends several batches of one shard in one call. Each batch is stored
+    as AppendEntries stores it: its own record under its own id, not again
+    when the shard already holds that id. The answer comes once every batch
+    is durable on the write quorum. A failure fails the whole call, and a
+    retry with the same batch ids stores each batch once.
+    """
     QueryEntries: _grpc.UnaryUnaryMultiCallable[_node_service_pb2.QueryEntriesRequest, _node_service_pb2.QueryEntriesResponse]
     """Returns stored entries that match a filter, in (timestamp, sequence)
     order, starting after a cursor.
@@ -78,6 +85,13 @@ class LogNodeServiceAsyncStub(LogNodeServiceStub):
     answers once the batch is durable on the write quorum. A batch whose id
     the shard already holds is not stored again; the answer then names the
     sequence numbers of the first copy.
+    """
+    AppendBatches: _aio.UnaryUnaryMultiCallable[_node_service_pb2.AppendBatchesRequest, _node_service_pb2.AppendBatchesResponse]  # type: ignore[assignment]
+    """Appends several batches of one shard in one call. Each batch is stored
+    as AppendEntries stores it: its own record under its own id, not again
+    when the shard already holds that id. The answer comes once every batch
+    is durable on the write quorum. A failure fails the whole call, and a
+    retry with the same batch ids stores each batch once.
     """
     QueryEntries: _aio.UnaryUnaryMultiCallable[_node_service_pb2.QueryEntriesRequest, _node_service_pb2.QueryEntriesResponse]  # type: ignore[assignment]
     """Returns stored entries that match a filter, in (timestamp, sequence)
@@ -118,6 +132,19 @@ class LogNodeServiceServicer(metaclass=_abc_1.ABCMeta):
         answers once the batch is durable on the write quorum. A batch whose id
         the shard already holds is not stored again; the answer then names the
         sequence numbers of the first copy.
+        """
+
+    @_abc_1.abstractmethod
+    def AppendBatches(
+        self,
+        request: _node_service_pb2.AppendBatchesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_service_pb2.AppendBatchesResponse, _abc.Awaitable[_node_service_pb2.AppendBatchesResponse]]:
+        """Appends several batches of one shard in one call. Each batch is stored
+        as AppendEntries stores it: its own record under its own id, not again
+        when the shard already holds that id. The answer comes once every batch
+        is durable on the write quorum. A failure fails the whole call, and a
+        retry with the same batch ids stores each batch once.
         """
 
     @_abc_1.abstractmethod
