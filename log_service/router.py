@@ -71,10 +71,13 @@ _TIMESTAMP = ROW_FIELDS.index("timestamps")
 _SERVICE = ROW_FIELDS.index("services")
 
 
-# AppendEntries or AppendBatches calls that the router runs at once per
-# shard. Parts of other writes for the shard queue up meanwhile and go
-# together in the next call.
-SHARD_CALLS = 2
+# Calls with small parts that the router runs at once per shard. Parts of
+# other writes for the shard queue up meanwhile and go together in the next
+# call. With one call, 100-entry batches from 4 callers cost the nodes about
+# 48 instead of 59 us of CPU per entry, and streams about 16 instead of 40
+# (`python -m bench.log_ingest --cpu`, a busy 2-core machine); two calls
+# helped streams less and unary calls not at all.
+SHARD_CALLS = 1
 
 
 @dataclass(eq=False)
@@ -97,10 +100,14 @@ class _ShardQueue:
     """Sends the parts of concurrent writes to one shard, several per call.
 
     At most SHARD_CALLS calls run at once. A part that arrives while they
-    all run waits, and the next call carries every waiting part, up to
+    run waits, and the next call carries every waiting part, up to
     `max_entries` entries, as one AppendBatches call. Each part stays a
     batch of its own on the node, under its own batch id, so a retried
     write is recognised whatever it was sent with.
+
+    A part of at least half of `max_entries` entries could not share a
+    call with another such part, so it goes out at once in a call of its
+    own, outside the SHARD_CALLS limit, as every part did before grouping.
 
     Calls are built and started by the threads of the waiting writes: when
     a call ends, the writer of the first waiting part is woken to start the
@@ -117,6 +124,9 @@ class _ShardQueue:
 
     def submit(self, part: _ShardPart) -> None:
         """Queue a part; start a call now when fewer than SHARD_CALLS run."""
+        if len(part.rows) * 2 >= self._max_entries:
+            self._send([part], holds_slot=False)
+            return
         with self._lock:
             self._waiting.append(part)
             if self._calls >= SHARD_CALLS:
@@ -138,10 +148,13 @@ class _ShardQueue:
             if not group:
                 self._calls -= 1
                 return
+        self._send(group, holds_slot=True)
+
+    def _send(self, group: list[_ShardPart], *, holds_slot: bool) -> None:
         try:
             route = self._writer.coordinator.route(self._shard)
             if route.leader_address is None:
-                self._finish(group, "no leader")
+                self._finish(group, "no leader", holds_slot)
                 return
             stub = self._writer.stub_for(route.leader_address)
             timeout = max(0.01, min(part.deadline for part in group) - time.monotonic())
@@ -156,9 +169,11 @@ class _ShardQueue:
         except Exception:
             # The parts may belong to other writes, whose threads wait for them.
             _LOGGER.exception("sending entries to log shard %s failed", self._shard)
-            self._finish(group, "router error")
+            self._finish(group, "router error", holds_slot)
             return
-        call.add_done_callback(lambda done: self._finish(group, _call_error(done)))
+        call.add_done_callback(
+            lambda done: self._finish(group, _call_error(done), holds_slot)
+        )
 
     def take_handed_slot(self, part: _ShardPart) -> bool:
         """Return whether an ended call handed `part`'s writer a slot, and take it."""
@@ -168,11 +183,13 @@ class _ShardQueue:
             part.send_next -= 1
             return True
 
-    def _finish(self, group: list[_ShardPart], error: str) -> None:
+    def _finish(self, group: list[_ShardPart], error: str, holds_slot: bool) -> None:
         for part in group:
             part.error = error
             part.done = True
             part.wake.set()
+        if not holds_slot:
+            return
         with self._lock:
             if not self._waiting:
                 self._calls -= 1
