@@ -911,27 +911,36 @@ class LogStore:
                 bucket = "NULL"
                 sets = "(severity), (service)"
                 outer = "1 AS no_bucket, NULL AS bucket"
+            # One statement for all partitions, so DuckDB spreads the whole
+            # scan over its threads and the cost per statement is paid once.
+            selects = []
+            select_params: list[object] = []
             for partition in partitions:
                 if not partition.may_hold(flt):
                     continue
                 if histogram_step:
                     bucket = _bucket_sql(partition, histogram_start)
-                sql = (
-                    f"SELECT GROUPING(service) AS no_service, {outer},"
-                    " severity, service, count(*) FROM ("
+                selects.append(
                     f"SELECT severity, service, {bucket} AS bucket"
                     f" FROM {partition.alias}.entries WHERE {where}"
-                    f") GROUP BY GROUPING SETS ({sets})"
                 )
-                rows = cursor.execute(sql, [*bucket_params, *params]).fetchall()
-                for not_service, not_bucket, index, severity, service, number in rows:
-                    if not not_bucket:
-                        key = (int(index), severity)
-                        by_bucket[key] = by_bucket.get(key, 0) + number
-                    elif not not_service:
-                        by_service[service] = by_service.get(service, 0) + number
-                    else:
-                        by_severity[severity] = by_severity.get(severity, 0) + number
+                select_params += [*bucket_params, *params]
+            rows = []
+            if selects:
+                sql = (
+                    f"SELECT GROUPING(service) AS no_service, {outer},"
+                    f" severity, service, count(*) FROM ({' UNION ALL '.join(selects)})"
+                    f" GROUP BY GROUPING SETS ({sets})"
+                )
+                rows = cursor.execute(sql, select_params).fetchall()
+            for not_service, not_bucket, index, severity, service, number in rows:
+                if not not_bucket:
+                    key = (int(index), severity)
+                    by_bucket[key] = by_bucket.get(key, 0) + number
+                elif not not_service:
+                    by_service[service] = by_service.get(service, 0) + number
+                else:
+                    by_severity[severity] = by_severity.get(severity, 0) + number
         return by_severity, by_service, by_bucket
 
     def since(
