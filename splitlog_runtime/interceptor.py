@@ -6,11 +6,19 @@ UNAVAILABLE, which clients may retry. Any other exception
 is logged with its traceback and becomes INTERNAL with a message that names a
 correlation id but no internals. There is one interceptor for `grpc.server`
 and one for `grpc.aio.server`.
+
+Both also wrap each handler's request deserializer. Request bytes that are
+not a valid message of the method's request type become INVALID_ARGUMENT with
+a message that names the type, and a warning at most every
+`_UNDECODABLE_LOG_SECONDS`, instead of grpcio's INTERNAL and a traceback per
+call.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -19,9 +27,115 @@ import grpc
 from grpc_status import rpc_status
 from sqlalchemy import exc as sqlalchemy_exc
 
-from splitlog_runtime.errors import DomainError, Unavailable, internal_status
+from splitlog_runtime.errors import (
+    DomainError,
+    InvalidArgument,
+    Unavailable,
+    internal_status,
+)
 
 _LOGGER = logging.getLogger(__name__)
+
+#: Minimum seconds between two warnings about undecodable requests.
+_UNDECODABLE_LOG_SECONDS = 60.0
+
+
+class _UndecodableWarnings:
+    """Logs undecodable requests at most once per interval, with a count."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._next_log = 0.0
+        self._suppressed = 0
+
+    def note(self, method: str, type_name: str, size: int, error: Exception) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now < self._next_log:
+                self._suppressed += 1
+                return
+            suppressed, self._suppressed = self._suppressed, 0
+            self._next_log = now + self._interval
+        _LOGGER.warning(
+            "rejected a request to %s: its %d bytes are not a valid %s (%s); "
+            "%d more such requests since the previous warning",
+            method,
+            size,
+            type_name,
+            error,
+            suppressed,
+        )
+
+
+_undecodable_warnings = _UndecodableWarnings(_UNDECODABLE_LOG_SECONDS)
+
+
+class _Undecodable:
+    """Stands in for a request message whose bytes did not parse."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: InvalidArgument) -> None:
+        self.error = error
+
+
+def _type_name(deserializer: Callable[[bytes], Any]) -> str:
+    owner = getattr(deserializer, "__self__", None)
+    descriptor = getattr(owner, "DESCRIPTOR", None)
+    return getattr(descriptor, "full_name", None) or "request message"
+
+
+def _tolerant_deserializer(
+    deserializer: Callable[[bytes], Any] | None, method: str
+) -> Callable[[bytes], Any] | None:
+    """Wrap a request deserializer so that bad bytes give a marker, not a raise.
+
+    grpcio answers a deserializer that raises with INTERNAL and logs a
+    traceback; the marker lets the wrapped behaviour answer INVALID_ARGUMENT.
+    """
+    if deserializer is None:
+        return None
+    type_name = _type_name(deserializer)
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:
+            _undecodable_warnings.note(method, type_name, len(data), exc)
+            return _Undecodable(
+                InvalidArgument(
+                    f"the request body is not a valid {type_name}: {len(data)} "
+                    "bytes that do not parse as that protobuf message; send a "
+                    f"serialized {type_name}",
+                    reason="MALFORMED_REQUEST",
+                    metadata={"message_type": type_name},
+                )
+            )
+
+    return deserialize
+
+
+def _checked(request: Any) -> Any:
+    if isinstance(request, _Undecodable):
+        raise request.error
+    return request
+
+
+def _checked_stream(requests: Any) -> Any:
+    for request in requests:
+        yield _checked(request)
+
+
+async def _checked_aio_stream(requests: Any) -> Any:
+    async for request in requests:
+        yield _checked(request)
+
+
+def _checked_aio_input(request_or_iterator: Any, client_streaming: bool) -> Any:
+    if client_streaming:
+        return _checked_aio_stream(request_or_iterator)
+    return _checked(request_or_iterator)
 
 
 #: Database failures that a later attempt of the same call may not meet:
@@ -74,6 +188,12 @@ def _wrap_handler(handler: grpc.RpcMethodHandler, method: str):
         behavior = handler.stream_stream
         factory = grpc.stream_stream_rpc_method_handler
     streaming = handler.response_streaming
+    client_streaming = handler.request_streaming
+
+    def checked(request_or_iterator: Any) -> Any:
+        if client_streaming:
+            return _checked_stream(request_or_iterator)
+        return _checked(request_or_iterator)
 
     if streaming and getattr(behavior, "experimental_non_blocking", False):
         # A non-blocking streaming handler (the health Watch) returns at once
@@ -83,7 +203,7 @@ def _wrap_handler(handler: grpc.RpcMethodHandler, method: str):
         def wrapped(request_or_iterator: Any, context, send_response_callback=None):
             try:
                 return behavior(
-                    request_or_iterator,
+                    checked(request_or_iterator),
                     context,
                     send_response_callback=send_response_callback,
                 )
@@ -98,7 +218,7 @@ def _wrap_handler(handler: grpc.RpcMethodHandler, method: str):
 
         def wrapped(request_or_iterator: Any, context: grpc.ServicerContext):
             try:
-                yield from behavior(request_or_iterator, context)
+                yield from behavior(checked(request_or_iterator), context)
             except Exception as exc:
                 if _already_aborted(context):
                     raise
@@ -108,7 +228,7 @@ def _wrap_handler(handler: grpc.RpcMethodHandler, method: str):
 
         def wrapped(request_or_iterator: Any, context: grpc.ServicerContext):
             try:
-                return behavior(request_or_iterator, context)
+                return behavior(checked(request_or_iterator), context)
             except Exception as exc:
                 if _already_aborted(context):
                     raise
@@ -116,7 +236,9 @@ def _wrap_handler(handler: grpc.RpcMethodHandler, method: str):
 
     return factory(
         wrapped,
-        request_deserializer=handler.request_deserializer,
+        request_deserializer=_tolerant_deserializer(
+            handler.request_deserializer, method
+        ),
         response_serializer=handler.response_serializer,
     )
 
@@ -145,12 +267,14 @@ def _wrap_aio_handler(handler: grpc.RpcMethodHandler, method: str):
     else:
         behavior = handler.stream_stream
         factory = grpc.stream_stream_rpc_method_handler
+    client_streaming = handler.request_streaming
 
     if handler.response_streaming:
 
         async def wrapped(request_or_iterator: Any, context: grpc.aio.ServicerContext):
             try:
-                async for response in behavior(request_or_iterator, context):
+                requests = _checked_aio_input(request_or_iterator, client_streaming)
+                async for response in behavior(requests, context):
                     yield response
             except Exception as exc:
                 if isinstance(exc, grpc.aio.AbortError):
@@ -161,7 +285,8 @@ def _wrap_aio_handler(handler: grpc.RpcMethodHandler, method: str):
 
         async def wrapped(request_or_iterator: Any, context: grpc.aio.ServicerContext):
             try:
-                return await behavior(request_or_iterator, context)
+                requests = _checked_aio_input(request_or_iterator, client_streaming)
+                return await behavior(requests, context)
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
@@ -169,7 +294,9 @@ def _wrap_aio_handler(handler: grpc.RpcMethodHandler, method: str):
 
     return factory(
         wrapped,
-        request_deserializer=handler.request_deserializer,
+        request_deserializer=_tolerant_deserializer(
+            handler.request_deserializer, method
+        ),
         response_serializer=handler.response_serializer,
     )
 

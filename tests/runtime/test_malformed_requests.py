@@ -1,0 +1,137 @@
+"""Request bytes that are not a valid protobuf message, sent to real servers.
+
+A user service, a log router with one node and a gateway in front of both
+listen on 127.0.0.1. Raw channels send bytes that do not parse as the
+method's request message. Every server must return INVALID_ARGUMENT naming the
+message type, without an error or traceback in its log.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+import pytest
+
+from gateway.app import build as build_gateway
+from splitlog_runtime import config as config_module
+from tests.balance_service.support import unused_address
+from tests.gateway.support import LoopThread
+from tests.log_service.test_router_cluster import Cluster
+from user_service.app import build as build_users
+
+# Field 1, length-delimited, with a length varint that never ends.
+GARBAGE = b"\x0a\xff\xff\xff\xff\xff"
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    users_config = config_module.load(
+        environ={},
+        overrides={
+            "data_dir": tmp_path_factory.mktemp("users"),
+            "balance_service_addr": unused_address(),
+            "workers": 4,
+        },
+    )
+    users = build_users(users_config, "127.0.0.1:0")
+
+    logs_config = config_module.load(
+        environ={},
+        overrides={
+            "data_dir": tmp_path_factory.mktemp("logs"),
+            "log_shards": 1,
+            "log_replicas": 1,
+            "log_node_port": 0,
+            "log_fsync": False,
+            "log_self_ship": False,
+            "workers": 4,
+        },
+    )
+    logs = Cluster(logs_config)
+
+    loop = LoopThread()
+    gateway_config = config_module.load(
+        environ={},
+        overrides={
+            "data_dir": tmp_path_factory.mktemp("gateway"),
+            "user_service_addr": f"127.0.0.1:{users.port}",
+            "log_service_addr": f"127.0.0.1:{logs.router.port}",
+            "expense_service_addr": unused_address(),
+            "balance_service_addr": unused_address(),
+            "grace_seconds": 1.0,
+        },
+    )
+    gateway = loop.run(build_gateway(gateway_config, "127.0.0.1:0", "127.0.0.1:0"))
+
+    yield {
+        "user_service": users.port,
+        "log_node": logs.nodes[0].port,
+        "log_router": logs.router.port,
+        "gateway": gateway.grpc_port,
+    }
+    loop.run(gateway.stop(0))
+    loop.close()
+    logs.close()
+    users.stop(0)
+
+
+CASES = [
+    ("user_service", "splitlog.users.v1.UsersService/GetUser", "GetUserRequest"),
+    ("log_node", "splitlog.logs.v1.LogNodeService/QueryEntries", "QueryEntriesRequest"),
+    (
+        "log_router",
+        "splitlog.logs.v1.LogsService/WriteLogEntries",
+        "WriteLogEntriesRequest",
+    ),
+    ("gateway", "splitlog.users.v1.UsersService/GetUser", "GetUserRequest"),
+    (
+        "gateway",
+        "splitlog.gateway.v1.GatewayService/GetGroupOverview",
+        "GetGroupOverviewRequest",
+    ),
+    (
+        "gateway",
+        "splitlog.logs.v1.LogsService/ListLogEntries",
+        "ListLogEntriesRequest",
+    ),
+]
+
+
+@pytest.mark.parametrize(("server", "method", "message"), CASES)
+def test_garbage_unary_request_is_invalid_argument(
+    servers, caplog, server, method, message
+):
+    caplog.set_level(logging.WARNING)
+    with grpc.insecure_channel(f"127.0.0.1:{servers[server]}") as channel:
+        call = channel.unary_unary(f"/{method}")
+        for _ in range(5):
+            with pytest.raises(grpc.RpcError) as failure:
+                call(GARBAGE, timeout=10)
+
+            assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "request body is not a valid" in failure.value.details()
+            assert message in failure.value.details()
+
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert not any(r.exc_info for r in caplog.records)
+    warnings = [r for r in caplog.records if "not a valid" in r.getMessage()]
+    assert len(warnings) <= 1
+
+
+def test_garbage_in_a_request_stream_is_invalid_argument(servers, caplog):
+    caplog.set_level(logging.WARNING)
+    with grpc.insecure_channel(f"127.0.0.1:{servers['log_router']}") as channel:
+        call = channel.stream_unary("/splitlog.logs.v1.LogsService/StreamLogEntries")
+        with pytest.raises(grpc.RpcError) as failure:
+            call(iter([GARBAGE]), timeout=10)
+
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "StreamLogEntriesRequest" in failure.value.details()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_valid_request_still_served(servers):
+    with grpc.insecure_channel(f"127.0.0.1:{servers['gateway']}") as channel:
+        call = channel.unary_unary("/splitlog.logs.v1.LogsService/ListLogEntries")
+        assert call(b"", timeout=10) == b""
