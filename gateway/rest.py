@@ -17,8 +17,9 @@ can hold. Without the header a call gets the `deadline_seconds` setting.
 
 Server-streaming methods respond with newline-delimited JSON: one
 `{"result": ...}` line per message and, if the stream fails after it started,
-one final `{"error": ...}` line. Client-streaming methods return 501, and so do
-the routes of methods that the gateway does not forward.
+one final `{"error": ...}` line. Client-streaming methods have no routes in
+the protos; a route to one would return 501, as do the routes of methods that
+the gateway does not forward.
 """
 
 from __future__ import annotations

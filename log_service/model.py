@@ -348,6 +348,7 @@ LOG_ENTRY_FIELDS: Mapping[str, str] = {
     "observed_timestamp": "observed_timestamp",
     "trace_id": "trace_id",
     "span_id": "span_id",
+    "attributes": "attributes",
 }
 
 
@@ -540,31 +541,12 @@ class BatchBuilder:
                 "received, or leave it unset",
             )
             return
+        time_field = "timestamp"
         if not timestamp:
             timestamp = observed_timestamp
-        if timestamp > self._latest_ns:
-            ahead = (timestamp - self._now_ns) / NANOS_PER_SECOND
-            self.reject(
-                index,
-                TIMESTAMP_IN_FUTURE,
-                "timestamp",
-                f"{fields['timestamp']} {timestamp} ns is {ahead:.0f} s ahead "
-                "of the server clock, more than the allowed "
-                f"{limits.max_future_ns // NANOS_PER_SECOND} s; check the "
-                "writer's clock",
-            )
-            return
-        if timestamp < cutoff:
-            age_hours = (self._now_ns - timestamp) / (3600 * NANOS_PER_SECOND)
-            self.reject(
-                index,
-                TIMESTAMP_TOO_OLD,
-                "timestamp",
-                f"{fields['timestamp']} {timestamp} ns is {age_hours:.1f} hours "
-                f"old, older than the retention of service {_quote(service)}; "
-                "entries that old would be deleted at once, so send recent "
-                "entries or raise the retention",
-            )
+            time_field = "observed_timestamp"
+        if timestamp > self._latest_ns or timestamp < cutoff:
+            self._reject_time(index, timestamp, time_field, cutoff, service)
             return
 
         message, truncated = cut_utf8(message, limits.max_message_bytes)
@@ -575,6 +557,16 @@ class BatchBuilder:
                 max_key_bytes = limits.max_attribute_key_bytes
                 max_value_bytes = limits.max_attribute_value_bytes
                 max_attributes = limits.max_attributes
+                if "" in attributes:
+                    self.reject(
+                        index,
+                        INVALID_FIELD,
+                        "attributes",
+                        f"{fields['attributes']} has an empty key (value "
+                        f"{_quote(attributes[''])}); give every attribute a "
+                        "name, such as 'rpc'",
+                    )
+                    return
                 for key in sorted(attributes):
                     # A character is at most 4 bytes, so most keys and values
                     # skip the encoding.
@@ -617,6 +609,41 @@ class BatchBuilder:
             )
         )
         self.indexes.append(index)
+
+    def _reject_time(
+        self, index: int, timestamp: int, field: str, cutoff: int, service: str
+    ) -> None:
+        """Reject entry `index` for a timestamp in the future or past retention.
+
+        `field` is `observed_timestamp` when the entry had no timestamp of its
+        own and took the observed time.
+        """
+        name = self._fields[field]
+        if field == "observed_timestamp":
+            name += f" (used because {self._fields['timestamp']} is unset)"
+        if timestamp > self._latest_ns:
+            ahead = (timestamp - self._now_ns) / NANOS_PER_SECOND
+            self.reject(
+                index,
+                TIMESTAMP_IN_FUTURE,
+                field,
+                f"{name} {rfc3339(timestamp)} ({timestamp} ns) is {ahead:.0f} s "
+                f"ahead of the server clock ({rfc3339(self._now_ns)}), more "
+                f"than the allowed {self._limits.max_future_ns // NANOS_PER_SECOND}"
+                " s; check the writer's clock",
+            )
+            return
+        age_hours = (self._now_ns - timestamp) / (3600 * NANOS_PER_SECOND)
+        self.reject(
+            index,
+            TIMESTAMP_TOO_OLD,
+            field,
+            f"{name} {rfc3339(timestamp)} ({timestamp} ns) is {age_hours:.1f} "
+            f"hours old, before {rfc3339(cutoff)}, the oldest time that the "
+            f"retention of service {_quote(service)} keeps; entries that old "
+            "would be deleted at once, so send recent entries or raise the "
+            "retention",
+        )
 
     def build(self) -> NormalizedBatch:
         """Return the collected entries as one `NormalizedBatch`."""
@@ -773,7 +800,7 @@ def _short_attributes_json(
     The text equals `_encode_json` of the sorted attributes: both quote each
     string with the same `encode_basestring`.
     """
-    if len(attributes) > max_attributes:
+    if len(attributes) > max_attributes or "" in attributes:
         return None
     parts = []
     # Reading the map by key is faster than through its items() view.
@@ -783,6 +810,14 @@ def _short_attributes_json(
             return None
         parts.append(encode_basestring(key) + ":" + encode_basestring(value))
     return "{" + ",".join(parts) + "}"
+
+
+def rfc3339(ns: int) -> str:
+    """Format nanoseconds since the Unix epoch as an RFC 3339 UTC time."""
+    try:
+        return timestamp_from_ns(ns).ToJsonString()
+    except ValueError:
+        return f"{ns} ns since 1970"
 
 
 def timestamp_from_ns(ns: int) -> timestamp_pb2.Timestamp:

@@ -16,8 +16,9 @@ Mapping of an OTLP log record to an entry:
 - `time_unix_nano` → `timestamp`; 0 takes the observed time.
 - `observed_time_unix_nano` → `observed_timestamp`; 0 takes the receive time.
 - `severity_number` → severity by range (1-8 DEBUG, 9-12 INFO, 13-16 WARN,
-  17-20 ERROR, 21-24 FATAL). A number outside 1-24 is ignored, and
-  `severity_text` decides as for a `LogEntry`.
+  17-20 ERROR, 21-24 FATAL). A number outside 1-24 does not decide: it is
+  kept in the attribute `severity_number`, and `severity_text` decides as
+  for a `LogEntry`.
 - `trace_id`, `span_id` → lower-case hex; all zero bytes become empty.
 - record attributes and the other resource attributes → attributes. A record
   attribute replaces a resource attribute with the same key.
@@ -57,6 +58,8 @@ SERVICE_NAME_KEY = "service.name"
 HOST_NAME_KEY = "host.name"
 SCOPE_NAME_KEY = "scope.name"
 EVENT_NAME_KEY = "event.name"
+# Attribute that keeps a severity number outside OpenTelemetry's 1-24.
+SEVERITY_NUMBER_KEY = "severity_number"
 
 # Path in an OTLP request of each entry field, named in rejections.
 OTLP_FIELDS: Mapping[str, str] = {
@@ -67,6 +70,7 @@ OTLP_FIELDS: Mapping[str, str] = {
     "observed_timestamp": "observed_time_unix_nano",
     "trace_id": "trace_id",
     "span_id": "span_id",
+    "attributes": "attributes",
 }
 
 # Rejections described one by one in a partial-success error message.
@@ -187,7 +191,9 @@ def export_request_to_batch(
 
                 attributes = scope_attributes
                 event_name = record.event_name
-                if record.attributes or event_name:
+                number = record.severity_number
+                severity = severity_from_number(number) if number else 0
+                if record.attributes or event_name or severity is None:
                     attributes = dict(scope_attributes)
                     for pair in record.attributes:
                         text, bad = any_to_text(pair.value)
@@ -195,6 +201,9 @@ def export_request_to_batch(
                         attributes[pair.key] = text
                     if event_name:
                         attributes[EVENT_NAME_KEY] = event_name
+                    if severity is None:
+                        attributes[SEVERITY_NUMBER_KEY] = str(number)
+                        severity = 0
 
                 trace_id = record.trace_id
                 span_id = record.span_id
@@ -203,7 +212,7 @@ def export_request_to_batch(
                     service=service,
                     host=host,
                     message=message,
-                    severity=severity_from_number(record.severity_number) or 0,
+                    severity=severity,
                     severity_text=record.severity_text,
                     timestamp=record.time_unix_nano,
                     observed_timestamp=record.observed_time_unix_nano,

@@ -426,9 +426,9 @@ class StatsReader:
             violations,
             services=request.services,
             min_severity=request.min_severity,
-            severities=(),
-            keyword="",
-            attribute_filters=(),
+            severities=request.severities,
+            keyword=request.keyword,
+            attribute_filters=request.attribute_filters,
         )
         start, end = _check_range(violations, request)
         step = None

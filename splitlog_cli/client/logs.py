@@ -131,14 +131,7 @@ def add_parsers(
     stats = add_action(
         actions, "stats", common, log_stats, "count entries by severity and time"
     )
-    stats.add_argument(
-        "--service",
-        dest="services",
-        action="append",
-        default=[],
-        help="only this service; repeat for more",
-    )
-    stats.add_argument("--min-severity", help=_severity_help())
+    _add_filters(stats)
     _add_time_range(stats)
     stats.add_argument(
         "--step",
@@ -168,6 +161,13 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
         help="only this service; repeat for more",
     )
     parser.add_argument("--min-severity", help=_severity_help())
+    parser.add_argument(
+        "--severity",
+        dest="severities",
+        action="append",
+        default=[],
+        help="only this severity; repeat for more; not with --min-severity",
+    )
     parser.add_argument(
         "--keyword", help="text the message must contain, ignoring case"
     )
@@ -409,10 +409,7 @@ def query_entries(
     if args.limit < 1:
         raise invalid("--limit", str(args.limit), "expected 1 or more")
     request = logs_pb2.ListLogEntriesRequest(
-        services=args.services,
-        min_severity=_severity(args.min_severity),
-        keyword=args.keyword or "",
-        attribute_filters=_attribute_filters(args.attributes),
+        **_filter_fields(args),
         order_by="timestamp desc" if args.newest_first else "timestamp",
     )
     _set_time_range(request, args, context.time_zone)
@@ -437,10 +434,7 @@ def tail_entries(
     if args.duration:
         duration = _duration_seconds(args.duration, "--duration")
     request = logs_pb2.TailLogEntriesRequest(
-        services=args.services,
-        min_severity=_severity(args.min_severity),
-        keyword=args.keyword or "",
-        attribute_filters=_attribute_filters(args.attributes),
+        **_filter_fields(args),
     )
     last = logs_pb2.TailLogEntriesResponse()
     with _LogsClient(context.address, DEFAULT_TIMEOUT, context.tls) as client:
@@ -513,9 +507,7 @@ def _escape(match: re.Match[str]) -> str:
 def log_stats(
     context: Context, args: argparse.Namespace
 ) -> logs_pb2.GetLogStatsResponse:
-    request = logs_pb2.GetLogStatsRequest(
-        services=args.services, min_severity=_severity(args.min_severity)
-    )
+    request = logs_pb2.GetLogStatsRequest(**_filter_fields(args))
     _set_time_range(request, args, context.time_zone)
     if args.step:
         request.histogram_step.FromNanoseconds(_duration_ns(args.step, "--step"))
@@ -527,8 +519,8 @@ def log_stats(
 
 def _stats_table(stats: logs_pb2.GetLogStatsResponse) -> str:
     counters = stats.ingest_counters
-    # The ingest counters ignore the service and severity filters, so their
-    # labels name every service.
+    # The ingest counters ignore every entry filter, so their labels name
+    # every service.
     parts = [
         render.fields(
             [
@@ -632,12 +624,27 @@ def _cluster_table(status: logs_pb2.GetClusterStatusResponse) -> str:
 # --- values and connection --------------------------------------------------
 
 
-def _severity(text: str | None) -> int:
+def _filter_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """Return the entry filters that query, tail and stats share."""
+    if args.min_severity and args.severities:
+        raise UsageError(
+            "--min-severity cannot be combined with --severity; use one of the two"
+        )
+    return {
+        "services": args.services,
+        "min_severity": _severity(args.min_severity),
+        "severities": [_severity(text, "--severity") for text in args.severities],
+        "keyword": args.keyword or "",
+        "attribute_filters": _attribute_filters(args.attributes),
+    }
+
+
+def _severity(text: str | None, option: str = "--min-severity") -> int:
     if not text:
         return logs_pb2.SEVERITY_UNSPECIFIED
     severity = severity_from_text(text)
     if severity is None:
-        raise invalid("--min-severity", text, "expected " + ", ".join(_SEVERITY_NAMES))
+        raise invalid(option, text, "expected " + ", ".join(_SEVERITY_NAMES))
     return severity
 
 

@@ -17,6 +17,11 @@ from gateway.http_rules import (
     routes_for_method,
     split_path,
 )
+from splitlog.auth.v1 import auth_service_pb2, credential_service_pb2
+from splitlog.balances.v1 import balances_service_pb2
+from splitlog.expenses.v1 import expenses_service_pb2
+from splitlog.gateway.v1 import gateway_service_pb2
+from splitlog.logs.v1 import logs_service_pb2
 from splitlog.users.v1 import users_service_pb2 as pb
 
 USERS = pb.DESCRIPTOR.services_by_name["UsersService"]
@@ -241,3 +246,18 @@ def test_expanded_template_matches_back(case):
     template, path, values = case
 
     assert _match(template, path) == values
+
+
+def test_no_client_streaming_method_has_a_route():
+    # REST has no stream of requests, so such a route could only return 501.
+    modules = [auth_service_pb2, credential_service_pb2, balances_service_pb2]
+    modules += [expenses_service_pb2, gateway_service_pb2, logs_service_pb2, pb]
+    routed = [
+        method.full_name
+        for module in modules
+        for service in module.DESCRIPTOR.services_by_name.values()
+        for method in service.methods
+        if method.client_streaming and routes_for_method(method)
+    ]
+
+    assert routed == []

@@ -338,18 +338,24 @@ class TailLogEntriesResponse(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ..., resume_token: _Optional[str] = ..., skipped_count: _Optional[int] = ...) -> None: ...
 
 class GetLogStatsRequest(_message.Message):
-    __slots__ = ("start_time", "end_time", "services", "min_severity", "histogram_step")
+    __slots__ = ("start_time", "end_time", "services", "min_severity", "histogram_step", "severities", "keyword", "attribute_filters")
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     SERVICES_FIELD_NUMBER: _ClassVar[int]
     MIN_SEVERITY_FIELD_NUMBER: _ClassVar[int]
     HISTOGRAM_STEP_FIELD_NUMBER: _ClassVar[int]
+    SEVERITIES_FIELD_NUMBER: _ClassVar[int]
+    KEYWORD_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTE_FILTERS_FIELD_NUMBER: _ClassVar[int]
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     services: _containers.RepeatedScalarFieldContainer[str]
     min_severity: Severity
     histogram_step: _duration_pb2.Duration
-    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., services: _Optional[_Iterable[str]] = ..., min_severity: _Optional[_Union[Severity, str]] = ..., histogram_step: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    severities: _containers.RepeatedScalarFieldContainer[Severity]
+    keyword: str
+    attribute_filters: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., services: _Optional[_Iterable[str]] = ..., min_severity: _Optional[_Union[Severity, str]] = ..., histogram_step: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., severities: _Optional[_Iterable[_Union[Severity, str]]] = ..., keyword: _Optional[str] = ..., attribute_filters: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetLogStatsResponse(_message.Message):
     __slots__ = ("total_count", "severity_counts", "service_counts", "histogram", "histogram_step", "ingest_counters")

@@ -118,6 +118,8 @@ class LogsServiceServicer:
         that fails as a whole ends the stream with its error. The batches before
         it are stored, so a client that resends them with the same request ids
         does not store them twice.
+        It has no REST route, because REST has no stream of requests; REST
+        clients send batches to `POST /logs/batch` instead.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -140,7 +142,9 @@ class LogsServiceServicer:
 
     def GetLogStats(self, request, context):
         """Returns entry counts by severity, by service and over time, and the
-        ingest counters, for a time range.
+        ingest counters, for a time range and the same filters as
+        ListLogEntries. The counts add up to the number of entries that
+        ListLogEntries returns for the same range and filters.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -53,6 +53,8 @@ class LogsServiceStub:
     that fails as a whole ends the stream with its error. The batches before
     it are stored, so a client that resends them with the same request ids
     does not store them twice.
+    It has no REST route, because REST has no stream of requests; REST
+    clients send batches to `POST /logs/batch` instead.
     """
     ListLogEntries: _grpc.UnaryUnaryMultiCallable[_logs_service_pb2.ListLogEntriesRequest, _logs_service_pb2.ListLogEntriesResponse]
     """Lists the log entries that match every given filter."""
@@ -62,7 +64,9 @@ class LogsServiceStub:
     """
     GetLogStats: _grpc.UnaryUnaryMultiCallable[_logs_service_pb2.GetLogStatsRequest, _logs_service_pb2.GetLogStatsResponse]
     """Returns entry counts by severity, by service and over time, and the
-    ingest counters, for a time range.
+    ingest counters, for a time range and the same filters as
+    ListLogEntries. The counts add up to the number of entries that
+    ListLogEntries returns for the same range and filters.
     """
     GetClusterStatus: _grpc.UnaryUnaryMultiCallable[_logs_service_pb2.GetClusterStatusRequest, _logs_service_pb2.GetClusterStatusResponse]
     """Returns the shards of the cluster with their leaders, followers,
@@ -101,6 +105,8 @@ class LogsServiceAsyncStub(LogsServiceStub):
     that fails as a whole ends the stream with its error. The batches before
     it are stored, so a client that resends them with the same request ids
     does not store them twice.
+    It has no REST route, because REST has no stream of requests; REST
+    clients send batches to `POST /logs/batch` instead.
     """
     ListLogEntries: _aio.UnaryUnaryMultiCallable[_logs_service_pb2.ListLogEntriesRequest, _logs_service_pb2.ListLogEntriesResponse]  # type: ignore[assignment]
     """Lists the log entries that match every given filter."""
@@ -110,7 +116,9 @@ class LogsServiceAsyncStub(LogsServiceStub):
     """
     GetLogStats: _aio.UnaryUnaryMultiCallable[_logs_service_pb2.GetLogStatsRequest, _logs_service_pb2.GetLogStatsResponse]  # type: ignore[assignment]
     """Returns entry counts by severity, by service and over time, and the
-    ingest counters, for a time range.
+    ingest counters, for a time range and the same filters as
+    ListLogEntries. The counts add up to the number of entries that
+    ListLogEntries returns for the same range and filters.
     """
     GetClusterStatus: _aio.UnaryUnaryMultiCallable[_logs_service_pb2.GetClusterStatusRequest, _logs_service_pb2.GetClusterStatusResponse]  # type: ignore[assignment]
     """Returns the shards of the cluster with their leaders, followers,
@@ -164,6 +172,8 @@ class LogsServiceServicer(metaclass=_abc_1.ABCMeta):
         that fails as a whole ends the stream with its error. The batches before
         it are stored, so a client that resends them with the same request ids
         does not store them twice.
+        It has no REST route, because REST has no stream of requests; REST
+        clients send batches to `POST /logs/batch` instead.
         """
 
     @_abc_1.abstractmethod
@@ -191,7 +201,9 @@ class LogsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_logs_service_pb2.GetLogStatsResponse, _abc.Awaitable[_logs_service_pb2.GetLogStatsResponse]]:
         """Returns entry counts by severity, by service and over time, and the
-        ingest counters, for a time range.
+        ingest counters, for a time range and the same filters as
+        ListLogEntries. The counts add up to the number of entries that
+        ListLogEntries returns for the same range and filters.
         """
 
     @_abc_1.abstractmethod
