@@ -52,6 +52,8 @@ DEFAULT_BALANCE_WAIT = 30.0
 BALANCE_POLL_SECONDS = 0.2
 #: Expenses per BatchCreateExpenses call: expense_service's MAX_BATCH_CREATES.
 MAX_BATCH_CREATES = 10_000
+#: Expenses of a batch per `--timeout` of its deadline.
+ROWS_PER_TIMEOUT = 1000
 # The index of the failing create in a batch error, as in `requests[12].`.
 _BATCH_INDEX = re.compile(r"requests\[(\d+)\]")
 
@@ -355,7 +357,9 @@ class SplitwiseImporter:
             ],
             request_id=identity.request_id(ids.digest, "expense-batch", keys),
         )
-        self._expenses.BatchCreateExpenses(request, timeout=self._timeout)
+        # The deadline is per call, and a batch does the work of many calls.
+        scale = max(1, -(-len(entries) // ROWS_PER_TIMEOUT))
+        self._expenses.BatchCreateExpenses(request, timeout=self._timeout * scale)
 
     def _expenses_failed(
         self,
