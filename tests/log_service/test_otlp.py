@@ -224,6 +224,20 @@ def test_severity_number_ranges(number, expected):
     assert list(batch.columns.severities) == [expected]
 
 
+@pytest.mark.parametrize("number", [25, 99, -3])
+def test_out_of_range_severity_number_kept(number):
+    batch = convert(request(LogRecord(severity_number=number, body=text("ERROR x"))))
+
+    assert list(batch.columns.severities) == [ERROR]
+    assert stored_attributes(batch) == {"severity_number": str(number)}
+
+
+def test_in_range_severity_number_not_kept():
+    batch = convert(request(LogRecord(severity_number=13)))
+
+    assert stored_attributes(batch) == {}
+
+
 def test_severity_text_used_without_number():
     batch = convert(request(LogRecord(severity_text="crit")))
     assert list(batch.columns.severities) == [FATAL]
