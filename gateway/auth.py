@@ -7,9 +7,10 @@ its session was signed out or the key revoked, on every call. Methods that
 cannot have a credential yet (SignUp, SignIn, RefreshToken) and, by default,
 health and reflection are open.
 
-API keys are limited by their scopes: LogsService writes need `logs:write`,
-its reads `logs:read`, and every other method needs `admin`, which also
-allows everything. An access token acts as its user on every method.
+API keys are limited by their scopes: LogsService writes and OTLP's
+LogsService/Export need `logs:write`, LogsService reads `logs:read`, and every
+other method needs `admin`, which also allows everything. An access token acts
+as its user on every method.
 
 The principal is current (`splitlog_runtime.auth.current_principal()`) while
 the call runs, so `gateway.proxy.forwardable` signs it for the backend.
@@ -47,6 +48,9 @@ SCOPE_BY_METHOD: dict[str, str] = {
     _LOGS + "GetLogStats": auth.SCOPE_LOGS_READ,
     _LOGS + "GetClusterStatus": auth.SCOPE_LOGS_READ,
     _LOGS + "GetRetentionPolicy": auth.SCOPE_LOGS_READ,
+    "/opentelemetry.proto.collector.logs.v1.LogsService/Export": (
+        auth.SCOPE_LOGS_WRITE
+    ),
 }
 
 ANONYMOUS = auth.Principal("anonymous")

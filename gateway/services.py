@@ -27,6 +27,9 @@ BACKEND_BY_PACKAGE: dict[str, str] = {
     "splitlog.expenses.v1": "expense_service",
     "splitlog.balances.v1": "balance_service",
     "splitlog.logs.v1": "log_service",
+    # OTLP's log export, which the log router serves beside LogsService, so
+    # that an OpenTelemetry exporter can send through the one public address.
+    "opentelemetry.proto.collector.logs.v1": "log_service",
 }
 
 # Services that only the components call among themselves; never exposed.

@@ -395,14 +395,25 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
 
         expire_time = None
         if key.HasField("expire_time"):
-            expire_time = key.expire_time.ToDatetime()
-            if expire_time <= storage.utc_now():
+            try:
+                expire_time = key.expire_time.ToDatetime()
+            except ValueError as exc:
+                # Seconds outside years 1 to 9999, or nanos outside
+                # [0, 999999999], which the protobuf library rejects.
                 violations.check(
                     _reject,
                     "api_key.expire_time",
-                    f"{key.expire_time.ToJsonString()} is in the past; send a "
-                    "future time, or none for a key that does not expire",
+                    f"seconds={key.expire_time.seconds} "
+                    f"nanos={key.expire_time.nanos} is not a valid timestamp "
+                    f"({exc}); send an RFC 3339 time between years 1 and 9999",
                 )
+        if expire_time is not None and expire_time <= storage.utc_now():
+            violations.check(
+                _reject,
+                "api_key.expire_time",
+                f"{key.expire_time.ToJsonString()} is in the past; send a "
+                "future time, or none for a key that does not expire",
+            )
         violations.raise_if_any()
         authorize_owner(user_id, "CreateApiKey")
         if auth.SCOPE_ADMIN in key.scopes:

@@ -8,6 +8,7 @@ import time
 import grpc
 import httpx
 import pytest
+from google.protobuf import timestamp_pb2
 
 from gateway import inprocess
 from gateway.app import build
@@ -289,6 +290,41 @@ def test_key_secret_shown_once(channel, root_dir):
     )
     assert [key.name for key in listed.api_keys] == [created.api_key.name]
     assert created.secret not in str(listed)
+
+
+def _key_with_expiry(channel, seconds: int, nanos: int):
+    signed_up = _sign_up(channel)
+    return auth_grpc.AuthServiceStub(channel).CreateApiKey(
+        auth_pb.CreateApiKeyRequest(
+            parent=signed_up.user.name,
+            api_key=auth_pb.ApiKey(
+                display_name="timed",
+                scopes=["logs:read"],
+                expire_time=timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos),
+            ),
+        ),
+        metadata=_bearer(signed_up.tokens.access_token),
+    )
+
+
+def test_key_future_expiry_kept(channel):
+    created = _key_with_expiry(channel, 4_000_000_000, 0)
+    assert created.api_key.expire_time.seconds == 4_000_000_000
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos", "fragment"),
+    [
+        (1, 0, "is in the past"),
+        (4_000_000_000, -1, "nanos=-1 is not a valid timestamp"),
+        (10**12, 0, "seconds=1000000000000 nanos=0 is not a valid timestamp"),
+    ],
+)
+def test_key_invalid_expiry_rejected(channel, seconds, nanos, fragment):
+    error = _fails(lambda: _key_with_expiry(channel, seconds, nanos))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "api_key.expire_time" in error.details()
+    assert fragment in error.details()
 
 
 def test_other_user_cannot_list_keys(channel):

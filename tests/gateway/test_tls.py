@@ -291,7 +291,9 @@ def test_health_command_without_tls_fails(tls_gateway, capsys):
     address = f"127.0.0.1:{tls_gateway.grpc_port}"
     status = main(["health", address, GATEWAY_SERVICE, "--timeout", "1"])
     assert status == 1
-    assert capsys.readouterr().err.strip() == "UNAVAILABLE"
+    error = capsys.readouterr().err.splitlines()
+    assert error[0] == "UNAVAILABLE"
+    assert "--tls" in error[1]
 
 
 def test_health_command_missing_ca_file(tls_gateway, tmp_path, capsys):

@@ -9,8 +9,16 @@ that carries no signature.
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 import pytest
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as otlp_pb
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc as otlp_grpc
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+from opentelemetry.sdk.resources import Resource
 
 from splitlog.auth.v1 import auth_service_pb2 as auth_pb
 from splitlog.auth.v1 import auth_service_pb2_grpc as auth_grpc
@@ -21,6 +29,36 @@ from splitlog.users.v1 import users_service_pb2 as users_pb
 from tests.system.conftest import wait_for_health
 
 CALL_TIMEOUT = 15
+
+
+def _api_key(channel, parent: str, bearer, scope: str) -> str:
+    created = auth_grpc.AuthServiceStub(channel).CreateApiKey(
+        auth_pb.CreateApiKeyRequest(
+            parent=parent,
+            api_key=auth_pb.ApiKey(display_name=scope, scopes=[scope]),
+        ),
+        metadata=bearer,
+        timeout=CALL_TIMEOUT,
+    )
+    return created.secret
+
+
+def _export_with_sdk(address: str, key: str, message: str) -> None:
+    """Send one record with the OpenTelemetry SDK's OTLP/gRPC exporter."""
+    exporter = OTLPLogExporter(
+        endpoint=address, insecure=True, headers={"authorization": f"Bearer {key}"}
+    )
+    provider = LoggerProvider(resource=Resource.create({"service.name": "otel-app"}))
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    python_logger = logging.getLogger("tests.otlp_through_gateway")
+    python_logger.propagate = False
+    handler = LoggingHandler(level=logging.INFO, logger_provider=provider)
+    python_logger.addHandler(handler)
+    try:
+        python_logger.warning(message)
+    finally:
+        provider.shutdown()
+        python_logger.removeHandler(handler)
 
 
 def _node_addresses(running) -> list[str]:
@@ -59,8 +97,28 @@ def test_logs_flow_with_auth_on(splitlog_factory, mode):
             timeout=CALL_TIMEOUT,
         )
 
+        # OTLP export through the gateway, with an API key's scopes.
+        writer = _api_key(channel, signed_up.user.name, bearer, "logs:write")
+        reader = _api_key(channel, signed_up.user.name, bearer, "logs:read")
+        _export_with_sdk(running.grpc_address, writer, "exported through gateway")
+        exported = logs.ListLogEntries(
+            logs_pb.ListLogEntriesRequest(services=["otel-app"]),
+            metadata=bearer,
+            timeout=CALL_TIMEOUT,
+        )
+        with pytest.raises(grpc.RpcError) as denied:
+            otlp_grpc.LogsServiceStub(channel).Export(
+                otlp_pb.ExportLogsServiceRequest(),
+                metadata=(("authorization", f"Bearer {reader}"),),
+                timeout=CALL_TIMEOUT,
+            )
+
     assert written.accepted_count == 4
     assert sorted(e.message for e in listed.entries) == [f"event {i}" for i in range(4)]
+    assert [e.message for e in exported.entries] == ["exported through gateway"]
+    assert exported.entries[0].severity == logs_pb.SEVERITY_WARN
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "logs:write" in denied.value.details()
     for address in _node_addresses(running):
         wait_for_health(address, CALL_TIMEOUT)
         with grpc.insecure_channel(address) as direct:
