@@ -1,7 +1,7 @@
 """The expense side end to end: creates, balance reads and a Splitwise import.
 
-Starts `splitlog up` (all-in-one, SQLite) on free ports, or with `--layouts
-one,processes` also `splitlog up --processes`, and measures, through the
+Starts `splitlog up` (all-in-one, SQLite) on free ports, then `splitlog up
+--processes` (one process per component), and measures in each, through the
 gateway:
 
 1. CreateExpense with 1, 8 and 32 concurrent clients (calls/s, p50, p99);
@@ -11,7 +11,7 @@ gateway:
 
 Run: `python -m bench.expenses [--seconds 5] [--sizes 1000,10000,100000]
 [--import-rows 10000] [--layouts one,processes]`. Filling 100k expenses
-takes several minutes.
+takes several minutes per layout.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
 ROOT = Path(__file__).resolve().parent.parent
 SPLITLOG = ROOT / ".venv" / "bin" / "splitlog"
 CREATE = "/splitlog.expenses.v1.ExpensesService/CreateExpense"
-#: Seconds `splitlog up` may take to serve; `--processes` starts its children
+#: Seconds `splitlog up` may take to serve. `--processes` starts its children
 #: one wave after another, which takes a while on a busy machine.
 STARTUP_SECONDS = 180
 LAYOUTS = {
@@ -112,6 +112,36 @@ def _start(data_dir: Path, processes: bool) -> tuple[subprocess.Popen, str]:
     return process, address
 
 
+def _cpu_seconds(root: int) -> float | None:
+    """Return the CPU time of a process and all its descendants, from /proc.
+
+    Returns None where /proc is missing. CPU time per call stays comparable
+    when other jobs load the machine, unlike calls/s.
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    parents, ticks = {}, {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Fields after the command name: state, ppid, ..., utime (12th), stime.
+        fields = stat.rsplit(")", 1)[1].split()
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        ticks[pid] = int(fields[11]) + int(fields[12])
+    tree, added = {root}, True
+    while added:
+        children = {pid for pid, ppid in parents.items() if ppid in tree} - tree
+        tree |= children
+        added = bool(children)
+    return sum(ticks.get(pid, 0) for pid in tree) / os.sysconf("SC_CLK_TCK")
+
+
 def _make_group(channel: grpc.Channel, members: int = 4) -> tuple[str, list[str]]:
     users = users_grpc.UsersServiceStub(channel)
     suffix = uuid.uuid4().hex[:8]
@@ -165,25 +195,33 @@ def _expense_request(group: str, names: list[str], rng: random.Random) -> bytes:
     ).SerializeToString()
 
 
-def bench_creates(address: str, clients: list[int], seconds: float) -> None:
+def bench_creates(
+    address: str, server_pid: int, clients: list[int], seconds: float
+) -> None:
     with grpc.insecure_channel(address) as channel:
         group, names = _make_group(channel)
     rng = random.Random(1)
     print(
-        "\n| CreateExpense via gateway, clients | calls/s | p50 ms | p99 ms | errors |"
+        "\n| CreateExpense via gateway, clients | calls/s | p50 ms | p99 ms "
+        "| server CPU ms/call | errors |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
+
+    def make_request(_n: int) -> bytes:
+        return _expense_request(group, names, rng)
+
     for concurrency in clients:
-        result = run_load(
-            address,
-            CREATE,
-            lambda _n: _expense_request(group, names, rng),
-            concurrency,
-            seconds,
-        )
+        # A separate warm-up keeps its CPU time out of the measured run's.
+        run_load(address, CREATE, make_request, concurrency, 1.0, warmup=0)
+        cpu_before = _cpu_seconds(server_pid)
+        result = run_load(address, CREATE, make_request, concurrency, seconds, warmup=0)
+        cpu_after = _cpu_seconds(server_pid)
+        cpu = "n/a"
+        if cpu_before is not None and cpu_after is not None and result.calls:
+            cpu = f"{(cpu_after - cpu_before) * 1000 / result.calls:.2f}"
         print(
             f"| {concurrency} | {result.calls_per_second:,.0f} | {result.p50_ms:.2f} "
-            f"| {result.p99_ms:.2f} | {result.errors} |",
+            f"| {result.p99_ms:.2f} | {cpu} | {result.errors} |",
             flush=True,
         )
         if result.first_error:
@@ -290,7 +328,7 @@ def main() -> None:
     parser.add_argument("--import-rows", type=int, default=10_000)
     parser.add_argument(
         "--layouts",
-        default="one",
+        default="one,processes",
         help="layouts to measure, comma-separated: `one` is `splitlog up` "
         "(one process), `processes` is `splitlog up --processes`",
     )
@@ -305,6 +343,7 @@ def main() -> None:
             try:
                 bench_creates(
                     address,
+                    process.pid,
                     [int(n) for n in options.clients.split(",")],
                     options.seconds,
                 )
