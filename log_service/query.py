@@ -41,6 +41,9 @@ DEFAULT_ORDER = ORDER_DESCENDING
 TARGET_BUCKETS = 60
 MAX_BUCKETS = 10_000
 RETRY_DELAY_SECONDS = 1.0
+# A caller's remaining time above this means it sent no deadline: grpcio
+# reports about 9.2e18 s then.
+NO_DEADLINE_SECONDS = 1e9
 # The range of google.protobuf.Timestamp: 0001-01-01 to 9999-12-31 UTC.
 MIN_TIMESTAMP_SECONDS = -62_135_596_800
 MAX_TIMESTAMP_SECONDS = 253_402_300_799
@@ -286,6 +289,18 @@ class ShardReader:
         return responses
 
 
+def node_call_timeout(context: grpc.ServicerContext) -> float | None:
+    """Return the time left of the caller's deadline, or None without one.
+
+    Node calls made for a query then end with the caller's call, and a caller
+    that allows a slow scan more time than `deadline_seconds` gets it.
+    """
+    remaining = context.time_remaining()
+    if remaining is None or remaining >= NO_DEADLINE_SECONDS:
+        return None
+    return max(remaining, 0.001)
+
+
 def _shard_unavailable(shard: str, error: grpc.RpcError | None) -> Unavailable:
     cause = "it has no leader" if error is None else f"{error.code().name}"
     return Unavailable(
@@ -304,7 +319,9 @@ class Lister:
         self._sharder = sharder
 
     def list(
-        self, request: logs_service_pb2.ListLogEntriesRequest
+        self,
+        request: logs_service_pb2.ListLogEntriesRequest,
+        timeout: float | None = None,
     ) -> logs_service_pb2.ListLogEntriesResponse:
         violations = Violations()
         selection = check_selection(
@@ -352,7 +369,7 @@ class Lister:
                 query.after.timestamp = timestamp
                 query.after.sequence = sequence
             requests[shard] = query
-        responses = self._reader.call("QueryEntries", requests)
+        responses = self._reader.call("QueryEntries", requests, timeout)
 
         per_shard = {}
         for shard, response in responses.items():
@@ -418,7 +435,9 @@ class StatsReader:
         self._sharder = sharder
 
     def stats(
-        self, request: logs_service_pb2.GetLogStatsRequest
+        self,
+        request: logs_service_pb2.GetLogStatsRequest,
+        timeout: float | None = None,
     ) -> tuple[logs_service_pb2.GetLogStatsResponse, int | None, int]:
         """Return the response without ingest counters, and the time range."""
         violations = Violations()
@@ -439,7 +458,9 @@ class StatsReader:
             end = time.time_ns()
         shards = self._sharder.shards_for_query(selection.services, start, end)
         response = logs_service_pb2.GetLogStatsResponse()
-        first = start if start is not None else self._oldest(selection, shards, end)
+        first = start
+        if first is None:
+            first = self._oldest(selection, shards, end, timeout)
         if first is None or end <= first:
             if step:
                 response.histogram_step.FromNanoseconds(step)
@@ -464,13 +485,17 @@ class StatsReader:
             )
             for shard in shards
         }
-        responses = self._reader.call("CountEntries", requests)
+        responses = self._reader.call("CountEntries", requests, timeout)
         _fill_counts(response, responses.values(), first, aligned, step, buckets)
         response.histogram_step.FromNanoseconds(step)
         return response, start, end
 
     def _oldest(
-        self, selection: EntrySelection, shards: list[str], end: int
+        self,
+        selection: EntrySelection,
+        shards: list[str],
+        end: int,
+        timeout: float | None,
     ) -> int | None:
         requests = {
             shard: node_service_pb2.QueryEntriesRequest(
@@ -478,7 +503,7 @@ class StatsReader:
             )
             for shard in shards
         }
-        responses = self._reader.call("QueryEntries", requests)
+        responses = self._reader.call("QueryEntries", requests, timeout)
         firsts = [r.entries.timestamps[0] for r in responses.values() if r.sequences]
         return min(firsts, default=None)
 

@@ -47,6 +47,7 @@ from log_service.query import (
     ShardReader,
     StatsReader,
     check_selection,
+    node_call_timeout,
 )
 from log_service.retention import RetentionStore, check_name
 from log_service.sharding import ServiceRing, Sharder
@@ -470,10 +471,10 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         return response
 
     def ListLogEntries(self, request, context):
-        return self._lister.list(request)
+        return self._lister.list(request, node_call_timeout(context))
 
     def GetLogStats(self, request, context):
-        response, start, end = self._stats.stats(request)
+        response, start, end = self._stats.stats(request, node_call_timeout(context))
         response.ingest_counters.CopyFrom(self._counters.read(start, end))
         return response
 

@@ -1,0 +1,49 @@
+"""The router's node calls for a query follow the caller's deadline."""
+
+from __future__ import annotations
+
+from concurrent import futures
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from log_service.query import node_call_timeout
+
+
+class _Recorder(health_pb2_grpc.HealthServicer):
+    """A health servicer that records `node_call_timeout` of each call."""
+
+    def __init__(self) -> None:
+        self.timeouts: list[float | None] = []
+
+    def Check(self, request, context):
+        self.timeouts.append(node_call_timeout(context))
+        return health_pb2.HealthCheckResponse()
+
+
+@pytest.fixture
+def recorder():
+    servicer = _Recorder()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield servicer, health_pb2_grpc.HealthStub(channel)
+    server.stop(0)
+
+
+def test_no_deadline_uses_default(recorder):
+    servicer, stub = recorder
+    stub.Check(health_pb2.HealthCheckRequest())
+    assert servicer.timeouts == [None]
+
+
+@pytest.mark.parametrize("deadline", [0.5, 30.0, 600.0])
+def test_caller_deadline_passed_on(recorder, deadline):
+    servicer, stub = recorder
+    stub.Check(health_pb2.HealthCheckRequest(), timeout=deadline)
+    (timeout,) = servicer.timeouts
+    assert timeout is not None
+    assert deadline - 0.4 < timeout <= deadline
