@@ -33,6 +33,26 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class StderrHandler(logging.StreamHandler):
+    """A stream handler that writes to whatever `sys.stderr` is at emit time.
+
+    A handler bound to the stderr of the moment keeps writing to it after it
+    was replaced and closed, as a test's capture is when the test ends.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        # StreamHandler sets the stream in __init__; the property ignores it.
+        pass
+
+
 def configure(level: str = "INFO", fmt: str = "text") -> None:
     """Send the root logger to stderr in the chosen format.
 
@@ -44,7 +64,7 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
         raise ValueError(f"unknown log level {level!r}; use DEBUG, INFO or WARNING")
     if fmt not in ("text", "json"):
         raise ValueError(f"unknown log format {fmt!r}; use text or json")
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(
         JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT_FORMAT)
     )
