@@ -683,6 +683,7 @@ def normalize_batch(
       TIMESTAMP_IN_FUTURE.
     - a message over `max_message_bytes` is cut at a character boundary and
       the entry flagged `truncated`.
+    - an attribute with an empty key rejects the entry (INVALID_FIELD).
     - attributes with a key over `max_attribute_key_bytes` are dropped, and
       past `max_attributes` (in sorted key order) the rest are dropped; both
       count in `dropped_attributes_count`. Values over
