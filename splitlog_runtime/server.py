@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from splitlog_runtime.interceptor import ErrorInterceptor
@@ -35,6 +35,7 @@ _LOGGER = logging.getLogger(__name__)
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVING = health_pb2.HealthCheckResponse.SERVING
+SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 
 
 def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -53,25 +54,36 @@ def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
 
 
 class _WatchSender:
-    """Pass responses to one Watch stream's callback until the stream is ended.
+    """Send the statuses of one Watch stream, newest last, until it is ended.
 
-    The health servicer ends a stream by sending None, and it does so again
-    when the stream closes. Only the first None reaches gRPC, so a stream is
-    never given two statuses.
+    Each status carries the servicer's version number at the time it was
+    read, and a status older than one already sent is dropped, so two
+    threads that send out of order still leave the newest status last. The
+    sender's own lock is held during the send, which may wait for grpcio's
+    polling thread. That thread never takes this lock: it only runs close
+    callbacks, which take the servicer's lock.
     """
 
     def __init__(self, send: Callable[[Any], None]) -> None:
         self._send = send
         self._lock = threading.Lock()
+        self._version = -1
         self._ended = False
 
-    def __call__(self, response: Any) -> None:
+    def send(self, response: health_pb2.HealthCheckResponse, version: int) -> None:
+        with self._lock:
+            if self._ended or version < self._version:
+                return
+            self._version = version
+            self._send(response)
+
+    def end(self) -> None:
+        """End the stream with status OK; later sends are dropped."""
         with self._lock:
             if self._ended:
                 return
-            if response is None:
-                self._ended = True
-        self._send(response)
+            self._ended = True
+            self._send(None)
 
 
 class _ResponseQueue:
@@ -93,23 +105,43 @@ class _ResponseQueue:
         return response
 
 
-class ClosingHealthServicer(health.HealthServicer):
-    """The standard health servicer, with Watch streams that end at shutdown.
+class ClosingHealthServicer(health_pb2_grpc.HealthServicer):
+    """The standard health service, with Watch streams that end at shutdown.
 
-    `enter_graceful_shutdown()` sends NOT_SERVING to every open Watch stream,
-    as the base class does, and then ends each stream with status OK. A Watch
-    that arrives later gets NOT_SERVING and ends at once.
+    `enter_graceful_shutdown()` reports NOT_SERVING for every service, sends
+    it to every open Watch stream and then ends each stream with status OK.
+    A Watch that arrives later gets NOT_SERVING and ends at once, and later
+    `set()` calls change nothing.
 
-    Watch works in both modes of the sync server. Behind an interceptor it
-    runs in blocking mode, which holds one handler thread per open stream
-    until the stream ends.
+    Watch runs in grpcio's non-blocking mode, so an open stream holds no
+    handler thread. An interceptor that replaces the handler runs it in
+    blocking mode instead, with one handler thread per open stream. No lock
+    of this class is held while a response is sent. grpcio's send waits for
+    the server's polling thread, which also runs the close callbacks of
+    ended streams, so a close callback that waited for a lock held by a
+    sender would stop the whole server. The servicer of
+    grpcio-health-checking 1.85 sends while it holds its lock, which is why
+    this class does not extend it.
     """
 
     def __init__(self) -> None:
-        super().__init__(experimental_non_blocking=True)
-        self._watches_lock = threading.Lock()
-        self._open_watches: set[_WatchSender] = set()
+        self._lock = threading.Lock()
+        self._statuses: dict[str, int] = {"": SERVING}
+        self._watchers: dict[str, set[_WatchSender]] = {}
+        self._version = 0
         self._closing = False
+
+    def Check(self, request, context):
+        with self._lock:
+            status = self._statuses.get(request.service)
+        if status is None:
+            context.set_code(grpc.StatusCode.NOT_FOUND)
+            context.set_details(
+                f"no health status for service {request.service!r}; send a "
+                "full service name, or an empty one for the whole server"
+            )
+            return health_pb2.HealthCheckResponse()
+        return health_pb2.HealthCheckResponse(status=status)
 
     def Watch(self, request, context, send_response_callback=None):
         responses = None
@@ -117,29 +149,69 @@ class ClosingHealthServicer(health.HealthServicer):
             responses = _ResponseQueue()
             send_response_callback = responses.put
         sender = _WatchSender(send_response_callback)
-        with self._watches_lock:
-            super().Watch(request, context, sender)
-            if self._closing:
-                sender(None)
-                return responses
-            self._open_watches.add(sender)
-        if not context.add_callback(lambda: self._forget(sender)):
-            self._forget(sender)
+        service = request.service
+        with self._lock:
+            status = self._statuses.get(service, SERVICE_UNKNOWN)
+            version = self._version
+            closing = self._closing
+            if not closing:
+                self._watchers.setdefault(service, set()).add(sender)
+        sender.send(health_pb2.HealthCheckResponse(status=status), version)
+        if closing:
+            sender.end()
+            return responses
+
+        def on_close() -> None:
+            self._forget(service, sender)
+            if responses is not None:
+                # Wake the handler thread that waits on the queue.
+                responses.put(None)
+
+        if not context.add_callback(on_close):
+            on_close()
         return responses
 
-    def _forget(self, sender: _WatchSender) -> None:
-        with self._watches_lock:
-            self._open_watches.discard(sender)
+    # grpcio passes a send callback to a handler marked non-blocking.
+    Watch.experimental_non_blocking = True
+    Watch.experimental_thread_pool = None
+
+    def _forget(self, service: str, sender: _WatchSender) -> None:
+        with self._lock:
+            watchers = self._watchers.get(service)
+            if watchers is not None:
+                watchers.discard(sender)
+
+    def set(self, service: str, status: int) -> None:
+        """Record a service's status and send it to the service's watchers."""
+        with self._lock:
+            if self._closing:
+                return
+            self._statuses[service] = status
+            self._version += 1
+            version = self._version
+            senders = list(self._watchers.get(service, ()))
+        response = health_pb2.HealthCheckResponse(status=status)
+        for sender in senders:
+            sender.send(response, version)
 
     def enter_graceful_shutdown(self) -> None:
         """Report NOT_SERVING for every service, then end every Watch stream."""
-        with self._watches_lock:
+        with self._lock:
+            if self._closing:
+                return
             self._closing = True
-            super().enter_graceful_shutdown()
-            senders = list(self._open_watches)
-            self._open_watches.clear()
+            for service in self._statuses:
+                self._statuses[service] = NOT_SERVING
+            self._version += 1
+            version = self._version
+            senders = [
+                sender for watchers in self._watchers.values() for sender in watchers
+            ]
+            self._watchers.clear()
+        response = health_pb2.HealthCheckResponse(status=NOT_SERVING)
         for sender in senders:
-            sender(None)
+            sender.send(response, version)
+            sender.end()
 
 
 @dataclass

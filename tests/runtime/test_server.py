@@ -241,3 +241,74 @@ def test_open_watch_streams_hold_no_worker_thread():
 
     assert first == [health_pb2.HealthCheckResponse.SERVING] * 4
     assert answer == b"ok:ok"
+
+
+def test_watch_churn_during_changes_keeps_serving():
+    """Watch streams that end while statuses change never stall the server.
+
+    Ending a stream runs its close callback on grpcio's polling thread, the
+    thread that also completes sends. A close callback that waited for a
+    lock held during a send stopped every call of the server.
+    """
+    host = create_server("probe", [_register], [SERVICE], workers=4)
+    host.start()
+    host.mark_serving()
+    stop_flipping = threading.Event()
+
+    def flip() -> None:
+        while not stop_flipping.is_set():
+            host.mark_not_serving()
+            host.mark_serving()
+
+    flipper = threading.Thread(target=flip, daemon=True)
+    flipper.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{host.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            request = health_pb2.HealthCheckRequest(service=SERVICE)
+
+            def churn() -> None:
+                for _ in range(100):
+                    watch = health.Watch(request, timeout=10)
+                    next(watch)
+                    watch.cancel()
+
+            churners = [threading.Thread(target=churn) for _ in range(4)]
+            for churner in churners:
+                churner.start()
+            for churner in churners:
+                churner.join(60)
+            answer = channel.unary_unary(f"/{SERVICE}/Call")(b"ok", timeout=5)
+    finally:
+        stop_flipping.set()
+        flipper.join(5)
+        stopper = threading.Thread(target=host.stop, args=(0,), daemon=True)
+        stopper.start()
+        stopper.join(10)
+
+    assert answer == b"ok:ok"
+    assert not flipper.is_alive()
+    assert not stopper.is_alive()
+
+
+def test_watch_gets_newest_status_last():
+    host = create_server("probe", [_register], [SERVICE])
+    host.start()
+    host.mark_serving()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{host.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            watch = health.Watch(
+                health_pb2.HealthCheckRequest(service=SERVICE), timeout=10
+            )
+            first = next(watch).status
+            host.mark_not_serving()
+            second = next(watch).status
+            host.stop(0)
+            rest = [response.status for response in watch]
+    finally:
+        host.stop(0)
+
+    assert first == health_pb2.HealthCheckResponse.SERVING
+    assert second == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert rest in ([], [health_pb2.HealthCheckResponse.NOT_SERVING])
