@@ -64,7 +64,7 @@ from expense_service import domain, grouping, ledger, messages, storage
 from expense_service.membership import MembershipClient
 from splitlog.expenses.v1 import expenses_service_pb2 as pb
 from splitlog.expenses.v1 import expenses_service_pb2_grpc as pb_grpc
-from splitlog_runtime import authz, pagination
+from splitlog_runtime import authz, limits, pagination
 from splitlog_runtime.database import Database
 from splitlog_runtime.errors import (
     Aborted,
@@ -95,10 +95,6 @@ MAX_UPDATE_ATTEMPTS = 5
 _RETRY_SQLSTATES = {"40001", "40P01", "55P03"}
 #: Maximum number of creates that the group commit writes in one transaction.
 MAX_GROUPED_CREATES = 64
-#: Maximum number of creates in one BatchCreateExpenses call. A 10,000-row
-#: Splitwise export fits in one batch: with 4 members its request is about
-#: 3.5 MB (350 bytes per create), below the default 16 MiB message limit.
-MAX_BATCH_CREATES = 10_000
 # Request fields named per user in the membership error of a batch.
 _PATHS_PER_USER = 3
 # Namespace of the per-position keys that a batch request_id is stored as.
@@ -594,21 +590,22 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         group_id = violations.check(domain.parse_group_name, request.parent, "parent")
         batch_id = violations.check(domain.validate_request_id, request.request_id)
         count = len(request.requests)
+        max_creates = limits.current().expense_max_batch_creates
         if count == 0:
             violations.errors.append(
                 invalid_field(
                     "requests",
-                    f"is empty; send 1 to {MAX_BATCH_CREATES} CreateExpenseRequests",
+                    f"is empty; send 1 to {max_creates} CreateExpenseRequests",
                     reason="REQUIRED",
                 )
             )
-        elif count > MAX_BATCH_CREATES:
+        elif count > max_creates:
             violations.errors.append(
                 invalid_field(
                     "requests",
-                    f"holds {count} creates, more than MAX_BATCH_CREATES "
-                    f"({MAX_BATCH_CREATES}); split them into batches of at "
-                    f"most {MAX_BATCH_CREATES}",
+                    f"holds {count} creates, more than expense_max_batch_creates "
+                    f"({max_creates}); split them into batches of at most "
+                    f"{max_creates}",
                     reason="BATCH_TOO_LARGE",
                 )
             )

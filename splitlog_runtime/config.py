@@ -159,6 +159,12 @@ SETTINGS: list[Setting] = [
         _parse_int,
     ),
     Setting(
+        "expense_max_batch_creates",
+        10_000,
+        "Most creates in one BatchCreateExpenses call.",
+        _parse_int,
+    ),
+    Setting(
         "auth_min_password_length",
         12,
         "Shortest password that SignUp and SetPassword accept, in characters.",

@@ -27,6 +27,9 @@ class RequestLimits:
     # Groups of this app are friends and households; a larger split is more
     # likely a mistake or an attack than a real bill.
     expense_max_participants: int = 500
+    # A 10,000-row Splitwise export fits in one batch: with 4 members its
+    # request is about 3.5 MB, below the default 16 MiB message limit.
+    expense_max_batch_creates: int = 10_000
     auth_min_password_length: int = 12
 
 

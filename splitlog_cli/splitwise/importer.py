@@ -50,7 +50,8 @@ MAX_DISPLAY_NAME = 100
 PAGE_SIZE = 1000
 DEFAULT_BALANCE_WAIT = 30.0
 BALANCE_POLL_SECONDS = 0.2
-#: Expenses per BatchCreateExpenses call: expense_service's MAX_BATCH_CREATES.
+#: Expenses per BatchCreateExpenses call: the default of expense_service's
+#: expense_max_batch_creates setting. A server set lower rejects larger files.
 MAX_BATCH_CREATES = 10_000
 #: Expenses of a batch per `--timeout` of its deadline.
 ROWS_PER_TIMEOUT = 1000

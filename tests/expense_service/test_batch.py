@@ -5,8 +5,8 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from expense_service.servicer import MAX_BATCH_CREATES
 from splitlog.expenses.v1 import expenses_service_pb2 as pb
+from splitlog_runtime.limits import DEFAULTS
 from tests.expense_service.support import (
     TIMEOUT,
     backlog,
@@ -144,12 +144,12 @@ def test_empty_and_oversized_batches_rejected(clients, group):
     assert empty.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert violated_fields(empty) == ["requests"]
 
-    too_many = [pb.CreateExpenseRequest()] * (MAX_BATCH_CREATES + 1)
+    too_many = [pb.CreateExpenseRequest()] * (DEFAULTS.expense_max_batch_creates + 1)
     error = _batch_error(clients, group, too_many)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert reason_of(error) == "BATCH_TOO_LARGE"
-    assert "MAX_BATCH_CREATES" in error.details()
-    assert str(MAX_BATCH_CREATES) in error.details()
+    assert "expense_max_batch_creates" in error.details()
+    assert str(DEFAULTS.expense_max_batch_creates) in error.details()
 
 
 def test_retried_batch_returns_first_result(clients, group):

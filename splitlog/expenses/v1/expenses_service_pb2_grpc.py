@@ -112,7 +112,7 @@ class ExpensesServiceServicer:
         """Creates several expenses of one group in one transaction: either every
         expense is created or none is. Every request is checked first; the
         error of a bad one names its index, as in `requests[3].expense.total`.
-        At most 10000 requests per call (`MAX_BATCH_CREATES`).
+        At most 10000 requests per call by default (`expense_max_batch_creates`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

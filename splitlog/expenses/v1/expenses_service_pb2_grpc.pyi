@@ -50,7 +50,7 @@ class ExpensesServiceStub:
     """Creates several expenses of one group in one transaction: either every
     expense is created or none is. Every request is checked first; the
     error of a bad one names its index, as in `requests[3].expense.total`.
-    At most 10000 requests per call (`MAX_BATCH_CREATES`).
+    At most 10000 requests per call by default (`expense_max_batch_creates`).
     """
     GetExpense: _grpc.UnaryUnaryMultiCallable[_expenses_service_pb2.GetExpenseRequest, _expenses_service_pb2.GetExpenseResponse]
     """Returns one expense, including a deleted one."""
@@ -93,7 +93,7 @@ class ExpensesServiceAsyncStub(ExpensesServiceStub):
     """Creates several expenses of one group in one transaction: either every
     expense is created or none is. Every request is checked first; the
     error of a bad one names its index, as in `requests[3].expense.total`.
-    At most 10000 requests per call (`MAX_BATCH_CREATES`).
+    At most 10000 requests per call by default (`expense_max_batch_creates`).
     """
     GetExpense: _aio.UnaryUnaryMultiCallable[_expenses_service_pb2.GetExpenseRequest, _expenses_service_pb2.GetExpenseResponse]  # type: ignore[assignment]
     """Returns one expense, including a deleted one."""
@@ -145,7 +145,7 @@ class ExpensesServiceServicer(metaclass=_abc_1.ABCMeta):
         """Creates several expenses of one group in one transaction: either every
         expense is created or none is. Every request is checked first; the
         error of a bad one names its index, as in `requests[3].expense.total`.
-        At most 10000 requests per call (`MAX_BATCH_CREATES`).
+        At most 10000 requests per call by default (`expense_max_batch_creates`).
         """
 
     @_abc_1.abstractmethod
