@@ -43,7 +43,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from log_service import node_state
 from log_service import snapshot as snapshots
 from log_service.clients import node_channel_options
-from log_service.node_state import BatchIndex, Member, NodeState
+from log_service.node_state import ROLE_NONE, BatchIndex, Member, NodeState
 from log_service.replication import ReplicationSender
 from log_service.wal import (
     PendingRecord,
@@ -414,7 +414,10 @@ class LogNode:
 
     def _log_change(self, old: NodeState, new: NodeState) -> None:
         if old.role != new.role or old.epoch != new.epoch:
-            _LOGGER.warning(
+            # The first role after a start is routine; a change of role is not.
+            level = logging.INFO if old.role == ROLE_NONE else logging.WARNING
+            _LOGGER.log(
+                level,
                 "log node %s: shard %s is now %s at epoch %d (was %s at epoch %d)",
                 self.node_id,
                 self.shard,
