@@ -8,7 +8,7 @@ So a lone caller writes at once, and callers that arrive while a group is
 being written form the next group, with no timer.
 
 If `write_group` raises, nothing of the group was written, and every caller
-of the group is told to write its item alone. One bad item therefore costs
+of the group then writes its item alone. One bad item therefore costs
 the others only the lost group, never a failure of their own.
 """
 
@@ -55,7 +55,7 @@ class GroupWriter(Generic[_Item, _Result]):
     Args:
       write_group: writes a group of items in one transaction and returns
         one result per item, in order; it must write nothing when it raises.
-      max_items: most items in one group.
+      max_items: maximum number of items in one group.
     """
 
     def __init__(

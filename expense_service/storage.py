@@ -278,7 +278,7 @@ def list_expenses(
 
 @dataclass(frozen=True)
 class EarlierRequest:
-    """What an idempotency key recorded: the expense made and the request hash."""
+    """The record of an idempotency key: the expense created and the request hash."""
 
     expense_name: str
     request_hash: str | None

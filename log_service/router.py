@@ -76,8 +76,8 @@ _SERVICE = ROW_FIELDS.index("services")
 # other writes for the shard queue up meanwhile and go together in the next
 # call. With one call, 100-entry batches from 4 callers cost the nodes about
 # 48 instead of 59 us of CPU per entry, and streams about 16 instead of 40
-# (`python -m bench.log_ingest --cpu`, a busy 2-core machine); two calls
-# helped streams less and unary calls not at all.
+# (`python -m bench.log_ingest --cpu`, a busy 2-core machine). Two calls
+# helped streams less, and unary calls not at all.
 SHARD_CALLS = 1
 
 
@@ -136,7 +136,7 @@ class _ShardQueue:
         self.start_call()
 
     def start_call(self) -> None:
-        """Send the waiting parts; the caller holds one of the call slots."""
+        """Send the waiting parts. The caller must own one of the call slots."""
         with self._lock:
             group = []
             entries = 0

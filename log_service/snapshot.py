@@ -76,7 +76,7 @@ class SnapshotError(Exception):
 
 @dataclass(frozen=True)
 class SnapshotSource:
-    """What a leader copies into one snapshot, read at one moment."""
+    """The state a leader copies into one snapshot, read at one moment."""
 
     last_sequence: int
     last_record_epoch: int
@@ -181,7 +181,7 @@ def _split(
 
 @dataclass
 class Progress:
-    """What a follower has received of the snapshot it fetches."""
+    """The part of a fetched snapshot that a follower has received so far."""
 
     last_sequence: int = 0
     received_entries: int = 0
@@ -339,7 +339,7 @@ def write_snapshot(
     stored = sum(severities.values())
     if stored != entry_count:
         raise SnapshotError(
-            f"the new store holds {stored} entries, not the {entry_count} received"
+            f"the new store contains {stored} entries, not the {entry_count} received"
         )
     epochs = [
         EpochStart(e.epoch, e.first_sequence)

@@ -41,7 +41,7 @@ _UNDECODABLE_LOG_SECONDS = 60.0
 
 
 class _UndecodableWarnings:
-    """Logs undecodable requests at most once per interval, with a count."""
+    """A rate-limited warning for undecodable requests, with a count of the rest."""
 
     def __init__(self, interval: float) -> None:
         self._interval = interval
@@ -91,8 +91,8 @@ def _tolerant_deserializer(
 ) -> Callable[[bytes], Any] | None:
     """Wrap a request deserializer so that bad bytes give a marker, not a raise.
 
-    grpcio answers a deserializer that raises with INTERNAL and logs a
-    traceback; the marker lets the wrapped behaviour answer INVALID_ARGUMENT.
+    When a deserializer raises, grpcio returns INTERNAL and logs a
+    traceback. The marker lets the wrapped behaviour return INVALID_ARGUMENT.
     """
     if deserializer is None:
         return None

@@ -56,7 +56,7 @@ def test_lone_write_is_written_at_once():
     assert recorder.groups == [[4]]
 
 
-def test_writes_queued_behind_a_group_form_the_next_group():
+def test_queued_writes_form_next_group():
     recorder = _Recorder()
     writer = GroupWriter(recorder.write, max_items=8)
 
@@ -87,7 +87,7 @@ def test_groups_hold_at_most_max_items():
     assert [len(group) for group in recorder.groups] == [1, 2, 2, 1]
 
 
-def test_a_failed_group_tells_each_caller_to_write_alone():
+def test_failed_group_writes_each_alone():
     recorder = _Recorder()
     recorder.failing = {3}
     writer = GroupWriter(recorder.write, max_items=8)

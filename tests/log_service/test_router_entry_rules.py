@@ -198,7 +198,7 @@ def test_otlp_record_with_only_observed_time_takes_it(cluster):
     assert stored.observed_timestamp.ToNanoseconds() == observed
 
 
-def test_otlp_old_observed_time_is_named_in_the_rejection(cluster):
+def test_otlp_old_observed_time_rejected(cluster):
     observed = time.time_ns() - 30 * 24 * 3600 * SECOND
 
     response = _export(
@@ -242,7 +242,7 @@ def test_rejections_print_rfc3339_times(cluster):
     ), future.description
 
 
-def test_write_log_entry_names_the_observed_time_it_used(cluster):
+def test_observed_time_named_in_rejection(cluster):
     old = ts(time.time_ns() - 30 * 24 * 3600 * SECOND)
 
     with pytest.raises(grpc.RpcError) as failure:
