@@ -139,6 +139,37 @@ def _read_varint(data: bytes, position: int) -> tuple[int, int]:
         shift += 7
 
 
+def _top_level_fields(data: bytes) -> Iterator[tuple[int, int, int, int, int]]:
+    """Yield each top-level field of a serialized message.
+
+    Each item is the field number, the wire type, the offset where the field
+    begins, the offset where its value begins and the offset where it ends.
+
+    Raises:
+      ValueError: `data` contains a group or an unknown wire type.
+    """
+    position = 0
+    end = len(data)
+    while position < end:
+        start = position
+        key, position = _read_varint(data, position)
+        wire_type = key & 7
+        value = position
+        if wire_type == 0:
+            _, after = _read_varint(data, position)
+        elif wire_type == 1:
+            after = position + 8
+        elif wire_type == 5:
+            after = position + 4
+        elif wire_type == 2:
+            length, value = _read_varint(data, position)
+            after = value + length
+        else:
+            raise ValueError(f"wire type {wire_type} at byte {position} is not read")
+        yield key >> 3, wire_type, start, value, after
+        position = after
+
+
 def embedded_messages(data: bytes, field_number: int) -> list[bytes]:
     """Return the serialized values of one message field of a serialized message.
 
@@ -148,26 +179,11 @@ def embedded_messages(data: bytes, field_number: int) -> list[bytes]:
     Raises:
       ValueError: `data` contains a group or an unknown wire type.
     """
-    found = []
-    position = 0
-    end = len(data)
-    while position < end:
-        key, position = _read_varint(data, position)
-        wire_type = key & 7
-        if wire_type == 0:
-            _, position = _read_varint(data, position)
-        elif wire_type == 1:
-            position += 8
-        elif wire_type == 5:
-            position += 4
-        elif wire_type == 2:
-            length, position = _read_varint(data, position)
-            if key >> 3 == field_number:
-                found.append(data[position : position + length])
-            position += length
-        else:
-            raise ValueError(f"wire type {wire_type} at byte {position} is not read")
-    return found
+    return [
+        data[value:after]
+        for number, wire_type, _, value, after in _top_level_fields(data)
+        if wire_type == 2 and number == field_number
+    ]
 
 
 # The key of LogRecord.entries: its field number, then wire type 2
@@ -205,28 +221,11 @@ def split_field(data: bytes, field_number: int) -> tuple[bytes, bytes]:
     """
     found = []
     rest = []
-    position = 0
-    end = len(data)
-    while position < end:
-        start = position
-        key, position = _read_varint(data, position)
-        wire_type = key & 7
-        if wire_type == 0:
-            _, position = _read_varint(data, position)
-        elif wire_type == 1:
-            position += 8
-        elif wire_type == 5:
-            position += 4
-        elif wire_type == 2:
-            length, position = _read_varint(data, position)
-            if key >> 3 == field_number:
-                found.append(data[position : position + length])
-                position += length
-                continue
-            position += length
+    for number, wire_type, start, value, after in _top_level_fields(data):
+        if wire_type == 2 and number == field_number:
+            found.append(data[value:after])
         else:
-            raise ValueError(f"wire type {wire_type} at byte {position} is not read")
-        rest.append(data[start:position])
+            rest.append(data[start:after])
     if len(found) == 1:
         return found[0], b"".join(rest)
     return b"".join(found), b"".join(rest)
