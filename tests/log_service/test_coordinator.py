@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -12,6 +13,7 @@ from log_service.coordinator import (
     NodeView,
     ShardState,
     StateFile,
+    _log_change,
     bootstrap_state,
     plan_shard,
     reconcile,
@@ -233,3 +235,18 @@ def test_reconcile_keeps_saved_shards():
 
     assert states["shard-0"] == saved["shard-0"]
     assert states["shard-1"] == bootstrap_state("shard-1", ["shard-1-a", "shard-1-b"])
+
+
+@pytest.mark.parametrize(
+    ("old_leader", "level"),
+    [(None, logging.INFO), ("shard-0-a", logging.WARNING)],
+)
+def test_leader_change_log_level(caplog, old_leader, level):
+    old = ShardState("shard-0", 1, 1, old_leader, (), ("shard-0-b",))
+    new = ShardState("shard-0", 2, 2, "shard-0-b", (), ("shard-0-a",))
+    caplog.set_level(logging.INFO, logger="log_service.coordinator")
+
+    _log_change(old, new)
+
+    (record,) = [r for r in caplog.records if "is leader at epoch 2" in r.message]
+    assert record.levelno == level
