@@ -12,6 +12,10 @@ message, kept whole. The parser reads three things from the line header:
   - syslog without a year: `Jul  1 09:00:55`, `Dec 10 06:55:46`;
   - bracketed with weekday and year (Apache): `[Sun Dec 04 04:47:44 2005]`;
   - bracketed month.day without a year: `[10.30 16:49:06]`;
+  - access logs in the Common or Combined Log Format (Apache httpd and
+    nginx), the date after three fields:
+    `203.0.113.7 - - [10/Oct/2026:13:55:36 -0700] "GET / HTTP/1.1" 200 612`;
+  - `yyyy/MM/dd HH:MM:SS` (nginx error log): `2026/03/15 10:23:45`;
   - compact `yyMMdd HHmmss`: `081109 203615`;
   - `yy/MM/dd HH:MM:SS`: `17/06/09 20:10:40`;
   - Android `MM-DD HH:MM:SS.mmm` without a year: `03-17 16:13:38.811`;
@@ -37,7 +41,9 @@ message, kept whole. The parser reads three things from the line header:
   (`[error]`, `[notice]`), or, after a numeric field, a single Android letter
   (`V`, `D`, `I`, `W`, `E`, `F`, `A`). Words in the message body never count.
   A line without such a word is INFO. The word as written is kept in
-  `severity_text`.
+  `severity_text`. An access log line has no level word, so its status
+  code sets the severity: 5xx is ERROR, 4xx is WARN, others INFO, and
+  `severity_text` keeps the code.
 - **Host**, in the layouts that carry one: the field after a syslog time,
   the node field of an epoch-seconds line.
 
@@ -95,6 +101,9 @@ _MAX_NUMERIC_FIELDS = 2
 _EPOCH_SEARCH_FIELDS = 6
 _EPOCH_TEXT = re.compile(r"\d{10}\Z")
 _DOTTED_DATE = re.compile(r"\d{4}\.\d{2}\.\d{2}\Z")
+# The quoted request line of an access log line, backslash escapes allowed,
+# and the three-digit status after it.
+_ACCESS_STATUS = re.compile(r' "(?:[^"\\]|\\.)*" (?P<status>\d{3})(?=\s|$)')
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,8 @@ class _Layout:
     has_year: bool = True
     two_digit_year: bool = False
     has_host: bool = False
+    # The line is an access log line, whose severity comes from its status.
+    access: bool = False
 
 
 _LAYOUTS = (
@@ -149,6 +160,21 @@ _LAYOUTS = (
         has_year=False,
     ),
     _Layout(
+        "access",
+        re.compile(
+            r"\S+ \S+ \S+ \[(?P<day>\d{2})/"
+            + _MONTH
+            + r"/(?P<year>\d{4}):"
+            + _TIME
+            + r" (?P<zone>[+-]\d{4})\]"
+        ),
+        access=True,
+    ),
+    _Layout(
+        "slashed_full_year",
+        re.compile(r"(?P<year>\d{4})/(?P<month>\d{2})/(?P<day>\d{2}) " + _TIME + _END),
+    ),
+    _Layout(
         "compact",
         re.compile(
             r"(?P<year>\d{2})(?P<month>\d{2})(?P<day>\d{2}) "
@@ -176,6 +202,7 @@ class _Header:
     time_ns: int
     rest: str
     host: str = ""
+    access: bool = False
 
 
 def parse_lines(
@@ -300,7 +327,10 @@ class _LineParser:
             entry.host = header.host
             rest = header.rest
         entry.timestamp.CopyFrom(_timestamp(self.last_time_ns))
-        word, severity = _header_severity(rest)
+        if header is not None and header.access:
+            word, severity = _status_severity(rest)
+        else:
+            word, severity = _header_severity(rest)
         entry.severity = severity
         if word:
             entry.severity_text = word
@@ -315,7 +345,7 @@ class _LineParser:
             if time_ns is None:
                 return None
             host = match["host"] if layout.has_host else ""
-            return _Header(time_ns, line[match.end() :], host)
+            return _Header(time_ns, line[match.end() :], host, layout.access)
         return _epoch_header(line)
 
     def _time_ns(self, layout: _Layout, match: re.Match[str]) -> int | None:
@@ -415,6 +445,23 @@ def _header_severity(rest: str) -> tuple[str, int]:
     if severity is None:
         return "", logs_pb2.SEVERITY_INFO
     return word, severity
+
+
+def _status_severity(rest: str) -> tuple[str, int]:
+    """Return the status code of an access log line and its severity.
+
+    `rest` is the line after its bracketed date: the quoted request line, then
+    the status. A line without a status is INFO with no word.
+    """
+    match = _ACCESS_STATUS.match(rest)
+    if match is None:
+        return "", logs_pb2.SEVERITY_INFO
+    status = match["status"]
+    if status[0] == "5":
+        return status, logs_pb2.SEVERITY_ERROR
+    if status[0] == "4":
+        return status, logs_pb2.SEVERITY_WARN
+    return status, logs_pb2.SEVERITY_INFO
 
 
 def _timestamp(time_ns: int) -> Timestamp:

@@ -58,6 +58,15 @@ def moment(entry: logs_pb2.LogEntry) -> datetime.datetime:
         ("03-17 16:13:38.811  1702  2395 D Tag: x", "2021-03-17 16:13:38.811"),
         ("134681 node-246 unix.hw state 1077804742 1 x", "2004-02-26 14:12:22"),
         ("2024-01-02 03:04:05.123456789 INFO x", "2024-01-02 03:04:05.123456"),
+        (
+            '203.0.113.7 - - [10/Oct/2026:13:55:36 -0700] "GET / HTTP/1.1" 200 612',
+            "2026-10-10 20:55:36",
+        ),
+        (
+            '2001:db8::1 - ana [01/Feb/2026:00:00:01 +0100] "POST /x HTTP/2.0" 201 0',
+            "2026-01-31 23:00:01",
+        ),
+        ("2026/03/15 10:23:45 [error] 1234#0: *1 open() failed", "2026-03-15 10:23:45"),
     ],
 )
 def test_timestamp_layouts(line, expected):
@@ -175,6 +184,13 @@ def test_impossible_date_is_no_time():
         ("03-17 16:13:38.811  1702  2395 A Tag: x", FATAL, "A"),
         ("081109 203615 148 DEBUG dfs x", DEBUG, "DEBUG"),
         ("2020-01-01 00:00:00 CRITICAL disk gone", FATAL, "CRITICAL"),
+        ("2026/03/15 10:23:45 [warn] 1234#0: *1 x", WARN, "warn"),
+        ('h - - [10/Oct/2026:13:55:36 +0000] "GET / HTTP/1.1" 200 612', INFO, "200"),
+        ('h - - [10/Oct/2026:13:55:36 +0000] "GET /x HTTP/1.1" 404 9', WARN, "404"),
+        ('h - - [10/Oct/2026:13:55:36 +0000] "GET / HTTP/1.1" 502 0 "-"', ERROR, "502"),
+        (r'h - - [10/Oct/2026:13:55:36 +0000] "GET /\" 500 x" 503 0', ERROR, "503"),
+        ('h - - [10/Oct/2026:13:55:36 +0000] "-" 400 0', WARN, "400"),
+        ("h - - [10/Oct/2026:13:55:36 +0000] truncated", INFO, ""),
     ],
 )
 def test_header_severity(line, severity, word):
