@@ -63,7 +63,11 @@ async def _serve_gateway(backend_port: int) -> None:
     from splitlog_runtime import config as config_module
 
     config = config_module.load(
-        environ={}, overrides={"user_service_addr": f"127.0.0.1:{backend_port}"}
+        environ={},
+        overrides={
+            "auth_required": False,
+            "user_service_addr": f"127.0.0.1:{backend_port}",
+        },
     )
     gateway = await build(config, "127.0.0.1:0", "127.0.0.1:0")
     print(gateway.grpc_port, flush=True)
@@ -79,7 +83,12 @@ async def _serve_in_process() -> None:
     # The backend's port setting, not an address, points the gateway at it, so
     # `install` treats it as a host of this process, as `splitlog up` does.
     config = config_module.load(
-        environ={}, overrides={"user_service_port": host.port, "workers": 4}
+        environ={},
+        overrides={
+            "auth_required": False,
+            "user_service_port": host.port,
+            "workers": 4,
+        },
     )
     gateway = await build(config, "127.0.0.1:0", "127.0.0.1:0")
     inprocess.install(gateway.pool, {"user_service": host}, config)

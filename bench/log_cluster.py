@@ -202,6 +202,7 @@ def start_cluster(
             "SPLITLOG_LOG_SERVICE_PORT": str(router_port),
             "SPLITLOG_LOG_SERVICE_ADDR": f"127.0.0.1:{router_port}",
             "SPLITLOG_LOG_SELF_SHIP": "false",
+            "SPLITLOG_AUTH_REQUIRED": "false",
             "SPLITLOG_REFLECTION": "false",
         }
     )

@@ -33,6 +33,7 @@ def _config(data_dir: str, user_port: int = 0):
     return load(
         environ={},
         overrides={
+            "auth_required": False,
             "data_dir": Path(data_dir),
             "user_service_port": user_port,
             "log_level": "WARNING",

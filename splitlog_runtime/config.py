@@ -312,11 +312,12 @@ SETTINGS: list[Setting] = [
     ),
     Setting(
         "auth_required",
-        False,
+        True,
         "Require a bearer access token or API key on every gateway call, and "
         "a signature made with auth_secret on every call that a service or log "
-        "node receives. Off for local development; docker-compose.yml turns it "
-        "on. Turn it on wherever others can reach a port.",
+        "node receives. Turn it off only where nobody else can reach a port, "
+        "for example `SPLITLOG_AUTH_REQUIRED=false make up` for a local "
+        "experiment.",
         _parse_bool,
     ),
     Setting(

@@ -75,7 +75,12 @@ def base_config(tmp_path):
     """Settings for in-process tests: loopback, port 0, data in tmp_path."""
     return config_module.load(
         environ={},
-        overrides={"data_dir": tmp_path / "data", "grace_seconds": 1.0, "workers": 8},
+        overrides={
+            "auth_required": False,
+            "data_dir": tmp_path / "data",
+            "grace_seconds": 1.0,
+            "workers": 8,
+        },
     )
 
 

@@ -30,6 +30,7 @@ def users_host(tmp_path_factory) -> Iterator[ServiceHost]:
     config = config_module.load(
         environ={},
         overrides={
+            "auth_required": False,
             "data_dir": data,
             "user_service_db_url": f"sqlite:///{data / 'users.db'}",
             "workers": 8,

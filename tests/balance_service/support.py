@@ -318,6 +318,7 @@ def start_balances(
     config = config_module.load(
         environ={},
         overrides={
+            "auth_required": False,
             "data_dir": data_dir,
             "balance_service_db_url": db_url,
             "user_service_addr": f"127.0.0.1:{users_port}",

@@ -38,6 +38,7 @@ def expenses(users_host, tmp_path):
     config = config_module.load(
         environ={},
         overrides={
+            "auth_required": False,
             "data_dir": tmp_path / "expenses",
             "user_service_addr": f"127.0.0.1:{users_host.port}",
             "workers": 8,

@@ -43,6 +43,7 @@ class LogsGateway:
             config = config_module.load(
                 environ={},
                 overrides={
+                    "auth_required": False,
                     "data_dir": tmp_path,
                     "log_service_addr": f"127.0.0.1:{self.cluster.router.port}",
                     "user_service_addr": unused_address(),
@@ -74,7 +75,8 @@ def loop_thread():
 def live(loop_thread, tmp_path_factory):
     """One log service and gateway for the module; each test uses own services."""
     base = config_module.load(
-        environ={}, overrides={"data_dir": tmp_path_factory.mktemp("logs")}
+        environ={},
+        overrides={"auth_required": False, "data_dir": tmp_path_factory.mktemp("logs")},
     )
     running = LogsGateway(base, tmp_path_factory.mktemp("gateway"), loop_thread)
     yield running

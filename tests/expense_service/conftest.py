@@ -51,6 +51,7 @@ def make_config(data_dir, expenses_db_url: str) -> Config:
     return config_module.load(
         environ={},
         overrides={
+            "auth_required": False,
             "data_dir": data_dir,
             "expense_service_db_url": expenses_db_url,
             "workers": 8,

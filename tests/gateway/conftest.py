@@ -42,6 +42,7 @@ def gateway_config(backend, tmp_path_factory):
     return config_module.load(
         environ={},
         overrides={
+            "auth_required": False,
             "data_dir": tmp_path_factory.mktemp("data"),
             "user_service_addr": backend_address,
             "log_service_addr": backend_address,

@@ -57,6 +57,7 @@ class Stack:
 
 def _gateway_config(data_dir, users, expenses, balances, **addresses: str):
     overrides = {
+        "auth_required": False,
         "data_dir": data_dir,
         "user_service_addr": f"127.0.0.1:{users.port}",
         "expense_service_addr": f"127.0.0.1:{expenses.port}",
@@ -75,6 +76,7 @@ def stack(loop_thread: LoopThread, tmp_path_factory) -> Iterator[Stack]:
     base = config_module.load(
         environ={},
         overrides={
+            "auth_required": False,
             "data_dir": data,
             "workers": 8,
             "grace_seconds": 1.0,

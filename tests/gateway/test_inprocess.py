@@ -152,6 +152,7 @@ def gateway_config(tmp_path, **ports: int):
     Services not given point at a closed address.
     """
     overrides = {
+        "auth_required": False,
         "data_dir": tmp_path,
         "host": "127.0.0.1",
         "deadline_seconds": DEFAULT_DEADLINE_SECONDS,
@@ -182,6 +183,7 @@ def users_host(tmp_path_factory):
     config = config_module.load(
         environ={},
         overrides={
+            "auth_required": False,
             "data_dir": tmp_path_factory.mktemp("users"),
             "balance_service_addr": closed_address(),
             "workers": 4,

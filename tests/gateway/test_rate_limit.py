@@ -186,6 +186,7 @@ def _config(backend, tmp_path, **overrides):
     return config_module.load(
         environ={},
         overrides={
+            "auth_required": False,
             "data_dir": tmp_path,
             "user_service_addr": address,
             "log_service_addr": address,

@@ -23,7 +23,11 @@ def balances_host(tmp_path_factory):
     """The balance service that the user service asks before removing a member."""
     config = config_module.load(
         environ={},
-        overrides={"data_dir": tmp_path_factory.mktemp("balances"), "workers": 4},
+        overrides={
+            "auth_required": False,
+            "data_dir": tmp_path_factory.mktemp("balances"),
+            "workers": 4,
+        },
     )
     host = build_balance_service(config, "127.0.0.1:0")
     yield host
@@ -36,6 +40,7 @@ def users_host(tmp_path_factory, balances_host):
     config = config_module.load(
         environ={},
         overrides={
+            "auth_required": False,
             "data_dir": data,
             "user_service_db_url": f"sqlite:///{data / 'users.db'}",
             "balance_service_addr": f"127.0.0.1:{balances_host.port}",
@@ -52,6 +57,7 @@ def gateway(loop_thread, users_host, tmp_path_factory):
     config = config_module.load(
         environ={},
         overrides={
+            "auth_required": False,
             "data_dir": tmp_path_factory.mktemp("gateway"),
             "user_service_addr": f"127.0.0.1:{users_host.port}",
             "expense_service_addr": closed_address(),

@@ -114,6 +114,7 @@ class LogCluster:
             "SPLITLOG_HOST": "127.0.0.1",
             "SPLITLOG_LOG_FAILOVER_SECONDS": str(failover_seconds),
             "SPLITLOG_LOG_SELF_SHIP": "false",
+            "SPLITLOG_AUTH_REQUIRED": "false",
             "SPLITLOG_GRACE_SECONDS": "1",
             "SPLITLOG_REFLECTION": "false",
         }

@@ -152,6 +152,7 @@ def log_system(tmp_path_factory):
     config = config_module.load(
         environ={},
         overrides={
+            "auth_required": False,
             "data_dir": tmp_path_factory.mktemp("loghub") / "data",
             "grace_seconds": 1.0,
             "workers": 8,

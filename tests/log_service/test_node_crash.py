@@ -47,6 +47,9 @@ def launch(directory: Path, port: int) -> subprocess.Popen:
         str(directory),
         "--log-self-ship",
         "false",
+        # The test calls the node directly, without the router's signature.
+        "--auth-required",
+        "false",
     ]
     return subprocess.Popen(
         command,

@@ -29,6 +29,7 @@ def servers(tmp_path_factory):
     users_config = config_module.load(
         environ={},
         overrides={
+            "auth_required": False,
             "data_dir": tmp_path_factory.mktemp("users"),
             "balance_service_addr": unused_address(),
             "workers": 4,
@@ -39,6 +40,7 @@ def servers(tmp_path_factory):
     logs_config = config_module.load(
         environ={},
         overrides={
+            "auth_required": False,
             "data_dir": tmp_path_factory.mktemp("logs"),
             "log_shards": 1,
             "log_replicas": 1,
@@ -54,6 +56,7 @@ def servers(tmp_path_factory):
     gateway_config = config_module.load(
         environ={},
         overrides={
+            "auth_required": False,
             "data_dir": tmp_path_factory.mktemp("gateway"),
             "user_service_addr": f"127.0.0.1:{users.port}",
             "log_service_addr": f"127.0.0.1:{logs.router.port}",

@@ -36,6 +36,7 @@ def _config(tmp_path, **overrides):
     return config_module.load(
         environ={},
         overrides={
+            "auth_required": False,
             "data_dir": tmp_path / "data",
             "workers": 4,
             "grace_seconds": 0.5,

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,10 @@ GRPCURL = BIN / "grpcurl"
 READY_LINE = "splitlog is ready; press Ctrl-C to stop"
 START_TIMEOUT = 60.0
 _ROW = re.compile(r"^  (?P<label>\S.*?)  +(?P<value>\S+)(?:  \(pid (?P<pid>\d+)\))?$")
+
+# Most system tests drive the services without credentials. A flag such as
+# `--auth-required true` still wins over this variable.
+WITHOUT_AUTH = {"SPLITLOG_AUTH_REQUIRED": "false"}
 
 PORT_FLAGS = (
     "--gateway-port",
@@ -169,8 +174,13 @@ def start_splitlog(
     *extra: str,
     data_dir: Path | None = None,
     ports: dict[str, int | str] | None = None,
+    settings: Mapping[str, str] = WITHOUT_AUTH,
 ) -> Splitlog:
-    """Run `splitlog up EXTRA... --data-dir D --<x>-port P...` in a new session."""
+    """Run `splitlog up EXTRA... --data-dir D --<x>-port P...` in a new session.
+
+    The process gets `settings` as its only SPLITLOG_* variables. Pass `{}`
+    to run on the defaults, which require a credential on every call.
+    """
     if ports is None:
         ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
         ports["--log-nodes"] = log_nodes_on_free_ports()
@@ -185,6 +195,7 @@ def start_splitlog(
         for key, value in os.environ.items()
         if not key.startswith("SPLITLOG_")
     }
+    environment.update(settings)
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
             args,

@@ -42,7 +42,8 @@ def clean_env(monkeypatch):
 @pytest.fixture(scope="module")
 def user_service_host(tmp_path_factory):
     config = config_module.load(
-        environ={}, overrides={"data_dir": tmp_path_factory.mktemp("cli")}
+        environ={},
+        overrides={"auth_required": False, "data_dir": tmp_path_factory.mktemp("cli")},
     )
     host = user_service_app.build(config, "127.0.0.1:0")
     yield host

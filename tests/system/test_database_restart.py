@@ -168,6 +168,7 @@ def services(postgres, tmp_path) -> Iterator[Services]:
         if not key.startswith("SPLITLOG_")
     }
     environment["SPLITLOG_LOG_SELF_SHIP"] = "false"
+    environment["SPLITLOG_AUTH_REQUIRED"] = "false"
     processes = {}
     try:
         for service in SERVICES:

@@ -1,6 +1,8 @@
 """The grpcurl and curl examples of the README, run verbatim against `splitlog up`.
 
-Only the addresses change: the test's free ports replace the defaults.
+`splitlog up` runs on its default settings, so authentication is on. Only
+the addresses change: the test's free ports replace the defaults. A line
+`export NAME=...` sets NAME for the commands after it, as in one shell.
 """
 
 from __future__ import annotations
@@ -26,13 +28,13 @@ def _code_block(heading: str) -> list[str]:
     return [
         line.strip()
         for line in block.replace("\\\n", " ").splitlines()
-        if line.strip() and not line.startswith("export ")
+        if line.strip() and not line.startswith("export PATH=")
     ]
 
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory):
-    running = start_splitlog(tmp_path_factory.mktemp("readme"))
+    running = start_splitlog(tmp_path_factory.mktemp("readme"), settings={})
     try:
         running.wait_until_ready()
         yield running
@@ -46,6 +48,21 @@ def _localise(command: str, system) -> str:
     return command.replace("127.0.0.1:8080", http)
 
 
+def _export(command: str, environment: dict[str, str]) -> None:
+    """Run an `export NAME=VALUE` line and store NAME in `environment`."""
+    name = command.removeprefix("export ").split("=", 1)[0]
+    result = subprocess.run(
+        ["bash", "-c", f'{command}\nprintf %s "${name}"'],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=environment,
+    )
+    assert result.returncode == 0, f"{command}\n{result.stderr}"
+    assert result.stdout, f"{command}\nset {name} to an empty value\n{result.stderr}"
+    environment[name] = result.stdout
+
+
 def test_readme_examples_work_verbatim(system):
     grpc_commands = _code_block("Explore it with grpcurl")
     curl_commands = _code_block("Call it over REST")
@@ -54,6 +71,9 @@ def test_readme_examples_work_verbatim(system):
     environment = {"PATH": f"{GRPCURL.parent}:/usr/bin:/bin"}
 
     for command in grpc_commands:
+        if command.startswith("export "):
+            _export(_localise(command, system), environment)
+            continue
         result = subprocess.run(
             ["bash", "-c", _localise(command, system)],
             capture_output=True,

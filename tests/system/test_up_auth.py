@@ -1,4 +1,4 @@
-"""`splitlog up` with auth_required: logs flow through signed internal calls.
+"""`splitlog up` on its defaults, auth on: logs flow through signed internal calls.
 
 The whole system runs as `splitlog up` does it, in one process and with
 `--processes`. A signed-up user writes log entries through the gateway and
@@ -68,7 +68,8 @@ def _node_addresses(running) -> list[str]:
 
 @pytest.mark.parametrize("mode", [(), ("--processes",)], ids=["one", "processes"])
 def test_logs_flow_with_auth_on(splitlog_factory, mode):
-    running = splitlog_factory(*mode, "--auth-required", "true")
+    # No SPLITLOG_* variables and no auth flag: auth is on by default.
+    running = splitlog_factory(*mode, settings={})
     running.wait_until_ready()
     with grpc.insecure_channel(running.grpc_address) as channel:
         signed_up = auth_grpc.AuthServiceStub(channel).SignUp(

@@ -49,6 +49,7 @@ def balances_host(tmp_path_factory):
     config = config_module.load(
         environ={},
         overrides={
+            "auth_required": False,
             "data_dir": data,
             "expense_service_addr": unused_address(),
             "user_service_addr": unused_address(),
@@ -65,6 +66,7 @@ def users_host(module_db_url, balances_host, tmp_path_factory):
     config = config_module.load(
         environ={},
         overrides={
+            "auth_required": False,
             "data_dir": tmp_path_factory.mktemp("data"),
             "user_service_db_url": module_db_url,
             "balance_service_addr": f"127.0.0.1:{balances_host.port}",

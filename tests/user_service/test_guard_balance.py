@@ -29,6 +29,7 @@ def system(db_url, tmp_path):
     balances_config = config_module.load(
         environ={},
         overrides={
+            "auth_required": False,
             "data_dir": tmp_path / "balances",
             "balance_service_db_url": db_url,
             "expense_service_addr": peer.address,
@@ -40,6 +41,7 @@ def system(db_url, tmp_path):
     users_config = config_module.load(
         environ={},
         overrides={
+            "auth_required": False,
             "data_dir": tmp_path / "users",
             "balance_service_addr": f"127.0.0.1:{balances.port}",
             "deadline_seconds": 2.0,
