@@ -66,14 +66,16 @@ class _CallDetails(grpc.HandlerCallDetails):
 
 
 async def _with_error_mapping(
-    service_name: str, handlers: dict[str, grpc.RpcMethodHandler]
+    service_name: str,
+    handlers: dict[str, grpc.RpcMethodHandler],
+    max_message_bytes: int,
 ) -> dict[str, grpc.RpcMethodHandler]:
     """Wrap the gateway's own handlers in the shared error interceptor.
 
     The wrapping happens once here rather than as a server interceptor, so
     forwarded calls, which produce every status themselves, pay nothing.
     """
-    interceptor = AsyncErrorInterceptor()
+    interceptor = AsyncErrorInterceptor(max_message_bytes)
     wrapped = {}
     for name, handler in handlers.items():
 
@@ -308,7 +310,7 @@ async def build(
     server = grpc.aio.server(
         interceptors=interceptors, options=server_options(config.max_message_bytes)
     )
-    proxy = ProxyHandlers(pool, config.deadline_seconds)
+    proxy = ProxyHandlers(pool, config.deadline_seconds, config.max_message_bytes)
     for service in services:
         server.add_registered_method_handlers(
             service.full_name, proxy.method_handlers(service)
@@ -324,7 +326,9 @@ async def build(
             handlers = _unimplemented_handlers(descriptor)
         server.add_registered_method_handlers(
             descriptor.full_name,
-            await _with_error_mapping(descriptor.full_name, handlers),
+            await _with_error_mapping(
+                descriptor.full_name, handlers, config.max_message_bytes
+            ),
         )
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -6,6 +6,11 @@ starts. A forwarded call carries the caller's metadata (minus hop-by-hop and
 gRPC-reserved headers) and the caller's remaining deadline. The backend's
 status, message and trailing metadata come back unchanged, so rich errors in
 `grpc-status-details-bin` reach the client as the backend sent them.
+
+The gateway checks each request message against `max_message_bytes` itself,
+because it forwards the bytes without a deserializer. A message over the setting gets
+RESOURCE_EXHAUSTED naming it and is never forwarded. In a request stream, the
+backend call is cancelled at that message.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from gateway.limits import GRPC_CONCURRENCY_MESSAGE, too_many_calls
 from gateway.services import PublicService
 from splitlog_runtime import auth
 from splitlog_runtime.channels import aio_insecure_channel
-from splitlog_runtime.errors import Unavailable
+from splitlog_runtime.errors import DomainError, Unavailable
+from splitlog_runtime.limits import message_too_large
 
 if TYPE_CHECKING:
     from gateway.inprocess import InProcessDispatcher
@@ -220,6 +226,31 @@ def _multicallable(channel: grpc.aio.Channel, method, path: str):
     return kind(path, _registered_method=True)
 
 
+class _CheckedRequests:
+    """A client's request stream whose messages are checked against the limit.
+
+    At a message over `max_message_bytes`, iteration raises, so grpc cancels
+    the backend call that reads the stream, and `error` stores the error for
+    the client.
+    """
+
+    def __init__(self, requests: AsyncIterator[bytes], max_message_bytes: int):
+        self._requests = requests
+        self._max_message_bytes = max_message_bytes
+        self.error: DomainError | None = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for request in self._requests:
+            if len(request) > self._max_message_bytes:
+                self.error = message_too_large(len(request), self._max_message_bytes)
+                raise self.error
+            yield request
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: DomainError) -> None:
+    await context.abort_with_status(rpc_status.to_status(error.to_status()))
+
+
 class ProxyHandlers:
     """Build the server handlers that forward each public method.
 
@@ -227,11 +258,15 @@ class ProxyHandlers:
       pool: the backends and their multicallables.
       default_timeout: seconds given to a unary-response call whose caller set
         no deadline.
+      max_message_bytes: largest request message forwarded.
     """
 
-    def __init__(self, pool: BackendPool, default_timeout: float) -> None:
+    def __init__(
+        self, pool: BackendPool, default_timeout: float, max_message_bytes: int
+    ) -> None:
         self._pool = pool
         self._default_timeout = default_timeout
+        self._max_message_bytes = max_message_bytes
 
     def method_handlers(
         self, service: PublicService
@@ -269,10 +304,19 @@ class ProxyHandlers:
         status = self._pool.translate_error(error, path)
         await context.abort(status.code, status.details, status.trailing_metadata)
 
+    async def _check_size(
+        self, request: bytes, context: grpc.aio.ServicerContext
+    ) -> None:
+        if len(request) > self._max_message_bytes:
+            await _abort(
+                context, message_too_large(len(request), self._max_message_bytes)
+            )
+
     def _unary_unary(self, path: str) -> grpc.RpcMethodHandler:
         multicallable = self._pool.callables[path]
 
         async def forward(request: bytes, context: grpc.aio.ServicerContext):
+            await self._check_size(request, context)
             if self._pool.in_process is not None:
                 response = await self._pool.in_process.call(
                     path, request, context, self._timeout(context)
@@ -303,6 +347,7 @@ class ProxyHandlers:
         async def forward(
             request: bytes, context: grpc.aio.ServicerContext
         ) -> AsyncIterator[bytes]:
+            await self._check_size(request, context)
             call = multicallable(
                 request,
                 timeout=self._streaming_timeout(context),
@@ -327,8 +372,9 @@ class ProxyHandlers:
         async def forward(
             requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
         ):
+            checked = _CheckedRequests(requests, self._max_message_bytes)
             call = multicallable(
-                requests,
+                checked,
                 timeout=self._timeout(context),
                 metadata=forwardable(context.invocation_metadata()),
             )
@@ -337,8 +383,11 @@ class ProxyHandlers:
             except grpc.aio.AioRpcError as error:
                 await self._fail(context, error, path)
             except asyncio.CancelledError:
+                # The client cancelled, or `checked` met an oversized message.
                 call.cancel()
-                raise
+                if checked.error is None:
+                    raise
+                await _abort(context, checked.error)
             await _relay_headers(call, context)
             await _relay_trailers(call, context)
             return response
@@ -351,8 +400,9 @@ class ProxyHandlers:
         async def forward(
             requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
         ) -> AsyncIterator[bytes]:
+            checked = _CheckedRequests(requests, self._max_message_bytes)
             call = multicallable(
-                requests,
+                checked,
                 timeout=self._streaming_timeout(context),
                 metadata=forwardable(context.invocation_metadata()),
             )
@@ -363,8 +413,11 @@ class ProxyHandlers:
             except grpc.aio.AioRpcError as error:
                 await self._fail(context, error, path)
             except asyncio.CancelledError:
+                # The client cancelled, or `checked` met an oversized message.
                 call.cancel()
-                raise
+                if checked.error is None:
+                    raise
+                await _abort(context, checked.error)
             await _relay_trailers(call, context)
 
         return grpc.stream_stream_rpc_method_handler(forward)

@@ -110,6 +110,11 @@ class _ShardQueue:
     call with another such part, so it goes out at once in a call of its
     own, outside the SHARD_CALLS limit, as every part did before grouping.
 
+    NOTE: parts are grouped by entry count only. A node request also carries
+    the shard, epoch and batch id, so a call can exceed `max_message_bytes`
+    when the writes in it are near that size. The shard then fails with
+    RESOURCE_EXHAUSTED, and a retry of a write of that size fails again.
+
     Calls are built and started by the threads of the waiting writes: when
     a call ends, the writer of the first waiting part is woken to start the
     next one.

@@ -199,7 +199,7 @@ class OutOfRange(DomainError):
 
 
 class ResourceExhausted(DomainError):
-    """Overload or a quota; retry after the RetryInfo delay."""
+    """Overload or a quota. With a RetryInfo, the call may succeed after its delay."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     default_reason = "RESOURCE_EXHAUSTED"

@@ -7,11 +7,14 @@ is logged with its traceback and becomes INTERNAL with a message that names a
 correlation id but no internals. There is one interceptor for `grpc.server`
 and one for `grpc.aio.server`.
 
-Both also wrap each handler's request deserializer. Request bytes that are
-not a valid message of the method's request type become INVALID_ARGUMENT with
-a message that names the type, and a warning at most every
-`_UNDECODABLE_LOG_SECONDS`, instead of grpcio's INTERNAL and a traceback per
-call.
+Both also wrap each handler's request deserializer. A request message over
+`max_message_bytes` becomes RESOURCE_EXHAUSTED with a message that names the
+setting, before any parsing. grpc's core accepts messages up to a higher
+ceiling (`splitlog_runtime.limits.receive_ceiling`) so that this check sees
+them. Request bytes that are not a valid message of the method's request type
+become INVALID_ARGUMENT with a message that names the type, and a warning at
+most every `_UNDECODABLE_LOG_SECONDS`, instead of grpcio's INTERNAL and a
+traceback per call. Each message of a request stream is checked on its own.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from splitlog_runtime.errors import (
     Unavailable,
     internal_status,
 )
+from splitlog_runtime.limits import message_too_large
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -71,13 +75,17 @@ class _UndecodableWarnings:
 _undecodable_warnings = _UndecodableWarnings(_UNDECODABLE_LOG_SECONDS)
 
 
-class _Undecodable:
-    """Stands in for a request message whose bytes did not parse."""
+class _Rejected:
+    """A placeholder for a request message that is too large or does not parse."""
 
     __slots__ = ("error",)
 
-    def __init__(self, error: InvalidArgument) -> None:
+    def __init__(self, error: DomainError) -> None:
         self.error = error
+
+
+def _raw_bytes(data: bytes) -> bytes:
+    return data
 
 
 def _type_name(deserializer: Callable[[bytes], Any]) -> str:
@@ -87,23 +95,27 @@ def _type_name(deserializer: Callable[[bytes], Any]) -> str:
 
 
 def _tolerant_deserializer(
-    deserializer: Callable[[bytes], Any] | None, method: str
-) -> Callable[[bytes], Any] | None:
-    """Wrap a request deserializer so that bad bytes give a marker, not a raise.
+    deserializer: Callable[[bytes], Any] | None, method: str, max_message_bytes: int
+) -> Callable[[bytes], Any]:
+    """Wrap a request deserializer so that rejected bytes give a marker, not a raise.
 
     When a deserializer raises, grpcio returns INTERNAL and logs a
-    traceback. The marker lets the wrapped behaviour return INVALID_ARGUMENT.
+    traceback. The marker lets the wrapped behaviour return RESOURCE_EXHAUSTED
+    for a message over `max_message_bytes` and INVALID_ARGUMENT for bytes that
+    do not parse. A handler without a deserializer gets the raw bytes.
     """
     if deserializer is None:
-        return None
+        deserializer = _raw_bytes
     type_name = _type_name(deserializer)
 
     def deserialize(data: bytes) -> Any:
+        if len(data) > max_message_bytes:
+            return _Rejected(message_too_large(len(data), max_message_bytes))
         try:
             return deserializer(data)
         except Exception as exc:
             _undecodable_warnings.note(method, type_name, len(data), exc)
-            return _Undecodable(
+            return _Rejected(
                 InvalidArgument(
                     f"the request body is not a valid {type_name}: {len(data)} "
                     "bytes that do not parse as that protobuf message; send a "
@@ -117,7 +129,7 @@ def _tolerant_deserializer(
 
 
 def _checked(request: Any) -> Any:
-    if isinstance(request, _Undecodable):
+    if isinstance(request, _Rejected):
         raise request.error
     return request
 
@@ -168,7 +180,12 @@ def _status_for(exc: BaseException, method: str) -> grpc.Status:
     )
 
 
-def _already_aborted(context: grpc.ServicerContext) -> bool:
+def _passes_through(exc: Exception, context: grpc.ServicerContext) -> bool:
+    """Return whether grpc itself must handle an exception of a sync handler."""
+    # The request iterator raises grpc.RpcError once the client has cancelled.
+    # grpcio recognizes its own error and ends the call without logging it.
+    if isinstance(exc, grpc.RpcError) and not context.is_active():
+        return True
     # A sync handler that calls context.abort() raises a bare Exception after
     # the status is set; that exception must pass through untouched.
     try:
@@ -177,7 +194,7 @@ def _already_aborted(context: grpc.ServicerContext) -> bool:
         return False
 
 
-def _wrap_handler(handler: grpc.RpcMethodHandler, method: str):
+def _wrap_handler(handler: grpc.RpcMethodHandler, method: str, max_message_bytes: int):
     if handler.unary_unary:
         behavior, factory = handler.unary_unary, grpc.unary_unary_rpc_method_handler
     elif handler.unary_stream:
@@ -208,7 +225,7 @@ def _wrap_handler(handler: grpc.RpcMethodHandler, method: str):
                     send_response_callback=send_response_callback,
                 )
             except Exception as exc:
-                if _already_aborted(context):
+                if _passes_through(exc, context):
                     raise
                 context.abort_with_status(_status_for(exc, method))
 
@@ -220,7 +237,7 @@ def _wrap_handler(handler: grpc.RpcMethodHandler, method: str):
             try:
                 yield from behavior(checked(request_or_iterator), context)
             except Exception as exc:
-                if _already_aborted(context):
+                if _passes_through(exc, context):
                     raise
                 context.abort_with_status(_status_for(exc, method))
 
@@ -230,21 +247,29 @@ def _wrap_handler(handler: grpc.RpcMethodHandler, method: str):
             try:
                 return behavior(checked(request_or_iterator), context)
             except Exception as exc:
-                if _already_aborted(context):
+                if _passes_through(exc, context):
                     raise
                 context.abort_with_status(_status_for(exc, method))
 
     return factory(
         wrapped,
         request_deserializer=_tolerant_deserializer(
-            handler.request_deserializer, method
+            handler.request_deserializer, method, max_message_bytes
         ),
         response_serializer=handler.response_serializer,
     )
 
 
 class ErrorInterceptor(grpc.ServerInterceptor):
-    """Map exceptions raised by sync servicers to status codes."""
+    """Map exceptions raised by sync servicers to status codes.
+
+    Args:
+      max_message_bytes: largest request message accepted; the setting of
+        that name.
+    """
+
+    def __init__(self, max_message_bytes: int) -> None:
+        self._max_message_bytes = max_message_bytes
 
     def intercept_service(
         self,
@@ -254,10 +279,14 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        return _wrap_handler(handler, handler_call_details.method)
+        return _wrap_handler(
+            handler, handler_call_details.method, self._max_message_bytes
+        )
 
 
-def _wrap_aio_handler(handler: grpc.RpcMethodHandler, method: str):
+def _wrap_aio_handler(
+    handler: grpc.RpcMethodHandler, method: str, max_message_bytes: int
+):
     if handler.unary_unary:
         behavior, factory = handler.unary_unary, grpc.unary_unary_rpc_method_handler
     elif handler.unary_stream:
@@ -295,14 +324,22 @@ def _wrap_aio_handler(handler: grpc.RpcMethodHandler, method: str):
     return factory(
         wrapped,
         request_deserializer=_tolerant_deserializer(
-            handler.request_deserializer, method
+            handler.request_deserializer, method, max_message_bytes
         ),
         response_serializer=handler.response_serializer,
     )
 
 
 class AsyncErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Map exceptions raised by asyncio servicers to status codes."""
+    """Map exceptions raised by asyncio servicers to status codes.
+
+    Args:
+      max_message_bytes: largest request message accepted; the setting of
+        that name.
+    """
+
+    def __init__(self, max_message_bytes: int) -> None:
+        self._max_message_bytes = max_message_bytes
 
     async def intercept_service(
         self,
@@ -312,4 +349,6 @@ class AsyncErrorInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        return _wrap_aio_handler(handler, handler_call_details.method)
+        return _wrap_aio_handler(
+            handler, handler_call_details.method, self._max_message_bytes
+        )

@@ -8,12 +8,31 @@ starts, the defaults apply.
 Two limits cannot be raised past the width of the database column that
 stores the value. A larger setting stops the service with a message that
 names the setting and the ceiling.
+
+The message size limit, `max_message_bytes`, is enforced in two layers.
+grpc's core reads request messages up to `receive_ceiling(max_message_bytes)`
+and rejects larger ones with its own text. splitlog code then rejects each
+request message over `max_message_bytes` with `message_too_large`, whose
+message names the setting.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from typing import Any
+
+from splitlog_runtime.errors import ResourceExhausted
+
+# The receive limit of grpc's core is this many times `max_message_bytes`.
+# A client that overshoots the setting by less than this factor, for example
+# with a batch that grew, gets the message that names the setting. A hostile
+# client still cannot make a server buffer more than this many times the
+# setting per message.
+RECEIVE_CEILING_FACTOR = 4
+
+# grpc reads its message size channel arguments as a C int, and a larger value
+# raises OverflowError when the server is built (grpcio 1.85).
+GRPC_MAX_MESSAGE_LENGTH = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -75,3 +94,23 @@ def install(limits: RequestLimits) -> None:
     """Make `limits` the ones in force in this process."""
     global _current
     _current = limits
+
+
+def receive_ceiling(max_message_bytes: int) -> int:
+    """Return the receive limit of grpc's core for a `max_message_bytes` setting."""
+    return min(max_message_bytes * RECEIVE_CEILING_FACTOR, GRPC_MAX_MESSAGE_LENGTH)
+
+
+def message_too_large(size: int, max_message_bytes: int) -> ResourceExhausted:
+    """Build the error for a request message of `size` bytes over the limit."""
+    return ResourceExhausted(
+        f"the request message is {size} bytes, over max_message_bytes "
+        f"({max_message_bytes}); send a smaller message or raise "
+        "max_message_bytes",
+        reason="REQUEST_TOO_LARGE",
+        metadata={
+            "limit": "max_message_bytes",
+            "max_message_bytes": str(max_message_bytes),
+            "message_bytes": str(size),
+        },
+    )

@@ -29,6 +29,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from splitlog_runtime import limits
 from splitlog_runtime.interceptor import ErrorInterceptor
 
 _LOGGER = logging.getLogger(__name__)
@@ -39,9 +40,18 @@ SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 
 
 def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
-    """Return the channel arguments every splitlog server uses."""
+    """Return the channel arguments every splitlog server uses.
+
+    grpc's core accepts request messages up to `limits.receive_ceiling`, above
+    `max_message_bytes`, so that splitlog code can reject a message over the
+    setting with an error that names it. Responses stay within the setting,
+    which is the receive limit of splitlog's channels.
+    """
     return [
-        ("grpc.max_receive_message_length", max_message_bytes),
+        # NOTE: a request message over the ceiling gets grpc's own
+        # RESOURCE_EXHAUSTED "Received message larger than max", which does
+        # not name max_message_bytes.
+        ("grpc.max_receive_message_length", limits.receive_ceiling(max_message_bytes)),
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.so_reuseport", 0),
         # Accept the keepalive pings that splitlog's own channels send (every
@@ -301,7 +311,8 @@ def create_server(
         reflection.
       address: host:port to bind; port 0 picks a free port.
       workers: size of the handler thread pool.
-      max_message_bytes: largest message accepted and sent.
+      max_message_bytes: largest request message accepted and largest
+        response sent (see `server_options`).
       reflection_enabled: whether to serve server reflection.
       interceptors: interceptors that run before the error interceptor.
       max_concurrent_rpcs: maximum calls that run or wait for a handler
@@ -312,7 +323,7 @@ def create_server(
     Raises:
       RuntimeError: the address cannot be bound.
     """
-    all_interceptors = [*interceptors, ErrorInterceptor()]
+    all_interceptors = [*interceptors, ErrorInterceptor(max_message_bytes)]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name),
         interceptors=all_interceptors,

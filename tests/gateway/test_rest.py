@@ -420,6 +420,7 @@ def test_body_over_limit_413(loop_thread, gateway):
     assert response.status_code == 413
     error = _error(response)
     assert error["status"] == "RESOURCE_EXHAUSTED"
+    assert "max_message_bytes" in error["message"]
     assert _detail(error, ERROR_INFO)["reason"] == "REQUEST_TOO_LARGE"
 
 

@@ -134,6 +134,24 @@ def test_servers_accept_the_keepalive_pings_of_our_channels():
     )
 
 
+def test_message_limits_of_servers_and_channels_agree():
+    limit = 1024
+    channel = dict(channel_options(limit))
+    server = dict(server_options(limit))
+
+    assert server["grpc.max_receive_message_length"] == 4 * limit
+    assert server["grpc.max_send_message_length"] == limit
+    assert channel["grpc.max_send_message_length"] == limit
+    assert channel["grpc.max_receive_message_length"] == limit
+
+
+def test_receive_ceiling_fits_grpc_int():
+    server = dict(server_options(1024**3))
+
+    assert server["grpc.max_receive_message_length"] == 2**31 - 1
+    assert server["grpc.max_send_message_length"] == 1024**3
+
+
 def test_sqlite_read_modify_write_loses_no_update(tmp_path):
     database = Database(f"sqlite:///{tmp_path / 'counter.db'}")
     with database.transaction() as session:

@@ -1,0 +1,260 @@
+"""Request messages over `max_message_bytes`, sent to real servers.
+
+A user service, a log router with one node and a gateway in front of both
+listen on 127.0.0.1, all with a small `max_message_bytes`. Raw channels send
+valid messages padded with an unknown field to an exact size. A message over
+the setting must get RESOURCE_EXHAUSTED naming `max_message_bytes`, from the
+server it reaches first. A message of exactly the setting must be served.
+The servers drop the unknown field when they parse a message, so the calls
+from the router to its node stay small.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import grpc
+import pytest
+
+from gateway.app import build as build_gateway
+from splitlog.logs.v1 import logs_service_pb2 as logs_pb
+from splitlog.users.v1 import users_service_pb2 as users_pb
+from splitlog_runtime import config as config_module
+from splitlog_runtime.limits import RECEIVE_CEILING_FACTOR
+from tests.balance_service.support import unused_address
+from tests.gateway.support import LoopThread, error_details
+from tests.log_service.test_router_cluster import Cluster
+from user_service.app import build as build_users
+
+LIMIT = 64 * 1024
+CEILING = RECEIVE_CEILING_FACTOR * LIMIT
+TIMEOUT = 10
+
+GET_USER = "/splitlog.users.v1.UsersService/GetUser"
+CREATE_USER = "/splitlog.users.v1.UsersService/CreateUser"
+WRITE_LOGS = "/splitlog.logs.v1.LogsService/WriteLogEntries"
+STREAM_LOGS = "/splitlog.logs.v1.LogsService/StreamLogEntries"
+QUERY_NODE = "/splitlog.logs.v1.LogNodeService/QueryEntries"
+GROUP_OVERVIEW = "/splitlog.gateway.v1.GatewayService/GetGroupOverview"
+
+# Field 1000 with wire type 2 (length-delimited), as a varint key. No request
+# message of splitlog has field 1000, so every one parses it as unknown.
+UNKNOWN_FIELD_KEY = b"\xc2\x3e"
+
+
+def _varint(value: int) -> bytes:
+    encoded = bytearray()
+    while value >= 0x80:
+        encoded.append(value & 0x7F | 0x80)
+        value >>= 7
+    encoded.append(value)
+    return bytes(encoded)
+
+
+def _padded(message: bytes, size: int) -> bytes:
+    """Append an unknown field to serialized `message` so it is `size` bytes."""
+    room = size - len(message) - len(UNKNOWN_FIELD_KEY)
+    for prefix_length in range(1, 6):
+        payload = room - prefix_length
+        prefix = _varint(payload)
+        if len(prefix) == prefix_length:
+            padded = message + UNKNOWN_FIELD_KEY + prefix + b"x" * payload
+            assert len(padded) == size
+            return padded
+    raise AssertionError(f"cannot pad {len(message)} bytes to {size}")
+
+
+def _new_user(size: int) -> bytes:
+    user_id = f"big-{uuid.uuid4().hex[:12]}"
+    request = users_pb.CreateUserRequest(
+        user=users_pb.User(email=f"{user_id}@example.com", display_name="Big"),
+        user_id=user_id,
+    )
+    return _padded(request.SerializeToString(), size)
+
+
+def _log_batch(size: int, kind=logs_pb.WriteLogEntriesRequest) -> bytes:
+    request = kind(entries=[logs_pb.LogEntry(service="oversize", message="padded")])
+    return _padded(request.SerializeToString(), size)
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    users_config = config_module.load(
+        environ={},
+        overrides={
+            "auth_required": False,
+            "data_dir": tmp_path_factory.mktemp("users"),
+            "balance_service_addr": unused_address(),
+            "workers": 4,
+            "max_message_bytes": LIMIT,
+        },
+    )
+    users = build_users(users_config, "127.0.0.1:0")
+
+    logs_config = config_module.load(
+        environ={},
+        overrides={
+            "auth_required": False,
+            "data_dir": tmp_path_factory.mktemp("logs"),
+            "log_shards": 1,
+            "log_replicas": 1,
+            "log_node_port": 0,
+            "log_fsync": False,
+            "log_self_ship": False,
+            "workers": 4,
+            "max_message_bytes": LIMIT,
+        },
+    )
+    logs = Cluster(logs_config)
+
+    loop = LoopThread()
+    gateway_config = config_module.load(
+        environ={},
+        overrides={
+            "auth_required": False,
+            "data_dir": tmp_path_factory.mktemp("gateway"),
+            "user_service_addr": f"127.0.0.1:{users.port}",
+            "log_service_addr": f"127.0.0.1:{logs.router.port}",
+            "expense_service_addr": unused_address(),
+            "balance_service_addr": unused_address(),
+            "grace_seconds": 1.0,
+            "max_message_bytes": LIMIT,
+        },
+    )
+    gateway = loop.run(build_gateway(gateway_config, "127.0.0.1:0", "127.0.0.1:0"))
+
+    yield {
+        "user_service": users.port,
+        "log_node": logs.nodes[0].port,
+        "log_router": logs.router.port,
+        "gateway": gateway.grpc_port,
+    }
+    loop.run(gateway.stop(0))
+    loop.close()
+    logs.close()
+    users.stop(0)
+
+
+@pytest.fixture
+def channel_to(servers):
+    opened = []
+
+    def open_channel(server: str) -> grpc.Channel:
+        channel = grpc.insecure_channel(f"127.0.0.1:{servers[server]}")
+        opened.append(channel)
+        return channel
+
+    yield open_channel
+    for channel in opened:
+        channel.close()
+
+
+def _assert_names_the_setting(error: grpc.RpcError, size: int) -> None:
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"the request message is {size} bytes" in error.details()
+    assert f"over max_message_bytes ({LIMIT})" in error.details()
+    info = error_details(error)["ErrorInfo"]
+    assert info.reason == "REQUEST_TOO_LARGE"
+    assert info.metadata["limit"] == "max_message_bytes"
+    assert info.metadata["max_message_bytes"] == str(LIMIT)
+    assert info.metadata["message_bytes"] == str(size)
+
+
+UNARY_CASES = [
+    ("user_service", GET_USER),
+    ("log_node", QUERY_NODE),
+    ("log_router", WRITE_LOGS),
+    ("gateway", GET_USER),
+    ("gateway", WRITE_LOGS),
+    ("gateway", GROUP_OVERVIEW),
+]
+
+
+@pytest.mark.parametrize(("server", "method"), UNARY_CASES)
+def test_unary_just_over_limit_names_setting(channel_to, caplog, server, method):
+    caplog.set_level(logging.WARNING)
+    call = channel_to(server).unary_unary(method)
+
+    with pytest.raises(grpc.RpcError) as failure:
+        call(_padded(b"", LIMIT + 1), timeout=TIMEOUT)
+
+    _assert_names_the_setting(failure.value, LIMIT + 1)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize("server", ["user_service", "gateway"])
+def test_unary_at_limit_served(channel_to, server):
+    call = channel_to(server).unary_unary(
+        CREATE_USER, response_deserializer=users_pb.CreateUserResponse.FromString
+    )
+
+    created = call(_new_user(LIMIT), timeout=TIMEOUT)
+
+    assert created.user.display_name == "Big"
+
+
+@pytest.mark.parametrize("server", ["log_router", "gateway"])
+def test_log_write_at_limit_served(channel_to, server):
+    call = channel_to(server).unary_unary(
+        WRITE_LOGS, response_deserializer=logs_pb.WriteLogEntriesResponse.FromString
+    )
+
+    response = call(_log_batch(LIMIT), timeout=TIMEOUT)
+
+    assert response.accepted_count == 1
+    assert response.rejected_count == 0
+
+
+@pytest.mark.parametrize("server", ["user_service", "gateway"])
+def test_unary_at_ceiling_names_setting(channel_to, server):
+    call = channel_to(server).unary_unary(GET_USER)
+
+    with pytest.raises(grpc.RpcError) as failure:
+        call(_padded(b"", CEILING), timeout=TIMEOUT)
+
+    _assert_names_the_setting(failure.value, CEILING)
+
+
+@pytest.mark.parametrize("server", ["user_service", "gateway"])
+def test_unary_over_ceiling_gets_grpc_text(channel_to, server):
+    call = channel_to(server).unary_unary(GET_USER)
+
+    with pytest.raises(grpc.RpcError) as failure:
+        call(_padded(b"", CEILING + 1), timeout=TIMEOUT)
+
+    assert failure.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"{CEILING + 1} vs. {CEILING}" in failure.value.details()
+
+
+@pytest.mark.parametrize("server", ["log_router", "gateway"])
+def test_stream_message_over_limit_names_setting(channel_to, caplog, server):
+    caplog.set_level(logging.WARNING)
+    call = channel_to(server).stream_unary(STREAM_LOGS)
+    batches = [
+        _log_batch(1024, logs_pb.StreamLogEntriesRequest),
+        _log_batch(LIMIT + 1, logs_pb.StreamLogEntriesRequest),
+        _log_batch(1024, logs_pb.StreamLogEntriesRequest),
+    ]
+
+    with pytest.raises(grpc.RpcError) as failure:
+        call(iter(batches), timeout=TIMEOUT)
+
+    _assert_names_the_setting(failure.value, LIMIT + 1)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize("server", ["log_router", "gateway"])
+def test_stream_messages_at_limit_served(channel_to, server):
+    call = channel_to(server).stream_unary(
+        STREAM_LOGS,
+        response_deserializer=logs_pb.StreamLogEntriesResponse.FromString,
+    )
+    batches = [_log_batch(LIMIT, logs_pb.StreamLogEntriesRequest) for _ in range(3)]
+
+    response = call(iter(batches), timeout=TIMEOUT)
+
+    assert response.batch_count == 3
+    assert response.accepted_count == 3
+    assert response.rejected_count == 0
