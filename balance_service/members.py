@@ -4,12 +4,12 @@ user_service owns groups and memberships, so the balance service calls it
 over gRPC to check that a group or user exists and to list the members.
 
 Writes (creating, deleting or restoring a settlement) always call
-user_service, so a member who just joined can be paid at once and a member
-who just left cannot. Reads may reuse a response for up to `cache_seconds`
-(5 s by default). A balance read then needs no call to user_service, and a
-membership change shows in reads at most that long after it was made. Only
-found groups and users are cached. A NOT_FOUND response is never reused, so
-a group created a moment ago is found at once.
+user_service, so a member who just joined can be paid at once, and a member
+who just left or was deactivated cannot. Reads may reuse a response for up
+to `cache_seconds` (5 s by default). A balance read then needs no call to
+user_service, and a membership change shows in reads at most that long after
+it was made. Only found groups and users are cached. A NOT_FOUND response is
+never reused, so a group created a moment ago is found at once.
 
 With `auth_required` on, `is_member` decides who may use a group from the
 same cached lists. A removed member keeps access for up to `cache_seconds`,
@@ -24,6 +24,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import grpc
 
@@ -76,6 +77,14 @@ class _RecentResponses:
                 self._entries.popitem(last=False)
 
 
+@dataclass(frozen=True)
+class GroupMembers:
+    """The ids of a group's members, and of those whose user is deactivated."""
+
+    all: frozenset[str]
+    deactivated: frozenset[str]
+
+
 class UserDirectory:
     """A client of user_service for the checks the balance service makes.
 
@@ -119,8 +128,22 @@ class UserDirectory:
           NotFound: the group does not exist (reason GROUP_NOT_FOUND).
           Unavailable: user_service did not respond.
         """
+        return set(self.member_states(group_id, context).all)
+
+    def member_states(
+        self, group_id: str, context: grpc.ServicerContext | None
+    ) -> GroupMembers:
+        """Fetch a group's current members from user_service, with their states.
+
+        The response also replaces the cached one that `recent_members` returns.
+
+        Raises:
+          NotFound: the group does not exist (reason GROUP_NOT_FOUND).
+          Unavailable: user_service did not respond.
+        """
         fetched_at = self._clock()
         found: set[str] = set()
+        deactivated: set[str] = set()
         token = ""
         while True:
             request = users_pb.ListGroupMembersRequest(
@@ -129,11 +152,15 @@ class UserDirectory:
             response = self._call(
                 self._stub.ListGroupMembers, request, context, group_id=group_id
             )
-            found.update(member.user.split("/", 1)[1] for member in response.members)
+            for member in response.members:
+                user_id = member.user.split("/", 1)[1]
+                found.add(user_id)
+                if member.user_state == users_pb.User.STATE_DEACTIVATED:
+                    deactivated.add(user_id)
             token = response.next_page_token
             if not token:
                 self._groups.put(group_id, frozenset(found), fetched_at)
-                return found
+                return GroupMembers(frozenset(found), frozenset(deactivated))
 
     def recent_members(
         self, group_id: str, context: grpc.ServicerContext | None

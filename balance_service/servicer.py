@@ -11,8 +11,12 @@ Choices that the proto leaves open:
   whether the group exists, because user_service calls it while it holds the
   group's row lock. A group without expenses or settlements is settled.
 - Payer, payee and creator of a settlement must be current members of the
-  group. Deleting or restoring a settlement moves its payer's and payee's
-  balances, so both must still be members then too.
+  group, and none of them may be deactivated (FAILED_PRECONDITION,
+  USER_DEACTIVATED, as expense_service rejects a deactivated payer or
+  participant). Deleting or restoring a settlement moves its payer's and
+  payee's balances, so both must still be members then too. Restoring also
+  rejects a deactivated payer or payee, as UndeleteExpense does. Deleting
+  does not, as DeleteExpense does not.
 - Deleting a deleted settlement fails with FAILED_PRECONDITION
   (SETTLEMENT_DELETED); restoring one that is not deleted fails with
   ALREADY_EXISTS, as the proto says.
@@ -46,7 +50,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from balance_service import allocation, domain, storage, views
 from balance_service.ledger import Changes
-from balance_service.members import UserDirectory
+from balance_service.members import GroupMembers, UserDirectory
 from balance_service.settle import compute_settlement_plan
 from splitlog.balances.v1 import balances_service_pb2 as pb
 from splitlog.balances.v1 import balances_service_pb2_grpc as pb_grpc
@@ -68,8 +72,10 @@ _T = TypeVar("_T")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["BalancesService"].full_name
 
-# The same reason as expense_service gives for a non-member.
+# The same reasons as expense_service gives for a non-member and for a
+# deactivated user.
 NOT_A_MEMBER = "NOT_A_GROUP_MEMBER"
+USER_DEACTIVATED = "USER_DEACTIVATED"
 
 _ORDER_BY = {"": False, "settlement_date desc": False, "create_time desc": True}
 
@@ -130,6 +136,63 @@ def _not_a_member(group_id: str, user_id: str, field_path: str) -> FailedPrecond
             )
         ],
     )
+
+
+def _deactivated(group_id: str, fields: dict[str, list[str]]) -> FailedPrecondition:
+    """Build the error for deactivated users, given the fields that name each."""
+    group = domain.group_name(group_id)
+    named = {}
+    for user_id, paths in fields.items():
+        user = domain.user_name(user_id)
+        named[user] = f"{user!r} ({', '.join(paths)})"
+    users = list(named)
+    verb = "is deactivated" if len(users) == 1 else "are deactivated"
+    return FailedPrecondition(
+        f"{', '.join(named.values())} {verb}; a deactivated user keeps its "
+        "history but cannot pay, be paid or record settlements. Name an active "
+        "member instead",
+        reason=USER_DEACTIVATED,
+        metadata={
+            "group": group,
+            "users": ",".join(users),
+            "fields": ",".join(path for paths in fields.values() for path in paths),
+        },
+        preconditions=[
+            PreconditionViolation(
+                USER_DEACTIVATED, user, f"{named[user]} is deactivated"
+            )
+            for user in users
+        ],
+    )
+
+
+def _require_members(
+    group_id: str,
+    members: GroupMembers,
+    named: list[tuple[str, str]],
+    *,
+    active: bool,
+) -> None:
+    """Check that each user is a member and, if `active`, not deactivated.
+
+    Args:
+      named: (user id, the field that names the user) pairs.
+
+    Raises:
+      FailedPrecondition: a user is not a member (reason NOT_A_GROUP_MEMBER),
+        or is deactivated (reason USER_DEACTIVATED; one violation per user).
+    """
+    for user_id, field_path in named:
+        if user_id not in members.all:
+            raise _not_a_member(group_id, user_id, field_path)
+    if not active:
+        return
+    deactivated: dict[str, list[str]] = {}
+    for user_id, field_path in named:
+        if user_id in members.deactivated:
+            deactivated.setdefault(user_id, []).append(field_path)
+    if deactivated:
+        raise _deactivated(group_id, deactivated)
 
 
 class BalancesServicer(pb_grpc.BalancesServiceServicer):
@@ -542,14 +605,16 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             )
 
         authz.require_acting_as_caller(domain.user_name(creator), "settlement.creator")
-        members = self._directory.members(group_id, context)
-        for user_id, field_path in (
-            (payer, "settlement.payer"),
-            (payee, "settlement.payee"),
-            (creator, "settlement.creator"),
-        ):
-            if user_id not in members:
-                raise _not_a_member(group_id, user_id, field_path)
+        _require_members(
+            group_id,
+            self._directory.member_states(group_id, context),
+            [
+                (payer, "settlement.payer"),
+                (payee, "settlement.payee"),
+                (creator, "settlement.creator"),
+            ],
+            active=True,
+        )
 
         def replay(session: Session) -> pb.Settlement | None:
             earlier = storage.find_request(session, "CreateSettlement", request_id)
@@ -811,10 +876,15 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                     resource=Resource(domain.SETTLEMENT_TYPE, name),
                 )
             seen_version = row.version
-        members = self._directory.members(group_id, context)
-        for user_id, role in ((row.payer_id, "payer"), (row.payee_id, "payee")):
-            if user_id not in members:
-                raise _not_a_member(group_id, user_id, f"the settlement's {role}")
+        _require_members(
+            group_id,
+            self._directory.member_states(group_id, context),
+            [
+                (row.payer_id, "the settlement's payer"),
+                (row.payee_id, "the settlement's payee"),
+            ],
+            active=not deleted,
+        )
         with self._transaction() as session:
             row = self._require(session, group_id, settlement_id, lock=True)
             if row.version != seen_version:

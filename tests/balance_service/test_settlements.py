@@ -9,6 +9,7 @@ import pytest
 from google.type import date_pb2, money_pb2
 
 from splitlog.balances.v1 import balances_service_pb2 as pb
+from splitlog.users.v1 import users_service_pb2 as users_pb
 from tests.balance_service.support import (
     create_group,
     error_details,
@@ -195,6 +196,92 @@ def test_create_for_non_member_fails_precondition(services):
     assert reason_of(caught.value) == "NOT_A_GROUP_MEMBER"
     violation = error_details(caught.value)["PreconditionFailure"].violations[0]
     assert violation.subject == f"groups/{group_id}/members/{outsider}"
+
+
+def _deactivate(services, user_id: str) -> None:
+    services.users.DeactivateUser(
+        users_pb.DeactivateUserRequest(name=f"users/{user_id}"), timeout=10
+    )
+
+
+@pytest.mark.parametrize("role", ["payer", "payee"])
+def test_create_with_deactivated_user_rejected(services, role):
+    group_id, (alice, bob, carol) = create_group(services.users, 3)
+    _deactivate(services, bob)
+    payer, payee = (bob, alice) if role == "payer" else (alice, bob)
+    request = _create_request(
+        group_id, payer, payee, settlement={"creator": f"users/{carol}"}
+    )
+
+    with pytest.raises(grpc.RpcError) as caught:
+        services.balances.CreateSettlement(request, timeout=10)
+
+    error = caught.value
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(error) == "USER_DEACTIVATED"
+    assert f"'users/{bob}' (settlement.{role}) is deactivated" in error.details()
+    assert "Name an active member instead" in error.details()
+    violations = error_details(error)["PreconditionFailure"].violations
+    assert [v.subject for v in violations] == [f"users/{bob}"]
+    assert [v.type for v in violations] == ["USER_DEACTIVATED"]
+    assert _list(services, parent=f"groups/{group_id}") == []
+    assert group_nets(services.balances, group_id) == {}
+
+
+def test_create_by_deactivated_payer_names_both_fields(services):
+    group_id, (alice, bob) = create_group(services.users, 2)
+    _deactivate(services, alice)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        services.balances.CreateSettlement(
+            _create_request(group_id, alice, bob), timeout=10
+        )
+
+    error = caught.value
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(error) == "USER_DEACTIVATED"
+    assert (
+        f"'users/{alice}' (settlement.payer, settlement.creator) is deactivated"
+        in error.details()
+    )
+    info = error_details(error)["ErrorInfo"]
+    assert info.metadata["users"] == f"users/{alice}"
+    assert info.metadata["fields"] == "settlement.payer,settlement.creator"
+    assert len(error_details(error)["PreconditionFailure"].violations) == 1
+
+
+def test_undelete_with_deactivated_payee_rejected(services):
+    group_id, (alice, bob) = create_group(services.users, 2)
+    created = settle(services.balances, group_id, alice, bob, 300)
+    deleted = services.balances.DeleteSettlement(
+        pb.DeleteSettlementRequest(name=created.name), timeout=10
+    ).settlement
+    _deactivate(services, bob)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        services.balances.UndeleteSettlement(
+            pb.UndeleteSettlementRequest(name=created.name, etag=deleted.etag),
+            timeout=10,
+        )
+
+    error = caught.value
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(error) == "USER_DEACTIVATED"
+    assert f"'users/{bob}' (the settlement's payee)" in error.details()
+    assert group_nets(services.balances, group_id) == {"EUR": {alice: 0, bob: 0}}
+
+
+def test_delete_with_deactivated_payee_allowed(services):
+    group_id, (alice, bob) = create_group(services.users, 2)
+    created = settle(services.balances, group_id, alice, bob, 300)
+    _deactivate(services, bob)
+
+    deleted = services.balances.DeleteSettlement(
+        pb.DeleteSettlementRequest(name=created.name), timeout=10
+    ).settlement
+
+    assert deleted.HasField("delete_time")
+    assert group_nets(services.balances, group_id) == {"EUR": {alice: 0, bob: 0}}
 
 
 def test_create_in_unknown_group_is_not_found(services):
