@@ -605,6 +605,9 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             )
 
         authz.require_acting_as_caller(domain.user_name(creator), "settlement.creator")
+        # NOTE: DeactivateUser does not require settled balances, so an open
+        # balance of a deactivated user cannot be settled here, although
+        # ComputeSettlementPlan still lists transfers to or from that user.
         _require_members(
             group_id,
             self._directory.member_states(group_id, context),

@@ -220,6 +220,71 @@ def test_update_by_non_member_fails(clients, group, expense):
     assert _get(clients, expense.name) == expense
 
 
+def _refresh_members(clients, group) -> None:
+    # The service reuses a group's member list for a few seconds, but fetches
+    # it again when a write names someone missing from it, as this one does.
+    with pytest.raises(grpc.RpcError) as refresh:
+        create_expense(
+            clients,
+            group,
+            equal_expense(group, payer=create_outsider(clients.users)),
+        )
+    assert refresh.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def _deactivate_now(clients, group, user: str) -> None:
+    """Deactivate a user and make the service fetch the group's members again."""
+    clients.users.DeactivateUser(
+        users_pb.DeactivateUserRequest(name=user), timeout=TIMEOUT
+    )
+    _refresh_members(clients, group)
+
+
+def test_update_adding_deactivated_user_fails(clients, group):
+    first_two = group.members[:2]
+    expense = create_expense(
+        clients, group, equal_expense(group, "30.00", participants=first_two)
+    )
+    added = group.members[2]
+    _deactivate_now(clients, group, added)
+    split = pb.Split(
+        type=pb.SPLIT_TYPE_EQUAL,
+        participants=[pb.SplitParticipant(user=u) for u in group.members],
+    )
+
+    error = _update_error(clients, _change(expense, group.members[0], split=split))
+
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(error) == "USER_DEACTIVATED"
+    assert "expense.split.participants[2].user" in error.details()
+    assert _get(clients, expense.name) == expense
+
+
+def test_update_by_deactivated_modifier_fails(clients, group, expense):
+    modifier = group.members[1]
+    _deactivate_now(clients, group, modifier)
+
+    error = _update_error(
+        clients, _change(expense, modifier, description="Lunch"), "description"
+    )
+
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(error) == "USER_DEACTIVATED"
+    assert "expense.last_modifier" in error.details()
+    assert _get(clients, expense.name) == expense
+
+
+def test_update_deactivated_user_may_stay(clients, group, expense):
+    _deactivate_now(clients, group, group.members[2])
+
+    updated = _update(
+        clients, _change(expense, group.members[0], description="Kept"), "description"
+    )
+
+    assert updated.description == "Kept"
+    assert group.members[2] in owed(updated)
+
+
 def test_update_stale_etag_aborted(clients, group, expense):
     _update(clients, _change(expense, group.members[0], description="First"))
 
@@ -357,15 +422,7 @@ def test_undelete_with_former_member_fails(clients, group, expense):
         ),
         timeout=TIMEOUT,
     )
-    # The service reuses a group's member list for a few seconds, but fetches
-    # it again when a write names someone missing from it, as this one does.
-    with pytest.raises(grpc.RpcError) as refresh:
-        create_expense(
-            clients,
-            group,
-            equal_expense(group, payer=create_outsider(clients.users)),
-        )
-    assert refresh.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    _refresh_members(clients, group)
     before = latest_sequence(clients)
 
     with pytest.raises(grpc.RpcError) as caught:
@@ -381,6 +438,20 @@ def test_undelete_with_former_member_fails(clients, group, expense):
     assert "expense.split.participants[2].user" in error.details()
     assert _get(clients, expense.name) == deleted
     assert latest_sequence(clients) == before
+
+
+def test_undelete_with_deactivated_user_fails(clients, group, expense):
+    deleted = _delete(clients, expense.name)
+    _deactivate_now(clients, group, group.members[2])
+
+    with pytest.raises(grpc.RpcError) as caught:
+        _undelete(clients, expense.name, etag=deleted.etag)
+
+    error = caught.value
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(error) == "USER_DEACTIVATED"
+    assert "expense.split.participants[2].user" in error.details()
+    assert _get(clients, expense.name) == deleted
 
 
 def test_undelete_not_deleted_already_exists(clients, expense):
