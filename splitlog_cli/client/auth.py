@@ -52,6 +52,11 @@ def add_parsers(
         help="id of the new user: 4 to 63 lower-case letters, digits and "
         "hyphens, starting with a letter (default: chosen by the server)",
     )
+    signup.add_argument(
+        "--currency",
+        help="ISO 4217 code of the user's default currency, such as EUR, which "
+        "the user's new groups take (default: USD)",
+    )
     _add_password_option(signup)
     signup.set_defaults(**{SENDS_CREDENTIAL: False})
 
@@ -121,7 +126,11 @@ def _add_user_option(parser: argparse.ArgumentParser) -> None:
 def sign_up(context: Context, args: argparse.Namespace) -> users_pb2.User:
     password = _read_password(args.password_stdin, confirm=True)
     request = auth_pb2.SignUpRequest(
-        user=users_pb2.User(email=args.email, display_name=args.display_name),
+        user=users_pb2.User(
+            email=args.email,
+            display_name=args.display_name,
+            currency_code=args.currency or "",
+        ),
         user_id=args.user_id or "",
         password=password,
     )

@@ -131,6 +131,38 @@ def test_signup_saves_and_sends_session(cli, tmp_path, gateway_address):
     assert f"users/{user_id}" in shown.stdout
 
 
+def test_signup_currency_becomes_group_default(cli):
+    signed_up = cli(
+        "auth", "signup", "--email", "euro@example.com", "--display-name", "Eva",
+        "--user-id", "eva-euro", "--currency", "EUR", "--password-stdin",
+        "--format", "json",
+        stdin=PASSWORD + "\n",
+    )  # fmt: skip
+    created = cli(
+        "groups", "create", "--name", "Porto", "--creator", "eva-euro",
+        "--format", "json",
+    )  # fmt: skip
+
+    assert signed_up.status == 0, signed_up.stderr
+    assert json.loads(signed_up.stdout)["currencyCode"] == "EUR"
+    assert created.status == 0, created.stderr
+    assert json.loads(created.stdout)["currencyCode"] == "EUR"
+
+
+def test_signup_invalid_currency_rejected(cli, tmp_path):
+    result = cli(
+        "auth", "signup", "--email", "lower@example.com", "--display-name", "Lo",
+        "--currency", "eur", "--password-stdin",
+        stdin=PASSWORD + "\n",
+    )  # fmt: skip
+
+    assert result.status == 1
+    assert "INVALID_ARGUMENT" in result.stderr
+    assert "user.currency_code" in result.stderr
+    assert "'EUR'" in result.stderr
+    assert not _sessions_file(tmp_path).exists()
+
+
 def test_command_without_credential(cli):
     result = cli("users", "list")
 
