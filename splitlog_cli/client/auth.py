@@ -186,7 +186,7 @@ def create_key(
     context.show(
         response,
         lambda response: (
-            _keys_table([response.api_key])
+            keys_table([response.api_key])
             + "\n\nSecret (shown only this once; store it now, it cannot be shown "
             f"again):\n{response.secret}"
         ),
@@ -198,7 +198,7 @@ def list_keys(
     context: Context, args: argparse.Namespace
 ) -> auth_pb2.ListApiKeysResponse:
     response = auth_pb2.ListApiKeysResponse(api_keys=_all_keys(context, args))
-    context.show(response, lambda response: _keys_table(response.api_keys))
+    context.show(response, lambda response: keys_table(response.api_keys))
     return response
 
 
@@ -207,7 +207,7 @@ def revoke_key(context: Context, args: argparse.Namespace) -> auth_pb2.ApiKey:
     response = context.call(
         "auth.RevokeApiKey", auth_pb2.RevokeApiKeyRequest(name=name)
     )
-    context.show(response.api_key, lambda key: _keys_table([key]))
+    context.show(response.api_key, lambda key: keys_table([key]))
     return response.api_key
 
 
@@ -311,7 +311,7 @@ def _is_set(stamp: Timestamp) -> bool:
     return bool(stamp.seconds or stamp.nanos)
 
 
-def _keys_table(keys) -> str:
+def keys_table(keys) -> str:
     return render.table(
         _KEY_HEADERS,
         [

@@ -2,24 +2,25 @@
 
 Each step prints a one-line explanation and the equivalent `splitlog`
 command, then runs that same command line through the same parser and
-handler. Ids end in a random suffix, so the tour can run again against the
-same data.
+handler (see `demo_tour`). The tour signs up its own four users, so it needs
+no credential and works with authentication on or off. Each later step runs
+as a user who may make it: the group's creator creates the group and adds
+the members, and the first payer of each expense records it. Ids and emails
+end in a random suffix, so the tour can run again against the same data.
 """
 
 from __future__ import annotations
 
 import argparse
-import secrets
-import shlex
-import string
 
 from google.protobuf.message import Message
 
-from splitlog_cli.client import balances, expenses, groups, settlements, users
-from splitlog_cli.client.command import HANDLER, Context, add_action, add_actions
+from splitlog.users.v1 import users_service_pb2 as users_pb2
+from splitlog_cli.client import balances, expenses, groups, settlements
+from splitlog_cli.client.command import Context, add_action, add_actions
+from splitlog_cli.client.demo_tour import Actor, Tour, random_suffix, run_tour
 from splitlog_cli.client.render import amount, short
 
-_SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
 _PEOPLE = ("alice", "bob", "carol", "dave")
 
 
@@ -32,114 +33,120 @@ def add_parsers(
         "expenses",
         common,
         run_expenses_demo,
-        "create users, a group, one expense of each split type, then show "
-        "balances, the settle-up plan, a settlement and the report",
+        "sign up users, create a group, add one expense of each split type, "
+        "then show balances, the settle-up plan, a settlement and the report",
     )
 
 
-class _Tour:
-    """Runs and narrates the steps of a demo with one connection."""
-
-    def __init__(self, context: Context, gateway_flag: list[str]) -> None:
-        self.context = context
-        self.gateway_flag = gateway_flag
-        self.step_number = 0
-        self.parser = argparse.ArgumentParser(prog="splitlog", add_help=False)
-        commands = self.parser.add_subparsers(dest="command", required=True)
-        common = argparse.ArgumentParser(add_help=False)
-        for module in (users, groups, expenses, settlements, balances):
-            module.add_parsers(commands, common)
-
-    def say(self, text: str) -> None:
-        print(text, file=self.context.out, flush=True)
-
-    def step(self, explanation: str, argv: list[str]) -> Message:
-        """Print the explanation and the command, then run the command."""
-        self.step_number += 1
-        command = shlex.join(["splitlog", *argv, *self.gateway_flag])
-        self.say(f"\n{self.step_number}. {explanation}\n$ {command}")
-        args = self.parser.parse_args(argv)
-        return getattr(args, HANDLER)(self.context, args)
-
-
-def _suffix() -> str:
-    return "".join(secrets.choice(_SUFFIX_ALPHABET) for _ in range(6))
-
-
 def run_expenses_demo(context: Context, args: argparse.Namespace) -> Message:
-    gateway_flag = ["--gateway", args.gateway_address] if args.gateway_address else []
-    tour = _Tour(context, gateway_flag)
-    suffix = _suffix()
+    return run_tour(context, args, (groups, expenses, settlements, balances), _run)
+
+
+def _run(tour: Tour) -> Message:
+    suffix = random_suffix()
     ids = {person: f"{person}-{suffix}" for person in _PEOPLE}
     group = f"trip-{suffix}"
     alice, bob, carol, dave = (ids[person] for person in _PEOPLE)
 
     tour.say(
-        f"A tour of splitlog's expenses against {context.address}. Every id ends "
-        f"in -{suffix}, so nothing here touches other data."
+        f"A tour of splitlog's expenses against {tour.context.address}. Every "
+        f"id ends in -{suffix}, so nothing here touches other data. The tour "
+        "signs up four users with random passwords that it does not show, and "
+        "runs each later step as the user named after the command."
     )
+    actors: dict[str, Actor] = {}
     for person, user in ids.items():
-        tour.step(
-            f"Create the user {person}; the email must be unique.",
-            ["users", "create", "--id", user, "--name", person.title(),
-             "--email", f"{user}@example.com", "--currency", "EUR"],
-        )  # fmt: skip
+        actors[user] = tour.sign_up(
+            f"Sign up {person}, whose default currency is EUR; the email "
+            "must be unique.",
+            users_pb2.User(
+                email=f"{user}@example.com",
+                display_name=person.title(),
+                currency_code="EUR",
+            ),
+            user,
+        )
     tour.step(
-        "Create a group; its creator becomes the first member.",
+        "Create a group; its creator becomes the first member, and without "
+        "--currency the group uses the creator's currency.",
         ["groups", "create", "--id", group, "--name", "Lisbon trip",
-         "--creator", alice, "--currency", "EUR"],
+         "--creator", alice],
+        actors[alice],
     )  # fmt: skip
     for user in (bob, carol, dave):
         tour.step(
-            "Add a member; only members can pay or take part in expenses.",
+            "Add a member; only members can pay or take part in expenses, and "
+            "any member may add one.",
             ["groups", "add-member", group, user],
+            actors[alice],
         )
-    _add_expenses(tour, group, alice, bob, carol, dave)
-    tour.step("List the expenses, newest first.", ["expenses", "list", group])
+    _add_expenses(tour, group, actors, alice, bob, carol, dave)
+    tour.step(
+        "List the expenses, newest first. Every member may read the group.",
+        ["expenses", "list", group],
+        actors[bob],
+    )
     tour.step(
         "Each member's net amount: paid minus owed. They add up to exactly zero.",
         ["balances", "group", group],
+        actors[alice],
     )
     tour.step(
         "Who owes whom, pair by pair, before any simplification.",
         ["balances", "pairwise", group],
+        actors[alice],
     )
     plan = tour.step(
         "The settle-up plan: the fewest transfers that bring everyone to zero.",
         ["balances", "plan", group],
+        actors[alice],
     )
     if plan.transfers:
         transfer = plan.transfers[0]
+        payer = short(transfer.payer)
         tour.step(
-            "Record the first transfer of the plan as paid.",
+            "Record the first transfer of the plan as paid; the payer records it.",
             ["settlements", "add", group, "--from", short(transfer.payer),
              "--to", short(transfer.payee),
              "--amount", amount(transfer.amount, with_code=False),
              "--currency", transfer.amount.currency_code,
              "--note", "settle-up from the demo"],
+            actors[payer],
         )  # fmt: skip
         tour.step(
             "The plan again: the paid transfer is gone, the others stay the same.",
             ["balances", "plan", group],
+            actors[alice],
         )
     tour.step(
         "Which expenses and settlements make up alice's net amount.",
         ["balances", "explain", group, alice, "--currency", "EUR"],
+        actors[alice],
     )
     report = tour.step(
         "The group report: spending by category, by member and by month.",
         ["balances", "report", group, "--currency", "EUR"],
+        actors[alice],
     )
     tour.say(
-        f"\nDone. Explore further with `splitlog balances user {alice}` or "
-        f"`splitlog expenses get NAME`, and add --format json to any command."
+        "\nDone. Only the group's members may read it while authentication is "
+        "on, and the tour did not keep their passwords. To go on, sign up "
+        "yourself with `splitlog auth signup` and create a group of your own. "
+        "Add --format json to any command for proto3 JSON."
     )
     return report
 
 
 def _add_expenses(
-    tour: _Tour, group: str, alice: str, bob: str, carol: str, dave: str
+    tour: Tour,
+    group: str,
+    actors: dict[str, Actor],
+    alice: str,
+    bob: str,
+    carol: str,
+    dave: str,
 ) -> None:
+    """Add one expense of each split type, each recorded by its first payer."""
     tour.step(
         "An equal split of 100.00 among three: the leftover cent goes to one "
         "participant by a fixed tie-break, so the shares add up to 100.00.",
@@ -147,6 +154,7 @@ def _add_expenses(
          "--amount", "100.00", "--currency", "EUR", "--paid-by", alice,
          "--split", "equal", "--participant", alice, "--participant", bob,
          "--participant", carol, "--category", "dining-out"],
+        actors[alice],
     )  # fmt: skip
     tour.step(
         "An exact split: each participant owes a fixed amount, and the amounts "
@@ -156,6 +164,7 @@ def _add_expenses(
          "--split", "exact", "--participant", f"{alice}=20.00",
          "--participant", f"{carol}=15.50", "--participant", f"{dave}=10.00",
          "--category", "groceries"],
+        actors[carol],
     )  # fmt: skip
     tour.step(
         "A percent split: alice 40 %, bob 30 %, and carol and dave, who have "
@@ -165,6 +174,7 @@ def _add_expenses(
          "--split", "percent", "--participant", f"{alice}=40",
          "--participant", f"{bob}=30", "--participant", carol,
          "--participant", dave, "--category", "travel"],
+        actors[bob],
     )  # fmt: skip
     tour.step(
         "A shares split: weights 2:1:1:3, so dave owes three times bob's part.",
@@ -173,6 +183,7 @@ def _add_expenses(
          "--split", "shares", "--participant", f"{alice}=2",
          "--participant", f"{bob}=1", "--participant", f"{carol}=1",
          "--participant", f"{dave}=3", "--category", "transportation"],
+        actors[dave],
     )  # fmt: skip
     tour.step(
         "A mixed split with two payers: alice owes 20.00, bob 25 %, and carol "
@@ -184,4 +195,5 @@ def _add_expenses(
          "--participant", f"{bob}=percent:25",
          "--participant", f"{carol}=shares:1",
          "--participant", f"{dave}=shares:1", "--category", "entertainment"],
+        actors[bob],
     )  # fmt: skip

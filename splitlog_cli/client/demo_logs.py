@@ -4,16 +4,18 @@ The tour writes a small built-in sample log to a temporary file and ships
 it, then queries it, counts it, tails new entries for a few seconds and shows
 the cluster. Each step prints a one-line explanation and the equivalent
 `splitlog` command, then runs that command line through the same parser and
-handler. The service name ends in a random suffix, so the tour can run again
-against the same data.
+handler (see `demo_tour`). The service name ends in a random suffix, so the
+tour can run again against the same data.
+
+The log steps send the command's credential when it has one. Without one,
+and when the gateway requires one, the tour signs up a user of its own and
+creates an API key with the logs:write and logs:read scopes, as a log
+shipper on another machine uses. The tour prints which credential it sends.
 """
 
 from __future__ import annotations
 
 import argparse
-import secrets
-import shlex
-import string
 import tempfile
 import threading
 import time
@@ -26,12 +28,14 @@ from google.protobuf.message import Message
 from log_service.timefmt import format_time
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
 from splitlog.logs.v1 import logs_service_pb2_grpc as logs_grpc
+from splitlog.users.v1 import users_service_pb2 as users_pb2
 from splitlog_cli.client import logs
-from splitlog_cli.client.command import HANDLER, Context, add_action
-from splitlog_cli.client.connection import open_channel
+from splitlog_cli.client.command import Context, add_action
+from splitlog_cli.client.connection import DEFAULT_TIMEOUT, open_channel
+from splitlog_cli.client.credentials import TOKEN_ENV, Credential
+from splitlog_cli.client.demo_tour import Actor, Tour, random_suffix, run_tour
 from splitlog_runtime.tls import ClientTls
 
-_SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
 TAIL_SECONDS = 3
 # The sample: seconds before now, level word and message. Times are recent so
 # that they are inside every retention and never in the future.
@@ -71,39 +75,19 @@ def sample_lines(now_ns: int) -> list[str]:
     ]
 
 
-class _Tour:
-    """Runs and narrates the steps of the tour with one output."""
-
-    def __init__(self, context: Context, gateway_flag: list[str]) -> None:
-        self.context = context
-        self.gateway_flag = gateway_flag
-        self.step_number = 0
-        self.parser = argparse.ArgumentParser(prog="splitlog", add_help=False)
-        commands = self.parser.add_subparsers(dest="command", required=True)
-        logs.add_parsers(commands, argparse.ArgumentParser(add_help=False))
-
-    def say(self, text: str) -> None:
-        print(text, file=self.context.out, flush=True)
-
-    def step(self, explanation: str, argv: list[str]) -> Message:
-        """Print the explanation and the command, then run the command."""
-        self.step_number += 1
-        command = shlex.join(["splitlog", *argv, *self.gateway_flag])
-        self.say(f"\n{self.step_number}. {explanation}\n$ {command}")
-        args = self.parser.parse_args(argv)
-        return getattr(args, HANDLER)(self.context, args)
-
-
 def run_logs_demo(context: Context, args: argparse.Namespace) -> Message:
-    gateway_flag = ["--gateway", args.gateway_address] if args.gateway_address else []
-    tour = _Tour(context, gateway_flag)
-    suffix = "".join(secrets.choice(_SUFFIX_ALPHABET) for _ in range(6))
+    return run_tour(context, args, (logs,), _run)
+
+
+def _run(tour: Tour) -> Message:
+    suffix = random_suffix()
     service = f"shop-{suffix}"
     tour.say(
-        f"A tour of splitlog's log collection against {context.address}. The "
+        f"A tour of splitlog's log collection against {tour.context.address}. The "
         f"sample entries belong to the service {service}, so nothing here "
         "touches other data."
     )
+    writer = _log_writer(tour, suffix)
     with tempfile.TemporaryDirectory(prefix="splitlog-demo-") as folder:
         path = Path(folder) / "shop.log"
         path.write_text("\n".join(sample_lines(time.time_ns())) + "\n")
@@ -113,13 +97,15 @@ def run_logs_demo(context: Context, args: argparse.Namespace) -> Message:
             "Ship the file. Each line becomes one entry, with its time and "
             "severity read from the line header.",
             ["logs", "ship", str(path), "--service", service],
+            writer,
         )
-    _query_steps(tour, service)
-    _tail_step(tour, context.address, service)
+    _query_steps(tour, service, writer)
+    _tail_step(tour, service, writer)
     result = tour.step(
         "The cluster: each shard's leader, its followers and how far each "
         "follower lags behind.",
         ["logs", "cluster"],
+        writer,
     )
     tour.say(
         "\nA failover, to try by hand: run `splitlog up --processes`, which "
@@ -134,53 +120,117 @@ def run_logs_demo(context: Context, args: argparse.Namespace) -> Message:
     return result
 
 
-def _query_steps(tour: _Tour, service: str) -> None:
+def _log_writer(tour: Tour, suffix: str) -> Actor | None:
+    """Print which credential the log steps send, and return it as an actor.
+
+    Returns None when the steps send the command's own credential, or none.
+    """
+    credential = tour.context.credential
+    if credential is not None and credential.present:
+        source = (
+            "the session saved by `splitlog auth signin`"
+            if credential.from_session
+            else f"the access token or API key of --token or {TOKEN_ENV}"
+        )
+        tour.say(f"The log steps send {source}.")
+        return None
+    if not _requires_credential(tour.context):
+        tour.say(
+            "The gateway takes calls without a credential (authentication is "
+            "off), so the log steps send none."
+        )
+        return None
+    tour.say(
+        "The gateway requires a credential and this command has none, so the "
+        "tour signs up a user and sends an API key of that user on the log "
+        "steps, as a log shipper on another machine would."
+    )
+    user_id = f"logs-{suffix}"
+    owner = tour.sign_up(
+        "Sign up a user to own the API key.",
+        users_pb2.User(email=f"{user_id}@example.com", display_name="Log demo"),
+        user_id,
+    )
+    return tour.create_logs_key(
+        "Create an API key that may only write and read logs, for one hour. "
+        "The command prints the key's secret once; the tour sends it on the "
+        "next steps without showing it.",
+        owner,
+        user_id,
+    )
+
+
+def _requires_credential(context: Context) -> bool:
+    """Return True when the gateway rejects an anonymous GetClusterStatus."""
+    anonymous = Credential(context.address, None, None)
+    with open_channel(context.address, context.tls, anonymous) as channel:
+        try:
+            logs_grpc.LogsServiceStub(channel).GetClusterStatus(
+                logs_pb2.GetClusterStatusRequest(), timeout=DEFAULT_TIMEOUT
+            )
+        except grpc.RpcError as exc:
+            # Other failures show up, with their fix, in the first step.
+            return exc.code() == grpc.StatusCode.UNAUTHENTICATED
+    return False
+
+
+def _query_steps(tour: Tour, service: str, writer: Actor | None) -> None:
     tour.step(
         "Every entry of the service, oldest first.",
         ["logs", "query", "--service", service],
+        writer,
     )
     tour.step(
         "Only errors and worse from the last hour. A value that starts with "
         "a minus sign needs the --since=VALUE form.",
         ["logs", "query", "--service", service, "--min-severity", "error",
          "--since=-1h"],
+        writer,
     )  # fmt: skip
     tour.step(
         "A keyword search: the message must contain the text, in any case.",
         ["logs", "query", "--service", service, "--keyword", "ORDER=1002"],
+        writer,
     )
     tour.step(
         "Counts by severity, by service and per minute.",
         ["logs", "stats", "--service", service, "--since=-1h", "--step", "1m"],
+        writer,
     )
 
 
-def _tail_step(tour: _Tour, address: str, service: str) -> None:
+def _tail_step(tour: Tour, service: str, writer: Actor | None) -> None:
     """Tail the service while a background thread writes a few new entries."""
+    context = tour.context if writer is None else writer.context
     stop = threading.Event()
-    writer = threading.Thread(
+    thread = threading.Thread(
         target=_write_live_entries,
-        args=(address, service, stop, tour.context.tls),
+        args=(context.address, service, stop, context.tls, context.credential),
         daemon=True,
     )
-    writer.start()
+    thread.start()
     try:
         tour.step(
             f"Follow new entries as they arrive, for {TAIL_SECONDS} seconds. The "
             "tour writes one entry a second meanwhile. Without --duration, "
             "tail runs until Ctrl-C.",
             ["logs", "tail", "--service", service, "--duration", f"{TAIL_SECONDS}s"],
+            writer,
         )
     finally:
         stop.set()
-        writer.join(timeout=5)
+        thread.join(timeout=5)
 
 
 def _write_live_entries(
-    address: str, service: str, stop: threading.Event, tls: ClientTls | None
+    address: str,
+    service: str,
+    stop: threading.Event,
+    tls: ClientTls | None,
+    credential: Credential | None,
 ) -> None:
     # The first write comes a second in, once the tail is listening.
-    with open_channel(address, tls) as channel:
+    with open_channel(address, tls, credential) as channel:
         stub = logs_grpc.LogsServiceStub(channel)
         number = 0
         while not stop.wait(1.0):

@@ -49,14 +49,14 @@ def create_user(context: Context, args: argparse.Namespace) -> users_pb2.User:
         request_id=str(uuid.uuid4()),
     )
     user = context.call("users.CreateUser", request).user
-    context.show(user, lambda user: _users_table([user]))
+    context.show(user, lambda user: users_table([user]))
     return user
 
 
 def get_user(context: Context, args: argparse.Namespace) -> users_pb2.User:
     name = resource_name(args.user, "users", "USER")
     user = context.call("users.GetUser", users_pb2.GetUserRequest(name=name)).user
-    context.show(user, lambda user: _users_table([user]))
+    context.show(user, lambda user: users_table([user]))
     return user
 
 
@@ -65,11 +65,11 @@ def list_users(
 ) -> users_pb2.ListUsersResponse:
     found = context.all_pages("users.ListUsers", users_pb2.ListUsersRequest(), "users")
     response = users_pb2.ListUsersResponse(users=found)
-    context.show(response, lambda response: _users_table(response.users))
+    context.show(response, lambda response: users_table(response.users))
     return response
 
 
-def _users_table(users) -> str:
+def users_table(users) -> str:
     return render.table(
         _USER_HEADERS,
         [

@@ -7,6 +7,7 @@ import os
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import pytest
@@ -28,8 +29,13 @@ class Result:
     stderr: str
 
 
-def run_splitlog(*args: str, gateway: str | None = None) -> Result:
-    """Run `.venv/bin/splitlog ARGS... [--gateway ADDR]` and return its output."""
+def run_splitlog(
+    *args: str, gateway: str | None = None, config_home: Path | None = None
+) -> Result:
+    """Run `.venv/bin/splitlog ARGS... [--gateway ADDR]` and return its output.
+
+    `config_home` becomes XDG_CONFIG_HOME, the folder of the saved sessions.
+    """
     argv = [str(SPLITLOG), *args]
     if gateway is not None:
         argv += ["--gateway", gateway]
@@ -38,6 +44,8 @@ def run_splitlog(*args: str, gateway: str | None = None) -> Result:
         for key, value in os.environ.items()
         if not key.startswith("SPLITLOG_")
     }
+    if config_home is not None:
+        environment["XDG_CONFIG_HOME"] = str(config_home)
     completed = subprocess.run(
         argv,
         capture_output=True,
@@ -78,6 +86,17 @@ def splitlog_up(tmp_path_factory):
     running = start_splitlog(tmp_path_factory.mktemp("cli"))
     try:
         wait_until_serving_calls(running)
+        yield running
+    finally:
+        running.kill_everything()
+
+
+@pytest.fixture(scope="module")
+def splitlog_up_with_auth(tmp_path_factory):
+    """A `splitlog up` on its default settings, so every call needs a credential."""
+    running = start_splitlog(tmp_path_factory.mktemp("cli-auth"), settings={})
+    try:
+        running.wait_until_ready()
         yield running
     finally:
         running.kill_everything()

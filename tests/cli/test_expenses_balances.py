@@ -1,7 +1,8 @@
 """`splitlog expenses`, `settlements`, `balances` and `demo` against `splitlog up`.
 
 The users and groups are created over gRPC to keep the module fast; every
-command under test runs as a subprocess.
+command under test runs as a subprocess. `splitlog up` runs without
+authentication, except for the demo's test with it on.
 """
 
 from __future__ import annotations
@@ -418,9 +419,37 @@ def test_demo_runs_twice(cli):
     assert second.status == 0, second.stderr
     for split in ("equal", "exact", "percent", "shares", "mixed"):
         assert any(f"--split {split}" in command for command in commands), split
-    for command in ("users create", "groups create", "groups add-member",
+    for command in ("auth signup", "groups create", "groups add-member",
                     "balances group", "balances plan", "settlements add",
                     "balances report"):  # fmt: skip
         assert any(line.startswith(f"$ splitlog {command}") for line in commands)
     assert "nothing to settle" not in first.stdout
     assert first.stdout.splitlines()[0] != second.stdout.splitlines()[0]
+
+
+def test_demo_with_auth_on(splitlog_up_with_auth, tmp_path):
+    # A newcomer runs the demo right after `make up`: no token, no session.
+    address = splitlog_up_with_auth.grpc_address
+    first = run_splitlog("demo", "expenses", gateway=address, config_home=tmp_path)
+    second = run_splitlog("demo", "expenses", gateway=address, config_home=tmp_path)
+    lines = first.stdout.splitlines()
+    commands = [line for line in lines if line.startswith("$ splitlog ")]
+    signups = [line for line in commands if line.startswith("$ splitlog auth signup")]
+    alice = re.search(r"--user-id (alice-\w+)", first.stdout).group(1)
+    create = next(line for line in lines if line.startswith("$ splitlog groups create"))
+    # The created group's row comes after the command line and the header.
+    created_row = lines[lines.index(create) + 2]
+
+    assert first.status == 0, first.stderr
+    assert second.status == 0, second.stderr
+    assert len(signups) == 4
+    for line in signups:
+        assert "#" not in line, line
+    for line in commands[4:]:
+        assert re.search(r"  # as (alice|bob|carol|dave)-\w+$", line), line
+    assert create.endswith(f"# as {alice}")
+    # Without --currency the group takes its creator's currency, EUR.
+    assert "--currency" not in create
+    assert " EUR " in created_row
+    assert "nothing to settle" not in first.stdout
+    assert not (tmp_path / "splitlog").exists()

@@ -3,7 +3,9 @@
 A log router with two shards of one node each and a gateway in front of it
 listen on 127.0.0.1. The commands run in this process and talk to the
 gateway, as they do in use. The tests write and read entries through the
-router directly to set up and check what the commands did.
+router directly to set up and check what the commands did. The demo also
+runs with authentication on, against a second set of servers that adds a
+real user_service.
 """
 
 from __future__ import annotations
@@ -19,41 +21,77 @@ import pytest
 
 from gateway.app import build as build_gateway
 from log_service.app import build_router
+from splitlog.auth.v1 import auth_service_pb2 as auth_pb2
+from splitlog.auth.v1 import auth_service_pb2_grpc as auth_grpc
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
+from splitlog.users.v1 import users_service_pb2 as users_pb2
+from splitlog_cli.client.credentials import TOKEN_ENV
 from splitlog_cli.client.logs import _cluster_table, safe_text
 from splitlog_cli.main import main
+from splitlog_runtime import auth
 from splitlog_runtime import config as config_module
+from splitlog_runtime.channels import insecure_channel
 from tests.balance_service.support import unused_address
 from tests.gateway.support import LoopThread
 from tests.log_service.test_router_cluster import Cluster, list_all, ts
+from user_service import app as user_app
 
 SECOND = 10**9
+AUTH_SECRET = "demo-logs-test-secret-" + "z" * 40
+
+
+class _AllowGuard:
+    """Lets user_service remove members without asking balance_service."""
+
+    def check_settled(self, *args, **kwargs) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
 
 
 class LogsGateway:
     """A real log cluster and a real gateway that forwards LogsService to it."""
 
-    def __init__(self, base_config, tmp_path, loop: LoopThread, **log_settings):
+    def __init__(
+        self,
+        base_config,
+        tmp_path,
+        loop: LoopThread,
+        with_users: bool = False,
+        **log_settings,
+    ):
+        """Start the servers; `with_users` adds a real user_service."""
         settings = {"log_shards": 2, "log_replicas": 1, **log_settings}
         self.cluster = Cluster(
             base_config.replace(log_node_port=0, log_fsync=False, workers=4, **settings)
         )
         self._loop = loop
+        self.users = None
         try:
             config = config_module.load(
                 environ={},
                 overrides={
-                    "auth_required": False,
+                    "auth_required": base_config.auth_required,
+                    "auth_secret": base_config.auth_secret,
                     "data_dir": tmp_path,
                     "log_service_addr": f"127.0.0.1:{self.cluster.router.port}",
                     "user_service_addr": unused_address(),
                     "expense_service_addr": unused_address(),
                     "balance_service_addr": unused_address(),
                     "grace_seconds": 1.0,
+                    "workers": 4,
                 },
             )
+            if with_users:
+                self.users = user_app.build(config, "127.0.0.1:0", guard=_AllowGuard())
+                config = config.replace(
+                    user_service_addr=f"127.0.0.1:{self.users.port}"
+                )
             self.gateway = loop.run(build_gateway(config, "127.0.0.1:0", "127.0.0.1:0"))
         except BaseException:
+            if self.users is not None:
+                self.users.stop(0)
             self.cluster.close()
             raise
         self.address = f"127.0.0.1:{self.gateway.grpc_port}"
@@ -61,6 +99,8 @@ class LogsGateway:
 
     def close(self) -> None:
         self._loop.run(self.gateway.stop(0))
+        if self.users is not None:
+            self.users.stop(0)
         self.cluster.close()
 
 
@@ -81,6 +121,36 @@ def live(loop_thread, tmp_path_factory):
     running = LogsGateway(base, tmp_path_factory.mktemp("gateway"), loop_thread)
     yield running
     running.close()
+
+
+@pytest.fixture(scope="module")
+def live_with_auth(loop_thread, tmp_path_factory):
+    """A log service, user_service and gateway that require a credential."""
+    base = config_module.load(
+        environ={},
+        overrides={
+            "auth_required": True,
+            "auth_secret": AUTH_SECRET,
+            "data_dir": tmp_path_factory.mktemp("logs-auth"),
+        },
+    )
+    running = LogsGateway(
+        base, tmp_path_factory.mktemp("gateway-auth"), loop_thread, with_users=True
+    )
+    try:
+        yield running
+    finally:
+        running.close()
+        # The components installed the signer of their outgoing calls for
+        # the whole process; later modules start their own.
+        auth.install_process_signer(None)
+
+
+@pytest.fixture
+def no_credential(tmp_path, monkeypatch):
+    """Run the commands without a token and without a saved session."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
 
 
 def run(capsys, address: str, *args: str) -> tuple[int, str, str]:
@@ -539,10 +609,12 @@ def test_unreachable_gateway(capsys):
 # demo
 
 
-def test_demo_logs_runs_every_step(live, capsys):
+def test_demo_logs_runs_every_step(live, capsys, no_credential):
     status, out, err = run(capsys, live.address, "demo", "logs")
 
     assert status == 0, err
+    assert "authentication is off" in out
+    assert "$ splitlog auth signup" not in out
     assert "$ splitlog logs ship" in out
     assert "$ splitlog logs query" in out
     assert "$ splitlog logs stats" in out
@@ -555,6 +627,60 @@ def test_demo_logs_runs_every_step(live, capsys):
         if "from the demo" in entry.message
     ]
     assert heartbeats
+
+
+def test_demo_logs_with_auth_creates_key(live_with_auth, capsys, no_credential):
+    status, out, err = run(capsys, live_with_auth.address, "demo", "logs")
+    log_steps = [
+        line for line in out.splitlines() if line.startswith("$ splitlog logs")
+    ]
+
+    assert status == 0, err
+    assert "The gateway requires a credential" in out
+    assert "$ splitlog auth signup --email logs-" in out
+    assert "$ splitlog auth keys create --name demo-logs" in out
+    assert "logs:read,logs:write" in out
+    assert len(log_steps) == 7
+    for line in log_steps:
+        assert line.endswith("# with the API key demo-logs"), line
+    assert "accepted: 10" in out
+    assert "heartbeat 1 from the demo" in out
+    # The key's secret goes out in the calls only, never in the output.
+    assert "Secret" not in out
+
+
+def test_demo_logs_sends_given_token(live_with_auth, capsys, no_credential):
+    with insecure_channel(live_with_auth.address) as channel:
+        signed_up = auth_grpc.AuthServiceStub(channel).SignUp(
+            auth_pb2.SignUpRequest(
+                user=users_pb2.User(
+                    email="demo-logs-token@example.com", display_name="Token"
+                ),
+                password="a long enough passphrase",
+            ),
+            timeout=10,
+        )
+    token = signed_up.tokens.access_token
+
+    status, out, err = run(
+        capsys, live_with_auth.address, "demo", "logs", "--token", token
+    )
+
+    assert status == 0, err
+    assert f"access token or API key of --token or {TOKEN_ENV}" in out
+    assert "$ splitlog auth signup" not in out
+    assert "accepted: 10" in out
+    assert "heartbeat 1 from the demo" in out
+    assert token not in out
+
+
+def test_auth_servers_refuse_anonymous_call(live_with_auth, capsys, no_credential):
+    # Checks that the demo tests above ran against servers that need a
+    # credential.
+    status, _, err = run(capsys, live_with_auth.address, "logs", "cluster")
+
+    assert status == 1
+    assert "UNAUTHENTICATED" in err
 
 
 def test_safe_text_keeps_printable():
