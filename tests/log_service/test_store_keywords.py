@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from log_service import keyword_index
 from log_service.store import LogStore
 from splitlog.logs.v1 import node_service_pb2 as pb
+from tests.log_service import node_support
 
 SECOND = 1_000_000_000
 HOUR = 3600 * SECOND
@@ -361,3 +362,51 @@ def test_indexed_query_equals_full_scan(batches, keywords, pick) -> None:
     finally:
         store.close()
         shutil.rmtree(directory)
+
+
+# Through a real node over gRPC -----------------------------------------------
+
+
+def test_node_keyword_query_skips_partitions(base_config, tmp_path: Path) -> None:
+    handle = node_support.start(base_config, tmp_path, "n0")
+    try:
+        node_support.configure(handle, epoch=1, leader=handle)
+        entries = node_support.columns(3)
+        now = entries.timestamps[0]
+        entries.timestamps[:] = [now - 2 * HOUR, now - HOUR, now]
+        entries.messages[:] = ["early entry", "Payment DECLINED", "latest entry"]
+        handle.stub.AppendEntries(
+            pb.AppendEntriesRequest(
+                shard=node_support.SHARD, leader_epoch=1, batch_id="b1", entries=entries
+            ),
+            timeout=5,
+        )
+        store = handle.node._store
+        before = store.partition_scans
+        response = handle.stub.QueryEntries(
+            pb.QueryEntriesRequest(
+                shard=node_support.SHARD,
+                filter=pb.EntryFilter(keyword="declined"),
+                limit=10,
+            ),
+            timeout=5,
+        )
+        assert list(response.entries.messages) == ["Payment DECLINED"]
+        assert store.partition_scans - before == 1
+        before = store.partition_scans
+        counted = handle.stub.CountEntries(
+            pb.CountEntriesRequest(
+                shard=node_support.SHARD, filter=pb.EntryFilter(keyword="absent-5")
+            ),
+            timeout=5,
+        )
+        assert list(counted.severity_counts) == []
+        assert store.partition_scans - before == 0
+        # Without a keyword, every hour is read.
+        before = store.partition_scans
+        handle.stub.CountEntries(
+            pb.CountEntriesRequest(shard=node_support.SHARD), timeout=5
+        )
+        assert store.partition_scans - before == 3
+    finally:
+        handle.stop()
