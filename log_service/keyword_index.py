@@ -71,13 +71,45 @@ class TrigramFilter:
     superset after rows are deleted. A writer may set bits while readers call
     `may_contain`: the rows a new bit covers are not visible to a reader
     until the insert has finished.
+
+    The bits are kept packed (32 KiB) until the first `add` or `update`,
+    which unpack them into a bool array (256 KiB) that is fast to set.
+    `pack()` goes back, for a partition that is unlikely to change, so a
+    store with many day files keeps 32 KiB per file.
     """
 
-    def __init__(self, bits: np.ndarray | None = None, scan_always: bool = False):
-        if bits is None:
-            bits = np.zeros(1 << HASH_BITS, dtype=np.bool_)
-        self.bits = bits
+    def __init__(self, packed: np.ndarray | None = None, scan_always: bool = False):
+        if packed is None:
+            packed = np.zeros(1 << (HASH_BITS - 3), dtype=np.uint8)
+        # One tuple, replaced whole, so a reader never sees half a change:
+        # ("packed", uint8 array, big-endian bit order) or ("bool", array).
+        self._bits: tuple[str, np.ndarray] = ("packed", packed)
         self.scan_always = scan_always
+
+    def _writable(self) -> np.ndarray:
+        kind, bits = self._bits
+        if kind == "bool":
+            return bits
+        unpacked = np.unpackbits(bits).view(np.bool_)
+        self._bits = ("bool", unpacked)
+        return unpacked
+
+    def pack(self) -> None:
+        """Keep the bits in 1/8 of the memory until the next change."""
+        kind, bits = self._bits
+        if kind == "bool":
+            self._bits = ("packed", np.packbits(bits))
+
+    def _packed(self) -> np.ndarray:
+        kind, bits = self._bits
+        return bits if kind == "packed" else np.packbits(bits)
+
+    def _all_set(self, indexes: np.ndarray) -> bool:
+        kind, bits = self._bits
+        if kind == "bool":
+            return bool(bits[indexes].all())
+        shifts = (7 - (indexes & 7)).astype(np.uint8)
+        return bool(((bits[indexes >> 3] >> shifts) & 1).all())
 
     def add(self, messages: pa.Array | pa.ChunkedArray) -> None:
         """Record the trigrams of a string or large_string column."""
@@ -90,11 +122,15 @@ class TrigramFilter:
                 continue
             if not self.scan_always and _has_special(data):
                 self.scan_always = True
-            self.bits[_hashes(data, STRIDE, 0)] = True
+            self._writable()[_hashes(data, STRIDE, 0)] = True
 
     def update(self, other: TrigramFilter) -> None:
         """Add every trigram of `other`, as after a merge of two partitions."""
-        np.logical_or(self.bits, other.bits, out=self.bits)
+        bits = self._writable()
+        kind, others = other._bits
+        if kind == "packed":
+            others = np.unpackbits(others).view(np.bool_)
+        np.logical_or(bits, others, out=bits)
         self.scan_always = self.scan_always or other.scan_always
 
     def may_contain(self, keyword: str) -> bool:
@@ -105,7 +141,7 @@ class TrigramFilter:
         if self.scan_always:
             return True
         for run in _keyword_runs(keyword):
-            if not any(self.bits[probe].all() for probe in run):
+            if not any(self._all_set(probe) for probe in run):
                 return False
         return True
 
@@ -120,7 +156,7 @@ class TrigramFilter:
             "stride": STRIDE,
             "scan_always": self.scan_always,
         }
-        body = zlib.compress(np.packbits(self.bits).tobytes(), 1)
+        body = zlib.compress(self._packed().tobytes(), 1)
         temporary = path.with_name(path.name + ".tmp")
         with open(temporary, "wb") as file:
             file.write(_MAGIC + json.dumps(header).encode() + b"\n" + body)
@@ -149,11 +185,10 @@ class TrigramFilter:
                 return None
             if (header["hash_bits"], header["stride"]) != (HASH_BITS, STRIDE):
                 return None
-            packed = np.frombuffer(zlib.decompress(body), dtype=np.uint8)
-            bits = np.unpackbits(packed).astype(np.bool_)
-            if bits.size != 1 << HASH_BITS:
-                raise ValueError(f"{bits.size} bits, expected {1 << HASH_BITS}")
-            return cls(bits, bool(header["scan_always"]))
+            packed = np.frombuffer(zlib.decompress(body), dtype=np.uint8).copy()
+            if packed.size * 8 != 1 << HASH_BITS:
+                raise ValueError(f"{packed.size * 8} bits, expected {1 << HASH_BITS}")
+            return cls(packed, bool(header["scan_always"]))
         except (ValueError, KeyError, TypeError, zlib.error) as exc:
             _LOGGER.warning("Ignoring trigram filter %s: %s", path, exc)
             return None

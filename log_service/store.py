@@ -770,6 +770,7 @@ class LogStore:
                         for path in _partition_files(source.path):
                             path.unlink(missing_ok=True)
                 self._save_trigrams(target)
+                target.trigrams.pack()  # a day file changes rarely
             _LOGGER.info(
                 "log store %s: merged %d partitions into %s (%d entries)",
                 self._directory,
@@ -1225,6 +1226,7 @@ class LogStore:
                 partition.rows,
                 time.perf_counter() - started,
             )
+        trigrams.pack()
         partition.trigrams = trigrams
         partition.trigrams_saved = sidecar.exists()  # a stale one
 

@@ -296,6 +296,22 @@ def test_merged_day_has_union_of_filters(tmp_path: Path) -> None:
         reopened.close()
 
 
+def test_packed_filter_gives_same_answers() -> None:
+    messages = pa.array(["Disk FULL on node-7", "retry in 5 s"], pa.large_string())
+    keywords = ["disk full", "node-7", "retry in", "absent-2", "node-8", "ab"]
+    unpacked = keyword_index.TrigramFilter()
+    unpacked.add(messages)
+    packed = keyword_index.TrigramFilter()
+    packed.add(messages)
+    packed.pack()
+    for keyword in keywords:
+        assert packed.may_contain(keyword) == unpacked.may_contain(keyword)
+    assert not packed.may_contain("absent-2")
+    merged = keyword_index.union([packed, keyword_index.TrigramFilter()])
+    assert merged.may_contain("node-7")
+    assert not merged.may_contain("absent-2")
+
+
 def test_filter_rejects_other_types() -> None:
     with pytest.raises(TypeError, match="expected a string column"):
         keyword_index.TrigramFilter().add(pa.array([1, 2]))
