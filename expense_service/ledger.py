@@ -9,6 +9,12 @@ then each new event once its transaction commits. A stream wakes up when
 arrive too. After a wake-up it lingers `LINGER_SECONDS` before reading, so
 the commits of concurrent writers go out together in one message and the
 reader applies them in one transaction.
+
+The writers of this process hand their events to the feed once they have
+committed (`LedgerFeed.publish`), and a stream sends them from there without
+reading the table. It reads the table whenever the feed lacks one of the
+events it needs, such as an event written by another process or one that a
+lagging stream needs after the feed dropped it.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import datetime
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 
 import grpc
@@ -40,6 +47,10 @@ POLL_SECONDS = 0.5
 LINGER_SECONDS = 0.01
 #: Seconds a client should wait before reconnecting after the server stopped.
 RECONNECT_DELAY_SECONDS = 1.0
+#: Committed events that the feed keeps for the streams, by sequence.
+RECENT_EVENTS = 2 * BATCH_SIZE
+# The key in `Session.info` of the events a transaction appended.
+_APPENDED = "splitlog_ledger_events"
 
 CREATED = ledger_pb.LEDGER_EVENT_TYPE_CREATED
 UPDATED = ledger_pb.LEDGER_EVENT_TYPE_UPDATED
@@ -48,12 +59,19 @@ RESTORED = ledger_pb.LEDGER_EVENT_TYPE_RESTORED
 
 
 class LedgerFeed:
-    """Signal that wakes waiting ledger streams after commits and ends them on stop."""
+    """Signal that wakes waiting ledger streams after commits and ends them on stop.
+
+    It also keeps the latest `RECENT_EVENTS` committed events of this process,
+    so that the streams send them without reading the table.
+    """
 
     def __init__(self) -> None:
         self._condition = threading.Condition()
         self._generation = 0
         self._closed = False
+        # By sequence, in the order published, which is about sequence order.
+        self._recent: OrderedDict[int, ledger_pb.LedgerEvent] = OrderedDict()
+        self._newest = 0
 
     @property
     def generation(self) -> int:
@@ -71,6 +89,41 @@ class LedgerFeed:
         with self._condition:
             self._generation += 1
             self._condition.notify_all()
+
+    def publish(self, events: Sequence[ledger_pb.LedgerEvent]) -> None:
+        """Keep the events of a transaction that committed, and wake every stream.
+
+        Call it only after the commit, so that a stream never sends an event
+        that is not stored. The events must not change afterwards.
+        """
+        with self._condition:
+            for event in events:
+                self._recent[event.sequence] = event
+                self._newest = max(self._newest, event.sequence)
+            while len(self._recent) > RECENT_EVENTS:
+                self._recent.popitem(last=False)
+            self._generation += 1
+            self._condition.notify_all()
+
+    def recent(self, after: int, limit: int) -> list[ledger_pb.LedgerEvent] | None:
+        """Return the kept events after sequence `after`, at most `limit`.
+
+        Returns None unless the feed contains every event from `after + 1`
+        to its newest one (or `limit` events), because otherwise the table
+        may contain events that the feed lacks.
+        """
+        with self._condition:
+            events = []
+            sequence = after + 1
+            while len(events) < limit:
+                event = self._recent.get(sequence)
+                if event is None:
+                    break
+                events.append(event)
+                sequence += 1
+            if not events or (len(events) < limit and sequence <= self._newest):
+                return None
+            return events
 
     def close(self) -> None:
         """End every stream, current and future; the server is stopping."""
@@ -141,6 +194,7 @@ def append_event(
     """
     event = build_event(stored, event_type, commit_time)
     event.sequence = storage.next_sequence(session)
+    session.info.setdefault(_APPENDED, []).append(event)
     storage.add_event(
         session,
         sequence=event.sequence,
@@ -165,9 +219,11 @@ def append_events(
     """
     first = storage.next_sequence(session)
     rows = []
+    appended = session.info.setdefault(_APPENDED, [])
     for offset, stored in enumerate(changes):
         event = build_event(stored, event_type, commit_time)
         event.sequence = first + offset
+        appended.append(event)
         rows.append(
             {
                 "sequence": event.sequence,
@@ -179,6 +235,12 @@ def append_events(
             }
         )
     storage.add_events(session, rows)
+
+
+def appended_events(session: Session) -> list[ledger_pb.LedgerEvent]:
+    """Return the events that `append_event` and `append_events` added in a
+    transaction, for `LedgerFeed.publish` once it has committed."""
+    return session.info.get(_APPENDED, [])
 
 
 class LedgerServicer(ledger_grpc.LedgerServiceServicer):
@@ -251,7 +313,10 @@ class LedgerServicer(ledger_grpc.LedgerServiceServicer):
         Writers commit in sequence order, so a gap is not expected; stopping
         there keeps the promise of no gaps even if that ever fails.
         """
-        with self._database.transaction() as session:
+        events = self._feed.recent(after, BATCH_SIZE)
+        if events is not None:
+            return events
+        with self._database.transaction(read_only=True) as session:
             rows = storage.read_events(session, after, BATCH_SIZE)
         events = []
         for sequence, payload in rows:

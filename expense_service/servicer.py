@@ -313,6 +313,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             try:
                 with self._database.transaction() as session:
                     result = work(session)
+                    events = ledger.appended_events(session)
             except StaleDataError:
                 _LOGGER.info("retrying a write after a concurrent change")
                 continue
@@ -328,7 +329,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
                 _LOGGER.info("retrying a write after %s", exc.orig)
                 time.sleep(random.uniform(0, 0.01 * 2**attempt))
                 continue
-            self._feed.notify()
+            self._feed.publish(events)
             return result
         raise Unavailable(
             "the expense database stayed busy with concurrent writes; retry in a "
@@ -516,7 +517,8 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         """
         with self._database.transaction() as session:
             written = self._insert_creates(session, creates)
-        self._feed.notify()
+            events = ledger.appended_events(session)
+        self._feed.publish(events)
         return written
 
     @staticmethod

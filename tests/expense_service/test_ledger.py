@@ -10,8 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
+from expense_service import storage
+from expense_service.ledger import RECENT_EVENTS, LedgerFeed
 from splitlog.expenses.v1 import expenses_service_pb2 as pb
 from splitlog.expenses.v1 import ledger_service_pb2 as ledger_pb
+from splitlog_runtime.database import Database
 from tests.expense_service.support import (
     TIMEOUT,
     backlog,
@@ -162,6 +165,91 @@ def test_stream_sends_live_events(clients, group):
     assert live_event.expense == created.name
     assert arrived - committed < 2
     assert not reader.is_alive()
+
+
+def test_stream_reads_other_writers_events(clients, group, module_db_url):
+    first = create_expense(clients, group)
+    before = latest_sequence(clients)
+    (event,) = backlog(clients, before - 1)
+    # Another expense_service process on the same database stores an event,
+    # which never reaches this process's feed.
+    event.sequence = before + 1
+    event.revision += 1
+    event.type = ledger_pb.LEDGER_EVENT_TYPE_UPDATED
+    other = Database(module_db_url)
+    try:
+        with other.transaction() as session:
+            assert storage.next_sequence(session) == event.sequence
+            storage.add_event(
+                session,
+                sequence=event.sequence,
+                expense_name=event.expense,
+                revision=event.revision,
+                event_type=event.type,
+                commit_time=storage.utc_now(),
+                payload=event.SerializeToString(),
+            )
+    finally:
+        other.dispose()
+    last = create_expense(clients, group)
+
+    events = backlog(clients, before - 1)
+
+    assert [e.sequence for e in events] == [before, before + 1, before + 2]
+    assert [e.expense for e in events] == [first.name, first.name, last.name]
+    assert events[1] == event
+
+
+def _events(*sequences: int) -> list[ledger_pb.LedgerEvent]:
+    return [ledger_pb.LedgerEvent(sequence=sequence) for sequence in sequences]
+
+
+def _sequences(events: list[ledger_pb.LedgerEvent] | None) -> list[int] | None:
+    return None if events is None else [event.sequence for event in events]
+
+
+def test_feed_returns_published_events_in_sequence_order():
+    feed = LedgerFeed()
+    feed.publish(_events(5, 6))
+    feed.publish(_events(4))
+    feed.publish(_events(7))
+
+    assert _sequences(feed.recent(3, 10)) == [4, 5, 6, 7]
+    assert _sequences(feed.recent(4, 2)) == [5, 6]
+    assert _sequences(feed.recent(6, 10)) == [7]
+
+
+def test_feed_gap_returns_none():
+    feed = LedgerFeed()
+    # Sequence 5 committed in another process.
+    feed.publish(_events(4, 6))
+
+    assert feed.recent(2, 10) is None
+    assert feed.recent(3, 10) is None
+    assert _sequences(feed.recent(3, 1)) == [4]
+    assert _sequences(feed.recent(5, 10)) == [6]
+    assert feed.recent(6, 10) is None
+
+
+def test_feed_keeps_only_the_newest_events():
+    feed = LedgerFeed()
+    feed.publish(_events(*range(1, RECENT_EVENTS + 11)))
+
+    assert feed.recent(0, 5) is None
+    assert feed.recent(9, 5) is None
+    assert _sequences(feed.recent(10, 3)) == [11, 12, 13]
+
+
+def test_feed_publish_wakes_a_waiting_stream():
+    feed = LedgerFeed()
+    generation = feed.generation
+    with ThreadPoolExecutor(1) as pool:
+        waiter = pool.submit(feed.wait, generation, TIMEOUT)
+        feed.publish(_events(1))
+        woken = waiter.result(TIMEOUT)
+
+    assert woken is True
+    assert feed.generation == generation + 1
 
 
 def test_stream_negative_sequence_rejected(clients):
