@@ -44,7 +44,7 @@ BATCH_SIZE = 500
 #: Seconds between two checks of the ledger table when no commit is reported.
 POLL_SECONDS = 0.5
 #: Seconds a stream waits after a wake-up so that more commits join the batch.
-LINGER_SECONDS = 0.01
+LINGER_SECONDS = 0.03
 #: Seconds a client should wait before reconnecting after the server stopped.
 RECONNECT_DELAY_SECONDS = 1.0
 #: Committed events that the feed keeps for the streams, by sequence.
