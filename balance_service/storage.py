@@ -52,7 +52,6 @@ from sqlalchemy import (
     insert,
     or_,
     select,
-    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -470,6 +469,26 @@ def group_pairs(
 
 
 ExpenseKey = tuple[str, str]  # (group_id, expense_id)
+
+
+def _key_in(table, keys: Iterable[ExpenseKey]):
+    """Return a condition that matches the rows of the expenses among `keys`.
+
+    It compares the group and an IN list of expense ids per group, so that
+    SQLite searches the primary key. With `(group_id, expense_id) IN
+    (VALUES ...)` it scanned the whole table instead.
+    """
+    by_group: dict[str, list[str]] = {}
+    for group_id, expense_id in keys:
+        by_group.setdefault(group_id, []).append(expense_id)
+    return or_(
+        *(
+            and_(table.group_id == group_id, table.expense_id.in_(expense_ids))
+            for group_id, expense_ids in sorted(by_group.items())
+        )
+    )
+
+
 Line = tuple[str, int, int]  # (user_id, paid, owed)
 
 
@@ -481,7 +500,7 @@ def get_expenses(
         return {}
     query = (
         select(ExpenseRow)
-        .where(tuple_(ExpenseRow.group_id, ExpenseRow.expense_id).in_(keys))
+        .where(_key_in(ExpenseRow, keys))
         .order_by(ExpenseRow.group_id, ExpenseRow.expense_id)
     )
     if lock:
@@ -522,7 +541,7 @@ def lines_of(
             LineRow.paid,
             LineRow.owed,
         )
-        .where(tuple_(LineRow.group_id, LineRow.expense_id).in_(keys))
+        .where(_key_in(LineRow, keys))
         .order_by(LineRow.group_id, LineRow.expense_id, LineRow.user_id)
     )
     for group_id, expense_id, user_id, paid, owed in session.execute(query):
@@ -544,9 +563,7 @@ def replace_lines(
     """
     old = sorted(stored)
     if old:
-        session.execute(
-            delete(LineRow).where(tuple_(LineRow.group_id, LineRow.expense_id).in_(old))
-        )
+        session.execute(delete(LineRow).where(_key_in(LineRow, old)))
     rows = [
         {
             "group_id": group_id,

@@ -154,3 +154,27 @@ def test_zero_net_expense_keeps_rows(tmp_path):
     with database.transaction() as session:
         nets = storage.group_nets(session, "group-a")
     assert sorted(nets) == [("EUR", "ann", 0), ("EUR", "bob", 0)]
+
+
+@pytest.mark.parametrize(
+    ("table", "keys"),
+    [
+        (storage.ExpenseRow, [("group-a", "e1"), ("group-a", "e2")]),
+        (storage.LineRow, [("group-a", "e1"), ("group-b", "e3")]),
+    ],
+)
+def test_expense_lookup_searches_primary_key(tmp_path, table, keys):
+    database = _database(tmp_path / "b.db")
+    query = select(table).where(storage._key_in(table, keys))
+    compiled = query.compile(
+        dialect=database.engine.dialect, compile_kwargs={"literal_binds": True}
+    )
+
+    with database.engine.connect() as connection:
+        plan = [
+            row[-1]
+            for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}")
+        ]
+
+    assert not [step for step in plan if step.startswith("SCAN")]
+    assert [step for step in plan if step.startswith("SEARCH")]
