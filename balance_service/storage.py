@@ -220,15 +220,12 @@ def _upsert(session: Session, name: str, build):
 # Ledger cursor
 
 
-def read_cursor(session: Session, feed: str = EXPENSE_FEED) -> int:
-    """Return the sequence of the last applied event, 0 before the first."""
-    row = session.get(CursorRow, feed)
-    return row.last_sequence if row is not None else 0
-
-
-# A Core statement on the table: an ORM update would also search the
-# session for cursor rows to change, which costs more than the update.
+# Core statements on the table: the ORM's `Session.get` and update also
+# search the session for cursor rows, which costs more than the statements.
 _CURSORS = CursorRow.__table__
+_READ_CURSOR = select(_CURSORS.c.last_sequence).where(
+    _CURSORS.c.feed == bindparam("cursor_feed")
+)
 _ADVANCE_CURSOR = (
     update(_CURSORS)
     .where(
@@ -237,6 +234,12 @@ _ADVANCE_CURSOR = (
     )
     .values(last_sequence=bindparam("new_sequence"), update_time=bindparam("now"))
 )
+
+
+def read_cursor(session: Session, feed: str = EXPENSE_FEED) -> int:
+    """Return the sequence of the last applied event, 0 before the first."""
+    sequence = session.execute(_READ_CURSOR, {"cursor_feed": feed}).scalar()
+    return sequence if sequence is not None else 0
 
 
 class CursorMoved(Exception):
