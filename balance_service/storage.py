@@ -474,22 +474,29 @@ def group_pairs(
 ExpenseKey = tuple[str, str]  # (group_id, expense_id)
 
 
-def _key_in(table, keys: Iterable[ExpenseKey]):
-    """Return a condition that matches the rows of the expenses among `keys`.
-
-    It compares the group and an IN list of expense ids per group, so that
-    SQLite searches the primary key. With `(group_id, expense_id) IN
-    (VALUES ...)` it scanned the whole table instead.
-    """
+def _by_group(keys: Iterable[ExpenseKey]) -> list[tuple[str, list[str]]]:
+    """Return the expense ids of `keys` per group, both in sorted order."""
     by_group: dict[str, list[str]] = {}
     for group_id, expense_id in keys:
         by_group.setdefault(group_id, []).append(expense_id)
-    return or_(
-        *(
-            and_(table.group_id == group_id, table.expense_id.in_(expense_ids))
-            for group_id, expense_ids in sorted(by_group.items())
-        )
+    return [(group_id, sorted(ids)) for group_id, ids in sorted(by_group.items())]
+
+
+def _in_group(table):
+    """Return a condition on one group's expenses, bound by `_group_params`.
+
+    Statements look up a batch's expenses one group at a time, so that
+    SQLite searches the primary key. With `(group_id, expense_id) IN
+    (VALUES ...)` it scanned the whole table instead.
+    """
+    return and_(
+        table.group_id == bindparam("group_id"),
+        table.expense_id.in_(bindparam("expense_ids", expanding=True)),
     )
+
+
+def _group_params(group_id: str, expense_ids: list[str]) -> dict:
+    return {"group_id": group_id, "expense_ids": expense_ids}
 
 
 Line = tuple[str, int, int]  # (user_id, paid, owed)
@@ -499,16 +506,18 @@ def get_expenses(
     session: Session, keys: Sequence[ExpenseKey], lock: bool = False
 ) -> dict[ExpenseKey, ExpenseRow]:
     """Return the stored expenses among `keys`, locked in key order if `lock`."""
-    if not keys:
-        return {}
-    query = (
-        select(ExpenseRow)
-        .where(_key_in(ExpenseRow, keys))
-        .order_by(ExpenseRow.group_id, ExpenseRow.expense_id)
-    )
-    if lock:
-        query = query.with_for_update()
-    return {(row.group_id, row.expense_id): row for row in session.scalars(query)}
+    query = _SELECT_EXPENSES_LOCKED if lock else _SELECT_EXPENSES
+    found = {}
+    for group_id, expense_ids in _by_group(keys):
+        for row in session.scalars(query, _group_params(group_id, expense_ids)):
+            found[row.group_id, row.expense_id] = row
+    return found
+
+
+_SELECT_EXPENSES = (
+    select(ExpenseRow).where(_in_group(ExpenseRow)).order_by(ExpenseRow.expense_id)
+)
+_SELECT_EXPENSES_LOCKED = _SELECT_EXPENSES.with_for_update()
 
 
 def add_expenses(session: Session, rows: Iterable[ExpenseRow]) -> None:
@@ -534,22 +543,19 @@ def lines_of(
 ) -> dict[ExpenseKey, list[Line]]:
     """Return the stored lines of each expense among `keys`, by user."""
     found: dict[ExpenseKey, list[Line]] = {key: [] for key in keys}
-    if not keys:
-        return found
-    query = (
-        select(
-            LineRow.group_id,
-            LineRow.expense_id,
-            LineRow.user_id,
-            LineRow.paid,
-            LineRow.owed,
-        )
-        .where(_key_in(LineRow, keys))
-        .order_by(LineRow.group_id, LineRow.expense_id, LineRow.user_id)
-    )
-    for group_id, expense_id, user_id, paid, owed in session.execute(query):
-        found[group_id, expense_id].append((user_id, paid, owed))
+    for group_id, expense_ids in _by_group(keys):
+        rows = session.execute(_SELECT_LINES, _group_params(group_id, expense_ids))
+        for expense_id, user_id, paid, owed in rows:
+            found[group_id, expense_id].append((user_id, paid, owed))
     return found
+
+
+_SELECT_LINES = (
+    select(LineRow.expense_id, LineRow.user_id, LineRow.paid, LineRow.owed)
+    .where(_in_group(LineRow))
+    .order_by(LineRow.expense_id, LineRow.user_id)
+)
+_DELETE_LINES = delete(LineRow).where(_in_group(LineRow))
 
 
 def replace_lines(
@@ -557,16 +563,15 @@ def replace_lines(
     lines: Mapping[ExpenseKey, Iterable[Line]],
     stored: Iterable[ExpenseKey],
 ) -> None:
-    """Write the lines of several expenses in two statements.
+    """Write the lines of several expenses: one delete per group, one insert.
 
     Args:
       lines: the new lines of each expense.
       stored: the expenses among them that have lines in the database now.
         Their old lines are deleted first.
     """
-    old = sorted(stored)
-    if old:
-        session.execute(delete(LineRow).where(_key_in(LineRow, old)))
+    for group_id, expense_ids in _by_group(stored):
+        session.execute(_DELETE_LINES, _group_params(group_id, expense_ids))
     rows = [
         {
             "group_id": group_id,

@@ -157,17 +157,19 @@ def test_zero_net_expense_keeps_rows(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("table", "keys"),
+    "statement",
     [
-        (storage.ExpenseRow, [("group-a", "e1"), ("group-a", "e2")]),
-        (storage.LineRow, [("group-a", "e1"), ("group-b", "e3")]),
+        storage._SELECT_EXPENSES,
+        storage._SELECT_EXPENSES_LOCKED,
+        storage._SELECT_LINES,
     ],
 )
-def test_expense_lookup_searches_primary_key(tmp_path, table, keys):
+def test_expense_lookup_searches_primary_key(tmp_path, statement):
     database = _database(tmp_path / "b.db")
-    query = select(table).where(storage._key_in(table, keys))
-    compiled = query.compile(
-        dialect=database.engine.dialect, compile_kwargs={"literal_binds": True}
+    bound = statement.params(group_id="group-a", expense_ids=["e1", "e2"])
+    compiled = bound.compile(
+        dialect=database.engine.dialect,
+        compile_kwargs={"literal_binds": True, "render_postcompile": True},
     )
 
     with database.engine.connect() as connection:
