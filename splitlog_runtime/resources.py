@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 
@@ -45,6 +46,16 @@ def check_id(value: str, field: str) -> str:
     return value
 
 
+@functools.lru_cache(maxsize=256)
+def _template(pattern: str) -> tuple[tuple[str, ...], str]:
+    """Return the pieces of a name pattern and an example name for errors."""
+    template = tuple(pattern.split("/"))
+    example = "/".join(
+        "example-id" if piece.startswith("{") else piece for piece in template
+    )
+    return template, example
+
+
 def parse_name(name: str, pattern: str, field: str) -> tuple[str, ...]:
     """Split a resource name by a pattern such as `groups/{group}/members/{member}`.
 
@@ -55,10 +66,7 @@ def parse_name(name: str, pattern: str, field: str) -> tuple[str, ...]:
       InvalidArgument: the name is empty or does not follow the pattern.
     """
     parts = name.split("/")
-    template = pattern.split("/")
-    example = "/".join(
-        "example-id" if piece.startswith("{") else piece for piece in template
-    )
+    template, example = _template(pattern)
     if not name:
         raise invalid_field(
             field, f"is required; give a name such as {example!r}", reason="REQUIRED"
