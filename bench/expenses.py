@@ -4,7 +4,8 @@ Starts `splitlog up` (all-in-one, SQLite) on free ports, then `splitlog up
 --processes` (one process per component), and measures in each, through the
 gateway:
 
-1. CreateExpense with 1, 8 and 32 concurrent clients (calls/s, p50, p99);
+1. CreateExpense with 1, 8 and 32 concurrent clients (calls/s, p50, p99,
+   and the server's CPU time per create in total and by process);
 2. GetGroupBalance latency once a group has 1k, 10k and 100k expenses
    (p50 and p99 over 200 reads, after balance_service has applied them all);
 3. `splitlog import splitwise` of a generated 10,000-row export.
@@ -114,21 +115,25 @@ def _start(data_dir: Path, processes: bool) -> tuple[subprocess.Popen, str]:
     return process, address
 
 
-def _cpu_seconds(root: int) -> float | None:
-    """Return the CPU time of a process and all its descendants, from /proc.
+def _cpu_by_process(root: int) -> dict[str, float] | None:
+    """Return the CPU seconds of a process and its descendants, by component.
 
+    A child of `splitlog up --processes` counts under the component that it
+    serves (`serve expense_service` under expense_service, the log nodes
+    together under log_node), and `splitlog up` itself under `splitlog up`.
     Returns None where /proc is missing. CPU time per call stays comparable
     when other jobs load the machine, unlike calls/s.
     """
     proc = Path("/proc")
     if not proc.is_dir():
         return None
-    parents, ticks = {}, {}
+    parents, ticks, commands = {}, {}, {}
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
         # Fields after the command name: state, ppid, ..., utime (12th), stime.
@@ -136,12 +141,22 @@ def _cpu_seconds(root: int) -> float | None:
         pid = int(entry.name)
         parents[pid] = int(fields[1])
         ticks[pid] = int(fields[11]) + int(fields[12])
+        commands[pid] = [part.decode(errors="replace") for part in command]
     tree, added = {root}, True
     while added:
         children = {pid for pid, ppid in parents.items() if ppid in tree} - tree
         tree |= children
         added = bool(children)
-    return sum(ticks.get(pid, 0) for pid in tree) / os.sysconf("SC_CLK_TCK")
+    seconds: dict[str, float] = {}
+    for pid in tree:
+        command = commands.get(pid, [])
+        name = "splitlog up"
+        if "serve" in command and command.index("serve") + 1 < len(command):
+            name = command[command.index("serve") + 1]
+        seconds[name] = seconds.get(name, 0.0) + ticks.get(pid, 0) / os.sysconf(
+            "SC_CLK_TCK"
+        )
+    return seconds
 
 
 def _make_group(channel: grpc.Channel, members: int = 4) -> tuple[str, list[str]]:
@@ -212,15 +227,21 @@ def bench_creates(
     def make_request(_n: int) -> bytes:
         return _expense_request(group, names, rng)
 
+    # Server CPU ms per create, by process, then by number of clients.
+    per_process: dict[str, dict[int, float]] = {}
     for concurrency in clients:
         # A separate warm-up keeps its CPU time out of the measured run's.
         run_load(address, CREATE, make_request, concurrency, 1.0, warmup=0)
-        cpu_before = _cpu_seconds(server_pid)
+        cpu_before = _cpu_by_process(server_pid)
         result = run_load(address, CREATE, make_request, concurrency, seconds, warmup=0)
-        cpu_after = _cpu_seconds(server_pid)
+        cpu_after = _cpu_by_process(server_pid)
         cpu = "n/a"
         if cpu_before is not None and cpu_after is not None and result.calls:
-            cpu = f"{(cpu_after - cpu_before) * 1000 / result.calls:.2f}"
+            spent = sum(cpu_after.values()) - sum(cpu_before.values())
+            cpu = f"{spent * 1000 / result.calls:.2f}"
+            for name, after in cpu_after.items():
+                per_call = (after - cpu_before.get(name, 0.0)) * 1000 / result.calls
+                per_process.setdefault(name, {})[concurrency] = per_call
         print(
             f"| {concurrency} | {result.calls_per_second:,.0f} | {result.p50_ms:.2f} "
             f"| {result.p99_ms:.2f} | {cpu} | {result.errors} |",
@@ -228,6 +249,27 @@ def bench_creates(
         )
         if result.first_error:
             print(f"first error: {result.first_error}", file=sys.stderr)
+    _print_per_process(per_process, clients)
+
+
+def _print_per_process(
+    per_process: dict[str, dict[int, float]], clients: list[int]
+) -> None:
+    if not per_process:
+        return
+    print(
+        "\n| process: server CPU ms per create, at clients | "
+        + " | ".join(str(concurrency) for concurrency in clients)
+        + " |"
+    )
+    print("|---|" + "---|" * len(clients))
+    for name, by_clients in sorted(
+        per_process.items(), key=lambda item: -item[1].get(clients[-1], 0.0)
+    ):
+        cells = " | ".join(
+            f"{by_clients.get(concurrency, 0.0):.2f}" for concurrency in clients
+        )
+        print(f"| {name} | {cells} |")
 
 
 def _wait_applied(stub, name: str, timeout: float) -> float:
