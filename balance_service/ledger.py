@@ -166,7 +166,9 @@ class _Batch:
     def __init__(self, session: Session, states: Sequence[ExpenseState]) -> None:
         self._session = session
         keys = sorted({(state.group_id, state.expense_id) for state in states})
-        self._rows = storage.get_expenses(session, keys, lock=True)
+        self._rows: dict[
+            storage.ExpenseKey, storage.ExpenseRow | storage.NewExpense
+        ] = dict(storage.get_expenses(session, keys, lock=True))
         self._stored = set(self._rows)
         self._lines: dict[storage.ExpenseKey, Sequence[storage.Line]] = dict(
             storage.lines_of(
@@ -175,7 +177,7 @@ class _Batch:
         )
         self._changed: dict[storage.ExpenseKey, Sequence[storage.Line]] = {}
         # Expenses seen for the first time, inserted by `write`.
-        self._new: list[storage.ExpenseRow] = []
+        self._new: list[storage.NewExpense] = []
         self._touched: dict[str, datetime] = {}
 
     def apply(self, state: ExpenseState, changes: Changes) -> bool:
@@ -195,10 +197,8 @@ class _Batch:
             changes.add_expense(state.group_id, state.currency_code, state.lines, 1)
 
         if row is None:
-            row = storage.ExpenseRow(
-                group_id=state.group_id,
-                expense_id=state.expense_id,
-                create_time=state.commit_time,
+            row = storage.NewExpense(
+                state.group_id, state.expense_id, state.commit_time
             )
             self._new.append(row)
             self._rows[key] = row
