@@ -904,10 +904,13 @@ class WriteAheadLog:
         """
         with self._lock:
             kept = 0
-            for position in range(len(self._segments) - 1, 0, -1):
+            last = len(self._segments) - 1
+            for position in range(last, 0, -1):
                 kept += self._segments[position].size
                 if kept > max_bytes:
-                    return self._segments[position + 1].first - 1
+                    # Keep the segments after this one, or the last one alone
+                    # when it is larger than `max_bytes` by itself.
+                    return self._segments[min(position + 1, last)].first - 1
             return 0
 
     def restart_after(self, sequence: int, epochs: list[EpochStart]) -> None:

@@ -185,6 +185,18 @@ def test_purge_keeps_last_segment_and_sequence(tmp_path):
     assert reopened.first_sequence == wal.first_sequence
 
 
+def test_purge_point_keeping_fewer_bytes_than_last_segment(tmp_path):
+    wal = WriteAheadLog(tmp_path, segment_bytes=200)
+    for first in range(1, 31, 3):
+        wal.append(make_record(first, 3))
+    last_first = wal.record_at(30).first
+
+    point = wal.purge_point_keeping(10)
+
+    assert point == last_first - 1
+    assert wal.purge_point_keeping(1_000_000) == 0
+
+
 def test_purge_leaves_segments_with_newer_records(tmp_path):
     wal = WriteAheadLog(tmp_path, segment_bytes=200)
     for first in range(1, 31, 3):
