@@ -88,11 +88,12 @@ def build_router(
     writer = Writer(
         coordinator,
         sharder,
-        stub_for,
+        lambda node_address: clients.stubs(node_address).append,
         Limits.from_config(config),
         retention,
         counters,
         config.deadline_seconds,
+        config.max_message_bytes,
     )
     reader = ShardReader(coordinator, stub_for, config.deadline_seconds)
     servicer = LogsServicer(

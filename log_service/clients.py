@@ -7,6 +7,13 @@ default backoff of up to two minutes.
 
 With `sign` set (the router's `auth_required`), every call carries the
 process's signed principal, which the nodes check.
+
+Calls to a node may exceed `max_message_bytes` by `NODE_HEADROOM_BYTES`, and
+the nodes' servers accept that much, because a write that the router accepted
+at the limit gains a batch id and sequence numbers on its way to the
+followers. The router keeps each request to a node within
+`ROUTED_HEADROOM_BYTES` of the setting, so the rest is left for the framing
+of the replication and snapshot messages (docs/logs.md, "Message sizes").
 """
 
 from __future__ import annotations
@@ -16,16 +23,49 @@ from dataclasses import dataclass
 
 import grpc
 
-from splitlog.logs.v1 import node_service_pb2_grpc, replication_service_pb2_grpc
+from splitlog.logs.v1 import (
+    node_service_pb2,
+    node_service_pb2_grpc,
+    replication_service_pb2_grpc,
+)
 from splitlog_runtime import auth
 from splitlog_runtime.channels import channel_options
+from splitlog_runtime.limits import with_headroom
+
+# Bytes by which a message between log components may exceed
+# max_message_bytes.
+NODE_HEADROOM_BYTES = 64 * 1024
+# Bytes by which a request from the router to a node may exceed
+# max_message_bytes. A one-entry batch serializes up to about 100 bytes larger
+# than the same entry in a client's request: every column of an entry is
+# framed, and the router adds timestamps, the shard and the batch id. The
+# rest covers entries that grow more when they are checked, such as
+# attributes with characters that JSON escapes. The remaining 32 KiB of
+# NODE_HEADROOM_BYTES is for what replication adds: sequence numbers, the
+# epoch, the shard, and the leader's id and address.
+ROUTED_HEADROOM_BYTES = 32 * 1024
+
+_NODE_SERVICE = node_service_pb2.DESCRIPTOR.services_by_name["LogNodeService"]
+
+
+def node_message_bytes(max_message_bytes: int) -> int:
+    """Return the largest message between log components, in bytes."""
+    return with_headroom(max_message_bytes, NODE_HEADROOM_BYTES)
+
+
+def routed_message_bytes(max_message_bytes: int) -> int:
+    """Return the largest request that the router sends a node, in bytes."""
+    return with_headroom(max_message_bytes, ROUTED_HEADROOM_BYTES)
 
 
 def node_channel_options(max_message_bytes: int) -> list[tuple[str, object]]:
-    """Return the channel arguments for calls from the router to a node."""
+    """Return the channel arguments for calls from the router to a node.
+
+    Messages may be `NODE_HEADROOM_BYTES` larger than `max_message_bytes`.
+    """
     options = [
         option
-        for option in channel_options(max_message_bytes)
+        for option in channel_options(node_message_bytes(max_message_bytes))
         if option[0] not in ("grpc.enable_retries", "grpc.service_config")
     ]
     options += [
@@ -38,11 +78,38 @@ def node_channel_options(max_message_bytes: int) -> list[tuple[str, object]]:
 
 
 @dataclass(frozen=True)
+class AppendCalls:
+    """AppendEntries and AppendBatches of one node, sending serialized requests.
+
+    The router serializes each batch once to learn its size, and these calls
+    send those bytes as they are.
+    """
+
+    append_entries: grpc.UnaryUnaryMultiCallable
+    append_batches: grpc.UnaryUnaryMultiCallable
+
+    @classmethod
+    def on(cls, channel: grpc.Channel) -> AppendCalls:
+        def call(method: str, response) -> grpc.UnaryUnaryMultiCallable:
+            return channel.unary_unary(
+                f"/{_NODE_SERVICE.full_name}/{method}",
+                request_serializer=None,
+                response_deserializer=response.FromString,
+            )
+
+        return cls(
+            call("AppendEntries", node_service_pb2.AppendEntriesResponse),
+            call("AppendBatches", node_service_pb2.AppendBatchesResponse),
+        )
+
+
+@dataclass(frozen=True)
 class NodeStubs:
     """The stubs of one node address."""
 
     node: node_service_pb2_grpc.LogNodeServiceStub
     replication: replication_service_pb2_grpc.ReplicationServiceStub
+    append: AppendCalls
 
 
 class NodeClients:
@@ -66,6 +133,7 @@ class NodeClients:
                 stubs = NodeStubs(
                     node_service_pb2_grpc.LogNodeServiceStub(calls),
                     replication_service_pb2_grpc.ReplicationServiceStub(calls),
+                    AppendCalls.on(calls),
                 )
                 self._stubs[address] = stubs
             return stubs

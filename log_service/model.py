@@ -20,6 +20,7 @@ kept, not rejected.
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -41,6 +42,7 @@ FATAL = logs_service_pb2.SEVERITY_FATAL
 
 MISSING_FIELD = logs_service_pb2.REJECTION_REASON_MISSING_FIELD
 INVALID_FIELD = logs_service_pb2.REJECTION_REASON_INVALID_FIELD
+TOO_LARGE = logs_service_pb2.REJECTION_REASON_TOO_LARGE
 TIMESTAMP_TOO_OLD = logs_service_pb2.REJECTION_REASON_TIMESTAMP_TOO_OLD
 TIMESTAMP_IN_FUTURE = logs_service_pb2.REJECTION_REASON_TIMESTAMP_IN_FUTURE
 
@@ -249,6 +251,17 @@ class NormalizedBatch:
     def entry_count(self) -> int:
         """Number of input entries, valid or rejected."""
         return len(self.indexes) + len(self.rejections)
+
+    def reject_row(self, row: tuple, reason: int, description: str) -> None:
+        """Move the valid entry `row` (this very tuple) to the rejections."""
+        position = next(i for i, valid in enumerate(self.rows) if valid is row)
+        del self.rows[position]
+        index = self.indexes.pop(position)
+        self.__dict__.pop("columns", None)
+        rejection = logs_service_pb2.LogEntryRejection(
+            index=index, reason=reason, description=clip(description)
+        )
+        bisect.insort(self.rejections, rejection, key=_rejection_index)
 
 
 # The `EntryColumns` field of each item of a normalised row, in row order.

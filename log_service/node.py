@@ -42,7 +42,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from log_service import node_state
 from log_service import snapshot as snapshots
-from log_service.clients import node_channel_options
+from log_service.clients import NODE_HEADROOM_BYTES, node_channel_options
 from log_service.node_state import ROLE_NONE, BatchIndex, Member, NodeState
 from log_service.replication import ReplicationSender
 from log_service.wal import (
@@ -1687,6 +1687,9 @@ def start_node(
         address,
         workers=config.workers,
         max_message_bytes=config.max_message_bytes,
+        # Only the router and the other nodes call a node, and their
+        # messages carry framing on top of what a client sent.
+        message_headroom_bytes=NODE_HEADROOM_BYTES,
         reflection_enabled=config.reflection,
         interceptors=interceptors,
     )

@@ -103,7 +103,11 @@ class ReplicationSender:
       address: the follower's `host:port`.
       epoch: the leader's epoch; the sender stops sending once the node leaves
         it.
-      max_message_bytes: largest gRPC message the channel accepts.
+      max_message_bytes: the setting. A message carries records of up to
+        half of it, or one larger record. Such a record contains a batch that
+        the router sent within `clients.routed_message_bytes`, and with the
+        message's framing it stays within `clients.node_message_bytes`,
+        which the channel and the follower accept.
     """
 
     def __init__(

@@ -4,7 +4,9 @@ A write is checked and normalised (`model.normalize_batch`), its valid
 entries are grouped by shard, and each group goes to its shard leader in
 parallel, under the batch id `<request_id>/<shard>`: alone with
 `AppendEntries`, or with the groups of other writes in one `AppendBatches`
-when calls to that shard are already running (`_ShardQueue`). A
+when calls to that shard are already running (`_ShardQueue`). No request
+to a node exceeds `clients.routed_message_bytes`: a group too large for one
+is split, and an entry too large on its own is rejected (`TOO_LARGE`). A
 leader that has moved on (UNAVAILABLE) makes the router refresh the shard's
 route from the coordinator and retry once. A shard that still fails fails
 the whole call with UNAVAILABLE and a RetryInfo detail. The groups stored on
@@ -18,7 +20,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
 
@@ -30,10 +32,16 @@ from opentelemetry.proto.collector.logs.v1 import (
     logs_service_pb2_grpc as otlp_logs_pb2_grpc,
 )
 
+from log_service.clients import (
+    ROUTED_HEADROOM_BYTES,
+    AppendCalls,
+    routed_message_bytes,
+)
 from log_service.coordinator import Coordinator
 from log_service.ingest_counters import IngestCounters
 from log_service.model import (
     ROW_FIELDS,
+    TOO_LARGE,
     Limits,
     NormalizedBatch,
     batch_error_for_size,
@@ -53,6 +61,7 @@ from log_service.retention import RetentionStore, check_name
 from log_service.sharding import ServiceRing, Sharder
 from log_service.tail import Tail
 from log_service.tokens import decode_resume_token, filter_hash
+from log_service.wal import encode_varint
 from splitlog.logs.v1 import logs_service_pb2, logs_service_pb2_grpc, node_service_pb2
 from splitlog_runtime.channels import downstream_timeout
 from splitlog_runtime.errors import Unavailable, invalid_field
@@ -81,13 +90,35 @@ _SERVICE = ROW_FIELDS.index("services")
 SHARD_CALLS = 1
 
 
+# Bytes that a part gains in a call besides its serialized request: the
+# leader epoch (a key and a varint of up to 10 bytes), and in AppendBatches
+# the key and length of the part's item (up to 6 bytes).
+_PART_FRAMING_BYTES = 17
+_EPOCH_KEY = encode_varint(
+    node_service_pb2.AppendEntriesRequest.DESCRIPTOR.fields_by_name[
+        "leader_epoch"
+    ].number
+    << 3
+)
+_BATCHES_KEY = encode_varint(
+    node_service_pb2.AppendBatchesRequest.DESCRIPTOR.fields_by_name["batches"].number
+    << 3
+    | 2
+)
+
+
 @dataclass(eq=False)
 class _ShardPart:
-    """The entries of one write for one shard, and the outcome of sending them."""
+    """The entries of one write for one shard, and the outcome of sending them.
+
+    `request` is the serialized AppendEntriesRequest without `leader_epoch`,
+    which the call adds once the shard's route is known.
+    """
 
     shard: str
     batch_id: str
-    rows: list[tuple]
+    request: bytes
+    count: int
     deadline: float
     wake: threading.Event
     error: str = ""
@@ -96,41 +127,45 @@ class _ShardPart:
     # hand their slot to the first waiting part.
     send_next: int = 0
 
+    @property
+    def size(self) -> int:
+        """Bytes the part takes in a call, framing included."""
+        return len(self.request) + _PART_FRAMING_BYTES
+
 
 class _ShardQueue:
     """Sends the parts of concurrent writes to one shard, several per call.
 
     At most SHARD_CALLS calls run at once. A part that arrives while they
     run waits, and the next call carries every waiting part, up to
-    `max_entries` entries, as one AppendBatches call. Each part stays a
-    batch of its own on the node, under its own batch id, so a retried
-    write is recognised whatever it was sent with.
+    `max_entries` entries and `max_bytes` bytes, as one AppendBatches call.
+    Each part stays a batch of its own on the node, under its own batch id,
+    so a retried write is recognised whatever it was sent with.
 
-    A part of at least half of `max_entries` entries could not share a
-    call with another such part, so it goes out at once in a call of its
-    own, outside the SHARD_CALLS limit, as every part did before grouping.
-
-    NOTE: parts are grouped by entry count only. A node request also carries
-    the shard, epoch and batch id, so a call can exceed `max_message_bytes`
-    when the writes in it are near that size. The shard then fails with
-    RESOURCE_EXHAUSTED, and a retry of a write of that size fails again.
+    A part of at least half of `max_entries` entries or of `max_bytes` bytes
+    could not share a call with another such part. So it goes out at once in
+    a call of its own, outside the SHARD_CALLS limit, as every part did
+    before grouping.
 
     Calls are built and started by the threads of the waiting writes: when
     a call ends, the writer of the first waiting part is woken to start the
     next one.
     """
 
-    def __init__(self, shard: str, writer: Writer, max_entries: int) -> None:
+    def __init__(
+        self, shard: str, writer: Writer, max_entries: int, max_bytes: int
+    ) -> None:
         self._shard = shard
         self._writer = writer
         self._max_entries = max_entries
+        self._max_bytes = max_bytes
         self._lock = threading.Lock()
         self._waiting: deque[_ShardPart] = deque()
         self._calls = 0
 
     def submit(self, part: _ShardPart) -> None:
         """Queue a part; start a call now when fewer than SHARD_CALLS run."""
-        if len(part.rows) * 2 >= self._max_entries:
+        if part.count * 2 >= self._max_entries or part.size * 2 >= self._max_bytes:
             self._send([part], holds_slot=False)
             return
         with self._lock:
@@ -144,13 +179,18 @@ class _ShardQueue:
         """Send the waiting parts. The caller must own one of the call slots."""
         with self._lock:
             group = []
-            entries = 0
+            entries = size = 0
             while self._waiting and (
-                not group or entries + len(self._waiting[0].rows) <= self._max_entries
+                not group
+                or (
+                    entries + self._waiting[0].count <= self._max_entries
+                    and size + self._waiting[0].size <= self._max_bytes
+                )
             ):
                 part = self._waiting.popleft()
                 group.append(part)
-                entries += len(part.rows)
+                entries += part.count
+                size += part.size
             if not group:
                 self._calls -= 1
                 return
@@ -162,16 +202,18 @@ class _ShardQueue:
             if route.leader_address is None:
                 self._finish(group, "no leader", holds_slot)
                 return
-            stub = self._writer.stub_for(route.leader_address)
+            calls = self._writer.append_calls_for(route.leader_address)
             timeout = max(0.01, min(part.deadline for part in group) - time.monotonic())
+            epoch = _EPOCH_KEY + encode_varint(route.epoch)
             if len(group) == 1:
-                request = _append_request(group[0], route.epoch)
-                call = stub.AppendEntries.future(request, timeout=timeout)
+                request = group[0].request + epoch
+                call = calls.append_entries.future(request, timeout=timeout)
             else:
-                batches = node_service_pb2.AppendBatchesRequest()
+                pieces = []
                 for part in group:
-                    _append_request(part, route.epoch, batches.batches.add())
-                call = stub.AppendBatches.future(batches, timeout=timeout)
+                    length = len(part.request) + len(epoch)
+                    pieces += (_BATCHES_KEY, encode_varint(length), part.request, epoch)
+                call = calls.append_batches.future(b"".join(pieces), timeout=timeout)
         except Exception:
             # The parts may belong to other writes, whose threads wait for them.
             _LOGGER.exception("sending entries to log shard %s failed", self._shard)
@@ -206,19 +248,13 @@ class _ShardQueue:
         following.wake.set()
 
 
-def _append_request(
-    part: _ShardPart,
-    epoch: int,
-    into: node_service_pb2.AppendEntriesRequest | None = None,
-) -> node_service_pb2.AppendEntriesRequest:
-    request = node_service_pb2.AppendEntriesRequest() if into is None else into
-    request.shard = part.shard
-    request.leader_epoch = epoch
-    request.batch_id = part.batch_id
+def _serialized_request(shard: str, batch_id: str, rows: list[tuple]) -> bytes:
+    """Serialize an AppendEntriesRequest of `rows`, without `leader_epoch`."""
+    request = node_service_pb2.AppendEntriesRequest(shard=shard, batch_id=batch_id)
     # Filled in place: passing the columns to the constructor would copy
     # every value once more.
-    rows_to_columns(part.rows, into=request.entries)
-    return request
+    rows_to_columns(rows, into=request.entries)
+    return request.SerializeToString()
 
 
 def _call_error(call: grpc.Future) -> str:
@@ -231,27 +267,35 @@ def _call_error(call: grpc.Future) -> str:
 
 
 class Writer:
-    """Batch writer: normalises, sends to the shard leaders and counts."""
+    """Batch writer: normalises, sends to the shard leaders and counts.
+
+    Args:
+      append_calls_for: returns the `AppendCalls` of a node address.
+      max_message_bytes: the setting; a request to a node stays within
+        `clients.routed_message_bytes` of it.
+    """
 
     def __init__(
         self,
         coordinator: Coordinator,
         sharder: Sharder,
-        stub_for,
+        append_calls_for: Callable[[str], AppendCalls],
         limits: Limits,
         retention: RetentionStore,
         counters: IngestCounters,
         default_timeout: float,
+        max_message_bytes: int,
     ) -> None:
         self._coordinator = coordinator
         self._sharder = sharder
-        self._stub_for = stub_for
         self.limits = limits
         self._retention = retention
         self._counters = counters
         self._default_timeout = default_timeout
+        self._max_message_bytes = max_message_bytes
+        self._max_request_bytes = routed_message_bytes(max_message_bytes)
         self.coordinator = coordinator
-        self.stub_for = stub_for
+        self.append_calls_for = append_calls_for
         self._queues: dict[str, _ShardQueue] = {}
         self._queues_lock = threading.Lock()
 
@@ -291,10 +335,15 @@ class Writer:
         context: grpc.ServicerContext,
         receive_ns: int,
     ) -> None:
-        """Send a normalised batch to its shards and count the outcome."""
+        """Send a normalised batch to its shards and count the outcome.
+
+        An entry too large for a request to a node on its own moves from
+        `batch.rows` to `batch.rejections` first.
+        """
+        parts = self._parts(batch, request_id or uuid.uuid4().hex)
         rejected = Counter(rejection.reason for rejection in batch.rejections)
         try:
-            self._append(batch, request_id, context)
+            self._append(parts, context)
         except Unavailable:
             self._counters.record(receive_ns, rejected=rejected, failed_batches=1)
             raise
@@ -302,15 +351,14 @@ class Writer:
             receive_ns, accepted=len(batch.indexes), rejected=rejected
         )
 
-    def _append(
-        self,
-        batch: NormalizedBatch,
-        request_id: str,
-        context: grpc.ServicerContext,
-    ) -> None:
+    def _parts(self, batch: NormalizedBatch, base_id: str) -> list[_ShardPart]:
+        """Group the rows by shard and serialize one request per shard.
+
+        A shard's request over the size limit is split into requests under
+        the batch ids `<base_id>/<shard>/<first row>`. The split depends only
+        on the rows, so a retried write gets the same batch ids.
+        """
         rows = batch.rows
-        if not rows:
-            return
         by_shard: defaultdict[str, list[tuple]] = defaultdict(list)
         shard_for = self._sharder.shard_for
         if isinstance(self._sharder, ServiceRing):
@@ -326,14 +374,57 @@ class Writer:
         else:
             for row in rows:
                 by_shard[shard_for(row[_SERVICE], row[_TIMESTAMP])].append(row)
-        base_id = request_id or uuid.uuid4().hex
+        wake = threading.Event()
+        parts = []
+        for shard, shard_rows in by_shard.items():
+            batch_id = f"{base_id}/{shard}"
+            request = _serialized_request(shard, batch_id, shard_rows)
+            if len(request) + _PART_FRAMING_BYTES <= self._max_request_bytes:
+                pieces = [(batch_id, request, len(shard_rows))]
+            else:
+                pieces = list(self._split(batch, shard, batch_id, shard_rows, 0))
+            parts += [
+                _ShardPart(shard, piece_id, piece, count, 0.0, wake)
+                for piece_id, piece, count in pieces
+            ]
+        return parts
+
+    def _split(
+        self,
+        batch: NormalizedBatch,
+        shard: str,
+        batch_id: str,
+        rows: list[tuple],
+        offset: int,
+    ) -> Iterator[tuple[str, bytes, int]]:
+        """Yield requests of `rows` in halves until each fits; reject lone rows."""
+        piece_id = f"{batch_id}/{offset}"
+        request = _serialized_request(shard, piece_id, rows)
+        size = len(request) + _PART_FRAMING_BYTES
+        if size <= self._max_request_bytes:
+            yield piece_id, request, len(rows)
+        elif len(rows) == 1:
+            batch.reject_row(rows[0], TOO_LARGE, self._too_large(size))
+        else:
+            middle = len(rows) // 2
+            yield from self._split(batch, shard, batch_id, rows[:middle], offset)
+            yield from self._split(
+                batch, shard, batch_id, rows[middle:], offset + middle
+            )
+
+    def _too_large(self, size: int) -> str:
+        return (
+            f"the entry takes {size} bytes in the request to its log shard, over "
+            f"the {self._max_request_bytes} bytes allowed (max_message_bytes "
+            f"{self._max_message_bytes} plus {ROUTED_HEADROOM_BYTES}); shorten its "
+            "message or attributes, or raise max_message_bytes"
+        )
+
+    def _append(self, parts: list[_ShardPart], context: grpc.ServicerContext) -> None:
+        if not parts:
+            return
         timeout = downstream_timeout(context, self._default_timeout)
         deadline = time.monotonic() + timeout
-        wake = threading.Event()
-        parts = [
-            _ShardPart(shard, f"{base_id}/{shard}", shard_rows, deadline, wake)
-            for shard, shard_rows in by_shard.items()
-        ]
         failed = self._send(parts, deadline)
         if failed:
             self._coordinator.wait_for_poll(
@@ -341,13 +432,13 @@ class Writer:
             )
             failed = self._send(failed, deadline)
         if failed:
-            shards = ", ".join(f"{p.shard} ({p.error})" for p in failed)
+            shards = ", ".join(dict.fromkeys(f"{p.shard} ({p.error})" for p in failed))
             _LOGGER.warning("log write failed on shards %s", shards)
             raise Unavailable(
                 f"log shards {shards} could not store their entries; retry the "
                 "call with the same request_id, which stores each entry once",
                 reason="SHARD_UNAVAILABLE",
-                metadata={"shards": ",".join(p.shard for p in failed)},
+                metadata={"shards": ",".join(dict.fromkeys(p.shard for p in failed))},
                 retry_delay=RETRY_DELAY_SECONDS,
             )
 
@@ -378,7 +469,13 @@ class Writer:
         if queue is None:
             with self._queues_lock:
                 queue = self._queues.setdefault(
-                    shard, _ShardQueue(shard, self, self.limits.max_batch_entries)
+                    shard,
+                    _ShardQueue(
+                        shard,
+                        self,
+                        self.limits.max_batch_entries,
+                        self._max_request_bytes,
+                    ),
                 )
         return queue
 
@@ -414,6 +511,10 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         )
 
     def WriteLogEntry(self, request, context):
+        # NOTE: the response returns the stored entry, up to about 60 bytes
+        # larger than in the request, so an entry within that of
+        # max_message_bytes is stored but its response fails with
+        # RESOURCE_EXHAUSTED.
         if not request.HasField("entry"):
             raise invalid_field("entry", "is required; send the entry to write")
         batch = self._writer.write([request.entry], 1, request.request_id, context)

@@ -36,7 +36,7 @@ from splitlog_runtime.errors import (
     Unavailable,
     internal_status,
 )
-from splitlog_runtime.limits import message_too_large
+from splitlog_runtime.limits import message_too_large, with_headroom
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -95,22 +95,29 @@ def _type_name(deserializer: Callable[[bytes], Any]) -> str:
 
 
 def _tolerant_deserializer(
-    deserializer: Callable[[bytes], Any] | None, method: str, max_message_bytes: int
+    deserializer: Callable[[bytes], Any] | None,
+    method: str,
+    max_message_bytes: int,
+    headroom_bytes: int = 0,
 ) -> Callable[[bytes], Any]:
     """Wrap a request deserializer so that rejected bytes give a marker, not a raise.
 
     When a deserializer raises, grpcio returns INTERNAL and logs a
     traceback. The marker lets the wrapped behaviour return RESOURCE_EXHAUSTED
-    for a message over `max_message_bytes` and INVALID_ARGUMENT for bytes that
-    do not parse. A handler without a deserializer gets the raw bytes.
+    for a message over `max_message_bytes` plus `headroom_bytes` and
+    INVALID_ARGUMENT for bytes that do not parse. A handler without a
+    deserializer gets the raw bytes.
     """
     if deserializer is None:
         deserializer = _raw_bytes
     type_name = _type_name(deserializer)
+    limit = with_headroom(max_message_bytes, headroom_bytes)
 
     def deserialize(data: bytes) -> Any:
-        if len(data) > max_message_bytes:
-            return _Rejected(message_too_large(len(data), max_message_bytes))
+        if len(data) > limit:
+            return _Rejected(
+                message_too_large(len(data), max_message_bytes, headroom_bytes)
+            )
         try:
             return deserializer(data)
         except Exception as exc:
@@ -194,7 +201,12 @@ def _passes_through(exc: Exception, context: grpc.ServicerContext) -> bool:
         return False
 
 
-def _wrap_handler(handler: grpc.RpcMethodHandler, method: str, max_message_bytes: int):
+def _wrap_handler(
+    handler: grpc.RpcMethodHandler,
+    method: str,
+    max_message_bytes: int,
+    headroom_bytes: int = 0,
+):
     if handler.unary_unary:
         behavior, factory = handler.unary_unary, grpc.unary_unary_rpc_method_handler
     elif handler.unary_stream:
@@ -254,7 +266,7 @@ def _wrap_handler(handler: grpc.RpcMethodHandler, method: str, max_message_bytes
     return factory(
         wrapped,
         request_deserializer=_tolerant_deserializer(
-            handler.request_deserializer, method, max_message_bytes
+            handler.request_deserializer, method, max_message_bytes, headroom_bytes
         ),
         response_serializer=handler.response_serializer,
     )
@@ -266,10 +278,13 @@ class ErrorInterceptor(grpc.ServerInterceptor):
     Args:
       max_message_bytes: largest request message accepted; the setting of
         that name.
+      headroom_bytes: bytes a request message may exceed the setting by, on
+        a server that only other components call.
     """
 
-    def __init__(self, max_message_bytes: int) -> None:
+    def __init__(self, max_message_bytes: int, headroom_bytes: int = 0) -> None:
         self._max_message_bytes = max_message_bytes
+        self._headroom_bytes = headroom_bytes
 
     def intercept_service(
         self,
@@ -280,7 +295,10 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         return _wrap_handler(
-            handler, handler_call_details.method, self._max_message_bytes
+            handler,
+            handler_call_details.method,
+            self._max_message_bytes,
+            self._headroom_bytes,
         )
 
 

@@ -13,7 +13,9 @@ The message size limit, `max_message_bytes`, is enforced in two layers.
 grpc's core reads request messages up to `receive_ceiling(max_message_bytes)`
 and rejects larger ones with its own text. splitlog code then rejects each
 request message over `max_message_bytes` with `message_too_large`, whose
-message names the setting.
+message names the setting. A server that only other components call may
+accept a bounded allowance on top of the setting (`headroom_bytes`), for the
+framing that those components add to a message that a client sent.
 """
 
 from __future__ import annotations
@@ -96,21 +98,42 @@ def install(limits: RequestLimits) -> None:
     _current = limits
 
 
+def with_headroom(max_message_bytes: int, headroom_bytes: int) -> int:
+    """Return `max_message_bytes` plus an allowance, within grpc's C int."""
+    return min(max_message_bytes + headroom_bytes, GRPC_MAX_MESSAGE_LENGTH)
+
+
 def receive_ceiling(max_message_bytes: int) -> int:
     """Return the receive limit of grpc's core for a `max_message_bytes` setting."""
     return min(max_message_bytes * RECEIVE_CEILING_FACTOR, GRPC_MAX_MESSAGE_LENGTH)
 
 
-def message_too_large(size: int, max_message_bytes: int) -> ResourceExhausted:
-    """Build the error for a request message of `size` bytes over the limit."""
+def message_too_large(
+    size: int, max_message_bytes: int, headroom_bytes: int = 0
+) -> ResourceExhausted:
+    """Build the error for a request message of `size` bytes over the limit.
+
+    `headroom_bytes` is the allowance of a server that only other components
+    call; the message then names the setting and the allowance.
+    """
+    metadata = {
+        "limit": "max_message_bytes",
+        "max_message_bytes": str(max_message_bytes),
+        "message_bytes": str(size),
+    }
+    if headroom_bytes:
+        limit = with_headroom(max_message_bytes, headroom_bytes)
+        metadata["headroom_bytes"] = str(headroom_bytes)
+        over = (
+            f"over {limit} bytes, the max_message_bytes setting "
+            f"({max_message_bytes}) plus {headroom_bytes} bytes for the framing "
+            "that components add"
+        )
+    else:
+        over = f"over max_message_bytes ({max_message_bytes})"
     return ResourceExhausted(
-        f"the request message is {size} bytes, over max_message_bytes "
-        f"({max_message_bytes}); send a smaller message or raise "
-        "max_message_bytes",
+        f"the request message is {size} bytes, {over}; send a smaller message "
+        "or raise max_message_bytes",
         reason="REQUEST_TOO_LARGE",
-        metadata={
-            "limit": "max_message_bytes",
-            "max_message_bytes": str(max_message_bytes),
-            "message_bytes": str(size),
-        },
+        metadata=metadata,
     )

@@ -39,14 +39,18 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 
 
-def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
+def server_options(
+    max_message_bytes: int, headroom_bytes: int = 0
+) -> list[tuple[str, int]]:
     """Return the channel arguments every splitlog server uses.
 
     grpc's core accepts request messages up to `limits.receive_ceiling`, above
     `max_message_bytes`, so that splitlog code can reject a message over the
     setting with an error that names it. Responses stay within the setting,
-    which is the receive limit of splitlog's channels.
+    which is the receive limit of splitlog's channels. `headroom_bytes` raises
+    both limits, for a server that only other components call.
     """
+    max_message_bytes = limits.with_headroom(max_message_bytes, headroom_bytes)
     return [
         # NOTE: a request message over the ceiling gets grpc's own
         # RESOURCE_EXHAUSTED "Received message larger than max", which does
@@ -297,6 +301,7 @@ def create_server(
     *,
     workers: int = 16,
     max_message_bytes: int = 16 * 1024 * 1024,
+    message_headroom_bytes: int = 0,
     reflection_enabled: bool = True,
     interceptors: Iterable[grpc.ServerInterceptor] = (),
     max_concurrent_rpcs: int = 0,
@@ -313,6 +318,9 @@ def create_server(
       workers: size of the handler thread pool.
       max_message_bytes: largest request message accepted and largest
         response sent (see `server_options`).
+      message_headroom_bytes: bytes by which request and response messages
+        may exceed `max_message_bytes`, for a server that only other
+        components call.
       reflection_enabled: whether to serve server reflection.
       interceptors: interceptors that run before the error interceptor.
       max_concurrent_rpcs: maximum calls that run or wait for a handler
@@ -323,11 +331,14 @@ def create_server(
     Raises:
       RuntimeError: the address cannot be bound.
     """
-    all_interceptors = [*interceptors, ErrorInterceptor(max_message_bytes)]
+    all_interceptors = [
+        *interceptors,
+        ErrorInterceptor(max_message_bytes, message_headroom_bytes),
+    ]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name),
         interceptors=all_interceptors,
-        options=server_options(max_message_bytes),
+        options=server_options(max_message_bytes, message_headroom_bytes),
         maximum_concurrent_rpcs=max_concurrent_rpcs or None,
     )
     names = list(service_names)

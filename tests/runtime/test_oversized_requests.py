@@ -6,7 +6,8 @@ valid messages padded with an unknown field to an exact size. A message over
 the setting must get RESOURCE_EXHAUSTED naming `max_message_bytes`, from the
 server it reaches first. A message of exactly the setting must be served.
 The servers drop the unknown field when they parse a message, so the calls
-from the router to its node stay small.
+from the router to its node stay small. The log node, which only other
+components call, accepts `NODE_HEADROOM_BYTES` more than the setting.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import grpc
 import pytest
 
 from gateway.app import build as build_gateway
+from log_service.clients import NODE_HEADROOM_BYTES
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb
 from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog_runtime import config as config_module
@@ -164,7 +166,6 @@ def _assert_names_the_setting(error: grpc.RpcError, size: int) -> None:
 
 UNARY_CASES = [
     ("user_service", GET_USER),
-    ("log_node", QUERY_NODE),
     ("log_router", WRITE_LOGS),
     ("gateway", GET_USER),
     ("gateway", WRITE_LOGS),
@@ -182,6 +183,37 @@ def test_unary_just_over_limit_names_setting(channel_to, caplog, server, method)
 
     _assert_names_the_setting(failure.value, LIMIT + 1)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_log_node_over_headroom_names_setting(channel_to):
+    # Only the router and other nodes call a node, with framing on top of
+    # what clients sent, so a node accepts NODE_HEADROOM_BYTES more.
+    size = LIMIT + NODE_HEADROOM_BYTES + 1
+    call = channel_to("log_node").unary_unary(QUERY_NODE)
+
+    with pytest.raises(grpc.RpcError) as failure:
+        call(_padded(b"", size), timeout=TIMEOUT)
+
+    error = failure.value
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"the request message is {size} bytes" in error.details()
+    assert f"the max_message_bytes setting ({LIMIT})" in error.details()
+    info = error_details(error)["ErrorInfo"]
+    assert info.reason == "REQUEST_TOO_LARGE"
+    assert info.metadata["max_message_bytes"] == str(LIMIT)
+    assert info.metadata["headroom_bytes"] == str(NODE_HEADROOM_BYTES)
+    assert info.metadata["message_bytes"] == str(size)
+
+
+def test_log_node_within_headroom_parses(channel_to):
+    # A message over the setting but within the headroom reaches the node,
+    # which rejects the empty shard name instead of the size.
+    call = channel_to("log_node").unary_unary(QUERY_NODE)
+
+    with pytest.raises(grpc.RpcError) as failure:
+        call(_padded(b"", LIMIT + NODE_HEADROOM_BYTES), timeout=TIMEOUT)
+
+    assert failure.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 @pytest.mark.parametrize("server", ["user_service", "gateway"])
