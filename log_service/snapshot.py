@@ -9,8 +9,11 @@ FetchSnapshot on the leader:
 - The leader picks S, the highest sequence its store has applied, and keeps
   its write-ahead log from S + 1 on while the stream is open. It sends a
   header (S, its epoch history up to S), the stored entries up to S in chunks
-  of at most `CHUNK_ENTRIES` entries and half a gRPC message, each with a
-  CRC-32, the batch ids it remembers up to S, and a trailer with the totals.
+  of at most `CHUNK_ENTRIES` entries and half of `max_message_bytes`, each
+  with a CRC-32, the batch ids it remembers up to S in messages of the same
+  size, and a trailer with the totals. An entry larger than half the setting
+  goes in a chunk of its own, which the headroom of calls between log
+  components (`clients.NODE_HEADROOM_BYTES`) carries.
 - The follower writes the entries into a new store in `snapshot.partial/`
   next to its own, checks every chunk's checksum and the totals, and writes
   the batch ids and a manifest there. Renaming the folder to
@@ -60,12 +63,13 @@ MANIFEST_FILE = "snapshot.json"
 BATCHES_FILE = "batches.json"
 STORE_DIR = "store"
 OLD_STORE_DIR = "old-store"
-# Entries read from the store per query. NOTE: an entry may hold 256 KiB of
-# message and 1 MiB of attributes, so 1,000 entries of the largest size take
-# about 1.3 GB before they are split into messages. Entries of usual size take
-# under a megabyte per chunk.
+# Entries read from the store per query, at most; the chunk's bytes bound
+# it too.
 CHUNK_ENTRIES = 1000
 BATCHES_PER_MESSAGE = 5000
+# An upper bound on the bytes of one SnapshotBatch besides its batch id: its
+# key and length, the id's key and length, and two varints.
+_BATCH_FRAMING_BYTES = 32
 
 Response = replication_service_pb2.FetchSnapshotResponse
 
@@ -92,7 +96,8 @@ def leader_messages(
     Args:
       store: the leader's `LogStore`.
       source: the snapshot's end and the state copied with it.
-      max_message_bytes: largest gRPC message; a chunk stays under half of it.
+      max_message_bytes: the setting; a chunk stays under half of it, unless
+        it contains a single larger entry.
       bytes_per_second: when positive, the stream waits between messages so
         that it sends no faster on average.
     """
@@ -135,7 +140,10 @@ def _messages(
     entry_count = 0
     digest = 0
     limit = max(1024, max_message_bytes // 2)
-    for columns, sequences in store.copy_chunks(source.last_sequence, CHUNK_ENTRIES):
+    chunks = store.copy_chunks(source.last_sequence, CHUNK_ENTRIES, limit)
+    for columns, sequences in chunks:
+        # The store's size estimate is an upper bound, so this split is
+        # only a safeguard.
         for part, numbers in _split(columns, sequences, limit):
             data = part.SerializeToString()
             crc = zlib.crc32(data)
@@ -146,8 +154,7 @@ def _messages(
                     entries=part, sequences=numbers, crc32=crc
                 )
             )
-    for start in range(0, len(source.batches), BATCHES_PER_MESSAGE):
-        chunk = source.batches[start : start + BATCHES_PER_MESSAGE]
+    for chunk in _batch_chunks(source.batches, limit):
         yield Response(
             batches=replication_service_pb2.SnapshotBatches(
                 batches=[
@@ -163,6 +170,23 @@ def _messages(
             entry_count=entry_count, batch_count=len(source.batches), crc32=digest
         )
     )
+
+
+def _batch_chunks(
+    batches: list[tuple[str, int, int]], limit: int
+) -> Iterator[list[tuple[str, int, int]]]:
+    """Yield runs of at most BATCHES_PER_MESSAGE batches and about `limit` bytes."""
+    chunk: list[tuple[str, int, int]] = []
+    size = 0
+    for batch in batches:
+        batch_size = len(batch[0].encode("utf-8")) + _BATCH_FRAMING_BYTES
+        if chunk and (len(chunk) == BATCHES_PER_MESSAGE or size + batch_size > limit):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(batch)
+        size += batch_size
+    if chunk:
+        yield chunk
 
 
 def _split(

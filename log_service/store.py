@@ -1043,15 +1043,17 @@ class LogStore:
         return columns, sequences, max(examined, after_sequence)
 
     def copy_chunks(
-        self, through: int, chunk_entries: int
+        self, through: int, chunk_entries: int, chunk_bytes: int
     ) -> Iterator[tuple[node_service_pb2.EntryColumns, list[int]]]:
         """Yield every stored entry up to sequence `through`, in chunks.
 
         Partitions are read one after the other, each in sequence order, at
-        most `chunk_entries` entries per chunk. No lock is held between
-        chunks, so writers and retention go on; rows that retention deletes
-        meanwhile may be missing from the copy. A merge does not take effect
-        until the copy ends.
+        most `chunk_entries` entries and `chunk_bytes` bytes as `EntryColumns`
+        per chunk, by the estimate of `store_sql.ENTRY_BYTES_SQL`; a larger
+        entry makes a chunk of its own.
+        No lock is held between chunks, so writers and retention go on; rows
+        that retention deletes meanwhile may be missing from the copy. A
+        merge does not take effect until the copy ends.
         """
         _check_limit(chunk_entries)
         with self._write_lock:
@@ -1060,35 +1062,33 @@ class LogStore:
             self._copies += 1
             keys = sorted(self._partitions)
         try:
-            yield from self._copy_partitions(keys, through, chunk_entries)
+            yield from self._copy_partitions(keys, through, chunk_entries, chunk_bytes)
         finally:
             with self._write_lock:
                 self._copies -= 1
 
     def _copy_partitions(
-        self, keys: list[tuple[int, int]], through: int, chunk_entries: int
+        self,
+        keys: list[tuple[int, int]],
+        through: int,
+        chunk_entries: int,
+        chunk_bytes: int,
     ) -> Iterator[tuple[node_service_pb2.EntryColumns, list[int]]]:
         for key in keys:
             after = 0
-            while True:
+            while after < through:
                 with self._reading() as (cursor, _, partitions):
                     partition = next((p for p in partitions if p.key == key), None)
                     if partition is None or partition.max_seq <= after:
                         break
-                    sql = (
-                        f"SELECT {store_sql.RESULT_SELECT} FROM "
-                        f"{partition.alias}.entries WHERE seq > ? AND seq <= ?"
-                        " ORDER BY seq LIMIT ?"
-                    )
-                    params = [after, through, chunk_entries]
+                    sql = store_sql.chunk_select(partition.alias)
+                    params = [after, through, chunk_entries, chunk_bytes, after]
                     table = cursor.sql(sql, params=params).to_arrow_table()
                 if table.num_rows == 0:
                     break
                 columns, sequences = store_sql.table_to_columns(table)
                 yield columns, sequences
                 after = sequences[-1]
-                if len(sequences) < chunk_entries:
-                    break
 
     def disk_bytes(self) -> int:
         """Return the bytes the partition files, DuckDB WALs and sidecars use."""

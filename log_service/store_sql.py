@@ -71,6 +71,35 @@ RESULT_SELECT = ", ".join(
 )
 
 
+# An upper bound on the bytes of one entry in `EntryColumns`: its text
+# columns, plus for each of the 11 columns a key and a length or a value of
+# at most 10 bytes.
+ENTRY_BYTES_SQL = " + ".join(
+    [f"strlen(coalesce({c.name}, ''))" for c in COLUMNS if c.default == ""] + ["176"]
+)
+
+
+def chunk_select(alias: str) -> str:
+    """Return the query of one chunk of a copy, bounded by entries and bytes.
+
+    Its parameters are: the last sequence already copied, the copy's last
+    sequence, the max entries, the max bytes (by `ENTRY_BYTES_SQL`), and
+    the last sequence already copied again. The chunk takes the entries
+    after that sequence while their running total of bytes stays within
+    the bound, and always at least one.
+    """
+    return (
+        f"WITH sized AS (SELECT seq, {ENTRY_BYTES_SQL} AS size "
+        f"FROM {alias}.entries WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?), "
+        "totals AS (SELECT seq, size, sum(size) OVER (ORDER BY seq) AS total "
+        "FROM sized), "
+        "last AS (SELECT max(seq) AS seq FROM totals WHERE total <= ? OR "
+        "total = size) "
+        f"SELECT {RESULT_SELECT} FROM {alias}.entries "
+        "WHERE seq > ? AND seq <= (SELECT seq FROM last) ORDER BY seq"
+    )
+
+
 def records_to_table(
     records: Sequence[node_service_pb2.LogRecord], applied_through: int
 ) -> pa.Table | None:

@@ -14,14 +14,24 @@ import signal
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 
 from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
-from tests.log_service.cluster_support import SERVING, SHARD, LogCluster, messages_of
+from tests.log_service.cluster_support import (
+    RETRYABLE,
+    SERVING,
+    SHARD,
+    LogCluster,
+    messages_of,
+    retry_delay,
+)
+from tests.log_service.test_message_sizes import sized_request, stored_messages
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(180)]
 
 BATCH_SIZE = 200
+LARGE_LIMIT = 64 * 1024
 DOWN_BATCHES = 12
 NODE_SETTINGS = {
     "SPLITLOG_LOG_WAL_SEGMENT_BYTES": "16384",
@@ -193,3 +203,45 @@ def test_batch_resent_after_snapshot_is_stored_once(make_cluster):
     assert collections.Counter(found.elements()) == collections.Counter(
         message for label in labels for message in messages_of(label, BATCH_SIZE)
     )
+
+
+def write_until_acknowledged(
+    cluster: LogCluster, request: logs_service_pb2.WriteLogEntriesRequest
+) -> logs_service_pb2.WriteLogEntriesResponse:
+    """Send one write, resending it on UNAVAILABLE until it is acknowledged."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return cluster.logs.WriteLogEntries(request, timeout=5)
+        except grpc.RpcError as error:
+            if error.code() not in RETRYABLE or time.monotonic() > deadline:
+                raise
+            time.sleep(retry_delay(error))
+
+
+def test_follower_catches_up_from_snapshot_of_large_entries(make_cluster):
+    # Each write is exactly max_message_bytes, so each stored entry is larger
+    # than half a message and goes in a snapshot chunk of its own, framed by
+    # its sequence number and checksum.
+    cluster = make_cluster()
+    cluster.settings["SPLITLOG_MAX_MESSAGE_BYTES"] = str(LARGE_LIMIT)
+    cluster.start_all()
+    requests = [sized_request(LARGE_LIMIT, f"large-{index}") for index in range(7)]
+    before = write_until_acknowledged(cluster, requests[0])
+    cluster.kill("b")
+    down = [write_until_acknowledged(cluster, request) for request in requests[1:]]
+    deadline = time.monotonic() + 20
+    while wal_first_sequence(cluster, "a") <= 2:
+        assert time.monotonic() < deadline, "a did not purge its write-ahead log"
+        time.sleep(0.1)
+
+    cluster.start("b")
+    cluster.wait_status(in_sync("b"), "b back in sync")
+    replica = cluster.node_replica("b")
+    expected = sorted(request.entries[0].message for request in requests)
+
+    assert [r.accepted_count for r in [before, *down]] == [1] * len(requests)
+    assert replica.installed_snapshot_sequence >= 2
+    assert sorted(stored_messages(cluster.node("a"), SHARD)) == expected
+    assert sorted(stored_messages(cluster.node("b"), SHARD)) == expected
+    assert "installed a snapshot" in cluster.stderr_tail("b", 20_000)

@@ -881,3 +881,25 @@ def test_disk_bytes_counts_partition_files(tmp_path: Path) -> None:
 
     assert empty == 0
     assert used > 0
+
+
+def test_copy_chunks_bounded_by_bytes(store: LogStore) -> None:
+    sizes = [100, 100, 5000, 100, 100, 100, 100, 3000]
+    store.apply(
+        [
+            record(
+                1,
+                [BASE + i for i in range(len(sizes))],
+                messages=["m" * size for size in sizes],
+            )
+        ]
+    )
+
+    chunks = list(store.copy_chunks(len(sizes), 1000, 2000))
+
+    copied = [sequence for _, sequences in chunks for sequence in sequences]
+    assert copied == list(range(1, len(sizes) + 1))
+    for columns, sequences in chunks:
+        if len(sequences) > 1:
+            assert columns.ByteSize() <= 2000
+    assert [len(sequences) for _, sequences in chunks] == [2, 1, 4, 1]

@@ -368,7 +368,7 @@ def test_snapshot_copy_holds_off_merges(tmp_path: Path) -> None:
     clock.now = BASE + 3 * DAY
     store.apply([record(4, [BASE + 30, BASE + 2 * DAY])])
 
-    chunks = store.copy_chunks(5, 2)
+    chunks = store.copy_chunks(5, 2, 1 << 20)
     first = next(chunks)
     merged_during_copy = store.compact()
     copied = list(first[1]) + [s for _, sequences in chunks for s in sequences]

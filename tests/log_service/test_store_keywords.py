@@ -253,7 +253,7 @@ def test_copied_entries_are_indexed(tmp_path: Path, hourly: LogStore) -> None:
     three_hours(hourly)
     copy = LogStore(tmp_path / "copy", partition_seconds=3600)
     try:
-        for columns, sequences in hourly.copy_chunks(4, 2):
+        for columns, sequences in hourly.copy_chunks(4, 2, 1 << 20):
             copy.insert_copied(columns, sequences)
         copy.mark_applied_through(4)
         assert keyword_sequences(copy, "needle") == [3]
