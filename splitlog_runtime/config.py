@@ -124,7 +124,8 @@ SETTINGS: list[Setting] = [
     Setting(
         "max_message_bytes",
         16 * 1024 * 1024,
-        "Largest gRPC message in bytes that servers and channels accept.",
+        "Largest gRPC message in bytes that servers and channels accept; "
+        "messages between log components may be 64 KiB larger.",
         _parse_int,
     ),
     Setting(
