@@ -15,6 +15,9 @@ committed (`LedgerFeed.publish`), and a stream sends them from there without
 reading the table. It reads the table whenever the feed lacks one of the
 events it needs, such as an event written by another process or one that a
 lagging stream needs after the feed dropped it.
+
+`LedgerServicer.GetLedgerPosition` returns the newest committed sequence, so
+that a reader can wait until it has applied every change acknowledged so far.
 """
 
 from __future__ import annotations
@@ -294,6 +297,17 @@ class LedgerServicer(ledger_grpc.LedgerServiceServicer):
                 # ones right behind this commit join the next message.
                 time.sleep(self._linger)
         _LOGGER.info("ledger stream closed by the client after sequence %d", last)
+
+    def GetLedgerPosition(
+        self,
+        request: ledger_pb.GetLedgerPositionRequest,
+        context: grpc.ServicerContext,
+    ) -> ledger_pb.GetLedgerPositionResponse:
+        # Writers commit in sequence order (see `storage.next_sequence`), so
+        # the maximum committed sequence covers every acknowledged change.
+        with self._database.transaction() as session:
+            newest = storage.last_sequence(session)
+        return ledger_pb.GetLedgerPositionResponse(last_sequence=newest)
 
     def _check_position(self, after: int) -> None:
         with self._database.transaction() as session:

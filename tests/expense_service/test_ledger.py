@@ -322,3 +322,20 @@ def test_concurrent_updates_of_one_expense(clients, group):
     assert sorted(e.etag for e in updated) == sorted(f'"{n}"' for n in range(2, 10))
     assert [e.revision for e in events] == list(range(2, 10))
     assert [e.sequence for e in events] == list(range(before + 1, before + 9))
+
+
+def test_position_is_newest_event(clients, group):
+    created = create_expense(clients, group)
+
+    position = clients.ledger.GetLedgerPosition(
+        ledger_pb.GetLedgerPositionRequest(), timeout=TIMEOUT
+    ).last_sequence
+    events = backlog(clients, position - 1)
+    create_expense(clients, group)
+    next_position = clients.ledger.GetLedgerPosition(
+        ledger_pb.GetLedgerPositionRequest(), timeout=TIMEOUT
+    ).last_sequence
+
+    assert [event.sequence for event in events] == [position]
+    assert events[0].expense == created.name
+    assert next_position == position + 1

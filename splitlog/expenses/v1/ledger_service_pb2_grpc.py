@@ -47,6 +47,11 @@ class LedgerServiceStub:
                 request_serializer=splitlog_dot_expenses_dot_v1_dot_ledger__service__pb2.StreamLedgerEventsRequest.SerializeToString,
                 response_deserializer=splitlog_dot_expenses_dot_v1_dot_ledger__service__pb2.StreamLedgerEventsResponse.FromString,
                 _registered_method=True)
+        self.GetLedgerPosition = channel.unary_unary(
+                '/splitlog.expenses.v1.LedgerService/GetLedgerPosition',
+                request_serializer=splitlog_dot_expenses_dot_v1_dot_ledger__service__pb2.GetLedgerPositionRequest.SerializeToString,
+                response_deserializer=splitlog_dot_expenses_dot_v1_dot_ledger__service__pb2.GetLedgerPositionResponse.FromString,
+                _registered_method=True)
 
 
 class LedgerServiceServicer:
@@ -68,6 +73,15 @@ class LedgerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLedgerPosition(self, request, context):
+        """Returns the sequence of the newest committed event. Every expense change
+        acknowledged before this call has a sequence at or below it, so a reader
+        that has applied events up to it counts all of those changes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LedgerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +89,11 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.StreamLedgerEvents,
                     request_deserializer=splitlog_dot_expenses_dot_v1_dot_ledger__service__pb2.StreamLedgerEventsRequest.FromString,
                     response_serializer=splitlog_dot_expenses_dot_v1_dot_ledger__service__pb2.StreamLedgerEventsResponse.SerializeToString,
+            ),
+            'GetLedgerPosition': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLedgerPosition,
+                    request_deserializer=splitlog_dot_expenses_dot_v1_dot_ledger__service__pb2.GetLedgerPositionRequest.FromString,
+                    response_serializer=splitlog_dot_expenses_dot_v1_dot_ledger__service__pb2.GetLedgerPositionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -112,6 +131,33 @@ class LedgerService:
             '/splitlog.expenses.v1.LedgerService/StreamLedgerEvents',
             splitlog_dot_expenses_dot_v1_dot_ledger__service__pb2.StreamLedgerEventsRequest.SerializeToString,
             splitlog_dot_expenses_dot_v1_dot_ledger__service__pb2.StreamLedgerEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLedgerPosition(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/splitlog.expenses.v1.LedgerService/GetLedgerPosition',
+            splitlog_dot_expenses_dot_v1_dot_ledger__service__pb2.GetLedgerPositionRequest.SerializeToString,
+            splitlog_dot_expenses_dot_v1_dot_ledger__service__pb2.GetLedgerPositionResponse.FromString,
             options,
             channel_credentials,
             insecure,

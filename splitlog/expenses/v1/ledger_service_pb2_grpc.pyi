@@ -45,6 +45,11 @@ class LedgerServiceStub:
     """Streams the events after `after_sequence`: first the stored backlog in
     order, then each new event as it commits, until the caller cancels.
     """
+    GetLedgerPosition: _grpc.UnaryUnaryMultiCallable[_ledger_service_pb2.GetLedgerPositionRequest, _ledger_service_pb2.GetLedgerPositionResponse]
+    """Returns the sequence of the newest committed event. Every expense change
+    acknowledged before this call has a sequence at or below it, so a reader
+    that has applied events up to it counts all of those changes.
+    """
 
 @_typing.type_check_only
 class LedgerServiceAsyncStub(LedgerServiceStub):
@@ -62,6 +67,11 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     StreamLedgerEvents: _aio.UnaryStreamMultiCallable[_ledger_service_pb2.StreamLedgerEventsRequest, _ledger_service_pb2.StreamLedgerEventsResponse]  # type: ignore[assignment]
     """Streams the events after `after_sequence`: first the stored backlog in
     order, then each new event as it commits, until the caller cancels.
+    """
+    GetLedgerPosition: _aio.UnaryUnaryMultiCallable[_ledger_service_pb2.GetLedgerPositionRequest, _ledger_service_pb2.GetLedgerPositionResponse]  # type: ignore[assignment]
+    """Returns the sequence of the newest committed event. Every expense change
+    acknowledged before this call has a sequence at or below it, so a reader
+    that has applied events up to it counts all of those changes.
     """
 
 class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -83,6 +93,17 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_ledger_service_pb2.StreamLedgerEventsResponse], _abc.AsyncIterator[_ledger_service_pb2.StreamLedgerEventsResponse]]:
         """Streams the events after `after_sequence`: first the stored backlog in
         order, then each new event as it commits, until the caller cancels.
+        """
+
+    @_abc_1.abstractmethod
+    def GetLedgerPosition(
+        self,
+        request: _ledger_service_pb2.GetLedgerPositionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_service_pb2.GetLedgerPositionResponse, _abc.Awaitable[_ledger_service_pb2.GetLedgerPositionResponse]]:
+        """Returns the sequence of the newest committed event. Every expense change
+        acknowledged before this call has a sequence at or below it, so a reader
+        that has applied events up to it counts all of those changes.
         """
 
 def add_LedgerServiceServicer_to_server(servicer: LedgerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
