@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from balance_service.fence import LedgerFence
 from balance_service.ledger import LedgerConsumer
 from balance_service.members import UserDirectory
 from balance_service.servicer import SERVICE_NAME, BalancesServicer
@@ -35,7 +36,10 @@ def build(config: Config, address: str | None = None) -> ServiceHost:
         config.deadline_seconds,
         config.max_message_bytes,
     )
-    servicer = BalancesServicer(database, directory)
+    fence = LedgerFence(
+        database, config.service_address("expense_service"), config.max_message_bytes
+    )
+    servicer = BalancesServicer(database, directory, fence, config.deadline_seconds)
     try:
         host = start_service(
             "balance_service",
@@ -56,12 +60,15 @@ def build(config: Config, address: str | None = None) -> ServiceHost:
         # start_service disposes the database only once the server is up.
         database.dispose()
         directory.close()
+        fence.close()
         raise
     host.on_stop(directory.close)
+    host.on_stop(fence.close)
     consumer = LedgerConsumer(
         database,
         config.service_address("expense_service"),
         max_message_bytes=config.max_message_bytes,
+        on_applied=fence.notify_applied,
     )
     # Closers run in reverse order, so the consumer stops before the
     # database is disposed.

@@ -20,7 +20,7 @@ import random
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -267,6 +267,7 @@ class LedgerConsumer:
     Reconnects with jittered exponential backoff while expense_service is
     unreachable, and logs a WARNING for failed attempts at most every
     `warning_interval` seconds, with the number of attempts since the last.
+    `on_applied` runs after each batch commits.
     """
 
     def __init__(
@@ -278,8 +279,10 @@ class LedgerConsumer:
         max_backoff: float = 5.0,
         warning_interval: float = 10.0,
         max_message_bytes: int = 16 * 1024 * 1024,
+        on_applied: Callable[[], None] | None = None,
     ) -> None:
         self._database = database
+        self._on_applied = on_applied
         self._target = target
         self._initial_backoff = initial_backoff
         self._max_backoff = max_backoff
@@ -349,6 +352,8 @@ class LedgerConsumer:
                 states = [parse_event(event) for event in response.events]
                 cursor = apply_batch(self._database, states)
                 applied = True
+                if self._on_applied is not None:
+                    self._on_applied()
                 if self._failures:
                     _LOGGER.info(
                         "ledger stream from %s resumed after %d failed attempts",

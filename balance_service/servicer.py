@@ -10,6 +10,9 @@ Choices that the proto leaves open:
 - CheckSettled reads only this service's data and does not ask user_service
   whether the group exists, because user_service calls it while it holds the
   group's row lock. A group without expenses or settlements is settled.
+  Before it reads, it waits until the ledger consumer has applied every
+  expense change that expense_service committed before the check
+  (`balance_service.fence`), and fails with UNAVAILABLE when it cannot.
 - Payer, payee and creator of a settlement must be current members of the
   group, and none of them may be deactivated (FAILED_PRECONDITION,
   USER_DEACTIVATED, as expense_service rejects a deactivated payer or
@@ -49,6 +52,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from balance_service import allocation, domain, storage, views
+from balance_service.fence import LedgerFence
 from balance_service.ledger import Changes
 from balance_service.members import GroupMembers, UserDirectory
 from balance_service.settle import compute_settlement_plan
@@ -68,6 +72,9 @@ from splitlog_runtime.errors import (
 from splitlog_runtime.resources import check_id, new_id
 
 _LOGGER = logging.getLogger(__name__)
+#: Seconds that CheckSettled keeps for sending its response after waiting for
+#: the ledger.
+_ANSWER_MARGIN_SECONDS = 0.2
 _T = TypeVar("_T")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["BalancesService"].full_name
@@ -196,11 +203,29 @@ def _require_members(
 
 
 class BalancesServicer(pb_grpc.BalancesServiceServicer):
-    """Balances from the ledger copy, settlements and their reports."""
+    """Balances from the ledger copy, settlements and their reports.
 
-    def __init__(self, database: Database, directory: UserDirectory) -> None:
+    Args:
+      database: this service's database.
+      directory: member lists and user states from user_service.
+      fence: makes CheckSettled wait for the ledger; None checks the
+        balances as they are, which can miss an expense acknowledged a moment
+        ago.
+      check_seconds: maximum wait for the ledger in CheckSettled, in seconds; a caller's
+        earlier deadline shortens it.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        directory: UserDirectory,
+        fence: LedgerFence | None = None,
+        check_seconds: float = 5.0,
+    ) -> None:
         self._database = database
         self._directory = directory
+        self._fence = fence
+        self._check_seconds = check_seconds
 
     def _transaction(self, read_only: bool = False):
         return transaction(self._database, read_only)
@@ -249,6 +274,8 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         group_id = domain.parse_balance(request.name)
         self._authorize(group_id, context)
         user_id = domain.parse_user(request.user, "user") if request.user else None
+        if self._fence is not None:
+            self._fence.catch_up(self._fence_timeout(context), request.name)
         with self._transaction(read_only=True) as session:
             rows = storage.unsettled_balances(session, group_id, user_id)
         return pb.CheckSettledResponse(
@@ -261,6 +288,17 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                 for row in rows
             ],
         )
+
+    def _fence_timeout(self, context: grpc.ServicerContext) -> float:
+        """Return the seconds CheckSettled may wait for the ledger.
+
+        The wait ends `_ANSWER_MARGIN_SECONDS` before the caller's deadline,
+        so the caller receives this service's error, not DEADLINE_EXCEEDED.
+        """
+        remaining = context.time_remaining()
+        if remaining is None:
+            return self._check_seconds
+        return max(0.0, min(remaining, self._check_seconds) - _ANSWER_MARGIN_SECONDS)
 
     def ComputeSettlementPlan(
         self, request: pb.ComputeSettlementPlanRequest, context: grpc.ServicerContext

@@ -6,6 +6,14 @@ the servicer calls it before RemoveGroupMember and DeleteGroup write
 anything. The default, `BalanceServiceGuard`, calls balance_service's
 CheckSettled over gRPC and fails the call with UNAVAILABLE when
 balance_service does not respond, so nothing is removed unchecked.
+CheckSettled first waits until balance_service has applied every expense
+change that expense_service acknowledged, so an expense created just before
+the removal is counted.
+
+NOTE: the reverse order is not fenced. expense_service accepts a payer or
+participant from a member list up to 5 s old (`expense_service.membership`),
+and a write that checked membership before the removal may commit after the
+check. Such an expense can give a former member a non-zero balance.
 `AllowAllBalanceGuard` permits everything, for tests that need no balances.
 """
 
@@ -125,8 +133,8 @@ class BalanceServiceGuard:
             )
             raise Unavailable(
                 f"cannot check the balances of {group_name!r}: balance_service at "
-                f"{self._target} failed the check ({exc.code().name}); nothing was "
-                "changed, retry later",
+                f"{self._target} failed the check ({exc.code().name}: "
+                f"{exc.details()}); nothing was changed, retry later",
                 reason="BALANCE_SERVICE_UNAVAILABLE",
                 metadata={"service": "balance_service", "group": group_name},
                 retry_delay=1.0,

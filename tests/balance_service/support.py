@@ -98,6 +98,8 @@ class LedgerPeer(ledger_grpc.LedgerServiceServicer):
     def __init__(self, address: str = "127.0.0.1:0", replay_from_start=False):
         self.events: list[ledger_pb.LedgerEvent] = []
         self.replay_from_start = replay_from_start
+        # While True, streams send nothing, as if the link were slow.
+        self.paused = False
         self.requests: list[int] = []
         self._changed = threading.Condition()
         self._closed = False
@@ -124,7 +126,7 @@ class LedgerPeer(ledger_grpc.LedgerServiceServicer):
             with self._changed:
                 if self._closed:
                     return
-                backlog = self.events[position:]
+                backlog = [] if self.paused else self.events[position:]
                 if not backlog:
                     self._changed.wait(0.2)
                     continue
@@ -133,6 +135,10 @@ class LedgerPeer(ledger_grpc.LedgerServiceServicer):
                     events=backlog[start : start + 3]
                 )
             position += len(backlog)
+
+    def GetLedgerPosition(self, request, context):
+        with self._changed:
+            return ledger_pb.GetLedgerPositionResponse(last_sequence=len(self.events))
 
     def publish(
         self,

@@ -1,4 +1,5 @@
-"""Helpers for the gateway tests: an event loop thread, a test backend, errors.
+"""Helpers for the gateway tests: an event loop thread, a test backend, errors,
+and the record of a running stack of real services.
 
 The gateway runs on its own asyncio loop in a background thread, so tests can
 call it with ordinary sync gRPC and HTTP clients. The test backend is a real
@@ -23,6 +24,7 @@ from google.protobuf.descriptor import MethodDescriptor
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from gateway.app import Gateway
 from gateway.services import public_services
 from splitlog.users.v1 import users_service_pb2 as pb
 from splitlog.users.v1 import users_service_pb2_grpc as pb_grpc
@@ -30,6 +32,17 @@ from splitlog_runtime.errors import NotFound, Resource
 from splitlog_runtime.server import ServiceHost, create_server
 
 USERS_SERVICE = "splitlog.users.v1.UsersService"
+
+
+@dataclass
+class Stack:
+    """The real user, expense and balance services and a gateway before them."""
+
+    users: ServiceHost
+    expenses: ServiceHost
+    balances: ServiceHost
+    gateway: Gateway
+
 
 _DETAIL_TYPES = {
     "ErrorInfo": error_details_pb2.ErrorInfo,

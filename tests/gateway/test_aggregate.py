@@ -26,7 +26,7 @@ from google.type import date_pb2, money_pb2
 from balance_service.app import build as build_balances
 from expense_service import money
 from expense_service.app import build as build_expenses
-from gateway.app import Gateway, build
+from gateway.app import build
 from splitlog.balances.v1 import balances_service_pb2 as balances_pb
 from splitlog.balances.v1 import balances_service_pb2_grpc as balances_grpc
 from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb
@@ -36,23 +36,12 @@ from splitlog.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
 from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
 from splitlog_runtime import config as config_module
-from splitlog_runtime.server import ServiceHost
-from tests.gateway.support import LoopThread, closed_address, error_details
+from tests.gateway.support import LoopThread, Stack, closed_address, error_details
 from user_service.app import build as build_users
 from user_service.guards import AllowAllBalanceGuard
 
 ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 TIMEOUT = 10.0
-
-
-@dataclass
-class Stack:
-    """The running servers of the module."""
-
-    users: ServiceHost
-    expenses: ServiceHost
-    balances: ServiceHost
-    gateway: Gateway
 
 
 def _gateway_config(data_dir, users, expenses, balances, **addresses: str):

@@ -11,6 +11,7 @@ from balance_service.app import build as build_balance_service
 from gateway.app import build
 from gateway.rest import MAX_TIMEOUT_SECONDS, parse_timeout
 from splitlog_runtime import config as config_module
+from tests.balance_service.support import LedgerPeer
 from tests.gateway.support import closed_address
 from user_service.app import build as build_user_service
 
@@ -20,18 +21,25 @@ BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
 
 @pytest.fixture(scope="module")
 def balances_host(tmp_path_factory):
-    """The balance service that the user service asks before removing a member."""
+    """The balance service that the user service asks before removing a member.
+
+    An empty `LedgerPeer` replaces expense_service, because CheckSettled
+    requests the ledger position from it.
+    """
+    peer = LedgerPeer()
     config = config_module.load(
         environ={},
         overrides={
             "auth_required": False,
             "data_dir": tmp_path_factory.mktemp("balances"),
+            "expense_service_addr": peer.address,
             "workers": 4,
         },
     )
     host = build_balance_service(config, "127.0.0.1:0")
     yield host
     host.stop(0)
+    peer.stop()
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from balance_service.app import build as build_balances
 from splitlog_runtime import config as config_module
-from tests.balance_service.support import unused_address
+from tests.balance_service.support import LedgerPeer, unused_address
 from tests.conftest import POSTGRES_ADMIN_URL
 from tests.user_service.support import open_stub
 from user_service.app import build
@@ -42,16 +42,18 @@ def module_db_url(request, tmp_path_factory):
 def balances_host(tmp_path_factory):
     """A real balance service for the guard, with no expenses to read.
 
-    Its peers' addresses lead nowhere: CheckSettled needs neither, and the
-    ledger consumer keeps retrying in the background.
+    An empty `LedgerPeer` replaces expense_service, because CheckSettled
+    requests the ledger position from it. The user_service address leads nowhere,
+    because CheckSettled does not call it.
     """
     data = tmp_path_factory.mktemp("balances")
+    peer = LedgerPeer()
     config = config_module.load(
         environ={},
         overrides={
             "auth_required": False,
             "data_dir": data,
-            "expense_service_addr": unused_address(),
+            "expense_service_addr": peer.address,
             "user_service_addr": unused_address(),
             "workers": 4,
         },
@@ -59,6 +61,7 @@ def balances_host(tmp_path_factory):
     host = build_balances(config, "127.0.0.1:0")
     yield host
     host.stop(0)
+    peer.stop()
 
 
 @pytest.fixture(scope="module")

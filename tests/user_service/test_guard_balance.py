@@ -135,15 +135,20 @@ def test_settled_member_and_group_can_go(system):
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_unreachable_balance_service_is_unavailable(system):
-    stub, peer, balances = system
+def _removals_after(stub, stop):
+    """Create Alice and Bob in a group, call `stop`, then try to remove Bob
+    and to delete the group.
+
+    Returns:
+      The two errors and the members listed afterwards, with Alice and Bob.
+    """
     alice = create_user(stub, "Alice")
     bob = create_user(stub, "Bob")
     group = create_group(stub, alice.name)
     stub.AddGroupMember(
         pb.AddGroupMemberRequest(parent=group.name, user=bob.name), timeout=10
     )
-    balances.stop(0)
+    stop()
     member = f"{group.name}/members/{bob.name[6:]}"
 
     with pytest.raises(grpc.RpcError) as removing:
@@ -153,8 +158,29 @@ def test_unreachable_balance_service_is_unavailable(system):
     members = stub.ListGroupMembers(
         pb.ListGroupMembersRequest(parent=group.name), timeout=10
     ).members
+    return removing.value, deleting.value, [m.user for m in members], alice, bob
 
-    assert removing.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert reason_of(removing.value) == "BALANCE_SERVICE_UNAVAILABLE"
-    assert deleting.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert [m.user for m in members] == [alice.name, bob.name]
+
+def test_unreachable_balance_service_is_unavailable(system):
+    stub, _, balances = system
+
+    removing, deleting, members, alice, bob = _removals_after(
+        stub, lambda: balances.stop(0)
+    )
+
+    assert removing.code() == grpc.StatusCode.UNAVAILABLE
+    assert reason_of(removing) == "BALANCE_SERVICE_UNAVAILABLE"
+    assert deleting.code() == grpc.StatusCode.UNAVAILABLE
+    assert members == [alice.name, bob.name]
+
+
+def test_unreachable_expense_service_is_unavailable(system):
+    stub, peer, _ = system
+
+    removing, deleting, members, alice, bob = _removals_after(stub, peer.stop)
+
+    assert removing.code() == grpc.StatusCode.UNAVAILABLE
+    assert reason_of(removing) == "BALANCE_SERVICE_UNAVAILABLE"
+    assert "did not return its ledger position" in removing.details()
+    assert deleting.code() == grpc.StatusCode.UNAVAILABLE
+    assert members == [alice.name, bob.name]

@@ -155,6 +155,8 @@ class BalancesServiceServicer:
     def CheckSettled(self, request, context):
         """Checks whether a group, or one member of it, has only zero net amounts.
         UsersService calls it before it removes a member or deletes a group.
+        It first waits until every expense change acknowledged before the call
+        is applied, and fails with UNAVAILABLE when it cannot.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -61,6 +61,8 @@ class BalancesServiceStub:
     CheckSettled: _grpc.UnaryUnaryMultiCallable[_balances_service_pb2.CheckSettledRequest, _balances_service_pb2.CheckSettledResponse]
     """Checks whether a group, or one member of it, has only zero net amounts.
     UsersService calls it before it removes a member or deletes a group.
+    It first waits until every expense change acknowledged before the call
+    is applied, and fails with UNAVAILABLE when it cannot.
     """
     GetGroupReport: _grpc.UnaryUnaryMultiCallable[_balances_service_pb2.GetGroupReportRequest, _balances_service_pb2.GetGroupReportResponse]
     """Returns spending totals of a group in one currency: overall, by
@@ -114,6 +116,8 @@ class BalancesServiceAsyncStub(BalancesServiceStub):
     CheckSettled: _aio.UnaryUnaryMultiCallable[_balances_service_pb2.CheckSettledRequest, _balances_service_pb2.CheckSettledResponse]  # type: ignore[assignment]
     """Checks whether a group, or one member of it, has only zero net amounts.
     UsersService calls it before it removes a member or deletes a group.
+    It first waits until every expense change acknowledged before the call
+    is applied, and fails with UNAVAILABLE when it cannot.
     """
     GetGroupReport: _aio.UnaryUnaryMultiCallable[_balances_service_pb2.GetGroupReportRequest, _balances_service_pb2.GetGroupReportResponse]  # type: ignore[assignment]
     """Returns spending totals of a group in one currency: overall, by
@@ -200,6 +204,8 @@ class BalancesServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_balances_service_pb2.CheckSettledResponse, _abc.Awaitable[_balances_service_pb2.CheckSettledResponse]]:
         """Checks whether a group, or one member of it, has only zero net amounts.
         UsersService calls it before it removes a member or deletes a group.
+        It first waits until every expense change acknowledged before the call
+        is applied, and fails with UNAVAILABLE when it cannot.
         """
 
     @_abc_1.abstractmethod
