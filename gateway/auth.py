@@ -10,7 +10,10 @@ health and reflection are open.
 API keys are limited by their scopes: LogsService writes and OTLP's
 LogsService/Export need `logs:write`, LogsService reads `logs:read`, and every
 other method needs `admin`, which also allows everything. An access token acts
-as its user on every method.
+as its user on every method outside LogsService and OTLP. Logs are operator
+data, so there the token needs the scope too, which user_service gives it only
+when the user is an administrator (`admin`). UpdateRetentionPolicy deletes
+everyone's old entries and needs an administrator, whatever the credential.
 
 The principal is current (`splitlog_runtime.auth.current_principal()`) while
 the call runs, so `gateway.proxy.forwardable` signs it for the backend.
@@ -28,10 +31,15 @@ from grpc_status import rpc_status
 
 from splitlog.auth.v1 import credential_service_pb2 as cred_pb
 from splitlog.auth.v1 import credential_service_pb2_grpc as cred_grpc
-from splitlog_runtime import auth
+from splitlog_runtime import auth, authz
 from splitlog_runtime.channels import aio_insecure_channel
 from splitlog_runtime.config import Config
-from splitlog_runtime.errors import DomainError, Unauthenticated, Unavailable
+from splitlog_runtime.errors import (
+    DomainError,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -52,6 +60,10 @@ SCOPE_BY_METHOD: dict[str, str] = {
         auth.SCOPE_LOGS_WRITE
     ),
 }
+
+# Methods that need an administrator (a key with `admin`, or an
+# administrator's access token) rather than a user acting as themselves.
+ADMIN_METHODS = frozenset({_LOGS + "UpdateRetentionPolicy"})
 
 ANONYMOUS = auth.Principal("anonymous")
 
@@ -122,7 +134,8 @@ class GatewayAuth:
         Raises:
           Unauthenticated: the credential is missing, malformed, invalid,
             expired or revoked.
-          PermissionDenied: an API key lacks the method's scope.
+          PermissionDenied: the credential lacks the method's scope, or the
+            method needs an administrator.
           Unavailable: user_service cannot check the credential.
         """
         if self.is_open(method):
@@ -150,7 +163,21 @@ class GatewayAuth:
             ) from None
         principal = auth.Principal(reply.principal, frozenset(reply.scopes), client)
         auth.require_scope(principal, required_scope(method), method.lstrip("/"))
+        if method in ADMIN_METHODS:
+            require_administrator(principal, method.lstrip("/"))
         return principal
+
+
+def require_administrator(principal: auth.Principal, method: str) -> None:
+    """Raise PERMISSION_DENIED unless the principal is an administrator."""
+    if principal.is_administrator:
+        return
+    raise PermissionDenied(
+        f"{method} needs an administrator, and {principal.name} is not one; "
+        f"{auth.scope_grant_advice(auth.SCOPE_ADMIN)}",
+        reason=authz.ADMIN_REQUIRED,
+        metadata={"method": method, "principal": principal.name},
+    )
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):

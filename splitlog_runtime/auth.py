@@ -52,6 +52,9 @@ SCOPE_LOGS_WRITE = "logs:write"
 SCOPE_LOGS_READ = "logs:read"
 SCOPE_ADMIN = "admin"
 SCOPES = (SCOPE_LOGS_WRITE, SCOPE_LOGS_READ, SCOPE_ADMIN)
+# Scopes over operator data: a user's access token carries them only when the
+# user is an administrator, and only an administrator may put them on a key.
+LOG_SCOPES = frozenset({SCOPE_LOGS_WRITE, SCOPE_LOGS_READ})
 
 TOKEN_ISSUER = "splitlog"
 TOKEN_AUDIENCE = "splitlog"
@@ -270,8 +273,8 @@ class Principal:
     Attributes:
       name: `users/{user}`, `users/{user}/apiKeys/{key}`, or
         `services/splitlog` for a component acting on its own.
-      scopes: an API key's scopes; empty for a user's access token, which
-        may do whatever the user may do.
+      scopes: an API key's scopes. For a user's access token, `admin` when
+        the user is an administrator and empty otherwise.
       client: the host of the client that the gateway served the call to,
         or empty; user_service throttles failed sign-ins per client.
     """
@@ -289,6 +292,11 @@ class Principal:
         return self.name.startswith("services/")
 
     @property
+    def is_administrator(self) -> bool:
+        """Whether the principal is a service or carries the `admin` scope."""
+        return self.is_service or SCOPE_ADMIN in self.scopes
+
+    @property
     def user(self) -> str | None:
         """The user that the principal acts for, `users/{user}`, if any."""
         if not self.name.startswith("users/"):
@@ -296,10 +304,17 @@ class Principal:
         return "/".join(self.name.split("/")[:2])
 
     def allows(self, scope: str) -> bool:
-        """Return whether an API key principal has a scope, or admin."""
-        if not self.is_api_key:
+        """Return whether the principal may call a method that needs `scope`.
+
+        An API key needs the scope or `admin`. A user's access token acts as
+        its user, which covers every method that needs `admin` of a key, but
+        it has a log scope only when the user is an administrator.
+        """
+        if self.is_administrator or scope in self.scopes:
             return True
-        return scope in self.scopes or SCOPE_ADMIN in self.scopes
+        if self.is_api_key:
+            return False
+        return scope not in LOG_SCOPES
 
 
 _CURRENT_PRINCIPAL: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
@@ -620,17 +635,39 @@ def _with_principal(
 
 
 def require_scope(principal: Principal, scope: str, method: str) -> None:
-    """Raise PERMISSION_DENIED unless the principal has a scope.
+    """Raise PERMISSION_DENIED unless the principal may use a scope.
 
     Raises:
-      PermissionDenied: an API key without the scope or `admin`.
+      PermissionDenied: an API key without the scope or `admin`, or a
+        non-administrator's access token on a method that needs a log scope.
     """
     if principal.allows(scope):
         return
+    if principal.is_api_key:
+        holder = (
+            f"the API key {principal.name} lacks the scope {scope!r} that "
+            f"{method} needs (it has {', '.join(sorted(principal.scopes)) or 'none'})"
+        )
+    else:
+        holder = (
+            f"{principal.name} lacks the scope {scope!r} that {method} needs, "
+            "because an access token carries log scopes only for an administrator"
+        )
     raise PermissionDenied(
-        f"the API key {principal.name} lacks the scope {scope!r} that {method} "
-        f"needs (it has {', '.join(sorted(principal.scopes)) or 'none'}); create "
-        f"a key with {scope!r} or {SCOPE_ADMIN!r}",
+        f"{holder}; {scope_grant_advice(scope)}",
         reason="SCOPE_MISSING",
         metadata={"scope": scope, "principal": principal.name},
+    )
+
+
+def scope_grant_advice(scope: str) -> str:
+    """Return how a caller gets a credential with `scope`, for messages."""
+    if scope == SCOPE_ADMIN:
+        credential = f"an API key with {SCOPE_ADMIN!r}"
+    else:
+        credential = f"an API key with {scope!r} (or {SCOPE_ADMIN!r})"
+    return (
+        f"use {credential}, which only an administrator can create "
+        f"(`splitlog auth keys create --name NAME --scope {scope}`); an operator "
+        "makes a user an administrator with `splitlog admin-key USER_ID`"
     )

@@ -9,9 +9,11 @@ Rules:
   change only their own account and the groups they are a member of. A
   group includes everything inside it: members, expenses, settlements,
   balances, reports and settle-up plans.
-- An API key with the `admin` scope is an administrator and passes every
-  check here. The gateway already rejects keys without `admin` on every
-  method outside LogsService, so a key reaches these checks only with it.
+- An administrator passes every check here: an API key with the `admin`
+  scope, or the access token of a user who has an active `admin` key
+  (user_service adds `admin` to that token's scopes). The gateway already
+  rejects keys without `admin` on every method outside LogsService, so a
+  key reaches these checks only with it.
 - Calls between services (`services/splitlog`) pass every check.
 - `anonymous` (a call that the gateway let through without a credential)
   gets UNAUTHENTICATED.
@@ -41,9 +43,7 @@ SERVICE = auth.Principal(auth.SERVICE_PRINCIPAL)
 
 def is_unrestricted(principal: auth.Principal | None) -> bool:
     """Return whether a principal passes every check: none, a service or admin."""
-    if principal is None or principal.is_service:
-        return True
-    return principal.is_api_key and auth.SCOPE_ADMIN in principal.scopes
+    return principal is None or principal.is_administrator
 
 
 def restricted_user() -> str | None:
@@ -94,8 +94,8 @@ def require_admin(method: str) -> None:
     if user is None:
         return
     raise PermissionDenied(
-        f"{method} needs an administrator; {user} may call it only with an API "
-        f"key that has the {auth.SCOPE_ADMIN!r} scope",
+        f"{method} needs an administrator, and {user} is not one; "
+        f"{auth.scope_grant_advice(auth.SCOPE_ADMIN)}",
         reason=ADMIN_REQUIRED,
         metadata={"method": method, "principal": user},
     )

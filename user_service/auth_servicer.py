@@ -5,8 +5,12 @@ Who may call what, when the gateway signed a principal (`auth_required`):
   token or the password is the credential.
 - SetPassword and the API key methods act on one user. The caller must be
   that user's access token, or one of that user's API keys with `admin`.
-- Only an administrator or a service may create a key with the `admin`
-  scope; the first one comes from `splitlog admin-key` on the database.
+- Only an administrator or a service may create a key with any scope
+  (`admin`, `logs:read` or `logs:write`); the first administrator key comes
+  from `splitlog admin-key` on the database.
+- An access token carries the `admin` scope while its user holds an active
+  key with `admin`, so that user is an administrator on every call. Other
+  users' tokens carry no scope, so they cannot read or write logs.
 With `auth_required` off, no principal arrives and these checks are skipped,
 as for every other method.
 """
@@ -128,20 +132,23 @@ def authorize_owner(user_id: str, method: str) -> None:
     auth.require_scope(principal, auth.SCOPE_ADMIN, method)
 
 
-def _require_admin_for_admin_scope() -> None:
-    """Let only an administrator or a service hand out the `admin` scope.
+def _require_admin_for_scopes(scopes: list[str]) -> None:
+    """Let only an administrator or a service hand out `admin` or a log scope.
 
     Without this check any signed-up user could make themselves an
-    administrator. The first administrator key comes from an operator with
+    administrator, or read every service's logs and write entries under any
+    service name. The first administrator key comes from an operator with
     access to the user database, through `splitlog admin-key`.
     """
+    guarded = sorted(set(scopes) & (auth.LOG_SCOPES | {auth.SCOPE_ADMIN}))
     principal = auth.current_principal()
-    if authz.is_unrestricted(principal):
+    if not guarded or authz.is_unrestricted(principal):
         return
     raise PermissionDenied(
-        f"only an administrator may create an API key with the "
-        f"{auth.SCOPE_ADMIN!r} scope; ask one, or have an operator run "
-        "`splitlog admin-key USER_ID` on the user database",
+        f"only an administrator may create an API key with "
+        f"{' or '.join(map(repr, guarded))}; ask an administrator for such a "
+        "key, or have an operator run `splitlog admin-key USER_ID` on the user "
+        "database to make USER_ID an administrator",
         reason=authz.ADMIN_REQUIRED,
         metadata={"principal": principal.name if principal else ANONYMOUS},
     )
@@ -416,8 +423,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             )
         violations.raise_if_any()
         authorize_owner(user_id, "CreateApiKey")
-        if auth.SCOPE_ADMIN in key.scopes:
-            _require_admin_for_admin_scope()
+        _require_admin_for_scopes(list(key.scopes))
 
         with transaction(self._database) as session:
             row, secret = insert_api_key(
@@ -528,6 +534,7 @@ class CredentialServicer(cred_grpc.CredentialServiceServicer):
             )
 
     def _check_access_token(self, token: str) -> cred_pb.CheckCredentialResponse:
+        """Check an access token and return its user with the user's scopes."""
         claims = self._tokens.verify(token)
         with transaction(self._database, read_only=True) as session:
             row = auth_storage.get_session(session, claims.session_id)
@@ -542,7 +549,11 @@ class CredentialServicer(cred_grpc.CredentialServiceServicer):
                     reason="SESSION_REVOKED",
                 )
             _require_active_user(session, row.user_id)
-        return cred_pb.CheckCredentialResponse(principal=claims.subject)
+            admin = auth_storage.has_active_admin_key(
+                session, row.user_id, storage.utc_now()
+            )
+        scopes = [auth.SCOPE_ADMIN] if admin else []
+        return cred_pb.CheckCredentialResponse(principal=claims.subject, scopes=scopes)
 
 
 def _require_active_user(session: Session, user_id: str) -> None:

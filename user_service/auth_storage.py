@@ -13,6 +13,7 @@ from datetime import datetime
 from sqlalchemy import DateTime, ForeignKey, Index, String, and_, or_, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from splitlog_runtime import auth
 from user_service.storage import Base
 
 
@@ -97,6 +98,18 @@ def find_api_key(session: Session, secret_hash: str) -> ApiKeyRow | None:
     return session.scalars(
         select(ApiKeyRow).where(ApiKeyRow.secret_hash == secret_hash)
     ).one_or_none()
+
+
+def has_active_admin_key(session: Session, user_id: str, now: datetime) -> bool:
+    """Return whether a user has an unrevoked, unexpired key with `admin`."""
+    query = select(ApiKeyRow.scopes).where(
+        ApiKeyRow.user_id == user_id,
+        ApiKeyRow.revoke_time.is_(None),
+        or_(ApiKeyRow.expire_time.is_(None), ApiKeyRow.expire_time > now),
+    )
+    return any(
+        auth.SCOPE_ADMIN in scopes.split(",") for scopes in session.scalars(query)
+    )
 
 
 def get_api_key(session: Session, user_id: str, key_id: str) -> ApiKeyRow | None:

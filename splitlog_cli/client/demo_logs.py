@@ -7,10 +7,11 @@ the cluster. Each step prints a one-line explanation and the equivalent
 handler (see `demo_tour`). The service name ends in a random suffix, so the
 tour can run again against the same data.
 
-The log steps send the command's credential when it has one. Without one,
-and when the gateway requires one, the tour signs up a user of its own and
-creates an API key with the logs:write and logs:read scopes, as a log
-shipper on another machine uses. The tour prints which credential it sends.
+The log steps send the command's own credential: the saved session, or the
+access token or API key of --token or SPLITLOG_TOKEN. Logs are operator data,
+so with authentication on that credential needs `logs:write` and `logs:read`:
+an API key with those scopes, or an administrator's session. When the gateway
+rejects it (or its absence), the tour stops and says how to get such a key.
 """
 
 from __future__ import annotations
@@ -28,15 +29,25 @@ from google.protobuf.message import Message
 from log_service.timefmt import format_time
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
 from splitlog.logs.v1 import logs_service_pb2_grpc as logs_grpc
-from splitlog.users.v1 import users_service_pb2 as users_pb2
 from splitlog_cli.client import logs
 from splitlog_cli.client.command import Context, add_action
-from splitlog_cli.client.connection import DEFAULT_TIMEOUT, open_channel
+from splitlog_cli.client.connection import ServerError, open_channel
 from splitlog_cli.client.credentials import TOKEN_ENV, Credential
-from splitlog_cli.client.demo_tour import Actor, Tour, random_suffix, run_tour
+from splitlog_cli.client.demo_tour import Tour, random_suffix, run_tour
 from splitlog_runtime.tls import ClientTls
 
 TAIL_SECONDS = 3
+# The statuses of a missing, invalid or under-scoped credential.
+_CREDENTIAL_CODES = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+LOGS_KEY_ADVICE = (
+    "The log tour needs a credential with the logs:write and logs:read scopes, "
+    "which only an administrator can give out. An operator makes a user an "
+    "administrator with `splitlog admin-key USER_ID`. That user then signs in "
+    "(`splitlog auth signin --email EMAIL`) and either runs the tour with that "
+    "session, or creates a key with `splitlog auth keys create --name "
+    "log-shipper --scope logs:write --scope logs:read` and runs the tour with "
+    f"{TOKEN_ENV}=SECRET or --token SECRET"
+)
 # The sample: seconds before now, level word and message. Times are recent so
 # that they are inside every retention and never in the future.
 _SAMPLE = (
@@ -87,7 +98,16 @@ def _run(tour: Tour) -> Message:
         f"sample entries belong to the service {service}, so nothing here "
         "touches other data."
     )
-    writer = _log_writer(tour, suffix)
+    _say_credential(tour)
+    try:
+        return _log_steps(tour, service)
+    except ServerError as exc:
+        if exc.code not in _CREDENTIAL_CODES:
+            raise
+        raise ServerError(f"{exc}. {LOGS_KEY_ADVICE}", exc.code) from None
+
+
+def _log_steps(tour: Tour, service: str) -> Message:
     with tempfile.TemporaryDirectory(prefix="splitlog-demo-") as folder:
         path = Path(folder) / "shop.log"
         path.write_text("\n".join(sample_lines(time.time_ns())) + "\n")
@@ -97,15 +117,13 @@ def _run(tour: Tour) -> Message:
             "Ship the file. Each line becomes one entry, with its time and "
             "severity read from the line header.",
             ["logs", "ship", str(path), "--service", service],
-            writer,
         )
-    _query_steps(tour, service, writer)
-    _tail_step(tour, service, writer)
+    _query_steps(tour, service)
+    _tail_step(tour, service)
     result = tour.step(
         "The cluster: each shard's leader, its followers and how far each "
         "follower lags behind.",
         ["logs", "cluster"],
-        writer,
     )
     tour.say(
         "\nA failover, to try by hand: run `splitlog up --processes`, which "
@@ -120,11 +138,8 @@ def _run(tour: Tour) -> Message:
     return result
 
 
-def _log_writer(tour: Tour, suffix: str) -> Actor | None:
-    """Print which credential the log steps send, and return it as an actor.
-
-    Returns None when the steps send the command's own credential, or none.
-    """
+def _say_credential(tour: Tour) -> None:
+    """Print which credential the log steps send."""
     credential = tour.context.credential
     if credential is not None and credential.present:
         source = (
@@ -133,75 +148,34 @@ def _log_writer(tour: Tour, suffix: str) -> Actor | None:
             else f"the access token or API key of --token or {TOKEN_ENV}"
         )
         tour.say(f"The log steps send {source}.")
-        return None
-    if not _requires_credential(tour.context):
-        tour.say(
-            "The gateway takes calls without a credential (authentication is "
-            "off), so the log steps send none."
-        )
-        return None
-    tour.say(
-        "The gateway requires a credential and this command has none, so the "
-        "tour signs up a user and sends an API key of that user on the log "
-        "steps, as a log shipper on another machine would."
-    )
-    user_id = f"logs-{suffix}"
-    owner = tour.sign_up(
-        "Sign up a user to own the API key.",
-        users_pb2.User(email=f"{user_id}@example.com", display_name="Log demo"),
-        user_id,
-    )
-    return tour.create_logs_key(
-        "Create an API key that may only write and read logs, for one hour. "
-        "The command prints the key's secret once; the tour sends it on the "
-        "next steps without showing it.",
-        owner,
-        user_id,
-    )
+    else:
+        tour.say("The log steps send no credential, because this command has none.")
 
 
-def _requires_credential(context: Context) -> bool:
-    """Return True when the gateway rejects an anonymous GetClusterStatus."""
-    anonymous = Credential(context.address, None, None)
-    with open_channel(context.address, context.tls, anonymous) as channel:
-        try:
-            logs_grpc.LogsServiceStub(channel).GetClusterStatus(
-                logs_pb2.GetClusterStatusRequest(), timeout=DEFAULT_TIMEOUT
-            )
-        except grpc.RpcError as exc:
-            # Other failures show up, with their fix, in the first step.
-            return exc.code() == grpc.StatusCode.UNAUTHENTICATED
-    return False
-
-
-def _query_steps(tour: Tour, service: str, writer: Actor | None) -> None:
+def _query_steps(tour: Tour, service: str) -> None:
     tour.step(
         "Every entry of the service, oldest first.",
         ["logs", "query", "--service", service],
-        writer,
     )
     tour.step(
         "Only errors and worse from the last hour. A value that starts with "
         "a minus sign needs the --since=VALUE form.",
         ["logs", "query", "--service", service, "--min-severity", "error",
          "--since=-1h"],
-        writer,
     )  # fmt: skip
     tour.step(
         "A keyword search: the message must contain the text, in any case.",
         ["logs", "query", "--service", service, "--keyword", "ORDER=1002"],
-        writer,
     )
     tour.step(
         "Counts by severity, by service and per minute.",
         ["logs", "stats", "--service", service, "--since=-1h", "--step", "1m"],
-        writer,
     )
 
 
-def _tail_step(tour: Tour, service: str, writer: Actor | None) -> None:
+def _tail_step(tour: Tour, service: str) -> None:
     """Tail the service while a background thread writes a few new entries."""
-    context = tour.context if writer is None else writer.context
+    context = tour.context
     stop = threading.Event()
     thread = threading.Thread(
         target=_write_live_entries,
@@ -215,7 +189,6 @@ def _tail_step(tour: Tour, service: str, writer: Actor | None) -> None:
             "tour writes one entry a second meanwhile. Without --duration, "
             "tail runs until Ctrl-C.",
             ["logs", "tail", "--service", service, "--duration", f"{TAIL_SECONDS}s"],
-            writer,
         )
     finally:
         stop.set()

@@ -13,7 +13,6 @@ import argparse
 import secrets
 import shlex
 import string
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -22,14 +21,12 @@ from google.protobuf.message import Message
 
 from splitlog.auth.v1 import auth_service_pb2 as auth_pb2
 from splitlog.users.v1 import users_service_pb2 as users_pb2
-from splitlog_cli.client import auth, users
+from splitlog_cli.client import users
 from splitlog_cli.client.command import HANDLER, Context
 from splitlog_cli.client.connection import sending
 from splitlog_cli.client.credentials import Credential
 
 _SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
-_LOG_SCOPES = ("logs:write", "logs:read")
-_KEY_NAME = "demo-logs"
 
 
 def random_suffix() -> str:
@@ -124,24 +121,6 @@ class Tour:
             anonymous.close()
         self.context.show(response.user, lambda user: users.users_table([user]))
         return self.actor(f"as {user_id}", response.tokens.access_token)
-
-    def create_logs_key(self, explanation: str, owner: Actor, user_id: str) -> Actor:
-        """Create an API key of `user_id` for the log scopes, valid for an hour.
-
-        The printed `auth keys create` command would print the key's secret
-        once. The tour sends it on the following steps but never shows it.
-        """
-        argv = ["auth", "keys", "create", "--name", _KEY_NAME]
-        for scope in _LOG_SCOPES:
-            argv += ["--scope", scope]
-        argv += ["--expires-in", "1h", "--user", user_id]
-        self.announce(explanation, argv, owner)
-        key = auth_pb2.ApiKey(display_name=_KEY_NAME, scopes=_LOG_SCOPES)
-        key.expire_time.FromNanoseconds(time.time_ns() + 3600 * 10**9)
-        request = auth_pb2.CreateApiKeyRequest(parent=f"users/{user_id}", api_key=key)
-        response = owner.context.call("auth.CreateApiKey", request)
-        self.context.show(response.api_key, lambda key: auth.keys_table([key]))
-        return self.actor(f"with the API key {_KEY_NAME}", response.secret)
 
     def close(self) -> None:
         for actor in self._actors:

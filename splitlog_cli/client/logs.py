@@ -763,9 +763,10 @@ class _LogsClient:
         if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
             return ServerError(
                 f"{self.address} sent no response within {self.timeout:g} s "
-                "(DEADLINE_EXCEEDED); check the log of `splitlog up`"
+                "(DEADLINE_EXCEEDED); check the log of `splitlog up`",
+                error.code(),
             )
-        return ServerError(describe(error))
+        return ServerError(describe(error), error.code())
 
     def _reachable(self) -> bool:
         ready = grpc.channel_ready_future(self.channel)

@@ -5,8 +5,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import uuid
 from pathlib import Path
 
+import grpc
+
+from splitlog.auth.v1 import auth_service_pb2 as auth_pb
+from splitlog.auth.v1 import auth_service_pb2_grpc as auth_grpc
+from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog_cli.main import main
 
 
@@ -26,3 +32,18 @@ def operator_admin_key(
     assert status == 0, output.getvalue()
     created = json.loads(output.getvalue())
     return created["name"], created["secret"]
+
+
+def sign_up_user(
+    channel: grpc.Channel, label: str, password: str, timeout: float
+) -> auth_pb.SignUpResponse:
+    """Sign up a user with the id `label-` and eight random hex digits."""
+    user_id = f"{label}-{uuid.uuid4().hex[:8]}"
+    return auth_grpc.AuthServiceStub(channel).SignUp(
+        auth_pb.SignUpRequest(
+            user=users_pb.User(email=f"{user_id}@example.com", display_name=label),
+            user_id=user_id,
+            password=password,
+        ),
+        timeout=timeout,
+    )

@@ -223,8 +223,16 @@ def test_wrong_audience_is_rejected(channel):
     assert "audience" in error.details()
 
 
-def _api_key(channel, scopes: list[str]) -> auth_pb.CreateApiKeyResponse:
+def _administrator(channel, root_dir) -> auth_pb.SignUpResponse:
+    """Sign up a user and make it an administrator, as an operator does."""
     signed_up = _sign_up(channel)
+    operator_admin_key(root_dir / "data", signed_up.user.name)
+    return signed_up
+
+
+def _api_key(channel, root_dir, scopes: list[str]) -> auth_pb.CreateApiKeyResponse:
+    """Create a key for an administrator, with that user's access token."""
+    signed_up = _administrator(channel, root_dir)
     return auth_grpc.AuthServiceStub(channel).CreateApiKey(
         auth_pb.CreateApiKeyRequest(
             parent=signed_up.user.name,
@@ -249,15 +257,15 @@ def _write_log(channel, secret: str):
     )
 
 
-def test_api_key_scopes(channel):
-    writer = _api_key(channel, ["logs:write"])
+def test_api_key_scopes(channel, root_dir):
+    writer = _api_key(channel, root_dir, ["logs:write"])
     # Allowed calls pass the gateway and reach the (closed) log_service port.
     allowed = _fails(lambda: _write_log(channel, writer.secret))
     assert allowed.code() == grpc.StatusCode.UNAVAILABLE
     denied = _fails(lambda: _get_user(channel, "users/x", _bearer(writer.secret)))
     assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "admin" in denied.details()
-    reader = _api_key(channel, ["logs:read"])
+    reader = _api_key(channel, root_dir, ["logs:read"])
     read_only = _fails(lambda: _write_log(channel, reader.secret))
     assert read_only.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "logs:write" in read_only.details()
@@ -292,8 +300,8 @@ def test_key_secret_shown_once(channel, root_dir):
     assert created.secret not in str(listed)
 
 
-def _key_with_expiry(channel, seconds: int, nanos: int):
-    signed_up = _sign_up(channel)
+def _key_with_expiry(channel, root_dir, seconds: int, nanos: int):
+    signed_up = _administrator(channel, root_dir)
     return auth_grpc.AuthServiceStub(channel).CreateApiKey(
         auth_pb.CreateApiKeyRequest(
             parent=signed_up.user.name,
@@ -307,8 +315,8 @@ def _key_with_expiry(channel, seconds: int, nanos: int):
     )
 
 
-def test_key_future_expiry_kept(channel):
-    created = _key_with_expiry(channel, 4_000_000_000, 0)
+def test_key_future_expiry_kept(channel, root_dir):
+    created = _key_with_expiry(channel, root_dir, 4_000_000_000, 0)
     assert created.api_key.expire_time.seconds == 4_000_000_000
 
 
@@ -320,8 +328,8 @@ def test_key_future_expiry_kept(channel):
         (10**12, 0, "seconds=1000000000000 nanos=0 is not a valid timestamp"),
     ],
 )
-def test_key_invalid_expiry_rejected(channel, seconds, nanos, fragment):
-    error = _fails(lambda: _key_with_expiry(channel, seconds, nanos))
+def test_key_invalid_expiry_rejected(channel, root_dir, seconds, nanos, fragment):
+    error = _fails(lambda: _key_with_expiry(channel, root_dir, seconds, nanos))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "api_key.expire_time" in error.details()
     assert fragment in error.details()
@@ -355,8 +363,8 @@ def test_rest_sign_in_and_call(http, channel):
     assert reply.json()["user"]["name"] == signed_up.user.name
 
 
-def test_rest_scope_denied_is_403(http, channel):
-    reader = _api_key(channel, ["logs:read"])
+def test_rest_scope_denied_is_403(http, channel, root_dir):
+    reader = _api_key(channel, root_dir, ["logs:read"])
     reply = http.get(
         "/v1/users/x", headers={"authorization": f"Bearer {reader.secret}"}
     )
@@ -388,9 +396,9 @@ def test_direct_call_with_wrong_secret_refused(system):
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-def test_server_log_has_no_secrets(channel, caplog):
+def test_server_log_has_no_secrets(channel, root_dir, caplog):
     caplog.set_level(logging.DEBUG)
-    signed_up = _sign_up(channel)
+    signed_up = _administrator(channel, root_dir)
     created = auth_grpc.AuthServiceStub(channel).CreateApiKey(
         auth_pb.CreateApiKeyRequest(
             parent=signed_up.user.name,

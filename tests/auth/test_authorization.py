@@ -38,7 +38,7 @@ from splitlog_cli.main import main
 from splitlog_runtime import auth
 from splitlog_runtime import config as config_module
 from splitlog_runtime.server import ServiceHost
-from tests.auth.support import operator_admin_key
+from tests.auth.support import operator_admin_key, sign_up_user
 from tests.balance_service.support import unused_address
 from tests.gateway.support import LoopThread, closed_address, error_details
 from tests.splitwise.conftest import FIXTURES as SPLITWISE_FIXTURES
@@ -179,15 +179,7 @@ class Caller:
 
 
 def _sign_up(channel: grpc.Channel, label: str) -> Caller:
-    user_id = f"{label}-{uuid.uuid4().hex[:8]}"
-    reply = auth_grpc.AuthServiceStub(channel).SignUp(
-        auth_pb.SignUpRequest(
-            user=users_pb.User(email=f"{user_id}@example.com", display_name=label),
-            user_id=user_id,
-            password=PASSWORD,
-        ),
-        timeout=TIMEOUT,
-    )
+    reply = sign_up_user(channel, label, PASSWORD, TIMEOUT)
     return Caller(channel, reply.user.name, reply.tokens.access_token)
 
 
@@ -570,10 +562,10 @@ def test_own_dashboard_allowed(channel):
 # API keys
 
 
-def test_key_without_admin_denied(channel):
+def test_key_without_admin_denied(stack, channel):
     ann = _sign_up(channel, "ann")
     group = ann.create_group()
-    reader = _api_key(ann, channel, ["logs:read"])
+    reader = _api_key(_admin(stack, channel, ann), channel, ["logs:read"])
     error = _fails(
         lambda: reader.users("GetGroup", users_pb.GetGroupRequest(name=group))
     )

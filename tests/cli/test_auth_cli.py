@@ -264,16 +264,19 @@ def test_ended_session_requests_signin(cli, tmp_path, gateway_address):
 def test_api_key_lifecycle(cli, data_dir, monkeypatch):
     user_id, _ = _sign_up(cli)
 
+    for scope in ("admin", "logs:write"):
+        self_granted = cli("auth", "keys", "create", "--name", "ops",
+                           "--scope", scope)  # fmt: skip
+        assert self_granted.status == 1
+        assert "only an administrator" in self_granted.stderr
+        assert "splitlog admin-key USER_ID" in self_granted.stderr
+    admin_name, secret = operator_admin_key(data_dir, user_id, "ops")
+    # The admin key makes the saved session's access token an administrator's.
     created = cli("auth", "keys", "create", "--name", "shipper",
                   "--scope", "logs:write", "--expires-in", "30d")  # fmt: skip
     assert created.status == 0, created.stderr
     assert "shown only this once" in created.stdout
     assert "logs:write" in created.stdout
-    self_granted = cli("auth", "keys", "create", "--name", "ops",
-                       "--scope", "admin")  # fmt: skip
-    assert self_granted.status == 1
-    assert "only an administrator" in self_granted.stderr
-    admin_name, secret = operator_admin_key(data_dir, user_id, "ops")
 
     listed = cli("auth", "keys", "list")
     assert listed.status == 0, listed.stderr
@@ -297,8 +300,9 @@ def test_api_key_lifecycle(cli, data_dir, monkeypatch):
     assert "check the token given by --token" in refused.stderr
 
 
-def test_logs_write_key_scope(cli):
+def test_logs_write_key_scope(cli, data_dir):
     user_id, _ = _sign_up(cli)
+    operator_admin_key(data_dir, user_id)
     created = cli("auth", "keys", "create", "--name", "shipper",
                   "--scope", "logs:write", "--format", "json")  # fmt: skip
     secret = json.loads(created.stdout)["secret"]

@@ -10,10 +10,12 @@ real user_service.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import httpx
@@ -26,11 +28,13 @@ from splitlog.auth.v1 import auth_service_pb2_grpc as auth_grpc
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
 from splitlog.users.v1 import users_service_pb2 as users_pb2
 from splitlog_cli.client.credentials import TOKEN_ENV
+from splitlog_cli.client.demo_tour import random_suffix
 from splitlog_cli.client.logs import _cluster_table, safe_text
 from splitlog_cli.main import main
 from splitlog_runtime import auth
 from splitlog_runtime import config as config_module
 from splitlog_runtime.channels import insecure_channel
+from tests.auth.support import operator_admin_key
 from tests.balance_service.support import unused_address
 from tests.gateway.support import LoopThread
 from tests.log_service.test_router_cluster import Cluster, list_all, ts
@@ -123,19 +127,21 @@ def live(loop_thread, tmp_path_factory):
     running.close()
 
 
-@pytest.fixture(scope="module")
-def live_with_auth(loop_thread, tmp_path_factory):
-    """A log service, user_service and gateway that require a credential."""
+@contextlib.contextmanager
+def logs_gateway_with_auth(
+    loop: LoopThread, tmp_path_factory, secret: str = AUTH_SECRET
+) -> Iterator[LogsGateway]:
+    """Run a log service, user_service and gateway that require a credential."""
     base = config_module.load(
         environ={},
         overrides={
             "auth_required": True,
-            "auth_secret": AUTH_SECRET,
+            "auth_secret": secret,
             "data_dir": tmp_path_factory.mktemp("logs-auth"),
         },
     )
     running = LogsGateway(
-        base, tmp_path_factory.mktemp("gateway-auth"), loop_thread, with_users=True
+        base, tmp_path_factory.mktemp("gateway-auth"), loop, with_users=True
     )
     try:
         yield running
@@ -144,6 +150,13 @@ def live_with_auth(loop_thread, tmp_path_factory):
         # The components installed the signer of their outgoing calls for
         # the whole process; later modules start their own.
         auth.install_process_signer(None)
+
+
+@pytest.fixture(scope="module")
+def live_with_auth(loop_thread, tmp_path_factory):
+    """A log service, user_service and gateway that require a credential."""
+    with logs_gateway_with_auth(loop_thread, tmp_path_factory) as running:
+        yield running
 
 
 @pytest.fixture
@@ -613,8 +626,8 @@ def test_demo_logs_runs_every_step(live, capsys, no_credential):
     status, out, err = run(capsys, live.address, "demo", "logs")
 
     assert status == 0, err
-    assert "authentication is off" in out
-    assert "$ splitlog auth signup" not in out
+    assert "send no credential" in out
+    assert "$ splitlog auth" not in out
     assert "$ splitlog logs ship" in out
     assert "$ splitlog logs query" in out
     assert "$ splitlog logs stats" in out
@@ -629,49 +642,79 @@ def test_demo_logs_runs_every_step(live, capsys, no_credential):
     assert heartbeats
 
 
-def test_demo_logs_with_auth_creates_key(live_with_auth, capsys, no_credential):
-    status, out, err = run(capsys, live_with_auth.address, "demo", "logs")
-    log_steps = [
-        line for line in out.splitlines() if line.startswith("$ splitlog logs")
-    ]
-
-    assert status == 0, err
-    assert "The gateway requires a credential" in out
-    assert "$ splitlog auth signup --email logs-" in out
-    assert "$ splitlog auth keys create --name demo-logs" in out
-    assert "logs:read,logs:write" in out
-    assert len(log_steps) == 7
-    for line in log_steps:
-        assert line.endswith("# with the API key demo-logs"), line
-    assert "accepted: 10" in out
-    assert "heartbeat 1 from the demo" in out
-    # The key's secret goes out in the calls only, never in the output.
-    assert "Secret" not in out
-
-
-def test_demo_logs_sends_given_token(live_with_auth, capsys, no_credential):
-    with insecure_channel(live_with_auth.address) as channel:
-        signed_up = auth_grpc.AuthServiceStub(channel).SignUp(
+def _sign_up(address: str, label: str) -> auth_pb2.SignUpResponse:
+    with insecure_channel(address) as channel:
+        return auth_grpc.AuthServiceStub(channel).SignUp(
             auth_pb2.SignUpRequest(
                 user=users_pb2.User(
-                    email="demo-logs-token@example.com", display_name="Token"
+                    email=f"demo-{label}-{random_suffix()}@example.com",
+                    display_name=label,
                 ),
                 password="a long enough passphrase",
             ),
             timeout=10,
         )
-    token = signed_up.tokens.access_token
+
+
+def _assert_logs_key_advice(err: str) -> None:
+    assert "needs a credential with the logs:write and logs:read scopes" in err
+    assert "splitlog admin-key USER_ID" in err
+    assert (
+        "splitlog auth keys create --name log-shipper --scope logs:write "
+        "--scope logs:read"
+    ) in err
+
+
+def test_demo_logs_without_credential_stops(live_with_auth, capsys, no_credential):
+    status, out, err = run(capsys, live_with_auth.address, "demo", "logs")
+
+    assert status == 1
+    assert "send no credential" in out
+    assert "$ splitlog auth" not in out
+    assert "UNAUTHENTICATED" in err
+    _assert_logs_key_advice(err)
+
+
+def test_demo_logs_plain_token_stops(live_with_auth, capsys, no_credential):
+    token = _sign_up(live_with_auth.address, "plain").tokens.access_token
 
     status, out, err = run(
         capsys, live_with_auth.address, "demo", "logs", "--token", token
     )
 
+    assert status == 1
+    assert f"access token or API key of --token or {TOKEN_ENV}" in out
+    assert "PERMISSION_DENIED" in err
+    assert "'logs:write'" in err
+    _assert_logs_key_advice(err)
+    assert token not in out + err
+
+
+def test_demo_logs_sends_logs_key(live_with_auth, capsys, no_credential, monkeypatch):
+    signed_up = _sign_up(live_with_auth.address, "admin")
+    operator_admin_key(live_with_auth.gateway.config.data_dir, signed_up.user.name)
+    # The admin key makes the user's access token an administrator's, which
+    # may create a key with the log scopes.
+    with insecure_channel(live_with_auth.address) as channel:
+        created = auth_grpc.AuthServiceStub(channel).CreateApiKey(
+            auth_pb2.CreateApiKeyRequest(
+                parent=signed_up.user.name,
+                api_key=auth_pb2.ApiKey(
+                    display_name="log-shipper", scopes=["logs:write", "logs:read"]
+                ),
+            ),
+            metadata=(("authorization", f"Bearer {signed_up.tokens.access_token}"),),
+            timeout=10,
+        )
+    monkeypatch.setenv(TOKEN_ENV, created.secret)
+
+    status, out, err = run(capsys, live_with_auth.address, "demo", "logs")
+
     assert status == 0, err
     assert f"access token or API key of --token or {TOKEN_ENV}" in out
-    assert "$ splitlog auth signup" not in out
     assert "accepted: 10" in out
     assert "heartbeat 1 from the demo" in out
-    assert token not in out
+    assert created.secret not in out
 
 
 def test_auth_servers_refuse_anonymous_call(live_with_auth, capsys, no_credential):

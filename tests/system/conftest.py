@@ -90,6 +90,11 @@ class Splitlog:
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['--http-port']}"
 
+    @property
+    def data_dir(self) -> Path:
+        """The `--data-dir` of the command, which contains the user database."""
+        return Path(self.args[self.args.index("--data-dir") + 1])
+
     def rows(self) -> dict[str, tuple[str, int | None]]:
         """Return the printed address block: label -> (address, pid or None)."""
         rows = {}

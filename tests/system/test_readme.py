@@ -1,8 +1,10 @@
 """The grpcurl and curl examples of the README, run verbatim against `splitlog up`.
 
 `splitlog up` runs on its default settings, so authentication is on. Only
-the addresses change: the test's free ports replace the defaults. A line
-`export NAME=...` sets NAME for the commands after it, as in one shell.
+the addresses change: the test's free ports replace the defaults, and
+SPLITLOG_DATA_DIR points `splitlog admin-key` at the test's data directory.
+A line `export NAME=...` sets NAME for the commands after it, as in one
+shell.
 """
 
 from __future__ import annotations
@@ -68,7 +70,10 @@ def test_readme_examples_work_verbatim(system):
     curl_commands = _code_block("Call it over REST")
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed; the REST examples need it")
-    environment = {"PATH": f"{GRPCURL.parent}:/usr/bin:/bin"}
+    environment = {
+        "PATH": f"{GRPCURL.parent}:/usr/bin:/bin",
+        "SPLITLOG_DATA_DIR": str(system.data_dir),
+    }
 
     for command in grpc_commands:
         if command.startswith("export "):

@@ -1,7 +1,8 @@
 """`splitlog up` on its defaults, auth on: logs flow through signed internal calls.
 
 The whole system runs as `splitlog up` does it, in one process and with
-`--processes`. A signed-up user writes log entries through the gateway and
+`--processes`. A signed-up user, made an administrator with `splitlog
+admin-key` as an operator does, writes log entries through the gateway and
 reads them back, which needs the router's signed calls to the log nodes and
 the leaders' signed replication streams. A log node's port refuses a call
 that carries no signature.
@@ -26,6 +27,7 @@ from splitlog.logs.v1 import logs_service_pb2 as logs_pb
 from splitlog.logs.v1 import logs_service_pb2_grpc as logs_grpc
 from splitlog.logs.v1 import replication_service_pb2, replication_service_pb2_grpc
 from splitlog.users.v1 import users_service_pb2 as users_pb
+from tests.auth.support import operator_admin_key
 from tests.system.conftest import wait_for_health
 
 CALL_TIMEOUT = 15
@@ -80,6 +82,7 @@ def test_logs_flow_with_auth_on(splitlog_factory, mode):
             ),
             timeout=CALL_TIMEOUT,
         )
+        operator_admin_key(running.data_dir, signed_up.user.name)
         bearer = (("authorization", f"Bearer {signed_up.tokens.access_token}"),)
         logs = logs_grpc.LogsServiceStub(channel)
         written = logs.WriteLogEntries(
