@@ -170,9 +170,7 @@ class BackendPool:
         ):
             backend = self.backend_by_method[path]
             self._log_unreachable(backend, details)
-            return rpc_status.to_status(
-                backend_unavailable(backend, details).to_status()
-            )
+            return rpc_status.to_status(backend_unavailable(backend).to_status())
         if (
             code == grpc.StatusCode.RESOURCE_EXHAUSTED
             and details == GRPC_CONCURRENCY_MESSAGE
@@ -205,13 +203,17 @@ class _Status(grpc.Status):
         self.trailing_metadata = trailing
 
 
-def backend_unavailable(backend: Backend, cause: str) -> Unavailable:
-    """Build the error for a backend that the gateway cannot reach."""
+def backend_unavailable(backend: Backend) -> Unavailable:
+    """Build the client's error for a backend that the gateway cannot reach.
+
+    The backend's address and grpc's cause stay out of it because they
+    describe the internal network. `_log_unreachable` writes them to the
+    gateway's log.
+    """
     return Unavailable(
-        f"{backend.name} is unavailable at {backend.address} ({cause}); "
-        f"retry in {BACKEND_RETRY_DELAY:g}s",
+        f"{backend.name} is unavailable; retry in {BACKEND_RETRY_DELAY:g}s",
         reason="BACKEND_UNAVAILABLE",
-        metadata={"backend": backend.name, "address": backend.address},
+        metadata={"backend": backend.name},
         retry_delay=BACKEND_RETRY_DELAY,
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import subprocess
 import sys
@@ -113,7 +114,7 @@ def test_client_cancel_cancels_backend_call(stub, backend_log):
     assert backend_log.cancelled.wait(5), "the backend call was not cancelled"
 
 
-def test_unreachable_backend_is_unavailable(channel):
+def _call_expense_service(channel) -> grpc.RpcError:
     method = next(
         m
         for s in public_services()
@@ -121,17 +122,46 @@ def test_unreachable_backend_is_unavailable(channel):
         for m in s.descriptor.methods
     )
     call = channel.unary_unary(method_path(method))
-
     with pytest.raises(grpc.RpcError) as caught:
         call(b"", timeout=5)
+    return caught.value
 
-    error = caught.value
+
+def test_unreachable_backend_is_unavailable(channel):
+    error = _call_expense_service(channel)
+
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert "expense_service" in error.details()
     details = error_details(error)
     assert details["ErrorInfo"].reason == "BACKEND_UNAVAILABLE"
     assert details["ErrorInfo"].metadata["backend"] == "expense_service"
     assert details["RetryInfo"].retry_delay.ToNanoseconds() > 0
+
+
+def test_unreachable_backend_hides_address(loop_thread, gateway_config, caplog):
+    caplog.set_level(logging.WARNING, logger="gateway.proxy")
+    address = gateway_config.expense_service_addr
+    gateway = loop_thread.run(build(gateway_config, "127.0.0.1:0", "127.0.0.1:0"))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
+            first = _call_expense_service(channel)
+            second = _call_expense_service(channel)
+    finally:
+        loop_thread.run(gateway.stop(0))
+
+    for error in (first, second):
+        assert error.details() == "expense_service is unavailable; retry in 1s"
+        assert "127.0.0.1" not in error.details()
+        assert dict(error_details(error)["ErrorInfo"].metadata) == {
+            "backend": "expense_service"
+        }
+    warnings = [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "gateway.proxy" and record.levelno == logging.WARNING
+    ]
+    assert len(warnings) == 1, warnings
+    assert f"expense_service at {address} is unreachable" in warnings[0]
 
 
 def test_stopped_backend_is_unavailable(loop_thread, gateway_config, backend_log):
