@@ -245,10 +245,30 @@ class TokenIssuer:
                 "signed with another secret; sign in again",
                 "TOKEN_INVALID",
             ) from None
-        except jwt.InvalidTokenError as exc:
+        except jwt.DecodeError as exc:
+            # PyJWT's message quotes decoder internals, so it goes to the
+            # log only. InvalidSignatureError, a subclass, is handled above.
+            _LOGGER.debug("rejected a malformed access token: %s", exc)
             raise _unauthenticated(
-                f"the access token is invalid ({exc}); sign in again",
+                "the access token is malformed (not a JWT from SignIn or "
+                "RefreshToken); sign in again and send the new access token",
+                "TOKEN_MALFORMED",
+            ) from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise _unauthenticated(
+                f"the access token lacks the {exc.claim!r} claim; sign in again",
                 "TOKEN_INVALID",
+            ) from None
+        except jwt.ImmatureSignatureError:
+            raise _unauthenticated(
+                "the access token's issue time (iat) is in the future; check "
+                "the clocks of the client and the server, then sign in again",
+                "TOKEN_INVALID",
+            ) from None
+        except jwt.InvalidTokenError as exc:
+            _LOGGER.debug("rejected an invalid access token: %s", exc)
+            raise _unauthenticated(
+                "the access token is invalid; sign in again", "TOKEN_INVALID"
             ) from None
         subject, session_id = claims.get("sub"), claims.get("sid")
         if not isinstance(subject, str) or not isinstance(session_id, str):

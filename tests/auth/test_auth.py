@@ -223,6 +223,42 @@ def test_wrong_audience_is_rejected(channel):
     assert "audience" in error.details()
 
 
+# Tokens that are not JWTs: one segment, bad base64, a header that is not
+# UTF-8 (byte 0xb7), and a header that is not JSON.
+_MALFORMED_TOKENS = (
+    "nonsense",
+    "a.b.c",
+    "t7e3.eyJ9.abc",
+    "bm90IGpzb24.eyJ9.abc",
+)
+
+
+@pytest.mark.parametrize("token", _MALFORMED_TOKENS)
+def test_malformed_token_has_own_message(channel, token):
+    error = _fails(lambda: _get_user(channel, "users/someone", _bearer(token)))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert error.details().startswith("the access token is malformed")
+    assert "sign in again" in error.details()
+    assert "codec" not in error.details()
+    assert "header" not in error.details()
+    assert "segments" not in error.details()
+
+
+def test_rest_malformed_token_message(http):
+    reply = http.get("/v1/users/x", headers={"authorization": "Bearer t7e3.eyJ9.abc"})
+    assert reply.status_code == 401
+    message = reply.json()["error"]["message"]
+    assert message.startswith("the access token is malformed")
+    assert "codec" not in message
+
+
+def test_missing_claim_names_claim(channel):
+    token = _claims("users/someone", jti=None)
+    error = _fails(lambda: _get_user(channel, "users/someone", _bearer(token)))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "lacks the 'jti' claim" in error.details()
+
+
 def _administrator(channel, root_dir) -> auth_pb.SignUpResponse:
     """Sign up a user and make it an administrator, as an operator does."""
     signed_up = _sign_up(channel)
