@@ -341,6 +341,15 @@ SETTINGS: list[Setting] = [
         _parse_int,
     ),
     Setting(
+        "auth_refresh_reuse_grace_seconds",
+        10.0,
+        "Seconds after a RefreshToken during which the replaced refresh token "
+        "is rejected without harm, for clients that retry a refresh. Later, "
+        "presenting it signs its session out, since the token may be stolen. "
+        "0 turns the grace off.",
+        _parse_float,
+    ),
+    Setting(
         "auth_open_health",
         True,
         "With auth_required, serve the health service without a credential.",

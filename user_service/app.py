@@ -56,7 +56,12 @@ def build(
         config.auth_access_token_seconds,
     )
     auth_servicer = AuthServicer(
-        database, servicer, tokens, config.auth_refresh_token_seconds, throttle
+        database,
+        servicer,
+        tokens,
+        config.auth_refresh_token_seconds,
+        throttle,
+        config.auth_refresh_reuse_grace_seconds,
     )
     credential_servicer = CredentialServicer(database, tokens)
     try:

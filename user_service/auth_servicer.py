@@ -195,11 +195,13 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         tokens: auth.TokenIssuer,
         refresh_lifetime_seconds: int,
         throttle: SignInThrottle | None = None,
+        refresh_reuse_grace_seconds: float = 0.0,
     ) -> None:
         self._database = database
         self._users = users
         self._tokens = tokens
         self._refresh_lifetime = timedelta(seconds=refresh_lifetime_seconds)
+        self._reuse_grace = timedelta(seconds=refresh_reuse_grace_seconds)
         self._throttle = SignInThrottle(0, 0, 0) if throttle is None else throttle
 
     def _open_session(self, session: Session, user_id: str) -> pb.SessionTokens:
@@ -344,15 +346,23 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
     def _live_session(
         self, session: Session, refresh_token: str
     ) -> auth_storage.SessionRow:
+        """Return the session whose current refresh token is `refresh_token`.
+
+        Raises:
+          InvalidArgument: the token is empty.
+          _UnknownRefreshToken: no session has this token now; the caller
+            checks for reuse after its transaction ends.
+          Unauthenticated: the session was signed out or the token expired.
+        """
         if not refresh_token:
             raise invalid_field(
                 "refresh_token", "is required; send the refresh token from SignIn"
             )
         row = auth_storage.find_session(session, auth.secret_hash(refresh_token))
         if row is None:
-            raise Unauthenticated(
-                "the refresh token is not valid (unknown, or replaced by a later "
-                "RefreshToken); sign in again",
+            raise _UnknownRefreshToken(
+                "the refresh token is not valid (unknown, or expired and "
+                "forgotten); sign in again",
                 reason="REFRESH_TOKEN_INVALID",
             )
         if row.revoke_time is not None:
@@ -367,25 +377,90 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             )
         return row
 
+    def _check_reuse(
+        self,
+        refresh_token: str,
+        unknown: Unauthenticated,
+        context: grpc.ServicerContext,
+    ) -> Unauthenticated:
+        """Return the error for a refresh token that no session has now.
+
+        A token that RefreshToken already replaced was presented a second
+        time, by the client or by someone who copied it. Because the two
+        cannot be distinguished, the whole session is revoked: its refresh
+        token and, through CheckCredential, its access tokens. Within
+        `auth_refresh_reuse_grace_seconds` of the rotation the session is
+        kept, because a client that retries a refresh whose response it
+        lost, or refreshes from two tabs at once, would otherwise sign
+        itself out.
+        """
+        now = storage.utc_now()
+        with transaction(self._database) as session:
+            rotated = auth_storage.find_rotated(
+                session, auth.secret_hash(refresh_token)
+            )
+            if rotated is None:
+                return unknown
+            row = auth_storage.get_session(session, rotated.session_id)
+            user = domain.user_name(row.user_id)
+            age = (now - rotated.rotate_time).total_seconds()
+            if age <= self._reuse_grace.total_seconds():
+                _LOGGER.info(
+                    "replaced refresh token of session %s of %s presented again "
+                    "%.1fs after its rotation, within the grace; session kept",
+                    row.id,
+                    user,
+                    age,
+                )
+                return Unauthenticated(
+                    f"the refresh token was already exchanged by RefreshToken "
+                    f"{age:.1f}s ago; use the tokens that call returned",
+                    reason="REFRESH_TOKEN_ROTATED",
+                )
+            if row.revoke_time is None:
+                row.revoke_time = now
+        _LOGGER.warning(
+            "replaced refresh token of session %s of %s presented again from %s "
+            "%.0fs after its rotation; the session is revoked in case the token "
+            "was stolen",
+            row.id,
+            user,
+            _client_of(context),
+            age,
+        )
+        return Unauthenticated(
+            "the refresh token was already used once, so it may have been "
+            "copied; its session is now signed out for safety. Sign in again",
+            reason="REFRESH_TOKEN_REUSED",
+        )
+
     def RefreshToken(
         self, request: pb.RefreshTokenRequest, context: grpc.ServicerContext
     ) -> pb.RefreshTokenResponse:
-        with transaction(self._database) as session:
-            row = self._live_session(session, request.refresh_token)
-            refresh_token = REFRESH_TOKEN_PREFIX + auth.new_secret()
-            row.refresh_hash = auth.secret_hash(refresh_token)
-            row.refresh_expire_time = storage.utc_now() + self._refresh_lifetime
-            tokens = self._tokens_for(row, refresh_token)
-            user = domain.user_name(row.user_id)
+        try:
+            with transaction(self._database) as session:
+                row = self._live_session(session, request.refresh_token)
+                now = storage.utc_now()
+                auth_storage.record_rotation(session, row, now)
+                refresh_token = REFRESH_TOKEN_PREFIX + auth.new_secret()
+                row.refresh_hash = auth.secret_hash(refresh_token)
+                row.refresh_expire_time = now + self._refresh_lifetime
+                tokens = self._tokens_for(row, refresh_token)
+                user = domain.user_name(row.user_id)
+        except _UnknownRefreshToken as unknown:
+            raise self._check_reuse(request.refresh_token, unknown, context) from None
         return pb.RefreshTokenResponse(user=user, tokens=tokens)
 
     def SignOut(
         self, request: pb.SignOutRequest, context: grpc.ServicerContext
     ) -> pb.SignOutResponse:
-        with transaction(self._database) as session:
-            row = self._live_session(session, request.refresh_token)
-            row.revoke_time = storage.utc_now()
-            user = domain.user_name(row.user_id)
+        try:
+            with transaction(self._database) as session:
+                row = self._live_session(session, request.refresh_token)
+                row.revoke_time = storage.utc_now()
+                user = domain.user_name(row.user_id)
+        except _UnknownRefreshToken as unknown:
+            raise self._check_reuse(request.refresh_token, unknown, context) from None
         _LOGGER.info("user %s signed out of session %s", user, row.id)
         return pb.SignOutResponse()
 
@@ -471,6 +546,10 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             message = api_key_message(row)
         _LOGGER.info("API key %s revoked", request.name)
         return pb.RevokeApiKeyResponse(api_key=message)
+
+
+class _UnknownRefreshToken(Unauthenticated):
+    """No session has the refresh token as its current one."""
 
 
 def _reject(field: str, description: str) -> None:

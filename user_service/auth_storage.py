@@ -10,7 +10,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, ForeignKey, Index, String, and_, or_, select, update
+from sqlalchemy import (
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    and_,
+    delete,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from splitlog_runtime import auth
@@ -47,6 +57,23 @@ class SessionRow(Base):
     )
 
 
+class RotatedRefreshTokenRow(Base):
+    """A refresh token that RefreshToken replaced, kept to detect its reuse.
+
+    The row is deleted once the token would have expired anyway, because an
+    expired token is rejected before reuse matters.
+    """
+
+    __tablename__ = "auth_rotated_refresh_tokens"
+
+    refresh_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(32), ForeignKey("auth_sessions.id"))
+    rotate_time: Mapped[datetime] = mapped_column(DateTime())
+    expire_time: Mapped[datetime] = mapped_column(DateTime())
+
+    __table_args__ = (Index("ix_auth_rotated_refresh_tokens_session", "session_id"),)
+
+
 class ApiKeyRow(Base):
     """An API key of a user; `scopes` is a comma-separated list."""
 
@@ -76,13 +103,46 @@ def get_password(session: Session, user_id: str) -> PasswordRow | None:
 
 
 def find_session(session: Session, refresh_hash: str) -> SessionRow | None:
+    """Find and lock the session whose current refresh token has this hash.
+
+    On PostgreSQL the row lock makes a concurrent RefreshToken with the same
+    token wait, then find no session and go to the reuse check. SQLite
+    already runs one write transaction at a time.
+    """
     return session.scalars(
-        select(SessionRow).where(SessionRow.refresh_hash == refresh_hash)
+        select(SessionRow)
+        .where(SessionRow.refresh_hash == refresh_hash)
+        .with_for_update()
     ).one_or_none()
 
 
 def get_session(session: Session, session_id: str) -> SessionRow | None:
     return session.get(SessionRow, session_id)
+
+
+def record_rotation(session: Session, row: SessionRow, now: datetime) -> None:
+    """Keep a session's current refresh token as rotated before it is replaced.
+
+    The session's rotated tokens that have expired by `now` are deleted.
+    """
+    session.execute(
+        delete(RotatedRefreshTokenRow).where(
+            RotatedRefreshTokenRow.session_id == row.id,
+            RotatedRefreshTokenRow.expire_time <= now,
+        )
+    )
+    session.add(
+        RotatedRefreshTokenRow(
+            refresh_hash=row.refresh_hash,
+            session_id=row.id,
+            rotate_time=now,
+            expire_time=row.refresh_expire_time,
+        )
+    )
+
+
+def find_rotated(session: Session, refresh_hash: str) -> RotatedRefreshTokenRow | None:
+    return session.get(RotatedRefreshTokenRow, refresh_hash)
 
 
 def revoke_sessions_of_user(session: Session, user_id: str, now: datetime) -> None:
