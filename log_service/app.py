@@ -23,7 +23,7 @@ from log_service.retention import RetentionEnforcer, RetentionStore
 from log_service.router import LogsServicer, OtlpLogsServicer, Writer
 from log_service.sharding import sharder_from_config, topology_from_config
 from splitlog.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
-from splitlog_runtime import auth
+from splitlog_runtime import auth, private_files
 from splitlog_runtime.config import Config
 from splitlog_runtime.server import ServiceHost
 from splitlog_runtime.service import start_service
@@ -67,6 +67,7 @@ def build_router(
             f"{config.log_write_quorum!r}"
         )
     data_dir = router_data_dir(config)
+    private_files.private_tree(data_dir)
     if config.auth_required:
         # Before the coordinator's first poll, so that the nodes accept it.
         auth.install_signer_from_settings(config.auth_secret, config.data_dir)

@@ -49,6 +49,7 @@ from splitlog.logs.v1 import (
     node_service_pb2,
     replication_service_pb2,
 )
+from splitlog_runtime import private_files
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -270,7 +271,7 @@ class StateFile:
             },
         }
         temporary = self.path.with_name(self.path.name + ".tmp")
-        with open(temporary, "w") as handle:
+        with open(temporary, "w", opener=private_files.private_opener) as handle:
             json.dump(payload, handle, indent=1, sort_keys=True)
             handle.flush()
             os.fsync(handle.fileno())

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from splitlog.logs.v1 import logs_service_pb2
+from splitlog_runtime import private_files
 
 NANOS_PER_MINUTE = 60 * 1_000_000_000
 FLUSH_INTERVAL_SECONDS = 1.0
@@ -33,7 +34,7 @@ class IngestCounters:
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_files.private_sqlite_file(path)
         self._connection = sqlite3.connect(path, check_same_thread=False)
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute(

@@ -46,6 +46,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from splitlog_runtime import private_files
+
 _LOGGER = logging.getLogger(__name__)
 
 # Bits of the hash, so each filter has 2^HASH_BITS bits.
@@ -158,7 +160,7 @@ class TrigramFilter:
         }
         body = zlib.compress(self._packed().tobytes(), 1)
         temporary = path.with_name(path.name + ".tmp")
-        with open(temporary, "wb") as file:
+        with open(temporary, "wb", opener=private_files.private_opener) as file:
             file.write(_MAGIC + json.dumps(header).encode() + b"\n" + body)
             file.flush()
             os.fsync(file.fileno())

@@ -61,7 +61,7 @@ from splitlog.logs.v1 import (
     replication_service_pb2,
     replication_service_pb2_grpc,
 )
-from splitlog_runtime import auth, logsetup
+from splitlog_runtime import auth, logsetup, private_files
 from splitlog_runtime import config as config_module
 from splitlog_runtime.config import Config
 from splitlog_runtime.errors import (
@@ -184,7 +184,7 @@ class LogNode:
         self.address = address
         self.shard = shard
         self._directory = Path(directory)
-        self._directory.mkdir(parents=True, exist_ok=True)
+        private_files.private_tree(self._directory)
         self._config = config
         self._append_timeout = (
             config.deadline_seconds if append_timeout is None else append_timeout
@@ -1668,6 +1668,8 @@ def start_node(
                 "pass its address or add it to log_nodes"
             )
         address = spec.address
+    if directory is None:
+        private_files.private_directory(config.data_dir)
     node = LogNode(
         node_id,
         address,

@@ -23,6 +23,7 @@ import grpc
 from google.protobuf import duration_pb2, field_mask_pb2
 
 from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
+from splitlog_runtime import private_files
 from splitlog_runtime.errors import Aborted, NotFound, invalid_field
 from splitlog_runtime.validation import Violations
 
@@ -251,7 +252,7 @@ class RetentionStore:
     def _save(self, policy: Policy) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self._path.with_name(self._path.name + ".tmp")
-        with open(temporary, "w") as handle:
+        with open(temporary, "w", opener=private_files.private_opener) as handle:
             json.dump(
                 {
                     "default_ns": policy.default_ns,

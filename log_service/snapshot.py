@@ -53,6 +53,7 @@ from splitlog.logs.v1 import (
     replication_service_pb2,
     replication_service_pb2_grpc,
 )
+from splitlog_runtime import private_files
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -265,7 +266,7 @@ def receive(
     """
     partial = directory / PARTIAL_DIR
     _remove(partial)
-    partial.mkdir()
+    partial.mkdir(mode=private_files.DIRECTORY_MODE)
     stub = replication_service_pb2_grpc.ReplicationServiceStub(channel)
     call = stub.FetchSnapshot(request, metadata=metadata)
     if on_call is not None:
@@ -384,7 +385,7 @@ def write_snapshot(
 
 
 def _write_durably(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
+    with open(path, "wb", opener=private_files.private_opener) as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())

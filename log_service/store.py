@@ -50,6 +50,7 @@ import pyarrow.compute as pc
 from log_service import keyword_index, store_sql
 from log_service.keyword_index import TrigramFilter
 from splitlog.logs.v1 import node_service_pb2
+from splitlog_runtime import private_files
 from splitlog_runtime.errors import FieldViolation, InvalidArgument, Unavailable
 
 _LOGGER = logging.getLogger(__name__)
@@ -261,7 +262,7 @@ class LogStore:
         self._scans = 0
         self._scans_lock = threading.Lock()
 
-        self._directory.mkdir(parents=True, exist_ok=True)
+        private_files.private_directory(self._directory)
         state, listed = self._read_state()
         self._root = duckdb.connect(":memory:")
         self._root.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
@@ -1191,6 +1192,10 @@ class LogStore:
             with suppress(FileNotFoundError):
                 path.with_name(path.name + ".wal").unlink()
             self._run(f"ATTACH ? AS {alias}", [str(path)])
+        # DuckDB creates the file with the process's default mode. Its
+        # `.wal` side file keeps that mode, but the store's 0700 directory
+        # keeps other users out of it.
+        private_files.tighten(path, private_files.FILE_MODE, quiet=True)
         self._run(store_sql.CREATE_TABLES.format(db=alias))
         partition = _Partition(start=start, seconds=seconds, path=path, alias=alias)
         self._refresh(partition)
@@ -1322,7 +1327,7 @@ class LogStore:
         }
         path = self._directory / STATE_FILE
         temporary = path.with_suffix(".tmp")
-        with open(temporary, "w") as file:
+        with open(temporary, "w", opener=private_files.private_opener) as file:
             json.dump(state, file)
             file.flush()
             os.fsync(file.fileno())

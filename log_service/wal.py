@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from splitlog.logs.v1 import node_service_pb2
+from splitlog_runtime import private_files
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def write_file_atomically(path: Path, data: bytes) -> None:
     renamed over `path`, and then the directory is flushed.
     """
     temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as handle:
+    with open(temporary, "wb", opener=private_files.private_opener) as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
@@ -412,8 +413,7 @@ class WriteAheadLog:
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
-        self._directory = Path(directory)
-        self._directory.mkdir(parents=True, exist_ok=True)
+        self._directory = private_files.private_directory(Path(directory))
         self._fsync = fsync
         self._segment_bytes = segment_bytes
         self._cache_bytes = cache_bytes
@@ -535,7 +535,7 @@ class WriteAheadLog:
 
     def _create_segment(self, first: int) -> _Segment:
         segment = _Segment(first, self._directory / _segment_name(first))
-        segment.path.touch()
+        segment.path.touch(mode=private_files.FILE_MODE)
         fsync_directory(self._directory)
         self._segments.append(segment)
         return segment
@@ -544,7 +544,9 @@ class WriteAheadLog:
         if self._fd is not None:
             os.close(self._fd)
         path = self._segments[-1].path
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = os.open(
+            path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, private_files.FILE_MODE
+        )
 
     def _index(
         self, record: LogRecord, segment: _Segment, offset: int, size: int

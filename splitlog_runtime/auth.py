@@ -37,6 +37,7 @@ import grpc
 import jwt
 from grpc_status import rpc_status
 
+from splitlog_runtime import private_files
 from splitlog_runtime.errors import DomainError, PermissionDenied, Unauthenticated
 
 _LOGGER = logging.getLogger(__name__)
@@ -92,8 +93,7 @@ def load_secret(configured: str, data_dir: Path) -> bytes:
                 "`python -c 'import secrets; print(secrets.token_hex(32))'`"
             )
         return configured.encode()
-    path = Path(data_dir) / SECRET_FILE_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = private_files.private_directory(Path(data_dir)) / SECRET_FILE_NAME
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

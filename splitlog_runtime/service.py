@@ -9,7 +9,7 @@ from pathlib import Path
 
 import grpc
 
-from splitlog_runtime import auth, limits
+from splitlog_runtime import auth, limits, private_files
 from splitlog_runtime.config import Config
 from splitlog_runtime.database import Database, safe_url, upgrade
 from splitlog_runtime.server import ServiceHost, create_server
@@ -104,6 +104,7 @@ def start_service(
     """
     if address is None:
         address = f"{config.host}:{getattr(config, f'{name}_port')}"
+    private_files.private_directory(config.data_dir)
     limits.install(limits.from_config(config))
     interceptors: list[grpc.ServerInterceptor] = []
     if config.auth_required:

@@ -1,0 +1,124 @@
+"""Owner-only permissions for the data directory and the files in it.
+
+The data directory contains the auth secret, the password, session and API
+key hashes in `user_service.db`, the money databases and the log entries.
+Directories are created with mode 0700 and files with 0600. A looser mode
+found at start is tightened and logged at INFO, so a data directory from an
+older version is fixed in place.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from pathlib import Path
+
+_LOGGER = logging.getLogger(__name__)
+
+DIRECTORY_MODE = 0o700
+FILE_MODE = 0o600
+# Files that SQLite creates beside a database. SQLite gives a new one the
+# permissions of the database file, which a test checks.
+SQLITE_SIDE_SUFFIXES = ("-wal", "-shm", "-journal")
+
+
+def tighten(path: Path, allowed: int, *, quiet: bool = False) -> bool:
+    """Remove the permission bits of `path` that `allowed` does not contain.
+
+    Returns whether the mode changed. Each change is logged at INFO unless
+    `quiet`. A file that this process may not change (another owner) is
+    logged at WARNING and left as it is, and a file that vanished is skipped.
+    """
+    try:
+        current = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return False
+    if not current & ~allowed:
+        return False
+    wanted = current & allowed
+    try:
+        os.chmod(path, wanted)
+    except PermissionError as exc:
+        _LOGGER.warning(
+            "cannot restrict the permissions of %s from %04o to %04o (%s); "
+            "change its owner or mode so that only the service's user can read it",
+            path,
+            current,
+            wanted,
+            exc,
+        )
+        return False
+    if not quiet:
+        _LOGGER.info(
+            "restricted the permissions of %s from %04o to %04o",
+            path,
+            current,
+            wanted,
+        )
+    return True
+
+
+def private_directory(path: Path) -> Path:
+    """Create a directory with mode 0700, or restrict an existing one to it.
+
+    Missing parents are created with the process's default mode, because
+    they may lie outside the data directory.
+    """
+    path = Path(path)
+    path.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
+    tighten(path, DIRECTORY_MODE)
+    return path
+
+
+def private_opener(path: str, flags: int) -> int:
+    """Open like `os.open`, creating a missing file with mode 0600.
+
+    Pass it as `open(path, mode, opener=private_opener)`.
+    """
+    return os.open(path, flags, FILE_MODE)
+
+
+def private_file(path: Path) -> None:
+    """Create an empty file with mode 0600, or restrict an existing one to it."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_CREAT, FILE_MODE)
+    os.close(descriptor)
+    tighten(path, FILE_MODE)
+
+
+def private_sqlite_file(path: Path) -> None:
+    """Prepare a SQLite database file and its side files with mode 0600.
+
+    The database file is created empty before SQLite opens it, which SQLite
+    treats as a new database. Existing side files are restricted too.
+    """
+    path = Path(path)
+    path.parent.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
+    private_file(path)
+    for suffix in SQLITE_SIDE_SUFFIXES:
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            tighten(side, FILE_MODE)
+
+
+def private_tree(directory: Path) -> None:
+    """Restrict a directory and everything under it to the owner.
+
+    Directories get at most 0700 and files at most 0600, with one INFO line
+    for the whole tree. Used at start for the log store, whose files older
+    versions created with mode 0644.
+    """
+    private_directory(directory)
+    changed = 0
+    for root, folders, files in os.walk(directory):
+        for name in folders:
+            changed += tighten(Path(root) / name, DIRECTORY_MODE, quiet=True)
+        for name in files:
+            changed += tighten(Path(root) / name, FILE_MODE, quiet=True)
+    if changed:
+        _LOGGER.info(
+            "restricted the permissions of %d files and directories under %s "
+            "to the owner",
+            changed,
+            directory,
+        )
