@@ -399,7 +399,9 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             rotated = auth_storage.find_rotated(
                 session, auth.secret_hash(refresh_token)
             )
-            if rotated is None:
+            # An expired token would be rejected even as the current one, so
+            # its reuse is not treated as a theft.
+            if rotated is None or rotated.expire_time <= now:
                 return unknown
             row = auth_storage.get_session(session, rotated.session_id)
             user = domain.user_name(row.user_id)

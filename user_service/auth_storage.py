@@ -60,8 +60,8 @@ class SessionRow(Base):
 class RotatedRefreshTokenRow(Base):
     """A refresh token that RefreshToken replaced, kept to detect its reuse.
 
-    The row is deleted once the token would have expired anyway, because an
-    expired token is rejected before reuse matters.
+    An expired token is never treated as reused, so the session's next
+    refresh deletes the rows of its expired tokens.
     """
 
     __tablename__ = "auth_rotated_refresh_tokens"
@@ -125,6 +125,8 @@ def record_rotation(session: Session, row: SessionRow, now: datetime) -> None:
 
     The session's rotated tokens that have expired by `now` are deleted.
     """
+    # NOTE: only the refreshed session is pruned, so the rows of a session
+    # that is never refreshed again stay until a cleanup job exists.
     session.execute(
         delete(RotatedRefreshTokenRow).where(
             RotatedRefreshTokenRow.session_id == row.id,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent import futures
 
 import grpc
@@ -38,11 +39,12 @@ def loop_thread():
     thread.close()
 
 
-def _gateway_channel(loop_thread, tmp_path_factory, grace_seconds: float):
+def _gateway_channel(loop_thread, tmp_path_factory, grace_seconds: float, **overrides):
     config = _config(
         tmp_path_factory.mktemp("reuse"),
         True,
         auth_refresh_reuse_grace_seconds=grace_seconds,
+        **overrides,
     )
     users = user_app.build(config, "127.0.0.1:0", guard=_AllowGuard())
     config = config.replace(user_service_addr=f"127.0.0.1:{users.port}")
@@ -70,6 +72,16 @@ def strict(loop_thread, tmp_path_factory):
 def lenient(loop_thread, tmp_path_factory):
     """A gateway channel to a user_service with a 60-second reuse grace."""
     channel, stop = _gateway_channel(loop_thread, tmp_path_factory, 60.0)
+    yield channel
+    stop()
+
+
+@pytest.fixture(scope="module")
+def short_lived(loop_thread, tmp_path_factory):
+    """A gateway channel to a user_service whose refresh tokens last 1 second."""
+    channel, stop = _gateway_channel(
+        loop_thread, tmp_path_factory, 0.0, auth_refresh_token_seconds=1
+    )
     yield channel
     stop()
 
@@ -214,3 +226,19 @@ def test_concurrent_refreshes_one_wins(lenient):
     assert {_reason(error) for error in losers} == {"REFRESH_TOKEN_ROTATED"}
     refreshed = _refresh(lenient, winners[0].tokens.refresh_token)
     assert refreshed.user == signed_up.user.name
+
+
+def test_expired_rotated_token_revokes_nothing(short_lived):
+    signed_up = _sign_up(short_lived)
+    first = signed_up.tokens.refresh_token
+    _refresh(short_lived, first)
+    time.sleep(1.2)
+
+    error = _fails(lambda: _refresh(short_lived, first))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert _reason(error) == "REFRESH_TOKEN_INVALID"
+    # The session stays open, so its access token still works.
+    reply = _get_user(
+        short_lived, signed_up.user.name, _bearer(signed_up.tokens.access_token)
+    )
+    assert reply.user.name == signed_up.user.name
