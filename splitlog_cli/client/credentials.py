@@ -183,6 +183,8 @@ class Credential:
             if self._session is None or self._refreshed or self.refresh is None:
                 return False
             self._refreshed = True
+            if self._adopt_newer_session():
+                return True
             try:
                 response = self.refresh(self._session.refresh_token)
             except grpc.RpcError:
@@ -191,6 +193,23 @@ class Credential:
             if self._store is not None:
                 self._store.save(self.address, self._session)
             return True
+
+    def _adopt_newer_session(self) -> bool:
+        """Switch to tokens that another run saved since this one loaded them.
+
+        Returns whether the adopted access token is still valid. The server
+        signs a session out when its refresh token comes back after the
+        reuse grace (`auth_refresh_reuse_grace_seconds`), so a long-running
+        command must not present the refresh token that it loaded at start
+        once another command has exchanged it.
+        """
+        if self._store is None or self._session is None:
+            return False
+        saved = self._store.load(self.address)
+        if saved is None or saved.refresh_token == self._session.refresh_token:
+            return False
+        self._session = saved
+        return not saved.access_expired()
 
 
 class _Details(grpc.ClientCallDetails):

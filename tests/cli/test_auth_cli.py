@@ -16,7 +16,13 @@ from dataclasses import dataclass
 import pytest
 
 from gateway.app import build
-from splitlog_cli.client.credentials import SESSIONS_FILE, TOKEN_ENV
+from splitlog_cli.client.connection import open_channel
+from splitlog_cli.client.credentials import (
+    SESSIONS_FILE,
+    TOKEN_ENV,
+    Credential,
+    SessionStore,
+)
 from splitlog_cli.main import main
 from splitlog_runtime import auth
 from splitlog_runtime import config as config_module
@@ -63,6 +69,8 @@ def gateway_address(data_dir):
             "expense_service_addr": closed_address(),
             "balance_service_addr": closed_address(),
             "log_service_addr": closed_address(),
+            # A reused refresh token signs its session out at once.
+            "auth_refresh_reuse_grace_seconds": 0.0,
         },
     )
     users = user_app.build(config, "127.0.0.1:0", guard=_AllowGuard())
@@ -245,6 +253,27 @@ def test_rejected_token_refreshed_and_retried(cli, tmp_path, gateway_address):
 
     assert result.status == 0, result.stderr
     assert _saved(tmp_path, gateway_address)["access_token"] != "not-a-token"
+
+
+def test_stale_run_adopts_saved_session(cli, tmp_path, gateway_address):
+    user_id, _ = _sign_up(cli)
+    store = SessionStore(_sessions_file(tmp_path).parent)
+    stale = Credential(gateway_address, None, store)
+    open_channel(gateway_address, None, stale).close()
+    path = _sessions_file(tmp_path)
+    data = json.loads(path.read_text())
+    data["sessions"][gateway_address]["access_expire_time"] = 0.0
+    path.write_text(json.dumps(data))
+    # Another run refreshes the tokens and saves the new ones.
+    assert cli("users", "get", user_id).status == 0
+    newer = _saved(tmp_path, gateway_address)
+
+    assert stale.renew() is True
+    assert stale.bearer() == newer["access_token"]
+    # The old refresh token was never presented again, so the session lives.
+    result = cli("users", "get", user_id)
+    assert result.status == 0, result.stderr
+    assert _saved(tmp_path, gateway_address) == newer
 
 
 def test_ended_session_requests_signin(cli, tmp_path, gateway_address):
