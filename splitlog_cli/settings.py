@@ -76,7 +76,8 @@ def check_data_dir(
     path = Path(config.data_dir)
     origin = _origin(SETTINGS_BY_NAME["data_dir"], args, environ)
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        # Owner-only, as the services would restrict it at start anyway.
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except FileExistsError:
         raise ConfigError(
             f"invalid value {str(path)!r} for {origin}: it is a file, not a "
@@ -143,6 +144,8 @@ def _problem(setting: Setting, value: object) -> str | None:
         return "expected a whole number, 1 or more"
     if name == "log_retention_hours" and not 1 <= value <= MAX_LOG_RETENTION_HOURS:
         return f"expected a number of hours from 1 to {MAX_LOG_RETENTION_HOURS}"
+    if name == "auth_refresh_reuse_grace_seconds" and value < 0:
+        return "expected a number of seconds, 0 or more (0 turns the grace off)"
     if name == "log_failover_seconds" and not value > 0:
         return "expected a number of seconds above 0"
     if name == "log_max_future_seconds" and value < 0:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import stat
 from pathlib import Path
 
 import pytest
 
+from splitlog_cli import settings
 from splitlog_runtime import config as config_module
 from splitlog_runtime.config import SERVICES, SETTINGS, markdown_table
 
@@ -148,3 +150,21 @@ def test_readme_shows_current_table():
         "README.md's settings table is stale; replace it with the output of "
         "`splitlog config --format markdown`"
     )
+
+
+@pytest.mark.parametrize(
+    "text, fragment", [("-1", "0 or more"), ("nan", "finite number")]
+)
+def test_reuse_grace_out_of_range_rejected(text, fragment):
+    variable = "SPLITLOG_AUTH_REFRESH_REUSE_GRACE_SECONDS"
+    with pytest.raises(settings.ConfigError) as caught:
+        settings.load(argparse.Namespace(), {variable: text})
+    assert variable in str(caught.value)
+    assert fragment in str(caught.value)
+
+
+def test_data_dir_created_owner_only(tmp_path):
+    data_dir = tmp_path / "fresh" / "data"
+    config = config_module.load(environ={}, overrides={"data_dir": data_dir})
+    settings.check_data_dir(config, argparse.Namespace(), {})
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
