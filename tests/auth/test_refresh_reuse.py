@@ -204,15 +204,15 @@ def test_reuse_within_grace_keeps_session(lenient):
     assert third.user == signed_up.user.name
 
 
-def test_concurrent_refreshes_one_wins(lenient):
-    signed_up = _sign_up(lenient)
+def _check_concurrent_refreshes(channel) -> None:
+    signed_up = _sign_up(channel)
     token = signed_up.tokens.refresh_token
     start = threading.Barrier(6)
 
     def refresh_once():
         start.wait()
         try:
-            return _refresh(lenient, token)
+            return _refresh(channel, token)
         except grpc.RpcError as error:
             return error
 
@@ -224,8 +224,23 @@ def test_concurrent_refreshes_one_wins(lenient):
     assert len(winners) == 1
     assert len(losers) == 5
     assert {_reason(error) for error in losers} == {"REFRESH_TOKEN_ROTATED"}
-    refreshed = _refresh(lenient, winners[0].tokens.refresh_token)
+    refreshed = _refresh(channel, winners[0].tokens.refresh_token)
     assert refreshed.user == signed_up.user.name
+
+
+def test_concurrent_refreshes_one_wins(lenient):
+    _check_concurrent_refreshes(lenient)
+
+
+@pytest.mark.postgres
+def test_concurrent_refreshes_postgres(loop_thread, tmp_path_factory, postgres_url):
+    channel, stop = _gateway_channel(
+        loop_thread, tmp_path_factory, 60.0, user_service_db_url=postgres_url
+    )
+    try:
+        _check_concurrent_refreshes(channel)
+    finally:
+        stop()
 
 
 def test_expired_rotated_token_revokes_nothing(short_lived):
