@@ -217,12 +217,15 @@ class _Batch:
         return True
 
     def write(self) -> None:
-        """Store the changed expenses, their lines and the groups' activity."""
+        """Store the changed expenses and their lines."""
         self._session.flush()
         storage.add_expenses(self._session, self._new)
         storage.replace_lines(
             self._session, self._changed, self._stored & self._changed.keys()
         )
+
+    def touch_groups(self) -> None:
+        """Store when each group of the batch last changed."""
         for group_id, when in sorted(self._touched.items()):
             storage.touch_group(self._session, group_id, when)
 
@@ -256,7 +259,11 @@ def apply_batch(database: Database, states: Sequence[ExpenseState]) -> int:
         for state in fresh:
             batch.apply(state, changes)
         batch.write()
+        # Balances, pairs, then group activity, in the order in which the
+        # settlement writes lock the same rows. The opposite order deadlocked
+        # with a concurrent settlement of the same group on PostgreSQL.
         changes.write(session)
+        batch.touch_groups()
         storage.advance_cursor(session, cursor, position)
         return position
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 import grpc
@@ -483,3 +484,21 @@ def test_list_errors(services, fields, code, reason):
 
     assert caught.value.code() == code
     assert reason_of(caught.value) == reason
+
+
+def test_settlements_beside_applied_expenses(services, caplog):
+    """A settlement and a ledger batch of the same group lock the same rows, in
+    one order, so neither fails with a deadlock on PostgreSQL."""
+    group_id, (ann, ben) = create_group(services.users, 2)
+
+    with caplog.at_level(logging.WARNING, logger="balance_service.ledger"):
+        for index in range(40):
+            services.peer.publish(
+                group_id, f"dinner{index}", {ann: (1000, 500), ben: (0, 500)}
+            )
+            settle(services.balances, group_id, ben, ann, 500)
+        services.sync()
+
+    assert group_nets(services.balances, group_id) == {"EUR": {ann: 0, ben: 0}}
+    failures = [record.getMessage() for record in caplog.records]
+    assert not [message for message in failures if "deadlock" in message.lower()]
