@@ -139,10 +139,10 @@ class LedgerFence:
                 exc.details(),
             )
             raise Unavailable(
-                f"cannot check the balances of {subject!r}: expense_service at "
-                f"{self._target} did not return its ledger position "
-                f"({exc.code().name}), so expenses acknowledged a moment ago might "
-                "not be counted; nothing was checked, retry later",
+                f"cannot check the balances of {subject!r}: expense_service "
+                f"did not return its ledger position ({exc.code().name}), so "
+                "expenses acknowledged a moment ago might not be counted; "
+                "nothing was checked, retry later",
                 reason="EXPENSE_SERVICE_UNAVAILABLE",
                 metadata={"service": "expense_service", "subject": subject},
                 retry_delay=RETRY_DELAY_SECONDS,

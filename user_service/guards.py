@@ -23,6 +23,7 @@ import logging
 from typing import Protocol
 
 import grpc
+from grpc_status import rpc_status
 
 from expense_service.currencies import UnknownCurrencyError
 from expense_service.money import MoneyError, format_amount, to_minor_units
@@ -131,10 +132,15 @@ class BalanceServiceGuard:
                 exc.code().name,
                 exc.details(),
             )
+            # balance_service's own errors explain themselves, but grpc's
+            # connection errors name internal addresses, so only the log
+            # shows those.
+            cause = exc.code().name
+            if rpc_status.from_call(exc) is not None:
+                cause = f"{cause}: {exc.details()}"
             raise Unavailable(
-                f"cannot check the balances of {group_name!r}: balance_service at "
-                f"{self._target} failed the check ({exc.code().name}: "
-                f"{exc.details()}); nothing was changed, retry later",
+                f"cannot check the balances of {group_name!r}: balance_service "
+                f"failed the check ({cause}); nothing was changed, retry later",
                 reason="BALANCE_SERVICE_UNAVAILABLE",
                 metadata={"service": "balance_service", "group": group_name},
                 retry_delay=1.0,

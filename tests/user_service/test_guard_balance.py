@@ -170,6 +170,7 @@ def test_unreachable_balance_service_is_unavailable(system):
 
     assert removing.code() == grpc.StatusCode.UNAVAILABLE
     assert reason_of(removing) == "BALANCE_SERVICE_UNAVAILABLE"
+    assert f"127.0.0.1:{balances.port}" not in removing.details()
     assert deleting.code() == grpc.StatusCode.UNAVAILABLE
     assert members == [alice.name, bob.name]
 
