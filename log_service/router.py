@@ -57,6 +57,7 @@ from log_service.query import (
     check_selection,
     node_call_timeout,
 )
+from log_service.request_ids import RequestLedger, request_digest
 from log_service.retention import RetentionStore, check_name
 from log_service.sharding import ServiceRing, Sharder
 from log_service.tail import Tail
@@ -64,7 +65,7 @@ from log_service.tokens import decode_resume_token, filter_hash
 from log_service.wal import encode_varint
 from splitlog.logs.v1 import logs_service_pb2, logs_service_pb2_grpc, node_service_pb2
 from splitlog_runtime.channels import downstream_timeout
-from splitlog_runtime.errors import Unavailable, invalid_field
+from splitlog_runtime.errors import InvalidArgument, Unavailable, invalid_field
 from splitlog_runtime.validation import Violations
 
 _LOGGER = logging.getLogger(__name__)
@@ -298,6 +299,7 @@ class Writer:
         self.append_calls_for = append_calls_for
         self._queues: dict[str, _ShardQueue] = {}
         self._queues_lock = threading.Lock()
+        self._requests = RequestLedger()
 
     def write(
         self,
@@ -306,11 +308,16 @@ class Writer:
         request_id: str,
         context: grpc.ServicerContext,
         first_index: int = 0,
+        digest: bytes = b"",
     ) -> NormalizedBatch:
         """Normalise and store one batch.
 
+        `digest` is the `request_digest` of the request that carried the
+        batch, checked against the first request with the same request id.
+
         Raises:
-          InvalidArgument: the batch is empty or too large.
+          InvalidArgument: the batch is empty or too large, or its request
+            id was used for a request with another digest.
           Unavailable: a shard could not store its part.
         """
         receive_ns = time.time_ns()
@@ -318,6 +325,11 @@ class Writer:
         if error is not None:
             self._counters.record(receive_ns, failed_batches=1)
             raise error
+        try:
+            self._requests.claim(request_id, digest)
+        except InvalidArgument:
+            self._counters.record(receive_ns, failed_batches=1)
+            raise
         batch = normalize_batch(
             entries,
             now_ns=receive_ns,
@@ -480,6 +492,10 @@ class Writer:
         return queue
 
 
+def _digest_if_keyed(request) -> bytes:
+    return request_digest(request) if request.request_id else b""
+
+
 def _limited(rejections: list) -> list:
     return rejections[:MAX_LISTED_REJECTIONS]
 
@@ -517,7 +533,13 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         # RESOURCE_EXHAUSTED.
         if not request.HasField("entry"):
             raise invalid_field("entry", "is required; send the entry to write")
-        batch = self._writer.write([request.entry], 1, request.request_id, context)
+        batch = self._writer.write(
+            [request.entry],
+            1,
+            request.request_id,
+            context,
+            digest=_digest_if_keyed(request),
+        )
         if batch.rejections:
             rejection = batch.rejections[0]
             field = f"entry.{rejection.field}" if rejection.field else "entry"
@@ -532,7 +554,11 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
 
     def WriteLogEntries(self, request, context):
         batch = self._writer.write(
-            request.entries, len(request.entries), request.request_id, context
+            request.entries,
+            len(request.entries),
+            request.request_id,
+            context,
+            digest=_digest_if_keyed(request),
         )
         return logs_service_pb2.WriteLogEntriesResponse(
             accepted_count=len(batch.indexes),
@@ -567,6 +593,7 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
                     request.request_id,
                     context,
                     first_index=index,
+                    digest=_digest_if_keyed(request),
                 )
             )
             index += len(request.entries)

@@ -302,6 +302,112 @@ def test_retry_with_same_request_id_stores_once(cluster):
     assert len(list_all(cluster.stub, keyword="once")) == 20
 
 
+def reason_of(error: grpc.RpcError) -> str:
+    return details_of(error, error_details_pb2.ErrorInfo)[0].reason
+
+
+def test_reused_request_id_other_entries_rejected(cluster):
+    request_id = str(uuid.uuid4())
+    first = [entry(f"svc-{i}", f"first {i}") for i in range(20)]
+    other = [entry(f"svc-{i}", f"other {i}") for i in range(20)]
+    cluster.stub.WriteLogEntries(
+        pb.WriteLogEntriesRequest(entries=first, request_id=request_id)
+    )
+
+    with pytest.raises(grpc.RpcError) as caught:
+        cluster.stub.WriteLogEntries(
+            pb.WriteLogEntriesRequest(entries=other, request_id=request_id)
+        )
+    resent = cluster.stub.WriteLogEntries(
+        pb.WriteLogEntriesRequest(entries=first, request_id=request_id)
+    )
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason_of(caught.value) == "REQUEST_ID_REUSED"
+    assert caught.value.details().startswith(f"request_id: '{request_id}'")
+    assert "new UUID" in caught.value.details()
+    assert resent.accepted_count == 20
+    assert list_all(cluster.stub, keyword="other") == []
+    assert len(list_all(cluster.stub, keyword="first")) == 20
+
+
+def test_reused_request_id_one_entry_rejected(cluster):
+    request_id = str(uuid.uuid4())
+    cluster.stub.WriteLogEntry(
+        pb.WriteLogEntryRequest(entry=entry(message="single a"), request_id=request_id)
+    )
+
+    with pytest.raises(grpc.RpcError) as caught:
+        cluster.stub.WriteLogEntry(
+            pb.WriteLogEntryRequest(
+                entry=entry(message="single b"), request_id=request_id
+            )
+        )
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason_of(caught.value) == "REQUEST_ID_REUSED"
+    assert list_all(cluster.stub, keyword="single b") == []
+
+
+def test_reused_request_id_in_stream_rejected(cluster):
+    request_id = str(uuid.uuid4())
+    cluster.stub.WriteLogEntries(
+        pb.WriteLogEntriesRequest(
+            entries=[entry(message="streamed a")], request_id=request_id
+        )
+    )
+
+    def requests():
+        yield pb.StreamLogEntriesRequest(
+            entries=[entry(message="streamed b")], request_id=request_id
+        )
+
+    with pytest.raises(grpc.RpcError) as caught:
+        cluster.stub.StreamLogEntries(requests())
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason_of(caught.value) == "REQUEST_ID_REUSED"
+    assert list_all(cluster.stub, keyword="streamed b") == []
+
+
+def test_request_id_digest_ignores_attribute_order(cluster):
+    request_id = str(uuid.uuid4())
+    forward = entry(message="ordered")
+    forward.attributes["a"] = "1"
+    forward.attributes["b"] = "2"
+    backward = entry(message="ordered")
+    backward.attributes["b"] = "2"
+    backward.attributes["a"] = "1"
+
+    first = cluster.stub.WriteLogEntries(
+        pb.WriteLogEntriesRequest(entries=[forward], request_id=request_id)
+    )
+    second = cluster.stub.WriteLogEntries(
+        pb.WriteLogEntriesRequest(entries=[backward], request_id=request_id)
+    )
+
+    assert first.accepted_count == second.accepted_count == 1
+    assert len(list_all(cluster.stub, keyword="ordered")) == 1
+
+
+def test_rejected_batch_leaves_request_id_free(cluster):
+    request_id = str(uuid.uuid4())
+    too_many = [entry(message="big")] * (cluster.config.log_max_batch_entries + 1)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        cluster.stub.WriteLogEntries(
+            pb.WriteLogEntriesRequest(entries=too_many, request_id=request_id)
+        )
+    response = cluster.stub.WriteLogEntries(
+        pb.WriteLogEntriesRequest(
+            entries=[entry(message="small")], request_id=request_id
+        )
+    )
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert response.accepted_count == 1
+
+
 def test_concurrent_writes_and_resends_store_once(cluster):
     # Many writes at once make the router send several of them to a shard
     # in one call; each keeps its own request id on the nodes.
@@ -310,9 +416,11 @@ def test_concurrent_writes_and_resends_store_once(cluster):
     lock = threading.Lock()
 
     def write(index: int) -> None:
-        entries = [entry(f"svc-{i}", f"group {index} {i}") for i in range(5)]
+        # Writes index and index + 12 are the same request: one is a resend.
+        key = index % 12
+        entries = [entry(f"svc-{i}", f"group {key} {i}") for i in range(5)]
         request = pb.WriteLogEntriesRequest(
-            entries=entries, request_id=request_ids[index % 12]
+            entries=entries, request_id=request_ids[key]
         )
         response = cluster.stub.WriteLogEntries(request, timeout=30)
         with lock:

@@ -1,0 +1,81 @@
+"""Request ids of recent log writes, with a digest of each write's request.
+
+A write with a request id that was already used is stored once: the nodes
+find its batch ids and return the first write's sequences. That is right
+for a retry, but a client that reuses an id for other entries would be told
+they were accepted while nothing new is stored. The router therefore keeps
+a blake2b digest of each request under its id and rejects a request whose
+digest differs, before any of its entries reach a shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+
+from google.protobuf.message import Message
+
+from splitlog_runtime.errors import InvalidArgument, invalid_field
+
+# Request ids whose digests the router keeps, least recently used dropped
+# first. It matches the number of purged batches a node still recognises
+# (`node_state.RECENT_PURGED_BATCHES`). Each id costs about 200 bytes.
+REMEMBERED_REQUEST_IDS = 50_000
+DIGEST_BYTES = 16
+
+
+def request_digest(request: Message) -> bytes:
+    """Return the blake2b digest of a write request's deterministic encoding.
+
+    The encoding sorts map keys (the entries' attributes), so the same
+    request sent as JSON through the gateway or as protobuf has one digest.
+    """
+    encoded = request.SerializeToString(deterministic=True)
+    return hashlib.blake2b(encoded, digest_size=DIGEST_BYTES).digest()
+
+
+class RequestLedger:
+    """Digests of recent write requests, by request id.
+
+    NOTE: the ledger lives in the router's memory. After a router restart,
+    or once an id has been dropped as least recently used, a reused id with
+    other entries is again answered with the first write's result by the
+    nodes, which remember batch ids but not their contents.
+    """
+
+    def __init__(self, limit: int = REMEMBERED_REQUEST_IDS) -> None:
+        self._limit = limit
+        self._digests: OrderedDict[str, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def claim(self, request_id: str, digest: bytes) -> None:
+        """Record `digest` under `request_id`, or check it against the first one.
+
+        Raises:
+          InvalidArgument: with reason REQUEST_ID_REUSED when the id was
+            used for a request with another digest.
+        """
+        if not request_id:
+            return
+        with self._lock:
+            known = self._digests.get(request_id)
+            if known is None:
+                self._digests[request_id] = digest
+                if len(self._digests) > self._limit:
+                    self._digests.popitem(last=False)
+                return
+            self._digests.move_to_end(request_id)
+        if known != digest:
+            raise _request_id_reused(request_id)
+
+
+def _request_id_reused(request_id: str) -> InvalidArgument:
+    return invalid_field(
+        "request_id",
+        f"{request_id!r} was already used for another write with other "
+        "entries, so these entries were not stored. Send a new UUID as "
+        "request_id for new entries; resend a request unchanged only to "
+        "retry it",
+        reason="REQUEST_ID_REUSED",
+    )
