@@ -655,7 +655,8 @@ class BatchBuilder:
             f"hours old, before {rfc3339(cutoff)}, the oldest time that the "
             f"retention of service {_quote(service)} keeps; entries that old "
             "would be deleted at once, so send recent entries or raise the "
-            "retention",
+            "retention with UpdateRetentionPolicy (`splitlog logs retention "
+            "set`)",
         )
 
     def build(self) -> NormalizedBatch:

@@ -64,6 +64,7 @@ from log_service.tail import Tail
 from log_service.tokens import decode_resume_token, filter_hash
 from log_service.wal import encode_varint
 from splitlog.logs.v1 import logs_service_pb2, logs_service_pb2_grpc, node_service_pb2
+from splitlog_runtime import authz
 from splitlog_runtime.channels import downstream_timeout
 from splitlog_runtime.errors import InvalidArgument, Unavailable, invalid_field
 from splitlog_runtime.validation import Violations
@@ -646,6 +647,10 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         )
 
     def UpdateRetentionPolicy(self, request, context):
+        # The policy applies to every service's entries, so only an
+        # administrator or a service may change it. The gateway checks this
+        # too, but the router does not rely on it.
+        authz.require_admin("UpdateRetentionPolicy")
         if not request.HasField("retention_policy"):
             raise invalid_field(
                 "retention_policy", "is required; send the policy with its new values"

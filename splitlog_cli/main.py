@@ -1,12 +1,16 @@
 """The `splitlog` command line: argument parsing and dispatch.
 
 Exit status: 0 on success, 1 when a component cannot start or fails, 2 for
-invalid arguments or settings.
+invalid arguments or settings, and 141 (128 + SIGPIPE, as a shell reports a
+writer killed by a closed pipe) when the reader of the output, such as
+`head`, closed it early.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from importlib import metadata
@@ -27,6 +31,7 @@ from splitlog_runtime.tls import TlsConfigError
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_OUTPUT_CLOSED = 128 + signal.SIGPIPE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,6 +110,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `splitlog` command and return its exit status."""
+    try:
+        status = _run(argv)
+        # Buffered output meets a closed pipe here rather than at exit.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _output_closed()
+    return status
+
+
+def _output_closed() -> int:
+    """End quietly after the reader of stdout, such as `head`, closed the pipe.
+
+    stdout then points at /dev/null, so that the interpreter's flush at exit
+    finds no closed pipe and prints no second error.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_OUTPUT_CLOSED
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args, unknown = parser.parse_known_args(argv)

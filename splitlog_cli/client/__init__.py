@@ -4,7 +4,9 @@
 `balances`, `logs`, `auth` and `demo` on the `splitlog` parser; `run` executes
 the parsed command, sending the credential of `--token`, `SPLITLOG_TOKEN` or
 the saved session. Exit status: 0 on success, 1 when a call fails or the gateway
-cannot be reached, 2 for an invalid command-line value.
+cannot be reached, 2 for an invalid command-line value, or the status that a
+command documents for a run that finished but did not fully succeed (3 from
+`logs ship` when entries were rejected).
 """
 
 from __future__ import annotations
@@ -23,10 +25,16 @@ from splitlog_cli.client import (
     expenses,
     groups,
     logs,
+    logs_retention,
     settlements,
     users,
 )
-from splitlog_cli.client.command import HANDLER, Context, common_options
+from splitlog_cli.client.command import (
+    HANDLER,
+    Context,
+    PartialFailure,
+    common_options,
+)
 from splitlog_cli.client.connection import ServerError, sending
 from splitlog_cli.client.credentials import (
     TOKEN_ENV,
@@ -52,6 +60,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     for module in _MODULES:
         module.add_parsers(commands, common)
     demo_logs.add_demo_parser(_subcommands(commands.choices["demo"]), common)
+    logs_retention.add_parsers(_subcommands(commands.choices["logs"]), common)
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
@@ -88,11 +97,10 @@ def run(args: argparse.Namespace, config: Config) -> int:
     except ServerError as exc:
         print(f"splitlog: error: {exc}{_hint(exc, credential)}", file=sys.stderr)
         return EXIT_FAILURE
-    except BrokenPipeError:
-        # The reader of the output, such as `head`, exited early. Point stdout
-        # at /dev/null so that the interpreter's final flush does not fail too.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_FAILURE
+    except PartialFailure as exc:
+        name = " ".join(filter(None, (args.command, getattr(args, "action", ""))))
+        print(f"splitlog {name}: {exc}", file=sys.stderr)
+        return exc.status
     finally:
         context.close()
     return 0

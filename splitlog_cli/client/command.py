@@ -22,6 +22,17 @@ PAGE_SIZE = 500
 Handler = Callable[["Context", argparse.Namespace], Message]
 
 
+class PartialFailure(Exception):
+    """Raised by a handler that printed its result but did not fully succeed.
+
+    The command prints the message on stderr and exits with `status`.
+    """
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def common_options() -> argparse.ArgumentParser:
     """Return the parent parser with `--gateway`, `--format`, `--token` and TLS."""
     common = argparse.ArgumentParser(add_help=False)

@@ -16,6 +16,7 @@ import stat
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
@@ -37,7 +38,12 @@ from log_service.timefmt import (
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
 from splitlog.logs.v1 import logs_service_pb2_grpc as logs_grpc
 from splitlog_cli.client import render
-from splitlog_cli.client.command import Context, add_action, add_actions
+from splitlog_cli.client.command import (
+    Context,
+    PartialFailure,
+    add_action,
+    add_actions,
+)
 from splitlog_cli.client.connection import (
     DEFAULT_TIMEOUT,
     ServerError,
@@ -60,6 +66,8 @@ _UNSAFE_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\
 _NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x1b": "\\e"}
 _BAR_WIDTH = 30
 _MAX_REJECTIONS_SHOWN = 10
+# Exit status of `logs ship` when the server rejected some entries.
+EXIT_ENTRIES_REJECTED = 3
 
 
 def add_parsers(
@@ -75,6 +83,13 @@ def add_parsers(
         common,
         ship_files,
         "parse plain log files and write their lines as log entries",
+    )
+    ship.description = (
+        "Parse plain log files and write their lines as log entries. Exit "
+        f"status: 0 when every entry was stored, {EXIT_ENTRIES_REJECTED} when "
+        "the server rejected some entries (the output counts them by reason), "
+        "1 when a call failed or the gateway cannot be reached, 2 for an "
+        "invalid command-line value."
     )
     ship.add_argument("files", metavar="FILE", nargs="+", help="log file to ship")
     ship.add_argument(
@@ -95,8 +110,10 @@ def add_parsers(
     ship.add_argument(
         "--year",
         type=int,
-        help="year of timestamps that leave it out, such as syslog's "
-        "(default: the current year)",
+        help="year of timestamps that leave it out, such as syslog's (default: "
+        "the current year in the --zone time zone, except that a date more "
+        "than a day in the future is read in the year before, such as a "
+        "December line read in January)",
     )
 
     query = add_action(
@@ -210,7 +227,53 @@ def ship_files(
             _ship_file(client, path, args, zone, summary, progress)
     progress.finish()
     context.show(summary, _ship_table)
+    if summary.rejected_count:
+        raise PartialFailure(_rejected_message(summary), EXIT_ENTRIES_REJECTED)
     return summary
+
+
+def _rejected_message(summary: logs_pb2.StreamLogEntriesResponse) -> str:
+    total = summary.accepted_count + summary.rejected_count
+    counts = ", ".join(
+        f"{reason} {count}" for reason, count in _rejection_counts(summary)
+    )
+    message = (
+        f"error: the server rejected {summary.rejected_count} of {total} "
+        f"entries ({counts})"
+    )
+    too_old = _enum_name(
+        logs_pb2.RejectionReason, logs_pb2.REJECTION_REASON_TIMESTAMP_TOO_OLD
+    )
+    if any(
+        rejection.reason == logs_pb2.REJECTION_REASON_TIMESTAMP_TOO_OLD
+        for rejection in summary.rejected_entries
+    ):
+        message += (
+            f"; {too_old}: these entries are older than their service's "
+            "retention. `splitlog logs retention` prints the policy, and "
+            "`splitlog logs retention set --service NAME=DURATION` raises it "
+            "(needs an administrator)"
+        )
+    return message
+
+
+def _rejection_counts(
+    summary: logs_pb2.StreamLogEntriesResponse,
+) -> list[tuple[str, int]]:
+    """Return (reason, count) pairs, most frequent first.
+
+    The server may list fewer rejections than it counts. Those not listed
+    are counted as `not listed`.
+    """
+    counts = Counter(
+        _enum_name(logs_pb2.RejectionReason, rejection.reason)
+        for rejection in summary.rejected_entries
+    )
+    unlisted = summary.rejected_count - len(summary.rejected_entries)
+    pairs = counts.most_common()
+    if unlisted > 0:
+        pairs.append(("not listed", unlisted))
+    return pairs
 
 
 def _total_bytes(paths: list[str]) -> int:
@@ -345,6 +408,11 @@ def _ship_table(summary: logs_pb2.StreamLogEntriesResponse) -> str:
             ]
         )
     ]
+    if summary.rejected_count:
+        lines.append("")
+        lines.append(
+            render.table(("REJECTED BECAUSE", "COUNT"), _rejection_counts(summary))
+        )
     shown = summary.rejected_entries[:_MAX_REJECTIONS_SHOWN]
     if shown:
         lines.append("")

@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import httpx
 import pytest
+from google.protobuf import duration_pb2
 
 from gateway.app import build as build_gateway
 from log_service.app import build_router
@@ -38,9 +42,11 @@ from tests.auth.support import operator_admin_key
 from tests.balance_service.support import unused_address
 from tests.gateway.support import LoopThread
 from tests.log_service.test_router_cluster import Cluster, list_all, ts
+from tests.system.conftest import SPLITLOG
 from user_service import app as user_app
 
 SECOND = 10**9
+HOUR = 3600
 AUTH_SECRET = "demo-logs-test-secret-" + "z" * 40
 
 
@@ -188,6 +194,10 @@ def rfc3339(ns: int) -> str:
     return ts(ns).ToJsonString()
 
 
+def duration(seconds: int) -> duration_pb2.Duration:
+    return duration_pb2.Duration(seconds=seconds)
+
+
 # ship
 
 
@@ -209,7 +219,9 @@ def test_ship_counts_and_batches(live, tmp_path, capsys):
     summary = json.loads(out)
     stored = list_all(live.stub, services=["ship-batches"], order_by="timestamp")
 
-    assert status == 0, err
+    assert status == 3, err
+    assert "rejected 1 of 5 entries (timestamp_too_old 1)" in err
+    assert "splitlog logs retention set --service" in err
     assert summary["batchCount"] == "3"
     assert summary["acceptedCount"] == "4"
     assert summary["rejectedCount"] == "1"
@@ -242,6 +254,34 @@ def test_ship_table_output(live, tmp_path, capsys):
     assert status == 0, err
     assert "accepted: 1" in out
     assert "rejected: 0" in out
+
+
+def test_ship_all_rejected_counts_reasons(live, tmp_path, capsys):
+    too_old = 30 * 24 * 3600
+    lines = [f"{line_time(too_old + i)} INFO old {i}" for i in range(30)]
+    path = write_log(tmp_path, *lines)
+
+    status, out, err = run(
+        capsys, live.address, "logs", "ship", str(path), "--service", "ship-old",
+        "--batch-size", "7",
+    )  # fmt: skip
+
+    assert status == 3
+    assert "accepted: 0" in out
+    assert "rejected: 30" in out
+    assert re.search(r"^timestamp_too_old +30$", out, re.MULTILINE), out
+    assert "(20 more rejected entries not shown)" in out
+    assert err.startswith("splitlog logs ship: error: the server rejected 30 of 30")
+    assert list_all(live.stub, services=["ship-old"]) == []
+
+
+def test_ship_help_lists_exit_statuses(capsys):
+    with pytest.raises(SystemExit):
+        main(["logs", "ship", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+
+    assert "3 when the server rejected some entries" in text
+    assert "a date more than a day in the future is read in the year before" in text
 
 
 def test_ship_missing_file(live, tmp_path, capsys):
@@ -571,6 +611,33 @@ def test_rest_stats_takes_query_filters(live):
     assert by_attribute.json()["totalCount"] == "1"
 
 
+def test_rest_batch_rejects_reused_request_id(live):
+    url = f"http://127.0.0.1:{live.gateway.http_port}/logs/batch"
+    request_id = str(uuid.uuid4())
+
+    def body(message: str, attributes: dict) -> dict:
+        entry = {"service": "rest-reuse", "message": message}
+        return {
+            "entries": [{**entry, "attributes": attributes}],
+            "requestId": request_id,
+        }
+
+    with httpx.Client(timeout=10) as client:
+        first = client.post(url, json=body("first", {"a": "1", "b": "2"}))
+        # The same entry with its attributes in another order is a resend.
+        resent = client.post(url, json=body("first", {"b": "2", "a": "1"}))
+        other = client.post(url, json=body("other", {}))
+
+    stored = list_all(live.stub, services=["rest-reuse"])
+    assert first.status_code == 200, first.text
+    assert resent.status_code == 200, resent.text
+    assert resent.json() == first.json()
+    assert other.status_code == 400, other.text
+    assert "REQUEST_ID_REUSED" in other.text
+    assert request_id in other.json()["error"]["message"]
+    assert [entry.message for entry in stored] == ["first"]
+
+
 # cluster
 
 
@@ -617,6 +684,149 @@ def test_unreachable_gateway(capsys):
 
     assert status == 1
     assert "cannot reach splitlog at 127.0.0.1:9" in capsys.readouterr().err
+
+
+# retention
+
+
+def _policy(stub) -> logs_pb2.RetentionPolicy:
+    request = logs_pb2.GetRetentionPolicyRequest(name="retentionPolicy")
+    return stub.GetRetentionPolicy(request).retention_policy
+
+
+def test_retention_show_and_set(loop_thread, base_config, tmp_path, capsys):
+    running = LogsGateway(base_config, tmp_path / "gateway", loop_thread)
+    try:
+        shown_status, shown, _ = run(capsys, running.address, "logs", "retention")
+        set_status, changed, set_err = run(
+            capsys, running.address, "logs", "retention", "set",
+            "--default", "30d", "--service", "billing=90d", "--service", "audit=2h",
+        )  # fmt: skip
+        after_set = _policy(running.stub)
+        cleared_status, _, cleared_err = run(
+            capsys, running.address, "logs", "retention", "set",
+            "--clear-service", "audit", "--service", "billing=1h",
+        )  # fmt: skip
+        after_clear = _policy(running.stub)
+        json_status, as_json, _ = run(
+            capsys, running.address, "logs", "retention", "--format", "json"
+        )
+    finally:
+        running.close()
+
+    assert shown_status == 0
+    assert "default retention:" in shown
+    assert "no service has a retention of its own" in shown
+    assert set_status == 0, set_err
+    assert "default retention: 30d" in changed
+    assert re.search(r"^billing +90d$", changed, re.MULTILINE), changed
+    assert after_set.default_retention.ToSeconds() == 30 * 24 * HOUR
+    assert after_set.service_retentions["audit"].ToSeconds() == 2 * HOUR
+    assert cleared_status == 0, cleared_err
+    assert after_clear.default_retention.ToSeconds() == 30 * 24 * HOUR
+    assert dict(after_clear.service_retentions) == {
+        "billing": duration(HOUR),
+    }
+    assert json.loads(as_json)["serviceRetentions"] == {"billing": "3600s"}
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        ([], "give --default, --service or --clear-service"),
+        (["--default", "30m"], "--default"),
+        (["--default", "soon"], "--default"),
+        (["--service", "billing"], "--service"),
+        (["--service", "a=1h", "--service", "a=2h"], "--service"),
+        (["--service", "a=1h", "--clear-service", "a"], "--clear-service"),
+    ],
+)
+def test_retention_set_invalid_values(capsys, args, option):
+    status = main(["logs", "retention", "set", *args, "--gateway", "127.0.0.1:9"])
+    err = capsys.readouterr().err
+
+    assert status == 2
+    assert option in err
+
+
+def test_retention_clear_unknown_service(live, capsys):
+    status, _, err = run(
+        capsys, live.address, "logs", "retention", "set", "--clear-service", "nobody"
+    )
+
+    assert status == 2
+    assert "nobody" in err
+    assert "has no retention of its own" in err
+
+
+def test_retention_set_needs_admin(live_with_auth, capsys, no_credential):
+    plain = _sign_up(live_with_auth.address, "plain")
+    admin = _sign_up(live_with_auth.address, "retention")
+    _, admin_key = operator_admin_key(
+        live_with_auth.gateway.config.data_dir, admin.user.name
+    )
+    # An administrator's own key with the log scopes only.
+    with insecure_channel(live_with_auth.address) as channel:
+        created = auth_grpc.AuthServiceStub(channel).CreateApiKey(
+            auth_pb2.CreateApiKeyRequest(
+                parent=admin.user.name,
+                api_key=auth_pb2.ApiKey(
+                    display_name="log-reader", scopes=["logs:write", "logs:read"]
+                ),
+            ),
+            metadata=(("authorization", f"Bearer {admin_key}"),),
+            timeout=10,
+        )
+    logs_key = created.secret
+
+    read_status, shown, read_err = run(
+        capsys, live_with_auth.address, "logs", "retention", "--token", logs_key
+    )
+    user_status, _, user_err = run(
+        capsys, live_with_auth.address, "logs", "retention", "set",
+        "--service", "retention-auth=48h", "--token", plain.tokens.access_token,
+    )  # fmt: skip
+    key_status, _, key_err = run(
+        capsys, live_with_auth.address, "logs", "retention", "set",
+        "--service", "retention-auth=48h", "--token", logs_key,
+    )  # fmt: skip
+    admin_status, changed, admin_err = run(
+        capsys, live_with_auth.address, "logs", "retention", "set",
+        "--service", "retention-auth=48h", "--token", admin_key,
+    )  # fmt: skip
+
+    assert read_status == 0, read_err
+    assert "default retention:" in shown
+    assert user_status == 1
+    assert "PERMISSION_DENIED" in user_err
+    assert key_status == 1
+    assert "PERMISSION_DENIED" in key_err
+    assert "admin" in key_err
+    assert admin_status == 0, admin_err
+    assert re.search(r"^retention-auth +2d$", changed, re.MULTILINE), changed
+
+
+# closed output
+
+
+def test_closed_stdout_ends_quietly(live):
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        completed = subprocess.run(
+            [str(SPLITLOG), "logs", "query", "--gateway", live.address],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            timeout=60,
+            env={k: v for k, v in os.environ.items() if not k.startswith("SPLITLOG_")},
+        )
+    finally:
+        os.close(write_end)
+
+    assert completed.returncode == 141
+    assert completed.stderr == ""
 
 
 # demo

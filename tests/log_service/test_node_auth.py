@@ -184,3 +184,37 @@ def test_node_without_auth_accepts_unsigned_calls(base_config):
         assert status.node == "solo"
     finally:
         host.stop(0)
+
+
+def _update_retention(port: int, principal: auth.Principal):
+    signer = auth.PrincipalSigner(SECRET.encode())
+    policy = pb.RetentionPolicy(name="retentionPolicy")
+    policy.service_retentions["audit"].FromSeconds(48 * 3600)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = logs_service_pb2_grpc.LogsServiceStub(channel)
+        return stub.UpdateRetentionPolicy(
+            pb.UpdateRetentionPolicyRequest(retention_policy=policy),
+            metadata=signer.metadata(principal),
+            timeout=5,
+        )
+
+
+def test_router_retention_update_needs_admin(cluster):
+    router, _ = cluster
+    user = auth.Principal("users/plain")
+    logs_key = auth.Principal(
+        "users/plain/apiKeys/shipper",
+        frozenset({auth.SCOPE_LOGS_READ, auth.SCOPE_LOGS_WRITE}),
+    )
+    admin_key = auth.Principal("users/ops/apiKeys/ops", frozenset({auth.SCOPE_ADMIN}))
+
+    with pytest.raises(grpc.RpcError) as user_error:
+        _update_retention(router.port, user)
+    with pytest.raises(grpc.RpcError) as key_error:
+        _update_retention(router.port, logs_key)
+    updated = _update_retention(router.port, admin_key)
+
+    assert user_error.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error_reason(user_error.value) == "ADMIN_REQUIRED"
+    assert key_error.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert updated.retention_policy.service_retentions["audit"].ToSeconds() == 48 * 3600
