@@ -168,7 +168,9 @@ class LogsServiceServicer:
     def UpdateRetentionPolicy(self, request, context):
         """Updates the fields of the retention policy named in the update mask.
         Entries older than a shortened retention are deleted by the next
-        cleanup, not by this call.
+        cleanup, not by this call. With authentication on, it needs an
+        administrator (a key with the `admin` scope, or the access token of a
+        user who holds one) or a service. Other callers get PERMISSION_DENIED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -77,7 +77,9 @@ class LogsServiceStub:
     UpdateRetentionPolicy: _grpc.UnaryUnaryMultiCallable[_logs_service_pb2.UpdateRetentionPolicyRequest, _logs_service_pb2.UpdateRetentionPolicyResponse]
     """Updates the fields of the retention policy named in the update mask.
     Entries older than a shortened retention are deleted by the next
-    cleanup, not by this call.
+    cleanup, not by this call. With authentication on, it needs an
+    administrator (a key with the `admin` scope, or the access token of a
+    user who holds one) or a service. Other callers get PERMISSION_DENIED.
     """
 
 @_typing.type_check_only
@@ -129,7 +131,9 @@ class LogsServiceAsyncStub(LogsServiceStub):
     UpdateRetentionPolicy: _aio.UnaryUnaryMultiCallable[_logs_service_pb2.UpdateRetentionPolicyRequest, _logs_service_pb2.UpdateRetentionPolicyResponse]  # type: ignore[assignment]
     """Updates the fields of the retention policy named in the update mask.
     Entries older than a shortened retention are deleted by the next
-    cleanup, not by this call.
+    cleanup, not by this call. With authentication on, it needs an
+    administrator (a key with the `admin` scope, or the access token of a
+    user who holds one) or a service. Other callers get PERMISSION_DENIED.
     """
 
 class LogsServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -232,7 +236,9 @@ class LogsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_logs_service_pb2.UpdateRetentionPolicyResponse, _abc.Awaitable[_logs_service_pb2.UpdateRetentionPolicyResponse]]:
         """Updates the fields of the retention policy named in the update mask.
         Entries older than a shortened retention are deleted by the next
-        cleanup, not by this call.
+        cleanup, not by this call. With authentication on, it needs an
+        administrator (a key with the `admin` scope, or the access token of a
+        user who holds one) or a service. Other callers get PERMISSION_DENIED.
         """
 
 def add_LogsServiceServicer_to_server(servicer: LogsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
