@@ -12,16 +12,24 @@ end in a random suffix, so the tour can run again against the same data.
 from __future__ import annotations
 
 import argparse
+import time
 
+import grpc
 from google.protobuf.message import Message
 
+from splitlog.balances.v1 import balances_service_pb2 as balances_pb2
 from splitlog.users.v1 import users_service_pb2 as users_pb2
 from splitlog_cli.client import balances, expenses, groups, settlements
 from splitlog_cli.client.command import Context, add_action, add_actions
+from splitlog_cli.client.connection import ServerError
 from splitlog_cli.client.demo_tour import Actor, Tour, random_suffix, run_tour
 from splitlog_cli.client.render import amount, short
 
 _PEOPLE = ("alice", "bob", "carol", "dave")
+# How long the tour waits for balance_service to count a write, and how long
+# it sleeps between two reads of the balance meanwhile.
+BALANCE_WAIT_SECONDS = 5.0
+_BALANCE_POLL_SECONDS = 0.005
 
 
 def add_parsers(
@@ -80,12 +88,17 @@ def _run(tour: Tour) -> Message:
             ["groups", "add-member", group, user],
             actors[alice],
         )
-    _add_expenses(tour, group, actors, alice, bob, carol, dave)
+    last_expense = _add_expenses(tour, group, actors, alice, bob, carol, dave)
     tour.step(
         "List the expenses, newest first. Every member may read the group.",
         ["expenses", "list", group],
         actors[bob],
     )
+    tour.say(
+        "\nBalances count an expense a moment after it is written, so the tour "
+        "waits until they count the last one."
+    )
+    wait_for_balance(actors[alice].context, group, last_expense)
     tour.step(
         "Each member's net amount: paid minus owed. They add up to exactly zero.",
         ["balances", "group", group],
@@ -104,7 +117,7 @@ def _run(tour: Tour) -> Message:
     if plan.transfers:
         transfer = plan.transfers[0]
         payer = short(transfer.payer)
-        tour.step(
+        settlement = tour.step(
             "Record the first transfer of the plan as paid; the payer records it.",
             ["settlements", "add", group, "--from", short(transfer.payer),
              "--to", short(transfer.payee),
@@ -113,6 +126,7 @@ def _run(tour: Tour) -> Message:
              "--note", "settle-up from the demo"],
             actors[payer],
         )  # fmt: skip
+        wait_for_balance(actors[alice].context, group, settlement)
         tour.step(
             "The plan again: the paid transfer is gone, the others stay the same.",
             ["balances", "plan", group],
@@ -137,6 +151,44 @@ def _run(tour: Tour) -> Message:
     return report
 
 
+def wait_for_balance(
+    context: Context,
+    group: str,
+    write: Message,
+    timeout: float = BALANCE_WAIT_SECONDS,
+) -> None:
+    """Poll the group's balance until it counts `write`, an expense or settlement.
+
+    The balance counts the write once its update_time is at or after the
+    write's update_time. That test is exact only while no other client writes
+    to the group, as for the tour's own group. Raises ServerError with
+    DEADLINE_EXCEEDED when the balance still lags after `timeout` seconds.
+    """
+    request = balances_pb2.GetGroupBalanceRequest(name=f"groups/{group}/balance")
+    written = write.update_time.ToNanoseconds()
+    deadline = time.monotonic() + timeout
+    while True:
+        balance = context.call("balances.GetGroupBalance", request).balance
+        if balance.update_time.ToNanoseconds() >= written:
+            return
+        if time.monotonic() >= deadline:
+            counted = (
+                balance.update_time.ToJsonString()
+                if balance.HasField("update_time")
+                else "unset"
+            )
+            raise ServerError(
+                f"timed out after {timeout:g} s waiting for {request.name} to "
+                f"count {write.name}, because the balance's update_time "
+                f"({counted}) is still before the write's update_time "
+                f"({write.update_time.ToJsonString()}). Check that "
+                "balance_service is running and receives expense_service's "
+                "ledger, then run the demo again",
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+            )
+        time.sleep(_BALANCE_POLL_SECONDS)
+
+
 def _add_expenses(
     tour: Tour,
     group: str,
@@ -145,8 +197,11 @@ def _add_expenses(
     bob: str,
     carol: str,
     dave: str,
-) -> None:
-    """Add one expense of each split type, each recorded by its first payer."""
+) -> Message:
+    """Add one expense of each split type, each recorded by its first payer.
+
+    Returns the last expense.
+    """
     tour.step(
         "An equal split of 100.00 among three: the leftover cent goes to one "
         "participant by a fixed tie-break, so the shares add up to 100.00.",
@@ -185,7 +240,7 @@ def _add_expenses(
          "--participant", f"{dave}=3", "--category", "transportation"],
         actors[dave],
     )  # fmt: skip
-    tour.step(
+    return tour.step(
         "A mixed split with two payers: alice owes 20.00, bob 25 %, and carol "
         "and dave divide the rest by shares. Bob paid 50.00 and alice the rest.",
         ["expenses", "add", group, "--description", "Museum tickets",

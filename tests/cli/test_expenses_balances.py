@@ -7,18 +7,25 @@ authentication, except for the demo's test with it on.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import secrets
+import time
 from decimal import Decimal
 
 import grpc
 import pytest
+from google.protobuf import json_format
 
+from splitlog.balances.v1 import balances_service_pb2 as balances_pb2
 from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb2
 from splitlog.expenses.v1 import expenses_service_pb2_grpc as expenses_grpc
 from splitlog.users.v1 import users_service_pb2 as users_pb2
 from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
+from splitlog_cli.client.command import Context
+from splitlog_cli.client.connection import ServerError
+from splitlog_cli.client.demo import BALANCE_WAIT_SECONDS, wait_for_balance
 from tests.cli.conftest import run_splitlog
 
 PEOPLE = ("ann", "ben", "cat", "dan")
@@ -425,6 +432,58 @@ def test_demo_runs_twice(cli):
         assert any(line.startswith(f"$ splitlog {command}") for line in commands)
     assert "nothing to settle" not in first.stdout
     assert first.stdout.splitlines()[0] != second.stdout.splitlines()[0]
+    # dave paid the car rental (280.00) and owes 240.00 of the other expenses,
+    # so his net amount is 40.00 only once the balance counts every expense.
+    balance_table = first.stdout.split("$ splitlog balances group", 1)[1]
+    dave_row = next(
+        line.split()
+        for line in balance_table.splitlines()
+        if re.match(r"EUR +dave-", line)
+    )
+    assert dave_row[-2:] == ["40.00", "EUR"]
+
+
+def test_wait_for_balance_counts_expense(splitlog_up, cli, group):
+    expense = json_format.ParseDict(
+        add_expense(cli, group, "10.00", "--currency", "EUR"),
+        expenses_pb2.Expense(),
+        ignore_unknown_fields=True,
+    )
+    context = Context(splitlog_up.grpc_address, "table", io.StringIO())
+    request = balances_pb2.GetGroupBalanceRequest(
+        name=f"groups/{group['group']}/balance"
+    )
+    try:
+        wait_for_balance(context, group["group"], expense)
+        balance = context.call("balances.GetGroupBalance", request).balance
+    finally:
+        context.close()
+    nets = {
+        member.user: money(json_format.MessageToDict(member.net_amount))
+        for entry in balance.currency_balances
+        for member in entry.member_balances
+    }
+
+    assert nets[f"users/{group['ann']}"] == Decimal("7.50")
+    assert nets[f"users/{group['ben']}"] == Decimal("-2.50")
+
+
+def test_wait_for_balance_times_out(splitlog_up, group):
+    # A write stamped an hour from now, which the group's balance never reaches.
+    write = balances_pb2.Settlement(name=f"groups/{group['group']}/settlements/late")
+    write.update_time.FromSeconds(int(time.time()) + 3600)
+    context = Context(splitlog_up.grpc_address, "table", io.StringIO())
+    started = time.monotonic()
+    try:
+        with pytest.raises(ServerError) as raised:
+            wait_for_balance(context, group["group"], write, timeout=0.2)
+    finally:
+        context.close()
+
+    assert raised.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert write.name in str(raised.value)
+    assert "update_time (unset)" in str(raised.value)
+    assert time.monotonic() - started < BALANCE_WAIT_SECONDS
 
 
 def test_demo_with_auth_on(splitlog_up_with_auth, tmp_path):
