@@ -98,6 +98,9 @@ class LogCluster:
     node_settings: dict[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     _channels: dict[str, grpc.Channel] = field(default_factory=dict)
+    # Each request id's entries, so that a resend sends the same entries,
+    # timestamps included, as a client retry does.
+    _batches: dict[str, list[logs_service_pb2.LogEntry]] = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -300,10 +303,19 @@ class LogCluster:
     ) -> logs_service_pb2.WriteLogEntriesResponse:
         return self.logs.WriteLogEntries(
             logs_service_pb2.WriteLogEntriesRequest(
-                entries=entries(label, count), request_id=request_id
+                entries=self._batch(label, count, request_id),
+                request_id=request_id,
             ),
             timeout=timeout,
         )
+
+    def _batch(
+        self, label: str, count: int, request_id: str
+    ) -> list[logs_service_pb2.LogEntry]:
+        batch = self._batches.get(request_id)
+        if batch is None:
+            batch = self._batches[request_id] = entries(label, count)
+        return batch
 
     def write_until_acknowledged(
         self, label: str, count: int, request_id: str, timeout: float = 30.0
@@ -311,7 +323,7 @@ class LogCluster:
         """Write one batch, resending it under the same request id until it
         is acknowledged, waiting the RetryInfo delay between attempts."""
         deadline = time.monotonic() + timeout
-        batch = entries(label, count)
+        batch = self._batch(label, count, request_id)
         while True:
             try:
                 return self.logs.WriteLogEntries(
