@@ -15,7 +15,8 @@ message, kept whole. The parser reads three things from the line header:
   - access logs in the Common or Combined Log Format (Apache httpd and
     nginx), the date after three fields:
     `203.0.113.7 - - [10/Oct/2026:13:55:36 -0700] "GET / HTTP/1.1" 200 612`;
-  - `yyyy/MM/dd HH:MM:SS` (nginx error log): `2026/03/15 10:23:45`;
+  - `yyyy/MM/dd HH:MM:SS` (nginx error log), with an optional fraction and
+    offset: `2026/03/15 10:23:45`, `2026/03/15 10:23:45.123 +01:00`;
   - compact `yyMMdd HHmmss`: `081109 203615`;
   - `yy/MM/dd HH:MM:SS`: `17/06/09 20:10:40`;
   - Android `MM-DD HH:MM:SS.mmm` without a year: `03-17 16:13:38.811`;
@@ -172,7 +173,13 @@ _LAYOUTS = (
     ),
     _Layout(
         "slashed_full_year",
-        re.compile(r"(?P<year>\d{4})/(?P<month>\d{2})/(?P<day>\d{2}) " + _TIME + _END),
+        re.compile(
+            r"(?P<year>\d{4})/(?P<month>\d{2})/(?P<day>\d{2}) "
+            + _TIME
+            + _FRACTION
+            + r"(?: ?(?P<zone>Z|[+-]\d{2}:?\d{2}))?"
+            + _END
+        ),
     ),
     _Layout(
         "compact",
