@@ -23,6 +23,7 @@ from splitlog_cli.topology import (
 )
 from splitlog_runtime import aio, logsetup
 from splitlog_runtime.config import Config
+from splitlog_runtime.private_files import restrict_new_files
 
 
 def run(name: str, config: Config) -> int:
@@ -31,6 +32,7 @@ def run(name: str, config: Config) -> int:
     Raises:
       StartupError: its port is taken or it failed to start.
     """
+    restrict_new_files()
     signals = StopSignals()
     signals.install()
     watch_supervisor(signals)

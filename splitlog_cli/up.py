@@ -22,6 +22,7 @@ from splitlog_cli.signals import StopSignals
 from splitlog_cli.topology import all_components
 from splitlog_runtime import aio, logsetup
 from splitlog_runtime.config import SERVICES, Config
+from splitlog_runtime.private_files import restrict_new_files
 from splitlog_runtime.server import ServiceHost
 
 _LOGGER = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ def run(config: Config) -> int:
       StartupError: a port is taken or a component failed to start; whatever
         had started is stopped first.
     """
+    restrict_new_files()
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     signals = StopSignals()
     signals.install()

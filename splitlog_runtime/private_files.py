@@ -122,3 +122,13 @@ def private_tree(directory: Path) -> None:
             changed,
             directory,
         )
+
+
+def restrict_new_files() -> None:
+    """Make every file and directory this process creates owner-only.
+
+    Sets the process umask to 077. Libraries that create files with their own
+    mode, such as DuckDB's write-ahead log beside a store file, then create
+    them 0600 as well.
+    """
+    os.umask(0o077)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import stat
+import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -138,3 +141,27 @@ def test_rest_missing_user_is_404(system):
 
     assert response.status_code == 404
     assert response.json()["error"]["status"] == "NOT_FOUND"
+
+
+def test_data_directory_owner_only(system):
+    # A log write makes the nodes create their store files and DuckDB's
+    # write-ahead log beside them while the system runs.
+    written = httpx.post(
+        f"{system.http_url}/logs",
+        json={"service": "modes", "message": "check the file modes"},
+        timeout=10,
+    )
+    data_dir = Path(system.args[system.args.index("--data-dir") + 1])
+    # The nodes apply committed entries to their store in the background.
+    deadline = time.monotonic() + 20
+    while not any(data_dir.rglob("*.duckdb")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    loose = {
+        str(path.relative_to(data_dir)): oct(stat.S_IMODE(path.stat().st_mode))
+        for path in [data_dir, *data_dir.rglob("*")]
+        if path.exists() and stat.S_IMODE(path.stat().st_mode) & 0o077
+    }
+
+    assert written.status_code == 200, written.text
+    assert any(data_dir.rglob("*.duckdb")), "no log store file was created"
+    assert loose == {}
