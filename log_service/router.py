@@ -294,7 +294,7 @@ class Writer:
         self._retention = retention
         self._counters = counters
         self._default_timeout = default_timeout
-        self._max_message_bytes = max_message_bytes
+        self.max_message_bytes = max_message_bytes
         self._max_request_bytes = routed_message_bytes(max_message_bytes)
         self.coordinator = coordinator
         self.append_calls_for = append_calls_for
@@ -429,7 +429,7 @@ class Writer:
         return (
             f"the entry takes {size} bytes in the request to its log shard, over "
             f"the {self._max_request_bytes} bytes allowed (max_message_bytes "
-            f"{self._max_message_bytes} plus {ROUTED_HEADROOM_BYTES}); shorten its "
+            f"{self.max_message_bytes} plus {ROUTED_HEADROOM_BYTES}); shorten its "
             "message or attributes, or raise max_message_bytes"
         )
 
@@ -497,8 +497,54 @@ def _digest_if_keyed(request) -> bytes:
     return request_digest(request) if request.request_id else b""
 
 
-def _limited(rejections: list) -> list:
-    return rejections[:MAX_LISTED_REJECTIONS]
+# Bytes of a write response kept for its fields other than `rejected_entries`:
+# up to three counts of at most 11 bytes each, with their tags.
+_RESPONSE_COUNT_BYTES = 64
+
+
+class RejectionList:
+    """The rejections listed in one write response, kept within a byte budget.
+
+    A batch near `max_message_bytes` can have hundreds of rejected entries,
+    and a description of each could make the response too large to send even
+    though the valid entries were stored. So only the first rejection of each
+    reason and field carries its description, later ones carry the index,
+    reason and field. The list stops at `MAX_LISTED_REJECTIONS` or before the
+    first rejection that would take the response over `max_message_bytes`.
+    """
+
+    def __init__(self, max_message_bytes: int) -> None:
+        self._room = max_message_bytes - _RESPONSE_COUNT_BYTES
+        self._described: set[tuple[int, str]] = set()
+        self._count = 0
+        self._full = False
+
+    def add(
+        self, rejections: list[logs_service_pb2.LogEntryRejection]
+    ) -> list[logs_service_pb2.LogEntryRejection]:
+        """Return the next rejections to list, in order, shortened as needed."""
+        listed = []
+        for rejection in rejections:
+            if self._full or self._count >= MAX_LISTED_REJECTIONS:
+                break
+            key = (rejection.reason, rejection.field)
+            if key in self._described:
+                rejection = logs_service_pb2.LogEntryRejection(
+                    index=rejection.index,
+                    reason=rejection.reason,
+                    field=rejection.field,
+                )
+            size = rejection.ByteSize()
+            # Tag byte, length prefix and the message itself.
+            size += 1 + len(encode_varint(size))
+            if size > self._room:
+                self._full = True
+                break
+            self._room -= size
+            self._count += 1
+            self._described.add(key)
+            listed.append(rejection)
+        return listed
 
 
 class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
@@ -564,7 +610,9 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         return logs_service_pb2.WriteLogEntriesResponse(
             accepted_count=len(batch.indexes),
             rejected_count=len(batch.rejections),
-            rejected_entries=_limited(batch.rejections),
+            rejected_entries=RejectionList(self._writer.max_message_bytes).add(
+                batch.rejections
+            ),
         )
 
     def StreamLogEntries(self, request_iterator, context):
@@ -574,6 +622,7 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         # call. Batches sent after it may be stored too, but their request ids
         # make a resend count once.
         response = logs_service_pb2.StreamLogEntriesResponse()
+        listed = RejectionList(self._writer.max_message_bytes)
         pending: deque[futures.Future] = deque()
 
         def take_oldest() -> None:
@@ -581,8 +630,7 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
             response.batch_count += 1
             response.accepted_count += len(batch.indexes)
             response.rejected_count += len(batch.rejections)
-            room = MAX_LISTED_REJECTIONS - len(response.rejected_entries)
-            response.rejected_entries.extend(batch.rejections[: max(0, room)])
+            response.rejected_entries.extend(listed.add(batch.rejections))
 
         index = 0
         for request in request_iterator:

@@ -16,6 +16,7 @@ import uuid
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from log_service.clients import ROUTED_HEADROOM_BYTES, node_channel_options
 from splitlog.logs.v1 import logs_service_pb2 as pb
@@ -254,3 +255,68 @@ def test_single_entry_too_large_is_invalid(cluster):
 
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "raise max_message_bytes" in failure.value.details()
+
+
+def old_and_fresh_request(old_count: int, label: str) -> pb.WriteLogEntriesRequest:
+    """Return a write of exactly LIMIT bytes: `old_count` entries older than
+    the retention, then 5 fresh ones, the old messages padded to fill it."""
+    # 2001-09-09, older than the default retention of 168 hours.
+    old_time = Timestamp(seconds=1_000_000_000)
+    old = [
+        pb.LogEntry(service=SERVICE, message=f"{label}-old-{i}", timestamp=old_time)
+        for i in range(old_count)
+    ]
+    fresh = [
+        pb.LogEntry(service=SERVICE, message=f"{label}-fresh-{i}") for i in range(5)
+    ]
+    request = pb.WriteLogEntriesRequest(
+        entries=old + fresh, request_id=str(uuid.uuid4())
+    )
+    # Each entry's length prefix grows by a byte past 127 bytes.
+    padding = (LIMIT - request.ByteSize()) // old_count - 2
+    for entry in request.entries[:old_count]:
+        entry.message += "x" * padding
+    first = request.entries[0]
+    while request.ByteSize() != LIMIT:
+        missing = LIMIT - request.ByteSize()
+        if missing > 0:
+            first.message += "x" * missing
+        else:
+            first.message = first.message[:missing]
+    return request
+
+
+def test_many_rejections_at_limit_answer_fits(cluster):
+    request = old_and_fresh_request(250, "rejected")
+    fresh = {entry.message for entry in request.entries[250:]}
+
+    response = cluster.stub.WriteLogEntries(request, timeout=TIMEOUT)
+    found = wait_until_stored(cluster, fresh)
+
+    assert response.accepted_count == 5
+    assert response.rejected_count == 250
+    assert response.ByteSize() <= LIMIT
+    listed = response.rejected_entries
+    assert [rejection.index for rejection in listed] == list(range(len(listed)))
+    assert {r.reason for r in listed} == {pb.REJECTION_REASON_TIMESTAMP_TOO_OLD}
+    assert "retention" in listed[0].description
+    assert [r.description for r in listed[1:]] == [""] * (len(listed) - 1)
+    for node, messages in found.items():
+        assert messages == fresh, node
+
+
+def test_stream_many_rejections_answer_fits(cluster):
+    requests = [old_and_fresh_request(250, f"streamed-{i}") for i in range(6)]
+    fresh = {entry.message for request in requests for entry in request.entries[250:]}
+
+    response = cluster.stub.StreamLogEntries(iter(requests), timeout=TIMEOUT)
+    found = wait_until_stored(cluster, fresh)
+
+    assert response.accepted_count == 6 * 5
+    assert response.rejected_count == 6 * 250
+    assert response.ByteSize() <= LIMIT
+    assert len(response.rejected_entries) == 1000
+    # The 1000th rejection is the last old entry of the fourth message.
+    assert response.rejected_entries[-1].index == 3 * 255 + 249
+    for node, messages in found.items():
+        assert messages == fresh, node
