@@ -162,9 +162,12 @@ class GatewayAuth:
                 retry_delay=1.0,
             ) from None
         principal = auth.Principal(reply.principal, frozenset(reply.scopes), client)
-        auth.require_scope(principal, required_scope(method), method.lstrip("/"))
+        # An administrator-only method answers ADMIN_REQUIRED whatever scopes
+        # the credential has, so that the reason matches the fix.
         if method in ADMIN_METHODS:
             require_administrator(principal, method.lstrip("/"))
+        else:
+            auth.require_scope(principal, required_scope(method), method.lstrip("/"))
         return principal
 
 
