@@ -12,13 +12,12 @@ from google.protobuf import field_mask_pb2
 from google.protobuf.message import Message
 
 from log_service import retention
-from log_service.timefmt import DURATION_FORMS, format_time
+from log_service.timefmt import format_time, parse_duration
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
 from splitlog_cli.client import render
 from splitlog_cli.client.command import Context, add_action
 from splitlog_cli.client.connection import DEFAULT_TIMEOUT
 from splitlog_cli.client.logs import (
-    _duration_ns,
     _LogsClient,
     _nanos,
     format_duration,
@@ -26,7 +25,10 @@ from splitlog_cli.client.logs import (
 )
 from splitlog_cli.client.values import UsageError, invalid
 
-_RETENTION_RANGE = "at least 1h and at most 100 years; " + DURATION_FORMS
+_RETENTION_RANGE = (
+    "of at least 1h and at most 100 years, as a number with a unit h or d, "
+    "such as 72h, 30d or 365d"
+)
 
 
 def add_parsers(
@@ -176,8 +178,13 @@ def _service_retentions(pairs: list[str]) -> dict[str, int]:
 
 
 def _retention_ns(text: str, option: str) -> int:
-    value = _duration_ns(text, option)
-    if not retention.MIN_RETENTION_NS <= value <= retention.MAX_RETENTION_NS:
+    try:
+        value = parse_duration(text)
+    except ValueError:
+        value = None
+    if value is None or not (
+        retention.MIN_RETENTION_NS <= value <= retention.MAX_RETENTION_NS
+    ):
         raise invalid(option, text, f"expected a retention {_RETENTION_RANGE}")
     return value
 

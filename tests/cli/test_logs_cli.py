@@ -749,6 +749,19 @@ def test_retention_set_invalid_values(capsys, args, option):
     assert option in err
 
 
+@pytest.mark.parametrize("value", ["30m", "0s", "soon", "101y"])
+def test_retention_set_names_minimum(capsys, value):
+    status = main(
+        ["logs", "retention", "set", "--service", f"billing={value}"]
+        + ["--gateway", "127.0.0.1:9"]
+    )
+    err = capsys.readouterr().err
+
+    assert status == 2
+    assert "at least 1h" in err
+    assert "90s" not in err
+
+
 def test_retention_clear_unknown_service(live, capsys):
     status, _, err = run(
         capsys, live.address, "logs", "retention", "set", "--clear-service", "nobody"
