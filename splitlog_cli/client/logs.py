@@ -35,6 +35,7 @@ from log_service.timefmt import (
     parse_duration,
     parse_time,
 )
+from log_service.wal import encode_varint
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
 from splitlog.logs.v1 import logs_service_pb2_grpc as logs_grpc
 from splitlog_cli.client import render
@@ -57,6 +58,13 @@ from splitlog_runtime.tls import ClientTls
 DEFAULT_LIMIT = 100
 MAX_PAGE_SIZE = 1000
 DEFAULT_BATCH_SIZE = 500
+# A quarter of the default max_message_bytes (16 MiB), so that a batch passes
+# a server whose limit was lowered a little, and a batch of short lines is
+# bounded by DEFAULT_BATCH_SIZE first.
+DEFAULT_BATCH_BYTES = 4 * 1024 * 1024
+# Bytes of a WriteLogEntriesRequest besides its entries: the request id, a
+# 36-character UUID, with its tag and length.
+_REQUEST_ID_BYTES = 38
 _NANOS_PER_SECOND = 1_000_000_000
 _SEVERITY_NAMES = ("debug", "info", "warn", "error", "fatal")
 _ENTRY_HEADERS = ("TIME", "SEVERITY", "SERVICE", "HOST", "MESSAGE")
@@ -101,6 +109,15 @@ def add_parsers(
         default=DEFAULT_BATCH_SIZE,
         help=f"entries per WriteLogEntries call (default {DEFAULT_BATCH_SIZE}); "
         "at most the server's log_max_batch_entries",
+    )
+    ship.add_argument(
+        "--batch-bytes",
+        type=int,
+        default=DEFAULT_BATCH_BYTES,
+        help="maximum size in bytes of one WriteLogEntries request (default "
+        f"{DEFAULT_BATCH_BYTES}, 4 MiB); keep it below the server's "
+        "max_message_bytes. A batch that the server still finds too large is "
+        "sent again in halves",
     )
     ship.add_argument(
         "--zone",
@@ -217,6 +234,8 @@ def ship_files(
 ) -> logs_pb2.StreamLogEntriesResponse:
     if args.batch_size < 1:
         raise invalid("--batch-size", str(args.batch_size), "expected 1 or more")
+    if args.batch_bytes < 1:
+        raise invalid("--batch-bytes", str(args.batch_bytes), "expected 1 or more")
     if not args.service.strip():
         raise invalid("--service", args.service, "the service name is empty")
     summary = logs_pb2.StreamLogEntriesResponse()
@@ -308,12 +327,20 @@ def _ship_file(
             path, service=args.service, default_zone=zone, year=args.year
         )
         batch: list[logs_pb2.LogEntry] = []
+        batch_bytes = _REQUEST_ID_BYTES
         for entry in entries:
+            entry_bytes = _field_bytes(entry.ByteSize())
+            if batch and batch_bytes + entry_bytes > args.batch_bytes:
+                _write_batch(client, batch, summary)
+                batch = []
+                batch_bytes = _REQUEST_ID_BYTES
             batch.append(entry)
+            batch_bytes += entry_bytes
             progress.advance(len(entry.message.encode()) + 1)
             if len(batch) == args.batch_size:
                 _write_batch(client, batch, summary)
                 batch = []
+                batch_bytes = _REQUEST_ID_BYTES
         if batch:
             _write_batch(client, batch, summary)
     except ValueError as exc:
@@ -322,15 +349,45 @@ def _ship_file(
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
 
 
+def _field_bytes(size: int) -> int:
+    """Return the bytes of a message field of `size` bytes: tag, length, body."""
+    return 1 + len(encode_varint(size)) + size
+
+
 def _write_batch(
     client: _LogsClient,
     batch: list[logs_pb2.LogEntry],
     summary: logs_pb2.StreamLogEntriesResponse,
+    request_id: str = "",
 ) -> None:
+    """Write one batch, in halves while the server finds the request too large.
+
+    Each half's request id is a UUID derived from the batch's, so the same
+    batch always splits into the same ids, and a resent half counts once.
+    """
     request = logs_pb2.WriteLogEntriesRequest(
-        entries=batch, request_id=str(uuid.uuid4())
+        entries=batch, request_id=request_id or str(uuid.uuid4())
     )
-    response = _write_with_retries(client, request)
+    try:
+        response = _write_with_retries(client, request)
+    except _RequestTooLarge as too_large:
+        if len(batch) == 1:
+            raise ServerError(
+                f"one log entry is too large to send: {describe(too_large.error)}",
+                too_large.error.code(),
+            ) from None
+        if not request_id:
+            print(
+                f"splitlog logs ship: a batch of {len(batch)} entries is over the "
+                "server's max_message_bytes; sending it in halves (lower "
+                "--batch-bytes to send smaller batches)",
+                file=sys.stderr,
+            )
+        middle = len(batch) // 2
+        parent = uuid.UUID(request.request_id)
+        _write_batch(client, batch[:middle], summary, _half_id(parent, "first"))
+        _write_batch(client, batch[middle:], summary, _half_id(parent, "second"))
+        return
     # Rejection indexes count across the whole run, as in StreamLogEntries.
     offset = summary.accepted_count + summary.rejected_count
     for rejection in response.rejected_entries:
@@ -340,6 +397,18 @@ def _write_batch(
     summary.batch_count += 1
     summary.accepted_count += response.accepted_count
     summary.rejected_count += response.rejected_count
+
+
+def _half_id(parent: uuid.UUID, half: str) -> str:
+    return str(uuid.uuid5(parent, f"{half} half"))
+
+
+class _RequestTooLarge(Exception):
+    """The server rejected a write as larger than its max_message_bytes."""
+
+    def __init__(self, error: grpc.RpcError) -> None:
+        super().__init__(error.details())
+        self.error = error
 
 
 # Codes after which the same batch is sent again: the cluster is failing
@@ -361,6 +430,8 @@ def _write_with_retries(
 
     The wait between attempts is the server's RetryInfo delay, or else grows
     from 0.2 s to 2 s. After SHIP_RETRY_SECONDS the last error is raised.
+    Raises `_RequestTooLarge` at once when the request is over the server's
+    max_message_bytes, because the same request would fail again.
     """
     give_up_at = time.monotonic() + SHIP_RETRY_SECONDS
     backoff = 0.2
@@ -369,6 +440,8 @@ def _write_with_retries(
         try:
             return client.stub.WriteLogEntries(request, timeout=client.timeout)
         except grpc.RpcError as exc:
+            if _error_reason(exc) == "REQUEST_TOO_LARGE":
+                raise _RequestTooLarge(exc) from None
             if exc.code() not in _RETRYABLE or time.monotonic() >= give_up_at:
                 raise client.error(exc) from None
             if not warned:
@@ -387,14 +460,28 @@ def _write_with_retries(
 
 def _retry_delay(error: grpc.RpcError) -> float | None:
     """Return the RetryInfo delay in seconds that the server sent, if any."""
-    status = rpc_status.from_call(error)
-    if status is None:
+    info = _status_detail(error, error_details_pb2.RetryInfo())
+    if info is None:
         return None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            info = error_details_pb2.RetryInfo()
-            detail.Unpack(info)
-            return info.retry_delay.ToTimedelta().total_seconds()
+    return info.retry_delay.ToTimedelta().total_seconds()
+
+
+def _error_reason(error: grpc.RpcError) -> str:
+    """Return the ErrorInfo reason that the server sent, or ""."""
+    info = _status_detail(error, error_details_pb2.ErrorInfo())
+    return info.reason if info is not None else ""
+
+
+def _status_detail(error: grpc.RpcError, detail_type: Message) -> Any:
+    """Unpack the first status detail of the type of `detail_type` into it.
+
+    Returns None when the status has no such detail.
+    """
+    status = rpc_status.from_call(error)
+    for detail in status.details if status is not None else []:
+        if detail.Is(detail_type.DESCRIPTOR):
+            detail.Unpack(detail_type)
+            return detail_type
     return None
 
 

@@ -91,6 +91,7 @@ class LogsGateway:
                     "balance_service_addr": unused_address(),
                     "grace_seconds": 1.0,
                     "workers": 4,
+                    "max_message_bytes": self.cluster.router_config.max_message_bytes,
                 },
             )
             if with_users:
@@ -282,6 +283,8 @@ def test_ship_help_lists_exit_statuses(capsys):
 
     assert "3 when the server rejected some entries" in text
     assert "a date more than a day in the future is read in the year before" in text
+    assert "--batch-bytes" in text
+    assert "(default 4194304, 4 MiB)" in text
 
 
 def test_ship_missing_file(live, tmp_path, capsys):
@@ -364,6 +367,107 @@ def test_ship_resends_batch_after_unavailable(
     assert "resending the batch" in err
     assert len(stored) == 1
     assert stored[0].message.endswith("INFO one")
+
+
+@pytest.fixture(scope="module")
+def small_limit(loop_thread, tmp_path_factory):
+    """A log service and gateway with a max_message_bytes of 64 KiB."""
+    base = config_module.load(
+        environ={},
+        overrides={
+            "auth_required": False,
+            "data_dir": tmp_path_factory.mktemp("logs-small"),
+        },
+    )
+    running = LogsGateway(
+        base,
+        tmp_path_factory.mktemp("gateway-small"),
+        loop_thread,
+        max_message_bytes=SMALL_LIMIT,
+    )
+    yield running
+    running.close()
+
+
+SMALL_LIMIT = 64 * 1024
+
+
+def long_lines(count: int, length: int) -> list[str]:
+    return [f"{line_time(60)} INFO line {i:03} " + "x" * length for i in range(count)]
+
+
+def stored_line_numbers(stub, service: str) -> list[int]:
+    # Pages of 5 entries of 5 KB stay within the limit.
+    entries = list_all(stub, services=[service], page_size=5)
+    return sorted(int(re.search(r"line (\d+)", e.message)[1]) for e in entries)
+
+
+def test_ship_bounds_batches_by_bytes(small_limit, tmp_path, capsys):
+    # 40 lines of 5 KB are 200 KB, over the limit in one batch of 500.
+    path = write_log(tmp_path, *long_lines(40, 5000))
+
+    status, out, err = run(
+        capsys, small_limit.address, "logs", "ship", str(path),
+        "--service", "ship-bytes", "--batch-bytes", "32768", "--format", "json",
+    )  # fmt: skip
+    summary = json.loads(out)
+
+    assert status == 0, err
+    assert "halves" not in err
+    assert summary["acceptedCount"] == "40"
+    assert summary["batchCount"] == "7"
+    assert stored_line_numbers(small_limit.stub, "ship-bytes") == list(range(40))
+
+
+def test_ship_splits_too_large_batch(small_limit, tmp_path, capsys):
+    # The default --batch-bytes of 4 MiB lets the 200 KB batch through; the
+    # gateway rejects it, and its halves of 100 KB, and stores quarters.
+    path = write_log(tmp_path, *long_lines(40, 5000))
+
+    status, out, err = run(
+        capsys, small_limit.address, "logs", "ship", str(path),
+        "--service", "ship-halves", "--format", "json",
+    )  # fmt: skip
+    summary = json.loads(out)
+
+    assert status == 0, err
+    assert "a batch of 40 entries is over the server's max_message_bytes" in err
+    assert "resending" not in err
+    assert summary["acceptedCount"] == "40"
+    assert summary["batchCount"] == "4"
+    assert stored_line_numbers(small_limit.stub, "ship-halves") == list(range(40))
+
+
+def test_ship_split_rejections_count_across_halves(small_limit, tmp_path, capsys):
+    too_old = 30 * 24 * 3600
+    lines = long_lines(40, 5000)
+    lines[25] = f"{line_time(too_old)} INFO line 025 " + "x" * 5000
+
+    status, out, err = run(
+        capsys, small_limit.address, "logs", "ship", str(write_log(tmp_path, *lines)),
+        "--service", "ship-split-rejected", "--format", "json",
+    )  # fmt: skip
+    summary = json.loads(out)
+
+    assert status == 3, err
+    assert summary["acceptedCount"] == "39"
+    assert summary["rejectedCount"] == "1"
+    assert summary["rejectedEntries"][0]["index"] == "25"
+
+
+def test_ship_entry_over_limit_fails(small_limit, tmp_path, capsys):
+    path = write_log(tmp_path, *long_lines(1, 70_000))
+
+    status, out, err = run(
+        capsys, small_limit.address, "logs", "ship", str(path),
+        "--service", "ship-over-limit",
+    )  # fmt: skip
+
+    assert status == 1
+    assert "one log entry is too large to send" in err
+    assert "REQUEST_TOO_LARGE" in err
+    assert "resending" not in err
+    assert list_all(small_limit.stub, services=["ship-over-limit"]) == []
 
 
 # query
