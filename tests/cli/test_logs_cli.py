@@ -715,6 +715,30 @@ def test_rest_stats_takes_query_filters(live):
     assert by_attribute.json()["totalCount"] == "1"
 
 
+def test_rest_batch_many_rejections_returns_ok(small_limit):
+    # 250 entries older than the retention, about 45 KB of JSON: a description
+    # of each rejection would make a response over the 64 KiB limit.
+    url = f"http://127.0.0.1:{small_limit.gateway.http_port}/logs/batch"
+    old = [
+        {
+            "service": "rest-rejected",
+            "message": f"old {i} " + "x" * 100,
+            "timestamp": "2001-09-09T01:46:40Z",
+        }
+        for i in range(250)
+    ]
+    fresh = [{"service": "rest-rejected", "message": f"fresh {i}"} for i in range(5)]
+
+    with httpx.Client(timeout=10) as client:
+        response = client.post(url, json={"entries": old + fresh})
+
+    stored = list_all(small_limit.stub, services=["rest-rejected"])
+    assert response.status_code == 200, response.text[:500]
+    assert response.json()["acceptedCount"] == 5
+    assert response.json()["rejectedCount"] == 250
+    assert sorted(entry.message for entry in stored) == [f"fresh {i}" for i in range(5)]
+
+
 def test_rest_batch_rejects_reused_request_id(live):
     url = f"http://127.0.0.1:{live.gateway.http_port}/logs/batch"
     request_id = str(uuid.uuid4())
