@@ -44,6 +44,7 @@ from log_service import node_state
 from log_service import snapshot as snapshots
 from log_service.clients import NODE_HEADROOM_BYTES, node_channel_options
 from log_service.node_state import ROLE_NONE, BatchIndex, Member, NodeState
+from log_service.pages import fit_columns, page_budget
 from log_service.replication import ReplicationSender
 from log_service.wal import (
     PendingRecord,
@@ -1150,10 +1151,13 @@ class LogNode:
             descending=request.descending,
             limit=request.limit,
         )
+        budget = page_budget(self._config.max_message_bytes)
+        size_limited = fit_columns(columns, sequences, budget)
         return node_service_pb2.QueryEntriesResponse(
             entries=columns,
             sequences=sequences,
             last_sequence=self.wal.last_sequence,
+            size_limited=size_limited,
         )
 
     def count(

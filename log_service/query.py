@@ -19,6 +19,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from log_service.coordinator import Coordinator
 from log_service.merge import Row, merge_rows, shard_cursor
 from log_service.model import VALID_SEVERITIES, columns_to_entries
+from log_service.pages import fitting_count, page_budget
 from log_service.sharding import Sharder
 from log_service.tokens import (
     Cursor,
@@ -27,6 +28,7 @@ from log_service.tokens import (
     encode_page_token,
     filter_hash,
 )
+from log_service.wal import encode_varint
 from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
 from splitlog_runtime import limits
 from splitlog_runtime.errors import Unavailable, invalid_field
@@ -314,9 +316,12 @@ def _shard_unavailable(shard: str, error: grpc.RpcError | None) -> Unavailable:
 class Lister:
     """Serves ListLogEntries."""
 
-    def __init__(self, reader: ShardReader, sharder: Sharder) -> None:
+    def __init__(
+        self, reader: ShardReader, sharder: Sharder, max_message_bytes: int
+    ) -> None:
         self._reader = reader
         self._sharder = sharder
+        self._budget = page_budget(max_message_bytes)
 
     def list(
         self,
@@ -372,6 +377,9 @@ class Lister:
         responses = self._reader.call("QueryEntries", requests, timeout)
 
         per_shard = {}
+        # The last entry of each shard that stopped short of `limit` to fit
+        # max_message_bytes: that shard may hold more entries after it.
+        cut_ends = []
         for shard, response in responses.items():
             entries = columns_to_entries(response.entries)
             per_shard[shard] = [
@@ -383,12 +391,28 @@ class Lister:
                     strict=False,
                 )
             ]
+            if response.size_limited:
+                cut_ends.append(per_shard[shard][-1])
         merged = merge_rows(per_shard, descending, size + 1)
+        if cut_ends:
+            # Past the earliest such end, an entry that a cut shard did not
+            # send could come before the merged rows, so the page stops there
+            # and the next page reads every shard again from there.
+            keys = [row.key for row in cut_ends]
+            if descending:
+                end_key = max(keys)
+                merged = [row for row in merged if row.key >= end_key]
+            else:
+                end_key = min(keys)
+                merged = [row for row in merged if row.key <= end_key]
         page = merged[:size]
+        page = page[
+            : fitting_count([_entry_bytes(row.item) for row in page], self._budget)
+        ]
         result = logs_service_pb2.ListLogEntriesResponse(
             entries=[row.item for row in page]
         )
-        if len(merged) > size:
+        if cut_ends or len(merged) > len(page):
             snapshot = (
                 token.snapshot
                 if token is not None
@@ -398,6 +422,13 @@ class Lister:
                 PageToken(fingerprint, page[-1].cursor, dict(snapshot), end)
             )
         return result
+
+
+def _entry_bytes(entry: logs_service_pb2.LogEntry) -> int:
+    """Return the bytes that `entry` adds to a ListLogEntriesResponse."""
+    size = entry.ByteSize()
+    # Tag byte, length prefix and the entry itself.
+    return 1 + len(encode_varint(size)) + size
 
 
 def pick_step(span_ns: int) -> int:

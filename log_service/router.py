@@ -567,7 +567,7 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         self._retention = retention
         self._counters = counters
         self._stub_for = stub_for
-        self._lister = Lister(reader, sharder)
+        self._lister = Lister(reader, sharder, writer.max_message_bytes)
         self._stats = StatsReader(reader, sharder)
         self._stream_pool = futures.ThreadPoolExecutor(
             max_workers=STREAM_POOL_WORKERS, thread_name_prefix="log-stream"

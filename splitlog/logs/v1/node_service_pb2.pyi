@@ -132,14 +132,16 @@ class QueryEntriesRequest(_message.Message):
     def __init__(self, shard: _Optional[str] = ..., filter: _Optional[_Union[EntryFilter, _Mapping]] = ..., after: _Optional[_Union[EntryCursor, _Mapping]] = ..., descending: _Optional[bool] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class QueryEntriesResponse(_message.Message):
-    __slots__ = ("entries", "sequences", "last_sequence")
+    __slots__ = ("entries", "sequences", "last_sequence", "size_limited")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     SEQUENCES_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_LIMITED_FIELD_NUMBER: _ClassVar[int]
     entries: EntryColumns
     sequences: _containers.RepeatedScalarFieldContainer[int]
     last_sequence: int
-    def __init__(self, entries: _Optional[_Union[EntryColumns, _Mapping]] = ..., sequences: _Optional[_Iterable[int]] = ..., last_sequence: _Optional[int] = ...) -> None: ...
+    size_limited: bool
+    def __init__(self, entries: _Optional[_Union[EntryColumns, _Mapping]] = ..., sequences: _Optional[_Iterable[int]] = ..., last_sequence: _Optional[int] = ..., size_limited: _Optional[bool] = ...) -> None: ...
 
 class CountEntriesRequest(_message.Message):
     __slots__ = ("shard", "filter", "histogram_start", "histogram_step")
