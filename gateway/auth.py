@@ -162,7 +162,7 @@ class GatewayAuth:
                 retry_delay=1.0,
             ) from None
         principal = auth.Principal(reply.principal, frozenset(reply.scopes), client)
-        # An administrator-only method answers ADMIN_REQUIRED whatever scopes
+        # An administrator-only method returns ADMIN_REQUIRED whatever scopes
         # the credential has, so that the reason matches the fix.
         if method in ADMIN_METHODS:
             require_administrator(principal, method.lstrip("/"))

@@ -47,12 +47,12 @@ def fit_columns(
         _ENTRY_FRAMING_BYTES + sum(len(column[index].encode()) for column in strings)
         for index in range(len(sequences))
     ]
-    kept = fitting_count(sizes, budget)
-    if kept == len(sequences):
+    fitting = fitting_count(sizes, budget)
+    if fitting == len(sequences):
         return False
     for field in _FIELDS:
-        del getattr(columns, field.name)[kept:]
-    del sequences[kept:]
+        del getattr(columns, field.name)[fitting:]
+    del sequences[fitting:]
     return True
 
 

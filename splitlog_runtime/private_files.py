@@ -36,16 +36,16 @@ def tighten(path: Path, allowed: int, *, quiet: bool = False) -> bool:
         return False
     if not current & ~allowed:
         return False
-    wanted = current & allowed
+    restricted = current & allowed
     try:
-        os.chmod(path, wanted)
+        os.chmod(path, restricted)
     except PermissionError as exc:
         _LOGGER.warning(
             "cannot restrict the permissions of %s from %04o to %04o (%s); "
             "change its owner or mode so that only the service's user can read it",
             path,
             current,
-            wanted,
+            restricted,
             exc,
         )
         return False
@@ -54,7 +54,7 @@ def tighten(path: Path, allowed: int, *, quiet: bool = False) -> bool:
             "restricted the permissions of %s from %04o to %04o",
             path,
             current,
-            wanted,
+            restricted,
         )
     return True
 

@@ -102,7 +102,7 @@ class Tour:
 
         The printed `auth signup` command would also save the session. The
         tour keeps the access token in memory only and never shows the
-        password, so nobody can sign in as the user after the tour.
+        password, so the user cannot be signed in to after the tour.
         """
         argv = ["auth", "signup", "--email", user.email,
                 "--display-name", user.display_name, "--user-id", user_id]  # fmt: skip

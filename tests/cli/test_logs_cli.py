@@ -825,7 +825,7 @@ def _policy(stub) -> logs_pb2.RetentionPolicy:
 def test_retention_show_and_set(loop_thread, base_config, tmp_path, capsys):
     running = LogsGateway(base_config, tmp_path / "gateway", loop_thread)
     try:
-        shown_status, shown, _ = run(capsys, running.address, "logs", "retention")
+        printed_status, printed, _ = run(capsys, running.address, "logs", "retention")
         set_status, changed, set_err = run(
             capsys, running.address, "logs", "retention", "set",
             "--default", "30d", "--service", "billing=90d", "--service", "audit=2h",
@@ -842,9 +842,9 @@ def test_retention_show_and_set(loop_thread, base_config, tmp_path, capsys):
     finally:
         running.close()
 
-    assert shown_status == 0
-    assert "default retention:" in shown
-    assert "no service has a retention of its own" in shown
+    assert printed_status == 0
+    assert "default retention:" in printed
+    assert "no service has a retention of its own" in printed
     assert set_status == 0, set_err
     assert "default retention: 30d" in changed
     assert re.search(r"^billing +90d$", changed, re.MULTILINE), changed
