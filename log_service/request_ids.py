@@ -2,8 +2,8 @@
 
 A write with a request id that was already used is stored once: the nodes
 find its batch ids and return the first write's sequences. That is right
-for a retry, but a client that reuses an id for other entries would get a
-success response while nothing new is stored. The router therefore keeps
+for a retry, but a client that reuses an id for other entries must not get
+a success response while nothing new is stored. The router therefore keeps
 a blake2b digest of each request under its id and rejects a request whose
 digest differs, before any of its entries reach a shard.
 """
@@ -40,8 +40,8 @@ class RequestLedger:
 
     NOTE: the ledger lives in the router's memory. After a router restart,
     or once an id has been dropped as least recently used, a reused id with
-    other entries again gets the first write's result from the nodes, which
-    remember batch ids but not their contents.
+    other entries is not rejected. Its entries are then stored as a new
+    write, because the router puts the digest in the nodes' batch ids.
     """
 
     def __init__(self, limit: int = REMEMBERED_REQUEST_IDS) -> None:

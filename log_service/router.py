@@ -338,22 +338,27 @@ class Writer:
             retention_cutoff=self._retention.cutoff_function(receive_ns),
             first_index=first_index,
         )
-        self.store(batch, request_id, context, receive_ns)
+        # The digest is part of the nodes' batch ids, so a reused request id
+        # with other entries can never be taken for a retry of the first
+        # write, even after the router has forgotten the id.
+        base_id = f"{request_id}/{digest.hex()}" if request_id and digest else ""
+        self.store(batch, base_id or request_id, context, receive_ns)
         return batch
 
     def store(
         self,
         batch: NormalizedBatch,
-        request_id: str,
+        base_id: str,
         context: grpc.ServicerContext,
         receive_ns: int,
     ) -> None:
         """Send a normalised batch to its shards and count the outcome.
 
-        An entry too large for a request to a node on its own moves from
-        `batch.rows` to `batch.rejections` first.
+        `base_id` starts the batch ids of the parts; an empty one is replaced
+        by a random id. An entry too large for a request to a node on its own
+        moves from `batch.rows` to `batch.rejections` first.
         """
-        parts = self._parts(batch, request_id or uuid.uuid4().hex)
+        parts = self._parts(batch, base_id or uuid.uuid4().hex)
         rejected = Counter(rejection.reason for rejection in batch.rejections)
         try:
             self._append(parts, context)
