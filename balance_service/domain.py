@@ -112,7 +112,18 @@ def expense_name(group_id: str, expense_id: str) -> str:
 
 
 def check_currency(code: str, field_path: str) -> str:
-    """Check an ISO 4217 code that has a minor unit, such as `EUR`."""
+    """Check an ISO 4217 code that has a minor unit, such as `EUR`.
+
+    Raises:
+      InvalidArgument: the code is empty (reason REQUIRED) or unknown
+        (reason INVALID_CURRENCY_CODE).
+    """
+    if not code:
+        raise invalid_field(
+            field_path,
+            "is required; give an ISO 4217 code such as 'EUR'",
+            reason="REQUIRED",
+        )
     try:
         exponent(code)
     except UnknownCurrencyError as exc:
@@ -131,12 +142,6 @@ MAX_AMOUNT_MINOR = 10**15
 
 def to_minor(amount: money_pb2.Money, field_path: str) -> tuple[str, int]:
     """Return the currency and the minor units of a `google.type.Money`."""
-    if not amount.currency_code:
-        raise invalid_field(
-            f"{field_path}.currency_code",
-            "is required; give an ISO 4217 code such as 'EUR'",
-            reason="REQUIRED",
-        )
     currency = check_currency(amount.currency_code, f"{field_path}.currency_code")
     try:
         minor = money.to_minor_units(amount.units, amount.nanos, currency)

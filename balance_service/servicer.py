@@ -20,11 +20,17 @@ Choices that the proto leaves open:
   payee's balances, so both must still be members then too. Restoring also
   rejects a deactivated payer or payee, as UndeleteExpense does. Deleting
   does not, as DeleteExpense does not.
-- Deleting a deleted settlement fails with FAILED_PRECONDITION
-  (SETTLEMENT_DELETED); restoring one that is not deleted fails with
-  ALREADY_EXISTS, as the proto says.
+- Deleting a deleted settlement succeeds and changes nothing, as
+  DeleteExpense does, so a retried delete does not fail. The etag and the
+  members are then not checked, because nothing is written. Restoring a
+  settlement that is not deleted fails with ALREADY_EXISTS, as the proto
+  says.
 - A replayed `request_id` returns the settlement the first call created, in
-  its current state.
+  its current state. The same key with other values (any checked field but
+  `request_id`) fails with INVALID_ARGUMENT, reason REQUEST_ID_REUSED, as
+  CreateExpense does, and so does a key used in another group. That group
+  is named only to a caller who may see it. Keys stored before requests
+  were hashed replay whatever comes.
 
 With `auth_required` on, `splitlog_runtime.authz` limits each call to
 members of the group it names. GetUserBalance accepts only the caller's own
@@ -37,6 +43,8 @@ access within its `cache_seconds`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -64,6 +72,7 @@ from splitlog_runtime.errors import (
     Aborted,
     AlreadyExists,
     FailedPrecondition,
+    InvalidArgument,
     NotFound,
     PreconditionViolation,
     Resource,
@@ -125,6 +134,58 @@ def _invalid_page_token() -> Exception:
         "is not a page token returned by this method; send the next_page_token "
         "of the previous response, or none",
         reason="INVALID_PAGE_TOKEN",
+    )
+
+
+class _ReusedInGroup(Exception):
+    """A request_id that created a settlement in another group.
+
+    Raised inside the write transaction and turned into INVALID_ARGUMENT
+    after it, because the message depends on whether the caller may see
+    that group, which needs a call to user_service.
+    """
+
+    def __init__(self, group_id: str) -> None:
+        super().__init__(group_id)
+        self.group_id = group_id
+
+
+def _settlement_hash(
+    group_id: str,
+    settlement_id: str,
+    users: tuple[str, str, str],
+    amount: tuple[str, int],
+    day: date,
+    note: str,
+) -> str:
+    """Hash the values of a create, without its request_id.
+
+    The checked values are hashed rather than the request's bytes, so that
+    fields the server ignores (`name` and the output-only ones) do not count.
+    """
+    payer, payee, creator = users
+    currency, amount_minor = amount
+    values = [
+        group_id,
+        settlement_id,
+        payer,
+        payee,
+        creator,
+        currency,
+        amount_minor,
+        day.isoformat(),
+        note,
+    ]
+    encoded = json.dumps(values, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
+
+
+def _settlement_key_reused(request_id: str, what: str) -> InvalidArgument:
+    return invalid_field(
+        "request_id",
+        f"{request_id!r} {what}; a request_id may only be sent again with exactly "
+        "the same request. Send a new UUID for each new settlement",
+        reason="REQUEST_ID_REUSED",
     )
 
 
@@ -657,18 +718,29 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             active=True,
         )
 
+        request_hash = None
+        if request_id:
+            request_hash = _settlement_hash(
+                group_id,
+                request.settlement_id,
+                (payer, payee, creator),
+                amount,
+                day,
+                settlement.note,
+            )
+
         def replay(session: Session) -> pb.Settlement | None:
             earlier = storage.find_request(session, "CreateSettlement", request_id)
             if earlier is None:
                 return None
-            earlier_group, earlier_id = domain.parse_settlement(earlier)
+            earlier_group, earlier_id = domain.parse_settlement(earlier.resource_name)
             if earlier_group != group_id:
-                raise invalid_field(
-                    "request_id",
-                    f"{request_id!r} was already used to create a settlement in "
-                    f"'groups/{earlier_group}'; send a new UUID for each "
-                    "settlement",
-                    reason="REQUEST_ID_REUSED",
+                raise _ReusedInGroup(earlier_group)
+            stored_hash = earlier.request_hash
+            if stored_hash and stored_hash != request_hash:
+                raise _settlement_key_reused(
+                    request_id,
+                    "was already used for a settlement with other values",
                 )
             return settlement_message(self._require(session, earlier_group, earlier_id))
 
@@ -716,11 +788,32 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                     "CreateSettlement",
                     request_id,
                     domain.settlement_name(group_id, settlement_id),
+                    request_hash,
                 )
             return settlement_message(row)
 
-        created = self._run_with_conflict_retry(create)
+        try:
+            created = self._run_with_conflict_retry(create)
+        except _ReusedInGroup as reused:
+            raise self._reused_in_group(request_id, reused.group_id, context) from None
         return pb.CreateSettlementResponse(settlement=created)
+
+    def _reused_in_group(
+        self, request_id: str, earlier_group: str, context: grpc.ServicerContext
+    ) -> InvalidArgument:
+        """Build the error for a key used in another group.
+
+        The group is named only to a caller who may see it.
+        """
+        caller = authz.restricted_user()
+        where = "another group"
+        if caller is None or self._directory.is_member(
+            earlier_group, caller.removeprefix("users/"), context
+        ):
+            where = repr(domain.group_name(earlier_group))
+        return _settlement_key_reused(
+            request_id, f"was already used to create a settlement in {where}"
+        )
 
     def _run_with_conflict_retry(self, work: Callable[[Session], _T]) -> _T:
         """Run `work`; after a unique-key conflict, once more to see the winner."""
@@ -890,6 +983,8 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         expected = domain.parse_etag(etag)
         with self._transaction() as session:
             row = self._require(session, group_id, settlement_id)
+            if deleted and row.delete_time is not None:
+                return settlement_message(row)
             if expected is not None and expected != row.version:
                 raise Aborted(
                     f"etag {domain.format_etag(expected)} is stale: {name!r} has "
@@ -897,17 +992,6 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                     "new etag",
                     reason="ETAG_MISMATCH",
                     resource=Resource(domain.SETTLEMENT_TYPE, name),
-                )
-            if deleted and row.delete_time is not None:
-                raise FailedPrecondition(
-                    f"settlement {name!r} is already deleted; restore it with "
-                    "UndeleteSettlement",
-                    reason="SETTLEMENT_DELETED",
-                    preconditions=[
-                        PreconditionViolation(
-                            "SETTLEMENT_DELETED", name, "must not be deleted"
-                        )
-                    ],
                 )
             if not deleted and row.delete_time is None:
                 raise AlreadyExists(
@@ -928,6 +1012,9 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         )
         with self._transaction() as session:
             row = self._require(session, group_id, settlement_id, lock=True)
+            if deleted and row.delete_time is not None:
+                # A concurrent delete won; the result is the same.
+                return settlement_message(row)
             if row.version != seen_version:
                 raise Aborted(
                     f"{name!r} changed while the request ran; read it again and retry",

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic import command as alembic_command
+from alembic.config import Config as AlembicConfig
 from sqlalchemy import create_engine, text
 
 from splitlog_runtime import config as config_module
@@ -23,6 +25,18 @@ SHARED_DATA = Path(
         Path(__file__).resolve().parent.parent.parent / "shared" / "data",
     )
 )
+
+
+def run_alembic(
+    engine, migrations_dir: Path, version_table: str, command_name: str, revision: str
+) -> None:
+    """Run one Alembic command, such as downgrade to 0001, on some migrations."""
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(migrations_dir))
+    config.attributes["version_table"] = version_table
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        getattr(alembic_command, command_name)(config, revision)
 
 
 def _postgres_admin_engine():

@@ -675,6 +675,11 @@ def test_explain_non_member_rejected(services):
         (
             {"name": "groups/abcd/balance", "user": "users/abcd", "currency_code": ""},
             grpc.StatusCode.INVALID_ARGUMENT,
+            "REQUIRED",
+        ),
+        (
+            {"name": "groups/abcd/balance", "user": "users/abcd", "currency_code": "X"},
+            grpc.StatusCode.INVALID_ARGUMENT,
             "INVALID_CURRENCY_CODE",
         ),
         (
@@ -795,6 +800,11 @@ def test_report_date_range(services):
         ),
         (
             {"name": "groups/abcd/report"},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "REQUIRED",
+        ),
+        (
+            {"name": "groups/abcd/report", "currency_code": "eur"},
             grpc.StatusCode.INVALID_ARGUMENT,
             "INVALID_CURRENCY_CODE",
         ),

@@ -10,8 +10,6 @@ from datetime import datetime, timedelta
 import grpc
 import pytest
 import sqlalchemy as sa
-from alembic import command as alembic_command
-from alembic.config import Config as AlembicConfig
 from google.protobuf import field_mask_pb2
 from sqlalchemy import create_engine
 from sqlalchemy.exc import IntegrityError
@@ -19,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from splitlog.users.v1 import users_service_pb2 as pb
 from splitlog_runtime import pagination
 from splitlog_runtime.database import normalise_url, upgrade
+from tests.conftest import run_alembic
 from tests.user_service.support import (
     create_user,
     error_details,
@@ -858,12 +857,7 @@ _OLD_EMAILS = [
 
 def _migrate(engine, command_name: str, revision: str) -> None:
     """Run one Alembic command on the user service's migrations."""
-    config = AlembicConfig()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.attributes["version_table"] = _VERSION_TABLE
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        getattr(alembic_command, command_name)(config, revision)
+    run_alembic(engine, MIGRATIONS_DIR, _VERSION_TABLE, command_name, revision)
 
 
 def _insert_users_at_0001(engine, emails: list[str]) -> list[str]:

@@ -193,7 +193,8 @@ class BalancesServiceServicer:
 
     def DeleteSettlement(self, request, context):
         """Soft-deletes a settlement. A deleted settlement no longer counts in
-        balances and can be restored with UndeleteSettlement.
+        balances and can be restored with UndeleteSettlement. Deleting a deleted
+        settlement succeeds and changes nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

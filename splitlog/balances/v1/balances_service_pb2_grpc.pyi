@@ -76,7 +76,8 @@ class BalancesServiceStub:
     """Lists the settlements of a group, or of one user across all groups."""
     DeleteSettlement: _grpc.UnaryUnaryMultiCallable[_balances_service_pb2.DeleteSettlementRequest, _balances_service_pb2.DeleteSettlementResponse]
     """Soft-deletes a settlement. A deleted settlement no longer counts in
-    balances and can be restored with UndeleteSettlement.
+    balances and can be restored with UndeleteSettlement. Deleting a deleted
+    settlement succeeds and changes nothing.
     """
     UndeleteSettlement: _grpc.UnaryUnaryMultiCallable[_balances_service_pb2.UndeleteSettlementRequest, _balances_service_pb2.UndeleteSettlementResponse]
     """Restores a deleted settlement. Fails with ALREADY_EXISTS if the
@@ -131,7 +132,8 @@ class BalancesServiceAsyncStub(BalancesServiceStub):
     """Lists the settlements of a group, or of one user across all groups."""
     DeleteSettlement: _aio.UnaryUnaryMultiCallable[_balances_service_pb2.DeleteSettlementRequest, _balances_service_pb2.DeleteSettlementResponse]  # type: ignore[assignment]
     """Soft-deletes a settlement. A deleted settlement no longer counts in
-    balances and can be restored with UndeleteSettlement.
+    balances and can be restored with UndeleteSettlement. Deleting a deleted
+    settlement succeeds and changes nothing.
     """
     UndeleteSettlement: _aio.UnaryUnaryMultiCallable[_balances_service_pb2.UndeleteSettlementRequest, _balances_service_pb2.UndeleteSettlementResponse]  # type: ignore[assignment]
     """Restores a deleted settlement. Fails with ALREADY_EXISTS if the
@@ -249,7 +251,8 @@ class BalancesServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_balances_service_pb2.DeleteSettlementResponse, _abc.Awaitable[_balances_service_pb2.DeleteSettlementResponse]]:
         """Soft-deletes a settlement. A deleted settlement no longer counts in
-        balances and can be restored with UndeleteSettlement.
+        balances and can be restored with UndeleteSettlement. Deleting a deleted
+        settlement succeeds and changes nothing.
         """
 
     @_abc_1.abstractmethod

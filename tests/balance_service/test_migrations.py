@@ -1,0 +1,73 @@
+"""The balance service's migrations, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from balance_service.app import MIGRATIONS_DIR
+from balance_service.storage import Base
+from splitlog_runtime.database import normalise_url, upgrade
+from tests.conftest import run_alembic
+
+_VERSION_TABLE = "alembic_version_balance_service"
+_KEY = "0b1c2d3e-4f50-4617-8899-aabbccddeeff"
+
+
+def _migrate(engine, command_name: str, revision: str) -> None:
+    run_alembic(engine, MIGRATIONS_DIR, _VERSION_TABLE, command_name, revision)
+
+
+def _key_rows(engine) -> list[dict]:
+    """Return the stored keys, without create_time (SQLite returns it as text)."""
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT * FROM balance_service_request_ids"))
+        return [
+            {name: value for name, value in row.items() if name != "create_time"}
+            for row in rows.mappings()
+        ]
+
+
+@pytest.fixture
+def engine(db_url):
+    created = sa.create_engine(normalise_url(db_url))
+    yield created
+    created.dispose()
+
+
+def test_request_hash_column_added_and_keys_kept(engine):
+    _migrate(engine, "upgrade", "0002")
+    keys = sa.table(
+        "balance_service_request_ids",
+        *(
+            sa.column(name)
+            for name in ("method", "request_id", "resource_name", "create_time")
+        ),
+    )
+    old_key = {
+        "method": "CreateSettlement",
+        "request_id": _KEY,
+        "resource_name": "groups/trip/settlements/paid",
+        "create_time": datetime(2026, 1, 1),
+    }
+    with engine.begin() as connection:
+        connection.execute(sa.insert(keys), [old_key])
+
+    upgrade(engine, MIGRATIONS_DIR, _VERSION_TABLE)
+
+    kept = {name: value for name, value in old_key.items() if name != "create_time"}
+    assert _key_rows(engine) == [{**kept, "request_hash": None}]
+    with engine.connect() as connection:
+        differences = compare_metadata(
+            MigrationContext.configure(connection), Base.metadata
+        )
+    # Alembic's own version table is not part of the models.
+    assert [d for d in differences if "alembic_version" not in str(d)] == []
+
+    _migrate(engine, "downgrade", "0002")
+
+    assert _key_rows(engine) == [kept]
