@@ -180,10 +180,10 @@ def _settlement_hash(
     return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
 
 
-def _settlement_key_reused(request_id: str, what: str) -> InvalidArgument:
+def _settlement_key_reused(request_id: str, problem: str) -> InvalidArgument:
     return invalid_field(
         "request_id",
-        f"{request_id!r} {what}; a request_id may only be sent again with exactly "
+        f"{request_id!r} {problem}; a request_id may only be sent again with exactly "
         "the same request. Send a new UUID for each new settlement",
         reason="REQUEST_ID_REUSED",
     )

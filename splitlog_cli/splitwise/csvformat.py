@@ -153,6 +153,40 @@ class SplitwiseFile:
         return {currency: tuple(values) for currency, values in sums.items()}
 
 
+def missing_summaries(source: SplitwiseFile) -> list[Problem]:
+    """Return one problem per currency that has rows but no summary row.
+
+    The parser accepts such a file, but an import cannot check its rows
+    against the final balances without the summary row.
+    """
+    last_lines: dict[str, int] = {}
+    for row in source.rows:
+        last_lines[row.currency] = row.line
+    if not last_lines:
+        return []
+    if source.summaries:
+        where = f"with the summary rows from line {source.summaries[0].line}"
+        line = source.summaries[0].line
+    else:
+        line = source.rows[-1].line
+        where = f"after line {line}, the last row"
+    member_cells = ",".join(f"<{member}>" for member in source.members)
+    return [
+        Problem(
+            line,
+            None,
+            f"the summary row for {currency} is missing: Splitwise ends the file "
+            f"with one '{SUMMARY_LABELS[0]}' row per currency (older exports: "
+            f"'{SUMMARY_LABELS[1]}'), expected {where}. The import checks the "
+            "rows against it, so export the group from Splitwise again, or add "
+            f"the row with each member's final net: YYYY-MM-DD,{SUMMARY_LABELS[0]}"
+            f", , ,{currency},{member_cells}",
+        )
+        for currency in last_lines
+        if source.summary_for(currency) is None
+    ]
+
+
 def parse_text(text: str) -> SplitwiseFile:
     """Parse the text of an export.
 

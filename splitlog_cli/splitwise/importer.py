@@ -40,7 +40,11 @@ from splitlog_cli.splitwise.convert import (
     compare_balances,
     convert,
 )
-from splitlog_cli.splitwise.csvformat import parse_bytes
+from splitlog_cli.splitwise.csvformat import (
+    SplitwiseFormatError,
+    missing_summaries,
+    parse_bytes,
+)
 from splitlog_cli.splitwise.progress import ProgressBar
 from splitlog_cli.splitwise.wire import to_date, to_minor, to_money
 
@@ -109,11 +113,16 @@ def load_plan(path: Path) -> tuple[ImportPlan, str]:
     """Read, convert and check a file; return the plan and the file digest.
 
     Raises:
-      SplitwiseFormatError: the file is not a readable Splitwise export.
+      SplitwiseFormatError: the file is not a readable Splitwise export, or
+        a currency of its rows has no summary row.
       SplitwiseImportError: the rows do not add up to the file's summary row.
     """
     data = _read_regular_file(path)
-    plan = convert(parse_bytes(data))
+    source = parse_bytes(data)
+    missing = missing_summaries(source)
+    if missing:
+        raise SplitwiseFormatError(missing)
+    plan = convert(source)
     mismatches = plan.mismatches()
     if mismatches:
         listed = "\n  ".join(str(mismatch) for mismatch in mismatches)
@@ -163,16 +172,18 @@ class SplitwiseImporter:
         steps = len(plan.members) * 2 + 1 + len(entries)
         progress = ProgressBar("importing", steps, self._progress_stream)
         step = "creating the users"
-        created_group = False
+        created_group = group_exists = False
         try:
             currency = plan.source.currencies()[0] if plan.source.currencies() else ""
             for member in plan.members:
                 ids.users[member] = self._create_user(member, digest, currency)
                 progress.advance()
             step = "creating the group"
-            created_group, result.group_display_name = self._create_group(
-                ids, group_name, currency
-            )
+            created_group = self._create_group(ids, group_name, currency)
+            group_exists = True
+            if not created_group:
+                step = "reading the group of an earlier run"
+                result.group_display_name = self._group_display_name(ids)
             progress.advance()
             step = "adding the members"
             for member in plan.members:
@@ -216,11 +227,14 @@ class SplitwiseImporter:
             result.actual = self._await_balance(ids, plan)
         except grpc.RpcError as exc:
             progress.finish()
+            if group_exists:
+                left = f"What was created so far stays in {ids.group}."
+            else:
+                left = _left_without_group(ids, len(plan.members))
             raise SplitwiseImportError(
                 f"import stopped while {step}: {exc.code().name}: {exc.details()}\n"
-                f"What was created so far stays in {ids.group}. Fix the cause and "
-                "run the same command again: it skips what exists and creates the "
-                "rest, without duplicates."
+                f"{left} Fix the cause and run the same command again: it skips "
+                "what exists and creates the rest, without duplicates."
             ) from None
         result.expected = _by_user(plan.expected_balances(), ids)
         names = {user: member for member, user in ids.users.items()}
@@ -256,13 +270,11 @@ class SplitwiseImporter:
             )
         return name
 
-    def _create_group(
-        self, ids: _Ids, display_name: str, currency: str
-    ) -> tuple[bool, str]:
+    def _create_group(self, ids: _Ids, display_name: str, currency: str) -> bool:
         """Create the group, or find it from an earlier run.
 
         Returns:
-          Whether this run created it, and its display name.
+          Whether this run created it.
         """
         creator = next(iter(ids.users.values()))
         request = users_pb.CreateGroupRequest(
@@ -288,12 +300,13 @@ class SplitwiseImporter:
             created = self._create(
                 lambda: self._users.CreateGroup(request, timeout=self._timeout)
             )
-        if created:
-            return True, display_name
+        return created
+
+    def _group_display_name(self, ids: _Ids) -> str:
         response = self._users.GetGroup(
             users_pb.GetGroupRequest(name=ids.group), timeout=self._timeout
         )
-        return False, response.group.display_name
+        return response.group.display_name
 
     def _add_member(self, ids: _Ids, member: str) -> None:
         request = users_pb.AddGroupMemberRequest(
@@ -505,6 +518,17 @@ def _expense_message(
         ),
         notes=entry.notes,
         creator=creator,
+    )
+
+
+def _left_without_group(ids: _Ids, member_count: int) -> str:
+    """Describe what an import that stopped before its group existed left behind."""
+    if not ids.users:
+        return "Nothing was created: neither the group nor any user exists yet."
+    names = ", ".join(ids.users.values())
+    return (
+        f"The group {ids.group} was not created. {len(ids.users)} of the file's "
+        f"{member_count} users exist ({names}); a second run reuses them."
     )
 
 

@@ -104,6 +104,17 @@ def group_balance(channel, group: str) -> dict[str, dict[str, int]]:
     return result
 
 
+def group_lookup_code(channel, group: str) -> grpc.StatusCode:
+    """Return the status code of GetGroup on a group."""
+    try:
+        users_grpc.UsersServiceStub(channel).GetGroup(
+            users_pb.GetGroupRequest(name=group), timeout=TIMEOUT
+        )
+    except grpc.RpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
 def expense_count(channel, group: str) -> int:
     stub = expenses_grpc.ExpensesServiceStub(channel)
     count, token = 0, ""
@@ -292,6 +303,60 @@ def test_rows_not_matching_summary_rejected(gateway, tmp_path):
     assert "nothing was imported" in err
 
 
+@pytest.mark.parametrize(
+    "keep", ["", "EUR", "JPY"], ids=["no-summary", "no-jpy-summary", "no-eur-summary"]
+)
+def test_missing_summary_row_rejected(gateway, channel, tmp_path, keep):
+    path = tmp_path / "no-summary.csv"
+    lines = (FIXTURES / "current_flat.csv").read_text(encoding="utf-8").splitlines()
+    kept = [
+        line
+        for line in lines
+        if "Total balance" not in line or line.split(",")[4] == keep
+    ]
+    path.write_text("\n".join(kept) + "\n", encoding="utf-8")
+    group = f"groups/{identity.group_id(identity.file_digest(path.read_bytes()))}"
+
+    status, out, err = import_file(path, gateway)
+
+    missing = {"EUR", "JPY"} - {keep}
+    assert status == 1
+    assert "nothing was imported" in err
+    assert "the summary row says" not in err
+    for currency in missing:
+        assert f"the summary row for {currency} is missing" in err
+        assert f"Total balance, , ,{currency},<Ana>,<Ben>,<Chloé>" in err
+    if keep:
+        assert f"{path}:line 12: " in err
+        assert "expected with the summary rows from line 12" in err
+    else:
+        assert f"{path}:line 10: " in err
+        assert "expected after line 10, the last row" in err
+    assert group_lookup_code(channel, group) == grpc.StatusCode.NOT_FOUND
+
+
+def test_user_rejected_before_group_reports_users_only(gateway, channel, tmp_path):
+    # user_service rejects the bidirectional override in the second name, so
+    # the import stops after the first user and before the group.
+    path = tmp_path / "bad-name.csv"
+    text = (FIXTURES / "current_flat.csv").read_text(encoding="utf-8")
+    path.write_text(text.replace(",Ben,", ",Ben\u202e,", 1), encoding="utf-8")
+    group = f"groups/{identity.group_id(identity.file_digest(path.read_bytes()))}"
+
+    status, out, err = import_file(path, gateway)
+
+    ana = f"users/{identity.user_id('Ana')}"
+    assert status == 1
+    assert "while creating the users: INVALID_ARGUMENT" in err
+    assert (
+        f"The group {group} was not created. 1 of the file's 3 users exist ({ana})"
+        in err
+    )
+    assert "stays in" not in err
+    assert "run the same command again" in err
+    assert group_lookup_code(channel, group) == grpc.StatusCode.NOT_FOUND
+
+
 def test_unreachable_gateway_says_rerun():
     (port,) = free_ports(1)
     plan, digest = load_plan(FIXTURES / "current_flat.csv")
@@ -303,6 +368,7 @@ def test_unreachable_gateway_says_rerun():
 
     message = str(caught.value)
     assert "while creating the users: UNAVAILABLE" in message
+    assert "Nothing was created" in message
     assert "run the same command again" in message
 
 

@@ -1,4 +1,5 @@
-"""Settlements, reports and deletes over the gateway's REST API, with auth on.
+"""Errors that a member without `admin` gets, with auth on: settlements,
+reports and deletes over the gateway's REST API, and a Splitwise import.
 
 Real user, expense and balance services sit behind a real gateway with
 `auth_required` on, as in `test_authorization`. Users sign up through the
@@ -14,6 +15,11 @@ import grpc
 import httpx
 import pytest
 
+from splitlog.users.v1 import users_service_pb2 as users_pb
+from splitlog_cli.client.credentials import TOKEN_ENV
+from splitlog_cli.main import main
+from splitlog_cli.splitwise import identity
+from tests.auth.support import operator_admin_key
 from tests.auth.test_authorization import (
     TIMEOUT,
     Caller,
@@ -23,6 +29,7 @@ from tests.auth.test_authorization import (
     _stop_stack,
 )
 from tests.gateway.support import LoopThread
+from tests.splitwise.conftest import FIXTURES as SPLITWISE_FIXTURES
 
 ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
@@ -204,3 +211,30 @@ def test_delete_twice_succeeds_for_settlements_and_expenses(channel, http):
         assert again.json() == first.json()
         (deleted,) = first.json().values()
         assert deleted["deleteTime"]
+
+
+def test_import_without_admin_reports_nothing_created(
+    stack, channel, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    ann, root = _sign_up(channel, "ann"), _sign_up(channel, "root")
+    path = SPLITWISE_FIXTURES / "current_flat.csv"
+    group = f"groups/{identity.group_id(identity.file_digest(path.read_bytes()))}"
+
+    status = main(
+        ["import", "splitwise", str(path), "--token", ann.credential]
+        + ["--gateway", f"127.0.0.1:{stack.gateway.grpc_port}"]
+    )
+
+    error = capsys.readouterr().err
+    assert status == 1
+    assert "while creating the users: PERMISSION_DENIED" in error
+    assert "Nothing was created: neither the group nor any user exists yet." in error
+    assert "stays in" not in error
+    assert "run the same command again" in error
+    _, secret = operator_admin_key(stack.data_dir, root.user)
+    admin = Caller(channel, root.user, secret)
+    with pytest.raises(grpc.RpcError) as missing:
+        admin.users("GetGroup", users_pb.GetGroupRequest(name=group))
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
