@@ -245,15 +245,26 @@ def read_lines(path: str | os.PathLike[str]) -> Iterator[tuple[str, bool]]:
     The line endings (LF or CRLF) are removed. Invalid UTF-8 bytes become
     U+FFFD.
     """
+    for _, line, repaired in read_numbered_lines(path):
+        yield line, repaired
+
+
+def read_numbered_lines(
+    path: str | os.PathLike[str],
+) -> Iterator[tuple[int, str, bool]]:
+    """Yield (line number from 1, line, repaired) for each non-empty line.
+
+    Empty lines are skipped but counted, so the numbers match an editor's.
+    """
     with open(path, "rb") as stream:
-        for raw in stream:
+        for number, raw in enumerate(stream, start=1):
             raw = raw.removesuffix(b"\n").removesuffix(b"\r")
             if not raw:
                 continue
             try:
-                yield raw.decode("utf-8"), False
+                yield number, raw.decode("utf-8"), False
             except UnicodeDecodeError:
-                yield raw.decode("utf-8", errors="replace"), True
+                yield number, raw.decode("utf-8", errors="replace"), True
 
 
 def parse_file(
@@ -272,15 +283,32 @@ def parse_file(
       OSError: the file cannot be read.
       ValueError: `default_zone` is not a known IANA zone.
     """
+    for _, entry in parse_numbered_file(
+        path, service=service, default_zone=default_zone, year=year
+    ):
+        yield entry
+
+
+def parse_numbered_file(
+    path: str | os.PathLike[str],
+    *,
+    service: str,
+    default_zone: str = "UTC",
+    year: int | None = None,
+) -> Iterator[tuple[int, logs_pb2.LogEntry]]:
+    """Parse a log file as `parse_file` does, with each entry's line number.
+
+    Line numbers count from 1 and include empty lines, which give no entry.
+    """
     fallback_ns = os.stat(path).st_mtime_ns
     parser = _LineParser(service, default_zone, year, fallback_ns)
     name = Path(path).name
-    for line, repaired in read_lines(path):
+    for number, line, repaired in read_numbered_lines(path):
         entry = parser.parse(line)
         entry.attributes[FILE_NAME] = name
         if repaired:
             entry.attributes[UTF8_REPAIRED] = "true"
-        yield entry
+        yield number, entry
 
 
 def severity_of_word(word: str) -> int | None:

@@ -53,6 +53,8 @@ MAX_TIMESTAMP_SECONDS = 253_402_300_799
 # a bucket start aligned below them all fit the node API's int64 nanoseconds.
 MIN_QUERY_NS = -(2**62)
 MAX_QUERY_NS = 2**62
+# Bounds of GetLogStats.histogram_step, which `splitlog logs stats` checks too.
+MIN_STEP_NS = NANOS_PER_SECOND
 MAX_STEP_NS = 2**62
 _NICE_STEPS_SECONDS = (
     1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800,
@@ -442,11 +444,11 @@ def pick_step(span_ns: int) -> int:
 
 def _check_step(step: duration_pb2.Duration) -> int:
     ns = step.ToNanoseconds()
-    if ns < NANOS_PER_SECOND or step.nanos < 0:
+    if ns < MIN_STEP_NS or step.nanos < 0:
         raise invalid_field(
             "histogram_step",
-            f"{ns / 1e9:g}s is shorter than the minimum of 1 second; send 1s or "
-            "more, or leave it unset",
+            f"{ns / 1e9:g}s is shorter than the minimum of "
+            f"{MIN_STEP_NS / 1e9:g}s; send that or more, or leave it unset",
         )
     if ns > MAX_STEP_NS:
         raise invalid_field(

@@ -12,6 +12,8 @@ access token or API key of --token or SPLITLOG_TOKEN. Logs are operator data,
 so with authentication on that credential needs `logs:write` and `logs:read`:
 an API key with those scopes, or an administrator's session. When the gateway
 rejects it (or its absence), the tour stops and says how to get such a key.
+A read call comes first, so that a key with `logs:write` alone stops the tour
+before it writes anything.
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ def _run(tour: Tour) -> Message:
     )
     _say_credential(tour)
     try:
+        logs.check_read_access(tour.context, service)
         return _log_steps(tour, service)
     except ServerError as exc:
         if exc.code not in _CREDENTIAL_CODES:

@@ -9,6 +9,7 @@ stored line cannot forge table rows or change the terminal's colours.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import grpc
@@ -26,8 +28,9 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from log_service.logfiles import parse_file
+from log_service.logfiles import parse_numbered_file
 from log_service.model import severity_from_text
+from log_service.query import MAX_STEP_NS, MIN_STEP_NS
 from log_service.timefmt import (
     DURATION_FORMS,
     TIME_FORMS,
@@ -76,6 +79,8 @@ _BAR_WIDTH = 30
 _MAX_REJECTIONS_SHOWN = 10
 # Exit status of `logs ship` when the server rejected some entries.
 EXIT_ENTRIES_REJECTED = 3
+# Namespace of the request ids that `logs ship` derives from its batches.
+_SHIP_NAMESPACE = uuid.UUID("2081b718-9d31-4295-b4b3-482fcb416609")
 
 
 def add_parsers(
@@ -93,11 +98,16 @@ def add_parsers(
         "parse plain log files and write their lines as log entries",
     )
     ship.description = (
-        "Parse plain log files and write their lines as log entries. Exit "
+        "Parse plain log files and write their lines as log entries. Each "
+        "batch's request id is derived from the service, the file's absolute "
+        "path, the batch's first line number and the batch's entries. So "
+        "running the same command again, after a failure or by mistake, "
+        "stores each batch once; --fresh-ids stores the files again. Exit "
         f"status: 0 when every entry was stored, {EXIT_ENTRIES_REJECTED} when "
         "the server rejected some entries (the output counts them by reason), "
-        "1 when a call failed or the gateway cannot be reached, 2 for an "
-        "invalid command-line value."
+        "1 when a call failed or the gateway cannot be reached (stderr then "
+        "says how far the command got), 2 for an invalid command-line value, "
+        "141 when the reader of the output closed it early."
     )
     ship.add_argument("files", metavar="FILE", nargs="+", help="log file to ship")
     ship.add_argument(
@@ -132,6 +142,13 @@ def add_parsers(
         "than a day in the future is read in the year before, such as a "
         "December line read in January)",
     )
+    ship.add_argument(
+        "--fresh-ids",
+        action="store_true",
+        help="send new random request ids, so that lines an earlier run "
+        "stored are stored again (default: ids derived from the file and "
+        "batch, so that a rerun stores each batch once)",
+    )
 
     query = add_action(
         actions, "query", common, query_entries, "list the entries that match"
@@ -155,11 +172,24 @@ def add_parsers(
         tail_entries,
         "print matching entries as they are written, until Ctrl-C",
     )
+    tail.description = (
+        "Print matching entries as they are written, until Ctrl-C or "
+        "--duration. On exit the command prints on stderr a resume token: run "
+        "it again with the same filters and --resume-token TOKEN to continue "
+        "after the last entry it printed, without gaps or repeats while the "
+        "entries are within retention."
+    )
     _add_filters(tail)
     tail.add_argument(
         "--duration",
         help=f"stop after this long, such as 30s; {DURATION_FORMS} "
         "(default: until Ctrl-C)",
+    )
+    tail.add_argument(
+        "--resume-token",
+        metavar="TOKEN",
+        help="continue after the last entry of an earlier tail, with the token "
+        "that it printed on exit; the filters must be the same",
     )
 
     stats = add_action(
@@ -240,15 +270,45 @@ def ship_files(
         raise invalid("--service", args.service, "the service name is empty")
     summary = logs_pb2.StreamLogEntriesResponse()
     progress = _Progress(sys.stderr, _total_bytes(args.files))
+    position = _ShipPosition()
     zone = args.zone or context.time_zone
     with _LogsClient(context.address, DEFAULT_TIMEOUT, context.tls) as client:
-        for path in args.files:
-            _ship_file(client, path, args, zone, summary, progress)
+        try:
+            for path in args.files:
+                _ship_file(client, path, args, zone, summary, progress, position)
+        except ServerError as exc:
+            progress.abandon()
+            raise ServerError(
+                f"{exc}\n{_stopped_message(summary, position)}", exc.code
+            ) from None
     progress.finish()
     context.show(summary, _ship_table)
     if summary.rejected_count:
         raise PartialFailure(_rejected_message(summary), EXIT_ENTRIES_REJECTED)
     return summary
+
+
+@dataclass
+class _ShipPosition:
+    """How far `logs ship` got: lines parsed, and the batch being written."""
+
+    lines_read: int = 0
+    path: str = ""
+    # Line number of the first entry of the batch (or half) being written.
+    line: int = 0
+
+
+def _stopped_message(
+    summary: logs_pb2.StreamLogEntriesResponse, position: _ShipPosition
+) -> str:
+    """Say what a failed `logs ship` stored, where it stopped and what to do."""
+    return (
+        f"splitlog logs ship stopped at line {position.line} of {position.path}, "
+        f"the first line not stored. It read {position.lines_read} lines and "
+        f"stored {summary.accepted_count} entries ({summary.rejected_count} "
+        "rejected). Run the same command again to ship the rest. Batches that "
+        "are already stored are not stored twice."
+    )
 
 
 def _rejected_message(summary: logs_pb2.StreamLogEntriesResponse) -> str:
@@ -321,32 +381,75 @@ def _ship_file(
     zone: str,
     summary: logs_pb2.StreamLogEntriesResponse,
     progress: _Progress,
+    position: _ShipPosition,
 ) -> None:
+    position.path = path
     try:
-        entries = parse_file(
+        entries = parse_numbered_file(
             path, service=args.service, default_zone=zone, year=args.year
         )
-        batch: list[logs_pb2.LogEntry] = []
-        batch_bytes = _REQUEST_ID_BYTES
-        for entry in entries:
+        batch = _Batch(path)
+        for line, entry in entries:
+            position.lines_read += 1
             entry_bytes = _field_bytes(entry.ByteSize())
-            if batch and batch_bytes + entry_bytes > args.batch_bytes:
-                _write_batch(client, batch, summary)
-                batch = []
-                batch_bytes = _REQUEST_ID_BYTES
-            batch.append(entry)
-            batch_bytes += entry_bytes
+            if batch.entries and batch.size + entry_bytes > args.batch_bytes:
+                _send_batch(client, batch, args, summary, position)
+                batch = _Batch(path)
+            batch.add(line, entry, entry_bytes)
             progress.advance(len(entry.message.encode()) + 1)
-            if len(batch) == args.batch_size:
-                _write_batch(client, batch, summary)
-                batch = []
-                batch_bytes = _REQUEST_ID_BYTES
-        if batch:
-            _write_batch(client, batch, summary)
+            if len(batch.entries) == args.batch_size:
+                _send_batch(client, batch, args, summary, position)
+                batch = _Batch(path)
+        if batch.entries:
+            _send_batch(client, batch, args, summary, position)
     except ValueError as exc:
         raise invalid("--zone", zone, str(exc)) from None
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+
+
+class _Batch:
+    """The entries of one WriteLogEntries call, with their line numbers."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.entries: list[logs_pb2.LogEntry] = []
+        self.lines: list[int] = []
+        self.size = _REQUEST_ID_BYTES
+
+    def add(self, line: int, entry: logs_pb2.LogEntry, entry_bytes: int) -> None:
+        self.lines.append(line)
+        self.entries.append(entry)
+        self.size += entry_bytes
+
+    def request_id(self, service: str) -> str:
+        """Return a UUID that the same lines of the same file always get.
+
+        The name hashed is the service, the file's absolute path, the first
+        line number and a blake2b digest of the entries' deterministic
+        encoding. So a rerun with the same options sends the same ids and
+        the log router stores each batch once, while a changed line, zone or
+        year gives a new id rather than failing with REQUEST_ID_REUSED.
+        """
+        request = logs_pb2.WriteLogEntriesRequest(entries=self.entries)
+        digest = hashlib.blake2b(
+            request.SerializeToString(deterministic=True), digest_size=16
+        ).hexdigest()
+        name = "\n".join(
+            (service, os.path.abspath(self.path), str(self.lines[0]), digest)
+        )
+        return str(uuid.uuid5(_SHIP_NAMESPACE, name))
+
+
+def _send_batch(
+    client: _LogsClient,
+    batch: _Batch,
+    args: argparse.Namespace,
+    summary: logs_pb2.StreamLogEntriesResponse,
+    position: _ShipPosition,
+) -> None:
+    request_id = str(uuid.uuid4()) if args.fresh_ids else batch.request_id(args.service)
+    _write_batch(client, batch.entries, batch.lines, summary, position, request_id)
 
 
 def _field_bytes(size: int) -> int:
@@ -357,17 +460,19 @@ def _field_bytes(size: int) -> int:
 def _write_batch(
     client: _LogsClient,
     batch: list[logs_pb2.LogEntry],
+    lines: list[int],
     summary: logs_pb2.StreamLogEntriesResponse,
-    request_id: str = "",
+    position: _ShipPosition,
+    request_id: str,
+    half: bool = False,
 ) -> None:
     """Write one batch, in halves while the server finds the request too large.
 
     Each half's request id is a UUID derived from the batch's, so the same
     batch always splits into the same ids, and a resent half counts once.
     """
-    request = logs_pb2.WriteLogEntriesRequest(
-        entries=batch, request_id=request_id or str(uuid.uuid4())
-    )
+    position.line = lines[0]
+    request = logs_pb2.WriteLogEntriesRequest(entries=batch, request_id=request_id)
     try:
         response = _write_with_retries(client, request)
     except _RequestTooLarge as too_large:
@@ -376,7 +481,7 @@ def _write_batch(
                 f"one log entry is too large to send: {describe(too_large.error)}",
                 too_large.error.code(),
             ) from None
-        if not request_id:
+        if not half:
             print(
                 f"splitlog logs ship: a batch of {len(batch)} entries is over the "
                 "server's max_message_bytes; sending it in halves (lower "
@@ -384,9 +489,17 @@ def _write_batch(
                 file=sys.stderr,
             )
         middle = len(batch) // 2
-        parent = uuid.UUID(request.request_id)
-        _write_batch(client, batch[:middle], summary, _half_id(parent, "first"))
-        _write_batch(client, batch[middle:], summary, _half_id(parent, "second"))
+        parent = uuid.UUID(request_id)
+        for part, start, end in (("first", 0, middle), ("second", middle, None)):
+            _write_batch(
+                client,
+                batch[start:end],
+                lines[start:end],
+                summary,
+                position,
+                _half_id(parent, part),
+                half=True,
+            )
         return
     # Rejection indexes count across the whole run, as in StreamLogEntries.
     offset = summary.accepted_count + summary.rejected_count
@@ -540,6 +653,12 @@ class _Progress:
             self.last_draw = now
             self._draw()
 
+    def abandon(self) -> None:
+        """End the bar's line, so that an error message starts on its own."""
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()
+
     def finish(self) -> None:
         if self.enabled:
             self.done = self.total
@@ -589,20 +708,45 @@ def tail_entries(
     if args.duration:
         duration = _duration_seconds(args.duration, "--duration")
     request = logs_pb2.TailLogEntriesRequest(
-        **_filter_fields(args),
+        **_filter_fields(args), resume_token=args.resume_token or ""
     )
-    last = logs_pb2.TailLogEntriesResponse()
+    last = logs_pb2.TailLogEntriesResponse(resume_token=request.resume_token)
     with _LogsClient(context.address, DEFAULT_TIMEOUT, context.tls) as client:
         try:
             for response in client.stream(
                 client.stub.TailLogEntries, request, duration
             ):
                 _print_tail(context, response)
+                # Taken only once every entry of the response is printed, so
+                # that a resume never skips an entry.
                 last.resume_token = response.resume_token or last.resume_token
                 last.skipped_count += response.skipped_count
         except KeyboardInterrupt:
             pass
+        finally:
+            _print_resume_token(last.resume_token)
     return last
+
+
+def _print_resume_token(token: str) -> None:
+    if token:
+        print(
+            "splitlog logs tail: to continue after the last entry printed, run "
+            f"the same command with --resume-token {token}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def check_read_access(context: Context, service: str) -> None:
+    """List one entry of `service`, a call that needs the `logs:read` scope.
+
+    Raises:
+      ServerError: the call failed, such as with PERMISSION_DENIED.
+    """
+    request = logs_pb2.ListLogEntriesRequest(services=[service], page_size=1)
+    with _LogsClient(context.address, DEFAULT_TIMEOUT, context.tls) as client:
+        client.call(client.stub.ListLogEntries, request)
 
 
 def _print_tail(context: Context, response: logs_pb2.TailLogEntriesResponse) -> None:
@@ -665,7 +809,7 @@ def log_stats(
     request = logs_pb2.GetLogStatsRequest(**_filter_fields(args))
     _set_time_range(request, args, context.time_zone)
     if args.step:
-        request.histogram_step.FromNanoseconds(_duration_ns(args.step, "--step"))
+        request.histogram_step.FromNanoseconds(_step_ns(args.step))
     with _LogsClient(context.address, DEFAULT_TIMEOUT, context.tls) as client:
         response = client.call(client.stub.GetLogStats, request)
     context.show(response, _stats_table)
@@ -842,6 +986,26 @@ def _duration_ns(text: str, option: str) -> int:
     if value <= 0:
         raise invalid(option, text, "expected a duration above zero")
     return value
+
+
+def _step_ns(text: str) -> int:
+    """Return `--step` in nanoseconds, within the bounds that the server applies."""
+    step = _duration_ns(text, "--step")
+    if step < MIN_STEP_NS:
+        raise invalid(
+            "--step",
+            text,
+            f"shorter than the minimum of {format_duration(MIN_STEP_NS)}; give "
+            f"{format_duration(MIN_STEP_NS)} or more, or leave --step out",
+        )
+    if step > MAX_STEP_NS:
+        raise invalid(
+            "--step",
+            text,
+            f"longer than the maximum of {MAX_STEP_NS // _NANOS_PER_SECOND}s "
+            "(about 146 years)",
+        )
+    return step
 
 
 def _duration_seconds(text: str, option: str) -> float:

@@ -30,7 +30,9 @@ from log_service.app import build_router
 from splitlog.auth.v1 import auth_service_pb2 as auth_pb2
 from splitlog.auth.v1 import auth_service_pb2_grpc as auth_grpc
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
+from splitlog.logs.v1 import logs_service_pb2_grpc as logs_grpc
 from splitlog.users.v1 import users_service_pb2 as users_pb2
+from splitlog_cli.client import logs as logs_commands
 from splitlog_cli.client.credentials import TOKEN_ENV
 from splitlog_cli.client.demo_tour import random_suffix
 from splitlog_cli.client.logs import _cluster_table, safe_text
@@ -285,6 +287,9 @@ def test_ship_help_lists_exit_statuses(capsys):
     assert "a date more than a day in the future is read in the year before" in text
     assert "--batch-bytes" in text
     assert "(default 4194304, 4 MiB)" in text
+    assert "--fresh-ids" in text
+    assert "stores each batch once" in text
+    assert "141 when the reader of the output closed it early" in text
 
 
 def test_ship_missing_file(live, tmp_path, capsys):
@@ -367,6 +372,88 @@ def test_ship_resends_batch_after_unavailable(
     assert "resending the batch" in err
     assert len(stored) == 1
     assert stored[0].message.endswith("INFO one")
+
+
+def test_ship_rerun_stores_each_batch_once(live, tmp_path, capsys):
+    path = write_log(tmp_path, *[f"{line_time(60)} INFO line {i}" for i in range(5)])
+    command = ["logs", "ship", str(path), "--service", "ship-rerun"]
+    command += ["--batch-size", "2"]
+
+    first = run(capsys, live.address, *command)
+    second = run(capsys, live.address, *command)
+    after_rerun = list_all(live.stub, services=["ship-rerun"])
+    fresh = run(capsys, live.address, *command, "--fresh-ids")
+    after_fresh = list_all(live.stub, services=["ship-rerun"])
+
+    assert first[0] == 0, first[2]
+    assert second[0] == 0, second[2]
+    assert len(after_rerun) == 5
+    assert fresh[0] == 0, fresh[2]
+    assert len(after_fresh) == 10
+
+
+_STOPPED = re.compile(
+    r"stopped at line (\d+) of (\S+), the first line not stored\. It read "
+    r"(\d+) lines and stored (\d+) entries \(0 rejected\)\. Run the same "
+    r"command again"
+)
+
+
+def test_ship_failure_summary_then_rerun(
+    loop_thread, base_config, tmp_path, capsys, monkeypatch
+):
+    retry_seconds = logs_commands.SHIP_RETRY_SECONDS
+    monkeypatch.setattr(logs_commands, "SHIP_RETRY_SECONDS", 1.0)
+    running = LogsGateway(base_config, tmp_path / "gateway", loop_thread, log_shards=1)
+    count = 5000
+    lines = [f"{line_time(60)} INFO line {i:04}" for i in range(count)]
+    path = write_log(tmp_path, *lines)
+    command = ["logs", "ship", str(path), "--service", "ship-stopped"]
+    command += ["--batch-size", "5", "--gateway", running.address]
+    outcome = {}
+    try:
+
+        def ship():
+            outcome["status"] = main(command)
+
+        shipper = threading.Thread(target=ship)
+        shipper.start()
+        # Stop the router once the first batches are stored, so that the
+        # command fails partway through the file.
+        request = logs_pb2.ListLogEntriesRequest(services=["ship-stopped"])
+        while not running.stub.ListLogEntries(request).entries:
+            time.sleep(0.01)
+        port = running.cluster.router.port
+        running.cluster.router.stop(0)
+        shipper.join(60)
+        err = capsys.readouterr().err
+        running.cluster.router, running.cluster.coordinator = build_router(
+            running.cluster.router_config, f"127.0.0.1:{port}"
+        )
+        stored_before = len(list_all(running.stub, services=["ship-stopped"]))
+        # The rerun waits for the new router's shard leader as a user's would.
+        monkeypatch.setattr(logs_commands, "SHIP_RETRY_SECONDS", retry_seconds)
+        rerun = main(command)
+        rerun_err = capsys.readouterr().err
+        stored = stored_line_numbers(running.stub, "ship-stopped")
+    finally:
+        running.close()
+    stopped = _STOPPED.search(err)
+
+    assert not shipper.is_alive()
+    assert outcome["status"] == 1
+    assert "UNAVAILABLE" in err
+    assert stopped, err
+    first_not_stored, lines_read, reported = map(int, stopped.group(1, 3, 4))
+    assert stopped[2] == str(path)
+    assert 0 < reported < count
+    assert first_not_stored == reported + 1
+    assert lines_read >= reported
+    # The batch in flight when the router stopped may have been stored
+    # without its response reaching the command.
+    assert reported <= stored_before <= reported + 5
+    assert rerun == 0, rerun_err
+    assert stored == list(range(count))
 
 
 @pytest.fixture(scope="module")
@@ -637,6 +724,56 @@ def test_tail_json_lines(live, capsys):
     assert set(messages) == {"m1", "m2"}
 
 
+def test_tail_resume_token_continues(live, capsys):
+    def write(*messages: str) -> None:
+        entries = [
+            logs_pb2.LogEntry(service="tail-resume", message=m) for m in messages
+        ]
+        live.stub.WriteLogEntries(logs_pb2.WriteLogEntriesRequest(entries=entries))
+
+    filters = ["--service", "tail-resume", "--format", "json"]
+    # One entry arrives while the first tail runs.
+    writer = threading.Timer(0.5, write, ("before",))
+    writer.start()
+    try:
+        status, out, err = run(
+            capsys, live.address, "logs", "tail", *filters, "--duration", "2s"
+        )
+    finally:
+        writer.join()
+    token = re.search(r"--resume-token (\S+)", err)
+    write("after 1", "after 2")
+    resumed_status, resumed_out, resumed_err = run(
+        capsys, live.address, "logs", "tail", *filters, "--duration", "2s",
+        "--resume-token", token[1] if token else "",
+    )  # fmt: skip
+
+    assert status == 0, err
+    assert [json.loads(line)["message"] for line in out.splitlines()] == ["before"]
+    assert token, err
+    assert resumed_status == 0, resumed_err
+    resumed = [json.loads(line)["message"] for line in resumed_out.splitlines()]
+    assert resumed == ["after 1", "after 2"]
+
+
+def test_tail_resume_token_other_filters(live, capsys):
+    status, _, err = run(
+        capsys, live.address, "logs", "tail", "--service", "tail-token-a",
+        "--duration", "1s",
+    )  # fmt: skip
+    token = re.search(r"--resume-token (\S+)", err)
+
+    other_status, _, other_err = run(
+        capsys, live.address, "logs", "tail", "--service", "tail-token-b",
+        "--duration", "1s", "--resume-token", token[1] if token else "",
+    )  # fmt: skip
+
+    assert status == 0, err
+    assert token, err
+    assert other_status == 1
+    assert "resume_token" in other_err
+
+
 # stats
 
 
@@ -658,6 +795,24 @@ def test_stats_step_and_table(live, capsys):
     assert "error" in out
     assert "shop" in out
     assert "step 5m" in out
+
+
+@pytest.mark.parametrize(
+    ("step", "problem"),
+    [
+        ("1ns", "shorter than the minimum of 1s"),
+        ("999ms", "shorter than the minimum of 1s"),
+        ("200000d", "longer than the maximum of 4611686018s"),
+    ],
+)
+def test_stats_step_out_of_bounds(capsys, step, problem):
+    # No server listens at the address: the command must stop before calling.
+    status, out, err = run(capsys, unused_address(), "logs", "stats", "--step", step)
+
+    assert status == 2
+    assert f"invalid value '{step}' for --step" in err
+    assert problem in err
+    assert out == ""
 
 
 def test_stats_filters_match_query(live, capsys):
@@ -1036,27 +1191,32 @@ def test_demo_logs_plain_token_stops(live_with_auth, capsys, no_credential):
     assert status == 1
     assert f"access token or API key of --token or {TOKEN_ENV}" in out
     assert "PERMISSION_DENIED" in err
-    assert "'logs:write'" in err
+    assert "'logs:read'" in err
     _assert_logs_key_advice(err)
     assert token not in out + err
 
 
-def test_demo_logs_sends_logs_key(live_with_auth, capsys, no_credential, monkeypatch):
-    signed_up = _sign_up(live_with_auth.address, "admin")
-    operator_admin_key(live_with_auth.gateway.config.data_dir, signed_up.user.name)
+def _create_key(
+    running: LogsGateway, scopes: list[str]
+) -> auth_pb2.CreateApiKeyResponse:
+    """Create an API key with `scopes` for a new administrator."""
+    signed_up = _sign_up(running.address, "admin")
+    operator_admin_key(running.gateway.config.data_dir, signed_up.user.name)
     # The admin key makes the user's access token an administrator's, which
     # may create a key with the log scopes.
-    with insecure_channel(live_with_auth.address) as channel:
-        created = auth_grpc.AuthServiceStub(channel).CreateApiKey(
+    with insecure_channel(running.address) as channel:
+        return auth_grpc.AuthServiceStub(channel).CreateApiKey(
             auth_pb2.CreateApiKeyRequest(
                 parent=signed_up.user.name,
-                api_key=auth_pb2.ApiKey(
-                    display_name="log-shipper", scopes=["logs:write", "logs:read"]
-                ),
+                api_key=auth_pb2.ApiKey(display_name="log-shipper", scopes=scopes),
             ),
             metadata=(("authorization", f"Bearer {signed_up.tokens.access_token}"),),
             timeout=10,
         )
+
+
+def test_demo_logs_sends_logs_key(live_with_auth, capsys, no_credential, monkeypatch):
+    created = _create_key(live_with_auth, ["logs:write", "logs:read"])
     monkeypatch.setenv(TOKEN_ENV, created.secret)
 
     status, out, err = run(capsys, live_with_auth.address, "demo", "logs")
@@ -1066,6 +1226,31 @@ def test_demo_logs_sends_logs_key(live_with_auth, capsys, no_credential, monkeyp
     assert "accepted: 10" in out
     assert "heartbeat 1 from the demo" in out
     assert created.secret not in out
+
+
+def test_demo_logs_write_only_key_writes_nothing(
+    live_with_auth, capsys, no_credential, monkeypatch
+):
+    created = _create_key(live_with_auth, ["logs:write"])
+    monkeypatch.setenv(TOKEN_ENV, created.secret)
+
+    status, out, err = run(capsys, live_with_auth.address, "demo", "logs")
+    service = re.search(r"belong to the service (shop-\S+?),", out)
+
+    assert status == 1
+    assert "PERMISSION_DENIED" in err
+    assert "'logs:read'" in err
+    _assert_logs_key_advice(err)
+    assert "$ splitlog logs ship" not in out
+    assert service, out
+    reader = _create_key(live_with_auth, ["logs:read"])
+    with insecure_channel(live_with_auth.address) as channel:
+        page = logs_grpc.LogsServiceStub(channel).ListLogEntries(
+            logs_pb2.ListLogEntriesRequest(services=[service[1]]),
+            metadata=(("authorization", f"Bearer {reader.secret}"),),
+            timeout=10,
+        )
+    assert list(page.entries) == []
 
 
 def test_auth_servers_refuse_anonymous_call(live_with_auth, capsys, no_credential):
