@@ -102,7 +102,7 @@ def add_parsers(
         "batch's request id is derived from the service, the file's absolute "
         "path, the batch's first line number and the batch's entries. So "
         "running the same command again, after a failure or by mistake, "
-        "stores each batch once; --fresh-ids stores the files again. Exit "
+        "stores each batch once. --fresh-ids stores the files again. Exit "
         f"status: 0 when every entry was stored, {EXIT_ENTRIES_REJECTED} when "
         "the server rejected some entries (the output counts them by reason), "
         "1 when a call failed or the gateway cannot be reached (stderr then "
@@ -174,10 +174,11 @@ def add_parsers(
     )
     tail.description = (
         "Print matching entries as they are written, until Ctrl-C or "
-        "--duration. On exit the command prints on stderr a resume token: run "
+        "--duration. On exit the command prints a resume token on stderr. Run "
         "it again with the same filters and --resume-token TOKEN to continue "
-        "after the last entry it printed, without gaps or repeats while the "
-        "entries are within retention."
+        "after the last message it printed in full. Entries printed just "
+        "before Ctrl-C may be printed again, and entries skipped because the "
+        "output was read too slowly are not sent again."
     )
     _add_filters(tail)
     tail.add_argument(
@@ -723,8 +724,12 @@ def tail_entries(
                 last.skipped_count += response.skipped_count
         except KeyboardInterrupt:
             pass
-        finally:
-            _print_resume_token(last.resume_token)
+        except ServerError:
+            # Repeating a token that the server just rejected would not help.
+            if last.resume_token != request.resume_token:
+                _print_resume_token(last.resume_token)
+            raise
+    _print_resume_token(last.resume_token)
     return last
 
 

@@ -771,7 +771,9 @@ def test_tail_resume_token_other_filters(live, capsys):
     assert status == 0, err
     assert token, err
     assert other_status == 1
+    assert "INVALID_ARGUMENT" in other_err
     assert "resume_token" in other_err
+    assert "to continue after the last entry printed" not in other_err
 
 
 # stats
