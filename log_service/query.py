@@ -448,7 +448,8 @@ def _check_step(step: duration_pb2.Duration) -> int:
         raise invalid_field(
             "histogram_step",
             f"{ns / 1e9:g}s is shorter than the minimum of "
-            f"{MIN_STEP_NS / 1e9:g}s; send that or more, or leave it unset",
+            f"{MIN_STEP_NS / 1e9:g}s; send {MIN_STEP_NS / 1e9:g}s or more, or "
+            "leave it unset",
         )
     if ns > MAX_STEP_NS:
         raise invalid_field(
