@@ -3,7 +3,10 @@
 The children are `splitlog serve COMPONENT`, wired over loopback with the
 environment that docker-compose.yml gives the containers. A component starts
 once every component it depends on reports SERVING. The supervisor forwards
-SIGTERM and SIGINT as SIGTERM (gateway first, then the services).
+SIGTERM and SIGINT as SIGTERM in reverse start order, except that the
+components that ship their log records (the gateway, then the other services)
+stop before the log router and the log nodes, so their last records are
+stored rather than dropped.
 
 A child that exits on its own is started again after a delay that begins at
 0.5 s and doubles with each exit, up to 10 s (see `RestartPolicy`). A child
@@ -20,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from splitlog_cli.console import address_rows, print_ready
@@ -31,6 +34,7 @@ from splitlog_cli.settings import env_text
 from splitlog_cli.signals import SUPERVISOR_PID_ENV, StopSignals
 from splitlog_cli.topology import (
     GATEWAY,
+    LOG_ROUTER,
     Component,
     all_components,
     grpc_address,
@@ -138,6 +142,29 @@ def start_waves(components: tuple[Component, ...]) -> list[list[Component]]:
     return waves
 
 
+def stop_waves(components: tuple[Component, ...]) -> list[list[Component]]:
+    """Group components in the order to stop them, first group first.
+
+    This is the start order reversed, with every component that ships its
+    log records stopped before the log router, and so before the log nodes.
+
+    Raises:
+      ValueError: the dependencies form a cycle or name an unknown component.
+    """
+    # Stopping is ordered as if each log shipper depended on the log router.
+    ordered = tuple(
+        replace(component, depends_on=(*component.depends_on, LOG_ROUTER))
+        if component.ships_logs
+        else component
+        for component in components
+    )
+    by_name = {component.name: component for component in components}
+    return [
+        [by_name[component.name] for component in wave]
+        for wave in reversed(start_waves(ordered))
+    ]
+
+
 def child_environment(component: Component, config: Config) -> dict[str, str]:
     """Return the environment of a component's child process.
 
@@ -194,6 +221,7 @@ class Supervisor:
             raise StartupError(str(exc)) from None
         self._by_name = {c.name: c for c in self._components}
         self._waves = start_waves(self._components)
+        self._stop_order = stop_waves(self._components)
         self._children: dict[str, subprocess.Popen] = {}
 
     def run(self) -> int:
@@ -312,9 +340,9 @@ class Supervisor:
         return 0
 
     def _stop_all(self) -> bool:
-        """Stop the running children, dependents first; return True if all exit 0."""
+        """Stop the running children in `stop_waves` order; True if all exit 0."""
         clean = True
-        for wave in reversed(self._waves):
+        for wave in self._stop_order:
             running = [
                 (c.name, self._children[c.name])
                 for c in wave

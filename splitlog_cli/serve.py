@@ -47,9 +47,8 @@ def run(name: str, config: Config) -> int:
         host = components.start_log_node(config)
     else:
         host = components.start_service(name, config)
-    # Log nodes and the router store logs; shipping theirs would loop.
     shipper = None
-    if name not in (LOG_NODE, "log_service"):
+    if component.ships_logs:
         shipper = logsetup.start_self_ship(config, name)
     try:
         _announce(config, {component.name: host.port})

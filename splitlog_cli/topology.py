@@ -46,6 +46,15 @@ class Component:
         return bool(self.node_id)
 
     @property
+    def ships_logs(self) -> bool:
+        """Whether it sends its own log records to log_service.
+
+        The log router and the log nodes store logs, so shipping theirs would
+        loop. The others ship when `log_self_ship` is on.
+        """
+        return not self.is_log_node and self.name != LOG_ROUTER
+
+    @property
     def hostname(self) -> str:
         """Return the DNS-safe host name of its container (no underscores)."""
         return self.name.replace("_", "-")
@@ -75,6 +84,7 @@ class Component:
 
 
 LOG_NODE = "log_node"
+LOG_ROUTER = "log_service"
 
 
 def _service(name: str) -> Component:

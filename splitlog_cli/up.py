@@ -3,8 +3,10 @@
 Each sync service runs its own gRPC server, with its own port and handler
 threads. The gateway runs in an asyncio loop in the main thread. Unless
 `gateway_inprocess` is off, it calls the services' unary methods directly
-rather than over loopback gRPC. On SIGTERM or SIGINT the gateway stops first
-and the services after it, each within the grace period.
+rather than over loopback gRPC. On SIGTERM or SIGINT the gateway stops first,
+then the other services, then the log shipper of the process sends what it
+has queued, and the log router and the log nodes stop last, each within the
+grace period.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from splitlog_cli.console import address_rows, print_ready
 from splitlog_cli.errors import StartupError
 from splitlog_cli.ports import check_ports_free
 from splitlog_cli.signals import StopSignals
-from splitlog_cli.topology import all_components
+from splitlog_cli.topology import LOG_ROUTER, all_components
 from splitlog_runtime import aio, logsetup
 from splitlog_runtime.config import SERVICES, Config
 from splitlog_runtime.private_files import restrict_new_files
@@ -66,7 +68,8 @@ def run(config: Config) -> int:
         shipper = logsetup.start_self_ship(config, "splitlog", by_logger=True)
         return aio.run(_run_gateway(config, hosts, signals))
     finally:
-        # Stops what the gateway coroutine did not (after a startup failure);
+        # Stops what the gateway coroutine did not: the log router, once the
+        # shipper has sent its queue, or everything after a startup failure.
         # `ServiceHost.stop` returns at once for a host already stopped.
         signals.install()
         reason = signals.reason or "startup failed"
@@ -93,10 +96,16 @@ async def _run_gateway(
         print_ready(address_rows(config, ports))
         await stop_requested.wait()
     finally:
-        _LOGGER.info("stopping the gateway, then the services")
+        _LOGGER.info(
+            "stopping the gateway, then the services, then the log router and "
+            "the log nodes"
+        )
         await gateway.stop(config.grace_seconds)
+        # The log router stops in `run`, after the shipper has sent the
+        # records of these stops.
+        shipping = {name: host for name, host in hosts.items() if name != LOG_ROUTER}
         await asyncio.to_thread(
-            _stop_services, hosts, config.grace_seconds, signals.reason
+            _stop_services, shipping, config.grace_seconds, signals.reason
         )
     return 0
 

@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from splitlog.users.v1 import users_service_pb2, users_service_pb2_grpc
 from splitlog_cli.topology import all_components
 from splitlog_runtime import config as config_module
+from splitlog_runtime.config import SERVICES
 from tests.system.conftest import (
     PORT_FLAGS,
     SPLITLOG,
@@ -165,6 +166,27 @@ def test_open_watch_does_not_delay_stop(splitlog_factory, mode):
     assert status == 0, running.log()[-3000:]
     assert rest == [health_pb2.HealthCheckResponse.NOT_SERVING]
     assert exit_seconds < EXIT_SLACK
+
+
+@pytest.mark.parametrize(
+    "mode", [(), ("--processes",)], ids=["one-process", "processes"]
+)
+def test_ctrl_c_drops_no_log_records(splitlog_factory, mode):
+    # The services ship their log records to log_service, so they must stop
+    # first or the records of their own stop find no log router.
+    running = splitlog_factory(*mode)
+    running.wait_until_ready()
+
+    running.signal(signal.SIGINT)
+    status = running.wait(timeout=GRACE_SECONDS * 2 + EXIT_SLACK + 10)
+    log = running.log()
+    stopping = log[log.index("received SIGINT") :]
+
+    assert status == 0, log[-3000:]
+    assert "WARNING" not in stopping, stopping
+    router_stop = stopping.index("log_service stopped")
+    for name in set(SERVICES) - {"log_service"}:
+        assert stopping.index(f"{name} stopped") < router_stop, stopping
 
 
 def test_grace_period_bounds_stop(splitlog_factory):

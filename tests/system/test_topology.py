@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from splitlog_cli.processes import start_waves
+from splitlog_cli.processes import start_waves, stop_waves
 from splitlog_cli.topology import (
     COMPONENTS_BY_NAME,
     all_components,
@@ -207,6 +207,17 @@ def test_gateway_starts_after_every_service():
     ) | {node.name for node in LOG_NODES}
     assert [component.name for component in waves[1]] == ["log_service"]
     assert set(COMPONENTS_BY_NAME["gateway"].depends_on) == set(SERVICES)
+
+
+def test_log_shippers_stop_before_log_router():
+    waves = [{component.name for component in wave} for wave in stop_waves(COMPONENTS)]
+
+    assert waves == [
+        {"gateway"},
+        set(SERVICES) - {"log_service"},
+        {"log_service"},
+        {node.name for node in LOG_NODES},
+    ]
 
 
 @pytest.mark.parametrize("name", SERVICES)
