@@ -127,6 +127,11 @@ class Context:
             )
         return self._gateway
 
+    @property
+    def signed_in_user(self) -> str | None:
+        """The `users/{user}` of the credential, or None when it names no user."""
+        return self.credential.user if self.credential else None
+
     def call(self, method_name: str, request: Message) -> Any:
         """Call `service.Method` (such as `users.GetUser`) with the deadline."""
         service, method = method_name.split(".")

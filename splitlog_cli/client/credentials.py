@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import jwt
 
 from splitlog.auth.v1 import auth_service_pb2 as auth_pb2
 
@@ -163,6 +164,19 @@ class Credential:
     def from_session(self) -> bool:
         return self._token is None and self._session is not None
 
+    @property
+    def user(self) -> str | None:
+        """The signed-in user, `users/{user}`, or None when it is unknown.
+
+        A saved session records its user. An access token names it in its
+        `sub` claim, read here without checking the signature because the
+        value only picks a default and the server verifies the token on every
+        call. An API key is opaque, so its user is unknown.
+        """
+        if self._token is None:
+            return self._session.user if self._session else None
+        return token_subject(self._token)
+
     def bearer(self) -> str | None:
         """Return the credential to send, renewing an expired saved token first."""
         if self._token is not None:
@@ -210,6 +224,22 @@ class Credential:
             return False
         self._session = saved
         return not saved.access_expired()
+
+
+def token_subject(token: str) -> str | None:
+    """Return the `users/{user}` in an access token's `sub` claim, or None.
+
+    The signature is not checked, so use the result only as a default that
+    the server checks again.
+    """
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        return None
+    subject = claims.get("sub")
+    if isinstance(subject, str) and subject.startswith("users/"):
+        return subject
+    return None
 
 
 class _Details(grpc.ClientCallDetails):

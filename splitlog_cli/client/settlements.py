@@ -13,6 +13,8 @@ from splitlog_cli.client.values import (
     child_name,
     parse_date,
     parse_money,
+    recorder,
+    recorder_help,
     resource_name,
     to_proto_date,
 )
@@ -45,9 +47,7 @@ def add_parsers(
         "--date", metavar="YYYY-MM-DD", help="day of the payment (default: today)"
     )
     create.add_argument("--note", help="free text, at most 2000 characters by default")
-    create.add_argument(
-        "--by", metavar="USER", help="who records it (default: the --from user)"
-    )
+    create.add_argument("--by", metavar="USER", help=recorder_help("the --from user"))
     create.add_argument(
         "--id", help="id of the new settlement (default: chosen by the server)"
     )
@@ -73,9 +73,12 @@ def add_parsers(
 
 
 def build_create_request(
-    args: argparse.Namespace,
+    args: argparse.Namespace, signed_in_user: str | None = None
 ) -> balances_pb2.CreateSettlementRequest:
     """Build a CreateSettlementRequest from `settlements add` options, offline.
+
+    Without `--by`, the settlement is recorded by `signed_in_user`, or
+    without one by the payer.
 
     Raises:
       UsageError: an option has an invalid value.
@@ -91,7 +94,7 @@ def build_create_request(
             else to_proto_date(datetime.date.today())
         ),
         note=args.note or "",
-        creator=resource_name(args.by, "users", "--by") if args.by else payer,
+        creator=recorder(args.by, signed_in_user, payer),
     )
     return balances_pb2.CreateSettlementRequest(
         parent=resource_name(args.group, "groups", "GROUP"),
@@ -104,7 +107,7 @@ def build_create_request(
 def create_settlement(
     context: Context, args: argparse.Namespace
 ) -> balances_pb2.Settlement:
-    request = build_create_request(args)
+    request = build_create_request(args, context.signed_in_user)
     settlement = context.call("balances.CreateSettlement", request).settlement
     context.show(settlement, lambda settlement: _table([settlement]))
     return settlement

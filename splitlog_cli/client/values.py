@@ -57,6 +57,27 @@ def resource_name(value: str, collection: str, option: str) -> str:
     return name
 
 
+def recorder_help(fallback: str) -> str:
+    """Return the help text of a `--by` option whose last default is `fallback`."""
+    return (
+        "who records it (default: the signed-in user, that is the user of the "
+        "access token in --token or SPLITLOG_TOKEN or of the saved session; "
+        f"with an API key or without a credential, {fallback})"
+    )
+
+
+def recorder(by: str | None, signed_in_user: str | None, fallback: str) -> str:
+    """Return who records a write: `--by`, else the signed-in user, else `fallback`.
+
+    With authentication on, a user who is not an administrator may record
+    writes only in their own name, so the signed-in user comes before a
+    default taken from the write itself.
+    """
+    if by:
+        return resource_name(by, "users", "--by")
+    return signed_in_user or fallback
+
+
 def child_name(value: str, collection: str, option: str) -> str:
     """Check a name such as `groups/trip/expenses/dinner` and return it."""
     parts = value.split("/")
