@@ -1,4 +1,4 @@
-"""`splitlog expenses`: record, list, show, delete and restore expenses."""
+"""`splitlog expenses`: record, list, show, update, delete and restore expenses."""
 
 from __future__ import annotations
 
@@ -6,6 +6,11 @@ import argparse
 import datetime
 import uuid
 
+from google.protobuf import field_mask_pb2
+from google.type import money_pb2
+
+from expense_service.currencies import UnknownCurrencyError
+from expense_service.money import MoneyError, to_minor_units
 from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb2
 from splitlog.users.v1 import users_service_pb2 as users_pb2
 from splitlog_cli.client import render
@@ -20,10 +25,17 @@ from splitlog_cli.client.values import (
     parse_minor_units,
     parse_participant,
     parse_payers,
+    recorder,
+    recorder_help,
     resource_name,
     to_proto_date,
 )
 
+_UPDATE_OPTIONS = (
+    "--description, --category, --date, --amount, --paid-by, --split, "
+    "--participant or --notes"
+)
+_SPLIT_KEYS = {number: key for key, number in SPLIT_TYPES.items()}
 _LIST_HEADERS = ("NAME", "DATE", "DESCRIPTION", "CATEGORY", "TOTAL", "PAID BY")
 _SPLIT_HELP = (
     "how the total is divided: equal (the default), exact amounts, percent, "
@@ -42,9 +54,12 @@ def add_parsers(
     commands: argparse._SubParsersAction, common: argparse.ArgumentParser
 ) -> None:
     actions = add_actions(
-        commands, "expenses", "record, list, show, delete and restore expenses"
+        commands,
+        "expenses",
+        "record, list, show, update, delete and restore expenses",
     )
     _add_create_parser(actions, common)
+    _add_update_parser(actions, common)
 
     listing = add_action(
         actions, "list", common, list_expenses, "list a group's expenses, newest first"
@@ -90,50 +105,107 @@ def _add_create_parser(
 ) -> None:
     create = add_action(actions, "add", common, create_expense, "record an expense")
     create.add_argument("group", metavar="GROUP", help="group id or name groups/ID")
+    _add_expense_arguments(create, creating=True)
     create.add_argument(
+        "--id", help="id of the new expense (default: chosen by the server)"
+    )
+
+
+def _add_update_parser(
+    actions: argparse._SubParsersAction, common: argparse.ArgumentParser
+) -> None:
+    update = add_action(
+        actions,
+        "update",
+        common,
+        update_expense,
+        "change the given fields of an expense; the others keep their values",
+    )
+    update.add_argument(
+        "expense", metavar="NAME", help="expense name groups/GROUP/expenses/ID"
+    )
+    _add_expense_arguments(update, creating=False)
+    update.add_argument(
+        "--etag",
+        help="etag of the expense as you last read it; the update fails with "
+        "ABORTED if the expense changed since (default: the etag read just "
+        "before the update)",
+    )
+
+
+def _add_expense_arguments(parser: argparse.ArgumentParser, creating: bool) -> None:
+    """Add the options that set an expense's fields.
+
+    `expenses add` requires some of them and has defaults; for `expenses
+    update` every option is optional and an absent one leaves its field as is.
+    """
+    parser.add_argument(
         "--description",
-        required=True,
+        required=creating,
         help="short text, 1 to 200 characters by default",
     )
-    create.add_argument(
+    parser.add_argument(
         "--amount",
-        required=True,
+        required=creating,
         help="total as decimal text in the currency's unit, such as 12.34; "
         "negative for a refund",
     )
-    create.add_argument(
-        "--currency", help="ISO 4217 code, such as EUR (default: the group's)"
-    )
+    if creating:
+        currency_help = "ISO 4217 code, such as EUR (default: the group's)"
+        paid_by_help = (
+            "a payer, repeatable; the one payer without an amount pays the rest"
+        )
+        split_help = _SPLIT_HELP
+        participant_help = _PARTICIPANT_HELP
+    else:
+        currency_help = (
+            "ISO 4217 code of a new --amount, which it requires (default: the "
+            "expense's)"
+        )
+        paid_by_help = (
+            "a payer, repeatable, replacing every current payer; the one payer "
+            "without an amount pays the rest. Without it, a new --amount goes "
+            "to the expense's only payer"
+        )
+        split_help = _SPLIT_HELP.replace("equal (the default)", "equal") + (
+            " (default: the expense's split type)"
+        )
+        participant_help = (
+            "a participant, repeatable, replacing every current participant; "
+            "VALUE as for `expenses add`. --split equal without any "
+            "--participant keeps the current participants"
+        )
+    parser.add_argument("--currency", help=currency_help)
 
-    create.add_argument(
+    parser.add_argument(
         "--paid-by",
         action="append",
-        required=True,
+        required=creating,
         metavar="USER[=AMOUNT]",
-        help="a payer, repeatable; the one payer without an amount pays the rest",
+        help=paid_by_help,
     )
-    create.add_argument(
-        "--split", choices=list(SPLIT_TYPES), default="equal", help=_SPLIT_HELP
+    parser.add_argument(
+        "--split",
+        choices=list(SPLIT_TYPES),
+        default="equal" if creating else None,
+        help=split_help,
     )
-    create.add_argument(
+    parser.add_argument(
         "--participant",
         action="append",
         default=[],
         metavar="USER[=VALUE]",
-        help=_PARTICIPANT_HELP,
+        help=participant_help,
     )
 
-    create.add_argument("--category", help="such as groceries or dining-out")
-    create.add_argument(
-        "--date", metavar="YYYY-MM-DD", help="day of the expense (default: today)"
+    parser.add_argument("--category", help="such as groceries or dining-out")
+    parser.add_argument(
+        "--date",
+        metavar="YYYY-MM-DD",
+        help="day of the expense" + (" (default: today)" if creating else ""),
     )
-    create.add_argument("--notes", help="free text, at most 2000 characters by default")
-    create.add_argument(
-        "--by", metavar="USER", help="who records it (default: the first payer)"
-    )
-    create.add_argument(
-        "--id", help="id of the new expense (default: chosen by the server)"
-    )
+    parser.add_argument("--notes", help="free text, at most 2000 characters by default")
+    parser.add_argument("--by", metavar="USER", help=recorder_help("the first payer"))
 
 
 def create_expense(context: Context, args: argparse.Namespace) -> expenses_pb2.Expense:
@@ -142,7 +214,7 @@ def create_expense(context: Context, args: argparse.Namespace) -> expenses_pb2.E
     if currency is None:
         request = users_pb2.GetGroupRequest(name=group)
         currency = context.call("users.GetGroup", request).group.currency_code
-    request = build_create_request(args, group, currency)
+    request = build_create_request(args, group, currency, context.signed_in_user)
     if not request.expense.split.participants:
         members = context.all_pages(
             "users.ListGroupMembers",
@@ -158,19 +230,21 @@ def create_expense(context: Context, args: argparse.Namespace) -> expenses_pb2.E
 
 
 def build_create_request(
-    args: argparse.Namespace, group: str, currency: str
+    args: argparse.Namespace,
+    group: str,
+    currency: str,
+    signed_in_user: str | None = None,
 ) -> expenses_pb2.CreateExpenseRequest:
     """Build a CreateExpenseRequest from `expenses add` options, offline.
+
+    Without `--by`, the expense is recorded by `signed_in_user`, or without
+    one by the first payer.
 
     Raises:
       UsageError: an option has an invalid value.
     """
     total_minor = parse_minor_units(args.amount, currency, "--amount")
-    if not args.participant and args.split != "equal":
-        raise UsageError(
-            f"--participant: a {args.split} split needs at least one "
-            "--participant USER=VALUE"
-        )
+    split = _build_split(args.split, args.participant, currency)
     payers = parse_payers(args.paid_by, total_minor, currency)
     expense = expenses_pb2.Expense(
         description=args.description,
@@ -182,17 +256,9 @@ def build_create_request(
         ),
         total=money(total_minor, currency, "--amount"),
         payers=payers,
-        split=expenses_pb2.Split(
-            type=SPLIT_TYPES[args.split],
-            participants=[
-                parse_participant(text, args.split, currency)
-                for text in args.participant
-            ],
-        ),
+        split=split,
         notes=args.notes or "",
-        creator=(
-            resource_name(args.by, "users", "--by") if args.by else payers[0].user
-        ),
+        creator=recorder(args.by, signed_in_user, payers[0].user),
     )
     return expenses_pb2.CreateExpenseRequest(
         parent=group,
@@ -200,6 +266,152 @@ def build_create_request(
         expense_id=args.id or "",
         request_id=str(uuid.uuid4()),
     )
+
+
+def _build_split(
+    split_type: str, participants: list[str], currency: str
+) -> expenses_pb2.Split:
+    """Build a Split from `--split` and the `--participant` values.
+
+    Raises:
+      UsageError: a value is invalid, or a split other than equal has no
+        participant.
+    """
+    if not participants and split_type != "equal":
+        raise UsageError(
+            f"--participant: a {split_type} split needs at least one "
+            "--participant USER=VALUE"
+        )
+    return expenses_pb2.Split(
+        type=SPLIT_TYPES[split_type],
+        participants=[
+            parse_participant(text, split_type, currency) for text in participants
+        ],
+    )
+
+
+def update_expense(context: Context, args: argparse.Namespace) -> expenses_pb2.Expense:
+    name = _expense_name(args)
+    _check_update_options(args)
+    request = expenses_pb2.GetExpenseRequest(name=name)
+    current = context.call("expenses.GetExpense", request).expense
+    request = build_update_request(args, current, context.signed_in_user)
+    expense = context.call("expenses.UpdateExpense", request).expense
+    context.show(expense, _expense_text)
+    return expense
+
+
+def build_update_request(
+    args: argparse.Namespace,
+    current: expenses_pb2.Expense,
+    signed_in_user: str | None = None,
+) -> expenses_pb2.UpdateExpenseRequest:
+    """Build an UpdateExpenseRequest from `expenses update` options, offline.
+
+    The update mask names only the fields that the options change. `current`
+    is the expense as read before the update: it gives the currency, the
+    payer of a new total and the etag unless `--etag` is given. Without
+    `--by`, the change is recorded by `signed_in_user`, or without one by
+    the first payer.
+
+    Raises:
+      UsageError: an option has an invalid value, or none changes anything.
+    """
+    fields = _check_update_options(args)
+    currency = args.currency or current.total.currency_code
+    expense = expenses_pb2.Expense(
+        name=current.name,
+        etag=current.etag if args.etag is None else args.etag,
+        description=args.description or "",
+        category=parse_category(args.category) if args.category is not None else 0,
+        notes=args.notes or "",
+    )
+    if args.date is not None:
+        expense.expense_date.CopyFrom(parse_date(args.date, "--date"))
+    if args.amount is None:
+        total_minor = _minor_units(current.total)
+    else:
+        total_minor = parse_minor_units(args.amount, currency, "--amount")
+        expense.total.CopyFrom(money(total_minor, currency, "--amount"))
+    if "payers" in fields:
+        payer_texts = args.paid_by or [_only_payer(current)]
+        expense.payers.extend(parse_payers(payer_texts, total_minor, currency))
+    if "split" in fields:
+        expense.split.CopyFrom(_updated_split(args, current, currency))
+    first_payer = (expense.payers or current.payers)[0].user
+    expense.last_modifier = recorder(args.by, signed_in_user, first_payer)
+    return expenses_pb2.UpdateExpenseRequest(
+        expense=expense, update_mask=field_mask_pb2.FieldMask(paths=fields)
+    )
+
+
+def _check_update_options(args: argparse.Namespace) -> list[str]:
+    """Check the `expenses update` options that need no expense; return its fields.
+
+    Raises:
+      UsageError: no option changes anything, or one is invalid by itself.
+    """
+    fields = _changed_fields(args)
+    if not fields:
+        raise UsageError(f"nothing to change: pass at least one of {_UPDATE_OPTIONS}")
+    if args.currency is not None and args.amount is None:
+        raise UsageError(
+            "--currency: a new currency needs the total in it; pass --amount too"
+        )
+    if args.split not in (None, "equal") and not args.participant:
+        raise UsageError(
+            f"--participant: a {args.split} split needs at least one "
+            "--participant USER=VALUE"
+        )
+    if args.category is not None:
+        parse_category(args.category)
+    if args.date is not None:
+        parse_date(args.date, "--date")
+    return fields
+
+
+def _changed_fields(args: argparse.Namespace) -> list[str]:
+    """Return the Expense fields that the `expenses update` options change."""
+    changed = {
+        "description": args.description is not None,
+        "category": args.category is not None,
+        "expense_date": args.date is not None,
+        "total": args.amount is not None or args.currency is not None,
+        # A new total changes what the payers paid.
+        "payers": bool(args.paid_by) or args.amount is not None,
+        "split": args.split is not None or bool(args.participant),
+        "notes": args.notes is not None,
+    }
+    return [name for name, present in changed.items() if present]
+
+
+def _only_payer(expense: expenses_pb2.Expense) -> str:
+    """Return the single payer of `expense`, who pays all of a new total."""
+    if len(expense.payers) != 1:
+        payers = ", ".join(payer.user for payer in expense.payers)
+        raise UsageError(
+            f"--amount: {expense.name} has {len(expense.payers)} payers "
+            f"({payers}), so a new total needs --paid-by for each of them, such "
+            "as --paid-by alice=10.00 --paid-by bob"
+        )
+    return expense.payers[0].user
+
+
+def _updated_split(
+    args: argparse.Namespace, current: expenses_pb2.Expense, currency: str
+) -> expenses_pb2.Split:
+    split_type = args.split or _SPLIT_KEYS[current.split.type]
+    participants = args.participant
+    if not participants and split_type == "equal":
+        participants = [item.user for item in current.split.participants]
+    return _build_split(split_type, participants, currency)
+
+
+def _minor_units(amount: money_pb2.Money) -> int:
+    try:
+        return to_minor_units(amount.units, amount.nanos, amount.currency_code)
+    except (MoneyError, UnknownCurrencyError) as exc:
+        raise UsageError(f"the expense's total cannot be read: {exc}") from None
 
 
 def list_expenses(

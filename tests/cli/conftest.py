@@ -30,11 +30,15 @@ class Result:
 
 
 def run_splitlog(
-    *args: str, gateway: str | None = None, config_home: Path | None = None
+    *args: str,
+    gateway: str | None = None,
+    config_home: Path | None = None,
+    token: str | None = None,
 ) -> Result:
     """Run `.venv/bin/splitlog ARGS... [--gateway ADDR]` and return its output.
 
-    `config_home` becomes XDG_CONFIG_HOME, the folder of the saved sessions.
+    `config_home` becomes XDG_CONFIG_HOME, the folder of the saved sessions,
+    and `token` becomes SPLITLOG_TOKEN.
     """
     argv = [str(SPLITLOG), *args]
     if gateway is not None:
@@ -46,6 +50,8 @@ def run_splitlog(
     }
     if config_home is not None:
         environment["XDG_CONFIG_HOME"] = str(config_home)
+    if token is not None:
+        environment["SPLITLOG_TOKEN"] = token
     completed = subprocess.run(
         argv,
         capture_output=True,

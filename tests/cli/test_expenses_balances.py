@@ -2,7 +2,8 @@
 
 The users and groups are created over gRPC to keep the module fast; every
 command under test runs as a subprocess. `splitlog up` runs without
-authentication, except for the demo's test with it on.
+authentication, except for the demo's test and the tests of who records a
+write, which run with it on.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import grpc
 import pytest
 from google.protobuf import json_format
 
+from splitlog.auth.v1 import auth_service_pb2 as auth_pb2
+from splitlog.auth.v1 import auth_service_pb2_grpc as auth_grpc
 from splitlog.balances.v1 import balances_service_pb2 as balances_pb2
 from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb2
 from splitlog.expenses.v1 import expenses_service_pb2_grpc as expenses_grpc
@@ -25,6 +28,7 @@ from splitlog.users.v1 import users_service_pb2 as users_pb2
 from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
 from splitlog_cli.client.command import Context
 from splitlog_cli.client.connection import ServerError
+from splitlog_cli.client.credentials import Session, SessionStore, config_dir
 from splitlog_cli.client.demo import BALANCE_WAIT_SECONDS, wait_for_balance
 from tests.cli.conftest import run_splitlog
 
@@ -301,6 +305,91 @@ def test_expense_get_delete_restore(cli, group):
     assert error_label(restored_again.stderr).startswith("ALREADY_EXISTS, ")
 
 
+def test_update_description_only(cli, group):
+    before = add_expense(cli, group, "100.00", "--category", "groceries")
+
+    result = cli(
+        "expenses", "update", before["name"], "--description", "Market",
+        "--format", "json",
+    )  # fmt: skip
+
+    assert result.status == 0, result.stderr
+    after = json.loads(result.stdout)
+    assert after["description"] == "Market"
+    assert after["total"] == before["total"]
+    assert after["payers"] == before["payers"]
+    assert after["split"] == before["split"]
+    assert after["category"] == "CATEGORY_GROCERIES"
+    assert owed(after) == owed(before)
+    assert after["etag"] != before["etag"]
+    assert after["lastModifier"] == f"users/{group['ann']}"
+
+
+def test_update_amount_equal_split(cli, group):
+    name = add_expense(cli, group, "100.00")["name"]
+
+    result = cli("expenses", "update", name, "--amount", "90.00", "--format", "json")
+
+    assert result.status == 0, result.stderr
+    after = json.loads(result.stdout)
+    assert money(after["total"]) == Decimal("90.00")
+    assert [payer["user"] for payer in after["payers"]] == [f"users/{group['ann']}"]
+    assert money(after["payers"][0]["amount"]) == Decimal("90.00")
+    assert owed(after) == {group[person]: Decimal("22.50") for person in PEOPLE}
+
+
+def test_update_split_and_payers(cli, group):
+    name = add_expense(cli, group, "60.00")["name"]
+
+    result = cli(
+        "expenses", "update", name, "--paid-by", group["ben"], "--split", "shares",
+        "--participant", f"{group['ann']}=2", "--participant", group["cat"],
+        "--format", "json",
+    )  # fmt: skip
+
+    assert result.status == 0, result.stderr
+    after = json.loads(result.stdout)
+    assert [payer["user"] for payer in after["payers"]] == [f"users/{group['ben']}"]
+    assert owed(after) == {group["ann"]: Decimal("40.00"), group["cat"]: Decimal(20)}
+    assert after["lastModifier"] == f"users/{group['ben']}"
+
+
+def test_update_stale_etag_rejected(cli, group):
+    first = add_expense(cli, group, "10.00")
+    changed = cli("expenses", "update", first["name"], "--notes", "changed")
+
+    stale = cli(
+        "expenses", "update", first["name"], "--description", "Late",
+        "--etag", first["etag"],
+    )  # fmt: skip
+    current = cli("expenses", "get", first["name"], "--format", "json")
+
+    assert changed.status == 0, changed.stderr
+    assert stale.status == 1
+    assert error_label(stale.stderr) == "ABORTED, ETAG_MISMATCH"
+    assert f"expense.etag {first['etag']} is stale" in stale.stderr
+    assert json.loads(current.stdout)["description"] == "Test"
+
+
+def test_update_without_changes_exits_2(cli, group):
+    name = add_expense(cli, group, "10.00")["name"]
+
+    result = cli("expenses", "update", name)
+
+    assert result.status == 2
+    assert "nothing to change" in result.stderr
+
+
+def test_update_amount_of_two_payers_needs_paid_by(cli, group):
+    name = add_expense(cli, group, "10.00", "--paid-by", f"{group['ben']}=4.00")["name"]
+
+    result = cli("expenses", "update", name, "--amount", "12.00")
+
+    assert result.status == 2
+    assert "--amount" in result.stderr
+    assert "needs --paid-by for each" in result.stderr
+
+
 def test_expense_get_missing(cli, group):
     result = cli("expenses", "get", f"groups/{group['group']}/expenses/nope-1")
 
@@ -512,3 +601,122 @@ def test_demo_with_auth_on(splitlog_up_with_auth, tmp_path):
     assert " EUR " in created_row
     assert "nothing to settle" not in first.stdout
     assert not (tmp_path / "splitlog").exists()
+
+
+@pytest.fixture(scope="module")
+def signed_up(splitlog_up_with_auth):
+    """Sign up ann, ben and cat over gRPC; ann creates a EUR group of all three.
+
+    Returns {"group": id, person: (user name, SignUpResponse tokens)}.
+    """
+    address = splitlog_up_with_auth.grpc_address
+    suffix = secrets.token_hex(3)
+    people = {}
+    with grpc.insecure_channel(address) as channel:
+        auth_stub = auth_grpc.AuthServiceStub(channel)
+        for person in PEOPLE[:3]:
+            user_id = f"{person}-{suffix}"
+            response = auth_stub.SignUp(
+                auth_pb2.SignUpRequest(
+                    user=users_pb2.User(
+                        email=f"{user_id}@example.com",
+                        display_name=user_id,
+                        currency_code="EUR",
+                    ),
+                    user_id=user_id,
+                    password=secrets.token_urlsafe(16),
+                ),
+                timeout=10,
+            )
+            people[person] = (response.user.name, response.tokens)
+        ann_name, ann_tokens = people["ann"]
+        metadata = (("authorization", f"Bearer {ann_tokens.access_token}"),)
+        users_stub = users_grpc.UsersServiceStub(channel)
+        group = users_stub.CreateGroup(
+            users_pb2.CreateGroupRequest(
+                group=users_pb2.Group(display_name="Auth trip", creator=ann_name)
+            ),
+            timeout=10,
+            metadata=metadata,
+        ).group
+        for person in ("ben", "cat"):
+            users_stub.AddGroupMember(
+                users_pb2.AddGroupMemberRequest(
+                    parent=group.name, user=people[person][0]
+                ),
+                timeout=10,
+                metadata=metadata,
+            )
+    return {"group": group.name, **people}
+
+
+def test_saved_session_records_expense(splitlog_up_with_auth, signed_up, tmp_path):
+    # ann is signed in (a saved session) and records what cat paid.
+    address = splitlog_up_with_auth.grpc_address
+    ann, ann_tokens = signed_up["ann"]
+    cat = signed_up["cat"][0]
+    environ = {"XDG_CONFIG_HOME": str(tmp_path)}
+    SessionStore(config_dir(environ)).save(
+        address, Session.from_tokens(ann, ann_tokens)
+    )
+
+    result = run_splitlog(
+        "expenses", "add", signed_up["group"], "--description", "Taxi",
+        "--amount", "30.00", "--paid-by", cat, "--format", "json",
+        gateway=address, config_home=tmp_path,
+    )  # fmt: skip
+
+    assert result.status == 0, result.stderr
+    expense = json.loads(result.stdout)
+    assert expense["creator"] == ann
+    assert [payer["user"] for payer in expense["payers"]] == [cat]
+
+
+def test_token_records_update_and_settlement(
+    splitlog_up_with_auth, signed_up, tmp_path
+):
+    # ben holds an access token in SPLITLOG_TOKEN and names neither --by.
+    address = splitlog_up_with_auth.grpc_address
+    ben, ben_tokens = signed_up["ben"]
+    ann, cat = signed_up["ann"][0], signed_up["cat"][0]
+
+    def as_ben(*args: str):
+        return run_splitlog(
+            *args, "--format", "json",
+            gateway=address, config_home=tmp_path, token=ben_tokens.access_token,
+        )  # fmt: skip
+
+    added = as_ben(
+        "expenses", "add", signed_up["group"], "--description", "Lunch",
+        "--amount", "12.00", "--paid-by", ann,
+    )  # fmt: skip
+    assert added.status == 0, added.stderr
+    name = json.loads(added.stdout)["name"]
+    updated = as_ben("expenses", "update", name, "--paid-by", cat)
+    settled = as_ben(
+        "settlements", "add", signed_up["group"], "--from", cat, "--to", ann,
+        "--amount", "4.00", "--currency", "EUR",
+    )  # fmt: skip
+
+    assert json.loads(added.stdout)["creator"] == ben
+    assert updated.status == 0, updated.stderr
+    assert json.loads(updated.stdout)["lastModifier"] == ben
+    assert json.loads(updated.stdout)["creator"] == ben
+    assert settled.status == 0, settled.stderr
+    assert json.loads(settled.stdout)["creator"] == ben
+
+
+def test_by_for_another_user_rejected(splitlog_up_with_auth, signed_up, tmp_path):
+    # --by still wins over the token, and the server rejects another author.
+    address = splitlog_up_with_auth.grpc_address
+    ben_tokens = signed_up["ben"][1]
+    ann, cat = signed_up["ann"][0], signed_up["cat"][0]
+
+    result = run_splitlog(
+        "expenses", "add", signed_up["group"], "--description", "Bus",
+        "--amount", "3.00", "--paid-by", cat, "--by", ann,
+        gateway=address, config_home=tmp_path, token=ben_tokens.access_token,
+    )  # fmt: skip
+
+    assert result.status == 1
+    assert error_label(result.stderr) == "PERMISSION_DENIED, ACTING_FOR_OTHER"

@@ -7,9 +7,13 @@ request would exit with 1 instead of 2.
 from __future__ import annotations
 
 import pytest
+from google.type import money_pb2
 
+from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb2
 from splitlog_cli.client import expenses, settlements
+from splitlog_cli.client.credentials import Credential, token_subject
 from splitlog_cli.main import build_parser, main
+from splitlog_runtime import auth
 from tests.cli.conftest import run_splitlog
 from tests.system.conftest import free_ports
 
@@ -141,6 +145,124 @@ def test_build_settlement_request_offline():
     assert request.settlement.creator == "users/carol"
     assert request.settlement.amount.units == 29
     assert request.settlement.amount.nanos == 670_000_000
+
+
+def test_signed_in_user_records_by_default():
+    expense_args = build_parser().parse_args([*EXPENSE, "--amount", "9.00"])
+    settlement_args = build_parser().parse_args(
+        ["settlements", "add", "trip", "--from", "carol", "--to", "bob",
+         "--amount", "1.00", "--currency", "EUR"]
+    )  # fmt: skip
+    explicit = build_parser().parse_args([*EXPENSE, "--amount", "9.00", "--by", "bob"])
+
+    expense = expenses.build_create_request(
+        expense_args, "groups/trip", "EUR", "users/dora"
+    ).expense
+    settlement = settlements.build_create_request(settlement_args, "users/dora")
+    by_option = expenses.build_create_request(
+        explicit, "groups/trip", "EUR", "users/dora"
+    ).expense
+
+    assert expense.creator == "users/dora"
+    assert settlement.settlement.creator == "users/dora"
+    assert by_option.creator == "users/bob"
+
+
+def test_token_subject_of_access_token():
+    issuer = auth.TokenIssuer(b"k" * 32, lifetime_seconds=60)
+    token, _ = issuer.issue("users/dora", "session-1", now=0)
+
+    assert token_subject(token) == "users/dora"
+    assert Credential("127.0.0.1:1", token, None).user == "users/dora"
+    assert Credential("127.0.0.1:1", "slk_secret", None).user is None
+    assert token_subject("not-a-jwt") is None
+
+
+CURRENT = expenses_pb2.Expense(
+    name="groups/trip/expenses/dinner",
+    etag='"7"',
+    description="Dinner",
+    total=money_pb2.Money(currency_code="EUR", units=30),
+    payers=[
+        expenses_pb2.Payer(
+            user="users/alice", amount=money_pb2.Money(currency_code="EUR", units=30)
+        )
+    ],
+    split=expenses_pb2.Split(
+        type=expenses_pb2.SPLIT_TYPE_EQUAL,
+        participants=[
+            expenses_pb2.SplitParticipant(user="users/alice"),
+            expenses_pb2.SplitParticipant(user="users/bob"),
+        ],
+    ),
+)
+UPDATE = ["expenses", "update", CURRENT.name]
+
+
+@pytest.mark.parametrize(
+    ("options", "mask"),
+    [
+        (["--description", "Lunch"], ["description"]),
+        (["--notes", ""], ["notes"]),
+        (["--date", "2024-05-31", "--category", "dining-out"],
+         ["category", "expense_date"]),
+        (["--amount", "40.00"], ["total", "payers"]),
+        (["--paid-by", "bob"], ["payers"]),
+        (["--split", "equal"], ["split"]),
+        (["--participant", "bob"], ["split"]),
+    ],
+)  # fmt: skip
+def test_update_mask_names_given_fields(options, mask):
+    args = build_parser().parse_args([*UPDATE, *options])
+
+    request = expenses.build_update_request(args, CURRENT)
+
+    assert list(request.update_mask.paths) == mask
+    assert request.expense.name == CURRENT.name
+    assert request.expense.etag == CURRENT.etag
+    first_payer = "users/bob" if "--paid-by" in options else "users/alice"
+    assert request.expense.last_modifier == first_payer
+
+
+def test_update_amount_goes_to_only_payer():
+    args = build_parser().parse_args([*UPDATE, "--amount", "40.00", "--by", "bob"])
+
+    request = expenses.build_update_request(args, CURRENT, "users/dora")
+
+    assert request.expense.total.units == 40
+    assert [(p.user, p.amount.units) for p in request.expense.payers] == [
+        ("users/alice", 40)
+    ]
+    assert request.expense.last_modifier == "users/bob"
+
+
+def test_update_equal_split_keeps_participants():
+    args = build_parser().parse_args([*UPDATE, "--split", "equal", "--etag", '"3"'])
+
+    request = expenses.build_update_request(args, CURRENT, "users/dora")
+
+    assert [p.user for p in request.expense.split.participants] == [
+        "users/alice",
+        "users/bob",
+    ]
+    assert request.expense.etag == '"3"'
+    assert request.expense.last_modifier == "users/dora"
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ([], "nothing to change"),
+        (["--currency", "USD"], "--currency: a new currency needs"),
+        (["--split", "exact"], "split needs at least one --participant"),
+        (["--category", "snacks"], "invalid value 'snacks' for --category"),
+    ],
+)
+def test_update_usage_errors_exit_2(options, fragment, capsys, closed_address):
+    status = main([*UPDATE, *options, "--gateway", closed_address])
+
+    assert status == 2
+    assert fragment in capsys.readouterr().err
 
 
 def test_unreachable_gateway_exits_1(closed_address):
