@@ -278,10 +278,7 @@ def _build_split(
         participant.
     """
     if not participants and split_type != "equal":
-        raise UsageError(
-            f"--participant: a {split_type} split needs at least one "
-            "--participant USER=VALUE"
-        )
+        raise _participant_needed(split_type)
     return expenses_pb2.Split(
         type=SPLIT_TYPES[split_type],
         participants=[
@@ -359,10 +356,7 @@ def _check_update_options(args: argparse.Namespace) -> list[str]:
             "--currency: a new currency needs the total in it; pass --amount too"
         )
     if args.split not in (None, "equal") and not args.participant:
-        raise UsageError(
-            f"--participant: a {args.split} split needs at least one "
-            "--participant USER=VALUE"
-        )
+        raise _participant_needed(args.split)
     if args.category is not None:
         parse_category(args.category)
     if args.date is not None:
@@ -555,4 +549,11 @@ def _categories_table(response: expenses_pb2.ListCategoriesResponse) -> str:
             )
             for info in response.categories
         ],
+    )
+
+
+def _participant_needed(split_type: str) -> UsageError:
+    return UsageError(
+        f"--participant: --split {split_type} needs at least one "
+        "--participant USER=VALUE"
     )

@@ -254,7 +254,7 @@ def test_update_equal_split_keeps_participants():
     [
         ([], "nothing to change"),
         (["--currency", "USD"], "--currency: a new currency needs"),
-        (["--split", "exact"], "split needs at least one --participant"),
+        (["--split", "exact"], "needs at least one --participant"),
         (["--category", "snacks"], "invalid value 'snacks' for --category"),
     ],
 )
