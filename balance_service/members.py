@@ -9,13 +9,17 @@ who just left or was deactivated cannot. Reads may reuse a response for up
 to `cache_seconds` (5 s by default). A balance read then needs no call to
 user_service, and a membership change shows in reads at most that long after
 it was made. Only found groups and users are cached. A NOT_FOUND response is
-never reused, so a group created a moment ago is found at once.
+never reused, so a group created a moment ago is found at once. The exception
+is a group that user_service reports deleted: its id is never given to a new
+group, so it stays known as deleted without another call
+(`splitlog_runtime.groups`).
 
 With `auth_required` on, `is_member` decides who may use a group from the
-same cached lists. A removed member keeps access for up to `cache_seconds`,
-and a new member gets it at once, because a caller missing from a cached list
-makes it fetch the list again. Every call to user_service is made on this
-service's own behalf, because the caller may not be allowed to make it.
+same cached lists. A removed member, or a member of a deleted group, keeps
+access for up to `cache_seconds`, and a new member gets it at once, because
+a caller missing from a cached list makes it fetch the list again. Every
+call to user_service is made on this service's own behalf, because the
+caller may not be allowed to make it.
 """
 
 from __future__ import annotations
@@ -34,6 +38,11 @@ from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
 from splitlog_runtime import authz
 from splitlog_runtime.channels import downstream_timeout, insecure_channel
 from splitlog_runtime.errors import NotFound, Resource, Unavailable
+from splitlog_runtime.groups import (
+    DeletedGroups,
+    group_not_found,
+    reports_deleted_group,
+)
 
 #: Seconds a read may reuse user_service's response about a group or user.
 CACHE_SECONDS = 5.0
@@ -115,6 +124,7 @@ class UserDirectory:
         self._stub = users_grpc.UsersServiceStub(self._channel)
         self._groups = _RecentResponses(cache_seconds, max_cached_entries, clock)
         self._users = _RecentResponses(cache_seconds, max_cached_entries, clock)
+        self._deleted = DeletedGroups(max_cached_entries)
 
     def close(self) -> None:
         self._channel.close()
@@ -125,7 +135,8 @@ class UserDirectory:
         The response also replaces the cached one that `recent_members` returns.
 
         Raises:
-          NotFound: the group does not exist (reason GROUP_NOT_FOUND).
+          NotFound: the group does not exist or was deleted (reason
+            GROUP_NOT_FOUND).
           Unavailable: user_service did not respond.
         """
         return set(self.member_states(group_id, context).all)
@@ -138,9 +149,12 @@ class UserDirectory:
         The response also replaces the cached one that `recent_members` returns.
 
         Raises:
-          NotFound: the group does not exist (reason GROUP_NOT_FOUND).
+          NotFound: the group does not exist or was deleted (reason
+            GROUP_NOT_FOUND).
           Unavailable: user_service did not respond.
         """
+        if domain.group_name(group_id) in self._deleted:
+            raise group_not_found(domain.group_name(group_id), deleted=True)
         fetched_at = self._clock()
         found: set[str] = set()
         deactivated: set[str] = set()
@@ -170,9 +184,12 @@ class UserDirectory:
         user_service is called only when no such response is cached.
 
         Raises:
-          NotFound: the group does not exist (reason GROUP_NOT_FOUND).
+          NotFound: the group does not exist or was deleted (reason
+            GROUP_NOT_FOUND).
           Unavailable: user_service did not respond.
         """
+        if domain.group_name(group_id) in self._deleted:
+            raise group_not_found(domain.group_name(group_id), deleted=True)
         cached = self._groups.get(group_id)
         if cached is not None:
             return cached
@@ -189,6 +206,8 @@ class UserDirectory:
         Raises:
           Unavailable: user_service did not respond.
         """
+        if domain.group_name(group_id) in self._deleted:
+            return False
         cached = self._groups.get(group_id)
         if cached is not None and user_id in cached:
             return True
@@ -196,6 +215,18 @@ class UserDirectory:
             return user_id in self.members(group_id, context)
         except NotFound:
             return False
+
+    def group_exists(self, group_id: str, context: grpc.ServicerContext | None) -> bool:
+        """Return whether a group exists, reusing a response up to `cache_seconds` old.
+
+        Raises:
+          Unavailable: user_service did not respond.
+        """
+        try:
+            self.recent_members(group_id, context)
+        except NotFound:
+            return False
+        return True
 
     def require_user(self, user_id: str, context: grpc.ServicerContext | None) -> None:
         """Check that a user exists, reusing a response up to `cache_seconds` old.
@@ -221,12 +252,10 @@ class UserDirectory:
             code = exc.code()
             if code == grpc.StatusCode.NOT_FOUND and group_id is not None:
                 name = domain.group_name(group_id)
-                raise NotFound(
-                    f"group {name!r} does not exist; check the name, or list a "
-                    "user's groups with ListGroups",
-                    reason="GROUP_NOT_FOUND",
-                    resource=Resource(domain.GROUP_TYPE, name),
-                ) from None
+                deleted = reports_deleted_group(exc)
+                if deleted:
+                    self._deleted.add(name)
+                raise group_not_found(name, deleted=deleted) from None
             if code == grpc.StatusCode.NOT_FOUND and user_id is not None:
                 name = domain.user_name(user_id)
                 raise NotFound(

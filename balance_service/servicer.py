@@ -9,7 +9,8 @@ call it again (see `balance_service.members`).
 Choices that the proto leaves open:
 - CheckSettled reads only this service's data and does not ask user_service
   whether the group exists, because user_service calls it while it holds the
-  group's row lock. A group without expenses or settlements is settled.
+  group's row lock. A group without expenses or settlements is settled, and
+  so is a deleted group, since only a settled group can be deleted.
   Before it reads, it waits until the ledger consumer has applied every
   expense change that expense_service committed before the check
   (`balance_service.fence`), and fails with UNAVAILABLE when it cannot.
@@ -37,8 +38,14 @@ members of the group it names. GetUserBalance accepts only the caller's own
 balance, `settlement.creator` must be the caller, and a ListSettlements
 across every group (`groups/-`) must name the caller as `participant` and
 returns only settlements of groups the caller belongs to now. Membership
-comes from `UserDirectory`'s cached member lists, so a removed member loses
-access within its `cache_seconds`.
+comes from `UserDirectory`'s cached member lists, so a removed member, or a
+member of a deleted group, loses access within its `cache_seconds`.
+
+Calls about the balances and settlements of a group that does not exist or
+was deleted fail with NOT_FOUND (reason GROUP_NOT_FOUND) for callers who may
+use every group, and PERMISSION_DENIED for the others, as GetGroup does.
+CheckSettled is the exception described above. ListSettlements across
+every group leaves out the settlements of groups that no longer exist.
 """
 
 from __future__ import annotations
@@ -846,8 +853,12 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         group_id, settlement_id = domain.parse_settlement(request.name)
         self._authorize(group_id, context)
         with self._transaction(read_only=True) as session:
-            row = self._require(session, group_id, settlement_id)
-            return pb.GetSettlementResponse(settlement=settlement_message(row))
+            settlement = settlement_message(
+                self._require(session, group_id, settlement_id)
+            )
+        # The settlements of a deleted group stay stored but are not found.
+        self._directory.recent_members(group_id, context)
+        return pb.GetSettlementResponse(settlement=settlement)
 
     def ListSettlements(
         self, request: pb.ListSettlementsRequest, context: grpc.ServicerContext
@@ -920,8 +931,8 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             )
         page = rows[:size]
         if group_id == domain.ALL_GROUPS:
-            # Settlements of groups that the caller has left are dropped, so
-            # a page across every group may be short.
+            # Settlements of groups that the caller has left, or that were
+            # deleted, are dropped, so a page across every group may be short.
             page = self._in_visible_groups(page, context)
         response = pb.ListSettlementsResponse(
             settlements=[settlement_message(row) for row in page]
@@ -935,10 +946,19 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         return response
 
     def _in_visible_groups(self, rows: list, context: grpc.ServicerContext) -> list:
-        """Keep the rows of groups that the caller belongs to now."""
+        """Keep the rows of groups that the caller may read now.
+
+        Those are the groups the caller belongs to, or for a caller who may
+        use every group, the groups that still exist.
+        """
         caller = authz.restricted_user()
         if caller is None:
-            return rows
+            existing = {
+                group_id
+                for group_id in {row.group_id for row in rows}
+                if self._directory.group_exists(group_id, context)
+            }
+            return [row for row in rows if row.group_id in existing]
         caller_id = caller.removeprefix("users/")
         visible = {
             group_id

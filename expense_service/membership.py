@@ -12,7 +12,10 @@ a group's member list is reused for up to `CACHE_SECONDS`:
 - A group deleted less than `CACHE_SECONDS` ago may still take expenses
   that name only members from the reused list.
 - A NOT_FOUND response is never reused, so a group created a moment ago is
-  found at once, and it drops the group's reused list.
+  found at once, and it drops the group's reused list. The exception is a
+  group that user_service reports deleted: its id is never given to a new
+  group, so it stays known as deleted without another call
+  (`splitlog_runtime.groups`).
 - At most `MAX_CACHED_GROUPS` groups are kept; the least recently used go
   first.
 - A deactivated user stays a member but is rejected with FAILED_PRECONDITION
@@ -21,9 +24,10 @@ a group's member list is reused for up to `CACHE_SECONDS`:
 
 The same lists decide who may use a group when `auth_required` is on
 (`is_member`), so a removed member keeps access to the group's expenses for
-up to `CACHE_SECONDS`, and a new member gets it at once. Member lists are
-always fetched on this service's own behalf, because the caller may not be
-allowed to list the members.
+up to `CACHE_SECONDS`, and a new member gets it at once. The members of a
+deleted group keep access for as long. Member lists are always fetched on
+this service's own behalf, because the caller may not be allowed to list the
+members.
 """
 
 from __future__ import annotations
@@ -37,7 +41,6 @@ from dataclasses import dataclass
 
 import grpc
 
-from expense_service import domain
 from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
 from splitlog_runtime import authz
@@ -46,8 +49,12 @@ from splitlog_runtime.errors import (
     FailedPrecondition,
     NotFound,
     PreconditionViolation,
-    Resource,
     Unavailable,
+)
+from splitlog_runtime.groups import (
+    DeletedGroups,
+    group_not_found,
+    reports_deleted_group,
 )
 
 _LOGGER = logging.getLogger(__name__)
@@ -160,6 +167,7 @@ class MembershipClient:
         self._channel = insecure_channel(address)
         self._stub = users_grpc.UsersServiceStub(self._channel)
         self._recent = _RecentMembers(cache_seconds, max_cached_groups, clock)
+        self._deleted = DeletedGroups(max_cached_groups)
 
     def close(self) -> None:
         self._channel.close()
@@ -197,6 +205,8 @@ class MembershipClient:
             error carries RetryInfo.
         """
         users = set(users)
+        if group in self._deleted:
+            raise group_not_found(group, deleted=True)
         cached = self._recent.get(group)
         if cached is not None and users <= cached.active:
             return
@@ -234,6 +244,31 @@ class MembershipClient:
             ],
         )
 
+    def require_group(self, group: str, context: grpc.ServicerContext | None) -> None:
+        """Check that a group exists, reusing a member list up to `cache_seconds` old.
+
+        Raises:
+          NotFound: the group does not exist or was deleted (reason
+            GROUP_NOT_FOUND).
+          Unavailable: user_service cannot be reached or timed out.
+        """
+        if group in self._deleted:
+            raise group_not_found(group, deleted=True)
+        if self._recent.get(group) is None:
+            self._fetch_members(group, context)
+
+    def group_exists(self, group: str, context: grpc.ServicerContext | None) -> bool:
+        """Return whether a group exists now; False if it is missing or deleted.
+
+        Raises:
+          Unavailable: user_service cannot be reached or timed out.
+        """
+        try:
+            self.require_group(group, context)
+        except NotFound:
+            return False
+        return True
+
     def is_member(
         self, group: str, user: str, context: grpc.ServicerContext | None
     ) -> bool:
@@ -245,6 +280,8 @@ class MembershipClient:
         Raises:
           Unavailable: user_service cannot be reached or timed out.
         """
+        if group in self._deleted:
+            return False
         cached = self._recent.get(group)
         if cached is not None and user in cached.all:
             return True
@@ -274,6 +311,9 @@ class MembershipClient:
             except grpc.RpcError as exc:
                 if exc.code() == grpc.StatusCode.NOT_FOUND:
                     self._recent.discard(group)
+                    if reports_deleted_group(exc):
+                        self._deleted.add(group)
+                        raise group_not_found(group, deleted=True) from None
                 raise self._translate(exc, group) from None
             for member in response.members:
                 if member.user_state == users_pb.User.STATE_DEACTIVATED:
@@ -289,12 +329,7 @@ class MembershipClient:
     def _translate(self, exc: grpc.RpcError, group: str) -> Exception:
         code = exc.code()
         if code == grpc.StatusCode.NOT_FOUND:
-            return NotFound(
-                f"group {group!r} does not exist; check the name, or list a user's "
-                "groups with ListGroups",
-                reason="GROUP_NOT_FOUND",
-                resource=Resource(domain.GROUP_TYPE, group),
-            )
+            return group_not_found(group)
         if code in _TRANSIENT:
             _LOGGER.warning(
                 "membership check of %s failed: user_service at %s returned %s: %s",

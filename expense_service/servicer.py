@@ -30,8 +30,14 @@ Choices that the proto leaves open:
   is rejected with REQUEST_ID_REUSED rather than replaying.
 - The creator, an update's `last_modifier` and, on undelete, every payer
   and participant must be current members of the group.
-- Reads never call user_service: listing the expenses of a group that does
-  not exist returns an empty page.
+- A group that does not exist, or was deleted, answers every call about
+  its expenses with NOT_FOUND (reason GROUP_NOT_FOUND), as GetGroup does
+  for the group. Reads learn this from the member lists of
+  `MembershipClient`, which may be up to `membership.CACHE_SECONDS` old, so
+  a group deleted less than that ago may still be read. ListExpenses across
+  every group (`groups/-`) leaves out the expenses of groups that no longer
+  exist. While user_service does not respond, reads by callers who may use
+  every group skip this check and still return the stored expenses.
 
 With `auth_required` on, `splitlog_runtime.authz` limits each call to
 members of the expense's group (ListCategories is open to every caller).
@@ -39,7 +45,10 @@ members of the expense's group (ListCategories is open to every caller).
 ListExpenses across every group (`groups/-`) must name the caller as
 `participant` and returns only expenses of groups the caller belongs to now.
 Membership comes from the cached member lists of `MembershipClient`, so a
-removed member loses access within `membership.CACHE_SECONDS`.
+removed member, or a member of a deleted group, loses access within
+`membership.CACHE_SECONDS`. Like GetGroup, a call about a deleted group then
+fails with PERMISSION_DENIED for its former members and NOT_FOUND for
+administrators.
 """
 
 from __future__ import annotations
@@ -352,26 +361,56 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             group, lambda user: self._membership.is_member(group, user, context)
         )
 
+    def _require_group(self, group: str, context: grpc.ServicerContext) -> None:
+        """Raise NOT_FOUND for a missing or deleted group, as GetGroup does.
+
+        Only callers who may use every group need the check, because the
+        others passed `_authorize`, which found them in the member list.
+        When user_service does not respond, such a caller is served anyway:
+        they may read every group, and reads stay available without
+        user_service.
+        """
+        if authz.restricted_user() is not None:
+            return
+        try:
+            self._membership.require_group(group, context)
+        except Unavailable:
+            return
+
     def _authorize_expense(self, name: str, context: grpc.ServicerContext) -> None:
+        """Check that the caller may use the expense's group, and that it exists."""
         group_id, _ = domain.parse_expense_name(name, "name")
         self._authorize(domain.group_name(group_id), context)
+        self._require_group(domain.group_name(group_id), context)
 
     def _visible_groups(
         self, rows: list[storage.StoredExpense], context: grpc.ServicerContext
-    ) -> set[str] | None:
-        """Return the group ids among `rows` that the caller belongs to now.
+    ) -> set[str]:
+        """Return the group ids among `rows` that the caller may read now.
 
-        Returns None when the caller is unrestricted and may read every group.
+        Those are the groups the caller belongs to, or for a caller who may
+        use every group, the groups that still exist.
         """
         caller = authz.restricted_user()
-        if caller is None:
-            return None
         group_ids = {stored.row.group_id for stored in rows}
+        if caller is None:
+            return {
+                group_id
+                for group_id in group_ids
+                if self._group_exists(group_id, context)
+            }
         return {
             group_id
             for group_id in group_ids
             if self._membership.is_member(domain.group_name(group_id), caller, context)
         }
+
+    def _group_exists(self, group_id: str, context: grpc.ServicerContext) -> bool:
+        """Return whether a group exists; True when user_service does not respond."""
+        try:
+            return self._membership.group_exists(domain.group_name(group_id), context)
+        except Unavailable:
+            return True
 
     @staticmethod
     def _require(session: Session, name: str, lock: bool = False):
@@ -770,6 +809,8 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             pagination.decode_token(request.page_token, selector),
             query.order_by_create_time,
         )
+        if query.group_id is not None:
+            self._require_group(request.parent, context)
         rows = self._read(
             lambda session: storage.list_expenses(session, query, after, size + 1)
         )
@@ -780,11 +821,10 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             next_token = pagination.encode_token([key.isoformat(), last.name], selector)
         page = rows[:size]
         if query.group_id is None:
-            # Expenses of groups that the caller has left are dropped, so a
-            # page across every group may be short.
+            # Expenses of groups that the caller has left, or that were
+            # deleted, are dropped, so a page across every group may be short.
             visible = self._visible_groups(page, context)
-            if visible is not None:
-                page = [stored for stored in page if stored.row.group_id in visible]
+            page = [stored for stored in page if stored.row.group_id in visible]
         return pb.ListExpensesResponse(
             expenses=[messages.expense_message(stored) for stored in page],
             next_page_token=next_token,

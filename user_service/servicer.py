@@ -530,12 +530,22 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
 
     @staticmethod
     def _check_group_id_free(session: Session, group_id: str) -> None:
+        name = domain.group_name(group_id)
         if session.get(storage.GroupRow, group_id) is not None:
-            name = domain.group_name(group_id)
             raise AlreadyExists(
                 f"group {name!r} already exists; choose another group_id or leave "
                 "it empty to get a generated one",
                 reason="GROUP_ALREADY_EXISTS",
+                resource=Resource(domain.GROUP_TYPE, name),
+            )
+        if storage.is_deleted_group(session, group_id):
+            # The expenses and settlements of the deleted group are still
+            # stored under this id, so a new group must not take it.
+            raise AlreadyExists(
+                f"group {name!r} was deleted and its id cannot be used again; "
+                "choose another group_id or leave it empty to get a generated one",
+                reason="GROUP_ID_DELETED",
+                metadata={"group": name},
                 resource=Resource(domain.GROUP_TYPE, name),
             )
 

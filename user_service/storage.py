@@ -31,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from splitlog_runtime.errors import NotFound, Resource
+from splitlog_runtime.groups import group_not_found
 from user_service import domain
 
 
@@ -105,6 +106,20 @@ class MemberRow(Base):
         Index("ix_group_members_group_join", "group_id", "join_time", "user_id"),
         Index("ix_group_members_user_join", "user_id", "join_time", "group_id"),
     )
+
+
+class DeletedGroupRow(Base):
+    """The id of a deleted group, kept so that no new group takes it.
+
+    expense_service and balance_service keep a deleted group's expenses,
+    settlements and balances under its id, and a new group with that id
+    would show them to its members.
+    """
+
+    __tablename__ = "deleted_groups"
+
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    delete_time: Mapped[datetime] = mapped_column(DateTime())
 
 
 class RequestIdRow(Base):
@@ -209,18 +224,19 @@ def require_group(session: Session, group_id: str, lock: bool = False) -> GroupR
     no lock.
 
     Raises:
-      NotFound: no group has this id (reason GROUP_NOT_FOUND).
+      NotFound: no group has this id (reason GROUP_NOT_FOUND). For a deleted
+        group the ErrorInfo metadata has `deleted: "true"`.
     """
     group = session.get(GroupRow, group_id, with_for_update=lock)
     if group is None:
-        name = domain.group_name(group_id)
-        raise NotFound(
-            f"group {name!r} does not exist; check the name, or list a user's "
-            "groups with ListGroups",
-            reason="GROUP_NOT_FOUND",
-            resource=Resource(domain.GROUP_TYPE, name),
+        raise group_not_found(
+            domain.group_name(group_id), deleted=is_deleted_group(session, group_id)
         )
     return group
+
+
+def is_deleted_group(session: Session, group_id: str) -> bool:
+    return session.get(DeletedGroupRow, group_id) is not None
 
 
 def add_group(session: Session, group: GroupRow) -> None:
@@ -230,8 +246,12 @@ def add_group(session: Session, group: GroupRow) -> None:
 
 
 def delete_group(session: Session, group: GroupRow) -> None:
-    """Delete a group and its memberships; a stale version raises StaleDataError."""
+    """Delete a group and its memberships, and keep its id from being reused.
+
+    A stale version raises StaleDataError.
+    """
     session.execute(delete(MemberRow).where(MemberRow.group_id == group.id))
+    session.add(DeletedGroupRow(id=group.id, delete_time=utc_now()))
     session.delete(group)
     session.flush()
 

@@ -8,6 +8,7 @@ and groups.
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Iterator
@@ -653,22 +654,13 @@ def test_removed_member_loses_access(channel):
     error = _fails(lambda: ben.users("GetGroup", users_pb.GetGroupRequest(name=group)))
     assert error.code() == DENIED
 
-    # The other services may reuse their member lists for the cache window.
-    window = membership.CACHE_SECONDS + 2.0
-    for service, method, request in [
-        ("expenses", "ListExpenses", list_expenses),
-        ("expenses", "GetExpense", expenses_pb.GetExpenseRequest(name=expense)),
-        ("balances", "GetGroupBalance", get_balance),
-    ]:
-        deadline = time.monotonic() + window
-        while True:
-            try:
-                _call(ben, service, method, request)
-            except grpc.RpcError as error:
-                assert error.code() == DENIED, method
-                break
-            assert time.monotonic() < deadline, f"{method} still allowed"
-            time.sleep(0.1)
+    # The other services may reuse their member lists for the cache window,
+    # and then reject every read with the error that GetGroup returns.
+    for service, method, request in _group_reads(group, expense):
+        denied = _wait_for_error(
+            functools.partial(_call, ben, service, method, request), DENIED, method
+        )
+        assert denied.details() == error.details(), method
 
 
 def test_removed_member_cross_group_list(channel):
@@ -697,6 +689,192 @@ def test_removed_member_cross_group_list(channel):
     while listed() != {kept}:
         assert time.monotonic() < deadline, f"still listed: {listed()}"
         time.sleep(0.1)
+
+
+# Deleted groups
+
+
+def _wait_for_error(call, code: grpc.StatusCode, method: str) -> grpc.RpcError:
+    """Retry `call` until it fails with `code`, for at most the cache window.
+
+    expense_service and balance_service may reuse a member list for
+    `membership.CACHE_SECONDS`, so they see a removal or deletion that late.
+    """
+    deadline = time.monotonic() + membership.CACHE_SECONDS + 2.0
+    while True:
+        try:
+            call()
+        except grpc.RpcError as error:
+            if error.code() == code:
+                return error
+            assert error.code() == DENIED, f"{method}: {error.code()} {error.details()}"
+        assert time.monotonic() < deadline, f"{method} still allowed"
+        time.sleep(0.1)
+
+
+def _settled_group(ann: Caller, ben: Caller) -> tuple[str, str, str]:
+    """Make a group of ann and ben with one expense and the settlement that
+    evens it out, so that the group can be deleted.
+
+    Returns the names of the group, the expense and the settlement.
+    """
+    group = ann.create_group()
+    ann.add_member(group, ben.user)
+    expense = ann.create_expense(group, [ann.user, ben.user])
+    settlement = ben.balances(
+        "CreateSettlement",
+        balances_pb.CreateSettlementRequest(
+            parent=group,
+            settlement=balances_pb.Settlement(
+                payer=ben.user,
+                payee=ann.user,
+                creator=ben.user,
+                amount=money_pb2.Money(currency_code="EUR", units=15),
+                settlement_date=date_pb2.Date(year=2024, month=5, day=2),
+            ),
+        ),
+    ).settlement.name
+    return group, expense, settlement
+
+
+def _deleted_group_reads(group, expense, settlement) -> list[tuple[str, str, object]]:
+    reads = _group_reads(group, expense)
+    reads.append(
+        (
+            "balances",
+            "GetSettlement",
+            balances_pb.GetSettlementRequest(name=settlement),
+        )
+    )
+    return reads
+
+
+def test_deleted_group_matches_get_group(stack, channel):
+    ann, ben = _sign_up(channel, "ann"), _sign_up(channel, "ben")
+    admin = _admin(stack, channel, _sign_up(channel, "root"))
+    group, expense, settlement = _settled_group(ann, ben)
+    reads = _deleted_group_reads(group, expense, settlement)
+    # Fill the member caches of expense_service and balance_service.
+    for service, method, request in reads:
+        _call(ben, service, method, request)
+        _call(admin, service, method, request)
+
+    ann.users("DeleteGroup", users_pb.DeleteGroupRequest(name=group))
+
+    get_group = users_pb.GetGroupRequest(name=group)
+    denied = _fails(lambda: ben.users("GetGroup", get_group))
+    assert denied.code() == DENIED
+    missing = _fails(lambda: admin.users("GetGroup", get_group))
+    assert missing.code() == grpc.StatusCode.NOT_FOUND
+    assert f"group {group!r} was deleted" in missing.details()
+    info = error_details(missing)["ErrorInfo"]
+    assert info.reason == "GROUP_NOT_FOUND"
+    assert info.metadata["deleted"] == "true"
+
+    for service, method, request in reads:
+        error = _wait_for_error(
+            functools.partial(_call, ben, service, method, request), DENIED, method
+        )
+        assert error.details() == denied.details(), method
+        assert error_details(error)["ErrorInfo"].reason == "GROUP_ACCESS_DENIED"
+    for service, method, request in reads:
+        if method == "CheckSettled":
+            # user_service calls it while deleting, so it reads only the
+            # balances, and a deleted group is always settled.
+            assert _call(admin, service, method, request).settled
+            continue
+        error = _wait_for_error(
+            functools.partial(_call, admin, service, method, request),
+            grpc.StatusCode.NOT_FOUND,
+            method,
+        )
+        assert f"group {group!r} was deleted" in error.details(), method
+        assert error_details(error)["ErrorInfo"].reason == "GROUP_NOT_FOUND"
+
+
+def test_deleted_group_rest_reads(stack, channel, http):
+    ann, ben = _sign_up(channel, "ann"), _sign_up(channel, "ben")
+    admin = _admin(stack, channel, _sign_up(channel, "root"))
+    group, expense, _ = _settled_group(ann, ben)
+    member = {"authorization": f"Bearer {ben.credential}"}
+    operator = {"authorization": f"Bearer {admin.credential}"}
+    for headers in (member, operator):
+        assert http.get(f"/v1/{group}/expenses", headers=headers).status_code == 200
+
+    ann.users("DeleteGroup", users_pb.DeleteGroupRequest(name=group))
+
+    deadline = time.monotonic() + membership.CACHE_SECONDS + 2.0
+    for path in (f"/v1/{group}/expenses", f"/v1/{expense}", f"/v1/{group}/balance"):
+        while (reply := http.get(path, headers=member)).status_code == 200:
+            assert time.monotonic() < deadline, f"{path} still allowed"
+            time.sleep(0.1)
+        assert reply.status_code == 403, path
+        assert (
+            reply.json()["error"]["message"]
+            == (http.get(f"/v1/{group}", headers=member).json()["error"]["message"])
+        )
+        while (reply := http.get(path, headers=operator)).status_code == 200:
+            assert time.monotonic() < deadline, f"{path} still found"
+            time.sleep(0.1)
+        assert reply.status_code == 404, path
+        assert f"group {group!r} was deleted" in reply.json()["error"]["message"]
+
+
+def test_deleted_group_left_out_of_lists(stack, channel):
+    ann, ben = _sign_up(channel, "ann"), _sign_up(channel, "ben")
+    admin = _admin(stack, channel, _sign_up(channel, "root"))
+    group, expense, settlement = _settled_group(ann, ben)
+    own = ben.create_group("Own")
+    kept = ben.create_expense(own, [ben.user])
+    expenses_across = expenses_pb.ListExpensesRequest(
+        parent="groups/-", participant=ben.user
+    )
+    settlements_across = balances_pb.ListSettlementsRequest(
+        parent="groups/-", participant=ben.user
+    )
+    dashboard = gateway_pb.GetUserDashboardRequest(user=ben.user)
+
+    def listed(caller: Caller) -> set[str]:
+        expenses = caller.expenses("ListExpenses", expenses_across).expenses
+        settlements = caller.balances("ListSettlements", settlements_across)
+        return {item.name for item in expenses} | {
+            item.name for item in settlements.settlements
+        }
+
+    def on_dashboard(caller: Caller) -> set[str]:
+        response = caller.gateway("GetUserDashboard", dashboard)
+        assert list(response.section_errors) == []
+        return {item.group for item in response.recent_activity} | {
+            summary.group.name for summary in response.group_summaries
+        }
+
+    for caller in (ben, admin):
+        assert listed(caller) == {expense, settlement, kept}
+        assert on_dashboard(caller) == {group, own}
+
+    ann.users("DeleteGroup", users_pb.DeleteGroupRequest(name=group))
+
+    deadline = time.monotonic() + membership.CACHE_SECONDS + 2.0
+    for caller in (ben, admin):
+        while listed(caller) != {kept}:
+            assert time.monotonic() < deadline, f"still listed: {listed(caller)}"
+            time.sleep(0.1)
+        assert on_dashboard(caller) == {own}
+
+
+def test_deleted_group_id_not_reused(stack, channel):
+    ann, ben = _sign_up(channel, "ann"), _sign_up(channel, "ben")
+    group, _, _ = _settled_group(ann, ben)
+    ann.users("DeleteGroup", users_pb.DeleteGroupRequest(name=group))
+    again = users_pb.CreateGroupRequest(
+        group=users_pb.Group(display_name="Again", creator=ann.user),
+        group_id=group.removeprefix("groups/"),
+    )
+    error = _fails(lambda: ann.users("CreateGroup", again))
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert f"group {group!r} was deleted" in error.details()
+    assert "choose another group_id" in error.details()
+    assert error_details(error)["ErrorInfo"].reason == "GROUP_ID_DELETED"
 
 
 # REST

@@ -85,7 +85,8 @@ def history(clients):
 
 
 def test_get_unknown_expense_not_found(clients):
-    name = "groups/no-such-group/expenses/nothing"
+    group = create_group(clients.users, size=1)
+    name = f"{group.name}/expenses/nothing"
 
     with pytest.raises(grpc.RpcError) as caught:
         clients.expenses.GetExpense(pb.GetExpenseRequest(name=name), timeout=TIMEOUT)
@@ -93,6 +94,24 @@ def test_get_unknown_expense_not_found(clients):
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert reason_of(caught.value) == "EXPENSE_NOT_FOUND"
     assert error_details(caught.value)["ResourceInfo"].resource_name == name
+
+
+@pytest.mark.parametrize(
+    "method, request_message",
+    [
+        ("GetExpense", pb.GetExpenseRequest(name="groups/no-such-group/expenses/none")),
+        ("ListExpenses", pb.ListExpensesRequest(parent="groups/no-such-group")),
+    ],
+)
+def test_unknown_group_not_found(clients, method, request_message):
+    with pytest.raises(grpc.RpcError) as caught:
+        getattr(clients.expenses, method)(request_message, timeout=TIMEOUT)
+
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert reason_of(caught.value) == "GROUP_NOT_FOUND"
+    assert "'groups/no-such-group' does not exist" in caught.value.details()
+    resource = error_details(caught.value)["ResourceInfo"].resource_name
+    assert resource == "groups/no-such-group"
 
 
 @pytest.mark.parametrize(
@@ -229,13 +248,6 @@ def test_list_across_groups_by_participant(clients, history):
 
     assert listed == _names(clients, parent=group.name, participant=a)
     assert mine == [elsewhere.name]
-
-
-def test_list_unknown_group_is_empty(clients):
-    response = _list(clients, parent="groups/never-created")
-
-    assert list(response.expenses) == []
-    assert response.next_page_token == ""
 
 
 def test_token_with_other_filter_rejected(clients, history):
