@@ -172,18 +172,15 @@ class SplitwiseImporter:
         steps = len(plan.members) * 2 + 1 + len(entries)
         progress = ProgressBar("importing", steps, self._progress_stream)
         step = "creating the users"
-        created_group = group_exists = False
+        group_exists = False
         try:
             currency = plan.source.currencies()[0] if plan.source.currencies() else ""
             for member in plan.members:
                 ids.users[member] = self._create_user(member, digest, currency)
                 progress.advance()
             step = "creating the group"
-            created_group = self._create_group(ids, group_name, currency)
+            result.group_display_name = self._create_group(ids, group_name, currency)
             group_exists = True
-            if not created_group:
-                step = "reading the group of an earlier run"
-                result.group_display_name = self._group_display_name(ids)
             progress.advance()
             step = "adding the members"
             for member in plan.members:
@@ -213,9 +210,7 @@ class SplitwiseImporter:
                     progress.advance(len(chunk))
             except grpc.RpcError as exc:
                 progress.finish()
-                raise self._expenses_failed(
-                    exc, missing, ids, created_group and not existing
-                ) from None
+                raise self._expenses_failed(exc, missing, ids) from None
             for entry in settlements:
                 if _entry_name(ids, entry) in existing:
                     continue
@@ -270,11 +265,11 @@ class SplitwiseImporter:
             )
         return name
 
-    def _create_group(self, ids: _Ids, display_name: str, currency: str) -> bool:
-        """Create the group, or find it from an earlier run.
+    def _create_group(self, ids: _Ids, display_name: str, currency: str) -> str:
+        """Create the group, or find it from an earlier run; return its display name.
 
-        Returns:
-          Whether this run created it.
+        Raises:
+          SplitwiseImportError: the group of this file was deleted.
         """
         creator = next(iter(ids.users.values()))
         request = users_pb.CreateGroupRequest(
@@ -293,19 +288,28 @@ class SplitwiseImporter:
         except grpc.RpcError as exc:
             if exc.code() != grpc.StatusCode.NOT_FOUND:
                 raise
-            # An earlier run deleted the group after expense_service rejected
-            # its expenses, and user_service does not replay the request id of
-            # a deleted group. The group id alone keeps the create idempotent.
+            # The group was deleted, and user_service does not replay the
+            # request id of a deleted group. The create without it then
+            # reports that the id was deleted.
             request.request_id = ""
             created = self._create(
                 lambda: self._users.CreateGroup(request, timeout=self._timeout)
             )
-        return created
-
-    def _group_display_name(self, ids: _Ids) -> str:
-        response = self._users.GetGroup(
-            users_pb.GetGroupRequest(name=ids.group), timeout=self._timeout
-        )
+        if created:
+            return display_name
+        try:
+            response = self._users.GetGroup(
+                users_pb.GetGroupRequest(name=ids.group), timeout=self._timeout
+            )
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            raise SplitwiseImportError(
+                f"import stopped: {ids.group}, the group of this file, was deleted, "
+                "and the id of a deleted group is never used again. To import the "
+                "file once more, change its bytes (an empty line at its end is "
+                "enough): a changed file goes into a new group."
+            ) from None
         return response.group.display_name
 
     def _add_member(self, ids: _Ids, member: str) -> None:
@@ -376,20 +380,18 @@ class SplitwiseImporter:
         self._expenses.BatchCreateExpenses(request, timeout=self._timeout * scale)
 
     def _expenses_failed(
-        self,
-        exc: grpc.RpcError,
-        entries: list[ExpensePlan],
-        ids: _Ids,
-        remove_group: bool,
+        self, exc: grpc.RpcError, entries: list[ExpensePlan], ids: _Ids
     ) -> SplitwiseImportError:
-        """Build the error of a failed expense write, after cleaning up.
+        """Build the error of a failed expense write.
+
+        The group stays even when it contains no expense, because the id of a
+        deleted group is never used again, and running the same import once
+        more must find it.
 
         Args:
           exc: the error of the batch call.
           entries: the expenses of the batch, to find the row it names.
           ids: the import's resource names.
-          remove_group: whether this run created the group and nothing else
-            is in it, so that it can be deleted.
         """
         details = exc.details() or ""
         found = _BATCH_INDEX.search(details)
@@ -403,29 +405,19 @@ class SplitwiseImporter:
             grpc.StatusCode.DEADLINE_EXCEEDED,
             grpc.StatusCode.UNAVAILABLE,
         ):
-            # The batch may have committed after the client gave up, so the
-            # group is kept: running the import again replays the batch.
-            remove_group = False
-        left = (
-            f"No expense was written; {ids.group} and its members stay, and "
-            "running the same command again completes the import."
-        )
-        if remove_group:
-            try:
-                self._users.DeleteGroup(
-                    users_pb.DeleteGroupRequest(name=ids.group), timeout=self._timeout
-                )
-                left = (
-                    f"No expense was written, and the group {ids.group} that "
-                    "this import created was deleted again. The users stay, so "
-                    "that a second run reuses them."
-                )
-            except grpc.RpcError as delete_error:
-                left = (
-                    f"No expense was written. The group {ids.group} could not be "
-                    f"deleted ({delete_error.code().name}: "
-                    f"{delete_error.details()}); it holds no expense."
-                )
+            # The batch may have committed after the client gave up; running
+            # the import again replays it.
+            left = (
+                f"The expenses may have been written; {ids.group} and its members "
+                "stay, and running the same command again completes the import."
+            )
+        else:
+            left = (
+                f"No expense was written; {ids.group} and its members stay. A "
+                "corrected file is imported into a new group, so delete this one "
+                f"with `splitlog groups delete {ids.group}` if it holds nothing "
+                "else."
+            )
         return SplitwiseImportError(
             f"import stopped: expense_service rejected the expenses{where}: "
             f"{cause}\n{left}"

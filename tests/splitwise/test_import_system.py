@@ -11,6 +11,7 @@ import uuid
 import grpc
 import httpx
 import pytest
+from google.type import date_pb2
 
 from splitlog.balances.v1 import balances_service_pb2 as balances_pb
 from splitlog.balances.v1 import balances_service_pb2_grpc as balances_grpc
@@ -203,7 +204,7 @@ def test_interrupted_import_completes(gateway, channel, tmp_path):
     assert expense_count(channel, group) == 6
 
 
-def test_rejected_expense_deletes_group(gateway, channel, tmp_path):
+def test_rejected_expense_keeps_group(gateway, channel, tmp_path):
     # A row that the server rejects: its total no longer equals what its
     # payers paid. The file itself is fine, so the import gets to the write.
     path = tmp_path / "rejected.csv"
@@ -226,14 +227,10 @@ def test_rejected_expense_deletes_group(gateway, channel, tmp_path):
     message = str(caught.value)
     assert f"on line {bad.line}" in message
     assert "INVALID_ARGUMENT" in message
-    assert "No expense was written" in message
-    assert f"{group} that this import created was deleted again" in message
+    assert f"No expense was written; {group} and its members stay" in message
+    assert f"splitlog groups delete {group}" in message
     assert "importing [" in progress.getvalue()
-    with pytest.raises(grpc.RpcError) as missing:
-        users_grpc.UsersServiceStub(channel).GetGroup(
-            users_pb.GetGroupRequest(name=group), timeout=TIMEOUT
-        )
-    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    assert expense_count(channel, group) == 0
 
     # The file as it is then imports in full.
     result = SplitwiseImporter(channel, TIMEOUT, io.StringIO()).run(
@@ -262,6 +259,52 @@ def test_export_then_import_again(gateway, channel, tmp_path):
     assert group_balance(channel, f"groups/{again}") == group_balance(
         channel, f"groups/{group}"
     )
+
+
+def test_import_into_deleted_group_fails(gateway, channel, tmp_path):
+    path = tmp_path / "deleted.csv"
+    path.write_bytes((FIXTURES / "current_flat.csv").read_bytes() + b"\n\n\n")
+    status, out, err = import_file(path, gateway)
+    assert status == 0, out + err
+    group = f"groups/{identity.group_id(identity.file_digest(path.read_bytes()))}"
+    users = users_grpc.UsersServiceStub(channel)
+    # Payments back to the payers settle the group, so that it can be deleted.
+    balances = balances_grpc.BalancesServiceStub(channel)
+    plan = balances.ComputeSettlementPlan(
+        balances_pb.ComputeSettlementPlanRequest(name=f"{group}/balance"),
+        timeout=TIMEOUT,
+    )
+    for transfer in plan.transfers:
+        balances.CreateSettlement(
+            balances_pb.CreateSettlementRequest(
+                parent=group,
+                settlement=balances_pb.Settlement(
+                    payer=transfer.payer,
+                    payee=transfer.payee,
+                    creator=transfer.payer,
+                    amount=transfer.amount,
+                    settlement_date=date_pb2.Date(year=2024, month=1, day=1),
+                ),
+            ),
+            timeout=TIMEOUT,
+        )
+    users.DeleteGroup(users_pb.DeleteGroupRequest(name=group), timeout=TIMEOUT)
+
+    status, out, err = import_file(path, gateway)
+
+    assert status == 1
+    assert f"{group}, the group of this file, was deleted" in err
+    assert "change its bytes" in err
+    missing = _fails_with(
+        lambda: users.GetGroup(users_pb.GetGroupRequest(name=group), timeout=TIMEOUT)
+    )
+    assert missing.code() == grpc.StatusCode.NOT_FOUND
+
+
+def _fails_with(call) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return caught.value
 
 
 def test_export_unknown_group_fails(gateway):
