@@ -25,11 +25,15 @@ The rules, with examples from real exports, are in docs/splitwise-import.md.
 4. When the cost is zero, or smaller than the amount moved between members,
    the expense total is the amount moved and the cost is kept in the notes.
 5. A row in which no exported member's net changes is booked on the
-   placeholder alone, paid and owed by it, so that it stays on record.
+   placeholder alone, paid and owed by it, so that it stays on record. The
+   exception is a row whose description ends with the note that
+   `self_paid_suffix` writes, such as " [paid and owed by Ana]": the members
+   it names paid and owe the cost, as they did before the export.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import re
@@ -37,7 +41,7 @@ import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from expense_service.money import format_amount
+from expense_service.money import MoneyError, format_amount, parse_decimal_amount
 from splitlog_cli.splitwise import categories
 from splitlog_cli.splitwise.csvformat import (
     MAX_PROBLEMS,
@@ -62,6 +66,10 @@ CATEGORY_NOTE = "Splitwise category: "
 COST_NOTE = "Splitwise cost: "
 DESCRIPTION_NOTE = "Splitwise description: "
 
+# Description suffix of an expense whose every payer owes what they paid, as
+# `self_paid_suffix` writes it.
+_SELF_PAID = re.compile(r"(?P<text>.*) \[paid and owed by (?P<shares>.+)\]", re.DOTALL)
+_SHARE_SEPARATOR = "; "
 _PAYMENT_TEXT = re.compile(r"\S.*\spaid\s+\S|settle all balances$")
 # Characters that the expense service rejects in descriptions besides the
 # Unicode control and separator categories.
@@ -287,13 +295,77 @@ def _convert_row(row: Row, members: Sequence[str]) -> Iterator[Entry]:
         )
     if not nets:
         if row.cost:
-            yield _placeholder_expense(row, notes)
+            yield _self_paid_expense(row, members) or _placeholder_expense(row, notes)
         return
     moved = sum(net for net in nets.values() if net > 0)
     if is_payment(row, moved):
         yield from _settlements(row, nets, moved, notes)
     else:
         yield _expense(row, nets, moved, notes)
+
+
+def self_paid_suffix(shares: Sequence[tuple[str, int]], currency: str) -> str:
+    """Return the description suffix that names who paid and owes an expense.
+
+    Splitwise exports only nets, so an expense whose payers owe exactly what
+    they paid (a member who paid for themselves alone) leaves every member
+    cell at zero. The suffix keeps who it was, such as " [paid and owed by
+    Ana]", or " [paid and owed by Ana 60.00; Ben 40.00]" for several members.
+
+    Args:
+      shares: (member, amount paid and owed) in order, at least one.
+      currency: ISO 4217 code of the amounts.
+    """
+    if len(shares) == 1:
+        named = shares[0][0]
+    else:
+        named = _SHARE_SEPARATOR.join(
+            f"{member} {format_amount(amount, currency)}" for member, amount in shares
+        )
+    return f" [paid and owed by {named}]"
+
+
+def _self_paid_shares(
+    row: Row, members: Sequence[str]
+) -> tuple[str, tuple[tuple[str, int], ...]] | None:
+    """Read the suffix of `self_paid_suffix` from a row's description.
+
+    Returns the description without the suffix and the shares, or None when
+    the description has no such suffix, names someone who has no column, or
+    gives amounts that do not add up to the cost.
+    """
+    found = _SELF_PAID.fullmatch(row.description)
+    if found is None:
+        return None
+    text, named = found["text"], found["shares"]
+    if named in members:
+        return text, ((named, row.cost),)
+    shares: dict[str, int] = {}
+    for part in named.split(_SHARE_SEPARATOR):
+        member, _, amount = part.rpartition(" ")
+        if member not in members or member in shares:
+            return None
+        try:
+            shares[member] = parse_decimal_amount(amount, row.currency)
+        except MoneyError:
+            return None
+    if len(shares) < 2 or 0 in shares.values() or sum(shares.values()) != row.cost:
+        return None
+    return text, tuple(shares.items())
+
+
+def _self_paid_expense(row: Row, members: Sequence[str]) -> ExpensePlan | None:
+    """Convert a row that names the members who paid and owe its cost, or None."""
+    found = _self_paid_shares(row, members)
+    if found is None:
+        return None
+    text, shares = found
+    notes = _Notes(dataclasses.replace(row, description=text))
+    notes.add(
+        "The members named at the end of the description paid the cost and owe "
+        "it, so no member's net changed."
+    )
+    return _expense_plan(row, row.cost, shares, shares, notes)
 
 
 def _placeholder_expense(row: Row, notes: _Notes) -> ExpensePlan:

@@ -7,12 +7,15 @@ the import kept in the notes (the original category, cost or description)
 are written back in place of the splitlog ones. The placeholder member that
 stands for people missing from an import gets no column: its share is
 exactly what the other cells do not cancel out, so importing the file again
-books it on the placeholder again.
+books it on the placeholder again. An expense whose payers owe exactly what
+they paid leaves every cell at zero, so its description ends with the
+members and amounts (`self_paid_suffix`), which the import reads back.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 from collections.abc import Sequence
 
@@ -26,6 +29,7 @@ from splitlog_cli.splitwise.convert import (
     Entry,
     ExpensePlan,
     balances_of,
+    self_paid_suffix,
     unquote_text,
 )
 from splitlog_cli.splitwise.csvformat import Row, Summary, write_text
@@ -61,7 +65,11 @@ def export_text(
                 f"entry {entry.key!r} names {', '.join(unknown)}, who is not among "
                 "the members to export"
             )
-        rows.append(_row(entry, [nets.get(member, 0) for member in columns]))
+        row = _row(entry, [nets.get(member, 0) for member in columns])
+        if placeholder not in nets and _is_self_paid(entry):
+            suffix = self_paid_suffix(entry.payers, entry.currency)
+            row = dataclasses.replace(row, description=row.description + suffix)
+        rows.append(row)
     balances = balances_of(entries)
     summaries = [
         Summary(
@@ -96,6 +104,16 @@ def _row(entry: Entry, nets: list[int]) -> Row:
         if COST_NOTE in notes:
             cost = parse_decimal_amount(notes[COST_NOTE], entry.currency)
     return Row(0, entry.date, description, category, cost, entry.currency, tuple(nets))
+
+
+def _is_self_paid(entry: Entry) -> bool:
+    """Return whether an expense moves no money: each payer owes what they paid."""
+    if not isinstance(entry, ExpensePlan) or not entry.total or not entry.payers:
+        return False
+    payers = [member for member, _ in entry.payers]
+    if len(set(payers)) != len(payers):
+        return False
+    return not any(entry.nets().values())
 
 
 def _note_values(notes: str) -> dict[str, str]:

@@ -29,7 +29,7 @@ from splitlog_cli.splitwise.csvformat import (
     SplitwiseFormatError,
     parse_bytes,
 )
-from tests.splitwise.conftest import FIXTURES
+from tests.splitwise.conftest import FIXTURE_FILES, FIXTURES
 
 DAY = datetime.date(2023, 9, 1)
 MEMBERS = ("A", "B", "C")
@@ -177,6 +177,72 @@ def test_row_without_known_nets_booked_on_placeholder():
     assert entry.owed == ((UNKNOWN_MEMBER, 90571),)
 
 
+def test_self_paid_note_names_payer():
+    entry = only(row(1250, [0, 0, 0], "Own lunch [paid and owed by B]"))
+
+    assert isinstance(entry, ExpensePlan)
+    assert entry.description == "Own lunch"
+    assert entry.total == 1250
+    assert entry.payers == (("B", 1250),)
+    assert entry.owed == (("B", 1250),)
+    assert DESCRIPTION_NOTE not in entry.notes
+
+
+def test_self_paid_note_with_several_members():
+    entry = only(row(1000, [0, 0, 0], "Taxi [paid and owed by A 6.00; C 4.00]"))
+
+    assert entry.description == "Taxi"
+    assert entry.payers == (("A", 600), ("C", 400))
+    assert entry.owed == (("A", 600), ("C", 400))
+
+
+def test_self_paid_refund():
+    entry = only(row(-2000, [0, 0, 0], "Returned shoes [paid and owed by C]"))
+
+    assert entry.total == -2000
+    assert entry.payers == (("C", -2000),)
+    assert entry.owed == (("C", -2000),)
+
+
+@pytest.mark.parametrize(
+    "suffix",
+    [
+        "[paid and owed by Zoe]",
+        "[paid and owed by A 6.00; B 5.00]",
+        "[paid and owed by A 6.00; Zoe 4.00]",
+        "[paid and owed by A 6.00; A 4.00]",
+        "[paid and owed by A six; B 4.00]",
+        "[paid and owed by A 10.00; B 0.00]",
+        "[paid and owed by A 10.00]",
+        "[paid and owed by ]",
+    ],
+)
+def test_unreadable_self_paid_note_books_placeholder(suffix):
+    entry = only(row(1000, [0, 0, 0], f"Taxi {suffix}"))
+
+    assert entry.description == f"Taxi {suffix}"
+    assert entry.payers == ((UNKNOWN_MEMBER, 1000),)
+    assert entry.owed == ((UNKNOWN_MEMBER, 1000),)
+
+
+def test_self_paid_note_ignored_when_nets_change():
+    entry = only(row(3000, [1500, -1500, 0], "Dinner [paid and owed by A]"))
+
+    assert entry.description == "Dinner [paid and owed by A]"
+    assert entry.payers == (("A", 3000),)
+    assert entry.owed == (("A", 1500), ("B", 1500))
+
+
+def test_self_paid_fixture_needs_placeholder_once():
+    plan = convert(parse_bytes((FIXTURES / "self_paid.csv").read_bytes()))
+
+    on_placeholder = [
+        entry.key for entry in plan.entries if UNKNOWN_MEMBER in entry.nets()
+    ]
+    assert on_placeholder == ["7"]
+    assert plan.mismatches() == []
+
+
 def test_row_without_any_effect_skipped():
     parsed = SplitwiseFile(Layout.CURRENT, MEMBERS, (row(0, [0, 0, 0]),), ())
 
@@ -294,7 +360,7 @@ def test_every_mapped_category_exists_in_proto():
 
 
 def test_fixture_plans_match_summary_rows():
-    for name in ("current_flat.csv", "older_imbalanced.csv"):
+    for name in FIXTURE_FILES:
         plan = convert(parse_bytes((FIXTURES / name).read_bytes()))
 
         assert plan.mismatches() == [], name

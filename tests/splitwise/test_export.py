@@ -104,6 +104,42 @@ def test_one_summary_row_per_currency():
     assert all(s.date == EXPORT_DAY for s in parsed.summaries)
 
 
+def test_self_paid_expense_names_payer():
+    entries = [expense("e1", (("Ana", 1250),), (("Ana", 1250),), 1250)]
+
+    text = export_text(["Ana", "Ben"], entries, EXPORT_DAY)
+
+    row = "2024-05-01,Lunch [paid and owed by Ana],Dining out,12.50,EUR,0.00,0.00\n"
+    assert row in text
+
+
+def test_several_self_paid_members_with_amounts():
+    shares = (("Ana", 600), ("Ben", 400))
+    entries = [expense("e1", shares, shares, 1000)]
+
+    text = export_text(["Ana", "Ben"], entries, EXPORT_DAY)
+
+    assert ",Lunch [paid and owed by Ana 6.00; Ben 4.00],Dining out,10.00," in text
+
+
+def test_placeholder_expense_not_named():
+    share = ((UNKNOWN_MEMBER, 300),)
+    entries = [expense("e1", share, share, 300)]
+
+    text = export_text(["Ana", UNKNOWN_MEMBER], entries, EXPORT_DAY)
+
+    assert "2024-05-01,Lunch,Dining out,3.00,EUR,0.00\n" in text
+
+
+def test_self_paid_fixture_written_back_unchanged():
+    data = (FIXTURES / "self_paid.csv").read_bytes()
+    plan = convert(parse_bytes(data))
+
+    text = export_text(plan.members, plan.entries, datetime.date(2024, 5, 10))
+
+    assert text.encode() == data
+
+
 def test_member_not_exported_rejected():
     entries = [settlement("s1", "Ben", "Zoe", 500)]
 

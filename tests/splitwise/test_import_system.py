@@ -11,7 +11,7 @@ import uuid
 import grpc
 import httpx
 import pytest
-from google.type import date_pb2
+from google.type import date_pb2, money_pb2
 
 from splitlog.balances.v1 import balances_service_pb2 as balances_pb
 from splitlog.balances.v1 import balances_service_pb2_grpc as balances_grpc
@@ -259,6 +259,129 @@ def test_export_then_import_again(gateway, channel, tmp_path):
     assert group_balance(channel, f"groups/{again}") == group_balance(
         channel, f"groups/{group}"
     )
+
+
+def _self_paid_group(channel) -> str:
+    """Make a group of Ana and Ben with a dinner they split and a lunch that
+    Ana paid for herself alone, and return its name."""
+    users = users_grpc.UsersServiceStub(channel)
+    names = []
+    for label in ("Ana", "Ben"):
+        created = users.CreateUser(
+            users_pb.CreateUserRequest(
+                user=users_pb.User(
+                    email=f"{label.lower()}-{uuid.uuid4().hex[:8]}@example.com",
+                    display_name=label,
+                )
+            ),
+            timeout=TIMEOUT,
+        )
+        names.append(created.user.name)
+    ana, ben = names
+    group = users.CreateGroup(
+        users_pb.CreateGroupRequest(
+            group=users_pb.Group(display_name="Trip", creator=ana)
+        ),
+        timeout=TIMEOUT,
+    ).group.name
+    users.AddGroupMember(
+        users_pb.AddGroupMemberRequest(parent=group, user=ben), timeout=TIMEOUT
+    )
+    expenses = expenses_grpc.ExpensesServiceStub(channel)
+    for description, units, participants in [
+        ("Dinner", 30, [ana, ben]),
+        ("Own lunch", 12, [ana]),
+    ]:
+        amount = money_pb2.Money(currency_code="EUR", units=units)
+        expenses.CreateExpense(
+            expenses_pb.CreateExpenseRequest(
+                parent=group,
+                expense=expenses_pb.Expense(
+                    description=description,
+                    expense_date=date_pb2.Date(year=2024, month=5, day=1),
+                    total=amount,
+                    payers=[expenses_pb.Payer(user=ana, amount=amount)],
+                    split=expenses_pb.Split(
+                        type=expenses_pb.SPLIT_TYPE_EQUAL,
+                        participants=[
+                            expenses_pb.SplitParticipant(user=user)
+                            for user in participants
+                        ],
+                    ),
+                    creator=ana,
+                ),
+            ),
+            timeout=TIMEOUT,
+        )
+    return group
+
+
+def _expenses_by_description(channel, group: str) -> dict[str, expenses_pb.Expense]:
+    listed = expenses_grpc.ExpensesServiceStub(channel).ListExpenses(
+        expenses_pb.ListExpensesRequest(parent=group, page_size=1000),
+        timeout=TIMEOUT,
+    )
+    return {expense.description: expense for expense in listed.expenses}
+
+
+def _member_display_names(channel, group: str) -> list[str]:
+    listed = users_grpc.UsersServiceStub(channel).ListGroupMembers(
+        users_pb.ListGroupMembersRequest(parent=group, page_size=1000),
+        timeout=TIMEOUT,
+    )
+    return [member.display_name for member in listed.members]
+
+
+def test_self_paid_expense_round_trip(gateway, channel, tmp_path):
+    group = _self_paid_group(channel)
+    first = tmp_path / "first.csv"
+    assert run_export(group, gateway, TIMEOUT, first, err=io.StringIO()) == 0
+    assert "Own lunch [paid and owed by Ana],General,12.00,EUR,0.00,0.00" in (
+        first.read_text(encoding="utf-8")
+    )
+
+    status, out, err = import_file(first, gateway)
+    assert status == 0, out + err
+    imported = f"groups/{identity.group_id(identity.file_digest(first.read_bytes()))}"
+    second = tmp_path / "second.csv"
+    assert run_export(imported, gateway, TIMEOUT, second, err=io.StringIO()) == 0
+    again_status, out, err = import_file(second, gateway)
+    assert again_status == 0, out + err
+    again = f"groups/{identity.group_id(identity.file_digest(second.read_bytes()))}"
+
+    assert second.read_text(encoding="utf-8") == first.read_text(encoding="utf-8")
+    balances = group_balance(channel, group)
+    for copy in (imported, again):
+        assert group_balance(channel, copy) == balances
+        assert _member_display_names(channel, copy) == ["Ana", "Ben"]
+        lunch = _expenses_by_description(channel, copy)["Own lunch"]
+        ana = lunch.payers[0].user
+        assert [(payer.user, to_minor(payer.amount)) for payer in lunch.payers] == [
+            (ana, 1200)
+        ]
+        assert [(owed.user, to_minor(owed.amount)) for owed in lunch.owed_amounts] == [
+            (ana, 1200)
+        ]
+
+
+def test_self_paid_fixture_round_trip(gateway, channel, tmp_path):
+    path = FIXTURES / "self_paid.csv"
+    status, out, err = import_file(path, gateway)
+    assert status == 0, out + err
+    group = f"groups/{identity.group_id(identity.file_digest(path.read_bytes()))}"
+    exported = tmp_path / "exported.csv"
+
+    assert run_export(group, gateway, TIMEOUT, exported, err=io.StringIO()) == 0
+
+    original = parse_bytes(path.read_bytes())
+    parsed = parse_text(exported.read_text(encoding="utf-8"))
+    assert parsed.members == original.members
+    assert parsed.rows == original.rows
+    assert [s.nets for s in parsed.summaries] == [s.nets for s in original.summaries]
+    members = _member_display_names(channel, group)
+    assert members == ["Ana", "Ben", "Chloé", UNKNOWN_MEMBER]
+    taxi = _expenses_by_description(channel, group)["Shared taxi"]
+    assert [to_minor(payer.amount) for payer in taxi.payers] == [600, 400]
 
 
 def test_import_into_deleted_group_fails(gateway, channel, tmp_path):
