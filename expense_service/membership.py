@@ -244,8 +244,16 @@ class MembershipClient:
             ],
         )
 
-    def require_group(self, group: str, context: grpc.ServicerContext | None) -> None:
+    def require_group(
+        self,
+        group: str,
+        context: grpc.ServicerContext | None,
+        max_wait: float | None = None,
+    ) -> None:
         """Check that a group exists, reusing a member list up to `cache_seconds` old.
+
+        `max_wait` caps the seconds spent waiting for user_service, below the
+        caller's deadline.
 
         Raises:
           NotFound: the group does not exist or was deleted (reason
@@ -255,16 +263,21 @@ class MembershipClient:
         if group in self._deleted:
             raise group_not_found(group, deleted=True)
         if self._recent.get(group) is None:
-            self._fetch_members(group, context)
+            self._fetch_members(group, context, max_wait)
 
-    def group_exists(self, group: str, context: grpc.ServicerContext | None) -> bool:
+    def group_exists(
+        self,
+        group: str,
+        context: grpc.ServicerContext | None,
+        max_wait: float | None = None,
+    ) -> bool:
         """Return whether a group exists now; False if it is missing or deleted.
 
         Raises:
           Unavailable: user_service cannot be reached or timed out.
         """
         try:
-            self.require_group(group, context)
+            self.require_group(group, context, max_wait)
         except NotFound:
             return False
         return True
@@ -291,11 +304,17 @@ class MembershipClient:
             return False
 
     def _fetch_members(
-        self, group: str, context: grpc.ServicerContext | None
+        self,
+        group: str,
+        context: grpc.ServicerContext | None,
+        max_wait: float | None = None,
     ) -> _Members:
         """Read every member of a group from user_service and cache the list."""
         fetched_at = self._clock()
-        deadline = time.monotonic() + downstream_timeout(context, self._default_timeout)
+        timeout = downstream_timeout(context, self._default_timeout)
+        if max_wait is not None:
+            timeout = min(timeout, max_wait)
+        deadline = time.monotonic() + timeout
         members: set[str] = set()
         deactivated: set[str] = set()
         token = ""

@@ -36,8 +36,9 @@ Choices that the proto leaves open:
   `MembershipClient`, which may be up to `membership.CACHE_SECONDS` old, so
   a group deleted less than that ago may still be read. ListExpenses across
   every group (`groups/-`) leaves out the expenses of groups that no longer
-  exist. While user_service does not respond, reads by callers who may use
-  every group skip this check and still return the stored expenses.
+  exist. When user_service does not respond within `GROUP_CHECK_SECONDS`,
+  reads by callers who may use every group skip this check and return the
+  stored expenses.
 
 With `auth_required` on, `splitlog_runtime.authz` limits each call to
 members of the expense's group (ListCategories is open to every caller).
@@ -96,6 +97,9 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExpensesService"].full_name
 
 #: Attempts of one transaction that hits lock timeouts or lost races.
 MAX_TRANSACTION_ATTEMPTS = 8
+#: Maximum seconds that a read by a caller who may use every group waits for
+#: user_service to confirm that the group exists. After that the read goes on.
+GROUP_CHECK_SECONDS = 1.0
 #: Attempts of an update whose expense keeps changing between the membership
 #: check and the write.
 MAX_UPDATE_ATTEMPTS = 5
@@ -366,14 +370,14 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
 
         Only callers who may use every group need the check, because the
         others passed `_authorize`, which found them in the member list.
-        When user_service does not respond, such a caller is served anyway:
-        they may read every group, and reads stay available without
-        user_service.
+        When user_service does not respond within `GROUP_CHECK_SECONDS`, such
+        a caller is served anyway: they may read every group, and reads stay
+        available while user_service is down or hangs.
         """
         if authz.restricted_user() is not None:
             return
         try:
-            self._membership.require_group(group, context)
+            self._membership.require_group(group, context, GROUP_CHECK_SECONDS)
         except Unavailable:
             return
 
@@ -394,23 +398,32 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         caller = authz.restricted_user()
         group_ids = {stored.row.group_id for stored in rows}
         if caller is None:
-            return {
-                group_id
-                for group_id in group_ids
-                if self._group_exists(group_id, context)
-            }
+            return self._existing_groups(group_ids, context)
         return {
             group_id
             for group_id in group_ids
             if self._membership.is_member(domain.group_name(group_id), caller, context)
         }
 
-    def _group_exists(self, group_id: str, context: grpc.ServicerContext) -> bool:
-        """Return whether a group exists; True when user_service does not respond."""
-        try:
-            return self._membership.group_exists(domain.group_name(group_id), context)
-        except Unavailable:
-            return True
+    def _existing_groups(
+        self, group_ids: set[str], context: grpc.ServicerContext
+    ) -> set[str]:
+        """Return the group ids that still exist.
+
+        Once user_service fails to respond within `GROUP_CHECK_SECONDS`, the
+        groups not yet checked are kept, so that a page waits for it once.
+        """
+        existing = set()
+        for group_id in sorted(group_ids):
+            try:
+                found = self._membership.group_exists(
+                    domain.group_name(group_id), context, GROUP_CHECK_SECONDS
+                )
+            except Unavailable:
+                return existing | {other for other in group_ids if other >= group_id}
+            if found:
+                existing.add(group_id)
+        return existing
 
     @staticmethod
     def _require(session: Session, name: str, lock: bool = False):
