@@ -32,8 +32,8 @@ def group_not_found(group: str, deleted: bool = False) -> NotFound:
     """Build the NOT_FOUND of a group, `groups/{group}`, missing or deleted."""
     if deleted:
         return NotFound(
-            f"group {group!r} was deleted, together with access to its expenses, "
-            "settlements and balances; list a user's groups with ListGroups",
+            f"group {group!r} was deleted, so its expenses, settlements and "
+            "balances can no longer be read; list a user's groups with ListGroups",
             reason=GROUP_NOT_FOUND,
             metadata={"group": group, DELETED_KEY: "true"},
             resource=Resource(GROUP_TYPE, group),
