@@ -24,6 +24,7 @@ import hashlib
 import re
 import unicodedata
 import uuid
+from collections.abc import Iterator
 
 #: Namespace of the import's version 5 UUIDs. Changing it changes every
 #: request id, so repeated imports would no longer be recognized.
@@ -39,9 +40,27 @@ def file_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# How many groups one file can be imported into, one after another, when
+# each earlier group was deleted.
+MAX_GROUP_IDS = 100
+
+
 def group_id(digest: str) -> str:
-    """Return the group id of the import of a file."""
+    """Return the group id of the first import of a file."""
     return f"splitwise-{digest[:20]}"
+
+
+def group_ids(digest: str) -> Iterator[str]:
+    """Yield the group ids a file's import tries, in order.
+
+    The first is `group_id(digest)`. The id of a deleted group is never used
+    again, so once the file's group was deleted, the next import of the same
+    file goes into `<first id>-2`, then `-3`, and so on.
+    """
+    first = group_id(digest)
+    yield first
+    for number in range(2, MAX_GROUP_IDS + 1):
+        yield f"{first}-{number}"
 
 
 def user_id(member: str) -> str:

@@ -92,6 +92,18 @@ class _Ids:
     group: str
     users: dict[str, str]
 
+    def request_id(self, kind: str, key: str) -> str:
+        """Return the request id of a create in this import's group.
+
+        The ids of the file's first group are derived from the digest alone,
+        as before groups could follow one another; a later group's ids also
+        name the group, so they never replay a create of a deleted group.
+        """
+        scope = self.digest
+        if self.group != f"groups/{identity.group_id(self.digest)}":
+            scope = f"{self.digest}/{self.group}"
+        return identity.request_id(scope, kind, key)
+
 
 def _read_regular_file(path: Path) -> bytes:
     """Read a regular file, checked before opening it.
@@ -172,14 +184,17 @@ class SplitwiseImporter:
         steps = len(plan.members) * 2 + 1 + len(entries)
         progress = ProgressBar("importing", steps, self._progress_stream)
         step = "creating the users"
-        group_exists = False
+        created_group = group_exists = False
         try:
             currency = plan.source.currencies()[0] if plan.source.currencies() else ""
             for member in plan.members:
                 ids.users[member] = self._create_user(member, digest, currency)
                 progress.advance()
             step = "creating the group"
-            result.group_display_name = self._create_group(ids, group_name, currency)
+            created_group, result.group_display_name = self._create_group(
+                ids, group_name, currency
+            )
+            result.group = ids.group
             group_exists = True
             progress.advance()
             step = "adding the members"
@@ -210,7 +225,9 @@ class SplitwiseImporter:
                     progress.advance(len(chunk))
             except grpc.RpcError as exc:
                 progress.finish()
-                raise self._expenses_failed(exc, missing, ids) from None
+                raise self._expenses_failed(
+                    exc, missing, ids, created_group and not existing
+                ) from None
             for entry in settlements:
                 if _entry_name(ids, entry) in existing:
                     continue
@@ -265,52 +282,60 @@ class SplitwiseImporter:
             )
         return name
 
-    def _create_group(self, ids: _Ids, display_name: str, currency: str) -> str:
-        """Create the group, or find it from an earlier run; return its display name.
+    def _create_group(
+        self, ids: _Ids, display_name: str, currency: str
+    ) -> tuple[bool, str]:
+        """Create the group, or find it from an earlier run.
 
-        Raises:
-          SplitwiseImportError: the group of this file was deleted.
+        The id of a deleted group is never used again. When the file's group
+        was deleted, the next id in `identity.group_ids` is tried, so the
+        file can be imported once more and a rerun still finds its group.
+        `ids.group` names the group found or created.
+
+        Returns:
+          Whether this run created the group, and its display name.
         """
         creator = next(iter(ids.users.values()))
-        request = users_pb.CreateGroupRequest(
-            group=users_pb.Group(
-                display_name=display_name[:MAX_DISPLAY_NAME],
-                creator=creator,
-                currency_code=currency,
-            ),
-            group_id=ids.group.removeprefix("groups/"),
-            request_id=identity.request_id(ids.digest, "group", ids.group),
+        for group_id in identity.group_ids(ids.digest):
+            ids.group = f"groups/{group_id}"
+            request = users_pb.CreateGroupRequest(
+                group=users_pb.Group(
+                    display_name=display_name[:MAX_DISPLAY_NAME],
+                    creator=creator,
+                    currency_code=currency,
+                ),
+                group_id=group_id,
+                request_id=identity.request_id(ids.digest, "group", ids.group),
+            )
+            try:
+                created = self._create(
+                    lambda request=request: self._users.CreateGroup(
+                        request, timeout=self._timeout
+                    )
+                )
+            except grpc.RpcError as exc:
+                # user_service does not replay the request id of a deleted
+                # group: it answers NOT_FOUND for the group it made.
+                if exc.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+                continue
+            if created:
+                return True, display_name
+            try:
+                response = self._users.GetGroup(
+                    users_pb.GetGroupRequest(name=ids.group), timeout=self._timeout
+                )
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+                continue
+            return False, response.group.display_name
+        raise SplitwiseImportError(
+            f"import stopped: the groups of this file were deleted "
+            f"{identity.MAX_GROUP_IDS} times, and the id of a deleted group is "
+            "never used again. Change the file's bytes (an empty line at its "
+            "end is enough) to import it into a new group."
         )
-        try:
-            created = self._create(
-                lambda: self._users.CreateGroup(request, timeout=self._timeout)
-            )
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.NOT_FOUND:
-                raise
-            # The group was deleted, and user_service does not replay the
-            # request id of a deleted group. The create without it then
-            # reports that the id was deleted.
-            request.request_id = ""
-            created = self._create(
-                lambda: self._users.CreateGroup(request, timeout=self._timeout)
-            )
-        if created:
-            return display_name
-        try:
-            response = self._users.GetGroup(
-                users_pb.GetGroupRequest(name=ids.group), timeout=self._timeout
-            )
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.NOT_FOUND:
-                raise
-            raise SplitwiseImportError(
-                f"import stopped: {ids.group}, the group of this file, was deleted, "
-                "and the id of a deleted group is never used again. To import the "
-                "file once more, change its bytes (an empty line at its end is "
-                "enough): a changed file goes into a new group."
-            ) from None
-        return response.group.display_name
 
     def _add_member(self, ids: _Ids, member: str) -> None:
         request = users_pb.AddGroupMemberRequest(
@@ -369,29 +394,32 @@ class SplitwiseImporter:
                 expenses_pb.CreateExpenseRequest(
                     expense=_expense_message(entry, ids.users, creator),
                     expense_id=identity.entry_id(entry.key),
-                    request_id=identity.request_id(ids.digest, "expense", entry.key),
+                    request_id=ids.request_id("expense", entry.key),
                 )
                 for entry in entries
             ],
-            request_id=identity.request_id(ids.digest, "expense-batch", keys),
+            request_id=ids.request_id("expense-batch", keys),
         )
         # The deadline is per call, and a batch does the work of many calls.
         scale = max(1, -(-len(entries) // ROWS_PER_TIMEOUT))
         self._expenses.BatchCreateExpenses(request, timeout=self._timeout * scale)
 
     def _expenses_failed(
-        self, exc: grpc.RpcError, entries: list[ExpensePlan], ids: _Ids
+        self,
+        exc: grpc.RpcError,
+        entries: list[ExpensePlan],
+        ids: _Ids,
+        remove_group: bool,
     ) -> SplitwiseImportError:
-        """Build the error of a failed expense write.
-
-        The group stays even when it contains no expense, because the id of a
-        deleted group is never used again, and running the same import once
-        more must find it.
+        """Build the error of a failed expense write, after cleaning up.
 
         Args:
           exc: the error of the batch call.
           entries: the expenses of the batch, to find the row it names.
           ids: the import's resource names.
+          remove_group: whether this run created the group and nothing else
+            is in it, so that it can be deleted. A later run of the same
+            file then creates the next group of `identity.group_ids`.
         """
         details = exc.details() or ""
         found = _BATCH_INDEX.search(details)
@@ -406,21 +434,41 @@ class SplitwiseImporter:
             grpc.StatusCode.UNAVAILABLE,
         ):
             # The batch may have committed after the client gave up; running
-            # the import again replays it.
+            # the import again replays it, so the group stays.
             left = (
                 f"The expenses may have been written; {ids.group} and its members "
                 "stay, and running the same command again completes the import."
             )
         else:
-            left = (
-                f"No expense was written; {ids.group} and its members stay. A "
-                "corrected file is imported into a new group, so delete this one "
-                f"with `splitlog groups delete {ids.group}` if it holds nothing "
-                "else."
-            )
+            left = f"No expense was written; {ids.group} and its members stay."
+            if remove_group:
+                left = self._delete_group(ids)
+            if left.endswith("stay."):
+                left += (
+                    f" Delete the group with `splitlog groups delete {ids.group}` "
+                    "if it holds nothing else."
+                )
         return SplitwiseImportError(
             f"import stopped: expense_service rejected the expenses{where}: "
             f"{cause}\n{left}"
+        )
+
+    def _delete_group(self, ids: _Ids) -> str:
+        """Delete the group this run created; say what is left."""
+        try:
+            self._users.DeleteGroup(
+                users_pb.DeleteGroupRequest(name=ids.group), timeout=self._timeout
+            )
+        except grpc.RpcError as exc:
+            return (
+                f"No expense was written. The group {ids.group} could not be "
+                f"deleted again ({exc.code().name}: {exc.details()}), so it and "
+                "its members stay."
+            )
+        return (
+            f"No expense was written, and the group {ids.group} that this import "
+            "created was deleted again. The users stay, so that a second run "
+            "reuses them."
         )
 
     def _create_settlement(self, ids: _Ids, entry: SettlementPlan) -> bool:
@@ -436,7 +484,7 @@ class SplitwiseImporter:
                 creator=creator,
             ),
             settlement_id=identity.entry_id(entry.key),
-            request_id=identity.request_id(ids.digest, "settlement", entry.key),
+            request_id=ids.request_id("settlement", entry.key),
         )
         return self._create(
             lambda: self._balances.CreateSettlement(request, timeout=self._timeout)

@@ -204,7 +204,7 @@ def test_interrupted_import_completes(gateway, channel, tmp_path):
     assert expense_count(channel, group) == 6
 
 
-def test_rejected_expense_keeps_group(gateway, channel, tmp_path):
+def test_rejected_expense_deletes_new_group(gateway, channel, tmp_path):
     # A row that the server rejects: its total no longer equals what its
     # payers paid. The file itself is fine, so the import gets to the write.
     path = tmp_path / "rejected.csv"
@@ -227,16 +227,21 @@ def test_rejected_expense_keeps_group(gateway, channel, tmp_path):
     message = str(caught.value)
     assert f"on line {bad.line}" in message
     assert "INVALID_ARGUMENT" in message
-    assert f"No expense was written; {group} and its members stay" in message
-    assert f"splitlog groups delete {group}" in message
+    assert f"the group {group} that this import created was deleted" in message
     assert "importing [" in progress.getvalue()
-    assert expense_count(channel, group) == 0
+    users = users_grpc.UsersServiceStub(channel)
+    missing = _fails_with(
+        lambda: users.GetGroup(users_pb.GetGroupRequest(name=group), timeout=TIMEOUT)
+    )
+    assert missing.code() == grpc.StatusCode.NOT_FOUND
 
-    # The file as it is then imports in full.
+    # The file as it is then imports in full, into the file's next group.
     result = SplitwiseImporter(channel, TIMEOUT, io.StringIO()).run(
         plan, digest, "rejected"
     )
+    assert result.group == f"{group}-2"
     assert result.mismatches == []
+    assert expense_count(channel, f"{group}-2") > 0
 
 
 def test_export_then_import_again(gateway, channel, tmp_path):
@@ -384,7 +389,7 @@ def test_self_paid_fixture_round_trip(gateway, channel, tmp_path):
     assert [to_minor(payer.amount) for payer in taxi.payers] == [600, 400]
 
 
-def test_import_into_deleted_group_fails(gateway, channel, tmp_path):
+def test_import_after_group_deleted_uses_next_group(gateway, channel, tmp_path):
     path = tmp_path / "deleted.csv"
     path.write_bytes((FIXTURES / "current_flat.csv").read_bytes() + b"\n\n\n")
     status, out, err = import_file(path, gateway)
@@ -414,14 +419,19 @@ def test_import_into_deleted_group_fails(gateway, channel, tmp_path):
     users.DeleteGroup(users_pb.DeleteGroupRequest(name=group), timeout=TIMEOUT)
 
     status, out, err = import_file(path, gateway)
+    imported = expense_count(channel, f"{group}-2")
+    again_status, again_out, again_err = import_file(path, gateway)
 
-    assert status == 1
-    assert f"{group}, the group of this file, was deleted" in err
-    assert "change its bytes" in err
+    assert status == 0, out + err
+    assert f"{group}-2" in out
+    assert imported > 0
     missing = _fails_with(
         lambda: users.GetGroup(users_pb.GetGroupRequest(name=group), timeout=TIMEOUT)
     )
     assert missing.code() == grpc.StatusCode.NOT_FOUND
+    # A rerun finds the new group and creates nothing twice.
+    assert again_status == 0, again_out + again_err
+    assert expense_count(channel, f"{group}-2") == imported
 
 
 def _fails_with(call) -> grpc.RpcError:
