@@ -123,6 +123,7 @@ def build_router(
         raise
     enforcer.start()
     host.on_stop(clients.close)
+    host.on_stop(writer.close)
     host.on_stop(counters.close)
     host.on_stop(coordinator.stop)
     host.on_stop(enforcer.stop)

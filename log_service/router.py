@@ -83,15 +83,6 @@ _TIMESTAMP = ROW_FIELDS.index("timestamps")
 _SERVICE = ROW_FIELDS.index("services")
 
 
-# Calls with small parts that the router runs at once per shard. Parts of
-# other writes for the shard queue up meanwhile and go together in the next
-# call. With one call, 100-entry batches from 4 callers cost the nodes about
-# 48 instead of 59 us of CPU per entry, and streams about 16 instead of 40
-# (`python -m bench.log_ingest --cpu`, a busy 2-core machine). Two calls
-# helped streams less, and unary calls not at all.
-SHARD_CALLS = 1
-
-
 # Bytes that a part gains in a call besides its serialized request: the
 # leader epoch (a key and a varint of up to 10 bytes), and in AppendBatches
 # the key and length of the part's item (up to 6 bytes).
@@ -125,9 +116,6 @@ class _ShardPart:
     wake: threading.Event
     error: str = ""
     done: bool = False
-    # Calls of the shard that the writer's thread is to start: ended calls
-    # hand their slot to the first waiting part.
-    send_next: int = 0
 
     @property
     def size(self) -> int:
@@ -138,20 +126,26 @@ class _ShardPart:
 class _ShardQueue:
     """Sends the parts of concurrent writes to one shard, several per call.
 
-    At most SHARD_CALLS calls run at once. A part that arrives while they
-    run waits, and the next call carries every waiting part, up to
-    `max_entries` entries and `max_bytes` bytes, as one AppendBatches call.
-    Each part stays a batch of its own on the node, under its own batch id,
-    so a retried write is recognised whatever it was sent with.
+    A thread of the queue sends one call at a time. A part that arrives
+    while a call runs waits, and the next call carries every waiting part,
+    up to `max_entries` entries and `max_bytes` bytes, as one AppendBatches
+    call. Each part stays a batch of its own on the node, under its own
+    batch id, so a retried write is recognised whatever it was sent with.
+    With one call at a time, 100-entry batches from 4 callers cost the
+    nodes about 48 instead of 59 us of CPU per entry, and streams about 16
+    instead of 40 (`python -m bench.log_ingest --cpu`, a busy 2-core
+    machine). Two calls at a time helped streams less, and unary calls not
+    at all.
+
+    The thread makes blocking calls. A call's future would need gRPC's
+    thread that waits for the channel's calls, which gRPC starts anew
+    whenever no other call of the channel runs: with one call at a time,
+    that was a new thread, about 0.3 ms of CPU, for every call.
 
     A part of at least half of `max_entries` entries or of `max_bytes` bytes
     could not share a call with another such part. So it goes out at once in
-    a call of its own, outside the SHARD_CALLS limit, as every part did
-    before grouping.
-
-    Calls are built and started by the threads of the waiting writes: when
-    a call ends, the writer of the first waiting part is woken to start the
-    next one.
+    a call of its own, beside the queue's calls, as every part did before
+    grouping.
     """
 
     def __init__(
@@ -162,92 +156,129 @@ class _ShardQueue:
         self._max_entries = max_entries
         self._max_bytes = max_bytes
         self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
         self._waiting: deque[_ShardPart] = deque()
-        self._calls = 0
+        self._thread: threading.Thread | None = None
+        self._closed = False
 
     def submit(self, part: _ShardPart) -> None:
-        """Queue a part; start a call now when fewer than SHARD_CALLS run."""
+        """Queue a part for the queue's thread, or send a large one at once."""
         if part.count * 2 >= self._max_entries or part.size * 2 >= self._max_bytes:
-            self._send([part], holds_slot=False)
+            self._send_at_once(part)
             return
         with self._lock:
-            self._waiting.append(part)
-            if self._calls >= SHARD_CALLS:
-                return
-            self._calls += 1
-        self.start_call()
-
-    def start_call(self) -> None:
-        """Send the waiting parts. The caller must own one of the call slots."""
-        with self._lock:
-            group = []
-            entries = size = 0
-            while self._waiting and (
-                not group
-                or (
-                    entries + self._waiting[0].count <= self._max_entries
-                    and size + self._waiting[0].size <= self._max_bytes
-                )
-            ):
-                part = self._waiting.popleft()
-                group.append(part)
-                entries += part.count
-                size += part.size
-            if not group:
-                self._calls -= 1
-                return
-        self._send(group, holds_slot=True)
-
-    def _send(self, group: list[_ShardPart], *, holds_slot: bool) -> None:
-        try:
-            route = self._writer.coordinator.route(self._shard)
-            if route.leader_address is None:
-                self._finish(group, "no leader", holds_slot)
-                return
-            calls = self._writer.append_calls_for(route.leader_address)
-            timeout = max(0.01, min(part.deadline for part in group) - time.monotonic())
-            epoch = _EPOCH_KEY + encode_varint(route.epoch)
-            if len(group) == 1:
-                request = group[0].request + epoch
-                call = calls.append_entries.future(request, timeout=timeout)
+            if self._closed:
+                closed = True
             else:
-                pieces = []
-                for part in group:
-                    length = len(part.request) + len(epoch)
-                    pieces += (_BATCHES_KEY, encode_varint(length), part.request, epoch)
-                call = calls.append_batches.future(b"".join(pieces), timeout=timeout)
+                closed = False
+                self._waiting.append(part)
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run,
+                        name=f"log-append-{self._shard}",
+                        daemon=True,
+                    )
+                    self._thread.start()
+                self._work.notify()
+        if closed:
+            _finish([part], "router stopped")
+
+    def close(self) -> None:
+        """Stop the thread once it has sent the parts already queued."""
+        with self._lock:
+            self._closed = True
+            self._work.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._waiting and not self._closed:
+                    self._work.wait()
+                group = self._take_group()
+            if not group:
+                return
+            self._send(group)
+
+    def _take_group(self) -> list[_ShardPart]:
+        """Remove and return the first waiting parts that fit in one call."""
+        group = []
+        entries = size = 0
+        waiting = self._waiting
+        while waiting and (
+            not group
+            or (
+                entries + waiting[0].count <= self._max_entries
+                and size + waiting[0].size <= self._max_bytes
+            )
+        ):
+            part = waiting.popleft()
+            group.append(part)
+            entries += part.count
+            size += part.size
+        return group
+
+    def _call(
+        self, group: list[_ShardPart]
+    ) -> tuple[grpc.UnaryUnaryMultiCallable, bytes, float] | None:
+        """Return the method, request and timeout of a call of `group`.
+
+        Returns None, with the parts finished, when the shard has no leader.
+        """
+        route = self._writer.coordinator.route(self._shard)
+        if route.leader_address is None:
+            _finish(group, "no leader")
+            return None
+        calls = self._writer.append_calls_for(route.leader_address)
+        timeout = max(0.01, min(part.deadline for part in group) - time.monotonic())
+        epoch = _EPOCH_KEY + encode_varint(route.epoch)
+        if len(group) == 1:
+            return calls.append_entries, group[0].request + epoch, timeout
+        pieces = []
+        for part in group:
+            length = len(part.request) + len(epoch)
+            pieces += (_BATCHES_KEY, encode_varint(length), part.request, epoch)
+        return calls.append_batches, b"".join(pieces), timeout
+
+    def _send(self, group: list[_ShardPart]) -> None:
+        """Send `group` in one blocking call and finish its parts."""
+        try:
+            call = self._call(group)
+            if call is None:
+                return
+            method, request, timeout = call
+            method(request, timeout=timeout)
+        except grpc.RpcError as error:
+            _finish(group, error.code().name)
         except Exception:
             # The parts may belong to other writes, whose threads wait for them.
             _LOGGER.exception("sending entries to log shard %s failed", self._shard)
-            self._finish(group, "router error", holds_slot)
-            return
-        call.add_done_callback(
-            lambda done: self._finish(group, _call_error(done), holds_slot)
-        )
+            _finish(group, "router error")
+        else:
+            _finish(group, "")
 
-    def take_handed_slot(self, part: _ShardPart) -> bool:
-        """Return whether an ended call handed `part`'s writer a slot, and take it."""
-        with self._lock:
-            if not part.send_next:
-                return False
-            part.send_next -= 1
-            return True
-
-    def _finish(self, group: list[_ShardPart], error: str, holds_slot: bool) -> None:
-        for part in group:
-            part.error = error
-            part.done = True
-            part.wake.set()
-        if not holds_slot:
-            return
-        with self._lock:
-            if not self._waiting:
-                self._calls -= 1
+    def _send_at_once(self, part: _ShardPart) -> None:
+        """Send one part in a call of its own, on gRPC's threads."""
+        try:
+            call = self._call([part])
+            if call is None:
                 return
-            # The slot passes to the first waiting part's writer.
-            following = self._waiting[0]
-            following.send_next += 1
-        following.wake.set()
+            method, request, timeout = call
+            future = method.future(request, timeout=timeout)
+        except Exception:
+            _LOGGER.exception("sending entries to log shard %s failed", self._shard)
+            _finish([part], "router error")
+            return
+        future.add_done_callback(lambda done: _finish([part], _call_error(done)))
+
+
+def _finish(group: list[_ShardPart], error: str) -> None:
+    for part in group:
+        part.error = error
+        part.done = True
+        part.wake.set()
 
 
 def _serialized_request(shard: str, batch_id: str, rows: list[tuple]) -> bytes:
@@ -300,6 +331,7 @@ class Writer:
         self.append_calls_for = append_calls_for
         self._queues: dict[str, _ShardQueue] = {}
         self._queues_lock = threading.Lock()
+        self._closed = False
         self._requests = RequestLedger()
 
     def write(
@@ -471,30 +503,31 @@ class Writer:
         while not all(part.done for part in parts):
             wake.wait()
             wake.clear()
-            self._start_handed_calls(parts)
-        # A slot handed over just before its part went out with another call.
-        self._start_handed_calls(parts)
         return [part for part in parts if part.error]
 
-    def _start_handed_calls(self, parts: list[_ShardPart]) -> None:
-        for part in parts:
-            queue = self._queue(part.shard)
-            while queue.take_handed_slot(part):
-                queue.start_call()
+    def close(self) -> None:
+        """Stop the threads of the shard queues, after their queued parts."""
+        with self._queues_lock:
+            self._closed = True
+            queues = list(self._queues.values())
+        for queue in queues:
+            queue.close()
 
     def _queue(self, shard: str) -> _ShardQueue:
         queue = self._queues.get(shard)
         if queue is None:
             with self._queues_lock:
-                queue = self._queues.setdefault(
-                    shard,
-                    _ShardQueue(
+                queue = self._queues.get(shard)
+                if queue is None:
+                    queue = _ShardQueue(
                         shard,
                         self,
                         self.limits.max_batch_entries,
                         self._max_request_bytes,
-                    ),
-                )
+                    )
+                    if self._closed:
+                        queue.close()
+                    self._queues[shard] = queue
         return queue
 
 

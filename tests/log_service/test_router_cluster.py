@@ -475,6 +475,32 @@ def test_concurrent_writes_and_resends_store_once(cluster):
     assert len({e.message for e in stored}) == 60
 
 
+def test_small_writes_start_no_threads(cluster, monkeypatch):
+    # gRPC waits for a call's future on a thread that it starts whenever no
+    # other call of the channel runs, so calls made one at a time would
+    # each start one. The router sends small parts from a thread per shard
+    # in blocking calls instead.
+    started = []
+    start = threading.Thread.start
+
+    def counting_start(thread):
+        started.append(thread.name)
+        start(thread)
+
+    request = pb.WriteLogEntriesRequest(
+        entries=[entry(f"svc-{i}", f"one at a time {i}") for i in range(8)]
+    )
+    cluster.stub.WriteLogEntries(request, timeout=30)
+    monkeypatch.setattr(threading.Thread, "start", counting_start)
+    for _ in range(40):
+        cluster.stub.WriteLogEntries(request, timeout=30)
+    monkeypatch.undo()
+
+    # 40 writes to both shards would start 80 threads; the coordinator's
+    # polls of the four nodes start a few.
+    assert len(started) < 20, started
+
+
 def test_stream_counts_indexes_across_messages(cluster):
     def requests():
         yield pb.StreamLogEntriesRequest(entries=[entry(message="a"), pb.LogEntry()])
