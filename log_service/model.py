@@ -410,7 +410,7 @@ class BatchBuilder:
             )
         )
 
-    def _check_service(self, index: int, service: str) -> int | None:
+    def check_service(self, index: int, service: str) -> int | None:
         """Check a service name not seen before in this batch.
 
         Returns the service's retention cutoff, or None after rejecting entry
@@ -477,7 +477,7 @@ class BatchBuilder:
         # checked once.
         cutoff = self._cutoffs.get(service)
         if cutoff is None:
-            cutoff = self._check_service(index, service)
+            cutoff = self.check_service(index, service)
             if cutoff is None:
                 return
         if host and host not in self._valid_hosts:
@@ -711,11 +711,14 @@ def normalize_batch(
         now_ns=now_ns, limits=limits, retention_cutoff=retention_cutoff
     )
     add = builder.add
-    # The common entry (a service and host seen earlier in the batch, a valid
-    # severity, no trace ids, a short message, a few short attributes, sane
-    # timestamps) is stored here without a call to `add`. It gets exactly
-    # the row that `add` would give it. Every other entry goes through `add`.
+    # The common entry (a valid service and host, a valid severity, no trace
+    # ids, a short message, a few short attributes, sane timestamps) is
+    # stored here without a call to `add`. It gets exactly the row that `add`
+    # would give it. Every other entry goes through `add`. A service new to
+    # the batch is checked here as `add` checks it first, so that in small
+    # batches, where many services are new, their entries stay on this path.
     cutoffs = builder._cutoffs
+    check_service = builder.check_service
     valid_hosts = builder._valid_hosts
     append_row = builder.rows.append
     append_index = builder.indexes.append
@@ -736,11 +739,15 @@ def normalize_batch(
         severity = entry.severity
         attributes = entry.attributes
         cutoff = cutoffs.get(service)
+        if cutoff is None:
+            # A service new to the batch: `add` would check it first too.
+            cutoff = check_service(index, service)
+            if cutoff is None:
+                continue
         if host and host not in valid_hosts and _host_is_valid(host, limits):
             valid_hosts.add(host)
         if (
-            cutoff is not None
-            and severity in valid_severities
+            severity in valid_severities
             and (not host or host in valid_hosts)
             and len(message) <= max_message_characters
             and not entry.trace_id

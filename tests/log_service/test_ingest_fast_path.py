@@ -77,8 +77,9 @@ def entry(**fields) -> LogEntry:
     return LogEntry(**fields)
 
 
-# Each entry comes twice in a batch, so the second copy meets a service and a
-# host that the batch has already checked, which is when the shortcut applies.
+# Each entry comes once or twice in a batch: a first copy meets a service
+# that the shortcut checks itself, and a second one a service and a host
+# that the batch has already checked.
 CASES = [
     entry(message="plain"),
     entry(message="with host", host="node-1"),
@@ -108,9 +109,10 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("copies", [1, 2])
 @pytest.mark.parametrize("limits", [Limits(), SMALL], ids=["default", "small"])
-def test_shortcut_stores_what_add_stores(limits):
-    entries = [case for case in CASES for _ in range(2)]
+def test_shortcut_stores_what_add_stores(limits, copies):
+    entries = [case for case in CASES for _ in range(copies)]
 
     fast = normalize_batch(
         entries, now_ns=NOW_NS, limits=limits, retention_cutoff=cutoff
