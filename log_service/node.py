@@ -91,9 +91,12 @@ FOLLOW_BATCH_ENTRIES = 1000
 APPLY_BATCH_BYTES = 64 * 1024 * 1024
 # The applier waits up to APPLY_LINGER_SECONDS for APPLY_GROUP_ENTRIES durable
 # entries, so that small batches reach the store in larger inserts (each one
-# costs a DuckDB statement and two fsyncs). A read or a tail that waits for
-# the store ends the wait at once, so it is not delayed.
-APPLY_LINGER_SECONDS = 0.05
+# costs a DuckDB statement and two fsyncs, about 1 ms of CPU besides its
+# rows). A read or a tail that waits for the store ends the wait at once, so
+# it is not delayed. With 100-entry batches from 4 callers, the applier of a
+# replica took 4.7 to 5.6 us of CPU per entry at 50 ms, and 2.4 to 3.3 at
+# 250 ms.
+APPLY_LINGER_SECONDS = 0.25
 APPLY_GROUP_ENTRIES = 10_000
 RETRY_DELAY_SECONDS = 0.5
 _RECORDS_FIELD = (
