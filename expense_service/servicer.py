@@ -88,7 +88,7 @@ from splitlog_runtime.errors import (
     Unavailable,
     invalid_field,
 )
-from splitlog_runtime.resources import new_id
+from splitlog_runtime.resources import OrderedIds
 
 _LOGGER = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -112,6 +112,8 @@ MAX_GROUPED_CREATES = 64
 _PATHS_PER_USER = 3
 # Namespace of the per-position keys that a batch request_id is stored as.
 _BATCH_NAMESPACE = uuid.UUID("0d7cbb52-4a0e-4c3e-9a8b-7b1e3f5c2a61")
+# Generated expense ids; ordered ids keep each group commit's inserts together.
+_EXPENSE_IDS = OrderedIds()
 _ORDERINGS = {"": False, "expense_date desc": False, "create_time desc": True}
 
 
@@ -544,7 +546,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             domain.validate_request_id, request.request_id, f"{prefix}request_id"
         )
         violations.raise_if_any()
-        name = domain.expense_name(group_id, request.expense_id or new_id())
+        name = domain.expense_name(group_id, request.expense_id or _EXPENSE_IDS.new())
         checked = domain.check_expense(draft, seed=name, field=f"{prefix}expense")
         fields = draft.user_fields(f"{prefix}expense")
         fields.setdefault(creator, []).append(f"{prefix}expense.creator")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import re
 import secrets
+import threading
+import time
 
 from splitlog_runtime.errors import invalid_field
 
@@ -26,6 +28,47 @@ def new_id(prefix: str = "") -> str:
         characters.append(_GENERATED_ALPHABET[digit])
     first = prefix or "abcdefghijklmnopqrstuvwxyz"[letter % 26]
     return first + "".join(characters)
+
+
+class OrderedIds:
+    """Make ids of `new_id`'s form that sort in the order they were made.
+
+    An id is a letter and 15 digits in base 36 of one number: the time in
+    milliseconds times 36**7, plus a random part below 36**7. The digits are
+    0-9 then a-z, so ids compare like their numbers. A new id is above every
+    id made before it by the same instance, even when the clock stops
+    or goes back. The random part keeps ids of separate processes
+    apart.
+
+    Rows keyed by such ids are added at the end of their index, so a
+    transaction that inserts many of them writes a few pages of the
+    database, not one page per row as with random ids.
+    """
+
+    _RANDOM_SPAN = 36**7
+    _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = 0
+
+    def new(self) -> str:
+        # One read of the system's random source per id, as in `new_id`.
+        random_bits = int.from_bytes(secrets.token_bytes(8), "big")
+        number = time.time_ns() // 1_000_000 * self._RANDOM_SPAN + (
+            random_bits % self._RANDOM_SPAN
+        )
+        with self._lock:
+            if number <= self._last:
+                # A small random step keeps the next id hard to name in advance.
+                number = self._last + 1 + (random_bits >> 48)
+            self._last = number
+        letter, number = divmod(number, 36**15)
+        characters = []
+        for _ in range(15):
+            number, digit = divmod(number, 36)
+            characters.append(self._DIGITS[digit])
+        return "abcdefghijklmnopqrstuvwxyz"[letter % 26] + "".join(reversed(characters))
 
 
 def check_id(value: str, field: str) -> str:

@@ -84,6 +84,24 @@ def test_new_ids_do_not_repeat():
     assert len(ids) == 20_000
 
 
+def test_ordered_ids_are_valid_distinct_and_sorted():
+    ordered = resources.OrderedIds()
+    ids = [ordered.new() for _ in range(20_000)]
+
+    assert len(set(ids)) == 20_000
+    assert ids == sorted(ids)
+    for value in ids[:100]:
+        assert resources.check_id(value, "expense_id") == value
+        assert len(value) == 16
+
+
+def test_ordered_ids_of_two_instances_differ():
+    first, second = resources.OrderedIds(), resources.OrderedIds()
+    ids = [maker.new() for _ in range(5_000) for maker in (first, second)]
+
+    assert len(set(ids)) == 10_000
+
+
 def test_sqlite_database_uses_wal(tmp_path):
     database = Database(f"sqlite:///{tmp_path / 'nested' / 'x.db'}")
     with database.transaction() as session:
