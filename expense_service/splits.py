@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
@@ -462,9 +463,18 @@ def _round_largest_remainder(
     """Round exact parts that add up to `magnitude` to whole units that do too."""
     amounts = [quota.numerator // quota.denominator for quota in quotas]
     leftover = magnitude - sum(amounts)
+    if leftover == 0:
+        return amounts
+    # Count each fractional part in units of 1/common, so that the sort
+    # compares ints, not Fractions, and keeps the same order.
+    common = math.lcm(*(quota.denominator for quota in quotas))
     order = sorted(
         range(len(quotas)),
-        key=lambda i: (amounts[i] - quotas[i], tie_break_rank(users[i], seed)),
+        key=lambda i: (
+            -(quotas[i].numerator % quotas[i].denominator)
+            * (common // quotas[i].denominator),
+            tie_break_rank(users[i], seed),
+        ),
     )
     for index in order[:leftover]:
         amounts[index] += 1

@@ -1,4 +1,6 @@
+import math
 from collections import Counter
+from fractions import Fraction
 
 import pytest
 from hypothesis import given, settings
@@ -393,3 +395,33 @@ def test_allocation_properties(case, random):
     for participant in participants:
         if participant.exact_amount is not None:
             assert owed[participant.user] == participant.exact_amount
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(1, 10**7),
+    st.lists(st.integers(1, 997), min_size=1, max_size=8),
+    st.text(max_size=8),
+)
+def test_allocate_extra_units_to_largest_remainders(magnitude, weights, seed):
+    users = USERS[: len(weights)]
+    participants = [
+        P(user, shares=weight) for user, weight in zip(users, weights, strict=True)
+    ]
+
+    owed = split(magnitude, SplitType.SHARES, participants, seed=seed)
+
+    exact = {
+        user: Fraction(magnitude * weight, sum(weights))
+        for user, weight in zip(users, weights, strict=True)
+    }
+    rounded_up = [user for user in users if owed[user] > exact[user]]
+    rounded_down = [user for user in users if owed[user] <= exact[user]]
+    assert all(0 <= owed[user] - math.floor(exact[user]) <= 1 for user in users)
+    for up in rounded_up:
+        for down in rounded_down:
+            up_part, down_part = exact[up] % 1, exact[down] % 1
+            assert up_part > down_part or (
+                up_part == down_part
+                and tie_break_rank(up, seed) < tie_break_rank(down, seed)
+            )
