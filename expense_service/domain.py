@@ -10,6 +10,7 @@ total's currency.
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
@@ -120,6 +121,31 @@ def validate_category_filter(value: int, field: str) -> int | None:
 
 
 def _parse_ids(name: str, pattern: str, field: str) -> tuple[str, ...]:
+    if len(name) <= _MAX_CACHED_NAME:
+        ids = _valid_ids(name, pattern)
+        if ids is not None:
+            return ids
+    return _check_ids(name, pattern, field)
+
+
+# Longer names are never valid (an id has at most 63 characters), and a cache
+# of long names would hold memory that callers choose.
+_MAX_CACHED_NAME = 160
+
+
+@functools.lru_cache(maxsize=4096)
+def _valid_ids(name: str, pattern: str) -> tuple[str, ...] | None:
+    """Return the ids of a valid name, or None for an invalid one.
+
+    Results are cached because every create names the same few members.
+    """
+    try:
+        return _check_ids(name, pattern, "")
+    except InvalidArgument:
+        return None
+
+
+def _check_ids(name: str, pattern: str, field: str) -> tuple[str, ...]:
     ids = parse_name(name, pattern, field)
     for resource_id in ids:
         try:
