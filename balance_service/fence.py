@@ -9,6 +9,9 @@ which decides whether a member may leave or a group may be deleted.
 ledger sequence from expense_service and waits until this service's cursor
 has reached it. Every expense change acknowledged before the request has a
 sequence at or below that position, so a read after `catch_up` counts it.
+Given the group, expense_service first waits for every write to the group
+that started before the request, so the position also covers writes that
+checked membership before user_service marked a member as leaving.
 Settlements need no fence, because this service writes them itself and
 commits them before CreateSettlement returns.
 """
@@ -69,7 +72,7 @@ class LedgerFence:
             self._generation += 1
             self._applied.notify_all()
 
-    def catch_up(self, timeout: float, subject: str) -> int:
+    def catch_up(self, timeout: float, subject: str, group: str = "") -> int:
         """Wait until the applied cursor reaches expense_service's newest event.
 
         Args:
@@ -77,6 +80,9 @@ class LedgerFence:
             expense_service.
           subject: the resource being checked, such as `groups/g1`, for the
             error message.
+          group: the group, `groups/{group}`, whose writes in flight
+            expense_service waits for before it returns the position; empty
+            to wait for none.
 
         Returns:
           The ledger position that the balances now include.
@@ -87,7 +93,7 @@ class LedgerFence:
             Nothing was checked, and the same call may succeed later.
         """
         deadline = time.monotonic() + timeout
-        position = self._ledger_position(timeout, subject)
+        position = self._ledger_position(timeout, subject, group)
         while True:
             with self._applied:
                 generation = self._generation
@@ -125,10 +131,11 @@ class LedgerFence:
         with self._applied:
             self._applied.wait_for(lambda: self._generation != seen_generation, timeout)
 
-    def _ledger_position(self, timeout: float, subject: str) -> int:
+    def _ledger_position(self, timeout: float, subject: str, group: str) -> int:
         try:
             response = self._stub.GetLedgerPosition(
-                ledger_pb.GetLedgerPositionRequest(), timeout=max(timeout, 0.001)
+                ledger_pb.GetLedgerPositionRequest(group=group),
+                timeout=max(timeout, 0.001),
             )
         except grpc.RpcError as exc:
             _LOGGER.warning(

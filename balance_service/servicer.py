@@ -343,7 +343,11 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         self._authorize(group_id, context)
         user_id = domain.parse_user(request.user, "user") if request.user else None
         if self._fence is not None:
-            self._fence.catch_up(self._fence_timeout(context), request.name)
+            self._fence.catch_up(
+                self._fence_timeout(context),
+                request.name,
+                domain.group_name(group_id),
+            )
         with self._transaction(read_only=True) as session:
             rows = storage.unsettled_balances(session, group_id, user_id)
         return pb.CheckSettledResponse(

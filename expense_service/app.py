@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from expense_service import ledger
+from expense_service.fencing import GroupWrites
 from expense_service.membership import MembershipClient
 from expense_service.servicer import SERVICE_NAME, ExpensesServicer
 from splitlog.expenses.v1 import expenses_service_pb2_grpc, ledger_service_pb2_grpc
@@ -35,8 +36,11 @@ def build(config: Config, address: str | None = None) -> ServiceHost:
         config.service_address("user_service"), config.deadline_seconds
     )
     feed = ledger.LedgerFeed()
-    expenses = ExpensesServicer(database, membership, feed)
-    ledger_servicer = ledger.LedgerServicer(database, feed)
+    writes = GroupWrites()
+    expenses = ExpensesServicer(database, membership, feed, writes)
+    ledger_servicer = ledger.LedgerServicer(
+        database, feed, membership, writes, config.deadline_seconds
+    )
     try:
         host = start_service(
             "expense_service",

@@ -18,6 +18,8 @@ lagging stream needs after the feed dropped it.
 
 `LedgerServicer.GetLedgerPosition` returns the newest committed sequence, so
 that a reader can wait until it has applied every change acknowledged so far.
+Given a group, it first fences the group's writes (`fencing`), so that the
+position also covers every write that checked membership before the call.
 """
 
 from __future__ import annotations
@@ -33,8 +35,11 @@ import grpc
 from sqlalchemy.orm import Session
 
 from expense_service import domain, messages, storage
+from expense_service.fencing import GroupWrites
+from expense_service.membership import MembershipClient
 from splitlog.expenses.v1 import ledger_service_pb2 as ledger_pb
 from splitlog.expenses.v1 import ledger_service_pb2_grpc as ledger_grpc
+from splitlog_runtime.channels import downstream_timeout
 from splitlog_runtime.database import Database
 from splitlog_runtime.errors import OutOfRange, Unavailable, invalid_field
 
@@ -50,6 +55,9 @@ POLL_SECONDS = 0.5
 LINGER_SECONDS = 0.03
 #: Seconds a client should wait before reconnecting after the server stopped.
 RECONNECT_DELAY_SECONDS = 1.0
+#: Seconds GetLedgerPosition keeps for its response after fencing writes, so
+#: that the caller receives its error rather than DEADLINE_EXCEEDED.
+FENCE_MARGIN_SECONDS = 0.1
 #: Committed events that the feed keeps for the streams, by sequence.
 RECENT_EVENTS = 2 * BATCH_SIZE
 # The key in `Session.info` of the events a transaction appended.
@@ -247,16 +255,32 @@ def appended_events(session: Session) -> list[ledger_pb.LedgerEvent]:
 
 
 class LedgerServicer(ledger_grpc.LedgerServiceServicer):
-    """Servicer that streams the ledger table as events in sequence order."""
+    """Servicer that streams the ledger table as events in sequence order.
+
+    Args:
+      database: the service's database.
+      feed: reports commits of this process to the streams.
+      membership: the member lists that a fence drops.
+      writes: the writes in flight that a fence waits for.
+      default_timeout: seconds a fence may wait when the caller set no
+        deadline.
+      linger: seconds a stream waits after a wake-up.
+    """
 
     def __init__(
         self,
         database: Database,
         feed: LedgerFeed,
+        membership: MembershipClient,
+        writes: GroupWrites,
+        default_timeout: float,
         linger: float = LINGER_SECONDS,
     ) -> None:
         self._database = database
         self._feed = feed
+        self._membership = membership
+        self._writes = writes
+        self._default_timeout = default_timeout
         self._linger = linger
 
     def StreamLedgerEvents(
@@ -303,11 +327,42 @@ class LedgerServicer(ledger_grpc.LedgerServiceServicer):
         request: ledger_pb.GetLedgerPositionRequest,
         context: grpc.ServicerContext,
     ) -> ledger_pb.GetLedgerPositionResponse:
+        if request.group:
+            self._fence(request.group, context)
         # Writers commit in sequence order (see `storage.next_sequence`), so
         # the maximum committed sequence covers every acknowledged change.
         with self._database.transaction() as session:
             newest = storage.last_sequence(session)
         return ledger_pb.GetLedgerPositionResponse(last_sequence=newest)
+
+    def _fence(self, group: str, context: grpc.ServicerContext) -> None:
+        """Drop the group's member list and wait for its earlier writes.
+
+        Raises:
+          InvalidArgument: `group` is not a group name.
+          Unavailable: some earlier writes were still in flight at the
+            deadline (reason WRITES_IN_FLIGHT).
+        """
+        domain.parse_group_name(group, "group")
+        self._membership.forget(group)
+        timeout = downstream_timeout(context, self._default_timeout)
+        timeout = max(timeout - FENCE_MARGIN_SECONDS, 0.0)
+        pending = self._writes.wait_for_earlier(group, timeout)
+        if pending:
+            _LOGGER.warning(
+                "fence of %s timed out after %.2fs with %d writes in flight",
+                group,
+                timeout,
+                pending,
+            )
+            raise Unavailable(
+                f"{pending} expense writes to {group!r} that started before this "
+                f"call were still running after {timeout:.2f}s, so the ledger "
+                "position cannot cover them yet; retry in a moment",
+                reason="WRITES_IN_FLIGHT",
+                metadata={"group": group, "writes": str(pending)},
+                retry_delay=RECONNECT_DELAY_SECONDS,
+            )
 
     def _check_position(self, after: int) -> None:
         with self._database.transaction() as session:

@@ -7,10 +7,11 @@ a group's member list is reused for up to `CACHE_SECONDS`:
 - A user missing from the reused list is never rejected on its word: the
   list is fetched again first, so a member added a moment ago is accepted
   at once.
-- A member removed less than `CACHE_SECONDS` ago may still be accepted as a
-  payer or participant, because the reused list still contains them.
-- A group deleted less than `CACHE_SECONDS` ago may still take expenses
-  that name only members from the reused list.
+- A member who is leaving (user_service's `Member.leaving`) is rejected
+  with FAILED_PRECONDITION (reason MEMBER_LEAVING). Before a removal or a
+  group deletion checks the balances, it has this service drop the group's
+  list (`forget`, called by `ledger.LedgerServicer.GetLedgerPosition`), so
+  no write that starts after that accepts the member from an older list.
 - A NOT_FOUND response is never reused, so a group created a moment ago is
   found at once, and it drops the group's reused list. The exception is a
   group that user_service reports deleted: its id is never given to a new
@@ -61,10 +62,12 @@ _LOGGER = logging.getLogger(__name__)
 
 NOT_A_MEMBER = "NOT_A_GROUP_MEMBER"
 USER_DEACTIVATED = "USER_DEACTIVATED"
+MEMBER_LEAVING = "MEMBER_LEAVING"
 #: Seconds a caller should wait before retrying while user_service is down.
 RETRY_DELAY_SECONDS = 1.0
 #: Seconds a group's member list may be reused to accept payers and
-#: participants; it is also the longest time a removed member stays accepted.
+#: participants. A removal that skips the balance check, and so the fence,
+#: leaves the removed member accepted for up to this long.
 CACHE_SECONDS = 5.0
 #: Maximum number of groups whose member lists are kept.
 MAX_CACHED_GROUPS = 10_000
@@ -79,14 +82,17 @@ _TRANSIENT = {
 
 @dataclass(frozen=True)
 class _Members:
-    """A group's members, and those of them whose user is deactivated."""
+    """A group's members: those who may be named on a write (`active`), those
+    whose user is deactivated, and those whose removal is checking balances
+    (`leaving`)."""
 
     active: frozenset[str]
     deactivated: frozenset[str]
+    leaving: frozenset[str] = frozenset()
 
     @property
     def all(self) -> frozenset[str]:
-        return self.active | self.deactivated
+        return self.active | self.deactivated | self.leaving
 
 
 class _RecentMembers:
@@ -103,6 +109,15 @@ class _RecentMembers:
         self._clock = clock
         self._entries: OrderedDict[str, tuple[float, _Members]] = OrderedDict()
         self._lock = threading.Lock()
+        # Number of `forget` calls so far; a fetch that started before one
+        # does not store its list, which may predate a leaving mark.
+        self._forgotten = 0
+
+    @property
+    def generation(self) -> int:
+        """Number of `forget` calls so far; pass it to `put` with a fetch."""
+        with self._lock:
+            return self._forgotten
 
     def get(self, group: str) -> _Members | None:
         """Return the stored members, or None when missing or too old."""
@@ -117,11 +132,18 @@ class _RecentMembers:
             self._entries.move_to_end(group)
             return members
 
-    def put(self, group: str, members: _Members, fetched_at: float) -> None:
-        """Store members fetched at `fetched_at`, dropping the oldest beyond the cap."""
+    def put(
+        self, group: str, members: _Members, fetched_at: float, generation: int
+    ) -> None:
+        """Store members fetched at `fetched_at`, dropping the oldest beyond the cap.
+
+        Nothing is stored when `forget` ran since `generation` was read.
+        """
         if self._max_age <= 0:
             return
         with self._lock:
+            if generation != self._forgotten:
+                return
             current = self._entries.get(group)
             if current is not None and current[0] > fetched_at:
                 return  # A concurrent fetch that started later already stored.
@@ -133,6 +155,12 @@ class _RecentMembers:
     def discard(self, group: str) -> None:
         with self._lock:
             self._entries.pop(group, None)
+
+    def forget(self, group: str) -> None:
+        """Drop a group's list, and keep fetches in flight from storing theirs."""
+        with self._lock:
+            self._entries.pop(group, None)
+            self._forgotten += 1
 
     def __len__(self) -> int:
         with self._lock:
@@ -172,6 +200,13 @@ class MembershipClient:
     def close(self) -> None:
         self._channel.close()
 
+    def forget(self, group: str) -> None:
+        """Drop a group's member list, so that the next check reads it again.
+
+        A list whose fetch was in flight during the call is not stored.
+        """
+        self._recent.forget(group)
+
     @property
     def cached_groups(self) -> int:
         """Number of groups whose member lists are kept right now."""
@@ -199,8 +234,10 @@ class MembershipClient:
 
         Raises:
           NotFound: the group does not exist (reason GROUP_NOT_FOUND).
-          FailedPrecondition: some users are not members; one violation
-            names each of them.
+          FailedPrecondition: some users are not members (reason
+            NOT_A_GROUP_MEMBER), are deactivated (USER_DEACTIVATED) or are
+            leaving the group (MEMBER_LEAVING); one violation names each
+            of them.
           Unavailable: user_service cannot be reached or timed out; the
             error carries RetryInfo.
         """
@@ -222,6 +259,9 @@ class MembershipClient:
             deactivated = sorted(users & members.deactivated)
             if deactivated:
                 raise _deactivated(group, deactivated, named, fields)
+            leaving = sorted(users & members.leaving)
+            if leaving:
+                raise _leaving(group, leaving, named, fields)
             return
         listed = ", ".join(named(user) for user in missing)
         metadata = {"group": group, "users": ",".join(missing)}
@@ -311,12 +351,14 @@ class MembershipClient:
     ) -> _Members:
         """Read every member of a group from user_service and cache the list."""
         fetched_at = self._clock()
+        generation = self._recent.generation
         timeout = downstream_timeout(context, self._default_timeout)
         if max_wait is not None:
             timeout = min(timeout, max_wait)
         deadline = time.monotonic() + timeout
         members: set[str] = set()
         deactivated: set[str] = set()
+        leaving: set[str] = set()
         token = ""
         while True:
             request = users_pb.ListGroupMembersRequest(
@@ -337,12 +379,16 @@ class MembershipClient:
             for member in response.members:
                 if member.user_state == users_pb.User.STATE_DEACTIVATED:
                     deactivated.add(member.user)
+                elif member.leaving:
+                    leaving.add(member.user)
                 else:
                     members.add(member.user)
             token = response.next_page_token
             if not token:
-                found = _Members(frozenset(members), frozenset(deactivated))
-                self._recent.put(group, found, fetched_at)
+                found = _Members(
+                    frozenset(members), frozenset(deactivated), frozenset(leaving)
+                )
+                self._recent.put(group, found, fetched_at, generation)
                 return found
 
     def _translate(self, exc: grpc.RpcError, group: str) -> Exception:
@@ -379,19 +425,67 @@ def _deactivated(
     """Build the error for deactivated users named on a write."""
     listed = ", ".join(named(user) for user in users)
     verb = "is deactivated" if len(users) == 1 else "are deactivated"
+    return _users_rejected(
+        USER_DEACTIVATED,
+        f"{listed} {verb}; a deactivated user keeps its history but cannot pay "
+        "or take part in expenses. Name an active member instead",
+        group,
+        users,
+        fields,
+        {user: (user, f"{named(user)} is deactivated") for user in users},
+    )
+
+
+def _leaving(
+    group: str,
+    users: list[str],
+    named: Callable[[str], str],
+    fields: Mapping[str, Sequence[str]],
+) -> FailedPrecondition:
+    """Build the error for members named on a write while they leave the group."""
+    listed = ", ".join(named(user) for user in users)
+    verb = "is leaving" if len(users) == 1 else "are leaving"
+    return _users_rejected(
+        MEMBER_LEAVING,
+        f"{listed} {verb} {group!r}: a removal from the group, or its deletion, "
+        "is checking balances. Name members who stay in the group, or retry "
+        "in a moment, after the removal has finished or been rejected",
+        group,
+        users,
+        fields,
+        {
+            user: (
+                f"{group}/members/{user.removeprefix('users/')}",
+                f"{named(user)} is leaving {group}",
+            )
+            for user in users
+        },
+    )
+
+
+def _users_rejected(
+    reason: str,
+    message: str,
+    group: str,
+    users: list[str],
+    fields: Mapping[str, Sequence[str]],
+    violations: Mapping[str, tuple[str, str]],
+) -> FailedPrecondition:
+    """Build a FAILED_PRECONDITION error about users named on a write.
+
+    Args:
+      violations: for each user, the subject and the description of its
+        precondition violation.
+    """
     metadata = {"group": group, "users": ",".join(users)}
     paths = [path for user in users for path in fields.get(user, ())]
     if paths:
         metadata["fields"] = ",".join(paths)
     return FailedPrecondition(
-        f"{listed} {verb}; a deactivated user keeps its history but cannot pay "
-        "or take part in expenses. Name an active member instead",
-        reason=USER_DEACTIVATED,
+        message,
+        reason=reason,
         metadata=metadata,
         preconditions=[
-            PreconditionViolation(
-                USER_DEACTIVATED, user, f"{named(user)} is deactivated"
-            )
-            for user in users
+            PreconditionViolation(reason, *violations[user]) for user in users
         ],
     )

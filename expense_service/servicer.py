@@ -71,6 +71,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from expense_service import domain, grouping, ledger, messages, storage
+from expense_service.fencing import GroupWrites
 from expense_service.membership import MembershipClient
 from splitlog.expenses.v1 import expenses_service_pb2 as pb
 from splitlog.expenses.v1 import expenses_service_pb2_grpc as pb_grpc
@@ -129,6 +130,11 @@ def _is_transient(exc: DBAPIError) -> bool:
         return True
     name = getattr(orig, "sqlite_errorname", "")
     return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+
+
+def _group_of(expense_name: str) -> str:
+    """Return the `groups/{group}` part of an expense name, valid or not."""
+    return "/".join(expense_name.split("/", 2)[:2])
 
 
 def _not_found(name: str) -> NotFound:
@@ -296,6 +302,8 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
       database: the service's database.
       membership: the client that checks group membership in user_service.
       feed: woken after every committed write, for the ledger streams.
+      writes: counts the writes that check membership, from the start of
+        the RPC to its commit or failure, for the ledger's fence.
     """
 
     def __init__(
@@ -303,10 +311,12 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         database: Database,
         membership: MembershipClient,
         feed: ledger.LedgerFeed,
+        writes: GroupWrites,
     ) -> None:
         self._database = database
         self._membership = membership
         self._feed = feed
+        self._writes = writes
         self._creates = grouping.GroupWriter(self._write_creates, MAX_GROUPED_CREATES)
 
     # Transactions
@@ -437,6 +447,12 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
     # Create
 
     def CreateExpense(
+        self, request: pb.CreateExpenseRequest, context: grpc.ServicerContext
+    ) -> pb.CreateExpenseResponse:
+        with self._writes.track(request.parent):
+            return self._create_expense(request, context)
+
+    def _create_expense(
         self, request: pb.CreateExpenseRequest, context: grpc.ServicerContext
     ) -> pb.CreateExpenseResponse:
         create = self._check_create(request, request.parent, "")
@@ -640,6 +656,12 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
     # Batch create
 
     def BatchCreateExpenses(
+        self, request: pb.BatchCreateExpensesRequest, context: grpc.ServicerContext
+    ) -> pb.BatchCreateExpensesResponse:
+        with self._writes.track(request.parent):
+            return self._batch_create_expenses(request, context)
+
+    def _batch_create_expenses(
         self, request: pb.BatchCreateExpensesRequest, context: grpc.ServicerContext
     ) -> pb.BatchCreateExpensesResponse:
         violations = domain.Violations()
@@ -967,6 +989,12 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
     def UpdateExpense(
         self, request: pb.UpdateExpenseRequest, context: grpc.ServicerContext
     ) -> pb.UpdateExpenseResponse:
+        with self._writes.track(_group_of(request.expense.name)):
+            return self._update_expense(request, context)
+
+    def _update_expense(
+        self, request: pb.UpdateExpenseRequest, context: grpc.ServicerContext
+    ) -> pb.UpdateExpenseResponse:
         expense, violations = request.expense, domain.Violations()
         violations.check(domain.parse_expense_name, expense.name, "expense.name")
         expected = violations.check(domain.parse_etag, expense.etag, "expense.etag")
@@ -1095,6 +1123,12 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         return pb.DeleteExpenseResponse(expense=self._write(delete))
 
     def UndeleteExpense(
+        self, request: pb.UndeleteExpenseRequest, context: grpc.ServicerContext
+    ) -> pb.UndeleteExpenseResponse:
+        with self._writes.track(_group_of(request.name)):
+            return self._undelete_expense(request, context)
+
+    def _undelete_expense(
         self, request: pb.UndeleteExpenseRequest, context: grpc.ServicerContext
     ) -> pb.UndeleteExpenseResponse:
         expected = self._parse_name_and_etag(request.name, request.etag)

@@ -2,18 +2,20 @@
 while money is still owed.
 
 Balances live in the balance service. `build()` takes a `BalanceGuard`, and
-the servicer calls it before RemoveGroupMember and DeleteGroup write
-anything. The default, `BalanceServiceGuard`, calls balance_service's
-CheckSettled over gRPC and fails the call with UNAVAILABLE when
-balance_service does not respond, so nothing is removed unchecked.
-CheckSettled first waits until balance_service has applied every expense
-change that expense_service acknowledged, so an expense created just before
-the removal is counted.
+the servicer calls it between the two steps of RemoveGroupMember and
+DeleteGroup: after it has committed the leaving mark (`user_service.removals`)
+and before it deletes anything. The default, `BalanceServiceGuard`, calls
+balance_service's CheckSettled over gRPC and fails the call with UNAVAILABLE
+when balance_service does not respond, so nothing is removed unchecked.
+CheckSettled first has expense_service wait for the group's writes in
+flight, then waits until balance_service has applied every expense change
+that expense_service acknowledged. So it counts an expense created just
+before the removal, and one whose membership check ran before the leaving
+mark, while later writes reject the leaving member.
 
-NOTE: the reverse order is not fenced. expense_service accepts a payer or
-participant from a member list up to 5 s old (`expense_service.membership`),
-and a write that checked membership before the removal may commit after the
-check. Such an expense can give a former member a non-zero balance.
+NOTE: settlements are not fenced. A settlement whose membership check ran
+before the mark and that commits after the check can still give a former
+member a non-zero balance.
 `AllowAllBalanceGuard` permits everything, for tests that need no balances.
 """
 
@@ -44,8 +46,9 @@ UNSETTLED_BALANCE = "UNSETTLED_BALANCE"
 class BalanceGuard(Protocol):
     """Decides whether balances allow a membership or a group to go away.
 
-    Both methods run inside the RPC's database transaction, before anything is
-    deleted, and return None to allow the change.
+    Both methods run after the leaving mark has committed and before anything
+    is deleted, outside any database transaction, and return None to allow
+    the change. Any exception stops the removal and clears the mark.
     """
 
     def check_member_removable(self, group_name: str, user_name: str) -> None:

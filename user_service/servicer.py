@@ -58,7 +58,7 @@ from splitlog_runtime.errors import (
     invalid_field,
 )
 from splitlog_runtime.resources import ID_PATTERN, new_id
-from user_service import domain, storage
+from user_service import domain, removals, storage
 from user_service.guards import BalanceGuard
 
 _LOGGER = logging.getLogger(__name__)
@@ -107,13 +107,16 @@ def group_message(group: storage.GroupRow, member_count: int) -> pb.Group:
     )
 
 
-def member_message(member: storage.MemberRow, user: storage.UserRow) -> pb.Member:
+def member_message(
+    member: storage.MemberRow, user: storage.UserRow, leaving: bool = False
+) -> pb.Member:
     return pb.Member(
         name=domain.member_name(member.group_id, member.user_id),
         user=domain.user_name(user.id),
         display_name=user.display_name,
         join_time=_timestamp(member.join_time),
         user_state=_STATES[user.state],
+        leaving=leaving,
     )
 
 
@@ -638,18 +641,26 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         group_id = violations.check(domain.parse_group_name, request.name, "name")
         expected = violations.check(domain.parse_etag, request.etag, "etag")
         violations.raise_if_any()
+        name = domain.group_name(group_id)
+        resource = Resource(domain.GROUP_TYPE, name)
         with self._transaction() as session:
             _authorize_group(session, group_id)
-            row = storage.require_group(session, group_id)
-            name = domain.group_name(group_id)
-            _check_etag(
-                expected, row.version, Resource(domain.GROUP_TYPE, name), "etag"
-            )
-            # The caller's membership was checked above, so balance_service
-            # is called on this service's own behalf.
-            with authz.as_service():
-                self._guard.check_group_deletable(name)
+            row = storage.require_group(session, group_id, lock=True)
+            _check_etag(expected, row.version, resource, "etag")
+            token = removals.start(session, group_id, removals.GROUP)
+
+        def delete(session: Session) -> None:
+            row = storage.require_group(session, group_id, lock=True)
+            _check_etag(expected, row.version, resource, "etag")
             storage.delete_group(session, row)
+
+        self._finish_removal(
+            group_id,
+            removals.GROUP,
+            token,
+            lambda: self._guard.check_group_deletable(name),
+            delete,
+        )
         return pb.DeleteGroupResponse()
 
     # Members
@@ -692,9 +703,13 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         with self._transaction(read_only=True) as session:
             _authorize_group(session, group_id)
             storage.require_group(session, group_id)
-            rows = storage.list_members(session, group_id, after, size + 1)
+            since = removals.live_since(storage.utc_now())
+            rows = storage.list_members(session, group_id, after, size + 1, since)
         return pb.ListGroupMembersResponse(
-            members=[member_message(member, user) for member, user in rows[:size]],
+            members=[
+                member_message(member, user, leaving)
+                for member, user, leaving in rows[:size]
+            ],
             next_page_token=_next_token(
                 rows, size, lambda row: (row[0].join_time, row[0].user_id), selector
             ),
@@ -704,28 +719,94 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         self, request: pb.RemoveGroupMemberRequest, context: grpc.ServicerContext
     ) -> pb.RemoveGroupMemberResponse:
         group_id, user_id = domain.parse_member_name(request.name, "name")
+        group_name = domain.group_name(group_id)
         with self._transaction() as session:
             _authorize_group(session, group_id)
             # The lock stops two members from leaving together and emptying it.
             storage.require_group(session, group_id, lock=True)
+            storage.require_member(session, group_id, user_id)
+            _check_not_last_member(session, group_id, user_id)
+            token = removals.start(session, group_id, user_id)
+
+        def remove(session: Session) -> None:
+            storage.require_group(session, group_id, lock=True)
             member = storage.require_member(session, group_id, user_id)
-            group_name = domain.group_name(group_id)
-            if storage.member_counts(session, [group_id])[group_id] == 1:
-                raise FailedPrecondition(
-                    f"{domain.user_name(user_id)!r} is the last member of "
-                    f"{group_name!r} and cannot leave it; delete the group instead",
-                    reason="LAST_MEMBER",
-                    preconditions=[
-                        PreconditionViolation(
-                            "LAST_MEMBER",
-                            request.name,
-                            "a group must keep at least one member",
-                        )
-                    ],
-                )
-            with authz.as_service():
-                self._guard.check_member_removable(
-                    group_name, domain.user_name(user_id)
-                )
+            # Another member may have left while the balances were checked.
+            _check_not_last_member(session, group_id, user_id)
             storage.remove_member(session, member)
+
+        self._finish_removal(
+            group_id,
+            user_id,
+            token,
+            lambda: self._guard.check_member_removable(
+                group_name, domain.user_name(user_id)
+            ),
+            remove,
+        )
         return pb.RemoveGroupMemberResponse()
+
+    def _finish_removal(
+        self,
+        group_id: str,
+        user_id: str,
+        token: str,
+        check: Callable[[], None],
+        delete: Callable[[Session], None],
+    ) -> None:
+        """Check the balances, then delete under the leaving mark, or clear it.
+
+        Args:
+          group_id: the group.
+          user_id: the member, or `removals.GROUP` for a group deletion.
+          token: the mark that `removals.start` wrote and committed.
+          check: the balance guard's check, which raises to stop the removal.
+          delete: deletes the membership or the group in the final
+            transaction.
+        """
+        try:
+            # The caller's membership was checked with the mark, so
+            # balance_service is called on this service's own behalf.
+            with authz.as_service():
+                check()
+            with self._transaction() as session:
+                storage.require_group(session, group_id, lock=True)
+                removals.require_own(session, group_id, user_id, token)
+                delete(session)
+                storage.delete_pending_removal(session, group_id, user_id, token)
+        except BaseException:
+            self._clear_mark(group_id, user_id, token)
+            raise
+
+    def _clear_mark(self, group_id: str, user_id: str, token: str) -> None:
+        """Delete a leaving mark after a failed removal; on error it expires."""
+        try:
+            with self._transaction() as session:
+                storage.delete_pending_removal(session, group_id, user_id, token)
+        except Exception:
+            _LOGGER.exception(
+                "cannot clear the leaving mark of %s in groups/%s after a failed "
+                "removal; it expires after %.0fs",
+                user_id or "every member",
+                group_id,
+                removals.MARK_SECONDS,
+            )
+
+
+def _check_not_last_member(session: Session, group_id: str, user_id: str) -> None:
+    """Raise FAILED_PRECONDITION when the user is the group's only member."""
+    if storage.member_counts(session, [group_id])[group_id] != 1:
+        return
+    group_name = domain.group_name(group_id)
+    raise FailedPrecondition(
+        f"{domain.user_name(user_id)!r} is the last member of "
+        f"{group_name!r} and cannot leave it; delete the group instead",
+        reason="LAST_MEMBER",
+        preconditions=[
+            PreconditionViolation(
+                "LAST_MEMBER",
+                domain.member_name(group_id, user_id),
+                "a group must keep at least one member",
+            )
+        ],
+    )

@@ -122,6 +122,25 @@ class DeletedGroupRow(Base):
     delete_time: Mapped[datetime] = mapped_column(DateTime())
 
 
+class PendingRemovalRow(Base):
+    """A removal that is checking balances: the leaving mark of one member, or
+    of every member when `user_id` is empty (a group deletion).
+
+    `token` identifies the RPC that wrote the mark, so that it finishes or
+    clears only its own. A mark older than the removal's time limit counts
+    for nothing, so a crash between the two steps leaves no member stuck.
+    """
+
+    __tablename__ = "pending_removals"
+
+    group_id: Mapped[str] = mapped_column(
+        String(63), ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    token: Mapped[str] = mapped_column(String(32))
+    start_time: Mapped[datetime] = mapped_column(DateTime())
+
+
 class RequestIdRow(Base):
     """An idempotency key: which resource a create with this request_id made."""
 
@@ -246,11 +265,15 @@ def add_group(session: Session, group: GroupRow) -> None:
 
 
 def delete_group(session: Session, group: GroupRow) -> None:
-    """Delete a group and its memberships, and keep its id from being reused.
+    """Delete a group, its memberships and its leaving marks, and keep its id
+    from being reused.
 
     A stale version raises StaleDataError.
     """
     session.execute(delete(MemberRow).where(MemberRow.group_id == group.id))
+    session.execute(
+        delete(PendingRemovalRow).where(PendingRemovalRow.group_id == group.id)
+    )
     session.add(DeletedGroupRow(id=group.id, delete_time=utc_now()))
     session.delete(group)
     session.flush()
@@ -336,10 +359,29 @@ def list_members(
     group_id: str,
     after: tuple[datetime, str] | None,
     limit: int,
-) -> Sequence[tuple[MemberRow, UserRow]]:
-    """Return a group's members with their users, in the order they joined."""
+    leaving_since: datetime,
+) -> Sequence[tuple[MemberRow, UserRow, bool]]:
+    """Return a group's members with their users, in the order they joined,
+    and whether each carries a leaving mark written after `leaving_since`.
+
+    One statement reads members and marks, so that under READ COMMITTED a
+    removal that commits during the read cannot show a member whose mark is
+    already gone as an ordinary member.
+    """
+    leaving = (
+        select(PendingRemovalRow.user_id)
+        .where(
+            PendingRemovalRow.group_id == MemberRow.group_id,
+            or_(
+                PendingRemovalRow.user_id == MemberRow.user_id,
+                PendingRemovalRow.user_id == "",
+            ),
+            PendingRemovalRow.start_time > leaving_since,
+        )
+        .exists()
+    )
     query = (
-        select(MemberRow, UserRow)
+        select(MemberRow, UserRow, leaving)
         .join(UserRow, UserRow.id == MemberRow.user_id)
         .where(MemberRow.group_id == group_id)
     )
@@ -352,7 +394,51 @@ def list_members(
             )
         )
     query = query.order_by(MemberRow.join_time, MemberRow.user_id).limit(limit)
-    return [(member, user) for member, user in session.execute(query)]
+    return [
+        (member, user, bool(marked)) for member, user, marked in session.execute(query)
+    ]
+
+
+# Leaving marks
+
+
+def get_pending_removal(
+    session: Session, group_id: str, user_id: str
+) -> PendingRemovalRow | None:
+    """Return the leaving mark of a member, or with `user_id` "" of the group."""
+    return session.get(PendingRemovalRow, (group_id, user_id))
+
+
+def put_pending_removal(
+    session: Session, group_id: str, user_id: str, token: str, now: datetime
+) -> None:
+    """Write a leaving mark, replacing an expired one with the same key."""
+    session.execute(
+        delete(PendingRemovalRow).where(
+            PendingRemovalRow.group_id == group_id,
+            PendingRemovalRow.user_id == user_id,
+        )
+    )
+    session.add(
+        PendingRemovalRow(
+            group_id=group_id, user_id=user_id, token=token, start_time=now
+        )
+    )
+    session.flush()
+
+
+def delete_pending_removal(
+    session: Session, group_id: str, user_id: str, token: str
+) -> bool:
+    """Delete a leaving mark if `token` wrote it; return whether it did."""
+    result = session.execute(
+        delete(PendingRemovalRow).where(
+            PendingRemovalRow.group_id == group_id,
+            PendingRemovalRow.user_id == user_id,
+            PendingRemovalRow.token == token,
+        )
+    )
+    return result.rowcount > 0
 
 
 # Idempotency keys

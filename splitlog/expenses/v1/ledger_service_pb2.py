@@ -30,7 +30,7 @@ from google.type import money_pb2 as google_dot_type_dot_money__pb2
 from splitlog.expenses.v1 import expenses_service_pb2 as splitlog_dot_expenses_dot_v1_dot_expenses__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)splitlog/expenses/v1/ledger_service.proto\x12\x14splitlog.expenses.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\x1a\x17google/type/money.proto\x1a+splitlog/expenses/v1/expenses_service.proto\"\xa3\x03\n\x0bLedgerEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x0f\n\x07\x65xpense\x18\x02 \x01(\t\x12\r\n\x05group\x18\x03 \x01(\t\x12\x10\n\x08revision\x18\x04 \x01(\x03\x12\x33\n\x04type\x18\x05 \x01(\x0e\x32%.splitlog.expenses.v1.LedgerEventType\x12\x0f\n\x07\x64\x65leted\x18\x06 \x01(\x08\x12\x15\n\rcurrency_code\x18\x07 \x01(\t\x12\'\n\x0c\x65xpense_date\x18\x08 \x01(\x0b\x32\x11.google.type.Date\x12\x30\n\x08\x63\x61tegory\x18\t \x01(\x0e\x32\x1e.splitlog.expenses.v1.Category\x12\x13\n\x0b\x64\x65scription\x18\n \x01(\t\x12/\n\x05lines\x18\x0b \x03(\x0b\x32 .splitlog.expenses.v1.LedgerLine\x12!\n\x05total\x18\x0c \x01(\x0b\x32\x12.google.type.Money\x12/\n\x0b\x63ommit_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"^\n\nLedgerLine\x12\x0c\n\x04user\x18\x01 \x01(\t\x12 \n\x04paid\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12 \n\x04owed\x18\x03 \x01(\x0b\x32\x12.google.type.Money\"9\n\x19StreamLedgerEventsRequest\x12\x1c\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x01\"O\n\x1aStreamLedgerEventsResponse\x12\x31\n\x06\x65vents\x18\x01 \x03(\x0b\x32!.splitlog.expenses.v1.LedgerEvent\"\x1a\n\x18GetLedgerPositionRequest\"2\n\x19GetLedgerPositionResponse\x12\x15\n\rlast_sequence\x18\x01 \x01(\x03*\xb1\x01\n\x0fLedgerEventType\x12!\n\x1dLEDGER_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19LEDGER_EVENT_TYPE_CREATED\x10\x01\x12\x1d\n\x19LEDGER_EVENT_TYPE_UPDATED\x10\x02\x12\x1d\n\x19LEDGER_EVENT_TYPE_DELETED\x10\x03\x12\x1e\n\x1aLEDGER_EVENT_TYPE_RESTORED\x10\x04\x32\xc3\x02\n\rLedgerService\x12\x9d\x01\n\x12StreamLedgerEvents\x12/.splitlog.expenses.v1.StreamLedgerEventsRequest\x1a\x30.splitlog.expenses.v1.StreamLedgerEventsResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/ledger:streamEvents:\x01*0\x01\x12\x91\x01\n\x11GetLedgerPosition\x12..splitlog.expenses.v1.GetLedgerPositionRequest\x1a/.splitlog.expenses.v1.GetLedgerPositionResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/ledger:positionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)splitlog/expenses/v1/ledger_service.proto\x12\x14splitlog.expenses.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\x1a\x17google/type/money.proto\x1a+splitlog/expenses/v1/expenses_service.proto\"\xa3\x03\n\x0bLedgerEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x0f\n\x07\x65xpense\x18\x02 \x01(\t\x12\r\n\x05group\x18\x03 \x01(\t\x12\x10\n\x08revision\x18\x04 \x01(\x03\x12\x33\n\x04type\x18\x05 \x01(\x0e\x32%.splitlog.expenses.v1.LedgerEventType\x12\x0f\n\x07\x64\x65leted\x18\x06 \x01(\x08\x12\x15\n\rcurrency_code\x18\x07 \x01(\t\x12\'\n\x0c\x65xpense_date\x18\x08 \x01(\x0b\x32\x11.google.type.Date\x12\x30\n\x08\x63\x61tegory\x18\t \x01(\x0e\x32\x1e.splitlog.expenses.v1.Category\x12\x13\n\x0b\x64\x65scription\x18\n \x01(\t\x12/\n\x05lines\x18\x0b \x03(\x0b\x32 .splitlog.expenses.v1.LedgerLine\x12!\n\x05total\x18\x0c \x01(\x0b\x32\x12.google.type.Money\x12/\n\x0b\x63ommit_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"^\n\nLedgerLine\x12\x0c\n\x04user\x18\x01 \x01(\t\x12 \n\x04paid\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12 \n\x04owed\x18\x03 \x01(\x0b\x32\x12.google.type.Money\"9\n\x19StreamLedgerEventsRequest\x12\x1c\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x01\"O\n\x1aStreamLedgerEventsResponse\x12\x31\n\x06\x65vents\x18\x01 \x03(\x0b\x32!.splitlog.expenses.v1.LedgerEvent\"/\n\x18GetLedgerPositionRequest\x12\x13\n\x05group\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\"2\n\x19GetLedgerPositionResponse\x12\x15\n\rlast_sequence\x18\x01 \x01(\x03*\xb1\x01\n\x0fLedgerEventType\x12!\n\x1dLEDGER_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19LEDGER_EVENT_TYPE_CREATED\x10\x01\x12\x1d\n\x19LEDGER_EVENT_TYPE_UPDATED\x10\x02\x12\x1d\n\x19LEDGER_EVENT_TYPE_DELETED\x10\x03\x12\x1e\n\x1aLEDGER_EVENT_TYPE_RESTORED\x10\x04\x32\xc3\x02\n\rLedgerService\x12\x9d\x01\n\x12StreamLedgerEvents\x12/.splitlog.expenses.v1.StreamLedgerEventsRequest\x1a\x30.splitlog.expenses.v1.StreamLedgerEventsResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/ledger:streamEvents:\x01*0\x01\x12\x91\x01\n\x11GetLedgerPosition\x12..splitlog.expenses.v1.GetLedgerPositionRequest\x1a/.splitlog.expenses.v1.GetLedgerPositionResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/ledger:positionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,12 +39,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STREAMLEDGEREVENTSREQUEST'].fields_by_name['after_sequence']._loaded_options = None
   _globals['_STREAMLEDGEREVENTSREQUEST'].fields_by_name['after_sequence']._serialized_options = b'\342A\001\001'
+  _globals['_GETLEDGERPOSITIONREQUEST'].fields_by_name['group']._loaded_options = None
+  _globals['_GETLEDGERPOSITIONREQUEST'].fields_by_name['group']._serialized_options = b'\342A\001\001'
   _globals['_LEDGERSERVICE'].methods_by_name['StreamLedgerEvents']._loaded_options = None
   _globals['_LEDGERSERVICE'].methods_by_name['StreamLedgerEvents']._serialized_options = b'\202\323\344\223\002\034\"\027/v1/ledger:streamEvents:\001*'
   _globals['_LEDGERSERVICE'].methods_by_name['GetLedgerPosition']._loaded_options = None
   _globals['_LEDGERSERVICE'].methods_by_name['GetLedgerPosition']._serialized_options = b'\202\323\344\223\002\025\022\023/v1/ledger:position'
-  _globals['_LEDGEREVENTTYPE']._serialized_start=996
-  _globals['_LEDGEREVENTTYPE']._serialized_end=1173
+  _globals['_LEDGEREVENTTYPE']._serialized_start=1017
+  _globals['_LEDGEREVENTTYPE']._serialized_end=1194
   _globals['_LEDGEREVENT']._serialized_start=258
   _globals['_LEDGEREVENT']._serialized_end=677
   _globals['_LEDGERLINE']._serialized_start=679
@@ -54,9 +56,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMLEDGEREVENTSRESPONSE']._serialized_start=834
   _globals['_STREAMLEDGEREVENTSRESPONSE']._serialized_end=913
   _globals['_GETLEDGERPOSITIONREQUEST']._serialized_start=915
-  _globals['_GETLEDGERPOSITIONREQUEST']._serialized_end=941
-  _globals['_GETLEDGERPOSITIONRESPONSE']._serialized_start=943
-  _globals['_GETLEDGERPOSITIONRESPONSE']._serialized_end=993
-  _globals['_LEDGERSERVICE']._serialized_start=1176
-  _globals['_LEDGERSERVICE']._serialized_end=1499
+  _globals['_GETLEDGERPOSITIONREQUEST']._serialized_end=962
+  _globals['_GETLEDGERPOSITIONRESPONSE']._serialized_start=964
+  _globals['_GETLEDGERPOSITIONRESPONSE']._serialized_end=1014
+  _globals['_LEDGERSERVICE']._serialized_start=1197
+  _globals['_LEDGERSERVICE']._serialized_end=1520
 # @@protoc_insertion_point(module_scope)

@@ -81,8 +81,10 @@ class StreamLedgerEventsResponse(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[LedgerEvent, _Mapping]]] = ...) -> None: ...
 
 class GetLedgerPositionRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("group",)
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    def __init__(self, group: _Optional[str] = ...) -> None: ...
 
 class GetLedgerPositionResponse(_message.Message):
     __slots__ = ("last_sequence",)

@@ -77,6 +77,13 @@ class LedgerServiceServicer:
         """Returns the sequence of the newest committed event. Every expense change
         acknowledged before this call has a sequence at or below it, so a reader
         that has applied events up to it counts all of those changes.
+
+        With `group` set, it first fences the group's expense writes: it drops
+        the cached member list of the group and waits until every write to the
+        group that started before the call has committed or failed. A write that
+        starts later reads the members from user_service again. UNAVAILABLE
+        (reason WRITES_IN_FLIGHT) when those writes do not finish before the
+        deadline.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

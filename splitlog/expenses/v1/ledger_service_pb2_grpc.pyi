@@ -49,6 +49,13 @@ class LedgerServiceStub:
     """Returns the sequence of the newest committed event. Every expense change
     acknowledged before this call has a sequence at or below it, so a reader
     that has applied events up to it counts all of those changes.
+
+    With `group` set, it first fences the group's expense writes: it drops
+    the cached member list of the group and waits until every write to the
+    group that started before the call has committed or failed. A write that
+    starts later reads the members from user_service again. UNAVAILABLE
+    (reason WRITES_IN_FLIGHT) when those writes do not finish before the
+    deadline.
     """
 
 @_typing.type_check_only
@@ -72,6 +79,13 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     """Returns the sequence of the newest committed event. Every expense change
     acknowledged before this call has a sequence at or below it, so a reader
     that has applied events up to it counts all of those changes.
+
+    With `group` set, it first fences the group's expense writes: it drops
+    the cached member list of the group and waits until every write to the
+    group that started before the call has committed or failed. A write that
+    starts later reads the members from user_service again. UNAVAILABLE
+    (reason WRITES_IN_FLIGHT) when those writes do not finish before the
+    deadline.
     """
 
 class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -104,6 +118,13 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
         """Returns the sequence of the newest committed event. Every expense change
         acknowledged before this call has a sequence at or below it, so a reader
         that has applied events up to it counts all of those changes.
+
+        With `group` set, it first fences the group's expense writes: it drops
+        the cached member list of the group and waits until every write to the
+        group that started before the call has committed or failed. A write that
+        starts later reads the members from user_service again. UNAVAILABLE
+        (reason WRITES_IN_FLIGHT) when those writes do not finish before the
+        deadline.
         """
 
 def add_LedgerServiceServicer_to_server(servicer: LedgerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -63,18 +63,20 @@ class Group(_message.Message):
     def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., creator: _Optional[str] = ..., currency_code: _Optional[str] = ..., member_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class Member(_message.Message):
-    __slots__ = ("name", "user", "display_name", "join_time", "user_state")
+    __slots__ = ("name", "user", "display_name", "join_time", "user_state", "leaving")
     NAME_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     JOIN_TIME_FIELD_NUMBER: _ClassVar[int]
     USER_STATE_FIELD_NUMBER: _ClassVar[int]
+    LEAVING_FIELD_NUMBER: _ClassVar[int]
     name: str
     user: str
     display_name: str
     join_time: _timestamp_pb2.Timestamp
     user_state: User.State
-    def __init__(self, name: _Optional[str] = ..., user: _Optional[str] = ..., display_name: _Optional[str] = ..., join_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., user_state: _Optional[_Union[User.State, str]] = ...) -> None: ...
+    leaving: bool
+    def __init__(self, name: _Optional[str] = ..., user: _Optional[str] = ..., display_name: _Optional[str] = ..., join_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., user_state: _Optional[_Union[User.State, str]] = ..., leaving: _Optional[bool] = ...) -> None: ...
 
 class CreateUserRequest(_message.Message):
     __slots__ = ("user", "user_id", "request_id")

@@ -1,0 +1,75 @@
+"""Fencing a group's expense writes while a member leaves.
+
+A write that names users checks their membership first and commits a moment
+later. user_service marks a leaving member before it checks the balances
+(`user_service.removals`), but a write that checked membership before the
+mark can still commit after the balance check. `GroupWrites` counts the
+writes in flight per group, so that `LedgerServicer.GetLedgerPosition` with
+a group can wait for every write to the group that started before it. It
+first drops the group's cached member list, so every later write reads the
+members, with the mark, from user_service.
+
+A write enters the count before its membership check and leaves it after its
+commit or failure, so a write that is not waited for checked membership
+after the cache was dropped.
+
+NOTE: the count lives in one process. With several expense_service
+processes on one database, GetLedgerPosition fences only the writes of the
+process that serves it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class GroupWrites:
+    """Expense writes in flight, by group."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._last_ticket = 0
+        self._active: dict[str, set[int]] = {}
+
+    @contextmanager
+    def track(self, group: str) -> Iterator[None]:
+        """Count a write to `group` for the duration of the block.
+
+        Enter it before the write checks membership, and leave it only after
+        the write has committed or failed.
+        """
+        with self._changed:
+            self._last_ticket += 1
+            ticket = self._last_ticket
+            self._active.setdefault(group, set()).add(ticket)
+        try:
+            yield
+        finally:
+            with self._changed:
+                tickets = self._active[group]
+                tickets.discard(ticket)
+                if not tickets:
+                    del self._active[group]
+                self._changed.notify_all()
+
+    def wait_for_earlier(self, group: str, timeout: float) -> int:
+        """Wait until every write to `group` in flight at the call has ended.
+
+        Writes that start during the wait are not waited for.
+
+        Returns:
+          The number of those writes still in flight when `timeout` seconds
+          passed; 0 when all of them ended.
+        """
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            earlier = set(self._active.get(group, ()))
+            while True:
+                earlier &= self._active.get(group, set())
+                remaining = deadline - time.monotonic()
+                if not earlier or remaining <= 0:
+                    return len(earlier)
+                self._changed.wait(remaining)
