@@ -1,0 +1,248 @@
+"""The leaving mark while a removal checks balances, with real user and
+expense services and a guard that holds the check open until the test
+releases it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+import pytest
+
+from expense_service.app import build as build_expenses
+from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb
+from splitlog.expenses.v1 import expenses_service_pb2_grpc as expenses_grpc
+from splitlog.expenses.v1 import ledger_service_pb2 as ledger_pb
+from splitlog.expenses.v1 import ledger_service_pb2_grpc as ledger_grpc
+from splitlog.users.v1 import users_service_pb2 as pb
+from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
+from splitlog_runtime import config as config_module
+from tests.expense_service.support import day, money
+from tests.user_service.support import (
+    create_user,
+    error_details,
+    open_stub,
+    reason_of,
+)
+from user_service.app import build as build_users
+from user_service.guards import unsettled_balance
+
+TIMEOUT = 10.0
+
+
+class HeldGuard:
+    """A balance guard that fences the group in expense_service, as
+    balance_service's CheckSettled does, then waits until released.
+
+    `verdict` decides the outcome: None allows the removal, and an
+    exception is raised.
+    """
+
+    def __init__(self) -> None:
+        self.ledger: ledger_grpc.LedgerServiceStub | None = None
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.verdict: Exception | None = None
+
+    def _hold(self, group_name: str) -> None:
+        self.ledger.GetLedgerPosition(
+            ledger_pb.GetLedgerPositionRequest(group=group_name), timeout=TIMEOUT
+        )
+        self.entered.set()
+        assert self.release.wait(TIMEOUT)
+        if self.verdict is not None:
+            raise self.verdict
+
+    def check_member_removable(self, group_name: str, user_name: str) -> None:
+        self._hold(group_name)
+
+    def check_group_deletable(self, group_name: str) -> None:
+        self._hold(group_name)
+
+
+@dataclass
+class Pair:
+    users: users_grpc.UsersServiceStub
+    expenses: expenses_grpc.ExpensesServiceStub
+    guard: HeldGuard
+
+
+@pytest.fixture
+def pair(db_url, tmp_path) -> Iterator[Pair]:
+    config = config_module.load(
+        environ={},
+        overrides={
+            "auth_required": False,
+            "data_dir": tmp_path,
+            "user_service_db_url": db_url,
+            "expense_service_db_url": f"sqlite:///{tmp_path / 'expenses.db'}",
+            "workers": 8,
+            "grace_seconds": 1.0,
+        },
+    )
+    guard = HeldGuard()
+    users = build_users(config, "127.0.0.1:0", guard=guard)
+    expenses = build_expenses(
+        config.replace(user_service_addr=f"127.0.0.1:{users.port}"), "127.0.0.1:0"
+    )
+    users_channel, users_stub = open_stub(users.port)
+    expenses_channel = grpc.insecure_channel(f"127.0.0.1:{expenses.port}")
+    guard.ledger = ledger_grpc.LedgerServiceStub(expenses_channel)
+    yield Pair(users_stub, expenses_grpc.ExpensesServiceStub(expenses_channel), guard)
+    guard.release.set()
+    users_channel.close()
+    expenses_channel.close()
+    expenses.stop(0)
+    users.stop(0)
+
+
+def _group(pair: Pair) -> tuple[str, str, str]:
+    alice = create_user(pair.users, "Alice").name
+    xavier = create_user(pair.users, "Xavier").name
+    group = pair.users.CreateGroup(
+        pb.CreateGroupRequest(group=pb.Group(display_name="Trip", creator=alice)),
+        timeout=TIMEOUT,
+    ).group.name
+    pair.users.AddGroupMember(
+        pb.AddGroupMemberRequest(parent=group, user=xavier), timeout=TIMEOUT
+    )
+    return group, alice, xavier
+
+
+def _create(pair: Pair, group: str, payer: str, participants: list[str]):
+    expense = expenses_pb.Expense(
+        description="Taxi",
+        expense_date=day(),
+        total=money("10.00", "EUR"),
+        payers=[expenses_pb.Payer(user=payer, amount=money("10.00", "EUR"))],
+        split=expenses_pb.Split(
+            type=expenses_pb.SPLIT_TYPE_EQUAL,
+            participants=[expenses_pb.SplitParticipant(user=u) for u in participants],
+        ),
+        creator=payer,
+    )
+    return pair.expenses.CreateExpense(
+        expenses_pb.CreateExpenseRequest(parent=group, expense=expense),
+        timeout=TIMEOUT,
+    ).expense
+
+
+def _leaving(pair: Pair, group: str) -> dict[str, bool]:
+    response = pair.users.ListGroupMembers(
+        pb.ListGroupMembersRequest(parent=group), timeout=TIMEOUT
+    )
+    return {member.user: member.leaving for member in response.members}
+
+
+def _start(call) -> futures.Future:
+    executor = futures.ThreadPoolExecutor(max_workers=1)
+    future = executor.submit(call)
+    executor.shutdown(wait=False)
+    return future
+
+
+def test_leaving_member_rejected_on_expenses(pair):
+    group, alice, xavier = _group(pair)
+    # Alice's expense fills expense_service's member list, with Xavier in it.
+    _create(pair, group, alice, [alice])
+    member = f"{group}/members/{xavier.removeprefix('users/')}"
+    removal = _start(
+        lambda: pair.users.RemoveGroupMember(
+            pb.RemoveGroupMemberRequest(name=member), timeout=TIMEOUT
+        )
+    )
+    assert pair.guard.entered.wait(TIMEOUT)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        _create(pair, group, alice, [alice, xavier])
+
+    error = caught.value
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(error) == "MEMBER_LEAVING"
+    assert xavier in error.details()
+    assert "expense.split.participants[1].user" in error.details()
+    assert "Name members who stay" in error.details()
+    violation = error_details(error)["PreconditionFailure"].violations[0]
+    assert violation.subject == member
+    assert _leaving(pair, group) == {alice: False, xavier: True}
+    assert _create(pair, group, alice, [alice]).name.startswith(group)
+
+    pair.guard.release.set()
+    removal.result(TIMEOUT)
+    assert xavier not in _leaving(pair, group)
+
+
+def test_second_removal_aborted(pair):
+    group, alice, xavier = _group(pair)
+    member = f"{group}/members/{xavier.removeprefix('users/')}"
+    removal = _start(
+        lambda: pair.users.RemoveGroupMember(
+            pb.RemoveGroupMemberRequest(name=member), timeout=TIMEOUT
+        )
+    )
+    assert pair.guard.entered.wait(TIMEOUT)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        pair.users.RemoveGroupMember(
+            pb.RemoveGroupMemberRequest(name=member), timeout=TIMEOUT
+        )
+
+    assert caught.value.code() == grpc.StatusCode.ABORTED
+    assert reason_of(caught.value) == "REMOVAL_IN_PROGRESS"
+    assert member in caught.value.details()
+    pair.guard.release.set()
+    removal.result(TIMEOUT)
+    assert xavier not in _leaving(pair, group)
+
+
+def test_rejected_removal_clears_mark(pair):
+    group, alice, xavier = _group(pair)
+    member = f"{group}/members/{xavier.removeprefix('users/')}"
+    pair.guard.verdict = unsettled_balance(member, f"{xavier} owes 5.00 EUR")
+    removal = _start(
+        lambda: pair.users.RemoveGroupMember(
+            pb.RemoveGroupMemberRequest(name=member), timeout=TIMEOUT
+        )
+    )
+    assert pair.guard.entered.wait(TIMEOUT)
+    assert _leaving(pair, group)[xavier]
+
+    pair.guard.release.set()
+    with pytest.raises(grpc.RpcError) as caught:
+        removal.result(TIMEOUT)
+
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(caught.value) == "UNSETTLED_BALANCE"
+    assert _leaving(pair, group) == {alice: False, xavier: False}
+    assert _create(pair, group, alice, [alice, xavier]).name.startswith(group)
+
+
+def test_group_deletion_marks_every_member(pair):
+    group, alice, xavier = _group(pair)
+    deletion = _start(
+        lambda: pair.users.DeleteGroup(
+            pb.DeleteGroupRequest(name=group), timeout=TIMEOUT
+        )
+    )
+    assert pair.guard.entered.wait(TIMEOUT)
+
+    assert _leaving(pair, group) == {alice: True, xavier: True}
+    with pytest.raises(grpc.RpcError) as caught:
+        _create(pair, group, alice, [alice])
+    assert reason_of(caught.value) == "MEMBER_LEAVING"
+    member = f"{group}/members/{xavier.removeprefix('users/')}"
+    with pytest.raises(grpc.RpcError) as removing:
+        pair.users.RemoveGroupMember(
+            pb.RemoveGroupMemberRequest(name=member), timeout=TIMEOUT
+        )
+    assert removing.value.code() == grpc.StatusCode.ABORTED
+    assert reason_of(removing.value) == "REMOVAL_IN_PROGRESS"
+
+    pair.guard.release.set()
+    deletion.result(TIMEOUT)
+    with pytest.raises(grpc.RpcError) as missing:
+        _create(pair, group, alice, [alice])
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
