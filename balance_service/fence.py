@@ -23,6 +23,7 @@ import threading
 import time
 
 import grpc
+from grpc_status import rpc_status
 
 from balance_service import storage
 from splitlog.expenses.v1 import ledger_service_pb2 as ledger_pb
@@ -145,9 +146,14 @@ class LedgerFence:
                 exc.code().name,
                 exc.details(),
             )
+            # expense_service's own errors, such as WRITES_IN_FLIGHT, explain
+            # themselves, but grpc's connection errors name internal addresses.
+            cause = exc.code().name
+            if rpc_status.from_call(exc) is not None:
+                cause = f"{cause}: {exc.details()}"
             raise Unavailable(
                 f"cannot check the balances of {subject!r}: expense_service "
-                f"did not return its ledger position ({exc.code().name}), so "
+                f"did not return its ledger position ({cause}), so "
                 "expenses acknowledged a moment ago might not be counted; "
                 "nothing was checked, retry later",
                 reason="EXPENSE_SERVICE_UNAVAILABLE",

@@ -23,6 +23,7 @@ the rest of the lifetime as a margin for the delete to commit.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime, timedelta
 
@@ -30,6 +31,8 @@ from sqlalchemy.orm import Session
 
 from splitlog_runtime.errors import Aborted, Resource, Unavailable
 from user_service import domain, storage
+
+_LOGGER = logging.getLogger(__name__)
 
 #: Seconds a leaving mark counts after it was written.
 MARK_SECONDS = 60.0
@@ -81,6 +84,11 @@ def require_own(session: Session, group_id: str, user_id: str, token: str) -> No
     if age is not None and age < FINISH_SECONDS:
         return
     subject = _subject(group_id, user_id)
+    _LOGGER.warning(
+        "removal of %s found its leaving mark %s; nothing removed",
+        subject,
+        "gone or replaced" if age is None else f"{age:.1f}s old",
+    )
     raise Unavailable(
         f"the removal of {subject!r} took longer than {FINISH_SECONDS:.0f}s "
         "between its leaving mark and the delete, so the balance check no "
