@@ -2,7 +2,7 @@
 for the group's writes in flight.
 
 expense_service runs for real; user_service is a small gRPC server here,
-so that a test can hold a membership check open or change the answer.
+so that a test can hold a membership check open or change the response.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class Members(users_grpc.UsersServiceServicer):
         self.open.set()
 
     def ListGroupMembers(self, request, context):
-        # The answer is read before the wait, as a slow reply of an old read.
+        # The response is built before the wait, like a slow reply to an old read.
         response = users_pb.ListGroupMembersResponse(
             members=[
                 users_pb.Member(
