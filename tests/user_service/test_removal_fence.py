@@ -276,7 +276,9 @@ def test_delete_group_during_creates(cluster):
         _check_failed_creates(failures)
         if error is None:
             outcomes["deleted"] += 1
-            assert _live_expenses_naming(cluster, group, leaver) == []
+            # A deleted group's expenses can no longer be listed, but every
+            # expense that names X leaves X owing money, so one that slipped
+            # in after the check would leave the group unsettled.
             assert _settled(cluster, group)
             continue
         outcomes["refused"] += 1
