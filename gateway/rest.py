@@ -133,7 +133,11 @@ class _Endpoint:
 
 
 def _json_response(content: Any, status_code: int = 200, headers=None) -> Response:
-    body = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+    # An error message may quote a client's string with a lone surrogate,
+    # which UTF-8 cannot encode. Inside a JSON string, backslashreplace
+    # writes it as a JSON escape such as \ud800, so the body stays valid JSON.
+    body = text.encode("utf-8", "backslashreplace")
     return Response(body, status_code, headers, media_type=JSON_MEDIA_TYPE)
 
 
@@ -319,12 +323,11 @@ class RestFront:
         try:
             header = request.headers.get("grpc-timeout")
             timeout = self._default_timeout if header is None else parse_timeout(header)
+            # Starlette's query_params replaces invalid UTF-8 with U+FFFD, so
+            # the raw bytes are decoded here, where invalid UTF-8 is rejected.
+            query = transcode.parse_query_string(request.scope["query_string"])
             message = transcode.build_request(
-                route,
-                endpoint.request_class,
-                path_values,
-                request.query_params.multi_items(),
-                body,
+                route, endpoint.request_class, path_values, query, body
             )
         except DomainError as exc:
             return _error_response(exc.to_status())

@@ -24,6 +24,7 @@ import math
 import re
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -74,6 +75,8 @@ _WRAPPERS = frozenset(
 )
 
 _INTEGER = re.compile(r"[-+]?[0-9]+\Z")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _UNKNOWN_FIELD = re.compile(
     r'Message type "([^"]+)" has no field named "([^"]+)" at "([^"]+)"'
 )
@@ -83,6 +86,48 @@ _BAD_FIELD = re.compile(r"Failed to parse (\S+) field:?")
 def message_class(descriptor: Descriptor) -> type[Message]:
     """Return the generated message class for a descriptor."""
     return message_factory.GetMessageClass(descriptor)
+
+
+def parse_query_string(raw: bytes) -> list[tuple[str, str]]:
+    """Split a raw query string into decoded (key, value) pairs, in order.
+
+    Keys and values are percent-decoded, with `+` read as a space, and must
+    then be valid UTF-8. A pair without `=` has an empty value, and empty
+    pairs (`a=1&&b=2`) are skipped.
+
+    Raises:
+      splitlog_runtime.errors.InvalidArgument: a key or a value is not valid
+        UTF-8 once decoded. The message names the parameter and the bytes.
+    """
+    items = []
+    for pair in raw.split(b"&"):
+        if not pair:
+            continue
+        raw_key, _, raw_value = pair.partition(b"=")
+        key = _decode_query_part(raw_key, None)
+        items.append((key, _decode_query_part(raw_value, key)))
+    return items
+
+
+def _decode_query_part(raw: bytes, key: str | None) -> str:
+    """Percent-decode a query key (`key` None) or the value of `key` as UTF-8."""
+    data = unquote_to_bytes(raw.replace(b"+", b" "))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = quote_from_bytes(data[exc.start : exc.end], safe="")
+        if key is None:
+            shown = quote_from_bytes(data, safe="")
+            field, what = shown, f"the query parameter name {shown!r}"
+        else:
+            field, what = key, f"the value of query parameter {key!r}"
+        raise invalid_field(
+            field,
+            f"{what} is not valid UTF-8: the bytes {bad} at byte {exc.start} "
+            f"of the decoded text ({exc.reason}); percent-encode the text as "
+            "UTF-8, e.g. é as %C3%A9",
+            reason="INVALID_UTF8",
+        ) from None
 
 
 def build_request(
@@ -146,8 +191,18 @@ def _body_tree(route: HttpRoute, descriptor: Descriptor, body: bytes) -> dict:
     if not body.strip():
         return {}
     try:
-        value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # JSON exchanged between systems is UTF-8 (RFC 8259). `json.loads` on
+        # bytes would also read UTF-16 and let encoded surrogates through.
+        value = json.loads(body.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        bad = " ".join(f"0x{byte:02x}" for byte in exc.object[exc.start : exc.end])
+        raise invalid_field(
+            "body",
+            f"the request body is not valid UTF-8: bytes {bad} at byte "
+            f"{exc.start} ({exc.reason}); send the JSON encoded as UTF-8",
+            reason="MALFORMED_JSON",
+        ) from None
+    except json.JSONDecodeError as exc:
         raise invalid_field(
             "body",
             f"the request body is not valid JSON ({exc}); send a JSON object",
@@ -160,9 +215,11 @@ def _body_tree(route: HttpRoute, descriptor: Descriptor, body: bytes) -> dict:
     if _nesting_depth(value) > MAX_BODY_DEPTH:
         raise _too_deep()
     if route.body == "*":
+        _reject_lone_surrogates(value, "")
         _require_object(value, "body", descriptor)
         return value
     body_field = descriptor.fields_by_name[route.body]
+    _reject_lone_surrogates(value, body_field.json_name)
     if body_field.message_type is not None and not body_field.is_repeated:
         _require_object(value, body_field.json_name, body_field.message_type)
     return {body_field.json_name: value}
@@ -185,6 +242,58 @@ def _nesting_depth(value: Any) -> int:
             return depth
         pending.extend((child, depth + 1) for child in children)
     return deepest
+
+
+def _reject_lone_surrogates(value: Any, base: str) -> None:
+    """Reject a JSON string or key that holds an unpaired surrogate escape.
+
+    `json.loads` accepts an escape such as `\\ud800` that is not part of a
+    surrogate pair, but the code point it yields is not a Unicode character,
+    so no protobuf string can hold it. The first such string in document
+    order is named by its JSON path, e.g. `entries[2].message`.
+    """
+    pending = [(value, base)]
+    while pending:
+        node, path = pending.pop()
+        if isinstance(node, str):
+            _check_surrogates(node, path or "body", "the string")
+            continue
+        if isinstance(node, dict):
+            children = []
+            for key, child in node.items():
+                _check_surrogates(key, path or "body", f"the object key {_shown(key)}")
+                children.append((child, _member_path(path, key)))
+        elif isinstance(node, list):
+            children = [(item, f"{path}[{index}]") for index, item in enumerate(node)]
+        else:
+            continue
+        pending.extend(reversed(children))
+
+
+def _check_surrogates(text: str, path: str, what: str) -> None:
+    match = _SURROGATE.search(text)
+    if match is None:
+        return
+    escape = f"\\u{ord(match.group()):04x}"
+    raise invalid_field(
+        path,
+        f"{what} is not valid Unicode: the escape {escape} at character "
+        f"{match.start()} is half of a surrogate pair without its other half; "
+        "send the character itself in UTF-8, or both escapes of its pair "
+        "(\\ud800-\\udbff, then \\udc00-\\udfff)",
+        reason="INVALID_UNICODE",
+    )
+
+
+def _member_path(path: str, key: str) -> str:
+    if _IDENTIFIER.match(key):
+        return f"{path}.{key}" if path else key
+    return f"{path}[{_shown(key)}]"
+
+
+def _shown(key: str) -> str:
+    """Quote a key as JSON, with non-ASCII escaped so that any key prints."""
+    return json.dumps(key)
 
 
 def _too_deep() -> InvalidArgument:

@@ -513,3 +513,66 @@ def test_wrong_timestamp_names_field_and_format(client):
     assert _detail(error, ERROR_INFO)["reason"] == "INVALID_FIELD_VALUE"
     violation = _detail(error, BAD_REQUEST)["fieldViolations"][0]
     assert violation["field"] == "user.createTime"
+
+
+@pytest.mark.parametrize(
+    ("url", "field", "bad"),
+    [
+        ("/logs?services=k-spark&keyword=%FF%FE", "keyword", "%FF"),
+        ("/logs?services=%C3", "services", "%C3"),
+        ("/logs?keyword=%ED%A0%80", "keyword", "%ED"),
+        ("/logs/stats?services=a%E9b", "services", "%E9"),
+        ("/v1/users?pageToken=%C0%AF", "pageToken", "%C0"),
+    ],
+)
+def test_query_invalid_utf8_rejected(client, url, field, bad):
+    response = client.get(url)
+
+    assert response.status_code == 400
+    error = _error(response)
+    assert error["status"] == "INVALID_ARGUMENT"
+    assert f"query parameter {field!r} is not valid UTF-8" in error["message"]
+    assert f"the bytes {bad}" in error["message"]
+    assert "percent-encode the text as UTF-8" in error["message"]
+    assert _detail(error, ERROR_INFO)["reason"] == "INVALID_UTF8"
+    assert _detail(error, BAD_REQUEST)["fieldViolations"][0]["field"] == field
+
+
+def test_query_utf8_value_decoded(client):
+    response = client.get("/v1/users?page%53ize=%C3%A9+1")
+
+    assert response.status_code == 400
+    error = _error(response)
+    assert "'é 1' is not an integer" in error["message"]
+    assert _detail(error, BAD_REQUEST)["fieldViolations"][0]["field"] == "pageSize"
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "field"),
+    [
+        ("/v1/users", r'{"email": "a\ud800@example.com"}', "user.email"),
+        (
+            "/logs/batch",
+            r'{"entries": [{"service": "s"}, {"message": "\udfff"}]}',
+            "entries[1].message",
+        ),
+        (
+            "/logs",
+            r'{"service": "s", "attributes": {"k\udbff": "v"}}',
+            "entry.attributes",
+        ),
+    ],
+)
+def test_body_lone_surrogate_rejected(client, url, body, field):
+    response = client.post(
+        url, content=body, headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 400
+    error = _error(response)
+    assert error["status"] == "INVALID_ARGUMENT"
+    assert error["message"].startswith(f"{field}: ")
+    assert "is not valid Unicode" in error["message"]
+    assert "send the character itself in UTF-8" in error["message"]
+    assert _detail(error, ERROR_INFO)["reason"] == "INVALID_UNICODE"
+    assert _detail(error, BAD_REQUEST)["fieldViolations"][0]["field"] == field

@@ -18,7 +18,12 @@ from google.protobuf import (
 )
 
 from gateway.http_rules import HttpRoute, parse_template
-from gateway.transcode import build_request, message_class, response_json
+from gateway.transcode import (
+    build_request,
+    message_class,
+    parse_query_string,
+    response_json,
+)
 from splitlog_runtime.errors import InvalidArgument
 
 _F = descriptor_pb2.FieldDescriptorProto
@@ -272,6 +277,84 @@ def test_malformed_whole_body(body):
     error = _rejected(_route("/v1/things", body="*"), body=body)
 
     assert error.reason == "MALFORMED_JSON"
+
+
+def test_body_invalid_utf8_names_bytes():
+    error = _rejected(_route("/v1/things", body="*"), body=b'{"name": "a\xed\xa0\x80"}')
+
+    assert error.reason == "MALFORMED_JSON"
+    assert "not valid UTF-8: bytes 0xed" in error.message
+    assert "at byte 11" in error.message
+
+
+@pytest.mark.parametrize(
+    ("body", "body_field", "field", "shown"),
+    [
+        (rb'{"name": "a\ud800b"}', "*", "name", "the string"),
+        (rb'{"tags": ["ok", "\udc00"]}', "*", "tags[1]", "the string"),
+        (
+            rb'{"name": "x", "inner": {"name": "\udbff"}}',
+            "*",
+            "inner.name",
+            "the string",
+        ),
+        (rb'{"name": "\ude00\ud83d"}', "inner", "inner.name", "the string"),
+        (rb'{"a\ud800": 1}', "*", "body", r'the object key "a\ud800"'),
+        (rb'{"inner": {"k\ud800": 1}}', "*", "inner", r'the object key "k\ud800"'),
+        (rb'"\ud800"', "*", "body", "the string"),
+    ],
+)
+def test_lone_surrogate_rejected(body, body_field, field, shown):
+    error = _rejected(_route("/v1/things", body=body_field), body=body)
+
+    assert error.reason == "INVALID_UNICODE"
+    assert error.field_violations[0].field == field
+    assert f"{field}: {shown} is not valid Unicode" in error.message
+    assert "half of a surrogate pair" in error.message
+    assert "send the character itself in UTF-8" in error.message
+
+
+def test_surrogate_pair_accepted():
+    message = _build(_route("/v1/things", body="*"), body=rb'{"name": "\ud83d\ude00"}')
+
+    assert message.name == "\U0001f600"
+
+
+@pytest.mark.parametrize(
+    ("raw", "items"),
+    [
+        (b"", []),
+        (b"a=1&b=x+y%20z", [("a", "1"), ("b", "x y z")]),
+        (b"a=%C3%A9&a=\xc3\xa9", [("a", "\u00e9"), ("a", "\u00e9")]),
+        (b"flag&&b=&c=%3D%26", [("flag", ""), ("b", ""), ("c", "=&")]),
+        (b"na%6De=v", [("name", "v")]),
+    ],
+)
+def test_query_string_decoded(raw, items):
+    assert parse_query_string(raw) == items
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "bad", "offset"),
+    [
+        (b"services=k-spark&keyword=%FF%FE", "keyword", "%FF", 0),
+        (b"services=%C3", "services", "%C3", 0),
+        (b"keyword=%ED%A0%80", "keyword", "%ED", 0),
+        (b"keyword=ab\xff", "keyword", "%FF", 2),
+        (b"ke%FFy=1", "ke%FFy", "%FF", 2),
+    ],
+)
+def test_query_string_invalid_utf8(raw, field, bad, offset):
+    with pytest.raises(InvalidArgument) as caught:
+        parse_query_string(raw)
+
+    error = caught.value
+    assert error.reason == "INVALID_UTF8"
+    assert error.field_violations[0].field == field
+    assert f"{field!r} is not valid UTF-8" in error.message
+    assert f"the bytes {bad}" in error.message
+    assert f"at byte {offset} " in error.message
+    assert "percent-encode the text as UTF-8" in error.message
 
 
 @pytest.mark.parametrize(
