@@ -43,32 +43,46 @@ def run(name: str, config: Config) -> int:
     check_ports_free(config, [component])
     if name == GATEWAY.name:
         return aio.run(_serve_gateway(config, signals))
+    # The shipper starts before the component, so that its startup records
+    # wait in the shipper's queue until the log router answers.
+    shipper = None
+    if component.ships_logs:
+        shipper = logsetup.start_self_ship(config, name)
+    try:
+        _serve_service(name, config, component, signals)
+    finally:
+        logsetup.stop_self_ship(shipper, timeout=logsetup.SHIP_FLUSH_SECONDS)
+    return 0
+
+
+def _serve_service(
+    name: str, config: Config, component: Component, signals: StopSignals
+) -> None:
     if name == LOG_NODE:
         host = components.start_log_node(config)
     else:
         host = components.start_service(name, config)
-    shipper = None
-    if component.ships_logs:
-        shipper = logsetup.start_self_ship(config, name)
     try:
         _announce(config, {component.name: host.port})
         while not signals.wait(timeout=1.0):
             pass
     finally:
         host.stop(config.grace_seconds, signals.reason or "startup interrupted")
-        logsetup.stop_self_ship(shipper, timeout=logsetup.SHIP_FLUSH_SECONDS)
-    return 0
 
 
 async def _serve_gateway(config: Config, signals: StopSignals) -> int:
     stop_requested = signals.attach(asyncio.get_running_loop())
-    gateway = await components.start_gateway(config)
+    # Started first, so that the gateway's startup records are shipped too.
     shipper = logsetup.start_self_ship(config, GATEWAY.name)
     try:
-        _announce(config, {"gateway": gateway.grpc_port, "http": gateway.http_port})
-        await stop_requested.wait()
+        gateway = await components.start_gateway(config)
+        try:
+            ports = {"gateway": gateway.grpc_port, "http": gateway.http_port}
+            _announce(config, ports)
+            await stop_requested.wait()
+        finally:
+            await gateway.stop(config.grace_seconds)
     finally:
-        await gateway.stop(config.grace_seconds)
         await asyncio.to_thread(
             logsetup.stop_self_ship, shipper, logsetup.SHIP_FLUSH_SECONDS
         )

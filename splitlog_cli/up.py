@@ -57,6 +57,9 @@ def run(config: Config) -> int:
     node_hosts: dict[str, ServiceHost] = {}
     shipper = None
     try:
+        # The shipper starts first, so that the startup records wait in its
+        # queue until the log router answers, and are shipped then.
+        shipper = logsetup.start_self_ship(config, "splitlog", by_logger=True)
         # The log nodes come first so that the log router finds them.
         config = components.start_log_nodes(config, node_hosts)
         for name in SERVICES:
@@ -65,7 +68,6 @@ def run(config: Config) -> int:
             hosts[name] = components.start_service(name, config)
         if signals.requested:
             return 0
-        shipper = logsetup.start_self_ship(config, "splitlog", by_logger=True)
         return aio.run(_run_gateway(config, hosts, signals))
     finally:
         # Stops what the gateway coroutine did not: the log router, once the

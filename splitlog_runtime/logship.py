@@ -143,9 +143,16 @@ class LogShipHandler(logging.Handler):
 
         self._stopping = threading.Event()
         # The channel does not retry by itself, so that `max_attempts` counts
-        # every call and the backoff between them is this handler's.
+        # every call and the backoff between them is this handler's. Its
+        # reconnect backoff (up to 120 s by default in gRPC core) is capped
+        # too, so that records queued at startup go out soon after the log
+        # router starts listening.
         self._channel = grpc.insecure_channel(
-            target_address, options=[("grpc.enable_retries", 0)]
+            target_address,
+            options=[
+                ("grpc.enable_retries", 0),
+                ("grpc.max_reconnect_backoff_ms", int(MAX_BACKOFF * 1000)),
+            ],
         )
         self._stub = logs_grpc.LogsServiceStub(auth.signing_channel(self._channel))
         self._sender = threading.Thread(

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -241,6 +242,27 @@ def wait_for_health(address: str, timeout: float, service: str = "") -> None:
                 last = exc.code()
             time.sleep(0.1)
     raise AssertionError(f"{address} not SERVING after {timeout:.0f}s: {last}")
+
+
+def wait_for_log_entries(
+    http_url: str, service: str, keyword: str, timeout: float = 30.0
+) -> list[dict]:
+    """Poll GET /logs until entries of `service` contain `keyword`; return them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = httpx.get(
+            f"{http_url}/logs",
+            params={"services": service, "keyword": keyword},
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        entries = response.json().get("entries", [])
+        if entries:
+            return entries
+        assert time.monotonic() < deadline, (
+            f"no {service} entry with {keyword!r} in log_service after {timeout:.0f}s"
+        )
+        time.sleep(0.5)
 
 
 def grpcurl(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:

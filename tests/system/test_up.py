@@ -11,7 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.system.conftest import grpcurl, grpcurl_json, start_splitlog
+from tests.system.conftest import (
+    grpcurl,
+    grpcurl_json,
+    start_splitlog,
+    wait_for_log_entries,
+)
 
 pytestmark = pytest.mark.system
 
@@ -165,3 +170,21 @@ def test_data_directory_owner_only(system):
     assert written.status_code == 200, written.text
     assert any(data_dir.rglob("*.duckdb")), "no log store file was created"
     assert loose == {}
+
+
+@pytest.mark.parametrize(
+    ("service", "line"),
+    [
+        ("gateway", "gateway listening: gRPC on port"),
+        ("gateway", "gateway forwards user_service to"),
+        # The services' servers log through splitlog_runtime, which `up`
+        # ships as the service `splitlog`.
+        ("splitlog", "user_service listening on port"),
+    ],
+)
+def test_startup_lines_shipped(system, service, line):
+    entries = wait_for_log_entries(system.http_url, service, line)
+
+    assert len(entries) == 1
+    assert entries[0]["service"] == service
+    assert line in entries[0]["message"]

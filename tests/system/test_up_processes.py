@@ -13,7 +13,13 @@ import pytest
 
 from splitlog_cli.topology import all_components
 from splitlog_runtime import config as config_module
-from tests.system.conftest import grpcurl, grpcurl_json, start_splitlog, wait_gone
+from tests.system.conftest import (
+    grpcurl,
+    grpcurl_json,
+    start_splitlog,
+    wait_for_log_entries,
+    wait_gone,
+)
 
 pytestmark = pytest.mark.system
 
@@ -85,6 +91,22 @@ def test_grpcurl_lists_services_through_gateway(system):
 
     assert result.returncode == 0, result.stderr
     assert USERS_SERVICE in result.stdout.split()
+
+
+@pytest.mark.parametrize(
+    ("service", "line"),
+    [
+        ("gateway", "gateway listening: gRPC on port"),
+        ("gateway", "gateway forwards user_service to"),
+        ("user_service", "user_service listening on port"),
+    ],
+)
+def test_startup_lines_shipped(system, service, line):
+    entries = wait_for_log_entries(system.http_url, service, line)
+
+    assert len(entries) == 1
+    assert entries[0]["service"] == service
+    assert line in entries[0]["message"]
 
 
 def _child_pids(pid: int) -> list[int]:
