@@ -76,6 +76,7 @@ _WRAPPERS = frozenset(
 
 _INTEGER = re.compile(r"[-+]?[0-9]+\Z")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _UNKNOWN_FIELD = re.compile(
     r'Message type "([^"]+)" has no field named "([^"]+)" at "([^"]+)"'
@@ -118,12 +119,12 @@ def _decode_query_part(raw: bytes, key: str | None) -> str:
         bad = quote_from_bytes(data[exc.start : exc.end], safe="")
         if key is None:
             shown = quote_from_bytes(data, safe="")
-            field, what = shown, f"the query parameter name {shown!r}"
+            field, subject = shown, f"the query parameter name {shown!r}"
         else:
-            field, what = key, f"the value of query parameter {key!r}"
+            field, subject = key, f"the value of query parameter {key!r}"
         raise invalid_field(
             field,
-            f"{what} is not valid UTF-8: the bytes {bad} at byte {exc.start} "
+            f"{subject} is not valid UTF-8: the bytes {bad} at byte {exc.start} "
             f"of the decoded text ({exc.reason}); percent-encode the text as "
             "UTF-8, e.g. é as %C3%A9",
             reason="INVALID_UTF8",
@@ -193,7 +194,8 @@ def _body_tree(route: HttpRoute, descriptor: Descriptor, body: bytes) -> dict:
     try:
         # JSON exchanged between systems is UTF-8 (RFC 8259). `json.loads` on
         # bytes would also read UTF-16 and let encoded surrogates through.
-        value = json.loads(body.decode("utf-8-sig"))
+        text = body.decode("utf-8-sig")
+        value = json.loads(text)
     except UnicodeDecodeError as exc:
         bad = " ".join(f"0x{byte:02x}" for byte in exc.object[exc.start : exc.end])
         raise invalid_field(
@@ -214,12 +216,17 @@ def _body_tree(route: HttpRoute, descriptor: Descriptor, body: bytes) -> dict:
         raise _too_deep() from None
     if _nesting_depth(value) > MAX_BODY_DEPTH:
         raise _too_deep()
+    # Only a \ud800-\udfff escape can yield a surrogate, so bodies without
+    # one skip the walk.
+    check_surrogates = _SURROGATE_ESCAPE.search(text) is not None
     if route.body == "*":
-        _reject_lone_surrogates(value, "")
+        if check_surrogates:
+            _reject_lone_surrogates(value, "")
         _require_object(value, "body", descriptor)
         return value
     body_field = descriptor.fields_by_name[route.body]
-    _reject_lone_surrogates(value, body_field.json_name)
+    if check_surrogates:
+        _reject_lone_surrogates(value, body_field.json_name)
     if body_field.message_type is not None and not body_field.is_repeated:
         _require_object(value, body_field.json_name, body_field.message_type)
     return {body_field.json_name: value}
@@ -245,7 +252,7 @@ def _nesting_depth(value: Any) -> int:
 
 
 def _reject_lone_surrogates(value: Any, base: str) -> None:
-    """Reject a JSON string or key that holds an unpaired surrogate escape.
+    """Reject a JSON string or key that contains an unpaired surrogate escape.
 
     `json.loads` accepts an escape such as `\\ud800` that is not part of a
     surrogate pair, but the code point it yields is not a Unicode character,
@@ -261,7 +268,9 @@ def _reject_lone_surrogates(value: Any, base: str) -> None:
         if isinstance(node, dict):
             children = []
             for key, child in node.items():
-                _check_surrogates(key, path or "body", f"the object key {_shown(key)}")
+                _check_surrogates(
+                    key, path or "body", f"the object key {_json_quoted(key)}"
+                )
                 children.append((child, _member_path(path, key)))
         elif isinstance(node, list):
             children = [(item, f"{path}[{index}]") for index, item in enumerate(node)]
@@ -270,14 +279,14 @@ def _reject_lone_surrogates(value: Any, base: str) -> None:
         pending.extend(reversed(children))
 
 
-def _check_surrogates(text: str, path: str, what: str) -> None:
+def _check_surrogates(text: str, path: str, subject: str) -> None:
     match = _SURROGATE.search(text)
     if match is None:
         return
     escape = f"\\u{ord(match.group()):04x}"
     raise invalid_field(
         path,
-        f"{what} is not valid Unicode: the escape {escape} at character "
+        f"{subject} is not valid Unicode: the escape {escape} at character "
         f"{match.start()} is half of a surrogate pair without its other half; "
         "send the character itself in UTF-8, or both escapes of its pair "
         "(\\ud800-\\udbff, then \\udc00-\\udfff)",
@@ -288,10 +297,10 @@ def _check_surrogates(text: str, path: str, what: str) -> None:
 def _member_path(path: str, key: str) -> str:
     if _IDENTIFIER.match(key):
         return f"{path}.{key}" if path else key
-    return f"{path}[{_shown(key)}]"
+    return f"{path}[{_json_quoted(key)}]"
 
 
-def _shown(key: str) -> str:
+def _json_quoted(key: str) -> str:
     """Quote a key as JSON, with non-ASCII escaped so that any key prints."""
     return json.dumps(key)
 

@@ -58,7 +58,7 @@ def run(config: Config) -> int:
     shipper = None
     try:
         # The shipper starts first, so that the startup records wait in its
-        # queue until the log router answers, and are shipped then.
+        # queue until the log router accepts calls, and are shipped then.
         shipper = logsetup.start_self_ship(config, "splitlog", by_logger=True)
         # The log nodes come first so that the log router finds them.
         config = components.start_log_nodes(config, node_hosts)

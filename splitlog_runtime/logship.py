@@ -144,9 +144,9 @@ class LogShipHandler(logging.Handler):
         self._stopping = threading.Event()
         # The channel does not retry by itself, so that `max_attempts` counts
         # every call and the backoff between them is this handler's. Its
-        # reconnect backoff (up to 120 s by default in gRPC core) is capped
-        # too, so that records queued at startup go out soon after the log
-        # router starts listening.
+        # reconnect backoff is capped too (gRPC's default grows to 120 s, see
+        # doc/connection-backoff.md in the grpc repository), so that records
+        # queued at startup go out soon after the log router starts listening.
         self._channel = grpc.insecure_channel(
             target_address,
             options=[
