@@ -42,7 +42,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Mount, request_response
 
-from gateway import transcode
+from gateway import log_batch, transcode
 from gateway.auth import GatewayAuth
 from gateway.http_rules import (
     HttpRoute,
@@ -320,6 +320,10 @@ class RestFront:
         content_type = request.headers.get("content-type", "")
         if body and not _is_json_content_type(content_type):
             return _unsupported_media_type(content_type)
+        split = None
+        if route.full_method == log_batch.WRITE_LOG_ENTRIES:
+            split = log_batch.split_batch(body)
+            body = body if split is None else split.body
         try:
             header = request.headers.get("grpc-timeout")
             timeout = self._default_timeout if header is None else parse_timeout(header)
@@ -331,6 +335,10 @@ class RestFront:
             )
         except DomainError as exc:
             return _error_response(exc.to_status())
+        if split is not None and not split.kept:
+            # log_service rejects a batch without entries as a whole.
+            response = split.empty_response()
+            return _json_response(transcode.response_json(route, response))
 
         with auth.acting_as(principal):
             metadata = _metadata_from_headers(request)
@@ -343,6 +351,9 @@ class RestFront:
             )
         except grpc.aio.AioRpcError as error:
             return self._backend_error(route, error)
+        if split is not None:
+            response = split.merge(endpoint.response_class.FromString(reply))
+            return _json_response(transcode.response_json(route, response))
         return _json_response(self._render(route, endpoint, reply))
 
     async def _read_body(self, request: Request) -> bytes | None:

@@ -18,6 +18,7 @@ Everything here is pure: no I/O, no gRPC.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -76,7 +77,9 @@ _WRAPPERS = frozenset(
 
 _INTEGER = re.compile(r"[-+]?[0-9]+\Z")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# A JSON escape of a surrogate. Only such an escape can decode to one, so a
+# body without it needs no search for lone surrogates.
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _UNKNOWN_FIELD = re.compile(
     r'Message type "([^"]+)" has no field named "([^"]+)" at "([^"]+)"'
@@ -194,8 +197,7 @@ def _body_tree(route: HttpRoute, descriptor: Descriptor, body: bytes) -> dict:
     try:
         # JSON exchanged between systems is UTF-8 (RFC 8259). `json.loads` on
         # bytes would also read UTF-16 and let encoded surrogates through.
-        text = body.decode("utf-8-sig")
-        value = json.loads(text)
+        value = json.loads(body.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
         bad = " ".join(f"0x{byte:02x}" for byte in exc.object[exc.start : exc.end])
         raise invalid_field(
@@ -216,9 +218,7 @@ def _body_tree(route: HttpRoute, descriptor: Descriptor, body: bytes) -> dict:
         raise _too_deep() from None
     if _nesting_depth(value) > MAX_BODY_DEPTH:
         raise _too_deep()
-    # Only a \ud800-\udfff escape can yield a surrogate, so bodies without
-    # one skip the walk.
-    check_surrogates = _SURROGATE_ESCAPE.search(text) is not None
+    check_surrogates = SURROGATE_ESCAPE.search(body) is not None
     if route.body == "*":
         if check_surrogates:
             _reject_lone_surrogates(value, "")
@@ -251,47 +251,77 @@ def _nesting_depth(value: Any) -> int:
     return deepest
 
 
-def _reject_lone_surrogates(value: Any, base: str) -> None:
-    """Reject a JSON string or key that contains an unpaired surrogate escape.
+@dataclasses.dataclass(frozen=True)
+class LoneSurrogate:
+    """A JSON string or key that contains half of a surrogate pair.
+
+    Attributes:
+      field: the JSON path of the string, or of the object with the key;
+        empty for a key of the top-level object.
+      subject: what contains it, such as `the string` or `the object key "a"`.
+      escape: the surrogate as a JSON escape, such as `\\ud800`.
+      position: the character index of the surrogate in the string.
+    """
+
+    field: str
+    subject: str
+    escape: str
+    position: int
+
+    def description(self) -> str:
+        return (
+            f"{self.subject} is not valid Unicode: the escape {self.escape} at "
+            f"character {self.position} is half of a surrogate pair without its "
+            "other half; send the character itself in UTF-8, or both escapes of "
+            "its pair (\\ud800-\\udbff, then \\udc00-\\udfff)"
+        )
+
+
+def find_lone_surrogate(value: Any, base: str = "") -> LoneSurrogate | None:
+    """Find the first string or key in document order with a lone surrogate.
 
     `json.loads` accepts an escape such as `\\ud800` that is not part of a
     surrogate pair, but the code point it yields is not a Unicode character,
-    so no protobuf string can hold it. The first such string in document
-    order is named by its JSON path, e.g. `entries[2].message`.
+    so no protobuf string can hold it. `base` is the JSON path of `value`.
     """
     pending = [(value, base)]
     while pending:
         node, path = pending.pop()
         if isinstance(node, str):
-            _check_surrogates(node, path or "body", "the string")
+            found = _lone_surrogate_in(node, path, "the string")
+            if found is not None:
+                return found
             continue
         if isinstance(node, dict):
             children = []
             for key, child in node.items():
-                _check_surrogates(
-                    key, path or "body", f"the object key {_json_quoted(key)}"
-                )
+                subject = f"the object key {_json_quoted(key)}"
+                found = _lone_surrogate_in(key, path, subject)
+                if found is not None:
+                    return found
                 children.append((child, _member_path(path, key)))
         elif isinstance(node, list):
             children = [(item, f"{path}[{index}]") for index, item in enumerate(node)]
         else:
             continue
         pending.extend(reversed(children))
+    return None
 
 
-def _check_surrogates(text: str, path: str, subject: str) -> None:
+def _lone_surrogate_in(text: str, path: str, subject: str) -> LoneSurrogate | None:
     match = _SURROGATE.search(text)
     if match is None:
-        return
+        return None
     escape = f"\\u{ord(match.group()):04x}"
-    raise invalid_field(
-        path,
-        f"{subject} is not valid Unicode: the escape {escape} at character "
-        f"{match.start()} is half of a surrogate pair without its other half; "
-        "send the character itself in UTF-8, or both escapes of its pair "
-        "(\\ud800-\\udbff, then \\udc00-\\udfff)",
-        reason="INVALID_UNICODE",
-    )
+    return LoneSurrogate(path, subject, escape, match.start())
+
+
+def _reject_lone_surrogates(value: Any, base: str) -> None:
+    found = find_lone_surrogate(value, base)
+    if found is not None:
+        raise invalid_field(
+            found.field or "body", found.description(), reason="INVALID_UNICODE"
+        )
 
 
 def _member_path(path: str, key: str) -> str:

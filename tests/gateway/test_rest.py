@@ -552,9 +552,10 @@ def test_query_utf8_value_decoded(client):
     [
         ("/v1/users", r'{"email": "a\ud800@example.com"}', "user.email"),
         (
+            # An entry with one is rejected on its own, a request field not.
             "/logs/batch",
-            r'{"entries": [{"service": "s"}, {"message": "\udfff"}]}',
-            "entries[1].message",
+            r'{"entries": [{"service": "s"}], "requestId": "\udfff"}',
+            "requestId",
         ),
         (
             "/logs",

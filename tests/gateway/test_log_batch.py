@@ -1,0 +1,139 @@
+"""POST /logs/batch with lone surrogates: a real gateway and log cluster.
+
+An entry whose JSON contains half of a surrogate pair is rejected on its own,
+by its index in the batch, and the other entries are stored.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+
+from gateway.log_batch import SplitBatch
+from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
+from splitlog_runtime import config as config_module
+from tests.cli.test_logs_cli import LogsGateway
+from tests.gateway.support import LoopThread
+from tests.log_service.test_router_cluster import list_all
+
+OLD = "2001-09-09T01:46:40Z"
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    loop = LoopThread()
+    base = config_module.load(
+        environ={},
+        overrides={"auth_required": False, "data_dir": tmp_path_factory.mktemp("logs")},
+    )
+    running = LogsGateway(base, tmp_path_factory.mktemp("gateway"), loop)
+    yield running
+    running.close()
+    loop.close()
+
+
+def _post(live, body: str) -> httpx.Response:
+    url = f"http://127.0.0.1:{live.gateway.http_port}/logs/batch"
+    headers = {"content-type": "application/json"}
+    return httpx.post(url, content=body.encode(), headers=headers, timeout=10)
+
+
+def test_batch_rejects_entry_with_lone_surrogate(live):
+    service = f"surrogate-{uuid.uuid4().hex[:8]}"
+    body = (
+        '{"entries": ['
+        f'{{"service": "{service}", "message": "zero"}},'
+        f'{{"service": "{service}", "message": "a\\ud800b"}},'
+        f'{{"service": "{service}", "message": "old", "timestamp": "{OLD}"}},'
+        f'{{"service": "{service}", "attributes": {{"k\\udfff": "v"}}}},'
+        f'{{"service": "{service}", "message": "four \\ud83d\\ude00"}}'
+        "]}"
+    )
+
+    response = _post(live, body)
+
+    assert response.status_code == 200, response.text
+    result = response.json()
+    rejected = result["rejectedEntries"]
+    assert result["acceptedCount"] == 2
+    assert result["rejectedCount"] == 3
+    assert [int(item.get("index", 0)) for item in rejected] == [1, 2, 3]
+    assert [item["reason"] for item in rejected] == [
+        "REJECTION_REASON_INVALID_FIELD",
+        "REJECTION_REASON_TIMESTAMP_TOO_OLD",
+        "REJECTION_REASON_INVALID_FIELD",
+    ]
+    assert rejected[0]["field"] == "message"
+    assert (
+        "the string is not valid Unicode: the escape \\ud800"
+        in (rejected[0]["description"])
+    )
+    assert rejected[2]["field"] == "attributes"
+    assert (
+        'the object key "k\\udfff" is not valid Unicode' in (rejected[2]["description"])
+    )
+    stored = list_all(live.stub, services=[service], order_by="timestamp")
+    assert [entry.message for entry in stored] == ["zero", "four \U0001f600"]
+
+
+def test_batch_of_only_bad_entries(live):
+    service = f"surrogate-{uuid.uuid4().hex[:8]}"
+    body = (
+        f'{{"entries": [{{"service": "{service}", "message": "\\udc00"}},'
+        f'{{"service": "{service}", "message": "\\udc01"}}]}}'
+    )
+
+    response = _post(live, body)
+
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result.get("acceptedCount", 0) == 0
+    assert result["rejectedCount"] == 2
+    assert [int(item.get("index", 0)) for item in result["rejectedEntries"]] == [0, 1]
+    # Only the first rejection of a reason and field carries a description.
+    assert "description" in result["rejectedEntries"][0]
+    assert "description" not in result["rejectedEntries"][1]
+    assert list_all(live.stub, services=[service]) == []
+
+
+def test_batch_resend_stored_once(live):
+    service = f"surrogate-{uuid.uuid4().hex[:8]}"
+    body = (
+        f'{{"requestId": "{uuid.uuid4()}", "entries": ['
+        f'{{"service": "{service}", "message": "\\ud800"}},'
+        f'{{"service": "{service}", "message": "kept"}}]}}'
+    )
+
+    first = _post(live, body)
+    resent = _post(live, body)
+
+    assert first.status_code == 200, first.text
+    assert resent.json() == first.json()
+    assert first.json()["acceptedCount"] == 1
+    assert [e.message for e in list_all(live.stub, services=[service])] == ["kept"]
+
+
+def test_merge_stops_where_listing_stopped():
+    split = SplitBatch(
+        b"",
+        kept=[0, 2, 4],
+        rejections=[
+            logs_pb2.LogEntryRejection(index=1, field="message"),
+            logs_pb2.LogEntryRejection(index=3, field="message"),
+        ],
+    )
+    # log_service rejected entries 0 and 2 of the client's batch but listed
+    # only the first.
+    response = logs_pb2.WriteLogEntriesResponse(
+        accepted_count=1,
+        rejected_count=2,
+        rejected_entries=[logs_pb2.LogEntryRejection(index=0)],
+    )
+
+    merged = split.merge(response)
+
+    assert merged.accepted_count == 1
+    assert merged.rejected_count == 4
+    assert [rejection.index for rejection in merged.rejected_entries] == [0]
