@@ -28,6 +28,8 @@ from urllib.parse import unquote
 from google.api import annotations_pb2, http_pb2
 from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor
 
+from splitlog_runtime.errors import invalid_field
+
 WILDCARD = "*"
 DOUBLE_WILDCARD = "**"
 
@@ -117,14 +119,28 @@ class PathTemplate:
         values = {}
         for variable in self.variables:
             raw = "/".join(segments[variable.start : variable.end])
-            values[variable.name] = (
-                unquote(raw) if variable.single else _decode_keeping_slashes(raw)
-            )
+            values[variable.name] = _decode_variable(variable, raw)
         return values
 
 
-def _decode_keeping_slashes(raw: str) -> str:
-    return unquote(re.sub("%2[Ff]", lambda m: "%25" + m.group(0)[1:], raw))
+def _decode_variable(variable: Variable, raw: str) -> str:
+    """Percent-decode a path variable as UTF-8.
+
+    Raises:
+      InvalidArgument: the decoded bytes are not valid UTF-8.
+    """
+    if not variable.single:
+        # An encoded slash stays encoded inside a multi-segment value.
+        raw = re.sub("%2[Ff]", lambda m: "%25" + m.group(0)[1:], raw)
+    try:
+        return unquote(raw, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise invalid_field(
+            variable.name,
+            f"the path segment {raw!r} is not valid UTF-8 once percent-decoded "
+            f"({exc.reason}); percent-encode the text as UTF-8, e.g. é as %C3%A9",
+            reason="INVALID_UTF8",
+        ) from None
 
 
 class _TemplateParser:

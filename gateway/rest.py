@@ -285,6 +285,9 @@ class RestFront:
             return _route_not_found(request.method, path)
         except MethodNotAllowed as exc:
             return _method_not_allowed(request.method, path, exc.allowed)
+        except DomainError as exc:
+            # A path variable that is not valid UTF-8.
+            return _error_response(exc.to_status())
         endpoint = self._endpoints[id(route)]
         if endpoint.unsupported is not None:
             status = _gateway_error(

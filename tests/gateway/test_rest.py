@@ -577,3 +577,27 @@ def test_body_lone_surrogate_rejected(client, url, body, field):
     assert "send the character itself in UTF-8" in error["message"]
     assert _detail(error, ERROR_INFO)["reason"] == "INVALID_UNICODE"
     assert _detail(error, BAD_REQUEST)["fieldViolations"][0]["field"] == field
+
+
+@pytest.mark.parametrize("segment", ["%FF", "ab%C3", "%ED%A0%80"])
+def test_path_invalid_utf8_rejected(client, segment):
+    response = client.get(f"/v1/users/{segment}")
+
+    assert response.status_code == 400
+    error = _error(response)
+    assert error["status"] == "INVALID_ARGUMENT"
+    assert (
+        f"the path segment 'users/{segment}' is not valid UTF-8" in (error["message"])
+    )
+    assert "percent-encode the text as UTF-8" in error["message"]
+    assert _detail(error, ERROR_INFO)["reason"] == "INVALID_UTF8"
+    assert _detail(error, BAD_REQUEST)["fieldViolations"][0]["field"] == "name"
+
+
+def test_path_utf8_decoded(client):
+    response = client.get("/v1/users/z%C3%B6e")
+
+    assert response.status_code == 400, response.text
+    error = _error(response)
+    assert "contains the invalid id 'z\u00f6e'" in error["message"]
+    assert _detail(error, ERROR_INFO)["reason"] == "INVALID_RESOURCE_NAME"
