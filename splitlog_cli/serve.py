@@ -44,7 +44,7 @@ def run(name: str, config: Config) -> int:
     if name == GATEWAY.name:
         return aio.run(_serve_gateway(config, signals))
     # The shipper starts before the component, so that its startup records
-    # wait in the shipper's queue until the log router answers.
+    # wait in the shipper's queue until the log router accepts calls.
     shipper = None
     if component.ships_logs:
         shipper = logsetup.start_self_ship(config, name)
