@@ -57,9 +57,11 @@ def run(config: Config) -> int:
     node_hosts: dict[str, ServiceHost] = {}
     shipper = None
     try:
-        # The shipper starts first, so that the startup records wait in its
-        # queue until the log router accepts calls, and are shipped then.
-        shipper = logsetup.start_self_ship(config, "splitlog", by_logger=True)
+        # The shipper is attached first, so that the startup records wait in
+        # its queue until the log router, started below, accepts calls.
+        shipper = logsetup.start_self_ship(
+            config, "splitlog", by_logger=True, send=False
+        )
         # The log nodes come first so that the log router finds them.
         config = components.start_log_nodes(config, node_hosts)
         for name in SERVICES:
@@ -68,6 +70,8 @@ def run(config: Config) -> int:
             hosts[name] = components.start_service(name, config)
         if signals.requested:
             return 0
+        if shipper is not None:
+            shipper.start_sending()
         return aio.run(_run_gateway(config, hosts, signals))
     finally:
         # Stops what the gateway coroutine did not: the log router, once the

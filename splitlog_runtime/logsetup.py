@@ -117,14 +117,15 @@ def service_of_logger(record: logging.LogRecord) -> str:
 
 
 def start_self_ship(
-    config: Config, service: str, *, by_logger: bool = False
+    config: Config, service: str, *, by_logger: bool = False, send: bool = True
 ) -> LogShipHandler | None:
     """Ship the root logger's records to log_service when `log_self_ship` is on.
 
     Call it after `configure`, which replaces the root handlers. Records of
     log_service's own loggers are not shipped (see `SELF_SHIP_EXCLUDED`).
     With `by_logger`, each entry's service is the component that logged it
-    (see `service_of_logger`) rather than `service`.
+    (see `service_of_logger`) rather than `service`. With `send` False, the
+    records wait in the handler's queue until its `start_sending`.
 
     Returns:
       The handler, to pass to `stop_self_ship` on shutdown, or None when the
@@ -133,7 +134,10 @@ def start_self_ship(
     if not config.log_self_ship:
         return None
     handler = LogShipHandler(
-        self_ship_address(config), service, excluded_loggers=SELF_SHIP_EXCLUDED
+        self_ship_address(config),
+        service,
+        excluded_loggers=SELF_SHIP_EXCLUDED,
+        send=send,
     )
     if by_logger:
         handler.service_of = service_of_logger

@@ -9,6 +9,8 @@ with backoff is dropped and counted, and so is a batch that fails with a code
 that a retry cannot fix, such as INVALID_ARGUMENT. Until the first call
 succeeds, and for at most `startup_grace` seconds, a batch is retried past
 `max_attempts`, because services start before log_service is listening.
+A handler created with `send=False` only queues records until
+`start_sending` is called, for a process that starts the log router itself.
 
 The handler never ships records of the gRPC library (loggers under `grpc`),
 of this module, or of its own sending thread, because sending them would log
@@ -96,8 +98,10 @@ class LogShipHandler(logging.Handler):
       call_timeout: deadline of each call, in seconds.
       max_attempts: calls per batch before the batch is dropped.
       backoff: seconds before the first retry, doubled for each further retry.
-      startup_grace: seconds after creation during which a batch is retried
-        past max_attempts while no call has succeeded yet.
+      startup_grace: seconds after sending starts during which a batch is
+        retried past max_attempts while no call has succeeded yet.
+      send: whether the sender starts sending at once; when False, records
+        wait in the queue until `start_sending`.
     """
 
     def __init__(
@@ -114,6 +118,7 @@ class LogShipHandler(logging.Handler):
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         backoff: float = DEFAULT_BACKOFF,
         startup_grace: float = DEFAULT_STARTUP_GRACE,
+        send: bool = True,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -130,7 +135,9 @@ class LogShipHandler(logging.Handler):
         self.call_timeout = call_timeout
         self.max_attempts = max_attempts
         self.backoff = backoff
+        self._startup_grace = startup_grace
         self._grace_end = time.monotonic() + startup_grace
+        self._sending = threading.Event()
         self._reached = False
 
         self._excluded = tuple(ALWAYS_EXCLUDED) + tuple(excluded_loggers)
@@ -159,6 +166,8 @@ class LogShipHandler(logging.Handler):
             target=self._run, name=f"log-ship-{service}", daemon=True
         )
         self._sender.start()
+        if send:
+            self._sending.set()
 
     @property
     def dropped_count(self) -> int:
@@ -201,12 +210,21 @@ class LogShipHandler(logging.Handler):
         except Exception:
             self.handleError(record)
 
+    def start_sending(self) -> None:
+        """Let the sender send the queued records and those that follow."""
+        if not self._sending.is_set():
+            self._grace_end = time.monotonic() + self._startup_grace
+            self._sending.set()
+
     def flush(self, timeout: float = DEFAULT_CLOSE_TIMEOUT) -> bool:
         """Wait until the records queued so far are sent or dropped.
 
         Returns:
-          True when they were, False when `timeout` seconds passed first.
+          True when they were, False when `timeout` seconds passed first or
+          when sending has not started.
         """
+        if not self._sending.is_set():
+            return False
         if not self._sender.is_alive():
             return self._queue.empty()
         marker = _Flush()
@@ -225,7 +243,8 @@ class LogShipHandler(logging.Handler):
         if not self._stopping.is_set():
             self.flush(timeout)
             self._stopping.set()
-            # Wake the sender, which may be waiting for a record.
+            # Wake the sender, which may be waiting to start or for a record.
+            self._sending.set()
             with contextlib.suppress(queue.Full):
                 self._queue.put_nowait(_Flush())
             self._sender.join(timeout)
@@ -256,6 +275,7 @@ class LogShipHandler(logging.Handler):
         return entry
 
     def _run(self) -> None:
+        self._sending.wait()
         while not self._stopping.is_set():
             batch, markers = self._next_batch()
             if batch:

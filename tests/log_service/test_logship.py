@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent import futures
 
 import grpc
@@ -257,6 +258,39 @@ def test_unreachable_target_close_is_bounded(logger):
 
     assert handler.dropped_count == 1
     assert handler.shipped_count == 0
+
+
+def test_held_records_sent_after_start(peer, logger):
+    servicer, address = peer
+    handler = attach(
+        logger, LogShipHandler(address, "svc", flush_interval=0.05, send=False)
+    )
+
+    logger.info("before the router")
+    held_flush = handler.flush(0.2)
+    time.sleep(0.2)
+    calls_while_held = servicer.calls
+    handler.start_sending()
+    assert handler.flush(WAIT)
+    handler.close()
+
+    assert held_flush is False
+    assert calls_while_held == 0
+    assert [entry.message for entry in servicer.entries()] == ["before the router"]
+    assert handler.shipped_count == 1
+
+
+def test_held_records_dropped_at_close(peer, logger):
+    servicer, _ = peer
+    handler = attach(logger, LogShipHandler("127.0.0.1:9", "svc", send=False))
+
+    logger.info("never sent")
+    started = time.monotonic()
+    handler.close(timeout=1.0)
+
+    assert time.monotonic() - started < 0.5
+    assert handler.dropped_count == 1
+    assert servicer.calls == 0
 
 
 def test_emit_after_close_counts_drop(peer, logger):
