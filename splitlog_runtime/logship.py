@@ -56,6 +56,9 @@ DEFAULT_STARTUP_GRACE = 30.0
 # Maximum wait between two retries of one batch, in seconds.
 MAX_BACKOFF = 2.0
 DEFAULT_CLOSE_TIMEOUT = 5.0
+# Reconnect backoff of the channel to the log router, first and maximum, in ms.
+RECONNECT_BACKOFF_MS = 100
+MAX_RECONNECT_BACKOFF_MS = 1000
 # Minimum seconds between two warnings about dropped records.
 _WARNING_INTERVAL = 60.0
 NANOS_PER_SECOND = 1_000_000_000
@@ -150,15 +153,17 @@ class LogShipHandler(logging.Handler):
 
         self._stopping = threading.Event()
         # The channel does not retry by itself, so that `max_attempts` counts
-        # every call and the backoff between them is this handler's. Its
-        # reconnect backoff is capped too (gRPC's default grows to 120 s, see
-        # doc/connection-backoff.md in the grpc repository), so that records
-        # queued at startup go out soon after the log router starts listening.
+        # every call and the backoff between them is this handler's. Until a
+        # call succeeds, calls wait for the channel to connect, and its
+        # reconnect backoff is short (gRPC's default starts at 1 s and grows
+        # to 120 s, see doc/connection-backoff.md in the grpc repository), so
+        # records queued at startup go out soon after the log router listens.
         self._channel = grpc.insecure_channel(
             target_address,
             options=[
                 ("grpc.enable_retries", 0),
-                ("grpc.max_reconnect_backoff_ms", int(MAX_BACKOFF * 1000)),
+                ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS),
+                ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
             ],
         )
         self._stub = logs_grpc.LogsServiceStub(auth.signing_channel(self._channel))
@@ -320,7 +325,9 @@ class LogShipHandler(logging.Handler):
             attempt += 1
             try:
                 response = self._stub.WriteLogEntries(
-                    request, timeout=self.call_timeout
+                    request,
+                    timeout=self.call_timeout,
+                    wait_for_ready=not self._reached,
                 )
             except grpc.RpcError as exc:
                 # Closing ends the retries early, so that `close` keeps its bound.
