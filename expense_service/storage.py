@@ -232,8 +232,10 @@ def list_expenses(
 ) -> list[StoredExpense]:
     """Return up to `limit` expenses, newest first, after a keyset position.
 
-    The sort key is (expense_date or create_time, descending; name,
-    ascending), and `after` is the key of the last expense already returned.
+    The sort key is (expense_date or create_time, then name, both
+    descending), and `after` is the key of the last expense already
+    returned. Generated expense ids rise with time, so expenses of one day
+    list the most recently created first.
     """
     sort_column = (
         ExpenseRow.create_time
@@ -269,10 +271,11 @@ def list_expenses(
         statement = statement.where(
             or_(
                 sort_column < after_key,
-                and_(sort_column == after_key, ExpenseRow.name > after_name),
+                and_(sort_column == after_key, ExpenseRow.name < after_name),
             )
         )
-    statement = statement.order_by(sort_column.desc(), ExpenseRow.name).limit(limit)
+    statement = statement.order_by(sort_column.desc(), ExpenseRow.name.desc())
+    statement = statement.limit(limit)
     return _with_lines(session, session.scalars(statement).all())
 
 

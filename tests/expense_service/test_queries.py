@@ -138,15 +138,15 @@ def test_get_returns_deleted_expense(clients, history):
 # ListExpenses
 
 
-def test_list_newest_first_ties_by_name(clients, history):
+def test_list_newest_first_ties_by_name_descending(clients, history):
     group, names = history
 
     listed = _names(clients, parent=group.name)
 
     assert listed == [
         names["e-june"],
-        names["e-may-a"],
         names["e-may-b"],
+        names["e-may-a"],
         names["e-april"],
     ]
 
@@ -204,7 +204,7 @@ def test_list_by_category(clients, history):
 
     listed = _names(clients, parent=group.name, category=pb.CATEGORY_GROCERIES)
 
-    assert listed == [names["e-may-a"], names["e-may-b"]]
+    assert listed == [names["e-may-b"], names["e-may-a"]]
 
 
 def test_list_by_date_range_inclusive(clients, history):
@@ -217,7 +217,7 @@ def test_list_by_date_range_inclusive(clients, history):
         end_date=day(2024, 5, 1),
     )
 
-    assert listed == [names["e-may-a"], names["e-may-b"], names["e-april"]]
+    assert listed == [names["e-may-b"], names["e-may-a"], names["e-april"]]
 
 
 def test_list_by_create_time(clients, history):
