@@ -12,8 +12,8 @@ sequence at or below that position, so a read after `catch_up` counts it.
 Given the group, expense_service first waits for every write to the group
 that started before the request, so the position also covers writes that
 checked membership before user_service marked a member as leaving.
-Settlements need no fence, because this service writes them itself and
-commits them before CreateSettlement returns.
+Settlement writes are not in the ledger. CheckSettled waits for them in
+this service (`splitlog_runtime.fencing.GroupWrites`).
 """
 
 from __future__ import annotations

@@ -88,10 +88,13 @@ class _RecentResponses:
 
 @dataclass(frozen=True)
 class GroupMembers:
-    """The ids of a group's members, and of those whose user is deactivated."""
+    """The ids of a group's members, of those whose user is deactivated, and
+    of those whose removal, or the group's deletion, is checking balances
+    (user_service's `Member.leaving`)."""
 
     all: frozenset[str]
     deactivated: frozenset[str]
+    leaving: frozenset[str] = frozenset()
 
 
 class UserDirectory:
@@ -158,6 +161,7 @@ class UserDirectory:
         fetched_at = self._clock()
         found: set[str] = set()
         deactivated: set[str] = set()
+        leaving: set[str] = set()
         token = ""
         while True:
             request = users_pb.ListGroupMembersRequest(
@@ -171,10 +175,14 @@ class UserDirectory:
                 found.add(user_id)
                 if member.user_state == users_pb.User.STATE_DEACTIVATED:
                     deactivated.add(user_id)
+                if member.leaving:
+                    leaving.add(user_id)
             token = response.next_page_token
             if not token:
                 self._groups.put(group_id, frozenset(found), fetched_at)
-                return GroupMembers(frozenset(found), frozenset(deactivated))
+                return GroupMembers(
+                    frozenset(found), frozenset(deactivated), frozenset(leaving)
+                )
 
     def recent_members(
         self, group_id: str, context: grpc.ServicerContext | None

@@ -14,11 +14,16 @@ Choices that the proto leaves open:
   Before it reads, it waits until the ledger consumer has applied every
   expense change that expense_service committed before the check
   (`balance_service.fence`), and fails with UNAVAILABLE when it cannot.
+  It also first waits for the settlement writes to the group that started
+  before it (`splitlog_runtime.fencing`): they count from before their
+  membership check to their commit or failure.
 - Payer, payee and creator of a settlement must be current members of the
   group, and none of them may be deactivated (FAILED_PRECONDITION,
   USER_DEACTIVATED, as expense_service rejects a deactivated payer or
-  participant). Deleting or restoring a settlement moves its payer's and
-  payee's balances, so both must still be members then too. Restoring also
+  participant), nor leaving the group (MEMBER_LEAVING, while a removal
+  or the group's deletion checks the balances). Deleting or restoring a
+  settlement moves its payer's and payee's balances, so both must still be
+  members who are not leaving then too. Restoring also
   rejects a deactivated payer or payee, as UndeleteExpense does. Deleting
   does not, as DeleteExpense does not.
 - Deleting a deleted settlement succeeds and changes nothing, as
@@ -53,6 +58,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -67,7 +73,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from balance_service import allocation, domain, storage, views
-from balance_service.fence import LedgerFence
+from balance_service.fence import RETRY_DELAY_SECONDS, LedgerFence
 from balance_service.ledger import Changes
 from balance_service.members import GroupMembers, UserDirectory
 from balance_service.settle import compute_settlement_plan
@@ -83,8 +89,10 @@ from splitlog_runtime.errors import (
     NotFound,
     PreconditionViolation,
     Resource,
+    Unavailable,
     invalid_field,
 )
+from splitlog_runtime.fencing import GroupWrites
 from splitlog_runtime.resources import check_id, new_id
 
 _LOGGER = logging.getLogger(__name__)
@@ -99,6 +107,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["BalancesService"].full_name
 # deactivated user.
 NOT_A_MEMBER = "NOT_A_GROUP_MEMBER"
 USER_DEACTIVATED = "USER_DEACTIVATED"
+MEMBER_LEAVING = "MEMBER_LEAVING"
 
 _ORDER_BY = {"": False, "settlement_date desc": False, "create_time desc": True}
 
@@ -241,6 +250,36 @@ def _deactivated(group_id: str, fields: dict[str, list[str]]) -> FailedPrecondit
     )
 
 
+def _leaving(group_id: str, fields: dict[str, list[str]]) -> FailedPrecondition:
+    """Build the error for leaving members, given the fields that name each."""
+    group = domain.group_name(group_id)
+    named = {}
+    for user_id, paths in fields.items():
+        user = domain.user_name(user_id)
+        named[user_id] = f"{user!r} ({', '.join(paths)})"
+    verb = "is leaving" if len(named) == 1 else "are leaving"
+    return FailedPrecondition(
+        f"{', '.join(named.values())} {verb} {group!r}: a removal from the "
+        "group, or its deletion, is checking balances. Name members who stay "
+        "in the group, or retry in a moment, after the removal has finished "
+        "or been rejected",
+        reason=MEMBER_LEAVING,
+        metadata={
+            "group": group,
+            "users": ",".join(domain.user_name(user_id) for user_id in named),
+            "fields": ",".join(path for paths in fields.values() for path in paths),
+        },
+        preconditions=[
+            PreconditionViolation(
+                MEMBER_LEAVING,
+                f"{group}/members/{user_id}",
+                f"{named[user_id]} is leaving {group}",
+            )
+            for user_id in named
+        ],
+    )
+
+
 def _require_members(
     group_id: str,
     members: GroupMembers,
@@ -248,26 +287,38 @@ def _require_members(
     *,
     active: bool,
 ) -> None:
-    """Check that each user is a member and, if `active`, not deactivated.
+    """Check that each user is a member, not leaving and, if `active`, not
+    deactivated.
 
     Args:
       named: (user id, the field that names the user) pairs.
 
     Raises:
       FailedPrecondition: a user is not a member (reason NOT_A_GROUP_MEMBER),
-        or is deactivated (reason USER_DEACTIVATED; one violation per user).
+        is deactivated (reason USER_DEACTIVATED) or is leaving the group
+        (reason MEMBER_LEAVING); one violation per user.
     """
     for user_id, field_path in named:
         if user_id not in members.all:
             raise _not_a_member(group_id, user_id, field_path)
-    if not active:
-        return
-    deactivated: dict[str, list[str]] = {}
+    if active:
+        deactivated = _fields_of(named, members.deactivated)
+        if deactivated:
+            raise _deactivated(group_id, deactivated)
+    leaving = _fields_of(named, members.leaving)
+    if leaving:
+        raise _leaving(group_id, leaving)
+
+
+def _fields_of(
+    named: list[tuple[str, str]], users: frozenset[str]
+) -> dict[str, list[str]]:
+    """Return the fields that name each user of `users`, by user id."""
+    fields: dict[str, list[str]] = {}
     for user_id, field_path in named:
-        if user_id in members.deactivated:
-            deactivated.setdefault(user_id, []).append(field_path)
-    if deactivated:
-        raise _deactivated(group_id, deactivated)
+        if user_id in users:
+            fields.setdefault(user_id, []).append(field_path)
+    return fields
 
 
 class BalancesServicer(pb_grpc.BalancesServiceServicer):
@@ -294,6 +345,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         self._directory = directory
         self._fence = fence
         self._check_seconds = check_seconds
+        self._writes = GroupWrites()
 
     def _transaction(self, read_only: bool = False):
         return transaction(self._database, read_only)
@@ -343,10 +395,11 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         self._authorize(group_id, context)
         user_id = domain.parse_user(request.user, "user") if request.user else None
         if self._fence is not None:
+            group = domain.group_name(group_id)
+            deadline = time.monotonic() + self._fence_timeout(context)
+            self._wait_for_settlements(group, deadline - time.monotonic())
             self._fence.catch_up(
-                self._fence_timeout(context),
-                request.name,
-                domain.group_name(group_id),
+                max(deadline - time.monotonic(), 0.0), request.name, group
             )
         with self._transaction(read_only=True) as session:
             rows = storage.unsettled_balances(session, group_id, user_id)
@@ -359,6 +412,37 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                 )
                 for row in rows
             ],
+        )
+
+    def _wait_for_settlements(self, group: str, timeout: float) -> None:
+        """Wait for the settlement writes to `group` that started before the call.
+
+        A settlement write checks membership before it commits, so one that
+        checked before user_service marked a member as leaving may commit
+        after the balances are read. Later writes see the mark and fail.
+
+        Raises:
+          Unavailable: some of those writes were still running after
+            `timeout` seconds (reason WRITES_IN_FLIGHT). Nothing was
+            checked.
+        """
+        pending = self._writes.wait_for_earlier(group, max(timeout, 0.0))
+        if not pending:
+            return
+        _LOGGER.warning(
+            "settlement writes of %s still running after %.2fs: %d",
+            group,
+            timeout,
+            pending,
+        )
+        raise Unavailable(
+            f"cannot check the balances of {group!r}: {pending} settlement "
+            f"writes to the group that started before the check were still "
+            f"running after {max(timeout, 0.0):.2f}s, so the balances might "
+            "miss them; nothing was checked, retry in a moment",
+            reason="WRITES_IN_FLIGHT",
+            metadata={"group": group, "writes": str(pending)},
+            retry_delay=RETRY_DELAY_SECONDS,
         )
 
     def _fence_timeout(self, context: grpc.ServicerContext) -> float:
@@ -656,6 +740,15 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         self, request: pb.CreateSettlementRequest, context: grpc.ServicerContext
     ) -> pb.CreateSettlementResponse:
         group_id = domain.parse_group(request.parent, "parent")
+        with self._writes.track(domain.group_name(group_id)):
+            return self._create_settlement(group_id, request, context)
+
+    def _create_settlement(
+        self,
+        group_id: str,
+        request: pb.CreateSettlementRequest,
+        context: grpc.ServicerContext,
+    ) -> pb.CreateSettlementResponse:
         self._authorize(group_id, context)
         settlement, violations = request.settlement, domain.Violations()
         payer = violations.check(
@@ -1003,6 +1096,21 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
     ) -> pb.Settlement:
         """Delete or restore a settlement and move the balances with it."""
         group_id, settlement_id = domain.parse_settlement(name)
+        with self._writes.track(domain.group_name(group_id)):
+            return self._write_deleted(
+                group_id, settlement_id, name, etag, context, deleted=deleted
+            )
+
+    def _write_deleted(
+        self,
+        group_id: str,
+        settlement_id: str,
+        name: str,
+        etag: str,
+        context: grpc.ServicerContext,
+        *,
+        deleted: bool,
+    ) -> pb.Settlement:
         self._authorize(group_id, context)
         expected = domain.parse_etag(etag)
         with self._transaction() as session:

@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from expense_service import ledger
-from expense_service.fencing import GroupWrites
 from expense_service.membership import MembershipClient
 from expense_service.servicer import SERVICE_NAME, ExpensesServicer
 from splitlog.expenses.v1 import expenses_service_pb2_grpc, ledger_service_pb2_grpc
 from splitlog_runtime.config import Config
 from splitlog_runtime.database import Database
+from splitlog_runtime.fencing import GroupWrites
 from splitlog_runtime.server import ServiceHost
 from splitlog_runtime.service import start_service
 

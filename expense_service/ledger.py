@@ -18,8 +18,9 @@ lagging stream needs after the feed dropped it.
 
 `LedgerServicer.GetLedgerPosition` returns the newest committed sequence, so
 that a reader can wait until it has applied every change acknowledged so far.
-Given a group, it first fences the group's writes (`fencing`), so that the
-position also covers every write that checked membership before the call.
+Given a group, it first fences the group's writes
+(`splitlog_runtime.fencing`), so that the position also covers every write
+that checked membership before the call.
 """
 
 from __future__ import annotations
@@ -35,13 +36,13 @@ import grpc
 from sqlalchemy.orm import Session
 
 from expense_service import domain, messages, storage
-from expense_service.fencing import GroupWrites
 from expense_service.membership import MembershipClient
 from splitlog.expenses.v1 import ledger_service_pb2 as ledger_pb
 from splitlog.expenses.v1 import ledger_service_pb2_grpc as ledger_grpc
 from splitlog_runtime.channels import downstream_timeout
 from splitlog_runtime.database import Database
 from splitlog_runtime.errors import OutOfRange, Unavailable, invalid_field
+from splitlog_runtime.fencing import GroupWrites
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -71,7 +71,6 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from expense_service import domain, grouping, ledger, messages, storage
-from expense_service.fencing import GroupWrites
 from expense_service.membership import MembershipClient
 from splitlog.expenses.v1 import expenses_service_pb2 as pb
 from splitlog.expenses.v1 import expenses_service_pb2_grpc as pb_grpc
@@ -89,6 +88,7 @@ from splitlog_runtime.errors import (
     Unavailable,
     invalid_field,
 )
+from splitlog_runtime.fencing import GroupWrites
 from splitlog_runtime.resources import OrderedIds
 
 _LOGGER = logging.getLogger(__name__)
@@ -1103,6 +1103,14 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
     # Delete and undelete
 
     def DeleteExpense(
+        self, request: pb.DeleteExpenseRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteExpenseResponse:
+        # A delete checks no membership, but it moves balances, so the fence
+        # waits for it like for the other writes.
+        with self._writes.track(_group_of(request.name)):
+            return self._delete_expense(request, context)
+
+    def _delete_expense(
         self, request: pb.DeleteExpenseRequest, context: grpc.ServicerContext
     ) -> pb.DeleteExpenseResponse:
         expected = self._parse_name_and_etag(request.name, request.etag)

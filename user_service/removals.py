@@ -4,13 +4,15 @@ A removal must not race an expense write that names the member. The servicer
 therefore removes in two transactions with the balance check between them:
 
 1. It writes a leaving mark (`storage.PendingRemovalRow`) and commits.
-   ListGroupMembers then reports the member as `leaving`, and
-   expense_service rejects new expenses, updates and restores that name a
-   leaving member. A group deletion marks every member at once.
-2. The balance guard calls balance_service's CheckSettled, which first has
+   ListGroupMembers then reports the member as `leaving`. expense_service
+   rejects new expenses, updates and restores that name a leaving member,
+   and balance_service rejects such settlement writes. A group deletion
+   marks every member at once.
+2. The balance guard calls balance_service's CheckSettled, which waits for
+   the group's settlement writes that started earlier, and has
    expense_service fence the group's writes (drop its cached member list
-   and wait for every write to the group that started earlier), then waits
-   for the ledger and reads the balances.
+   and wait for every write to the group that started earlier). Then it
+   waits for the ledger and reads the balances.
 3. If the balances are settled, the servicer deletes the membership or the
    group, together with the mark. Otherwise, or when anything fails, it
    deletes the mark and the member stays.

@@ -7,6 +7,7 @@ so that a test can hold a membership check open or change the response.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -197,3 +198,30 @@ def test_fence_rejects_invalid_group(service):
         _position(service, "trip")
 
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_fence_waits_for_delete_in_flight(service, tmp_path):
+    """A delete checks no membership, but it moves balances, so the fence
+    waits for it too. The test holds SQLite's write lock to keep it open."""
+    created = _create(service, [ALICE, XAVIER])
+    lock = sqlite3.connect(tmp_path / "expenses.db", isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    try:
+        delete = _start(
+            lambda: service.expenses.DeleteExpense(
+                pb.DeleteExpenseRequest(name=created.name), timeout=TIMEOUT
+            )
+        )
+        time.sleep(0.3)
+        with pytest.raises(grpc.RpcError) as caught:
+            _position(service, GROUP, timeout=0.5)
+        still_running = not delete.done()
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+
+    assert still_running
+    assert delete.result(TIMEOUT).expense.HasField("delete_time")
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert reason_of(caught.value) == "WRITES_IN_FLIGHT"
+    assert _position(service, GROUP) == 2

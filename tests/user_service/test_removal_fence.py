@@ -150,26 +150,46 @@ def _race(
       The removal's error (None on success) and the errors of the failed
       creates.
     """
-    leaver_expense = _expense(alice, [alice, leaver])
+    request = expenses_pb.CreateExpenseRequest(
+        parent=group, expense=_expense(alice, [alice, leaver])
+    )
+    return race_writes(
+        remove,
+        functools.partial(cluster.expenses.CreateExpense, request, timeout=TIMEOUT),
+    )
+
+
+def race_writes(
+    remove: Callable[[], None],
+    write_once: Callable[[], object],
+    writes_per_thread: int | None = None,
+    writers: int = WRITERS,
+) -> tuple[grpc.RpcError | None, list[grpc.RpcError]]:
+    """Run `remove` while `writers` threads call `write_once` again and again,
+    or at most `writes_per_thread` times each.
+
+    Returns:
+      The removal's error (None on success) and the errors of the failed
+      writes.
+    """
     stop = threading.Event()
-    start = threading.Barrier(WRITERS + 1)
+    start = threading.Barrier(writers + 1)
     failures: list[grpc.RpcError] = []
     lock = threading.Lock()
 
     def write() -> None:
         start.wait()
         time.sleep(random.uniform(0, WRITER_DELAY_SECONDS))
-        while not stop.is_set():
-            request = expenses_pb.CreateExpenseRequest(
-                parent=group, expense=leaver_expense
-            )
+        writes = 0
+        while not stop.is_set() and writes != writes_per_thread:
+            writes += 1
             try:
-                cluster.expenses.CreateExpense(request, timeout=TIMEOUT)
+                write_once()
             except grpc.RpcError as exc:
                 with lock:
                     failures.append(exc)
 
-    threads = [threading.Thread(target=write) for _ in range(WRITERS)]
+    threads = [threading.Thread(target=write) for _ in range(writers)]
     for thread in threads:
         thread.start()
     start.wait()

@@ -1,21 +1,26 @@
-"""Fencing a group's expense writes while a member leaves.
+"""Fencing a group's writes while a member leaves.
 
 A write that names users checks their membership first and commits a moment
 later. user_service marks a leaving member before it checks the balances
 (`user_service.removals`), but a write that checked membership before the
 mark can still commit after the balance check. `GroupWrites` counts the
-writes in flight per group, so that `LedgerServicer.GetLedgerPosition` with
-a group can wait for every write to the group that started before it. It
-first drops the group's cached member list, so every later write reads the
-members, with the mark, from user_service.
+writes in flight per group, so that the balance check can wait for every
+write to the group that started before it:
+
+- expense_service counts expense writes, and
+  `expense_service.ledger.LedgerServicer.GetLedgerPosition` with a group
+  first drops the group's cached member list, then waits for them.
+- balance_service counts settlement writes, and CheckSettled waits for them
+  (`balance_service.servicer`). Settlement writes read the member list from
+  user_service every time.
 
 A write enters the count before its membership check and leaves it after its
 commit or failure, so a write that is not waited for checked membership
-after the cache was dropped.
+after the leaving mark, and was rejected.
 
-NOTE: the count lives in one process. With several expense_service
-processes on one database, GetLedgerPosition fences only the writes of the
-process that serves it.
+NOTE: the count lives in one process. With several processes of a service
+on one database, the wait covers only the writes of the process that serves
+it.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from contextlib import contextmanager
 
 
 class GroupWrites:
-    """Expense writes in flight, by group."""
+    """Writes in flight, by group."""
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
