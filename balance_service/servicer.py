@@ -18,14 +18,15 @@ Choices that the proto leaves open:
   before it (`splitlog_runtime.fencing`): they count from before their
   membership check to their commit or failure.
 - Payer, payee and creator of a settlement must be current members of the
-  group, and none of them may be deactivated (FAILED_PRECONDITION,
-  USER_DEACTIVATED, as expense_service rejects a deactivated payer or
-  participant), nor leaving the group (MEMBER_LEAVING, while a removal
-  or the group's deletion checks the balances). Deleting or restoring a
-  settlement moves its payer's and payee's balances, so both must still be
-  members who are not leaving then too. Restoring also
-  rejects a deactivated payer or payee, as UndeleteExpense does. Deleting
-  does not, as DeleteExpense does not.
+  group, except that a former member may pay or be paid what remains of
+  their balance (`balance_service.former_members`). None of them may be
+  deactivated (FAILED_PRECONDITION, USER_DEACTIVATED, as expense_service
+  rejects a deactivated payer or participant), nor leaving the group
+  (MEMBER_LEAVING, while a removal or the group's deletion checks the
+  balances). Deleting or restoring a settlement moves its payer's and
+  payee's balances, so both must still be members who are not leaving
+  then too. Restoring also rejects a deactivated payer or payee, as
+  UndeleteExpense does. Deleting does not, as DeleteExpense does not.
 - Deleting a deleted settlement succeeds and changes nothing, as
   DeleteExpense does, so a retried delete does not fail. The etag and the
   members are then not checked, because nothing is written. Restoring a
@@ -72,8 +73,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from balance_service import allocation, domain, storage, views
+from balance_service import allocation, domain, former_members, storage, views
 from balance_service.fence import RETRY_DELAY_SECONDS, LedgerFence
+from balance_service.former_members import Named, not_a_member
 from balance_service.ledger import Changes
 from balance_service.members import GroupMembers, UserDirectory
 from balance_service.settle import compute_settlement_plan
@@ -103,9 +105,9 @@ _T = TypeVar("_T")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["BalancesService"].full_name
 
-# The same reasons as expense_service gives for a non-member and for a
-# deactivated user.
-NOT_A_MEMBER = "NOT_A_GROUP_MEMBER"
+# The same reasons as expense_service gives for a deactivated user and for
+# a leaving member; `former_members.NOT_A_MEMBER` is its reason for a
+# non-member.
 USER_DEACTIVATED = "USER_DEACTIVATED"
 MEMBER_LEAVING = "MEMBER_LEAVING"
 
@@ -205,23 +207,6 @@ def _settlement_key_reused(request_id: str, problem: str) -> InvalidArgument:
     )
 
 
-def _not_a_member(group_id: str, user_id: str, field_path: str) -> FailedPrecondition:
-    user, group = domain.user_name(user_id), domain.group_name(group_id)
-    return FailedPrecondition(
-        f"{field_path} {user!r} is not a member of {group!r}; add the user to "
-        "the group with AddGroupMember first, or pick a member",
-        reason=NOT_A_MEMBER,
-        metadata={"user": user, "group": group},
-        preconditions=[
-            PreconditionViolation(
-                NOT_A_MEMBER,
-                f"{group}/members/{user_id}",
-                f"{user} is not a member of {group}",
-            )
-        ],
-    )
-
-
 def _deactivated(group_id: str, fields: dict[str, list[str]]) -> FailedPrecondition:
     """Build the error for deactivated users, given the fields that name each."""
     group = domain.group_name(group_id)
@@ -300,7 +285,7 @@ def _require_members(
     """
     for user_id, field_path in named:
         if user_id not in members.all:
-            raise _not_a_member(group_id, user_id, field_path)
+            raise not_a_member(group_id, user_id, field_path)
     if active:
         deactivated = _fields_of(named, members.deactivated)
         if deactivated:
@@ -581,7 +566,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                 if named is not None and not self._directory.is_member(
                     group_id, named, context
                 ):
-                    raise _not_a_member(group_id, named, field_path)
+                    raise not_a_member(group_id, named, field_path)
 
         running = 0
         explained = []
@@ -811,14 +796,30 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         # NOTE: DeactivateUser does not require settled balances, so an open
         # balance of a deactivated user cannot be settled here, although
         # ComputeSettlementPlan still lists transfers to or from that user.
+        members = self._directory.member_states(group_id, context)
+        # A former member may be named to settle what remains of their
+        # balance (`balance_service.former_members`).
+        former = [
+            named
+            for named in (
+                Named(payer, "settlement.payer", pays=True),
+                Named(payee, "settlement.payee", pays=False),
+            )
+            if named.user_id not in members.all
+        ]
+        former_ids = {named.user_id for named in former}
         _require_members(
             group_id,
-            self._directory.member_states(group_id, context),
+            members,
             [
-                (payer, "settlement.payer"),
-                (payee, "settlement.payee"),
-                (creator, "settlement.creator"),
-            ],
+                (user_id, field_path)
+                for user_id, field_path in (
+                    (payer, "settlement.payer"),
+                    (payee, "settlement.payee"),
+                )
+                if user_id not in former_ids
+            ]
+            + [(creator, "settlement.creator")],
             active=True,
         )
 
@@ -867,6 +868,16 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                     reason="SETTLEMENT_ALREADY_EXISTS",
                     resource=Resource(domain.SETTLEMENT_TYPE, name),
                 )
+            if former:
+                # Payer and payee rows are locked in the order in which the
+                # balances are written, so a concurrent settlement of the same
+                # balance sees this one's change.
+                nets = storage.member_nets(
+                    session, group_id, currency, (payer, payee), lock=True
+                )
+                former_members.check_settles(
+                    group_id, former, nets, amount_minor, currency
+                )
             now = storage.utc_now()
             row = storage.SettlementRow(
                 group_id=group_id,
@@ -897,10 +908,73 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             return settlement_message(row)
 
         try:
+            if former:
+                replayed = self._check_former_members(
+                    group_id, former, amount, context, replay if request_id else None
+                )
+                if replayed is not None:
+                    return pb.CreateSettlementResponse(settlement=replayed)
             created = self._run_with_conflict_retry(create)
         except _ReusedInGroup as reused:
             raise self._reused_in_group(request_id, reused.group_id, context) from None
         return pb.CreateSettlementResponse(settlement=created)
+
+    def _check_former_members(
+        self,
+        group_id: str,
+        former: list[Named],
+        amount: tuple[str, int],
+        context: grpc.ServicerContext,
+        replay: Callable[[Session], pb.Settlement | None] | None,
+    ) -> pb.Settlement | None:
+        """Check that former members named on a new settlement may settle.
+
+        The create checks their balances again, with the rows locked.
+
+        Args:
+          replay: returns the settlement created earlier with the request's
+            `request_id`, if any; None without a `request_id`.
+
+        Returns:
+          The earlier settlement when the check fails but the request is a
+          retry of a create that went through, since that create may be
+          what settled the balance; otherwise None.
+
+        Raises:
+          FailedPrecondition: a former member has no balance that the
+            settlement settles (NOT_A_GROUP_MEMBER), or is deactivated
+            (USER_DEACTIVATED).
+          NotFound: the user does not exist any more (USER_NOT_FOUND).
+          Unavailable: the balances could not catch up with the ledger.
+        """
+        currency, amount_minor = amount
+        if self._fence is not None:
+            # An expense change acknowledged a moment ago, such as the delete
+            # that gave the former member this balance, must count.
+            self._fence.catch_up(
+                self._fence_timeout(context), domain.group_name(group_id)
+            )
+        with self._transaction(read_only=True) as session:
+            nets = storage.member_nets(
+                session, group_id, currency, [named.user_id for named in former]
+            )
+            try:
+                former_members.check_settles(
+                    group_id, former, nets, amount_minor, currency
+                )
+            except FailedPrecondition:
+                replayed = replay(session) if replay is not None else None
+                if replayed is None:
+                    raise
+                return replayed
+        deactivated = {
+            named.user_id: [named.field_path]
+            for named in former
+            if self._directory.is_deactivated(named.user_id, context)
+        }
+        if deactivated:
+            raise _deactivated(group_id, deactivated)
+        return None
 
     def _reused_in_group(
         self, request_id: str, earlier_group: str, context: grpc.ServicerContext

@@ -464,6 +464,34 @@ def unsettled_balances(
     ).all()
 
 
+def member_nets(
+    session: Session,
+    group_id: str,
+    currency: str,
+    user_ids: Iterable[str],
+    lock: bool = False,
+) -> dict[str, int]:
+    """Return the net amounts of users in one group and currency; 0 if missing.
+
+    With `lock`, the rows are locked in key order, the order in which
+    `add_to_balances` writes them.
+    """
+    user_ids = sorted(set(user_ids))
+    query = (
+        select(BalanceRow)
+        .where(
+            BalanceRow.group_id == group_id,
+            BalanceRow.currency_code == currency,
+            BalanceRow.user_id.in_(user_ids),
+        )
+        .order_by(BalanceRow.user_id)
+    )
+    if lock:
+        query = query.with_for_update()
+    nets = {row.user_id: row.net for row in session.scalars(query)}
+    return {user_id: nets.get(user_id, 0) for user_id in user_ids}
+
+
 def group_pairs(
     session: Session, group_id: str, currency: str | None
 ) -> Sequence[PairRow]:

@@ -271,12 +271,14 @@ def settle(
     payee: str,
     amount_minor: int,
     currency: str = "EUR",
+    creator: str | None = None,
     **request_fields,
 ) -> pb.Settlement:
+    """Record a settlement; `creator` defaults to the payer."""
     settlement = pb.Settlement(
         payer=f"users/{payer}",
         payee=f"users/{payee}",
-        creator=f"users/{payer}",
+        creator=f"users/{creator or payer}",
         amount=money_of(amount_minor, currency),
         settlement_date=request_fields.pop(
             "settlement_date", date_pb2.Date(year=2024, month=6, day=1)

@@ -16,6 +16,7 @@ import grpc
 import pytest
 
 from splitlog.balances.v1 import balances_service_pb2 as balances_pb
+from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb
 from splitlog.users.v1 import users_service_pb2 as pb
 from splitlog_runtime.database import Database
 from tests.expense_service.support import day, money
@@ -23,6 +24,7 @@ from tests.user_service.support import create_user, reason_of
 from tests.user_service.test_removal_fence import (
     TIMEOUT,
     Cluster,
+    _expense,
     _group_with,
     _members,
     _settled,
@@ -42,13 +44,21 @@ REJECTED_SETTLEMENT_REASONS = {
 }
 
 
-def _settle_once(servers: Cluster, group: str, payer: str, payee: str, creator: str):
+def _settle_once(
+    servers: Cluster,
+    group: str,
+    payer: str,
+    payee: str,
+    creator: str,
+    amount: str = "1.00",
+):
+    """Return a call that records a settlement of `amount` EUR."""
     request = balances_pb.CreateSettlementRequest(
         parent=group,
         settlement=balances_pb.Settlement(
             payer=payer,
             payee=payee,
-            amount=money("1.00", "EUR"),
+            amount=money(amount, "EUR"),
             settlement_date=day(),
             creator=creator,
         ),
@@ -56,6 +66,10 @@ def _settle_once(servers: Cluster, group: str, payer: str, payee: str, creator: 
     return functools.partial(
         servers.balances.CreateSettlement, request, timeout=TIMEOUT
     )
+
+
+def _settle(servers: Cluster, group, payer, payee, creator, amount: str):
+    return _settle_once(servers, group, payer, payee, creator, amount)()
 
 
 def _assert_owed(error: grpc.RpcError, debtor: str, creditor: str) -> None:
@@ -176,4 +190,38 @@ def test_settlement_writes_naming_leaving_member_rejected(cluster, db_url):  # n
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert reason_of(caught.value) == "MEMBER_LEAVING"
     assert "the settlement's payee" in caught.value.details()
+    assert _settled(cluster, group)
+
+
+def test_former_member_balance_settled_after_expense_delete(cluster):  # noqa: F811
+    """Deleting an expense that names a removed member gives them a balance,
+    which a settlement with them clears, so the group can be deleted."""
+    group, alice, leaver = _group_with(cluster)
+    shared = cluster.expenses.CreateExpense(
+        expenses_pb.CreateExpenseRequest(
+            parent=group, expense=_expense(alice, [alice, leaver])
+        ),
+        timeout=TIMEOUT,
+    ).expense
+    _settle(cluster, group, leaver, alice, alice, "5.00")
+    cluster.users.RemoveGroupMember(
+        pb.RemoveGroupMemberRequest(
+            name=f"{group}/members/{leaver.removeprefix('users/')}"
+        ),
+        timeout=TIMEOUT,
+    )
+    cluster.expenses.DeleteExpense(
+        expenses_pb.DeleteExpenseRequest(name=shared.name), timeout=TIMEOUT
+    )
+    # Right after the delete, so the settlement must wait for the ledger.
+    with pytest.raises(grpc.RpcError) as overpaid:
+        _settle(cluster, group, alice, leaver, alice, "5.01")
+    with pytest.raises(grpc.RpcError) as caught:
+        cluster.users.DeleteGroup(pb.DeleteGroupRequest(name=group), timeout=TIMEOUT)
+    _assert_owed(caught.value, alice, leaver)
+    _settle(cluster, group, alice, leaver, alice, "5.00")
+    cluster.users.DeleteGroup(pb.DeleteGroupRequest(name=group), timeout=TIMEOUT)
+
+    assert reason_of(overpaid.value) == "NOT_A_GROUP_MEMBER"
+    assert "record at most 5.00 EUR" in overpaid.value.details()
     assert _settled(cluster, group)
