@@ -1,15 +1,18 @@
-"""CheckSettled waits until the ledger is applied up to expense_service's
-newest event, and fails with UNAVAILABLE when it cannot."""
+"""CheckSettled waits for the group's settlement writes in flight and until
+the ledger is applied up to expense_service's newest event, and fails with
+UNAVAILABLE when it cannot."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Iterator
+from concurrent import futures
 
 import grpc
 import pytest
 
+from balance_service import storage
 from splitlog.balances.v1 import balances_service_pb2 as pb
 from tests.balance_service.support import (
     LedgerPeer,
@@ -35,6 +38,13 @@ def services(db_url, users_host, tmp_path) -> Iterator[Services]:
 def _check(services: Services, group_id: str, timeout: float = 10.0):
     request = pb.CheckSettledRequest(name=f"groups/{group_id}/balance")
     return services.balances.CheckSettled(request, timeout=timeout)
+
+
+def _start(call) -> futures.Future:
+    executor = futures.ThreadPoolExecutor(max_workers=1)
+    future = executor.submit(call)
+    executor.shutdown(wait=False)
+    return future
 
 
 def _nets(response) -> dict[str, int]:
@@ -111,3 +121,28 @@ def test_check_counts_expense_and_settlement(services):
 
     assert response.settled
     assert _nets(response) == {}
+
+
+def test_check_waits_for_settlement_in_flight(services):
+    group_id, (ann, ben) = create_group(services.users, 2)
+    with services.database.transaction() as session:
+        # The open transaction holds the row that the settlement's commit
+        # needs, so the settlement stays in flight after its member check.
+        storage.touch_group(session, group_id, storage.utc_now())
+        write = _start(lambda: settle(services.balances, group_id, ben, ann, 500))
+        time.sleep(0.3)
+        with pytest.raises(grpc.RpcError) as caught:
+            _check(services, group_id, timeout=0.8)
+        fenced = _start(lambda: _check(services, group_id))
+        time.sleep(0.3)
+        waited = not fenced.done()
+    write.result(10)
+    response = fenced.result(10)
+
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert reason_of(caught.value) == "WRITES_IN_FLIGHT"
+    assert f"groups/{group_id}" in caught.value.details()
+    assert "1 settlement writes" in caught.value.details()
+    assert waited
+    assert not response.settled
+    assert _nets(response) == {ann: -500, ben: 500}
