@@ -207,30 +207,53 @@ def _settlement_key_reused(request_id: str, problem: str) -> InvalidArgument:
     )
 
 
+def _named_users(fields: dict[str, list[str]]) -> dict[str, str]:
+    """Describe each user with the fields that name it, by user id, such as
+    `'users/a' (settlement.payer)`."""
+    return {
+        user_id: f"{domain.user_name(user_id)!r} ({', '.join(paths)})"
+        for user_id, paths in fields.items()
+    }
+
+
+def _users_rejected(
+    reason: str,
+    message: str,
+    group_id: str,
+    fields: dict[str, list[str]],
+    violations: list[PreconditionViolation],
+) -> FailedPrecondition:
+    """Build a FAILED_PRECONDITION error about the users that `fields` names."""
+    return FailedPrecondition(
+        message,
+        reason=reason,
+        metadata={
+            "group": domain.group_name(group_id),
+            "users": ",".join(domain.user_name(user_id) for user_id in fields),
+            "fields": ",".join(path for paths in fields.values() for path in paths),
+        },
+        preconditions=violations,
+    )
+
+
 def _deactivated(group_id: str, fields: dict[str, list[str]]) -> FailedPrecondition:
     """Build the error for deactivated users, given the fields that name each."""
-    group = domain.group_name(group_id)
-    named = {}
-    for user_id, paths in fields.items():
-        user = domain.user_name(user_id)
-        named[user] = f"{user!r} ({', '.join(paths)})"
-    users = list(named)
-    verb = "is deactivated" if len(users) == 1 else "are deactivated"
-    return FailedPrecondition(
+    named = _named_users(fields)
+    verb = "is deactivated" if len(named) == 1 else "are deactivated"
+    return _users_rejected(
+        USER_DEACTIVATED,
         f"{', '.join(named.values())} {verb}; a deactivated user keeps its "
         "history but cannot pay, be paid or record settlements. Name an active "
         "member instead",
-        reason=USER_DEACTIVATED,
-        metadata={
-            "group": group,
-            "users": ",".join(users),
-            "fields": ",".join(path for paths in fields.values() for path in paths),
-        },
-        preconditions=[
+        group_id,
+        fields,
+        [
             PreconditionViolation(
-                USER_DEACTIVATED, user, f"{named[user]} is deactivated"
+                USER_DEACTIVATED,
+                domain.user_name(user_id),
+                f"{description} is deactivated",
             )
-            for user in users
+            for user_id, description in named.items()
         ],
     )
 
@@ -238,29 +261,23 @@ def _deactivated(group_id: str, fields: dict[str, list[str]]) -> FailedPrecondit
 def _leaving(group_id: str, fields: dict[str, list[str]]) -> FailedPrecondition:
     """Build the error for leaving members, given the fields that name each."""
     group = domain.group_name(group_id)
-    named = {}
-    for user_id, paths in fields.items():
-        user = domain.user_name(user_id)
-        named[user_id] = f"{user!r} ({', '.join(paths)})"
+    named = _named_users(fields)
     verb = "is leaving" if len(named) == 1 else "are leaving"
-    return FailedPrecondition(
+    return _users_rejected(
+        MEMBER_LEAVING,
         f"{', '.join(named.values())} {verb} {group!r}: a removal from the "
         "group, or its deletion, is checking balances. Name members who stay "
         "in the group, or retry in a moment, after the removal has finished "
         "or been rejected",
-        reason=MEMBER_LEAVING,
-        metadata={
-            "group": group,
-            "users": ",".join(domain.user_name(user_id) for user_id in named),
-            "fields": ",".join(path for paths in fields.values() for path in paths),
-        },
-        preconditions=[
+        group_id,
+        fields,
+        [
             PreconditionViolation(
                 MEMBER_LEAVING,
                 f"{group}/members/{user_id}",
-                f"{named[user_id]} is leaving {group}",
+                f"{description} is leaving {group}",
             )
-            for user_id in named
+            for user_id, description in named.items()
         ],
     )
 
