@@ -69,7 +69,7 @@ def _settle_once(
 
 
 def _settle(servers: Cluster, group, payer, payee, creator, amount: str):
-    return _settle_once(servers, group, payer, payee, creator, amount)()
+    return _settle_once(servers, group, payer, payee, creator, amount)().settlement
 
 
 def _assert_owed(error: grpc.RpcError, debtor: str, creditor: str) -> None:
@@ -167,6 +167,7 @@ def test_settlement_writes_naming_leaving_member_rejected(cluster, db_url):  # n
     deleted = cluster.balances.DeleteSettlement(
         balances_pb.DeleteSettlementRequest(name=settled_up.name), timeout=TIMEOUT
     ).settlement
+    live = _settle(cluster, group, leaver, alice, alice, "1.00")
     _mark_leaving(db_url, group, leaver)
 
     for payer, payee, creator, field in [
@@ -190,7 +191,14 @@ def test_settlement_writes_naming_leaving_member_rejected(cluster, db_url):  # n
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert reason_of(caught.value) == "MEMBER_LEAVING"
     assert "the settlement's payee" in caught.value.details()
-    assert _settled(cluster, group)
+    with pytest.raises(grpc.RpcError) as caught:
+        cluster.balances.DeleteSettlement(
+            balances_pb.DeleteSettlementRequest(name=live.name), timeout=TIMEOUT
+        )
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(caught.value) == "MEMBER_LEAVING"
+    assert "the settlement's payer" in caught.value.details()
+    assert _settled(cluster, group, leaver) is False
 
 
 def test_former_member_balance_settled_after_expense_delete(cluster):  # noqa: F811
