@@ -23,10 +23,10 @@ import grpc
 from log_service.coordinator import Coordinator
 from log_service.model import columns_to_entries
 from log_service.query import EntrySelection
-from log_service.tokens import ResumeToken, encode_resume_token
+from log_service.tokens import ResumeToken, encode_resume_token, invalid_sequence_error
 from log_service.wal import slice_columns
 from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
-from splitlog_runtime.errors import OutOfRange
+from splitlog_runtime.errors import DomainError, OutOfRange
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -37,6 +37,9 @@ MAX_PENDING_ENTRIES = 10_000
 # Maximum time the first response waits for every shard's stream to open, so
 # that a resume token the nodes reject fails the call before any response.
 OPEN_WAIT_SECONDS = 2.0
+# Deadline of the call that reads a shard's last sequence number when a tail
+# resumes from a token.
+LAST_SEQUENCE_TIMEOUT_SECONDS = 5.0
 
 
 class Tail:
@@ -84,7 +87,7 @@ class Tail:
         self._pending_entries = 0
         self._skipped = 0
         self._opened: set[str] = set()
-        self._error: OutOfRange | None = None
+        self._error: DomainError | None = None
         self._calls: dict[str, grpc.Call] = {}
 
         self._threads = [
@@ -112,6 +115,8 @@ class Tail:
         Raises:
           OutOfRange: a node no longer stores the entries after the resume
             token's position.
+          InvalidArgument: the resume token's position of a shard is beyond
+            the shard's last sequence number.
         """
         for thread in self._threads:
             thread.start()
@@ -151,6 +156,8 @@ class Tail:
 
         Raises:
           OutOfRange: a node rejected the position of a resumed stream.
+          InvalidArgument: the position of a resumed stream is beyond the
+            shard's last sequence number.
         """
         deadline = time.monotonic() + self._keepalive
         while True:
@@ -170,7 +177,15 @@ class Tail:
             self._changed.wait(remaining)
 
     def _response_locked(self) -> logs_service_pb2.TailLogEntriesResponse:
-        token = encode_resume_token(ResumeToken(self._fingerprint, self._positions))
+        # A shard whose stream has not opened yet has no position. The token
+        # leaves it out, and a tail resumed from the token starts that shard
+        # after its newest entry.
+        positions = {
+            shard: position
+            for shard, position in self._positions.items()
+            if position >= 0
+        }
+        token = encode_resume_token(ResumeToken(self._fingerprint, positions))
         response = logs_service_pb2.TailLogEntriesResponse(
             resume_token=token, skipped_count=self._skipped
         )
@@ -225,20 +240,74 @@ class Tail:
             metadata={"shard": shard},
         )
         _LOGGER.info("log tail of shard %s: rejected resume token (%s)", shard, exc)
+        self._end_with(error)
+
+    def _end_with(self, error: DomainError) -> None:
         with self._lock:
             self._error = error
             self._changed.notify_all()
 
+    def _check_position(self, shard: str, position: int, stub: object) -> bool:
+        """Check a resumed position against the last sequence of the shard's leader.
+
+        A token from a wiped or rebuilt cluster, or a crafted one, can hold a
+        position that the shard has not reached. FollowEntries would then wait
+        silently until the shard catches up, so the tail ends with
+        INVALID_ARGUMENT instead. Positions in tokens come from the leader's
+        committed entries, which every later leader also stores, so a token
+        returned by this cluster passes.
+
+        Returns:
+          Whether to follow the shard; False after ending the tail.
+
+        Raises:
+          grpc.RpcError: the leader did not respond.
+        """
+        response = stub.QueryEntries(
+            node_service_pb2.QueryEntriesRequest(shard=shard, limit=1),
+            timeout=LAST_SEQUENCE_TIMEOUT_SECONDS,
+        )
+        if position <= response.last_sequence:
+            return True
+        problem = (
+            f"sequence {position} of shard {shard} is beyond the shard's last "
+            f"sequence {response.last_sequence}, so the token comes from another "
+            "cluster, one since rebuilt, or was altered"
+        )
+        _LOGGER.info("log tail of shard %s: rejected resume token (%s)", shard, problem)
+        self._end_with(
+            invalid_sequence_error("resume_token", "resume token", shard, problem)
+        )
+        return False
+
     def _follow(self, shard: str, position: int) -> None:
+        # A negative position starts after the newest entry, so it needs no check.
+        checked = position < 0
         while not self._stop.is_set():
             route = self._coordinator.route(shard)
             if route.leader_address is None:
                 self._stop.wait(RECONNECT_DELAY_SECONDS)
                 continue
+            stub = self._stub_for(route.leader_address)
+            if not checked:
+                try:
+                    if not self._check_position(shard, position, stub):
+                        return
+                    checked = True
+                except grpc.RpcError as exc:
+                    _LOGGER.info(
+                        "log tail of shard %s: reading the last sequence from %s "
+                        "failed (%s); retrying",
+                        shard,
+                        route.leader_address,
+                        exc.code(),
+                    )
+                    self._stop.wait(RECONNECT_DELAY_SECONDS)
+                    continue
             request = node_service_pb2.FollowEntriesRequest(
                 shard=shard, filter=self._filter, after_sequence=position
             )
-            call = self._stub_for(route.leader_address).FollowEntries(request)
+            call = stub.FollowEntries(request)
             with self._lock:
                 self._calls[shard] = call
             if self._stop.is_set():

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from splitlog_runtime.errors import invalid_field
+from splitlog_runtime.errors import FieldViolation, InvalidArgument, invalid_field
 
 
 def filter_hash(filters: Mapping[str, Any]) -> str:
@@ -96,15 +96,51 @@ def _check_filters(payload: dict[str, Any], expected: str, field_name: str) -> N
         )
 
 
-def _positions(value: Any) -> dict[str, int]:
+def _positions(value: Any, field_name: str, kind: str) -> dict[str, int]:
+    """Read the sequence number per shard of a token.
+
+    Raises:
+      ValueError: `value` is not a mapping of shard to integer.
+      InvalidArgument: a sequence number is negative, which no token returned
+        by this service contains.
+    """
     if not isinstance(value, dict):
         raise ValueError("positions")
     positions = {}
     for shard, sequence in value.items():
         if not isinstance(sequence, int) or isinstance(sequence, bool):
             raise ValueError("sequence")
+        if sequence < 0:
+            problem = f"sequence {sequence} of shard {shard} is negative"
+            raise invalid_sequence_error(field_name, kind, str(shard), problem)
         positions[str(shard)] = sequence
     return positions
+
+
+def invalid_sequence_error(
+    field_name: str, kind: str, shard: str, problem: str
+) -> InvalidArgument:
+    """Build the error for a token whose sequence number of `shard` is invalid.
+
+    Args:
+      field_name: the request field that carried the token.
+      kind: "page token" or "resume token".
+      shard: the shard whose sequence number is invalid.
+      problem: what is wrong with the sequence number, as a sentence.
+    """
+    if kind == "resume token":
+        fix = f"start a new tail without a {kind}"
+    else:
+        fix = f"start the listing again without a {kind}"
+    description = f"{problem}; {fix}"
+    return InvalidArgument(
+        f"{field_name}: {description}",
+        reason="INVALID_PAGE_TOKEN",
+        metadata={"field": field_name, "shard": shard},
+        field_violations=[
+            FieldViolation(field_name, description, "INVALID_PAGE_TOKEN")
+        ],
+    )
 
 
 def encode_page_token(token: PageToken) -> str:
@@ -135,7 +171,13 @@ def decode_page_token(
     try:
         timestamp, shard, sequence = payload["c"]
         cursor = Cursor(int(timestamp), str(shard), int(sequence))
-        return PageToken(filters, cursor, _positions(payload["s"]), int(payload["e"]))
+        if cursor.sequence < 0:
+            problem = f"sequence {cursor.sequence} of shard {cursor.shard} is negative"
+            raise invalid_sequence_error(
+                field_name, "page token", cursor.shard, problem
+            )
+        snapshot = _positions(payload["s"], field_name, "page token")
+        return PageToken(filters, cursor, snapshot, int(payload["e"]))
     except (KeyError, TypeError, ValueError):
         raise invalid_field(
             field_name,
@@ -161,7 +203,9 @@ def decode_resume_token(
     payload = _decode(text, field_name, "resume token")
     _check_filters(payload, filters, field_name)
     try:
-        return ResumeToken(filters, _positions(payload["p"]))
+        return ResumeToken(
+            filters, _positions(payload["p"], field_name, "resume token")
+        )
     except (KeyError, ValueError):
         raise invalid_field(
             field_name,

@@ -5,6 +5,8 @@ A router and one shard with one log node run in this process over real gRPC.
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 
 import grpc
@@ -19,6 +21,7 @@ from tests.log_service.node_support import (
     SHARD,
     append,
     configure,
+    error_reason,
     query_sequences,
     start,
     wait_for,
@@ -179,6 +182,63 @@ def test_resume_token_after_retention_is_accepted(cluster, clients):
     )
 
     assert read_messages(resumed, 2) == ["kept 0", "kept 1"]
+    resumed.cancel()
+
+
+def with_sequence(token: str, sequence: int) -> str:
+    """Return `token` with every shard's sequence number set to `sequence`."""
+    payload = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    payload["p"] = dict.fromkeys(payload["p"], sequence)
+    raw = json.dumps(payload, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def first_token(cluster) -> str:
+    """Return the token of a new tail's first message, after some entries."""
+    write(cluster, "before", 3)
+    call = cluster.stub.TailLogEntries(
+        pb.TailLogEntriesRequest(services=["tailed"]), timeout=10
+    )
+    token = next(call).resume_token
+    call.cancel()
+    return token
+
+
+@pytest.mark.parametrize(
+    ("sequence", "problem"),
+    [(999_999_999, "is beyond the shard's last sequence 3"), (-1, "is negative")],
+)
+def test_resume_token_with_invalid_sequence_is_rejected(cluster, sequence, problem):
+    token = with_sequence(first_token(cluster), sequence)
+    shard = cluster.topology.shard_ids[0]
+
+    resumed = cluster.stub.TailLogEntries(
+        pb.TailLogEntriesRequest(services=["tailed"], resume_token=token),
+        timeout=10,
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        next(resumed)
+
+    details = caught.value.details()
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(caught.value) == "INVALID_PAGE_TOKEN"
+    assert details.startswith("resume_token: ")
+    assert f"sequence {sequence} of shard {shard} {problem}" in details
+    assert "start a new tail without a resume token" in details
+
+
+def test_resume_token_at_last_sequence_is_accepted(cluster):
+    token = first_token(cluster)
+    assert with_sequence(token, 3) == token
+
+    resumed = cluster.stub.TailLogEntries(
+        pb.TailLogEntriesRequest(services=["tailed"], resume_token=token),
+        timeout=10,
+    )
+    next(resumed)
+    write(cluster, "after", 2)
+
+    assert read_messages(resumed, 2) == ["after 0", "after 1"]
     resumed.cancel()
 
 

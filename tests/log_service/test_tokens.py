@@ -124,3 +124,32 @@ def test_paging_with_ties_never_skips_or_repeats(descending, page_size):
     )
 
     assert _simulate_pages(shards, descending, page_size) == expected
+
+
+def test_resume_token_with_negative_sequence_is_rejected():
+    text = encode_resume_token(ResumeToken("abc", {"shard-0": 4, "shard-1": -1}))
+
+    with pytest.raises(InvalidArgument) as caught:
+        decode_resume_token(text, "abc")
+
+    message = str(caught.value)
+    assert message.startswith("resume_token: ")
+    assert "sequence -1 of shard shard-1 is negative" in message
+    assert "start a new tail without a resume token" in message
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        PageToken("abc", Cursor(5, "shard-1", -2), {"shard-1": 7}, 99),
+        PageToken("abc", Cursor(5, "shard-1", 2), {"shard-1": -7}, 99),
+    ],
+)
+def test_page_token_with_negative_sequence_is_rejected(token):
+    with pytest.raises(InvalidArgument) as caught:
+        decode_page_token(encode_page_token(token), "abc")
+
+    message = str(caught.value)
+    assert message.startswith("page_token: ")
+    assert "of shard shard-1 is negative" in message
+    assert "start the listing again without a page token" in message
