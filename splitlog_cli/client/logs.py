@@ -277,6 +277,11 @@ def ship_files(
         try:
             for path in args.files:
                 _ship_file(client, path, args, zone, summary, progress, position)
+        except _LineTooLarge as exc:
+            progress.abandon()
+            raise ServerError(
+                f"{exc}\n{_too_large_message(summary, position)}", exc.code
+            ) from None
         except ServerError as exc:
             progress.abandon()
             raise ServerError(
@@ -309,6 +314,26 @@ def _stopped_message(
         f"stored {summary.accepted_count} entries ({summary.rejected_count} "
         "rejected). Run the same command again to ship the rest. Batches that "
         "are already stored are not stored twice."
+    )
+
+
+def _too_large_message(
+    summary: logs_pb2.StreamLogEntriesResponse, position: _ShipPosition
+) -> str:
+    """Say where `logs ship` stopped on a line that no batch can carry."""
+    line = position.line
+    return (
+        f"splitlog logs ship stopped at line {line} of {position.path}: the "
+        "line alone is larger than the server's max_message_bytes, so running "
+        f"the same command again fails there again. It read {position.lines_read} "
+        f"lines and stored {summary.accepted_count} entries "
+        f"({summary.rejected_count} rejected). To ship the rest, raise the "
+        f"server's max_message_bytes, or remove or shorten line {line}, and run "
+        "the command again. Batches that are already stored are not stored "
+        "twice, except for batches that were sent in halves: the halves' "
+        "request ids derive from the split, so after a change of "
+        "max_message_bytes or of the batch with that line, their entries may "
+        "be stored again."
     )
 
 
@@ -478,8 +503,9 @@ def _write_batch(
         response = _write_with_retries(client, request)
     except _RequestTooLarge as too_large:
         if len(batch) == 1:
-            raise ServerError(
-                f"one log entry is too large to send: {describe(too_large.error)}",
+            raise _LineTooLarge(
+                f"line {lines[0]} is too large to send on its own: "
+                f"{describe(too_large.error)}",
                 too_large.error.code(),
             ) from None
         if not half:
@@ -515,6 +541,10 @@ def _write_batch(
 
 def _half_id(parent: uuid.UUID, half: str) -> str:
     return str(uuid.uuid5(parent, f"{half} half"))
+
+
+class _LineTooLarge(ServerError):
+    """One entry alone is over the server's max_message_bytes."""
 
 
 class _RequestTooLarge(Exception):

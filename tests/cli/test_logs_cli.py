@@ -558,10 +558,48 @@ def test_ship_entry_over_limit_fails(small_limit, tmp_path, capsys):
     )  # fmt: skip
 
     assert status == 1
-    assert "one log entry is too large to send" in err
+    assert "line 1 is too large to send on its own" in err
     assert "REQUEST_TOO_LARGE" in err
     assert "resending" not in err
     assert list_all(small_limit.stub, services=["ship-over-limit"]) == []
+
+
+def test_ship_line_over_limit_after_split(small_limit, tmp_path, capsys):
+    # The batch of 10 lines is 120 KB. Its first half (lines 1-5) is stored,
+    # and the second half splits until line 6 of 70 KB goes alone.
+    lines = long_lines(10, 5000)
+    lines[5] = f"{line_time(60)} INFO line 005 " + "x" * 70_000
+    path = write_log(tmp_path, *lines)
+
+    status, out, err = run(
+        capsys, small_limit.address, "logs", "ship", str(path),
+        "--service", "ship-line-over-limit",
+    )  # fmt: skip
+
+    assert status == 1
+    assert "line 6 is too large to send on its own" in err
+    assert f"stopped at line 6 of {path}" in err
+    assert "line alone is larger than the server's max_message_bytes" in err
+    assert "fails there again" in err
+    assert "raise the server's max_message_bytes" in err
+    assert "remove or shorten line 6" in err
+    assert "request ids derive from the split" in err
+    assert "Run the same command again to ship the rest" not in err
+    stored = stored_line_numbers(small_limit.stub, "ship-line-over-limit")
+    assert stored == [0, 1, 2, 3, 4]
+
+    # Shortening the line changes the batch's id and so its halves' ids:
+    # the rerun stores the first half again, as the message warns.
+    lines[5] = f"{line_time(60)} INFO line 005 short"
+    write_log(tmp_path, *lines)
+    status, out, err = run(
+        capsys, small_limit.address, "logs", "ship", str(path),
+        "--service", "ship-line-over-limit",
+    )  # fmt: skip
+
+    assert status == 0, err
+    stored = stored_line_numbers(small_limit.stub, "ship-line-over-limit")
+    assert stored == sorted([*range(10), *range(5)])
 
 
 # query
