@@ -44,6 +44,7 @@ from tests.auth.support import operator_admin_key
 from tests.balance_service.support import unused_address
 from tests.gateway.support import LoopThread
 from tests.log_service.test_router_cluster import Cluster, list_all, ts
+from tests.log_service.test_tail import with_sequence
 from tests.system.conftest import SPLITLOG
 from user_service import app as user_app
 
@@ -819,6 +820,29 @@ def test_tail_resume_token_other_filters(live, capsys):
     assert "INVALID_ARGUMENT" in other_err
     assert "resume_token" in other_err
     assert "to continue after the last entry printed" not in other_err
+
+
+def test_tail_resume_token_ahead_of_shards(live, capsys):
+    status, _, err = run(
+        capsys, live.address, "logs", "tail", "--service", "tail-token-ahead",
+        "--duration", "1s",
+    )  # fmt: skip
+    token = re.search(r"--resume-token (\S+)", err)
+    ahead = with_sequence(token[1], 999_999_999) if token else ""
+
+    resumed_status, resumed_out, resumed_err = run(
+        capsys, live.address, "logs", "tail", "--service", "tail-token-ahead",
+        "--duration", "2s", "--resume-token", ahead,
+    )  # fmt: skip
+
+    assert status == 0, err
+    assert token, err
+    assert resumed_status == 1
+    assert resumed_out == ""
+    assert "INVALID_ARGUMENT" in resumed_err
+    assert "sequence 999999999 of shard" in resumed_err
+    assert "start a new tail without a resume token" in resumed_err
+    assert "to continue after the last entry printed" not in resumed_err
 
 
 # stats
