@@ -183,7 +183,7 @@ class TrigramFilter:
             line, body = raw[len(_MAGIC) :].split(b"\n", 1)
             header = json.loads(line)
             if header["stamp"] != stamp:
-                _LOGGER.info("Trigram filter %s is stale; rebuilding it", path)
+                _LOGGER.debug("Trigram filter %s is stale; rebuilding it", path)
                 return None
             if (header["hash_bits"], header["stride"]) != (HASH_BITS, STRIDE):
                 return None

@@ -261,6 +261,8 @@ class LogStore:
         self._compactor: threading.Thread | None = None
         self._scans = 0
         self._scans_lock = threading.Lock()
+        # Trigram filters built from rows because no sidecar matched.
+        self._filters_rebuilt = 0
 
         private_files.private_directory(self._directory)
         state, listed = self._read_state()
@@ -272,9 +274,11 @@ class LogStore:
         self._root.execute("SET temp_directory = ?", [str(spill)])
         self._writer = self._root.cursor()
         self._merger = self._root.cursor()
+        opening = time.perf_counter()
         for start, seconds, path in self._live_files(listed):
             partition = self._attach(start, seconds, path)
             self._partitions[partition.key] = partition
+        filters_seconds = time.perf_counter() - opening
         if state is None:
             # Partitions without a state file mean that the file was deleted.
             # Their highest sequence is then the best estimate left.
@@ -286,10 +290,14 @@ class LogStore:
         self._discard_above(last)
         self._write_state(last)
         _LOGGER.info(
-            "Opened log store %s: %d partitions, last sequence %d",
+            "Opened log store %s: %d partitions, last sequence %d; rebuilt %d of "
+            "%d trigram filters (partitions opened in %.2f s)",
             self._directory,
             len(self._partitions),
             last,
+            self._filters_rebuilt,
+            len(self._partitions),
+            filters_seconds,
         )
 
     def _live_files(
@@ -396,7 +404,6 @@ class LogStore:
     def _insert(self, table: pa.Table) -> None:
         day_files_below = self._day_files_below()
         bounds, services = self._partition_bounds(table, day_files_below)
-        last_seq = table.column("seq")[-1].as_py()
         cursor = self._writer
         messages_by_key = _messages_by_key(table, sorted(bounds))
         cursor.register("batch", table)
@@ -418,7 +425,7 @@ class LogStore:
                 self._forget_saved_trigrams(partition)
                 partition.trigrams.add(messages_by_key[key])
                 inserted = self._run(sql, params)
-                low, high = bounds[key]
+                low, high, top = bounds[key]
                 partition.rows += inserted[0][0]
                 partition.min_ts = (
                     low if partition.min_ts is None else min(partition.min_ts, low)
@@ -426,7 +433,10 @@ class LogStore:
                 partition.max_ts = (
                     high if partition.max_ts is None else max(partition.max_ts, high)
                 )
-                partition.max_seq = max(partition.max_seq, last_seq)
+                # The highest sequence of this partition's rows, not of the
+                # batch: a saved trigram filter is stamped with it, and the
+                # next open compares the stamp with max(seq) of the file.
+                partition.max_seq = max(partition.max_seq, top)
                 if not services[key] <= partition.services:
                     partition.services = partition.services | services[key]
         finally:
@@ -453,20 +463,24 @@ class LogStore:
     def _partition_bounds(
         self, table: pa.Table, day_files_below: int | None
     ) -> tuple[dict[tuple[int, int], list[int]], dict[tuple[int, int], set[str]]]:
-        """Return the timestamp range and the services of each partition key.
+        """Return the bounds and the services of each partition key.
 
-        Most groups lie in one partition, which Arrow computes without a
-        Python step per row.
+        The bounds are [lowest ts, highest ts, highest seq] of the rows that
+        go to the partition. Most groups lie in one partition, which Arrow
+        computes without a Python step per row.
         """
         extremes = pc.min_max(table.column("ts"))
         low, high = extremes["min"].as_py(), extremes["max"].as_py()
+        # Sequences increase along the table, so the last one is the highest.
+        last_seq = table.column("seq")[-1].as_py()
         key = self._key(low, day_files_below)
         if key == self._key(high, day_files_below):
             names = pc.unique(table.column("service")).to_pylist()
-            return {key: [low, high]}, {key: set(names)}
+            return {key: [low, high, last_seq]}, {key: set(names)}
         bounds: dict[tuple[int, int], list[int]] = {}
         services: dict[tuple[int, int], set[str]] = {}
-        for ts, service in zip(
+        for seq, ts, service in zip(
+            table.column("seq").to_pylist(),
             table.column("ts").to_pylist(),
             table.column("service").to_pylist(),
             strict=True,
@@ -474,9 +488,10 @@ class LogStore:
             key = self._key(ts, day_files_below)
             known = bounds.get(key)
             if known is None:
-                bounds[key] = [ts, ts]
+                bounds[key] = [ts, ts, seq]
                 services[key] = {service}
                 continue
+            known[2] = seq
             services[key].add(service)
             if ts < known[0]:
                 known[0] = ts
@@ -813,6 +828,15 @@ class LogStore:
     def last_sequence(self) -> int:
         """Return the highest sequence stored, 0 when the store is empty."""
         return self._last
+
+    @property
+    def filters_rebuilt(self) -> int:
+        """Trigram filters built from their partition's rows since the store opened.
+
+        A partition whose saved filter is missing or stale (its rows changed
+        after the save, as after a crash) counts once.
+        """
+        return self._filters_rebuilt
 
     @property
     def partition_scans(self) -> int:
@@ -1209,7 +1233,8 @@ class LogStore:
 
         A sidecar counts only if its stamp matches the rows just counted. An
         insert deletes the sidecar before it writes, so a crash never leaves
-        a sidecar that misses rows.
+        a sidecar that misses rows. A filter rebuilt from rows replaces the
+        sidecar at once, so the next open, even after a crash, reads it.
         """
         sidecar = keyword_index.sidecar_path(partition.path)
         loaded = TrigramFilter.load(sidecar, partition.stamp())
@@ -1217,23 +1242,25 @@ class LogStore:
             partition.trigrams = loaded
             partition.trigrams_saved = True
             return
+        partition.trigrams_saved = sidecar.exists()  # a stale one
+        if not partition.rows:
+            partition.trigrams = TrigramFilter()
+            return
+        started = time.perf_counter()
         trigrams = TrigramFilter()
-        if partition.rows:
-            started = time.perf_counter()
-            relation = self._writer.sql(
-                f"SELECT message FROM {partition.alias}.entries"
-            )
-            for batch in relation.to_arrow_reader():
-                trigrams.add(batch.column(0))
-            _LOGGER.info(
-                "log store: built the trigram filter of %s (%d entries) in %.2f s",
-                partition.path.name,
-                partition.rows,
-                time.perf_counter() - started,
-            )
+        relation = self._writer.sql(f"SELECT message FROM {partition.alias}.entries")
+        for batch in relation.to_arrow_reader():
+            trigrams.add(batch.column(0))
         trigrams.pack()
         partition.trigrams = trigrams
-        partition.trigrams_saved = sidecar.exists()  # a stale one
+        self._filters_rebuilt += 1
+        _LOGGER.debug(
+            "log store: built the trigram filter of %s (%d entries) in %.2f s",
+            partition.path.name,
+            partition.rows,
+            time.perf_counter() - started,
+        )
+        self._save_trigrams(partition)
 
     def _forget_saved_trigrams(self, partition: _Partition) -> None:
         """Delete a partition's sidecar before its rows change."""

@@ -164,6 +164,50 @@ def test_filters_survive_restart(tmp_path: Path) -> None:
         reopened.close()
 
 
+def open_mixed(directory: Path) -> LogStore:
+    """Open a store that puts BASE's first two days in day files, then hours."""
+    return LogStore(
+        directory,
+        partition_seconds=3600,
+        compact_after_seconds=86400,
+        clock=lambda: BASE + 3 * DAY,
+    )
+
+
+def test_unchanged_filters_load_without_rebuild(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    store = open_mixed(directory)
+    # Each batch spans every partition, so a partition's highest sequence is
+    # below the batch's last one.
+    stamps = [BASE, BASE + DAY, BASE + 2 * DAY, BASE + 2 * DAY + HOUR]
+    store.apply([record(1, stamps, ["one", "two", "three", "four"])])
+    store.apply([record(5, stamps, ["five", "a needle", "seven", "eight"])])
+    store.close()
+    assert len(sidecars(directory)) == 4
+    reopened = open_mixed(directory)
+    try:
+        assert reopened.filters_rebuilt == 0
+        assert keyword_sequences(reopened, "needle") == [6]
+        assert scans_of(reopened, "needle") == 1
+        reopened.apply([record(9, [BASE + 2 * DAY + 5], ["late zebra"])])
+        # A crash: the files as they are now, without the save at close.
+        crashed = tmp_path / "crashed"
+        shutil.copytree(directory, crashed)
+    finally:
+        reopened.close()
+    after_crash = open_mixed(crashed)
+    try:
+        assert after_crash.filters_rebuilt == 1
+        assert keyword_sequences(after_crash, "zebra") == [9]
+        assert scans_of(after_crash, "needle") == 1
+    finally:
+        after_crash.close()
+    # The rebuilt filter was saved when the store opened.
+    again = open_mixed(crashed)
+    again.close()
+    assert again.filters_rebuilt == 0
+
+
 def test_missing_sidecar_is_rebuilt(tmp_path: Path) -> None:
     directory = tmp_path / "store"
     store = LogStore(directory, partition_seconds=3600)
