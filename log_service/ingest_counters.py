@@ -22,12 +22,15 @@ NANOS_PER_MINUTE = 60 * 1_000_000_000
 FLUSH_INTERVAL_SECONDS = 1.0
 
 _ACCEPTED = "accepted"
+_DUPLICATES = "duplicates"
 _FAILED = "failed_batches"
 _REJECTED_PREFIX = "rejected:"
 
 
 class IngestCounters:
-    """Counts accepted and rejected entries and failed batches per minute.
+    """Counts accepted, duplicate and rejected entries and failed batches.
+
+    Counts are kept per minute of receive time.
 
     Args:
       path: the SQLite file; created with its table when missing.
@@ -52,6 +55,7 @@ class IngestCounters:
         receive_ns: int,
         *,
         accepted: int = 0,
+        duplicates: int = 0,
         rejected: Mapping[int, int] | None = None,
         failed_batches: int = 0,
     ) -> None:
@@ -59,7 +63,9 @@ class IngestCounters:
 
         Args:
           receive_ns: when the router received the batch, in Unix nanoseconds.
-          accepted: entries stored.
+          accepted: entries newly stored.
+          duplicates: entries of a retried batch that a shard already held,
+            so they were not stored again.
           rejected: rejected entries per `RejectionReason` value.
           failed_batches: batches that failed as a whole.
         """
@@ -67,6 +73,8 @@ class IngestCounters:
         with self._lock:
             if accepted:
                 self._pending[(minute, _ACCEPTED)] += accepted
+            if duplicates:
+                self._pending[(minute, _DUPLICATES)] += duplicates
             for reason, count in (rejected or {}).items():
                 self._pending[(minute, f"{_REJECTED_PREFIX}{reason}")] += count
             if failed_batches:
@@ -111,6 +119,8 @@ class IngestCounters:
         for name, count in rows:
             if name == _ACCEPTED:
                 counters.accepted_count = count
+            elif name == _DUPLICATES:
+                counters.duplicate_count = count
             elif name == _FAILED:
                 counters.failed_batch_count = count
             elif name.startswith(_REJECTED_PREFIX):

@@ -105,7 +105,10 @@ class _ShardPart:
     """The entries of one write for one shard, and the outcome of sending them.
 
     `request` is the serialized AppendEntriesRequest without `leader_epoch`,
-    which the call adds once the shard's route is known.
+    which the call adds once the shard's route is known. `duplicate` is the
+    node's answer that it already held the batch id. `resent` marks a part
+    whose earlier call of the same write failed, which the node may still
+    have stored.
     """
 
     shard: str
@@ -116,6 +119,8 @@ class _ShardPart:
     wake: threading.Event
     error: str = ""
     done: bool = False
+    duplicate: bool = False
+    resent: bool = False
 
     @property
     def size(self) -> int:
@@ -249,7 +254,7 @@ class _ShardQueue:
             if call is None:
                 return
             method, request, timeout = call
-            method(request, timeout=timeout)
+            response = method(request, timeout=timeout)
         except grpc.RpcError as error:
             _finish(group, error.code().name)
         except Exception:
@@ -257,7 +262,7 @@ class _ShardQueue:
             _LOGGER.exception("sending entries to log shard %s failed", self._shard)
             _finish(group, "router error")
         else:
-            _finish(group, "")
+            _finish_stored(group, response)
 
     def _send_at_once(self, part: _ShardPart) -> None:
         """Send one part in a call of its own, on gRPC's threads."""
@@ -271,7 +276,7 @@ class _ShardQueue:
             _LOGGER.exception("sending entries to log shard %s failed", self._shard)
             _finish([part], "router error")
             return
-        future.add_done_callback(lambda done: _finish([part], _call_error(done)))
+        future.add_done_callback(lambda done: _finish_call(part, done))
 
 
 def _finish(group: list[_ShardPart], error: str) -> None:
@@ -279,6 +284,42 @@ def _finish(group: list[_ShardPart], error: str) -> None:
         part.error = error
         part.done = True
         part.wake.set()
+
+
+def _finish_stored(
+    group: list[_ShardPart],
+    response: node_service_pb2.AppendEntriesResponse
+    | node_service_pb2.AppendBatchesResponse,
+) -> None:
+    """Finish the parts of a call that succeeded, noting which were duplicates.
+
+    A one-part call returns an AppendEntriesResponse. A call of several parts
+    returns an AppendBatchesResponse with one result per part, in order.
+    """
+    if isinstance(response, node_service_pb2.AppendBatchesResponse):
+        results = list(response.results)
+    else:
+        results = [response]
+    if len(results) == len(group):
+        for part, result in zip(group, results, strict=True):
+            part.duplicate = result.duplicate
+    else:
+        # The entries are stored either way, so they count as accepted.
+        _LOGGER.error(
+            "log shard answered %d results for %d batches; counting none of "
+            "them as duplicates",
+            len(results),
+            len(group),
+        )
+    _finish(group, "")
+
+
+def _finish_call(part: _ShardPart, call: grpc.Future) -> None:
+    error = _call_error(call)
+    if error:
+        _finish([part], error)
+    else:
+        _finish_stored([part], call.result())
 
 
 def _serialized_request(shard: str, batch_id: str, rows: list[tuple]) -> bytes:
@@ -395,10 +436,20 @@ class Writer:
         try:
             self._append(parts, context)
         except Unavailable:
-            self._counters.record(receive_ns, rejected=rejected, failed_batches=1)
+            # Parts that reached their shard are counted now, because a retry
+            # of the write finds them stored and counts them as duplicates.
+            accepted, duplicates = _stored_counts(parts)
+            self._counters.record(
+                receive_ns,
+                accepted=accepted,
+                duplicates=duplicates,
+                rejected=rejected,
+                failed_batches=1,
+            )
             raise
+        accepted, duplicates = _stored_counts(parts)
         self._counters.record(
-            receive_ns, accepted=len(batch.indexes), rejected=rejected
+            receive_ns, accepted=accepted, duplicates=duplicates, rejected=rejected
         )
 
     def _parts(self, batch: NormalizedBatch, base_id: str) -> list[_ShardPart]:
@@ -495,8 +546,10 @@ class Writer:
     def _send(self, parts: list[_ShardPart], deadline: float) -> list[_ShardPart]:
         """Send each part through its shard's queue; return the parts that failed."""
         for part in parts:
+            part.resent = part.resent or bool(part.error)
             part.error = ""
             part.done = False
+            part.duplicate = False
             part.deadline = deadline
             self._queue(part.shard).submit(part)
         wake = parts[0].wake
@@ -529,6 +582,24 @@ class Writer:
                         queue.close()
                     self._queues[shard] = queue
         return queue
+
+
+def _stored_counts(parts: list[_ShardPart]) -> tuple[int, int]:
+    """Return the entries newly stored and those of duplicate parts.
+
+    A part that a node reports as a duplicate only after an earlier call of
+    this write failed counts as newly stored, because that failed call most
+    likely stored it. Failed parts count in neither.
+    """
+    accepted = duplicates = 0
+    for part in parts:
+        if part.error or not part.done:
+            continue
+        if part.duplicate and not part.resent:
+            duplicates += part.count
+        else:
+            accepted += part.count
+    return accepted, duplicates
 
 
 def _digest_if_keyed(request) -> bytes:

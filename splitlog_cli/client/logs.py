@@ -860,6 +860,7 @@ def _stats_table(stats: logs_pb2.GetLogStatsResponse) -> str:
             [
                 ("entries", stats.total_count),
                 ("accepted (all services)", counters.accepted_count),
+                ("duplicates (all services)", counters.duplicate_count),
                 ("rejected (all services)", counters.rejected_count),
                 ("failed batches (all services)", counters.failed_batch_count),
             ]

@@ -863,6 +863,8 @@ def test_stats_step_and_table(live, capsys):
 
     assert status == 0, err
     assert re.search(r"entries: +3\n", out), out
+    # The ingest counters ignore the service filter, and their labels say so.
+    assert re.search(r"duplicates \(all services\): +\d+\n", out), out
     assert "error" in out
     assert "shop" in out
     assert "step 5m" in out

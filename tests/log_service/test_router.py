@@ -58,7 +58,7 @@ def test_ingest_counters_survive_reopen(tmp_path):
     counters.record(
         5 * minute + 1, accepted=3, rejected={pb.REJECTION_REASON_MISSING_FIELD: 2}
     )
-    counters.record(6 * minute, accepted=4, failed_batches=1)
+    counters.record(6 * minute, accepted=4, duplicates=5, failed_batches=1)
     counters.close()
 
     reopened = IngestCounters(path)
@@ -69,11 +69,13 @@ def test_ingest_counters_survive_reopen(tmp_path):
     assert both.accepted_count == 7
     assert both.rejected_count == 2
     assert both.failed_batch_count == 1
+    assert both.duplicate_count == 5
     assert list(both.rejection_counts) == [
         pb.RejectionCount(reason=pb.REJECTION_REASON_MISSING_FIELD, count=2)
     ]
     assert first.accepted_count == 3
     assert first.failed_batch_count == 0
+    assert first.duplicate_count == 0
 
 
 def test_empty_batch_is_invalid(lonely_router):

@@ -312,6 +312,37 @@ def test_retry_with_same_request_id_stores_once(cluster):
     assert len(list_all(cluster.stub, keyword="once")) == 20
 
 
+def test_retry_counts_duplicates_not_accepted(cluster):
+    request_id = str(uuid.uuid4())
+    # Twenty services, so the write has a part for each of the two shards.
+    entries = [entry(f"svc-{i}", f"counted {i}") for i in range(20)]
+    request = pb.WriteLogEntriesRequest(entries=entries, request_id=request_id)
+    start = time.time_ns()
+
+    def counters():
+        window = pb.GetLogStatsRequest(
+            start_time=ts(start), end_time=ts(time.time_ns() + NANOS)
+        )
+        return cluster.stub.GetLogStats(window).ingest_counters
+
+    cluster.stub.WriteLogEntries(request)
+    after_first = counters()
+    retried = cluster.stub.WriteLogEntries(request)
+    after_retry = counters()
+    cluster.stub.WriteLogEntries(pb.WriteLogEntriesRequest(entries=entries[:3]))
+    after_new = counters()
+
+    assert retried.accepted_count == 20  # a retry answers like the first write
+    assert after_first.accepted_count == 20
+    assert after_first.duplicate_count == 0
+    assert after_retry.accepted_count == 20
+    assert after_retry.duplicate_count == 20
+    # Without a request id the same entries are new entries.
+    assert after_new.accepted_count == 23
+    assert after_new.duplicate_count == 20
+    assert len(list_all(cluster.stub, keyword="counted")) == 23
+
+
 def reason_of(error: grpc.RpcError) -> str:
     return details_of(error, error_details_pb2.ErrorInfo)[0].reason
 
@@ -511,6 +542,30 @@ def test_stream_counts_indexes_across_messages(cluster):
     assert response.batch_count == 2
     assert response.accepted_count == 2
     assert [r.index for r in response.rejected_entries] == [1, 2]
+
+
+def test_stream_resent_counts_duplicates(cluster):
+    # Many one-entry messages in flight at once, so parts of several of them
+    # share one AppendBatches call.
+    requests = [
+        pb.StreamLogEntriesRequest(
+            entries=[entry(f"svc-{i % 4}", f"resent {i}")], request_id=f"resent-{i}"
+        )
+        for i in range(64)
+    ]
+    start = time.time_ns()
+
+    first = cluster.stub.StreamLogEntries(iter(requests))
+    again = cluster.stub.StreamLogEntries(iter(requests))
+    window = pb.GetLogStatsRequest(
+        start_time=ts(start), end_time=ts(time.time_ns() + NANOS)
+    )
+    counters = cluster.stub.GetLogStats(window).ingest_counters
+
+    assert first.accepted_count == again.accepted_count == 64
+    assert counters.accepted_count == 64
+    assert counters.duplicate_count == 64
+    assert len(list_all(cluster.stub, keyword="resent")) == 64
 
 
 def test_tail_receives_new_entries_and_resumes(cluster):

@@ -147,16 +147,18 @@ class RejectionCount(_message.Message):
     def __init__(self, reason: _Optional[_Union[RejectionReason, str]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class IngestCounters(_message.Message):
-    __slots__ = ("accepted_count", "rejected_count", "rejection_counts", "failed_batch_count")
+    __slots__ = ("accepted_count", "rejected_count", "rejection_counts", "failed_batch_count", "duplicate_count")
     ACCEPTED_COUNT_FIELD_NUMBER: _ClassVar[int]
     REJECTED_COUNT_FIELD_NUMBER: _ClassVar[int]
     REJECTION_COUNTS_FIELD_NUMBER: _ClassVar[int]
     FAILED_BATCH_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_COUNT_FIELD_NUMBER: _ClassVar[int]
     accepted_count: int
     rejected_count: int
     rejection_counts: _containers.RepeatedCompositeFieldContainer[RejectionCount]
     failed_batch_count: int
-    def __init__(self, accepted_count: _Optional[int] = ..., rejected_count: _Optional[int] = ..., rejection_counts: _Optional[_Iterable[_Union[RejectionCount, _Mapping]]] = ..., failed_batch_count: _Optional[int] = ...) -> None: ...
+    duplicate_count: int
+    def __init__(self, accepted_count: _Optional[int] = ..., rejected_count: _Optional[int] = ..., rejection_counts: _Optional[_Iterable[_Union[RejectionCount, _Mapping]]] = ..., failed_batch_count: _Optional[int] = ..., duplicate_count: _Optional[int] = ...) -> None: ...
 
 class ShardStatus(_message.Message):
     __slots__ = ("shard", "health", "leader", "leader_epoch", "last_sequence", "followers")
