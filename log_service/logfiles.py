@@ -277,7 +277,8 @@ def parse_file(
     """Parse a log file into entries of `service`, as `parse_lines` does.
 
     Leading lines without a time take the file's modification time. Every
-    entry gets the attribute `log.file.name` with the file's base name.
+    entry gets the attribute `log.file.name` with the file's base name,
+    symbolic links resolved.
 
     Raises:
       OSError: the file cannot be read.
@@ -302,7 +303,7 @@ def parse_numbered_file(
     """
     fallback_ns = os.stat(path).st_mtime_ns
     parser = _LineParser(service, default_zone, year, fallback_ns)
-    name = Path(path).name
+    name = Path(os.path.realpath(path)).name
     for number, line, repaired in read_numbered_lines(path):
         entry = parser.parse(line)
         entry.attributes[FILE_NAME] = name

@@ -99,8 +99,9 @@ def add_parsers(
     )
     ship.description = (
         "Parse plain log files and write their lines as log entries. Each "
-        "batch's request id is derived from the service, the file's absolute "
-        "path, the batch's first line number and the batch's entries. So "
+        "batch's request id is derived from the service, the file's real "
+        "path (symbolic links resolved), the batch's first line number and "
+        "the batch's entries. So "
         "running the same command again, after a failure or by mistake, "
         "stores each batch once. --fresh-ids stores the files again. Exit "
         f"status: 0 when every entry was stored, {EXIT_ENTRIES_REJECTED} when "
@@ -451,7 +452,9 @@ class _Batch:
     def request_id(self, service: str) -> str:
         """Return a UUID that the same lines of the same file always get.
 
-        The name hashed is the service, the file's absolute path, the first
+        The name hashed is the service, the file's real path (absolute, with
+        symbolic links resolved, so a link to a shipped file finds its
+        batches), the first
         line number and a blake2b digest of the entries' deterministic
         encoding. So a rerun with the same options sends the same ids and
         the log router stores each batch once, while a changed line, zone or
@@ -462,7 +465,7 @@ class _Batch:
             request.SerializeToString(deterministic=True), digest_size=16
         ).hexdigest()
         name = "\n".join(
-            (service, os.path.abspath(self.path), str(self.lines[0]), digest)
+            (service, os.path.realpath(self.path), str(self.lines[0]), digest)
         )
         return str(uuid.uuid5(_SHIP_NAMESPACE, name))
 

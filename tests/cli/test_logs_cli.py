@@ -398,6 +398,20 @@ def test_ship_rerun_stores_each_batch_once(live, tmp_path, capsys):
     assert len(after_fresh) == 10
 
 
+def test_ship_through_symlink_stores_nothing_twice(live, tmp_path, capsys):
+    path = write_log(tmp_path, *[f"{line_time(60)} INFO line {i}" for i in range(5)])
+    link = tmp_path / "link.log"
+    link.symlink_to(path)
+    command = ["--service", "ship-link", "--batch-size", "2"]
+
+    first = run(capsys, live.address, "logs", "ship", str(path), *command)
+    linked = run(capsys, live.address, "logs", "ship", str(link), *command)
+
+    assert first[0] == 0, first[2]
+    assert linked[0] == 0, linked[2]
+    assert len(list_all(live.stub, services=["ship-link"])) == 5
+
+
 _STOPPED = re.compile(
     r"stopped at line (\d+) of (\S+), the first line not stored\. It read "
     r"(\d+) lines and stored (\d+) entries \(0 rejected\)\. Run the same "
