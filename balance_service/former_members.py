@@ -42,8 +42,8 @@ def not_a_member(
 
     Args:
       problem: why the user, a former member, cannot settle their balance
-        with this settlement, such as `has no balance in EUR`; empty for a
-        user whom only membership would allow.
+        with this settlement, such as `has no balance in EUR`. Empty when
+        only membership would allow the user.
     """
     user, group = domain.user_name(user_id), domain.group_name(group_id)
     message = f"{field_path} {user!r} is not a member of {group!r}; "

@@ -888,7 +888,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             if former:
                 # Payer and payee rows are locked in the order in which the
                 # balances are written, so a concurrent settlement of the same
-                # balance sees this one's change.
+                # balance reads this one's change.
                 nets = storage.member_nets(
                     session, group_id, currency, (payer, payee), lock=True
                 )
@@ -954,8 +954,8 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
 
         Returns:
           The earlier settlement when the check fails but the request is a
-          retry of a create that went through, since that create may be
-          what settled the balance; otherwise None.
+          retry of a create that succeeded, because that create may have
+          settled the balance. Otherwise None.
 
         Raises:
           FailedPrecondition: a former member has no balance that the

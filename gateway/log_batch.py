@@ -73,7 +73,7 @@ def split_batch(body: bytes) -> SplitBatch | None:
 
     Returns:
       None when no entry has one, or when the body is not a JSON object with
-      an `entries` array; the body then goes through the usual checks.
+      an `entries` array. The body then goes through the usual checks.
     """
     if transcode.SURROGATE_ESCAPE.search(body) is None:
         return None

@@ -154,10 +154,9 @@ class LogShipHandler(logging.Handler):
         self._stopping = threading.Event()
         # The channel does not retry by itself, so that `max_attempts` counts
         # every call and the backoff between them is this handler's. Until a
-        # call succeeds, calls wait for the channel to connect, and its
-        # reconnect backoff is short (gRPC's default starts at 1 s and grows
-        # to 120 s, see doc/connection-backoff.md in the grpc repository), so
-        # records queued at startup go out soon after the log router listens.
+        # call succeeds, calls wait for the channel to connect. Its reconnect
+        # backoff is kept short (gRPC's default is longer), so records queued
+        # at startup go out soon after the log router listens.
         self._channel = grpc.insecure_channel(
             target_address,
             options=[

@@ -95,9 +95,10 @@ class _Ids:
     def request_id(self, kind: str, key: str) -> str:
         """Return the request id of a create in this import's group.
 
-        The ids of the file's first group are derived from the digest alone,
-        as before groups could follow one another; a later group's ids also
-        name the group, so they never replay a create of a deleted group.
+        The ids in the file's first group derive from the digest alone, as
+        they did before a file could have several groups. The ids in a later
+        group also contain the group, so they never replay a create of a
+        deleted group.
         """
         scope = self.digest
         if self.group != f"groups/{identity.group_id(self.digest)}":
@@ -315,7 +316,7 @@ class SplitwiseImporter:
                 )
             except grpc.RpcError as exc:
                 # user_service does not replay the request id of a deleted
-                # group: it answers NOT_FOUND for the group it made.
+                # group, so it returns NOT_FOUND for the group it created.
                 if exc.code() != grpc.StatusCode.NOT_FOUND:
                     raise
                 continue
@@ -454,7 +455,7 @@ class SplitwiseImporter:
         )
 
     def _delete_group(self, ids: _Ids) -> str:
-        """Delete the group this run created; say what is left."""
+        """Delete the group this run created; return a sentence on what is left."""
         try:
             self._users.DeleteGroup(
                 users_pb.DeleteGroupRequest(name=ids.group), timeout=self._timeout

@@ -126,7 +126,7 @@ def test_check_counts_expense_and_settlement(services):
 def test_check_waits_for_settlement_in_flight(services):
     group_id, (ann, ben) = create_group(services.users, 2)
     with services.database.transaction() as session:
-        # The open transaction holds the row that the settlement's commit
+        # The open transaction locks the row that the settlement's commit
         # needs, so the settlement stays in flight after its member check.
         storage.touch_group(session, group_id, storage.utc_now())
         write = _start(lambda: settle(services.balances, group_id, ben, ann, 500))

@@ -23,8 +23,10 @@ from tests.balance_service.support import (
 
 
 def _group_with_former(services, leaver_net: int) -> tuple[str, str, str, str]:
-    """Create a group of Alice, Bob and X, give X the net amount `leaver_net`
-    EUR cents against Alice, and remove X; return the group, Alice, Bob and X.
+    """Create a group of Alice, Bob and X, then remove X.
+
+    X keeps a net amount of `leaver_net` EUR cents against Alice. Returns the
+    group, Alice, Bob and X.
     """
     group_id, (alice, bob, leaver) = create_group(services.users, 3)
     paid = {alice: (max(-leaver_net, 0), max(leaver_net, 0))}

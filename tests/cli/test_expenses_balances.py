@@ -675,7 +675,7 @@ def test_saved_session_records_expense(splitlog_up_with_auth, signed_up, tmp_pat
 def test_token_records_update_and_settlement(
     splitlog_up_with_auth, signed_up, tmp_path
 ):
-    # ben holds an access token in SPLITLOG_TOKEN and names neither --by.
+    # ben has an access token in SPLITLOG_TOKEN and passes no --by.
     address = splitlog_up_with_auth.grpc_address
     ben, ben_tokens = signed_up["ben"]
     ann, cat = signed_up["ann"][0], signed_up["cat"][0]

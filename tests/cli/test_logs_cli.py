@@ -877,7 +877,7 @@ def test_stats_step_and_table(live, capsys):
 
     assert status == 0, err
     assert re.search(r"entries: +3\n", out), out
-    # The ingest counters ignore the service filter, and their labels say so.
+    # The ingest counters ignore the service filter, as their labels state.
     assert re.search(r"duplicates \(all services\): +\d+\n", out), out
     assert "error" in out
     assert "shop" in out

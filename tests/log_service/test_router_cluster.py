@@ -332,7 +332,7 @@ def test_retry_counts_duplicates_not_accepted(cluster):
     cluster.stub.WriteLogEntries(pb.WriteLogEntriesRequest(entries=entries[:3]))
     after_new = counters()
 
-    assert retried.accepted_count == 20  # a retry answers like the first write
+    assert retried.accepted_count == 20  # a retry gets the first write's response
     assert after_first.accepted_count == 20
     assert after_first.duplicate_count == 0
     assert after_retry.accepted_count == 20
@@ -390,9 +390,9 @@ def test_request_ids_after_router_restart(cluster):
         pb.WriteLogEntriesRequest(entries=after, request_id=reused)
     )
 
-    # The new router no longer knows either id. The resend is still found on
-    # the nodes and stored once; the other entries under a used id are not
-    # taken for a retry, so they are stored instead of silently dropped.
+    # The new router has no record of either id. The nodes still find the
+    # resend's batches, so it is stored once. The other entries under a used
+    # id are not taken for a retry, so they are stored, not silently dropped.
     assert resent.accepted_count == other.accepted_count == 20
     assert len(list_all(cluster.stub, keyword="retried")) == 20
     assert len(list_all(cluster.stub, keyword="before")) == 20

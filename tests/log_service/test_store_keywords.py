@@ -184,17 +184,20 @@ def test_unchanged_filters_load_without_rebuild(tmp_path: Path) -> None:
     store.apply([record(5, stamps, ["five", "a needle", "seven", "eight"])])
     store.close()
     assert len(sidecars(directory)) == 4
+
     reopened = open_mixed(directory)
     try:
         assert reopened.filters_rebuilt == 0
         assert keyword_sequences(reopened, "needle") == [6]
         assert scans_of(reopened, "needle") == 1
+
         reopened.apply([record(9, [BASE + 2 * DAY + 5], ["late zebra"])])
         # A crash: the files as they are now, without the save at close.
         crashed = tmp_path / "crashed"
         shutil.copytree(directory, crashed)
     finally:
         reopened.close()
+
     after_crash = open_mixed(crashed)
     try:
         assert after_crash.filters_rebuilt == 1
@@ -202,6 +205,7 @@ def test_unchanged_filters_load_without_rebuild(tmp_path: Path) -> None:
         assert scans_of(after_crash, "needle") == 1
     finally:
         after_crash.close()
+
     # The rebuilt filter was saved when the store opened.
     again = open_mixed(crashed)
     again.close()
