@@ -7,10 +7,11 @@ Reads reuse user_service's responses for a few seconds, and writes always
 call it again (see `balance_service.members`).
 
 Choices that the proto leaves open:
-- CheckSettled reads only this service's data and does not ask user_service
-  whether the group exists, because user_service calls it while it holds the
-  group's row lock. A group without expenses or settlements is settled, and
-  so is a deleted group, since only a settled group can be deleted.
+- CheckSettled fails for a missing or deleted group as GetGroup does,
+  except that it skips this check when user_service does not respond.
+  user_service calls it during a removal, after it has committed the
+  leaving mark and released the group's row lock, so the group still
+  exists then. A group without expenses or settlements is settled.
   Before it reads, it waits until the ledger consumer has applied every
   expense change that expense_service committed before the check
   (`balance_service.fence`), and fails with UNAVAILABLE when it cannot.
@@ -50,8 +51,8 @@ member of a deleted group, loses access within its `cache_seconds`.
 Calls about the balances and settlements of a group that does not exist or
 was deleted fail with NOT_FOUND (reason GROUP_NOT_FOUND) for callers who may
 use every group, and PERMISSION_DENIED for the others, as GetGroup does.
-CheckSettled is the exception described above. ListSettlements across
-every group leaves out the settlements of groups that no longer exist.
+ListSettlements across every group leaves out the settlements of groups
+that no longer exist.
 """
 
 from __future__ import annotations
@@ -396,6 +397,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         group_id = domain.parse_balance(request.name)
         self._authorize(group_id, context)
         user_id = domain.parse_user(request.user, "user") if request.user else None
+        self._require_group(group_id, context)
         if self._fence is not None:
             group = domain.group_name(group_id)
             deadline = time.monotonic() + self._fence_timeout(context)
@@ -415,6 +417,23 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                 for row in rows
             ],
         )
+
+    def _require_group(self, group_id: str, context: grpc.ServicerContext) -> None:
+        """Raise NOT_FOUND for a missing or deleted group, as GetGroup does.
+
+        The balances of a deleted group stay stored but are not found. When
+        user_service does not respond, the check is skipped, because the
+        balances are this service's own data and a removal should not fail
+        only because balance_service cannot reach user_service.
+        """
+        try:
+            self._directory.recent_members(group_id, context)
+        except Unavailable:
+            _LOGGER.warning(
+                "CheckSettled of groups/%s skips the group check: user_service "
+                "did not respond",
+                group_id,
+            )
 
     def _wait_for_settlements(self, group: str, timeout: float) -> None:
         """Wait for the settlement writes to `group` that started before the call.

@@ -618,6 +618,10 @@ def test_admin_key_sees_every_group(stack, channel):
     missing = users_pb.GetGroupRequest(name=f"groups/missing-{uuid.uuid4().hex[:8]}")
     error = _fails(lambda: admin.users("GetGroup", missing))
     assert error.code() == grpc.StatusCode.NOT_FOUND
+    check = balances_pb.CheckSettledRequest(name=f"{missing.name}/balance")
+    unchecked = _fails(lambda: admin.balances("CheckSettled", check))
+    assert unchecked.code() == grpc.StatusCode.NOT_FOUND
+    assert error_details(unchecked)["ErrorInfo"].reason == "GROUP_NOT_FOUND"
 
 
 def test_admin_key_may_create_user(stack, channel):
@@ -778,11 +782,6 @@ def test_deleted_group_matches_get_group(stack, channel):
         assert error.details() == denied.details(), method
         assert error_details(error)["ErrorInfo"].reason == "GROUP_ACCESS_DENIED"
     for service, method, request in reads:
-        if method == "CheckSettled":
-            # user_service calls it while deleting, so it reads only the
-            # balances, and a deleted group is always settled.
-            assert _call(admin, service, method, request).settled
-            continue
         error = _wait_for_error(
             functools.partial(_call, admin, service, method, request),
             grpc.StatusCode.NOT_FOUND,
@@ -804,7 +803,13 @@ def test_deleted_group_rest_reads(stack, channel, http):
     ann.users("DeleteGroup", users_pb.DeleteGroupRequest(name=group))
 
     deadline = time.monotonic() + membership.CACHE_SECONDS + 2.0
-    for path in (f"/v1/{group}/expenses", f"/v1/{expense}", f"/v1/{group}/balance"):
+    paths = (
+        f"/v1/{group}/expenses",
+        f"/v1/{expense}",
+        f"/v1/{group}/balance",
+        f"/v1/{group}/balance:checkSettled",
+    )
+    for path in paths:
         while (reply := http.get(path, headers=member)).status_code == 200:
             assert time.monotonic() < deadline, f"{path} still allowed"
             time.sleep(0.1)

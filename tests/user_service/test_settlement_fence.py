@@ -24,6 +24,7 @@ from tests.user_service.support import create_user, reason_of
 from tests.user_service.test_removal_fence import (
     TIMEOUT,
     Cluster,
+    _deleted_group_settled,
     _expense,
     _group_with,
     _members,
@@ -134,7 +135,7 @@ def test_delete_group_during_settlements(cluster):  # noqa: F811
         _check_failed_settlements(failures)
         if error is None:
             outcomes["deleted"] += 1
-            assert _settled(cluster, group)
+            assert _deleted_group_settled(cluster, group)
             continue
         outcomes["refused"] += 1
         _assert_owed(error, alice, leaver)
@@ -232,4 +233,4 @@ def test_former_member_balance_settled_after_expense_delete(cluster):  # noqa: F
 
     assert reason_of(overpaid.value) == "NOT_A_GROUP_MEMBER"
     assert "record at most 5.00 EUR" in overpaid.value.details()
-    assert _settled(cluster, group)
+    assert _deleted_group_settled(cluster, group)

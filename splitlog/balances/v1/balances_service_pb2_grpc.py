@@ -156,7 +156,8 @@ class BalancesServiceServicer:
         """Checks whether a group, or one member of it, has only zero net amounts.
         UsersService calls it before it removes a member or deletes a group.
         It first waits until every expense change acknowledged before the call
-        is applied, and fails with UNAVAILABLE when it cannot.
+        is applied, and fails with UNAVAILABLE when it cannot. A group that does
+        not exist or was deleted gets the error that GetGroup returns for it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -62,7 +62,8 @@ class BalancesServiceStub:
     """Checks whether a group, or one member of it, has only zero net amounts.
     UsersService calls it before it removes a member or deletes a group.
     It first waits until every expense change acknowledged before the call
-    is applied, and fails with UNAVAILABLE when it cannot.
+    is applied, and fails with UNAVAILABLE when it cannot. A group that does
+    not exist or was deleted gets the error that GetGroup returns for it.
     """
     GetGroupReport: _grpc.UnaryUnaryMultiCallable[_balances_service_pb2.GetGroupReportRequest, _balances_service_pb2.GetGroupReportResponse]
     """Returns spending totals of a group in one currency: overall, by
@@ -118,7 +119,8 @@ class BalancesServiceAsyncStub(BalancesServiceStub):
     """Checks whether a group, or one member of it, has only zero net amounts.
     UsersService calls it before it removes a member or deletes a group.
     It first waits until every expense change acknowledged before the call
-    is applied, and fails with UNAVAILABLE when it cannot.
+    is applied, and fails with UNAVAILABLE when it cannot. A group that does
+    not exist or was deleted gets the error that GetGroup returns for it.
     """
     GetGroupReport: _aio.UnaryUnaryMultiCallable[_balances_service_pb2.GetGroupReportRequest, _balances_service_pb2.GetGroupReportResponse]  # type: ignore[assignment]
     """Returns spending totals of a group in one currency: overall, by
@@ -207,7 +209,8 @@ class BalancesServiceServicer(metaclass=_abc_1.ABCMeta):
         """Checks whether a group, or one member of it, has only zero net amounts.
         UsersService calls it before it removes a member or deletes a group.
         It first waits until every expense change acknowledged before the call
-        is applied, and fails with UNAVAILABLE when it cannot.
+        is applied, and fails with UNAVAILABLE when it cannot. A group that does
+        not exist or was deleted gets the error that GetGroup returns for it.
         """
 
     @_abc_1.abstractmethod
