@@ -366,6 +366,31 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
 
         authz.require_group_member(domain.group_name(group_id), is_member)
 
+    def _member_states_for_write(
+        self, group_id: str, context: grpc.ServicerContext
+    ) -> GroupMembers:
+        """Fetch the group's members from user_service for a settlement write.
+
+        `_authorize` may have accepted the caller from a member list up to
+        `cache_seconds` old. When the fresh list shows that the group was
+        deleted since, a caller limited to their own groups gets the
+        PERMISSION_DENIED of a non-member, as GetGroup and CreateExpense
+        return, and not the NOT_FOUND that only administrators see.
+
+        Raises:
+          NotFound: the group does not exist or was deleted, and the caller
+            may use every group.
+          PermissionDenied: the same, for any other caller.
+          Unavailable: user_service did not respond.
+        """
+        try:
+            return self._directory.member_states(group_id, context)
+        except NotFound:
+            caller = authz.restricted_user()
+            if caller is None:
+                raise
+            raise authz.group_denied(caller, domain.group_name(group_id)) from None
+
     # Balances
 
     def GetGroupBalance(
@@ -832,7 +857,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         # NOTE: DeactivateUser does not require settled balances, so an open
         # balance of a deactivated user cannot be settled here, although
         # ComputeSettlementPlan still lists transfers to or from that user.
-        members = self._directory.member_states(group_id, context)
+        members = self._member_states_for_write(group_id, context)
         # A former member may be named to settle what remains of their
         # balance (`balance_service.former_members`).
         former = [
@@ -1223,6 +1248,8 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
     ) -> pb.Settlement:
         self._authorize(group_id, context)
         expected = domain.parse_etag(etag)
+        # A deleted group's settlements are not found, whatever their state.
+        self._directory.recent_members(group_id, context)
         with self._transaction() as session:
             row = self._require(session, group_id, settlement_id)
             if deleted and row.delete_time is not None:
@@ -1245,7 +1272,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             seen_version = row.version
         _require_members(
             group_id,
-            self._directory.member_states(group_id, context),
+            self._member_states_for_write(group_id, context),
             [
                 (row.payer_id, "the settlement's payer"),
                 (row.payee_id, "the settlement's payee"),

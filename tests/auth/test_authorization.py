@@ -825,6 +825,141 @@ def test_deleted_group_rest_reads(stack, channel, http):
         assert f"group {group!r} was deleted" in reply.json()["error"]["message"]
 
 
+def _deleted_group_writes(
+    caller: Caller,
+    payee: str,
+    group: str,
+    deleted: tuple[str, str],
+    live: tuple[str, str],
+) -> list[tuple[str, str, object]]:
+    """Writes in a group, as (service, method, request), restores first.
+
+    Args:
+      payee: the user whom the caller pays in the new settlement.
+      deleted: a deleted expense and a deleted settlement of the group.
+      live: an expense and a settlement of the group that are not deleted.
+    """
+    settlement = balances_pb.Settlement(
+        payer=caller.user,
+        payee=payee,
+        creator=caller.user,
+        amount=money_pb2.Money(currency_code="EUR", units=1),
+        settlement_date=date_pb2.Date(year=2024, month=5, day=3),
+    )
+    return [
+        (
+            "expenses",
+            "CreateExpense",
+            expenses_pb.CreateExpenseRequest(
+                parent=group, expense=_expense(caller.user, [caller.user])
+            ),
+        ),
+        (
+            "expenses",
+            "UndeleteExpense",
+            expenses_pb.UndeleteExpenseRequest(name=deleted[0]),
+        ),
+        (
+            "expenses",
+            "UndeleteExpense",
+            expenses_pb.UndeleteExpenseRequest(name=live[0]),
+        ),
+        (
+            "balances",
+            "UndeleteSettlement",
+            balances_pb.UndeleteSettlementRequest(name=deleted[1]),
+        ),
+        (
+            "balances",
+            "UndeleteSettlement",
+            balances_pb.UndeleteSettlementRequest(name=live[1]),
+        ),
+        (
+            "balances",
+            "DeleteSettlement",
+            balances_pb.DeleteSettlementRequest(name=deleted[1]),
+        ),
+        (
+            "balances",
+            "CreateSettlement",
+            balances_pb.CreateSettlementRequest(parent=group, settlement=settlement),
+        ),
+    ]
+
+
+def _deleted_pair(ann: Caller, ben: Caller, group: str) -> tuple[str, str]:
+    """Create an expense and a settlement in the group, and delete both."""
+    expense = ann.create_expense(group, [ann.user, ben.user])
+    ann.expenses("DeleteExpense", expenses_pb.DeleteExpenseRequest(name=expense))
+    settlement = ben.balances(
+        "CreateSettlement",
+        balances_pb.CreateSettlementRequest(
+            parent=group,
+            settlement=balances_pb.Settlement(
+                payer=ben.user,
+                payee=ann.user,
+                creator=ben.user,
+                amount=money_pb2.Money(currency_code="EUR", units=2),
+                settlement_date=date_pb2.Date(year=2024, month=5, day=3),
+            ),
+        ),
+    ).settlement.name
+    ben.balances(
+        "DeleteSettlement", balances_pb.DeleteSettlementRequest(name=settlement)
+    )
+    return expense, settlement
+
+
+def test_deleted_group_restores_match_create(stack, channel):
+    ann, ben = _sign_up(channel, "ann"), _sign_up(channel, "ben")
+    admin = _admin(stack, channel, _sign_up(channel, "root"))
+    group, expense, settlement = _settled_group(ann, ben)
+    deleted = _deleted_pair(ann, ben, group)
+    # Fill the member caches, so that ben is still accepted from them for a
+    # few seconds after the deletion, and the writes fetch the list again.
+    for caller in (ben, admin):
+        caller.balances(
+            "ListSettlements", balances_pb.ListSettlementsRequest(parent=group)
+        )
+        _expense_names(caller, group)
+
+    ann.users("DeleteGroup", users_pb.DeleteGroupRequest(name=group))
+
+    get_group = users_pb.GetGroupRequest(name=group)
+    denied = _fails(lambda: ben.users("GetGroup", get_group))
+    writes = _deleted_group_writes(ben, ann.user, group, deleted, (expense, settlement))
+    for service, method, request in writes:
+        error = _error_of(ben, service, method, request)
+        assert error.code() == DENIED, f"{method} {error.details()}"
+        assert error.details() == denied.details(), method
+        assert error_details(error)["ErrorInfo"].reason == "GROUP_ACCESS_DENIED"
+    writes = _deleted_group_writes(
+        admin, ann.user, group, deleted, (expense, settlement)
+    )
+    for service, method, request in writes:
+        error = _error_of(admin, service, method, request)
+        assert error.code() == grpc.StatusCode.NOT_FOUND, f"{method} {error.details()}"
+        assert f"group {group!r} was deleted" in error.details(), method
+        assert error_details(error)["ErrorInfo"].reason == "GROUP_NOT_FOUND"
+
+
+def test_deleted_group_rest_restores(stack, channel, http):
+    ann, ben = _sign_up(channel, "ann"), _sign_up(channel, "ben")
+    admin = _admin(stack, channel, _sign_up(channel, "root"))
+    group, _, settlement = _settled_group(ann, ben)
+    deleted_expense, deleted_settlement = _deleted_pair(ann, ben, group)
+    ann.users("DeleteGroup", users_pb.DeleteGroupRequest(name=group))
+
+    for name in (deleted_expense, deleted_settlement, settlement):
+        for caller, status in ((ben, 403), (admin, 404)):
+            reply = http.post(
+                f"/v1/{name}:undelete",
+                json={},
+                headers={"authorization": f"Bearer {caller.credential}"},
+            )
+            assert reply.status_code == status, (name, reply.text)
+
+
 def test_deleted_group_left_out_of_lists(stack, channel):
     ann, ben = _sign_up(channel, "ann"), _sign_up(channel, "ben")
     admin = _admin(stack, channel, _sign_up(channel, "root"))

@@ -451,7 +451,7 @@ def test_delete_twice_succeeds_and_undelete_live_fails(services):
             "groups/abcd/settlements/none-such",
             "",
             grpc.StatusCode.NOT_FOUND,
-            "SETTLEMENT_NOT_FOUND",
+            "GROUP_NOT_FOUND",
         ),
         (
             "groups/abcd/settlements",
@@ -475,6 +475,25 @@ def test_delete_errors(services, name, etag, code, reason):
 
     assert caught.value.code() == code
     assert reason_of(caught.value) == reason
+
+
+@pytest.mark.parametrize("deleted", [True, False])
+def test_delete_or_restore_missing_settlement(services, deleted):
+    group_id, _ = create_group(services.users, 2)
+    name = f"groups/{group_id}/settlements/none-such"
+
+    with pytest.raises(grpc.RpcError) as caught:
+        if deleted:
+            services.balances.DeleteSettlement(
+                pb.DeleteSettlementRequest(name=name), timeout=10
+            )
+        else:
+            services.balances.UndeleteSettlement(
+                pb.UndeleteSettlementRequest(name=name), timeout=10
+            )
+
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert reason_of(caught.value) == "SETTLEMENT_NOT_FOUND"
 
 
 def _list(services, **fields) -> list[pb.Settlement]:
