@@ -20,8 +20,10 @@ Failures follow the contract in `gateway_service.proto`:
   and the backend's name. The other calls are cancelled.
 - When another call fails, its section is left empty and `section_errors`
   contains the backend's status under the name of the empty field. Because a
-  dashboard without balance_service still lists the user's groups, it names
-  the missing part of them `group_summaries.net_amounts`. A section fed by
+  dashboard without balance_service still lists the user's current groups,
+  it names the missing part of them `group_summaries.net_amounts`. The
+  groups the user has left but still has a balance in come from
+  balance_service alone, so they are missing then too. A section fed by
   two backends (`recent_activity`) is left empty when either of them fails,
   so that a partial list never looks complete.
 
@@ -376,6 +378,32 @@ def _group_of(name: str) -> str:
     return "/".join(name.split("/", 2)[:2])
 
 
+def _group_summaries(
+    groups: list[users_pb.Group],
+    group_balances: list[balances_pb.UserGroupBalance],
+) -> list[pb.GroupSummary]:
+    """Pair the user's groups with their net amounts, then add the groups
+    that the user has left but still has a net amount in.
+
+    The former groups come from the balances alone, so their summary names
+    the group without loading it, because user_service lets only members
+    read a group. Listing them makes the totals equal the sum of the lines.
+    """
+    nets = {entry.group: entry.net_amounts for entry in group_balances}
+    summaries = [
+        pb.GroupSummary(group=group, net_amounts=nets.pop(group.name, []))
+        for group in groups
+    ]
+    # `group_balances` is ordered by group name.
+    summaries += [
+        pb.GroupSummary(
+            group=users_pb.Group(name=name), net_amounts=amounts, former_member=True
+        )
+        for name, amounts in nets.items()
+    ]
+    return summaries
+
+
 def _recent_activity(
     expenses: list[expenses_pb.Expense],
     settlements: list[balances_pb.Settlement],
@@ -571,15 +599,11 @@ class GatewayViews:
 
         response = pb.GetUserDashboardResponse(user=loaded.user)
         if groups.value is not None:
-            nets = {}
+            group_balances = []
             if balance.value is not None:
-                nets = {
-                    entry.group: entry.net_amounts
-                    for entry in balance.value.balance.group_balances
-                }
+                group_balances = list(balance.value.balance.group_balances)
             response.group_summaries.extend(
-                pb.GroupSummary(group=group, net_amounts=nets.get(group.name, []))
-                for group in groups.value
+                _group_summaries(groups.value, group_balances)
             )
         if balance.value is not None:
             response.total_net_amounts.extend(balance.value.balance.total_net_amounts)

@@ -560,6 +560,30 @@ def test_own_dashboard_allowed(channel):
     assert list(dashboard.section_errors) == []
 
 
+def test_own_dashboard_lists_former_group(channel):
+    ann, ben = _sign_up(channel, "ann"), _sign_up(channel, "ben")
+    group, expense, _ = _settled_group(ann, ben)
+    member = f"{group}/members/{ben.user.removeprefix('users/')}"
+    ben.users("RemoveGroupMember", users_pb.RemoveGroupMemberRequest(name=member))
+    # Ben paid his share back before leaving, so without the expense he is
+    # owed that payment in a group he can no longer read.
+    ann.expenses("DeleteExpense", expenses_pb.DeleteExpenseRequest(name=expense))
+    request = gateway_pb.GetUserDashboardRequest(user=ben.user)
+
+    deadline = time.monotonic() + TIMEOUT
+    while not (dashboard := ben.gateway("GetUserDashboard", request)).group_summaries:
+        assert time.monotonic() < deadline, "the deleted expense was not applied"
+        time.sleep(0.05)
+
+    assert list(dashboard.section_errors) == []
+    (summary,) = dashboard.group_summaries
+    assert summary.former_member
+    assert summary.group == users_pb.Group(name=group)
+    owed = money_pb2.Money(currency_code="EUR", units=15)
+    assert list(summary.net_amounts) == [owed]
+    assert list(dashboard.total_net_amounts) == [owed]
+
+
 # API keys
 
 

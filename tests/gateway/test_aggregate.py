@@ -450,6 +450,112 @@ def test_dashboard_settled_group_has_no_nets(gateway_stub, trip):
     assert _sum_by_currency(nets[trip.flat]) == {"EUR": 1000}
 
 
+@dataclass
+class FormerMember:
+    """A user who left a group and then got a balance in it back.
+
+    Kim and Jon each owed Ivy 10.00 EUR for a cabin that Ivy paid, and Kim
+    paid her back. Kim left the cabin group, settled, and then the cabin
+    expense was deleted, so Kim is owed 10.00 EUR in a group Kim has left.
+    In the club group, which Kim still belongs to, Kim paid 20.00 EUR split
+    with Ivy, so Kim is owed 10.00 EUR there too.
+    """
+
+    kim: str
+    cabin: str
+    club: str
+
+
+@pytest.fixture(scope="module")
+def former(channel) -> FormerMember:
+    users = users_grpc.UsersServiceStub(channel)
+    expenses = expenses_grpc.ExpensesServiceStub(channel)
+    balances = balances_grpc.BalancesServiceStub(channel)
+    ivy, jon, kim = (_create_user(users, name) for name in ("ivy", "jon", "kim"))
+    cabin = _create_group(users, ivy, [jon, kim], "Cabin")
+    club = _create_group(users, kim, [ivy], "Club")
+
+    stay = expenses.CreateExpense(
+        expenses_pb.CreateExpenseRequest(
+            parent=cabin, expense=_expense(ivy, 3000, "EUR", [ivy, jon, kim], "Stay")
+        ),
+        timeout=TIMEOUT,
+    ).expense
+    expenses.CreateExpense(
+        expenses_pb.CreateExpenseRequest(
+            parent=club, expense=_expense(kim, 2000, "EUR", [kim, ivy], "Court")
+        ),
+        timeout=TIMEOUT,
+    )
+
+    balances.CreateSettlement(
+        balances_pb.CreateSettlementRequest(
+            parent=cabin,
+            settlement=balances_pb.Settlement(
+                payer=kim,
+                payee=ivy,
+                creator=kim,
+                amount=_money(1000, "EUR"),
+                settlement_date=date_pb2.Date(year=2024, month=5, day=2),
+            ),
+        ),
+        timeout=TIMEOUT,
+    )
+    _wait_for_nets(balances, cabin, {"EUR": {ivy: 1000, jon: -1000}})
+
+    users.RemoveGroupMember(
+        users_pb.RemoveGroupMemberRequest(
+            name=f"{cabin}/members/{kim.removeprefix('users/')}"
+        ),
+        timeout=TIMEOUT,
+    )
+    expenses.DeleteExpense(
+        expenses_pb.DeleteExpenseRequest(name=stay.name), timeout=TIMEOUT
+    )
+    _wait_for_nets(balances, cabin, {"EUR": {ivy: -1000, kim: 1000}})
+    _wait_for_nets(balances, club, {"EUR": {ivy: -1000, kim: 1000}})
+
+    return FormerMember(kim, cabin, club)
+
+
+def test_dashboard_lists_former_group(gateway_stub, former):
+    response = _dashboard(gateway_stub, former.kim)
+
+    names = [summary.group.name for summary in response.group_summaries]
+    assert names == [former.club, former.cabin]
+    current, left = response.group_summaries
+    assert not current.former_member
+    assert current.group.display_name == "Club"
+    assert left.former_member
+    # Only members may read a group, so a former group carries its name only.
+    assert left.group == users_pb.Group(name=former.cabin)
+    assert _sum_by_currency(left.net_amounts) == {"EUR": 1000}
+    assert list(response.section_errors) == []
+
+
+def test_dashboard_totals_include_former_group(gateway_stub, former):
+    response = _dashboard(gateway_stub, former.kim)
+
+    summed = _sum_by_currency(
+        amount for summary in response.group_summaries for amount in summary.net_amounts
+    )
+    totals = _sum_by_currency(response.total_net_amounts)
+    assert totals == {"EUR": 2000}
+    assert summed == totals
+
+
+def test_rest_dashboard_former_group(http, former):
+    response = http.get(f"/v1/{former.kim}/dashboard")
+
+    assert response.status_code == 200, response.text
+    summaries = response.json()["groupSummaries"]
+    assert [s["group"]["name"] for s in summaries] == [former.club, former.cabin]
+    assert "formerMember" not in summaries[0]
+    assert summaries[1]["formerMember"] is True
+    assert summaries[1]["group"] == {"name": former.cabin}
+    assert summaries[1]["netAmounts"] == [{"currencyCode": "EUR", "units": "10"}]
+
+
 def test_dashboard_recent_activity_newest_first(gateway_stub, trip):
     response = _dashboard(gateway_stub, trip.ann)
     limited = _dashboard(gateway_stub, trip.ann, recent_activity_count=2)

@@ -32,13 +32,15 @@ from splitlog.expenses.v1 import expenses_service_pb2 as splitlog_dot_expenses_d
 from splitlog.users.v1 import users_service_pb2 as splitlog_dot_users_dot_v1_dot_users__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)splitlog/gateway/v1/gateway_service.proto\x12\x13splitlog.gateway.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x17google/type/money.proto\x1a+splitlog/balances/v1/balances_service.proto\x1a+splitlog/expenses/v1/expenses_service.proto\x1a%splitlog/users/v1/users_service.proto\"C\n\x0cSectionError\x12\x0f\n\x07section\x18\x01 \x01(\t\x12\"\n\x06status\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\"`\n\x0cGroupSummary\x12\'\n\x05group\x18\x01 \x01(\x0b\x32\x18.splitlog.users.v1.Group\x12\'\n\x0bnet_amounts\x18\x02 \x03(\x0b\x32\x12.google.type.Money\"\xc2\x01\n\x0c\x41\x63tivityItem\x12\x31\n\ractivity_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05group\x18\x02 \x01(\t\x12\x30\n\x07\x65xpense\x18\x03 \x01(\x0b\x32\x1d.splitlog.expenses.v1.ExpenseH\x00\x12\x36\n\nsettlement\x18\x04 \x01(\x0b\x32 .splitlog.balances.v1.SettlementH\x00\x42\x06\n\x04item\"L\n\x17GetGroupOverviewRequest\x12\x13\n\x05group\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1c\n\x14recent_expense_count\x18\x02 \x01(\x05\"\xd0\x02\n\x18GetGroupOverviewResponse\x12\'\n\x05group\x18\x01 \x01(\x0b\x32\x18.splitlog.users.v1.Group\x12*\n\x07members\x18\x02 \x03(\x0b\x32\x19.splitlog.users.v1.Member\x12\x33\n\x07\x62\x61lance\x18\x03 \x01(\x0b\x32\".splitlog.balances.v1.GroupBalance\x12\x37\n\x0fsettlement_plan\x18\x04 \x03(\x0b\x32\x1e.splitlog.balances.v1.Transfer\x12\x36\n\x0frecent_expenses\x18\x05 \x03(\x0b\x32\x1d.splitlog.expenses.v1.Expense\x12\x39\n\x0esection_errors\x18\x06 \x03(\x0b\x32!.splitlog.gateway.v1.SectionError\"L\n\x17GetUserDashboardRequest\x12\x12\n\x04user\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x15recent_activity_count\x18\x02 \x01(\x05\"\xa3\x02\n\x18GetUserDashboardResponse\x12%\n\x04user\x18\x01 \x01(\x0b\x32\x17.splitlog.users.v1.User\x12:\n\x0fgroup_summaries\x18\x02 \x03(\x0b\x32!.splitlog.gateway.v1.GroupSummary\x12-\n\x11total_net_amounts\x18\x03 \x03(\x0b\x32\x12.google.type.Money\x12:\n\x0frecent_activity\x18\x04 \x03(\x0b\x32!.splitlog.gateway.v1.ActivityItem\x12\x39\n\x0esection_errors\x18\x05 \x03(\x0b\x32!.splitlog.gateway.v1.SectionError2\xc1\x02\n\x0eGatewayService\x12\x96\x01\n\x10GetGroupOverview\x12,.splitlog.gateway.v1.GetGroupOverviewRequest\x1a-.splitlog.gateway.v1.GetGroupOverviewResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/{group=groups/*}/overview\x12\x95\x01\n\x10GetUserDashboard\x12,.splitlog.gateway.v1.GetUserDashboardRequest\x1a-.splitlog.gateway.v1.GetUserDashboardResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/{user=users/*}/dashboardb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)splitlog/gateway/v1/gateway_service.proto\x12\x13splitlog.gateway.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x17google/type/money.proto\x1a+splitlog/balances/v1/balances_service.proto\x1a+splitlog/expenses/v1/expenses_service.proto\x1a%splitlog/users/v1/users_service.proto\"C\n\x0cSectionError\x12\x0f\n\x07section\x18\x01 \x01(\t\x12\"\n\x06status\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\"}\n\x0cGroupSummary\x12\'\n\x05group\x18\x01 \x01(\x0b\x32\x18.splitlog.users.v1.Group\x12\'\n\x0bnet_amounts\x18\x02 \x03(\x0b\x32\x12.google.type.Money\x12\x1b\n\rformer_member\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x03\"\xc2\x01\n\x0c\x41\x63tivityItem\x12\x31\n\ractivity_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05group\x18\x02 \x01(\t\x12\x30\n\x07\x65xpense\x18\x03 \x01(\x0b\x32\x1d.splitlog.expenses.v1.ExpenseH\x00\x12\x36\n\nsettlement\x18\x04 \x01(\x0b\x32 .splitlog.balances.v1.SettlementH\x00\x42\x06\n\x04item\"L\n\x17GetGroupOverviewRequest\x12\x13\n\x05group\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1c\n\x14recent_expense_count\x18\x02 \x01(\x05\"\xd0\x02\n\x18GetGroupOverviewResponse\x12\'\n\x05group\x18\x01 \x01(\x0b\x32\x18.splitlog.users.v1.Group\x12*\n\x07members\x18\x02 \x03(\x0b\x32\x19.splitlog.users.v1.Member\x12\x33\n\x07\x62\x61lance\x18\x03 \x01(\x0b\x32\".splitlog.balances.v1.GroupBalance\x12\x37\n\x0fsettlement_plan\x18\x04 \x03(\x0b\x32\x1e.splitlog.balances.v1.Transfer\x12\x36\n\x0frecent_expenses\x18\x05 \x03(\x0b\x32\x1d.splitlog.expenses.v1.Expense\x12\x39\n\x0esection_errors\x18\x06 \x03(\x0b\x32!.splitlog.gateway.v1.SectionError\"L\n\x17GetUserDashboardRequest\x12\x12\n\x04user\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x15recent_activity_count\x18\x02 \x01(\x05\"\xa3\x02\n\x18GetUserDashboardResponse\x12%\n\x04user\x18\x01 \x01(\x0b\x32\x17.splitlog.users.v1.User\x12:\n\x0fgroup_summaries\x18\x02 \x03(\x0b\x32!.splitlog.gateway.v1.GroupSummary\x12-\n\x11total_net_amounts\x18\x03 \x03(\x0b\x32\x12.google.type.Money\x12:\n\x0frecent_activity\x18\x04 \x03(\x0b\x32!.splitlog.gateway.v1.ActivityItem\x12\x39\n\x0esection_errors\x18\x05 \x03(\x0b\x32!.splitlog.gateway.v1.SectionError2\xc1\x02\n\x0eGatewayService\x12\x96\x01\n\x10GetGroupOverview\x12,.splitlog.gateway.v1.GetGroupOverviewRequest\x1a-.splitlog.gateway.v1.GetGroupOverviewResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/{group=groups/*}/overview\x12\x95\x01\n\x10GetUserDashboard\x12,.splitlog.gateway.v1.GetUserDashboardRequest\x1a-.splitlog.gateway.v1.GetUserDashboardResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/{user=users/*}/dashboardb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'splitlog.gateway.v1.gateway_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_GROUPSUMMARY'].fields_by_name['former_member']._loaded_options = None
+  _globals['_GROUPSUMMARY'].fields_by_name['former_member']._serialized_options = b'\342A\001\003'
   _globals['_GETGROUPOVERVIEWREQUEST'].fields_by_name['group']._loaded_options = None
   _globals['_GETGROUPOVERVIEWREQUEST'].fields_by_name['group']._serialized_options = b'\342A\001\002'
   _globals['_GETUSERDASHBOARDREQUEST'].fields_by_name['user']._loaded_options = None
@@ -50,17 +52,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SECTIONERROR']._serialized_start=341
   _globals['_SECTIONERROR']._serialized_end=408
   _globals['_GROUPSUMMARY']._serialized_start=410
-  _globals['_GROUPSUMMARY']._serialized_end=506
-  _globals['_ACTIVITYITEM']._serialized_start=509
-  _globals['_ACTIVITYITEM']._serialized_end=703
-  _globals['_GETGROUPOVERVIEWREQUEST']._serialized_start=705
-  _globals['_GETGROUPOVERVIEWREQUEST']._serialized_end=781
-  _globals['_GETGROUPOVERVIEWRESPONSE']._serialized_start=784
-  _globals['_GETGROUPOVERVIEWRESPONSE']._serialized_end=1120
-  _globals['_GETUSERDASHBOARDREQUEST']._serialized_start=1122
-  _globals['_GETUSERDASHBOARDREQUEST']._serialized_end=1198
-  _globals['_GETUSERDASHBOARDRESPONSE']._serialized_start=1201
-  _globals['_GETUSERDASHBOARDRESPONSE']._serialized_end=1492
-  _globals['_GATEWAYSERVICE']._serialized_start=1495
-  _globals['_GATEWAYSERVICE']._serialized_end=1816
+  _globals['_GROUPSUMMARY']._serialized_end=535
+  _globals['_ACTIVITYITEM']._serialized_start=538
+  _globals['_ACTIVITYITEM']._serialized_end=732
+  _globals['_GETGROUPOVERVIEWREQUEST']._serialized_start=734
+  _globals['_GETGROUPOVERVIEWREQUEST']._serialized_end=810
+  _globals['_GETGROUPOVERVIEWRESPONSE']._serialized_start=813
+  _globals['_GETGROUPOVERVIEWRESPONSE']._serialized_end=1149
+  _globals['_GETUSERDASHBOARDREQUEST']._serialized_start=1151
+  _globals['_GETUSERDASHBOARDREQUEST']._serialized_end=1227
+  _globals['_GETUSERDASHBOARDRESPONSE']._serialized_start=1230
+  _globals['_GETUSERDASHBOARDRESPONSE']._serialized_end=1521
+  _globals['_GATEWAYSERVICE']._serialized_start=1524
+  _globals['_GATEWAYSERVICE']._serialized_end=1845
 # @@protoc_insertion_point(module_scope)

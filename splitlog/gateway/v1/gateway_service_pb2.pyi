@@ -25,12 +25,14 @@ class SectionError(_message.Message):
     def __init__(self, section: _Optional[str] = ..., status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
 class GroupSummary(_message.Message):
-    __slots__ = ("group", "net_amounts")
+    __slots__ = ("group", "net_amounts", "former_member")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     NET_AMOUNTS_FIELD_NUMBER: _ClassVar[int]
+    FORMER_MEMBER_FIELD_NUMBER: _ClassVar[int]
     group: _users_service_pb2.Group
     net_amounts: _containers.RepeatedCompositeFieldContainer[_money_pb2.Money]
-    def __init__(self, group: _Optional[_Union[_users_service_pb2.Group, _Mapping]] = ..., net_amounts: _Optional[_Iterable[_Union[_money_pb2.Money, _Mapping]]] = ...) -> None: ...
+    former_member: bool
+    def __init__(self, group: _Optional[_Union[_users_service_pb2.Group, _Mapping]] = ..., net_amounts: _Optional[_Iterable[_Union[_money_pb2.Money, _Mapping]]] = ..., former_member: _Optional[bool] = ...) -> None: ...
 
 class ActivityItem(_message.Message):
     __slots__ = ("activity_time", "group", "expense", "settlement")
