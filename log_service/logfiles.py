@@ -62,6 +62,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -257,14 +258,24 @@ def read_numbered_lines(
     Empty lines are skipped but counted, so the numbers match an editor's.
     """
     with open(path, "rb") as stream:
-        for number, raw in enumerate(stream, start=1):
-            raw = raw.removesuffix(b"\n").removesuffix(b"\r")
-            if not raw:
-                continue
-            try:
-                yield number, raw.decode("utf-8"), False
-            except UnicodeDecodeError:
-                yield number, raw.decode("utf-8", errors="replace"), True
+        yield from read_numbered_stream(stream)
+
+
+def read_numbered_stream(stream: BinaryIO) -> Iterator[tuple[int, str, bool]]:
+    """Yield (line number from 1, line, repaired) for each non-empty line of a
+    binary stream, as `read_numbered_lines` does for a file.
+
+    Each line is yielded as soon as its line ending arrives, so a pipe fed
+    by `tail -F` is parsed while it is written.
+    """
+    for number, raw in enumerate(iter(stream.readline, b""), start=1):
+        raw = raw.removesuffix(b"\n").removesuffix(b"\r")
+        if not raw:
+            continue
+        try:
+            yield number, raw.decode("utf-8"), False
+        except UnicodeDecodeError:
+            yield number, raw.decode("utf-8", errors="replace"), True
 
 
 def parse_file(
@@ -302,11 +313,45 @@ def parse_numbered_file(
     Line numbers count from 1 and include empty lines, which give no entry.
     """
     fallback_ns = os.stat(path).st_mtime_ns
-    parser = _LineParser(service, default_zone, year, fallback_ns)
     name = Path(os.path.realpath(path)).name
-    for number, line, repaired in read_numbered_lines(path):
+    with open(path, "rb") as stream:
+        yield from parse_numbered_stream(
+            stream,
+            service=service,
+            default_zone=default_zone,
+            year=year,
+            file_name=name,
+            fallback_time_ns=fallback_ns,
+        )
+
+
+def parse_numbered_stream(
+    stream: BinaryIO,
+    *,
+    service: str,
+    default_zone: str = "UTC",
+    year: int | None = None,
+    file_name: str | None = None,
+    fallback_time_ns: int | None = None,
+) -> Iterator[tuple[int, logs_pb2.LogEntry]]:
+    """Parse the lines of a binary stream, such as standard input, with each
+    entry's line number.
+
+    Args:
+      file_name: the `log.file.name` attribute of every entry; None sets no
+        such attribute.
+      fallback_time_ns: time of leading lines without a time, as in
+        `parse_lines`; the current time when None.
+
+    Raises:
+      OSError: the stream cannot be read.
+      ValueError: `default_zone` is not a known IANA zone.
+    """
+    parser = _LineParser(service, default_zone, year, fallback_time_ns)
+    for number, line, repaired in read_numbered_stream(stream):
         entry = parser.parse(line)
-        entry.attributes[FILE_NAME] = name
+        if file_name is not None:
+            entry.attributes[FILE_NAME] = file_name
         if repaired:
             entry.attributes[UTF8_REPAIRED] = "true"
         yield number, entry

@@ -18,7 +18,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -28,7 +28,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from log_service.logfiles import parse_numbered_file
+from log_service.logfiles import parse_numbered_file, parse_numbered_stream
 from log_service.model import severity_from_text
 from log_service.query import MAX_STEP_NS, MIN_STEP_NS
 from log_service.timefmt import (
@@ -41,7 +41,7 @@ from log_service.timefmt import (
 from log_service.wal import encode_varint
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
 from splitlog.logs.v1 import logs_service_pb2_grpc as logs_grpc
-from splitlog_cli.client import render
+from splitlog_cli.client import render, ship_input
 from splitlog_cli.client.command import (
     Context,
     PartialFailure,
@@ -103,14 +103,25 @@ def add_parsers(
         "path (symbolic links resolved), the batch's first line number and "
         "the batch's entries. So "
         "running the same command again, after a failure or by mistake, "
-        "stores each batch once. --fresh-ids stores the files again. Exit "
+        "stores each batch once. --fresh-ids stores the files again. "
+        "A FILE of - reads standard input, such as `tail -F app.log | "
+        "splitlog logs ship - --service web`. A partly filled batch of "
+        "standard input is sent after --flush-seconds without a new line. "
+        "Its batches get random request ids, so a second run stores its "
+        "lines again, unless --source-name names the input: ids then derive "
+        "from that name as they do from a file's path. Exit "
         f"status: 0 when every entry was stored, {EXIT_ENTRIES_REJECTED} when "
         "the server rejected some entries (the output counts them by reason), "
         "1 when a call failed or the gateway cannot be reached (stderr then "
         "says how far the command got), 2 for an invalid command-line value, "
         "141 when the reader of the output closed it early."
     )
-    ship.add_argument("files", metavar="FILE", nargs="+", help="log file to ship")
+    ship.add_argument(
+        "files",
+        metavar="FILE",
+        nargs="+",
+        help="log file to ship, or - for standard input",
+    )
     ship.add_argument(
         "--service", required=True, help="service name stored on every entry"
     )
@@ -149,6 +160,20 @@ def add_parsers(
         help="send new random request ids, so that lines an earlier run "
         "stored are stored again (default: ids derived from the file and "
         "batch, so that a rerun stores each batch once)",
+    )
+    ship.add_argument(
+        "--source-name",
+        help="with -, a name for standard input, such as the file that feeds "
+        "it: request ids derive from it as from a file's path, and every "
+        "entry gets it as the log.file.name attribute (default: none, so "
+        "each batch gets a random request id)",
+    )
+    ship.add_argument(
+        "--flush-seconds",
+        type=float,
+        default=ship_input.DEFAULT_FLUSH_SECONDS,
+        help="with -, seconds without a new line after which a partly filled "
+        f"batch is sent (default {ship_input.DEFAULT_FLUSH_SECONDS:g})",
     )
 
     query = add_action(
@@ -270,14 +295,21 @@ def ship_files(
         raise invalid("--batch-bytes", str(args.batch_bytes), "expected 1 or more")
     if not args.service.strip():
         raise invalid("--service", args.service, "the service name is empty")
+    _check_stdin_options(args)
+    reads_stdin = ship_input.STDIN_ARGUMENT in args.files
+    files = [path for path in args.files if path != ship_input.STDIN_ARGUMENT]
     summary = logs_pb2.StreamLogEntriesResponse()
-    progress = _Progress(sys.stderr, _total_bytes(args.files))
-    position = _ShipPosition()
+    # The size of standard input is unknown, so it gets no progress bar.
+    progress = _Progress(sys.stderr, _total_bytes(files), enabled=not reads_stdin)
+    position = _ShipPosition(source_name=args.source_name)
     zone = args.zone or context.time_zone
     with _LogsClient(context.address, DEFAULT_TIMEOUT, context.tls) as client:
         try:
             for path in args.files:
-                _ship_file(client, path, args, zone, summary, progress, position)
+                if path == ship_input.STDIN_ARGUMENT:
+                    _ship_stdin(client, args, zone, summary, progress, position)
+                else:
+                    _ship_file(client, path, args, zone, summary, progress, position)
         except _LineTooLarge as exc:
             progress.abandon()
             raise ServerError(
@@ -295,6 +327,29 @@ def ship_files(
     return summary
 
 
+def _check_stdin_options(args: argparse.Namespace) -> None:
+    """Reject a second `-` and the options of standard input without one."""
+    count = args.files.count(ship_input.STDIN_ARGUMENT)
+    if count > 1:
+        raise invalid(
+            "FILE",
+            ship_input.STDIN_ARGUMENT,
+            f"given {count} times; standard input can be read once, so give - once",
+        )
+    if args.flush_seconds <= 0:
+        raise invalid("--flush-seconds", str(args.flush_seconds), "expected above 0")
+    if args.source_name is None:
+        return
+    if not count:
+        raise invalid(
+            "--source-name",
+            args.source_name,
+            "it names standard input, so give - as a FILE, or leave the option out",
+        )
+    if not args.source_name.strip():
+        raise invalid("--source-name", args.source_name, "the name is empty")
+
+
 @dataclass
 class _ShipPosition:
     """How far `logs ship` got: lines parsed, and the batch being written."""
@@ -303,6 +358,18 @@ class _ShipPosition:
     path: str = ""
     # Line number of the first entry of the batch (or half) being written.
     line: int = 0
+    # --source-name, which decides what a failed run over standard input
+    # advises.
+    source_name: str | None = None
+
+    def rerun_advice(self) -> str:
+        """Say how to ship what a failed run did not store."""
+        if self.path == ship_input.STDIN_LABEL:
+            return ship_input.rerun_advice(self.line, self.source_name)
+        return (
+            "Run the same command again to ship the rest. Batches that are "
+            "already stored are not stored twice."
+        )
 
 
 def _stopped_message(
@@ -313,8 +380,7 @@ def _stopped_message(
         f"splitlog logs ship stopped at line {position.line} of {position.path}, "
         f"the first line not stored. It read {position.lines_read} lines and "
         f"stored {summary.accepted_count} entries ({summary.rejected_count} "
-        "rejected). Run the same command again to ship the rest. Batches that "
-        "are already stored are not stored twice."
+        f"rejected). {position.rerun_advice()}"
     )
 
 
@@ -323,6 +389,15 @@ def _too_large_message(
 ) -> str:
     """Say where `logs ship` stopped on a line that no batch can carry."""
     line = position.line
+    if position.path == ship_input.STDIN_LABEL:
+        return (
+            f"splitlog logs ship stopped at line {line} of {position.path}: the "
+            "line alone is larger than the server's max_message_bytes. It read "
+            f"{position.lines_read} lines and stored {summary.accepted_count} "
+            f"entries ({summary.rejected_count} rejected). Raise the server's "
+            f"max_message_bytes, or remove or shorten line {line}. "
+            f"{position.rerun_advice()}"
+        )
     return (
         f"splitlog logs ship stopped at line {line} of {position.path}: the "
         "line alone is larger than the server's max_message_bytes, so running "
@@ -415,31 +490,88 @@ def _ship_file(
         entries = parse_numbered_file(
             path, service=args.service, default_zone=zone, year=args.year
         )
-        batch = _Batch(path)
-        for line, entry in entries:
-            position.lines_read += 1
-            entry_bytes = _field_bytes(entry.ByteSize())
-            if batch.entries and batch.size + entry_bytes > args.batch_bytes:
-                _send_batch(client, batch, args, summary, position)
-                batch = _Batch(path)
-            batch.add(line, entry, entry_bytes)
-            progress.advance(len(entry.message.encode()) + 1)
-            if len(batch.entries) == args.batch_size:
-                _send_batch(client, batch, args, summary, position)
-                batch = _Batch(path)
-        if batch.entries:
-            _send_batch(client, batch, args, summary, position)
+        source = os.path.realpath(path)
+        _ship_entries(client, entries, source, args, summary, progress, position)
     except ValueError as exc:
         raise invalid("--zone", zone, str(exc)) from None
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
 
 
-class _Batch:
-    """The entries of one WriteLogEntries call, with their line numbers."""
+def _ship_stdin(
+    client: _LogsClient,
+    args: argparse.Namespace,
+    zone: str,
+    summary: logs_pb2.StreamLogEntriesResponse,
+    progress: _Progress,
+    position: _ShipPosition,
+) -> None:
+    position.path = ship_input.STDIN_LABEL
+    parsed = parse_numbered_stream(
+        sys.stdin.buffer,
+        service=args.service,
+        default_zone=zone,
+        year=args.year,
+        file_name=args.source_name,
+    )
+    entries = ship_input.IdleMarkedEntries(parsed, args.flush_seconds)
+    source = ship_input.source_key(args.source_name)
+    try:
+        _ship_entries(client, entries, source, args, summary, progress, position)
+    except ValueError as exc:
+        raise invalid("--zone", zone, str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot read standard input: {exc.strerror}") from None
+    finally:
+        entries.close()
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+
+def _ship_entries(
+    client: _LogsClient,
+    entries: Iterable[tuple[int, logs_pb2.LogEntry] | None],
+    source: str | None,
+    args: argparse.Namespace,
+    summary: logs_pb2.StreamLogEntriesResponse,
+    progress: _Progress,
+    position: _ShipPosition,
+) -> None:
+    """Group parsed entries into batches and send each one.
+
+    A batch is sent when it is full, at the end of the input, and at a
+    `ship_input.IDLE` marker, which standard input yields after a pause.
+    """
+    batch = _Batch(source)
+    for item in entries:
+        if item is ship_input.IDLE:
+            if batch.entries:
+                _send_batch(client, batch, args, summary, position)
+                batch = _Batch(source)
+            continue
+        line, entry = item
+        position.lines_read += 1
+        entry_bytes = _field_bytes(entry.ByteSize())
+        if batch.entries and batch.size + entry_bytes > args.batch_bytes:
+            _send_batch(client, batch, args, summary, position)
+            batch = _Batch(source)
+        batch.add(line, entry, entry_bytes)
+        progress.advance(len(entry.message.encode()) + 1)
+        if len(batch.entries) == args.batch_size:
+            _send_batch(client, batch, args, summary, position)
+            batch = _Batch(source)
+    if batch.entries:
+        _send_batch(client, batch, args, summary, position)
+
+
+class _Batch:
+    """The entries of one WriteLogEntries call, with their line numbers.
+
+    Args:
+      source: the key that request ids derive from: a file's real path, or
+        `ship_input.source_key` of standard input. None gives random ids.
+    """
+
+    def __init__(self, source: str | None) -> None:
+        self.source = source
         self.entries: list[logs_pb2.LogEntry] = []
         self.lines: list[int] = []
         self.size = _REQUEST_ID_BYTES
@@ -450,23 +582,24 @@ class _Batch:
         self.size += entry_bytes
 
     def request_id(self, service: str) -> str:
-        """Return a UUID that the same lines of the same file always get.
+        """Return a UUID that the same lines of the same source always get.
 
-        The name hashed is the service, the file's real path (absolute, with
-        symbolic links resolved, so a link to a shipped file finds its
-        batches), the first
-        line number and a blake2b digest of the entries' deterministic
-        encoding. So a rerun with the same options sends the same ids and
-        the log router stores each batch once, while a changed line, zone or
-        year gives a new id rather than failing with REQUEST_ID_REUSED.
+        The name hashed is the service, the source (for a file its real path,
+        absolute and with symbolic links resolved, so a link to a shipped
+        file finds its batches), the first line number and a blake2b digest
+        of the entries' deterministic encoding. So a rerun with the same
+        options sends the same ids and the log router stores each batch once,
+        while a changed line, zone or year gives a new id rather than failing
+        with REQUEST_ID_REUSED.
+        Without a source the id is random.
         """
+        if self.source is None:
+            return str(uuid.uuid4())
         request = logs_pb2.WriteLogEntriesRequest(entries=self.entries)
         digest = hashlib.blake2b(
             request.SerializeToString(deterministic=True), digest_size=16
         ).hexdigest()
-        name = "\n".join(
-            (service, os.path.realpath(self.path), str(self.lines[0]), digest)
-        )
+        name = "\n".join((service, self.source, str(self.lines[0]), digest))
         return str(uuid.uuid5(_SHIP_NAMESPACE, name))
 
 
@@ -673,11 +806,11 @@ def _ship_table(summary: logs_pb2.StreamLogEntriesResponse) -> str:
 class _Progress:
     """A progress bar on stderr, drawn only when stderr is a terminal."""
 
-    def __init__(self, stream: TextIO, total: int) -> None:
+    def __init__(self, stream: TextIO, total: int, enabled: bool = True) -> None:
         self.stream = stream
         self.total = max(total, 1)
         self.done = 0
-        self.enabled = stream.isatty()
+        self.enabled = enabled and stream.isatty()
         self.last_draw = 0.0
 
     def advance(self, amount: int) -> None:

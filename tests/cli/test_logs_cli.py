@@ -11,10 +11,12 @@ real user_service.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -296,6 +298,10 @@ def test_ship_help_lists_exit_statuses(capsys):
     assert "--fresh-ids" in text
     assert "stores each batch once" in text
     assert "141 when the reader of the output closed it early" in text
+    assert "log file to ship, or - for standard input" in text
+    assert "A FILE of - reads standard input" in text
+    assert "--source-name" in text
+    assert "--flush-seconds" in text
 
 
 def test_ship_missing_file(live, tmp_path, capsys):
@@ -410,6 +416,157 @@ def test_ship_through_symlink_stores_nothing_twice(live, tmp_path, capsys):
     assert first[0] == 0, first[2]
     assert linked[0] == 0, linked[2]
     assert len(list_all(live.stub, services=["ship-link"])) == 5
+
+
+def _pipe_stdin(monkeypatch, *lines: str) -> None:
+    """Make standard input the given lines, ended by LF."""
+    data = "".join(f"{line}\n" for line in lines).encode()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+
+
+def test_ship_stdin_batches_and_random_ids(live, capsys, monkeypatch):
+    lines = [f"{line_time(60)} INFO line {i}" for i in range(5)]
+    command = ["logs", "ship", "-", "--service", "ship-stdin", "--batch-size", "2"]
+
+    _pipe_stdin(monkeypatch, *lines)
+    first = run(capsys, live.address, *command, "--format", "json")
+    _pipe_stdin(monkeypatch, *lines)
+    second = run(capsys, live.address, *command)
+    stored = list_all(live.stub, services=["ship-stdin"], order_by="timestamp")
+
+    assert first[0] == 0, first[2]
+    assert json.loads(first[1])["batchCount"] == "3"
+    assert second[0] == 0, second[2]
+    # Without --source-name every batch gets a random id, so the second run
+    # stores the lines again.
+    assert len(stored) == 10
+    assert {entry.message.rsplit(" ", 1)[1] for entry in stored} == {
+        "0",
+        "1",
+        "2",
+        "3",
+        "4",
+    }
+    assert all("log.file.name" not in entry.attributes for entry in stored)
+
+
+def test_ship_stdin_source_name_ids(live, capsys, monkeypatch):
+    lines = [f"{line_time(60)} INFO line {i}" for i in range(5)]
+    command = ["logs", "ship", "-", "--service", "ship-stdin-named"]
+    command += ["--batch-size", "2", "--source-name", "web.log"]
+
+    _pipe_stdin(monkeypatch, *lines)
+    first = run(capsys, live.address, *command)
+    _pipe_stdin(monkeypatch, *lines)
+    second = run(capsys, live.address, *command)
+    _pipe_stdin(monkeypatch, *lines)
+    fresh = run(capsys, live.address, *command, "--fresh-ids")
+    stored = list_all(live.stub, services=["ship-stdin-named"])
+
+    assert first[0] == 0, first[2]
+    assert second[0] == 0, second[2]
+    assert fresh[0] == 0, fresh[2]
+    assert len(stored) == 10
+    assert {entry.attributes["log.file.name"] for entry in stored} == {"web.log"}
+
+
+def test_ship_stdin_and_file_together(live, tmp_path, capsys, monkeypatch):
+    path = write_log(tmp_path, f"{line_time(60)} INFO from file")
+    _pipe_stdin(monkeypatch, f"{line_time(60)} INFO from stdin")
+
+    status, out, err = run(
+        capsys, live.address, "logs", "ship", str(path), "-",
+        "--service", "ship-stdin-mixed", "--format", "json",
+    )  # fmt: skip
+    stored = list_all(live.stub, services=["ship-stdin-mixed"], order_by="timestamp")
+
+    assert status == 0, err
+    assert json.loads(out)["acceptedCount"] == "2"
+    assert sorted(entry.message.split(" INFO ")[1] for entry in stored) == [
+        "from file",
+        "from stdin",
+    ]
+
+
+def test_ship_stdin_sends_batch_after_pause(live):
+    command = [str(SPLITLOG), "logs", "ship", "-", "--service", "ship-stdin-pause"]
+    command += ["--flush-seconds", "0.2", "--gateway", live.address]
+    shipper = subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={k: v for k, v in os.environ.items() if not k.startswith("SPLITLOG_")},
+    )
+    try:
+        # One line, far below --batch-size, while the pipe stays open, as
+        # `tail -F` keeps it.
+        shipper.stdin.write(f"{line_time(60)} INFO first\n".encode())
+        shipper.stdin.flush()
+        deadline = time.monotonic() + 30
+        while not list_all(live.stub, services=["ship-stdin-pause"]):
+            assert time.monotonic() < deadline, "the paused batch was not sent"
+            time.sleep(0.05)
+        running_after_flush = shipper.poll() is None
+        # communicate() writes the last line and closes the pipe.
+        last = f"{line_time(60)} INFO second\n".encode()
+        out, err = shipper.communicate(last, timeout=60)
+    finally:
+        if shipper.poll() is None:
+            shipper.kill()
+            shipper.wait()
+    stored = list_all(live.stub, services=["ship-stdin-pause"], order_by="timestamp")
+
+    assert running_after_flush
+    assert shipper.returncode == 0, err
+    assert b"accepted: 2" in out
+    assert [entry.message.rsplit(" ", 1)[1] for entry in stored] == [
+        "first",
+        "second",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("source", "advice"),
+    [
+        ([], "Standard input cannot be read again, and its batches had random"),
+        (["--source-name", "web.log"], "send the same input again with the same"),
+    ],
+)
+def test_ship_stdin_failure_summary(capsys, monkeypatch, source, advice):
+    monkeypatch.setattr(logs_commands, "SHIP_RETRY_SECONDS", 0.5)
+    _pipe_stdin(monkeypatch, *[f"{line_time(60)} INFO line {i}" for i in range(3)])
+
+    status, _, err = run(
+        capsys, unused_address(), "logs", "ship", "-", "--service", "web", *source
+    )
+    text = " ".join(err.split())
+
+    assert status == 1
+    assert "stopped at line 1 of standard input, the first line not stored" in text
+    assert "It read 3 lines and stored 0 entries (0 rejected)." in text
+    assert advice in text
+    assert "Run the same command again" not in text
+
+
+@pytest.mark.parametrize(
+    ("args", "option", "problem"),
+    [
+        (["-", "-"], "FILE", "given 2 times"),
+        (["-", "--flush-seconds", "0"], "--flush-seconds", "expected above 0"),
+        (["app.log", "--source-name", "web"], "--source-name", "give - as a FILE"),
+        (["-", "--source-name", " "], "--source-name", "the name is empty"),
+    ],
+)
+def test_ship_stdin_invalid_options(capsys, args, option, problem):
+    status = main(
+        ["logs", "ship", *args, "--service", "web", "--gateway", "127.0.0.1:9"]
+    )
+    err = capsys.readouterr().err
+
+    assert status == 2, err
+    assert option in err
+    assert problem in err
 
 
 _STOPPED = re.compile(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import io
 import os
 
 import pytest
@@ -13,6 +14,7 @@ from log_service.logfiles import (
     UTF8_REPAIRED,
     parse_file,
     parse_lines,
+    parse_numbered_stream,
     read_lines,
     severity_of_word,
 )
@@ -277,6 +279,34 @@ def test_parse_file_attributes(tmp_path):
     assert second.attributes[UTF8_REPAIRED] == "true"
     assert second.message == "2020-01-01 00:00:00 WARN \ufffd"
     assert second.service == "app"
+
+
+def test_parse_stream_numbers_and_names():
+    stream = io.BytesIO(b"first without time\n\n2020-01-01 00:00:00 WARN \xff\r\n")
+
+    parsed = list(
+        parse_numbered_stream(
+            stream, service="web", file_name="web.log", fallback_time_ns=7 * 10**9
+        )
+    )
+
+    assert [number for number, _ in parsed] == [1, 3]
+    (_, first), (_, second) = parsed
+    assert first.timestamp.seconds == 7
+    assert first.attributes[TIME_INFERRED] == "true"
+    assert first.attributes[FILE_NAME] == "web.log"
+    assert second.severity == WARN
+    assert second.attributes[UTF8_REPAIRED] == "true"
+    assert second.service == "web"
+
+
+def test_parse_stream_without_name():
+    stream = io.BytesIO(b"2020-01-01 00:00:00 INFO one\n")
+
+    ((number, entry),) = parse_numbered_stream(stream, service="web")
+
+    assert number == 1
+    assert FILE_NAME not in entry.attributes
 
 
 def test_message_kept_whole():
