@@ -178,6 +178,20 @@ class Caller:
         )
         return self.expenses("CreateExpense", request).expense.name
 
+    def pay(self, group: str, payee: str, units: int) -> str:
+        """Record a settlement in which this user pays `units` EUR to `payee`."""
+        request = balances_pb.CreateSettlementRequest(
+            parent=group,
+            settlement=balances_pb.Settlement(
+                payer=self.user,
+                payee=payee,
+                creator=self.user,
+                amount=money_pb2.Money(currency_code="EUR", units=units),
+                settlement_date=date_pb2.Date(year=2024, month=5, day=2),
+            ),
+        )
+        return self.balances("CreateSettlement", request).settlement.name
+
 
 def _sign_up(channel: grpc.Channel, label: str) -> Caller:
     reply = sign_up_user(channel, label, PASSWORD, TIMEOUT)
@@ -749,19 +763,7 @@ def _settled_group(ann: Caller, ben: Caller) -> tuple[str, str, str]:
     group = ann.create_group()
     ann.add_member(group, ben.user)
     expense = ann.create_expense(group, [ann.user, ben.user])
-    settlement = ben.balances(
-        "CreateSettlement",
-        balances_pb.CreateSettlementRequest(
-            parent=group,
-            settlement=balances_pb.Settlement(
-                payer=ben.user,
-                payee=ann.user,
-                creator=ben.user,
-                amount=money_pb2.Money(currency_code="EUR", units=15),
-                settlement_date=date_pb2.Date(year=2024, month=5, day=2),
-            ),
-        ),
-    ).settlement.name
+    settlement = ben.pay(group, ann.user, 15)
     return group, expense, settlement
 
 
@@ -915,19 +917,7 @@ def _deleted_pair(ann: Caller, ben: Caller, group: str) -> tuple[str, str]:
     """Create an expense and a settlement in the group, and delete both."""
     expense = ann.create_expense(group, [ann.user, ben.user])
     ann.expenses("DeleteExpense", expenses_pb.DeleteExpenseRequest(name=expense))
-    settlement = ben.balances(
-        "CreateSettlement",
-        balances_pb.CreateSettlementRequest(
-            parent=group,
-            settlement=balances_pb.Settlement(
-                payer=ben.user,
-                payee=ann.user,
-                creator=ben.user,
-                amount=money_pb2.Money(currency_code="EUR", units=2),
-                settlement_date=date_pb2.Date(year=2024, month=5, day=3),
-            ),
-        ),
-    ).settlement.name
+    settlement = ben.pay(group, ann.user, 2)
     ben.balances(
         "DeleteSettlement", balances_pb.DeleteSettlementRequest(name=settlement)
     )
