@@ -34,6 +34,7 @@ from gateway.health import (
 )
 from gateway.http_rules import routes_for_method
 from gateway.limits import (
+    CappedServer,
     ConcurrencyInterceptor,
     ConcurrencyLimit,
     RateLimitInterceptor,
@@ -300,16 +301,18 @@ async def build(
     # The concurrency cap goes first, so a call over it costs no credential
     # check. The rate limit goes after authentication, which makes the
     # principal of the call current.
-    interceptors: list[grpc.aio.ServerInterceptor] = [
-        ConcurrencyInterceptor(concurrency)
-    ]
+    interceptors: list[grpc.aio.ServerInterceptor] = []
     if gateway_auth is not None:
         interceptors.append(AuthInterceptor(gateway_auth))
     if rate_limiter is not None:
         interceptors.append(RateLimitInterceptor(rate_limiter))
-    server = grpc.aio.server(
+    if interceptors:
+        interceptors.insert(0, ConcurrencyInterceptor(concurrency))
+    aio_server = grpc.aio.server(
         interceptors=interceptors, options=server_options(config.max_message_bytes)
     )
+    # Without other interceptors, the cap wraps each handler once instead.
+    server = aio_server if interceptors else CappedServer(aio_server, concurrency)
     proxy = ProxyHandlers(pool, config.deadline_seconds, config.max_message_bytes)
     for service in services:
         server.add_registered_method_handlers(
@@ -428,7 +431,7 @@ async def build(
         _LOGGER.info("gateway forwards %s to %s", backend.name, backend.address)
     return Gateway(
         config,
-        server,
+        aio_server,
         grpc_port,
         http_port,
         services,

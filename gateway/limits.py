@@ -23,7 +23,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -245,16 +245,13 @@ def _guarded_handler(
     """
     behavior, factory = _handler_parts(handler)
 
-    async def admit(context: grpc.aio.ServicerContext) -> None:
-        try:
-            enter(context)
-        except DomainError as error:
-            await _abort(context, error)
-
     if handler.response_streaming:
 
         async def wrapped(request_or_iterator: Any, context: grpc.aio.ServicerContext):
-            await admit(context)
+            try:
+                enter(context)
+            except DomainError as error:
+                await _abort(context, error)
             try:
                 async for response in behavior(request_or_iterator, context):
                     yield response
@@ -265,7 +262,10 @@ def _guarded_handler(
     else:
 
         async def wrapped(request_or_iterator: Any, context: grpc.aio.ServicerContext):
-            await admit(context)
+            try:
+                enter(context)
+            except DomainError as error:
+                await _abort(context, error)
             try:
                 return await behavior(request_or_iterator, context)
             finally:
@@ -299,6 +299,76 @@ class ConcurrencyInterceptor(grpc.aio.ServerInterceptor):
             return handler
         limit = self._limit
         return _guarded_handler(handler, lambda _context: limit.enter(), limit.exit)
+
+
+class CappedServer(grpc.aio.Server):
+    """A `grpc.aio.Server` whose handlers count against the gateway's call cap.
+
+    Each registered handler is wrapped once, when it is registered. That
+    costs a forwarded call less than `ConcurrencyInterceptor`, because
+    grpc.aio then runs no interceptor per call. The cap must run before the
+    credential check and the rate limit, so use this class only for a server
+    without interceptors. The handlers of a generic handler, such as
+    reflection's, are wrapped on each call, as the interceptor does. It
+    extends `grpc.aio.Server` because grpc's reflection checks for that type.
+    """
+
+    def __init__(self, server: grpc.aio.Server, limit: ConcurrencyLimit) -> None:
+        self._server = server
+        self._limit = limit
+
+    def guard(self, method: str, handler: grpc.RpcMethodHandler | None):
+        """Return the handler of a method path, wrapped unless exempt."""
+        if handler is None or is_exempt(method):
+            return handler
+        limit = self._limit
+        return _guarded_handler(handler, lambda _context: limit.enter(), limit.exit)
+
+    def add_registered_method_handlers(
+        self, service_name: str, method_handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self._server.add_registered_method_handlers(
+            service_name,
+            {
+                name: self.guard(f"/{service_name}/{name}", handler)
+                for name, handler in method_handlers.items()
+            },
+        )
+
+    def add_generic_rpc_handlers(
+        self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler]
+    ) -> None:
+        self._server.add_generic_rpc_handlers(
+            tuple(_CappedGenericHandler(self, each) for each in generic_rpc_handlers)
+        )
+
+    def add_insecure_port(self, address: str) -> int:
+        return self._server.add_insecure_port(address)
+
+    def add_secure_port(
+        self, address: str, server_credentials: grpc.ServerCredentials
+    ) -> int:
+        return self._server.add_secure_port(address, server_credentials)
+
+    async def start(self) -> None:
+        await self._server.start()
+
+    async def stop(self, grace: float | None) -> None:
+        await self._server.stop(grace)
+
+    async def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return await self._server.wait_for_termination(timeout)
+
+
+class _CappedGenericHandler(grpc.GenericRpcHandler):
+    def __init__(self, server: CappedServer, handler: grpc.GenericRpcHandler):
+        self._server = server
+        self._handler = handler
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails):
+        return self._server.guard(
+            handler_call_details.method, self._handler.service(handler_call_details)
+        )
 
 
 class RateLimitInterceptor(grpc.aio.ServerInterceptor):

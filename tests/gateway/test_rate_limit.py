@@ -12,6 +12,7 @@ import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from gateway import limits
 from gateway.app import build
@@ -368,6 +369,54 @@ def test_gateway_concurrency_cap(start_gateway, backend_log):
     assert response.status_code == 429
     assert "max_concurrent_rpcs" in response.json()["error"]["message"]
     assert "retry-after" in response.headers
+
+
+def _hang_one_call(stub, backend_log):
+    backend_log.hanging.clear()
+    hanging = stub.GetUser.future(
+        pb.GetUserRequest(name="users/hang"), timeout=CALL_TIMEOUT
+    )
+    assert backend_log.hanging.wait(CALL_TIMEOUT)
+    return hanging
+
+
+def test_gateway_cap_counts_reflection(start_gateway, backend_log):
+    gateway = start_gateway(max_concurrent_rpcs=1)
+    channel, stub = _users_stub(gateway)
+    with channel:
+        hanging = _hang_one_call(stub, backend_log)
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        with pytest.raises(grpc.RpcError) as caught:
+            list(reflection.ServerReflectionInfo(iter([request]), timeout=CALL_TIMEOUT))
+        health = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=CALL_TIMEOUT
+        )
+        hanging.cancel()
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "max_concurrent_rpcs" in caught.value.details()
+    # Health is exempt from the cap, so it answers with a status either way.
+    assert health.status in (
+        health_pb2.HealthCheckResponse.SERVING,
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+    )
+
+
+def test_gateway_cap_with_rate_limit(start_gateway, backend_log):
+    gateway = start_gateway(
+        max_concurrent_rpcs=1,
+        gateway_rate_limit_per_second=RATE,
+        gateway_rate_limit_burst=BURST,
+    )
+    channel, stub = _users_stub(gateway)
+    with channel:
+        hanging = _hang_one_call(stub, backend_log)
+        with pytest.raises(grpc.RpcError) as caught:
+            _get_user(stub)
+        hanging.cancel()
+    error = caught.value
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error_details(error)["ErrorInfo"].reason == "TOO_MANY_CONCURRENT_CALLS"
 
 
 def test_gateway_cap_frees_after_call(start_gateway):
