@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 
 class GroupWrites:
@@ -38,26 +36,32 @@ class GroupWrites:
         self._changed = threading.Condition()
         self._last_ticket = 0
         self._active: dict[str, set[int]] = {}
+        # Callers inside `wait_for_earlier`. A write that ends wakes them
+        # only when there are any, because most writes end with none.
+        self._waiting = 0
 
-    @contextmanager
-    def track(self, group: str) -> Iterator[None]:
-        """Count a write to `group` for the duration of the block.
+    def track(self, group: str) -> _TrackedWrite:
+        """Count a write to `group` for the duration of a `with` block.
 
         Enter it before the write checks membership, and leave it only after
         the write has committed or failed.
         """
+        return _TrackedWrite(self, group)
+
+    def _enter(self, group: str) -> int:
         with self._changed:
             self._last_ticket += 1
             ticket = self._last_ticket
             self._active.setdefault(group, set()).add(ticket)
-        try:
-            yield
-        finally:
-            with self._changed:
-                tickets = self._active[group]
-                tickets.discard(ticket)
-                if not tickets:
-                    del self._active[group]
+        return ticket
+
+    def _leave(self, group: str, ticket: int) -> None:
+        with self._changed:
+            tickets = self._active[group]
+            tickets.discard(ticket)
+            if not tickets:
+                del self._active[group]
+            if self._waiting:
                 self._changed.notify_all()
 
     def wait_for_earlier(self, group: str, timeout: float) -> int:
@@ -72,9 +76,34 @@ class GroupWrites:
         deadline = time.monotonic() + timeout
         with self._changed:
             earlier = set(self._active.get(group, ()))
-            while True:
-                earlier &= self._active.get(group, set())
-                remaining = deadline - time.monotonic()
-                if not earlier or remaining <= 0:
-                    return len(earlier)
-                self._changed.wait(remaining)
+            self._waiting += 1
+            try:
+                while True:
+                    earlier &= self._active.get(group, set())
+                    remaining = deadline - time.monotonic()
+                    if not earlier or remaining <= 0:
+                        return len(earlier)
+                    self._changed.wait(remaining)
+            finally:
+                self._waiting -= 1
+
+
+class _TrackedWrite:
+    """One write counted by `GroupWrites.track` while its block runs.
+
+    A plain class rather than `contextlib.contextmanager`, which costs a
+    generator per write.
+    """
+
+    __slots__ = ("_writes", "_group", "_ticket")
+
+    def __init__(self, writes: GroupWrites, group: str) -> None:
+        self._writes = writes
+        self._group = group
+        self._ticket = 0
+
+    def __enter__(self) -> None:
+        self._ticket = self._writes._enter(self._group)
+
+    def __exit__(self, *_exc_info: object) -> None:
+        self._writes._leave(self._group, self._ticket)
