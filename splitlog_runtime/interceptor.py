@@ -285,6 +285,11 @@ class ErrorInterceptor(grpc.ServerInterceptor):
     def __init__(self, max_message_bytes: int, headroom_bytes: int = 0) -> None:
         self._max_message_bytes = max_message_bytes
         self._headroom_bytes = headroom_bytes
+        # The last handler wrapped for each method path, with its wrapper. A
+        # registered handler is the same object on every call, so its
+        # wrapper is built once. Concurrent calls may both build one, which
+        # is harmless because the two behave the same.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, Any]] = {}
 
     def intercept_service(
         self,
@@ -294,12 +299,15 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        return _wrap_handler(
-            handler,
-            handler_call_details.method,
-            self._max_message_bytes,
-            self._headroom_bytes,
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = _wrap_handler(
+            handler, method, self._max_message_bytes, self._headroom_bytes
         )
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
 
 def _wrap_aio_handler(
