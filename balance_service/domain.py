@@ -143,8 +143,18 @@ MAX_AMOUNT_MINOR = 10**15
 def to_minor(amount: money_pb2.Money, field_path: str) -> tuple[str, int]:
     """Return the currency and the minor units of a `google.type.Money`."""
     currency = check_currency(amount.currency_code, f"{field_path}.currency_code")
+    return currency, minor_units(amount.units, amount.nanos, currency, field_path)
+
+
+def minor_units(units: int, nanos: int, currency: str, field_path: str) -> int:
+    """Return the minor units of an amount in a currency already checked.
+
+    Raises:
+      InvalidArgument: the amount is malformed, too precise for the
+        currency, or outside the accepted range.
+    """
     try:
-        minor = money.to_minor_units(amount.units, amount.nanos, currency)
+        minor = money.to_minor_units(units, nanos, currency)
     except money.MoneyError as exc:
         raise invalid_field(field_path, str(exc), reason=exc.reason) from None
     if abs(minor) > MAX_AMOUNT_MINOR:
@@ -155,7 +165,7 @@ def to_minor(amount: money_pb2.Money, field_path: str) -> tuple[str, int]:
             f"accepted range of -{limit} to {limit} {currency}",
             reason="AMOUNT_OUT_OF_RANGE",
         )
-    return currency, minor
+    return minor
 
 
 def to_money(amount_minor: int, currency: str) -> money_pb2.Money:

@@ -116,8 +116,7 @@ def _amount(value, currency: str, field_path: str) -> int:
         raise InvalidEventError(
             f"{field_path} is in {value.currency_code}, but the event is in {currency}"
         )
-    filled = type(value)(currency_code=currency, units=value.units, nanos=value.nanos)
-    return domain.to_minor(filled, field_path)[1]
+    return domain.minor_units(value.units, value.nanos, currency, field_path)
 
 
 class Changes:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
+from google.type import money_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -167,6 +169,63 @@ def test_event_fields_are_checked():
 
     with pytest.raises(InvalidEventError, match="is not in group"):
         parse_event(event)
+
+
+def _two_line_event() -> ledger_pb.LedgerEvent:
+    """Build a valid event of 1 EUR that alice paid and bob owes."""
+    event = ledger_pb.LedgerEvent(
+        sequence=1,
+        expense="groups/abcd/expenses/efgh",
+        group="groups/abcd",
+        revision=1,
+        currency_code="EUR",
+        total=money_pb2.Money(currency_code="EUR", units=1),
+        expense_date={"year": 2026, "month": 11, "day": 3},
+    )
+    # Amounts without a currency code are in the event's currency.
+    event.lines.add(
+        user="users/alice",
+        paid=money_pb2.Money(units=1),
+        owed=money_pb2.Money(),
+    )
+    event.lines.add(
+        user="users/bobb",
+        paid=money_pb2.Money(currency_code="EUR"),
+        owed=money_pb2.Money(currency_code="EUR", units=1),
+    )
+    return event
+
+
+@pytest.mark.parametrize(
+    ("field", "amount", "message"),
+    [
+        (
+            "paid",
+            money_pb2.Money(currency_code="USD", units=1),
+            "lines[0].paid is in USD, but the event is in EUR",
+        ),
+        ("paid", money_pb2.Money(units=1, nanos=5_000_000), "1.005"),
+        ("paid", money_pb2.Money(units=1, nanos=-10_000_000), "same sign as units"),
+        ("paid", money_pb2.Money(units=10**14), "outside the accepted range"),
+    ],
+)
+def test_event_amounts_are_checked(field, amount, message):
+    from balance_service.ledger import InvalidEventError, parse_event
+
+    event = _two_line_event()
+    getattr(event.lines[0], field).CopyFrom(amount)
+
+    with pytest.raises(InvalidEventError, match=re.escape(message)):
+        parse_event(event)
+
+
+def test_event_amounts_in_minor_units():
+    from balance_service.ledger import parse_event
+
+    state = parse_event(_two_line_event())
+
+    assert state.total == 100
+    assert state.lines == (("alice", 100, 0), ("bobb", 0, 100))
 
 
 # Random sequences of expense changes and settlements
