@@ -172,7 +172,7 @@ def test_event_fields_are_checked():
 
 
 def _two_line_event() -> ledger_pb.LedgerEvent:
-    """Build a valid event of 1 EUR that alice paid and bob owes."""
+    """Build a valid event of 1 EUR that alice paid and bobb owes."""
     event = ledger_pb.LedgerEvent(
         sequence=1,
         expense="groups/abcd/expenses/efgh",

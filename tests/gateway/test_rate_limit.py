@@ -395,7 +395,7 @@ def test_gateway_cap_counts_reflection(start_gateway, backend_log):
         hanging.cancel()
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "max_concurrent_rpcs" in caught.value.details()
-    # Health is exempt from the cap, so it answers with a status either way.
+    # Health is exempt from the cap, so it returns a status either way.
     assert health.status in (
         health_pb2.HealthCheckResponse.SERVING,
         health_pb2.HealthCheckResponse.NOT_SERVING,
