@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 
 from splitlog.logs.v1 import node_service_pb2
@@ -44,6 +45,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("truncated", "truncated", "BOOLEAN", pa.bool_(), False),
     Column("dropped_attributes_counts", "dropped_attributes", "INTEGER", pa.int32(), 0),
 )
+
 
 CREATE_TABLES = """
 CREATE TABLE IF NOT EXISTS {db}.entries (
@@ -117,8 +119,8 @@ def records_to_table(
       InvalidArgument: a record has a sequence below 1 or columns of
         different lengths.
     """
-    sequences: list[int] = []
-    values: dict[str, list[object]] = {c.name: [] for c in COLUMNS}
+    pieces: list[tuple[node_service_pb2.EntryColumns, int, int]] = []
+    sequences: list[np.ndarray] = []
     through = applied_through
     for index, record in enumerate(records):
         entries = record.entries
@@ -127,22 +129,65 @@ def records_to_table(
         skip = max(0, through + 1 - record.first_sequence)
         if skip >= count:
             continue
-        sequences.extend(
-            range(record.first_sequence + skip, record.first_sequence + count)
+        pieces.append((entries, skip, count))
+        sequences.append(
+            np.arange(
+                record.first_sequence + skip,
+                record.first_sequence + count,
+                dtype=np.int64,
+            )
         )
-        for column in COLUMNS:
-            source = getattr(entries, column.field)
-            if len(source) == 0:
-                values[column.name].extend([column.default] * (count - skip))
-            else:
-                values[column.name].extend(source[skip:])
         through = record.first_sequence + count - 1
-    if not sequences:
+    if not pieces:
         return None
-    arrays = [pa.array(sequences, type=pa.int64())]
-    arrays += [pa.array(values[c.name], type=c.arrow_type) for c in COLUMNS]
+    seq = sequences[0] if len(sequences) == 1 else np.concatenate(sequences)
+    arrays = [pa.array(seq)]
+    arrays += [_column_array(column, pieces, len(seq)) for column in COLUMNS]
     names = ["seq"] + [c.name for c in COLUMNS]
     return pa.Table.from_arrays(arrays, names=names)
+
+
+# Records of at least this many entries on average become one Arrow chunk
+# each. Smaller ones are joined in one list first, because an Arrow call per
+# record would cost more.
+_ROWS_PER_CHUNK = 1000
+
+
+def _column_array(
+    column: Column,
+    pieces: list[tuple[node_service_pb2.EntryColumns, int, int]],
+    rows: int,
+) -> pa.Array | pa.ChunkedArray:
+    """Return one column of the entries of `pieces` (columns, skip, count).
+
+    A column that no record sent is its default in every row, which Arrow
+    repeats without a Python object per row. The values of large records go
+    to Arrow record by record, without a copy into one list first.
+    """
+    sources = [getattr(entries, column.field) for entries, _, _ in pieces]
+    if not any(len(source) for source in sources):
+        return pa.repeat(pa.scalar(column.default, column.arrow_type), rows)
+    if len(pieces) == 1:
+        return pa.array(sources[0][pieces[0][1] :], type=column.arrow_type)
+    if rows >= len(pieces) * _ROWS_PER_CHUNK:
+        return pa.chunked_array(
+            [
+                pa.array(source[skip:], type=column.arrow_type)
+                if len(source)
+                else pa.repeat(
+                    pa.scalar(column.default, column.arrow_type), count - skip
+                )
+                for source, (_, skip, count) in zip(sources, pieces, strict=True)
+            ],
+            type=column.arrow_type,
+        )
+    values: list[object] = []
+    for source, (_, skip, count) in zip(sources, pieces, strict=True):
+        if len(source) == 0:
+            values.extend([column.default] * (count - skip))
+        else:
+            values.extend(source[skip:])
+    return pa.array(values, type=column.arrow_type)
 
 
 def _check_record(index: int, record: node_service_pb2.LogRecord, count: int) -> None:

@@ -112,6 +112,66 @@ def test_missing_optional_columns_get_defaults(store: LogStore) -> None:
     assert list(read.observed_timestamps) == [0]
 
 
+def test_apply_mixes_sent_and_omitted_columns(store: LogStore) -> None:
+    with_hosts = record(1, [BASE, BASE + 1])
+    with_hosts.entries.hosts.extend(["node-1", "node-2"])
+    with_hosts.entries.dropped_attributes_counts.extend([4, 0])
+    without_hosts = record(3, [BASE + 2, BASE + 3, BASE + 4])
+    # Its first entry is stored already, so only the second one is new.
+    overlapping = record(5, [BASE + 4, BASE + 5], messages=["again", "last"])
+    overlapping.entries.hosts.extend(["node-5", "node-6"])
+
+    store.apply([with_hosts, without_hosts])
+    store.apply([overlapping])
+    store.apply([record(7, [BASE + 6]), record(7, [BASE + 6])])
+    read, sequences = store.query(
+        pb.EntryFilter(), after=None, descending=False, limit=10
+    )
+
+    assert sequences == [1, 2, 3, 4, 5, 6, 7]
+    assert list(read.hosts) == ["node-1", "node-2", "", "", "", "node-6", ""]
+    assert list(read.dropped_attributes_counts) == [4, 0, 0, 0, 0, 0, 0]
+    assert list(read.messages) == [
+        "entry 1",
+        "entry 2",
+        "entry 3",
+        "entry 4",
+        "entry 5",
+        "last",
+        "entry 7",
+    ]
+    assert list(read.observed_timestamps) == [0] * 7
+
+
+def test_apply_mixes_columns_of_large_records(tmp_path: Path) -> None:
+    size = 1500  # large enough for the store to convert record by record
+    store = LogStore(tmp_path / "store", partition_seconds=3600)
+    first = record(1, [BASE + i for i in range(size)])
+    first.entries.hosts.extend(f"host-{i}" for i in range(size))
+    second = record(size + 1, [BASE + HOUR + i for i in range(size)])
+    # Repeats the last 500 entries of `second` and adds 1000 after them.
+    third = record(2 * size - 499, [BASE + 2 * HOUR + i for i in range(size)])
+    third.entries.hosts.extend(f"late-{i}" for i in range(size))
+    fourth = record(2 * size + 1001, [BASE + 3 * HOUR + i for i in range(size)])
+
+    store.apply([first, second])
+    store.apply([third, fourth])
+    read, sequences = store.query(
+        pb.EntryFilter(), after=None, descending=False, limit=10 * size
+    )
+    store.close()
+
+    last = 4 * size - 500
+    assert sequences == list(range(1, last + 1))
+    assert list(read.messages) == [f"entry {i}" for i in range(1, last + 1)]
+    assert list(read.hosts) == (
+        [f"host-{i}" for i in range(size)]
+        + [""] * size
+        + [f"late-{i}" for i in range(500, size)]
+        + [""] * size
+    )
+
+
 def test_record_across_partitions_is_split(tmp_path: Path) -> None:
     directory = tmp_path / "store"
     store = LogStore(directory, partition_seconds=3600)
