@@ -1220,7 +1220,13 @@ class LogStore:
         # `.wal` side file keeps that mode, but the store's 0700 directory
         # keeps other users out of it.
         private_files.tighten(path, private_files.FILE_MODE, quiet=True)
-        self._run(store_sql.CREATE_TABLES.format(db=alias))
+        merged_later = self._compact_after_ns is not None and seconds < DAY_SECONDS
+        create = (
+            store_sql.CREATE_MERGED_LATER_TABLES
+            if merged_later
+            else store_sql.CREATE_TABLES
+        )
+        self._run(create.format(db=alias))
         partition = _Partition(start=start, seconds=seconds, path=path, alias=alias)
         self._refresh(partition)
         self._load_trigrams(partition)

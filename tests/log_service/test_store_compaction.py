@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from log_service.store import LogStore
@@ -134,6 +135,43 @@ def test_compact_merges_hours_into_day_file(tmp_path: Path) -> None:
     assert api_only == [s for s, _ in before if (s - 1) % 3 == 1]
     assert reopened_entries == before
     assert [f["name"] for f in state["files"]] == [DAY_FILE]
+
+
+def message_compression(path: Path) -> set[str]:
+    """Return the compressions DuckDB used for the messages of a closed file."""
+    connection = duckdb.connect()
+    try:
+        connection.execute("ATTACH ? AS part (READ_ONLY)", [str(path)])
+        rows = connection.execute(
+            "SELECT DISTINCT compression FROM pragma_storage_info('part.entries')"
+            " WHERE column_name = 'message' AND segment_type = 'VARCHAR'"
+        ).fetchall()
+    finally:
+        connection.close()
+    return {compression for (compression,) in rows}
+
+
+def test_hour_files_store_messages_uncompressed(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    clock = Clock(BASE + 20 * HOUR)
+    store = open_store(directory, clock)
+    # Messages that compress well, so DuckDB compresses them where it may.
+    stamps = [BASE + HOUR + i for i in range(5000)]
+    store.apply([record(1, stamps)])
+    before = query_all(store)
+    store.close()
+    hour_file = directory / "20240501T010000Z.duckdb"
+    in_hour_file = message_compression(hour_file)
+    store = open_store(directory, clock)
+    clock.now = BASE + 2 * DAY
+    merged = store.compact()
+    after = query_all(store)
+    store.close()
+
+    assert in_hour_file == {"Uncompressed"}
+    assert merged == 1
+    assert "Uncompressed" not in message_compression(directory / DAY_FILE)
+    assert after == before
 
 
 def test_compact_merges_into_existing_day_file(tmp_path: Path) -> None:
