@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from json.encoder import encode_basestring
+from typing import Any
 
 from google.protobuf import timestamp_pb2
 
@@ -236,21 +237,29 @@ class NormalizedBatch:
       rows: the valid entries, in input order, one `ROW_FIELDS` tuple each.
       indexes: the input index of each valid entry.
       rejections: one rejection per invalid entry, ordered by index.
+      blocks: valid entries of `LogStream` messages that are still in columns
+        (`streams.ColumnBlock`), each after `row_position` of the rows.
     """
 
     rows: list[tuple] = field(default_factory=list)
     indexes: list[int] = field(default_factory=list)
     rejections: list[logs_service_pb2.LogEntryRejection] = field(default_factory=list)
+    blocks: list[Any] = field(default_factory=list)
 
     @cached_property
     def columns(self) -> node_service_pb2.EntryColumns:
-        """The valid entries as one `EntryColumns` message, built on first use."""
+        """The valid rows as one `EntryColumns` message, built on first use."""
         return rows_to_columns(self.rows)
+
+    @property
+    def accepted_count(self) -> int:
+        """Number of valid entries, in rows and in blocks."""
+        return len(self.indexes) + sum(len(block) for block in self.blocks)
 
     @property
     def entry_count(self) -> int:
         """Number of input entries, valid or rejected."""
-        return len(self.indexes) + len(self.rejections)
+        return self.accepted_count + len(self.rejections)
 
     def reject_row(self, row: tuple, reason: int, description: str) -> None:
         """Move the valid entry `row` (this very tuple) to the rejections."""
@@ -348,7 +357,7 @@ def _quote(value: str) -> str:
     return repr(clip(value, _QUOTE_LIMIT))
 
 
-def _utf8_length(text: str) -> int:
+def utf8_length(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
@@ -388,16 +397,17 @@ class BatchBuilder:
         retention_cutoff: Callable[[str], int],
         fields: Mapping[str, str] = LOG_ENTRY_FIELDS,
     ) -> None:
-        self._now_ns = now_ns
-        self._latest_ns = now_ns + limits.max_future_ns
-        self._limits = limits
-        self._retention_cutoff = retention_cutoff
-        self._cutoffs: dict[str, int] = {}
-        self._valid_hosts: set[str] = set()
+        self.now_ns = now_ns
+        self.latest_ns = now_ns + limits.max_future_ns
+        self.limits = limits
+        self.retention_cutoff = retention_cutoff
+        self.cutoffs: dict[str, int] = {}
+        self.valid_hosts: set[str] = set()
         self._fields = fields
         self.rows: list[tuple] = []
         self.indexes: list[int] = []
         self.rejections: list[logs_service_pb2.LogEntryRejection] = []
+        self.blocks: list[Any] = []
 
     def reject(self, index: int, reason: int, field: str, description: str) -> None:
         """Record a rejection of entry `index`; `field` is a LOG_ENTRY_FIELDS key."""
@@ -416,7 +426,10 @@ class BatchBuilder:
         Returns the service's retention cutoff, or None after rejecting entry
         `index`.
         """
-        limits = self._limits
+        limits = self.limits
+        if service_is_valid(service, limits):
+            cutoff = self.cutoffs[service] = self.retention_cutoff(service)
+            return cutoff
         if not service:
             self.reject(
                 index,
@@ -426,7 +439,7 @@ class BatchBuilder:
                 "service that wrote the entry, such as 'expenses'",
             )
             return None
-        if _utf8_length(service) > limits.max_service_bytes:
+        if utf8_length(service) > limits.max_service_bytes:
             self.reject(
                 index,
                 INVALID_FIELD,
@@ -444,7 +457,7 @@ class BatchBuilder:
                 "remove line breaks, tabs and other control characters",
             )
             return None
-        cutoff = self._cutoffs[service] = self._retention_cutoff(service)
+        cutoff = self.cutoffs[service] = self.retention_cutoff(service)
         return cutoff
 
     def add(
@@ -470,18 +483,18 @@ class BatchBuilder:
         `observed_timestamp` are nanoseconds since the Unix epoch, 0 when
         unset. `attributes` is not modified.
         """
-        limits = self._limits
+        limits = self.limits
         fields = self._fields
 
         # Services and hosts repeat within a batch, so each distinct one is
         # checked once.
-        cutoff = self._cutoffs.get(service)
+        cutoff = self.cutoffs.get(service)
         if cutoff is None:
             cutoff = self.check_service(index, service)
             if cutoff is None:
                 return
-        if host and host not in self._valid_hosts:
-            if not _host_is_valid(host, limits):
+        if host and host not in self.valid_hosts:
+            if not host_is_valid(host, limits):
                 self.reject(
                     index,
                     INVALID_FIELD,
@@ -491,7 +504,7 @@ class BatchBuilder:
                     "plain host or pod name",
                 )
                 return
-            self._valid_hosts.add(host)
+            self.valid_hosts.add(host)
 
         extra_attributes: dict[str, str] | None = None
         if severity:
@@ -543,7 +556,7 @@ class BatchBuilder:
                 span_id = ""
 
         if not observed_timestamp:
-            observed_timestamp = self._now_ns
+            observed_timestamp = self.now_ns
         elif not INT64_MIN <= observed_timestamp <= INT64_MAX:
             self.reject(
                 index,
@@ -558,7 +571,7 @@ class BatchBuilder:
         if not timestamp:
             timestamp = observed_timestamp
             time_field = "observed_timestamp"
-        if timestamp > self._latest_ns or timestamp < cutoff:
+        if timestamp > self.latest_ns or timestamp < cutoff:
             self._reject_time(index, timestamp, time_field, cutoff, service)
             return
 
@@ -634,19 +647,19 @@ class BatchBuilder:
         name = self._fields[field]
         if field == "observed_timestamp":
             name += f" (used because {self._fields['timestamp']} is unset)"
-        if timestamp > self._latest_ns:
-            ahead = (timestamp - self._now_ns) / NANOS_PER_SECOND
+        if timestamp > self.latest_ns:
+            ahead = (timestamp - self.now_ns) / NANOS_PER_SECOND
             self.reject(
                 index,
                 TIMESTAMP_IN_FUTURE,
                 field,
                 f"{name} {rfc3339(timestamp)} ({timestamp} ns) is {ahead:.0f} s "
-                f"ahead of the server clock ({rfc3339(self._now_ns)}), more "
-                f"than the allowed {self._limits.max_future_ns // NANOS_PER_SECOND}"
+                f"ahead of the server clock ({rfc3339(self.now_ns)}), more "
+                f"than the allowed {self.limits.max_future_ns // NANOS_PER_SECOND}"
                 " s; check the writer's clock",
             )
             return
-        age_hours = (self._now_ns - timestamp) / (3600 * NANOS_PER_SECOND)
+        age_hours = (self.now_ns - timestamp) / (3600 * NANOS_PER_SECOND)
         self.reject(
             index,
             TIMESTAMP_TOO_OLD,
@@ -662,7 +675,7 @@ class BatchBuilder:
     def build(self) -> NormalizedBatch:
         """Return the collected entries as one `NormalizedBatch`."""
         self.rejections.sort(key=_rejection_index)
-        return NormalizedBatch(self.rows, self.indexes, self.rejections)
+        return NormalizedBatch(self.rows, self.indexes, self.rejections, self.blocks)
 
 
 def _rejection_index(rejection: logs_service_pb2.LogEntryRejection) -> int:
@@ -710,6 +723,18 @@ def normalize_batch(
     builder = BatchBuilder(
         now_ns=now_ns, limits=limits, retention_cutoff=retention_cutoff
     )
+    add_log_entries(builder, entries, first_index)
+    return builder.build()
+
+
+def add_log_entries(
+    builder: BatchBuilder,
+    entries: Iterable[logs_service_pb2.LogEntry],
+    first_index: int = 0,
+) -> None:
+    """Normalise public log entries into `builder`, as `normalize_batch` does."""
+    now_ns = builder.now_ns
+    limits = builder.limits
     add = builder.add
     # The common entry (a valid service and host, a valid severity, no trace
     # ids, a short message, a few short attributes, sane timestamps) is
@@ -717,9 +742,9 @@ def normalize_batch(
     # would give it. Every other entry goes through `add`. A service new to
     # the batch is checked here as `add` checks it first, so that in small
     # batches, where many services are new, their entries stay on this path.
-    cutoffs = builder._cutoffs
+    cutoffs = builder.cutoffs
     check_service = builder.check_service
-    valid_hosts = builder._valid_hosts
+    valid_hosts = builder.valid_hosts
     append_row = builder.rows.append
     append_index = builder.indexes.append
     latest_ns = now_ns + limits.max_future_ns
@@ -744,7 +769,7 @@ def normalize_batch(
             cutoff = check_service(index, service)
             if cutoff is None:
                 continue
-        if host and host not in valid_hosts and _host_is_valid(host, limits):
+        if host and host not in valid_hosts and host_is_valid(host, limits):
             valid_hosts.add(host)
         if (
             severity in valid_severities
@@ -756,7 +781,7 @@ def normalize_batch(
             stored_observed = observed_ns or now_ns
             stored_timestamp = timestamp_ns or stored_observed
             attributes_json = (
-                _short_attributes_json(
+                short_attributes_json(
                     attributes,
                     max_attributes,
                     max_key_characters,
@@ -800,18 +825,26 @@ def normalize_batch(
             trace_id=entry.trace_id,
             span_id=entry.span_id,
         )
-    return builder.build()
 
 
-def _host_is_valid(host: str, limits: Limits) -> bool:
+def service_is_valid(service: str, limits: Limits) -> bool:
+    """Return whether `BatchBuilder.check_service` accepts a service name."""
+    return (
+        bool(service)
+        and utf8_length(service) <= limits.max_service_bytes
+        and _CONTROL_CHARACTER.search(service) is None
+    )
+
+
+def host_is_valid(host: str, limits: Limits) -> bool:
     """Return whether `BatchBuilder.add` accepts a host name."""
     return (
-        _utf8_length(host) <= limits.max_host_bytes
+        utf8_length(host) <= limits.max_host_bytes
         and _CONTROL_CHARACTER.search(host) is None
     )
 
 
-def _short_attributes_json(
+def short_attributes_json(
     attributes: Mapping[str, str],
     max_attributes: int,
     max_key_characters: int,

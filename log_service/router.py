@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 
@@ -46,7 +46,6 @@ from log_service.model import (
     NormalizedBatch,
     batch_error_for_size,
     columns_to_entries,
-    normalize_batch,
     rows_to_columns,
 )
 from log_service.otlp import count_log_records, export_request_to_batch, export_response
@@ -60,6 +59,13 @@ from log_service.query import (
 from log_service.request_ids import RequestLedger, request_digest
 from log_service.retention import RetentionStore, check_name
 from log_service.sharding import ServiceRing, Sharder
+from log_service.streams import (
+    ENTRY_OVERHEAD_BYTES,
+    ColumnBlock,
+    column_length_error,
+    normalize_write,
+    stream_entry_count,
+)
 from log_service.tail import Tail
 from log_service.tokens import decode_resume_token, filter_hash
 from log_service.wal import encode_varint
@@ -322,13 +328,38 @@ def _finish_call(part: _ShardPart, call: grpc.Future) -> None:
         _finish_stored([part], call.result())
 
 
-def _serialized_request(shard: str, batch_id: str, rows: list[tuple]) -> bytes:
-    """Serialize an AppendEntriesRequest of `rows`, without `leader_epoch`."""
+# The entries of one shard in input order: lists of normalised rows and
+# blocks of stream entries still in columns.
+_Segments = list["list[tuple] | ColumnBlock"]
+
+
+def _serialized_request(shard: str, batch_id: str, segments: _Segments) -> bytes:
+    """Serialize an AppendEntriesRequest of `segments`, without `leader_epoch`."""
     request = node_service_pb2.AppendEntriesRequest(shard=shard, batch_id=batch_id)
     # Filled in place: passing the columns to the constructor would copy
     # every value once more.
-    rows_to_columns(rows, into=request.entries)
+    for segment in segments:
+        if isinstance(segment, ColumnBlock):
+            segment.extend(request.entries)
+        else:
+            rows_to_columns(segment, into=request.entries)
     return request.SerializeToString()
+
+
+def _segment_slice(segments: _Segments, start: int, stop: int) -> _Segments:
+    """Return the entries `start` to `stop` (exclusive) of `segments`."""
+    sliced: _Segments = []
+    offset = 0
+    for segment in segments:
+        length = len(segment)
+        low, high = max(start - offset, 0), min(stop - offset, length)
+        if low < high:
+            if isinstance(segment, ColumnBlock):
+                sliced.append(segment.slice(low, high))
+            else:
+                sliced.append(segment[low:high])
+        offset += length
+    return sliced
 
 
 def _call_error(call: grpc.Future) -> str:
@@ -383,19 +414,22 @@ class Writer:
         context: grpc.ServicerContext,
         first_index: int = 0,
         digest: bytes = b"",
+        streams: Sequence[logs_service_pb2.LogStream] = (),
     ) -> NormalizedBatch:
         """Normalise and store one batch.
 
+        `count` is the number of entries, those of `streams` included.
         `digest` is the `request_digest` of the request that carried the
         batch, checked against the first request with the same request id.
 
         Raises:
-          InvalidArgument: the batch is empty or too large, or its request
-            id was used for a request with another digest.
+          InvalidArgument: the batch is empty or too large, a stream's
+            columns differ in length, or its request id was used for a
+            request with another digest.
           Unavailable: a shard could not store its part.
         """
         receive_ns = time.time_ns()
-        error = batch_error_for_size(count, self.limits)
+        error = column_length_error(streams) or batch_error_for_size(count, self.limits)
         if error is not None:
             self._counters.record(receive_ns, failed_batches=1)
             raise error
@@ -404,12 +438,14 @@ class Writer:
         except InvalidArgument:
             self._counters.record(receive_ns, failed_batches=1)
             raise
-        batch = normalize_batch(
+        batch = normalize_write(
             entries,
+            streams,
             now_ns=receive_ns,
             limits=self.limits,
             retention_cutoff=self._retention.cutoff_function(receive_ns),
             first_index=first_index,
+            max_entry_bytes=self._block_entry_bytes(request_id),
         )
         # The digest is part of the nodes' batch ids, so a reused request id
         # with other entries can never be taken for a retry of the first
@@ -417,6 +453,25 @@ class Writer:
         base_id = f"{request_id}/{digest.hex()}" if request_id and digest else ""
         self.store(batch, base_id or request_id, context, receive_ns)
         return batch
+
+    def _block_entry_bytes(self, request_id: str) -> int | None:
+        """Return the bytes one stream entry may take to stay in its block.
+
+        An entry of a block must fit alone in a request to its node, beside
+        the shard and batch id (`<request_id>/<digest>/<shard>/<offset>`).
+        Returns None for a sharder that may spread one service's entries over
+        several shards: their streams are taken apart into rows.
+        """
+        if not isinstance(self._sharder, ServiceRing):
+            return None
+        shard_bytes = max(map(len, self._sharder.shards_for_query((), None, None)))
+        batch_id_bytes = len(request_id.encode()) + 2 * shard_bytes + 64
+        return (
+            self._max_request_bytes
+            - _PART_FRAMING_BYTES
+            - 2 * batch_id_bytes
+            - ENTRY_OVERHEAD_BYTES
+        )
 
     def store(
         self,
@@ -453,13 +508,44 @@ class Writer:
         )
 
     def _parts(self, batch: NormalizedBatch, base_id: str) -> list[_ShardPart]:
-        """Group the rows by shard and serialize one request per shard.
+        """Group the entries by shard and serialize one request per shard.
 
         A shard's request over the size limit is split into requests under
-        the batch ids `<base_id>/<shard>/<first row>`. The split depends only
-        on the rows, so a retried write gets the same batch ids.
+        the batch ids `<base_id>/<shard>/<first entry>`. The split depends
+        only on the entries, so a retried write gets the same batch ids.
         """
+        by_shard: defaultdict[str, _Segments] = defaultdict(list)
         rows = batch.rows
+        start = 0
+        for block in batch.blocks:
+            for shard, shard_rows in self._rows_by_shard(
+                rows[start : block.row_position]
+            ).items():
+                by_shard[shard].append(shard_rows)
+            start = block.row_position
+            # Blocks exist only with a ServiceRing, which ignores the time.
+            by_shard[self._sharder.shard_for(block.service, 0)].append(block)
+        tail = rows[start:] if start else rows
+        for shard, shard_rows in self._rows_by_shard(tail).items():
+            by_shard[shard].append(shard_rows)
+        wake = threading.Event()
+        parts = []
+        for shard, segments in by_shard.items():
+            batch_id = f"{base_id}/{shard}"
+            count = sum(map(len, segments))
+            request = _serialized_request(shard, batch_id, segments)
+            if len(request) + _PART_FRAMING_BYTES <= self._max_request_bytes:
+                pieces = [(batch_id, request, count)]
+            else:
+                pieces = list(self._split(batch, shard, batch_id, segments, 0, count))
+            parts += [
+                _ShardPart(shard, piece_id, piece, count, 0.0, wake)
+                for piece_id, piece, count in pieces
+            ]
+        return parts
+
+    def _rows_by_shard(self, rows: list[tuple]) -> dict[str, list[tuple]]:
+        """Group rows by shard, keeping their order within each shard."""
         by_shard: defaultdict[str, list[tuple]] = defaultdict(list)
         shard_for = self._sharder.shard_for
         if isinstance(self._sharder, ServiceRing):
@@ -475,42 +561,53 @@ class Writer:
         else:
             for row in rows:
                 by_shard[shard_for(row[_SERVICE], row[_TIMESTAMP])].append(row)
-        wake = threading.Event()
-        parts = []
-        for shard, shard_rows in by_shard.items():
-            batch_id = f"{base_id}/{shard}"
-            request = _serialized_request(shard, batch_id, shard_rows)
-            if len(request) + _PART_FRAMING_BYTES <= self._max_request_bytes:
-                pieces = [(batch_id, request, len(shard_rows))]
-            else:
-                pieces = list(self._split(batch, shard, batch_id, shard_rows, 0))
-            parts += [
-                _ShardPart(shard, piece_id, piece, count, 0.0, wake)
-                for piece_id, piece, count in pieces
-            ]
-        return parts
+        return by_shard
 
     def _split(
         self,
         batch: NormalizedBatch,
         shard: str,
         batch_id: str,
-        rows: list[tuple],
+        segments: _Segments,
         offset: int,
+        count: int,
     ) -> Iterator[tuple[str, bytes, int]]:
-        """Yield requests of `rows` in halves until each fits; reject lone rows."""
+        """Yield requests of `count` entries in halves until each fits.
+
+        A lone row still too large is rejected. A lone entry of a block
+        always fits, because a stream becomes a block only when each of its
+        entries fits (`Writer._block_entry_bytes`).
+        """
         piece_id = f"{batch_id}/{offset}"
-        request = _serialized_request(shard, piece_id, rows)
+        request = _serialized_request(shard, piece_id, segments)
         size = len(request) + _PART_FRAMING_BYTES
         if size <= self._max_request_bytes:
-            yield piece_id, request, len(rows)
-        elif len(rows) == 1:
-            batch.reject_row(rows[0], TOO_LARGE, self._too_large(size))
+            yield piece_id, request, count
+        elif count == 1:
+            (segment,) = segments
+            if isinstance(segment, ColumnBlock):
+                raise RuntimeError(
+                    f"an entry of a stream takes {size} bytes alone, over the "
+                    f"{self._max_request_bytes} bytes that its block allowed"
+                )
+            batch.reject_row(segment[0], TOO_LARGE, self._too_large(size))
         else:
-            middle = len(rows) // 2
-            yield from self._split(batch, shard, batch_id, rows[:middle], offset)
+            middle = count // 2
             yield from self._split(
-                batch, shard, batch_id, rows[middle:], offset + middle
+                batch,
+                shard,
+                batch_id,
+                _segment_slice(segments, 0, middle),
+                offset,
+                middle,
+            )
+            yield from self._split(
+                batch,
+                shard,
+                batch_id,
+                _segment_slice(segments, middle, count),
+                offset + middle,
+                count - middle,
             )
 
     def _too_large(self, size: int) -> str:
@@ -600,6 +697,11 @@ def _stored_counts(parts: list[_ShardPart]) -> tuple[int, int]:
         else:
             accepted += part.count
     return accepted, duplicates
+
+
+def _entry_count(request) -> int:
+    """Return the entries of a write request, those of its streams included."""
+    return len(request.entries) + stream_entry_count(request.streams)
 
 
 def _digest_if_keyed(request) -> bytes:
@@ -711,13 +813,14 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
     def WriteLogEntries(self, request, context):
         batch = self._writer.write(
             request.entries,
-            len(request.entries),
+            _entry_count(request),
             request.request_id,
             context,
             digest=_digest_if_keyed(request),
+            streams=request.streams,
         )
         return logs_service_pb2.WriteLogEntriesResponse(
-            accepted_count=len(batch.indexes),
+            accepted_count=batch.accepted_count,
             rejected_count=len(batch.rejections),
             rejected_entries=RejectionList(self._writer.max_message_bytes).add(
                 batch.rejections
@@ -737,24 +840,26 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         def take_oldest() -> None:
             batch = pending.popleft().result()
             response.batch_count += 1
-            response.accepted_count += len(batch.indexes)
+            response.accepted_count += batch.accepted_count
             response.rejected_count += len(batch.rejections)
             response.rejected_entries.extend(listed.add(batch.rejections))
 
         index = 0
         for request in request_iterator:
+            count = _entry_count(request)
             pending.append(
                 self._stream_pool.submit(
                     self._writer.write,
                     request.entries,
-                    len(request.entries),
+                    count,
                     request.request_id,
                     context,
                     first_index=index,
                     digest=_digest_if_keyed(request),
+                    streams=request.streams,
                 )
             )
-            index += len(request.entries)
+            index += count
             while len(pending) >= STREAM_WINDOW:
                 take_oldest()
         while pending:

@@ -145,7 +145,7 @@ def test_rejections_keep_input_order():
 def test_short_attributes_json_matches_store():
     attributes = {"z": "\\", "a": '"', "m": "\n\t\x01", "é": "😀", "b": ""}
 
-    text = model._short_attributes_json(attributes, 10, 64, 64)
+    text = model.short_attributes_json(attributes, 10, 64, 64)
 
     assert text == model._encode_json(dict(sorted(attributes.items())))
     assert json.loads(text) == attributes
@@ -153,7 +153,7 @@ def test_short_attributes_json_matches_store():
 
 def test_short_attributes_json_leaves_empty_key_to_add():
     # `BatchBuilder.add` rejects the entry, so the shortcut must not store it.
-    assert model._short_attributes_json({"": "v", "a": "b"}, 10, 64, 64) is None
+    assert model.short_attributes_json({"": "v", "a": "b"}, 10, 64, 64) is None
 
 
 def test_rows_to_columns_in_place():

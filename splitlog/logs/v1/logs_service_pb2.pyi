@@ -100,6 +100,31 @@ class LogEntry(_message.Message):
     severity_text: str
     def __init__(self, timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., observed_timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., severity: _Optional[_Union[Severity, str]] = ..., service: _Optional[str] = ..., host: _Optional[str] = ..., message: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., trace_id: _Optional[str] = ..., span_id: _Optional[str] = ..., truncated: _Optional[bool] = ..., dropped_attributes_count: _Optional[int] = ..., severity_text: _Optional[str] = ...) -> None: ...
 
+class LogStream(_message.Message):
+    __slots__ = ("service", "host", "attributes", "messages", "timestamps_unix_nano", "severities", "severity")
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMPS_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    SEVERITIES_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    host: str
+    attributes: _containers.ScalarMap[str, str]
+    messages: _containers.RepeatedScalarFieldContainer[str]
+    timestamps_unix_nano: _containers.RepeatedScalarFieldContainer[int]
+    severities: _containers.RepeatedScalarFieldContainer[Severity]
+    severity: Severity
+    def __init__(self, service: _Optional[str] = ..., host: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., messages: _Optional[_Iterable[str]] = ..., timestamps_unix_nano: _Optional[_Iterable[int]] = ..., severities: _Optional[_Iterable[_Union[Severity, str]]] = ..., severity: _Optional[_Union[Severity, str]] = ...) -> None: ...
+
 class LogEntryRejection(_message.Message):
     __slots__ = ("index", "reason", "field", "description")
     INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -244,12 +269,14 @@ class WriteLogEntryResponse(_message.Message):
     def __init__(self, entry: _Optional[_Union[LogEntry, _Mapping]] = ...) -> None: ...
 
 class WriteLogEntriesRequest(_message.Message):
-    __slots__ = ("entries", "request_id")
+    __slots__ = ("entries", "request_id", "streams")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[LogEntry]
     request_id: str
-    def __init__(self, entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    streams: _containers.RepeatedCompositeFieldContainer[LogStream]
+    def __init__(self, entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ..., request_id: _Optional[str] = ..., streams: _Optional[_Iterable[_Union[LogStream, _Mapping]]] = ...) -> None: ...
 
 class WriteLogEntriesResponse(_message.Message):
     __slots__ = ("accepted_count", "rejected_count", "rejected_entries")
@@ -262,12 +289,14 @@ class WriteLogEntriesResponse(_message.Message):
     def __init__(self, accepted_count: _Optional[int] = ..., rejected_count: _Optional[int] = ..., rejected_entries: _Optional[_Iterable[_Union[LogEntryRejection, _Mapping]]] = ...) -> None: ...
 
 class StreamLogEntriesRequest(_message.Message):
-    __slots__ = ("entries", "request_id")
+    __slots__ = ("entries", "request_id", "streams")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[LogEntry]
     request_id: str
-    def __init__(self, entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    streams: _containers.RepeatedCompositeFieldContainer[LogStream]
+    def __init__(self, entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ..., request_id: _Optional[str] = ..., streams: _Optional[_Iterable[_Union[LogStream, _Mapping]]] = ...) -> None: ...
 
 class StreamLogEntriesResponse(_message.Message):
     __slots__ = ("batch_count", "accepted_count", "rejected_count", "rejected_entries")

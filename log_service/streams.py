@@ -1,0 +1,382 @@
+"""Rules for the column form of written entries, `LogStream`.
+
+A stream contains entries that share `service`, `host` and `attributes`, with
+one column each for messages, timestamps and severities. The router checks
+the shared fields once and each column as a whole (numpy minimum and maximum
+of the timestamps, the longest message, the set of severities). A stream
+that passes every check becomes a `ColumnBlock`, whose columns extend a
+node's `EntryColumns` without a Python step per entry. Any other stream is
+taken apart into entries, and each goes through `BatchBuilder.add` like a
+`LogEntry` with the same values, so both forms store and reject exactly the
+same entries.
+
+The equivalent `LogEntry` of entry i of a stream has the stream's service,
+host and attributes, `message = messages[i]`, `timestamp =
+timestamps_unix_nano[i]` (unset when 0 or when the column is empty), and
+`severity = severities[i]`, or the stream's `severity` when that value is
+unset or the column empty. It has no `observed_timestamp`, trace or span id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from log_service.model import (
+    INFO,
+    VALID_SEVERITIES,
+    BatchBuilder,
+    Limits,
+    NormalizedBatch,
+    add_log_entries,
+    guess_severity,
+    host_is_valid,
+    service_is_valid,
+    short_attributes_json,
+    utf8_length,
+)
+from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
+from splitlog_runtime.errors import InvalidArgument, invalid_field
+
+# Severities a stream may carry: the known values and 0 (unset), as a set
+# and as a table indexed by value.
+_ALLOWED_SEVERITIES = frozenset(VALID_SEVERITIES | {0})
+_ALLOWED_TABLE = np.zeros(max(_ALLOWED_SEVERITIES) + 1, dtype=bool)
+_ALLOWED_TABLE[list(_ALLOWED_SEVERITIES)] = True
+# Columns of at least this many values are checked with numpy. Below it, a
+# numpy call costs more than the built-in min, max and set over the values.
+NUMPY_ENTRIES = 256
+# A block of fewer entries is stored as rows: extending the eleven columns
+# costs more per block than building its few rows.
+ROW_BLOCK_ENTRIES = 16
+# Bytes an entry of a block takes in a node's EntryColumns besides its
+# strings: five packed numbers of up to 10 bytes, the tag and length of
+# six strings, and a share of the columns' own tags and lengths.
+ENTRY_OVERHEAD_BYTES = 128
+
+
+def stream_entry_count(streams: Sequence[logs_service_pb2.LogStream]) -> int:
+    """Return the number of entries in `streams`: one per message."""
+    return sum(len(stream.messages) for stream in streams)
+
+
+def column_length_error(
+    streams: Sequence[logs_service_pb2.LogStream],
+) -> InvalidArgument | None:
+    """Return the error for the first column whose length does not fit, or None.
+
+    `timestamps_unix_nano` and `severities` are each empty or as long as
+    `messages`.
+    """
+    for number, stream in enumerate(streams):
+        count = len(stream.messages)
+        for name in ("timestamps_unix_nano", "severities"):
+            length = len(getattr(stream, name))
+            if length and length != count:
+                return invalid_field(
+                    f"streams[{number}].{name}",
+                    f"has {length} values for {count} messages; send one value "
+                    "per message in the same order, or leave the column empty",
+                    reason="COLUMN_LENGTH_MISMATCH",
+                )
+    return None
+
+
+@dataclass(eq=False)
+class ColumnBlock:
+    """Valid entries of one stream, ready to extend a node's `EntryColumns`.
+
+    `timestamps`, `severities` and `messages` have one value per entry and
+    may be the request's own repeated fields. `row_position` is the number
+    of the batch's rows that come before the block in input order.
+    """
+
+    service: str
+    host: str
+    attributes: str
+    observed_timestamp: int
+    timestamps: Sequence[int]
+    severities: Sequence[int]
+    messages: Sequence[str]
+    first_index: int
+    row_position: int
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def slice(self, start: int, stop: int) -> ColumnBlock:
+        """Return the block of entries `start` to `stop` (exclusive)."""
+        return ColumnBlock(
+            self.service,
+            self.host,
+            self.attributes,
+            self.observed_timestamp,
+            self.timestamps[start:stop],
+            self.severities[start:stop],
+            self.messages[start:stop],
+            self.first_index + start,
+            self.row_position,
+        )
+
+    def rows(self) -> Iterator[tuple]:
+        """Yield the block's entries as normalised rows (`model.ROW_FIELDS`)."""
+        count = len(self.messages)
+        return zip(
+            self.timestamps,
+            [self.observed_timestamp] * count,
+            self.severities,
+            [self.service] * count,
+            [self.host] * count,
+            self.messages,
+            [self.attributes] * count,
+            [""] * count,
+            [""] * count,
+            [False] * count,
+            [0] * count,
+            strict=True,
+        )
+
+    def extend(self, columns: node_service_pb2.EntryColumns) -> None:
+        """Append the block's entries to `columns`."""
+        count = len(self.messages)
+        columns.timestamps.extend(self.timestamps)
+        columns.observed_timestamps.extend([self.observed_timestamp] * count)
+        columns.severities.extend(self.severities)
+        columns.services.extend([self.service] * count)
+        columns.hosts.extend([self.host] * count)
+        columns.messages.extend(self.messages)
+        columns.attributes.extend([self.attributes] * count)
+        columns.trace_ids.extend([""] * count)
+        columns.span_ids.extend([""] * count)
+        columns.truncated.extend([False] * count)
+        columns.dropped_attributes_counts.extend([0] * count)
+
+
+def normalize_write(
+    entries: Iterable[logs_service_pb2.LogEntry],
+    streams: Sequence[logs_service_pb2.LogStream],
+    *,
+    now_ns: int,
+    limits: Limits,
+    retention_cutoff: Callable[[str], int],
+    first_index: int = 0,
+    max_entry_bytes: int | None = None,
+) -> NormalizedBatch:
+    """Validate and normalise the entries and streams of one write.
+
+    The entries are numbered from `first_index`, then the streams' entries
+    follow, stream by stream. The rules are those of `model.normalize_batch`,
+    and `add_streams` explains `max_entry_bytes`.
+    """
+    builder = BatchBuilder(
+        now_ns=now_ns, limits=limits, retention_cutoff=retention_cutoff
+    )
+    add_log_entries(builder, entries, first_index)
+    if streams:
+        # Every entry so far is either a row or a rejection.
+        index = first_index + len(builder.rows) + len(builder.rejections)
+        add_streams(builder, streams, index, max_entry_bytes)
+    return builder.build()
+
+
+def add_streams(
+    builder: BatchBuilder,
+    streams: Sequence[logs_service_pb2.LogStream],
+    first_index: int,
+    max_entry_bytes: int | None,
+) -> None:
+    """Normalise the entries of `streams`, numbered from `first_index`.
+
+    A stream that passes every check at once becomes a block of
+    `builder.blocks`. The others go entry by entry through `builder.add`.
+    `max_entry_bytes` bounds the bytes of one entry of a block in a request
+    to a node, so that a block never has to reject an entry as too large.
+    None sends every stream entry by entry, for sharders that place the
+    entries of one service on several shards. The column lengths must
+    already be checked (`column_length_error`).
+    """
+    index = first_index
+    for stream in streams:
+        block = None
+        if max_entry_bytes is not None:
+            block = _block_of(builder, stream, index, max_entry_bytes)
+        if block is None:
+            _add_entries(builder, stream, index)
+        elif len(block) < ROW_BLOCK_ENTRIES:
+            builder.rows.extend(block.rows())
+            builder.indexes.extend(range(index, index + len(block)))
+        else:
+            builder.blocks.append(block)
+        index += len(stream.messages)
+
+
+def _block_of(
+    builder: BatchBuilder,
+    stream: logs_service_pb2.LogStream,
+    first_index: int,
+    max_entry_bytes: int,
+) -> ColumnBlock | None:
+    """Return the stream as a block when no entry rule changes or rejects an entry.
+
+    Returns None when some entry needs the rules one by one: an invalid
+    service or host, attributes that a limit cuts or drops, a message cut to
+    the size limit, an invalid severity, or a timestamp out of range.
+    """
+    count = len(stream.messages)
+    if not count:
+        return None
+    limits = builder.limits
+    service = stream.service
+    cutoff = builder.cutoffs.get(service)
+    if cutoff is None:
+        if not service_is_valid(service, limits):
+            return None
+        cutoff = builder.cutoffs[service] = builder.retention_cutoff(service)
+    host = stream.host
+    if host and host not in builder.valid_hosts:
+        if not host_is_valid(host, limits):
+            return None
+        builder.valid_hosts.add(host)
+    attributes = ""
+    if stream.attributes:
+        attributes = short_attributes_json(
+            stream.attributes,
+            limits.max_attributes,
+            limits.max_attribute_key_bytes // 4,
+            limits.max_attribute_value_bytes // 4,
+        )
+        if attributes is None:
+            return None
+    longest = _longest_message_bytes(stream.messages, limits.max_message_bytes)
+    if longest > limits.max_message_bytes:
+        return None
+    shared = utf8_length(service) + utf8_length(host) + utf8_length(attributes)
+    if ENTRY_OVERHEAD_BYTES + shared + longest > max_entry_bytes:
+        return None
+    timestamps = _stored_timestamps(stream, builder.now_ns, cutoff, builder.latest_ns)
+    if timestamps is None:
+        return None
+    severities = _stored_severities(stream)
+    if severities is None:
+        return None
+    return ColumnBlock(
+        service,
+        host,
+        attributes,
+        builder.now_ns,
+        timestamps,
+        severities,
+        stream.messages,
+        first_index,
+        len(builder.rows),
+    )
+
+
+def _longest_message_bytes(messages: Sequence[str], max_bytes: int) -> int:
+    """Return the UTF-8 length of the longest message, or a bound within max_bytes.
+
+    A character takes at most 4 bytes, so when the longest message in
+    characters is short enough, its length times 4 is returned unencoded.
+    """
+    longest = max(map(len, messages))
+    if longest * 4 <= max_bytes:
+        return longest * 4
+    lengths = pc.binary_length(pa.array(messages, type=pa.string()))
+    return pc.max(lengths).as_py()
+
+
+def _stored_timestamps(
+    stream: logs_service_pb2.LogStream, now_ns: int, cutoff: int, latest_ns: int
+) -> Sequence[int] | None:
+    """Return the stored timestamps, or None when one is out of range.
+
+    An unset timestamp (0, or an empty column) takes `now_ns`.
+    """
+    column = stream.timestamps_unix_nano
+    count = len(column)
+    if not count:
+        if cutoff <= now_ns <= latest_ns:
+            return [now_ns] * len(stream.messages)
+        return None
+    if count < NUMPY_ENTRIES:
+        if 0 in column:
+            column = [timestamp or now_ns for timestamp in column]
+        lowest, highest = min(column), max(column)
+    else:
+        values = np.asarray(column, dtype=np.int64)
+        unset = values == 0
+        if unset.any():
+            values = np.where(unset, now_ns, values)
+            column = values.tolist()
+        lowest, highest = int(values.min()), int(values.max())
+    if cutoff <= lowest and highest <= latest_ns:
+        return column
+    return None
+
+
+def _stored_severities(stream: logs_service_pb2.LogStream) -> Sequence[int] | None:
+    """Return the stored severities, or None when one is not a known value.
+
+    An unset value takes the stream's `severity`, and when that is unset too,
+    the severity that `guess_severity` finds in the message, or INFO.
+    """
+    column = stream.severities
+    default = stream.severity
+    messages = stream.messages
+    if not column:
+        if default in VALID_SEVERITIES:
+            return [default] * len(messages)
+        if default:
+            return None
+        return [(m and guess_severity(m)) or INFO for m in messages]
+    if len(column) < NUMPY_ENTRIES:
+        if not _ALLOWED_SEVERITIES.issuperset(column):
+            return None
+        unset = [position for position, value in enumerate(column) if not value]
+    else:
+        values = np.asarray(column, dtype=np.int64)
+        if values.min() < 0 or values.max() >= len(_ALLOWED_TABLE):
+            return None
+        if not _ALLOWED_TABLE[values].all():
+            return None
+        unset = np.flatnonzero(values == 0).tolist()
+    if not unset:
+        return column
+    if default and default not in VALID_SEVERITIES:
+        return None
+    severities = list(column)
+    for position in unset:
+        message = messages[position]
+        severities[position] = default or (message and guess_severity(message)) or INFO
+    return severities
+
+
+def _add_entries(
+    builder: BatchBuilder, stream: logs_service_pb2.LogStream, first_index: int
+) -> None:
+    """Normalise each entry of a stream as the equivalent `LogEntry`."""
+    count = len(stream.messages)
+    timestamps = stream.timestamps_unix_nano or [0] * count
+    default = stream.severity
+    severities = stream.severities or [default] * count
+    add = builder.add
+    for index, (message, timestamp, severity) in enumerate(
+        zip(stream.messages, timestamps, severities, strict=True), first_index
+    ):
+        add(
+            index,
+            service=stream.service,
+            host=stream.host,
+            message=message,
+            severity=severity or default,
+            severity_text="",
+            timestamp=timestamp,
+            observed_timestamp=0,
+            attributes=stream.attributes,
+            trace_id="",
+            span_id="",
+        )
