@@ -6,6 +6,12 @@ Rather than fail the whole batch, the gateway takes these entries out, sends
 the others, and merges its rejections into the response by their index in
 the client's batch, as log_service reports the entries that it rejects.
 
+In `streams`, a message with one is taken out of its stream with its values
+in the other columns, and is rejected as its entry, with the field
+`message`. One in a field that the stream's entries share, such as
+`service` or an attribute, takes out the whole stream and rejects each of
+its entries.
+
 NOTE: log_service never receives the entries rejected here, so the ingest
 counters of GetLogStats do not count them.
 """
@@ -73,7 +79,8 @@ def split_batch(body: bytes) -> SplitBatch | None:
 
     Returns:
       None when no entry has one, or when the body is not a JSON object with
-      an `entries` array. The body then goes through the usual checks.
+      an `entries` or `streams` array, or a stream's columns cannot be
+      matched to its messages. The body then goes through the usual checks.
     """
     if transcode.SURROGATE_ESCAPE.search(body) is None:
         return None
@@ -81,29 +88,112 @@ def split_batch(body: bytes) -> SplitBatch | None:
         tree = json.loads(body.decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
-    entries = tree.get("entries") if isinstance(tree, dict) else None
-    if not isinstance(entries, list):
+    if not isinstance(tree, dict) or not ("entries" in tree or "streams" in tree):
         return None
-    kept, kept_entries, rejections = [], [], []
+    entries = tree.get("entries", [])
+    streams = tree.get("streams", [])
+    if not isinstance(entries, list) or not isinstance(streams, list):
+        return None
+    split = SplitBatch(b"", [], [])
+    kept_entries = []
     for index, entry in enumerate(entries):
         found = transcode.find_lone_surrogate(entry)
         if found is None:
-            kept.append(index)
+            split.kept.append(index)
             kept_entries.append(entry)
-            continue
-        rejections.append(
-            logs_pb2.LogEntryRejection(
-                index=index,
-                reason=logs_pb2.REJECTION_REASON_INVALID_FIELD,
-                field=found.field,
-                description=found.description(),
-            )
-        )
-    if not rejections:
+        else:
+            split.rejections.append(_rejection(index, found.field, found))
+    kept_streams = []
+    index = len(entries)
+    for stream in streams:
+        count = _stream_length(stream)
+        if count is None:
+            return None
+        kept = _split_stream(stream, index, count, split)
+        if kept is not None:
+            kept_streams.append(kept)
+        index += count
+    if not split.rejections:
         return None
-    tree["entries"] = kept_entries
+    if "entries" in tree:
+        tree["entries"] = kept_entries
+    if "streams" in tree:
+        tree["streams"] = kept_streams
     text = json.dumps(tree, ensure_ascii=False, separators=(",", ":"))
-    return SplitBatch(text.encode(), kept, rejections)
+    split.body = text.encode()
+    return split
+
+
+# JSON names of a stream's columns besides `messages`, as json_format reads
+# them: the proto name and the lowerCamelCase one.
+_COLUMNS = ("timestamps_unix_nano", "timestampsUnixNano", "severities")
+
+
+def _stream_length(stream: object) -> int | None:
+    """Return the entries of a JSON stream, or None when its columns do not match.
+
+    Each column must be absent, empty or as long as `messages`, as
+    log_service requires.
+    """
+    if not isinstance(stream, dict):
+        return None
+    messages = stream.get("messages", [])
+    if not isinstance(messages, list):
+        return None
+    for name in _COLUMNS:
+        column = stream.get(name, [])
+        if not isinstance(column, list) or len(column) not in (0, len(messages)):
+            return None
+    return len(messages)
+
+
+def _split_stream(
+    stream: dict, first_index: int, count: int, split: SplitBatch
+) -> dict | None:
+    """Return the stream without its entries that have lone surrogates.
+
+    Their rejections and the kept entries' indexes go into `split`. Returns
+    None when a shared field has one, after rejecting every entry.
+    """
+    shared = {key: value for key, value in stream.items() if key != "messages"}
+    found = transcode.find_lone_surrogate(shared)
+    if found is not None:
+        split.rejections.extend(
+            _rejection(index, found.field, found)
+            for index in range(first_index, first_index + count)
+        )
+        return None
+    messages = stream.get("messages", [])
+    bad = {}
+    for position, message in enumerate(messages):
+        found = transcode.find_lone_surrogate(message)
+        if found is not None:
+            bad[position] = found
+    for position in range(count):
+        if position in bad:
+            rejection = _rejection(first_index + position, "message", bad[position])
+            split.rejections.append(rejection)
+        else:
+            split.kept.append(first_index + position)
+    if not bad:
+        return stream
+    kept = dict(stream)
+    for name in ("messages", *_COLUMNS):
+        column = stream.get(name)
+        if column:
+            kept[name] = [v for p, v in enumerate(column) if p not in bad]
+    return kept
+
+
+def _rejection(
+    index: int, field: str, found: transcode.LoneSurrogate
+) -> logs_pb2.LogEntryRejection:
+    return logs_pb2.LogEntryRejection(
+        index=index,
+        reason=logs_pb2.REJECTION_REASON_INVALID_FIELD,
+        field=field,
+        description=found.description(),
+    )
 
 
 def _describe_first(

@@ -6,6 +6,7 @@ by its index in the batch, and the other entries are stored.
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import httpx
@@ -137,3 +138,71 @@ def test_merge_stops_where_listing_stopped():
     assert merged.accepted_count == 1
     assert merged.rejected_count == 4
     assert [rejection.index for rejection in merged.rejected_entries] == [0]
+
+
+def test_batch_with_streams_stores_them(live):
+    service = f"rest-streams-{uuid.uuid4().hex[:8]}"
+    body = json.dumps(
+        {
+            "entries": [{"service": service, "message": "entry"}],
+            "streams": [
+                {
+                    "service": service,
+                    "host": "node-1",
+                    "attributes": {"file": "app.log"},
+                    "messages": ["first", "old", "third"],
+                    "timestampsUnixNano": ["0", "1000000000000000000", "0"],
+                    "severities": ["SEVERITY_WARN", "SEVERITY_INFO", 17],
+                }
+            ],
+        }
+    )
+
+    response = _post(live, body)
+
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["acceptedCount"] == 3
+    assert [int(item["index"]) for item in result["rejectedEntries"]] == [2]
+    assert result["rejectedEntries"][0]["field"] == "timestamp"
+    stored = {e.message: e for e in list_all(live.stub, services=[service])}
+    assert sorted(stored) == ["entry", "first", "third"]
+    assert stored["third"].severity == logs_pb2.SEVERITY_ERROR
+    assert stored["first"].host == "node-1"
+    assert dict(stored["first"].attributes) == {"file": "app.log"}
+
+
+def test_batch_streams_reject_lone_surrogates_per_entry(live):
+    service = f"surrogate-{uuid.uuid4().hex[:8]}"
+    body = (
+        '{"entries": ['
+        f'{{"service": "{service}", "message": "e0"}}],'
+        '"streams": ['
+        f'{{"service": "{service}", "messages": ["s1", "bad \\ud800", "s3"],'
+        ' "severities": [13, 17, 21], "timestamps_unix_nano": [0, 0, "0"]},'
+        f'{{"service": "{service}", "attributes": {{"k": "\\udfff"}},'
+        ' "messages": ["x4", "x5"]},'
+        f'{{"service": "{service}", "messages": ["s6"]}}'
+        "]}"
+    )
+
+    response = _post(live, body)
+
+    assert response.status_code == 200, response.text
+    result = response.json()
+    rejected = result["rejectedEntries"]
+    assert result["acceptedCount"] == 4
+    assert result["rejectedCount"] == 3
+    assert [int(item["index"]) for item in rejected] == [2, 4, 5]
+    assert [item["field"] for item in rejected] == [
+        "message",
+        "attributes.k",
+        "attributes.k",
+    ]
+    stored = {e.message: e.severity for e in list_all(live.stub, services=[service])}
+    assert stored == {
+        "e0": logs_pb2.SEVERITY_INFO,
+        "s1": logs_pb2.SEVERITY_WARN,
+        "s3": logs_pb2.SEVERITY_FATAL,
+        "s6": logs_pb2.SEVERITY_INFO,
+    }
