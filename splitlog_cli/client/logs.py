@@ -68,6 +68,9 @@ DEFAULT_BATCH_BYTES = 4 * 1024 * 1024
 # Bytes of a WriteLogEntriesRequest besides its entries: the request id, a
 # 36-character UUID, with its tag and length.
 _REQUEST_ID_BYTES = 38
+# Bytes a LogStream takes besides its entries' share: its own tag and length
+# and those of its two number columns, each at most 5 bytes.
+_STREAM_BYTES = 15
 _NANOS_PER_SECOND = 1_000_000_000
 _SEVERITY_NAMES = ("debug", "info", "warn", "error", "fatal")
 _ENTRY_HEADERS = ("TIME", "SEVERITY", "SERVICE", "HOST", "MESSAGE")
@@ -565,6 +568,11 @@ def _ship_entries(
 class _Batch:
     """The entries of one WriteLogEntries call, with their line numbers.
 
+    `size` bounds the bytes of the call's request. An entry counts as the
+    `LogEntry` it is, with the service, host and attributes that a stream
+    contains once, which is more than its share of a `LogStream`. Each
+    stream adds `_STREAM_BYTES`.
+
     Args:
       source: the key that request ids derive from: a file's real path, or
         `ship_input.source_key` of standard input. None gives random ids.
@@ -577,6 +585,8 @@ class _Batch:
         self.size = _REQUEST_ID_BYTES
 
     def add(self, line: int, entry: logs_pb2.LogEntry, entry_bytes: int) -> None:
+        if not self.entries or not _same_stream(self.entries[-1], entry):
+            self.size += _STREAM_BYTES
         self.lines.append(line)
         self.entries.append(entry)
         self.size += entry_bytes
@@ -587,20 +597,54 @@ class _Batch:
         The name hashed is the service, the source (for a file its real path,
         absolute and with symbolic links resolved, so a link to a shipped
         file finds its batches), the first line number and a blake2b digest
-        of the entries' deterministic encoding. So a rerun with the same
-        options sends the same ids and the log router stores each batch once,
-        while a changed line, zone or year gives a new id rather than failing
-        with REQUEST_ID_REUSED.
+        of the deterministic encoding of the batch's request without its id
+        (the entries in streams). So a rerun with the same options sends the
+        same ids and the log router stores each batch once, while a changed
+        line, zone or year gives a new id rather than failing with
+        REQUEST_ID_REUSED.
         Without a source the id is random.
         """
         if self.source is None:
             return str(uuid.uuid4())
-        request = logs_pb2.WriteLogEntriesRequest(entries=self.entries)
+        request = _stream_request(self.entries, "")
         digest = hashlib.blake2b(
             request.SerializeToString(deterministic=True), digest_size=16
         ).hexdigest()
         name = "\n".join((service, self.source, str(self.lines[0]), digest))
         return str(uuid.uuid5(_SHIP_NAMESPACE, name))
+
+
+def _same_stream(first: logs_pb2.LogEntry, second: logs_pb2.LogEntry) -> bool:
+    return (
+        first.service == second.service
+        and first.host == second.host
+        and first.attributes == second.attributes
+    )
+
+
+def _stream_request(
+    entries: list[logs_pb2.LogEntry], request_id: str
+) -> logs_pb2.WriteLogEntriesRequest:
+    """Return a request of `entries` in streams, one per run of shared fields.
+
+    Consecutive entries with the same service, host and attributes share a
+    `LogStream`, so the server numbers the entries in their order, as
+    `entries` would. The parser sets every entry's severity, which wins over
+    `severity_text`, so the streams store what the entries would.
+    """
+    request = logs_pb2.WriteLogEntriesRequest(request_id=request_id)
+    stream = None
+    previous = None
+    for entry in entries:
+        if previous is None or not _same_stream(previous, entry):
+            stream = request.streams.add(
+                service=entry.service, host=entry.host, attributes=entry.attributes
+            )
+        stream.messages.append(entry.message)
+        stream.timestamps_unix_nano.append(entry.timestamp.ToNanoseconds())
+        stream.severities.append(entry.severity)
+        previous = entry
+    return request
 
 
 def _send_batch(
@@ -634,7 +678,7 @@ def _write_batch(
     batch always splits into the same ids, and a resent half counts once.
     """
     position.line = lines[0]
-    request = logs_pb2.WriteLogEntriesRequest(entries=batch, request_id=request_id)
+    request = _stream_request(batch, request_id)
     try:
         response = _write_with_retries(client, request)
     except _RequestTooLarge as too_large:
