@@ -163,6 +163,33 @@ class EntryFactory:
             self.entry(start_ns + self._random.randrange(span)) for _ in range(count)
         ]
 
+    def files(
+        self, count: int, file_entries: int, start_ns: int, end_ns: int
+    ) -> list[pb.LogEntry]:
+        """Build `count` entries in runs of `file_entries` from one log file.
+
+        The entries of a run share a random service and host, and carry the
+        file's name as their only attribute, as `splitlog logs ship` sends
+        them. Their timestamps rise within the run.
+        """
+        rand = self._random
+        entries: list[pb.LogEntry] = []
+        while len(entries) < count:
+            service = rand.choice(SERVICES)
+            attributes = {"log.file.name": f"{service}-{rand.randrange(1, 99)}.log"}
+            host = f"node-{rand.randrange(1, 41):02d}"
+            size = min(file_entries, count - len(entries))
+            for timestamp in sorted(
+                start_ns + rand.randrange(max(1, end_ns - start_ns))
+                for _ in range(size)
+            ):
+                entry = self.entry(timestamp, service)
+                entry.host = host
+                entry.attributes.clear()
+                entry.attributes.update(attributes)
+                entries.append(entry)
+        return entries
+
     def batches(
         self, total: int, batch_size: int, start_ns: int, end_ns: int
     ) -> Iterator[list[pb.LogEntry]]:

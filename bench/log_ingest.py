@@ -11,7 +11,13 @@ Run `python -m bench.log_ingest`. It starts, each in its own process:
 This process is the client. It builds and serializes every request before
 the measurement, then for each batch size sends the same batches to both
 targets in two ways: unary WriteLogEntries from `--concurrency` callers, and
-StreamLogEntries from as many concurrent streams. Each call gets a fresh
+StreamLogEntries from as many concurrent streams. `--form` picks how the
+requests carry the entries: `rows` (one LogEntry each), `streams` (the same
+entries in LogStream columns, one stream per run of entries that share
+service, host and attributes), or both, measured one after the other.
+`--shape` picks the entries: `mixed` (every entry of a random service, host
+and thread) or `files` (runs of 500 entries from one service, host and
+file, as `splitlog logs ship` sends them). Each call gets a fresh
 request id, appended to the pre-serialized batch. The table gives entries
 acknowledged per second, the ratio to the limit, and p50/p99 per call (per
 whole stream in stream mode).
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import statistics
 import subprocess
@@ -80,18 +87,61 @@ def _with_request_id(body: bytes) -> bytes:
     return body + suffix.SerializeToString()
 
 
-def build_bodies(batch_size: int, seed: int = 1) -> list[bytes]:
-    """Serialize batches of `batch_size` entries, `_DISTINCT_ENTRIES` in all."""
+# Entries of one file in the `files` shape.
+_FILE_ENTRIES = 500
+
+
+def build_bodies(
+    batch_size: int, seed: int = 1, form: str = "rows", shape: str = "mixed"
+) -> list[bytes]:
+    """Serialize batches of `batch_size` entries, `_DISTINCT_ENTRIES` in all.
+
+    Every form of one shape and seed gets the same entries.
+    """
     factory = EntryFactory(seed)
     now = time.time_ns()
     start = now - 600 * 1_000_000_000
     count = max(1, _DISTINCT_ENTRIES // batch_size)
+    if shape == "files":
+        entries = factory.files(count * batch_size, _FILE_ENTRIES, start, now)
+        batches = [
+            entries[i : i + batch_size] for i in range(0, len(entries), batch_size)
+        ]
+    else:
+        batches = [factory.entries(batch_size, start, now) for _ in range(count)]
+    if form == "streams":
+        return [
+            pb.WriteLogEntriesRequest(streams=as_streams(batch)).SerializeToString()
+            for batch in batches
+        ]
     return [
-        pb.WriteLogEntriesRequest(
-            entries=factory.entries(batch_size, start, now)
-        ).SerializeToString()
-        for _ in range(count)
+        pb.WriteLogEntriesRequest(entries=batch).SerializeToString()
+        for batch in batches
     ]
+
+
+def as_streams(entries: list[pb.LogEntry]) -> list[pb.LogStream]:
+    """Return the entries as streams, one per run that shares service, host
+    and attributes. They have no trace ids, observed times or severity words.
+    """
+    streams: list[pb.LogStream] = []
+    previous = None
+    for entry in entries:
+        if previous is None or (
+            (entry.service, entry.host) != (previous.service, previous.host)
+            or entry.attributes != previous.attributes
+        ):
+            streams.append(
+                pb.LogStream(
+                    service=entry.service, host=entry.host, attributes=entry.attributes
+                )
+            )
+        stream = streams[-1]
+        stream.messages.append(entry.message)
+        stream.timestamps_unix_nano.append(entry.timestamp.ToNanoseconds())
+        stream.severities.append(entry.severity)
+        previous = entry
+    return streams
 
 
 def stream_messages(batch_size: int, stream_entries: int) -> int:
@@ -234,17 +284,21 @@ def measure(
 async def _serve_counter() -> None:
     counted = 0
 
+    def entry_count(request) -> int:
+        streamed = sum(len(stream.messages) for stream in request.streams)
+        return len(request.entries) + streamed
+
     async def write(request: pb.WriteLogEntriesRequest, context):
         nonlocal counted
-        counted += len(request.entries)
-        return pb.WriteLogEntriesResponse(accepted_count=len(request.entries))
+        counted += entry_count(request)
+        return pb.WriteLogEntriesResponse(accepted_count=entry_count(request))
 
     async def stream(requests, context):
         nonlocal counted
         batches = entries = 0
         async for request in requests:
             batches += 1
-            entries += len(request.entries)
+            entries += entry_count(request)
         counted += entries
         return pb.StreamLogEntriesResponse(batch_count=batches, accepted_count=entries)
 
@@ -382,6 +436,7 @@ def run(args: argparse.Namespace) -> None:
     """Start the targets, measure every batch size and mode, and print the table."""
     batches = [int(text) for text in args.batches.split(",")]
     modes = args.modes.split(",")
+    forms = args.form.split(",")
     counter, limit_target = start_counter()
     cluster = None
     temp = None
@@ -398,23 +453,29 @@ def run(args: argparse.Namespace) -> None:
         failures = []
         cpu_lines: list[str] = []
         for batch in batches:
-            bodies = build_bodies(batch)
-            for mode in modes:
+            bodies = {
+                form: build_bodies(batch, form=form, shape=args.shape) for form in forms
+            }
+            for mode, form in itertools.product(modes, forms):
                 messages = stream_messages(batch, args.stream_entries)
                 label = mode if mode == "unary" else f"stream x{messages}"
+                if len(forms) > 1:
+                    label += f", {form}"
                 options = dict(
                     messages=messages,
                     concurrency=args.concurrency,
                     seconds=args.seconds,
                     warmup=args.warmup,
                 )
-                limit = measure(limit_target, bodies, mode, **options)
+                limit = measure(limit_target, bodies[form], mode, **options)
                 limit_acked += limit.acknowledged_total
                 result = limit
                 cpu_line = ""
                 if cluster is not None:
                     before = cluster_cpu(cluster)
-                    result = measure(cluster.router_address, bodies, mode, **options)
+                    result = measure(
+                        cluster.router_address, bodies[form], mode, **options
+                    )
                     cpu_line = _cpu_line(
                         before, cluster_cpu(cluster), result.acknowledged_total
                     )
@@ -446,6 +507,17 @@ def main() -> None:
     )
     parser.add_argument(
         "--modes", default="unary,stream", help="`unary`, `stream` or both."
+    )
+    parser.add_argument(
+        "--form",
+        default="rows",
+        help="`rows` (LogEntry messages), `streams` (LogStream columns) or both.",
+    )
+    parser.add_argument(
+        "--shape",
+        choices=["mixed", "files"],
+        default="mixed",
+        help="Entries of random services, hosts and threads, or runs of one file.",
     )
     parser.add_argument(
         "--quorum", choices=["all", "leader"], default="all", help="log_write_quorum."
