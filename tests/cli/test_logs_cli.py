@@ -29,6 +29,7 @@ from google.protobuf import duration_pb2
 
 from gateway.app import build as build_gateway
 from log_service.app import build_router
+from log_service.logfiles import parse_numbered_file
 from splitlog.auth.v1 import auth_service_pb2 as auth_pb2
 from splitlog.auth.v1 import auth_service_pb2_grpc as auth_grpc
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
@@ -46,6 +47,7 @@ from tests.auth.support import operator_admin_key
 from tests.balance_service.support import unused_address
 from tests.gateway.support import LoopThread
 from tests.log_service.test_router_cluster import Cluster, list_all, ts
+from tests.log_service.test_streams import as_entries
 from tests.log_service.test_tail import with_sequence
 from tests.system.conftest import SPLITLOG
 from user_service import app as user_app
@@ -248,6 +250,68 @@ def test_ship_counts_and_batches(live, tmp_path, capsys):
         logs_pb2.SEVERITY_WARN,
     ]
     assert {entry.service for entry in stored} == {"ship-batches"}
+
+
+def test_ship_sends_runs_as_streams(live, tmp_path, capsys):
+    # Syslog lines name their host, and a line without a time gets the
+    # attribute time_inferred, so the lines form four runs.
+    moment = datetime.fromtimestamp(int(time.time()) - 60, UTC)
+    stamp = f"{moment:%b} {moment.day:2d} {moment:%H:%M:%S}"
+    lines = [
+        f"{stamp} web-1 sshd[7]: accepted",
+        f"{stamp} web-1 sshd[7]: closed",
+        f"{stamp} web-2 cron[9]: ERROR job failed",
+        "continuation without a time",
+        f"{stamp} web-2 cron[9]: done",
+    ]
+    path = write_log(tmp_path, *lines)
+    entries = [entry for _, entry in parse_numbered_file(path, service="runs")]
+    batch = logs_commands._Batch(str(path))
+    for number, entry in enumerate(entries, 1):
+        batch.add(number, entry, logs_commands._field_bytes(entry.ByteSize()))
+
+    request = logs_commands._stream_request(batch.entries, str(uuid.uuid4()))
+    status, out, err = run(
+        capsys, live.address, "logs", "ship", str(path), "--service", "ship-runs",
+        "--zone", "UTC", "--format", "json",
+    )  # fmt: skip
+    stored = list_all(live.stub, services=["ship-runs"], order_by="timestamp")
+
+    assert [len(stream.messages) for stream in request.streams] == [2, 1, 1, 1]
+    assert [stream.host for stream in request.streams] == [
+        "web-1",
+        "web-2",
+        "",
+        "web-2",
+    ]
+    assert [as_entries(stream) for stream in request.streams] == [
+        [without_severity_text(entry) for entry in entries[:2]],
+        [without_severity_text(entries[2])],
+        [without_severity_text(entries[3])],
+        [without_severity_text(entries[4])],
+    ]
+    assert request.ByteSize() <= batch.size
+    assert status == 0, err
+    assert json.loads(out)["acceptedCount"] == "5"
+    assert sorted(entry.message for entry in stored) == sorted(lines)
+    assert sorted(entry.host for entry in stored) == [
+        "",
+        "web-1",
+        "web-1",
+        "web-2",
+        "web-2",
+    ]
+    assert {e.message: e.severity for e in stored} == {
+        e.message: e.severity for e in entries
+    }
+
+
+def without_severity_text(entry: logs_pb2.LogEntry) -> logs_pb2.LogEntry:
+    """Return a copy without `severity_text`, which a set severity overrides."""
+    copy = logs_pb2.LogEntry()
+    copy.CopyFrom(entry)
+    copy.ClearField("severity_text")
+    return copy
 
 
 def test_ship_table_output(live, tmp_path, capsys):
