@@ -1,10 +1,11 @@
 """Rules that turn written log entries into stored, normalised columns.
 
-The router calls `normalize_batch` on every `WriteLogEntries` batch and
-`log_service.otlp` calls the same rules for OTLP exports. Both produce a
-`NormalizedBatch`: the valid entries as one `EntryColumns` message in input
-order, plus one `LogEntryRejection` per rejected entry. A rejected entry never
-stops the others.
+The router applies these rules to every `WriteLogEntries` batch, through
+`log_service.streams.normalize_write`, which adds the rules of the column
+form `LogStream`, and `log_service.otlp` calls the same rules for OTLP
+exports. Both produce a `NormalizedBatch`: the valid entries as rows (and
+stream blocks) in input order, plus one `LogEntryRejection` per rejected
+entry. A rejected entry never stops the others.
 
 This code runs once per ingested entry, so each field is read once, each
 valid entry becomes one row tuple, and `EntryColumns` is built from the rows

@@ -1,6 +1,6 @@
 """The router's LogsService and OTLP servicers, and its write path.
 
-A write is checked and normalised (`model.normalize_batch`), its valid
+A write is checked and normalised (`streams.normalize_write`), its valid
 entries are grouped by shard, and each group goes to its shard leader in
 parallel, under the batch id `<request_id>/<shard>`: alone with
 `AppendEntries`, or with the groups of other writes in one `AppendBatches`
@@ -60,7 +60,6 @@ from log_service.request_ids import RequestLedger, request_digest
 from log_service.retention import RetentionStore, check_name
 from log_service.sharding import ServiceRing, Sharder
 from log_service.streams import (
-    ENTRY_OVERHEAD_BYTES,
     ColumnBlock,
     column_length_error,
     normalize_write,
@@ -459,6 +458,7 @@ class Writer:
 
         An entry of a block must fit alone in a request to its node, beside
         the shard and batch id (`<request_id>/<digest>/<shard>/<offset>`).
+        `streams.ENTRY_OVERHEAD_BYTES` covers the entry's own framing.
         Returns None for a sharder that may spread one service's entries over
         several shards: their streams are taken apart into rows.
         """
@@ -466,12 +466,8 @@ class Writer:
             return None
         shard_bytes = max(map(len, self._sharder.shards_for_query((), None, None)))
         batch_id_bytes = len(request_id.encode()) + 2 * shard_bytes + 64
-        return (
-            self._max_request_bytes
-            - _PART_FRAMING_BYTES
-            - 2 * batch_id_bytes
-            - ENTRY_OVERHEAD_BYTES
-        )
+        # The shard and the batch id each come with a tag and a length.
+        return self._max_request_bytes - _PART_FRAMING_BYTES - 2 * batch_id_bytes
 
     def store(
         self,
