@@ -19,7 +19,7 @@ unset or the column empty. It has no `observed_timestamp`, trace or span id.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,8 +50,8 @@ _ALLOWED_TABLE[list(_ALLOWED_SEVERITIES)] = True
 # Columns of at least this many values are checked with numpy. Below it, a
 # numpy call costs more than the built-in min, max and set over the values.
 NUMPY_ENTRIES = 256
-# A block of fewer entries is stored as rows: extending the eleven columns
-# costs more per block than building its few rows.
+# A stream of fewer entries becomes rows: checking it as a block and
+# extending the eleven columns costs more than building its few rows.
 ROW_BLOCK_ENTRIES = 16
 # Bytes an entry of a block takes in a node's EntryColumns besides its
 # strings: five packed numbers of up to 10 bytes, the tag and length of
@@ -122,24 +122,6 @@ class ColumnBlock:
             self.row_position,
         )
 
-    def rows(self) -> Iterator[tuple]:
-        """Yield the block's entries as normalised rows (`model.ROW_FIELDS`)."""
-        count = len(self.messages)
-        return zip(
-            self.timestamps,
-            [self.observed_timestamp] * count,
-            self.severities,
-            [self.service] * count,
-            [self.host] * count,
-            self.messages,
-            [self.attributes] * count,
-            [""] * count,
-            [""] * count,
-            [False] * count,
-            [0] * count,
-            strict=True,
-        )
-
     def extend(self, columns: node_service_pb2.EntryColumns) -> None:
         """Append the block's entries to `columns`."""
         count = len(self.messages)
@@ -191,8 +173,9 @@ def add_streams(
 ) -> None:
     """Normalise the entries of `streams`, numbered from `first_index`.
 
-    A stream that passes every check at once becomes a block of
-    `builder.blocks`. The others go entry by entry through `builder.add`.
+    A stream of at least `ROW_BLOCK_ENTRIES` entries that passes every
+    check at once becomes a block of `builder.blocks`. The others become
+    rows, entry by entry (`_add_entries`).
     `max_entry_bytes` bounds the bytes of one entry of a block in a request
     to a node, so that a block never has to reject an entry as too large.
     None sends every stream entry by entry, for sharders that place the
@@ -201,17 +184,15 @@ def add_streams(
     """
     index = first_index
     for stream in streams:
+        count = len(stream.messages)
         block = None
-        if max_entry_bytes is not None:
+        if max_entry_bytes is not None and count >= ROW_BLOCK_ENTRIES:
             block = _block_of(builder, stream, index, max_entry_bytes)
         if block is None:
             _add_entries(builder, stream, index)
-        elif len(block) < ROW_BLOCK_ENTRIES:
-            builder.rows.extend(block.rows())
-            builder.indexes.extend(range(index, index + len(block)))
         else:
             builder.blocks.append(block)
-        index += len(stream.messages)
+        index += count
 
 
 def _block_of(
@@ -231,26 +212,11 @@ def _block_of(
         return None
     limits = builder.limits
     service = stream.service
-    cutoff = builder.cutoffs.get(service)
-    if cutoff is None:
-        if not service_is_valid(service, limits):
-            return None
-        cutoff = builder.cutoffs[service] = builder.retention_cutoff(service)
     host = stream.host
-    if host and host not in builder.valid_hosts:
-        if not host_is_valid(host, limits):
-            return None
-        builder.valid_hosts.add(host)
-    attributes = ""
-    if stream.attributes:
-        attributes = short_attributes_json(
-            stream.attributes,
-            limits.max_attributes,
-            limits.max_attribute_key_bytes // 4,
-            limits.max_attribute_value_bytes // 4,
-        )
-        if attributes is None:
-            return None
+    attributes = _shared_row_fields(builder, service, host, stream.attributes)
+    if attributes is None:
+        return None
+    cutoff = builder.cutoffs[service]
     longest = _longest_message_bytes(stream.messages, limits.max_message_bytes)
     if longest > limits.max_message_bytes:
         return None
@@ -358,25 +324,111 @@ def _stored_severities(stream: logs_service_pb2.LogStream) -> Sequence[int] | No
 def _add_entries(
     builder: BatchBuilder, stream: logs_service_pb2.LogStream, first_index: int
 ) -> None:
-    """Normalise each entry of a stream as the equivalent `LogEntry`."""
+    """Normalise each entry of a stream as the equivalent `LogEntry`, into rows.
+
+    The shared fields are checked once. When they pass, an entry with a set
+    severity, a short message and a timestamp in range gets its row here,
+    the row that `BatchBuilder.add` would give it, as in
+    `model.add_log_entries`. Every other entry goes through `add`.
+    """
     count = len(stream.messages)
-    timestamps = stream.timestamps_unix_nano or [0] * count
+    service = stream.service
+    host = stream.host
+    attributes = stream.attributes
     default = stream.severity
+    timestamps = stream.timestamps_unix_nano or [0] * count
     severities = stream.severities or [default] * count
     add = builder.add
+    attributes_json = _shared_row_fields(builder, service, host, attributes)
+    if attributes_json is None:
+        for index, (message, timestamp, severity) in enumerate(
+            zip(stream.messages, timestamps, severities, strict=True), first_index
+        ):
+            add(
+                index,
+                service=service,
+                host=host,
+                message=message,
+                severity=severity or default,
+                severity_text="",
+                timestamp=timestamp,
+                observed_timestamp=0,
+                attributes=attributes,
+                trace_id="",
+                span_id="",
+            )
+        return
+    now_ns = builder.now_ns
+    latest_ns = builder.latest_ns
+    cutoff = builder.cutoffs[service]
+    max_message_characters = builder.limits.max_message_bytes // 4
+    append_row = builder.rows.append
+    append_index = builder.indexes.append
     for index, (message, timestamp, severity) in enumerate(
         zip(stream.messages, timestamps, severities, strict=True), first_index
     ):
+        severity = severity or default
+        stored_timestamp = timestamp or now_ns
+        if (
+            severity in VALID_SEVERITIES
+            and len(message) <= max_message_characters
+            and cutoff <= stored_timestamp <= latest_ns
+        ):
+            append_row(
+                (
+                    stored_timestamp,
+                    now_ns,
+                    severity,
+                    service,
+                    host,
+                    message,
+                    attributes_json,
+                    "",
+                    "",
+                    False,
+                    0,
+                )
+            )
+            append_index(index)
+            continue
         add(
             index,
-            service=stream.service,
-            host=stream.host,
+            service=service,
+            host=host,
             message=message,
-            severity=severity or default,
+            severity=severity,
             severity_text="",
             timestamp=timestamp,
             observed_timestamp=0,
-            attributes=stream.attributes,
+            attributes=attributes,
             trace_id="",
             span_id="",
         )
+
+
+def _shared_row_fields(
+    builder: BatchBuilder, service: str, host: str, attributes: Mapping[str, str]
+) -> str | None:
+    """Check a stream's shared fields; return its stored attributes, or None.
+
+    None means that some rule may change or reject the stream's entries
+    because of these fields, so each entry needs `BatchBuilder.add`. A valid
+    service gets its retention cutoff in `builder.cutoffs`, as `add` does.
+    """
+    limits = builder.limits
+    if service not in builder.cutoffs:
+        if not service_is_valid(service, limits):
+            return None
+        builder.cutoffs[service] = builder.retention_cutoff(service)
+    if host and host not in builder.valid_hosts:
+        if not host_is_valid(host, limits):
+            return None
+        builder.valid_hosts.add(host)
+    if not attributes:
+        return ""
+    return short_attributes_json(
+        attributes,
+        limits.max_attributes,
+        limits.max_attribute_key_bytes // 4,
+        limits.max_attribute_value_bytes // 4,
+    )

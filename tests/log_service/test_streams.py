@@ -131,8 +131,12 @@ CASES = {
         dict(messages=["a"], severities=[INFO], severity=3),
         True,
     ),
-    "long message cut": (dict(messages=["short", "x" * 50]), False),
-    "long non-ASCII message cut": (dict(messages=["é" * 30]), False),
+    "long message cut": (dict(messages=["short", "x" * 50], severity=INFO), False),
+    "long non-ASCII message cut": (dict(messages=["é" * 30], severity=INFO), False),
+    "non-ASCII message at the limit": (
+        dict(messages=["é" * 20, "x" * 40], severity=INFO),
+        True,
+    ),
     "too many attributes": (
         dict(attributes={"a": "1", "b": "2", "c": "3"}, messages=["m"]),
         False,
@@ -151,25 +155,31 @@ CASES = {
     "too old": (
         dict(
             service="short",
+            severity=INFO,
             messages=["new", "old", "unset"],
             timestamps_unix_nano=[NOW_NS - SECOND, NOW_NS - 7200 * SECOND, 0],
         ),
         False,
     ),
     "in the future": (
-        dict(messages=["a", "b"], timestamps_unix_nano=[NOW_NS, NOW_NS + 61 * SECOND]),
+        dict(
+            messages=["a", "b"],
+            timestamps_unix_nano=[NOW_NS, NOW_NS + 61 * SECOND],
+            severities=[WARN, ERROR],
+        ),
         False,
     ),
     "edges of the range": (
         dict(
             service="short",
+            severity=DEBUG,
             messages=["oldest", "newest"],
             timestamps_unix_nano=[NOW_NS - 3600 * SECOND, NOW_NS + 60 * SECOND],
         ),
         True,
     ),
     "negative timestamp": (
-        dict(service="short", messages=["a"], timestamps_unix_nano=[-5]),
+        dict(service="short", messages=["a"], timestamps_unix_nano=[-5], severity=INFO),
         False,
     ),
     "no service": (dict(service="", messages=["a", "b"]), False),
@@ -184,20 +194,23 @@ COLUMNS = ("messages", "timestamps_unix_nano", "severities")
 
 @pytest.mark.parametrize("name", list(CASES))
 @pytest.mark.parametrize("copies", [1, 300], ids=["short", "numpy"])
-def test_stream_stores_what_entries_store(name, copies, monkeypatch):
-    # Keep even one-entry blocks in columns, to compare them.
-    monkeypatch.setattr(stream_rules, "ROW_BLOCK_ENTRIES", 0)
+@pytest.mark.parametrize("blocks", ["always", "long"])
+def test_stream_stores_what_entries_store(name, copies, blocks, monkeypatch):
+    if blocks == "always":
+        # Check even one-entry streams as blocks, to compare them.
+        monkeypatch.setattr(stream_rules, "ROW_BLOCK_ENTRIES", 1)
     fields, in_columns = CASES[name]
     fields = {"service": "api", **fields}
     for column in COLUMNS:
         if column in fields:
             fields[column] = fields[column] * copies
     stream = LogStream(**fields)
+    long_enough = len(stream.messages) >= stream_rules.ROW_BLOCK_ENTRIES
 
     as_streams, as_rows = both_forms([], [stream], SMALL)
 
     assert_same(as_streams, as_rows)
-    assert bool(as_streams.blocks) == in_columns
+    assert bool(as_streams.blocks) == (in_columns and long_enough)
 
 
 def test_short_block_becomes_rows():
@@ -211,7 +224,7 @@ def test_short_block_becomes_rows():
 
 
 def test_mixed_entries_and_streams_keep_index_order(monkeypatch):
-    monkeypatch.setattr(stream_rules, "ROW_BLOCK_ENTRIES", 0)
+    monkeypatch.setattr(stream_rules, "ROW_BLOCK_ENTRIES", 1)
     entries = [
         LogEntry(service="api", message="first"),
         LogEntry(service="api", message="bad", trace_id="xyz"),
@@ -245,7 +258,7 @@ def test_all_streams_in_rows_without_a_limit():
 
 
 def test_entry_over_the_block_limit_goes_to_rows(monkeypatch):
-    monkeypatch.setattr(stream_rules, "ROW_BLOCK_ENTRIES", 0)
+    monkeypatch.setattr(stream_rules, "ROW_BLOCK_ENTRIES", 1)
     streams = [LogStream(service="api", messages=["x" * 300, "y"], severity=INFO)]
 
     as_streams, as_rows = both_forms([], streams, max_entry_bytes=400)
@@ -257,7 +270,7 @@ def test_entry_over_the_block_limit_goes_to_rows(monkeypatch):
 
 
 def test_block_keeps_the_request_columns(monkeypatch):
-    monkeypatch.setattr(stream_rules, "ROW_BLOCK_ENTRIES", 0)
+    monkeypatch.setattr(stream_rules, "ROW_BLOCK_ENTRIES", 1)
     stream = LogStream(
         service="api",
         messages=["a", "b", "c"],
