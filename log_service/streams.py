@@ -4,9 +4,10 @@ A stream contains entries that share `service`, `host` and `attributes`, with
 one column each for messages, timestamps and severities. The router checks
 the shared fields once and each column as a whole (numpy minimum and maximum
 of the timestamps, the longest message, the set of severities). A stream
-that passes every check becomes a `ColumnBlock`, whose columns extend a
-node's `EntryColumns` without a Python step per entry. Any other stream is
-taken apart into entries, and each goes through `BatchBuilder.add` like a
+of at least `ROW_BLOCK_ENTRIES` entries that passes every check becomes a
+`ColumnBlock`, whose columns extend a node's `EntryColumns` without a
+Python step per entry. Any other stream is taken apart into entries, and
+each gets the row, or the rejection, that `BatchBuilder.add` gives a
 `LogEntry` with the same values, so both forms store and reject exactly the
 same entries.
 
