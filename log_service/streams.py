@@ -341,27 +341,11 @@ def _add_entries(
     severities = stream.severities or [default] * count
     add = builder.add
     attributes_json = _shared_row_fields(builder, service, host, attributes)
-    if attributes_json is None:
-        for index, (message, timestamp, severity) in enumerate(
-            zip(stream.messages, timestamps, severities, strict=True), first_index
-        ):
-            add(
-                index,
-                service=service,
-                host=host,
-                message=message,
-                severity=severity or default,
-                severity_text="",
-                timestamp=timestamp,
-                observed_timestamp=0,
-                attributes=attributes,
-                trace_id="",
-                span_id="",
-            )
-        return
+    # With shared fields that fail, every entry goes through `add`.
+    rows_here = attributes_json is not None
     now_ns = builder.now_ns
     latest_ns = builder.latest_ns
-    cutoff = builder.cutoffs[service]
+    cutoff = builder.cutoffs[service] if rows_here else 0
     max_message_characters = builder.limits.max_message_bytes // 4
     append_row = builder.rows.append
     append_index = builder.indexes.append
@@ -371,7 +355,8 @@ def _add_entries(
         severity = severity or default
         stored_timestamp = timestamp or now_ns
         if (
-            severity in VALID_SEVERITIES
+            rows_here
+            and severity in VALID_SEVERITIES
             and len(message) <= max_message_characters
             and cutoff <= stored_timestamp <= latest_ns
         ):
