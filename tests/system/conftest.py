@@ -181,6 +181,7 @@ def start_splitlog(
     data_dir: Path | None = None,
     ports: dict[str, int | str] | None = None,
     settings: Mapping[str, str] = WITHOUT_AUTH,
+    grace_seconds: float = 5.0,
 ) -> Splitlog:
     """Run `splitlog up EXTRA... --data-dir D --<x>-port P...` in a new session.
 
@@ -192,7 +193,7 @@ def start_splitlog(
         ports["--log-nodes"] = log_nodes_on_free_ports()
     data_dir = data_dir or tmp_path / "data"
     args = [str(SPLITLOG), "up", *extra, "--data-dir", str(data_dir)]
-    args += ["--grace-seconds", "5", "--workers", "8"]
+    args += ["--grace-seconds", f"{grace_seconds:g}", "--workers", "8"]
     for flag, port in ports.items():
         args += [flag, str(port)]
     log_path = tmp_path / f"splitlog-{len(list(tmp_path.glob('splitlog-*')))}.log"
