@@ -203,6 +203,15 @@ class UserDirectory:
             return cached
         return frozenset(self.members(group_id, context))
 
+    def is_deleted(self, group_id: str) -> bool:
+        """Return whether user_service reported the group deleted.
+
+        Only groups named since this process started, and not yet dropped
+        from the bounded `DeletedGroups`, count, so call it after a look-up
+        such as `is_member` has asked user_service.
+        """
+        return domain.group_name(group_id) in self._deleted
+
     def is_member(
         self, group_id: str, user_id: str, context: grpc.ServicerContext | None
     ) -> bool:

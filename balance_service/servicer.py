@@ -364,7 +364,11 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             user_id = user.removeprefix("users/")
             return self._directory.is_member(group_id, user_id, context)
 
-        authz.require_group_member(domain.group_name(group_id), is_member)
+        authz.require_group_member(
+            domain.group_name(group_id),
+            is_member,
+            is_deleted=lambda: self._directory.is_deleted(group_id),
+        )
 
     def _member_states_for_write(
         self, group_id: str, context: grpc.ServicerContext
@@ -389,7 +393,11 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             caller = authz.restricted_user()
             if caller is None:
                 raise
-            raise authz.group_denied(caller, domain.group_name(group_id)) from None
+            raise authz.group_denied(
+                caller,
+                domain.group_name(group_id),
+                deleted=self._directory.is_deleted(group_id),
+            ) from None
 
     # Balances
 

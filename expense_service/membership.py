@@ -322,6 +322,15 @@ class MembershipClient:
             return False
         return True
 
+    def is_deleted(self, group: str) -> bool:
+        """Return whether user_service reported the group deleted.
+
+        Only groups named since this process started, and not yet dropped
+        from the bounded `DeletedGroups`, count, so call it after a look-up
+        such as `is_member` has asked user_service.
+        """
+        return group in self._deleted
+
     def is_member(
         self, group: str, user: str, context: grpc.ServicerContext | None
     ) -> bool:

@@ -374,7 +374,9 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         group of others give the same error.
         """
         authz.require_group_member(
-            group, lambda user: self._membership.is_member(group, user, context)
+            group,
+            lambda user: self._membership.is_member(group, user, context),
+            is_deleted=lambda: self._membership.is_deleted(group),
         )
 
     def _require_group(self, group: str, context: grpc.ServicerContext) -> None:

@@ -20,7 +20,9 @@ Rules:
 - A caller who may not use a group gets PERMISSION_DENIED with the same
   message whether the group exists or not, so group ids cannot be probed
   (permission is checked before existence). Only administrators and services
-  see NOT_FOUND for a missing group.
+  see NOT_FOUND for a missing group. A deleted group is the exception,
+  because its PERMISSION_DENIED message states that the group was deleted.
+  CreateGroup already returns that fact to any caller who requests the id.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from collections.abc import Callable, Iterator
 
 from splitlog_runtime import auth
 from splitlog_runtime.errors import PermissionDenied, Unauthenticated
+from splitlog_runtime.groups import DELETED_KEY
 
 ANONYMOUS = "anonymous"
 
@@ -144,11 +147,25 @@ def require_acting_as_caller(user: str, field: str) -> None:
     )
 
 
-def group_denied(caller: str, group: str) -> PermissionDenied:
+def group_denied(caller: str, group: str, deleted: bool = False) -> PermissionDenied:
     """Return the error for a group that the caller may not use.
 
-    The message is the same whether or not the group exists.
+    The message is the same whether the group is missing or belongs to
+    others. A deleted group gets its own message, because no member is left
+    to add anyone back. It reveals no more than CreateGroup, which rejects a
+    deleted id with GROUP_ID_DELETED for any caller.
     """
+    if deleted:
+        return PermissionDenied(
+            f"{caller} may not access {group!r} because the group was deleted, "
+            "together with its memberships; its expenses, settlements and "
+            "balances can no longer be read or changed, and a retried "
+            f"DeleteGroup has nothing left to do. List the groups that {caller} "
+            "still belongs to with ListGroups, or start a new group with "
+            "CreateGroup",
+            reason=GROUP_ACCESS_DENIED,
+            metadata={"principal": caller, "group": group, DELETED_KEY: "true"},
+        )
     return PermissionDenied(
         f"{caller} may not access {group!r} because the group does not exist or "
         f"{caller} is not one of its members; ask a member to add {caller} with "
@@ -158,21 +175,30 @@ def group_denied(caller: str, group: str) -> PermissionDenied:
     )
 
 
-def require_group_member(group: str, is_member: Callable[[str], bool]) -> None:
+def require_group_member(
+    group: str,
+    is_member: Callable[[str], bool],
+    is_deleted: Callable[[], bool] | None = None,
+) -> None:
     """Allow a restricted caller to use a group only when they are a member.
 
     Args:
       group: the group's name, `groups/{group}`.
       is_member: returns whether a user (`users/{user}`) is a member of the
         group now; it must return False for a group that does not exist.
+      is_deleted: returns whether the group was deleted. It is called only
+        after `is_member` returned False, so it may rely on what that call
+        found out.
 
     Raises:
       Unauthenticated: the call arrived without a credential.
       PermissionDenied: the caller is not a member, or the group does not
-        exist; both give the same message.
+        exist; both give the same message. A deleted group gives the
+        message of `group_denied(..., deleted=True)`.
     """
     caller = restricted_user()
     if caller is None:
         return
     if not is_member(caller):
-        raise group_denied(caller, group)
+        deleted = is_deleted is not None and is_deleted()
+        raise group_denied(caller, group, deleted=deleted)

@@ -197,14 +197,18 @@ def _authorize_group(session: Session, group_id: str) -> None:
     """Raise PERMISSION_DENIED unless the caller may use the group.
 
     The check runs before the group is looked up, so a missing group and a
-    group of others give the same error.
+    group of others give the same error. A deleted group's error says so.
     """
 
     def is_member(user: str) -> bool:
         user_id = user.removeprefix("users/")
         return storage.get_member(session, group_id, user_id) is not None
 
-    authz.require_group_member(domain.group_name(group_id), is_member)
+    authz.require_group_member(
+        domain.group_name(group_id),
+        is_member,
+        is_deleted=lambda: storage.is_deleted_group(session, group_id),
+    )
 
 
 @contextmanager

@@ -817,6 +817,83 @@ def test_deleted_group_matches_get_group(stack, channel):
         assert error_details(error)["ErrorInfo"].reason == "GROUP_NOT_FOUND"
 
 
+def _deleter_calls(
+    ben: Caller, group: str, expense: str, settlement: str
+) -> list[tuple[str, str, object]]:
+    """Calls that the member who deleted a group may try next, retries included."""
+    balance = f"{group}/balance"
+    return [
+        ("users", "DeleteGroup", users_pb.DeleteGroupRequest(name=group)),
+        (
+            "users",
+            "AddGroupMember",
+            users_pb.AddGroupMemberRequest(parent=group, user=ben.user),
+        ),
+        (
+            "users",
+            "RemoveGroupMember",
+            users_pb.RemoveGroupMemberRequest(
+                name=f"{group}/members/{ben.user.removeprefix('users/')}"
+            ),
+        ),
+        ("balances", "CheckSettled", balances_pb.CheckSettledRequest(name=balance)),
+        (
+            "balances",
+            "DeleteSettlement",
+            balances_pb.DeleteSettlementRequest(name=settlement),
+        ),
+        (
+            "balances",
+            "UndeleteSettlement",
+            balances_pb.UndeleteSettlementRequest(name=settlement),
+        ),
+        ("expenses", "DeleteExpense", expenses_pb.DeleteExpenseRequest(name=expense)),
+    ]
+
+
+def test_deleted_group_denial_says_deleted(stack, channel):
+    ann, ben = _sign_up(channel, "ann"), _sign_up(channel, "ben")
+    eve = _sign_up(channel, "eve")
+    group, expense, settlement = _settled_group(ann, ben)
+    calls = _deleter_calls(ben, group, expense, settlement)
+    # Fill the member caches, so that the services learn of the deletion
+    # only when the cached list runs out.
+    ann.balances(
+        "CheckSettled", balances_pb.CheckSettledRequest(name=f"{group}/balance")
+    )
+    _expense_names(ann, group)
+
+    ann.users("DeleteGroup", users_pb.DeleteGroupRequest(name=group))
+
+    for caller in (ann, eve):
+        for service, method, request in calls:
+            error = _wait_for_error(
+                functools.partial(_call, caller, service, method, request),
+                DENIED,
+                method,
+            )
+            details = error.details()
+            assert f"{group!r} because the group was deleted" in details, method
+            assert "ListGroups" in details, method
+            assert "AddGroupMember" not in details, method
+            info = error_details(error)["ErrorInfo"]
+            assert info.reason == "GROUP_ACCESS_DENIED", method
+            assert info.metadata["deleted"] == "true", method
+            assert info.metadata["principal"] == caller.user, method
+
+
+def test_missing_group_denial_unchanged(channel):
+    eve = _sign_up(channel, "eve")
+    missing = f"groups/missing-{uuid.uuid4().hex[:8]}"
+    error = _fails(
+        lambda: eve.users("GetGroup", users_pb.GetGroupRequest(name=missing))
+    )
+    assert error.code() == DENIED
+    assert "does not exist or" in error.details()
+    assert "was deleted" not in error.details()
+    assert "deleted" not in error_details(error)["ErrorInfo"].metadata
+
+
 def test_deleted_group_rest_reads(stack, channel, http):
     ann, ben = _sign_up(channel, "ann"), _sign_up(channel, "ben")
     admin = _admin(stack, channel, _sign_up(channel, "root"))

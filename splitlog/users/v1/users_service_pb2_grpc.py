@@ -171,6 +171,9 @@ class UsersServiceServicer:
 
     def DeleteGroup(self, request, context):
         """Deletes a group and its memberships. Fails while the group has unsettled balances.
+        A retry after the group was deleted fails like any call on a deleted group:
+        NOT_FOUND for administrators, PERMISSION_DENIED (reason GROUP_ACCESS_DENIED,
+        ErrorInfo metadata `deleted: "true"`) for other callers.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

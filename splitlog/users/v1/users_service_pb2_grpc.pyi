@@ -52,7 +52,11 @@ class UsersServiceStub:
     UpdateGroup: _grpc.UnaryUnaryMultiCallable[_users_service_pb2.UpdateGroupRequest, _users_service_pb2.UpdateGroupResponse]
     """Updates a group; `display_name` is the only mutable field, so this renames it."""
     DeleteGroup: _grpc.UnaryUnaryMultiCallable[_users_service_pb2.DeleteGroupRequest, _users_service_pb2.DeleteGroupResponse]
-    """Deletes a group and its memberships. Fails while the group has unsettled balances."""
+    """Deletes a group and its memberships. Fails while the group has unsettled balances.
+    A retry after the group was deleted fails like any call on a deleted group:
+    NOT_FOUND for administrators, PERMISSION_DENIED (reason GROUP_ACCESS_DENIED,
+    ErrorInfo metadata `deleted: "true"`) for other callers.
+    """
     AddGroupMember: _grpc.UnaryUnaryMultiCallable[_users_service_pb2.AddGroupMemberRequest, _users_service_pb2.AddGroupMemberResponse]
     """Adds an active user to a group."""
     ListGroupMembers: _grpc.UnaryUnaryMultiCallable[_users_service_pb2.ListGroupMembersRequest, _users_service_pb2.ListGroupMembersResponse]
@@ -84,7 +88,11 @@ class UsersServiceAsyncStub(UsersServiceStub):
     UpdateGroup: _aio.UnaryUnaryMultiCallable[_users_service_pb2.UpdateGroupRequest, _users_service_pb2.UpdateGroupResponse]  # type: ignore[assignment]
     """Updates a group; `display_name` is the only mutable field, so this renames it."""
     DeleteGroup: _aio.UnaryUnaryMultiCallable[_users_service_pb2.DeleteGroupRequest, _users_service_pb2.DeleteGroupResponse]  # type: ignore[assignment]
-    """Deletes a group and its memberships. Fails while the group has unsettled balances."""
+    """Deletes a group and its memberships. Fails while the group has unsettled balances.
+    A retry after the group was deleted fails like any call on a deleted group:
+    NOT_FOUND for administrators, PERMISSION_DENIED (reason GROUP_ACCESS_DENIED,
+    ErrorInfo metadata `deleted: "true"`) for other callers.
+    """
     AddGroupMember: _aio.UnaryUnaryMultiCallable[_users_service_pb2.AddGroupMemberRequest, _users_service_pb2.AddGroupMemberResponse]  # type: ignore[assignment]
     """Adds an active user to a group."""
     ListGroupMembers: _aio.UnaryUnaryMultiCallable[_users_service_pb2.ListGroupMembersRequest, _users_service_pb2.ListGroupMembersResponse]  # type: ignore[assignment]
@@ -173,7 +181,11 @@ class UsersServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _users_service_pb2.DeleteGroupRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_users_service_pb2.DeleteGroupResponse, _abc.Awaitable[_users_service_pb2.DeleteGroupResponse]]:
-        """Deletes a group and its memberships. Fails while the group has unsettled balances."""
+        """Deletes a group and its memberships. Fails while the group has unsettled balances.
+        A retry after the group was deleted fails like any call on a deleted group:
+        NOT_FOUND for administrators, PERMISSION_DENIED (reason GROUP_ACCESS_DENIED,
+        ErrorInfo metadata `deleted: "true"`) for other callers.
+        """
 
     @_abc_1.abstractmethod
     def AddGroupMember(
