@@ -169,7 +169,9 @@ def group_denied(caller: str, group: str, deleted: bool = False) -> PermissionDe
     return PermissionDenied(
         f"{caller} may not access {group!r} because the group does not exist or "
         f"{caller} is not one of its members; ask a member to add {caller} with "
-        "AddGroupMember",
+        "AddGroupMember. To settle a balance left from an earlier membership, "
+        f"ask a member to record the settlement with CreateSettlement, naming "
+        f"{caller} as payer or payee",
         reason=GROUP_ACCESS_DENIED,
         metadata={"principal": caller, "group": group},
     )

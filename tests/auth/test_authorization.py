@@ -598,6 +598,52 @@ def test_own_dashboard_lists_former_group(channel):
     assert list(dashboard.total_net_amounts) == [owed]
 
 
+def test_former_member_settlement_by_member(channel):
+    ann, ben = _sign_up(channel, "ann"), _sign_up(channel, "ben")
+    group, expense, _ = _settled_group(ann, ben)
+    member = f"{group}/members/{ben.user.removeprefix('users/')}"
+    ben.users("RemoveGroupMember", users_pb.RemoveGroupMemberRequest(name=member))
+    # Without the expense, ann owes ben the 15 EUR he paid her.
+    ann.expenses("DeleteExpense", expenses_pb.DeleteExpenseRequest(name=expense))
+    owed = balances_pb.Settlement(
+        payer=ann.user,
+        payee=ben.user,
+        creator=ben.user,
+        amount=money_pb2.Money(currency_code="EUR", units=15),
+        settlement_date=date_pb2.Date(year=2024, month=5, day=4),
+    )
+    request = balances_pb.CreateSettlementRequest(parent=group, settlement=owed)
+
+    # balance_service may accept ben from a cached member list for a few
+    # seconds, and then rejects him as settlement.creator instead.
+    deadline = time.monotonic() + membership.CACHE_SECONDS + 2.0
+    while (
+        error := _fails(lambda: ben.balances("CreateSettlement", request))
+    ).code() != DENIED:
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error.details()
+        assert time.monotonic() < deadline, error.details()
+        time.sleep(0.1)
+    assert "ask a member to record the settlement with CreateSettlement" in (
+        error.details()
+    )
+    assert f"naming {ben.user} as payer or payee" in error.details()
+    assert error_details(error)["ErrorInfo"].reason == "GROUP_ACCESS_DENIED"
+
+    request.settlement.creator = ann.user
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        try:
+            ann.balances("CreateSettlement", request)
+            break
+        except grpc.RpcError as pending:
+            # The settlement waits until the ledger has applied the delete.
+            assert pending.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert time.monotonic() < deadline, pending.details()
+            time.sleep(0.05)
+    balance = balances_pb.CheckSettledRequest(name=f"{group}/balance")
+    assert ann.balances("CheckSettled", balance).settled
+
+
 # API keys
 
 
