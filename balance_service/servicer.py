@@ -440,6 +440,11 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             )
         with self._transaction(read_only=True) as session:
             rows = storage.unsettled_balances(session, group_id, user_id)
+            known = user_id is None or bool(rows)
+            if not known:
+                known = storage.has_balance(session, group_id, user_id)
+        if not known:
+            self._require_member(group_id, user_id, context)
         return pb.CheckSettledResponse(
             settled=not rows,
             unsettled_balances=[
@@ -450,6 +455,36 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                 for row in rows
             ],
         )
+
+    def _require_member(
+        self, group_id: str, user_id: str, context: grpc.ServicerContext
+    ) -> None:
+        """Reject a CheckSettled `user` who has no balance and is not a member.
+
+        A settled response for such a user would read as a settled member, so
+        they get NOT_A_GROUP_MEMBER, as in ExplainBalance. A former member
+        whose balance is zero has a balance row and is settled.
+        NOTE: a former member whom no expense or settlement ever named has
+        no row, and user_service keeps no past memberships, so they get
+        NOT_A_GROUP_MEMBER too. When
+        user_service does not respond, the user counts as settled, as
+        `_require_group` skips its check then.
+
+        Raises:
+          FailedPrecondition: the user is not a member (NOT_A_GROUP_MEMBER).
+        """
+        try:
+            member = self._directory.is_member(group_id, user_id, context)
+        except Unavailable:
+            _LOGGER.warning(
+                "CheckSettled of users/%s in groups/%s skips the member check: "
+                "user_service did not respond",
+                user_id,
+                group_id,
+            )
+            return
+        if not member:
+            raise not_a_member(group_id, user_id, "user")
 
     def _require_group(self, group_id: str, context: grpc.ServicerContext) -> None:
         """Raise NOT_FOUND for a missing or deleted group, as GetGroup does.

@@ -464,6 +464,20 @@ def unsettled_balances(
     ).all()
 
 
+def has_balance(session: Session, group_id: str, user_id: str) -> bool:
+    """Return whether a user has a balance row in a group, zero or not.
+
+    A row exists once an expense or settlement of the group named the user,
+    and it stays after the net amount returns to zero.
+    """
+    query = (
+        select(BalanceRow.user_id)
+        .where(BalanceRow.group_id == group_id, BalanceRow.user_id == user_id)
+        .limit(1)
+    )
+    return session.scalars(query).first() is not None
+
+
 def member_nets(
     session: Session,
     group_id: str,

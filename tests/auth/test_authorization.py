@@ -644,6 +644,34 @@ def test_former_member_settlement_by_member(channel):
     assert ann.balances("CheckSettled", balance).settled
 
 
+def test_check_settled_non_member_user(channel, http):
+    ann, ben = _sign_up(channel, "ann"), _sign_up(channel, "ben")
+    eve = _sign_up(channel, "eve")
+    group, _, _ = _settled_group(ann, ben)
+    balance = f"{group}/balance"
+    headers = {"authorization": f"Bearer {ann.credential}"}
+
+    for user in (eve.user, "users/nobody"):
+        request = balances_pb.CheckSettledRequest(name=balance, user=user)
+        error = _error_of(ann, "balances", "CheckSettled", request)
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, user
+        assert f"user {user!r} is not a member of {group!r}" in error.details()
+        assert error_details(error)["ErrorInfo"].reason == "NOT_A_GROUP_MEMBER"
+
+        reply = http.get(
+            f"/v1/{balance}:checkSettled", params={"user": user}, headers=headers
+        )
+        assert reply.status_code == 400, reply.text
+        assert reply.json()["error"]["status"] == "FAILED_PRECONDITION", user
+        assert f"user {user!r} is not a member" in reply.json()["error"]["message"]
+
+    reply = http.get(
+        f"/v1/{balance}:checkSettled", params={"user": ben.user}, headers=headers
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["settled"] is True
+
+
 # API keys
 
 

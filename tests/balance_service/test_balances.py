@@ -371,6 +371,47 @@ def test_check_settled_bad_user_is_invalid(services):
     assert violated_fields(caught.value) == ["user"]
 
 
+def test_check_settled_non_member_rejected(services):
+    group_id, (alice, bob) = create_group(services.users, 2)
+    _, (outsider,) = create_group(services.users, 1)
+    services.peer.publish(group_id, "e1", {alice: (500, 0), bob: (0, 500)})
+    services.sync()
+    name = f"groups/{group_id}/balance"
+
+    for user in (f"users/{outsider}", "users/nobody"):
+        with pytest.raises(grpc.RpcError) as caught:
+            services.balances.CheckSettled(
+                pb.CheckSettledRequest(name=name, user=user), timeout=10
+            )
+
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION, user
+        assert reason_of(caught.value) == "NOT_A_GROUP_MEMBER", user
+        assert f"user {user!r} is not a member of 'groups/{group_id}'" in (
+            caught.value.details()
+        )
+
+
+def test_check_settled_former_member_zero(services):
+    group_id, (alice, _, leaver) = create_group(services.users, 3)
+    services.peer.publish(group_id, "e1", {alice: (500, 0), leaver: (0, 500)})
+    services.peer.publish(group_id, "e2", {alice: (0, 500), leaver: (500, 0)})
+    services.sync()
+    services.users.RemoveGroupMember(
+        users_pb.RemoveGroupMemberRequest(name=f"groups/{group_id}/members/{leaver}"),
+        timeout=10,
+    )
+
+    response = services.balances.CheckSettled(
+        pb.CheckSettledRequest(
+            name=f"groups/{group_id}/balance", user=f"users/{leaver}"
+        ),
+        timeout=10,
+    )
+
+    assert response.settled is True
+    assert list(response.unsettled_balances) == []
+
+
 # ComputeSettlementPlan
 
 

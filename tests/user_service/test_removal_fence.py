@@ -228,8 +228,16 @@ def _live_expenses_naming(cluster: Cluster, group: str, user: str) -> list[str]:
 
 
 def _settled(cluster: Cluster, group: str, user: str = "") -> bool:
-    request = balances_pb.CheckSettledRequest(name=f"{group}/balance", user=user)
-    return cluster.balances.CheckSettled(request, timeout=TIMEOUT).settled
+    """Return whether the group, or `user` in it, has only zero net amounts.
+
+    A user is checked with the whole group's answer, because CheckSettled
+    with `user` rejects a removed member who never had a balance there.
+    """
+    request = balances_pb.CheckSettledRequest(name=f"{group}/balance")
+    response = cluster.balances.CheckSettled(request, timeout=TIMEOUT)
+    if not user:
+        return response.settled
+    return all(item.user != user for item in response.unsettled_balances)
 
 
 def _deleted_group_settled(cluster: Cluster, group: str) -> bool:
