@@ -87,10 +87,17 @@ def bearer_credential(metadata: Iterable[tuple[str, Any]] | None) -> str:
             reason="CREDENTIAL_MISSING",
         )
     scheme, _, credential = header.partition(" ")
-    if scheme.lower() != "bearer" or not credential.strip():
+    if scheme.lower() != "bearer":
         raise Unauthenticated(
             "the authorization header must be `Bearer <token>`; other schemes "
             "are not supported",
+            reason="CREDENTIAL_MALFORMED",
+        )
+    if not credential.strip():
+        raise Unauthenticated(
+            "the authorization header has the Bearer scheme but an empty token; "
+            "send `authorization: Bearer <token>` with an access token from "
+            "SignIn or an API key after `Bearer `",
             reason="CREDENTIAL_MALFORMED",
         )
     return credential.strip()

@@ -40,6 +40,7 @@ from splitlog_cli.client.credentials import (
     TOKEN_ENV,
     Credential,
     SessionStore,
+    check_token,
     config_dir,
 )
 from splitlog_cli.client.values import UsageError
@@ -79,7 +80,11 @@ def handles(args: argparse.Namespace) -> bool:
 def run(args: argparse.Namespace, config: Config) -> int:
     """Run the parsed client command and return its exit status."""
     address = gateway_address(args, config)
-    credential = credential_of(args, address)
+    try:
+        credential = credential_of(args, address)
+    except UsageError as exc:
+        print(f"splitlog {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     context = Context(
         address,
         args.format,
@@ -114,10 +119,17 @@ def gateway_address(args: argparse.Namespace, config: Config) -> str:
 
 
 def credential_of(args: argparse.Namespace, address: str) -> Credential | None:
-    """Return the credential that the command sends, if any."""
+    """Return the credential that the command sends, if any.
+
+    Raises:
+      UsageError: the token of `--token`, `SPLITLOG_TOKEN` or the saved
+        session cannot be sent in a header.
+    """
     if not getattr(args, auth.SENDS_CREDENTIAL, True):
         return None
     token = args.token or os.environ.get(TOKEN_ENV, "")
+    if token:
+        check_token(token, "--token" if args.token else TOKEN_ENV)
     return Credential(address, token, SessionStore(config_dir()))
 
 

@@ -7,6 +7,9 @@ A command sends `authorization: Bearer <credential>` when it has one: the
 mode 0600, one per gateway address, so a token is never sent to a gateway
 that did not issue it. A saved access token that has expired, or that the
 gateway rejects, is exchanged once for new tokens with the refresh token.
+A token that contains whitespace or a character outside printable ASCII
+cannot go into a header, so the command exits with status 2 before any call
+and names the option, variable or file that contains it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import grpc
 import jwt
 
 from splitlog.auth.v1 import auth_service_pb2 as auth_pb2
+from splitlog_cli.client.values import UsageError
 
 TOKEN_ENV = "SPLITLOG_TOKEN"
 SESSIONS_FILE = "sessions.json"
@@ -137,12 +141,67 @@ class SessionStore:
 Refresher = Callable[[str], auth_pb2.RefreshTokenResponse]
 
 
+def token_problem(token: str) -> str | None:
+    """Describe the first character that cannot go into a Bearer header.
+
+    gRPC and HTTP accept only printable ASCII in a header value, and a token
+    never contains whitespace. A line break is reported before any other
+    character, because it is the usual cause: a whole multi-line output
+    pasted as the token. Returns None for a token without such a character.
+    The message names the character by its code point, so that no part of
+    the secret is printed.
+    """
+    breaks = [index for index, character in enumerate(token) if character in "\r\n"]
+    if breaks:
+        return (
+            f"it contains a line break at character {breaks[0] + 1} of "
+            f"{len(token)}, so it is more than one line"
+        )
+    for index, character in enumerate(token, start=1):
+        if character.isspace():
+            description = f"whitespace (U+{ord(character):04X})"
+        elif not " " < character < "\x7f":
+            description = f"the character U+{ord(character):04X}"
+        else:
+            continue
+        return f"it contains {description} at character {index} of {len(token)}"
+    return None
+
+
+def check_token(token: str, source: str, fix: str = "") -> None:
+    """Reject a token that cannot be sent, naming where it came from.
+
+    Args:
+      source: the option, variable or file that contains the token, for the
+        message.
+      fix: what to do about it; by default, set `source` to the token alone.
+
+    Raises:
+      UsageError: the token contains whitespace or a character outside
+        printable ASCII.
+    """
+    problem = token_problem(token)
+    if problem is None:
+        return
+    fix = fix or (
+        f"Set {source} to the token alone, for an API key the last line that "
+        "`splitlog auth keys create` prints"
+    )
+    raise UsageError(
+        f"the token in {source} is invalid: {problem}; a token is one line of "
+        f"printable ASCII without spaces. {fix}"
+    )
+
+
 class Credential:
     """The bearer credential of one command run, refreshed when it expires.
 
     `token` is a `--token` or `SPLITLOG_TOKEN` value (an access token or an
     API key), sent as is. Without it, the saved session of `address` is
     used, and `refresh` (set by the caller once a channel exists) renews it.
+
+    Raises:
+      UsageError: the saved session contains a token that cannot be sent.
     """
 
     def __init__(
@@ -152,6 +211,14 @@ class Credential:
         self._token = token or None
         self._store = store
         self._session = None if self._token or store is None else store.load(address)
+        if self._session is not None and store is not None:
+            for token in (self._session.access_token, self._session.refresh_token):
+                check_token(
+                    token,
+                    f"the session saved for {address} in {store.path}",
+                    "Sign in again with `splitlog auth signin --email EMAIL`, "
+                    "which replaces it",
+                )
         self.refresh: Refresher | None = None
         self._refreshed = False
         self._lock = threading.Lock()

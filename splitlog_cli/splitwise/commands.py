@@ -15,6 +15,7 @@ from splitlog_cli.client import credential_of, gateway_address
 from splitlog_cli.client.command import connection_options
 from splitlog_cli.client.connection import Unreachable, open_channel
 from splitlog_cli.client.credentials import Credential
+from splitlog_cli.client.values import UsageError
 from splitlog_cli.splitwise.csvformat import SplitwiseFormatError
 from splitlog_cli.splitwise.exporter import export_group
 from splitlog_cli.splitwise.importer import (
@@ -130,11 +131,10 @@ def run(args: argparse.Namespace, config: Config) -> int:
     """
     gateway = gateway_address(args, config)
     try:
-        tls = client_tls(args, config)
-    except TlsConfigError as exc:
+        access = Access(client_tls(args, config), credential_of(args, gateway))
+    except (TlsConfigError, UsageError) as exc:
         print(f"splitlog {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    access = Access(tls, credential_of(args, gateway))
     if args.command == "import":
         return run_import(
             args.file, gateway, args.timeout, args.group_name, access=access

@@ -252,6 +252,30 @@ def test_rest_malformed_token_message(http):
     assert "codec" not in message
 
 
+@pytest.mark.parametrize("header", ["Bearer ", "Bearer", "bearer   "])
+def test_empty_bearer_token_message(channel, http, header):
+    metadata = (("authorization", header),)
+    error = _fails(lambda: _get_user(channel, "users/someone", metadata))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "has the Bearer scheme but an empty token" in error.details()
+    assert "other schemes" not in error.details()
+
+    # httpx rejects a header value that ends in whitespace, and HTTP servers
+    # drop it, so REST sends the scheme alone.
+    reply = http.get("/v1/users/x", headers={"authorization": header.strip()})
+    assert reply.status_code == 401
+    message = reply.json()["error"]["message"]
+    assert "has the Bearer scheme but an empty token" in message
+
+
+def test_other_scheme_message(channel):
+    metadata = (("authorization", "Basic dXNlcjpwYXNz"),)
+    error = _fails(lambda: _get_user(channel, "users/someone", metadata))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "other schemes are not supported" in error.details()
+    assert "empty token" not in error.details()
+
+
 def test_missing_claim_names_claim(channel):
     token = _claims("users/someone", jti=None)
     error = _fails(lambda: _get_user(channel, "users/someone", _bearer(token)))

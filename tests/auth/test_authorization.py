@@ -1293,6 +1293,21 @@ def test_splitwise_export_sends_token(stack, channel, tmp_path, monkeypatch, cap
     assert "Dinner" in exported.read_text()
 
 
+def test_splitwise_import_bad_env_token(stack, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv(TOKEN_ENV, "Secret:\nsl_key_abc")
+
+    status = main(
+        ["import", "splitwise", str(SPLITWISE_FIXTURES / "current_flat.csv")]
+        + ["--gateway", f"127.0.0.1:{stack.gateway.grpc_port}"]
+    )
+
+    error = capsys.readouterr().err
+    assert status == 2
+    assert f"the token in {TOKEN_ENV} is invalid" in error
+    assert "line break at character 8 of 18" in error
+
+
 def test_splitwise_import_sends_env_token(
     stack, channel, tmp_path, monkeypatch, capsys
 ):

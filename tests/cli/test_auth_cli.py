@@ -290,6 +290,62 @@ def test_ended_session_requests_signin(cli, tmp_path, gateway_address):
     assert "saved session has ended" in result.stderr
 
 
+def test_multiline_env_token_rejected(cli, data_dir, monkeypatch):
+    user_id, _ = _sign_up(cli)
+    # An admin key lets the saved session create a key with a scope.
+    operator_admin_key(data_dir, user_id, "ops")
+    created = cli("auth", "keys", "create", "--name", "pasted", "--scope", "admin")
+    assert created.status == 0, created.stderr
+    secret = created.stdout.strip().splitlines()[-1]
+    monkeypatch.setenv(TOKEN_ENV, created.stdout)
+
+    result = cli("users", "get", user_id)
+
+    assert result.status == 2
+    assert f"the token in {TOKEN_ENV} is invalid" in result.stderr
+    assert "contains a line break at character" in result.stderr
+    assert "the last line that `splitlog auth keys create` prints" in result.stderr
+    assert "Illegal header" not in result.stderr
+    assert "Run the same command again" not in result.stderr
+    assert secret not in result.stderr
+
+    monkeypatch.setenv(TOKEN_ENV, secret)
+    assert cli("users", "get", user_id).status == 0
+
+
+@pytest.mark.parametrize(
+    ("token", "problem"),
+    [
+        ("abc def", "whitespace (U+0020) at character 4 of 7"),
+        ("abc\tdef", "whitespace (U+0009) at character 4 of 7"),
+        ("abc\u00e9", "the character U+00E9 at character 4 of 4"),
+        ("abc\x00", "the character U+0000 at character 4 of 4"),
+    ],
+)
+def test_bad_option_token_rejected(cli, token, problem):
+    result = cli("users", "get", "someone", "--token", token)
+
+    assert result.status == 2
+    assert f"the token in --token is invalid: it contains {problem}" in result.stderr
+    assert "Set --token to the token alone" in result.stderr
+
+
+def test_bad_saved_token_names_file(cli, tmp_path, gateway_address):
+    user_id, _ = _sign_up(cli)
+    path = _sessions_file(tmp_path)
+    data = json.loads(path.read_text())
+    saved = data["sessions"][gateway_address]
+    saved["access_token"] = saved["access_token"] + "\n"
+    path.write_text(json.dumps(data))
+
+    result = cli("users", "get", user_id)
+
+    assert result.status == 2
+    assert f"the session saved for {gateway_address} in {path}" in result.stderr
+    assert "contains a line break" in result.stderr
+    assert "Sign in again with `splitlog auth signin --email EMAIL`" in result.stderr
+
+
 def test_api_key_lifecycle(cli, data_dir, monkeypatch):
     user_id, _ = _sign_up(cli)
 
