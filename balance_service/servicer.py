@@ -463,12 +463,13 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
 
         A settled response for such a user would read as a settled member, so
         they get NOT_A_GROUP_MEMBER, as in ExplainBalance. A former member
-        whose balance is zero has a balance row and is settled.
-        NOTE: a former member whom no expense or settlement ever named has
-        no row, and user_service keeps no past memberships, so they get
-        NOT_A_GROUP_MEMBER too. When
+        whose balance is zero has a balance row and is settled. When
         user_service does not respond, the user counts as settled, as
         `_require_group` skips its check then.
+
+        NOTE: a former member whom no expense or settlement ever named has
+        no row, and user_service keeps no past memberships, so they get
+        NOT_A_GROUP_MEMBER too.
 
         Raises:
           FailedPrecondition: the user is not a member (NOT_A_GROUP_MEMBER).

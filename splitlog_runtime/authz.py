@@ -158,8 +158,8 @@ def group_denied(caller: str, group: str, deleted: bool = False) -> PermissionDe
     if deleted:
         return PermissionDenied(
             f"{caller} may not access {group!r} because the group was deleted, "
-            "together with its memberships; its expenses, settlements and "
-            "balances can no longer be read or changed, and a retried "
+            "together with its memberships. Its expenses, settlements and "
+            "balances can no longer be read or changed, so a retried "
             f"DeleteGroup has nothing left to do. List the groups that {caller} "
             "still belongs to with ListGroups, or start a new group with "
             "CreateGroup",
@@ -170,7 +170,7 @@ def group_denied(caller: str, group: str, deleted: bool = False) -> PermissionDe
         f"{caller} may not access {group!r} because the group does not exist or "
         f"{caller} is not one of its members; ask a member to add {caller} with "
         "AddGroupMember. To settle a balance left from an earlier membership, "
-        f"ask a member to record the settlement with CreateSettlement, naming "
+        "ask a member to record the settlement with CreateSettlement, naming "
         f"{caller} as payer or payee",
         reason=GROUP_ACCESS_DENIED,
         metadata={"principal": caller, "group": group},
