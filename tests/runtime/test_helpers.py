@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import threading
 
-import grpc
 import pytest
-from grpc_status import rpc_status
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from splitlog.expenses.v1 import expenses_service_pb2, expenses_service_pb2_grpc
 from splitlog_runtime import pagination, resources
 from splitlog_runtime.channels import channel_options
 from splitlog_runtime.database import Database
 from splitlog_runtime.errors import InvalidArgument
-from splitlog_runtime.placeholder import placeholder_servicer
-from splitlog_runtime.server import create_server, server_options
+from splitlog_runtime.server import server_options
 
 
 @given(st.lists(st.one_of(st.integers(), st.text()), max_size=4), st.text())
@@ -109,36 +105,6 @@ def test_sqlite_database_uses_wal(tmp_path):
     database.dispose()
 
     assert mode == "wal"
-
-
-def test_placeholder_answers_unimplemented():
-    service = expenses_service_pb2.DESCRIPTOR.services_by_name["ExpensesService"]
-    servicer = placeholder_servicer(
-        expenses_service_pb2_grpc.ExpensesServiceServicer, service
-    )
-    host = create_server(
-        "expense_service",
-        [
-            lambda s: expenses_service_pb2_grpc.add_ExpensesServiceServicer_to_server(
-                servicer, s
-            )
-        ],
-        [service.full_name],
-    )
-    host.start()
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{host.port}") as channel:
-            stub = expenses_service_pb2_grpc.ExpensesServiceStub(channel)
-            with pytest.raises(grpc.RpcError) as caught:
-                stub.ListCategories(
-                    expenses_service_pb2.ListCategoriesRequest(), timeout=5
-                )
-    finally:
-        host.stop(0)
-
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "ListCategories" in caught.value.details()
-    assert rpc_status.from_call(caught.value) is not None
 
 
 def test_servers_accept_the_keepalive_pings_of_our_channels():
