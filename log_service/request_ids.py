@@ -13,9 +13,12 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 
 from google.protobuf.message import Message
 
+from log_service.logfiles import TIME_INFERRED
+from splitlog.logs.v1.logs_service_pb2 import LogStream
 from splitlog_runtime.errors import InvalidArgument, invalid_field
 
 # Request ids whose digests the router keeps, least recently used dropped
@@ -30,9 +33,50 @@ def request_digest(request: Message) -> bytes:
 
     The encoding sorts map keys (the entries' attributes), so the same
     request sent as JSON through the gateway or as protobuf has one digest.
+    The timestamps of entries and streams with the attribute
+    `time_inferred=true` are left out. A shipper invents those times, such as
+    the time it read a line without one, so a rerun over the same lines sends
+    other times, and the digest must match for the rerun to be stored once.
     """
     encoded = request.SerializeToString(deterministic=True)
+    # The byte search skips the per-entry check for almost every request.
+    if TIME_INFERRED.encode() in encoded and _has_inferred_times(request):
+        request = _without_inferred_times(request)
+        encoded = request.SerializeToString(deterministic=True)
     return hashlib.blake2b(encoded, digest_size=DIGEST_BYTES).digest()
+
+
+def _has_inferred_times(request: Message) -> bool:
+    return any(_time_inferred(item) for item in _entries_and_streams(request))
+
+
+def _without_inferred_times(request: Message) -> Message:
+    """Return a copy of `request` without the timestamps that a shipper invented."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    for item in _entries_and_streams(copy):
+        if not _time_inferred(item):
+            continue
+        if isinstance(item, LogStream):
+            del item.timestamps_unix_nano[:]
+        else:
+            item.ClearField("timestamp")
+    return copy
+
+
+def _entries_and_streams(request: Message) -> Iterator[Message]:
+    """Yield the `LogEntry` and `LogStream` messages of any log write request."""
+    fields = request.DESCRIPTOR.fields_by_name
+    if "entry" in fields and request.HasField("entry"):
+        yield request.entry
+    if "entries" in fields:
+        yield from request.entries
+    if "streams" in fields:
+        yield from request.streams
+
+
+def _time_inferred(item: Message) -> bool:
+    return item.attributes.get(TIME_INFERRED) == "true"
 
 
 class RequestLedger:
