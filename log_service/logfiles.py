@@ -32,9 +32,10 @@ message, kept whole. The parser reads three things from the line header:
   be. Epoch seconds are UTC and win
   over any local time that the same line also shows. A line without a
   recognisable time gets the time of the line before it and the attribute
-  `time_inferred=true`. The first line of a file takes the file's modification
-  time instead, and the first line given to `parse_lines` takes
-  `fallback_time_ns`, or else the current time.
+  `time_inferred=true`. Lines before the first line with a time take the
+  file's modification time instead. Those given to `parse_lines` or
+  `parse_numbered_stream` take `fallback_time_ns`, or else the time each
+  line is parsed, which for standard input is the time it was read.
 - **Severity**, only from the header: the first word after the timestamp,
   after up to two numeric fields such as a process and a thread id. That
   word counts when it is a level name in upper case (`INFO`, `WARN`,
@@ -49,7 +50,9 @@ message, kept whole. The parser reads three things from the line header:
   the node field of an epoch-seconds line.
 
 The file reader accepts LF and CRLF endings and a last line without a line
-ending, and skips empty lines. Bytes that are not valid UTF-8 are replaced
+ending, and skips empty lines. It removes every carriage return before the
+LF, so `\r\r\n`, which a CRLF file copied through a text-mode transfer
+gets, ends a line as CRLF does. Bytes that are not valid UTF-8 are replaced
 with U+FFFD, and the entry gets the attribute `utf8_repaired=true`.
 """
 
@@ -229,7 +232,8 @@ def parse_lines(
       default_zone: IANA zone of times written without an offset.
       year: year of layouts that leave it out; the current year when None.
       fallback_time_ns: time of leading lines without a time, in nanoseconds
-        since the epoch; the current time when None.
+        since the epoch; when None, each such line takes the time it is
+        parsed.
 
     Raises:
       ValueError: `default_zone` is not a known IANA zone.
@@ -243,8 +247,8 @@ def parse_lines(
 def read_lines(path: str | os.PathLike[str]) -> Iterator[tuple[str, bool]]:
     """Yield each non-empty line of a file and whether its UTF-8 was repaired.
 
-    The line endings (LF or CRLF) are removed. Invalid UTF-8 bytes become
-    U+FFFD.
+    The line endings (LF, CRLF or LF after several CRs) are removed.
+    Invalid UTF-8 bytes become U+FFFD.
     """
     for _, line, repaired in read_numbered_lines(path):
         yield line, repaired
@@ -269,7 +273,7 @@ def read_numbered_stream(stream: BinaryIO) -> Iterator[tuple[int, str, bool]]:
     by `tail -F` is parsed while it is written.
     """
     for number, raw in enumerate(iter(stream.readline, b""), start=1):
-        raw = raw.removesuffix(b"\n").removesuffix(b"\r")
+        raw = raw.removesuffix(b"\n").rstrip(b"\r")
         if not raw:
             continue
         try:
@@ -341,7 +345,9 @@ def parse_numbered_stream(
       file_name: the `log.file.name` attribute of every entry; None sets no
         such attribute.
       fallback_time_ns: time of leading lines without a time, as in
-        `parse_lines`; the current time when None.
+        `parse_lines`; when None, each such line takes the time it is
+        parsed, so a line of a pipe read as it is written gets the time it
+        was read.
 
     Raises:
       OSError: the stream cannot be read.
@@ -393,9 +399,9 @@ class _LineParser:
         self.service = service
         self.year = year or datetime.datetime.now(self.zone).year
         self.year_given = year is not None
-        self.last_time_ns = (
-            time.time_ns() if fallback_time_ns is None else fallback_time_ns
-        )
+        # None until a line with a time: each leading line without one then
+        # takes the time it is parsed.
+        self.last_time_ns = fallback_time_ns
 
     def parse(self, line: str) -> logs_pb2.LogEntry:
         entry = logs_pb2.LogEntry(service=self.service, message=line)
@@ -407,7 +413,10 @@ class _LineParser:
             self.last_time_ns = header.time_ns
             entry.host = header.host
             rest = header.rest
-        entry.timestamp.CopyFrom(_timestamp(self.last_time_ns))
+        time_ns = self.last_time_ns
+        if time_ns is None:
+            time_ns = time.time_ns()
+        entry.timestamp.CopyFrom(_timestamp(time_ns))
         if header is not None and header.access:
             word, severity = _status_severity(rest)
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import io
 import os
+import time
 
 import pytest
 
@@ -167,6 +168,22 @@ def test_first_line_without_time_takes_fallback():
     assert entry.attributes[TIME_INFERRED] == "true"
 
 
+def test_leading_lines_without_fallback_take_parse_time():
+    before = time.time_ns()
+    first, second, timed, trace = parse_lines(
+        ["no time", "still none", "2020-01-01 00:00:00 INFO a", "  at frame"],
+        service="svc",
+    )
+    after = time.time_ns()
+
+    assert before <= first.timestamp.ToNanoseconds() <= after
+    assert first.timestamp.ToNanoseconds() <= second.timestamp.ToNanoseconds()
+    assert second.timestamp.ToNanoseconds() <= after
+    assert second.attributes[TIME_INFERRED] == "true"
+    # After a line with a time, a line without one takes that time.
+    assert trace.timestamp == timed.timestamp
+
+
 def test_impossible_date_is_no_time():
     lines = ["2020-01-01 00:00:01 INFO a", "2021-02-30 10:00:00 INFO b"]
 
@@ -254,6 +271,15 @@ def test_read_lines_endings(tmp_path):
     lines = list(read_lines(path))
 
     assert lines == [("one", False), ("two", False), ("three  ", False)]
+
+
+def test_read_lines_strips_every_trailing_cr(tmp_path):
+    path = tmp_path / "doubled.log"
+    path.write_bytes(b"one\r\r\ntwo\r\r\r\n\r\r\nthree\r\r")
+
+    lines = list(read_lines(path))
+
+    assert lines == [("one", False), ("two", False), ("three", False)]
 
 
 def test_read_lines_repairs_utf8(tmp_path):
