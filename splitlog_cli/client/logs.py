@@ -9,10 +9,12 @@ stored line cannot forge table rows or change the terminal's colours.
 from __future__ import annotations
 
 import argparse
-import hashlib
+import datetime
 import json
+import math
 import os
 import re
+import signal
 import stat
 import sys
 import time
@@ -31,6 +33,7 @@ from grpc_status import rpc_status
 from log_service.logfiles import parse_numbered_file, parse_numbered_stream
 from log_service.model import severity_from_text
 from log_service.query import MAX_STEP_NS, MIN_STEP_NS
+from log_service.request_ids import request_digest
 from log_service.timefmt import (
     DURATION_FORMS,
     TIME_FORMS,
@@ -82,6 +85,8 @@ _BAR_WIDTH = 30
 _MAX_REJECTIONS_SHOWN = 10
 # Exit status of `logs ship` when the server rejected some entries.
 EXIT_ENTRIES_REJECTED = 3
+# Exit status of `logs ship` after Ctrl-C, as a shell reports a SIGINT.
+EXIT_INTERRUPTED = 128 + signal.SIGINT
 # Namespace of the request ids that `logs ship` derives from its batches.
 _SHIP_NAMESPACE = uuid.UUID("2081b718-9d31-4295-b4b3-482fcb416609")
 
@@ -104,12 +109,14 @@ def add_parsers(
         "Parse plain log files and write their lines as log entries. Each "
         "batch's request id is derived from the service, the file's real "
         "path (symbolic links resolved), the batch's first line number and "
-        "the batch's entries. So "
-        "running the same command again, after a failure or by mistake, "
-        "stores each batch once. --fresh-ids stores the files again. "
+        "the batch's entries, without the times invented for lines that have "
+        "none. So running the same command again, after a failure or by "
+        "mistake, stores each batch once. --fresh-ids stores the files again. "
         "A FILE of - reads standard input, such as `tail -F app.log | "
         "splitlog logs ship - --service web`. A partly filled batch of "
-        "standard input is sent after --flush-seconds without a new line. "
+        "standard input is sent at most --flush-seconds after its first line "
+        "was read, and a line without a time before the first line with one "
+        "gets the time it was read. "
         "Its batches get random request ids, so a second run stores its "
         "lines again, unless --source-name names the input: ids then derive "
         "from that name as they do from a file's path. Exit "
@@ -117,7 +124,9 @@ def add_parsers(
         "the server rejected some entries (the output counts them by reason), "
         "1 when a call failed or the gateway cannot be reached (stderr then "
         "says how far the command got), 2 for an invalid command-line value, "
-        "141 when the reader of the output closed it early."
+        f"{EXIT_INTERRUPTED} after Ctrl-C (the lines read before it are sent "
+        "first, and stderr says how far the command got), 141 when the reader "
+        "of the output closed it early."
     )
     ship.add_argument(
         "files",
@@ -173,10 +182,10 @@ def add_parsers(
     )
     ship.add_argument(
         "--flush-seconds",
-        type=float,
-        default=ship_input.DEFAULT_FLUSH_SECONDS,
-        help="with -, seconds without a new line after which a partly filled "
-        f"batch is sent (default {ship_input.DEFAULT_FLUSH_SECONDS:g})",
+        default=f"{ship_input.DEFAULT_FLUSH_SECONDS:g}",
+        help="with -, the longest time in seconds from reading the first line "
+        "of a partly filled batch to sending it; a finite number above 0 "
+        f"(default {ship_input.DEFAULT_FLUSH_SECONDS:g})",
     )
 
     query = add_action(
@@ -292,46 +301,79 @@ def _add_time_range(parser: argparse.ArgumentParser) -> None:
 def ship_files(
     context: Context, args: argparse.Namespace
 ) -> logs_pb2.StreamLogEntriesResponse:
+    flush_seconds = _check_ship_options(args)
+    reads_stdin = ship_input.STDIN_ARGUMENT in args.files
+    files = [path for path in args.files if path != ship_input.STDIN_ARGUMENT]
+    # The size of standard input is unknown, so it gets no progress bar.
+    progress = _Progress(sys.stderr, _total_bytes(files), enabled=not reads_stdin)
+    zone = args.zone or context.time_zone
+    with _LogsClient(context.address, DEFAULT_TIMEOUT, context.tls) as client:
+        shipper = _Shipper(client, args)
+        try:
+            for path in args.files:
+                if path == ship_input.STDIN_ARGUMENT:
+                    _ship_stdin(shipper, zone, progress, flush_seconds)
+                else:
+                    _ship_file(shipper, path, zone, progress)
+        except KeyboardInterrupt:
+            progress.abandon()
+            _stop_after_interrupt(context, shipper)
+        except _LineTooLarge as exc:
+            progress.abandon()
+            raise ServerError(
+                f"{exc}\n{_too_large_message(shipper, exc)}", exc.code
+            ) from None
+        except ServerError as exc:
+            progress.abandon()
+            raise ServerError(
+                f"{exc}\n{_stopped_message(shipper.summary, shipper.position)}",
+                exc.code,
+            ) from None
+    progress.finish()
+    context.show(shipper.summary, shipper.table)
+    if shipper.summary.rejected_count:
+        raise PartialFailure(_rejected_message(shipper.summary), EXIT_ENTRIES_REJECTED)
+    return shipper.summary
+
+
+def _check_ship_options(args: argparse.Namespace) -> float:
+    """Reject invalid option values; return --flush-seconds as a number."""
     if args.batch_size < 1:
         raise invalid("--batch-size", str(args.batch_size), "expected 1 or more")
     if args.batch_bytes < 1:
         raise invalid("--batch-bytes", str(args.batch_bytes), "expected 1 or more")
     if not args.service.strip():
         raise invalid("--service", args.service, "the service name is empty")
+    if args.year is not None and not datetime.MINYEAR <= args.year <= datetime.MAXYEAR:
+        raise invalid(
+            "--year",
+            str(args.year),
+            f"expected a year from {datetime.MINYEAR} to {datetime.MAXYEAR}, "
+            "such as 2026",
+        )
+    flush_seconds = _flush_seconds(args.flush_seconds)
     _check_stdin_options(args)
-    reads_stdin = ship_input.STDIN_ARGUMENT in args.files
-    files = [path for path in args.files if path != ship_input.STDIN_ARGUMENT]
-    summary = logs_pb2.StreamLogEntriesResponse()
-    # The size of standard input is unknown, so it gets no progress bar.
-    progress = _Progress(sys.stderr, _total_bytes(files), enabled=not reads_stdin)
-    position = _ShipPosition(source_name=args.source_name)
-    zone = args.zone or context.time_zone
-    with _LogsClient(context.address, DEFAULT_TIMEOUT, context.tls) as client:
-        try:
-            for path in args.files:
-                if path == ship_input.STDIN_ARGUMENT:
-                    _ship_stdin(client, args, zone, summary, progress, position)
-                else:
-                    _ship_file(client, path, args, zone, summary, progress, position)
-        except _LineTooLarge as exc:
-            progress.abandon()
-            raise ServerError(
-                f"{exc}\n{_too_large_message(summary, position)}", exc.code
-            ) from None
-        except ServerError as exc:
-            progress.abandon()
-            raise ServerError(
-                f"{exc}\n{_stopped_message(summary, position)}", exc.code
-            ) from None
-    progress.finish()
-    context.show(summary, _ship_table)
-    if summary.rejected_count:
-        raise PartialFailure(_rejected_message(summary), EXIT_ENTRIES_REJECTED)
-    return summary
+    return flush_seconds
+
+
+def _flush_seconds(text: str) -> float:
+    """Return --flush-seconds as a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise invalid(
+            "--flush-seconds",
+            text,
+            "expected a finite number of seconds above 0, such as 0.5",
+        )
+    return value
 
 
 def _check_stdin_options(args: argparse.Namespace) -> None:
-    """Reject a second `-` and the options of standard input without one."""
+    """Reject a second `-`, a closed standard input, and the options of
+    standard input without a `-`."""
     count = args.files.count(ship_input.STDIN_ARGUMENT)
     if count > 1:
         raise invalid(
@@ -339,8 +381,12 @@ def _check_stdin_options(args: argparse.Namespace) -> None:
             ship_input.STDIN_ARGUMENT,
             f"given {count} times; standard input can be read once, so give - once",
         )
-    if args.flush_seconds <= 0:
-        raise invalid("--flush-seconds", str(args.flush_seconds), "expected above 0")
+    if count and sys.stdin is None:
+        raise UsageError(
+            "cannot read standard input: it is closed, so - has no lines to "
+            "read. Pipe the lines into the command, such as `tail -F app.log | "
+            "splitlog logs ship - --service web`, or give a FILE"
+        )
     if args.source_name is None:
         return
     if not count:
@@ -361,6 +407,8 @@ class _ShipPosition:
     path: str = ""
     # Line number of the first entry of the batch (or half) being written.
     line: int = 0
+    # Line number of the last entry parsed.
+    last_line: int = 0
     # --source-name, which decides what a failed run over standard input
     # advises.
     source_name: str | None = None
@@ -387,27 +435,75 @@ def _stopped_message(
     )
 
 
-def _too_large_message(
-    summary: logs_pb2.StreamLogEntriesResponse, position: _ShipPosition
-) -> str:
+def _interrupted_message(shipper: _Shipper) -> str:
+    """Say how far `logs ship` got before Ctrl-C and how to ship the rest."""
+    position = shipper.position
+    summary = shipper.summary
+    unsent = position.lines_read - shipper.acknowledged
+    text = (
+        f"stopped by Ctrl-C (SIGINT) at line {position.last_line} of "
+        f"{position.path}. It read {position.lines_read} lines and stored "
+        f"{summary.accepted_count} entries ({summary.rejected_count} rejected)"
+    )
+    if unsent:
+        position.line = shipper.first_unsent_line()
+        text += (
+            f". {unsent} of the lines read were not sent, from line {position.line} on"
+        )
+    else:
+        position.line = position.last_line + 1
+        text += ", and sent every line it read"
+    return f"{text}. {position.rerun_advice()}"
+
+
+def _stop_after_interrupt(context: Context, shipper: _Shipper) -> None:
+    """Send what was read before Ctrl-C, print the summary, and exit 130."""
+    try:
+        shipper.send_after_interrupt()
+    except (KeyboardInterrupt, ServerError) as exc:
+        reason = "a second Ctrl-C" if isinstance(exc, KeyboardInterrupt) else exc
+        print(
+            f"splitlog logs ship: sending the lines read before Ctrl-C "
+            f"stopped: {reason}",
+            file=sys.stderr,
+        )
+    context.show(shipper.summary, shipper.table)
+    raise PartialFailure(_interrupted_message(shipper), EXIT_INTERRUPTED)
+
+
+def _too_large_message(shipper: _Shipper, error: _LineTooLarge) -> str:
     """Say where `logs ship` stopped on a line that no batch can carry."""
+    position = shipper.position
+    summary = shipper.summary
     line = position.line
+    if error.client_side:
+        limit = (
+            f"the {CLIENT_MAX_MESSAGE_BYTES // (1024 * 1024)} MiB that "
+            "splitlog logs ship sends in one request"
+        )
+        fixes = (
+            f"remove line {line}, or split it into lines shorter than that "
+            "limit (the server's max_message_bytes does not change it)"
+        )
+    else:
+        limit = "the server's max_message_bytes"
+        fixes = (
+            f"raise the server's max_message_bytes, or remove or shorten line {line}"
+        )
+    read = (
+        f"It read {position.lines_read} lines and stored "
+        f"{summary.accepted_count} entries ({summary.rejected_count} rejected)."
+    )
     if position.path == ship_input.STDIN_LABEL:
         return (
             f"splitlog logs ship stopped at line {line} of {position.path}: the "
-            "line alone is larger than the server's max_message_bytes. It read "
-            f"{position.lines_read} lines and stored {summary.accepted_count} "
-            f"entries ({summary.rejected_count} rejected). Raise the server's "
-            f"max_message_bytes, or remove or shorten line {line}. "
-            f"{position.rerun_advice()}"
+            f"line alone is larger than {limit}. {read} To ship the rest, "
+            f"{fixes}. {position.rerun_advice()}"
         )
     return (
         f"splitlog logs ship stopped at line {line} of {position.path}: the "
-        "line alone is larger than the server's max_message_bytes, so running "
-        f"the same command again fails there again. It read {position.lines_read} "
-        f"lines and stored {summary.accepted_count} entries "
-        f"({summary.rejected_count} rejected). To ship the rest, raise the "
-        f"server's max_message_bytes, or remove or shorten line {line}, and run "
+        f"line alone is larger than {limit}, so running the same command "
+        f"again fails there again. {read} To ship the rest, {fixes}, and run "
         "the command again. Batches that are already stored are not stored "
         "twice, except for batches that were sent in halves: the halves' "
         "request ids derive from the split, so after a change of "
@@ -479,22 +575,14 @@ def _total_bytes(paths: list[str]) -> int:
     return total
 
 
-def _ship_file(
-    client: _LogsClient,
-    path: str,
-    args: argparse.Namespace,
-    zone: str,
-    summary: logs_pb2.StreamLogEntriesResponse,
-    progress: _Progress,
-    position: _ShipPosition,
-) -> None:
-    position.path = path
+def _ship_file(shipper: _Shipper, path: str, zone: str, progress: _Progress) -> None:
+    args = shipper.args
+    shipper.position.path = path
     try:
         entries = parse_numbered_file(
             path, service=args.service, default_zone=zone, year=args.year
         )
-        source = os.path.realpath(path)
-        _ship_entries(client, entries, source, args, summary, progress, position)
+        shipper.ship(entries, os.path.realpath(path), progress)
     except ValueError as exc:
         raise invalid("--zone", zone, str(exc)) from None
     except OSError as exc:
@@ -502,25 +590,22 @@ def _ship_file(
 
 
 def _ship_stdin(
-    client: _LogsClient,
-    args: argparse.Namespace,
-    zone: str,
-    summary: logs_pb2.StreamLogEntriesResponse,
-    progress: _Progress,
-    position: _ShipPosition,
+    shipper: _Shipper, zone: str, progress: _Progress, flush_seconds: float
 ) -> None:
-    position.path = ship_input.STDIN_LABEL
+    args = shipper.args
+    shipper.position.path = ship_input.STDIN_LABEL
     parsed = parse_numbered_stream(
-        sys.stdin.buffer,
+        ship_input.DescriptorLines(sys.stdin.fileno()),
         service=args.service,
         default_zone=zone,
         year=args.year,
         file_name=args.source_name,
     )
-    entries = ship_input.IdleMarkedEntries(parsed, args.flush_seconds)
+    entries = ship_input.FlushMarkedEntries(parsed, flush_seconds)
+    shipper.stdin_entries = entries
     source = ship_input.source_key(args.source_name)
     try:
-        _ship_entries(client, entries, source, args, summary, progress, position)
+        shipper.ship(entries, source, progress)
     except ValueError as exc:
         raise invalid("--zone", zone, str(exc)) from None
     except OSError as exc:
@@ -529,40 +614,174 @@ def _ship_stdin(
         entries.close()
 
 
-def _ship_entries(
-    client: _LogsClient,
-    entries: Iterable[tuple[int, logs_pb2.LogEntry] | None],
-    source: str | None,
-    args: argparse.Namespace,
-    summary: logs_pb2.StreamLogEntriesResponse,
-    progress: _Progress,
-    position: _ShipPosition,
-) -> None:
-    """Group parsed entries into batches and send each one.
+class _Shipper:
+    """Groups parsed entries into batches, sends them, and records how far it got.
 
     A batch is sent when it is full, at the end of the input, and at a
-    `ship_input.IDLE` marker, which standard input yields after a pause.
+    `ship_input.FLUSH` marker, which standard input yields when a partly
+    filled batch is due.
     """
-    batch = _Batch(source)
-    for item in entries:
-        if item is ship_input.IDLE:
-            if batch.entries:
-                _send_batch(client, batch, args, summary, position)
-                batch = _Batch(source)
-            continue
-        line, entry = item
-        position.lines_read += 1
+
+    def __init__(self, client: _LogsClient, args: argparse.Namespace) -> None:
+        self.client = client
+        self.args = args
+        self.summary = logs_pb2.StreamLogEntriesResponse()
+        self.position = _ShipPosition(source_name=args.source_name)
+        # (path, line number) of each entry of `summary.rejected_entries`.
+        self.rejected_lines: list[tuple[str, int]] = []
+        # Entries of the batches (and halves) that the server returned a response for.
+        self.acknowledged = 0
+        # Batches not yet stored, oldest first. The last one is being filled,
+        # and the others are full, the first of them in flight.
+        self.batches = [_Batch(None)]
+        # Standard input's entries, so that those read before Ctrl-C are sent.
+        self.stdin_entries: ship_input.FlushMarkedEntries | None = None
+        self.retry_seconds = SHIP_RETRY_SECONDS
+        self._failed_line: int | None = None
+
+    def ship(
+        self,
+        entries: Iterable[tuple[int, logs_pb2.LogEntry] | None],
+        source: str | None,
+        progress: _Progress,
+    ) -> None:
+        """Send `entries` of one file or standard input, whose ids derive from
+        `source` (None gives random ids)."""
+        self.batches = [_Batch(source)]
+        for item in entries:
+            if item is ship_input.FLUSH:
+                self.send()
+                continue
+            line, entry = item
+            sent = self.add(line, entry)
+            progress.advance(len(entry.message.encode()) + 1)
+            if sent and self.stdin_entries is not None:
+                filling = bool(self.batches[-1].entries)
+                self.stdin_entries.restart_flush_timer(filling)
+        self.send()
+
+    def add(self, line: int, entry: logs_pb2.LogEntry) -> bool:
+        """Add an entry to the batch; return whether a full batch was sent."""
+        self.position.lines_read += 1
+        self.position.last_line = line
         entry_bytes = _field_bytes(entry.ByteSize())
-        if batch.entries and batch.size + entry_bytes > args.batch_bytes:
-            _send_batch(client, batch, args, summary, position)
-            batch = _Batch(source)
+        batch = self.batches[-1]
+        if batch.entries and batch.size + entry_bytes > self.args.batch_bytes:
+            batch = _Batch(batch.source)
+            self.batches.append(batch)
         batch.add(line, entry, entry_bytes)
-        progress.advance(len(entry.message.encode()) + 1)
-        if len(batch.entries) == args.batch_size:
-            _send_batch(client, batch, args, summary, position)
-            batch = _Batch(source)
-    if batch.entries:
-        _send_batch(client, batch, args, summary, position)
+        if len(batch.entries) == self.args.batch_size:
+            self.batches.append(_Batch(batch.source))
+        sent = len(self.batches) > 1
+        while len(self.batches) > 1:
+            self._send_first()
+        return sent
+
+    def send(self) -> None:
+        """Send every batch not yet stored, the partly filled one included."""
+        while self.batches[0].entries:
+            if len(self.batches) == 1:
+                self.batches.append(_Batch(self.batches[0].source))
+            self._send_first()
+
+    def send_after_interrupt(self) -> None:
+        """Send the lines read before Ctrl-C, each batch in a single attempt.
+
+        The batch in flight at Ctrl-C is sent again under its request id, so
+        the server stores it once.
+        """
+        self.retry_seconds = 0.0
+        self.send()
+        if self.stdin_entries is not None:
+            for line, entry in self.stdin_entries.drain():
+                self.add(line, entry)
+        self.send()
+
+    def first_unsent_line(self) -> int:
+        """Return the line number of the first line read but not sent."""
+        if self._failed_line is not None:
+            return self._failed_line
+        for batch in self.batches:
+            if batch.lines:
+                return batch.lines[0]
+        return self.position.line
+
+    def _send_first(self) -> None:
+        batch = self.batches[0]
+        request_id = batch.request_id(self.args.service, self.args.fresh_ids)
+        self._write(batch.entries, batch.lines, request_id)
+        self.batches.pop(0)
+
+    def table(self, summary: logs_pb2.StreamLogEntriesResponse) -> str:
+        return _ship_table(summary, self.rejected_lines)
+
+    def _write(
+        self,
+        batch: list[logs_pb2.LogEntry],
+        lines: list[int],
+        request_id: str,
+        half: bool = False,
+    ) -> None:
+        """Write one batch, in halves while it is too large to send.
+
+        Each half's request id is a UUID derived from the batch's, so the same
+        batch always splits into the same ids, and a resent half counts once.
+        """
+        self.position.line = lines[0]
+        self._failed_line = lines[0]
+        request = _stream_request(batch, request_id)
+        try:
+            response = _write_with_retries(self.client, request, self.retry_seconds)
+        except _RequestTooLarge as too_large:
+            self._write_halves(batch, lines, request_id, half, too_large)
+            return
+        self._failed_line = None
+        self.acknowledged += len(batch)
+        # Rejection indexes count across the whole run, as in StreamLogEntries.
+        summary = self.summary
+        offset = summary.accepted_count + summary.rejected_count
+        for rejection in response.rejected_entries:
+            shifted = summary.rejected_entries.add()
+            shifted.CopyFrom(rejection)
+            shifted.index += offset
+            self.rejected_lines.append((self.position.path, lines[rejection.index]))
+        summary.batch_count += 1
+        summary.accepted_count += response.accepted_count
+        summary.rejected_count += response.rejected_count
+
+    def _write_halves(
+        self,
+        batch: list[logs_pb2.LogEntry],
+        lines: list[int],
+        request_id: str,
+        half: bool,
+        too_large: _RequestTooLarge,
+    ) -> None:
+        if len(batch) == 1:
+            raise _LineTooLarge(
+                f"line {lines[0]} is too large to send on its own: "
+                f"{describe(too_large.error)}",
+                too_large.error.code(),
+                client_side=too_large.client_side,
+            )
+        if not half:
+            limit = (
+                "the client's send limit"
+                if too_large.client_side
+                else "the server's max_message_bytes"
+            )
+            print(
+                f"splitlog logs ship: a batch of {len(batch)} entries is over "
+                f"{limit}; sending it in halves (lower --batch-bytes to send "
+                "smaller batches)",
+                file=sys.stderr,
+            )
+        middle = len(batch) // 2
+        parent = uuid.UUID(request_id)
+        for part, start, end in (("first", 0, middle), ("second", middle, None)):
+            self._write(
+                batch[start:end], lines[start:end], _half_id(parent, part), half=True
+            )
 
 
 class _Batch:
@@ -583,6 +802,7 @@ class _Batch:
         self.entries: list[logs_pb2.LogEntry] = []
         self.lines: list[int] = []
         self.size = _REQUEST_ID_BYTES
+        self._request_id: str | None = None
 
     def add(self, line: int, entry: logs_pb2.LogEntry, entry_bytes: int) -> None:
         if not self.entries or not _same_stream(self.entries[-1], entry):
@@ -591,27 +811,30 @@ class _Batch:
         self.entries.append(entry)
         self.size += entry_bytes
 
-    def request_id(self, service: str) -> str:
+    def request_id(self, service: str, fresh: bool = False) -> str:
         """Return a UUID that the same lines of the same source always get.
 
         The name hashed is the service, the source (for a file its real path,
         absolute and with symbolic links resolved, so a link to a shipped
-        file finds its batches), the first line number and a blake2b digest
-        of the deterministic encoding of the batch's request without its id
-        (the entries in streams). So a rerun with the same options sends the
-        same ids and the log router stores each batch once, while a changed
-        line, zone or year gives a new id rather than failing with
-        REQUEST_ID_REUSED.
-        Without a source the id is random.
+        file finds its batches), the first line number and a digest. The
+        digest is the router's `request_digest` of the batch's request
+        without its id, with the entries in streams. It leaves out the times
+        that the parser invented for lines without one (`time_inferred=true`),
+        so a rerun sends the same ids and the same digests although those
+        times differ, and the log router stores each batch once. A changed line, zone or
+        year gives a new id rather than failing with REQUEST_ID_REUSED.
+        Without a source, or with `fresh`, the id is random. The first id
+        returned is kept, so a batch sent again after Ctrl-C keeps its id.
         """
-        if self.source is None:
-            return str(uuid.uuid4())
-        request = _stream_request(self.entries, "")
-        digest = hashlib.blake2b(
-            request.SerializeToString(deterministic=True), digest_size=16
-        ).hexdigest()
+        if self._request_id is not None:
+            return self._request_id
+        if self.source is None or fresh:
+            self._request_id = str(uuid.uuid4())
+            return self._request_id
+        digest = request_digest(_stream_request(self.entries, "")).hex()
         name = "\n".join((service, self.source, str(self.lines[0]), digest))
-        return str(uuid.uuid5(_SHIP_NAMESPACE, name))
+        self._request_id = str(uuid.uuid5(_SHIP_NAMESPACE, name))
+        return self._request_id
 
 
 def _same_stream(first: logs_pb2.LogEntry, second: logs_pb2.LogEntry) -> bool:
@@ -647,76 +870,9 @@ def _stream_request(
     return request
 
 
-def _send_batch(
-    client: _LogsClient,
-    batch: _Batch,
-    args: argparse.Namespace,
-    summary: logs_pb2.StreamLogEntriesResponse,
-    position: _ShipPosition,
-) -> None:
-    request_id = str(uuid.uuid4()) if args.fresh_ids else batch.request_id(args.service)
-    _write_batch(client, batch.entries, batch.lines, summary, position, request_id)
-
-
 def _field_bytes(size: int) -> int:
     """Return the bytes of a message field of `size` bytes: tag, length, body."""
     return 1 + len(encode_varint(size)) + size
-
-
-def _write_batch(
-    client: _LogsClient,
-    batch: list[logs_pb2.LogEntry],
-    lines: list[int],
-    summary: logs_pb2.StreamLogEntriesResponse,
-    position: _ShipPosition,
-    request_id: str,
-    half: bool = False,
-) -> None:
-    """Write one batch, in halves while the server finds the request too large.
-
-    Each half's request id is a UUID derived from the batch's, so the same
-    batch always splits into the same ids, and a resent half counts once.
-    """
-    position.line = lines[0]
-    request = _stream_request(batch, request_id)
-    try:
-        response = _write_with_retries(client, request)
-    except _RequestTooLarge as too_large:
-        if len(batch) == 1:
-            raise _LineTooLarge(
-                f"line {lines[0]} is too large to send on its own: "
-                f"{describe(too_large.error)}",
-                too_large.error.code(),
-            ) from None
-        if not half:
-            print(
-                f"splitlog logs ship: a batch of {len(batch)} entries is over the "
-                "server's max_message_bytes; sending it in halves (lower "
-                "--batch-bytes to send smaller batches)",
-                file=sys.stderr,
-            )
-        middle = len(batch) // 2
-        parent = uuid.UUID(request_id)
-        for part, start, end in (("first", 0, middle), ("second", middle, None)):
-            _write_batch(
-                client,
-                batch[start:end],
-                lines[start:end],
-                summary,
-                position,
-                _half_id(parent, part),
-                half=True,
-            )
-        return
-    # Rejection indexes count across the whole run, as in StreamLogEntries.
-    offset = summary.accepted_count + summary.rejected_count
-    for rejection in response.rejected_entries:
-        shifted = summary.rejected_entries.add()
-        shifted.CopyFrom(rejection)
-        shifted.index += offset
-    summary.batch_count += 1
-    summary.accepted_count += response.accepted_count
-    summary.rejected_count += response.rejected_count
 
 
 def _half_id(parent: uuid.UUID, half: str) -> str:
@@ -724,15 +880,24 @@ def _half_id(parent: uuid.UUID, half: str) -> str:
 
 
 class _LineTooLarge(ServerError):
-    """One entry alone is over the server's max_message_bytes."""
+    """One entry alone is over the server's max_message_bytes, or over the
+    client's send limit when `client_side` is True."""
+
+    def __init__(
+        self, message: str, code: grpc.StatusCode, client_side: bool = False
+    ) -> None:
+        super().__init__(message, code)
+        self.client_side = client_side
 
 
 class _RequestTooLarge(Exception):
-    """The server rejected a write as larger than its max_message_bytes."""
+    """A write is larger than the server's max_message_bytes, or than the
+    client's send limit when `client_side` is True."""
 
-    def __init__(self, error: grpc.RpcError) -> None:
+    def __init__(self, error: grpc.RpcError, client_side: bool = False) -> None:
         super().__init__(error.details())
         self.error = error
+        self.client_side = client_side
 
 
 # Codes after which the same batch is sent again: the cluster is failing
@@ -745,19 +910,30 @@ _RETRYABLE = frozenset(
     }
 )
 SHIP_RETRY_SECONDS = 60.0
+# The send limit of the client's channel: the default max_message_bytes of
+# `splitlog_runtime.channels.insecure_channel` and `tls.secure_channel`.
+CLIENT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# Part of grpc core's message for a request over the channel's send limit,
+# which fails with RESOURCE_EXHAUSTED before anything is sent.
+# NOTE: grpc sends no status detail for it, so only its text, as grpcio 1.x
+# writes it, distinguishes it from an overloaded server.
+_SEND_LIMIT_TEXT = "Sent message larger than max"
 
 
 def _write_with_retries(
-    client: _LogsClient, request: logs_pb2.WriteLogEntriesRequest
+    client: _LogsClient,
+    request: logs_pb2.WriteLogEntriesRequest,
+    retry_seconds: float = SHIP_RETRY_SECONDS,
 ) -> logs_pb2.WriteLogEntriesResponse:
     """Send one batch, resending it under the same request id while it may pass.
 
     The wait between attempts is the server's RetryInfo delay, or else grows
-    from 0.2 s to 2 s. After SHIP_RETRY_SECONDS the last error is raised.
+    from 0.2 s to 2 s. After `retry_seconds` the last error is raised.
     Raises `_RequestTooLarge` at once when the request is over the server's
-    max_message_bytes, because the same request would fail again.
+    max_message_bytes or the client's send limit, because the same request
+    would fail again.
     """
-    give_up_at = time.monotonic() + SHIP_RETRY_SECONDS
+    give_up_at = time.monotonic() + retry_seconds
     backoff = 0.2
     warned = False
     while True:
@@ -766,6 +942,10 @@ def _write_with_retries(
         except grpc.RpcError as exc:
             if _error_reason(exc) == "REQUEST_TOO_LARGE":
                 raise _RequestTooLarge(exc) from None
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and (
+                _SEND_LIMIT_TEXT in (exc.details() or "")
+            ):
+                raise _RequestTooLarge(exc, client_side=True) from None
             if exc.code() not in _RETRYABLE or time.monotonic() >= give_up_at:
                 raise client.error(exc) from None
             if not warned:
@@ -773,7 +953,7 @@ def _write_with_retries(
                 # stopped gateway does not look like a hang.
                 print(
                     f"splitlog logs ship: {client.error(exc)}; resending the "
-                    f"batch for up to {SHIP_RETRY_SECONDS:g} s",
+                    f"batch for up to {retry_seconds:g} s",
                     file=sys.stderr,
                 )
                 warned = True
@@ -809,7 +989,15 @@ def _status_detail(error: grpc.RpcError, detail_type: Message) -> Any:
     return None
 
 
-def _ship_table(summary: logs_pb2.StreamLogEntriesResponse) -> str:
+def _ship_table(
+    summary: logs_pb2.StreamLogEntriesResponse,
+    rejected_lines: list[tuple[str, int]],
+) -> str:
+    """Return the counts, and the first rejections with their file and line.
+
+    `rejected_lines` contains the (path, line number) of each entry of
+    `summary.rejected_entries`.
+    """
     lines = [
         render.fields(
             [
@@ -829,15 +1017,18 @@ def _ship_table(summary: logs_pb2.StreamLogEntriesResponse) -> str:
         lines.append("")
         lines.append(
             render.table(
-                ("ENTRY", "REASON", "FIELD", "DESCRIPTION"),
+                ("FILE", "LINE", "REASON", "FIELD", "DESCRIPTION"),
                 [
                     (
-                        rejection.index,
+                        safe_text(path),
+                        line,
                         _enum_name(logs_pb2.RejectionReason, rejection.reason),
                         safe_text(rejection.field),
                         safe_text(rejection.description),
                     )
-                    for rejection in shown
+                    for rejection, (path, line) in zip(
+                        shown, rejected_lines, strict=False
+                    )
                 ],
             )
         )

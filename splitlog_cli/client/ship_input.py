@@ -1,11 +1,17 @@
 """Standard input for `splitlog logs ship -`.
 
 A pipe such as `tail -F app.log | splitlog logs ship - --service web` may
-pause for any time between lines, while `logs ship` sends a batch only when
-it is full. So a reader thread parses the lines, and the shipping loop
-receives them from a queue together with `IDLE` markers: one after each
-`--flush-seconds` without a new line, on which the loop sends the partly
-filled batch.
+pause for any time between lines, while `logs ship` sends a full batch at
+once. So a reader thread parses the lines, and the shipping loop receives
+them from a queue together with `FLUSH` markers. A marker comes at most
+`--flush-seconds` after the first line of a partly filled batch was read, and
+the loop then sends that batch, so a steady slow writer is not held back
+until a batch fills.
+
+The reader thread reads the file descriptor with `os.read`, not through
+`sys.stdin`. A thread blocked in the buffered reader of `sys.stdin` holds its
+lock, and at exit, such as after Ctrl-C, the interpreter then aborts with
+"could not acquire lock ... daemon threads".
 
 Standard input has no path to derive request ids from. Without
 `--source-name` every batch gets a random id, so a second run stores its
@@ -15,8 +21,10 @@ first line number and its entries, as they do for a file.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -27,13 +35,14 @@ STDIN_ARGUMENT = "-"
 #: Name of standard input in messages, in place of a path.
 STDIN_LABEL = "standard input"
 DEFAULT_FLUSH_SECONDS = 1.0
-#: The marker of a pause in the input.
-IDLE = None
+#: The marker that the partly filled batch is due to be sent.
+FLUSH = None
 # Parsed entries that may wait in the queue while a batch is being sent.
 _MAX_PENDING_ENTRIES = 1000
 # Seconds between the reader thread's checks of the stop flag while the
 # queue is full.
 _STOP_CHECK_SECONDS = 0.1
+_READ_BYTES = 64 * 1024
 
 _ENTRY, _END, _ERROR = "entry", "end", "error"
 
@@ -60,22 +69,63 @@ def rerun_advice(line: int, source_name: str | None) -> str:
     return (
         "To ship the rest, send the same input again with the same "
         "--source-name. Batches that are already stored are not stored twice, "
-        "unless a pause longer than --flush-seconds splits the input into "
-        "other batches."
+        "unless the input arrived at another pace and so split into other "
+        "batches."
     )
 
 
-class IdleMarkedEntries:
-    """Entries parsed in a background thread, with `IDLE` after each pause.
+class DescriptorLines:
+    """A binary reader of whole lines from a file descriptor, using `os.read`.
 
-    Iterating yields (line number, entry) pairs, or `IDLE` when no entry
-    arrived for `flush_seconds`. An exception of the parser, such as an
-    unknown zone or a read error, is raised by the iteration.
+    `readline` returns the next line with its LF, the last line without
+    one, or b"" at the end of the input, as a binary file's `readline` does.
+    """
+
+    def __init__(self, descriptor: int) -> None:
+        self._descriptor = descriptor
+        self._buffer = bytearray()
+        # Start of the next line, and where the search for its LF resumes.
+        self._start = 0
+        self._scan = 0
+        self._ended = False
+
+    def readline(self) -> bytes:
+        while True:
+            end = self._buffer.find(b"\n", self._scan)
+            if end >= 0:
+                line = bytes(self._buffer[self._start : end + 1])
+                self._start = self._scan = end + 1
+                return line
+            if self._ended:
+                line = bytes(self._buffer[self._start :])
+                self._buffer.clear()
+                self._start = self._scan = 0
+                return line
+            del self._buffer[: self._start]
+            self._start = 0
+            self._scan = len(self._buffer)
+            chunk = os.read(self._descriptor, _READ_BYTES)
+            if chunk:
+                self._buffer += chunk
+            else:
+                self._ended = True
+
+
+class FlushMarkedEntries:
+    """Entries parsed in a background thread, with `FLUSH` when a batch is due.
+
+    Iterating yields (line number, entry) pairs, or `FLUSH` once
+    `flush_seconds` have passed since the first entry of the partly filled
+    batch was read, unless more entries are already waiting. The batch
+    starts after each `FLUSH` and `restart_flush_timer` call. An exception
+    of the parser, such as an unknown zone or a read error, is raised by the
+    iteration.
 
     Args:
       entries: the parser's (line number, entry) pairs; it may block on
         its input for any time.
-      flush_seconds: the pause after which `IDLE` is yielded.
+      flush_seconds: the longest time from reading a batch's first line to
+        yielding `FLUSH`.
     """
 
     def __init__(
@@ -84,7 +134,13 @@ class IdleMarkedEntries:
         flush_seconds: float,
     ) -> None:
         self._flush_seconds = flush_seconds
-        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(_MAX_PENDING_ENTRIES)
+        # The monotonic time at which the partly filled batch is due, or None
+        # while the batch is empty.
+        self._flush_at: float | None = None
+        self._last_read_at = 0.0
+        self._queue: queue.Queue[tuple[str, Any, float]] = queue.Queue(
+            _MAX_PENDING_ENTRIES
+        )
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._read, args=(entries,), name="logs-ship-stdin", daemon=True
@@ -93,16 +149,45 @@ class IdleMarkedEntries:
 
     def __iter__(self) -> Iterator[tuple[int, logs_pb2.LogEntry] | None]:
         while True:
+            timeout = None
+            if self._flush_at is not None:
+                timeout = max(0.0, self._flush_at - time.monotonic())
             try:
-                kind, value = self._queue.get(timeout=self._flush_seconds)
+                kind, value, read_at = self._queue.get(timeout=timeout)
             except queue.Empty:
-                yield IDLE
+                self._flush_at = None
+                yield FLUSH
                 continue
             if kind == _END:
                 return
             if kind == _ERROR:
                 raise value
+            self._last_read_at = read_at
+            if self._flush_at is None:
+                self._flush_at = read_at + self._flush_seconds
             yield value
+
+    def restart_flush_timer(self, batch_has_entry: bool) -> None:
+        """Time the next batch after a full one was sent.
+
+        Its timer starts at the read time of the last entry yielded when the
+        new batch already holds that entry, or else at the next entry.
+        """
+        if batch_has_entry:
+            self._flush_at = self._last_read_at + self._flush_seconds
+        else:
+            self._flush_at = None
+
+    def drain(self) -> list[tuple[int, logs_pb2.LogEntry]]:
+        """Return the entries already read but not yet yielded, without waiting."""
+        drained = []
+        while True:
+            try:
+                kind, value, _ = self._queue.get_nowait()
+            except queue.Empty:
+                return drained
+            if kind == _ENTRY:
+                drained.append(value)
 
     def close(self) -> None:
         """Stop the reader thread.
@@ -116,14 +201,14 @@ class IdleMarkedEntries:
     def _read(self, entries: Iterable[tuple[int, logs_pb2.LogEntry]]) -> None:
         try:
             for item in entries:
-                if not self._put((_ENTRY, item)):
+                if not self._put((_ENTRY, item, time.monotonic())):
                     return
         except Exception as exc:  # raised again by the consuming thread
-            self._put((_ERROR, exc))
+            self._put((_ERROR, exc, time.monotonic()))
             return
-        self._put((_END, None))
+        self._put((_END, None, time.monotonic()))
 
-    def _put(self, item: tuple[str, Any]) -> bool:
+    def _put(self, item: tuple[str, Any, float]) -> bool:
         """Queue an item unless stopped first; return whether it was queued."""
         while not self._stop.is_set():
             try:

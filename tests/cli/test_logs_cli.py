@@ -11,10 +11,11 @@ real user_service.
 from __future__ import annotations
 
 import contextlib
-import io
+import itertools
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -45,6 +46,7 @@ from splitlog_runtime import config as config_module
 from splitlog_runtime.channels import insecure_channel
 from tests.auth.support import operator_admin_key
 from tests.balance_service.support import unused_address
+from tests.cli.conftest import run_splitlog
 from tests.gateway.support import LoopThread
 from tests.log_service.test_router_cluster import Cluster, list_all, ts
 from tests.log_service.test_streams import as_entries
@@ -341,6 +343,9 @@ def test_ship_all_rejected_counts_reasons(live, tmp_path, capsys):
     assert "rejected: 30" in out
     assert re.search(r"^timestamp_too_old +30$", out, re.MULTILINE), out
     assert "(20 more rejected entries not shown)" in out
+    # Rejections name the file and line, not an index across the run.
+    assert re.search(rf"^{re.escape(str(path))} +1 +timestamp_too_old", out, re.M)
+    assert re.search(rf"^{re.escape(str(path))} +10 +timestamp_too_old", out, re.M)
     # The system under test runs in this process, so its own log lines can
     # land on stderr too; look for the command's line among them.
     assert any(
@@ -482,10 +487,14 @@ def test_ship_through_symlink_stores_nothing_twice(live, tmp_path, capsys):
     assert len(list_all(live.stub, services=["ship-link"])) == 5
 
 
-def _pipe_stdin(monkeypatch, *lines: str) -> None:
-    """Make standard input the given lines, ended by LF."""
-    data = "".join(f"{line}\n" for line in lines).encode()
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+def _pipe_stdin(monkeypatch, *lines: str, data: bytes | None = None) -> None:
+    """Make standard input a closed pipe of the given lines, ended by LF."""
+    if data is None:
+        data = "".join(f"{line}\n" for line in lines).encode()
+    read_end, write_end = os.pipe()
+    with open(write_end, "wb") as writer:
+        writer.write(data)
+    monkeypatch.setattr(sys, "stdin", open(read_end, encoding="utf-8"))  # noqa: SIM115
 
 
 def test_ship_stdin_batches_and_random_ids(live, capsys, monkeypatch):
@@ -532,6 +541,42 @@ def test_ship_stdin_source_name_ids(live, capsys, monkeypatch):
     assert fresh[0] == 0, fresh[2]
     assert len(stored) == 10
     assert {entry.attributes["log.file.name"] for entry in stored} == {"web.log"}
+
+
+def test_ship_stdin_untimed_rerun_stores_once(live, capsys, monkeypatch):
+    # Lines without a time take the time they are read, which differs in
+    # every run; the request ids and digests must not.
+    command = ["logs", "ship", "-", "--service", "ship-stdin-untimed"]
+    command += ["--source-name", "app.log", "--batch-size", "2"]
+    statuses = []
+    for _ in range(3):
+        _pipe_stdin(monkeypatch, "alpha", "beta", "gamma")
+        statuses.append(run(capsys, live.address, *command))
+        time.sleep(0.01)
+    stored = list_all(live.stub, services=["ship-stdin-untimed"])
+
+    assert [status for status, _, _ in statuses] == [0, 0, 0], statuses
+    assert sorted(entry.message for entry in stored) == ["alpha", "beta", "gamma"]
+    assert all(entry.attributes["time_inferred"] == "true" for entry in stored)
+
+
+def test_ship_file_untimed_rerun_stores_once(live, tmp_path, capsys):
+    # Leading lines without a time take the file's modification time, which
+    # changes when the file is touched or appended to.
+    lines = ["starting", "no time yet", f"{line_time(60)} INFO a"]
+    path = write_log(tmp_path, *lines)
+    command = ["logs", "ship", str(path), "--service", "ship-file-untimed"]
+    command += ["--batch-size", "2"]
+
+    first = run(capsys, live.address, *command)
+    touched = time.time_ns() - 30 * SECOND
+    os.utime(path, ns=(touched, touched))
+    second = run(capsys, live.address, *command)
+    stored = list_all(live.stub, services=["ship-file-untimed"])
+
+    assert first[0] == 0, first[2]
+    assert second[0] == 0, second[2]
+    assert sorted(entry.message for entry in stored) == sorted(lines)
 
 
 def test_ship_stdin_and_file_together(live, tmp_path, capsys, monkeypatch):
@@ -590,6 +635,123 @@ def test_ship_stdin_sends_batch_after_pause(live):
     ]
 
 
+def _shipper_process(address: str, *args: str) -> subprocess.Popen:
+    """Start `splitlog logs ship ARGS` with a pipe as its standard input."""
+    command = [str(SPLITLOG), "logs", "ship", *args, "--gateway", address]
+    return subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={k: v for k, v in os.environ.items() if not k.startswith("SPLITLOG_")},
+    )
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def test_ship_stdin_flushes_steady_slow_writer(live):
+    # A line every 0.5 s never leaves a second of silence, so a batch must
+    # be sent because its first line is old, not because the input paused.
+    service = "ship-stdin-slow"
+    shipper = _shipper_process(live.address, "-", "--service", service)
+    written = 10
+    try:
+        for i in range(written):
+            shipper.stdin.write(f"slow line {i}\n".encode())
+            shipper.stdin.flush()
+            time.sleep(0.5)
+        stored_while_open = len(list_all(live.stub, services=[service]))
+        out, err = shipper.communicate(timeout=60)
+    finally:
+        _stop(shipper)
+    stored = list_all(live.stub, services=[service], order_by="timestamp")
+    times = [entry.timestamp.ToNanoseconds() for entry in stored]
+
+    assert stored_while_open > 0, "nothing was sent while the pipe was open"
+    assert shipper.returncode == 0, err
+    assert [entry.message for entry in stored] == [
+        f"slow line {i}" for i in range(written)
+    ]
+    # Each line without a time gets the time it was read, 0.5 s apart. The
+    # first lines may wait in the pipe while the command starts.
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert all(gap >= SECOND // 4 for gap in gaps[-4:]), gaps
+
+
+def test_ship_stdin_ctrl_c_sends_read_lines(live):
+    service = "ship-stdin-sigint"
+    shipper = _shipper_process(
+        live.address, "-", "--service", service, "--batch-size", "2",
+        "--flush-seconds", "600",
+    )  # fmt: skip
+    try:
+        for i in range(3):
+            shipper.stdin.write(f"{line_time(60)} INFO line {i}\n".encode())
+        shipper.stdin.flush()
+        # Lines 1 and 2 fill a batch, which shows that the command runs and
+        # has read line 3 with them. Line 3 waits for a flush far off.
+        deadline = time.monotonic() + 60
+        while len(list_all(live.stub, services=[service])) < 2:
+            assert time.monotonic() < deadline, "the full batch was not sent"
+            time.sleep(0.01)
+        time.sleep(0.2)
+        shipper.send_signal(signal.SIGINT)
+        out, err = shipper.communicate(timeout=60)
+    finally:
+        _stop(shipper)
+    text = " ".join(err.decode().split())
+    stored = list_all(live.stub, services=[service])
+
+    assert shipper.returncode == 130, err
+    assert "Traceback" not in text
+    assert "Fatal Python error" not in text
+    assert b"accepted: 3" in out
+    assert "stopped by Ctrl-C (SIGINT) at line 3 of standard input" in text
+    assert "It read 3 lines and stored 3 entries (0 rejected)" in text
+    assert "sent every line it read" in text
+    assert len(stored) == 3
+
+
+def test_ship_file_ctrl_c_then_rerun(live, tmp_path):
+    service = "ship-file-sigint"
+    count = 20_000
+    path = write_log(
+        tmp_path, *[f"{line_time(60)} INFO line {i}" for i in range(count)]
+    )
+    args = [str(path), "--service", service, "--batch-size", "5"]
+    shipper = _shipper_process(live.address, *args)
+    request = logs_pb2.ListLogEntriesRequest(services=[service], page_size=1)
+    try:
+        deadline = time.monotonic() + 60
+        while not live.stub.ListLogEntries(request).entries:
+            assert time.monotonic() < deadline, "nothing was stored"
+            time.sleep(0.01)
+        shipper.send_signal(signal.SIGINT)
+        out, err = shipper.communicate(timeout=60)
+    finally:
+        _stop(shipper)
+    text = " ".join(err.decode().split())
+    stored_after_interrupt = len(list_all(live.stub, services=[service]))
+    rerun = run_splitlog("logs", "ship", *args, gateway=live.address)
+    stored = list_all(live.stub, services=[service])
+
+    assert shipper.returncode == 130, err
+    assert "Traceback" not in text
+    assert "stopped by Ctrl-C (SIGINT) at line" in text
+    assert f"of {path}" in text
+    assert "Run the same command again to ship the rest" in text
+    accepted = int(re.search(rb"accepted: (\d+)", out)[1])
+    assert 0 < accepted < count
+    assert stored_after_interrupt == accepted
+    assert rerun.status == 0, rerun.stderr
+    assert len(stored) == count
+    assert len({entry.message for entry in stored}) == count
+
+
 @pytest.mark.parametrize(
     ("source", "advice"),
     [
@@ -617,7 +779,13 @@ def test_ship_stdin_failure_summary(capsys, monkeypatch, source, advice):
     ("args", "option", "problem"),
     [
         (["-", "-"], "FILE", "given 2 times"),
-        (["-", "--flush-seconds", "0"], "--flush-seconds", "expected above 0"),
+        (["-", "--flush-seconds", "0"], "'0' for --flush-seconds", "above 0"),
+        (["-", "--flush-seconds", "-1"], "'-1' for --flush-seconds", "above 0"),
+        (["-", "--flush-seconds", "inf"], "'inf' for --flush-seconds", "finite"),
+        (["-", "--flush-seconds", "nan"], "'nan' for --flush-seconds", "finite"),
+        (["-", "--flush-seconds", "1s"], "'1s' for --flush-seconds", "such as 0.5"),
+        (["app.log", "--year", "0"], "'0' for --year", "from 1 to 9999"),
+        (["app.log", "--year", "99999"], "'99999' for --year", "from 1 to 9999"),
         (["app.log", "--source-name", "web"], "--source-name", "give - as a FILE"),
         (["-", "--source-name", " "], "--source-name", "the name is empty"),
     ],
@@ -631,6 +799,18 @@ def test_ship_stdin_invalid_options(capsys, args, option, problem):
     assert status == 2, err
     assert option in err
     assert problem in err
+
+
+def test_ship_closed_stdin_is_usage_error(capsys, monkeypatch):
+    # Python sets sys.stdin to None when file descriptor 0 is closed (`<&-`).
+    monkeypatch.setattr(sys, "stdin", None)
+
+    status = main(["logs", "ship", "-", "--service", "web", "--gateway", "127.0.0.1:9"])
+    err = capsys.readouterr().err
+
+    assert status == 2, err
+    assert "cannot read standard input: it is closed" in err
+    assert "Traceback" not in err
 
 
 _STOPPED = re.compile(
@@ -798,6 +978,33 @@ def test_ship_entry_over_limit_fails(small_limit, tmp_path, capsys):
     assert "REQUEST_TOO_LARGE" in err
     assert "resending" not in err
     assert list_all(small_limit.stub, services=["ship-over-limit"]) == []
+
+
+def test_ship_line_over_client_send_limit(live, tmp_path, capsys):
+    # 20 MB is over the 16 MiB send limit of the client's channel, so the
+    # call fails before anything is sent, whatever the server's limit is.
+    lines = [f"{line_time(60)} INFO short", f"{line_time(60)} INFO " + "x" * 20_000_000]
+    path = write_log(tmp_path, *lines)
+    started = time.monotonic()
+
+    status, out, err = run(
+        capsys, live.address, "logs", "ship", str(path), "--service", "ship-huge"
+    )
+    elapsed = time.monotonic() - started
+    text = " ".join(err.split())
+
+    assert status == 1, err
+    assert "line 2 is too large to send on its own" in text
+    assert "RESOURCE_EXHAUSTED" in text
+    assert f"stopped at line 2 of {path}" in text
+    assert "larger than the 16 MiB that splitlog logs ship sends" in text
+    assert "remove line 2, or split it into lines shorter" in text
+    assert "resending" not in text
+    assert "Run the same command again" not in text
+    # A retry loop would wait SHIP_RETRY_SECONDS (60 s) before failing.
+    assert elapsed < 30
+    stored = list_all(live.stub, services=["ship-huge"])
+    assert [entry.message for entry in stored] == [lines[0]]
 
 
 def test_ship_line_over_limit_after_split(small_limit, tmp_path, capsys):
