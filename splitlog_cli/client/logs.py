@@ -439,7 +439,9 @@ def _interrupted_message(shipper: _Shipper) -> str:
     """Say how far `logs ship` got before Ctrl-C and how to ship the rest."""
     position = shipper.position
     summary = shipper.summary
-    unsent = position.lines_read - shipper.acknowledged
+    # A batch whose response arrived just before Ctrl-C is sent again and
+    # counted twice, so the difference can drop below 0.
+    unsent = max(0, position.lines_read - shipper.acknowledged)
     text = (
         f"stopped by Ctrl-C (SIGINT) at line {position.last_line} of "
         f"{position.path}. It read {position.lines_read} lines and stored "
@@ -629,7 +631,7 @@ class _Shipper:
         self.position = _ShipPosition(source_name=args.source_name)
         # (path, line number) of each entry of `summary.rejected_entries`.
         self.rejected_lines: list[tuple[str, int]] = []
-        # Entries of the batches (and halves) that the server returned a response for.
+        # Entries of the batches (and halves) that got a response.
         self.acknowledged = 0
         # Batches not yet stored, oldest first. The last one is being filled,
         # and the others are full, the first of them in flight.

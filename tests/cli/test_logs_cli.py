@@ -367,6 +367,7 @@ def test_ship_help_lists_exit_statuses(capsys):
     assert "--fresh-ids" in text
     assert "stores each batch once" in text
     assert "141 when the reader of the output closed it early" in text
+    assert "130 after Ctrl-C" in text
     assert "log file to ship, or - for standard input" in text
     assert "A FILE of - reads standard input" in text
     assert "--source-name" in text
