@@ -654,6 +654,20 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
+def _wait_until_stored(live, service: str, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while len(list_all(live.stub, services=[service])) < count:
+        assert time.monotonic() < deadline, f"{count} entries were not stored"
+        time.sleep(0.01)
+
+
+def _interrupt(shipper: subprocess.Popen) -> tuple[bytes, str]:
+    """Send SIGINT, as Ctrl-C does; return stdout and stderr, spaces joined."""
+    shipper.send_signal(signal.SIGINT)
+    out, err = shipper.communicate(timeout=60)
+    return out, " ".join(err.decode().split())
+
+
 def test_ship_stdin_flushes_steady_slow_writer(live):
     # A line every 0.5 s never leaves a second of silence, so a batch must
     # be sent because its first line is old, not because the input paused.
@@ -695,19 +709,14 @@ def test_ship_stdin_ctrl_c_sends_read_lines(live):
         shipper.stdin.flush()
         # Lines 1 and 2 fill a batch, which shows that the command runs and
         # has read line 3 with them. Line 3 waits for a flush far off.
-        deadline = time.monotonic() + 60
-        while len(list_all(live.stub, services=[service])) < 2:
-            assert time.monotonic() < deadline, "the full batch was not sent"
-            time.sleep(0.01)
+        _wait_until_stored(live, service, 2)
         time.sleep(0.2)
-        shipper.send_signal(signal.SIGINT)
-        out, err = shipper.communicate(timeout=60)
+        out, text = _interrupt(shipper)
     finally:
         _stop(shipper)
-    text = " ".join(err.decode().split())
     stored = list_all(live.stub, services=[service])
 
-    assert shipper.returncode == 130, err
+    assert shipper.returncode == 130, text
     assert "Traceback" not in text
     assert "Fatal Python error" not in text
     assert b"accepted: 3" in out
@@ -725,22 +734,16 @@ def test_ship_file_ctrl_c_then_rerun(live, tmp_path):
     )
     args = [str(path), "--service", service, "--batch-size", "5"]
     shipper = _shipper_process(live.address, *args)
-    request = logs_pb2.ListLogEntriesRequest(services=[service], page_size=1)
     try:
-        deadline = time.monotonic() + 60
-        while not live.stub.ListLogEntries(request).entries:
-            assert time.monotonic() < deadline, "nothing was stored"
-            time.sleep(0.01)
-        shipper.send_signal(signal.SIGINT)
-        out, err = shipper.communicate(timeout=60)
+        _wait_until_stored(live, service, 1)
+        out, text = _interrupt(shipper)
     finally:
         _stop(shipper)
-    text = " ".join(err.decode().split())
     stored_after_interrupt = len(list_all(live.stub, services=[service]))
     rerun = run_splitlog("logs", "ship", *args, gateway=live.address)
     stored = list_all(live.stub, services=[service])
 
-    assert shipper.returncode == 130, err
+    assert shipper.returncode == 130, text
     assert "Traceback" not in text
     assert "stopped by Ctrl-C (SIGINT) at line" in text
     assert f"of {path}" in text
