@@ -290,11 +290,29 @@ ROW_FIELDS = (
 )
 
 
+# Columns a sender may leave empty when every entry has the default: "",
+# False or 0, and for `observed_timestamps` the batch's `observed_timestamp`
+# (see `EntryColumns` in node_service.proto).
+SPARSE_FIELDS = frozenset(
+    (
+        "observed_timestamps",
+        "trace_ids",
+        "span_ids",
+        "truncated",
+        "dropped_attributes_counts",
+    )
+)
+# The sparse columns whose default is a false value ("", False or 0).
+_FALSE_DEFAULT_FIELDS = tuple(sorted(SPARSE_FIELDS - {"observed_timestamps"}))
+
+
 def rows_to_columns(
     rows: Sequence[tuple], into: node_service_pb2.EntryColumns | None = None
 ) -> node_service_pb2.EntryColumns:
     """Fill `into` (or new columns) with normalised rows; return the columns.
 
+    Every column gets one value per row. `fill_columns` is the sparse form
+    that the router sends to nodes.
     Each column is extended once, from a tuple that `zip` builds in C, so the
     cost per entry stays far below one Python call.
     """
@@ -303,6 +321,52 @@ def rows_to_columns(
         for name, values in zip(ROW_FIELDS, zip(*rows, strict=True), strict=True):
             getattr(columns, name).extend(values)
     return columns
+
+
+def fill_columns(
+    segments: Sequence[Any], columns: node_service_pb2.EntryColumns
+) -> None:
+    """Append the entries of `segments` to empty `columns`, in order.
+
+    A segment is a list of normalised rows or a `streams.ColumnBlock`. Each
+    column of `SPARSE_FIELDS` whose every value is the default stays empty.
+    When every entry has the same observed time, that time goes to
+    `columns.observed_timestamp` and `observed_timestamps` stays empty.
+    Each column is extended once per segment, from a tuple that `zip` builds
+    in C, and the default checks (`any`, `tuple.count`) run in C too, so the
+    cost per entry stays far below one Python call.
+    """
+    parts: list[Any] = []
+    filled: set[str] = set()
+    observed: set[int] = set()
+    for segment in segments:
+        if not len(segment):
+            continue
+        if not isinstance(segment, list):
+            parts.append(segment)
+            observed.add(segment.observed_timestamp)
+            continue
+        part = dict(zip(ROW_FIELDS, zip(*segment, strict=True), strict=True))
+        parts.append(part)
+        for name in _FALSE_DEFAULT_FIELDS:
+            if name not in filled and any(part[name]):
+                filled.add(name)
+        times = part["observed_timestamps"]
+        if times.count(times[0]) == len(times):
+            observed.add(times[0])
+        else:
+            filled.add("observed_timestamps")
+    if len(observed) > 1:
+        filled.add("observed_timestamps")
+    elif observed and "observed_timestamps" not in filled:
+        columns.observed_timestamp = observed.pop()
+    for part in parts:
+        if isinstance(part, dict):
+            for name, values in part.items():
+                if name in filled or name not in SPARSE_FIELDS:
+                    getattr(columns, name).extend(values)
+        else:
+            part.extend(columns, filled)
 
 
 def repair_utf8(data: bytes) -> tuple[str, bool]:
@@ -888,22 +952,26 @@ def columns_to_entries(
     """Convert stored columns back to public `LogEntry` messages.
 
     `positions` picks and orders the entries to convert; by default all of
-    them in column order. `severity_text` stays empty because the stored
-    severity replaces it.
+    them in column order. An empty sparse column gives every entry its
+    default. `severity_text` stays empty because the stored severity
+    replaces it.
     """
+    count = len(columns.timestamps)
     if positions is None:
-        positions = range(len(columns.timestamps))
+        positions = range(count)
     timestamps = columns.timestamps
-    observed_timestamps = columns.observed_timestamps
+    observed_timestamps = columns.observed_timestamps or (
+        [columns.observed_timestamp] * count
+    )
     severities = columns.severities
     services = columns.services
     hosts = columns.hosts
     messages = columns.messages
     attributes = columns.attributes
-    trace_ids = columns.trace_ids
-    span_ids = columns.span_ids
-    truncated = columns.truncated
-    dropped = columns.dropped_attributes_counts
+    trace_ids = columns.trace_ids or [""] * count
+    span_ids = columns.span_ids or [""] * count
+    truncated = columns.truncated or [False] * count
+    dropped = columns.dropped_attributes_counts or [0] * count
     loads = json.loads
     entry_class = logs_service_pb2.LogEntry
     entries = []

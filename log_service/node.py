@@ -43,6 +43,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from log_service import node_state
 from log_service import snapshot as snapshots
 from log_service.clients import NODE_HEADROOM_BYTES, node_channel_options
+from log_service.model import SPARSE_FIELDS
 from log_service.node_state import ROLE_NONE, BatchIndex, Member, NodeState
 from log_service.pages import fit_columns, page_budget
 from log_service.replication import ReplicationSender
@@ -1380,13 +1381,26 @@ def _check_batch(
     if count == 0:
         raise invalid_field(f"{where}entries", "contains no entries; send at least one")
     for descriptor in columns.DESCRIPTOR.fields:
+        if not descriptor.is_repeated:
+            continue
         length = len(getattr(columns, descriptor.name))
-        if length != count:
-            raise invalid_field(
-                f"{where}entries.{descriptor.name}",
-                f"contains {length} values but entries.timestamps contains {count}; "
-                "send one value per entry in every column",
-            )
+        if length == count or (length == 0 and descriptor.name in SPARSE_FIELDS):
+            continue
+        if descriptor.name in SPARSE_FIELDS:
+            fix = "send one value per entry, or none when every entry has the default"
+        else:
+            fix = "send one value per entry in every column"
+        raise invalid_field(
+            f"{where}entries.{descriptor.name}",
+            f"contains {length} values but entries.timestamps contains {count}; " + fix,
+        )
+    if columns.observed_timestamps and columns.observed_timestamp:
+        raise invalid_field(
+            f"{where}entries.observed_timestamp",
+            f"is {columns.observed_timestamp} but entries.observed_timestamps "
+            "has values too; send either one observed time per entry or one for "
+            "the whole batch",
+        )
     return count
 
 

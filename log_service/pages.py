@@ -18,7 +18,11 @@ from splitlog.logs.v1 import node_service_pb2
 # from the router. The token carries a sequence number per shard, about 30
 # bytes each, so this margin covers an estimated 500 shards.
 RESPONSE_MARGIN_BYTES = 16 * 1024
-_FIELDS = node_service_pb2.EntryColumns.DESCRIPTOR.fields
+# The repeated fields, which hold one value per entry. The scalar
+# `observed_timestamp` is left out.
+_FIELDS = tuple(
+    f for f in node_service_pb2.EntryColumns.DESCRIPTOR.fields if f.is_repeated
+)
 _STRING_COLUMNS = tuple(f.name for f in _FIELDS if f.type == f.TYPE_STRING)
 # Upper bound of the bytes that one entry adds to `EntryColumns` beyond the
 # text of its strings. Each string takes a tag and a length prefix of up to 5

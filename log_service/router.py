@@ -46,7 +46,7 @@ from log_service.model import (
     NormalizedBatch,
     batch_error_for_size,
     columns_to_entries,
-    rows_to_columns,
+    fill_columns,
 )
 from log_service.otlp import count_log_records, export_request_to_batch, export_response
 from log_service.query import (
@@ -337,11 +337,7 @@ def _serialized_request(shard: str, batch_id: str, segments: _Segments) -> bytes
     request = node_service_pb2.AppendEntriesRequest(shard=shard, batch_id=batch_id)
     # Filled in place: passing the columns to the constructor would copy
     # every value once more.
-    for segment in segments:
-        if isinstance(segment, ColumnBlock):
-            segment.extend(request.entries)
-        else:
-            rows_to_columns(segment, into=request.entries)
+    fill_columns(segments, request.entries)
     return request.SerializeToString()
 
 

@@ -177,12 +177,15 @@ def _column_array(
     """Return one column of the entries of `pieces` (columns, skip, count).
 
     A column that no record sent is its default in every row, which Arrow
-    repeats without a Python object per row. The values of large records go
-    to Arrow record by record, without a copy into one list first.
+    repeats without a Python object per row. The default of
+    `observed_timestamps` is each record's `entries.observed_timestamp`.
+    The values of large records go to Arrow record by record, without a copy
+    into one list first.
     """
     sources = [getattr(entries, column.field) for entries, _, _ in pieces]
-    if not any(len(source) for source in sources):
-        return pa.repeat(pa.scalar(column.default, column.arrow_type), rows)
+    defaults = [_default(column, entries) for entries, _, _ in pieces]
+    if not any(len(source) for source in sources) and len(set(defaults)) == 1:
+        return pa.repeat(pa.scalar(defaults[0], column.arrow_type), rows)
     if len(pieces) == 1:
         return pa.array(sources[0][pieces[0][1] :], type=column.arrow_type)
     if rows >= len(pieces) * _ROWS_PER_CHUNK:
@@ -190,20 +193,29 @@ def _column_array(
             [
                 pa.array(source[skip:], type=column.arrow_type)
                 if len(source)
-                else pa.repeat(
-                    pa.scalar(column.default, column.arrow_type), count - skip
+                else pa.repeat(pa.scalar(default, column.arrow_type), count - skip)
+                for source, default, (_, skip, count) in zip(
+                    sources, defaults, pieces, strict=True
                 )
-                for source, (_, skip, count) in zip(sources, pieces, strict=True)
             ],
             type=column.arrow_type,
         )
     values: list[object] = []
-    for source, (_, skip, count) in zip(sources, pieces, strict=True):
+    for source, default, (_, skip, count) in zip(
+        sources, defaults, pieces, strict=True
+    ):
         if len(source) == 0:
-            values.extend([column.default] * (count - skip))
+            values.extend([default] * (count - skip))
         else:
             values.extend(source[skip:])
     return pa.array(values, type=column.arrow_type)
+
+
+def _default(column: Column, entries: node_service_pb2.EntryColumns) -> object:
+    """Return the value of `column` for every entry of `entries` when it is empty."""
+    if column.field == "observed_timestamps":
+        return entries.observed_timestamp
+    return column.default
 
 
 def _check_record(index: int, record: node_service_pb2.LogRecord, count: int) -> None:

@@ -20,7 +20,7 @@ unset or the column empty. It has no `observed_timestamp`, trace or span id.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 
 from log_service.model import (
     INFO,
+    SPARSE_FIELDS,
     VALID_SEVERITIES,
     BatchBuilder,
     Limits,
@@ -123,20 +124,35 @@ class ColumnBlock:
             self.row_position,
         )
 
-    def extend(self, columns: node_service_pb2.EntryColumns) -> None:
-        """Append the block's entries to `columns`."""
+    def extend(
+        self,
+        columns: node_service_pb2.EntryColumns,
+        filled: Container[str] = SPARSE_FIELDS,
+    ) -> None:
+        """Append the block's entries to `columns`.
+
+        Of the columns in `model.SPARSE_FIELDS`, only those in `filled` get
+        values. A block has no trace id, span id, cut or dropped attribute,
+        and one observed time, so `model.fill_columns` passes only the
+        columns that another segment of the batch needs.
+        """
         count = len(self.messages)
         columns.timestamps.extend(self.timestamps)
-        columns.observed_timestamps.extend([self.observed_timestamp] * count)
+        if "observed_timestamps" in filled:
+            columns.observed_timestamps.extend([self.observed_timestamp] * count)
         columns.severities.extend(self.severities)
         columns.services.extend([self.service] * count)
         columns.hosts.extend([self.host] * count)
         columns.messages.extend(self.messages)
         columns.attributes.extend([self.attributes] * count)
-        columns.trace_ids.extend([""] * count)
-        columns.span_ids.extend([""] * count)
-        columns.truncated.extend([False] * count)
-        columns.dropped_attributes_counts.extend([0] * count)
+        if "trace_ids" in filled:
+            columns.trace_ids.extend([""] * count)
+        if "span_ids" in filled:
+            columns.span_ids.extend([""] * count)
+        if "truncated" in filled:
+            columns.truncated.extend([False] * count)
+        if "dropped_attributes_counts" in filled:
+            columns.dropped_attributes_counts.extend([0] * count)
 
 
 def normalize_write(

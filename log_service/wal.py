@@ -102,6 +102,7 @@ def slice_columns(columns: EntryColumns, start: int, stop: int) -> EntryColumns:
         span_ids=columns.span_ids[start:stop],
         truncated=columns.truncated[start:stop],
         dropped_attributes_counts=columns.dropped_attributes_counts[start:stop],
+        observed_timestamp=columns.observed_timestamp,
     )
 
 

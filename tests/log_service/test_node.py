@@ -116,8 +116,15 @@ def test_append_with_other_epoch_is_unavailable(leader):
         ("batch-a", node_service_pb2.EntryColumns(), "entries"),
         (
             "batch-a",
-            node_service_pb2.EntryColumns(timestamps=[1, 2], messages=["x"]),
+            node_service_pb2.EntryColumns(
+                timestamps=[1, 2], observed_timestamps=[5], messages=["x"]
+            ),
             "entries.observed_timestamps",
+        ),
+        (
+            "batch-a",
+            node_service_pb2.EntryColumns(timestamps=[1, 2], messages=["x"]),
+            "entries.severities",
         ),
     ],
 )
@@ -351,7 +358,7 @@ def test_append_batches_with_other_epoch_stores_nothing(leader):
                     leader_epoch=1,
                     batch_id="batch-b",
                     entries=node_service_pb2.EntryColumns(
-                        timestamps=[1, 2], messages=["x"]
+                        timestamps=[1, 2], observed_timestamps=[5], messages=["x"]
                     ),
                 )
             ],

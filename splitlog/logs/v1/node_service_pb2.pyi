@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EntryColumns(_message.Message):
-    __slots__ = ("timestamps", "observed_timestamps", "severities", "services", "hosts", "messages", "attributes", "trace_ids", "span_ids", "truncated", "dropped_attributes_counts")
+    __slots__ = ("timestamps", "observed_timestamps", "severities", "services", "hosts", "messages", "attributes", "trace_ids", "span_ids", "truncated", "dropped_attributes_counts", "observed_timestamp")
     TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
     OBSERVED_TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
     SEVERITIES_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,7 @@ class EntryColumns(_message.Message):
     SPAN_IDS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     DROPPED_ATTRIBUTES_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     timestamps: _containers.RepeatedScalarFieldContainer[int]
     observed_timestamps: _containers.RepeatedScalarFieldContainer[int]
     severities: _containers.RepeatedScalarFieldContainer[int]
@@ -33,7 +34,8 @@ class EntryColumns(_message.Message):
     span_ids: _containers.RepeatedScalarFieldContainer[str]
     truncated: _containers.RepeatedScalarFieldContainer[bool]
     dropped_attributes_counts: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, timestamps: _Optional[_Iterable[int]] = ..., observed_timestamps: _Optional[_Iterable[int]] = ..., severities: _Optional[_Iterable[int]] = ..., services: _Optional[_Iterable[str]] = ..., hosts: _Optional[_Iterable[str]] = ..., messages: _Optional[_Iterable[str]] = ..., attributes: _Optional[_Iterable[str]] = ..., trace_ids: _Optional[_Iterable[str]] = ..., span_ids: _Optional[_Iterable[str]] = ..., truncated: _Optional[_Iterable[bool]] = ..., dropped_attributes_counts: _Optional[_Iterable[int]] = ...) -> None: ...
+    observed_timestamp: int
+    def __init__(self, timestamps: _Optional[_Iterable[int]] = ..., observed_timestamps: _Optional[_Iterable[int]] = ..., severities: _Optional[_Iterable[int]] = ..., services: _Optional[_Iterable[str]] = ..., hosts: _Optional[_Iterable[str]] = ..., messages: _Optional[_Iterable[str]] = ..., attributes: _Optional[_Iterable[str]] = ..., trace_ids: _Optional[_Iterable[str]] = ..., span_ids: _Optional[_Iterable[str]] = ..., truncated: _Optional[_Iterable[bool]] = ..., dropped_attributes_counts: _Optional[_Iterable[int]] = ..., observed_timestamp: _Optional[int] = ...) -> None: ...
 
 class LogRecord(_message.Message):
     __slots__ = ("first_sequence", "epoch", "batch_id", "receive_time", "entries")
