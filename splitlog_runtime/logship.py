@@ -4,11 +4,15 @@
 `LogEntry` and puts it on a bounded queue without blocking. When the queue is
 full the record is dropped and counted. A background thread sends the queued
 entries in `WriteLogEntries` batches, each with its own request id, so a
-retried batch is stored once. A batch that still fails after a few attempts
-with backoff is dropped and counted, and so is a batch that fails with a code
-that a retry cannot fix, such as INVALID_ARGUMENT. Until the first call
-succeeds, and for at most `startup_grace` seconds, a batch is retried past
-`max_attempts`, because services start before log_service is listening.
+retried batch is stored once. A batch whose consecutive entries mostly share
+service, host and attributes goes out as `LogStream`s, which the log router
+checks and stores with less work per entry, and any other batch as
+`LogEntry` messages. Both forms store the same entries. A batch that still
+fails after a few attempts with backoff is dropped and counted, and so is a
+batch that fails with a code that a retry cannot fix, such as
+INVALID_ARGUMENT. Until the first call succeeds, and for at most
+`startup_grace` seconds, a batch is retried past `max_attempts`, because
+services start before log_service is listening.
 A handler created with `send=False` only queues records until
 `start_sending` is called, for a process that starts the log router itself.
 
@@ -26,7 +30,8 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from itertools import pairwise
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -75,6 +80,57 @@ def severity_of_level(levelno: int) -> int:
     if levelno >= logging.INFO:
         return logs_pb2.SEVERITY_INFO
     return logs_pb2.SEVERITY_DEBUG
+
+
+def same_stream(first: logs_pb2.LogEntry, second: logs_pb2.LogEntry) -> bool:
+    """Return whether two entries share service, host and attributes."""
+    return (
+        first.service == second.service
+        and first.host == second.host
+        and first.attributes == second.attributes
+    )
+
+
+def stream_request(
+    entries: Sequence[logs_pb2.LogEntry], request_id: str
+) -> logs_pb2.WriteLogEntriesRequest:
+    """Return a request of `entries` in streams, one per run of shared fields.
+
+    Consecutive entries with the same service, host and attributes share a
+    `LogStream`, so the server numbers the entries in their order, as
+    `entries` would. A stream carries only the message, timestamp and
+    severity of each entry, so the entries must have a severity and no
+    `observed_timestamp`, `trace_id` or `span_id` for the streams to store
+    what the entries would.
+    """
+    request = logs_pb2.WriteLogEntriesRequest(request_id=request_id)
+    stream = None
+    previous = None
+    for entry in entries:
+        if previous is None or not same_stream(previous, entry):
+            stream = request.streams.add(
+                service=entry.service, host=entry.host, attributes=entry.attributes
+            )
+        stream.messages.append(entry.message)
+        stream.timestamps_unix_nano.append(entry.timestamp.ToNanoseconds())
+        stream.severities.append(entry.severity)
+        previous = entry
+    return request
+
+
+def batch_request(
+    batch: Sequence[logs_pb2.LogEntry], request_id: str
+) -> logs_pb2.WriteLogEntriesRequest:
+    """Return the request of a batch of shipped records, in the cheaper form.
+
+    The batch goes as streams when its runs of shared fields (`same_stream`)
+    hold at least two entries on average, and as entries otherwise, because
+    a stream of a single entry only adds the stream's own framing.
+    """
+    runs = 1 + sum(not same_stream(a, b) for a, b in pairwise(batch))
+    if runs * 2 <= len(batch):
+        return stream_request(batch, request_id)
+    return logs_pb2.WriteLogEntriesRequest(entries=batch, request_id=request_id)
 
 
 class _Flush:
@@ -315,9 +371,7 @@ class LogShipHandler(logging.Handler):
         return batch, markers
 
     def _send(self, batch: list[logs_pb2.LogEntry]) -> None:
-        request = logs_pb2.WriteLogEntriesRequest(
-            entries=batch, request_id=str(uuid.uuid4())
-        )
+        request = batch_request(batch, str(uuid.uuid4()))
         delay = self.backoff
         attempt = 0
         while True:

@@ -59,6 +59,7 @@ from splitlog_cli.client.connection import (
     open_channel,
 )
 from splitlog_cli.client.values import UsageError, invalid
+from splitlog_runtime.logship import same_stream, stream_request
 from splitlog_runtime.tls import ClientTls
 
 DEFAULT_LIMIT = 100
@@ -731,7 +732,7 @@ class _Shipper:
         """
         self.position.line = lines[0]
         self._failed_line = lines[0]
-        request = _stream_request(batch, request_id)
+        request = stream_request(batch, request_id)
         try:
             response = _write_with_retries(self.client, request, self.retry_seconds)
         except _RequestTooLarge as too_large:
@@ -807,7 +808,7 @@ class _Batch:
         self._request_id: str | None = None
 
     def add(self, line: int, entry: logs_pb2.LogEntry, entry_bytes: int) -> None:
-        if not self.entries or not _same_stream(self.entries[-1], entry):
+        if not self.entries or not same_stream(self.entries[-1], entry):
             self.size += _STREAM_BYTES
         self.lines.append(line)
         self.entries.append(entry)
@@ -833,43 +834,10 @@ class _Batch:
         if self.source is None or fresh:
             self._request_id = str(uuid.uuid4())
             return self._request_id
-        digest = request_digest(_stream_request(self.entries, "")).hex()
+        digest = request_digest(stream_request(self.entries, "")).hex()
         name = "\n".join((service, self.source, str(self.lines[0]), digest))
         self._request_id = str(uuid.uuid5(_SHIP_NAMESPACE, name))
         return self._request_id
-
-
-def _same_stream(first: logs_pb2.LogEntry, second: logs_pb2.LogEntry) -> bool:
-    return (
-        first.service == second.service
-        and first.host == second.host
-        and first.attributes == second.attributes
-    )
-
-
-def _stream_request(
-    entries: list[logs_pb2.LogEntry], request_id: str
-) -> logs_pb2.WriteLogEntriesRequest:
-    """Return a request of `entries` in streams, one per run of shared fields.
-
-    Consecutive entries with the same service, host and attributes share a
-    `LogStream`, so the server numbers the entries in their order, as
-    `entries` would. The parser sets every entry's severity, which wins over
-    `severity_text`, so the streams store what the entries would.
-    """
-    request = logs_pb2.WriteLogEntriesRequest(request_id=request_id)
-    stream = None
-    previous = None
-    for entry in entries:
-        if previous is None or not _same_stream(previous, entry):
-            stream = request.streams.add(
-                service=entry.service, host=entry.host, attributes=entry.attributes
-            )
-        stream.messages.append(entry.message)
-        stream.timestamps_unix_nano.append(entry.timestamp.ToNanoseconds())
-        stream.severities.append(entry.severity)
-        previous = entry
-    return request
 
 
 def _field_bytes(size: int) -> int:

@@ -41,7 +41,7 @@ from splitlog_cli.client.credentials import TOKEN_ENV
 from splitlog_cli.client.demo_tour import random_suffix
 from splitlog_cli.client.logs import _cluster_table, safe_text
 from splitlog_cli.main import main
-from splitlog_runtime import auth
+from splitlog_runtime import auth, logship
 from splitlog_runtime import config as config_module
 from splitlog_runtime.channels import insecure_channel
 from tests.auth.support import operator_admin_key
@@ -272,7 +272,7 @@ def test_ship_sends_runs_as_streams(live, tmp_path, capsys):
     for number, entry in enumerate(entries, 1):
         batch.add(number, entry, logs_commands._field_bytes(entry.ByteSize()))
 
-    request = logs_commands._stream_request(batch.entries, str(uuid.uuid4()))
+    request = logship.stream_request(batch.entries, str(uuid.uuid4()))
     status, out, err = run(
         capsys, live.address, "logs", "ship", str(path), "--service", "ship-runs",
         "--zone", "UTC", "--format", "json",

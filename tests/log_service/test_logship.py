@@ -19,6 +19,7 @@ from splitlog.logs.v1 import logs_service_pb2_grpc as logs_grpc
 from splitlog_runtime import logsetup
 from splitlog_runtime.config import load
 from splitlog_runtime.logship import LogShipHandler, severity_of_level
+from tests.log_service.test_streams import as_entries
 
 WAIT = 5.0
 
@@ -45,11 +46,25 @@ class RecordingLogs(logs_grpc.LogsServiceServicer):
                 self.failures -= 1
                 context.abort(self.failure_code, "planned failure")
             self.requests.append(request)
-        return logs_pb2.WriteLogEntriesResponse(accepted_count=len(request.entries))
+        return logs_pb2.WriteLogEntriesResponse(
+            accepted_count=len(request_entries(request))
+        )
 
     def entries(self) -> list[logs_pb2.LogEntry]:
         with self.lock:
-            return [entry for request in self.requests for entry in request.entries]
+            return [
+                entry for request in self.requests for entry in request_entries(request)
+            ]
+
+
+def request_entries(
+    request: logs_pb2.WriteLogEntriesRequest,
+) -> list[logs_pb2.LogEntry]:
+    """Return the entries of a request, each stream entry as its `LogEntry`."""
+    entries = list(request.entries)
+    for stream in request.streams:
+        entries.extend(as_entries(stream))
+    return entries
 
 
 @pytest.fixture
@@ -116,7 +131,7 @@ def test_batches_carry_request_ids(peer, logger):
     assert handler.flush(WAIT)
     handler.close()
 
-    sizes = [len(request.entries) for request in servicer.requests]
+    sizes = [len(request_entries(request)) for request in servicer.requests]
     ids = [request.request_id for request in servicer.requests]
     messages = [entry.message for entry in servicer.entries()]
     assert max(sizes) <= 3
@@ -124,6 +139,64 @@ def test_batches_carry_request_ids(peer, logger):
     assert all(ids)
     assert len(set(ids)) == len(ids)
     assert messages == [f"record {number}" for number in range(7)]
+
+
+def test_runs_of_one_logger_sent_as_streams(peer, logger):
+    servicer, address = peer
+    handler = attach(logger, LogShipHandler(address, "svc", host="box-1"))
+
+    for number in range(3):
+        logger.info("first %d", number)
+    logger.warning("warning")
+    for number in range(3):
+        logger.error("second %d", number)
+    assert handler.flush(WAIT)
+    handler.close()
+
+    (request,) = servicer.requests
+    entries = servicer.entries()
+    assert len(request.entries) == 0
+    assert [len(stream.messages) for stream in request.streams] == [7]
+    assert [entry.message for entry in entries] == (
+        [f"first {n}" for n in range(3)]
+        + ["warning"]
+        + [f"second {n}" for n in range(3)]
+    )
+    assert [entry.severity for entry in entries] == (
+        [logs_pb2.SEVERITY_INFO] * 3
+        + [logs_pb2.SEVERITY_WARN]
+        + [logs_pb2.SEVERITY_ERROR] * 3
+    )
+    assert {entry.host for entry in entries} == {"box-1"}
+    assert {entry.attributes["logger"] for entry in entries} == {"tests.logship"}
+    assert all(entry.timestamp.seconds > 0 for entry in entries)
+    assert handler.shipped_count == 7
+
+
+def test_alternating_loggers_sent_as_entries(peer, logger):
+    servicer, address = peer
+    handler = attach(logger, LogShipHandler(address, "svc"))
+    other = logging.getLogger("tests.logship_other")
+    other.setLevel(logging.DEBUG)
+    other.propagate = False
+    other.addHandler(handler)
+    try:
+        for number in range(3):
+            logger.info("mine %d", number)
+            other.info("other %d", number)
+        assert handler.flush(WAIT)
+        handler.close()
+    finally:
+        other.removeHandler(handler)
+        other.propagate = True
+
+    (request,) = servicer.requests
+    assert len(request.streams) == 0
+    assert [entry.attributes["logger"] for entry in request.entries] == [
+        "tests.logship",
+        "tests.logship_other",
+    ] * 3
+    assert handler.shipped_count == 6
 
 
 def test_failed_batch_retried_with_same_id(peer, logger):
