@@ -49,7 +49,8 @@ from log_service.model import (
     repair_utf8,
     severity_from_number,
 )
-from splitlog_runtime.errors import clip
+from splitlog_runtime.errors import ResourceExhausted, clip
+from splitlog_runtime.limits import expanded_too_large
 
 # Service name for resources without `service.name`. OpenTelemetry's resource
 # conventions use it, and SDKs may append `:<executable name>`.
@@ -130,6 +131,60 @@ def count_log_records(request: logs_service_pb2.ExportLogsServiceRequest) -> int
         len(scope_logs.log_records)
         for resource_logs in request.resource_logs
         for scope_logs in resource_logs.scope_logs
+    )
+
+
+# Bytes that the attribute `scope.name` adds to an entry beside the name:
+# the map entry's tag and length (up to 1 + 5), the key with its tag and
+# length, and the value's tag and length (up to 1 + 5).
+_SCOPE_ATTRIBUTE_BYTES = (1 + 5) + (1 + 1 + len(SCOPE_NAME_KEY)) + (1 + 5)
+
+
+def export_size_error(
+    request: logs_service_pb2.ExportLogsServiceRequest, max_message_bytes: int
+) -> ResourceExhausted | None:
+    """Return the error for an export too large once its records are entries.
+
+    Each record becomes an entry with its resource's attributes and its
+    scope's name copied in, so a small export can make a large batch. The
+    estimate adds, per record, the serialized resource and the `scope.name`
+    attribute to the request's own size, and it must fit in
+    `max_message_bytes`, as a `WriteLogEntriesRequest` with the same
+    entries must.
+    NOTE: array and key-value attribute values become JSON text, which can
+    be a little longer than their protobuf form, so the estimate can be low
+    by that difference.
+    """
+    request_bytes = request.ByteSize()
+    total = request_bytes
+    largest_number = 0
+    largest_bytes = 0
+    for number, resource_logs in enumerate(request.resource_logs):
+        resource_bytes = resource_logs.resource.ByteSize()
+        copied = 0
+        for scope_logs in resource_logs.scope_logs:
+            per_record = resource_bytes
+            scope_name = scope_logs.scope.name
+            if scope_name:
+                per_record += len(scope_name.encode()) + _SCOPE_ATTRIBUTE_BYTES
+            copied += per_record * len(scope_logs.log_records)
+        total += copied
+        if copied > largest_bytes:
+            largest_number, largest_bytes = number, copied
+    if total <= max_message_bytes:
+        return None
+    field = f"resource_logs[{largest_number}]"
+    return expanded_too_large(
+        f"the export is {request_bytes} bytes, but its log records with the "
+        f"resource attributes and scope name copied into every record are about "
+        f"{total} bytes, over max_message_bytes ({max_message_bytes}); "
+        f"{field} adds the most, {largest_bytes} bytes. Export fewer records "
+        "per resource, fewer or shorter resource attributes, or smaller batches",
+        field,
+        f"its copied attributes add about {largest_bytes} bytes",
+        request_bytes=request_bytes,
+        expanded_bytes=total,
+        max_message_bytes=max_message_bytes,
     )
 
 

@@ -48,7 +48,12 @@ from log_service.model import (
     columns_to_entries,
     fill_columns,
 )
-from log_service.otlp import count_log_records, export_request_to_batch, export_response
+from log_service.otlp import (
+    count_log_records,
+    export_request_to_batch,
+    export_response,
+    export_size_error,
+)
 from log_service.query import (
     Lister,
     ShardReader,
@@ -62,6 +67,7 @@ from log_service.sharding import ServiceRing, Sharder
 from log_service.streams import (
     ColumnBlock,
     column_length_error,
+    expanded_size_error,
     normalize_write,
     stream_entry_count,
 )
@@ -71,7 +77,12 @@ from log_service.wal import encode_varint
 from splitlog.logs.v1 import logs_service_pb2, logs_service_pb2_grpc, node_service_pb2
 from splitlog_runtime import authz
 from splitlog_runtime.channels import downstream_timeout
-from splitlog_runtime.errors import InvalidArgument, Unavailable, invalid_field
+from splitlog_runtime.errors import (
+    DomainError,
+    InvalidArgument,
+    Unavailable,
+    invalid_field,
+)
 from splitlog_runtime.validation import Violations
 
 _LOGGER = logging.getLogger(__name__)
@@ -410,21 +421,25 @@ class Writer:
         first_index: int = 0,
         digest: bytes = b"",
         streams: Sequence[logs_service_pb2.LogStream] = (),
+        request_bytes: int = 0,
     ) -> NormalizedBatch:
         """Normalise and store one batch.
 
         `count` is the number of entries, those of `streams` included.
         `digest` is the `request_digest` of the request that carried the
         batch, checked against the first request with the same request id.
+        `request_bytes` is the serialized size of a request with `streams`.
 
         Raises:
           InvalidArgument: the batch is empty or too large, a stream's
             columns differ in length, or its request id was used for a
             request with another digest.
+          ResourceExhausted: the streams' entries, each with its stream's
+            shared fields, would not fit in max_message_bytes.
           Unavailable: a shard could not store its part.
         """
         receive_ns = time.time_ns()
-        error = column_length_error(streams) or batch_error_for_size(count, self.limits)
+        error = self._request_error(count, bool(entries), streams, request_bytes)
         if error is not None:
             self._counters.record(receive_ns, failed_batches=1)
             raise error
@@ -448,6 +463,21 @@ class Writer:
         base_id = f"{request_id}/{digest.hex()}" if request_id and digest else ""
         self.store(batch, base_id or request_id, context, receive_ns)
         return batch
+
+    def _request_error(
+        self,
+        count: int,
+        has_entries: bool,
+        streams: Sequence[logs_service_pb2.LogStream],
+        request_bytes: int,
+    ) -> DomainError | None:
+        """Return the error that rejects a whole write before any work, or None."""
+        error = batch_error_for_size(count, self.limits)
+        if error is None and streams:
+            error = column_length_error(streams) or expanded_size_error(
+                request_bytes, streams, self.max_message_bytes
+            )
+        return error
 
     def _block_entry_bytes(self, request_id: str) -> int | None:
         """Return the bytes one stream entry may take to stay in its block.
@@ -696,6 +726,11 @@ def _entry_count(request) -> int:
     return len(request.entries) + stream_entry_count(request.streams)
 
 
+def _streamed_request_bytes(request) -> int:
+    """Return the serialized size of a write request with streams, else 0."""
+    return request.ByteSize() if request.streams else 0
+
+
 def _digest_if_keyed(request) -> bytes:
     return request_digest(request) if request.request_id else b""
 
@@ -810,6 +845,7 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
             context,
             digest=_digest_if_keyed(request),
             streams=request.streams,
+            request_bytes=_streamed_request_bytes(request),
         )
         return logs_service_pb2.WriteLogEntriesResponse(
             accepted_count=batch.accepted_count,
@@ -849,6 +885,7 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
                     first_index=index,
                     digest=_digest_if_keyed(request),
                     streams=request.streams,
+                    request_bytes=_streamed_request_bytes(request),
                 )
             )
             index += count
@@ -935,6 +972,9 @@ class OtlpLogsServicer(otlp_logs_pb2_grpc.LogsServiceServicer):
                 "export smaller batches",
                 reason="BATCH_TOO_LARGE",
             )
+        error = export_size_error(request, self._writer.max_message_bytes)
+        if error is not None:
+            raise error
         batch = export_request_to_batch(
             request,
             now_ns=receive_ns,

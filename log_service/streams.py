@@ -41,8 +41,10 @@ from log_service.model import (
     short_attributes_json,
     utf8_length,
 )
+from log_service.wal import encode_varint
 from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
-from splitlog_runtime.errors import InvalidArgument, invalid_field
+from splitlog_runtime.errors import InvalidArgument, ResourceExhausted, invalid_field
+from splitlog_runtime.limits import expanded_too_large
 
 # Severities a stream may carry: the known values and 0 (unset), as a set
 # and as a table indexed by value.
@@ -86,6 +88,82 @@ def column_length_error(
                     reason="COLUMN_LENGTH_MISMATCH",
                 )
     return None
+
+
+# Bytes that a stream entry may take as a `LogEntry` beyond the shared
+# fields and its own bytes in the stream. A Timestamp takes up to 19 bytes:
+# its tag, its length, and varints of up to 10 and 5 bytes with their tags.
+# A severity from the column adds its tag.
+_EXPANDED_TIMESTAMP_BYTES = 19
+_EXPANDED_SEVERITY_TAG_BYTES = 1
+
+
+def expanded_stream_bytes(stream: logs_service_pb2.LogStream) -> int:
+    """Return an upper bound on the bytes the stream's entries take as `LogEntry`s.
+
+    The bound is the number of entries times the bytes of one entry with
+    only the shared fields (service, host, attributes and default severity),
+    a timestamp, a severity tag and the entry's tag and length, plus the
+    stream's own bytes. Those contain each message with its tag and length
+    and at least one byte per timestamp and severity value. It takes no
+    Python step per entry.
+    """
+    count = len(stream.messages)
+    stream_bytes = stream.ByteSize()
+    shared = logs_service_pb2.LogEntry(
+        service=stream.service,
+        host=stream.host,
+        attributes=stream.attributes,
+        severity=stream.severity,
+    ).ByteSize()
+    per_entry = shared
+    if stream.timestamps_unix_nano:
+        per_entry += _EXPANDED_TIMESTAMP_BYTES
+    if stream.severities:
+        per_entry += _EXPANDED_SEVERITY_TAG_BYTES
+    # No entry is larger than all of the stream's bytes plus its shared
+    # fields, so this bounds the varint of each entry's length.
+    entry_length_bytes = len(encode_varint(per_entry + stream_bytes))
+    return count * (per_entry + 1 + entry_length_bytes) + stream_bytes
+
+
+def expanded_size_error(
+    request_bytes: int,
+    streams: Sequence[logs_service_pb2.LogStream],
+    max_message_bytes: int,
+) -> ResourceExhausted | None:
+    """Return the error for a request too large with its streams expanded, or None.
+
+    The server copies a stream's shared fields into each of its entries, so
+    a small request can make a large batch. A request with the same entries
+    as `LogEntry` messages must fit in `max_message_bytes`, and so must the
+    request whose streams count as `expanded_stream_bytes`. `request_bytes`
+    is the serialized size of the request.
+    """
+    total = request_bytes
+    largest_number = 0
+    largest_bytes = 0
+    for number, stream in enumerate(streams):
+        expanded = expanded_stream_bytes(stream)
+        total += expanded - stream.ByteSize()
+        if expanded > largest_bytes:
+            largest_number, largest_bytes = number, expanded
+    if total <= max_message_bytes:
+        return None
+    field = f"streams[{largest_number}]"
+    return expanded_too_large(
+        f"the request is {request_bytes} bytes, but its entries with each "
+        f"stream's service, host and attributes copied into every entry are up "
+        f"to {total} bytes, over max_message_bytes ({max_message_bytes}); the "
+        f"largest is {field}, up to {largest_bytes} bytes as entries. Send fewer "
+        "entries per stream, fewer or shorter attributes, or split the batch "
+        "into several requests",
+        field,
+        f"expands to up to {largest_bytes} bytes of entries",
+        request_bytes=request_bytes,
+        expanded_bytes=total,
+        max_message_bytes=max_message_bytes,
+    )
 
 
 @dataclass(eq=False)

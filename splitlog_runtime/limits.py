@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from splitlog_runtime.errors import ResourceExhausted
+from splitlog_runtime.errors import FieldViolation, ResourceExhausted
 
 # The receive limit of grpc's core is this many times `max_message_bytes`.
 # A client that overshoots the setting by less than this factor, for example
@@ -136,4 +136,33 @@ def message_too_large(
         "or raise max_message_bytes",
         reason="REQUEST_TOO_LARGE",
         metadata=metadata,
+    )
+
+
+def expanded_too_large(
+    message: str,
+    field: str,
+    description: str,
+    *,
+    request_bytes: int,
+    expanded_bytes: int,
+    max_message_bytes: int,
+) -> ResourceExhausted:
+    """Build the error for a request whose entries, once expanded, are too large.
+
+    The server copies shared fields of some requests into each entry, so the
+    request fits in `max_message_bytes` but its `expanded_bytes` do not. The
+    error has the reason and metadata of `message_too_large`, plus
+    `expanded_bytes`, and names the largest contributor as `field`.
+    """
+    return ResourceExhausted(
+        message,
+        reason="REQUEST_TOO_LARGE",
+        metadata={
+            "limit": "max_message_bytes",
+            "max_message_bytes": str(max_message_bytes),
+            "message_bytes": str(request_bytes),
+            "expanded_bytes": str(expanded_bytes),
+        },
+        field_violations=[FieldViolation(field, description, "REQUEST_TOO_LARGE")],
     )

@@ -12,10 +12,16 @@ import uuid
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as otlp_pb2
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc as otlp_grpc
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.logs.v1 import logs_pb2
+from opentelemetry.proto.resource.v1 import resource_pb2
 
 from log_service.model import NANOS_PER_SECOND
 from splitlog.logs.v1 import logs_service_pb2 as pb
-from tests.log_service.router_support import violated_fields
+from tests.log_service.router_support import details_of, violated_fields
 from tests.log_service.test_router_cluster import Cluster, list_all, ts
 from tests.log_service.test_streams import as_entries
 
@@ -235,18 +241,20 @@ def test_stream_call_counts_stream_entries_across_messages(cluster):
     assert [r.index for r in response.rejected_entries] == [4]
 
 
-def test_stream_larger_as_rows_is_split(base_config):
-    # The stream's request is small, but each row repeats the attributes, so
-    # the entries need several requests to their node.
+def test_stream_near_limit_as_rows_is_stored(base_config):
+    # The stream's request is small, and its entries with the copied
+    # attributes are near max_message_bytes but within it, so the expanded
+    # size bound lets it through.
     running = _start(base_config, max_message_bytes=200_000)
-    service = _name("split")
-    attributes = {f"key{i:02d}": "v" * 100 for i in range(40)}
+    service = _name("near")
+    attributes = {f"key{i:02d}": "v" * 10 for i in range(40)}
     stream = pb.LogStream(
         service=service,
         attributes=attributes,
-        messages=[f"line {i}" for i in range(300)],
+        messages=[f"line {i}" for i in range(200)],
         severity=pb.SEVERITY_INFO,
     )
+    as_entries_request = pb.WriteLogEntriesRequest(entries=as_entries(stream))
     try:
         response = running.stub.WriteLogEntries(
             pb.WriteLogEntriesRequest(streams=[stream], request_id=str(uuid.uuid4()))
@@ -255,10 +263,127 @@ def test_stream_larger_as_rows_is_split(base_config):
     finally:
         running.close()
 
-    assert stream.ByteSize() < 20_000
-    assert response.accepted_count == 300
+    assert stream.ByteSize() < 10_000
+    assert 150_000 < as_entries_request.ByteSize() < 200_000
+    assert response.accepted_count == 200
     assert sorted(entry.message for entry in stored) == sorted(stream.messages)
     assert all(dict(entry.attributes) == attributes for entry in stored)
+
+
+def _error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo:
+    (info,) = details_of(error, error_details_pb2.ErrorInfo)
+    return info
+
+
+def test_stream_too_large_expanded_is_rejected(base_config):
+    running = _start(base_config, max_message_bytes=100_000)
+    service = _name("amplified")
+    attributes = {f"key{i:02d}": "v" * 500 for i in range(20)}
+    small = pb.LogStream(service=service, messages=["fits"])
+    stream = pb.LogStream(
+        service=service,
+        attributes=attributes,
+        messages=["x"] * 30,
+        severity=pb.SEVERITY_INFO,
+    )
+    request = pb.WriteLogEntriesRequest(
+        entries=[pb.LogEntry(service=service, message="not stored")],
+        streams=[small, stream],
+    )
+    as_rows = pb.WriteLogEntriesRequest(entries=as_entries(stream))
+    try:
+        with pytest.raises(grpc.RpcError) as caught:
+            running.stub.WriteLogEntries(request)
+        with pytest.raises(grpc.RpcError) as caught_as_rows:
+            running.stub.WriteLogEntries(as_rows)
+        stored = list_all(running.stub, services=[service])
+    finally:
+        running.close()
+
+    error = caught.value
+    assert request.ByteSize() < 100_000
+    assert as_rows.ByteSize() > 100_000
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert caught_as_rows.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert _error_info(error).reason == "REQUEST_TOO_LARGE"
+    assert _error_info(caught_as_rows.value).reason == "REQUEST_TOO_LARGE"
+    assert violated_fields(error) == ["streams[1]"]
+    expanded = int(_error_info(error).metadata["expanded_bytes"])
+    assert as_rows.ByteSize() <= expanded < 2 * as_rows.ByteSize()
+    assert f"up to {expanded} bytes" in error.details()
+    assert "over max_message_bytes (100000)" in error.details()
+    assert "fewer entries per stream" in error.details()
+    assert "split the batch" in error.details()
+    assert stored == []
+
+
+def test_stream_call_rejects_expanded_batch(base_config):
+    running = _start(base_config, max_message_bytes=100_000)
+    service = _name("amplified-call")
+    stream = pb.LogStream(
+        service=service,
+        attributes={f"key{i:02d}": "v" * 500 for i in range(20)},
+        messages=["x"] * 30,
+    )
+    requests = [
+        pb.StreamLogEntriesRequest(
+            streams=[pb.LogStream(service=service, messages=["a"])]
+        ),
+        pb.StreamLogEntriesRequest(streams=[stream]),
+    ]
+    try:
+        with pytest.raises(grpc.RpcError) as caught:
+            running.stub.StreamLogEntries(iter(requests))
+    finally:
+        running.close()
+
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert violated_fields(caught.value) == ["streams[0]"]
+
+
+def test_otlp_export_too_large_expanded_is_rejected(base_config):
+    running = _start(base_config, max_message_bytes=100_000)
+    service = _name("otlp-amplified")
+    resource = resource_pb2.Resource(
+        attributes=[
+            common_pb2.KeyValue(
+                key="service.name",
+                value=common_pb2.AnyValue(string_value=service),
+            )
+        ]
+        + [
+            common_pb2.KeyValue(
+                key=f"key{i:02d}", value=common_pb2.AnyValue(string_value="v" * 500)
+            )
+            for i in range(20)
+        ]
+    )
+    records = [
+        logs_pb2.LogRecord(body=common_pb2.AnyValue(string_value="x"))
+        for _ in range(30)
+    ]
+    request = otlp_pb2.ExportLogsServiceRequest(
+        resource_logs=[
+            logs_pb2.ResourceLogs(
+                resource=resource,
+                scope_logs=[logs_pb2.ScopeLogs(log_records=records)],
+            )
+        ]
+    )
+    try:
+        with pytest.raises(grpc.RpcError) as caught:
+            otlp_grpc.LogsServiceStub(running.channel).Export(request, timeout=10)
+        stored = list_all(running.stub, services=[service])
+    finally:
+        running.close()
+
+    error = caught.value
+    assert request.ByteSize() < 100_000
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert _error_info(error).reason == "REQUEST_TOO_LARGE"
+    assert violated_fields(error) == ["resource_logs[0]"]
+    assert "over max_message_bytes (100000)" in error.details()
+    assert stored == []
 
 
 def test_time_sharding_takes_streams_apart(base_config):
