@@ -396,20 +396,23 @@ def cut_utf8(text: str, max_bytes: int) -> tuple[str, bool]:
     return encoded[:max_bytes].decode("utf-8", "ignore"), True
 
 
-def batch_error_for_size(count: int, limits: Limits) -> InvalidArgument | None:
+def batch_error_for_size(
+    count: int, limits: Limits, field: str = "entries"
+) -> InvalidArgument | None:
     """Return the error for a batch of `count` entries, or None if it is allowed.
 
     A batch must contain at least one entry and at most `limits.max_batch_entries`.
+    `field` is the request field that the error names.
     """
     if count == 0:
         return invalid_field(
-            "entries",
+            field,
             "the batch has no entries; send at least one entry",
             reason="EMPTY_BATCH",
         )
     if count > limits.max_batch_entries:
         return invalid_field(
-            "entries",
+            field,
             f"the batch has {count} entries, more than the limit of "
             f"{limits.max_batch_entries} (log_max_batch_entries); split it into "
             "smaller batches",

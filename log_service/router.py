@@ -431,9 +431,9 @@ class Writer:
         `request_bytes` is the serialized size of a request with `streams`.
 
         Raises:
-          InvalidArgument: the batch is empty or too large, a stream's
-            columns differ in length, or its request id was used for a
-            request with another digest.
+          InvalidArgument: the batch is empty or too large, a stream has no
+            messages or columns that differ in length, or its request id was
+            used for a request with another digest.
           ResourceExhausted: the streams' entries, each with its stream's
             shared fields, would not fit in max_message_bytes.
           Unavailable: a shard could not store its part.
@@ -471,8 +471,14 @@ class Writer:
         streams: Sequence[logs_service_pb2.LogStream],
         request_bytes: int,
     ) -> DomainError | None:
-        """Return the error that rejects a whole write before any work, or None."""
-        error = batch_error_for_size(count, self.limits)
+        """Return the error that rejects a whole write before any work, or None.
+
+        The checks run cheapest first. Each stream counts as at least one
+        entry against the batch limit, so a request of many empty streams
+        fails before they are read one by one.
+        """
+        field = "streams" if streams and not has_entries else "entries"
+        error = batch_error_for_size(max(count, len(streams)), self.limits, field)
         if error is None and streams:
             error = column_length_error(streams) or expanded_size_error(
                 request_bytes, streams, self.max_message_bytes

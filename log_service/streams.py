@@ -71,13 +71,19 @@ def stream_entry_count(streams: Sequence[logs_service_pb2.LogStream]) -> int:
 def column_length_error(
     streams: Sequence[logs_service_pb2.LogStream],
 ) -> InvalidArgument | None:
-    """Return the error for the first column whose length does not fit, or None.
+    """Return the error for the first stream whose columns do not fit, or None.
 
-    `timestamps_unix_nano` and `severities` are each empty or as long as
-    `messages`.
+    `messages` must not be empty, and `timestamps_unix_nano` and `severities`
+    are each empty or as long as `messages`.
     """
     for number, stream in enumerate(streams):
         count = len(stream.messages)
+        if not count:
+            return invalid_field(
+                f"streams[{number}].messages",
+                "is required but empty; send at least one message per stream, "
+                "or leave the stream out",
+            )
         for name in ("timestamps_unix_nano", "severities"):
             length = len(getattr(stream, name))
             if length and length != count:

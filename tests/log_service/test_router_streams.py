@@ -195,6 +195,54 @@ def test_column_length_mismatch_fails_the_request(cluster):
     assert list_all(cluster.stub, services=[service]) == []
 
 
+def test_empty_stream_fails_the_request(cluster):
+    service = _name("empty")
+    request = pb.WriteLogEntriesRequest(
+        streams=[
+            pb.LogStream(service=service, messages=["a"]),
+            pb.LogStream(service=service, host="h"),
+        ],
+    )
+
+    with pytest.raises(grpc.RpcError) as caught:
+        cluster.stub.WriteLogEntries(request)
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(caught.value) == ["streams[1].messages"]
+    assert "send at least one message per stream" in caught.value.details()
+    assert list_all(cluster.stub, services=[service]) == []
+
+
+def test_streams_count_against_batch_limit(base_config):
+    running = _start(base_config, log_max_batch_entries=100)
+    service = _name("count")
+    empty_streams = pb.WriteLogEntriesRequest(streams=[pb.LogStream()] * 101)
+    mixed = pb.WriteLogEntriesRequest(
+        entries=[pb.LogEntry(service=service, message="e")] * 60,
+        streams=[pb.LogStream(service=service, messages=["s"] * 41)],
+    )
+    try:
+        with pytest.raises(grpc.RpcError) as caught_empty:
+            running.stub.WriteLogEntries(empty_streams)
+        with pytest.raises(grpc.RpcError) as caught_mixed:
+            running.stub.WriteLogEntries(mixed)
+        with pytest.raises(grpc.RpcError) as caught_nothing:
+            running.stub.WriteLogEntries(pb.WriteLogEntriesRequest())
+    finally:
+        running.close()
+
+    empty_error = caught_empty.value
+    assert empty_error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(empty_error) == ["streams"]
+    assert "the batch has 101 entries, more than the limit of 100" in (
+        empty_error.details()
+    )
+    assert violated_fields(caught_mixed.value) == ["entries"]
+    assert "the batch has 101 entries" in caught_mixed.value.details()
+    assert violated_fields(caught_nothing.value) == ["entries"]
+    assert _error_info(caught_nothing.value).reason == "EMPTY_BATCH"
+
+
 def test_stream_batch_retry_stores_once(cluster):
     start = time.time_ns()
     streams = [
