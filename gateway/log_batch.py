@@ -6,11 +6,18 @@ Rather than fail the whole batch, the gateway takes these entries out, sends
 the others, and merges its rejections into the response by their index in
 the client's batch, as log_service reports the entries that it rejects.
 
-In `streams`, a message with one is taken out of its stream with its values
-in the other columns, and is rejected as its entry, with the field
-`message`. One in a field that the stream's entries share, such as
-`service` or an attribute, takes out the whole stream and rejects each of
-its entries.
+In `streams`, a value with one in a per-entry column (`messages`,
+`severities`, `timestampsUnixNano`) takes that entry out of its stream with
+its values in the other columns, and rejects it as its entry, with the field
+`message`, `severity` or `timestamp`. One in a field that the stream's
+entries share, such as `service` or an attribute, takes out the whole stream
+and rejects each of its entries.
+
+When a stream fails the whole request anyway, because its columns differ in
+length or it has an unknown field, the whole body is sent on with its lone
+surrogates replaced by U+FFFD. The client then gets the error that the same
+body without them gets, such as COLUMN_LENGTH_MISMATCH or UNKNOWN_FIELD, and
+no entry is stored.
 
 NOTE: log_service never receives the entries rejected here, so the ingest
 counters of GetLogStats do not count them.
@@ -19,7 +26,9 @@ counters of GetLogStats do not count them.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
+from typing import Any
 
 from gateway import transcode
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
@@ -79,8 +88,8 @@ def split_batch(body: bytes) -> SplitBatch | None:
 
     Returns:
       None when no entry has one, or when the body is not a JSON object with
-      an `entries` or `streams` array, or a stream's columns cannot be
-      matched to its messages. The body then goes through the usual checks.
+      an `entries` or `streams` array. The body then goes through the usual
+      checks.
     """
     if transcode.SURROGATE_ESCAPE.search(body) is None:
         return None
@@ -103,12 +112,17 @@ def split_batch(body: bytes) -> SplitBatch | None:
             kept_entries.append(entry)
         else:
             split.rejections.append(_rejection(index, found.field, found))
+    if any(_fails_whole_request(stream) for stream in streams):
+        # No entry is stored, so none is taken out, and the streams keep
+        # the positions that the error names.
+        total = len(entries) + sum(map(_message_count, streams))
+        replaced = _replace_lone_surrogates(tree)
+        body = json.dumps(replaced, ensure_ascii=False, separators=(",", ":"))
+        return SplitBatch(body.encode(), list(range(total)), [])
     kept_streams = []
     index = len(entries)
     for stream in streams:
-        count = _stream_length(stream)
-        if count is None:
-            return None
+        count = _message_count(stream)
         kept = _split_stream(stream, index, count, split)
         if kept is not None:
             kept_streams.append(kept)
@@ -124,27 +138,68 @@ def split_batch(body: bytes) -> SplitBatch | None:
     return split
 
 
-# JSON names of a stream's columns besides `messages`, as json_format reads
-# them: the proto name and the lowerCamelCase one.
-_COLUMNS = ("timestamps_unix_nano", "timestampsUnixNano", "severities")
+# JSON names of a stream's per-entry columns, as json_format reads them (the
+# proto name and the lowerCamelCase one), and the `LogEntry` field of each.
+_ENTRY_FIELDS = {
+    "messages": "message",
+    "timestamps_unix_nano": "timestamp",
+    "timestampsUnixNano": "timestamp",
+    "severities": "severity",
+}
+# Every JSON name of a `LogStream` field.
+_STREAM_KEYS = frozenset(
+    name
+    for field in logs_pb2.LogStream.DESCRIPTOR.fields
+    for name in (field.name, field.json_name)
+)
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _stream_length(stream: object) -> int | None:
-    """Return the entries of a JSON stream, or None when its columns do not match.
+def _column(stream: dict, name: str) -> object:
+    """Return a column of a JSON stream, with JSON null read as empty."""
+    column = stream.get(name)
+    return [] if column is None else column
 
-    Each column must be absent, empty or as long as `messages`, as
-    log_service requires.
-    """
+
+def _message_count(stream: object) -> int:
+    """Return the number of messages of a JSON stream, or 0 if they are no list."""
     if not isinstance(stream, dict):
-        return None
-    messages = stream.get("messages", [])
+        return 0
+    messages = _column(stream, "messages")
+    return len(messages) if isinstance(messages, list) else 0
+
+
+def _fails_whole_request(stream: object) -> bool:
+    """Return whether log_service or the gateway rejects the request for a stream.
+
+    That is the case for a stream that is not an object, an unknown field,
+    or a column that is not a list or neither empty nor as long as
+    `messages`.
+    """
+    if not isinstance(stream, dict) or not _STREAM_KEYS.issuperset(stream):
+        return True
+    messages = _column(stream, "messages")
     if not isinstance(messages, list):
-        return None
-    for name in _COLUMNS:
-        column = stream.get(name, [])
+        return True
+    for name in _ENTRY_FIELDS:
+        column = _column(stream, name)
         if not isinstance(column, list) or len(column) not in (0, len(messages)):
-            return None
-    return len(messages)
+            return True
+    return False
+
+
+def _replace_lone_surrogates(value: Any) -> Any:
+    """Return a copy of a JSON value with each lone surrogate replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_replace_lone_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return {
+            _replace_lone_surrogates(key): _replace_lone_surrogates(item)
+            for key, item in value.items()
+        }
+    return value
 
 
 def _split_stream(
@@ -153,9 +208,10 @@ def _split_stream(
     """Return the stream without its entries that have lone surrogates.
 
     Their rejections and the kept entries' indexes go into `split`. Returns
-    None when a shared field has one, after rejecting every entry.
+    None when a shared field has one, after rejecting every entry. The
+    columns must be empty or `count` long.
     """
-    shared = {key: value for key, value in stream.items() if key != "messages"}
+    shared = {key: value for key, value in stream.items() if key not in _ENTRY_FIELDS}
     found = transcode.find_lone_surrogate(shared)
     if found is not None:
         split.rejections.extend(
@@ -163,22 +219,25 @@ def _split_stream(
             for index in range(first_index, first_index + count)
         )
         return None
-    messages = stream.get("messages", [])
-    bad = {}
-    for position, message in enumerate(messages):
-        found = transcode.find_lone_surrogate(message)
-        if found is not None:
-            bad[position] = found
+    bad: dict[int, tuple[str, transcode.LoneSurrogate]] = {}
+    for name, entry_field in _ENTRY_FIELDS.items():
+        for position, value in enumerate(_column(stream, name)):
+            if position in bad:
+                continue
+            found = transcode.find_lone_surrogate(value)
+            if found is not None:
+                bad[position] = (entry_field, found)
     for position in range(count):
+        index = first_index + position
         if position in bad:
-            rejection = _rejection(first_index + position, "message", bad[position])
-            split.rejections.append(rejection)
+            entry_field, found = bad[position]
+            split.rejections.append(_rejection(index, entry_field, found))
         else:
-            split.kept.append(first_index + position)
+            split.kept.append(index)
     if not bad:
         return stream
     kept = dict(stream)
-    for name in ("messages", *_COLUMNS):
+    for name in _ENTRY_FIELDS:
         column = stream.get(name)
         if column:
             kept[name] = [v for p, v in enumerate(column) if p not in bad]

@@ -338,7 +338,7 @@ class RestFront:
             )
         except DomainError as exc:
             return _error_response(exc.to_status())
-        if split is not None and not split.kept:
+        if split is not None and split.rejections and not split.kept:
             # log_service rejects a batch without entries as a whole.
             response = split.empty_response()
             return _json_response(transcode.response_json(route, response))

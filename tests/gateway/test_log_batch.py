@@ -206,3 +206,78 @@ def test_batch_streams_reject_lone_surrogates_per_entry(live):
         "s3": logs_pb2.SEVERITY_FATAL,
         "s6": logs_pb2.SEVERITY_INFO,
     }
+
+
+def test_batch_streams_reject_bad_column_values_per_entry(live):
+    service = f"columns-{uuid.uuid4().hex[:8]}"
+    body = (
+        '{"streams": ['
+        f'{{"service": "{service}", "messages": ["s0", "s1", "s2"],'
+        ' "severities": [13, "\\ud800", 17],'
+        ' "timestampsUnixNano": ["\\udfff", "0", "0"]},'
+        f'{{"service": "{service}", "messages": ["n3", "n4 \\ud800"],'
+        ' "severities": null, "timestamps_unix_nano": null}'
+        "]}"
+    )
+
+    response = _post(live, body)
+
+    assert response.status_code == 200, response.text
+    result = response.json()
+    rejected = result["rejectedEntries"]
+    assert result["acceptedCount"] == 2
+    assert [int(item.get("index", 0)) for item in rejected] == [0, 1, 4]
+    assert [item["field"] for item in rejected] == ["timestamp", "severity", "message"]
+    assert "\\udfff" in rejected[0]["description"]
+    assert "\\ud800" in rejected[1]["description"]
+    stored = {e.message: e.severity for e in list_all(live.stub, services=[service])}
+    assert stored == {"s2": logs_pb2.SEVERITY_ERROR, "n3": logs_pb2.SEVERITY_INFO}
+
+
+def _error(response: httpx.Response) -> tuple[str, list[str]]:
+    """Return the reason and the violated fields of an error response."""
+    details = response.json()["error"]["details"]
+    reasons = [d["reason"] for d in details if d["@type"].endswith("ErrorInfo")]
+    fields = [
+        violation["field"]
+        for detail in details
+        if detail["@type"].endswith("BadRequest")
+        for violation in detail["fieldViolations"]
+    ]
+    return reasons[0], fields
+
+
+def test_batch_stream_column_mismatch_beats_surrogates(live):
+    service = f"mismatch-{uuid.uuid4().hex[:8]}"
+    body = (
+        f'{{"entries": [{{"service": "{service}", "message": "e \\ud800"}}],'
+        '"streams": ['
+        f'{{"service": "{service} \\ud800", "messages": ["a"]}},'
+        f'{{"service": "{service}", "messages": ["b \\ud800", "c"],'
+        ' "severities": [9]}'
+        "]}"
+    )
+
+    response = _post(live, body)
+
+    assert response.status_code == 400, response.text
+    assert _error(response) == ("COLUMN_LENGTH_MISMATCH", ["streams[1].severities"])
+    assert "has 1 values for 2 messages" in response.json()["error"]["message"]
+    assert list_all(live.stub, services=[service]) == []
+
+
+def test_batch_stream_unknown_field_with_surrogate(live):
+    service = f"unknown-{uuid.uuid4().hex[:8]}"
+    body = (
+        '{"streams": ['
+        f'{{"service": "{service}", "messages": ["a"], "bogus": "\\ud800"}}'
+        "]}"
+    )
+
+    response = _post(live, body)
+
+    assert response.status_code == 400, response.text
+    reason, fields = _error(response)
+    assert reason == "UNKNOWN_FIELD"
+    assert fields == ["streams[0].bogus"]
+    assert list_all(live.stub, services=[service]) == []
