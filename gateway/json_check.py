@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -60,6 +61,22 @@ _FREE_FORM = frozenset(
 _SHOWN_CHARACTERS = 40
 
 
+class JsonNumber(float):
+    """A JSON number with a fraction or exponent, which keeps its source text.
+
+    Pass the class as `parse_float` to `json.loads`. The value acts as the
+    float that `json.loads` would return, but `text` lets an integer field
+    read the exact value, which a float rounds above 2**53.
+    """
+
+    text: str
+
+    def __new__(cls, text: str) -> JsonNumber:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+
 def check_message(tree: Any, descriptor: Descriptor, path: str = "") -> None:
     """Check that `tree` is a JSON object that parses as `descriptor`.
 
@@ -68,6 +85,10 @@ def check_message(tree: Any, descriptor: Descriptor, path: str = "") -> None:
       descriptor: the message type it should parse as.
       path: the field path of `tree` in the request, empty for the request.
 
+    An integer written with a fraction or exponent (`1.0`, `"5e2"`) is
+    replaced in `tree` by its exact int, because `json_format.ParseDict`
+    converts it through a float.
+
     Raises:
       InvalidArgument: a field is unknown or has a value of the wrong JSON
         type or format. The field violation names the field path.
@@ -75,7 +96,7 @@ def check_message(tree: Any, descriptor: Descriptor, path: str = "") -> None:
     if not isinstance(tree, dict):
         raise _wrong_type(path or "body", expected_json(descriptor), tree)
     seen: dict[str, str] = {}
-    for key, value in tree.items():
+    for key, value in list(tree.items()):
         field = descriptor.fields_by_name.get(key) or _by_json_name(descriptor, key)
         if field is None:
             known = ", ".join(f.json_name for f in descriptor.fields)
@@ -93,7 +114,7 @@ def check_message(tree: Any, descriptor: Descriptor, path: str = "") -> None:
                 reason="DUPLICATE_FIELD",
             )
         seen[field.name] = key
-        _check_field(value, field, _join(path, key))
+        tree[key] = _check_field(value, field, _join(path, key))
 
 
 def expected_json(descriptor: Descriptor) -> str:
@@ -107,6 +128,8 @@ def describe_json(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, JsonNumber):
+        return f"the number {value.text}"
     if isinstance(value, int | float):
         return f"the number {value!r}"
     if isinstance(value, str):
@@ -134,10 +157,11 @@ def _is_map(field: FieldDescriptor) -> bool:
     return field.message_type is not None and field.message_type.GetOptions().map_entry
 
 
-def _check_field(value: Any, field: FieldDescriptor, path: str) -> None:
+def _check_field(value: Any, field: FieldDescriptor, path: str) -> Any:
+    """Check the value of a field and return it, with integers made exact."""
     if value is None:
         # null leaves a field unset, as the proto3 JSON mapping prescribes.
-        return
+        return value
     if _is_map(field):
         _check_map(value, field, path)
     elif field.is_repeated:
@@ -146,9 +170,10 @@ def _check_field(value: Any, field: FieldDescriptor, path: str) -> None:
                 path, f"a JSON array, each item {_expected(field)}", value
             )
         for index, item in enumerate(value):
-            _check_single(item, field, f"{path}[{index}]")
+            value[index] = _check_single(item, field, f"{path}[{index}]")
     else:
-        _check_single(value, field, path)
+        value = _check_single(value, field, path)
+    return value
 
 
 def _check_map(value: Any, field: FieldDescriptor, path: str) -> None:
@@ -169,30 +194,33 @@ def _check_map(value: Any, field: FieldDescriptor, path: str) -> None:
             "false",
         ):
             raise _wrong_type(item_path, 'a key "true" or "false"', key)
-        _check_single(item, value_field, item_path)
+        value[key] = _check_single(item, value_field, item_path)
 
 
-def _check_single(value: Any, field: FieldDescriptor, path: str) -> None:
-    """Check one value of a field; for a repeated field, one element."""
+def _check_single(value: Any, field: FieldDescriptor, path: str) -> Any:
+    """Check one value of a field (for a repeated field, one element); return it.
+
+    An integer with a fraction or exponent comes back as its exact int.
+    """
     message = field.message_type
     if message is not None:
-        _check_message_value(value, field, message, path)
-    elif field.enum_type is not None:
+        return _check_message_value(value, field, message, path)
+    if field.enum_type is not None:
         _check_enum(value, field.enum_type, path)
-    else:
-        _check_scalar(value, field, path)
+        return value
+    return _check_scalar(value, field, path)
 
 
 def _check_message_value(
     value: Any, field: FieldDescriptor, message: Descriptor, path: str
-) -> None:
+) -> Any:
     name = message.full_name
     if name in _FREE_FORM:
-        return
+        return value
     if name in _WRAPPERS:
-        if value is not None:
-            _check_scalar(value, message.fields_by_name["value"], path)
-        return
+        if value is None:
+            return value
+        return _check_scalar(value, message.fields_by_name["value"], path)
     if name in (_TIMESTAMP, _DURATION, _FIELD_MASK):
         if not isinstance(value, str):
             raise _wrong_type(path, _expected(field), value)
@@ -202,10 +230,11 @@ def _check_message_value(
                 parser[name]().FromJsonString(value)
             except ValueError:
                 raise _wrong_value(path, _expected(field), value) from None
-        return
+        return value
     if value is None:
         raise _wrong_type(path, _expected(field), value)
     check_message(value, message, path)
+    return value
 
 
 def _check_enum(value: Any, enum: EnumDescriptor, path: str) -> None:
@@ -217,24 +246,27 @@ def _check_enum(value: Any, enum: EnumDescriptor, path: str) -> None:
         raise _wrong_type(path, _enum_expected(enum), value)
 
 
-def _check_scalar(value: Any, field: FieldDescriptor, path: str) -> None:
+def _check_scalar(value: Any, field: FieldDescriptor, path: str) -> Any:
+    """Check a scalar value and return it, or the exact int of an integer field."""
     kind = field.type
     if value is None:
         raise _wrong_type(path, _expected(field), value)
     if kind in _INT_RANGES:
-        number = _integer(value)
-        if number is None:
+        if not _is_number(value):
             raise _wrong_type(path, _expected(field), value)
+        number = _integer(value)
         low, high = _INT_RANGES[kind]
-        if not low <= number <= high:
+        if number is None or not low <= number <= high:
             raise _wrong_value(path, _expected(field), value)
-    elif kind in _FLOAT_TYPES:
+        return value if isinstance(value, int) else number
+    if kind in _FLOAT_TYPES:
         _check_float(value, field, path)
     elif kind == FieldDescriptor.TYPE_BOOL:
         if not isinstance(value, bool):
             raise _wrong_type(path, _expected(field), value)
     elif not isinstance(value, str):
         raise _wrong_type(path, _expected(field), value)
+    return value
 
 
 def _check_float(value: Any, field: FieldDescriptor, path: str) -> None:
@@ -253,21 +285,49 @@ def _check_float(value: Any, field: FieldDescriptor, path: str) -> None:
         raise _wrong_value(path, _expected(field), value)
 
 
+def _is_number(value: Any) -> bool:
+    """Return whether a JSON value is a number, or a string that writes one."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return True
+    return isinstance(value, str) and _NUMBER.match(value) is not None
+
+
 def _integer(value: Any) -> int | None:
-    """Return the integer that a JSON number or string stands for, or None."""
+    """Return the exact integer that a JSON number or string is, or None.
+
+    The value is read from its text, without a float, so that
+    `1796454162487453497.0` and `"17964541624874534.97e2"` give exact
+    integers. None means a value that is not a number or not an integer (`1.5`).
+    """
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, float):
+    if isinstance(value, JsonNumber):
+        text = value.text
+    elif isinstance(value, float):
+        # A float from elsewhere than `json.loads` with JsonNumber.
         return int(value) if value.is_integer() else None
-    if isinstance(value, str) and _NUMBER.match(value):
-        try:
-            return int(value)
-        except ValueError:
-            number = float(value)
-            return int(number) if number.is_integer() else None
-    return None
+    elif isinstance(value, str) and _NUMBER.match(value):
+        text = value
+    else:
+        return None
+    if _DIGITS.match(text):
+        return int(text)
+    try:
+        exact = Decimal(text)
+    except InvalidOperation:
+        return None
+    # `int` of a large exponent such as 1e999999999 would build a huge
+    # integer. Every integer field type ends below 2**64, so 2**64 is
+    # returned for any integer of more than 40 digits, and fails the range check.
+    if exact.adjusted() >= 40:
+        return 2**64
+    if exact != exact.to_integral_value():
+        return None
+    return int(exact)
 
 
 def _expected(field: FieldDescriptor) -> str:

@@ -28,9 +28,11 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from gateway import transcode
+from gateway.json_check import JsonNumber
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
 
 WRITE_LOG_ENTRIES = "/splitlog.logs.v1.LogsService/WriteLogEntries"
@@ -94,9 +96,18 @@ def split_batch(body: bytes) -> SplitBatch | None:
     if transcode.SURROGATE_ESCAPE.search(body) is None:
         return None
     try:
-        tree = json.loads(body.decode("utf-8-sig"))
+        tree = json.loads(body.decode("utf-8-sig"), parse_float=JsonNumber)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
+    try:
+        return _split_tree(tree)
+    except RecursionError:
+        # The usual checks reject a body nested this deeply.
+        return None
+
+
+def _split_tree(tree: Any) -> SplitBatch | None:
+    """Split a decoded WriteLogEntries body, as `split_batch` describes."""
     if not isinstance(tree, dict) or not ("entries" in tree or "streams" in tree):
         return None
     entries = tree.get("entries", [])
@@ -116,9 +127,8 @@ def split_batch(body: bytes) -> SplitBatch | None:
         # No entry is stored, so none is taken out, and the streams keep
         # the positions that the error names.
         total = len(entries) + sum(map(_message_count, streams))
-        replaced = _replace_lone_surrogates(tree)
-        body = json.dumps(replaced, ensure_ascii=False, separators=(",", ":"))
-        return SplitBatch(body.encode(), list(range(total)), [])
+        replaced = _json_ready(tree, replace_surrogates=True)
+        return SplitBatch(_encode(replaced), list(range(total)), [])
     kept_streams = []
     index = len(entries)
     for stream in streams:
@@ -133,9 +143,12 @@ def split_batch(body: bytes) -> SplitBatch | None:
         tree["entries"] = kept_entries
     if "streams" in tree:
         tree["streams"] = kept_streams
-    text = json.dumps(tree, ensure_ascii=False, separators=(",", ":"))
-    split.body = text.encode()
+    split.body = _encode(_json_ready(tree, replace_surrogates=False))
     return split
+
+
+def _encode(tree: Any) -> bytes:
+    return json.dumps(tree, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 # JSON names of a stream's per-entry columns, as json_format reads them (the
@@ -188,15 +201,29 @@ def _fails_whole_request(stream: object) -> bool:
     return False
 
 
-def _replace_lone_surrogates(value: Any) -> Any:
-    """Return a copy of a JSON value with each lone surrogate replaced by U+FFFD."""
+def _json_ready(value: Any, replace_surrogates: bool) -> Any:
+    """Return a copy of a decoded JSON value that `json.dumps` writes faithfully.
+
+    `json.dumps` would write a `JsonNumber` as its float, which rounds an
+    integer above 2**53. An integral one becomes its exact int. A fraction
+    that the float would turn into an integer becomes its text as a string,
+    so a check of an integer field still rejects it. With
+    `replace_surrogates`, each lone surrogate becomes U+FFFD.
+    """
     if isinstance(value, str):
-        return _LONE_SURROGATE.sub("\ufffd", value)
+        if replace_surrogates:
+            return _LONE_SURROGATE.sub("\ufffd", value)
+        return value
+    if isinstance(value, JsonNumber):
+        exact = Decimal(value.text)
+        if exact.adjusted() < 40 and exact == exact.to_integral_value():
+            return int(exact)
+        return value.text if value.is_integer() else value
     if isinstance(value, list):
-        return [_replace_lone_surrogates(item) for item in value]
+        return [_json_ready(item, replace_surrogates) for item in value]
     if isinstance(value, dict):
         return {
-            _replace_lone_surrogates(key): _replace_lone_surrogates(item)
+            _json_ready(key, replace_surrogates): _json_ready(item, replace_surrogates)
             for key, item in value.items()
         }
     return value

@@ -7,6 +7,7 @@ by its index in the batch, and the other entries are stored.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import httpx
@@ -281,3 +282,45 @@ def test_batch_stream_unknown_field_with_surrogate(live):
     assert reason == "UNKNOWN_FIELD"
     assert fields == ["streams[0].bogus"]
     assert list_all(live.stub, services=[service]) == []
+
+
+@pytest.mark.parametrize("with_surrogate", [False, True])
+def test_batch_stream_timestamps_with_fraction_exact(live, with_surrogate):
+    service = f"exact-{uuid.uuid4().hex[:8]}"
+    # Odd nanoseconds that a float would round to a multiple of 256.
+    base = time.time_ns() // 1000 * 1000 - 10**9 + 497
+    messages = (
+        '["n0", "n1", "n2", "n3", "bad \\ud800"]'
+        if with_surrogate
+        else ('["n0", "n1", "n2", "n3", "n4"]')
+    )
+    body = (
+        '{"streams": ['
+        f'{{"service": "{service}", "messages": {messages},'
+        f' "timestampsUnixNano": [{base}.0, "{base + 1}.0", {base + 2}e0,'
+        f' "{base + 3}E0", {base + 4}]}}'
+        "]}"
+    )
+
+    response = _post(live, body)
+
+    assert response.status_code == 200, response.text
+    stored = list_all(live.stub, services=[service], order_by="timestamp")
+    times = [entry.timestamp.ToNanoseconds() for entry in stored]
+    assert times[:4] == [base, base + 1, base + 2, base + 3]
+
+
+def test_batch_stream_timestamp_with_fraction_rejected(live):
+    body = (
+        '{"streams": [{"service": "exact", "messages": ["a"],'
+        ' "timestampsUnixNano": [1796454162487453497.5]}]}'
+    )
+
+    response = _post(live, body)
+
+    assert response.status_code == 400, response.text
+    assert _error(response) == (
+        "INVALID_FIELD_VALUE",
+        ["streams[0].timestampsUnixNano[0]"],
+    )
+    assert "the number 1796454162487453497.5" in response.json()["error"]["message"]

@@ -464,3 +464,51 @@ def test_response_json_whole_and_field():
     assert whole == {"inner": {"name": "n", "counts": ["5"]}, "tags": ["t"]}
     assert inner == {"name": "n", "counts": ["5"]}
     assert tags == ["t"]
+
+
+EXACT = 1796454162487453497
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        b"1796454162487453497.0",
+        b"1796454162487453497e0",
+        b"17964541624874534.97e2",
+        b'"1796454162487453497.0"',
+        b'"1.796454162487453497E18"',
+    ],
+)
+def test_int64_with_fraction_or_exponent_exact(written):
+    body = b'{"big": %s, "inner": {"counts": [%s, 2.0]}}' % (written, written)
+
+    request = _build(_route("/v1/things", body="*"), body=body)
+
+    assert request.big == EXACT
+    assert list(request.inner.counts) == [EXACT, 2]
+
+
+@pytest.mark.parametrize(
+    ("written", "shown"),
+    [
+        (b"1796454162487453497.5", "the number 1796454162487453497.5"),
+        (b'"1796454162487453497.5"', 'the string "1796454162487453497.5"'),
+        (b"1.5", "the number 1.5"),
+        (b"9.3e18", "the number 9.3e18"),
+        (b'"1e999999999"', 'the string "1e999999999"'),
+        (b"-1e999999999", "the number -1e999999999"),
+    ],
+)
+def test_int64_not_exact_integer_rejected(written, shown):
+    error = _rejected(_route("/v1/things", body="*"), body=b'{"big": %s}' % written)
+
+    assert error.reason == "INVALID_FIELD_VALUE"
+    assert error.field_violations[0].field == "big"
+    assert shown in error.message
+    assert "an integer from" in error.message
+
+
+def test_double_with_exponent_still_float():
+    request = _build(_route("/v1/things", body="*"), body=b'{"ratio": 1.5e3}')
+
+    assert request.ratio == 1500.0
