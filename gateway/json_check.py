@@ -242,8 +242,20 @@ def _check_enum(value: Any, enum: EnumDescriptor, path: str) -> None:
         # A query parameter carries an enum number as a string.
         if value not in enum.values_by_name and not _DIGITS.match(value):
             raise _wrong_value(path, _enum_expected(enum), value)
+        number = None if value in enum.values_by_name else int(value)
     elif not isinstance(value, int) or isinstance(value, bool):
         raise _wrong_type(path, _enum_expected(enum), value)
+    else:
+        number = value
+    # An enum is an int32 on the wire, so json_format rejects other numbers.
+    low, high = _INT_RANGES[FieldDescriptor.TYPE_INT32]
+    if number is not None and not low <= number <= high:
+        values = ", ".join(f"{item.name} = {item.number}" for item in enum.values)
+        raise _wrong_value(
+            path,
+            f"one of the {enum.full_name} values ({values}) by name or number",
+            value,
+        )
 
 
 def _check_scalar(value: Any, field: FieldDescriptor, path: str) -> Any:

@@ -80,6 +80,7 @@ from splitlog_runtime.channels import downstream_timeout
 from splitlog_runtime.errors import (
     DomainError,
     InvalidArgument,
+    ResourceExhausted,
     Unavailable,
     invalid_field,
 )
@@ -732,6 +733,26 @@ def _entry_count(request) -> int:
     return len(request.entries) + stream_entry_count(request.streams)
 
 
+def _write_numbered(writer: Writer, number: int, *args, **kwargs) -> NormalizedBatch:
+    """Call `writer.write` for request message `number` of a StreamLogEntries call.
+
+    A request error names the message, counted from 0, because its fields
+    (`streams[0].severities`) are numbered within that message.
+    """
+    try:
+        return writer.write(*args, **kwargs)
+    except (InvalidArgument, ResourceExhausted) as error:
+        raise type(error)(
+            f"request message {number} of the call (counting from 0): {error.message}",
+            reason=error.reason,
+            metadata={**error.metadata, "request_message": str(number)},
+            field_violations=error.field_violations,
+            resource=error.resource,
+            preconditions=error.preconditions,
+            retry_delay=error.retry_delay,
+        ) from None
+
+
 def _streamed_request_bytes(request) -> int:
     """Return the serialized size of a write request with streams, else 0."""
     return request.ByteSize() if request.streams else 0
@@ -879,11 +900,13 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
             response.rejected_entries.extend(listed.add(batch.rejections))
 
         index = 0
-        for request in request_iterator:
+        for number, request in enumerate(request_iterator):
             count = _entry_count(request)
             pending.append(
                 self._stream_pool.submit(
-                    self._writer.write,
+                    _write_numbered,
+                    self._writer,
+                    number,
                     request.entries,
                     count,
                     request.request_id,

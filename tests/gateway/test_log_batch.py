@@ -324,3 +324,22 @@ def test_batch_stream_timestamp_with_fraction_rejected(live):
         ["streams[0].timestampsUnixNano[0]"],
     )
     assert "the number 1796454162487453497.5" in response.json()["error"]["message"]
+
+
+def test_batch_stream_severity_out_of_range(live):
+    body = json.dumps(
+        {
+            "streams": [
+                {"service": "range", "messages": ["a"]},
+                {"service": "range", "messages": ["b", "c"], "severities": [9, 2**31]},
+            ]
+        }
+    )
+
+    response = _post(live, body)
+
+    assert response.status_code == 400, response.text
+    message = response.json()["error"]["message"]
+    assert _error(response) == ("INVALID_FIELD_VALUE", ["streams[1].severities[1]"])
+    assert "the number 2147483648" in message
+    assert "SEVERITY_WARN = 13" in message

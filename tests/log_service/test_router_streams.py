@@ -243,6 +243,29 @@ def test_streams_count_against_batch_limit(base_config):
     assert _error_info(caught_nothing.value).reason == "EMPTY_BATCH"
 
 
+def test_stream_call_error_names_message(cluster):
+    service = _name("call-mismatch")
+    requests = [
+        pb.StreamLogEntriesRequest(
+            streams=[pb.LogStream(service=service, messages=["a", "b"])]
+        ),
+        pb.StreamLogEntriesRequest(
+            streams=[pb.LogStream(service=service, messages=["c", "d"], severities=[9])]
+        ),
+    ]
+
+    with pytest.raises(grpc.RpcError) as caught:
+        cluster.stub.StreamLogEntries(iter(requests))
+
+    error = caught.value
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(error) == ["streams[0].severities"]
+    assert error.details().startswith("request message 1 of the call")
+    assert "has 1 values for 2 messages" in error.details()
+    assert _error_info(error).metadata["request_message"] == "1"
+    assert _error_info(error).reason == "COLUMN_LENGTH_MISMATCH"
+
+
 def test_stream_batch_retry_stores_once(cluster):
     start = time.time_ns()
     streams = [
