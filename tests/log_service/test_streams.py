@@ -24,6 +24,7 @@ from log_service.model import (
 from log_service.streams import (
     ColumnBlock,
     column_length_error,
+    expanded_stream_bytes,
     normalize_write,
     stream_entry_count,
 )
@@ -321,3 +322,26 @@ def test_column_length_mismatch_names_field_and_lengths():
     assert "has 2 values for 3 messages" in str(error.to_status())
     assert column_length_error(streams[:1]) is None
     assert stream_entry_count(streams) == 5
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [1, 2**21, 999_999_999, 10**9, 2**35, 1796455091805973111, 2**63 - 1]
+    + [-1, -(10**9), -(2**63)],
+)
+def test_expanded_stream_bytes_bounds_entries(timestamp):
+    stream = LogStream(
+        service="svc",
+        host="h",
+        attributes={"k": "v" * 200},
+        severity=logs_service_pb2.SEVERITY_WARN,
+        messages=["x", "ü" * 300, ""],
+        timestamps_unix_nano=[timestamp] * 3,
+        severities=[2**31 - 1, -1, 0],
+    )
+    as_request = logs_service_pb2.WriteLogEntriesRequest(entries=as_entries(stream))
+
+    bound = expanded_stream_bytes(stream)
+
+    assert as_request.ByteSize() <= bound
+    assert bound < 1.3 * as_request.ByteSize()
