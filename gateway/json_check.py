@@ -77,6 +77,22 @@ class JsonNumber(float):
         return number
 
 
+# Digits an integer may have before it is kept as text. Every integer field
+# ends below 2**64 (20 digits); Python refuses to convert more than 4,300.
+_MAX_INT_DIGITS = 40
+
+
+def parse_json_int(text: str) -> int | JsonNumber:
+    """Return a JSON integer, or a `JsonNumber` when it has too many digits.
+
+    Pass it as `parse_int` to `json.loads`, so that a number of thousands of
+    digits fails the field checks instead of Python's conversion limit.
+    """
+    if len(text) > _MAX_INT_DIGITS:
+        return JsonNumber(text)
+    return int(text)
+
+
 def check_message(tree: Any, descriptor: Descriptor, path: str = "") -> None:
     """Check that `tree` is a JSON object that parses as `descriptor`.
 
@@ -327,7 +343,8 @@ def _integer(value: Any) -> int | None:
     else:
         return None
     if _DIGITS.match(text):
-        return int(text)
+        # Too many digits for any integer field, and for Python's `int`.
+        return int(text) if len(text) <= _MAX_INT_DIGITS else 2**64
     try:
         exact = Decimal(text)
     except InvalidOperation:

@@ -32,7 +32,7 @@ from decimal import Decimal
 from typing import Any
 
 from gateway import transcode
-from gateway.json_check import JsonNumber
+from gateway.json_check import JsonNumber, parse_json_int
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
 
 WRITE_LOG_ENTRIES = "/splitlog.logs.v1.LogsService/WriteLogEntries"
@@ -96,7 +96,9 @@ def split_batch(body: bytes) -> SplitBatch | None:
     if transcode.SURROGATE_ESCAPE.search(body) is None:
         return None
     try:
-        tree = json.loads(body.decode("utf-8-sig"), parse_float=JsonNumber)
+        tree = json.loads(
+            body.decode("utf-8-sig"), parse_float=JsonNumber, parse_int=parse_json_int
+        )
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
     try:

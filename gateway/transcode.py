@@ -197,7 +197,11 @@ def _body_tree(route: HttpRoute, descriptor: Descriptor, body: bytes) -> dict:
     try:
         # JSON exchanged between systems is UTF-8 (RFC 8259). `json.loads` on
         # bytes would also read UTF-16 and let encoded surrogates through.
-        value = json.loads(body.decode("utf-8-sig"), parse_float=json_check.JsonNumber)
+        value = json.loads(
+            body.decode("utf-8-sig"),
+            parse_float=json_check.JsonNumber,
+            parse_int=json_check.parse_json_int,
+        )
     except UnicodeDecodeError as exc:
         bad = " ".join(f"0x{byte:02x}" for byte in exc.object[exc.start : exc.end])
         raise invalid_field(

@@ -508,6 +508,27 @@ def test_int64_not_exact_integer_rejected(written, shown):
     assert "an integer from" in error.message
 
 
+@pytest.mark.parametrize(
+    "written",
+    [b"9" * 5000, b'"%s"' % (b"9" * 5000), b"-" + b"1" * 4400],
+    ids=["number", "string", "negative"],
+)
+def test_int64_of_thousands_of_digits_rejected(written):
+    error = _rejected(_route("/v1/things", body="*"), body=b'{"big": %s}' % written)
+
+    assert error.reason == "INVALID_FIELD_VALUE"
+    assert error.field_violations[0].field == "big"
+    assert "an integer from" in error.message
+
+
+def test_unknown_field_of_thousands_of_digits_rejected():
+    error = _rejected(
+        _route("/v1/things", body="*"), body=b'{"junk": %s}' % (b"9" * 5000)
+    )
+
+    assert error.reason == "UNKNOWN_FIELD"
+
+
 def test_double_with_exponent_still_float():
     request = _build(_route("/v1/things", body="*"), body=b'{"ratio": 1.5e3}')
 
