@@ -9,7 +9,6 @@ stored line cannot forge table rows or change the terminal's colours.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
@@ -185,7 +184,7 @@ def add_parsers(
         "--flush-seconds",
         default=f"{ship_input.DEFAULT_FLUSH_SECONDS:g}",
         help="with -, the longest time in seconds from reading the first line "
-        "of a partly filled batch to sending it; a finite number above 0 "
+        "of a partly filled batch to sending it; above 0 and at most a day "
         f"(default {ship_input.DEFAULT_FLUSH_SECONDS:g})",
     )
 
@@ -337,6 +336,12 @@ def ship_files(
     return shipper.summary
 
 
+# The whole years whose times fit in int64 nanoseconds since 1970.
+_FIRST_YEAR = 1678
+_LAST_YEAR = 2261
+_MAX_FLUSH_SECONDS = 86_400
+
+
 def _check_ship_options(args: argparse.Namespace) -> float:
     """Reject invalid option values; return --flush-seconds as a number."""
     if args.batch_size < 1:
@@ -345,12 +350,12 @@ def _check_ship_options(args: argparse.Namespace) -> float:
         raise invalid("--batch-bytes", str(args.batch_bytes), "expected 1 or more")
     if not args.service.strip():
         raise invalid("--service", args.service, "the service name is empty")
-    if args.year is not None and not datetime.MINYEAR <= args.year <= datetime.MAXYEAR:
+    if args.year is not None and not _FIRST_YEAR <= args.year <= _LAST_YEAR:
         raise invalid(
             "--year",
             str(args.year),
-            f"expected a year from {datetime.MINYEAR} to {datetime.MAXYEAR}, "
-            "such as 2026",
+            f"expected a year from {_FIRST_YEAR} to {_LAST_YEAR}, such as 2026 "
+            "(log times are nanoseconds since 1970 in 64 bits)",
         )
     flush_seconds = _flush_seconds(args.flush_seconds)
     _check_stdin_options(args)
@@ -358,16 +363,17 @@ def _check_ship_options(args: argparse.Namespace) -> float:
 
 
 def _flush_seconds(text: str) -> float:
-    """Return --flush-seconds as a finite number above 0."""
+    """Return --flush-seconds as a finite number above 0, at most a day."""
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not math.isfinite(value) or value <= 0:
+    if not math.isfinite(value) or not 0 < value <= _MAX_FLUSH_SECONDS:
         raise invalid(
             "--flush-seconds",
             text,
-            "expected a finite number of seconds above 0, such as 0.5",
+            "expected a finite number of seconds above 0 and at most "
+            f"{_MAX_FLUSH_SECONDS:,}, such as 0.5",
         )
     return value
 
