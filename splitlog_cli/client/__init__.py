@@ -127,6 +127,19 @@ def credential_of(args: argparse.Namespace, address: str) -> Credential | None:
     """
     if not getattr(args, auth.SENDS_CREDENTIAL, True):
         return None
+    # An empty value given on purpose must not fall back to the saved
+    # session, which may belong to someone else (a script whose key
+    # variable is unset would run as whoever signed in last).
+    if args.token == "":
+        raise UsageError(
+            "--token is empty; give a token, or leave the option out to use "
+            f"{TOKEN_ENV} or the saved session"
+        )
+    if args.token is None and os.environ.get(TOKEN_ENV) == "":
+        raise UsageError(
+            f"{TOKEN_ENV} is set but empty; set it to a token, or unset it to "
+            "use the saved session"
+        )
     token = args.token or os.environ.get(TOKEN_ENV, "")
     if token:
         check_token(token, "--token" if args.token else TOKEN_ENV)
