@@ -697,9 +697,15 @@ class _Shipper:
         """Send the lines read before Ctrl-C, each batch in a single attempt.
 
         The batch in flight at Ctrl-C is sent again under its request id, so
-        the server stores it once.
+        the server stores it once. From a file, the partly filled batch stays
+        unsent: sent now, its id would differ from the one the rerun gives the
+        same lines in a full batch, and the rerun would store them again.
         """
         self.retry_seconds = 0.0
+        if self.stdin_entries is None:
+            while len(self.batches) > 1:
+                self._send_first()
+            return
         self.send()
         if self.stdin_entries is not None:
             for line, entry in self.stdin_entries.drain():
