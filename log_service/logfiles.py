@@ -345,9 +345,9 @@ def parse_numbered_stream(
       file_name: the `log.file.name` attribute of every entry; None sets no
         such attribute.
       fallback_time_ns: time of leading lines without a time, as in
-        `parse_lines`; when None, each such line takes the time it is
-        parsed, so a line of a pipe read as it is written gets the time it
-        was read.
+        `parse_lines`. When None, each such line takes the time it is
+        parsed. A pipe read as it is written thus gives each line the time
+        it was read.
 
     Raises:
       OSError: the stream cannot be read.

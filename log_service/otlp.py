@@ -134,9 +134,9 @@ def count_log_records(request: logs_service_pb2.ExportLogsServiceRequest) -> int
     )
 
 
-# Bytes that the attribute `scope.name` adds to an entry beside the name:
-# the map entry's tag and length (up to 1 + 5), the key with its tag and
-# length, and the value's tag and length (up to 1 + 5).
+# Bytes that the attribute `scope.name` adds to an entry besides the name.
+# They are the map entry's tag and length (up to 1 + 5), the key with its tag
+# and length, and the value's tag and length (up to 1 + 5).
 _SCOPE_ATTRIBUTE_BYTES = (1 + 5) + (1 + 1 + len(SCOPE_NAME_KEY)) + (1 + 5)
 
 

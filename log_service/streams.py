@@ -11,11 +11,12 @@ each gets the row, or the rejection, that `BatchBuilder.add` gives a
 `LogEntry` with the same values, so both forms store and reject exactly the
 same entries.
 
-The equivalent `LogEntry` of entry i of a stream has the stream's service,
-host and attributes, `message = messages[i]`, `timestamp =
-timestamps_unix_nano[i]` (unset when 0 or when the column is empty), and
-`severity = severities[i]`, or the stream's `severity` when that value is
-unset or the column empty. It has no `observed_timestamp`, trace or span id.
+Entry i of a stream is equivalent to a `LogEntry` with the stream's service,
+host and attributes and `message = messages[i]`. Its `timestamp` is
+`timestamps_unix_nano[i]`, unset when 0 or when the column is empty. Its
+`severity` is `severities[i]`, or the stream's `severity` when that value is
+unset or the column is empty. It has no `observed_timestamp`, trace or span
+id.
 """
 
 from __future__ import annotations

@@ -197,7 +197,8 @@ def _authorize_group(session: Session, group_id: str) -> None:
     """Raise PERMISSION_DENIED unless the caller may use the group.
 
     The check runs before the group is looked up, so a missing group and a
-    group of others give the same error. A deleted group's error says so.
+    group of others give the same error. The error for a deleted group
+    states that it was deleted.
     """
 
     def is_member(user: str) -> bool:

@@ -127,9 +127,9 @@ def credential_of(args: argparse.Namespace, address: str) -> Credential | None:
     """
     if not getattr(args, auth.SENDS_CREDENTIAL, True):
         return None
-    # An empty value given on purpose must not fall back to the saved
-    # session, which may belong to someone else (a script whose key
-    # variable is unset would run as whoever signed in last).
+    # An explicitly empty value must not fall back to the saved session,
+    # because a script whose key variable is unset would then run as the
+    # user who signed in last.
     if args.token == "":
         raise UsageError(
             "--token is empty; give a token, or leave the option out to use "

@@ -124,7 +124,7 @@ class FlushMarkedEntries:
     Args:
       entries: the parser's (line number, entry) pairs; it may block on
         its input for any time.
-      flush_seconds: the longest time from reading a batch's first line to
+      flush_seconds: the maximum time from reading a batch's first line to
         yielding `FLUSH`.
     """
 
@@ -170,8 +170,8 @@ class FlushMarkedEntries:
     def restart_flush_timer(self, batch_has_entry: bool) -> None:
         """Time the next batch after a full one was sent.
 
-        Its timer starts at the read time of the last entry yielded when the
-        new batch already holds that entry, or else at the next entry.
+        The timer starts at the read time of the last entry yielded when the
+        new batch already contains that entry, and otherwise at the next one.
         """
         if batch_has_entry:
             self._flush_at = self._last_read_at + self._flush_seconds

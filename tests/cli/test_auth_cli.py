@@ -313,19 +313,20 @@ def test_multiline_env_token_rejected(cli, data_dir, monkeypatch):
     assert cli("users", "get", user_id).status == 0
 
 
-def test_empty_token_does_not_fall_back_to_saved_session(cli, monkeypatch):
+def test_empty_token_rejected(cli, monkeypatch):
     user_id, _ = _sign_up(cli)
     assert cli("users", "get", user_id).status == 0
 
-    given = cli("users", "get", user_id, "--token", "")
+    from_option = cli("users", "get", user_id, "--token", "")
     monkeypatch.setenv(TOKEN_ENV, "")
     from_env = cli("users", "get", user_id)
 
-    assert given.status == 2
-    assert "--token is empty" in given.stderr
+    assert from_option.status == 2
+    assert "--token is empty" in from_option.stderr
+    assert user_id not in from_option.stdout
     assert from_env.status == 2
     assert f"{TOKEN_ENV} is set but empty" in from_env.stderr
-    assert user_id not in given.stdout + from_env.stdout
+    assert user_id not in from_env.stdout
 
 
 @pytest.mark.parametrize(

@@ -211,7 +211,8 @@ def test_stream_stores_what_entries_store(name, copies, blocks, monkeypatch):
     as_streams, as_rows = both_forms([], [stream], SMALL)
 
     assert_same(as_streams, as_rows)
-    assert bool(as_streams.blocks) == (in_columns and long_enough)
+    expected_block = in_columns and long_enough
+    assert bool(as_streams.blocks) == expected_block
 
 
 def test_short_block_becomes_rows():

@@ -153,8 +153,8 @@ def _hold_http_request(port: int) -> socket.socket:
     "mode", [(), ("--processes",)], ids=["one-process", "processes"]
 )
 def test_open_watch_does_not_delay_stop(splitlog_factory, mode):
-    # A long grace period tells a stop that waited for the watch apart from
-    # a slow exit on a loaded machine.
+    # A long grace period separates a stop that waited for the watch from a
+    # slow exit on a loaded machine.
     running = splitlog_factory(*mode, grace_seconds=LONG_GRACE_SECONDS)
     running.wait_until_ready()
     channel, stream = _open_health_watch(running.grpc_address)

@@ -230,7 +230,7 @@ def _live_expenses_naming(cluster: Cluster, group: str, user: str) -> list[str]:
 def _settled(cluster: Cluster, group: str, user: str = "") -> bool:
     """Return whether the group, or `user` in it, has only zero net amounts.
 
-    A user is checked with the whole group's answer, because CheckSettled
+    A user is checked in the whole group's result, because CheckSettled
     with `user` rejects a removed member who never had a balance there.
     """
     request = balances_pb.CheckSettledRequest(name=f"{group}/balance")
@@ -243,9 +243,9 @@ def _settled(cluster: Cluster, group: str, user: str = "") -> bool:
 def _deleted_group_settled(cluster: Cluster, group: str) -> bool:
     """Return whether a deleted group has only zero balances.
 
-    CheckSettled answers NOT_FOUND for a deleted group, so this does what it
-    does by hand: it catches up with expense_service's ledger, then reads
-    balance_service's database.
+    CheckSettled returns NOT_FOUND for a deleted group, so this check catches
+    up with expense_service's ledger and then reads balance_service's
+    database directly.
     """
     database = Database(cluster.balances_db_url)
     fence = LedgerFence(database, cluster.expenses_address)
