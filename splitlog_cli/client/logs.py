@@ -123,9 +123,9 @@ def add_parsers(
         f"status: 0 when every entry was stored, {EXIT_ENTRIES_REJECTED} when "
         "the server rejected some entries (the output counts them by reason), "
         "1 when a call failed or the gateway cannot be reached (stderr then "
-        "says how far the command got), 2 for an invalid command-line value, "
+        "shows how far the command got), 2 for an invalid command-line value, "
         f"{EXIT_INTERRUPTED} after Ctrl-C (the full batches read before it are "
-        "sent first, from standard input every line read, and stderr says how "
+        "sent first, from standard input every line read, and stderr shows how "
         "far the command got), 141 when the reader "
         "of the output closed it early."
     )
