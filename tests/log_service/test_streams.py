@@ -9,6 +9,8 @@ entry-by-entry rules, and the tests check which path each one took.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from log_service import model
 from log_service import streams as stream_rules
@@ -24,12 +26,13 @@ from log_service.model import (
 from log_service.streams import (
     ColumnBlock,
     column_length_error,
+    expanded_size_error,
     expanded_stream_bytes,
     normalize_write,
     stream_entry_count,
 )
 from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
-from splitlog_runtime.errors import InvalidArgument
+from splitlog_runtime.errors import InvalidArgument, ResourceExhausted
 from tests.log_service.test_ingest_fast_path import NOW_NS, SECOND, SMALL, cutoff
 
 LogEntry = logs_service_pb2.LogEntry
@@ -346,3 +349,34 @@ def test_expanded_stream_bytes_bounds_entries(timestamp):
 
     assert as_request.ByteSize() <= bound
     assert bound < 1.3 * as_request.ByteSize()
+
+
+@given(
+    service=st.text(max_size=40),
+    attributes=st.dictionaries(st.text(max_size=20), st.text(max_size=60), max_size=4),
+    messages=st.lists(st.text(max_size=30), min_size=1, max_size=12),
+    stream_count=st.integers(1, 3),
+    limit=st.integers(50, 20_000),
+)
+@settings(max_examples=300, deadline=None)
+def test_expanded_size_error_agrees_with_the_entries_it_stands_for(
+    service, attributes, messages, stream_count, limit
+):
+    stream = LogStream(
+        service=service,
+        host="h",
+        attributes=attributes,
+        messages=messages,
+        timestamps_unix_nano=[-(2**63)] * len(messages),
+        severities=[-1] * len(messages),
+    )
+    streams = [stream] * stream_count
+    request = logs_service_pb2.WriteLogEntriesRequest(streams=streams)
+    expanded = logs_service_pb2.WriteLogEntriesRequest(
+        entries=[entry for s in streams for entry in as_entries(s)]
+    )
+
+    error = expanded_size_error(request.ByteSize(), streams, limit)
+
+    if expanded.ByteSize() > limit:
+        assert isinstance(error, ResourceExhausted)
