@@ -486,17 +486,13 @@ class Writer:
             )
         return error
 
-    def _block_entry_bytes(self, request_id: str) -> int | None:
+    def _block_entry_bytes(self, request_id: str) -> int:
         """Return the bytes one stream entry may take to stay in its block.
 
         An entry of a block must fit alone in a request to its node, beside
         the shard and batch id (`<request_id>/<digest>/<shard>/<offset>`).
         `streams.ENTRY_OVERHEAD_BYTES` covers the entry's own framing.
-        Returns None for a sharder that may spread one service's entries over
-        several shards: their streams are taken apart into rows.
         """
-        if not isinstance(self._sharder, ServiceRing):
-            return None
         shard_bytes = max(map(len, self._sharder.shards_for_query((), None, None)))
         batch_id_bytes = len(request_id.encode()) + 2 * shard_bytes + 64
         # The shard and the batch id each come with a tag and a length.
@@ -552,8 +548,12 @@ class Writer:
             ).items():
                 by_shard[shard].append(shard_rows)
             start = block.row_position
-            # Blocks exist only with a ServiceRing, which ignores the time.
-            by_shard[self._sharder.shard_for(block.service, 0)].append(block)
+            runs = self._sharder.shard_runs(block.service, block.timestamps)
+            if len(runs) == 1:
+                by_shard[runs[0][0]].append(block)
+            else:
+                for shard, run_start, run_stop in runs:
+                    by_shard[shard].append(block.slice(run_start, run_stop))
         tail = rows[start:] if start else rows
         for shard, shard_rows in self._rows_by_shard(tail).items():
             by_shard[shard].append(shard_rows)

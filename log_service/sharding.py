@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+
 from splitlog_runtime.config import Config
 
 VIRTUAL_NODES_PER_SHARD = 128
@@ -195,6 +197,16 @@ class Sharder(Protocol):
         """Return the shard of an entry; timestamp is in Unix nanoseconds."""
         ...
 
+    def shard_runs(
+        self, service: str, timestamps: Sequence[int]
+    ) -> list[tuple[str, int, int]]:
+        """Split entries of one service into runs that go to one shard each.
+
+        Returns `(shard, start, stop)` for each run of consecutive entries
+        with the same shard, in order, covering `0` to `len(timestamps)`.
+        """
+        ...
+
     def shards_for_query(
         self, services: Sequence[str], start: int | None, end: int | None
     ) -> list[str]:
@@ -238,6 +250,11 @@ class ServiceRing:
             self._cache[service] = shard
         return shard
 
+    def shard_runs(
+        self, service: str, timestamps: Sequence[int]
+    ) -> list[tuple[str, int, int]]:
+        return [(self.shard_for(service), 0, len(timestamps))]
+
     def shards_for_query(
         self, services: Sequence[str], start: int | None, end: int | None
     ) -> list[str]:
@@ -262,6 +279,21 @@ class TimeBuckets:
 
     def shard_for(self, service: str, timestamp: int) -> str:
         return self._order[(timestamp // self._bucket_ns) % len(self._order)]
+
+    def shard_runs(
+        self, service: str, timestamps: Sequence[int]
+    ) -> list[tuple[str, int, int]]:
+        # NumPy's floor division and modulo of int64 round as Python's do,
+        # also for times before 1970.
+        shards = (np.asarray(timestamps, dtype=np.int64) // self._bucket_ns) % len(
+            self._order
+        )
+        starts = [0, *(np.flatnonzero(shards[1:] != shards[:-1]) + 1).tolist()]
+        stops = [*starts[1:], len(shards)]
+        return [
+            (self._order[int(shards[start])], start, stop)
+            for start, stop in zip(starts, stops, strict=True)
+        ]
 
     def shards_for_query(
         self, services: Sequence[str], start: int | None, end: int | None

@@ -292,9 +292,8 @@ def add_streams(
     rows, entry by entry (`_add_entries`).
     `max_entry_bytes` bounds the bytes of one entry of a block in a request
     to a node, so that a block never has to reject an entry as too large.
-    None sends every stream entry by entry, for sharders that place the
-    entries of one service on several shards. The column lengths must
-    already be checked (`column_length_error`).
+    None sends every stream entry by entry. The column lengths must already
+    be checked (`column_length_error`).
     """
     index = first_index
     for stream in streams:

@@ -457,22 +457,40 @@ def test_otlp_export_too_large_expanded_is_rejected(base_config):
     assert stored == []
 
 
-def test_time_sharding_takes_streams_apart(base_config):
+def test_time_sharding_sends_each_run_of_a_stream_to_its_bucket_shard(base_config):
     running = _start(base_config, log_sharding="time", log_time_bucket_seconds=1)
     service = _name("time")
     now = time.time_ns()
+    # 40 entries a quarter of a second apart span about ten one-second
+    # buckets, so the block is cut into runs for both shards.
+    times = [now - i * SECOND // 4 for i in range(40)]
     stream = pb.LogStream(
         service=service,
-        messages=[f"t{i}" for i in range(6)],
-        timestamps_unix_nano=[now - i * SECOND for i in range(6)],
+        messages=[f"t{i}" for i in range(40)],
+        timestamps_unix_nano=times,
     )
     try:
         response = running.stub.WriteLogEntries(
             pb.WriteLogEntriesRequest(streams=[stream])
         )
         stored = list_all(running.stub, services=[service], order_by="timestamp")
+        # A range within one bucket asks only that bucket's shard, so an
+        # entry stored on another shard would be missing here.
+        by_own_range = [
+            [
+                entry.message
+                for entry in list_all(
+                    running.stub,
+                    services=[service],
+                    start_time=ts(t),
+                    end_time=ts(t + 1),
+                )
+            ]
+            for t in times
+        ]
     finally:
         running.close()
 
-    assert response.accepted_count == 6
-    assert [entry.message for entry in stored] == [f"t{i}" for i in range(5, -1, -1)]
+    assert response.accepted_count == 40
+    assert [entry.message for entry in stored] == [f"t{i}" for i in range(39, -1, -1)]
+    assert by_own_range == [[f"t{i}"] for i in range(40)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from log_service.sharding import (
     ServiceRing,
@@ -16,7 +18,8 @@ from log_service.sharding import (
     topology_from_config,
 )
 
-HOUR = 3600 * 1_000_000_000
+SECOND = 1_000_000_000
+HOUR = 3600 * SECOND
 
 
 def test_parse_log_nodes_reads_shards_in_order():
@@ -155,3 +158,26 @@ def test_stable_hash_does_not_depend_on_the_process():
         hashlib.blake2b(b"expenses", digest_size=8).digest(), "big"
     )
     assert stable_hash("expenses") != stable_hash("users")
+
+
+@given(
+    timestamps=st.lists(st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=40),
+    bucket_ns=st.sampled_from([1, 7, SECOND, HOUR]),
+)
+def test_time_bucket_runs_match_the_shard_of_each_entry(timestamps, bucket_ns):
+    buckets = TimeBuckets(["s0", "s1", "s2"], bucket_ns)
+
+    runs = buckets.shard_runs("svc", timestamps)
+
+    by_entry = [shard for shard, start, stop in runs for _ in range(start, stop)]
+    assert by_entry == [buckets.shard_for("svc", t) for t in timestamps]
+    assert [start for _, start, _ in runs] == [0] + [stop for _, _, stop in runs[:-1]]
+    assert all(a[0] != b[0] for a, b in zip(runs, runs[1:], strict=False))
+
+
+def test_service_ring_sends_every_entry_of_a_service_in_one_run():
+    ring = ServiceRing(["s0", "s1", "s2"])
+
+    assert ring.shard_runs("billing", [5, -3, 2**62]) == [
+        (ring.shard_for("billing"), 0, 3)
+    ]
