@@ -421,6 +421,45 @@ def batch_error_for_size(
     return None
 
 
+def write_size_error(
+    entry_count: int, stream_count: int, has_entries: bool, limits: Limits
+) -> InvalidArgument | None:
+    """Return the error for a write request of this size, or None.
+
+    `entry_count` counts the entries of `entries` and of every stream. Each
+    stream counts as at least one entry against the batch limit, so that a
+    request of many empty streams fails before they are read one by one.
+    The error names `streams` for a request with streams and no `entries`.
+    """
+    field = "streams" if stream_count and not has_entries else "entries"
+    return batch_error_for_size(max(entry_count, stream_count), limits, field)
+
+
+def stream_columns_error(
+    number: int, message_count: int, columns: Iterable[tuple[str, int]]
+) -> InvalidArgument | None:
+    """Return the error for stream `number` when its columns do not fit, or None.
+
+    `messages` must not be empty, and each column of `columns`, given by
+    name and length, is empty or as long as `messages`.
+    """
+    if not message_count:
+        return invalid_field(
+            f"streams[{number}].messages",
+            "is required but empty; send at least one message per stream, "
+            "or leave the stream out",
+        )
+    for name, length in columns:
+        if length and length != message_count:
+            return invalid_field(
+                f"streams[{number}].{name}",
+                f"has {length} values for {message_count} messages; send one "
+                "value per message in the same order, or leave the column empty",
+                reason="COLUMN_LENGTH_MISMATCH",
+            )
+    return None
+
+
 def _quote(value: str) -> str:
     return repr(clip(value, _QUOTE_LIMIT))
 

@@ -44,9 +44,9 @@ from log_service.model import (
     TOO_LARGE,
     Limits,
     NormalizedBatch,
-    batch_error_for_size,
     columns_to_entries,
     fill_columns,
+    write_size_error,
 )
 from log_service.otlp import (
     count_log_records,
@@ -478,8 +478,7 @@ class Writer:
         entry against the batch limit, so a request of many empty streams
         fails before they are read one by one.
         """
-        field = "streams" if streams and not has_entries else "entries"
-        error = batch_error_for_size(max(count, len(streams)), self.limits, field)
+        error = write_size_error(count, len(streams), has_entries, self.limits)
         if error is None and streams:
             error = column_length_error(streams) or expanded_size_error(
                 request_bytes, streams, self.max_message_bytes

@@ -40,11 +40,12 @@ from log_service.model import (
     host_is_valid,
     service_is_valid,
     short_attributes_json,
+    stream_columns_error,
     utf8_length,
 )
 from log_service.wal import encode_varint
 from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
-from splitlog_runtime.errors import InvalidArgument, ResourceExhausted, invalid_field
+from splitlog_runtime.errors import InvalidArgument, ResourceExhausted
 from splitlog_runtime.limits import expanded_too_large
 
 # Severities a stream may carry: the known values and 0 (unset), as a set
@@ -78,22 +79,13 @@ def column_length_error(
     are each empty or as long as `messages`.
     """
     for number, stream in enumerate(streams):
-        count = len(stream.messages)
-        if not count:
-            return invalid_field(
-                f"streams[{number}].messages",
-                "is required but empty; send at least one message per stream, "
-                "or leave the stream out",
-            )
-        for name in ("timestamps_unix_nano", "severities"):
-            length = len(getattr(stream, name))
-            if length and length != count:
-                return invalid_field(
-                    f"streams[{number}].{name}",
-                    f"has {length} values for {count} messages; send one value "
-                    "per message in the same order, or leave the column empty",
-                    reason="COLUMN_LENGTH_MISMATCH",
-                )
+        columns = [
+            (name, len(getattr(stream, name)))
+            for name in ("timestamps_unix_nano", "severities")
+        ]
+        error = stream_columns_error(number, len(stream.messages), columns)
+        if error is not None:
+            return error
     return None
 
 
