@@ -48,6 +48,7 @@ from gateway.services import (
     gateway_services,
     public_services,
 )
+from log_service.model import Limits
 from splitlog_runtime.config import Config
 from splitlog_runtime.errors import DomainError, Unimplemented
 from splitlog_runtime.interceptor import AsyncErrorInterceptor
@@ -375,6 +376,7 @@ async def build(
         gateway_auth,
         rate_limiter=rate_limiter,
         concurrency=concurrency,
+        log_limits=Limits.from_config(config),
     )
     uvicorn_server = _EmbeddedUvicorn(
         uvicorn.Config(

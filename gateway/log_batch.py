@@ -13,11 +13,22 @@ its values in the other columns, and rejects it as its entry, with the field
 entries share, such as `service` or an attribute, takes out the whole stream
 and rejects each of its entries.
 
-When a stream fails the whole request anyway, because its columns differ in
-length or it has an unknown field, the whole body is sent on with its lone
+An entry is taken out in two steps, so that every error names the client's
+own positions. The JSON body keeps the entry with empty values in its place
+(`{}`, an empty message, severity and timestamp 0) while the gateway checks
+and converts it, and `SplitBatch.strip` then removes it from the request.
+
+Before all of that, `check_request_shape` runs the checks that log_service
+runs first on a write (the batch size, then the column lengths of each
+stream) on the decoded body, so that a body of millions of entries or empty
+streams fails before the slow conversion to protobuf. A column length
+mismatch fails the whole request before any value of the stream is checked,
+lone surrogates included.
+
+When a stream fails the whole request anyway, because it has an unknown
+field or a column that is no list, the whole body is sent on with its lone
 surrogates replaced by U+FFFD. The client then gets the error that the same
-body without them gets, such as COLUMN_LENGTH_MISMATCH or UNKNOWN_FIELD, and
-no entry is stored.
+body without them gets, such as UNKNOWN_FIELD, and no entry is stored.
 
 NOTE: log_service never receives the entries rejected here, so the ingest
 counters of GetLogStats do not count them.
@@ -27,12 +38,14 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from gateway import transcode
 from gateway.json_check import JsonNumber, parse_json_int
+from log_service.model import Limits, stream_columns_error, write_size_error
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
 
 WRITE_LOG_ENTRIES = "/splitlog.logs.v1.LogsService/WriteLogEntries"
@@ -45,14 +58,42 @@ class SplitBatch:
     """A batch without its entries that contain lone surrogates.
 
     Attributes:
-      body: the JSON body to send on, without the rejected entries.
-      kept: the client's index of each entry in `body`, in order.
+      body: the JSON body to send on, with empty values in place of the
+        rejected entries.
+      kept: the client's index of each entry that `strip` leaves, in order.
       rejections: the rejected entries, by the client's index.
+      removed_entries: positions in `entries` of the rejected entries.
+      removed_positions: for each stream by its position in `streams`, the
+        positions in its columns of its rejected entries.
+      removed_streams: positions in `streams` of the streams rejected whole.
     """
 
     body: bytes
     kept: list[int]
     rejections: list[logs_pb2.LogEntryRejection]
+    removed_entries: list[int] = field(default_factory=list)
+    removed_positions: dict[int, set[int]] = field(default_factory=dict)
+    removed_streams: list[int] = field(default_factory=list)
+
+    def strip(self, request: logs_pb2.WriteLogEntriesRequest) -> None:
+        """Take the entries rejected here out of the request parsed from `body`.
+
+        NOTE: after a stream is taken out whole, the REQUEST_TOO_LARGE error
+        of log_service for expanded streams names a later stream by its
+        position in the request sent on, one lower per stream taken out.
+        """
+        for position in reversed(self.removed_entries):
+            del request.entries[position]
+        for number, positions in self.removed_positions.items():
+            stream = request.streams[number]
+            columns = (stream.messages, stream.timestamps_unix_nano, stream.severities)
+            for column in columns:
+                if column:
+                    kept = [v for p, v in enumerate(column) if p not in positions]
+                    del column[:]
+                    column.extend(kept)
+        for number in reversed(self.removed_streams):
+            del request.streams[number]
 
     def empty_response(self) -> logs_pb2.WriteLogEntriesResponse:
         """Return the response when every entry was rejected here."""
@@ -77,16 +118,59 @@ class SplitBatch:
             # past its last listed one would leave gaps that look complete.
             last = listed[-1].index if listed else -1
             own = [rejection for rejection in own if rejection.index < last]
-        merged = sorted(listed + own, key=lambda rejection: rejection.index)
         return logs_pb2.WriteLogEntriesResponse(
             accepted_count=response.accepted_count,
             rejected_count=response.rejected_count + len(self.rejections),
-            rejected_entries=_describe_first(merged[:MAX_LISTED_REJECTIONS]),
+            rejected_entries=_describe_first(listed, own),
         )
 
 
-def split_batch(body: bytes) -> SplitBatch | None:
+def check_request_shape(tree: Any, limits: Limits) -> None:
+    """Raise the error that log_service gives first for a write of this shape.
+
+    These are the checks that log_service runs before it reads any entry:
+    the batch size, then the column lengths of each stream in order. They
+    take one step per stream on the decoded JSON body, while its conversion
+    to protobuf takes seconds per million entries. Values of the wrong JSON
+    type are left to the usual checks.
+
+    Raises:
+      InvalidArgument: the batch is too large, or a stream has no messages or
+        a column whose length differs from that of `messages`.
+    """
+    if not isinstance(tree, dict):
+        return
+    entries = tree.get("entries") or []
+    streams = tree.get("streams") or []
+    if not isinstance(entries, list) or not isinstance(streams, list):
+        return
+    count = len(entries) + sum(map(_message_count, streams))
+    error = write_size_error(count, len(streams), bool(entries), limits)
+    if error is not None:
+        raise error
+    for number, stream in enumerate(streams):
+        if not isinstance(stream, dict):
+            continue
+        messages = _column(stream, "messages")
+        if not isinstance(messages, list):
+            continue
+        columns = [
+            (name, len(column))
+            for name in _ENTRY_FIELDS
+            if name != "messages" and isinstance(column := _column(stream, name), list)
+        ]
+        error = stream_columns_error(number, len(messages), columns)
+        if error is not None:
+            raise error
+
+
+def split_batch(
+    body: bytes, check_body: Callable[[Any], None] | None = None
+) -> SplitBatch | None:
     """Take the entries with lone surrogates out of a WriteLogEntries body.
+
+    `check_body` is called with the decoded body first, as `build_request`
+    calls it, and may raise.
 
     Returns:
       None when no entry has one, or when the body is not a JSON object with
@@ -101,6 +185,8 @@ def split_batch(body: bytes) -> SplitBatch | None:
         )
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
+    if check_body is not None:
+        check_body(tree)
     try:
         return _split_tree(tree)
     except RecursionError:
@@ -125,6 +211,8 @@ def _split_tree(tree: Any) -> SplitBatch | None:
             kept_entries.append(entry)
         else:
             split.rejections.append(_rejection(index, found.field, found))
+            split.removed_entries.append(index)
+            kept_entries.append({})
     if any(_fails_whole_request(stream) for stream in streams):
         # No entry is stored, so none is taken out, and the streams keep
         # the positions that the error names.
@@ -133,11 +221,9 @@ def _split_tree(tree: Any) -> SplitBatch | None:
         return SplitBatch(_encode(replaced), list(range(total)), [])
     kept_streams = []
     index = len(entries)
-    for stream in streams:
+    for number, stream in enumerate(streams):
         count = _message_count(stream)
-        kept = _split_stream(stream, index, count, split)
-        if kept is not None:
-            kept_streams.append(kept)
+        kept_streams.append(_split_stream(stream, number, index, count, split))
         index += count
     if not split.rejections:
         return None
@@ -232,13 +318,14 @@ def _json_ready(value: Any, replace_surrogates: bool) -> Any:
 
 
 def _split_stream(
-    stream: dict, first_index: int, count: int, split: SplitBatch
-) -> dict | None:
-    """Return the stream without its entries that have lone surrogates.
+    stream: dict, number: int, first_index: int, count: int, split: SplitBatch
+) -> dict:
+    """Return stream `number` with empty values for its entries with lone surrogates.
 
-    Their rejections and the kept entries' indexes go into `split`. Returns
-    None when a shared field has one, after rejecting every entry. The
-    columns must be empty or `count` long.
+    Their rejections, their positions and the kept entries' indexes go into
+    `split`. When a shared field has one, every entry is rejected and the
+    stream becomes one of `count` empty messages. The columns must be empty
+    or `count` long.
     """
     shared = {key: value for key, value in stream.items() if key not in _ENTRY_FIELDS}
     found = transcode.find_lone_surrogate(shared)
@@ -247,7 +334,8 @@ def _split_stream(
             _rejection(index, found.field, found)
             for index in range(first_index, first_index + count)
         )
-        return None
+        split.removed_streams.append(number)
+        return {"messages": [""] * count}
     bad: dict[int, tuple[str, transcode.LoneSurrogate]] = {}
     for name, entry_field in _ENTRY_FIELDS.items():
         for position, value in enumerate(_column(stream, name)):
@@ -265,11 +353,13 @@ def _split_stream(
             split.kept.append(index)
     if not bad:
         return stream
+    split.removed_positions[number] = set(bad)
     kept = dict(stream)
-    for name in _ENTRY_FIELDS:
+    for name, entry_field in _ENTRY_FIELDS.items():
         column = stream.get(name)
         if column:
-            kept[name] = [v for p, v in enumerate(column) if p not in bad]
+            empty = "" if entry_field == "message" else 0
+            kept[name] = [empty if p in bad else v for p, v in enumerate(column)]
     return kept
 
 
@@ -285,29 +375,49 @@ def _rejection(
 
 
 def _describe_first(
-    rejections: list[logs_pb2.LogEntryRejection],
+    listed: list[logs_pb2.LogEntryRejection],
+    own: list[logs_pb2.LogEntryRejection],
 ) -> list[logs_pb2.LogEntryRejection]:
-    """Return copies in which only the first of each reason and field is described.
+    """Merge log_service's listed rejections and this batch's, by index.
 
     log_service describes only the first rejection of each reason and field,
-    which keeps a response with many rejections small, and so does the merge.
+    which keeps a response with many rejections small, and so does the
+    merge. But this batch's rejections have a cause of their own, a lone
+    surrogate, so a rejection whose first rejection of the same reason and
+    field comes from the other source keeps its own description. Each
+    rejection's description thus applies to every later one without one.
     """
-    descriptions: dict[tuple[int, str], str] = {}
-    for rejection in rejections:
+    from_service: dict[tuple[int, str], str] = {}
+    for rejection in listed:
         if rejection.description:
             key = (rejection.reason, rejection.field)
-            descriptions.setdefault(key, rejection.description)
-    described = set()
+            from_service.setdefault(key, rejection.description)
+    merged = sorted(
+        [(rejection, False) for rejection in listed]
+        + [(rejection, True) for rejection in own],
+        key=lambda pair: pair[0].index,
+    )
+    # Whether the first listed rejection of each reason and field is own.
+    first_is_own: dict[tuple[int, str], bool] = {}
     copies = []
-    for rejection in rejections:
+    for rejection, is_own in merged[:MAX_LISTED_REJECTIONS]:
         key = (rejection.reason, rejection.field)
+        if key not in first_is_own:
+            first_is_own[key] = is_own
+            described = True
+        else:
+            described = first_is_own[key] != is_own
+        description = ""
+        if described:
+            description = rejection.description
+            if not is_own:
+                description = description or from_service.get(key, "")
         copies.append(
             logs_pb2.LogEntryRejection(
                 index=rejection.index,
                 reason=rejection.reason,
                 field=rejection.field,
-                description="" if key in described else descriptions.get(key, ""),
+                description=description,
             )
         )
-        described.add(key)
     return copies

@@ -24,6 +24,7 @@ the gateway does not forward.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -58,6 +59,7 @@ from gateway.limits import (
     rate_limited,
 )
 from gateway.proxy import STATUS_DETAILS_KEY, BackendPool, forwardable
+from log_service.model import Limits
 from splitlog_runtime import auth
 from splitlog_runtime.errors import DomainError, InvalidArgument, internal_status
 
@@ -232,6 +234,9 @@ class RestFront:
         front; None means no rate limit.
       concurrency: the count of running calls, shared with the gRPC front;
         None means no limit.
+      log_limits: the limits of log_service, whose batch size and stream
+        column lengths are checked on a `POST /logs/batch` body before it is
+        converted; None leaves these checks to log_service.
     """
 
     def __init__(
@@ -244,8 +249,14 @@ class RestFront:
         *,
         rate_limiter: RateLimiter | None = None,
         concurrency: ConcurrencyLimit | None = None,
+        log_limits: Limits | None = None,
     ) -> None:
         routes = list(routes)
+        self._check_log_batch = None
+        if log_limits is not None:
+            self._check_log_batch = functools.partial(
+                log_batch.check_request_shape, limits=log_limits
+            )
         self._auth = gateway_auth
         self._rate_limiter = rate_limiter
         self._concurrency = concurrency
@@ -324,18 +335,22 @@ class RestFront:
         if body and not _is_json_content_type(content_type):
             return _unsupported_media_type(content_type)
         split = None
-        if route.full_method == log_batch.WRITE_LOG_ENTRIES:
-            split = log_batch.split_batch(body)
-            body = body if split is None else split.body
+        check_body = None
         try:
+            if route.full_method == log_batch.WRITE_LOG_ENTRIES:
+                check_body = self._check_log_batch
+                split = log_batch.split_batch(body, check_body)
+                body = body if split is None else split.body
             header = request.headers.get("grpc-timeout")
             timeout = self._default_timeout if header is None else parse_timeout(header)
             # Starlette's query_params replaces invalid UTF-8 with U+FFFD, so
             # the raw bytes are decoded here, where invalid UTF-8 is rejected.
             query = transcode.parse_query_string(request.scope["query_string"])
             message = transcode.build_request(
-                route, endpoint.request_class, path_values, query, body
+                route, endpoint.request_class, path_values, query, body, check_body
             )
+            if split is not None:
+                split.strip(message)
         except DomainError as exc:
             return _error_response(exc.to_status())
         if split is not None and split.rejections and not split.kept:

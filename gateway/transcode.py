@@ -23,7 +23,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote_from_bytes, unquote_to_bytes
 
@@ -140,6 +140,7 @@ def build_request(
     path_values: dict[str, str],
     query_items: Iterable[tuple[str, str]],
     body: bytes,
+    check_body: Callable[[Any], None] | None = None,
 ) -> Message:
     """Assemble the request message of a route from an HTTP request.
 
@@ -149,6 +150,8 @@ def build_request(
       path_values: decoded path variable values, keyed by field path.
       query_items: query parameters in order; a key may repeat.
       body: the raw request body.
+      check_body: called with the decoded JSON body before any other check,
+        so that a route can reject a body without walking all of it.
 
     Raises:
       splitlog_runtime.errors.InvalidArgument: the body is not JSON, a value
@@ -157,7 +160,7 @@ def build_request(
         field.
     """
     descriptor = route.method.input_type
-    tree = _body_tree(route, descriptor, body)
+    tree = _body_tree(route, descriptor, body, check_body)
     for name, text in path_values.items():
         _assign_path_value(tree, descriptor, name, text)
     items = list(query_items)
@@ -182,7 +185,12 @@ def build_request(
     return request
 
 
-def _body_tree(route: HttpRoute, descriptor: Descriptor, body: bytes) -> dict:
+def _body_tree(
+    route: HttpRoute,
+    descriptor: Descriptor,
+    body: bytes,
+    check_body: Callable[[Any], None] | None,
+) -> dict:
     if not route.body:
         if body.strip():
             raise invalid_field(
@@ -220,6 +228,8 @@ def _body_tree(route: HttpRoute, descriptor: Descriptor, body: bytes) -> dict:
         # The decoder recurses once per nested array or object, so a body of
         # a few thousand brackets exhausts the stack before it is parsed.
         raise _too_deep() from None
+    if check_body is not None:
+        check_body(value)
     if _nesting_depth(value) > MAX_BODY_DEPTH:
         raise _too_deep()
     check_surrogates = SURROGATE_ESCAPE.search(body) is not None

@@ -243,7 +243,8 @@ SETTINGS: list[Setting] = [
     Setting(
         "log_max_batch_entries",
         10000,
-        "Most log entries in one batch or stream message.",
+        "Most log entries in one batch or stream message; the gateway "
+        "also checks REST batches against its own value.",
         _parse_int,
     ),
     Setting(

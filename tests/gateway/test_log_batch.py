@@ -36,10 +36,10 @@ def live(tmp_path_factory):
     loop.close()
 
 
-def _post(live, body: str) -> httpx.Response:
+def _post(live, body: str, timeout: float = 10) -> httpx.Response:
     url = f"http://127.0.0.1:{live.gateway.http_port}/logs/batch"
     headers = {"content-type": "application/json"}
-    return httpx.post(url, content=body.encode(), headers=headers, timeout=10)
+    return httpx.post(url, content=body.encode(), headers=headers, timeout=timeout)
 
 
 def test_batch_rejects_entry_with_lone_surrogate(live):
@@ -343,3 +343,91 @@ def test_batch_stream_severity_out_of_range(live):
     assert _error(response) == ("INVALID_FIELD_VALUE", ["streams[1].severities[1]"])
     assert "the number 2147483648" in message
     assert "SEVERITY_WARN = 13" in message
+
+
+def test_batch_of_millions_of_empty_streams_fails_fast(live):
+    count = 4_000_000
+    body = '{"streams": [' + ",".join(["{}"] * count) + "]}"
+
+    started = time.monotonic()
+    response = _post(live, body, timeout=120)
+    elapsed = time.monotonic() - started
+
+    assert response.status_code == 400, response.text
+    assert _error(response) == ("BATCH_TOO_LARGE", ["streams"])
+    assert f"the batch has {count} entries" in response.json()["error"]["message"]
+    # Converting every stream to protobuf took about 30 s on a 2-core
+    # machine; counting them takes about 2 s.
+    assert elapsed < 12
+
+
+@pytest.mark.parametrize(
+    ("streams", "field"),
+    [
+        # The entry with the surrogate comes before the invalid value.
+        (
+            '{"service": "pos", "messages": ["a", "bad \\ud800", "c"],'
+            ' "severities": [9, 9, "LOUD"]}',
+            "streams[0].severities[2]",
+        ),
+        # The stream with the surrogate comes before the invalid value.
+        (
+            '{"service": "pos \\ud800", "messages": ["a"]},'
+            '{"service": "pos", "messages": ["b", "c"], "severities": [9, 2147483648]}',
+            "streams[1].severities[1]",
+        ),
+    ],
+)
+def test_batch_value_error_names_client_position(live, streams, field):
+    response = _post(live, f'{{"streams": [{streams}]}}')
+
+    assert response.status_code == 400, response.text
+    assert _error(response) == ("INVALID_FIELD_VALUE", [field])
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        '"severities": [9, "\\ud800", 9]',
+        '"timestampsUnixNano": ["\\udfff"]',
+        '"severities": [9, "LOUD", 9]',
+    ],
+)
+def test_batch_mismatch_beats_bad_column_value(live, column):
+    body = f'{{"streams": [{{"service": "m", "messages": ["a", "b"], {column}}}]}}'
+
+    response = _post(live, body)
+
+    assert response.status_code == 400, response.text
+    reason, fields = _error(response)
+    assert reason == "COLUMN_LENGTH_MISMATCH"
+    assert fields[0].startswith("streams[0].")
+    assert "values for 2 messages" in response.json()["error"]["message"]
+
+
+def test_batch_rejections_of_both_sources_described(live):
+    service = f"described-{uuid.uuid4().hex[:8]}"
+    # Entry 0 has a lone surrogate in its severity, which the gateway
+    # rejects; entries 1 and 2 have unknown severities, which log_service
+    # rejects. All three have the same reason and field.
+    body = (
+        '{"streams": ['
+        f'{{"service": "{service}", "messages": ["a", "b", "c", "d"],'
+        ' "severities": ["\\ud800", 3, 4, "\\udfff"]}'
+        "]}"
+    )
+
+    response = _post(live, body)
+
+    assert response.status_code == 200, response.text
+    rejected = response.json()["rejectedEntries"]
+    assert [int(item.get("index", 0)) for item in rejected] == [0, 1, 2, 3]
+    assert {item["field"] for item in rejected} == {"severity"}
+    descriptions = [item.get("description", "") for item in rejected]
+    assert "\\ud800" in descriptions[0]
+    assert "severity 3 is not a known Severity value" in descriptions[1]
+    # The first rejection of the reason and field is the gateway's, so
+    # log_service's later ones keep its description, and the gateway's own
+    # later ones leave it to the first.
+    assert descriptions[2] == descriptions[1]
+    assert descriptions[3] == ""
