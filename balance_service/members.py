@@ -213,19 +213,25 @@ class UserDirectory:
         return domain.group_name(group_id) in self._deleted
 
     def is_member(
-        self, group_id: str, user_id: str, context: grpc.ServicerContext | None
+        self,
+        group_id: str,
+        user_id: str,
+        context: grpc.ServicerContext | None,
+        *,
+        fresh: bool = False,
     ) -> bool:
         """Return whether a user is a member of a group; False if it does not exist.
 
         A response up to `cache_seconds` old that contains the user is
-        enough; otherwise the members are fetched again.
+        enough; otherwise the members are fetched again. With `fresh`, they
+        are always fetched.
 
         Raises:
           Unavailable: user_service did not respond.
         """
         if domain.group_name(group_id) in self._deleted:
             return False
-        cached = self._groups.get(group_id)
+        cached = None if fresh else self._groups.get(group_id)
         if cached is not None and user_id in cached:
             return True
         try:

@@ -46,7 +46,12 @@ balance, `settlement.creator` must be the caller, and a ListSettlements
 across every group (`groups/-`) must name the caller as `participant` and
 returns only settlements of groups the caller belongs to now. Membership
 comes from `UserDirectory`'s cached member lists, so a removed member, or a
-member of a deleted group, loses access within its `cache_seconds`.
+member of a deleted group, loses access within its `cache_seconds`. A
+settlement write that fails after a cached list accepted its caller checks
+the caller against a fresh list (`authz.GroupWriteAccess`), so a removed
+member gets PERMISSION_DENIED, as after the list expires, and not the
+write's own error, such as FAILED_PRECONDITION for a former member named as
+`settlement.creator`.
 
 Calls about the balances and settlements of a group that does not exist or
 was deleted fail with NOT_FOUND (reason GROUP_NOT_FOUND) for callers who may
@@ -359,14 +364,30 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         Runs before any look-up, so a missing group and a group of others
         give the same error.
         """
+        self._access(group_id, context).authorize()
+
+    def _access(
+        self, group_id: str, context: grpc.ServicerContext
+    ) -> authz.GroupWriteAccess:
+        """Build the access check of a write to the group.
+
+        A write runs inside it and calls its `authorize` in place of
+        `_authorize`, so that a caller whom a reused member list accepted is
+        checked again when the write fails.
+        """
 
         def is_member(user: str) -> bool:
             user_id = user.removeprefix("users/")
             return self._directory.is_member(group_id, user_id, context)
 
-        authz.require_group_member(
+        def is_member_now(user: str) -> bool:
+            user_id = user.removeprefix("users/")
+            return self._directory.is_member(group_id, user_id, context, fresh=True)
+
+        return authz.GroupWriteAccess(
             domain.group_name(group_id),
             is_member,
+            is_member_now,
             is_deleted=lambda: self._directory.is_deleted(group_id),
         )
 
@@ -830,7 +851,9 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         self, request: pb.CreateSettlementRequest, context: grpc.ServicerContext
     ) -> pb.CreateSettlementResponse:
         group_id = domain.parse_group(request.parent, "parent")
-        with self._writes.track(domain.group_name(group_id)):
+        access = self._access(group_id, context)
+        with access, self._writes.track(domain.group_name(group_id)):
+            access.authorize()
             return self._create_settlement(group_id, request, context)
 
     def _create_settlement(
@@ -839,7 +862,6 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         request: pb.CreateSettlementRequest,
         context: grpc.ServicerContext,
     ) -> pb.CreateSettlementResponse:
-        self._authorize(group_id, context)
         settlement, violations = request.settlement, domain.Violations()
         payer = violations.check(
             domain.parse_user, settlement.payer, "settlement.payer"
@@ -1275,7 +1297,9 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
     ) -> pb.Settlement:
         """Delete or restore a settlement and move the balances with it."""
         group_id, settlement_id = domain.parse_settlement(name)
-        with self._writes.track(domain.group_name(group_id)):
+        access = self._access(group_id, context)
+        with access, self._writes.track(domain.group_name(group_id)):
+            access.authorize()
             return self._write_deleted(
                 group_id, settlement_id, name, etag, context, deleted=deleted
             )
@@ -1290,7 +1314,6 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         *,
         deleted: bool,
     ) -> pb.Settlement:
-        self._authorize(group_id, context)
         expected = domain.parse_etag(etag)
         # A deleted group's settlements are not found, whatever their state.
         self._directory.recent_members(group_id, context)

@@ -25,7 +25,10 @@ a group's member list is reused for up to `CACHE_SECONDS`:
 
 The same lists decide who may use a group when `auth_required` is on
 (`is_member`), so a removed member keeps access to the group's expenses for
-up to `CACHE_SECONDS`, and a new member gets it at once. The members of a
+up to `CACHE_SECONDS`, and a new member gets it at once. A write that fails
+after such a list accepted its caller checks the caller again with
+`is_member(..., fresh=True)`, so a removed member gets PERMISSION_DENIED
+rather than the write's own error. The members of a
 deleted group keep access for as long. Member lists are always fetched on
 this service's own behalf, because the caller may not be allowed to list the
 members.
@@ -332,19 +335,25 @@ class MembershipClient:
         return group in self._deleted
 
     def is_member(
-        self, group: str, user: str, context: grpc.ServicerContext | None
+        self,
+        group: str,
+        user: str,
+        context: grpc.ServicerContext | None,
+        *,
+        fresh: bool = False,
     ) -> bool:
         """Return whether a user is a member of a group; False if it does not exist.
 
         A member list up to `cache_seconds` old that contains the user is
-        enough; otherwise the list is fetched again.
+        enough; otherwise the list is fetched again. With `fresh`, it is
+        always fetched.
 
         Raises:
           Unavailable: user_service cannot be reached or timed out.
         """
         if group in self._deleted:
             return False
-        cached = self._recent.get(group)
+        cached = None if fresh else self._recent.get(group)
         if cached is not None and user in cached.all:
             return True
         try:

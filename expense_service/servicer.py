@@ -47,9 +47,12 @@ ListExpenses across every group (`groups/-`) must name the caller as
 `participant` and returns only expenses of groups the caller belongs to now.
 Membership comes from the cached member lists of `MembershipClient`, so a
 removed member, or a member of a deleted group, loses access within
-`membership.CACHE_SECONDS`. Like GetGroup, a call about a deleted group then
-fails with PERMISSION_DENIED for its former members and NOT_FOUND for
-administrators.
+`membership.CACHE_SECONDS`. A write that fails after a cached list accepted
+its caller checks the caller against a fresh list (`authz.GroupWriteAccess`),
+so a removed member gets PERMISSION_DENIED, as after the list expires, and
+not the write's own error, such as NOT_FOUND for a missing expense. Like
+GetGroup, a call about a deleted group then fails with PERMISSION_DENIED for
+its former members and NOT_FOUND for administrators.
 """
 
 from __future__ import annotations
@@ -373,9 +376,21 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         Runs before any look-up, so a missing group or expense and one in a
         group of others give the same error.
         """
-        authz.require_group_member(
+        self._access(group, context).authorize()
+
+    def _access(
+        self, group: str, context: grpc.ServicerContext
+    ) -> authz.GroupWriteAccess:
+        """Build the access check of a write to `group`.
+
+        A write runs inside it and calls its `authorize` in place of
+        `_authorize`, so that a caller whom a reused member list accepted is
+        checked again when the write fails.
+        """
+        return authz.GroupWriteAccess(
             group,
             lambda user: self._membership.is_member(group, user, context),
+            lambda user: self._membership.is_member(group, user, context, fresh=True),
             is_deleted=lambda: self._membership.is_deleted(group),
         )
 
@@ -395,11 +410,22 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         except Unavailable:
             return
 
-    def _authorize_expense(self, name: str, context: grpc.ServicerContext) -> None:
-        """Check that the caller may use the expense's group, and that it exists."""
+    def _authorize_expense(
+        self,
+        name: str,
+        context: grpc.ServicerContext,
+        access: authz.GroupWriteAccess | None = None,
+    ) -> None:
+        """Check that the caller may use the expense's group, and that it exists.
+
+        Args:
+          access: the write's access check, built by `_access` for the
+            expense's group; None for a read.
+        """
         group_id, _ = domain.parse_expense_name(name, "name")
-        self._authorize(domain.group_name(group_id), context)
-        self._require_group(domain.group_name(group_id), context)
+        group = domain.group_name(group_id)
+        (access or self._access(group, context)).authorize()
+        self._require_group(group, context)
 
     def _visible_groups(
         self, rows: list[storage.StoredExpense], context: grpc.ServicerContext
@@ -451,14 +477,18 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
     def CreateExpense(
         self, request: pb.CreateExpenseRequest, context: grpc.ServicerContext
     ) -> pb.CreateExpenseResponse:
-        with self._writes.track(request.parent):
-            return self._create_expense(request, context)
+        access = self._access(request.parent, context)
+        with access, self._writes.track(request.parent):
+            return self._create_expense(request, context, access)
 
     def _create_expense(
-        self, request: pb.CreateExpenseRequest, context: grpc.ServicerContext
+        self,
+        request: pb.CreateExpenseRequest,
+        context: grpc.ServicerContext,
+        access: authz.GroupWriteAccess,
     ) -> pb.CreateExpenseResponse:
         create = self._check_create(request, request.parent, "")
-        self._authorize(request.parent, context)
+        access.authorize()
         authz.require_acting_as_caller(create.creator, "expense.creator")
         group_id, request_id = create.group_id, create.request_id
 
@@ -660,11 +690,15 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
     def BatchCreateExpenses(
         self, request: pb.BatchCreateExpensesRequest, context: grpc.ServicerContext
     ) -> pb.BatchCreateExpensesResponse:
-        with self._writes.track(request.parent):
-            return self._batch_create_expenses(request, context)
+        access = self._access(request.parent, context)
+        with access, self._writes.track(request.parent):
+            return self._batch_create_expenses(request, context, access)
 
     def _batch_create_expenses(
-        self, request: pb.BatchCreateExpensesRequest, context: grpc.ServicerContext
+        self,
+        request: pb.BatchCreateExpensesRequest,
+        context: grpc.ServicerContext,
+        access: authz.GroupWriteAccess,
     ) -> pb.BatchCreateExpensesResponse:
         violations = domain.Violations()
         group_id = violations.check(domain.parse_group_name, request.parent, "parent")
@@ -695,7 +729,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             for index, inner in enumerate(request.requests)
         ]
         _check_distinct(creates, request.requests)
-        self._authorize(request.parent, context)
+        access.authorize()
         for index, create in enumerate(creates):
             authz.require_acting_as_caller(
                 create.creator, f"requests[{index}].expense.creator"
@@ -991,11 +1025,16 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
     def UpdateExpense(
         self, request: pb.UpdateExpenseRequest, context: grpc.ServicerContext
     ) -> pb.UpdateExpenseResponse:
-        with self._writes.track(_group_of(request.expense.name)):
-            return self._update_expense(request, context)
+        group = _group_of(request.expense.name)
+        access = self._access(group, context)
+        with access, self._writes.track(group):
+            return self._update_expense(request, context, access)
 
     def _update_expense(
-        self, request: pb.UpdateExpenseRequest, context: grpc.ServicerContext
+        self,
+        request: pb.UpdateExpenseRequest,
+        context: grpc.ServicerContext,
+        access: authz.GroupWriteAccess,
     ) -> pb.UpdateExpenseResponse:
         expense, violations = request.expense, domain.Violations()
         violations.check(domain.parse_expense_name, expense.name, "expense.name")
@@ -1009,7 +1048,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             domain.populated_fields(expense),
         )
         violations.raise_if_any()
-        self._authorize_expense(expense.name, context)
+        self._authorize_expense(expense.name, context, access)
         authz.require_acting_as_caller(modifier, "expense.last_modifier")
         changes = domain.parse_changes(expense, fields)
 
@@ -1109,14 +1148,19 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
     ) -> pb.DeleteExpenseResponse:
         # A delete checks no membership, but it moves balances, so the fence
         # waits for it like for the other writes.
-        with self._writes.track(_group_of(request.name)):
-            return self._delete_expense(request, context)
+        group = _group_of(request.name)
+        access = self._access(group, context)
+        with access, self._writes.track(group):
+            return self._delete_expense(request, context, access)
 
     def _delete_expense(
-        self, request: pb.DeleteExpenseRequest, context: grpc.ServicerContext
+        self,
+        request: pb.DeleteExpenseRequest,
+        context: grpc.ServicerContext,
+        access: authz.GroupWriteAccess,
     ) -> pb.DeleteExpenseResponse:
         expected = self._parse_name_and_etag(request.name, request.etag)
-        self._authorize_expense(request.name, context)
+        self._authorize_expense(request.name, context, access)
 
         def delete(session: Session) -> pb.Expense:
             stored = self._require(session, request.name, lock=True)
@@ -1135,14 +1179,19 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
     def UndeleteExpense(
         self, request: pb.UndeleteExpenseRequest, context: grpc.ServicerContext
     ) -> pb.UndeleteExpenseResponse:
-        with self._writes.track(_group_of(request.name)):
-            return self._undelete_expense(request, context)
+        group = _group_of(request.name)
+        access = self._access(group, context)
+        with access, self._writes.track(group):
+            return self._undelete_expense(request, context, access)
 
     def _undelete_expense(
-        self, request: pb.UndeleteExpenseRequest, context: grpc.ServicerContext
+        self,
+        request: pb.UndeleteExpenseRequest,
+        context: grpc.ServicerContext,
+        access: authz.GroupWriteAccess,
     ) -> pb.UndeleteExpenseResponse:
         expected = self._parse_name_and_etag(request.name, request.etag)
-        self._authorize_expense(request.name, context)
+        self._authorize_expense(request.name, context, access)
 
         def check(stored: storage.StoredExpense) -> set[str]:
             """Check the expense can be restored; return its users."""

@@ -28,11 +28,20 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
+from types import TracebackType
 
 from splitlog_runtime import auth
-from splitlog_runtime.errors import PermissionDenied, Unauthenticated
+from splitlog_runtime.errors import (
+    DomainError,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
 from splitlog_runtime.groups import DELETED_KEY
+
+_LOGGER = logging.getLogger(__name__)
 
 ANONYMOUS = "anonymous"
 
@@ -204,3 +213,91 @@ def require_group_member(
     if not is_member(caller):
         deleted = is_deleted is not None and is_deleted()
         raise group_denied(caller, group, deleted=deleted)
+
+
+# Errors after which a write does not check its caller again: they already
+# deny access, or user_service would not respond to the check either.
+_NOT_RECHECKED = (PermissionDenied, Unauthenticated, Unavailable)
+
+
+class GroupWriteAccess:
+    """The access check of one write to a group, made again from a fresh
+    member list when the write fails.
+
+    Services may accept a caller from a member list they reuse for a few
+    seconds, so `authorize` can accept a member removed a moment ago. A later
+    step of the write would then reject them with its own error, such as
+    NOT_FOUND for a missing expense, while the same write after the list
+    expired gets PERMISSION_DENIED. Used as a context manager around the
+    write, this object checks the caller again with `is_member_now` when the
+    write raises after `authorize` accepted them. A caller who is no longer a
+    member then gets the PERMISSION_DENIED of `require_group_member` in place
+    of the write's error.
+
+    NOTE: a write that succeeds is not checked again, so a removed member's
+    writes can still succeed while a service reuses a list that contains
+    them.
+
+    Args:
+      group: the group's name, `groups/{group}`.
+      is_member: as in `require_group_member`; it may use a reused member
+        list.
+      is_member_now: returns whether a user is a member, from a member list
+        fetched for this check; False for a group that does not exist.
+      is_deleted: as in `require_group_member`.
+    """
+
+    def __init__(
+        self,
+        group: str,
+        is_member: Callable[[str], bool],
+        is_member_now: Callable[[str], bool],
+        is_deleted: Callable[[], bool] | None = None,
+    ) -> None:
+        self._group = group
+        self._is_member = is_member
+        self._is_member_now = is_member_now
+        self._is_deleted = is_deleted
+        # The restricted caller that `authorize` accepted, if any.
+        self._accepted: str | None = None
+
+    def authorize(self) -> None:
+        """Raise PERMISSION_DENIED unless the caller may use the group.
+
+        Raises:
+          Unauthenticated: the call arrived without a credential.
+          PermissionDenied: see `require_group_member`.
+        """
+        require_group_member(self._group, self._is_member, self._is_deleted)
+        self._accepted = restricted_user()
+
+    def __enter__(self) -> GroupWriteAccess:
+        return self
+
+    def __exit__(
+        self,
+        error_type: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        caller = self._accepted
+        if caller is None or not isinstance(error, DomainError):
+            return
+        if isinstance(error, _NOT_RECHECKED):
+            return
+        try:
+            member = self._is_member_now(caller)
+        except Unavailable as unavailable:
+            _LOGGER.warning(
+                "cannot check again whether %s is a member of %s after a failed "
+                "write (%s): %s",
+                caller,
+                self._group,
+                error.reason,
+                unavailable.message,
+            )
+            return
+        if member:
+            return
+        deleted = self._is_deleted is not None and self._is_deleted()
+        raise group_denied(caller, self._group, deleted=deleted) from None

@@ -44,6 +44,7 @@ from tests.balance_service.support import unused_address
 from tests.gateway.support import LoopThread, closed_address, error_details
 from tests.splitwise.conftest import FIXTURES as SPLITWISE_FIXTURES
 from user_service.app import build as build_users
+from user_service.guards import BalanceGuard
 
 SECRET = "authorization-test-secret-" + "y" * 32
 PASSWORD = "correct horse battery staple"
@@ -60,11 +61,17 @@ class Stack:
     data_dir: Path
 
 
-def _start_stack(loop_thread: LoopThread, data_dir, required: bool) -> Stack:
+def _start_stack(
+    loop_thread: LoopThread,
+    data_dir,
+    required: bool,
+    guard: BalanceGuard | None = None,
+) -> Stack:
     """Start the three services and the gateway, all with one auth setting.
 
-    user_service's balance guard is the real one, so removing a member calls
-    balance_service; its address is reserved before balance_service starts.
+    Unless `guard` replaces it, user_service's balance guard is the real one,
+    so removing a member calls balance_service; its address is reserved
+    before balance_service starts.
     """
     balances_address = unused_address()
     base = config_module.load(
@@ -80,7 +87,7 @@ def _start_stack(loop_thread: LoopThread, data_dir, required: bool) -> Stack:
             "log_service_addr": closed_address(),
         },
     )
-    users = build_users(base, "127.0.0.1:0")
+    users = build_users(base, "127.0.0.1:0", guard=guard)
     base = base.replace(user_service_addr=f"127.0.0.1:{users.port}")
     expenses = build_expenses(base, "127.0.0.1:0")
     base = base.replace(expense_service_addr=f"127.0.0.1:{expenses.port}")
