@@ -463,7 +463,9 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             rows = storage.unsettled_balances(session, group_id, user_id)
             known = user_id is None or bool(rows)
             if not known:
-                known = storage.has_balance(session, group_id, user_id)
+                known = storage.has_balance(
+                    session, group_id, user_id
+                ) or storage.was_checked_member(session, group_id, user_id)
         if not known:
             self._require_member(group_id, user_id, context)
         return pb.CheckSettledResponse(
@@ -480,17 +482,21 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
     def _require_member(
         self, group_id: str, user_id: str, context: grpc.ServicerContext
     ) -> None:
-        """Reject a CheckSettled `user` who has no balance and is not a member.
+        """Reject a CheckSettled `user` who has no balance and was never a member.
 
         A settled response for such a user would read as a settled member, so
-        they get NOT_A_GROUP_MEMBER, as in ExplainBalance. A former member
-        whose balance is zero has a balance row and is settled. When
+        they get NOT_A_GROUP_MEMBER, as in ExplainBalance. A former member is
+        settled: one whose balance is back at zero has a balance row, and one
+        whom nothing ever named has the record that this check stores for a
+        member without a row (`storage.CheckedMemberRow`). user_service calls
+        CheckSettled for every member before it removes them. When
         user_service does not respond, the user counts as settled, as
         `_require_group` skips its check then.
 
-        NOTE: a former member whom no expense or settlement ever named has
-        no row, and user_service keeps no past memberships, so they get
-        NOT_A_GROUP_MEMBER too.
+        NOTE: a member removed without that call, such as one removed before
+        balance_service stored the records, or by a user_service whose
+        balance guard permits every removal, has neither and gets
+        NOT_A_GROUP_MEMBER.
 
         Raises:
           FailedPrecondition: the user is not a member (NOT_A_GROUP_MEMBER).
@@ -507,6 +513,8 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             return
         if not member:
             raise not_a_member(group_id, user_id, "user")
+        with self._transaction() as session:
+            storage.record_checked_member(session, group_id, user_id, storage.utc_now())
 
     def _require_group(self, group_id: str, context: grpc.ServicerContext) -> None:
         """Raise NOT_FOUND for a missing or deleted group, as GetGroup does.

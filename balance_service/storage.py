@@ -26,6 +26,8 @@ The tables:
   read from. Indexed by each of the two users, for the user summary.
 - `group_activity`: when the latest expense or settlement of a group changed.
 - `settlements` and `balance_service_request_ids`.
+- `checked_members`: users whom CheckSettled found to be members of a group
+  while they had no balance row there (see `CheckedMemberRow`).
 
 Amounts are BIGINT minor units. Times are naive UTC datetimes, as in the
 user service.
@@ -152,6 +154,22 @@ class GroupActivityRow(Base):
 
     group_id: Mapped[str] = mapped_column(String(63), primary_key=True)
     update_time: Mapped[datetime] = mapped_column(DateTime())
+
+
+class CheckedMemberRow(Base):
+    """A user whom CheckSettled found to be a member of a group while they
+    had no balance row there.
+
+    user_service keeps no past memberships, but it calls CheckSettled for
+    every member it removes. This row lets a later CheckSettled tell a
+    former member whom nothing ever named from a user who never joined.
+    """
+
+    __tablename__ = "checked_members"
+
+    group_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    check_time: Mapped[datetime] = mapped_column(DateTime())
 
 
 class SettlementRow(Base):
@@ -474,6 +492,26 @@ def has_balance(session: Session, group_id: str, user_id: str) -> bool:
         select(BalanceRow.user_id)
         .where(BalanceRow.group_id == group_id, BalanceRow.user_id == user_id)
         .limit(1)
+    )
+    return session.scalars(query).first() is not None
+
+
+def record_checked_member(
+    session: Session, group_id: str, user_id: str, when: datetime
+) -> None:
+    """Store that a user was a member of a group at `when`; keep an older record."""
+    statement = _insert(session, CheckedMemberRow.__table__).values(
+        group_id=group_id, user_id=user_id, check_time=when
+    )
+    session.execute(
+        statement.on_conflict_do_nothing(index_elements=["group_id", "user_id"])
+    )
+
+
+def was_checked_member(session: Session, group_id: str, user_id: str) -> bool:
+    """Return whether `record_checked_member` stored the user for the group."""
+    query = select(CheckedMemberRow.user_id).where(
+        CheckedMemberRow.group_id == group_id, CheckedMemberRow.user_id == user_id
     )
     return session.scalars(query).first() is not None
 
