@@ -122,6 +122,7 @@ class SplitBatch:
             accepted_count=response.accepted_count,
             rejected_count=response.rejected_count + len(self.rejections),
             rejected_entries=_describe_first(listed, own),
+            duplicate_count=response.duplicate_count,
         )
 
 

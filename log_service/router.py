@@ -117,6 +117,18 @@ _BATCHES_KEY = encode_varint(
 )
 
 
+@dataclass(frozen=True)
+class WrittenBatch:
+    """A stored batch and how many of its valid entries were duplicates.
+
+    `duplicate_count` counts the entries that the shards already held under
+    the batch's ids from an earlier write, so this write did not store them.
+    """
+
+    batch: NormalizedBatch
+    duplicate_count: int = 0
+
+
 @dataclass(eq=False)
 class _ShardPart:
     """The entries of one write for one shard, and the outcome of sending them.
@@ -423,7 +435,7 @@ class Writer:
         digest: bytes = b"",
         streams: Sequence[logs_service_pb2.LogStream] = (),
         request_bytes: int = 0,
-    ) -> NormalizedBatch:
+    ) -> WrittenBatch:
         """Normalise and store one batch.
 
         `count` is the number of entries, those of `streams` included.
@@ -462,8 +474,8 @@ class Writer:
         # with other entries can never be taken for a retry of the first
         # write, even after the router has forgotten the id.
         base_id = f"{request_id}/{digest.hex()}" if request_id and digest else ""
-        self.store(batch, base_id or request_id, context, receive_ns)
-        return batch
+        duplicates = self.store(batch, base_id or request_id, context, receive_ns)
+        return WrittenBatch(batch, duplicates)
 
     def _request_error(
         self,
@@ -503,12 +515,13 @@ class Writer:
         base_id: str,
         context: grpc.ServicerContext,
         receive_ns: int,
-    ) -> None:
+    ) -> int:
         """Send a normalised batch to its shards and count the outcome.
 
         `base_id` starts the batch ids of the parts; an empty one is replaced
         by a random id. An entry too large for a request to a node on its own
-        moves from `batch.rows` to `batch.rejections` first.
+        moves from `batch.rows` to `batch.rejections` first. Returns the
+        number of entries that the shards already held (`_stored_counts`).
         """
         parts = self._parts(batch, base_id or uuid.uuid4().hex)
         rejected = Counter(rejection.reason for rejection in batch.rejections)
@@ -530,6 +543,7 @@ class Writer:
         self._counters.record(
             receive_ns, accepted=accepted, duplicates=duplicates, rejected=rejected
         )
+        return duplicates
 
     def _parts(self, batch: NormalizedBatch, base_id: str) -> list[_ShardPart]:
         """Group the entries by shard and serialize one request per shard.
@@ -732,7 +746,7 @@ def _entry_count(request) -> int:
     return len(request.entries) + stream_entry_count(request.streams)
 
 
-def _write_numbered(writer: Writer, number: int, *args, **kwargs) -> NormalizedBatch:
+def _write_numbered(writer: Writer, number: int, *args, **kwargs) -> WrittenBatch:
     """Call `writer.write` for request message `number` of a StreamLogEntries call.
 
     A request error names the message, counted from 0, because its fields
@@ -850,7 +864,7 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
             request.request_id,
             context,
             digest=_digest_if_keyed(request),
-        )
+        ).batch
         if batch.rejections:
             rejection = batch.rejections[0]
             field = f"entry.{rejection.field}" if rejection.field else "entry"
@@ -864,7 +878,7 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         )
 
     def WriteLogEntries(self, request, context):
-        batch = self._writer.write(
+        written = self._writer.write(
             request.entries,
             _entry_count(request),
             request.request_id,
@@ -873,12 +887,14 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
             streams=request.streams,
             request_bytes=_streamed_request_bytes(request),
         )
+        batch = written.batch
         return logs_service_pb2.WriteLogEntriesResponse(
             accepted_count=batch.accepted_count,
             rejected_count=len(batch.rejections),
             rejected_entries=RejectionList(self._writer.max_message_bytes).add(
                 batch.rejections
             ),
+            duplicate_count=written.duplicate_count,
         )
 
     def StreamLogEntries(self, request_iterator, context):
@@ -892,10 +908,12 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         pending: deque[futures.Future] = deque()
 
         def take_oldest() -> None:
-            batch = pending.popleft().result()
+            written = pending.popleft().result()
+            batch = written.batch
             response.batch_count += 1
             response.accepted_count += batch.accepted_count
             response.rejected_count += len(batch.rejections)
+            response.duplicate_count += written.duplicate_count
             response.rejected_entries.extend(listed.add(batch.rejections))
 
         index = 0

@@ -1439,7 +1439,10 @@ def test_rest_batch_rejects_reused_request_id(live):
     stored = list_all(live.stub, services=["rest-reuse"])
     assert first.status_code == 200, first.text
     assert resent.status_code == 200, resent.text
-    assert resent.json() == first.json()
+    # A resend gets the first write's response, with its entry counted as
+    # already stored.
+    assert resent.json() == {**first.json(), "duplicateCount": 1}
+    assert first.json().get("duplicateCount", 0) == 0
     assert other.status_code == 400, other.text
     assert "REQUEST_ID_REUSED" in other.text
     assert request_id in other.json()["error"]["message"]

@@ -309,6 +309,8 @@ def test_retry_with_same_request_id_stores_once(cluster):
     )
 
     assert first.accepted_count == second.accepted_count == 20
+    assert first.duplicate_count == 0
+    assert second.duplicate_count == 20
     assert len(list_all(cluster.stub, keyword="once")) == 20
 
 
@@ -563,6 +565,8 @@ def test_stream_resent_counts_duplicates(cluster):
     counters = cluster.stub.GetLogStats(window).ingest_counters
 
     assert first.accepted_count == again.accepted_count == 64
+    assert first.duplicate_count == 0
+    assert again.duplicate_count == 64
     assert counters.accepted_count == 64
     assert counters.duplicate_count == 64
     assert len(list_all(cluster.stub, keyword="resent")) == 64

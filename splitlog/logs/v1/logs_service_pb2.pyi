@@ -279,14 +279,16 @@ class WriteLogEntriesRequest(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ..., request_id: _Optional[str] = ..., streams: _Optional[_Iterable[_Union[LogStream, _Mapping]]] = ...) -> None: ...
 
 class WriteLogEntriesResponse(_message.Message):
-    __slots__ = ("accepted_count", "rejected_count", "rejected_entries")
+    __slots__ = ("accepted_count", "rejected_count", "rejected_entries", "duplicate_count")
     ACCEPTED_COUNT_FIELD_NUMBER: _ClassVar[int]
     REJECTED_COUNT_FIELD_NUMBER: _ClassVar[int]
     REJECTED_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_COUNT_FIELD_NUMBER: _ClassVar[int]
     accepted_count: int
     rejected_count: int
     rejected_entries: _containers.RepeatedCompositeFieldContainer[LogEntryRejection]
-    def __init__(self, accepted_count: _Optional[int] = ..., rejected_count: _Optional[int] = ..., rejected_entries: _Optional[_Iterable[_Union[LogEntryRejection, _Mapping]]] = ...) -> None: ...
+    duplicate_count: int
+    def __init__(self, accepted_count: _Optional[int] = ..., rejected_count: _Optional[int] = ..., rejected_entries: _Optional[_Iterable[_Union[LogEntryRejection, _Mapping]]] = ..., duplicate_count: _Optional[int] = ...) -> None: ...
 
 class StreamLogEntriesRequest(_message.Message):
     __slots__ = ("entries", "request_id", "streams")
@@ -299,16 +301,18 @@ class StreamLogEntriesRequest(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ..., request_id: _Optional[str] = ..., streams: _Optional[_Iterable[_Union[LogStream, _Mapping]]] = ...) -> None: ...
 
 class StreamLogEntriesResponse(_message.Message):
-    __slots__ = ("batch_count", "accepted_count", "rejected_count", "rejected_entries")
+    __slots__ = ("batch_count", "accepted_count", "rejected_count", "rejected_entries", "duplicate_count")
     BATCH_COUNT_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_COUNT_FIELD_NUMBER: _ClassVar[int]
     REJECTED_COUNT_FIELD_NUMBER: _ClassVar[int]
     REJECTED_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_COUNT_FIELD_NUMBER: _ClassVar[int]
     batch_count: int
     accepted_count: int
     rejected_count: int
     rejected_entries: _containers.RepeatedCompositeFieldContainer[LogEntryRejection]
-    def __init__(self, batch_count: _Optional[int] = ..., accepted_count: _Optional[int] = ..., rejected_count: _Optional[int] = ..., rejected_entries: _Optional[_Iterable[_Union[LogEntryRejection, _Mapping]]] = ...) -> None: ...
+    duplicate_count: int
+    def __init__(self, batch_count: _Optional[int] = ..., accepted_count: _Optional[int] = ..., rejected_count: _Optional[int] = ..., rejected_entries: _Optional[_Iterable[_Union[LogEntryRejection, _Mapping]]] = ..., duplicate_count: _Optional[int] = ...) -> None: ...
 
 class ListLogEntriesRequest(_message.Message):
     __slots__ = ("start_time", "end_time", "services", "min_severity", "severities", "keyword", "attribute_filters", "order_by", "page_size", "page_token")
