@@ -53,12 +53,16 @@ The file reader accepts LF and CRLF endings and a last line without a line
 ending, and skips empty lines. It removes every carriage return before the
 LF, so `\r\r\n`, which a CRLF file copied through a text-mode transfer
 gets, ends a line as CRLF does. Bytes that are not valid UTF-8 are replaced
-with U+FFFD, and the entry gets the attribute `utf8_repaired=true`.
+with U+FFFD, and the entry gets the attribute `utf8_repaired=true`. Given
+`max_line_bytes`, the reader keeps at most that many bytes of a line plus
+one, and raises `LineTooLong` for a longer line, so a line of any length
+takes bounded memory.
 """
 
 from __future__ import annotations
 
 import datetime
+import itertools
 import os
 import re
 import time
@@ -78,6 +82,19 @@ NANOS_PER_SECOND = 1_000_000_000
 TIME_INFERRED = "time_inferred"
 UTF8_REPAIRED = "utf8_repaired"
 FILE_NAME = "log.file.name"
+# Bytes read at a time past the end of an overlong line, while they are
+# carriage returns.
+_SKIP_BYTES = 64 * 1024
+
+
+class LineTooLong(Exception):
+    """A line has more than `max_bytes` bytes before its line ending."""
+
+    def __init__(self, number: int, max_bytes: int) -> None:
+        super().__init__(f"line {number} has more than {max_bytes} bytes")
+        self.number = number
+        self.max_bytes = max_bytes
+
 
 _MONTHS = {
     name: number
@@ -265,14 +282,27 @@ def read_numbered_lines(
         yield from read_numbered_stream(stream)
 
 
-def read_numbered_stream(stream: BinaryIO) -> Iterator[tuple[int, str, bool]]:
+def read_numbered_stream(
+    stream: BinaryIO, max_line_bytes: int | None = None
+) -> Iterator[tuple[int, str, bool]]:
     """Yield (line number from 1, line, repaired) for each non-empty line of a
     binary stream, as `read_numbered_lines` does for a file.
 
     Each line is yielded as soon as its line ending arrives, so a pipe fed
     by `tail -F` is parsed while it is written.
+
+    Raises:
+      LineTooLong: a line has more than `max_line_bytes` bytes without its
+        line ending (LF and the carriage returns before it). The stream is
+        then left within that line.
     """
-    for number, raw in enumerate(iter(stream.readline, b""), start=1):
+    for number in itertools.count(1):
+        if max_line_bytes is None:
+            raw = stream.readline()
+        else:
+            raw = _read_bounded_line(stream, number, max_line_bytes)
+        if not raw:
+            return
         raw = raw.removesuffix(b"\n").rstrip(b"\r")
         if not raw:
             continue
@@ -280,6 +310,30 @@ def read_numbered_stream(stream: BinaryIO) -> Iterator[tuple[int, str, bool]]:
             yield number, raw.decode("utf-8"), False
         except UnicodeDecodeError:
             yield number, raw.decode("utf-8", errors="replace"), True
+
+
+def _read_bounded_line(stream: BinaryIO, number: int, max_bytes: int) -> bytes:
+    """Read line `number`, keeping at most `max_bytes` + 1 of its bytes.
+
+    A line that reaches that size without its LF still fits when everything
+    after its kept bytes is carriage returns, which the caller removes. The
+    bytes after are read only while they are, at most `_SKIP_BYTES` at a time.
+
+    Raises:
+      LineTooLong: at the first byte that shows the line to be too long.
+    """
+    line = stream.readline(max_bytes + 1)
+    if len(line) <= max_bytes or line.endswith(b"\n"):
+        return line
+    while True:
+        rest = stream.readline(_SKIP_BYTES)
+        if rest.removesuffix(b"\n").strip(b"\r"):
+            raise LineTooLong(number, max_bytes)
+        if not rest or rest.endswith(b"\n"):
+            break
+    if len(line.rstrip(b"\r")) > max_bytes:
+        raise LineTooLong(number, max_bytes)
+    return line
 
 
 def parse_file(
@@ -311,10 +365,13 @@ def parse_numbered_file(
     service: str,
     default_zone: str = "UTC",
     year: int | None = None,
+    max_line_bytes: int | None = None,
 ) -> Iterator[tuple[int, logs_pb2.LogEntry]]:
     """Parse a log file as `parse_file` does, with each entry's line number.
 
     Line numbers count from 1 and include empty lines, which give no entry.
+    A line longer than `max_line_bytes` raises `LineTooLong`, as in
+    `read_numbered_stream`.
     """
     fallback_ns = os.stat(path).st_mtime_ns
     name = Path(os.path.realpath(path)).name
@@ -326,6 +383,7 @@ def parse_numbered_file(
             year=year,
             file_name=name,
             fallback_time_ns=fallback_ns,
+            max_line_bytes=max_line_bytes,
         )
 
 
@@ -337,6 +395,7 @@ def parse_numbered_stream(
     year: int | None = None,
     file_name: str | None = None,
     fallback_time_ns: int | None = None,
+    max_line_bytes: int | None = None,
 ) -> Iterator[tuple[int, logs_pb2.LogEntry]]:
     """Parse the lines of a binary stream, such as standard input, with each
     entry's line number.
@@ -348,13 +407,16 @@ def parse_numbered_stream(
         `parse_lines`. When None, each such line takes the time it is
         parsed. A pipe read as it is written thus gives each line the time
         it was read.
+      max_line_bytes: the maximum bytes of a line without its line ending;
+        None reads lines of any length whole.
 
     Raises:
       OSError: the stream cannot be read.
       ValueError: `default_zone` is not a known IANA zone.
+      LineTooLong: a line is longer than `max_line_bytes`.
     """
     parser = _LineParser(service, default_zone, year, fallback_time_ns)
-    for number, line, repaired in read_numbered_stream(stream):
+    for number, line, repaired in read_numbered_stream(stream, max_line_bytes):
         entry = parser.parse(line)
         if file_name is not None:
             entry.attributes[FILE_NAME] = file_name

@@ -13,10 +13,12 @@ from log_service.logfiles import (
     FILE_NAME,
     TIME_INFERRED,
     UTF8_REPAIRED,
+    LineTooLong,
     parse_file,
     parse_lines,
     parse_numbered_stream,
     read_lines,
+    read_numbered_stream,
     severity_of_word,
 )
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
@@ -289,6 +291,46 @@ def test_read_lines_repairs_utf8(tmp_path):
     lines = list(read_lines(path))
 
     assert lines == [("ok \u00e9", False), ("bad \ufffd\ufffd end", True)]
+
+
+def test_bounded_lines_up_to_limit():
+    stream = io.BytesIO(b"12345\r\n1234\n\n123456789")
+
+    with pytest.raises(LineTooLong) as raised:
+        for number, line, _ in read_numbered_stream(stream, max_line_bytes=5):
+            assert len(line) <= 5, (number, line)
+
+    assert raised.value.number == 4
+    assert raised.value.max_bytes == 5
+    assert "line 4 has more than 5 bytes" in str(raised.value)
+
+
+def test_bounded_line_stops_reading_past_limit():
+    stream = io.BytesIO(b"ok\n" + b"x" * 1_000_000 + b"\nnext\n")
+
+    with pytest.raises(LineTooLong) as raised:
+        list(read_numbered_stream(stream, max_line_bytes=10))
+
+    assert raised.value.number == 2
+    # The reader kept 11 bytes of the line and read one chunk after them to
+    # find a byte other than a carriage return.
+    assert stream.tell() <= 3 + 11 + 64 * 1024
+
+
+def test_bounded_line_ending_in_carriage_returns_fits():
+    # Carriage returns before the LF are not part of the line, however many.
+    stream = io.BytesIO(b"12345" + b"\r" * 200_000 + b"\nnext\n")
+
+    lines = list(read_numbered_stream(stream, max_line_bytes=5))
+
+    assert lines == [(1, "12345", False), (2, "next", False)]
+
+
+def test_bounded_line_with_text_after_carriage_returns():
+    stream = io.BytesIO(b"12345\r\r\rx\n")
+
+    with pytest.raises(LineTooLong):
+        list(read_numbered_stream(stream, max_line_bytes=5))
 
 
 def test_parse_file_attributes(tmp_path):
