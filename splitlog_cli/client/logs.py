@@ -29,7 +29,11 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from log_service.logfiles import parse_numbered_file, parse_numbered_stream
+from log_service.logfiles import (
+    LineTooLong,
+    parse_numbered_file,
+    parse_numbered_stream,
+)
 from log_service.model import severity_from_text
 from log_service.query import MAX_STEP_NS, MIN_STEP_NS
 from log_service.request_ids import request_digest
@@ -111,7 +115,9 @@ def add_parsers(
         "path (symbolic links resolved), the batch's first line number and "
         "the batch's entries, without the times invented for lines that have "
         "none. So running the same command again, after a failure or by "
-        "mistake, stores each batch once. --fresh-ids stores the files again. "
+        "mistake, stores each batch once, and the summary counts the entries "
+        "that an earlier run stored as already stored. --fresh-ids stores the "
+        "files again. "
         "A FILE of - reads standard input, such as `tail -F app.log | "
         "splitlog logs ship - --service web`. A partly filled batch of "
         "standard input is sent at most --flush-seconds after its first line "
@@ -331,7 +337,7 @@ def ship_files(
                 exc.code,
             ) from None
     progress.finish()
-    context.show(shipper.summary, shipper.table)
+    _show_summary(context, shipper)
     if shipper.summary.rejected_count:
         raise PartialFailure(_rejected_message(shipper.summary), EXIT_ENTRIES_REJECTED)
     return shipper.summary
@@ -412,6 +418,9 @@ class _ShipPosition:
     """How far `logs ship` got: lines parsed, and the batch being written."""
 
     lines_read: int = 0
+    # The FILE argument being read, and its name in messages: the path, or
+    # `standard input` for -.
+    argument: str = ""
     path: str = ""
     # Line number of the first entry of the batch (or half) being written.
     line: int = 0
@@ -431,15 +440,29 @@ class _ShipPosition:
         )
 
 
+def _read_and_stored(
+    position: _ShipPosition, summary: logs_pb2.StreamLogEntriesResponse
+) -> str:
+    """Say how many lines `logs ship` read and what became of their entries."""
+    newly_stored = summary.accepted_count - summary.duplicate_count
+    counts = [f"{summary.rejected_count} rejected"]
+    if summary.duplicate_count:
+        counts.insert(0, f"{summary.duplicate_count} already stored")
+    return (
+        f"It read {render.count_noun(position.lines_read, 'line')} and stored "
+        f"{render.count_noun(newly_stored, 'entry', 'entries')} "
+        f"({', '.join(counts)})"
+    )
+
+
 def _stopped_message(
     summary: logs_pb2.StreamLogEntriesResponse, position: _ShipPosition
 ) -> str:
     """Say what a failed `logs ship` stored, where it stopped and what to do."""
     return (
         f"splitlog logs ship stopped at line {position.line} of {position.path}, "
-        f"the first line not stored. It read {position.lines_read} lines and "
-        f"stored {summary.accepted_count} entries ({summary.rejected_count} "
-        f"rejected). {position.rerun_advice()}"
+        f"the first line not stored. {_read_and_stored(position, summary)}. "
+        f"{position.rerun_advice()}"
     )
 
 
@@ -452,13 +475,14 @@ def _interrupted_message(shipper: _Shipper) -> str:
     unsent = max(0, position.lines_read - shipper.acknowledged)
     text = (
         f"stopped by Ctrl-C (SIGINT) at line {position.last_line} of "
-        f"{position.path}. It read {position.lines_read} lines and stored "
-        f"{summary.accepted_count} entries ({summary.rejected_count} rejected)"
+        f"{position.path}. {_read_and_stored(position, summary)}"
     )
     if unsent:
         position.line = shipper.first_unsent_line()
+        verb = "was" if unsent == 1 else "were"
         text += (
-            f". {unsent} of the lines read were not sent, from line {position.line} on"
+            f". {unsent} of the lines read {verb} not sent, from line "
+            f"{position.line} on"
         )
     else:
         position.line = position.last_line + 1
@@ -477,49 +501,77 @@ def _stop_after_interrupt(context: Context, shipper: _Shipper) -> None:
             f"stopped: {reason}",
             file=sys.stderr,
         )
-    context.show(shipper.summary, shipper.table)
+    _show_summary(context, shipper)
     raise PartialFailure(_interrupted_message(shipper), EXIT_INTERRUPTED)
 
 
 def _too_large_message(shipper: _Shipper, error: _LineTooLarge) -> str:
-    """Say where `logs ship` stopped on a line that no batch can carry."""
+    """Say where `logs ship` stopped on a line that no batch can carry, and
+    how to ship the rest of the file or of standard input."""
     position = shipper.position
-    summary = shipper.summary
     line = position.line
+    reads_stdin = position.argument == ship_input.STDIN_ARGUMENT
     if error.client_side:
         limit = (
-            f"the {CLIENT_MAX_MESSAGE_BYTES // (1024 * 1024)} MiB that "
-            "splitlog logs ship sends in one request"
+            f"the {_format_bytes(CLIENT_MAX_MESSAGE_BYTES)} that splitlog logs "
+            "ship sends in one request"
         )
+    else:
+        limit = "the server's max_message_bytes"
+    text = (
+        f"splitlog logs ship stopped at line {line} of {position.path}: the "
+        f"line alone is larger than {limit}"
+    )
+    if not reads_stdin:
+        text += ", so running the same command again fails there again"
+    text += f". {_read_and_stored(position, shipper.summary)}."
+    if error.unsent_lines is not None:
+        first, last = error.unsent_lines
+        if first == last:
+            lines, pronoun = f"line {first}", "it"
+        else:
+            lines, pronoun = f"lines {first} to {last}", "them"
+        text += (
+            f" It did not send {lines}, read before line {line}, so that the "
+            f"rerun stores {pronoun} once."
+        )
+    if reads_stdin:
+        advice = ship_input.too_large_advice(
+            line, position.source_name, error.client_side
+        )
+    else:
+        advice = _file_too_large_advice(line, error.client_side)
+    if error.split and (not reads_stdin or position.source_name is not None):
+        advice += (
+            " Batches sent in halves are an exception: the halves' request ids "
+            "derive from the split, so after a change of max_message_bytes or "
+            "of the batch with that line, their entries may be stored again."
+        )
+    return f"{text} {advice}"
+
+
+def _file_too_large_advice(line: int, client_side: bool) -> str:
+    """Say how to ship the rest of a file after its line `line` was too large."""
+    if client_side:
         fixes = (
             f"remove line {line}, or split it into lines shorter than that "
             "limit (the server's max_message_bytes does not change it)"
         )
     else:
-        limit = "the server's max_message_bytes"
         fixes = (
             f"raise the server's max_message_bytes, or remove or shorten line {line}"
         )
-    read = (
-        f"It read {position.lines_read} lines and stored "
-        f"{summary.accepted_count} entries ({summary.rejected_count} rejected)."
-    )
-    if position.path == ship_input.STDIN_LABEL:
-        return (
-            f"splitlog logs ship stopped at line {line} of {position.path}: the "
-            f"line alone is larger than {limit}. {read} To ship the rest, "
-            f"{fixes}. {position.rerun_advice()}"
-        )
     return (
-        f"splitlog logs ship stopped at line {line} of {position.path}: the "
-        f"line alone is larger than {limit}, so running the same command "
-        f"again fails there again. {read} To ship the rest, {fixes}, and run "
-        "the command again. Batches that are already stored are not stored "
-        "twice, except for batches that were sent in halves: the halves' "
-        "request ids derive from the split, so after a change of "
-        "max_message_bytes or of the batch with that line, their entries may "
-        "be stored again."
+        f"To ship the rest, {fixes}, and run the command again. Batches that "
+        "are already stored are not stored twice."
     )
+
+
+def _format_bytes(size: int) -> str:
+    """Format a size as `16 MiB` when it is whole mebibytes, else in bytes."""
+    if size % (1024 * 1024) == 0:
+        return f"{size // (1024 * 1024)} MiB"
+    return f"{size:,} bytes"
 
 
 def _rejected_message(summary: logs_pb2.StreamLogEntriesResponse) -> str:
@@ -528,8 +580,8 @@ def _rejected_message(summary: logs_pb2.StreamLogEntriesResponse) -> str:
         f"{reason} {count}" for reason, count in _rejection_counts(summary)
     )
     message = (
-        f"error: the server rejected {summary.rejected_count} of {total} "
-        f"entries ({counts})"
+        f"error: the server rejected {summary.rejected_count} of "
+        f"{render.count_noun(total, 'entry', 'entries')} ({counts})"
     )
     too_old = _enum_name(
         logs_pb2.RejectionReason, logs_pb2.REJECTION_REASON_TIMESTAMP_TOO_OLD
@@ -587,10 +639,14 @@ def _total_bytes(paths: list[str]) -> int:
 
 def _ship_file(shipper: _Shipper, path: str, zone: str, progress: _Progress) -> None:
     args = shipper.args
-    shipper.position.path = path
+    shipper.position.argument = shipper.position.path = path
     try:
         entries = parse_numbered_file(
-            path, service=args.service, default_zone=zone, year=args.year
+            path,
+            service=args.service,
+            default_zone=zone,
+            year=args.year,
+            max_line_bytes=CLIENT_MAX_MESSAGE_BYTES,
         )
         shipper.ship(entries, os.path.realpath(path), progress)
     except ValueError as exc:
@@ -603,6 +659,7 @@ def _ship_stdin(
     shipper: _Shipper, zone: str, progress: _Progress, flush_seconds: float
 ) -> None:
     args = shipper.args
+    shipper.position.argument = ship_input.STDIN_ARGUMENT
     shipper.position.path = ship_input.STDIN_LABEL
     parsed = parse_numbered_stream(
         ship_input.DescriptorLines(sys.stdin.fileno()),
@@ -610,6 +667,7 @@ def _ship_stdin(
         default_zone=zone,
         year=args.year,
         file_name=args.source_name,
+        max_line_bytes=CLIENT_MAX_MESSAGE_BYTES,
     )
     entries = ship_input.FlushMarkedEntries(parsed, flush_seconds)
     shipper.stdin_entries = entries
@@ -637,7 +695,8 @@ class _Shipper:
         self.args = args
         self.summary = logs_pb2.StreamLogEntriesResponse()
         self.position = _ShipPosition(source_name=args.source_name)
-        # (path, line number) of each entry of `summary.rejected_entries`.
+        # (FILE argument, line number) of each entry of
+        # `summary.rejected_entries`.
         self.rejected_lines: list[tuple[str, int]] = []
         # Entries of the batches (and halves) that got a response.
         self.acknowledged = 0
@@ -648,6 +707,8 @@ class _Shipper:
         self.stdin_entries: ship_input.FlushMarkedEntries | None = None
         self.retry_seconds = SHIP_RETRY_SECONDS
         self._failed_line: int | None = None
+        # Request ids sent so far, to tell a resend of this run's own batch.
+        self._sent_ids: set[str] = set()
 
     def ship(
         self,
@@ -658,17 +719,49 @@ class _Shipper:
         """Send `entries` of one file or standard input, whose ids derive from
         `source` (None gives random ids)."""
         self.batches = [_Batch(source)]
-        for item in entries:
-            if item is ship_input.FLUSH:
-                self.send()
-                continue
-            line, entry = item
-            sent = self.add(line, entry)
-            progress.advance(len(entry.message.encode()) + 1)
-            if sent and self.stdin_entries is not None:
-                filling = bool(self.batches[-1].entries)
-                self.stdin_entries.restart_flush_timer(filling)
+        try:
+            for item in entries:
+                if item is ship_input.FLUSH:
+                    self.send()
+                    continue
+                line, entry = item
+                sent = self.add(line, entry)
+                progress.advance(len(entry.message.encode()) + 1)
+                if sent and self.stdin_entries is not None:
+                    filling = bool(self.batches[-1].entries)
+                    self.stdin_entries.restart_flush_timer(filling)
+        except LineTooLong as too_long:
+            self._stop_at_long_line(too_long)
         self.send()
+
+    def _stop_at_long_line(self, too_long: LineTooLong) -> None:
+        """Stop at a line over the client's send limit, found while reading.
+
+        The full batches before it are sent. The partly filled batch is sent
+        too when its request id is random. Otherwise it is left to the rerun,
+        which puts its lines in a batch with what replaces the long line: sent
+        now, they would be stored a second time by the rerun.
+
+        Raises:
+          _LineTooLarge: always.
+        """
+        self.position.lines_read += 1
+        self.position.last_line = too_long.number
+        filling = self.batches[-1]
+        unsent_lines = None
+        if filling.source is None or self.args.fresh_ids:
+            self.send()
+        elif filling.lines:
+            unsent_lines = (filling.lines[0], filling.lines[-1])
+        self.position.line = too_long.number
+        raise _LineTooLarge(
+            f"line {too_long.number} is too large to send on its own: it has "
+            f"more than {too_long.max_bytes:,} bytes, the client's send limit "
+            "(RESOURCE_EXHAUSTED)",
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            client_side=True,
+            unsent_lines=unsent_lines,
+        )
 
     def add(self, line: int, entry: logs_pb2.LogEntry) -> bool:
         """Add an entry to the batch; return whether a full batch was sent."""
@@ -731,6 +824,18 @@ class _Shipper:
     def table(self, summary: logs_pb2.StreamLogEntriesResponse) -> str:
         return _ship_table(summary, self.rejected_lines)
 
+    def json_summary(self) -> dict[str, Any]:
+        """Return the summary as proto3 JSON, with each rejection's file and line."""
+        summary = json_format.MessageToDict(
+            self.summary, always_print_fields_with_no_presence=True
+        )
+        for rejection, (argument, line) in zip(
+            summary["rejectedEntries"], self.rejected_lines, strict=True
+        ):
+            rejection["file"] = argument
+            rejection["line"] = line
+        return summary
+
     def _write(
         self,
         batch: list[logs_pb2.LogEntry],
@@ -746,8 +851,12 @@ class _Shipper:
         self.position.line = lines[0]
         self._failed_line = lines[0]
         request = stream_request(batch, request_id)
+        resent = request_id in self._sent_ids
+        self._sent_ids.add(request_id)
         try:
-            response = _write_with_retries(self.client, request, self.retry_seconds)
+            response, attempts = _write_with_retries(
+                self.client, request, self.retry_seconds
+            )
         except _RequestTooLarge as too_large:
             self._write_halves(batch, lines, request_id, half, too_large)
             return
@@ -760,10 +869,18 @@ class _Shipper:
             shifted = summary.rejected_entries.add()
             shifted.CopyFrom(rejection)
             shifted.index += offset
-            self.rejected_lines.append((self.position.path, lines[rejection.index]))
+            line = lines[rejection.index]
+            self.rejected_lines.append((self.position.argument, line))
         summary.batch_count += 1
         summary.accepted_count += response.accepted_count
         summary.rejected_count += response.rejected_count
+        # The server counts as duplicates what an earlier call with the same
+        # id stored. After a failed or interrupted call of this run, that call
+        # most likely stored them, so they count as stored by this run.
+        # NOTE: a rerun whose first call of a batch fails therefore counts the
+        # entries that the earlier run stored as stored by this run.
+        if attempts == 1 and not resent:
+            summary.duplicate_count += response.duplicate_count
 
     def _write_halves(
         self,
@@ -779,6 +896,7 @@ class _Shipper:
                 f"{describe(too_large.error)}",
                 too_large.error.code(),
                 client_side=too_large.client_side,
+                split=half,
             )
         if not half:
             limit = (
@@ -864,13 +982,25 @@ def _half_id(parent: uuid.UUID, half: str) -> str:
 
 class _LineTooLarge(ServerError):
     """One entry alone is over the server's max_message_bytes, or over the
-    client's send limit when `client_side` is True."""
+    client's send limit when `client_side` is True.
+
+    `split` tells that the entry's batch was sent in halves first.
+    `unsent_lines` is the first and last line number of the lines read
+    before it that were left unsent, or None.
+    """
 
     def __init__(
-        self, message: str, code: grpc.StatusCode, client_side: bool = False
+        self,
+        message: str,
+        code: grpc.StatusCode,
+        client_side: bool = False,
+        split: bool = False,
+        unsent_lines: tuple[int, int] | None = None,
     ) -> None:
         super().__init__(message, code)
         self.client_side = client_side
+        self.split = split
+        self.unsent_lines = unsent_lines
 
 
 class _RequestTooLarge(Exception):
@@ -907,8 +1037,10 @@ def _write_with_retries(
     client: _LogsClient,
     request: logs_pb2.WriteLogEntriesRequest,
     retry_seconds: float = SHIP_RETRY_SECONDS,
-) -> logs_pb2.WriteLogEntriesResponse:
+) -> tuple[logs_pb2.WriteLogEntriesResponse, int]:
     """Send one batch, resending it under the same request id while it may pass.
+
+    Returns the response and the number of calls made.
 
     The wait between attempts is the server's RetryInfo delay, or else grows
     from 0.2 s to 2 s. After `retry_seconds` the last error is raised.
@@ -919,9 +1051,11 @@ def _write_with_retries(
     give_up_at = time.monotonic() + retry_seconds
     backoff = 0.2
     warned = False
+    attempts = 0
     while True:
+        attempts += 1
         try:
-            return client.stub.WriteLogEntries(request, timeout=client.timeout)
+            response = client.stub.WriteLogEntries(request, timeout=client.timeout)
         except grpc.RpcError as exc:
             if _error_reason(exc) == "REQUEST_TOO_LARGE":
                 raise _RequestTooLarge(exc) from None
@@ -943,6 +1077,8 @@ def _write_with_retries(
             delay = _retry_delay(exc) or backoff
             backoff = min(backoff * 2, 2.0)
             time.sleep(min(delay, max(0.0, give_up_at - time.monotonic())))
+            continue
+        return response, attempts
 
 
 def _retry_delay(error: grpc.RpcError) -> float | None:
@@ -978,14 +1114,15 @@ def _ship_table(
 ) -> str:
     """Return the counts, and the first rejections with their file and line.
 
-    `rejected_lines` contains the (path, line number) of each entry of
-    `summary.rejected_entries`.
+    `rejected_lines` contains the (FILE argument, line number) of each entry
+    of `summary.rejected_entries`.
     """
     lines = [
         render.fields(
             [
                 ("batches", summary.batch_count),
-                ("accepted", summary.accepted_count),
+                ("stored", summary.accepted_count - summary.duplicate_count),
+                ("already stored", summary.duplicate_count),
                 ("rejected", summary.rejected_count),
             ]
         )
@@ -1003,13 +1140,13 @@ def _ship_table(
                 ("FILE", "LINE", "REASON", "FIELD", "DESCRIPTION"),
                 [
                     (
-                        safe_text(path),
+                        safe_text(_file_label(argument)),
                         line,
                         _enum_name(logs_pb2.RejectionReason, rejection.reason),
                         safe_text(rejection.field),
                         safe_text(rejection.description),
                     )
-                    for rejection, (path, line) in zip(
+                    for rejection, (argument, line) in zip(
                         shown, rejected_lines, strict=False
                     )
                 ],
@@ -1017,8 +1154,25 @@ def _ship_table(
         )
     hidden = summary.rejected_count - len(shown)
     if shown and hidden > 0:
-        lines.append(f"({hidden} more rejected entries not shown)")
+        more = render.count_noun(hidden, "more rejected entry", "more rejected entries")
+        lines.append(f"({more} not shown)")
     return "\n".join(lines)
+
+
+def _file_label(argument: str) -> str:
+    """Return the name of a FILE argument in a table: `standard input` for -."""
+    if argument == ship_input.STDIN_ARGUMENT:
+        return ship_input.STDIN_LABEL
+    return argument
+
+
+def _show_summary(context: Context, shipper: _Shipper) -> None:
+    """Print the summary of `logs ship` as a table or as JSON."""
+    if context.format != "json":
+        context.show(shipper.summary, shipper.table)
+        return
+    text = json.dumps(shipper.json_summary(), indent=2, ensure_ascii=False)
+    print(text, file=context.out, flush=True)
 
 
 class _Progress:

@@ -100,3 +100,13 @@ def category(value: int) -> str:
 def short(name: str) -> str:
     """Return the last segment of a resource name: `alice` for `users/alice`."""
     return name.rsplit("/", 1)[-1]
+
+
+def count_noun(count: int, singular: str, plural: str = "") -> str:
+    """Return the count with its noun in the matching number: `1 entry`, `2 entries`.
+
+    `plural` defaults to `singular` with an `s`.
+    """
+    if count == 1:
+        return f"{count} {singular}"
+    return f"{count} {plural or singular + 's'}"

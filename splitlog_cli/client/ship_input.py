@@ -74,11 +74,53 @@ def rerun_advice(line: int, source_name: str | None) -> str:
     )
 
 
+def too_large_advice(line: int, source_name: str | None, client_side: bool) -> str:
+    """Say how to ship the rest of standard input after line `line` was too
+    large to send, over the client's send limit when `client_side` is True
+    and over the server's max_message_bytes otherwise."""
+    if source_name is None:
+        if client_side:
+            fix = (
+                f"with the parts of line {line} first if you split it into lines "
+                "shorter than that limit (the server's max_message_bytes does "
+                "not change it)"
+            )
+        else:
+            fix = (
+                f"with line {line} first if you raise the server's "
+                "max_message_bytes or shorten the line"
+            )
+        return (
+            f"To ship the rest, send the lines after line {line} again, {fix}. "
+            "Standard input cannot be read again, and its batches had random "
+            f"request ids, so lines before line {line} that are sent again are "
+            "stored twice."
+        )
+    if client_side:
+        fix = (
+            f"leave out line {line} of the input or split it into lines shorter "
+            "than that limit (the server's max_message_bytes does not change it)"
+        )
+    else:
+        fix = (
+            "raise the server's max_message_bytes, or leave out or shorten line "
+            f"{line} of the input"
+        )
+    return (
+        f"To ship the rest, {fix}, and send the input again with the same "
+        "--source-name. Batches that are already stored are not stored twice, "
+        "unless the input arrives at another pace and so splits into other "
+        "batches."
+    )
+
+
 class DescriptorLines:
-    """A binary reader of whole lines from a file descriptor, using `os.read`.
+    """A binary reader of lines from a file descriptor, using `os.read`.
 
     `readline` returns the next line with its LF, the last line without
     one, or b"" at the end of the input, as a binary file's `readline` does.
+    With a `size`, it returns at most that many bytes, and the next call
+    continues the same line, so the buffer stays within `size` plus one read.
     """
 
     def __init__(self, descriptor: int) -> None:
@@ -89,18 +131,22 @@ class DescriptorLines:
         self._scan = 0
         self._ended = False
 
-    def readline(self) -> bytes:
+    def readline(self, size: int = -1) -> bytes:
         while True:
             end = self._buffer.find(b"\n", self._scan)
             if end >= 0:
-                line = bytes(self._buffer[self._start : end + 1])
-                self._start = self._scan = end + 1
-                return line
-            if self._ended:
-                line = bytes(self._buffer[self._start :])
-                self._buffer.clear()
-                self._start = self._scan = 0
-                return line
+                stop = end + 1
+            elif self._ended:
+                stop = len(self._buffer)
+            else:
+                # The buffer has no LF, so the next search starts at its end.
+                self._scan = len(self._buffer)
+                stop = None
+            available = len(self._buffer) if stop is None else stop
+            if size >= 0 and available - self._start >= size:
+                stop = self._start + size
+            if stop is not None:
+                return self._take(stop)
             del self._buffer[: self._start]
             self._start = 0
             self._scan = len(self._buffer)
@@ -109,6 +155,17 @@ class DescriptorLines:
                 self._buffer += chunk
             else:
                 self._ended = True
+
+    def _take(self, stop: int) -> bytes:
+        """Return the buffered bytes from the line's start to `stop`."""
+        line = bytes(self._buffer[self._start : stop])
+        if self._ended and stop == len(self._buffer):
+            self._buffer.clear()
+            stop = 0
+        self._start = stop
+        # An LF found past `stop` is found again from here.
+        self._scan = stop
+        return line
 
 
 class FlushMarkedEntries:
