@@ -1302,8 +1302,8 @@ def _print_tail(context: Context, response: logs_pb2.TailLogEntriesResponse) -> 
         print(line, file=out, flush=True)
     if response.skipped_count and context.format != "json":
         print(
-            f"({response.skipped_count} entries skipped because the output was "
-            "read too slowly)",
+            f"({render.count_noun(response.skipped_count, 'entry', 'entries')} "
+            "skipped because the output was read too slowly)",
             file=out,
             flush=True,
         )
