@@ -1483,7 +1483,7 @@ def _filter_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _severity(text: str | None, option: str = "--min-severity") -> int:
-    if not text:
+    if text is None:
         return logs_pb2.SEVERITY_UNSPECIFIED
     severity = severity_from_text(text)
     if severity is None:
@@ -1500,9 +1500,10 @@ def _attribute_filters(pairs: list[str]) -> list[str]:
 
 
 def _set_time_range(request: Any, args: argparse.Namespace, zone: str) -> None:
-    if args.start:
+    # An empty value is refused rather than read as no bound.
+    if args.start is not None:
         request.start_time.FromNanoseconds(_time_ns(args.start, "--since", zone))
-    if args.end:
+    if args.end is not None:
         request.end_time.FromNanoseconds(_time_ns(args.end, "--end", zone))
     if (
         args.start
