@@ -19,6 +19,7 @@ from splitlog_cli.client.values import UsageError
 from splitlog_cli.splitwise.csvformat import SplitwiseFormatError
 from splitlog_cli.splitwise.exporter import export_group
 from splitlog_cli.splitwise.importer import (
+    MAX_DISPLAY_NAME,
     ImportResult,
     SplitwiseImporter,
     SplitwiseImportError,
@@ -171,7 +172,16 @@ def run_import(
     except SplitwiseImportError as exc:
         print(f"splitlog: error: {exc}", file=err)
         return EXIT_FAILURE
-    name = group_name or path.name.removesuffix(".csv")
+    if group_name is not None and len(group_name) > MAX_DISPLAY_NAME:
+        print(
+            f"splitlog import: error: --group-name is {len(group_name)} "
+            f"characters long; a group name takes at most {MAX_DISPLAY_NAME}, "
+            "so pass a shorter one",
+            file=err,
+        )
+        return EXIT_USAGE
+    # A name taken from a long file name is cut, as the group stores it.
+    name = (group_name or path.name.removesuffix(".csv"))[:MAX_DISPLAY_NAME]
     access = access or Access()
     with access.open(gateway) as channel:
         if not _connects(channel):
@@ -205,7 +215,8 @@ def print_summary(result: ImportResult, out: TextIO) -> None:
         )
     if result.skipped_rows:
         lines = ", ".join(str(line) for line in result.skipped_rows)
-        print(f"rows without any effect, not imported: lines {lines}", file=out)
+        noun = "line" if len(result.skipped_rows) == 1 else "lines"
+        print(f"rows without any effect, not imported: {noun} {lines}", file=out)
     for currency in sorted(result.expected.keys() | result.actual.keys()):
         expected = result.expected.get(currency, {})
         actual = result.actual.get(currency, {})

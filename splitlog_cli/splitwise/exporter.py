@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import re
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -68,7 +69,11 @@ def export_group(
     )
     for expense in expense_pages:
         entry = _expense_entry(expense)
-        order = (entry.date, expense.create_time.ToNanoseconds(), expense.name)
+        order = (
+            entry.date,
+            expense.create_time.ToNanoseconds(),
+            name_order(expense.name),
+        )
         timed.append((order, entry))
     settlement_pages = _pages(
         lambda token: balances.ListSettlements(
@@ -81,7 +86,11 @@ def export_group(
     )
     for settlement in settlement_pages:
         entry = _settlement_entry(settlement)
-        order = (entry.date, settlement.create_time.ToNanoseconds(), settlement.name)
+        order = (
+            entry.date,
+            settlement.create_time.ToNanoseconds(),
+            name_order(settlement.name),
+        )
         timed.append((order, entry))
     timed.sort(key=lambda item: item[0])
     entries = [entry for _, entry in timed]
@@ -97,6 +106,18 @@ def export_group(
     renamed = [_rename(entry, headers) for entry in entries]
     return export_text(
         list(headers.values()), renamed, export_date or datetime.date.today()
+    )
+
+
+def name_order(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Return a sort key that orders the numbers inside a name by value.
+
+    Imported rows share a create time and are named after their lines, so
+    `row-6` must come before `row-10`, and `row-12-2` after `row-12-1`.
+    """
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part)
+        for part in re.split(r"(\d+)", name)
     )
 
 

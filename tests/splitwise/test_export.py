@@ -14,6 +14,7 @@ from splitlog_cli.splitwise.convert import (
 )
 from splitlog_cli.splitwise.csvformat import parse_bytes, parse_text
 from splitlog_cli.splitwise.export import export_text
+from splitlog_cli.splitwise.exporter import name_order
 from tests.splitwise.conftest import FIXTURE_FILES, FIXTURES
 
 DAY = datetime.date(2024, 5, 1)
@@ -161,4 +162,24 @@ def test_fixture_round_trip(name):
     ]
     assert [row.category for row in again.source.rows] == [
         row.category for row in original.rows
+    ]
+
+
+def test_rows_of_one_date_keep_line_order():
+    names = [
+        "groups/g/expenses/row-10",
+        "groups/g/expenses/row-6",
+        "groups/g/expenses/row-12-2",
+        "groups/g/expenses/row-12-1",
+        "groups/g/expenses/0193b3c4d5e6f7a8",
+    ]
+
+    ordered = sorted(names, key=name_order)
+
+    assert ordered == [
+        "groups/g/expenses/0193b3c4d5e6f7a8",
+        "groups/g/expenses/row-6",
+        "groups/g/expenses/row-10",
+        "groups/g/expenses/row-12-1",
+        "groups/g/expenses/row-12-2",
     ]

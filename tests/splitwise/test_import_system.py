@@ -634,3 +634,14 @@ def test_batch_create_over_rest(splitlog):
     units = [e["total"]["units"] for e in created.json()["expenses"]]
     assert units == ["3", "4"]
     assert len(listed["expenses"]) == 2
+
+
+def test_too_long_group_name_refused_before_connecting():
+    out, err = io.StringIO(), io.StringIO()
+
+    status = run_import(
+        FIXTURES / "current_flat.csv", "127.0.0.1:1", TIMEOUT, "g" * 101, out, err
+    )
+
+    assert status == 2
+    assert "--group-name is 101 characters long" in err.getvalue()
