@@ -22,6 +22,7 @@ from pathlib import Path
 import grpc
 from google.protobuf import duration_pb2, field_mask_pb2
 
+from log_service.model import Limits, service_is_valid
 from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
 from splitlog_runtime import private_files
 from splitlog_runtime.errors import Aborted, NotFound, invalid_field
@@ -38,6 +39,11 @@ MAX_RETENTION_NS = 100 * 8766 * NANOS_PER_HOUR
 ENFORCE_INTERVAL_SECONDS = 60.0
 APPLY_DEADLINE_SECONDS = 30.0
 _MASK_PATHS = ("default_retention", "service_retentions")
+# Services with a retention of their own in one policy. The policy is read on
+# every write and stored whole in one file.
+MAX_SERVICE_RETENTIONS = 10_000
+# Ingest's rules for a service name, which no setting changes.
+_LIMITS = Limits()
 
 
 @dataclass(frozen=True)
@@ -165,10 +171,26 @@ def apply_update(
             )
     if "service_retentions" in paths:
         services = {}
+        if len(update.service_retentions) > MAX_SERVICE_RETENTIONS:
+            raise invalid_field(
+                "retention_policy.service_retentions",
+                f"has {len(update.service_retentions)} services; a policy holds "
+                f"at most {MAX_SERVICE_RETENTIONS}, so leave out services that "
+                "can keep the default retention",
+            )
         for service, value in sorted(update.service_retentions.items()):
             path = f"retention_policy.service_retentions[{service!r}]"
             if not service:
                 violations.check(_raise, path, "the service name is empty")
+                continue
+            if not service_is_valid(service, _LIMITS):
+                violations.check(
+                    _raise,
+                    path,
+                    "is not a service name that ingest accepts: at most "
+                    f"{_LIMITS.max_service_bytes} bytes in UTF-8 and no control "
+                    "characters; use the name the entries carry",
+                )
                 continue
             services[service] = violations.check(_check_retention, value, path)
     violations.raise_if_any()

@@ -284,6 +284,47 @@ def test_retention_update_rejects_thousand_years(lonely_router):
     ]
 
 
+@pytest.mark.parametrize("service", ["a\nb", "s" * 257])
+def test_retention_update_rejects_service_ingest_refuses(lonely_router, service):
+    stub, _ = lonely_router
+    update = pb.RetentionPolicy(name="retentionPolicy")
+    update.service_retentions[service].seconds = 2 * HOUR
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.UpdateRetentionPolicy(
+            pb.UpdateRetentionPolicyRequest(
+                retention_policy=update,
+                update_mask=field_mask_pb2.FieldMask(paths=["service_retentions"]),
+            )
+        )
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "is not a service name that ingest accepts" in caught.value.details()
+    # Error texts shorten a long name, so only the start of the path is known.
+    (field,) = violated_fields(caught.value)
+    assert field.startswith(
+        f"retention_policy.service_retentions[{service[:40]!r}"[:-1]
+    )
+
+
+def test_retention_update_rejects_too_many_services(lonely_router):
+    stub, _ = lonely_router
+    update = pb.RetentionPolicy(name="retentionPolicy")
+    for number in range(10_001):
+        update.service_retentions[f"svc-{number}"].seconds = 2 * HOUR
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.UpdateRetentionPolicy(
+            pb.UpdateRetentionPolicyRequest(
+                retention_policy=update,
+                update_mask=field_mask_pb2.FieldMask(paths=["service_retentions"]),
+            )
+        )
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "has 10001 services" in caught.value.details()
+
+
 def test_retention_update_rejects_unknown_mask_path(lonely_router):
     stub, _ = lonely_router
     update = pb.RetentionPolicy(name="retentionPolicy")
