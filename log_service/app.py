@@ -12,15 +12,19 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc as otlp_grpc
-
 from log_service.clients import NodeClients
 from log_service.coordinator import Coordinator
 from log_service.ingest_counters import IngestCounters
 from log_service.model import Limits
 from log_service.query import ShardReader
 from log_service.retention import RetentionEnforcer, RetentionStore
-from log_service.router import LogsServicer, OtlpLogsServicer, Writer
+from log_service.router import (
+    OTLP_SERVICE,
+    LogsServicer,
+    OtlpLogsServicer,
+    Writer,
+    add_otlp_servicer_to_server,
+)
 from log_service.sharding import sharder_from_config, topology_from_config
 from splitlog.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from splitlog_runtime import auth, private_files
@@ -31,7 +35,6 @@ from splitlog_runtime.service import start_service
 _LOGGER = logging.getLogger(__name__)
 
 SERVICE = logs_service_pb2.DESCRIPTOR.services_by_name["LogsService"]
-OTLP_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 WRITE_QUORUMS = ("all", "leader")
 
 
@@ -111,7 +114,7 @@ def build_router(
                 lambda s: logs_service_pb2_grpc.add_LogsServiceServicer_to_server(
                     servicer, s
                 ),
-                lambda s: otlp_grpc.add_LogsServiceServicer_to_server(otlp, s),
+                lambda s: add_otlp_servicer_to_server(otlp, s),
             ],
             [SERVICE.full_name, OTLP_SERVICE],
             address=address,

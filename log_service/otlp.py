@@ -12,7 +12,8 @@ Mapping of an OTLP log record to an entry:
   it is missing or empty.
 - resource attribute `host.name` → `host`.
 - `body` → `message`: a string as is, bytes through `model.repair_utf8`,
-  other kinds as compact JSON.
+  other kinds as compact JSON. Strings with invalid UTF-8 were already
+  repaired the same way while parsing (`otlp_parse`).
 - `time_unix_nano` → `timestamp`; 0 takes the observed time.
 - `observed_time_unix_nano` → `observed_timestamp`; 0 takes the receive time.
 - `severity_number` → severity by range (1-8 DEBUG, 9-12 INFO, 13-16 WARN,
@@ -194,12 +195,16 @@ def export_request_to_batch(
     now_ns: int,
     limits: Limits,
     retention_cutoff: Callable[[str], int],
+    repaired_records: frozenset[int] = frozenset(),
 ) -> NormalizedBatch:
     """Validate and normalise the log records of an OTLP export request.
 
     The mapping is in the module docstring; every other rule is that of
     `model.normalize_batch`. Check the size first with
     `model.batch_error_for_size(count_log_records(request), limits)`.
+    `repaired_records` lists the records, by index, whose strings had
+    invalid UTF-8 replaced while parsing (`otlp_parse.ParsedExport`); their
+    entries get `utf8_repaired=true` too.
     """
     builder = BatchBuilder(
         now_ns=now_ns,
@@ -275,7 +280,7 @@ def export_request_to_batch(
                     trace_id=trace_id.hex() if trace_id else "",
                     span_id=span_id.hex() if span_id else "",
                     dropped_attributes=record.dropped_attributes_count,
-                    utf8_repaired=repaired,
+                    utf8_repaired=repaired or index in repaired_records,
                 )
                 index += 1
     return builder.build()

@@ -28,9 +28,6 @@ import grpc
 from opentelemetry.proto.collector.logs.v1 import (
     logs_service_pb2 as otlp_logs_pb2,
 )
-from opentelemetry.proto.collector.logs.v1 import (
-    logs_service_pb2_grpc as otlp_logs_pb2_grpc,
-)
 
 from log_service.clients import (
     ROUTED_HEADROOM_BYTES,
@@ -54,6 +51,7 @@ from log_service.otlp import (
     export_response,
     export_size_error,
 )
+from log_service.otlp_parse import ParsedExport
 from log_service.query import (
     Lister,
     ShardReader,
@@ -93,6 +91,8 @@ MAX_LISTED_REJECTIONS = 1000
 STREAM_WINDOW = 16
 # Threads that write stream batches, shared by every stream of the router.
 STREAM_POOL_WORKERS = 64
+# Full name of the OpenTelemetry log service that the router also serves.
+OTLP_SERVICE = otlp_logs_pb2.DESCRIPTOR.services_by_name["LogsService"].full_name
 RETRY_DELAY_SECONDS = 1.0
 REFRESH_WAIT_SECONDS = 0.6
 # Positions in a normalised row (`model.ROW_FIELDS`).
@@ -998,15 +998,16 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         )
 
 
-class OtlpLogsServicer(otlp_logs_pb2_grpc.LogsServiceServicer):
+class OtlpLogsServicer:
     """OTLP's LogsService/Export, stored like WriteLogEntries."""
 
     def __init__(self, writer: Writer, retention: RetentionStore) -> None:
         self._writer = writer
         self._retention = retention
 
-    def Export(self, request, context):
+    def Export(self, parsed: ParsedExport, context):
         receive_ns = time.time_ns()
+        request = parsed.request
         count = count_log_records(request)
         if count == 0:
             return otlp_logs_pb2.ExportLogsServiceResponse()
@@ -1026,6 +1027,23 @@ class OtlpLogsServicer(otlp_logs_pb2_grpc.LogsServiceServicer):
             now_ns=receive_ns,
             limits=self._writer.limits,
             retention_cutoff=self._retention.cutoff_function(receive_ns),
+            repaired_records=parsed.repaired_records,
         )
         self._writer.store(batch, "", context, receive_ns)
         return export_response(batch)
+
+
+def add_otlp_servicer_to_server(servicer: OtlpLogsServicer, server) -> None:
+    """Register OTLP's LogsService with `ParsedExport` as request deserializer.
+
+    The generated registration parses with ExportLogsServiceRequest, which
+    rejects a whole export when one string has invalid UTF-8.
+    """
+    export = grpc.unary_unary_rpc_method_handler(
+        servicer.Export,
+        request_deserializer=ParsedExport.FromString,
+        response_serializer=otlp_logs_pb2.ExportLogsServiceResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(OTLP_SERVICE, {"Export": export}),)
+    )
