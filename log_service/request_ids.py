@@ -80,38 +80,49 @@ def _time_inferred(item: Message) -> bool:
 
 
 class RequestLedger:
-    """Digests of recent write requests, by request id.
+    """Digests and first receive times of recent write requests, by request id.
+
+    A retry is normalised with the first request's receive time, so entries
+    without a timestamp or observed timestamp get the times that the first
+    request stored, and the response shows them.
 
     NOTE: the ledger lives in the router's memory. After a router restart,
     or once an id has been dropped as least recently used, a reused id with
     other entries is not rejected. Its entries are then stored as a new
-    write, because the router puts the digest in the nodes' batch ids.
+    write, because the router puts the digest in the nodes' batch ids. A
+    retry is then still stored once, but its response carries the retry's
+    receive time where the entry had no time of its own.
     """
 
     def __init__(self, limit: int = REMEMBERED_REQUEST_IDS) -> None:
         self._limit = limit
-        self._digests: OrderedDict[str, bytes] = OrderedDict()
+        self._requests: OrderedDict[str, tuple[bytes, int]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def claim(self, request_id: str, digest: bytes) -> None:
-        """Record `digest` under `request_id`, or check it against the first one.
+    def claim(self, request_id: str, digest: bytes, receive_ns: int) -> int:
+        """Record a request under its id, or check it against the first one.
+
+        Returns the receive time, in Unix nanoseconds, of the first request
+        with `request_id`: `receive_ns` for a new or empty id.
 
         Raises:
           InvalidArgument: with reason REQUEST_ID_REUSED when the id was
             used for a request with another digest.
         """
         if not request_id:
-            return
+            return receive_ns
         with self._lock:
-            known = self._digests.get(request_id)
+            known = self._requests.get(request_id)
             if known is None:
-                self._digests[request_id] = digest
-                if len(self._digests) > self._limit:
-                    self._digests.popitem(last=False)
-                return
-            self._digests.move_to_end(request_id)
-        if known != digest:
+                self._requests[request_id] = (digest, receive_ns)
+                if len(self._requests) > self._limit:
+                    self._requests.popitem(last=False)
+                return receive_ns
+            self._requests.move_to_end(request_id)
+        known_digest, first_receive_ns = known
+        if known_digest != digest:
             raise _request_id_reused(request_id)
+        return first_receive_ns
 
 
 def _request_id_reused(request_id: str) -> InvalidArgument:

@@ -457,16 +457,18 @@ class Writer:
             self._counters.record(receive_ns, failed_batches=1)
             raise error
         try:
-            self._requests.claim(request_id, digest)
+            # A retry is normalised at the first request's receive time, so
+            # that it returns the times the first request stored.
+            normalize_ns = self._requests.claim(request_id, digest, receive_ns)
         except InvalidArgument:
             self._counters.record(receive_ns, failed_batches=1)
             raise
         batch = normalize_write(
             entries,
             streams,
-            now_ns=receive_ns,
+            now_ns=normalize_ns,
             limits=self.limits,
-            retention_cutoff=self._retention.cutoff_function(receive_ns),
+            retention_cutoff=self._retention.cutoff_function(normalize_ns),
             first_index=first_index,
             max_entry_bytes=self._block_entry_bytes(request_id),
         )

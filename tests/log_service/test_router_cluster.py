@@ -297,6 +297,23 @@ def test_list_and_stats_accept_extreme_valid_times(cluster):
     assert sum(bucket.count for bucket in stats.histogram) == 1
 
 
+def test_retried_entry_returns_stored_times(cluster):
+    request = pb.WriteLogEntryRequest(
+        entry=entry("timeless", "no time of its own"), request_id=str(uuid.uuid4())
+    )
+
+    first = cluster.stub.WriteLogEntry(request).entry
+    time.sleep(0.05)
+    retried = cluster.stub.WriteLogEntry(request).entry
+
+    stored = list_all(cluster.stub, services=["timeless"])
+    assert len(stored) == 1
+    assert retried.timestamp == first.timestamp
+    assert retried.observed_timestamp == first.observed_timestamp
+    assert retried.timestamp == stored[0].timestamp
+    assert retried.observed_timestamp == stored[0].observed_timestamp
+
+
 def test_retry_with_same_request_id_stores_once(cluster):
     request_id = str(uuid.uuid4())
     entries = [entry(f"svc-{i}", f"once {i}") for i in range(20)]
