@@ -79,6 +79,11 @@ _REQUEST_ID_BYTES = 38
 # and those of its two number columns, each at most 5 bytes.
 _STREAM_BYTES = 15
 _NANOS_PER_SECOND = 1_000_000_000
+# Longest `logs tail --duration`, 3650 days (about 10 years). The duration
+# becomes the call's gRPC timeout. With grpcio 1.85, a timeout of 100000
+# days ends the call at once with DEADLINE_EXCEEDED, which the command would
+# take for the end of the duration, while 30000 days works.
+MAX_TAIL_DURATION_NS = 3650 * 86_400 * _NANOS_PER_SECOND
 _SEVERITY_NAMES = ("debug", "info", "warn", "error", "fatal")
 _ENTRY_HEADERS = ("TIME", "SEVERITY", "SERVICE", "HOST", "MESSAGE")
 # C0 and C1 control characters, DEL, and the Unicode characters that reorder
@@ -228,8 +233,8 @@ def add_parsers(
     _add_filters(tail)
     tail.add_argument(
         "--duration",
-        help=f"stop after this long, such as 30s; {DURATION_FORMS} "
-        "(default: until Ctrl-C)",
+        help=f"stop after this long, such as 30s; {DURATION_FORMS}; at most "
+        "3650d (default: until Ctrl-C)",
     )
     tail.add_argument(
         "--resume-token",
@@ -1245,7 +1250,7 @@ def tail_entries(
 ) -> logs_pb2.TailLogEntriesResponse:
     duration = None
     if args.duration:
-        duration = _duration_seconds(args.duration, "--duration")
+        duration = _tail_duration_seconds(args.duration)
     request = logs_pb2.TailLogEntriesRequest(
         **_filter_fields(args), resume_token=args.resume_token or ""
     )
@@ -1271,14 +1276,33 @@ def tail_entries(
     return last
 
 
+def _tail_duration_seconds(text: str) -> float:
+    duration = _duration_ns(text, "--duration")
+    if duration > MAX_TAIL_DURATION_NS:
+        raise invalid(
+            "--duration",
+            text,
+            "longer than the maximum of 3650d (about 10 years); give a shorter "
+            "duration, or leave --duration out to tail until Ctrl-C",
+        )
+    return duration / _NANOS_PER_SECOND
+
+
 def _print_resume_token(token: str) -> None:
     if token:
-        print(
-            "splitlog logs tail: to continue after the last entry printed, run "
-            f"the same command with --resume-token {token}",
-            file=sys.stderr,
-            flush=True,
+        message = (
+            "to continue after the last entry printed, run the same command "
+            f"with --resume-token {token}"
         )
+    else:
+        # A very short --duration or an early Ctrl-C can end the call before
+        # the first response, which carries the first token.
+        message = (
+            "stopped before the server sent a resume token, so there is no "
+            "position to continue from; run the command again, with a longer "
+            "--duration if one was given"
+        )
+    print(f"splitlog logs tail: {message}", file=sys.stderr, flush=True)
 
 
 def check_read_access(context: Context, service: str) -> None:
@@ -1551,10 +1575,6 @@ def _step_ns(text: str) -> int:
             "(about 146 years)",
         )
     return step
-
-
-def _duration_seconds(text: str, option: str) -> float:
-    return _duration_ns(text, option) / _NANOS_PER_SECOND
 
 
 def format_duration(ns: int) -> str:

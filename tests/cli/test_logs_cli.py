@@ -1590,6 +1590,58 @@ def test_tail_resume_token_continues(live, capsys):
     assert resumed == ["after 1", "after 2"]
 
 
+@pytest.mark.parametrize("duration", ["3651d", "100000d", "1000000d"])
+def test_tail_duration_over_maximum(live, capsys, duration):
+    started = time.monotonic()
+    status, out, err = run(capsys, live.address, "logs", "tail", "--duration", duration)
+
+    assert status == 2, err
+    assert f"invalid value '{duration}' for --duration" in err
+    assert "maximum of 3650d" in err
+    assert out == ""
+    assert time.monotonic() - started < 5
+
+
+def test_tail_longest_duration_keeps_running(live):
+    command = [str(SPLITLOG), "logs", "tail", "--service", "tail-longest"]
+    command += ["--duration", "3650d", "--gateway", live.address]
+    tail = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={k: v for k, v in os.environ.items() if not k.startswith("SPLITLOG_")},
+    )
+    try:
+        time.sleep(4)
+        running = tail.poll() is None
+        # Ctrl-C is the normal end of a tail that still runs.
+        tail.send_signal(signal.SIGINT)
+        out, err = tail.communicate(timeout=30)
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+            tail.wait()
+
+    assert running, err.decode()
+    assert tail.returncode == 0, err.decode()
+    assert b"--resume-token " in err
+
+
+def test_tail_short_duration_explains_missing_token(live, capsys):
+    status, out, err = run(
+        capsys, live.address, "logs", "tail", "--service", "tail-short",
+        "--duration", "1ms",
+    )  # fmt: skip
+
+    assert status == 0, err
+    assert out == ""
+    # The call may end before or after the first response.
+    assert (
+        "--resume-token " in err
+        or "stopped before the server sent a resume token" in err
+    ), err
+
+
 def test_tail_resume_token_other_filters(live, capsys):
     status, _, err = run(
         capsys, live.address, "logs", "tail", "--service", "tail-token-a",
