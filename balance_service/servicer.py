@@ -99,6 +99,7 @@ from splitlog_runtime.errors import (
     Resource,
     Unavailable,
     invalid_field,
+    join_some,
 )
 from splitlog_runtime.fencing import GroupWrites
 from splitlog_runtime.resources import check_id, new_id
@@ -248,7 +249,7 @@ def _deactivated(group_id: str, fields: dict[str, list[str]]) -> FailedPrecondit
     verb = "is deactivated" if len(named) == 1 else "are deactivated"
     return _users_rejected(
         USER_DEACTIVATED,
-        f"{', '.join(named.values())} {verb}; a deactivated user keeps its "
+        f"{join_some(list(named.values()))} {verb}; a deactivated user keeps its "
         "history but cannot pay, be paid or record settlements. Name an active "
         "member instead",
         group_id,
@@ -271,7 +272,7 @@ def _leaving(group_id: str, fields: dict[str, list[str]]) -> FailedPrecondition:
     verb = "is leaving" if len(named) == 1 else "are leaving"
     return _users_rejected(
         MEMBER_LEAVING,
-        f"{', '.join(named.values())} {verb} {group!r}: a removal from the "
+        f"{join_some(list(named.values()))} {verb} {group!r}: a removal from the "
         "group, or its deletion, is checking balances. Name members who stay "
         "in the group, or retry in a moment, after the removal has finished "
         "or been rejected",

@@ -54,6 +54,7 @@ from splitlog_runtime.errors import (
     NotFound,
     PreconditionViolation,
     Unavailable,
+    join_some,
 )
 from splitlog_runtime.groups import (
     DeletedGroups,
@@ -266,7 +267,7 @@ class MembershipClient:
             if leaving:
                 raise _leaving(group, leaving, named, fields)
             return
-        listed = ", ".join(named(user) for user in missing)
+        listed = join_some([named(user) for user in missing])
         metadata = {"group": group, "users": ",".join(missing)}
         paths = [path for user in missing for path in fields.get(user, ())]
         if paths:
@@ -441,7 +442,7 @@ def _deactivated(
     fields: Mapping[str, Sequence[str]],
 ) -> FailedPrecondition:
     """Build the error for deactivated users named on a write."""
-    listed = ", ".join(named(user) for user in users)
+    listed = join_some([named(user) for user in users])
     verb = "is deactivated" if len(users) == 1 else "are deactivated"
     return _users_rejected(
         USER_DEACTIVATED,
@@ -461,7 +462,7 @@ def _leaving(
     fields: Mapping[str, Sequence[str]],
 ) -> FailedPrecondition:
     """Build the error for members named on a write while they leave the group."""
-    listed = ", ".join(named(user) for user in users)
+    listed = join_some([named(user) for user in users])
     verb = "is leaving" if len(users) == 1 else "are leaving"
     return _users_rejected(
         MEMBER_LEAVING,

@@ -42,6 +42,15 @@ STATUS_DETAILS_KEY = "grpc-status-details-bin"
 # Retry delay in seconds that the RetryInfo of an unreachable backend carries.
 BACKEND_RETRY_DELAY = 1.0
 
+# The text of grpc's RESOURCE_EXHAUSTED for a received reply whose metadata
+# is over the channel's `grpc.max_metadata_size`, such as "Stream removed
+# (received metadata size exceeds soft limit (9049 vs. 8192) ...)" in grpcio
+# 1.85.
+METADATA_TOO_LARGE_TEXT = "metadata size exceeds"
+
+# ErrorInfo reason of a backend reply that the gateway dropped for its size.
+BACKEND_REPLY_TOO_LARGE = "BACKEND_REPLY_TOO_LARGE"
+
 # Seconds between two log lines about the same unreachable backend.
 UNREACHABLE_LOG_INTERVAL = 10.0
 
@@ -173,6 +182,19 @@ class BackendPool:
             return rpc_status.to_status(backend_unavailable(backend).to_status())
         if (
             code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            and METADATA_TOO_LARGE_TEXT in details
+            and not any(key == STATUS_DETAILS_KEY for key, _ in trailing)
+        ):
+            # The gateway's channel dropped a reply whose metadata exceeded
+            # its limit. This is a fault of the backend, not a quota of the
+            # client, so the client gets no RESOURCE_EXHAUSTED.
+            backend = self.backend_by_method[path]
+            _LOGGER.error(
+                "%s sent %s a reply it dropped: %s", backend.name, path, details
+            )
+            return rpc_status.to_status(backend_reply_too_large(backend).to_status())
+        if (
+            code == grpc.StatusCode.RESOURCE_EXHAUSTED
             and details == GRPC_CONCURRENCY_MESSAGE
         ):
             # grpc rejected the call over the backend's max_concurrent_rpcs
@@ -215,6 +237,27 @@ def backend_unavailable(backend: Backend) -> Unavailable:
         reason="BACKEND_UNAVAILABLE",
         metadata={"backend": backend.name},
         retry_delay=BACKEND_RETRY_DELAY,
+    )
+
+
+class _BackendFault(DomainError):
+    """A backend's reply that the gateway could not pass on; retrying gets the
+    same reply."""
+
+    code = grpc.StatusCode.INTERNAL
+    default_reason = BACKEND_REPLY_TOO_LARGE
+
+
+def backend_reply_too_large(backend: Backend) -> DomainError:
+    """Build the client's error for a backend reply that the gateway dropped.
+
+    The REST front answers it with HTTP 502.
+    """
+    return _BackendFault(
+        f"{backend.name} sent a reply whose metadata is over the gateway's "
+        "limit, so the gateway dropped it; the call may have taken effect. "
+        "This is a server fault: see the gateway log",
+        metadata={"backend": backend.name},
     )
 
 

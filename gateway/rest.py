@@ -58,7 +58,12 @@ from gateway.limits import (
     rate_limit_key,
     rate_limited,
 )
-from gateway.proxy import STATUS_DETAILS_KEY, BackendPool, forwardable
+from gateway.proxy import (
+    BACKEND_REPLY_TOO_LARGE,
+    STATUS_DETAILS_KEY,
+    BackendPool,
+    forwardable,
+)
 from log_service.model import Limits
 from splitlog_runtime import auth
 from splitlog_runtime.errors import DomainError, InvalidArgument, internal_status
@@ -153,6 +158,10 @@ def status_json(status: status_pb2.Status) -> dict[str, Any]:
     }
     details = []
     for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info) and info.reason == BACKEND_REPLY_TOO_LARGE:
+            # The gateway could not read the backend's reply: a bad gateway.
+            error["code"] = 502
         try:
             details.append(json_format.MessageToDict(detail))
         except (json_format.Error, TypeError, KeyError):

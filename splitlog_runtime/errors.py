@@ -8,7 +8,7 @@ Each class is registered once against its canonical code in `ERROR_CLASSES`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -22,6 +22,24 @@ ERROR_DOMAIN = "splitlog.dev"
 # that echo a huge client value are shortened in the middle to stay well below.
 MAX_TEXT_LENGTH = 1024
 
+#: Estimated trailer bytes that one status may fill: grpc-message and
+#: grpc-status-details-bin together. grpcio 1.85 rejects received metadata
+#: over 8 KiB (`grpc.max_metadata_size`) with RESOURCE_EXHAUSTED "Stream
+#: removed", so a status stays at half of that and leaves room for other keys.
+MAX_STATUS_TRAILER_BYTES = 4096
+
+#: Violations listed in each BadRequest or PreconditionFailure detail. The
+#: rest are counted in the ErrorInfo metadata (`OMITTED_VIOLATIONS_KEY`).
+MAX_LISTED_VIOLATIONS = 20
+
+#: ErrorInfo metadata key that counts the violations left out of the details.
+OMITTED_VIOLATIONS_KEY = "omitted_violations"
+
+# Character limits of the texts in a status, tried in turn until the status
+# fits MAX_STATUS_TRAILER_BYTES: the message, then each metadata value and
+# each text of a violation or ResourceInfo.
+_TEXT_LIMITS = ((MAX_TEXT_LENGTH, 256), (512, 128), (128, 64))
+
 
 def clip(text: str, limit: int = MAX_TEXT_LENGTH) -> str:
     """Shorten text over `limit` characters in the middle, keeping both ends.
@@ -33,6 +51,23 @@ def clip(text: str, limit: int = MAX_TEXT_LENGTH) -> str:
     keep = (limit - 40) // 2
     omitted = len(text) - 2 * keep
     return f"{text[:keep]}…({omitted} characters omitted)…{text[-keep:]}"
+
+
+#: Items that a message lists before it counts the rest, as in `join_some`.
+MAX_LISTED_IN_MESSAGE = 5
+
+
+def join_some(
+    items: Sequence[str], separator: str = ", ", limit: int = MAX_LISTED_IN_MESSAGE
+) -> str:
+    """Join the first `limit` items and count the rest, such as `a, b and 3 more`.
+
+    A message that names every item of a long list would be clipped in the
+    middle, so it names a few and the error's details list more.
+    """
+    if len(items) <= limit:
+        return separator.join(items)
+    return f"{separator.join(items[:limit])} and {len(items) - limit} more"
 
 
 @dataclass(frozen=True)
@@ -106,41 +141,93 @@ class DomainError(Exception):
         self.retry_delay = retry_delay
 
     def to_status(self) -> status_pb2.Status:
-        """Build the google.rpc.Status that carries this error."""
+        """Build the google.rpc.Status that carries this error.
+
+        The status fits MAX_STATUS_TRAILER_BYTES. It lists at most
+        MAX_LISTED_VIOLATIONS violations of each kind, fewer when their
+        texts are long, and counts the others in the ErrorInfo metadata under
+        OMITTED_VIOLATIONS_KEY. When even the status without violations is too
+        large, the message and the other texts are shortened further.
+        """
+        for message_limit, text_limit in _TEXT_LIMITS:
+            status = self._bounded_status(message_limit, text_limit)
+            if status_trailer_bytes(status) <= MAX_STATUS_TRAILER_BYTES:
+                return status
+        # Only a service-made metadata map with many keys gets here; the
+        # reason and the shortened message still say what failed.
+        return self._bounded_status(*_TEXT_LIMITS[-1], keep_metadata=False)
+
+    def _bounded_status(
+        self, message_limit: int, text_limit: int, keep_metadata: bool = True
+    ) -> status_pb2.Status:
+        """Build the status with texts clipped to the limits, adding as many
+        violations as fit MAX_STATUS_TRAILER_BYTES."""
+        fields = [
+            error_details_pb2.BadRequest.FieldViolation(
+                field=clip(v.field, text_limit),
+                description=clip(v.description, text_limit),
+                reason=v.reason,
+            )
+            for v in self.field_violations[:MAX_LISTED_VIOLATIONS]
+        ]
+        preconditions = [
+            error_details_pb2.PreconditionFailure.Violation(
+                type=v.type,
+                subject=clip(v.subject, text_limit),
+                description=clip(v.description, text_limit),
+            )
+            for v in self.preconditions[:MAX_LISTED_VIOLATIONS]
+        ]
+        metadata = {}
+        if keep_metadata:
+            metadata = {
+                key: clip(value, text_limit) for key, value in self.metadata.items()
+            }
+        message = clip(self.message, message_limit)
+        status = self._status(message, metadata, fields, preconditions, text_limit)
+        # Drop violations from the end until the status fits, or none is left.
+        while status_trailer_bytes(status) > MAX_STATUS_TRAILER_BYTES and (
+            fields or preconditions
+        ):
+            longer = fields if len(fields) >= len(preconditions) else preconditions
+            longer.pop()
+            status = self._status(message, metadata, fields, preconditions, text_limit)
+        return status
+
+    def _status(
+        self,
+        message: str,
+        metadata: Mapping[str, str],
+        fields: list[error_details_pb2.BadRequest.FieldViolation],
+        preconditions: list[error_details_pb2.PreconditionFailure.Violation],
+        text_limit: int,
+    ) -> status_pb2.Status:
+        omitted = (
+            len(self.field_violations)
+            - len(fields)
+            + len(self.preconditions)
+            - len(preconditions)
+        )
+        if omitted:
+            metadata = {**metadata, OMITTED_VIOLATIONS_KEY: str(omitted)}
         details = [
             error_details_pb2.ErrorInfo(
-                reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata
+                reason=self.reason, domain=ERROR_DOMAIN, metadata=metadata
             )
         ]
-        if self.field_violations:
-            details.append(
-                error_details_pb2.BadRequest(
-                    field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(
-                            field=v.field, description=v.description, reason=v.reason
-                        )
-                        for v in self.field_violations
-                    ]
-                )
-            )
+        if fields:
+            details.append(error_details_pb2.BadRequest(field_violations=fields))
         if self.resource is not None:
             details.append(
                 error_details_pb2.ResourceInfo(
                     resource_type=self.resource.resource_type,
-                    resource_name=self.resource.resource_name,
-                    description=self.resource.description,
+                    resource_name=clip(self.resource.resource_name, text_limit),
+                    description=clip(self.resource.description, text_limit),
                 )
             )
-        if self.preconditions:
+        if preconditions:
             details.append(
-                error_details_pb2.PreconditionFailure(
-                    violations=[
-                        error_details_pb2.PreconditionFailure.Violation(
-                            type=v.type, subject=v.subject, description=v.description
-                        )
-                        for v in self.preconditions
-                    ]
-                )
+                error_details_pb2.PreconditionFailure(violations=preconditions)
             )
         if self.retry_delay is not None:
             delay = duration_pb2.Duration()
@@ -152,8 +239,21 @@ class DomainError(Exception):
             wrapper.Pack(detail)
             packed.append(wrapper)
         return status_pb2.Status(
-            code=self.code.value[0], message=self.message, details=packed
+            code=self.code.value[0], message=message, details=packed
         )
+
+
+def status_trailer_bytes(status: status_pb2.Status) -> int:
+    """Estimate the trailer bytes that gRPC sends for a status.
+
+    grpc-message carries the message percent-encoded, with every byte outside
+    printable ASCII as three characters, and grpc-status-details-bin carries
+    the serialized status in base64.
+    """
+    encoded = status.message.encode("utf-8", "surrogatepass")
+    message_bytes = sum(1 if 0x20 <= byte < 0x7F else 3 for byte in encoded)
+    details_bytes = (status.ByteSize() + 2) // 3 * 4
+    return message_bytes + details_bytes
 
 
 class InvalidArgument(DomainError):

@@ -36,6 +36,7 @@ from splitlog_runtime.errors import (
     FailedPrecondition,
     PreconditionViolation,
     Unavailable,
+    join_some,
 )
 
 _LOGGER = logging.getLogger(__name__)
@@ -167,4 +168,4 @@ def _describe(unsettled, group_name: str) -> str:
         parts.append(
             f"{balance.user} {verb} {amount} {money.currency_code} in {group_name}"
         )
-    return "; ".join(parts) + "; record settlements until every balance is zero"
+    return join_some(parts, "; ") + "; record settlements until every balance is zero"

@@ -15,7 +15,8 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,12 +25,16 @@ from google.protobuf.descriptor import MethodDescriptor
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from gateway.app import Gateway
+from balance_service.app import build as build_balances
+from expense_service.app import build as build_expenses
+from gateway.app import Gateway, build
 from gateway.services import public_services
 from splitlog.users.v1 import users_service_pb2 as pb
 from splitlog.users.v1 import users_service_pb2_grpc as pb_grpc
+from splitlog_runtime.config import Config
 from splitlog_runtime.errors import NotFound, Resource
 from splitlog_runtime.server import ServiceHost, create_server
+from user_service.app import build as build_users
 
 USERS_SERVICE = "splitlog.users.v1.UsersService"
 
@@ -123,7 +128,8 @@ class UsersBackend(pb_grpc.UsersServiceServicer):
     """GetUser behaviour chosen by the requested name.
 
     `users/slow-<ms>` sleeps that many milliseconds; `users/hang` waits until
-    the call is cancelled; `users/missing` fails with a rich NOT_FOUND; any
+    the call is cancelled; `users/missing` fails with a rich NOT_FOUND;
+    `users/huge-trailer` returns a user with 20 KB of trailing metadata; any
     other name returns a user. Every call records its remaining deadline and
     echoes the `x-request-id` metadata in its trailing metadata.
     """
@@ -148,6 +154,9 @@ class UsersBackend(pb_grpc.UsersServiceServicer):
             while context.is_active() and time.monotonic() < deadline:
                 time.sleep(0.01)
             return pb.GetUserResponse()
+        elif request.name == "users/huge-trailer":
+            # Far over the 8 KiB metadata limit of the gateway's channel.
+            context.set_trailing_metadata([*echoed, ("x-filler", "x" * 20_000)])
         elif request.name == "users/missing":
             raise NotFound(
                 f"user {request.name!r} does not exist",
@@ -196,3 +205,48 @@ def start_backend(log: BackendLog) -> ServiceHost:
     host.start()
     host.mark_serving()
     return host
+
+
+@contextmanager
+def running_stack(
+    loop_thread: LoopThread,
+    base: Config,
+    ledger_address: Callable[[str], str] = lambda address: address,
+) -> Iterator[Stack]:
+    """Run the user, expense and balance services and a gateway before them.
+
+    user_service uses its default balance guard. user_service and
+    balance_service call each other, so balance_service's address is chosen
+    before either starts. `ledger_address` maps expense_service's address to
+    the one balance_service reads the ledger from, such as a relay's.
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        balances_address = f"127.0.0.1:{probe.getsockname()[1]}"
+    base = base.replace(balance_service_addr=balances_address)
+    users = build_users(base, "127.0.0.1:0")
+    users_address = f"127.0.0.1:{users.port}"
+    expenses = build_expenses(
+        base.replace(user_service_addr=users_address), "127.0.0.1:0"
+    )
+    expenses_address = f"127.0.0.1:{expenses.port}"
+    balances = build_balances(
+        base.replace(
+            user_service_addr=users_address,
+            expense_service_addr=ledger_address(expenses_address),
+        ),
+        balances_address,
+    )
+    gateway_config = base.replace(
+        user_service_addr=users_address,
+        expense_service_addr=expenses_address,
+        log_service_addr=closed_address(),
+    )
+    gateway = loop_thread.run(build(gateway_config, "127.0.0.1:0", "127.0.0.1:0"))
+    try:
+        yield Stack(users, expenses, balances, gateway)
+    finally:
+        loop_thread.run(gateway.stop(0))
+        balances.stop(0)
+        expenses.stop(0)
+        users.stop(0)

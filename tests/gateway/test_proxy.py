@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -69,6 +70,28 @@ def test_rich_error_passes_unchanged(stub):
     assert details["ErrorInfo"].reason == "USER_NOT_FOUND"
     assert details["ErrorInfo"].domain == "splitlog.dev"
     assert details["ResourceInfo"].resource_name == "users/missing"
+
+
+def test_oversized_backend_trailers_internal(stub):
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.GetUser(pb.GetUserRequest(name="users/huge-trailer"), timeout=5)
+
+    error = caught.value
+    assert error.code() == grpc.StatusCode.INTERNAL
+    details = error_details(error)
+    assert details["ErrorInfo"].reason == "BACKEND_REPLY_TOO_LARGE"
+    assert details["ErrorInfo"].metadata["backend"] == "user_service"
+
+
+def test_oversized_backend_trailers_rest(gateway):
+    url = f"http://127.0.0.1:{gateway.http_port}/v1/users/huge-trailer"
+
+    response = httpx.get(url, timeout=5)
+
+    assert response.status_code == 502, response.text
+    error = response.json()["error"]
+    assert error["status"] == "INTERNAL"
+    assert error["details"][0]["reason"] == "BACKEND_REPLY_TOO_LARGE"
 
 
 def test_deadline_forwarded(stub, backend_log):
