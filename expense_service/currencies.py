@@ -51,7 +51,7 @@ EXPONENTS: dict[str, int] = {
 class UnknownCurrencyError(ValueError):
     """A currency code that is not in the ISO 4217 table above."""
 
-    reason = "UNKNOWN_CURRENCY"
+    reason = "INVALID_CURRENCY_CODE"
 
     def __init__(self, code: str) -> None:
         if code.upper() in EXPONENTS and code != code.upper():

@@ -504,7 +504,7 @@ def test_unknown_currency(clients, group):
     error = _create_error(clients, group.name, equal_expense(group, "30.00", "usd"))
 
     assert error.code() == INVALID
-    assert reason_of(error) == "UNKNOWN_CURRENCY"
+    assert reason_of(error) == "INVALID_CURRENCY_CODE"
     assert "expense.total.currency_code" in violated_fields(error)
     assert "'USD'" in error.details()
 

@@ -34,7 +34,7 @@ def test_exponent_rejects_code_without_minor_unit(code):
         exponent(code)
 
     assert repr(code) in str(caught.value)
-    assert caught.value.reason == "UNKNOWN_CURRENCY"
+    assert caught.value.reason == "INVALID_CURRENCY_CODE"
 
 
 def test_exponent_lower_case_hints_at_upper_case():
