@@ -109,7 +109,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         "-o",
         "--output",
         type=Path,
-        help="file to write (default: standard output)",
+        help="file to write; - or no option writes to standard output",
     )
     _add_timeout_flag(splitwise)
 
@@ -247,7 +247,8 @@ def run_export(
     err: TextIO | None = None,
     access: Access | None = None,
 ) -> int:
-    """Export one group to a file or to `out`; return the exit status."""
+    """Export one group to a file, or to `out` when `output` is None or `-`;
+    return the exit status."""
     out = out or sys.stdout
     err = err or sys.stderr
     name = group if group.startswith("groups/") else f"groups/{group}"
@@ -265,7 +266,7 @@ def run_export(
                 file=err,
             )
             return EXIT_FAILURE
-    if output is None:
+    if output is None or str(output) == "-":
         out.write(text)
         return 0
     try:

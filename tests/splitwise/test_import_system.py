@@ -7,6 +7,7 @@ import io
 import signal
 import subprocess
 import uuid
+from pathlib import Path
 
 import grpc
 import httpx
@@ -367,6 +368,21 @@ def test_self_paid_expense_round_trip(gateway, channel, tmp_path):
         assert [(owed.user, to_minor(owed.amount)) for owed in lunch.owed_amounts] == [
             (ana, 1200)
         ]
+
+
+def test_export_dash_writes_stdout(gateway, tmp_path, monkeypatch):
+    source = FIXTURES / "older_imbalanced.csv"
+    import_file(source, gateway)
+    group = identity.group_id(identity.file_digest(source.read_bytes()))
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+
+    status = run_export(group, gateway, TIMEOUT, Path("-"), out=out, err=io.StringIO())
+
+    assert status == 0
+    assert not (tmp_path / "-").exists()
+    parsed = parse_text(out.getvalue())
+    assert parsed.members == parse_bytes(source.read_bytes()).members
 
 
 def test_self_paid_fixture_round_trip(gateway, channel, tmp_path):
