@@ -251,7 +251,7 @@ class _BackendFault(DomainError):
 def backend_reply_too_large(backend: Backend) -> DomainError:
     """Build the client's error for a backend reply that the gateway dropped.
 
-    The REST front answers it with HTTP 502.
+    The REST front returns it with HTTP status 502.
     """
     return _BackendFault(
         f"{backend.name} sent a reply whose metadata is over the gateway's "
