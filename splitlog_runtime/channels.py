@@ -64,15 +64,24 @@ def aio_insecure_channel(
     return grpc.aio.insecure_channel(target, options=channel_options(max_message_bytes))
 
 
-def downstream_timeout(context: grpc.ServicerContext | None, default: float) -> float:
+#: Seconds a service keeps between the end of its call to another service and
+#: its caller's deadline, to handle that call's failure and send its own error.
+ANSWER_MARGIN_SECONDS = 0.5
+
+
+def downstream_timeout(
+    context: grpc.ServicerContext | None, default: float, margin: float = 0.0
+) -> float:
     """Return the timeout for a call made while serving `context`.
 
-    The caller's remaining deadline is forwarded when it has one; otherwise the
-    default applies, so no call between components waits forever.
+    The caller's remaining deadline less `margin` is forwarded when there is
+    one. Without one, the default applies, so no call between components
+    waits forever. A `margin` lets the service return its own error about
+    the failed call before its caller gives up.
     """
     if context is None:
         return default
     remaining = context.time_remaining()
     if remaining is None or remaining > 1e9:
         return default
-    return max(remaining, 0.0)
+    return max(remaining - margin, 0.0)

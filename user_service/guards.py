@@ -31,7 +31,11 @@ from expense_service.currencies import UnknownCurrencyError
 from expense_service.money import MoneyError, format_amount, to_minor_units
 from splitlog.balances.v1 import balances_service_pb2 as balances_pb
 from splitlog.balances.v1 import balances_service_pb2_grpc as balances_grpc
-from splitlog_runtime.channels import insecure_channel
+from splitlog_runtime.channels import (
+    ANSWER_MARGIN_SECONDS,
+    downstream_timeout,
+    insecure_channel,
+)
 from splitlog_runtime.errors import (
     FailedPrecondition,
     PreconditionViolation,
@@ -52,13 +56,19 @@ class BalanceGuard(Protocol):
     the change. Any exception stops the removal and clears the mark.
     """
 
-    def check_member_removable(self, group_name: str, user_name: str) -> None:
+    def check_member_removable(
+        self, group_name: str, user_name: str, context: grpc.ServicerContext
+    ) -> None:
         """Raise FailedPrecondition if the member's balance in the group is not
-        zero; `unsettled_balance()` builds the error."""
+        zero; `unsettled_balance()` builds the error. `context` is the
+        removal's call, whose deadline the check must keep."""
 
-    def check_group_deletable(self, group_name: str) -> None:
+    def check_group_deletable(
+        self, group_name: str, context: grpc.ServicerContext
+    ) -> None:
         """Raise FailedPrecondition if any balance in the group is not zero;
-        `unsettled_balance()` builds the error."""
+        `unsettled_balance()` builds the error. `context` is the deletion's
+        call, whose deadline the check must keep."""
 
 
 class AllowAllBalanceGuard:
@@ -68,10 +78,14 @@ class AllowAllBalanceGuard:
     debts can be deleted. Pass the balance service's guard to `build()`.
     """
 
-    def check_member_removable(self, group_name: str, user_name: str) -> None:
+    def check_member_removable(
+        self, group_name: str, user_name: str, context: grpc.ServicerContext
+    ) -> None:
         return None
 
-    def check_group_deletable(self, group_name: str) -> None:
+    def check_group_deletable(
+        self, group_name: str, context: grpc.ServicerContext
+    ) -> None:
         return None
 
 
@@ -96,7 +110,8 @@ class BalanceServiceGuard:
 
     Args:
       target: host:port of balance_service.
-      timeout: deadline in seconds of each CheckSettled call.
+      timeout: maximum seconds of each CheckSettled call, retries included;
+        a removal's earlier deadline shortens it.
       max_message_bytes: largest message the channel accepts.
     """
 
@@ -111,23 +126,38 @@ class BalanceServiceGuard:
     def close(self) -> None:
         self._channel.close()
 
-    def check_member_removable(self, group_name: str, user_name: str) -> None:
-        unsettled = self._unsettled(group_name, user_name)
+    def check_member_removable(
+        self, group_name: str, user_name: str, context: grpc.ServicerContext
+    ) -> None:
+        unsettled = self._unsettled(group_name, user_name, context)
         if unsettled:
             member = f"{group_name}/members/{user_name.split('/', 1)[1]}"
             raise unsettled_balance(member, _describe(unsettled, group_name))
 
-    def check_group_deletable(self, group_name: str) -> None:
-        unsettled = self._unsettled(group_name, "")
+    def check_group_deletable(
+        self, group_name: str, context: grpc.ServicerContext
+    ) -> None:
+        unsettled = self._unsettled(group_name, "", context)
         if unsettled:
             raise unsettled_balance(group_name, _describe(unsettled, group_name))
 
-    def _unsettled(self, group_name: str, user_name: str):
+    def _unsettled(
+        self, group_name: str, user_name: str, context: grpc.ServicerContext
+    ):
         request = balances_pb.CheckSettledRequest(
             name=f"{group_name}/balance", user=user_name
         )
+        # The call, retries included, ends ANSWER_MARGIN_SECONDS before the
+        # removal's deadline, so its caller receives the error below and not
+        # DEADLINE_EXCEEDED. It never takes longer than `timeout`, because the
+        # channel retries an UNAVAILABLE CheckSettled that waited its full
+        # deadline for the ledger, and each retry would wait as long again.
+        timeout = min(
+            self._timeout,
+            downstream_timeout(context, self._timeout, ANSWER_MARGIN_SECONDS),
+        )
         try:
-            response = self._stub.CheckSettled(request, timeout=self._timeout)
+            response = self._stub.CheckSettled(request, timeout=timeout)
         except grpc.RpcError as exc:
             _LOGGER.warning(
                 "CheckSettled for %s at %s failed: %s %s",

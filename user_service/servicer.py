@@ -663,7 +663,7 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
             group_id,
             removals.GROUP,
             token,
-            lambda: self._guard.check_group_deletable(name),
+            lambda: self._guard.check_group_deletable(name, context),
             delete,
         )
         return pb.DeleteGroupResponse()
@@ -745,7 +745,7 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
             user_id,
             token,
             lambda: self._guard.check_member_removable(
-                group_name, domain.user_name(user_id)
+                group_name, domain.user_name(user_id), context
             ),
             remove,
         )

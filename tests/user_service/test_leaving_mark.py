@@ -56,10 +56,14 @@ class HeldGuard:
         if self.verdict is not None:
             raise self.verdict
 
-    def check_member_removable(self, group_name: str, user_name: str) -> None:
+    def check_member_removable(
+        self, group_name: str, user_name: str, context: grpc.ServicerContext
+    ) -> None:
         self._hold(group_name)
 
-    def check_group_deletable(self, group_name: str) -> None:
+    def check_group_deletable(
+        self, group_name: str, context: grpc.ServicerContext
+    ) -> None:
         self._hold(group_name)
 
 

@@ -87,12 +87,16 @@ class RefusingBalanceGuard:
     def __init__(self) -> None:
         self.calls: list[tuple[str, ...]] = []
 
-    def check_member_removable(self, group_name: str, user_name: str) -> None:
+    def check_member_removable(
+        self, group_name: str, user_name: str, context: grpc.ServicerContext
+    ) -> None:
         self.calls.append(("member", group_name, user_name))
         subject = f"{group_name}/members/{user_name.split('/')[1]}"
         raise unsettled_balance(subject, "owes 12.50 EUR; settle up first")
 
-    def check_group_deletable(self, group_name: str) -> None:
+    def check_group_deletable(
+        self, group_name: str, context: grpc.ServicerContext
+    ) -> None:
         self.calls.append(("group", group_name))
         raise unsettled_balance(group_name, "3 balances are not zero; settle up")
 
