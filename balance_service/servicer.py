@@ -162,6 +162,19 @@ def _invalid_page_token() -> Exception:
     )
 
 
+def _string_key(key: list | None) -> list[str] | None:
+    """Check the key of a page token whose sort key is three strings.
+
+    The key is compared with the keys of the rows, and a number in it would
+    make that comparison raise TypeError.
+    """
+    if key is None:
+        return None
+    if len(key) != 3 or not all(isinstance(part, str) for part in key):
+        raise _invalid_page_token()
+    return key
+
+
 class _ReusedInGroup(Exception):
     """A request_id that created a settlement in another group.
 
@@ -618,7 +631,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             user_id = violations.check(domain.parse_user, request.user, "user")
         violations.raise_if_any()
         selector = ["ListPairwiseBalances", request.parent, currency, user_id]
-        after = pagination.decode_token(request.page_token, selector)
+        after = _string_key(pagination.decode_token(request.page_token, selector))
         self._directory.recent_members(group_id, context)
         with self._transaction(read_only=True) as session:
             rows = storage.group_pairs(session, group_id, currency)
@@ -685,7 +698,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                 reason="SAME_USER",
             )
         selector = ["ExplainBalance", request.name, user_id, currency, counterparty]
-        after = pagination.decode_token(request.page_token, selector)
+        after = _string_key(pagination.decode_token(request.page_token, selector))
         self._directory.recent_members(group_id, context)
         with self._transaction(read_only=True) as session:
             items = self._contributions(

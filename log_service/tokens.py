@@ -23,6 +23,11 @@ from typing import Any
 
 from splitlog_runtime.errors import FieldViolation, InvalidArgument, invalid_field
 
+# Every number in a token is an int64 of the node API: a time in Unix
+# nanoseconds or a sequence number.
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
 
 def filter_hash(filters: Mapping[str, Any]) -> str:
     """Hash the fields that select the entries, independent of key order."""
@@ -96,25 +101,68 @@ def _check_filters(payload: dict[str, Any], expected: str, field_name: str) -> N
         )
 
 
+def _integer(value: Any) -> int:
+    """Return a JSON integer of a token.
+
+    Raises:
+      ValueError: `value` is not an integer; `True`, `1.0` and `"1"` are not.
+    """
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{value!r} is not an integer")
+    return value
+
+
+def _sequence(value: Any, shard: str, field_name: str, kind: str) -> int:
+    """Read one sequence number of a token.
+
+    Raises:
+      ValueError: `value` is not an integer.
+      InvalidArgument: it is negative or over the int64 maximum, which no
+        token returned by this service contains.
+    """
+    sequence = _integer(value)
+    if sequence < 0:
+        problem = f"sequence {sequence} of shard {shard} is negative"
+        raise invalid_sequence_error(field_name, kind, shard, problem)
+    if sequence > INT64_MAX:
+        problem = f"sequence {sequence} of shard {shard} is over the int64 maximum"
+        raise invalid_sequence_error(field_name, kind, shard, problem)
+    return sequence
+
+
+def _time(value: Any, name: str, field_name: str) -> int:
+    """Read one time of a page token, in Unix nanoseconds.
+
+    Raises:
+      ValueError: `value` is not an integer.
+      InvalidArgument: it is outside the int64 range, which no token returned
+        by this service contains.
+    """
+    ns = _integer(value)
+    if not INT64_MIN <= ns <= INT64_MAX:
+        raise invalid_field(
+            field_name,
+            f"the {name} {ns} ns is outside the int64 range {INT64_MIN} to "
+            f"{INT64_MAX}; start the listing again without a page token",
+            reason="INVALID_PAGE_TOKEN",
+        )
+    return ns
+
+
 def _positions(value: Any, field_name: str, kind: str) -> dict[str, int]:
     """Read the sequence number per shard of a token.
 
     Raises:
       ValueError: `value` is not a mapping of shard to integer.
-      InvalidArgument: a sequence number is negative, which no token returned
-        by this service contains.
+      InvalidArgument: a sequence number is negative or over the int64
+        maximum, which no token returned by this service contains.
     """
     if not isinstance(value, dict):
         raise ValueError("positions")
-    positions = {}
-    for shard, sequence in value.items():
-        if not isinstance(sequence, int) or isinstance(sequence, bool):
-            raise ValueError("sequence")
-        if sequence < 0:
-            problem = f"sequence {sequence} of shard {shard} is negative"
-            raise invalid_sequence_error(field_name, kind, str(shard), problem)
-        positions[str(shard)] = sequence
-    return positions
+    return {
+        str(shard): _sequence(sequence, str(shard), field_name, kind)
+        for shard, sequence in value.items()
+    }
 
 
 def invalid_sequence_error(
@@ -163,21 +211,24 @@ def decode_page_token(
     """Parse a page token issued for the same filters.
 
     Raises:
-      InvalidArgument: the token is malformed or was issued for other filters;
-        the message names `field_name`.
+      InvalidArgument: the token is malformed, has a number that is not an
+        int64 in range, or was issued for other filters; the message names
+        `field_name`.
     """
     payload = _decode(text, field_name, "page token")
     _check_filters(payload, filters, field_name)
     try:
         timestamp, shard, sequence = payload["c"]
-        cursor = Cursor(int(timestamp), str(shard), int(sequence))
-        if cursor.sequence < 0:
-            problem = f"sequence {cursor.sequence} of shard {cursor.shard} is negative"
-            raise invalid_sequence_error(
-                field_name, "page token", cursor.shard, problem
-            )
+        if not isinstance(shard, str):
+            raise ValueError(f"shard {shard!r} is not a string")
+        cursor = Cursor(
+            _time(timestamp, "time of the last entry", field_name),
+            shard,
+            _sequence(sequence, shard, field_name, "page token"),
+        )
         snapshot = _positions(payload["s"], field_name, "page token")
-        return PageToken(filters, cursor, snapshot, int(payload["e"]))
+        end_time = _time(payload["e"], "end time", field_name)
+        return PageToken(filters, cursor, snapshot, end_time)
     except (KeyError, TypeError, ValueError):
         raise invalid_field(
             field_name,

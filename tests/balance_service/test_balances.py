@@ -12,6 +12,7 @@ from google.type import date_pb2
 from splitlog.balances.v1 import balances_service_pb2 as pb
 from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb
 from splitlog.users.v1 import users_service_pb2 as users_pb
+from splitlog_runtime import pagination
 from tests.balance_service.support import (
     create_group,
     group_nets,
@@ -587,6 +588,30 @@ def test_pairwise_token_with_other_filter_is_rejected(services):
 
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert reason_of(caught.value) == "PAGE_TOKEN_MISMATCH"
+
+
+@pytest.mark.parametrize("key", [[1, 2, 3], ["EUR", "a"], ["EUR", "a", None]])
+def test_pairwise_token_with_bad_key_is_rejected(services, key):
+    group_id, (alice, bob, carol) = create_group(services.users, 3)
+    services.peer.publish(
+        group_id, "e1", {alice: (200, 0), bob: (0, 100), carol: (0, 100)}
+    )
+    services.sync()
+    # The token's fingerprint is not secret, so a client can rebuild it.
+    selector = ["ListPairwiseBalances", f"groups/{group_id}", None, None]
+    token = pagination.encode_token(key, selector)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        services.balances.ListPairwiseBalances(
+            pb.ListPairwiseBalancesRequest(
+                parent=f"groups/{group_id}", page_token=token
+            ),
+            timeout=10,
+        )
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason_of(caught.value) == "INVALID_PAGE_TOKEN"
+    assert violated_fields(caught.value) == ["page_token"]
 
 
 @pytest.mark.parametrize(
