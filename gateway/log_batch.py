@@ -19,11 +19,11 @@ own positions. The JSON body keeps the entry with empty values in its place
 and converts it, and `SplitBatch.strip` then removes it from the request.
 
 Before all of that, `check_request_shape` runs the checks that log_service
-runs first on a write (the batch size, then the column lengths of each
-stream) on the decoded body, so that a body of millions of entries or empty
-streams fails before the slow conversion to protobuf. A column length
-mismatch fails the whole request before any value of the stream is checked,
-lone surrogates included.
+runs first on a write (the length of the request id, the batch size, then
+the column lengths of each stream) on the decoded body, so that a body of
+millions of entries or empty streams fails before the slow conversion to
+protobuf. A column length mismatch fails the whole request before any value
+of the stream is checked, lone surrogates included.
 
 When a stream fails the whole request anyway, because it has an unknown
 field or a column that is no list, the whole body is sent on with its lone
@@ -46,6 +46,7 @@ from typing import Any
 from gateway import transcode
 from gateway.json_check import JsonNumber, parse_json_int
 from log_service.model import Limits, stream_columns_error, write_size_error
+from log_service.request_ids import request_id_error
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
 
 WRITE_LOG_ENTRIES = "/splitlog.logs.v1.LogsService/WriteLogEntries"
@@ -130,17 +131,25 @@ def check_request_shape(tree: Any, limits: Limits) -> None:
     """Raise the error that log_service gives first for a write of this shape.
 
     These are the checks that log_service runs before it reads any entry:
-    the batch size, then the column lengths of each stream in order. They
-    take one step per stream on the decoded JSON body, while its conversion
-    to protobuf takes seconds per million entries. Values of the wrong JSON
-    type are left to the usual checks.
+    the length of the request id, the batch size, then the column lengths
+    of each stream in order. They take one step per stream on the decoded
+    JSON body, while its conversion to protobuf takes seconds per million
+    entries. Values of the wrong JSON type are left to the usual checks.
+    The request id is checked here too because a batch whose entries the
+    gateway rejects all never reaches log_service.
 
     Raises:
-      InvalidArgument: the batch is too large, or a stream has no messages or
-        a column whose length differs from that of `messages`.
+      InvalidArgument: the request id is too long, the batch is too large,
+        or a stream has no messages or a column whose length differs from
+        that of `messages`.
     """
     if not isinstance(tree, dict):
         return
+    # JSON names a field in lowerCamelCase or by its proto name.
+    for key in ("requestId", "request_id"):
+        error = request_id_error(tree.get(key))
+        if error is not None:
+            raise error
     entries = tree.get("entries") or []
     streams = tree.get("streams") or []
     if not isinstance(entries, list) or not isinstance(streams, list):

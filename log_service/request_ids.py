@@ -23,9 +23,39 @@ from splitlog_runtime.errors import InvalidArgument, invalid_field
 
 # Request ids whose digests the router keeps, least recently used dropped
 # first. It matches the number of purged batches a node still recognises
-# (`node_state.RECENT_PURGED_BATCHES`). Each id costs about 200 bytes.
+# (`node_state.RECENT_PURGED_BATCHES`). Each id costs about 200 bytes plus
+# its length, so at most about 35 MB with ids of MAX_REQUEST_ID_BYTES.
 REMEMBERED_REQUEST_IDS = 50_000
 DIGEST_BYTES = 16
+# Maximum length of a request id, in bytes of UTF-8. The id is copied into
+# the batch id of every part of a write, and so into the router's ledger,
+# the nodes' write-ahead log records and their batch indexes. `splitlog logs
+# ship` and the other clients of this project send 36-byte UUIDs, so the
+# limit leaves room for ids built from a service name and a file path.
+MAX_REQUEST_ID_BYTES = 512
+
+
+def request_id_error(
+    request_id: object, field: str = "request_id"
+) -> InvalidArgument | None:
+    """Return the error for a request id over MAX_REQUEST_ID_BYTES, or None.
+
+    `request_id` may be any decoded JSON value. Only a string is checked,
+    because the usual request checks reject the other types.
+    """
+    # A character takes at most 4 bytes, so most ids skip the encoding.
+    if not isinstance(request_id, str) or len(request_id) * 4 <= MAX_REQUEST_ID_BYTES:
+        return None
+    size = len(request_id.encode("utf-8", "surrogatepass"))
+    if size <= MAX_REQUEST_ID_BYTES:
+        return None
+    return invalid_field(
+        field,
+        f"is {size} bytes long in UTF-8, over the limit of "
+        f"{MAX_REQUEST_ID_BYTES} bytes; send a shorter id, such as a UUID "
+        "(36 bytes)",
+        reason="REQUEST_ID_TOO_LONG",
+    )
 
 
 def request_digest(request: Message) -> bytes:

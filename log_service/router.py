@@ -59,7 +59,7 @@ from log_service.query import (
     check_selection,
     node_call_timeout,
 )
-from log_service.request_ids import RequestLedger, request_digest
+from log_service.request_ids import RequestLedger, request_digest, request_id_error
 from log_service.retention import RetentionStore, check_name
 from log_service.sharding import ServiceRing, Sharder
 from log_service.streams import (
@@ -479,6 +479,22 @@ class Writer:
         duplicates = self.store(batch, base_id or request_id, context, receive_ns)
         return WrittenBatch(batch, duplicates)
 
+    def checked_digest(self, request) -> bytes:
+        """Check the request id of a write request and return its digest.
+
+        Returns b"" for a request without a request id. The id is checked
+        first, so a long one costs no more than its length.
+
+        Raises:
+          InvalidArgument: with reason REQUEST_ID_TOO_LONG when the id is
+            over `request_ids.MAX_REQUEST_ID_BYTES`, counted as a failed batch.
+        """
+        error = request_id_error(request.request_id)
+        if error is not None:
+            self._counters.record(time.time_ns(), failed_batches=1)
+            raise error
+        return request_digest(request) if request.request_id else b""
+
     def _request_error(
         self,
         count: int,
@@ -757,24 +773,27 @@ def _write_numbered(writer: Writer, number: int, *args, **kwargs) -> WrittenBatc
     try:
         return writer.write(*args, **kwargs)
     except (InvalidArgument, ResourceExhausted) as error:
-        raise type(error)(
-            f"request message {number} of the call (counting from 0): {error.message}",
-            reason=error.reason,
-            metadata={**error.metadata, "request_message": str(number)},
-            field_violations=error.field_violations,
-            resource=error.resource,
-            preconditions=error.preconditions,
-            retry_delay=error.retry_delay,
-        ) from None
+        raise _numbered(error, number) from None
+
+
+def _numbered(
+    error: InvalidArgument | ResourceExhausted, number: int
+) -> InvalidArgument | ResourceExhausted:
+    """Return `error` naming request message `number` of a StreamLogEntries call."""
+    return type(error)(
+        f"request message {number} of the call (counting from 0): {error.message}",
+        reason=error.reason,
+        metadata={**error.metadata, "request_message": str(number)},
+        field_violations=error.field_violations,
+        resource=error.resource,
+        preconditions=error.preconditions,
+        retry_delay=error.retry_delay,
+    )
 
 
 def _streamed_request_bytes(request) -> int:
     """Return the serialized size of a write request with streams, else 0."""
     return request.ByteSize() if request.streams else 0
-
-
-def _digest_if_keyed(request) -> bytes:
-    return request_digest(request) if request.request_id else b""
 
 
 # Bytes of a write response kept for its fields other than `rejected_entries`:
@@ -860,12 +879,9 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         # RESOURCE_EXHAUSTED.
         if not request.HasField("entry"):
             raise invalid_field("entry", "is required; send the entry to write")
+        digest = self._writer.checked_digest(request)
         batch = self._writer.write(
-            [request.entry],
-            1,
-            request.request_id,
-            context,
-            digest=_digest_if_keyed(request),
+            [request.entry], 1, request.request_id, context, digest=digest
         ).batch
         if batch.rejections:
             rejection = batch.rejections[0]
@@ -880,12 +896,13 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         )
 
     def WriteLogEntries(self, request, context):
+        digest = self._writer.checked_digest(request)
         written = self._writer.write(
             request.entries,
             _entry_count(request),
             request.request_id,
             context,
-            digest=_digest_if_keyed(request),
+            digest=digest,
             streams=request.streams,
             request_bytes=_streamed_request_bytes(request),
         )
@@ -920,6 +937,13 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
 
         index = 0
         for number, request in enumerate(request_iterator):
+            try:
+                digest = self._writer.checked_digest(request)
+            except InvalidArgument as error:
+                # Earlier messages come first: one of them may have failed.
+                while pending:
+                    take_oldest()
+                raise _numbered(error, number) from None
             count = _entry_count(request)
             pending.append(
                 self._stream_pool.submit(
@@ -931,7 +955,7 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
                     request.request_id,
                     context,
                     first_index=index,
-                    digest=_digest_if_keyed(request),
+                    digest=digest,
                     streams=request.streams,
                     request_bytes=_streamed_request_bytes(request),
                 )
