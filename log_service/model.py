@@ -760,7 +760,7 @@ class BatchBuilder:
                 index,
                 TIMESTAMP_IN_FUTURE,
                 field,
-                f"{name} {rfc3339(timestamp)} ({timestamp} ns) is {ahead:.0f} s "
+                f"{name} {_time_and_ns(timestamp)} is {ahead:.0f} s "
                 f"ahead of the server clock ({rfc3339(self.now_ns)}), more "
                 f"than the allowed {self.limits.max_future_ns // NANOS_PER_SECOND}"
                 " s; check the writer's clock",
@@ -771,7 +771,7 @@ class BatchBuilder:
             index,
             TIMESTAMP_TOO_OLD,
             field,
-            f"{name} {rfc3339(timestamp)} ({timestamp} ns) is {age_hours:.1f} "
+            f"{name} {_time_and_ns(timestamp)} is {age_hours:.1f} "
             f"hours old, before {rfc3339(cutoff)}, the oldest time that the "
             f"retention of service {_quote(service)} keeps; entries that old "
             "would be deleted at once, so send recent entries or raise the "
@@ -810,6 +810,8 @@ def normalize_batch(
     - `trace_id` is 32 and `span_id` 16 hexadecimal digits, stored in lower
       case (INVALID_FIELD). An all-zero id, invalid in W3C Trace Context, is
       stored as empty.
+    - a `timestamp` or `observed_timestamp` whose `nanos` is outside 0 to
+      999999999 is invalid as a `google.protobuf.Timestamp` (INVALID_FIELD).
     - timestamps are `seconds * 10**9 + nanos`, exact. An unset or zero
       `timestamp` takes `observed_timestamp`, and an unset one takes
       `now_ns`. A timestamp below `retention_cutoff(service)` is
@@ -863,6 +865,12 @@ def add_log_entries(
     for index, entry in enumerate(entries, first_index):
         timestamp = entry.timestamp
         observed = entry.observed_timestamp
+        if not (
+            0 <= timestamp.nanos < NANOS_PER_SECOND
+            and 0 <= observed.nanos < NANOS_PER_SECOND
+        ):
+            _reject_nanos(builder, index, timestamp, observed)
+            continue
         timestamp_ns = timestamp.seconds * NANOS_PER_SECOND + timestamp.nanos
         observed_ns = observed.seconds * NANOS_PER_SECOND + observed.nanos
         service = entry.service
@@ -934,6 +942,30 @@ def add_log_entries(
         )
 
 
+def _reject_nanos(
+    builder: BatchBuilder,
+    index: int,
+    timestamp: timestamp_pb2.Timestamp,
+    observed: timestamp_pb2.Timestamp,
+) -> None:
+    """Reject entry `index` for a Timestamp whose nanos is out of range.
+
+    Such a Timestamp is invalid, and reading it as `seconds * 10**9 + nanos`
+    would store another time than the one the writer meant.
+    """
+    field, value = "timestamp", timestamp
+    if 0 <= timestamp.nanos < NANOS_PER_SECOND:
+        field, value = "observed_timestamp", observed
+    builder.reject(
+        index,
+        INVALID_FIELD,
+        field,
+        f"{field}.nanos {value.nanos} is outside 0 to 999999999; put the whole "
+        f"seconds in {field}.seconds and only the fraction of a second, 0 to "
+        "999999999, in nanos",
+    )
+
+
 def service_is_valid(service: str, limits: Limits) -> bool:
     """Return whether `BatchBuilder.check_service` accepts a service name."""
     return (
@@ -978,6 +1010,18 @@ def rfc3339(ns: int) -> str:
     """Format nanoseconds since the Unix epoch as an RFC 3339 UTC time."""
     try:
         return timestamp_from_ns(ns).ToJsonString()
+    except ValueError:
+        return f"{ns} ns since 1970"
+
+
+def _time_and_ns(ns: int) -> str:
+    """Format a time in RFC 3339 with its nanoseconds since 1970 beside it.
+
+    A time outside the years 1 to 9999 has no RFC 3339 form and gets only
+    the nanoseconds.
+    """
+    try:
+        return f"{timestamp_from_ns(ns).ToJsonString()} ({ns} ns)"
     except ValueError:
         return f"{ns} ns since 1970"
 
