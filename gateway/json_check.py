@@ -367,7 +367,11 @@ def _expected(field: FieldDescriptor) -> str:
         if name == _TIMESTAMP:
             return 'an RFC 3339 timestamp string such as "2026-01-31T12:00:00Z"'
         if name == _DURATION:
-            return 'a duration string in seconds such as "1.5s"'
+            # The range of google.protobuf.Duration, about 10,000 years.
+            return (
+                'a duration string in seconds such as "1.5s", from '
+                '"-315576000000s" to "315576000000s"'
+            )
         if name == _FIELD_MASK:
             return 'a string of comma-separated field paths such as "displayName"'
         if name in _WRAPPERS:

@@ -21,6 +21,7 @@ from log_service.merge import Row, merge_rows, shard_cursor
 from log_service.model import VALID_SEVERITIES, columns_to_entries
 from log_service.pages import fitting_count, page_budget
 from log_service.sharding import Sharder
+from log_service.timefmt import format_seconds
 from log_service.tokens import (
     Cursor,
     PageToken,
@@ -443,18 +444,26 @@ def pick_step(span_ns: int) -> int:
 
 
 def _check_step(step: duration_pb2.Duration) -> int:
-    ns = step.ToNanoseconds()
-    if ns < MIN_STEP_NS or step.nanos < 0:
+    seconds, nanos = step.seconds, step.nanos
+    if abs(nanos) >= NANOS_PER_SECOND or seconds * nanos < 0:
         raise invalid_field(
             "histogram_step",
-            f"{ns / 1e9:g}s is shorter than the minimum of "
-            f"{MIN_STEP_NS / 1e9:g}s; send {MIN_STEP_NS / 1e9:g}s or more, or "
-            "leave it unset",
+            f"seconds {seconds} with nanos {nanos} is not a valid Duration; "
+            "send nanos from -999999999 to 999999999 with the sign of "
+            "seconds, such as seconds 90 and nanos 500000000 for 90.5s",
+        )
+    ns = step.ToNanoseconds()
+    if ns < MIN_STEP_NS:
+        minimum = format_seconds(MIN_STEP_NS)
+        raise invalid_field(
+            "histogram_step",
+            f"{format_seconds(ns)} is shorter than the minimum of {minimum}; "
+            f"send {minimum} or more, or leave it unset",
         )
     if ns > MAX_STEP_NS:
         raise invalid_field(
             "histogram_step",
-            f"{ns / 1e9:g}s is longer than the maximum of "
+            f"{format_seconds(ns)} is longer than the maximum of "
             f"{MAX_STEP_NS // NANOS_PER_SECOND}s (about 146 years); send a "
             "shorter step",
         )

@@ -23,6 +23,7 @@ import grpc
 from google.protobuf import duration_pb2, field_mask_pb2
 
 from log_service.model import Limits, service_is_valid
+from log_service.timefmt import format_seconds
 from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
 from splitlog_runtime import private_files
 from splitlog_runtime.errors import Aborted, NotFound, invalid_field
@@ -98,7 +99,8 @@ def _check_retention(value: duration_pb2.Duration, path: str) -> int:
     if ns < MIN_RETENTION_NS:
         raise invalid_field(
             path,
-            f"{ns / 1e9:g}s is shorter than the minimum of 1 hour; send 3600s or more",
+            f"{format_seconds(ns)} is shorter than the minimum of 1 hour; send "
+            "3600s or more",
         )
     if ns > MAX_RETENTION_NS:
         raise invalid_field(

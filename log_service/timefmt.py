@@ -218,3 +218,17 @@ def format_time(ns: int) -> str:
     if nanos:
         text += "." + f"{nanos:09d}".rstrip("0")
     return text + "Z"
+
+
+def format_seconds(ns: int) -> str:
+    """Format a duration in nanoseconds as exact decimal seconds.
+
+    The fraction has up to 9 digits without trailing zeros, as in the JSON
+    form of `google.protobuf.Duration`: `0.000000001s`, `1.5s`,
+    `1000000000000s`, `-2s`.
+    """
+    sign = "-" if ns < 0 else ""
+    seconds, nanos = divmod(abs(ns), NANOS_PER_SECOND)
+    if not nanos:
+        return f"{sign}{seconds}s"
+    return f"{sign}{seconds}." + f"{nanos:09d}".rstrip("0") + "s"
