@@ -2,7 +2,8 @@
 
 The users and logs areas are forwarded to the test backend. The expenses and
 balances areas point at loopback ports where nothing listens, so their calls
-fail as unreachable.
+fail as unreachable. Tests of log writes use `live`: a real log cluster with
+a real gateway.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import pytest
 
 from gateway.app import build
 from splitlog_runtime import config as config_module
+from tests.cli.test_logs_cli import LogsGateway
 from tests.gateway.support import BackendLog, LoopThread, closed_address, start_backend
 
 DEFAULT_DEADLINE_SECONDS = 3.0
@@ -65,3 +67,17 @@ def gateway(loop_thread, gateway_config):
 def channel(gateway):
     with grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as opened:
         yield opened
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """A real log cluster of 2 shards and a real gateway in front of it."""
+    loop = LoopThread()
+    base = config_module.load(
+        environ={},
+        overrides={"auth_required": False, "data_dir": tmp_path_factory.mktemp("logs")},
+    )
+    running = LogsGateway(base, tmp_path_factory.mktemp("gateway"), loop)
+    yield running
+    running.close()
+    loop.close()

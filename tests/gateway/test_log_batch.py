@@ -15,25 +15,9 @@ import pytest
 
 from gateway.log_batch import SplitBatch
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
-from splitlog_runtime import config as config_module
-from tests.cli.test_logs_cli import LogsGateway
-from tests.gateway.support import LoopThread
 from tests.log_service.test_router_cluster import list_all
 
 OLD = "2001-09-09T01:46:40Z"
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    loop = LoopThread()
-    base = config_module.load(
-        environ={},
-        overrides={"auth_required": False, "data_dir": tmp_path_factory.mktemp("logs")},
-    )
-    running = LogsGateway(base, tmp_path_factory.mktemp("gateway"), loop)
-    yield running
-    running.close()
-    loop.close()
 
 
 def _post(live, body: str, timeout: float = 10) -> httpx.Response:

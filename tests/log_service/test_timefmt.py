@@ -6,7 +6,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from log_service.timefmt import format_time, parse_duration, parse_time
+from log_service.timefmt import (
+    format_seconds,
+    format_time,
+    parse_duration,
+    parse_time,
+)
 
 SECOND = 10**9
 MINUTE = 60 * SECOND
@@ -196,3 +201,17 @@ def test_format_time(ns, text):
 @given(st.integers(min_value=-(2**63), max_value=2**63 - 1))
 def test_format_then_parse_is_exact(ns):
     assert parse_time(format_time(ns)) == ns
+
+
+@pytest.mark.parametrize(
+    "ns, text",
+    [
+        (0, "0s"),
+        (1, "0.000000001s"),
+        (1_500_000_000, "1.5s"),
+        (10**21, "1000000000000s"),
+        (-2_000_000_001, "-2.000000001s"),
+    ],
+)
+def test_format_seconds_is_exact(ns, text):
+    assert format_seconds(ns) == text

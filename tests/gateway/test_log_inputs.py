@@ -1,0 +1,118 @@
+"""Bad log write and stats input through REST: a real gateway and log cluster.
+
+A request id over the limit fails `POST /logs` and `POST /logs/batch` with
+400 before anything is stored, and a histogram step out of range is printed
+in exact decimal seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import httpx
+import pytest
+
+from log_service.request_ids import MAX_REQUEST_ID_BYTES
+from tests.gateway.test_log_batch import _error
+from tests.log_service.test_router_cluster import list_all
+
+LONG_ID = "r" * (MAX_REQUEST_ID_BYTES + 88)
+
+
+def _url(live, path: str) -> str:
+    return f"http://127.0.0.1:{live.gateway.http_port}{path}"
+
+
+def _post(live, path: str, body: dict, params: dict | None = None) -> httpx.Response:
+    return httpx.post(
+        _url(live, path),
+        content=json.dumps(body).encode(),
+        params=params,
+        headers={"content-type": "application/json"},
+        timeout=10,
+    )
+
+
+def _check_long_id_error(response: httpx.Response) -> None:
+    assert response.status_code == 400, response.text
+    assert _error(response) == ("REQUEST_ID_TOO_LONG", ["request_id"])
+    message = response.json()["error"]["message"]
+    assert f"is {len(LONG_ID)} bytes long in UTF-8" in message
+    assert f"over the limit of {MAX_REQUEST_ID_BYTES} bytes" in message
+
+
+@pytest.mark.parametrize("key", ["requestId", "request_id"])
+def test_batch_rejects_long_request_id(live, key):
+    service = f"long-id-{uuid.uuid4().hex[:8]}"
+    body = {"entries": [{"service": service, "message": "never stored"}], key: LONG_ID}
+
+    response = _post(live, "/logs/batch", body)
+
+    _check_long_id_error(response)
+    assert list_all(live.stub, services=[service]) == []
+
+
+def test_all_rejected_batch_checks_request_id(live):
+    # The gateway rejects an entry with a lone surrogate itself. With no
+    # entry left, the request never reaches log_service.
+    body = (
+        '{"entries": [{"service": "s", "message": "\\udc00"}], '
+        f'"requestId": "{LONG_ID}"}}'
+    )
+
+    response = httpx.post(
+        _url(live, "/logs/batch"),
+        content=body.encode(),
+        headers={"content-type": "application/json"},
+        timeout=10,
+    )
+
+    _check_long_id_error(response)
+
+
+def test_single_write_rejects_long_request_id(live):
+    service = f"long-id-one-{uuid.uuid4().hex[:8]}"
+    body = {"service": service, "message": "never stored"}
+
+    response = _post(live, "/logs", body, params={"requestId": LONG_ID})
+
+    _check_long_id_error(response)
+    assert list_all(live.stub, services=[service]) == []
+
+
+def test_batch_request_id_at_limit_is_stored_once(live):
+    service = f"id-at-limit-{uuid.uuid4().hex[:8]}"
+    body = {
+        "entries": [{"service": service, "message": "once"}],
+        "requestId": "k" * MAX_REQUEST_ID_BYTES,
+    }
+
+    first = _post(live, "/logs/batch", body)
+    second = _post(live, "/logs/batch", body)
+
+    assert first.status_code == 200, first.text
+    assert second.status_code == 200, second.text
+    assert second.json()["duplicateCount"] == 1
+    assert len(list_all(live.stub, services=[service])) == 1
+
+
+@pytest.mark.parametrize(
+    "step, expected",
+    [
+        ("0.000000001s", "0.000000001s is shorter than the minimum of 1s"),
+        ("0.5s", "0.5s is shorter than the minimum of 1s"),
+        ("10000000000s", "10000000000s is longer than the maximum"),
+        ("1000000000000s", 'from "-315576000000s" to "315576000000s"'),
+    ],
+)
+def test_stats_step_error_prints_exact_seconds(live, step, expected):
+    response = httpx.get(
+        _url(live, "/logs/stats"), params={"histogramStep": step}, timeout=10
+    )
+
+    assert response.status_code == 400, response.text
+    message = response.json()["error"]["message"]
+    assert expected in message
+    assert "e-" not in message
+    assert "e+" not in message
