@@ -16,6 +16,7 @@ from log_service.clients import NodeClients
 from log_service.coordinator import Coordinator
 from log_service.ingest_counters import IngestCounters
 from log_service.model import Limits
+from log_service.open_streams import OpenStreams
 from log_service.query import ShardReader
 from log_service.retention import RetentionEnforcer, RetentionStore
 from log_service.router import (
@@ -69,6 +70,7 @@ def build_router(
             "log_write_quorum must be `all` or `leader`, got "
             f"{config.log_write_quorum!r}"
         )
+    open_streams = OpenStreams(config.log_max_open_streams)
     data_dir = router_data_dir(config)
     private_files.private_tree(data_dir)
     if config.auth_required:
@@ -101,7 +103,14 @@ def build_router(
     )
     reader = ShardReader(coordinator, stub_for, config.deadline_seconds)
     servicer = LogsServicer(
-        writer, reader, sharder, coordinator, retention, counters, stub_for
+        writer,
+        reader,
+        sharder,
+        coordinator,
+        retention,
+        counters,
+        stub_for,
+        open_streams,
     )
     otlp = OtlpLogsServicer(writer, retention)
 
@@ -118,6 +127,9 @@ def build_router(
             ],
             [SERVICE.full_name, OTLP_SERVICE],
             address=address,
+            # Each open tail or stream holds a handler thread, so the
+            # threads of `workers` stay free for the other calls.
+            stream_workers=open_streams.maximum,
         )
     except BaseException:
         coordinator.stop()

@@ -45,6 +45,7 @@ from log_service.model import (
     fill_columns,
     write_size_error,
 )
+from log_service.open_streams import OpenStreams, StreamSlot
 from log_service.otlp import (
     count_log_records,
     export_request_to_batch,
@@ -847,7 +848,11 @@ class RejectionList:
 
 
 class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
-    """The public LogsService of the router."""
+    """The public LogsService of the router.
+
+    Every TailLogEntries and StreamLogEntries call holds a slot of
+    `open_streams` while it is open (see `log_service.open_streams`).
+    """
 
     def __init__(
         self,
@@ -858,7 +863,9 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         retention: RetentionStore,
         counters: IngestCounters,
         stub_for,
+        open_streams: OpenStreams,
     ) -> None:
+        self.open_streams = open_streams
         self._writer = writer
         self._reader = reader
         self._sharder = sharder
@@ -917,11 +924,18 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         )
 
     def StreamLogEntries(self, request_iterator, context):
+        slot = self.open_streams.acquire("StreamLogEntries", context)
+        try:
+            return self._stream_entries(request_iterator, context)
+        finally:
+            slot.release()
+
+    def _stream_entries(self, request_iterator, context):
         # Up to STREAM_WINDOW batches of one stream are written at once, so
         # the next batch is read while the shards store the previous ones.
         # Results are taken in stream order, and the first failure ends the
-        # call. Batches sent after it may be stored too, but their request ids
-        # make a resend count once.
+        # call. Up to STREAM_WINDOW - 1 batches read after the failed one may
+        # be stored too, but their request ids make a resend store them once.
         response = logs_service_pb2.StreamLogEntriesResponse()
         listed = RejectionList(self._writer.max_message_bytes)
         pending: deque[futures.Future] = deque()
@@ -993,11 +1007,16 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
             token = decode_resume_token(request.resume_token, fingerprint)
             for shard in shards:
                 positions[shard] = token.positions.get(shard, -1)
-        tail = Tail(
-            self._coordinator, self._stub_for, selection, fingerprint, positions
-        )
-        context.add_callback(tail.stop)
-        return tail.responses()
+        slot = self.open_streams.acquire("TailLogEntries", context)
+        try:
+            tail = Tail(
+                self._coordinator, self._stub_for, selection, fingerprint, positions
+            )
+            context.add_callback(tail.stop)
+        except BaseException:
+            slot.release()
+            raise
+        return _releasing(tail.responses(), slot)
 
     def GetClusterStatus(self, request, context):
         return self._coordinator.cluster_status()
@@ -1022,6 +1041,19 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         return logs_service_pb2.UpdateRetentionPolicyResponse(
             retention_policy=policy.to_proto()
         )
+
+
+def _releasing(responses: Iterator, slot: StreamSlot) -> Iterator:
+    """Yield `responses`, then release `slot`, also when the call fails.
+
+    A client that cancels never resumes the generator, so the call's own
+    termination callback, set by `OpenStreams.acquire`, releases the slot
+    then.
+    """
+    try:
+        yield from responses
+    finally:
+        slot.release()
 
 
 class OtlpLogsServicer:

@@ -248,6 +248,15 @@ SETTINGS: list[Setting] = [
         _parse_int,
     ),
     Setting(
+        "log_max_open_streams",
+        64,
+        "Maximum number of TailLogEntries and StreamLogEntries calls that the "
+        "log router keeps open at once; further ones get RESOURCE_EXHAUSTED. "
+        "The router runs this many handler threads on top of workers, one per "
+        "open call.",
+        _parse_int,
+    ),
+    Setting(
         "log_max_message_bytes",
         256 * 1024,
         "Longest log message in UTF-8 bytes; longer ones are cut and flagged.",

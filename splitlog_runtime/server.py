@@ -300,6 +300,7 @@ def create_server(
     address: str = "127.0.0.1:0",
     *,
     workers: int = 16,
+    stream_workers: int = 0,
     max_message_bytes: int = 16 * 1024 * 1024,
     message_headroom_bytes: int = 0,
     reflection_enabled: bool = True,
@@ -315,7 +316,10 @@ def create_server(
       service_names: full names of the registered services, for health and
         reflection.
       address: host:port to bind; port 0 picks a free port.
-      workers: size of the handler thread pool.
+      workers: size of the handler thread pool, and of the gateway's pool
+        for in-process calls of the server's unary methods.
+      stream_workers: threads added to the handler pool for long-lived
+        calls, which the servicers must limit to that many at once.
       max_message_bytes: largest request message accepted and largest
         response sent (see `server_options`).
       message_headroom_bytes: bytes by which request and response messages
@@ -336,7 +340,9 @@ def create_server(
         ErrorInterceptor(max_message_bytes, message_headroom_bytes),
     ]
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name),
+        futures.ThreadPoolExecutor(
+            max_workers=workers + stream_workers, thread_name_prefix=name
+        ),
         interceptors=all_interceptors,
         options=server_options(max_message_bytes, message_headroom_bytes),
         maximum_concurrent_rpcs=max_concurrent_rpcs or None,

@@ -82,6 +82,7 @@ def start_service(
     address: str | None = None,
     database: Database | None = None,
     migrations_dir: Path | None = None,
+    stream_workers: int = 0,
 ) -> ServiceHost:
     """Start a service and return its running host.
 
@@ -101,6 +102,8 @@ def start_service(
       address: host:port to bind; defaults to the configured host and port.
       database: the service's database, if it has one.
       migrations_dir: the Alembic folder for that database.
+      stream_workers: handler threads added to `workers` for long-lived
+        calls, which the service must limit to that many at once.
     """
     if address is None:
         address = f"{config.host}:{getattr(config, f'{name}_port')}"
@@ -117,6 +120,7 @@ def start_service(
         service_names,
         address,
         workers=config.workers,
+        stream_workers=stream_workers,
         max_message_bytes=config.max_message_bytes,
         reflection_enabled=config.reflection,
         interceptors=interceptors,

@@ -1,0 +1,218 @@
+"""The router's limit on open TailLogEntries and StreamLogEntries calls.
+
+A router with two shards of one node each listens on 127.0.0.1, with 2
+handler threads for short calls and `log_max_open_streams` 3. Each test holds
+long-lived calls open and checks that short calls still succeed, that one
+call over the limit fails at once, and that the slots come back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+
+from log_service.app import build_router
+from log_service.open_streams import OpenStreams
+from splitlog.logs.v1 import logs_service_pb2 as pb
+from splitlog.logs.v1 import logs_service_pb2_grpc
+from tests.log_service.router_support import details_of
+from tests.log_service.test_router_cluster import Cluster, entry
+from tests.log_service.test_tail import with_sequence
+
+MAX_OPEN = 3
+# Seconds a short call may take; far above what it needs, so that a call
+# stuck behind the open ones fails instead of hanging the test.
+CALL_TIMEOUT = 10.0
+# Deadline of the held calls, so that a tail that never opens fails the test.
+HELD_TIMEOUT = 30.0
+TAIL_METHOD = "/splitlog.logs.v1.LogsService/TailLogEntries"
+
+
+@pytest.fixture
+def cluster(base_config):
+    config = base_config.replace(
+        log_shards=2,
+        log_replicas=1,
+        log_node_port=0,
+        log_fsync=False,
+        workers=2,
+        log_max_open_streams=MAX_OPEN,
+    )
+    running = Cluster(config)
+    yield running
+    running.close()
+
+
+def open_streams_of(cluster: Cluster) -> OpenStreams:
+    """Return the router's count of open long-lived calls."""
+    handler = cluster.router.handlers.lookup(TAIL_METHOD)
+    return handler.unary_stream.__self__.open_streams
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = CALL_TIMEOUT) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def idle_requests(release: threading.Event) -> Iterator[pb.StreamLogEntriesRequest]:
+    """Send no request message until `release` is set, then end the stream."""
+    release.wait()
+    yield from ()
+
+
+def open_tail(stub) -> grpc.Call:
+    """Start a tail and wait for its first response, which it sends once open."""
+    call = stub.TailLogEntries(
+        pb.TailLogEntriesRequest(services=["held"]), timeout=HELD_TIMEOUT
+    )
+    next(call)
+    return call
+
+
+def check_short_calls(stub) -> None:
+    written = stub.WriteLogEntries(
+        pb.WriteLogEntriesRequest(entries=[entry("short", "while held")]),
+        timeout=CALL_TIMEOUT,
+    )
+    listed = stub.ListLogEntries(
+        pb.ListLogEntriesRequest(services=["short"]), timeout=CALL_TIMEOUT
+    )
+    status = stub.GetClusterStatus(pb.GetClusterStatusRequest(), timeout=CALL_TIMEOUT)
+
+    assert written.accepted_count == 1
+    assert "while held" in [e.message for e in listed.entries]
+    assert len(status.shards) == 2
+
+
+def check_too_many(error: grpc.RpcError) -> None:
+    infos = details_of(error, error_details_pb2.ErrorInfo)
+    retries = details_of(error, error_details_pb2.RetryInfo)
+
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "log_max_open_streams is 3" in error.details()
+    assert "raise log_max_open_streams" in error.details()
+    assert [info.reason for info in infos] == ["TOO_MANY_OPEN_STREAMS"]
+    assert infos[0].metadata["limit"] == "log_max_open_streams"
+    assert len(retries) == 1
+    assert retries[0].retry_delay.seconds > 0
+
+
+def test_tails_at_limit_leave_short_calls(cluster):
+    open_streams = open_streams_of(cluster)
+    tails = [open_tail(cluster.stub) for _ in range(MAX_OPEN)]
+
+    assert open_streams.open_count == MAX_OPEN
+    check_short_calls(cluster.stub)
+    extra = cluster.stub.TailLogEntries(
+        pb.TailLogEntriesRequest(services=["held"]), timeout=CALL_TIMEOUT
+    )
+    with pytest.raises(grpc.RpcError) as rejected:
+        next(extra)
+    check_too_many(rejected.value)
+
+    for tail in tails:
+        tail.cancel()
+    assert wait_until(lambda: open_streams.open_count == 0)
+    again = [open_tail(cluster.stub) for _ in range(MAX_OPEN)]
+    assert open_streams.open_count == MAX_OPEN
+    for tail in again:
+        tail.cancel()
+    assert wait_until(lambda: open_streams.open_count == 0)
+
+
+def test_idle_streams_at_limit_leave_short_calls(cluster):
+    open_streams = open_streams_of(cluster)
+    release = threading.Event()
+    try:
+        streams = [
+            cluster.stub.StreamLogEntries.future(
+                idle_requests(release), timeout=HELD_TIMEOUT
+            )
+            for _ in range(MAX_OPEN)
+        ]
+        assert wait_until(lambda: open_streams.open_count == MAX_OPEN)
+
+        check_short_calls(cluster.stub)
+        extra = cluster.stub.StreamLogEntries.future(
+            idle_requests(release), timeout=CALL_TIMEOUT
+        )
+        check_too_many(extra.exception(timeout=CALL_TIMEOUT))
+
+        for stream in streams:
+            stream.cancel()
+        assert wait_until(lambda: open_streams.open_count == 0)
+    finally:
+        release.set()
+    response = cluster.stub.StreamLogEntries(
+        iter([pb.StreamLogEntriesRequest(entries=[entry("short", "after")])]),
+        timeout=CALL_TIMEOUT,
+    )
+
+    assert response.accepted_count == 1
+    assert wait_until(lambda: open_streams.open_count == 0)
+
+
+def test_slots_return_when_channel_closes(cluster):
+    open_streams = open_streams_of(cluster)
+    channel = grpc.insecure_channel(f"127.0.0.1:{cluster.router.port}")
+    stub = logs_service_pb2_grpc.LogsServiceStub(channel)
+    release = threading.Event()
+    try:
+        # Held in names, because a call that is garbage collected is cancelled.
+        tail = open_tail(stub)
+        stream = stub.StreamLogEntries.future(
+            idle_requests(release), timeout=HELD_TIMEOUT
+        )
+        assert wait_until(lambda: open_streams.open_count == 2)
+
+        channel.close()
+
+        assert wait_until(lambda: open_streams.open_count == 0)
+        assert tail.code() == grpc.StatusCode.CANCELLED
+        assert stream.cancelled() or stream.exception() is not None
+    finally:
+        release.set()
+        channel.close()
+
+
+def test_failed_calls_return_slots(cluster):
+    open_streams = open_streams_of(cluster)
+    first_tail = cluster.stub.TailLogEntries(
+        pb.TailLogEntriesRequest(services=["held"])
+    )
+    token = next(first_tail).resume_token
+    first_tail.cancel()
+    assert wait_until(lambda: open_streams.open_count == 0)
+    ahead = with_sequence(token, 999_999_999)
+    too_many = cluster.router_config.log_max_batch_entries + 1
+    oversized = pb.StreamLogEntriesRequest(entries=[entry("short", "x")] * too_many)
+
+    with pytest.raises(grpc.RpcError) as tail_error:
+        next(
+            cluster.stub.TailLogEntries(
+                pb.TailLogEntriesRequest(services=["held"], resume_token=ahead),
+                timeout=CALL_TIMEOUT,
+            )
+        )
+    with pytest.raises(grpc.RpcError) as stream_error:
+        cluster.stub.StreamLogEntries(iter([oversized]), timeout=CALL_TIMEOUT)
+
+    assert tail_error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert stream_error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert wait_until(lambda: open_streams.open_count == 0)
+
+
+def test_max_open_streams_below_one(base_config):
+    config = base_config.replace(log_max_open_streams=0)
+
+    with pytest.raises(ValueError, match="log_max_open_streams must be 1 or more"):
+        build_router(config, "127.0.0.1:0")
