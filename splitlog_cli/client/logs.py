@@ -1630,13 +1630,29 @@ class _LogsClient:
     def stream(
         self, method: Callable[..., Any], request: Message, duration: float | None
     ) -> Iterator[Any]:
-        """Yield the responses of a server stream until it ends or `duration` passes."""
+        """Yield the responses of a server stream until it ends or `duration` passes.
+
+        Raises:
+          ServerError: the call failed, or `duration` passed before the first
+            response, which the server sends as soon as the stream is open.
+        """
         call = method(request, timeout=duration)
+        received = False
         try:
-            yield from call
+            for response in call:
+                received = True
+                yield response
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and duration:
-                return
+                if received:
+                    return
+                raise ServerError(
+                    f"{self.address} sent no response within the --duration of "
+                    f"{duration:g} s (DEADLINE_EXCEEDED), so the stream never "
+                    "opened; check the log of `splitlog up`, or retry with a "
+                    "longer --duration",
+                    exc.code(),
+                ) from None
             raise self.error(exc) from None
         finally:
             call.cancel()

@@ -1685,6 +1685,64 @@ def test_tail_resume_token_ahead_of_shards(live, capsys):
     assert "to continue after the last entry printed" not in resumed_err
 
 
+def test_tail_over_open_stream_limit(loop_thread, tmp_path_factory, capsys):
+    base = config_module.load(
+        environ={},
+        overrides={"auth_required": False, "data_dir": tmp_path_factory.mktemp("one")},
+    )
+    running = LogsGateway(
+        base, tmp_path_factory.mktemp("gateway-one"), loop_thread,
+        log_max_open_streams=1,
+    )  # fmt: skip
+    held = running.stub.TailLogEntries(
+        logs_pb2.TailLogEntriesRequest(services=["tail-held"]), timeout=60
+    )
+    try:
+        next(held)
+        status, out, err = run(
+            capsys, running.address, "logs", "tail", "--service", "tail-held",
+            "--duration", "5s",
+        )  # fmt: skip
+        with httpx.Client(timeout=10) as client:
+            rest = client.post(
+                f"http://127.0.0.1:{running.gateway.http_port}/v1/logs:tail",
+                json={"services": ["tail-held"]},
+            )
+    finally:
+        held.cancel()
+        running.close()
+
+    assert status == 1
+    assert out == ""
+    assert "RESOURCE_EXHAUSTED" in err
+    assert "log_max_open_streams is 1" in err
+    assert rest.status_code == 429, rest.text[:500]
+    assert rest.headers["retry-after"] == "5"
+    assert "TOO_MANY_OPEN_STREAMS" in rest.text
+
+
+def test_tail_without_first_message_fails(loop_thread, tmp_path_factory, capsys):
+    base = config_module.load(
+        environ={},
+        overrides={"auth_required": False, "data_dir": tmp_path_factory.mktemp("down")},
+    )
+    running = LogsGateway(base, tmp_path_factory.mktemp("gateway-down"), loop_thread)
+    try:
+        # With its nodes gone, the router waits 2 s for the shard streams
+        # before the first message, longer than the --duration.
+        for node in running.cluster.nodes:
+            node.stop(0)
+        status, out, err = run(
+            capsys, running.address, "logs", "tail", "--duration", "1s"
+        )
+    finally:
+        running.close()
+
+    assert status == 1
+    assert out == ""
+    assert "sent no response within the --duration of 1 s" in err
+
+
 # stats
 
 
