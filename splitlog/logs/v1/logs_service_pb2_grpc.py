@@ -116,8 +116,14 @@ class LogsServiceServicer:
         """Writes a stream of batches and returns one summary when the client
         closes the stream. Each batch is handled as in WriteLogEntries. A batch
         that fails as a whole ends the stream with its error. The batches before
-        it are stored, so a client that resends them with the same request ids
-        does not store them twice.
+        it are stored. The server writes up to 16 batches of a stream at once,
+        so up to 15 batches sent after the failed one may be stored as well. A
+        client that resends every batch from the failed one on, with the same
+        request ids, stores each entry once.
+        The server keeps a limited number of StreamLogEntries and TailLogEntries
+        calls open at once (the log_max_open_streams setting). A call over it
+        fails at once with RESOURCE_EXHAUSTED, reason TOO_MANY_OPEN_STREAMS, and
+        RetryInfo.
         It has no REST route, because REST has no stream of requests; REST
         clients send batches to `POST /logs/batch` instead.
         """
@@ -135,6 +141,9 @@ class LogsServiceServicer:
     def TailLogEntries(self, request, context):
         """Streams matching log entries as they are written, until the client
         cancels. A resume token continues an earlier stream without gaps.
+        A call over the server's limit of open StreamLogEntries and
+        TailLogEntries calls fails at once with RESOURCE_EXHAUSTED, reason
+        TOO_MANY_OPEN_STREAMS, and RetryInfo.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -51,8 +51,14 @@ class LogsServiceStub:
     """Writes a stream of batches and returns one summary when the client
     closes the stream. Each batch is handled as in WriteLogEntries. A batch
     that fails as a whole ends the stream with its error. The batches before
-    it are stored, so a client that resends them with the same request ids
-    does not store them twice.
+    it are stored. The server writes up to 16 batches of a stream at once,
+    so up to 15 batches sent after the failed one may be stored as well. A
+    client that resends every batch from the failed one on, with the same
+    request ids, stores each entry once.
+    The server keeps a limited number of StreamLogEntries and TailLogEntries
+    calls open at once (the log_max_open_streams setting). A call over it
+    fails at once with RESOURCE_EXHAUSTED, reason TOO_MANY_OPEN_STREAMS, and
+    RetryInfo.
     It has no REST route, because REST has no stream of requests; REST
     clients send batches to `POST /logs/batch` instead.
     """
@@ -61,6 +67,9 @@ class LogsServiceStub:
     TailLogEntries: _grpc.UnaryStreamMultiCallable[_logs_service_pb2.TailLogEntriesRequest, _logs_service_pb2.TailLogEntriesResponse]
     """Streams matching log entries as they are written, until the client
     cancels. A resume token continues an earlier stream without gaps.
+    A call over the server's limit of open StreamLogEntries and
+    TailLogEntries calls fails at once with RESOURCE_EXHAUSTED, reason
+    TOO_MANY_OPEN_STREAMS, and RetryInfo.
     """
     GetLogStats: _grpc.UnaryUnaryMultiCallable[_logs_service_pb2.GetLogStatsRequest, _logs_service_pb2.GetLogStatsResponse]
     """Returns entry counts by severity, by service and over time, and the
@@ -105,8 +114,14 @@ class LogsServiceAsyncStub(LogsServiceStub):
     """Writes a stream of batches and returns one summary when the client
     closes the stream. Each batch is handled as in WriteLogEntries. A batch
     that fails as a whole ends the stream with its error. The batches before
-    it are stored, so a client that resends them with the same request ids
-    does not store them twice.
+    it are stored. The server writes up to 16 batches of a stream at once,
+    so up to 15 batches sent after the failed one may be stored as well. A
+    client that resends every batch from the failed one on, with the same
+    request ids, stores each entry once.
+    The server keeps a limited number of StreamLogEntries and TailLogEntries
+    calls open at once (the log_max_open_streams setting). A call over it
+    fails at once with RESOURCE_EXHAUSTED, reason TOO_MANY_OPEN_STREAMS, and
+    RetryInfo.
     It has no REST route, because REST has no stream of requests; REST
     clients send batches to `POST /logs/batch` instead.
     """
@@ -115,6 +130,9 @@ class LogsServiceAsyncStub(LogsServiceStub):
     TailLogEntries: _aio.UnaryStreamMultiCallable[_logs_service_pb2.TailLogEntriesRequest, _logs_service_pb2.TailLogEntriesResponse]  # type: ignore[assignment]
     """Streams matching log entries as they are written, until the client
     cancels. A resume token continues an earlier stream without gaps.
+    A call over the server's limit of open StreamLogEntries and
+    TailLogEntries calls fails at once with RESOURCE_EXHAUSTED, reason
+    TOO_MANY_OPEN_STREAMS, and RetryInfo.
     """
     GetLogStats: _aio.UnaryUnaryMultiCallable[_logs_service_pb2.GetLogStatsRequest, _logs_service_pb2.GetLogStatsResponse]  # type: ignore[assignment]
     """Returns entry counts by severity, by service and over time, and the
@@ -174,8 +192,14 @@ class LogsServiceServicer(metaclass=_abc_1.ABCMeta):
         """Writes a stream of batches and returns one summary when the client
         closes the stream. Each batch is handled as in WriteLogEntries. A batch
         that fails as a whole ends the stream with its error. The batches before
-        it are stored, so a client that resends them with the same request ids
-        does not store them twice.
+        it are stored. The server writes up to 16 batches of a stream at once,
+        so up to 15 batches sent after the failed one may be stored as well. A
+        client that resends every batch from the failed one on, with the same
+        request ids, stores each entry once.
+        The server keeps a limited number of StreamLogEntries and TailLogEntries
+        calls open at once (the log_max_open_streams setting). A call over it
+        fails at once with RESOURCE_EXHAUSTED, reason TOO_MANY_OPEN_STREAMS, and
+        RetryInfo.
         It has no REST route, because REST has no stream of requests; REST
         clients send batches to `POST /logs/batch` instead.
         """
@@ -196,6 +220,9 @@ class LogsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_logs_service_pb2.TailLogEntriesResponse], _abc.AsyncIterator[_logs_service_pb2.TailLogEntriesResponse]]:
         """Streams matching log entries as they are written, until the client
         cancels. A resume token continues an earlier stream without gaps.
+        A call over the server's limit of open StreamLogEntries and
+        TailLogEntries calls fails at once with RESOURCE_EXHAUSTED, reason
+        TOO_MANY_OPEN_STREAMS, and RetryInfo.
         """
 
     @_abc_1.abstractmethod
