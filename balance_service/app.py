@@ -21,7 +21,9 @@ def build(config: Config, address: str | None = None) -> ServiceHost:
     """Start the balance service and return its host once it reports SERVING.
 
     The ledger consumer starts after the migrations and keeps retrying while
-    expense_service is unreachable, so the service starts without it. The
+    expense_service is unreachable, so the service starts without it. It
+    reopens a stream that brings neither events nor heartbeats, and health
+    turns NOT_SERVING if its thread ever ends. The
     host's stop ends the consumer before the database is disposed.
 
     Args:
@@ -69,6 +71,8 @@ def build(config: Config, address: str | None = None) -> ServiceHost:
         config.service_address("expense_service"),
         max_message_bytes=config.max_message_bytes,
         on_applied=fence.notify_applied,
+        # Balances that stop following the ledger are not fit to serve.
+        on_failed=host.mark_not_serving,
     )
     # Closers run in reverse order, so the consumer stops before the
     # database is disposed.

@@ -267,6 +267,12 @@ def apply_batch(database: Database, states: Sequence[ExpenseState]) -> int:
         return position
 
 
+#: Seconds the consumer waits for a message, with events or without (a
+#: heartbeat), before it gives the stream up and opens a new one.
+#: expense_service sends a heartbeat after every 5 s without events.
+STREAM_IDLE_SECONDS = 20.0
+
+
 class LedgerConsumer:
     """A background thread that streams ledger events and applies them.
 
@@ -274,6 +280,15 @@ class LedgerConsumer:
     unreachable, and logs a WARNING for failed attempts at most every
     `warning_interval` seconds, with the number of attempts since the last.
     `on_applied` runs after each batch commits.
+
+    Each attempt opens its own channel. A watchdog thread closes it when no
+    message, events or heartbeat, arrived for `idle_timeout` seconds while
+    the consumer waited for one, so a stream whose server died without
+    closing it is reopened like any failed one. Closing the channel ends the
+    call even where cancelling it would not: grpcio 1.85 leaves a call that
+    grpc holds for a retry waiting after a cancel. Any exception ends one
+    attempt, never the thread; if the thread ends all the same, the watchdog
+    logs it and calls `on_failed`.
     """
 
     def __init__(
@@ -284,96 +299,156 @@ class LedgerConsumer:
         initial_backoff: float = 0.1,
         max_backoff: float = 5.0,
         warning_interval: float = 10.0,
+        idle_timeout: float = STREAM_IDLE_SECONDS,
         max_message_bytes: int = 16 * 1024 * 1024,
         on_applied: Callable[[], None] | None = None,
+        on_failed: Callable[[], None] | None = None,
     ) -> None:
         self._database = database
         self._on_applied = on_applied
+        self._on_failed = on_failed
         self._target = target
         self._initial_backoff = initial_backoff
         self._max_backoff = max_backoff
         self._warning_interval = warning_interval
+        self._idle_timeout = idle_timeout
         self._max_message_bytes = max_message_bytes
         self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self._call: grpc.Future | None = None
+        self._channel: grpc.Channel | None = None
+        # When the consumer began to wait for the next message; None while
+        # it applies a batch, which may take long without the stream being
+        # at fault.
+        self._waiting_since: float | None = None
+        self._stalled = False
         self._thread = threading.Thread(
             target=self._run, name="ledger-consumer", daemon=True
+        )
+        self._watchdog = threading.Thread(
+            target=self._watch, name="ledger-watchdog", daemon=True
         )
         self._failures = 0
         self._last_warning = 0.0
 
     def start(self) -> None:
         self._thread.start()
+        self._watchdog.start()
         _LOGGER.info("ledger consumer reading from %s", self._target)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Cancel the open stream and wait for the thread to end."""
+        """Close the open stream and wait for the threads to end."""
         self._stopping.set()
         with self._lock:
-            if self._call is not None:
-                self._call.cancel()
+            if self._channel is not None:
+                self._channel.close()
         self._thread.join(timeout)
+        self._watchdog.join(timeout)
         if self._thread.is_alive():
             _LOGGER.warning("ledger consumer did not stop within %.1fs", timeout)
 
     def _run(self) -> None:
-        channel = insecure_channel(self._target, self._max_message_bytes)
-        stub = ledger_grpc.LedgerServiceStub(channel)
         attempt = 0
         try:
             while not self._stopping.is_set():
                 try:
-                    if self._stream_once(stub):
+                    if self._stream_once():
                         attempt = 0
                 except grpc.RpcError as exc:
                     if self._stopping.is_set():
                         break
-                    self._warn(f"{exc.code().name}: {exc.details()}")
+                    self._warn(self._describe(exc))
                 except (InvalidEventError, storage.CursorMoved, DBAPIError) as exc:
                     self._warn(str(exc), level=logging.ERROR)
                 except Exception:
+                    if self._stopping.is_set():
+                        break
                     _LOGGER.exception("ledger consumer failed; retrying")
                 attempt += 1
                 ceiling = min(self._max_backoff, self._initial_backoff * 2**attempt)
                 self._stopping.wait(random.uniform(ceiling / 2, ceiling))
         finally:
-            channel.close()
             _LOGGER.info("ledger consumer stopped")
 
-    def _stream_once(self, stub: ledger_grpc.LedgerServiceStub) -> bool:
-        """Stream from the stored cursor until the stream ends; True if any applied."""
+    def _describe(self, exc: grpc.RpcError) -> str:
+        if self._stalled:
+            return (
+                f"no events and no heartbeat for {self._idle_timeout:g}s, so the "
+                "stream was taken for dead"
+            )
+        return f"{exc.code().name}: {exc.details()}"
+
+    def _stream_once(self) -> bool:
+        """Stream from the stored cursor until the stream ends.
+
+        Returns:
+          True if any message, events or heartbeat, arrived.
+        """
         with self._database.transaction() as session:
             cursor = storage.read_cursor(session)
-        call = stub.StreamLedgerEvents(
-            ledger_pb.StreamLedgerEventsRequest(after_sequence=cursor)
-        )
+        # grpc's own retries stay off: this loop reconnects, and grpc could
+        # keep a stream that has not received its headers waiting forever.
+        channel = insecure_channel(self._target, self._max_message_bytes, retries=False)
         with self._lock:
             if self._stopping.is_set():
-                call.cancel()
-            self._call = call
-        applied = False
+                channel.close()
+                return False
+            self._channel = channel
+            self._stalled = False
+            self._waiting_since = time.monotonic()
+        received = False
         try:
+            call = ledger_grpc.LedgerServiceStub(channel).StreamLedgerEvents(
+                ledger_pb.StreamLedgerEventsRequest(after_sequence=cursor)
+            )
             for response in call:
-                states = [parse_event(event) for event in response.events]
-                cursor = apply_batch(self._database, states)
-                applied = True
-                if self._on_applied is not None:
-                    self._on_applied()
-                if self._failures:
+                with self._lock:
+                    self._waiting_since = None
+                if not received and self._failures:
                     _LOGGER.info(
                         "ledger stream from %s resumed after %d failed attempts",
                         self._target,
                         self._failures,
                     )
                     self._failures = 0
+                received = True
+                if response.events:
+                    states = [parse_event(event) for event in response.events]
+                    apply_batch(self._database, states)
+                    if self._on_applied is not None:
+                        self._on_applied()
+                with self._lock:
+                    self._waiting_since = time.monotonic()
         finally:
             with self._lock:
-                self._call = None
+                self._channel = None
+                self._waiting_since = None
+            channel.close()
         if not self._stopping.is_set():
             # A stream that ends without an error is reopened from the cursor.
             self._warn("the ledger stream ended")
-        return applied
+        return received
+
+    def _watch(self) -> None:
+        """Close a stream that went quiet; report a consumer thread that ended."""
+        interval = min(1.0, self._idle_timeout / 4)
+        while not self._stopping.wait(interval):
+            if not self._thread.is_alive():
+                _LOGGER.critical(
+                    "the ledger consumer thread ended; balances no longer follow "
+                    "expense changes, so restart balance_service"
+                )
+                if self._on_failed is not None:
+                    self._on_failed()
+                return
+            with self._lock:
+                since = self._waiting_since
+                if self._channel is None or since is None:
+                    continue
+                if time.monotonic() - since < self._idle_timeout:
+                    continue
+                self._stalled = True
+                self._waiting_since = None
+                self._channel.close()
 
     def _warn(self, problem: str, level: int = logging.WARNING) -> None:
         self._failures += 1

@@ -10,6 +10,11 @@ arrive too. After a wake-up it lingers `LINGER_SECONDS` before reading, so
 the commits of concurrent writers go out together in one message and the
 reader applies them in one transaction.
 
+A stream sends its headers as soon as it opens, and a message without events
+(a heartbeat) after every `HEARTBEAT_SECONDS` without events. A reader that
+receives nothing for several heartbeats can take the stream for dead, even
+when the connection looks open (see balance_service/ledger.py).
+
 The writers of this process hand their events to the feed once they have
 committed (`LedgerFeed.publish`), and a stream sends them from there without
 reading the table. It reads the table whenever the feed lacks one of the
@@ -54,6 +59,8 @@ BATCH_SIZE = 500
 POLL_SECONDS = 0.5
 #: Seconds a stream waits after a wake-up so that more commits join the batch.
 LINGER_SECONDS = 0.03
+#: Seconds without events after which a stream sends a heartbeat, an empty message.
+HEARTBEAT_SECONDS = 5.0
 #: Seconds a client should wait before reconnecting after the server stopped.
 RECONNECT_DELAY_SECONDS = 1.0
 #: Seconds GetLedgerPosition keeps for its response after fencing writes, so
@@ -266,6 +273,8 @@ class LedgerServicer(ledger_grpc.LedgerServiceServicer):
       default_timeout: seconds a fence may wait when the caller set no
         deadline.
       linger: seconds a stream waits after a wake-up.
+      heartbeat: seconds without events after which a stream sends an empty
+        message.
     """
 
     def __init__(
@@ -276,6 +285,7 @@ class LedgerServicer(ledger_grpc.LedgerServiceServicer):
         writes: GroupWrites,
         default_timeout: float,
         linger: float = LINGER_SECONDS,
+        heartbeat: float = HEARTBEAT_SECONDS,
     ) -> None:
         self._database = database
         self._feed = feed
@@ -283,6 +293,7 @@ class LedgerServicer(ledger_grpc.LedgerServiceServicer):
         self._writes = writes
         self._default_timeout = default_timeout
         self._linger = linger
+        self._heartbeat = heartbeat
 
     def StreamLedgerEvents(
         self,
@@ -300,7 +311,11 @@ class LedgerServicer(ledger_grpc.LedgerServiceServicer):
         self._check_position(last)
         # A cancelled client wakes the loop, so its thread is freed at once.
         context.add_callback(self._feed.notify)
+        # Headers at once tell the reader's grpc that the stream reached a
+        # server, so grpc never keeps it back for a retry of its own.
+        context.send_initial_metadata(())
         _LOGGER.info("ledger stream opened after sequence %d", last)
+        sent = time.monotonic()
         while context.is_active():
             if self._feed.closed:
                 raise Unavailable(
@@ -315,8 +330,12 @@ class LedgerServicer(ledger_grpc.LedgerServiceServicer):
             if events:
                 last = events[-1].sequence
                 yield ledger_pb.StreamLedgerEventsResponse(events=events)
+                sent = time.monotonic()
                 if len(events) == BATCH_SIZE:
                     continue
+            elif time.monotonic() - sent >= self._heartbeat:
+                yield ledger_pb.StreamLedgerEventsResponse()
+                sent = time.monotonic()
             if self._feed.wait(generation, POLL_SECONDS) and self._linger:
                 # Writers commit one after another, so a short pause lets the
                 # ones right behind this commit join the next message.

@@ -1,8 +1,9 @@
 """Client channels between splitlog components.
 
-Every channel gets message size limits and a retry policy that retries only
-UNAVAILABLE (the call never reached a healthy server, so repeating it is
-safe), with throttling so retries stop when a backend fails often. Every call
+Every channel gets message size limits and keepalive pings. Unless a caller
+turns it off, it also gets a retry policy that retries only UNAVAILABLE (the
+call never reached a healthy server, so repeating it is safe), with
+throttling so retries stop when a backend fails often. Every call
 carries a deadline: the caller's remaining deadline when there is one,
 otherwise a configured default.
 """
@@ -32,28 +33,48 @@ RETRY_SERVICE_CONFIG = {
 }
 
 
-def channel_options(max_message_bytes: int) -> list[tuple[str, object]]:
-    """Return the channel arguments for calls between components."""
-    return [
+def channel_options(
+    max_message_bytes: int, *, retries: bool = True
+) -> list[tuple[str, object]]:
+    """Return the channel arguments for calls between components.
+
+    Args:
+      max_message_bytes: the send and receive limit of each message.
+      retries: whether grpc retries UNAVAILABLE calls by itself. Turn it off
+        for a channel that carries long server streams and reconnects on its
+        own: grpc keeps a stream that has received nothing, not even its
+        headers, for a retry, and in grpcio 1.85 such a stream whose server
+        dies waits forever instead of failing.
+    """
+    options: list[tuple[str, object]] = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.enable_retries", 1),
-        ("grpc.service_config", json.dumps(RETRY_SERVICE_CONFIG)),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
     ]
+    if retries:
+        options += [
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", json.dumps(RETRY_SERVICE_CONFIG)),
+        ]
+    else:
+        options.append(("grpc.enable_retries", 0))
+    return options
 
 
 def insecure_channel(
-    target: str, max_message_bytes: int = 16 * 1024 * 1024
+    target: str, max_message_bytes: int = 16 * 1024 * 1024, *, retries: bool = True
 ) -> grpc.Channel:
     """Open a sync channel to another component.
 
     Its calls carry the process's principal signature once a component with
-    `auth_required` has started (`splitlog_runtime.auth`).
+    `auth_required` has started (`splitlog_runtime.auth`). `retries` is as
+    in `channel_options`.
     """
-    channel = grpc.insecure_channel(target, options=channel_options(max_message_bytes))
+    channel = grpc.insecure_channel(
+        target, options=channel_options(max_message_bytes, retries=retries)
+    )
     return auth.signing_channel(channel)
 
 

@@ -93,11 +93,19 @@ class LedgerPeer(ledger_grpc.LedgerServiceServicer):
     Args:
       replay_from_start: ignore `after_sequence` and always stream from the
         first event, as a peer that lost track would.
+      stalled_streams: how many of the first streams send nothing, not even
+        headers, until the caller gives them up, as a server that hangs would.
     """
 
-    def __init__(self, address: str = "127.0.0.1:0", replay_from_start=False):
+    def __init__(
+        self,
+        address: str = "127.0.0.1:0",
+        replay_from_start=False,
+        stalled_streams: int = 0,
+    ):
         self.events: list[ledger_pb.LedgerEvent] = []
         self.replay_from_start = replay_from_start
+        self.stalled_streams = stalled_streams
         # While True, streams send nothing, as if the link were slow.
         self.paused = False
         self.requests: list[int] = []
@@ -121,6 +129,10 @@ class LedgerPeer(ledger_grpc.LedgerServiceServicer):
 
     def StreamLedgerEvents(self, request, context):
         self.requests.append(request.after_sequence)
+        if len(self.requests) <= self.stalled_streams:
+            while context.is_active() and not self._closed:
+                time.sleep(0.05)
+            return
         position = 0 if self.replay_from_start else request.after_sequence
         while context.is_active():
             with self._changed:

@@ -10,6 +10,7 @@ from google.type import money_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from balance_service.ledger import LedgerConsumer
 from splitlog.balances.v1 import balances_service_pb2 as pb
 from splitlog.expenses.v1 import ledger_service_pb2 as ledger_pb
 from tests.balance_service.support import (
@@ -126,6 +127,32 @@ def test_consumer_retries_until_expense_service_starts(
     peer.stop()
     assert nets == {"EUR": {alice: 800, bob: -800}}
     assert "UNAVAILABLE" in caplog.text
+
+
+def test_silent_stream_is_given_up_and_reopened(db_url, users_host, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="balance_service.ledger")
+    nowhere = LedgerPeer()
+    nowhere.stop()
+    services = start_balances(db_url, users_host.port, nowhere, tmp_path / "data")
+    # The service's own consumer reads from an address where nothing listens,
+    # so this consumer alone applies the events.
+    peer = LedgerPeer(stalled_streams=1)
+    services.peer = peer
+    consumer = LedgerConsumer(services.database, peer.address, idle_timeout=1.0)
+    try:
+        group_id, (alice, bob) = create_group(services.users, 2)
+        peer.publish(group_id, "e1", {alice: (300, 0), bob: (0, 300)})
+        consumer.start()
+        services.sync()
+        nets = group_nets(services.balances, group_id)
+    finally:
+        consumer.stop()
+        services.close()
+        peer.stop()
+
+    assert nets == {"EUR": {alice: 300, bob: -300}}
+    assert peer.requests == [0, 0]
+    assert "no events and no heartbeat for 1s" in caplog.text
 
 
 def test_gap_in_feed_stops_before_it(own_services, caplog):

@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from expense_service import storage
-from expense_service.ledger import RECENT_EVENTS, LedgerFeed
+from expense_service.ledger import HEARTBEAT_SECONDS, RECENT_EVENTS, LedgerFeed
 from splitlog.expenses.v1 import expenses_service_pb2 as pb
 from splitlog.expenses.v1 import ledger_service_pb2 as ledger_pb
 from splitlog_runtime.database import Database
@@ -165,6 +165,26 @@ def test_stream_sends_live_events(clients, group):
     assert live_event.expense == created.name
     assert arrived - committed < 2
     assert not reader.is_alive()
+
+
+def test_idle_stream_sends_headers_at_once_then_heartbeats(clients, group):
+    create_expense(clients, group)
+    stream = clients.ledger.StreamLedgerEvents(
+        ledger_pb.StreamLedgerEventsRequest(after_sequence=latest_sequence(clients)),
+        timeout=HEARTBEAT_SECONDS + 5,
+    )
+    try:
+        opened = time.monotonic()
+        stream.initial_metadata()
+        headers = time.monotonic() - opened
+        first = next(stream)
+        heartbeat = time.monotonic() - opened
+    finally:
+        stream.cancel()
+
+    assert headers < 1
+    assert list(first.events) == []
+    assert heartbeat < HEARTBEAT_SECONDS + 2
 
 
 def test_stream_reads_other_writers_events(clients, group, module_db_url):

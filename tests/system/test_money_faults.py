@@ -239,6 +239,42 @@ def test_expense_service_killed_mid_stream(system, clients):
     _assert_balances_exact(clients, group_id, system)
 
 
+def _wait_for_log(system: System, text: str, count: int, timeout: float) -> None:
+    """Wait until the log holds `text` at least `count` times."""
+    deadline = time.monotonic() + timeout
+    while system.running.log().count(text) < count:
+        assert time.monotonic() < deadline, (
+            f"the log did not show {text!r} {count} times\n{_log_tail(system)}"
+        )
+        time.sleep(0.05)
+
+
+@pytest.mark.timeout(240)
+def test_expense_service_killed_while_the_stream_has_sent_nothing(system, clients):
+    """The ledger stream of a fresh balance_service dies before its first message.
+
+    A balance_service that restarts on an idle ledger opens a stream on which
+    nothing has arrived yet. expense_service is killed at exactly that point,
+    so the consumer must notice the dead stream and follow the new
+    expense_service.
+    """
+    group_id, members = create_group(clients, 4)
+    run_writers(_writers(clients, group_id, members, 2, operations=10), timeout=60)
+    wait_for_balances(clients, group_id, CONVERGE_TIMEOUT)
+    opened = "expense_service.ledger: ledger stream opened"
+    streams = system.running.log().count(opened)
+
+    system.restart_after_kill("balance_service", system.kill("balance_service"))
+    _wait_for_log(system, opened, streams + 1, RESTART_TIMEOUT)
+    system.restart_after_kill("expense_service", system.kill("expense_service"))
+    _wait_for_log(system, opened, streams + 2, CONVERGE_TIMEOUT)
+    writers = _writers(clients, group_id, members, 2, operations=10)
+    run_writers(writers, timeout=60)
+
+    assert merged_reports(writers).errors == [], _log_tail(system)
+    _assert_balances_exact(clients, group_id, system)
+
+
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("component", ["user_service", "gateway", "log_service"])
 def test_component_killed_under_load(system, clients, component):
