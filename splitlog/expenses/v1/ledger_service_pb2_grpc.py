@@ -67,7 +67,11 @@ class LedgerServiceServicer:
 
     def StreamLedgerEvents(self, request, context):
         """Streams the events after `after_sequence`: first the stored backlog in
-        order, then each new event as it commits, until the caller cancels.
+        order, then each new event as it commits, until the caller cancels. The
+        response headers go out as soon as the stream opens, and a response
+        without events (a heartbeat) after every 5 s without events, so a
+        reader that receives nothing for much longer can take the stream for
+        dead and open a new one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

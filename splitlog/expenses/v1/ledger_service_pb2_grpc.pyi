@@ -43,7 +43,11 @@ class LedgerServiceStub:
     def __new__(cls, channel: _aio.Channel) -> LedgerServiceAsyncStub: ...
     StreamLedgerEvents: _grpc.UnaryStreamMultiCallable[_ledger_service_pb2.StreamLedgerEventsRequest, _ledger_service_pb2.StreamLedgerEventsResponse]
     """Streams the events after `after_sequence`: first the stored backlog in
-    order, then each new event as it commits, until the caller cancels.
+    order, then each new event as it commits, until the caller cancels. The
+    response headers go out as soon as the stream opens, and a response
+    without events (a heartbeat) after every 5 s without events, so a
+    reader that receives nothing for much longer can take the stream for
+    dead and open a new one.
     """
     GetLedgerPosition: _grpc.UnaryUnaryMultiCallable[_ledger_service_pb2.GetLedgerPositionRequest, _ledger_service_pb2.GetLedgerPositionResponse]
     """Returns the sequence of the newest committed event. Every expense change
@@ -73,7 +77,11 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     StreamLedgerEvents: _aio.UnaryStreamMultiCallable[_ledger_service_pb2.StreamLedgerEventsRequest, _ledger_service_pb2.StreamLedgerEventsResponse]  # type: ignore[assignment]
     """Streams the events after `after_sequence`: first the stored backlog in
-    order, then each new event as it commits, until the caller cancels.
+    order, then each new event as it commits, until the caller cancels. The
+    response headers go out as soon as the stream opens, and a response
+    without events (a heartbeat) after every 5 s without events, so a
+    reader that receives nothing for much longer can take the stream for
+    dead and open a new one.
     """
     GetLedgerPosition: _aio.UnaryUnaryMultiCallable[_ledger_service_pb2.GetLedgerPositionRequest, _ledger_service_pb2.GetLedgerPositionResponse]  # type: ignore[assignment]
     """Returns the sequence of the newest committed event. Every expense change
@@ -106,7 +114,11 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_ledger_service_pb2.StreamLedgerEventsResponse], _abc.AsyncIterator[_ledger_service_pb2.StreamLedgerEventsResponse]]:
         """Streams the events after `after_sequence`: first the stored backlog in
-        order, then each new event as it commits, until the caller cancels.
+        order, then each new event as it commits, until the caller cancels. The
+        response headers go out as soon as the stream opens, and a response
+        without events (a heartbeat) after every 5 s without events, so a
+        reader that receives nothing for much longer can take the stream for
+        dead and open a new one.
         """
 
     @_abc_1.abstractmethod
