@@ -758,10 +758,10 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         all_lines = {}
         if counterparty is not None:
             all_lines = storage.lines_of_expenses(
-                session, group_id, [expense.expense_id for expense, _ in expenses]
+                session, group_id, [expense.expense_id for expense in expenses]
             )
-        for expense, line in expenses:
-            change = line.paid - line.owed
+        for expense in expenses:
+            change = expense.paid - expense.owed
             if counterparty is not None:
                 lines = all_lines[expense.expense_id]
                 if counterparty not in {other.user_id for other in lines}:
@@ -779,8 +779,8 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                     description=expense.description,
                     day=expense.expense_date,
                     create_time=expense.create_time,
-                    paid=line.paid,
-                    owed=line.owed,
+                    paid=expense.paid,
+                    owed=expense.owed,
                     net_change_minor=change,
                 )
             )

@@ -45,6 +45,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    Row,
     String,
     Text,
     and_,
@@ -690,10 +691,23 @@ def replace_lines(
 
 def user_expense_lines(
     session: Session, group_id: str, user_id: str, currency: str
-) -> Sequence[tuple[ExpenseRow, LineRow]]:
-    """Return the live expenses in a currency where a member has a line."""
+) -> Sequence[Row]:
+    """Return the live expenses in a currency where a member has a line.
+
+    Each row has the expense's `expense_id`, `description`, `expense_date`
+    and `create_time`, and the member's `paid` and `owed`. The rows are
+    plain tuples rather than ORM objects, because a group can hold a
+    hundred thousand expenses and an ORM object costs several times more.
+    """
     query = (
-        select(ExpenseRow, LineRow)
+        select(
+            ExpenseRow.expense_id,
+            ExpenseRow.description,
+            ExpenseRow.expense_date,
+            ExpenseRow.create_time,
+            LineRow.paid,
+            LineRow.owed,
+        )
         .join(
             LineRow,
             and_(
@@ -708,20 +722,23 @@ def user_expense_lines(
             LineRow.user_id == user_id,
         )
     )
-    return [(expense, line) for expense, line in session.execute(query)]
+    return session.execute(query).all()
 
 
 def lines_of_expenses(
     session: Session, group_id: str, expense_ids: Sequence[str]
-) -> dict[str, list[LineRow]]:
-    """Return the lines of several expenses of a group, keyed by expense id."""
-    found: dict[str, list[LineRow]] = {expense_id: [] for expense_id in expense_ids}
+) -> dict[str, list[Row]]:
+    """Return the lines of several expenses of a group, keyed by expense id.
+
+    Each line is a plain row with `expense_id`, `user_id`, `paid` and `owed`.
+    """
+    found: dict[str, list[Row]] = {expense_id: [] for expense_id in expense_ids}
     for chunk_start in range(0, len(expense_ids), 500):
         chunk = expense_ids[chunk_start : chunk_start + 500]
-        rows = session.scalars(
-            select(LineRow).where(
-                LineRow.group_id == group_id, LineRow.expense_id.in_(chunk)
-            )
+        rows = session.execute(
+            select(
+                LineRow.expense_id, LineRow.user_id, LineRow.paid, LineRow.owed
+            ).where(LineRow.group_id == group_id, LineRow.expense_id.in_(chunk))
         )
         for row in rows:
             found[row.expense_id].append(row)
