@@ -32,6 +32,7 @@ The algorithm, its cost and its limits are described in docs/settle-up.md.
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections import defaultdict
 from collections.abc import Mapping
@@ -95,12 +96,25 @@ def compute_settlement_plan(
     total = sum(balances.values())
     if total != 0:
         raise UnbalancedError(total)
-    open_balances = {user: amount for user, amount in balances.items() if amount}
-    if len(open_balances) <= exact_limit:
-        transfers = _fewest_transfers(open_balances)
+    open_balances = frozenset(
+        (user, amount) for user, amount in balances.items() if amount
+    )
+    return list(_plan(open_balances, exact_limit))
+
+
+# A plan depends only on the balances, and the exact search can take a
+# tenth of a second or more, so plans of recent balances are kept. Overviews
+# and repeated reads of an unchanged group then cost a look-up.
+@functools.lru_cache(maxsize=256)
+def _plan(
+    open_balances: frozenset[tuple[str, int]], exact_limit: int
+) -> tuple[Transfer, ...]:
+    remaining = dict(open_balances)
+    if len(remaining) <= exact_limit:
+        transfers = _fewest_transfers(remaining)
     else:
-        transfers = _heuristic_transfers(open_balances)
-    return sorted(transfers)
+        transfers = _heuristic_transfers(remaining)
+    return tuple(sorted(transfers))
 
 
 def _pay(balances: dict[str, int], transfer: Transfer) -> None:
