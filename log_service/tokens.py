@@ -79,7 +79,7 @@ def _decode(token: str, field_name: str, kind: str) -> dict[str, Any]:
     try:
         padded = token + "=" * (-len(token) % 4)
         payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
         payload = None
     if not isinstance(payload, dict) or payload.get("v") != 1:
         raise invalid_field(

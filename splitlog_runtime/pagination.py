@@ -69,7 +69,14 @@ def decode_token(
         padded = token + "=" * (-len(token) % 4)
         payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
         key, fingerprint = payload["k"], payload["s"]
-    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
+    except (
+        binascii.Error,
+        ValueError,
+        KeyError,
+        TypeError,
+        UnicodeDecodeError,
+        RecursionError,
+    ):
         raise invalid_field(
             field,
             f"{token!r} is not a page token returned by this method; "

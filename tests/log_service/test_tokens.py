@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import random
 
 import pytest
@@ -153,3 +154,15 @@ def test_page_token_with_negative_sequence_is_rejected(token):
     assert message.startswith("page_token: ")
     assert "of shard shard-1 is negative" in message
     assert "start the listing again without a page token" in message
+
+
+def test_deeply_nested_tokens_are_invalid():
+    nested = base64.urlsafe_b64encode(b"[" * 100_000 + b"]" * 100_000).decode()
+
+    with pytest.raises(InvalidArgument) as page:
+        decode_page_token(nested, "abc")
+    with pytest.raises(InvalidArgument) as resume:
+        decode_resume_token(nested, "abc")
+
+    assert page.value.reason == "INVALID_PAGE_TOKEN"
+    assert resume.value.reason == "INVALID_PAGE_TOKEN"
