@@ -127,6 +127,10 @@ class SplitBatch:
         )
 
 
+# The fields of a WriteLogEntriesRequest in JSON, by JSON and by proto name.
+_REQUEST_KEYS = frozenset(("entries", "streams", "requestId", "request_id"))
+
+
 def check_request_shape(tree: Any, limits: Limits) -> None:
     """Raise the error that log_service gives first for a write of this shape.
 
@@ -143,7 +147,8 @@ def check_request_shape(tree: Any, limits: Limits) -> None:
         or a stream has no messages or a column whose length differs from
         that of `messages`.
     """
-    if not isinstance(tree, dict):
+    if not isinstance(tree, dict) or not _REQUEST_KEYS.issuperset(tree):
+        # An unknown field is the first error of the usual checks.
         return
     # JSON names a field in lowerCamelCase or by its proto name.
     for key in ("requestId", "request_id"):
