@@ -17,7 +17,17 @@ rule rounds them:
    has integral vertices.
 3. Cells are chosen largest fractional part first, ties by participant and
    then payer name, and augmenting paths repair the few cases where that
-   greedy order gets stuck.
+   greedy order gets stuck. Each repair is the first shortest path of a
+   breadth-first search that starts from the short participants in name
+   order and tries each one's cells in the same largest-first order.
+
+The work is exact integer arithmetic: every exact part has the denominator
+T, so its floor and remainder come from one integer division, and the
+remainder orders the fractional parts. One repair search reads each cell at
+most twice, once from its participant and once from its payer. So an expense
+costs time in proportion to payers x participants per repair, and
+expense_service caps both counts (expense_max_payers and
+expense_max_participants).
 
 Because rows and columns add up exactly, the pairwise lines of a group add
 up to every member's net amount. What the others owe a member, minus what
@@ -39,8 +49,13 @@ creditors in turn.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
-from fractions import Fraction
+
+Cell = tuple[str, str]
+
+# Kinds of entries in the queue of `_augmenting_path`.
+_ROW, _COLUMN, _READER = 0, 1, 2
 
 
 def allocate(
@@ -72,97 +87,158 @@ def allocate(
     if total == 0:
         return _pair_net_amounts(paid, owed)
 
-    parts: dict[tuple[str, str], int] = {}
-    fractions: dict[tuple[str, str], Fraction] = {}
+    # Every exact part has the denominator |total|, so the part's floor and
+    # its fractional part times |total| (the remainder) are whole numbers.
+    # Dividing signed products by |total| keeps floors exact for refunds.
+    sign = 1 if total > 0 else -1
+    denominator = abs(total)
+    parts: dict[Cell, int] = {}
+    remainders: list[tuple[int, Cell]] = []
     row_short = {user: owed[user] for user in participants}
     column_short = {user: paid[user] for user in payers}
     for participant in participants:
+        owes = owed[participant] * sign
+        row_floor = 0
         for payer in payers:
-            exact = Fraction(owed[participant] * paid[payer], total)
-            floor = exact.numerator // exact.denominator
+            floor, remainder = divmod(owes * paid[payer], denominator)
             parts[participant, payer] = floor
-            row_short[participant] -= floor
+            row_floor += floor
             column_short[payer] -= floor
-            if exact != floor:
-                fractions[participant, payer] = exact - floor
+            if remainder:
+                remainders.append((-remainder, (participant, payer)))
+        row_short[participant] -= row_floor
 
-    raised = _round_up_cells(fractions, row_short, column_short)
-    for cell in raised:
+    remainders.sort()
+    order = [cell for _, cell in remainders]
+    for cell in _round_up_cells(order, participants, payers, row_short, column_short):
         parts[cell] += 1
     return {cell: amount for cell, amount in parts.items() if amount}
 
 
 def _round_up_cells(
-    fractions: dict[tuple[str, str], Fraction],
+    order: list[Cell],
+    participants: list[str],
+    payers: list[str],
     row_short: dict[str, int],
     column_short: dict[str, int],
-) -> set[tuple[str, str]]:
-    """Pick cells to raise by one unit so every row and column is met exactly."""
-    raised: set[tuple[str, str]] = set()
-    order = sorted(fractions, key=lambda cell: (-fractions[cell], cell))
-    rows = dict(row_short)
-    columns = dict(column_short)
-    for participant, payer in order:
-        if rows[participant] > 0 and columns[payer] > 0:
-            raised.add((participant, payer))
-            rows[participant] -= 1
-            columns[payer] -= 1
-    while any(rows.values()):
-        path = _augmenting_path(order, raised, rows, columns)
-        if path is None:
-            raise AssertionError("no exact rounding found; the totals disagree")
-        # The path alternates cells to raise and raised cells to lower.
-        for index, cell in enumerate(path):
-            if index % 2 == 0:
-                raised.add(cell)
-            else:
-                raised.remove(cell)
-        rows[path[0][0]] -= 1
-        columns[path[-1][1]] -= 1
-    return raised
+) -> list[Cell]:
+    """Pick cells to raise by one unit so every row and column is met exactly.
+
+    `order` lists the cells with a fractional part, largest first, ties by
+    participant and then payer. Rows are the participants and columns the
+    payers, both in name order.
+    """
+    row_index = {user: index for index, user in enumerate(participants)}
+    column_index = {user: index for index, user in enumerate(payers)}
+    rows = [row_short[user] for user in participants]
+    columns = [column_short[user] for user in payers]
+    width = len(payers)
+    cells = [(row_index[row], column_index[column]) for row, column in order]
+    raised = bytearray(len(participants) * width)
+    for row, column in cells:
+        if rows[row] > 0 and columns[column] > 0:
+            raised[row * width + column] = 1
+            rows[row] -= 1
+            columns[column] -= 1
+    if any(rows):
+        # Each row's columns and each column's rows in the rounding order,
+        # so that one search reads every cell at most twice.
+        row_cells: list[list[int]] = [[] for _ in participants]
+        column_cells: list[list[int]] = [[] for _ in payers]
+        for row, column in cells:
+            row_cells[row].append(column)
+            column_cells[column].append(row)
+        while any(rows):
+            path = _augmenting_path(row_cells, column_cells, raised, rows, columns)
+            if path is None:
+                raise AssertionError("no exact rounding found; the totals disagree")
+            # The path alternates cells to raise and raised cells to lower.
+            for index, (row, column) in enumerate(path):
+                raised[row * width + column] = 1 - index % 2
+            rows[path[0][0]] -= 1
+            columns[path[-1][1]] -= 1
+    return [
+        (participants[row], payers[column])
+        for row, column in cells
+        if raised[row * width + column]
+    ]
 
 
 def _augmenting_path(
-    order: list[tuple[str, str]],
-    raised: set[tuple[str, str]],
-    rows: dict[str, int],
-    columns: dict[str, int],
-) -> list[tuple[str, str]] | None:
+    row_cells: list[list[int]],
+    column_cells: list[list[int]],
+    raised: bytearray,
+    rows: list[int],
+    columns: list[int],
+) -> list[tuple[int, int]] | None:
     """Find row -> column -> row ... -> short column through the cell graph.
 
     A step from a row to a column uses a cell that is not raised yet, while a
     step back from a column to a row uses a raised cell. The search is breadth
-    first, so the path is a shortest one.
+    first, so the path is a shortest one. It starts from the short rows in
+    name order and tries each node's cells in the rounding order.
+
+    The rows that a column reaches are read only when the search gets to
+    them. A column's turn puts a reader of its rows at the back of the
+    queue, and the reader hands out one row at a time at the front. The
+    readers run in queue order, each to its end before the next one starts.
+    So rows come out in the order that adding them all at the column's turn
+    would give, and the search stops as soon as it reaches a short column,
+    often after a few rows.
     """
-    starts = [row for row, short in rows.items() if short > 0]
-    came_from: dict[str, tuple[str, str] | None] = {("r", row): None for row in starts}
-    queue = [("r", row) for row in starts]
+    width = len(columns)
+    # Parent row of each reached column and parent column of each reached
+    # row; -1 for the rows the search starts from, None for unreached nodes.
+    row_parent: list[int | None] = [None] * len(rows)
+    column_parent: list[int | None] = [None] * width
+    # Entries: (_ROW, row, 0), (_COLUMN, column, 0), or (_READER, column,
+    # position of the next row to read in column_cells[column]).
+    queue: deque[tuple[int, int, int]] = deque()
+    for row, short in enumerate(rows):
+        if short > 0:
+            row_parent[row] = -1
+            queue.append((_ROW, row, 0))
     while queue:
-        kind, node = queue.pop(0)
-        for cell in order:
-            if kind == "r" and cell[0] == node and cell not in raised:
-                nxt = ("c", cell[1])
-            elif kind == "c" and cell[1] == node and cell in raised:
-                nxt = ("r", cell[0])
+        kind, node, position = queue.popleft()
+        if kind == _COLUMN:
+            queue.append((_READER, node, 0))
+            continue
+        if kind == _READER:
+            cells = column_cells[node]
+            while position < len(cells):
+                row = cells[position]
+                position += 1
+                if raised[row * width + node] and row_parent[row] is None:
+                    break
             else:
                 continue
-            if nxt in came_from:
+            row_parent[row] = node
+            queue.appendleft((_READER, node, position))
+            node = row
+        base = node * width
+        for column in row_cells[node]:
+            if raised[base + column] or column_parent[column] is not None:
                 continue
-            came_from[nxt] = (kind, node, cell)
-            if nxt[0] == "c" and columns[nxt[1]] > 0:
-                return _trace(came_from, nxt)
-            queue.append(nxt)
+            column_parent[column] = node
+            if columns[column] > 0:
+                return _trace(row_parent, column_parent, column)
+            queue.append((_COLUMN, column, 0))
     return None
 
 
-def _trace(came_from: dict, end: tuple[str, str]) -> list[tuple[str, str]]:
+def _trace(
+    row_parent: list[int | None], column_parent: list[int | None], column: int
+) -> list[tuple[int, int]]:
+    """Return the cells from a start row to `column`, first cell first."""
     path = []
-    node = end
-    while came_from[node] is not None:
-        kind, previous, cell = came_from[node]
-        path.append(cell)
-        node = (kind, previous)
-    return path[::-1]
+    while True:
+        row = column_parent[column]
+        path.append((row, column))
+        previous = row_parent[row]
+        if previous == -1:
+            return path[::-1]
+        path.append((row, previous))
+        column = previous
 
 
 def _pair_net_amounts(
