@@ -505,8 +505,9 @@ def parse_payers(payers: Sequence[pb.Payer], field: str) -> tuple[Payer, ...]:
     """Check each payer's user and amount on its own.
 
     Raises:
-      InvalidArgument: no payer, a malformed or repeated user, or an invalid
-        amount. Every bad payer gets its own violation.
+      InvalidArgument: no payer, more than expense_max_payers (50) payers, a
+        malformed or repeated user, or an invalid amount. Every bad payer
+        gets its own violation.
     """
     if not payers:
         raise invalid_field(
@@ -514,6 +515,15 @@ def parse_payers(payers: Sequence[pb.Payer], field: str) -> tuple[Payer, ...]:
             "is required; list who paid, such as "
             "[{user: 'users/alice', amount: <the total>}]",
             reason="REQUIRED",
+        )
+    max_payers = limits.current().expense_max_payers
+    if len(payers) > max_payers:
+        raise invalid_field(
+            field,
+            f"has {len(payers)} entries, more than the limit of {max_payers} "
+            "payers per expense (expense_max_payers); record the bill as "
+            "several expenses with fewer payers each",
+            reason="TOO_MANY_PAYERS",
         )
     violations, parsed, seen = Violations(), [], {}
     for index, payer in enumerate(payers):

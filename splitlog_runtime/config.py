@@ -160,6 +160,12 @@ SETTINGS: list[Setting] = [
         _parse_int,
     ),
     Setting(
+        "expense_max_payers",
+        50,
+        "Most payers of one expense.",
+        _parse_int,
+    ),
+    Setting(
         "expense_max_batch_creates",
         10_000,
         "Most creates in one BatchCreateExpenses call.",

@@ -48,6 +48,9 @@ class RequestLimits:
     # Groups of this app are friends and households; a larger split is more
     # likely a mistake or an attack than a real bill.
     expense_max_participants: int = 500
+    # Most bills have one payer and a shared one a few. Applying an expense
+    # costs about payers x participants, so this keeps the largest one quick.
+    expense_max_payers: int = 50
     # A 10,000-row Splitwise export fits in one batch: with 4 members its
     # request is about 3.5 MB, below the default 16 MiB message limit.
     expense_max_batch_creates: int = 10_000

@@ -16,6 +16,7 @@ from tests.expense_service.support import (
     equal_expense,
     error_details,
     latest_sequence,
+    money,
     new_request_id,
     reason_of,
     violated_fields,
@@ -86,6 +87,24 @@ def test_bad_request_writes_nothing_and_names_its_index(clients, group):
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details().startswith("requests[2].expense")
     assert all(field.startswith("requests[2].") for field in violated_fields(error))
+    assert _listed(clients, group) == []
+
+
+def test_too_many_payers_in_one_request_writes_nothing(clients, group):
+    creates = _creates(group, 3)
+    payers = [
+        pb.Payer(user=f"users/u{index}", amount=money("0.01")) for index in range(51)
+    ]
+    creates[1].expense.total.CopyFrom(money("0.51"))
+    creates[1].expense.ClearField("payers")
+    creates[1].expense.payers.extend(payers)
+
+    error = _batch_error(clients, group, creates)
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason_of(error) == "TOO_MANY_PAYERS"
+    assert violated_fields(error) == ["requests[1].expense.payers"]
+    assert "expense_max_payers" in error.details()
     assert _listed(clients, group) == []
 
 

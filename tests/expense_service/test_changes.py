@@ -92,6 +92,22 @@ def test_update_description_keeps_split(clients, group, expense):
     assert _get(clients, expense.name) == updated
 
 
+def test_update_with_too_many_payers_rejected(clients, group, expense):
+    payers = [
+        pb.Payer(user=f"users/u{index}", amount=money("0.50")) for index in range(60)
+    ]
+
+    error = _update_error(
+        clients, _change(expense, group.members[0], payers=payers), "payers"
+    )
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "TOO_MANY_PAYERS"
+    assert violated_fields(error) == ["expense.payers"]
+    assert "has 60 entries" in error.details()
+    assert _get(clients, expense.name).payers == expense.payers
+
+
 def test_update_moves_the_split(clients, group, expense):
     a, b, c = group.members
     split = pb.Split(

@@ -429,6 +429,38 @@ def test_too_many_participants_rejected(clients, group):
     assert "500" in error.details()
 
 
+def _cent_payers(count: int) -> list[pb.Payer]:
+    return [
+        pb.Payer(user=f"users/u{index}", amount=money("0.01")) for index in range(count)
+    ]
+
+
+def test_too_many_payers_rejected(clients, group):
+    split = _split(pb.SPLIT_TYPE_EQUAL, pb.SplitParticipant(user=group.members[0]))
+    expense = _expense(group, "0.51", split, payers=_cent_payers(51))
+
+    error = _create_error(clients, group.name, expense)
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "TOO_MANY_PAYERS"
+    assert violated_fields(error) == ["expense.payers"]
+    assert "has 51 entries" in error.details()
+    assert "limit of 50 payers" in error.details()
+    assert "expense_max_payers" in error.details()
+
+
+def test_fifty_payers_accepted(clients):
+    crowd = create_group(clients.users, size=50)
+    split = _split(pb.SPLIT_TYPE_EQUAL, pb.SplitParticipant(user=crowd.members[0]))
+    payers = [pb.Payer(user=member, amount=money("0.01")) for member in crowd.members]
+
+    created = create_expense(
+        clients, crowd, _expense(crowd, "0.50", split, payers=payers)
+    )
+
+    assert len(created.payers) == 50
+
+
 def test_percentages_missing_ten(clients, group):
     a, b, *_ = group.members
     split = _split(
