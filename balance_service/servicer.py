@@ -103,6 +103,7 @@ from splitlog_runtime.errors import (
 )
 from splitlog_runtime.fencing import GroupWrites
 from splitlog_runtime.resources import check_id, new_id
+from splitlog_runtime.validation import NOTE_CONTROLS, find_control_character
 
 _LOGGER = logging.getLogger(__name__)
 #: Seconds that CheckSettled keeps for sending its response after waiting for
@@ -918,6 +919,16 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                     f"has {len(settlement.note)} characters, more than the maximum "
                     f"of {max_note} (max_notes_length); shorten it",
                     reason="NOTE_TOO_LONG",
+                )
+            )
+        control = find_control_character(settlement.note, allowed=NOTE_CONTROLS)
+        if control is not None:
+            violations.errors.append(
+                invalid_field(
+                    "settlement.note",
+                    f"contains the control character U+{ord(control):04X}; "
+                    "remove it (line breaks and tabs are allowed)",
+                    reason="INVALID_NOTE",
                 )
             )
         if request.settlement_id:

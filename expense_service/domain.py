@@ -25,7 +25,11 @@ from splitlog.expenses.v1 import expenses_service_pb2 as pb
 from splitlog_runtime import limits
 from splitlog_runtime.errors import FieldViolation, InvalidArgument, invalid_field
 from splitlog_runtime.resources import check_id, parse_name
-from splitlog_runtime.validation import Violations  # noqa: F401 (re-exported)
+from splitlog_runtime.validation import (  # noqa: F401 (Violations re-exported)
+    NOTE_CONTROLS,
+    Violations,
+    find_control_character,
+)
 
 _T = TypeVar("_T")
 
@@ -44,10 +48,6 @@ MAX_AMOUNT_MINOR = 10**15
 
 _UUID = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-)
-# Bidirectional overrides and isolates can make a text display as another one.
-_BIDI_CONTROLS = frozenset(
-    chr(c) for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]
 )
 
 
@@ -256,16 +256,6 @@ def parse_etag(value: str, field: str) -> int | None:
 # Texts and dates
 
 
-def _forbidden_char(value: str, allowed: str = "") -> str | None:
-    for char in value:
-        if char in allowed:
-            continue
-        category = unicodedata.category(char)
-        if category in ("Cc", "Cs", "Zl", "Zp") or char in _BIDI_CONTROLS:
-            return char
-    return None
-
-
 def _is_visible(char: str) -> bool:
     """Return whether `char` shows on its own: not a space, a format character
     such as U+200B ZERO WIDTH SPACE, or a combining mark."""
@@ -298,7 +288,7 @@ def validate_description(value: str, field: str) -> str:
             "details in notes",
             reason="DESCRIPTION_TOO_LONG",
         )
-    forbidden = _forbidden_char(trimmed)
+    forbidden = find_control_character(trimmed)
     if forbidden is not None:
         raise invalid_field(
             field,
@@ -324,7 +314,7 @@ def validate_notes(value: str, field: str) -> str:
             f"{maximum} (max_notes_length); shorten them",
             reason="NOTES_TOO_LONG",
         )
-    forbidden = _forbidden_char(value, allowed="\n\r\t")
+    forbidden = find_control_character(value, allowed=NOTE_CONTROLS)
     if forbidden is not None:
         raise invalid_field(
             field,

@@ -1,7 +1,12 @@
-"""Collect the errors of several field checks into one INVALID_ARGUMENT."""
+"""Collect the errors of several field checks into one INVALID_ARGUMENT.
+
+Also the character rule that stored texts share, so that expense notes and
+settlement notes reject the same characters.
+"""
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -9,6 +14,25 @@ from typing import TypeVar
 from splitlog_runtime.errors import InvalidArgument
 
 _T = TypeVar("_T")
+
+# Bidirectional overrides and isolates can make a text display as another one.
+BIDI_CONTROLS = frozenset(
+    chr(c) for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+)
+# Control characters that free-text notes may contain: line breaks and tabs.
+NOTE_CONTROLS = "\n\r\t"
+
+
+def find_control_character(value: str, allowed: str = "") -> str | None:
+    """Return the first control, surrogate, line or paragraph separator, or
+    bidirectional control character of `value` that is not in `allowed`."""
+    for char in value:
+        if char in allowed:
+            continue
+        category = unicodedata.category(char)
+        if category in ("Cc", "Cs", "Zl", "Zp") or char in BIDI_CONTROLS:
+            return char
+    return None
 
 
 @dataclass

@@ -12,7 +12,6 @@ import argparse
 import json
 import math
 import os
-import re
 import signal
 import stat
 import sys
@@ -61,6 +60,7 @@ from splitlog_cli.client.connection import (
     describe,
     open_channel,
 )
+from splitlog_cli.client.render import safe_text
 from splitlog_cli.client.values import UsageError, invalid
 from splitlog_runtime.logship import same_stream, stream_request
 from splitlog_runtime.tls import ClientTls
@@ -86,10 +86,6 @@ _NANOS_PER_SECOND = 1_000_000_000
 MAX_TAIL_DURATION_NS = 3650 * 86_400 * _NANOS_PER_SECOND
 _SEVERITY_NAMES = ("debug", "info", "warn", "error", "fatal")
 _ENTRY_HEADERS = ("TIME", "SEVERITY", "SERVICE", "HOST", "MESSAGE")
-# C0 and C1 control characters, DEL, and the Unicode characters that reorder
-# or hide text (bidirectional embeddings, overrides and isolates).
-_UNSAFE_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x1b": "\\e"}
 _BAR_WIDTH = 30
 _MAX_REJECTIONS_SHOWN = 10
 # Exit status of `logs ship` when the server rejected some entries.
@@ -1346,25 +1342,6 @@ def _entry_cells(entry: logs_pb2.LogEntry) -> tuple[str, ...]:
         safe_text(entry.host) or "-",
         safe_text(entry.message),
     )
-
-
-def safe_text(text: str) -> str:
-    """Replace characters that a terminal would act on with visible escapes.
-
-    Control characters become `\\n`, `\\t`, `\\e` (for ESC) or `\\xHH`, and
-    bidirectional formatting characters become `\\uHHHH`, so one entry
-    prints as one line and cannot start an ANSI escape sequence.
-    """
-    return _UNSAFE_TEXT.sub(_escape, text)
-
-
-def _escape(match: re.Match[str]) -> str:
-    character = match.group()
-    named = _NAMED_ESCAPES.get(character)
-    if named:
-        return named
-    code = ord(character)
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
 # --- stats, cluster ---------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 
@@ -16,6 +17,11 @@ from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb2
 from splitlog_cli.client.values import category_key
 
 FORMATS = ("table", "json")
+
+# C0 and C1 control characters, DEL, and the Unicode characters that reorder
+# or hide text (bidirectional embeddings, overrides and isolates).
+_UNSAFE_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x1b": "\\e"}
 
 
 def to_json(message: Message) -> str:
@@ -33,9 +39,10 @@ def to_json(message: Message) -> str:
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """Return rows under their headers, each column padded to its widest cell.
 
-    A table without rows prints its headers and `(none)`.
+    A table without rows prints its headers and `(none)`. Cells go through
+    `safe_text`, so stored text cannot break a row or control the terminal.
     """
-    cells = [[str(cell) for cell in row] for row in rows]
+    cells = [[safe_text(str(cell)) for cell in row] for row in rows]
     widths = [len(header) for header in headers]
     for row in cells:
         widths = [
@@ -55,9 +62,11 @@ def _line(cells: Sequence[str], widths: Sequence[int]) -> str:
 
 
 def fields(pairs: Sequence[tuple[str, object]]) -> str:
-    """Return `label: value` lines with the values aligned."""
+    """Return `label: value` lines with the values aligned and `safe_text`."""
     width = max(len(label) for label, _ in pairs) + 1
-    return "\n".join(f"{label + ':':<{width}} {value}" for label, value in pairs)
+    return "\n".join(
+        f"{label + ':':<{width}} {safe_text(str(value))}" for label, value in pairs
+    )
 
 
 def amount(money: money_pb2.Money, with_code: bool = True) -> str:
@@ -110,3 +119,22 @@ def count_noun(count: int, singular: str, plural: str = "") -> str:
     if count == 1:
         return f"{count} {singular}"
     return f"{count} {plural or singular + 's'}"
+
+
+def safe_text(text: str) -> str:
+    """Replace characters that a terminal would act on with visible escapes.
+
+    Control characters become `\\n`, `\\t`, `\\e` (for ESC) or `\\xHH`, and
+    bidirectional formatting characters become `\\uHHHH`, so one value
+    prints as one line and cannot start an ANSI escape sequence.
+    """
+    return _UNSAFE_TEXT.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    character = match.group()
+    named = _NAMED_ESCAPES.get(character)
+    if named:
+        return named
+    code = ord(character)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"

@@ -223,6 +223,9 @@ def test_create_with_chosen_id_and_duplicate(services):
         ),
         ({"clear_date": True}, "settlement.settlement_date", "REQUIRED"),
         ({"settlement": {"note": "x" * 2001}}, "settlement.note", "NOTE_TOO_LONG"),
+        ({"settlement": {"note": "a\x1b[2Jb"}}, "settlement.note", "INVALID_NOTE"),
+        ({"settlement": {"note": "a\u202eb"}}, "settlement.note", "INVALID_NOTE"),
+        ({"settlement": {"note": "a\x00b"}}, "settlement.note", "INVALID_NOTE"),
         ({"settlement_id": "Bad_Id"}, "settlement_id", "INVALID_ID"),
         ({"request_id": "not-a-uuid"}, "request_id", "INVALID_REQUEST_ID"),
     ],
@@ -242,6 +245,28 @@ def test_create_invalid_argument(services, changes, field, reason):
     assert reason_of(caught.value) == reason
     assert violated_fields(caught.value) == [field]
     assert group_nets(services.balances, group_id) == {}
+
+
+def test_create_note_names_control_character(services):
+    group_id, (alice, bob) = create_group(services.users, 2)
+    request = _create_request(group_id, alice, bob, settlement={"note": "a\x1bb"})
+
+    with pytest.raises(grpc.RpcError) as caught:
+        services.balances.CreateSettlement(request, timeout=10)
+
+    assert "settlement.note" in caught.value.details()
+    assert "U+001B" in caught.value.details()
+    assert "remove it" in caught.value.details()
+
+
+def test_create_note_keeps_line_breaks_and_tabs(services):
+    group_id, (alice, bob) = create_group(services.users, 2)
+    services.peer.publish(group_id, "e1", {alice: (2000, 1000), bob: (0, 1000)})
+    services.sync()
+
+    created = settle(services.balances, group_id, bob, alice, 400, note="a\r\nb\tc")
+
+    assert created.note == "a\r\nb\tc"
 
 
 def test_create_lists_every_invalid_field(services):

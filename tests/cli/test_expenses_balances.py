@@ -481,6 +481,27 @@ def test_settlements_list_delete_restore(cli, group):
     assert json.loads(balance.stdout)["settled"] is False
 
 
+def test_settlements_list_escapes_note(cli, group):
+    cli(
+        "settlements", "add", group["group"], "--from", group["cat"],
+        "--to", group["ann"], "--amount", "1.00", "--currency", "EUR",
+        "--note", "line1\nline2\tend",
+    )  # fmt: skip
+    rejected = cli(
+        "settlements", "add", group["group"], "--from", group["cat"],
+        "--to", group["ann"], "--amount", "1.00", "--currency", "EUR",
+        "--note", "a\x1b[2Jb",
+    )  # fmt: skip
+
+    listed = cli("settlements", "list", group["group"])
+
+    assert "line1\\nline2\\tend" in listed.stdout
+    assert "\x1b" not in listed.stdout
+    assert len(listed.stdout.splitlines()) == 2
+    assert rejected.status == 1
+    assert "U+001B" in rejected.stderr
+
+
 def test_settlement_to_self_rejected(cli, group):
     result = cli(
         "settlements", "add", group["group"], "--from", group["ann"],

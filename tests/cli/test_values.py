@@ -296,3 +296,15 @@ def test_render_table_aligns_columns():
 
 def test_render_empty_table():
     assert render.table(("NAME",), []).splitlines() == ["NAME", "(none)"]
+
+
+def test_table_escapes_control_characters():
+    printed = render.table(("NOTE",), [("a\x1b[2Jb",), ("one\ntwo",), ("\u202eabc",)])
+
+    assert printed.splitlines() == ["NOTE", "a\\e[2Jb", "one\\ntwo", "\\u202eabc"]
+
+
+def test_fields_escape_control_characters():
+    printed = render.fields([("note", "a\rb\x07")])
+
+    assert printed == "note: a\\rb\\x07"
