@@ -59,7 +59,7 @@ from splitlog_runtime.errors import (
 )
 from splitlog_runtime.resources import ID_PATTERN, new_id
 from user_service import domain, removals, storage
-from user_service.guards import BalanceGuard
+from user_service.guards import UNSETTLED_BALANCE, BalanceGuard
 
 _LOGGER = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -450,15 +450,63 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         expected = violations.check(domain.parse_etag, request.etag, "etag")
         violations.raise_if_any()
         authz.require_self(domain.user_name(user_id), "name")
+        resource = Resource(domain.USER_TYPE, request.name)
         with self._transaction() as session:
             row = storage.require_user(session, user_id)
-            if row.state != domain.STATE_DEACTIVATED:
-                resource = Resource(domain.USER_TYPE, request.name)
-                _check_etag(expected, row.version, resource, "etag")
-                row.state = domain.STATE_DEACTIVATED
-                row.update_time = storage.utc_now()
+            if row.state == domain.STATE_DEACTIVATED:
+                return pb.DeactivateUserResponse(user=user_message(row))
+            _check_etag(expected, row.version, resource, "etag")
+            # A deactivated user cannot be named on settlements, so a debt
+            # left behind could never be paid. Each group gets a leaving mark,
+            # as for a removal, so no expense names the user during the check.
+            tokens = {
+                group.id: removals.start(session, group.id, user_id)
+                for group in storage.all_groups_of_user(session, user_id)
+            }
+
+        try:
+            self._check_settled_everywhere(user_id, sorted(tokens))
+            with self._transaction() as session:
+                for group_id, token in tokens.items():
+                    removals.require_own(session, group_id, user_id, token)
+                row = storage.require_user(session, user_id)
+                if row.state != domain.STATE_DEACTIVATED:
+                    _check_etag(expected, row.version, resource, "etag")
+                    row.state = domain.STATE_DEACTIVATED
+                    row.update_time = storage.utc_now()
+                for group_id, token in tokens.items():
+                    storage.delete_pending_removal(session, group_id, user_id, token)
                 session.flush()
-            return pb.DeactivateUserResponse(user=user_message(row))
+                return pb.DeactivateUserResponse(user=user_message(row))
+        except BaseException:
+            for group_id, token in tokens.items():
+                self._clear_mark(group_id, user_id, token)
+            raise
+
+    def _check_settled_everywhere(self, user_id: str, group_ids: list[str]) -> None:
+        """Raise FAILED_PRECONDITION if the user's balance in a group is not zero."""
+        user_name = domain.user_name(user_id)
+        for group_id in group_ids:
+            try:
+                # The caller is the user, who may not be allowed to read the
+                # group's balances, so this service checks on its own behalf.
+                with authz.as_service():
+                    self._guard.check_member_removable(
+                        domain.group_name(group_id), user_name
+                    )
+            except FailedPrecondition as exc:
+                if exc.reason != UNSETTLED_BALANCE:
+                    raise
+                owed = exc.preconditions[0].description if exc.preconditions else ""
+                raise FailedPrecondition(
+                    f"{user_name!r} cannot be deactivated while a balance is "
+                    f"open: {owed}, then deactivate again",
+                    reason=UNSETTLED_BALANCE,
+                    metadata={"user": user_name, "group": domain.group_name(group_id)},
+                    preconditions=[
+                        PreconditionViolation(UNSETTLED_BALANCE, user_name, owed)
+                    ],
+                ) from None
 
     # Groups
 

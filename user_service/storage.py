@@ -317,6 +317,17 @@ def list_groups_of_user(
     return [(group, joined) for group, joined in session.execute(query.limit(limit))]
 
 
+def all_groups_of_user(session: Session, user_id: str) -> Sequence[GroupRow]:
+    """Return every group the user is a member of, by id."""
+    query = (
+        select(GroupRow)
+        .join(MemberRow, MemberRow.group_id == GroupRow.id)
+        .where(MemberRow.user_id == user_id)
+        .order_by(GroupRow.id)
+    )
+    return session.scalars(query).all()
+
+
 # Members
 
 

@@ -135,6 +135,87 @@ def test_settled_member_and_group_can_go(system):
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+def _deactivate_error(stub, user) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.DeactivateUser(pb.DeactivateUserRequest(name=user.name), timeout=10)
+    return caught.value
+
+
+def _state(stub, user) -> int:
+    return stub.GetUser(pb.GetUserRequest(name=user.name), timeout=10).user.state
+
+
+def test_user_who_owes_cannot_deactivate(system):
+    stub, peer, balances = system
+    group, _, bob, _, _ = _group_with_debt(stub, peer)
+    _wait_until_applied(balances, group, settled=False)
+
+    error = _deactivate_error(stub, bob)
+
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(error) == "UNSETTLED_BALANCE"
+    assert f"{bob.name} owes 12.50 EUR in {group.name}" in error.details()
+    assert "record settlements" in error.details()
+    assert "then deactivate again" in error.details()
+    violation = error_details(error)["PreconditionFailure"].violations[0]
+    assert violation.subject == bob.name
+    assert _state(stub, bob) == pb.User.STATE_ACTIVE
+
+
+def test_user_who_is_owed_cannot_deactivate(system):
+    stub, peer, balances = system
+    group, alice, _, _, _ = _group_with_debt(stub, peer)
+    _wait_until_applied(balances, group, settled=False)
+
+    error = _deactivate_error(stub, alice)
+
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert f"{alice.name} is owed 12.50 EUR in {group.name}" in error.details()
+    assert _state(stub, alice) == pb.User.STATE_ACTIVE
+
+
+def test_refused_deactivation_clears_leaving_marks(system):
+    stub, peer, balances = system
+    group, _, bob, _, _ = _group_with_debt(stub, peer)
+    _wait_until_applied(balances, group, settled=False)
+
+    _deactivate_error(stub, bob)
+    members = stub.ListGroupMembers(
+        pb.ListGroupMembersRequest(parent=group.name), timeout=10
+    ).members
+
+    assert [member.leaving for member in members] == [False, False, False]
+
+
+def test_settled_users_can_deactivate(system):
+    stub, peer, balances = system
+    group, _, bob, carol, lines = _group_with_debt(stub, peer)
+    _wait_until_applied(balances, group, settled=False)
+
+    carol_after = stub.DeactivateUser(
+        pb.DeactivateUserRequest(name=carol.name), timeout=10
+    ).user
+    peer.publish(group.name.split("/")[1], "dinner", lines, deleted=True)
+    _wait_until_applied(balances, group, settled=True)
+    bob_after = stub.DeactivateUser(
+        pb.DeactivateUserRequest(name=bob.name), timeout=10
+    ).user
+
+    assert carol_after.state == pb.User.STATE_DEACTIVATED
+    assert bob_after.state == pb.User.STATE_DEACTIVATED
+
+
+def test_deactivation_without_balance_service_changes_nothing(system):
+    stub, peer, balances = system
+    group, _, _, carol, _ = _group_with_debt(stub, peer)
+    balances.stop(0)
+
+    error = _deactivate_error(stub, carol)
+
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert _state(stub, carol) == pb.User.STATE_ACTIVE
+
+
 def _removals_after(stub, stop):
     """Create Alice and Bob in a group, call `stop`, then try to remove Bob
     and to delete the group.

@@ -42,7 +42,11 @@ class UsersServiceStub:
     UpdateUser: _grpc.UnaryUnaryMultiCallable[_users_service_pb2.UpdateUserRequest, _users_service_pb2.UpdateUserResponse]
     """Updates the fields of a user named in the update mask."""
     DeactivateUser: _grpc.UnaryUnaryMultiCallable[_users_service_pb2.DeactivateUserRequest, _users_service_pb2.DeactivateUserResponse]
-    """Deactivates a user. A deactivated user keeps its history but cannot join groups."""
+    """Deactivates a user. A deactivated user keeps its history but cannot join groups.
+    Fails with FAILED_PRECONDITION (reason UNSETTLED_BALANCE) while the user
+    owes or is owed money in any of their groups, because a deactivated user
+    cannot be named on a settlement.
+    """
     CreateGroup: _grpc.UnaryUnaryMultiCallable[_users_service_pb2.CreateGroupRequest, _users_service_pb2.CreateGroupResponse]
     """Creates a group. The creator becomes its first member."""
     GetGroup: _grpc.UnaryUnaryMultiCallable[_users_service_pb2.GetGroupRequest, _users_service_pb2.GetGroupResponse]
@@ -78,7 +82,11 @@ class UsersServiceAsyncStub(UsersServiceStub):
     UpdateUser: _aio.UnaryUnaryMultiCallable[_users_service_pb2.UpdateUserRequest, _users_service_pb2.UpdateUserResponse]  # type: ignore[assignment]
     """Updates the fields of a user named in the update mask."""
     DeactivateUser: _aio.UnaryUnaryMultiCallable[_users_service_pb2.DeactivateUserRequest, _users_service_pb2.DeactivateUserResponse]  # type: ignore[assignment]
-    """Deactivates a user. A deactivated user keeps its history but cannot join groups."""
+    """Deactivates a user. A deactivated user keeps its history but cannot join groups.
+    Fails with FAILED_PRECONDITION (reason UNSETTLED_BALANCE) while the user
+    owes or is owed money in any of their groups, because a deactivated user
+    cannot be named on a settlement.
+    """
     CreateGroup: _aio.UnaryUnaryMultiCallable[_users_service_pb2.CreateGroupRequest, _users_service_pb2.CreateGroupResponse]  # type: ignore[assignment]
     """Creates a group. The creator becomes its first member."""
     GetGroup: _aio.UnaryUnaryMultiCallable[_users_service_pb2.GetGroupRequest, _users_service_pb2.GetGroupResponse]  # type: ignore[assignment]
@@ -141,7 +149,11 @@ class UsersServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _users_service_pb2.DeactivateUserRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_users_service_pb2.DeactivateUserResponse, _abc.Awaitable[_users_service_pb2.DeactivateUserResponse]]:
-        """Deactivates a user. A deactivated user keeps its history but cannot join groups."""
+        """Deactivates a user. A deactivated user keeps its history but cannot join groups.
+        Fails with FAILED_PRECONDITION (reason UNSETTLED_BALANCE) while the user
+        owes or is owed money in any of their groups, because a deactivated user
+        cannot be named on a settlement.
+        """
 
     @_abc_1.abstractmethod
     def CreateGroup(
