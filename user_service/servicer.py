@@ -465,7 +465,7 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
             }
 
         try:
-            self._check_settled_everywhere(user_id, sorted(tokens))
+            self._check_settled_everywhere(user_id, sorted(tokens), context)
             with self._transaction() as session:
                 for group_id, token in tokens.items():
                     removals.require_own(session, group_id, user_id, token)
@@ -483,8 +483,13 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
                 self._clear_mark(group_id, user_id, token)
             raise
 
-    def _check_settled_everywhere(self, user_id: str, group_ids: list[str]) -> None:
-        """Raise FAILED_PRECONDITION if the user's balance in a group is not zero."""
+    def _check_settled_everywhere(
+        self, user_id: str, group_ids: list[str], context: grpc.ServicerContext
+    ) -> None:
+        """Raise FAILED_PRECONDITION if the user's balance in a group is not zero.
+
+        `context` is the deactivation's call, whose deadline the checks keep.
+        """
         user_name = domain.user_name(user_id)
         for group_id in group_ids:
             try:
@@ -492,7 +497,7 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
                 # group's balances, so this service checks on its own behalf.
                 with authz.as_service():
                     self._guard.check_member_removable(
-                        domain.group_name(group_id), user_name
+                        domain.group_name(group_id), user_name, context
                     )
             except FailedPrecondition as exc:
                 if exc.reason != UNSETTLED_BALANCE:
