@@ -45,6 +45,7 @@ from log_service import snapshot as snapshots
 from log_service.clients import NODE_HEADROOM_BYTES, node_channel_options
 from log_service.model import SPARSE_FIELDS
 from log_service.node_state import ROLE_NONE, BatchIndex, Member, NodeState
+from log_service.open_streams import OpenStreams
 from log_service.pages import fit_columns, page_budget
 from log_service.replication import ReplicationSender
 from log_service.wal import (
@@ -87,6 +88,9 @@ REPLICATION_SERVICE = replication_service_pb2.DESCRIPTOR.services_by_name[
 
 # Maximum time a read waits for the store to apply the committed entries.
 READ_WAIT_SECONDS = 5.0
+# Handler threads kept for ReplicateEntries and FetchSnapshot streams beside
+# `workers`: a shard has a few replicas, so a few streams are open at once.
+REPLICATION_STREAM_THREADS = 8
 FOLLOW_KEEPALIVE_SECONDS = 1.0
 FOLLOW_BATCH_ENTRIES = 1000
 APPLY_BATCH_BYTES = 64 * 1024 * 1024
@@ -1412,10 +1416,16 @@ def _timeout(context: grpc.ServicerContext) -> float | None:
 
 
 class LogNodeServicer(node_service_pb2_grpc.LogNodeServiceServicer):
-    """LogNodeService over one `LogNode`."""
+    """LogNodeService over one `LogNode`.
 
-    def __init__(self, node: LogNode) -> None:
+    Each open FollowEntries call holds a handler thread of the node's sync
+    server, so it takes a slot from `follows`, and the server has that many
+    threads on top of `workers` (see `start_node`).
+    """
+
+    def __init__(self, node: LogNode, follows: OpenStreams) -> None:
         self._node = node
+        self._follows = follows
 
     def AppendEntries(self, request, context):
         if isinstance(request, ReceivedBatch):
@@ -1439,7 +1449,11 @@ class LogNodeServicer(node_service_pb2_grpc.LogNodeServiceServicer):
         return self._node.count(request, _timeout(context))
 
     def FollowEntries(self, request, context):
-        yield from self._node.follow(request, context)
+        slot = self._follows.acquire("FollowEntries", context)
+        try:
+            yield from self._node.follow(request, context)
+        finally:
+            slot.release()
 
     def ConfigureShard(self, request, context):
         return self._node.configure(request)
@@ -1517,14 +1531,15 @@ _RAW_PARSERS = {
 }
 
 
-def add_node_service(node: LogNode, server: grpc.Server) -> None:
+def add_node_service(node: LogNode, server: grpc.Server, follows: OpenStreams) -> None:
     """Serve LogNodeService for `node`, keeping received batches serialized.
 
     It registers the same handlers as the generated
     `add_LogNodeServiceServicer_to_server`, except that AppendEntries and
-    AppendBatches receive `ReceivedBatch`es.
+    AppendBatches receive `ReceivedBatch`es. `follows` limits the open
+    FollowEntries calls.
     """
-    servicer = LogNodeServicer(node)
+    servicer = LogNodeServicer(node, follows)
     handlers = {}
     for method in NODE_SERVICE.methods:
         request_class = getattr(node_service_pb2, method.input_type.name)
@@ -1700,15 +1715,21 @@ def start_node(
         append_timeout=append_timeout,
     )
     interceptors = node_interceptors(config)
+    # A router's tail follows each shard's leader with one FollowEntries
+    # call, so a node may hold as many as the router holds tails.
+    follows = OpenStreams(config.log_max_open_streams)
     host = create_server(
         f"log_node {node_id}",
         [
-            lambda s: add_node_service(node, s),
+            lambda s: add_node_service(node, s, follows),
             lambda s: add_replication_service(node, s),
         ],
         [NODE_SERVICE.full_name, REPLICATION_SERVICE.full_name],
         address,
         workers=config.workers,
+        # Replication and snapshot streams hold threads too: one per
+        # follower on a leader, one from the leader on a follower.
+        stream_workers=follows.maximum + REPLICATION_STREAM_THREADS,
         max_message_bytes=config.max_message_bytes,
         # Only the router and the other nodes call a node, and their
         # messages carry framing on top of what a client sent.

@@ -216,3 +216,43 @@ def test_max_open_streams_below_one(base_config):
 
     with pytest.raises(ValueError, match="log_max_open_streams must be 1 or more"):
         build_router(config, "127.0.0.1:0")
+
+
+def test_tails_at_limit_keep_replicated_leaders(base_config):
+    # Each tail follows each shard's leader node with a call of its own, so
+    # the nodes hold as many open calls as the router.
+    config = base_config.replace(
+        log_shards=2,
+        log_replicas=2,
+        log_node_port=0,
+        log_fsync=False,
+        workers=2,
+        log_max_open_streams=MAX_OPEN,
+    )
+    cluster = Cluster(config)
+    try:
+        epochs = {
+            shard.shard: shard.leader_epoch
+            for shard in cluster.stub.GetClusterStatus(
+                pb.GetClusterStatusRequest(), timeout=CALL_TIMEOUT
+            ).shards
+        }
+        tails = [open_tail(cluster.stub) for _ in range(MAX_OPEN)]
+        # Several of the coordinator's polls, each with a short deadline,
+        # run meanwhile; a node out of threads would miss them and lose its
+        # leadership.
+        for _ in range(10):
+            check_short_calls(cluster.stub)
+            time.sleep(0.2)
+        after = {
+            shard.shard: shard.leader_epoch
+            for shard in cluster.stub.GetClusterStatus(
+                pb.GetClusterStatusRequest(), timeout=CALL_TIMEOUT
+            ).shards
+        }
+        for tail in tails:
+            tail.cancel()
+    finally:
+        cluster.close()
+
+    assert after == epochs
