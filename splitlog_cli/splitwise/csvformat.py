@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from expense_service.currencies import UnknownCurrencyError, exponent
 from expense_service.money import MoneyError, format_amount, parse_decimal_amount
+from splitlog_runtime.validation import find_control_character
 
 FIXED_COLUMNS = ("Date", "Description", "Category", "Cost", "Currency")
 SUMMARY_LABELS = ("Total balance", "Current balance")
@@ -277,8 +278,16 @@ class _Reader:
             self._fail(line, None, "the header names no member after Currency")
         for index, name in enumerate(members):
             column = f"{len(FIXED_COLUMNS) + index + 1}"
+            control = find_control_character(name)
             if not name:
                 self._problem(line, column, "member name is empty")
+            elif control is not None:
+                self._problem(
+                    line,
+                    name,
+                    f"member name {name!r} contains the control character "
+                    f"U+{ord(control):04X}; remove it from the header",
+                )
             elif name in members[:index]:
                 self._problem(line, name, f"member {name!r} appears twice")
         if self._problems:

@@ -224,6 +224,13 @@ def test_duplicate_member_rejected():
     assert "appears twice" in error.message
 
 
+def test_member_with_control_character_rejected():
+    error = problem_of("Date,Description,Category,Cost,Currency,Ana,Bo\x1bb\n")
+
+    assert (error.line, error.column) == (1, "Bo\x1bb")
+    assert "control character U+001B" in error.message
+
+
 def test_empty_file_rejected():
     error = problem_of("\n\n")
 
