@@ -245,14 +245,16 @@ class MembershipClient:
           Unavailable: user_service cannot be reached or timed out; the
             error carries RetryInfo.
         """
-        users = set(users)
+        # Errors name the users in the order the request names them.
+        ordered = list(dict.fromkeys(users))
+        users = set(ordered)
         if group in self._deleted:
             raise group_not_found(group, deleted=True)
         cached = self._recent.get(group)
         if cached is not None and users <= cached.active:
             return
         members = self._fetch_members(group, context)
-        missing = sorted(users - members.all)
+        missing = [user for user in ordered if user not in members.all]
         fields = fields or {}
 
         def named(user: str) -> str:
@@ -260,10 +262,10 @@ class MembershipClient:
             return f"{user!r} ({', '.join(paths)})" if paths else repr(user)
 
         if not missing:
-            deactivated = sorted(users & members.deactivated)
+            deactivated = [user for user in ordered if user in members.deactivated]
             if deactivated:
                 raise _deactivated(group, deactivated, named, fields)
-            leaving = sorted(users & members.leaving)
+            leaving = [user for user in ordered if user in members.leaving]
             if leaving:
                 raise _leaving(group, leaving, named, fields)
             return

@@ -761,6 +761,25 @@ def test_non_members_rejected_and_nothing_written(clients, group):
     assert latest_sequence(clients) == before
 
 
+def test_non_members_named_in_request_order(clients, group):
+    # The payer's id sorts after the participant's, and the payer comes
+    # first in the request.
+    participant, payer = sorted(
+        [create_outsider(clients.users), create_outsider(clients.users)]
+    )
+    expense = equal_expense(group, participants=[group.members[0], participant])
+    expense.payers[0].user = payer
+
+    error = _create_error(clients, group.name, expense)
+
+    violations = error_details(error)["PreconditionFailure"].violations
+    assert [v.subject for v in violations] == [
+        f"{group.name}/members/{payer.removeprefix('users/')}",
+        f"{group.name}/members/{participant.removeprefix('users/')}",
+    ]
+    assert error.details().index(payer) < error.details().index(participant)
+
+
 def test_non_member_creator_rejected_and_nothing_written(clients, group):
     create_expense(clients, create_group(clients.users, size=1))
     before = latest_sequence(clients)
