@@ -127,7 +127,7 @@ def build_router(
             ],
             [SERVICE.full_name, OTLP_SERVICE],
             address=address,
-            # Each open tail or stream holds a handler thread, so the
+            # Each open tail or stream occupies a handler thread, so the
             # threads of `workers` stay free for the other calls.
             stream_workers=open_streams.maximum,
         )

@@ -1418,9 +1418,9 @@ def _timeout(context: grpc.ServicerContext) -> float | None:
 class LogNodeServicer(node_service_pb2_grpc.LogNodeServiceServicer):
     """LogNodeService over one `LogNode`.
 
-    Each open FollowEntries call holds a handler thread of the node's sync
-    server, so it takes a slot from `follows`, and the server has that many
-    threads on top of `workers` (see `start_node`).
+    Each open FollowEntries call occupies a handler thread of the node's
+    sync server. So it takes a slot from `follows`, and the server has that
+    many threads on top of `workers` (see `start_node`).
     """
 
     def __init__(self, node: LogNode, follows: OpenStreams) -> None:
@@ -1716,7 +1716,7 @@ def start_node(
     )
     interceptors = node_interceptors(config)
     # A router's tail follows each shard's leader with one FollowEntries
-    # call, so a node may hold as many as the router holds tails.
+    # call, so a node may serve as many of them as the router has tails.
     follows = OpenStreams(config.log_max_open_streams)
     host = create_server(
         f"log_node {node_id}",

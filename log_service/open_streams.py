@@ -1,7 +1,7 @@
 """The limit on the router's open long-lived calls.
 
 The router's gRPC server is synchronous, so an open TailLogEntries or
-StreamLogEntries call holds one handler thread for as long as it stays open,
+StreamLogEntries call occupies one handler thread for as long as it stays open,
 even while idle. The server gets `log_max_open_streams` threads on top of
 `workers`, and each such call takes a slot from `OpenStreams` when it starts
 and gives it back when it ends. A call over the limit fails at once with

@@ -850,7 +850,7 @@ class RejectionList:
 class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
     """The public LogsService of the router.
 
-    Every TailLogEntries and StreamLogEntries call holds a slot of
+    Every TailLogEntries and StreamLogEntries call takes a slot of
     `open_streams` while it is open (see `log_service.open_streams`).
     """
 

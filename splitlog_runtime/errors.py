@@ -153,8 +153,8 @@ class DomainError(Exception):
             status = self._bounded_status(message_limit, text_limit)
             if status_trailer_bytes(status) <= MAX_STATUS_TRAILER_BYTES:
                 return status
-        # Only a service-made metadata map with many keys gets here; the
-        # reason and the shortened message still say what failed.
+        # Only a service-made metadata map with many keys gets here. The
+        # reason and the shortened message still name what failed.
         return self._bounded_status(*_TEXT_LIMITS[-1], keep_metadata=False)
 
     def _bounded_status(

@@ -212,6 +212,8 @@ def _trim(value: str) -> str:
     return value[start:end]
 
 
+# NOTE: this is the rule of `splitlog_runtime.validation.find_control_character`,
+# kept as a copy here and in `splitlog_cli.splitwise.convert`.
 def _forbidden_char(value: str) -> str | None:
     for char in value:
         category = unicodedata.category(char)

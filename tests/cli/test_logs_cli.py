@@ -565,8 +565,8 @@ def test_ship_rerun_reports_duplicates(live, tmp_path, capsys):
     command += ["--batch-size", "2", "--format", "json"]
 
     first = run(capsys, live.address, *command)
-    # Two more lines make the last, partly filled batch [5] a new batch
-    # [5, 6], so line 5 is stored again; the batches [1, 2] and [3, 4] are
+    # Two more lines turn the last, partly filled batch [5] into a new batch
+    # [5, 6], so line 5 is stored again. The batches [1, 2] and [3, 4] are
     # duplicates.
     write_log(tmp_path, *lines, *[f"{line_time(60)} INFO line {i}" for i in (5, 6)])
     second = run(capsys, live.address, *command)

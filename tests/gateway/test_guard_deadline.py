@@ -30,7 +30,7 @@ ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 
 class StalledLedgerRelay(ledger_grpc.LedgerServiceServicer):
     """A LedgerService server that forwards GetLedgerPosition to
-    expense_service and holds every ledger stream open without events."""
+    expense_service and keeps every ledger stream open without events."""
 
     def __init__(self, target: str) -> None:
         self._released = threading.Event()

@@ -1,7 +1,7 @@
 """The router's limit on open TailLogEntries and StreamLogEntries calls.
 
 A router with two shards of one node each listens on 127.0.0.1, with 2
-handler threads for short calls and `log_max_open_streams` 3. Each test holds
+handler threads for short calls and `log_max_open_streams` 3. Each test keeps
 long-lived calls open and checks that short calls still succeed, that one
 call over the limit fails at once, and that the slots come back.
 """
@@ -25,8 +25,8 @@ from tests.log_service.test_router_cluster import Cluster, entry
 from tests.log_service.test_tail import with_sequence
 
 MAX_OPEN = 3
-# Seconds a short call may take; far above what it needs, so that a call
-# stuck behind the open ones fails instead of hanging the test.
+# Seconds a short call may take. It is far above what the call needs, so a
+# call stuck behind the open ones fails instead of hanging the test.
 CALL_TIMEOUT = 10.0
 # Deadline of the held calls, so that a tail that never opens fails the test.
 HELD_TIMEOUT = 30.0

@@ -457,7 +457,7 @@ def test_otlp_export_too_large_expanded_is_rejected(base_config):
     assert stored == []
 
 
-def test_time_sharding_sends_each_run_of_a_stream_to_its_bucket_shard(base_config):
+def test_time_sharding_routes_stream_runs(base_config):
     running = _start(base_config, log_sharding="time", log_time_bucket_seconds=1)
     service = _name("time")
     now = time.time_ns()
@@ -474,7 +474,7 @@ def test_time_sharding_sends_each_run_of_a_stream_to_its_bucket_shard(base_confi
             pb.WriteLogEntriesRequest(streams=[stream])
         )
         stored = list_all(running.stub, services=[service], order_by="timestamp")
-        # A range within one bucket asks only that bucket's shard, so an
+        # A range within one bucket queries only that bucket's shard, so an
         # entry stored on another shard would be missing here.
         by_own_range = [
             [

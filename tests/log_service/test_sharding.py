@@ -164,7 +164,7 @@ def test_stable_hash_does_not_depend_on_the_process():
     timestamps=st.lists(st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=40),
     bucket_ns=st.sampled_from([1, 7, SECOND, HOUR]),
 )
-def test_time_bucket_runs_match_the_shard_of_each_entry(timestamps, bucket_ns):
+def test_time_bucket_runs_match_shard_for(timestamps, bucket_ns):
     buckets = TimeBuckets(["s0", "s1", "s2"], bucket_ns)
 
     runs = buckets.shard_runs("svc", timestamps)
@@ -175,7 +175,7 @@ def test_time_bucket_runs_match_the_shard_of_each_entry(timestamps, bucket_ns):
     assert all(a[0] != b[0] for a, b in zip(runs, runs[1:], strict=False))
 
 
-def test_service_ring_sends_every_entry_of_a_service_in_one_run():
+def test_service_ring_single_run():
     ring = ServiceRing(["s0", "s1", "s2"])
 
     assert ring.shard_runs("billing", [5, -3, 2**62]) == [

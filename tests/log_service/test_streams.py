@@ -359,7 +359,7 @@ def test_expanded_stream_bytes_bounds_entries(timestamp):
     limit=st.integers(50, 20_000),
 )
 @settings(max_examples=300, deadline=None)
-def test_expanded_size_error_agrees_with_the_entries_it_stands_for(
+def test_expanded_size_error_matches_entries(
     service, attributes, messages, stream_count, limit
 ):
     stream = LogStream(

@@ -240,7 +240,7 @@ def test_expense_service_killed_mid_stream(system, clients):
 
 
 def _wait_for_log(system: System, text: str, count: int, timeout: float) -> None:
-    """Wait until the log holds `text` at least `count` times."""
+    """Wait until the log contains `text` at least `count` times."""
     deadline = time.monotonic() + timeout
     while system.running.log().count(text) < count:
         assert time.monotonic() < deadline, (
@@ -250,7 +250,7 @@ def _wait_for_log(system: System, text: str, count: int, timeout: float) -> None
 
 
 @pytest.mark.timeout(240)
-def test_expense_service_killed_while_the_stream_has_sent_nothing(system, clients):
+def test_expense_killed_before_first_event(system, clients):
     """The ledger stream of a fresh balance_service dies before its first message.
 
     A balance_service that restarts on an idle ledger opens a stream on which
