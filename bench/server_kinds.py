@@ -3,6 +3,10 @@
 Each server runs in its own process and serves a point lookup in a SQLite
 file (the shape of GetUser). The client is the shared load generator in
 another process. Run: `python -m bench.server_kinds [--seconds 5]`.
+
+Besides calls/s and latency, each row gives the server process's CPU time
+per call (user and system, from /proc), which is what bounds throughput
+when the client and the servers share the machine's cores.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 import grpc
 
 from bench.load import run_load
+from bench.log_ingest import process_cpu_seconds
 
 METHOD = "/bench.Bench/Get"
 ROWS = 10_000
@@ -62,7 +67,7 @@ def _serve_sync(path: Path, ready, port_value) -> None:
     server.wait_for_termination()
 
 
-def _serve_aio(path: Path, ready, port_value) -> None:
+def _serve_aio(path: Path, ready, port_value, use_uvloop: bool = False) -> None:
     lookup = _lookup_factory(path)
 
     async def handle(request: bytes, context) -> bytes:
@@ -79,7 +84,20 @@ def _serve_aio(path: Path, ready, port_value) -> None:
         ready.set()
         await server.wait_for_termination()
 
-    asyncio.run(main())
+    if use_uvloop:
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
+
+
+def _serve_aio_uvloop(path: Path, ready, port_value) -> None:
+    _serve_aio(path, ready, port_value, use_uvloop=True)
+
+
+def _request(n: int) -> bytes:
+    return str(n).encode()
 
 
 def main() -> None:
@@ -90,11 +108,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.db"
         _make_db(path)
-        print("| server | clients | calls/s | p50 ms | p99 ms |")
-        print("|---|---|---|---|---|")
+        print("| server | clients | calls/s | p50 ms | p99 ms | server CPU us/call |")
+        print("|---|---|---|---|---|---|")
         for label, target in (
             ("grpc.server (sync)", _serve_sync),
             ("grpc.aio", _serve_aio),
+            ("grpc.aio on uvloop", _serve_aio_uvloop),
         ):
             ready = context.Event()
             port = context.Value("i", 0)
@@ -103,16 +122,24 @@ def main() -> None:
             ready.wait(30)
             try:
                 for concurrency in (1, 8, 32):
+                    target_address = f"127.0.0.1:{port.value}"
+                    # Warm up apart, so that the CPU reading covers only the
+                    # calls that are counted.
+                    run_load(target_address, METHOD, _request, concurrency, 1.0)
+                    cpu_before = process_cpu_seconds(process.pid)
                     result = run_load(
-                        f"127.0.0.1:{port.value}",
+                        target_address,
                         METHOD,
-                        lambda n: str(n).encode(),
+                        _request,
                         concurrency,
                         seconds=options.seconds,
+                        warmup=0.0,
                     )
+                    cpu = process_cpu_seconds(process.pid) - cpu_before
+                    cpu_us = cpu / max(result.calls, 1) * 1e6
                     print(
                         f"| {label} | {concurrency} | {result.calls_per_second:,.0f} "
-                        f"| {result.p50_ms:.2f} | {result.p99_ms:.2f} |"
+                        f"| {result.p50_ms:.2f} | {result.p99_ms:.2f} | {cpu_us:.0f} |"
                     )
             finally:
                 process.terminate()
