@@ -17,7 +17,11 @@ from typing import TypeVar
 from splitlog_runtime import limits
 from splitlog_runtime.errors import FieldViolation, InvalidArgument, invalid_field
 from splitlog_runtime.resources import check_id, parse_name
-from splitlog_runtime.validation import Violations  # noqa: F401 (re-exported)
+from splitlog_runtime.validation import (
+    BIDI_CONTROLS,
+    Violations,  # noqa: F401 (re-exported)
+    find_control_character,
+)
 
 USER_PATTERN = "users/{user}"
 GROUP_PATTERN = "groups/{group}"
@@ -69,10 +73,6 @@ _ATEXT = frozenset(
 _DOMAIN_LABEL = re.compile(r"[^\W_](?:(?:[^\W_]|-){0,61}[^\W_])?")
 _UUID = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-)
-# Bidirectional overrides and isolates can make a name display as another one.
-_BIDI_CONTROLS = frozenset(
-    chr(c) for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]
 )
 
 
@@ -186,7 +186,7 @@ def _is_blank(char: str) -> bool:
     return (
         unicodedata.category(char) == "Cf"
         and ord(char) not in _TAGS
-        and char not in _BIDI_CONTROLS
+        and char not in BIDI_CONTROLS
     )
 
 
@@ -210,16 +210,6 @@ def _trim(value: str) -> str:
     while end > start and _is_blank(value[end - 1]):
         end -= 1
     return value[start:end]
-
-
-# NOTE: this is the rule of `splitlog_runtime.validation.find_control_character`,
-# kept as a copy here and in `splitlog_cli.splitwise.convert`.
-def _forbidden_char(value: str) -> str | None:
-    for char in value:
-        category = unicodedata.category(char)
-        if category in ("Cc", "Cs", "Zl", "Zp") or char in _BIDI_CONTROLS:
-            return char
-    return None
 
 
 def validate_display_name(value: str, field: str) -> str:
@@ -252,7 +242,7 @@ def validate_display_name(value: str, field: str) -> str:
             f"{maximum} (max_display_name_length); shorten it",
             reason="DISPLAY_NAME_TOO_LONG",
         )
-    forbidden = _forbidden_char(trimmed)
+    forbidden = find_control_character(trimmed)
     if forbidden is not None:
         raise invalid_field(
             field,
@@ -675,7 +665,7 @@ def _parse_term(term: str, tokens: list[_Token], parsed: dict[str, str]) -> None
             f'{operator.text} "{value.text}"'
         )
     text = _unquote(value)
-    forbidden = _forbidden_char(text)
+    forbidden = find_control_character(text)
     if forbidden is not None:
         raise _filter_error(
             f"{term!r} contains the control character U+{ord(forbidden):04X}; remove it"

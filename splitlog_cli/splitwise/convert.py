@@ -37,7 +37,6 @@ import dataclasses
 import datetime
 import json
 import re
-import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -50,6 +49,7 @@ from splitlog_cli.splitwise.csvformat import (
     SplitwiseFile,
     SplitwiseFormatError,
 )
+from splitlog_runtime.validation import find_control_character
 
 #: Placeholder member that stands for everyone missing from the export.
 UNKNOWN_MEMBER = "Unknown (missing from export)"
@@ -71,9 +71,6 @@ DESCRIPTION_NOTE = "Splitwise description: "
 _SELF_PAID = re.compile(r"(?P<text>.*) \[paid and owed by (?P<shares>.+)\]", re.DOTALL)
 _SHARE_SEPARATOR = "; "
 _PAYMENT_TEXT = re.compile(r"\S.*\spaid\s+\S|settle all balances$")
-# Characters that the expense service rejects in descriptions besides the
-# Unicode control and separator categories.
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 #: Whole descriptions (case-folded) that mark a General row as a payment.
 PAYMENT_DESCRIPTIONS = frozenset(
     {"payment", "settlement", "settle up", "zelle", "venmo", "paypal", "ödeme"}
@@ -496,8 +493,8 @@ def unquote_text(text: str) -> str:
 
 
 def _is_forbidden(char: str) -> bool:
-    category = unicodedata.category(char)
-    return category in ("Cc", "Cs", "Zl", "Zp") or char in _BIDI_CONTROLS
+    """Return whether the expense service rejects `char` in free text."""
+    return find_control_character(char) is not None
 
 
 def _equal_parts(amount: int, count: int) -> list[int]:
