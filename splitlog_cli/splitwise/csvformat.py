@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from expense_service.currencies import UnknownCurrencyError, exponent
+from expense_service.domain import MAX_AMOUNT_MINOR
 from expense_service.money import MoneyError, format_amount, parse_decimal_amount
 from splitlog_runtime.validation import find_control_character
 
@@ -307,6 +308,7 @@ class _Reader:
         if currency is not None:
             cost = self._amount(line, "Cost", cells[3], currency, blank_is_zero=False)
             nets = self._nets(line, cells, currency)
+            self._check_stored_range(line, cells, cost, nets, currency)
         if len(self._problems) > count:
             return None
         return Row(line, date, description, category, cost, currency, nets)
@@ -331,6 +333,33 @@ class _Reader:
                     f"line {seen[summary.currency]}",
                 )
             seen.setdefault(summary.currency, summary.line)
+
+    def _check_stored_range(
+        self,
+        line: int,
+        cells: list[str],
+        cost: int | None,
+        nets: tuple[int | None, ...],
+        currency: str,
+    ) -> None:
+        """Reject row amounts that expense_service would not store.
+
+        Checking them here keeps a file with such an amount from creating
+        its group and users before the expense write fails.
+        """
+        member_cells = cells[len(FIXED_COLUMNS) :]
+        named = [("Cost", cells[3], cost)]
+        named += zip(self._members, member_cells, nets, strict=True)
+        for column, cell, amount in named:
+            if amount is not None and abs(amount) > MAX_AMOUNT_MINOR:
+                limit = format_amount(MAX_AMOUNT_MINOR, currency)
+                self._problem(
+                    line,
+                    column,
+                    f"amount {cell.strip()} {currency} is larger than the "
+                    f"{limit} {currency} that splitlog stores per amount; "
+                    "split the row into smaller ones",
+                )
 
     def _nets(self, line: int, cells: list[str], currency: str) -> tuple[int, ...]:
         values = []

@@ -134,6 +134,35 @@ def test_yen_with_decimals_rejected():
     assert "JPY amounts are whole numbers" in error.message
 
 
+def test_amount_over_stored_maximum_rejected():
+    huge = "99999999999999999999.00"
+    error = problem_of(
+        HEADER + f"2024-01-01,Rent,Rent,{huge},EUR,{huge},-{huge}\n" + SUMMARY
+    )
+
+    assert (error.line, error.column) == (3, "Cost")
+    assert f"amount {huge} EUR is larger than" in error.message
+    assert "10000000000000.00 EUR" in error.message
+    columns = [problem.column for problem in error.problems]
+    assert columns == ["Cost", "Ana", "Ben"]
+
+
+def test_amount_at_stored_maximum_accepted():
+    top = "10000000000000.00"
+    parsed = parse_rows(f"2024-01-01,Rent,Rent,{top},EUR,{top},-{top}\n")
+
+    assert parsed.rows[0].cost == 10**15
+
+
+def test_summary_over_stored_maximum_accepted():
+    summary = (
+        "\n2024-02-01,Total balance, , ,EUR,20000000000000.00,-20000000000000.00\n"
+    )
+    parsed = parse_rows("2024-01-01,Tea,General,4.00,EUR,2.00,-2.00\n", summary)
+
+    assert parsed.summaries[0].nets == (2 * 10**15, -(2 * 10**15))
+
+
 def test_invalid_date_rejected():
     error = problem_of(HEADER + "01/02/2024,Tea,General,4.00,EUR,2.00,-2.00\n")
 
