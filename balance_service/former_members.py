@@ -10,9 +10,12 @@ So `CreateSettlement` accepts a payer or payee who is no longer a member of
 the group when the settlement brings their balance in that currency closer
 to zero without passing it. A former member who owes money may pay at most
 what they owe, and one who is owed money may be paid at most that. The
-creator must still be a member. A former member whose user is deactivated
-is rejected, as a deactivated member is. A user who is leaving is still a
+creator must still be an active member. A user who is leaving is still a
 member, so the leaving rule applies to them instead.
+
+A deactivated user is in the same position: deactivation requires settled
+balances, but a later change to an old expense can give them a balance
+again. So the same rule admits a deactivated payer or payee, member or not.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from balance_service import domain
 from splitlog_runtime.errors import FailedPrecondition, PreconditionViolation
 
 NOT_A_MEMBER = "NOT_A_GROUP_MEMBER"
+USER_DEACTIVATED = "USER_DEACTIVATED"
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,8 @@ class Named:
     field_path: str
     #: True for the payer, False for the payee.
     pays: bool
+    #: True for a deactivated member, who may settle as a former member may.
+    deactivated_member: bool = False
 
 
 def not_a_member(
@@ -62,6 +68,30 @@ def not_a_member(
                 NOT_A_MEMBER,
                 f"{group}/members/{user_id}",
                 f"{user} is not a member of {group}",
+            )
+        ],
+    )
+
+
+def deactivated_user(
+    group_id: str, user_id: str, field_path: str, problem: str
+) -> FailedPrecondition:
+    """Build the USER_DEACTIVATED error for a deactivated member.
+
+    Args:
+      problem: why the user cannot settle their balance with this
+        settlement, such as `has no balance in EUR in the group`.
+    """
+    user, group = domain.user_name(user_id), domain.group_name(group_id)
+    return FailedPrecondition(
+        f"{user!r} ({field_path}) is deactivated; a deactivated user can only "
+        "pay what they still owe, or be paid what they are still owed, but "
+        f"{user!r} {problem}. Name an active member instead",
+        reason=USER_DEACTIVATED,
+        metadata={"group": group, "users": user, "fields": field_path},
+        preconditions=[
+            PreconditionViolation(
+                USER_DEACTIVATED, user, f"{field_path} {user} is deactivated"
             )
         ],
     )
@@ -99,17 +129,22 @@ def check_settles(
     amount: int,
     currency: str,
 ) -> None:
-    """Check that a settlement only settles part of each former member's balance.
+    """Check that a settlement only settles part of each named user's balance.
 
     Args:
-      former: the payer or payee, or both, who are not members.
+      former: the payer or payee, or both, who are not members or are
+        deactivated members.
       nets: their net amounts in the group and `currency`.
 
     Raises:
-      FailedPrecondition: a former member has no balance to settle with this
-        settlement (reason NOT_A_GROUP_MEMBER).
+      FailedPrecondition: a user has no balance to settle with this
+        settlement (reason NOT_A_GROUP_MEMBER, or USER_DEACTIVATED for a
+        deactivated member).
     """
     for named in former:
         problem = settling_problem(named, nets[named.user_id], amount, currency)
-        if problem:
-            raise not_a_member(group_id, named.user_id, named.field_path, problem)
+        if not problem:
+            continue
+        if named.deactivated_member:
+            raise deactivated_user(group_id, named.user_id, named.field_path, problem)
+        raise not_a_member(group_id, named.user_id, named.field_path, problem)

@@ -265,20 +265,6 @@ class UserDirectory:
         self._call(self._stub.GetUser, request, context, user_id=user_id)
         self._users.put(user_id, frozenset(), fetched_at)
 
-    def is_deactivated(
-        self, user_id: str, context: grpc.ServicerContext | None
-    ) -> bool:
-        """Fetch a user from user_service, without the cache, and return whether
-        it is deactivated.
-
-        Raises:
-          NotFound: no user has this id (reason USER_NOT_FOUND).
-          Unavailable: user_service did not respond.
-        """
-        request = users_pb.GetUserRequest(name=domain.user_name(user_id))
-        response = self._call(self._stub.GetUser, request, context, user_id=user_id)
-        return response.user.state == users_pb.User.STATE_DEACTIVATED
-
     def _call(self, method, request, context, *, group_id=None, user_id=None):
         try:
             with authz.as_service():

@@ -19,10 +19,11 @@ Choices that the proto leaves open:
   before it (`splitlog_runtime.fencing`): they count from before their
   membership check to their commit or failure.
 - Payer, payee and creator of a settlement must be current members of the
-  group, except that a former member may pay or be paid what remains of
-  their balance (`balance_service.former_members`). None of them may be
-  deactivated (FAILED_PRECONDITION, USER_DEACTIVATED, as expense_service
-  rejects a deactivated payer or participant), nor leaving the group
+  group, except that a former or deactivated member may pay or be paid
+  what remains of their balance (`balance_service.former_members`).
+  Otherwise none of them may be deactivated (FAILED_PRECONDITION,
+  USER_DEACTIVATED, as expense_service rejects a deactivated payer or
+  participant), nor leaving the group
   (MEMBER_LEAVING, while a removal or the group's deletion checks the
   balances). Deleting or restoring a settlement moves its payer's and
   payee's balances, so both must still be members who are not leaving
@@ -62,6 +63,7 @@ that no longer exist.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -81,7 +83,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from balance_service import allocation, domain, former_members, storage, views
 from balance_service.fence import RETRY_DELAY_SECONDS, LedgerFence
-from balance_service.former_members import Named, not_a_member
+from balance_service.former_members import USER_DEACTIVATED, Named, not_a_member
 from balance_service.ledger import Changes
 from balance_service.members import GroupMembers, UserDirectory
 from balance_service.settle import compute_settlement_plan
@@ -113,10 +115,8 @@ _T = TypeVar("_T")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["BalancesService"].full_name
 
-# The same reasons as expense_service gives for a deactivated user and for
-# a leaving member; `former_members.NOT_A_MEMBER` is its reason for a
-# non-member.
-USER_DEACTIVATED = "USER_DEACTIVATED"
+# The same reason as expense_service gives for a leaving member.
+# `former_members` has the reasons for a non-member and a deactivated user.
 MEMBER_LEAVING = "MEMBER_LEAVING"
 
 _ORDER_BY = {"": False, "settlement_date desc": False, "create_time desc": True}
@@ -953,19 +953,22 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             )
 
         authz.require_acting_as_caller(domain.user_name(creator), "settlement.creator")
-        # NOTE: DeactivateUser does not require settled balances, so an open
-        # balance of a deactivated user cannot be settled here, although
-        # ComputeSettlementPlan still lists transfers to or from that user.
         members = self._member_states_for_write(group_id, context)
-        # A former member may be named to settle what remains of their
-        # balance (`balance_service.former_members`).
+        # A former member or a deactivated one may be named to settle what
+        # remains of their balance (`balance_service.former_members`). With a
+        # deactivated creator the call fails anyway, and the error names every
+        # field of that user.
+        settling_deactivated = creator not in members.deactivated
         former = [
-            named
+            dataclasses.replace(
+                named, deactivated_member=named.user_id in members.deactivated
+            )
             for named in (
                 Named(payer, "settlement.payer", pays=True),
                 Named(payee, "settlement.payee", pays=False),
             )
             if named.user_id not in members.all
+            or (settling_deactivated and named.user_id in members.deactivated)
         ]
         former_ids = {named.user_id for named in former}
         _require_members(
@@ -1087,7 +1090,8 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         context: grpc.ServicerContext,
         replay: Callable[[Session], pb.Settlement | None] | None,
     ) -> pb.Settlement | None:
-        """Check that former members named on a new settlement may settle.
+        """Check that former or deactivated members named on a new settlement
+        may settle.
 
         The create checks their balances again, with the rows locked.
 
@@ -1102,9 +1106,8 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
 
         Raises:
           FailedPrecondition: a former member has no balance that the
-            settlement settles (NOT_A_GROUP_MEMBER), or is deactivated
-            (USER_DEACTIVATED).
-          NotFound: the user does not exist any more (USER_NOT_FOUND).
+            settlement settles (NOT_A_GROUP_MEMBER), nor has a deactivated
+            member (USER_DEACTIVATED).
           Unavailable: the balances could not catch up with the ledger.
         """
         currency, amount_minor = amount
@@ -1127,13 +1130,6 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                 if replayed is None:
                     raise
                 return replayed
-        deactivated = {
-            named.user_id: [named.field_path]
-            for named in former
-            if self._directory.is_deactivated(named.user_id, context)
-        }
-        if deactivated:
-            raise _deactivated(group_id, deactivated)
         return None
 
     def _reused_in_group(

@@ -40,6 +40,12 @@ def _group_with_former(services, leaver_net: int) -> tuple[str, str, str, str]:
     return group_id, alice, bob, leaver
 
 
+def _deactivate(services, user_id: str) -> None:
+    services.users.DeactivateUser(
+        users_pb.DeactivateUserRequest(name=f"users/{user_id}"), timeout=10
+    )
+
+
 def _create(
     services,
     group_id: str,
@@ -152,17 +158,84 @@ def test_former_member_as_creator_rejected(services):
     assert not _settled(services, group_id)
 
 
-def test_deactivated_former_member_rejected(services):
+def test_deactivated_former_member_settles(services):
     group_id, alice, _, leaver = _group_with_former(services, -1000)
-    services.users.DeactivateUser(
-        users_pb.DeactivateUserRequest(name=f"users/{leaver}"), timeout=10
-    )
+    _deactivate(services, leaver)
 
-    error = _rejected(services, group_id, leaver, alice, alice, 1000)
+    _create(services, group_id, leaver, alice, alice, 1000)
+
+    assert _settled(services, group_id)
+
+
+def test_deactivated_former_member_overpaying_rejected(services):
+    group_id, alice, _, leaver = _group_with_former(services, -1000)
+    _deactivate(services, leaver)
+
+    error = _rejected(services, group_id, leaver, alice, alice, 1001)
+
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(error) == "NOT_A_GROUP_MEMBER"
+    assert "owes 10.00 EUR, less than 10.01 EUR" in error.details()
+    assert not _settled(services, group_id)
+
+
+def _deactivated_member_owed(services, owed: int) -> tuple[str, str, str]:
+    """Create a group of Alice and Bob in which Bob, now deactivated, is owed
+    `owed` EUR cents by Alice. Returns the group, Alice and Bob."""
+    group_id, (alice, bob) = create_group(services.users, 2)
+    services.peer.publish(
+        group_id, uuid.uuid4().hex[:8], {alice: (0, owed), bob: (owed, 0)}
+    )
+    services.sync()
+    _deactivate(services, bob)
+    return group_id, alice, bob
+
+
+def test_deactivated_member_paid_what_owed(services):
+    group_id, alice, bob = _deactivated_member_owed(services, 500)
+
+    _create(services, group_id, alice, bob, alice, 500)
+
+    assert _settled(services, group_id)
+    assert group_nets(services.balances, group_id)["EUR"] == {alice: 0, bob: 0}
+
+
+@pytest.mark.parametrize(
+    ("payer_is_bob", "amount", "problem"),
+    [
+        (False, 501, "is owed 5.00 EUR, less than 5.01 EUR; record at most 5.00 EUR"),
+        (True, 100, "is owed 5.00 EUR, so they can only be the payee"),
+    ],
+)
+def test_deactivated_member_unsettling_rejected(
+    services, payer_is_bob, amount, problem
+):
+    group_id, alice, bob = _deactivated_member_owed(services, 500)
+    payer, payee = (bob, alice) if payer_is_bob else (alice, bob)
+    field = "settlement.payer" if payer_is_bob else "settlement.payee"
+
+    error = _rejected(services, group_id, payer, payee, alice, amount)
 
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert reason_of(error) == "USER_DEACTIVATED"
-    assert f"'users/{leaver}' (settlement.payer) is deactivated" in error.details()
+    assert f"'users/{bob}' ({field}) is deactivated" in error.details()
+    assert problem in error.details()
+    assert "Name an active member instead" in error.details()
+    violations = error_details(error)["PreconditionFailure"].violations
+    assert [v.subject for v in violations] == [f"users/{bob}"]
+    assert group_nets(services.balances, group_id)["EUR"][bob] == 500
+
+
+def test_deactivated_member_as_creator_rejected(services):
+    group_id, alice, bob = _deactivated_member_owed(services, 500)
+
+    error = _rejected(services, group_id, alice, bob, bob, 500)
+
+    assert reason_of(error) == "USER_DEACTIVATED"
+    assert (
+        f"'users/{bob}' (settlement.payee, settlement.creator) is deactivated"
+        in error.details()
+    )
     assert not _settled(services, group_id)
 
 

@@ -324,6 +324,7 @@ def test_create_with_deactivated_user_rejected(services, role):
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert reason_of(error) == "USER_DEACTIVATED"
     assert f"'users/{bob}' (settlement.{role}) is deactivated" in error.details()
+    assert "has no balance in EUR in the group" in error.details()
     assert "Name an active member instead" in error.details()
     violations = error_details(error)["PreconditionFailure"].violations
     assert [v.subject for v in violations] == [f"users/{bob}"]
