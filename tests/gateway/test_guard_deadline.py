@@ -10,7 +10,6 @@ gateway's deadline, not with the gateway's DEADLINE_EXCEEDED.
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent import futures
@@ -126,23 +125,23 @@ def _group_behind(http: httpx.Client) -> tuple[str, str]:
     return group, member
 
 
-def _assert_unavailable(response: httpx.Response, elapsed: float) -> None:
-
+def _assert_unavailable(response: httpx.Response) -> None:
+    # A 503 with this reason, not the gateway's 504, shows that the removal
+    # ended before the gateway's deadline. The client's own clock would add
+    # the HTTP round trip and flake on a loaded machine.
     assert response.status_code == 503, response.text
     error = response.json()["error"]
     assert error["status"] == "UNAVAILABLE"
     reasons = [d["reason"] for d in error["details"] if d["@type"] == ERROR_INFO]
     assert reasons == ["BALANCE_SERVICE_UNAVAILABLE"]
-    assert elapsed < DEADLINE_SECONDS
 
 
 def test_remove_member_ledger_stalled(http):
     group, member = _group_behind(http)
 
-    started = time.monotonic()
     response = http.delete(f"/v1/{member}")
 
-    _assert_unavailable(response, time.monotonic() - started)
+    _assert_unavailable(response)
     members = _ok(http.get(f"/v1/{group}/members"))["members"]
     assert member in [entry["name"] for entry in members]
 
@@ -150,8 +149,7 @@ def test_remove_member_ledger_stalled(http):
 def test_delete_group_ledger_stalled(http):
     group, _ = _group_behind(http)
 
-    started = time.monotonic()
     response = http.delete(f"/v1/{group}")
 
-    _assert_unavailable(response, time.monotonic() - started)
+    _assert_unavailable(response)
     assert http.get(f"/v1/{group}").status_code == 200
