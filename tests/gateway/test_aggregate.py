@@ -666,13 +666,12 @@ def test_slow_backend_section_deadline(
     with _extra_gateway(
         loop_thread, stack, tmp_path, expense_service_addr=silent_address
     ) as stub:
-        started = time.monotonic()
+        # An answer at all shows that the overview ended within the 1.5 s
+        # deadline, with the silent backend's section marked failed.
         response = stub.GetGroupOverview(
             pb.GetGroupOverviewRequest(group=trip.trip), timeout=1.5
         )
-        elapsed = time.monotonic() - started
 
-    assert elapsed < 1.5
     assert response.group.name == trip.trip
     assert len(response.members) == 3
     assert _group_nets(response.balance) == trip.nets[trip.trip]
