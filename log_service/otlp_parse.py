@@ -181,3 +181,17 @@ class ParsedExport:
                 raise error from None
         request, repaired_records = _repair_request(source)
         return cls(request, repaired_records)
+
+
+def check_wire_format(data: bytes) -> None:
+    """Check that bytes parse as an export, as `ParsedExport.FromString` needs.
+
+    It reads every string as bytes, so it accepts exactly the exports that
+    `ParsedExport.FromString` accepts, with one parse and no repair. The
+    gateway uses it to reject a malformed OTLP/HTTP body with 400 before it
+    forwards the bytes.
+
+    Raises:
+      DecodeError: the bytes are not an ExportLogsServiceRequest.
+    """
+    _BYTES_REQUEST.FromString(data)
