@@ -202,10 +202,36 @@ def _body_tree(
         return {}
     if not body.strip():
         return {}
+    value = load_json_body(body)
+    if check_body is not None:
+        check_body(value)
+    if _nesting_depth(value) > MAX_BODY_DEPTH:
+        raise _too_deep()
+    check_surrogates = SURROGATE_ESCAPE.search(body) is not None
+    if route.body == "*":
+        if check_surrogates:
+            _reject_lone_surrogates(value, "")
+        _require_object(value, "body", descriptor)
+        return value
+    body_field = descriptor.fields_by_name[route.body]
+    if check_surrogates:
+        _reject_lone_surrogates(value, body_field.json_name)
+    if body_field.message_type is not None and not body_field.is_repeated:
+        _require_object(value, body_field.json_name, body_field.message_type)
+    return {body_field.json_name: value}
+
+
+def load_json_body(body: bytes) -> Any:
+    """Decode a JSON request body, with exact numbers (`json_check.JsonNumber`).
+
+    Raises:
+      InvalidArgument: the body is not UTF-8, not JSON, or nests too deeply
+        for the decoder. The message names the byte or position.
+    """
     try:
         # JSON exchanged between systems is UTF-8 (RFC 8259). `json.loads` on
         # bytes would also read UTF-16 and let encoded surrogates through.
-        value = json.loads(
+        return json.loads(
             body.decode("utf-8-sig"),
             parse_float=json_check.JsonNumber,
             parse_int=json_check.parse_json_int,
@@ -228,22 +254,18 @@ def _body_tree(
         # The decoder recurses once per nested array or object, so a body of
         # a few thousand brackets exhausts the stack before it is parsed.
         raise _too_deep() from None
-    if check_body is not None:
-        check_body(value)
-    if _nesting_depth(value) > MAX_BODY_DEPTH:
-        raise _too_deep()
-    check_surrogates = SURROGATE_ESCAPE.search(body) is not None
-    if route.body == "*":
-        if check_surrogates:
-            _reject_lone_surrogates(value, "")
-        _require_object(value, "body", descriptor)
-        return value
-    body_field = descriptor.fields_by_name[route.body]
-    if check_surrogates:
-        _reject_lone_surrogates(value, body_field.json_name)
-    if body_field.message_type is not None and not body_field.is_repeated:
-        _require_object(value, body_field.json_name, body_field.message_type)
-    return {body_field.json_name: value}
+
+
+def any_json(detail: Any) -> dict[str, Any]:
+    """Render a google.protobuf.Any, such as an error detail, as JSON.
+
+    A type that is not in this process's descriptor pool is rendered as its
+    type URL and its bytes in hex.
+    """
+    try:
+        return json_format.MessageToDict(detail)
+    except (json_format.Error, TypeError, KeyError):
+        return {"@type": detail.type_url, "value": detail.value.hex()}
 
 
 def _nesting_depth(value: Any) -> int:
