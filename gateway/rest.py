@@ -20,6 +20,11 @@ Server-streaming methods respond with newline-delimited JSON: one
 one final `{"error": ...}` line. Client-streaming methods have no routes in
 the protos; a route to one would return 501, as do the routes of methods that
 the gateway does not forward.
+
+`POST /v1/logs` is OTLP's log export over HTTP, which no annotation
+describes: it takes a binary or JSON ExportLogsServiceRequest, forwards it
+to the log router's OTLP Export, and replies in the request's encoding,
+with a bare google.rpc.Status on errors (see `gateway.otlp_http`).
 """
 
 from __future__ import annotations
@@ -35,7 +40,6 @@ from typing import Any
 from urllib.parse import quote, quote_from_bytes
 
 import grpc
-from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from starlette.applications import Starlette
@@ -43,7 +47,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Mount, request_response
 
-from gateway import log_batch, transcode
+from gateway import log_batch, otlp_http, transcode
 from gateway.auth import GatewayAuth
 from gateway.http_rules import (
     HttpRoute,
@@ -67,6 +71,7 @@ from gateway.proxy import (
 from log_service.model import Limits
 from splitlog_runtime import auth
 from splitlog_runtime.errors import DomainError, InvalidArgument, internal_status
+from splitlog_runtime.limits import message_too_large
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -162,11 +167,7 @@ def status_json(status: status_pb2.Status) -> dict[str, Any]:
         if detail.Unpack(info) and info.reason == BACKEND_REPLY_TOO_LARGE:
             # The gateway could not read the backend's reply: a bad gateway.
             error["code"] = 502
-        try:
-            details.append(json_format.MessageToDict(detail))
-        except (json_format.Error, TypeError, KeyError):
-            # A detail type that is not in this process's descriptor pool.
-            details.append({"@type": detail.type_url, "value": detail.value.hex()})
+        details.append(transcode.any_json(detail))
     if details:
         error["details"] = details
     return {"error": error}
@@ -283,18 +284,50 @@ class RestFront:
     async def _dispatch(self, request: Request) -> Response:
         # NOTE: A streaming response counts against max_concurrent_rpcs only
         # until its first message is ready, not while the rest is sent.
+        otlp = _request_path(request) == otlp_http.LOGS_PATH
         if self._concurrency is not None:
             try:
                 self._concurrency.enter()
             except DomainError as exc:
+                if otlp:
+                    return _otlp_error(request, exc.to_status(), _retry_after(exc))
                 return _error_response(exc.to_status(), _retry_after(exc))
         try:
+            if otlp:
+                return await self._serve_otlp(request)
             return await self._serve(request)
         except Exception as exc:
-            return _internal_error(request, exc)
+            status = _internal_status(request, exc)
+            if otlp:
+                return _otlp_error(request, status)
+            return _error_response(status)
         finally:
             if self._concurrency is not None:
                 self._concurrency.exit()
+
+    async def _admit(self, full_method: str, request: Request) -> auth.Principal | None:
+        """Authenticate a call and take its rate limit token.
+
+        Returns:
+          the principal of the call, or None when `auth_required` is off.
+
+        Raises:
+          DomainError: the credential is missing, invalid or lacks the
+            method's scope, or the caller is over the rate limit.
+        """
+        principal = None
+        client_host = request.client.host if request.client else ""
+        if self._auth is not None:
+            principal = await self._auth.authenticate(
+                full_method, request.headers.items(), client_host
+            )
+        if self._rate_limiter is not None and not is_exempt(full_method):
+            key = rate_limit_key(principal, client_host)
+            delay = self._rate_limiter.acquire(key)
+            if delay > 0:
+                limiter = self._rate_limiter
+                raise rate_limited(key, delay, limiter.rate, limiter.burst)
+        return principal
 
     async def _serve(self, request: Request) -> Response:
         path = _request_path(request)
@@ -318,24 +351,10 @@ class RestFront:
             )
             return _error_response(status)
 
-        principal = None
-        if self._auth is not None:
-            try:
-                principal = await self._auth.authenticate(
-                    route.full_method,
-                    request.headers.items(),
-                    request.client.host if request.client else "",
-                )
-            except DomainError as exc:
-                return _error_response(exc.to_status())
-        if self._rate_limiter is not None and not is_exempt(route.full_method):
-            client_host = request.client.host if request.client else ""
-            key = rate_limit_key(principal, client_host)
-            delay = self._rate_limiter.acquire(key)
-            if delay > 0:
-                limiter = self._rate_limiter
-                error = rate_limited(key, delay, limiter.rate, limiter.burst)
-                return _error_response(error.to_status(), _retry_after(error))
+        try:
+            principal = await self._admit(route.full_method, request)
+        except DomainError as exc:
+            return _error_response(exc.to_status(), _retry_after(exc))
 
         body = await self._read_body(request)
         if body is None:
@@ -392,6 +411,68 @@ class RestFront:
                 return None
             chunks.append(chunk)
         return b"".join(chunks)
+
+    async def _serve_otlp(self, request: Request) -> Response:
+        """Serve `POST /v1/logs`, OTLP's log export over HTTP (`gateway.otlp_http`)."""
+        if request.method != "POST":
+            status = _gateway_error(
+                grpc.StatusCode.UNIMPLEMENTED,
+                "METHOD_NOT_ALLOWED",
+                f"{request.method} is not allowed on {otlp_http.LOGS_PATH}; "
+                "OTLP exporters send POST",
+                path=otlp_http.LOGS_PATH,
+                method=request.method,
+            )
+            return _otlp_error(request, status, {"Allow": "POST"}, 405)
+        try:
+            principal = await self._admit(otlp_http.EXPORT_METHOD, request)
+        except DomainError as exc:
+            return _otlp_error(request, exc.to_status(), _retry_after(exc))
+        content_type = request.headers.get("content-type", "")
+        encoding = otlp_http.request_encoding(content_type)
+        try:
+            if encoding is None:
+                raise otlp_http.unsupported_media_type(content_type)
+            body = await self._read_body(request)
+            if body is None:
+                raise otlp_http.body_too_large(self._max_body_bytes, inflated=False)
+            body = otlp_http.decode_content(
+                body,
+                request.headers.get("content-encoding", ""),
+                self._max_body_bytes,
+            )
+            header = request.headers.get("grpc-timeout")
+            timeout = self._default_timeout if header is None else parse_timeout(header)
+            if encoding is otlp_http.Encoding.PROTOBUF:
+                otlp_http.check_protobuf(body)
+                payload = body
+            else:
+                payload = otlp_http.json_to_request(body).SerializeToString()
+            if len(payload) > self._max_body_bytes:
+                raise message_too_large(len(payload), self._max_body_bytes)
+        except otlp_http.HttpError as exc:
+            return _otlp_error(request, exc.status, exc.headers, exc.http_status)
+        except DomainError as exc:
+            return _otlp_error(request, exc.to_status(), _retry_after(exc))
+
+        with auth.acting_as(principal):
+            metadata = _metadata_from_headers(request)
+        multicallable = self._pool.callables[otlp_http.EXPORT_METHOD]
+        try:
+            reply = await multicallable(payload, timeout=timeout, metadata=metadata)
+        except grpc.aio.AioRpcError as error:
+            status = _status_of(error, otlp_http.EXPORT_METHOD, self._pool)
+            if status.code in (code_pb2.INTERNAL, code_pb2.UNKNOWN, code_pb2.DATA_LOSS):
+                _LOGGER.warning(
+                    "POST %s failed: %s %s",
+                    otlp_http.LOGS_PATH,
+                    error.code().name,
+                    status.message,
+                )
+            return _otlp_error(request, status)
+        return Response(
+            otlp_http.encode_response(reply, encoding), media_type=encoding.value
+        )
 
     def _backend_error(self, route: HttpRoute, error: grpc.aio.AioRpcError):
         status = _status_of(error, route.full_method, self._pool)
@@ -540,7 +621,7 @@ def _method_not_allowed(http_method: str, path: str, allowed: list[str]) -> Resp
     return _json_response(body, 405, {"Allow": ", ".join(allowed)})
 
 
-def _internal_error(request: Request, exc: Exception) -> Response:
+def _internal_status(request: Request, exc: Exception) -> status_pb2.Status:
     incident = uuid.uuid4().hex[:12]
     _LOGGER.error(
         "unexpected error serving %s %s (incident %s)",
@@ -549,8 +630,55 @@ def _internal_error(request: Request, exc: Exception) -> Response:
         incident,
         exc_info=exc,
     )
-    return _error_response(
-        internal_status(f"internal error (incident {incident}); see the gateway log")
+    return internal_status(f"internal error (incident {incident}); see the gateway log")
+
+
+def _otlp_http_status(status: status_pb2.Status) -> int:
+    """Return the HTTP status of an OTLP/HTTP error reply.
+
+    A request too large gets 413 rather than 429, because an OTLP client
+    retries 429, and the same request would fail again.
+    """
+    code = _CODE_BY_NUMBER.get(status.code, grpc.StatusCode.UNKNOWN)
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            if info.reason == BACKEND_REPLY_TOO_LARGE:
+                return 502
+            if (
+                code == grpc.StatusCode.RESOURCE_EXHAUSTED
+                and info.reason == "REQUEST_TOO_LARGE"
+            ):
+                return 413
+    return HTTP_STATUS[code]
+
+
+def _otlp_error(
+    request: Request,
+    status: status_pb2.Status,
+    headers: dict[str, str] | None = None,
+    http_status: int | None = None,
+) -> Response:
+    """Reply to `POST /v1/logs` with a google.rpc.Status in the request's encoding.
+
+    A request whose Content-Type is neither OTLP encoding gets JSON.
+    """
+    encoding = otlp_http.request_encoding(request.headers.get("content-type", ""))
+    encoding = encoding or otlp_http.Encoding.JSON
+    headers = {**_status_retry_after(status), **(headers or {})}
+    http_status = http_status or _otlp_http_status(status)
+    _LOGGER.debug(
+        "POST %s from %s failed with %d: %s",
+        otlp_http.LOGS_PATH,
+        request.client.host if request.client else "unknown client",
+        http_status,
+        status.message,
+    )
+    return Response(
+        otlp_http.encode_status(status, encoding),
+        http_status,
+        headers,
+        media_type=encoding.value,
     )
 
 

@@ -16,6 +16,7 @@ import grpc
 import httpx
 import pytest
 from google.protobuf import field_mask_pb2
+from google.rpc import status_pb2
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as otlp_pb
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc as otlp_grpc
 from opentelemetry.proto.common.v1 import common_pb2
@@ -357,3 +358,48 @@ def test_read_key_reads_only(live, channel):
     export = _fails(lambda: reader.export(service))
     assert export.code() == DENIED
     assert "'logs:write'" in export.details()
+
+
+# OTLP over HTTP
+
+
+def _otlp_http(
+    http: httpx.Client, credential: str | None, service: str
+) -> httpx.Response:
+    headers = {"content-type": "application/x-protobuf"}
+    if credential is not None:
+        headers["authorization"] = f"Bearer {credential}"
+    body = _otlp_request(service).SerializeToString()
+    return http.post("/v1/logs", content=body, headers=headers)
+
+
+def test_otlp_http_needs_credential(http):
+    binary = _otlp_http(http, None, _service_name())
+    as_json = http.post(
+        "/v1/logs", json={}, headers={"content-type": "application/json"}
+    )
+
+    assert binary.status_code == 401
+    assert as_json.status_code == 401
+    status = status_pb2.Status.FromString(binary.content)
+    assert status.code == grpc.StatusCode.UNAUTHENTICATED.value[0]
+    assert "authorization: Bearer <token>" in status.message
+    assert as_json.json()["message"] == status.message
+
+
+def test_otlp_http_needs_write_scope(live, channel, http):
+    root = _administrator(live, channel)
+    reader = root.create_key(["logs:read"])
+    writer = root.create_key(["logs:write"])
+    service = _service_name()
+
+    denied = _otlp_http(http, reader.credential, service)
+    stored = _otlp_http(http, writer.credential, service)
+
+    assert denied.status_code == 403
+    status = status_pb2.Status.FromString(denied.content)
+    assert status.code == DENIED.value[0]
+    assert "'logs:write'" in status.message
+    assert stored.status_code == 200
+    listed = reader.logs("ListLogEntries", _list(service))
+    assert [entry.message for entry in listed.entries] == ["exported"]
