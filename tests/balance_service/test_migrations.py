@@ -71,3 +71,25 @@ def test_request_hash_column_added_and_keys_kept(engine):
     _migrate(engine, "downgrade", "0002")
 
     assert _key_rows(engine) == [kept]
+
+
+def _index_names(engine, table: str) -> set[str]:
+    return {index["name"] for index in sa.inspect(engine).get_indexes(table)}
+
+
+def test_explain_order_indexes_replace_date_index(engine):
+    upgrade(engine, MIGRATIONS_DIR, _VERSION_TABLE)
+
+    expense_indexes = _index_names(engine, "ledger_expenses")
+    assert "ix_ledger_expenses_group_currency_order" in expense_indexes
+    assert "ix_ledger_expenses_group_currency_date" not in expense_indexes
+    assert "ix_settlements_group_currency_order" in _index_names(engine, "settlements")
+
+    _migrate(engine, "downgrade", "0004")
+
+    expense_indexes = _index_names(engine, "ledger_expenses")
+    assert "ix_ledger_expenses_group_currency_date" in expense_indexes
+    assert "ix_ledger_expenses_group_currency_order" not in expense_indexes
+    assert "ix_settlements_group_currency_order" not in _index_names(
+        engine, "settlements"
+    )
