@@ -176,6 +176,64 @@ def _string_key(key: list | None) -> list[str] | None:
     return key
 
 
+#: The largest running amount a page token may carry, in minor units. It is
+#: far above any real balance, and 1,000 changes of the largest amount still
+#: keep the running amount within the 64-bit `units` of a Money.
+_MAX_RUNNING_MINOR = 10**18
+
+
+def _explain_token(
+    key: list | None, group_id: str
+) -> tuple[storage.ExplainPosition | None, int]:
+    """Return where an ExplainBalance page starts and the running net before it.
+
+    The token's key is the date, create time and resource name of the
+    previous page's last item, as ISO strings and the name, then the running
+    net amount after that item in minor units. Without a token the page
+    starts at the oldest item with a running amount of 0.
+
+    Raises:
+      InvalidArgument: the key does not have that form or names an item of
+        another group (INVALID_PAGE_TOKEN).
+    """
+    if key is None:
+        return None, 0
+    if len(key) == 3:
+        raise invalid_field(
+            "page_token",
+            "was issued by an earlier version of the service and holds no "
+            "running amount; start again without a page_token",
+            reason="INVALID_PAGE_TOKEN",
+        )
+    if len(key) != 4:
+        raise _invalid_page_token()
+    day, created, source, running = key
+    if not (
+        isinstance(day, str)
+        and isinstance(created, str)
+        and isinstance(source, str)
+        and type(running) is int
+        and abs(running) <= _MAX_RUNNING_MINOR
+    ):
+        raise _invalid_page_token()
+    try:
+        position_day = date.fromisoformat(day)
+        position_time = datetime.fromisoformat(created)
+    except ValueError:
+        raise _invalid_page_token() from None
+    if position_time.tzinfo is not None:
+        raise _invalid_page_token()
+    for kind, name_of in (
+        (storage.EXPENSES, domain.expense_name),
+        (storage.SETTLEMENTS, domain.settlement_name),
+    ):
+        prefix = name_of(group_id, "")
+        item_id = source.removeprefix(prefix)
+        if item_id != source and item_id and "/" not in item_id:
+            return (position_day, position_time, kind, item_id), running
+    raise _invalid_page_token()
+
+
 class _ReusedInGroup(Exception):
     """A request_id that created a settlement in another group.
 
@@ -699,13 +757,30 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                 reason="SAME_USER",
             )
         selector = ["ExplainBalance", request.name, user_id, currency, counterparty]
-        after = _string_key(pagination.decode_token(request.page_token, selector))
+        after, running = _explain_token(
+            pagination.decode_token(request.page_token, selector), group_id
+        )
         self._directory.recent_members(group_id, context)
         with self._transaction(read_only=True) as session:
+            # The net amount, the items and their lines come from one state.
+            storage.repeatable_read(session)
+            if counterparty is None:
+                net = storage.member_nets(session, group_id, currency, [user_id])
+                net_amount = net[user_id]
+            else:
+                net_amount = storage.pair_net(
+                    session, group_id, currency, user_id, counterparty
+                )
             items = self._contributions(
-                session, group_id, user_id, currency, counterparty
+                session, group_id, user_id, currency, counterparty, after, size + 1
             )
-        if not items:
+            no_history = not items and (
+                after is None
+                or not self._contributions(
+                    session, group_id, user_id, currency, counterparty, None, 1
+                )
+            )
+        if no_history:
             # A net of 0.00 for someone outside the group would read as a
             # settled member. A former member with history is still explained.
             for field_path, named in (
@@ -717,19 +792,12 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                 ):
                     raise not_a_member(group_id, named, field_path)
 
-        running = 0
-        explained = []
-        for key, item in items:
-            running += item.net_change_minor
-            explained.append((key, item, running))
-        if after is not None:
-            explained = [entry for entry in explained if list(entry[0]) > after]
-
-        page = explained[:size]
+        page = items[:size]
         response = pb.ExplainBalanceResponse(
-            net_amount=domain.to_money(running, currency)
+            net_amount=domain.to_money(net_amount, currency)
         )
-        for _, item, running_net in page:
+        for item in page:
+            running += item.net_change_minor
             response.contributions.add(
                 source=item.source,
                 description=item.description,
@@ -737,11 +805,18 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                 paid_amount=domain.to_money(item.paid, currency),
                 owed_amount=domain.to_money(item.owed, currency),
                 net_change=domain.to_money(item.net_change_minor, currency),
-                running_net_amount=domain.to_money(running_net, currency),
+                running_net_amount=domain.to_money(running, currency),
             )
-        if len(explained) > size:
+        if len(items) > size:
+            last = page[-1]
             response.next_page_token = pagination.encode_token(
-                list(page[-1][0]), selector
+                [
+                    last.day.isoformat(),
+                    last.create_time.isoformat(),
+                    last.source,
+                    running,
+                ],
+                selector,
             )
         return response
 
@@ -752,10 +827,19 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         user_id: str,
         currency: str,
         counterparty: str | None,
-    ) -> list[tuple[tuple[str, str, str], _Contribution]]:
-        """Return the items behind a net amount, sorted by date, time and source."""
+        after: storage.ExplainPosition | None,
+        limit: int,
+    ) -> list[_Contribution]:
+        """Return the first `limit` items behind a net amount after `after`.
+
+        Items sort by date, create time, then source: an expense before a
+        settlement, and ids in byte order within each kind. Both queries
+        read at most `limit` rows from where `after` is.
+        """
         items = []
-        expenses = storage.user_expense_lines(session, group_id, user_id, currency)
+        expenses = storage.explain_expenses(
+            session, group_id, user_id, currency, counterparty, after, limit
+        )
         all_lines = {}
         if counterparty is not None:
             all_lines = storage.lines_of_expenses(
@@ -765,8 +849,6 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             change = expense.paid - expense.owed
             if counterparty is not None:
                 lines = all_lines[expense.expense_id]
-                if counterparty not in {other.user_id for other in lines}:
-                    continue
                 parts = allocation.allocate(
                     {other.user_id: other.paid for other in lines},
                     {other.user_id: other.owed for other in lines},
@@ -776,6 +858,8 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                 )
             items.append(
                 _Contribution(
+                    kind=storage.EXPENSES,
+                    item_id=expense.expense_id,
                     source=domain.expense_name(group_id, expense.expense_id),
                     description=expense.description,
                     day=expense.expense_date,
@@ -785,14 +869,16 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                     net_change_minor=change,
                 )
             )
-        for row in storage.user_settlements(session, group_id, user_id, currency):
-            other = row.payee_id if row.payer_id == user_id else row.payer_id
-            if counterparty is not None and other != counterparty:
-                continue
+        settlements = storage.explain_settlements(
+            session, group_id, user_id, currency, counterparty, after, limit
+        )
+        for row in settlements:
             paid = row.amount if row.payer_id == user_id else 0
             owed = row.amount if row.payee_id == user_id else 0
             items.append(
                 _Contribution(
+                    kind=storage.SETTLEMENTS,
+                    item_id=row.id,
                     source=domain.settlement_name(group_id, row.id),
                     description=row.note,
                     day=row.settlement_date,
@@ -802,12 +888,8 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                     net_change_minor=paid - owed,
                 )
             )
-        keyed = [
-            ((item.day.isoformat(), item.create_time.isoformat(), item.source), item)
-            for item in items
-        ]
-        keyed.sort(key=lambda entry: entry[0])
-        return keyed
+        items.sort(key=lambda item: item.position)
+        return items[:limit]
 
     def GetGroupReport(
         self, request: pb.GetGroupReportRequest, context: grpc.ServicerContext
@@ -1401,6 +1483,8 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
 class _Contribution:
     """One expense or settlement behind a net amount, in minor units."""
 
+    kind: str
+    item_id: str
     source: str
     description: str
     day: date
@@ -1408,6 +1492,10 @@ class _Contribution:
     paid: int
     owed: int
     net_change_minor: int
+
+    @property
+    def position(self) -> storage.ExplainPosition:
+        return (self.day, self.create_time, self.kind, self.item_id)
 
 
 def _months(

@@ -51,14 +51,17 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    false,
     func,
     insert,
     or_,
     select,
+    text,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, aliased, mapped_column
 
 EXPENSE_FEED = "expense_service"
 
@@ -95,8 +98,8 @@ class ExpenseRow(Base):
     update_time: Mapped[datetime] = mapped_column(DateTime())
 
     __table_args__ = (
-        # In the order of ExplainBalance, whose pages read a range of it; the
-        # group report reads a date range of its first three columns.
+        # In ExplainBalance order, so that a page reads one range of it. The
+        # group report reads date ranges of its first three columns.
         Index(
             "ix_ledger_expenses_group_currency_order",
             "group_id",
@@ -558,6 +561,28 @@ def member_nets(
     return {user_id: nets.get(user_id, 0) for user_id in user_ids}
 
 
+def pair_net(
+    session: Session, group_id: str, currency: str, user_id: str, other_id: str
+) -> int:
+    """Return what `other_id` owes `user_id` in a group and currency.
+
+    Negative when the user owes the other member; 0 without a pair row.
+    """
+    first, second = sorted((user_id, other_id))
+    amount = session.execute(
+        select(PairRow.amount).where(
+            PairRow.group_id == group_id,
+            PairRow.currency_code == currency,
+            PairRow.first_user_id == first,
+            PairRow.second_user_id == second,
+        )
+    ).scalar()
+    if amount is None:
+        return 0
+    # `amount` is what the first user owes the second.
+    return -amount if first == user_id else amount
+
+
 def group_pairs(
     session: Session, group_id: str, currency: str | None
 ) -> Sequence[PairRow]:
@@ -702,42 +727,6 @@ def replace_lines(
         session.execute(insert(LineRow.__table__), rows)
 
 
-def user_expense_lines(
-    session: Session, group_id: str, user_id: str, currency: str
-) -> Sequence[Row]:
-    """Return the live expenses in a currency where a member has a line.
-
-    Each row has the expense's `expense_id`, `description`, `expense_date`
-    and `create_time`, and the member's `paid` and `owed`. The rows are
-    plain tuples rather than ORM objects, because a group can hold a
-    hundred thousand expenses and an ORM object costs several times more.
-    """
-    query = (
-        select(
-            ExpenseRow.expense_id,
-            ExpenseRow.description,
-            ExpenseRow.expense_date,
-            ExpenseRow.create_time,
-            LineRow.paid,
-            LineRow.owed,
-        )
-        .join(
-            LineRow,
-            and_(
-                LineRow.group_id == ExpenseRow.group_id,
-                LineRow.expense_id == ExpenseRow.expense_id,
-            ),
-        )
-        .where(
-            ExpenseRow.group_id == group_id,
-            ExpenseRow.currency_code == currency,
-            ExpenseRow.deleted.is_(False),
-            LineRow.user_id == user_id,
-        )
-    )
-    return session.execute(query).all()
-
-
 def lines_of_expenses(
     session: Session, group_id: str, expense_ids: Sequence[str]
 ) -> dict[str, list[Row]]:
@@ -756,6 +745,184 @@ def lines_of_expenses(
         for row in rows:
             found[row.expense_id].append(row)
     return found
+
+
+# Explanations of a net amount, in pages
+
+#: The position after which an ExplainBalance page starts: the `(date,
+#: create_time, kind, id)` of the item before it, where kind is "expenses"
+#: or "settlements". Items sort by these four values, so an expense sorts
+#: before a settlement of the same date and time, as their resource names do.
+ExplainPosition = tuple[date, datetime, str, str]
+
+EXPENSES = "expenses"
+SETTLEMENTS = "settlements"
+
+
+def _bytewise(session: Session, column):
+    """Compare ids byte by byte, as Python compares them.
+
+    SQLite does so by default. A PostgreSQL database may sort text by a
+    locale whose order differs from byte order, and ties on date and time
+    would then come in another order than the page token expects.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        return column.collate("C")
+    return column
+
+
+def _read_page(
+    session: Session,
+    query,
+    order: tuple,
+    kind: str,
+    after: ExplainPosition | None,
+    limit: int,
+) -> Sequence[Row]:
+    """Run `query` on rows of `kind` from `after` on, at most `limit` of them.
+
+    `order` contains the row's date, create time and id columns.
+    """
+    day, time, row_id = order
+    if after is not None:
+        after_day, after_time, after_kind, after_id = after
+        if after_kind == kind:
+            tie = _bytewise(session, row_id) > after_id
+        else:
+            # Expenses come before settlements of the same date and time.
+            tie = true() if after_kind < kind else false()
+        query = query.where(
+            # Redundant with the rest, but it lets the index seek to the date.
+            day >= after_day,
+            or_(
+                day > after_day,
+                and_(
+                    day == after_day,
+                    or_(time > after_time, and_(time == after_time, tie)),
+                ),
+            ),
+        )
+    query = query.order_by(day, time, _bytewise(session, row_id)).limit(limit)
+    return session.execute(query).all()
+
+
+def explain_expenses(
+    session: Session,
+    group_id: str,
+    user_id: str,
+    currency: str,
+    counterparty: str | None,
+    after: ExplainPosition | None,
+    limit: int,
+) -> Sequence[Row]:
+    """Return the first `limit` live expenses of a member after `after`.
+
+    These are the expenses in the currency where the member has a line, and
+    the counterparty too when one is given, in the order of
+    `ExplainPosition`. Each row has the expense's `expense_id`,
+    `description`, `expense_date` and `create_time`, and the member's `paid`
+    and `owed`. The query walks `ix_ledger_expenses_group_currency_order`
+    from `after` and stops after `limit` rows, so a page costs about the
+    same early or late in a long history.
+    """
+    mine = aliased(LineRow)
+    query = (
+        select(
+            ExpenseRow.expense_id,
+            ExpenseRow.description,
+            ExpenseRow.expense_date,
+            ExpenseRow.create_time,
+            mine.paid,
+            mine.owed,
+        )
+        .select_from(ExpenseRow)
+        .join(
+            mine,
+            and_(
+                mine.group_id == ExpenseRow.group_id,
+                mine.expense_id == ExpenseRow.expense_id,
+                mine.user_id == user_id,
+            ),
+        )
+    )
+    if counterparty is not None:
+        theirs = aliased(LineRow)
+        query = query.join(
+            theirs,
+            and_(
+                theirs.group_id == ExpenseRow.group_id,
+                theirs.expense_id == ExpenseRow.expense_id,
+                theirs.user_id == counterparty,
+            ),
+        )
+    query = query.where(
+        ExpenseRow.group_id == group_id,
+        ExpenseRow.currency_code == currency,
+        ExpenseRow.deleted.is_(False),
+    )
+    order = (ExpenseRow.expense_date, ExpenseRow.create_time, ExpenseRow.expense_id)
+    return _read_page(session, query, order, EXPENSES, after, limit)
+
+
+def explain_settlements(
+    session: Session,
+    group_id: str,
+    user_id: str,
+    currency: str,
+    counterparty: str | None,
+    after: ExplainPosition | None,
+    limit: int,
+) -> Sequence[Row]:
+    """Return the first `limit` live settlements of a member after `after`.
+
+    These are the settlements in the currency with the member as payer or
+    payee, and the counterparty on the other side when one is given, in the
+    order of `ExplainPosition`. Each row has `id`, `payer_id`, `payee_id`,
+    `amount`, `settlement_date`, `note` and `create_time`.
+    """
+    if counterparty is None:
+        parties = or_(
+            SettlementRow.payer_id == user_id, SettlementRow.payee_id == user_id
+        )
+    else:
+        parties = or_(
+            and_(
+                SettlementRow.payer_id == user_id,
+                SettlementRow.payee_id == counterparty,
+            ),
+            and_(
+                SettlementRow.payer_id == counterparty,
+                SettlementRow.payee_id == user_id,
+            ),
+        )
+    query = select(
+        SettlementRow.id,
+        SettlementRow.payer_id,
+        SettlementRow.payee_id,
+        SettlementRow.amount,
+        SettlementRow.settlement_date,
+        SettlementRow.note,
+        SettlementRow.create_time,
+    ).where(
+        SettlementRow.group_id == group_id,
+        SettlementRow.currency_code == currency,
+        SettlementRow.delete_time.is_(None),
+        parties,
+    )
+    order = (SettlementRow.settlement_date, SettlementRow.create_time, SettlementRow.id)
+    return _read_page(session, query, order, SETTLEMENTS, after, limit)
+
+
+def repeatable_read(session: Session) -> None:
+    """Make the rest of a PostgreSQL transaction read one snapshot.
+
+    At PostgreSQL's default level, each statement reads the commits made
+    before it began, so a read of several statements can mix two states.
+    A SQLite read transaction already reads one snapshot. Call this before
+    the transaction's first statement.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
 
 
 def _report_filter(
@@ -834,20 +1001,6 @@ def add_settlement(session: Session, row: SettlementRow) -> None:
     """Insert a settlement; the flush raises IntegrityError on a duplicate id."""
     session.add(row)
     session.flush()
-
-
-def user_settlements(
-    session: Session, group_id: str, user_id: str, currency: str
-) -> Sequence[SettlementRow]:
-    """Return the live settlements in a currency with the member as payer or payee."""
-    return session.scalars(
-        select(SettlementRow).where(
-            SettlementRow.group_id == group_id,
-            SettlementRow.currency_code == currency,
-            SettlementRow.delete_time.is_(None),
-            or_(SettlementRow.payer_id == user_id, SettlementRow.payee_id == user_id),
-        )
-    ).all()
 
 
 def list_settlements(
