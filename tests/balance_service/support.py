@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from concurrent import futures
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -165,15 +165,23 @@ class LedgerPeer(ledger_grpc.LedgerServiceServicer):
         category: int = 1,
         description: str = "Dinner",
         event_type: int = ledger_pb.LEDGER_EVENT_TYPE_UPDATED,
+        commit_time: datetime | None = None,
     ) -> ledger_pb.LedgerEvent:
-        """Append the new state of an expense; lines map user ids to (paid, owed)."""
+        """Append the new state of an expense; lines map user ids to (paid, owed).
+
+        `commit_time` is a naive UTC time, the current time when None. The
+        first event of an expense sets its create time.
+        """
         # Short test names such as "e1" become valid ids such as "expense-e1".
         name = f"groups/{group}/expenses/expense-{expense}"
         if revision is None:
             self._revisions[name] += 1
             revision = self._revisions[name]
-        commit_time = timestamp_pb2.Timestamp()
-        commit_time.GetCurrentTime()
+        commit_timestamp = timestamp_pb2.Timestamp()
+        if commit_time is None:
+            commit_timestamp.GetCurrentTime()
+        else:
+            commit_timestamp.FromDatetime(commit_time)
         with self._changed:
             event = ledger_pb.LedgerEvent(
                 sequence=len(self.events) + 1,
@@ -187,7 +195,7 @@ class LedgerPeer(ledger_grpc.LedgerServiceServicer):
                 category=category,
                 description=description,
                 total=money_of(sum(paid for paid, _ in lines.values()), currency),
-                commit_time=commit_time,
+                commit_time=commit_timestamp,
                 lines=[
                     ledger_pb.LedgerLine(
                         user=f"users/{user}",

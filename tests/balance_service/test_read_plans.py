@@ -2,7 +2,8 @@
 
 Each read runs against a migrated SQLite file while a listener records its
 SQL; then `EXPLAIN QUERY PLAN` must show only index searches, on running
-totals only.
+totals only. An ExplainBalance page reads the per-expense tables, but along
+an index in page order, so that it stops after one page.
 """
 
 from __future__ import annotations
@@ -145,3 +146,50 @@ def test_group_snapshot_returns_time_and_nets(database):
 
     assert update_time == datetime(2024, 1, 1)
     assert nets == [("EUR", "user-ann", 20000), ("EUR", "user-bob", -20000)]
+
+
+_AFTER = (date(2024, 1, 1), datetime(2024, 1, 1), storage.EXPENSES, "expense-0100")
+
+
+@pytest.mark.parametrize(
+    ("read", "index"),
+    [
+        pytest.param(
+            lambda s: storage.explain_expenses(
+                s, "group-a", "user-ann", "EUR", None, None, 51
+            ),
+            "ix_ledger_expenses_group_currency_order",
+            id="expenses-first-page",
+        ),
+        pytest.param(
+            lambda s: storage.explain_expenses(
+                s, "group-a", "user-ann", "EUR", "user-bob", _AFTER, 51
+            ),
+            "ix_ledger_expenses_group_currency_order",
+            id="expenses-later-page",
+        ),
+        pytest.param(
+            lambda s: storage.explain_settlements(
+                s, "group-a", "user-ann", "EUR", None, _AFTER, 51
+            ),
+            "ix_settlements_group_currency_order",
+            id="settlements-later-page",
+        ),
+        pytest.param(
+            lambda s: storage.explain_settlements(
+                s, "group-a", "user-ann", "EUR", "user-bob", None, 51
+            ),
+            "ix_settlements_group_currency_order",
+            id="settlements-first-page",
+        ),
+    ],
+)
+def test_explain_page_reads_index_in_order(database, read, index):
+    plans = _plans(database, read)
+
+    assert len(plans) == 1
+    statement, steps = plans[0]
+    assert index in steps[0], steps
+    for step in steps:
+        assert not step.startswith("SCAN"), f"{step} in the plan of {statement}"
+        assert "TEMP B-TREE" not in step, f"{step} in the plan of {statement}"
