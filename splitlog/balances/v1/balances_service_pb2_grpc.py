@@ -139,6 +139,12 @@ class BalancesServiceServicer:
     def ExplainBalance(self, request, context):
         """Lists the expenses and settlements behind one member's net amount, or
         behind what one member owes another.
+
+        Each page reads one committed state. The page token carries the running
+        amount after the previous page, so a change to an item of an earlier
+        page shows in `net_amount` but not in the running amounts of later
+        pages. An item whose date changes between calls may be listed twice, or
+        not at all, when it moves across the page boundary.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

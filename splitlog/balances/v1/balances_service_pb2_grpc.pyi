@@ -53,6 +53,12 @@ class BalancesServiceStub:
     ExplainBalance: _grpc.UnaryUnaryMultiCallable[_balances_service_pb2.ExplainBalanceRequest, _balances_service_pb2.ExplainBalanceResponse]
     """Lists the expenses and settlements behind one member's net amount, or
     behind what one member owes another.
+
+    Each page reads one committed state. The page token carries the running
+    amount after the previous page, so a change to an item of an earlier
+    page shows in `net_amount` but not in the running amounts of later
+    pages. An item whose date changes between calls may be listed twice, or
+    not at all, when it moves across the page boundary.
     """
     ComputeSettlementPlan: _grpc.UnaryUnaryMultiCallable[_balances_service_pb2.ComputeSettlementPlanRequest, _balances_service_pb2.ComputeSettlementPlanResponse]
     """Computes the fewest transfers that bring every net amount of a group
@@ -110,6 +116,12 @@ class BalancesServiceAsyncStub(BalancesServiceStub):
     ExplainBalance: _aio.UnaryUnaryMultiCallable[_balances_service_pb2.ExplainBalanceRequest, _balances_service_pb2.ExplainBalanceResponse]  # type: ignore[assignment]
     """Lists the expenses and settlements behind one member's net amount, or
     behind what one member owes another.
+
+    Each page reads one committed state. The page token carries the running
+    amount after the previous page, so a change to an item of an earlier
+    page shows in `net_amount` but not in the running amounts of later
+    pages. An item whose date changes between calls may be listed twice, or
+    not at all, when it moves across the page boundary.
     """
     ComputeSettlementPlan: _aio.UnaryUnaryMultiCallable[_balances_service_pb2.ComputeSettlementPlanRequest, _balances_service_pb2.ComputeSettlementPlanResponse]  # type: ignore[assignment]
     """Computes the fewest transfers that bring every net amount of a group
@@ -188,6 +200,12 @@ class BalancesServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_balances_service_pb2.ExplainBalanceResponse, _abc.Awaitable[_balances_service_pb2.ExplainBalanceResponse]]:
         """Lists the expenses and settlements behind one member's net amount, or
         behind what one member owes another.
+
+        Each page reads one committed state. The page token carries the running
+        amount after the previous page, so a change to an item of an earlier
+        page shows in `net_amount` but not in the running amounts of later
+        pages. An item whose date changes between calls may be listed twice, or
+        not at all, when it moves across the page boundary.
         """
 
     @_abc_1.abstractmethod
