@@ -94,7 +94,8 @@ class NodeView:
     Attributes:
       reachable: whether the latest poll succeeded.
       silent_for: seconds since the last successful poll, or since the
-        coordinator started when no poll has succeeded yet.
+        coordinator started when no poll has succeeded yet, without the
+        rounds in which every node timed out.
       replica: the node's report for the shard from its last successful poll.
       reported_unreachable_for: seconds for which the shard's leader has
         reported this follower unreachable, zero when it reports it reachable.
@@ -325,6 +326,9 @@ class ShardRoute:
 @dataclass
 class _NodeTrack:
     last_ok: float | None = None
+    #: The coordinator's blind seconds (see `Coordinator._blind_seconds`) at
+    #: `last_ok`, so that silence excludes the time it could see no node.
+    blind_at_last_ok: float = 0.0
     reachable: bool = False
     status: replication_service_pb2.GetNodeStatusResponse | None = None
     unreachable_reported_since: float | None = None
@@ -369,6 +373,12 @@ class Coordinator:
         self._join_floors: dict[tuple[str, str], int] = {}
         self._rounds = 0
         self._started = time.monotonic()
+        # Seconds of poll rounds in which every node timed out, and the end
+        # of the latest round. A node's silence does not count those seconds.
+        self._blind_seconds = 0.0
+        self._round_end = self._started
+        # Whether the latest round was blind, to warn once for each run.
+        self._blind_run = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool = futures.ThreadPoolExecutor(
@@ -574,20 +584,46 @@ class Coordinator:
             for node, address in self._addresses.items()
         }
         results = {}
+        timeouts = 0
         for node, call in calls.items():
             try:
                 results[node] = call.result()
-            except grpc.RpcError:
+            except grpc.RpcError as error:
                 results[node] = None
+                timeouts += error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         now = time.monotonic()
         with self._lock:
+            self._note_blind_round(len(results) > 1 and timeouts == len(results), now)
             for node, status in results.items():
                 track = self._tracks[node]
                 track.reachable = status is not None
                 if status is not None:
                     track.last_ok = now
+                    track.blind_at_last_ok = self._blind_seconds
                     track.status = status
             self._note_leader_reports(now)
+
+    def _note_blind_round(self, blind: bool, now: float) -> None:
+        """Count a round in which every node timed out as blind time.
+
+        Every node missing its deadline at once points at this process or
+        its machine (a router starved of CPU, a paused VM) more than at
+        every node failing together, and a failover would then only move
+        leaders and raise epochs for nothing. So such a round does not add
+        to any node's silence. A node that refuses the connection still
+        counts as silent.
+        """
+        if blind:
+            if not self._blind_run:
+                _LOGGER.warning(
+                    "log coordinator: no log node answered GetNodeStatus within "
+                    "%.1f s; this process may be short of CPU, so the silence "
+                    "does not count towards failover",
+                    POLL_DEADLINE_SECONDS,
+                )
+            self._blind_seconds += now - self._round_end
+        self._blind_run = blind
+        self._round_end = now
 
     def _note_leader_reports(self, now: float) -> None:
         reported: dict[str, bool] = {}
@@ -611,10 +647,11 @@ class Coordinator:
         for node in members:
             track = self._tracks[node]
             since = track.last_ok if track.last_ok is not None else self._started
+            blind = self._blind_seconds - track.blind_at_last_ok
             reported_since = track.unreachable_reported_since
             views[node] = NodeView(
                 reachable=track.reachable,
-                silent_for=now - since,
+                silent_for=max(0.0, now - since - blind),
                 replica=self._replica(node, state.shard),
                 reported_unreachable_for=(
                     0.0 if reported_since is None else now - reported_since

@@ -238,6 +238,33 @@ def test_stale_leader_waits_for_promoted_follower(make_cluster, cut_off):
     )
 
 
+def test_all_nodes_frozen_keeps_leader(make_cluster):
+    cluster = make_cluster(("a", "b"))
+    cluster.start_all()
+    cluster.write("e0", 2, "e0")
+    before = cluster.wait_status(
+        lambda shard: shard.health == SERVING, "the shard in sync"
+    )
+
+    # Every node missing its deadline at once looks like a starved router,
+    # so three failover periods of it must not move the leader.
+    for node in ("a", "b"):
+        cluster.kill(node, signal.SIGSTOP)
+    time.sleep(3.0)
+    for node in ("a", "b"):
+        cluster.resume(node)
+    cluster.write_until_acknowledged("e1", 2, "e1")
+    after = cluster.wait_status(
+        lambda shard: shard.health == SERVING, "the shard in sync again"
+    )
+
+    assert before.leader == "a"
+    assert after.leader == "a"
+    assert after.leader_epoch == before.leader_epoch
+    assert set(cluster.listed_messages()) == expected_messages(["e0", "e1"], 2)
+    assert "does not count towards failover" in cluster.stderr_tail(ROUTER, 100_000)
+
+
 def test_resent_batch_stored_once_everywhere(make_cluster):
     # A long failover keeps b in the in-sync set while it is down, so the
     # leader cannot acknowledge. The nodes give up on an append after 1 s.
