@@ -73,7 +73,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from expense_service import domain, grouping, ledger, messages, storage
+from expense_service import domain, grouping, ledger, messages, storage, volumes
 from expense_service.membership import MembershipClient
 from splitlog.expenses.v1 import expenses_service_pb2 as pb
 from splitlog.expenses.v1 import expenses_service_pb2_grpc as pb_grpc
@@ -533,6 +533,10 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
                 name, group_id, create.creator, checked.draft, now
             )
             payers, participants = messages.line_rows(name, checked)
+            total = checked.draft.total
+            volumes.add_expense_volumes(
+                session, {(group_id, total.currency_code): abs(total.minor)}
+            )
             stored = storage.add_expense(session, values, payers, participants)
             if request_id:
                 storage.remember_request(session, request_id, name, create.request_hash)
@@ -639,6 +643,12 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         """
         now = storage.utc_now()
         written = []
+        added: dict[tuple[str, str], int] = {}
+        for create in creates:
+            total = create.checked.draft.total
+            key = (create.group_id, total.currency_code)
+            added[key] = added.get(key, 0) + abs(total.minor)
+        volumes.add_expense_volumes(session, added)
         for create in creates:
             values = messages.new_expense_values(
                 create.name, create.group_id, create.creator, create.checked.draft, now
@@ -1133,6 +1143,11 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             raise _RevisionChanged()
         now = storage.utc_now()
         row = stored.row
+        total = checked.draft.total
+        changes = {(row.group_id, row.currency_code): -abs(row.total_minor)}
+        key = (row.group_id, total.currency_code)
+        changes[key] = changes.get(key, 0) + abs(total.minor)
+        volumes.add_expense_volumes(session, changes)
         messages.copy_fields(row, checked.draft)
         row.last_modifier = modifier
         row.update_time = now
@@ -1167,6 +1182,10 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             if stored.row.delete_time is not None:
                 return messages.expense_message(stored)
             _check_etag(expected, stored, "etag")
+            row = stored.row
+            volumes.add_expense_volumes(
+                session, {(row.group_id, row.currency_code): -abs(row.total_minor)}
+            )
             now = storage.utc_now()
             stored.row.delete_time = now
             stored.row.update_time = now
@@ -1209,6 +1228,10 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             stored = self._require(session, request.name, lock=True)
             if not check(stored) <= verified:
                 raise _RevisionChanged()
+            row = stored.row
+            volumes.add_expense_volumes(
+                session, {(row.group_id, row.currency_code): abs(row.total_minor)}
+            )
             now = storage.utc_now()
             stored.row.delete_time = None
             stored.row.update_time = now

@@ -153,6 +153,21 @@ class LedgerEventRow(Base):
     )
 
 
+class VolumeRow(Base):
+    """The gross volume of a group's live expenses in one currency.
+
+    `gross_minor` is the sum of the absolute totals of the group's live
+    expenses in the currency. Each write that changes an expense updates it
+    in the same transaction (see `expense_service.volumes`).
+    """
+
+    __tablename__ = "expense_volumes"
+
+    group_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    currency_code: Mapped[str] = mapped_column(String(3), primary_key=True)
+    gross_minor: Mapped[int] = mapped_column(BigInteger)
+
+
 def utc_now() -> datetime.datetime:
     """Return the current time as the naive UTC datetime the tables store."""
     return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
