@@ -73,6 +73,8 @@ def build(config: Config, address: str | None = None) -> ServiceHost:
         on_applied=fence.notify_applied,
         # Balances that stop following the ledger are not fit to serve.
         on_failed=host.mark_not_serving,
+        # The error of a check that times out behind such events names them.
+        on_problem=fence.report_problem,
     )
     # Closers run in reverse order, so the consumer stops before the
     # database is disposed.

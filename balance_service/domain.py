@@ -134,9 +134,8 @@ def check_currency(code: str, field_path: str) -> str:
 
 
 # The same bound as an expense's amounts: far above any real payment and far
-# below 2**63, so a single amount can never overflow the BIGINT balance columns.
-# NOTE: about 9,000 maximal amounts in one direction would still overflow a
-# running balance; nothing checks the sum yet.
+# below 2**63. The sum of a group's settlements is capped as well
+# (`expense_service.volumes`), so the BIGINT balance columns cannot overflow.
 MAX_AMOUNT_MINOR = 10**15
 
 

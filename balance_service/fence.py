@@ -63,6 +63,8 @@ class LedgerFence:
         self._stub = ledger_grpc.LedgerServiceStub(self._channel)
         self._applied = threading.Condition()
         self._generation = 0
+        # Description of the events the ledger consumer cannot apply, or None.
+        self._problem: str | None = None
 
     def close(self) -> None:
         self._channel.close()
@@ -72,6 +74,14 @@ class LedgerFence:
         with self._applied:
             self._generation += 1
             self._applied.notify_all()
+
+    def report_problem(self, problem: str | None) -> None:
+        """Record the events the consumer cannot apply, or None once it can.
+
+        A check that times out adds the description to its error.
+        """
+        with self._applied:
+            self._problem = problem
 
     def catch_up(self, timeout: float, subject: str, group: str = "") -> int:
         """Wait until the applied cursor reaches expense_service's newest event.
@@ -112,16 +122,20 @@ class LedgerFence:
                     position,
                     timeout,
                 )
+                with self._applied:
+                    problem = self._problem
+                stuck = f" ({problem})" if problem else ""
                 raise Unavailable(
                     f"cannot check the balances of {subject!r}: balance_service "
                     f"has applied expense changes up to ledger sequence {cursor}, "
                     f"but expense_service has committed up to {position}, and "
-                    f"waiting for the rest timed out after {timeout:.2f}s; nothing "
-                    "was checked, retry later",
+                    f"waiting for the rest timed out after {timeout:.2f}s{stuck}; "
+                    "nothing was checked, retry later",
                     reason="LEDGER_NOT_CAUGHT_UP",
                     metadata={
                         "applied_sequence": str(cursor),
                         "ledger_sequence": str(position),
+                        **({"problem": problem} if problem else {}),
                     },
                     retry_delay=RETRY_DELAY_SECONDS,
                 )

@@ -33,13 +33,37 @@ from splitlog.expenses.v1 import ledger_service_pb2 as ledger_pb
 from splitlog.expenses.v1 import ledger_service_pb2_grpc as ledger_grpc
 from splitlog_runtime.channels import insecure_channel
 from splitlog_runtime.database import Database
-from splitlog_runtime.errors import InvalidArgument
+from splitlog_runtime.errors import FailedPrecondition, InvalidArgument
 
 _LOGGER = logging.getLogger(__name__)
+
+# Range of a BIGINT column.
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
 
 
 class InvalidEventError(ValueError):
     """A ledger event that cannot be applied without breaking the balances."""
+
+
+class TotalOutOfRange(FailedPrecondition):
+    """A running total that would not fit its BIGINT column; nothing is stored.
+
+    The volume caps of `expense_service.volumes` keep every total in range,
+    so this is a last check: SQLite would store such a total as a float and
+    PostgreSQL fails the statement. The transaction must roll back.
+
+    Attributes:
+      group_ids: the groups whose totals were being written.
+    """
+
+    def __init__(self, message: str, group_ids: list[str]) -> None:
+        super().__init__(
+            message,
+            reason="TOTAL_OUT_OF_RANGE",
+            metadata={"groups": ",".join(group_ids)},
+        )
+        self.group_ids = group_ids
 
 
 @dataclass(frozen=True)
@@ -151,8 +175,47 @@ class Changes:
         self.pairs[(*key, row.payee_id, row.payer_id)] += sign * row.amount
 
     def write(self, session: Session) -> None:
-        storage.add_to_balances(session, self.balances)
-        storage.add_to_pairs(session, self.pairs)
+        """Add the increments to the stored totals.
+
+        Raises:
+          TotalOutOfRange: an increment or a resulting total does not fit a
+            BIGINT. The caller's transaction must roll back.
+        """
+        for key, change in [*self.balances.items(), *self.pairs.items()]:
+            if not _INT64_MIN <= change <= _INT64_MAX:
+                raise self._out_of_range(key[0], key[1], f"change by {change}")
+        try:
+            stored = [
+                *storage.add_to_balances(session, self.balances),
+                *storage.add_to_pairs(session, self.pairs),
+            ]
+        except DBAPIError as exc:
+            # PostgreSQL fails a BIGINT sum past its range with SQLSTATE 22003,
+            # numeric_value_out_of_range.
+            if getattr(exc.orig, "sqlstate", None) != "22003":
+                raise
+            group_ids = sorted({key[0] for key in self.balances})
+            raise TotalOutOfRange(
+                "the balances of "
+                f"{', '.join(domain.group_name(g) for g in group_ids)} would "
+                f"pass the range of a signed 64-bit integer, {_INT64_MIN} to "
+                f"{_INT64_MAX} minor units; nothing was stored",
+                group_ids,
+            ) from None
+        for row in stored:
+            value = row[-1]
+            if type(value) is not int or not _INT64_MIN <= value <= _INT64_MAX:
+                # SQLite stores such a sum as an inexact float, so it is not shown.
+                raise self._out_of_range(row[0], row[1], "reach a total")
+
+    @staticmethod
+    def _out_of_range(group_id: str, currency: str, change: str) -> TotalOutOfRange:
+        return TotalOutOfRange(
+            f"a balance of {domain.group_name(group_id)} in {currency} would "
+            f"{change}, past the range of a signed 64-bit integer, {_INT64_MIN} "
+            f"to {_INT64_MAX} minor units; nothing was stored",
+            [group_id],
+        )
 
 
 class _Batch:
@@ -261,10 +324,30 @@ def apply_batch(database: Database, states: Sequence[ExpenseState]) -> int:
         # Balances, pairs, then group activity, in the order in which the
         # settlement writes lock the same rows. The opposite order deadlocked
         # with a concurrent settlement of the same group on PostgreSQL.
-        changes.write(session)
+        try:
+            changes.write(session)
+        except TotalOutOfRange as exc:
+            raise _unappliable(fresh, exc) from None
         batch.touch_groups()
         storage.advance_cursor(session, cursor, position)
         return position
+
+
+def _unappliable(states: Sequence[ExpenseState], exc: TotalOutOfRange) -> Exception:
+    """Describe a batch whose totals do not fit, naming its events in the groups."""
+    groups = set(exc.group_ids)
+    events = [state for state in states if state.group_id in groups]
+    shown = ", ".join(
+        f"{state.sequence} ({domain.expense_name(state.group_id, state.expense_id)})"
+        for state in events[:5]
+    )
+    if len(events) > 5:
+        shown += f" and {len(events) - 5} more"
+    return InvalidEventError(
+        f"ledger events {shown} cannot be applied: {exc.message}. expense_service "
+        "caps each group's volume so that this cannot happen; the consumer "
+        f"stays after sequence {states[0].sequence - 1} and retries"
+    )
 
 
 #: Seconds the consumer waits for a message, with events or without (a
@@ -288,7 +371,9 @@ class LedgerConsumer:
     call even where cancelling it would not: grpcio 1.85 leaves a call that
     grpc holds for a retry waiting after a cancel. Any exception ends one
     attempt, never the thread; if the thread ends all the same, the watchdog
-    logs it and calls `on_failed`.
+    logs it and calls `on_failed`. `on_problem` gets the description of
+    events that cannot be applied while the consumer is stuck on them, and
+    None once a batch applies again.
     """
 
     def __init__(
@@ -303,8 +388,11 @@ class LedgerConsumer:
         max_message_bytes: int = 16 * 1024 * 1024,
         on_applied: Callable[[], None] | None = None,
         on_failed: Callable[[], None] | None = None,
+        on_problem: Callable[[str | None], None] | None = None,
     ) -> None:
         self._database = database
+        self._on_problem = on_problem
+        self._problem: str | None = None
         self._on_applied = on_applied
         self._on_failed = on_failed
         self._target = target
@@ -358,6 +446,8 @@ class LedgerConsumer:
                         break
                     self._warn(self._describe(exc))
                 except (InvalidEventError, storage.CursorMoved, DBAPIError) as exc:
+                    if isinstance(exc, InvalidEventError):
+                        self._report(str(exc))
                     self._warn(str(exc), level=logging.ERROR)
                 except Exception:
                     if self._stopping.is_set():
@@ -414,6 +504,8 @@ class LedgerConsumer:
                 if response.events:
                     states = [parse_event(event) for event in response.events]
                     apply_batch(self._database, states)
+                    if self._problem is not None:
+                        self._report(None)
                     if self._on_applied is not None:
                         self._on_applied()
                 with self._lock:
@@ -427,6 +519,11 @@ class LedgerConsumer:
             # A stream that ends without an error is reopened from the cursor.
             self._warn("the ledger stream ended")
         return received
+
+    def _report(self, problem: str | None) -> None:
+        self._problem = problem
+        if self._on_problem is not None:
+            self._on_problem(problem)
 
     def _watch(self) -> None:
         """Close a stream that went quiet; report a consumer thread that ended."""

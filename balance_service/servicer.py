@@ -87,6 +87,7 @@ from balance_service.former_members import USER_DEACTIVATED, Named, not_a_member
 from balance_service.ledger import Changes
 from balance_service.members import GroupMembers, UserDirectory
 from balance_service.settle import compute_settlement_plan
+from expense_service import volumes
 from splitlog.balances.v1 import balances_service_pb2 as pb
 from splitlog.balances.v1 import balances_service_pb2_grpc as pb_grpc
 from splitlog_runtime import authz, limits, pagination
@@ -400,6 +401,26 @@ def _fields_of(
         if user_id in users:
             fields.setdefault(user_id, []).append(field_path)
     return fields
+
+
+def _add_settlement_volume(
+    session: Session, group_id: str, currency: str, delta: int
+) -> None:
+    """Count a settlement in or out of its group's volume in its currency.
+
+    Raises:
+      FailedPrecondition: the volume would pass the cap (reason
+        GROUP_VOLUME_LIMIT).
+    """
+    volumes.apply_changes(
+        session,
+        storage.SettlementVolumeRow.__table__,
+        {(group_id, currency): delta},
+        volumes.MAX_SETTLEMENT_VOLUME_MINOR,
+        "its live settlements",
+        "delete settlements of the group in that currency that were recorded "
+        "by mistake, or record further payments in another group",
+    )
 
 
 class BalancesServicer(pb_grpc.BalancesServiceServicer):
@@ -1113,6 +1134,9 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                     reason="SETTLEMENT_ALREADY_EXISTS",
                     resource=Resource(domain.SETTLEMENT_TYPE, name),
                 )
+            # Before the balance rows, which every settlement write locks after
+            # the volume row.
+            _add_settlement_volume(session, group_id, currency, amount_minor)
             if former:
                 # Payer and payee rows are locked in the order in which the
                 # balances are written, so a concurrent settlement of the same
@@ -1468,6 +1492,12 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                     reason="CONCURRENT_MODIFICATION",
                     resource=Resource(domain.SETTLEMENT_TYPE, name),
                 )
+            _add_settlement_volume(
+                session,
+                group_id,
+                row.currency_code,
+                -row.amount if deleted else row.amount,
+            )
             now = storage.utc_now()
             row.delete_time = now if deleted else None
             row.update_time = now

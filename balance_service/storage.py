@@ -26,6 +26,8 @@ The tables:
   read from. Indexed by each of the two users, for the user summary.
 - `group_activity`: when the latest expense or settlement of a group changed.
 - `settlements` and `balance_service_request_ids`.
+- `settlement_volumes`: the sum of the live settlements' amounts per group
+  and currency, capped so that the running totals fit their BIGINT columns.
 - `checked_members`: users whom CheckSettled found to be members of a group
   while they had no balance row there (see `CheckedMemberRow`).
 
@@ -216,6 +218,21 @@ class SettlementRow(Base):
     )
 
 
+class SettlementVolumeRow(Base):
+    """The gross volume of a group's live settlements in one currency.
+
+    `gross_minor` is the sum of the amounts of the group's live settlements
+    in the currency. Each settlement write updates it in the same
+    transaction (see `expense_service.volumes`).
+    """
+
+    __tablename__ = "settlement_volumes"
+
+    group_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    currency_code: Mapped[str] = mapped_column(String(3), primary_key=True)
+    gross_minor: Mapped[int] = mapped_column(BigInteger)
+
+
 class RequestIdRow(Base):
     """An idempotency key: which resource a create with this request_id made.
 
@@ -309,12 +326,19 @@ def advance_cursor(session: Session, expected: int, new: int, feed: str = EXPENS
 # Running balances
 
 
-def add_to_balances(session: Session, changes: Mapping[tuple[str, str, str], int]):
+def add_to_balances(
+    session: Session, changes: Mapping[tuple[str, str, str], int]
+) -> list[tuple[str, str, str, int | float]]:
     """Add `(group_id, currency_code, user_id) -> change` to the net amounts.
 
     Keys are written in sorted order so concurrent transactions lock rows in
     the same order. A zero change still creates its row, so a currency that
     an expense used shows in the group's balance even if every net is zero.
+
+    Returns:
+      `(group_id, currency_code, user_id, net)` of each written row, as
+      stored. SQLite stores a sum past 2**63 - 1 as a float instead of
+      failing, so the caller checks the values.
     """
     rows = [
         {
@@ -326,8 +350,9 @@ def add_to_balances(session: Session, changes: Mapping[tuple[str, str, str], int
         for (group_id, currency, user_id), change in sorted(changes.items())
     ]
     if not rows:
-        return
-    session.execute(_upsert(session, "balances", _add_to_balances), rows)
+        return []
+    written = session.execute(_upsert(session, "balances", _add_to_balances), rows)
+    return [tuple(row) for row in written]
 
 
 def _add_to_balances(session: Session):
@@ -335,11 +360,23 @@ def _add_to_balances(session: Session):
     return statement.on_conflict_do_update(
         index_elements=["group_id", "currency_code", "user_id"],
         set_={"net": BalanceRow.net + statement.excluded.net},
+    ).returning(
+        BalanceRow.group_id,
+        BalanceRow.currency_code,
+        BalanceRow.user_id,
+        BalanceRow.net,
     )
 
 
-def add_to_pairs(session: Session, changes: Mapping[tuple[str, str, str, str], int]):
-    """Add `(group_id, currency, debtor_id, creditor_id) -> change` to the pairs."""
+def add_to_pairs(
+    session: Session, changes: Mapping[tuple[str, str, str, str], int]
+) -> list[tuple[str, str, str, str, int | float]]:
+    """Add `(group_id, currency, debtor_id, creditor_id) -> change` to the pairs.
+
+    Returns:
+      `(group_id, currency_code, first_user_id, second_user_id, amount)` of
+      each written row, as stored; see `add_to_balances`.
+    """
     canonical: dict[tuple[str, str, str, str], int] = {}
     for (group_id, currency, debtor, creditor), change in changes.items():
         if debtor == creditor:
@@ -361,8 +398,9 @@ def add_to_pairs(session: Session, changes: Mapping[tuple[str, str, str, str], i
         if change
     ]
     if not rows:
-        return
-    session.execute(_upsert(session, "pairs", _add_to_pairs), rows)
+        return []
+    written = session.execute(_upsert(session, "pairs", _add_to_pairs), rows)
+    return [tuple(row) for row in written]
 
 
 def _add_to_pairs(session: Session):
@@ -375,6 +413,12 @@ def _add_to_pairs(session: Session):
             "second_user_id",
         ],
         set_={"amount": PairRow.amount + statement.excluded.amount},
+    ).returning(
+        PairRow.group_id,
+        PairRow.currency_code,
+        PairRow.first_user_id,
+        PairRow.second_user_id,
+        PairRow.amount,
     )
 
 

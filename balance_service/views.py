@@ -13,7 +13,9 @@ from datetime import datetime
 from google.protobuf import timestamp_pb2
 
 from balance_service import domain
+from expense_service import money
 from splitlog.balances.v1 import balances_service_pb2 as pb
+from splitlog_runtime.errors import OutOfRange
 
 
 def timestamp_message(value: datetime) -> timestamp_pb2.Timestamp:
@@ -82,7 +84,9 @@ def user_balance(
         totals[currency] += net
         by_group[group_id].append((currency, net))
     for currency in sorted(totals):
-        balance.total_net_amounts.append(domain.to_money(totals[currency], currency))
+        balance.total_net_amounts.append(
+            _sum_money(totals[currency], currency, name, "total_net_amounts")
+        )
     for group_id in sorted(by_group):
         balance.group_balances.add(
             group=domain.group_name(group_id),
@@ -99,7 +103,12 @@ def user_balance(
         parts = sorted(by_counterparty[currency, counterparty])
         balance.counterparty_balances.add(
             user=domain.user_name(counterparty),
-            net_amount=domain.to_money(sum(amount for _, amount in parts), currency),
+            net_amount=_sum_money(
+                sum(amount for _, amount in parts),
+                currency,
+                name,
+                f"counterparty_balances ({domain.user_name(counterparty)})",
+            ),
             group_amounts=[
                 pb.CounterpartyGroupAmount(
                     group=domain.group_name(group_id),
@@ -109,3 +118,26 @@ def user_balance(
             ],
         )
     return balance
+
+
+def _sum_money(amount_minor: int, currency: str, name: str, field: str):
+    """Build the Money of a sum across groups, which may not fit its int64 units.
+
+    Each group's amounts fit, because every group's volume is capped (see
+    `expense_service.volumes`), but a sum over many groups in a currency
+    without minor unit, such as JPY, may not.
+
+    Raises:
+      OutOfRange: the sum has more units than `google.type.Money` holds.
+    """
+    try:
+        return domain.to_money(amount_minor, currency)
+    except money.MoneyError:
+        shown = domain.format_money(amount_minor, currency)
+        raise OutOfRange(
+            f"{field} of {name!r} adds up to {shown} across groups, more than "
+            f"google.type.Money holds (units up to {money.MAX_UNITS}); read the "
+            "balance of each group with GetGroupBalance instead",
+            reason="TOTAL_OUT_OF_RANGE",
+            metadata={"field": field, "currency_code": currency},
+        ) from None
