@@ -41,9 +41,9 @@ GROUP_TYPE = "splitlog.dev/Group"
 #: The parent that lists one participant's expenses across every group.
 ALL_GROUPS = "groups/-"
 
-#: Largest total, payer amount or exact amount, in minor units. It keeps the
-#: sum of millions of amounts, as balances add them up, inside a signed
-#: 64-bit integer.
+#: Largest total, payer amount or exact amount, in minor units. The sum of
+#: a group's amounts is capped too (`expense_service.volumes`), so that the
+#: balances that add them up stay inside a signed 64-bit integer.
 MAX_AMOUNT_MINOR = 10**15
 
 _UUID = re.compile(

@@ -123,6 +123,8 @@ class BalancesServiceServicer:
     def GetUserBalance(self, request, context):
         """Returns a user's net amounts in each group, their totals per currency,
         and what the user and each other user owe each other across all groups.
+        Fails with OUT_OF_RANGE (reason TOTAL_OUT_OF_RANGE) when a sum across
+        groups has more units than `google.type.Money` holds.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -178,7 +180,10 @@ class BalancesServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateSettlement(self, request, context):
-        """Records a payment from one member to another.
+        """Records a payment from one member to another. The amounts of a group's
+        live settlements in one currency may add up to at most 4 * 10^18 minor
+        units; a settlement past that fails with FAILED_PRECONDITION, reason
+        GROUP_VOLUME_LIMIT, so balances stay exact.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -209,7 +214,8 @@ class BalancesServiceServicer:
 
     def UndeleteSettlement(self, request, context):
         """Restores a deleted settlement. Fails with ALREADY_EXISTS if the
-        settlement is not deleted.
+        settlement is not deleted, and with GROUP_VOLUME_LIMIT if the limit of
+        CreateSettlement does not leave room for it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -45,6 +45,8 @@ class BalancesServiceStub:
     GetUserBalance: _grpc.UnaryUnaryMultiCallable[_balances_service_pb2.GetUserBalanceRequest, _balances_service_pb2.GetUserBalanceResponse]
     """Returns a user's net amounts in each group, their totals per currency,
     and what the user and each other user owe each other across all groups.
+    Fails with OUT_OF_RANGE (reason TOTAL_OUT_OF_RANGE) when a sum across
+    groups has more units than `google.type.Money` holds.
     """
     ListPairwiseBalances: _grpc.UnaryUnaryMultiCallable[_balances_service_pb2.ListPairwiseBalancesRequest, _balances_service_pb2.ListPairwiseBalancesResponse]
     """Lists who owes whom in a group, netted per pair of members and currency,
@@ -76,7 +78,11 @@ class BalancesServiceStub:
     category, by member and by month.
     """
     CreateSettlement: _grpc.UnaryUnaryMultiCallable[_balances_service_pb2.CreateSettlementRequest, _balances_service_pb2.CreateSettlementResponse]
-    """Records a payment from one member to another."""
+    """Records a payment from one member to another. The amounts of a group's
+    live settlements in one currency may add up to at most 4 * 10^18 minor
+    units; a settlement past that fails with FAILED_PRECONDITION, reason
+    GROUP_VOLUME_LIMIT, so balances stay exact.
+    """
     GetSettlement: _grpc.UnaryUnaryMultiCallable[_balances_service_pb2.GetSettlementRequest, _balances_service_pb2.GetSettlementResponse]
     """Returns one settlement, including a deleted one."""
     ListSettlements: _grpc.UnaryUnaryMultiCallable[_balances_service_pb2.ListSettlementsRequest, _balances_service_pb2.ListSettlementsResponse]
@@ -88,7 +94,8 @@ class BalancesServiceStub:
     """
     UndeleteSettlement: _grpc.UnaryUnaryMultiCallable[_balances_service_pb2.UndeleteSettlementRequest, _balances_service_pb2.UndeleteSettlementResponse]
     """Restores a deleted settlement. Fails with ALREADY_EXISTS if the
-    settlement is not deleted.
+    settlement is not deleted, and with GROUP_VOLUME_LIMIT if the limit of
+    CreateSettlement does not leave room for it.
     """
 
 @_typing.type_check_only
@@ -108,6 +115,8 @@ class BalancesServiceAsyncStub(BalancesServiceStub):
     GetUserBalance: _aio.UnaryUnaryMultiCallable[_balances_service_pb2.GetUserBalanceRequest, _balances_service_pb2.GetUserBalanceResponse]  # type: ignore[assignment]
     """Returns a user's net amounts in each group, their totals per currency,
     and what the user and each other user owe each other across all groups.
+    Fails with OUT_OF_RANGE (reason TOTAL_OUT_OF_RANGE) when a sum across
+    groups has more units than `google.type.Money` holds.
     """
     ListPairwiseBalances: _aio.UnaryUnaryMultiCallable[_balances_service_pb2.ListPairwiseBalancesRequest, _balances_service_pb2.ListPairwiseBalancesResponse]  # type: ignore[assignment]
     """Lists who owes whom in a group, netted per pair of members and currency,
@@ -139,7 +148,11 @@ class BalancesServiceAsyncStub(BalancesServiceStub):
     category, by member and by month.
     """
     CreateSettlement: _aio.UnaryUnaryMultiCallable[_balances_service_pb2.CreateSettlementRequest, _balances_service_pb2.CreateSettlementResponse]  # type: ignore[assignment]
-    """Records a payment from one member to another."""
+    """Records a payment from one member to another. The amounts of a group's
+    live settlements in one currency may add up to at most 4 * 10^18 minor
+    units; a settlement past that fails with FAILED_PRECONDITION, reason
+    GROUP_VOLUME_LIMIT, so balances stay exact.
+    """
     GetSettlement: _aio.UnaryUnaryMultiCallable[_balances_service_pb2.GetSettlementRequest, _balances_service_pb2.GetSettlementResponse]  # type: ignore[assignment]
     """Returns one settlement, including a deleted one."""
     ListSettlements: _aio.UnaryUnaryMultiCallable[_balances_service_pb2.ListSettlementsRequest, _balances_service_pb2.ListSettlementsResponse]  # type: ignore[assignment]
@@ -151,7 +164,8 @@ class BalancesServiceAsyncStub(BalancesServiceStub):
     """
     UndeleteSettlement: _aio.UnaryUnaryMultiCallable[_balances_service_pb2.UndeleteSettlementRequest, _balances_service_pb2.UndeleteSettlementResponse]  # type: ignore[assignment]
     """Restores a deleted settlement. Fails with ALREADY_EXISTS if the
-    settlement is not deleted.
+    settlement is not deleted, and with GROUP_VOLUME_LIMIT if the limit of
+    CreateSettlement does not leave room for it.
     """
 
 class BalancesServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -180,6 +194,8 @@ class BalancesServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_balances_service_pb2.GetUserBalanceResponse, _abc.Awaitable[_balances_service_pb2.GetUserBalanceResponse]]:
         """Returns a user's net amounts in each group, their totals per currency,
         and what the user and each other user owe each other across all groups.
+        Fails with OUT_OF_RANGE (reason TOTAL_OUT_OF_RANGE) when a sum across
+        groups has more units than `google.type.Money` holds.
         """
 
     @_abc_1.abstractmethod
@@ -247,7 +263,11 @@ class BalancesServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _balances_service_pb2.CreateSettlementRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_balances_service_pb2.CreateSettlementResponse, _abc.Awaitable[_balances_service_pb2.CreateSettlementResponse]]:
-        """Records a payment from one member to another."""
+        """Records a payment from one member to another. The amounts of a group's
+        live settlements in one currency may add up to at most 4 * 10^18 minor
+        units; a settlement past that fails with FAILED_PRECONDITION, reason
+        GROUP_VOLUME_LIMIT, so balances stay exact.
+        """
 
     @_abc_1.abstractmethod
     def GetSettlement(
@@ -283,7 +303,8 @@ class BalancesServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_balances_service_pb2.UndeleteSettlementResponse, _abc.Awaitable[_balances_service_pb2.UndeleteSettlementResponse]]:
         """Restores a deleted settlement. Fails with ALREADY_EXISTS if the
-        settlement is not deleted.
+        settlement is not deleted, and with GROUP_VOLUME_LIMIT if the limit of
+        CreateSettlement does not leave room for it.
         """
 
 def add_BalancesServiceServicer_to_server(servicer: BalancesServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

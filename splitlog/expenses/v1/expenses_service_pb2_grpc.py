@@ -103,6 +103,9 @@ class ExpensesServiceServicer:
 
     def CreateExpense(self, request, context):
         """Creates an expense and computes what each participant owes.
+        The absolute totals of a group's live expenses in one currency may add
+        up to at most 4 * 10^18 minor units; a create past that fails with
+        FAILED_PRECONDITION, reason GROUP_VOLUME_LIMIT, so balances stay exact.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -113,6 +116,8 @@ class ExpensesServiceServicer:
         expense is created or none is. Every request is checked first; the
         error of a bad one names its index, as in `requests[3].expense.total`.
         At most 10000 requests per call by default (`expense_max_batch_creates`).
+        A batch that would take a group's volume in a currency past 4 * 10^18
+        minor units (see CreateExpense) fails as a whole with GROUP_VOLUME_LIMIT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -134,7 +139,8 @@ class ExpensesServiceServicer:
 
     def UpdateExpense(self, request, context):
         """Updates the fields of an expense named in the update mask and computes
-        the owed amounts again.
+        the owed amounts again. A larger total is subject to the group volume
+        limit of CreateExpense.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -150,7 +156,8 @@ class ExpensesServiceServicer:
 
     def UndeleteExpense(self, request, context):
         """Restores a deleted expense. Fails with ALREADY_EXISTS if the expense is
-        not deleted.
+        not deleted, and with GROUP_VOLUME_LIMIT if the group volume limit of
+        CreateExpense does not leave room for it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -45,12 +45,18 @@ class ExpensesServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ExpensesServiceAsyncStub: ...
     CreateExpense: _grpc.UnaryUnaryMultiCallable[_expenses_service_pb2.CreateExpenseRequest, _expenses_service_pb2.CreateExpenseResponse]
-    """Creates an expense and computes what each participant owes."""
+    """Creates an expense and computes what each participant owes.
+    The absolute totals of a group's live expenses in one currency may add
+    up to at most 4 * 10^18 minor units; a create past that fails with
+    FAILED_PRECONDITION, reason GROUP_VOLUME_LIMIT, so balances stay exact.
+    """
     BatchCreateExpenses: _grpc.UnaryUnaryMultiCallable[_expenses_service_pb2.BatchCreateExpensesRequest, _expenses_service_pb2.BatchCreateExpensesResponse]
     """Creates several expenses of one group in one transaction: either every
     expense is created or none is. Every request is checked first; the
     error of a bad one names its index, as in `requests[3].expense.total`.
     At most 10000 requests per call by default (`expense_max_batch_creates`).
+    A batch that would take a group's volume in a currency past 4 * 10^18
+    minor units (see CreateExpense) fails as a whole with GROUP_VOLUME_LIMIT.
     """
     GetExpense: _grpc.UnaryUnaryMultiCallable[_expenses_service_pb2.GetExpenseRequest, _expenses_service_pb2.GetExpenseResponse]
     """Returns one expense, including a deleted one."""
@@ -58,7 +64,8 @@ class ExpensesServiceStub:
     """Lists the expenses of a group, or of one user across all groups."""
     UpdateExpense: _grpc.UnaryUnaryMultiCallable[_expenses_service_pb2.UpdateExpenseRequest, _expenses_service_pb2.UpdateExpenseResponse]
     """Updates the fields of an expense named in the update mask and computes
-    the owed amounts again.
+    the owed amounts again. A larger total is subject to the group volume
+    limit of CreateExpense.
     """
     DeleteExpense: _grpc.UnaryUnaryMultiCallable[_expenses_service_pb2.DeleteExpenseRequest, _expenses_service_pb2.DeleteExpenseResponse]
     """Soft-deletes an expense. A deleted expense no longer counts in balances
@@ -66,7 +73,8 @@ class ExpensesServiceStub:
     """
     UndeleteExpense: _grpc.UnaryUnaryMultiCallable[_expenses_service_pb2.UndeleteExpenseRequest, _expenses_service_pb2.UndeleteExpenseResponse]
     """Restores a deleted expense. Fails with ALREADY_EXISTS if the expense is
-    not deleted.
+    not deleted, and with GROUP_VOLUME_LIMIT if the group volume limit of
+    CreateExpense does not leave room for it.
     """
     ListCategories: _grpc.UnaryUnaryMultiCallable[_expenses_service_pb2.ListCategoriesRequest, _expenses_service_pb2.ListCategoriesResponse]
     """Lists the expense categories with the names that clients display."""
@@ -88,12 +96,18 @@ class ExpensesServiceAsyncStub(ExpensesServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateExpense: _aio.UnaryUnaryMultiCallable[_expenses_service_pb2.CreateExpenseRequest, _expenses_service_pb2.CreateExpenseResponse]  # type: ignore[assignment]
-    """Creates an expense and computes what each participant owes."""
+    """Creates an expense and computes what each participant owes.
+    The absolute totals of a group's live expenses in one currency may add
+    up to at most 4 * 10^18 minor units; a create past that fails with
+    FAILED_PRECONDITION, reason GROUP_VOLUME_LIMIT, so balances stay exact.
+    """
     BatchCreateExpenses: _aio.UnaryUnaryMultiCallable[_expenses_service_pb2.BatchCreateExpensesRequest, _expenses_service_pb2.BatchCreateExpensesResponse]  # type: ignore[assignment]
     """Creates several expenses of one group in one transaction: either every
     expense is created or none is. Every request is checked first; the
     error of a bad one names its index, as in `requests[3].expense.total`.
     At most 10000 requests per call by default (`expense_max_batch_creates`).
+    A batch that would take a group's volume in a currency past 4 * 10^18
+    minor units (see CreateExpense) fails as a whole with GROUP_VOLUME_LIMIT.
     """
     GetExpense: _aio.UnaryUnaryMultiCallable[_expenses_service_pb2.GetExpenseRequest, _expenses_service_pb2.GetExpenseResponse]  # type: ignore[assignment]
     """Returns one expense, including a deleted one."""
@@ -101,7 +115,8 @@ class ExpensesServiceAsyncStub(ExpensesServiceStub):
     """Lists the expenses of a group, or of one user across all groups."""
     UpdateExpense: _aio.UnaryUnaryMultiCallable[_expenses_service_pb2.UpdateExpenseRequest, _expenses_service_pb2.UpdateExpenseResponse]  # type: ignore[assignment]
     """Updates the fields of an expense named in the update mask and computes
-    the owed amounts again.
+    the owed amounts again. A larger total is subject to the group volume
+    limit of CreateExpense.
     """
     DeleteExpense: _aio.UnaryUnaryMultiCallable[_expenses_service_pb2.DeleteExpenseRequest, _expenses_service_pb2.DeleteExpenseResponse]  # type: ignore[assignment]
     """Soft-deletes an expense. A deleted expense no longer counts in balances
@@ -109,7 +124,8 @@ class ExpensesServiceAsyncStub(ExpensesServiceStub):
     """
     UndeleteExpense: _aio.UnaryUnaryMultiCallable[_expenses_service_pb2.UndeleteExpenseRequest, _expenses_service_pb2.UndeleteExpenseResponse]  # type: ignore[assignment]
     """Restores a deleted expense. Fails with ALREADY_EXISTS if the expense is
-    not deleted.
+    not deleted, and with GROUP_VOLUME_LIMIT if the group volume limit of
+    CreateExpense does not leave room for it.
     """
     ListCategories: _aio.UnaryUnaryMultiCallable[_expenses_service_pb2.ListCategoriesRequest, _expenses_service_pb2.ListCategoriesResponse]  # type: ignore[assignment]
     """Lists the expense categories with the names that clients display."""
@@ -134,7 +150,11 @@ class ExpensesServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _expenses_service_pb2.CreateExpenseRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_expenses_service_pb2.CreateExpenseResponse, _abc.Awaitable[_expenses_service_pb2.CreateExpenseResponse]]:
-        """Creates an expense and computes what each participant owes."""
+        """Creates an expense and computes what each participant owes.
+        The absolute totals of a group's live expenses in one currency may add
+        up to at most 4 * 10^18 minor units; a create past that fails with
+        FAILED_PRECONDITION, reason GROUP_VOLUME_LIMIT, so balances stay exact.
+        """
 
     @_abc_1.abstractmethod
     def BatchCreateExpenses(
@@ -146,6 +166,8 @@ class ExpensesServiceServicer(metaclass=_abc_1.ABCMeta):
         expense is created or none is. Every request is checked first; the
         error of a bad one names its index, as in `requests[3].expense.total`.
         At most 10000 requests per call by default (`expense_max_batch_creates`).
+        A batch that would take a group's volume in a currency past 4 * 10^18
+        minor units (see CreateExpense) fails as a whole with GROUP_VOLUME_LIMIT.
         """
 
     @_abc_1.abstractmethod
@@ -171,7 +193,8 @@ class ExpensesServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_expenses_service_pb2.UpdateExpenseResponse, _abc.Awaitable[_expenses_service_pb2.UpdateExpenseResponse]]:
         """Updates the fields of an expense named in the update mask and computes
-        the owed amounts again.
+        the owed amounts again. A larger total is subject to the group volume
+        limit of CreateExpense.
         """
 
     @_abc_1.abstractmethod
@@ -191,7 +214,8 @@ class ExpensesServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_expenses_service_pb2.UndeleteExpenseResponse, _abc.Awaitable[_expenses_service_pb2.UndeleteExpenseResponse]]:
         """Restores a deleted expense. Fails with ALREADY_EXISTS if the expense is
-        not deleted.
+        not deleted, and with GROUP_VOLUME_LIMIT if the group volume limit of
+        CreateExpense does not leave room for it.
         """
 
     @_abc_1.abstractmethod
