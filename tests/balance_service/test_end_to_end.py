@@ -12,6 +12,7 @@ from google.protobuf import field_mask_pb2
 from google.type import date_pb2, money_pb2
 
 from expense_service.app import build as build_expenses
+from splitlog.balances.v1 import balances_service_pb2 as balances_pb
 from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb
 from splitlog.expenses.v1 import expenses_service_pb2_grpc as expenses_grpc
 from splitlog_runtime import config as config_module
@@ -19,6 +20,7 @@ from tests.balance_service.support import (
     create_group,
     group_nets,
     minor,
+    settle,
     start_balances,
     wait_until,
 )
@@ -144,3 +146,78 @@ def test_writes_reach_balances_once_across_a_restart(
 
     assert sum(expected.values()) == 0
     assert events_applied == 6 + 1 + 1 + 12
+
+
+def test_group_at_volume_cap_reads_exactly(expenses, users_host, db_url, tmp_path):
+    """A group filled to the expense volume cap keeps every read exact."""
+    services = start_balances(db_url, users_host.port, expenses, tmp_path / "data")
+    channel = grpc.insecure_channel(expenses.address)
+    stub = expenses_grpc.ExpensesServiceStub(channel)
+    try:
+        group_id, (ann, bob) = create_group(services.users, 2)
+        largest = money_pb2.Money(currency_code="BHD", units=10**12)
+        expense = _expense(group_id, [bob], ann, 100)
+        expense.total.CopyFrom(largest)
+        expense.payers[0].amount.CopyFrom(largest)
+        parent = f"groups/{group_id}"
+        stub.BatchCreateExpenses(
+            expenses_pb.BatchCreateExpensesRequest(
+                parent=parent,
+                requests=[
+                    expenses_pb.CreateExpenseRequest(expense=expense)
+                    for _ in range(4000)
+                ],
+            ),
+            timeout=120,
+        )
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.CreateExpense(
+                expenses_pb.CreateExpenseRequest(parent=parent, expense=expense),
+                timeout=10,
+            )
+        settle(services.balances, group_id, bob, ann, 10**15, "BHD")
+        owed = 4 * 10**18 - 10**15
+        wait_until(
+            lambda: (
+                group_nets(services.balances, group_id).get("BHD")
+                == {ann: owed, bob: -owed}
+            ),
+            timeout=60,
+        )
+
+        report = services.balances.GetGroupReport(
+            balances_pb.GetGroupReportRequest(
+                name=f"groups/{group_id}/report", currency_code="BHD"
+            ),
+            timeout=10,
+        ).report
+        pairs = services.balances.ListPairwiseBalances(
+            balances_pb.ListPairwiseBalancesRequest(parent=parent), timeout=10
+        ).pairwise_balances
+        plan = services.balances.ComputeSettlementPlan(
+            balances_pb.ComputeSettlementPlanRequest(name=f"groups/{group_id}/balance"),
+            timeout=10,
+        ).transfers
+        check = services.balances.CheckSettled(
+            balances_pb.CheckSettledRequest(name=f"groups/{group_id}/balance"),
+            timeout=10,
+        )
+        user = services.balances.GetUserBalance(
+            balances_pb.GetUserBalanceRequest(name=f"users/{ann}/balance"), timeout=10
+        ).balance
+    finally:
+        services.close()
+        channel.close()
+
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert minor(report.total_spent) == 4 * 10**18
+    assert report.expense_count == 4000
+    assert [minor(total.amount) for total in report.month_totals] == [4 * 10**18]
+    paid = {member.user: minor(member.paid_amount) for member in report.member_totals}
+    assert paid == {f"users/{ann}": 4 * 10**18, f"users/{bob}": 0}
+    assert [minor(pair.amount) for pair in pairs] == [owed]
+    assert [(t.payer, t.payee, minor(t.amount)) for t in plan] == [
+        (f"users/{bob}", f"users/{ann}", owed)
+    ]
+    assert not check.settled
+    assert [minor(amount) for amount in user.total_net_amounts] == [owed]
