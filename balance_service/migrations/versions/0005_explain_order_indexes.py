@@ -7,7 +7,7 @@ queries the new index serves as well.
 
 Revision ID: 0005
 Revises: 0004
-Create Date: 2026-12-06
+Create Date: 2026-12-05
 """
 
 from collections.abc import Sequence

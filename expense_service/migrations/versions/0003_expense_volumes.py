@@ -2,7 +2,7 @@
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2027-01-10
+Create Date: 2026-12-05
 
 The table starts with the sums of the expenses already stored. They are
 added up in Python, where no sum overflows. A group whose volume is already

@@ -1,8 +1,8 @@
 """Keep the gross volume of each group's live settlements per currency.
 
-Revision ID: 0005
-Revises: 0004
-Create Date: 2027-01-10
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-12-05
 
 The table starts with the sums of the settlements already stored, added up
 in Python, where no sum overflows. As in expense_service's volumes, a value
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005"
-down_revision: str | None = "0004"
+revision: str = "0006"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
