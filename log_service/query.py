@@ -355,7 +355,11 @@ class Lister:
         )
         token = None
         if request.page_token:
-            token = decode_page_token(request.page_token, fingerprint)
+            token = decode_page_token(
+                request.page_token,
+                fingerprint,
+                known_shards=self._sharder.shards_for_query((), None, None),
+            )
             end = token.end_time
         elif end is None:
             end = time.time_ns()

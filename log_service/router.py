@@ -1004,7 +1004,11 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         shards = self._sharder.shards_for_query(selection.services, None, None)
         positions = dict.fromkeys(shards, -1)
         if request.resume_token:
-            token = decode_resume_token(request.resume_token, fingerprint)
+            token = decode_resume_token(
+                request.resume_token,
+                fingerprint,
+                known_shards=self._sharder.shards_for_query((), None, None),
+            )
             for shard in shards:
                 positions[shard] = token.positions.get(shard, -1)
         slot = self.open_streams.acquire("TailLogEntries", context)

@@ -17,7 +17,7 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -205,15 +205,31 @@ def encode_page_token(token: PageToken) -> str:
     )
 
 
+def _check_shards(named: Iterable[str], known_shards: Collection[str] | None) -> None:
+    """Raise ValueError when a token names a shard the cluster does not have."""
+    if known_shards is None:
+        return
+    unknown = sorted(set(named) - set(known_shards))
+    if unknown:
+        raise ValueError(f"unknown shards {unknown}")
+
+
 def decode_page_token(
-    text: str, filters: str, field_name: str = "page_token"
+    text: str,
+    filters: str,
+    field_name: str = "page_token",
+    known_shards: Collection[str] | None = None,
 ) -> PageToken:
     """Parse a page token issued for the same filters.
 
+    Args:
+      known_shards: the cluster's shard ids; a token that names another
+        shard is rejected. None skips the check.
+
     Raises:
       InvalidArgument: the token is malformed, has a number that is not an
-        int64 in range, or was issued for other filters; the message names
-        `field_name`.
+        int64 in range, names a shard outside `known_shards`, or was issued
+        for other filters; the message names `field_name`.
     """
     payload = _decode(text, field_name, "page token")
     _check_filters(payload, filters, field_name)
@@ -227,6 +243,7 @@ def decode_page_token(
             _sequence(sequence, shard, field_name, "page token"),
         )
         snapshot = _positions(payload["s"], field_name, "page token")
+        _check_shards([shard, *snapshot], known_shards)
         end_time = _time(payload["e"], "end time", field_name)
         return PageToken(filters, cursor, snapshot, end_time)
     except (KeyError, TypeError, ValueError):
@@ -244,19 +261,27 @@ def encode_resume_token(token: ResumeToken) -> str:
 
 
 def decode_resume_token(
-    text: str, filters: str, field_name: str = "resume_token"
+    text: str,
+    filters: str,
+    field_name: str = "resume_token",
+    known_shards: Collection[str] | None = None,
 ) -> ResumeToken:
     """Parse a resume token issued for the same filters.
 
+    Args:
+      known_shards: the cluster's shard ids; a token that names another
+        shard is rejected. None skips the check.
+
     Raises:
-      InvalidArgument: the token is malformed or was issued for other filters.
+      InvalidArgument: the token is malformed, names a shard outside
+        `known_shards`, or was issued for other filters.
     """
     payload = _decode(text, field_name, "resume token")
     _check_filters(payload, filters, field_name)
     try:
-        return ResumeToken(
-            filters, _positions(payload["p"], field_name, "resume token")
-        )
+        positions = _positions(payload["p"], field_name, "resume token")
+        _check_shards(positions, known_shards)
+        return ResumeToken(filters, positions)
     except (KeyError, ValueError):
         raise invalid_field(
             field_name,

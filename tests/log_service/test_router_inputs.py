@@ -187,6 +187,10 @@ def _tampered(payload: dict, key: str, value) -> dict:
         changed["c"][2] = value
     elif key == "s":
         changed["s"] = {shard: value for shard in changed["s"]}
+    elif key == "c1":
+        changed["c"][1] = value
+    elif key == "s_shard":
+        changed["s"][value] = 0
     else:
         changed[key] = value
     return changed
@@ -203,6 +207,8 @@ def _tampered(payload: dict, key: str, value) -> dict:
         ("e", 1.5, "is not a page token returned by this method"),
         ("e", "12", "is not a page token returned by this method"),
         ("c2", True, "is not a page token returned by this method"),
+        ("c1", "shard-9", "is not a page token returned by this method"),
+        ("s_shard", "shard-9", "is not a page token returned by this method"),
     ],
 )
 def test_tampered_page_token_is_invalid(cluster, page_token, key, value, expected):

@@ -227,6 +227,25 @@ def test_resume_token_with_invalid_sequence_is_rejected(cluster, sequence, probl
     assert "start a new tail without a resume token" in details
 
 
+def test_resume_token_unknown_shard_rejected(cluster):
+    token = first_token(cluster)
+    payload = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    payload["p"]["shard-9"] = 0
+    raw = json.dumps(payload, separators=(",", ":")).encode()
+    forged = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    resumed = cluster.stub.TailLogEntries(
+        pb.TailLogEntriesRequest(services=["tailed"], resume_token=forged),
+        timeout=10,
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        next(resumed)
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(caught.value) == "INVALID_PAGE_TOKEN"
+    assert "is not a resume token returned by this method" in caught.value.details()
+
+
 def test_resume_token_at_last_sequence_is_accepted(cluster):
     token = first_token(cluster)
     assert with_sequence(token, 3) == token

@@ -54,6 +54,32 @@ def test_page_token_malformed_is_invalid(text):
     assert caught.value.reason == "INVALID_PAGE_TOKEN"
 
 
+@pytest.mark.parametrize(
+    "token",
+    [
+        PageToken("abc", Cursor(5, "shard-9", 7), {"shard-0": 3}, 99),
+        PageToken("abc", Cursor(5, "shard-1", 7), {"shard-9": 3}, 99),
+    ],
+)
+def test_page_token_unknown_shard_is_invalid(token):
+    text = encode_page_token(token)
+
+    with pytest.raises(InvalidArgument) as caught:
+        decode_page_token(text, "abc", known_shards=["shard-0", "shard-1"])
+
+    assert caught.value.reason == "INVALID_PAGE_TOKEN"
+    assert decode_page_token(text, "abc") == token
+
+
+def test_resume_token_unknown_shard_is_invalid():
+    text = encode_resume_token(ResumeToken("f", {"shard-0": 1, "shard-9": 2}))
+
+    with pytest.raises(InvalidArgument) as caught:
+        decode_resume_token(text, "f", known_shards=["shard-0", "shard-1"])
+
+    assert caught.value.reason == "INVALID_PAGE_TOKEN"
+
+
 def test_resume_token_round_trip():
     token = ResumeToken("f", {"shard-0": 10, "shard-1": 0})
 
