@@ -30,7 +30,7 @@ from splitlog.expenses.v1 import ledger_service_pb2 as ledger_pb
 from splitlog.expenses.v1 import ledger_service_pb2_grpc as ledger_grpc
 from splitlog_runtime.channels import insecure_channel
 from splitlog_runtime.database import Database
-from splitlog_runtime.errors import Unavailable
+from splitlog_runtime.errors import Unavailable, ended_its_attempts
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -138,6 +138,9 @@ class LedgerFence:
                         **({"problem": problem} if problem else {}),
                     },
                     retry_delay=RETRY_DELAY_SECONDS,
+                    # The wait took the caller's whole deadline, so a retry
+                    # by the caller's channel could only time out.
+                    final_attempt=True,
                 )
             self._wait_for_batch(generation, min(remaining, RECHECK_SECONDS))
 
@@ -173,5 +176,6 @@ class LedgerFence:
                 reason="EXPENSE_SERVICE_UNAVAILABLE",
                 metadata={"service": "expense_service", "subject": subject},
                 retry_delay=RETRY_DELAY_SECONDS,
+                final_attempt=ended_its_attempts(exc),
             ) from None
         return response.last_sequence

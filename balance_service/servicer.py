@@ -656,6 +656,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             reason="WRITES_IN_FLIGHT",
             metadata={"group": group, "writes": str(pending)},
             retry_delay=RETRY_DELAY_SECONDS,
+            final_attempt=True,
         )
 
     def _fence_timeout(self, context: grpc.ServicerContext) -> float:

@@ -382,6 +382,7 @@ class LedgerServicer(ledger_grpc.LedgerServiceServicer):
                 reason="WRITES_IN_FLIGHT",
                 metadata={"group": group, "writes": str(pending)},
                 retry_delay=RECONNECT_DELAY_SECONDS,
+                final_attempt=True,
             )
 
     def _check_position(self, after: int) -> None:

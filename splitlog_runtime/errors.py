@@ -17,6 +17,10 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "splitlog.dev"
 
+#: Trailer with which a server tells a client's retry policy how many
+#: milliseconds to wait before a retry; a negative value means no retry.
+RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
+
 # gRPC sends the message twice in trailers (grpc-message and inside
 # grpc-status-details-bin), and peers reject trailers over 8 to 16 KiB. Texts
 # that echo a huge client value are shortened in the middle to stay well below.
@@ -109,6 +113,12 @@ class DomainError(Exception):
       preconditions: failed preconditions, sent as PreconditionFailure.
       retry_delay: seconds the caller should wait before retrying, sent as
         RetryInfo.
+      final_attempt: the call already waited as long as its deadline
+        allowed, so a retry policy of the caller's channel must not send it
+        again within the same deadline: it would only end in
+        DEADLINE_EXCEEDED instead of this error. The status then carries
+        the trailer `RETRY_PUSHBACK_KEY` with a negative value, which tells
+        grpc not to retry. The caller may still retry later.
     """
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
@@ -124,6 +134,7 @@ class DomainError(Exception):
         resource: Resource | None = None,
         preconditions: Iterable[PreconditionViolation] = (),
         retry_delay: float | None = None,
+        final_attempt: bool = False,
     ) -> None:
         message = clip(message)
         super().__init__(message)
@@ -139,6 +150,7 @@ class DomainError(Exception):
         self.resource = resource
         self.preconditions = list(preconditions)
         self.retry_delay = retry_delay
+        self.final_attempt = final_attempt
 
     def to_status(self) -> status_pb2.Status:
         """Build the google.rpc.Status that carries this error.
@@ -349,6 +361,22 @@ ERROR_CLASSES: dict[grpc.StatusCode, type[DomainError]] = {
         Unimplemented,
     )
 }
+
+
+def ended_its_attempts(exc: grpc.RpcError) -> bool:
+    """Return whether a failed call to another component used up its deadline.
+
+    That is a DEADLINE_EXCEEDED, or an error that the server sent as a final
+    attempt (`DomainError.final_attempt`). An error built from such a
+    failure should be a final attempt too.
+    """
+    if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return True
+    trailers = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    for key, value in trailers or ():
+        if key == RETRY_PUSHBACK_KEY and str(value).startswith("-"):
+            return True
+    return False
 
 
 def internal_status(message: str) -> status_pb2.Status:

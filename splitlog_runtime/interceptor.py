@@ -1,6 +1,8 @@
 """The server interceptors that turn exceptions into canonical status codes.
 
-A DomainError becomes its status with google.rpc details. A database that
+A DomainError becomes its status with google.rpc details, and one raised as
+a final attempt also gets a trailer that stops the caller's channel from
+retrying it (`DomainError.final_attempt`). A database that
 does not respond (server down, connection dropped, lock timeout) becomes
 UNAVAILABLE, which clients may retry. Any other exception
 is logged with its traceback and becomes INTERNAL with a message that names a
@@ -19,6 +21,7 @@ traceback per call. Each message of a request stream is checked on its own.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -31,6 +34,7 @@ from grpc_status import rpc_status
 from sqlalchemy import exc as sqlalchemy_exc
 
 from splitlog_runtime.errors import (
+    RETRY_PUSHBACK_KEY,
     DomainError,
     InvalidArgument,
     Unavailable,
@@ -165,9 +169,27 @@ _TRANSIENT_DATABASE_ERRORS = (
 )
 
 
+class _Status(
+    collections.namedtuple("_Status", ("code", "details", "trailing_metadata")),
+    grpc.Status,
+):
+    """A status with trailers beyond the rich status details."""
+
+
+def _domain_status(exc: DomainError) -> grpc.Status:
+    status = rpc_status.to_status(exc.to_status())
+    if not exc.final_attempt:
+        return status
+    return _Status(
+        status.code,
+        status.details,
+        (*status.trailing_metadata, (RETRY_PUSHBACK_KEY, "-1")),
+    )
+
+
 def _status_for(exc: BaseException, method: str) -> grpc.Status:
     if isinstance(exc, DomainError):
-        return rpc_status.to_status(exc.to_status())
+        return _domain_status(exc)
     if isinstance(exc, _TRANSIENT_DATABASE_ERRORS):
         _LOGGER.warning(
             "database unavailable in %s: %s", method, getattr(exc, "orig", None) or exc

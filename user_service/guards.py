@@ -40,6 +40,7 @@ from splitlog_runtime.errors import (
     FailedPrecondition,
     PreconditionViolation,
     Unavailable,
+    ended_its_attempts,
     join_some,
 )
 
@@ -149,9 +150,9 @@ class BalanceServiceGuard:
         )
         # The call, retries included, ends ANSWER_MARGIN_SECONDS before the
         # removal's deadline, so its caller receives the error below and not
-        # DEADLINE_EXCEEDED. It never takes longer than `timeout`, because the
-        # channel retries an UNAVAILABLE CheckSettled that waited its full
-        # deadline for the ledger, and each retry would wait as long again.
+        # DEADLINE_EXCEEDED. It never takes longer than `timeout`. An
+        # UNAVAILABLE CheckSettled that waited its full deadline for the
+        # ledger comes as a final attempt, which the channel does not retry.
         timeout = min(
             self._timeout,
             downstream_timeout(context, self._timeout, ANSWER_MARGIN_SECONDS),
@@ -178,6 +179,7 @@ class BalanceServiceGuard:
                 reason="BALANCE_SERVICE_UNAVAILABLE",
                 metadata={"service": "balance_service", "group": group_name},
                 retry_delay=1.0,
+                final_attempt=ended_its_attempts(exc),
             ) from None
         return list(response.unsettled_balances)
 

@@ -14,6 +14,7 @@ import pytest
 
 from balance_service import storage
 from splitlog.balances.v1 import balances_service_pb2 as pb
+from splitlog_runtime.errors import RETRY_PUSHBACK_KEY
 from tests.balance_service.support import (
     LedgerPeer,
     Services,
@@ -82,6 +83,8 @@ def test_check_unavailable_while_ledger_behind(services):
 
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert reason_of(caught.value) == "LEDGER_NOT_CAUGHT_UP"
+    # The wait took the deadline, so retrying channels must not send it again.
+    assert (RETRY_PUSHBACK_KEY, "-1") in caught.value.trailing_metadata()
     expected = (
         f"has applied expense changes up to ledger sequence "
         f"{services.peer.last_sequence - 1}, but expense_service has committed up "

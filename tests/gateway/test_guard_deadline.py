@@ -134,6 +134,10 @@ def _assert_unavailable(response: httpx.Response) -> None:
     assert error["status"] == "UNAVAILABLE"
     reasons = [d["reason"] for d in error["details"] if d["@type"] == ERROR_INFO]
     assert reasons == ["BALANCE_SERVICE_UNAVAILABLE"]
+    # balance_service's own LEDGER_NOT_CAUGHT_UP, not a DEADLINE_EXCEEDED of
+    # a retry that grpc sent after it.
+    assert "failed the check (UNAVAILABLE: " in error["message"]
+    assert "has applied expense changes up to ledger sequence" in error["message"]
 
 
 def test_remove_member_ledger_stalled(http):

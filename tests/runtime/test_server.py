@@ -12,7 +12,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
+from splitlog_runtime.channels import insecure_channel
 from splitlog_runtime.errors import (
+    RETRY_PUSHBACK_KEY,
     NotFound,
     Resource,
     Unavailable,
@@ -21,6 +23,8 @@ from splitlog_runtime.errors import (
 from splitlog_runtime.server import create_server
 
 SERVICE = "splitlog.test.Probe"
+# Calls that the handler received, by request text.
+_ATTEMPTS: dict[str, int] = {}
 
 
 def _behaviour(request: bytes, context: grpc.ServicerContext) -> bytes:
@@ -35,6 +39,11 @@ def _behaviour(request: bytes, context: grpc.ServicerContext) -> bytes:
         )
     if kind == "overloaded":
         raise Unavailable("try later", retry_delay=1.5)
+    if kind.startswith("waited"):
+        _ATTEMPTS[kind] = _ATTEMPTS.get(kind, 0) + 1
+        raise Unavailable(
+            "waited the whole deadline", retry_delay=1.0, final_attempt=True
+        )
     if kind == "abort":
         context.abort(grpc.StatusCode.PERMISSION_DENIED, "no")
     if kind == "crash":
@@ -118,6 +127,20 @@ def test_retryable_error_carries_retry_info(channel):
 
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert retry.retry_delay.ToNanoseconds() == 1_500_000_000
+
+
+def test_final_attempt_not_retried(host):
+    # splitlog's channels retry UNAVAILABLE. An error that already took the
+    # deadline stops that retry, so the caller gets it and not a timeout.
+    with insecure_channel(f"127.0.0.1:{host.port}") as retrying:
+        error = _call(retrying, "waited-final")
+        plain = _call(retrying, "overloaded")
+
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert error.details() == "waited the whole deadline"
+    assert (RETRY_PUSHBACK_KEY, "-1") in error.trailing_metadata()
+    assert _ATTEMPTS["waited-final"] == 1
+    assert RETRY_PUSHBACK_KEY not in dict(plain.trailing_metadata())
 
 
 def test_unexpected_exception_is_internal_without_internals(channel, caplog):
