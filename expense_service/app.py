@@ -39,7 +39,12 @@ def build(config: Config, address: str | None = None) -> ServiceHost:
     writes = GroupWrites()
     expenses = ExpensesServicer(database, membership, feed, writes)
     ledger_servicer = ledger.LedgerServicer(
-        database, feed, membership, writes, config.deadline_seconds
+        database,
+        feed,
+        membership,
+        writes,
+        config.deadline_seconds,
+        max_message_bytes=config.max_message_bytes,
     )
     try:
         host = start_service(

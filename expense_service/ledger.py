@@ -10,6 +10,13 @@ arrive too. After a wake-up it lingers `LINGER_SECONDS` before reading, so
 the commits of concurrent writers go out together in one message and the
 reader applies them in one transaction.
 
+A message carries at most `BATCH_SIZE` events, and fewer when they would not
+fit in `max_message_bytes`: 500 events of an expense with 500 participants
+and long user names do not, and a message that the reader cannot receive
+would stop the ledger of every group. A message always carries at least one
+event, which fits, because the payers and participants of an expense are
+limited.
+
 A stream sends its headers as soon as it opens, and a message without events
 (a heartbeat) after every `HEARTBEAT_SECONDS` without events. A reader that
 receives nothing for several heartbeats can take the stream for dead, even
@@ -36,6 +43,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from typing import TypeVar
 
 import grpc
 from sqlalchemy.orm import Session
@@ -55,6 +63,9 @@ SERVICE_NAME = ledger_pb.DESCRIPTOR.services_by_name["LedgerService"].full_name
 
 #: Maximum number of events in one StreamLedgerEventsResponse.
 BATCH_SIZE = 500
+#: Bytes of a StreamLedgerEventsResponse kept below max_message_bytes. The
+#: events are counted exactly, so this only covers the gRPC framing.
+MESSAGE_MARGIN_BYTES = 1024
 #: Seconds between two checks of the ledger table when no commit is reported.
 POLL_SECONDS = 0.5
 #: Seconds a stream waits after a wake-up so that more commits join the batch.
@@ -68,6 +79,8 @@ RECONNECT_DELAY_SECONDS = 1.0
 FENCE_MARGIN_SECONDS = 0.1
 #: Committed events that the feed keeps for the streams, by sequence.
 RECENT_EVENTS = 2 * BATCH_SIZE
+# An event as a message or as its stored payload.
+_E = TypeVar("_E")
 # The key in `Session.info` of the events a transaction appended.
 _APPENDED = "splitlog_ledger_events"
 
@@ -161,6 +174,11 @@ class LedgerFeed:
                 lambda: self._closed or self._generation != seen_generation,
                 timeout,
             )
+
+
+def _varint_bytes(value: int) -> int:
+    """Return the bytes of a non-negative int as a protobuf varint."""
+    return max(1, (value.bit_length() + 6) // 7)
 
 
 def build_event(
@@ -275,6 +293,7 @@ class LedgerServicer(ledger_grpc.LedgerServiceServicer):
       linger: seconds a stream waits after a wake-up.
       heartbeat: seconds without events after which a stream sends an empty
         message.
+      max_message_bytes: the largest message that a stream sends.
     """
 
     def __init__(
@@ -286,6 +305,7 @@ class LedgerServicer(ledger_grpc.LedgerServiceServicer):
         default_timeout: float,
         linger: float = LINGER_SECONDS,
         heartbeat: float = HEARTBEAT_SECONDS,
+        max_message_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         self._database = database
         self._feed = feed
@@ -294,6 +314,7 @@ class LedgerServicer(ledger_grpc.LedgerServiceServicer):
         self._default_timeout = default_timeout
         self._linger = linger
         self._heartbeat = heartbeat
+        self._message_budget = max(max_message_bytes - MESSAGE_MARGIN_BYTES, 1)
 
     def StreamLedgerEvents(
         self,
@@ -326,12 +347,12 @@ class LedgerServicer(ledger_grpc.LedgerServiceServicer):
                     retry_delay=RECONNECT_DELAY_SECONDS,
                 )
             generation = self._feed.generation
-            events = self._read_batch(last)
+            events, more = self._read_batch(last)
             if events:
                 last = events[-1].sequence
                 yield ledger_pb.StreamLedgerEventsResponse(events=events)
                 sent = time.monotonic()
-                if len(events) == BATCH_SIZE:
+                if more:
                     continue
             elif time.monotonic() - sent >= self._heartbeat:
                 yield ledger_pb.StreamLedgerEventsResponse()
@@ -397,24 +418,47 @@ class LedgerServicer(ledger_grpc.LedgerServiceServicer):
                 metadata={"after_sequence": str(after), "last_sequence": str(newest)},
             )
 
-    def _read_batch(self, after: int) -> list[ledger_pb.LedgerEvent]:
-        """Read the next events, stopping before any gap in the sequence.
+    def _read_batch(self, after: int) -> tuple[list[ledger_pb.LedgerEvent], bool]:
+        """Read the next events of one message, stopping before any gap.
 
         Writers commit in sequence order, so a gap is not expected; stopping
         there keeps the promise of no gaps even if that ever fails.
+
+        Returns:
+          The events, and whether more events may follow at once, because
+          the message reached `BATCH_SIZE` events or its byte budget.
         """
         events = self._feed.recent(after, BATCH_SIZE)
         if events is not None:
-            return events
+            return self._fit([(event, event.ByteSize()) for event in events])
         with self._database.transaction(read_only=True) as session:
             rows = storage.read_events(session, after, BATCH_SIZE)
-        events = []
+        found = []
         for sequence, payload in rows:
-            if sequence != after + len(events) + 1:
+            if sequence != after + len(found) + 1:
                 _LOGGER.warning(
                     "ledger gap after sequence %d; waiting for it to fill",
-                    after + len(events),
+                    after + len(found),
                 )
                 break
-            events.append(ledger_pb.LedgerEvent.FromString(payload))
-        return events
+            found.append((payload, len(payload)))
+        events, more = self._fit(found)
+        return [ledger_pb.LedgerEvent.FromString(payload) for payload in events], more
+
+    def _fit(self, sized: list[tuple[_E, int]]) -> tuple[list[_E], bool]:
+        """Keep the leading events whose message fits the byte budget.
+
+        Args:
+          sized: events, or their payloads, each with its serialized size.
+
+        Returns:
+          At least one event when any is given, and whether events were
+          left out or the message contains `BATCH_SIZE` of them.
+        """
+        total = 0
+        for index, (_, size) in enumerate(sized):
+            # Each event in the message adds a tag byte and a length prefix.
+            total += size + 1 + _varint_bytes(size)
+            if index and total > self._message_budget:
+                return [event for event, _ in sized[:index]], True
+        return [event for event, _ in sized], len(sized) == BATCH_SIZE

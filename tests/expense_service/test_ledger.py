@@ -11,10 +11,12 @@ import grpc
 import pytest
 
 from expense_service import storage
+from expense_service.app import build as build_expenses
 from expense_service.ledger import HEARTBEAT_SECONDS, RECENT_EVENTS, LedgerFeed
 from splitlog.expenses.v1 import expenses_service_pb2 as pb
 from splitlog.expenses.v1 import ledger_service_pb2 as ledger_pb
 from splitlog_runtime.database import Database
+from tests.expense_service.conftest import make_config, open_clients, start_pair
 from tests.expense_service.support import (
     TIMEOUT,
     backlog,
@@ -359,3 +361,48 @@ def test_position_is_newest_event(clients, group):
     assert [event.sequence for event in events] == [position]
     assert events[0].expense == created.name
     assert next_position == position + 1
+
+
+def _stream_messages(clients, count: int) -> list[ledger_pb.StreamLedgerEventsResponse]:
+    """Read stream messages from the start until `count` events arrived."""
+    messages = []
+    stream = clients.ledger.StreamLedgerEvents(
+        ledger_pb.StreamLedgerEventsRequest(after_sequence=0), timeout=TIMEOUT
+    )
+    try:
+        for response in stream:
+            messages.append(response)
+            if sum(len(message.events) for message in messages) >= count:
+                break
+    finally:
+        stream.cancel()
+    return messages
+
+
+def test_stream_messages_fit_message_limit(tmp_path):
+    # 60 events of a 12-member group take about 40 KiB, so they need several
+    # messages of at most 16 KiB, from the feed and from the table.
+    limit = 16 * 1024
+    config = make_config(tmp_path, f"sqlite:///{tmp_path / 'expenses.db'}")
+    config = config.replace(max_message_bytes=limit)
+    with start_pair(config) as (users, expenses):
+        with open_clients(users, expenses) as clients:
+            group = create_group(clients.users, size=12)
+            for _ in range(60):
+                create_expense(clients, group)
+            from_feed = _stream_messages(clients, 60)
+        # A new process has an empty feed, so it reads the table.
+        expenses.stop(0)
+        wired = config.replace(user_service_addr=f"127.0.0.1:{users.port}")
+        restarted = build_expenses(wired, "127.0.0.1:0")
+        try:
+            with open_clients(users, restarted) as clients:
+                from_table = _stream_messages(clients, 60)
+        finally:
+            restarted.stop(0)
+
+    for messages in (from_feed, from_table):
+        sequences = [event.sequence for message in messages for event in message.events]
+        assert sequences == list(range(1, 61))
+        assert len(messages) > 2
+        assert max(message.ByteSize() for message in messages) <= limit
