@@ -13,7 +13,13 @@ from sqlalchemy import select, text
 
 from balance_service import storage
 from balance_service.app import MIGRATIONS_DIR
-from balance_service.ledger import ExpenseState, InvalidEventError, apply_batch
+from balance_service.ledger import (
+    ExpenseState,
+    InvalidEventError,
+    allocation_pairs,
+    apply_batch,
+    split_by_work,
+)
 from splitlog_runtime.database import Database, upgrade
 
 _START = datetime(2024, 5, 1, 12, 0)
@@ -180,3 +186,45 @@ def test_expense_lookup_searches_primary_key(tmp_path, statement):
 
     assert not [step for step in plan if step.startswith("SCAN")]
     assert [step for step in plan if step.startswith("SEARCH")]
+
+
+def _wide(sequence: int, payers: int, participants: int) -> ExpenseState:
+    """Return a create of `payers` payers who owe nothing and other participants."""
+    lines = {f"p{index}": (100, 0) for index in range(payers)}
+    share = 100 * payers // participants
+    lines.update({f"u{index}": (0, share) for index in range(participants)})
+    return _state(sequence, f"w{sequence}", 1, lines)
+
+
+def test_split_by_work_bounds_pairs():
+    states = [
+        _wide(1, 1, 4),  # 4 pairs
+        _wide(2, 2, 5),  # 10 pairs
+        _wide(3, 5, 5),  # 25 pairs, over the limit alone
+        _wide(4, 1, 2),  # 2 pairs
+        _wide(5, 1, 2),  # 2 pairs
+    ]
+
+    parts = split_by_work(states, max_pairs=12)
+
+    assert [[state.sequence for state in part] for part in parts] == [
+        [1],
+        [2],
+        [3],
+        [4, 5],
+    ]
+    assert [allocation_pairs(state) for state in states] == [4, 10, 25, 2, 2]
+
+
+def test_split_parts_match_one_batch(tmp_path):
+    states = [_wide(sequence, 3, 4) for sequence in range(1, 8)]
+    whole = _database(tmp_path / "whole.db")
+    split = _database(tmp_path / "split.db")
+
+    apply_batch(whole, states)
+    parts = split_by_work(states, max_pairs=30)
+    for part in parts:
+        apply_batch(split, part)
+
+    assert len(parts) == 4
+    assert _contents(split) == _contents(whole)
