@@ -37,7 +37,9 @@ def build(config: Config, address: str | None = None) -> ServiceHost:
     )
     feed = ledger.LedgerFeed()
     writes = GroupWrites()
-    expenses = ExpensesServicer(database, membership, feed, writes)
+    expenses = ExpensesServicer(
+        database, membership, feed, writes, config.max_message_bytes
+    )
     ledger_servicer = ledger.LedgerServicer(
         database,
         feed,

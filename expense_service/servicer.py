@@ -114,6 +114,9 @@ _RETRY_SQLSTATES = {"40001", "40P01", "55P03"}
 MAX_GROUPED_CREATES = 64
 # Request fields named per user in the membership error of a batch.
 _PATHS_PER_USER = 3
+#: Bytes of a response kept below max_message_bytes for the fields other
+#: than its expenses, such as a page token, which take a few hundred bytes.
+RESPONSE_MARGIN_BYTES = 1024
 # Namespace of the per-position keys that a batch request_id is stored as.
 _BATCH_NAMESPACE = uuid.UUID("0d7cbb52-4a0e-4c3e-9a8b-7b1e3f5c2a61")
 # Generated expense ids; ordered ids keep each group commit's inserts together.
@@ -298,6 +301,48 @@ def _check_distinct(
             seen[value] = index
 
 
+def _leading_fit(expenses: Sequence[pb.Expense], budget: int) -> int:
+    """Return how many leading expenses fit in a response of `budget` bytes."""
+    total = 0
+    for index, expense in enumerate(expenses):
+        size = expense.ByteSize()
+        # A repeated message field adds a tag byte and a length prefix.
+        total += size + 1 + (size.bit_length() + 6) // 7
+        if total > budget:
+            return index
+    return len(expenses)
+
+
+def _check_batch_pairs(requests: Sequence[pb.CreateExpenseRequest]) -> None:
+    """Reject a batch whose creates name too many payer and participant pairs.
+
+    balance_service allocates each participant's share among the payers of
+    each expense when it applies the batch, so its work grows with payers x
+    participants, summed over the creates.
+
+    Raises:
+      InvalidArgument: over expense_max_batch_pairs, with reason
+        BATCH_TOO_LARGE.
+    """
+    limit = limits.current().expense_max_batch_pairs
+    total = 0
+    fitting = None
+    for index, inner in enumerate(requests):
+        total += len(inner.expense.payers) * len(inner.expense.split.participants)
+        if total > limit and fitting is None:
+            fitting = index
+    if fitting is None:
+        return
+    raise invalid_field(
+        "requests",
+        f"names {total} payer and participant pairs (payers x participants, "
+        f"summed over the creates), more than expense_max_batch_pairs "
+        f"({limit}); split the batch so that each call stays within {limit} "
+        f"pairs: the first {fitting} creates of this one do",
+        reason="BATCH_TOO_LARGE",
+    )
+
+
 class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
     """Expenses stored in one database, with their ledger events.
 
@@ -307,6 +352,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
       feed: woken after every committed write, for the ledger streams.
       writes: counts the writes that check membership, from the start of
         the RPC to its commit or failure, for the ledger's fence.
+      max_message_bytes: the largest response that the server sends.
     """
 
     def __init__(
@@ -315,8 +361,10 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         membership: MembershipClient,
         feed: ledger.LedgerFeed,
         writes: GroupWrites,
+        max_message_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         self._database = database
+        self._max_message_bytes = max_message_bytes
         self._membership = membership
         self._feed = feed
         self._writes = writes
@@ -734,6 +782,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
                 )
             )
         violations.raise_if_any()
+        _check_batch_pairs(request.requests)
         creates = [
             self._check_create(inner, request.parent, f"requests[{index}].")
             for index, inner in enumerate(request.requests)
@@ -747,16 +796,21 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         batch_hash = _batch_hash(request) if batch_id else None
         batch_keys = [_batch_key(batch_id, index) for index in range(count)]
 
-        def replay_batch(session: Session) -> list[pb.Expense] | None:
+        def replay_batch(session: Session) -> pb.BatchCreateExpensesResponse | None:
             if not batch_id:
                 return None
-            return self._replay_batch(
+            replayed = self._replay_batch(
                 session, batch_id, batch_keys, group_id, batch_hash
             )
+            if replayed is None:
+                return None
+            response = pb.BatchCreateExpensesResponse(expenses=replayed)
+            self._check_replay_size(response, batch_id)
+            return response
 
         replayed = self._read(replay_batch)
         if replayed is not None:
-            return pb.BatchCreateExpensesResponse(expenses=replayed)
+            return replayed
 
         # A user named on thousands of creates is shown with a few of them.
         fields: dict[str, list[str]] = {}
@@ -766,7 +820,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
                 named.extend(paths[: max(_PATHS_PER_USER - len(named), 0)])
         self._membership.require_members(request.parent, fields, context, fields)
 
-        def write(session: Session) -> list[pb.Expense]:
+        def write(session: Session) -> pb.BatchCreateExpensesResponse:
             replayed = replay_batch(session)
             if replayed is not None:
                 return replayed
@@ -820,10 +874,88 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
                     storage.remember_request(
                         session, batch_keys[index], name, batch_hash
                     )
-            return result
+            response = pb.BatchCreateExpensesResponse(expenses=result)
+            # Raising here rolls the batch back. After the commit, a response
+            # over max_message_bytes would fail to send although every
+            # expense was written, and a retry would replay it.
+            self._check_response_size(response)
+            return response
 
-        expenses = self._write(write, retry_conflict=True)
-        return pb.BatchCreateExpensesResponse(expenses=expenses)
+        return self._write(write, retry_conflict=True)
+
+    def _response_budget(self) -> int:
+        """Return the bytes of expenses that one response may carry."""
+        return max(self._max_message_bytes - RESPONSE_MARGIN_BYTES, 1)
+
+    def _check_response_size(self, response: pb.BatchCreateExpensesResponse) -> None:
+        """Reject a batch whose response would not fit in max_message_bytes.
+
+        Raises:
+          InvalidArgument: with reason RESPONSE_TOO_LARGE, naming the number
+            of leading creates that fit in one call.
+        """
+        budget = self._response_budget()
+        size = response.ByteSize()
+        if size <= budget:
+            return
+        fitting = _leading_fit(response.expenses, budget)
+        count = len(response.expenses)
+        description = (
+            f"the response would carry the {count} created expenses in {size} "
+            f"bytes, over the {budget} bytes that max_message_bytes "
+            f"({self._max_message_bytes}) leaves for it, so nothing was "
+            f"written; split the batch: at most {fitting} of these creates "
+            "fit in one call"
+        )
+        _LOGGER.info("batch of %d creates rejected: response of %d bytes", count, size)
+        raise InvalidArgument(
+            f"requests: {description}",
+            reason="RESPONSE_TOO_LARGE",
+            metadata={
+                "field": "requests",
+                "response_bytes": str(size),
+                "max_message_bytes": str(self._max_message_bytes),
+                "creates_that_fit": str(fitting),
+            },
+            field_violations=[
+                FieldViolation("requests", description, "RESPONSE_TOO_LARGE")
+            ],
+        )
+
+    def _check_replay_size(
+        self, response: pb.BatchCreateExpensesResponse, batch_id: str
+    ) -> None:
+        """Reject a replayed batch whose expenses no longer fit in one response.
+
+        The first call's response fitted, but its expenses may have grown
+        since then through updates.
+
+        Raises:
+          FailedPrecondition: with reason RESPONSE_TOO_LARGE; the expenses
+            exist, so the caller must read them another way.
+        """
+        budget = self._response_budget()
+        size = response.ByteSize()
+        if size <= budget:
+            return
+        count = len(response.expenses)
+        _LOGGER.info(
+            "replay of batch %s rejected: response of %d bytes", batch_id, size
+        )
+        raise FailedPrecondition(
+            f"request_id {batch_id!r}: an earlier call with this key created "
+            f"its {count} expenses, but they have grown since and now take "
+            f"{size} bytes, over the {budget} bytes that max_message_bytes "
+            f"({self._max_message_bytes}) leaves for a response; nothing was "
+            "written. Read them with ListExpenses (order_by 'create_time desc')",
+            reason="RESPONSE_TOO_LARGE",
+            metadata={
+                "request_id": batch_id,
+                "created": "true",
+                "response_bytes": str(size),
+                "max_message_bytes": str(self._max_message_bytes),
+            },
+        )
 
     @staticmethod
     def _replay_batch(
@@ -897,19 +1029,24 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         rows = self._read(
             lambda session: storage.list_expenses(session, query, after, size + 1)
         )
+        page = rows[:size]
+        expenses = [messages.expense_message(stored) for stored in page]
+        # A page of large expenses ends early, so that the response fits in
+        # max_message_bytes. One expense always fits, as its lines are limited.
+        fitting = max(_leading_fit(expenses, self._response_budget()), 1)
         next_token = ""
-        if len(rows) > size:
-            last = rows[size - 1].row
+        if len(rows) > size or fitting < len(page):
+            last = page[fitting - 1].row
             key = last.create_time if query.order_by_create_time else last.expense_date
             next_token = pagination.encode_token([key.isoformat(), last.name], selector)
-        page = rows[:size]
+        listed = list(zip(page[:fitting], expenses[:fitting], strict=True))
         if query.group_id is None:
             # Expenses of groups that the caller has left, or that were
             # deleted, are dropped, so a page across every group may be short.
-            visible = self._visible_groups(page, context)
-            page = [stored for stored in page if stored.row.group_id in visible]
+            visible = self._visible_groups(page[:fitting], context)
+            listed = [item for item in listed if item[0].row.group_id in visible]
         return pb.ListExpensesResponse(
-            expenses=[messages.expense_message(stored) for stored in page],
+            expenses=[expense for _, expense in listed],
             next_page_token=next_token,
         )
 

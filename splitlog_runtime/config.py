@@ -172,6 +172,14 @@ SETTINGS: list[Setting] = [
         _parse_int,
     ),
     Setting(
+        "expense_max_batch_pairs",
+        250_000,
+        "Most payer and participant pairs in one BatchCreateExpenses call: the "
+        "sum over its creates of payers x participants, which balance_service "
+        "allocates when it applies the batch.",
+        _parse_int,
+    ),
+    Setting(
         "auth_min_password_length",
         12,
         "Shortest password that SignUp and SetPassword accept, in characters.",

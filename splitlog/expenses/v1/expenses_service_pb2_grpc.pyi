@@ -54,7 +54,13 @@ class ExpensesServiceStub:
     """Creates several expenses of one group in one transaction: either every
     expense is created or none is. Every request is checked first; the
     error of a bad one names its index, as in `requests[3].expense.total`.
-    At most 10000 requests per call by default (`expense_max_batch_creates`).
+    At most 10000 requests per call by default (`expense_max_batch_creates`),
+    and at most 250000 payer and participant pairs, the sum over the requests
+    of payers x participants (`expense_max_batch_pairs`); more fail with
+    INVALID_ARGUMENT, reason BATCH_TOO_LARGE. A batch whose response would
+    exceed the server's max_message_bytes fails with INVALID_ARGUMENT, reason
+    RESPONSE_TOO_LARGE, and writes nothing; its ErrorInfo metadata
+    `creates_that_fit` says how many of the leading requests fit in one call.
     A batch that would take a group's volume in a currency past 4 * 10^18
     minor units (see CreateExpense) fails as a whole with GROUP_VOLUME_LIMIT.
     """
@@ -105,7 +111,13 @@ class ExpensesServiceAsyncStub(ExpensesServiceStub):
     """Creates several expenses of one group in one transaction: either every
     expense is created or none is. Every request is checked first; the
     error of a bad one names its index, as in `requests[3].expense.total`.
-    At most 10000 requests per call by default (`expense_max_batch_creates`).
+    At most 10000 requests per call by default (`expense_max_batch_creates`),
+    and at most 250000 payer and participant pairs, the sum over the requests
+    of payers x participants (`expense_max_batch_pairs`); more fail with
+    INVALID_ARGUMENT, reason BATCH_TOO_LARGE. A batch whose response would
+    exceed the server's max_message_bytes fails with INVALID_ARGUMENT, reason
+    RESPONSE_TOO_LARGE, and writes nothing; its ErrorInfo metadata
+    `creates_that_fit` says how many of the leading requests fit in one call.
     A batch that would take a group's volume in a currency past 4 * 10^18
     minor units (see CreateExpense) fails as a whole with GROUP_VOLUME_LIMIT.
     """
@@ -165,7 +177,13 @@ class ExpensesServiceServicer(metaclass=_abc_1.ABCMeta):
         """Creates several expenses of one group in one transaction: either every
         expense is created or none is. Every request is checked first; the
         error of a bad one names its index, as in `requests[3].expense.total`.
-        At most 10000 requests per call by default (`expense_max_batch_creates`).
+        At most 10000 requests per call by default (`expense_max_batch_creates`),
+        and at most 250000 payer and participant pairs, the sum over the requests
+        of payers x participants (`expense_max_batch_pairs`); more fail with
+        INVALID_ARGUMENT, reason BATCH_TOO_LARGE. A batch whose response would
+        exceed the server's max_message_bytes fails with INVALID_ARGUMENT, reason
+        RESPONSE_TOO_LARGE, and writes nothing; its ErrorInfo metadata
+        `creates_that_fit` says how many of the leading requests fit in one call.
         A batch that would take a group's volume in a currency past 4 * 10^18
         minor units (see CreateExpense) fails as a whole with GROUP_VOLUME_LIMIT.
         """
