@@ -3,7 +3,9 @@
 The whole file is parsed, converted and checked against its summary rows
 before the first call, so a bad file writes nothing. The writes then go
 through the gateway in this order: users, group, members, every expense in
-one BatchCreateExpenses call (one per `MAX_BATCH_CREATES` rows), then the
+one BatchCreateExpenses call (one per `MAX_BATCH_CREATES` rows or
+`MAX_BATCH_PAIRS` payer and participant pairs, and smaller when the server
+rejects a response as too large), then the
 settlements. Every create carries ids derived from the file (see
 `identity`), so running the same import again skips what exists and
 creates the rest, without duplicates. When the expense write fails, the
@@ -17,12 +19,14 @@ import os
 import re
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO, TypeVar
 
 import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from splitlog.balances.v1 import balances_service_pb2 as balances_pb
 from splitlog.balances.v1 import balances_service_pb2_grpc as balances_grpc
@@ -57,6 +61,9 @@ BALANCE_POLL_SECONDS = 0.2
 #: Expenses per BatchCreateExpenses call: the default of expense_service's
 #: expense_max_batch_creates setting. A server set lower rejects larger files.
 MAX_BATCH_CREATES = 10_000
+#: Payer and participant pairs per BatchCreateExpenses call: the default of
+#: expense_service's expense_max_batch_pairs setting.
+MAX_BATCH_PAIRS = 250_000
 #: Expenses of a batch per `--timeout` of its deadline.
 ROWS_PER_TIMEOUT = 1000
 # The index of the failing create in a batch error, as in `requests[12].`.
@@ -219,15 +226,36 @@ class SplitwiseImporter:
                 entry for entry in expenses if _entry_name(ids, entry) not in existing
             ]
             step = "writing the expenses"
+            # A call rejected with RESPONSE_TOO_LARGE wrote nothing, and its
+            # error names how many leading creates fit, so later calls send
+            # that many at most.
+            size = MAX_BATCH_CREATES
+            sending: list[ExpensePlan] = []
+            written = 0
             try:
-                for start in range(0, len(missing), MAX_BATCH_CREATES):
-                    chunk = missing[start : start + MAX_BATCH_CREATES]
-                    self._create_expenses(ids, chunk)
-                    progress.advance(len(chunk))
+                for batch in _batches(missing):
+                    start = 0
+                    while start < len(batch):
+                        sending = batch[start : start + size]
+                        try:
+                            self._create_expenses(ids, sending)
+                        except grpc.RpcError as exc:
+                            fitting = _creates_that_fit(exc)
+                            if not 0 < fitting < len(sending):
+                                raise
+                            size = fitting
+                            continue
+                        start += len(sending)
+                        written += len(sending)
+                        progress.advance(len(sending))
             except grpc.RpcError as exc:
                 progress.finish()
                 raise self._expenses_failed(
-                    exc, missing, ids, created_group and not existing
+                    exc,
+                    sending,
+                    ids,
+                    created_group and not existing and not written,
+                    written,
                 ) from None
             for entry in settlements:
                 if _entry_name(ids, entry) in existing:
@@ -411,6 +439,7 @@ class SplitwiseImporter:
         entries: list[ExpensePlan],
         ids: _Ids,
         remove_group: bool,
+        written: int = 0,
     ) -> SplitwiseImportError:
         """Build the error of a failed expense write, after cleaning up.
 
@@ -421,6 +450,7 @@ class SplitwiseImporter:
           remove_group: whether this run created the group and nothing else
             is in it, so that it can be deleted. A later run of the same
             file then creates the next group of `identity.group_ids`.
+          written: expenses that earlier calls of this run created.
         """
         details = exc.details() or ""
         found = _BATCH_INDEX.search(details)
@@ -439,6 +469,12 @@ class SplitwiseImporter:
             left = (
                 f"The expenses may have been written; {ids.group} and its members "
                 "stay, and running the same command again completes the import."
+            )
+        elif written:
+            left = (
+                f"This call wrote nothing, but earlier calls wrote {written} "
+                f"expenses; {ids.group} and its members stay, and running the "
+                "same command again completes the import."
             )
         else:
             left = f"No expense was written; {ids.group} and its members stay."
@@ -531,6 +567,42 @@ class SplitwiseImporter:
                 return False
             raise
         return True
+
+
+def _batches(
+    entries: list[ExpensePlan],
+    max_creates: int = MAX_BATCH_CREATES,
+    max_pairs: int = MAX_BATCH_PAIRS,
+) -> Iterator[list[ExpensePlan]]:
+    """Split expenses into batches within the server's default batch limits.
+
+    Each batch has at most `max_creates` creates and `max_pairs` payer and
+    participant pairs, unless one expense alone has more.
+    """
+    batch: list[ExpensePlan] = []
+    pairs = 0
+    for entry in entries:
+        cost = len(entry.payers) * len(entry.owed)
+        if batch and (len(batch) == max_creates or pairs + cost > max_pairs):
+            yield batch
+            batch, pairs = [], 0
+        batch.append(entry)
+        pairs += cost
+    if batch:
+        yield batch
+
+
+def _creates_that_fit(exc: grpc.RpcError) -> int:
+    """Return the creates that fit in one call, from a RESPONSE_TOO_LARGE error.
+
+    Returns 0 for any other error.
+    """
+    status = rpc_status.from_call(exc)
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info) and info.reason == "RESPONSE_TOO_LARGE":
+            return int(info.metadata.get("creates_that_fit", "0") or 0)
+    return 0
 
 
 def _expense_message(
