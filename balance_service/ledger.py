@@ -355,9 +355,9 @@ def _unappliable(states: Sequence[ExpenseState], exc: TotalOutOfRange) -> Except
 
 #: Payer and participant pairs that one apply transaction allocates at most,
 #: unless one expense has more. That is one expense of the default maximum
-#: size, 50 payers and 500 participants, which took 0.2 to 1.4 s on a shared
-#: 2-core machine (`python -m bench.ledger_apply`). A transaction holds the
-#: database's write lock, so settlements of every group wait for it.
+#: size, 50 payers and 500 participants, which took about 0.2 s of CPU time on
+#: a shared 2-core machine (`python -m bench.ledger_apply`). A transaction
+#: keeps the database's write lock, so settlements of every group wait for it.
 MAX_PAIRS_PER_TRANSACTION = 25_000
 
 
