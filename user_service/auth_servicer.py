@@ -610,9 +610,12 @@ class CredentialServicer(cred_grpc.CredentialServiceServicer):
                     reason="API_KEY_EXPIRED",
                 )
             _require_active_user(session, row.user_id)
-            return cred_pb.CheckCredentialResponse(
+            reply = cred_pb.CheckCredentialResponse(
                 principal=name, scopes=row.scope_list
             )
+            if row.expire_time is not None:
+                reply.expire_time.CopyFrom(_timestamp(row.expire_time))
+            return reply
 
     def _check_access_token(self, token: str) -> cred_pb.CheckCredentialResponse:
         """Check an access token and return its user with the user's scopes."""
@@ -634,7 +637,9 @@ class CredentialServicer(cred_grpc.CredentialServiceServicer):
                 session, row.user_id, storage.utc_now()
             )
         scopes = [auth.SCOPE_ADMIN] if admin else []
-        return cred_pb.CheckCredentialResponse(principal=claims.subject, scopes=scopes)
+        reply = cred_pb.CheckCredentialResponse(principal=claims.subject, scopes=scopes)
+        reply.expire_time.FromSeconds(int(claims.expire_time))
+        return reply
 
 
 def _require_active_user(session: Session, user_id: str) -> None:

@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)splitlog/auth/v1/credential_service.proto\x12\x10splitlog.auth.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\"3\n\x16\x43heckCredentialRequest\x12\x19\n\ncredential\x18\x01 \x01(\tB\x05\xe2\x41\x02\x02\x04\"<\n\x17\x43heckCredentialResponse\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x0e\n\x06scopes\x18\x02 \x03(\t2\xa7\x01\n\x11\x43redentialService\x12\x91\x01\n\x0f\x43heckCredential\x12(.splitlog.auth.v1.CheckCredentialRequest\x1a).splitlog.auth.v1.CheckCredentialResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/internal/v1/credentials:check:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)splitlog/auth/v1/credential_service.proto\x12\x10splitlog.auth.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"3\n\x16\x43heckCredentialRequest\x12\x19\n\ncredential\x18\x01 \x01(\tB\x05\xe2\x41\x02\x02\x04\"m\n\x17\x43heckCredentialResponse\x12\x11\n\tprincipal\x18\x01 \x01(\t\x12\x0e\n\x06scopes\x18\x02 \x03(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xa7\x01\n\x11\x43redentialService\x12\x91\x01\n\x0f\x43heckCredential\x12(.splitlog.auth.v1.CheckCredentialRequest\x1a).splitlog.auth.v1.CheckCredentialResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/internal/v1/credentials:check:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,10 +38,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHECKCREDENTIALREQUEST'].fields_by_name['credential']._serialized_options = b'\342A\002\002\004'
   _globals['_CREDENTIALSERVICE'].methods_by_name['CheckCredential']._loaded_options = None
   _globals['_CREDENTIALSERVICE'].methods_by_name['CheckCredential']._serialized_options = b'\202\323\344\223\002#\"\036/internal/v1/credentials:check:\001*'
-  _globals['_CHECKCREDENTIALREQUEST']._serialized_start=126
-  _globals['_CHECKCREDENTIALREQUEST']._serialized_end=177
-  _globals['_CHECKCREDENTIALRESPONSE']._serialized_start=179
-  _globals['_CHECKCREDENTIALRESPONSE']._serialized_end=239
-  _globals['_CREDENTIALSERVICE']._serialized_start=242
-  _globals['_CREDENTIALSERVICE']._serialized_end=409
+  _globals['_CHECKCREDENTIALREQUEST']._serialized_start=159
+  _globals['_CHECKCREDENTIALREQUEST']._serialized_end=210
+  _globals['_CHECKCREDENTIALRESPONSE']._serialized_start=212
+  _globals['_CHECKCREDENTIALRESPONSE']._serialized_end=321
+  _globals['_CREDENTIALSERVICE']._serialized_start=324
+  _globals['_CREDENTIALSERVICE']._serialized_end=491
 # @@protoc_insertion_point(module_scope)
