@@ -51,7 +51,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import status_pb2
 from grpc_status import rpc_status
 
 from gateway.proxy import STATUS_DETAILS_KEY, UNREACHABLE_LOG_INTERVAL, BackendPool
@@ -61,7 +61,7 @@ from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb
 from splitlog.gateway.v1 import gateway_service_pb2 as pb
 from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog_runtime.channels import downstream_timeout
-from splitlog_runtime.errors import DomainError, invalid_field
+from splitlog_runtime.errors import DomainError, invalid_field, status_reason
 from splitlog_runtime.resources import check_id, parse_name
 
 _LOGGER = logging.getLogger(__name__)
@@ -301,7 +301,7 @@ class _FailureLog:
         self._last: dict[tuple[str, int], float] = {}
 
     def record(self, section: str, status: status_pb2.Status) -> None:
-        if _error_reason(status) == "BACKEND_UNAVAILABLE":
+        if status_reason(status) == "BACKEND_UNAVAILABLE":
             return
         now = time.monotonic()
         key = (section, status.code)
@@ -316,14 +316,6 @@ class _FailureLog:
             status.message,
             UNREACHABLE_LOG_INTERVAL,
         )
-
-
-def _error_reason(status: status_pb2.Status) -> str:
-    for packed in status.details:
-        info = error_details_pb2.ErrorInfo()
-        if packed.Unpack(info):
-            return info.reason
-    return ""
 
 
 async def _gather_or_cancel(*work: Awaitable[Any]) -> list[Any]:

@@ -17,6 +17,20 @@ everyone's old entries and needs an administrator, whatever the credential.
 
 The principal is current (`splitlog_runtime.auth.current_principal()`) while
 the call runs, so `gateway.proxy.forwardable` signs it for the backend.
+
+An accepted credential is kept for `auth_cache_seconds` (see
+`gateway.credential_cache`), so most calls need no CheckCredential. The calls
+that revoke credentials drop what they affect once they end, before their
+reply reaches the client, on both fronts (`call_ended`):
+- SignOut ends a session, whose access tokens the gateway cannot tell from
+  the refresh token, so it drops every credential. So does a RefreshToken or
+  SignOut that fails with reason REFRESH_TOKEN_REUSED, because user_service
+  then revokes the session of the reused refresh token.
+- SetPassword (ends the user's sessions), RevokeApiKey, CreateApiKey (an
+  `admin` key makes the user's tokens administrators) and DeactivateUser
+  drop the credentials of the user that the request names, whatever the
+  outcome.
+Other gateways keep their entries until they go stale.
 """
 
 from __future__ import annotations
@@ -27,24 +41,50 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError, Message
+from google.rpc import status_pb2
 from grpc_status import rpc_status
 
+from gateway.credential_cache import CredentialCache
+from splitlog.auth.v1 import auth_service_pb2 as auth_pb
 from splitlog.auth.v1 import credential_service_pb2 as cred_pb
 from splitlog.auth.v1 import credential_service_pb2_grpc as cred_grpc
+from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog_runtime import auth, authz
 from splitlog_runtime.channels import aio_insecure_channel
 from splitlog_runtime.config import Config
 from splitlog_runtime.errors import (
+    STATUS_DETAILS_KEY,
     DomainError,
     PermissionDenied,
     Unauthenticated,
     Unavailable,
+    status_reason,
 )
 
 _LOGGER = logging.getLogger(__name__)
 
 _AUTH = "/splitlog.auth.v1.AuthService/"
 OPEN_METHODS = frozenset({_AUTH + "SignUp", _AUTH + "SignIn", _AUTH + "RefreshToken"})
+
+_USERS = "/splitlog.users.v1.UsersService/"
+
+# Calls that may revoke a session, after which every kept credential is dropped.
+SIGN_OUT = _AUTH + "SignOut"
+SESSION_METHODS = frozenset({SIGN_OUT, _AUTH + "RefreshToken"})
+# The ErrorInfo reason of a refresh token presented again, which revokes
+# its session.
+REFRESH_TOKEN_REUSED = "REFRESH_TOKEN_REUSED"
+
+# Calls that change the credentials of one user, by request type and the
+# field that names the user or one of its keys.
+USER_METHODS: dict[str, tuple[type[Message], str]] = {
+    _AUTH + "SetPassword": (auth_pb.SetPasswordRequest, "name"),
+    _AUTH + "CreateApiKey": (auth_pb.CreateApiKeyRequest, "parent"),
+    _AUTH + "RevokeApiKey": (auth_pb.RevokeApiKeyRequest, "name"),
+    _USERS + "DeactivateUser": (users_pb.DeactivateUserRequest, "name"),
+}
+REVOKING_METHODS = SESSION_METHODS | USER_METHODS.keys()
 
 _LOGS = "/splitlog.logs.v1.LogsService/"
 SCOPE_BY_METHOD: dict[str, str] = {
@@ -119,6 +159,7 @@ class GatewayAuth:
             config.service_address("user_service"), config.max_message_bytes
         )
         self._stub = cred_grpc.CredentialServiceStub(self._channel)
+        self.cache = CredentialCache(config.auth_cache_seconds)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -148,8 +189,25 @@ class GatewayAuth:
         if self.is_open(method):
             return dataclasses.replace(ANONYMOUS, client=client)
         credential = bearer_credential(metadata)
+        checked = await self.cache.check(credential, self._check)
+        principal = auth.Principal(checked.principal, checked.scopes, client)
+        # An administrator-only method returns ADMIN_REQUIRED whatever scopes
+        # the credential has, so that the reason matches the fix.
+        if method in ADMIN_METHODS:
+            require_administrator(principal, method.lstrip("/"))
+        else:
+            auth.require_scope(principal, required_scope(method), method.lstrip("/"))
+        return principal
+
+    async def _check(self, credential: str) -> cred_pb.CheckCredentialResponse:
+        """Ask user_service for the principal of a credential.
+
+        Raises:
+          Unauthenticated: user_service rejected the credential.
+          Unavailable: user_service cannot check it.
+        """
         try:
-            reply = await self._stub.CheckCredential(
+            return await self._stub.CheckCredential(
                 cred_pb.CheckCredentialRequest(credential=credential),
                 timeout=self._timeout,
                 metadata=self.signer.metadata(auth.Principal(auth.SERVICE_PRINCIPAL)),
@@ -168,14 +226,49 @@ class GatewayAuth:
                 reason="CREDENTIAL_CHECK_UNAVAILABLE",
                 retry_delay=1.0,
             ) from None
-        principal = auth.Principal(reply.principal, frozenset(reply.scopes), client)
-        # An administrator-only method returns ADMIN_REQUIRED whatever scopes
-        # the credential has, so that the reason matches the fix.
-        if method in ADMIN_METHODS:
-            require_administrator(principal, method.lstrip("/"))
-        else:
-            auth.require_scope(principal, required_scope(method), method.lstrip("/"))
-        return principal
+
+    def watches(self, method: str) -> bool:
+        """Return whether `call_ended` must run when a call of `method` ends."""
+        return self.cache.enabled and method in REVOKING_METHODS
+
+    def call_ended(
+        self, method: str, request: Message | bytes, ok: bool, reason: str
+    ) -> None:
+        """Drop the kept credentials that a call may have revoked.
+
+        Args:
+          method: the call's method path.
+          request: the request message, or its bytes.
+          ok: whether the call succeeded.
+          reason: the ErrorInfo reason of a failed call, or empty.
+        """
+        if not self.watches(method):
+            return
+        if method in SESSION_METHODS:
+            if (ok and method == SIGN_OUT) or reason == REFRESH_TOKEN_REUSED:
+                self.cache.clear()
+            return
+        message_class, field = USER_METHODS[method]
+        if isinstance(request, bytes):
+            try:
+                request = message_class.FromString(request)
+            except DecodeError:
+                # user_service cannot read it either, so nothing changed.
+                return
+        name = getattr(request, field)
+        if name.startswith("users/"):
+            self.cache.forget_user("/".join(name.split("/")[:2]))
+
+
+def trailing_reason(trailing_metadata: Iterable[tuple[str, Any]] | None) -> str:
+    """Return the ErrorInfo reason in a call's trailing metadata, or empty."""
+    for key, value in trailing_metadata or ():
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            try:
+                return status_reason(status_pb2.Status.FromString(value))
+            except DecodeError:
+                return ""
+    return ""
 
 
 def require_administrator(principal: auth.Principal, method: str) -> None:
@@ -236,6 +329,20 @@ def _authenticating_handler(
             with auth.acting_as(principal):
                 async for response in behavior(request_or_iterator, context):
                     yield response
+
+    elif gateway_auth.watches(method):
+
+        async def wrapped(request_or_iterator: Any, context: grpc.aio.ServicerContext):
+            principal = await principal_of(context)
+            ok = False
+            try:
+                with auth.acting_as(principal):
+                    response = await behavior(request_or_iterator, context)
+                ok = True
+                return response
+            finally:
+                reason = "" if ok else trailing_reason(context.trailing_metadata())
+                gateway_auth.call_ended(method, request_or_iterator, ok, reason)
 
     else:
 

@@ -29,7 +29,7 @@ from gateway.limits import GRPC_CONCURRENCY_MESSAGE, too_many_calls
 from gateway.services import PublicService
 from splitlog_runtime import auth
 from splitlog_runtime.channels import aio_insecure_channel
-from splitlog_runtime.errors import DomainError, Unavailable
+from splitlog_runtime.errors import STATUS_DETAILS_KEY, DomainError, Unavailable
 from splitlog_runtime.limits import message_too_large
 
 if TYPE_CHECKING:
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
 _LOGGER = logging.getLogger(__name__)
 
-STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 # Retry delay in seconds that the RetryInfo of an unreachable backend carries.
 BACKEND_RETRY_DELAY = 1.0

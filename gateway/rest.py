@@ -70,7 +70,12 @@ from gateway.proxy import (
 )
 from log_service.model import Limits
 from splitlog_runtime import auth
-from splitlog_runtime.errors import DomainError, InvalidArgument, internal_status
+from splitlog_runtime.errors import (
+    DomainError,
+    InvalidArgument,
+    internal_status,
+    status_reason,
+)
 from splitlog_runtime.limits import message_too_large
 
 _LOGGER = logging.getLogger(__name__)
@@ -391,6 +396,10 @@ class RestFront:
         payload = message.SerializeToString()
         if route.method.server_streaming:
             return await self._stream(route, endpoint, payload, timeout, metadata)
+        if self._auth is not None and self._auth.watches(route.full_method):
+            return await self._revoking_call(
+                route, endpoint, message, payload, timeout, metadata
+            )
         try:
             reply = await endpoint.multicallable(
                 payload, timeout=timeout, metadata=metadata
@@ -400,6 +409,34 @@ class RestFront:
         if split is not None:
             response = split.merge(endpoint.response_class.FromString(reply))
             return _json_response(transcode.response_json(route, response))
+        return _json_response(self._render(route, endpoint, reply))
+
+    async def _revoking_call(
+        self,
+        route: HttpRoute,
+        endpoint: _Endpoint,
+        message: Message,
+        payload: bytes,
+        timeout: float,
+        metadata,
+    ) -> Response:
+        """Make a unary call that may revoke credentials, and tell the cache.
+
+        The gateway drops the affected credentials before the client hears
+        that the call ended.
+        """
+        ok, reason = False, ""
+        try:
+            reply = await endpoint.multicallable(
+                payload, timeout=timeout, metadata=metadata
+            )
+            ok = True
+        except grpc.aio.AioRpcError as error:
+            status = _status_of(error, route.full_method, self._pool)
+            reason = status_reason(status)
+            return self._status_error(route, error, status)
+        finally:
+            self._auth.call_ended(route.full_method, message, ok, reason)
         return _json_response(self._render(route, endpoint, reply))
 
     async def _read_body(self, request: Request) -> bytes | None:
@@ -476,6 +513,12 @@ class RestFront:
 
     def _backend_error(self, route: HttpRoute, error: grpc.aio.AioRpcError):
         status = _status_of(error, route.full_method, self._pool)
+        return self._status_error(route, error, status)
+
+    @staticmethod
+    def _status_error(
+        route: HttpRoute, error: grpc.aio.AioRpcError, status: status_pb2.Status
+    ) -> Response:
         # Unreachable backends are logged by the pool, so only failures inside
         # a backend are logged here.
         if status.code in (code_pb2.INTERNAL, code_pb2.UNKNOWN, code_pb2.DATA_LOSS):

@@ -386,6 +386,17 @@ SETTINGS: list[Setting] = [
         _parse_bool,
     ),
     Setting(
+        "auth_cache_seconds",
+        5.0,
+        "Seconds that the gateway reuses a successful credential check instead "
+        "of asking user_service again, never past the credential's own expiry; "
+        "it keeps up to 4096 credentials. SignOut, RevokeApiKey, SetPassword "
+        "and DeactivateUser take effect at once on the gateway they pass "
+        "through; other gateways may accept the revoked credential for up to "
+        "this long. 0 checks every call.",
+        _parse_float,
+    ),
+    Setting(
         "auth_signin_max_failures",
         5,
         "Failed sign-ins for one email from one client within "

@@ -20,6 +20,8 @@ ERROR_DOMAIN = "splitlog.dev"
 #: Trailer with which a server tells a client's retry policy how many
 #: milliseconds to wait before a retry; a negative value means no retry.
 RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
+#: Trailing metadata key of the google.rpc.Status with a failed call's details.
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 # gRPC sends the message twice in trailers (grpc-message and inside
 # grpc-status-details-bin), and peers reject trailers over 8 to 16 KiB. Texts
@@ -394,3 +396,12 @@ def invalid_field(field: str, description: str, reason: str = "INVALID_FIELD"):
         metadata={"field": field},
         field_violations=[FieldViolation(field, description, reason)],
     )
+
+
+def status_reason(status: status_pb2.Status) -> str:
+    """Return the ErrorInfo reason of a status, or empty."""
+    for packed in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if packed.Unpack(info):
+            return info.reason
+    return ""

@@ -83,6 +83,7 @@ def start_service(
     database: Database | None = None,
     migrations_dir: Path | None = None,
     stream_workers: int = 0,
+    interceptors: Iterable[grpc.ServerInterceptor] = (),
 ) -> ServiceHost:
     """Start a service and return its running host.
 
@@ -104,12 +105,14 @@ def start_service(
       migrations_dir: the Alembic folder for that database.
       stream_workers: handler threads added to `workers` for long-lived
         calls, which the service must limit to that many at once.
+      interceptors: interceptors that run before the others, such as a
+        test's count of calls.
     """
     if address is None:
         address = f"{config.host}:{getattr(config, f'{name}_port')}"
     private_files.private_directory(config.data_dir)
     limits.install(limits.from_config(config))
-    interceptors: list[grpc.ServerInterceptor] = []
+    interceptors = list(interceptors)
     if config.auth_required:
         signer = auth.install_signer_from_settings(config.auth_secret, config.data_dir)
         open_names = auth.open_services(True, config.auth_open_reflection)

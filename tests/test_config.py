@@ -153,10 +153,13 @@ def test_readme_shows_current_table():
 
 
 @pytest.mark.parametrize(
+    "variable",
+    ["SPLITLOG_AUTH_REFRESH_REUSE_GRACE_SECONDS", "SPLITLOG_AUTH_CACHE_SECONDS"],
+)
+@pytest.mark.parametrize(
     "text, fragment", [("-1", "0 or more"), ("nan", "finite number")]
 )
-def test_reuse_grace_out_of_range_rejected(text, fragment):
-    variable = "SPLITLOG_AUTH_REFRESH_REUSE_GRACE_SECONDS"
+def test_seconds_out_of_range_rejected(variable, text, fragment):
     with pytest.raises(settings.ConfigError) as caught:
         settings.load(argparse.Namespace(), {variable: text})
     assert variable in str(caught.value)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+
+import grpc
 
 from splitlog.auth.v1 import auth_service_pb2_grpc, credential_service_pb2_grpc
 from splitlog.users.v1 import users_service_pb2_grpc
@@ -25,7 +28,10 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
 def build(
-    config: Config, address: str | None = None, guard: BalanceGuard | None = None
+    config: Config,
+    address: str | None = None,
+    guard: BalanceGuard | None = None,
+    interceptors: Iterable[grpc.ServerInterceptor] = (),
 ) -> ServiceHost:
     """Start the user service and return its host once it reports SERVING.
 
@@ -36,6 +42,8 @@ def build(
       guard: decides whether balances allow removing a member or deleting a
         group; defaults to `BalanceServiceGuard`, which calls balance_service
         at `config.service_address("balance_service")`.
+      interceptors: server interceptors that run before the service's own,
+        such as a test's count of calls.
     """
     throttle = SignInThrottle(
         config.auth_signin_max_failures,
@@ -87,6 +95,7 @@ def build(
             address=address,
             database=database,
             migrations_dir=MIGRATIONS_DIR,
+            interceptors=interceptors,
         )
     except Exception:
         # start_service disposes the database only once the server is up.
