@@ -11,13 +11,20 @@ gateway:
 3. `splitlog import splitwise` of a generated 10,000-row export.
 
 Run: `python -m bench.expenses [--seconds 5] [--sizes 1000,10000,100000]
-[--import-rows 10000] [--layouts one,processes]`. Filling 100k expenses
-takes several minutes per layout.
+[--import-rows 10000] [--layouts one,processes] [--auth off,cache,no-cache]`.
+Filling 100k expenses takes several minutes per layout.
+
+By default authentication is off (`--auth off`). With `cache` or `no-cache`
+it is on, with `auth_cache_seconds` at its default or 0, and every call
+sends an API key with `admin`: a user signs up through the gateway, and
+`splitlog admin-key` gives it the key, as an operator makes the first
+administrator.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import signal
@@ -33,6 +40,8 @@ from pathlib import Path
 import grpc
 
 from bench.load import run_load
+from splitlog.auth.v1 import auth_service_pb2 as auth_pb
+from splitlog.auth.v1 import auth_service_pb2_grpc as auth_grpc
 from splitlog.balances.v1 import balances_service_pb2 as balances_pb
 from splitlog.balances.v1 import balances_service_pb2_grpc as balances_grpc
 from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb
@@ -49,6 +58,18 @@ LAYOUTS = {
     "one": "`splitlog up`, every component in one process",
     "processes": "`splitlog up --processes`, one process per component",
 }
+# Authentication settings of each `--auth` mode, as `splitlog up` flags.
+AUTH_MODES = {
+    "off": ["--auth-required", "false"],
+    "cache": ["--auth-required", "true"],
+    "no-cache": ["--auth-required", "true", "--auth-cache-seconds", "0"],
+}
+AUTH_DESCRIPTIONS = {
+    "off": "authentication off",
+    "cache": "authentication on, credential cache at its default",
+    "no-cache": "authentication on, credential cache off (auth_cache_seconds 0)",
+}
+Metadata = tuple[tuple[str, str], ...]
 PORT_FLAGS = (
     "--gateway-port",
     "--http-port",
@@ -82,11 +103,14 @@ def _log_nodes(shards: int = 2, replicas: int = 2) -> str:
     )
 
 
-def _start(data_dir: Path, processes: bool) -> tuple[subprocess.Popen, str]:
+def _start(
+    data_dir: Path, processes: bool, auth: str = "off"
+) -> tuple[subprocess.Popen, str]:
     ports = dict(zip(PORT_FLAGS, _free_ports(len(PORT_FLAGS)), strict=True))
     args = [str(SPLITLOG), "up", "--data-dir", str(data_dir), "--log-level", "WARNING"]
-    # The numbers in docs/benchmarks.md are for calls without a credential.
-    args += ["--auth-required", "false"]
+    # The numbers in docs/benchmarks.md are for calls without a credential,
+    # except where a section says that authentication was on.
+    args += AUTH_MODES[auth]
     for flag, port in ports.items():
         args += [flag, str(port)]
     # The log nodes get free ports too, so that the bench runs beside another
@@ -113,6 +137,39 @@ def _start(data_dir: Path, processes: bool) -> tuple[subprocess.Popen, str]:
             "to see its output"
         ) from None
     return process, address
+
+
+def _admin_credential(address: str, data_dir: Path) -> Metadata:
+    """Return the metadata of an API key with `admin`, for a new user.
+
+    The user signs up through the gateway; the key comes from `splitlog
+    admin-key` on the data directory, the way an operator makes the first
+    administrator.
+    """
+    user_id = f"bench-{uuid.uuid4().hex[:8]}"
+    with grpc.insecure_channel(address) as channel:
+        signed_up = auth_grpc.AuthServiceStub(channel).SignUp(
+            auth_pb.SignUpRequest(
+                user=users_pb.User(
+                    email=f"{user_id}@example.com", display_name="Bench admin"
+                ),
+                user_id=user_id,
+                password=uuid.uuid4().hex,
+            ),
+            timeout=30,
+        )
+    result = subprocess.run(
+        [str(SPLITLOG), "admin-key", signed_up.user.name, "--output", "json"]
+        + ["--data-dir", str(data_dir), "--log-level", "WARNING"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"splitlog admin-key failed: {result.stderr[-2000:]}")
+    secret = json.loads(result.stdout)["secret"]
+    return (("authorization", f"Bearer {secret}"),)
 
 
 def _cpu_by_process(root: int) -> dict[str, float] | None:
@@ -159,7 +216,9 @@ def _cpu_by_process(root: int) -> dict[str, float] | None:
     return seconds
 
 
-def _make_group(channel: grpc.Channel, members: int = 4) -> tuple[str, list[str]]:
+def _make_group(
+    channel: grpc.Channel, metadata: Metadata = (), members: int = 4
+) -> tuple[str, list[str]]:
     users = users_grpc.UsersServiceStub(channel)
     suffix = uuid.uuid4().hex[:8]
     names = [
@@ -170,6 +229,7 @@ def _make_group(channel: grpc.Channel, members: int = 4) -> tuple[str, list[str]
                 )
             ),
             timeout=30,
+            metadata=metadata,
         ).user.name
         for i in range(members)
     ]
@@ -180,10 +240,13 @@ def _make_group(channel: grpc.Channel, members: int = 4) -> tuple[str, list[str]
             )
         ),
         timeout=30,
+        metadata=metadata,
     ).group.name
     for name in names[1:]:
         users.AddGroupMember(
-            users_pb.AddGroupMemberRequest(parent=group, user=name), timeout=30
+            users_pb.AddGroupMemberRequest(parent=group, user=name),
+            timeout=30,
+            metadata=metadata,
         )
     return group, names
 
@@ -213,10 +276,14 @@ def _expense_request(group: str, names: list[str], rng: random.Random) -> bytes:
 
 
 def bench_creates(
-    address: str, server_pid: int, clients: list[int], seconds: float
+    address: str,
+    server_pid: int,
+    clients: list[int],
+    seconds: float,
+    metadata: Metadata = (),
 ) -> None:
     with grpc.insecure_channel(address) as channel:
-        group, names = _make_group(channel)
+        group, names = _make_group(channel, metadata)
     rng = random.Random(1)
     print(
         "\n| CreateExpense via gateway, clients | calls/s | p50 ms | p99 ms "
@@ -231,9 +298,11 @@ def bench_creates(
     per_process: dict[str, dict[int, float]] = {}
     for concurrency in clients:
         # A separate warm-up keeps its CPU time out of the measured run's.
-        run_load(address, CREATE, make_request, concurrency, 1.0, warmup=0)
+        run_load(address, CREATE, make_request, concurrency, 1.0, 0, metadata=metadata)
         cpu_before = _cpu_by_process(server_pid)
-        result = run_load(address, CREATE, make_request, concurrency, seconds, warmup=0)
+        result = run_load(
+            address, CREATE, make_request, concurrency, seconds, 0, metadata=metadata
+        )
         cpu_after = _cpu_by_process(server_pid)
         cpu = "n/a"
         if cpu_before is not None and cpu_after is not None and result.calls:
@@ -272,13 +341,13 @@ def _print_per_process(
         print(f"| {name} | {cells} |")
 
 
-def _wait_applied(stub, name: str, timeout: float) -> float:
+def _wait_applied(stub, name: str, timeout: float, metadata: Metadata) -> float:
     """Wait until two reads a second apart agree, so every create is applied."""
     started = time.monotonic()
     request = balances_pb.GetGroupBalanceRequest(name=name)
     last = None
     while time.monotonic() - started < timeout:
-        balance = stub.GetGroupBalance(request, timeout=30)
+        balance = stub.GetGroupBalance(request, timeout=30, metadata=metadata)
         if balance == last:
             return time.monotonic() - started
         last = balance
@@ -286,9 +355,11 @@ def _wait_applied(stub, name: str, timeout: float) -> float:
     return time.monotonic() - started
 
 
-def bench_balance_reads(address: str, sizes: list[int]) -> None:
+def bench_balance_reads(
+    address: str, sizes: list[int], metadata: Metadata = ()
+) -> None:
     with grpc.insecure_channel(address) as channel:
-        group, names = _make_group(channel)
+        group, names = _make_group(channel, metadata)
         stub = balances_grpc.BalancesServiceStub(channel)
         rng = random.Random(2)
         created = 0
@@ -304,15 +375,16 @@ def bench_balance_reads(address: str, sizes: list[int]) -> None:
                 seconds=0,
                 warmup=0,
                 max_calls=size - created,
+                metadata=metadata,
             )
             created += result.calls
-            _wait_applied(stub, f"{group}/balance", timeout=600)
+            _wait_applied(stub, f"{group}/balance", 600, metadata)
             fill = time.monotonic() - fill_started
             request = balances_pb.GetGroupBalanceRequest(name=f"{group}/balance")
             latencies = []
             for _ in range(200):
                 began = time.perf_counter()
-                stub.GetGroupBalance(request, timeout=30)
+                stub.GetGroupBalance(request, timeout=30, metadata=metadata)
                 latencies.append((time.perf_counter() - began) * 1000)
             latencies.sort()
             print(
@@ -345,15 +417,22 @@ def _synthetic_export(rows: int, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def bench_import(address: str, rows: int, tmp: Path) -> None:
+def bench_import(address: str, rows: int, tmp: Path, metadata: Metadata = ()) -> None:
     path = tmp / f"export-{rows}.csv"
     _synthetic_export(rows, path)
+    environ = dict(os.environ)
+    # The import sends the bench's API key, or no credential.
+    environ.pop("SPLITLOG_TOKEN", None)
+    for key, value in metadata:
+        if key == "authorization":
+            environ["SPLITLOG_TOKEN"] = value.removeprefix("Bearer ")
     started = time.monotonic()
     result = subprocess.run(
         [str(SPLITLOG), "import", "splitwise", str(path), "--gateway", address],
         capture_output=True,
         text=True,
         timeout=3600,
+        env=environ,
     )
     elapsed = time.monotonic() - started
     print("\n| Splitwise import, rows | seconds | rows/s | result |")
@@ -376,29 +455,52 @@ def main() -> None:
         help="layouts to measure, comma-separated: `one` is `splitlog up` "
         "(one process), `processes` is `splitlog up --processes`",
     )
+    parser.add_argument(
+        "--auth",
+        default="off",
+        help="authentication modes to measure, comma-separated, each in a "
+        "fresh `splitlog up`: `off`; `cache`, on with auth_cache_seconds at "
+        "its default; `no-cache`, on with auth_cache_seconds 0",
+    )
     options = parser.parse_args()
-    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, SQLite")
-    for layout in options.layouts.split(","):
+    layouts = options.layouts.split(",")
+    auth_modes = options.auth.split(",")
+    for layout in layouts:
         if layout not in LAYOUTS:
             parser.error(f"unknown layout {layout!r}; use {', '.join(LAYOUTS)}")
-        print(f"\nlayout: {LAYOUTS[layout]}", flush=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            process, address = _start(Path(tmp) / "data", layout == "processes")
-            try:
-                bench_creates(
-                    address,
-                    process.pid,
-                    [int(n) for n in options.clients.split(",")],
-                    options.seconds,
-                )
-                if options.sizes:
-                    sizes = [int(n) for n in options.sizes.split(",")]
-                    bench_balance_reads(address, sizes)
-                if options.import_rows:
-                    bench_import(address, options.import_rows, Path(tmp))
-            finally:
-                os.killpg(process.pid, signal.SIGTERM)
-                process.wait(60)
+    for mode in auth_modes:
+        if mode not in AUTH_MODES:
+            parser.error(f"unknown --auth mode {mode!r}; use {', '.join(AUTH_MODES)}")
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, SQLite")
+    for layout in layouts:
+        for mode in auth_modes:
+            print(f"\nlayout: {LAYOUTS[layout]}; {AUTH_DESCRIPTIONS[mode]}", flush=True)
+            _bench_layout(options, layout, mode)
+
+
+def _bench_layout(options: argparse.Namespace, layout: str, auth: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp) / "data"
+        process, address = _start(data_dir, layout == "processes", auth)
+        try:
+            metadata: Metadata = ()
+            if auth != "off":
+                metadata = _admin_credential(address, data_dir)
+            bench_creates(
+                address,
+                process.pid,
+                [int(n) for n in options.clients.split(",")],
+                options.seconds,
+                metadata,
+            )
+            if options.sizes:
+                sizes = [int(n) for n in options.sizes.split(",")]
+                bench_balance_reads(address, sizes, metadata)
+            if options.import_rows:
+                bench_import(address, options.import_rows, Path(tmp), metadata)
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(60)
 
 
 if __name__ == "__main__":

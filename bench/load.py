@@ -45,6 +45,7 @@ async def _run(
     seconds: float,
     warmup: float,
     max_calls: int | None,
+    metadata: tuple[tuple[str, str], ...],
 ) -> LoadResult:
     async with grpc.aio.insecure_channel(target) as channel:
         call = channel.unary_unary(method)
@@ -64,7 +65,7 @@ async def _run(
                 request = make_request(counter)
                 started = time.perf_counter()
                 try:
-                    await call(request, timeout=10)
+                    await call(request, timeout=10, metadata=metadata)
                 except grpc.aio.AioRpcError as error:
                     errors += 1
                     first_error = (
@@ -100,6 +101,7 @@ def run_load(
     seconds: float = 5.0,
     warmup: float = 1.0,
     max_calls: int | None = None,
+    metadata: tuple[tuple[str, str], ...] = (),
 ) -> LoadResult:
     """Call `method` on `target` from `concurrency` callers for `seconds`.
 
@@ -111,7 +113,17 @@ def run_load(
       seconds: measured duration, after `warmup` seconds that are not counted;
         0 means no time limit, for a run bounded by `max_calls`.
       max_calls: stop after this many calls have been sent.
+      metadata: sent with every call, such as an `authorization` entry.
     """
     return asyncio.run(
-        _run(target, method, make_request, concurrency, seconds, warmup, max_calls)
+        _run(
+            target,
+            method,
+            make_request,
+            concurrency,
+            seconds,
+            warmup,
+            max_calls,
+            metadata,
+        )
     )
