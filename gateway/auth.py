@@ -3,7 +3,8 @@
 Every call must carry `authorization: Bearer <credential>` (gRPC metadata or
 HTTP header), where the credential is an access token from SignIn or an API
 key. user_service's internal CredentialService checks it, including whether
-its session was signed out or the key revoked, on every call. Methods that
+its session was signed out or the key revoked, on the credential's first
+call and again once the gateway's cached result goes stale (see below). Methods that
 cannot have a credential yet (SignUp, SignIn, RefreshToken) and, by default,
 health and reflection are open.
 
