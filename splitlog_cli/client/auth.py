@@ -22,7 +22,7 @@ from splitlog_cli.client import render
 from splitlog_cli.client.command import Context, add_action, add_actions
 from splitlog_cli.client.connection import ServerError
 from splitlog_cli.client.credentials import Session, SessionStore, config_dir
-from splitlog_cli.client.values import UsageError, invalid, resource_name
+from splitlog_cli.client.values import UsageError, invalid, resource_name, timestamp
 
 # Set on the parsers of the actions that must not send the saved credential:
 # signing in with a stale token would only add a pointless refresh.
@@ -262,9 +262,13 @@ def _expiry(text: str) -> Timestamp:
         raise invalid("--expires-in", text, str(exc)) from None
     if nanos <= 0:
         raise invalid("--expires-in", text, "give a lifetime above zero, such as 30d")
-    stamp = Timestamp()
-    stamp.FromNanoseconds(time.time_ns() + nanos)
-    return stamp
+    return timestamp(
+        time.time_ns() + nanos,
+        "--expires-in",
+        text,
+        "the key would expire after the year 9999; give a shorter lifetime, "
+        "such as 365d",
+    )
 
 
 def _read_password(from_stdin: bool, confirm: bool) -> str:

@@ -25,6 +25,7 @@ from typing import Any, TextIO
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -61,7 +62,7 @@ from splitlog_cli.client.connection import (
     open_channel,
 )
 from splitlog_cli.client.render import safe_text
-from splitlog_cli.client.values import UsageError, invalid
+from splitlog_cli.client.values import UsageError, invalid, timestamp
 from splitlog_runtime.logship import same_stream, stream_request
 from splitlog_runtime.tls import ClientTls
 
@@ -1503,9 +1504,9 @@ def _attribute_filters(pairs: list[str]) -> list[str]:
 def _set_time_range(request: Any, args: argparse.Namespace, zone: str) -> None:
     # An empty value is refused rather than read as no bound.
     if args.start is not None:
-        request.start_time.FromNanoseconds(_time_ns(args.start, "--since", zone))
+        request.start_time.CopyFrom(_time(args.start, "--since", zone))
     if args.end is not None:
-        request.end_time.FromNanoseconds(_time_ns(args.end, "--end", zone))
+        request.end_time.CopyFrom(_time(args.end, "--end", zone))
     if (
         args.start
         and args.end
@@ -1517,11 +1518,12 @@ def _set_time_range(request: Any, args: argparse.Namespace, zone: str) -> None:
         )
 
 
-def _time_ns(text: str, option: str, zone: str) -> int:
+def _time(text: str, option: str, zone: str) -> Timestamp:
     try:
-        return parse_time(text, default_zone=zone)
+        ns = parse_time(text, default_zone=zone)
     except ValueError as exc:
         raise UsageError(f"{option}: {exc}") from None
+    return timestamp(ns, option, text)
 
 
 def _duration_ns(text: str, option: str) -> int:

@@ -12,6 +12,7 @@ import datetime
 import re
 from decimal import Decimal
 
+from google.protobuf import timestamp_pb2
 from google.type import date_pb2, money_pb2
 
 from expense_service.currencies import UnknownCurrencyError
@@ -30,6 +31,14 @@ SPLIT_TYPES = {
     "mixed": expenses_pb2.SPLIT_TYPE_MIXED,
 }
 MAX_INT32 = 2**31 - 1
+# The times that a google.protobuf.Timestamp can hold, in nanoseconds since
+# the Unix epoch: from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+MIN_TIMESTAMP_NS = -62_135_596_800 * 10**9
+MAX_TIMESTAMP_NS = 253_402_300_800 * 10**9 - 1
+TIMESTAMP_RANGE = (
+    "a time from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z "
+    "(the years 1 to 9999)"
+)
 
 
 class UsageError(ValueError):
@@ -39,6 +48,26 @@ class UsageError(ValueError):
 def invalid(option: str, value: str, problem: str) -> UsageError:
     """Return the error for `value` given to `option`, with what to write instead."""
     return UsageError(f"invalid value {value!r} for {option}: {problem}")
+
+
+def timestamp(
+    ns: int, option: str, text: str, problem: str | None = None
+) -> timestamp_pb2.Timestamp:
+    """Return the Timestamp of `ns`, the value of `option` written as `text`.
+
+    Raises:
+      UsageError: the time is before the year 1 or after the year 9999, which
+        a Timestamp cannot hold. `problem`, when given, replaces the default
+        description and fix.
+    """
+    if not MIN_TIMESTAMP_NS <= ns <= MAX_TIMESTAMP_NS:
+        if problem is None:
+            side = "before the year 1" if ns < 0 else "after the year 9999"
+            problem = f"the time is {side}; give {TIMESTAMP_RANGE}"
+        raise invalid(option, text, problem)
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromNanoseconds(ns)
+    return stamp
 
 
 def resource_name(value: str, collection: str, option: str) -> str:

@@ -401,6 +401,16 @@ def test_api_key_lifecycle(cli, data_dir, monkeypatch):
     assert "check the token given by --token" in refused.stderr
 
 
+def test_key_lifetime_past_year_9999(cli):
+    result = cli("auth", "keys", "create", "--name", "forever",
+                 "--scope", "logs:write", "--expires-in", "100000000d")  # fmt: skip
+
+    assert result.status == 2, result.stderr
+    assert "invalid value '100000000d' for --expires-in" in result.stderr
+    assert "after the year 9999; give a shorter lifetime" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_logs_write_key_scope(cli, data_dir):
     user_id, _ = _sign_up(cli)
     operator_admin_key(data_dir, user_id)

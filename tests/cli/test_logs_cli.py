@@ -1500,6 +1500,45 @@ def test_query_invalid_values(capsys, args, option):
     assert option in err
 
 
+@pytest.mark.parametrize(
+    ("command", "option", "value", "side"),
+    [
+        ("query", "--since", "253402300800s", "after the year 9999"),
+        ("query", "--since", "now-1000000d", "before the year 1"),
+        ("query", "--since", "-99999999999h", "before the year 1"),
+        ("query", "--end", "now+100000000d", "after the year 9999"),
+        ("stats", "--end", "99999999999999999999s", "after the year 9999"),
+        ("stats", "--since", "now-3000000d", "before the year 1"),
+    ],
+)
+def test_time_outside_timestamp_range(capsys, command, option, value, side):
+    # No server listens at the address: the command must stop before calling.
+    status, out, err = run(
+        capsys, unused_address(), "logs", command, f"{option}={value}"
+    )
+
+    assert status == 2, err
+    assert f"invalid value {value!r} for {option}: the time is {side}" in err
+    assert "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z" in err
+    assert "Traceback" not in err
+    assert out == ""
+
+
+@pytest.mark.parametrize(
+    "bounds",
+    [
+        ("--since=0001-01-01T00:00:00Z", "--end=0001-01-02T00:00:00Z"),
+        ("--since=9999-12-31T00:00:00Z", "--end=9999-12-31T23:59:59.999999999Z"),
+    ],
+)
+def test_times_at_timestamp_range_ends(live, capsys, bounds):
+    status, out, err = run(
+        capsys, live.address, "logs", "query", "--service", "range-ends", *bounds
+    )
+
+    assert status == 0, err
+
+
 # tail
 
 
