@@ -396,6 +396,11 @@ def cut_utf8(text: str, max_bytes: int) -> tuple[str, bool]:
     return encoded[:max_bytes].decode("utf-8", "ignore"), True
 
 
+# ErrorInfo metadata key of a BATCH_TOO_LARGE error: the limit, so that a
+# client can resend in batches that fit.
+MAX_BATCH_ENTRIES_KEY = "max_batch_entries"
+
+
 def batch_error_for_size(
     count: int, limits: Limits, field: str = "entries"
 ) -> InvalidArgument | None:
@@ -417,6 +422,7 @@ def batch_error_for_size(
             f"{limits.max_batch_entries} (log_max_batch_entries); split it into "
             "smaller batches",
             reason="BATCH_TOO_LARGE",
+            metadata={MAX_BATCH_ENTRIES_KEY: str(limits.max_batch_entries)},
         )
     return None
 

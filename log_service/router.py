@@ -37,6 +37,7 @@ from log_service.clients import (
 from log_service.coordinator import Coordinator
 from log_service.ingest_counters import IngestCounters
 from log_service.model import (
+    MAX_BATCH_ENTRIES_KEY,
     ROW_FIELDS,
     TOO_LARGE,
     Limits,
@@ -1080,6 +1081,9 @@ class OtlpLogsServicer:
                 f"{self._writer.limits.max_batch_entries} (log_max_batch_entries); "
                 "export smaller batches",
                 reason="BATCH_TOO_LARGE",
+                metadata={
+                    MAX_BATCH_ENTRIES_KEY: str(self._writer.limits.max_batch_entries)
+                },
             )
         error = export_size_error(request, self._writer.max_message_bytes)
         if error is not None:

@@ -388,12 +388,20 @@ def internal_status(message: str) -> status_pb2.Status:
     return status_pb2.Status(code=code_pb2.INTERNAL, message=message, details=[info])
 
 
-def invalid_field(field: str, description: str, reason: str = "INVALID_FIELD"):
-    """Build an InvalidArgument for one bad field, with a matching violation."""
+def invalid_field(
+    field: str,
+    description: str,
+    reason: str = "INVALID_FIELD",
+    metadata: Mapping[str, str] | None = None,
+):
+    """Build an InvalidArgument for one bad field, with a matching violation.
+
+    `metadata` is added to the ErrorInfo metadata beside the `field` key.
+    """
     return InvalidArgument(
         f"{field}: {description}",
         reason=reason,
-        metadata={"field": field},
+        metadata={"field": field, **(metadata or {})},
         field_violations=[FieldViolation(field, description, reason)],
     )
 

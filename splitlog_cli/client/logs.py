@@ -34,7 +34,7 @@ from log_service.logfiles import (
     parse_numbered_file,
     parse_numbered_stream,
 )
-from log_service.model import severity_from_text
+from log_service.model import MAX_BATCH_ENTRIES_KEY, severity_from_text
 from log_service.query import MAX_STEP_NS, MIN_STEP_NS
 from log_service.request_ids import request_digest
 from log_service.timefmt import (
@@ -327,6 +327,9 @@ def ship_files(
         except KeyboardInterrupt:
             progress.abandon()
             _stop_after_interrupt(context, shipper)
+        except _BatchOverLimit as exc:
+            progress.abandon()
+            raise UsageError(_batch_over_limit_message(shipper, exc)) from None
         except _LineTooLarge as exc:
             progress.abandon()
             raise ServerError(
@@ -505,6 +508,33 @@ def _stop_after_interrupt(context: Context, shipper: _Shipper) -> None:
         )
     _show_summary(context, shipper)
     raise PartialFailure(_interrupted_message(shipper), EXIT_INTERRUPTED)
+
+
+def _batch_over_limit_message(shipper: _Shipper, error: _BatchOverLimit) -> str:
+    """Return the error that --batch-size is over the server's limit, with the fix."""
+    if error.limit is None:
+        limit = "the server's log_max_batch_entries"
+        fix = "give a smaller --batch-size, such as the default 500"
+    else:
+        limit = f"the server's limit of {error.limit} (log_max_batch_entries)"
+        fix = f"use --batch-size {error.limit} or less"
+    text = (
+        f"invalid value '{shipper.args.batch_size}' for --batch-size: the server "
+        f"rejected a batch of {error.entries} entries, more than {limit}, so "
+        f"no batch of that size can be stored; {fix}"
+    )
+    summary = shipper.summary
+    if summary.accepted_count:
+        position = shipper.position
+        # Batches of another size get other request ids, so a rerun may store
+        # the entries of the batches stored before this one again.
+        text += (
+            f". {_read_and_stored(position, summary)}, from the lines before "
+            f"line {position.line} of {position.path}. A rerun with another "
+            "--batch-size may store those entries again, so ship only the "
+            f"lines from line {position.line} on"
+        )
+    return text
 
 
 def _too_large_message(shipper: _Shipper, error: _LineTooLarge) -> str:
@@ -1005,6 +1035,21 @@ class _LineTooLarge(ServerError):
         self.unsent_lines = unsent_lines
 
 
+class _BatchOverLimit(ServerError):
+    """The server rejected a whole batch for having more entries than its
+    log_max_batch_entries, so every batch of the same --batch-size fails.
+
+    `limit` is the server's limit, or None when the error does not name it.
+    """
+
+    def __init__(self, error: grpc.RpcError, entries: int) -> None:
+        super().__init__(describe(error), error.code())
+        self.entries = entries
+        info = _status_detail(error, error_details_pb2.ErrorInfo())
+        limit = info.metadata.get(MAX_BATCH_ENTRIES_KEY, "") if info else ""
+        self.limit = int(limit) if limit.isdigit() else None
+
+
 class _RequestTooLarge(Exception):
     """A write is larger than the server's max_message_bytes, or than the
     client's send limit when `client_side` is True."""
@@ -1059,8 +1104,12 @@ def _write_with_retries(
         try:
             response = client.stub.WriteLogEntries(request, timeout=client.timeout)
         except grpc.RpcError as exc:
-            if _error_reason(exc) == "REQUEST_TOO_LARGE":
+            reason = _error_reason(exc)
+            if reason == "REQUEST_TOO_LARGE":
                 raise _RequestTooLarge(exc) from None
+            if reason == "BATCH_TOO_LARGE":
+                entries = sum(len(stream.messages) for stream in request.streams)
+                raise _BatchOverLimit(exc, entries) from None
             if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and (
                 _SEND_LIMIT_TEXT in (exc.details() or "")
             ):

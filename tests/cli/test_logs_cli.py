@@ -1020,24 +1020,34 @@ def test_ship_failure_summary_then_rerun(
     assert stored == list(range(count))
 
 
-@pytest.fixture(scope="module")
-def small_limit(loop_thread, tmp_path_factory):
-    """A log service and gateway with a max_message_bytes of 64 KiB."""
+@contextlib.contextmanager
+def limited_gateway(
+    loop: LoopThread, tmp_path_factory, name: str, **settings
+) -> Iterator[LogsGateway]:
+    """Run a log service and gateway without auth, with `settings` changed."""
     base = config_module.load(
         environ={},
         overrides={
             "auth_required": False,
-            "data_dir": tmp_path_factory.mktemp("logs-small"),
+            "data_dir": tmp_path_factory.mktemp(f"logs-{name}"),
         },
     )
     running = LogsGateway(
-        base,
-        tmp_path_factory.mktemp("gateway-small"),
-        loop_thread,
-        max_message_bytes=SMALL_LIMIT,
+        base, tmp_path_factory.mktemp(f"gateway-{name}"), loop, **settings
     )
-    yield running
-    running.close()
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+@pytest.fixture(scope="module")
+def small_limit(loop_thread, tmp_path_factory):
+    """A log service and gateway with a max_message_bytes of 64 KiB."""
+    with limited_gateway(
+        loop_thread, tmp_path_factory, "small", max_message_bytes=SMALL_LIMIT
+    ) as running:
+        yield running
 
 
 SMALL_LIMIT = 64 * 1024
@@ -1104,6 +1114,53 @@ def test_ship_split_rejections_count_across_halves(small_limit, tmp_path, capsys
     assert summary["acceptedCount"] == "39"
     assert summary["rejectedCount"] == "1"
     assert summary["rejectedEntries"][0]["index"] == "25"
+
+
+@pytest.fixture(scope="module")
+def few_entries(loop_thread, tmp_path_factory):
+    """A log service and gateway that take at most 10 entries per batch."""
+    with limited_gateway(
+        loop_thread, tmp_path_factory, "few", log_max_batch_entries=10
+    ) as running:
+        yield running
+
+
+def test_ship_batch_size_over_server_limit(few_entries, tmp_path, capsys):
+    path = write_log(tmp_path, *long_lines(30, 10))
+
+    status, out, err = run(
+        capsys, few_entries.address, "logs", "ship", str(path),
+        "--service", "ship-batch-limit", "--batch-size", "12",
+    )  # fmt: skip
+
+    assert status == 2, err
+    assert "invalid value '12' for --batch-size" in err
+    assert "a batch of 12 entries" in err
+    assert "the server's limit of 10 (log_max_batch_entries)" in err
+    assert "use --batch-size 10 or less" in err
+    assert "Run the same command again" not in err
+    assert "Traceback" not in err
+    assert list_all(few_entries.stub, services=["ship-batch-limit"]) == []
+
+
+def test_ship_batch_limit_after_stored_batches(few_entries, tmp_path, capsys):
+    # --batch-bytes cuts the first batches of long lines below 12 entries.
+    # The short lines after them fill a batch of 12, which the server rejects.
+    lines = long_lines(16, 300) + long_lines(20, 1)
+    path = write_log(tmp_path, *lines)
+
+    status, out, err = run(
+        capsys, few_entries.address, "logs", "ship", str(path),
+        "--service", "ship-batch-later", "--batch-size", "12",
+        "--batch-bytes", "3000",
+    )  # fmt: skip
+    stored = list_all(few_entries.stub, services=["ship-batch-later"])
+
+    assert status == 2, err
+    assert "use --batch-size 10 or less" in err
+    assert f"stored {len(stored)} entries" in err
+    assert "ship only the lines from line" in err
+    assert 0 < len(stored) < len(lines)
 
 
 def test_ship_entry_over_limit_fails(small_limit, tmp_path, capsys):
