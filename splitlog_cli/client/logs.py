@@ -34,7 +34,12 @@ from log_service.logfiles import (
     parse_numbered_file,
     parse_numbered_stream,
 )
-from log_service.model import MAX_BATCH_ENTRIES_KEY, severity_from_text
+from log_service.model import (
+    MAX_BATCH_ENTRIES_KEY,
+    Limits,
+    service_is_valid,
+    severity_from_text,
+)
 from log_service.query import MAX_STEP_NS, MIN_STEP_NS
 from log_service.request_ids import request_digest
 from log_service.timefmt import (
@@ -362,6 +367,7 @@ def _check_ship_options(args: argparse.Namespace) -> float:
         raise invalid("--batch-bytes", str(args.batch_bytes), "expected 1 or more")
     if not args.service.strip():
         raise invalid("--service", args.service, "the service name is empty")
+    check_service_name(args.service, "--service", args.service)
     if args.year is not None and not _FIRST_YEAR <= args.year <= _LAST_YEAR:
         raise invalid(
             "--year",
@@ -372,6 +378,29 @@ def _check_ship_options(args: argparse.Namespace) -> float:
     flush_seconds = _flush_seconds(args.flush_seconds)
     _check_stdin_options(args)
     return flush_seconds
+
+
+# The rule of the log router for service names, which no setting changes.
+_SERVICE_LIMITS = Limits()
+
+
+def check_service_name(name: str, option: str, value: str) -> None:
+    """Reject a service name that the log router rejects on every entry.
+
+    `value` is the option's whole value, which contains the name.
+
+    Raises:
+      UsageError: the name is not valid.
+    """
+    if not service_is_valid(name, _SERVICE_LIMITS):
+        raise invalid(
+            option,
+            value,
+            "the log service accepts service names of 1 to "
+            f"{_SERVICE_LIMITS.max_service_bytes} bytes in UTF-8 without "
+            "control characters such as tabs or line breaks; give a name such "
+            "as 'web'",
+        )
 
 
 def _flush_seconds(text: str) -> float:

@@ -20,6 +20,7 @@ from splitlog_cli.client.connection import DEFAULT_TIMEOUT
 from splitlog_cli.client.logs import (
     _LogsClient,
     _nanos,
+    check_service_name,
     format_duration,
     safe_text,
 )
@@ -171,6 +172,7 @@ def _service_retentions(pairs: list[str]) -> dict[str, int]:
             raise invalid(
                 "--service", pair, "expected NAME=DURATION, such as billing=90d"
             )
+        check_service_name(name, "--service", pair)
         if name in services:
             raise invalid("--service", pair, f"service {name!r} is given twice")
         services[name] = _retention_ns(text, "--service")

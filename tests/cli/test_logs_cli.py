@@ -942,6 +942,24 @@ def test_ship_stdin_invalid_options(capsys, args, option, problem):
     assert problem in err
 
 
+INVALID_SERVICES = ["a\nb", "a\tb", "a\x7fb", "x" * 257, "\u00e9" * 129]
+
+
+@pytest.mark.parametrize("service", INVALID_SERVICES)
+def test_ship_invalid_service_sends_nothing(live, tmp_path, capsys, service):
+    path = write_log(tmp_path, f"{line_time(60)} INFO one")
+
+    status, out, err = run(
+        capsys, live.address, "logs", "ship", str(path), "--service", service
+    )
+
+    assert status == 2, err
+    assert f"invalid value {service!r} for --service" in err
+    assert "1 to 256 bytes in UTF-8 without control characters" in err
+    assert out == ""
+    assert list_all(live.stub, services=[service]) == []
+
+
 def test_ship_closed_stdin_is_usage_error(capsys, monkeypatch):
     # Python sets sys.stdin to None when file descriptor 0 is closed (`<&-`).
     monkeypatch.setattr(sys, "stdin", None)
@@ -2114,6 +2132,26 @@ def test_retention_set_names_minimum(capsys, value):
     assert status == 2
     assert "at least 1h" in err
     assert "90s" not in err
+
+
+@pytest.mark.parametrize("service", INVALID_SERVICES)
+def test_retention_set_invalid_service_name(live, capsys, service):
+    before = live.stub.GetRetentionPolicy(
+        logs_pb2.GetRetentionPolicyRequest(name="retentionPolicy")
+    )
+
+    status, _, err = run(
+        capsys, live.address, "logs", "retention", "set", "--service",
+        f"{service}=5d",
+    )  # fmt: skip
+    after = live.stub.GetRetentionPolicy(
+        logs_pb2.GetRetentionPolicyRequest(name="retentionPolicy")
+    )
+
+    assert status == 2, err
+    assert f"invalid value {service + '=5d'!r} for --service" in err
+    assert "without control characters" in err
+    assert after == before
 
 
 def test_retention_clear_unknown_service(live, capsys):
