@@ -17,8 +17,8 @@ from typing import Any
 
 import grpc
 import uvicorn
-from google.protobuf import descriptor_pb2, descriptor_pool
-from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
+from google.protobuf import descriptor_pool
+from google.protobuf.descriptor import ServiceDescriptor
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
@@ -50,6 +50,7 @@ from gateway.services import (
 )
 from log_service.model import Limits
 from splitlog_runtime.config import Config
+from splitlog_runtime.descriptors import copy_pool
 from splitlog_runtime.errors import DomainError, Unimplemented
 from splitlog_runtime.interceptor import AsyncErrorInterceptor
 from splitlog_runtime.server import server_options
@@ -232,25 +233,10 @@ def _reflection_pool(
     list nor describe an internal service, unless an exposed file imports the
     file that declares it.
     """
-    pool = descriptor_pool.DescriptorPool()
-    added: set[str] = set()
-
-    def add(file: FileDescriptor) -> None:
-        if file.name in added:
-            return
-        for dependency in file.dependencies:
-            add(dependency)
-        proto = descriptor_pb2.FileDescriptorProto()
-        file.CopyToProto(proto)
-        pool.Add(proto)
-        added.add(file.name)
-
-    for descriptor in descriptors:
-        add(descriptor.file)
     # Error details travel as google.protobuf.Any; clients such as grpcurl
     # resolve their types through reflection to print them.
-    add(error_details_pb2.DESCRIPTOR)
-    return pool
+    files = [descriptor.file for descriptor in descriptors]
+    return copy_pool([*files, error_details_pb2.DESCRIPTOR])
 
 
 def _http_routes(descriptors: list[ServiceDescriptor]):

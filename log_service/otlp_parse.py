@@ -6,11 +6,12 @@ without that check (and the Collector, which forwards what it got) do send
 such strings, and one bad attribute must not cost every other record of an
 export. `ParsedExport.FromString` therefore parses a request that fails the
 normal parse a second time with a copy of the OTLP message types in which
-every string field is a bytes field. That copy has the same wire format, so
-it parses exactly the requests that failed only on UTF-8. Each string is then
-decoded with `model.repair_utf8`, which replaces every invalid sequence with
-U+FFFD, and the records whose stored text changed are listed so that their
-entries get the attribute `utf8_repaired=true`.
+every string field is a bytes field (`splitlog_runtime.descriptors`). That
+copy has the same wire format, so it parses exactly the requests that failed
+only on UTF-8. Each string is then decoded with `model.repair_utf8`, which
+replaces every invalid sequence with U+FFFD, and the records whose stored
+text changed are listed so that their entries get the attribute
+`utf8_repaired=true`.
 """
 
 from __future__ import annotations
@@ -18,54 +19,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf.descriptor import Descriptor, FieldDescriptor, FileDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
 from log_service.model import repair_utf8
+from splitlog_runtime.descriptors import bytes_message_class
 
 _REQUEST = logs_service_pb2.ExportLogsServiceRequest
-
-
-def _strings_to_bytes(message: descriptor_pb2.DescriptorProto) -> None:
-    # A map's key cannot be bytes. OTLP's log messages have no maps, so
-    # map entries are left as they are.
-    if message.options.map_entry:
-        return
-    for field_proto in message.field:
-        if field_proto.type == descriptor_pb2.FieldDescriptorProto.TYPE_STRING:
-            field_proto.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
-    for nested in message.nested_type:
-        _strings_to_bytes(nested)
-
-
-def _bytes_pool(root: FileDescriptor) -> descriptor_pool.DescriptorPool:
-    """Build a pool with `root` and its imports, their string fields as bytes."""
-    pool = descriptor_pool.DescriptorPool()
-    added: set[str] = set()
-
-    def add(file: FileDescriptor) -> None:
-        if file.name in added:
-            return
-        for dependency in file.dependencies:
-            add(dependency)
-        proto = descriptor_pb2.FileDescriptorProto()
-        file.CopyToProto(proto)
-        for message in proto.message_type:
-            _strings_to_bytes(message)
-        pool.Add(proto)
-        added.add(file.name)
-
-    add(root)
-    return pool
-
-
-_BYTES_REQUEST: type[Message] = message_factory.GetMessageClass(
-    _bytes_pool(_REQUEST.DESCRIPTOR.file).FindMessageTypeByName(
-        _REQUEST.DESCRIPTOR.full_name
-    )
-)
+_BYTES_REQUEST: type[Message] = bytes_message_class(_REQUEST.DESCRIPTOR)
 
 
 def _copy_repaired(

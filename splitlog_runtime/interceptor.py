@@ -16,7 +16,9 @@ ceiling (`splitlog_runtime.limits.receive_ceiling`) so that this check sees
 them. Request bytes that are not a valid message of the method's request type
 become INVALID_ARGUMENT with a message that names the type, and a warning at
 most every `_UNDECODABLE_LOG_SECONDS`, instead of grpcio's INTERNAL and a
-traceback per call. Each message of a request stream is checked on its own.
+traceback per call. When the bytes fail only because a string field is not
+valid UTF-8, the message names that field. Each message of a request stream
+is checked on its own.
 """
 
 from __future__ import annotations
@@ -30,12 +32,15 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import Descriptor
 from grpc_status import rpc_status
 from sqlalchemy import exc as sqlalchemy_exc
 
+from splitlog_runtime.descriptors import find_invalid_utf8
 from splitlog_runtime.errors import (
     RETRY_PUSHBACK_KEY,
     DomainError,
+    FieldViolation,
     InvalidArgument,
     Unavailable,
     internal_status,
@@ -98,6 +103,49 @@ def _type_name(deserializer: Callable[[bytes], Any]) -> str:
     return getattr(descriptor, "full_name", None) or "request message"
 
 
+def _undecodable_error(
+    deserializer: Callable[[bytes], Any], type_name: str, data: bytes
+) -> InvalidArgument:
+    """Return the error for request bytes that do not parse.
+
+    When the bytes parse with every string read as bytes, the error names the
+    first string field that is not valid UTF-8.
+    """
+    descriptor = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    invalid = None
+    if isinstance(descriptor, Descriptor):
+        invalid = find_invalid_utf8(descriptor, data)
+    if invalid is None:
+        return InvalidArgument(
+            f"the request body is not a valid {type_name}: {len(data)} bytes "
+            "that do not parse as that protobuf message; send a serialized "
+            f"{type_name}",
+            reason="MALFORMED_REQUEST",
+            metadata={"message_type": type_name},
+        )
+    description = (
+        f"is not valid UTF-8: byte {invalid.offset} (0x{invalid.byte:02x}) "
+        "starts no UTF-8 character"
+    )
+    others = invalid.count - 1
+    if others:
+        description += (
+            f", and {others} more string field{'s' if others > 1 else ''} "
+            f"{'are' if others > 1 else 'is'} not valid UTF-8 either"
+        )
+    return InvalidArgument(
+        f"the request body is not a valid {type_name}: {invalid.path} "
+        f"{description}. A protobuf string field must contain UTF-8 text, so "
+        "the whole request message was rejected; encode the text as UTF-8, "
+        "replacing or escaping the bytes that are not text",
+        reason="MALFORMED_REQUEST",
+        metadata={"message_type": type_name, "field": invalid.path},
+        field_violations=[
+            FieldViolation(invalid.path, description, "INVALID_UTF8"),
+        ],
+    )
+
+
 def _tolerant_deserializer(
     deserializer: Callable[[bytes], Any] | None,
     method: str,
@@ -126,15 +174,7 @@ def _tolerant_deserializer(
             return deserializer(data)
         except Exception as exc:
             _undecodable_warnings.note(method, type_name, len(data), exc)
-            return _Rejected(
-                InvalidArgument(
-                    f"the request body is not a valid {type_name}: {len(data)} "
-                    "bytes that do not parse as that protobuf message; send a "
-                    f"serialized {type_name}",
-                    reason="MALFORMED_REQUEST",
-                    metadata={"message_type": type_name},
-                )
-            )
+            return _Rejected(_undecodable_error(deserializer, type_name, data))
 
     return deserialize
 
