@@ -218,7 +218,37 @@ def _body_tree(
         _reject_lone_surrogates(value, body_field.json_name)
     if body_field.message_type is not None and not body_field.is_repeated:
         _require_object(value, body_field.json_name, body_field.message_type)
+        _reject_request_fields(route, body_field, value)
     return {body_field.json_name: value}
+
+
+def _reject_request_fields(
+    route: HttpRoute, body_field: FieldDescriptor, value: dict
+) -> None:
+    """Reject a body key that is not a field of the body's message but one of
+    the request beside it, which the route reads from the query string or
+    the URL path."""
+    message = body_field.message_type
+    request = body_field.containing_type
+    for key in value:
+        if message.fields_by_name.get(key) or _by_json_name(message, key):
+            continue
+        field = request.fields_by_name.get(key) or _by_json_name(request, key)
+        if field is None or field is body_field:
+            continue
+        if any(v.field_path == (field.name,) for v in route.template.variables):
+            where = "the URL path"
+            fix = f"put it in the path as {route.template.text} shows"
+        else:
+            where = "the query string"
+            fix = f"send it as ?{field.json_name}=VALUE"
+        raise invalid_field(
+            f"{body_field.json_name}.{key}",
+            f"unknown field {key!r} in {message.full_name}; {field.name} is a "
+            f"field of {request.full_name}, which {route.http_method} "
+            f"{route.template.text} reads from {where}, not the body: {fix}",
+            reason="UNKNOWN_FIELD",
+        )
 
 
 def load_json_body(body: bytes) -> Any:

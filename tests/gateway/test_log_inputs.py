@@ -1,8 +1,9 @@
 """Bad log write and stats input through REST: a real gateway and log cluster.
 
 A request id over the limit fails `POST /logs` and `POST /logs/batch` with
-400 before anything is stored, and a histogram step out of range is printed
-in exact decimal seconds.
+400 before anything is stored, a request id in the body of `POST /logs`
+fails with a hint to send it in the query string, and a histogram step out
+of range is printed in exact decimal seconds.
 """
 
 from __future__ import annotations
@@ -79,6 +80,33 @@ def test_single_write_rejects_long_request_id(live):
 
     _check_long_id_error(response)
     assert list_all(live.stub, services=[service]) == []
+
+
+@pytest.mark.parametrize("key", ["requestId", "request_id"])
+def test_single_write_body_request_id_hint(live, key):
+    service = f"body-id-{uuid.uuid4().hex[:8]}"
+    body = {"service": service, "message": "never stored", key: str(uuid.uuid4())}
+
+    response = _post(live, "/logs", body)
+    message = response.json()["error"]["message"]
+
+    assert response.status_code == 400, response.text
+    assert _error(response) == ("UNKNOWN_FIELD", [f"entry.{key}"])
+    assert f"unknown field {key!r} in splitlog.logs.v1.LogEntry" in message
+    assert "POST /logs reads from the query string, not the body" in message
+    assert "send it as ?requestId=VALUE" in message
+    assert list_all(live.stub, services=[service]) == []
+
+
+def test_single_write_other_unknown_field(live):
+    body = {"service": "s", "message": "never stored", "colour": "red"}
+
+    response = _post(live, "/logs", body)
+    message = response.json()["error"]["message"]
+
+    assert response.status_code == 400, response.text
+    assert _error(response) == ("UNKNOWN_FIELD", ["entry.colour"])
+    assert "query string" not in message
 
 
 def test_batch_request_id_at_limit_is_stored_once(live):
