@@ -468,8 +468,8 @@ def _check_step(step: duration_pb2.Duration) -> int:
         raise invalid_field(
             "histogram_step",
             f"{format_seconds(ns)} is longer than the maximum of "
-            f"{MAX_STEP_NS // NANOS_PER_SECOND}s (about 146 years); send a "
-            "shorter step",
+            f"{format_seconds(MAX_STEP_NS)} (2^62 ns, about 146 years); send "
+            f"{format_seconds(MAX_STEP_NS)} or less",
         )
     return ns
 

@@ -45,6 +45,7 @@ from log_service.request_ids import request_digest
 from log_service.timefmt import (
     DURATION_FORMS,
     TIME_FORMS,
+    format_seconds,
     format_time,
     parse_duration,
     parse_time,
@@ -1628,8 +1629,9 @@ def _step_ns(text: str) -> int:
         raise invalid(
             "--step",
             text,
-            f"longer than the maximum of {MAX_STEP_NS // _NANOS_PER_SECOND}s "
-            "(about 146 years)",
+            f"longer than the maximum of {format_seconds(MAX_STEP_NS)} (2^62 ns, "
+            f"about 146 years); give {format_seconds(MAX_STEP_NS)} or less, or "
+            "leave --step out",
         )
     return step
 

@@ -1888,7 +1888,8 @@ def test_stats_step_and_table(live, capsys):
     [
         ("1ns", "shorter than the minimum of 1s"),
         ("999ms", "shorter than the minimum of 1s"),
-        ("200000d", "longer than the maximum of 4611686018s"),
+        ("200000d", "longer than the maximum of 4611686018.427387904s"),
+        ("4611686018.427387905s", "give 4611686018.427387904s or less"),
     ],
 )
 def test_stats_step_out_of_bounds(capsys, step, problem):

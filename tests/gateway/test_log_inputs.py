@@ -131,6 +131,10 @@ def test_batch_request_id_at_limit_is_stored_once(live):
         ("0.000000001s", "0.000000001s is shorter than the minimum of 1s"),
         ("0.5s", "0.5s is shorter than the minimum of 1s"),
         ("10000000000s", "10000000000s is longer than the maximum"),
+        (
+            "4611686018.427387905s",
+            "longer than the maximum of 4611686018.427387904s (2^62 ns",
+        ),
         ("1000000000000s", 'from "-315576000000s" to "315576000000s"'),
     ],
 )
@@ -144,3 +148,13 @@ def test_stats_step_error_prints_exact_seconds(live, step, expected):
     assert expected in message
     assert "e-" not in message
     assert "e+" not in message
+
+
+def test_stats_longest_step_accepted(live):
+    response = httpx.get(
+        _url(live, "/logs/stats"),
+        params={"histogramStep": "4611686018.427387904s"},
+        timeout=10,
+    )
+
+    assert response.status_code == 200, response.text
