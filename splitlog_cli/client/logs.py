@@ -1324,9 +1324,9 @@ def query_entries(
 def tail_entries(
     context: Context, args: argparse.Namespace
 ) -> logs_pb2.TailLogEntriesResponse:
-    duration = None
+    duration_ns = None
     if args.duration:
-        duration = _tail_duration_seconds(args.duration)
+        duration_ns = _tail_duration_ns(args.duration)
     request = logs_pb2.TailLogEntriesRequest(
         **_filter_fields(args), resume_token=args.resume_token or ""
     )
@@ -1334,7 +1334,7 @@ def tail_entries(
     with _LogsClient(context.address, DEFAULT_TIMEOUT, context.tls) as client:
         try:
             for response in client.stream(
-                client.stub.TailLogEntries, request, duration
+                client.stub.TailLogEntries, request, duration_ns
             ):
                 _print_tail(context, response)
                 # Taken only once every entry of the response is printed, so
@@ -1352,7 +1352,7 @@ def tail_entries(
     return last
 
 
-def _tail_duration_seconds(text: str) -> float:
+def _tail_duration_ns(text: str) -> int:
     duration = _duration_ns(text, "--duration")
     if duration > MAX_TAIL_DURATION_NS:
         raise invalid(
@@ -1361,7 +1361,7 @@ def _tail_duration_seconds(text: str) -> float:
             "longer than the maximum of 3650d (about 10 years); give a shorter "
             "duration, or leave --duration out to tail until Ctrl-C",
         )
-    return duration / _NANOS_PER_SECOND
+    return duration
 
 
 def _print_resume_token(token: str) -> None:
@@ -1687,29 +1687,32 @@ class _LogsClient:
             raise self.error(exc) from None
 
     def stream(
-        self, method: Callable[..., Any], request: Message, duration: float | None
+        self, method: Callable[..., Any], request: Message, duration_ns: int | None
     ) -> Iterator[Any]:
-        """Yield the responses of a server stream until it ends or `duration` passes.
+        """Yield the responses of a server stream until it ends or `duration_ns`
+        nanoseconds pass.
 
         Raises:
-          ServerError: the call failed, or `duration` passed before the first
-            response, which the server sends as soon as the stream is open.
+          ServerError: the call failed, or `duration_ns` passed before the
+            first response, which the server sends as soon as the stream is
+            open.
         """
-        call = method(request, timeout=duration)
+        timeout = None if duration_ns is None else duration_ns / _NANOS_PER_SECOND
+        call = method(request, timeout=timeout)
         received = False
         try:
             for response in call:
                 received = True
                 yield response
         except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and duration:
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and duration_ns:
                 if received:
                     return
                 raise ServerError(
                     f"{self.address} sent no response within the --duration of "
-                    f"{duration:g} s (DEADLINE_EXCEEDED), so the stream never "
-                    "opened; check the log of `splitlog up`, or retry with a "
-                    "longer --duration",
+                    f"{format_seconds(duration_ns)} (DEADLINE_EXCEEDED), so the "
+                    "stream never opened; check the log of `splitlog up`, or "
+                    "retry with a longer --duration",
                     exc.code(),
                 ) from None
             raise self.error(exc) from None
