@@ -91,11 +91,21 @@ def _hours(ns: int) -> str:
 
 
 def _check_retention(value: duration_pb2.Duration, path: str) -> int:
-    if value.seconds < 0 or value.nanos < 0 or value.nanos >= 1_000_000_000:
+    seconds, nanos = value.seconds, value.nanos
+    if abs(nanos) >= 1_000_000_000 or seconds * nanos < 0:
         raise invalid_field(
-            path, f"{value.seconds}s {value.nanos}ns is not a valid positive duration"
+            path,
+            f"seconds {seconds} with nanos {nanos} is not a valid Duration; "
+            "send nanos from -999999999 to 999999999 with the sign of seconds, "
+            "and a retention of 3600s or more, such as seconds 86400 and nanos 0",
         )
     ns = value.ToNanoseconds()
+    if ns <= 0:
+        raise invalid_field(
+            path,
+            f"{format_seconds(ns)} is {'negative' if ns else 'zero'}; a retention "
+            "is a positive duration of at least 1 hour, so send 3600s or more",
+        )
     if ns < MIN_RETENTION_NS:
         raise invalid_field(
             path,
@@ -105,7 +115,7 @@ def _check_retention(value: duration_pb2.Duration, path: str) -> int:
     if ns > MAX_RETENTION_NS:
         raise invalid_field(
             path,
-            f"{value.seconds}s is longer than the maximum of 100 years; send "
+            f"{format_seconds(ns)} is longer than the maximum of 100 years; send "
             f"{MAX_RETENTION_NS // 1_000_000_000}s or less",
         )
     return ns

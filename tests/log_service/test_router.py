@@ -262,6 +262,35 @@ def test_retention_update_rejects_short_retention(lonely_router):
     assert violated_fields(caught.value) == ["retention_policy.default_retention"]
 
 
+@pytest.mark.parametrize(
+    ("seconds", "nanos", "problem"),
+    [
+        (-3600, 0, "-3600s is negative; a retention is a positive duration"),
+        (0, -1, "-0.000000001s is negative"),
+        (0, 0, "0s is zero"),
+        (60, 0, "60s is shorter than the minimum of 1 hour"),
+        (3600, -1, "seconds 3600 with nanos -1 is not a valid Duration"),
+        (3600, 1_000_000_000, "with nanos 1000000000 is not a valid Duration"),
+    ],
+)
+def test_retention_update_invalid_duration_names_fix(
+    lonely_router, seconds, nanos, problem
+):
+    stub, _ = lonely_router
+    retention = duration_pb2.Duration(seconds=seconds, nanos=nanos)
+    update = pb.RetentionPolicy(name="retentionPolicy", default_retention=retention)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.UpdateRetentionPolicy(
+            pb.UpdateRetentionPolicyRequest(retention_policy=update)
+        )
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert problem in caught.value.details()
+    assert "3600s or more" in caught.value.details()
+    assert violated_fields(caught.value) == ["retention_policy.default_retention"]
+
+
 def test_retention_update_rejects_thousand_years(lonely_router):
     # Entries as old as such a retention admits, such as year 1, do not fit
     # the nanosecond timestamps of the store.
