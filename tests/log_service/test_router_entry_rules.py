@@ -300,3 +300,58 @@ def test_otlp_empty_attribute_key_rejects_the_record(cluster):
     assert [e.message for e in list_all(cluster.stub, services=["otel-app"])] == [
         "fine"
     ]
+
+
+def test_all_zero_trace_context_stored_as_absent(cluster):
+    trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    cluster.stub.WriteLogEntries(
+        pb.WriteLogEntriesRequest(
+            entries=[
+                pb.LogEntry(
+                    service="zero-ids",
+                    message="zeros",
+                    trace_id="0" * 32,
+                    span_id="0" * 16,
+                ),
+                pb.LogEntry(
+                    service="zero-ids",
+                    message="real",
+                    trace_id=trace_id.upper(),
+                    span_id=span_id,
+                ),
+            ]
+        )
+    )
+    cluster.stub.WriteLogEntry(
+        pb.WriteLogEntryRequest(
+            entry=pb.LogEntry(service="zero-ids", message="one zero", trace_id="0" * 32)
+        )
+    )
+
+    stored = {
+        entry.message: entry for entry in list_all(cluster.stub, services=["zero-ids"])
+    }
+
+    assert (stored["zeros"].trace_id, stored["zeros"].span_id) == ("", "")
+    assert stored["one zero"].trace_id == ""
+    assert (stored["real"].trace_id, stored["real"].span_id) == (trace_id, span_id)
+
+
+def test_otlp_all_zero_trace_context_stored_as_absent(cluster):
+    response = _export(
+        cluster,
+        logs_pb2.LogRecord(
+            body=_text("zero ids"), trace_id=bytes(16), span_id=bytes(8)
+        ),
+        logs_pb2.LogRecord(
+            body=_text("zero span"), trace_id=b"\x01" * 16, span_id=bytes(8)
+        ),
+    )
+    stored = {
+        entry.message: entry for entry in list_all(cluster.stub, services=["otel-app"])
+    }
+
+    assert not response.HasField("partial_success")
+    assert (stored["zero ids"].trace_id, stored["zero ids"].span_id) == ("", "")
+    assert stored["zero span"].trace_id == "01" * 16
+    assert stored["zero span"].span_id == ""
