@@ -74,19 +74,22 @@ def not_a_member(
 
 
 def deactivated_user(
-    group_id: str, user_id: str, field_path: str, problem: str
+    group_id: str, user_id: str, field_path: str, problem: str, settled: bool
 ) -> FailedPrecondition:
     """Build the USER_DEACTIVATED error for a deactivated member.
 
     Args:
       problem: why the user cannot settle their balance with this
         settlement, such as `has no balance in EUR in the group`.
+      settled: whether the user has no balance at all, so that only another
+        member can be named.
     """
     user, group = domain.user_name(user_id), domain.group_name(group_id)
+    fix = ". Name an active member instead" if settled else ""
     return FailedPrecondition(
         f"{user!r} ({field_path}) is deactivated; a deactivated user can only "
         "pay what they still owe, or be paid what they are still owed, but "
-        f"{user!r} {problem}. Name an active member instead",
+        f"{user!r} {problem}{fix}",
         reason=USER_DEACTIVATED,
         metadata={"group": group, "users": user, "fields": field_path},
         preconditions=[
@@ -146,5 +149,8 @@ def check_settles(
         if not problem:
             continue
         if named.deactivated_member:
-            raise deactivated_user(group_id, named.user_id, named.field_path, problem)
+            settled = nets[named.user_id] == 0
+            raise deactivated_user(
+                group_id, named.user_id, named.field_path, problem, settled
+            )
         raise not_a_member(group_id, named.user_id, named.field_path, problem)

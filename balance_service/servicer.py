@@ -177,10 +177,13 @@ def _string_key(key: list | None) -> list[str] | None:
     return key
 
 
-#: The largest running amount a page token may carry, in minor units. It is
-#: far above any real balance, and 1,000 changes of the largest amount still
-#: keep the running amount within the 64-bit `units` of a Money.
-_MAX_RUNNING_MINOR = 10**18
+#: The largest running amount a page token may carry, in minor units: the
+#: most that a group's expense and settlement volume caps let a net reach.
+#: 1,000 more changes of the largest amount (10**15 each) still keep the
+#: running amount within the 64-bit `units` of a Money.
+_MAX_RUNNING_MINOR = (
+    volumes.MAX_EXPENSE_VOLUME_MINOR + volumes.MAX_SETTLEMENT_VOLUME_MINOR
+)
 
 
 def _explain_token(

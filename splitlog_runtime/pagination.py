@@ -69,6 +69,8 @@ def decode_token(
         padded = token + "=" * (-len(token) % 4)
         payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
         key, fingerprint = payload["k"], payload["s"]
+        if not isinstance(key, list):
+            raise ValueError("the sort key is not a list")
     except (
         binascii.Error,
         ValueError,
@@ -83,7 +85,7 @@ def decode_token(
             "send the next_page_token of the previous response, or none",
             reason="INVALID_PAGE_TOKEN",
         ) from None
-    if not isinstance(key, list) or fingerprint != _fingerprint(selector):
+    if fingerprint != _fingerprint(selector):
         raise invalid_field(
             field,
             "the page token was issued for a request with other parameters; "

@@ -10,6 +10,7 @@ sum of the listed changes.
 from __future__ import annotations
 
 import base64
+import json
 from datetime import date, datetime, timedelta
 
 import grpc
@@ -299,6 +300,7 @@ def _forged_tokens(group_id: str, selector: list) -> dict[str, str]:
         "running as bool": token([day, time, expense, True]),
         "running as float": token([day, time, expense, 1.5]),
         "running too large": token([day, time, expense, 10**30]),
+        "running past the volume caps": token([day, time, expense, 8 * 10**18 + 1]),
         "invalid date": token(["2024-13-01", time, expense, 0]),
         "invalid time": token([day, "noon", expense, 0]),
         "time with offset": token([day, "2024-03-01T12:00:00+02:00", expense, 0]),
@@ -307,6 +309,9 @@ def _forged_tokens(group_id: str, selector: list) -> dict[str, str]:
         "other kind": token([day, time, f"groups/{group_id}/notes/n1", 0]),
         "empty id": token([day, time, f"groups/{group_id}/expenses/", 0]),
         "five parts": token([day, time, expense, 0, 0]),
+        "key not a list": base64.urlsafe_b64encode(
+            json.dumps({"k": {"a": 1}, "s": "x"}).encode()
+        ).decode(),
     }
 
 
@@ -323,6 +328,28 @@ def test_forged_tokens_rejected(services, history):
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, case
         assert reason_of(caught.value) == "INVALID_PAGE_TOKEN", case
         assert "page_token" in caught.value.details(), case
+
+
+def test_token_at_volume_cap_accepted(services, history):
+    group_id, (alice, _, _), _ = history
+    request = _request(group_id, alice)
+    selector = ["ExplainBalance", request.name, alice, "EUR", None]
+    # Nets may reach the expense and settlement caps together, 8 * 10**18.
+    request.page_token = pagination.encode_token(
+        [
+            "1999-01-01",
+            "1999-01-01T00:00:00",
+            f"groups/{group_id}/expenses/x",
+            8 * 10**18,
+        ],
+        selector,
+    )
+
+    response = services.balances.ExplainBalance(request, timeout=10)
+
+    assert response.contributions
+    first = response.contributions[0]
+    assert minor(first.running_net_amount) == 8 * 10**18 + minor(first.net_change)
 
 
 def test_token_of_other_request_rejected(services, history):
