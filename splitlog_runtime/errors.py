@@ -326,6 +326,13 @@ class Unavailable(DomainError):
     default_reason = "UNAVAILABLE"
 
 
+class DeadlineExceeded(DomainError):
+    """The caller's deadline is too short for the call to complete."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    default_reason = "DEADLINE_TOO_SHORT"
+
+
 class Unauthenticated(DomainError):
     """Missing or invalid credentials."""
 
@@ -358,6 +365,7 @@ ERROR_CLASSES: dict[grpc.StatusCode, type[DomainError]] = {
         OutOfRange,
         ResourceExhausted,
         Unavailable,
+        DeadlineExceeded,
         Unauthenticated,
         PermissionDenied,
         Unimplemented,

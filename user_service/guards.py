@@ -37,6 +37,7 @@ from splitlog_runtime.channels import (
     insecure_channel,
 )
 from splitlog_runtime.errors import (
+    DeadlineExceeded,
     FailedPrecondition,
     PreconditionViolation,
     Unavailable,
@@ -45,6 +46,11 @@ from splitlog_runtime.errors import (
 )
 
 _LOGGER = logging.getLogger(__name__)
+
+#: Seconds a balance check gets at least, besides ANSWER_MARGIN_SECONDS. A
+#: removal with less time left fails at once instead of calling a check that
+#: cannot finish.
+MIN_CHECK_SECONDS = 0.1
 
 UNSETTLED_BALANCE = "UNSETTLED_BALANCE"
 
@@ -157,6 +163,16 @@ class BalanceServiceGuard:
             self._timeout,
             downstream_timeout(context, self._timeout, ANSWER_MARGIN_SECONDS),
         )
+        if timeout < MIN_CHECK_SECONDS:
+            remaining = context.time_remaining() if context is not None else 0.0
+            raise DeadlineExceeded(
+                f"cannot check the balances of {group_name!r}: the call's deadline "
+                f"leaves {max(remaining or 0.0, 0.0):.2f} s, and the check "
+                f"needs at least {MIN_CHECK_SECONDS + ANSWER_MARGIN_SECONDS:.1f} s "
+                f"({ANSWER_MARGIN_SECONDS} s of it to return this answer in time); "
+                "nothing was changed, retry with a longer deadline",
+                metadata={"service": "balance_service", "group": group_name},
+            )
         try:
             response = self._stub.CheckSettled(request, timeout=timeout)
         except grpc.RpcError as exc:

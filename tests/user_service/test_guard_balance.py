@@ -98,6 +98,24 @@ def test_member_who_owes_cannot_leave(system):
     assert "owes 12.50 EUR" in caught.value.details()
 
 
+def test_removal_with_too_short_deadline_rejected(system):
+    stub, peer, balances = system
+    group, _, bob, _, _ = _group_with_debt(stub, peer)
+    member = f"{group.name}/members/{bob.name[6:]}"
+    _wait_until_applied(balances, group, settled=False)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.RemoveGroupMember(pb.RemoveGroupMemberRequest(name=member), timeout=0.4)
+
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert reason_of(caught.value) == "DEADLINE_TOO_SHORT"
+    assert "retry with a longer deadline" in caught.value.details()
+    members = stub.ListGroupMembers(
+        pb.ListGroupMembersRequest(parent=group.name), timeout=10
+    ).members
+    assert bob.name in [m.user for m in members]
+
+
 def test_group_with_open_balances_cannot_be_deleted(system):
     stub, peer, balances = system
     group, alice, bob, _, _ = _group_with_debt(stub, peer)
