@@ -1,11 +1,14 @@
 """Client channels between splitlog components.
 
 Every channel gets message size limits and keepalive pings. Unless a caller
-turns it off, it also gets a retry policy that retries only UNAVAILABLE (the
-call never reached a healthy server, so repeating it is safe), with
-throttling so retries stop when a backend fails often. Every call
-carries a deadline: the caller's remaining deadline when there is one,
-otherwise a configured default.
+turns it off, it also gets a retry policy that retries only UNAVAILABLE, with
+throttling so retries stop when a backend fails often. The services return
+UNAVAILABLE before they change anything, so repeating such a call is safe,
+except for the log router's writes (`NO_RETRY_METHODS`): the router may
+store the parts of a batch for healthy shards and then return UNAVAILABLE
+for the others, and a batch without a request id would be stored again at
+each retry. Every call carries a deadline: the caller's remaining deadline
+when there is one, otherwise a configured default.
 """
 
 from __future__ import annotations
@@ -15,6 +18,15 @@ import json
 import grpc
 
 from splitlog_runtime import auth
+
+#: Methods that grpc never retries on splitlog's channels, because an
+#: UNAVAILABLE answer may come after part of the call took effect.
+NO_RETRY_METHODS = (
+    ("splitlog.logs.v1.LogsService", "WriteLogEntry"),
+    ("splitlog.logs.v1.LogsService", "WriteLogEntries"),
+    ("splitlog.logs.v1.LogsService", "StreamLogEntries"),
+    ("opentelemetry.proto.collector.logs.v1.LogsService", "Export"),
+)
 
 RETRY_SERVICE_CONFIG = {
     "methodConfig": [
@@ -27,7 +39,15 @@ RETRY_SERVICE_CONFIG = {
                 "backoffMultiplier": 2,
                 "retryableStatusCodes": ["UNAVAILABLE"],
             },
-        }
+        },
+        # A method named on its own takes this entry instead of the default
+        # above, so it has no retry policy.
+        {
+            "name": [
+                {"service": service, "method": method}
+                for service, method in NO_RETRY_METHODS
+            ]
+        },
     ],
     "retryThrottling": {"maxTokens": 20, "tokenRatio": 0.2},
 }

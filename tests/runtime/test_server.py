@@ -143,6 +143,58 @@ def test_final_attempt_not_retried(host):
     assert RETRY_PUSHBACK_KEY not in dict(plain.trailing_metadata())
 
 
+def test_log_writes_not_retried():
+    # The log router may store part of a batch before it answers UNAVAILABLE,
+    # so a retry of a batch without a request id would store it twice.
+    attempts: dict[str, int] = {}
+
+    def unavailable(method: str) -> grpc.RpcMethodHandler:
+        def behaviour(request: bytes, context: grpc.ServicerContext) -> bytes:
+            attempts[method] = attempts.get(method, 0) + 1
+            raise Unavailable("a shard has no leader", retry_delay=0.1)
+
+        return grpc.unary_unary_rpc_method_handler(behaviour)
+
+    host = create_server(
+        "probe",
+        [
+            lambda server: server.add_generic_rpc_handlers(
+                [
+                    grpc.method_handlers_generic_handler(
+                        "splitlog.logs.v1.LogsService",
+                        {
+                            "WriteLogEntries": unavailable("WriteLogEntries"),
+                            "ListLogEntries": unavailable("ListLogEntries"),
+                        },
+                    ),
+                    grpc.method_handlers_generic_handler(
+                        "opentelemetry.proto.collector.logs.v1.LogsService",
+                        {"Export": unavailable("Export")},
+                    ),
+                ]
+            )
+        ],
+        [],
+    )
+    host.start()
+    try:
+        with insecure_channel(f"127.0.0.1:{host.port}") as retrying:
+            for path in (
+                "/splitlog.logs.v1.LogsService/WriteLogEntries",
+                "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+                "/splitlog.logs.v1.LogsService/ListLogEntries",
+            ):
+                with pytest.raises(grpc.RpcError) as caught:
+                    retrying.unary_unary(path)(b"", timeout=10)
+                assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        host.stop(0)
+
+    assert attempts["WriteLogEntries"] == 1
+    assert attempts["Export"] == 1
+    assert attempts["ListLogEntries"] > 1
+
+
 def test_unexpected_exception_is_internal_without_internals(channel, caplog):
     error = _call(channel, "crash")
 
