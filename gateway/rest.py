@@ -29,6 +29,7 @@ with a bare google.rpc.Status on errors (see `gateway.otlp_http`).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -79,6 +80,19 @@ from splitlog_runtime.errors import (
 from splitlog_runtime.limits import message_too_large
 
 _LOGGER = logging.getLogger(__name__)
+
+#: Request bodies of at least this many bytes are decoded on a worker thread,
+#: so that one large JSON body does not hold up every other call of the
+#: event loop. Smaller ones are decoded in place, which is cheaper.
+OFF_LOOP_BODY_BYTES = 64 * 1024
+
+
+async def run_off_loop_if_large(size: int, function, *args):
+    """Run `function(*args)` on a worker thread when `size` is large."""
+    if size < OFF_LOOP_BODY_BYTES:
+        return function(*args)
+    return await asyncio.to_thread(function, *args)
+
 
 # HTTP status of each canonical code, as listed in google/rpc/code.proto.
 HTTP_STATUS: dict[grpc.StatusCode, int] = {
@@ -367,23 +381,18 @@ class RestFront:
         content_type = request.headers.get("content-type", "")
         if body and not _is_json_content_type(content_type):
             return _unsupported_media_type(content_type)
-        split = None
-        check_body = None
         try:
-            if route.full_method == log_batch.WRITE_LOG_ENTRIES:
-                check_body = self._check_log_batch
-                split = log_batch.split_batch(body, check_body)
-                body = body if split is None else split.body
             header = request.headers.get("grpc-timeout")
             timeout = self._default_timeout if header is None else parse_timeout(header)
-            # Starlette's query_params replaces invalid UTF-8 with U+FFFD, so
-            # the raw bytes are decoded here, where invalid UTF-8 is rejected.
-            query = transcode.parse_query_string(request.scope["query_string"])
-            message = transcode.build_request(
-                route, endpoint.request_class, path_values, query, body, check_body
+            message, split = await run_off_loop_if_large(
+                len(body),
+                self._build_request,
+                route,
+                endpoint,
+                path_values,
+                request.scope["query_string"],
+                body,
             )
-            if split is not None:
-                split.strip(message)
         except DomainError as exc:
             return _error_response(exc.to_status())
         if split is not None and split.rejections and not split.kept:
@@ -410,6 +419,38 @@ class RestFront:
             response = split.merge(endpoint.response_class.FromString(reply))
             return _json_response(transcode.response_json(route, response))
         return _json_response(self._render(route, endpoint, reply))
+
+    def _build_request(
+        self,
+        route: HttpRoute,
+        endpoint: _Endpoint,
+        path_values: dict[str, str],
+        query_string: bytes,
+        body: bytes,
+    ) -> tuple[Message, log_batch.SplitBatch | None]:
+        """Build a route's request message from the path, query and body.
+
+        For `POST /logs/batch` it also returns the split of the entries that
+        the gateway itself rejects.
+
+        Raises:
+          DomainError: the request is invalid.
+        """
+        split = None
+        check_body = None
+        if route.full_method == log_batch.WRITE_LOG_ENTRIES:
+            check_body = self._check_log_batch
+            split = log_batch.split_batch(body, check_body)
+            body = body if split is None else split.body
+        # Starlette's query_params replaces invalid UTF-8 with U+FFFD, so the
+        # raw bytes are decoded here, where invalid UTF-8 is rejected.
+        query = transcode.parse_query_string(query_string)
+        message = transcode.build_request(
+            route, endpoint.request_class, path_values, query, body, check_body
+        )
+        if split is not None:
+            split.strip(message)
+        return message, split
 
     async def _revoking_call(
         self,
@@ -473,20 +514,15 @@ class RestFront:
             body = await self._read_body(request)
             if body is None:
                 raise otlp_http.body_too_large(self._max_body_bytes, inflated=False)
-            body = otlp_http.decode_content(
-                body,
-                request.headers.get("content-encoding", ""),
-                self._max_body_bytes,
-            )
             header = request.headers.get("grpc-timeout")
             timeout = self._default_timeout if header is None else parse_timeout(header)
-            if encoding is otlp_http.Encoding.PROTOBUF:
-                otlp_http.check_protobuf(body)
-                payload = body
-            else:
-                payload = otlp_http.json_to_request(body).SerializeToString()
-            if len(payload) > self._max_body_bytes:
-                raise message_too_large(len(payload), self._max_body_bytes)
+            payload = await run_off_loop_if_large(
+                len(body),
+                self._otlp_payload,
+                body,
+                request.headers.get("content-encoding", ""),
+                encoding,
+            )
         except otlp_http.HttpError as exc:
             return _otlp_error(request, exc.status, exc.headers, exc.http_status)
         except DomainError as exc:
@@ -510,6 +546,25 @@ class RestFront:
         return Response(
             otlp_http.encode_response(reply, encoding), media_type=encoding.value
         )
+
+    def _otlp_payload(
+        self, body: bytes, content_encoding: str, encoding: otlp_http.Encoding
+    ) -> bytes:
+        """Return the ExportLogsServiceRequest bytes of an OTLP/HTTP body.
+
+        Raises:
+          otlp_http.HttpError: the body cannot be inflated or parsed.
+          DomainError: the request is larger than the message limit.
+        """
+        body = otlp_http.decode_content(body, content_encoding, self._max_body_bytes)
+        if encoding is otlp_http.Encoding.PROTOBUF:
+            otlp_http.check_protobuf(body)
+            payload = body
+        else:
+            payload = otlp_http.json_to_request(body).SerializeToString()
+        if len(payload) > self._max_body_bytes:
+            raise message_too_large(len(payload), self._max_body_bytes)
+        return payload
 
     def _backend_error(self, route: HttpRoute, error: grpc.aio.AioRpcError):
         status = _status_of(error, route.full_method, self._pool)

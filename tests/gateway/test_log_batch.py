@@ -6,7 +6,9 @@ by its index in the batch, and the other entries are stored.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
 import uuid
 
@@ -14,6 +16,7 @@ import httpx
 import pytest
 
 from gateway.log_batch import SplitBatch
+from gateway.rest import OFF_LOOP_BODY_BYTES, run_off_loop_if_large
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
 from tests.log_service.test_router_cluster import list_all
 
@@ -413,3 +416,36 @@ def test_batch_rejections_of_both_sources_described(live):
     # later ones leave it to the first.
     assert descriptions[2] == descriptions[1]
     assert descriptions[3] == ""
+
+
+def test_large_batch_decoded_off_loop(live):
+    # A body over OFF_LOOP_BODY_BYTES is decoded on a worker thread, with
+    # the same checks as a small one: the old entry is still rejected.
+    service = f"large-{uuid.uuid4().hex[:8]}"
+    entries = [
+        {"service": service, "message": f"line {i} " + "x" * 60} for i in range(2000)
+    ]
+    entries[7]["timestamp"] = OLD
+    body = json.dumps({"entries": entries})
+    assert len(body) > OFF_LOOP_BODY_BYTES
+
+    response = _post(live, body)
+
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["acceptedCount"] == 1999
+    assert [int(item["index"]) for item in result["rejectedEntries"]] == [7]
+
+
+def test_off_loop_only_for_large_bodies():
+    async def thread_ids() -> tuple[int, int, int]:
+        small = await run_off_loop_if_large(
+            OFF_LOOP_BODY_BYTES - 1, threading.get_ident
+        )
+        large = await run_off_loop_if_large(OFF_LOOP_BODY_BYTES, threading.get_ident)
+        return threading.get_ident(), small, large
+
+    loop_thread, small, large = asyncio.run(thread_ids())
+
+    assert small == loop_thread
+    assert large != loop_thread
