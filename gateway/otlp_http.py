@@ -37,7 +37,7 @@ import zlib
 from typing import Any
 
 from google.protobuf import json_format
-from google.protobuf.descriptor import Descriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
@@ -57,6 +57,9 @@ _LOG_RECORD = logs_pb2.LogRecord.DESCRIPTOR
 # Bytes of each id of a log record, which OTLP's JSON writes as hex.
 _ID_BYTES = {"trace_id": 16, "span_id": 8}
 _NOT_HEX = re.compile(r"[^0-9a-fA-F]")
+# Base64 as proto3 JSON accepts it: the standard or the URL-safe alphabet,
+# with or without padding.
+_BASE64_TEXT = re.compile(r"[A-Za-z0-9+/]*|[A-Za-z0-9_-]*")
 # Max nesting of arrays and objects in a JSON body, as in other REST bodies.
 # It allows an AnyValue nested in arrays or key-value lists about 30 times.
 MAX_JSON_DEPTH = transcode.MAX_BODY_DEPTH
@@ -287,6 +290,14 @@ def _prepare(tree: dict, descriptor: Descriptor) -> None:
             child_path = f"{path}.{key}" if path else key
             if message is _LOG_RECORD and field.name in _ID_BYTES:
                 node[key] = _id_to_base64(value, child_path, _ID_BYTES[field.name])
+            elif (
+                field is not None
+                and field.type == FieldDescriptor.TYPE_BYTES
+                and isinstance(value, str)
+            ):
+                # protobuf's parser skips characters outside the alphabet,
+                # so "aGVs$bG8=" would be read as "hello".
+                _check_base64(value, child_path)
             elif isinstance(value, str):
                 node[key] = _without_lone_surrogates(value)
             else:
@@ -344,6 +355,25 @@ def _id_to_base64(value: Any, path: str, size: int) -> Any:
             reason="INVALID_FIELD_VALUE",
         )
     return base64.b64encode(bytes.fromhex(value)).decode("ascii")
+
+
+def _check_base64(value: str, path: str) -> None:
+    """Raise InvalidArgument naming `path` unless `value` is base64."""
+    text = value.rstrip("=")
+    padding = len(value) - len(text)
+    if (
+        _BASE64_TEXT.fullmatch(text) is None
+        or len(text) % 4 == 1
+        or padding > 2
+        or (padding and (len(text) + padding) % 4)
+    ):
+        raise invalid_field(
+            path,
+            f"expected base64 (RFC 4648, standard or URL-safe alphabet) in a "
+            f"JSON string, got {json_check.describe_json(value)}; encode the "
+            "bytes with base64",
+            reason="INVALID_FIELD_VALUE",
+        )
 
 
 def _too_deep() -> InvalidArgument:

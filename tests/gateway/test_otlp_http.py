@@ -362,8 +362,18 @@ def test_invalid_hex_ids(http, field, value, expected):
         ),
         (
             {"body": {"bytesValue": "a"}},
-            "resourceLogs.scopeLogs.logRecords.body.bytesValue",
-            "Invalid base64-encoded string",
+            "resourceLogs[0].scopeLogs[0].logRecords[0].body.bytesValue",
+            "expected base64",
+        ),
+        (
+            {"body": {"bytesValue": "aGVs$bG8="}},
+            "resourceLogs[0].scopeLogs[0].logRecords[0].body.bytesValue",
+            'the string "aGVs$bG8="',
+        ),
+        (
+            {"body": {"bytesValue": "!!!"}},
+            "resourceLogs[0].scopeLogs[0].logRecords[0].body.bytesValue",
+            "expected base64",
         ),
     ],
 )
