@@ -166,7 +166,8 @@ def _read_retention(client: _LogsClient) -> logs_pb2.RetentionPolicy:
 def _service_retentions(pairs: list[str]) -> dict[str, int]:
     services: dict[str, int] = {}
     for pair in pairs:
-        name, sep, text = pair.partition("=")
+        # A duration has no "=", but a service name may.
+        name, sep, text = pair.rpartition("=")
         name = name.strip()
         if not sep or not name or not text.strip():
             raise invalid(

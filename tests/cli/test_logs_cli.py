@@ -2159,6 +2159,20 @@ def test_retention_set_invalid_service_name(live, capsys, service):
     assert after == before
 
 
+def test_retention_set_service_with_equals(live, capsys):
+    status, _, err = run(
+        capsys, live.address, "logs", "retention", "set", "--service", "a=b=5d"
+    )
+    retentions = dict(_policy(live.stub).service_retentions)
+    cleared, _, _ = run(
+        capsys, live.address, "logs", "retention", "set", "--clear-service", "a=b"
+    )
+
+    assert status == 0, err
+    assert retentions["a=b"].ToSeconds() == 5 * 24 * HOUR
+    assert cleared == 0
+
+
 def test_retention_clear_unknown_service(live, capsys):
     status, _, err = run(
         capsys, live.address, "logs", "retention", "set", "--clear-service", "nobody"
