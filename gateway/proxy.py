@@ -179,6 +179,13 @@ class BackendPool:
             backend = self.backend_by_method[path]
             self._log_unreachable(backend, details)
             return rpc_status.to_status(backend_unavailable(backend).to_status())
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED and not any(
+            key == STATUS_DETAILS_KEY for key, _ in trailing
+        ):
+            # grpc's own "Deadline Exceeded" names neither the backend nor
+            # what a client may assume about the call.
+            backend = self.backend_by_method[path]
+            return rpc_status.to_status(backend_deadline_exceeded(backend).to_status())
         if (
             code == grpc.StatusCode.RESOURCE_EXHAUSTED
             and METADATA_TOO_LARGE_TEXT in details
@@ -234,6 +241,24 @@ def backend_unavailable(backend: Backend) -> Unavailable:
     return Unavailable(
         f"{backend.name} is unavailable; retry in {BACKEND_RETRY_DELAY:g}s",
         reason="BACKEND_UNAVAILABLE",
+        metadata={"backend": backend.name},
+        retry_delay=BACKEND_RETRY_DELAY,
+    )
+
+
+class _BackendTimeout(DomainError):
+    """A backend that did not answer within the call's deadline."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    default_reason = "BACKEND_DEADLINE_EXCEEDED"
+
+
+def backend_deadline_exceeded(backend: Backend) -> DomainError:
+    """Build the client's error for a backend call that ran out of time."""
+    return _BackendTimeout(
+        f"{backend.name} did not answer within the call's deadline, so the call "
+        "may or may not have taken effect; retry it with the same request id, "
+        "or with a longer deadline",
         metadata={"backend": backend.name},
         retry_delay=BACKEND_RETRY_DELAY,
     )
