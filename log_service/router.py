@@ -15,6 +15,7 @@ other shards stay, and a retry with the same request id stores them once.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -951,10 +952,16 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
             response.rejected_entries.extend(listed.add(batch.rejections))
 
         index = 0
-        for number, request in enumerate(request_iterator):
+        requests = iter(request_iterator)
+        for number in itertools.count():
             try:
+                # Reading a message raises when it is too large or does not
+                # parse (the server interceptor checks each one).
+                request = next(requests, None)
+                if request is None:
+                    break
                 digest = self._writer.checked_digest(request)
-            except InvalidArgument as error:
+            except (InvalidArgument, ResourceExhausted) as error:
                 # Earlier messages come first: one of them may have failed.
                 while pending:
                     take_oldest()

@@ -235,3 +235,26 @@ def test_invalid_utf8_counts_other_fields(servers):
     assert "entries[0].message is not valid UTF-8" in failure.value.details()
     assert "and 2 more string fields are not valid UTF-8" in failure.value.details()
     assert "the whole request message was rejected" in failure.value.details()
+
+
+def test_stream_utf8_error_names_message(servers):
+    requests = [
+        logs_pb2.StreamLogEntriesRequest(entries=[_entry(f"fine {n}")])
+        for n in range(4)
+    ]
+    requests[2] = logs_pb2.StreamLogEntriesRequest(entries=[_entry("bad XX")])
+    with grpc.insecure_channel(f"127.0.0.1:{servers['log_router']}") as channel:
+        call = channel.stream_unary("/splitlog.logs.v1.LogsService/StreamLogEntries")
+        with pytest.raises(grpc.RpcError) as failure:
+            call(iter([_with_invalid_utf8(r) for r in requests]), timeout=10)
+    error = failure.value
+    info = error_details_pb2.ErrorInfo()
+    for detail in rpc_status.from_call(error).details:
+        if detail.Is(info.DESCRIPTOR):
+            detail.Unpack(info)
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details().startswith("request message 2 of the call")
+    assert "entries[0].message is not valid UTF-8" in error.details()
+    assert info.metadata["request_message"] == "2"
+    assert info.metadata["field"] == "entries[0].message"
