@@ -1554,6 +1554,8 @@ def _filter_fields(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(
             "--min-severity cannot be combined with --severity; use one of the two"
         )
+    for service in args.services:
+        check_service_name(service, "--service", service)
     return {
         "services": args.services,
         "min_severity": _severity(args.min_severity),

@@ -1575,6 +1575,27 @@ def test_query_invalid_values(capsys, args, option):
     assert option in err
 
 
+@pytest.mark.parametrize("command", ["query", "stats", "tail"])
+@pytest.mark.parametrize("service", ["", *INVALID_SERVICES])
+def test_filter_invalid_service_name(capsys, command, service):
+    # No server listens at the address: the command must stop before calling.
+    status, out, err = run(
+        capsys,
+        unused_address(),
+        "logs",
+        command,
+        "--service",
+        "web",
+        "--service",
+        service,
+    )
+
+    assert status == 2, err
+    assert f"invalid value {service!r} for --service" in err
+    assert "1 to 256 bytes in UTF-8 without control characters" in err
+    assert out == ""
+
+
 @pytest.mark.parametrize(
     ("command", "option", "value", "side"),
     [
