@@ -185,7 +185,12 @@ def _check_time(value: timestamp_pb2.Timestamp, path: str) -> int:
         raise invalid_field(
             path, f"nanos {nanos} is outside 0 to 999999999; send nanos in that range"
         )
-    return min(max(timestamp_ns(value), MIN_QUERY_NS), MAX_QUERY_NS)
+    return clamp_query_ns(timestamp_ns(value))
+
+
+def clamp_query_ns(ns: int) -> int:
+    """Return a time in Unix nanoseconds moved into the range that queries use."""
+    return min(max(ns, MIN_QUERY_NS), MAX_QUERY_NS)
 
 
 def _check_range(
@@ -447,6 +452,25 @@ def pick_step(span_ns: int) -> int:
     return -(-span_ns // TARGET_BUCKETS)
 
 
+def bucket_count(first: int, end: int, step: int) -> int:
+    """Return how many histogram buckets of `step` ns cover `first` to `end`.
+
+    The first bucket starts at `first` rounded down to a multiple of `step`.
+    """
+    aligned = first - first % step
+    return -(-(end - aligned) // step)
+
+
+def smallest_step(first: int, end: int) -> int:
+    """Return the shortest step in whole seconds that gives at most MAX_BUCKETS."""
+    seconds = max(1, -(-(end - first) // (MAX_BUCKETS * NANOS_PER_SECOND)))
+    # Rounding the first bucket's start down can add one bucket, so a longer
+    # step may be needed.
+    while bucket_count(first, end, seconds * NANOS_PER_SECOND) > MAX_BUCKETS:
+        seconds += 1
+    return seconds * NANOS_PER_SECOND
+
+
 def _check_step(step: duration_pb2.Duration) -> int:
     seconds, nanos = step.seconds, step.nanos
     if abs(nanos) >= NANOS_PER_SECOND or seconds * nanos < 0:
@@ -516,7 +540,7 @@ class StatsReader:
         if step is None:
             step = pick_step(end - first)
         aligned = first - first % step
-        buckets = -(-(end - aligned) // step)
+        buckets = bucket_count(first, end, step)
         if buckets > MAX_BUCKETS:
             raise invalid_field(
                 "histogram_step",

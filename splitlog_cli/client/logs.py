@@ -40,7 +40,14 @@ from log_service.model import (
     service_is_valid,
     severity_from_text,
 )
-from log_service.query import MAX_STEP_NS, MIN_STEP_NS
+from log_service.query import (
+    MAX_BUCKETS,
+    MAX_STEP_NS,
+    MIN_STEP_NS,
+    bucket_count,
+    clamp_query_ns,
+    smallest_step,
+)
 from log_service.request_ids import request_digest
 from log_service.timefmt import (
     DURATION_FORMS,
@@ -1433,7 +1440,10 @@ def log_stats(
     request = logs_pb2.GetLogStatsRequest(**_filter_fields(args))
     _set_time_range(request, args, context.time_zone)
     if args.step:
-        request.histogram_step.FromNanoseconds(_step_ns(args.step))
+        step = _step_ns(args.step)
+        request.histogram_step.FromNanoseconds(step)
+        if args.start is not None:
+            _check_bucket_count(request, args, step)
     with _LogsClient(context.address, DEFAULT_TIMEOUT, context.tls) as client:
         response = client.call(client.stub.GetLogStats, request)
     context.show(response, _stats_table)
@@ -1636,6 +1646,36 @@ def _step_ns(text: str) -> int:
             "leave --step out",
         )
     return step
+
+
+def _check_bucket_count(
+    request: logs_pb2.GetLogStatsRequest, args: argparse.Namespace, step: int
+) -> None:
+    """Reject a --step that gives the time range more buckets than the server allows.
+
+    Without --end the range ends now. The server's clock is read a little
+    later, so a step at the limit may still fail there.
+    """
+    first = clamp_query_ns(_nanos(request.start_time))
+    if args.end is None:
+        end = clamp_query_ns(time.time_ns())
+        until = "now"
+    else:
+        end = clamp_query_ns(_nanos(request.end_time))
+        until = "--end"
+    if end <= first:
+        return
+    buckets = bucket_count(first, end, step)
+    if buckets <= MAX_BUCKETS:
+        return
+    fitting = format_duration(smallest_step(first, end))
+    raise invalid(
+        "--step",
+        args.step,
+        f"gives {buckets:,} buckets from --since to {until}, more than the "
+        f"limit of {MAX_BUCKETS:,}; give --step {fitting} or more, or a "
+        "shorter range",
+    )
 
 
 def format_duration(ns: int) -> str:

@@ -1927,6 +1927,40 @@ def test_stats_step_out_of_bounds(capsys, step, problem):
     assert out == ""
 
 
+@pytest.mark.parametrize(
+    ("args", "counted"),
+    [
+        (
+            ("--since=2026-01-01T00:00:00Z", "--end=2026-01-31T00:00:00Z"),
+            "gives 2,592,000 buckets from --since to --end",
+        ),
+        (("--since=-30d",), "buckets from --since to now"),
+    ],
+)
+def test_stats_step_too_many_buckets(capsys, args, counted):
+    # No server listens at the address: the command must stop before calling.
+    status, out, err = run(
+        capsys, unused_address(), "logs", "stats", *args, "--step", "1s"
+    )
+
+    assert status == 2, err
+    assert "invalid value '1s' for --step" in err
+    assert counted in err
+    assert "more than the limit of 10,000" in err
+    assert "give --step 260s or more" in err
+    assert out == ""
+
+
+def test_stats_smallest_fitting_step(live, capsys):
+    status, out, err = run(
+        capsys, live.address, "logs", "stats", "--service", "buckets",
+        "--since=2026-01-01T00:00:00Z", "--end=2026-01-31T00:00:00Z",
+        "--step", "260s",
+    )  # fmt: skip
+
+    assert status == 0, err
+
+
 def test_stats_filters_match_query(live, capsys):
     entries = [
         logs_pb2.LogEntry(service="filtered", message="ERROR disk full"),
