@@ -1679,12 +1679,16 @@ def _check_bucket_count(
 
 
 def format_duration(ns: int) -> str:
-    """Format a whole number of seconds or more as `90s`, `5m` or `2h`."""
-    seconds = ns // _NANOS_PER_SECOND
+    """Format a duration as `90s`, `5m` or `2h`, exactly.
+
+    A duration that is not a whole number of minutes is written in decimal
+    seconds, such as `86400.5s`, so that no fraction is rounded away.
+    """
+    seconds, nanos = divmod(ns, _NANOS_PER_SECOND)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds and seconds % size == 0:
+        if seconds and not nanos and seconds % size == 0:
             return f"{seconds // size}{unit}"
-    return f"{ns / _NANOS_PER_SECOND:g}s"
+    return format_seconds(ns)
 
 
 def _nanos(timestamp) -> int:

@@ -2162,6 +2162,28 @@ def test_retention_show_and_set(loop_thread, base_config, tmp_path, capsys):
     assert json.loads(as_json)["serviceRetentions"] == {"billing": "3600s"}
 
 
+def test_retention_shows_fraction_exactly(loop_thread, base_config, tmp_path, capsys):
+    running = LogsGateway(base_config, tmp_path / "gateway", loop_thread)
+    try:
+        set_status, changed, set_err = run(
+            capsys, running.address, "logs", "retention", "set",
+            "--default", "86400.5s", "--service", "billing=3600.25s",
+        )  # fmt: skip
+        shown_status, shown, shown_err = run(
+            capsys, running.address, "logs", "retention"
+        )
+        stored = _policy(running.stub)
+    finally:
+        running.close()
+
+    assert set_status == 0, set_err
+    assert shown_status == 0, shown_err
+    assert stored.default_retention.ToNanoseconds() == 86400_500_000_000
+    assert "default retention: 86400.5s" in changed
+    assert "default retention: 86400.5s" in shown
+    assert re.search(r"^billing +3600.25s$", shown, re.MULTILINE), shown
+
+
 @pytest.mark.parametrize(
     ("args", "option"),
     [
