@@ -183,14 +183,19 @@ def create_key(
         key.expire_time.CopyFrom(_expiry(args.expires_in))
     request = auth_pb2.CreateApiKeyRequest(parent=_owner(context, args), api_key=key)
     response = context.call("auth.CreateApiKey", request)
-    context.show(
-        response,
-        lambda response: (
-            keys_table([response.api_key])
-            + "\n\nSecret (shown only this once; store it now, it cannot be shown "
-            f"again):\n{response.secret}"
-        ),
+    if context.format == "json":
+        context.show(response, str)
+        return response
+    # The table goes to stderr and the secret alone to stdout, so that
+    # `KEY=$(splitlog auth keys create ...)` captures just the secret.
+    print(
+        keys_table([response.api_key])
+        + "\n\nSecret (shown only this once; store it now, it cannot be shown "
+        "again):",
+        file=sys.stderr,
+        flush=True,
     )
+    print(response.secret, file=context.out, flush=True)
     return response
 
 

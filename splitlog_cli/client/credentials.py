@@ -184,8 +184,8 @@ def check_token(token: str, source: str, fix: str = "") -> None:
     if problem is None:
         return
     fix = fix or (
-        f"Set {source} to the token alone, for an API key the last line that "
-        "`splitlog auth keys create` prints"
+        f"Set {source} to the token alone, for an API key what "
+        "`splitlog auth keys create` prints on standard output"
     )
     raise UsageError(
         f"the token in {source} is invalid: {problem}; a token is one line of "

@@ -296,15 +296,18 @@ def test_multiline_env_token_rejected(cli, data_dir, monkeypatch):
     operator_admin_key(data_dir, user_id, "ops")
     created = cli("auth", "keys", "create", "--name", "pasted", "--scope", "admin")
     assert created.status == 0, created.stderr
-    secret = created.stdout.strip().splitlines()[-1]
-    monkeypatch.setenv(TOKEN_ENV, created.stdout)
+    secret = created.stdout.strip()
+    # The whole output, as a user would paste it from a terminal.
+    monkeypatch.setenv(TOKEN_ENV, created.stderr + created.stdout)
 
     result = cli("users", "get", user_id)
 
     assert result.status == 2
     assert f"the token in {TOKEN_ENV} is invalid" in result.stderr
     assert "contains a line break at character" in result.stderr
-    assert "the last line that `splitlog auth keys create` prints" in result.stderr
+    assert "what `splitlog auth keys create` prints on standard output" in (
+        result.stderr
+    )
     assert "Illegal header" not in result.stderr
     assert "Run the same command again" not in result.stderr
     assert secret not in result.stderr
@@ -376,8 +379,15 @@ def test_api_key_lifecycle(cli, data_dir, monkeypatch):
     created = cli("auth", "keys", "create", "--name", "shipper",
                   "--scope", "logs:write", "--expires-in", "30d")  # fmt: skip
     assert created.status == 0, created.stderr
-    assert "shown only this once" in created.stdout
-    assert "logs:write" in created.stdout
+    assert "shown only this once" in created.stderr
+    assert "logs:write" in created.stderr
+    # Only the secret goes to stdout, so a script can capture it.
+    shipper_secret = created.stdout.strip()
+    assert "\n" not in shipper_secret
+    assert shipper_secret not in created.stderr
+    shipped = cli("users", "get", user_id, "--token", shipper_secret)
+    assert shipped.status == 1
+    assert "PERMISSION_DENIED" in shipped.stderr
 
     listed = cli("auth", "keys", "list")
     assert listed.status == 0, listed.stderr
