@@ -9,12 +9,14 @@ stored line cannot forge table rows or change the terminal's colours.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import signal
 import stat
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -1338,7 +1340,10 @@ def tail_entries(
         **_filter_fields(args), resume_token=args.resume_token or ""
     )
     last = logs_pb2.TailLogEntriesResponse(resume_token=request.resume_token)
-    with _LogsClient(context.address, DEFAULT_TIMEOUT, context.tls) as client:
+    with (
+        _LogsClient(context.address, DEFAULT_TIMEOUT, context.tls) as client,
+        _sigterm_as_interrupt(),
+    ):
         try:
             for response in client.stream(
                 client.stub.TailLogEntries, request, duration_ns
@@ -1357,6 +1362,27 @@ def tail_entries(
             raise
     _print_resume_token(last.resume_token)
     return last
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM as Ctrl-C while the block runs, in the main thread.
+
+    `timeout`, `kill` and service managers stop a tail with SIGTERM, and the
+    tail must still print its resume token then.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _tail_duration_ns(text: str) -> int:

@@ -1762,6 +1762,31 @@ def test_tail_longest_duration_keeps_running(live):
     assert b"--resume-token " in err
 
 
+def test_tail_sigterm_prints_resume_token(live):
+    command = [str(SPLITLOG), "logs", "tail", "--service", "tail-sigterm"]
+    command += ["--gateway", live.address]
+    tail = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={k: v for k, v in os.environ.items() if not k.startswith("SPLITLOG_")},
+    )
+    try:
+        time.sleep(4)
+        running = tail.poll() is None
+        # timeout(1), kill and service managers stop a tail with SIGTERM.
+        tail.send_signal(signal.SIGTERM)
+        out, err = tail.communicate(timeout=30)
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+            tail.wait()
+
+    assert running, err.decode()
+    assert tail.returncode == 0, err.decode()
+    assert b"--resume-token " in err
+
+
 @pytest.mark.parametrize(
     ("duration", "seconds"), [("1ms", "0.001s"), ("1ns", "0.000000001s")]
 )
