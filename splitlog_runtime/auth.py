@@ -600,8 +600,7 @@ class ServiceAuthInterceptor(grpc.ServerInterceptor):
                 handler_call_details.invocation_metadata, self._signers, self._advice
             )
         except Unauthenticated as error:
-            _LOGGER.warning("rejected an unsigned call to %s: %s", method, error.reason)
-            return _rejecting_handler(handler, error)
+            return _rejecting_handler(handler, error, method)
         return _with_principal(handler, principal)
 
 
@@ -616,12 +615,20 @@ def _handler_parts(handler: grpc.RpcMethodHandler):
 
 
 def _rejecting_handler(
-    handler: grpc.RpcMethodHandler, error: DomainError
+    handler: grpc.RpcMethodHandler, error: DomainError, method: str
 ) -> grpc.RpcMethodHandler:
     _, factory = _handler_parts(handler)
     status = rpc_status.to_status(error.to_status())
 
     def reject(request_or_iterator: Any, context: grpc.ServicerContext):
+        # The caller's address tells which process sent it, for example a
+        # component started with another deployment's auth secret.
+        _LOGGER.warning(
+            "rejected an unsigned call to %s from %s: %s",
+            method,
+            context.peer(),
+            error.reason,
+        )
         context.abort_with_status(status)
 
     return factory(
