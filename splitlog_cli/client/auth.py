@@ -22,6 +22,7 @@ from splitlog_cli.client import render
 from splitlog_cli.client.command import Context, add_action, add_actions
 from splitlog_cli.client.connection import ServerError
 from splitlog_cli.client.credentials import Session, SessionStore, config_dir
+from splitlog_cli.client.users import users_table
 from splitlog_cli.client.values import UsageError, invalid, resource_name, timestamp
 
 # Set on the parsers of the actions that must not send the saved credential:
@@ -140,7 +141,7 @@ def sign_up(context: Context, args: argparse.Namespace) -> users_pb2.User:
         context,
         f"Signed up and signed in as {response.user.name}; session saved in {path}",
     )
-    context.show(response.user, lambda user: _user_line(user))
+    context.show(response.user, lambda user: users_table([user]))
     return response.user
 
 
@@ -307,13 +308,6 @@ def _say(context: Context, text: str) -> None:
     """Print a status line: to stderr with --format json, so stdout stays JSON."""
     stream = sys.stderr if context.format == "json" else context.out
     print(text, file=stream, flush=True)
-
-
-def _user_line(user: users_pb2.User) -> str:
-    return render.table(
-        ("NAME", "EMAIL", "DISPLAY NAME"),
-        [(user.name, user.email, user.display_name)],
-    )
 
 
 def _is_set(stamp: Timestamp) -> bool:

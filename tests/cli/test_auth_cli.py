@@ -157,6 +157,21 @@ def test_signup_currency_becomes_group_default(cli):
     assert json.loads(created.stdout)["currencyCode"] == "EUR"
 
 
+def test_signup_table_shows_currency_and_state(cli):
+    signed_up = cli(
+        "auth", "signup", "--email", "table@example.com", "--display-name", "Tia",
+        "--user-id", "tia-table", "--currency", "JPY", "--password-stdin",
+        stdin=PASSWORD + "\n",
+    )  # fmt: skip
+
+    assert signed_up.status == 0, signed_up.stderr
+    lines = signed_up.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("NAME"))
+    row = next(line for line in lines if line.startswith("users/tia-table"))
+    assert header.split() == ["NAME", "EMAIL", "DISPLAY", "NAME", "CURRENCY", "STATE"]
+    assert row.split()[-2:] == ["JPY", "active"]
+
+
 def test_signup_invalid_currency_rejected(cli, tmp_path):
     result = cli(
         "auth", "signup", "--email", "lower@example.com", "--display-name", "Lo",
