@@ -72,6 +72,12 @@ def channel_options(
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
+        # grpc's reconnect backoff grows to 120 s by default, so a component
+        # that was down for a few seconds could stay unreachable from its
+        # callers long after it came back. Components restart in seconds.
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.min_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
     ]
     if retries:
         options += [
