@@ -75,8 +75,11 @@ def channel_options(
         # grpc's reconnect backoff grows to 120 s by default, so a component
         # that was down for a few seconds could stay unreachable from its
         # callers long after it came back. Components restart in seconds.
+        # grpc.min_reconnect_backoff_ms stays at its default, because grpc
+        # also uses it as the time a connection attempt may take: lowered,
+        # a server that accepts TCP but answers slowly would fail calls with
+        # UNAVAILABLE instead of letting them run to their deadline.
         ("grpc.initial_reconnect_backoff_ms", 200),
-        ("grpc.min_reconnect_backoff_ms", 200),
         ("grpc.max_reconnect_backoff_ms", 2_000),
     ]
     if retries:
