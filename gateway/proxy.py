@@ -247,7 +247,7 @@ def backend_unavailable(backend: Backend) -> Unavailable:
 
 
 class _BackendTimeout(DomainError):
-    """A backend that did not answer within the call's deadline."""
+    """A backend that did not respond within the call's deadline."""
 
     code = grpc.StatusCode.DEADLINE_EXCEEDED
     default_reason = "BACKEND_DEADLINE_EXCEEDED"

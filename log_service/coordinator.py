@@ -608,7 +608,7 @@ class Coordinator:
 
         Every node missing its deadline at once points at this process or
         its machine (a router starved of CPU, a paused VM) more than at
-        every node failing together, and a failover would then only move
+        every node failing together. A failover would then only move
         leaders and raise epochs for nothing. So such a round does not add
         to any node's silence. A node that refuses the connection still
         counts as silent.

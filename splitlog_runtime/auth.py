@@ -621,7 +621,7 @@ def _rejecting_handler(
     status = rpc_status.to_status(error.to_status())
 
     def reject(request_or_iterator: Any, context: grpc.ServicerContext):
-        # The caller's address tells which process sent it, for example a
+        # The caller's address identifies the process that sent it, for example a
         # component started with another deployment's auth secret.
         _LOGGER.warning(
             "rejected an unsigned call to %s from %s: %s",

@@ -20,7 +20,7 @@ import grpc
 from splitlog_runtime import auth
 
 #: Methods that grpc never retries on splitlog's channels, because an
-#: UNAVAILABLE answer may come after part of the call took effect.
+#: UNAVAILABLE status may arrive after part of the call took effect.
 NO_RETRY_METHODS = (
     ("splitlog.logs.v1.LogsService", "WriteLogEntry"),
     ("splitlog.logs.v1.LogsService", "WriteLogEntries"),
@@ -77,7 +77,7 @@ def channel_options(
         # callers long after it came back. Components restart in seconds.
         # grpc.min_reconnect_backoff_ms stays at its default, because grpc
         # also uses it as the time a connection attempt may take: lowered,
-        # a server that accepts TCP but answers slowly would fail calls with
+        # a server that accepts TCP but responds slowly would fail calls with
         # UNAVAILABLE instead of letting them run to their deadline.
         ("grpc.initial_reconnect_backoff_ms", 200),
         ("grpc.max_reconnect_backoff_ms", 2_000),

@@ -666,7 +666,7 @@ def test_slow_backend_section_deadline(
     with _extra_gateway(
         loop_thread, stack, tmp_path, expense_service_addr=silent_address
     ) as stub:
-        # An answer at all shows that the overview ended within the 1.5 s
+        # Any response shows that the overview ended within the 1.5 s
         # deadline, with the silent backend's section marked failed.
         response = stub.GetGroupOverview(
             pb.GetGroupOverviewRequest(group=trip.trip), timeout=1.5

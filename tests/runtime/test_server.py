@@ -144,7 +144,7 @@ def test_final_attempt_not_retried(host):
 
 
 def test_log_writes_not_retried():
-    # The log router may store part of a batch before it answers UNAVAILABLE,
+    # The log router may store part of a batch before it returns UNAVAILABLE,
     # so a retry of a batch without a request id would store it twice.
     attempts: dict[str, int] = {}
 
