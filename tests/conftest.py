@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,15 @@ SHARED_DATA = Path(
         Path(__file__).resolve().parent.parent.parent / "shared" / "data",
     )
 )
+
+
+def pytest_configure(config) -> None:
+    # A shell starts a background job with SIGINT ignored, and a child keeps
+    # an ignored signal across exec. Tests that press Ctrl-C on a command
+    # they start need the child to see SIGINT, so catch it here: a caught
+    # signal goes back to its default in the child.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def run_alembic(
