@@ -33,6 +33,9 @@ def balances_host(tmp_path_factory):
             "auth_required": False,
             "data_dir": tmp_path_factory.mktemp("balances"),
             "expense_service_addr": peer.address,
+            # No user_service runs for it here. A closed port, not the
+            # default one, keeps it away from a system on the default ports.
+            "user_service_addr": closed_address(),
             "workers": 4,
         },
     )
