@@ -194,6 +194,11 @@ def guess_severity(message: str) -> int | None:
         if before.isalnum() or before == "_":
             continue
         word = window[start:end]
+        # The pattern also matches a few other words, such as "earn", and
+        # U+0130 lowers to two characters: neither is a severity.
+        severity = SEVERITY_WORDS.get(word.lower())
+        if severity is None:
+            continue
         after = window[end : end + 1]
         if (
             word.isupper()
@@ -201,7 +206,7 @@ def guess_severity(message: str) -> int | None:
             or (after == ":" and not window[:start].strip())
             or _LEVEL_KEY.search(window, max(0, start - _LEVEL_KEY_CHARACTERS), start)
         ):
-            return SEVERITY_WORDS[word.lower()]
+            return severity
     return None
 
 

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from log_service.request_ids import MAX_REQUEST_ID_BYTES
+from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
 from tests.gateway.test_log_batch import _error
 from tests.log_service.test_router_cluster import list_all
 
@@ -158,3 +159,16 @@ def test_stats_longest_step_accepted(live):
     )
 
     assert response.status_code == 200, response.text
+
+
+def test_batch_with_word_like_a_severity_is_stored(live):
+    service = f"near-severity-{uuid.uuid4().hex[:8]}"
+    messages = ["fine", "DARN it", "EARN: rewards credited", "\u0130NFO x"]
+    body = {"entries": [{"service": service, "message": m} for m in messages]}
+
+    response = _post(live, "/logs/batch", body)
+
+    assert response.status_code == 200, response.text
+    stored = list_all(live.stub, services=[service])
+    assert sorted(entry.message for entry in stored) == sorted(messages)
+    assert {entry.severity for entry in stored} == {logs_pb2.SEVERITY_INFO}

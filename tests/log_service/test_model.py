@@ -152,6 +152,7 @@ def _severity_doc() -> str:
         ("[error] upstream closed", ERROR),
         ("error: no such file", ERROR),
         ("Fatal: out of memory", FATAL),
+        ("EARN then ERROR", ERROR),
     ],
 )
 def test_guess_severity_finds_word(message, expected):
@@ -166,6 +167,14 @@ def test_guess_severity_finds_word(message, expected):
         "TERRORS",
         "information desk",
         "",
+        # Words that share a severity word's ending but are not in the table.
+        "EARN: rewards credited",
+        "DARN it",
+        "[tarn]",
+        "level=natal",
+        "WRIT served",
+        # U+0130 lowers to two characters, so "İNFO" is not "info".
+        "\u0130NFO x",
     ],
 )
 def test_guess_severity_ignores_ordinary_text(message):
