@@ -55,6 +55,7 @@ def add_parsers(
     )
     signup.add_argument(
         "--currency",
+        type=str.upper,
         help="ISO 4217 code of the user's default currency, such as EUR, which "
         "the user's new groups take (default: USD)",
     )

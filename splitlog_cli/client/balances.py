@@ -36,7 +36,9 @@ def add_parsers(
         "the fewest transfers that settle the group",
     )
     _add_group_argument(plan)
-    plan.add_argument("--currency", help="only this ISO 4217 code (default: all)")
+    plan.add_argument(
+        "--currency", type=str.upper, help="only this ISO 4217 code (default: all)"
+    )
 
     pairwise = add_action(
         actions, "pairwise", common, pairwise_balances, "who owes whom, per pair"
@@ -54,6 +56,7 @@ def add_parsers(
     explain.add_argument("user", metavar="USER", help="user id or name users/ID")
     explain.add_argument(
         "--currency",
+        type=str.upper,
         help="ISO 4217 code to explain (default: the group's only currency)",
     )
     explain.add_argument(
@@ -71,7 +74,9 @@ def add_parsers(
         "spending by category, member and month",
     )
     _add_group_argument(report)
-    report.add_argument("--currency", required=True, help="ISO 4217 code to report")
+    report.add_argument(
+        "--currency", type=str.upper, required=True, help="ISO 4217 code to report"
+    )
     report.add_argument(
         "--from",
         dest="start_date",

@@ -175,7 +175,7 @@ def _add_expense_arguments(parser: argparse.ArgumentParser, creating: bool) -> N
             "VALUE as for `expenses add`. --split equal without any "
             "--participant keeps the current participants"
         )
-    parser.add_argument("--currency", help=currency_help)
+    parser.add_argument("--currency", type=str.upper, help=currency_help)
 
     parser.add_argument(
         "--paid-by",

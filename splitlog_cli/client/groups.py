@@ -30,6 +30,7 @@ def add_parsers(
     )
     create.add_argument(
         "--currency",
+        type=str.upper,
         help="ISO 4217 code proposed for new expenses (default: the creator's)",
     )
     create.add_argument(

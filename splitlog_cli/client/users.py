@@ -24,7 +24,9 @@ def add_parsers(
         "--name", required=True, help="display name, 1 to 100 characters by default"
     )
     create.add_argument(
-        "--currency", help="ISO 4217 code of the user's default currency (USD)"
+        "--currency",
+        type=str.upper,
+        help="ISO 4217 code of the user's default currency (USD)",
     )
     create.add_argument(
         "--id",

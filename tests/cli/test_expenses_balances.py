@@ -141,6 +141,13 @@ def test_equal_split_leftover_cent(cli, group):
     assert sum(shares.values()) == Decimal("1.00")
 
 
+def test_lower_case_currency_is_read_as_its_code(cli, group):
+    expense = add_expense(cli, group, "12", "--currency", "jpy")
+
+    assert expense["total"]["currencyCode"] == "JPY"
+    assert sum(owed(expense).values()) == Decimal("12")
+
+
 def test_equal_split_defaults_to_members(cli, group):
     expense = add_expense(cli, group, "0.01")
 
