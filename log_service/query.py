@@ -25,6 +25,7 @@ from log_service.timefmt import format_seconds
 from log_service.tokens import (
     Cursor,
     PageToken,
+    check_page_token_shards,
     decode_page_token,
     encode_page_token,
     filter_hash,
@@ -370,6 +371,8 @@ class Lister:
             end = time.time_ns()
 
         shards = self._sharder.shards_for_query(selection.services, start, end)
+        if token is not None:
+            check_page_token_shards(token, shards)
         requests = {}
         for shard in shards:
             query = node_service_pb2.QueryEntriesRequest(

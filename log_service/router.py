@@ -73,7 +73,7 @@ from log_service.streams import (
     stream_entry_count,
 )
 from log_service.tail import Tail
-from log_service.tokens import decode_resume_token, filter_hash
+from log_service.tokens import decode_resume_token, filter_hash, resume_positions
 from log_service.wal import encode_varint
 from splitlog.logs.v1 import logs_service_pb2, logs_service_pb2_grpc, node_service_pb2
 from splitlog_runtime import authz
@@ -1017,8 +1017,7 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
                 fingerprint,
                 known_shards=self._sharder.shards_for_query((), None, None),
             )
-            for shard in shards:
-                positions[shard] = token.positions.get(shard, -1)
+            positions = resume_positions(token, shards)
         slot = self.open_streams.acquire("TailLogEntries", context)
         try:
             tail = Tail(

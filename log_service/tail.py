@@ -178,14 +178,15 @@ class Tail:
 
     def _response_locked(self) -> logs_service_pb2.TailLogEntriesResponse:
         # A shard whose stream has not opened yet has no position. The token
-        # leaves it out, and a tail resumed from the token starts that shard
-        # after its newest entry.
+        # lists it as unopened, and a tail resumed from the token starts that
+        # shard after its newest entry.
         positions = {
             shard: position
             for shard, position in self._positions.items()
             if position >= 0
         }
-        token = encode_resume_token(ResumeToken(self._fingerprint, positions))
+        unopened = frozenset(self._positions) - set(positions)
+        token = encode_resume_token(ResumeToken(self._fingerprint, positions, unopened))
         response = logs_service_pb2.TailLogEntriesResponse(
             resume_token=token, skipped_count=self._skipped
         )

@@ -6,9 +6,15 @@ instead of continuing another listing.
 
 A page token contains the position of the last entry returned, as
 (timestamp, shard, sequence), plus what the first page fixed: the highest
-sequence number of every shard and the end of the time range. Later pages
-read only up to those sequence numbers, so entries written between pages
-neither shift nor repeat the pages.
+sequence number of every shard it read and the end of the time range. Later
+pages read only up to those sequence numbers, so entries written between
+pages neither shift nor repeat the pages.
+
+A token must account for every shard that the request reads. A page token
+without a shard's sequence number, or a resume token without a shard's
+position, was issued by a router with other shards or was altered. Such a
+token is rejected rather than resumed with the shard skipped, which would
+leave out its entries without an error (see `missing_shards_error`).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from splitlog_runtime.errors import FieldViolation, InvalidArgument, invalid_field
+from splitlog_runtime.errors import InvalidArgument, invalid_field
 
 # Every number in a token is an int64 of the node API: a time in Unix
 # nanoseconds or a sequence number.
@@ -51,8 +57,8 @@ class PageToken:
     Attributes:
       filters: hash of the selecting fields of the first request.
       cursor: the last entry returned.
-      snapshot: highest sequence number of each shard when the first page was
-        read; a shard missing from it held no entry then.
+      snapshot: highest sequence number of each shard that the first page
+        read, at that time. It is 0 for a shard that held no entry then.
       end_time: exclusive end of the time range in Unix nanoseconds.
     """
 
@@ -64,10 +70,19 @@ class PageToken:
 
 @dataclass(frozen=True)
 class ResumeToken:
-    """Resume point of a TailLogEntries stream: the last sequence per shard."""
+    """Resume point of a TailLogEntries stream.
+
+    Attributes:
+      filters: hash of the selecting fields of the tail.
+      positions: the last sequence number sent, per shard.
+      unopened: the shards whose stream had not opened yet, so they have no
+        position. A tail resumed from the token starts them after their
+        newest entry.
+    """
 
     filters: str
     positions: dict[str, int] = field(default_factory=dict)
+    unopened: frozenset[str] = frozenset()
 
 
 def _encode(payload: dict[str, Any]) -> str:
@@ -165,6 +180,12 @@ def _positions(value: Any, field_name: str, kind: str) -> dict[str, int]:
     }
 
 
+def _restart_advice(kind: str) -> str:
+    if kind == "resume token":
+        return f"start a new tail without a {kind}"
+    return f"start the listing again without a {kind}"
+
+
 def invalid_sequence_error(
     field_name: str, kind: str, shard: str, problem: str
 ) -> InvalidArgument:
@@ -176,19 +197,86 @@ def invalid_sequence_error(
       shard: the shard whose sequence number is invalid.
       problem: what is wrong with the sequence number, as a sentence.
     """
-    if kind == "resume token":
-        fix = f"start a new tail without a {kind}"
-    else:
-        fix = f"start the listing again without a {kind}"
-    description = f"{problem}; {fix}"
-    return InvalidArgument(
-        f"{field_name}: {description}",
+    return invalid_field(
+        field_name,
+        f"{problem}; {_restart_advice(kind)}",
         reason="INVALID_PAGE_TOKEN",
-        metadata={"field": field_name, "shard": shard},
-        field_violations=[
-            FieldViolation(field_name, description, "INVALID_PAGE_TOKEN")
-        ],
+        metadata={"shard": shard},
     )
+
+
+def missing_shards_error(
+    field_name: str, kind: str, missing: Collection[str]
+) -> InvalidArgument:
+    """Build the error for a token that lacks shards the request reads.
+
+    No shard can be resumed without its entry in the token. A page token's
+    earlier pages were merged without the shard's entries, so reading it from
+    the cursor on would lose those before the cursor, and reading it from the
+    start of the time range would return entries out of order. A resume
+    token would have to guess where the client stopped.
+
+    Args:
+      field_name: the request field that carried the token.
+      kind: "page token" or "resume token".
+      missing: the shards that the request reads and the token lacks.
+    """
+    shards = ", ".join(sorted(missing))
+    reads = "this tail follows" if kind == "resume token" else "this listing reads"
+    description = (
+        f"the {kind} has no position for shard(s) {shards}, which {reads}, so "
+        "it was issued by a router with other shards or was altered; "
+        f"{_restart_advice(kind)}"
+    )
+    return invalid_field(
+        field_name,
+        description,
+        reason="INVALID_PAGE_TOKEN",
+        metadata={"shards": shards},
+    )
+
+
+def check_page_token_shards(
+    token: PageToken, shards: Iterable[str], field_name: str = "page_token"
+) -> None:
+    """Check that a page token has a sequence number for each shard in `shards`.
+
+    The first page stores one for every shard it reads, 0 for an empty shard,
+    and later pages of the same request read the same shards.
+
+    Raises:
+      InvalidArgument: the token's snapshot lacks a shard of `shards`.
+    """
+    missing = [shard for shard in shards if shard not in token.snapshot]
+    if missing:
+        raise missing_shards_error(field_name, "page token", missing)
+
+
+def resume_positions(
+    token: ResumeToken, shards: Iterable[str], field_name: str = "resume_token"
+) -> dict[str, int]:
+    """Return the position to resume each shard of `shards` from.
+
+    Returns:
+      The token's last sequence number per shard, and -1 (after the newest
+      entry) for a shard that the token lists as unopened.
+
+    Raises:
+      InvalidArgument: the token has neither a position for a shard of
+        `shards` nor lists it as unopened.
+    """
+    positions = {}
+    missing = []
+    for shard in shards:
+        if shard in token.positions:
+            positions[shard] = token.positions[shard]
+        elif shard in token.unopened:
+            positions[shard] = -1
+        else:
+            missing.append(shard)
+    if missing:
+        raise missing_shards_error(field_name, "resume token", missing)
+    return positions
 
 
 def encode_page_token(token: PageToken) -> str:
@@ -257,7 +345,25 @@ def decode_page_token(
 
 def encode_resume_token(token: ResumeToken) -> str:
     """Serialize a resume token."""
-    return _encode({"v": 1, "f": token.filters, "p": token.positions})
+    payload: dict[str, Any] = {"v": 1, "f": token.filters, "p": token.positions}
+    if token.unopened:
+        payload["u"] = sorted(token.unopened)
+    return _encode(payload)
+
+
+def _unopened(value: Any, positions: Mapping[str, int]) -> frozenset[str]:
+    """Read the unopened shards of a resume token.
+
+    Raises:
+      ValueError: `value` is not a list of strings, or names a shard that
+        also has a position.
+    """
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        raise ValueError("unopened shards")
+    both = sorted(set(value) & set(positions))
+    if both:
+        raise ValueError(f"shards {both} are both unopened and positioned")
+    return frozenset(value)
 
 
 def decode_resume_token(
@@ -267,6 +373,9 @@ def decode_resume_token(
     known_shards: Collection[str] | None = None,
 ) -> ResumeToken:
     """Parse a resume token issued for the same filters.
+
+    Tokens issued before resume tokens listed unopened shards have no `u`
+    key, which reads as no unopened shard.
 
     Args:
       known_shards: the cluster's shard ids; a token that names another
@@ -280,8 +389,9 @@ def decode_resume_token(
     _check_filters(payload, filters, field_name)
     try:
         positions = _positions(payload["p"], field_name, "resume token")
-        _check_shards(positions, known_shards)
-        return ResumeToken(filters, positions)
+        unopened = _unopened(payload.get("u", []), positions)
+        _check_shards([*positions, *unopened], known_shards)
+        return ResumeToken(filters, positions, unopened)
     except (KeyError, ValueError):
         raise invalid_field(
             field_name,

@@ -1,7 +1,9 @@
-"""Helpers for router tests: statuses and addresses where nothing listens."""
+"""Helpers for router tests: statuses, tokens and addresses where nothing listens."""
 
 from __future__ import annotations
 
+import base64
+import json
 import socket
 
 import grpc
@@ -33,3 +35,14 @@ def violated_fields(error: grpc.RpcError) -> list[str]:
         for bad in details_of(error, error_details_pb2.BadRequest)
         for violation in bad.field_violations
     ]
+
+
+def token_payload(token: str) -> dict:
+    """Return the JSON payload of a page or resume token."""
+    return json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+
+
+def encode_payload(payload: dict) -> str:
+    """Return the page or resume token of a JSON payload, as the router encodes it."""
+    raw = json.dumps(payload, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")

@@ -21,7 +21,11 @@ from log_service.sharding import topology_from_config
 from splitlog.logs.v1 import logs_service_pb2 as pb
 from splitlog.logs.v1 import logs_service_pb2_grpc
 from splitlog_cli.components import start_log_nodes
-from tests.log_service.router_support import details_of
+from tests.log_service.router_support import (
+    details_of,
+    encode_payload,
+    token_payload,
+)
 
 NANOS = 1_000_000_000
 
@@ -221,6 +225,52 @@ def test_page_token_with_changed_filter_is_invalid(cluster):
 
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "page_token" in caught.value.details()
+
+
+def test_page_token_missing_shard_is_invalid(cluster):
+    shards = cluster.topology.shard_ids
+    cluster.stub.WriteLogEntries(
+        pb.WriteLogEntriesRequest(entries=[entry(f"svc-{i}", str(i)) for i in range(8)])
+    )
+    page = cluster.stub.ListLogEntries(pb.ListLogEntriesRequest(page_size=1))
+    payload = token_payload(page.next_page_token)
+    assert sorted(payload["s"]) == sorted(shards)
+    dropped = shards[1]
+    del payload["s"][dropped]
+
+    with pytest.raises(grpc.RpcError) as caught:
+        cluster.stub.ListLogEntries(
+            pb.ListLogEntriesRequest(page_size=1, page_token=encode_payload(payload))
+        )
+    following = cluster.stub.ListLogEntries(
+        pb.ListLogEntriesRequest(page_size=1, page_token=page.next_page_token)
+    )
+
+    details = caught.value.details()
+    infos = details_of(caught.value, error_details_pb2.ErrorInfo)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert infos[0].reason == "INVALID_PAGE_TOKEN"
+    assert infos[0].metadata["field"] == "page_token"
+    assert details.startswith("page_token: ")
+    assert f"no position for shard(s) {dropped}" in details
+    assert "start the listing again without a page token" in details
+    assert len(following.entries) == 1
+
+
+def test_page_token_lists_empty_shards(cluster):
+    shards = cluster.topology.shard_ids
+    # One service's entries all go to one shard, so the other stays empty.
+    cluster.stub.WriteLogEntries(
+        pb.WriteLogEntriesRequest(entries=[entry("one", str(i)) for i in range(5)])
+    )
+
+    page = cluster.stub.ListLogEntries(pb.ListLogEntriesRequest(page_size=2))
+    snapshot = token_payload(page.next_page_token)["s"]
+    listed = list_all(cluster.stub, page_size=2)
+
+    assert sorted(snapshot) == sorted(shards)
+    assert sorted(snapshot.values())[0] == 0
+    assert sorted(e.message for e in listed) == [str(i) for i in range(5)]
 
 
 def test_time_window_start_inclusive_end_exclusive(cluster):

@@ -5,8 +5,6 @@ A router and one shard with one log node run in this process over real gRPC.
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 
 import grpc
@@ -14,6 +12,7 @@ import pytest
 
 from log_service.clients import NodeClients
 from log_service.query import EntrySelection
+from log_service.sharding import ServiceRing
 from log_service.tail import Tail
 from splitlog.logs.v1 import logs_service_pb2 as pb
 from splitlog.logs.v1 import node_service_pb2
@@ -26,6 +25,7 @@ from tests.log_service.node_support import (
     start,
     wait_for,
 )
+from tests.log_service.router_support import encode_payload, token_payload
 from tests.log_service.test_router_cluster import Cluster, entry
 
 
@@ -187,10 +187,9 @@ def test_resume_token_after_retention_is_accepted(cluster, clients):
 
 def with_sequence(token: str, sequence: int) -> str:
     """Return `token` with every shard's sequence number set to `sequence`."""
-    payload = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    payload = token_payload(token)
     payload["p"] = dict.fromkeys(payload["p"], sequence)
-    raw = json.dumps(payload, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return encode_payload(payload)
 
 
 def first_token(cluster) -> str:
@@ -204,6 +203,17 @@ def first_token(cluster) -> str:
     return token
 
 
+def resume_error(cluster, token: str) -> grpc.RpcError:
+    """Resume a tail of `tailed` from `token` and return the error it fails with."""
+    resumed = cluster.stub.TailLogEntries(
+        pb.TailLogEntriesRequest(services=["tailed"], resume_token=token),
+        timeout=10,
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        next(resumed)
+    return caught.value
+
+
 @pytest.mark.parametrize(
     ("sequence", "problem"),
     [(999_999_999, "is beyond the shard's last sequence 3"), (-1, "is negative")],
@@ -212,38 +222,79 @@ def test_resume_token_with_invalid_sequence_is_rejected(cluster, sequence, probl
     token = with_sequence(first_token(cluster), sequence)
     shard = cluster.topology.shard_ids[0]
 
-    resumed = cluster.stub.TailLogEntries(
-        pb.TailLogEntriesRequest(services=["tailed"], resume_token=token),
-        timeout=10,
-    )
-    with pytest.raises(grpc.RpcError) as caught:
-        next(resumed)
+    error = resume_error(cluster, token)
 
-    details = caught.value.details()
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error_reason(caught.value) == "INVALID_PAGE_TOKEN"
+    details = error.details()
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(error) == "INVALID_PAGE_TOKEN"
     assert details.startswith("resume_token: ")
     assert f"sequence {sequence} of shard {shard} {problem}" in details
     assert "start a new tail without a resume token" in details
 
 
 def test_resume_token_unknown_shard_rejected(cluster):
-    token = first_token(cluster)
-    payload = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    payload = token_payload(first_token(cluster))
     payload["p"]["shard-9"] = 0
-    raw = json.dumps(payload, separators=(",", ":")).encode()
-    forged = base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
-    resumed = cluster.stub.TailLogEntries(
-        pb.TailLogEntriesRequest(services=["tailed"], resume_token=forged),
-        timeout=10,
+    error = resume_error(cluster, encode_payload(payload))
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(error) == "INVALID_PAGE_TOKEN"
+    assert "is not a resume token returned by this method" in error.details()
+
+
+def test_resume_token_missing_shard_rejected(cluster):
+    payload = token_payload(first_token(cluster))
+    shard = cluster.topology.shard_ids[0]
+    assert list(payload["p"]) == [shard]
+    payload["p"] = {}
+
+    error = resume_error(cluster, encode_payload(payload))
+
+    details = error.details()
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(error) == "INVALID_PAGE_TOKEN"
+    assert details.startswith("resume_token: ")
+    assert f"no position for shard(s) {shard}" in details
+    assert "start a new tail without a resume token" in details
+
+
+def test_resume_token_lists_unopened_shard(base_config):
+    config = base_config.replace(
+        log_shards=2, log_replicas=1, log_node_port=0, log_fsync=False, workers=8
     )
-    with pytest.raises(grpc.RpcError) as caught:
-        next(resumed)
+    cluster = Cluster(config)
+    try:
+        first, down = cluster.topology.shard_ids
+        ring = ServiceRing(cluster.topology.shard_ids)
+        service = next(
+            name
+            for name in (f"svc-{i}" for i in range(100))
+            if ring.shard_for(name) == first
+        )
+        node = cluster.topology.shard(down).nodes[0].node_id
+        cluster.node_host(node).stop(0)
 
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error_reason(caught.value) == "INVALID_PAGE_TOKEN"
-    assert "is not a resume token returned by this method" in caught.value.details()
+        # The stopped shard's stream never opens, so the first message comes
+        # after the wait for it and cannot carry a position for that shard.
+        call = cluster.stub.TailLogEntries(pb.TailLogEntriesRequest(), timeout=30)
+        token = next(call).resume_token
+        call.cancel()
+        payload = token_payload(token)
+        cluster.stub.WriteLogEntries(
+            pb.WriteLogEntriesRequest(entries=[entry(service, "after")]), timeout=5
+        )
+        resumed = cluster.stub.TailLogEntries(
+            pb.TailLogEntriesRequest(resume_token=token), timeout=30
+        )
+        messages = read_messages(resumed, 1)
+        resumed.cancel()
+    finally:
+        cluster.close()
+
+    assert list(payload["p"]) == [first]
+    assert payload["u"] == [down]
+    assert messages == ["after"]
 
 
 def test_resume_token_at_last_sequence_is_accepted(cluster):

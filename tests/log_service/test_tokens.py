@@ -12,11 +12,13 @@ from log_service.tokens import (
     Cursor,
     PageToken,
     ResumeToken,
+    check_page_token_shards,
     decode_page_token,
     decode_resume_token,
     encode_page_token,
     encode_resume_token,
     filter_hash,
+    resume_positions,
 )
 from splitlog_runtime.errors import InvalidArgument
 
@@ -192,3 +194,82 @@ def test_deeply_nested_tokens_are_invalid():
 
     assert page.value.reason == "INVALID_PAGE_TOKEN"
     assert resume.value.reason == "INVALID_PAGE_TOKEN"
+
+
+def test_page_token_with_every_shard_passes():
+    token = PageToken("abc", Cursor(5, "shard-1", 7), {"shard-0": 0, "shard-1": 9}, 99)
+
+    check_page_token_shards(token, ["shard-0", "shard-1"])
+    check_page_token_shards(token, ["shard-1"])
+
+
+def test_page_token_missing_shard_is_invalid():
+    token = PageToken("abc", Cursor(5, "shard-1", 7), {"shard-1": 9}, 99)
+
+    with pytest.raises(InvalidArgument) as caught:
+        check_page_token_shards(token, ["shard-0", "shard-1", "shard-2"])
+
+    message = str(caught.value)
+    assert caught.value.reason == "INVALID_PAGE_TOKEN"
+    assert caught.value.field_violations[0].field == "page_token"
+    assert caught.value.metadata["shards"] == "shard-0, shard-2"
+    assert message.startswith("page_token: ")
+    assert "no position for shard(s) shard-0, shard-2" in message
+    assert "start the listing again without a page token" in message
+
+
+def test_resume_token_unopened_round_trip():
+    token = ResumeToken("f", {"shard-0": 10}, frozenset({"shard-1", "shard-2"}))
+
+    text = encode_resume_token(token)
+
+    assert decode_resume_token(text, "f") == token
+
+
+def test_resume_token_without_unopened_omits_key():
+    text = encode_resume_token(ResumeToken("f", {"shard-0": 10}))
+    payload = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+    assert b'"u"' not in payload
+    assert decode_resume_token(text, "f").unopened == frozenset()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"v":1,"f":"f","p":{"shard-0":1},"u":"shard-1"}',
+        b'{"v":1,"f":"f","p":{"shard-0":1},"u":[1]}',
+        b'{"v":1,"f":"f","p":{"shard-0":1},"u":["shard-0"]}',
+        b'{"v":1,"f":"f","p":{"shard-0":1},"u":["shard-9"]}',
+    ],
+)
+def test_resume_token_bad_unopened_is_invalid(payload):
+    text = base64.urlsafe_b64encode(payload).decode().rstrip("=")
+
+    with pytest.raises(InvalidArgument) as caught:
+        decode_resume_token(text, "f", known_shards=["shard-0", "shard-1"])
+
+    assert caught.value.reason == "INVALID_PAGE_TOKEN"
+    assert caught.value.field_violations[0].field == "resume_token"
+
+
+def test_resume_positions_of_positioned_and_unopened():
+    token = ResumeToken("f", {"shard-0": 10, "shard-2": 0}, frozenset({"shard-1"}))
+
+    positions = resume_positions(token, ["shard-0", "shard-1", "shard-2"])
+
+    assert positions == {"shard-0": 10, "shard-1": -1, "shard-2": 0}
+
+
+def test_resume_positions_missing_shard_is_invalid():
+    token = ResumeToken("f", {"shard-0": 10})
+
+    with pytest.raises(InvalidArgument) as caught:
+        resume_positions(token, ["shard-0", "shard-1"])
+
+    message = str(caught.value)
+    assert caught.value.reason == "INVALID_PAGE_TOKEN"
+    assert caught.value.field_violations[0].field == "resume_token"
+    assert message.startswith("resume_token: ")
+    assert "no position for shard(s) shard-1, which this tail follows" in message
+    assert "start a new tail without a resume token" in message
