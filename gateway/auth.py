@@ -106,7 +106,7 @@ SCOPE_BY_METHOD: dict[str, str] = {
 # administrator's access token) rather than a user acting as themselves.
 ADMIN_METHODS = frozenset({_LOGS + "UpdateRetentionPolicy"})
 
-ANONYMOUS = auth.Principal("anonymous")
+ANONYMOUS = auth.Principal(auth.ANONYMOUS_PRINCIPAL)
 
 
 def required_scope(method: str) -> str:

@@ -29,7 +29,6 @@ from typing import Any
 import grpc
 from grpc_status import rpc_status
 
-from gateway.auth import ANONYMOUS
 from splitlog_runtime import auth
 from splitlog_runtime.auth import peer_host
 from splitlog_runtime.errors import DomainError, ResourceExhausted
@@ -171,11 +170,9 @@ def rate_limit_key(principal: auth.Principal | None, client_host: str) -> str:
 
     An authenticated principal is the key, so each user and each API key has
     its own bucket. An anonymous call is keyed by the client's host, as
-    `peer/{host}`.
+    `peer/{host}`. The log router counts open streams under the same names.
     """
-    if principal is not None and principal.name != ANONYMOUS.name:
-        return principal.name
-    return f"peer/{client_host or 'unknown'}"
+    return auth.caller_key(principal, client_host)
 
 
 class ConcurrencyLimit:

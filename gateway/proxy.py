@@ -75,11 +75,16 @@ _FORWARDED_GRPC_KEYS = frozenset({"grpc-trace-bin", "grpc-tags-bin"})
 Metadata = tuple[tuple[str, str | bytes], ...]
 
 
-def forwardable(metadata: Iterable[tuple[str, str | bytes]] | None) -> Metadata:
+def forwardable(
+    metadata: Iterable[tuple[str, str | bytes]] | None, client: str = ""
+) -> Metadata:
     """Drop pseudo-headers, hop-by-hop headers and gRPC-reserved keys.
 
     A client's own principal keys are dropped too. With `auth_required`, the
     gateway's signed principal of the current call is added in their place.
+    Without it, `client` (the caller's host) goes out unsigned as
+    `x-splitlog-client`, because the log router counts open streams per
+    client and would otherwise see only the gateway.
     """
     kept = tuple(
         (key, value)
@@ -89,7 +94,15 @@ def forwardable(metadata: Iterable[tuple[str, str | bytes]] | None) -> Metadata:
         and not key.startswith(":")
         and (not key.startswith("grpc-") or key in _FORWARDED_GRPC_KEYS)
     )
-    return kept + auth.outgoing_metadata()
+    signed = auth.outgoing_metadata()
+    if signed or not client:
+        return kept + signed
+    return kept + ((auth.CLIENT_KEY, client),)
+
+
+def forwarded_metadata(context: grpc.aio.ServicerContext) -> Metadata:
+    """Return what a call of the gRPC front forwards to its backend."""
+    return forwardable(context.invocation_metadata(), auth.peer_host(context.peer()))
 
 
 def returned_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> Metadata:
@@ -395,7 +408,7 @@ class ProxyHandlers:
             call = multicallable(
                 request,
                 timeout=self._timeout(context),
-                metadata=forwardable(context.invocation_metadata()),
+                metadata=forwarded_metadata(context),
             )
             try:
                 response = await call
@@ -420,7 +433,7 @@ class ProxyHandlers:
             call = multicallable(
                 request,
                 timeout=self._streaming_timeout(context),
-                metadata=forwardable(context.invocation_metadata()),
+                metadata=forwarded_metadata(context),
             )
             try:
                 await _relay_headers(call, context)
@@ -445,7 +458,7 @@ class ProxyHandlers:
             call = multicallable(
                 checked,
                 timeout=self._timeout(context),
-                metadata=forwardable(context.invocation_metadata()),
+                metadata=forwarded_metadata(context),
             )
             try:
                 response = await call
@@ -473,7 +486,7 @@ class ProxyHandlers:
             call = multicallable(
                 checked,
                 timeout=self._streaming_timeout(context),
-                metadata=forwardable(context.invocation_metadata()),
+                metadata=forwarded_metadata(context),
             )
             try:
                 await _relay_headers(call, context)

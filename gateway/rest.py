@@ -245,7 +245,7 @@ def _metadata_from_headers(request: Request) -> tuple[tuple[str, str], ...]:
             metadata.append((key[len(_METADATA_PREFIX) :], value))
         elif key in _FORWARDED_HEADERS:
             metadata.append((key, value))
-    return forwardable(metadata)
+    return forwardable(metadata, request.client.host if request.client else "")
 
 
 class RestFront:

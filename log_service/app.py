@@ -70,7 +70,9 @@ def build_router(
             "log_write_quorum must be `all` or `leader`, got "
             f"{config.log_write_quorum!r}"
         )
-    open_streams = OpenStreams(config.log_max_open_streams)
+    open_streams = OpenStreams(
+        config.log_max_open_streams, config.log_max_streams_per_caller
+    )
     data_dir = router_data_dir(config)
     private_files.private_tree(data_dir)
     if config.auth_required:

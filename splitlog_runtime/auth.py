@@ -65,6 +65,8 @@ MIN_SECRET_LENGTH = 32
 SIGNATURE_MAX_AGE_SECONDS = 300
 # The principal of a call that a component makes on its own behalf.
 SERVICE_PRINCIPAL = "services/splitlog"
+# The principal of a call that the gateway let through without a credential.
+ANONYMOUS_PRINCIPAL = "anonymous"
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
 REFLECTION_SERVICES = (
@@ -370,6 +372,18 @@ def peer_host(peer: str) -> str:
         host = address.rpartition(":")[0] or address
         return host.removeprefix("[").removesuffix("]")
     return peer
+
+
+def caller_key(principal: Principal | None, client_host: str) -> str:
+    """Return the name that per-caller limits count a call under.
+
+    An authenticated principal is the name, so each user and each API key
+    counts on its own. An anonymous call, or one without a principal, counts
+    by the client's host, as `peer/{host}`.
+    """
+    if principal is not None and principal.name != ANONYMOUS_PRINCIPAL:
+        return principal.name
+    return f"peer/{client_host or 'unknown'}"
 
 
 def metadata_value(metadata: Iterable[tuple[str, Any]] | None, key: str) -> str:

@@ -271,6 +271,15 @@ SETTINGS: list[Setting] = [
         _parse_int,
     ),
     Setting(
+        "log_max_streams_per_caller",
+        16,
+        "Maximum number of TailLogEntries and StreamLogEntries calls that one "
+        "caller keeps open at the log router at once; further ones get "
+        "RESOURCE_EXHAUSTED. A caller is a user or API key with "
+        "auth_required, else a client host. 0 means no limit per caller.",
+        _parse_int,
+    ),
+    Setting(
         "log_max_message_bytes",
         256 * 1024,
         "Longest log message in UTF-8 bytes; longer ones are cut and flagged.",

@@ -148,9 +148,12 @@ def live(loop_thread, tmp_path_factory):
 
 @contextlib.contextmanager
 def logs_gateway_with_auth(
-    loop: LoopThread, tmp_path_factory, secret: str = AUTH_SECRET
+    loop: LoopThread, tmp_path_factory, secret: str = AUTH_SECRET, **log_settings
 ) -> Iterator[LogsGateway]:
-    """Run a log service, user_service and gateway that require a credential."""
+    """Run a log service, user_service and gateway that require a credential.
+
+    `log_settings` are settings of the log cluster, as for `LogsGateway`.
+    """
     base = config_module.load(
         environ={},
         overrides={
@@ -160,7 +163,11 @@ def logs_gateway_with_auth(
         },
     )
     running = LogsGateway(
-        base, tmp_path_factory.mktemp("gateway-auth"), loop, with_users=True
+        base,
+        tmp_path_factory.mktemp("gateway-auth"),
+        loop,
+        with_users=True,
+        **log_settings,
     )
     try:
         yield running

@@ -1,9 +1,11 @@
-"""The router's limit on open TailLogEntries and StreamLogEntries calls.
+"""The router's limits on open TailLogEntries and StreamLogEntries calls.
 
 A router with two shards of one node each listens on 127.0.0.1, with 2
 handler threads for short calls and `log_max_open_streams` 3. Each test keeps
 long-lived calls open and checks that short calls still succeed, that one
-call over the limit fails at once, and that the slots come back.
+call over the limit fails at once, and that the slots come back. The tests of
+`log_max_streams_per_caller` run auth off and name their callers with the
+`x-splitlog-client` metadata, as the gateway does for its clients.
 """
 
 from __future__ import annotations
@@ -33,17 +35,24 @@ HELD_TIMEOUT = 30.0
 TAIL_METHOD = "/splitlog.logs.v1.LogsService/TailLogEntries"
 
 
+def cluster_config(base_config, **settings):
+    """Return the settings of a test cluster: 2 handler threads, MAX_OPEN streams."""
+    return base_config.replace(
+        **{
+            "log_shards": 2,
+            "log_replicas": 1,
+            "log_node_port": 0,
+            "log_fsync": False,
+            "workers": 2,
+            "log_max_open_streams": MAX_OPEN,
+            **settings,
+        }
+    )
+
+
 @pytest.fixture
 def cluster(base_config):
-    config = base_config.replace(
-        log_shards=2,
-        log_replicas=1,
-        log_node_port=0,
-        log_fsync=False,
-        workers=2,
-        log_max_open_streams=MAX_OPEN,
-    )
-    running = Cluster(config)
+    running = Cluster(cluster_config(base_config))
     yield running
     running.close()
 
@@ -69,10 +78,12 @@ def idle_requests(release: threading.Event) -> Iterator[pb.StreamLogEntriesReque
     yield from ()
 
 
-def open_tail(stub) -> grpc.Call:
+def open_tail(stub, metadata=()) -> grpc.Call:
     """Start a tail and wait for its first response, which it sends once open."""
     call = stub.TailLogEntries(
-        pb.TailLogEntriesRequest(services=["held"]), timeout=HELD_TIMEOUT
+        pb.TailLogEntriesRequest(services=["held"]),
+        timeout=HELD_TIMEOUT,
+        metadata=metadata,
     )
     next(call)
     return call
@@ -221,15 +232,7 @@ def test_max_open_streams_below_one(base_config):
 def test_tails_at_limit_keep_replicated_leaders(base_config):
     # Each tail follows each shard's leader node with a call of its own, so
     # the nodes hold as many open calls as the router.
-    config = base_config.replace(
-        log_shards=2,
-        log_replicas=2,
-        log_node_port=0,
-        log_fsync=False,
-        workers=2,
-        log_max_open_streams=MAX_OPEN,
-    )
-    cluster = Cluster(config)
+    cluster = Cluster(cluster_config(base_config, log_replicas=2))
     try:
         epochs = {
             shard.shard: shard.leader_epoch
@@ -256,3 +259,147 @@ def test_tails_at_limit_keep_replicated_leaders(base_config):
         cluster.close()
 
     assert after == epochs
+
+
+PER_CALLER = 2
+CALLER_A = (("x-splitlog-client", "10.0.0.1"),)
+CALLER_B = (("x-splitlog-client", "10.0.0.2"),)
+CALLER_C = (("x-splitlog-client", "10.0.0.3"),)
+
+
+@pytest.fixture
+def capped_cluster(base_config):
+    config = cluster_config(
+        base_config,
+        log_max_open_streams=2 * PER_CALLER,
+        log_max_streams_per_caller=PER_CALLER,
+    )
+    running = Cluster(config)
+    yield running
+    running.close()
+
+
+def rejected_tail(stub, metadata=()) -> grpc.RpcError:
+    extra = stub.TailLogEntries(
+        pb.TailLogEntriesRequest(services=["held"]),
+        timeout=CALL_TIMEOUT,
+        metadata=metadata,
+    )
+    with pytest.raises(grpc.RpcError) as rejected:
+        next(extra)
+    return rejected.value
+
+
+def check_caller_full(error: grpc.RpcError, caller: str) -> None:
+    infos = details_of(error, error_details_pb2.ErrorInfo)
+    retries = details_of(error, error_details_pb2.RetryInfo)
+
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"{caller} already has 2 TailLogEntries" in error.details()
+    assert "log_max_streams_per_caller is 2" in error.details()
+    assert f"close a tail or stream of {caller}" in error.details()
+    assert "raise log_max_streams_per_caller" in error.details()
+    assert [info.reason for info in infos] == ["TOO_MANY_STREAMS_PER_CALLER"]
+    assert infos[0].metadata["limit"] == "log_max_streams_per_caller"
+    assert infos[0].metadata["caller"] == caller
+    assert len(retries) == 1
+    assert retries[0].retry_delay.seconds > 0
+
+
+def test_caller_at_limit_leaves_others(capped_cluster):
+    stub = capped_cluster.stub
+    open_streams = open_streams_of(capped_cluster)
+    open_tails = [open_tail(stub, CALLER_A) for _ in range(PER_CALLER)]
+
+    rejected = rejected_tail(stub, CALLER_A)
+    open_tails += [open_tail(stub, CALLER_B) for _ in range(PER_CALLER)]
+
+    check_caller_full(rejected, "peer/10.0.0.1")
+    assert open_streams.open_count_of("peer/10.0.0.1") == PER_CALLER
+    assert open_streams.open_count_of("peer/10.0.0.2") == PER_CALLER
+    check_short_calls(stub)
+    for tail in open_tails:
+        tail.cancel()
+    assert wait_until(lambda: open_streams.open_count == 0)
+    assert open_streams.open_count_of("peer/10.0.0.1") == 0
+
+
+def test_caller_limit_counts_write_streams(capped_cluster):
+    stub = capped_cluster.stub
+    open_streams = open_streams_of(capped_cluster)
+    release = threading.Event()
+    try:
+        stream = stub.StreamLogEntries.future(
+            idle_requests(release), timeout=HELD_TIMEOUT, metadata=CALLER_A
+        )
+        assert wait_until(lambda: open_streams.open_count == 1)
+        tail = open_tail(stub, CALLER_A)
+
+        rejected_stream = stub.StreamLogEntries.future(
+            idle_requests(release), timeout=CALL_TIMEOUT, metadata=CALLER_A
+        )
+        error = rejected_stream.exception(timeout=CALL_TIMEOUT)
+        other = open_tail(stub, CALLER_B)
+
+        check_caller_full(error, "peer/10.0.0.1")
+        stream.cancel()
+        assert wait_until(lambda: open_streams.open_count_of("peer/10.0.0.1") == 1)
+        again = open_tail(stub, CALLER_A)
+        for call in (tail, other, again):
+            call.cancel()
+    finally:
+        release.set()
+    assert wait_until(lambda: open_streams.open_count == 0)
+
+
+def test_caller_without_metadata_is_peer_host(capped_cluster):
+    stub = capped_cluster.stub
+    open_tails = [open_tail(stub) for _ in range(PER_CALLER)]
+
+    rejected = rejected_tail(stub)
+
+    check_caller_full(rejected, "peer/127.0.0.1")
+    for tail in open_tails:
+        tail.cancel()
+
+
+def test_total_limit_applies_across_callers(capped_cluster):
+    stub = capped_cluster.stub
+    open_streams = open_streams_of(capped_cluster)
+    open_tails = [open_tail(stub, CALLER_A) for _ in range(PER_CALLER)]
+    open_tails += [open_tail(stub, CALLER_B) for _ in range(PER_CALLER)]
+
+    rejected = rejected_tail(stub, CALLER_C)
+
+    infos = details_of(rejected, error_details_pb2.ErrorInfo)
+    assert rejected.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert [info.reason for info in infos] == ["TOO_MANY_OPEN_STREAMS"]
+    assert "log_max_open_streams is 4" in rejected.details()
+    assert open_streams.open_count_of("peer/10.0.0.3") == 0
+    for tail in open_tails:
+        tail.cancel()
+    assert wait_until(lambda: open_streams.open_count == 0)
+
+
+def test_max_streams_per_caller_below_zero(base_config):
+    config = base_config.replace(log_max_streams_per_caller=-1)
+
+    with pytest.raises(
+        ValueError, match="log_max_streams_per_caller must be 0 \\(no limit\\) or more"
+    ):
+        build_router(config, "127.0.0.1:0")
+
+
+def test_zero_per_caller_allows_one_caller_every_slot(base_config):
+    cluster = Cluster(cluster_config(base_config, log_max_streams_per_caller=0))
+    try:
+        open_streams = open_streams_of(cluster)
+        open_tails = [open_tail(cluster.stub, CALLER_A) for _ in range(MAX_OPEN)]
+
+        assert open_streams.open_count == MAX_OPEN
+        check_too_many(rejected_tail(cluster.stub, CALLER_A))
+        for tail in open_tails:
+            tail.cancel()
+        assert wait_until(lambda: open_streams.open_count == 0)
+    finally:
+        cluster.close()
