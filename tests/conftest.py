@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,7 +97,12 @@ def db_url(request, tmp_path) -> str:
 
 @pytest.fixture
 def base_config(tmp_path):
-    """Settings for in-process tests: loopback, port 0, data in tmp_path."""
+    """Settings for in-process tests: loopback, port 0, data in tmp_path.
+
+    Each peer address is a closed port, so a service whose test starts no
+    peer never reaches a system that runs on the default ports.
+    """
+    peers = {f"{name}_addr": _closed_address() for name in PEER_SERVICES}
     return config_module.load(
         environ={},
         overrides={
@@ -104,8 +110,19 @@ def base_config(tmp_path):
             "data_dir": tmp_path / "data",
             "grace_seconds": 1.0,
             "workers": 8,
+            **peers,
         },
     )
+
+
+PEER_SERVICES = ("user_service", "expense_service", "balance_service", "log_service")
+
+
+def _closed_address() -> str:
+    """Return a loopback address on which nothing listens right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
 
 
 @pytest.fixture(scope="session")
