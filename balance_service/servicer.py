@@ -1535,18 +1535,14 @@ class _Contribution:
 def _months(
     days: list[tuple[date, int, int]],
 ) -> list[tuple[tuple[int, int], int, int]]:
-    """Roll daily totals into months, with zero months between the first and last."""
-    if not days:
-        return []
+    """Roll daily totals into months, oldest first, leaving out empty months.
+
+    Empty months are left out because filling them in would tie the size of
+    a report to the span of the dates rather than to the number of expenses.
+    Two expenses dated in years 1 and 9999 would otherwise fill 119,988 months.
+    """
     totals: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0, 0])
     for day, total, count in days:
         totals[day.year, day.month][0] += total
         totals[day.year, day.month][1] += count
-    first, last = min(totals), max(totals)
-    months = []
-    year, month = first
-    while (year, month) <= last:
-        total, count = totals.get((year, month), (0, 0))
-        months.append(((year, month), total, count))
-        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
-    return months
+    return [(month, total, count) for month, (total, count) in sorted(totals.items())]

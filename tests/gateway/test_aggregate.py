@@ -651,6 +651,48 @@ def test_rest_negative_count_400(http, trip):
     assert info["reason"] == "INVALID_COUNT"
 
 
+def test_report_lists_only_months_with_expenses(channel, http):
+    users = users_grpc.UsersServiceStub(channel)
+    expenses = expenses_grpc.ExpensesServiceStub(channel)
+    balances = balances_grpc.BalancesServiceStub(channel)
+    dan, eve = _create_user(users, "dan"), _create_user(users, "eve")
+    group = _create_group(users, dan, [eve], "Centuries")
+    first = _expense(dan, 1000, "EUR", [dan, eve], "First")
+    first.expense_date.CopyFrom(date_pb2.Date(year=1, month=1, day=1))
+    last = _expense(eve, 300, "EUR", [dan, eve], "Last")
+    last.expense_date.CopyFrom(date_pb2.Date(year=9999, month=12, day=31))
+    for expense in (first, last):
+        expenses.CreateExpense(
+            expenses_pb.CreateExpenseRequest(parent=group, expense=expense),
+            timeout=TIMEOUT,
+        )
+    _wait_for_nets(balances, group, {"EUR": {dan: 350, eve: -350}})
+
+    report = balances.GetGroupReport(
+        balances_pb.GetGroupReportRequest(name=f"{group}/report", currency_code="EUR"),
+        timeout=TIMEOUT,
+    ).report
+    rest = http.get(f"/v1/{group}/report", params={"currencyCode": "EUR"})
+
+    assert [
+        (m.month.year, m.month.month, m.month.day, _minor(m.amount), m.expense_count)
+        for m in report.month_totals
+    ] == [(1, 1, 0, 1000, 1), (9999, 12, 0, 300, 1)]
+    assert rest.status_code == 200, rest.text
+    assert rest.json()["report"]["monthTotals"] == [
+        {
+            "month": {"year": 1, "month": 1},
+            "amount": {"currencyCode": "EUR", "units": "10"},
+            "expenseCount": 1,
+        },
+        {
+            "month": {"year": 9999, "month": 12},
+            "amount": {"currencyCode": "EUR", "units": "3"},
+            "expenseCount": 1,
+        },
+    ]
+
+
 @pytest.fixture
 def silent_address() -> Iterator[str]:
     """A loopback address that accepts connections and never responds."""
