@@ -346,12 +346,17 @@ def _parse(name: str, pattern: str, field: str) -> str:
 
 
 def _item_count(value: int, field: str, default: int, maximum: int) -> int:
-    """Apply the default to 0 and the maximum to larger values; reject negatives."""
+    """Apply the default to 0 and lower values over the maximum to it, as
+    `page_size` is handled elsewhere.
+
+    Raises:
+      InvalidArgument: the count is negative.
+    """
     if value < 0:
         raise invalid_field(
             field,
-            f"{value} is negative; give 0 for the default of {default}, or up to "
-            f"{maximum}",
+            f"{value} is negative; give 0 for the default of {default}, or a "
+            f"positive count (counts over {maximum} are lowered to {maximum})",
             reason="INVALID_COUNT",
         )
     return min(value or default, maximum)

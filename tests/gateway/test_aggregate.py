@@ -26,6 +26,7 @@ from google.type import date_pb2, money_pb2
 from balance_service.app import build as build_balances
 from expense_service import money
 from expense_service.app import build as build_expenses
+from gateway.aggregate import MAX_RECENT_ACTIVITY, MAX_RECENT_EXPENSES
 from gateway.app import build
 from splitlog.balances.v1 import balances_service_pb2 as balances_pb
 from splitlog.balances.v1 import balances_service_pb2_grpc as balances_grpc
@@ -352,6 +353,28 @@ def test_overview_recent_expenses_newest_first(gateway_stub, trip):
     assert [expense.name for expense in limited.recent_expenses] == newest_first[:2]
 
 
+def test_overview_count_over_maximum_lowered(channel, gateway_stub):
+    users = users_grpc.UsersServiceStub(channel)
+    expenses = expenses_grpc.ExpensesServiceStub(channel)
+    dan, eve = _create_user(users, "dan"), _create_user(users, "eve")
+    group = _create_group(users, dan, [eve], "Lunches")
+    creates = [
+        expenses_pb.CreateExpenseRequest(
+            expense=_expense(dan, 100 + n, "EUR", [dan, eve], f"Lunch {n}")
+        )
+        for n in range(MAX_RECENT_EXPENSES + 2)
+    ]
+    expenses.BatchCreateExpenses(
+        expenses_pb.BatchCreateExpensesRequest(parent=group, requests=creates),
+        timeout=TIMEOUT,
+    )
+
+    response = _overview(gateway_stub, group, recent_expense_count=1_000_000)
+
+    assert len(response.recent_expenses) == MAX_RECENT_EXPENSES
+    assert list(response.section_errors) == []
+
+
 def test_overview_leaves_out_deleted_expense(channel, gateway_stub):
     users = users_grpc.UsersServiceStub(channel)
     expenses = expenses_grpc.ExpensesServiceStub(channel)
@@ -412,6 +435,9 @@ def test_overview_negative_count_invalid(gateway_stub, trip):
     details = error_details(caught.value)
     assert details["ErrorInfo"].reason == "INVALID_COUNT"
     assert details["BadRequest"].field_violations[0].field == "recent_expense_count"
+    message = details["BadRequest"].field_violations[0].description
+    assert "-1 is negative" in message
+    assert f"lowered to {MAX_RECENT_EXPENSES}" in message
 
 
 def test_dashboard_groups_with_nets(gateway_stub, trip):
@@ -649,6 +675,17 @@ def test_rest_negative_count_400(http, trip):
     assert error["status"] == "INVALID_ARGUMENT"
     info = next(d for d in error["details"] if d["@type"] == ERROR_INFO)
     assert info["reason"] == "INVALID_COUNT"
+    assert f"lowered to {MAX_RECENT_ACTIVITY}" in error["message"]
+
+
+def test_rest_count_over_maximum_accepted(http, trip):
+    response = http.get(
+        f"/v1/{trip.ann}/dashboard",
+        params={"recentActivityCount": MAX_RECENT_ACTIVITY + 1},
+    )
+
+    assert response.status_code == 200, response.text
+    assert len(response.json()["recentActivity"]) <= MAX_RECENT_ACTIVITY
 
 
 def test_report_lists_only_months_with_expenses(channel, http):
