@@ -50,8 +50,11 @@ MAX_EMAIL_KEY_BYTES = 1024
 # also include precious metals, bond-market units, XDR, XSU, XUA, the test
 # code XTS and "no currency" XXX. ANG (replaced by XCG) and BGN (replaced by
 # EUR) are withdrawn.
-# NOTE: expense_service/currencies.py keeps its own table, a superset of this
-# one; update both when ISO publishes an amendment.
+# Withdrawn codes (HRK, DEM, ...) are left out too: amounts may still use
+# them, but a default is for new expenses.
+# NOTE: expense_service/currencies.py keeps its own tables: an active one, a
+# superset of this one, and the withdrawn codes. Update both files when ISO
+# publishes an amendment.
 _ISO_4217_TEXT = """
     AED AFN ALL AMD AOA ARS AUD AWG AZN BAM BBD BDT BHD BIF BMD BND BOB
     BRL BSD BTN BWP BYN BZD CAD CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP

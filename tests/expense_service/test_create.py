@@ -541,6 +541,26 @@ def test_unknown_currency(clients, group):
     assert "'USD'" in error.details()
 
 
+@pytest.mark.parametrize(
+    ("total", "currency", "shares"),
+    [("30.00", "HRK", ["7.50"] * 4), ("30000", "ITL", ["7500"] * 4)],
+)
+def test_withdrawn_currency_accepted(clients, group, total, currency, shares):
+    created = create_expense(clients, group, equal_expense(group, total, currency))
+
+    assert created.total.currency_code == currency
+    assert [owed(created)[user] for user in group.members] == [
+        money(share, currency) for share in shares
+    ]
+
+
+def test_withdrawn_currency_keeps_its_minor_unit(clients, group):
+    error = _create_error(clients, group.name, equal_expense(group, "10.50", "ITL"))
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "AMOUNT_TOO_PRECISE"
+
+
 def test_yen_with_cents_too_precise(clients, group):
     error = _create_error(clients, group.name, equal_expense(group, "10.50", "JPY"))
 
