@@ -23,6 +23,12 @@ MAX_UNITS = 2**63 - 1
 # Optional minus, digits, and optionally a point followed by digits. No plus
 # sign, spaces, exponent or thousands separators.
 _DECIMAL_TEXT = re.compile(r"-?(?P<whole>[0-9]+)(?:\.(?P<fraction>[0-9]+))?\Z")
+# Digits before the decimal point that `google.type.Money.units`, an int64,
+# can hold. Checking the count first also keeps longer text away from `int`,
+# which raises ValueError past 4300 digits (Python 3.11).
+MAX_WHOLE_DIGITS = len(str(MAX_UNITS))
+# Text longer than this is cut in the middle when a message shows it.
+_MAX_SHOWN_CHARACTERS = 40
 
 
 class MoneyError(ValueError):
@@ -35,6 +41,13 @@ class MoneyError(ValueError):
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+def shorten(text: str) -> str:
+    """Return `text` for a message, cut in the middle when it is long."""
+    if len(text) <= _MAX_SHOWN_CHARACTERS:
+        return text
+    return f"{text[:20]}...{text[-10:]} ({len(text):,} characters)"
 
 
 def _describe(units: int, nanos: int) -> str:
@@ -50,7 +63,7 @@ def _too_precise(amount: str, currency_code: str, digits: int) -> MoneyError:
             "decimal point"
         )
     return MoneyError(
-        f"amount {amount} {currency_code} has digits below the minor unit of "
+        f"amount {shorten(amount)} {currency_code} has digits below the minor unit of "
         f"{currency_code} (exponent {digits}): {rule}",
         "AMOUNT_TOO_PRECISE",
     )
@@ -139,21 +152,30 @@ def parse_decimal_amount(text: str, currency_code: str) -> int:
 
     Raises:
       UnknownCurrencyError: `currency_code` is not a known ISO 4217 code.
-      MoneyError: the text is not a plain decimal number, or it has non-zero
+      MoneyError: the text is not a plain decimal number, has more digits
+        before the point than `google.type.Money` holds, or has non-zero
         digits below the currency's minor unit.
     """
     digits = exponent(currency_code)
     match = _DECIMAL_TEXT.match(text)
     if match is None:
         raise MoneyError(
-            f"invalid amount {text!r}: write a plain decimal number such as "
-            "'1234.50' or '-560', without spaces, a plus sign or thousands "
+            f"invalid amount {shorten(repr(text))}: write a plain decimal number such "
+            "as '1234.50' or '-560', without spaces, a plus sign or thousands "
             "separators",
             "INVALID_AMOUNT_TEXT",
+        )
+    whole = match["whole"].lstrip("0") or "0"
+    if len(whole) > MAX_WHOLE_DIGITS:
+        raise MoneyError(
+            f"amount {shorten(text)} {currency_code} has {len(whole):,} digits "
+            f"before the decimal point, and google.type.Money holds at most "
+            f"{MAX_WHOLE_DIGITS}; check the amount",
+            "AMOUNT_OUT_OF_RANGE",
         )
     fraction = match["fraction"] or ""
     if fraction[digits:].strip("0"):
         raise _too_precise(text, currency_code, digits)
     minor_digits = fraction[:digits].ljust(digits, "0")
-    minor = int(match["whole"]) * 10**digits + int(minor_digits or "0")
+    minor = int(whole) * 10**digits + int(minor_digits or "0")
     return -minor if text.startswith("-") else minor

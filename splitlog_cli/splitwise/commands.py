@@ -27,6 +27,7 @@ from splitlog_cli.splitwise.importer import (
 )
 from splitlog_cli.tls_options import client_tls
 from splitlog_runtime.config import Config
+from splitlog_runtime.limits import DEFAULTS, RequestLimits
 from splitlog_runtime.tls import ClientTls, TlsConfigError
 
 EXIT_FAILURE = 1
@@ -137,8 +138,19 @@ def run(args: argparse.Namespace, config: Config) -> int:
         print(f"splitlog {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.command == "import":
+        # The rows are checked against the limits of this command's settings,
+        # which match the server's when both read the same environment.
+        limits = RequestLimits(
+            expense_max_payers=config.expense_max_payers,
+            expense_max_participants=config.expense_max_participants,
+        )
         return run_import(
-            args.file, gateway, args.timeout, args.group_name, access=access
+            args.file,
+            gateway,
+            args.timeout,
+            args.group_name,
+            access=access,
+            limits=limits,
         )
     return run_export(args.group, gateway, args.timeout, args.output, access=access)
 
@@ -151,19 +163,24 @@ def run_import(
     out: TextIO | None = None,
     err: TextIO | None = None,
     access: Access | None = None,
+    limits: RequestLimits = DEFAULTS,
 ) -> int:
-    """Import one file and print the summary; return the exit status."""
+    """Import one file and print the summary; return the exit status.
+
+    `limits` gives the payer and participant limits per expense that the
+    rows are checked against before anything is written.
+    """
     out = out or sys.stdout
     err = err or sys.stderr
     try:
-        plan, digest = load_plan(path)
+        plan, digest = load_plan(path, limits)
     except OSError as exc:
         print(f"splitlog: error: cannot read {path}: {exc.strerror}", file=err)
         return EXIT_FAILURE
     except SplitwiseFormatError as exc:
         print(
-            f"splitlog: error: {path} is not a valid Splitwise export; "
-            "nothing was imported:",
+            f"splitlog: error: nothing was imported, because {path} has these "
+            "problems:",
             file=err,
         )
         for problem in exc.problems:

@@ -49,6 +49,7 @@ from splitlog_cli.splitwise.csvformat import (
     SplitwiseFile,
     SplitwiseFormatError,
 )
+from splitlog_runtime.limits import DEFAULTS, RequestLimits
 from splitlog_runtime.validation import find_control_character
 
 #: Placeholder member that stands for everyone missing from the export.
@@ -198,13 +199,33 @@ class ImportPlan:
         return compare_balances(self.expected_balances(), self.balances())
 
 
-def convert(source: SplitwiseFile) -> ImportPlan:
+def convert(source: SplitwiseFile, limits: RequestLimits = DEFAULTS) -> ImportPlan:
     """Convert every row of an export into expenses and settlements.
 
+    Args:
+      source: the parsed export.
+      limits: the server's limits; only the payer and participant counts of
+        one expense are checked here.
+
     Raises:
-      SplitwiseFormatError: a description is so long that its notes would
-        exceed the limit of the expense and settlement services.
+      SplitwiseFormatError: a member column has the placeholder's name, a
+        description is so long that its notes would exceed the limit of the
+        expense and settlement services, or an expense would have more
+        payers or participants than `limits` allow.
     """
+    if UNKNOWN_MEMBER in source.members:
+        raise SplitwiseFormatError(
+            [
+                Problem(
+                    source.header_line,
+                    UNKNOWN_MEMBER,
+                    f"member name {UNKNOWN_MEMBER!r} is the name of the placeholder "
+                    "that the import adds for people missing from the export; "
+                    "rename this column in the header, for example to "
+                    "'Unknown member'",
+                )
+            ]
+        )
     entries: list[Entry] = []
     skipped: list[int] = []
     problems: list[Problem] = []
@@ -213,17 +234,7 @@ def convert(source: SplitwiseFile) -> ImportPlan:
         if not converted:
             skipped.append(row.line)
         for entry in converted:
-            notes = entry.notes if isinstance(entry, ExpensePlan) else entry.note
-            if len(notes) > MAX_NOTES:
-                problems.append(
-                    Problem(
-                        row.line,
-                        "Description",
-                        f"description of {len(row.description)} characters is too "
-                        f"long to keep in the notes (at most {MAX_NOTES} "
-                        "characters); shorten it",
-                    )
-                )
+            problems.extend(_entry_problems(row, entry, limits))
         entries.extend(converted)
     if problems:
         raise SplitwiseFormatError(problems[:MAX_PROBLEMS])
@@ -231,6 +242,45 @@ def convert(source: SplitwiseFile) -> ImportPlan:
     if any(UNKNOWN_MEMBER in entry.nets() for entry in entries):
         members.append(UNKNOWN_MEMBER)
     return ImportPlan(source, tuple(members), tuple(entries), tuple(skipped))
+
+
+def _entry_problems(row: Row, entry: Entry, limits: RequestLimits) -> list[Problem]:
+    """Return what the expense or settlement services would reject in an entry."""
+    problems = []
+    notes = entry.notes if isinstance(entry, ExpensePlan) else entry.note
+    if len(notes) > MAX_NOTES:
+        problems.append(
+            Problem(
+                row.line,
+                "Description",
+                f"description of {len(row.description)} characters is too "
+                f"long to keep in the notes (at most {MAX_NOTES} "
+                "characters); shorten it",
+            )
+        )
+    if not isinstance(entry, ExpensePlan):
+        return problems
+    for count, limit, setting, action in [
+        (len(entry.payers), limits.expense_max_payers, "expense_max_payers", "paid"),
+        (
+            len(entry.owed),
+            limits.expense_max_participants,
+            "expense_max_participants",
+            "owe a share",
+        ),
+    ]:
+        if count > limit:
+            problems.append(
+                Problem(
+                    row.line,
+                    None,
+                    f"{count} members {action} in this row, and an expense takes at "
+                    f"most {limit} ({setting}); raise {setting} on the server and "
+                    f"in the environment of this command "
+                    f"(SPLITLOG_{setting.upper()}), or split the row",
+                )
+            )
+    return problems
 
 
 def balances_of(entries: Sequence[Entry]) -> dict[str, dict[str, int]]:
@@ -329,7 +379,9 @@ def _self_paid_shares(
 
     Returns the description without the suffix and the shares, or None when
     the description has no such suffix, names someone who has no column, or
-    gives amounts that do not add up to the cost.
+    gives amounts that do not add up to the cost or whose sign differs from
+    the cost's. expense_service rejects a payer or share of the opposite
+    sign, so such a row is booked on the placeholder instead.
     """
     found = _SELF_PAID.fullmatch(row.description)
     if found is None:
@@ -346,7 +398,9 @@ def _self_paid_shares(
             shares[member] = parse_decimal_amount(amount, row.currency)
         except MoneyError:
             return None
-    if len(shares) < 2 or 0 in shares.values() or sum(shares.values()) != row.cost:
+    if len(shares) < 2 or sum(shares.values()) != row.cost:
+        return None
+    if any(amount == 0 or (amount > 0) != (row.cost > 0) for amount in shares.values()):
         return None
     return text, tuple(shares.items())
 

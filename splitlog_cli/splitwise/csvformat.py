@@ -28,7 +28,12 @@ from dataclasses import dataclass
 
 from expense_service.currencies import UnknownCurrencyError, exponent
 from expense_service.domain import MAX_AMOUNT_MINOR
-from expense_service.money import MoneyError, format_amount, parse_decimal_amount
+from expense_service.money import (
+    MoneyError,
+    format_amount,
+    parse_decimal_amount,
+    shorten,
+)
 from splitlog_runtime.validation import find_control_character
 
 FIXED_COLUMNS = ("Date", "Description", "Category", "Cost", "Currency")
@@ -125,12 +130,14 @@ class SplitwiseFile:
       members: member names, in column order.
       rows: expense and payment rows, in file order.
       summaries: the summary rows, one per currency, in file order.
+      header_line: 1-based line number of the header.
     """
 
     layout: Layout
     members: tuple[str, ...]
     rows: tuple[Row, ...]
     summaries: tuple[Summary, ...]
+    header_line: int = 1
 
     def summary_for(self, currency: str) -> Summary | None:
         """Return the summary row of a currency, or None when the file has none."""
@@ -261,7 +268,9 @@ class _Reader:
         self._check_summary_currencies(summaries)
         if self._problems:
             raise SplitwiseFormatError(self._problems)
-        return SplitwiseFile(layout, self._members, tuple(rows), tuple(summaries))
+        return SplitwiseFile(
+            layout, self._members, tuple(rows), tuple(summaries), header_line
+        )
 
     def _read_header(self, line: int, header: list[str]) -> Layout:
         names = [cell.strip() for cell in header]
@@ -352,14 +361,7 @@ class _Reader:
         named += zip(self._members, member_cells, nets, strict=True)
         for column, cell, amount in named:
             if amount is not None and abs(amount) > MAX_AMOUNT_MINOR:
-                limit = format_amount(MAX_AMOUNT_MINOR, currency)
-                self._problem(
-                    line,
-                    column,
-                    f"amount {cell.strip()} {currency} is larger than the "
-                    f"{limit} {currency} that splitlog stores per amount; "
-                    "split the row into smaller ones",
-                )
+                self._problem(line, column, _too_large(cell.strip(), currency))
 
     def _nets(self, line: int, cells: list[str], currency: str) -> tuple[int, ...]:
         values = []
@@ -395,7 +397,11 @@ class _Reader:
         try:
             return parse_decimal_amount(text, currency)
         except MoneyError as exc:
-            self._problem(line, column, str(exc))
+            # Too many digits for google.type.Money is also over the maximum.
+            if exc.reason == "AMOUNT_OUT_OF_RANGE":
+                self._problem(line, column, _too_large(text, currency))
+            else:
+                self._problem(line, column, str(exc))
             return None
 
     def _problem(self, line: int, column: str | None, message: str) -> None:
@@ -404,6 +410,15 @@ class _Reader:
     def _fail(self, line: int, column: str | None, message: str) -> None:
         self._problem(line, column, message)
         raise SplitwiseFormatError(self._problems)
+
+
+def _too_large(text: str, currency: str) -> str:
+    """Return the problem of an amount over the most that splitlog stores."""
+    limit = format_amount(MAX_AMOUNT_MINOR, currency)
+    return (
+        f"amount {shorten(text)} {currency} is larger than the {limit} {currency} "
+        "that splitlog stores per amount; split the row into smaller ones"
+    )
 
 
 def _records(text: str) -> Iterable[tuple[int, list[str]]]:

@@ -1,12 +1,13 @@
 """`splitlog import splitwise`: create a Splitwise export in a running splitlog.
 
 The whole file is parsed, converted and checked against its summary rows
-before the first call, so a bad file writes nothing. The writes then go
-through the gateway in this order: users, group, members, every expense in
-one BatchCreateExpenses call (one per `MAX_BATCH_CREATES` rows or
-`MAX_BATCH_PAIRS` payer and participant pairs, and smaller when the server
-rejects a response as too large), then the
-settlements. Every create carries ids derived from the file (see
+before the first call, so a bad file writes nothing. The file's users that
+exist already are then read, and a deactivated one stops the import before
+the first write. The writes then go through the gateway in this order:
+users, group, members, every expense in one BatchCreateExpenses call (one
+per `MAX_BATCH_CREATES` rows or `MAX_BATCH_PAIRS` payer and participant
+pairs, and smaller when the server rejects a response as too large), then
+the settlements. Every create carries ids derived from the file (see
 `identity`), so running the same import again skips what exists and
 creates the rest, without duplicates. When the expense write fails, the
 group that this run created is deleted again, because it contains nothing.
@@ -51,6 +52,8 @@ from splitlog_cli.splitwise.csvformat import (
 )
 from splitlog_cli.splitwise.progress import ProgressBar
 from splitlog_cli.splitwise.wire import to_date, to_minor, to_money
+from splitlog_runtime.limits import DEFAULTS, RequestLimits
+from user_service.domain import ISO_4217_CODES
 
 _T = TypeVar("_T")
 
@@ -67,7 +70,7 @@ MAX_BATCH_PAIRS = 250_000
 #: Expenses of a batch per `--timeout` of its deadline.
 ROWS_PER_TIMEOUT = 1000
 # The index of the failing create in a batch error, as in `requests[12].`.
-_BATCH_INDEX = re.compile(r"requests\[(\d+)\]")
+_BATCH_INDEX = re.compile(r"requests\[(\d+)\]\.?")
 
 
 class SplitwiseImportError(Exception):
@@ -129,12 +132,16 @@ def _read_regular_file(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def load_plan(path: Path) -> tuple[ImportPlan, str]:
+def load_plan(path: Path, limits: RequestLimits = DEFAULTS) -> tuple[ImportPlan, str]:
     """Read, convert and check a file; return the plan and the file digest.
 
+    `limits` are the server's payer and participant limits per expense,
+    which the rows are checked against.
+
     Raises:
-      SplitwiseFormatError: the file is not a readable Splitwise export, or
-        a currency of its rows has no summary row.
+      SplitwiseFormatError: the file is not a readable Splitwise export, a
+        currency of its rows has no summary row, or a row breaks a limit of
+        `limits` or of the services (see `convert`).
       SplitwiseImportError: the rows do not add up to the file's summary row.
     """
     data = _read_regular_file(path)
@@ -142,7 +149,7 @@ def load_plan(path: Path) -> tuple[ImportPlan, str]:
     missing = missing_summaries(source)
     if missing:
         raise SplitwiseFormatError(missing)
-    plan = convert(source)
+    plan = convert(source, limits)
     mismatches = plan.mismatches()
     if mismatches:
         listed = "\n  ".join(str(mismatch) for mismatch in mismatches)
@@ -182,8 +189,10 @@ class SplitwiseImporter:
         """Create everything in the plan that does not exist yet.
 
         Raises:
-          SplitwiseImportError: a call failed. The message names the row and
-            asks the user to run the same import again to complete it.
+          SplitwiseImportError: a user of the file exists and is deactivated,
+            which stops the import before the first write, or a call failed.
+            The message of a failed call names the row and asks the user to
+            run the same import again to complete it.
         """
         ids = _Ids(digest, f"groups/{identity.group_id(digest)}", {})
         result = ImportResult(ids.group, group_name, rows=len(plan.source.rows))
@@ -191,10 +200,14 @@ class SplitwiseImporter:
         entries = plan.entries
         steps = len(plan.members) * 2 + 1 + len(entries)
         progress = ProgressBar("importing", steps, self._progress_stream)
-        step = "creating the users"
+        step = "reading the users that exist"
         created_group = group_exists = False
         try:
-            currency = plan.source.currencies()[0] if plan.source.currencies() else ""
+            deactivated = self._deactivated_users(plan.members, digest)
+            if deactivated:
+                raise SplitwiseImportError(_deactivated_message(deactivated))
+            step = "creating the users"
+            currency = _default_currency(plan.source.currencies())
             for member in plan.members:
                 ids.users[member] = self._create_user(member, digest, currency)
                 progress.advance()
@@ -287,12 +300,32 @@ class SplitwiseImporter:
         result.actual = _by_member(result.actual, names)
         return result
 
+    def _deactivated_users(
+        self, members: tuple[str, ...], digest: str
+    ) -> list[tuple[str, str]]:
+        """Return (member, user name) of each user of the file that is deactivated.
+
+        A deactivated user cannot create or join a group. Without this check
+        the import would create the file's other users and then stop.
+        """
+        deactivated = []
+        for member in members:
+            name = _user_name(member, digest)
+            try:
+                user = self._users.GetUser(
+                    users_pb.GetUserRequest(name=name), timeout=self._timeout
+                ).user
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.NOT_FOUND:
+                    continue
+                raise
+            if user.state == users_pb.User.STATE_DEACTIVATED:
+                deactivated.append((member, name))
+        return deactivated
+
     def _create_user(self, member: str, digest: str, currency: str) -> str:
-        if member == UNKNOWN_MEMBER:
-            user_id = identity.placeholder_user_id(digest)
-        else:
-            user_id = identity.user_id(member)
-        name = f"users/{user_id}"
+        name = _user_name(member, digest)
+        user_id = name.removeprefix("users/")
         request = users_pb.CreateUserRequest(
             user=users_pb.User(
                 email=identity.email(user_id),
@@ -457,7 +490,8 @@ class SplitwiseImporter:
         where = ""
         if found is not None and int(found.group(1)) < len(entries):
             line = entries[int(found.group(1))].line
-            details = _BATCH_INDEX.sub("the row", details, count=1)
+            # "requests[3].expense.total: ..." becomes "expense.total: ...".
+            details = _BATCH_INDEX.sub("", details, count=1)
             where = f" on line {line}"
         cause = f"{exc.code().name}: {details}"
         if exc.code() in (
@@ -631,6 +665,50 @@ def _expense_message(
         ),
         notes=entry.notes,
         creator=creator,
+    )
+
+
+def _user_name(member: str, digest: str) -> str:
+    """Return the `users/{id}` of a member column, or of the file's placeholder."""
+    if member == UNKNOWN_MEMBER:
+        return f"users/{identity.placeholder_user_id(digest)}"
+    return f"users/{identity.user_id(member)}"
+
+
+def _default_currency(currencies: list[str]) -> str:
+    """Return the default currency of the new users and group.
+
+    It is the file's first currency that user_service accepts as a default,
+    that is an active ISO 4217 code. An empty result leaves the choice to
+    user_service, for a file whose every currency is withdrawn (such as DEM
+    or HRK), which expenses may use but a default may not.
+    """
+    return next((code for code in currencies if code in ISO_4217_CODES), "")
+
+
+def _deactivated_message(deactivated: list[tuple[str, str]]) -> str:
+    """Build the error for users of the file that exist and are deactivated."""
+    lines = []
+    for member, name in deactivated:
+        if member == UNKNOWN_MEMBER:
+            lines.append(
+                f"the placeholder {member!r} of this file ({name}) is deactivated. "
+                "Its id comes from the file's bytes, so change them (an empty "
+                "line at the end is enough) to import the file into a new group "
+                "with a new placeholder."
+            )
+        else:
+            lines.append(
+                f"member {member!r} is the user {name}, which is deactivated. "
+                "splitlog cannot reactivate a user, and the user's id comes from "
+                f"the member's name, so rename the column in the file's header "
+                f"(for example to '{member} 2') to import the member as a new "
+                "user."
+            )
+    listed = "\n  ".join(lines)
+    return (
+        "import stopped before writing anything, because a deactivated user "
+        f"cannot join the group:\n  {listed}\nNothing was created."
     )
 
 

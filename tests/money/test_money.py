@@ -140,6 +140,54 @@ def test_parse_decimal_amount_rejects_other_text(text):
     assert caught.value.reason == "INVALID_AMOUNT_TEXT"
 
 
+@pytest.mark.parametrize("sign", ["", "-"])
+def test_parse_decimal_amount_rejects_thousands_of_digits(sign):
+    text = sign + "9" * 5000 + ".00"
+
+    with pytest.raises(MoneyError) as caught:
+        parse_decimal_amount(text, "EUR")
+
+    assert caught.value.reason == "AMOUNT_OUT_OF_RANGE"
+    assert "5,000 digits before the decimal point" in str(caught.value)
+    assert f"({len(text):,} characters)" in str(caught.value)
+    assert len(str(caught.value)) < 300
+
+
+def test_parse_decimal_amount_at_most_int64_digits():
+    assert parse_decimal_amount("9" * 19, "JPY") == int("9" * 19)
+    with pytest.raises(MoneyError) as caught:
+        parse_decimal_amount("1" + "0" * 19, "JPY")
+    assert caught.value.reason == "AMOUNT_OUT_OF_RANGE"
+
+
+def test_parse_decimal_amount_ignores_leading_and_trailing_zeros():
+    text = "0" * 5000 + "12.5" + "0" * 5000
+
+    assert parse_decimal_amount(text, "EUR") == 1250
+
+
+def test_parse_decimal_amount_shortens_long_text_in_message():
+    text = "1." + "0" * 5000 + "1"
+
+    with pytest.raises(MoneyError) as caught:
+        parse_decimal_amount(text, "EUR")
+
+    assert caught.value.reason == "AMOUNT_TOO_PRECISE"
+    assert "(5,003 characters)" in str(caught.value)
+    assert len(str(caught.value)) < 300
+
+
+def test_parse_decimal_amount_shortens_invalid_text():
+    text = "x" * 5000
+
+    with pytest.raises(MoneyError) as caught:
+        parse_decimal_amount(text, "EUR")
+
+    assert caught.value.reason == "INVALID_AMOUNT_TEXT"
+    assert "(5,002 characters)" in str(caught.value)
+    assert len(str(caught.value)) < 300
+
+
 @given(st.sampled_from(CURRENCIES), st.integers(-(10**12), 10**12))
 def test_parse_decimal_amount_reads_formatted_amount(code, minor):
     assert parse_decimal_amount(format_amount(minor, code), code) == minor

@@ -9,7 +9,12 @@ import pytest
 from tests.conftest import SHARED_DATA
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "splitwise"
-FIXTURE_FILES = ("current_flat.csv", "older_imbalanced.csv", "self_paid.csv")
+FIXTURE_FILES = (
+    "current_flat.csv",
+    "older_imbalanced.csv",
+    "self_paid.csv",
+    "withdrawn_currencies.csv",
+)
 
 
 def shared_export_params() -> list:

@@ -29,6 +29,7 @@ from splitlog_cli.splitwise.csvformat import (
     SplitwiseFormatError,
     parse_bytes,
 )
+from splitlog_runtime.limits import RequestLimits
 from tests.splitwise.conftest import FIXTURE_FILES, FIXTURES
 
 DAY = datetime.date(2023, 9, 1)
@@ -215,6 +216,8 @@ def test_self_paid_refund():
         "[paid and owed by A 10.00; B 0.00]",
         "[paid and owed by A 10.00]",
         "[paid and owed by ]",
+        "[paid and owed by A 15.00; B -5.00]",
+        "[paid and owed by A -5.00; B 15.00]",
     ],
 )
 def test_unreadable_self_paid_note_books_placeholder(suffix):
@@ -223,6 +226,17 @@ def test_unreadable_self_paid_note_books_placeholder(suffix):
     assert entry.description == f"Taxi {suffix}"
     assert entry.payers == ((UNKNOWN_MEMBER, 1000),)
     assert entry.owed == ((UNKNOWN_MEMBER, 1000),)
+
+
+@pytest.mark.parametrize(
+    "suffix",
+    ["[paid and owed by A -15.00; B 5.00]", "[paid and owed by A 5.00; B -15.00]"],
+)
+def test_self_paid_refund_mixed_signs_books_placeholder(suffix):
+    entry = only(row(-1000, [0, 0, 0], f"Returned {suffix}"))
+
+    assert entry.payers == ((UNKNOWN_MEMBER, -1000),)
+    assert entry.owed == ((UNKNOWN_MEMBER, -1000),)
 
 
 def test_self_paid_note_ignored_when_nets_change():
@@ -239,7 +253,7 @@ def test_self_paid_fixture_needs_placeholder_once():
     on_placeholder = [
         entry.key for entry in plan.entries if UNKNOWN_MEMBER in entry.nets()
     ]
-    assert on_placeholder == ["7"]
+    assert on_placeholder == ["7", "8"]
     assert plan.mismatches() == []
 
 
@@ -308,6 +322,81 @@ def test_description_too_long_for_notes_rejected():
 
     assert (caught.value.line, caught.value.column) == (7, "Description")
     assert "shorten it" in caught.value.message
+
+
+def test_member_named_like_placeholder_rejected():
+    members = ("A", UNKNOWN_MEMBER)
+    parsed = SplitwiseFile(
+        Layout.CURRENT, members, (row(3000, [2000, -1000]),), (), header_line=4
+    )
+
+    with pytest.raises(SplitwiseFormatError) as caught:
+        convert(parsed)
+
+    assert (caught.value.line, caught.value.column) == (4, UNKNOWN_MEMBER)
+    assert "name of the placeholder" in caught.value.message
+    assert "rename this column" in caught.value.message
+
+
+def test_header_line_of_parsed_file():
+    parsed = parse_bytes(b"\n\nDate,Description,Category,Cost,Currency,A\n")
+
+    assert parsed.header_line == 3
+
+
+# Taxi: A, B and C paid 10.00 each for people missing from the export, so it
+# has 3 payers and 1 participant. Dinner: A paid for A, B and C, so it has 1
+# payer and 3 participants.
+TAXI = row(3000, [1000, 1000, 1000], "Taxi")
+DINNER = row(3000, [2000, -1000, -1000], "Dinner")
+
+
+@pytest.mark.parametrize(
+    ("split_row", "max_payers", "max_participants", "setting", "counted"),
+    [
+        (TAXI, 2, 3, "expense_max_payers", "3 members paid"),
+        (DINNER, 3, 2, "expense_max_participants", "3 members owe a share"),
+    ],
+)
+def test_split_over_limits_rejected(
+    split_row, max_payers, max_participants, setting, counted
+):
+    limits = RequestLimits(
+        expense_max_payers=max_payers, expense_max_participants=max_participants
+    )
+    source = SplitwiseFile(Layout.CURRENT, MEMBERS, (split_row,), ())
+
+    with pytest.raises(SplitwiseFormatError) as caught:
+        convert(source, limits)
+
+    assert len(caught.value.problems) == 1
+    assert caught.value.line == 7
+    assert counted in caught.value.message
+    assert f"at most 2 ({setting})" in caught.value.message
+    assert f"SPLITLOG_{setting.upper()}" in caught.value.message
+
+
+def test_split_at_limits_accepted():
+    limits = RequestLimits(expense_max_payers=3, expense_max_participants=3)
+    source = SplitwiseFile(Layout.CURRENT, MEMBERS, (TAXI, DINNER), ())
+
+    taxi, dinner = convert(source, limits).entries
+
+    assert len(taxi.payers) == 3
+    assert len(dinner.owed) == 3
+
+
+def test_default_limits_reject_51_payers():
+    members = tuple(f"M{index}" for index in range(51))
+    source = SplitwiseFile(
+        Layout.CURRENT, members, (row(5100, [100] * 51, "Party"),), ()
+    )
+
+    with pytest.raises(SplitwiseFormatError) as caught:
+        convert(source)
+
+    assert "51 members paid" in caught.value.message
+    assert "at most 50 (expense_max_payers)" in caught.value.message
 
 
 def test_trailing_space_kept_in_notes():

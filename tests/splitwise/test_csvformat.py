@@ -147,6 +147,41 @@ def test_amount_over_stored_maximum_rejected():
     assert columns == ["Cost", "Ana", "Ben"]
 
 
+def test_amount_of_thousands_of_digits_rejected():
+    huge = "9" * 5000 + ".00"
+    error = problem_of(HEADER + f"2024-01-01,Rent,Rent,10.00,EUR,{huge},-10.00\n")
+
+    assert (error.line, error.column) == (3, "Ana")
+    assert "is larger than the 10000000000000.00 EUR" in error.message
+    assert "(5,003 characters)" in error.message
+    assert len(error.message) < 300
+
+
+def test_withdrawn_currency_accepted():
+    parsed = parse_text(
+        "Date,Description,Category,Cost,Currency,Ana,Ben\n\n"
+        "2019-07-01,Ferry,General,120.50,HRK,60.25,-60.25\n"
+        "2001-05-02,Bier,General,12.00,DEM,-6.00,6.00\n"
+        "2001-05-03,Pizza,General,15000,ITL,7500,-7500\n\n"
+        "2024-02-01,Total balance, , ,HRK,60.25,-60.25\n"
+        "2024-02-01,Total balance, , ,DEM,-6.00,6.00\n"
+        "2024-02-01,Total balance, , ,ITL,7500,-7500\n"
+    )
+
+    assert [(row.currency, row.cost) for row in parsed.rows] == [
+        ("HRK", 12050),
+        ("DEM", 1200),
+        ("ITL", 15000),
+    ]
+
+
+def test_withdrawn_currency_exponent_applies():
+    error = problem_of(HEADER + "2001-05-03,Pizza,General,150.50,ITL,75,-75\n")
+
+    assert (error.line, error.column) == (3, "Cost")
+    assert "ITL amounts are whole numbers" in error.message
+
+
 def test_amount_at_stored_maximum_accepted():
     top = "10000000000000.00"
     parsed = parse_rows(f"2024-01-01,Rent,Rent,{top},EUR,{top},-{top}\n")

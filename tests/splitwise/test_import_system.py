@@ -106,12 +106,14 @@ def group_balance(channel, group: str) -> dict[str, dict[str, int]]:
     return result
 
 
-def group_lookup_code(channel, group: str) -> grpc.StatusCode:
-    """Return the status code of GetGroup on a group."""
+def lookup_code(channel, name: str) -> grpc.StatusCode:
+    """Return the status code of GetGroup on a group, or GetUser on a user."""
+    users = users_grpc.UsersServiceStub(channel)
     try:
-        users_grpc.UsersServiceStub(channel).GetGroup(
-            users_pb.GetGroupRequest(name=group), timeout=TIMEOUT
-        )
+        if name.startswith("users/"):
+            users.GetUser(users_pb.GetUserRequest(name=name), timeout=TIMEOUT)
+        else:
+            users.GetGroup(users_pb.GetGroupRequest(name=name), timeout=TIMEOUT)
     except grpc.RpcError as exc:
         return exc.code()
     return grpc.StatusCode.OK
@@ -227,7 +229,9 @@ def test_rejected_expense_deletes_new_group(gateway, channel, tmp_path):
 
     message = str(caught.value)
     assert f"on line {bad.line}" in message
-    assert "INVALID_ARGUMENT" in message
+    assert "INVALID_ARGUMENT: expense.payers: " in message
+    assert "requests[" not in message
+    assert "the row." not in message
     assert f"the group {group} that this import created was deleted" in message
     assert "importing [" in progress.getvalue()
     users = users_grpc.UsersServiceStub(channel)
@@ -243,6 +247,145 @@ def test_rejected_expense_deletes_new_group(gateway, channel, tmp_path):
     assert result.group == f"{group}-2"
     assert result.mismatches == []
     assert expense_count(channel, f"{group}-2") > 0
+
+
+def test_withdrawn_currencies_import(gateway, channel):
+    path = FIXTURES / "withdrawn_currencies.csv"
+    data = path.read_bytes()
+    group = f"groups/{identity.group_id(identity.file_digest(data))}"
+
+    status, out, err = import_file(path, gateway)
+
+    assert status == 0, out + err
+    assert group_balance(channel, group) == summary_balances(data)
+    loaded = users_grpc.UsersServiceStub(channel).GetGroup(
+        users_pb.GetGroupRequest(name=group), timeout=TIMEOUT
+    )
+    # The first currency of the file that is still active is the default.
+    assert loaded.group.currency_code == "EUR"
+    report = (
+        balances_grpc.BalancesServiceStub(channel)
+        .GetGroupReport(
+            balances_pb.GetGroupReportRequest(
+                name=f"{group}/report", currency_code="HRK"
+            ),
+            timeout=TIMEOUT,
+        )
+        .report
+    )
+    assert report.total_spent.currency_code == "HRK"
+    assert to_minor(report.total_spent) == 12050
+    assert report.expense_count == 1
+
+
+def test_self_paid_suffix_mixed_signs_imports(gateway, channel, tmp_path):
+    description = "Own [paid and owed by Ana 15.00; Ben -5.00]"
+    path = tmp_path / "mixed-signs.csv"
+    path.write_text(
+        "Date,Description,Category,Cost,Currency,Ana,Ben\n\n"
+        f"2024-05-01,{description},General,10.00,EUR,0.00,0.00\n"
+        "2024-05-02,Dinner,Dining out,20.00,EUR,10.00,-10.00\n\n"
+        "2024-05-10,Total balance, , ,EUR,10.00,-10.00\n",
+        encoding="utf-8",
+    )
+    digest = identity.file_digest(path.read_bytes())
+    group = f"groups/{identity.group_id(digest)}"
+
+    status, out, err = import_file(path, gateway)
+
+    assert status == 0, out + err
+    own = _expenses_by_description(channel, group)[description]
+    placeholder = f"users/{identity.placeholder_user_id(digest)}"
+    assert [(payer.user, to_minor(payer.amount)) for payer in own.payers] == [
+        (placeholder, 1000)
+    ]
+    assert _member_display_names(channel, group) == ["Ana", "Ben", UNKNOWN_MEMBER]
+
+
+def test_row_over_payer_limit_writes_nothing(gateway, channel, tmp_path):
+    suffix = uuid.uuid4().hex[:8]
+    names = [f"P{index} {suffix}" for index in range(51)]
+    path = tmp_path / "many-payers.csv"
+    # Every member paid 1.00 for people missing from the export: 51 payers.
+    path.write_text(
+        "Date,Description,Category,Cost,Currency," + ",".join(names) + "\n\n"
+        "2024-05-01,Party,General,51.00,EUR," + ",".join(["1.00"] * 51) + "\n\n"
+        "2024-05-10,Total balance, , ,EUR," + ",".join(["1.00"] * 51) + "\n",
+        encoding="utf-8",
+    )
+    group = f"groups/{identity.group_id(identity.file_digest(path.read_bytes()))}"
+
+    status, out, err = import_file(path, gateway)
+
+    assert status == 1
+    assert "nothing was imported" in err
+    assert f"{path}:line 3: 51 members paid in this row" in err
+    assert "expense_max_payers" in err
+    assert lookup_code(channel, group) == grpc.StatusCode.NOT_FOUND
+    for name in names:
+        user = f"users/{identity.user_id(name)}"
+        assert lookup_code(channel, user) == grpc.StatusCode.NOT_FOUND, name
+
+
+def test_member_named_like_placeholder_writes_nothing(gateway, channel, tmp_path):
+    path = tmp_path / "placeholder-column.csv"
+    path.write_text(
+        f"Date,Description,Category,Cost,Currency,Ana,{UNKNOWN_MEMBER}\n\n"
+        "2024-05-01,Dinner,Dining out,20.00,EUR,10.00,-5.00\n\n"
+        "2024-05-10,Total balance, , ,EUR,10.00,-5.00\n",
+        encoding="utf-8",
+    )
+    group = f"groups/{identity.group_id(identity.file_digest(path.read_bytes()))}"
+
+    status, out, err = import_file(path, gateway)
+
+    assert status == 1
+    assert f"{path}:line 1, column {UNKNOWN_MEMBER}: " in err
+    assert "name of the placeholder" in err
+    assert lookup_code(channel, group) == grpc.StatusCode.NOT_FOUND
+
+
+def test_deactivated_user_stops_import_before_writes(gateway, channel, tmp_path):
+    suffix = uuid.uuid4().hex[:8]
+    kept, gone = f"Kim {suffix}", f"Lou {suffix}"
+    gone_id = identity.user_id(gone)
+    users = users_grpc.UsersServiceStub(channel)
+    users.CreateUser(
+        users_pb.CreateUserRequest(
+            user=users_pb.User(email=identity.email(gone_id), display_name=gone),
+            user_id=gone_id,
+        ),
+        timeout=TIMEOUT,
+    )
+    users.DeactivateUser(
+        users_pb.DeactivateUserRequest(name=f"users/{gone_id}"), timeout=TIMEOUT
+    )
+    text = (
+        f"Date,Description,Category,Cost,Currency,{kept},{gone}\n\n"
+        "2024-05-01,Dinner,Dining out,20.00,EUR,10.00,-10.00\n\n"
+        "2024-05-10,Total balance, , ,EUR,10.00,-10.00\n"
+    )
+    path = tmp_path / "deactivated.csv"
+    path.write_text(text, encoding="utf-8")
+    group = f"groups/{identity.group_id(identity.file_digest(path.read_bytes()))}"
+
+    status, out, err = import_file(path, gateway)
+
+    assert status == 1
+    assert f"member {gone!r} is the user users/{gone_id}, which is deactivated" in err
+    assert f"rename the column in the file's header (for example to '{gone} 2')" in (
+        err
+    )
+    assert "Nothing was created." in err
+    assert lookup_code(channel, group) == grpc.StatusCode.NOT_FOUND
+    kept_user = f"users/{identity.user_id(kept)}"
+    assert lookup_code(channel, kept_user) == grpc.StatusCode.NOT_FOUND
+
+    # With the column renamed, the member is imported as a new user.
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_text(text.replace(f",{gone}\n", f",{gone} 2\n", 1), "utf-8")
+    status, out, err = import_file(renamed, gateway)
+    assert status == 0, out + err
 
 
 def test_export_then_import_again(gateway, channel, tmp_path):
@@ -524,7 +667,7 @@ def test_missing_summary_row_rejected(gateway, channel, tmp_path, keep):
     else:
         assert f"{path}:line 10: " in err
         assert "expected after line 10, the last row" in err
-    assert group_lookup_code(channel, group) == grpc.StatusCode.NOT_FOUND
+    assert lookup_code(channel, group) == grpc.StatusCode.NOT_FOUND
 
 
 def test_user_rejected_before_group_reports_users_only(gateway, channel, tmp_path):
@@ -547,7 +690,7 @@ def test_user_rejected_before_group_reports_users_only(gateway, channel, tmp_pat
     )
     assert "stays in" not in err
     assert "run the same command again" in err
-    assert group_lookup_code(channel, group) == grpc.StatusCode.NOT_FOUND
+    assert lookup_code(channel, group) == grpc.StatusCode.NOT_FOUND
 
 
 def test_unreachable_gateway_says_rerun():
@@ -560,7 +703,7 @@ def test_unreachable_gateway_says_rerun():
             importer.run(plan, digest, "unreachable")
 
     message = str(caught.value)
-    assert "while creating the users: UNAVAILABLE" in message
+    assert "while reading the users that exist: UNAVAILABLE" in message
     assert "Nothing was created" in message
     assert "run the same command again" in message
 
