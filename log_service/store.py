@@ -95,6 +95,9 @@ class _Partition:
     min_ts: int | None = None
     max_ts: int | None = None
     max_seq: int = 0
+    # At most the lowest sequence of its rows: deletions may leave it lower.
+    # 0 when unknown or empty.
+    min_seq: int = 0
     # Services with rows here, possibly more after deletions. The writer
     # replaces the set rather than changing it, so readers need no lock.
     services: frozenset[str] = frozenset()
@@ -425,7 +428,7 @@ class LogStore:
                 self._forget_saved_trigrams(partition)
                 partition.trigrams.add(messages_by_key[key])
                 inserted = self._run(sql, params)
-                low, high, top = bounds[key]
+                low, high, top, bottom = bounds[key]
                 partition.rows += inserted[0][0]
                 partition.min_ts = (
                     low if partition.min_ts is None else min(partition.min_ts, low)
@@ -436,6 +439,9 @@ class LogStore:
                 # The highest sequence of this partition's rows, not of the
                 # batch: a saved trigram filter is stamped with it, and the
                 # next open compares the stamp with max(seq) of the file.
+                partition.min_seq = (
+                    bottom if partition.max_seq == 0 else min(partition.min_seq, bottom)
+                )
                 partition.max_seq = max(partition.max_seq, top)
                 if not services[key] <= partition.services:
                     partition.services = partition.services | services[key]
@@ -465,8 +471,8 @@ class LogStore:
     ) -> tuple[dict[tuple[int, int], list[int]], dict[tuple[int, int], set[str]]]:
         """Return the bounds and the services of each partition key.
 
-        The bounds are [lowest ts, highest ts, highest seq] of the rows that
-        go to the partition. Most groups lie in one partition, which Arrow
+        The bounds are [lowest ts, highest ts, highest seq, lowest seq] of the
+        rows that go to the partition. Most groups lie in one partition, which Arrow
         computes without a Python step per row.
         """
         extremes = pc.min_max(table.column("ts"))
@@ -476,7 +482,8 @@ class LogStore:
         key = self._key(low, day_files_below)
         if key == self._key(high, day_files_below):
             names = pc.unique(table.column("service")).to_pylist()
-            return {key: [low, high, last_seq]}, {key: set(names)}
+            first_seq = table.column("seq")[0].as_py()
+            return {key: [low, high, last_seq, first_seq]}, {key: set(names)}
         bounds: dict[tuple[int, int], list[int]] = {}
         services: dict[tuple[int, int], set[str]] = {}
         for seq, ts, service in zip(
@@ -488,7 +495,7 @@ class LogStore:
             key = self._key(ts, day_files_below)
             known = bounds.get(key)
             if known is None:
-                bounds[key] = [ts, ts, seq]
+                bounds[key] = [ts, ts, seq, seq]
                 services[key] = {service}
                 continue
             known[2] = seq
@@ -1067,6 +1074,77 @@ class LogStore:
         examined = sequences[-1] if len(sequences) == limit else cap
         return columns, sequences, max(examined, after_sequence)
 
+    def follow_page(
+        self,
+        after_sequence: int,
+        flt: node_service_pb2.EntryFilter,
+        *,
+        span: int,
+        limit: int,
+        max_bytes: int,
+    ) -> tuple[node_service_pb2.EntryColumns, list[int], int]:
+        """Return the matching entries of the next `span` sequence numbers.
+
+        Only sequences in `(after_sequence, after_sequence + span]` are read,
+        so each partition scans the row groups of that range alone, however
+        many entries follow it. That keeps a follower that is far behind at a
+        cost per page that does not grow with the backlog, unlike `since`.
+        Entries come in sequence order, at most `limit` of them and at most
+        `max_bytes` by the estimate of `store_sql.ENTRY_BYTES_SQL`, but always
+        at least one. Every condition of `flt` applies, as in `since`.
+
+        Returns:
+          The entries, the sequence of each, and the highest sequence
+          examined: a caller that resumes after it misses no entry. It is
+          never below `after_sequence`.
+
+        Raises:
+          InvalidArgument: `limit` or `span` is below 1.
+        """
+        _check_limit(limit)
+        if span < 1:
+            raise InvalidArgument(
+                f"span is {span}; read at least 1 sequence number",
+                field_violations=[FieldViolation("span", "must be at least 1")],
+            )
+        with self._reading() as (cursor, cap, partitions):
+            through = min(_cap(flt, cap), after_sequence + span)
+            if through <= after_sequence:
+                return node_service_pb2.EntryColumns(), [], after_sequence
+            candidates = [
+                p
+                for p in partitions
+                if p.max_seq > after_sequence
+                and p.min_seq <= through
+                and p.may_hold(flt)
+            ]
+            if not candidates:
+                return node_service_pb2.EntryColumns(), [], through
+            self._count_scans(len(candidates))
+            conditions, params = store_sql.filter_conditions(flt, through)
+            conditions.append("seq > ?")
+            params.append(after_sequence)
+            where = " AND ".join(conditions)
+            aliases = [p.alias for p in candidates]
+            sizes = cursor.sql(
+                store_sql.follow_sizes_select(aliases, where),
+                params=[*params * len(aliases), limit],
+            ).fetchnumpy()
+            if not len(sizes["seq"]):
+                return node_service_pb2.EntryColumns(), [], through
+            # The entries whose running total of bytes stays within the
+            # bound, and always the first.
+            totals = np.cumsum(sizes["size"])
+            fitting = max(int(np.searchsorted(totals, max_bytes, "right")), 1)
+            last = int(sizes["seq"][fitting - 1])
+            table = cursor.sql(
+                store_sql.follow_rows_select(aliases, where),
+                params=[*params, last] * len(aliases),
+            ).to_arrow_table()
+        columns, sequences = store_sql.table_to_columns(table)
+        cut = fitting < len(sizes["seq"]) or len(sizes["seq"]) == limit
+        return columns, sequences, last if cut else through
+
     def copy_chunks(
         self, through: int, chunk_entries: int, chunk_bytes: int
     ) -> Iterator[tuple[node_service_pb2.EntryColumns, list[int]]]:
@@ -1296,14 +1374,15 @@ class LogStore:
 
     def _refresh(self, partition: _Partition) -> None:
         sql = (
-            "SELECT count(*), min(ts), max(ts), coalesce(max(seq), 0)"
-            f" FROM {partition.alias}.entries"
+            "SELECT count(*), min(ts), max(ts), coalesce(max(seq), 0),"
+            f" coalesce(min(seq), 0) FROM {partition.alias}.entries"
         )
-        rows, low, high, top = self._run(sql)[0]
+        rows, low, high, top, bottom = self._run(sql)[0]
         partition.rows = rows
         partition.min_ts = low
         partition.max_ts = high
         partition.max_seq = top
+        partition.min_seq = bottom
         names = self._run(f"SELECT DISTINCT service FROM {partition.alias}.entries")
         partition.services = frozenset(name for (name,) in names)
 
@@ -1394,6 +1473,7 @@ def _combine(target: _Partition, sources: list[_Partition]) -> None:
     target.min_ts = min(lows, default=None)
     target.max_ts = max(highs, default=None)
     target.max_seq = max((p.max_seq for p in sources), default=0)
+    target.min_seq = min((p.min_seq for p in sources if p.max_seq), default=0)
     target.services = frozenset().union(*(p.services for p in sources))
 
 

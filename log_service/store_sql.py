@@ -118,6 +118,35 @@ def chunk_select(alias: str) -> str:
     )
 
 
+def follow_sizes_select(aliases: Sequence[str], where: str) -> str:
+    """Return the query of the sequence and estimated bytes of a follow page.
+
+    It reads the rows matching `where` in every partition of `aliases`, and
+    returns the first ones in sequence order. Its parameters are those of
+    `where` once per partition, then the max rows. The estimate is
+    `ENTRY_BYTES_SQL`, so the caller can pick the rows that fit a byte bound
+    before reading their text.
+    """
+    selects = [
+        f"SELECT seq, {ENTRY_BYTES_SQL} AS size FROM {alias}.entries WHERE {where}"
+        for alias in aliases
+    ]
+    return f"SELECT * FROM ({' UNION ALL '.join(selects)}) ORDER BY seq LIMIT ?"
+
+
+def follow_rows_select(aliases: Sequence[str], where: str) -> str:
+    """Return the query of the rows of a follow page, in sequence order.
+
+    Its parameters are, once per partition of `aliases`, those of `where`
+    followed by the last sequence of the page.
+    """
+    selects = [
+        f"SELECT {RESULT_SELECT} FROM {alias}.entries WHERE {where} AND seq <= ?"
+        for alias in aliases
+    ]
+    return f"SELECT * FROM ({' UNION ALL '.join(selects)}) ORDER BY seq"
+
+
 def records_to_table(
     records: Sequence[node_service_pb2.LogRecord], applied_through: int
 ) -> pa.Table | None:

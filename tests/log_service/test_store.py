@@ -803,6 +803,128 @@ def test_since_with_filter_reports_examined_sequence(store: LogStore) -> None:
     assert later_examined == 9
 
 
+# follow_page -------------------------------------------------------------------
+
+
+def follow_all(
+    store: LogStore, flt: pb.EntryFilter, *, span: int, limit: int, max_bytes: int
+) -> tuple[list[int], list[int]]:
+    """Read every page from sequence 0; return the sequences and each page's
+    examined sequence."""
+    after = 0
+    sequences: list[int] = []
+    examined: list[int] = []
+    while True:
+        _, page, after_page = store.follow_page(
+            after, flt, span=span, limit=limit, max_bytes=max_bytes
+        )
+        if after_page == after:
+            return sequences, examined
+        sequences.extend(page)
+        examined.append(after_page)
+        after = after_page
+
+
+def test_follow_page_reads_span_across_partitions(tmp_path: Path) -> None:
+    store = LogStore(tmp_path / "store", partition_seconds=3600)
+    # Sequences 3 and 6 arrive late and belong to the earlier partition.
+    stamps = [BASE + HOUR, BASE + HOUR + 1, BASE + 5, BASE + HOUR + 2]
+    store.apply([record(1, stamps + [BASE + HOUR + 3, BASE + 6, BASE + HOUR + 4])])
+
+    first, first_sequences, first_examined = store.follow_page(
+        0, pb.EntryFilter(), span=3, limit=10, max_bytes=1_000_000
+    )
+    _, rest_sequences, rest_examined = store.follow_page(
+        first_examined, pb.EntryFilter(), span=10, limit=10, max_bytes=1_000_000
+    )
+    _, none, idle_examined = store.follow_page(
+        rest_examined, pb.EntryFilter(), span=10, limit=10, max_bytes=1_000_000
+    )
+    store.close()
+
+    assert first_sequences == [1, 2, 3]
+    assert list(first.timestamps) == [BASE + HOUR, BASE + HOUR + 1, BASE + 5]
+    assert first_examined == 3
+    assert rest_sequences == [4, 5, 6, 7]
+    assert rest_examined == 7
+    assert none == []
+    assert idle_examined == 7
+
+
+def test_follow_page_limit_ends_at_last_entry(store: LogStore) -> None:
+    store.apply([record(1, [BASE + i for i in range(10)])])
+
+    sequences, examined = follow_all(
+        store, pb.EntryFilter(), span=100, limit=4, max_bytes=1_000_000
+    )
+
+    assert sequences == list(range(1, 11))
+    assert examined == [4, 8, 10]
+
+
+def test_follow_page_byte_bound_keeps_first_entry(store: LogStore) -> None:
+    messages = ["x" * 300, "y" * 300, "z" * 300, "w" * 300]
+    store.apply([record(1, [BASE + i for i in range(4)], messages=messages)])
+
+    one_each, one_each_examined = follow_all(
+        store, pb.EntryFilter(), span=100, limit=100, max_bytes=10
+    )
+    two_each, two_each_examined = follow_all(
+        store, pb.EntryFilter(), span=100, limit=100, max_bytes=1200
+    )
+
+    assert one_each == [1, 2, 3, 4]
+    assert one_each_examined == [1, 2, 3, 4]
+    assert two_each == [1, 2, 3, 4]
+    assert two_each_examined == [2, 4]
+
+
+def test_follow_page_filter_examines_whole_span(store: LogStore) -> None:
+    services = ["a", "b", "b", "b", "b", "b", "b", "a"]
+    store.apply([record(1, [BASE + i for i in range(8)], services=services)])
+
+    sequences, examined = follow_all(
+        store, pb.EntryFilter(services=["a"]), span=3, limit=10, max_bytes=1_000_000
+    )
+    _, capped, capped_examined = store.follow_page(
+        0,
+        pb.EntryFilter(services=["a"], max_sequence=5),
+        span=100,
+        limit=10,
+        max_bytes=1_000_000,
+    )
+
+    assert sequences == [1, 8]
+    assert examined == [3, 6, 8]
+    assert capped == [1]
+    assert capped_examined == 5
+
+
+def test_follow_page_after_truncation_and_reopen(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    store = LogStore(directory, partition_seconds=3600)
+    store.apply([record(1, [BASE + HOUR, BASE + 1, BASE + HOUR + 1])])
+    store.delete_after(1)
+    store.apply([record(2, [BASE + 2, BASE + HOUR + 2, BASE + 2 * HOUR])])
+    before, _ = follow_all(
+        store, pb.EntryFilter(), span=1, limit=10, max_bytes=1_000_000
+    )
+    store.close()
+    reopened = LogStore(directory, partition_seconds=3600)
+    after, _ = follow_all(
+        reopened, pb.EntryFilter(), span=2, limit=10, max_bytes=1_000_000
+    )
+    reopened.close()
+
+    assert before == [1, 2, 3, 4]
+    assert after == [1, 2, 3, 4]
+
+
+def test_follow_page_span_below_one_is_invalid(store: LogStore) -> None:
+    with pytest.raises(InvalidArgument, match="span is 0"):
+        store.follow_page(0, pb.EntryFilter(), span=0, limit=10, max_bytes=100)
+
+
 # Retention ---------------------------------------------------------------------
 
 

@@ -137,6 +137,31 @@ def test_compact_merges_hours_into_day_file(tmp_path: Path) -> None:
     assert [f["name"] for f in state["files"]] == [DAY_FILE]
 
 
+def test_follow_page_reads_merged_day_in_sequence_order(tmp_path: Path) -> None:
+    clock = Clock(BASE + 20 * HOUR)
+    store = open_store(tmp_path / "store", clock)
+    # The day file sorts rows by time, so sequences lie out of order in it.
+    stamps = [BASE + (2 - i % 3) * HOUR + i for i in range(12)]
+    store.apply([record(1, stamps)])
+    clock.now = BASE + 2 * DAY
+    merged = store.compact()
+    store.apply([record(13, [BASE + 3 * HOUR, BASE + 7])])
+    sequences: list[int] = []
+    after = 0
+    while True:
+        _, page, after_page = store.follow_page(
+            after, pb.EntryFilter(), span=5, limit=100, max_bytes=1_000_000
+        )
+        if after_page == after:
+            break
+        sequences.extend(page)
+        after = after_page
+    store.close()
+
+    assert merged == 1
+    assert sequences == list(range(1, 15))
+
+
 def message_compression(path: Path) -> set[str]:
     """Return the compressions DuckDB used for the messages of a closed file."""
     connection = duckdb.connect()
