@@ -24,10 +24,11 @@ from log_service.router import (
     LogsServicer,
     OtlpLogsServicer,
     Writer,
+    add_logs_servicer_to_server,
     add_otlp_servicer_to_server,
 )
 from log_service.sharding import sharder_from_config, topology_from_config
-from splitlog.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from splitlog.logs.v1 import logs_service_pb2
 from splitlog_runtime import auth, private_files
 from splitlog_runtime.config import Config
 from splitlog_runtime.server import ServiceHost
@@ -122,9 +123,7 @@ def build_router(
             "log_service",
             config,
             [
-                lambda s: logs_service_pb2_grpc.add_LogsServiceServicer_to_server(
-                    servicer, s
-                ),
+                lambda s: add_logs_servicer_to_server(servicer, s),
                 lambda s: add_otlp_servicer_to_server(otlp, s),
             ],
             [SERVICE.full_name, OTLP_SERVICE],

@@ -72,7 +72,7 @@ from log_service.streams import (
     normalize_write,
     stream_entry_count,
 )
-from log_service.tail import Tail
+from log_service.tail import MAX_RESPONSE_BYTES, Tail
 from log_service.tokens import decode_resume_token, filter_hash, resume_positions
 from log_service.wal import encode_varint
 from splitlog.logs.v1 import logs_service_pb2, logs_service_pb2_grpc, node_service_pb2
@@ -94,6 +94,7 @@ MAX_LISTED_REJECTIONS = 1000
 STREAM_WINDOW = 16
 # Threads that write stream batches, shared by every stream of the router.
 STREAM_POOL_WORKERS = 64
+LOGS_SERVICE = logs_service_pb2.DESCRIPTOR.services_by_name["LogsService"]
 # Full name of the OpenTelemetry log service that the router also serves.
 OTLP_SERVICE = otlp_logs_pb2.DESCRIPTOR.services_by_name["LogsService"].full_name
 RETRY_DELAY_SECONDS = 1.0
@@ -1021,7 +1022,14 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         slot = self.open_streams.acquire("TailLogEntries", context)
         try:
             tail = Tail(
-                self._coordinator, self._stub_for, selection, fingerprint, positions
+                self._coordinator,
+                self._stub_for,
+                selection,
+                fingerprint,
+                positions,
+                max_response_bytes=min(
+                    MAX_RESPONSE_BYTES, self._writer.max_message_bytes
+                ),
             )
             context.add_callback(tail.stop)
         except BaseException:
@@ -1103,6 +1111,42 @@ class OtlpLogsServicer:
         )
         self._writer.store(batch, "", context, receive_ns)
         return export_response(batch)
+
+
+def _serialized(response: bytes) -> bytes:
+    """Return a response that its handler has serialized already."""
+    return response
+
+
+def add_logs_servicer_to_server(servicer: LogsServicer, server) -> None:
+    """Register LogsService, with TailLogEntries sending serialized responses.
+
+    It registers the same handlers as the generated
+    `add_LogsServiceServicer_to_server`, except that the TailLogEntries
+    handler yields bytes (see `log_service.tail`), which go out as they are.
+    """
+    handlers = {}
+    for method in LOGS_SERVICE.methods:
+        request_class = getattr(logs_service_pb2, method.input_type.name)
+        response_class = getattr(logs_service_pb2, method.output_type.name)
+        handler = {
+            (False, False): grpc.unary_unary_rpc_method_handler,
+            (False, True): grpc.unary_stream_rpc_method_handler,
+            (True, False): grpc.stream_unary_rpc_method_handler,
+            (True, True): grpc.stream_stream_rpc_method_handler,
+        }[(method.client_streaming, method.server_streaming)]
+        serializer = response_class.SerializeToString
+        if method.name == "TailLogEntries":
+            serializer = _serialized
+        handlers[method.name] = handler(
+            getattr(servicer, method.name),
+            request_deserializer=request_class.FromString,
+            response_serializer=serializer,
+        )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(LOGS_SERVICE.full_name, handlers),)
+    )
+    server.add_registered_method_handlers(LOGS_SERVICE.full_name, handlers)
 
 
 def add_otlp_servicer_to_server(servicer: OtlpLogsServicer, server) -> None:

@@ -3,11 +3,27 @@
 A thread per shard follows the shard's leader. When the stream breaks, for
 example because the leader failed, the thread requests the current leader from
 the coordinator and follows it again from the last sequence number it
-received, so the client sees no gap. The threads never wait for the client,
-because they add what they receive to one buffer of pending messages. When the client
-reads so slowly that the buffer contains more than `max_pending` entries, the
-oldest pending entries are dropped, and the next response reports how many
-in `skipped_count`. The resume token then points past the dropped entries.
+received, so the client sees no gap. The threads add what they receive to one
+buffer of pending messages, and the response iterator sends them in the order
+they arrived.
+
+Entries come in two kinds:
+
+- **Backlog**: entries of a tail resumed from a token, up to the last
+  sequence number the shard had when the call began. The client requested
+  each of them, so a thread waits for room in the buffer rather than drop
+  any. The shard's stream then waits too, and the node reads on once the
+  client has taken more. At most `max_pending` backlog entries wait, or one
+  message when a single message is larger.
+- **Live**: every other entry. The threads never wait for the client with
+  these. When the client reads so slowly that more than `max_pending` live
+  entries wait, the oldest live entries are dropped, and the next response
+  reports how many in `skipped_count`. The resume token then points past the
+  dropped entries.
+
+Responses are serialized here (`log_service/entry_wire.py`), with at most
+`max_response_bytes` each, except that a response always carries at least one
+entry of a message.
 """
 
 from __future__ import annotations
@@ -17,11 +33,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import grpc
+import numpy as np
 
 from log_service.coordinator import Coordinator
-from log_service.model import columns_to_entries
+from log_service.entry_wire import encode_entries
+from log_service.pages import page_budget
 from log_service.query import EntrySelection
 from log_service.tokens import ResumeToken, encode_resume_token, invalid_sequence_error
 from log_service.wal import slice_columns
@@ -32,14 +51,28 @@ _LOGGER = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 10.0
 RECONNECT_DELAY_SECONDS = 0.2
-# Entries that may wait for a slow client before the oldest are dropped.
+# Live entries that may wait for a slow client before the oldest are dropped,
+# and backlog entries that may wait before the shard threads wait too.
 MAX_PENDING_ENTRIES = 10_000
+# Bound of one response. gRPC clients reject larger messages unless they raise
+# grpc.max_receive_message_length, whose default is 4 MiB.
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 # Maximum time the first response waits for every shard's stream to open, so
 # that a resume token the nodes reject fails the call before any response.
 OPEN_WAIT_SECONDS = 2.0
 # Deadline of the call that reads a shard's last sequence number when a tail
 # resumes from a token.
 LAST_SEQUENCE_TIMEOUT_SECONDS = 5.0
+
+
+@dataclass
+class _Pending:
+    """A message received from a shard and not yet sent."""
+
+    shard: str
+    message: node_service_pb2.FollowEntriesResponse
+    # Whether it contains backlog entries, which are never dropped.
+    backlog: bool
 
 
 class Tail:
@@ -53,8 +86,10 @@ class Tail:
       positions: last sequence number sent per shard; -1 starts after the
         newest committed entry.
       keepalive: seconds without entries after which an empty message goes out.
-      max_pending: entries received but not yet sent beyond which the oldest
-        are dropped and counted as skipped.
+      max_pending: live entries received but not yet sent beyond which the
+        oldest are dropped and counted as skipped; also the backlog entries
+        that may wait.
+      max_response_bytes: bound of one serialized response.
     """
 
     def __init__(
@@ -66,6 +101,7 @@ class Tail:
         positions: dict[str, int],
         keepalive: float = KEEPALIVE_SECONDS,
         max_pending: int = MAX_PENDING_ENTRIES,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         self._coordinator = coordinator
         self._stub_for = stub_for
@@ -74,18 +110,20 @@ class Tail:
         self._positions = dict(positions)
         self._keepalive = keepalive
         self._max_pending = max_pending
+        self._entry_budget = page_budget(max_response_bytes)
 
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         # Guarded by `_lock`: the messages not yet sent, oldest first, the
-        # number of entries in them, entries dropped since the last response,
+        # number of live and of backlog entries in them, entries dropped since
+        # the last response, the last backlog sequence of each resumed shard,
         # the shards whose stream has opened, and an error that ends the call.
-        self._pending: collections.deque[
-            tuple[str, node_service_pb2.FollowEntriesResponse]
-        ] = collections.deque()
-        self._pending_entries = 0
+        self._pending: collections.deque[_Pending] = collections.deque()
+        self._live_entries = 0
+        self._backlog_entries = 0
         self._skipped = 0
+        self._backlog_through: dict[str, int] = {}
         self._opened: set[str] = set()
         self._error: DomainError | None = None
         self._calls: dict[str, grpc.Call] = {}
@@ -109,8 +147,8 @@ class Tail:
         for call in calls:
             call.cancel()
 
-    def responses(self) -> Iterator[logs_service_pb2.TailLogEntriesResponse]:
-        """Yield entries as they arrive, and keep-alives in between.
+    def responses(self) -> Iterator[bytes]:
+        """Yield serialized responses as entries arrive, and keep-alives in between.
 
         Raises:
           OutOfRange: a node no longer stores the entries after the resume
@@ -123,19 +161,58 @@ class Tail:
         try:
             with self._lock:
                 self._wait_for_streams_locked()
-                response = self._response_locked()
-            yield response
+                positions = self._positions_locked()
+                skipped = self._take_skipped_locked()
+            yield self._closing_fields(positions, skipped)
             while True:
                 with self._lock:
                     item = self._next_locked()
                     if item is None:
                         return
-                    response = self._response_locked()
-                if item.sequences:
-                    response.entries.extend(columns_to_entries(item.entries))
-                yield response
+                    positions = self._positions_locked()
+                    skipped = self._take_skipped_locked()
+                yield from self._serialized(item, positions, skipped)
         finally:
             self.stop()
+
+    def _serialized(
+        self, item: _Pending, positions: dict[str, int], skipped: int
+    ) -> Iterator[bytes]:
+        """Yield the responses that carry one message's entries.
+
+        A message larger than the budget goes out in several responses. The
+        token of each but the last points at its own last entry, so a client
+        that stops in between resumes after the entries it received.
+        """
+        sequences = item.message.sequences
+        if not sequences:
+            yield self._closing_fields(positions, skipped)
+            return
+        encoded = encode_entries(item.message.entries)
+        start = 0
+        while start < len(encoded):
+            stop = _fitting_stop(encoded.offsets, start, self._entry_budget)
+            chunk_positions = positions
+            if stop < len(encoded):
+                chunk_positions = {**positions, item.shard: sequences[stop - 1]}
+            yield encoded.chunk(start, stop) + self._closing_fields(
+                chunk_positions, skipped
+            )
+            skipped = 0
+            start = stop
+
+    def _closing_fields(self, positions: dict[str, int], skipped: int) -> bytes:
+        """Serialize the resume token and skipped count of a response.
+
+        Appended to serialized entries, they make one response, because
+        protobuf parsers merge concatenated messages.
+        """
+        # The shards never change, so their names need no lock.
+        unopened = frozenset(self._positions) - set(positions)
+        token = encode_resume_token(ResumeToken(self._fingerprint, positions, unopened))
+        return logs_service_pb2.TailLogEntriesResponse(
+            resume_token=token, skipped_count=skipped
+        ).SerializeToString()
 
     def _wait_for_streams_locked(self) -> None:
         deadline = time.monotonic() + OPEN_WAIT_SECONDS
@@ -147,12 +224,12 @@ class Tail:
         if self._error is not None:
             raise self._error
 
-    def _next_locked(self) -> node_service_pb2.FollowEntriesResponse | None:
+    def _next_locked(self) -> _Pending | None:
         """Take the next message with entries, or wait for one.
 
         Returns:
-          The message; an empty message when a keep-alive or a skipped count
-          is due; None once the tail stops.
+          The message; one without entries when a keep-alive or a skipped
+          count is due; None once the tail stops.
 
         Raises:
           OutOfRange: a node rejected the position of a resumed stream.
@@ -166,71 +243,121 @@ class Tail:
             if self._stop.is_set():
                 return None
             while self._pending:
-                shard, message = self._pending.popleft()
-                self._pending_entries -= len(message.sequences)
-                self._advance_locked(shard, message.last_sequence)
-                if message.sequences:
-                    return message
+                item = self._pending.popleft()
+                self._count_locked(item, -len(item.message.sequences))
+                self._advance_locked(item.shard, item.message.last_sequence)
+                if item.message.sequences:
+                    # A shard thread may wait for room for its backlog.
+                    self._changed.notify_all()
+                    return item
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._skipped:
-                return node_service_pb2.FollowEntriesResponse()
+                return _Pending("", node_service_pb2.FollowEntriesResponse(), False)
             self._changed.wait(remaining)
 
-    def _response_locked(self) -> logs_service_pb2.TailLogEntriesResponse:
+    def _positions_locked(self) -> dict[str, int]:
         # A shard whose stream has not opened yet has no position. The token
         # lists it as unopened, and a tail resumed from the token starts that
         # shard after its newest entry.
-        positions = {
+        return {
             shard: position
             for shard, position in self._positions.items()
             if position >= 0
         }
-        unopened = frozenset(self._positions) - set(positions)
-        token = encode_resume_token(ResumeToken(self._fingerprint, positions, unopened))
-        response = logs_service_pb2.TailLogEntriesResponse(
-            resume_token=token, skipped_count=self._skipped
-        )
+
+    def _take_skipped_locked(self) -> int:
+        skipped = self._skipped
         self._skipped = 0
-        return response
+        return skipped
 
     def _advance_locked(self, shard: str, sequence: int) -> None:
         self._positions[shard] = max(self._positions[shard], sequence)
 
+    def _count_locked(self, item: _Pending, entries: int) -> None:
+        if item.backlog:
+            self._backlog_entries += entries
+        else:
+            self._live_entries += entries
+
     def _add(self, shard: str, message: node_service_pb2.FollowEntriesResponse) -> None:
+        count = len(message.sequences)
         with self._lock:
             self._opened.add(shard)
-            self._pending.append((shard, message))
-            self._pending_entries += len(message.sequences)
-            while self._pending_entries > self._max_pending:
-                self._drop_oldest_locked(self._pending_entries - self._max_pending)
+            backlog = bool(count) and message.sequences[0] <= self._backlog_through.get(
+                shard, -1
+            )
+            if backlog:
+                while (
+                    self._backlog_entries
+                    and self._backlog_entries + count > self._max_pending
+                    and not self._stop.is_set()
+                    and self._error is None
+                ):
+                    self._changed.wait()
+                if self._stop.is_set() or self._error is not None:
+                    return
+            item = _Pending(shard, message, backlog)
+            self._pending.append(item)
+            self._count_locked(item, count)
+            self._drop_live_locked()
             # A message without entries that waits behind nothing moves its
             # shard's position at once, so the next resume token includes it.
-            while self._pending and not self._pending[0][1].sequences:
-                shard, message = self._pending.popleft()
-                self._advance_locked(shard, message.last_sequence)
+            while self._pending and not self._pending[0].message.sequences:
+                item = self._pending.popleft()
+                self._advance_locked(item.shard, item.message.last_sequence)
             self._changed.notify_all()
 
-    def _drop_oldest_locked(self, excess: int) -> None:
-        """Drop up to `excess` entries from the oldest pending message."""
-        shard, message = self._pending[0]
+    def _drop_live_locked(self) -> None:
+        """Drop the oldest live entries beyond `max_pending`."""
+        index = 0
+        while self._live_entries > self._max_pending and index < len(self._pending):
+            item = self._pending[index]
+            if item.backlog or not item.message.sequences:
+                index += 1
+                continue
+            if not self._drop_from_locked(
+                index, self._live_entries - self._max_pending
+            ):
+                index += 1
+
+    def _drop_from_locked(self, index: int, excess: int) -> bool:
+        """Drop up to `excess` entries from the pending message at `index`.
+
+        The dropped entries' shard position moves past them. When an older
+        message of the same shard still waits, that message carries the
+        position instead, so no token skips the entries it contains.
+
+        Returns:
+          Whether the whole message was removed.
+        """
+        item = self._pending[index]
+        message = item.message
         count = len(message.sequences)
-        if count <= excess:
-            self._pending.popleft()
+        removed = count <= excess
+        if removed:
+            del self._pending[index]
             dropped = count
-            self._advance_locked(shard, message.last_sequence)
+            through = message.last_sequence
         else:
             dropped = excess
-            self._pending[0] = (
-                shard,
-                node_service_pb2.FollowEntriesResponse(
-                    entries=slice_columns(message.entries, excess, count),
-                    sequences=message.sequences[excess:],
-                    last_sequence=message.last_sequence,
-                ),
+            through = message.sequences[excess - 1]
+            item.message = node_service_pb2.FollowEntriesResponse(
+                entries=slice_columns(message.entries, excess, count),
+                sequences=message.sequences[excess:],
+                last_sequence=message.last_sequence,
             )
-            self._advance_locked(shard, message.sequences[excess - 1])
-        self._pending_entries -= dropped
+        earlier = None
+        for position in range(index - 1, -1, -1):
+            if self._pending[position].shard == item.shard:
+                earlier = self._pending[position].message
+                break
+        if earlier is None:
+            self._advance_locked(item.shard, through)
+        else:
+            earlier.last_sequence = max(earlier.last_sequence, through)
+        self._live_entries -= dropped
         self._skipped += dropped
+        return removed
 
     def _fail(self, shard: str, exc: grpc.RpcError) -> None:
         error = OutOfRange(
@@ -256,7 +383,8 @@ class Tail:
         silently until the shard catches up, so the tail ends with
         INVALID_ARGUMENT instead. Positions in tokens come from the leader's
         committed entries, which every later leader also stores, so a token
-        returned by this cluster passes.
+        returned by this cluster passes. The last sequence also ends the
+        shard's backlog.
 
         Returns:
           Whether to follow the shard; False after ending the tail.
@@ -269,6 +397,8 @@ class Tail:
             timeout=LAST_SEQUENCE_TIMEOUT_SECONDS,
         )
         if position <= response.last_sequence:
+            with self._lock:
+                self._backlog_through[shard] = response.last_sequence
             return True
         problem = (
             f"sequence {position} of shard {shard} is beyond the shard's last "
@@ -332,3 +462,12 @@ class Tail:
                     position,
                 )
             self._stop.wait(RECONNECT_DELAY_SECONDS)
+
+
+def _fitting_stop(offsets: np.ndarray, start: int, budget: int) -> int:
+    """Return the end of the entries from `start` on that fit in `budget` bytes.
+
+    At least one entry fits.
+    """
+    stop = int(np.searchsorted(offsets, offsets[start] + budget, "right")) - 1
+    return max(stop, start + 1)

@@ -6,14 +6,16 @@ A router and one shard with one log node run in this process over real gRPC.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import grpc
 import pytest
 
 from log_service.clients import NodeClients
+from log_service.pages import RESPONSE_MARGIN_BYTES
 from log_service.query import EntrySelection
 from log_service.sharding import ServiceRing
-from log_service.tail import Tail
+from log_service.tail import MAX_PENDING_ENTRIES, MAX_RESPONSE_BYTES, Tail
 from splitlog.logs.v1 import logs_service_pb2 as pb
 from splitlog.logs.v1 import node_service_pb2
 from tests.log_service.node_support import (
@@ -29,12 +31,17 @@ from tests.log_service.router_support import encode_payload, token_payload
 from tests.log_service.test_router_cluster import Cluster, entry
 
 
+def start_cluster(base_config, shards: int) -> Cluster:
+    """Start a router and `shards` shards of one log node each."""
+    config = base_config.replace(
+        log_shards=shards, log_replicas=1, log_node_port=0, log_fsync=False, workers=8
+    )
+    return Cluster(config)
+
+
 @pytest.fixture
 def cluster(base_config):
-    config = base_config.replace(
-        log_shards=1, log_replicas=1, log_node_port=0, log_fsync=False, workers=8
-    )
-    running = Cluster(config)
+    running = start_cluster(base_config, 1)
     yield running
     running.close()
 
@@ -55,22 +62,55 @@ def write(cluster, label: str, count: int) -> None:
     )
 
 
-def open_tail(cluster, clients, max_pending: int) -> Tail:
+def open_tail(
+    cluster,
+    clients,
+    max_pending: int = MAX_PENDING_ENTRIES,
+    *,
+    positions: dict[str, int] | None = None,
+    fingerprint: str = "fingerprint",
+    max_response_bytes: int = MAX_RESPONSE_BYTES,
+) -> Tail:
+    """Open a tail of the service "tailed", by default after the newest entry."""
     selection = EntrySelection(("tailed",), (), "", ())
-    positions = dict.fromkeys(cluster.topology.shard_ids, -1)
+    if positions is None:
+        positions = dict.fromkeys(cluster.topology.shard_ids, -1)
     return Tail(
         cluster.coordinator,
         lambda address: clients.stubs(address).node,
         selection,
-        "fingerprint",
+        fingerprint,
         positions,
         max_pending=max_pending,
+        max_response_bytes=max_response_bytes,
     )
+
+
+def parsed(tail: Tail) -> Iterator[pb.TailLogEntriesResponse]:
+    """Yield the tail's serialized responses as messages."""
+    responses = tail.responses()
+    try:
+        for response in responses:
+            yield pb.TailLogEntriesResponse.FromString(response)
+    finally:
+        responses.close()
+
+
+def read_entries(responses, count: int) -> tuple[list[str], int]:
+    """Read responses until `count` entries arrived; return them and the
+    skipped count."""
+    received: list[str] = []
+    skipped = 0
+    while len(received) < count:
+        response = next(responses)
+        skipped += response.skipped_count
+        received.extend(e.message for e in response.entries)
+    return received, skipped
 
 
 def test_slow_reader_skips_oldest_entries(cluster, clients):
     tail = open_tail(cluster, clients, max_pending=10)
-    responses = tail.responses()
+    responses = parsed(tail)
     try:
         first = next(responses)
         assert first.skipped_count == 0
@@ -93,21 +133,16 @@ def test_slow_reader_skips_oldest_entries(cluster, clients):
 
 def test_skipping_spans_several_messages(cluster, clients):
     tail = open_tail(cluster, clients, max_pending=10)
-    responses = tail.responses()
+    responses = parsed(tail)
     try:
         next(responses)
         for batch in range(3):
             write(cluster, f"b{batch}", 6)
         # Private state, read only to know that all 18 entries arrived before
         # the reader asks for them.
-        assert wait_for(lambda: tail._pending_entries + tail._skipped == 18)
+        assert wait_for(lambda: tail._live_entries + tail._skipped == 18)
 
-        received: list[str] = []
-        skipped = 0
-        while len(received) < 10:
-            response = next(responses)
-            skipped += response.skipped_count
-            received.extend(e.message for e in response.entries)
+        received, skipped = read_entries(responses, 10)
 
         assert skipped == 8
         assert received == ["b1 2", "b1 3", "b1 4", "b1 5"] + [
@@ -115,6 +150,137 @@ def test_skipping_spans_several_messages(cluster, clients):
         ]
     finally:
         responses.close()
+
+
+def test_resumed_slow_reader_gets_whole_backlog(cluster, clients):
+    write(cluster, "backlog", 300)
+    tail = open_tail(
+        cluster,
+        clients,
+        max_pending=10,
+        positions=dict.fromkeys(cluster.topology.shard_ids, 0),
+    )
+    responses = parsed(tail)
+    try:
+        next(responses)
+        # Private state: the shard thread holds a backlog beyond max_pending
+        # and waits for the reader.
+        assert wait_for(lambda: tail._backlog_entries >= 10)
+        received, skipped = read_entries(responses, 300)
+
+        # Live entries after the backlog follow the slow-reader rule again.
+        write(cluster, "live", 25)
+        assert wait_for(lambda: tail._live_entries + tail._skipped == 25)
+        live = next(responses)
+    finally:
+        responses.close()
+
+    assert skipped == 0
+    assert received == [f"backlog {i}" for i in range(300)]
+    assert live.skipped_count == 15
+    assert [e.message for e in live.entries] == [f"live {i}" for i in range(15, 25)]
+
+
+def test_large_message_splits_into_resumable_responses(cluster, clients):
+    token = first_token(cluster)
+    cluster.stub.WriteLogEntries(
+        pb.WriteLogEntriesRequest(
+            entries=[entry("tailed", f"{i:03d} " + "x" * 1000) for i in range(40)]
+        ),
+        timeout=5,
+    )
+    # 4 KiB of entries per response beyond the margin for the other fields.
+    tail = open_tail(
+        cluster,
+        clients,
+        positions=token_positions(token),
+        fingerprint=token_payload(token)["f"],
+        max_response_bytes=RESPONSE_MARGIN_BYTES + 4096,
+    )
+    responses = parsed(tail)
+    try:
+        next(responses)
+        split = [next(responses) for _ in range(3)]
+    finally:
+        responses.close()
+    resumed = cluster.stub.TailLogEntries(
+        pb.TailLogEntriesRequest(
+            services=["tailed"], resume_token=split[1].resume_token
+        ),
+        timeout=10,
+    )
+    rest = read_messages(resumed, 40 - 6)
+    resumed.cancel()
+
+    assert [len(response.entries) for response in split] == [3, 3, 3]
+    assert [e.message[:3] for r in split[:2] for e in r.entries] == [
+        f"{i:03d}" for i in range(6)
+    ]
+    assert [m[:3] for m in rest] == [f"{i:03d}" for i in range(6, 40)]
+
+
+@pytest.fixture
+def two_shards(base_config):
+    running = start_cluster(base_config, 2)
+    yield running
+    running.close()
+
+
+def test_resume_delivers_backlog_of_both_shards_once(two_shards):
+    services = [f"svc-{i}" for i in range(12)]
+    call = two_shards.stub.TailLogEntries(pb.TailLogEntriesRequest(), timeout=60)
+    token = next(call).resume_token
+    call.cancel()
+    # More than a node's page and than MAX_PENDING_ENTRIES, so the backlog
+    # takes several pages and waits for the reader. The padding makes the
+    # backlog larger than what gRPC buffers for a client that pauses.
+    padding = "x" * 1000
+    written = [f"{services[i % 12]} {i} {padding}" for i in range(24_000)]
+    for first in range(0, len(written), 2000):
+        two_shards.stub.WriteLogEntries(
+            pb.WriteLogEntriesRequest(
+                entries=[
+                    entry(message.split()[0], message)
+                    for message in written[first : first + 2000]
+                ]
+            ),
+            timeout=30,
+        )
+
+    resumed = two_shards.stub.TailLogEntries(
+        pb.TailLogEntriesRequest(resume_token=token), timeout=60
+    )
+    received: list[str] = []
+    skipped = 0
+    last_token = token
+    # A reader that pauses lets the backlog pile up in the router, which must
+    # wait for it rather than drop entries. Passing does not depend on the
+    # pause's length.
+    next(resumed)
+    time.sleep(1.0)
+    for response in resumed:
+        received.extend(e.message for e in response.entries)
+        skipped += response.skipped_count
+        last_token = response.resume_token
+        if len(received) + skipped >= len(written):
+            break
+    resumed.cancel()
+
+    start, end = token_positions(token), token_positions(last_token)
+    assert sorted(start) == sorted(two_shards.topology.shard_ids)
+    assert skipped == 0
+    assert sorted(received) == sorted(written)
+    assert len(set(received)) == len(written)
+    for service in services:
+        of_service = [m for m in received if m.split()[0] == service]
+        assert of_service == [m for m in written if m.split()[0] == service]
+    assert sorted(end) == sorted(two_shards.topology.shard_ids)
+    assert all(end[shard] > start[shard] for shard in end)
+    assert sum(end[shard] - start[shard] for shard in end) == len(written)
+
+
+def token_positions(token: str) -> dict[str, int]:
+    return token_payload(token)["p"]
 
 
 def read_messages(call, count: int) -> list[str]:
@@ -350,3 +516,33 @@ def test_node_rejects_follow_below_first_stored(base_config, tmp_path):
         assert sequences == [4, 5]
     finally:
         leader.stop()
+
+
+def test_node_follows_sparse_matches_over_long_backlog(base_config, tmp_path):
+    leader = start(base_config, tmp_path, "n0")
+    try:
+        configure(leader, epoch=1, leader=leader)
+        for batch in range(4):
+            append(leader, 1, f"noise-{batch}", 9_000, label="noise")
+            append(leader, 1, f"needle-{batch}", 1, label=f"needle {batch}")
+        stream = leader.stub.FollowEntries(
+            node_service_pb2.FollowEntriesRequest(
+                shard=SHARD,
+                filter=node_service_pb2.EntryFilter(keyword="needle"),
+                after_sequence=0,
+            ),
+            timeout=30,
+        )
+        messages: list[str] = []
+        sequences: list[int] = []
+        for message in stream:
+            messages.extend(message.entries.messages)
+            sequences.extend(message.sequences)
+            if len(messages) >= 4:
+                break
+        stream.cancel()
+    finally:
+        leader.stop()
+
+    assert messages == [f"needle {batch} 0" for batch in range(4)]
+    assert sequences == [9_001 * (batch + 1) for batch in range(4)]
