@@ -387,7 +387,9 @@ async def build(
         http_socket.close()
         raise
 
-    watcher = BackendHealthWatcher(health_servicer, pool, services)
+    watcher = BackendHealthWatcher(
+        health_servicer, pool, services, config.gateway_health_probe_seconds
+    )
     # The public services, and with them the whole server, stay NOT_SERVING
     # until the watchers have heard from their backends.
     for descriptor in own_services:

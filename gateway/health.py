@@ -7,6 +7,14 @@ NOT_SERVING until a later watch succeeds. A backend without the health service
 (UNIMPLEMENTED) makes its services SERVING, because the gateway cannot know
 better.
 
+A Watch stream stays open while its backend hangs. grpc's keepalive notices a
+stopped process only up to 40 s later, and never notices a backend whose
+handler threads are all blocked, because grpc itself still answers its pings.
+So one prober per backend also sends `Health/Check` every `probe_seconds`,
+with that deadline. After `PROBE_MISSES` checks in a row without a reply, every service
+of that backend is NOT_SERVING, whatever its Watch stream last sent. The first
+reply ends that, and each service takes its watched status again.
+
 The whole-server status `""` is SERVING only while every public service is, so
 `splitlog health` on the gateway fails as soon as one backend is down. The
 gateway's own services stay SERVING from start to stop.
@@ -21,7 +29,7 @@ from collections.abc import Iterable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.proxy import BackendPool
+from gateway.proxy import Backend, BackendPool
 from gateway.services import PublicService
 
 _LOGGER = logging.getLogger(__name__)
@@ -34,6 +42,16 @@ OVERALL = ""
 # Delay before watching a failed backend again, doubled up to the maximum.
 _INITIAL_RETRY_SECONDS = 0.5
 _MAX_RETRY_SECONDS = 5.0
+
+#: Health checks in a row without a reply after which a backend's services are
+#: reported NOT_SERVING.
+PROBE_MISSES = 2
+
+# Only a check that runs out of time counts as a miss. Any other status,
+# such as UNIMPLEMENTED from a backend without the health service, is a reply
+# and shows that the backend runs calls. UNAVAILABLE means the backend cannot
+# be reached, which its failing Watch stream reports already, so counting it
+# as well would only log the same outage twice.
 
 
 class HealthServicer(health_pb2_grpc.HealthServicer):
@@ -109,6 +127,8 @@ class BackendHealthWatcher:
       servicer: the gateway's health servicer.
       pool: the backends and their channels.
       services: the public services that the gateway forwards.
+      probe_seconds: seconds between two health checks of each backend, and
+        the deadline of each; 0 turns the checks off.
     """
 
     def __init__(
@@ -116,14 +136,23 @@ class BackendHealthWatcher:
         servicer: HealthServicer,
         pool: BackendPool,
         services: Iterable[PublicService],
+        probe_seconds: float = 0.0,
     ) -> None:
         self._servicer = servicer
         self._pool = pool
         self._services = list(services)
+        self._probe_seconds = probe_seconds
         self._tasks: list[asyncio.Task] = []
+        # The last status that each service's Watch stream reported.
+        self._watched: dict[str, int] = {
+            service.full_name: NOT_SERVING for service in self._services
+        }
+        # Backends that missed PROBE_MISSES checks in a row and have not
+        # replied since.
+        self._unresponsive: set[str] = set()
 
     def start(self) -> None:
-        """Start one watch task per public service."""
+        """Start one watch task per public service and one prober per backend."""
         for service in self._services:
             backend = self._pool.backends[service.backend]
             stub = health_pb2_grpc.HealthStub(backend.channel)
@@ -131,21 +160,78 @@ class BackendHealthWatcher:
                 self._watch(stub, service), name=f"health-watch {service.full_name}"
             )
             self._tasks.append(task)
+        if self._probe_seconds <= 0:
+            return
+        probed = {service.backend for service in self._services}
+        for name in sorted(probed):
+            backend = self._pool.backends[name]
+            task = asyncio.create_task(
+                self._probe(backend), name=f"health-probe {name}"
+            )
+            self._tasks.append(task)
 
     async def stop(self) -> None:
-        """Cancel the watch tasks, which cancels their Watch calls, and wait."""
+        """Cancel the watch and probe tasks, which cancels their calls, and wait."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
     async def _report(self, service: str, status: int) -> None:
-        await self._servicer.set(service, status)
-        every_serving = all(
-            self._servicer.status(public.full_name) == SERVING
-            for public in self._services
-        )
+        self._watched[service] = status
+        await self._publish()
+
+    async def _publish(self) -> None:
+        """Set each public service's status and the whole server's from them."""
+        every_serving = True
+        for public in self._services:
+            status = self._watched[public.full_name]
+            if public.backend in self._unresponsive:
+                status = NOT_SERVING
+            every_serving = every_serving and status == SERVING
+            await self._servicer.set(public.full_name, status)
         await self._servicer.set(OVERALL, SERVING if every_serving else NOT_SERVING)
+
+    async def _probe(self, backend: Backend) -> None:
+        """Check the backend's health every probe_seconds; track its replies."""
+        stub = health_pb2_grpc.HealthStub(backend.channel)
+        request = health_pb2.HealthCheckRequest(service=OVERALL)
+        loop = asyncio.get_running_loop()
+        misses = 0
+        while True:
+            started = loop.time()
+            error = None
+            try:
+                await stub.Check(request, timeout=self._probe_seconds)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    error = exc
+            if error is None:
+                misses = 0
+                if backend.name in self._unresponsive:
+                    self._unresponsive.discard(backend.name)
+                    _LOGGER.info(
+                        "%s at %s replies to health checks again",
+                        backend.name,
+                        backend.address,
+                    )
+                    await self._publish()
+            else:
+                misses += 1
+                if misses >= PROBE_MISSES and backend.name not in self._unresponsive:
+                    self._unresponsive.add(backend.name)
+                    _LOGGER.warning(
+                        "%s at %s did not reply to %d health checks in a row "
+                        "(last: %s: %s); reporting its services NOT_SERVING",
+                        backend.name,
+                        backend.address,
+                        misses,
+                        error.code().name,
+                        error.details(),
+                    )
+                    await self._publish()
+            elapsed = loop.time() - started
+            await asyncio.sleep(max(self._probe_seconds - elapsed, 0.0))
 
     async def _watch(self, stub: health_pb2_grpc.HealthStub, service: PublicService):
         name = service.full_name

@@ -148,6 +148,8 @@ def _problem(setting: Setting, value: object) -> str | None:
         return "expected a number of seconds, 0 or more (0 turns the grace off)"
     if name == "auth_cache_seconds" and value < 0:
         return "expected a number of seconds, 0 or more (0 turns the cache off)"
+    if name == "gateway_health_probe_seconds" and value < 0:
+        return "expected a number of seconds, 0 or more (0 turns the checks off)"
     if name == "log_failover_seconds" and not value > 0:
         return "expected a number of seconds above 0"
     if name == "log_max_future_seconds" and value < 0:

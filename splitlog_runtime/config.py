@@ -475,6 +475,17 @@ SETTINGS: list[Setting] = [
         "gateway_rate_limit_per_second.",
         _parse_int,
     ),
+    Setting(
+        "gateway_health_probe_seconds",
+        2.0,
+        "Seconds between the gateway's health checks of each backend, and the "
+        "deadline of each check. A backend that leaves two checks in a row "
+        "without a reply, such as a hung process, makes its services "
+        "NOT_SERVING at the gateway until it replies again. 0 turns the checks "
+        "off, so a hung backend shows only once keepalive closes its "
+        "connection, up to 40 seconds later.",
+        _parse_float,
+    ),
     Setting("log_level", "INFO", "Level of the process log: DEBUG, INFO, WARNING."),
     Setting("log_format", "text", "Format of the process log: text or json."),
 ]

@@ -1,14 +1,18 @@
 """Health at the gateway and at shutdown, against real servers.
 
-The gateway's whole-server status follows every backend, and open Watch
-streams end right after they report NOT_SERVING, both at a sync service and
-at the gateway, so that they do not hold a stopping server for its grace.
+The gateway's whole-server status follows every backend. A backend that
+stops replying to health checks becomes NOT_SERVING, though its Watch streams
+stay open. Open Watch streams end right after they report NOT_SERVING, both
+at a sync service and at the gateway, so that they do not hold a stopping
+server for its grace.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
@@ -18,20 +22,74 @@ from gateway.app import build
 from gateway.health import HealthServicer
 from gateway.services import GATEWAY_SERVICE, gateway_services, public_services
 from splitlog_cli.main import main
+from splitlog_runtime.config import Config
 from splitlog_runtime.server import ServiceHost, create_server
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 USERS_SERVICE = "splitlog.users.v1.UsersService"
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 # A stop with open Watch streams must return well within this long grace.
 LONG_GRACE = 10.0
 PROMPT_STOP_SECONDS = 2.0
+# Seconds between the gateway's health checks of a backend in the probe tests.
+PROBE_SECONDS = 0.3
+# Handler threads of the backend whose handlers the probe tests block.
+BLOCKABLE_WORKERS = 2
+BLOCKER_SERVICE = "test.Blocker"
 
 
 def _start_health_only_backend() -> ServiceHost:
     """Start a server that reports SERVING for every public service name."""
     names = [service.full_name for service in public_services()]
     host = create_server("health_only", [], names, workers=4)
+    host.start()
+    host.mark_serving()
+    return host
+
+
+class _CheckCounter(grpc.ServerInterceptor):
+    """Count the Health/Check calls that a server receives."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def intercept_service(self, continuation, handler_call_details):
+        if handler_call_details.method == HEALTH_CHECK:
+            with self._lock:
+                self.count += 1
+        return continuation(handler_call_details)
+
+
+def _start_blockable_backend(
+    release: threading.Event, counter: _CheckCounter
+) -> ServiceHost:
+    """Start a backend whose `test.Blocker/Block` blocks a thread until `release`.
+
+    Every public service name is SERVING, and the server has
+    BLOCKABLE_WORKERS handler threads, so that many Block calls leave no
+    thread for a health check.
+    """
+
+    def block(request: bytes, context) -> bytes:
+        release.wait(60)
+        return b""
+
+    def register(server: grpc.Server) -> None:
+        handler = grpc.unary_unary_rpc_method_handler(block)
+        server.add_generic_rpc_handlers(
+            [grpc.method_handlers_generic_handler(BLOCKER_SERVICE, {"Block": handler})]
+        )
+
+    names = [service.full_name for service in public_services()]
+    host = create_server(
+        "blockable",
+        [register],
+        names,
+        workers=BLOCKABLE_WORKERS,
+        interceptors=[counter],
+    )
     host.start()
     host.mark_serving()
     return host
@@ -55,22 +113,49 @@ def _watch(channel: grpc.Channel, service: str):
     return stub.Watch(health_pb2.HealthCheckRequest(service=service), timeout=30)
 
 
-@pytest.fixture
-def all_backends(loop_thread, gateway_config):
-    """A gateway whose four backends are one server reporting SERVING."""
-    backend = _start_health_only_backend()
-    address = f"127.0.0.1:{backend.port}"
-    config = gateway_config.replace(
+def _every_backend_at(config: Config, address: str) -> Config:
+    return config.replace(
         user_service_addr=address,
         expense_service_addr=address,
         balance_service_addr=address,
         log_service_addr=address,
     )
+
+
+@pytest.fixture
+def all_backends(loop_thread, gateway_config):
+    """A gateway whose four backends are one server reporting SERVING."""
+    backend = _start_health_only_backend()
+    address = f"127.0.0.1:{backend.port}"
+    config = _every_backend_at(gateway_config, address)
     gateway = loop_thread.run(build(config, "127.0.0.1:0", "127.0.0.1:0"))
     with grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
         yield backend, gateway, channel
     loop_thread.run(gateway.stop(0))
     backend.stop(0)
+
+
+@pytest.fixture
+def blockable_backend(loop_thread, gateway_config):
+    """A gateway that checks its backends' health every PROBE_SECONDS.
+
+    Its four backends are one server whose handler threads a test can block.
+    """
+    release = threading.Event()
+    counter = _CheckCounter()
+    backend = _start_blockable_backend(release, counter)
+    address = f"127.0.0.1:{backend.port}"
+    config = _every_backend_at(gateway_config, address).replace(
+        gateway_health_probe_seconds=PROBE_SECONDS
+    )
+    gateway = loop_thread.run(build(config, "127.0.0.1:0", "127.0.0.1:0"))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
+            yield backend, release, counter, channel
+    finally:
+        release.set()
+        loop_thread.run(gateway.stop(0))
+        backend.stop(0)
 
 
 def test_overall_serving_when_every_backend_serves(all_backends):
@@ -92,6 +177,46 @@ def test_overall_not_serving_when_one_backend_not(all_backends):
     assert _status(channel, USERS_SERVICE) == NOT_SERVING
     if gateway_services():
         assert _status(channel, GATEWAY_SERVICE) == SERVING
+
+
+def test_blocked_backend_not_serving_until_free(blockable_backend):
+    backend, release, _, channel = blockable_backend
+    _wait_status(channel, "", SERVING)
+
+    with grpc.insecure_channel(f"127.0.0.1:{backend.port}") as direct:
+        block = direct.unary_unary(f"/{BLOCKER_SERVICE}/Block")
+        with ThreadPoolExecutor(BLOCKABLE_WORKERS) as pool:
+            calls = [
+                pool.submit(block, b"", timeout=60) for _ in range(BLOCKABLE_WORKERS)
+            ]
+            # The backend's Watch streams stay open and keep reporting
+            # SERVING, so only the unanswered checks can change this.
+            _wait_status(channel, "", NOT_SERVING, timeout=20)
+            users_blocked = _status(channel, USERS_SERVICE)
+            release.set()
+            for call in calls:
+                call.result(timeout=30)
+        _wait_status(channel, "", SERVING, timeout=20)
+        users_free = _status(channel, USERS_SERVICE)
+
+    assert users_blocked == NOT_SERVING
+    assert users_free == SERVING
+
+
+def test_probe_one_check_per_backend_per_interval(blockable_backend):
+    _, _, counter, channel = blockable_backend
+    _wait_status(channel, "", SERVING)
+    backends = len({service.backend for service in public_services()})
+
+    before = counter.count
+    started = time.monotonic()
+    time.sleep(10 * PROBE_SECONDS)
+    checks = counter.count - before
+    elapsed = time.monotonic() - started
+
+    # A slow machine only lowers the count, so this bound cannot flake.
+    assert checks <= backends * (elapsed / PROBE_SECONDS + 2)
+    assert checks >= 1
 
 
 def test_overall_not_serving_with_backends_down(gateway, channel):

@@ -4,15 +4,17 @@
 user_service with SIGSTOP, so its port accepts connections but nothing
 responds. Calls through the gateway to it end with DEADLINE_EXCEEDED at the
 caller's deadline, or at the gateway's own deadline when the caller set
-none, while calls to other services go through. After SIGCONT,
-the gateway process has no more threads or open file descriptors than
-before, give or take a small margin for pools that grow on demand.
+none, while calls to other services go through, and `splitlog health` on
+the gateway reports NOT_SERVING. After SIGCONT, the gateway is SERVING again
+and its process has no more threads or open file descriptors than before,
+give or take a small margin for pools that grow on demand.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,7 +23,7 @@ import pytest
 
 from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb
 from splitlog.users.v1 import users_service_pb2 as users_pb
-from tests.system.conftest import wait_for_health
+from tests.system.conftest import SPLITLOG, wait_for_health
 from tests.system.money_support import Clients, component_pid, create_group
 
 pytestmark = pytest.mark.system
@@ -35,6 +37,10 @@ HUNG_CALLS = 120
 GATEWAY_DEADLINE = 1.0
 #: Seconds the test waits for the call that carries no deadline of its own.
 LONG_WAIT = 20.0
+#: Seconds for the gateway's health to turn NOT_SERVING once the backend hangs:
+#: its health checks of each backend run every 2 s by default and two must go
+#: unanswered, far below this.
+HEALTH_WAIT = 30.0
 #: Threads and descriptors the gateway may gain, for pools that grow on demand.
 THREAD_MARGIN = 4
 FD_MARGIN = 8
@@ -57,6 +63,21 @@ def _settled_counts(pid: int, seconds: float = 3.0) -> tuple[int, int]:
         descriptors = min(descriptors, _descriptors(pid))
         time.sleep(0.1)
     return threads, descriptors
+
+
+def _wait_cli_not_serving(address: str, timeout: float) -> tuple[int, str]:
+    """Run `splitlog health` until it exits non-zero; return its status and stderr."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = subprocess.run(
+            [str(SPLITLOG), "health", address, "--timeout", "3"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        if result.returncode != 0 or time.monotonic() > deadline:
+            return result.returncode, result.stderr
+        time.sleep(0.5)
 
 
 def _get_user(
@@ -99,6 +120,9 @@ def test_hung_backend_deadline_and_no_leak(splitlog_factory):
                 # A call without a deadline gets the gateway's own one.
                 no_deadline = pool.submit(_get_user, clients, user, None)
                 gateway_ended = no_deadline.result(timeout=LONG_WAIT)
+            health_status, health_error = _wait_cli_not_serving(
+                running.grpc_address, HEALTH_WAIT
+            )
             other = clients.expenses.ListExpenses(
                 expenses_pb.ListExpensesRequest(parent=f"groups/{group_id}"),
                 timeout=10,
@@ -117,6 +141,8 @@ def test_hung_backend_deadline_and_no_leak(splitlog_factory):
     assert codes == {grpc.StatusCode.DEADLINE_EXCEEDED}
     assert slowest < CALL_DEADLINE + SLACK
     assert gateway_ended[0] == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert health_status == 1
+    assert health_error.splitlines()[0] == "NOT_SERVING"
     assert list(other.expenses) == []
     assert recovered[0] == grpc.StatusCode.OK
     assert component_pid(supervisor, "gateway") == gateway
