@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import grpc
+from google.protobuf.descriptor import MethodDescriptor
 from grpc_status import rpc_status
 
+from gateway.http_rules import routes_for_method
 from gateway.limits import GRPC_CONCURRENCY_MESSAGE, too_many_calls
 from gateway.services import PublicService
 from splitlog_runtime import auth
@@ -144,6 +146,7 @@ class BackendPool:
     ) -> None:
         self.backends: dict[str, Backend] = {}
         self.backend_by_method: dict[str, Backend] = {}
+        self.method_by_path: dict[str, MethodDescriptor] = {}
         self.callables: dict[str, grpc.aio.MultiCallable] = {}
         self._last_unreachable_log: dict[str, float] = {}
         self.in_process: InProcessDispatcher | None = None
@@ -157,6 +160,7 @@ class BackendPool:
             for method in service.descriptor.methods:
                 path = f"/{service.full_name}/{method.name}"
                 self.backend_by_method[path] = backend
+                self.method_by_path[path] = method
                 self.callables[path] = _multicallable(backend.channel, method, path)
 
     async def close(self) -> None:
@@ -198,7 +202,8 @@ class BackendPool:
             # grpc's own "Deadline Exceeded" names neither the backend nor
             # what a client may assume about the call.
             backend = self.backend_by_method[path]
-            return rpc_status.to_status(backend_deadline_exceeded(backend).to_status())
+            error = backend_deadline_exceeded(backend, self.method_by_path[path])
+            return rpc_status.to_status(error.to_status())
         if (
             code == grpc.StatusCode.RESOURCE_EXHAUSTED
             and METADATA_TOO_LARGE_TEXT in details
@@ -266,15 +271,45 @@ class _BackendTimeout(DomainError):
     default_reason = "BACKEND_DEADLINE_EXCEEDED"
 
 
-def backend_deadline_exceeded(backend: Backend) -> DomainError:
-    """Build the client's error for a backend call that ran out of time."""
+def backend_deadline_exceeded(
+    backend: Backend, method: MethodDescriptor
+) -> DomainError:
+    """Build the client's error for a backend call that ran out of time.
+
+    What the message advises depends on the method: a read can simply be
+    retried, a write with a `request_id` field can be retried with the same
+    id, and any other write may have taken effect, so the client checks first.
+    """
+    if is_read(method):
+        advice = "the call only reads, so retry it"
+    elif "request_id" in method.input_type.fields_by_name:
+        advice = (
+            "the call may or may not have taken effect, so retry it with the "
+            "same request id"
+        )
+    else:
+        advice = (
+            "the call may or may not have taken effect, so read what it changes "
+            "before you retry it"
+        )
     return _BackendTimeout(
-        f"{backend.name} did not answer within the call's deadline, so the call "
-        "may or may not have taken effect; retry it with the same request id, "
-        "or with a longer deadline",
-        metadata={"backend": backend.name},
+        f"{backend.name} did not answer within the call's deadline; {advice}, "
+        "or retry with a longer deadline",
+        metadata={"backend": backend.name, "method": method.full_name},
         retry_delay=BACKEND_RETRY_DELAY,
     )
+
+
+def is_read(method: MethodDescriptor) -> bool:
+    """Return whether a method only reads.
+
+    A method reads when every HTTP route of it is a GET, or when it sends a
+    response stream for one request, such as TailLogEntries.
+    """
+    if method.server_streaming and not method.client_streaming:
+        return True
+    routes = routes_for_method(method)
+    return bool(routes) and all(route.http_method == "GET" for route in routes)
 
 
 class _BackendFault(DomainError):

@@ -13,11 +13,16 @@ the `google.rpc.Status` JSON shape:
 A `grpc-timeout` header sets the deadline of the backend call, as in gRPC.
 Values above `MAX_TIMEOUT_SECONDS` (one hour) are shortened to it, because
 the header syntax allows up to 99999999 hours, far past what a gRPC deadline
-can hold. Without the header a call gets the `deadline_seconds` setting.
+can hold. Without the header a unary call gets the `deadline_seconds`
+setting, and a response stream gets no deadline, as on the gRPC front: a
+tail runs until the client closes the connection, which cancels the backend
+call.
 
 Server-streaming methods respond with newline-delimited JSON: one
 `{"result": ...}` line per message and, if the stream fails after it started,
-one final `{"error": ...}` line. Client-streaming methods have no routes in
+one final `{"error": ...}` line. A stream that reaches the deadline of its
+grpc-timeout header ends with an error line of reason
+`STREAM_DEADLINE_REACHED`. Client-streaming methods have no routes in
 the protos; a route to one would return 501, as do the routes of methods that
 the gateway does not forward.
 
@@ -383,7 +388,7 @@ class RestFront:
             return _unsupported_media_type(content_type)
         try:
             header = request.headers.get("grpc-timeout")
-            timeout = self._default_timeout if header is None else parse_timeout(header)
+            requested_timeout = None if header is None else parse_timeout(header)
             message, split = await run_off_loop_if_large(
                 len(body),
                 self._build_request,
@@ -404,7 +409,12 @@ class RestFront:
             metadata = _metadata_from_headers(request)
         payload = message.SerializeToString()
         if route.method.server_streaming:
-            return await self._stream(route, endpoint, payload, timeout, metadata)
+            return await self._stream(
+                request, route, endpoint, payload, requested_timeout, metadata
+            )
+        timeout = self._default_timeout
+        if requested_timeout is not None:
+            timeout = requested_timeout
         if self._auth is not None and self._auth.watches(route.full_method):
             return await self._revoking_call(
                 route, endpoint, message, payload, timeout, metadata
@@ -588,21 +598,29 @@ class RestFront:
 
     async def _stream(
         self,
+        request: Request,
         route: HttpRoute,
         endpoint: _Endpoint,
         payload: bytes,
-        timeout: float,
+        timeout: float | None,
         metadata,
     ) -> Response:
-        # NOTE: A REST stream gets the unary default deadline, so a longer
-        # stream needs a grpc-timeout header, and no stream outlives
-        # MAX_TIMEOUT_SECONDS.
+        """Forward a response stream as NDJSON until it ends or the client leaves.
+
+        Without a grpc-timeout header the backend call has no deadline, as on
+        the gRPC front, so a tail runs until the client closes the connection.
+        """
         call = endpoint.multicallable(payload, timeout=timeout, metadata=metadata)
         iterator = call.__aiter__()
         try:
-            first = await anext(iterator, None)
+            first = await _first_message(request, iterator)
         except grpc.aio.AioRpcError as error:
             return self._backend_error(route, error)
+        except _ClientLeft:
+            call.cancel()
+            # Nobody reads this reply. 499 is the status that proxies such as
+            # nginx log for a client that closed the connection.
+            return Response(status_code=499)
 
         async def lines() -> AsyncIterator[bytes]:
             message = first
@@ -613,11 +631,17 @@ class RestFront:
                     )
                     message = await anext(iterator, None)
             except grpc.aio.AioRpcError as error:
-                status = _status_of(error, route.full_method, self._pool)
+                if timeout is not None and _own_deadline(error):
+                    status = _stream_deadline_status(timeout)
+                else:
+                    status = _status_of(error, route.full_method, self._pool)
                 yield _ndjson_line(status_json(status))
             finally:
                 call.cancel()
 
+        # Starlette (1.10, under uvicorn 0.55, which reports ASGI spec 2.3)
+        # cancels `lines()` when the client disconnects, and its `finally`
+        # then cancels the backend call.
         return StreamingResponse(lines(), media_type=NDJSON_MEDIA_TYPE)
 
     @staticmethod
@@ -777,6 +801,61 @@ def _otlp_error(
         http_status,
         headers,
         media_type=encoding.value,
+    )
+
+
+class _ClientLeft(Exception):
+    """The HTTP client disconnected before the response started."""
+
+
+async def _first_message(request: Request, iterator: AsyncIterator[bytes]):
+    """Return a stream's first message, or None when the stream is empty.
+
+    A backend may take long to send it, so the wait also ends when the
+    client disconnects, and the caller cancels the backend call.
+
+    Raises:
+      grpc.aio.AioRpcError: the backend call failed.
+      _ClientLeft: the client disconnected first.
+    """
+    first = asyncio.ensure_future(anext(iterator, None))
+    left = asyncio.ensure_future(_wait_disconnect(request))
+    try:
+        await asyncio.wait({first, left}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        first.cancel()
+        raise
+    finally:
+        left.cancel()
+    if first.done():
+        return first.result()
+    first.cancel()
+    raise _ClientLeft()
+
+
+async def _wait_disconnect(request: Request) -> None:
+    # The body was read in full already, so the next ASGI message is the
+    # disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _own_deadline(error: grpc.aio.AioRpcError) -> bool:
+    """Return whether a call ended at its own deadline, not at a backend's error."""
+    if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+        return False
+    trailing = error.trailing_metadata() or ()
+    return not any(key == STATUS_DETAILS_KEY for key, _ in trailing)
+
+
+def _stream_deadline_status(timeout: float) -> status_pb2.Status:
+    return _gateway_error(
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        "STREAM_DEADLINE_REACHED",
+        f"the stream reached the deadline of {timeout:g} s that its grpc-timeout "
+        "header set; send the request again to continue, or send it without "
+        "the header to stream until you close the connection",
+        timeout_seconds=f"{timeout:g}",
     )
 
 

@@ -122,6 +122,8 @@ class BackendLog:
     time_remaining: list[float] = field(default_factory=list)
     cancelled: threading.Event = field(default_factory=threading.Event)
     hanging: threading.Event = field(default_factory=threading.Event)
+    stream_time_remaining: list[float] = field(default_factory=list)
+    stream_cancelled: threading.Event = field(default_factory=threading.Event)
 
 
 class UsersBackend(pb_grpc.UsersServiceServicer):
@@ -168,9 +170,21 @@ class UsersBackend(pb_grpc.UsersServiceServicer):
         )
 
 
-def _echo_stream(request: bytes, context) -> Any:
-    """Send the request bytes back three times."""
-    yield from (request, request, request)
+def _echo_stream(log: BackendLog) -> Callable:
+    def echo(request: bytes, context) -> Any:
+        """Send the request bytes back three times.
+
+        A request whose bytes contain `hang` sends nothing and waits until
+        the call is cancelled.
+        """
+        log.stream_time_remaining.append(context.time_remaining())
+        if b"hang" in request:
+            context.add_callback(log.stream_cancelled.set)
+            log.stream_cancelled.wait(60)
+            return
+        yield from (request, request, request)
+
+    return echo
 
 
 def _concatenate(requests, context) -> bytes:
@@ -183,7 +197,7 @@ def start_backend(log: BackendLog) -> ServiceHost:
     server_stream = find_method(False, True)
     client_stream = find_method(True, False)
     raw_methods = {
-        server_stream.name: grpc.unary_stream_rpc_method_handler(_echo_stream),
+        server_stream.name: grpc.unary_stream_rpc_method_handler(_echo_stream(log)),
         client_stream.name: grpc.stream_unary_rpc_method_handler(_concatenate),
     }
     streaming_services = {

@@ -16,6 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.app import build
+from gateway.proxy import Backend, backend_deadline_exceeded
 from gateway.services import (
     GATEWAY_SERVICE,
     INTERNAL_SERVICES,
@@ -124,6 +125,78 @@ def test_slow_backend_exceeds_client_deadline(stub):
 
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert elapsed < 1.0
+
+
+def test_hung_read_message_says_retry(stub):
+    # Without a deadline of its own, the caller gets the gateway's error at
+    # the gateway's default deadline.
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.GetUser(pb.GetUserRequest(name="users/hang"))
+    error = caught.value
+
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert error.details() == (
+        "user_service did not answer within the call's deadline; the call only "
+        "reads, so retry it, or retry with a longer deadline"
+    )
+    info = error_details(error)["ErrorInfo"]
+    assert info.reason == "BACKEND_DEADLINE_EXCEEDED"
+    assert info.metadata["method"] == "splitlog.users.v1.UsersService.GetUser"
+
+
+def test_hung_read_over_rest_504_says_retry(gateway):
+    url = f"http://127.0.0.1:{gateway.http_port}/v1/users/hang"
+
+    response = httpx.get(url, headers={"grpc-timeout": "500m"}, timeout=10)
+
+    assert response.status_code == 504
+    message = response.json()["error"]["message"]
+    assert "the call only reads, so retry it" in message
+    assert "request id" not in message
+
+
+def _method(service: str, name: str):
+    for public in public_services():
+        if public.full_name == service:
+            return public.descriptor.methods_by_name[name]
+    raise AssertionError(f"{service} is not a public service")
+
+
+@pytest.mark.parametrize(
+    ("service", "method", "advice"),
+    [
+        ("splitlog.users.v1.UsersService", "GetUser", "the call only reads"),
+        ("splitlog.logs.v1.LogsService", "TailLogEntries", "the call only reads"),
+        (
+            "splitlog.users.v1.UsersService",
+            "CreateUser",
+            "retry it with the same request id",
+        ),
+        (
+            "splitlog.logs.v1.LogsService",
+            "WriteLogEntries",
+            "retry it with the same request id",
+        ),
+        (
+            "splitlog.users.v1.UsersService",
+            "UpdateUser",
+            "read what it changes before you retry it",
+        ),
+        (
+            "splitlog.expenses.v1.ExpensesService",
+            "DeleteExpense",
+            "read what it changes before you retry it",
+        ),
+    ],
+)
+def test_deadline_advice_by_method_kind(service, method, advice):
+    backend = Backend("some_service", "127.0.0.1:1", channel=None)
+
+    message = str(backend_deadline_exceeded(backend, _method(service, method)))
+
+    assert advice in message
+    if "request id" not in advice:
+        assert "request id" not in message
 
 
 def test_client_cancel_cancels_backend_call(stub, backend_log):
