@@ -157,8 +157,9 @@ def _say_credential(tour: Tour) -> None:
 
 def _query_steps(tour: Tour, service: str) -> None:
     tour.step(
-        "Every entry of the service, oldest first.",
-        ["logs", "query", "--service", service],
+        "Every entry of the service, oldest first as in the file. Without "
+        "--oldest-first, the newest come first.",
+        ["logs", "query", "--service", service, "--oldest-first"],
     )
     tour.step(
         "Only errors and worse from the last hour. A value that starts with "

@@ -215,6 +215,11 @@ def add_parsers(
     query = add_action(
         actions, "query", common, query_entries, "list the entries that match"
     )
+    query.description = (
+        "List the entries that match, newest first unless --oldest-first, at "
+        "most --limit of them. When more match, a note on stderr tells how to "
+        "see the next ones."
+    )
     _add_filters(query)
     _add_time_range(query)
     query.add_argument(
@@ -224,7 +229,16 @@ def add_parsers(
         help=f"maximum entries to print (default {DEFAULT_LIMIT})",
     )
     query.add_argument(
-        "--newest-first", action="store_true", help="sort by time, newest first"
+        "--oldest-first",
+        action="store_true",
+        help="sort by time, oldest first (default: newest first, as the API)",
+    )
+    query.add_argument(
+        "--page-token",
+        default="",
+        help="continue after the entries of an earlier run with the same "
+        "filters and order: the token that it printed on stderr, or its "
+        "nextPageToken in --format json",
     )
 
     tail = add_action(
@@ -1313,21 +1327,53 @@ def query_entries(
         raise invalid("--limit", str(args.limit), "expected 1 or more")
     request = logs_pb2.ListLogEntriesRequest(
         **_filter_fields(args),
-        order_by="timestamp desc" if args.newest_first else "timestamp",
+        order_by="timestamp" if args.oldest_first else "timestamp desc",
+        page_token=args.page_token,
     )
     _set_time_range(request, args, context.time_zone)
     found: list[logs_pb2.LogEntry] = []
+    next_page_token = ""
     with _LogsClient(context.address, DEFAULT_TIMEOUT, context.tls) as client:
         while len(found) < args.limit:
             request.page_size = min(MAX_PAGE_SIZE, args.limit - len(found))
             response = client.call(client.stub.ListLogEntries, request)
             found.extend(response.entries)
-            if not response.next_page_token:
+            next_page_token = response.next_page_token
+            if not next_page_token:
                 break
-            request.page_token = response.next_page_token
-    result = logs_pb2.ListLogEntriesResponse(entries=found[: args.limit])
+            request.page_token = next_page_token
+    # Each page requests at most the entries still missing, so `found` has at
+    # most `limit` entries and the token continues right after the last one.
+    result = logs_pb2.ListLogEntriesResponse(
+        entries=found, next_page_token=next_page_token
+    )
     context.show(result, lambda response: entries_table(response.entries))
+    if next_page_token:
+        _print_more_entries(len(found), next_page_token, request)
     return result
+
+
+def _print_more_entries(
+    shown: int, token: str, request: logs_pb2.ListLogEntriesRequest
+) -> None:
+    """Tell on stderr that more entries may match, and how to see them."""
+    # The page token is bound to the time range, so a relative --since or
+    # --end is repeated as the time it stood for in this run.
+    options = []
+    if request.HasField("start_time"):
+        options.append(f"--since={format_time(request.start_time.ToNanoseconds())}")
+    if request.HasField("end_time"):
+        options.append(f"--end={format_time(request.end_time.ToNanoseconds())}")
+    options.append(f"--page-token {token}")
+    # The server also returns a token when a shard's reply was cut at its
+    # size limit, so more entries may match but need not.
+    print(
+        f"splitlog logs query: showing {shown} entries; more may match: raise "
+        "--limit, narrow --since/--end or the filters, or run the same command "
+        f"with {' '.join(options)} to see the next ones",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def tail_entries(

@@ -1509,7 +1509,7 @@ def test_query_sends_every_filter(live, capsys):
         capsys, live.address, "logs", "query", "--service", "qa", "--service", "qb",
         "--min-severity", "warning", "--keyword", "TIMEOUT", "--attr", "rpc=Get",
         f"--since={rfc3339(base)}", f"--end={rfc3339(base + 70 * SECOND)}",
-        "--newest-first", "--limit", "5", "--format", "json",
+        "--limit", "5", "--format", "json",
     )  # fmt: skip
     messages = [entry["message"] for entry in json.loads(out)["entries"]]
 
@@ -1517,22 +1517,81 @@ def test_query_sends_every_filter(live, capsys):
     assert messages == [f"upstream timeout {n}" for n in (6, 5, 4, 3, 2)]
 
 
-def test_query_follows_pages_to_limit(live, capsys):
+def _write_pages_entries(live, service: str, count: int) -> None:
     base = time.time_ns() - 600 * SECOND
     entries = [
-        logs_pb2.LogEntry(service="pages", message=f"m{n}", timestamp=ts(base + n))
-        for n in range(7)
+        logs_pb2.LogEntry(service=service, message=f"m{n}", timestamp=ts(base + n))
+        for n in range(count)
     ]
     live.stub.WriteLogEntries(logs_pb2.WriteLogEntriesRequest(entries=entries))
+
+
+def test_query_newest_first_to_limit(live, capsys):
+    _write_pages_entries(live, "pages", 7)
 
     status, out, err = run(
         capsys, live.address, "logs", "query", "--service", "pages", "--limit", "5",
         "--format", "json",
     )  # fmt: skip
+    shown = json.loads(out)
+    messages = [entry["message"] for entry in shown["entries"]]
+
+    assert status == 0, err
+    assert messages == ["m6", "m5", "m4", "m3", "m2"]
+    assert shown["nextPageToken"]
+    assert "showing 5 entries; more may match" in err
+    assert f"--page-token {shown['nextPageToken']}" in err
+
+
+def test_query_oldest_first_to_limit(live, capsys):
+    _write_pages_entries(live, "pages-oldest", 7)
+
+    status, out, err = run(
+        capsys, live.address, "logs", "query", "--service", "pages-oldest",
+        "--limit", "5", "--oldest-first", "--format", "json",
+    )  # fmt: skip
     messages = [entry["message"] for entry in json.loads(out)["entries"]]
 
     assert status == 0, err
     assert messages == ["m0", "m1", "m2", "m3", "m4"]
+
+
+def test_query_page_token_continues(live, capsys):
+    _write_pages_entries(live, "pages-next", 7)
+    # A relative --since changes from run to run, so the note repeats the
+    # time that it stood for.
+    filters = ["--service", "pages-next", "--since=-1h", "--limit", "4"]
+
+    status, first_out, first_err = run(capsys, live.address, "logs", "query", *filters)
+    note = first_err.split(" or run the same command with ", 1)[1]
+    again = note.removesuffix(" to see the next ones\n").split()
+    status_next, out, err = run(
+        capsys, live.address, "logs", "query", *filters, *again, "--format", "json"
+    )
+    shown = json.loads(out)
+
+    assert status == 0, first_err
+    assert again[0].startswith("--since=")
+    assert again[1] == "--page-token"
+    assert "m6" in first_out
+    assert status_next == 0, err
+    assert [entry["message"] for entry in shown["entries"]] == ["m2", "m1", "m0"]
+    assert shown["nextPageToken"] == ""
+    assert err == ""
+
+
+def test_query_all_shown_prints_no_note(live, capsys):
+    _write_pages_entries(live, "pages-all", 3)
+
+    status, out, err = run(
+        capsys, live.address, "logs", "query", "--service", "pages-all",
+        "--limit", "3", "--format", "json",
+    )  # fmt: skip
+
+    assert status == 0, err
+    assert len(json.loads(out)["entries"]) == 3
+    assert json.loads(out)["nextPageToken"] == ""
+    assert err == ""
 
 
 def test_query_table_escapes_terminal_codes(live, capsys):
