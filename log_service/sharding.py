@@ -29,6 +29,8 @@ VIRTUAL_NODES_PER_SHARD = 128
 # Distinct service names whose shard a ServiceRing caches.
 _RING_CACHE_SIZE = 100_000
 _REPLICA_SUFFIXES = "abcdefghijklmnopqrstuvwxyz"
+#: Maximum nodes per shard in the default topology, one per suffix letter.
+MAX_REPLICAS = len(_REPLICA_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -154,10 +156,9 @@ def default_topology(
     """
     if shards < 1:
         raise ValueError(f"log_shards must be 1 or more, got {shards}")
-    if not 1 <= replicas <= len(_REPLICA_SUFFIXES):
+    if not 1 <= replicas <= MAX_REPLICAS:
         raise ValueError(
-            f"log_replicas must be between 1 and {len(_REPLICA_SUFFIXES)}, "
-            f"got {replicas}"
+            f"log_replicas must be between 1 and {MAX_REPLICAS}, got {replicas}"
         )
     specs = []
     for index in range(shards):

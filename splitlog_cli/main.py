@@ -17,6 +17,7 @@ from importlib import metadata
 
 from splitlog_cli import admin_key, serve, settings, up
 from splitlog_cli import client as client_commands
+from splitlog_cli.data_lock import data_dir_lock
 from splitlog_cli.errors import StartupError
 from splitlog_cli.health import check
 from splitlog_cli.processes import RESTART_POLICY, Supervisor
@@ -143,6 +144,9 @@ def _run(argv: Sequence[str] | None) -> int:
         )
     if args.command == "health":
         return _health(args)
+    if args.command in ("up", "serve", "config"):
+        for warning in settings.unknown_variable_warnings():
+            print(f"splitlog: warning: {warning}", file=sys.stderr)
     try:
         config = settings.load(args)
         if args.command in ("up", "serve"):
@@ -179,12 +183,9 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict:
 
 
 def _dispatch(args: argparse.Namespace, config: Config) -> int:
-    if args.command == "up" and args.processes:
-        signals = StopSignals()
-        signals.install()
-        return Supervisor(config, signals).run()
     if args.command == "up":
-        return up.run(config)
+        with data_dir_lock(config.data_dir):
+            return _up(args, config)
     if args.command == "serve":
         return serve.run(args.component, config)
     if args.command == "config":
@@ -197,6 +198,14 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
     if client_commands.handles(args):
         return client_commands.run(args, config)
     raise AssertionError(f"unhandled command {args.command!r}")
+
+
+def _up(args: argparse.Namespace, config: Config) -> int:
+    if args.processes:
+        signals = StopSignals()
+        signals.install()
+        return Supervisor(config, signals).run()
+    return up.run(config)
 
 
 def _served_ports(args: argparse.Namespace) -> list[str]:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from log_service.sharding import MAX_REPLICAS, parse_log_nodes
+from splitlog_cli.client.credentials import TOKEN_ENV
+from splitlog_cli.signals import SUPERVISOR_PID_ENV
 from splitlog_runtime import config as config_module
 from splitlog_runtime.config import SETTINGS, SETTINGS_BY_NAME, Config, Setting
 
@@ -23,6 +27,22 @@ _AT_LEAST_ONE = frozenset(
         "log_wal_segment_bytes",
         "auth_access_token_seconds",
         "auth_refresh_token_seconds",
+        "log_shards",
+        "log_max_open_streams",
+    }
+)
+_ENV_PREFIX = "SPLITLOG_"
+# SPLITLOG_* environment variables that are not settings: the client
+# credential, the supervisor's pid that `up --processes` gives its children,
+# the database password of docker-compose.yml, and those of the tests.
+OTHER_ENVIRONMENT_VARIABLES = frozenset(
+    {
+        TOKEN_ENV,
+        SUPERVISOR_PID_ENV,
+        "SPLITLOG_DB_PASSWORD",
+        "SPLITLOG_TEST_POSTGRES_URL",
+        "SPLITLOG_REQUIRE_POSTGRES",
+        "SPLITLOG_SHARED_DATA",
     }
 )
 # Maximum log retention: 100 years. A timestamp that far back still fits the
@@ -61,6 +81,33 @@ def load(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> 
             value = getattr(config, setting.name)
             raise ConfigError(f"invalid value {value!r} for {origin}: {problem}")
     return config
+
+
+def unknown_variable_warnings(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Return a warning for each SPLITLOG_* variable that splitlog does not read.
+
+    Such a variable is most likely a misspelt setting, which would otherwise
+    leave the setting at its default without a word.
+    """
+    environ = os.environ if environ is None else environ
+    known = {setting.env for setting in SETTINGS} | OTHER_ENVIRONMENT_VARIABLES
+    # Names are compared without the prefix that they all share, which would
+    # make any two of them look alike.
+    known_suffixes = {name.removeprefix(_ENV_PREFIX): name for name in known}
+    warnings = []
+    for name in sorted(environ):
+        if not name.startswith(_ENV_PREFIX) or name in known:
+            continue
+        warning = f"unknown environment variable {name} is ignored"
+        close = difflib.get_close_matches(
+            name.removeprefix(_ENV_PREFIX), known_suffixes, n=1, cutoff=0.75
+        )
+        if close:
+            warning += f"; did you mean {known_suffixes[close[0]]}?"
+        else:
+            warning += "; `splitlog config --format markdown` lists the settings"
+        warnings.append(warning)
+    return warnings
 
 
 def check_data_dir(
@@ -150,6 +197,15 @@ def _problem(setting: Setting, value: object) -> str | None:
         return "expected a number of seconds, 0 or more (0 turns the cache off)"
     if name == "gateway_health_probe_seconds" and value < 0:
         return "expected a number of seconds, 0 or more (0 turns the checks off)"
+    if name == "log_replicas" and not 1 <= value <= MAX_REPLICAS:
+        return f"expected a whole number from 1 to {MAX_REPLICAS}"
+    if name == "log_max_streams_per_caller" and value < 0:
+        return "expected a whole number, 0 or more (0 turns the limit off)"
+    if name == "log_nodes" and value.strip():
+        try:
+            parse_log_nodes(value)
+        except ValueError as exc:
+            return str(exc)
     if name == "log_failover_seconds" and not value > 0:
         return "expected a number of seconds above 0"
     if name == "log_max_future_seconds" and value < 0:

@@ -58,6 +58,18 @@ def _parse_float(text: str) -> float:
     return value
 
 
+def _choice(*choices: str) -> Callable[[str], str]:
+    """Return a parser that accepts one of `choices`, in any case."""
+
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError(f"expected {' or '.join(choices)}")
+        return value
+
+    return parse
+
+
 @dataclass(frozen=True)
 class Setting:
     """One configuration value: its flag, its environment variable and default."""
@@ -204,6 +216,7 @@ SETTINGS: list[Setting] = [
         "service",
         "How log entries are spread over shards: `service` (a consistent-hash "
         "ring over the service name) or `time` (by time bucket).",
+        _choice("service", "time"),
     ),
     Setting(
         "log_time_bucket_seconds",
@@ -241,6 +254,7 @@ SETTINGS: list[Setting] = [
         "all",
         "When a log shard acknowledges a batch: `all` (the leader and every "
         "in-sync follower stored it) or `leader` (the leader stored it).",
+        _choice("all", "leader"),
     ),
     Setting(
         "log_fsync",

@@ -122,6 +122,24 @@ def test_config_table_shows_source(clean_env, capsys):
             {"SPLITLOG_LOG_SNAPSHOT_BYTES_PER_SECOND": "-5"},
             "SNAPSHOT_BYTES",
         ),
+        (["config"], {"SPLITLOG_LOG_SHARDS": "0"}, "SPLITLOG_LOG_SHARDS"),
+        (["config"], {"SPLITLOG_LOG_SHARDS": "-3"}, "SPLITLOG_LOG_SHARDS"),
+        (["config", "--log-replicas", "0"], {}, "--log-replicas"),
+        (["config", "--log-replicas", "27"], {}, "--log-replicas"),
+        (["config", "--log-sharding", "hash"], {}, "--log-sharding"),
+        (["config", "--log-write-quorum", "most"], {}, "--log-write-quorum"),
+        (["config", "--log-nodes", "shard-0"], {}, "--log-nodes"),
+        (["config", "--log-max-open-streams", "0"], {}, "--log-max-open-streams"),
+        (
+            ["config", "--log-max-streams-per-caller", "-1"],
+            {},
+            "--log-max-streams-per-caller",
+        ),
+        (
+            ["config", "--gateway-health-probe-seconds", "-1"],
+            {},
+            "--gateway-health-probe-seconds",
+        ),
     ],
 )
 def test_bad_setting_exits_2(clean_env, capsys, argv, env, named):
@@ -134,6 +152,51 @@ def test_bad_setting_exits_2(clean_env, capsys, argv, env, named):
     assert status == 2
     assert named in err
     assert err.startswith("splitlog: error: invalid value")
+
+
+def test_choice_setting_any_case(clean_env, capsys):
+    clean_env.setenv("SPLITLOG_LOG_WRITE_QUORUM", " Leader ")
+
+    status = main(["config", "--format", "env"])
+    out = capsys.readouterr().out
+
+    assert status == 0
+    assert "SPLITLOG_LOG_WRITE_QUORUM=leader" in out.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("variable", "suggestion"),
+    [
+        ("SPLITLOG_GATEWAY_PROT", "did you mean SPLITLOG_GATEWAY_PORT?"),
+        ("SPLITLOG_DATADIR", "did you mean SPLITLOG_DATA_DIR?"),
+        ("SPLITLOG_TOKN", "did you mean SPLITLOG_TOKEN?"),
+        ("SPLITLOG_FROBNICATE", "`splitlog config --format markdown` lists"),
+    ],
+)
+def test_unknown_env_variable_warns(clean_env, capsys, variable, suggestion):
+    clean_env.setenv(variable, "1")
+
+    status = main(["config"])
+    err = capsys.readouterr().err
+
+    assert status == 0
+    assert err.startswith(
+        f"splitlog: warning: unknown environment variable {variable} is ignored; "
+    )
+    assert suggestion in err
+    assert err.count("\n") == 1
+
+
+def test_known_env_variables_no_warning(clean_env, capsys):
+    for name in settings.OTHER_ENVIRONMENT_VARIABLES:
+        clean_env.setenv(name, "1")
+    clean_env.setenv("SPLITLOG_WORKERS", "3")
+
+    status = main(["config"])
+    err = capsys.readouterr().err
+
+    assert status == 0
+    assert err == ""
 
 
 @pytest.mark.parametrize("command", [["up"], ["serve", "user_service"]])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -12,8 +14,12 @@ import httpx
 import pytest
 
 from tests.system.conftest import (
+    PORT_FLAGS,
+    SPLITLOG,
+    free_ports,
     grpcurl,
     grpcurl_json,
+    log_nodes_on_free_ports,
     start_splitlog,
     wait_for_log_entries,
 )
@@ -188,3 +194,34 @@ def test_startup_lines_shipped(system, service, line):
     assert len(entries) == 1
     assert entries[0]["service"] == service
     assert line in entries[0]["message"]
+
+
+def test_second_up_same_data_dir_exits_1(system):
+    data_dir = Path(system.args[system.args.index("--data-dir") + 1])
+    args = [str(SPLITLOG), "up", "--data-dir", str(data_dir)]
+    for flag, port in zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True):
+        args += [flag, str(port)]
+    args += ["--log-nodes", log_nodes_on_free_ports()]
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("SPLITLOG_")
+    }
+
+    # Should the check fail, the second system starts, and the timeout ends it.
+    second = subprocess.run(
+        args,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+    )
+
+    assert second.returncode == 1, second.stderr
+    assert second.stderr == (
+        f"splitlog: error: the data directory {data_dir.resolve()} is in use by "
+        f"another splitlog (pid {system.process.pid}); stop it or use another "
+        "--data-dir\n"
+    )
+    assert system.process.poll() is None
