@@ -175,14 +175,14 @@ def test_signup_table_shows_currency_and_state(cli):
 def test_signup_invalid_currency_rejected(cli, tmp_path):
     result = cli(
         "auth", "signup", "--email", "lower@example.com", "--display-name", "Lo",
-        "--currency", "eur", "--password-stdin",
+        "--currency", "zzz", "--password-stdin",
         stdin=PASSWORD + "\n",
     )  # fmt: skip
 
     assert result.status == 1
     assert "INVALID_ARGUMENT" in result.stderr
     assert "user.currency_code" in result.stderr
-    assert "'EUR'" in result.stderr
+    assert "'ZZZ'" in result.stderr
     assert not _sessions_file(tmp_path).exists()
 
 

@@ -35,8 +35,8 @@ def closed_address():
         (["--amount", "12.345"], ["--amount", "'12.345'", "digits below"]),
         (["--amount", "12,34"], ["--amount", "'12,34'", "plain decimal"]),
         (
-            ["--amount", "10", "--currency", "eur"],
-            ["--currency", "'eur'", "'EUR'"],
+            ["--amount", "10", "--currency", "zzz"],
+            ["--currency", "'ZZZ'", "ISO 4217"],
         ),
         (
             ["--amount", "10", "--split", "percent", "--participant", "bob=150"],
