@@ -316,7 +316,12 @@ class SplitwiseImporter:
                     users_pb.GetUserRequest(name=name), timeout=self._timeout
                 ).user
             except grpc.RpcError as exc:
-                if exc.code() == grpc.StatusCode.NOT_FOUND:
+                # A caller who may not read other users may not create them
+                # either, and CreateUser's error then says what is needed.
+                if exc.code() in (
+                    grpc.StatusCode.NOT_FOUND,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                ):
                     continue
                 raise
             if user.state == users_pb.User.STATE_DEACTIVATED:
