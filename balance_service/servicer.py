@@ -91,7 +91,7 @@ from expense_service import volumes
 from splitlog.balances.v1 import balances_service_pb2 as pb
 from splitlog.balances.v1 import balances_service_pb2_grpc as pb_grpc
 from splitlog_runtime import authz, limits, pagination
-from splitlog_runtime.database import Database
+from splitlog_runtime.database import Database, repeatable_read
 from splitlog_runtime.errors import (
     Aborted,
     AlreadyExists,
@@ -788,7 +788,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         self._directory.recent_members(group_id, context)
         with self._transaction(read_only=True) as session:
             # The net amount, the items and their lines come from one state.
-            storage.repeatable_read(session)
+            repeatable_read(session)
             if counterparty is None:
                 net = storage.member_nets(session, group_id, currency, [user_id])
                 net_amount = net[user_id]

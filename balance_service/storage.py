@@ -58,7 +58,6 @@ from sqlalchemy import (
     insert,
     or_,
     select,
-    text,
     true,
     update,
 )
@@ -955,18 +954,6 @@ def explain_settlements(
     )
     order = (SettlementRow.settlement_date, SettlementRow.create_time, SettlementRow.id)
     return _read_page(session, query, order, SETTLEMENTS, after, limit)
-
-
-def repeatable_read(session: Session) -> None:
-    """Make the rest of a PostgreSQL transaction read one snapshot.
-
-    At PostgreSQL's default level, each statement reads the commits made
-    before it began, so a read of several statements can mix two states.
-    A SQLite read transaction already reads one snapshot. Call this before
-    the transaction's first statement.
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
 
 
 def _report_filter(

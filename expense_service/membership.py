@@ -12,6 +12,10 @@ a group's member list is reused for up to `CACHE_SECONDS`:
   group deletion checks the balances, it has this service drop the group's
   list (`forget`, called by `ledger.LedgerServicer.GetLedgerPosition`), so
   no write that starts after that accepts the member from an older list.
+- `require_not_leaving` checks the users whose amounts an update or a
+  delete changes in the same way. While the group is being deleted
+  (`ListGroupMembersResponse.group_deleting`), it rejects every such
+  change, even one that names only former members (reason GROUP_DELETING).
 - A NOT_FOUND response is never reused, so a group created a moment ago is
   found at once, and it drops the group's reused list. The exception is a
   group that user_service reports deleted: its id is never given to a new
@@ -67,6 +71,7 @@ _LOGGER = logging.getLogger(__name__)
 NOT_A_MEMBER = "NOT_A_GROUP_MEMBER"
 USER_DEACTIVATED = "USER_DEACTIVATED"
 MEMBER_LEAVING = "MEMBER_LEAVING"
+GROUP_DELETING = "GROUP_DELETING"
 #: Seconds a caller should wait before retrying while user_service is down.
 RETRY_DELAY_SECONDS = 1.0
 #: Seconds a group's member list may be reused to accept payers and
@@ -88,11 +93,13 @@ _TRANSIENT = {
 class _Members:
     """A group's members: those who may be named on a write (`active`), those
     whose user is deactivated, and those whose removal is checking balances
-    (`leaving`)."""
+    (`leaving`), with whether the group's deletion is checking them
+    (`deleting`). A deactivated member can be leaving too."""
 
     active: frozenset[str]
     deactivated: frozenset[str]
     leaving: frozenset[str] = frozenset()
+    deleting: bool = False
 
     @property
     def all(self) -> frozenset[str]:
@@ -256,11 +263,7 @@ class MembershipClient:
         members = self._fetch_members(group, context)
         missing = [user for user in ordered if user not in members.all]
         fields = fields or {}
-
-        def named(user: str) -> str:
-            paths = fields.get(user)
-            return f"{user!r} ({', '.join(paths)})" if paths else repr(user)
-
+        named = _namer(fields)
         if not missing:
             deactivated = [user for user in ordered if user in members.deactivated]
             if deactivated:
@@ -270,10 +273,7 @@ class MembershipClient:
                 raise _leaving(group, leaving, named, fields)
             return
         listed = join_some([named(user) for user in missing])
-        metadata = {"group": group, "users": ",".join(missing)}
-        paths = [path for user in missing for path in fields.get(user, ())]
-        if paths:
-            metadata["fields"] = ",".join(paths)
+        metadata = _metadata(group, missing, fields)
         verb = "is not a member" if len(missing) == 1 else "are not members"
         raise FailedPrecondition(
             f"{listed} {verb} of {group!r}; add them to the group with "
@@ -289,6 +289,62 @@ class MembershipClient:
                 for user in missing
             ],
         )
+
+    def require_not_leaving(
+        self,
+        group: str,
+        users: Iterable[str],
+        context: grpc.ServicerContext | None,
+        fields: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        """Check that a write may change what `users` paid or owe in a group.
+
+        It may not while one of them is leaving the group, or while the
+        group is being deleted: the balance check of that removal may
+        already have read the balances. Users need not be members, because
+        an update or a delete may change the amounts of a former member.
+
+        A member list up to `cache_seconds` old that shows neither is
+        enough. Call this inside the write's `GroupWrites.track` block: a
+        removal whose mark the list misses has then not fenced the group
+        yet, because its fence (`forget`) drops the list, and that fence
+        waits for this write. A list that shows a removal is fetched again
+        before the write is rejected.
+
+        Args:
+          group: the group's name, `groups/{group}`.
+          users: the users whose amounts the write changes.
+          context: the caller's context, whose deadline the check keeps.
+          fields: for each user, the request fields that name it; the error
+            names them.
+
+        Raises:
+          NotFound: the group does not exist (reason GROUP_NOT_FOUND).
+          FailedPrecondition: some users are leaving the group (reason
+            MEMBER_LEAVING), or the group is being deleted (reason
+            GROUP_DELETING).
+          Unavailable: user_service cannot be reached or timed out.
+        """
+        ordered = list(dict.fromkeys(users))
+        if not ordered:
+            return
+        if group in self._deleted:
+            raise group_not_found(group, deleted=True)
+        cached = self._recent.get(group)
+        if (
+            cached is not None
+            and not cached.deleting
+            and cached.leaving.isdisjoint(ordered)
+        ):
+            return
+        members = self._fetch_members(group, context)
+        fields = fields or {}
+        named = _namer(fields)
+        leaving = [user for user in ordered if user in members.leaving]
+        if leaving:
+            raise _leaving(group, leaving, named, fields)
+        if members.deleting:
+            raise _group_deleting(group, ordered, named, fields)
 
     def require_group(
         self,
@@ -380,6 +436,7 @@ class MembershipClient:
         members: set[str] = set()
         deactivated: set[str] = set()
         leaving: set[str] = set()
+        deleting = False
         token = ""
         while True:
             request = users_pb.ListGroupMembersRequest(
@@ -398,16 +455,20 @@ class MembershipClient:
                         raise group_not_found(group, deleted=True) from None
                 raise self._translate(exc, group) from None
             for member in response.members:
+                if member.leaving:
+                    leaving.add(member.user)
                 if member.user_state == users_pb.User.STATE_DEACTIVATED:
                     deactivated.add(member.user)
-                elif member.leaving:
-                    leaving.add(member.user)
-                else:
+                elif not member.leaving:
                     members.add(member.user)
+            deleting = deleting or response.group_deleting
             token = response.next_page_token
             if not token:
                 found = _Members(
-                    frozenset(members), frozenset(deactivated), frozenset(leaving)
+                    frozenset(members),
+                    frozenset(deactivated),
+                    frozenset(leaving),
+                    deleting,
                 )
                 self._recent.put(group, found, fetched_at, generation)
                 return found
@@ -435,6 +496,27 @@ class MembershipClient:
             f"user_service failed ListGroupMembers for {group}: {code.name}: "
             f"{exc.details()}"
         )
+
+
+def _metadata(
+    group: str, users: list[str], fields: Mapping[str, Sequence[str]]
+) -> dict[str, str]:
+    """Build the error metadata that names the group, the users and their fields."""
+    metadata = {"group": group, "users": ",".join(users)}
+    paths = [path for user in users for path in fields.get(user, ())]
+    if paths:
+        metadata["fields"] = ",".join(paths)
+    return metadata
+
+
+def _namer(fields: Mapping[str, Sequence[str]]) -> Callable[[str], str]:
+    """Return a function that names a user with the request fields naming it."""
+
+    def named(user: str) -> str:
+        paths = fields.get(user)
+        return f"{user!r} ({', '.join(paths)})" if paths else repr(user)
+
+    return named
 
 
 def _deactivated(
@@ -484,6 +566,29 @@ def _leaving(
     )
 
 
+def _group_deleting(
+    group: str,
+    users: list[str],
+    named: Callable[[str], str],
+    fields: Mapping[str, Sequence[str]],
+) -> FailedPrecondition:
+    """Build the error for a write that changes balances while its group is
+    being deleted."""
+    listed = join_some([named(user) for user in users])
+    metadata = _metadata(group, users, fields)
+    return FailedPrecondition(
+        f"{group!r} is being deleted: DeleteGroup is checking its balances, and "
+        f"this write would change the amounts of {listed}. Retry in a moment: "
+        "the write goes through if the deletion is rejected, and finds no "
+        "group once it has finished",
+        reason=GROUP_DELETING,
+        metadata=metadata,
+        preconditions=[
+            PreconditionViolation(GROUP_DELETING, group, f"{group} is being deleted")
+        ],
+    )
+
+
 def _users_rejected(
     reason: str,
     message: str,
@@ -498,10 +603,7 @@ def _users_rejected(
       violations: for each user, the subject and the description of its
         precondition violation.
     """
-    metadata = {"group": group, "users": ",".join(users)}
-    paths = [path for user in users for path in fields.get(user, ())]
-    if paths:
-        metadata["fields"] = ",".join(paths)
+    metadata = _metadata(group, users, fields)
     return FailedPrecondition(
         message,
         reason=reason,

@@ -59,6 +59,57 @@ def expense_message(stored: storage.StoredExpense) -> pb.Expense:
     return expense
 
 
+#: The currency, paid amount and owed amount of each user of an expense, in
+#: minor units, by user.
+UserAmounts = dict[str, tuple[str, int, int]]
+
+
+def stored_amounts(stored: storage.StoredExpense) -> UserAmounts:
+    """Return what each payer and participant of a stored expense paid and owes.
+
+    Users with nothing paid and nothing owed are left out, because the
+    expense does not move their balance.
+    """
+    return _user_amounts(
+        stored.row.currency_code,
+        [(payer.user, payer.amount_minor) for payer in stored.payers],
+        [(line.user, line.owed_minor) for line in stored.participants],
+    )
+
+
+def checked_amounts(checked: domain.CheckedExpense) -> UserAmounts:
+    """Return what each payer and participant of a checked expense pays and owes."""
+    return _user_amounts(
+        checked.currency_code,
+        [(payer.user, payer.amount.minor) for payer in checked.draft.payers],
+        list(checked.owed.items()),
+    )
+
+
+def changed_users(before: UserAmounts, after: UserAmounts) -> set[str]:
+    """Return the users whose currency, paid or owed amount differs."""
+    return {
+        user
+        for user in before.keys() | after.keys()
+        if before.get(user) != after.get(user)
+    }
+
+
+def _user_amounts(
+    currency: str, paid: list[tuple[str, int]], owed: list[tuple[str, int]]
+) -> UserAmounts:
+    totals: dict[str, list[int]] = {}
+    for user, amount in paid:
+        totals.setdefault(user, [0, 0])[0] += amount
+    for user, amount in owed:
+        totals.setdefault(user, [0, 0])[1] += amount
+    return {
+        user: (currency, paid_minor, owed_minor)
+        for user, (paid_minor, owed_minor) in totals.items()
+        if paid_minor or owed_minor
+    }
+
+
 def _participant_message(
     participant: storage.ParticipantRow | storage.ParticipantValues, currency: str
 ) -> pb.SplitParticipant:

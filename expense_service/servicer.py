@@ -30,6 +30,10 @@ Choices that the proto leaves open:
   is rejected with REQUEST_ID_REUSED rather than replaying.
 - The creator, an update's `last_modifier` and, on undelete, every payer
   and participant must be current members of the group.
+- While a removal or the group's deletion checks the balances, an update or
+  a delete may not change what a leaving member paid or owes
+  (MEMBER_LEAVING), and during a deletion no amount at all (GROUP_DELETING),
+  so that the check reads final balances (`membership.require_not_leaving`).
 - A group that does not exist, or was deleted, answers every call about
   its expenses with NOT_FOUND (reason GROUP_NOT_FOUND), as GetGroup does
   for the group. Reads learn this from the member lists of
@@ -125,8 +129,9 @@ _ORDERINGS = {"": False, "expense_date desc": False, "create_time desc": True}
 
 
 class _RevisionChanged(Exception):
-    """The expense changed after an update read it, so that the update now
-    adds users whose membership was not checked; plan the update again."""
+    """The expense changed after a write read it, so that the write now adds
+    users whose membership was not checked, or changes the amounts of users
+    not checked for a removal; plan the write again."""
 
 
 def _is_transient(exc: DBAPIError) -> bool:
@@ -136,6 +141,24 @@ def _is_transient(exc: DBAPIError) -> bool:
         return True
     name = getattr(orig, "sqlite_errorname", "")
     return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+
+
+@dataclass
+class _WriteChecks:
+    """The users an update has checked: those it may add to the expense
+    (`members`), and those whose amounts it may change (`movable`)."""
+
+    members: set[str]
+    movable: set[str]
+
+
+def _changed_users(
+    stored: storage.StoredExpense, checked: domain.CheckedExpense
+) -> set[str]:
+    """Return the users whose amounts an update changes."""
+    return messages.changed_users(
+        messages.stored_amounts(stored), messages.checked_amounts(checked)
+    )
 
 
 def _group_of(expense_name: str) -> str:
@@ -1199,28 +1222,33 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         authz.require_acting_as_caller(modifier, "expense.last_modifier")
         changes = domain.parse_changes(expense, fields)
 
-        verified: set[str] = set()
+        checks = _WriteChecks(set(), set())
         for _ in range(MAX_UPDATE_ATTEMPTS):
             stored = self._read(lambda session: self._require(session, expense.name))
             checked, added = self._plan_update(stored, expected, changes)
+            group = domain.group_name(stored.row.group_id)
             # The modifier must be a member now, but users who stay on the
             # expense need not be, so that an expense of a former member can
             # be fixed.
+            user_fields = checked.draft.user_fields()
             fields = {
-                user: paths
-                for user, paths in checked.draft.user_fields().items()
-                if user in added
+                user: paths for user, paths in user_fields.items() if user in added
             }
             fields.setdefault(modifier, []).append("expense.last_modifier")
-            unverified = set(fields) - verified
+            unverified = set(fields) - checks.members
             if unverified:
-                group = domain.group_name(stored.row.group_id)
                 self._membership.require_members(group, unverified, context, fields)
-                verified.update(unverified)
+                checks.members.update(unverified)
+            # Nor may it change the amounts of a member whose removal, or the
+            # group's deletion, is checking the balances.
+            moved = _changed_users(stored, checked) - checks.movable
+            if moved:
+                self._membership.require_not_leaving(group, moved, context, user_fields)
+                checks.movable.update(moved)
             try:
                 updated = self._write(
                     lambda session: self._store_update(
-                        session, expense.name, expected, changes, modifier, verified
+                        session, expense.name, expected, changes, modifier, checks
                     )
                 )
             except _RevisionChanged:
@@ -1266,17 +1294,20 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         expected: int | None,
         changes: dict,
         modifier: str,
-        verified: set[str],
+        checks: _WriteChecks,
     ) -> pb.Expense:
         """Apply an update to the expense as it is now, under its row lock.
 
         A concurrent update may have committed since the first read, so the
         update is checked again here. If it now adds users whose membership
-        was not checked, it raises _RevisionChanged so the caller checks them.
+        was not checked, or changes the amounts of users not checked for a
+        removal, it raises _RevisionChanged so the caller checks them.
         """
         stored = self._require(session, name, lock=True)
         checked, added = self._plan_update(stored, expected, changes)
-        if not added <= verified:
+        if not added <= checks.members or not (
+            _changed_users(stored, checked) <= checks.movable
+        ):
             raise _RevisionChanged()
         now = storage.utc_now()
         row = stored.row
@@ -1298,8 +1329,6 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
     def DeleteExpense(
         self, request: pb.DeleteExpenseRequest, context: grpc.ServicerContext
     ) -> pb.DeleteExpenseResponse:
-        # A delete checks no membership, but it moves balances, so the fence
-        # waits for it like for the other writes.
         group = _group_of(request.name)
         access = self._access(group, context)
         with access, self._writes.track(group):
@@ -1313,12 +1342,15 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
     ) -> pb.DeleteExpenseResponse:
         expected = self._parse_name_and_etag(request.name, request.etag)
         self._authorize_expense(request.name, context, access)
+        group = _group_of(request.name)
 
         def delete(session: Session) -> pb.Expense:
             stored = self._require(session, request.name, lock=True)
             if stored.row.delete_time is not None:
                 return messages.expense_message(stored)
             _check_etag(expected, stored, "etag")
+            if not messages.stored_amounts(stored).keys() <= movable:
+                raise _RevisionChanged()
             row = stored.row
             volumes.add_expense_volumes(
                 session, {(row.group_id, row.currency_code): -abs(row.total_minor)}
@@ -1330,7 +1362,31 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             ledger.append_event(session, stored, ledger.DELETED, now)
             return messages.expense_message(stored)
 
-        return pb.DeleteExpenseResponse(expense=self._write(delete))
+        # The delete takes back what each payer paid and each participant
+        # owes, so none of them may be leaving. They need not be members, so
+        # that an expense of a former member can still be deleted. An update
+        # may change the users between this check and the write; then check
+        # again.
+        movable: set[str] = set()
+        for _ in range(MAX_UPDATE_ATTEMPTS):
+            stored = self._read(lambda session: self._require(session, request.name))
+            moved = set()
+            if stored.row.delete_time is None:
+                moved = set(messages.stored_amounts(stored)) - movable
+            if moved:
+                fields = messages.stored_draft(stored).user_fields()
+                self._membership.require_not_leaving(group, moved, context, fields)
+                movable.update(moved)
+            try:
+                return pb.DeleteExpenseResponse(expense=self._write(delete))
+            except _RevisionChanged:
+                continue
+        raise Aborted(
+            f"expense {request.name!r} kept changing while it was deleted; read "
+            "it again and retry",
+            reason="CONCURRENT_MODIFICATION",
+            resource=Resource(domain.EXPENSE_TYPE, request.name),
+        )
 
     def UndeleteExpense(
         self, request: pb.UndeleteExpenseRequest, context: grpc.ServicerContext

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -176,3 +176,15 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def repeatable_read(session: Session) -> None:
+    """Make the rest of a PostgreSQL transaction read one snapshot.
+
+    At PostgreSQL's default level, each statement reads the commits made
+    before it began, so a read of several statements can mix two states.
+    A SQLite read transaction already reads one snapshot. Call this before
+    the transaction's first statement.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))

@@ -11,11 +11,9 @@ CheckSettled first has expense_service wait for the group's writes in
 flight, then waits until balance_service has applied every expense change
 that expense_service acknowledged. So it counts an expense created just
 before the removal, and one whose membership check ran before the leaving
-mark, while later writes reject the leaving member.
+mark, while later writes reject the leaving member. It also waits for the
+settlement writes to the group that started before it.
 
-NOTE: settlements are not fenced. A settlement whose membership check ran
-before the mark and that commits after the check can still give a former
-member a non-zero balance.
 `AllowAllBalanceGuard` permits everything, for tests that need no balances.
 """
 

@@ -5,9 +5,10 @@ therefore removes in two transactions with the balance check between them:
 
 1. It writes a leaving mark (`storage.PendingRemovalRow`) and commits.
    ListGroupMembers then reports the member as `leaving`. expense_service
-   rejects new expenses, updates and restores that name a leaving member,
-   and balance_service rejects such settlement writes. A group deletion
-   marks every member at once.
+   and balance_service reject every write that would change what a leaving
+   member paid or owes. A group deletion marks every member at once, and
+   ListGroupMembers reports it as `group_deleting`, so that expense_service
+   also rejects changes to the amounts of former members.
 2. The balance guard calls balance_service's CheckSettled, which waits for
    the group's settlement writes that started earlier, and has
    expense_service fence the group's writes (drop its cached member list
@@ -49,6 +50,12 @@ GROUP = ""  # The `user_id` of the mark that a group deletion writes.
 def live_since(now: datetime) -> datetime:
     """Return the oldest start time of a mark that still counts at `now`."""
     return now - timedelta(seconds=MARK_SECONDS)
+
+
+def is_group_deleting(session: Session, group_id: str, now: datetime) -> bool:
+    """Return whether a deletion of the group has a mark that counts at `now`."""
+    mark = storage.get_pending_removal(session, group_id, GROUP)
+    return mark is not None and mark.start_time > live_since(now)
 
 
 def start(session: Session, group_id: str, user_id: str) -> str:

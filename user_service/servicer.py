@@ -47,7 +47,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from splitlog.users.v1 import users_service_pb2 as pb
 from splitlog.users.v1 import users_service_pb2_grpc as pb_grpc
 from splitlog_runtime import authz, pagination
-from splitlog_runtime.database import Database
+from splitlog_runtime.database import Database, repeatable_read
 from splitlog_runtime.errors import (
     Aborted,
     AlreadyExists,
@@ -759,10 +759,16 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         selector = ["ListGroupMembers", request.parent]
         after = _page_key(pagination.decode_token(request.page_token, selector))
         with self._transaction(read_only=True) as session:
+            # The group, its members and the marks come from one state. Under
+            # READ COMMITTED, a deletion that commits between the statements
+            # could return the members without the group's mark.
+            repeatable_read(session)
             _authorize_group(session, group_id)
             storage.require_group(session, group_id)
-            since = removals.live_since(storage.utc_now())
+            now = storage.utc_now()
+            since = removals.live_since(now)
             rows = storage.list_members(session, group_id, after, size + 1, since)
+            deleting = removals.is_group_deleting(session, group_id, now)
         return pb.ListGroupMembersResponse(
             members=[
                 member_message(member, user, leaving)
@@ -771,6 +777,7 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
             next_page_token=_next_token(
                 rows, size, lambda row: (row[0].join_time, row[0].user_id), selector
             ),
+            group_deleting=deleting,
         )
 
     def RemoveGroupMember(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 
 from expense_service.app import build as build_expenses
 from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb
@@ -116,29 +117,79 @@ def _group(pair: Pair) -> tuple[str, str, str]:
     return group, alice, xavier
 
 
-def _create(pair: Pair, group: str, payer: str, participants: list[str]):
-    expense = expenses_pb.Expense(
+def _expense(payer: str, participants: list[str], total: str = "10.00"):
+    return expenses_pb.Expense(
         description="Taxi",
         expense_date=day(),
-        total=money("10.00", "EUR"),
-        payers=[expenses_pb.Payer(user=payer, amount=money("10.00", "EUR"))],
+        total=money(total, "EUR"),
+        payers=[expenses_pb.Payer(user=payer, amount=money(total, "EUR"))],
         split=expenses_pb.Split(
             type=expenses_pb.SPLIT_TYPE_EQUAL,
             participants=[expenses_pb.SplitParticipant(user=u) for u in participants],
         ),
         creator=payer,
     )
+
+
+def _create(pair: Pair, group: str, payer: str, participants: list[str]):
     return pair.expenses.CreateExpense(
-        expenses_pb.CreateExpenseRequest(parent=group, expense=expense),
+        expenses_pb.CreateExpenseRequest(
+            parent=group, expense=_expense(payer, participants)
+        ),
         timeout=TIMEOUT,
     ).expense
 
 
-def _leaving(pair: Pair, group: str) -> dict[str, bool]:
-    response = pair.users.ListGroupMembers(
+def _update(pair: Pair, expense: expenses_pb.Expense, modifier: str, **fields):
+    """Change the fields given, such as `description` or a new `total`."""
+    changed = expenses_pb.Expense(name=expense.name, last_modifier=modifier)
+    paths = []
+    if "total" in fields:
+        participants = [line.user for line in expense.split.participants]
+        new = _expense(expense.payers[0].user, participants, fields.pop("total"))
+        for path in ("total", "payers", "split"):
+            getattr(changed, path).MergeFrom(getattr(new, path))
+            paths.append(path)
+    for path, value in fields.items():
+        setattr(changed, path, value)
+        paths.append(path)
+    return pair.expenses.UpdateExpense(
+        expenses_pb.UpdateExpenseRequest(
+            expense=changed, update_mask=field_mask_pb2.FieldMask(paths=paths)
+        ),
+        timeout=TIMEOUT,
+    ).expense
+
+
+def _delete(pair: Pair, expense: expenses_pb.Expense) -> expenses_pb.Expense:
+    return pair.expenses.DeleteExpense(
+        expenses_pb.DeleteExpenseRequest(name=expense.name), timeout=TIMEOUT
+    ).expense
+
+
+def _undelete(pair: Pair, expense: expenses_pb.Expense) -> expenses_pb.Expense:
+    return pair.expenses.UndeleteExpense(
+        expenses_pb.UndeleteExpenseRequest(name=expense.name), timeout=TIMEOUT
+    ).expense
+
+
+def _rejected(call) -> grpc.RpcError:
+    """Run a call that must fail with FAILED_PRECONDITION; return its error."""
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    error = caught.value
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error.details()
+    return error
+
+
+def _members(pair: Pair, group: str) -> pb.ListGroupMembersResponse:
+    return pair.users.ListGroupMembers(
         pb.ListGroupMembersRequest(parent=group), timeout=TIMEOUT
     )
-    return {member.user: member.leaving for member in response.members}
+
+
+def _leaving(pair: Pair, group: str) -> dict[str, bool]:
+    return {member.user: member.leaving for member in _members(pair, group).members}
 
 
 def _start(call) -> futures.Future:
@@ -172,11 +223,103 @@ def test_leaving_member_rejected_on_expenses(pair):
     violation = error_details(error)["PreconditionFailure"].violations[0]
     assert violation.subject == member
     assert _leaving(pair, group) == {alice: False, xavier: True}
+    assert not _members(pair, group).group_deleting
     assert _create(pair, group, alice, [alice]).name.startswith(group)
 
     pair.guard.release.set()
     removal.result(TIMEOUT)
     assert xavier not in _leaving(pair, group)
+
+
+def test_leaving_member_amounts_frozen(pair):
+    """While X's removal checks balances, no expense write may change what X
+    paid or owes, and writes that leave X's amounts alone go through."""
+    group, alice, xavier = _group(pair)
+    shared = _create(pair, group, alice, [alice, xavier])
+    paid_by_x = _create(pair, group, xavier, [alice, xavier])
+    deleted = _delete(pair, _create(pair, group, alice, [alice, xavier]))
+    own = _create(pair, group, alice, [alice])
+    member = f"{group}/members/{xavier.removeprefix('users/')}"
+    removal = _start(
+        lambda: pair.users.RemoveGroupMember(
+            pb.RemoveGroupMemberRequest(name=member), timeout=TIMEOUT
+        )
+    )
+    assert pair.guard.entered.wait(TIMEOUT)
+
+    removed_from_delete = _rejected(lambda: _delete(pair, shared))
+    resized = _rejected(lambda: _update(pair, paid_by_x, alice, total="12.00"))
+    restored = _rejected(lambda: _undelete(pair, deleted))
+    renamed = _update(pair, shared, alice, description="Train")
+    alone = _update(pair, own, alice, total="12.00")
+    own_deleted = _delete(pair, own)
+
+    for error in (removed_from_delete, resized, restored):
+        assert reason_of(error) == "MEMBER_LEAVING", error.details()
+        assert repr(xavier) in error.details()
+        violation = error_details(error)["PreconditionFailure"].violations[0]
+        assert violation.subject == member
+    assert "expense.split.participants[1].user" in removed_from_delete.details()
+    assert "expense.payers[0].user" in resized.details()
+    assert "retry in a moment" in resized.details()
+    assert renamed.description == "Train"
+    assert alone.total == money("12.00", "EUR")
+    assert own_deleted.HasField("delete_time")
+
+    pair.guard.release.set()
+    removal.result(TIMEOUT)
+    # A former member's expenses stay open to corrections.
+    assert _delete(pair, shared).HasField("delete_time")
+
+
+def test_group_deletion_freezes_amounts(pair):
+    """While the group's deletion checks balances, no expense write may change
+    an amount, not even one of a former member only."""
+    group, alice, xavier = _group(pair)
+    bob = create_user(pair.users, "Bob").name
+    pair.users.AddGroupMember(
+        pb.AddGroupMemberRequest(parent=group, user=bob), timeout=TIMEOUT
+    )
+    former_only = _create(pair, group, xavier, [xavier, bob])
+    shared = _create(pair, group, alice, [alice])
+    # The guard holds only the deletion below, not these removals.
+    pair.guard.release.set()
+    for user in (xavier, bob):
+        pair.users.RemoveGroupMember(
+            pb.RemoveGroupMemberRequest(
+                name=f"{group}/members/{user.removeprefix('users/')}"
+            ),
+            timeout=TIMEOUT,
+        )
+    pair.guard.release.clear()
+    pair.guard.entered.clear()
+    deletion = _start(
+        lambda: pair.users.DeleteGroup(
+            pb.DeleteGroupRequest(name=group), timeout=TIMEOUT
+        )
+    )
+    assert pair.guard.entered.wait(TIMEOUT)
+
+    listed = _members(pair, group)
+    former_deleted = _rejected(lambda: _delete(pair, former_only))
+    shared_deleted = _rejected(lambda: _delete(pair, shared))
+    shared_resized = _rejected(lambda: _update(pair, shared, alice, total="12.00"))
+
+    assert listed.group_deleting
+    assert reason_of(former_deleted) == "GROUP_DELETING"
+    assert f"{group!r} is being deleted" in former_deleted.details()
+    assert repr(xavier) in former_deleted.details()
+    assert repr(bob) in former_deleted.details()
+    violation = error_details(former_deleted)["PreconditionFailure"].violations[0]
+    assert violation.subject == group
+    assert reason_of(shared_deleted) == "MEMBER_LEAVING"
+    assert reason_of(shared_resized) == "MEMBER_LEAVING"
+
+    pair.guard.release.set()
+    deletion.result(TIMEOUT)
+    with pytest.raises(grpc.RpcError) as missing:
+        _delete(pair, former_only)
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_second_removal_aborted(pair):

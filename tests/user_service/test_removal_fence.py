@@ -173,9 +173,12 @@ def race_writes(
     write_once: Callable[[], object],
     writes_per_thread: int | None = None,
     writers: int = WRITERS,
+    max_delay: float = WRITER_DELAY_SECONDS,
 ) -> tuple[grpc.RpcError | None, list[grpc.RpcError]]:
     """Run `remove` while `writers` threads call `write_once` again and again,
     or at most `writes_per_thread` times each.
+
+    Each thread starts after a random delay of up to `max_delay` seconds.
 
     Returns:
       The removal's error (None on success) and the errors of the failed
@@ -188,7 +191,7 @@ def race_writes(
 
     def write() -> None:
         start.wait()
-        time.sleep(random.uniform(0, WRITER_DELAY_SECONDS))
+        time.sleep(random.uniform(0, max_delay))
         writes = 0
         while not stop.is_set() and writes != writes_per_thread:
             writes += 1

@@ -73,6 +73,24 @@ def _settle(servers: Cluster, group, payer, payee, creator, amount: str):
     return _settle_once(servers, group, payer, payee, creator, amount)().settlement
 
 
+def settled_group(servers: Cluster) -> tuple[str, str, str, str, str]:
+    """Create a group of Alice and X whose balances are zero again: Alice pays
+    10.00 EUR split equally with X, and X pays Alice 5.00 back.
+
+    Returns:
+      The group, Alice, X, the expense and the settlement.
+    """
+    group, alice, leaver = _group_with(servers)
+    shared = servers.expenses.CreateExpense(
+        expenses_pb.CreateExpenseRequest(
+            parent=group, expense=_expense(alice, [alice, leaver])
+        ),
+        timeout=TIMEOUT,
+    ).expense
+    settlement = _settle(servers, group, leaver, alice, alice, "5.00")
+    return group, alice, leaver, shared.name, settlement.name
+
+
 def _assert_owed(error: grpc.RpcError, debtor: str, creditor: str) -> None:
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error.details()
     assert reason_of(error) == "UNSETTLED_BALANCE"
@@ -147,7 +165,8 @@ def test_delete_group_during_settlements(cluster):  # noqa: F811
 
 def _mark_leaving(db_url: str, group: str, user: str) -> None:
     """Write X's leaving mark in user_service's database, as the first step of
-    a removal does, so that it stays while the test runs."""
+    a removal does, so that it stays while the test runs. With `user` empty,
+    write the mark of the group's deletion."""
     database = Database(db_url)
     try:
         with database.transaction() as session:
@@ -202,17 +221,47 @@ def test_settlement_writes_naming_leaving_member_rejected(cluster, db_url):  # n
     assert _settled(cluster, group, leaver) is False
 
 
+def test_settlement_writes_during_group_deletion_rejected(cluster, db_url):  # noqa: F811
+    group, alice, leaver = _group_with(cluster)
+    deleted = _settle(cluster, group, alice, leaver, alice, "1.00")
+    cluster.balances.DeleteSettlement(
+        balances_pb.DeleteSettlementRequest(name=deleted.name), timeout=TIMEOUT
+    )
+    live = _settle(cluster, group, leaver, alice, alice, "1.00")
+    _mark_leaving(db_url, group, removals.GROUP)
+
+    calls = {
+        "create": _settle_once(cluster, group, leaver, alice, alice),
+        "delete": functools.partial(
+            cluster.balances.DeleteSettlement,
+            balances_pb.DeleteSettlementRequest(name=live.name),
+            timeout=TIMEOUT,
+        ),
+        "restore": functools.partial(
+            cluster.balances.UndeleteSettlement,
+            balances_pb.UndeleteSettlementRequest(name=deleted.name),
+            timeout=TIMEOUT,
+        ),
+    }
+    for what, call in calls.items():
+        with pytest.raises(grpc.RpcError) as caught:
+            call()
+        error = caught.value
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, what
+        assert reason_of(error) == "MEMBER_LEAVING", what
+        assert "retry in a moment" in error.details(), what
+    # Only the live settlement counts: X paid Alice 1.00.
+    balance = cluster.balances.CheckSettled(
+        balances_pb.CheckSettledRequest(name=f"{group}/balance"), timeout=TIMEOUT
+    )
+    nets = {line.user: line.net_amount for line in balance.unsettled_balances}
+    assert nets == {leaver: money("1.00", "EUR"), alice: money("-1.00", "EUR")}
+
+
 def test_former_member_balance_settled_after_expense_delete(cluster):  # noqa: F811
     """Deleting an expense that names a removed member gives them a balance,
     which a settlement with them clears, so the group can be deleted."""
-    group, alice, leaver = _group_with(cluster)
-    shared = cluster.expenses.CreateExpense(
-        expenses_pb.CreateExpenseRequest(
-            parent=group, expense=_expense(alice, [alice, leaver])
-        ),
-        timeout=TIMEOUT,
-    ).expense
-    _settle(cluster, group, leaver, alice, alice, "5.00")
+    group, alice, leaver, shared, _ = settled_group(cluster)
     cluster.users.RemoveGroupMember(
         pb.RemoveGroupMemberRequest(
             name=f"{group}/members/{leaver.removeprefix('users/')}"
@@ -220,7 +269,7 @@ def test_former_member_balance_settled_after_expense_delete(cluster):  # noqa: F
         timeout=TIMEOUT,
     )
     cluster.expenses.DeleteExpense(
-        expenses_pb.DeleteExpenseRequest(name=shared.name), timeout=TIMEOUT
+        expenses_pb.DeleteExpenseRequest(name=shared), timeout=TIMEOUT
     )
     # Right after the delete, so the settlement must wait for the ledger.
     with pytest.raises(grpc.RpcError) as overpaid:

@@ -249,12 +249,14 @@ class ListGroupMembersRequest(_message.Message):
     def __init__(self, parent: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListGroupMembersResponse(_message.Message):
-    __slots__ = ("members", "next_page_token")
+    __slots__ = ("members", "next_page_token", "group_deleting")
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    GROUP_DELETING_FIELD_NUMBER: _ClassVar[int]
     members: _containers.RepeatedCompositeFieldContainer[Member]
     next_page_token: str
-    def __init__(self, members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    group_deleting: bool
+    def __init__(self, members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., group_deleting: _Optional[bool] = ...) -> None: ...
 
 class RemoveGroupMemberRequest(_message.Message):
     __slots__ = ("name",)
