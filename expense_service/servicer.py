@@ -20,6 +20,11 @@ Choices that the proto leaves open:
   retried batch returns the same expenses in the same order. An inner
   create whose own `request_id` was used before returns that expense in
   its slot instead of writing a second one.
+- A batch also stores its `request_id` itself, so a single create with
+  that key, alone or inside another batch, finds it taken. Either way the
+  call fails with REQUEST_ID_REUSED: the two requests differ. A create
+  checks the derived key of position 0 as well, for batches stored before
+  they stored their own key.
 - Deleting a deleted expense succeeds, changes nothing and writes no ledger
   event, so a retried DeleteExpense does not fail. The etag is then not
   checked, because nothing is written.
@@ -291,6 +296,22 @@ def _check_reuse(
         raise _key_reused(request_id, field, "create with other values")
 
 
+def _check_not_batch_key(
+    found: dict[str, storage.EarlierRequest], request_id: str, field: str
+) -> None:
+    """Reject a create's key that a BatchCreateExpenses call used as its own.
+
+    Args:
+      found: the stored keys among the create's key and the first key that a
+        batch with that key stores (`_batch_key(request_id, 0)`).
+
+    Raises:
+      InvalidArgument: with reason REQUEST_ID_REUSED.
+    """
+    if _batch_key(request_id, 0) in found:
+        raise _key_reused(request_id, field, "batch of creates")
+
+
 def _name_taken(name: str, prefix: str) -> AlreadyExists:
     return AlreadyExists(
         f"{prefix}expense_id: expense {name!r} already exists; choose another "
@@ -302,12 +323,22 @@ def _name_taken(name: str, prefix: str) -> AlreadyExists:
 
 
 def _check_distinct(
-    creates: Sequence[_NewExpense], requests: Sequence[pb.CreateExpenseRequest]
+    creates: Sequence[_NewExpense],
+    requests: Sequence[pb.CreateExpenseRequest],
+    batch_id: str,
 ) -> None:
-    """Reject a batch in which two creates share an expense_id or request_id."""
+    """Reject a batch in which two creates share an expense_id or request_id,
+    or a create has the batch's request_id."""
     seen_ids: dict[str, int] = {}
     seen_keys: dict[str, int] = {}
     for index, (create, request) in enumerate(zip(creates, requests, strict=True)):
+        if batch_id and create.request_id == batch_id:
+            raise invalid_field(
+                f"requests[{index}].request_id",
+                f"{batch_id!r} is also the batch's request_id; give each create "
+                "a request_id other than the batch's",
+                reason="DUPLICATE_IN_BATCH",
+            )
         for value, seen, field_name in (
             (request.expense_id, seen_ids, "expense_id"),
             (create.request_id, seen_keys, "request_id"),
@@ -751,9 +782,11 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
 
         Raises:
           InvalidArgument: the key created an expense in another group, or
-            came with another request.
+            came with another request, such as a batch.
         """
-        earlier = storage.find_request(session, request_id)
+        found = storage.find_requests(session, [request_id, _batch_key(request_id, 0)])
+        _check_not_batch_key(found, request_id, field)
+        earlier = found.get(request_id)
         if earlier is None:
             return None
         stored = storage.get_expense(session, earlier.expense_name)
@@ -810,7 +843,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             self._check_create(inner, request.parent, f"requests[{index}].")
             for index, inner in enumerate(request.requests)
         ]
-        _check_distinct(creates, request.requests)
+        _check_distinct(creates, request.requests, batch_id)
         access.authorize()
         for index, create in enumerate(creates):
             authz.require_acting_as_caller(
@@ -849,13 +882,18 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
                 return replayed
             # A create whose own request_id was used before is replayed in
             # its slot instead of being written again.
+            inner_keys = [create.request_id for create in creates if create.request_id]
             earlier = storage.find_requests(
-                session, [create.request_id for create in creates if create.request_id]
+                session, inner_keys + [_batch_key(key, 0) for key in inner_keys]
             )
 
             slots: dict[int, str] = {}
             for index, create in enumerate(creates):
-                found = earlier.get(create.request_id) if create.request_id else None
+                if not create.request_id:
+                    continue
+                field = f"requests[{index}].request_id"
+                _check_not_batch_key(earlier, create.request_id, field)
+                found = earlier.get(create.request_id)
                 if found is not None:
                     slots[index] = found.expense_name
             kept = storage.get_expenses(session, list(slots.values()))
@@ -888,6 +926,10 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
                 for index, create in new
                 if batch_id
             ]
+            if batch_id:
+                # The batch's own key, so that a CreateExpense with it finds
+                # it taken, even one that runs concurrently.
+                keys.append((batch_id, slots.get(0, creates[0].name), batch_hash))
             written = self._insert_creates(session, [create for _, create in new], keys)
             for (index, _), stored in zip(new, written, strict=True):
                 result[index] = messages.expense_message(stored)
@@ -991,10 +1033,16 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         """Return the expenses an earlier batch with this key made, if any.
 
         Raises:
-          InvalidArgument: the key came with other requests or another group.
+          InvalidArgument: the key came with other requests or another group,
+            or a create of one expense used it.
         """
-        earlier = storage.find_requests(session, list(keys))
+        earlier = storage.find_requests(session, [*keys, batch_id])
+        # A batch stores its own key too, except one stored before batch and
+        # single keys were checked against each other.
+        own_key = earlier.pop(batch_id, None)
         if not earlier:
+            if own_key is not None:
+                raise _key_reused(batch_id, "request_id", "create of one expense")
             return None
         first = earlier.get(keys[0])
         stored = storage.get_expenses(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from expense_service import storage as expense_storage
 from splitlog.expenses.v1 import expenses_service_pb2 as pb
+from splitlog_runtime.database import Database
 from splitlog_runtime.limits import DEFAULTS
 from tests.expense_service.support import (
     TIMEOUT,
@@ -234,3 +236,83 @@ def test_inner_request_id_with_other_values_rejected(clients, group):
     assert violated_fields(error) == ["requests[1].request_id"]
     assert len(_listed(clients, group)) == 1
     assert error_details(error)["ErrorInfo"].reason == "REQUEST_ID_REUSED"
+
+
+def _assert_key_reused(error: grpc.RpcError, field: str, request_id: str) -> None:
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    assert reason_of(error) == "REQUEST_ID_REUSED"
+    assert violated_fields(error) == [field]
+    assert request_id in error.details()
+
+
+def test_batch_with_key_of_single_create_rejected(clients, group):
+    request_id = new_request_id()
+    create = _creates(group, 1)[0]
+    create.parent = group.name
+    create.request_id = request_id
+    clients.expenses.CreateExpense(create, timeout=TIMEOUT)
+
+    error = _batch_error(clients, group, _creates(group, 1), request_id=request_id)
+
+    _assert_key_reused(error, "request_id", request_id)
+    assert "create of one expense" in error.details()
+    assert len(_listed(clients, group)) == 1
+
+
+def test_single_create_with_batch_key_rejected(clients, group):
+    request_id = new_request_id()
+    creates = _creates(group, 2)
+    _batch(clients, group, creates, request_id=request_id)
+    single = pb.CreateExpenseRequest(
+        parent=group.name, expense=creates[0].expense, request_id=request_id
+    )
+
+    with pytest.raises(grpc.RpcError) as caught:
+        clients.expenses.CreateExpense(single, timeout=TIMEOUT)
+    inner = _creates(group, 1)
+    inner[0].request_id = request_id
+    in_batch = _batch_error(clients, group, inner)
+
+    _assert_key_reused(caught.value, "request_id", request_id)
+    assert "batch of creates" in caught.value.details()
+    _assert_key_reused(in_batch, "requests[0].request_id", request_id)
+    assert len(_listed(clients, group)) == 2
+
+
+def test_single_create_with_old_batch_key_rejected(clients, group, module_db_url):
+    """A batch written before batches stored their own key is found by the
+    per-position keys alone."""
+    request_id = new_request_id()
+    creates = _creates(group, 2)
+    first = _batch(clients, group, creates, request_id=request_id)
+    database = Database(module_db_url)
+    try:
+        with database.transaction() as session:
+            table = expense_storage.RequestIdRow.__table__
+            session.execute(table.delete().where(table.c.request_id == request_id))
+    finally:
+        database.dispose()
+    single = pb.CreateExpenseRequest(
+        parent=group.name, expense=creates[0].expense, request_id=request_id
+    )
+
+    with pytest.raises(grpc.RpcError) as caught:
+        clients.expenses.CreateExpense(single, timeout=TIMEOUT)
+
+    _assert_key_reused(caught.value, "request_id", request_id)
+    assert _batch(clients, group, creates, request_id=request_id) == first
+    assert len(_listed(clients, group)) == 2
+
+
+def test_inner_key_equal_to_batch_key_rejected(clients, group):
+    request_id = new_request_id()
+    creates = _creates(group, 2)
+    creates[1].request_id = request_id
+
+    error = _batch_error(clients, group, creates, request_id=request_id)
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason_of(error) == "DUPLICATE_IN_BATCH"
+    assert violated_fields(error) == ["requests[1].request_id"]
+    assert "the batch's request_id" in error.details()
+    assert _listed(clients, group) == []
