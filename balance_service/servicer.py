@@ -64,8 +64,6 @@ that no longer exist.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import time
 from collections import defaultdict
@@ -105,6 +103,7 @@ from splitlog_runtime.errors import (
     join_some,
 )
 from splitlog_runtime.fencing import GroupWrites
+from splitlog_runtime.idempotency import check_same_request, key_reused, values_hash
 from splitlog_runtime.resources import check_id, new_id
 from splitlog_runtime.validation import NOTE_CONTROLS, find_control_character
 
@@ -259,34 +258,21 @@ def _settlement_hash(
     day: date,
     note: str,
 ) -> str:
-    """Hash the values of a create, without its request_id.
-
-    The checked values are hashed rather than the request's bytes, so that
-    fields the server ignores (`name` and the output-only ones) do not count.
-    """
+    """Hash the checked values of a create, without its request_id."""
     payer, payee, creator = users
     currency, amount_minor = amount
-    values = [
-        group_id,
-        settlement_id,
-        payer,
-        payee,
-        creator,
-        currency,
-        amount_minor,
-        day.isoformat(),
-        note,
-    ]
-    encoded = json.dumps(values, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
-
-
-def _settlement_key_reused(request_id: str, problem: str) -> InvalidArgument:
-    return invalid_field(
-        "request_id",
-        f"{request_id!r} {problem}; a request_id may only be sent again with exactly "
-        "the same request. Send a new UUID for each new settlement",
-        reason="REQUEST_ID_REUSED",
+    return values_hash(
+        [
+            group_id,
+            settlement_id,
+            payer,
+            payee,
+            creator,
+            currency,
+            amount_minor,
+            day.isoformat(),
+            note,
+        ]
     )
 
 
@@ -1111,12 +1097,9 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             earlier_group, earlier_id = domain.parse_settlement(earlier.resource_name)
             if earlier_group != group_id:
                 raise _ReusedInGroup(earlier_group)
-            stored_hash = earlier.request_hash
-            if stored_hash and stored_hash != request_hash:
-                raise _settlement_key_reused(
-                    request_id,
-                    "was already used for a settlement with other values",
-                )
+            check_same_request(
+                earlier.request_hash, request_hash, request_id, "settlement"
+            )
             return settlement_message(self._require(session, earlier_group, earlier_id))
 
         def create(session: Session) -> pb.Settlement:
@@ -1255,8 +1238,10 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             earlier_group, caller.removeprefix("users/"), context
         ):
             where = repr(domain.group_name(earlier_group))
-        return _settlement_key_reused(
-            request_id, f"was already used to create a settlement in {where}"
+        return key_reused(
+            request_id,
+            f"was already used to create a settlement in {where}",
+            "Send a new UUID for each new settlement",
         )
 
     def _run_with_conflict_retry(self, work: Callable[[Session], _T]) -> _T:

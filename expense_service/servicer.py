@@ -101,6 +101,7 @@ from splitlog_runtime.errors import (
     invalid_field,
 )
 from splitlog_runtime.fencing import GroupWrites
+from splitlog_runtime.idempotency import key_reused
 from splitlog_runtime.resources import OrderedIds
 
 _LOGGER = logging.getLogger(__name__)
@@ -255,19 +256,11 @@ def _batch_key(batch_id: str, index: int) -> str:
 
 
 def _key_reused(request_id: str, field: str, what: str) -> InvalidArgument:
-    return InvalidArgument(
-        f"{field}: {request_id!r} was already used for another {what}; a "
-        "request_id may only be sent again with exactly the same request. Send "
-        "a new UUID for a new request",
-        reason="REQUEST_ID_REUSED",
-        metadata={"field": field, "request_id": request_id},
-        field_violations=[
-            FieldViolation(
-                field,
-                f"{request_id!r} was already used for another {what}",
-                "REQUEST_ID_REUSED",
-            )
-        ],
+    return key_reused(
+        request_id,
+        f"was already used for another {what}",
+        "Send a new UUID for a new request",
+        field,
     )
 
 

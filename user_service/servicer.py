@@ -6,8 +6,11 @@ database transaction and builds the response. Errors are raised as
 
 Choices that the proto leaves open:
 - A replayed `request_id` returns the resource that the first request
-  created, in its current state, even when the replay carries other values
-  (AIP-155 allows this "stale success"). Keys are kept forever.
+  created, in its current state. The same key with other values (any
+  checked field but `request_id`) fails with INVALID_ARGUMENT, reason
+  REQUEST_ID_REUSED, as in expense_service and balance_service
+  (`splitlog_runtime.idempotency`). Keys are kept forever; keys stored
+  before request hashes were kept replay whatever comes.
 - Deactivating a deactivated user succeeds and changes nothing, so a retried
   DeactivateUser does not fail with FAILED_PRECONDITION. The etag is then not
   checked, because nothing is written.
@@ -57,6 +60,7 @@ from splitlog_runtime.errors import (
     Resource,
     invalid_field,
 )
+from splitlog_runtime.idempotency import check_same_request, values_hash
 from splitlog_runtime.resources import ID_PATTERN, new_id
 from user_service import domain, removals, storage
 from user_service.guards import UNSETTLED_BALANCE, BalanceGuard
@@ -276,26 +280,30 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
             violations.check(domain.validate_new_id, request.user_id, "user_id")
         request_id = violations.check(domain.validate_request_id, request.request_id)
         violations.raise_if_any()
+        request_hash = values_hash([request.user_id, email, display_name, currency])
+
+        def replay(session: Session) -> pb.User | None:
+            earlier = storage.find_request(session, "CreateUser", request_id)
+            if earlier is None:
+                return None
+            check_same_request(earlier.request_hash, request_hash, request_id, "user")
+            replayed = domain.parse_user_name(earlier.resource_name, "request_id")
+            return user_message(storage.require_user(session, replayed))
 
         def create(session: Session) -> pb.User:
-            if request_id:
-                earlier = storage.find_request(session, "CreateUser", request_id)
-                if earlier is not None:
-                    replayed = domain.parse_user_name(earlier, "request_id")
-                    return user_message(storage.require_user(session, replayed))
+            replayed = replay(session) if request_id else None
+            if replayed is not None:
+                return replayed
             user_id = request.user_id or new_id()
             try:
                 self._check_new_user(session, user_id, email)
             except AlreadyExists:
                 # Under READ COMMITTED a concurrent create with the same
                 # request_id can commit between the look-ups. Replay it.
-                earlier = request_id and storage.find_request(
-                    session, "CreateUser", request_id
-                )
-                if not earlier:
+                replayed = replay(session) if request_id else None
+                if replayed is None:
                     raise
-                replayed = domain.parse_user_name(earlier, "request_id")
-                return user_message(storage.require_user(session, replayed))
+                return replayed
             now = storage.utc_now()
             row = storage.UserRow(
                 id=user_id,
@@ -309,7 +317,11 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
             storage.add_user(session, row)
             if request_id:
                 storage.remember_request(
-                    session, "CreateUser", request_id, domain.user_name(user_id)
+                    session,
+                    "CreateUser",
+                    request_id,
+                    domain.user_name(user_id),
+                    request_hash,
                 )
             return user_message(row)
 
@@ -536,23 +548,30 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         request_id = violations.check(domain.validate_request_id, request.request_id)
         violations.raise_if_any()
         authz.require_acting_as_caller(domain.user_name(creator_id), "group.creator")
+        request_hash = values_hash(
+            [request.group_id, display_name, creator_id, group.currency_code]
+        )
+
+        def replay(session: Session) -> pb.Group | None:
+            earlier = storage.find_request(session, "CreateGroup", request_id)
+            if earlier is None:
+                return None
+            check_same_request(earlier.request_hash, request_hash, request_id, "group")
+            return self._replay_group(session, earlier.resource_name, request_id)
 
         def create(session: Session) -> pb.Group:
-            if request_id:
-                earlier = storage.find_request(session, "CreateGroup", request_id)
-                if earlier is not None:
-                    return self._replay_group(session, earlier, request_id)
+            replayed = replay(session) if request_id else None
+            if replayed is not None:
+                return replayed
             group_id = request.group_id or new_id()
             try:
                 self._check_group_id_free(session, group_id)
             except AlreadyExists:
                 # The same race as in CreateUser: replay a concurrent winner.
-                earlier = request_id and storage.find_request(
-                    session, "CreateGroup", request_id
-                )
-                if not earlier:
+                replayed = replay(session) if request_id else None
+                if replayed is None:
                     raise
-                return self._replay_group(session, earlier, request_id)
+                return replayed
             creator = storage.require_user(session, creator_id)
             _require_active(creator, "create a group")
             now = storage.utc_now()
@@ -571,7 +590,11 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
             )
             if request_id:
                 storage.remember_request(
-                    session, "CreateGroup", request_id, domain.group_name(group_id)
+                    session,
+                    "CreateGroup",
+                    request_id,
+                    domain.group_name(group_id),
+                    request_hash,
                 )
             return group_message(row, member_count=1)
 

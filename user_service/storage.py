@@ -142,7 +142,8 @@ class PendingRemovalRow(Base):
 
 
 class RequestIdRow(Base):
-    """An idempotency key: which resource a create with this request_id made."""
+    """An idempotency key: which resource a create with this request_id made,
+    and the hash of that request (`splitlog_runtime.idempotency`)."""
 
     __tablename__ = "user_service_request_ids"
 
@@ -150,6 +151,8 @@ class RequestIdRow(Base):
     request_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     resource_name: Mapped[str] = mapped_column(String(200))
     create_time: Mapped[datetime] = mapped_column(DateTime())
+    # None for keys stored before the hash was kept; those replay any request.
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 def utc_now() -> datetime:
@@ -455,14 +458,17 @@ def delete_pending_removal(
 # Idempotency keys
 
 
-def find_request(session: Session, method: str, request_id: str) -> str | None:
-    """Return the name of the resource that an earlier request created."""
-    row = session.get(RequestIdRow, (method, request_id))
-    return row.resource_name if row is not None else None
+def find_request(session: Session, method: str, request_id: str) -> RequestIdRow | None:
+    """Return the record of an earlier request with this key, if any."""
+    return session.get(RequestIdRow, (method, request_id))
 
 
 def remember_request(
-    session: Session, method: str, request_id: str, resource_name: str
+    session: Session,
+    method: str,
+    request_id: str,
+    resource_name: str,
+    request_hash: str,
 ) -> None:
     """Record a request_id in the transaction that creates its resource."""
     session.add(
@@ -471,6 +477,7 @@ def remember_request(
             request_id=request_id,
             resource_name=resource_name,
             create_time=utc_now(),
+            request_hash=request_hash,
         )
     )
     session.flush()

@@ -363,16 +363,21 @@ class SplitwiseImporter:
           Whether this run created the group, and its display name.
         """
         creator = next(iter(ids.users.values()))
+        display_name = display_name[:MAX_DISPLAY_NAME]
         for group_id in identity.group_ids(ids.digest):
             ids.group = f"groups/{group_id}"
+            # The key names the display name too: user_service rejects a key
+            # sent again with other values, and a rerun may pass another
+            # --group-name. Its create then finds the group ALREADY_EXISTS.
+            key = f"{ids.group}/{display_name}"
             request = users_pb.CreateGroupRequest(
                 group=users_pb.Group(
-                    display_name=display_name[:MAX_DISPLAY_NAME],
+                    display_name=display_name,
                     creator=creator,
                     currency_code=currency,
                 ),
                 group_id=group_id,
-                request_id=identity.request_id(ids.digest, "group", ids.group),
+                request_id=identity.request_id(ids.digest, "group", key),
             )
             try:
                 created = self._create(

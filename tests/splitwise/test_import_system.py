@@ -188,6 +188,25 @@ def test_second_import_creates_nothing(gateway, channel):
     assert group_balance(channel, group)["USD"][UNKNOWN_MEMBER] == 64100
 
 
+def test_second_import_with_other_group_name(gateway, channel, tmp_path):
+    """A rerun under another --group-name finds the group of the first run."""
+    path = tmp_path / "renamed.csv"
+    path.write_bytes((FIXTURES / "current_flat.csv").read_bytes() + b"\n" * 5)
+    group = f"groups/{identity.group_id(identity.file_digest(path.read_bytes()))}"
+    first_status, first_out, first_err = import_file(path, gateway, "First name")
+    count = expense_count(channel, group)
+
+    status, out, err = import_file(path, gateway, "Second name")
+
+    assert first_status == 0, first_out + first_err
+    assert status == 0, out + err
+    assert "(First name)" in out
+    assert expense_count(channel, group) == count
+    users = users_grpc.UsersServiceStub(channel)
+    found = users.GetGroup(users_pb.GetGroupRequest(name=group), timeout=TIMEOUT)
+    assert found.group.display_name == "First name"
+
+
 def test_interrupted_import_completes(gateway, channel, tmp_path):
     path = tmp_path / "interrupted.csv"
     path.write_bytes((FIXTURES / "current_flat.csv").read_bytes() + b"\n")

@@ -51,6 +51,15 @@ def resource_of(error: grpc.RpcError) -> tuple[str, str]:
     return info.resource_type, info.resource_name
 
 
+def assert_key_reused(error: grpc.RpcError, request_id: str, what: str) -> None:
+    """Check the error of a create whose request_id came with other values."""
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    assert reason_of(error) == "REQUEST_ID_REUSED"
+    assert violated_fields(error) == ["request_id"]
+    assert request_id in error.details()
+    assert f"Send a new UUID for each new {what}" in error.details()
+
+
 def unique_email(prefix: str = "user") -> str:
     return f"{prefix}.{uuid.uuid4().hex[:10]}@example.com"
 

@@ -10,6 +10,7 @@ from google.protobuf import field_mask_pb2
 
 from splitlog.users.v1 import users_service_pb2 as pb
 from tests.user_service.support import (
+    assert_key_reused,
     create_group,
     create_user,
     error_details,
@@ -166,13 +167,36 @@ def test_create_group_request_id_replay_returns_first_group(stub):
     first = create_group(stub, creator.name, request_id=request_id)
 
     again = create_group(stub, creator.name, request_id=request_id)
-    changed = create_group(
-        stub, creator.name, display_name="Other", request_id=request_id
-    )
 
     assert again == first
-    assert changed == first
     assert _groups_of(stub, creator.name) == [first.name]
+
+
+@pytest.mark.parametrize(
+    "field", ["display_name", "creator", "group_id", "currency_code"]
+)
+def test_create_group_request_id_with_other_values_rejected(stub, field):
+    creator = create_user(stub)
+    other = create_user(stub)
+    request_id = str(uuid.uuid4())
+    values = {"group_id": unique_id("g"), "currency_code": "EUR"}
+    first = create_group(stub, creator.name, request_id=request_id, **values)
+    creator_name, display_name = creator.name, first.display_name
+    if field == "display_name":
+        display_name = "Other"
+    elif field == "creator":
+        creator_name = other.name
+    elif field == "group_id":
+        values["group_id"] = unique_id("g")
+    else:
+        values["currency_code"] = "JPY"
+
+    with pytest.raises(grpc.RpcError) as caught:
+        create_group(stub, creator_name, display_name, request_id=request_id, **values)
+
+    assert_key_reused(caught.value, request_id, "group")
+    assert _groups_of(stub, creator.name) == [first.name]
+    assert _groups_of(stub, other.name) == []
 
 
 def test_create_group_replay_after_delete_returns_not_found(stub):

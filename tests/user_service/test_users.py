@@ -19,6 +19,7 @@ from splitlog_runtime import pagination
 from splitlog_runtime.database import normalise_url, upgrade
 from tests.conftest import run_alembic
 from tests.user_service.support import (
+    assert_key_reused,
     create_user,
     error_details,
     open_stub,
@@ -234,22 +235,71 @@ def test_create_user_request_id_replay_returns_first_user(stub):
     first = create_user(stub, email=email, request_id=request_id)
 
     again = create_user(stub, email=email, request_id=request_id)
-    changed = create_user(
-        stub, email=unique_email(), display_name="Other", request_id=request_id
-    )
 
     assert again == first
-    assert changed == first
     assert _users_with_email(stub, email) == [first]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"display_name": "Other"},
+        {"email": "other"},
+        {"currency_code": "JPY"},
+        {"user_id": "other"},
+    ],
+    ids=lambda change: next(iter(change)),
+)
+def test_create_user_request_id_with_other_values_rejected(stub, change):
+    request_id = str(uuid.uuid4())
+    values = {"email": unique_email(), "user_id": unique_id()}
+    first = create_user(stub, request_id=request_id, **values)
+    field, value = next(iter(change.items()))
+    changed = {**values, field: value}
+    if field == "email":
+        changed["email"] = unique_email()
+    elif field == "user_id":
+        changed["user_id"] = unique_id()
+
+    with pytest.raises(grpc.RpcError) as caught:
+        create_user(stub, request_id=request_id, **changed)
+
+    assert_key_reused(caught.value, request_id, "user")
+    assert _users_with_email(stub, changed["email"]) == (
+        [first] if changed["email"] == first.email else []
+    )
 
 
 def test_create_user_request_id_is_case_insensitive(stub):
     request_id = str(uuid.uuid4())
-    first = create_user(stub, request_id=request_id)
+    email = unique_email()
+    first = create_user(stub, email=email, request_id=request_id)
 
-    again = create_user(stub, request_id=request_id.upper())
+    again = create_user(stub, email=email, request_id=request_id.upper())
 
     assert again.name == first.name
+
+
+def test_create_user_key_without_hash_replays(stub, module_db_url):
+    """A key stored before request hashes were kept replays any request."""
+    request_id = str(uuid.uuid4())
+    first = create_user(stub, request_id=request_id)
+    engine = create_engine(normalise_url(module_db_url))
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "UPDATE user_service_request_ids SET request_hash = NULL "
+                    "WHERE request_id = :key"
+                ),
+                {"key": request_id},
+            )
+    finally:
+        engine.dispose()
+
+    again = create_user(stub, display_name="Other", request_id=request_id)
+
+    assert again == first
 
 
 def test_create_user_racing_email_one_wins(stub):
@@ -281,12 +331,13 @@ def test_create_user_racing_email_one_wins(stub):
 
 def test_create_user_racing_request_id_replays(stub):
     request_id = str(uuid.uuid4())
+    email = unique_email()
     names: list[str] = []
     start = threading.Barrier(4)
 
     def attempt() -> None:
         start.wait()
-        names.append(create_user(stub, request_id=request_id).name)
+        names.append(create_user(stub, email=email, request_id=request_id).name)
 
     threads = [threading.Thread(target=attempt) for _ in range(4)]
     for thread in threads:
