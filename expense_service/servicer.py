@@ -360,6 +360,35 @@ def _leading_fit(expenses: Sequence[pb.Expense], budget: int) -> int:
     return len(expenses)
 
 
+# Most invalid creates of one batch whose fields an error lists. Each adds
+# about 150 bytes of BadRequest to the status, which travels in trailers.
+MAX_REPORTED_INVALID_CREATES = 20
+
+
+def _check_creates(
+    check_create: Callable[[pb.CreateExpenseRequest, str, str], _NewExpense],
+    request: pb.BatchCreateExpensesRequest,
+) -> list[_NewExpense]:
+    """Check every create of a batch, so that one error lists all bad fields.
+
+    The check stops after MAX_REPORTED_INVALID_CREATES invalid creates.
+
+    Raises:
+      InvalidArgument: at least one create is invalid.
+    """
+    violations = domain.Violations()
+    creates = []
+    for index, inner in enumerate(request.requests):
+        create = violations.check(
+            check_create, inner, request.parent, f"requests[{index}]."
+        )
+        creates.append(create)
+        if len(violations.errors) == MAX_REPORTED_INVALID_CREATES:
+            break
+    violations.raise_if_any()
+    return creates
+
+
 def _check_batch_pairs(requests: Sequence[pb.CreateExpenseRequest]) -> None:
     """Reject a batch whose creates name too many payer and participant pairs.
 
@@ -832,10 +861,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             )
         violations.raise_if_any()
         _check_batch_pairs(request.requests)
-        creates = [
-            self._check_create(inner, request.parent, f"requests[{index}].")
-            for index, inner in enumerate(request.requests)
-        ]
+        creates = _check_creates(self._check_create, request)
         _check_distinct(creates, request.requests, batch_id)
         access.authorize()
         for index, create in enumerate(creates):

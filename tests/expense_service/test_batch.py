@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from expense_service import servicer
 from expense_service import storage as expense_storage
 from splitlog.expenses.v1 import expenses_service_pb2 as pb
 from splitlog_runtime.database import Database
@@ -146,6 +147,41 @@ def test_duplicate_ids_inside_batch_rejected(clients, group):
     assert reason_of(error) == "DUPLICATE_IN_BATCH"
     assert violated_fields(error) == ["requests[2].expense_id"]
     assert "requests[0]" in error.details()
+
+
+def test_every_invalid_create_is_listed(clients, group):
+    creates = _creates(group, 4)
+    creates[1].expense.description = ""
+    creates[2].expense.total.units = 0
+    creates[2].expense.total.nanos = 0
+    creates[3].parent = "groups/elsewhere"
+
+    error = _batch_error(clients, group, creates)
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    fields = violated_fields(error)
+    assert "requests[1].expense.description" in fields
+    assert "requests[2].expense.total" in fields
+    assert "requests[3].parent" in fields
+    assert not any(field.startswith("requests[0]") for field in fields)
+    assert "more invalid" in error.details()
+    assert _listed(clients, group) == []
+
+
+def test_invalid_creates_listed_up_to_a_limit(clients, group):
+    count = servicer.MAX_REPORTED_INVALID_CREATES + 5
+    creates = _creates(group, count)
+    for create in creates:
+        create.expense.description = ""
+
+    error = _batch_error(clients, group, creates)
+
+    # The check stops at the limit; the status then lists as many of those
+    # fields as fit its size limit, in request order.
+    listed = servicer.MAX_REPORTED_INVALID_CREATES
+    fields = violated_fields(error)
+    assert fields == [f"requests[{i}].expense.description" for i in range(len(fields))]
+    assert f"(and {listed - 1} more invalid fields)" in error.details()
 
 
 def test_other_parent_in_request_rejected(clients, group):
