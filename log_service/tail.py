@@ -1,11 +1,18 @@
 """TailLogEntries: one FollowEntries stream per shard, merged as they arrive.
 
-A thread per shard follows the shard's leader. When the stream breaks, for
-example because the leader failed, the thread requests the current leader from
-the coordinator and follows it again from the last sequence number it
-received, so the client sees no gap. The threads add what they receive to one
-buffer of pending messages, and the response iterator sends them in the order
-they arrived.
+A thread per shard follows the shard's leader. When the stream breaks, the
+thread requests the current leader from the coordinator and follows it again
+from the last sequence number it received, so the client sees no gap and no
+entry twice. A watcher thread cancels a stream that stays open but is of no
+more use, which the shard thread then replaces in the same way:
+
+- the coordinator names another leader or a higher epoch for the shard, as
+  after a failover from a leader that is stopped or cut off and so keeps its
+  connection open;
+- no message, not even a keep-alive, arrives for `follow_timeout` seconds.
+
+The threads add what they receive to one buffer of pending messages, and the
+response iterator sends them in the order they arrived.
 
 Entries come in two kinds:
 
@@ -51,6 +58,13 @@ _LOGGER = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 10.0
 RECONNECT_DELAY_SECONDS = 0.2
+# Seconds without any message on a node's FollowEntries stream after which the
+# tail follows the shard's leader again. Nodes send a keep-alive after each
+# second without entries (`log_service.node.FOLLOW_KEEPALIVE_SECONDS`), so
+# this allows for four lost ones.
+FOLLOW_TIMEOUT_SECONDS = 5.0
+# Seconds between two checks of every stream's silence and its shard's route.
+WATCH_INTERVAL_SECONDS = 0.25
 # Live entries that may wait for a slow client before the oldest are dropped,
 # and backlog entries that may wait before the shard threads wait too.
 MAX_PENDING_ENTRIES = 10_000
@@ -75,6 +89,23 @@ class _Pending:
     backlog: bool
 
 
+@dataclass
+class _Stream:
+    """A shard's open FollowEntries call."""
+
+    call: grpc.Call
+    # The leader's address and epoch in the coordinator's route when the call
+    # opened.
+    address: str
+    epoch: int
+    # Monotonic time at which the shard thread began waiting for the next
+    # message, or None while it hands a message to the buffer, which may wait
+    # for the client.
+    reading_since: float | None
+    # Why the watcher cancelled the call, or empty.
+    abandoned: str = ""
+
+
 class Tail:
     """One TailLogEntries call.
 
@@ -90,6 +121,8 @@ class Tail:
         oldest are dropped and counted as skipped; also the backlog entries
         that may wait.
       max_response_bytes: bound of one serialized response.
+      follow_timeout: seconds without any message on a node stream after
+        which the tail follows the shard's leader again.
     """
 
     def __init__(
@@ -102,15 +135,18 @@ class Tail:
         keepalive: float = KEEPALIVE_SECONDS,
         max_pending: int = MAX_PENDING_ENTRIES,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
+        follow_timeout: float = FOLLOW_TIMEOUT_SECONDS,
     ) -> None:
         self._coordinator = coordinator
         self._stub_for = stub_for
         self._filter = selection.to_filter()
         self._fingerprint = fingerprint
         self._positions = dict(positions)
+        self._shards = tuple(positions)
         self._keepalive = keepalive
         self._max_pending = max_pending
         self._entry_budget = page_budget(max_response_bytes)
+        self._follow_timeout = follow_timeout
 
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -118,7 +154,8 @@ class Tail:
         # Guarded by `_lock`: the messages not yet sent, oldest first, the
         # number of live and of backlog entries in them, entries dropped since
         # the last response, the last backlog sequence of each resumed shard,
-        # the shards whose stream has opened, and an error that ends the call.
+        # the shards whose stream has opened, an error that ends the call, and
+        # each shard's open node stream.
         self._pending: collections.deque[_Pending] = collections.deque()
         self._live_entries = 0
         self._backlog_entries = 0
@@ -126,7 +163,7 @@ class Tail:
         self._backlog_through: dict[str, int] = {}
         self._opened: set[str] = set()
         self._error: DomainError | None = None
-        self._calls: dict[str, grpc.Call] = {}
+        self._streams: dict[str, _Stream] = {}
 
         self._threads = [
             threading.Thread(
@@ -137,12 +174,15 @@ class Tail:
             )
             for shard, position in self._positions.items()
         ]
+        self._threads.append(
+            threading.Thread(target=self._watch, name="log-tail-watch", daemon=True)
+        )
 
     def stop(self) -> None:
         """End the node streams and the response iterator."""
         self._stop.set()
         with self._lock:
-            calls = list(self._calls.values())
+            calls = [stream.call for stream in self._streams.values()]
             self._changed.notify_all()
         for call in calls:
             call.cancel()
@@ -216,7 +256,7 @@ class Tail:
 
     def _wait_for_streams_locked(self) -> None:
         deadline = time.monotonic() + OPEN_WAIT_SECONDS
-        while len(self._opened) < len(self._threads) and self._error is None:
+        while len(self._opened) < len(self._positions) and self._error is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._stop.is_set():
                 break
@@ -279,9 +319,16 @@ class Tail:
         else:
             self._live_entries += entries
 
-    def _add(self, shard: str, message: node_service_pb2.FollowEntriesResponse) -> None:
+    def _add(
+        self,
+        shard: str,
+        message: node_service_pb2.FollowEntriesResponse,
+        stream: _Stream,
+    ) -> None:
         count = len(message.sequences)
         with self._lock:
+            # Waiting for room for a backlog is no silence of the stream.
+            stream.reading_since = None
             self._opened.add(shard)
             backlog = bool(count) and message.sequences[0] <= self._backlog_through.get(
                 shard, -1
@@ -306,6 +353,7 @@ class Tail:
                 item = self._pending.popleft()
                 self._advance_locked(item.shard, item.message.last_sequence)
             self._changed.notify_all()
+            stream.reading_since = time.monotonic()
 
     def _drop_live_locked(self) -> None:
         """Drop the oldest live entries beyond `max_pending`."""
@@ -414,6 +462,10 @@ class Tail:
     def _follow(self, shard: str, position: int) -> None:
         # A negative position starts after the newest entry, so it needs no check.
         checked = position < 0
+        # Streams in a row that ended without any message. Of these, the log
+        # shows the 1st, 2nd, 4th, 8th and so on, so that a leader that stays
+        # unreachable does not flood it.
+        silent = 0
         while not self._stop.is_set():
             route = self._coordinator.route(shard)
             if route.leader_address is None:
@@ -435,33 +487,83 @@ class Tail:
                     )
                     self._stop.wait(RECONNECT_DELAY_SECONDS)
                     continue
+            # NOTE: with quorum `leader`, a new leader may not store the last
+            # entries sent from the old one and gives their sequence numbers
+            # to other entries, which this position then skips.
             request = node_service_pb2.FollowEntriesRequest(
                 shard=shard, filter=self._filter, after_sequence=position
             )
             call = stub.FollowEntries(request)
+            stream = _Stream(call, route.leader_address, route.epoch, time.monotonic())
             with self._lock:
-                self._calls[shard] = call
+                self._streams[shard] = stream
             if self._stop.is_set():
                 call.cancel()
+            received = False
             try:
                 for message in call:
+                    received = True
                     position = max(position, message.last_sequence)
-                    self._add(shard, message)
+                    self._add(shard, message, stream)
+                problem = "the node ended the stream"
             except grpc.RpcError as exc:
                 if self._stop.is_set():
                     return
                 if exc.code() == grpc.StatusCode.OUT_OF_RANGE:
                     self._fail(shard, exc)
                     return
+                problem = stream.abandoned or f"the stream failed ({exc.code()})"
+            finally:
+                with self._lock:
+                    if self._streams.get(shard) is stream:
+                        del self._streams[shard]
+            silent = 0 if received else silent + 1
+            if silent & (silent - 1) == 0:
                 _LOGGER.info(
-                    "log tail of shard %s: stream from %s ended (%s); "
-                    "following the leader again after sequence %d",
+                    "log tail of shard %s: left the stream from %s because %s; "
+                    "following the leader again after sequence %d%s",
                     shard,
                     route.leader_address,
-                    exc.code(),
+                    problem,
                     position,
+                    f" ({silent} streams in a row without a message)" if silent else "",
                 )
             self._stop.wait(RECONNECT_DELAY_SECONDS)
+
+    def _watch(self) -> None:
+        """Cancel node streams that fell silent or whose shard has a new leader.
+
+        The shard thread then follows the shard's current leader from the last
+        sequence it received.
+        """
+        while not self._stop.wait(WATCH_INTERVAL_SECONDS):
+            for shard in self._shards:
+                self._check_stream(shard)
+
+    def _check_stream(self, shard: str) -> None:
+        route = self._coordinator.route(shard)
+        now = time.monotonic()
+        with self._lock:
+            stream = self._streams.get(shard)
+            if stream is None or stream.abandoned:
+                return
+            if route.leader_address is not None and (
+                route.leader_address != stream.address or route.epoch != stream.epoch
+            ):
+                stream.abandoned = (
+                    f"the coordinator named {route.leader_address} leader at "
+                    f"epoch {route.epoch} (the stream's epoch is {stream.epoch})"
+                )
+            elif (
+                stream.reading_since is not None
+                and now - stream.reading_since > self._follow_timeout
+            ):
+                stream.abandoned = (
+                    f"no message arrived for {now - stream.reading_since:.1f} s"
+                )
+            else:
+                return
+        stream.call.cancel()
 
 
 def _fitting_stop(offsets: np.ndarray, start: int, budget: int) -> int:

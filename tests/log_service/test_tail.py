@@ -5,6 +5,7 @@ A router and one shard with one log node run in this process over real gRPC.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 
@@ -15,7 +16,12 @@ from log_service.clients import NodeClients
 from log_service.pages import RESPONSE_MARGIN_BYTES
 from log_service.query import EntrySelection
 from log_service.sharding import ServiceRing
-from log_service.tail import MAX_PENDING_ENTRIES, MAX_RESPONSE_BYTES, Tail
+from log_service.tail import (
+    FOLLOW_TIMEOUT_SECONDS,
+    MAX_PENDING_ENTRIES,
+    MAX_RESPONSE_BYTES,
+    Tail,
+)
 from splitlog.logs.v1 import logs_service_pb2 as pb
 from splitlog.logs.v1 import node_service_pb2
 from tests.log_service.node_support import (
@@ -70,6 +76,7 @@ def open_tail(
     positions: dict[str, int] | None = None,
     fingerprint: str = "fingerprint",
     max_response_bytes: int = MAX_RESPONSE_BYTES,
+    follow_timeout: float = FOLLOW_TIMEOUT_SECONDS,
 ) -> Tail:
     """Open a tail of the service "tailed", by default after the newest entry."""
     selection = EntrySelection(("tailed",), (), "", ())
@@ -83,6 +90,7 @@ def open_tail(
         positions,
         max_pending=max_pending,
         max_response_bytes=max_response_bytes,
+        follow_timeout=follow_timeout,
     )
 
 
@@ -179,6 +187,27 @@ def test_resumed_slow_reader_gets_whole_backlog(cluster, clients):
     assert received == [f"backlog {i}" for i in range(300)]
     assert live.skipped_count == 15
     assert [e.message for e in live.entries] == [f"live {i}" for i in range(15, 25)]
+
+
+def test_silent_streams_reopen_without_gaps(cluster, clients, caplog):
+    caplog.set_level(logging.INFO, logger="log_service.tail")
+    # Below the node's keep-alive interval of 1 s, so the pauses between
+    # batches end node streams and the tail opens new ones.
+    tail = open_tail(cluster, clients, follow_timeout=0.3)
+    responses = parsed(tail)
+    try:
+        next(responses)
+        for batch in range(8):
+            write(cluster, f"batch-{batch}", 20)
+            time.sleep(0.6)
+        received, skipped = read_entries(responses, 160)
+    finally:
+        responses.close()
+    reopened = [r for r in caplog.records if "no message arrived for" in r.message]
+
+    assert skipped == 0
+    assert received == [f"batch-{b} {i}" for b in range(8) for i in range(20)]
+    assert reopened, "no node stream was left for its silence"
 
 
 def test_large_message_splits_into_resumable_responses(cluster, clients):
