@@ -3,7 +3,8 @@
 Each test runs one shard on `splitlog serve log_node` processes and the
 router on `splitlog serve log_service`. It kills some of them with SIGKILL,
 or stops them with SIGSTOP, and checks the promise of docs/logs.md: with the
-write quorum `all`, no acknowledged entry is lost or stored twice.
+write quorum `all`, no acknowledged entry is lost or stored twice, and a tail
+receives each of them once.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import collections
 import json
 import signal
+import threading
 import time
 
 import grpc
@@ -19,6 +21,7 @@ import pytest
 from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
 from tests.log_service.cluster_support import (
     ROUTER,
+    SERVICE,
     SERVING,
     SHARD,
     UNAVAILABLE,
@@ -368,4 +371,97 @@ def test_lagging_follower_not_promoted(make_cluster, tmp_path):
     assert set(found) == expected_messages(["first", "without-b"])
     assert sorted(message for _, message in stored) == sorted(
         expected_messages(["first", "without-b"])
+    )
+
+
+class TailReader(threading.Thread):
+    """Collects the messages of a TailLogEntries call until it is cancelled."""
+
+    def __init__(self, call) -> None:
+        super().__init__(name="tail-reader", daemon=True)
+        self._call = call
+        self._lock = threading.Lock()
+        self._messages: list[str] = []
+        self.opened = threading.Event()
+        self.error: grpc.RpcError | None = None
+
+    def run(self) -> None:
+        try:
+            for response in self._call:
+                with self._lock:
+                    self._messages.extend(e.message for e in response.entries)
+                self.opened.set()
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.CANCELLED:
+                self.error = error
+
+    @property
+    def messages(self) -> list[str]:
+        with self._lock:
+            return list(self._messages)
+
+    def wait_until(self, condition, description: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition(self.messages):
+            assert self.error is None, f"tail failed: {self.error!r}"
+            assert time.monotonic() < deadline, (
+                f"timed out after {timeout:.0f} s waiting for {description}; "
+                f"the tail received {len(self.messages)} entries"
+            )
+            time.sleep(0.05)
+
+
+def test_tail_follows_promoted_leader(make_cluster):
+    cluster = make_cluster(("a", "b"))
+    cluster.start_all()
+    call = cluster.logs.TailLogEntries(
+        logs_service_pb2.TailLogEntriesRequest(services=[SERVICE]), timeout=110
+    )
+    reader = TailReader(call)
+    reader.start()
+    writer = BatchWriter(cluster, BATCH_SIZE, give_up_after=30)
+    stopped = False
+    try:
+        assert reader.opened.wait(30), "the tail sent no first response"
+        # The shard's stream may open after the first response on a busy
+        # machine, so the batches start once the tail delivers an entry.
+        cluster.write("ready", 1, "ready")
+        reader.wait_until(lambda seen: "ready.0" in seen, "the ready entry", 30)
+        writer.start()
+        writer.wait_for(5, timeout=20)
+        cluster.kill("a", signal.SIGSTOP)
+        stopped = True
+        promoted = cluster.wait_status(leader_is("b", 2), "b promoted at epoch 2")
+        writer.wait_for(len(writer.acknowledged) + 10, timeout=40)
+        writer.finish(timeout=20)
+        expected = [
+            message
+            for label in writer.acknowledged
+            for message in messages_of(label, BATCH_SIZE)
+        ]
+        # a stays stopped, so its stream to the router stays open and silent.
+        reader.wait_until(
+            lambda seen: len(seen) >= len(expected) + 1, "every batch", 60
+        )
+        a_still_stopped = cluster.processes["a"].poll() is None
+        received = reader.messages
+    finally:
+        writer.stop_requested.set()
+        if stopped:
+            cluster.resume("a")
+        call.cancel()
+        reader.join(10)
+    router_log = cluster.stderr_tail(ROUTER, 100_000)
+
+    assert writer.error is None, repr(writer.error)
+    assert reader.error is None, repr(reader.error)
+    assert a_still_stopped
+    assert promoted.leader_epoch == 2
+    assert received[0] == "ready.0"
+    assert repeated(collections.Counter(received)) == {}
+    assert received[1:] == expected
+    # The tail left a's stream for the new route or for its silence, and did
+    # not wait for the channel's keepalive to fail the connection.
+    assert (
+        "the coordinator named" in router_log or "no message arrived for" in router_log
     )
