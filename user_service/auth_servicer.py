@@ -4,7 +4,13 @@ Who may call what, when the gateway signed a principal (`auth_required`):
 - SignUp, SignIn, RefreshToken and SignOut need no principal; the refresh
   token or the password is the credential.
 - SetPassword and the API key methods act on one user. The caller must be
-  that user's access token, or one of that user's API keys with `admin`.
+  that user's access token, one of that user's API keys with `admin`, or an
+  administrator. A non-administrator who names another user gets
+  PERMISSION_DENIED whether that user exists or not; an administrator gets
+  NOT_FOUND for a missing user.
+- An administrator may create keys of any scope for any active user, and the
+  secret goes to the administrator. An `admin` key makes its owner an
+  administrator, so this is how an administrator promotes another user.
 - Only an administrator or a service may create a key with any scope
   (`admin`, `logs:read` or `logs:write`); the first administrator key comes
   from `splitlog admin-key` on the database.
@@ -91,6 +97,14 @@ def _client_of(context: grpc.ServicerContext) -> str:
     return auth.peer_host(context.peer() or "")
 
 
+def _caller_name() -> str:
+    """Return the name of the current principal, for the log."""
+    principal = auth.current_principal()
+    if principal is None:
+        return "a caller without a credential (auth_required is off)"
+    return principal.name
+
+
 def api_key_message(row: auth_storage.ApiKeyRow) -> pb.ApiKey:
     message = pb.ApiKey(
         name=f"users/{row.user_id}/apiKeys/{row.id}",
@@ -108,13 +122,16 @@ def api_key_message(row: auth_storage.ApiKeyRow) -> pb.ApiKey:
 def authorize_owner(user_id: str, method: str) -> None:
     """Check that the current principal may act for a user.
 
+    Administrators and services pass. Others are checked before the user is
+    looked up, so they cannot tell a missing user from another one.
+
     Raises:
       Unauthenticated: the gateway passed the call on without a credential.
-      PermissionDenied: the principal is another user, or an API key
-        without `admin`.
+      PermissionDenied: the principal is another user who is no
+        administrator, or an API key without `admin`.
     """
     principal = auth.current_principal()
-    if principal is None or principal.is_service:
+    if authz.is_unrestricted(principal):
         return
     if principal.name == ANONYMOUS:
         raise Unauthenticated(
@@ -125,7 +142,7 @@ def authorize_owner(user_id: str, method: str) -> None:
     if principal.user != owner:
         raise PermissionDenied(
             f"{principal.name} may not call {method} for {owner}; only the user "
-            "itself may",
+            "itself or an administrator may",
             reason="NOT_OWNER",
             metadata={"principal": principal.name, "user": owner},
         )
@@ -507,7 +524,12 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
                 session, user_id, display_name, list(key.scopes), expire_time
             )
             message = api_key_message(row)
-        _LOGGER.info("API key %s created", message.name)
+        _LOGGER.info(
+            "API key %s with scopes %s created by %s",
+            message.name,
+            ",".join(message.scopes),
+            _caller_name(),
+        )
         return pb.CreateApiKeyResponse(api_key=message, secret=secret)
 
     def ListApiKeys(
@@ -535,6 +557,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         user_id, key_id = parse_name(request.name, API_KEY_PATTERN, "name")
         authorize_owner(user_id, "RevokeApiKey")
         with transaction(self._database) as session:
+            storage.require_user(session, user_id)
             row = auth_storage.get_api_key(session, user_id, key_id)
             if row is None:
                 raise NotFound(
@@ -546,7 +569,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             if row.revoke_time is None:
                 row.revoke_time = storage.utc_now()
             message = api_key_message(row)
-        _LOGGER.info("API key %s revoked", request.name)
+        _LOGGER.info("API key %s revoked by %s", request.name, _caller_name())
         return pb.RevokeApiKeyResponse(api_key=message)
 
 

@@ -121,7 +121,8 @@ def _add_user_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--user",
         metavar="USER",
-        help="owner of the keys, id or users/ID (default: the signed-in user)",
+        help="owner of the keys, id or users/ID (default: the signed-in user); "
+        "naming another user needs an administrator's credential",
     )
 
 

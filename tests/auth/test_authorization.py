@@ -716,6 +716,127 @@ def test_admin_may_create_admin_key(stack, channel):
     assert root.user in {user.name for user in listed.users}
 
 
+def _key_request(owner: str, scopes: list[str]) -> auth_pb.CreateApiKeyRequest:
+    return auth_pb.CreateApiKeyRequest(
+        parent=owner, api_key=auth_pb.ApiKey(display_name="issued", scopes=scopes)
+    )
+
+
+def test_admin_manages_other_users_keys(stack, channel):
+    admin = _admin(stack, channel, _sign_up(channel, "root"))
+    ann = _sign_up(channel, "ann")
+
+    created = admin.auth("CreateApiKey", _key_request(ann.user, ["logs:read"]))
+    listed = admin.auth("ListApiKeys", auth_pb.ListApiKeysRequest(parent=ann.user))
+    revoked = admin.auth(
+        "RevokeApiKey", auth_pb.RevokeApiKeyRequest(name=created.api_key.name)
+    )
+
+    assert created.api_key.name.startswith(f"{ann.user}/apiKeys/")
+    assert [key.name for key in listed.api_keys] == [created.api_key.name]
+    assert revoked.api_key.HasField("revoke_time")
+    # The key belongs to ann: her own token lists it.
+    own = ann.auth("ListApiKeys", auth_pb.ListApiKeysRequest(parent=ann.user))
+    assert [key.name for key in own.api_keys] == [created.api_key.name]
+
+
+def test_admin_manages_keys_over_rest(stack, channel, http):
+    admin = _admin(stack, channel, _sign_up(channel, "root"))
+    ann = _sign_up(channel, "ann")
+    headers = {"authorization": f"Bearer {admin.credential}"}
+
+    created = http.post(
+        f"/v1/{ann.user}/apiKeys",
+        json={"displayName": "issued", "scopes": ["logs:write"]},
+        headers=headers,
+    )
+    listed = http.get(f"/v1/{ann.user}/apiKeys", headers=headers)
+    name = created.json()["apiKey"]["name"]
+    revoked = http.post(f"/v1/{name}:revoke", json={}, headers=headers)
+
+    assert created.status_code == 200, created.text
+    assert listed.status_code == 200, listed.text
+    assert [key["name"] for key in listed.json()["apiKeys"]] == [name]
+    assert revoked.status_code == 200, revoked.text
+    assert "revokeTime" in revoked.json()["apiKey"]
+
+
+def test_admin_revokes_other_admins_key(stack, channel):
+    first = _admin(stack, channel, _sign_up(channel, "root"))
+    leaked_owner = _sign_up(channel, "root")
+    name, secret = operator_admin_key(stack.data_dir, leaked_owner.user)
+
+    first.auth("RevokeApiKey", auth_pb.RevokeApiKeyRequest(name=name))
+
+    leaked = Caller(channel, leaked_owner.user, secret)
+    error = _fails(lambda: leaked.users("ListUsers", users_pb.ListUsersRequest()))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "revoked" in error.details()
+
+
+def test_admin_key_for_other_makes_admin(stack, channel):
+    admin = _admin(stack, channel, _sign_up(channel, "root"))
+    ann, ben = _sign_up(channel, "ann"), _sign_up(channel, "ben")
+
+    admin.auth("CreateApiKey", _key_request(ann.user, ["admin"]))
+
+    # ann's access token now carries `admin`, so she reads other accounts.
+    read = ann.users("GetUser", users_pb.GetUserRequest(name=ben.user))
+    assert read.user.name == ben.user
+
+
+def test_key_methods_missing_user(stack, channel):
+    admin = _admin(stack, channel, _sign_up(channel, "root"))
+    eve = _sign_up(channel, "eve")
+    missing = f"users/ghost-{uuid.uuid4().hex[:8]}"
+    calls = [
+        ("CreateApiKey", _key_request(missing, ["logs:read"])),
+        ("ListApiKeys", auth_pb.ListApiKeysRequest(parent=missing)),
+        ("RevokeApiKey", auth_pb.RevokeApiKeyRequest(name=f"{missing}/apiKeys/k1")),
+    ]
+    for method, request in calls:
+        not_found = _fails(functools.partial(admin.auth, method, request))
+        assert not_found.code() == grpc.StatusCode.NOT_FOUND, method
+        assert error_details(not_found)["ErrorInfo"].reason == "USER_NOT_FOUND"
+        assert f"user {missing!r} does not exist" in not_found.details()
+        # A user who is no administrator cannot tell a missing user from
+        # an existing one.
+        denied = _fails(functools.partial(eve.auth, method, request))
+        assert denied.code() == DENIED, method
+        assert error_details(denied)["ErrorInfo"].reason == "NOT_OWNER"
+        assert "only the user itself or an administrator" in denied.details()
+
+
+def test_user_cannot_manage_others_keys(channel):
+    ann, eve = _sign_up(channel, "ann"), _sign_up(channel, "eve")
+    error = _fails(
+        lambda: eve.auth("ListApiKeys", auth_pb.ListApiKeysRequest(parent=ann.user))
+    )
+    assert error.code() == DENIED
+    assert error_details(error)["ErrorInfo"].reason == "NOT_OWNER"
+
+
+def test_admin_sets_first_password(stack, channel):
+    admin = _admin(stack, channel, _sign_up(channel, "root"))
+    created = _create_user(admin)
+    email = created.user.email
+    set_password = auth_pb.SetPasswordRequest(
+        name=created.user.name, new_password=PASSWORD
+    )
+
+    admin.auth("SetPassword", set_password)
+    # With a password in place, a change needs the old one, also for an
+    # administrator.
+    replaced = _fails(lambda: admin.auth("SetPassword", set_password))
+
+    signed_in = auth_grpc.AuthServiceStub(channel).SignIn(
+        auth_pb.SignInRequest(email=email, password=PASSWORD), timeout=TIMEOUT
+    )
+    assert signed_in.user == created.user.name
+    assert replaced.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_details(replaced)["ErrorInfo"].reason == "OLD_PASSWORD_REQUIRED"
+
+
 def test_admin_key_command_unknown_user(stack, capsys):
     status = main(["admin-key", "nobody-here", "--data-dir", str(stack.data_dir)])
     error = capsys.readouterr().err
@@ -743,14 +864,19 @@ def test_admin_key_sees_every_group(stack, channel):
     assert error_details(unchecked)["ErrorInfo"].reason == "GROUP_NOT_FOUND"
 
 
-def test_admin_key_may_create_user(stack, channel):
-    admin = _admin(stack, channel, _sign_up(channel, "root"))
+def _create_user(admin: Caller) -> users_pb.CreateUserResponse:
+    """Create a user without a password, as only an administrator may."""
     email = f"made-{uuid.uuid4().hex[:8]}@example.com"
-    created = admin.users(
+    return admin.users(
         "CreateUser",
         users_pb.CreateUserRequest(user=users_pb.User(email=email, display_name="M")),
     )
-    assert created.user.email == email
+
+
+def test_admin_key_may_create_user(stack, channel):
+    admin = _admin(stack, channel, _sign_up(channel, "root"))
+    created = _create_user(admin)
+    assert created.user.email.startswith("made-")
 
 
 # Removal

@@ -426,6 +426,37 @@ def test_api_key_lifecycle(cli, data_dir, monkeypatch):
     assert "check the token given by --token" in refused.stderr
 
 
+def test_admin_manages_other_users_keys(cli, data_dir):
+    other_id, _ = _sign_up(cli)
+    # Each sign-up replaces the saved session.
+    _sign_up(cli)
+    plain = cli("auth", "keys", "list", "--user", other_id)
+    assert plain.status == 1
+    assert "only the user itself or an administrator may" in plain.stderr
+
+    # The gateway keeps the result of a token's check for auth_cache_seconds,
+    # so the token gets its admin key before its first call.
+    admin_id, _ = _sign_up(cli)
+    operator_admin_key(data_dir, admin_id)
+    created = cli("auth", "keys", "create", "--name", "issued",
+                  "--scope", "logs:read", "--user", other_id)  # fmt: skip
+    assert created.status == 0, created.stderr
+    assert f"users/{other_id}/apiKeys/" in created.stderr
+    listed = cli("auth", "keys", "list", "--user", other_id)
+    assert listed.status == 0, listed.stderr
+    assert "issued" in listed.stdout
+    revoked = cli("auth", "keys", "revoke", "issued", "--user", other_id)
+    assert revoked.status == 0, revoked.stderr
+
+
+def test_keys_user_option_help(cli, capsys):
+    for action in ("create", "list", "revoke"):
+        with pytest.raises(SystemExit):
+            main(["auth", "keys", action, "--help"])
+        shown = " ".join(capsys.readouterr().out.split())
+        assert "naming another user needs an administrator's credential" in shown
+
+
 def test_key_lifetime_past_year_9999(cli):
     result = cli("auth", "keys", "create", "--name", "forever",
                  "--scope", "logs:write", "--expires-in", "100000000d")  # fmt: skip
