@@ -48,7 +48,13 @@ from splitlog_runtime.errors import (
 )
 from splitlog_runtime.resources import new_id, parse_name
 from user_service import auth_storage, domain, storage
-from user_service.servicer import UsersServicer, _next_token, _page_key, transaction
+from user_service.servicer import (
+    UsersServicer,
+    _next_token,
+    _page_key,
+    require_active,
+    transaction,
+)
 from user_service.signin_throttle import SignInThrottle, email_tag
 
 _LOGGER = logging.getLogger(__name__)
@@ -64,6 +70,7 @@ API_KEY_PREFIX = "slk_"
 REFRESH_TOKEN_PREFIX = "slr_"
 MAX_PASSWORD_LENGTH = 1024
 ANONYMOUS = "anonymous"
+USER_DEACTIVATED = "USER_DEACTIVATED"
 
 # Password hash that SignIn verifies against when the email is unknown, so a
 # sign-in takes as long for an unknown email as for a wrong password.
@@ -185,8 +192,9 @@ def insert_api_key(
 
     Raises:
       NotFound: the user does not exist.
+      FailedPrecondition: the user is deactivated, so the key would not work.
     """
-    storage.require_user(session, user_id)
+    require_active(storage.require_user(session, user_id), "own an API key")
     secret = API_KEY_PREFIX + auth.new_secret()
     row = auth_storage.ApiKeyRow(
         id=new_id(),
@@ -351,7 +359,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             if user.state != domain.STATE_ACTIVE:
                 raise Unauthenticated(
                     f"{domain.user_name(user.id)} is deactivated and cannot sign in",
-                    reason="USER_DEACTIVATED",
+                    reason=USER_DEACTIVATED,
                 )
             if auth.password_needs_rehash(row.password_hash):
                 row.password_hash = auth.hash_password(request.password)
@@ -361,15 +369,22 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         return pb.SignInResponse(user=domain.user_name(user.id), tokens=tokens)
 
     def _live_session(
-        self, session: Session, refresh_token: str
+        self, session: Session, refresh_token: str, require_active_user: bool
     ) -> auth_storage.SessionRow:
         """Return the session whose current refresh token is `refresh_token`.
+
+        Args:
+          require_active_user: reject the session of a deactivated user. This
+            comes before the check for a signed-out session, because
+            deactivation signs out every session, and "sign in again" would
+            be the wrong fix.
 
         Raises:
           InvalidArgument: the token is empty.
           _UnknownRefreshToken: no session has this token now; the caller
             checks for reuse after its transaction ends.
-          Unauthenticated: the session was signed out or the token expired.
+          Unauthenticated: the session was signed out, the token expired, or
+            `require_active_user` is set and the user is deactivated.
         """
         if not refresh_token:
             raise invalid_field(
@@ -382,6 +397,8 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
                 "forgotten); sign in again",
                 reason="REFRESH_TOKEN_INVALID",
             )
+        if require_active_user:
+            _require_active_user(session, row.user_id)
         if row.revoke_time is not None:
             raise Unauthenticated(
                 "the session was signed out; sign in again",
@@ -458,7 +475,9 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
     ) -> pb.RefreshTokenResponse:
         try:
             with transaction(self._database) as session:
-                row = self._live_session(session, request.refresh_token)
+                row = self._live_session(
+                    session, request.refresh_token, require_active_user=True
+                )
                 now = storage.utc_now()
                 auth_storage.record_rotation(session, row, now)
                 refresh_token = REFRESH_TOKEN_PREFIX + auth.new_secret()
@@ -475,7 +494,9 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
     ) -> pb.SignOutResponse:
         try:
             with transaction(self._database) as session:
-                row = self._live_session(session, request.refresh_token)
+                row = self._live_session(
+                    session, request.refresh_token, require_active_user=False
+                )
                 row.revoke_time = storage.utc_now()
                 user = domain.user_name(row.user_id)
         except _UnknownRefreshToken as unknown:
@@ -621,6 +642,9 @@ class CredentialServicer(cred_grpc.CredentialServiceServicer):
                     "the API key is not valid; check it, or create a new one",
                     reason="API_KEY_INVALID",
                 )
+            # Deactivation revokes the user's keys, so the user's state comes
+            # first: "create a new one" would be the wrong fix.
+            _require_active_user(session, row.user_id)
             name = f"users/{row.user_id}/apiKeys/{row.id}"
             if row.revoke_time is not None:
                 raise Unauthenticated(
@@ -632,7 +656,6 @@ class CredentialServicer(cred_grpc.CredentialServiceServicer):
                     f"the API key {name} has expired; create a new one",
                     reason="API_KEY_EXPIRED",
                 )
-            _require_active_user(session, row.user_id)
             reply = cred_pb.CheckCredentialResponse(
                 principal=name, scopes=row.scope_list
             )
@@ -650,12 +673,14 @@ class CredentialServicer(cred_grpc.CredentialServiceServicer):
                     "the access token names an unknown session; sign in again",
                     reason="TOKEN_INVALID",
                 )
+            # Deactivation signs out every session of the user, so the
+            # user's state comes first: "sign in again" would not work.
+            _require_active_user(session, row.user_id)
             if row.revoke_time is not None:
                 raise Unauthenticated(
                     "the access token's session was signed out; sign in again",
                     reason="SESSION_REVOKED",
                 )
-            _require_active_user(session, row.user_id)
             admin = auth_storage.has_active_admin_key(
                 session, row.user_id, storage.utc_now()
             )
@@ -671,5 +696,5 @@ def _require_active_user(session: Session, user_id: str) -> None:
         raise Unauthenticated(
             f"{domain.user_name(user_id)} is deactivated or deleted; its "
             "credentials no longer work",
-            reason="USER_DEACTIVATED",
+            reason=USER_DEACTIVATED,
         )

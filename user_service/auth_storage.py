@@ -147,13 +147,28 @@ def find_rotated(session: Session, refresh_hash: str) -> RotatedRefreshTokenRow 
     return session.get(RotatedRefreshTokenRow, refresh_hash)
 
 
-def revoke_sessions_of_user(session: Session, user_id: str, now: datetime) -> None:
-    """Revoke every open session of a user."""
-    session.execute(
-        update(SessionRow)
-        .where(SessionRow.user_id == user_id, SessionRow.revoke_time.is_(None))
+def revoke_sessions_of_user(session: Session, user_id: str, now: datetime) -> int:
+    """Revoke every open session of a user; return the count."""
+    return _revoke_rows_of_user(session, SessionRow, user_id, now)
+
+
+def revoke_api_keys_of_user(session: Session, user_id: str, now: datetime) -> int:
+    """Revoke every API key of a user that is not revoked yet; return the count."""
+    return _revoke_rows_of_user(session, ApiKeyRow, user_id, now)
+
+
+def _revoke_rows_of_user(
+    session: Session,
+    row_type: type[SessionRow] | type[ApiKeyRow],
+    user_id: str,
+    now: datetime,
+) -> int:
+    result = session.execute(
+        update(row_type)
+        .where(row_type.user_id == user_id, row_type.revoke_time.is_(None))
         .values(revoke_time=now)
     )
+    return result.rowcount
 
 
 def find_api_key(session: Session, secret_hash: str) -> ApiKeyRow | None:

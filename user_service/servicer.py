@@ -14,6 +14,8 @@ Choices that the proto leaves open:
 - Deactivating a deactivated user succeeds and changes nothing, so a retried
   DeactivateUser does not fail with FAILED_PRECONDITION. The etag is then not
   checked, because nothing is written.
+- DeactivateUser revokes the user's sessions and API keys in the transaction
+  that sets the state, so user_service accepts none of its credentials afterwards.
 - A deactivated user may still be updated, read and listed with its groups.
 - The last member of a group cannot leave it; delete the group instead.
   A group without members would be unreachable, because ListGroups lists
@@ -62,7 +64,7 @@ from splitlog_runtime.errors import (
 )
 from splitlog_runtime.idempotency import check_same_request, values_hash
 from splitlog_runtime.resources import ID_PATTERN, new_id
-from user_service import domain, removals, storage
+from user_service import auth_storage, domain, removals, storage
 from user_service.guards import UNSETTLED_BALANCE, BalanceGuard
 
 _LOGGER = logging.getLogger(__name__)
@@ -140,7 +142,7 @@ def _check_etag(
         )
 
 
-def _require_active(user: storage.UserRow, action: str) -> None:
+def require_active(user: storage.UserRow, action: str) -> None:
     if user.state == domain.STATE_DEACTIVATED:
         name = domain.user_name(user.id)
         raise FailedPrecondition(
@@ -153,6 +155,21 @@ def _require_active(user: storage.UserRow, action: str) -> None:
                 )
             ],
         )
+
+
+def _deactivate(session: Session, row: storage.UserRow) -> tuple[int, int]:
+    """Deactivate a user and revoke its sessions and API keys.
+
+    A deactivated user cannot sign in, and the credentials it already has
+    must stop working too: refresh tokens, the access tokens of its sessions
+    and its API keys. Returns the counts of revoked sessions and keys.
+    """
+    now = storage.utc_now()
+    row.state = domain.STATE_DEACTIVATED
+    row.update_time = now
+    sessions = auth_storage.revoke_sessions_of_user(session, row.id, now)
+    keys = auth_storage.revoke_api_keys_of_user(session, row.id, now)
+    return sessions, keys
 
 
 def _check_creator_unchanged(creator: str, row: storage.GroupRow) -> None:
@@ -482,18 +499,25 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
                 for group_id, token in tokens.items():
                     removals.require_own(session, group_id, user_id, token)
                 row = storage.require_user(session, user_id)
+                revoked = None
                 if row.state != domain.STATE_DEACTIVATED:
                     _check_etag(expected, row.version, resource, "etag")
-                    row.state = domain.STATE_DEACTIVATED
-                    row.update_time = storage.utc_now()
+                    revoked = _deactivate(session, row)
                 for group_id, token in tokens.items():
                     storage.delete_pending_removal(session, group_id, user_id, token)
                 session.flush()
-                return pb.DeactivateUserResponse(user=user_message(row))
+                reply = pb.DeactivateUserResponse(user=user_message(row))
         except BaseException:
             for group_id, token in tokens.items():
                 self._clear_mark(group_id, user_id, token)
             raise
+        if revoked is not None:
+            _LOGGER.info(
+                "user %s deactivated; revoked %d sessions and %d API keys",
+                request.name,
+                *revoked,
+            )
+        return reply
 
     def _check_settled_everywhere(
         self, user_id: str, group_ids: list[str], context: grpc.ServicerContext
@@ -573,7 +597,7 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
                     raise
                 return replayed
             creator = storage.require_user(session, creator_id)
-            _require_active(creator, "create a group")
+            require_active(creator, "create a group")
             now = storage.utc_now()
             row = storage.GroupRow(
                 id=group_id,
@@ -765,7 +789,7 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
                     reason="MEMBER_ALREADY_EXISTS",
                     resource=Resource(domain.MEMBER_TYPE, name),
                 )
-            _require_active(user, "join a group")
+            require_active(user, "join a group")
             member = storage.MemberRow(
                 group_id=group_id, user_id=user_id, join_time=storage.utc_now()
             )

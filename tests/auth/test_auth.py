@@ -9,6 +9,7 @@ import grpc
 import httpx
 import pytest
 from google.protobuf import timestamp_pb2
+from sqlalchemy import create_engine, text
 
 from gateway import inprocess
 from gateway.app import build
@@ -21,7 +22,7 @@ from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
 from splitlog_runtime import auth
 from splitlog_runtime import config as config_module
 from tests.auth.support import operator_admin_key
-from tests.gateway.support import LoopThread, closed_address
+from tests.gateway.support import LoopThread, closed_address, error_details
 from user_service import app as user_app
 
 SECRET = "test-secret-" + "x" * 40
@@ -435,6 +436,117 @@ def test_rest_bad_token_is_401(http):
     reply = http.get("/v1/users/x", headers={"authorization": "Bearer nonsense"})
     assert reply.status_code == 401
     assert reply.json()["error"]["status"] == "UNAUTHENTICATED"
+
+
+# Deactivated users
+
+
+def _deactivate(channel, name: str, credential: str) -> None:
+    users_grpc.UsersServiceStub(channel).DeactivateUser(
+        users_pb.DeactivateUserRequest(name=name), metadata=_bearer(credential)
+    )
+
+
+def _reason(error: grpc.RpcError) -> str:
+    return error_details(error)["ErrorInfo"].reason
+
+
+def _rest_reason(reply: httpx.Response) -> str:
+    details = reply.json()["error"]["details"]
+    return next(detail["reason"] for detail in details if "reason" in detail)
+
+
+def test_refresh_rejected_after_deactivation(channel, http):
+    signed_up = _sign_up(channel)
+    _deactivate(channel, signed_up.user.name, signed_up.tokens.access_token)
+    stub = auth_grpc.AuthServiceStub(channel)
+    request = auth_pb.RefreshTokenRequest(refresh_token=signed_up.tokens.refresh_token)
+
+    # Every try is rejected, not only the first.
+    for _ in range(2):
+        error = _fails(lambda: stub.RefreshToken(request))
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert _reason(error) == "USER_DEACTIVATED"
+        assert f"{signed_up.user.name} is deactivated" in error.details()
+    reply = http.post(
+        "/v1/auth:refreshToken",
+        json={"refreshToken": signed_up.tokens.refresh_token},
+    )
+    assert reply.status_code == 401
+    assert _rest_reason(reply) == "USER_DEACTIVATED"
+
+
+def test_refresh_checks_state_of_open_session(channel, root_dir):
+    # A user deactivated by a version that left its sessions open.
+    signed_up = _sign_up(channel)
+    user_id = signed_up.user.name.removeprefix("users/")
+    engine = create_engine(f"sqlite:///{root_dir / 'data' / 'user_service.db'}")
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text("UPDATE users SET state = 'DEACTIVATED' WHERE id = :id"),
+                {"id": user_id},
+            )
+    finally:
+        engine.dispose()
+    request = auth_pb.RefreshTokenRequest(refresh_token=signed_up.tokens.refresh_token)
+
+    error = _fails(lambda: auth_grpc.AuthServiceStub(channel).RefreshToken(request))
+
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert _reason(error) == "USER_DEACTIVATED"
+
+
+def test_deactivation_revokes_sessions_and_keys(channel, root_dir):
+    signed_up = _sign_up(channel)
+    key_name, key = operator_admin_key(root_dir / "data", signed_up.user.name)
+    stub = auth_grpc.AuthServiceStub(channel)
+    second = stub.SignIn(
+        auth_pb.SignInRequest(email=signed_up.user.email, password=PASSWORD)
+    )
+    assert _get_user(channel, signed_up.user.name, _bearer(key)).user.name
+
+    _deactivate(channel, signed_up.user.name, signed_up.tokens.access_token)
+
+    refused_key = _fails(lambda: _get_user(channel, "users/x", _bearer(key)))
+    assert refused_key.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "deactivated" in refused_key.details()
+    # SignOut does not check the user's state, so it shows the revocation.
+    # It needs a credential at the gateway, which the user no longer has.
+    administrator = _admin_key(channel, root_dir)
+    signed_out = _fails(
+        lambda: stub.SignOut(
+            auth_pb.SignOutRequest(refresh_token=second.tokens.refresh_token),
+            metadata=_bearer(administrator.secret),
+        )
+    )
+    assert _reason(signed_out) == "SESSION_REVOKED"
+    listed = stub.ListApiKeys(
+        auth_pb.ListApiKeysRequest(parent=signed_up.user.name),
+        metadata=_bearer(administrator.secret),
+    )
+    assert [listed_key.name for listed_key in listed.api_keys] == [key_name]
+    assert listed.api_keys[0].HasField("revoke_time")
+
+
+def test_no_key_for_deactivated_user(channel, root_dir):
+    signed_up = _sign_up(channel)
+    _deactivate(channel, signed_up.user.name, signed_up.tokens.access_token)
+    administrator = _admin_key(channel, root_dir)
+    request = auth_pb.CreateApiKeyRequest(
+        parent=signed_up.user.name,
+        api_key=auth_pb.ApiKey(display_name="late", scopes=["logs:read"]),
+    )
+
+    error = _fails(
+        lambda: auth_grpc.AuthServiceStub(channel).CreateApiKey(
+            request, metadata=_bearer(administrator.secret)
+        )
+    )
+
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert _reason(error) == "USER_DEACTIVATED"
+    assert "cannot own an API key" in error.details()
 
 
 def test_direct_service_call_without_signature_refused(system, channel):

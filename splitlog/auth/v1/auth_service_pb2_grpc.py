@@ -112,7 +112,8 @@ class AuthServiceServicer:
 
     def RefreshToken(self, request, context):
         """Exchanges a refresh token for a new access token and a new refresh
-        token. The old refresh token stops working.
+        token. The old refresh token stops working. Fails with UNAUTHENTICATED
+        (reason USER_DEACTIVATED) once the user is deactivated.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -128,7 +129,8 @@ class AuthServiceServicer:
 
     def CreateApiKey(self, request, context):
         """Creates an API key for a user. The response carries the secret, which
-        is never shown again.
+        is never shown again. The caller must be the user or an administrator,
+        and the user must be active.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -49,7 +49,8 @@ class AuthServiceStub:
     """Exchanges an email and password for an access token and a refresh token."""
     RefreshToken: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.RefreshTokenRequest, _auth_service_pb2.RefreshTokenResponse]
     """Exchanges a refresh token for a new access token and a new refresh
-    token. The old refresh token stops working.
+    token. The old refresh token stops working. Fails with UNAUTHENTICATED
+    (reason USER_DEACTIVATED) once the user is deactivated.
     """
     SignOut: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.SignOutRequest, _auth_service_pb2.SignOutResponse]
     """Ends a session: its refresh token and every access token issued in it
@@ -57,7 +58,8 @@ class AuthServiceStub:
     """
     CreateApiKey: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.CreateApiKeyRequest, _auth_service_pb2.CreateApiKeyResponse]
     """Creates an API key for a user. The response carries the secret, which
-    is never shown again.
+    is never shown again. The caller must be the user or an administrator,
+    and the user must be active.
     """
     ListApiKeys: _grpc.UnaryUnaryMultiCallable[_auth_service_pb2.ListApiKeysRequest, _auth_service_pb2.ListApiKeysResponse]
     """Lists a user's API keys, newest first, without their secrets."""
@@ -85,7 +87,8 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """Exchanges an email and password for an access token and a refresh token."""
     RefreshToken: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.RefreshTokenRequest, _auth_service_pb2.RefreshTokenResponse]  # type: ignore[assignment]
     """Exchanges a refresh token for a new access token and a new refresh
-    token. The old refresh token stops working.
+    token. The old refresh token stops working. Fails with UNAUTHENTICATED
+    (reason USER_DEACTIVATED) once the user is deactivated.
     """
     SignOut: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.SignOutRequest, _auth_service_pb2.SignOutResponse]  # type: ignore[assignment]
     """Ends a session: its refresh token and every access token issued in it
@@ -93,7 +96,8 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """
     CreateApiKey: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.CreateApiKeyRequest, _auth_service_pb2.CreateApiKeyResponse]  # type: ignore[assignment]
     """Creates an API key for a user. The response carries the secret, which
-    is never shown again.
+    is never shown again. The caller must be the user or an administrator,
+    and the user must be active.
     """
     ListApiKeys: _aio.UnaryUnaryMultiCallable[_auth_service_pb2.ListApiKeysRequest, _auth_service_pb2.ListApiKeysResponse]  # type: ignore[assignment]
     """Lists a user's API keys, newest first, without their secrets."""
@@ -142,7 +146,8 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_service_pb2.RefreshTokenResponse, _abc.Awaitable[_auth_service_pb2.RefreshTokenResponse]]:
         """Exchanges a refresh token for a new access token and a new refresh
-        token. The old refresh token stops working.
+        token. The old refresh token stops working. Fails with UNAUTHENTICATED
+        (reason USER_DEACTIVATED) once the user is deactivated.
         """
 
     @_abc_1.abstractmethod
@@ -162,7 +167,8 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_service_pb2.CreateApiKeyResponse, _abc.Awaitable[_auth_service_pb2.CreateApiKeyResponse]]:
         """Creates an API key for a user. The response carries the secret, which
-        is never shown again.
+        is never shown again. The caller must be the user or an administrator,
+        and the user must be active.
         """
 
     @_abc_1.abstractmethod

@@ -136,6 +136,7 @@ class UsersServiceServicer:
 
     def DeactivateUser(self, request, context):
         """Deactivates a user. A deactivated user keeps its history but cannot join groups.
+        It also cannot sign in, and its sessions and API keys are revoked.
         Fails with FAILED_PRECONDITION (reason UNSETTLED_BALANCE) while the user
         owes or is owed money in any of their groups, because a deactivated user
         cannot be named on a settlement.

@@ -43,6 +43,7 @@ class UsersServiceStub:
     """Updates the fields of a user named in the update mask."""
     DeactivateUser: _grpc.UnaryUnaryMultiCallable[_users_service_pb2.DeactivateUserRequest, _users_service_pb2.DeactivateUserResponse]
     """Deactivates a user. A deactivated user keeps its history but cannot join groups.
+    It also cannot sign in, and its sessions and API keys are revoked.
     Fails with FAILED_PRECONDITION (reason UNSETTLED_BALANCE) while the user
     owes or is owed money in any of their groups, because a deactivated user
     cannot be named on a settlement.
@@ -83,6 +84,7 @@ class UsersServiceAsyncStub(UsersServiceStub):
     """Updates the fields of a user named in the update mask."""
     DeactivateUser: _aio.UnaryUnaryMultiCallable[_users_service_pb2.DeactivateUserRequest, _users_service_pb2.DeactivateUserResponse]  # type: ignore[assignment]
     """Deactivates a user. A deactivated user keeps its history but cannot join groups.
+    It also cannot sign in, and its sessions and API keys are revoked.
     Fails with FAILED_PRECONDITION (reason UNSETTLED_BALANCE) while the user
     owes or is owed money in any of their groups, because a deactivated user
     cannot be named on a settlement.
@@ -150,6 +152,7 @@ class UsersServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_users_service_pb2.DeactivateUserResponse, _abc.Awaitable[_users_service_pb2.DeactivateUserResponse]]:
         """Deactivates a user. A deactivated user keeps its history but cannot join groups.
+        It also cannot sign in, and its sessions and API keys are revoked.
         Fails with FAILED_PRECONDITION (reason UNSETTLED_BALANCE) while the user
         owes or is owed money in any of their groups, because a deactivated user
         cannot be named on a settlement.
