@@ -845,6 +845,59 @@ def test_admin_key_command_unknown_user(stack, capsys):
     assert "sign the user up first" in error
 
 
+def test_admin_key_command_invalid_id(stack, capsys):
+    status = main(["admin-key", "BAD ID", "--data-dir", str(stack.data_dir)])
+    error = capsys.readouterr().err
+    assert status == 2
+    assert "USER: 'BAD ID' is not a valid id" in error
+    assert "4 to 63 lower-case letters" in error
+    assert "does not exist" not in error
+
+
+def test_admin_key_command_wrong_data_dir(tmp_path, capsys):
+    wrong = tmp_path / "not-the-data-dir"
+    status = main(["admin-key", "someone", "--data-dir", str(wrong)])
+    error = capsys.readouterr().err
+    assert status == 1
+    assert f"no user database at {wrong / 'user_service.db'}" in error
+    assert "--data-dir (or SPLITLOG_DATA_DIR)" in error
+    assert "Traceback" not in error
+    assert not wrong.exists()
+
+
+def test_admin_key_command_wrong_database_url(tmp_path, capsys):
+    wrong = tmp_path / "elsewhere" / "users.db"
+    url = f"sqlite:///{wrong}"
+    status = main(["admin-key", "someone", "--user-service-db-url", url])
+    error = capsys.readouterr().err
+    assert status == 1
+    assert f"no user database at {wrong}" in error
+    assert "--user-service-db-url (SPLITLOG_USER_SERVICE_DB_URL)" in error
+    assert not wrong.parent.exists()
+
+
+def test_admin_key_command_empty_database(tmp_path, capsys):
+    (tmp_path / "user_service.db").touch()
+    status = main(["admin-key", "someone", "--data-dir", str(tmp_path)])
+    error = capsys.readouterr().err
+    assert status == 1
+    assert "has no users table" in error
+    assert "OperationalError" not in error
+
+
+def test_admin_key_command_deactivated_user(stack, channel, capsys):
+    ann = _sign_up(channel, "ann")
+    ann.users("DeactivateUser", users_pb.DeactivateUserRequest(name=ann.user))
+    capsys.readouterr()
+
+    status = main(["admin-key", ann.user, "--data-dir", str(stack.data_dir)])
+
+    captured = capsys.readouterr()
+    assert status == 1
+    assert f"user {ann.user.removeprefix('users/')!r} is deactivated" in captured.err
+    assert captured.out == ""
+
+
 def test_admin_key_sees_every_group(stack, channel):
     ann, eve = _sign_up(channel, "ann"), _sign_up(channel, "eve")
     group = ann.create_group()
