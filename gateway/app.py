@@ -49,7 +49,7 @@ from gateway.services import (
     public_services,
 )
 from log_service.model import Limits
-from splitlog_runtime.config import Config
+from splitlog_runtime.config import Config, trusted_proxies
 from splitlog_runtime.descriptors import copy_pool
 from splitlog_runtime.errors import DomainError, Unimplemented
 from splitlog_runtime.interceptor import AsyncErrorInterceptor
@@ -371,6 +371,7 @@ async def build(
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=config.grace_seconds,
+            **_proxy_header_options(config.http_trusted_proxies),
             **(tls.uvicorn_options() if tls is not None else {}),
         )
     )
@@ -434,6 +435,20 @@ async def build(
         gateway_auth,
         tls,
     )
+
+
+def _proxy_header_options(trusted: str) -> dict:
+    """Return uvicorn's options for X-Forwarded-For and X-Forwarded-Proto.
+
+    uvicorn (0.55) reads these headers by default from loopback, or from the
+    addresses in FORWARDED_ALLOW_IPS. Any local process could then choose its
+    address and escape the per-client sign-in lockout and rate limits, so
+    the headers count only from the http_trusted_proxies addresses.
+    """
+    proxies = trusted_proxies(trusted)
+    if not proxies:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": proxies}
 
 
 async def _wait_started(server: uvicorn.Server, task: asyncio.Task) -> None:

@@ -2,9 +2,10 @@
 
 Every call must carry `authorization: Bearer <credential>` (gRPC metadata or
 HTTP header), where the credential is an access token from SignIn or an API
-key. user_service's internal CredentialService checks it, including whether
-its session was signed out or the key revoked, on the credential's first
-call and again once the gateway's cached result goes stale (see below). Methods that
+key. A call with two such entries is rejected as ambiguous. user_service's
+internal CredentialService checks it, including whether its session was
+signed out or the key revoked, on the credential's first call and again once
+the gateway's cached result goes stale (see below). Methods that
 cannot have a credential yet (SignUp, SignIn, RefreshToken) and, by default,
 health and reflection are open.
 
@@ -108,6 +109,13 @@ ADMIN_METHODS = frozenset({_LOGS + "UpdateRetentionPolicy"})
 
 ANONYMOUS = auth.Principal(auth.ANONYMOUS_PRINCIPAL)
 
+AUTHORIZATION = "authorization"
+# ErrorInfo reasons of the credential errors that the gateway raises itself.
+CREDENTIAL_MISSING = "CREDENTIAL_MISSING"
+CREDENTIAL_MALFORMED = "CREDENTIAL_MALFORMED"
+CREDENTIAL_AMBIGUOUS = "CREDENTIAL_AMBIGUOUS"
+CREDENTIAL_INVALID = "CREDENTIAL_INVALID"
+
 
 def required_scope(method: str) -> str:
     """Return the API key scope that a method path needs."""
@@ -118,28 +126,42 @@ def bearer_credential(metadata: Iterable[tuple[str, Any]] | None) -> str:
     """Return the credential of an `authorization: Bearer` entry.
 
     Raises:
-      Unauthenticated: the entry is missing or not a Bearer credential.
+      Unauthenticated: the entry is missing, repeated, or not a Bearer
+        credential.
     """
-    header = auth.metadata_value(metadata, "authorization").strip()
+    metadata = list(metadata or ())
+    entries = [value for key, value in metadata if key == AUTHORIZATION]
+    if len(entries) > 1:
+        # Proxies and libraries disagree on which copy wins, so a second
+        # header could make the gateway check another credential than the
+        # one that a proxy in front of it logged or checked.
+        raise Unauthenticated(
+            f"the call has {len(entries)} authorization headers, and the "
+            "gateway accepts exactly one; send a single `authorization: "
+            "Bearer <token>` header",
+            reason=CREDENTIAL_AMBIGUOUS,
+            metadata={"header": AUTHORIZATION},
+        )
+    header = auth.metadata_value(metadata, AUTHORIZATION).strip()
     if not header:
         raise Unauthenticated(
             "this call needs a credential; send `authorization: Bearer <token>` "
             "with an access token from SignIn or an API key",
-            reason="CREDENTIAL_MISSING",
+            reason=CREDENTIAL_MISSING,
         )
     scheme, _, credential = header.partition(" ")
     if scheme.lower() != "bearer":
         raise Unauthenticated(
             "the authorization header must be `Bearer <token>`; other schemes "
             "are not supported",
-            reason="CREDENTIAL_MALFORMED",
+            reason=CREDENTIAL_MALFORMED,
         )
     if not credential.strip():
         raise Unauthenticated(
             "the authorization header has the Bearer scheme but an empty token; "
             "send `authorization: Bearer <token>` with an access token from "
             "SignIn or an API key after `Bearer `",
-            reason="CREDENTIAL_MALFORMED",
+            reason=CREDENTIAL_MALFORMED,
         )
     return credential.strip()
 
@@ -217,7 +239,7 @@ class GatewayAuth:
             if error.code() == grpc.StatusCode.UNAUTHENTICATED:
                 raise Unauthenticated(
                     error.details() or "the credential is not valid",
-                    reason="CREDENTIAL_INVALID",
+                    reason=CREDENTIAL_INVALID,
                 ) from None
             _LOGGER.warning(
                 "checking a credential failed: %s %s", error.code(), error.details()

@@ -8,6 +8,7 @@ that the README shows, and a test checks that the two agree.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -68,6 +69,37 @@ def _choice(*choices: str) -> Callable[[str], str]:
         return value
 
     return parse
+
+
+def _parse_trusted_proxies(text: str) -> str:
+    """Check a comma-separated list of IP addresses and networks.
+
+    Returns the entries joined by commas without spaces; empty trusts none.
+    """
+    entries = [entry.strip() for entry in text.split(",") if entry.strip()]
+    for entry in entries:
+        if entry == "*":
+            raise ValueError(
+                "'*' would let every client choose its own address in "
+                "X-Forwarded-For; list the reverse proxies' addresses or networks"
+            )
+        try:
+            if "/" in entry:
+                ipaddress.ip_network(entry)
+            else:
+                ipaddress.ip_address(entry)
+        except ValueError as exc:
+            raise ValueError(
+                f"{entry!r} is not an IP address or network ({exc}); give "
+                "addresses such as 10.0.0.5 or networks such as 10.0.0.0/24, "
+                "separated by commas"
+            ) from None
+    return ",".join(entries)
+
+
+def trusted_proxies(value: str) -> list[str]:
+    """Split the http_trusted_proxies setting into its entries."""
+    return [entry for entry in value.split(",") if entry]
 
 
 @dataclass(frozen=True)
@@ -499,6 +531,17 @@ SETTINGS: list[Setting] = [
         "off, so a hung backend shows only once keepalive closes its "
         "connection, up to 40 seconds later.",
         _parse_float,
+    ),
+    Setting(
+        "http_trusted_proxies",
+        "",
+        "Comma-separated IP addresses or networks (such as 10.0.0.0/24) of "
+        "reverse proxies in front of the REST port. Only for connections from "
+        "them does the gateway take the client's address from X-Forwarded-For, "
+        "and the scheme from X-Forwarded-Proto, for the sign-in lockout, rate "
+        "limits and logs. Empty trusts no proxy, so the address is always the "
+        "connection's.",
+        _parse_trusted_proxies,
     ),
     Setting("log_level", "INFO", "Level of the process log: DEBUG, INFO, WARNING."),
     Setting("log_format", "text", "Format of the process log: text or json."),

@@ -95,6 +95,34 @@ def test_bad_env_ignored_when_flag_given():
     assert config.workers == 3
 
 
+def test_trusted_proxies_normalized():
+    config = config_module.load(
+        environ={"SPLITLOG_HTTP_TRUSTED_PROXIES": " 10.0.0.5, fd00::/64 ,,"}
+    )
+
+    assert config.http_trusted_proxies == "10.0.0.5,fd00::/64"
+    assert config_module.trusted_proxies(config.http_trusted_proxies) == [
+        "10.0.0.5",
+        "fd00::/64",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("proxy.example", "'proxy.example' is not an IP address or network"),
+        ("10.0.0.1/24", "has host bits set"),
+        ("*", "'*' would let every client choose its own address"),
+    ],
+)
+def test_bad_trusted_proxy_rejected(text, fragment):
+    with pytest.raises(ValueError) as caught:
+        config_module.load(environ={"SPLITLOG_HTTP_TRUSTED_PROXIES": text})
+
+    assert "SPLITLOG_HTTP_TRUSTED_PROXIES" in str(caught.value)
+    assert fragment in str(caught.value)
+
+
 def test_service_address_defaults_to_host_and_port():
     config = config_module.load(
         environ={"SPLITLOG_HOST": "10.0.0.5", "SPLITLOG_USER_SERVICE_PORT": "7001"}

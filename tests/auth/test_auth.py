@@ -549,6 +549,32 @@ def test_no_key_for_deactivated_user(channel, root_dir):
     assert "cannot own an API key" in error.details()
 
 
+# The authorization header
+
+
+def test_two_authorization_entries_rejected(channel, http):
+    token = _sign_up(channel).tokens.access_token
+    entries = (("authorization", f"Bearer {token}"), ("authorization", "Bearer x"))
+
+    error = _fails(lambda: _get_user(channel, "users/x", entries))
+    reply = http.get("/v1/users/x", headers=list(entries))
+
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert _reason(error) == "CREDENTIAL_AMBIGUOUS"
+    assert "2 authorization headers" in error.details()
+    assert "send a single `authorization: Bearer <token>` header" in error.details()
+    assert reply.status_code == 401
+    assert _rest_reason(reply) == "CREDENTIAL_AMBIGUOUS"
+
+
+def test_same_credential_twice_rejected(channel):
+    # Equal copies are rejected too, so a client learns of the second header.
+    token = _sign_up(channel).tokens.access_token
+    entries = _bearer(token) * 2
+    error = _fails(lambda: _get_user(channel, "users/x", entries))
+    assert _reason(error) == "CREDENTIAL_AMBIGUOUS"
+
+
 def test_direct_service_call_without_signature_refused(system, channel):
     users, _ = system
     signed_up = _sign_up(channel)

@@ -336,6 +336,58 @@ def test_peers_keyed_apart(limited):
     assert response.status_code == 200
 
 
+def _forwarded_for(address: str) -> dict[str, str]:
+    return {"x-forwarded-for": address}
+
+
+def _rotate_forwarded_for(client: httpx.Client) -> httpx.Response:
+    """Make one call more than the burst, each with another X-Forwarded-For.
+
+    Returns the last response.
+    """
+    for number in range(BURST):
+        headers = _forwarded_for(f"203.0.113.{number + 1}")
+        assert client.get(GET_USER_PATH, headers=headers).status_code == 200
+    return client.get(GET_USER_PATH, headers=_forwarded_for("203.0.113.99"))
+
+
+def test_forwarded_for_ignored_by_default(limited):
+    # Any local process could rotate the header to get a fresh bucket.
+    with _http_client(limited) as client:
+        response = _rotate_forwarded_for(client)
+    assert response.status_code == 429
+    assert "peer/127.0.0.1" in response.json()["error"]["message"]
+
+
+def test_trusted_proxy_forwards_client(start_gateway):
+    gateway = start_gateway(
+        gateway_rate_limit_per_second=RATE,
+        gateway_rate_limit_burst=BURST,
+        http_trusted_proxies="127.0.0.1",
+    )
+    client_address = _forwarded_for("203.0.113.7")
+    with _http_client(gateway) as proxy:
+        for _ in range(BURST):
+            assert proxy.get(GET_USER_PATH, headers=client_address).status_code == 200
+        limited = proxy.get(GET_USER_PATH, headers=client_address)
+        other_client = proxy.get(GET_USER_PATH, headers=_forwarded_for("203.0.113.8"))
+    assert limited.status_code == 429
+    assert "peer/203.0.113.7" in limited.json()["error"]["message"]
+    assert other_client.status_code == 200
+
+
+def test_untrusted_address_header_ignored(start_gateway):
+    gateway = start_gateway(
+        gateway_rate_limit_per_second=RATE,
+        gateway_rate_limit_burst=BURST,
+        http_trusted_proxies="127.0.0.1",
+    )
+    with _http_client(gateway, "127.0.0.2") as client:
+        response = _rotate_forwarded_for(client)
+    assert response.status_code == 429
+    assert "peer/127.0.0.2" in response.json()["error"]["message"]
+
+
 def test_no_limit_by_default(start_gateway):
     gateway = start_gateway()
     channel, stub = _users_stub(gateway)
