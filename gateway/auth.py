@@ -44,7 +44,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError, Message
-from google.rpc import status_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from gateway.credential_cache import CredentialCache
@@ -292,6 +292,51 @@ def trailing_reason(trailing_metadata: Iterable[tuple[str, Any]] | None) -> str:
             except DecodeError:
                 return ""
     return ""
+
+
+# The `error` of the WWW-Authenticate challenge (RFC 6750, section 3.1) by the
+# reason of an UNAUTHENTICATED status. Other reasons get no error code, which
+# RFC 6750 recommends when a request lacks any credential or uses another
+# scheme. RFC 6750 suggests HTTP 400 for invalid_request, but the gateway
+# keeps 401 so that REST and gRPC agree on UNAUTHENTICATED.
+_CHALLENGE_ERRORS = {
+    CREDENTIAL_INVALID: "invalid_token",
+    CREDENTIAL_AMBIGUOUS: "invalid_request",
+}
+REALM = "splitlog"
+
+
+def bearer_challenge(status: status_pb2.Status) -> dict[str, str]:
+    """Return the WWW-Authenticate header for an HTTP error reply, or none.
+
+    Every UNAUTHENTICATED status (HTTP 401) gets a Bearer challenge, because
+    a 401 response must have one (RFC 7235, section 3.1). A missing scope
+    (HTTP 403) gets the `insufficient_scope` challenge that names the scope.
+    """
+    info = error_info(status)
+    reason = info.reason if info is not None else ""
+    if status.code == grpc.StatusCode.UNAUTHENTICATED.value[0]:
+        parameters = [f'realm="{REALM}"']
+        error = _CHALLENGE_ERRORS.get(reason)
+        if error is not None:
+            parameters.append(f'error="{error}"')
+        return {"WWW-Authenticate": "Bearer " + ", ".join(parameters)}
+    if reason == auth.SCOPE_MISSING and info.metadata.get("scope") in auth.SCOPES:
+        scope = info.metadata["scope"]
+        return {
+            "WWW-Authenticate": f'Bearer realm="{REALM}", '
+            f'error="insufficient_scope", scope="{scope}"'
+        }
+    return {}
+
+
+def error_info(status: status_pb2.Status) -> error_details_pb2.ErrorInfo | None:
+    """Return the ErrorInfo detail of a status, or None."""
+    for packed in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if packed.Unpack(info):
+            return info
+    return None
 
 
 def require_administrator(principal: auth.Principal, method: str) -> None:

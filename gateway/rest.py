@@ -54,7 +54,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Mount, request_response
 
 from gateway import log_batch, otlp_http, transcode
-from gateway.auth import GatewayAuth
+from gateway.auth import GatewayAuth, bearer_challenge
 from gateway.http_rules import (
     HttpRoute,
     MethodNotAllowed,
@@ -199,6 +199,7 @@ def status_json(status: status_pb2.Status) -> dict[str, Any]:
 
 def _error_response(status: status_pb2.Status, headers=None) -> Response:
     body = status_json(status)
+    headers = {**bearer_challenge(status), **(headers or {})}
     return _json_response(body, body["error"]["code"], headers)
 
 
@@ -787,7 +788,11 @@ def _otlp_error(
     """
     encoding = otlp_http.request_encoding(request.headers.get("content-type", ""))
     encoding = encoding or otlp_http.Encoding.JSON
-    headers = {**_status_retry_after(status), **(headers or {})}
+    headers = {
+        **bearer_challenge(status),
+        **_status_retry_after(status),
+        **(headers or {}),
+    }
     http_status = http_status or _otlp_http_status(status)
     _LOGGER.debug(
         "POST %s from %s failed with %d: %s",

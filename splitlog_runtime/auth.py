@@ -56,6 +56,8 @@ SCOPES = (SCOPE_LOGS_WRITE, SCOPE_LOGS_READ, SCOPE_ADMIN)
 # Scopes over operator data: a user's access token carries them only when the
 # user is an administrator, and only an administrator may put them on a key.
 LOG_SCOPES = frozenset({SCOPE_LOGS_WRITE, SCOPE_LOGS_READ})
+# ErrorInfo reason of a credential that lacks the scope that a method needs.
+SCOPE_MISSING = "SCOPE_MISSING"
 
 TOKEN_ISSUER = "splitlog"
 TOKEN_AUDIENCE = "splitlog"
@@ -696,7 +698,7 @@ def require_scope(principal: Principal, scope: str, method: str) -> None:
         )
     raise PermissionDenied(
         f"{holder}; {scope_grant_advice(scope)}",
-        reason="SCOPE_MISSING",
+        reason=SCOPE_MISSING,
         metadata={"scope": scope, "principal": principal.name},
     )
 

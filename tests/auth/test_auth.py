@@ -575,6 +575,70 @@ def test_same_credential_twice_rejected(channel):
     assert _reason(error) == "CREDENTIAL_AMBIGUOUS"
 
 
+_PLAIN_CHALLENGE = 'Bearer realm="splitlog"'
+
+
+@pytest.mark.parametrize(
+    ("headers", "challenge"),
+    [
+        ([], _PLAIN_CHALLENGE),
+        ([("authorization", "Basic dXNlcjpwYXNz")], _PLAIN_CHALLENGE),
+        ([("authorization", "Bearer")], _PLAIN_CHALLENGE),
+        (
+            [("authorization", "Bearer nonsense")],
+            'Bearer realm="splitlog", error="invalid_token"',
+        ),
+        (
+            [("authorization", "Bearer a"), ("authorization", "Bearer b")],
+            'Bearer realm="splitlog", error="invalid_request"',
+        ),
+    ],
+)
+def test_rest_401_has_challenge(http, headers, challenge):
+    reply = http.get("/v1/users/x", headers=headers)
+    assert reply.status_code == 401
+    assert reply.headers["www-authenticate"] == challenge
+
+
+def test_rest_401_from_service_has_challenge(http, channel):
+    signed_up = _sign_up(channel)
+    reply = http.post(
+        "/v1/auth:signIn",
+        json={"email": signed_up.user.email, "password": "not it at all"},
+    )
+    assert reply.status_code == 401
+    assert reply.headers["www-authenticate"] == _PLAIN_CHALLENGE
+
+
+def test_otlp_401_has_challenge(http):
+    reply = http.post(
+        "/v1/logs", content=b"{}", headers={"content-type": "application/json"}
+    )
+    assert reply.status_code == 401
+    assert reply.headers["www-authenticate"] == _PLAIN_CHALLENGE
+
+
+def test_rest_scope_denied_names_scope(http, channel, root_dir):
+    reader = _api_key(channel, root_dir, ["logs:read"])
+    reply = http.get(
+        "/v1/users/x", headers={"authorization": f"Bearer {reader.secret}"}
+    )
+    assert reply.status_code == 403
+    assert reply.headers["www-authenticate"] == (
+        'Bearer realm="splitlog", error="insufficient_scope", scope="admin"'
+    )
+
+
+def test_rest_success_has_no_challenge(http, channel):
+    signed_up = _sign_up(channel)
+    reply = http.get(
+        f"/v1/{signed_up.user.name}",
+        headers={"authorization": f"Bearer {signed_up.tokens.access_token}"},
+    )
+    assert reply.status_code == 200
+    assert "www-authenticate" not in reply.headers
+
+
 def test_direct_service_call_without_signature_refused(system, channel):
     users, _ = system
     signed_up = _sign_up(channel)
