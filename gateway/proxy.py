@@ -470,6 +470,7 @@ class ProxyHandlers:
                 timeout=self._streaming_timeout(context),
                 metadata=forwarded_metadata(context),
             )
+            _cancel_when_done(context, call)
             try:
                 await _relay_headers(call, context)
                 async for response in call:
@@ -523,6 +524,7 @@ class ProxyHandlers:
                 timeout=self._streaming_timeout(context),
                 metadata=forwarded_metadata(context),
             )
+            _cancel_when_done(context, call)
             try:
                 await _relay_headers(call, context)
                 async for response in call:
@@ -538,6 +540,17 @@ class ProxyHandlers:
             await _relay_trailers(call, context)
 
         return grpc.stream_stream_rpc_method_handler(forward)
+
+
+def _cancel_when_done(context: grpc.aio.ServicerContext, call) -> None:
+    """Cancel the backend call once the client's call ends, however it ends.
+
+    A response stream whose write to the client fails (the client left or
+    refused a message) leaves this handler's generator suspended, so no
+    CancelledError reaches it, and the backend call would stay open: for a
+    tail, holding a router stream slot until the router noticed.
+    """
+    context.add_done_callback(lambda _context: call.cancel())
 
 
 async def _relay_headers(call, context: grpc.aio.ServicerContext) -> None:
