@@ -69,15 +69,23 @@ def channel(gateway):
         yield opened
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    """A real log cluster of 2 shards and a real gateway in front of it."""
-    loop = LoopThread()
+def logs_gateway(tmp_path_factory, loop: LoopThread, **settings) -> LogsGateway:
+    """Start a real log cluster of 2 shards and a real gateway, auth off.
+
+    `settings` go to the cluster's settings, such as log_max_open_streams.
+    """
     base = config_module.load(
         environ={},
         overrides={"auth_required": False, "data_dir": tmp_path_factory.mktemp("logs")},
     )
-    running = LogsGateway(base, tmp_path_factory.mktemp("gateway"), loop)
+    return LogsGateway(base, tmp_path_factory.mktemp("gateway"), loop, **settings)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """A real log cluster of 2 shards and a real gateway in front of it."""
+    loop = LoopThread()
+    running = logs_gateway(tmp_path_factory, loop)
     yield running
     running.close()
     loop.close()

@@ -14,8 +14,7 @@ import pytest
 
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
 from splitlog.logs.v1 import logs_service_pb2_grpc as logs_grpc
-from splitlog_runtime import config as config_module
-from tests.cli.test_logs_cli import LogsGateway
+from tests.gateway.conftest import logs_gateway
 from tests.gateway.support import LoopThread
 
 # Enough backlog bytes to fill the flow-control windows between the gateway
@@ -27,16 +26,7 @@ MESSAGE = "x" * 700
 @pytest.fixture(scope="module")
 def one_slot(tmp_path_factory):
     loop = LoopThread()
-    base = config_module.load(
-        environ={},
-        overrides={"auth_required": False, "data_dir": tmp_path_factory.mktemp("logs")},
-    )
-    running = LogsGateway(
-        base,
-        tmp_path_factory.mktemp("gateway"),
-        loop,
-        log_max_streams_per_caller=1,
-    )
+    running = logs_gateway(tmp_path_factory, loop, log_max_streams_per_caller=1)
     yield running
     running.close()
     loop.close()
