@@ -43,16 +43,25 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from log_service import node_state
 from log_service import snapshot as snapshots
 from log_service.clients import NODE_HEADROOM_BYTES, node_channel_options
+from log_service.index_runs import runs_error
 from log_service.model import SPARSE_FIELDS
-from log_service.node_state import ROLE_NONE, BatchIndex, Member, NodeState
+from log_service.node_state import (
+    ROLE_NONE,
+    BatchIndex,
+    HeldBatch,
+    Member,
+    NodeState,
+)
 from log_service.open_streams import OpenStreams
 from log_service.pages import fit_columns, page_budget
 from log_service.replication import ReplicationSender
 from log_service.wal import (
+    EntryColumns,
     PendingRecord,
     WriteAheadLog,
     embedded_messages,
     entry_count,
+    slice_columns,
     slice_record,
     split_field,
     write_file_atomically,
@@ -282,7 +291,7 @@ class LogNode:
 
         self._batches.load()
         for info in self.wal.records():
-            self._index_batch_locked(info.batch_id, info.first, info.count)
+            self._batches.add(info.batch_id, info.first, info.count, info.index_runs)
         self._apply_pending()
 
         with self.lock:
@@ -559,6 +568,9 @@ class LogNode:
                 entries = request.entries.SerializeToString()
             pending = PendingRecord.from_columns(entries)
             count = _check_batch(request.batch_id, pending.record.entries, where)
+            error = runs_error(request.index_runs, count)
+            if error is not None:
+                raise invalid_field(f"{where}index_runs", error)
             prepared.append((request, pending, count))
         wait = self._append_timeout
         if timeout is not None:
@@ -573,23 +585,38 @@ class LogNode:
                 self._check_leader(request.leader_epoch)
             epoch = self._state.epoch
             for request, pending, count in prepared:
-                known = self._batches.get(request.batch_id)
-                if known is None:
-                    first = self.wal.last_sequence + 1
-                    record, payload = pending.complete(
-                        first, epoch, request.batch_id, time.time_ns()
-                    )
-                    with _disk_full_is_unavailable(self.shard):
-                        written = self.wal.write(record, payload)
-                    self._batches.add(request.batch_id, first, count)
-                    batch_last = written
-                else:
-                    first, count = known
-                    batch_last = first + count - 1
-                last = max(last, batch_last)
+                runs = request.index_runs
+                held = self._batches.held(request.batch_id)
+                if held is not None:
+                    # The entries stored earlier must be committed before
+                    # this call reports them.
+                    last = max(last, held.last)
+                    unheld = _unheld_entries(held, runs, pending)
+                    if unheld is None:
+                        responses.append(
+                            node_service_pb2.AppendEntriesResponse(
+                                first_sequence=held.first,
+                                count=held.count,
+                                duplicate=True,
+                                duplicate_count=count,
+                            )
+                        )
+                        continue
+                    pending, runs = unheld
+                first = self.wal.last_sequence + 1
+                record, payload = pending.complete(
+                    first, epoch, request.batch_id, time.time_ns(), runs
+                )
+                with _disk_full_is_unavailable(self.shard):
+                    written = self.wal.write(record, payload)
+                stored = written - first + 1
+                self._batches.add(request.batch_id, first, stored, runs)
+                last = max(last, written)
                 responses.append(
                     node_service_pb2.AppendEntriesResponse(
-                        first_sequence=first, count=count, duplicate=known is not None
+                        first_sequence=first,
+                        count=stored,
+                        duplicate_count=count - stored,
                     )
                 )
         if written:
@@ -783,38 +810,26 @@ class LogNode:
                 continue
             if record.first_sequence > last + 1:
                 break
-            batch_id, batch_first = record.batch_id, record.first_sequence
             if record.first_sequence <= last:
+                # The entries up to `last` are this record's first ones,
+                # which this node kept through a truncation, and the batch
+                # index contains them as a record of their own.
                 record = slice_record(record, last + 1, record_last)
                 payload = None
             self.wal.write(record, payload)
             with self.lock:
-                # The untrimmed record's range: the entries this node already
-                # stores below `last + 1` are the same batch's first entries.
-                self._index_batch_locked(batch_id, batch_first, count)
+                self._batches.add(
+                    record.batch_id,
+                    record.first_sequence,
+                    entry_count(record),
+                    record.index_runs,
+                )
             last = record_last
             written = True
         if written:
             self.wal.sync(last)
             self._note_durable()
         return last
-
-    def _index_batch_locked(self, batch_id: str, first: int, count: int) -> None:
-        """Add a batch's range to the batch index, joined to a part already held.
-
-        A batch can reach the write-ahead log in pieces: a record that a
-        truncation cut short, then the rest of it from the next leader. The
-        index keeps the union of the pieces, so a retry of the batch gets its
-        whole range.
-        """
-        known = self._batches.get(batch_id)
-        if known is not None:
-            known_first, known_count = known
-            known_end = known_first + known_count
-            if known_first <= first <= known_end:
-                end = max(known_end, first + count)
-                first, count = known_first, end - known_first
-        self._batches.add(batch_id, first, count)
 
     def _replication_reply_locked(
         self,
@@ -1439,6 +1454,28 @@ def _check_batch(
             "the whole batch",
         )
     return count
+
+
+def _unheld_entries(
+    held: HeldBatch, runs: Sequence[int], pending: PendingRecord
+) -> tuple[PendingRecord, Sequence[int]] | None:
+    """Return the entries of a batch that the node does not store yet, with runs.
+
+    `held` is what the node stores under the batch's id and `runs` the
+    batch's index runs. Returns None when the node stores every entry.
+    """
+    positions, new_runs = held.indexes.new_entries(runs)
+    if not positions:
+        return None
+    if new_runs == list(runs):
+        return pending, runs
+    columns = pending.record.entries
+    unheld = EntryColumns()
+    for start, stop in positions:
+        # Every slice has the same `observed_timestamp`, and a sparse column
+        # is empty in each of them or in none.
+        unheld.MergeFrom(slice_columns(columns, start, stop))
+    return PendingRecord.from_columns(unheld.SerializeToString()), new_runs
 
 
 def _timeout(context: grpc.ServicerContext) -> float | None:

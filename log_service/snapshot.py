@@ -25,9 +25,10 @@ FetchSnapshot on the leader:
   installing a `snapshot.ready/`, so a crash at any point leaves either the
   old replica or the new one.
 
-Memory stays bounded by one chunk on both sides; the batch ids (at most
-`RECENT_PURGED_BATCHES` of them) are held whole. While a snapshot is being
-received, the follower's disk holds its old store and the new one.
+Memory stays bounded by one chunk on both sides. Only the batch ids, one
+per record with its index runs and at most `RECENT_PURGED_BATCHES` of them,
+are held whole. While a snapshot is being received, the follower's disk
+holds its old store and the new one.
 """
 
 from __future__ import annotations
@@ -68,9 +69,13 @@ OLD_STORE_DIR = "old-store"
 # it too.
 CHUNK_ENTRIES = 1000
 BATCHES_PER_MESSAGE = 5000
-# An upper bound on the bytes of one SnapshotBatch besides its batch id: its
-# key and length, the id's key and length, and two varints.
+# An upper bound on the bytes of one SnapshotBatch besides its batch id and
+# index runs: its key and length, the id's key and length, and two varints.
 _BATCH_FRAMING_BYTES = 32
+# An upper bound on the bytes of the packed index runs besides their values
+# (a key and a length), and on the bytes of each value.
+_RUNS_FRAMING_BYTES = 11
+_VARINT_BYTES = 10
 
 Response = replication_service_pb2.FetchSnapshotResponse
 
@@ -86,7 +91,8 @@ class SnapshotSource:
     last_sequence: int
     last_record_epoch: int
     epochs: list[EpochStart]
-    batches: list[tuple[str, int, int]]
+    # (batch id, first sequence, entry count, index runs) of each record.
+    batches: list[tuple[str, int, int, tuple[int, ...]]]
 
 
 def leader_messages(
@@ -160,9 +166,12 @@ def _messages(
             batches=replication_service_pb2.SnapshotBatches(
                 batches=[
                     replication_service_pb2.SnapshotBatch(
-                        batch_id=batch_id, first_sequence=first, count=count
+                        batch_id=batch_id,
+                        first_sequence=first,
+                        count=count,
+                        index_runs=runs,
                     )
-                    for batch_id, first, count in chunk
+                    for batch_id, first, count, runs in chunk
                 ]
             )
         )
@@ -174,13 +183,18 @@ def _messages(
 
 
 def _batch_chunks(
-    batches: list[tuple[str, int, int]], limit: int
-) -> Iterator[list[tuple[str, int, int]]]:
+    batches: list[tuple[str, int, int, tuple[int, ...]]], limit: int
+) -> Iterator[list[tuple[str, int, int, tuple[int, ...]]]]:
     """Yield runs of at most BATCHES_PER_MESSAGE batches and about `limit` bytes."""
-    chunk: list[tuple[str, int, int]] = []
+    chunk: list[tuple[str, int, int, tuple[int, ...]]] = []
     size = 0
     for batch in batches:
-        batch_size = len(batch[0].encode("utf-8")) + _BATCH_FRAMING_BYTES
+        batch_size = (
+            len(batch[0].encode("utf-8"))
+            + _BATCH_FRAMING_BYTES
+            + _RUNS_FRAMING_BYTES
+            + _VARINT_BYTES * len(batch[3])
+        )
         if chunk and (len(chunk) == BATCHES_PER_MESSAGE or size + batch_size > limit):
             yield chunk
             chunk, size = [], 0
@@ -340,7 +354,7 @@ def write_snapshot(
             progress.received_entries = entry_count
         elif part == "batches":
             batches.extend(
-                [b.batch_id, b.first_sequence, b.count]
+                [b.batch_id, b.first_sequence, b.count, list(b.index_runs)]
                 for b in message.batches.batches
                 if b.first_sequence + b.count - 1 <= header.last_sequence
             )

@@ -32,10 +32,11 @@ import struct
 import threading
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from log_service.index_runs import slice_runs
 from splitlog.logs.v1 import node_service_pb2
 from splitlog_runtime import private_files
 
@@ -116,6 +117,7 @@ def slice_record(record: LogRecord, first: int, last: int) -> LogRecord:
         batch_id=record.batch_id,
         receive_time=record.receive_time,
         entries=slice_columns(record.entries, start, stop),
+        index_runs=slice_runs(record.index_runs, start, stop),
     )
 
 
@@ -201,6 +203,7 @@ def encode_record(
     batch_id: str,
     receive_time: int,
     entries: EntryColumns,
+    index_runs: Sequence[int] = (),
 ) -> tuple[LogRecord, bytes]:
     """Build a record around `entries` and return it with its serialized form.
 
@@ -208,7 +211,7 @@ def encode_record(
     copying them into a new message and serializing that.
     """
     pending = PendingRecord.from_columns(entries.SerializeToString())
-    return pending.complete(first_sequence, epoch, batch_id, receive_time)
+    return pending.complete(first_sequence, epoch, batch_id, receive_time, index_runs)
 
 
 def split_field(data: bytes, field_number: int) -> tuple[bytes, bytes]:
@@ -253,20 +256,30 @@ class PendingRecord:
         return cls(LogRecord.FromString(part), part)
 
     def complete(
-        self, first_sequence: int, epoch: int, batch_id: str, receive_time: int
+        self,
+        first_sequence: int,
+        epoch: int,
+        batch_id: str,
+        receive_time: int,
+        index_runs: Sequence[int] = (),
     ) -> tuple[LogRecord, bytes]:
-        """Set the record's header; return the record and its serialized form."""
+        """Set the record's header; return the record and its serialized form.
+
+        `index_runs` are the record's `index_runs` (see `log_service.index_runs`).
+        """
         header = LogRecord(
             first_sequence=first_sequence,
             epoch=epoch,
             batch_id=batch_id,
             receive_time=receive_time,
+            index_runs=index_runs,
         )
         record = self.record
         record.first_sequence = first_sequence
         record.epoch = epoch
         record.batch_id = batch_id
         record.receive_time = receive_time
+        record.index_runs[:] = index_runs
         return record, header.SerializeToString() + self.entries_part
 
 
@@ -290,6 +303,7 @@ class RecordInfo:
     epoch: int
     batch_id: str
     receive_time: int
+    index_runs: tuple[int, ...]
     segment: _Segment
     offset: int
     size: int
@@ -558,6 +572,7 @@ class WriteAheadLog:
             epoch=record.epoch,
             batch_id=record.batch_id,
             receive_time=record.receive_time,
+            index_runs=tuple(record.index_runs),
             segment=segment,
             offset=offset,
             size=size,

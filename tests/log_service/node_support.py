@@ -11,7 +11,9 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from log_service.index_runs import runs_of
 from log_service.node import LogNode, start_node
+from log_service.wal import slice_columns
 from splitlog.logs.v1 import (
     logs_service_pb2,
     node_service_pb2,
@@ -132,6 +134,23 @@ def append(
             entries=columns(count, label or batch_id),
         ),
         timeout=5,
+    )
+
+
+def indexed_batch(
+    batch_id: str, indexes: list[int], epoch: int = 1
+) -> node_service_pb2.AppendEntriesRequest:
+    """Return a batch of the request entries `indexes`, messages `<id> <index>`."""
+    entries = columns(max(indexes) + 1, batch_id)
+    picked = node_service_pb2.EntryColumns()
+    for index in indexes:
+        picked.MergeFrom(slice_columns(entries, index, index + 1))
+    return node_service_pb2.AppendEntriesRequest(
+        shard=SHARD,
+        leader_epoch=epoch,
+        batch_id=batch_id,
+        entries=picked,
+        index_runs=runs_of(indexes),
     )
 
 

@@ -20,6 +20,7 @@ from tests.log_service.node_support import (
     configure,
     error_reason,
     has_retry_info,
+    indexed_batch,
     query_messages,
     query_sequences,
     start,
@@ -381,3 +382,107 @@ def test_append_batches_malformed_stores_nothing(leader, batches, code, field):
     assert caught.value.code() == code
     assert field in caught.value.details()
     assert query_sequences(leader) == []
+
+
+def test_retry_stores_only_unheld_indexes(leader):
+    first = leader.stub.AppendEntries(indexed_batch("r/d/s0", [5, 6, 7]), timeout=5)
+
+    retry = leader.stub.AppendEntries(
+        indexed_batch("r/d/s0", list(range(8))), timeout=5
+    )
+    again = leader.stub.AppendEntries(
+        indexed_batch("r/d/s0", list(range(8))), timeout=5
+    )
+
+    assert (first.count, first.duplicate_count) == (3, 0)
+    assert (retry.first_sequence, retry.count) == (4, 5)
+    assert retry.duplicate_count == 3
+    assert not retry.duplicate
+    assert again.duplicate
+    assert again.duplicate_count == 8
+    assert (again.first_sequence, again.count) == (1, 8)
+    assert sorted(query_messages(leader)) == [f"r/d/s0 {i}" for i in range(8)]
+
+
+def test_retry_picks_unheld_entries_between_held(leader):
+    leader.stub.AppendEntries(indexed_batch("r/d/s0", [1, 3, 4]), timeout=5)
+
+    retry = leader.stub.AppendEntries(
+        indexed_batch("r/d/s0", [0, 1, 2, 3, 4, 6]), timeout=5
+    )
+    records = leader.node.wal.records()
+
+    assert (retry.count, retry.duplicate_count) == (3, 3)
+    assert sorted(query_messages(leader)) == [f"r/d/s0 {i}" for i in (0, 1, 2, 3, 4, 6)]
+    assert [info.index_runs for info in records] == [(1, 1, 3, 2), (0, 1, 2, 1, 6, 1)]
+
+
+def test_batch_without_runs_is_held_whole(leader):
+    append(leader, 1, "r/d/s0", 2)
+
+    retry = leader.stub.AppendEntries(indexed_batch("r/d/s0", [0, 1, 2]), timeout=5)
+
+    assert retry.duplicate
+    assert retry.duplicate_count == 3
+    assert query_sequences(leader) == [1, 2]
+
+
+def test_restart_keeps_held_indexes(base_config, tmp_path):
+    handle = start(base_config, tmp_path, "n0")
+    configure(handle, epoch=1, leader=handle)
+    handle.stub.AppendEntries(indexed_batch("r/d/s0", [0, 2]), timeout=5)
+    handle.stop()
+
+    restarted = start(base_config, tmp_path, "n0")
+    try:
+        retry = restarted.stub.AppendEntries(
+            indexed_batch("r/d/s0", [0, 1, 2]), timeout=5
+        )
+        messages = query_messages(restarted)
+    finally:
+        restarted.stop()
+
+    assert (retry.count, retry.duplicate_count) == (1, 2)
+    assert sorted(messages) == ["r/d/s0 0", "r/d/s0 1", "r/d/s0 2"]
+
+
+@pytest.mark.parametrize(
+    ("runs", "message"),
+    [
+        ([0], "index_runs: contains 1 values"),
+        ([0, 1, 1, 0], "index_runs: run 1 has 0 entries"),
+        ([2, 1, 0, 1], "index_runs: run 1 begins at index 0, before 3"),
+        ([0, 3], "index_runs: covers 3 entries but the batch has 2"),
+    ],
+)
+def test_malformed_index_runs_are_invalid(leader, runs, message):
+    request = node_service_pb2.AppendEntriesRequest(
+        shard=SHARD, leader_epoch=1, batch_id="r/d/s0", entries=columns(2)
+    )
+    request.index_runs.extend(runs)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        leader.stub.AppendEntries(request, timeout=5)
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in caught.value.details()
+    assert query_sequences(leader) == []
+
+
+def test_append_batches_with_pieces_of_one_batch(leader):
+    leader.stub.AppendEntries(indexed_batch("r/d/s0", [1]), timeout=5)
+
+    response = leader.stub.AppendBatches(
+        node_service_pb2.AppendBatchesRequest(
+            batches=[
+                indexed_batch("r/d/s0", [0, 1]),
+                indexed_batch("r/d/s0", [2, 3]),
+                indexed_batch("r/d/s0", [0, 1, 2, 3]),
+            ]
+        ),
+        timeout=5,
+    )
+
+    counts = [(r.count, r.duplicate_count, r.duplicate) for r in response.results]
+    assert counts == [(1, 1, False), (2, 0, False), (4, 4, True)]
+    assert sorted(query_messages(leader)) == [f"r/d/s0 {i}" for i in range(4)]

@@ -17,6 +17,7 @@ from tests.log_service.node_support import (
     configure,
     error_reason,
     has_retry_info,
+    indexed_batch,
     query_messages,
     query_sequences,
     start,
@@ -286,3 +287,63 @@ def test_overlapping_record_indexes_whole_batch(base_config, tmp_path):
         for handle in handles:
             if not handle.host.stopped:
                 handle.stop()
+
+
+def test_partial_retry_agrees_on_follower_and_after_failover(pair):
+    leader, follower = pair["leader"], pair["follower"]
+    leader.stub.AppendEntries(indexed_batch("r/d/s0", [5, 6, 7]), timeout=5)
+    retry = leader.stub.AppendEntries(
+        indexed_batch("r/d/s0", [2, 3, 5, 6, 7]), timeout=5
+    )
+    assert (retry.count, retry.duplicate_count) == (2, 3)
+    assert wait_for(lambda: follower.node.wal.last_sequence == 5)
+    leader_runs = [info.index_runs for info in leader.node.wal.records()]
+    follower_runs = [info.index_runs for info in follower.node.wal.records()]
+
+    leader.stop()
+    configure(follower, epoch=2, leader=follower, version=1)
+    after_failover = follower.stub.AppendEntries(
+        indexed_batch("r/d/s0", list(range(8)), epoch=2), timeout=5
+    )
+    again = follower.stub.AppendEntries(
+        indexed_batch("r/d/s0", list(range(8)), epoch=2), timeout=5
+    )
+
+    assert leader_runs == [(5, 3), (2, 2)]
+    assert follower_runs == leader_runs
+    assert (after_failover.count, after_failover.duplicate_count) == (3, 5)
+    assert again.duplicate
+    assert again.duplicate_count == 8
+    assert sorted(query_messages(follower)) == [f"r/d/s0 {i}" for i in range(8)]
+
+
+def test_truncated_record_keeps_indexes_of_its_head(base_config, tmp_path):
+    node = start(base_config, tmp_path, "n1")
+    try:
+        record = replicated_record(1, "r/d/s0", 10, "a")
+        record.index_runs.extend([0, 10])
+        requests = [
+            replication_service_pb2.ReplicateEntriesRequest(
+                shard=SHARD, leader="n0", leader_epoch=1, records=[record]
+            ),
+            # The next leader's log ends after the record's fourth entry.
+            replication_service_pb2.ReplicateEntriesRequest(
+                shard=SHARD, leader="n2", leader_epoch=2, truncate_after=4
+            ),
+        ]
+        replies = list(node.replication.ReplicateEntries(iter(requests), timeout=5))
+        configure(node, epoch=3, leader=node, version=1)
+
+        retry = node.stub.AppendEntries(
+            indexed_batch("r/d/s0", list(range(10)), epoch=3), timeout=5
+        )
+
+        assert [r.last_sequence for r in replies] == [10, 4]
+        assert (retry.first_sequence, retry.count) == (5, 6)
+        assert retry.duplicate_count == 4
+        assert [info.index_runs for info in node.node.wal.records()] == [
+            (0, 4),
+            (4, 6),
+        ]
+    finally:
+        node.stop()

@@ -24,6 +24,7 @@ from tests.log_service.node_support import (
     columns,
     configure,
     error_reason,
+    indexed_batch,
     query_messages,
     query_sequences,
     start,
@@ -220,3 +221,40 @@ def test_fetch_from_non_leader_fails(leader):
     assert "leader_epoch 7" in wrong_epoch.value.details()
     assert no_node.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "node" in no_node.value.details()
+
+
+def test_snapshot_carries_held_indexes(base_config, tmp_path):
+    config = base_config.replace(log_wal_segment_bytes=4096, log_fsync=False)
+    leader = start(config, tmp_path, "n0")
+    follower = None
+    try:
+        configure(leader, epoch=1, leader=leader)
+        leader.stub.AppendEntries(indexed_batch("r/d/s0", [1, 3]), timeout=5)
+        leader.stub.AppendEntries(indexed_batch("r/d/s0", [0, 1, 3, 5]), timeout=5)
+        for index in range(20):
+            append(leader, 1, f"batch-{index}", count=20)
+        # Without followers, the leader purges its log once its store has
+        # the records, so a follower added now starts from a snapshot.
+        assert wait_for(lambda: leader.node.wal.first_sequence > 5)
+
+        follower = start(config, tmp_path, "n1")
+        configure(leader, epoch=1, leader=leader, followers=[follower], version=2)
+        configure(follower, epoch=1, leader=leader, followers=[follower], version=2)
+        assert wait_for(
+            lambda: follower.node.status().shards[0].installed_snapshot_sequence > 0,
+            timeout=20,
+        )
+        leader.stop()
+        configure(follower, epoch=2, leader=follower, version=1)
+        retry = follower.stub.AppendEntries(
+            indexed_batch("r/d/s0", list(range(6)), epoch=2), timeout=5
+        )
+        stored = [m for m in query_messages(follower) if m.startswith("r/d/s0 ")]
+    finally:
+        if follower is not None:
+            follower.stop()
+        if not leader.host.stopped:
+            leader.stop()
+
+    assert (retry.count, retry.duplicate_count) == (2, 4)
+    assert sorted(stored) == [f"r/d/s0 {i}" for i in range(6)]

@@ -27,7 +27,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from splitlog.logs.v1 import logs_service_pb2 as splitlog_dot_logs_dot_v1_dot_logs__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#splitlog/logs/v1/node_service.proto\x12\x10splitlog.logs.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a#splitlog/logs/v1/logs_service.proto\"\x91\x02\n\x0c\x45ntryColumns\x12\x12\n\ntimestamps\x18\x01 \x03(\x03\x12\x1b\n\x13observed_timestamps\x18\x02 \x03(\x03\x12\x12\n\nseverities\x18\x03 \x03(\x05\x12\x10\n\x08services\x18\x04 \x03(\t\x12\r\n\x05hosts\x18\x05 \x03(\t\x12\x10\n\x08messages\x18\x06 \x03(\t\x12\x12\n\nattributes\x18\x07 \x03(\t\x12\x11\n\ttrace_ids\x18\x08 \x03(\t\x12\x10\n\x08span_ids\x18\t \x03(\t\x12\x11\n\ttruncated\x18\n \x03(\x08\x12!\n\x19\x64ropped_attributes_counts\x18\x0b \x03(\x05\x12\x1a\n\x12observed_timestamp\x18\x0c \x01(\x03\"\x8b\x01\n\tLogRecord\x12\x16\n\x0e\x66irst_sequence\x18\x01 \x01(\x03\x12\r\n\x05\x65poch\x18\x02 \x01(\x03\x12\x10\n\x08\x62\x61tch_id\x18\x03 \x01(\t\x12\x14\n\x0creceive_time\x18\x04 \x01(\x03\x12/\n\x07\x65ntries\x18\x05 \x01(\x0b\x32\x1e.splitlog.logs.v1.EntryColumns\",\n\x0e\x41ttributeMatch\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xdc\x01\n\x0b\x45ntryFilter\x12\x17\n\nstart_time\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x15\n\x08\x65nd_time\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x10\n\x08services\x18\x03 \x03(\t\x12\x12\n\nseverities\x18\x04 \x03(\x05\x12\x0f\n\x07keyword\x18\x05 \x01(\t\x12\x34\n\nattributes\x18\x06 \x03(\x0b\x32 .splitlog.logs.v1.AttributeMatch\x12\x14\n\x0cmax_sequence\x18\x07 \x01(\x03\x42\r\n\x0b_start_timeB\x0b\n\t_end_time\"2\n\x0b\x45ntryCursor\x12\x11\n\ttimestamp\x18\x01 \x01(\x03\x12\x10\n\x08sequence\x18\x02 \x01(\x03\"\x96\x01\n\x14\x41ppendEntriesRequest\x12\x13\n\x05shard\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0cleader_epoch\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x16\n\x08\x62\x61tch_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x35\n\x07\x65ntries\x18\x04 \x01(\x0b\x32\x1e.splitlog.logs.v1.EntryColumnsB\x04\xe2\x41\x01\x02\"Q\n\x15\x41ppendEntriesResponse\x12\x16\n\x0e\x66irst_sequence\x18\x01 \x01(\x03\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"U\n\x14\x41ppendBatchesRequest\x12=\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32&.splitlog.logs.v1.AppendEntriesRequestB\x04\xe2\x41\x01\x02\"Q\n\x15\x41ppendBatchesResponse\x12\x38\n\x07results\x18\x01 \x03(\x0b\x32\'.splitlog.logs.v1.AppendEntriesResponse\"\xb0\x01\n\x13QueryEntriesRequest\x12\x13\n\x05shard\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12-\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x1d.splitlog.logs.v1.EntryFilter\x12,\n\x05\x61\x66ter\x18\x03 \x01(\x0b\x32\x1d.splitlog.logs.v1.EntryCursor\x12\x12\n\ndescending\x18\x04 \x01(\x08\x12\x13\n\x05limit\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x02\"\x87\x01\n\x14QueryEntriesResponse\x12/\n\x07\x65ntries\x18\x01 \x01(\x0b\x32\x1e.splitlog.logs.v1.EntryColumns\x12\x11\n\tsequences\x18\x02 \x03(\x03\x12\x15\n\rlast_sequence\x18\x03 \x01(\x03\x12\x14\n\x0csize_limited\x18\x04 \x01(\x08\"\x8a\x01\n\x13\x43ountEntriesRequest\x12\x13\n\x05shard\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12-\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x1d.splitlog.logs.v1.EntryFilter\x12\x17\n\x0fhistogram_start\x18\x03 \x01(\x03\x12\x16\n\x0ehistogram_step\x18\x04 \x01(\x03\">\n\x0b\x42ucketCount\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\x03\x12\x10\n\x08severity\x18\x02 \x01(\x05\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\"\xbe\x01\n\x14\x43ountEntriesResponse\x12\x38\n\x0fseverity_counts\x18\x01 \x03(\x0b\x32\x1f.splitlog.logs.v1.SeverityCount\x12\x36\n\x0eservice_counts\x18\x02 \x03(\x0b\x32\x1e.splitlog.logs.v1.ServiceCount\x12\x34\n\rbucket_counts\x18\x03 \x03(\x0b\x32\x1d.splitlog.logs.v1.BucketCount\"r\n\x14\x46ollowEntriesRequest\x12\x13\n\x05shard\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12-\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x1d.splitlog.logs.v1.EntryFilter\x12\x16\n\x0e\x61\x66ter_sequence\x18\x03 \x01(\x03\"r\n\x15\x46ollowEntriesResponse\x12/\n\x07\x65ntries\x18\x01 \x01(\x0b\x32\x1e.splitlog.logs.v1.EntryColumns\x12\x11\n\tsequences\x18\x02 \x03(\x03\x12\x15\n\rlast_sequence\x18\x03 \x01(\x03\",\n\x0bShardMember\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"\xc3\x02\n\x15\x43onfigureShardRequest\x12\x13\n\x05shard\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0cleader_epoch\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x31\n\x04role\x18\x03 \x01(\x0e\x32\x1d.splitlog.logs.v1.ReplicaRoleB\x04\xe2\x41\x01\x02\x12\x33\n\x06leader\x18\x04 \x01(\x0b\x32\x1d.splitlog.logs.v1.ShardMemberB\x04\xe2\x41\x01\x02\x12.\n\x07in_sync\x18\x05 \x03(\x0b\x32\x1d.splitlog.logs.v1.ShardMember\x12\x30\n\tfollowers\x18\x06 \x03(\x0b\x32\x1d.splitlog.logs.v1.ShardMember\x12\x17\n\x0fleader_only_ack\x18\x07 \x01(\x08\x12\x16\n\x0e\x63onfig_version\x18\x08 \x01(\x03\"/\n\x16\x43onfigureShardResponse\x12\x15\n\rlast_sequence\x18\x01 \x01(\x03\"\xc2\x01\n\x15\x41pplyRetentionRequest\x12\x1c\n\x0e\x64\x65\x66\x61ult_cutoff\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12T\n\x0fservice_cutoffs\x18\x02 \x03(\x0b\x32;.splitlog.logs.v1.ApplyRetentionRequest.ServiceCutoffsEntry\x1a\x35\n\x13ServiceCutoffsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"K\n\x16\x41pplyRetentionResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\x03\x12\x1a\n\x12\x64ropped_partitions\x18\x02 \x01(\x03\x32\xba\x07\n\x0eLogNodeService\x12\x83\x01\n\rAppendEntries\x12&.splitlog.logs.v1.AppendEntriesRequest\x1a\'.splitlog.logs.v1.AppendEntriesResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/v1/node:appendEntries:\x01*\x12\x83\x01\n\rAppendBatches\x12&.splitlog.logs.v1.AppendBatchesRequest\x1a\'.splitlog.logs.v1.AppendBatchesResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/v1/node:appendBatches:\x01*\x12\x7f\n\x0cQueryEntries\x12%.splitlog.logs.v1.QueryEntriesRequest\x1a&.splitlog.logs.v1.QueryEntriesResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/v1/node:queryEntries:\x01*\x12\x7f\n\x0c\x43ountEntries\x12%.splitlog.logs.v1.CountEntriesRequest\x1a&.splitlog.logs.v1.CountEntriesResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/v1/node:countEntries:\x01*\x12\x85\x01\n\rFollowEntries\x12&.splitlog.logs.v1.FollowEntriesRequest\x1a\'.splitlog.logs.v1.FollowEntriesResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/v1/node:followEntries:\x01*0\x01\x12\x87\x01\n\x0e\x43onfigureShard\x12\'.splitlog.logs.v1.ConfigureShardRequest\x1a(.splitlog.logs.v1.ConfigureShardResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/node:configureShard:\x01*\x12\x87\x01\n\x0e\x41pplyRetention\x12\'.splitlog.logs.v1.ApplyRetentionRequest\x1a(.splitlog.logs.v1.ApplyRetentionResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/node:applyRetention:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#splitlog/logs/v1/node_service.proto\x12\x10splitlog.logs.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a#splitlog/logs/v1/logs_service.proto\"\x91\x02\n\x0c\x45ntryColumns\x12\x12\n\ntimestamps\x18\x01 \x03(\x03\x12\x1b\n\x13observed_timestamps\x18\x02 \x03(\x03\x12\x12\n\nseverities\x18\x03 \x03(\x05\x12\x10\n\x08services\x18\x04 \x03(\t\x12\r\n\x05hosts\x18\x05 \x03(\t\x12\x10\n\x08messages\x18\x06 \x03(\t\x12\x12\n\nattributes\x18\x07 \x03(\t\x12\x11\n\ttrace_ids\x18\x08 \x03(\t\x12\x10\n\x08span_ids\x18\t \x03(\t\x12\x11\n\ttruncated\x18\n \x03(\x08\x12!\n\x19\x64ropped_attributes_counts\x18\x0b \x03(\x05\x12\x1a\n\x12observed_timestamp\x18\x0c \x01(\x03\"\x9f\x01\n\tLogRecord\x12\x16\n\x0e\x66irst_sequence\x18\x01 \x01(\x03\x12\r\n\x05\x65poch\x18\x02 \x01(\x03\x12\x10\n\x08\x62\x61tch_id\x18\x03 \x01(\t\x12\x14\n\x0creceive_time\x18\x04 \x01(\x03\x12/\n\x07\x65ntries\x18\x05 \x01(\x0b\x32\x1e.splitlog.logs.v1.EntryColumns\x12\x12\n\nindex_runs\x18\x06 \x03(\x03\",\n\x0e\x41ttributeMatch\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xdc\x01\n\x0b\x45ntryFilter\x12\x17\n\nstart_time\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x15\n\x08\x65nd_time\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x10\n\x08services\x18\x03 \x03(\t\x12\x12\n\nseverities\x18\x04 \x03(\x05\x12\x0f\n\x07keyword\x18\x05 \x01(\t\x12\x34\n\nattributes\x18\x06 \x03(\x0b\x32 .splitlog.logs.v1.AttributeMatch\x12\x14\n\x0cmax_sequence\x18\x07 \x01(\x03\x42\r\n\x0b_start_timeB\x0b\n\t_end_time\"2\n\x0b\x45ntryCursor\x12\x11\n\ttimestamp\x18\x01 \x01(\x03\x12\x10\n\x08sequence\x18\x02 \x01(\x03\"\xaa\x01\n\x14\x41ppendEntriesRequest\x12\x13\n\x05shard\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0cleader_epoch\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x16\n\x08\x62\x61tch_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x35\n\x07\x65ntries\x18\x04 \x01(\x0b\x32\x1e.splitlog.logs.v1.EntryColumnsB\x04\xe2\x41\x01\x02\x12\x12\n\nindex_runs\x18\x05 \x03(\x03\"j\n\x15\x41ppendEntriesResponse\x12\x16\n\x0e\x66irst_sequence\x18\x01 \x01(\x03\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x17\n\x0f\x64uplicate_count\x18\x04 \x01(\x03\"U\n\x14\x41ppendBatchesRequest\x12=\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32&.splitlog.logs.v1.AppendEntriesRequestB\x04\xe2\x41\x01\x02\"Q\n\x15\x41ppendBatchesResponse\x12\x38\n\x07results\x18\x01 \x03(\x0b\x32\'.splitlog.logs.v1.AppendEntriesResponse\"\xb0\x01\n\x13QueryEntriesRequest\x12\x13\n\x05shard\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12-\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x1d.splitlog.logs.v1.EntryFilter\x12,\n\x05\x61\x66ter\x18\x03 \x01(\x0b\x32\x1d.splitlog.logs.v1.EntryCursor\x12\x12\n\ndescending\x18\x04 \x01(\x08\x12\x13\n\x05limit\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x02\"\x87\x01\n\x14QueryEntriesResponse\x12/\n\x07\x65ntries\x18\x01 \x01(\x0b\x32\x1e.splitlog.logs.v1.EntryColumns\x12\x11\n\tsequences\x18\x02 \x03(\x03\x12\x15\n\rlast_sequence\x18\x03 \x01(\x03\x12\x14\n\x0csize_limited\x18\x04 \x01(\x08\"\x8a\x01\n\x13\x43ountEntriesRequest\x12\x13\n\x05shard\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12-\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x1d.splitlog.logs.v1.EntryFilter\x12\x17\n\x0fhistogram_start\x18\x03 \x01(\x03\x12\x16\n\x0ehistogram_step\x18\x04 \x01(\x03\">\n\x0b\x42ucketCount\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\x03\x12\x10\n\x08severity\x18\x02 \x01(\x05\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\"\xbe\x01\n\x14\x43ountEntriesResponse\x12\x38\n\x0fseverity_counts\x18\x01 \x03(\x0b\x32\x1f.splitlog.logs.v1.SeverityCount\x12\x36\n\x0eservice_counts\x18\x02 \x03(\x0b\x32\x1e.splitlog.logs.v1.ServiceCount\x12\x34\n\rbucket_counts\x18\x03 \x03(\x0b\x32\x1d.splitlog.logs.v1.BucketCount\"r\n\x14\x46ollowEntriesRequest\x12\x13\n\x05shard\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12-\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x1d.splitlog.logs.v1.EntryFilter\x12\x16\n\x0e\x61\x66ter_sequence\x18\x03 \x01(\x03\"r\n\x15\x46ollowEntriesResponse\x12/\n\x07\x65ntries\x18\x01 \x01(\x0b\x32\x1e.splitlog.logs.v1.EntryColumns\x12\x11\n\tsequences\x18\x02 \x03(\x03\x12\x15\n\rlast_sequence\x18\x03 \x01(\x03\",\n\x0bShardMember\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"\xc3\x02\n\x15\x43onfigureShardRequest\x12\x13\n\x05shard\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0cleader_epoch\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x31\n\x04role\x18\x03 \x01(\x0e\x32\x1d.splitlog.logs.v1.ReplicaRoleB\x04\xe2\x41\x01\x02\x12\x33\n\x06leader\x18\x04 \x01(\x0b\x32\x1d.splitlog.logs.v1.ShardMemberB\x04\xe2\x41\x01\x02\x12.\n\x07in_sync\x18\x05 \x03(\x0b\x32\x1d.splitlog.logs.v1.ShardMember\x12\x30\n\tfollowers\x18\x06 \x03(\x0b\x32\x1d.splitlog.logs.v1.ShardMember\x12\x17\n\x0fleader_only_ack\x18\x07 \x01(\x08\x12\x16\n\x0e\x63onfig_version\x18\x08 \x01(\x03\"/\n\x16\x43onfigureShardResponse\x12\x15\n\rlast_sequence\x18\x01 \x01(\x03\"\xc2\x01\n\x15\x41pplyRetentionRequest\x12\x1c\n\x0e\x64\x65\x66\x61ult_cutoff\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12T\n\x0fservice_cutoffs\x18\x02 \x03(\x0b\x32;.splitlog.logs.v1.ApplyRetentionRequest.ServiceCutoffsEntry\x1a\x35\n\x13ServiceCutoffsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"K\n\x16\x41pplyRetentionResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\x03\x12\x1a\n\x12\x64ropped_partitions\x18\x02 \x01(\x03\x32\xba\x07\n\x0eLogNodeService\x12\x83\x01\n\rAppendEntries\x12&.splitlog.logs.v1.AppendEntriesRequest\x1a\'.splitlog.logs.v1.AppendEntriesResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/v1/node:appendEntries:\x01*\x12\x83\x01\n\rAppendBatches\x12&.splitlog.logs.v1.AppendBatchesRequest\x1a\'.splitlog.logs.v1.AppendBatchesResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/v1/node:appendBatches:\x01*\x12\x7f\n\x0cQueryEntries\x12%.splitlog.logs.v1.QueryEntriesRequest\x1a&.splitlog.logs.v1.QueryEntriesResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/v1/node:queryEntries:\x01*\x12\x7f\n\x0c\x43ountEntries\x12%.splitlog.logs.v1.CountEntriesRequest\x1a&.splitlog.logs.v1.CountEntriesResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/v1/node:countEntries:\x01*\x12\x85\x01\n\rFollowEntries\x12&.splitlog.logs.v1.FollowEntriesRequest\x1a\'.splitlog.logs.v1.FollowEntriesResponse\"!\x82\xd3\xe4\x93\x02\x1b\"\x16/v1/node:followEntries:\x01*0\x01\x12\x87\x01\n\x0e\x43onfigureShard\x12\'.splitlog.logs.v1.ConfigureShardRequest\x1a(.splitlog.logs.v1.ConfigureShardResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/node:configureShard:\x01*\x12\x87\x01\n\x0e\x41pplyRetention\x12\'.splitlog.logs.v1.ApplyRetentionRequest\x1a(.splitlog.logs.v1.ApplyRetentionResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/node:applyRetention:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -81,47 +81,47 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENTRYCOLUMNS']._serialized_start=158
   _globals['_ENTRYCOLUMNS']._serialized_end=431
   _globals['_LOGRECORD']._serialized_start=434
-  _globals['_LOGRECORD']._serialized_end=573
-  _globals['_ATTRIBUTEMATCH']._serialized_start=575
-  _globals['_ATTRIBUTEMATCH']._serialized_end=619
-  _globals['_ENTRYFILTER']._serialized_start=622
-  _globals['_ENTRYFILTER']._serialized_end=842
-  _globals['_ENTRYCURSOR']._serialized_start=844
-  _globals['_ENTRYCURSOR']._serialized_end=894
-  _globals['_APPENDENTRIESREQUEST']._serialized_start=897
-  _globals['_APPENDENTRIESREQUEST']._serialized_end=1047
-  _globals['_APPENDENTRIESRESPONSE']._serialized_start=1049
-  _globals['_APPENDENTRIESRESPONSE']._serialized_end=1130
-  _globals['_APPENDBATCHESREQUEST']._serialized_start=1132
-  _globals['_APPENDBATCHESREQUEST']._serialized_end=1217
-  _globals['_APPENDBATCHESRESPONSE']._serialized_start=1219
-  _globals['_APPENDBATCHESRESPONSE']._serialized_end=1300
-  _globals['_QUERYENTRIESREQUEST']._serialized_start=1303
-  _globals['_QUERYENTRIESREQUEST']._serialized_end=1479
-  _globals['_QUERYENTRIESRESPONSE']._serialized_start=1482
-  _globals['_QUERYENTRIESRESPONSE']._serialized_end=1617
-  _globals['_COUNTENTRIESREQUEST']._serialized_start=1620
-  _globals['_COUNTENTRIESREQUEST']._serialized_end=1758
-  _globals['_BUCKETCOUNT']._serialized_start=1760
-  _globals['_BUCKETCOUNT']._serialized_end=1822
-  _globals['_COUNTENTRIESRESPONSE']._serialized_start=1825
-  _globals['_COUNTENTRIESRESPONSE']._serialized_end=2015
-  _globals['_FOLLOWENTRIESREQUEST']._serialized_start=2017
-  _globals['_FOLLOWENTRIESREQUEST']._serialized_end=2131
-  _globals['_FOLLOWENTRIESRESPONSE']._serialized_start=2133
-  _globals['_FOLLOWENTRIESRESPONSE']._serialized_end=2247
-  _globals['_SHARDMEMBER']._serialized_start=2249
-  _globals['_SHARDMEMBER']._serialized_end=2293
-  _globals['_CONFIGURESHARDREQUEST']._serialized_start=2296
-  _globals['_CONFIGURESHARDREQUEST']._serialized_end=2619
-  _globals['_CONFIGURESHARDRESPONSE']._serialized_start=2621
-  _globals['_CONFIGURESHARDRESPONSE']._serialized_end=2668
-  _globals['_APPLYRETENTIONREQUEST']._serialized_start=2671
-  _globals['_APPLYRETENTIONREQUEST']._serialized_end=2865
-  _globals['_APPLYRETENTIONREQUEST_SERVICECUTOFFSENTRY']._serialized_start=2812
-  _globals['_APPLYRETENTIONREQUEST_SERVICECUTOFFSENTRY']._serialized_end=2865
-  _globals['_APPLYRETENTIONRESPONSE']._serialized_start=2867
-  _globals['_APPLYRETENTIONRESPONSE']._serialized_end=2942
-  _globals['_LOGNODESERVICE']._serialized_start=2945
-  _globals['_LOGNODESERVICE']._serialized_end=3899
+  _globals['_LOGRECORD']._serialized_end=593
+  _globals['_ATTRIBUTEMATCH']._serialized_start=595
+  _globals['_ATTRIBUTEMATCH']._serialized_end=639
+  _globals['_ENTRYFILTER']._serialized_start=642
+  _globals['_ENTRYFILTER']._serialized_end=862
+  _globals['_ENTRYCURSOR']._serialized_start=864
+  _globals['_ENTRYCURSOR']._serialized_end=914
+  _globals['_APPENDENTRIESREQUEST']._serialized_start=917
+  _globals['_APPENDENTRIESREQUEST']._serialized_end=1087
+  _globals['_APPENDENTRIESRESPONSE']._serialized_start=1089
+  _globals['_APPENDENTRIESRESPONSE']._serialized_end=1195
+  _globals['_APPENDBATCHESREQUEST']._serialized_start=1197
+  _globals['_APPENDBATCHESREQUEST']._serialized_end=1282
+  _globals['_APPENDBATCHESRESPONSE']._serialized_start=1284
+  _globals['_APPENDBATCHESRESPONSE']._serialized_end=1365
+  _globals['_QUERYENTRIESREQUEST']._serialized_start=1368
+  _globals['_QUERYENTRIESREQUEST']._serialized_end=1544
+  _globals['_QUERYENTRIESRESPONSE']._serialized_start=1547
+  _globals['_QUERYENTRIESRESPONSE']._serialized_end=1682
+  _globals['_COUNTENTRIESREQUEST']._serialized_start=1685
+  _globals['_COUNTENTRIESREQUEST']._serialized_end=1823
+  _globals['_BUCKETCOUNT']._serialized_start=1825
+  _globals['_BUCKETCOUNT']._serialized_end=1887
+  _globals['_COUNTENTRIESRESPONSE']._serialized_start=1890
+  _globals['_COUNTENTRIESRESPONSE']._serialized_end=2080
+  _globals['_FOLLOWENTRIESREQUEST']._serialized_start=2082
+  _globals['_FOLLOWENTRIESREQUEST']._serialized_end=2196
+  _globals['_FOLLOWENTRIESRESPONSE']._serialized_start=2198
+  _globals['_FOLLOWENTRIESRESPONSE']._serialized_end=2312
+  _globals['_SHARDMEMBER']._serialized_start=2314
+  _globals['_SHARDMEMBER']._serialized_end=2358
+  _globals['_CONFIGURESHARDREQUEST']._serialized_start=2361
+  _globals['_CONFIGURESHARDREQUEST']._serialized_end=2684
+  _globals['_CONFIGURESHARDRESPONSE']._serialized_start=2686
+  _globals['_CONFIGURESHARDRESPONSE']._serialized_end=2733
+  _globals['_APPLYRETENTIONREQUEST']._serialized_start=2736
+  _globals['_APPLYRETENTIONREQUEST']._serialized_end=2930
+  _globals['_APPLYRETENTIONREQUEST_SERVICECUTOFFSENTRY']._serialized_start=2877
+  _globals['_APPLYRETENTIONREQUEST_SERVICECUTOFFSENTRY']._serialized_end=2930
+  _globals['_APPLYRETENTIONRESPONSE']._serialized_start=2932
+  _globals['_APPLYRETENTIONRESPONSE']._serialized_end=3007
+  _globals['_LOGNODESERVICE']._serialized_start=3010
+  _globals['_LOGNODESERVICE']._serialized_end=3964
 # @@protoc_insertion_point(module_scope)

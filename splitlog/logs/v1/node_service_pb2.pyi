@@ -38,18 +38,20 @@ class EntryColumns(_message.Message):
     def __init__(self, timestamps: _Optional[_Iterable[int]] = ..., observed_timestamps: _Optional[_Iterable[int]] = ..., severities: _Optional[_Iterable[int]] = ..., services: _Optional[_Iterable[str]] = ..., hosts: _Optional[_Iterable[str]] = ..., messages: _Optional[_Iterable[str]] = ..., attributes: _Optional[_Iterable[str]] = ..., trace_ids: _Optional[_Iterable[str]] = ..., span_ids: _Optional[_Iterable[str]] = ..., truncated: _Optional[_Iterable[bool]] = ..., dropped_attributes_counts: _Optional[_Iterable[int]] = ..., observed_timestamp: _Optional[int] = ...) -> None: ...
 
 class LogRecord(_message.Message):
-    __slots__ = ("first_sequence", "epoch", "batch_id", "receive_time", "entries")
+    __slots__ = ("first_sequence", "epoch", "batch_id", "receive_time", "entries", "index_runs")
     FIRST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     RECEIVE_TIME_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    INDEX_RUNS_FIELD_NUMBER: _ClassVar[int]
     first_sequence: int
     epoch: int
     batch_id: str
     receive_time: int
     entries: EntryColumns
-    def __init__(self, first_sequence: _Optional[int] = ..., epoch: _Optional[int] = ..., batch_id: _Optional[str] = ..., receive_time: _Optional[int] = ..., entries: _Optional[_Union[EntryColumns, _Mapping]] = ...) -> None: ...
+    index_runs: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, first_sequence: _Optional[int] = ..., epoch: _Optional[int] = ..., batch_id: _Optional[str] = ..., receive_time: _Optional[int] = ..., entries: _Optional[_Union[EntryColumns, _Mapping]] = ..., index_runs: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class AttributeMatch(_message.Message):
     __slots__ = ("key", "value")
@@ -86,26 +88,30 @@ class EntryCursor(_message.Message):
     def __init__(self, timestamp: _Optional[int] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class AppendEntriesRequest(_message.Message):
-    __slots__ = ("shard", "leader_epoch", "batch_id", "entries")
+    __slots__ = ("shard", "leader_epoch", "batch_id", "entries", "index_runs")
     SHARD_FIELD_NUMBER: _ClassVar[int]
     LEADER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    INDEX_RUNS_FIELD_NUMBER: _ClassVar[int]
     shard: str
     leader_epoch: int
     batch_id: str
     entries: EntryColumns
-    def __init__(self, shard: _Optional[str] = ..., leader_epoch: _Optional[int] = ..., batch_id: _Optional[str] = ..., entries: _Optional[_Union[EntryColumns, _Mapping]] = ...) -> None: ...
+    index_runs: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, shard: _Optional[str] = ..., leader_epoch: _Optional[int] = ..., batch_id: _Optional[str] = ..., entries: _Optional[_Union[EntryColumns, _Mapping]] = ..., index_runs: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class AppendEntriesResponse(_message.Message):
-    __slots__ = ("first_sequence", "count", "duplicate")
+    __slots__ = ("first_sequence", "count", "duplicate", "duplicate_count")
     FIRST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_COUNT_FIELD_NUMBER: _ClassVar[int]
     first_sequence: int
     count: int
     duplicate: bool
-    def __init__(self, first_sequence: _Optional[int] = ..., count: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+    duplicate_count: int
+    def __init__(self, first_sequence: _Optional[int] = ..., count: _Optional[int] = ..., duplicate: _Optional[bool] = ..., duplicate_count: _Optional[int] = ...) -> None: ...
 
 class AppendBatchesRequest(_message.Message):
     __slots__ = ("batches",)

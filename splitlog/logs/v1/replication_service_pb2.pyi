@@ -120,14 +120,16 @@ class SnapshotBatches(_message.Message):
     def __init__(self, batches: _Optional[_Iterable[_Union[SnapshotBatch, _Mapping]]] = ...) -> None: ...
 
 class SnapshotBatch(_message.Message):
-    __slots__ = ("batch_id", "first_sequence", "count")
+    __slots__ = ("batch_id", "first_sequence", "count", "index_runs")
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     FIRST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    INDEX_RUNS_FIELD_NUMBER: _ClassVar[int]
     batch_id: str
     first_sequence: int
     count: int
-    def __init__(self, batch_id: _Optional[str] = ..., first_sequence: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
+    index_runs: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, batch_id: _Optional[str] = ..., first_sequence: _Optional[int] = ..., count: _Optional[int] = ..., index_runs: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SnapshotTrailer(_message.Message):
     __slots__ = ("entry_count", "batch_count", "crc32")
