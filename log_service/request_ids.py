@@ -1,9 +1,10 @@
 """Request ids of recent log writes, with a digest of each write's request.
 
-A write with a request id that was already used is stored once: the nodes
-find its batch ids and return the first write's sequences. That is right
-for a retry, but a client that reuses an id for other entries must not get
-a success response while nothing new is stored. The router therefore keeps
+A write with a request id that was already used is stored once, because
+the nodes find its batch ids and store only the entries that they do not
+hold under them yet. That is right for a retry, but a client that reuses
+an id for other entries must not get a success response while nothing new
+is stored. The router therefore keeps
 a blake2b digest of each request under its id and rejects a request whose
 digest differs, before any of its entries reach a shard.
 """

@@ -2,7 +2,8 @@
 
 A write is checked and normalised (`streams.normalize_write`), its valid
 entries are grouped by shard, and each group goes to its shard leader in
-parallel, under the batch id `<request_id>/<shard>`: alone with
+parallel, under the batch id `<request_id>/<digest>/<shard>` and with the
+index of each entry in the request (`index_runs`): alone with
 `AppendEntries`, or with the groups of other writes in one `AppendBatches`
 when calls to that shard are already running (`_ShardQueue`). No request
 to a node exceeds `clients.routed_message_bytes`: a group too large for one
@@ -10,7 +11,9 @@ is split, and an entry too large on its own is rejected (`TOO_LARGE`). A
 leader that has moved on (UNAVAILABLE) makes the router refresh the shard's
 route from the coordinator and retry once. A shard that still fails fails
 the whole call with UNAVAILABLE and a RetryInfo detail. The groups stored on
-other shards stay, and a retry with the same request id stores them once.
+other shards stay, and a retry with the same request id stores each entry
+once, because the nodes store only the entries whose indexes they have not
+stored under the batch id yet, and count the others as duplicates.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from log_service.clients import (
     routed_message_bytes,
 )
 from log_service.coordinator import Coordinator
+from log_service.index_runs import join_runs, runs_of, slice_runs
 from log_service.ingest_counters import IngestCounters
 from log_service.model import (
     MAX_BATCH_ENTRIES_KEY,
@@ -104,6 +108,9 @@ _TIMESTAMP = ROW_FIELDS.index("timestamps")
 _SERVICE = ROW_FIELDS.index("services")
 
 
+# Bytes of the index runs of a single entry in an AppendEntriesRequest, at
+# most: the packed field's key and length, and two varints.
+_ONE_RUN_BYTES = 2 + 2 * 10
 # Bytes that a part gains in a call besides its serialized request: the
 # leader epoch (a key and a varint of up to 10 bytes), and in AppendBatches
 # the key and length of the part's item (up to 6 bytes).
@@ -126,7 +133,8 @@ class WrittenBatch:
     """A stored batch and how many of its valid entries were duplicates.
 
     `duplicate_count` counts the entries that the shards already held under
-    the batch's ids from an earlier write, so this write did not store them.
+    the batch's ids and request indexes from an earlier write, so this write
+    did not store them.
     """
 
     batch: NormalizedBatch
@@ -138,10 +146,10 @@ class _ShardPart:
     """The entries of one write for one shard, and the outcome of sending them.
 
     `request` is the serialized AppendEntriesRequest without `leader_epoch`,
-    which the call adds once the shard's route is known. `duplicate` is the
-    node's answer that it already held the batch id. `resent` marks a part
-    whose earlier call of the same write failed, which the node may still
-    have stored.
+    which the call adds once the shard's route is known. `duplicate_count`
+    is the number of its entries that the node reported as already stored.
+    `resent` marks a part whose earlier call of the same write failed, which
+    the node may still have stored.
     """
 
     shard: str
@@ -152,7 +160,7 @@ class _ShardPart:
     wake: threading.Event
     error: str = ""
     done: bool = False
-    duplicate: bool = False
+    duplicate_count: int = 0
     resent: bool = False
 
     @property
@@ -324,7 +332,7 @@ def _finish_stored(
     response: node_service_pb2.AppendEntriesResponse
     | node_service_pb2.AppendBatchesResponse,
 ) -> None:
-    """Finish the parts of a call that succeeded, noting which were duplicates.
+    """Finish the parts of a call that succeeded, noting their duplicates.
 
     A one-part call returns an AppendEntriesResponse. A call of several parts
     returns an AppendBatchesResponse with one result per part, in order.
@@ -335,7 +343,12 @@ def _finish_stored(
         results = [response]
     if len(results) == len(group):
         for part, result in zip(group, results, strict=True):
-            part.duplicate = result.duplicate
+            # A node of an earlier version reports a whole duplicate batch
+            # with `duplicate` alone.
+            duplicates = result.duplicate_count or (
+                part.count if result.duplicate else 0
+            )
+            part.duplicate_count = min(duplicates, part.count)
     else:
         # The entries are stored either way, so they count as accepted.
         _LOGGER.error(
@@ -360,9 +373,16 @@ def _finish_call(part: _ShardPart, call: grpc.Future) -> None:
 _Segments = list["list[tuple] | ColumnBlock"]
 
 
-def _serialized_request(shard: str, batch_id: str, segments: _Segments) -> bytes:
-    """Serialize an AppendEntriesRequest of `segments`, without `leader_epoch`."""
-    request = node_service_pb2.AppendEntriesRequest(shard=shard, batch_id=batch_id)
+def _serialized_request(
+    shard: str, batch_id: str, segments: _Segments, runs: list[int]
+) -> bytes:
+    """Serialize an AppendEntriesRequest of `segments`, without `leader_epoch`.
+
+    `runs` are the request indexes of the entries (`log_service.index_runs`).
+    """
+    request = node_service_pb2.AppendEntriesRequest(
+        shard=shard, batch_id=batch_id, index_runs=runs
+    )
     # Filled in place: passing the columns to the constructor would copy
     # every value once more.
     fill_columns(segments, request.entries)
@@ -478,9 +498,13 @@ class Writer:
         )
         # The digest is part of the nodes' batch ids, so a reused request id
         # with other entries can never be taken for a retry of the first
-        # write, even after the router has forgotten the id.
+        # write, even after the router has forgotten the id. The parts carry
+        # each entry's index in the request, so a retry stores the entries
+        # that the first write did not, such as those it rejected.
         base_id = f"{request_id}/{digest.hex()}" if request_id and digest else ""
-        duplicates = self.store(batch, base_id or request_id, context, receive_ns)
+        duplicates = self.store(
+            batch, base_id or request_id, context, receive_ns, first_index
+        )
         return WrittenBatch(batch, duplicates)
 
     def checked_digest(self, request) -> bytes:
@@ -523,13 +547,19 @@ class Writer:
         """Return the bytes one stream entry may take to stay in its block.
 
         An entry of a block must fit alone in a request to its node, beside
-        the shard and batch id (`<request_id>/<digest>/<shard>/<offset>`).
-        `streams.ENTRY_OVERHEAD_BYTES` covers the entry's own framing.
+        the shard, the batch id (`<request_id>/<digest>/<shard>`) and the
+        entry's index run. `streams.ENTRY_OVERHEAD_BYTES` covers the entry's
+        own framing.
         """
         shard_bytes = max(map(len, self._sharder.shards_for_query((), None, None)))
         batch_id_bytes = len(request_id.encode()) + 2 * shard_bytes + 64
         # The shard and the batch id each come with a tag and a length.
-        return self._max_request_bytes - _PART_FRAMING_BYTES - 2 * batch_id_bytes
+        return (
+            self._max_request_bytes
+            - _PART_FRAMING_BYTES
+            - 2 * batch_id_bytes
+            - _ONE_RUN_BYTES
+        )
 
     def store(
         self,
@@ -537,15 +567,19 @@ class Writer:
         base_id: str,
         context: grpc.ServicerContext,
         receive_ns: int,
+        first_index: int = 0,
     ) -> int:
         """Send a normalised batch to its shards and count the outcome.
 
         `base_id` starts the batch ids of the parts; an empty one is replaced
-        by a random id. An entry too large for a request to a node on its own
-        moves from `batch.rows` to `batch.rejections` first. Returns the
-        number of entries that the shards already held (`_stored_counts`).
+        by a random id. `first_index` is the index of the request's first
+        entry in `batch`, so that the parts carry indexes counted from 0
+        within the request. An entry too large for a request to a node on
+        its own moves from `batch.rows` to `batch.rejections` first. Returns
+        the number of entries that the shards already held
+        (`_stored_counts`).
         """
-        parts = self._parts(batch, base_id or uuid.uuid4().hex)
+        parts = self._parts(batch, base_id or uuid.uuid4().hex, first_index)
         rejected = Counter(rejection.reason for rejection in batch.rejections)
         try:
             self._append(parts, context)
@@ -567,55 +601,73 @@ class Writer:
         )
         return duplicates
 
-    def _parts(self, batch: NormalizedBatch, base_id: str) -> list[_ShardPart]:
+    def _parts(
+        self, batch: NormalizedBatch, base_id: str, first_index: int
+    ) -> list[_ShardPart]:
         """Group the entries by shard and serialize one request per shard.
 
-        A shard's request over the size limit is split into requests under
-        the batch ids `<base_id>/<shard>/<first entry>`. The split depends
-        only on the entries, so a retried write gets the same batch ids.
+        Each shard's request has the batch id `<base_id>/<shard>` and the
+        runs of its entries' indexes in the request (their `batch` index
+        minus `first_index`). A request over the size limit is split
+        (`_split`).
         """
         by_shard: defaultdict[str, _Segments] = defaultdict(list)
+        runs_by_shard: defaultdict[str, list[int]] = defaultdict(list)
         rows = batch.rows
+        indexes = batch.indexes
         start = 0
         for block in batch.blocks:
-            for shard, shard_rows in self._rows_by_shard(
-                rows[start : block.row_position]
+            stop = block.row_position
+            for shard, (shard_rows, shard_indexes) in self._rows_by_shard(
+                rows[start:stop], indexes[start:stop]
             ).items():
                 by_shard[shard].append(shard_rows)
-            start = block.row_position
-            runs = self._sharder.shard_runs(block.service, block.timestamps)
-            if len(runs) == 1:
-                by_shard[runs[0][0]].append(block)
+                join_runs(runs_by_shard[shard], runs_of(shard_indexes, first_index))
+            start = stop
+            shard_runs = self._sharder.shard_runs(block.service, block.timestamps)
+            if len(shard_runs) == 1:
+                pieces = [(shard_runs[0][0], block)]
             else:
-                for shard, run_start, run_stop in runs:
-                    by_shard[shard].append(block.slice(run_start, run_stop))
+                pieces = [
+                    (shard, block.slice(run_start, run_stop))
+                    for shard, run_start, run_stop in shard_runs
+                ]
+            for shard, piece in pieces:
+                by_shard[shard].append(piece)
+                join_runs(
+                    runs_by_shard[shard], (piece.first_index - first_index, len(piece))
+                )
         tail = rows[start:] if start else rows
-        for shard, shard_rows in self._rows_by_shard(tail).items():
+        tail_indexes = indexes[start:] if start else indexes
+        for shard, (shard_rows, shard_indexes) in self._rows_by_shard(
+            tail, tail_indexes
+        ).items():
             by_shard[shard].append(shard_rows)
+            join_runs(runs_by_shard[shard], runs_of(shard_indexes, first_index))
         wake = threading.Event()
         parts = []
         for shard, segments in by_shard.items():
             batch_id = f"{base_id}/{shard}"
             count = sum(map(len, segments))
-            request = _serialized_request(shard, batch_id, segments)
-            if len(request) + _PART_FRAMING_BYTES <= self._max_request_bytes:
-                pieces = [(batch_id, request, count)]
-            else:
-                pieces = list(self._split(batch, shard, batch_id, segments, 0, count))
+            pieces = self._split(
+                batch, shard, batch_id, segments, runs_by_shard[shard], count
+            )
             parts += [
-                _ShardPart(shard, piece_id, piece, count, 0.0, wake)
-                for piece_id, piece, count in pieces
+                _ShardPart(shard, batch_id, piece, piece_count, 0.0, wake)
+                for piece, piece_count in pieces
             ]
         return parts
 
-    def _rows_by_shard(self, rows: list[tuple]) -> dict[str, list[tuple]]:
-        """Group rows by shard, keeping their order within each shard."""
+    def _rows_by_shard(
+        self, rows: list[tuple], indexes: list[int]
+    ) -> dict[str, tuple[list[tuple], list[int]]]:
+        """Group rows and their indexes by shard, keeping their order."""
         by_shard: defaultdict[str, list[tuple]] = defaultdict(list)
         shard_for = self._sharder.shard_for
+        shard_of: dict[str, str] = {}
         if isinstance(self._sharder, ServiceRing):
             # The shard depends on the service alone, so each distinct service
             # is looked up once.
-            shard_of: dict[str, str] = {}
             for row in rows:
                 service = row[_SERVICE]
                 shard = shard_of.get(service)
@@ -625,7 +677,20 @@ class Writer:
         else:
             for row in rows:
                 by_shard[shard_for(row[_SERVICE], row[_TIMESTAMP])].append(row)
-        return by_shard
+        if len(by_shard) == 1:
+            # Every row goes to one shard, the common case.
+            ((shard, shard_rows),) = by_shard.items()
+            return {shard: (shard_rows, indexes)}
+        indexes_by_shard: defaultdict[str, list[int]] = defaultdict(list)
+        for row, index in zip(rows, indexes, strict=True):
+            shard = shard_of.get(row[_SERVICE]) or shard_for(
+                row[_SERVICE], row[_TIMESTAMP]
+            )
+            indexes_by_shard[shard].append(index)
+        return {
+            shard: (shard_rows, indexes_by_shard[shard])
+            for shard, shard_rows in by_shard.items()
+        }
 
     def _split(
         self,
@@ -633,20 +698,22 @@ class Writer:
         shard: str,
         batch_id: str,
         segments: _Segments,
-        offset: int,
+        runs: list[int],
         count: int,
-    ) -> Iterator[tuple[str, bytes, int]]:
-        """Yield requests of `count` entries in halves until each fits.
+    ) -> Iterator[tuple[bytes, int]]:
+        """Yield requests of `count` entries, in halves until each fits.
 
-        A lone row still too large is rejected. A lone entry of a block
-        always fits, because a stream becomes a block only when each of its
-        entries fits (`Writer._block_entry_bytes`).
+        Each request is yielded with its number of entries. The halves keep
+        the batch id, each with the index runs of its own entries, so a
+        retry whose entries split otherwise still stores each entry once. A
+        lone row still too large is rejected. A lone entry of a block always
+        fits, because a stream becomes a block only when each of its entries
+        fits (`Writer._block_entry_bytes`).
         """
-        piece_id = f"{batch_id}/{offset}"
-        request = _serialized_request(shard, piece_id, segments)
+        request = _serialized_request(shard, batch_id, segments, runs)
         size = len(request) + _PART_FRAMING_BYTES
         if size <= self._max_request_bytes:
-            yield piece_id, request, count
+            yield request, count
         elif count == 1:
             (segment,) = segments
             if isinstance(segment, ColumnBlock):
@@ -662,7 +729,7 @@ class Writer:
                 shard,
                 batch_id,
                 _segment_slice(segments, 0, middle),
-                offset,
+                slice_runs(runs, 0, middle),
                 middle,
             )
             yield from self._split(
@@ -670,7 +737,7 @@ class Writer:
                 shard,
                 batch_id,
                 _segment_slice(segments, middle, count),
-                offset + middle,
+                slice_runs(runs, middle, count),
                 count - middle,
             )
 
@@ -710,7 +777,7 @@ class Writer:
             part.resent = part.resent or bool(part.error)
             part.error = ""
             part.done = False
-            part.duplicate = False
+            part.duplicate_count = 0
             part.deadline = deadline
             self._queue(part.shard).submit(part)
         wake = parts[0].wake
@@ -746,20 +813,21 @@ class Writer:
 
 
 def _stored_counts(parts: list[_ShardPart]) -> tuple[int, int]:
-    """Return the entries newly stored and those of duplicate parts.
+    """Return the entries newly stored and those the shards already held.
 
-    A part that a node reports as a duplicate only after an earlier call of
-    this write failed counts as newly stored, because that failed call most
-    likely stored it. Failed parts count in neither.
+    The duplicates of a part that a node reports only after an earlier call
+    of this write failed count as newly stored, because that failed call
+    most likely stored them. Failed parts count in neither.
     """
     accepted = duplicates = 0
     for part in parts:
         if part.error or not part.done:
             continue
-        if part.duplicate and not part.resent:
-            duplicates += part.count
-        else:
+        if part.resent:
             accepted += part.count
+        else:
+            duplicates += part.duplicate_count
+            accepted += part.count - part.duplicate_count
     return accepted, duplicates
 
 

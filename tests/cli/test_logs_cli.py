@@ -594,6 +594,41 @@ def test_ship_rerun_reports_duplicates(live, tmp_path, capsys):
     assert "rejected 1 of 7 entries" in second[2]
 
 
+def test_ship_rerun_after_retention_raised(live, tmp_path, capsys):
+    ten_days = 10 * 24 * 3600
+    lines = [f"{line_time(ten_days - i)} INFO old {i}" for i in range(5)]
+    lines += [f"{line_time(600 - i)} INFO new {i}" for i in range(5)]
+    path = write_log(tmp_path, *lines)
+    command = ["logs", "ship", str(path), "--service", "ship-raised"]
+
+    first = run(capsys, live.address, *command)
+    raised = run(
+        capsys, live.address, "logs", "retention", "set",
+        "--service", "ship-raised=30d",
+    )  # fmt: skip
+    second = run(capsys, live.address, *command)
+    third = run(capsys, live.address, *command)
+    stored = list_all(live.stub, services=["ship-raised"], order_by="timestamp")
+
+    assert first[0] == 3, first[2]
+    assert re.search(r"^stored: +5$", first[1], re.M), first[1]
+    assert re.search(r"^rejected: +5$", first[1], re.M), first[1]
+    assert raised[0] == 0, raised[2]
+    # The rerun stores the old lines that the raised retention now lets in,
+    # and reports only the others as already stored.
+    assert second[0] == 0, second[2]
+    assert re.search(r"^stored: +5$", second[1], re.M), second[1]
+    assert re.search(r"^already stored: +5$", second[1], re.M), second[1]
+    assert re.search(r"^rejected: +0$", second[1], re.M), second[1]
+    assert third[0] == 0, third[2]
+    assert re.search(r"^stored: +0$", third[1], re.M), third[1]
+    assert re.search(r"^already stored: +10$", third[1], re.M), third[1]
+    assert [entry.message.split("INFO ")[1] for entry in stored] == [
+        *[f"old {i}" for i in range(5)],
+        *[f"new {i}" for i in range(5)],
+    ]
+
+
 def test_ship_rerun_table_counts_duplicates(live, tmp_path, capsys):
     lines = [f"{line_time(60)} INFO line {i}" for i in range(4)]
     path = write_log(tmp_path, *lines)

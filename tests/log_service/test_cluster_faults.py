@@ -17,6 +17,7 @@ import time
 
 import grpc
 import pytest
+from google.protobuf import timestamp_pb2
 
 from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
 from tests.log_service.cluster_support import (
@@ -464,4 +465,85 @@ def test_tail_follows_promoted_leader(make_cluster):
     # not wait for the channel's keepalive to fail the connection.
     assert (
         "the coordinator named" in router_log or "no message arrived for" in router_log
+    )
+
+
+def timestamp_at(ns: int) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromNanoseconds(ns)
+    return stamp
+
+
+def faults_entry(message: str, at_ns: int) -> logs_service_pb2.LogEntry:
+    return logs_service_pb2.LogEntry(
+        service=SERVICE, message=message, timestamp=timestamp_at(at_ns)
+    )
+
+
+def test_resend_after_router_sigkill(make_cluster):
+    cluster = make_cluster(("a", "b"))
+    cluster.settings["SPLITLOG_LOG_MAX_FUTURE_SECONDS"] = "2"
+    cluster.start_all()
+    now = time.time_ns()
+    ahead = now + 6 * 10**9
+    request = logs_service_pb2.WriteLogEntriesRequest(
+        entries=[faults_entry("now", now), faults_entry("ahead", ahead)],
+        request_id="ahead-then-valid",
+    )
+
+    first = cluster.logs.WriteLogEntries(request, timeout=10)
+    cluster.kill(ROUTER)
+    cluster.start(ROUTER)
+    cluster.wait_status(lambda shard: shard.health == SERVING, "the shard serving")
+    # The new router has forgotten the request. From 2 s before its time on,
+    # the entry "ahead" is no longer too far in the future.
+    time.sleep(max(0.0, (ahead - time.time_ns()) / 1e9 - 1.5))
+    resent = cluster.logs.WriteLogEntries(request, timeout=10)
+    again = cluster.logs.WriteLogEntries(request, timeout=10)
+    stored = wait_same_entries(cluster, ("a", "b"))
+
+    assert (first.accepted_count, first.rejected_count) == (1, 1)
+    assert first.rejected_entries[0].reason == (
+        logs_service_pb2.REJECTION_REASON_TIMESTAMP_IN_FUTURE
+    )
+    assert (resent.accepted_count, resent.rejected_count) == (2, 0)
+    assert resent.duplicate_count == 1
+    assert again.duplicate_count == 2
+    assert stored == [(1, "now"), (2, "ahead")]
+
+
+def test_retry_after_failover_stores_rest_once(make_cluster):
+    cluster = make_cluster(("a", "b"))
+    cluster.start_all()
+    now = time.time_ns()
+    ten_days_ago = now - 10 * 24 * 3600 * 10**9
+    request = logs_service_pb2.WriteLogEntriesRequest(
+        entries=[faults_entry(f"old {i}", ten_days_ago + i) for i in range(3)]
+        + [faults_entry(f"new {i}", now + i) for i in range(3)],
+        request_id="old-and-new",
+    )
+    first = cluster.logs.WriteLogEntries(request, timeout=10)
+    cluster.wait_status(follower_caught_up("b"), "b holding the first entries")
+
+    cluster.kill("a")
+    cluster.wait_status(leader_is("b", 2), "b promoted at epoch 2")
+    update = logs_service_pb2.RetentionPolicy(name="retentionPolicy")
+    update.service_retentions[SERVICE].seconds = 30 * 24 * 3600
+    cluster.logs.UpdateRetentionPolicy(
+        logs_service_pb2.UpdateRetentionPolicyRequest(retention_policy=update),
+        timeout=10,
+    )
+    # One call each: a failed call that stored entries would make the next
+    # one count them as duplicates.
+    retried = cluster.logs.WriteLogEntries(request, timeout=30)
+    again = cluster.logs.WriteLogEntries(request, timeout=30)
+    cluster.start("a")
+    stored = wait_same_entries(cluster, ("a", "b"))
+
+    assert (first.accepted_count, first.rejected_count) == (3, 3)
+    assert (retried.accepted_count, retried.rejected_count) == (6, 0)
+    assert retried.duplicate_count == 3
+    assert again.duplicate_count == 6
+    assert sorted(message for _, message in stored) == sorted(
+        [f"old {i}" for i in range(3)] + [f"new {i}" for i in range(3)]
     )

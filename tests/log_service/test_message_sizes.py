@@ -195,6 +195,22 @@ def stored_count(stub, shard: str, service: str) -> int:
     return sum(item.count for item in response.severity_counts)
 
 
+def wait_for_counts(cluster: Cluster, service: str, count: int) -> dict[str, int]:
+    """Wait until every node stores `count` entries of `service`; return the counts."""
+    shard = only_shard(cluster)
+    stubs = node_stubs(cluster)
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        counts = {
+            node: stored_count(stub, shard, service) for node, stub in stubs.items()
+        }
+        if all(found >= count for found in counts.values()):
+            return counts
+        if time.monotonic() > deadline:
+            return counts
+        time.sleep(0.1)
+
+
 def test_many_small_entries_split_across_requests(cluster):
     # 10,000 entries of 5 bytes each fit one client request, but in columns,
     # with timestamps and empty fields added, they take several times the
@@ -203,19 +219,10 @@ def test_many_small_entries_split_across_requests(cluster):
     entries = [pb.LogEntry(service=service)] * 10_000
     request = pb.WriteLogEntriesRequest(entries=entries, request_id="small-entries")
     assert request.ByteSize() <= LIMIT
-    shard = only_shard(cluster)
-    stubs = node_stubs(cluster)
 
     first = cluster.stub.WriteLogEntries(request, timeout=TIMEOUT)
     retried = cluster.stub.WriteLogEntries(request, timeout=TIMEOUT)
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        counts = {
-            node: stored_count(stub, shard, service) for node, stub in stubs.items()
-        }
-        if all(count >= 10_000 for count in counts.values()):
-            break
-        time.sleep(0.1)
+    counts = wait_for_counts(cluster, service, 10_000)
 
     assert first.accepted_count == 10_000
     assert first.rejected_count == 0
@@ -320,3 +327,34 @@ def test_stream_many_rejections_answer_fits(cluster):
     assert response.rejected_entries[-1].index == 3 * 255 + 249
     for node, messages in found.items():
         assert messages == fresh, node
+
+
+def test_retry_split_otherwise_stores_each_entry_once(cluster):
+    # Small entries take several requests to the node once in columns. The
+    # first write rejects the 5 old entries at the front. Once the retention
+    # is raised, the retry has 5 more entries, so its requests split at
+    # other entries, and the nodes store exactly the 5 that they lack.
+    service = "sr"
+    old = Timestamp()
+    old.FromNanoseconds(time.time_ns() - 10 * 24 * 3600 * 10**9)
+    entries = [
+        pb.LogEntry(service=service, message=f"old {i}", timestamp=old)
+        for i in range(5)
+    ]
+    entries += [pb.LogEntry(service=service)] * 8000
+    request = pb.WriteLogEntriesRequest(entries=entries, request_id=str(uuid.uuid4()))
+    assert request.ByteSize() <= LIMIT
+    update = pb.RetentionPolicy(name="retentionPolicy")
+    update.service_retentions[service].seconds = 30 * 24 * 3600
+
+    first = cluster.stub.WriteLogEntries(request, timeout=TIMEOUT)
+    cluster.stub.UpdateRetentionPolicy(
+        pb.UpdateRetentionPolicyRequest(retention_policy=update), timeout=TIMEOUT
+    )
+    retry = cluster.stub.WriteLogEntries(request, timeout=TIMEOUT)
+    counts = wait_for_counts(cluster, service, 8005)
+
+    assert (first.accepted_count, first.rejected_count) == (8000, 5)
+    assert (retry.accepted_count, retry.rejected_count) == (8005, 0)
+    assert retry.duplicate_count == 8000
+    assert counts == dict.fromkeys(cluster.hosts, 8005)

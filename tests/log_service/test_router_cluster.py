@@ -9,7 +9,7 @@ import uuid
 
 import grpc
 import pytest
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from google.rpc import error_details_pb2
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
@@ -410,6 +410,66 @@ def test_retry_counts_duplicates_not_accepted(cluster):
     assert after_new.accepted_count == 23
     assert after_new.duplicate_count == 20
     assert len(list_all(cluster.stub, keyword="counted")) == 23
+
+
+DAY_SECONDS = 24 * 3600
+
+
+def set_service_retentions(stub, services: list[str], days: int) -> None:
+    """Replace the per-service retentions with `days` for each of `services`."""
+    update = pb.RetentionPolicy(name="retentionPolicy")
+    for service in services:
+        update.service_retentions[service].seconds = days * DAY_SECONDS
+    stub.UpdateRetentionPolicy(
+        pb.UpdateRetentionPolicyRequest(
+            retention_policy=update,
+            update_mask=field_mask_pb2.FieldMask(paths=["service_retentions"]),
+        )
+    )
+
+
+def test_retry_stores_entries_valid_after_retention_raised(cluster):
+    now = time.time_ns()
+    ten_days_ago = now - 10 * DAY_SECONDS * NANOS
+    services = [f"raised-{i}" for i in range(10)]
+    # Old and recent entries alternate, on services of both shards, so each
+    # shard's part has gaps where the old entries were rejected.
+    entries = []
+    for i, service in enumerate(services):
+        entries.append(entry(service, f"raised old {i}", at=ten_days_ago + i))
+        entries.append(entry(service, f"raised new {i}", at=now - i))
+    # A stream with an old entry is stored entry by entry, and once every
+    # entry is valid, as one block of columns.
+    stream = pb.LogStream(
+        service="raised-stream",
+        timestamps_unix_nano=[ten_days_ago] * 4 + [now - i for i in range(16)],
+        messages=[f"raised stream {i}" for i in range(20)],
+    )
+    request = pb.WriteLogEntriesRequest(
+        entries=entries, streams=[stream], request_id=str(uuid.uuid4())
+    )
+    window = pb.GetLogStatsRequest(
+        start_time=ts(now - NANOS), end_time=ts(time.time_ns() + 60 * NANOS)
+    )
+
+    first = cluster.stub.WriteLogEntries(request)
+    set_service_retentions(cluster.stub, [*services, "raised-stream"], days=30)
+    retry = cluster.stub.WriteLogEntries(request)
+    again = cluster.stub.WriteLogEntries(request)
+    stored = list_all(cluster.stub, keyword="raised", start_time=ts(ten_days_ago))
+    counters = cluster.stub.GetLogStats(window).ingest_counters
+
+    assert (first.accepted_count, first.rejected_count) == (26, 14)
+    assert first.duplicate_count == 0
+    assert (retry.accepted_count, retry.rejected_count) == (40, 0)
+    assert retry.duplicate_count == 26
+    assert again.accepted_count == 40
+    assert again.duplicate_count == 40
+    assert sorted(e.message for e in stored) == sorted(
+        [e.message for e in entries] + list(stream.messages)
+    )
+    assert counters.accepted_count == 40
+    assert counters.duplicate_count == 66
 
 
 def reason_of(error: grpc.RpcError) -> str:

@@ -167,7 +167,7 @@ def test_fill_keeps_different_observed_times(other):
 
 def test_router_request_omits_default_columns():
     payload = router._serialized_request(
-        SHARD, "batch-a", [rows_of(dense(2, "row")), block(20, OBSERVED)]
+        SHARD, "batch-a", [rows_of(dense(2, "row")), block(20, OBSERVED)], [0, 22]
     )
 
     request = node_service_pb2.AppendEntriesRequest.FromString(payload)
