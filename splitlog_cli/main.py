@@ -17,7 +17,11 @@ from importlib import metadata
 
 from splitlog_cli import admin_key, serve, settings, up
 from splitlog_cli import client as client_commands
-from splitlog_cli.data_lock import data_dir_lock
+from splitlog_cli.data_lock import (
+    component_lock_file,
+    data_dir_lock,
+    every_component_lock,
+)
 from splitlog_cli.errors import StartupError
 from splitlog_cli.health import check
 from splitlog_cli.processes import RESTART_POLICY, Supervisor
@@ -185,9 +189,17 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict:
 def _dispatch(args: argparse.Namespace, config: Config) -> int:
     if args.command == "up":
         with data_dir_lock(config.data_dir):
-            return _up(args, config)
+            if args.processes:
+                # Each child takes its component's lock.
+                return _up(args, config)
+            with every_component_lock(config):
+                return _up(args, config)
     if args.command == "serve":
-        return serve.run(args.component, config)
+        lock_file = component_lock_file(args.component, config)
+        if lock_file is None:
+            return serve.run(args.component, config)
+        with data_dir_lock(config.data_dir, lock_file):
+            return serve.run(args.component, config)
     if args.command == "config":
         print(render(config, args, args.format))
         return 0

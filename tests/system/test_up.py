@@ -225,3 +225,35 @@ def test_second_up_same_data_dir_exits_1(system):
         "--data-dir\n"
     )
     assert system.process.poll() is None
+
+
+@pytest.mark.parametrize("component", ["log_service", "user_service"])
+def test_serve_component_of_running_up_exits_1(system, component):
+    data_dir = Path(system.args[system.args.index("--data-dir") + 1])
+    (port,) = free_ports(1)
+    port_flag = f"--{component.replace('_', '-')}-port"
+    args = [str(SPLITLOG), "serve", component, "--data-dir", str(data_dir)]
+    args += [port_flag, str(port), "--log-nodes", log_nodes_on_free_ports()]
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("SPLITLOG_")
+    }
+
+    # Should the check fail, the component starts, and the timeout ends it.
+    second = subprocess.run(
+        args,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+    )
+
+    assert second.returncode == 1, second.stderr
+    assert second.stderr.endswith(
+        f"splitlog: error: the data directory {data_dir.resolve()} is in use by "
+        f"another splitlog (pid {system.process.pid}); stop it or use another "
+        "--data-dir\n"
+    )
+    assert system.process.poll() is None
