@@ -196,20 +196,14 @@ def test_startup_lines_shipped(system, service, line):
     assert line in entries[0]["message"]
 
 
-def test_second_up_same_data_dir_exits_1(system):
-    data_dir = Path(system.args[system.args.index("--data-dir") + 1])
-    args = [str(SPLITLOG), "up", "--data-dir", str(data_dir)]
-    for flag, port in zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True):
-        args += [flag, str(port)]
-    args += ["--log-nodes", log_nodes_on_free_ports()]
+def _run_without_settings(args: list[str]) -> subprocess.CompletedProcess:
+    """Run a command for at most 60 s with no SPLITLOG_* variable set."""
     environment = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith("SPLITLOG_")
     }
-
-    # Should the check fail, the second system starts, and the timeout ends it.
-    second = subprocess.run(
+    return subprocess.run(
         args,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -217,6 +211,16 @@ def test_second_up_same_data_dir_exits_1(system):
         env=environment,
         timeout=60,
     )
+
+
+def test_second_up_same_data_dir_exits_1(system):
+    data_dir = Path(system.args[system.args.index("--data-dir") + 1])
+    args = [str(SPLITLOG), "up", "--data-dir", str(data_dir)]
+    for flag, port in zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True):
+        args += [flag, str(port)]
+    args += ["--log-nodes", log_nodes_on_free_ports()]
+    # Should the check fail, the second system starts, and the timeout ends it.
+    second = _run_without_settings(args)
 
     assert second.returncode == 1, second.stderr
     assert second.stderr == (
@@ -234,21 +238,8 @@ def test_serve_component_of_running_up_exits_1(system, component):
     port_flag = f"--{component.replace('_', '-')}-port"
     args = [str(SPLITLOG), "serve", component, "--data-dir", str(data_dir)]
     args += [port_flag, str(port), "--log-nodes", log_nodes_on_free_ports()]
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("SPLITLOG_")
-    }
-
     # Should the check fail, the component starts, and the timeout ends it.
-    second = subprocess.run(
-        args,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=60,
-    )
+    second = _run_without_settings(args)
 
     assert second.returncode == 1, second.stderr
     assert second.stderr.endswith(
