@@ -22,6 +22,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
+from starlette.middleware.cors import CORSMiddleware
 
 from gateway.aggregate import GatewayViews
 from gateway.auth import AuthInterceptor, GatewayAuth
@@ -49,7 +50,7 @@ from gateway.services import (
     public_services,
 )
 from log_service.model import Limits
-from splitlog_runtime.config import Config, trusted_proxies
+from splitlog_runtime.config import Config, cors_origins, trusted_proxies
 from splitlog_runtime.descriptors import copy_pool
 from splitlog_runtime.errors import DomainError, Unimplemented
 from splitlog_runtime.interceptor import AsyncErrorInterceptor
@@ -366,7 +367,7 @@ async def build(
     )
     uvicorn_server = _EmbeddedUvicorn(
         uvicorn.Config(
-            rest.app,
+            _with_cors(rest.app, config.http_cors_origins),
             lifespan="off",
             log_config=None,
             access_log=False,
@@ -434,6 +435,31 @@ async def build(
         uvicorn_task,
         gateway_auth,
         tls,
+    )
+
+
+# Request headers that a page may send to the REST port, and response
+# headers it may read.
+CORS_REQUEST_HEADERS = ("authorization", "content-type", "grpc-timeout")
+CORS_EXPOSED_HEADERS = ("retry-after", "www-authenticate")
+
+
+def _with_cors(app: Any, origins: str) -> Any:
+    """Wrap the REST app so that it answers CORS requests from `origins`.
+
+    Credentials travel in the Authorization header, never in cookies, so the
+    answers do not allow credentials and `*` is safe to give.
+    """
+    allowed = cors_origins(origins)
+    if not allowed:
+        return app
+    return CORSMiddleware(
+        app,
+        allow_origins=allowed,
+        allow_methods=["GET", "POST", "PATCH", "DELETE"],
+        allow_headers=list(CORS_REQUEST_HEADERS),
+        expose_headers=list(CORS_EXPOSED_HEADERS),
+        max_age=600,
     )
 
 

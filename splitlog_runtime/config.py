@@ -97,6 +97,32 @@ def _parse_trusted_proxies(text: str) -> str:
     return ",".join(entries)
 
 
+def _parse_cors_origins(text: str) -> str:
+    """Check a comma-separated list of web origins, or `*`.
+
+    Returns the entries joined by commas without spaces; empty allows none.
+    """
+    entries = [entry.strip() for entry in text.split(",") if entry.strip()]
+    if "*" in entries and len(entries) > 1:
+        raise ValueError("'*' allows every origin, so give it alone")
+    for entry in entries:
+        if entry == "*":
+            continue
+        scheme, separator, rest = entry.partition("://")
+        if scheme not in ("http", "https") or not separator or not rest or "/" in rest:
+            raise ValueError(
+                f"{entry!r} is not a web origin; give scheme, host and "
+                "optional port without a path, such as https://app.example.com "
+                "or http://localhost:3000, separated by commas, or '*' alone"
+            )
+    return ",".join(entries)
+
+
+def cors_origins(value: str) -> list[str]:
+    """Split the http_cors_origins setting into its entries."""
+    return [entry for entry in value.split(",") if entry]
+
+
 def trusted_proxies(value: str) -> list[str]:
     """Split the http_trusted_proxies setting into its entries."""
     return [entry for entry in value.split(",") if entry]
@@ -542,6 +568,15 @@ SETTINGS: list[Setting] = [
         "limits and logs. Empty trusts no proxy, so the address is always the "
         "connection's.",
         _parse_trusted_proxies,
+    ),
+    Setting(
+        "http_cors_origins",
+        "",
+        "Comma-separated web origins (such as https://app.example.com) whose "
+        "browser pages may call the REST port, answered with CORS headers; "
+        "'*' allows every origin. Empty sends no CORS headers, so browsers "
+        "refuse cross-origin calls.",
+        _parse_cors_origins,
     ),
     Setting("log_level", "INFO", "Level of the process log: DEBUG, INFO, WARNING."),
     Setting("log_format", "text", "Format of the process log: text or json."),

@@ -107,20 +107,34 @@ def test_trusted_proxies_normalized():
     ]
 
 
+PROXIES = "SPLITLOG_HTTP_TRUSTED_PROXIES"
+ORIGINS = "SPLITLOG_HTTP_CORS_ORIGINS"
+
+
 @pytest.mark.parametrize(
-    ("text", "fragment"),
+    ("variable", "text", "fragment"),
     [
-        ("proxy.example", "'proxy.example' is not an IP address or network"),
-        ("10.0.0.1/24", "has host bits set"),
-        ("*", "'*' would let every client choose its own address"),
+        (PROXIES, "proxy.example", "'proxy.example' is not an IP address"),
+        (PROXIES, "10.0.0.1/24", "has host bits set"),
+        (PROXIES, "*", "'*' would let every client choose its own address"),
+        (ORIGINS, "https://app.example.com/path", "not a web origin"),
+        (ORIGINS, "app.example.com", "not a web origin"),
+        (ORIGINS, "*,https://app.example.com", "give it alone"),
     ],
 )
-def test_bad_trusted_proxy_rejected(text, fragment):
+def test_bad_address_list_rejected(variable, text, fragment):
     with pytest.raises(ValueError) as caught:
-        config_module.load(environ={"SPLITLOG_HTTP_TRUSTED_PROXIES": text})
+        config_module.load(environ={variable: text})
 
-    assert "SPLITLOG_HTTP_TRUSTED_PROXIES" in str(caught.value)
+    assert variable in str(caught.value)
     assert fragment in str(caught.value)
+
+
+def test_cors_origins_normalized():
+    origins = " https://app.example.com, http://localhost:3000 ,"
+    config = config_module.load(environ={ORIGINS: origins})
+
+    assert config.http_cors_origins == "https://app.example.com,http://localhost:3000"
 
 
 def test_service_address_defaults_to_host_and_port():
