@@ -14,8 +14,9 @@ directory:
   it has seen, truncates where the leader requests, and appends contiguous
   records to its own write-ahead log with fsync before replying.
 - An applier thread moves records from the write-ahead log into the store in
-  large groups. Reads wait until the store contains everything committed when
-  the read began.
+  large groups. Reads on a leader wait until the store contains everything
+  committed when the read began. Reads on a follower wait for everything it
+  stored durably (see `wait_until_visible`).
 - A record is durable, and visible to the applier and the senders, once an
   fsync covered it (or once written, with `log_fsync` off).
 
@@ -1143,16 +1144,39 @@ class LogNode:
     # Reads.
 
     def wait_until_visible(self, timeout: float | None) -> None:
-        """Wait until the store contains every entry committed when the call began.
+        """Wait until the store contains every entry that a read must return.
+
+        On a leader that is every entry committed when the call began. A
+        follower learns the commit sequence one message after it stored the
+        entries, so it waits for every entry it stored durably when the call
+        began. The leader acknowledges an entry only after each in-sync
+        follower stored it, so a read that falls back to such a follower
+        returns every acknowledged entry.
 
         Raises:
           Unavailable: the node is not ready or the store did not catch up.
+        """
+        with self.lock:
+            self._check_ready()
+            if self._state.role == node_state.ROLE_LEADER:
+                target = self.commit_sequence
+            else:
+                target = max(self.commit_sequence, self.durable_sequence)
+        self._wait_applied(target, timeout)
+
+    def _wait_applied(self, target: int, timeout: float | None) -> None:
+        """Wait until the applier moved every record through `target` into the store.
+
+        A waiting call ends the applier's linger, so it applies at once.
+
+        Raises:
+          Unavailable: the node is not ready, or the store did not reach
+            `target` within `timeout` (at most READ_WAIT_SECONDS).
         """
         wait = READ_WAIT_SECONDS if timeout is None else min(timeout, READ_WAIT_SECONDS)
         deadline = time.monotonic() + wait
         with self.lock:
             self._check_ready()
-            target = self.commit_sequence
             if self._applied >= target:
                 return
             self._store_waiters += 1
@@ -1175,17 +1199,36 @@ class LogNode:
     def query(
         self, request: node_service_pb2.QueryEntriesRequest, timeout: float | None
     ) -> node_service_pb2.QueryEntriesResponse:
+        """Return one page of matching entries and the sequence the scan covered.
+
+        The response's `last_sequence` is the store's visible sequence, read
+        before the scan and passed to it as `max_sequence`. So the page
+        contains every matching entry up to it, and no entry above it. The
+        router sends it back as `max_sequence` for the next pages, which then
+        see the same entries: a record applied during the scan is left out of
+        every page rather than cut at the page's cursor.
+        """
         self._check_shard(request.shard, "shard")
         if request.limit < 1:
             raise invalid_field(
                 "limit", f"is {request.limit}; send a limit of at least 1"
             )
         self.wait_until_visible(timeout)
+        bound = self._store.visible_sequence()
+        if request.filter.max_sequence > 0:
+            bound = min(bound, request.filter.max_sequence)
+        if bound <= 0:
+            # Nothing was applied yet. A max_sequence of 0 would read every
+            # entry, those applied during the scan included.
+            return node_service_pb2.QueryEntriesResponse(last_sequence=0)
+        entry_filter = node_service_pb2.EntryFilter()
+        entry_filter.CopyFrom(request.filter)
+        entry_filter.max_sequence = bound
         after = None
         if request.HasField("after"):
             after = (request.after.timestamp, request.after.sequence)
         columns, sequences = self._store.query(
-            request.filter,
+            entry_filter,
             after=after,
             descending=request.descending,
             limit=request.limit,
@@ -1195,7 +1238,7 @@ class LogNode:
         return node_service_pb2.QueryEntriesResponse(
             entries=columns,
             sequences=sequences,
-            last_sequence=self.wal.last_sequence,
+            last_sequence=bound,
             size_limited=size_limited,
         )
 

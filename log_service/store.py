@@ -836,6 +836,15 @@ class LogStore:
         """Return the highest sequence stored, 0 when the store is empty."""
         return self._last
 
+    def visible_sequence(self) -> int:
+        """Return the sequence that reads starting now are capped at.
+
+        Every entry at or below it that the store contains is visible, because
+        `apply` raises it only after its last insert committed. It drops only
+        when `delete_after` removes entries.
+        """
+        return self._visible
+
     @property
     def filters_rebuilt(self) -> int:
         """Trigram filters built from their partition's rows since the store opened.

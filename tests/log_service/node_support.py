@@ -123,15 +123,29 @@ def configure(
     )
 
 
+def columns_at(label: str, timestamps: Sequence[int]) -> node_service_pb2.EntryColumns:
+    """Return entries at `timestamps` whose messages are `<label> 0`, ..."""
+    entries = columns(len(timestamps), label)
+    del entries.timestamps[:]
+    entries.timestamps.extend(timestamps)
+    return entries
+
+
 def append(
     handle: NodeHandle, epoch: int, batch_id: str, count: int = 3, label: str = ""
 ) -> node_service_pb2.AppendEntriesResponse:
+    return append_columns(handle, epoch, batch_id, columns(count, label or batch_id))
+
+
+def append_columns(
+    handle: NodeHandle,
+    epoch: int,
+    batch_id: str,
+    entries: node_service_pb2.EntryColumns,
+) -> node_service_pb2.AppendEntriesResponse:
     return handle.stub.AppendEntries(
         node_service_pb2.AppendEntriesRequest(
-            shard=SHARD,
-            leader_epoch=epoch,
-            batch_id=batch_id,
-            entries=columns(count, label or batch_id),
+            shard=SHARD, leader_epoch=epoch, batch_id=batch_id, entries=entries
         ),
         timeout=5,
     )

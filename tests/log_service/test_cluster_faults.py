@@ -133,6 +133,26 @@ def test_leader_sigkill_mid_stream(make_cluster):
     )
 
 
+def test_list_right_after_leader_sigkill(make_cluster, tmp_path):
+    cluster = make_cluster(("a", "b"))
+    cluster.start_all()
+    cluster.write("warm-up", 1, "warm-up")
+    cluster.wait_status(follower_caught_up("b"), "b holding the warm-up entry")
+    state_file = tmp_path / "data" / "log_service" / "coordinator.json"
+    saved = json.loads(state_file.read_text())["shards"][SHARD]
+    cluster.write("acked", 3, "acked")
+    # The router reads from b once a fails, before b learns from a that the
+    # three entries are committed.
+    cluster.kill("a")
+    found = cluster.listed_messages()
+
+    assert saved["leader"] == "a"
+    assert "b" in saved["in_sync"]
+    assert found == collections.Counter(
+        messages_of("warm-up", 1) + messages_of("acked", 3)
+    )
+
+
 def test_follower_restart_catches_up(make_cluster):
     cluster = make_cluster(("a", "b"))
     cluster.start_all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -17,7 +18,7 @@ from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
 from log_service.app import build_router
-from log_service.sharding import topology_from_config
+from log_service.sharding import sharder_from_config, topology_from_config
 from splitlog.logs.v1 import logs_service_pb2 as pb
 from splitlog.logs.v1 import logs_service_pb2_grpc
 from splitlog_cli.components import start_log_nodes
@@ -67,17 +68,22 @@ class Cluster:
             host.stop(0)
 
 
-@pytest.fixture
-def cluster(base_config):
-    config = base_config.replace(
+def cluster_config(base_config, **settings):
+    """Return the settings of 2 shards x 2 log nodes on free ports, and `settings`."""
+    return base_config.replace(
         log_shards=2,
         log_replicas=2,
         log_node_port=0,
         log_failover_seconds=1.0,
         log_fsync=False,
         workers=8,
+        **settings,
     )
-    running = Cluster(config)
+
+
+@pytest.fixture
+def cluster(base_config):
+    running = Cluster(cluster_config(base_config))
     yield running
     running.close()
 
@@ -208,6 +214,84 @@ def test_pagination_with_ties_and_ongoing_ingest(cluster):
     assert pages == 12
     assert len(seen) == 1000
     assert sorted(seen) == sorted(f"tie {i}" for i in range(1000))
+
+
+@pytest.fixture(params=["service", "time"])
+def cluster_by_sharding(request, base_config):
+    config = cluster_config(
+        base_config, log_sharding=request.param, log_time_bucket_seconds=600
+    )
+    running = Cluster(config)
+    yield running
+    running.close()
+
+
+def spread_batch(label: str, count: int, start: int, span: int) -> list[pb.LogEntry]:
+    """Return `count` entries of one service, spread evenly over `span` ns."""
+    step = span // count
+    return [
+        entry("spread", f"{label} {i}", at=start + i * step + len(label))
+        for i in range(count)
+    ]
+
+
+def test_pages_list_concurrent_batches_whole(cluster_by_sharding):
+    cluster = cluster_by_sharding
+    sharder = sharder_from_config(cluster.router_config, cluster.topology)
+    hour = 3600 * NANOS
+    start = time.time_ns() - hour - 60 * NANOS
+    seeded = []
+    for index in range(3):
+        batch = spread_batch(f"seed-{index}", 1000, start, hour)
+        cluster.stub.WriteLogEntries(pb.WriteLogEntriesRequest(entries=batch))
+        seeded += [e.message for e in batch]
+    # Entries of each batch on each shard, which a listing returns whole or
+    # not at all.
+    part_sizes: collections.Counter = collections.Counter()
+    stop = threading.Event()
+    stored: list[str] = []
+    errors: list[grpc.RpcError] = []
+
+    def write_batches() -> None:
+        try:
+            while not stop.is_set():
+                label = f"batch-{len(stored)}"
+                batch = spread_batch(label, 200, start, hour)
+                for item in batch:
+                    at = item.timestamp.ToNanoseconds()
+                    part_sizes[(label, sharder.shard_for(item.service, at))] += 1
+                cluster.stub.WriteLogEntries(pb.WriteLogEntriesRequest(entries=batch))
+                stored.append(label)
+        except grpc.RpcError as error:
+            errors.append(error)
+
+    writer = threading.Thread(target=write_batches)
+    writer.start()
+    listings = []
+    try:
+        for _ in range(2):
+            listing = list_all(cluster.stub, page_size=200, services=["spread"])
+            listings.append(listing)
+    finally:
+        stop.set()
+        writer.join(timeout=30)
+
+    assert errors == []
+    assert stored, "the writer stored no batch during the listings"
+    for listing in listings:
+        messages = [e.message for e in listing]
+        parts = collections.Counter(
+            (
+                e.message.rsplit(" ", 1)[0],
+                sharder.shard_for(e.service, e.timestamp.ToNanoseconds()),
+            )
+            for e in listing
+            if e.message.startswith("batch-")
+        )
+        cut = {key: n for key, n in parts.items() if n != part_sizes[key]}
+        assert len(messages) == len(set(messages))
+        assert set(seeded) <= set(messages)
+        assert cut == {}
 
 
 def test_page_token_with_changed_filter_is_invalid(cluster):
