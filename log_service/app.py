@@ -93,7 +93,7 @@ def build_router(
     def stub_for(node_address: str):
         return clients.stubs(node_address).node
 
-    enforcer = RetentionEnforcer(retention, coordinator.node_addresses, stub_for)
+    enforcer = RetentionEnforcer(retention, coordinator.shard_replicas, stub_for)
     writer = Writer(
         coordinator,
         sharder,

@@ -323,6 +323,21 @@ class ShardRoute:
     readable: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class ShardReplicas:
+    """The nodes of one shard, as the retention enforcer reaches them.
+
+    Attributes:
+      shard: shard id.
+      leader_address: the leader's address, or None while it has none.
+      follower_addresses: the addresses of the shard's other nodes.
+    """
+
+    shard: str
+    leader_address: str | None
+    follower_addresses: tuple[str, ...]
+
+
 @dataclass
 class _NodeTrack:
     last_ok: float | None = None
@@ -460,6 +475,22 @@ class Coordinator:
     def node_addresses(self) -> list[str]:
         """Return the address of every node."""
         return list(self._addresses.values())
+
+    def shard_replicas(self) -> list[ShardReplicas]:
+        """Return the addresses of each shard's leader and of its other nodes."""
+        with self._lock:
+            return [
+                ShardReplicas(
+                    state.shard,
+                    self._addresses[state.leader] if state.leader else None,
+                    tuple(
+                        self._addresses[node]
+                        for node in state.followers
+                        if node != state.leader
+                    ),
+                )
+                for state in self._states.values()
+            ]
 
     def cluster_status(self) -> logs_service_pb2.GetClusterStatusResponse:
         """Build the GetClusterStatus response from the latest polls."""

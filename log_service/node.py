@@ -1369,15 +1369,48 @@ class LogNode:
                 yield node_service_pb2.FollowEntriesResponse(last_sequence=after)
 
     def apply_retention(
-        self, request: node_service_pb2.ApplyRetentionRequest
+        self,
+        request: node_service_pb2.ApplyRetentionRequest,
+        timeout: float | None = None,
     ) -> node_service_pb2.ApplyRetentionResponse:
+        """Delete the expired entries up to the request's sequence bound.
+
+        The bound is `request.max_sequence`, or with 0 the commit sequence on
+        a leader and the durable sequence elsewhere. The node first waits
+        until the applier moved every record up to the bound into the store,
+        so a record that was durable but not yet applied does not escape the
+        pass. Entries above the bound are kept, so replicas that receive the
+        same bound delete the same entries.
+
+        Raises:
+          InvalidArgument: `max_sequence` is negative.
+          Unavailable: the node is not ready, or its store did not reach the
+            bound in time (a follower that lags behind the leader).
+        """
+        if request.max_sequence < 0:
+            raise invalid_field(
+                "max_sequence",
+                f"is {request.max_sequence}; send 0 for the node's own bound or "
+                "the leader's bound from its ApplyRetention response",
+            )
         with self.lock:
             self._check_ready()
+            bound = request.max_sequence
+            if bound == 0:
+                if self._state.role == node_state.ROLE_LEADER:
+                    bound = self.commit_sequence
+                else:
+                    bound = self.durable_sequence
+        if bound == 0:
+            return node_service_pb2.ApplyRetentionResponse()
+        self._wait_applied(bound, timeout)
         deleted, dropped = self._store.apply_retention(
-            request.default_cutoff, dict(request.service_cutoffs)
+            request.default_cutoff,
+            dict(request.service_cutoffs),
+            max_sequence=bound,
         )
         return node_service_pb2.ApplyRetentionResponse(
-            deleted_count=deleted, dropped_partitions=dropped
+            deleted_count=deleted, dropped_partitions=dropped, max_sequence=bound
         )
 
     # Status.
@@ -1572,7 +1605,7 @@ class LogNodeServicer(node_service_pb2_grpc.LogNodeServiceServicer):
         return self._node.configure(request)
 
     def ApplyRetention(self, request, context):
-        return self._node.apply_retention(request)
+        return self._node.apply_retention(request, _timeout(context))
 
 
 class ReplicationServicer(replication_service_pb2_grpc.ReplicationServiceServicer):

@@ -4,7 +4,8 @@ The router keeps the one policy of the cluster in
 `<data_dir>/log_service/retention.json`. Until it is first updated, it keeps
 entries for `log_retention_hours`. Writes use the policy to reject entries
 that are already too old, and `RetentionEnforcer` asks every node to delete
-expired entries once a minute and right after each update.
+expired entries once a minute and right after each update, the same entries
+on every replica of a shard.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import grpc
 from google.protobuf import duration_pb2, field_mask_pb2
 
+from log_service.coordinator import ShardReplicas
 from log_service.model import Limits, service_is_valid
 from log_service.timefmt import format_seconds
 from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
@@ -39,6 +41,10 @@ MIN_RETENTION_NS = NANOS_PER_HOUR
 MAX_RETENTION_NS = 100 * 8766 * NANOS_PER_HOUR
 ENFORCE_INTERVAL_SECONDS = 60.0
 APPLY_DEADLINE_SECONDS = 30.0
+# Passes kept for one node that failed them. Passes that a later one covers
+# are dropped first, so the list grows mainly when the retention is loosened
+# between passes.
+MAX_MISSED_PASSES = 100
 _MASK_PATHS = ("default_retention", "service_retentions")
 # Services with a retention of their own in one policy. The policy is read on
 # every write and stored whole in one file.
@@ -301,25 +307,37 @@ class RetentionStore:
 
 
 class RetentionEnforcer:
-    """Calls ApplyRetention on every node each minute and after each update.
+    """Applies the policy to every shard each minute and after each update.
+
+    A pass goes to the shard's leader first. The leader deletes the expired
+    entries up to its commit sequence and returns that sequence. The
+    followers then receive the same cutoffs with that sequence as
+    `max_sequence`, so every replica deletes the same entries, whichever
+    records its applier has reached. A follower that fails a pass receives
+    it again before its next pass. So a policy loosened in between does not
+    leave it with entries that the other replicas deleted. A shard whose
+    leader is missing or fails is skipped in that round, on every replica.
 
     Args:
       store: the policy.
-      addresses: returns the address of every node.
+      shards: returns the addresses of each shard's leader and followers.
       stub_for: returns the LogNodeService stub of an address.
+      interval: seconds between passes without an update.
     """
 
     def __init__(
         self,
         store: RetentionStore,
-        addresses: Callable[[], list[str]],
+        shards: Callable[[], list[ShardReplicas]],
         stub_for: Callable[[str], object],
         interval: float = ENFORCE_INTERVAL_SECONDS,
     ) -> None:
         self._store = store
-        self._addresses = addresses
+        self._shards = shards
         self._stub_for = stub_for
         self._interval = interval
+        # Passes that a node failed, by its address, oldest first.
+        self._missed: dict[str, list[node_service_pb2.ApplyRetentionRequest]] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -344,30 +362,114 @@ class RetentionEnforcer:
             self.apply_once()
 
     def apply_once(self) -> Mapping[str, int]:
-        """Ask every node to delete expired entries; return deletions per node."""
+        """Apply the policy to every shard; return the deletions per node address.
+
+        A node's count includes the missed passes sent again. A node whose
+        first pass of the round failed is missing from the result.
+        """
         default_cutoff, cutoffs = self._store.policy.cutoffs(time.time_ns())
-        request = node_service_pb2.ApplyRetentionRequest(
-            default_cutoff=default_cutoff, service_cutoffs=cutoffs
-        )
-        deleted = {}
-        for address in self._addresses():
-            stub = self._stub_for(address)
-            try:
-                response = stub.ApplyRetention(request, timeout=APPLY_DEADLINE_SECONDS)
-            except grpc.RpcError as exc:
+        deleted: dict[str, int] = {}
+        for replicas in self._shards():
+            leader = replicas.leader_address
+            if leader is None:
                 _LOGGER.warning(
-                    "log retention on node %s failed (%s); retrying in %.0fs",
-                    address,
-                    exc.code(),
+                    "log retention skipped shard %s because it has no leader; "
+                    "retrying in %.0fs",
+                    replicas.shard,
                     self._interval,
                 )
                 continue
-            deleted[address] = response.deleted_count
+            request = node_service_pb2.ApplyRetentionRequest(
+                default_cutoff=default_cutoff, service_cutoffs=cutoffs
+            )
+            response = self._apply(leader, request, deleted)
+            if response is None:
+                continue
+            bounded = node_service_pb2.ApplyRetentionRequest(
+                default_cutoff=default_cutoff,
+                service_cutoffs=cutoffs,
+                max_sequence=response.max_sequence,
+            )
+            for address in replicas.follower_addresses:
+                self._apply(address, bounded, deleted)
+        return deleted
+
+    def _apply(
+        self,
+        address: str,
+        request: node_service_pb2.ApplyRetentionRequest,
+        deleted: dict[str, int],
+    ) -> node_service_pb2.ApplyRetentionResponse | None:
+        """Send a node its missed passes, then `request`; return the last response.
+
+        Returns None when a pass failed. The failed pass and those after it
+        are kept for the next round, except a pass without `max_sequence`,
+        which would cover a different sequence when sent again.
+        """
+        passes = [*self._missed.pop(address, []), request]
+        stub = self._stub_for(address)
+        response = None
+        for index, item in enumerate(passes):
+            try:
+                response = stub.ApplyRetention(item, timeout=APPLY_DEADLINE_SECONDS)
+            except grpc.RpcError as exc:
+                _LOGGER.warning(
+                    "log retention on node %s failed (%s: %s); retrying in %.0fs",
+                    address,
+                    exc.code(),
+                    exc.details(),
+                    self._interval,
+                )
+                self._keep_missed(
+                    address, [p for p in passes[index:] if p.max_sequence > 0]
+                )
+                return None
+            deleted[address] = deleted.get(address, 0) + response.deleted_count
             if response.deleted_count:
                 _LOGGER.info(
-                    "log retention on node %s deleted %d entries and %d partitions",
+                    "log retention on node %s deleted %d entries and %d partitions "
+                    "through sequence %d",
                     address,
                     response.deleted_count,
                     response.dropped_partitions,
+                    response.max_sequence,
                 )
-        return deleted
+        return response
+
+    def _keep_missed(
+        self, address: str, passes: list[node_service_pb2.ApplyRetentionRequest]
+    ) -> None:
+        """Keep the passes a node failed, without those that a later one covers."""
+        kept: list[node_service_pb2.ApplyRetentionRequest] = []
+        for index, item in enumerate(passes):
+            if not any(_covers(later, item) for later in passes[index + 1 :]):
+                kept.append(item)
+        if len(kept) > MAX_MISSED_PASSES:
+            _LOGGER.warning(
+                "log retention: node %s failed %d passes that no later pass "
+                "covers; forgetting the oldest %d, so it may keep entries that "
+                "the other replicas deleted",
+                address,
+                len(kept),
+                len(kept) - MAX_MISSED_PASSES,
+            )
+            kept = kept[-MAX_MISSED_PASSES:]
+        if kept:
+            self._missed[address] = kept
+
+
+def _covers(
+    later: node_service_pb2.ApplyRetentionRequest,
+    earlier: node_service_pb2.ApplyRetentionRequest,
+) -> bool:
+    """Return whether `later` deletes every entry that `earlier` deletes."""
+    if later.max_sequence < earlier.max_sequence:
+        return False
+    if later.default_cutoff < earlier.default_cutoff:
+        return False
+    services = set(later.service_cutoffs) | set(earlier.service_cutoffs)
+    return all(
+        later.service_cutoffs.get(service, later.default_cutoff)
+        >= earlier.service_cutoffs.get(service, earlier.default_cutoff)
+        for service in services
+    )

@@ -83,6 +83,16 @@ COMPACT_INTERVAL_SECONDS = 60.0
 CHECKPOINT_THRESHOLD = "64MiB"
 
 
+@dataclass(frozen=True)
+class _RetentionPass:
+    """The cutoffs of one retention pass and the highest sequence it covers."""
+
+    default_cutoff: int
+    service_cutoffs: dict[str, int]
+    # None covers every entry.
+    max_sequence: int | None
+
+
 @dataclass
 class _Partition:
     """One partition file and what the store remembers about its rows."""
@@ -254,6 +264,9 @@ class LogStore:
         # Keys of the partitions a running merge reads; retention leaves them
         # alone until the merge ends.
         self._merging: frozenset[tuple[int, int]] = frozenset()
+        # Retention passes that skipped those partitions; the merge applies
+        # them when it ends.
+        self._deferred_retention: list[_RetentionPass] = []
         self._merge_files: frozenset[str] = frozenset()
         # Merged files left on disk after their swap failed; no new partition
         # may take their names.
@@ -591,45 +604,48 @@ class LogStore:
         return deleted
 
     def apply_retention(
-        self, default_cutoff: int, service_cutoffs: Mapping[str, int]
+        self,
+        default_cutoff: int,
+        service_cutoffs: Mapping[str, int],
+        *,
+        max_sequence: int | None = None,
     ) -> tuple[int, int]:
         """Delete entries older than their service's cutoff.
 
         An entry is expired when its timestamp is below the cutoff of its
         service: `service_cutoffs[service]` when present, else
-        `default_cutoff`. A partition whose entries are all expired is
-        removed as a file. In other partitions, expired entries are deleted
-        row by row.
+        `default_cutoff`. Only entries at or below `max_sequence` are
+        deleted, every entry when it is None. A partition whose entries are
+        all expired and covered is removed as a file. In other partitions,
+        expired entries are deleted row by row.
+
+        Partitions that a merge is copying are left alone until the merge
+        ends, because deleting from them would void the merge. The merge
+        then applies the pass to its result, or to its sources when it was
+        dropped (see `_merge_day`), and logs what that deleted.
 
         Returns:
           The number of entries deleted (those in dropped files included)
-          and the number of partition files dropped.
+          and the number of partition files dropped, both without the
+          partitions left to a running merge.
         """
+        retention = _RetentionPass(default_cutoff, dict(service_cutoffs), max_sequence)
         deleted = 0
         dropped = 0
         with self._write_lock:
             self._check_open()
+            deferred = False
             for partition in sorted(self._partitions.values(), key=lambda p: p.key):
                 if partition.key in self._merging:
-                    continue  # the next round, once the merge has ended
-                if partition.max_ts is None:
-                    self._drop(partition)
-                    dropped += 1
+                    deferred = True
                     continue
-                cutoffs = self._cutoffs(partition, default_cutoff, service_cutoffs)
-                if partition.max_ts < min(cutoffs.values()):
-                    deleted += partition.rows
-                    self._drop(partition)
-                    dropped += 1
-                    continue
-                if partition.min_ts is not None and partition.min_ts >= max(
-                    cutoffs.values()
-                ):
-                    continue
-                deleted += self._delete_expired(partition, cutoffs, default_cutoff)
-                if partition.rows == 0:
-                    self._drop(partition)
-                    dropped += 1
+                partition_deleted, partition_dropped = self._expire(
+                    partition, retention
+                )
+                deleted += partition_deleted
+                dropped += partition_dropped
+            if deferred:
+                self._deferred_retention.append(retention)
         if deleted or dropped:
             _LOGGER.info(
                 "Retention deleted %d entries and dropped %d partitions in %s",
@@ -638,6 +654,66 @@ class LogStore:
                 self._directory,
             )
         return deleted, dropped
+
+    def _expire(
+        self, partition: _Partition, retention: _RetentionPass
+    ) -> tuple[int, int]:
+        """Apply one retention pass to one partition; the write lock is held.
+
+        Returns the entries deleted and the partitions dropped (0 or 1).
+        """
+        if partition.max_ts is None:
+            self._drop(partition)
+            return 0, 1
+        bound = retention.max_sequence
+        covered = bound is None or partition.max_seq <= bound
+        cutoffs = self._cutoffs(
+            partition, retention.default_cutoff, retention.service_cutoffs
+        )
+        if covered and partition.max_ts < min(cutoffs.values()):
+            deleted = partition.rows
+            self._drop(partition)
+            return deleted, 1
+        if partition.min_ts is not None and partition.min_ts >= max(cutoffs.values()):
+            return 0, 0
+        deleted = self._delete_expired(
+            partition,
+            cutoffs,
+            retention.default_cutoff,
+            None if covered else bound,
+        )
+        if partition.rows == 0:
+            self._drop(partition)
+            return deleted, 1
+        return deleted, 0
+
+    def _apply_deferred_retention(self, keys: frozenset[tuple[int, int]]) -> None:
+        """Apply the retention passes that a merge held back; the write lock is held.
+
+        `keys` are the partitions the merge read, and its result's key.
+        """
+        passes, self._deferred_retention = self._deferred_retention, []
+        if not passes or self._closed:
+            return
+        deleted = dropped = 0
+        for retention in passes:
+            for key in sorted(keys):
+                partition = self._partitions.get(key)
+                if partition is None:
+                    continue
+                partition_deleted, partition_dropped = self._expire(
+                    partition, retention
+                )
+                deleted += partition_deleted
+                dropped += partition_dropped
+        _LOGGER.info(
+            "Retention deleted %d entries and dropped %d partitions in %s after "
+            "a merge that had held %d passes back",
+            deleted,
+            dropped,
+            self._directory,
+            len(passes),
+        )
 
     def _cutoffs(
         self,
@@ -650,7 +726,11 @@ class LogStore:
         return {s: service_cutoffs.get(s, default_cutoff) for s in services}
 
     def _delete_expired(
-        self, partition: _Partition, cutoffs: dict[str, int], default_cutoff: int
+        self,
+        partition: _Partition,
+        cutoffs: dict[str, int],
+        default_cutoff: int,
+        max_sequence: int | None,
     ) -> int:
         # One statement, so the deletion of a partition is atomic. Services
         # with their own cutoff get a WHEN branch each.
@@ -664,8 +744,11 @@ class LogStore:
         else:
             bound = "?"
         params.append(default_cutoff)
-        self._forget_saved_trigrams(partition)
         sql = f"DELETE FROM {partition.alias}.entries WHERE ts < {bound}"
+        if max_sequence is not None:
+            sql += " AND seq <= ?"
+            params.append(max_sequence)
+        self._forget_saved_trigrams(partition)
         deleted = self._run(sql, params)[0][0]
         partition.deletions += 1
         self._refresh(partition)
@@ -803,7 +886,18 @@ class LogStore:
             )
             return True
         finally:
-            self._merging = frozenset()
+            with self._write_lock:
+                keys = self._merging | {target.key}
+                self._merging = frozenset()
+                try:
+                    self._apply_deferred_retention(keys)
+                except Exception:
+                    # The next pass, a minute later, deletes them instead.
+                    _LOGGER.exception(
+                        "log store %s: retention after the merge of %s failed",
+                        self._directory,
+                        target.path.name,
+                    )
             if not swapped:
                 self._discard_merge(target, unlink=not keep_file)
                 if keep_file:

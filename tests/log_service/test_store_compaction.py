@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -393,6 +394,44 @@ def test_kill_during_merge_loses_and_repeats_nothing(
     assert len(names) == 1
     assert names[0].startswith("20240501T000000Z-1d")
     assert last == ENTRIES
+
+
+def stamp_of(sequence: int) -> int:
+    """Return the timestamp that `load_hours` gave to an entry."""
+    return BASE + (sequence * 7919 % ENTRIES) * (DAY // ENTRIES)
+
+
+@pytest.mark.parametrize("truncate", [False, True])
+def test_retention_during_merge_reaches_its_rows(
+    tmp_path: Path, truncate: bool
+) -> None:
+    directory = tmp_path / "store"
+    load_hours(directory)
+    store = open_store(directory, Clock(BASE + 3 * DAY))
+    merge = threading.Thread(target=store.compact)
+    merge.start()
+    deadline = time.monotonic() + 60
+    # The merged file exists once the merge has begun to copy the hours.
+    while not (directory / DAY_FILE).exists() and merge.is_alive():
+        assert time.monotonic() < deadline, "the merge never began"
+        time.sleep(0.001)
+    last = ENTRIES
+    if truncate:
+        # Entries of the day deleted during the merge make it drop its copy,
+        # so the retention pass goes to the hour files it left in place.
+        last = ENTRIES - 10
+        store.delete_after(last)
+    store.apply_retention(BASE + 12 * HOUR, {})
+    merge.join(timeout=120)
+    kept = [sequence for sequence, _ in query_all(store)]
+    store.close()
+
+    assert not merge.is_alive()
+    assert sorted(kept) == [
+        sequence
+        for sequence in range(1, last + 1)
+        if stamp_of(sequence) >= BASE + 12 * HOUR
+    ]
 
 
 def test_directory_of_format_one_opens(tmp_path: Path) -> None:

@@ -238,7 +238,7 @@ class ConfigureShardResponse(_message.Message):
     def __init__(self, last_sequence: _Optional[int] = ...) -> None: ...
 
 class ApplyRetentionRequest(_message.Message):
-    __slots__ = ("default_cutoff", "service_cutoffs")
+    __slots__ = ("default_cutoff", "service_cutoffs", "max_sequence")
     class ServiceCutoffsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -248,14 +248,18 @@ class ApplyRetentionRequest(_message.Message):
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     DEFAULT_CUTOFF_FIELD_NUMBER: _ClassVar[int]
     SERVICE_CUTOFFS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     default_cutoff: int
     service_cutoffs: _containers.ScalarMap[str, int]
-    def __init__(self, default_cutoff: _Optional[int] = ..., service_cutoffs: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    max_sequence: int
+    def __init__(self, default_cutoff: _Optional[int] = ..., service_cutoffs: _Optional[_Mapping[str, int]] = ..., max_sequence: _Optional[int] = ...) -> None: ...
 
 class ApplyRetentionResponse(_message.Message):
-    __slots__ = ("deleted_count", "dropped_partitions")
+    __slots__ = ("deleted_count", "dropped_partitions", "max_sequence")
     DELETED_COUNT_FIELD_NUMBER: _ClassVar[int]
     DROPPED_PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     deleted_count: int
     dropped_partitions: int
-    def __init__(self, deleted_count: _Optional[int] = ..., dropped_partitions: _Optional[int] = ...) -> None: ...
+    max_sequence: int
+    def __init__(self, deleted_count: _Optional[int] = ..., dropped_partitions: _Optional[int] = ..., max_sequence: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,149 @@
+"""Tests that retention deletes the same entries on every replica of a shard.
+
+Real nodes on 127.0.0.1 over gRPC. The applier's linger is raised to 60 s, so
+a record reaches the store only when a call waits for it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2, field_mask_pb2
+
+from log_service import node as node_module
+from log_service.coordinator import ShardReplicas
+from log_service.retention import RetentionEnforcer, RetentionStore
+from splitlog.logs.v1 import (
+    logs_service_pb2,
+    node_service_pb2,
+    node_service_pb2_grpc,
+)
+from tests.log_service.node_support import (
+    SHARD,
+    append_columns,
+    columns_at,
+    configure,
+    query_messages,
+    start,
+)
+from tests.log_service.test_replication import form_pair
+
+HOUR_NS = 3600 * 1_000_000_000
+
+
+@pytest.fixture(autouse=True)
+def long_linger(monkeypatch):
+    monkeypatch.setattr(node_module, "APPLY_LINGER_SECONDS", 60.0)
+
+
+def append_aged(handle, batch_id: str, count: int, age_ns: int) -> None:
+    """Append `count` entries whose timestamps lie `age_ns` in the past."""
+    then = time.time_ns() - age_ns
+    entries = columns_at(batch_id, [then + i for i in range(count)])
+    append_columns(handle, 1, batch_id, entries)
+
+
+def retention(handle, cutoff: int, max_sequence: int = 0):
+    return handle.stub.ApplyRetention(
+        node_service_pb2.ApplyRetentionRequest(
+            default_cutoff=cutoff, max_sequence=max_sequence
+        ),
+        timeout=10,
+    )
+
+
+def test_retention_covers_unapplied_record(base_config, tmp_path):
+    leader = start(base_config, tmp_path, "n0")
+    try:
+        configure(leader, epoch=1, leader=leader)
+        # Committed at once, then left to the applier's 60 s linger.
+        append_aged(leader, "old", 3, 2 * HOUR_NS)
+        response = retention(leader, time.time_ns() - HOUR_NS)
+        # A looser policy: a pass that reaches the record now keeps it.
+        retention(leader, time.time_ns() - 3 * HOUR_NS)
+        messages = query_messages(leader)
+    finally:
+        leader.stop()
+
+    assert response.deleted_count == 3
+    assert response.max_sequence == 3
+    assert messages == []
+
+
+def test_bounded_retention_keeps_later_entries(base_config, tmp_path):
+    node = start(base_config, tmp_path, "n0")
+    try:
+        configure(node, epoch=1, leader=node)
+        append_aged(node, "covered", 2, 2 * HOUR_NS)
+        append_aged(node, "later", 2, 2 * HOUR_NS)
+        response = retention(node, time.time_ns() - HOUR_NS, max_sequence=2)
+        messages = query_messages(node)
+        with pytest.raises(grpc.RpcError) as negative:
+            retention(node, time.time_ns() - HOUR_NS, max_sequence=-1)
+    finally:
+        node.stop()
+
+    assert response.deleted_count == 2
+    assert response.max_sequence == 2
+    assert sorted(messages) == ["later 0", "later 1"]
+    assert negative.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "max_sequence" in negative.value.details()
+
+
+def set_default_retention(policies: RetentionStore, hours: int) -> None:
+    policies.update(
+        logs_service_pb2.RetentionPolicy(
+            name="retentionPolicy",
+            default_retention=duration_pb2.Duration(seconds=hours * 3600),
+        ),
+        field_mask_pb2.FieldMask(paths=["default_retention"]),
+    )
+
+
+def test_enforcer_resends_missed_pass(base_config, tmp_path):
+    leader = start(base_config, tmp_path, "n0")
+    follower = start(base_config, tmp_path, "n1")
+    handles = [leader, follower]
+    channels: dict[str, grpc.Channel] = {}
+
+    def stub_for(address: str) -> node_service_pb2_grpc.LogNodeServiceStub:
+        if address not in channels:
+            channels[address] = grpc.insecure_channel(address)
+        return node_service_pb2_grpc.LogNodeServiceStub(channels[address])
+
+    policies = RetentionStore(tmp_path / "retention.json", default_hours=1)
+    enforcer = RetentionEnforcer(
+        policies,
+        lambda: [ShardReplicas(SHARD, leader.address, (follower.address,))],
+        stub_for,
+    )
+    try:
+        form_pair(leader, follower)
+        append_aged(leader, "old", 3, 2 * HOUR_NS)
+        append_aged(leader, "new", 2, 0)
+        port = follower.host.port
+        follower.stop()
+        # The leader deletes the old entries; the follower misses the pass.
+        strict = enforcer.apply_once()
+        set_default_retention(policies, 24)
+        follower = start(base_config, tmp_path, "n1", port=port)
+        handles.append(follower)
+        # The enforcer's channel reconnects with a backoff after the failure.
+        grpc.channel_ready_future(channels[follower.address]).result(timeout=20)
+        # The follower receives the missed pass before the looser one.
+        loose = enforcer.apply_once()
+        on_leader = sorted(query_messages(leader))
+        on_follower = sorted(query_messages(follower))
+    finally:
+        for channel in channels.values():
+            channel.close()
+        for handle in handles:
+            if not handle.host.stopped:
+                handle.stop()
+
+    assert strict == {leader.address: 3}
+    assert loose == {leader.address: 0, follower.address: 3}
+    assert on_leader == ["new 0", "new 1"]
+    assert on_follower == on_leader
