@@ -54,7 +54,8 @@ INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
 
 # Attributes the server adds to an entry. They replace a writer's attribute of
-# the same name.
+# the same name, whose value then counts in `dropped_attributes_count` unless
+# it is the same, and they count toward `max_attributes` first.
 SEVERITY_TEXT_ATTRIBUTE = "severity_text"
 UTF8_REPAIRED_ATTRIBUTE = "utf8_repaired"
 
@@ -696,11 +697,16 @@ class BatchBuilder:
         message, truncated = cut_utf8(message, limits.max_message_bytes)
 
         if attributes or extra_attributes or utf8_repaired:
+            max_value_bytes = limits.max_attribute_value_bytes
+            added: dict[str, str] = {}
+            if extra_attributes:
+                value, cut = cut_utf8(severity_text, max_value_bytes)
+                truncated = truncated or cut
+                added[SEVERITY_TEXT_ATTRIBUTE] = value
+            if utf8_repaired:
+                added[UTF8_REPAIRED_ATTRIBUTE] = "true"
             kept: dict[str, str] = {}
             if attributes:
-                max_key_bytes = limits.max_attribute_key_bytes
-                max_value_bytes = limits.max_attribute_value_bytes
-                max_attributes = limits.max_attributes
                 if "" in attributes:
                     self.reject(
                         index,
@@ -711,7 +717,18 @@ class BatchBuilder:
                         "name, such as 'rpc'",
                     )
                     return
+                max_key_bytes = limits.max_attribute_key_bytes
+                # The added attributes take their places first, so the
+                # entry never has more than `max_attributes`.
+                max_attributes = limits.max_attributes - len(added)
                 for key in sorted(attributes):
+                    value = attributes[key]
+                    if key in added:
+                        # The server's attribute replaces the writer's, and
+                        # a different value counts as dropped.
+                        if cut_utf8(value, max_value_bytes)[0] != added[key]:
+                            dropped_attributes += 1
+                        continue
                     # A character is at most 4 bytes, so most keys and values
                     # skip the encoding.
                     if len(key) * 4 > max_key_bytes and (
@@ -719,20 +736,19 @@ class BatchBuilder:
                     ):
                         dropped_attributes += 1
                         continue
-                    if len(kept) == max_attributes:
+                    if len(kept) >= max_attributes:
                         dropped_attributes += 1
                         continue
-                    value = attributes[key]
                     if len(value) * 4 > max_value_bytes:
                         value, cut = cut_utf8(value, max_value_bytes)
                         truncated = truncated or cut
                     kept[key] = value
-            if extra_attributes:
-                value, cut = cut_utf8(severity_text, limits.max_attribute_value_bytes)
-                truncated = truncated or cut
-                kept[SEVERITY_TEXT_ATTRIBUTE] = value
-            if utf8_repaired:
-                kept[UTF8_REPAIRED_ATTRIBUTE] = "true"
+            # Reached only when `max_attributes` is below the number of added
+            # attributes.
+            for key in list(added)[limits.max_attributes :]:
+                del added[key]
+                dropped_attributes += 1
+            kept.update(added)
             attributes_json = _encode_json(kept) if kept else ""
         else:
             attributes_json = ""
@@ -836,6 +852,10 @@ def normalize_batch(
       count in `dropped_attributes_count`. Values over
       `max_attribute_value_bytes` are cut and flag `truncated`. The kept ones
       are stored as a JSON object with sorted keys, or "" when none.
+    - the attributes the server adds (`severity_text` for an unknown
+      severity word, `utf8_repaired`) take their places under
+      `max_attributes` first and replace a writer's attribute of the same
+      name; a replaced value that differs counts as dropped.
 
     `first_index` is the index of the first entry, for streams that count
     entries across messages.

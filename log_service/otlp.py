@@ -24,7 +24,14 @@ Mapping of an OTLP log record to an entry:
 - record attributes and the other resource attributes → attributes. A record
   attribute replaces a resource attribute with the same key.
 - scope name and `event_name` → attributes `scope.name` and `event.name`.
-- `dropped_attributes_count` → added to `dropped_attributes_count`.
+  The scope name replaces a resource attribute of that key, and a record
+  attribute replaces the scope name, as for resource attributes.
+- `dropped_attributes_count` → added to `dropped_attributes_count`, with one
+  more for each value that the conversion drops: an earlier value of a key
+  that repeats among the resource's or the record's attributes (keys that
+  differ only in invalid UTF-8 repeat after the repair), and a record
+  attribute `event.name` or `severity_number` whose value the record's
+  `event_name` or out-of-range severity number replaced with another.
 
 Attribute values become strings: strings as is, booleans as `true` or
 `false`, numbers in JSON notation, arrays and key-value lists as compact JSON.
@@ -219,7 +226,12 @@ def export_request_to_batch(
         host = ""
         resource_attributes: dict[str, str] = {}
         resource_repaired = False
-        for pair in resource_logs.resource.attributes:
+        resource_pairs = resource_logs.resource.attributes
+        # A key that repeats, also one that only the repair of invalid UTF-8
+        # made equal, keeps its last value, and each earlier one counts as
+        # dropped.
+        resource_dropped = len(resource_pairs) - len({p.key for p in resource_pairs})
+        for pair in resource_pairs:
             text, repaired = any_to_text(pair.value)
             resource_repaired = resource_repaired or repaired
             key = pair.key
@@ -250,19 +262,30 @@ def export_request_to_batch(
                     repaired = repaired or resource_repaired
 
                 attributes = scope_attributes
+                dropped = record.dropped_attributes_count + resource_dropped
                 event_name = record.event_name
                 number = record.severity_number
                 severity = severity_from_number(number) if number else 0
                 if record.attributes or event_name or severity is None:
                     attributes = dict(scope_attributes)
-                    for pair in record.attributes:
+                    pairs = record.attributes
+                    keys = {pair.key for pair in pairs}
+                    dropped += len(pairs) - len(keys)
+                    for pair in pairs:
                         text, bad = any_to_text(pair.value)
                         repaired = repaired or bad
                         attributes[pair.key] = text
                     if event_name:
+                        dropped += _replaced(
+                            attributes, keys, EVENT_NAME_KEY, event_name
+                        )
                         attributes[EVENT_NAME_KEY] = event_name
                     if severity is None:
-                        attributes[SEVERITY_NUMBER_KEY] = str(number)
+                        text = str(number)
+                        dropped += _replaced(
+                            attributes, keys, SEVERITY_NUMBER_KEY, text
+                        )
+                        attributes[SEVERITY_NUMBER_KEY] = text
                         severity = 0
 
                 trace_id = record.trace_id
@@ -279,11 +302,22 @@ def export_request_to_batch(
                     attributes=attributes,
                     trace_id=trace_id.hex() if trace_id else "",
                     span_id=span_id.hex() if span_id else "",
-                    dropped_attributes=record.dropped_attributes_count,
+                    dropped_attributes=dropped,
                     utf8_repaired=repaired or index in repaired_records,
                 )
                 index += 1
     return builder.build()
+
+
+def _replaced(
+    attributes: Mapping[str, str], record_keys: set[str], key: str, value: str
+) -> int:
+    """Return 1 when setting `key` to `value` drops a record attribute's value.
+
+    A resource attribute that it replaces is not counted, as a record
+    attribute that replaces one is not.
+    """
+    return int(key in record_keys and attributes[key] != value)
 
 
 def export_response(

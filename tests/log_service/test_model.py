@@ -224,6 +224,36 @@ def test_unknown_severity_text_kept():
     assert dict(entry.attributes) == {"severity_text": "loud"}
 
 
+def test_unknown_severity_text_replaces_attribute():
+    entry = only_entry(
+        LogEntry(service="api", severity_text="loud", attributes={"severity_text": "x"})
+    )
+    assert dict(entry.attributes) == {"severity_text": "loud"}
+    assert entry.dropped_attributes_count == 1
+
+
+def test_unknown_severity_text_same_attribute():
+    entry = only_entry(
+        LogEntry(
+            service="api", severity_text="loud", attributes={"severity_text": "loud"}
+        )
+    )
+    assert dict(entry.attributes) == {"severity_text": "loud"}
+    assert entry.dropped_attributes_count == 0
+
+
+def test_unknown_severity_text_within_cap():
+    attributes = {f"k{i:03}": str(i) for i in range(LIMITS.max_attributes)}
+    entry = only_entry(
+        LogEntry(service="api", severity_text="loud", attributes=attributes)
+    )
+    assert len(entry.attributes) == LIMITS.max_attributes
+    assert entry.attributes["severity_text"] == "loud"
+    # The last key in sorted order gives up its place.
+    assert f"k{LIMITS.max_attributes - 1:03}" not in entry.attributes
+    assert entry.dropped_attributes_count == 1
+
+
 def test_severity_guessed_from_message():
     entry = only_entry(LogEntry(service="api", message="ERROR timeout"))
     assert entry.severity == ERROR
@@ -625,6 +655,37 @@ def test_utf8_repaired_attribute_added():
     batch = builder.build()
     assert json.loads(batch.columns.attributes[0]) == {"utf8_repaired": "true"}
     assert batch.columns.messages[0] == "bad \ufffd"
+
+
+def add_repaired(builder, attributes: dict[str, str]) -> None:
+    builder.add(
+        0,
+        service="api",
+        host="",
+        message="bad \ufffd",
+        severity=0,
+        severity_text="",
+        timestamp=0,
+        observed_timestamp=0,
+        attributes=attributes,
+        trace_id="",
+        span_id="",
+        utf8_repaired=True,
+    )
+
+
+def test_utf8_repaired_replaces_attribute():
+    builder = model.BatchBuilder(
+        now_ns=NOW_NS, limits=Limits(max_attributes=2), retention_cutoff=no_cutoff
+    )
+    add_repaired(builder, {"utf8_repaired": "no", "a": "1", "b": "2"})
+    batch = builder.build()
+    assert json.loads(batch.columns.attributes[0]) == {
+        "a": "1",
+        "utf8_repaired": "true",
+    }
+    # The writer's `utf8_repaired` and `b`, which found no place.
+    assert list(batch.columns.dropped_attributes_counts) == [2]
 
 
 # Property: every entry is either stored or rejected, and nothing raises.

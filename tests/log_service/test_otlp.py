@@ -249,6 +249,47 @@ def test_unknown_severity_text_kept_as_attribute():
     assert stored_attributes(batch) == {"severity_text": "loud"}
 
 
+def test_repeated_attribute_keys_counted_as_dropped():
+    resource = [
+        KeyValue(key="service.name", value=text("expenses")),
+        KeyValue(key="zone", value=text("a")),
+        KeyValue(key="zone", value=text("b")),
+    ]
+    record = LogRecord(
+        attributes=[
+            KeyValue(key="k", value=text("1")),
+            KeyValue(key="k", value=text("2")),
+        ],
+        dropped_attributes_count=3,
+    )
+    batch = convert(request(record, resource=resource))
+    assert stored_attributes(batch) == {"k": "2", "zone": "b"}
+    assert list(batch.columns.dropped_attributes_counts) == [5]
+
+
+def test_event_name_replacing_attribute_counted():
+    records = [
+        LogRecord(event_name="login", attributes=pairs(event_name=text("other"))),
+        LogRecord(event_name="login", attributes=pairs(event_name=text("login"))),
+    ]
+    batch = convert(request(*records))
+    assert [json.loads(a) for a in batch.columns.attributes] == [
+        {"event.name": "login"},
+        {"event.name": "login"},
+    ]
+    assert list(batch.columns.dropped_attributes_counts) == [1, 0]
+
+
+def test_severity_number_replacing_attribute_counted():
+    record = LogRecord(
+        severity_number=99,
+        attributes=[KeyValue(key="severity_number", value=text("custom"))],
+    )
+    batch = convert(request(record))
+    assert stored_attributes(batch) == {"severity_number": "99"}
+    assert list(batch.columns.dropped_attributes_counts) == [1]
+
+
 def test_severity_guessed_from_body_without_number_or_text():
     batch = convert(request(LogRecord(body=text("WARNING low disk"))))
     assert list(batch.columns.severities) == [WARN]

@@ -125,6 +125,27 @@ def test_invalid_attribute_value_repaired(cluster):
     assert REPAIRED not in stored["1"].attributes
 
 
+def test_keys_repaired_alike_count_as_dropped(cluster):
+    records = [
+        logs_pb2.LogRecord(
+            body=_text("two keys"),
+            attributes=[_pair("n", "0"), _pair("kXX", "first"), _pair("kYY", "last")],
+        )
+    ]
+    # Both keys become "k\ufffd\ufffd" after the repair.
+    data = _patched(_request(records), (b"kXX", b"k\xff\xfe"), (b"kYY", b"k\xfe\xff"))
+
+    _export_raw(cluster, data)
+
+    stored = _stored(cluster, "otel-utf8")
+    assert dict(stored["0"].attributes) == {
+        "n": "0",
+        "k\ufffd\ufffd": "last",
+        REPAIRED: "true",
+    }
+    assert stored["0"].dropped_attributes_count == 1
+
+
 def test_invalid_resource_attribute_marks_its_records(cluster):
     records = [
         logs_pb2.LogRecord(body=_text("one"), attributes=[_pair("n", "0")]),
