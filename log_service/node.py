@@ -1043,17 +1043,37 @@ class LogNode:
             request.node,
             last,
         )
+        # A throttled stream waits between messages. Ending the call or
+        # stopping the node ends the wait, so no handler thread outlives the
+        # server by a throttle interval.
+        context.add_callback(self.notify)
         try:
             yield from snapshots.leader_messages(
                 self._store,
                 source,
                 self._config.max_message_bytes,
                 int(self._config.log_snapshot_bytes_per_second),
+                wait=lambda seconds: self._wait_while_serving(seconds, context),
             )
         finally:
             with self.lock:
                 until = time.monotonic() + SNAPSHOT_HOLD_SECONDS
                 self._snapshot_holds[token] = (last, until)
+
+    def _wait_while_serving(
+        self, seconds: float, context: grpc.ServicerContext
+    ) -> bool:
+        """Return True after `seconds`, or False once the call or the node stops."""
+        deadline = time.monotonic() + seconds
+        with self.lock:
+            while not self._stopping and not self.server_stopping():
+                if not context.is_active():
+                    return False
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return True
+                self.changed.wait(remaining)
+        return False
 
     # Applying records to the store.
 

@@ -40,7 +40,7 @@ import shutil
 import struct
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,7 +96,11 @@ class SnapshotSource:
 
 
 def leader_messages(
-    store, source: SnapshotSource, max_message_bytes: int, bytes_per_second: int = 0
+    store,
+    source: SnapshotSource,
+    max_message_bytes: int,
+    bytes_per_second: int = 0,
+    wait: Callable[[float], bool] | None = None,
 ) -> Iterator[Response]:
     """Yield the messages of one FetchSnapshot stream.
 
@@ -107,26 +111,38 @@ def leader_messages(
         it contains a single larger entry.
       bytes_per_second: when positive, the stream waits between messages so
         that it sends no faster on average.
+      wait: waits that many seconds between messages and returns True, or
+        returns False early when the stream must end, such as when the node
+        stops. Defaults to `time.sleep`.
     """
-    throttle = _Throttle(bytes_per_second)
+    throttle = _Throttle(bytes_per_second, wait)
     for message in _messages(store, source, max_message_bytes):
         yield message
-        throttle.sent(message.ByteSize())
+        if not throttle.sent(message.ByteSize()):
+            return
 
 
 class _Throttle:
-    def __init__(self, bytes_per_second: int) -> None:
+    def __init__(
+        self, bytes_per_second: int, wait: Callable[[float], bool] | None
+    ) -> None:
         self._rate = bytes_per_second
+        self._wait = wait
         self._start = time.monotonic()
         self._bytes = 0
 
-    def sent(self, size: int) -> None:
+    def sent(self, size: int) -> bool:
+        """Wait until the stream may send again; return False to end it."""
         if self._rate <= 0:
-            return
+            return True
         self._bytes += size
         ahead = self._start + self._bytes / self._rate - time.monotonic()
-        if ahead > 0:
+        if ahead <= 0:
+            return True
+        if self._wait is None:
             time.sleep(ahead)
+            return True
+        return self._wait(ahead)
 
 
 def _messages(

@@ -258,3 +258,45 @@ def test_snapshot_carries_held_indexes(base_config, tmp_path):
 
     assert (retry.count, retry.duplicate_count) == (2, 4)
     assert sorted(stored) == [f"r/d/s0 {i}" for i in range(6)]
+
+
+RATE_BYTES_PER_SECOND = 4
+
+
+@pytest.fixture
+def throttled_leader(base_config, tmp_path):
+    config = base_config.replace(log_snapshot_bytes_per_second=RATE_BYTES_PER_SECOND)
+    handle = start(config, tmp_path, "n0")
+    configure(handle, epoch=1, leader=handle)
+    append(handle, 1, "batch", count=50)
+    assert wait_for(lambda: len(query_sequences(handle)) == 50)
+    yield handle
+    if not handle.host.stopped:
+        handle.stop()
+
+
+def streams_ended(node) -> bool:
+    """Return whether every FetchSnapshot stream of `node` has ended."""
+    with node.lock:
+        holds = list(node._snapshot_holds.values())
+    return bool(holds) and all(until is not None for _, until in holds)
+
+
+@pytest.mark.parametrize("end", ["cancel", "stop"])
+def test_throttled_stream_ends_with_call(throttled_leader, end):
+    call = throttled_leader.replication.FetchSnapshot(fetch_request(), timeout=600)
+    # The header is small, so the chunk after it comes within seconds. The
+    # stream would then wait for the chunk's bytes at 4 bytes per second.
+    header = next(call)
+    chunk = next(call)
+    if end == "cancel":
+        call.cancel()
+    else:
+        throttled_leader.stop()
+
+    ended = wait_for(lambda: streams_ended(throttled_leader.node), timeout=30)
+
+    assert header.WhichOneof("part") == "header"
+    assert chunk.WhichOneof("part") == "entries"
+    assert chunk.ByteSize() > 60 * RATE_BYTES_PER_SECOND
+    assert ended
