@@ -80,7 +80,26 @@ def load(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> 
             origin = _origin(setting, args, environ)
             value = getattr(config, setting.name)
             raise ConfigError(f"invalid value {value!r} for {origin}: {problem}")
+    _check_log_message_limit(config, args, environ)
     return config
+
+
+def _check_log_message_limit(
+    config: Config, args: argparse.Namespace, environ: Mapping[str, str]
+) -> None:
+    """Refuse a log message limit that no request could ever reach.
+
+    Raises:
+      ConfigError: log_max_message_bytes is over max_message_bytes.
+    """
+    limit, largest = config.log_max_message_bytes, config.max_message_bytes
+    if limit > largest:
+        origin = _origin(SETTINGS_BY_NAME["log_max_message_bytes"], args, environ)
+        raise ConfigError(
+            f"invalid value {limit!r} for {origin}: it is over max_message_bytes "
+            f"({largest}), the largest request a component takes, so no message "
+            f"that long could arrive; give at most {largest}"
+        )
 
 
 def unknown_variable_warnings(environ: Mapping[str, str] | None = None) -> list[str]:

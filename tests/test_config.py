@@ -208,6 +208,19 @@ def test_seconds_out_of_range_rejected(variable, text, fragment):
     assert fragment in str(caught.value)
 
 
+def test_log_message_limit_over_request_limit_rejected():
+    environ = {
+        "SPLITLOG_LOG_MAX_MESSAGE_BYTES": str(32 * 1024 * 1024),
+        "SPLITLOG_MAX_MESSAGE_BYTES": str(16 * 1024 * 1024),
+    }
+
+    with pytest.raises(settings.ConfigError) as caught:
+        settings.load(argparse.Namespace(), environ)
+
+    assert "SPLITLOG_LOG_MAX_MESSAGE_BYTES" in str(caught.value)
+    assert f"give at most {16 * 1024 * 1024}" in str(caught.value)
+
+
 def test_data_dir_created_owner_only(tmp_path):
     data_dir = tmp_path / "fresh" / "data"
     config = config_module.load(environ={}, overrides={"data_dir": data_dir})
