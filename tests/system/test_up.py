@@ -234,10 +234,12 @@ def test_second_up_same_data_dir_exits_1(system):
 @pytest.mark.parametrize("component", ["log_service", "user_service"])
 def test_serve_component_of_running_up_exits_1(system, component):
     data_dir = Path(system.args[system.args.index("--data-dir") + 1])
-    (port,) = free_ports(1)
+    port, log_port = free_ports(2)
     port_flag = f"--{component.replace('_', '-')}-port"
     args = [str(SPLITLOG), "serve", component, "--data-dir", str(data_dir)]
     args += [port_flag, str(port), "--log-nodes", log_nodes_on_free_ports()]
+    # Its own logs go to a closed port, never to a system on the default one.
+    args += ["--log-service-addr", f"127.0.0.1:{log_port}"]
     # Should the check fail, the component starts, and the timeout ends it.
     second = _run_without_settings(args)
 
