@@ -85,15 +85,21 @@ def _parse_trusted_proxies(text: str) -> str:
             )
         try:
             if "/" in entry:
-                ipaddress.ip_network(entry)
+                prefix = ipaddress.ip_network(entry).prefixlen
             else:
-                ipaddress.ip_address(entry)
+                prefix = ipaddress.ip_address(entry).max_prefixlen
         except ValueError as exc:
             raise ValueError(
                 f"{entry!r} is not an IP address or network ({exc}); give "
                 "addresses such as 10.0.0.5 or networks such as 10.0.0.0/24, "
                 "separated by commas"
             ) from None
+        if prefix == 0:
+            raise ValueError(
+                f"{entry!r} covers every address, so like '*' it would let "
+                "every client choose its own address in X-Forwarded-For; list "
+                "the reverse proxies' addresses or networks"
+            )
     return ",".join(entries)
 
 
@@ -105,17 +111,33 @@ def _parse_cors_origins(text: str) -> str:
     entries = [entry.strip() for entry in text.split(",") if entry.strip()]
     if "*" in entries and len(entries) > 1:
         raise ValueError("'*' allows every origin, so give it alone")
-    for entry in entries:
-        if entry == "*":
-            continue
-        scheme, separator, rest = entry.partition("://")
-        if scheme not in ("http", "https") or not separator or not rest or "/" in rest:
-            raise ValueError(
-                f"{entry!r} is not a web origin; give scheme, host and "
-                "optional port without a path, such as https://app.example.com "
-                "or http://localhost:3000, separated by commas, or '*' alone"
-            )
-    return ",".join(entries)
+    return ",".join(entry if entry == "*" else _origin(entry) for entry in entries)
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(entry: str) -> str:
+    """Return a web origin as browsers send it: lower case, no default port."""
+    scheme, separator, rest = entry.lower().partition("://")
+    host, _, port = rest.partition(":")
+    valid = (
+        scheme in _DEFAULT_PORTS
+        and separator
+        and host
+        and "/" not in rest
+        and "*" not in rest
+        and (not port or (port.isdigit() and 0 < int(port) < 65536))
+    )
+    if not valid:
+        raise ValueError(
+            f"{entry!r} is not a web origin; give scheme, host and optional "
+            "port without a path or wildcard, such as https://app.example.com "
+            "or http://localhost:3000, separated by commas, or '*' alone"
+        )
+    if port and int(port) == _DEFAULT_PORTS[scheme]:
+        return f"{scheme}://{host}"
+    return f"{scheme}://{rest}"
 
 
 def cors_origins(value: str) -> list[str]:

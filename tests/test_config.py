@@ -119,7 +119,11 @@ ORIGINS = "SPLITLOG_HTTP_CORS_ORIGINS"
         (PROXIES, "*", "'*' would let every client choose its own address"),
         (ORIGINS, "https://app.example.com/path", "not a web origin"),
         (ORIGINS, "app.example.com", "not a web origin"),
+        (PROXIES, "0.0.0.0/0", "'0.0.0.0/0' covers every address"),
+        (PROXIES, "::/0", "'::/0' covers every address"),
         (ORIGINS, "*,https://app.example.com", "give it alone"),
+        (ORIGINS, "https://*.example.com", "not a web origin"),
+        (ORIGINS, "https://app.example.com:99999", "not a web origin"),
     ],
 )
 def test_bad_address_list_rejected(variable, text, fragment):
@@ -131,10 +135,13 @@ def test_bad_address_list_rejected(variable, text, fragment):
 
 
 def test_cors_origins_normalized():
-    origins = " https://app.example.com, http://localhost:3000 ,"
+    # As a browser sends them: lower case and without the scheme's own port.
+    origins = " https://App.Example.com:443, http://localhost:3000 ,http://a.test:80"
     config = config_module.load(environ={ORIGINS: origins})
 
-    assert config.http_cors_origins == "https://app.example.com,http://localhost:3000"
+    assert config.http_cors_origins == (
+        "https://app.example.com,http://localhost:3000,http://a.test"
+    )
 
 
 def test_service_address_defaults_to_host_and_port():
