@@ -92,16 +92,27 @@ def require_own(session: Session, group_id: str, user_id: str, token: str) -> No
         age = (storage.utc_now() - mark.start_time).total_seconds()
     if age is not None and age < FINISH_SECONDS:
         return
-    subject = _subject(group_id, user_id)
+    raise expired(_subject(group_id, user_id), age)
+
+
+def expired(subject: str, age: float | None, what: str = "removal") -> Unavailable:
+    """Log and build the error of a removal or deactivation whose mark expired.
+
+    Args:
+      subject: the member, group or user.
+      age: the mark's age in seconds, or None when it is gone or replaced.
+      what: "removal", or "deactivation" for a user.
+    """
     _LOGGER.warning(
-        "removal of %s found its leaving mark %s; nothing removed",
+        "%s of %s found its mark %s; nothing changed",
+        what,
         subject,
         "gone or replaced" if age is None else f"{age:.1f}s old",
     )
-    raise Unavailable(
-        f"the removal of {subject!r} took longer than {FINISH_SECONDS:.0f}s "
-        "between its leaving mark and the delete, so the balance check no "
-        "longer holds; nothing was removed, retry",
+    return Unavailable(
+        f"the {what} of {subject!r} took longer than {FINISH_SECONDS:.0f}s "
+        "between its mark and the final write, so the balance check no "
+        "longer holds; nothing was changed, retry",
         reason="REMOVAL_EXPIRED",
         metadata={"subject": subject},
         retry_delay=RETRY_DELAY_SECONDS,

@@ -17,6 +17,10 @@ Choices that the proto leaves open:
 - DeactivateUser revokes the user's sessions and API keys in the transaction
   that sets the state, so user_service accepts none of its credentials afterwards.
 - A deactivated user may still be updated, read and listed with its groups.
+- While DeactivateUser checks balances, the user cannot join or create a
+  group (FAILED_PRECONDITION, reason USER_DEACTIVATING), so that every
+  group the user is in at the end has been checked
+  (`user_service.deactivations`).
 - The last member of a group cannot leave it; delete the group instead.
   A group without members would be unreachable, because ListGroups lists
   groups by member.
@@ -64,7 +68,7 @@ from splitlog_runtime.errors import (
 )
 from splitlog_runtime.idempotency import check_same_request, values_hash
 from splitlog_runtime.resources import ID_PATTERN, new_id
-from user_service import auth_storage, domain, removals, storage
+from user_service import auth_storage, deactivations, domain, removals, storage
 from user_service.guards import UNSETTLED_BALANCE, BalanceGuard
 
 _LOGGER = logging.getLogger(__name__)
@@ -481,13 +485,17 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         authz.require_self(domain.user_name(user_id), "name")
         resource = Resource(domain.USER_TYPE, request.name)
         with self._transaction() as session:
-            row = storage.require_user(session, user_id)
+            # The lock orders this against AddGroupMember and CreateGroup, so
+            # the groups read below are all the groups the user is in.
+            row = storage.require_user(session, user_id, lock=True)
             if row.state == domain.STATE_DEACTIVATED:
                 return pb.DeactivateUserResponse(user=user_message(row))
             _check_etag(expected, row.version, resource, "etag")
             # A deactivated user cannot be named on settlements, so a debt
             # left behind could never be paid. Each group gets a leaving mark,
-            # as for a removal, so no expense names the user during the check.
+            # as for a removal, so no expense names the user during the check,
+            # and the user gets a deactivating mark, so no group is joined.
+            user_token = deactivations.start(session, user_id)
             tokens = {
                 group.id: removals.start(session, group.id, user_id)
                 for group in storage.all_groups_of_user(session, user_id)
@@ -496,20 +504,24 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         try:
             self._check_settled_everywhere(user_id, sorted(tokens), context)
             with self._transaction() as session:
+                row = storage.require_user(session, user_id, lock=True)
+                deactivations.require_own(session, user_id, user_token)
+                deactivations.require_same_groups(session, user_id, tokens)
                 for group_id, token in tokens.items():
                     removals.require_own(session, group_id, user_id, token)
-                row = storage.require_user(session, user_id)
                 revoked = None
                 if row.state != domain.STATE_DEACTIVATED:
                     _check_etag(expected, row.version, resource, "etag")
                     revoked = _deactivate(session, row)
                 for group_id, token in tokens.items():
                     storage.delete_pending_removal(session, group_id, user_id, token)
+                storage.delete_pending_deactivation(session, user_id, user_token)
                 session.flush()
                 reply = pb.DeactivateUserResponse(user=user_message(row))
         except BaseException:
             for group_id, token in tokens.items():
                 self._clear_mark(group_id, user_id, token)
+            self._clear_deactivating_mark(user_id, user_token)
             raise
         if revoked is not None:
             _LOGGER.info(
@@ -596,8 +608,12 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
                 if replayed is None:
                     raise
                 return replayed
-            creator = storage.require_user(session, creator_id)
+            # The lock keeps a deactivation from starting before this commits.
+            creator = storage.require_user(session, creator_id, lock=True)
             require_active(creator, "create a group")
+            deactivations.require_not_deactivating(
+                session, creator_id, "create a group"
+            )
             now = storage.utc_now()
             row = storage.GroupRow(
                 id=group_id,
@@ -781,7 +797,8 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         def add(session: Session) -> pb.Member:
             _authorize_group(session, group_id)
             storage.require_group(session, group_id)
-            user = storage.require_user(session, user_id)
+            # The lock keeps a deactivation from starting before this commits.
+            user = storage.require_user(session, user_id, lock=True)
             if storage.get_member(session, group_id, user_id) is not None:
                 name = domain.member_name(group_id, user_id)
                 raise AlreadyExists(
@@ -790,6 +807,7 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
                     resource=Resource(domain.MEMBER_TYPE, name),
                 )
             require_active(user, "join a group")
+            deactivations.require_not_deactivating(session, user_id, "join a group")
             member = storage.MemberRow(
                 group_id=group_id, user_id=user_id, join_time=storage.utc_now()
             )
@@ -901,6 +919,20 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
                 "removal; it expires after %.0fs",
                 user_id or "every member",
                 group_id,
+                removals.MARK_SECONDS,
+            )
+
+    def _clear_deactivating_mark(self, user_id: str, token: str) -> None:
+        """Delete a deactivating mark after a failed deactivation; on error it
+        expires."""
+        try:
+            with self._transaction() as session:
+                storage.delete_pending_deactivation(session, user_id, token)
+        except Exception:
+            _LOGGER.exception(
+                "cannot clear the deactivating mark of users/%s after a failed "
+                "deactivation; it expires after %.0fs",
+                user_id,
                 removals.MARK_SECONDS,
             )
 

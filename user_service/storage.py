@@ -141,6 +141,23 @@ class PendingRemovalRow(Base):
     start_time: Mapped[datetime] = mapped_column(DateTime())
 
 
+class PendingDeactivationRow(Base):
+    """A deactivation that is checking balances: the deactivating mark of a user.
+
+    While the mark counts, the user cannot join a group, so the deactivation
+    checks every group the user belongs to. `token` and the time limit work
+    as for `PendingRemovalRow`.
+    """
+
+    __tablename__ = "pending_deactivations"
+
+    user_id: Mapped[str] = mapped_column(
+        String(63), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    token: Mapped[str] = mapped_column(String(32))
+    start_time: Mapped[datetime] = mapped_column(DateTime())
+
+
 class RequestIdRow(Base):
     """An idempotency key: which resource a create with this request_id made,
     and the hash of that request (`splitlog_runtime.idempotency`)."""
@@ -167,13 +184,13 @@ def get_user(session: Session, user_id: str) -> UserRow | None:
     return session.get(UserRow, user_id)
 
 
-def require_user(session: Session, user_id: str) -> UserRow:
-    """Return a user.
+def require_user(session: Session, user_id: str, lock: bool = False) -> UserRow:
+    """Return a user; with `lock`, lock its row until the transaction ends.
 
     Raises:
       NotFound: no user has this id (reason USER_NOT_FOUND).
     """
-    user = session.get(UserRow, user_id)
+    user = session.get(UserRow, user_id, with_for_update=lock)
     if user is None:
         name = domain.user_name(user_id)
         raise NotFound(
@@ -450,6 +467,35 @@ def delete_pending_removal(
             PendingRemovalRow.group_id == group_id,
             PendingRemovalRow.user_id == user_id,
             PendingRemovalRow.token == token,
+        )
+    )
+    return result.rowcount > 0
+
+
+def get_pending_deactivation(
+    session: Session, user_id: str
+) -> PendingDeactivationRow | None:
+    """Return the deactivating mark of a user, expired or not."""
+    return session.get(PendingDeactivationRow, user_id)
+
+
+def put_pending_deactivation(
+    session: Session, user_id: str, token: str, now: datetime
+) -> None:
+    """Write a deactivating mark, replacing an expired one of the same user."""
+    session.execute(
+        delete(PendingDeactivationRow).where(PendingDeactivationRow.user_id == user_id)
+    )
+    session.add(PendingDeactivationRow(user_id=user_id, token=token, start_time=now))
+    session.flush()
+
+
+def delete_pending_deactivation(session: Session, user_id: str, token: str) -> bool:
+    """Delete a deactivating mark if `token` wrote it; return whether it did."""
+    result = session.execute(
+        delete(PendingDeactivationRow).where(
+            PendingDeactivationRow.user_id == user_id,
+            PendingDeactivationRow.token == token,
         )
     )
     return result.rowcount > 0
