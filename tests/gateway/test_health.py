@@ -190,8 +190,11 @@ def test_blocked_backend_not_serving_until_free(blockable_backend):
                 pool.submit(block, b"", timeout=60) for _ in range(BLOCKABLE_WORKERS)
             ]
             # The backend's Watch streams stay open and keep reporting
-            # SERVING, so only the unanswered checks can change this.
+            # SERVING, so only the unanswered checks can change this. Each
+            # backend has its own probe, so the whole server can turn
+            # NOT_SERVING on another backend's misses before this one's.
             _wait_status(channel, "", NOT_SERVING, timeout=20)
+            _wait_status(channel, USERS_SERVICE, NOT_SERVING, timeout=20)
             users_blocked = _status(channel, USERS_SERVICE)
             release.set()
             for call in calls:
