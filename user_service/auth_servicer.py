@@ -258,6 +258,9 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
     def SignUp(
         self, request: pb.SignUpRequest, context: grpc.ServicerContext
     ) -> pb.SignUpResponse:
+        # CreateUser runs as a service below, so it would accept an address
+        # that only administrators may set.
+        domain.check_email_not_reserved(request.user.email, "user.email")
         password_hash = auth.hash_password(
             _validate_password(request.password, "password")
         )

@@ -152,6 +152,39 @@ def validate_email(value: str, field: str) -> str:
     return value
 
 
+# Top-level domain that RFC 2606 reserves for names that never resolve. Only
+# administrators may give a user an address in it, so that `splitlog import`
+# can tell the users it created (`<id>@import.invalid`) from accounts that
+# someone signed up with the same id.
+RESERVED_EMAIL_TLD = "invalid"
+
+
+def is_reserved_email(value: str) -> bool:
+    """Return whether an address is in the reserved `.invalid` domain.
+
+    The check reads the uniqueness key (`normalise_email`), so full-width or
+    upper-case forms of the domain count too.
+    """
+    domain = normalise_email(value).rpartition("@")[2]
+    return domain.rstrip(".").rpartition(".")[2] == RESERVED_EMAIL_TLD
+
+
+def check_email_not_reserved(value: str, field: str) -> None:
+    """Reject an address in the reserved `.invalid` domain.
+
+    Raises:
+      InvalidArgument: reason EMAIL_DOMAIN_RESERVED, naming `field`.
+    """
+    if is_reserved_email(value):
+        raise invalid_field(
+            field,
+            f"{value!r} is in the reserved domain '.{RESERVED_EMAIL_TLD}', which "
+            "only administrators may give to users (imports use it for the users "
+            "they create); use an address that receives mail",
+            reason="EMAIL_DOMAIN_RESERVED",
+        )
+
+
 def normalise_email(value: str) -> str:
     """Return the key under which emails are unique: NFKC, casefold, NFKC.
 

@@ -451,6 +451,7 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
             resource = Resource(domain.USER_TYPE, domain.user_name(user_id))
             _check_etag(expected, row.version, resource, "user.etag")
             if "email" in changes:
+                self._check_email_allowed(row, changes["email"])
                 self._check_email_free(session, changes["email"], owner_id=row.id)
             if self._apply_user_changes(row, changes):
                 row.update_time = storage.utc_now()
@@ -458,6 +459,19 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
             return user_message(row)
 
         return pb.UpdateUserResponse(user=self._run_with_conflict_retry(update))
+
+    @staticmethod
+    def _check_email_allowed(row: storage.UserRow, email: str) -> None:
+        """Reject a new `.invalid` address unless an administrator sets it.
+
+        A user who keeps the address they have (such as an imported user
+        changing their display name with the email in the mask) passes.
+        """
+        if authz.restricted_user() is None:
+            return
+        if domain.normalise_email(email) == row.email_normalised:
+            return
+        domain.check_email_not_reserved(email, "user.email")
 
     @staticmethod
     def _apply_user_changes(row: storage.UserRow, changes: dict[str, str]) -> bool:

@@ -153,6 +153,29 @@ def test_normalise_email_is_stable(text):
     assert domain.normalise_email(key) == key
 
 
+@pytest.mark.parametrize(
+    ("email", "reserved"),
+    [
+        ("sw-ana-1c2d3e@import.invalid", True),
+        ("ana@Example.INVALID", True),
+        ("ana@example.\uff49nvalid", True),
+        ("ana@invalid.example.com", False),
+        ("ana@example.invalids", False),
+        ("ana@example.com", False),
+        ("", False),
+    ],
+)
+def test_is_reserved_email(email, reserved):
+    assert domain.is_reserved_email(email) is reserved
+
+
+def test_check_email_not_reserved_names_field():
+    with pytest.raises(InvalidArgument) as caught:
+        domain.check_email_not_reserved("x@import.invalid", "user.email")
+    assert caught.value.reason == "EMAIL_DOMAIN_RESERVED"
+    assert str(caught.value).startswith("user.email: 'x@import.invalid'")
+
+
 def test_validate_email_rejects_key_over_1024_bytes():
     # U+FDFA is one letter that NFKC expands to 18 Arabic letters.
     email = "\ufdfa" * 60 + "@example.com"
