@@ -14,8 +14,10 @@ Before it writes entries, the import lists the group's expenses and
 settlements (deleted ones too) and skips every entry whose id exists. A
 create that reached the server but whose response was lost is caught by its
 request id, which returns the first result. A repeated CreateUser,
-CreateGroup or AddGroupMember fails with ALREADY_EXISTS, which the import
-treats as done.
+CreateGroup or AddGroupMember fails with ALREADY_EXISTS. The import treats
+that as done only for a user whose email is `email(id)` and a group that the
+file's first user created and whose members are all the file's users,
+because anyone can sign up or create a group with one of these ids first.
 """
 
 from __future__ import annotations

@@ -2,15 +2,22 @@
 
 The whole file is parsed, converted and checked against its summary rows
 before the first call, so a bad file writes nothing. The file's users that
-exist already are then read, and a deactivated one stops the import before
-the first write. The writes then go through the gateway in this order:
-users, group, members, every expense in one BatchCreateExpenses call (one
-per `MAX_BATCH_CREATES` rows or `MAX_BATCH_PAIRS` payer and participant
-pairs, and smaller when the server rejects a response as too large), then
-the settlements. Every create carries ids derived from the file (see
-`identity`), so running the same import again skips what exists and
-creates the rest, without duplicates. When the expense write fails, the
-group that this run created is deleted again, because it contains nothing.
+exist already are then read, and one that is deactivated, or that an import
+did not create, stops the import before the first write. The writes then go
+through the gateway in this order: users, group, members, every expense in
+one BatchCreateExpenses call (one per `MAX_BATCH_CREATES` rows or
+`MAX_BATCH_PAIRS` payer and participant pairs, and smaller when the server
+rejects a response as too large), then the settlements. Every create carries
+ids derived from the file (see `identity`), so running the same import again
+skips what exists and creates the rest, without duplicates. When the expense
+write fails, the group that this run created is deleted again, because it
+contains nothing.
+
+The ids are predictable, so anyone could create a user or a group with one
+of them first. The import therefore uses an existing user only when its
+email is the one the import gives (`identity.email`), which user_service
+lets only administrators set, and an existing group only when the file's
+first user created it and every member is one of the file's users.
 """
 
 from __future__ import annotations
@@ -189,8 +196,10 @@ class SplitwiseImporter:
         """Create everything in the plan that does not exist yet.
 
         Raises:
-          SplitwiseImportError: a user of the file exists and is deactivated,
-            which stops the import before the first write, or a call failed.
+          SplitwiseImportError: a user of the file exists and is deactivated
+            or was not created by an import, which stops the import before
+            the first write; the file's group exists and was not created by
+            this import; or a call failed.
             The message of a failed call names the row and asks the user to
             run the same import again to complete it.
         """
@@ -203,7 +212,9 @@ class SplitwiseImporter:
         step = "reading the users that exist"
         created_group = group_exists = False
         try:
-            deactivated = self._deactivated_users(plan.members, digest)
+            deactivated, foreign = self._existing_users(plan.members, digest)
+            if foreign:
+                raise SplitwiseImportError(_foreign_users_message(foreign))
             if deactivated:
                 raise SplitwiseImportError(_deactivated_message(deactivated))
             step = "creating the users"
@@ -300,15 +311,19 @@ class SplitwiseImporter:
         result.actual = _by_member(result.actual, names)
         return result
 
-    def _deactivated_users(
+    def _existing_users(
         self, members: tuple[str, ...], digest: str
-    ) -> list[tuple[str, str]]:
-        """Return (member, user name) of each user of the file that is deactivated.
+    ) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
+        """Read the file's users that exist already.
 
         A deactivated user cannot create or join a group. Without this check
         the import would create the file's other users and then stop.
+
+        Returns:
+          (member, user name) of each deactivated user, and (member, user
+          name, email) of each user whose email is not the import's.
         """
-        deactivated = []
+        deactivated, foreign = [], []
         for member in members:
             name = _user_name(member, digest)
             try:
@@ -324,9 +339,11 @@ class SplitwiseImporter:
                 ):
                     continue
                 raise
-            if user.state == users_pb.User.STATE_DEACTIVATED:
+            if not _is_import_email(user):
+                foreign.append((member, name, user.email))
+            elif user.state == users_pb.User.STATE_DEACTIVATED:
                 deactivated.append((member, name))
-        return deactivated
+        return deactivated, foreign
 
     def _create_user(self, member: str, digest: str, currency: str) -> str:
         name = _user_name(member, digest)
@@ -344,9 +361,14 @@ class SplitwiseImporter:
             lambda: self._users.CreateUser(request, timeout=self._timeout)
         )
         if not created:
-            self._users.GetUser(
+            # Someone may have created the user after `_existing_users` read.
+            user = self._users.GetUser(
                 users_pb.GetUserRequest(name=name), timeout=self._timeout
-            )
+            ).user
+            if not _is_import_email(user):
+                raise SplitwiseImportError(
+                    _foreign_users_message([(member, name, user.email)], early=False)
+                )
         return name
 
     def _create_group(
@@ -379,35 +401,81 @@ class SplitwiseImporter:
                 group_id=group_id,
                 request_id=identity.request_id(ids.digest, "group", key),
             )
+            created = True
             try:
-                created = self._create(
-                    lambda request=request: self._users.CreateGroup(
-                        request, timeout=self._timeout
-                    )
-                )
+                group = self._users.CreateGroup(request, timeout=self._timeout).group
             except grpc.RpcError as exc:
                 # user_service does not replay the request id of a deleted
                 # group, so it returns NOT_FOUND for the group it created.
-                if exc.code() != grpc.StatusCode.NOT_FOUND:
+                if exc.code() == grpc.StatusCode.NOT_FOUND:
+                    continue
+                if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
                     raise
-                continue
-            if created:
-                return True, display_name
-            try:
-                response = self._users.GetGroup(
-                    users_pb.GetGroupRequest(name=ids.group), timeout=self._timeout
-                )
-            except grpc.RpcError as exc:
-                if exc.code() != grpc.StatusCode.NOT_FOUND:
-                    raise
-                continue
-            return False, response.group.display_name
+                created = False
+            if not created:
+                try:
+                    group = self._users.GetGroup(
+                        users_pb.GetGroupRequest(name=ids.group),
+                        timeout=self._timeout,
+                    ).group
+                except grpc.RpcError as exc:
+                    if exc.code() != grpc.StatusCode.NOT_FOUND:
+                        raise
+                    continue
+            # A replayed request id returns the group as it is now, with the
+            # members added since, so it is checked like a group found.
+            self._check_group_is_ours(ids, group)
+            return created, display_name if created else group.display_name
         raise SplitwiseImportError(
             f"import stopped: the groups of this file were deleted "
             f"{identity.MAX_GROUP_IDS} times, and the id of a deleted group is "
             "never used again. Change the file's bytes (an empty line at its "
             "end is enough) to import it into a new group."
         )
+
+    def _check_group_is_ours(self, ids: _Ids, group: users_pb.Group) -> None:
+        """Raise unless the file's first user created the group and every
+        member is one of the file's users.
+
+        Only that user or an administrator may name that creator, and only a
+        member or an administrator may add members.
+        """
+        problem = self._foreign_group_problem(ids, group)
+        if not problem:
+            return
+        raise SplitwiseImportError(
+            "import stopped: the import writes only into a group that the file's "
+            f"first user created and whose members are all users of the file, but "
+            f"the group {ids.group} {problem}. Change the file's bytes (an empty "
+            "line at its end is enough) to import it into a new group. Or, as an "
+            "administrator, remove the members who are not in the file, or delete "
+            f"a group that this import did not create (`splitlog groups delete "
+            f"{ids.group}`), and run the same command again.\n"
+            f"{_left_without_group(ids, len(ids.users))}"
+        )
+
+    def _foreign_group_problem(self, ids: _Ids, group: users_pb.Group) -> str:
+        """Return why a group is not this import's, or "" if it is."""
+        creator = next(iter(ids.users.values()))
+        if group.creator != creator:
+            return f"was created by {group.creator}, not by {creator}"
+        ours = set(ids.users.values())
+        others = []
+        token = ""
+        while True:
+            response = self._users.ListGroupMembers(
+                users_pb.ListGroupMembersRequest(
+                    parent=ids.group, page_size=PAGE_SIZE, page_token=token
+                ),
+                timeout=self._timeout,
+            )
+            others += [m.user for m in response.members if m.user not in ours]
+            token = response.next_page_token
+            if not token:
+                break
+        if others:
+            return f"has members who are not in the file: {', '.join(others)}"
+        return ""
 
     def _add_member(self, ids: _Ids, member: str) -> None:
         request = users_pb.AddGroupMemberRequest(
@@ -694,6 +762,49 @@ def _default_currency(currencies: list[str]) -> str:
     or HRK), which expenses may use but a default may not.
     """
     return next((code for code in currencies if code in ISO_4217_CODES), "")
+
+
+def _is_import_email(user: users_pb.User) -> bool:
+    """Return whether a user has the email that the import gives its users."""
+    user_id = user.name.removeprefix("users/")
+    return user.email.casefold() == identity.email(user_id).casefold()
+
+
+def _foreign_users_message(
+    foreign: list[tuple[str, str, str]], early: bool = True
+) -> str:
+    """Build the error for users of the file that an import did not create."""
+    lines = []
+    for member, name, email in foreign:
+        if member == UNKNOWN_MEMBER:
+            fix = (
+                "Its id comes from the file's bytes, so change them (an empty "
+                "line at the end is enough) to import the file with a new "
+                "placeholder."
+            )
+        else:
+            fix = (
+                "The user's id comes from the member's name, so rename the "
+                f"column in the file's header (for example to '{member} 2') to "
+                "import the member as a new user."
+            )
+        lines.append(
+            f"member {member!r} would be the user {name}, which exists with the "
+            f"email {email!r}, not {identity.email(name.removeprefix('users/'))!r}, "
+            f"so an import did not create it. {fix}"
+        )
+    listed = "\n  ".join(lines)
+    left = (
+        "Nothing was created."
+        if early
+        else "The users created before it stay, and no group was created."
+    )
+    return (
+        "import stopped, because a user of the file exists that someone other "
+        "than an import created, and they could sign in as that member:\n"
+        f"  {listed}\nAn administrator may want to deactivate such an account. "
+        f"{left}"
+    )
 
 
 def _deactivated_message(deactivated: list[tuple[str, str]]) -> str:

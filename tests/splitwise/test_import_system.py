@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import signal
 import subprocess
 import uuid
 from pathlib import Path
@@ -30,12 +29,15 @@ from splitlog_cli.splitwise.importer import (
     load_plan,
 )
 from splitlog_cli.splitwise.wire import to_minor
-from tests.splitwise.conftest import FIXTURES, shared_export_params
+from tests.splitwise.conftest import (
+    FIXTURES,
+    lookup_code,
+    running_splitlog,
+    shared_export_params,
+)
 from tests.system.conftest import (
     SPLITLOG,
-    START_TIMEOUT,
     free_ports,
-    start_splitlog,
 )
 
 pytestmark = pytest.mark.system
@@ -46,22 +48,9 @@ TIMEOUT = 10.0
 @pytest.fixture(scope="module")
 def splitlog(tmp_path_factory):
     """A `splitlog up` that runs for the whole module."""
-    running = start_splitlog(tmp_path_factory.mktemp("splitwise-system"))
-    try:
-        # The ready line is printed once every component serves. The gateway's
-        # aggregated health is not waited for: the import needs only the
-        # forwarded services, and the probe below calls one of them.
-        if not running.ready.wait(START_TIMEOUT):
-            pytest.fail(f"splitlog did not start:\n{running.log()[-4000:]}")
+    with running_splitlog(tmp_path_factory.mktemp("splitwise-system")) as running:
         _skip_unless_expenses_exist(running.grpc_address)
         yield running
-    finally:
-        if running.process.poll() is None:
-            running.signal(signal.SIGTERM)
-            try:
-                running.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                running.kill_everything()
 
 
 @pytest.fixture(scope="module")
@@ -104,19 +93,6 @@ def group_balance(channel, group: str) -> dict[str, dict[str, int]]:
             nets[user.user.display_name] = to_minor(member.net_amount)
         result[currency.currency_code] = nets
     return result
-
-
-def lookup_code(channel, name: str) -> grpc.StatusCode:
-    """Return the status code of GetGroup on a group, or GetUser on a user."""
-    users = users_grpc.UsersServiceStub(channel)
-    try:
-        if name.startswith("users/"):
-            users.GetUser(users_pb.GetUserRequest(name=name), timeout=TIMEOUT)
-        else:
-            users.GetGroup(users_pb.GetGroupRequest(name=name), timeout=TIMEOUT)
-    except grpc.RpcError as exc:
-        return exc.code()
-    return grpc.StatusCode.OK
 
 
 def expense_count(channel, group: str) -> int:
