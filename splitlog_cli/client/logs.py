@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import signal
 import stat
 import sys
@@ -110,6 +111,8 @@ EXIT_ENTRIES_REJECTED = 3
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 # Namespace of the request ids that `logs ship` derives from its batches.
 _SHIP_NAMESPACE = uuid.UUID("2081b718-9d31-4295-b4b3-482fcb416609")
+# A command-line word that is a value, not an option, such as -15m or -.5h.
+_NEGATIVE_VALUE = re.compile(r"^-\.?\d")
 
 
 def add_parsers(
@@ -327,10 +330,29 @@ def _add_time_range(parser: argparse.ArgumentParser) -> None:
         "--since",
         "--start",
         dest="start",
-        help=f"start of the time range, inclusive: {TIME_FORMS}; write a "
-        "relative time as --since=-1h",
+        help=f"start of the time range, inclusive: {TIME_FORMS}",
     )
-    parser.add_argument("--end", help="end of the time range, exclusive; same forms")
+    parser.add_argument(
+        "--end",
+        "--until",
+        dest="end",
+        help="end of the time range, exclusive; same forms (default: now)",
+    )
+    _accept_negative_values(parser)
+
+
+def _accept_negative_values(parser: argparse.ArgumentParser) -> None:
+    """Read a word that starts with "-" and a digit, such as -15m, as a value.
+
+    argparse takes such a word for an unknown option unless it is a plain
+    negative number, so `--since -15m` would fail with "expected one
+    argument". No option of these commands starts with "-" and a digit, so
+    the word can only be a value.
+    """
+    # NOTE: argparse has no public setting for this. Python 3.11's
+    # ArgumentParser._parse_optional reads this attribute, and a test of
+    # `--since -15m` fails if a later version stops doing so.
+    parser._negative_number_matcher = _NEGATIVE_VALUE
 
 
 # --- ship -------------------------------------------------------------------

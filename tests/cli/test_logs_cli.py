@@ -1615,6 +1615,72 @@ def test_query_page_token_continues(live, capsys):
     assert err == ""
 
 
+@pytest.mark.parametrize(
+    "time_range",
+    [
+        ("--since", "-15m"),
+        ("--since=-15m",),
+        ("--start", "-15m", "--until", "now"),
+        ("--since", "-.25h", "--end", "-1ms"),
+        ("--since", "-15m", "--until", "-1ms"),
+    ],
+)
+def test_query_relative_time_after_space(live, capsys, time_range):
+    # The entries are 10 minutes old, inside every range above.
+    service = f"relative-space-{random_suffix()}"
+    _write_pages_entries(live, service, 2)
+
+    status, out, err = run(
+        capsys, live.address, "logs", "query", "--service", service,
+        *time_range, "--format", "json",
+    )  # fmt: skip
+
+    assert status == 0, err
+    assert [entry["message"] for entry in json.loads(out)["entries"]] == ["m1", "m0"]
+
+
+def test_query_until_before_entries(live, capsys):
+    _write_pages_entries(live, "relative-until", 2)
+
+    status, out, err = run(
+        capsys, live.address, "logs", "query", "--service", "relative-until",
+        "--since", "-1h", "--until", "-30m", "--format", "json",
+    )  # fmt: skip
+
+    assert status == 0, err
+    assert json.loads(out).get("entries", []) == []
+
+
+def test_stats_relative_time_after_space(live, capsys):
+    _write_pages_entries(live, "relative-stats", 3)
+
+    status, out, err = run(
+        capsys, live.address, "logs", "stats", "--service", "relative-stats",
+        "--since", "-1h", "--until", "-1s",
+    )  # fmt: skip
+
+    assert status == 0, err
+    assert re.search(r"entries: +3\n", out), out
+
+
+def test_stats_negative_step_is_value(capsys):
+    # No server listens at the address: the command must stop before calling.
+    status, out, err = run(capsys, unused_address(), "logs", "stats", "--step", "-5m")
+
+    assert status == 2
+    assert "--step: invalid duration '-5m'" in err
+    assert out == ""
+
+
+def test_query_help_names_until(capsys):
+    with pytest.raises(SystemExit):
+        main(["logs", "query", "--help"])
+    out = capsys.readouterr().out
+
+    assert "--end END, --until END" in out
+    assert "--since=-1h" not in out
+
+
 def test_query_all_shown_prints_no_note(live, capsys):
     _write_pages_entries(live, "pages-all", 3)
 
