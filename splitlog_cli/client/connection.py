@@ -7,6 +7,7 @@ or `Unreachable` when nothing listens at the gateway address.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -188,7 +189,7 @@ class Gateway:
 def describe(error: grpc.RpcError) -> str:
     """Return one line with the status message, code, ErrorInfo reason and fields.
 
-    Details that the message already contains are not repeated.
+    Details that the message already states are not repeated.
     """
     message = error.details() or "(no message)"
     code = error.code().name
@@ -203,10 +204,11 @@ def describe(error: grpc.RpcError) -> str:
         elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad_request = error_details_pb2.BadRequest()
             detail.Unpack(bad_request)
+            violations = bad_request.field_violations
             notes += [
                 f"{violation.field}: {violation.description}"
-                for violation in bad_request.field_violations
-                if violation.description not in message
+                for violation in violations
+                if not _states_field(message, violation, len(violations))
             ]
         elif detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
             failure = error_details_pb2.PreconditionFailure()
@@ -214,10 +216,48 @@ def describe(error: grpc.RpcError) -> str:
             notes += [
                 f"{violation.subject}: {violation.description}"
                 for violation in failure.violations
-                if violation.description and violation.description not in message
+                if violation.description
+                and not _states_precondition(message, violation)
             ]
     label = f"{code}, {reason}" if reason else code
     line = f"{message} ({label})"
     if notes:
         line += "; " + "; ".join(notes)
     return " ".join(line.split())
+
+
+def _states_field(
+    message: str, violation: error_details_pb2.BadRequest.FieldViolation, count: int
+) -> bool:
+    """Return whether the status message already states a field violation.
+
+    A message about several fields states the first and counts the others,
+    which may have the same description, so the field must be named too.
+    """
+    if violation.description not in message:
+        return False
+    return count == 1 or violation.field in message
+
+
+def _states_precondition(
+    message: str, violation: error_details_pb2.PreconditionFailure.Violation
+) -> bool:
+    """Return whether the status message already states a failed precondition.
+
+    The services' messages describe each failed precondition in their own
+    words and name its subject. A group member, `groups/G/members/U`, is
+    named by its user, `users/U`. A message about many subjects names the
+    first few and counts the rest, whose violations are then listed.
+    """
+    if violation.description in message:
+        return True
+    subject = violation.subject
+    _, member, user = subject.partition("/members/")
+    names = [subject, f"users/{user}"] if member else [subject]
+    return any(_names_resource(message, name) for name in names)
+
+
+def _names_resource(message: str, name: str) -> bool:
+    """Return whether `message` contains the resource name `name` as a whole."""
+    pattern = rf"(?<![\w./-]){re.escape(name)}(?![\w/-])"
+    return re.search(pattern, message) is not None

@@ -413,10 +413,15 @@ class _Reader:
 
 
 def _too_large(text: str, currency: str) -> str:
-    """Return the problem of an amount over the most that splitlog stores."""
-    limit = format_amount(MAX_AMOUNT_MINOR, currency)
+    """Return the problem of an amount outside the range that splitlog stores."""
+    if text.startswith("-"):
+        bound = "below the minimum of"
+        limit = format_amount(-MAX_AMOUNT_MINOR, currency)
+    else:
+        bound = "larger than the maximum of"
+        limit = format_amount(MAX_AMOUNT_MINOR, currency)
     return (
-        f"amount {shorten(text)} {currency} is larger than the {limit} {currency} "
+        f"amount {shorten(text)} {currency} is {bound} {limit} {currency} "
         "that splitlog stores per amount; split the row into smaller ones"
     )
 

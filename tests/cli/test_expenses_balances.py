@@ -259,7 +259,43 @@ def test_non_member_participant(cli, group):
 
     assert result.status == 1
     assert "users/stranger-1" in result.stderr
-    assert error_label(result.stderr).startswith("FAILED_PRECONDITION, ")
+    assert error_label(result.stderr) == "FAILED_PRECONDITION, NOT_A_GROUP_MEMBER"
+    # The precondition details repeat what the message says.
+    assert result.stderr.count("is not a member") == 1, result.stderr
+    assert result.stderr.count("users/stranger-1") == 1, result.stderr
+
+
+def test_many_non_members_each_named(cli, group):
+    strangers = [f"stranger-many-{index}" for index in range(7)]
+    options = [word for user in strangers for word in ("--participant", user)]
+
+    result = cli(
+        "expenses", "add", group["group"], "--description", "Taxi",
+        "--amount", "10.00", "--currency", "EUR", "--paid-by", group["ann"],
+        *options,
+    )  # fmt: skip
+
+    # The message names five users and counts the others, which the
+    # precondition details name.
+    assert result.status == 1
+    assert "and 2 more are not members" in result.stderr
+    for user in strangers:
+        assert result.stderr.count(f"'users/{user}'") == 1, result.stderr
+
+
+def test_negative_amount_over_limit_names_fields(cli, group):
+    result = cli(
+        "expenses", "add", group["group"], "--description", "Refund",
+        "--amount=-99999999999999", "--currency", "EUR", "--paid-by", group["ann"],
+    )  # fmt: skip
+
+    assert result.status == 1
+    assert error_label(result.stderr) == "INVALID_ARGUMENT, AMOUNT_OUT_OF_RANGE"
+    assert "below the minimum of -10000000000000.00" in result.stderr
+    assert "larger than" not in result.stderr
+    # The message counts the second field, so the details name it.
+    assert "(and 1 more invalid field)" in result.stderr
+    assert "expense.payers[0].amount: amount -99999999999999.00" in result.stderr
 
 
 def test_expenses_list_filters(cli, group):
@@ -310,6 +346,18 @@ def test_expense_get_delete_restore(cli, group):
     assert restored.stdout.strip() == f"restored {name}"
     assert restored_again.status == 1
     assert error_label(restored_again.stderr).startswith("ALREADY_EXISTS, ")
+
+
+def test_update_deleted_expense_states_once(cli, group):
+    name = add_expense(cli, group, "4.00", "--currency", "EUR")["name"]
+    assert cli("expenses", "delete", name).status == 0
+
+    result = cli("expenses", "update", name, "--amount", "5.00")
+
+    assert result.status == 1
+    assert error_label(result.stderr) == "FAILED_PRECONDITION, EXPENSE_DELETED"
+    assert result.stderr.count("cannot be updated") == 1, result.stderr
+    assert result.stderr.count(name) == 1, result.stderr
 
 
 def test_update_description_only(cli, group):

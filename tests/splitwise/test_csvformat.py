@@ -141,10 +141,23 @@ def test_amount_over_stored_maximum_rejected():
     )
 
     assert (error.line, error.column) == (3, "Cost")
-    assert f"amount {huge} EUR is larger than" in error.message
+    assert f"amount {huge} EUR is larger than the maximum of" in error.message
     assert "10000000000000.00 EUR" in error.message
     columns = [problem.column for problem in error.problems]
     assert columns == ["Cost", "Ana", "Ben"]
+    negative = error.problems[2].message
+    assert f"amount -{huge} EUR is below the minimum of" in negative
+    assert "-10000000000000.00 EUR that splitlog stores" in negative
+    assert "larger" not in negative
+
+
+def test_negative_amount_over_digits_rejected():
+    huge = "-" + "9" * 30 + ".00"
+    error = problem_of(HEADER + f"2024-01-01,Rent,Rent,10.00,EUR,{huge},-10.00\n")
+
+    assert (error.line, error.column) == (3, "Ana")
+    assert "is below the minimum of -10000000000000.00 EUR" in error.message
+    assert "larger" not in error.message
 
 
 def test_amount_of_thousands_of_digits_rejected():
@@ -152,7 +165,7 @@ def test_amount_of_thousands_of_digits_rejected():
     error = problem_of(HEADER + f"2024-01-01,Rent,Rent,10.00,EUR,{huge},-10.00\n")
 
     assert (error.line, error.column) == (3, "Ana")
-    assert "is larger than the 10000000000000.00 EUR" in error.message
+    assert "is larger than the maximum of 10000000000000.00 EUR" in error.message
     assert "(5,003 characters)" in error.message
     assert len(error.message) < 300
 
