@@ -8,7 +8,8 @@ import uuid
 from splitlog.users.v1 import users_service_pb2 as users_pb2
 from splitlog_cli.client import render
 from splitlog_cli.client.command import Context, add_action, add_actions
-from splitlog_cli.client.values import resource_name
+from splitlog_cli.client.credentials import TOKEN_ENV
+from splitlog_cli.client.values import UsageError, resource_name
 
 _GROUP_HEADERS = ("NAME", "DISPLAY NAME", "CURRENCY", "MEMBERS", "CREATOR")
 _MEMBER_HEADERS = ("USER", "DISPLAY NAME", "JOINED")
@@ -45,7 +46,13 @@ def add_parsers(
     listing = add_action(
         actions, "list", common, list_groups, "list the groups of a user"
     )
-    listing.add_argument("--member", required=True, metavar="USER")
+    listing.add_argument(
+        "--member",
+        metavar="USER",
+        help="user id or name users/ID whose groups to list (default: the "
+        "signed-in user, that is the user of the saved session or of the "
+        "access token in --token or SPLITLOG_TOKEN)",
+    )
 
     for action, handler, help_text in (
         ("add-member", add_member, "add a user to a group"),
@@ -99,13 +106,33 @@ def get_group(context: Context, args: argparse.Namespace) -> users_pb2.Group:
 def list_groups(
     context: Context, args: argparse.Namespace
 ) -> users_pb2.ListGroupsResponse:
-    request = users_pb2.ListGroupsRequest(
-        member=resource_name(args.member, "users", "--member")
-    )
+    request = users_pb2.ListGroupsRequest(member=_listed_member(context, args))
     found = context.all_pages("users.ListGroups", request, "groups")
     response = users_pb2.ListGroupsResponse(groups=found)
     context.show(response, lambda response: _groups_table(response.groups))
     return response
+
+
+def _listed_member(context: Context, args: argparse.Namespace) -> str:
+    """Return the user of `groups list`: `--member`, else the signed-in user.
+
+    Raises:
+      UsageError: there is no `--member` and the credential names no user.
+    """
+    if args.member is not None:
+        return resource_name(args.member, "users", "--member")
+    if context.signed_in_user is not None:
+        return context.signed_in_user
+    if context.credential is not None and context.credential.present:
+        raise UsageError(
+            f"--member is missing, and the token of --token or {TOKEN_ENV} "
+            "names no user (an API key never does); give --member USER"
+        )
+    raise UsageError(
+        f"--member is missing, and no user is signed in to {context.address}; "
+        "give --member USER, or sign in with `splitlog auth signin --email "
+        "EMAIL` to list your own groups"
+    )
 
 
 def add_member(context: Context, args: argparse.Namespace) -> users_pb2.Member:

@@ -514,3 +514,45 @@ def test_logs_commands_send_session(cli):
 
     assert result.status == 1
     assert "UNAUTHENTICATED" not in result.stderr, result.stderr
+
+
+def test_groups_list_defaults_to_signed_in_user(cli, tmp_path, gateway_address):
+    user_id, _ = _sign_up(cli)
+    created = cli("groups", "create", "--name", "Trip", "--creator", user_id,
+                  "--format", "json")  # fmt: skip
+    assert created.status == 0, created.stderr
+    group = json.loads(created.stdout)["name"]
+    access_token = _saved(tmp_path, gateway_address)["access_token"]
+
+    listed = cli("groups", "list", "--format", "json")
+    _sessions_file(tmp_path).unlink()
+    with_token = cli("groups", "list", "--token", access_token, "--format", "json")
+
+    assert listed.status == 0, listed.stderr
+    assert [found["name"] for found in json.loads(listed.stdout)["groups"]] == [group]
+    assert with_token.status == 0, with_token.stderr
+    assert json.loads(with_token.stdout) == json.loads(listed.stdout)
+
+
+def test_groups_list_without_user_exits_2(cli):
+    result = cli("groups", "list")
+
+    assert result.status == 2
+    assert "--member is missing, and no user is signed in to" in result.stderr
+    assert "splitlog auth signin --email EMAIL" in result.stderr
+    assert result.stdout == ""
+
+
+def test_groups_list_with_key_needs_member(cli, data_dir, tmp_path):
+    user_id, _ = _sign_up(cli)
+    _, secret = operator_admin_key(data_dir, user_id)
+    _sessions_file(tmp_path).unlink()
+
+    result = cli("groups", "list", "--token", secret)
+    listed = cli("groups", "list", "--token", secret, "--member", user_id)
+
+    assert result.status == 2
+    assert "--member is missing" in result.stderr
+    assert "names no user (an API key never does)" in result.stderr
+    assert listed.status == 0, listed.stderr
+
