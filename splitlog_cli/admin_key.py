@@ -126,9 +126,11 @@ def run(args: argparse.Namespace, config: Config) -> int:
             json.dumps({"name": name, "scopes": [auth.SCOPE_ADMIN], "secret": secret})
         )
     else:
+        # The secret goes to stdout, often a file, so this line must not read
+        # as if the secret followed it on the terminal.
         print(
-            f"created {name} with the {auth.SCOPE_ADMIN!r} scope; its secret, "
-            "shown only now:",
+            f"created {name} with the {auth.SCOPE_ADMIN!r} scope. Its secret is "
+            "printed on standard output, only this once.",
             file=sys.stderr,
         )
         print(secret)

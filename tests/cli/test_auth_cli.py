@@ -556,3 +556,19 @@ def test_groups_list_with_key_needs_member(cli, data_dir, tmp_path):
     assert "names no user (an API key never does)" in result.stderr
     assert listed.status == 0, listed.stderr
 
+
+def test_admin_key_text_output(cli, data_dir, capsys):
+    user_id, _ = _sign_up(cli)
+
+    status = main(["admin-key", user_id, "--data-dir", str(data_dir)])
+    captured = capsys.readouterr()
+
+    assert status == 0, captured.err
+    # stdout is often a file, so stderr must not promise the secret below.
+    assert captured.err.startswith(f"created users/{user_id}/apiKeys/")
+    assert captured.err.endswith(
+        "Its secret is printed on standard output, only this once.\n"
+    )
+    assert captured.out.startswith("slk_")
+    assert captured.out.count("\n") == 1
+    assert captured.out.strip() not in captured.err
