@@ -254,13 +254,12 @@ def _key_name(context: Context, args: argparse.Namespace) -> str:
 def _owner(context: Context, args: argparse.Namespace) -> str:
     if args.user:
         return resource_name(args.user, "users", "--user")
-    session = SessionStore(config_dir()).load(context.address)
-    if session is None:
+    if context.signed_in_user is None:
         raise UsageError(
             f"no signed-in user for {context.address}: sign in with `splitlog "
             "auth signin --email EMAIL`, or name the owner with --user"
         )
-    return session.user
+    return context.signed_in_user
 
 
 def _expiry(text: str) -> Timestamp:

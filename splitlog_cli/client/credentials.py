@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -79,46 +80,81 @@ def _seconds(stamp: Any) -> float:
 
 
 class SessionStore:
-    """The saved sessions, keyed by gateway address, in a mode 0600 file."""
+    """The saved sessions, keyed by gateway address, in a mode 0600 file.
+
+    A file or an entry that cannot be read counts as no session, and a
+    warning on stderr names the file and the fix. Saving a session writes
+    a new file over it.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.path = directory / SESSIONS_FILE
+        # A command may read the file more than once, but warns once.
+        self._warned = False
 
     def load(self, address: str) -> Session | None:
         """Return the session saved for `address`, or None."""
-        entry = self._read().get(address)
-        if not isinstance(entry, dict):
+        entry = self._read(warn=True).get(address)
+        if entry is None:
             return None
-        try:
-            return Session(**entry)
-        except TypeError:
-            return None
+        session = _session_from(entry)
+        if session is None:
+            self._warn(
+                f"the session saved for {address} in {self.path} is not the "
+                "record that `splitlog auth signin` writes"
+            )
+        return session
 
     def save(self, address: str, session: Session) -> None:
-        sessions = self._read()
+        sessions = self._read(warn=False)
         sessions[address] = asdict(session)
         self._write(sessions)
 
     def remove(self, address: str) -> bool:
         """Remove the session of `address` and return whether there was one."""
-        sessions = self._read()
+        sessions = self._read(warn=True)
         if sessions.pop(address, None) is None:
             return False
         self._write(sessions)
         return True
 
-    def _read(self) -> dict[str, Any]:
+    def _read(self, warn: bool) -> dict[str, Any]:
+        """Return the sessions by address, or none when the file is unusable.
+
+        With `warn`, an unusable file gets a warning on stderr.
+        """
         try:
             text = self.path.read_text(encoding="utf-8")
+            data = json.loads(text)
         except FileNotFoundError:
             return {}
-        try:
-            data = json.loads(text)
-        except ValueError:
+        except (OSError, ValueError) as exc:
+            # ValueError covers invalid UTF-8 and invalid JSON.
+            if warn:
+                self._warn(f"cannot read {self.path}: {exc}")
             return {}
         sessions = data.get("sessions") if isinstance(data, dict) else None
-        return sessions if isinstance(sessions, dict) else {}
+        if not isinstance(sessions, dict):
+            if warn:
+                self._warn(
+                    f'{self.path} has no "sessions" object, so it is not '
+                    "the file that `splitlog auth signin` writes"
+                )
+            return {}
+        return sessions
+
+    def _warn(self, problem: str) -> None:
+        """Print on stderr, once, that the saved sessions cannot be used."""
+        if self._warned:
+            return
+        self._warned = True
+        print(
+            f"splitlog: warning: {problem}. The command runs without a saved "
+            "session. Sign in again with `splitlog auth signin --email EMAIL`, "
+            f"which replaces it, or delete {self.path}",
+            file=sys.stderr,
+        )
 
     def _write(self, sessions: dict[str, Any]) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -136,6 +172,27 @@ class SessionStore:
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+
+
+# Fields of a saved session and the types that their JSON values must have.
+_SESSION_FIELDS = {
+    "user": (str,),
+    "access_token": (str,),
+    "access_expire_time": (int, float),
+    "refresh_token": (str,),
+    "refresh_expire_time": (int, float),
+}
+
+
+def _session_from(entry: Any) -> Session | None:
+    """Return the Session of a saved JSON entry, or None when it is malformed."""
+    if not isinstance(entry, dict) or entry.keys() != _SESSION_FIELDS.keys():
+        return None
+    for name, types in _SESSION_FIELDS.items():
+        value = entry[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            return None
+    return Session(**entry)
 
 
 Refresher = Callable[[str], auth_pb2.RefreshTokenResponse]

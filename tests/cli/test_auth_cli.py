@@ -572,3 +572,61 @@ def test_admin_key_text_output(cli, data_dir, capsys):
     assert captured.out.startswith("slk_")
     assert captured.out.count("\n") == 1
     assert captured.out.strip() not in captured.err
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b'{"sessions": {', "cannot read"),
+        (b"\xff\xfe{}", "cannot read"),
+        (b"[]", 'has no "sessions" object'),
+        (b'{"sessions": {"ADDRESS": {"user": 3}}}', "is not the record"),
+        (b'{"sessions": {"ADDRESS": "token"}}', "is not the record"),
+    ],
+)
+def test_corrupt_sessions_file_warns(
+    cli, tmp_path, gateway_address, content, problem
+):
+    path = _sessions_file(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content.replace(b"ADDRESS", gateway_address.encode()))
+
+    result = cli("users", "list")
+    warning = result.stderr.splitlines()[0]
+
+    assert result.status == 1
+    assert "Traceback" not in result.stderr
+    assert warning.startswith("splitlog: warning: ")
+    assert problem in warning
+    assert "Sign in again with `splitlog auth signin --email EMAIL`" in warning
+    assert warning.endswith(f"or delete {path}")
+    assert result.stderr.count("warning") == 1
+    assert "not signed in to" in result.stderr
+
+
+def test_corrupt_sessions_file_replaced(cli, tmp_path):
+    path = _sessions_file(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    user_id, email = _sign_up(cli)
+    path.write_text("{not json")
+
+    signed_in = cli("auth", "signin", "--email", email, "--password-stdin",
+                    stdin=PASSWORD + "\n")  # fmt: skip
+    result = cli("users", "get", user_id)
+
+    assert signed_in.status == 0, signed_in.stderr
+    assert "warning" not in signed_in.stderr
+    assert result.status == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_unreadable_sessions_file_warns(cli, tmp_path):
+    path = _sessions_file(tmp_path)
+    path.mkdir(parents=True)
+
+    result = cli("users", "list")
+
+    assert result.status == 1
+    assert f"splitlog: warning: cannot read {path}" in result.stderr
+    assert "Traceback" not in result.stderr
