@@ -237,9 +237,14 @@ class GatewayAuth:
             )
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.UNAUTHENTICATED:
+                # Every rejection keeps the reason CREDENTIAL_INVALID. The
+                # metadata adds user_service's reason, so that a client can
+                # tell USER_DEACTIVATED, where signing in again fails too.
+                cause = trailing_reason(error.trailing_metadata())
                 raise Unauthenticated(
                     error.details() or "the credential is not valid",
                     reason=CREDENTIAL_INVALID,
+                    metadata={auth.CREDENTIAL_REASON_KEY: cause} if cause else None,
                 ) from None
             _LOGGER.warning(
                 "checking a credential failed: %s %s", error.code(), error.details()

@@ -58,6 +58,11 @@ SCOPES = (SCOPE_LOGS_WRITE, SCOPE_LOGS_READ, SCOPE_ADMIN)
 LOG_SCOPES = frozenset({SCOPE_LOGS_WRITE, SCOPE_LOGS_READ})
 # ErrorInfo reason of a credential that lacks the scope that a method needs.
 SCOPE_MISSING = "SCOPE_MISSING"
+# ErrorInfo reason of a credential, or a sign-in, of a deactivated user.
+USER_DEACTIVATED = "USER_DEACTIVATED"
+# ErrorInfo metadata key in which the gateway passes on user_service's reason
+# for rejecting a credential, such as USER_DEACTIVATED.
+CREDENTIAL_REASON_KEY = "credential_reason"
 
 TOKEN_ISSUER = "splitlog"
 TOKEN_AUDIENCE = "splitlog"

@@ -511,6 +511,11 @@ def test_deactivation_revokes_sessions_and_keys(channel, root_dir):
     refused_key = _fails(lambda: _get_user(channel, "users/x", _bearer(key)))
     assert refused_key.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "deactivated" in refused_key.details()
+    # The gateway's reason covers every rejected credential, and the
+    # metadata tells why, so that a client does not advise signing in again.
+    refused_info = error_details(refused_key)["ErrorInfo"]
+    assert refused_info.reason == "CREDENTIAL_INVALID"
+    assert refused_info.metadata["credential_reason"] == "USER_DEACTIVATED"
     # SignOut does not check the user's state, so it shows the revocation.
     # It needs a credential at the gateway, which the user no longer has.
     administrator = _admin_key(channel, root_dir)
