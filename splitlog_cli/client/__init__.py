@@ -35,7 +35,7 @@ from splitlog_cli.client.command import (
     PartialFailure,
     common_options,
 )
-from splitlog_cli.client.connection import ServerError, sending
+from splitlog_cli.client.connection import ServerError, error_info, sending
 from splitlog_cli.client.credentials import (
     TOKEN_ENV,
     Credential,
@@ -46,6 +46,7 @@ from splitlog_cli.client.credentials import (
 from splitlog_cli.client.values import UsageError
 from splitlog_cli.tls_options import client_tls
 from splitlog_cli.topology import connect_host, format_address
+from splitlog_runtime import auth as runtime_auth
 from splitlog_runtime.config import Config
 from splitlog_runtime.tls import TlsConfigError
 
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
         print(f"splitlog {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ServerError as exc:
-        print(f"splitlog: error: {exc}{_hint(exc, credential)}", file=sys.stderr)
+        print(_error_report(exc, credential), file=sys.stderr)
         return EXIT_FAILURE
     except PartialFailure as exc:
         name = " ".join(filter(None, (args.command, getattr(args, "action", ""))))
@@ -146,19 +147,59 @@ def credential_of(args: argparse.Namespace, address: str) -> Credential | None:
     return Credential(address, token, SessionStore(config_dir()))
 
 
+def _error_report(error: ServerError, credential: Credential | None) -> str:
+    """Return the lines to print for a failed call.
+
+    The advice about the credential comes right after the status line, and
+    before the lines that a command added about what it did, such as how
+    far `logs ship` got.
+    """
+    status_line, _, added = str(error).partition("\n")
+    lines = [f"splitlog: error: {status_line}", _hint(error, credential), added]
+    return "\n".join(line for line in lines if line)
+
+
 def _hint(error: ServerError, credential: Credential | None) -> str:
-    """Say how to get a credential when the gateway refused the call for one."""
-    if error.code != grpc.StatusCode.UNAUTHENTICATED or credential is None:
+    """Say how to get a credential when the gateway rejected the call for one."""
+    if error.code != grpc.StatusCode.UNAUTHENTICATED:
+        return ""
+    if _user_deactivated(error, credential):
+        user = credential.user if credential is not None else None
+        account = f"The account {user}" if user else "The account"
+        return (
+            f"{account} is deactivated, so its sessions and API keys no longer "
+            "work, and signing in again will not help. splitlog has no call "
+            "that reactivates a user, so ask an administrator of this splitlog "
+            "for an active account."
+        )
+    if credential is None:
         return ""
     if credential.from_session:
         return (
-            "; the saved session has ended; sign in again with `splitlog auth "
-            "signin --email EMAIL`"
+            "The saved session has ended. Sign in again with `splitlog auth "
+            "signin --email EMAIL`."
         )
     if credential.present:
-        return f"; check the token given by --token or {TOKEN_ENV}"
+        return f"Check the token given by --token or {TOKEN_ENV}."
     return (
-        f"; not signed in to {credential.address}: run `splitlog auth signin "
-        f"--email EMAIL`, or pass an access token or API key with --token or "
-        f"{TOKEN_ENV}"
+        f"You are not signed in to {credential.address}. Run `splitlog auth "
+        "signin --email EMAIL`, or pass an access token or API key with "
+        f"--token or {TOKEN_ENV}."
+    )
+
+
+def _user_deactivated(error: ServerError, credential: Credential | None) -> bool:
+    """Return whether the call failed because the caller's user is deactivated.
+
+    SignIn and RefreshToken fail with the reason USER_DEACTIVATED. Other
+    calls fail at the gateway with CREDENTIAL_INVALID, which names
+    user_service's reason in its metadata.
+    """
+    reasons = (error.reason, error.metadata.get(runtime_auth.CREDENTIAL_REASON_KEY))
+    if runtime_auth.USER_DEACTIVATED in reasons:
+        return True
+    refused = credential.refresh_error if credential is not None else None
+    return (
+        refused is not None
+        and error_info(refused).reason == runtime_auth.USER_DEACTIVATED
     )

@@ -8,7 +8,7 @@ or `Unreachable` when nothing listens at the gateway address.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -35,11 +35,28 @@ Response = TypeVar("Response", bound=Message)
 
 
 class ServerError(Exception):
-    """A call that the gateway or a service failed; the message is one line."""
+    """A call that the gateway or a service failed.
 
-    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+    The message is one line, unless a command added lines about what it did
+    before the failure. `reason` and `metadata` are those of the status's
+    ErrorInfo, empty without one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        code: grpc.StatusCode | None = None,
+        reason: str = "",
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
+        self.reason = reason
+        self.metadata = dict(metadata or {})
+
+    def extended(self, text: str) -> ServerError:
+        """Return the same error with `text` added as a new line."""
+        return ServerError(f"{self}\n{text}", self.code, self.reason, self.metadata)
 
 
 class Unreachable(ServerError):
@@ -164,7 +181,7 @@ class Gateway:
                     "(DEADLINE_EXCEEDED); check the log of `splitlog up`",
                     exc.code(),
                 ) from None
-            raise ServerError(describe(exc), exc.code()) from None
+            raise server_error(exc) from None
 
     def close(self) -> None:
         self._channel.close()
@@ -184,6 +201,22 @@ class Gateway:
         finally:
             ready.cancel()
         return True
+
+
+def server_error(error: grpc.RpcError) -> ServerError:
+    """Return the ServerError of a failed call, with its ErrorInfo."""
+    info = error_info(error)
+    return ServerError(describe(error), error.code(), info.reason, info.metadata)
+
+
+def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo:
+    """Return the status's ErrorInfo, or an empty one when it has none."""
+    info = error_details_pb2.ErrorInfo()
+    status = rpc_status.from_call(error)
+    for detail in status.details if status is not None else []:
+        if detail.Unpack(info):
+            break
+    return info
 
 
 def describe(error: grpc.RpcError) -> str:

@@ -277,6 +277,8 @@ class Credential:
                     "which replaces it",
                 )
         self.refresh: Refresher | None = None
+        # The error of the RefreshToken call that rejected the refresh token.
+        self.refresh_error: grpc.RpcError | None = None
         self._refreshed = False
         self._lock = threading.Lock()
 
@@ -325,7 +327,8 @@ class Credential:
                 return True
             try:
                 response = self.refresh(self._session.refresh_token)
-            except grpc.RpcError:
+            except grpc.RpcError as exc:
+                self.refresh_error = exc
                 return False
             self._session = Session.from_tokens(response.user, response.tokens)
             if self._store is not None:

@@ -107,7 +107,7 @@ def _run(tour: Tour) -> Message:
     except ServerError as exc:
         if exc.code not in _CREDENTIAL_CODES:
             raise
-        raise ServerError(f"{exc}. {LOGS_KEY_ADVICE}", exc.code) from None
+        raise exc.extended(LOGS_KEY_ADVICE) from None
 
 
 def _log_steps(tour: Tour, service: str) -> Message:

@@ -76,6 +76,7 @@ from splitlog_cli.client.connection import (
     Unreachable,
     describe,
     open_channel,
+    server_error,
 )
 from splitlog_cli.client.render import safe_text
 from splitlog_cli.client.values import UsageError, invalid, timestamp
@@ -388,9 +389,8 @@ def ship_files(
             ) from None
         except ServerError as exc:
             progress.abandon()
-            raise ServerError(
-                f"{exc}\n{_stopped_message(shipper.summary, shipper.position)}",
-                exc.code,
+            raise exc.extended(
+                _stopped_message(shipper.summary, shipper.position)
             ) from None
     progress.finish()
     _show_summary(context, shipper)
@@ -1868,7 +1868,7 @@ class _LogsClient:
                 "(DEADLINE_EXCEEDED); check the log of `splitlog up`",
                 error.code(),
             )
-        return ServerError(describe(error), error.code())
+        return server_error(error)
 
     def _reachable(self) -> bool:
         ready = grpc.channel_ready_future(self.channel)

@@ -13,9 +13,12 @@ import logging
 import stat
 from dataclasses import dataclass
 
+import grpc
 import pytest
 
 from gateway.app import build
+from splitlog.users.v1 import users_service_pb2 as users_pb2
+from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
 from splitlog_cli.client.connection import open_channel
 from splitlog_cli.client.credentials import (
     SESSIONS_FILE,
@@ -423,7 +426,7 @@ def test_api_key_lifecycle(cli, data_dir, monkeypatch):
     assert admin_name in revoked.stdout
     refused = cli("users", "get", user_id, "--token", secret)
     assert refused.status == 1
-    assert "check the token given by --token" in refused.stderr
+    assert "Check the token given by --token" in refused.stderr
 
 
 def test_admin_manages_other_users_keys(cli, data_dir):
@@ -584,9 +587,7 @@ def test_admin_key_text_output(cli, data_dir, capsys):
         (b'{"sessions": {"ADDRESS": "token"}}', "is not the record"),
     ],
 )
-def test_corrupt_sessions_file_warns(
-    cli, tmp_path, gateway_address, content, problem
-):
+def test_corrupt_sessions_file_warns(cli, tmp_path, gateway_address, content, problem):
     path = _sessions_file(tmp_path)
     path.parent.mkdir(parents=True)
     path.write_bytes(content.replace(b"ADDRESS", gateway_address.encode()))
@@ -630,3 +631,72 @@ def test_unreadable_sessions_file_warns(cli, tmp_path):
     assert result.status == 1
     assert f"splitlog: warning: cannot read {path}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+DEACTIVATED_ADVICE = "is deactivated, so its sessions and API keys no longer work"
+
+
+def _deactivated_user(cli, data_dir, gateway_address) -> tuple[str, str]:
+    """Sign up a user, deactivate it, and return its id and email.
+
+    The user's session stays saved, as on the user's own machine.
+    """
+    admin_id, _ = _sign_up(cli)
+    _, admin_key = operator_admin_key(data_dir, admin_id)
+    user_id, email = _sign_up(cli)
+    with grpc.insecure_channel(gateway_address) as channel:
+        users_grpc.UsersServiceStub(channel).DeactivateUser(
+            users_pb2.DeactivateUserRequest(name=f"users/{user_id}"),
+            metadata=(("authorization", f"Bearer {admin_key}"),),
+            timeout=10,
+        )
+    return user_id, email
+
+
+def test_deactivated_session_needs_administrator(cli, data_dir, gateway_address):
+    user_id, email = _deactivated_user(cli, data_dir, gateway_address)
+
+    result = cli("users", "get", user_id)
+    signed_in = cli("auth", "signin", "--email", email, "--password-stdin",
+                    stdin=PASSWORD + "\n")  # fmt: skip
+
+    assert result.status == 1
+    assert f"The account users/{user_id} {DEACTIVATED_ADVICE}" in result.stderr
+    assert "signing in again will not help" in result.stderr
+    assert "ask an administrator" in result.stderr
+    assert "Sign in again" not in result.stderr
+    assert signed_in.status == 1
+    assert "USER_DEACTIVATED" in signed_in.stderr
+    assert f"The account {DEACTIVATED_ADVICE}" in signed_in.stderr
+
+
+def test_deactivated_token_needs_administrator(
+    cli, data_dir, tmp_path, gateway_address
+):
+    user_id, _ = _deactivated_user(cli, data_dir, gateway_address)
+    access_token = _saved(tmp_path, gateway_address)["access_token"]
+    _sessions_file(tmp_path).unlink()
+
+    result = cli("users", "get", user_id, "--token", access_token)
+
+    assert result.status == 1
+    assert f"The account users/{user_id} {DEACTIVATED_ADVICE}" in result.stderr
+    assert "Check the token" not in result.stderr
+
+
+def test_deactivated_refresh_needs_administrator(
+    cli, data_dir, tmp_path, gateway_address
+):
+    user_id, _ = _deactivated_user(cli, data_dir, gateway_address)
+    # The gateway rejects this token as malformed, so only the failed
+    # refresh tells that the user is deactivated.
+    path = _sessions_file(tmp_path)
+    data = json.loads(path.read_text())
+    data["sessions"][gateway_address]["access_token"] = "not-a-token"
+    path.write_text(json.dumps(data))
+
+    result = cli("users", "get", user_id)
+
+    assert result.status == 1
+    assert f"The account users/{user_id} {DEACTIVATED_ADVICE}" in result.stderr
+    assert "saved session has ended" not in result.stderr

@@ -2650,6 +2650,47 @@ def test_demo_logs_write_only_key_writes_nothing(
     assert list(page.entries) == []
 
 
+def test_ship_revoked_key_advice_order(live_with_auth, tmp_path, capsys, no_credential):
+    admin = _sign_up(live_with_auth.address, "revoker")
+    _, admin_key = operator_admin_key(
+        live_with_auth.gateway.config.data_dir, admin.user.name
+    )
+    bearer = (("authorization", f"Bearer {admin_key}"),)
+    with insecure_channel(live_with_auth.address) as channel:
+        stub = auth_grpc.AuthServiceStub(channel)
+        created = stub.CreateApiKey(
+            auth_pb2.CreateApiKeyRequest(
+                parent=admin.user.name,
+                api_key=auth_pb2.ApiKey(display_name="old", scopes=["logs:write"]),
+            ),
+            metadata=bearer,
+            timeout=10,
+        )
+        stub.RevokeApiKey(
+            auth_pb2.RevokeApiKeyRequest(name=created.api_key.name),
+            metadata=bearer,
+            timeout=10,
+        )
+    path = write_log(tmp_path, f"{line_time(5)} INFO one", f"{line_time(4)} INFO two")
+
+    status, out, err = run(
+        capsys, live_with_auth.address, "logs", "ship", str(path),
+        "--service", "revoked-key", "--token", created.secret,
+    )  # fmt: skip
+    # The servers run in this process, so their log lines come first.
+    lines = err[err.index("splitlog: error: ") :].splitlines()
+
+    # The advice about the token follows the error it explains, and the
+    # progress of the command comes last.
+    assert status == 1
+    assert len(lines) == 3, err
+    assert "(UNAUTHENTICATED, CREDENTIAL_INVALID)" in lines[0]
+    assert lines[1] == f"Check the token given by --token or {TOKEN_ENV}."
+    assert lines[2].startswith("splitlog logs ship stopped at line 1 of ")
+    assert lines[2].endswith("Batches that are already stored are not stored twice.")
+    assert out == ""
+
+
 def test_auth_servers_refuse_anonymous_call(live_with_auth, capsys, no_credential):
     # Checks that the demo tests above ran against servers that need a
     # credential.
