@@ -1639,28 +1639,29 @@ def test_query_relative_time_after_space(live, capsys, time_range):
     assert [entry["message"] for entry in json.loads(out)["entries"]] == ["m1", "m0"]
 
 
-def test_query_until_before_entries(live, capsys):
+def test_until_bounds_query_and_stats(live, capsys):
+    # The entries are 10 minutes old.
     _write_pages_entries(live, "relative-until", 2)
+    service = ("--service", "relative-until")
+    before = ("--since", "-1h", "--until", "-30m")
+    around = ("--since", "-1h", "--until", "-1s")
 
-    status, out, err = run(
-        capsys, live.address, "logs", "query", "--service", "relative-until",
-        "--since", "-1h", "--until", "-30m", "--format", "json",
-    )  # fmt: skip
+    list_status, listed, list_err = run(
+        capsys, live.address, "logs", "query", *service, *before, "--format", "json"
+    )
+    none_status, none_counted, none_err = run(
+        capsys, live.address, "logs", "stats", *service, *before
+    )
+    count_status, counted, count_err = run(
+        capsys, live.address, "logs", "stats", *service, *around
+    )
 
-    assert status == 0, err
-    assert json.loads(out).get("entries", []) == []
-
-
-def test_stats_relative_time_after_space(live, capsys):
-    _write_pages_entries(live, "relative-stats", 3)
-
-    status, out, err = run(
-        capsys, live.address, "logs", "stats", "--service", "relative-stats",
-        "--since", "-1h", "--until", "-1s",
-    )  # fmt: skip
-
-    assert status == 0, err
-    assert re.search(r"entries: +3\n", out), out
+    assert list_status == 0, list_err
+    assert json.loads(listed).get("entries", []) == []
+    assert none_status == 0, none_err
+    assert re.search(r"entries: +0\n", none_counted), none_counted
+    assert count_status == 0, count_err
+    assert re.search(r"entries: +2\n", counted), counted
 
 
 def test_stats_negative_step_is_value(capsys):
