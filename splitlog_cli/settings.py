@@ -87,14 +87,18 @@ def load(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> 
 def _check_log_message_limit(
     config: Config, args: argparse.Namespace, environ: Mapping[str, str]
 ) -> None:
-    """Refuse a log message limit that no request could ever reach.
+    """Refuse a log message limit, given explicitly, that no request could reach.
+
+    The default stays allowed under a smaller max_message_bytes: there, no
+    message is long enough to be cut.
 
     Raises:
-      ConfigError: log_max_message_bytes is over max_message_bytes.
+      ConfigError: log_max_message_bytes is set over max_message_bytes.
     """
     limit, largest = config.log_max_message_bytes, config.max_message_bytes
-    if limit > largest:
-        origin = _origin(SETTINGS_BY_NAME["log_max_message_bytes"], args, environ)
+    setting = SETTINGS_BY_NAME["log_max_message_bytes"]
+    if limit > largest and source(setting, args, environ) != "default":
+        origin = _origin(setting, args, environ)
         raise ConfigError(
             f"invalid value {limit!r} for {origin}: it is over max_message_bytes "
             f"({largest}), the largest request a component takes, so no message "

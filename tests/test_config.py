@@ -228,6 +228,14 @@ def test_log_message_limit_over_request_limit_rejected():
     assert f"give at most {16 * 1024 * 1024}" in str(caught.value)
 
 
+def test_default_log_message_limit_kept_under_small_request_limit():
+    environ = {"SPLITLOG_MAX_MESSAGE_BYTES": str(64 * 1024)}
+
+    config = settings.load(argparse.Namespace(), environ)
+
+    assert config.log_max_message_bytes > config.max_message_bytes
+
+
 def test_data_dir_created_owner_only(tmp_path):
     data_dir = tmp_path / "fresh" / "data"
     config = config_module.load(environ={}, overrides={"data_dir": data_dir})
