@@ -58,7 +58,7 @@ _DRAIN_SECONDS = 5.0
 # its entries.
 _REPLAY_BATCH = 1000
 _REPLAY_WRITERS = 4
-# Longest wait for a replayed tail to deliver every entry.
+# Maximum wait for a replayed tail to deliver every entry.
 _REPLAY_TIMEOUT_SECONDS = 900.0
 
 
@@ -141,7 +141,7 @@ async def _measure(target: str, count: int, interval: float, warmup: int):
 
 @dataclass
 class ReplayResult:
-    """What one catch-up from a resume token delivered, and how fast."""
+    """Result of one catch-up from a resume token: entries delivered and rate."""
 
     stored: int
     store_seconds: float

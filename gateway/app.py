@@ -445,10 +445,10 @@ CORS_EXPOSED_HEADERS = ("retry-after", "www-authenticate")
 
 
 def _with_cors(app: Any, origins: str) -> Any:
-    """Wrap the REST app so that it answers CORS requests from `origins`.
+    """Wrap the REST app so that it handles CORS requests from `origins`.
 
     Credentials travel in the Authorization header, never in cookies, so the
-    answers do not allow credentials and `*` is safe to give.
+    responses do not allow credentials and `*` is safe to give.
     """
     allowed = cors_origins(origins)
     if not allowed:

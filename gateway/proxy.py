@@ -545,10 +545,10 @@ class ProxyHandlers:
 def _cancel_when_done(context: grpc.aio.ServicerContext, call) -> None:
     """Cancel the backend call once the client's call ends, however it ends.
 
-    A response stream whose write to the client fails (the client left or
-    refused a message) leaves this handler's generator suspended, so no
-    CancelledError reaches it, and the backend call would stay open: for a
-    tail, holding a router stream slot until the router noticed.
+    When a write to the client fails, because the client left or rejected a
+    message, grpc leaves this handler's generator suspended and no
+    CancelledError reaches it. Without this callback the backend call would
+    stay open; for a tail, it would keep a router stream slot.
     """
     context.add_done_callback(lambda _context: call.cancel())
 

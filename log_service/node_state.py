@@ -224,7 +224,7 @@ class BatchIndex:
 
 @dataclass(frozen=True)
 class HeldBatch:
-    """What a node stores under one batch id.
+    """Records and entries that a node stores under one batch id.
 
     `first` is the first sequence of its records, `last` the last one, and
     `count` the number of entries in them. The records need not be

@@ -9,10 +9,10 @@ releases the lock when the process exits in any way, so a lock file left
 behind by a crash blocks nothing.
 
 The children of `up --processes`, and containers that share a volume, run
-side by side in one data directory on purpose, so each component has a lock
-of its own as well: `splitlog serve COMPONENT` takes the lock of the
+side by side in one data directory on purpose. So each component also has
+a lock of its own. `splitlog serve COMPONENT` takes the lock of the
 component it runs, and `splitlog up` in one process takes every component's
-lock. A component holds one only when it keeps files in the data directory:
+lock. A component has one only when it keeps files in the data directory:
 the log router and each log node always, a service when its database is the
 default SQLite file there, the gateway never.
 """
@@ -59,7 +59,7 @@ def every_component_lock(config: Config) -> Iterator[None]:
     """Hold the lock of every component that `splitlog up` runs in one process.
 
     Raises:
-      StartupError: another process holds one of them.
+      StartupError: another process has taken one of them.
     """
     files = [component_lock_file(c.name, config) for c in COMPONENTS]
     files += [

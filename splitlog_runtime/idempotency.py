@@ -45,7 +45,7 @@ def key_reused(
       request_id: the key.
       problem: what the key was used for, such as "was already used to
         create a settlement in another group".
-      advice: the sentence that tells the caller what to send instead.
+      advice: the sentence that states what the caller should send instead.
       field: the request field that carries the key.
     """
     return invalid_field(

@@ -228,7 +228,7 @@ def test_log_message_limit_over_request_limit_rejected():
     assert f"give at most {16 * 1024 * 1024}" in str(caught.value)
 
 
-def test_default_log_message_limit_kept_under_small_request_limit():
+def test_log_limit_default_under_small_messages():
     environ = {"SPLITLOG_MAX_MESSAGE_BYTES": str(64 * 1024)}
 
     config = settings.load(argparse.Namespace(), environ)

@@ -332,7 +332,7 @@ class SplitwiseImporter:
                 ).user
             except grpc.RpcError as exc:
                 # A caller who may not read other users may not create them
-                # either, and CreateUser's error then says what is needed.
+                # either, and CreateUser's error then names what is needed.
                 if exc.code() in (
                     grpc.StatusCode.NOT_FOUND,
                     grpc.StatusCode.PERMISSION_DENIED,

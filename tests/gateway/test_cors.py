@@ -1,4 +1,4 @@
-"""CORS answers of the REST port, for pages served from another origin.
+"""CORS responses of the REST port, for pages served from another origin.
 
 A real gateway in front of a real backend; the requests are the ones a
 browser sends: a preflight OPTIONS, then the call with its Origin header.

@@ -52,7 +52,7 @@ def _open_tail(stub, request, timeout: float = 30):
             time.sleep(0.2)
 
 
-def test_client_that_stops_reading_then_cancels_frees_its_slot(one_slot):
+def test_cancelled_stalled_tail_frees_slot(one_slot):
     address = f"127.0.0.1:{one_slot.gateway.grpc_port}"
     with grpc.insecure_channel(address) as channel:
         stub = logs_grpc.LogsServiceStub(channel)
