@@ -67,7 +67,6 @@ its former members and NOT_FOUND for administrators.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import logging
 import random
 import time
@@ -82,8 +81,17 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from expense_service import domain, grouping, ledger, messages, storage, volumes
+from expense_service import (
+    domain,
+    grouping,
+    ledger,
+    messages,
+    request_hashes,
+    storage,
+    volumes,
+)
 from expense_service.membership import MembershipClient
+from expense_service.request_hashes import RequestHash
 from splitlog.expenses.v1 import expenses_service_pb2 as pb
 from splitlog.expenses.v1 import expenses_service_pb2_grpc as pb_grpc
 from splitlog_runtime import authz, limits, pagination
@@ -216,32 +224,14 @@ class _NewExpense:
     creator: str
     checked: domain.CheckedExpense
     request_id: str
-    request_hash: str | None = None
+    request_hash: RequestHash | None = None
     fields: dict[str, list[str]] = dataclass_field(default_factory=dict)
     chosen_id: bool = False
 
-
-def _request_hash(request: pb.CreateExpenseRequest, parent: str) -> str:
-    """Hash a create without its request_id, so a retry hashes the same.
-
-    The parent is filled in, so a create sent alone and the same create in a
-    batch (where it may leave the parent empty) hash the same.
-    """
-    copy = pb.CreateExpenseRequest()
-    copy.CopyFrom(request)
-    copy.request_id = ""
-    copy.parent = parent
-    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
-
-
-def _batch_hash(request: pb.BatchCreateExpensesRequest) -> str:
-    """Hash a batch without its request_id; inner parents are filled in."""
-    copy = pb.BatchCreateExpensesRequest(parent=request.parent)
-    for inner in request.requests:
-        added = copy.requests.add()
-        added.CopyFrom(inner)
-        added.parent = request.parent
-    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+    @property
+    def stored_hash(self) -> str | None:
+        """The request hash to store with `request_id`."""
+        return self.request_hash.value if self.request_hash is not None else None
 
 
 def _batch_key(batch_id: str, index: int) -> str:
@@ -269,7 +259,7 @@ def _check_reuse(
     earlier_group: str,
     group_id: str,
     request_id: str,
-    request_hash: str | None,
+    request_hash: RequestHash | None,
     field: str,
 ) -> None:
     """Reject a key that an earlier create used in another group or request.
@@ -284,8 +274,7 @@ def _check_reuse(
             "group; send a new UUID for each new expense",
             reason="REQUEST_ID_REUSED",
         )
-    stored_hash = earlier.request_hash
-    if request_hash and stored_hash and stored_hash != request_hash:
+    if request_hash is not None and not request_hash.matches(earlier.request_hash):
         raise _key_reused(request_id, field, "create with other values")
 
 
@@ -663,7 +652,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             )
             stored = storage.add_expense(session, values, payers, participants)
             if request_id:
-                storage.remember_request(session, request_id, name, create.request_hash)
+                storage.remember_request(session, request_id, name, create.stored_hash)
             ledger.append_event(session, stored, ledger.CREATED, now)
             return messages.expense_message(stored)
 
@@ -732,7 +721,11 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             creator=creator,
             checked=checked,
             request_id=request_id,
-            request_hash=_request_hash(request, parent) if request_id else None,
+            request_hash=(
+                request_hashes.create_hash(request, parent, draft)
+                if request_id
+                else None
+            ),
             fields=fields,
             chosen_id=bool(request.expense_id),
         )
@@ -783,7 +776,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             session,
             written,
             [
-                (create.request_id, create.name, create.request_hash)
+                (create.request_id, create.name, create.stored_hash)
                 for create in creates
                 if create.request_id
             ]
@@ -797,7 +790,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         session: Session,
         request_id: str,
         group_id: str,
-        request_hash: str | None,
+        request_hash: RequestHash | None,
         field: str = "request_id",
     ) -> pb.Expense | None:
         """Return the expense an earlier create with this key made, if any.
@@ -868,7 +861,15 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             authz.require_acting_as_caller(
                 create.creator, f"requests[{index}].expense.creator"
             )
-        batch_hash = _batch_hash(request) if batch_id else None
+        batch_hash = None
+        if batch_id:
+            normalized = [
+                request_hashes.normalized_create(
+                    inner, request.parent, create.checked.draft, create.request_id
+                )
+                for inner, create in zip(request.requests, creates, strict=True)
+            ]
+            batch_hash = request_hashes.batch_hash(request, normalized)
         batch_keys = [_batch_key(batch_id, index) for index in range(count)]
 
         def replay_batch(session: Session) -> pb.BatchCreateExpensesResponse | None:
@@ -940,15 +941,16 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
                         raise _name_taken(create.name, f"requests[{index}].")
 
             result: list[pb.Expense | None] = [None] * count
+            stored_hash = batch_hash.value if batch_hash is not None else None
             keys = [
-                (batch_keys[index], create.name, batch_hash)
+                (batch_keys[index], create.name, stored_hash)
                 for index, create in new
                 if batch_id
             ]
             if batch_id:
                 # The batch's own key, so that a CreateExpense with it finds
                 # it taken, even one that runs concurrently.
-                keys.append((batch_id, slots.get(0, creates[0].name), batch_hash))
+                keys.append((batch_id, slots.get(0, creates[0].name), stored_hash))
             written = self._insert_creates(session, [create for _, create in new], keys)
             for (index, _), stored in zip(new, written, strict=True):
                 result[index] = messages.expense_message(stored)
@@ -956,7 +958,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
                 result[index] = messages.expense_message(kept[name])
                 if batch_id:
                     storage.remember_request(
-                        session, batch_keys[index], name, batch_hash
+                        session, batch_keys[index], name, stored_hash
                     )
             response = pb.BatchCreateExpensesResponse(expenses=result)
             # Raising here rolls the batch back. After the commit, a response
@@ -1047,7 +1049,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         batch_id: str,
         keys: Sequence[str],
         group_id: str,
-        batch_hash: str | None,
+        batch_hash: RequestHash | None,
     ) -> list[pb.Expense] | None:
         """Return the expenses an earlier batch with this key made, if any.
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import grpc
 import pytest
 
@@ -220,6 +222,86 @@ def test_retried_batch_returns_first_result(clients, group):
     assert again == first
     assert len(_listed(clients, group)) == 3
     assert latest_sequence(clients) == before
+
+
+def _spelled_out(creates: list[pb.CreateExpenseRequest]) -> list:
+    """Copy creates, setting the default category and padding descriptions."""
+    copies = []
+    for create in creates:
+        copy = pb.CreateExpenseRequest()
+        copy.CopyFrom(create)
+        copy.expense.category = pb.CATEGORY_GENERAL
+        copy.expense.description = f" {copy.expense.description} "
+        copies.append(copy)
+    return copies
+
+
+def test_retried_batch_spelling_out_defaults_replays(clients, group):
+    request_id = new_request_id()
+    creates = _creates(group, 3)
+    first = _batch(clients, group, creates, request_id=request_id)
+
+    again = _batch(clients, group, _spelled_out(creates), request_id=request_id)
+
+    assert again == first
+    assert len(_listed(clients, group)) == 3
+
+
+def test_inner_retry_spelling_out_defaults_replays(clients, group):
+    creates = _creates(group, 2)
+    creates[1].request_id = new_request_id()
+    single = clients.expenses.CreateExpense(
+        pb.CreateExpenseRequest(
+            parent=group.name,
+            expense=creates[1].expense,
+            request_id=creates[1].request_id,
+        ),
+        timeout=TIMEOUT,
+    ).expense
+
+    created = _batch(clients, group, _spelled_out(creates))
+
+    assert created[1] == single
+    assert len(_listed(clients, group)) == 2
+
+
+def _bytes_hash(parent: str, creates: list[pb.CreateExpenseRequest]) -> str:
+    """Hash a batch as keys were hashed before requests were normalized."""
+    sent = pb.BatchCreateExpensesRequest(parent=parent)
+    for create in creates:
+        added = sent.requests.add()
+        added.CopyFrom(create)
+        added.parent = parent
+    return hashlib.sha256(sent.SerializeToString(deterministic=True)).hexdigest()
+
+
+def test_batch_hashed_before_normalization_replays(clients, group, module_db_url):
+    """A batch stored with the hash of its bytes still replays the same
+    bytes, and a retry that spells out the category left unset."""
+    request_id = new_request_id()
+    creates = _creates(group, 2)
+    first = _batch(clients, group, creates, request_id=request_id)
+    database = Database(module_db_url)
+    try:
+        with database.transaction() as session:
+            table = expense_storage.RequestIdRow.__table__
+            session.execute(
+                table.update()
+                .where(table.c.expense_name.in_([e.name for e in first]))
+                .values(request_hash=_bytes_hash(group.name, creates))
+            )
+    finally:
+        database.dispose()
+    spelled_out = _spelled_out(creates)
+    for create in spelled_out:
+        create.expense.description = create.expense.description.strip()
+
+    same_bytes = _batch(clients, group, creates, request_id=request_id)
+    category_set = _batch(clients, group, spelled_out, request_id=request_id)
+
+    assert same_bytes == first
+    assert category_set == first
+    assert len(_listed(clients, group)) == 2
 
 
 def test_batch_request_id_with_other_requests_rejected(clients, group):

@@ -9,8 +9,10 @@ import grpc
 import pytest
 from google.type import money_pb2
 
+from expense_service import storage as expense_storage
 from splitlog.expenses.v1 import expenses_service_pb2 as pb
 from splitlog.users.v1 import users_service_pb2 as users_pb
+from splitlog_runtime.database import Database
 from tests.expense_service.support import (
     TIMEOUT,
     as_text,
@@ -278,6 +280,107 @@ def test_same_request_id_creates_one_expense(clients, group):
     assert first.name in [e.name for e in listed]
     assert len(listed) == 2
     assert [e.expense for e in backlog(clients, before)] == [first.name]
+
+
+def _listed_names(clients, group) -> list[str]:
+    listed = clients.expenses.ListExpenses(
+        pb.ListExpensesRequest(parent=group.name), timeout=TIMEOUT
+    ).expenses
+    return [expense.name for expense in listed]
+
+
+def test_retry_spelling_out_defaults_replays(clients, group):
+    request_id = new_request_id()
+    first = create_expense(clients, group, request_id=request_id)
+    spelled_out = equal_expense(group, category=pb.CATEGORY_GENERAL)
+    padded = equal_expense(group, description="  Dinner ")
+    # The first response sent back: it adds name, etag, owed amounts and
+    # the other output-only fields, which a create ignores.
+    echoed = first
+
+    for expense in (spelled_out, padded, echoed):
+        again = create_expense(clients, group, expense, request_id=request_id)
+        assert again == first
+
+    assert _listed_names(clients, group) == [first.name]
+
+
+def test_retry_leaving_default_unset_replays(clients, group):
+    request_id = new_request_id()
+    spelled_out = equal_expense(group, category=pb.CATEGORY_GENERAL)
+    first = create_expense(clients, group, spelled_out, request_id=request_id)
+
+    again = create_expense(clients, group, request_id=request_id)
+
+    assert again == first
+    assert _listed_names(clients, group) == [first.name]
+
+
+def test_retry_with_other_category_rejected(clients, group):
+    request_id = new_request_id()
+    create_expense(clients, group, request_id=request_id)
+
+    error = _create_error(
+        clients,
+        group.name,
+        equal_expense(group, category=pb.CATEGORY_TRAVEL),
+        request_id=request_id,
+    )
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "REQUEST_ID_REUSED"
+
+
+def _bytes_hash(request: pb.CreateExpenseRequest) -> str:
+    """Hash a create as keys were hashed before requests were normalized."""
+    copy = pb.CreateExpenseRequest()
+    copy.CopyFrom(request)
+    copy.request_id = ""
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+
+
+def _store_hash(database_url: str, request_id: str, request_hash: str) -> None:
+    database = Database(database_url)
+    try:
+        with database.transaction() as session:
+            table = expense_storage.RequestIdRow.__table__
+            session.execute(
+                table.update()
+                .where(table.c.request_id == request_id)
+                .values(request_hash=request_hash)
+            )
+    finally:
+        database.dispose()
+
+
+def test_key_hashed_before_normalization_replays(clients, group, module_db_url):
+    """A key stored with the hash of the request's bytes still replays the
+    same bytes, and a retry that spells out the category left unset."""
+    sent = pb.CreateExpenseRequest(
+        parent=group.name, expense=equal_expense(group), request_id=new_request_id()
+    )
+    first = clients.expenses.CreateExpense(sent, timeout=TIMEOUT).expense
+    _store_hash(module_db_url, sent.request_id, _bytes_hash(sent))
+    padded = pb.CreateExpenseRequest()
+    padded.CopyFrom(sent)
+    padded.request_id = new_request_id()
+    padded.expense.description = " Dinner "
+    padded_first = clients.expenses.CreateExpense(padded, timeout=TIMEOUT).expense
+    _store_hash(module_db_url, padded.request_id, _bytes_hash(padded))
+    spelled_out = equal_expense(group, category=pb.CATEGORY_GENERAL)
+
+    same_bytes = clients.expenses.CreateExpense(sent, timeout=TIMEOUT).expense
+    same_padded = clients.expenses.CreateExpense(padded, timeout=TIMEOUT).expense
+    category_set = create_expense(
+        clients, group, spelled_out, request_id=sent.request_id
+    )
+
+    assert same_bytes == first
+    assert same_padded == padded_first
+    assert category_set == first
+    assert sorted(_listed_names(clients, group)) == sorted(
+        [first.name, padded_first.name]
+    )
 
 
 def test_concurrent_retries_create_one_expense(clients, group):
