@@ -71,6 +71,11 @@ DESCRIPTION_NOTE = "Splitwise description: "
 # `self_paid_suffix` writes it.
 _SELF_PAID = re.compile(r"(?P<text>.*) \[paid and owed by (?P<shares>.+)\]", re.DOTALL)
 _SHARE_SEPARATOR = "; "
+# Characters that the suffix reader splits or matches on. A member name that
+# contains one is written as a JSON string, with its brackets escaped too, so
+# that the last " [paid and owed by " of a description starts the suffix.
+_QUOTED_NAME_CHARACTERS = frozenset(';"[]')
+_NAME_DECODER = json.JSONDecoder()
 _PAYMENT_TEXT = re.compile(r"\S.*\spaid\s+\S|settle all balances$")
 #: Whole descriptions (case-folded) that mark a General row as a payment.
 PAYMENT_DESCRIPTIONS = frozenset(
@@ -213,16 +218,23 @@ def convert(source: SplitwiseFile, limits: RequestLimits = DEFAULTS) -> ImportPl
         expense and settlement services, or an expense would have more
         payers or participants than `limits` allow.
     """
-    if UNKNOWN_MEMBER in source.members:
+    # A name that differs only in case would show as a second placeholder.
+    like_placeholder = [
+        member
+        for member in source.members
+        if member.casefold() == UNKNOWN_MEMBER.casefold()
+    ]
+    if like_placeholder:
+        member = like_placeholder[0]
         raise SplitwiseFormatError(
             [
                 Problem(
                     source.header_line,
-                    UNKNOWN_MEMBER,
-                    f"member name {UNKNOWN_MEMBER!r} is the name of the placeholder "
-                    "that the import adds for people missing from the export; "
-                    "rename this column in the header, for example to "
-                    "'Unknown member'",
+                    member,
+                    f"member name {member!r} is the name of the placeholder "
+                    f"{UNKNOWN_MEMBER!r} that the import adds for people missing "
+                    "from the export (letter case is ignored); rename this column "
+                    "in the header, for example to 'Unknown member'",
                 )
             ]
         )
@@ -364,12 +376,77 @@ def self_paid_suffix(shares: Sequence[tuple[str, int]], currency: str) -> str:
       currency: ISO 4217 code of the amounts.
     """
     if len(shares) == 1:
-        named = shares[0][0]
+        named = _suffix_name(shares[0][0])
     else:
         named = _SHARE_SEPARATOR.join(
-            f"{member} {format_amount(amount, currency)}" for member, amount in shares
+            f"{_suffix_name(member)} {format_amount(amount, currency)}"
+            for member, amount in shares
         )
     return f" [paid and owed by {named}]"
+
+
+def _suffix_name(member: str) -> str:
+    """Write a member name for the suffix: as it is, or as a JSON string when
+    the reader could split it or take it for a quoted name.
+
+    The JSON string also escapes brackets (as `\\u005b` and `\\u005d`), so the
+    suffix contains no bracket but its own.
+    """
+    plain = (
+        bool(member)
+        and member == member.strip()
+        and _QUOTED_NAME_CHARACTERS.isdisjoint(member)
+        and find_control_character(member) is None
+    )
+    if plain:
+        return member
+    quoted = json.dumps(member, ensure_ascii=False)
+    return quoted.replace("[", "\\u005b").replace("]", "\\u005d")
+
+
+def _split_shares(named: str) -> list[tuple[str, str]] | None:
+    """Split the shares of a suffix, such as `Ana 6.00; "Bo; Li" 4.00`, into
+    (member, amount text) pairs, or return None when a quoted name is malformed.
+
+    A name that starts with a double quote is read as a JSON string. Any
+    other name runs up to the last space before the next "; ".
+    """
+    pairs = []
+    position = 0
+    while True:
+        quoted = named.startswith('"', position)
+        if quoted:
+            try:
+                member, position = _NAME_DECODER.raw_decode(named, position)
+            except json.JSONDecodeError:
+                return None
+            if not named.startswith(" ", position):
+                return None
+            position += 1
+        end = named.find(_SHARE_SEPARATOR, position)
+        if end < 0:
+            end = len(named)
+        if quoted:
+            amount = named[position:end]
+        else:
+            member, _, amount = named[position:end].rpartition(" ")
+        pairs.append((member, amount))
+        if end == len(named):
+            return pairs
+        position = end + len(_SHARE_SEPARATOR)
+
+
+def _single_name(named: str, members: Sequence[str]) -> str | None:
+    """Return the one member that a suffix names without an amount, or None."""
+    if named in members:
+        return named
+    if not named.startswith('"'):
+        return None
+    try:
+        member, end = _NAME_DECODER.raw_decode(named)
+    except json.JSONDecodeError:
+        return None
+    return member if end == len(named) and member in members else None
 
 
 def _self_paid_shares(
@@ -387,11 +464,14 @@ def _self_paid_shares(
     if found is None:
         return None
     text, named = found["text"], found["shares"]
-    if named in members:
-        return text, ((named, row.cost),)
+    single = _single_name(named, members)
+    if single is not None:
+        return text, ((single, row.cost),)
+    pairs = _split_shares(named)
+    if pairs is None:
+        return None
     shares: dict[str, int] = {}
-    for part in named.split(_SHARE_SEPARATOR):
-        member, _, amount = part.rpartition(" ")
+    for member, amount in pairs:
         if member not in members or member in shares:
             return None
         try:

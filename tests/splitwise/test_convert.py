@@ -218,6 +218,10 @@ def test_self_paid_refund():
         "[paid and owed by ]",
         "[paid and owed by A 15.00; B -5.00]",
         "[paid and owed by A -5.00; B 15.00]",
+        '[paid and owed by "A]',
+        '[paid and owed by "A"6.00; B 4.00]',
+        '[paid and owed by "A 6.00; B 4.00]',
+        '[paid and owed by "Zoe" 6.00; B 4.00]',
     ],
 )
 def test_unreadable_self_paid_note_books_placeholder(suffix):
@@ -324,8 +328,11 @@ def test_description_too_long_for_notes_rejected():
     assert "shorten it" in caught.value.message
 
 
-def test_member_named_like_placeholder_rejected():
-    members = ("A", UNKNOWN_MEMBER)
+@pytest.mark.parametrize(
+    "name", [UNKNOWN_MEMBER, UNKNOWN_MEMBER.lower(), UNKNOWN_MEMBER.upper()]
+)
+def test_member_named_like_placeholder_rejected(name):
+    members = ("A", name)
     parsed = SplitwiseFile(
         Layout.CURRENT, members, (row(3000, [2000, -1000]),), (), header_line=4
     )
@@ -333,9 +340,20 @@ def test_member_named_like_placeholder_rejected():
     with pytest.raises(SplitwiseFormatError) as caught:
         convert(parsed)
 
-    assert (caught.value.line, caught.value.column) == (4, UNKNOWN_MEMBER)
+    assert (caught.value.line, caught.value.column) == (4, name)
     assert "name of the placeholder" in caught.value.message
     assert "rename this column" in caught.value.message
+
+
+def test_quoted_self_paid_names_read():
+    members = ("Ana; Ben", "C")
+    description = 'Taxi [paid and owed by "Ana; Ben" 6.00; C 4.00]'
+
+    entry = only(row(1000, [0, 0], description), members=members)
+
+    assert entry.description == "Taxi"
+    assert entry.payers == (("Ana; Ben", 600), ("C", 400))
+    assert entry.owed == (("Ana; Ben", 600), ("C", 400))
 
 
 def test_header_line_of_parsed_file():

@@ -123,6 +123,57 @@ def test_several_self_paid_members_with_amounts():
     assert ",Lunch [paid and owed by Ana 6.00; Ben 4.00],Dining out,10.00," in text
 
 
+# Member names that the suffix reader would split or misread if written bare.
+AWKWARD_NAMES = (
+    "Ana; Ben",
+    'Li "the boss"',
+    "Mo [flat 2]",
+    '"quoted"',
+    "Jo;",
+    "Kim] [paid and owed by Ana",
+)
+
+
+@pytest.mark.parametrize("name", AWKWARD_NAMES)
+def test_self_paid_awkward_name_round_trip(name):
+    members = ["Ana", name]
+    shares = (("Ana", 600), (name, 400))
+    entries = [
+        expense("e1", shares, shares, 1000),
+        expense("e2", ((name, 1250),), ((name, 1250),), 1250),
+    ]
+
+    text = export_text(members, entries, EXPORT_DAY)
+    again = convert(parse_text(text))
+
+    assert again.members == tuple(members)
+    several, alone = again.entries
+    assert several.description == "Lunch"
+    assert several.payers == shares
+    assert several.owed == shares
+    assert alone.description == "Lunch"
+    assert alone.payers == ((name, 1250),)
+    assert alone.owed == ((name, 1250),)
+
+
+def test_plain_names_written_bare():
+    shares = (("Ana Lopez", 600), ("Ben-2", 400))
+    entries = [expense("e1", shares, shares, 1000)]
+
+    text = export_text(["Ana Lopez", "Ben-2"], entries, EXPORT_DAY)
+
+    assert ",Lunch [paid and owed by Ana Lopez 6.00; Ben-2 4.00]," in text
+
+
+def test_name_with_separator_quoted():
+    shares = (("Ana; Ben", 600), ("Chloé", 400))
+    entries = [expense("e1", shares, shares, 1000)]
+
+    text = export_text(["Ana; Ben", "Chloé"], entries, EXPORT_DAY)
+
+    assert 'Lunch [paid and owed by ""Ana; Ben"" 6.00; Chloé 4.00]' in text
+
+
 def test_placeholder_expense_not_named():
     share = ((UNKNOWN_MEMBER, 300),)
     entries = [expense("e1", share, share, 300)]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import io
+import json
 import subprocess
 import uuid
 from pathlib import Path
@@ -322,10 +324,11 @@ def test_row_over_payer_limit_writes_nothing(gateway, channel, tmp_path):
         assert lookup_code(channel, user) == grpc.StatusCode.NOT_FOUND, name
 
 
-def test_member_named_like_placeholder_writes_nothing(gateway, channel, tmp_path):
+@pytest.mark.parametrize("name", [UNKNOWN_MEMBER, UNKNOWN_MEMBER.lower()])
+def test_member_named_like_placeholder_writes_nothing(gateway, channel, tmp_path, name):
     path = tmp_path / "placeholder-column.csv"
     path.write_text(
-        f"Date,Description,Category,Cost,Currency,Ana,{UNKNOWN_MEMBER}\n\n"
+        f"Date,Description,Category,Cost,Currency,Ana,{name}\n\n"
         "2024-05-01,Dinner,Dining out,20.00,EUR,10.00,-5.00\n\n"
         "2024-05-10,Total balance, , ,EUR,10.00,-5.00\n",
         encoding="utf-8",
@@ -335,7 +338,7 @@ def test_member_named_like_placeholder_writes_nothing(gateway, channel, tmp_path
     status, out, err = import_file(path, gateway)
 
     assert status == 1
-    assert f"{path}:line 1, column {UNKNOWN_MEMBER}: " in err
+    assert f"{path}:line 1, column {name}: " in err
     assert "name of the placeholder" in err
     assert lookup_code(channel, group) == grpc.StatusCode.NOT_FOUND
 
@@ -506,6 +509,64 @@ def test_self_paid_expense_round_trip(gateway, channel, tmp_path):
         assert [(owed.user, to_minor(owed.amount)) for owed in lunch.owed_amounts] == [
             (ana, 1200)
         ]
+
+
+def _write_csv(path: Path, records: list[list[str]]) -> None:
+    with path.open("w", encoding="utf-8", newline="") as file:
+        csv.writer(file, lineterminator="\n").writerows(records)
+
+
+def test_awkward_member_names_round_trip(gateway, channel, tmp_path):
+    """Members whose names hold the suffix's separator or quotes keep their
+    self-paid expenses through an import and an export."""
+    suffix = uuid.uuid4().hex[:6]
+    first, second = f"Ana; Ben {suffix}", f'Li "Boss" {suffix}'
+    shares = f"{json.dumps(first)} 6.00; {json.dumps(second)} 4.00"
+    path = tmp_path / "awkward.csv"
+    _write_csv(
+        path,
+        [
+            ["Date", "Description", "Category", "Cost", "Currency", first, second],
+            [],
+            ["2024-05-01", "Dinner", "Dining out", "20.00", "EUR", "10.00", "-10.00"],
+            [
+                "2024-05-02",
+                f"Taxi [paid and owed by {shares}]",
+                "Taxi",
+                "10.00",
+                "EUR",
+                "0.00",
+                "0.00",
+            ],
+            [
+                "2024-05-03",
+                f"Lunch [paid and owed by {json.dumps(first)}]",
+                "General",
+                "5.00",
+                "EUR",
+                "0.00",
+                "0.00",
+            ],
+            [],
+            ["2024-05-10", "Total balance", " ", " ", "EUR", "10.00", "-10.00"],
+        ],
+    )
+    status, out, err = import_file(path, gateway)
+    assert status == 0, out + err
+    group = f"groups/{identity.group_id(identity.file_digest(path.read_bytes()))}"
+    exported = tmp_path / "exported.csv"
+
+    assert run_export(group, gateway, TIMEOUT, exported, err=io.StringIO()) == 0
+
+    original = parse_bytes(path.read_bytes())
+    parsed = parse_text(exported.read_text(encoding="utf-8"))
+    assert parsed.members == (first, second)
+    assert parsed.rows == original.rows
+    assert _member_display_names(channel, group) == [first, second]
+    imported = _expenses_by_description(channel, group)
+    taxi, lunch = imported["Taxi"], imported["Lunch"]
+    assert [to_minor(payer.amount) for payer in taxi.payers] == [600, 400]
+    assert [to_minor(owed.amount) for owed in lunch.owed_amounts] == [500]
 
 
 def test_export_dash_writes_stdout(gateway, tmp_path, monkeypatch):
