@@ -40,6 +40,30 @@ FIXED_COLUMNS = ("Date", "Description", "Category", "Cost", "Currency")
 SUMMARY_LABELS = ("Total balance", "Current balance")
 #: Upper bound on reported problems, so a wrong file does not flood the screen.
 MAX_PROBLEMS = 20
+#: First characters that make a spreadsheet read a cell as a formula.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+#: Mark that `write_text` puts before such text cells.
+FORMULA_ESCAPE = "'"
+
+
+def escape_formula(text: str) -> str:
+    """Put an apostrophe before text that a spreadsheet would run as a formula.
+
+    Text that already starts with apostrophes followed by a trigger gets one
+    more too, so that `unescape_formula` gives back any text exactly.
+    """
+    if text.lstrip(FORMULA_ESCAPE).startswith(FORMULA_TRIGGERS):
+        return FORMULA_ESCAPE + text
+    return text
+
+
+def unescape_formula(text: str) -> str:
+    """Remove the apostrophe that `escape_formula` adds; other text stays."""
+    if text.startswith(FORMULA_ESCAPE) and text.lstrip(FORMULA_ESCAPE).startswith(
+        FORMULA_TRIGGERS
+    ):
+        return text[len(FORMULA_ESCAPE) :]
+    return text
 
 
 class Layout(enum.Enum):
@@ -94,7 +118,8 @@ class Row:
     Attributes:
       line: 1-based line number in the file.
       date: the day of the expense.
-      description: text as written, surrounding spaces included.
+      description: text as written, surrounding spaces included, without
+        the apostrophe of `escape_formula`.
       category: Splitwise category name, such as "Dining out" or "Payment".
       cost: the cost in minor units of `currency`; negative for a refund.
       currency: ISO 4217 code.
@@ -283,7 +308,7 @@ class _Reader:
                 f"{','.join(fixed)!r}; is this a Splitwise 'Export as spreadsheet' "
                 "file?",
             )
-        members = tuple(names[len(FIXED_COLUMNS) :])
+        members = tuple(unescape_formula(name) for name in names[len(FIXED_COLUMNS) :])
         if not members:
             self._fail(line, None, "the header names no member after Currency")
         for index, name in enumerate(members):
@@ -309,7 +334,8 @@ class _Reader:
     def _read_row(self, line: int, cells: list[str]) -> Row | None:
         count = len(self._problems)
         date = self._date(line, cells[0])
-        description, category = cells[1], cells[2].strip()
+        description = unescape_formula(cells[1])
+        category = unescape_formula(cells[2].strip())
         currency = self._currency(line, cells[4])
         if not category:
             self._problem(line, "Category", "category is empty")
@@ -450,18 +476,21 @@ def write_text(
 
     Amounts are written with the currency's digits ("85.00", "1200" for JPY),
     and empty summary cells hold one space, as Splitwise writes them. `line`
-    of the rows and summaries is ignored.
+    of the rows and summaries is ignored. Member names, descriptions and
+    categories that a spreadsheet would run as formulas start with an
+    apostrophe (`escape_formula`), which `parse_text` removes. Amounts never
+    do, so a negative amount stays a number.
     """
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([*FIXED_COLUMNS, *members])
+    writer = _RecordWriter(buffer)
+    writer.writerow([*FIXED_COLUMNS, *(escape_formula(name) for name in members)])
     buffer.write("\n")
     for row in rows:
         writer.writerow(
             [
                 row.date.isoformat(),
-                row.description,
-                row.category,
+                escape_formula(row.description),
+                escape_formula(row.category),
                 format_amount(row.cost, row.currency),
                 row.currency,
                 *(format_amount(net, row.currency) for net in row.nets),
@@ -480,3 +509,25 @@ def write_text(
             ]
         )
     return buffer.getvalue()
+
+
+class _RecordWriter:
+    """CSV writer whose records end in "\n" and quote every cell with a line break.
+
+    csv.writer quotes only the characters of its line terminator (seen with
+    Python 3.11.7), so with "\n" a cell that contains a lone "\r", such as a
+    description that starts with one, would end the record early for a
+    reader. This writer uses "\r\n" to decide the quoting and then ends each
+    record in "\n".
+    """
+
+    def __init__(self, output: io.StringIO) -> None:
+        self._output = output
+        self._record = io.StringIO()
+        self._writer = csv.writer(self._record, lineterminator="\r\n")
+
+    def writerow(self, cells: Sequence[str]) -> None:
+        self._record.seek(0)
+        self._record.truncate()
+        self._writer.writerow(cells)
+        self._output.write(self._record.getvalue().removesuffix("\r\n") + "\n")

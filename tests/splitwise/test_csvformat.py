@@ -366,3 +366,74 @@ def test_write_then_parse_gives_same_rows():
     assert [row.nets for row in again.rows] == [row.nets for row in original.rows]
     assert [row.cost for row in again.rows] == [row.cost for row in original.rows]
     assert again.summaries == original.summaries
+
+
+# Texts that a spreadsheet would run as a formula, and texts next to them.
+FORMULA_TEXTS = (
+    '=HYPERLINK("http://example.invalid")',
+    "+1 guest",
+    "-5 discount",
+    "@SUM(A1:A2)",
+    "\tTabbed",
+    "\rReturn",
+    "'=already marked",
+    "''-twice",
+    "'plain quote",
+    "Plain",
+)
+
+
+def _written_and_read(members, description, category):
+    rows = [
+        Row(0, datetime.date(2024, 1, 1), description, category, -400, "EUR", (-2, 2))
+    ]
+    summaries = [Summary(0, datetime.date(2024, 2, 1), "Total balance", "EUR", (-2, 2))]
+    return parse_text(write_text(members, rows, summaries))
+
+
+@pytest.mark.parametrize("text", FORMULA_TEXTS)
+def test_formula_description_round_trip(text):
+    again = _written_and_read(["Ana", "Ben"], text, "General")
+
+    assert again.rows[0].description == text
+    assert again.rows[0].cost == -400
+    assert again.rows[0].nets == (-2, 2)
+
+
+# Member names and categories are read without surrounding spaces, and a
+# member name may not contain a tab or a carriage return.
+@pytest.mark.parametrize("text", [t for t in FORMULA_TEXTS if t == t.strip()])
+def test_formula_member_and_category_round_trip(text):
+    again = _written_and_read(["Ana", text], "Lunch", text)
+
+    assert again.members == ("Ana", text)
+    assert again.rows[0].category == text
+
+
+def test_formula_text_escaped_amounts_not():
+    rows = [
+        Row(0, datetime.date(2024, 1, 1), "=1+1", "@cat", -400, "EUR", (-200, 200)),
+    ]
+    summaries = [
+        Summary(0, datetime.date(2024, 2, 1), "Total balance", "EUR", (-200, 200))
+    ]
+
+    text = write_text(["-Ana", "Ben"], rows, summaries)
+
+    assert text == (
+        "Date,Description,Category,Cost,Currency,'-Ana,Ben\n"
+        "\n"
+        "2024-01-01,'=1+1,'@cat,-4.00,EUR,-2.00,2.00\n"
+        "\n"
+        "2024-02-01,Total balance, , ,EUR,-2.00,2.00\n"
+    )
+
+
+def test_splitwise_apostrophe_kept_unless_formula():
+    parsed = parse_rows(
+        "2024-01-01,'Twas lunch,General,20.00,EUR,10.00,-10.00\n"
+        "2024-01-02,'-5 off,General,20.00,EUR,-10.00,10.00\n"
+    )
+
+    assert parsed.rows[0].description == "'Twas lunch"
+    assert parsed.rows[1].description == "-5 off"

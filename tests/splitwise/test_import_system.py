@@ -569,6 +569,50 @@ def test_awkward_member_names_round_trip(gateway, channel, tmp_path):
     assert [to_minor(owed.amount) for owed in lunch.owed_amounts] == [500]
 
 
+def test_formula_texts_escaped_on_export(gateway, channel, tmp_path):
+    suffix = uuid.uuid4().hex[:6]
+    member = f"-Mo {suffix}"
+    path = tmp_path / "formulas.csv"
+    _write_csv(
+        path,
+        [
+            ["Date", "Description", "Category", "Cost", "Currency", "Ana", member],
+            [],
+            [
+                "2024-05-01",
+                '=HYPERLINK("x")',
+                "General",
+                "20.00",
+                "EUR",
+                "10.00",
+                "-10.00",
+            ],
+            ["2024-05-02", "-5 off", "@Dining", "-4.00", "EUR", "-2.00", "2.00"],
+            ["2024-05-03", "+1 guest", "General", "6.00", "EUR", "-3.00", "3.00"],
+            [],
+            ["2024-05-10", "Total balance", " ", " ", "EUR", "5.00", "-5.00"],
+        ],
+    )
+    status, out, err = import_file(path, gateway)
+    assert status == 0, out + err
+    group = f"groups/{identity.group_id(identity.file_digest(path.read_bytes()))}"
+    exported = tmp_path / "exported.csv"
+
+    assert run_export(group, gateway, TIMEOUT, exported, err=io.StringIO()) == 0
+
+    records = list(csv.reader(exported.open(encoding="utf-8", newline="")))
+    assert records[0][5:] == ["Ana", f"'{member}"]
+    assert records[2][1] == '\'=HYPERLINK("x")'
+    assert records[3][1:] == ["'-5 off", "'@Dining", "-4.00", "EUR", "-2.00", "2.00"]
+    assert records[4][1] == "'+1 guest"
+    original = parse_bytes(path.read_bytes())
+    parsed = parse_text(exported.read_text(encoding="utf-8"))
+    assert parsed.members == original.members
+    assert parsed.rows == original.rows
+    descriptions = sorted(_expenses_by_description(channel, group))
+    assert descriptions == ["+1 guest", "-5 off", '=HYPERLINK("x")']
+
+
 def test_export_dash_writes_stdout(gateway, tmp_path, monkeypatch):
     source = FIXTURES / "older_imbalanced.csv"
     import_file(source, gateway)
