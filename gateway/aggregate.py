@@ -51,7 +51,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import Message
-from google.rpc import status_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from gateway.proxy import STATUS_DETAILS_KEY, UNREACHABLE_LOG_INTERVAL, BackendPool
@@ -61,7 +61,12 @@ from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb
 from splitlog.gateway.v1 import gateway_service_pb2 as pb
 from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog_runtime.channels import downstream_timeout
-from splitlog_runtime.errors import DomainError, invalid_field, status_reason
+from splitlog_runtime.errors import (
+    DomainError,
+    OutOfRange,
+    invalid_field,
+    status_reason,
+)
 from splitlog_runtime.resources import check_id, parse_name
 
 _LOGGER = logging.getLogger(__name__)
@@ -370,6 +375,36 @@ def _section_errors(sections: Iterable[tuple[str, _Section]]) -> list[pb.Section
     ]
 
 
+def _error_metadata(status: status_pb2.Status) -> dict[str, str]:
+    """Return the ErrorInfo metadata of a status, or an empty dict."""
+    for packed in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if packed.Unpack(info):
+            return dict(info.metadata)
+    return {}
+
+
+def _total_out_of_range(user: str, status: status_pb2.Status) -> status_pb2.Status:
+    """Restate a GetUserBalance failure with reason TOTAL_OUT_OF_RANGE for the
+    dashboard, naming the currency and where the net amounts can be read.
+
+    balance_service fails GetUserBalance as a whole when one currency's sum
+    across groups has more units than `google.type.Money` holds, so the
+    dashboard gets no net amount of the user in any currency.
+    """
+    currency = _error_metadata(status).get("currency_code", "")
+    in_currency = f" in {currency}" if currency else ""
+    return OutOfRange(
+        f"the net amounts of {user}{in_currency} add up across groups to more "
+        "than google.type.Money holds (units up to 2^63 - 1), so balance_service "
+        "returned none of the user's net amounts, in any currency; read the "
+        "user's net amount in each group with GetGroupOverview (GET "
+        f"/v1/groups/{{group}}/overview). balance_service: {status.message}",
+        reason="TOTAL_OUT_OF_RANGE",
+        metadata={"backend": "balance_service", "currency_code": currency},
+    ).to_status()
+
+
 def _group_of(name: str) -> str:
     """Return `groups/{group}` from the name of a resource inside a group."""
     return "/".join(name.split("/", 2)[:2])
@@ -594,6 +629,13 @@ class GatewayViews:
             ),
         )
 
+        # NOTE: each group's net amount and the other currencies' totals are
+        # in range, but GetUserBalance returns none of them once one total
+        # is out of range, so the dashboard shows none either.
+        if balance.error is not None and (
+            status_reason(balance.error) == "TOTAL_OUT_OF_RANGE"
+        ):
+            balance = _Section(error=_total_out_of_range(user, balance.error))
         response = pb.GetUserDashboardResponse(user=loaded.user)
         if groups.value is not None:
             group_balances = []

@@ -468,6 +468,81 @@ def test_dashboard_totals_sum_group_nets(gateway_stub, trip):
     assert len(response.total_net_amounts) == 2
 
 
+# Most yen that one expense and one group's expenses may hold, so that three
+# groups take a member's net past what google.type.Money holds.
+_MAX_EXPENSE_YEN = 10**15
+_OVERFLOW_GROUP_EXPENSES = 3100
+
+
+@pytest.fixture(scope="module")
+def overflowing(channel) -> tuple[str, list[str]]:
+    """A user owed 3.1 * 10^18 JPY in each of three groups and 10.00 EUR in
+    one, so that the JPY total is past 2^63 - 1; returns the user and the
+    groups."""
+    users = users_grpc.UsersServiceStub(channel)
+    expenses = expenses_grpc.ExpensesServiceStub(channel)
+    balances = balances_grpc.BalancesServiceStub(channel)
+    rich, other = _create_user(users, "rich"), _create_user(users, "other")
+    groups = [_create_group(users, rich, [other], f"Big {n}") for n in range(3)]
+    total = _MAX_EXPENSE_YEN * _OVERFLOW_GROUP_EXPENSES
+    for group in groups:
+        expense = _expense(rich, _MAX_EXPENSE_YEN, "JPY", [other], "Big")
+        expenses.BatchCreateExpenses(
+            expenses_pb.BatchCreateExpensesRequest(
+                parent=group,
+                requests=[
+                    expenses_pb.CreateExpenseRequest(expense=expense)
+                    for _ in range(_OVERFLOW_GROUP_EXPENSES)
+                ],
+            ),
+            timeout=60,
+        )
+    expenses.CreateExpense(
+        expenses_pb.CreateExpenseRequest(
+            parent=groups[0], expense=_expense(rich, 1000, "EUR", [other], "Taxi")
+        ),
+        timeout=TIMEOUT,
+    )
+    for index, group in enumerate(groups):
+        expected = {"JPY": {rich: total, other: -total}}
+        if index == 0:
+            expected["EUR"] = {rich: 1000, other: -1000}
+        _wait_for_nets(balances, group, expected, timeout=120)
+    return rich, groups
+
+
+def _error_info(status) -> error_details_pb2.ErrorInfo:
+    for packed in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if packed.Unpack(info):
+            return info
+    raise AssertionError(f"no ErrorInfo in {status}")
+
+
+def test_dashboard_total_past_int64_named(gateway_stub, overflowing):
+    rich, groups = overflowing
+
+    response = _dashboard(gateway_stub, rich)
+
+    assert {s.group.name for s in response.group_summaries} == set(groups)
+    assert list(response.total_net_amounts) == []
+    assert [e.section for e in response.section_errors] == [
+        "group_summaries.net_amounts",
+        "total_net_amounts",
+    ]
+    for error in response.section_errors:
+        assert error.status.code == grpc.StatusCode.OUT_OF_RANGE.value[0]
+        info = _error_info(error.status)
+        assert info.reason == "TOTAL_OUT_OF_RANGE"
+        assert info.metadata["currency_code"] == "JPY"
+        assert f"net amounts of {rich} in JPY" in error.status.message
+        assert "GetGroupOverview" in error.status.message
+    overview = _overview(gateway_stub, groups[0])
+    nets = _group_nets(overview.balance)
+    assert nets["JPY"][rich] == _MAX_EXPENSE_YEN * _OVERFLOW_GROUP_EXPENSES
+    assert nets["EUR"][rich] == 1000
+
+
 def test_dashboard_settled_group_has_no_nets(gateway_stub, trip):
     response = _dashboard(gateway_stub, trip.ben)
 
