@@ -64,6 +64,7 @@ from splitlog_runtime.errors import (
     NotFound,
     PreconditionViolation,
     Resource,
+    Unavailable,
     invalid_field,
 )
 from splitlog_runtime.idempotency import check_same_request, values_hash
@@ -522,7 +523,11 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
                 deactivations.require_own(session, user_id, user_token)
                 deactivations.require_same_groups(session, user_id, tokens)
                 for group_id, token in tokens.items():
-                    removals.require_own(session, group_id, user_id, token)
+                    # A group deleted since the marks were written took this
+                    # mark with it. `_check_settled_everywhere` explains why the
+                    # deactivation may go on.
+                    if not storage.is_deleted_group(session, group_id):
+                        removals.require_own(session, group_id, user_id, token)
                 revoked = None
                 if row.state != domain.STATE_DEACTIVATED:
                     _check_etag(expected, row.version, resource, "etag")
@@ -550,6 +555,13 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
     ) -> None:
         """Raise FAILED_PRECONDITION if the user's balance in a group is not zero.
 
+        A group deleted since the marks were written is skipped when its
+        check fails, as balance_service's CheckSettled fails for a deleted
+        group. Its
+        deletion checked that every balance in it was zero, and a deleted
+        group takes no more expenses or settlements, so the user's balance
+        there stays zero.
+
         `context` is the deactivation's call, whose deadline the checks keep.
         """
         user_name = domain.user_name(user_id)
@@ -561,6 +573,16 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
                     self._guard.check_member_removable(
                         domain.group_name(group_id), user_name, context
                     )
+            except Unavailable as exc:
+                if not self._is_deleted_group(group_id):
+                    raise
+                _LOGGER.info(
+                    "deactivation of %s skips groups/%s, deleted during the "
+                    "balance checks: %s",
+                    user_name,
+                    group_id,
+                    exc,
+                )
             except FailedPrecondition as exc:
                 if exc.reason != UNSETTLED_BALANCE:
                     raise
@@ -921,6 +943,10 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         except BaseException:
             self._clear_mark(group_id, user_id, token)
             raise
+
+    def _is_deleted_group(self, group_id: str) -> bool:
+        with self._transaction(read_only=True) as session:
+            return storage.is_deleted_group(session, group_id)
 
     def _clear_mark(self, group_id: str, user_id: str, token: str) -> None:
         """Delete a leaving mark after a failed removal; on error it expires."""

@@ -21,6 +21,7 @@ import pytest
 from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb
 from splitlog.users.v1 import users_service_pb2 as pb
 from splitlog_runtime.database import Database
+from splitlog_runtime.errors import Unavailable
 from tests.expense_service.support import day, money
 from tests.user_service.support import create_user, error_details, reason_of
 from tests.user_service.test_leaving_mark import (
@@ -267,3 +268,73 @@ def test_join_past_mark_aborts_deactivation(pair, db_url):  # noqa: F811
     assert state.state == pb.User.STATE_ACTIVE
     assert not _members(pair, first)[user].leaving
     _create_group(pair.users, user)
+
+
+def _delete_group(pair: Pair, group: str) -> None:  # noqa: F811
+    pair.users.DeleteGroup(pb.DeleteGroupRequest(name=group), timeout=TIMEOUT)
+
+
+def test_group_deleted_during_deactivation(pair):  # noqa: F811
+    """A group deleted after the deactivation's checks began no longer
+    needs its mark, because its deletion found every balance zero."""
+    ana, user, first, other = _user_in_group(pair)
+    # Only the deactivation's check waits; the deletion's passes at once.
+    pair.guard.check_group_deletable = lambda group_name, context: None
+    thread, result = _start_deactivation(pair, user)
+
+    _delete_group(pair, first)
+    pair.guard.release.set()
+    thread.join(TIMEOUT)
+
+    assert "error" not in result, result.get("error")
+    assert result["user"].state == pb.User.STATE_DEACTIVATED
+
+
+def test_group_deleted_before_its_check(pair):  # noqa: F811
+    """A group deleted before the deactivation checks it is skipped when its
+    check fails, as balance_service's CheckSettled does for a deleted group."""
+    ana, user, first, other = _user_in_group(pair)
+    pair.users.AddGroupMember(
+        pb.AddGroupMemberRequest(parent=other, user=user), timeout=TIMEOUT
+    )
+    # The checks run in group id order, and the first one waits.
+    checked_later = max(first, other)
+    deleted: set[str] = set()
+    held = pair.guard.check_member_removable
+
+    def check(group_name: str, user_name: str, context) -> None:
+        if group_name in deleted:
+            raise Unavailable(
+                f"cannot check the balances of {group_name!r}: balance_service "
+                "failed the check (NOT_FOUND: group not found)",
+                reason="BALANCE_SERVICE_UNAVAILABLE",
+            )
+        held(group_name, user_name, context)
+
+    pair.guard.check_member_removable = check
+    pair.guard.check_group_deletable = lambda group_name, context: None
+    thread, result = _start_deactivation(pair, user)
+
+    _delete_group(pair, checked_later)
+    deleted.add(checked_later)
+    pair.guard.release.set()
+    thread.join(TIMEOUT)
+
+    assert "error" not in result, result.get("error")
+    assert result["user"].state == pb.User.STATE_DEACTIVATED
+
+
+def test_live_group_check_failure_still_fails(pair):  # noqa: F811
+    ana, user, first, other = _user_in_group(pair)
+    pair.guard.verdict = Unavailable(
+        "cannot check the balances: balance_service failed the check",
+        reason="BALANCE_SERVICE_UNAVAILABLE",
+    )
+    thread, result = _start_deactivation(pair, user)
+
+    pair.guard.release.set()
+    thread.join(TIMEOUT)
+
+    assert result["error"].code() == grpc.StatusCode.UNAVAILABLE
+    state = pair.users.GetUser(pb.GetUserRequest(name=user), timeout=TIMEOUT).user
+    assert state.state == pb.User.STATE_ACTIVE
