@@ -25,6 +25,7 @@ from log_service.timefmt import format_seconds
 from log_service.tokens import (
     Cursor,
     PageToken,
+    check_page_token_end,
     check_page_token_shards,
     decode_page_token,
     encode_page_token,
@@ -366,6 +367,7 @@ class Lister:
                 fingerprint,
                 known_shards=self._sharder.shards_for_query((), None, None),
             )
+            check_page_token_end(token, end)
             end = token.end_time
         elif end is None:
             end = time.time_ns()

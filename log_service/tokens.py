@@ -10,6 +10,14 @@ sequence number of every shard it read and the end of the time range. Later
 pages read only up to those sequence numbers, so entries written between
 pages neither shift nor repeat the pages.
 
+A page token also carries a check hash of its filter hash and end time, so a
+token whose end time was edited by hand is rejected. The hash has no key:
+anyone can compute it, so it catches edits, not forgery. Signing tokens would
+need a key shared by every router and kept across restarts, and would protect
+nothing, because a caller allowed to list entries can list any time range
+with any filters. A token changed on purpose changes only its caller's own
+listing (see `check_page_token_end`).
+
 A token must account for every shard that the request reads. A page token
 without a shard's sequence number, or a resume token without a shard's
 position, was issued by a router with other shards or was altered. Such a
@@ -279,6 +287,36 @@ def resume_positions(
     return positions
 
 
+def check_page_token_end(
+    token: PageToken, end_time: int | None, field_name: str = "page_token"
+) -> None:
+    """Check that a page token keeps the end time of the request it continues.
+
+    Args:
+      end_time: the request's end_time in Unix nanoseconds, or None when the
+        request has none. The first page then fixed the end at the router's
+        current time, and only the token's check hash binds it.
+
+    Raises:
+      InvalidArgument: the token's end time differs from `end_time`.
+    """
+    if end_time is None or token.end_time == end_time:
+        return
+    raise invalid_field(
+        field_name,
+        f"the page token's end time {token.end_time} ns differs from the "
+        f"request's end_time {end_time} ns; send the page token of the previous "
+        "response unchanged with the same end_time, or start the listing again "
+        "without a page token",
+        reason="INVALID_PAGE_TOKEN",
+    )
+
+
+def _end_check(filters: str, end_time: int) -> str:
+    """Hash a page token's filter hash and end time, for the `h` key."""
+    return filter_hash({"filters": filters, "end": end_time})
+
+
 def encode_page_token(token: PageToken) -> str:
     """Serialize a page token."""
     cursor = token.cursor
@@ -289,6 +327,7 @@ def encode_page_token(token: PageToken) -> str:
             "c": [cursor.timestamp, cursor.shard, cursor.sequence],
             "s": token.snapshot,
             "e": token.end_time,
+            "h": _end_check(token.filters, token.end_time),
         }
     )
 
@@ -316,8 +355,9 @@ def decode_page_token(
 
     Raises:
       InvalidArgument: the token is malformed, has a number that is not an
-        int64 in range, names a shard outside `known_shards`, or was issued
-        for other filters; the message names `field_name`.
+        int64 in range, names a shard outside `known_shards`, was issued
+        for other filters, or its end time does not match its check hash;
+        the message names `field_name`.
     """
     payload = _decode(text, field_name, "page token")
     _check_filters(payload, filters, field_name)
@@ -333,7 +373,7 @@ def decode_page_token(
         snapshot = _positions(payload["s"], field_name, "page token")
         _check_shards([shard, *snapshot], known_shards)
         end_time = _time(payload["e"], "end time", field_name)
-        return PageToken(filters, cursor, snapshot, end_time)
+        altered = payload["h"] != _end_check(filters, end_time)
     except (KeyError, TypeError, ValueError):
         raise invalid_field(
             field_name,
@@ -341,6 +381,16 @@ def decode_page_token(
             "page token of the previous response unchanged, or none",
             reason="INVALID_PAGE_TOKEN",
         ) from None
+    if altered:
+        raise invalid_field(
+            field_name,
+            f"the end time {end_time} ns of the page token does not match the "
+            "token's check hash, so the token was altered; send the page token "
+            "of the previous response unchanged, or start the listing again "
+            "without a page token",
+            reason="INVALID_PAGE_TOKEN",
+        )
+    return PageToken(filters, cursor, snapshot, end_time)
 
 
 def encode_resume_token(token: ResumeToken) -> str:

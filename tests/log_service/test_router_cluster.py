@@ -19,6 +19,7 @@ from opentelemetry.sdk.resources import Resource
 
 from log_service.app import build_router
 from log_service.sharding import sharder_from_config, topology_from_config
+from log_service.tokens import Cursor, PageToken, encode_page_token
 from splitlog.logs.v1 import logs_service_pb2 as pb
 from splitlog.logs.v1 import logs_service_pb2_grpc
 from splitlog_cli.components import start_log_nodes
@@ -339,6 +340,78 @@ def test_page_token_missing_shard_is_invalid(cluster):
     assert f"no position for shard(s) {dropped}" in details
     assert "start the listing again without a page token" in details
     assert len(following.entries) == 1
+
+
+def ten_seconds_of_entries(cluster) -> tuple[int, dict]:
+    """Write m0..m9 one second apart, ending a second ago; return the time and
+    a listing request of m0..m4 two per page."""
+    now = time.time_ns()
+    cluster.stub.WriteLogEntries(
+        pb.WriteLogEntriesRequest(
+            entries=[
+                entry("svc", f"m{i}", at=now - (10 - i) * NANOS) for i in range(10)
+            ]
+        ),
+        timeout=10,
+    )
+    request = {
+        "services": ["svc"],
+        "start_time": ts(now - 20 * NANOS),
+        "end_time": ts(now - 5 * NANOS),
+        "order_by": "timestamp",
+        "page_size": 2,
+    }
+    return now, request
+
+
+@pytest.mark.parametrize("with_end_time", [True, False])
+def test_page_token_with_edited_end_is_invalid(cluster, with_end_time):
+    now, request = ten_seconds_of_entries(cluster)
+    if not with_end_time:
+        del request["end_time"]
+    page = cluster.stub.ListLogEntries(pb.ListLogEntriesRequest(**request))
+    payload = token_payload(page.next_page_token)
+    payload["e"] = now + NANOS if with_end_time else now - 5 * NANOS
+
+    with pytest.raises(grpc.RpcError) as caught:
+        cluster.stub.ListLogEntries(
+            pb.ListLogEntriesRequest(page_token=encode_payload(payload), **request)
+        )
+
+    infos = details_of(caught.value, error_details_pb2.ErrorInfo)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert infos[0].reason == "INVALID_PAGE_TOKEN"
+    assert caught.value.details().startswith("page_token: ")
+    assert "does not match the token's check hash" in caught.value.details()
+
+
+def test_page_token_end_must_match_request(cluster):
+    now, request = ten_seconds_of_entries(cluster)
+    page = cluster.stub.ListLogEntries(pb.ListLogEntriesRequest(**request))
+    payload = token_payload(page.next_page_token)
+    # A token rebuilt with a later end time and its own check hash, as a
+    # caller who read the router's code could build it.
+    timestamp, shard, sequence = payload["c"]
+    rebuilt = encode_page_token(
+        PageToken(
+            payload["f"], Cursor(timestamp, shard, sequence), payload["s"], now + NANOS
+        )
+    )
+
+    with pytest.raises(grpc.RpcError) as caught:
+        cluster.stub.ListLogEntries(
+            pb.ListLogEntriesRequest(page_token=rebuilt, **request)
+        )
+    listed = list_all(cluster.stub, **request)
+
+    infos = details_of(caught.value, error_details_pb2.ErrorInfo)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert infos[0].reason == "INVALID_PAGE_TOKEN"
+    assert caught.value.details().startswith("page_token: ")
+    assert f"differs from the request's end_time {now - 5 * NANOS} ns" in (
+        caught.value.details()
+    )
+    assert [e.message for e in listed] == [f"m{i}" for i in range(5)]
 
 
 def test_page_token_lists_empty_shards(cluster):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import random
 
 import pytest
@@ -12,6 +13,7 @@ from log_service.tokens import (
     Cursor,
     PageToken,
     ResumeToken,
+    check_page_token_end,
     check_page_token_shards,
     decode_page_token,
     decode_resume_token,
@@ -45,6 +47,54 @@ def test_page_token_with_other_filters_names_page_token():
 
     assert caught.value.field_violations[0].field == "page_token"
     assert "other filters" in caught.value.message
+
+
+def _edited(text: str, **changes) -> str:
+    """Return a page token with keys of its JSON payload replaced or removed."""
+    payload = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    for key, value in changes.items():
+        if value is None:
+            del payload[key]
+        else:
+            payload[key] = value
+    raw = json.dumps(payload, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def test_page_token_with_edited_end_is_invalid():
+    text = encode_page_token(PageToken("abc", Cursor(5, "s", 1), {"s": 3}, 99))
+
+    with pytest.raises(InvalidArgument) as caught:
+        decode_page_token(_edited(text, e=100), "abc")
+
+    assert caught.value.reason == "INVALID_PAGE_TOKEN"
+    assert caught.value.field_violations[0].field == "page_token"
+    assert "end time 100 ns of the page token does not match" in str(caught.value)
+
+
+def test_page_token_without_check_hash_is_invalid():
+    text = encode_page_token(PageToken("abc", Cursor(5, "s", 1), {"s": 3}, 99))
+
+    with pytest.raises(InvalidArgument) as caught:
+        decode_page_token(_edited(text, h=None), "abc")
+
+    assert caught.value.reason == "INVALID_PAGE_TOKEN"
+    assert "is not a page token returned by this method" in str(caught.value)
+
+
+def test_page_token_end_checked_against_request():
+    token = PageToken("abc", Cursor(5, "s", 1), {"s": 3}, 99)
+
+    check_page_token_end(token, 99)
+    check_page_token_end(token, None)
+    with pytest.raises(InvalidArgument) as caught:
+        check_page_token_end(token, 98)
+
+    message = str(caught.value)
+    assert caught.value.reason == "INVALID_PAGE_TOKEN"
+    assert message.startswith("page_token: ")
+    assert "end time 99 ns differs from the request's end_time 98 ns" in message
+    assert "start the listing again without a page token" in message
 
 
 @pytest.mark.parametrize("text", ["!!", "bm90IGpzb24", "eyJ2IjoxfQ", "e30"])
