@@ -23,11 +23,14 @@ present, other fields only when they differ from their default.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from google.protobuf import timestamp_pb2
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from log_service.model import NANOS_PER_SECOND, columns_to_entries
 from log_service.wal import encode_varint
@@ -42,6 +45,75 @@ _WIRE_VARINT = 0
 _WIRE_BYTES = 2
 # A varint carries 7 bits per byte, so 10 bytes fit any 64-bit value.
 _MAX_VARINT_BYTES = 10
+
+# Every field that the vectorized encoder writes, with the type and whether
+# it is repeated, as the encoder expects them. A tag is written as one byte,
+# which holds field numbers 1 to 15 only, and the type decides between a
+# varint and a length-delimited field (`attributes` is a map, so repeated).
+_SINGLE = False
+_REPEATED = True
+ENCODED_FIELDS: dict[Descriptor, dict[str, tuple[int, bool]]] = {
+    logs_service_pb2.LogEntry.DESCRIPTOR: {
+        "timestamp": (FieldDescriptor.TYPE_MESSAGE, _SINGLE),
+        "observed_timestamp": (FieldDescriptor.TYPE_MESSAGE, _SINGLE),
+        "severity": (FieldDescriptor.TYPE_ENUM, _SINGLE),
+        "service": (FieldDescriptor.TYPE_STRING, _SINGLE),
+        "host": (FieldDescriptor.TYPE_STRING, _SINGLE),
+        "message": (FieldDescriptor.TYPE_STRING, _SINGLE),
+        "attributes": (FieldDescriptor.TYPE_MESSAGE, _REPEATED),
+        "trace_id": (FieldDescriptor.TYPE_STRING, _SINGLE),
+        "span_id": (FieldDescriptor.TYPE_STRING, _SINGLE),
+        "truncated": (FieldDescriptor.TYPE_BOOL, _SINGLE),
+        "dropped_attributes_count": (FieldDescriptor.TYPE_INT32, _SINGLE),
+    },
+    timestamp_pb2.Timestamp.DESCRIPTOR: {
+        "seconds": (FieldDescriptor.TYPE_INT64, _SINGLE),
+        "nanos": (FieldDescriptor.TYPE_INT32, _SINGLE),
+    },
+    logs_service_pb2.TailLogEntriesResponse.DESCRIPTOR: {
+        "entries": (FieldDescriptor.TYPE_MESSAGE, _REPEATED),
+    },
+}
+_MAX_ONE_BYTE_FIELD = 15
+
+
+def check_encoded_fields(
+    layout: Mapping[Descriptor, Mapping[str, tuple[int, bool]]],
+) -> None:
+    """Check each field of `layout` against its message's descriptor.
+
+    Raises:
+      RuntimeError: a field is missing, is numbered above 15, or has another
+        type or label. The encoder would write bytes that parse as other
+        fields, so the module must be updated with the .proto change.
+    """
+    problems = []
+    for descriptor, expected in layout.items():
+        for name, (field_type, repeated) in expected.items():
+            field = descriptor.fields_by_name.get(name)
+            where = f"{descriptor.full_name}.{name}"
+            if field is None:
+                problems.append(f"{where} is missing")
+                continue
+            if field.number > _MAX_ONE_BYTE_FIELD:
+                problems.append(
+                    f"{where} has number {field.number}, above "
+                    f"{_MAX_ONE_BYTE_FIELD}, so its tag takes more than one byte"
+                )
+            if field.type != field_type:
+                problems.append(f"{where} has type {field.type}, not {field_type}")
+            if field.is_repeated != repeated:
+                label = "repeated" if repeated else "singular"
+                problems.append(f"{where} is not {label}")
+    if problems:
+        raise RuntimeError(
+            "log_service/entry_wire.py cannot encode LogEntry as the .proto "
+            f"defines it: {'; '.join(problems)}. Update the encoder and "
+            "ENCODED_FIELDS for the new field layout"
+        )
+
+
+check_encoded_fields(ENCODED_FIELDS)
 
 _ENTRY_FIELDS = logs_service_pb2.LogEntry.DESCRIPTOR.fields_by_name
 _TIMESTAMP_FIELDS = logs_service_pb2.LogEntry.DESCRIPTOR.fields_by_name[

@@ -5,8 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.descriptor import FieldDescriptor
 
-from log_service.entry_wire import VECTOR_MIN_ENTRIES, encode_entries
+from log_service.entry_wire import (
+    ENCODED_FIELDS,
+    VECTOR_MIN_ENTRIES,
+    check_encoded_fields,
+    encode_entries,
+)
 from log_service.model import NANOS_PER_SECOND, columns_to_entries
 from splitlog.logs.v1 import logs_service_pb2 as pb
 from splitlog.logs.v1 import node_service_pb2
@@ -153,3 +160,63 @@ def test_no_entries_encode_to_nothing():
 
     assert len(encoded) == 0
     assert encoded.chunk(0, 0) == b""
+
+
+def _message_descriptor(**fields: tuple[int, int]):
+    """Build the descriptor of a message `LogEntry` with fields name=(number,
+    type), in a pool of its own."""
+    file = descriptor_pb2.FileDescriptorProto(
+        name="entry_wire_layout.proto", package="layout", syntax="proto3"
+    )
+    message = file.message_type.add(name="LogEntry")
+    for name, (number, field_type) in fields.items():
+        message.field.add(
+            name=name,
+            number=number,
+            type=field_type,
+            label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
+        )
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return pool.FindMessageTypeByName("layout.LogEntry")
+
+
+def test_layout_of_generated_code_passes():
+    check_encoded_fields(ENCODED_FIELDS)
+
+    entry = ENCODED_FIELDS[pb.LogEntry.DESCRIPTOR]
+    assert sorted(entry) == sorted(
+        name
+        for name in pb.LogEntry.DESCRIPTOR.fields_by_name
+        if name != "severity_text"
+    )
+
+
+@pytest.mark.parametrize(
+    ("number", "field_type", "problem"),
+    [
+        (16, FieldDescriptor.TYPE_STRING, "has number 16, above 15"),
+        (6, FieldDescriptor.TYPE_BYTES, f"has type {FieldDescriptor.TYPE_BYTES}"),
+    ],
+)
+def test_layout_with_changed_field_raises(number, field_type, problem):
+    descriptor = _message_descriptor(message=(number, field_type))
+
+    with pytest.raises(RuntimeError) as caught:
+        check_encoded_fields(
+            {descriptor: {"message": (FieldDescriptor.TYPE_STRING, False)}}
+        )
+
+    assert f"layout.LogEntry.message {problem}" in str(caught.value)
+    assert "Update the encoder and ENCODED_FIELDS" in str(caught.value)
+
+
+def test_layout_with_missing_field_raises():
+    descriptor = _message_descriptor(message=(6, FieldDescriptor.TYPE_STRING))
+
+    with pytest.raises(RuntimeError) as caught:
+        check_encoded_fields(
+            {descriptor: {"host": (FieldDescriptor.TYPE_STRING, False)}}
+        )
+
+    assert "layout.LogEntry.host is missing" in str(caught.value)
