@@ -24,9 +24,8 @@ Entries come in two kinds:
   message when a single message is larger.
 - **Live**: every other entry. The threads never wait for the client with
   these. When the client reads so slowly that more than `max_pending` live
-  entries wait, the oldest live entries are dropped, and the next response
-  reports how many in `skipped_count`. The resume token then points past the
-  dropped entries.
+  entries wait, the oldest live entries are dropped. The first response
+  whose resume token points past them reports how many in `skipped_count`.
 
 Responses are serialized here (`log_service/entry_wire.py`), with at most
 `max_response_bytes` each, except that a response always carries at least one
@@ -87,6 +86,10 @@ class _Pending:
     message: node_service_pb2.FollowEntriesResponse
     # Whether it contains backlog entries, which are never dropped.
     backlog: bool
+    # Live entries of the same shard that were dropped after this message
+    # arrived. They count as skipped when this message is taken, because the
+    # shard's position moves past them only then.
+    skipped: int = 0
 
 
 @dataclass
@@ -222,7 +225,9 @@ class Tail:
 
         A message larger than the budget goes out in several responses. The
         token of each but the last points at its own last entry, so a client
-        that stops in between resumes after the entries it received.
+        that stops in between resumes after the entries it received. The
+        skipped count goes out with the last, whose token is past every
+        dropped entry that the count includes.
         """
         sequences = item.message.sequences
         if not sequences:
@@ -233,12 +238,13 @@ class Tail:
         while start < len(encoded):
             stop = _fitting_stop(encoded.offsets, start, self._entry_budget)
             chunk_positions = positions
+            chunk_skipped = skipped
             if stop < len(encoded):
                 chunk_positions = {**positions, item.shard: sequences[stop - 1]}
+                chunk_skipped = 0
             yield encoded.chunk(start, stop) + self._closing_fields(
-                chunk_positions, skipped
+                chunk_positions, chunk_skipped
             )
-            skipped = 0
             start = stop
 
     def _closing_fields(self, positions: dict[str, int], skipped: int) -> bytes:
@@ -285,7 +291,7 @@ class Tail:
             while self._pending:
                 item = self._pending.popleft()
                 self._count_locked(item, -len(item.message.sequences))
-                self._advance_locked(item.shard, item.message.last_sequence)
+                self._release_locked(item)
                 if item.message.sequences:
                     # A shard thread may wait for room for its backlog.
                     self._changed.notify_all()
@@ -312,6 +318,11 @@ class Tail:
 
     def _advance_locked(self, shard: str, sequence: int) -> None:
         self._positions[shard] = max(self._positions[shard], sequence)
+
+    def _release_locked(self, item: _Pending) -> None:
+        """Move the shard's position past a taken message and count its drops."""
+        self._advance_locked(item.shard, item.message.last_sequence)
+        self._skipped += item.skipped
 
     def _count_locked(self, item: _Pending, entries: int) -> None:
         if item.backlog:
@@ -350,8 +361,7 @@ class Tail:
             # A message without entries that waits behind nothing moves its
             # shard's position at once, so the next resume token includes it.
             while self._pending and not self._pending[0].message.sequences:
-                item = self._pending.popleft()
-                self._advance_locked(item.shard, item.message.last_sequence)
+                self._release_locked(self._pending.popleft())
             self._changed.notify_all()
             stream.reading_since = time.monotonic()
 
@@ -371,9 +381,11 @@ class Tail:
     def _drop_from_locked(self, index: int, excess: int) -> bool:
         """Drop up to `excess` entries from the pending message at `index`.
 
-        The dropped entries' shard position moves past them. When an older
-        message of the same shard still waits, that message carries the
-        position instead, so no token skips the entries it contains.
+        The dropped entries' shard position moves past them, and they count
+        as skipped. When an older message of the same shard still waits,
+        that message carries the position and the count instead, so no token
+        skips the entries it contains, and no response reports the dropped
+        entries before its token is past them.
 
         Returns:
           Whether the whole message was removed.
@@ -386,9 +398,11 @@ class Tail:
             del self._pending[index]
             dropped = count
             through = message.last_sequence
+            carried = item.skipped
         else:
             dropped = excess
             through = message.sequences[excess - 1]
+            carried = 0
             item.message = node_service_pb2.FollowEntriesResponse(
                 entries=slice_columns(message.entries, excess, count),
                 sequences=message.sequences[excess:],
@@ -397,14 +411,15 @@ class Tail:
         earlier = None
         for position in range(index - 1, -1, -1):
             if self._pending[position].shard == item.shard:
-                earlier = self._pending[position].message
+                earlier = self._pending[position]
                 break
         if earlier is None:
             self._advance_locked(item.shard, through)
+            self._skipped += dropped + carried
         else:
-            earlier.last_sequence = max(earlier.last_sequence, through)
+            earlier.message.last_sequence = max(earlier.message.last_sequence, through)
+            earlier.skipped += dropped + carried
         self._live_entries -= dropped
-        self._skipped += dropped
         return removed
 
     def _fail(self, shard: str, exc: grpc.RpcError) -> None:

@@ -77,9 +77,10 @@ def open_tail(
     fingerprint: str = "fingerprint",
     max_response_bytes: int = MAX_RESPONSE_BYTES,
     follow_timeout: float = FOLLOW_TIMEOUT_SECONDS,
+    services: tuple[str, ...] = ("tailed",),
 ) -> Tail:
-    """Open a tail of the service "tailed", by default after the newest entry."""
-    selection = EntrySelection(("tailed",), (), "", ())
+    """Open a tail of `services`, by default after the newest entry."""
+    selection = EntrySelection(services, (), "", ())
     if positions is None:
         positions = dict.fromkeys(cluster.topology.shard_ids, -1)
     return Tail(
@@ -306,6 +307,70 @@ def test_resume_delivers_backlog_of_both_shards_once(two_shards):
     assert sorted(end) == sorted(two_shards.topology.shard_ids)
     assert all(end[shard] > start[shard] for shard in end)
     assert sum(end[shard] - start[shard] for shard in end) == len(written)
+
+
+def service_of_shard(cluster, shard: str) -> str:
+    """Return a service name whose entries go to `shard`."""
+    ring = ServiceRing(cluster.topology.shard_ids)
+    return next(
+        name
+        for name in (f"svc-{i}" for i in range(100))
+        if ring.shard_for(name) == shard
+    )
+
+
+def waits_behind(pending, first: str, behind: str) -> bool:
+    """Return whether a message of shard `behind` waits after one of `first`."""
+    shards = [item.shard for item in pending]
+    return shards[:1] == [first] and behind in shards[1:]
+
+
+def test_skip_waits_for_older_message_of_shard(two_shards):
+    dropping, other = two_shards.topology.shard_ids
+    live, backlog = (
+        service_of_shard(two_shards, dropping),
+        service_of_shard(two_shards, other),
+    )
+    two_shards.stub.WriteLogEntries(
+        pb.WriteLogEntriesRequest(entries=[entry(backlog, f"b{i}") for i in range(5)]),
+        timeout=5,
+    )
+    clients = NodeClients(two_shards.config.max_message_bytes)
+    tail = open_tail(
+        two_shards,
+        clients,
+        max_pending=3,
+        positions=dict.fromkeys(two_shards.topology.shard_ids, 0),
+        services=(live, backlog),
+    )
+    responses = parsed(tail)
+    try:
+        next(responses)
+        # Private state: the other shard's backlog waits for the reader, and a
+        # message of the dropping shard without entries (the node's first or
+        # a keep-alive) waits behind it.
+        assert wait_for(lambda: waits_behind(list(tail._pending), other, dropping))
+        # Live entries behind that message: 7 of the 10 are dropped, but the
+        # dropping shard's position moves only when that message is taken.
+        two_shards.stub.WriteLogEntries(
+            pb.WriteLogEntriesRequest(
+                entries=[entry(live, f"l{i}") for i in range(10)]
+            ),
+            timeout=5,
+        )
+        assert wait_for(lambda: tail._live_entries == 3)
+        first = next(responses)
+        second = next(responses)
+    finally:
+        responses.close()
+        clients.close()
+
+    assert [e.message for e in first.entries] == [f"b{i}" for i in range(5)]
+    assert first.skipped_count == 0
+    assert token_positions(first.resume_token)[dropping] == 0
+    assert [e.message for e in second.entries] == ["l7", "l8", "l9"]
+    assert second.skipped_count == 7
+    assert token_positions(second.resume_token)[dropping] == 10
 
 
 def token_positions(token: str) -> dict[str, int]:
