@@ -43,6 +43,7 @@ from dataclasses import dataclass
 
 import grpc
 import numpy as np
+from grpc_status import rpc_status
 
 from log_service.coordinator import Coordinator
 from log_service.entry_wire import encode_entries
@@ -51,12 +52,37 @@ from log_service.query import EntrySelection
 from log_service.tokens import ResumeToken, encode_resume_token, invalid_sequence_error
 from log_service.wal import slice_columns
 from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
-from splitlog_runtime.errors import DomainError, OutOfRange
+from splitlog_runtime.errors import (
+    ERROR_CLASSES,
+    DomainError,
+    OutOfRange,
+    status_reason,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 10.0
+# Wait before following a shard again. It doubles after each attempt in a row
+# that received no message, up to the maximum.
 RECONNECT_DELAY_SECONDS = 0.2
+MAX_RECONNECT_DELAY_SECONDS = 1.6
+# Node statuses that describe the request rather than the node's state, so
+# the same request to the same node fails the same way. They end the tail.
+# Every other status, such as UNAVAILABLE from a node that stops or is no
+# longer leader, makes the tail follow the shard's leader again. That
+# includes INTERNAL and UNKNOWN, which gRPC also reports for a broken
+# connection.
+FINAL_NODE_CODES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
 # Seconds without any message on a node's FollowEntries stream after which the
 # tail follows the shard's leader again. Nodes send a keep-alive after each
 # second without entries (`log_service.node.FOLLOW_KEEPALIVE_SECONDS`), so
@@ -198,6 +224,8 @@ class Tail:
             token's position.
           InvalidArgument: the resume token's position of a shard is beyond
             the shard's last sequence number.
+          DomainError: a node rejected a shard's call with a status of
+            `FINAL_NODE_CODES`; the error has the same status.
         """
         for thread in self._threads:
             thread.start()
@@ -433,6 +461,28 @@ class Tail:
         _LOGGER.info("log tail of shard %s: rejected resume token (%s)", shard, exc)
         self._end_with(error)
 
+    def _fail_final(
+        self, shard: str, address: str, method: str, exc: grpc.RpcError
+    ) -> None:
+        """End the tail with a node's status from `FINAL_NODE_CODES`."""
+        status = rpc_status.from_call(exc)
+        reason = status_reason(status) if status is not None else ""
+        error = ERROR_CLASSES[exc.code()](
+            f"log shard {shard}: node {address} rejected {method} with "
+            f"{exc.code().name}: {exc.details()}",
+            reason=reason or None,
+            metadata={"shard": shard},
+        )
+        _LOGGER.warning(
+            "log tail of shard %s: node %s rejected %s (%s: %s); ending the tail",
+            shard,
+            address,
+            method,
+            exc.code().name,
+            exc.details(),
+        )
+        self._end_with(error)
+
     def _end_with(self, error: DomainError) -> None:
         with self._lock:
             self._error = error
@@ -481,6 +531,7 @@ class Tail:
         # shows the 1st, 2nd, 4th, 8th and so on, so that a leader that stays
         # unreachable does not flood it.
         silent = 0
+        failed_checks = 0
         while not self._stop.is_set():
             route = self._coordinator.route(shard)
             if route.leader_address is None:
@@ -493,6 +544,12 @@ class Tail:
                         return
                     checked = True
                 except grpc.RpcError as exc:
+                    if exc.code() in FINAL_NODE_CODES:
+                        self._fail_final(
+                            shard, route.leader_address, "QueryEntries", exc
+                        )
+                        return
+                    failed_checks += 1
                     _LOGGER.info(
                         "log tail of shard %s: reading the last sequence from %s "
                         "failed (%s); retrying",
@@ -500,7 +557,7 @@ class Tail:
                         route.leader_address,
                         exc.code(),
                     )
-                    self._stop.wait(RECONNECT_DELAY_SECONDS)
+                    self._stop.wait(_reconnect_delay(failed_checks))
                     continue
             # NOTE: with quorum `leader`, a new leader may not store the last
             # entries sent from the old one and gives their sequence numbers
@@ -527,6 +584,9 @@ class Tail:
                 if exc.code() == grpc.StatusCode.OUT_OF_RANGE:
                     self._fail(shard, exc)
                     return
+                if exc.code() in FINAL_NODE_CODES and not stream.abandoned:
+                    self._fail_final(shard, route.leader_address, "FollowEntries", exc)
+                    return
                 problem = stream.abandoned or f"the stream failed ({exc.code()})"
             finally:
                 with self._lock:
@@ -543,7 +603,7 @@ class Tail:
                     position,
                     f" ({silent} streams in a row without a message)" if silent else "",
                 )
-            self._stop.wait(RECONNECT_DELAY_SECONDS)
+            self._stop.wait(_reconnect_delay(silent))
 
     def _watch(self) -> None:
         """Cancel node streams that fell silent or whose shard has a new leader.
@@ -579,6 +639,13 @@ class Tail:
             else:
                 return
         stream.call.cancel()
+
+
+def _reconnect_delay(failures: int) -> float:
+    """Return the seconds to wait after `failures` attempts in a row without a
+    message."""
+    doubled = RECONNECT_DELAY_SECONDS * 2 ** min(max(failures - 1, 0), 8)
+    return min(doubled, MAX_RECONNECT_DELAY_SECONDS)
 
 
 def _fitting_stop(offsets: np.ndarray, start: int, budget: int) -> int:

@@ -20,10 +20,12 @@ from log_service.tail import (
     FOLLOW_TIMEOUT_SECONDS,
     MAX_PENDING_ENTRIES,
     MAX_RESPONSE_BYTES,
+    OPEN_WAIT_SECONDS,
     Tail,
 )
 from splitlog.logs.v1 import logs_service_pb2 as pb
 from splitlog.logs.v1 import node_service_pb2
+from splitlog_runtime.errors import NotFound
 from tests.log_service.node_support import (
     SHARD,
     append,
@@ -371,6 +373,45 @@ def test_skip_waits_for_older_message_of_shard(two_shards):
     assert [e.message for e in second.entries] == ["l7", "l8", "l9"]
     assert second.skipped_count == 7
     assert token_positions(second.resume_token)[dropping] == 10
+
+
+@pytest.mark.parametrize(
+    ("position", "method"), [(-1, "FollowEntries"), (0, "QueryEntries")]
+)
+def test_node_rejection_ends_tail(two_shards, position, method):
+    wrong, right = two_shards.topology.shard_ids
+    node = two_shards.topology.shard(right).nodes[0]
+    clients = NodeClients(two_shards.config.max_message_bytes)
+    # Every shard's calls go to a node of `right`, which rejects those of
+    # `wrong` with NOT_FOUND. With a position, the first call is the
+    # QueryEntries that reads the shard's last sequence; without one, it is
+    # FollowEntries.
+    tail = Tail(
+        two_shards.coordinator,
+        lambda address: clients.stubs(node.address).node,
+        EntrySelection(("tailed",), (), "", ()),
+        "fingerprint",
+        dict.fromkeys(two_shards.topology.shard_ids, position),
+    )
+    responses = parsed(tail)
+    started = time.monotonic()
+    try:
+        with pytest.raises(NotFound) as caught:
+            for _ in range(2):
+                next(responses)
+    finally:
+        responses.close()
+        clients.close()
+
+    message = caught.value.message
+    leader = two_shards.coordinator.route(wrong).leader_address
+    assert time.monotonic() - started < OPEN_WAIT_SECONDS
+    assert caught.value.reason == "SHARD_NOT_ON_NODE"
+    assert caught.value.metadata["shard"] == wrong
+    assert message.startswith(
+        f"log shard {wrong}: node {leader} rejected {method} with NOT_FOUND: "
+    )
+    assert f"stores shard {right!r}, not {wrong!r}" in message
 
 
 def token_positions(token: str) -> dict[str, int]:
