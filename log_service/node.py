@@ -1327,18 +1327,21 @@ class LogNode:
 
         Sequence numbers have no gaps, so when the lowest sequence the store
         contains is above `after + 1`, the entries in between were deleted.
+        The store does not record the services of deleted entries, so the
+        check ignores the stream's filter. A per-service retention pass on one
+        service also rejects a stream that follows only other services.
 
         Raises:
           OutOfRange: the store no longer contains the entry after `after`.
         """
-        _, sequences, _ = self._store.since(0, node_service_pb2.EntryFilter(), limit=1)
-        first = sequences[0] if sequences else self._store.last_sequence() + 1
+        first = self._store.first_sequence()
         if after + 1 >= first:
             return
         raise OutOfRange(
             f"after_sequence {after} is too old: shard {self.shard} no longer "
             f"stores the entries after it, because retention deleted every entry "
-            f"below sequence {first}; follow from sequence {first - 1} or later",
+            f"below sequence {first}, of any service; follow from sequence "
+            f"{first - 1} or later",
             reason="ENTRIES_EXPIRED",
             metadata={"shard": self.shard, "first_sequence": str(first)},
         )

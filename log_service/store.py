@@ -930,6 +930,20 @@ class LogStore:
         """Return the highest sequence stored, 0 when the store is empty."""
         return self._last
 
+    def first_sequence(self) -> int:
+        """Return the lowest sequence stored, or `last_sequence() + 1` when empty.
+
+        It reads the partitions' metadata and no rows, so its cost does not
+        grow with the store. Every change of a partition's rows updates its
+        `min_seq`, but a retention pass that runs at the same time may delete
+        entries just after this returns.
+        """
+        lowest = min(
+            (p.min_seq for p in self._partitions.values() if p.rows > 0),
+            default=None,
+        )
+        return self._last + 1 if lowest is None else lowest
+
     def visible_sequence(self) -> int:
         """Return the sequence that reads starting now are capped at.
 

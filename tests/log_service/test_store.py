@@ -982,6 +982,39 @@ def test_retention_keeps_partition_of_kept_service(tmp_path: Path) -> None:
     assert list(directory.glob("*.duckdb")) == []
 
 
+def test_first_sequence_follows_deletions(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    store = LogStore(directory, partition_seconds=3600)
+    empty = store.first_sequence()
+    # Sequences 1-3 in the first hour, 4-5 two hours later, each in its file.
+    store.apply([record(1, [BASE, BASE + 1, BASE + 2])])
+    store.apply([record(4, [BASE + 2 * HOUR, BASE + 2 * HOUR + 1])])
+    stored = store.first_sequence()
+    store.apply_retention(BASE, {"api": BASE + 2})
+    in_part = store.first_sequence()
+    store.apply_retention(BASE + HOUR, {})
+    dropped = store.first_sequence()
+    scans = store.partition_scans
+    store.delete_after(3)
+    truncated = store.first_sequence()
+    store.close()
+
+    reopened = LogStore(directory, partition_seconds=3600)
+    reopened_empty = reopened.first_sequence()
+    reopened.apply([record(4, [BASE + 3 * HOUR])])
+    after_write = reopened.first_sequence()
+    reopened.close()
+
+    assert empty == 1
+    assert stored == 1
+    assert in_part == 3
+    assert dropped == 4
+    assert scans == 0
+    assert truncated == 4
+    assert reopened_empty == 4
+    assert after_write == 4
+
+
 def test_last_sequence_survives_dropped_partitions(tmp_path: Path) -> None:
     directory = tmp_path / "store"
     store = LogStore(directory, partition_seconds=3600)

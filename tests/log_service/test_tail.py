@@ -653,6 +653,65 @@ def test_node_rejects_follow_below_first_stored(base_config, tmp_path):
         leader.stop()
 
 
+def test_node_follow_start_reads_no_partition(base_config, tmp_path):
+    leader = start(base_config, tmp_path, "n0")
+    try:
+        configure(leader, epoch=1, leader=leader)
+        append(leader, 1, "kept", 3)
+        assert sorted(query_sequences(leader)) == [1, 2, 3]
+        # Private state: the store's count of partition scans.
+        store = leader.node._store
+        before = store.partition_scans
+
+        stream = leader.stub.FollowEntries(
+            node_service_pb2.FollowEntriesRequest(shard=SHARD, after_sequence=3),
+            timeout=5,
+        )
+        opened = next(stream)
+        stream.cancel()
+        scans = store.partition_scans - before
+    finally:
+        leader.stop()
+
+    assert opened.last_sequence == 3
+    assert scans == 0
+
+
+def test_node_follow_rejects_after_other_service_expired(base_config, tmp_path):
+    leader = start(base_config, tmp_path, "n0")
+    try:
+        configure(leader, epoch=1, leader=leader)
+        append(leader, 1, "expired", 3)
+        between = time.time_ns()
+        append(leader, 1, "kept", 2)
+        assert sorted(query_sequences(leader)) == [1, 2, 3, 4, 5]
+        # Every entry is of service "checkout", whose retention deletes 1-3.
+        leader.stub.ApplyRetention(
+            node_service_pb2.ApplyRetentionRequest(
+                default_cutoff=0, service_cutoffs={"checkout": between}
+            ),
+            timeout=5,
+        )
+
+        stream = leader.stub.FollowEntries(
+            node_service_pb2.FollowEntriesRequest(
+                shard=SHARD,
+                after_sequence=0,
+                filter=node_service_pb2.EntryFilter(services=["other"]),
+            ),
+            timeout=5,
+        )
+        with pytest.raises(grpc.RpcError) as caught:
+            next(stream)
+    finally:
+        leader.stop()
+
+    assert caught.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    assert "deleted every entry below sequence 4, of any service" in (
+        caught.value.details()
+    )
+
+
 def test_node_follows_sparse_matches_over_long_backlog(base_config, tmp_path):
     leader = start(base_config, tmp_path, "n0")
     try:
