@@ -2,8 +2,9 @@
 
 Every call must carry `authorization: Bearer <credential>` (gRPC metadata or
 HTTP header), where the credential is an access token from SignIn or an API
-key. A call with two such entries is rejected as ambiguous. user_service's
-internal CredentialService checks it, including whether its session was
+key. A call with two such entries is rejected as ambiguous; on the REST front
+a `Grpc-Metadata-Authorization` header is such an entry too. user_service's
+internal CredentialService checks the credential, including whether its session was
 signed out or the key revoked, on the credential's first call and again once
 the gateway's cached result goes stale (see below). Methods that
 cannot have a credential yet (SignUp, SignIn, RefreshToken) and, by default,
@@ -18,7 +19,8 @@ when the user is an administrator (`admin`). UpdateRetentionPolicy deletes
 everyone's old entries and needs an administrator, whatever the credential.
 
 The principal is current (`splitlog_runtime.auth.current_principal()`) while
-the call runs, so `gateway.proxy.forwardable` signs it for the backend.
+the call runs, so `gateway.proxy.forwardable` signs it for the backend. The
+credential itself stays at the gateway: `forwardable` drops it.
 
 An accepted credential is kept for `auth_cache_seconds` (see
 `gateway.credential_cache`), so most calls need no CheckCredential. The calls

@@ -3,7 +3,8 @@
 Messages are never parsed. Each method gets one server handler and one client
 multicallable, both with identity serializers, created when the gateway
 starts. A forwarded call carries the caller's metadata (minus hop-by-hop and
-gRPC-reserved headers) and the caller's remaining deadline. The backend's
+gRPC-reserved headers and the caller's credential) and the caller's remaining
+deadline. The backend's
 status, message and trailing metadata come back unchanged, so rich errors in
 `grpc-status-details-bin` reach the client as the backend sent them.
 
@@ -26,6 +27,7 @@ import grpc
 from google.protobuf.descriptor import MethodDescriptor
 from grpc_status import rpc_status
 
+from gateway.auth import AUTHORIZATION
 from gateway.http_rules import routes_for_method
 from gateway.limits import GRPC_CONCURRENCY_MESSAGE, too_many_calls
 from gateway.services import PublicService
@@ -82,8 +84,11 @@ def forwardable(
 ) -> Metadata:
     """Drop pseudo-headers, hop-by-hop headers and gRPC-reserved keys.
 
-    A client's own principal keys are dropped too. With `auth_required`, the
-    gateway's signed principal of the current call is added in their place.
+    A client's own principal keys and its `authorization` credential are
+    dropped too, because backends trust only the principal that the gateway
+    signs, and none of them reads a credential from metadata. With
+    `auth_required`, the gateway's signed principal of the current call is
+    added in their place.
     Without it, `client` (the caller's host) goes out unsigned as
     `x-splitlog-client`, because the log router counts open streams per
     client and would otherwise see only the gateway.
@@ -93,6 +98,7 @@ def forwardable(
         for key, value in metadata or ()
         if key not in _HOP_HEADERS
         and key not in auth.AUTH_METADATA_KEYS
+        and key != AUTHORIZATION
         and not key.startswith(":")
         and (not key.startswith("grpc-") or key in _FORWARDED_GRPC_KEYS)
     )

@@ -134,9 +134,12 @@ _TIMEOUT = re.compile(r"([0-9]{1,8})([HMSmun])\Z")
 # Maximum backend call deadline in seconds that a grpc-timeout header can set.
 MAX_TIMEOUT_SECONDS = 3600.0
 
-# HTTP headers forwarded to the backend as gRPC metadata, besides the ones
-# with the `grpc-metadata-` prefix, which are forwarded without the prefix.
-_FORWARDED_HEADERS = frozenset({"authorization", "x-request-id", "traceparent"})
+# HTTP headers that become gRPC metadata of the call, besides the ones with
+# the `grpc-metadata-` prefix, which become metadata without the prefix. The
+# gateway authenticates the call on this metadata, so an `Authorization` and a
+# `Grpc-Metadata-Authorization` header count as two credentials. Whatever
+# `forwardable` keeps of it goes on to the backend.
+_METADATA_HEADERS = frozenset({"authorization", "x-request-id", "traceparent"})
 _METADATA_PREFIX = "grpc-metadata-"
 # Characters that stay as they are in a URL path (RFC 3986 pchar and "/").
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
@@ -244,14 +247,21 @@ def parse_timeout(text: str) -> float:
     return min(seconds, MAX_TIMEOUT_SECONDS)
 
 
-def _metadata_from_headers(request: Request) -> tuple[tuple[str, str], ...]:
+def _header_metadata(request: Request) -> list[tuple[str, str]]:
+    """Return the gRPC metadata that the request's headers carry, before filtering."""
     metadata = []
     for key, value in request.headers.items():
         if key.startswith(_METADATA_PREFIX):
             metadata.append((key[len(_METADATA_PREFIX) :], value))
-        elif key in _FORWARDED_HEADERS:
+        elif key in _METADATA_HEADERS:
             metadata.append((key, value))
-    return forwardable(metadata, request.client.host if request.client else "")
+    return metadata
+
+
+def _metadata_from_headers(request: Request) -> tuple[tuple[str, str], ...]:
+    """Return the metadata that the backend call carries."""
+    client_host = request.client.host if request.client else ""
+    return forwardable(_header_metadata(request), client_host)
 
 
 class RestFront:
@@ -344,7 +354,7 @@ class RestFront:
         client_host = request.client.host if request.client else ""
         if self._auth is not None:
             principal = await self._auth.authenticate(
-                full_method, request.headers.items(), client_host
+                full_method, _header_metadata(request), client_host
             )
         if self._rate_limiter is not None and not is_exempt(full_method):
             key = rate_limit_key(principal, client_host)
