@@ -218,8 +218,6 @@ def _problem(setting: Setting, value: object) -> str | None:
         return "expected a number of seconds, 0 or more (0 turns the grace off)"
     if name == "auth_cache_seconds" and value < 0:
         return "expected a number of seconds, 0 or more (0 turns the cache off)"
-    if name == "gateway_health_probe_seconds" and value < 0:
-        return "expected a number of seconds, 0 or more (0 turns the checks off)"
     if name == "log_replicas" and not 1 <= value <= MAX_REPLICAS:
         return f"expected a whole number from 1 to {MAX_REPLICAS}"
     if name == "log_max_streams_per_caller" and value < 0:

@@ -59,6 +59,24 @@ def _parse_float(text: str) -> float:
     return value
 
 
+#: Shortest interval, in seconds, of the gateway's health checks of its
+#: backends other than 0 (off). Each check also gets this long as its
+#: deadline, and a shorter one would report a busy but healthy backend as
+#: hung.
+MIN_HEALTH_PROBE_SECONDS = 0.1
+
+
+def _parse_probe_seconds(text: str) -> float:
+    value = _parse_float(text)
+    if value == 0 or value >= MIN_HEALTH_PROBE_SECONDS:
+        return value
+    problem = "is negative" if value < 0 else "seconds is below the minimum"
+    raise ValueError(
+        f"{value:g} {problem}; give 0 to turn the checks off, or at least "
+        f"{MIN_HEALTH_PROBE_SECONDS:g} seconds"
+    )
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     """Return a parser that accepts one of `choices`, in any case."""
 
@@ -577,8 +595,9 @@ SETTINGS: list[Setting] = [
         "without a reply, such as a hung process, makes its services "
         "NOT_SERVING at the gateway until it replies again. 0 turns the checks "
         "off, so a hung backend shows only once keepalive closes its "
-        "connection, up to 40 seconds later.",
-        _parse_float,
+        "connection, up to 40 seconds later; other values must be at least "
+        f"{MIN_HEALTH_PROBE_SECONDS:g}.",
+        _parse_probe_seconds,
     ),
     Setting(
         "http_trusted_proxies",

@@ -215,6 +215,35 @@ def test_seconds_out_of_range_rejected(variable, text, fragment):
     assert fragment in str(caught.value)
 
 
+PROBE = "SPLITLOG_GATEWAY_HEALTH_PROBE_SECONDS"
+
+
+@pytest.mark.parametrize("text", ["-5", "-0.5", "0.001", "0.05"])
+def test_health_probe_seconds_out_of_range_rejected(text):
+    with pytest.raises(ValueError) as caught:
+        config_module.load(environ={PROBE: text})
+
+    message = str(caught.value)
+    assert PROBE in message
+    assert repr(text) in message
+    assert "give 0 to turn the checks off" in message
+    assert "at least 0.1" in message
+
+
+def test_health_probe_seconds_limits_at_cli():
+    too_short = _parse("--gateway-health-probe-seconds", "0.001")
+
+    with pytest.raises(settings.ConfigError) as caught:
+        settings.load(too_short, {})
+    shortest = settings.load(_parse("--gateway-health-probe-seconds", "0.1"), {})
+    off = settings.load(_parse("--gateway-health-probe-seconds", "0"), {})
+
+    assert "--gateway-health-probe-seconds" in str(caught.value)
+    assert "at least 0.1" in str(caught.value)
+    assert shortest.gateway_health_probe_seconds == 0.1
+    assert off.gateway_health_probe_seconds == 0.0
+
+
 def test_log_message_limit_over_request_limit_rejected():
     environ = {
         "SPLITLOG_LOG_MAX_MESSAGE_BYTES": str(32 * 1024 * 1024),
