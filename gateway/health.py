@@ -47,11 +47,11 @@ _MAX_RETRY_SECONDS = 5.0
 #: reported NOT_SERVING.
 PROBE_MISSES = 2
 
-# Only a check that runs out of time counts as a miss. Any other status,
-# such as UNIMPLEMENTED from a backend without the health service, is a reply
-# and shows that the backend runs calls. UNAVAILABLE means the backend cannot
-# be reached, which its failing Watch stream reports already, so counting it
-# as well would only log the same outage twice.
+# Only a check that runs out of time counts as a miss. UNAVAILABLE means the
+# backend cannot be reached, which its failing Watch stream reports already,
+# so it is neither a miss nor a reply and leaves the backend's state as it
+# was. Any other status, such as UNIMPLEMENTED from a backend without the
+# health service, is a reply and shows that the backend runs calls.
 
 
 class HealthServicer(health_pb2_grpc.HealthServicer):
@@ -198,40 +198,75 @@ class BackendHealthWatcher:
         request = health_pb2.HealthCheckRequest(service=OVERALL)
         loop = asyncio.get_running_loop()
         misses = 0
+        last_failure = ""
         while True:
             started = loop.time()
-            error = None
             try:
-                await stub.Check(request, timeout=self._probe_seconds)
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                    error = exc
-            if error is None:
-                misses = 0
-                if backend.name in self._unresponsive:
-                    self._unresponsive.discard(backend.name)
-                    _LOGGER.info(
-                        "%s at %s replies to health checks again",
+                misses = await self._check_once(stub, request, backend, misses)
+                last_failure = ""
+            except Exception as exc:
+                # The probe goes on, because a backend without one is never
+                # reported hung again.
+                failure = f"{type(exc).__name__}: {exc}"
+                if failure != last_failure:
+                    _LOGGER.exception(
+                        "health check of %s at %s failed unexpectedly; checking "
+                        "again every %gs, without logging the same error again",
                         backend.name,
                         backend.address,
+                        self._probe_seconds,
                     )
-                    await self._publish()
-            else:
-                misses += 1
-                if misses >= PROBE_MISSES and backend.name not in self._unresponsive:
-                    self._unresponsive.add(backend.name)
-                    _LOGGER.warning(
-                        "%s at %s did not reply to %d health checks in a row "
-                        "(last: %s: %s); reporting its services NOT_SERVING",
-                        backend.name,
-                        backend.address,
-                        misses,
-                        error.code().name,
-                        error.details(),
-                    )
-                    await self._publish()
+                last_failure = failure
             elapsed = loop.time() - started
             await asyncio.sleep(max(self._probe_seconds - elapsed, 0.0))
+
+    async def _check_once(
+        self,
+        stub: health_pb2_grpc.HealthStub,
+        request: health_pb2.HealthCheckRequest,
+        backend: Backend,
+        misses: int,
+    ) -> int:
+        """Send one health check and update the backend's state.
+
+        Returns:
+          the checks in a row that the backend has left without a reply.
+        """
+        try:
+            await stub.Check(request, timeout=self._probe_seconds)
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.UNAVAILABLE:
+                return misses
+            if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                await self._missed(backend, misses + 1, error)
+                return misses + 1
+        if backend.name in self._unresponsive:
+            self._unresponsive.discard(backend.name)
+            _LOGGER.info(
+                "%s at %s replies to health checks again",
+                backend.name,
+                backend.address,
+            )
+            await self._publish()
+        return 0
+
+    async def _missed(
+        self, backend: Backend, misses: int, error: grpc.aio.AioRpcError
+    ) -> None:
+        """Report a backend NOT_SERVING once it has missed PROBE_MISSES checks."""
+        if misses < PROBE_MISSES or backend.name in self._unresponsive:
+            return
+        self._unresponsive.add(backend.name)
+        _LOGGER.warning(
+            "%s at %s did not reply to %d health checks in a row "
+            "(last: %s: %s); reporting its services NOT_SERVING",
+            backend.name,
+            backend.address,
+            misses,
+            error.code().name,
+            error.details(),
+        )
+        await self._publish()
 
     async def _watch(self, stub: health_pb2_grpc.HealthStub, service: PublicService):
         name = service.full_name

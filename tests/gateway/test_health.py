@@ -10,6 +10,7 @@ server for its grace.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.app import build
-from gateway.health import HealthServicer
+from gateway.health import BackendHealthWatcher, HealthServicer
+from gateway.proxy import BackendPool
 from gateway.services import GATEWAY_SERVICE, gateway_services, public_services
 from splitlog_cli.main import main
 from splitlog_runtime.config import Config
@@ -204,6 +206,81 @@ def test_blocked_backend_not_serving_until_free(blockable_backend):
 
     assert users_blocked == NOT_SERVING
     assert users_free == SERVING
+
+
+def test_unreachable_backend_stays_unresponsive(blockable_backend, caplog):
+    # A hung backend that then stops answering at all must not count as
+    # replying again: UNAVAILABLE is no reply.
+    caplog.set_level(logging.INFO, logger="gateway.health")
+    backend, release, _, channel = blockable_backend
+    _wait_status(channel, "", SERVING)
+
+    with grpc.insecure_channel(f"127.0.0.1:{backend.port}") as direct:
+        block = direct.unary_unary(f"/{BLOCKER_SERVICE}/Block")
+        with ThreadPoolExecutor(BLOCKABLE_WORKERS) as pool:
+            calls = [
+                pool.submit(block, b"", timeout=60) for _ in range(BLOCKABLE_WORKERS)
+            ]
+            _wait_status(channel, USERS_SERVICE, NOT_SERVING, timeout=20)
+            _wait_logged(caplog, "did not reply to 2 health checks in a row")
+            backend.stop(0)
+            release.set()
+            for call in calls:
+                with pytest.raises(grpc.RpcError):
+                    call.result(timeout=30)
+    # Several probes of each backend find it unreachable.
+    time.sleep(6 * PROBE_SECONDS)
+
+    replies_again = [
+        record.getMessage()
+        for record in caplog.records
+        if "replies to health checks again" in record.getMessage()
+    ]
+    assert replies_again == []
+    assert _status(channel, USERS_SERVICE) == NOT_SERVING
+
+
+def test_probe_survives_unexpected_error(loop_thread, caplog):
+    caplog.set_level(logging.ERROR, logger="gateway.health")
+    backend = _start_health_only_backend()
+    address = f"127.0.0.1:{backend.port}"
+
+    async def scenario() -> list[str]:
+        services = public_services()
+        pool = BackendPool(services, lambda name: address, 4 * 1024 * 1024)
+        watcher = BackendHealthWatcher(HealthServicer(), pool, services, 0.1)
+        watcher.start()
+        await asyncio.sleep(0.3)
+        # A check on a closed channel raises grpc's UsageError, which is no
+        # RPC status.
+        await pool.close()
+        await asyncio.sleep(0.5)
+        alive = [
+            task.get_name()
+            for task in asyncio.all_tasks()
+            if task.get_name().startswith("health-probe ") and not task.done()
+        ]
+        await watcher.stop()
+        return alive
+
+    try:
+        alive = loop_thread.run(asyncio.wait_for(scenario(), 10))
+    finally:
+        backend.stop(0)
+
+    backends = {service.backend for service in public_services()}
+    assert sorted(alive) == sorted(f"health-probe {name}" for name in backends)
+    failures = [record for record in caplog.records if record.name == "gateway.health"]
+    assert len(failures) == len(backends)
+    assert all(record.exc_info is not None for record in failures)
+    assert "Channel is closed" in caplog.text
+
+
+def _wait_logged(caplog, text: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(text in record.getMessage() for record in caplog.records):
+        assert time.monotonic() < deadline, f"nothing logged {text!r}"
+        time.sleep(0.05)
 
 
 def test_probe_one_check_per_backend_per_interval(blockable_backend):
