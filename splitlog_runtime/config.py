@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 SERVICES = ("user_service", "expense_service", "balance_service", "log_service")
 
@@ -136,26 +137,54 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def _origin(entry: str) -> str:
-    """Return a web origin as browsers send it: lower case, no default port."""
-    scheme, separator, rest = entry.lower().partition("://")
-    host, _, port = rest.partition(":")
+    """Return a web origin as browsers send it: lower case, no default port.
+
+    An IPv6 host stays in brackets and is written compressed, such as
+    `http://[::1]:3000`.
+    """
+    text = entry.lower()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+        host = _origin_host(parts.hostname or "", parts.netloc)
+    except ValueError:
+        parts, port, host = None, None, ""
     valid = (
-        scheme in _DEFAULT_PORTS
-        and separator
+        parts is not None
+        and parts.scheme in _DEFAULT_PORTS
         and host
-        and "/" not in rest
-        and "*" not in rest
-        and (not port or (port.isdigit() and 0 < int(port) < 65536))
+        # Nothing may follow the host and port: no path, query or fragment,
+        # not even an empty one.
+        and text == f"{parts.scheme}://{parts.netloc}"
+        and "@" not in parts.netloc
+        and "*" not in parts.netloc
+        and (port is None or port > 0)
     )
     if not valid:
         raise ValueError(
             f"{entry!r} is not a web origin; give scheme, host and optional "
-            "port without a path or wildcard, such as https://app.example.com "
-            "or http://localhost:3000, separated by commas, or '*' alone"
+            "port without a path or wildcard, such as https://app.example.com, "
+            "http://localhost:3000 or http://[::1]:3000, separated by commas, "
+            "or '*' alone"
         )
-    if port and int(port) == _DEFAULT_PORTS[scheme]:
-        return f"{scheme}://{host}"
-    return f"{scheme}://{rest}"
+    if port is None or port == _DEFAULT_PORTS[parts.scheme]:
+        return f"{parts.scheme}://{host}"
+    return f"{parts.scheme}://{host}:{port}"
+
+
+def _origin_host(hostname: str, netloc: str) -> str:
+    """Return the host of an origin as a browser writes it, or '' if invalid.
+
+    Raises:
+      ValueError: a bracketed host is not an IPv6 address.
+    """
+    if not netloc.startswith("["):
+        return "" if ":" in hostname else hostname
+    address = ipaddress.IPv6Address(hostname)
+    # A zone id (`%25eth0`) never appears in an origin that a browser sends.
+    if address.scope_id is not None:
+        return ""
+    return f"[{address.compressed}]"
 
 
 def cors_origins(value: str) -> list[str]:

@@ -124,6 +124,13 @@ ORIGINS = "SPLITLOG_HTTP_CORS_ORIGINS"
         (ORIGINS, "*,https://app.example.com", "give it alone"),
         (ORIGINS, "https://*.example.com", "not a web origin"),
         (ORIGINS, "https://app.example.com:99999", "not a web origin"),
+        (ORIGINS, "https://user@app.example.com", "not a web origin"),
+        (ORIGINS, "https://app.example.com?", "not a web origin"),
+        (ORIGINS, "https://app.example.com/", "not a web origin"),
+        (ORIGINS, "http://[::1", "not a web origin"),
+        (ORIGINS, "http://[::g]:3000", "not a web origin"),
+        (ORIGINS, "http://::1:3000", "not a web origin"),
+        (ORIGINS, "http://[fe80::1%25eth0]", "not a web origin"),
     ],
 )
 def test_bad_address_list_rejected(variable, text, fragment):
@@ -141,6 +148,16 @@ def test_cors_origins_normalized():
 
     assert config.http_cors_origins == (
         "https://app.example.com,http://localhost:3000,http://a.test"
+    )
+
+
+def test_cors_ipv6_origins_normalized():
+    # A browser writes an IPv6 host in brackets, compressed and in lower case.
+    origins = "http://[::1]:3000, https://[FD00:0:0::1]:443,http://[0:0:0:0:0:0:0:1]"
+    config = config_module.load(environ={ORIGINS: origins})
+
+    assert config.http_cors_origins == (
+        "http://[::1]:3000,https://[fd00::1],http://[::1]"
     )
 
 
