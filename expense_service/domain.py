@@ -469,12 +469,15 @@ class Draft:
         """Return every payer and participant with the fields that name them.
 
         The fields are paths such as `expense.payers[0].user`, payers first.
+        An empty `prefix` gives paths inside the expense, such as
+        `payers[0].user`.
         """
+        start = f"{prefix}." if prefix else ""
         found: dict[str, list[str]] = {}
         for index, payer in enumerate(self.payers):
-            found.setdefault(payer.user, []).append(f"{prefix}.payers[{index}].user")
+            found.setdefault(payer.user, []).append(f"{start}payers[{index}].user")
         for index, member in enumerate(self.members):
-            path = f"{prefix}.split.participants[{index}].user"
+            path = f"{start}split.participants[{index}].user"
             found.setdefault(member.participant.user, []).append(path)
         return found
 

@@ -229,6 +229,7 @@ class MembershipClient:
         users: Iterable[str],
         context: grpc.ServicerContext | None,
         fields: Mapping[str, Sequence[str]] | None = None,
+        fields_of: str = "",
     ) -> None:
         """Check that a group exists and that every user is one of its members.
 
@@ -241,7 +242,10 @@ class MembershipClient:
           users: the users to check.
           context: the caller's context, whose deadline the check keeps.
           fields: for each user, the request fields that name it, such as
-            `expense.payers[0].user`; the error names them.
+            `expense.payers[0].user`; the error names them, and the users
+            in the order of `fields`.
+          fields_of: what the paths in `fields` belong to when it is not the
+            request, such as "the stored expense"; the error says so.
 
         Raises:
           NotFound: the group does not exist (reason GROUP_NOT_FOUND).
@@ -252,8 +256,9 @@ class MembershipClient:
           Unavailable: user_service cannot be reached or timed out; the
             error carries RetryInfo.
         """
-        # Errors name the users in the order the request names them.
-        ordered = list(dict.fromkeys(users))
+        fields = fields or {}
+        # Errors name the users in the order that `fields` names them.
+        ordered = _in_field_order(users, fields)
         users = set(ordered)
         if group in self._deleted:
             raise group_not_found(group, deleted=True)
@@ -262,8 +267,7 @@ class MembershipClient:
             return
         members = self._fetch_members(group, context)
         missing = [user for user in ordered if user not in members.all]
-        fields = fields or {}
-        named = _namer(fields)
+        named = _namer(fields, fields_of)
         if not missing:
             deactivated = [user for user in ordered if user in members.deactivated]
             if deactivated:
@@ -296,6 +300,7 @@ class MembershipClient:
         users: Iterable[str],
         context: grpc.ServicerContext | None,
         fields: Mapping[str, Sequence[str]] | None = None,
+        fields_of: str = "",
     ) -> None:
         """Check that a write may change what `users` paid or owe in a group.
 
@@ -316,7 +321,9 @@ class MembershipClient:
           users: the users whose amounts the write changes.
           context: the caller's context, whose deadline the check keeps.
           fields: for each user, the request fields that name it; the error
-            names them.
+            names them, and the users in the order of `fields`.
+          fields_of: what the paths in `fields` belong to when it is not the
+            request, such as "the stored expense"; the error says so.
 
         Raises:
           NotFound: the group does not exist (reason GROUP_NOT_FOUND).
@@ -325,7 +332,8 @@ class MembershipClient:
             GROUP_DELETING).
           Unavailable: user_service cannot be reached or timed out.
         """
-        ordered = list(dict.fromkeys(users))
+        fields = fields or {}
+        ordered = _in_field_order(users, fields)
         if not ordered:
             return
         if group in self._deleted:
@@ -338,8 +346,7 @@ class MembershipClient:
         ):
             return
         members = self._fetch_members(group, context)
-        fields = fields or {}
-        named = _namer(fields)
+        named = _namer(fields, fields_of)
         leaving = [user for user in ordered if user in members.leaving]
         if leaving:
             raise _leaving(group, leaving, named, fields)
@@ -509,12 +516,31 @@ def _metadata(
     return metadata
 
 
-def _namer(fields: Mapping[str, Sequence[str]]) -> Callable[[str], str]:
-    """Return a function that names a user with the request fields naming it."""
+def _in_field_order(
+    users: Iterable[str], fields: Mapping[str, Sequence[str]]
+) -> list[str]:
+    """Return each user once: first in the order of `fields`, then the others.
+
+    Users that `fields` does not name keep the order of `users`, so a set
+    gives an order that can change from run to run.
+    """
+    position = {user: index for index, user in enumerate(fields)}
+    distinct = list(dict.fromkeys(users))
+    return sorted(distinct, key=lambda user: position.get(user, len(position)))
+
+
+def _namer(
+    fields: Mapping[str, Sequence[str]], fields_of: str = ""
+) -> Callable[[str], str]:
+    """Return a function that names a user with the fields naming it.
+
+    `fields_of` is what the fields belong to when it is not the request.
+    """
+    owner = f" of {fields_of}" if fields_of else ""
 
     def named(user: str) -> str:
         paths = fields.get(user)
-        return f"{user!r} ({', '.join(paths)})" if paths else repr(user)
+        return f"{user!r} ({', '.join(paths)}{owner})" if paths else repr(user)
 
     return named
 

@@ -1443,8 +1443,10 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             if stored.row.delete_time is None:
                 moved = set(messages.stored_amounts(stored)) - movable
             if moved:
-                fields = messages.stored_draft(stored).user_fields()
-                self._membership.require_not_leaving(group, moved, context, fields)
+                fields = messages.stored_draft(stored).user_fields(prefix="")
+                self._membership.require_not_leaving(
+                    group, moved, context, fields, fields_of="the stored expense"
+                )
                 movable.update(moved)
             try:
                 return pb.DeleteExpenseResponse(expense=self._write(delete))
@@ -1509,9 +1511,11 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             stored = self._read(lambda session: self._require(session, request.name))
             users = check(stored)
             if not users <= verified:
-                fields = messages.stored_draft(stored).user_fields()
+                fields = messages.stored_draft(stored).user_fields(prefix="")
                 group = domain.group_name(stored.row.group_id)
-                self._membership.require_members(group, users, context, fields)
+                self._membership.require_members(
+                    group, users, context, fields, fields_of="the stored expense"
+                )
                 verified.update(users)
             try:
                 return pb.UndeleteExpenseResponse(expense=self._write(undelete))

@@ -451,7 +451,7 @@ def test_undelete_with_former_member_fails(clients, group, expense):
         v.subject for v in error_details(error)["PreconditionFailure"].violations
     ]
     assert subjects == [f"{group.name}/members/{leaver.removeprefix('users/')}"]
-    assert "expense.split.participants[2].user" in error.details()
+    assert "(split.participants[2].user of the stored expense)" in error.details()
     assert _get(clients, expense.name) == deleted
     assert latest_sequence(clients) == before
 
@@ -466,7 +466,7 @@ def test_undelete_with_deactivated_user_fails(clients, group, expense):
     error = caught.value
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert reason_of(error) == "USER_DEACTIVATED"
-    assert "expense.split.participants[2].user" in error.details()
+    assert "(split.participants[2].user of the stored expense)" in error.details()
     assert _get(clients, expense.name) == deleted
 
 

@@ -259,7 +259,10 @@ def test_leaving_member_amounts_frozen(pair):
         assert repr(xavier) in error.details()
         violation = error_details(error)["PreconditionFailure"].violations[0]
         assert violation.subject == member
-    assert "expense.split.participants[1].user" in removed_from_delete.details()
+    assert (
+        "split.participants[1].user of the stored expense"
+        in removed_from_delete.details()
+    )
     assert "expense.payers[0].user" in resized.details()
     assert "retry in a moment" in resized.details()
     assert renamed.description == "Train"
@@ -320,6 +323,67 @@ def test_group_deletion_freezes_amounts(pair):
     with pytest.raises(grpc.RpcError) as missing:
         _delete(pair, former_only)
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def _positions(text: str, users: list[str]) -> list[int]:
+    return [text.index(repr(user)) for user in users]
+
+
+def test_delete_errors_follow_stored_expense(pair):
+    """DeleteExpense and UndeleteExpense name the users in the order the
+    stored expense lists them, by the stored expense's fields."""
+    group, alice, _ = _group(pair)
+    # Enough users that a set order matching the expense's is unlikely.
+    names = ["Eve", "Dan", "Cy", "Bo", "Al"]
+    others = [create_user(pair.users, name).name for name in names]
+    for user in others:
+        pair.users.AddGroupMember(
+            pb.AddGroupMemberRequest(parent=group, user=user), timeout=TIMEOUT
+        )
+    payer, participants = others[2], [others[4], others[0], others[3], others[1]]
+    former_only = _create(pair, group, payer, participants)
+    restorable = _delete(pair, _create(pair, group, alice, [alice]))
+    pair.guard.release.set()
+    for user in others:
+        pair.users.RemoveGroupMember(
+            pb.RemoveGroupMemberRequest(
+                name=f"{group}/members/{user.removeprefix('users/')}"
+            ),
+            timeout=TIMEOUT,
+        )
+    pair.guard.release.clear()
+    pair.guard.entered.clear()
+    deletion = _start(
+        lambda: pair.users.DeleteGroup(
+            pb.DeleteGroupRequest(name=group), timeout=TIMEOUT
+        )
+    )
+    assert pair.guard.entered.wait(TIMEOUT)
+
+    deleted = _rejected(lambda: _delete(pair, former_only))
+    restored = _rejected(lambda: _undelete(pair, restorable))
+
+    pair.guard.release.set()
+    deletion.result(TIMEOUT)
+    expected = [payer, *participants]
+    info = error_details(deleted)["ErrorInfo"]
+    assert reason_of(deleted) == "GROUP_DELETING"
+    assert info.metadata["users"] == ",".join(expected)
+    assert info.metadata["fields"] == (
+        "payers[0].user,split.participants[0].user,split.participants[1].user,"
+        "split.participants[2].user,split.participants[3].user"
+    )
+    positions = _positions(deleted.details(), expected)
+    assert positions == sorted(positions)
+    assert f"{payer!r} (payers[0].user of the stored expense)" in deleted.details()
+    assert "expense." not in deleted.details()
+    assert reason_of(restored) == "MEMBER_LEAVING"
+    assert error_details(restored)["ErrorInfo"].metadata["users"] == alice
+    assert (
+        f"{alice!r} (payers[0].user, split.participants[0].user of the stored "
+        "expense)" in restored.details()
+    )
+    assert "expense." not in restored.details()
 
 
 def test_second_removal_aborted(pair):
