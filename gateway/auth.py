@@ -2,11 +2,11 @@
 
 Every call must carry `authorization: Bearer <credential>` (gRPC metadata or
 HTTP header), where the credential is an access token from SignIn or an API
-key. A call with two such entries is rejected as ambiguous; on the REST front
-a `Grpc-Metadata-Authorization` header is such an entry too. user_service's
-internal CredentialService checks the credential, including whether its session was
-signed out or the key revoked, on the credential's first call and again once
-the gateway's cached result goes stale (see below). Methods that
+key. A call with two such entries is rejected as ambiguous. On the REST
+front, a `Grpc-Metadata-Authorization` header is such an entry too.
+user_service's internal CredentialService checks the credential, including
+whether its session was signed out or the key revoked, on the credential's
+first call and again once the gateway's cached result goes stale (see below). Methods that
 cannot have a credential yet (SignUp, SignIn, RefreshToken) and, by default,
 health and reflection are open.
 
