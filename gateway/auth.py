@@ -6,9 +6,9 @@ key. A call with two such entries is rejected as ambiguous. On the REST
 front, a `Grpc-Metadata-Authorization` header is such an entry too.
 user_service's internal CredentialService checks the credential, including
 whether its session was signed out or the key revoked, on the credential's
-first call and again once the gateway's cached result goes stale (see below). Methods that
-cannot have a credential yet (SignUp, SignIn, RefreshToken) and, by default,
-health and reflection are open.
+first call and again once the gateway's cached result goes stale (see
+below). Methods that cannot have a credential yet (SignUp, SignIn,
+RefreshToken) and, by default, health and reflection are open.
 
 API keys are limited by their scopes: LogsService writes and OTLP's
 LogsService/Export need `logs:write`, LogsService reads `logs:read`, and every
