@@ -112,13 +112,62 @@ def _check_severity(value: int, path: str) -> int:
     return value
 
 
-def _check_attribute(text: str, path: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise invalid_field(
-            path, f"{text!r} is not `key=value`; write it as, for example, rpc=Get"
+def parse_attribute_filter(text: str) -> tuple[str, str]:
+    r"""Split an attribute filter `key=value` into its key and value.
+
+    The key ends at the first `=` that no backslash escapes. In the key, `\=`
+    stands for `=` and `\\` for a backslash. The value is taken as it is.
+
+    Raises:
+      ValueError: the text has no unescaped `=`, an empty key, or a backslash
+        before a character other than `=` and `\`; the message names the problem.
+    """
+    key: list[str] = []
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if char == "=":
+            break
+        if char == "\\":
+            escaped = text[index + 1 : index + 2]
+            if escaped not in ("=", "\\"):
+                follower = repr(escaped) if escaped else "the end of the text"
+                raise ValueError(
+                    f"{text!r} has a backslash before {follower} in its key; "
+                    "in the key write \\= for = and \\\\ for a backslash"
+                )
+            key.append(escaped)
+            index += 2
+            continue
+        key.append(char)
+        index += 1
+    if index == len(text):
+        raise ValueError(
+            f"{text!r} is not `key=value`; write it as, for example, rpc=Get, "
+            "and escape = in the key as \\="
         )
-    return key, value
+    if not key:
+        raise ValueError(
+            f"{text!r} has an empty key; write it as, for example, rpc=Get"
+        )
+    return "".join(key), text[index + 1 :]
+
+
+def _check_attribute(text: str, path: str) -> tuple[str, str]:
+    try:
+        return parse_attribute_filter(text)
+    except ValueError as exc:
+        raise invalid_field(path, str(exc)) from None
+
+
+def _check_condition(
+    condition: logs_service_pb2.AttributeCondition, path: str
+) -> tuple[str, str]:
+    if not condition.key:
+        raise invalid_field(
+            f"{path}.key", "is empty; send the attribute key, such as rpc"
+        )
+    return condition.key, condition.value
 
 
 def check_selection(
@@ -129,6 +178,7 @@ def check_selection(
     severities: Sequence[int],
     keyword: str,
     attribute_filters: Sequence[str],
+    attribute_conditions: Sequence[logs_service_pb2.AttributeCondition] = (),
 ) -> EntrySelection:
     """Check the entry conditions of a request and collect their errors."""
     chosen: list[int] = []
@@ -153,6 +203,12 @@ def check_selection(
     attributes = []
     for index, text in enumerate(attribute_filters):
         pair = violations.check(_check_attribute, text, f"attribute_filters[{index}]")
+        if pair is not None:
+            attributes.append(pair)
+    for index, condition in enumerate(attribute_conditions):
+        pair = violations.check(
+            _check_condition, condition, f"attribute_conditions[{index}]"
+        )
         if pair is not None:
             attributes.append(pair)
     return EntrySelection(
@@ -346,6 +402,7 @@ class Lister:
             severities=request.severities,
             keyword=request.keyword,
             attribute_filters=request.attribute_filters,
+            attribute_conditions=request.attribute_conditions,
         )
         start, end = _check_range(violations, request)
         descending = violations.check(_check_order, request.order_by)
@@ -524,6 +581,7 @@ class StatsReader:
             severities=request.severities,
             keyword=request.keyword,
             attribute_filters=request.attribute_filters,
+            attribute_conditions=request.attribute_conditions,
         )
         start, end = _check_range(violations, request)
         step = None

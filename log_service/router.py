@@ -1075,6 +1075,7 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
             severities=request.severities,
             keyword=request.keyword,
             attribute_filters=request.attribute_filters,
+            attribute_conditions=request.attribute_conditions,
         )
         violations.raise_if_any()
         fingerprint = filter_hash(selection.fingerprint_fields())

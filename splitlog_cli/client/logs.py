@@ -49,6 +49,7 @@ from log_service.query import (
     MIN_STEP_NS,
     bucket_count,
     clamp_query_ns,
+    parse_attribute_filter,
     smallest_step,
 )
 from log_service.request_ids import request_digest
@@ -322,7 +323,8 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="attribute that must have exactly this value; repeat for more",
+        help="attribute that must have exactly this value; repeat for more; "
+        "in KEY write \\= for = and \\\\ for a backslash",
     )
 
 
@@ -1680,9 +1682,10 @@ def _severity(text: str | None, option: str = "--min-severity") -> int:
 
 def _attribute_filters(pairs: list[str]) -> list[str]:
     for pair in pairs:
-        key, sep, _ = pair.partition("=")
-        if not sep or not key:
-            raise invalid("--attr", pair, "expected KEY=VALUE, such as rpc=GetUser")
+        try:
+            parse_attribute_filter(pair)
+        except ValueError as exc:
+            raise UsageError(f"--attr: {exc}") from None
     return pairs
 
 

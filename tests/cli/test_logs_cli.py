@@ -1726,6 +1726,8 @@ def test_query_table_escapes_terminal_codes(live, capsys):
         (("--severity", "loud"), "--severity"),
         (("--min-severity", "warn", "--severity", "error"), "--severity"),
         (("--attr", "novalue"), "--attr"),
+        (("--attr", "=value"), "--attr"),
+        (("--attr", "a\\b=c"), "--attr"),
         (("--since", "yesterday-ish"), "--since"),
         (("--since", ""), "--since"),
         (("--end", ""), "--end"),
@@ -2207,6 +2209,57 @@ def test_rest_stats_takes_query_filters(live):
     assert by_keyword.json()["totalCount"] == "1"
     assert by_attribute.status_code == 200, by_attribute.text
     assert by_attribute.json()["totalCount"] == "1"
+
+
+def _write_equals_keys(live, service: str) -> None:
+    entries = [
+        logs_pb2.LogEntry(service=service, message="key a=b", attributes={"a=b": "c"}),
+        logs_pb2.LogEntry(service=service, message="key a", attributes={"a": "b=c"}),
+    ]
+    live.stub.WriteLogEntries(logs_pb2.WriteLogEntriesRequest(entries=entries))
+
+
+def test_rest_attribute_key_with_equals_sign(live):
+    _write_equals_keys(live, "rest-eq")
+    base = f"http://127.0.0.1:{live.gateway.http_port}"
+    escaped = {"services": "rest-eq", "attributeFilters": "a\\=b=c"}
+    plain = {"services": "rest-eq", "attributeFilters": "a=b=c"}
+
+    with httpx.Client(timeout=10) as client:
+        listed = client.get(f"{base}/logs", params=escaped)
+        listed_plain = client.get(f"{base}/logs", params=plain)
+        counted = client.get(f"{base}/logs/stats", params=escaped)
+
+    assert listed.status_code == 200, listed.text
+    assert [e["message"] for e in listed.json()["entries"]] == ["key a=b"]
+    assert listed_plain.status_code == 200, listed_plain.text
+    assert [e["message"] for e in listed_plain.json()["entries"]] == ["key a"]
+    assert counted.status_code == 200, counted.text
+    assert counted.json()["totalCount"] == "1"
+
+
+def test_rest_invalid_attribute_escape(live):
+    url = f"http://127.0.0.1:{live.gateway.http_port}/logs"
+
+    with httpx.Client(timeout=10) as client:
+        response = client.get(url, params={"attributeFilters": "a\\b=c"})
+
+    assert response.status_code == 400, response.text
+    assert "attribute_filters[0]" in response.text
+    assert "backslash" in response.text
+
+
+def test_query_attr_key_with_equals_sign(live, capsys):
+    _write_equals_keys(live, "cli-eq")
+
+    status, out, err = run(
+        capsys, live.address, "logs", "query", "--service", "cli-eq",
+        "--attr", "a\\=b=c", "--format", "json",
+    )  # fmt: skip
+    messages = [entry["message"] for entry in json.loads(out)["entries"]]
+
+    assert status == 0, err
+    assert messages == ["key a=b"]
 
 
 def test_rest_batch_many_rejections_returns_ok(small_limit):

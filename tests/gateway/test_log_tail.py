@@ -104,3 +104,43 @@ def test_rest_tail_resumes_backlog_through_gateway(live):
     assert skipped == 0
     assert all(tokens)
     assert_once_in_order(received, written, services)
+
+
+def test_rest_tail_attribute_conditions(live):
+    service = f"tail-eq-{uuid.uuid4().hex[:8]}"
+    body = {
+        "services": [service],
+        "attributeConditions": [{"key": "a=b", "value": "c"}],
+    }
+    url = f"http://127.0.0.1:{live.gateway.http_port}/v1/logs:tail"
+    with httpx.stream("POST", url, json=body, timeout=30) as response:
+        assert response.status_code == 200
+        first = json.loads(next(response.iter_lines()))["result"]
+    with grpc.insecure_channel(f"127.0.0.1:{live.gateway.grpc_port}") as channel:
+        logs_grpc.LogsServiceStub(channel).WriteLogEntries(
+            logs_pb2.WriteLogEntriesRequest(
+                entries=[
+                    logs_pb2.LogEntry(
+                        service=service, message="other", attributes={"a": "b=c"}
+                    ),
+                    logs_pb2.LogEntry(
+                        service=service, message="match", attributes={"a=b": "c"}
+                    ),
+                ]
+            ),
+            timeout=10,
+        )
+
+    received: list[str] = []
+    resumed = {**body, "resumeToken": first["resumeToken"]}
+    with httpx.stream("POST", url, json=resumed, timeout=30) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if not line:
+                continue
+            result = json.loads(line)["result"]
+            received.extend(entry["message"] for entry in result.get("entries", []))
+            if received:
+                break
+
+    assert received == ["match"]

@@ -118,6 +118,14 @@ def test_write_entry_invalid_names_the_field(lonely_router):
         ({"min_severity": 9, "severities": [13]}, "severities"),
         ({"severities": [3]}, "severities[0]"),
         ({"attribute_filters": ["novalue"]}, "attribute_filters[0]"),
+        ({"attribute_filters": ["=value"]}, "attribute_filters[0]"),
+        ({"attribute_filters": ["a\\b=c"]}, "attribute_filters[0]"),
+        ({"attribute_filters": ["a\\"]}, "attribute_filters[0]"),
+        ({"attribute_filters": ["a\\=b"]}, "attribute_filters[0]"),
+        (
+            {"attribute_conditions": [pb.AttributeCondition(value="x")]},
+            "attribute_conditions[0].key",
+        ),
         ({"services": [""]}, "services[0]"),
         ({"page_token": "garbage"}, "page_token"),
         (

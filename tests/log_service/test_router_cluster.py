@@ -176,6 +176,72 @@ def test_list_oldest_first_and_filters(cluster):
     assert [e.message for e in keyword] == ["Disk FULL"]
 
 
+def test_attribute_key_with_equals_sign(cluster):
+    now = time.time_ns()
+    entries = [
+        entry("eq-keys", "key a=b", at=now - 3 * NANOS, attributes={"a=b": "c"}),
+        entry("eq-keys", "key a", at=now - 2 * NANOS, attributes={"a": "b=c"}),
+        entry("eq-keys", "key a\\", at=now - NANOS, attributes={"a\\": "b=c"}),
+    ]
+    cluster.stub.WriteLogEntries(pb.WriteLogEntriesRequest(entries=entries))
+    escaped = pb.AttributeCondition(key="a=b", value="c")
+
+    def listed(**fields) -> list[str]:
+        found = list_all(cluster.stub, services=["eq-keys"], **fields)
+        return [e.message for e in found]
+
+    def counted(**fields) -> int:
+        request = pb.GetLogStatsRequest(services=["eq-keys"], **fields)
+        return cluster.stub.GetLogStats(request).total_count
+
+    by_escape = listed(attribute_filters=["a\\=b=c"])
+    by_condition = listed(attribute_conditions=[escaped])
+    by_plain_key = listed(attribute_filters=["a=b=c"])
+    by_backslash_key = listed(attribute_filters=["a\\\\=b=c"])
+    both_forms = listed(attribute_filters=["a\\=b=c"], attribute_conditions=[escaped])
+    contradicting = listed(attribute_filters=["a=b=c"], attribute_conditions=[escaped])
+
+    assert by_escape == ["key a=b"]
+    assert by_condition == ["key a=b"]
+    assert by_plain_key == ["key a"]
+    assert by_backslash_key == ["key a\\"]
+    assert both_forms == ["key a=b"]
+    assert contradicting == []
+    assert counted(attribute_filters=["a\\=b=c"]) == 1
+    assert counted(attribute_conditions=[escaped]) == 1
+    assert counted(attribute_filters=["a=b=c"]) == 1
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"attribute_filters": ["a\\=b=c"]},
+        {"attribute_conditions": [pb.AttributeCondition(key="a=b", value="c")]},
+    ],
+)
+def test_tail_attribute_key_with_equals_sign(cluster, fields):
+    call = cluster.stub.TailLogEntries(
+        pb.TailLogEntriesRequest(services=["eq-tail"], **fields), timeout=30
+    )
+    next(call)
+    cluster.stub.WriteLogEntries(
+        pb.WriteLogEntriesRequest(
+            entries=[
+                entry("eq-tail", "other key", attributes={"a": "b=c"}),
+                entry("eq-tail", "key a=b", attributes={"a=b": "c"}),
+            ]
+        )
+    )
+    received = []
+    for response in call:
+        received.extend(e.message for e in response.entries)
+        if received:
+            break
+    call.cancel()
+
+    assert received == ["key a=b"]
+
+
 def test_write_entry_returns_stored_entry(cluster):
     response = cluster.stub.WriteLogEntry(
         pb.WriteLogEntryRequest(

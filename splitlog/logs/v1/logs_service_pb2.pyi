@@ -314,8 +314,16 @@ class StreamLogEntriesResponse(_message.Message):
     duplicate_count: int
     def __init__(self, batch_count: _Optional[int] = ..., accepted_count: _Optional[int] = ..., rejected_count: _Optional[int] = ..., rejected_entries: _Optional[_Iterable[_Union[LogEntryRejection, _Mapping]]] = ..., duplicate_count: _Optional[int] = ...) -> None: ...
 
+class AttributeCondition(_message.Message):
+    __slots__ = ("key", "value")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    value: str
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
 class ListLogEntriesRequest(_message.Message):
-    __slots__ = ("start_time", "end_time", "services", "min_severity", "severities", "keyword", "attribute_filters", "order_by", "page_size", "page_token")
+    __slots__ = ("start_time", "end_time", "services", "min_severity", "severities", "keyword", "attribute_filters", "attribute_conditions", "order_by", "page_size", "page_token")
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     SERVICES_FIELD_NUMBER: _ClassVar[int]
@@ -323,6 +331,7 @@ class ListLogEntriesRequest(_message.Message):
     SEVERITIES_FIELD_NUMBER: _ClassVar[int]
     KEYWORD_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTE_FILTERS_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTE_CONDITIONS_FIELD_NUMBER: _ClassVar[int]
     ORDER_BY_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -333,10 +342,11 @@ class ListLogEntriesRequest(_message.Message):
     severities: _containers.RepeatedScalarFieldContainer[Severity]
     keyword: str
     attribute_filters: _containers.RepeatedScalarFieldContainer[str]
+    attribute_conditions: _containers.RepeatedCompositeFieldContainer[AttributeCondition]
     order_by: str
     page_size: int
     page_token: str
-    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., services: _Optional[_Iterable[str]] = ..., min_severity: _Optional[_Union[Severity, str]] = ..., severities: _Optional[_Iterable[_Union[Severity, str]]] = ..., keyword: _Optional[str] = ..., attribute_filters: _Optional[_Iterable[str]] = ..., order_by: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., services: _Optional[_Iterable[str]] = ..., min_severity: _Optional[_Union[Severity, str]] = ..., severities: _Optional[_Iterable[_Union[Severity, str]]] = ..., keyword: _Optional[str] = ..., attribute_filters: _Optional[_Iterable[str]] = ..., attribute_conditions: _Optional[_Iterable[_Union[AttributeCondition, _Mapping]]] = ..., order_by: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListLogEntriesResponse(_message.Message):
     __slots__ = ("entries", "next_page_token")
@@ -347,20 +357,22 @@ class ListLogEntriesResponse(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class TailLogEntriesRequest(_message.Message):
-    __slots__ = ("services", "min_severity", "severities", "keyword", "attribute_filters", "resume_token")
+    __slots__ = ("services", "min_severity", "severities", "keyword", "attribute_filters", "attribute_conditions", "resume_token")
     SERVICES_FIELD_NUMBER: _ClassVar[int]
     MIN_SEVERITY_FIELD_NUMBER: _ClassVar[int]
     SEVERITIES_FIELD_NUMBER: _ClassVar[int]
     KEYWORD_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTE_FILTERS_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTE_CONDITIONS_FIELD_NUMBER: _ClassVar[int]
     RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
     services: _containers.RepeatedScalarFieldContainer[str]
     min_severity: Severity
     severities: _containers.RepeatedScalarFieldContainer[Severity]
     keyword: str
     attribute_filters: _containers.RepeatedScalarFieldContainer[str]
+    attribute_conditions: _containers.RepeatedCompositeFieldContainer[AttributeCondition]
     resume_token: str
-    def __init__(self, services: _Optional[_Iterable[str]] = ..., min_severity: _Optional[_Union[Severity, str]] = ..., severities: _Optional[_Iterable[_Union[Severity, str]]] = ..., keyword: _Optional[str] = ..., attribute_filters: _Optional[_Iterable[str]] = ..., resume_token: _Optional[str] = ...) -> None: ...
+    def __init__(self, services: _Optional[_Iterable[str]] = ..., min_severity: _Optional[_Union[Severity, str]] = ..., severities: _Optional[_Iterable[_Union[Severity, str]]] = ..., keyword: _Optional[str] = ..., attribute_filters: _Optional[_Iterable[str]] = ..., attribute_conditions: _Optional[_Iterable[_Union[AttributeCondition, _Mapping]]] = ..., resume_token: _Optional[str] = ...) -> None: ...
 
 class TailLogEntriesResponse(_message.Message):
     __slots__ = ("entries", "resume_token", "skipped_count")
@@ -373,7 +385,7 @@ class TailLogEntriesResponse(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ..., resume_token: _Optional[str] = ..., skipped_count: _Optional[int] = ...) -> None: ...
 
 class GetLogStatsRequest(_message.Message):
-    __slots__ = ("start_time", "end_time", "services", "min_severity", "histogram_step", "severities", "keyword", "attribute_filters")
+    __slots__ = ("start_time", "end_time", "services", "min_severity", "histogram_step", "severities", "keyword", "attribute_filters", "attribute_conditions")
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     SERVICES_FIELD_NUMBER: _ClassVar[int]
@@ -382,6 +394,7 @@ class GetLogStatsRequest(_message.Message):
     SEVERITIES_FIELD_NUMBER: _ClassVar[int]
     KEYWORD_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTE_FILTERS_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTE_CONDITIONS_FIELD_NUMBER: _ClassVar[int]
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     services: _containers.RepeatedScalarFieldContainer[str]
@@ -390,7 +403,8 @@ class GetLogStatsRequest(_message.Message):
     severities: _containers.RepeatedScalarFieldContainer[Severity]
     keyword: str
     attribute_filters: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., services: _Optional[_Iterable[str]] = ..., min_severity: _Optional[_Union[Severity, str]] = ..., histogram_step: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., severities: _Optional[_Iterable[_Union[Severity, str]]] = ..., keyword: _Optional[str] = ..., attribute_filters: _Optional[_Iterable[str]] = ...) -> None: ...
+    attribute_conditions: _containers.RepeatedCompositeFieldContainer[AttributeCondition]
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., services: _Optional[_Iterable[str]] = ..., min_severity: _Optional[_Union[Severity, str]] = ..., histogram_step: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., severities: _Optional[_Iterable[_Union[Severity, str]]] = ..., keyword: _Optional[str] = ..., attribute_filters: _Optional[_Iterable[str]] = ..., attribute_conditions: _Optional[_Iterable[_Union[AttributeCondition, _Mapping]]] = ...) -> None: ...
 
 class GetLogStatsResponse(_message.Message):
     __slots__ = ("total_count", "severity_counts", "service_counts", "histogram", "histogram_step", "ingest_counters")
