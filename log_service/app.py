@@ -18,7 +18,11 @@ from log_service.ingest_counters import IngestCounters
 from log_service.model import Limits
 from log_service.open_streams import OpenStreams
 from log_service.query import ShardReader
-from log_service.retention import RetentionEnforcer, RetentionStore
+from log_service.retention import (
+    MISSED_PASSES_FILE_NAME,
+    RetentionEnforcer,
+    RetentionStore,
+)
 from log_service.router import (
     OTLP_SERVICE,
     LogsServicer,
@@ -93,7 +97,12 @@ def build_router(
     def stub_for(node_address: str):
         return clients.stubs(node_address).node
 
-    enforcer = RetentionEnforcer(retention, coordinator.shard_replicas, stub_for)
+    enforcer = RetentionEnforcer(
+        retention,
+        coordinator.shard_replicas,
+        stub_for,
+        missed_path=data_dir / MISSED_PASSES_FILE_NAME,
+    )
     writer = Writer(
         coordinator,
         sharder,

@@ -5,7 +5,9 @@ The router keeps the one policy of the cluster in
 entries for `log_retention_hours`. Writes use the policy to reject entries
 that are already too old, and `RetentionEnforcer` asks every node to delete
 expired entries once a minute and right after each update, the same entries
-on every replica of a shard.
+on every replica of a shard. The passes that a follower missed are kept in
+`<data_dir>/log_service/retention_missed.json`, so that a restarted router
+still sends them.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ MIN_RETENTION_NS = NANOS_PER_HOUR
 MAX_RETENTION_NS = 100 * 8766 * NANOS_PER_HOUR
 ENFORCE_INTERVAL_SECONDS = 60.0
 APPLY_DEADLINE_SECONDS = 30.0
+MISSED_PASSES_FILE_NAME = "retention_missed.json"
 # Passes kept for one node that failed them. Passes that a later one covers
 # are dropped first, so the list grows mainly when the retention is loosened
 # between passes.
@@ -318,11 +321,17 @@ class RetentionEnforcer:
     leave it with entries that the other replicas deleted. A shard whose
     leader is missing or fails is skipped in that round, on every replica.
 
+    The missed passes are saved in `missed_path` at each change and loaded
+    at start, so a router that restarts before the follower returns still
+    sends them.
+
     Args:
       store: the policy.
       shards: returns the addresses of each shard's leader and followers.
       stub_for: returns the LogNodeService stub of an address.
       interval: seconds between passes without an update.
+      missed_path: the file of the missed passes; None keeps them in memory
+        only.
     """
 
     def __init__(
@@ -331,13 +340,17 @@ class RetentionEnforcer:
         shards: Callable[[], list[ShardReplicas]],
         stub_for: Callable[[str], object],
         interval: float = ENFORCE_INTERVAL_SECONDS,
+        missed_path: Path | None = None,
     ) -> None:
         self._store = store
         self._shards = shards
         self._stub_for = stub_for
         self._interval = interval
+        self._missed_file = None if missed_path is None else MissedPasses(missed_path)
         # Passes that a node failed, by its address, oldest first.
-        self._missed: dict[str, list[node_service_pb2.ApplyRetentionRequest]] = {}
+        self._missed: dict[str, list[node_service_pb2.ApplyRetentionRequest]] = (
+            {} if self._missed_file is None else self._missed_file.load()
+        )
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -369,7 +382,10 @@ class RetentionEnforcer:
         """
         default_cutoff, cutoffs = self._store.policy.cutoffs(time.time_ns())
         deleted: dict[str, int] = {}
-        for replicas in self._shards():
+        missed_before = dict(self._missed)
+        shards = self._shards()
+        self._forget_unknown_nodes(shards)
+        for replicas in shards:
             leader = replicas.leader_address
             if leader is None:
                 _LOGGER.warning(
@@ -392,7 +408,28 @@ class RetentionEnforcer:
             )
             for address in replicas.follower_addresses:
                 self._apply(address, bounded, deleted)
+        if self._missed_file is not None and self._missed != missed_before:
+            self._missed_file.save(self._missed)
         return deleted
+
+    def _forget_unknown_nodes(self, shards: list[ShardReplicas]) -> None:
+        """Drop the missed passes of addresses that no shard lists any more."""
+        if not shards:
+            return
+        known = {
+            address
+            for replicas in shards
+            for address in (replicas.leader_address, *replicas.follower_addresses)
+            if address is not None
+        }
+        for address in sorted(set(self._missed) - known):
+            _LOGGER.warning(
+                "log retention: forgetting %d missed passes of %s, which is no "
+                "longer a node of any shard",
+                len(self._missed[address]),
+                address,
+            )
+            del self._missed[address]
 
     def _apply(
         self,
@@ -472,4 +509,81 @@ def _covers(
         later.service_cutoffs.get(service, later.default_cutoff)
         >= earlier.service_cutoffs.get(service, earlier.default_cutoff)
         for service in services
+    )
+
+
+class MissedPasses:
+    """The passes that nodes missed, by node address, in one JSON file.
+
+    The file is replaced atomically: written to a temporary file, flushed,
+    renamed, and the folder flushed.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> dict[str, list[node_service_pb2.ApplyRetentionRequest]]:
+        """Return the saved passes; none when the file is missing or invalid.
+
+        An invalid file is logged and ignored, because the passes only repair
+        followers, and the router must start without them.
+        """
+        try:
+            payload = json.loads(self.path.read_text())
+            return {
+                str(address): [_pass_from_json(item) for item in passes]
+                for address, passes in payload["nodes"].items()
+            }
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            _LOGGER.error(
+                "log retention: cannot read the missed passes in %s (%r); "
+                "starting without them, so followers that missed a pass may "
+                "keep entries that their leader deleted",
+                self.path,
+                exc,
+            )
+            return {}
+
+    def save(
+        self, missed: Mapping[str, list[node_service_pb2.ApplyRetentionRequest]]
+    ) -> None:
+        payload = {
+            "version": 1,
+            "nodes": {
+                address: [_pass_to_json(item) for item in passes]
+                for address, passes in sorted(missed.items())
+            },
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        with open(temporary, "w", opener=private_files.private_opener) as handle:
+            json.dump(payload, handle, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.path)
+        folder = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+def _pass_to_json(item: node_service_pb2.ApplyRetentionRequest) -> dict[str, object]:
+    return {
+        "default_cutoff": item.default_cutoff,
+        "service_cutoffs": dict(item.service_cutoffs),
+        "max_sequence": item.max_sequence,
+    }
+
+
+def _pass_from_json(raw: dict) -> node_service_pb2.ApplyRetentionRequest:
+    return node_service_pb2.ApplyRetentionRequest(
+        default_cutoff=int(raw["default_cutoff"]),
+        service_cutoffs={
+            str(service): int(cutoff)
+            for service, cutoff in raw["service_cutoffs"].items()
+        },
+        max_sequence=int(raw["max_sequence"]),
     )

@@ -567,3 +567,65 @@ def test_retry_after_failover_stores_rest_once(make_cluster):
     assert sorted(message for _, message in stored) == sorted(
         [f"old {i}" for i in range(3)] + [f"new {i}" for i in range(3)]
     )
+
+
+def set_service_retention(cluster: LogCluster, days: int) -> None:
+    update = logs_service_pb2.RetentionPolicy(name="retentionPolicy")
+    update.service_retentions[SERVICE].seconds = days * 24 * 3600
+    cluster.logs.UpdateRetentionPolicy(
+        logs_service_pb2.UpdateRetentionPolicyRequest(retention_policy=update),
+        timeout=10,
+    )
+
+
+def wait_for_log(cluster: LogCluster, name: str, text: str, count: int) -> None:
+    """Wait until `text` occurs `count` times in the stderr of process `name`."""
+    deadline = time.monotonic() + 20
+    while cluster.stderr_tail(name, 1_000_000).count(text) < count:
+        assert time.monotonic() < deadline, (
+            f"{text!r} did not occur {count} times\n" + cluster.all_stderr()
+        )
+        time.sleep(0.1)
+
+
+def test_missed_retention_pass_survives_router_restart(make_cluster):
+    cluster = make_cluster(("a", "b"))
+    cluster.start_all()
+    set_service_retention(cluster, 30)
+    now = time.time_ns()
+    five_days_ago = now - 5 * 24 * 3600 * 10**9
+    cluster.logs.WriteLogEntries(
+        logs_service_pb2.WriteLogEntriesRequest(
+            entries=[faults_entry(f"old {i}", five_days_ago + i) for i in range(3)]
+            + [faults_entry(f"new {i}", now + i) for i in range(2)]
+        ),
+        timeout=10,
+    )
+    cluster.wait_status(follower_caught_up("b"), "b holding every entry")
+
+    cluster.kill("b")
+    failed = f"log retention on node {cluster.address('b')} failed"
+    # a deletes the old entries and b misses the pass. Then the policy is
+    # loosened, so only the missed pass would delete them on b.
+    set_service_retention(cluster, 2)
+    wait_for_log(cluster, ROUTER, failed, 1)
+    set_service_retention(cluster, 30)
+    wait_for_log(cluster, ROUTER, failed, 2)
+    on_a = sorted(message for _, message in cluster.node_entries("a"))
+    cluster.kill(ROUTER)
+    cluster.start("b")
+    cluster.start(ROUTER)
+    cluster.wait_status(
+        lambda shard: any(f.node == "b" and f.reachable for f in shard.followers),
+        "the router to reach b",
+    )
+    # An update starts a pass at once, instead of at the next minute.
+    set_service_retention(cluster, 30)
+    deadline = time.monotonic() + 20
+    on_b = sorted(message for _, message in cluster.node_entries("b"))
+    while on_b != on_a and time.monotonic() < deadline:
+        time.sleep(0.2)
+        on_b = sorted(message for _, message in cluster.node_entries("b"))
+
+    assert on_a == ["new 0", "new 1"]
+    assert on_b == on_a

@@ -14,7 +14,7 @@ from google.protobuf import duration_pb2, field_mask_pb2
 
 from log_service import node as node_module
 from log_service.coordinator import ShardReplicas
-from log_service.retention import RetentionEnforcer, RetentionStore
+from log_service.retention import MissedPasses, RetentionEnforcer, RetentionStore
 from splitlog.logs.v1 import (
     logs_service_pb2,
     node_service_pb2,
@@ -147,3 +147,22 @@ def test_enforcer_resends_missed_pass(base_config, tmp_path):
     assert loose == {leader.address: 0, follower.address: 3}
     assert on_leader == ["new 0", "new 1"]
     assert on_follower == on_leader
+
+
+def test_missed_passes_file_round_trip(tmp_path):
+    path = tmp_path / "retention_missed.json"
+    missed = {
+        "127.0.0.1:1": [
+            node_service_pb2.ApplyRetentionRequest(
+                default_cutoff=10, service_cutoffs={"billing": 5}, max_sequence=7
+            )
+        ]
+    }
+
+    MissedPasses(path).save(missed)
+    loaded = MissedPasses(path).load()
+    path.write_text("{not json")
+    after_damage = MissedPasses(path).load()
+
+    assert loaded == missed
+    assert after_damage == {}
