@@ -1309,14 +1309,24 @@ class LogNode:
             after = request.after_sequence
             if after < 0:
                 after = self.commit_sequence
+            elif request.after_epoch > 0:
+                # A newer epoch that begins at or before `after` means that
+                # the caller read up to `after` from a log that differs from
+                # this one after the end of `after_epoch`, such as from a
+                # leader whose last entries no follower stored.
+                after = min(after, self.wal.history.end_of(request.after_epoch, after))
+            epoch = self.wal.history.epoch_at(after)
         if request.after_sequence >= 0:
             self._check_follow_start(after)
         with self.lock:
             self._store_waiters += 1
             self.changed.notify_all()
         try:
-            # The first message signals to the caller that the stream is open.
-            yield node_service_pb2.FollowEntriesResponse(last_sequence=after)
+            # The first message signals to the caller that the stream is open,
+            # and gives where it starts.
+            yield node_service_pb2.FollowEntriesResponse(
+                last_sequence=after, last_epoch=epoch
+            )
             yield from self._follow(flt, after, context)
         finally:
             with self.lock:
@@ -1384,12 +1394,21 @@ class LogNode:
                 if sequences:
                     last_message = time.monotonic()
                     yield node_service_pb2.FollowEntriesResponse(
-                        entries=columns, sequences=sequences, last_sequence=after
+                        entries=columns,
+                        sequences=sequences,
+                        last_sequence=after,
+                        last_epoch=self._epoch_at(after),
                     )
                     continue
             if time.monotonic() - last_message >= FOLLOW_KEEPALIVE_SECONDS:
                 last_message = time.monotonic()
-                yield node_service_pb2.FollowEntriesResponse(last_sequence=after)
+                yield node_service_pb2.FollowEntriesResponse(
+                    last_sequence=after, last_epoch=self._epoch_at(after)
+                )
+
+    def _epoch_at(self, sequence: int) -> int:
+        with self.lock:
+            return self.wal.history.epoch_at(sequence)
 
     def apply_retention(
         self,

@@ -1081,6 +1081,7 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         fingerprint = filter_hash(selection.fingerprint_fields())
         shards = self._sharder.shards_for_query(selection.services, None, None)
         positions = dict.fromkeys(shards, -1)
+        epochs: dict[str, int] = {}
         if request.resume_token:
             token = decode_resume_token(
                 request.resume_token,
@@ -1088,6 +1089,7 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
                 known_shards=self._sharder.shards_for_query((), None, None),
             )
             positions = resume_positions(token, shards)
+            epochs = token.epochs
         slot = self.open_streams.acquire("TailLogEntries", context)
         try:
             tail = Tail(
@@ -1096,6 +1098,7 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
                 selection,
                 fingerprint,
                 positions,
+                epochs,
                 max_response_bytes=min(
                     MAX_RESPONSE_BYTES, self._writer.max_message_bytes
                 ),

@@ -3,8 +3,13 @@
 A thread per shard follows the shard's leader. When the stream breaks, the
 thread requests the current leader from the coordinator and follows it again
 from the last sequence number it received, so the client sees no gap and no
-entry twice. A watcher thread cancels a stream that stays open but is of no
-more use, which the shard thread then replaces in the same way:
+entry twice. With that sequence number goes the epoch of its entry. When the
+new leader's log has a newer epoch that begins at or before it, the old
+leader had entries that the new one lacks, as can happen with quorum
+`leader`. The new leader then starts the stream after the last entry the two
+logs share, so the tail sends every entry the new leader stores after it.
+A watcher thread cancels a stream that stays open but is of no more use,
+which the shard thread then replaces in the same way:
 
 - the coordinator names another leader or a higher epoch for the shard, as
   after a failover from a leader that is stopped or cut off and so keeps its
@@ -145,6 +150,8 @@ class Tail:
       fingerprint: hash of the conditions, for resume tokens.
       positions: last sequence number sent per shard; -1 starts after the
         newest committed entry.
+      epochs: the epoch of the entry at each shard's position, from a resume
+        token; a missing or 0 epoch leaves the position unchecked.
       keepalive: seconds without entries after which an empty message goes out.
       max_pending: live entries received but not yet sent beyond which the
         oldest are dropped and counted as skipped; also the backlog entries
@@ -161,6 +168,7 @@ class Tail:
         selection: EntrySelection,
         fingerprint: str,
         positions: dict[str, int],
+        epochs: dict[str, int] | None = None,
         keepalive: float = KEEPALIVE_SECONDS,
         max_pending: int = MAX_PENDING_ENTRIES,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
@@ -171,6 +179,7 @@ class Tail:
         self._filter = selection.to_filter()
         self._fingerprint = fingerprint
         self._positions = dict(positions)
+        self._epochs = {shard: (epochs or {}).get(shard, 0) for shard in positions}
         self._shards = tuple(positions)
         self._keepalive = keepalive
         self._max_pending = max_pending
@@ -197,7 +206,7 @@ class Tail:
         self._threads = [
             threading.Thread(
                 target=self._follow,
-                args=(shard, position),
+                args=(shard, position, self._epochs[shard]),
                 name=f"log-tail-{shard}",
                 daemon=True,
             )
@@ -247,7 +256,7 @@ class Tail:
             self.stop()
 
     def _serialized(
-        self, item: _Pending, positions: dict[str, int], skipped: int
+        self, item: _Pending, positions: dict[str, tuple[int, int]], skipped: int
     ) -> Iterator[bytes]:
         """Yield the responses that carry one message's entries.
 
@@ -268,14 +277,20 @@ class Tail:
             chunk_positions = positions
             chunk_skipped = skipped
             if stop < len(encoded):
-                chunk_positions = {**positions, item.shard: sequences[stop - 1]}
+                # The message's epoch is that of its last entry. An earlier
+                # entry may have an older epoch, but a log that shares the
+                # message's last entry also shares every earlier one.
+                chunk_position = (sequences[stop - 1], item.message.last_epoch)
+                chunk_positions = {**positions, item.shard: chunk_position}
                 chunk_skipped = 0
             yield encoded.chunk(start, stop) + self._closing_fields(
                 chunk_positions, chunk_skipped
             )
             start = stop
 
-    def _closing_fields(self, positions: dict[str, int], skipped: int) -> bytes:
+    def _closing_fields(
+        self, positions: dict[str, tuple[int, int]], skipped: int
+    ) -> bytes:
         """Serialize the resume token and skipped count of a response.
 
         Appended to serialized entries, they make one response, because
@@ -283,7 +298,14 @@ class Tail:
         """
         # The shards never change, so their names need no lock.
         unopened = frozenset(self._positions) - set(positions)
-        token = encode_resume_token(ResumeToken(self._fingerprint, positions, unopened))
+        token = encode_resume_token(
+            ResumeToken(
+                self._fingerprint,
+                {shard: sequence for shard, (sequence, _) in positions.items()},
+                unopened,
+                {shard: epoch for shard, (_, epoch) in positions.items()},
+            )
+        )
         return logs_service_pb2.TailLogEntriesResponse(
             resume_token=token, skipped_count=skipped
         ).SerializeToString()
@@ -329,12 +351,15 @@ class Tail:
                 return _Pending("", node_service_pb2.FollowEntriesResponse(), False)
             self._changed.wait(remaining)
 
-    def _positions_locked(self) -> dict[str, int]:
-        # A shard whose stream has not opened yet has no position. The token
-        # lists it as unopened, and a tail resumed from the token starts that
-        # shard after its newest entry.
+    def _positions_locked(self) -> dict[str, tuple[int, int]]:
+        """Return each shard's position and the epoch of its entry.
+
+        A shard whose stream has not opened yet has no position. The token
+        lists it as unopened, and a tail resumed from the token starts that
+        shard after its newest entry.
+        """
         return {
-            shard: position
+            shard: (position, self._epochs[shard])
             for shard, position in self._positions.items()
             if position >= 0
         }
@@ -344,12 +369,23 @@ class Tail:
         self._skipped = 0
         return skipped
 
-    def _advance_locked(self, shard: str, sequence: int) -> None:
-        self._positions[shard] = max(self._positions[shard], sequence)
+    def _advance_locked(
+        self, shard: str, message: node_service_pb2.FollowEntriesResponse
+    ) -> None:
+        """Move a shard's position to a message's last sequence when it is later.
+
+        Positions compare by epoch first. After a failover the new leader may
+        number its entries from below the position of the old leader's last
+        entries, and its entries still come later.
+        """
+        current = (self._epochs[shard], self._positions[shard])
+        if (message.last_epoch, message.last_sequence) > current:
+            self._epochs[shard] = message.last_epoch
+            self._positions[shard] = message.last_sequence
 
     def _release_locked(self, item: _Pending) -> None:
         """Move the shard's position past a taken message and count its drops."""
-        self._advance_locked(item.shard, item.message.last_sequence)
+        self._advance_locked(item.shard, item.message)
         self._skipped += item.skipped
 
     def _count_locked(self, item: _Pending, entries: int) -> None:
@@ -413,10 +449,14 @@ class Tail:
         as skipped. When an older message of the same shard still waits,
         that message carries the position and the count instead, so no token
         skips the entries it contains, and no response reports the dropped
-        entries before its token is past them.
+        entries before its token is past them. When that message comes from
+        an older epoch, a message without entries takes the place of a
+        removed one to carry the position and the count, and a message cut
+        only in part keeps its position and carries the count itself, so a
+        resumed tail may send the dropped entries again.
 
         Returns:
-          Whether the whole message was removed.
+          Whether the whole message was removed and nothing took its place.
         """
         item = self._pending[index]
         message = item.message
@@ -435,18 +475,30 @@ class Tail:
                 entries=slice_columns(message.entries, excess, count),
                 sequences=message.sequences[excess:],
                 last_sequence=message.last_sequence,
+                last_epoch=message.last_epoch,
             )
         earlier = None
         for position in range(index - 1, -1, -1):
             if self._pending[position].shard == item.shard:
                 earlier = self._pending[position]
                 break
+        dropped_through = node_service_pb2.FollowEntriesResponse(
+            last_sequence=through, last_epoch=message.last_epoch
+        )
         if earlier is None:
-            self._advance_locked(item.shard, through)
+            self._advance_locked(item.shard, dropped_through)
             self._skipped += dropped + carried
-        else:
+        elif earlier.message.last_epoch == message.last_epoch:
             earlier.message.last_sequence = max(earlier.message.last_sequence, through)
             earlier.skipped += dropped + carried
+        elif removed:
+            self._pending.insert(
+                index,
+                _Pending(item.shard, dropped_through, False, dropped + carried),
+            )
+            removed = False
+        else:
+            item.skipped += dropped
         self._live_entries -= dropped
         return removed
 
@@ -488,19 +540,8 @@ class Tail:
             self._error = error
             self._changed.notify_all()
 
-    def _check_position(self, shard: str, position: int, stub: object) -> bool:
-        """Check a resumed position against the last sequence of the shard's leader.
-
-        A token from a wiped or rebuilt cluster, or a crafted one, can hold a
-        position that the shard has not reached. FollowEntries would then wait
-        silently until the shard catches up, so the tail ends with
-        INVALID_ARGUMENT instead. Positions in tokens come from the leader's
-        committed entries, which every later leader also stores, so a token
-        returned by this cluster passes. The last sequence also ends the
-        shard's backlog.
-
-        Returns:
-          Whether to follow the shard; False after ending the tail.
+    def _read_last_sequence(self, shard: str, stub: object) -> int:
+        """Return the last sequence of the shard's leader, which ends the backlog.
 
         Raises:
           grpc.RpcError: the leader did not respond.
@@ -509,13 +550,30 @@ class Tail:
             node_service_pb2.QueryEntriesRequest(shard=shard, limit=1),
             timeout=LAST_SEQUENCE_TIMEOUT_SECONDS,
         )
-        if position <= response.last_sequence:
-            with self._lock:
-                self._backlog_through[shard] = response.last_sequence
+        with self._lock:
+            self._backlog_through[shard] = response.last_sequence
+        return response.last_sequence
+
+    def _check_start(self, shard: str, start: int, last_sequence: int) -> bool:
+        """Check where a resumed stream starts against the leader's last sequence.
+
+        `start` is the first message's `last_sequence`: the token's position,
+        or where the leader's log and the one the token was read from part.
+        A token from a wiped or rebuilt cluster, or a crafted one, can hold a
+        position that the shard has not reached. FollowEntries would then wait
+        silently until the shard catches up, so the tail ends with
+        INVALID_ARGUMENT instead. A token returned by this cluster passes,
+        because its position is an entry that the leader stores or lies
+        beyond where the two logs part.
+
+        Returns:
+          Whether to follow the shard; False after ending the tail.
+        """
+        if start <= last_sequence:
             return True
         problem = (
-            f"sequence {position} of shard {shard} is beyond the shard's last "
-            f"sequence {response.last_sequence}, so the token comes from another "
+            f"sequence {start} of shard {shard} is beyond the shard's last "
+            f"sequence {last_sequence}, so the token comes from another "
             "cluster, one since rebuilt, or was altered"
         )
         _LOGGER.info("log tail of shard %s: rejected resume token (%s)", shard, problem)
@@ -524,9 +582,10 @@ class Tail:
         )
         return False
 
-    def _follow(self, shard: str, position: int) -> None:
+    def _follow(self, shard: str, position: int, epoch: int) -> None:
         # A negative position starts after the newest entry, so it needs no check.
         checked = position < 0
+        last_sequence = -1
         # Streams in a row that ended without any message. Of these, the log
         # shows the 1st, 2nd, 4th, 8th and so on, so that a leader that stays
         # unreachable does not flood it.
@@ -540,9 +599,7 @@ class Tail:
             stub = self._stub_for(route.leader_address)
             if not checked:
                 try:
-                    if not self._check_position(shard, position, stub):
-                        return
-                    checked = True
+                    last_sequence = self._read_last_sequence(shard, stub)
                 except grpc.RpcError as exc:
                     if exc.code() in FINAL_NODE_CODES:
                         self._fail_final(
@@ -559,11 +616,11 @@ class Tail:
                     )
                     self._stop.wait(_reconnect_delay(failed_checks))
                     continue
-            # NOTE: with quorum `leader`, a new leader may not store the last
-            # entries sent from the old one and gives their sequence numbers
-            # to other entries, which this position then skips.
             request = node_service_pb2.FollowEntriesRequest(
-                shard=shard, filter=self._filter, after_sequence=position
+                shard=shard,
+                filter=self._filter,
+                after_sequence=position,
+                after_epoch=epoch,
             )
             call = stub.FollowEntries(request)
             stream = _Stream(call, route.leader_address, route.epoch, time.monotonic())
@@ -575,7 +632,16 @@ class Tail:
             try:
                 for message in call:
                     received = True
-                    position = max(position, message.last_sequence)
+                    if not checked:
+                        if not self._check_start(
+                            shard, message.last_sequence, last_sequence
+                        ):
+                            call.cancel()
+                            return
+                        checked = True
+                    if (message.last_epoch, message.last_sequence) > (epoch, position):
+                        epoch = message.last_epoch
+                        position = message.last_sequence
                     self._add(shard, message, stream)
                 problem = "the node ended the stream"
             except grpc.RpcError as exc:

@@ -86,11 +86,15 @@ class ResumeToken:
       unopened: the shards whose stream had not opened yet, so they have no
         position. A tail resumed from the token starts them after their
         newest entry.
+      epochs: per shard, the epoch of the entry at its position in the log
+        it was read from. A shard without one, as in tokens issued before
+        epochs were added, resumes at its position unchecked.
     """
 
     filters: str
     positions: dict[str, int] = field(default_factory=dict)
     unopened: frozenset[str] = frozenset()
+    epochs: dict[str, int] = field(default_factory=dict)
 
 
 def _encode(payload: dict[str, Any]) -> str:
@@ -398,7 +402,28 @@ def encode_resume_token(token: ResumeToken) -> str:
     payload: dict[str, Any] = {"v": 1, "f": token.filters, "p": token.positions}
     if token.unopened:
         payload["u"] = sorted(token.unopened)
+    epochs = {shard: epoch for shard, epoch in token.epochs.items() if epoch > 0}
+    if epochs:
+        payload["e"] = epochs
     return _encode(payload)
+
+
+def _epochs(value: Any, positions: Mapping[str, int]) -> dict[str, int]:
+    """Read the epoch per shard of a resume token.
+
+    The epoch of a shard without a position is left out, so that the check
+    of missing positions names the shard.
+
+    Raises:
+      ValueError: `value` is not a mapping of shard to an integer from 0 to
+        the int64 maximum.
+    """
+    if not isinstance(value, dict):
+        raise ValueError("epochs")
+    epochs = {str(shard): _integer(epoch) for shard, epoch in value.items()}
+    if any(not 0 <= epoch <= INT64_MAX for epoch in epochs.values()):
+        raise ValueError("an epoch is outside 0 to the int64 maximum")
+    return {shard: epoch for shard, epoch in epochs.items() if shard in positions}
 
 
 def _unopened(value: Any, positions: Mapping[str, int]) -> frozenset[str]:
@@ -425,7 +450,8 @@ def decode_resume_token(
     """Parse a resume token issued for the same filters.
 
     Tokens issued before resume tokens listed unopened shards have no `u`
-    key, which reads as no unopened shard.
+    key, which reads as no unopened shard. Those issued before they carried
+    epochs have no `e` key, which reads as no epoch.
 
     Args:
       known_shards: the cluster's shard ids; a token that names another
@@ -440,8 +466,9 @@ def decode_resume_token(
     try:
         positions = _positions(payload["p"], field_name, "resume token")
         unopened = _unopened(payload.get("u", []), positions)
+        epochs = _epochs(payload.get("e", {}), positions)
         _check_shards([*positions, *unopened], known_shards)
-        return ResumeToken(filters, positions, unopened)
+        return ResumeToken(filters, positions, unopened, epochs)
     except (KeyError, ValueError):
         raise invalid_field(
             field_name,

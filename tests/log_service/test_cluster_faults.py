@@ -4,7 +4,8 @@ Each test runs one shard on `splitlog serve log_node` processes and the
 router on `splitlog serve log_service`. It kills some of them with SIGKILL,
 or stops them with SIGSTOP, and checks the promise of docs/logs.md: with the
 write quorum `all`, no acknowledged entry is lost or stored twice, and a tail
-receives each of them once.
+receives each of them once. With quorum `leader`, a tail receives every entry
+that the new leader stores after a failover.
 """
 
 from __future__ import annotations
@@ -629,3 +630,79 @@ def test_missed_retention_pass_survives_router_restart(make_cluster):
 
     assert on_a == ["new 0", "new 1"]
     assert on_b == on_a
+
+
+def tail_messages(cluster: LogCluster, count: int, **fields) -> list[str]:
+    """Open a tail of SERVICE and return the messages of its first `count` entries."""
+    call = cluster.logs.TailLogEntries(
+        logs_service_pb2.TailLogEntriesRequest(services=[SERVICE], **fields),
+        timeout=30,
+    )
+    reader = TailReader(call)
+    reader.start()
+    try:
+        reader.wait_until(lambda seen: len(seen) >= count, f"{count} entries", 25)
+    finally:
+        call.cancel()
+        reader.join(10)
+    return reader.messages
+
+
+def test_leader_quorum_tail_after_failover(make_cluster):
+    # b stays in the in-sync set while it is down for less than 10 s, so it
+    # is promoted although it lacks the entries that only a acknowledged.
+    cluster = make_cluster(("a", "b"), failover_seconds=10.0)
+    cluster.settings["SPLITLOG_LOG_WRITE_QUORUM"] = "leader"
+    cluster.start_all()
+    call = cluster.logs.TailLogEntries(
+        logs_service_pb2.TailLogEntriesRequest(services=[SERVICE]), timeout=110
+    )
+    live = TailReader(call)
+    live.start()
+    tokens: list[str] = []
+    early_call = early = None
+    try:
+        cluster.write("ready", 1, "ready")
+        live.wait_until(lambda seen: "ready.0" in seen, "the ready entry", 30)
+        cluster.wait_status(follower_caught_up("b"), "b holding the ready entry")
+        cluster.kill("b")
+        cluster.write("only-a", 5, "only-a")
+        live.wait_until(lambda seen: len(seen) == 6, "the entries of a alone", 20)
+        # A resume token whose position lies beyond b's last entry.
+        token_call = cluster.logs.TailLogEntries(
+            logs_service_pb2.TailLogEntriesRequest(services=[SERVICE]), timeout=30
+        )
+        tokens.append(next(token_call).resume_token)
+        token_call.cancel()
+        cluster.kill("a")
+        cluster.start("b")
+        cluster.wait_status(leader_is("b", 2), "b promoted at epoch 2", timeout=40)
+        # Resumed while b's last sequence is below the token's position.
+        early_call = cluster.logs.TailLogEntries(
+            logs_service_pb2.TailLogEntriesRequest(
+                services=[SERVICE], resume_token=tokens[0]
+            ),
+            timeout=60,
+        )
+        early = TailReader(early_call)
+        early.start()
+        assert early.opened.wait(20), f"the resumed tail failed: {early.error!r}"
+        cluster.write("on-b", 10, "on-b")
+        live.wait_until(lambda seen: len(seen) >= 16, "the entries of b", 30)
+        early.wait_until(lambda seen: len(seen) >= 10, "b's entries, resumed", 30)
+        received = live.messages
+        received_early = early.messages
+    finally:
+        call.cancel()
+        live.join(10)
+        if early_call is not None:
+            early_call.cancel()
+            early.join(10)
+    resumed = tail_messages(cluster, 10, resume_token=tokens[0])
+    stored_on_b = [message for _, message in cluster.node_entries("b")]
+
+    assert live.error is None, repr(live.error)
+    assert stored_on_b == ["ready.0", *messages_of("on-b", 10)]
+    assert received == ["ready.0", *messages_of("only-a", 5), *messages_of("on-b", 10)]
+    assert received_early == messages_of("on-b", 10)
+    assert resumed == messages_of("on-b", 10)

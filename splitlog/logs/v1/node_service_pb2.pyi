@@ -184,24 +184,28 @@ class CountEntriesResponse(_message.Message):
     def __init__(self, severity_counts: _Optional[_Iterable[_Union[_logs_service_pb2.SeverityCount, _Mapping]]] = ..., service_counts: _Optional[_Iterable[_Union[_logs_service_pb2.ServiceCount, _Mapping]]] = ..., bucket_counts: _Optional[_Iterable[_Union[BucketCount, _Mapping]]] = ...) -> None: ...
 
 class FollowEntriesRequest(_message.Message):
-    __slots__ = ("shard", "filter", "after_sequence")
+    __slots__ = ("shard", "filter", "after_sequence", "after_epoch")
     SHARD_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     shard: str
     filter: EntryFilter
     after_sequence: int
-    def __init__(self, shard: _Optional[str] = ..., filter: _Optional[_Union[EntryFilter, _Mapping]] = ..., after_sequence: _Optional[int] = ...) -> None: ...
+    after_epoch: int
+    def __init__(self, shard: _Optional[str] = ..., filter: _Optional[_Union[EntryFilter, _Mapping]] = ..., after_sequence: _Optional[int] = ..., after_epoch: _Optional[int] = ...) -> None: ...
 
 class FollowEntriesResponse(_message.Message):
-    __slots__ = ("entries", "sequences", "last_sequence")
+    __slots__ = ("entries", "sequences", "last_sequence", "last_epoch")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     SEQUENCES_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    LAST_EPOCH_FIELD_NUMBER: _ClassVar[int]
     entries: EntryColumns
     sequences: _containers.RepeatedScalarFieldContainer[int]
     last_sequence: int
-    def __init__(self, entries: _Optional[_Union[EntryColumns, _Mapping]] = ..., sequences: _Optional[_Iterable[int]] = ..., last_sequence: _Optional[int] = ...) -> None: ...
+    last_epoch: int
+    def __init__(self, entries: _Optional[_Union[EntryColumns, _Mapping]] = ..., sequences: _Optional[_Iterable[int]] = ..., last_sequence: _Optional[int] = ..., last_epoch: _Optional[int] = ...) -> None: ...
 
 class ShardMember(_message.Message):
     __slots__ = ("node", "address")
