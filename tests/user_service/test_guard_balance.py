@@ -44,7 +44,13 @@ def system(db_url, tmp_path):
             "auth_required": False,
             "data_dir": tmp_path / "users",
             "balance_service_addr": f"127.0.0.1:{balances.port}",
-            "deadline_seconds": 2.0,
+            # The cap on each balance check. With expense_service down, a check
+            # is a chain of grpc retries: up to 4 CheckSettled attempts, each
+            # retrying its calls to the unreachable services. That took about
+            # 1.9 s on an idle 2-core machine, so a 2 s cap ended it in
+            # DEADLINE_EXCEEDED under load. The tests' 10 s call timeouts still
+            # bound every check.
+            "deadline_seconds": 8.0,
             "workers": 4,
         },
     )
