@@ -15,7 +15,7 @@ from splitlog_cli.client.credentials import Credential, token_subject
 from splitlog_cli.main import build_parser, main
 from splitlog_runtime import auth
 from tests.cli.conftest import run_splitlog
-from tests.system.conftest import free_ports
+from tests.ports import free_ports
 
 EXPENSE = [
     "expenses", "add", "trip", "--description", "Dinner", "--currency", "EUR",

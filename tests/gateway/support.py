@@ -34,6 +34,7 @@ from splitlog.users.v1 import users_service_pb2_grpc as pb_grpc
 from splitlog_runtime.config import Config
 from splitlog_runtime.errors import NotFound, Resource
 from splitlog_runtime.server import ServiceHost, create_server
+from tests.ports import free_ports
 from user_service.app import build as build_users
 
 USERS_SERVICE = "splitlog.users.v1.UsersService"
@@ -234,9 +235,8 @@ def running_stack(
     before either starts. `ledger_address` maps expense_service's address to
     the one balance_service reads the ledger from, such as a relay's.
     """
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        balances_address = f"127.0.0.1:{probe.getsockname()[1]}"
+    (balances_port,) = free_ports(1)
+    balances_address = f"127.0.0.1:{balances_port}"
     base = base.replace(balance_service_addr=balances_address)
     users = build_users(base, "127.0.0.1:0")
     users_address = f"127.0.0.1:{users.port}"

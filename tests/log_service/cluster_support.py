@@ -34,7 +34,8 @@ from splitlog.logs.v1 import (
     replication_service_pb2,
     replication_service_pb2_grpc,
 )
-from tests.system.conftest import free_ports, wait_for_health
+from tests.ports import free_ports
+from tests.system.conftest import wait_for_health
 
 SHARD = "s0"
 SERVICE = "faults"

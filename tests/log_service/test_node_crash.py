@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,16 +17,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from splitlog.logs.v1 import logs_service_pb2, node_service_pb2, node_service_pb2_grpc
 from tests.log_service.node_support import SHARD, columns
+from tests.ports import free_ports
 
 ENTRIES_PER_BATCH = 40
 APPENDERS = 4
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def launch(directory: Path, port: int) -> subprocess.Popen:
@@ -109,7 +103,7 @@ def stored_messages(stub: node_service_pb2_grpc.LogNodeServiceStub) -> list[str]
 
 @pytest.mark.system
 def test_sigkill_keeps_acknowledged_entries_once(tmp_path):
-    port = free_port()
+    (port,) = free_ports(1)
     process = launch(tmp_path, port)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = node_service_pb2_grpc.LogNodeServiceStub(channel)

@@ -17,7 +17,7 @@ from sqlalchemy import text
 from splitlog_runtime.database import Database
 from splitlog_runtime.server import create_server
 from splitlog_runtime.service import DatabaseWatch
-from tests.system.conftest import free_ports
+from tests.ports import free_ports
 
 SERVICE = "splitlog.test.Stored"
 SERVING = health_pb2.HealthCheckResponse.SERVING

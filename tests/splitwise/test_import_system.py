@@ -31,16 +31,14 @@ from splitlog_cli.splitwise.importer import (
     load_plan,
 )
 from splitlog_cli.splitwise.wire import to_minor
+from tests.ports import free_ports
 from tests.splitwise.conftest import (
     FIXTURES,
     lookup_code,
     running_splitlog,
     shared_export_params,
 )
-from tests.system.conftest import (
-    SPLITLOG,
-    free_ports,
-)
+from tests.system.conftest import SPLITLOG
 
 pytestmark = pytest.mark.system
 

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from splitlog_cli.signals import SUPERVISOR_PID_ENV
+from tests.ports import free_ports
 
 BIN = Path(sys.executable).parent
 SPLITLOG = BIN / "splitlog"
@@ -56,20 +56,6 @@ def log_nodes_on_free_ports(shards: int = 2, replicas: int = 2) -> str:
         )
         for shard in range(shards)
     )
-
-
-def free_ports(count: int) -> list[int]:
-    """Return ports that were free a moment ago: bound to port 0, then closed."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @dataclass

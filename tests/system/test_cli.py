@@ -16,7 +16,7 @@ from splitlog_cli.signals import SUPERVISOR_PID_ENV
 from splitlog_cli.topology import COMPONENTS_BY_NAME
 from splitlog_runtime import config as config_module
 from splitlog_runtime.config import SETTINGS, markdown_table
-from tests.system.conftest import free_ports
+from tests.ports import free_ports
 from user_service import app as user_service_app
 
 

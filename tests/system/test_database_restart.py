@@ -26,7 +26,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
-from tests.system.conftest import SPLITLOG, free_ports, process_exists
+from tests.ports import free_ports
+from tests.system.conftest import SPLITLOG, process_exists
 
 pytestmark = pytest.mark.system
 

@@ -18,10 +18,10 @@ from splitlog.users.v1 import users_service_pb2, users_service_pb2_grpc
 from splitlog_cli.topology import all_components
 from splitlog_runtime import config as config_module
 from splitlog_runtime.config import SERVICES
+from tests.ports import free_ports
 from tests.system.conftest import (
     PORT_FLAGS,
     SPLITLOG,
-    free_ports,
     log_nodes_on_free_ports,
     wait_gone,
 )

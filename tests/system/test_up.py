@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.ports import free_ports
 from tests.system.conftest import (
     PORT_FLAGS,
     SPLITLOG,
-    free_ports,
     grpcurl,
     grpcurl_json,
     log_nodes_on_free_ports,
