@@ -29,6 +29,15 @@ def _wait_in_thread(writes: GroupWrites, timeout: float):
     return thread, result
 
 
+def _wait_until_waiting(writes: GroupWrites) -> None:
+    """Wait until a thread is inside `wait_for_earlier`, so it has taken its
+    snapshot of the writes in flight."""
+    deadline = time.monotonic() + 5
+    while writes._waiting == 0:
+        assert time.monotonic() < deadline, "no thread entered wait_for_earlier"
+        time.sleep(0.001)
+
+
 def test_wait_without_writes_returns_at_once():
     writes = GroupWrites()
     with writes.track(OTHER):
@@ -61,7 +70,7 @@ def test_wait_skips_later_writes():
     first = writes.track(GROUP)
     first.__enter__()
     thread, result = _wait_in_thread(writes, timeout=10.0)
-    time.sleep(0.05)
+    _wait_until_waiting(writes)
     with writes.track(GROUP):
         first.__exit__(None, None, None)
         thread.join(5)
