@@ -21,6 +21,7 @@ from splitlog.logs.v1 import (
     replication_service_pb2_grpc,
 )
 from splitlog_runtime.server import ServiceHost
+from tests.ports import free_ports
 
 SHARD = "s0"
 LEADER = logs_service_pb2.REPLICA_ROLE_LEADER
@@ -81,10 +82,17 @@ def start(
     directory: Path,
     node_id: str,
     *,
-    port: int = 0,
+    port: int | None = None,
     append_timeout: float = 1.0,
 ) -> NodeHandle:
-    """Start a node on 127.0.0.1 with its data in `directory/node_id`."""
+    """Start a node on 127.0.0.1 with its data in `directory/node_id`.
+
+    Without a `port`, the node gets one from `free_ports`, so that a test can
+    stop it and start it again on the same port: a port the kernel picked
+    for a port-0 bind could be taken by another process in between.
+    """
+    if port is None:
+        (port,) = free_ports(1)
     host, node = start_node(
         config,
         node_id,
