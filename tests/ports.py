@@ -39,7 +39,7 @@ LOCK_DIR = Path(tempfile.gettempdir()) / f"splitlog-test-ports-{os.getuid()}"
 
 _lock = threading.Lock()
 _block_ports: Iterator[int] | None = None
-# Keeps the block's lock file open, and so locked, for the process's lifetime.
+# The block's lock file, open for the process's lifetime so that it stays locked.
 _block_lock_file: IO[str] | None = None
 
 

@@ -88,8 +88,8 @@ def start(
     """Start a node on 127.0.0.1 with its data in `directory/node_id`.
 
     Without a `port`, the node gets one from `free_ports`, so that a test can
-    stop it and start it again on the same port: a port the kernel picked
-    for a port-0 bind could be taken by another process in between.
+    stop it and start it again on the same port. A port that the kernel
+    picked for a port-0 bind could be taken by another process in between.
     """
     if port is None:
         (port,) = free_ports(1)
