@@ -20,7 +20,7 @@ import uvicorn
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import ServiceDescriptor
 from google.rpc import error_details_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from starlette.middleware.cors import CORSMiddleware
 
@@ -89,6 +89,24 @@ async def _with_error_mapping(
         details = _CallDetails(f"/{service_name}/{name}")
         wrapped[name] = await interceptor.intercept_service(continuation, details)
     return wrapped
+
+
+def _health_handlers(servicer: HealthServicer) -> dict[str, grpc.RpcMethodHandler]:
+    """Build the Health service's handlers, as `add_HealthServicer_to_server` does.
+
+    They go through `_with_error_mapping`, so an unexpected exception becomes
+    INTERNAL with an incident id rather than grpcio's message with its type.
+    """
+    request = health_pb2.HealthCheckRequest.FromString
+    response = health_pb2.HealthCheckResponse.SerializeToString
+    return {
+        "Check": grpc.unary_unary_rpc_method_handler(
+            servicer.Check, request_deserializer=request, response_serializer=response
+        ),
+        "Watch": grpc.unary_stream_rpc_method_handler(
+            servicer.Watch, request_deserializer=request, response_serializer=response
+        ),
+    }
 
 
 def _unimplemented_handlers(
@@ -322,7 +340,12 @@ async def build(
             ),
         )
     health_servicer = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    server.add_registered_method_handlers(
+        _HEALTH_SERVICE,
+        await _with_error_mapping(
+            _HEALTH_SERVICE, _health_handlers(health_servicer), config.max_message_bytes
+        ),
+    )
     for name in [OVERALL, *names]:
         await health_servicer.set(name, NOT_SERVING)
     if config.reflection:

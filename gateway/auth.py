@@ -40,6 +40,7 @@ Other gateways keep their entries until they go stale.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -397,7 +398,10 @@ def _authenticating_handler(
             await context.abort_with_status(rpc_status.to_status(error.to_status()))
             raise AssertionError("context.abort_with_status() returned") from None
 
-    if handler.response_streaming:
+    # A streaming handler either yields its responses or is a coroutine that
+    # sends them with `await context.write()`, as Health/Watch does, and the
+    # wrapper must keep its shape. The coroutine branches below serve both.
+    if inspect.isasyncgenfunction(behavior):
 
         async def wrapped(request_or_iterator: Any, context: grpc.aio.ServicerContext):
             principal = await principal_of(context)

@@ -19,6 +19,7 @@ the gateway is busy.
 
 from __future__ import annotations
 
+import inspect
 import math
 import threading
 import time
@@ -242,7 +243,9 @@ def _guarded_handler(
     """
     behavior, factory = _handler_parts(handler)
 
-    if handler.response_streaming:
+    # A streaming handler that sends with `await context.write()` (Health/Watch)
+    # is a coroutine, so it takes the coroutine wrapper.
+    if inspect.isasyncgenfunction(behavior):
 
         async def wrapped(request_or_iterator: Any, context: grpc.aio.ServicerContext):
             try:

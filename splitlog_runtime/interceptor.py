@@ -24,6 +24,7 @@ is checked on its own.
 from __future__ import annotations
 
 import collections
+import inspect
 import logging
 import threading
 import time
@@ -386,7 +387,9 @@ def _wrap_aio_handler(
         factory = grpc.stream_stream_rpc_method_handler
     client_streaming = handler.request_streaming
 
-    if handler.response_streaming:
+    # A streaming handler that sends with `await context.write()` is a
+    # coroutine, so it takes the coroutine wrapper.
+    if inspect.isasyncgenfunction(behavior):
 
         async def wrapped(request_or_iterator: Any, context: grpc.aio.ServicerContext):
             try:
