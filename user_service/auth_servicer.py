@@ -294,8 +294,9 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         new_password = _validate_password(request.new_password, "new_password")
         authorize_owner(user_id, "SetPassword")
         new_hash = auth.hash_password(new_password)
+        client = _client_of(context)
         with transaction(self._database) as session:
-            storage.require_user(session, user_id)
+            user = storage.require_user(session, user_id)
             row = auth_storage.get_password(session, user_id)
             now = storage.utc_now()
             if row is None:
@@ -312,7 +313,16 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
                         "password; send the current one",
                         reason="OLD_PASSWORD_REQUIRED",
                     )
+                # A wrong old_password counts in the sign-in lockout of the
+                # user's email, so a stolen token cannot guess the password.
+                self._throttle.check(user.email, client)
                 if not auth.verify_password(row.password_hash, request.old_password):
+                    _LOGGER.info(
+                        "failed password change for %s from %s: wrong old_password",
+                        request.name,
+                        client,
+                    )
+                    self._throttle.failed(user.email, client)
                     raise Unauthenticated(
                         "old_password is wrong; send the current password",
                         reason="WRONG_PASSWORD",
@@ -322,6 +332,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
                 # A changed password ends every session, in case the old
                 # one leaked.
                 auth_storage.revoke_sessions_of_user(session, user_id, now)
+                self._throttle.succeeded(user.email, client)
         _LOGGER.info("password of %s set", request.name)
         return pb.SetPasswordResponse()
 

@@ -16,6 +16,9 @@ an attacker anything:
 - Calls refused during a lockout neither count nor extend it, so the lockout
   ends `lockout_seconds` after it began, whatever the guesser does.
 - A successful sign-in clears the pair's count.
+- SetPassword counts a wrong `old_password` as a failure for the user's
+  email, and is refused during its lockout, so a stolen access token
+  cannot be used to guess the password either.
 - Logs name the pair by a short hash of the email, because people sometimes
   type a password into the email field.
 
@@ -160,11 +163,12 @@ class SignInThrottle:
     def _locked_error(self, remaining: float) -> ResourceExhausted:
         seconds = math.ceil(remaining)
         return ResourceExhausted(
-            f"too many failed sign-ins for this email from this client: "
-            f"{self.max_failures} within {self.window_seconds:g}s "
-            f"(auth_signin_max_failures, auth_signin_window_seconds); sign-in "
-            f"is refused for {self.lockout_seconds:g}s "
-            f"(auth_signin_lockout_seconds); retry in {seconds}s",
+            f"too many wrong passwords (SignIn, or SetPassword's old_password) "
+            f"for this account from this client: {self.max_failures} within "
+            f"{self.window_seconds:g}s (auth_signin_max_failures, "
+            f"auth_signin_window_seconds); SignIn and SetPassword are refused "
+            f"for {self.lockout_seconds:g}s (auth_signin_lockout_seconds); "
+            f"retry in {seconds}s",
             reason="SIGN_IN_THROTTLED",
             metadata={
                 "limit": "auth_signin_max_failures",

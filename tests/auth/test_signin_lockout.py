@@ -28,6 +28,7 @@ from user_service.signin_throttle import SignInThrottle, email_tag
 SECRET = "lockout-secret-" + "l" * 40
 PASSWORD = "correct horse battery staple"
 WRONG = "not the password 42"
+NEW_PASSWORD = "a brand new password 7"
 MAX_FAILURES = 3
 
 
@@ -188,6 +189,72 @@ def test_client_header_cannot_dodge_lock(stub):
 
     assert error is not None
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def _sign_up_with_token(stub) -> tuple[str, str, str]:
+    """Sign up a user and return its email, its name and an access token."""
+    number = next(_COUNTER)
+    email = f"changer{number}@example.com"
+    reply = stub.SignUp(
+        auth_pb.SignUpRequest(
+            user=users_pb.User(email=email, display_name="Cy"),
+            user_id=f"changer-{number}",
+            password=PASSWORD,
+        )
+    )
+    return email, reply.user.name, reply.tokens.access_token
+
+
+def _set_password(stub, name: str, old: str, token: str) -> grpc.RpcError | None:
+    request = auth_pb.SetPasswordRequest(
+        name=name, old_password=old, new_password=NEW_PASSWORD
+    )
+    try:
+        stub.SetPassword(request, metadata=(("authorization", f"Bearer {token}"),))
+    except grpc.RpcError as error:
+        return error
+    return None
+
+
+def test_wrong_old_passwords_lock(stub):
+    email, name, token = _sign_up_with_token(stub)
+    failures = [_set_password(stub, name, WRONG, token) for _ in range(MAX_FAILURES)]
+    locked = _set_password(stub, name, PASSWORD, token)
+    sign_in = _sign_in(stub, email, PASSWORD)
+
+    assert all(error is not None for error in failures)
+    assert [_reason(error) for error in failures] == ["WRONG_PASSWORD"] * 3
+    assert locked is not None
+    assert locked.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert _reason(locked) == "SIGN_IN_THROTTLED"
+    assert "auth_signin_max_failures" in locked.details()
+    assert 800 < _retry_seconds(locked) <= 900
+    assert sign_in is not None
+    assert sign_in.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_sign_in_lockout_blocks_set_password(stub):
+    email, name, token = _sign_up_with_token(stub)
+    for _ in range(MAX_FAILURES):
+        _sign_in(stub, email, WRONG)
+    locked = _set_password(stub, name, PASSWORD, token)
+
+    assert locked is not None
+    assert locked.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert _reason(locked) == "SIGN_IN_THROTTLED"
+
+
+def test_set_password_success_clears_count(stub):
+    email, name, token = _sign_up_with_token(stub)
+    for _ in range(MAX_FAILURES - 1):
+        _sign_in(stub, email, WRONG)
+    changed = _set_password(stub, name, PASSWORD, token)
+    wrong = [_sign_in(stub, email, WRONG) for _ in range(MAX_FAILURES - 1)]
+    signed_in = _sign_in(stub, email, NEW_PASSWORD)
+
+    assert changed is None
+    assert [e.code() for e in wrong] == [grpc.StatusCode.UNAUTHENTICATED] * 2
+    assert signed_in is None
 
 
 def test_lockout_log_hides_email_and_password(stub, caplog):
