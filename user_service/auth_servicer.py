@@ -323,9 +323,14 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
                         client,
                     )
                     self._throttle.failed(user.email, client)
-                    raise Unauthenticated(
+                    # PERMISSION_DENIED, not UNAUTHENTICATED: the caller's
+                    # credential is valid, and HTTP clients take a 401 to mean
+                    # that their session ended. Not INVALID_ARGUMENT either,
+                    # because whether old_password is right depends on state.
+                    raise PermissionDenied(
                         "old_password is wrong; send the current password",
                         reason="WRONG_PASSWORD",
+                        metadata={"field": "old_password"},
                     )
                 row.password_hash = new_hash
                 row.update_time = now

@@ -233,6 +233,30 @@ def test_wrong_old_passwords_lock(stub):
     assert sign_in.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+def test_wrong_old_password_is_forbidden(system, stub):
+    _, gateway = system
+    email, name, token = _sign_up_with_token(stub)
+    error = _set_password(stub, name, WRONG, token)
+    with _http(gateway, "127.0.0.2") as client:
+        reply = client.post(
+            f"/v1/{name}:setPassword",
+            json={"oldPassword": WRONG, "newPassword": NEW_PASSWORD},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    body = reply.json()["error"]
+    info = next(d for d in body["details"] if d["@type"].endswith("ErrorInfo"))
+
+    assert error is not None
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert _reason(error) == "WRONG_PASSWORD"
+    assert "old_password" in error.details()
+    assert reply.status_code == 403
+    assert "WWW-Authenticate" not in reply.headers
+    assert body["status"] == "PERMISSION_DENIED"
+    assert info["reason"] == "WRONG_PASSWORD"
+    assert info["metadata"]["field"] == "old_password"
+
+
 def test_sign_in_lockout_blocks_set_password(stub):
     email, name, token = _sign_up_with_token(stub)
     for _ in range(MAX_FAILURES):
