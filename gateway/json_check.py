@@ -93,6 +93,65 @@ def parse_json_int(text: str) -> int | JsonNumber:
     return int(text)
 
 
+def decode_json(text: str, path: str = "") -> Any:
+    """Decode JSON text with exact numbers, rejecting repeated object keys.
+
+    `path` is the field path of the whole text in the request, if any.
+
+    `json.loads` keeps the last of two equal keys, so `{"units": "1",
+    "units": "1000"}` would silently mean 1000. A repeated key is rejected at
+    any depth, whatever field it names.
+
+    Raises:
+      json.JSONDecodeError: the text is not JSON.
+      RecursionError: the text nests too deeply for the decoder.
+      InvalidArgument: an object repeats a key (reason DUPLICATE_FIELD); the
+        violation names the key's path, such as `expense.total.units`.
+    """
+    repeated: list[tuple[dict, str]] = []
+
+    def object_from_pairs(pairs: list[tuple[str, Any]]) -> dict:
+        decoded: dict = {}
+        for key, value in pairs:
+            if key in decoded and not repeated:
+                repeated.append((decoded, key))
+            decoded[key] = value
+        return decoded
+
+    tree = json.loads(
+        text,
+        parse_float=JsonNumber,
+        parse_int=parse_json_int,
+        object_pairs_hook=object_from_pairs,
+    )
+    if repeated:
+        holder, key = repeated[0]
+        where = _join(_path_of(tree, holder, path) or path, key)
+        raise invalid_field(
+            where,
+            f"{key!r} appears more than once in one JSON object, and the "
+            "gateway does not guess which value is meant; send each field once",
+            reason="DUPLICATE_FIELD",
+        )
+    return tree
+
+
+def _path_of(tree: Any, target: dict, path: str = "") -> str | None:
+    """Return the field path of the object `target` inside `tree`, or None."""
+    if tree is target:
+        return path
+    children: list[tuple[str, Any]] = []
+    if isinstance(tree, dict):
+        children = [(_join(path, key), value) for key, value in tree.items()]
+    elif isinstance(tree, list):
+        children = [(f"{path}[{index}]", value) for index, value in enumerate(tree)]
+    for child_path, child in children:
+        found = _path_of(child, target, child_path)
+        if found is not None:
+            return found
+    return None
+
+
 def check_message(tree: Any, descriptor: Descriptor, path: str = "") -> None:
     """Check that `tree` is a JSON object that parses as `descriptor`.
 

@@ -44,7 +44,7 @@ from decimal import Decimal
 from typing import Any
 
 from gateway import transcode
-from gateway.json_check import JsonNumber, parse_json_int
+from gateway.json_check import JsonNumber, decode_json
 from log_service.model import Limits, stream_columns_error, write_size_error
 from log_service.request_ids import request_id_error
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
@@ -195,9 +195,7 @@ def split_batch(
     if transcode.SURROGATE_ESCAPE.search(body) is None:
         return None
     try:
-        tree = json.loads(
-            body.decode("utf-8-sig"), parse_float=JsonNumber, parse_int=parse_json_int
-        )
+        tree = decode_json(body.decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
     if check_body is not None:

@@ -202,7 +202,10 @@ def _body_tree(
         return {}
     if not body.strip():
         return {}
-    value = load_json_body(body)
+    body_path = (
+        "" if route.body == "*" else descriptor.fields_by_name[route.body].json_name
+    )
+    value = load_json_body(body, body_path)
     if check_body is not None:
         check_body(value)
     if _nesting_depth(value) > MAX_BODY_DEPTH:
@@ -251,21 +254,21 @@ def _reject_request_fields(
         )
 
 
-def load_json_body(body: bytes) -> Any:
+def load_json_body(body: bytes, path: str = "") -> Any:
     """Decode a JSON request body, with exact numbers (`json_check.JsonNumber`).
 
+    `path` is the request field that the body sets, empty for the whole
+    request. Error messages put it before the field paths inside the body.
+
     Raises:
-      InvalidArgument: the body is not UTF-8, not JSON, or nests too deeply
-        for the decoder. The message names the byte or position.
+      InvalidArgument: the body is not UTF-8, not JSON, nests too deeply
+        for the decoder, or repeats a key in an object (DUPLICATE_FIELD). The
+        message names the byte, the position or the field path.
     """
     try:
         # JSON exchanged between systems is UTF-8 (RFC 8259). `json.loads` on
         # bytes would also read UTF-16 and let encoded surrogates through.
-        return json.loads(
-            body.decode("utf-8-sig"),
-            parse_float=json_check.JsonNumber,
-            parse_int=json_check.parse_json_int,
-        )
+        return json_check.decode_json(body.decode("utf-8-sig"), path)
     except UnicodeDecodeError as exc:
         bad = " ".join(f"0x{byte:02x}" for byte in exc.object[exc.start : exc.end])
         raise invalid_field(

@@ -330,6 +330,36 @@ def test_deeply_nested_body(client, body):
     assert _detail(error, ERROR_INFO)["reason"] == "MALFORMED_JSON"
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v1/users", '{"displayName":"a","displayName":"b"}', "user.displayName"),
+        (
+            "/v1/groups/g1/expenses",
+            '{"description":"x","total":{"currencyCode":"EUR",'
+            '"units":"1","units":"1000"}}',
+            "expense.total.units",
+        ),
+        (
+            "/v1/groups/g1/expenses",
+            '{"splits":[{"user":"users/a"},{"user":"users/b","user":"users/c"}]}',
+            "expense.splits[1].user",
+        ),
+    ],
+)
+def test_duplicate_json_key_rejected(client, path, body, field):
+    response = client.post(
+        path, content=body, headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 400, response.text
+    error = _error(response)
+    assert error["status"] == "INVALID_ARGUMENT"
+    assert _detail(error, ERROR_INFO)["reason"] == "DUPLICATE_FIELD"
+    violation = _detail(error, BAD_REQUEST)["fieldViolations"][0]
+    assert violation["field"] == field
+
+
 def test_unknown_body_field(client):
     response = client.post(
         "/v1/users", json={"email": _email(), "displayName": "A", "nickname": "x"}
