@@ -463,8 +463,8 @@ async def build(
 
 # Request headers that a page may send to the REST port, and response
 # headers it may read.
-CORS_REQUEST_HEADERS = ("authorization", "content-type", "grpc-timeout")
-CORS_EXPOSED_HEADERS = ("retry-after", "www-authenticate")
+CORS_REQUEST_HEADERS = ("authorization", "content-type", "grpc-timeout", "if-match")
+CORS_EXPOSED_HEADERS = ("etag", "retry-after", "www-authenticate")
 
 
 def _with_cors(app: Any, origins: str) -> Any:

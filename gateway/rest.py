@@ -53,7 +53,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Mount, request_response
 
-from gateway import log_batch, otlp_http, transcode
+from gateway import log_batch, otlp_http, preconditions, transcode
 from gateway.auth import GatewayAuth, bearer_challenge
 from gateway.http_rules import (
     HttpRoute,
@@ -155,12 +155,19 @@ class _Endpoint:
       unsupported: why the route cannot be served, or None when it can.
     """
 
-    __slots__ = ("request_class", "response_class", "multicallable", "unsupported")
+    __slots__ = (
+        "request_class",
+        "response_class",
+        "multicallable",
+        "unsupported",
+        "etag_path",
+    )
 
     def __init__(self, route: HttpRoute, pool: BackendPool) -> None:
         self.request_class = transcode.message_class(route.method.input_type)
         self.response_class = transcode.message_class(route.method.output_type)
         self.multicallable = pool.callables.get(route.full_method)
+        self.etag_path = preconditions.etag_path(route)
         self.unsupported = None
         if route.method.client_streaming:
             self.unsupported = (
@@ -409,6 +416,9 @@ class RestFront:
                 request.scope["query_string"],
                 body,
             )
+            preconditions.apply_if_match(
+                message, endpoint.etag_path, _if_match_header(request)
+            )
         except DomainError as exc:
             return _error_response(exc.to_status())
         if split is not None and split.rejections and not split.kept:
@@ -436,10 +446,14 @@ class RestFront:
             )
         except grpc.aio.AioRpcError as error:
             return self._backend_error(route, error)
+        response = endpoint.response_class.FromString(reply)
         if split is not None:
-            response = split.merge(endpoint.response_class.FromString(reply))
-            return _json_response(transcode.response_json(route, response))
-        return _json_response(self._render(route, endpoint, reply))
+            response = split.merge(response)
+        headers = None
+        if http_method == "GET":
+            etag = preconditions.response_etag(response)
+            headers = {"ETag": etag} if etag else None
+        return _json_response(transcode.response_json(route, response), 200, headers)
 
     def _build_request(
         self,
@@ -659,6 +673,12 @@ class RestFront:
     def _render(route: HttpRoute, endpoint: _Endpoint, reply: bytes) -> Any:
         response: Message = endpoint.response_class.FromString(reply)
         return transcode.response_json(route, response)
+
+
+def _if_match_header(request: Request) -> str | None:
+    """Return the If-Match header, with repeated headers joined by commas."""
+    values = request.headers.getlist(preconditions.IF_MATCH)
+    return ", ".join(values) if values else None
 
 
 def _request_path(request: Request) -> str:

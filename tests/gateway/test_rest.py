@@ -236,6 +236,107 @@ def test_deactivate_stale_etag_conflict(client):
     assert _detail(error, ERROR_INFO)["reason"] == "ETAG_MISMATCH"
 
 
+def test_get_sends_etag_header(client):
+    created = _create_user(client)
+
+    response = client.get(f"/v1/{created['name']}")
+
+    assert response.status_code == 200
+    assert response.headers["ETag"] == response.json()["user"]["etag"]
+    assert response.headers["ETag"].startswith('"')
+
+
+def test_list_sends_no_etag_header(client):
+    _create_user(client)
+
+    response = client.get("/v1/users")
+
+    assert response.status_code == 200
+    assert "ETag" not in response.headers
+
+
+def test_patch_if_match_stale_409(client):
+    created = _create_user(client)
+    stale = created["etag"]
+    renamed = client.patch(
+        f"/v1/{created['name']}?updateMask=displayName", json={"displayName": "B"}
+    )
+    assert renamed.status_code == 200, renamed.text
+
+    response = client.patch(
+        f"/v1/{created['name']}?updateMask=displayName",
+        json={"displayName": "C"},
+        headers={"If-Match": stale},
+    )
+
+    assert response.status_code == 409, response.text
+    error = _error(response)
+    assert error["status"] == "ABORTED"
+    assert _detail(error, ERROR_INFO)["reason"] == "ETAG_MISMATCH"
+
+
+def test_patch_if_match_current_or_star(client):
+    created = _create_user(client)
+    etag = client.get(f"/v1/{created['name']}").headers["ETag"]
+
+    current = client.patch(
+        f"/v1/{created['name']}?updateMask=displayName",
+        json={"displayName": "B"},
+        headers={"If-Match": etag},
+    )
+    star = client.patch(
+        f"/v1/{created['name']}?updateMask=displayName",
+        json={"displayName": "C"},
+        headers={"If-Match": "*"},
+    )
+
+    assert current.status_code == 200, current.text
+    assert star.status_code == 200, star.text
+    assert star.json()["user"]["displayName"] == "C"
+
+
+def test_if_match_differs_from_body_400(client):
+    created = _create_user(client)
+
+    response = client.patch(
+        f"/v1/{created['name']}?updateMask=displayName",
+        json={"displayName": "B", "etag": created["etag"]},
+        headers={"If-Match": '"999"'},
+    )
+
+    assert response.status_code == 400, response.text
+    error = _error(response)
+    assert _detail(error, ERROR_INFO)["reason"] == "ETAG_CONFLICT"
+    assert '"999"' in error["message"]
+    assert "user.etag" in error["message"]
+    assert created["etag"] in error["message"]
+
+
+def test_deactivate_if_match_stale_409(client):
+    created = _create_user(client)
+
+    response = client.post(
+        f"/v1/{created['name']}:deactivate", headers={"If-Match": '"999"'}
+    )
+
+    assert response.status_code == 409, response.text
+    assert _detail(_error(response), ERROR_INFO)["reason"] == "ETAG_MISMATCH"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", "/v1/users"), ("POST", "/v1/groups")]
+)
+def test_if_match_without_etag_400(client, method, path):
+    response = client.request(
+        method, path, json={} if method == "POST" else None, headers={"If-Match": "*"}
+    )
+
+    assert response.status_code == 400, response.text
+    error = _error(response)
+    assert _detail(error, ERROR_INFO)["reason"] == "IF_MATCH_UNSUPPORTED"
+    assert _detail(error, BAD_REQUEST)["fieldViolations"][0]["field"] == "If-Match"
+
+
 def test_group_member_routes(client):
     creator = _create_user(client)
     other = _create_user(client)
