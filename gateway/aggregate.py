@@ -1,7 +1,8 @@
 """The gateway's own API: views that combine several backends in one call.
 
-`GetGroupOverview` and `GetUserDashboard` start every backend call they need
-at once, over the gateway's backend channels, and wait for all of them:
+`GetGroupOverview` and `GetUserDashboard` load their main resource first.
+Once it has loaded, they start every other backend call they need at once,
+over the gateway's backend channels, and wait for all of them:
 
     GetGroupOverview   user_service     GetGroup (main resource),
                                         ListGroupMembers (every page)
@@ -17,7 +18,8 @@ Failures follow the contract in `gateway_service.proto`:
 - When the main resource does not load, the call fails with that backend's
   status: NOT_FOUND stays NOT_FOUND with the backend's details, and an
   unreachable backend becomes UNAVAILABLE with reason BACKEND_UNAVAILABLE
-  and the backend's name. The other calls are cancelled.
+  and the backend's name. The other calls are never made, so a caller
+  who may not see the resource causes no section errors or warnings.
 - When another call fails, its section is left empty and `section_errors`
   contains the backend's status under the name of the empty field. Because a
   dashboard without balance_service still lists the user's current groups,
@@ -508,8 +510,12 @@ class GatewayViews:
         backends = self._backends
         balance_name = f"{group}/balance"
 
-        loaded, members, balance, plan, expenses = await _gather_or_cancel(
-            fetch.one(backends.get_group, users_pb.GetGroupRequest(name=group)),
+        # The group loads first, so a caller who may not see it, or a missing
+        # group, costs one backend call and no section errors.
+        loaded = await fetch.one(
+            backends.get_group, users_pb.GetGroupRequest(name=group)
+        )
+        members, balance, plan, expenses = await _gather_or_cancel(
             fetch.section(
                 "members",
                 fetch.every_page(
@@ -586,8 +592,10 @@ class GatewayViews:
         fetch = _Fetch(self._pool, timeout, metadata, self._failure_log)
         backends = self._backends
 
-        loaded, groups, balance, expenses, settlements = await _gather_or_cancel(
-            fetch.one(backends.get_user, users_pb.GetUserRequest(name=user)),
+        # The user loads first, for the same reason as the group of
+        # `group_overview`.
+        loaded = await fetch.one(backends.get_user, users_pb.GetUserRequest(name=user))
+        groups, balance, expenses, settlements = await _gather_or_cancel(
             fetch.section(
                 "group_summaries",
                 fetch.every_page(

@@ -9,9 +9,11 @@ and groups.
 from __future__ import annotations
 
 import functools
+import logging
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -543,6 +545,80 @@ def test_other_account_denied(channel):
         ann.users("GetUser", users_pb.GetUserRequest(name=ann.user)).user.display_name
         == "ann"
     )
+
+
+class _CountingBackend(grpc.GenericRpcHandler):
+    """A backend that counts the calls it gets, other than health checks, and
+    fails each with UNAVAILABLE."""
+
+    def __init__(self) -> None:
+        self.methods: list[str] = []
+
+    def service(self, handler_call_details):
+        method = handler_call_details.method
+        if method.startswith("/grpc.health.v1.Health/"):
+            return None
+        self.methods.append(method)
+
+        def fail(request, context):
+            context.abort(grpc.StatusCode.UNAVAILABLE, "counting backend")
+
+        return grpc.unary_unary_rpc_method_handler(fail)
+
+
+@pytest.fixture
+def counted_gateway(loop_thread, stack: Stack, tmp_path):
+    """A gateway in front of the real user_service, whose expense and balance
+    calls go to a `_CountingBackend`."""
+    backend = _CountingBackend()
+    server = grpc.server(ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((backend,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    config = config_module.load(
+        environ={},
+        overrides={
+            "data_dir": tmp_path,
+            "auth_required": True,
+            "auth_secret": SECRET,
+            "deadline_seconds": 5.0,
+            "user_service_addr": f"127.0.0.1:{stack.users.port}",
+            "expense_service_addr": f"127.0.0.1:{port}",
+            "balance_service_addr": f"127.0.0.1:{port}",
+            "log_service_addr": closed_address(),
+        },
+    )
+    gateway = loop_thread.run(build(config, "127.0.0.1:0", "127.0.0.1:0"))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as opened:
+            yield opened, backend
+    finally:
+        loop_thread.run(gateway.stop(0))
+        server.stop(0)
+
+
+def test_foreign_views_denied_before_fan_out(channel, counted_gateway, caplog):
+    counted_channel, backend = counted_gateway
+    ann, eve = _sign_up(channel, "ann"), _sign_up(channel, "eve")
+    group = ann.create_group()
+    eve_here = Caller(counted_channel, eve.user, eve.credential)
+    caplog.set_level(logging.WARNING, logger="gateway.aggregate")
+
+    dashboard = _fails(
+        lambda: eve_here.gateway(
+            "GetUserDashboard", gateway_pb.GetUserDashboardRequest(user=ann.user)
+        )
+    )
+    overview = _fails(
+        lambda: eve_here.gateway(
+            "GetGroupOverview", gateway_pb.GetGroupOverviewRequest(group=group)
+        )
+    )
+
+    assert dashboard.code() == DENIED
+    assert overview.code() == DENIED
+    assert backend.methods == []
+    assert "left empty" not in caplog.text
 
 
 def test_list_users_returns_only_caller(channel):
