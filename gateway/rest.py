@@ -705,6 +705,22 @@ def _is_json_content_type(header: str) -> bool:
     ) or media_type.endswith("+json")
 
 
+def _error_with_http_status(
+    status: status_pb2.Status, http_status: int, headers=None
+) -> Response:
+    """Build the error reply of an HTTP-only error (405, 413, 415).
+
+    No canonical code maps to these statuses, so the body's `status` names
+    the code that fits the cause: INVALID_ARGUMENT for a method or media
+    type that the route never accepts, and RESOURCE_EXHAUSTED for a body over
+    max_message_bytes, as gRPC answers an oversized message. The body's
+    `code` is the HTTP status sent, as in every other error reply.
+    """
+    body = status_json(status)
+    body["error"]["code"] = http_status
+    return _json_response(body, http_status, headers)
+
+
 def _unsupported_media_type(header: str) -> Response:
     media_type = header.split(";", 1)[0].strip()
     status = _gateway_error(
@@ -714,9 +730,7 @@ def _unsupported_media_type(header: str) -> Response:
         "with Content-Type application/json",
         content_type=media_type,
     )
-    body = status_json(status)
-    body["error"]["code"] = 415
-    return _json_response(body, 415)
+    return _error_with_http_status(status, 415)
 
 
 def _retry_after(error: DomainError) -> dict[str, str]:
@@ -745,9 +759,7 @@ def _body_too_large(limit: int) -> Response:
         limit=str(limit),
         setting="max_message_bytes",
     )
-    body = status_json(status)
-    body["error"]["code"] = 413
-    return _json_response(body, 413)
+    return _error_with_http_status(status, 413)
 
 
 def _route_not_found(http_method: str, path: str) -> Response:
@@ -763,15 +775,13 @@ def _route_not_found(http_method: str, path: str) -> Response:
 
 def _method_not_allowed(http_method: str, path: str, allowed: list[str]) -> Response:
     status = _gateway_error(
-        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INVALID_ARGUMENT,
         "METHOD_NOT_ALLOWED",
         f"{http_method} is not allowed on {path}; use {' or '.join(allowed)}",
         path=path,
         method=http_method,
     )
-    body = status_json(status)
-    body["error"]["code"] = 405
-    return _json_response(body, 405, {"Allow": ", ".join(allowed)})
+    return _error_with_http_status(status, 405, {"Allow": ", ".join(allowed)})
 
 
 def _internal_status(request: Request, exc: Exception) -> status_pb2.Status:

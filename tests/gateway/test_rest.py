@@ -521,7 +521,20 @@ def test_wrong_method(client):
     assert set(response.headers["allow"].split(", ")) == {"GET", "POST"}
     error = _error(response)
     assert error["code"] == 405
+    assert error["status"] == "INVALID_ARGUMENT"
     assert _detail(error, ERROR_INFO)["reason"] == "METHOD_NOT_ALLOWED"
+
+
+def test_unsupported_media_type_415(client):
+    response = client.post(
+        "/v1/users", content=b"<user/>", headers={"content-type": "application/xml"}
+    )
+
+    assert response.status_code == 415
+    error = _error(response)
+    assert error["code"] == 415
+    assert error["status"] == "INVALID_ARGUMENT"
+    assert _detail(error, ERROR_INFO)["reason"] == "UNSUPPORTED_MEDIA_TYPE"
 
 
 def test_unusual_http_method_json_405(client):
@@ -561,6 +574,7 @@ def test_body_over_limit_413(loop_thread, gateway):
 
     assert response.status_code == 413
     error = _error(response)
+    assert error["code"] == 413
     assert error["status"] == "RESOURCE_EXHAUSTED"
     assert "max_message_bytes" in error["message"]
     assert _detail(error, ERROR_INFO)["reason"] == "REQUEST_TOO_LARGE"
