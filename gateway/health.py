@@ -269,17 +269,26 @@ class BackendHealthWatcher:
         await self._publish()
 
     async def _watch(self, stub: health_pb2_grpc.HealthStub, service: PublicService):
+        """Watch one service's health at its backend until cancelled.
+
+        A failed stream is opened again after a delay that doubles up to
+        _MAX_RETRY_SECONDS. Each run of the same failure is logged once.
+        Closing the channel during a Watch call also ends the loop, because
+        grpc then raises CancelledError from the call.
+        """
         name = service.full_name
         delay = _INITIAL_RETRY_SECONDS
         last_error = None
+        last_failure = ""
         while True:
             request = health_pb2.HealthCheckRequest(service=name)
             try:
                 async for response in stub.Watch(request):
-                    delay = _INITIAL_RETRY_SECONDS
-                    last_error = None
                     serving = response.status == SERVING
                     await self._report(name, SERVING if serving else NOT_SERVING)
+                    delay = _INITIAL_RETRY_SECONDS
+                    last_error = None
+                    last_failure = ""
                 # The backend ended the stream because it is stopping, so watch
                 # again.
             except grpc.aio.AioRpcError as error:
@@ -301,5 +310,22 @@ class BackendHealthWatcher:
                         error.details(),
                     )
                     last_error = error.code()
+                last_failure = ""
+            except Exception as exc:
+                # The watch goes on, because a service whose watch ended would
+                # keep its last status for good. Cancellation is no Exception,
+                # so stop() still ends the loop.
+                failure = f"{type(exc).__name__}: {exc}"
+                if failure != last_failure:
+                    _LOGGER.exception(
+                        "health watch of %s at %s failed unexpectedly; reporting "
+                        "NOT_SERVING and watching again, without logging the "
+                        "same error again",
+                        name,
+                        service.backend,
+                    )
+                last_failure = failure
+                last_error = None
+                await self._report(name, NOT_SERVING)
             await asyncio.sleep(delay)
             delay = min(delay * 2, _MAX_RETRY_SECONDS)

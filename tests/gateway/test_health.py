@@ -276,6 +276,59 @@ def test_probe_survives_unexpected_error(loop_thread, caplog):
     assert "Channel is closed" in caplog.text
 
 
+def test_watch_survives_unexpected_error(loop_thread, caplog):
+    caplog.set_level(logging.ERROR, logger="gateway.health")
+    backend = _start_health_only_backend()
+    address = f"127.0.0.1:{backend.port}"
+    names = [service.full_name for service in public_services()]
+
+    async def scenario() -> tuple[list[str], bool]:
+        services = public_services()
+        pool = BackendPool(services, lambda name: address, 4 * 1024 * 1024)
+        servicer = HealthServicer()
+        # No probes, so every error logged comes from a Watch loop.
+        watcher = BackendHealthWatcher(servicer, pool, services, 0.0)
+        watcher.start()
+        tasks = [
+            task
+            for task in asyncio.all_tasks()
+            if task.get_name().startswith("health-watch ")
+        ]
+        await _wait_servicer(servicer, names, SERVING)
+        # The stopping backend ends each stream after NOT_SERVING, so every
+        # loop waits its first retry delay of 0.5 s. Closing the channels
+        # meanwhile makes the next Watch raise grpc's UsageError, which is no
+        # RPC status. A close during a call would cancel the loop instead.
+        backend.stop(0)
+        await _wait_servicer(servicer, names, NOT_SERVING)
+        await pool.close()
+        await asyncio.sleep(2.0)
+        alive = [task.get_name() for task in tasks if not task.done()]
+        await watcher.stop()
+        # A loop that stop() cancels ends by cancellation, not by an error.
+        ended_cleanly = all(task.cancelled() for task in tasks)
+        return alive, ended_cleanly
+
+    try:
+        alive, ended_cleanly = loop_thread.run(asyncio.wait_for(scenario(), 15))
+    finally:
+        backend.stop(0)
+
+    assert sorted(alive) == sorted(f"health-watch {name}" for name in names)
+    assert ended_cleanly
+    failures = [record for record in caplog.records if record.name == "gateway.health"]
+    assert len(failures) == len(names)
+    assert all(record.exc_info is not None for record in failures)
+    assert "Channel is closed" in caplog.text
+
+
+async def _wait_servicer(
+    servicer: HealthServicer, names: list[str], expected: int
+) -> None:
+    while any(servicer.status(name) != expected for name in names):
+        await asyncio.sleep(0.01)
+
+
 def _wait_logged(caplog, text: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not any(text in record.getMessage() for record in caplog.records):
