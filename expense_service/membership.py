@@ -229,7 +229,7 @@ class MembershipClient:
         users: Iterable[str],
         context: grpc.ServicerContext | None,
         fields: Mapping[str, Sequence[str]] | None = None,
-        fields_of: str = "",
+        stored_fields: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         """Check that a group exists and that every user is one of its members.
 
@@ -244,8 +244,9 @@ class MembershipClient:
           fields: for each user, the request fields that name it, such as
             `expense.payers[0].user`; the error names them, and the users
             in the order of `fields`.
-          fields_of: what the paths in `fields` belong to when it is not the
-            request, such as "the stored expense"; the error says so.
+          stored_fields: for users that `fields` does not name, the fields
+            of the stored expense that name them, such as `payers[0].user`;
+            the error names them, and those users next in this order.
 
         Raises:
           NotFound: the group does not exist (reason GROUP_NOT_FOUND).
@@ -256,9 +257,9 @@ class MembershipClient:
           Unavailable: user_service cannot be reached or timed out; the
             error carries RetryInfo.
         """
-        fields = fields or {}
-        # Errors name the users in the order that `fields` names them.
-        ordered = _in_field_order(users, fields)
+        names = _FieldNames(fields or {}, stored_fields or {})
+        # Errors name the users in the order that the fields name them.
+        ordered = names.order(users)
         users = set(ordered)
         if group in self._deleted:
             raise group_not_found(group, deleted=True)
@@ -267,17 +268,16 @@ class MembershipClient:
             return
         members = self._fetch_members(group, context)
         missing = [user for user in ordered if user not in members.all]
-        named = _namer(fields, fields_of)
         if not missing:
             deactivated = [user for user in ordered if user in members.deactivated]
             if deactivated:
-                raise _deactivated(group, deactivated, named, fields)
+                raise _deactivated(group, deactivated, names)
             leaving = [user for user in ordered if user in members.leaving]
             if leaving:
-                raise _leaving(group, leaving, named, fields)
+                raise _leaving(group, leaving, names)
             return
-        listed = join_some([named(user) for user in missing])
-        metadata = _metadata(group, missing, fields)
+        listed = join_some([names.describe(user) for user in missing])
+        metadata = names.metadata(group, missing)
         verb = "is not a member" if len(missing) == 1 else "are not members"
         raise FailedPrecondition(
             f"{listed} {verb} of {group!r}; add them to the group with "
@@ -288,7 +288,7 @@ class MembershipClient:
                 PreconditionViolation(
                     NOT_A_MEMBER,
                     f"{group}/members/{user.removeprefix('users/')}",
-                    f"{named(user)} is not a member of {group}",
+                    f"{names.describe(user)} is not a member of {group}",
                 )
                 for user in missing
             ],
@@ -300,7 +300,7 @@ class MembershipClient:
         users: Iterable[str],
         context: grpc.ServicerContext | None,
         fields: Mapping[str, Sequence[str]] | None = None,
-        fields_of: str = "",
+        stored_fields: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         """Check that a write may change what `users` paid or owe in a group.
 
@@ -322,8 +322,10 @@ class MembershipClient:
           context: the caller's context, whose deadline the check keeps.
           fields: for each user, the request fields that name it; the error
             names them, and the users in the order of `fields`.
-          fields_of: what the paths in `fields` belong to when it is not the
-            request, such as "the stored expense"; the error says so.
+          stored_fields: for users that `fields` does not name, such as the
+            users an update drops, the fields of the stored expense that
+            name them; the error names them, and those users next in this
+            order.
 
         Raises:
           NotFound: the group does not exist (reason GROUP_NOT_FOUND).
@@ -332,8 +334,8 @@ class MembershipClient:
             GROUP_DELETING).
           Unavailable: user_service cannot be reached or timed out.
         """
-        fields = fields or {}
-        ordered = _in_field_order(users, fields)
+        names = _FieldNames(fields or {}, stored_fields or {})
+        ordered = names.order(users)
         if not ordered:
             return
         if group in self._deleted:
@@ -346,12 +348,11 @@ class MembershipClient:
         ):
             return
         members = self._fetch_members(group, context)
-        named = _namer(fields, fields_of)
         leaving = [user for user in ordered if user in members.leaving]
         if leaving:
-            raise _leaving(group, leaving, named, fields)
+            raise _leaving(group, leaving, names)
         if members.deleting:
-            raise _group_deleting(group, ordered, named, fields)
+            raise _group_deleting(group, ordered, names)
 
     def require_group(
         self,
@@ -505,54 +506,64 @@ class MembershipClient:
         )
 
 
-def _metadata(
-    group: str, users: list[str], fields: Mapping[str, Sequence[str]]
-) -> dict[str, str]:
-    """Build the error metadata that names the group, the users and their fields."""
-    metadata = {"group": group, "users": ",".join(users)}
-    paths = [path for user in users for path in fields.get(user, ())]
-    if paths:
-        metadata["fields"] = ",".join(paths)
-    return metadata
+@dataclass(frozen=True)
+class _FieldNames:
+    """The fields that name each user in an error: those of the request, or
+    for a user that the request does not name, those of the stored expense."""
 
+    request: Mapping[str, Sequence[str]]
+    stored: Mapping[str, Sequence[str]]
 
-def _in_field_order(
-    users: Iterable[str], fields: Mapping[str, Sequence[str]]
-) -> list[str]:
-    """Return each user once: first in the order of `fields`, then the others.
+    def order(self, users: Iterable[str]) -> list[str]:
+        """Return each user once, in the order of the request fields, then of
+        the stored fields, then of `users`.
 
-    Users that `fields` does not name keep the order of `users`, so a set
-    gives an order that can change from run to run.
-    """
-    position = {user: index for index, user in enumerate(fields)}
-    distinct = list(dict.fromkeys(users))
-    return sorted(distinct, key=lambda user: position.get(user, len(position)))
+        Users that no field names keep the order of `users`, so a set gives
+        an order that can change from run to run.
+        """
+        named = dict.fromkeys([*self.request, *self.stored])
+        position = {user: index for index, user in enumerate(named)}
+        distinct = list(dict.fromkeys(users))
+        return sorted(distinct, key=lambda user: position.get(user, len(position)))
 
+    def in_request(self, user: str) -> bool:
+        """Return whether a request field names the user."""
+        return bool(self.request.get(user))
 
-def _namer(
-    fields: Mapping[str, Sequence[str]], fields_of: str = ""
-) -> Callable[[str], str]:
-    """Return a function that names a user with the fields naming it.
+    def describe(self, user: str) -> str:
+        """Name a user with its fields, such as `'users/a' (expense.payers[0].user)`."""
+        paths = self.request.get(user)
+        if paths:
+            return f"{user!r} ({', '.join(paths)})"
+        paths = self.stored.get(user)
+        if paths:
+            return f"{user!r} ({', '.join(paths)} of the stored expense)"
+        return repr(user)
 
-    `fields_of` is what the fields belong to when it is not the request.
-    """
-    owner = f" of {fields_of}" if fields_of else ""
-
-    def named(user: str) -> str:
-        paths = fields.get(user)
-        return f"{user!r} ({', '.join(paths)}{owner})" if paths else repr(user)
-
-    return named
+    def metadata(self, group: str, users: list[str]) -> dict[str, str]:
+        """Build the error metadata that names the group, the users and their
+        fields. `fields` lists request fields, and `stored_fields` lists the
+        stored expense's fields of users that the request does not name."""
+        metadata = {"group": group, "users": ",".join(users)}
+        paths = [path for user in users for path in self.request.get(user, ())]
+        if paths:
+            metadata["fields"] = ",".join(paths)
+        stored = [
+            path
+            for user in users
+            if not self.in_request(user)
+            for path in self.stored.get(user, ())
+        ]
+        if stored:
+            metadata["stored_fields"] = ",".join(stored)
+        return metadata
 
 
 def _deactivated(
-    group: str,
-    users: list[str],
-    named: Callable[[str], str],
-    fields: Mapping[str, Sequence[str]],
+    group: str, users: list[str], names: _FieldNames
 ) -> FailedPrecondition:
     """Build the error for deactivated users named on a write."""
-    listed = join_some([named(user) for user in users])
+    listed = join_some([names.describe(user) for user in users])
     verb = "is deactivated" if len(users) == 1 else "are deactivated"
     return _users_rejected(
         USER_DEACTIVATED,
@@ -560,19 +571,14 @@ def _deactivated(
         "or take part in expenses. Name an active member instead",
         group,
         users,
-        fields,
-        {user: (user, f"{named(user)} is deactivated") for user in users},
+        names,
+        {user: (user, f"{names.describe(user)} is deactivated") for user in users},
     )
 
 
-def _leaving(
-    group: str,
-    users: list[str],
-    named: Callable[[str], str],
-    fields: Mapping[str, Sequence[str]],
-) -> FailedPrecondition:
+def _leaving(group: str, users: list[str], names: _FieldNames) -> FailedPrecondition:
     """Build the error for members named on a write while they leave the group."""
-    listed = join_some([named(user) for user in users])
+    listed = join_some([names.describe(user) for user in users])
     verb = "is leaving" if len(users) == 1 else "are leaving"
     return _users_rejected(
         MEMBER_LEAVING,
@@ -581,11 +587,11 @@ def _leaving(
         "in a moment, after the removal has finished or been rejected",
         group,
         users,
-        fields,
+        names,
         {
             user: (
                 f"{group}/members/{user.removeprefix('users/')}",
-                f"{named(user)} is leaving {group}",
+                f"{names.describe(user)} is leaving {group}",
             )
             for user in users
         },
@@ -593,22 +599,18 @@ def _leaving(
 
 
 def _group_deleting(
-    group: str,
-    users: list[str],
-    named: Callable[[str], str],
-    fields: Mapping[str, Sequence[str]],
+    group: str, users: list[str], names: _FieldNames
 ) -> FailedPrecondition:
     """Build the error for a write that changes balances while its group is
     being deleted."""
-    listed = join_some([named(user) for user in users])
-    metadata = _metadata(group, users, fields)
+    listed = join_some([names.describe(user) for user in users])
     return FailedPrecondition(
         f"{group!r} is being deleted: DeleteGroup is checking its balances, and "
         f"this write would change the amounts of {listed}. Retry in a moment: "
         "the write goes through if the deletion is rejected, and finds no "
         "group once it has finished",
         reason=GROUP_DELETING,
-        metadata=metadata,
+        metadata=names.metadata(group, users),
         preconditions=[
             PreconditionViolation(GROUP_DELETING, group, f"{group} is being deleted")
         ],
@@ -620,7 +622,7 @@ def _users_rejected(
     message: str,
     group: str,
     users: list[str],
-    fields: Mapping[str, Sequence[str]],
+    names: _FieldNames,
     violations: Mapping[str, tuple[str, str]],
 ) -> FailedPrecondition:
     """Build a FAILED_PRECONDITION error about users named on a write.
@@ -629,11 +631,10 @@ def _users_rejected(
       violations: for each user, the subject and the description of its
         precondition violation.
     """
-    metadata = _metadata(group, users, fields)
     return FailedPrecondition(
         message,
         reason=reason,
-        metadata=metadata,
+        metadata=names.metadata(group, users),
         preconditions=[
             PreconditionViolation(reason, *violations[user]) for user in users
         ],

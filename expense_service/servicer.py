@@ -1312,7 +1312,11 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             # group's deletion, is checking the balances.
             moved = _changed_users(stored, checked) - checks.movable
             if moved:
-                self._membership.require_not_leaving(group, moved, context, user_fields)
+                # Users that the update drops keep the stored expense's fields.
+                stored_fields = messages.stored_draft(stored).user_fields(prefix="")
+                self._membership.require_not_leaving(
+                    group, moved, context, user_fields, stored_fields
+                )
                 checks.movable.update(moved)
             try:
                 updated = self._write(
@@ -1445,7 +1449,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             if moved:
                 fields = messages.stored_draft(stored).user_fields(prefix="")
                 self._membership.require_not_leaving(
-                    group, moved, context, fields, fields_of="the stored expense"
+                    group, moved, context, stored_fields=fields
                 )
                 movable.update(moved)
             try:
@@ -1514,7 +1518,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
                 fields = messages.stored_draft(stored).user_fields(prefix="")
                 group = domain.group_name(stored.row.group_id)
                 self._membership.require_members(
-                    group, users, context, fields, fields_of="the stored expense"
+                    group, users, context, stored_fields=fields
                 )
                 verified.update(users)
             try:

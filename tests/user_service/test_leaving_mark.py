@@ -5,6 +5,7 @@ releases it."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from user_service.app import build as build_users
 from user_service.guards import unsettled_balance
 
 TIMEOUT = 10.0
+FIVE_NAMES = ["Eve", "Dan", "Cy", "Bo", "Al"]
 
 
 class HeldGuard:
@@ -329,17 +331,22 @@ def _positions(text: str, users: list[str]) -> list[int]:
     return [text.index(repr(user)) for user in users]
 
 
-def test_delete_errors_follow_stored_expense(pair):
-    """DeleteExpense and UndeleteExpense name the users in the order the
-    stored expense lists them, by the stored expense's fields."""
-    group, alice, _ = _group(pair)
-    # Enough users that a set order matching the expense's is unlikely.
-    names = ["Eve", "Dan", "Cy", "Bo", "Al"]
-    others = [create_user(pair.users, name).name for name in names]
+def _add_five_members(pair: Pair, group: str) -> list[str]:
+    """Add five new members, enough that a set order matching the order of
+    an expense that names them all is unlikely."""
+    others = [create_user(pair.users, name).name for name in FIVE_NAMES]
     for user in others:
         pair.users.AddGroupMember(
             pb.AddGroupMemberRequest(parent=group, user=user), timeout=TIMEOUT
         )
+    return others
+
+
+def test_delete_errors_follow_stored_expense(pair):
+    """DeleteExpense and UndeleteExpense name the users in the order the
+    stored expense lists them, by the stored expense's fields."""
+    group, alice, _ = _group(pair)
+    others = _add_five_members(pair, group)
     payer, participants = others[2], [others[4], others[0], others[3], others[1]]
     former_only = _create(pair, group, payer, participants)
     restorable = _delete(pair, _create(pair, group, alice, [alice]))
@@ -369,7 +376,7 @@ def test_delete_errors_follow_stored_expense(pair):
     info = error_details(deleted)["ErrorInfo"]
     assert reason_of(deleted) == "GROUP_DELETING"
     assert info.metadata["users"] == ",".join(expected)
-    assert info.metadata["fields"] == (
+    assert info.metadata["stored_fields"] == (
         "payers[0].user,split.participants[0].user,split.participants[1].user,"
         "split.participants[2].user,split.participants[3].user"
     )
@@ -384,6 +391,72 @@ def test_delete_errors_follow_stored_expense(pair):
         "expense)" in restored.details()
     )
     assert "expense." not in restored.details()
+
+
+def test_update_errors_follow_stored_expense(pair):
+    """UpdateExpense names the leaving users that it drops from the expense
+    in the order the stored expense lists them, by the stored expense's
+    fields."""
+    group, alice, _ = _group(pair)
+    others = _add_five_members(pair, group)
+    dropped = [others[4], others[0], others[3], others[1], others[2]]
+    shared = _create(pair, group, alice, [alice, *dropped])
+    removals = [
+        _start(
+            lambda user=user: pair.users.RemoveGroupMember(
+                pb.RemoveGroupMemberRequest(
+                    name=f"{group}/members/{user.removeprefix('users/')}"
+                ),
+                timeout=TIMEOUT,
+            )
+        )
+        for user in others
+    ]
+    deadline = time.monotonic() + TIMEOUT
+    while not all(_leaving(pair, group).get(user) for user in others):
+        assert time.monotonic() < deadline, "the removals did not all start"
+        time.sleep(0.05)
+    alone = expenses_pb.Expense(
+        name=shared.name,
+        last_modifier=alice,
+        split=expenses_pb.Split(
+            type=expenses_pb.SPLIT_TYPE_EQUAL,
+            participants=[expenses_pb.SplitParticipant(user=alice)],
+        ),
+    )
+
+    narrowed = _rejected(
+        lambda: pair.expenses.UpdateExpense(
+            expenses_pb.UpdateExpenseRequest(
+                expense=alone, update_mask=field_mask_pb2.FieldMask(paths=["split"])
+            ),
+            timeout=TIMEOUT,
+        )
+    )
+
+    pair.guard.release.set()
+    for removal in removals:
+        removal.result(TIMEOUT)
+    info = error_details(narrowed)["ErrorInfo"]
+    assert reason_of(narrowed) == "MEMBER_LEAVING"
+    assert info.metadata["users"] == ",".join(dropped)
+    assert info.metadata["stored_fields"] == ",".join(
+        f"split.participants[{index}].user" for index in range(1, len(dropped) + 1)
+    )
+    assert "fields" not in info.metadata
+    positions = _positions(narrowed.details(), dropped)
+    assert positions == sorted(positions)
+    assert (
+        f"{dropped[0]!r} (split.participants[1].user of the stored expense)"
+        in narrowed.details()
+    )
+    subjects = [
+        violation.subject
+        for violation in error_details(narrowed)["PreconditionFailure"].violations
+    ]
+    assert subjects == [
+        f"{group}/members/{user.removeprefix('users/')}" for user in dropped
+    ]
 
 
 def test_second_removal_aborted(pair):
