@@ -577,14 +577,29 @@ def _deactivated(
 
 
 def _leaving(group: str, users: list[str], names: _FieldNames) -> FailedPrecondition:
-    """Build the error for members named on a write while they leave the group."""
+    """Build the error for members named on a write while they leave the group.
+
+    Only when the request names every one of them may the caller name other
+    members instead. A delete, a restore or an update that drops them from
+    the expense can only wait.
+    """
     listed = join_some([names.describe(user) for user in users])
     verb = "is leaving" if len(users) == 1 else "are leaving"
+    if all(names.in_request(user) for user in users):
+        advice = (
+            "Name members who stay in the group, or retry in a moment, after "
+            "the removal has finished or been rejected"
+        )
+    else:
+        advice = (
+            "A write that changes what a leaving member paid or owes is "
+            "rejected until that check ends. Retry in a moment, after the "
+            "removal has finished or been rejected"
+        )
     return _users_rejected(
         MEMBER_LEAVING,
         f"{listed} {verb} {group!r}: a removal from the group, or its deletion, "
-        "is checking balances. Name members who stay in the group, or retry "
-        "in a moment, after the removal has finished or been rejected",
+        f"is checking balances. {advice}",
         group,
         users,
         names,

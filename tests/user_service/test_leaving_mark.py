@@ -266,7 +266,13 @@ def test_leaving_member_amounts_frozen(pair):
         in removed_from_delete.details()
     )
     assert "expense.payers[0].user" in resized.details()
+    assert "Name members who stay" in resized.details()
     assert "retry in a moment" in resized.details()
+    # A delete or a restore names no members, so it may only wait.
+    for error in (removed_from_delete, restored):
+        assert "Name members" not in error.details()
+        assert "changes what a leaving member paid or owes" in error.details()
+        assert "Retry in a moment" in error.details()
     assert renamed.description == "Train"
     assert alone.total == money("12.00", "EUR")
     assert own_deleted.HasField("delete_time")
