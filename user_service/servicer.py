@@ -365,7 +365,10 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         """Raise EMAIL_TAKEN if another user has the uniqueness key of `email`.
 
         The error names the email but not the other user, so that it cannot
-        be used to map addresses to user ids.
+        be used to map addresses to user ids: SignUp callers are
+        unauthenticated. So ResourceInfo has the user type and an empty
+        `resource_name`, and the email goes in its description and in the
+        ErrorInfo metadata key `email`, as the request spelled it.
         """
         holder = storage.find_user_by_email(session, email)
         if holder is not None and holder.id != owner_id:
@@ -377,8 +380,9 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
                 metadata={"email": email},
                 resource=Resource(
                     domain.USER_TYPE,
-                    email,
-                    "a user with this email exists; its name is not disclosed",
+                    "",
+                    f"a user with the email {email!r} exists; its name is not "
+                    "disclosed",
                 ),
             )
 

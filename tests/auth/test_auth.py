@@ -142,6 +142,29 @@ def test_sign_up_token_works(channel):
     assert signed_up.tokens.token_type == "Bearer"
 
 
+def test_sign_up_email_taken_hides_owner(channel):
+    owner = _sign_up(channel).user
+    email = owner.email.upper()
+    request = auth_pb.SignUpRequest(
+        user=users_pb.User(email=email, display_name="Eve"), password=PASSWORD
+    )
+
+    error = _fails(lambda: auth_grpc.AuthServiceStub(channel).SignUp(request))
+
+    details = error_details(error)
+    resource = details["ResourceInfo"]
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert details["ErrorInfo"].reason == "EMAIL_TAKEN"
+    assert details["ErrorInfo"].metadata["email"] == email
+    assert resource.resource_type == "splitlog.dev/User"
+    assert resource.resource_name == ""
+    assert email in resource.description
+    owner_id = owner.name.removeprefix("users/")
+    assert owner_id not in error.details()
+    for detail in details.values():
+        assert owner_id not in str(detail)
+
+
 def test_sign_in_and_refresh(channel):
     signed_up = _sign_up(channel)
     stub = auth_grpc.AuthServiceStub(channel)

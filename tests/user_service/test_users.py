@@ -124,7 +124,7 @@ def test_create_user_email_taken_in_other_case(stub):
 
     assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
     assert reason_of(caught.value) == "EMAIL_TAKEN"
-    assert resource_of(caught.value) == ("splitlog.dev/User", email.upper())
+    assert resource_of(caught.value) == ("splitlog.dev/User", "")
     assert _users_with_email(stub, email) == [first]
 
 
@@ -162,8 +162,10 @@ def test_email_taken_does_not_reveal_owner(stub):
     details = error_details(caught.value)
     owner_id = owner.name.split("/")[1]
     assert reason_of(caught.value) == "EMAIL_TAKEN"
-    assert resource_of(caught.value) == ("splitlog.dev/User", owner.email.upper())
+    assert resource_of(caught.value) == ("splitlog.dev/User", "")
+    assert owner.email.upper() in details["ResourceInfo"].description
     assert details["ResourceInfo"].owner == ""
+    assert details["ErrorInfo"].metadata["email"] == owner.email.upper()
     assert owner_id not in caught.value.details()
     for detail in details.values():
         assert owner_id not in str(detail)
@@ -779,7 +781,7 @@ def test_update_user_email_of_other_user_rejected(stub):
 
     assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
     assert reason_of(caught.value) == "EMAIL_TAKEN"
-    assert resource_of(caught.value) == ("splitlog.dev/User", other.email.upper())
+    assert resource_of(caught.value) == ("splitlog.dev/User", "")
     assert other.name not in caught.value.details()
     assert _get(stub, user.name) == user
 

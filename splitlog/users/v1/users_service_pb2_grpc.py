@@ -108,6 +108,9 @@ class UsersServiceServicer:
 
     def CreateUser(self, request, context):
         """Creates a user. The email must not belong to another user, whatever its case.
+        A taken email fails with ALREADY_EXISTS, reason EMAIL_TAKEN. The email is
+        in ErrorInfo metadata `email`, and ResourceInfo has an empty
+        resource_name, because the error never names the user who has it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

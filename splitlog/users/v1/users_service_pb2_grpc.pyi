@@ -34,7 +34,11 @@ class UsersServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> UsersServiceAsyncStub: ...
     CreateUser: _grpc.UnaryUnaryMultiCallable[_users_service_pb2.CreateUserRequest, _users_service_pb2.CreateUserResponse]
-    """Creates a user. The email must not belong to another user, whatever its case."""
+    """Creates a user. The email must not belong to another user, whatever its case.
+    A taken email fails with ALREADY_EXISTS, reason EMAIL_TAKEN. The email is
+    in ErrorInfo metadata `email`, and ResourceInfo has an empty
+    resource_name, because the error never names the user who has it.
+    """
     GetUser: _grpc.UnaryUnaryMultiCallable[_users_service_pb2.GetUserRequest, _users_service_pb2.GetUserResponse]
     """Returns one user, active or deactivated."""
     ListUsers: _grpc.UnaryUnaryMultiCallable[_users_service_pb2.ListUsersRequest, _users_service_pb2.ListUsersResponse]
@@ -75,7 +79,11 @@ class UsersServiceAsyncStub(UsersServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateUser: _aio.UnaryUnaryMultiCallable[_users_service_pb2.CreateUserRequest, _users_service_pb2.CreateUserResponse]  # type: ignore[assignment]
-    """Creates a user. The email must not belong to another user, whatever its case."""
+    """Creates a user. The email must not belong to another user, whatever its case.
+    A taken email fails with ALREADY_EXISTS, reason EMAIL_TAKEN. The email is
+    in ErrorInfo metadata `email`, and ResourceInfo has an empty
+    resource_name, because the error never names the user who has it.
+    """
     GetUser: _aio.UnaryUnaryMultiCallable[_users_service_pb2.GetUserRequest, _users_service_pb2.GetUserResponse]  # type: ignore[assignment]
     """Returns one user, active or deactivated."""
     ListUsers: _aio.UnaryUnaryMultiCallable[_users_service_pb2.ListUsersRequest, _users_service_pb2.ListUsersResponse]  # type: ignore[assignment]
@@ -119,7 +127,11 @@ class UsersServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _users_service_pb2.CreateUserRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_users_service_pb2.CreateUserResponse, _abc.Awaitable[_users_service_pb2.CreateUserResponse]]:
-        """Creates a user. The email must not belong to another user, whatever its case."""
+        """Creates a user. The email must not belong to another user, whatever its case.
+        A taken email fails with ALREADY_EXISTS, reason EMAIL_TAKEN. The email is
+        in ErrorInfo metadata `email`, and ResourceInfo has an empty
+        resource_name, because the error never names the user who has it.
+        """
 
     @_abc_1.abstractmethod
     def GetUser(
