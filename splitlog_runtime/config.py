@@ -8,6 +8,7 @@ that the README shows, and a test checks that the two agree.
 from __future__ import annotations
 
 import argparse
+import difflib
 import ipaddress
 import math
 import os
@@ -730,11 +731,15 @@ def load(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Config:
-    """Resolve every setting from flags, then the environment, then defaults.
+    """Resolve every setting from overrides, then flags, then the environment,
+    then defaults.
+
+    Overrides may be strings or typed values, such as 2 or False. Either kind
+    goes through the setting's parser as text, so the same range checks apply.
 
     Raises:
-      ValueError: a flag or environment variable does not parse; the message
-        names it and the value.
+      ValueError: an override, flag or environment variable does not parse,
+        or an override names no setting; the message names it and the value.
     """
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
@@ -750,8 +755,33 @@ def load(
             values[setting.name] = setting.parse(raw)
         except ValueError as exc:
             raise ValueError(f"invalid value {raw!r} for {source}: {exc}") from None
-    values.update(overrides or {})
+    for name, value in (overrides or {}).items():
+        values[name] = _parse_override(name, value)
     return Config(values)
+
+
+def _parse_override(name: str, value: Any) -> Any:
+    """Parse one override of `load` with its setting's parser.
+
+    A typed value is parsed as its text, so 2 for an integer, False for a
+    flag and a Path for a path are accepted, while 2.5 for an integer is not.
+    """
+    setting = SETTINGS_BY_NAME.get(name)
+    if setting is None:
+        close = difflib.get_close_matches(name, SETTINGS_BY_NAME, n=1)
+        hint = (
+            f"; did you mean {close[0]!r}?"
+            if close
+            else "; `splitlog config --format markdown` lists the settings"
+        )
+        raise ValueError(f"override {name!r} names no setting{hint}")
+    text = value if isinstance(value, str) else str(value)
+    try:
+        return setting.parse(text)
+    except ValueError as exc:
+        raise ValueError(
+            f"invalid value {value!r} for override {name}: {exc}"
+        ) from None
 
 
 def markdown_table(settings: Iterable[Setting] = SETTINGS) -> str:

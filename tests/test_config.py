@@ -52,6 +52,61 @@ def test_override_beats_flag():
     assert config.workers == 2
 
 
+def test_overrides_parsed_like_flags(tmp_path):
+    config = config_module.load(
+        environ={},
+        overrides={
+            "workers": "3",
+            "auth_required": "off",
+            "grace_seconds": 1,
+            "log_fsync": False,
+            "data_dir": tmp_path,
+            "gateway_health_probe_seconds": 0.5,
+            "http_trusted_proxies": " 10.0.0.1 , 10.0.1.0/24",
+        },
+    )
+
+    assert config.workers == 3
+    assert config.auth_required is False
+    assert config.grace_seconds == 1.0
+    assert isinstance(config.grace_seconds, float)
+    assert config.log_fsync is False
+    assert config.data_dir == tmp_path
+    assert config.gateway_health_probe_seconds == 0.5
+    assert config.http_trusted_proxies == "10.0.0.1,10.0.1.0/24"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("gateway_health_probe_seconds", 0.05, "at least 0.1"),
+        ("gateway_health_probe_seconds", "-1", "is negative"),
+        ("log_partition_hours", 5, "does not divide 24"),
+        ("log_compact_after_hours", -1, "is negative"),
+        ("workers", 2.5, "expected a whole number"),
+        ("auth_required", "maybe", "expected true or false"),
+        ("grace_seconds", float("nan"), "finite number"),
+        ("http_trusted_proxies", "*", "every client"),
+    ],
+)
+def test_bad_override_names_setting_and_value(name, value, fragment):
+    with pytest.raises(ValueError) as caught:
+        config_module.load(environ={}, overrides={name: value})
+
+    message = str(caught.value)
+    assert f"override {name}" in message
+    assert repr(value) in message
+    assert fragment in message
+
+
+def test_unknown_override_rejected():
+    with pytest.raises(ValueError) as caught:
+        config_module.load(environ={}, overrides={"wokers": 2})
+
+    assert "'wokers'" in str(caught.value)
+    assert "workers" in str(caught.value)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("true", True), ("1", True), ("Yes", True), ("off", False), ("0", False)],
