@@ -332,12 +332,22 @@ def _leaving(group_id: str, fields: dict[str, list[str]]) -> FailedPrecondition:
     group = domain.group_name(group_id)
     named = _named_users(fields)
     verb = "is leaving" if len(named) == 1 else "are leaving"
+    # Only a new settlement names its users in the request; deleting or
+    # restoring one can only wait for the check.
+    in_request = all(
+        path.startswith("settlement.") for paths in fields.values() for path in paths
+    )
+    advice = (
+        "Name members who stay in the group, or retry in a moment"
+        if in_request
+        else "A settlement of a leaving member cannot be deleted or restored "
+        "while that check runs. Retry in a moment"
+    )
     return _users_rejected(
         MEMBER_LEAVING,
         f"{join_some(list(named.values()))} {verb} {group!r}: a removal from the "
-        "group, or its deletion, is checking balances. Name members who stay "
-        "in the group, or retry in a moment, after the removal has finished "
-        "or been rejected",
+        f"group, or its deletion, is checking balances. {advice}, after the "
+        "removal has finished or been rejected",
         group_id,
         fields,
         [

@@ -565,10 +565,17 @@ def _deactivated(
     """Build the error for deactivated users named on a write."""
     listed = join_some([names.describe(user) for user in users])
     verb = "is deactivated" if len(users) == 1 else "are deactivated"
+    if all(names.in_request(user) for user in users):
+        advice = "Name an active member instead"
+    else:
+        advice = (
+            "An expense that names a deactivated user cannot be restored, and "
+            "an update cannot change what they paid or owe"
+        )
     return _users_rejected(
         USER_DEACTIVATED,
         f"{listed} {verb}; a deactivated user keeps its history but cannot pay "
-        "or take part in expenses. Name an active member instead",
+        f"or take part in expenses. {advice}",
         group,
         users,
         names,

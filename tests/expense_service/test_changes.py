@@ -273,6 +273,7 @@ def test_update_adding_deactivated_user_fails(clients, group):
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert reason_of(error) == "USER_DEACTIVATED"
     assert "expense.split.participants[2].user" in error.details()
+    assert "Name an active member instead" in error.details()
     assert _get(clients, expense.name) == expense
 
 
@@ -467,6 +468,8 @@ def test_undelete_with_deactivated_user_fails(clients, group, expense):
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert reason_of(error) == "USER_DEACTIVATED"
     assert "(split.participants[2].user of the stored expense)" in error.details()
+    assert "cannot be restored" in error.details()
+    assert "Name an active member" not in error.details()
     assert _get(clients, expense.name) == deleted
 
 

@@ -202,7 +202,7 @@ def test_settlement_writes_naming_leaving_member_rejected(cluster, db_url):  # n
         assert reason_of(error) == "MEMBER_LEAVING"
         assert repr(leaver) in error.details()
         assert field in error.details()
-        assert "retry in a moment" in error.details()
+        assert "Name members who stay" in error.details()
 
     with pytest.raises(grpc.RpcError) as caught:
         cluster.balances.UndeleteSettlement(
@@ -211,6 +211,8 @@ def test_settlement_writes_naming_leaving_member_rejected(cluster, db_url):  # n
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert reason_of(caught.value) == "MEMBER_LEAVING"
     assert "the settlement's payee" in caught.value.details()
+    assert "cannot be deleted or restored" in caught.value.details()
+    assert "Name members who stay" not in caught.value.details()
     with pytest.raises(grpc.RpcError) as caught:
         cluster.balances.DeleteSettlement(
             balances_pb.DeleteSettlementRequest(name=live.name), timeout=TIMEOUT
@@ -218,6 +220,7 @@ def test_settlement_writes_naming_leaving_member_rejected(cluster, db_url):  # n
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert reason_of(caught.value) == "MEMBER_LEAVING"
     assert "the settlement's payer" in caught.value.details()
+    assert "cannot be deleted or restored" in caught.value.details()
     assert _settled(cluster, group, leaver) is False
 
 
