@@ -93,6 +93,15 @@ def parse_json_int(text: str) -> int | JsonNumber:
     return int(text)
 
 
+class _NonJsonConstant:
+    """A `NaN`, `Infinity` or `-Infinity` literal, which `json.loads` accepts."""
+
+    __slots__ = ("literal",)
+
+    def __init__(self, literal: str) -> None:
+        self.literal = literal
+
+
 def decode_json(text: str, path: str = "") -> Any:
     """Decode JSON text with exact numbers, rejecting repeated object keys.
 
@@ -100,15 +109,23 @@ def decode_json(text: str, path: str = "") -> Any:
 
     `json.loads` keeps the last of two equal keys, so `{"units": "1",
     "units": "1000"}` would silently mean 1000. A repeated key is rejected at
-    any depth, whatever field it names.
+    any depth, whatever field it names. `json.loads` also reads the literals
+    `NaN`, `Infinity` and `-Infinity`, which RFC 8259 does not allow.
 
     Raises:
       json.JSONDecodeError: the text is not JSON.
       RecursionError: the text nests too deeply for the decoder.
-      InvalidArgument: an object repeats a key (reason DUPLICATE_FIELD); the
-        violation names the key's path, such as `expense.total.units`.
+      InvalidArgument: an object repeats a key (reason DUPLICATE_FIELD), or
+        a value is a NaN or Infinity literal (reason MALFORMED_JSON); the
+        message names the path, such as `expense.total.units`.
     """
     repeated: list[tuple[dict, str]] = []
+    constants: list[_NonJsonConstant] = []
+
+    def constant(literal: str) -> _NonJsonConstant:
+        found = _NonJsonConstant(literal)
+        constants.append(found)
+        return found
 
     def object_from_pairs(pairs: list[tuple[str, Any]]) -> dict:
         decoded: dict = {}
@@ -123,7 +140,20 @@ def decode_json(text: str, path: str = "") -> Any:
         parse_float=JsonNumber,
         parse_int=parse_json_int,
         object_pairs_hook=object_from_pairs,
+        parse_constant=constant,
     )
+    if constants:
+        # Document order: the decoder builds values before their container.
+        first = constants[0]
+        where = _path_of(tree, first, path) or path
+        raise invalid_field(
+            where or "body",
+            f"the request body is not valid JSON: {first.literal} at "
+            f"{where or 'the top level'} is not a JSON value (RFC 8259 has no "
+            "NaN or Infinity); send a number, or for a floating-point field "
+            f'the string "{first.literal}"',
+            reason="MALFORMED_JSON",
+        )
     if repeated:
         holder, key = repeated[0]
         where = _join(_path_of(tree, holder, path) or path, key)
@@ -136,8 +166,8 @@ def decode_json(text: str, path: str = "") -> Any:
     return tree
 
 
-def _path_of(tree: Any, target: dict, path: str = "") -> str | None:
-    """Return the field path of the object `target` inside `tree`, or None."""
+def _path_of(tree: Any, target: object, path: str = "") -> str | None:
+    """Return the field path of the value `target` inside `tree`, or None."""
     if tree is target:
         return path
     children: list[tuple[str, Any]] = []

@@ -554,3 +554,17 @@ def test_sdk_http_exporter(live):
     assert outside.severity == pb.SEVERITY_INFO
     assert outside.trace_id == ""
     assert outside.span_id == ""
+
+
+def test_json_nan_literal_malformed(http):
+    body = json.dumps(_json_export(_service(), {"body": {"stringValue": "x"}}))
+    body = body.replace('"stringValue": "x"', '"doubleValue": NaN')
+
+    response = _post(http, body.encode(), JSON)
+
+    assert response.status_code == 400
+    status = _status(response)
+    assert "not valid JSON" in status.message
+    assert "NaN at resourceLogs[0]" in status.message
+    assert "got the number" not in status.message
+    assert _reason(status) == "MALFORMED_JSON"

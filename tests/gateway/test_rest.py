@@ -749,3 +749,25 @@ def test_path_utf8_decoded(client):
     error = _error(response)
     assert "contains the invalid id 'z\u00f6e'" in error["message"]
     assert _detail(error, ERROR_INFO)["reason"] == "INVALID_RESOURCE_NAME"
+
+
+@pytest.mark.parametrize(
+    ("body", "literal", "field"),
+    [
+        (b'{"email": "a@example.com", "displayName": NaN}', "NaN", "user.displayName"),
+        (b'{"displayName": "A", "extra": [1, Infinity]}', "Infinity", "user.extra[1]"),
+        (b"-Infinity", "-Infinity", "user"),
+    ],
+)
+def test_json_nan_literal_malformed(client, body, literal, field):
+    response = client.post(
+        "/v1/users", content=body, headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 400, response.text
+    error = _error(response)
+    assert error["status"] == "INVALID_ARGUMENT"
+    assert "not valid JSON" in error["message"]
+    assert f"{literal} at {field}" in error["message"]
+    assert "got the number" not in error["message"]
+    assert _detail(error, ERROR_INFO)["reason"] == "MALFORMED_JSON"
