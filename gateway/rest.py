@@ -10,13 +10,17 @@ the `google.rpc.Status` JSON shape:
                "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
                             ...}]}}
 
-A `grpc-timeout` header sets the deadline of the backend call, as in gRPC.
-Values above `MAX_TIMEOUT_SECONDS` (one hour) are shortened to it, because
-the header syntax allows up to 99999999 hours, far past what a gRPC deadline
-can hold. Without the header a unary call gets the `deadline_seconds`
-setting, and a response stream gets no deadline, as on the gRPC front: a
-tail runs until the client closes the connection, which cancels the backend
-call.
+A `grpc-timeout` header sets the deadline of the call, as in gRPC: a
+positive integer of 1 to 8 digits and a unit. Zero and malformed values get
+400. The deadline runs from when the gateway receives the request, so a
+deadline that has passed before the gateway would call the backend (such
+as `1n`) gets 504 DEADLINE_EXCEEDED without a backend call, and the backend
+call gets the time that is left. Values above `MAX_TIMEOUT_SECONDS` (one
+hour) are shortened to it, because the header syntax allows up to 99999999
+hours, far past what a gRPC deadline can hold. Without the header a unary
+call gets the `deadline_seconds` setting, and a response stream gets no
+deadline, as on the gRPC front: a tail runs until the client closes the
+connection, which cancels the backend call.
 
 Server-streaming methods respond with newline-delimited JSON: one
 `{"result": ...}` line per message and, if the stream fails after it started,
@@ -40,6 +44,7 @@ import json
 import logging
 import math
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -130,7 +135,7 @@ _TIMEOUT_UNITS = {
     "u": 1e-6,
     "n": 1e-9,
 }
-_TIMEOUT = re.compile(r"([0-9]{1,8})([HMSmun])\Z")
+_TIMEOUT = re.compile(r"(0*[1-9][0-9]*)([HMSmun])\Z")
 # Maximum backend call deadline in seconds that a grpc-timeout header can set.
 MAX_TIMEOUT_SECONDS = 3600.0
 
@@ -240,18 +245,38 @@ def parse_timeout(text: str) -> float:
     Values above `MAX_TIMEOUT_SECONDS` return `MAX_TIMEOUT_SECONDS`.
 
     Raises:
-      InvalidArgument: the value is not 1 to 8 digits followed by a unit.
+      InvalidArgument: the value is not a positive integer of 1 to 8 digits
+        followed by a unit.
     """
     match = _TIMEOUT.match(text.strip())
-    if not match:
+    if not match or len(match.group(1)) > 8:
         raise InvalidArgument(
-            f"invalid grpc-timeout header {text!r}; use 1 to 8 digits and a unit "
-            "H, M, S, m, u or n, e.g. 500m for half a second",
+            f"invalid grpc-timeout header {text!r}; use a positive integer of 1 "
+            "to 8 digits and a unit H, M, S, m, u or n, e.g. 500m for half a "
+            "second",
             reason="INVALID_TIMEOUT",
             metadata={"header": "grpc-timeout"},
         )
     seconds = int(match.group(1)) * _TIMEOUT_UNITS[match.group(2)]
     return min(seconds, MAX_TIMEOUT_SECONDS)
+
+
+def _time_left(timeout: float, received: float) -> float:
+    """Return the seconds left of a timeout that started at `received`."""
+    return timeout - (time.monotonic() - received)
+
+
+def _expired_before_call(header: str, full_method: str) -> status_pb2.Status:
+    method = full_method.lstrip("/").replace("/", ".")
+    return _gateway_error(
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        "DEADLINE_EXPIRED_BEFORE_CALL",
+        f"the deadline of grpc-timeout {header.strip()} expired before the "
+        f"gateway called {method}, so the call was not made; retry with a "
+        "longer grpc-timeout",
+        header="grpc-timeout",
+        method=method,
+    )
 
 
 def _header_metadata(request: Request) -> list[tuple[str, str]]:
@@ -372,6 +397,7 @@ class RestFront:
         return principal
 
     async def _serve(self, request: Request) -> Response:
+        received = time.monotonic()
         path = _request_path(request)
         http_method = "GET" if request.method == "HEAD" else request.method
         try:
@@ -429,13 +455,17 @@ class RestFront:
         with auth.acting_as(principal):
             metadata = _metadata_from_headers(request)
         payload = message.SerializeToString()
+        timeout = None
+        if requested_timeout is not None:
+            timeout = _time_left(requested_timeout, received)
+            if timeout <= 0:
+                return _error_response(_expired_before_call(header, route.full_method))
         if route.method.server_streaming:
             return await self._stream(
-                request, route, endpoint, payload, requested_timeout, metadata
+                request, route, endpoint, payload, metadata, timeout, requested_timeout
             )
-        timeout = self._default_timeout
-        if requested_timeout is not None:
-            timeout = requested_timeout
+        if timeout is None:
+            timeout = self._default_timeout
         if self._auth is not None and self._auth.watches(route.full_method):
             return await self._revoking_call(
                 route, endpoint, message, payload, timeout, metadata
@@ -527,6 +557,7 @@ class RestFront:
 
     async def _serve_otlp(self, request: Request) -> Response:
         """Serve `POST /v1/logs`, OTLP's log export over HTTP (`gateway.otlp_http`)."""
+        received = time.monotonic()
         if request.method != "POST":
             status = _gateway_error(
                 grpc.StatusCode.UNIMPLEMENTED,
@@ -565,6 +596,11 @@ class RestFront:
 
         with auth.acting_as(principal):
             metadata = _metadata_from_headers(request)
+        if header is not None:
+            timeout = _time_left(timeout, received)
+            if timeout <= 0:
+                status = _expired_before_call(header, otlp_http.EXPORT_METHOD)
+                return _otlp_error(request, status)
         multicallable = self._pool.callables[otlp_http.EXPORT_METHOD]
         try:
             reply = await multicallable(payload, timeout=timeout, metadata=metadata)
@@ -627,13 +663,16 @@ class RestFront:
         route: HttpRoute,
         endpoint: _Endpoint,
         payload: bytes,
-        timeout: float | None,
         metadata,
+        timeout: float | None,
+        requested_timeout: float | None,
     ) -> Response:
         """Forward a response stream as NDJSON until it ends or the client leaves.
 
-        Without a grpc-timeout header the backend call has no deadline, as on
-        the gRPC front, so a tail runs until the client closes the connection.
+        `timeout` is the time left of the grpc-timeout header's
+        `requested_timeout`. Without the header the backend call has no
+        deadline, as on the gRPC front, so a tail runs until the client
+        closes the connection.
         """
         call = endpoint.multicallable(payload, timeout=timeout, metadata=metadata)
         iterator = call.__aiter__()
@@ -656,8 +695,8 @@ class RestFront:
                     )
                     message = await anext(iterator, None)
             except grpc.aio.AioRpcError as error:
-                if timeout is not None and _own_deadline(error):
-                    status = _stream_deadline_status(timeout)
+                if requested_timeout is not None and _own_deadline(error):
+                    status = _stream_deadline_status(requested_timeout)
                 else:
                     status = _status_of(error, route.full_method, self._pool)
                 yield _ndjson_line(status_json(status))

@@ -568,3 +568,14 @@ def test_json_nan_literal_malformed(http):
     assert "NaN at resourceLogs[0]" in status.message
     assert "got the number" not in status.message
     assert _reason(status) == "MALFORMED_JSON"
+
+
+def test_timeout_expired_before_call_504(http):
+    body = _export(_service(), _record("late")).SerializeToString()
+
+    response = _post(http, body, PROTOBUF, grpc_timeout="1n")
+
+    assert response.status_code == 504
+    status = _status(response)
+    assert "grpc-timeout 1n expired before the gateway called" in status.message
+    assert _reason(status) == "DEADLINE_EXPIRED_BEFORE_CALL"

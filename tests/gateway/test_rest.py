@@ -771,3 +771,29 @@ def test_json_nan_literal_malformed(client, body, literal, field):
     assert f"{literal} at {field}" in error["message"]
     assert "got the number" not in error["message"]
     assert _detail(error, ERROR_INFO)["reason"] == "MALFORMED_JSON"
+
+
+@pytest.mark.parametrize("header", ["0S", "00000000m", "0n", "123456789S", "1s"])
+def test_zero_or_malformed_timeout_400(client, header):
+    response = client.get("/v1/users", headers={"grpc-timeout": header})
+
+    assert response.status_code == 400, response.text
+    error = _error(response)
+    assert "grpc-timeout" in error["message"]
+    assert "positive integer" in error["message"]
+    assert _detail(error, ERROR_INFO)["reason"] == "INVALID_TIMEOUT"
+
+
+@pytest.mark.parametrize("header", ["1n", "1u"])
+def test_timeout_expired_before_call_504(client, header):
+    for _ in range(5):
+        response = client.get("/v1/users", headers={"grpc-timeout": header})
+
+        assert response.status_code == 504, response.text
+        error = _error(response)
+        assert error["status"] == "DEADLINE_EXCEEDED"
+        assert f"grpc-timeout {header}" in error["message"]
+        assert "expired before the gateway called" in error["message"]
+        assert "did not answer" not in error["message"]
+        reason = _detail(error, ERROR_INFO)["reason"]
+        assert reason == "DEADLINE_EXPIRED_BEFORE_CALL"
