@@ -247,6 +247,11 @@ def describe_json(value: Any) -> str:
     return "an object"
 
 
+def integer_range(field: FieldDescriptor) -> tuple[int, int]:
+    """Return the lowest and highest value of an integer field."""
+    return _INT_RANGES[field.type]
+
+
 def _by_json_name(descriptor: Descriptor, name: str) -> FieldDescriptor | None:
     for field in descriptor.fields:
         if field.json_name == name:

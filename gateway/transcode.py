@@ -76,6 +76,8 @@ _WRAPPERS = frozenset(
 )
 
 _INTEGER = re.compile(r"[-+]?[0-9]+\Z")
+# Longest integer text of a path or query value that is converted to an int.
+_MAX_INTEGER_CHARACTERS = 40
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 # A JSON escape of a surrogate. Only such an escape can decode to one, so a
 # body without it needs no search for lone surrogates.
@@ -447,7 +449,7 @@ def _assign_path_value(tree: dict, descriptor: Descriptor, name: str, text: str)
             )
         node, descriptor = child, field.message_type
     leaf = descriptor.fields_by_name[leaf_name]
-    value = _convert(leaf, text, name)
+    value = _convert(leaf, text, name, f"path variable {name!r}")
     present = _child(node, leaf)
     if present is not None and present != value:
         raise invalid_field(
@@ -531,7 +533,7 @@ def _assign_query_value(
     node = tree
     for field in fields[:-1]:
         node = node.setdefault(field.json_name, {})
-    value = _convert(leaf, text, key)
+    value = _convert(leaf, text, key, f"query parameter {key!r}")
     if leaf.is_repeated:
         node.setdefault(leaf.json_name, []).append(value)
     elif leaf.json_name in node:
@@ -545,21 +547,22 @@ def _assign_query_value(
         node[leaf.json_name] = value
 
 
-def _convert(field: FieldDescriptor, text: str, name: str) -> Any:
-    """Convert one path or query value to its proto3 JSON form."""
+def _convert(field: FieldDescriptor, text: str, name: str, subject: str) -> Any:
+    """Convert one path or query value to its proto3 JSON form.
+
+    `name` is the field path of the error, and `subject` names the value in
+    its message, such as `query parameter 'pageSize'`.
+    """
     if field.message_type is not None:
         full_name = field.message_type.full_name
         if full_name == "google.protobuf.FieldMask":
             return ",".join(_lower_camel(path) for path in text.split(",") if path)
         if full_name in _WRAPPERS:
-            return _convert(field.message_type.fields_by_name["value"], text, name)
+            value_field = field.message_type.fields_by_name["value"]
+            return _convert(value_field, text, name, subject)
         return text
     if field.type in _INTEGER_TYPES:
-        if not _INTEGER.match(text):
-            raise invalid_field(
-                name, f"{text!r} is not an integer", reason="INVALID_FIELD_TYPE"
-            )
-        return int(text)
+        return _convert_integer(field, text, name, subject)
     if field.type in _FLOAT_TYPES:
         if text in _FLOAT_WORDS:
             return text
@@ -584,6 +587,30 @@ def _convert(field: FieldDescriptor, text: str, name: str) -> Any:
             name, f"{text!r} is not a boolean; use true or false", "INVALID_FIELD_TYPE"
         )
     return text
+
+
+def _convert_integer(field: FieldDescriptor, text: str, name: str, subject: str) -> int:
+    low, high = json_check.integer_range(field)
+    allowed = f"an integer from {low} to {high}"
+    if not _INTEGER.match(text):
+        raise invalid_field(
+            name,
+            f"{text!r} is not an integer; set {subject} to {allowed}",
+            reason="INVALID_FIELD_TYPE",
+        )
+    # Every integer field ends below 2**64 (20 digits), and Python refuses to
+    # read more than 4,300 digits.
+    number = int(text) if len(text) <= _MAX_INTEGER_CHARACTERS else None
+    if number is None or not low <= number <= high:
+        shown = text
+        if number is None:
+            shown = f"{text[:_MAX_INTEGER_CHARACTERS]}... ({len(text)} characters)"
+        raise invalid_field(
+            name,
+            f"{shown} is out of range for {subject}; use {allowed}",
+            reason="INVALID_FIELD_VALUE",
+        )
+    return number
 
 
 def _lower_camel(path: str) -> str:

@@ -797,3 +797,25 @@ def test_timeout_expired_before_call_504(client, header):
         assert "did not answer" not in error["message"]
         reason = _detail(error, ERROR_INFO)["reason"]
         assert reason == "DEADLINE_EXPIRED_BEFORE_CALL"
+
+
+@pytest.mark.parametrize("value", ["99999999999", "-2147483649"])
+def test_query_integer_out_of_range(client, value):
+    response = client.get("/v1/users", params={"pageSize": value})
+
+    assert response.status_code == 400, response.text
+    error = _error(response)
+    assert (
+        f"{value} is out of range for query parameter 'pageSize'" in (error["message"])
+    )
+    assert "from -2147483648 to 2147483647" in error["message"]
+    assert "JSON" not in error["message"]
+    assert _detail(error, ERROR_INFO)["reason"] == "INVALID_FIELD_VALUE"
+
+
+def test_query_not_integer_names_range(client):
+    response = client.get("/v1/users", params={"pageSize": "ten"})
+
+    error = _error(response)
+    assert "set query parameter 'pageSize' to an integer" in error["message"]
+    assert "from -2147483648 to 2147483647" in error["message"]
