@@ -424,6 +424,11 @@ class RestFront:
         except DomainError as exc:
             return _error_response(exc.to_status(), _retry_after(exc))
 
+        content_encoding = request.headers.get("content-encoding", "")
+        if not _is_identity_encoding(content_encoding):
+            return _unsupported_content_encoding(
+                content_encoding, request.method, route.template.text
+            )
         body = await self._read_body(request)
         if body is None:
             return _body_too_large(self._max_body_bytes)
@@ -770,6 +775,30 @@ def _unsupported_media_type(header: str) -> Response:
         content_type=media_type,
     )
     return _error_with_http_status(status, 415)
+
+
+def _is_identity_encoding(header: str) -> bool:
+    """Return whether a Content-Encoding header leaves the body as it is."""
+    return all(
+        coding.strip().lower() in ("", "identity") for coding in header.split(",")
+    )
+
+
+def _unsupported_content_encoding(header: str, http_method: str, path: str):
+    """Build the 415 reply to a compressed body on a route that does not inflate.
+
+    Only `POST /v1/logs` inflates gzip, as OTLP/HTTP exporters send it.
+    """
+    status = _gateway_error(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "UNSUPPORTED_CONTENT_ENCODING",
+        f"Content-Encoding {header.strip()!r} is not supported on {http_method} "
+        f"{path}; only POST {otlp_http.LOGS_PATH} accepts gzip, so send this "
+        "body uncompressed, without Content-Encoding",
+        content_encoding=header.strip(),
+    )
+    # RFC 9110 (section 12.5.3) lets a 415 list the codings that are accepted.
+    return _error_with_http_status(status, 415, {"Accept-Encoding": "identity"})
 
 
 def _retry_after(error: DomainError) -> dict[str, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import uuid
 
 import httpx
@@ -819,3 +821,34 @@ def test_query_not_integer_names_range(client):
     error = _error(response)
     assert "set query parameter 'pageSize' to an integer" in error["message"]
     assert "from -2147483648 to 2147483647" in error["message"]
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", "identity, gzip"])
+def test_content_encoding_415(client, coding):
+    body = gzip.compress(json.dumps({"email": _email(), "displayName": "Z"}).encode())
+
+    response = client.post(
+        "/v1/users",
+        content=body,
+        headers={"content-type": "application/json", "content-encoding": coding},
+    )
+
+    assert response.status_code == 415, response.text
+    assert response.headers["accept-encoding"] == "identity"
+    error = _error(response)
+    assert error["code"] == 415
+    assert error["status"] == "INVALID_ARGUMENT"
+    assert "POST /v1/users" in error["message"]
+    assert "only POST /v1/logs accepts gzip" in error["message"]
+    assert "UTF-8" not in error["message"]
+    assert _detail(error, ERROR_INFO)["reason"] == "UNSUPPORTED_CONTENT_ENCODING"
+
+
+def test_identity_content_encoding_accepted(client):
+    response = client.post(
+        "/v1/users",
+        json={"email": _email(), "displayName": "Plain"},
+        headers={"content-encoding": "identity"},
+    )
+
+    assert response.status_code == 200, response.text
