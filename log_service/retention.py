@@ -66,10 +66,11 @@ class Policy:
 
     @property
     def etag(self) -> str:
+        """A digest of the policy in double quotes, an HTTP entity tag as is."""
         encoded = json.dumps(
             [self.default_ns, sorted(self.services.items()), self.update_time_ns]
         ).encode()
-        return hashlib.blake2b(encoded, digest_size=8).hexdigest()
+        return f'"{hashlib.blake2b(encoded, digest_size=8).hexdigest()}"'
 
     def cutoffs(self, now_ns: int) -> tuple[int, dict[str, int]]:
         """Return the default and per-service lowest kept timestamps."""
@@ -221,11 +222,13 @@ def apply_update(
             "names no field and the policy sets none; set default_retention or "
             "service_retentions",
         )
-    if update.etag and update.etag != current.etag:
+    # Versions before the quotes sent the bare digest, which still matches.
+    if update.etag and update.etag not in (current.etag, current.etag.strip('"')):
         raise Aborted(
             f"retention_policy.etag {update.etag!r} is not the current etag "
             f"{current.etag!r}; the policy changed meanwhile, so read it again "
             "and resend the update",
+            reason="ETAG_MISMATCH",
             metadata={"field": "retention_policy.etag"},
         )
     return Policy(default_ns, services, now_ns)

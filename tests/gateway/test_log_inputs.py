@@ -172,3 +172,28 @@ def test_batch_with_word_like_a_severity_is_stored(live):
     stored = list_all(live.stub, services=[service])
     assert sorted(entry.message for entry in stored) == sorted(messages)
     assert {entry.severity for entry in stored} == {logs_pb2.SEVERITY_INFO}
+
+
+def test_retention_policy_etag_header(live):
+    response = httpx.get(_url(live, "/v1/retentionPolicy"), timeout=10)
+
+    assert response.status_code == 200, response.text
+    etag = response.json()["retentionPolicy"]["etag"]
+    assert etag.startswith('"')
+    assert response.headers["ETag"] == etag
+
+
+def test_retention_policy_if_match(live):
+    url = _url(live, "/v1/retentionPolicy?updateMask=serviceRetentions")
+    body = {"serviceRetentions": {"etag-probe": "172800s"}}
+    etag = httpx.get(_url(live, "/v1/retentionPolicy"), timeout=10).headers["ETag"]
+
+    current = httpx.patch(url, json=body, headers={"If-Match": etag}, timeout=10)
+    stale = httpx.patch(url, json=body, headers={"If-Match": etag}, timeout=10)
+
+    assert current.status_code == 200, current.text
+    assert current.json()["retentionPolicy"]["etag"] != etag
+    assert stale.status_code == 409, stale.text
+    assert stale.json()["error"]["status"] == "ABORTED"
+    reasons = [d.get("reason") for d in stale.json()["error"]["details"]]
+    assert "ETAG_MISMATCH" in reasons

@@ -376,3 +376,24 @@ def test_retention_update_rejects_unknown_mask_path(lonely_router):
 
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert violated_fields(caught.value) == ["update_mask.paths[0]"]
+
+
+def test_retention_etag_quoted_bare_accepted(lonely_router):
+    stub, _ = lonely_router
+    current = stub.GetRetentionPolicy(
+        pb.GetRetentionPolicyRequest(name="retentionPolicy")
+    ).retention_policy
+    # The bare form is the etag as versions before the quotes sent it.
+    update = pb.RetentionPolicy(name="retentionPolicy", etag=current.etag.strip('"'))
+    update.service_retentions["bare-etag"].seconds = 3 * HOUR
+
+    updated = stub.UpdateRetentionPolicy(
+        pb.UpdateRetentionPolicyRequest(
+            retention_policy=update,
+            update_mask=field_mask_pb2.FieldMask(paths=["service_retentions"]),
+        )
+    ).retention_policy
+
+    assert current.etag.startswith('"')
+    assert current.etag.endswith('"')
+    assert updated.service_retentions["bare-etag"].seconds == 3 * HOUR
