@@ -3,9 +3,13 @@
 `json_format.ParseDict` reports a wrong value with text from Python internals
 ("invalid literal for int() with base 10", "time data ... does not match
 format") and often without the field. `check_message` walks the tree first and
-raises an InvalidArgument whose message names the field path as the client
-wrote it (`user.createTime`, `splits[2].amount`), the JSON value received and
-the JSON form that the field expects.
+raises an InvalidArgument whose message names the field path, the JSON value
+received and the JSON form that the field expects.
+
+Field paths in errors use the proto field names, as the gRPC API's errors do
+(`user.create_time`, `splits[2].amount`), whichever of the two JSON names the
+client sent. A key that names no field is written as sent, and a map key in
+brackets (`attributes["k"]`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ _FLOAT32_MAX = 3.4028234663852886e38
 _FLOAT_WORDS = frozenset({"NaN", "Infinity", "-Infinity"})
 _DIGITS = re.compile(r"-?[0-9]+\Z")
 _NUMBER = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\Z")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 _TIMESTAMP = "google.protobuf.Timestamp"
 _DURATION = "google.protobuf.Duration"
@@ -102,10 +107,12 @@ class _NonJsonConstant:
         self.literal = literal
 
 
-def decode_json(text: str, path: str = "") -> Any:
+def decode_json(text: str, path: str = "", descriptor: Descriptor | None = None) -> Any:
     """Decode JSON text with exact numbers, rejecting repeated object keys.
 
-    `path` is the field path of the whole text in the request, if any.
+    `path` is the field path of the whole text in the request, if any, and
+    `descriptor` its message type, which turns the keys of error paths into
+    proto field names.
 
     `json.loads` keeps the last of two equal keys, so `{"units": "1",
     "units": "1000"}` would silently mean 1000. A repeated key is rejected at
@@ -145,7 +152,7 @@ def decode_json(text: str, path: str = "") -> Any:
     if constants:
         # Document order: the decoder builds values before their container.
         first = constants[0]
-        where = _path_of(tree, first, path) or path
+        where = _path_of(tree, first, path, descriptor) or path
         raise invalid_field(
             where or "body",
             f"the request body is not valid JSON: {first.literal} at "
@@ -156,7 +163,7 @@ def decode_json(text: str, path: str = "") -> Any:
         )
     if repeated:
         holder, key = repeated[0]
-        where = _join(_path_of(tree, holder, path) or path, key)
+        where = _path_of(tree, holder, path, descriptor, key) or path
         raise invalid_field(
             where,
             f"{key!r} appears more than once in one JSON object, and the "
@@ -166,20 +173,100 @@ def decode_json(text: str, path: str = "") -> Any:
     return tree
 
 
-def _path_of(tree: Any, target: object, path: str = "") -> str | None:
-    """Return the field path of the value `target` inside `tree`, or None."""
+def _path_of(
+    tree: Any,
+    target: object,
+    path: str,
+    descriptor: Descriptor | None,
+    key: str | None = None,
+) -> str | None:
+    """Return the field path of the value `target` inside `tree`, or None.
+
+    With `key`, return the path of that key of the object `target`.
+    """
+    segments = _segments_to(tree, target)
+    if segments is None:
+        return None
+    if key is not None:
+        segments.append(key)
+    return proto_path(descriptor, segments, path)
+
+
+def _segments_to(tree: Any, target: object) -> list[str | int] | None:
+    """Return the keys and indexes that lead from `tree` to `target`, or None."""
     if tree is target:
-        return path
-    children: list[tuple[str, Any]] = []
+        return []
+    children: list[tuple[str | int, Any]] = []
     if isinstance(tree, dict):
-        children = [(_join(path, key), value) for key, value in tree.items()]
+        children = list(tree.items())
     elif isinstance(tree, list):
-        children = [(f"{path}[{index}]", value) for index, value in enumerate(tree)]
-    for child_path, child in children:
-        found = _path_of(child, target, child_path)
+        children = list(enumerate(tree))
+    for step, child in children:
+        found = _segments_to(child, target)
         if found is not None:
-            return found
+            return [step, *found]
     return None
+
+
+def proto_path(
+    descriptor: Descriptor | None, segments: list[str | int], base: str = ""
+) -> str:
+    """Write a path of JSON keys and array indexes with proto field names.
+
+    Args:
+      descriptor: the message type at the start of the path, or None to
+        write every key as it is.
+      segments: the JSON object keys and array indexes, in order.
+      base: the path of the start, prefixed to the result.
+
+    A key that is no field of its message is written as it is, and so is
+    every key below it.
+    """
+    path = base
+    message = descriptor
+    map_field: FieldDescriptor | None = None
+    for segment in segments:
+        if isinstance(segment, int):
+            path += f"[{segment}]"
+            continue
+        if map_field is not None:
+            path += f"[{json.dumps(segment, ensure_ascii=False)}]"
+            message = map_field.message_type.fields_by_name["value"].message_type
+            map_field = None
+            continue
+        field = None
+        if message is not None and message.full_name not in _FREE_FORM:
+            field = message.fields_by_name.get(segment) or _by_json_name(
+                message, segment
+            )
+        path = _join_key(path, segment if field is None else field.name)
+        message = None if field is None else field.message_type
+        if field is not None and _is_map(field):
+            map_field = field
+    return path
+
+
+_PATH_SEGMENT = re.compile(r'\[([0-9]+)\]|\[("(?:[^"\\]|\\.)*")\]|\.?([^.\[\]]+)')
+
+
+def split_path(text: str) -> list[str | int]:
+    """Split a field path such as `a.b[0]["k"]` into its keys and indexes."""
+    segments: list[str | int] = []
+    for index, quoted, key in _PATH_SEGMENT.findall(text):
+        if index:
+            segments.append(int(index))
+        elif quoted:
+            segments.append(json.loads(quoted))
+        else:
+            segments.append(key)
+    return segments
+
+
+def _join_key(path: str, key: str) -> str:
+    """Append an object key to a path, in brackets unless it is an identifier."""
+    if _IDENTIFIER.match(key):
+        return _join(path, key)
+    return f"{path}[{json.dumps(key, ensure_ascii=False)}]"
 
 
 def check_message(tree: Any, descriptor: Descriptor, path: str = "") -> None:
@@ -204,22 +291,22 @@ def check_message(tree: Any, descriptor: Descriptor, path: str = "") -> None:
     for key, value in list(tree.items()):
         field = descriptor.fields_by_name.get(key) or _by_json_name(descriptor, key)
         if field is None:
-            known = ", ".join(f.json_name for f in descriptor.fields)
+            known = ", ".join(f.name for f in descriptor.fields)
             raise invalid_field(
-                _join(path, key),
+                _join_key(path, key),
                 f"unknown field {key!r} in {descriptor.full_name}; known fields: "
                 f"{known}",
                 reason="UNKNOWN_FIELD",
             )
         if field.name in seen:
             raise invalid_field(
-                _join(path, key),
+                _join(path, field.name),
                 f"{key!r} and {seen[field.name]!r} name the same field of "
                 f"{descriptor.full_name}; send only one of them",
                 reason="DUPLICATE_FIELD",
             )
         seen[field.name] = key
-        tree[key] = _check_field(value, field, _join(path, key))
+        tree[key] = _check_field(value, field, _join(path, field.name))
 
 
 def expected_json(descriptor: Descriptor) -> str:

@@ -195,7 +195,10 @@ def split_batch(
     if transcode.SURROGATE_ESCAPE.search(body) is None:
         return None
     try:
-        tree = decode_json(body.decode("utf-8-sig"))
+        tree = decode_json(
+            body.decode("utf-8-sig"),
+            descriptor=logs_pb2.WriteLogEntriesRequest.DESCRIPTOR,
+        )
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
     if check_body is not None:
@@ -218,7 +221,9 @@ def _split_tree(tree: Any) -> SplitBatch | None:
     split = SplitBatch(b"", [], [])
     kept_entries = []
     for index, entry in enumerate(entries):
-        found = transcode.find_lone_surrogate(entry)
+        found = transcode.find_lone_surrogate(
+            entry, descriptor=logs_pb2.LogEntry.DESCRIPTOR
+        )
         if found is None:
             split.kept.append(index)
             kept_entries.append(entry)
@@ -341,7 +346,9 @@ def _split_stream(
     or `count` long.
     """
     shared = {key: value for key, value in stream.items() if key not in _ENTRY_FIELDS}
-    found = transcode.find_lone_surrogate(shared)
+    found = transcode.find_lone_surrogate(
+        shared, descriptor=logs_pb2.LogStream.DESCRIPTOR
+    )
     if found is not None:
         split.rejections.extend(
             _rejection(index, found.field, found)

@@ -239,7 +239,7 @@ def json_to_request(body: bytes) -> logs_service_pb2.ExportLogsServiceRequest:
     """
     if not body.strip():
         return _REQUEST()
-    tree = transcode.load_json_body(body)
+    tree = transcode.load_json_body(body, descriptor=_REQUEST.DESCRIPTOR)
     if not isinstance(tree, dict):
         raise invalid_field(
             "body",
@@ -287,7 +287,8 @@ def _prepare(tree: dict, descriptor: Descriptor) -> None:
                     del node[key]
                     continue
             value = node[key]
-            child_path = f"{path}.{key}" if path else key
+            name = key if field is None else field.name
+            child_path = f"{path}.{name}" if path else name
             if message is _LOG_RECORD and field.name in _ID_BYTES:
                 node[key] = _id_to_base64(value, child_path, _ID_BYTES[field.name])
             elif (
@@ -395,8 +396,8 @@ def _parse_error(exc: json_format.ParseError) -> InvalidArgument:
     at = _FIELD_AT.search(text)
     # Without a location, the chain "Failed to parse a field: Failed to
     # parse b field: why" names the fields without their indexes.
-    names = _FAILED_FIELD.findall(text)
-    field = at.group(1) if at else ".".join(names) or "body"
+    segments = json_check.split_path(at.group(1)) if at else _FAILED_FIELD.findall(text)
+    field = json_check.proto_path(_REQUEST.DESCRIPTOR, segments) or "body"
     cause = _FAILED_FIELD.sub("", text)
     cause = cause.split(" at ExportLogsServiceRequest", 1)[0].rstrip(". ")
     return invalid_field(

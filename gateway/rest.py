@@ -514,7 +514,7 @@ class RestFront:
             body = body if split is None else split.body
         # Starlette's query_params replaces invalid UTF-8 with U+FFFD, so the
         # raw bytes are decoded here, where invalid UTF-8 is rejected.
-        query = transcode.parse_query_string(query_string)
+        query = transcode.parse_query_string(query_string, route.method.input_type)
         message = transcode.build_request(
             route, endpoint.request_class, path_values, query, body, check_body
         )

@@ -82,7 +82,6 @@ _SURROGATE = re.compile(r"[\ud800-\udfff]")
 # A JSON escape of a surrogate. Only such an escape can decode to one, so a
 # body without it needs no search for lone surrogates.
 SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _UNKNOWN_FIELD = re.compile(
     r'Message type "([^"]+)" has no field named "([^"]+)" at "([^"]+)"'
 )
@@ -94,12 +93,15 @@ def message_class(descriptor: Descriptor) -> type[Message]:
     return message_factory.GetMessageClass(descriptor)
 
 
-def parse_query_string(raw: bytes) -> list[tuple[str, str]]:
+def parse_query_string(
+    raw: bytes, descriptor: Descriptor | None = None
+) -> list[tuple[str, str]]:
     """Split a raw query string into decoded (key, value) pairs, in order.
 
     Keys and values are percent-decoded, with `+` read as a space, and must
     then be valid UTF-8. A pair without `=` has an empty value, and empty
-    pairs (`a=1&&b=2`) are skipped.
+    pairs (`a=1&&b=2`) are skipped. `descriptor`, the request's message
+    type, lets an error name a parameter's field by its proto name.
 
     Raises:
       splitlog_runtime.errors.InvalidArgument: a key or a value is not valid
@@ -110,12 +112,25 @@ def parse_query_string(raw: bytes) -> list[tuple[str, str]]:
         if not pair:
             continue
         raw_key, _, raw_value = pair.partition(b"=")
-        key = _decode_query_part(raw_key, None)
-        items.append((key, _decode_query_part(raw_value, key)))
+        key = _decode_query_part(raw_key, None, descriptor)
+        items.append((key, _decode_query_part(raw_value, key, descriptor)))
     return items
 
 
-def _decode_query_part(raw: bytes, key: str | None) -> str:
+def _query_field_path(descriptor: Descriptor | None, key: str) -> str:
+    """Return the proto field path of a query parameter, or the key if unknown."""
+    if descriptor is None:
+        return key
+    try:
+        fields = _resolve_query_key(descriptor, key)
+    except InvalidArgument:
+        return key
+    return ".".join(field.name for field in fields)
+
+
+def _decode_query_part(
+    raw: bytes, key: str | None, descriptor: Descriptor | None
+) -> str:
     """Percent-decode a query key (`key` None) or the value of `key` as UTF-8."""
     data = unquote_to_bytes(raw.replace(b"+", b" "))
     try:
@@ -126,7 +141,8 @@ def _decode_query_part(raw: bytes, key: str | None) -> str:
             shown = quote_from_bytes(data, safe="")
             field, subject = shown, f"the query parameter name {shown!r}"
         else:
-            field, subject = key, f"the value of query parameter {key!r}"
+            field = _query_field_path(descriptor, key)
+            subject = f"the value of query parameter {key!r}"
         raise invalid_field(
             field,
             f"{subject} is not valid UTF-8: the bytes {bad} at byte {exc.start} "
@@ -204,25 +220,21 @@ def _body_tree(
         return {}
     if not body.strip():
         return {}
-    body_path = (
-        "" if route.body == "*" else descriptor.fields_by_name[route.body].json_name
-    )
-    value = load_json_body(body, body_path)
+    body_field = None if route.body == "*" else descriptor.fields_by_name[route.body]
+    body_path = "" if body_field is None else body_field.name
+    body_type = descriptor if body_field is None else body_field.message_type
+    value = load_json_body(body, body_path, body_type)
     if check_body is not None:
         check_body(value)
     if _nesting_depth(value) > MAX_BODY_DEPTH:
         raise _too_deep()
-    check_surrogates = SURROGATE_ESCAPE.search(body) is not None
-    if route.body == "*":
-        if check_surrogates:
-            _reject_lone_surrogates(value, "")
+    if SURROGATE_ESCAPE.search(body) is not None:
+        _reject_lone_surrogates(value, body_path, body_type)
+    if body_field is None:
         _require_object(value, "body", descriptor)
         return value
-    body_field = descriptor.fields_by_name[route.body]
-    if check_surrogates:
-        _reject_lone_surrogates(value, body_field.json_name)
     if body_field.message_type is not None and not body_field.is_repeated:
-        _require_object(value, body_field.json_name, body_field.message_type)
+        _require_object(value, body_field.name, body_field.message_type)
         _reject_request_fields(route, body_field, value)
     return {body_field.json_name: value}
 
@@ -248,7 +260,7 @@ def _reject_request_fields(
             where = "the query string"
             fix = f"send it as ?{field.json_name}=VALUE"
         raise invalid_field(
-            f"{body_field.json_name}.{key}",
+            f"{body_field.name}.{key}",
             f"unknown field {key!r} in {message.full_name}; {field.name} is a "
             f"field of {request.full_name}, which {route.http_method} "
             f"{route.template.text} reads from {where}, not the body: {fix}",
@@ -256,11 +268,15 @@ def _reject_request_fields(
         )
 
 
-def load_json_body(body: bytes, path: str = "") -> Any:
+def load_json_body(
+    body: bytes, path: str = "", descriptor: Descriptor | None = None
+) -> Any:
     """Decode a JSON request body, with exact numbers (`json_check.JsonNumber`).
 
     `path` is the request field that the body sets, empty for the whole
-    request. Error messages put it before the field paths inside the body.
+    request. Error messages put it before the field paths inside the body,
+    which name fields of `descriptor`, the body's message type, by their
+    proto names.
 
     Raises:
       InvalidArgument: the body is not UTF-8, not JSON, nests too deeply
@@ -270,7 +286,7 @@ def load_json_body(body: bytes, path: str = "") -> Any:
     try:
         # JSON exchanged between systems is UTF-8 (RFC 8259). `json.loads` on
         # bytes would also read UTF-16 and let encoded surrogates through.
-        return json_check.decode_json(body.decode("utf-8-sig"), path)
+        return json_check.decode_json(body.decode("utf-8-sig"), path, descriptor)
     except UnicodeDecodeError as exc:
         bad = " ".join(f"0x{byte:02x}" for byte in exc.object[exc.start : exc.end])
         raise invalid_field(
@@ -327,8 +343,8 @@ class LoneSurrogate:
     """A JSON string or key that contains half of a surrogate pair.
 
     Attributes:
-      field: the JSON path of the string, or of the object with the key;
-        empty for a key of the top-level object.
+      field: the field path of the string, or of the object with the key,
+        with proto field names; empty for a key of the top-level object.
       subject: what contains it, such as `the string` or `the object key "a"`.
       escape: the surrogate as a JSON escape, such as `\\ud800`.
       position: the character index of the surrogate in the string.
@@ -348,57 +364,66 @@ class LoneSurrogate:
         )
 
 
-def find_lone_surrogate(value: Any, base: str = "") -> LoneSurrogate | None:
+def find_lone_surrogate(
+    value: Any, base: str = "", descriptor: Descriptor | None = None
+) -> LoneSurrogate | None:
     """Find the first string or key in document order with a lone surrogate.
 
     `json.loads` accepts an escape such as `\\ud800` that is not part of a
     surrogate pair, but the code point it yields is not a Unicode character,
-    so no protobuf string can hold it. `base` is the JSON path of `value`.
+    so no protobuf string can hold it. `base` is the JSON path of `value`,
+    and `descriptor` its message type, whose proto field names the path uses.
     """
-    pending = [(value, base)]
+    pending: list[tuple[Any, list[str | int]]] = [(value, [])]
     while pending:
-        node, path = pending.pop()
+        node, segments = pending.pop()
         if isinstance(node, str):
-            found = _lone_surrogate_in(node, path, "the string")
+            found = _lone_surrogate_in(node, "the string")
             if found is not None:
-                return found
+                return _located(found, descriptor, segments, base)
             continue
         if isinstance(node, dict):
             children = []
             for key, child in node.items():
                 subject = f"the object key {_json_quoted(key)}"
-                found = _lone_surrogate_in(key, path, subject)
+                found = _lone_surrogate_in(key, subject)
                 if found is not None:
-                    return found
-                children.append((child, _member_path(path, key)))
+                    return _located(found, descriptor, segments, base)
+                children.append((child, [*segments, key]))
         elif isinstance(node, list):
-            children = [(item, f"{path}[{index}]") for index, item in enumerate(node)]
+            children = [(item, [*segments, index]) for index, item in enumerate(node)]
         else:
             continue
         pending.extend(reversed(children))
     return None
 
 
-def _lone_surrogate_in(text: str, path: str, subject: str) -> LoneSurrogate | None:
+def _lone_surrogate_in(text: str, subject: str) -> LoneSurrogate | None:
     match = _SURROGATE.search(text)
     if match is None:
         return None
     escape = f"\\u{ord(match.group()):04x}"
-    return LoneSurrogate(path, subject, escape, match.start())
+    return LoneSurrogate("", subject, escape, match.start())
 
 
-def _reject_lone_surrogates(value: Any, base: str) -> None:
-    found = find_lone_surrogate(value, base)
+def _located(
+    found: LoneSurrogate,
+    descriptor: Descriptor | None,
+    segments: list[str | int],
+    base: str,
+) -> LoneSurrogate:
+    path = json_check.proto_path(descriptor, segments, base)
+    return dataclasses.replace(found, field=path)
+
+
+def _reject_lone_surrogates(
+    value: Any, base: str, descriptor: Descriptor | None
+) -> None:
+    found = find_lone_surrogate(value, base, descriptor)
     if found is not None:
         raise invalid_field(
             found.field or "body", found.description(), reason="INVALID_UNICODE"
         )
-
-
-def _member_path(path: str, key: str) -> str:
-    if _IDENTIFIER.match(key):
-        return f"{path}.{key}" if path else key
-    return f"{path}[{_json_quoted(key)}]"
 
 
 def _json_quoted(key: str) -> str:
@@ -473,7 +498,7 @@ def _resolve_query_key(descriptor: Descriptor, key: str) -> list[FieldDescriptor
             )
         field = descriptor.fields_by_name.get(part) or _by_json_name(descriptor, part)
         if field is None:
-            known = ", ".join(f.json_name for f in descriptor.fields)
+            known = ", ".join(f.name for f in descriptor.fields)
             raise invalid_field(
                 key,
                 f"unknown query parameter {key!r}; fields of "
@@ -510,14 +535,14 @@ def _assign_query_value(
     proto_path = ".".join(field.name for field in fields)
     if proto_path in path_values:
         raise invalid_field(
-            key,
+            proto_path,
             f"{proto_path} is already set by the path {route.template.text}; "
             "remove the query parameter",
             reason="DUPLICATE_FIELD",
         )
     if route.body and fields[0].name == route.body:
         raise invalid_field(
-            key,
+            proto_path,
             f"{fields[0].name} is read from the request body; set it there",
             reason="DUPLICATE_FIELD",
         )
@@ -526,19 +551,19 @@ def _assign_query_value(
         leaf.message_type.full_name not in _STRING_MESSAGES | _WRAPPERS
     ):
         raise invalid_field(
-            key,
+            proto_path,
             f"{key} is a message field; set its subfields, e.g. {key}.<field>",
             reason="INVALID_FIELD_TYPE",
         )
     node = tree
     for field in fields[:-1]:
         node = node.setdefault(field.json_name, {})
-    value = _convert(leaf, text, key, f"query parameter {key!r}")
+    value = _convert(leaf, text, proto_path, f"query parameter {key!r}")
     if leaf.is_repeated:
         node.setdefault(leaf.json_name, []).append(value)
     elif leaf.json_name in node:
         raise invalid_field(
-            key,
+            proto_path,
             f"{key} is given more than once, last as {text!r}, but takes one "
             "value; send the query parameter once",
             reason="DUPLICATE_FIELD",
@@ -625,7 +650,8 @@ def _parse_error(exc: json_format.ParseError, descriptor: Descriptor):
     if unknown:
         type_name, name, location = unknown.groups()
         parent = location.split(".", 1)
-        field = f"{parent[1]}.{name}" if len(parent) > 1 else name
+        segments = json_check.split_path(parent[1]) if len(parent) > 1 else []
+        field = json_check.proto_path(descriptor, [*segments, name])
         try:
             owner = descriptor.file.pool.FindMessageTypeByName(type_name)
             known = ", ".join(f.json_name for f in owner.fields)
@@ -640,7 +666,8 @@ def _parse_error(exc: json_format.ParseError, descriptor: Descriptor):
     # is a rarer case, such as an unknown type in a google.protobuf.Any. The
     # parser's own text can quote Python internals, so it goes to the log only.
     # Nested failures read "Failed to parse a field: Failed to parse b field: why".
-    field = ".".join(_BAD_FIELD.findall(summary)) or "body"
+    names: list[str | int] = list(_BAD_FIELD.findall(summary))
+    field = json_check.proto_path(descriptor, names) or "body"
     _LOGGER.debug("request JSON for %s rejected: %s", descriptor.full_name, text)
     return invalid_field(
         field,

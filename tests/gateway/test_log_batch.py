@@ -187,8 +187,8 @@ def test_batch_streams_reject_lone_surrogates_per_entry(live):
     assert [int(item["index"]) for item in rejected] == [2, 4, 5]
     assert [item["field"] for item in rejected] == [
         "message",
-        "attributes.k",
-        "attributes.k",
+        'attributes["k"]',
+        'attributes["k"]',
     ]
     stored = {e.message: e.severity for e in list_all(live.stub, services=[service])}
     assert stored == {
@@ -311,7 +311,7 @@ def test_batch_stream_timestamp_with_fraction_rejected(live):
     assert response.status_code == 400, response.text
     assert _error(response) == (
         "INVALID_FIELD_VALUE",
-        ["streams[0].timestampsUnixNano[0]"],
+        ["streams[0].timestamps_unix_nano[0]"],
     )
     assert "the number 1796454162487453497.5" in response.json()["error"]["message"]
 

@@ -345,7 +345,8 @@ def test_invalid_hex_ids(http, field, value, expected):
 
     assert response.status_code == 400
     status = _status(response)
-    path = f"resourceLogs[0].scopeLogs[0].logRecords[0].{field}"
+    name = {"traceId": "trace_id", "spanId": "span_id"}[field]
+    path = f"resource_logs[0].scope_logs[0].log_records[0].{name}"
     assert status.message.startswith(path), status.message
     digits = 32 if field == "traceId" else 16
     assert f"expected {digits} hexadecimal digits" in status.message
@@ -357,22 +358,22 @@ def test_invalid_hex_ids(http, field, value, expected):
     [
         (
             {"timeUnixNano": "yesterday"},
-            "resourceLogs[0].scopeLogs[0].logRecords[0].timeUnixNano",
+            "resource_logs[0].scope_logs[0].log_records[0].time_unix_nano",
             '"yesterday"',
         ),
         (
             {"body": {"bytesValue": "a"}},
-            "resourceLogs[0].scopeLogs[0].logRecords[0].body.bytesValue",
+            "resource_logs[0].scope_logs[0].log_records[0].body.bytes_value",
             "expected base64",
         ),
         (
             {"body": {"bytesValue": "aGVs$bG8="}},
-            "resourceLogs[0].scopeLogs[0].logRecords[0].body.bytesValue",
+            "resource_logs[0].scope_logs[0].log_records[0].body.bytes_value",
             'the string "aGVs$bG8="',
         ),
         (
             {"body": {"bytesValue": "!!!"}},
-            "resourceLogs[0].scopeLogs[0].logRecords[0].body.bytesValue",
+            "resource_logs[0].scope_logs[0].log_records[0].body.bytes_value",
             "expected base64",
         ),
     ],
@@ -565,7 +566,7 @@ def test_json_nan_literal_malformed(http):
     assert response.status_code == 400
     status = _status(response)
     assert "not valid JSON" in status.message
-    assert "NaN at resourceLogs[0]" in status.message
+    assert "NaN at resource_logs[0]" in status.message
     assert "got the number" not in status.message
     assert _reason(status) == "MALFORMED_JSON"
 

@@ -436,7 +436,7 @@ def test_deeply_nested_body(client, body):
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
-        ("/v1/users", '{"displayName":"a","displayName":"b"}', "user.displayName"),
+        ("/v1/users", '{"displayName":"a","displayName":"b"}', "user.display_name"),
         (
             "/v1/groups/g1/expenses",
             '{"description":"x","total":{"currencyCode":"EUR",'
@@ -491,7 +491,7 @@ def test_query_parameter_wrong_type(client):
     assert response.status_code == 400
     error = _error(response)
     assert "'ten' is not an integer" in error["message"]
-    assert _detail(error, BAD_REQUEST)["fieldViolations"][0]["field"] == "pageSize"
+    assert _detail(error, BAD_REQUEST)["fieldViolations"][0]["field"] == "page_size"
 
 
 def test_path_body_mismatch(client):
@@ -657,31 +657,31 @@ def test_wrong_timestamp_names_field_and_format(client):
 
     assert response.status_code == 400, response.text
     error = _error(response)
-    assert "user.createTime" in error["message"]
+    assert "user.create_time" in error["message"]
     assert "RFC 3339" in error["message"]
     assert "does not match format" not in error["message"]
     assert _detail(error, ERROR_INFO)["reason"] == "INVALID_FIELD_VALUE"
     violation = _detail(error, BAD_REQUEST)["fieldViolations"][0]
-    assert violation["field"] == "user.createTime"
+    assert violation["field"] == "user.create_time"
 
 
 @pytest.mark.parametrize(
-    ("url", "field", "bad"),
+    ("url", "parameter", "field", "bad"),
     [
-        ("/logs?services=k-spark&keyword=%FF%FE", "keyword", "%FF"),
-        ("/logs?services=%C3", "services", "%C3"),
-        ("/logs?keyword=%ED%A0%80", "keyword", "%ED"),
-        ("/logs/stats?services=a%E9b", "services", "%E9"),
-        ("/v1/users?pageToken=%C0%AF", "pageToken", "%C0"),
+        ("/logs?services=k-spark&keyword=%FF%FE", "keyword", "keyword", "%FF"),
+        ("/logs?services=%C3", "services", "services", "%C3"),
+        ("/logs?keyword=%ED%A0%80", "keyword", "keyword", "%ED"),
+        ("/logs/stats?services=a%E9b", "services", "services", "%E9"),
+        ("/v1/users?pageToken=%C0%AF", "pageToken", "page_token", "%C0"),
     ],
 )
-def test_query_invalid_utf8_rejected(client, url, field, bad):
+def test_query_invalid_utf8_rejected(client, url, parameter, field, bad):
     response = client.get(url)
 
     assert response.status_code == 400
     error = _error(response)
     assert error["status"] == "INVALID_ARGUMENT"
-    assert f"query parameter {field!r} is not valid UTF-8" in error["message"]
+    assert f"query parameter {parameter!r} is not valid UTF-8" in error["message"]
     assert f"the bytes {bad}" in error["message"]
     assert "percent-encode the text as UTF-8" in error["message"]
     assert _detail(error, ERROR_INFO)["reason"] == "INVALID_UTF8"
@@ -694,7 +694,7 @@ def test_query_utf8_value_decoded(client):
     assert response.status_code == 400
     error = _error(response)
     assert "'é 1' is not an integer" in error["message"]
-    assert _detail(error, BAD_REQUEST)["fieldViolations"][0]["field"] == "pageSize"
+    assert _detail(error, BAD_REQUEST)["fieldViolations"][0]["field"] == "page_size"
 
 
 @pytest.mark.parametrize(
@@ -705,7 +705,7 @@ def test_query_utf8_value_decoded(client):
             # An entry with one is rejected on its own, a request field not.
             "/logs/batch",
             r'{"entries": [{"service": "s"}], "requestId": "\udfff"}',
-            "requestId",
+            "request_id",
         ),
         (
             "/logs",
@@ -756,7 +756,7 @@ def test_path_utf8_decoded(client):
 @pytest.mark.parametrize(
     ("body", "literal", "field"),
     [
-        (b'{"email": "a@example.com", "displayName": NaN}', "NaN", "user.displayName"),
+        (b'{"email": "a@example.com", "displayName": NaN}', "NaN", "user.display_name"),
         (b'{"displayName": "A", "extra": [1, Infinity]}', "Infinity", "user.extra[1]"),
         (b"-Infinity", "-Infinity", "user"),
     ],
@@ -852,3 +852,33 @@ def test_identity_content_encoding_accepted(client):
     )
 
     assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body", "field"),
+    [
+        (
+            "POST",
+            "/v1/groups/g1/expenses",
+            {"split": {"participants": [{"basisPoints": "half"}]}},
+            "expense.split.participants[0].basis_points",
+        ),
+        (
+            "POST",
+            "/v1/groups/g1/expenses",
+            {"expenseDate": {"year": "soon"}},
+            "expense.expense_date.year",
+        ),
+        ("GET", "/v1/users?pageSize=ten", None, "page_size"),
+        ("GET", "/v1/users?page_size=ten", None, "page_size"),
+        ("POST", "/v1/users", {"email": "x@example.com"}, "user.display_name"),
+    ],
+)
+def test_error_paths_use_proto_names(client, method, url, body, field):
+    response = client.request(method, url, json=body)
+
+    assert response.status_code == 400, response.text
+    error = _error(response)
+    fields = [v["field"] for v in _detail(error, BAD_REQUEST)["fieldViolations"]]
+    assert field in fields
+    assert f"{field}: " in error["message"]

@@ -379,8 +379,13 @@ def test_body_not_object(body, received, body_field, field):
 @pytest.mark.parametrize(
     ("body", "field", "reason", "expected"),
     [
-        (b'{"startTime": "yesterday"}', "startTime", "INVALID_FIELD_VALUE", "RFC 3339"),
-        (b'{"startTime": 5}', "startTime", "INVALID_FIELD_TYPE", "RFC 3339"),
+        (
+            b'{"startTime": "yesterday"}',
+            "start_time",
+            "INVALID_FIELD_VALUE",
+            "RFC 3339",
+        ),
+        (b'{"startTime": 5}', "start_time", "INVALID_FIELD_TYPE", "RFC 3339"),
         (b'{"big": "x"}', "big", "INVALID_FIELD_TYPE", "an integer"),
         (b'{"big": "99999999999999999999"}', "big", "INVALID_FIELD_VALUE", "integer"),
         (b'{"ratio": "abc"}', "ratio", "INVALID_FIELD_TYPE", "a number"),
@@ -391,7 +396,7 @@ def test_body_not_object(body, received, body_field, field):
         (b'{"inner": 5}', "inner", "INVALID_FIELD_TYPE", "transcode.test.Inner"),
         (b'{"inner": {"counts": ["a"]}}', "inner.counts[0]", "INVALID_FIELD_TYPE", "a"),
         (b'{"name": 5}', "name", "INVALID_FIELD_TYPE", "a string"),
-        (b'{"updateMask": 3}', "updateMask", "INVALID_FIELD_TYPE", "field paths"),
+        (b'{"updateMask": 3}', "update_mask", "INVALID_FIELD_TYPE", "field paths"),
         (b'{"maybe": "x"}', "maybe", "INVALID_FIELD_TYPE", "true or false"),
     ],
 )
