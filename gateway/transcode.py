@@ -76,7 +76,7 @@ _WRAPPERS = frozenset(
 )
 
 _INTEGER = re.compile(r"[-+]?[0-9]+\Z")
-# Longest integer text of a path or query value that is converted to an int.
+# Maximum length of a path or query integer that is converted to an int.
 _MAX_INTEGER_CHARACTERS = 40
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 # A JSON escape of a surrogate. Only such an escape can decode to one, so a
