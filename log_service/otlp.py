@@ -43,6 +43,7 @@ encoding.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -57,6 +58,7 @@ from log_service.model import (
     repair_utf8,
     severity_from_number,
 )
+from log_service.request_ids import DIGEST_BYTES
 from splitlog_runtime.errors import ResourceExhausted, clip
 from splitlog_runtime.limits import expanded_too_large
 
@@ -140,6 +142,40 @@ def count_log_records(request: logs_service_pb2.ExportLogsServiceRequest) -> int
         for resource_logs in request.resource_logs
         for scope_logs in resource_logs.scope_logs
     )
+
+
+# Start of the batch ids that the router derives for OTLP exports.
+EXPORT_ID_PREFIX = "otlp"
+
+
+def every_record_timed(request: logs_service_pb2.ExportLogsServiceRequest) -> bool:
+    """Return whether every record has `time_unix_nano` or `observed_time_unix_nano`.
+
+    A record with neither takes the receive time, so two byte-identical
+    exports of such records can be two events rather than a retry.
+    """
+    return all(
+        record.time_unix_nano or record.observed_time_unix_nano
+        for resource_logs in request.resource_logs
+        for scope_logs in resource_logs.scope_logs
+        for record in scope_logs.log_records
+    )
+
+
+def export_batch_id(request_digest: bytes, caller: str) -> str:
+    """Return the batch id of an export: `otlp/` and a digest in hex.
+
+    `request_digest` is the digest of the serialized export
+    (`otlp_parse.ParsedExport.digest`), and `caller` names who sent it, such
+    as `users/u1/apiKeys/k1`. The same bytes from two callers get two ids, so
+    one caller's export never counts as a retry of another's.
+    """
+    digest = hashlib.blake2b(digest_size=DIGEST_BYTES)
+    digest.update(caller.encode("utf-8", "surrogatepass"))
+    # The NUL keeps a caller name from running into the digest's bytes.
+    digest.update(b"\0")
+    digest.update(request_digest)
+    return f"{EXPORT_ID_PREFIX}/{digest.hexdigest()}"
 
 
 # Bytes that the attribute `scope.name` adds to an entry besides the name.

@@ -16,6 +16,7 @@ text changed are listed so that their entries get the attribute
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -24,6 +25,7 @@ from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
 from log_service.model import repair_utf8
+from log_service.request_ids import DIGEST_BYTES
 from splitlog_runtime.descriptors import bytes_message_class
 
 _REQUEST = logs_service_pb2.ExportLogsServiceRequest
@@ -119,12 +121,15 @@ class ParsedExport:
 
     `FromString` is the request deserializer of the router's OTLP Export.
     `DESCRIPTOR` names the request type in the message of a parse failure.
+    `digest` is the blake2b digest (DIGEST_BYTES) of the serialized request
+    as it arrived, or empty for a request built in memory.
     """
 
     DESCRIPTOR: ClassVar[Descriptor] = _REQUEST.DESCRIPTOR
 
     request: logs_service_pb2.ExportLogsServiceRequest
     repaired_records: frozenset[int] = field(default_factory=frozenset)
+    digest: bytes = b""
 
     @classmethod
     def FromString(cls, data: bytes) -> ParsedExport:  # noqa: N802 - protobuf's name
@@ -134,15 +139,16 @@ class ParsedExport:
           DecodeError: the bytes are not an ExportLogsServiceRequest even
             with every string read as bytes.
         """
+        digest = hashlib.blake2b(data, digest_size=DIGEST_BYTES).digest()
         try:
-            return cls(_REQUEST.FromString(data))
+            return cls(_REQUEST.FromString(data), digest=digest)
         except DecodeError as error:
             try:
                 source = _BYTES_REQUEST.FromString(data)
             except DecodeError:
                 raise error from None
         request, repaired_records = _repair_request(source)
-        return cls(request, repaired_records)
+        return cls(request, repaired_records, digest)
 
 
 def check_wire_format(data: bytes) -> None:

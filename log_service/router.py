@@ -13,7 +13,9 @@ route from the coordinator and retry once. A shard that still fails fails
 the whole call with UNAVAILABLE and a RetryInfo detail. The groups stored on
 other shards stay, and a retry with the same request id stores each entry
 once, because the nodes store only the entries whose indexes they have not
-stored under the batch id yet, and count the others as duplicates.
+stored under the batch id yet, and count the others as duplicates. An OTLP
+export has no request id, so `OtlpLogsServicer` derives its batch id from
+its bytes and its caller instead.
 """
 
 from __future__ import annotations
@@ -51,9 +53,11 @@ from log_service.model import (
     fill_columns,
     write_size_error,
 )
-from log_service.open_streams import OpenStreams, StreamSlot
+from log_service.open_streams import OpenStreams, StreamSlot, caller_of
 from log_service.otlp import (
     count_log_records,
+    every_record_timed,
+    export_batch_id,
     export_request_to_batch,
     export_response,
     export_size_error,
@@ -102,6 +106,20 @@ LOGS_SERVICE = logs_service_pb2.DESCRIPTOR.services_by_name["LogsService"]
 # Full name of the OpenTelemetry log service that the router also serves.
 OTLP_SERVICE = otlp_logs_pb2.DESCRIPTOR.services_by_name["LogsService"].full_name
 RETRY_DELAY_SECONDS = 1.0
+# Ends of the UNAVAILABLE message of a write that a shard failed to store.
+WRITE_RETRY_ADVICE = (
+    "retry the call with the same request_id, which stores each entry once"
+)
+EXPORT_RETRY_ADVICE = (
+    "resend the same export, which stores each log record once because the "
+    "router recognises a resend by its bytes and the caller"
+)
+UNTIMED_EXPORT_RETRY_ADVICE = (
+    "a resend of the export stores the records that other shards stored "
+    "again, because some records have neither time_unix_nano nor "
+    "observed_time_unix_nano, so a resend cannot be told from a new export; "
+    "set observed_time_unix_nano on every record to make resends safe"
+)
 REFRESH_WAIT_SECONDS = 0.6
 # Positions in a normalised row (`model.ROW_FIELDS`).
 _TIMESTAMP = ROW_FIELDS.index("timestamps")
@@ -568,6 +586,7 @@ class Writer:
         context: grpc.ServicerContext,
         receive_ns: int,
         first_index: int = 0,
+        retry_advice: str = WRITE_RETRY_ADVICE,
     ) -> int:
         """Send a normalised batch to its shards and count the outcome.
 
@@ -575,14 +594,15 @@ class Writer:
         by a random id. `first_index` is the index of the request's first
         entry in `batch`, so that the parts carry indexes counted from 0
         within the request. An entry too large for a request to a node on
-        its own moves from `batch.rows` to `batch.rejections` first. Returns
+        its own moves from `batch.rows` to `batch.rejections` first.
+        `retry_advice` ends the message of the UNAVAILABLE error. Returns
         the number of entries that the shards already held
         (`_stored_counts`).
         """
         parts = self._parts(batch, base_id or uuid.uuid4().hex, first_index)
         rejected = Counter(rejection.reason for rejection in batch.rejections)
         try:
-            self._append(parts, context)
+            self._append(parts, context, retry_advice)
         except Unavailable:
             # Parts that reached their shard are counted now, because a retry
             # of the write finds them stored and counts them as duplicates.
@@ -749,7 +769,9 @@ class Writer:
             "message or attributes, or raise max_message_bytes"
         )
 
-    def _append(self, parts: list[_ShardPart], context: grpc.ServicerContext) -> None:
+    def _append(
+        self, parts: list[_ShardPart], context: grpc.ServicerContext, retry_advice: str
+    ) -> None:
         if not parts:
             return
         timeout = downstream_timeout(context, self._default_timeout)
@@ -764,8 +786,7 @@ class Writer:
             shards = ", ".join(dict.fromkeys(f"{p.shard} ({p.error})" for p in failed))
             _LOGGER.warning("log write failed on shards %s", shards)
             raise Unavailable(
-                f"log shards {shards} could not store their entries; retry the "
-                "call with the same request_id, which stores each entry once",
+                f"log shards {shards} could not store their entries; {retry_advice}",
                 reason="SHARD_UNAVAILABLE",
                 metadata={"shards": ",".join(dict.fromkeys(p.shard for p in failed))},
                 retry_delay=RETRY_DELAY_SECONDS,
@@ -1148,11 +1169,20 @@ def _releasing(responses: Iterator, slot: StreamSlot) -> Iterator:
 
 
 class OtlpLogsServicer:
-    """OTLP's LogsService/Export, stored like WriteLogEntries."""
+    """OTLP's LogsService/Export, stored like WriteLogEntries.
+
+    OTLP has no request id, so an export whose records all carry a time
+    gets the batch id `export_batch_id` derives from its bytes and its
+    caller, and a resend of the same bytes, such as an exporter's retry
+    after UNAVAILABLE, stores each record once. A ledger of its own, apart
+    from LogsService's request ids, keeps each such export's first receive
+    time, at which a resend is normalised, as a retried write is.
+    """
 
     def __init__(self, writer: Writer, retention: RetentionStore) -> None:
         self._writer = writer
         self._retention = retention
+        self._exports = RequestLedger()
 
     def Export(self, parsed: ParsedExport, context):
         receive_ns = time.time_ns()
@@ -1174,14 +1204,24 @@ class OtlpLogsServicer:
         error = export_size_error(request, self._writer.max_message_bytes)
         if error is not None:
             raise error
+        export_id = ""
+        retry_advice = UNTIMED_EXPORT_RETRY_ADVICE
+        if parsed.digest and every_record_timed(request):
+            export_id = export_batch_id(parsed.digest, caller_of(context))
+            retry_advice = EXPORT_RETRY_ADVICE
+        # The id is derived from the digest, so the ledger never finds another
+        # digest under it, and only returns the first receive time.
+        normalize_ns = self._exports.claim(export_id, parsed.digest, receive_ns)
         batch = export_request_to_batch(
             request,
-            now_ns=receive_ns,
+            now_ns=normalize_ns,
             limits=self._writer.limits,
-            retention_cutoff=self._retention.cutoff_function(receive_ns),
+            retention_cutoff=self._retention.cutoff_function(normalize_ns),
             repaired_records=parsed.repaired_records,
         )
-        self._writer.store(batch, "", context, receive_ns)
+        self._writer.store(
+            batch, export_id, context, receive_ns, retry_advice=retry_advice
+        )
         return export_response(batch)
 
 
