@@ -16,6 +16,8 @@ particular to OTLP over HTTP:
   to gigabytes is refused after that many bytes. Other encodings get 415.
 - OTLP's JSON encoding is proto3 JSON with three differences, which
   `json_to_request` handles. `traceId` and `spanId` are hex, not base64.
+  A non-hex or odd-length id rejects the body, but whole bytes of the wrong
+  length go to the router, which rejects only that record.
   Unknown fields are ignored. Enums are numbers (names are accepted too).
   Keys may be lowerCamelCase or the proto field names, and 64-bit integers
   JSON numbers or strings.
@@ -349,12 +351,15 @@ def _id_to_base64(value: Any, path: str, size: int) -> Any:
             f"{bad.start()} ({bad.group()!r}) is not a hexadecimal digit{hint}",
             reason="INVALID_FIELD_VALUE",
         )
-    if len(value) != digits:
+    if len(value) % 2:
         raise invalid_field(
             path,
-            f"expected {expected}, got {received}, which has {len(value)} digits",
+            f"expected {expected}, got {received}, which has {len(value)} digits, "
+            "an odd number, so it does not encode whole bytes",
             reason="INVALID_FIELD_VALUE",
         )
+    # Bytes of another length go on, and the router rejects only this record,
+    # as it does for such bytes in a binary export.
     return base64.b64encode(bytes.fromhex(value)).decode("ascii")
 
 

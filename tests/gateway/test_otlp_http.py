@@ -333,8 +333,8 @@ def test_invalid_json(http):
     [
         ("traceId", "5b8efff798038103d269b633813fc60z", "character 31 ('z')"),
         ("traceId", "W47/95gDgQPSabYzgT/GDA==", "looks like base64"),
-        ("traceId", TRACE_ID[:-1], "which has 31 digits"),
-        ("spanId", SPAN_ID + "00", "which has 18 digits"),
+        ("traceId", TRACE_ID[:-1], "which has 31 digits, an odd number"),
+        ("spanId", SPAN_ID + "0", "which has 17 digits, an odd number"),
         ("spanId", 12, "in a JSON string, got the number 12"),
     ],
 )
@@ -351,6 +351,30 @@ def test_invalid_hex_ids(http, field, value, expected):
     digits = 32 if field == "traceId" else 16
     assert f"expected {digits} hexadecimal digits" in status.message
     assert expected in status.message
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("traceId", "0102"), ("spanId", SPAN_ID + "00"), ("traceId", TRACE_ID * 2)],
+)
+def test_wrong_length_id_rejects_only_record(live, http, field, value):
+    service = _service()
+    bad = {"body": {"stringValue": "bad id"}, field: value}
+    good = {"body": {"stringValue": "good"}, "traceId": TRACE_ID}
+    tree = _json_export(service, bad)
+    tree["resourceLogs"][0]["scopeLogs"][0]["logRecords"].append(good)
+
+    response = _post_json(http, tree)
+
+    assert response.status_code == 200, response.text
+    partial = response.json()["partialSuccess"]
+    assert partial["rejectedLogRecords"] == "1"
+    name = {"traceId": "trace_id", "spanId": "span_id"}[field]
+    assert "record 0:" in partial["errorMessage"]
+    assert name in partial["errorMessage"]
+    stored = list_all(live.stub, services=[service])
+    assert [e.message for e in stored] == ["good"]
+    assert stored[0].trace_id == TRACE_ID
 
 
 @pytest.mark.parametrize(
