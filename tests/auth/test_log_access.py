@@ -8,6 +8,7 @@ the gateway; an administrator is made the way an operator makes one, with
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ PASSWORD = "correct horse battery staple"
 TIMEOUT = 10.0
 DENIED = grpc.StatusCode.PERMISSION_DENIED
 HOUR = 3600
+EXPORT_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 
 
 @pytest.fixture(scope="module")
@@ -338,6 +340,28 @@ def test_write_key_writes_only(live, channel):
     assert retention.code() == DENIED
     assert error_details(retention)["ErrorInfo"].reason == "ADMIN_REQUIRED"
     assert "needs an administrator" in retention.details()
+
+
+def test_same_export_from_two_keys_stored_twice(live, channel):
+    # The router takes a resent export for a retry only from the same
+    # caller, so two keys that send the same bytes each store their records.
+    root = _administrator(live, channel)
+    first_key = root.create_key(["logs:write"])
+    second_key = root.create_key(["logs:write"])
+    service = _service_name()
+    request = _otlp_request(service)
+    request.resource_logs[0].scope_logs[0].log_records[
+        0
+    ].observed_time_unix_nano = time.time_ns()
+    body = request.SerializeToString()
+
+    for caller in (first_key, first_key, second_key, second_key):
+        channel.unary_unary(EXPORT_METHOD)(
+            body, metadata=caller.metadata, timeout=TIMEOUT
+        )
+    listed = root.logs("ListLogEntries", _list(service))
+
+    assert [entry.message for entry in listed.entries] == ["exported", "exported"]
 
 
 def test_read_key_reads_only(live, channel):
