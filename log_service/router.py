@@ -1171,10 +1171,10 @@ def _releasing(responses: Iterator, slot: StreamSlot) -> Iterator:
 class OtlpLogsServicer:
     """OTLP's LogsService/Export, stored like WriteLogEntries.
 
-    OTLP has no request id, so an export whose records all carry a time
-    gets the batch id `export_batch_id` derives from its bytes and its
-    caller, and a resend of the same bytes, such as an exporter's retry
-    after UNAVAILABLE, stores each record once. A ledger of its own, apart
+    OTLP has no request id. So an export whose records all carry a time
+    gets a batch id that `export_batch_id` derives from its bytes and its
+    caller. A resend of the same bytes, such as an exporter's retry after
+    UNAVAILABLE, then stores each record once. A ledger of its own, apart
     from LogsService's request ids, keeps each such export's first receive
     time, at which a resend is normalised, as a retried write is.
     """
