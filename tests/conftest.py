@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,10 @@ SHARED_DATA = Path(
 
 
 def pytest_configure(config) -> None:
+    # `splitlog logs ship` records positions, and `auth signin` sessions,
+    # under $XDG_CONFIG_HOME/splitlog. Keep them out of the user's home, in
+    # a folder of this run, unless a test sets its own folder.
+    os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="splitlog-tests-config-")
     # A shell starts a background job with SIGINT ignored, and a child keeps
     # an ignored signal across exec. Tests that press Ctrl-C on a command
     # they start need the child to see SIGINT, so catch it here: a caught
