@@ -23,6 +23,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 import grpc
@@ -64,7 +65,7 @@ from log_service.timefmt import (
 from log_service.wal import encode_varint
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
 from splitlog.logs.v1 import logs_service_pb2_grpc as logs_grpc
-from splitlog_cli.client import render, ship_input
+from splitlog_cli.client import render, ship_input, ship_positions
 from splitlog_cli.client.command import (
     Context,
     PartialFailure,
@@ -79,6 +80,7 @@ from splitlog_cli.client.connection import (
     open_channel,
     server_error,
 )
+from splitlog_cli.client.credentials import config_dir
 from splitlog_cli.client.render import safe_text
 from splitlog_cli.client.values import UsageError, invalid, timestamp
 from splitlog_runtime.logship import same_stream, stream_request
@@ -138,8 +140,13 @@ def add_parsers(
         "the batch's entries, without the times invented for lines that have "
         "none. So running the same command again, after a failure or by "
         "mistake, stores each batch once, and the summary counts the entries "
-        "that an earlier run stored as already stored. --fresh-ids stores the "
-        "files again. "
+        "that an earlier run stored as already stored. A file that grew "
+        "between runs would get its last, partly filled batch stored again "
+        "in a fuller batch, so the command records in a positions file the "
+        "last line that the server acknowledged of each file, and a rerun "
+        "sends only the lines after it (a note on stderr tells which lines it "
+        "skipped). A rotated or replaced file is shipped from line 1. "
+        "--fresh-ids stores the files again. "
         "A FILE of - reads standard input, such as `tail -F app.log | "
         "splitlog logs ship - --service web`. A partly filled batch of "
         "standard input is sent at most --flush-seconds after its first line "
@@ -201,6 +208,20 @@ def add_parsers(
         help="send new random request ids, so that lines an earlier run "
         "stored are stored again (default: ids derived from the file and "
         "batch, so that a rerun stores each batch once)",
+    )
+    ship.add_argument(
+        "--positions",
+        metavar="POSITIONS_FILE",
+        help="file that records how far each FILE was stored, so that a rerun "
+        "over a file that grew sends only its new lines (default: "
+        f"$XDG_CONFIG_HOME/splitlog/{ship_positions.POSITIONS_FILE}, "
+        "~/.config/splitlog/ without XDG_CONFIG_HOME)",
+    )
+    ship.add_argument(
+        "--no-positions",
+        action="store_true",
+        help="neither read nor write the positions file: send every line of "
+        "each FILE, and rely on the request ids alone to store each batch once",
     )
     ship.add_argument(
         "--source-name",
@@ -370,6 +391,7 @@ def ship_files(
     # The size of standard input is unknown, so it gets no progress bar.
     progress = _Progress(sys.stderr, _total_bytes(files), enabled=not reads_stdin)
     zone = args.zone or context.time_zone
+    positions = _positions_file(args)
     with _LogsClient(context.address, DEFAULT_TIMEOUT, context.tls) as client:
         shipper = _Shipper(client, args)
         try:
@@ -377,7 +399,7 @@ def ship_files(
                 if path == ship_input.STDIN_ARGUMENT:
                     _ship_stdin(shipper, zone, progress, flush_seconds)
                 else:
-                    _ship_file(shipper, path, zone, progress)
+                    _ship_file(shipper, path, zone, progress, positions)
         except KeyboardInterrupt:
             progress.abandon()
             _stop_after_interrupt(context, shipper)
@@ -517,8 +539,8 @@ class _ShipPosition:
         if self.path == ship_input.STDIN_LABEL:
             return ship_input.rerun_advice(self.line, self.source_name)
         return (
-            "Run the same command again to ship the rest. Batches that are "
-            "already stored are not stored twice."
+            "Run the same command again to ship the rest. That is safe: "
+            "what this run stored is not stored twice."
         )
 
 
@@ -597,7 +619,9 @@ def _batch_over_limit_message(shipper: _Shipper, error: _BatchOverLimit) -> str:
         fix = f"use --batch-size {error.limit} or less"
     text = (
         f"invalid value '{shipper.args.batch_size}' for --batch-size: the server "
-        f"rejected a batch of {error.entries} entries, more than {limit}, so "
+        f"rejected a batch of "
+        f"{render.count_noun(error.entries, 'entry', 'entries')}, more than "
+        f"{limit}, so "
         f"no batch of that size can be stored; {fix}"
     )
     summary = shipper.summary
@@ -746,22 +770,191 @@ def _total_bytes(paths: list[str]) -> int:
     return total
 
 
-def _ship_file(shipper: _Shipper, path: str, zone: str, progress: _Progress) -> None:
+def _positions_file(args: argparse.Namespace) -> ship_positions.PositionsFile | None:
+    """Return the positions file of the command, or None with --no-positions."""
+    if args.no_positions:
+        if args.positions is not None:
+            raise invalid(
+                "--positions",
+                args.positions,
+                "--no-positions turns the positions file off, so give one of "
+                "the two options",
+            )
+        return None
+    if args.positions is not None:
+        return ship_positions.PositionsFile(Path(args.positions))
+    return ship_positions.PositionsFile(config_dir() / ship_positions.POSITIONS_FILE)
+
+
+def _ship_file(
+    shipper: _Shipper,
+    path: str,
+    zone: str,
+    progress: _Progress,
+    positions: ship_positions.PositionsFile | None,
+) -> None:
     args = shipper.args
     shipper.position.argument = shipper.position.path = path
+    real_path = os.path.realpath(path)
     try:
-        entries = parse_numbered_file(
-            path,
-            service=args.service,
-            default_zone=zone,
-            year=args.year,
-            max_line_bytes=CLIENT_MAX_MESSAGE_BYTES,
-        )
-        shipper.ship(entries, os.path.realpath(path), progress)
+        tracker = _FileTracker.open(positions, args, real_path, path)
+        while True:
+            entries = parse_numbered_file(
+                path,
+                service=args.service,
+                default_zone=zone,
+                year=args.year,
+                max_line_bytes=CLIENT_MAX_MESSAGE_BYTES,
+            )
+            if tracker is not None:
+                entries = tracker.skip_stored(entries, progress)
+            shipper.tracker = tracker
+            try:
+                shipper.ship(entries, real_path, progress)
+            except _FileChanged:
+                # Nothing was sent yet: every line so far was skipped.
+                tracker.start_over()
+                continue
+            return
     except ValueError as exc:
         raise invalid("--zone", zone, str(exc)) from None
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    finally:
+        shipper.tracker = None
+
+
+class _FileChanged(Exception):
+    """The lines that a record of the positions file covers have changed."""
+
+
+class _FileTracker:
+    """Reads and writes the record of one file in the positions file.
+
+    A rerun skips the lines up to the recorded line, and cuts its first
+    batch after the recorded pending batch, so that the batch gets the
+    request id of the batch whose response was lost.
+    """
+
+    def __init__(
+        self,
+        positions: ship_positions.PositionsFile,
+        service: str,
+        real_path: str,
+        label: str,
+        record: ship_positions.Position,
+        skip: bool,
+    ) -> None:
+        self.positions = positions
+        self.service = service
+        self.real_path = real_path
+        self.label = label
+        self.record = record
+        self.skip = skip and record.line > 0
+        # Line after which the first batch is cut: the last line of the
+        # pending batch, or 0.
+        self.cut_after = record.pending_last if skip else 0
+
+    @classmethod
+    def open(
+        cls,
+        positions: ship_positions.PositionsFile | None,
+        args: argparse.Namespace,
+        real_path: str,
+        label: str,
+    ) -> _FileTracker | None:
+        """Load the record of a file; None without a positions file."""
+        if positions is None:
+            return None
+        info = os.stat(real_path)
+        current = ship_positions.Position(
+            device=info.st_dev,
+            inode=info.st_ino,
+            head=ship_positions.head_digest(real_path),
+        )
+        saved = positions.load(args.service, real_path)
+        same_file = saved is not None and (
+            (saved.device, saved.inode, saved.head)
+            == (current.device, current.inode, current.head)
+        )
+        if saved is not None and not same_file and saved.line:
+            print(
+                f"splitlog logs ship: {label} is not the file that an earlier "
+                "run shipped (it was rotated or replaced), so it is shipped "
+                "from line 1",
+                file=sys.stderr,
+            )
+        record = saved if same_file else current
+        # --fresh-ids stores the file again, so it skips nothing.
+        return cls(
+            positions, args.service, real_path, label, record, not args.fresh_ids
+        )
+
+    def skip_stored(
+        self,
+        entries: Iterable[tuple[int, logs_pb2.LogEntry]],
+        progress: _Progress,
+    ) -> Iterator[tuple[int, logs_pb2.LogEntry]]:
+        """Yield the entries after the recorded line.
+
+        Raises:
+          _FileChanged: the recorded line has another text, or the file
+            ends before it. It is raised before any entry is yielded.
+        """
+        if not self.skip:
+            yield from entries
+            return
+        last = self.record.line
+        found = False
+        for line, entry in entries:
+            if line > last:
+                yield line, entry
+                continue
+            progress.advance(len(entry.message.encode()) + 1)
+            if line < last:
+                continue
+            if ship_positions.line_digest(entry.message) != self.record.line_digest:
+                raise _FileChanged
+            found = True
+            print(
+                f"splitlog logs ship: skipping lines 1 to {last} of {self.label}, "
+                f"which an earlier run stored (recorded in {self.positions.path}; "
+                "--no-positions sends them again)",
+                file=sys.stderr,
+            )
+        if not found:
+            raise _FileChanged
+
+    def start_over(self) -> None:
+        """Ship the file from line 1, because its recorded lines changed."""
+        print(
+            f"splitlog logs ship: {self.label} has changed before line "
+            f"{self.record.line}, the last line that an earlier run stored "
+            "(it was truncated or written again), so it is shipped from line 1",
+            file=sys.stderr,
+        )
+        self.skip = False
+        self.cut_after = 0
+        self.record.line = 0
+        self.record.line_digest = ""
+        self.record.pending_first = self.record.pending_last = 0
+
+    def sending_last_batch(self, batch: _Batch) -> None:
+        """Record the batch sent at the end of the file as pending."""
+        self.record.pending_first = batch.lines[0]
+        self.record.pending_last = batch.lines[-1]
+        self._save()
+
+    def acknowledged(self, batch: _Batch) -> None:
+        """Record that the server acknowledged `batch`."""
+        self.record.line = batch.lines[-1]
+        self.record.line_digest = ship_positions.line_digest(batch.entries[-1].message)
+        if self.record.pending_last <= self.record.line:
+            self.record.pending_first = self.record.pending_last = 0
+        self._save()
+
+    def _save(self) -> None:
+        self.positions.save(self.service, self.real_path, self.record)
 
 
 def _ship_stdin(
@@ -818,6 +1011,8 @@ class _Shipper:
         self._failed_line: int | None = None
         # Request ids sent so far, to tell a resend of this run's own batch.
         self._sent_ids: set[str] = set()
+        # The record of the file being shipped in the positions file, if any.
+        self.tracker: _FileTracker | None = None
 
     def ship(
         self,
@@ -882,7 +1077,8 @@ class _Shipper:
             batch = _Batch(batch.source)
             self.batches.append(batch)
         batch.add(line, entry, entry_bytes)
-        if len(batch.entries) == self.args.batch_size:
+        full = len(batch.entries) == self.args.batch_size
+        if full or (self.tracker is not None and line == self.tracker.cut_after):
             self.batches.append(_Batch(batch.source))
         sent = len(self.batches) > 1
         while len(self.batches) > 1:
@@ -892,8 +1088,13 @@ class _Shipper:
     def send(self) -> None:
         """Send every batch not yet stored, the partly filled one included."""
         while self.batches[0].entries:
-            if len(self.batches) == 1:
+            last_batch = len(self.batches) == 1
+            if last_batch:
                 self.batches.append(_Batch(self.batches[0].source))
+                if self.tracker is not None:
+                    # No later line closed this batch, so a rerun over a
+                    # grown file would batch its lines otherwise.
+                    self.tracker.sending_last_batch(self.batches[0])
             self._send_first()
 
     def send_after_interrupt(self) -> None:
@@ -929,6 +1130,8 @@ class _Shipper:
         request_id = batch.request_id(self.args.service, self.args.fresh_ids)
         self._write(batch.entries, batch.lines, request_id)
         self.batches.pop(0)
+        if self.tracker is not None:
+            self.tracker.acknowledged(batch)
 
     def table(self, summary: logs_pb2.StreamLogEntriesResponse) -> str:
         return _ship_table(summary, self.rejected_lines)
@@ -1191,7 +1394,8 @@ def _write_with_retries(
                 _SEND_LIMIT_TEXT in (exc.details() or "")
             ):
                 raise _RequestTooLarge(exc, client_side=True) from None
-            if exc.code() not in _RETRYABLE or time.monotonic() >= give_up_at:
+            retryable = exc.code() in _RETRYABLE or client.server_went_away(exc)
+            if not retryable or time.monotonic() >= give_up_at:
                 raise client.error(exc) from None
             if not warned:
                 # Say once why the shipping pauses, so that a long wait on a
@@ -1206,6 +1410,7 @@ def _write_with_retries(
             backoff = min(backoff * 2, 2.0)
             time.sleep(min(delay, max(0.0, give_up_at - time.monotonic())))
             continue
+        client.answered = True
         return response, attempts
 
 
@@ -1392,7 +1597,8 @@ def _print_more_entries(
     # The server also returns a token when a shard's reply was cut at its
     # size limit, so more entries may match but need not.
     print(
-        f"splitlog logs query: showing {shown} entries; more may match: raise "
+        f"splitlog logs query: showing "
+        f"{render.count_noun(shown, 'entry', 'entries')}; more may match: raise "
         "--limit, narrow --since/--end or the filters, or run the same command "
         f"with {' '.join(options)} to see the next ones",
         file=sys.stderr,
@@ -1620,7 +1826,7 @@ def _snapshot_note(follower: logs_pb2.ReplicaStatus) -> str:
         return f", installing snapshot through {snapshot.last_sequence}"
     return (
         f", receiving snapshot through {snapshot.last_sequence}: "
-        f"{snapshot.received_entries} entries"
+        + render.count_noun(snapshot.received_entries, "entry", "entries")
     )
 
 
@@ -1815,6 +2021,9 @@ class _LogsClient:
         self.tls = tls
         self.channel = open_channel(address, tls)
         self.stub = logs_grpc.LogsServiceStub(self.channel)
+        # Whether a call of this command got a response, so that a later
+        # UNAVAILABLE means that the server went away, not that none runs.
+        self.answered = False
 
     def __enter__(self) -> _LogsClient:
         return self
@@ -1863,7 +2072,15 @@ class _LogsClient:
             call.cancel()
 
     def error(self, error: grpc.RpcError) -> ServerError:
-        if error.code() == grpc.StatusCode.UNAVAILABLE and not self._reachable():
+        if self.server_went_away(error):
+            return ServerError(
+                f"the server at {self.address} went away: it answered "
+                "earlier calls of this command, but the connection broke "
+                f"or was refused ({describe(error)})",
+                error.code(),
+            )
+        unavailable = error.code() == grpc.StatusCode.UNAVAILABLE
+        if unavailable and not self.answered and not self._reachable():
             return Unreachable(self.address, self.tls is not None)
         if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
             return ServerError(
@@ -1872,6 +2089,23 @@ class _LogsClient:
                 error.code(),
             )
         return server_error(error)
+
+    def server_went_away(self, error: grpc.RpcError) -> bool:
+        """Return whether a server that answered this command stopped or
+        dropped the connection during `error`'s call.
+
+        A status without details comes from the transport: UNAVAILABLE such
+        as "Stream removed" when the connection broke, and CANCELLED when
+        the server shut down during the call.
+        """
+        if not self.answered:
+            return False
+        from_transport = rpc_status.from_call(error) is None
+        if error.code() == grpc.StatusCode.CANCELLED:
+            return from_transport
+        if error.code() == grpc.StatusCode.UNAVAILABLE:
+            return from_transport or not self._reachable()
+        return False
 
     def _reachable(self) -> bool:
         ready = grpc.channel_ready_future(self.channel)

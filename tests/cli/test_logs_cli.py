@@ -39,7 +39,7 @@ from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
 from splitlog.logs.v1 import logs_service_pb2_grpc as logs_grpc
 from splitlog.users.v1 import users_service_pb2 as users_pb2
 from splitlog_cli.client import logs as logs_commands
-from splitlog_cli.client import ship_input
+from splitlog_cli.client import ship_input, ship_positions
 from splitlog_cli.client.credentials import TOKEN_ENV
 from splitlog_cli.client.demo_tour import random_suffix
 from splitlog_cli.client.logs import _cluster_table, safe_text
@@ -418,9 +418,10 @@ def test_ship_json_rejections_name_file_and_line(live, tmp_path, capsys, monkeyp
         "--service", "ship-json-lines", "--format", "json",
     )  # fmt: skip
     _pipe_stdin(monkeypatch, f"{line_time(too_old)} INFO old")
+    # Without --no-positions, the rerun would skip the lines of `first`.
     table_status, table, _ = run(
         capsys, live.address, "logs", "ship", str(first), "-",
-        "--service", "ship-json-lines",
+        "--service", "ship-json-lines", "--no-positions",
     )  # fmt: skip
     rejected = json.loads(out)["rejectedEntries"]
 
@@ -545,7 +546,8 @@ def test_ship_rerun_stores_each_batch_once(live, tmp_path, capsys):
     command += ["--batch-size", "2"]
 
     first = run(capsys, live.address, *command)
-    second = run(capsys, live.address, *command)
+    # Without the positions file, the request ids alone store each batch once.
+    second = run(capsys, live.address, *command, "--no-positions")
     after_rerun = list_all(live.stub, services=["ship-rerun"])
     fresh = run(capsys, live.address, *command, "--fresh-ids")
     after_fresh = list_all(live.stub, services=["ship-rerun"])
@@ -572,11 +574,11 @@ def test_ship_rerun_reports_duplicates(live, tmp_path, capsys):
     command += ["--batch-size", "2", "--format", "json"]
 
     first = run(capsys, live.address, *command)
-    # Two more lines turn the last, partly filled batch [5] into a new batch
-    # [5, 6], so line 5 is stored again. The batches [1, 2] and [3, 4] are
-    # duplicates.
+    # With --no-positions, two more lines turn the last, partly filled batch
+    # [5] into a new batch [5, 6], so line 5 is stored again: the request ids
+    # alone cannot prevent it. The batches [1, 2] and [3, 4] are duplicates.
     write_log(tmp_path, *lines, *[f"{line_time(60)} INFO line {i}" for i in (5, 6)])
-    second = run(capsys, live.address, *command)
+    second = run(capsys, live.address, *command, "--no-positions")
     first_summary = json.loads(first[1])
     second_summary = json.loads(second[1])
     stored = list_all(live.stub, services=["ship-rerun-duplicates"])
@@ -606,8 +608,11 @@ def test_ship_rerun_after_retention_raised(live, tmp_path, capsys):
         capsys, live.address, "logs", "retention", "set",
         "--service", "ship-raised=30d",
     )  # fmt: skip
-    second = run(capsys, live.address, *command)
-    third = run(capsys, live.address, *command)
+    # The positions file records the whole file as shipped, rejected lines
+    # included, so the reruns send it again with --no-positions.
+    second = run(capsys, live.address, *command, "--no-positions")
+    third = run(capsys, live.address, *command, "--no-positions")
+    skipped = run(capsys, live.address, *command)
     stored = list_all(live.stub, services=["ship-raised"], order_by="timestamp")
 
     assert first[0] == 3, first[2]
@@ -623,6 +628,9 @@ def test_ship_rerun_after_retention_raised(live, tmp_path, capsys):
     assert third[0] == 0, third[2]
     assert re.search(r"^stored: +0$", third[1], re.M), third[1]
     assert re.search(r"^already stored: +10$", third[1], re.M), third[1]
+    assert skipped[0] == 0, skipped[2]
+    assert re.search(r"^batches: +0$", skipped[1], re.M), skipped[1]
+    assert "skipping lines 1 to 10 of" in skipped[2]
     assert [entry.message.split("INFO ")[1] for entry in stored] == [
         *[f"old {i}" for i in range(5)],
         *[f"new {i}" for i in range(5)],
@@ -636,15 +644,13 @@ def test_ship_rerun_table_counts_duplicates(live, tmp_path, capsys):
     command += ["--batch-size", "3"]
 
     first = run(capsys, live.address, *command)
-    # The batch [1, 2, 3] is a duplicate; [4] becomes the new batch [4, 5].
-    write_log(tmp_path, *lines, f"{line_time(60)} INFO line 4")
-    status, out, err = run(capsys, live.address, *command)
+    again = run(capsys, live.address, *command, "--no-positions")
 
     assert first[0] == 0, first[2]
-    assert status == 0, err
-    assert re.search(r"^stored: +2$", out, re.M), out
-    assert re.search(r"^already stored: +3$", out, re.M), out
-    assert len(list_all(live.stub, services=["ship-rerun-table"])) == 6
+    assert again[0] == 0, again[2]
+    assert re.search(r"^stored: +0$", again[1], re.M), again[1]
+    assert re.search(r"^already stored: +4$", again[1], re.M), again[1]
+    assert len(list_all(live.stub, services=["ship-rerun-table"])) == 4
 
 
 def test_ship_through_symlink_stores_nothing_twice(live, tmp_path, capsys):
@@ -659,6 +665,182 @@ def test_ship_through_symlink_stores_nothing_twice(live, tmp_path, capsys):
     assert first[0] == 0, first[2]
     assert linked[0] == 0, linked[2]
     assert len(list_all(live.stub, services=["ship-link"])) == 5
+
+
+def _append_lines(path, first: int, count: int) -> None:
+    """Append the lines `INFO line N` for N from `first`, each ended by LF."""
+    with open(path, "a", encoding="utf-8") as file:
+        for number in range(first, first + count):
+            file.write(f"{line_time(60)} INFO line {number}\n")
+
+
+def _stored_numbers(live, service: str) -> list[int]:
+    entries = list_all(live.stub, services=[service])
+    return sorted(int(re.search(r"line (\d+)", e.message)[1]) for e in entries)
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "growths"),
+    [(1, (1, 2)), (3, (4, 1, 2, 3)), (4, (3, 1, 4, 9)), (500, (7, 1, 600, 3))],
+)
+def test_ship_growing_file_stores_each_line_once(
+    live, tmp_path, capsys, batch_size, growths
+):
+    service = f"ship-grow-{batch_size}"
+    path = tmp_path / "grow.log"
+    command = ["logs", "ship", str(path), "--service", service]
+    command += ["--batch-size", str(batch_size)]
+    total = 0
+    for growth in growths:
+        _append_lines(path, total, growth)
+        total += growth
+        status, out, err = run(capsys, live.address, *command)
+
+        assert status == 0, err
+        assert re.search(rf"^stored: +{growth}$", out, re.M), out
+        assert re.search(r"^already stored: +0$", out, re.M), out
+        assert _stored_numbers(live, service) == list(range(total))
+
+
+def test_ship_positions_default_under_config_home(live, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    path = tmp_path / "grow.log"
+    command = ["logs", "ship", str(path), "--service", "ship-grow-default"]
+    command += ["--batch-size", "3"]
+
+    _append_lines(path, 0, 4)
+    first = run(capsys, live.address, *command)
+    _append_lines(path, 4, 1)
+    second = run(capsys, live.address, *command)
+
+    assert first[0] == 0, first[2]
+    assert second[0] == 0, second[2]
+    assert (tmp_path / "config" / "splitlog" / "ship-positions.json").is_file()
+    assert "skipping lines 1 to 4 of" in second[2]
+    assert _stored_numbers(live, "ship-grow-default") == [0, 1, 2, 3, 4]
+
+
+def test_ship_no_positions_sends_every_line(live, tmp_path, capsys):
+    path = tmp_path / "grow.log"
+    positions = tmp_path / "positions.json"
+    command = ["logs", "ship", str(path), "--service", "ship-no-positions"]
+
+    _append_lines(path, 0, 2)
+    first = run(capsys, live.address, *command, "--no-positions")
+    conflict = run(
+        capsys, live.address, *command, "--no-positions", "--positions",
+        str(positions),
+    )  # fmt: skip
+
+    assert first[0] == 0, first[2]
+    assert not (tmp_path / "config").exists()
+    assert conflict[0] == 2
+    assert "--no-positions turns the positions file off" in conflict[2]
+
+
+def test_ship_rotated_file_starts_over(live, tmp_path, capsys):
+    path = tmp_path / "rotate.log"
+    positions = tmp_path / "positions.json"
+    command = ["logs", "ship", str(path), "--service", "ship-rotate"]
+    command += ["--batch-size", "3", "--positions", str(positions)]
+
+    _append_lines(path, 0, 5)
+    first = run(capsys, live.address, *command)
+    # Rotation by rename: a new file with other lines takes the path.
+    path.rename(tmp_path / "rotate.log.1")
+    _append_lines(path, 100, 2)
+    renamed = run(capsys, live.address, *command)
+    # Rotation by copy and truncate: the same inode gets other lines.
+    with open(path, "w", encoding="utf-8"):
+        pass
+    _append_lines(path, 200, 6)
+    truncated = run(capsys, live.address, *command)
+    # A file written again with the same first line but fewer lines.
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(lines[0] + f"{line_time(60)} INFO line 300\n")
+    rewritten = run(capsys, live.address, *command)
+
+    assert first[0] == 0, first[2]
+    assert renamed[0] == 0, renamed[2]
+    assert "it was rotated or replaced" in renamed[2]
+    assert truncated[0] == 0, truncated[2]
+    assert "it was rotated or replaced" in truncated[2]
+    assert rewritten[0] == 0, rewritten[2]
+    assert "shipped from line 1" in rewritten[2]
+    # Line 200 is stored twice: by the run after the truncation and by the
+    # run after the file was written again.
+    assert _stored_numbers(live, "ship-rotate") == sorted(
+        [*range(5), 100, 101, *range(200, 206), 200, 300]
+    )
+
+
+def test_ship_lost_response_of_last_batch(live, tmp_path, capsys):
+    path = tmp_path / "lost.log"
+    positions = tmp_path / "positions.json"
+    command = ["logs", "ship", str(path), "--service", "ship-lost"]
+    command += ["--batch-size", "4", "--positions", str(positions)]
+
+    _append_lines(path, 0, 6)
+    first = run(capsys, live.address, *command)
+    # Make the record what a run leaves when the response of its last,
+    # partly filled batch [5, 6] is lost: line 4 stored, [5, 6] pending.
+    saved = json.loads(positions.read_text())
+    (record,) = saved["files"].values()
+    lines = path.read_text().splitlines()
+    record.update(
+        line=4,
+        line_digest=ship_positions.line_digest(lines[3]),
+        pending_first=5,
+        pending_last=6,
+    )
+    positions.write_text(json.dumps(saved))
+    _append_lines(path, 6, 3)
+    second = run(capsys, live.address, *command)
+
+    assert first[0] == 0, first[2]
+    assert second[0] == 0, second[2]
+    # The batch [5, 6] is sent again under its request id, then [7, 8, 9].
+    assert re.search(r"^batches: +2$", second[1], re.M), second[1]
+    assert re.search(r"^already stored: +2$", second[1], re.M), second[1]
+    assert _stored_numbers(live, "ship-lost") == list(range(9))
+
+
+def test_ship_server_gone_midway(
+    loop_thread, base_config, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(logs_commands, "SHIP_RETRY_SECONDS", 1.0)
+    running = LogsGateway(base_config, tmp_path / "gateway", loop_thread, log_shards=1)
+    path = tmp_path / "gone.log"
+    _append_lines(path, 0, 5000)
+    command = ["logs", "ship", str(path), "--service", "ship-gone"]
+    command += ["--batch-size", "5", "--gateway", running.address]
+    outcome = {}
+    gateway_stopped = False
+    try:
+
+        def ship():
+            outcome["status"] = main(command)
+
+        shipper = threading.Thread(target=ship)
+        shipper.start()
+        request = logs_pb2.ListLogEntriesRequest(services=["ship-gone"])
+        while not running.stub.ListLogEntries(request).entries:
+            time.sleep(0.01)
+        loop_thread.run(running.gateway.stop(0))
+        gateway_stopped = True
+        shipper.join(60)
+        err = capsys.readouterr().err
+    finally:
+        if not gateway_stopped:
+            loop_thread.run(running.gateway.stop(0))
+        running.cluster.close()
+
+    assert not shipper.is_alive()
+    assert outcome["status"] == 1
+    assert f"the server at {running.address} went away" in err, err
+    assert "make up" not in err
+    assert re.search(r"stopped at line \d+ of ", err), err
+    assert "Run the same command again to ship the rest. That is safe" in err
 
 
 def _pipe_stdin(monkeypatch, *lines: str, data: bytes | None = None) -> None:
@@ -1576,6 +1758,18 @@ def test_query_newest_first_to_limit(live, capsys):
     assert shown["nextPageToken"]
     assert "showing 5 entries; more may match" in err
     assert f"--page-token {shown['nextPageToken']}" in err
+
+
+def test_query_note_counts_one_entry(live, capsys):
+    _write_pages_entries(live, "pages-one", 2)
+
+    status, _, err = run(
+        capsys, live.address, "logs", "query", "--service", "pages-one",
+        "--limit", "1",
+    )  # fmt: skip
+
+    assert status == 0, err
+    assert "showing 1 entry; more may match" in err
 
 
 def test_query_oldest_first_to_limit(live, capsys):
@@ -2741,7 +2935,7 @@ def test_ship_revoked_key_advice_order(live_with_auth, tmp_path, capsys, no_cred
     assert "(UNAUTHENTICATED, CREDENTIAL_INVALID)" in lines[0]
     assert lines[1] == f"Check the token given by --token or {TOKEN_ENV}."
     assert lines[2].startswith("splitlog logs ship stopped at line 1 of ")
-    assert lines[2].endswith("Batches that are already stored are not stored twice.")
+    assert lines[2].endswith("That is safe: what this run stored is not stored twice.")
     assert out == ""
 
 

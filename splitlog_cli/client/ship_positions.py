@@ -1,0 +1,153 @@
+"""The positions file of `splitlog logs ship`: how far each file was stored.
+
+A log file that a program appends to is shipped by running the same command
+again. Request ids derived from the batches stop a complete batch from being
+stored twice. But the last batch of a run is usually partly filled, and the
+next run sends those lines in a fuller batch with another id, which the log
+service stores as new entries. So the command records, for each service and
+file, the last line of the batches that the server acknowledged, and a rerun
+skips the lines up to it.
+
+Before it sends the last batch of a file, the command also records that
+batch's first and last line as pending. When the response is lost, such as
+when the gateway stops, the rerun sends exactly those lines again as its
+first batch, under the same request id, so the server stores them once
+even though the file has grown since.
+
+A record also contains the file's device and inode numbers, a digest of its
+first line and a digest of the last acknowledged line. When one of them
+differs, the file at that path is another file (rotated, replaced, or
+truncated and written again), and the command ships it from line 1.
+
+The file is JSON, written to a temporary file and renamed over the old one
+under an exclusive `flock` lock, so that concurrent runs do not lose each
+other's records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+POSITIONS_FILE = "ship-positions.json"
+# Bytes of the first line that the digest of a file's start covers.
+_HEAD_BYTES = 4096
+_VERSION = 1
+
+
+def line_digest(text: str) -> str:
+    """Return the digest of one line's text, as a record stores it."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def head_digest(path: str) -> str:
+    """Return the digest of the first line of a file, at most _HEAD_BYTES of it."""
+    with open(path, "rb") as file:
+        head = file.readline(_HEAD_BYTES)
+    return hashlib.sha256(head).hexdigest()[:32]
+
+
+@dataclass
+class Position:
+    """How far one file was stored for one service."""
+
+    device: int
+    inode: int
+    head: str
+    # The last line of the acknowledged batches, 0 before the first, and
+    # the digest of that line's text.
+    line: int = 0
+    line_digest: str = ""
+    # The first and last line of the batch in flight at the end of the
+    # file, or 0 and 0.
+    pending_first: int = 0
+    pending_last: int = 0
+
+
+class PositionsFile:
+    """The records of a positions file, keyed by service and real path."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._warned = False
+
+    @staticmethod
+    def key(service: str, real_path: str) -> str:
+        return f"{service}\n{real_path}"
+
+    def load(self, service: str, real_path: str) -> Position | None:
+        """Return the record of a file, or None when it has none."""
+        with self._locked():
+            record = self._read().get(self.key(service, real_path))
+        if not isinstance(record, dict):
+            return None
+        try:
+            return Position(**record)
+        except TypeError:
+            self._warn("a record is not one that `splitlog logs ship` writes")
+            return None
+
+    def save(self, service: str, real_path: str, position: Position) -> None:
+        """Write the record of a file, keeping the records of other files."""
+        with self._locked():
+            records = self._read()
+            records[self.key(service, real_path)] = asdict(position)
+            self._write(records)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            self._warn(f"cannot read it: {exc}")
+            return {}
+        files = data.get("files") if isinstance(data, dict) else None
+        if not isinstance(files, dict):
+            self._warn("it is not a file that `splitlog logs ship` writes")
+            return {}
+        return files
+
+    def _write(self, records: dict[str, Any]) -> None:
+        descriptor, temporary = tempfile.mkstemp(
+            prefix=".ship-positions-", dir=self.path.parent
+        )
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+                json.dump({"version": _VERSION, "files": records}, file, indent=1)
+                file.write("\n")
+            os.replace(temporary, self.path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def _warn(self, problem: str) -> None:
+        if self._warned:
+            return
+        self._warned = True
+        print(
+            f"splitlog logs ship: ignoring the positions file {self.path}: "
+            f"{problem}. Files are shipped from line 1, and the file is "
+            "written again",
+            file=sys.stderr,
+        )
