@@ -110,6 +110,10 @@ RETRY_DELAY_SECONDS = 1.0
 WRITE_RETRY_ADVICE = (
     "retry the call with the same request_id, which stores each entry once"
 )
+UNKEYED_WRITE_RETRY_ADVICE = (
+    "a retry may store some entries twice, because the call has no "
+    "request_id; set request_id on every write to make retries safe"
+)
 EXPORT_RETRY_ADVICE = (
     "resend the same export, which stores each log record once because the "
     "router recognises a resend by its bytes and the caller"
@@ -521,7 +525,14 @@ class Writer:
         # that the first write did not, such as those it rejected.
         base_id = f"{request_id}/{digest.hex()}" if request_id and digest else ""
         duplicates = self.store(
-            batch, base_id or request_id, context, receive_ns, first_index
+            batch,
+            base_id or request_id,
+            context,
+            receive_ns,
+            first_index,
+            retry_advice=WRITE_RETRY_ADVICE
+            if request_id
+            else UNKEYED_WRITE_RETRY_ADVICE,
         )
         return WrittenBatch(batch, duplicates)
 

@@ -260,3 +260,26 @@ def _restart_later(cluster, node, delay: float) -> threading.Thread:
     )
     thread.start()
     return thread
+
+
+@pytest.mark.parametrize("request_id", ["", "write-advice-1"])
+def test_failed_write_advice_depends_on_request_id(cluster, request_id):
+    shard_services = services_on_both_shards(cluster)
+    healthy, failing = sorted(shard_services)
+    stop_shard(cluster, failing)
+    request = pb.WriteLogEntriesRequest(
+        request_id=request_id,
+        entries=[
+            pb.LogEntry(service=shard_services[shard], message="advice")
+            for shard in (healthy, failing)
+        ],
+    )
+
+    with pytest.raises(grpc.RpcError) as failed:
+        cluster.stub.WriteLogEntries(request, timeout=10)
+
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+    if request_id:
+        assert "with the same request_id" in failed.value.details()
+    else:
+        assert "set request_id on every write" in failed.value.details()
