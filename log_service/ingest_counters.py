@@ -1,22 +1,25 @@
 """Ingest counters of the router, per minute of receive time, in SQLite.
 
-Writers add to in-memory counters; a flush moves them into one SQLite file in
-the router's data folder at most once a second and at close, so a busy write
-path pays a dictionary update per batch instead of a disk write. A read
-flushes first, so it sees every counted batch.
+Writers add to in-memory counters; a background thread moves them into one
+SQLite file in the router's data folder once a second while any are unflushed,
+and `close` flushes the rest, so a busy write path pays a dictionary update
+per batch instead of a disk write. A crash of the router loses at most the
+last second of counts. A read flushes first, so it sees every counted batch.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
-import time
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
 from splitlog.logs.v1 import logs_service_pb2
 from splitlog_runtime import private_files
+
+_LOGGER = logging.getLogger(__name__)
 
 NANOS_PER_MINUTE = 60 * 1_000_000_000
 FLUSH_INTERVAL_SECONDS = 1.0
@@ -38,6 +41,7 @@ class IngestCounters:
 
     def __init__(self, path: Path) -> None:
         private_files.private_sqlite_file(path)
+        self._path = path
         self._connection = sqlite3.connect(path, check_same_thread=False)
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute(
@@ -48,7 +52,11 @@ class IngestCounters:
         self._connection.commit()
         self._lock = threading.Lock()
         self._pending: Counter[tuple[int, str]] = Counter()
-        self._last_flush = time.monotonic()
+        self._closed = threading.Event()
+        self._flusher = threading.Thread(
+            target=self._flush_periodically, name="ingest-counters", daemon=True
+        )
+        self._flusher.start()
 
     def record(
         self,
@@ -79,24 +87,52 @@ class IngestCounters:
                 self._pending[(minute, f"{_REJECTED_PREFIX}{reason}")] += count
             if failed_batches:
                 self._pending[(minute, _FAILED)] += failed_batches
-            due = time.monotonic() - self._last_flush >= FLUSH_INTERVAL_SECONDS
-        if due:
-            self.flush()
 
     def flush(self) -> None:
-        """Write the in-memory counts to SQLite."""
+        """Write the in-memory counts to SQLite.
+
+        Raises:
+          sqlite3.Error: the write failed. The counts stay in memory for the
+            next flush.
+        """
         with self._lock:
-            pending, self._pending = self._pending, Counter()
-            self._last_flush = time.monotonic()
-            if not pending:
+            if not self._pending:
                 return
-            self._connection.executemany(
-                "INSERT INTO ingest_counts (minute, counter, count) VALUES (?, ?, ?)"
-                " ON CONFLICT (minute, counter) DO UPDATE"
-                " SET count = count + excluded.count",
-                [(minute, name, count) for (minute, name), count in pending.items()],
-            )
-            self._connection.commit()
+            rows = [
+                (minute, name, count) for (minute, name), count in self._pending.items()
+            ]
+            try:
+                self._connection.executemany(
+                    "INSERT INTO ingest_counts (minute, counter, count)"
+                    " VALUES (?, ?, ?) ON CONFLICT (minute, counter) DO UPDATE"
+                    " SET count = count + excluded.count",
+                    rows,
+                )
+                self._connection.commit()
+            except sqlite3.Error:
+                self._connection.rollback()
+                raise
+            self._pending.clear()
+
+    def _flush_periodically(self) -> None:
+        failures = 0
+        while not self._closed.wait(FLUSH_INTERVAL_SECONDS):
+            try:
+                self.flush()
+            except sqlite3.Error as error:
+                failures += 1
+                # Log the first failure and then one in every 60, about one
+                # a minute while the disk stays full or unwritable.
+                if failures % 60 == 1:
+                    _LOGGER.warning(
+                        "writing ingest counters to %s failed (%d times so"
+                        " far); keeping them in memory: %s",
+                        self._path,
+                        failures,
+                        error,
+                    )
+            else:
+                failures = 0
 
     def read(
         self, start_ns: int | None, end_ns: int
@@ -134,6 +170,11 @@ class IngestCounters:
         return counters
 
     def close(self) -> None:
-        self.flush()
-        with self._lock:
-            self._connection.close()
+        """Stop the flush thread, write the remaining counts and close the file."""
+        self._closed.set()
+        self._flusher.join()
+        try:
+            self.flush()
+        finally:
+            with self._lock:
+                self._connection.close()

@@ -7,13 +7,16 @@ runs real log nodes in this process.
 
 from __future__ import annotations
 
+import sqlite3
+import time
+
 import grpc
 import pytest
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from google.rpc import error_details_pb2
 
-from log_service.app import build_router
-from log_service.ingest_counters import IngestCounters
+from log_service.app import build_router, router_data_dir
+from log_service.ingest_counters import FLUSH_INTERVAL_SECONDS, IngestCounters
 from splitlog.logs.v1 import logs_service_pb2 as pb
 from splitlog.logs.v1 import logs_service_pb2_grpc
 from tests.log_service.router_support import closed_address, details_of, violated_fields
@@ -76,6 +79,23 @@ def test_ingest_counters_survive_reopen(tmp_path):
     assert first.accepted_count == 3
     assert first.failed_batch_count == 0
     assert first.duplicate_count == 0
+
+
+def test_ingest_counters_flushed_without_reads(lonely_router):
+    stub, config = lonely_router
+    path = router_data_dir(config) / "ingest_counters.db"
+
+    with pytest.raises(grpc.RpcError):
+        stub.WriteLogEntries(pb.WriteLogEntriesRequest(entries=[entry()]))
+    # No further write and no read: only the timer can flush the count.
+    time.sleep(FLUSH_INTERVAL_SECONDS * 2.5)
+
+    # A second connection reads what a SIGKILL of the router would leave.
+    with sqlite3.connect(path) as connection:
+        rows = connection.execute(
+            "SELECT SUM(count) FROM ingest_counts WHERE counter = 'failed_batches'"
+        ).fetchall()
+    assert rows == [(1,)]
 
 
 def test_empty_batch_is_invalid(lonely_router):
