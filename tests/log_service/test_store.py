@@ -966,6 +966,61 @@ def test_retention_short_lived_service(tmp_path: Path) -> None:
     assert len(files) == 1
 
 
+def fill_day(store: LogStore, count: int) -> None:
+    """Apply `count` entries spread over the day of BASE, in batches."""
+    step = DAY // count
+    batch = 50_000
+    for first in range(0, count, batch):
+        size = min(batch, count - first)
+        stamps = [BASE + (first + i) * step for i in range(size)]
+        padded = [f"entry {first + i} of a day of padded messages" for i in range(size)]
+        store.apply([record(first + 1, stamps, messages=padded)])
+
+
+def partition_bytes(directory: Path) -> dict[str, int]:
+    """Return the size of each DuckDB file and DuckDB WAL in a store."""
+    return {p.name: p.stat().st_size for p in sorted(directory.glob("*.duckdb*"))}
+
+
+def test_retention_checkpoints_partition_wal(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    store = LogStore(directory, partition_seconds=DAY // SECOND)
+    fill_day(store, 100_000)
+    store.close()  # checkpoints, so only the deletions below reach the WAL
+    store = LogStore(directory, partition_seconds=DAY // SECOND)
+
+    deleted, dropped = store.apply_retention(BASE + DAY // 10, {})
+    sizes = partition_bytes(directory)
+    store.close()
+
+    assert (deleted, dropped) == (10_000, 0)
+    assert sizes.get("20240501T000000Z.duckdb.wal", 0) == 0
+
+
+def test_retention_rewrites_mostly_expired_partition(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    store = LogStore(directory, partition_seconds=DAY // SECOND)
+    fill_day(store, 200_000)
+    store.close()
+    before = sum(partition_bytes(directory).values())
+    store = LogStore(directory, partition_seconds=DAY // SECOND)
+
+    deleted, dropped = store.apply_retention(BASE + DAY * 9 // 10, {})
+    after = sum(partition_bytes(directory).values())
+    kept = sequences_of(store, pb.EntryFilter())
+    store.close()
+    reopened = LogStore(directory, partition_seconds=DAY // SECOND)
+    reopened_kept = sequences_of(reopened, pb.EntryFilter())
+    last = reopened.last_sequence()
+    reopened.close()
+
+    assert (deleted, dropped) == (180_000, 0)
+    assert after < before / 3
+    assert kept == list(range(180_001, 200_001))
+    assert reopened_kept == kept
+    assert last == 200_000
+
+
 def test_retention_keeps_partition_of_kept_service(tmp_path: Path) -> None:
     directory = tmp_path / "store"
     store = LogStore(directory, partition_seconds=3600)
