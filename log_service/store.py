@@ -754,8 +754,6 @@ class LogStore:
         # have at least halved, and most of those are no longer written to.
         path = self._new_path(partition.start, partition.seconds)
         target = self._attach(partition.start, partition.seconds, path)
-        swapped = False
-        keep_file = False
         try:
             self._run(
                 f"INSERT INTO {target.alias}.entries"
@@ -764,28 +762,12 @@ class LogStore:
             self._run(f"CHECKPOINT {target.alias}")
             _combine(target, [partition])
             target.trigrams = partition.trigrams
-            with self._readers.exclusive():
-                partitions = dict(self._partitions)
-                partitions[target.key] = target
-                try:
-                    self._write_state(self._last, partitions)
-                except BaseException:
-                    # The new list may have reached the disk, so the copy
-                    # stays, as after a failed merge swap.
-                    keep_file = True
-                    raise
-                self._partitions = partitions
-                swapped = True
-                self._run(f"DETACH {partition.alias}")
-                for old in _partition_files(partition.path):
-                    old.unlink(missing_ok=True)
+            self._swap_in(target, [partition])
         finally:
-            if not swapped:
+            if self._partitions.get(target.key) is not target:
                 with suppress(duckdb.Error):
                     self._run(f"DETACH {target.alias}")
-                if keep_file:
-                    self._kept_files |= {target.path.name}
-                else:
+                if target.path.name not in self._kept_files:
                     for leftover in _partition_files(target.path):
                         leftover.unlink(missing_ok=True)
         self._save_trigrams(target)
@@ -927,8 +909,6 @@ class LogStore:
                 self._merge_files = frozenset()
                 raise
             self._merging = frozenset(p.key for p in sources)
-        swapped = False
-        keep_file = False
         try:
             # The bulk of the copy runs without the write lock, so applies and
             # queries go on meanwhile. Rows they add are copied below.
@@ -966,26 +946,7 @@ class LogStore:
                 self._run(f"CHECKPOINT {target.alias}")
                 _combine(target, sources)
                 target.trigrams = keyword_index.union(p.trigrams for p in sources)
-                with self._readers.exclusive():
-                    partitions = dict(self._partitions)
-                    for source in sources:
-                        del partitions[source.key]
-                    partitions[target.key] = target
-                    try:
-                        # The merge takes effect here.
-                        self._write_state(self._last, partitions)
-                    except BaseException:
-                        # The new list may have reached the disk, so the
-                        # merged file stays; the next open keeps whichever
-                        # files the state file lists and deletes the rest.
-                        keep_file = True
-                        raise
-                    self._partitions = partitions
-                    swapped = True
-                    for source in sources:
-                        self._run(f"DETACH {source.alias}")
-                        for path in _partition_files(source.path):
-                            path.unlink(missing_ok=True)
+                self._swap_in(target, sources)  # the merge takes effect here
                 self._save_trigrams(target)
                 target.trigrams.pack()  # a day file changes rarely
             _LOGGER.info(
@@ -998,6 +959,8 @@ class LogStore:
             return True
         finally:
             with self._write_lock:
+                # Before the deferred passes, which may rewrite the target.
+                swapped = self._partitions.get(target.key) is target
                 keys = self._merging | {target.key}
                 self._merging = frozenset()
                 try:
@@ -1010,10 +973,33 @@ class LogStore:
                         target.path.name,
                     )
             if not swapped:
-                self._discard_merge(target, unlink=not keep_file)
-                if keep_file:
-                    self._kept_files |= {target.path.name}
+                kept = target.path.name in self._kept_files
+                self._discard_merge(target, unlink=not kept)
             self._merge_files = frozenset()
+
+    def _swap_in(self, target: _Partition, sources: list[_Partition]) -> None:
+        """Replace `sources` by `target` in the state file, in memory and on disk.
+
+        The write lock is held. When writing the state file fails, the new
+        list may have reached the disk, so the target's file joins
+        `_kept_files` and stays: the next open keeps whichever files the
+        state file lists and deletes the rest.
+        """
+        with self._readers.exclusive():
+            partitions = dict(self._partitions)
+            for source in sources:
+                del partitions[source.key]
+            partitions[target.key] = target
+            try:
+                self._write_state(self._last, partitions)
+            except BaseException:
+                self._kept_files |= {target.path.name}
+                raise
+            self._partitions = partitions
+            for source in sources:
+                self._run(f"DETACH {source.alias}")
+                for path in _partition_files(source.path):
+                    path.unlink(missing_ok=True)
 
     def _merge_sources(self, day: int) -> list[_Partition]:
         """Return the partitions a merge of `day` replaces."""
