@@ -2,15 +2,16 @@
 
 `LogShipHandler` is a `logging.Handler`. Its `emit` converts the record to a
 `LogEntry` and puts it on a bounded queue without blocking. When the queue is
-full the record is dropped and counted. A background thread sends the queued
-entries in `WriteLogEntries` batches, each with its own request id, so a
-retried batch is stored once. A batch whose consecutive entries mostly share
-service, host and attributes goes out as `LogStream`s, which the log router
-checks and stores with less work per entry, and any other batch as
-`LogEntry` messages. Both forms store the same entries. A batch that still
-fails after a few attempts with backoff is dropped and counted, and so is a
-batch that fails with a code that a retry cannot fix, such as
-INVALID_ARGUMENT. Until the first call succeeds, and for at most
+full the oldest queued record is dropped and counted. A background thread
+sends the queued entries in `WriteLogEntries` batches, each with its own
+request id, so a retried batch is stored once. A batch whose consecutive
+entries mostly share service, host and attributes goes out as `LogStream`s,
+which the log router checks and stores with less work per entry, and any
+other batch as `LogEntry` messages. Both forms store the same entries. A
+batch is retried with backoff for `retry_seconds` (30 s by default, longer
+than a restart of the log router) and then dropped and counted. A batch that
+fails with a code that a retry cannot fix, such as INVALID_ARGUMENT, is
+dropped at once. Until the first call succeeds, and for at most
 `startup_grace` seconds, a batch is retried past `max_attempts`, because
 services start before log_service is listening.
 A handler created with `send=False` only queues records until
@@ -58,6 +59,8 @@ DEFAULT_CALL_TIMEOUT = 5.0
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_BACKOFF = 0.2
 DEFAULT_STARTUP_GRACE = 30.0
+# Seconds a failing batch is retried after its first call before it is dropped.
+DEFAULT_RETRY_SECONDS = 30.0
 # Maximum wait between two retries of one batch, in seconds.
 MAX_BACKOFF = 2.0
 DEFAULT_CLOSE_TIMEOUT = 5.0
@@ -149,14 +152,17 @@ class LogShipHandler(logging.Handler):
       batch_size: maximum entries per `WriteLogEntries` call.
       flush_interval: seconds the sender waits to fill a batch before it
         sends what it has.
-      queue_size: maximum records waiting to be sent. Records beyond it are
-        dropped.
+      queue_size: maximum records waiting to be sent. A record beyond it
+        drops the oldest waiting one.
       host: the `host` of every entry; the machine's host name when None.
       excluded_loggers: more logger names whose records, with those of their
         children, are never shipped.
       call_timeout: deadline of each call, in seconds.
-      max_attempts: calls per batch before the batch is dropped.
-      backoff: seconds before the first retry, doubled for each further retry.
+      max_attempts: minimum calls per batch before the batch is dropped.
+      retry_seconds: seconds after a batch's first call during which it is
+        retried; it is dropped once both this and `max_attempts` are used up.
+      backoff: seconds before the first retry, doubled for each further retry
+        up to MAX_BACKOFF.
       startup_grace: seconds after sending starts during which a batch is
         retried past max_attempts while no call has succeeded yet.
       send: whether the sender starts sending at once; when False, records
@@ -175,6 +181,7 @@ class LogShipHandler(logging.Handler):
         excluded_loggers: Iterable[str] = (),
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        retry_seconds: float = DEFAULT_RETRY_SECONDS,
         backoff: float = DEFAULT_BACKOFF,
         startup_grace: float = DEFAULT_STARTUP_GRACE,
         send: bool = True,
@@ -193,6 +200,7 @@ class LogShipHandler(logging.Handler):
         self.flush_interval = flush_interval
         self.call_timeout = call_timeout
         self.max_attempts = max_attempts
+        self.retry_seconds = retry_seconds
         self.backoff = backoff
         self._startup_grace = startup_grace
         self._grace_end = time.monotonic() + startup_grace
@@ -258,17 +266,39 @@ class LogShipHandler(logging.Handler):
         return bool(super().filter(record))
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Queue the record without blocking, or count it as dropped."""
+        """Queue the record without blocking, dropping the oldest when full."""
         if self._stopping.is_set():
             self._count_dropped(1)
             return
         try:
             entry = self._to_entry(record)
-            self._queue.put_nowait(entry)
-        except queue.Full:
-            self._count_dropped(1)
         except Exception:
             self.handleError(record)
+            return
+        self._put_dropping_oldest(entry)
+
+    def _put_dropping_oldest(self, entry: logs_pb2.LogEntry) -> None:
+        # A few rounds, because other threads emit into the same queue. The
+        # newest record is dropped instead when they keep it full.
+        for _ in range(3):
+            try:
+                self._queue.put_nowait(entry)
+                return
+            except queue.Full:
+                pass
+            try:
+                oldest = self._queue.get_nowait()
+            except queue.Empty:
+                continue
+            if isinstance(oldest, _Flush):
+                # Back at the end, so the flush waits for more, never less.
+                try:
+                    self._queue.put_nowait(oldest)
+                except queue.Full:
+                    oldest.done.set()
+            else:
+                self._count_dropped(1)
+        self._count_dropped(1)
 
     def start_sending(self) -> None:
         """Let the sender send the queued records and those that follow."""
@@ -374,6 +404,7 @@ class LogShipHandler(logging.Handler):
         request = batch_request(batch, str(uuid.uuid4()))
         delay = self.backoff
         attempt = 0
+        retry_end = time.monotonic() + self.retry_seconds
         while True:
             attempt += 1
             try:
@@ -386,7 +417,11 @@ class LogShipHandler(logging.Handler):
                 # Closing ends the retries early, so that `close` keeps its bound.
                 if (
                     exc.code() not in RETRYABLE_CODES
-                    or (attempt >= self.max_attempts and not self._starting())
+                    or (
+                        attempt >= self.max_attempts
+                        and time.monotonic() >= retry_end
+                        and not self._starting()
+                    )
                     or self._stopping.wait(delay)
                 ):
                     self._count_dropped(len(batch))

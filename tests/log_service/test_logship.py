@@ -222,7 +222,14 @@ def test_batch_dropped_after_attempts(peer, logger):
     servicer.failures = 10
     handler = attach(
         logger,
-        LogShipHandler(address, "svc", max_attempts=2, backoff=0.01, startup_grace=0),
+        LogShipHandler(
+            address,
+            "svc",
+            max_attempts=2,
+            retry_seconds=0,
+            backoff=0.01,
+            startup_grace=0,
+        ),
     )
 
     logger.info("lost")
@@ -240,7 +247,14 @@ def test_startup_retries_past_attempts(peer, logger):
     servicer.failures = 5
     handler = attach(
         logger,
-        LogShipHandler(address, "svc", max_attempts=2, backoff=0.01, startup_grace=60),
+        LogShipHandler(
+            address,
+            "svc",
+            max_attempts=2,
+            retry_seconds=0,
+            backoff=0.01,
+            startup_grace=60,
+        ),
     )
 
     logger.info("sent once log_service answers")
@@ -257,6 +271,59 @@ def test_startup_retries_past_attempts(peer, logger):
     ]
     assert handler.shipped_count == 1
     assert handler.dropped_count == 1
+
+
+def serve_logs(port: int = 0) -> tuple[grpc.Server, RecordingLogs, int]:
+    servicer = RecordingLogs()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    logs_grpc.add_LogsServiceServicer_to_server(servicer, server)
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    return server, servicer, bound
+
+
+def test_batch_survives_target_restart(logger):
+    first_server, first, port = serve_logs()
+    handler = attach(logger, LogShipHandler(f"127.0.0.1:{port}", "svc"))
+    logger.info("before the restart")
+    assert handler.flush(WAIT)
+    first_server.stop(None)
+
+    logger.warning("log_service unreachable")
+    # Longer than a restart of the log router under `splitlog up --processes`.
+    time.sleep(3.0)
+    second_server, second, _ = serve_logs(port)
+    try:
+        flushed = handler.flush(WAIT * 2)
+        handler.close()
+    finally:
+        second_server.stop(None)
+
+    assert flushed
+    assert [entry.message for entry in first.entries()] == ["before the restart"]
+    assert [entry.message for entry in second.entries()] == ["log_service unreachable"]
+    assert handler.dropped_count == 0
+
+
+def test_full_queue_drops_oldest(peer, logger):
+    servicer, address = peer
+    servicer.release.clear()
+    handler = attach(logger, LogShipHandler(address, "svc", batch_size=1, queue_size=2))
+
+    logger.info("burst 0")
+    # Wait until the sender holds "burst 0" in its blocked call.
+    deadline = time.monotonic() + WAIT
+    while handler._queue.qsize() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for number in range(1, 50):
+        logger.info("burst %d", number)
+    servicer.release.set()
+    assert handler.flush(WAIT)
+    handler.close()
+
+    messages = [entry.message for entry in servicer.entries()]
+    assert messages == ["burst 0", "burst 48", "burst 49"]
+    assert handler.dropped_count == 47
 
 
 def test_invalid_batch_not_retried(peer, logger):
@@ -423,3 +490,4 @@ def test_self_ship_root_logger(peer):
     assert handler not in root.handlers
     assert messages == ["started on port 50061"]
     assert servicer.entries()[0].service == "user_service"
+
