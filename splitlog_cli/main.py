@@ -216,7 +216,14 @@ def _up(args: argparse.Namespace, config: Config) -> int:
     if args.processes:
         signals = StopSignals()
         signals.install()
-        return Supervisor(config, signals).run()
+        # The supervisor's own records, such as a child's restart, go out as
+        # service `splitlog`, as the launcher's records do in a plain `up`.
+        # They wait in the queue until the log router child listens.
+        shipper = logsetup.start_self_ship(config, logsetup.LAUNCHER_SERVICE)
+        try:
+            return Supervisor(config, signals).run()
+        finally:
+            logsetup.stop_self_ship(shipper, timeout=logsetup.SHIP_FLUSH_SECONDS)
     return up.run(config)
 
 

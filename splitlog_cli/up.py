@@ -60,7 +60,7 @@ def run(config: Config) -> int:
         # The shipper is attached first, so that the startup records wait in
         # its queue until the log router, started below, accepts calls.
         shipper = logsetup.start_self_ship(
-            config, "splitlog", by_logger=True, send=False
+            config, logsetup.LAUNCHER_SERVICE, by_logger=True, send=False
         )
         # The log nodes come first so that the log router finds them.
         config = components.start_log_nodes(config, node_hosts)

@@ -86,6 +86,15 @@ _WILDCARD_HOSTS = ("0.0.0.0", "::", "[::]", "")
 # longer would only delay their exit.
 SHIP_FLUSH_SECONDS = 0.5
 
+# The service of records that no component logged: those of the `splitlog`
+# command itself, such as the supervisor of `up --processes`.
+LAUNCHER_SERVICE = "splitlog"
+
+# The log record attribute that names the component in a shared process.
+COMPONENT_ATTRIBUTE = "component"
+# The start of a log node's server name, such as `log_node n0`.
+_LOG_NODE_PREFIX = "log_node "
+
 _COMPONENT_PACKAGES = frozenset(
     {"user_service", "expense_service", "balance_service", "gateway"}
 )
@@ -106,14 +115,51 @@ def self_ship_address(config: Config) -> str:
     return f"{host}:{config.log_service_port}"
 
 
-def service_of_logger(record: logging.LogRecord) -> str:
-    """Return the component whose package logged a record, for `splitlog up`.
+def component_of(record: logging.LogRecord) -> str | None:
+    """Return the component a record of a shared process came from, if known.
 
-    Every component shares one process there, so the logger name distinguishes
-    them. Records from elsewhere (the CLI, the runtime) count as `splitlog`.
+    The first that applies: the record's `component` attribute (set with
+    `extra={"component": name}` by the shared runtime), its logger's package,
+    `gateway` for uvicorn's loggers, and the name of a gRPC handler thread,
+    which is the server's name followed by `_` and a number.
     """
+    explicit = getattr(record, COMPONENT_ATTRIBUTE, None)
+    if explicit:
+        return str(explicit)
     package = record.name.partition(".")[0]
-    return package if package in _COMPONENT_PACKAGES else "splitlog"
+    if package in _COMPONENT_PACKAGES or package == "log_service":
+        return package
+    if package == "uvicorn":
+        return "gateway"
+    prefix, _, number = (record.threadName or "").rpartition("_")
+    if number.isdigit() and _is_component(prefix):
+        return prefix
+    return None
+
+
+def service_of_logger(record: logging.LogRecord) -> str:
+    """Return the service of a record in `splitlog up`'s shared process.
+
+    It is the component that logged it (see `component_of`). Records of no
+    component, such as the command's own and signal handling, count as
+    LAUNCHER_SERVICE.
+    """
+    component = component_of(record)
+    return component if component in _COMPONENT_PACKAGES else LAUNCHER_SERVICE
+
+
+def is_log_store_record(record: logging.LogRecord) -> bool:
+    """Return whether the log router or a log node logged the record."""
+    component = component_of(record) or ""
+    return component == "log_service" or component.startswith(_LOG_NODE_PREFIX)
+
+
+def _is_component(name: str) -> bool:
+    return (
+        name in _COMPONENT_PACKAGES
+        or name == "log_service"
+        or name.startswith(_LOG_NODE_PREFIX)
+    )
 
 
 def start_self_ship(
@@ -124,7 +170,8 @@ def start_self_ship(
     Call it after `configure`, which replaces the root handlers. Records of
     log_service's own loggers are not shipped (see `SELF_SHIP_EXCLUDED`).
     With `by_logger`, each entry's service is the component that logged it
-    (see `service_of_logger`) rather than `service`. With `send` False, the
+    (see `service_of_logger`) rather than `service`, and records of the log
+    router and the log nodes are not shipped. With `send` False, the
     records wait in the handler's queue until its `start_sending`.
 
     Returns:
@@ -141,6 +188,9 @@ def start_self_ship(
     )
     if by_logger:
         handler.service_of = service_of_logger
+        # Records of the router and the nodes in this process would write
+        # into the log store that logged them, as SELF_SHIP_EXCLUDED explains.
+        handler.addFilter(lambda record: not is_log_store_record(record))
     logging.getLogger().addHandler(handler)
     return handler
 

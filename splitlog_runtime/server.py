@@ -257,13 +257,20 @@ class ServiceHost:
         self._closers.append(closer)
 
     @property
+    def _component(self) -> dict[str, str]:
+        # Names the component in its log records, for a shared process.
+        return {"component": self.name}
+
+    @property
     def stopped(self) -> bool:
         """Whether `stop()` has begun; the server then takes no new calls."""
         return self._stopped.is_set()
 
     def start(self) -> None:
         self.server.start()
-        _LOGGER.info("%s listening on port %d", self.name, self.port)
+        _LOGGER.info(
+            "%s listening on port %d", self.name, self.port, extra=self._component
+        )
 
     def mark_serving(self) -> None:
         """Report SERVING for the whole server and each of its services."""
@@ -282,15 +289,23 @@ class ServiceHost:
         if self._stopped.is_set():
             return
         self._stopped.set()
-        _LOGGER.info("%s stopping (%s), grace %.1fs", self.name, reason, grace)
+        _LOGGER.info(
+            "%s stopping (%s), grace %.1fs",
+            self.name,
+            reason,
+            grace,
+            extra=self._component,
+        )
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         for closer in reversed(self._closers):
             try:
                 closer()
             except Exception:
-                _LOGGER.exception("%s: closing a resource failed", self.name)
-        _LOGGER.info("%s stopped", self.name)
+                _LOGGER.exception(
+                    "%s: closing a resource failed", self.name, extra=self._component
+                )
+        _LOGGER.info("%s stopped", self.name, extra=self._component)
 
 
 def create_server(

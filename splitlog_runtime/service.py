@@ -57,12 +57,17 @@ class DatabaseWatch:
         if self._host.stopped or self._stopping.is_set():
             return reachable
         if reachable and not self.reachable:
-            _LOGGER.warning("%s: the database responds again; serving", self._host.name)
+            _LOGGER.warning(
+                "%s: the database responds again; serving",
+                self._host.name,
+                extra={"component": self._host.name},
+            )
             self._host.mark_serving()
         elif not reachable and self.reachable:
             _LOGGER.warning(
                 "%s: the database does not respond; NOT_SERVING until it does",
                 self._host.name,
+                extra={"component": self._host.name},
             )
             self._host.mark_not_serving()
         self.reachable = reachable
@@ -132,7 +137,12 @@ def start_service(
     host.start()
     if database is not None:
         host.on_stop(database.dispose)
-        _LOGGER.info("%s storage: %s", name, safe_url(database.url))
+        _LOGGER.info(
+            "%s storage: %s",
+            name,
+            safe_url(database.url),
+            extra={"component": name},
+        )
         if migrations_dir is not None:
             try:
                 upgrade(database.engine, migrations_dir, f"alembic_version_{name}")

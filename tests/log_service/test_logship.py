@@ -491,3 +491,37 @@ def test_self_ship_root_logger(peer):
     assert messages == ["started on port 50061"]
     assert servicer.entries()[0].service == "user_service"
 
+
+def test_shared_process_records_by_component(peer):
+    servicer, address = peer
+    config = load(environ={}, overrides={"log_service_addr": address})
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.INFO)
+
+    handler = logsetup.start_self_ship(config, "splitlog", by_logger=True)
+    runtime = logging.getLogger("splitlog_runtime.server")
+    runtime.info("user_service listening", extra={"component": "user_service"})
+    runtime.info("log_node n0 listening", extra={"component": "log_node n0"})
+    logging.getLogger("uvicorn.error").info("Started server process")
+    logging.getLogger("splitlog_cli.signals").warning("received SIGTERM")
+    for thread_name, message in [
+        ("expense_service_3", "expense handler record"),
+        ("log_service_0", "router handler record"),
+        ("log_node n1_2", "node handler record"),
+    ]:
+        worker = threading.Thread(
+            target=runtime.warning, args=(message,), name=thread_name
+        )
+        worker.start()
+        worker.join()
+    logsetup.stop_self_ship(handler)
+    root.setLevel(level)
+
+    services = {entry.message: entry.service for entry in servicer.entries()}
+    assert services == {
+        "user_service listening": "user_service",
+        "Started server process": "gateway",
+        "received SIGTERM": "splitlog",
+        "expense handler record": "expense_service",
+    }

@@ -183,9 +183,11 @@ def test_data_directory_owner_only(system):
     [
         ("gateway", "gateway listening: gRPC on port"),
         ("gateway", "gateway forwards user_service to"),
-        # The services' servers log through splitlog_runtime, which `up`
-        # ships as the service `splitlog`.
-        ("splitlog", "user_service listening on port"),
+        # The services' servers log through splitlog_runtime, and `up` ships
+        # those records as the service that they name.
+        ("user_service", "user_service listening on port"),
+        ("user_service", "user_service storage:"),
+        ("gateway", "Started server process"),
     ],
 )
 def test_startup_lines_shipped(system, service, line):

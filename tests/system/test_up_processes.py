@@ -149,6 +149,9 @@ def test_crashed_child_restarted(system):
     assert len(_child_pids(system.process.pid)) == len(COMPONENT_NAMES)
     assert "user_service" in system.log()
     assert "exited unexpectedly with signal SIGKILL" in system.log()
+    # The supervisor ships its own records as service `splitlog`.
+    shipped = wait_for_log_entries(system.http_url, "splitlog", "exited unexpectedly")
+    assert "user_service" in shipped[0]["message"]
 
 
 def test_children_stop_when_supervisor_killed(splitlog_factory):
