@@ -72,7 +72,10 @@ def run(config: Config) -> int:
             return 0
         if shipper is not None:
             shipper.start_sending()
-        return aio.run(_run_gateway(config, hosts, signals))
+        node_ports = {
+            f"log_node_{node_id}": host.port for node_id, host in node_hosts.items()
+        }
+        return aio.run(_run_gateway(config, hosts, node_ports, signals))
     finally:
         # Stops what the gateway coroutine did not: the log router, once the
         # shipper has sent its queue, or everything after a startup failure.
@@ -85,7 +88,10 @@ def run(config: Config) -> int:
 
 
 async def _run_gateway(
-    config: Config, hosts: dict[str, ServiceHost], signals: StopSignals
+    config: Config,
+    hosts: dict[str, ServiceHost],
+    node_ports: dict[str, int],
+    signals: StopSignals,
 ) -> int:
     stop_requested = signals.attach(asyncio.get_running_loop())
     gateway = await components.start_gateway(
@@ -98,7 +104,7 @@ async def _run_gateway(
         inprocess.install(gateway.pool, hosts, config)
     try:
         ports = {name: host.port for name, host in hosts.items()}
-        ports.update(gateway=gateway.grpc_port, http=gateway.http_port)
+        ports.update(node_ports, gateway=gateway.grpc_port, http=gateway.http_port)
         print_ready(address_rows(config, ports))
         await stop_requested.wait()
     finally:

@@ -59,6 +59,10 @@ def test_prints_every_address(system):
     assert rows["user_service"][0].endswith(f":{system.ports['--user-service-port']}")
     assert rows["log_service"][0].endswith(f":{system.ports['--log-service-port']}")
     assert "data directory" in rows
+    for shard in str(system.ports["--log-nodes"]).split(";"):
+        for member in shard.split("=")[1].split(","):
+            node_id, address = member.split("@")
+            assert rows[f"log node {node_id}"][0] == address
 
 
 def test_grpcurl_lists_services(system):
