@@ -241,7 +241,14 @@ def _service_settings(
 
 SETTINGS: list[Setting] = [
     Setting("host", "127.0.0.1", "Interface that every server binds."),
-    Setting("data_dir", "./data", "Directory for the SQLite files.", Path),
+    Setting(
+        "data_dir",
+        "./data",
+        "Directory of the local files: the SQLite databases, the log stores "
+        "with their DuckDB files and write-ahead logs, auth_secret and the lock "
+        "files.",
+        Path,
+    ),
     Setting("gateway_port", 50051, "Port of the gateway's gRPC front.", _parse_int),
     Setting("http_port", 8080, "Port of the gateway's REST/JSON front.", _parse_int),
     *_service_settings("user_service", 50061),
