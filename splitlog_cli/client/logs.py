@@ -1830,23 +1830,27 @@ def _snapshot_note(follower: logs_pb2.ReplicaStatus) -> str:
     )
 
 
+def _follower_note(follower: logs_pb2.ReplicaStatus) -> str:
+    # The lag of a follower that the leader did not reach is a guess from an
+    # old position, so it is shown as unknown.
+    if not follower.reachable:
+        return f"{follower.node} (lag unknown, unreachable{_snapshot_note(follower)})"
+    return f"{follower.node} (lag {follower.lag_entries}{_snapshot_note(follower)})"
+
+
 def _cluster_table(status: logs_pb2.GetClusterStatusResponse) -> str:
     rows = []
     for shard in status.shards:
-        followers = ", ".join(
-            f"{follower.node} (lag {follower.lag_entries}"
-            + ("" if follower.reachable else ", unreachable")
-            + _snapshot_note(follower)
-            + ")"
-            for follower in shard.followers
-        )
+        followers = ", ".join(_follower_note(f) for f in shard.followers)
+        # Without a leader no node reports the shard's last sequence.
+        unavailable = shard.health == logs_pb2.HEALTH_UNAVAILABLE
         rows.append(
             (
                 shard.shard,
                 _enum_name(logs_pb2.Health, shard.health),
                 shard.leader or "-",
                 shard.leader_epoch,
-                shard.last_sequence,
+                "-" if unavailable else shard.last_sequence,
                 followers or "-",
             )
         )
