@@ -2,7 +2,9 @@
 
 A GET whose response is one resource with an etag, or has an etag itself,
 sends that etag as the `ETag` header, unchanged, so it has the quotes that
-the body's etag has.
+the body's etag has. A view that combines a resource with other data, such
+as a group's overview, sends none, because the resource's etag does not
+cover the rest.
 
 A write route has an etag field when its request message has a top-level
 `etag` (Delete and custom methods such as `:deactivate`), or, for PATCH and
@@ -113,19 +115,22 @@ def apply_if_match(
 
 
 def response_etag(response: Message) -> str:
-    """Return the etag of a response's resource, or empty.
+    """Return the etag of a response that is one resource, or empty.
 
-    The etag is the response's own `etag`, else that of its one singular
-    message field with an etag, such as `user` in GetUserResponse. An etag
-    that is not a valid entity tag is not returned, because the ETag header
-    could not carry it unchanged.
+    The etag is the response's own `etag`, else that of its only field when
+    that field is a resource with an etag, such as `user` in GetUserResponse.
+    A response with more fields, such as GetGroupOverviewResponse beside its
+    `group`, gets none: the group's etag does not change when its balances or
+    expenses do, so a cache would keep a stale view. An etag that is not a
+    valid entity tag is not returned, because the ETag header could not
+    carry it unchanged.
     """
     descriptor = response.DESCRIPTOR
     etag = ""
     if _has_etag(descriptor):
         etag = getattr(response, ETAG_FIELD)
-    else:
+    elif len(descriptor.fields) == 1:
         resources = _resource_fields(descriptor)
-        if len(resources) == 1 and response.HasField(resources[0].name):
+        if resources and response.HasField(resources[0].name):
             etag = getattr(getattr(response, resources[0].name), ETAG_FIELD)
     return etag if _ENTITY_TAG.match(etag) else ""

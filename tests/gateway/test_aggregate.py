@@ -732,6 +732,20 @@ def test_rest_dashboard(http, trip):
     assert first["group"] == trip.flat
 
 
+def test_rest_views_send_no_etag(http, trip):
+    group = http.get(f"/v1/{trip.trip}")
+    overview = http.get(f"/v1/{trip.trip}/overview")
+    dashboard = http.get(f"/v1/{trip.ann}/dashboard")
+
+    # The group's etag does not change with its balances or expenses, so it
+    # cannot stand for a view of them.
+    assert group.headers["ETag"] == group.json()["group"]["etag"]
+    assert overview.status_code == 200, overview.text
+    assert "ETag" not in overview.headers
+    assert dashboard.status_code == 200, dashboard.text
+    assert "ETag" not in dashboard.headers
+
+
 def test_rest_unknown_group_404(http):
     response = http.get("/v1/groups/no-such-group/overview")
 
