@@ -6,6 +6,9 @@ the body's etag has. A view that combines a resource with other data, such
 as a group's overview, sends none, because the resource's etag does not
 cover the rest.
 
+Writes that name the resource in their path send its new etag the same
+way (`sends_etag`), so the next write can send it back in `If-Match`.
+
 A write route has an etag field when its request message has a top-level
 `etag` (Delete and custom methods such as `:deactivate`), or, for PATCH and
 PUT, when the resource in the body has one (`user.etag` of UpdateUser). On
@@ -112,6 +115,17 @@ def apply_if_match(
             metadata={"etag_field": field_path},
         )
     setattr(holder, path[-1], value)
+
+
+def sends_etag(route: HttpRoute) -> bool:
+    """Return whether a route's response carries the `ETag` header.
+
+    A GET does, and so does a write whose path names the resource it
+    changes: the routes with an etag field, such as PATCH, DELETE and
+    `:undelete`. A create does not, because its path names the collection,
+    and RFC 9110 ties an ETag to the resource that the path names.
+    """
+    return route.http_method == "GET" or etag_path(route) is not None
 
 
 def response_etag(response: Message) -> str:

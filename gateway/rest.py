@@ -166,6 +166,7 @@ class _Endpoint:
         "multicallable",
         "unsupported",
         "etag_path",
+        "sends_etag",
     )
 
     def __init__(self, route: HttpRoute, pool: BackendPool) -> None:
@@ -173,6 +174,7 @@ class _Endpoint:
         self.response_class = transcode.message_class(route.method.output_type)
         self.multicallable = pool.callables.get(route.full_method)
         self.etag_path = preconditions.etag_path(route)
+        self.sends_etag = preconditions.sends_etag(route)
         self.unsupported = None
         if route.method.client_streaming:
             self.unsupported = (
@@ -484,11 +486,11 @@ class RestFront:
         response = endpoint.response_class.FromString(reply)
         if split is not None:
             response = split.merge(response)
-        headers = None
-        if http_method == "GET":
-            etag = preconditions.response_etag(response)
-            headers = {"ETag": etag} if etag else None
-        return _json_response(transcode.response_json(route, response), 200, headers)
+        return _json_response(
+            transcode.response_json(route, response),
+            200,
+            _etag_header(endpoint, response),
+        )
 
     def _build_request(
         self,
@@ -548,7 +550,12 @@ class RestFront:
             return self._status_error(route, error, status)
         finally:
             self._auth.call_ended(route.full_method, message, ok, reason)
-        return _json_response(self._render(route, endpoint, reply))
+        response = endpoint.response_class.FromString(reply)
+        return _json_response(
+            transcode.response_json(route, response),
+            200,
+            _etag_header(endpoint, response),
+        )
 
     async def _read_body(self, request: Request) -> bytes | None:
         """Read the body, or return None once it exceeds the size limit."""
@@ -717,6 +724,14 @@ class RestFront:
     def _render(route: HttpRoute, endpoint: _Endpoint, reply: bytes) -> Any:
         response: Message = endpoint.response_class.FromString(reply)
         return transcode.response_json(route, response)
+
+
+def _etag_header(endpoint: _Endpoint, response: Message) -> dict[str, str] | None:
+    """Return the ETag header of a unary response, or None when it gets none."""
+    if not endpoint.sends_etag:
+        return None
+    etag = preconditions.response_etag(response)
+    return {"ETag": etag} if etag else None
 
 
 def _if_match_header(request: Request) -> str | None:

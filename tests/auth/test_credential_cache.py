@@ -349,6 +349,20 @@ def test_deactivate_user_ends_token(cached):
     assert "deactivated" in error.details()
 
 
+def test_rest_deactivate_sends_etag(cached):
+    signed_up, token = _signed_up_and_kept(cached)
+
+    response = cached.http.post(
+        f"/v1/{signed_up.user.name}:deactivate",
+        headers={"authorization": f"Bearer {token}"},
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.headers["ETag"] == response.json()["user"]["etag"]
+    error = _rejected(cached, signed_up.user.name, token)
+    assert "deactivated" in error.details()
+
+
 def test_revocation_keeps_other_users(cached):
     kept = _sign_up(cached)
     _get_user(cached, kept.user.name, kept.tokens.access_token)

@@ -257,6 +257,28 @@ def test_list_sends_no_etag_header(client):
     assert "ETag" not in response.headers
 
 
+def test_writes_send_etag_header(client):
+    created = client.post("/v1/users", json={"email": _email(), "displayName": "A"})
+    name = created.json()["user"]["name"]
+
+    renamed = client.patch(
+        f"/v1/{name}?updateMask=displayName", json={"displayName": "B"}
+    )
+    deactivated = client.post(
+        f"/v1/{name}:deactivate",
+        headers={"If-Match": renamed.headers.get("ETag", "*")},
+    )
+
+    # A create's path names the collection, not the user that it returns.
+    assert created.status_code == 200, created.text
+    assert "ETag" not in created.headers
+    assert renamed.status_code == 200, renamed.text
+    assert renamed.headers["ETag"] == renamed.json()["user"]["etag"]
+    assert deactivated.status_code == 200, deactivated.text
+    assert deactivated.headers["ETag"] == deactivated.json()["user"]["etag"]
+    assert deactivated.headers["ETag"] != renamed.headers["ETag"]
+
+
 def test_patch_if_match_stale_409(client):
     created = _create_user(client)
     stale = created["etag"]
