@@ -17,6 +17,14 @@ empty, so a stale value gets the same ABORTED (HTTP 409) as a stale etag
 field. `If-Match: *` adds no check. A body etag that differs from
 If-Match is rejected, and so is If-Match on a route without an etag field,
 where the gateway could not honour it.
+
+If-Match compares entity tags strongly (RFC 9110, section 13.1.1), so a
+weak tag (`W/"3"`) never matches: a header of weak tags only gets the
+ABORTED of a stale etag. The header may list several tags, and repeated
+headers form one list. Weak members are dropped, and the strong ones must
+all be the same tag, because the backend checks one etag. The gateway
+rejects a list of two different strong tags rather than read the current
+etag first and pick the member that matches.
 """
 
 from __future__ import annotations
@@ -27,12 +35,19 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from gateway.http_rules import HttpRoute
-from splitlog_runtime.errors import invalid_field
+from splitlog_runtime.errors import Aborted, invalid_field
 
 IF_MATCH = "If-Match"
 ETAG_FIELD = "etag"
-# One entity tag (RFC 9110, section 8.8.3), weak or strong.
-_ENTITY_TAG = re.compile(r'(W/)?"[\x21\x23-\x7e\x80-\xff]*"\Z')
+# One entity tag (RFC 9110, section 8.8.3), weak or strong. RFC 9110 also
+# allows the bytes 0x80-0xff, but splitlog's etags are ASCII, and such bytes
+# would reach the backend as Latin-1 text that no etag equals.
+_ENTITY_TAG = re.compile(r'(W/)?"[\x21\x23-\x7e]*"\Z')
+# One member of an If-Match list and the comma after it. RFC 9110 (section
+# 5.6.1) lets a list have empty members, which count for nothing.
+_LIST_MEMBER = re.compile(r'[ \t]*((?:W/)?"[\x21\x23-\x7e]*")?[ \t]*(?:,|\Z)')
+# Whitespace around a header value (RFC 9110, section 5.6.3).
+_HTTP_WHITESPACE = " \t"
 _UPDATE_METHODS = frozenset({"PATCH", "PUT"})
 
 
@@ -76,15 +91,18 @@ def apply_if_match(
     Args:
       message: the request built from the path, query and body.
       path: the route's etag field, from `etag_path`.
-      header: the If-Match header, or None when the request has none.
+      header: the If-Match header, with repeated headers joined by commas,
+        or None when the request has none.
 
     Raises:
-      InvalidArgument: the route has no etag field, the header is not one
-        entity tag or `*`, or it differs from the etag in the body.
+      InvalidArgument: the route has no etag field, the header is not `*`
+        or a list of entity tags, it lists two different strong tags, or
+        its tag differs from the etag in the body.
+      Aborted: the header has weak tags only, which never match.
     """
     if header is None:
         return
-    value = header.strip()
+    value = header.strip(_HTTP_WHITESPACE)
     if path is None:
         raise invalid_field(
             IF_MATCH,
@@ -94,27 +112,101 @@ def apply_if_match(
         )
     if value == "*":
         return
-    if _ENTITY_TAG.match(value) is None:
-        raise invalid_field(
-            IF_MATCH,
-            f"{value!r} is not one entity tag; send the etag of the latest read, "
-            "quotes included, such as '\"3\"', or *",
-            reason="INVALID_ETAG",
-        )
+    etag = _strong_etag(value)
     holder = message
     for name in path[:-1]:
         holder = getattr(holder, name)
     body_etag = getattr(holder, path[-1])
     field_path = ".".join(path)
-    if body_etag and body_etag != value:
+    if body_etag and body_etag != etag:
         raise invalid_field(
             IF_MATCH,
-            f"If-Match {value!r} differs from {field_path} {body_etag!r} in the "
+            f"{shown(etag)} differs from {field_path} {shown(body_etag)} in the "
             "request; send the etag in one place, or the same value in both",
             reason="ETAG_CONFLICT",
             metadata={"etag_field": field_path},
         )
-    setattr(holder, path[-1], value)
+    setattr(holder, path[-1], etag)
+
+
+def _strong_etag(value: str) -> str:
+    """Return the one strong entity tag of an If-Match value other than `*`.
+
+    Raises:
+      InvalidArgument: the value is not a list of entity tags, or lists two
+        different strong tags.
+      Aborted: the value lists weak tags only.
+    """
+    tags = _entity_tags(value)
+    strong = list(dict.fromkeys(tag for tag in tags if not tag.startswith("W/")))
+    if not strong:
+        raise Aborted(
+            f"If-Match {shown(value)} has only weak entity tags, and If-Match "
+            "compares tags strongly (RFC 9110, section 13.1.1), so a weak tag "
+            "never matches; send the etag of the latest read without W/, such "
+            "as '\"3\"'",
+            reason="ETAG_MISMATCH",
+            metadata={"header": IF_MATCH},
+        )
+    if len(strong) > 1:
+        raise invalid_field(
+            IF_MATCH,
+            f"{shown(value)} lists {len(strong)} different entity tags, but "
+            "the gateway supports only one, because the service checks one "
+            "etag; send the etag of the latest read alone",
+            reason="IF_MATCH_LIST_UNSUPPORTED",
+        )
+    return strong[0]
+
+
+def _entity_tags(value: str) -> list[str]:
+    """Split an If-Match value into its entity tags.
+
+    Raises:
+      InvalidArgument: the value has a byte outside printable ASCII, or is
+        not a comma-separated list of at least one entity tag.
+    """
+    if any(not " " <= char <= "~" and char != "\t" for char in value):
+        raise invalid_field(
+            IF_MATCH,
+            f"{shown(value)} has characters outside printable ASCII, which "
+            "no etag contains; send the etag of the latest read, quotes "
+            "included, such as '\"3\"', or *",
+            reason="INVALID_ETAG",
+        )
+    tags: list[str] = []
+    position = 0
+    while position < len(value):
+        member = _LIST_MEMBER.match(value, position)
+        if member is None or member.end() == position:
+            tags = []
+            break
+        if member.group(1):
+            tags.append(member.group(1))
+        position = member.end()
+    if not tags:
+        raise invalid_field(
+            IF_MATCH,
+            f"{shown(value)} is not an entity tag or a list of them; send the "
+            "etag of the latest read, quotes included, such as '\"3\"', or *",
+            reason="INVALID_ETAG",
+        )
+    return tags
+
+
+def shown(text: str) -> str:
+    """Quote a header value for a message, escaping what is not printable ASCII.
+
+    Backslashes stay single, so an ASCII value reads as it was sent.
+    """
+    return "'" + "".join(map(_printable, text)) + "'"
+
+
+def _printable(char: str) -> str:
+    if " " <= char <= "~":
+        return char
+    # Starlette decodes header bytes as Latin-1, so \xNN is the byte sent.
+    return f"\\x{ord(char):02x}" if ord(char) <= 0xFF else f"\\u{ord(char):04x}"
 
 
 def sends_etag(route: HttpRoute) -> bool:

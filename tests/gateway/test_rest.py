@@ -331,7 +331,7 @@ def test_if_match_differs_from_body_400(client):
     assert response.status_code == 400, response.text
     error = _error(response)
     assert _detail(error, ERROR_INFO)["reason"] == "ETAG_CONFLICT"
-    assert '"999"' in error["message"]
+    assert error["message"].startswith("""If-Match: '"999"' differs from""")
     assert "user.etag" in error["message"]
     assert created["etag"] in error["message"]
 
@@ -345,6 +345,74 @@ def test_deactivate_if_match_stale_409(client):
 
     assert response.status_code == 409, response.text
     assert _detail(_error(response), ERROR_INFO)["reason"] == "ETAG_MISMATCH"
+
+
+def _rename(client, name: str, if_match) -> httpx.Response:
+    """PATCH a user's display name with the given If-Match header or headers."""
+    headers = [("If-Match", value) for value in if_match]
+    return client.patch(
+        f"/v1/{name}?updateMask=displayName",
+        json={"displayName": "B"},
+        headers=headers,
+    )
+
+
+def test_if_match_weak_tag_409(client):
+    created = _create_user(client)
+
+    response = _rename(client, created["name"], ["W/" + created["etag"]])
+
+    # A weak tag never matches, even one equal to the current etag.
+    assert response.status_code == 409, response.text
+    error = _error(response)
+    assert error["status"] == "ABORTED"
+    assert _detail(error, ERROR_INFO)["reason"] == "ETAG_MISMATCH"
+    assert "If-Match" in error["message"]
+    assert "weak" in error["message"]
+    assert "user.etag" not in error["message"]
+
+
+def test_if_match_list_of_one_tag(client):
+    created = _create_user(client)
+    etag = created["etag"]
+
+    listed = _rename(client, created["name"], [f"W/{etag}, {etag}, {etag}"])
+    repeated = _rename(client, created["name"], [listed.headers["ETag"]] * 2)
+
+    assert listed.status_code == 200, listed.text
+    assert repeated.status_code == 200, repeated.text
+
+
+@pytest.mark.parametrize(
+    "if_match", [['"1", "2"'], ['"1"', '"2"']], ids=["list", "headers"]
+)
+def test_if_match_two_tags_400(client, if_match):
+    created = _create_user(client)
+
+    response = _rename(client, created["name"], if_match)
+
+    assert response.status_code == 400, response.text
+    error = _error(response)
+    assert _detail(error, ERROR_INFO)["reason"] == "IF_MATCH_LIST_UNSUPPORTED"
+    assert _detail(error, BAD_REQUEST)["fieldViolations"][0]["field"] == "If-Match"
+    assert "only one" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("suffix", "shown"),
+    [(b"\xa0", "\\xa0"), (b"\xc2\x85", "\\xc2\\x85"), ("é".encode(), "\\xc3\\xa9")],
+    ids=["nbsp", "nel", "utf8"],
+)
+def test_if_match_non_ascii_400(client, suffix, shown):
+    created = _create_user(client)
+
+    response = _rename(client, created["name"], [created["etag"].encode() + suffix])
+
+    assert response.status_code == 400, response.text
+    error = _error(response)
+    assert _detail(error, ERROR_INFO)["reason"] == "INVALID_ETAG"
+    assert _detail(error, BAD_REQUEST)["fieldViolations"][0]["field"] == "If-Match"
+    assert shown in error["message"]
 
 
 @pytest.mark.parametrize(
