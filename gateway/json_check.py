@@ -17,7 +17,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
+from itertools import accumulate
 from typing import Any
 
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -107,6 +109,54 @@ class _NonJsonConstant:
         self.literal = literal
 
 
+class _Pairs(list):
+    """The key-value pairs of one JSON object in order, repeated keys kept."""
+
+
+#: Deepest nesting of arrays and objects that a JSON body may have: the
+#: depth at which protobuf's json_format stops by default, far beyond any
+#: request message. `decode_json` checks it before it decodes anything.
+MAX_JSON_DEPTH = 100
+
+# A JSON string, or an unterminated one up to the end of the text, whose
+# brackets do not nest anything.
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\Z)', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_DEPTH_CHANGE = {"[": 1, "{": 1, "]": -1, "}": -1}
+_DEPTH_CHUNK = 64 * 1024
+
+
+def nests_too_deeply(text: str) -> bool:
+    """Return whether JSON text nests deeper than `MAX_JSON_DEPTH`, undecoded.
+
+    On text that is not JSON, the brackets outside strings are counted.
+    """
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        # Too few brackets to pass the limit, whatever the nesting.
+        return False
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    depth = 0
+    # Chunks let a body of millions of brackets stop at the first one.
+    for start in range(0, len(brackets), _DEPTH_CHUNK):
+        chunk = brackets[start : start + _DEPTH_CHUNK]
+        levels = list(accumulate(map(_DEPTH_CHANGE.__getitem__, chunk), initial=depth))
+        if max(levels) > MAX_JSON_DEPTH:
+            return True
+        depth = levels[-1]
+    return False
+
+
+def too_deep() -> InvalidArgument:
+    """Build the error for a JSON body nested deeper than `MAX_JSON_DEPTH`."""
+    return invalid_field(
+        "body",
+        f"the request body nests arrays and objects more than {MAX_JSON_DEPTH} "
+        "levels deep, the gateway's limit for JSON bodies; send a body that "
+        f"nests at most {MAX_JSON_DEPTH} levels deep",
+        reason="MALFORMED_JSON",
+    )
+
+
 def decode_json(text: str, path: str = "", descriptor: Descriptor | None = None) -> Any:
     """Decode JSON text with exact numbers, rejecting repeated object keys.
 
@@ -121,90 +171,107 @@ def decode_json(text: str, path: str = "", descriptor: Descriptor | None = None)
 
     Raises:
       json.JSONDecodeError: the text is not JSON.
-      RecursionError: the text nests too deeply for the decoder.
-      InvalidArgument: an object repeats a key (reason DUPLICATE_FIELD), or
-        a value is a NaN or Infinity literal (reason MALFORMED_JSON); the
-        message names the path, such as `expense.total.units`.
+      InvalidArgument: the text nests deeper than `MAX_JSON_DEPTH`, an
+        object repeats a key (reason DUPLICATE_FIELD), or a value is a NaN
+        or Infinity literal (reason MALFORMED_JSON). The message names the
+        path, such as `expense.total.units`.
     """
-    repeated: list[tuple[dict, str]] = []
-    constants: list[_NonJsonConstant] = []
+    if nests_too_deeply(text):
+        raise too_deep()
+    invalid = False
 
     def constant(literal: str) -> _NonJsonConstant:
-        found = _NonJsonConstant(literal)
-        constants.append(found)
-        return found
+        nonlocal invalid
+        invalid = True
+        return _NonJsonConstant(literal)
 
     def object_from_pairs(pairs: list[tuple[str, Any]]) -> dict:
-        decoded: dict = {}
-        for key, value in pairs:
-            if key in decoded and not repeated:
-                repeated.append((decoded, key))
-            decoded[key] = value
+        nonlocal invalid
+        decoded = dict(pairs)
+        if len(decoded) < len(pairs):
+            invalid = True
         return decoded
 
-    tree = json.loads(
-        text,
-        parse_float=JsonNumber,
-        parse_int=parse_json_int,
-        object_pairs_hook=object_from_pairs,
-        parse_constant=constant,
-    )
-    if constants:
-        # Document order: the decoder builds values before their container.
-        first = constants[0]
-        where = _path_of(tree, first, path, descriptor) or path
-        raise invalid_field(
-            where or "body",
-            f"the request body is not valid JSON: {first.literal} at "
-            f"{where or 'the top level'} is not a JSON value (RFC 8259 has no "
-            "NaN or Infinity); send a number, or for a floating-point field "
-            f'the string "{first.literal}"',
-            reason="MALFORMED_JSON",
-        )
-    if repeated:
-        holder, key = repeated[0]
-        where = _path_of(tree, holder, path, descriptor, key) or path
-        raise invalid_field(
-            where,
-            f"{key!r} appears more than once in one JSON object, and the "
-            "gateway does not guess which value is meant; send each field once",
-            reason="DUPLICATE_FIELD",
-        )
+    tree = _loads(text, object_from_pairs, constant)
+    if invalid:
+        raise _first_invalid_value(text, path, descriptor)
     return tree
 
 
-def _path_of(
-    tree: Any,
-    target: object,
-    path: str,
-    descriptor: Descriptor | None,
-    key: str | None = None,
-) -> str | None:
-    """Return the field path of the value `target` inside `tree`, or None.
+def _loads(
+    text: str,
+    object_pairs_hook: Callable[[list[tuple[str, Any]]], Any],
+    parse_constant: Callable[[str], Any],
+) -> Any:
+    """Decode JSON text with exact numbers (`JsonNumber`, `parse_json_int`)."""
+    return json.loads(
+        text,
+        parse_float=JsonNumber,
+        parse_int=parse_json_int,
+        object_pairs_hook=object_pairs_hook,
+        parse_constant=parse_constant,
+    )
 
-    With `key`, return the path of that key of the object `target`.
+
+def _first_invalid_value(
+    text: str, path: str, descriptor: Descriptor | None
+) -> InvalidArgument:
+    """Build the error for the first repeated key or NaN literal in the text.
+
+    The text is decoded again with every pair of every object kept, because
+    a later repeat of a key replaces the object that held the first problem,
+    and its path would be lost.
     """
-    segments = _segments_to(tree, target)
-    if segments is None:
-        return None
-    if key is not None:
-        segments.append(key)
-    return proto_path(descriptor, segments, path)
+    tree = _loads(text, _Pairs, _NonJsonConstant)
+    located = _find_invalid(tree, [])
+    # The first decode found a repeated key or a literal, so this one does.
+    assert located is not None
+    segments, found = located
+    where = proto_path(descriptor, segments, path)
+    if isinstance(found, _NonJsonConstant):
+        return invalid_field(
+            where or "body",
+            f"the request body is not valid JSON: {found.literal} at "
+            f"{where or 'the top level'} is not a JSON value (RFC 8259 has no "
+            "NaN or Infinity); send a number, or for a floating-point field "
+            f'the string "{found.literal}"',
+            reason="MALFORMED_JSON",
+        )
+    return invalid_field(
+        where,
+        f"{found!r} appears more than once in one JSON object, and the "
+        "gateway does not guess which value is meant; send each field once",
+        reason="DUPLICATE_FIELD",
+    )
 
 
-def _segments_to(tree: Any, target: object) -> list[str | int] | None:
-    """Return the keys and indexes that lead from `tree` to `target`, or None."""
-    if tree is target:
-        return []
-    children: list[tuple[str | int, Any]] = []
-    if isinstance(tree, dict):
-        children = list(tree.items())
-    elif isinstance(tree, list):
-        children = list(enumerate(tree))
-    for step, child in children:
-        found = _segments_to(child, target)
-        if found is not None:
-            return [step, *found]
+def _find_invalid(
+    node: Any, segments: list[str | int]
+) -> tuple[list[str | int], _NonJsonConstant | str] | None:
+    """Find the first repeated key or NaN literal under `node`, in text order.
+
+    Returns:
+      the path of the literal and the literal, or the path of the repeated
+      key, ending with the key, and the key; None when there is neither.
+      `node` nests at most `MAX_JSON_DEPTH` levels, so the recursion stays
+      shallow.
+    """
+    if isinstance(node, _NonJsonConstant):
+        return segments, node
+    if isinstance(node, _Pairs):
+        seen: set[str] = set()
+        for key, value in node:
+            if key in seen:
+                return [*segments, key], key
+            seen.add(key)
+            found = _find_invalid(value, [*segments, key])
+            if found is not None:
+                return found
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            found = _find_invalid(item, [*segments, index])
+            if found is not None:
+                return found
     return None
 
 

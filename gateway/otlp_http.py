@@ -62,9 +62,6 @@ _NOT_HEX = re.compile(r"[^0-9a-fA-F]")
 # Base64 as proto3 JSON accepts it: the standard or the URL-safe alphabet,
 # with or without padding.
 _BASE64_TEXT = re.compile(r"[A-Za-z0-9+/]*|[A-Za-z0-9_-]*")
-# Max nesting of arrays and objects in a JSON body, as in other REST bodies.
-# It allows an AnyValue nested in arrays or key-value lists about 30 times.
-MAX_JSON_DEPTH = transcode.MAX_BODY_DEPTH
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -264,19 +261,19 @@ def _prepare(tree: dict, descriptor: Descriptor) -> None:
 
     Drops unknown fields, turns hex ids into base64 and replaces lone
     surrogates. Values of the wrong JSON type are left for
-    `json_check.check_message` to name.
+    `json_check.check_message` to name. The decoder has already rejected a
+    tree deeper than `json_check.MAX_JSON_DEPTH`, which allows an AnyValue
+    nested in arrays or key-value lists about 30 times.
     """
-    pending: list[tuple[Any, Descriptor | None, str, int]] = [(tree, descriptor, "", 1)]
+    pending: list[tuple[Any, Descriptor | None, str]] = [(tree, descriptor, "")]
     while pending:
-        node, message, path, depth = pending.pop()
-        if depth > MAX_JSON_DEPTH:
-            raise _too_deep()
+        node, message, path = pending.pop()
         if isinstance(node, list):
             for index, item in enumerate(node):
                 if isinstance(item, str):
                     node[index] = _without_lone_surrogates(item)
                 else:
-                    pending.append((item, message, f"{path}[{index}]", depth + 1))
+                    pending.append((item, message, f"{path}[{index}]"))
             continue
         if not isinstance(node, dict):
             continue
@@ -305,7 +302,7 @@ def _prepare(tree: dict, descriptor: Descriptor) -> None:
                 node[key] = _without_lone_surrogates(value)
             else:
                 child = field.message_type if field is not None else None
-                pending.append((value, child, child_path, depth + 1))
+                pending.append((value, child, child_path))
 
 
 def _by_json_name(descriptor: Descriptor, name: str):
@@ -380,15 +377,6 @@ def _check_base64(value: str, path: str) -> None:
             "bytes with base64",
             reason="INVALID_FIELD_VALUE",
         )
-
-
-def _too_deep() -> InvalidArgument:
-    return invalid_field(
-        "body",
-        f"the body nests arrays and objects more than {MAX_JSON_DEPTH} levels "
-        "deep; send attribute values that nest less deeply",
-        reason="MALFORMED_JSON",
-    )
 
 
 _FIELD_AT = re.compile(r" at ExportLogsServiceRequest\.(\S+?)\.*$", re.MULTILINE)

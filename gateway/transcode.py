@@ -37,10 +37,6 @@ from splitlog_runtime.errors import InvalidArgument, invalid_field
 
 _LOGGER = logging.getLogger(__name__)
 
-# Deepest nesting of arrays and objects that a JSON body may have: the depth
-# at which protobuf's json_format stops by default, far beyond any message.
-MAX_BODY_DEPTH = 100
-
 _INTEGER_TYPES = frozenset(
     {
         FieldDescriptor.TYPE_INT32,
@@ -226,8 +222,6 @@ def _body_tree(
     value = load_json_body(body, body_path, body_type)
     if check_body is not None:
         check_body(value)
-    if _nesting_depth(value) > MAX_BODY_DEPTH:
-        raise _too_deep()
     if SURROGATE_ESCAPE.search(body) is not None:
         _reject_lone_surrogates(value, body_path, body_type)
     if body_field is None:
@@ -279,9 +273,10 @@ def load_json_body(
     proto names.
 
     Raises:
-      InvalidArgument: the body is not UTF-8, not JSON, nests too deeply
-        for the decoder, or repeats a key in an object (DUPLICATE_FIELD). The
-        message names the byte, the position or the field path.
+      InvalidArgument: the body is not UTF-8, not JSON, nests deeper than
+        `json_check.MAX_JSON_DEPTH`, or repeats a key in an object
+        (DUPLICATE_FIELD). The message names the byte, the position or the
+        field path.
     """
     try:
         # JSON exchanged between systems is UTF-8 (RFC 8259). `json.loads` on
@@ -301,10 +296,6 @@ def load_json_body(
             f"the request body is not valid JSON ({exc}); send a JSON object",
             reason="MALFORMED_JSON",
         ) from None
-    except RecursionError:
-        # The decoder recurses once per nested array or object, so a body of
-        # a few thousand brackets exhausts the stack before it is parsed.
-        raise _too_deep() from None
 
 
 def any_json(detail: Any) -> dict[str, Any]:
@@ -317,25 +308,6 @@ def any_json(detail: Any) -> dict[str, Any]:
         return json_format.MessageToDict(detail)
     except (json_format.Error, TypeError, KeyError):
         return {"@type": detail.type_url, "value": detail.value.hex()}
-
-
-def _nesting_depth(value: Any) -> int:
-    """Return how deeply arrays and objects nest in `value`, without recursion."""
-    deepest = 0
-    pending = [(value, 1)]
-    while pending:
-        node, depth = pending.pop()
-        if isinstance(node, dict):
-            children = node.values()
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
-        deepest = max(deepest, depth)
-        if depth > MAX_BODY_DEPTH:
-            return depth
-        pending.extend((child, depth + 1) for child in children)
-    return deepest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -429,16 +401,6 @@ def _reject_lone_surrogates(
 def _json_quoted(key: str) -> str:
     """Quote a key as JSON, with non-ASCII escaped so that any key prints."""
     return json.dumps(key)
-
-
-def _too_deep() -> InvalidArgument:
-    return invalid_field(
-        "body",
-        f"the request body nests arrays and objects more than {MAX_BODY_DEPTH} "
-        "levels deep, deeper than any request message; send the fields of the "
-        "request as one JSON object",
-        reason="MALFORMED_JSON",
-    )
 
 
 def _require_object(value: Any, field: str, descriptor: Descriptor) -> None:

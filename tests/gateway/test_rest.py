@@ -523,6 +523,26 @@ def test_deeply_nested_body(client, body):
     assert _detail(error, ERROR_INFO)["reason"] == "MALFORMED_JSON"
 
 
+def test_depth_limit_checked_before_decoding(client):
+    # Decodable, and the repeated key would be found if it were decoded.
+    deep = b'{"a": ' * 500 + b'{"b": 1, "b": 2}' + b"}" * 500
+    # Brackets inside a string nest nothing: this body nests one level.
+    bracketed = json.dumps({"email": _email(), "displayName": "[{" * 50})
+
+    too_deep = client.post(
+        "/v1/users", content=deep, headers={"content-type": "application/json"}
+    )
+    accepted = client.post(
+        "/v1/users", content=bracketed, headers={"content-type": "application/json"}
+    )
+
+    assert too_deep.status_code == 400, too_deep.text
+    error = _error(too_deep)
+    assert _detail(error, ERROR_INFO)["reason"] == "MALFORMED_JSON"
+    assert "more than 100 levels deep" in error["message"]
+    assert accepted.status_code == 200, accepted.text
+
+
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
@@ -537,6 +557,12 @@ def test_deeply_nested_body(client, body):
             "/v1/groups/g1/expenses",
             '{"splits":[{"user":"users/a"},{"user":"users/b","user":"users/c"}]}',
             "expense.splits[1].user",
+        ),
+        (
+            # The later "total" replaces the object with the repeated key.
+            "/v1/groups/g1/expenses",
+            '{"total":{"units":"1","units":"2"},"total":{}}',
+            "expense.total.units",
         ),
     ],
 )
