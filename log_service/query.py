@@ -131,10 +131,10 @@ def parse_attribute_filter(text: str) -> tuple[str, str]:
         if char == "\\":
             escaped = text[index + 1 : index + 2]
             if escaped not in ("=", "\\"):
-                follower = repr(escaped) if escaped else "the end of the text"
+                follower = _quoted(escaped) if escaped else "the end of the text"
                 raise ValueError(
-                    f"{text!r} has a backslash before {follower} in its key; "
-                    "in the key write \\= for = and \\\\ for a backslash"
+                    f"{_quoted(text)} has a backslash before {follower} in its "
+                    "key; in the key write \\= for = and \\\\ for a backslash"
                 )
             key.append(escaped)
             index += 2
@@ -143,14 +143,26 @@ def parse_attribute_filter(text: str) -> tuple[str, str]:
         index += 1
     if index == len(text):
         raise ValueError(
-            f"{text!r} is not `key=value`; write it as, for example, rpc=Get, "
-            "and escape = in the key as \\="
+            f"{_quoted(text)} is not `key=value`; write it as, for example, "
+            "rpc=Get, and escape = in the key as \\="
         )
     if not key:
         raise ValueError(
-            f"{text!r} has an empty key; write it as, for example, rpc=Get"
+            f"{_quoted(text)} has an empty key; write it as, for example, rpc=Get"
         )
     return "".join(key), text[index + 1 :]
+
+
+def _quoted(text: str) -> str:
+    """Quote a filter for a message as it was typed, without doubling backslashes.
+
+    Only characters that do not print are escaped, as `\\n` or `\\x07`.
+    """
+    return "'" + "".join(map(_printable, text)) + "'"
+
+
+def _printable(char: str) -> str:
+    return char if char.isprintable() else repr(char)[1:-1]
 
 
 def _check_attribute(text: str, path: str) -> tuple[str, str]:

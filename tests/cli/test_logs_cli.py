@@ -1939,6 +1939,15 @@ def test_query_invalid_values(capsys, args, option):
     assert option in err
 
 
+def test_attr_error_shows_typed_text(capsys):
+    status, out, err = run(
+        capsys, unused_address(), "logs", "query", "--attr", "a\\x=1"
+    )
+
+    assert status == 2
+    assert "--attr: 'a\\x=1' has a backslash before 'x'" in err
+
+
 @pytest.mark.parametrize("command", ["query", "stats", "tail"])
 @pytest.mark.parametrize("service", ["", *INVALID_SERVICES])
 def test_filter_invalid_service_name(capsys, command, service):

@@ -171,6 +171,16 @@ def test_list_rejects_bad_requests(lonely_router, request_fields, field):
     assert field in violated_fields(caught.value)
 
 
+def test_attribute_filter_error_shows_typed_text(lonely_router):
+    stub, _ = lonely_router
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ListLogEntries(pb.ListLogEntriesRequest(attribute_filters=["a\\x=1"]))
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'a\\x=1' has a backslash before 'x'" in caught.value.details()
+
+
 def test_stats_rejects_short_step(lonely_router):
     stub, _ = lonely_router
     step = duration_pb2.Duration(nanos=500_000_000)
