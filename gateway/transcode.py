@@ -508,6 +508,7 @@ def _assign_query_value(
             f"{fields[0].name} is read from the request body; set it there",
             reason="DUPLICATE_FIELD",
         )
+    _reject_message_list(fields, proto_path)
     leaf = fields[-1]
     if leaf.message_type is not None and (
         leaf.message_type.full_name not in _STRING_MESSAGES | _WRAPPERS
@@ -532,6 +533,43 @@ def _assign_query_value(
         )
     else:
         node[leaf.json_name] = value
+
+
+def _reject_message_list(fields: list[FieldDescriptor], proto_path: str) -> None:
+    """Reject a query parameter in a repeated message field, which it cannot set.
+
+    `a.b=1&a.c=2` could mean one message or two, so no query parameter sets
+    a list of messages.
+    """
+    for index, field in enumerate(fields):
+        message = field.message_type
+        if (
+            not field.is_repeated
+            or message is None
+            or message.GetOptions().map_entry
+            or message.full_name in _STRING_MESSAGES | _WRAPPERS
+        ):
+            continue
+        where = ".".join(f.name for f in fields[: index + 1])
+        hint = _MESSAGE_LIST_HINTS.get(
+            field.name, "set it in the JSON body of a route that takes one"
+        )
+        raise invalid_field(
+            proto_path,
+            f"{where} is a list of {message.full_name} messages, which cannot be "
+            f"sent as query parameters; {hint}",
+            reason="QUERY_PARAMETER_UNSUPPORTED",
+        )
+
+
+# What to send instead of a list of messages in the query string, by field.
+_MESSAGE_LIST_HINTS = {
+    "attribute_conditions": (
+        "send attributeFilters=KEY=VALUE instead, writing \\= for an = and "
+        "\\\\ for a backslash in the key, or attributeConditions in the JSON "
+        "body of a POST route such as POST /v1/logs:tail"
+    ),
+}
 
 
 def _convert(field: FieldDescriptor, text: str, name: str, subject: str) -> Any:

@@ -161,6 +161,31 @@ def test_stats_longest_step_accepted(live):
     assert response.status_code == 200, response.text
 
 
+@pytest.mark.parametrize("path", ["/logs", "/logs/stats"])
+@pytest.mark.parametrize("key", ["attributeConditions.key", "attributeConditions"])
+def test_attribute_conditions_query_rejected(live, path, key):
+    response = httpx.get(_url(live, path), params={key: "rpc"}, timeout=10)
+
+    assert response.status_code == 400, response.text
+    reason, fields = _error(response)
+    assert reason == "QUERY_PARAMETER_UNSUPPORTED"
+    assert fields[0].startswith("attribute_conditions")
+    message = response.json()["error"]["message"]
+    assert "cannot be sent as query parameters" in message
+    assert "attributeFilters=KEY=VALUE" in message
+    assert "expected a JSON array" not in message
+
+
+def test_attribute_filter_error_shows_typed_text(live):
+    response = httpx.get(
+        _url(live, "/logs"), params={"attributeFilters": "a\\x=1"}, timeout=10
+    )
+
+    assert response.status_code == 400, response.text
+    message = response.json()["error"]["message"]
+    assert "'a\\x=1' has a backslash before 'x'" in message
+
+
 def test_batch_with_word_like_a_severity_is_stored(live):
     service = f"near-severity-{uuid.uuid4().hex[:8]}"
     messages = ["fine", "DARN it", "EARN: rewards credited", "\u0130NFO x"]
