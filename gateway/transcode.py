@@ -562,7 +562,7 @@ def _reject_message_list(fields: list[FieldDescriptor], proto_path: str) -> None
         )
 
 
-# What to send instead of a list of messages in the query string, by field.
+# Hints for a list of messages sent as query parameters, by field name.
 _MESSAGE_LIST_HINTS = {
     "attribute_conditions": (
         "send attributeFilters=KEY=VALUE instead, writing \\= for an = and "
