@@ -10,13 +10,16 @@ sequence number of every shard it read and the end of the time range. Later
 pages read only up to those sequence numbers, so entries written between
 pages neither shift nor repeat the pages.
 
-A page token also carries a check hash of its filter hash and end time, so a
-token whose end time was edited by hand is rejected. The hash has no key:
-anyone can compute it, so it catches edits, not forgery. Signing tokens would
-need a key shared by every router and kept across restarts, and would protect
-nothing, because a caller allowed to list entries can list any time range
-with any filters. A token changed on purpose changes only its caller's own
-listing (see `check_page_token_end`).
+Both tokens carry a check hash `h` of every other key, computed over
+canonical JSON (sorted keys, no whitespace), and the decoders reject unknown
+keys and values of the wrong type. So a token edited by hand is rejected
+rather than resumed at another position. The hash has no key: anyone can
+compute it, so it catches edits, not forgery. Signing tokens would need a key
+shared by every router and kept across restarts, and would protect nothing,
+because a caller allowed to read entries can list any time range with any
+filters. A token changed on purpose changes only its caller's own listing or
+tail (see `check_page_token_end`). Tokens of version 1, issued before the
+hash covered every key, are rejected (see `TOKEN_VERSION`).
 
 A token must account for every shard that the request reads. A page token
 without a shard's sequence number, or a resume token without a shard's
@@ -41,6 +44,16 @@ from splitlog_runtime.errors import InvalidArgument, invalid_field
 # nanoseconds or a sequence number.
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
+
+# Format of the tokens that this module issues. Version 1 page tokens hashed
+# only their end time and version 1 resume tokens had no hash, so stripping
+# the hash would pass any edit as version 1. Tokens of another version are
+# rejected, and the message's fix is to start again without a token.
+TOKEN_VERSION = 2
+
+# Every key of a token's JSON payload. Each is always present.
+_PAGE_TOKEN_KEYS = frozenset({"v", "f", "c", "s", "e", "h"})
+_RESUME_TOKEN_KEYS = frozenset({"v", "f", "p", "u", "e", "h"})
 
 
 def filter_hash(filters: Mapping[str, Any]) -> str:
@@ -87,8 +100,8 @@ class ResumeToken:
         position. A tail resumed from the token starts them after their
         newest entry.
       epochs: per shard, the epoch of the entry at its position in the log
-        it was read from. A shard without one, as in tokens issued before
-        epochs were added, resumes at its position unchecked.
+        it was read from. A shard without one, such as a shard read at
+        position 0 with no entry, resumes at its position unchecked.
     """
 
     filters: str
@@ -97,24 +110,95 @@ class ResumeToken:
     epochs: dict[str, int] = field(default_factory=dict)
 
 
-def _encode(payload: dict[str, Any]) -> str:
+def check_hash(kind: str, payload: Mapping[str, Any]) -> str:
+    """Hash every key of a token's payload but `h`, for the `h` key.
+
+    The payload is serialized with sorted keys and no whitespace, so the hash
+    does not depend on key order. `kind` ("page token" or "resume token") is
+    hashed too, so that one kind's hash never fits the other.
+    """
+    body = {key: value for key, value in payload.items() if key != "h"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(f"{kind}\n{canonical}".encode(), digest_size=8).hexdigest()
+
+
+def _encode(kind: str, payload: dict[str, Any]) -> str:
+    """Serialize a token's payload with its check hash."""
+    payload = {"v": TOKEN_VERSION, **payload}
+    payload["h"] = check_hash(kind, payload)
     raw = json.dumps(payload, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode(token: str, field_name: str, kind: str) -> dict[str, Any]:
+def _unchanged_advice(kind: str) -> str:
+    if kind == "resume token":
+        source = "an earlier response"
+    else:
+        source = "the previous response"
+    return f"send the {kind} of {source} unchanged, or {_restart_advice(kind)}"
+
+
+def _not_issued_error(token: str, field_name: str, kind: str) -> InvalidArgument:
+    return invalid_field(
+        field_name,
+        f"{token!r} is not a {kind} returned by this method; {_unchanged_advice(kind)}",
+        reason="INVALID_PAGE_TOKEN",
+    )
+
+
+def _earlier_version_error(field_name: str, kind: str) -> InvalidArgument:
+    description = (
+        f"the {kind} was issued by an earlier version of the router, before "
+        f"{kind}s carried a check hash of every field, and is no longer "
+        f"accepted; {_restart_advice(kind)}"
+    )
+    if kind == "resume token":
+        description += ", and read the entries in between with ListLogEntries"
+    return invalid_field(field_name, description, reason="INVALID_PAGE_TOKEN")
+
+
+def _altered_error(field_name: str, kind: str) -> InvalidArgument:
+    return invalid_field(
+        field_name,
+        f"the {kind} does not match its check hash, so it was altered; "
+        f"{_unchanged_advice(kind)}",
+        reason="INVALID_PAGE_TOKEN",
+    )
+
+
+def _decode(
+    token: str, field_name: str, kind: str, keys: frozenset[str]
+) -> dict[str, Any]:
+    """Parse a token's JSON payload and check its version and keys.
+
+    Raises:
+      InvalidArgument: the token is not base64 of a JSON object, is of
+        another version than `TOKEN_VERSION`, or its keys are not `keys`.
+    """
     try:
         padded = token + "=" * (-len(token) % 4)
         payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
         payload = None
-    if not isinstance(payload, dict) or payload.get("v") != 1:
+    if not isinstance(payload, dict):
+        raise _not_issued_error(token, field_name, kind)
+    version = payload.get("v")
+    # `True == 1` in Python, so the type is checked first.
+    if type(version) is int and 0 < version < TOKEN_VERSION:
+        raise _earlier_version_error(field_name, kind)
+    if type(version) is not int or version != TOKEN_VERSION:
+        raise _not_issued_error(token, field_name, kind)
+    unknown = sorted(set(payload) - keys)
+    if unknown:
+        names = ", ".join(repr(key) for key in unknown)
         raise invalid_field(
             field_name,
-            f"{token!r} is not a {kind} returned by this method; send the "
-            f"{kind} of the previous response unchanged, or none",
+            f"the {kind} has unknown key(s) {names}, so it was altered; "
+            f"{_unchanged_advice(kind)}",
             reason="INVALID_PAGE_TOKEN",
         )
+    if set(payload) != keys:
+        raise _not_issued_error(token, field_name, kind)
     return payload
 
 
@@ -316,23 +400,17 @@ def check_page_token_end(
     )
 
 
-def _end_check(filters: str, end_time: int) -> str:
-    """Hash a page token's filter hash and end time, for the `h` key."""
-    return filter_hash({"filters": filters, "end": end_time})
-
-
 def encode_page_token(token: PageToken) -> str:
     """Serialize a page token."""
     cursor = token.cursor
     return _encode(
+        "page token",
         {
-            "v": 1,
             "f": token.filters,
             "c": [cursor.timestamp, cursor.shard, cursor.sequence],
             "s": token.snapshot,
             "e": token.end_time,
-            "h": _end_check(token.filters, token.end_time),
-        }
+        },
     )
 
 
@@ -358,14 +436,16 @@ def decode_page_token(
         shard is rejected. None skips the check.
 
     Raises:
-      InvalidArgument: the token is malformed, has a number that is not an
-        int64 in range, names a shard outside `known_shards`, was issued
-        for other filters, or its end time does not match its check hash;
-        the message names `field_name`.
+      InvalidArgument: the token is malformed, is of an earlier version, has
+        a number that is not an int64 in range, names a shard outside
+        `known_shards`, was issued for other filters, or does not match its
+        check hash; the message names `field_name`.
     """
-    payload = _decode(text, field_name, "page token")
+    payload = _decode(text, field_name, "page token", _PAGE_TOKEN_KEYS)
     _check_filters(payload, filters, field_name)
     try:
+        if not isinstance(payload["c"], list):
+            raise ValueError("the cursor is not a list")
         timestamp, shard, sequence = payload["c"]
         if not isinstance(shard, str):
             raise ValueError(f"shard {shard!r} is not a string")
@@ -377,67 +457,84 @@ def decode_page_token(
         snapshot = _positions(payload["s"], field_name, "page token")
         _check_shards([shard, *snapshot], known_shards)
         end_time = _time(payload["e"], "end time", field_name)
-        altered = payload["h"] != _end_check(filters, end_time)
-    except (KeyError, TypeError, ValueError):
-        raise invalid_field(
-            field_name,
-            f"{text!r} is not a page token returned by this method; send the "
-            "page token of the previous response unchanged, or none",
-            reason="INVALID_PAGE_TOKEN",
-        ) from None
-    if altered:
-        raise invalid_field(
-            field_name,
-            f"the end time {end_time} ns of the page token does not match the "
-            "token's check hash, so the token was altered; send the page token "
-            "of the previous response unchanged, or start the listing again "
-            "without a page token",
-            reason="INVALID_PAGE_TOKEN",
-        )
+    except (TypeError, ValueError):
+        raise _not_issued_error(text, field_name, "page token") from None
+    if payload["h"] != check_hash("page token", payload):
+        raise _altered_error(field_name, "page token")
     return PageToken(filters, cursor, snapshot, end_time)
 
 
 def encode_resume_token(token: ResumeToken) -> str:
-    """Serialize a resume token."""
-    payload: dict[str, Any] = {"v": 1, "f": token.filters, "p": token.positions}
-    if token.unopened:
-        payload["u"] = sorted(token.unopened)
+    """Serialize a resume token.
+
+    An epoch of 0 or less means that the position's epoch is unknown, so it
+    is left out and the shard resumes at its position unchecked.
+    """
     epochs = {shard: epoch for shard, epoch in token.epochs.items() if epoch > 0}
-    if epochs:
-        payload["e"] = epochs
-    return _encode(payload)
+    return _encode(
+        "resume token",
+        {
+            "f": token.filters,
+            "p": token.positions,
+            "u": sorted(token.unopened),
+            "e": epochs,
+        },
+    )
 
 
-def _epochs(value: Any, positions: Mapping[str, int]) -> dict[str, int]:
+def _epochs(
+    value: Any, positions: Mapping[str, int], field_name: str
+) -> dict[str, int]:
     """Read the epoch per shard of a resume token.
 
-    The epoch of a shard without a position is left out, so that the check
-    of missing positions names the shard.
-
     Raises:
-      ValueError: `value` is not a mapping of shard to an integer from 0 to
+      ValueError: `value` is not a mapping of shard to an integer from 1 to
         the int64 maximum.
+      InvalidArgument: a shard has an epoch but no position, which no token
+        returned by this service contains.
     """
     if not isinstance(value, dict):
         raise ValueError("epochs")
     epochs = {str(shard): _integer(epoch) for shard, epoch in value.items()}
-    if any(not 0 <= epoch <= INT64_MAX for epoch in epochs.values()):
-        raise ValueError("an epoch is outside 0 to the int64 maximum")
-    return {shard: epoch for shard, epoch in epochs.items() if shard in positions}
+    if any(not 1 <= epoch <= INT64_MAX for epoch in epochs.values()):
+        raise ValueError("an epoch is outside 1 to the int64 maximum")
+    stray = sorted(set(epochs) - set(positions))
+    if stray:
+        shards = ", ".join(stray)
+        raise invalid_field(
+            field_name,
+            f"the resume token has an epoch for shard(s) {shards}, which it has "
+            f"no position for, so it was altered; {_restart_advice('resume token')}",
+            reason="INVALID_PAGE_TOKEN",
+            metadata={"shards": shards},
+        )
+    return epochs
 
 
-def _unopened(value: Any, positions: Mapping[str, int]) -> frozenset[str]:
+def _unopened(
+    value: Any, positions: Mapping[str, int], field_name: str
+) -> frozenset[str]:
     """Read the unopened shards of a resume token.
 
     Raises:
-      ValueError: `value` is not a list of strings, or names a shard that
-        also has a position.
+      ValueError: `value` is not a list of distinct strings.
+      InvalidArgument: a shard both has a position and is listed as
+        unopened, which no token returned by this service contains.
     """
     if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
         raise ValueError("unopened shards")
+    if len(set(value)) != len(value):
+        raise ValueError("an unopened shard is listed twice")
     both = sorted(set(value) & set(positions))
     if both:
-        raise ValueError(f"shards {both} are both unopened and positioned")
+        shards = ", ".join(both)
+        raise invalid_field(
+            field_name,
+            f"shard(s) {shards} both have a position and are unopened in the "
+            f"resume token, so it was altered; {_restart_advice('resume token')}",
+            reason="INVALID_PAGE_TOKEN",
+            metadata={"shards": shards},
+        )
     return frozenset(value)
 
 
@@ -449,30 +546,26 @@ def decode_resume_token(
 ) -> ResumeToken:
     """Parse a resume token issued for the same filters.
 
-    Tokens issued before resume tokens listed unopened shards have no `u`
-    key, which reads as no unopened shard. Those issued before they carried
-    epochs have no `e` key, which reads as no epoch.
-
     Args:
       known_shards: the cluster's shard ids; a token that names another
         shard is rejected. None skips the check.
 
     Raises:
-      InvalidArgument: the token is malformed, names a shard outside
-        `known_shards`, or was issued for other filters.
+      InvalidArgument: the token is malformed, is of an earlier version,
+        names a shard outside `known_shards`, or was issued for other
+        filters. Also when it has a negative position, an epoch without a
+        position, a shard both positioned and unopened, or does not match
+        its check hash. The message names `field_name`.
     """
-    payload = _decode(text, field_name, "resume token")
+    payload = _decode(text, field_name, "resume token", _RESUME_TOKEN_KEYS)
     _check_filters(payload, filters, field_name)
     try:
         positions = _positions(payload["p"], field_name, "resume token")
-        unopened = _unopened(payload.get("u", []), positions)
-        epochs = _epochs(payload.get("e", {}), positions)
+        unopened = _unopened(payload["u"], positions, field_name)
+        epochs = _epochs(payload["e"], positions, field_name)
         _check_shards([*positions, *unopened], known_shards)
-        return ResumeToken(filters, positions, unopened, epochs)
-    except (KeyError, ValueError):
-        raise invalid_field(
-            field_name,
-            f"{text!r} is not a resume token returned by this method; send the "
-            "resume token of an earlier response unchanged, or none",
-            reason="INVALID_PAGE_TOKEN",
-        ) from None
+    except ValueError:
+        raise _not_issued_error(text, field_name, "resume token") from None
+    if payload["h"] != check_hash("resume token", payload):
+        raise _altered_error(field_name, "resume token")
+    return ResumeToken(filters, positions, unopened, epochs)

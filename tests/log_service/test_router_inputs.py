@@ -191,6 +191,8 @@ def _tampered(payload: dict, key: str, value) -> dict:
         changed["c"][1] = value
     elif key == "s_shard":
         changed["s"][value] = 0
+    elif key == "s_raised":
+        changed["s"] = {shard: bound + value for shard, bound in changed["s"].items()}
     else:
         changed[key] = value
     return changed
@@ -209,6 +211,11 @@ def _tampered(payload: dict, key: str, value) -> dict:
         ("c2", True, "is not a page token returned by this method"),
         ("c1", "shard-9", "is not a page token returned by this method"),
         ("s_shard", "shard-9", "is not a page token returned by this method"),
+        ("c0", 0, "does not match its check hash, so it was altered"),
+        ("c0", 2**63 - 1, "does not match its check hash, so it was altered"),
+        ("s_raised", 1, "does not match its check hash, so it was altered"),
+        ("v", True, "is not a page token returned by this method"),
+        ("x", 1, "the page token has unknown key(s) 'x', so it was altered"),
     ],
 )
 def test_tampered_page_token_is_invalid(cluster, page_token, key, value, expected):
@@ -225,6 +232,7 @@ def test_tampered_page_token_is_invalid(cluster, page_token, key, value, expecte
     assert violated_fields(error) == ["page_token"]
     assert _reason(error) == "INVALID_PAGE_TOKEN"
     assert expected in error.details()
+    assert "start the listing again without a page token" in error.details()
 
 
 def test_untampered_page_token_still_pages(cluster, page_token):
@@ -262,6 +270,87 @@ def test_tail_resume_token_over_int64_is_invalid(cluster):
     assert violated_fields(error) == ["resume_token"]
     assert "sequence 100000000000000000000 of shard shard-0" in error.details()
     assert "start a new tail without a resume token" in error.details()
+
+
+@pytest.fixture(scope="module")
+def resume_token(cluster):
+    """Return the services and a resume token of a tail after two entries."""
+    services = [_service("resumed")]
+    entries = [pb.LogEntry(service=services[0], message=f"m{i}") for i in range(2)]
+    cluster.stub.WriteLogEntries(pb.WriteLogEntriesRequest(entries=entries))
+    call = cluster.stub.TailLogEntries(
+        pb.TailLogEntriesRequest(services=services), timeout=10
+    )
+    payload = _decode_token(next(call).resume_token)
+    call.cancel()
+    (shard,) = payload["p"]
+    assert payload["p"][shard] > 0
+    assert payload["e"][shard] > 0
+    return services, payload
+
+
+def _position_zero(payload: dict) -> None:
+    for shard in payload["p"]:
+        payload["p"][shard] = 0
+
+
+def _epoch_plus_one(payload: dict) -> None:
+    for shard in payload["e"]:
+        payload["e"][shard] += 1
+
+
+def _moved_to_unopened(payload: dict) -> None:
+    payload["u"] = sorted(payload["p"])
+    payload["p"] = {}
+    payload["e"] = {}
+
+
+@pytest.mark.parametrize("edit", [_position_zero, _epoch_plus_one, _moved_to_unopened])
+def test_edited_resume_token_is_rejected(cluster, resume_token, edit):
+    services, payload = resume_token
+    changed = json.loads(json.dumps(payload))
+    edit(changed)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        resumed = cluster.stub.TailLogEntries(
+            pb.TailLogEntriesRequest(
+                services=services, resume_token=_encode_token(changed)
+            ),
+            timeout=10,
+        )
+        next(resumed)
+
+    error = caught.value
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(error) == ["resume_token"]
+    assert _reason(error) == "INVALID_PAGE_TOKEN"
+    assert "does not match its check hash, so it was altered" in error.details()
+    assert "start a new tail without a resume token" in error.details()
+
+
+def test_unedited_resume_token_still_resumes(cluster, resume_token):
+    services, payload = resume_token
+    resumed = cluster.stub.TailLogEntries(
+        pb.TailLogEntriesRequest(
+            services=services, resume_token=_encode_token(payload)
+        ),
+        timeout=10,
+    )
+    next(resumed)
+    cluster.stub.WriteLogEntries(
+        pb.WriteLogEntriesRequest(
+            entries=[pb.LogEntry(service=services[0], message="after")]
+        )
+    )
+
+    messages = []
+    for response in resumed:
+        messages.extend(entry.message for entry in response.entries)
+        if messages:
+            break
+    resumed.cancel()
+
+    assert messages == ["after"]
 
 
 # Timestamp nanos out of range

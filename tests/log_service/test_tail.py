@@ -35,7 +35,11 @@ from tests.log_service.node_support import (
     start,
     wait_for,
 )
-from tests.log_service.router_support import encode_payload, token_payload
+from tests.log_service.router_support import (
+    encode_payload,
+    encode_rehashed,
+    token_payload,
+)
 from tests.log_service.test_router_cluster import Cluster, entry
 
 
@@ -490,7 +494,7 @@ def with_sequence(token: str, sequence: int) -> str:
     """Return `token` with every shard's sequence number set to `sequence`."""
     payload = token_payload(token)
     payload["p"] = dict.fromkeys(payload["p"], sequence)
-    return encode_payload(payload)
+    return encode_rehashed(payload, "resume token")
 
 
 def first_token(cluster) -> str:
@@ -549,8 +553,9 @@ def test_resume_token_missing_shard_rejected(cluster):
     shard = cluster.topology.shard_ids[0]
     assert list(payload["p"]) == [shard]
     payload["p"] = {}
+    payload["e"] = {}
 
-    error = resume_error(cluster, encode_payload(payload))
+    error = resume_error(cluster, encode_rehashed(payload, "resume token"))
 
     details = error.details()
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT

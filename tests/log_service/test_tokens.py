@@ -13,6 +13,7 @@ from log_service.tokens import (
     Cursor,
     PageToken,
     ResumeToken,
+    check_hash,
     check_page_token_end,
     check_page_token_shards,
     decode_page_token,
@@ -69,7 +70,7 @@ def test_page_token_with_edited_end_is_invalid():
 
     assert caught.value.reason == "INVALID_PAGE_TOKEN"
     assert caught.value.field_violations[0].field == "page_token"
-    assert "end time 100 ns of the page token does not match" in str(caught.value)
+    assert "does not match its check hash, so it was altered" in str(caught.value)
 
 
 def test_page_token_without_check_hash_is_invalid():
@@ -276,31 +277,36 @@ def test_resume_token_unopened_round_trip():
     assert decode_resume_token(text, "f") == token
 
 
-def test_resume_token_without_unopened_omits_key():
+def test_resume_token_without_unopened_has_empty_list():
     text = encode_resume_token(ResumeToken("f", {"shard-0": 10}))
     payload = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
-    assert b'"u"' not in payload
+    assert b'"u":[]' in payload
     assert decode_resume_token(text, "f").unopened == frozenset()
 
 
+def _with_check_hash(payload: dict) -> str:
+    """Return a resume token of `payload` with a matching check hash."""
+    payload = {"v": 2, **payload}
+    payload["h"] = check_hash("resume token", payload)
+    raw = json.dumps(payload, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
 @pytest.mark.parametrize(
-    "payload",
-    [
-        b'{"v":1,"f":"f","p":{"shard-0":1},"u":"shard-1"}',
-        b'{"v":1,"f":"f","p":{"shard-0":1},"u":[1]}',
-        b'{"v":1,"f":"f","p":{"shard-0":1},"u":["shard-0"]}',
-        b'{"v":1,"f":"f","p":{"shard-0":1},"u":["shard-9"]}',
-    ],
+    "unopened",
+    ["shard-1", [1], ["shard-0"], ["shard-9"], ["shard-1", "shard-1"]],
 )
-def test_resume_token_bad_unopened_is_invalid(payload):
-    text = base64.urlsafe_b64encode(payload).decode().rstrip("=")
+def test_resume_token_bad_unopened_is_invalid(unopened):
+    payload = {"f": "f", "p": {"shard-0": 1}, "u": unopened, "e": {}}
+    text = _with_check_hash(payload)
 
     with pytest.raises(InvalidArgument) as caught:
         decode_resume_token(text, "f", known_shards=["shard-0", "shard-1"])
 
     assert caught.value.reason == "INVALID_PAGE_TOKEN"
     assert caught.value.field_violations[0].field == "resume_token"
+    assert "check hash" not in str(caught.value)
 
 
 def test_resume_positions_of_positioned_and_unopened():
@@ -323,3 +329,222 @@ def test_resume_positions_missing_shard_is_invalid():
     assert message.startswith("resume_token: ")
     assert "no position for shard(s) shard-1, which this tail follows" in message
     assert "start a new tail without a resume token" in message
+
+
+# Edits by hand. Every field is covered by the check hash, so each edit below
+# is rejected, although each keeps the token well formed.
+
+_SHARDS = ["shard-0", "shard-1", "shard-2"]
+
+
+def _decoded(text: str) -> dict:
+    return json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+
+
+def _encoded(payload: dict) -> str:
+    raw = json.dumps(payload, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _page_text() -> str:
+    return encode_page_token(
+        PageToken("abc", Cursor(50, "shard-1", 7), {"shard-0": 3, "shard-1": 9}, 99)
+    )
+
+
+def _resume_text() -> str:
+    return encode_resume_token(
+        ResumeToken(
+            "f",
+            {"shard-0": 10, "shard-1": 4},
+            frozenset({"shard-2"}),
+            {"shard-0": 2, "shard-1": 3},
+        )
+    )
+
+
+def _set_cursor_time(value):
+    def edit(payload):
+        payload["c"][0] = value
+
+    return edit
+
+
+def _raise_snapshot(payload):
+    payload["s"]["shard-1"] += 1
+
+
+def _set(key, value):
+    def edit(payload):
+        payload[key] = value
+
+    return edit
+
+
+PAGE_EDITS = {
+    "cursor time 0": _set_cursor_time(0),
+    "cursor time int64 max": _set_cursor_time(2**63 - 1),
+    "cursor sequence": lambda payload: payload["c"].__setitem__(2, 8),
+    "cursor shard": lambda payload: payload["c"].__setitem__(1, "shard-0"),
+    "snapshot raised": _raise_snapshot,
+    "snapshot shard added": lambda payload: payload["s"].__setitem__("shard-2", 5),
+    "end time": _set("e", 100),
+    "version true": _set("v", True),
+    "extra key": _set("x", 1),
+}
+
+
+@pytest.mark.parametrize("edit", PAGE_EDITS.values(), ids=PAGE_EDITS.keys())
+def test_page_token_edit_is_rejected(edit):
+    payload = _decoded(_page_text())
+    edit(payload)
+
+    with pytest.raises(InvalidArgument) as caught:
+        decode_page_token(_encoded(payload), "abc", known_shards=_SHARDS)
+
+    message = str(caught.value)
+    assert caught.value.reason == "INVALID_PAGE_TOKEN"
+    assert caught.value.field_violations[0].field == "page_token"
+    assert message.startswith("page_token: ")
+    assert "start the listing again without a page token" in message
+
+
+def _set_epoch(shard, value):
+    def edit(payload):
+        payload["e"][shard] = value
+
+    return edit
+
+
+def _set_position(value):
+    def edit(payload):
+        payload["p"]["shard-0"] = value
+
+    return edit
+
+
+def _move_to_unopened(payload):
+    del payload["p"]["shard-1"]
+    del payload["e"]["shard-1"]
+    payload["u"].append("shard-1")
+
+
+RESUME_EDITS = {
+    "epoch 0": _set_epoch("shard-0", 0),
+    "epoch plus 1": _set_epoch("shard-0", 3),
+    "epoch 999": _set_epoch("shard-0", 999),
+    "epoch of unknown shard": _set_epoch("shard-9", 2),
+    "epoch of unopened shard": _set_epoch("shard-2", 2),
+    "epoch removed": lambda payload: payload["e"].pop("shard-0"),
+    "position 0": _set_position(0),
+    "position -5": _set_position(-5),
+    "position raised": _set_position(11),
+    "shard moved to unopened": _move_to_unopened,
+    "unopened removed": _set("u", []),
+    "version true": _set("v", True),
+    "extra key": _set("x", 1),
+}
+
+
+@pytest.mark.parametrize("edit", RESUME_EDITS.values(), ids=RESUME_EDITS.keys())
+def test_resume_token_edit_is_rejected(edit):
+    payload = _decoded(_resume_text())
+    edit(payload)
+
+    with pytest.raises(InvalidArgument) as caught:
+        decode_resume_token(_encoded(payload), "f", known_shards=_SHARDS)
+
+    message = str(caught.value)
+    assert caught.value.reason == "INVALID_PAGE_TOKEN"
+    assert caught.value.field_violations[0].field == "resume_token"
+    assert message.startswith("resume_token: ")
+    assert "start a new tail without a resume token" in message
+
+
+def test_edited_page_token_names_check_hash():
+    payload = _decoded(_page_text())
+    payload["c"][0] = 0
+
+    with pytest.raises(InvalidArgument) as caught:
+        decode_page_token(_encoded(payload), "abc")
+
+    assert "does not match its check hash, so it was altered" in str(caught.value)
+
+
+def test_edited_resume_token_names_check_hash():
+    payload = _decoded(_resume_text())
+    payload["p"]["shard-0"] = 0
+
+    with pytest.raises(InvalidArgument) as caught:
+        decode_resume_token(_encoded(payload), "f")
+
+    assert "does not match its check hash, so it was altered" in str(caught.value)
+
+
+def test_page_token_unknown_key_is_named():
+    payload = _decoded(_page_text())
+    payload["x"] = 1
+
+    with pytest.raises(InvalidArgument) as caught:
+        decode_page_token(_encoded(payload), "abc")
+
+    assert "unknown key(s) 'x'" in str(caught.value)
+
+
+# Tokens built with a valid check hash, as a caller who read this code could
+# build them, still pass the checks of their content.
+
+
+def test_resume_token_epoch_without_position_is_rejected():
+    token = ResumeToken("f", {"shard-0": 10}, frozenset({"shard-1"}), {"shard-1": 2})
+
+    with pytest.raises(InvalidArgument) as caught:
+        decode_resume_token(encode_resume_token(token), "f")
+
+    message = str(caught.value)
+    assert caught.value.field_violations[0].field == "resume_token"
+    assert "epoch for shard(s) shard-1, which it has no position for" in message
+    assert "start a new tail without a resume token" in message
+
+
+def test_resume_token_shard_positioned_and_unopened_is_rejected():
+    token = ResumeToken("f", {"shard-0": 10, "shard-1": 4}, frozenset({"shard-1"}))
+
+    with pytest.raises(InvalidArgument) as caught:
+        decode_resume_token(encode_resume_token(token), "f")
+
+    message = str(caught.value)
+    assert caught.value.field_violations[0].field == "resume_token"
+    assert "shard(s) shard-1 both have a position and are unopened" in message
+    assert "start a new tail without a resume token" in message
+
+
+# Tokens of the format before the check hash covered every field.
+
+
+def test_page_token_of_version_1_is_rejected():
+    payload = _decoded(_page_text())
+    payload["v"] = 1
+
+    with pytest.raises(InvalidArgument) as caught:
+        decode_page_token(_encoded(payload), "abc")
+
+    message = str(caught.value)
+    assert caught.value.reason == "INVALID_PAGE_TOKEN"
+    assert message.startswith("page_token: ")
+    assert "issued by an earlier version of the router" in message
+    assert "start the listing again without a page token" in message
+
+
+def test_resume_token_without_check_hash_is_rejected():
+    legacy = _encoded({"v": 1, "f": "f", "p": {"shard-0": 10}, "e": {"shard-0": 2}})
+
+    with pytest.raises(InvalidArgument) as caught:
+        decode_resume_token(legacy, "f")
+
+    message = str(caught.value)
+    assert caught.value.reason == "INVALID_PAGE_TOKEN"
+    assert message.startswith("resume_token: ")
+    assert "issued by an earlier version of the router" in message
+    assert "start a new tail without a resume token" in message
+    assert "ListLogEntries" in message
