@@ -31,6 +31,10 @@ pytestmark = pytest.mark.system
 GRACE_SECONDS = 5.0
 # Time the interpreter needs to exit after the servers stopped.
 EXIT_SLACK = 3.0
+# The same for `--processes`, where about ten interpreters exit on two cores;
+# on a loaded machine that took up to 7 s. The bound still catches a stop
+# that hangs, or that gives each component its grace period in turn.
+PROCESSES_EXIT_SLACK = 8.0
 LONG_GRACE_SECONDS = 30.0
 ALL_COMPONENTS = all_components(config_module.load(environ={}))
 REJECTED_WHILE_STOPPING = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
@@ -105,7 +109,7 @@ def test_sigterm_finishes_accepted_calls(splitlog_factory, tmp_path, mode):
     burst.join(timeout=20)
 
     assert status == 0, running.log()[-3000:]
-    assert exit_seconds < GRACE_SECONDS + EXIT_SLACK
+    assert exit_seconds < GRACE_SECONDS + (PROCESSES_EXIT_SLACK if mode else EXIT_SLACK)
     assert wait_gone(children.values(), timeout=5) == []
     assert len(children) == (len(ALL_COMPONENTS) if mode else 0)
     assert any(done > signal_time for _, done in burst.acknowledged)
