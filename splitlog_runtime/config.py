@@ -58,7 +58,8 @@ def _parse_float(text: str) -> float:
         raise ValueError("expected a number, such as 2.5") from None
     if not math.isfinite(value):
         raise ValueError("expected a finite number, such as 2.5")
-    return value
+    # Adding 0.0 turns -0.0 into 0.0, so that `-0` reads and prints as 0.
+    return value + 0.0
 
 
 #: Shortest interval, in seconds, of the gateway's health checks of its
@@ -66,16 +67,25 @@ def _parse_float(text: str) -> float:
 #: deadline, and a shorter one would report a busy but healthy backend as
 #: hung.
 MIN_HEALTH_PROBE_SECONDS = 0.1
+#: Longest interval, in seconds, of those health checks. A longer one would
+#: leave a hung backend reported SERVING for hours while the checks look on.
+MAX_HEALTH_PROBE_SECONDS = 3600.0
 
 
 def _parse_probe_seconds(text: str) -> float:
     value = _parse_float(text)
-    if value == 0 or value >= MIN_HEALTH_PROBE_SECONDS:
+    if value == 0 or MIN_HEALTH_PROBE_SECONDS <= value <= MAX_HEALTH_PROBE_SECONDS:
         return value
-    problem = "is negative" if value < 0 else "seconds is below the minimum"
+    if value < 0:
+        problem = "is negative"
+    elif value < MIN_HEALTH_PROBE_SECONDS:
+        problem = "seconds is below the minimum"
+    else:
+        problem = "seconds is above the maximum"
     raise ValueError(
         f"{value:g} {problem}; give 0 to turn the checks off, or at least "
-        f"{MIN_HEALTH_PROBE_SECONDS:g} seconds"
+        f"{MIN_HEALTH_PROBE_SECONDS:g} and at most {MAX_HEALTH_PROBE_SECONDS:g} "
+        "seconds"
     )
 
 
@@ -633,7 +643,7 @@ SETTINGS: list[Setting] = [
         "NOT_SERVING at the gateway until it replies again. 0 turns the checks "
         "off, so a hung backend shows only once keepalive closes its "
         "connection, up to 40 seconds later; other values must be at least "
-        f"{MIN_HEALTH_PROBE_SECONDS:g}.",
+        f"{MIN_HEALTH_PROBE_SECONDS:g} and at most {MAX_HEALTH_PROBE_SECONDS:g}.",
         _parse_probe_seconds,
     ),
     Setting(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import stat
 from pathlib import Path
 
@@ -290,16 +291,48 @@ def test_seconds_out_of_range_rejected(variable, text, fragment):
 PROBE = "SPLITLOG_GATEWAY_HEALTH_PROBE_SECONDS"
 
 
-@pytest.mark.parametrize("text", ["-5", "-0.5", "0.001", "0.05"])
-def test_health_probe_seconds_out_of_range_rejected(text):
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("-5", "is negative"),
+        ("-0.5", "is negative"),
+        ("0.001", "below the minimum"),
+        ("0.05", "below the minimum"),
+        ("3600.5", "above the maximum"),
+        ("86400", "above the maximum"),
+        ("1e308", "above the maximum"),
+    ],
+)
+def test_health_probe_seconds_out_of_range_rejected(text, problem):
     with pytest.raises(ValueError) as caught:
         config_module.load(environ={PROBE: text})
 
     message = str(caught.value)
     assert PROBE in message
     assert repr(text) in message
+    assert problem in message
     assert "give 0 to turn the checks off" in message
-    assert "at least 0.1" in message
+    assert "at least 0.1 and at most 3600" in message
+
+
+def test_health_probe_seconds_maximum_accepted():
+    config = config_module.load(environ={PROBE: "3600"})
+
+    assert config.gateway_health_probe_seconds == 3600.0
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [PROBE, "SPLITLOG_GRACE_SECONDS", "SPLITLOG_GATEWAY_RATE_LIMIT_PER_SECOND"],
+)
+def test_negative_zero_reads_as_zero(variable):
+    config = config_module.load(environ={variable: "-0"})
+    name = variable.removeprefix("SPLITLOG_").lower()
+    value = getattr(config, name)
+
+    assert value == 0.0
+    assert math.copysign(1.0, value) == 1.0
+    assert str(value) == "0.0"
 
 
 def test_health_probe_seconds_limits_at_cli():
