@@ -8,7 +8,9 @@ user_service's internal CredentialService checks the credential, including
 whether its session was signed out or the key revoked, on the credential's
 first call and again once the gateway's cached result goes stale (see
 below). Methods that cannot have a credential yet (SignUp, SignIn,
-RefreshToken) and, by default, health and reflection are open.
+RefreshToken) and, by default, health and reflection are open. With
+`auth_open_health` off, a health call may carry a principal signed with the
+auth secret in place of a credential, as `splitlog up --processes` sends.
 
 API keys are limited by their scopes: LogsService writes and OTLP's
 LogsService/Export need `logs:write`, LogsService reads `logs:read`, and every
@@ -214,6 +216,16 @@ class GatewayAuth:
         """
         if self.is_open(method):
             return dataclasses.replace(ANONYMOUS, client=client)
+        metadata = list(metadata or ())
+        if _is_health(method) and auth.metadata_value(metadata, auth.SIGNATURE_KEY):
+            # `splitlog up --processes` waits for the gateway with health
+            # checks signed like calls between components, since it has the
+            # auth secret but no credential.
+            return self.signer.verify(
+                metadata,
+                signers="splitlog's components",
+                advice="send `authorization: Bearer <token>` instead",
+            )
         credential = bearer_credential(metadata)
         checked = await self.cache.check(credential, self._check)
         principal = auth.Principal(checked.principal, checked.scopes, client)
@@ -289,6 +301,10 @@ class GatewayAuth:
         name = getattr(request, field)
         if name.startswith("users/"):
             self.cache.forget_user("/".join(name.split("/")[:2]))
+
+
+def _is_health(method: str) -> bool:
+    return method.lstrip("/").split("/", 1)[0] == auth.HEALTH_SERVICE
 
 
 def trailing_reason(trailing_metadata: Iterable[tuple[str, Any]] | None) -> str:

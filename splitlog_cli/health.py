@@ -1,17 +1,23 @@
 """Ask a component for its health over the standard gRPC health protocol.
 
 Both functions take the TLS settings of a gateway that serves TLS; None
-connects in plaintext, as every internal service port expects.
+connects in plaintext, as every internal service port expects. A gateway
+with `auth_open_health` off answers health calls only with a credential:
+`check` sends a client's bearer credential, and `wait_until_serving` sends
+the metadata that its caller builds for each attempt, such as a principal
+signed with the auth secret.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from splitlog_cli.client.connection import with_credential
+from splitlog_cli.client.credentials import Credential
 from splitlog_runtime.tls import ClientTls
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -28,18 +34,21 @@ def check(
     service: str = "",
     timeout: float = 3.0,
     tls: ClientTls | None = None,
+    credential: Credential | None = None,
 ) -> str:
     """Return the health status name of `service` at `address`.
 
     Returns `SERVING`, `NOT_SERVING`, `SERVICE_UNKNOWN` or `UNKNOWN`, or the
     name of the gRPC status code when the call fails (`UNAVAILABLE` while the
     server is down or the TLS handshake fails, `NOT_FOUND` for a service it
-    does not report on).
+    does not report on, `UNAUTHENTICATED` from a gateway that needs a
+    credential for health calls).
 
     Raises:
       splitlog_runtime.tls.TlsConfigError: a TLS file cannot be read.
     """
-    with _open_channel(address, tls) as channel:
+    with _open_channel(address, tls) as plain:
+        channel = with_credential(plain, address, tls, credential)
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             response = stub.Check(
@@ -56,6 +65,7 @@ def wait_until_serving(
     service: str = "",
     abort: Callable[[], str | None] = lambda: None,
     tls: ClientTls | None = None,
+    metadata: Callable[[], Sequence[tuple[str, str]]] = tuple,
 ) -> None:
     """Poll `address` until it reports SERVING.
 
@@ -66,6 +76,8 @@ def wait_until_serving(
       abort: called between attempts; a non-empty return stops the wait with
         that message (for example, the process serving `address` exited).
       tls: how to connect to a server that serves TLS; None is plaintext.
+      metadata: called before each attempt for the metadata to send, so that
+        a signature made for one attempt is never too old to verify.
 
     Raises:
       TimeoutError: the server did not report SERVING within `timeout`.
@@ -82,7 +94,9 @@ def wait_until_serving(
                 raise RuntimeError(message)
             try:
                 response = stub.Check(
-                    health_pb2.HealthCheckRequest(service=service), timeout=1.0
+                    health_pb2.HealthCheckRequest(service=service),
+                    timeout=1.0,
+                    metadata=metadata(),
                 )
             except grpc.RpcError as exc:
                 status = exc.code().name

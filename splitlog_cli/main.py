@@ -17,6 +17,9 @@ from importlib import metadata
 
 from splitlog_cli import admin_key, serve, settings, up
 from splitlog_cli import client as client_commands
+from splitlog_cli.client.command import add_token_argument
+from splitlog_cli.client.credentials import TOKEN_ENV, Credential
+from splitlog_cli.client.values import UsageError
 from splitlog_cli.data_lock import (
     component_lock_file,
     data_dir_lock,
@@ -90,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
         "health",
         help="check a component's health; exit 0 when SERVING",
         description="Call grpc.health.v1.Health/Check and print the status. "
-        "Exits 0 when SERVING and 1 otherwise.",
+        "Exits 0 when SERVING, 1 otherwise and 2 for an invalid option. A "
+        "gateway with auth_open_health off needs a credential, given as for "
+        "the client commands.",
     )
     health.add_argument("address", help="host:port of the component")
     health.add_argument(
@@ -106,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=3.0,
         help="deadline of the health check in seconds (default 3)",
     )
+    add_token_argument(health)
     add_tls_arguments(health)
     admin_key.add_parser(commands, config_flags)
     splitwise_commands.add_parsers(commands)
@@ -240,22 +246,35 @@ def _served_ports(args: argparse.Namespace) -> list[str]:
 
 def _health(args: argparse.Namespace) -> int:
     try:
-        status = check(args.address, args.service, args.timeout, client_tls(args))
-    except TlsConfigError as exc:
+        credential = client_commands.credential_of(args, args.address)
+        status = check(
+            args.address, args.service, args.timeout, client_tls(args), credential
+        )
+    except (UsageError, TlsConfigError) as exc:
         print(f"splitlog health: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if status == "SERVING":
         print(status)
         return 0
     print(status, file=sys.stderr)
-    hint = _health_hint(status, args)
+    hint = _health_hint(status, args, credential)
     if hint:
         print(hint, file=sys.stderr)
     return EXIT_FAILURE
 
 
-def _health_hint(status: str, args: argparse.Namespace) -> str:
+def _health_hint(
+    status: str, args: argparse.Namespace, credential: Credential | None
+) -> str:
     """Return what a failed health status means for the address checked."""
+    if status == "UNAUTHENTICATED":
+        return _health_credential_hint(args.address, credential)
+    if status == "PERMISSION_DENIED":
+        return (
+            f"{args.address} accepted the credential, but it does not allow "
+            "health checks; use an access token, or an API key with the admin "
+            "scope"
+        )
     if status == "UNAVAILABLE":
         return (
             f"no server answered at {args.address}; check the host:port and "
@@ -278,6 +297,26 @@ def _health_hint(status: str, args: argparse.Namespace) -> str:
             "database or a backend is down; its log says which"
         )
     return ""
+
+
+def _health_credential_hint(address: str, credential: Credential | None) -> str:
+    """Say how to send a credential that a gateway accepts for health checks."""
+    if credential is not None and credential.from_session:
+        return (
+            f"the session saved for {address} has ended; sign in again with "
+            f"`splitlog auth signin --gateway {address} --email EMAIL`"
+        )
+    if credential is not None and credential.present:
+        return (
+            f"{address} rejected the credential; check the token given by "
+            f"--token or {TOKEN_ENV}"
+        )
+    return (
+        f"{address} needs a credential for health checks (its auth_open_health "
+        f"is off); pass an access token or API key with --token TOKEN or "
+        f"{TOKEN_ENV}, or sign in with `splitlog auth signin --gateway "
+        f"{address} --email EMAIL`"
+    )
 
 
 def _version() -> str:

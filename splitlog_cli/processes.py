@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from splitlog_cli.topology import (
     grpc_address,
     local_environment,
 )
+from splitlog_runtime import auth
 from splitlog_runtime.config import SETTINGS, SETTINGS_BY_NAME, Config
 from splitlog_runtime.tls import ClientTls, TlsConfigError
 
@@ -286,7 +288,13 @@ class Supervisor:
         if component.name == GATEWAY.name:
             tls = gateway_client_tls(self._config)
         try:
-            wait_until_serving(address, STARTUP_TIMEOUT, abort=abort, tls=tls)
+            wait_until_serving(
+                address,
+                STARTUP_TIMEOUT,
+                abort=abort,
+                tls=tls,
+                metadata=self._health_metadata(),
+            )
         except TlsConfigError as exc:
             raise StartupError(str(exc)) from None
         except RuntimeError as exc:
@@ -296,6 +304,26 @@ class Supervisor:
         except TimeoutError as exc:
             raise StartupError(f"{component.name}: {exc}") from None
         return True
+
+    def _health_metadata(self) -> Callable[[], tuple[tuple[str, str], ...]]:
+        """Return what builds the metadata of each health check of a child.
+
+        With auth_required, each check carries the service principal signed
+        with the auth secret, as calls between components do, because a
+        gateway with auth_open_health off rejects an unsigned one.
+
+        Raises:
+          StartupError: the configured auth secret is too short.
+        """
+        if not self._config.auth_required:
+            return tuple
+        try:
+            secret = auth.load_secret(self._config.auth_secret, self._config.data_dir)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
+        signer = auth.PrincipalSigner(secret)
+        principal = auth.Principal(auth.SERVICE_PRINCIPAL)
+        return lambda: signer.metadata(principal)
 
     def _watch(self) -> int:
         """Restart children that exit; return 1 on giving up, 0 on a stop signal."""

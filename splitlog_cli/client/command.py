@@ -71,6 +71,12 @@ def _add_gateway_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_credential_arguments(parser: argparse.ArgumentParser) -> None:
+    add_token_argument(parser)
+    add_tls_arguments(parser)
+
+
+def add_token_argument(parser: argparse.ArgumentParser) -> None:
+    """Add `--token`, the credential that `credential_of` reads."""
     parser.add_argument(
         "--token",
         metavar="TOKEN",
@@ -78,7 +84,6 @@ def _add_credential_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default: ${TOKEN_ENV}, else the session saved by `splitlog auth "
         "signin` for this gateway)",
     )
-    add_tls_arguments(parser)
 
 
 def add_actions(

@@ -115,7 +115,19 @@ def open_channel(
     """
     if credential is None and _current is not None and _current.address == address:
         credential = _current
-    channel = _plain_channel(address, tls)
+    return with_credential(_plain_channel(address, tls), address, tls, credential)
+
+
+def with_credential(
+    channel: grpc.Channel,
+    address: str,
+    tls: ClientTls | None,
+    credential: Credential | None,
+) -> grpc.Channel:
+    """Return `channel` with `credential` added to each call, if there is one.
+
+    An expired saved session is renewed with RefreshToken at `address`.
+    """
     if credential is None or not credential.present:
         return channel
     if credential.refresh is None:

@@ -6,14 +6,21 @@ import contextlib
 import io
 import json
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 
+from gateway.app import Gateway, build
 from splitlog.auth.v1 import auth_service_pb2 as auth_pb
 from splitlog.auth.v1 import auth_service_pb2_grpc as auth_grpc
 from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog_cli.main import main
+from splitlog_runtime import auth
+from splitlog_runtime.config import Config
+from splitlog_runtime.server import ServiceHost
+from tests.gateway.support import LoopThread
+from user_service import app as user_app
 
 
 class AllowGuard:
@@ -24,6 +31,28 @@ class AllowGuard:
 
     def close(self) -> None:
         return None
+
+
+@contextlib.contextmanager
+def users_behind_gateway(config: Config) -> Iterator[tuple[ServiceHost, Gateway]]:
+    """Run a real user_service and a real gateway in front of it.
+
+    Both listen on free loopback ports. `config` gives every other setting,
+    such as the addresses of the other backends.
+    """
+    loop_thread = LoopThread()
+    users = user_app.build(config, "127.0.0.1:0", guard=AllowGuard())
+    config = config.replace(user_service_addr=f"127.0.0.1:{users.port}")
+    try:
+        gateway = loop_thread.run(build(config, "127.0.0.1:0", "127.0.0.1:0"))
+        try:
+            yield users, gateway
+        finally:
+            loop_thread.run(gateway.stop(0))
+    finally:
+        users.stop(0)
+        loop_thread.close()
+        auth.install_process_signer(None)
 
 
 def operator_admin_key(

@@ -11,6 +11,7 @@ that carries no signature.
 from __future__ import annotations
 
 import logging
+import time
 
 import grpc
 import pytest
@@ -27,8 +28,9 @@ from splitlog.logs.v1 import logs_service_pb2 as logs_pb
 from splitlog.logs.v1 import logs_service_pb2_grpc as logs_grpc
 from splitlog.logs.v1 import replication_service_pb2, replication_service_pb2_grpc
 from splitlog.users.v1 import users_service_pb2 as users_pb
-from tests.auth.support import operator_admin_key
-from tests.system.conftest import wait_for_health
+from splitlog_cli.main import main
+from tests.auth.support import operator_admin_key, sign_up_user
+from tests.system.conftest import START_TIMEOUT, wait_for_health
 
 CALL_TIMEOUT = 15
 
@@ -133,3 +135,21 @@ def test_logs_flow_with_auth_on(splitlog_factory, mode):
                     timeout=CALL_TIMEOUT,
                 )
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_processes_start_with_closed_health(splitlog_factory, capsys):
+    settings = {"SPLITLOG_AUTH_OPEN_HEALTH": "false"}
+    running = splitlog_factory("--processes", settings=settings)
+    # The ready line follows the supervisor's health checks of every child.
+    deadline = time.monotonic() + START_TIMEOUT
+    while not running.ready.wait(0.1):
+        assert running.process.poll() is None, running.log()[-4000:]
+        assert time.monotonic() < deadline, running.log()[-4000:]
+    with grpc.insecure_channel(running.grpc_address) as channel:
+        signed_up = sign_up_user(channel, "prober", "correct horse battery", 15)
+    token = signed_up.tokens.access_token
+
+    status = main(["health", running.grpc_address, "--token", token])
+
+    assert status == 0
+    assert capsys.readouterr().out.strip() == "SERVING"
