@@ -26,6 +26,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from gateway.aggregate import GatewayViews
 from gateway.auth import AuthInterceptor, GatewayAuth
+from gateway.client_address import ClientAddressMiddleware
 from gateway.health import (
     NOT_SERVING,
     OVERALL,
@@ -390,12 +391,19 @@ async def build(
     )
     uvicorn_server = _EmbeddedUvicorn(
         uvicorn.Config(
-            _with_cors(rest.app, config.http_cors_origins),
+            ClientAddressMiddleware(
+                _with_cors(rest.app, config.http_cors_origins),
+                trusted_proxies(config.http_trusted_proxies),
+            ),
             lifespan="off",
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=config.grace_seconds,
-            **_proxy_header_options(config.http_trusted_proxies),
+            # ClientAddressMiddleware reads the proxy headers, and only from
+            # http_trusted_proxies. uvicorn (0.55) on its own reads them from
+            # loopback by default, so any local process could choose its
+            # address and escape the sign-in lockout and rate limits.
+            proxy_headers=False,
             **(tls.uvicorn_options() if tls is not None else {}),
         )
     )
@@ -484,20 +492,6 @@ def _with_cors(app: Any, origins: str) -> Any:
         expose_headers=list(CORS_EXPOSED_HEADERS),
         max_age=600,
     )
-
-
-def _proxy_header_options(trusted: str) -> dict:
-    """Return uvicorn's options for X-Forwarded-For and X-Forwarded-Proto.
-
-    uvicorn (0.55) reads these headers by default from loopback, or from the
-    addresses in FORWARDED_ALLOW_IPS. Any local process could then choose its
-    address and escape the per-client sign-in lockout and rate limits, so
-    the headers count only from the http_trusted_proxies addresses.
-    """
-    proxies = trusted_proxies(trusted)
-    if not proxies:
-        return {"proxy_headers": False}
-    return {"proxy_headers": True, "forwarded_allow_ips": proxies}
 
 
 async def _wait_started(server: uvicorn.Server, task: asyncio.Task) -> None:

@@ -22,10 +22,12 @@ import contextlib
 import contextvars
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import secrets
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -370,15 +372,58 @@ def peer_host(peer: str) -> str:
     """Return the host of a gRPC peer string such as `ipv4:127.0.0.1:5000`.
 
     The port is dropped so that every connection from one host counts as one
-    client. Other peer kinds, such as `unix:/path`, are returned whole.
+    client, and the address is written as `canonical_address` does. grpc
+    (1.85) writes an IPv6 peer with percent-encoded brackets, such as
+    `ipv6:%5B::1%5D:5000`. Other peer kinds, such as `unix:/path`, are
+    returned whole.
     """
     kind, _, address = peer.partition(":")
-    if kind == "ipv4":
-        return address.rpartition(":")[0] or address
-    if kind == "ipv6":
-        host = address.rpartition(":")[0] or address
-        return host.removeprefix("[").removesuffix("]")
-    return peer
+    if kind not in ("ipv4", "ipv6"):
+        return peer
+    host = urllib.parse.unquote(address.rpartition(":")[0] or address)
+    return canonical_address(host) or host
+
+
+def canonical_address(host: str) -> str | None:
+    """Return an IP address in one canonical form, or None for other text.
+
+    An IPv4-mapped IPv6 address, such as `::ffff:10.1.1.1`, becomes its IPv4
+    address, and an IPv6 address is written compressed in lower case, with
+    or without brackets around it. IPv4 text with leading zeros, such as
+    `010.001.001.001`, is not an address: Python's ipaddress rejects it
+    (since 3.9.5), because other parsers read it as octal.
+    """
+    text = host.strip().removeprefix("[").removesuffix("]")
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+# The prefix length of the IPv6 network that counts as one client.
+IPV6_CLIENT_PREFIX = 64
+
+
+def client_key(host: str) -> str:
+    """Return the name under which per-client limits count a client host.
+
+    An IPv4 address counts alone. An IPv6 address counts as its /64 network,
+    because a site usually gets a whole /64 and could take a new address
+    for each attempt. Text that is not an IP address, such as a Unix socket
+    path, is returned as it is.
+    """
+    text = canonical_address(host)
+    if text is None:
+        return host
+    address = ipaddress.ip_address(text)
+    if address.version == 4:
+        return text
+    # int() drops an IPv6 zone id, which the network form cannot contain.
+    network = ipaddress.IPv6Network((int(address), IPV6_CLIENT_PREFIX), strict=False)
+    return str(network)
 
 
 def caller_key(principal: Principal | None, client_host: str) -> str:
@@ -386,11 +431,12 @@ def caller_key(principal: Principal | None, client_host: str) -> str:
 
     An authenticated principal is the name, so each user and each API key
     counts on its own. An anonymous call, or one without a principal, counts
-    by the client's host, as `peer/{host}`.
+    by the client's host, as `peer/{host}`, with an IPv6 host counted by its
+    /64 network (see `client_key`).
     """
     if principal is not None and principal.name != ANONYMOUS_PRINCIPAL:
         return principal.name
-    return f"peer/{client_host or 'unknown'}"
+    return f"peer/{client_key(client_host) or 'unknown'}"
 
 
 def metadata_value(metadata: Iterable[tuple[str, Any]] | None, key: str) -> str:

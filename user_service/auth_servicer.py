@@ -97,11 +97,22 @@ def _validate_password(value: str, field: str) -> str:
 
 
 def _client_of(context: grpc.ServicerContext) -> str:
-    """Return the caller's host: the one the gateway signed, else the peer."""
+    """Return the key of the caller's host, under which sign-ins are throttled.
+
+    The host is the one that the gateway signed into the call. With
+    auth_required off, no principal arrives, and the host is the one in the
+    gateway's `x-splitlog-client` metadata. Without either, it is the peer.
+    `auth.client_key` counts an IPv6 host by its /64 network.
+    """
     principal = auth.current_principal()
-    if principal is not None and principal.client:
-        return principal.client
-    return auth.peer_host(context.peer() or "")
+    host = principal.client if principal is not None else ""
+    if principal is None:
+        # NOTE: with auth off nothing signs this metadata, so a client that
+        # calls user_service directly, not through the gateway, can name
+        # any host in it and so escape the lockout.
+        metadata = context.invocation_metadata()
+        host = auth.metadata_value(metadata, auth.CLIENT_KEY)
+    return auth.client_key(host or auth.peer_host(context.peer() or ""))
 
 
 def _caller_name() -> str:

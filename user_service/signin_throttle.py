@@ -10,7 +10,10 @@ an attacker anything:
 
 - The key includes the client, so a guesser at one address cannot lock the
   owner out at another. The client is the host that the gateway signed into
-  the call (`Principal.client`), else the call's own peer.
+  the call (`Principal.client`); with auth_required off, the host in the
+  gateway's `x-splitlog-client` metadata; else the call's own peer. An IPv6
+  host counts by its /64 network, since one site can use every address in
+  it (`splitlog_runtime.auth.client_key`).
 - Unknown emails count and lock exactly like known ones, so the reply does
   not tell whether an account exists.
 - Calls refused during a lockout neither count nor extend it, so the lockout

@@ -148,6 +148,8 @@ def test_key_of_principal_or_peer():
     assert rate_limit_key(anonymous, "10.0.0.1") == "peer/10.0.0.1"
     assert rate_limit_key(None, "10.0.0.1") == "peer/10.0.0.1"
     assert rate_limit_key(None, "") == "peer/unknown"
+    assert rate_limit_key(None, "2001:db8::7") == "peer/2001:db8::/64"
+    assert rate_limit_key(None, "::ffff:10.0.0.1") == "peer/10.0.0.1"
 
 
 @pytest.mark.parametrize(
@@ -155,6 +157,9 @@ def test_key_of_principal_or_peer():
     [
         ("ipv4:127.0.0.1:50000", "127.0.0.1"),
         ("ipv6:[::1]:50000", "::1"),
+        ("ipv6:%5B::1%5D:50000", "::1"),
+        ("ipv6:%5B2001:DB8::0:1%5D:50000", "2001:db8::1"),
+        ("ipv6:%5B::ffff:10.1.1.1%5D:50000", "10.1.1.1"),
         ("unix:/tmp/socket", "unix:/tmp/socket"),
     ],
 )
