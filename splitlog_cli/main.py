@@ -9,6 +9,7 @@ writer killed by a closed pipe) when the reader of the output, such as
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -33,7 +34,7 @@ from splitlog_cli.signals import StopSignals
 from splitlog_cli.splitwise import commands as splitwise_commands
 from splitlog_cli.tls_options import add_tls_arguments, client_tls
 from splitlog_cli.topology import COMPONENTS, COMPONENTS_BY_NAME, LOG_NODE
-from splitlog_runtime import logsetup
+from splitlog_runtime import auth, logsetup
 from splitlog_runtime.config import Config, add_arguments
 from splitlog_runtime.tls import TlsConfigError
 
@@ -224,7 +225,13 @@ def _up(args: argparse.Namespace, config: Config) -> int:
         signals.install()
         # The supervisor's own records, such as a child's restart, go out as
         # service `splitlog`, as the launcher's records do in a plain `up`.
-        # They wait in the queue until the log router child listens.
+        # They wait in the queue until the log router child listens, which
+        # rejects them unless they are signed like calls between components.
+        # A secret that is too short fails the supervisor's start instead,
+        # with its own message.
+        if config.auth_required:
+            with contextlib.suppress(ValueError):
+                auth.install_signer_from_settings(config.auth_secret, config.data_dir)
         shipper = logsetup.start_self_ship(config, logsetup.LAUNCHER_SERVICE)
         try:
             return Supervisor(config, signals).run()

@@ -65,6 +65,20 @@ def _export_with_sdk(address: str, key: str, message: str) -> None:
         python_logger.removeHandler(handler)
 
 
+def wait_for_entries(logs, bearer, service: str, timeout: float = 20.0) -> list:
+    """List the entries of `service` once there are any, or return [] at the end."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = logs.ListLogEntries(
+            logs_pb.ListLogEntriesRequest(services=[service], page_size=1000),
+            metadata=bearer,
+            timeout=CALL_TIMEOUT,
+        )
+        if listed.entries or time.monotonic() > deadline:
+            return list(listed.entries)
+        time.sleep(0.5)
+
+
 def _node_addresses(running) -> list[str]:
     members = running.ports["--log-nodes"].replace(";", ",").split(",")
     return [member.split("@", 1)[1] for member in members]
@@ -112,6 +126,10 @@ def test_logs_flow_with_auth_on(splitlog_factory, mode):
             metadata=bearer,
             timeout=CALL_TIMEOUT,
         )
+        # The launcher's records, and under --processes the supervisor's,
+        # such as "started user_service", are signed like calls between
+        # components, so the log router stores them.
+        launcher = wait_for_entries(logs, bearer, "splitlog")
         with pytest.raises(grpc.RpcError) as denied:
             otlp_grpc.LogsServiceStub(channel).Export(
                 otlp_pb.ExportLogsServiceRequest(),
@@ -125,6 +143,9 @@ def test_logs_flow_with_auth_on(splitlog_factory, mode):
     assert exported.entries[0].severity == logs_pb.SEVERITY_WARN
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "logs:write" in denied.value.details()
+    assert launcher
+    if mode:
+        assert any("started user_service" in e.message for e in launcher)
     for address in _node_addresses(running):
         wait_for_health(address, CALL_TIMEOUT)
         with grpc.insecure_channel(address) as direct:
