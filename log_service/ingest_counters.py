@@ -175,6 +175,9 @@ class IngestCounters:
         self._flusher.join()
         try:
             self.flush()
+        except sqlite3.Error:
+            # Shutdown goes on; only the counts since the last flush are lost.
+            _LOGGER.exception("writing the last ingest counts at shutdown failed")
         finally:
             with self._lock:
                 self._connection.close()

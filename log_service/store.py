@@ -91,6 +91,11 @@ CHECKPOINT_THRESHOLD = "64MiB"
 # share of the file is at least REWRITE_MIN_FREE_BYTES.
 REWRITE_FREE_FRACTION = 0.5
 REWRITE_MIN_FREE_BYTES = 1 << 20
+# Rows that retention copies at most in one rewrite. The copy holds the
+# store's write lock, so new entries wait for it; DuckDB copies a few
+# hundred thousand rows a second, so this bounds the wait to a few seconds.
+# A larger partition keeps its size until retention drops it whole.
+REWRITE_MAX_ROWS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -734,6 +739,15 @@ class LogStore:
             return
         if wasted * total * block_size < REWRITE_MIN_FREE_BYTES:
             return
+        if partition.rows > REWRITE_MAX_ROWS:
+            _LOGGER.info(
+                "log store: %s keeps its deleted rows' space: its %d rows are "
+                "over the %d that a rewrite after retention copies",
+                partition.path.name,
+                partition.rows,
+                REWRITE_MAX_ROWS,
+            )
+            return
         try:
             self._rewrite(partition)
         except (duckdb.Error, OSError):
@@ -750,8 +764,8 @@ class LogStore:
         the one it does not list.
         """
         # NOTE: applies wait for the copy, because it holds the write lock.
-        # A merge copies without it, but retention rewrites only files that
-        # have at least halved, and most of those are no longer written to.
+        # A merge copies without it; retention bounds the wait instead, with
+        # REWRITE_MAX_ROWS.
         path = self._new_path(partition.start, partition.seconds)
         target = self._attach(partition.start, partition.seconds, path)
         try:

@@ -306,6 +306,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         authorize_owner(user_id, "SetPassword")
         new_hash = auth.hash_password(new_password)
         client = _client_of(context)
+        checked_email = None
         with transaction(self._database) as session:
             user = storage.require_user(session, user_id)
             row = auth_storage.get_password(session, user_id)
@@ -348,7 +349,10 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
                 # A changed password ends every session, in case the old
                 # one leaked.
                 auth_storage.revoke_sessions_of_user(session, user_id, now)
-                self._throttle.succeeded(user.email, client)
+                checked_email = user.email
+        # Only a committed change clears the failed guesses.
+        if checked_email is not None:
+            self._throttle.succeeded(checked_email, client)
         _LOGGER.info("password of %s set", request.name)
         return pb.SetPasswordResponse()
 

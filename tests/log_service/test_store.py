@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from log_service import store as store_module
 from log_service.store import LogStore
 from splitlog.logs.v1 import node_service_pb2 as pb
 from splitlog_runtime.errors import InvalidArgument, Unavailable
@@ -1019,6 +1020,27 @@ def test_retention_rewrites_mostly_expired_partition(tmp_path: Path) -> None:
     assert kept == list(range(180_001, 200_001))
     assert reopened_kept == kept
     assert last == 200_000
+
+
+def test_retention_skips_rewrite_of_large_partition(tmp_path, monkeypatch) -> None:
+    # The rewrite holds the write lock, so a partition with more rows than
+    # the cap keeps its file; only the checkpoint runs.
+    monkeypatch.setattr(store_module, "REWRITE_MAX_ROWS", 19_999)
+    directory = tmp_path / "store"
+    store = LogStore(directory, partition_seconds=DAY // SECOND)
+    fill_day(store, 200_000)
+    store.close()
+    before = sum(partition_bytes(directory).values())
+    store = LogStore(directory, partition_seconds=DAY // SECOND)
+
+    deleted, dropped = store.apply_retention(BASE + DAY * 9 // 10, {})
+    after = sum(partition_bytes(directory).values())
+    kept = sequences_of(store, pb.EntryFilter())
+    store.close()
+
+    assert (deleted, dropped) == (180_000, 0)
+    assert after > before / 3
+    assert kept == list(range(180_001, 200_001))
 
 
 def test_retention_keeps_partition_of_kept_service(tmp_path: Path) -> None:
