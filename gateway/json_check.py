@@ -506,7 +506,7 @@ def _check_enum(value: Any, enum: EnumDescriptor, path: str) -> None:
         # A query parameter carries an enum number as a string.
         if value not in enum.values_by_name and not _DIGITS.match(value):
             raise _wrong_value(path, _enum_expected(enum), value)
-        number = None if value in enum.values_by_name else int(value)
+        number = None if value in enum.values_by_name else _integer(value)
     elif not isinstance(value, int) or isinstance(value, bool):
         raise _wrong_type(path, _enum_expected(enum), value)
     else:

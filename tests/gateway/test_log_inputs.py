@@ -176,6 +176,16 @@ def test_attribute_conditions_query_rejected(live, path, key):
     assert "expected a JSON array" not in message
 
 
+def test_enum_with_thousands_of_digits_400(live):
+    response = httpx.get(
+        _url(live, "/logs"), params={"minSeverity": "1" * 5000}, timeout=10
+    )
+
+    assert response.status_code == 400, response.text
+    reason, fields = _error(response)
+    assert fields == ["min_severity"]
+
+
 def test_attribute_filter_error_shows_typed_text(live):
     response = httpx.get(
         _url(live, "/logs"), params={"attributeFilters": "a\\x=1"}, timeout=10
