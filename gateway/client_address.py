@@ -52,7 +52,12 @@ class ClientAddressMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self._app(scope, receive, send)
             return
-        scope[_PEER_KEY] = scope.get("client")
+        peer = scope.get("client")
+        scope[_PEER_KEY] = peer
+        if peer:
+            # A dual-stack listener sees an IPv4 proxy as ::ffff:a.b.c.d, which
+            # would match no IPv4 entry of http_trusted_proxies.
+            scope["client"] = (canonical_address(peer[0]) or peer[0], peer[1])
         if self._forwarded is None:
             await self._set_canonical_client(scope, receive, send)
         else:
