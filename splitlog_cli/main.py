@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Call grpc.health.v1.Health/Check and print the status. "
         "Exits 0 when SERVING, 1 otherwise and 2 for an invalid option. A "
         "gateway with auth_open_health off needs a credential, given as for "
-        "the client commands.",
+        "the client commands; it is sent only after the server rejected the "
+        "check without one.",
     )
     health.add_argument("address", help="host:port of the component")
     health.add_argument(
@@ -252,11 +253,15 @@ def _served_ports(args: argparse.Namespace) -> list[str]:
 
 
 def _health(args: argparse.Namespace) -> int:
+    credential = None
     try:
-        credential = client_commands.credential_of(args, args.address)
-        status = check(
-            args.address, args.service, args.timeout, client_tls(args), credential
-        )
+        tls = client_tls(args)
+        # A credential goes out only when the server requires one, so checking
+        # an open health service sends no token and refreshes no session.
+        status = check(args.address, args.service, args.timeout, tls, None)
+        if status == "UNAUTHENTICATED":
+            credential = client_commands.credential_of(args, args.address)
+            status = check(args.address, args.service, args.timeout, tls, credential)
     except (UsageError, TlsConfigError) as exc:
         print(f"splitlog health: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -177,3 +177,38 @@ def test_health_empty_token_is_usage_error(clean_env, capsys, address):
 
     assert status == 2
     assert "--token is empty" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def open_address(tmp_path_factory) -> str:
+    """A gateway with auth on and its health service open, as by default."""
+    config = config_module.load(
+        environ={},
+        overrides={
+            "data_dir": tmp_path_factory.mktemp("open-health") / "data",
+            "auth_required": True,
+            "auth_secret": SECRET,
+            "grace_seconds": 0.5,
+            "workers": 4,
+            "expense_service_addr": closed_address(),
+            "balance_service_addr": closed_address(),
+            "log_service_addr": closed_address(),
+        },
+    )
+    with users_behind_gateway(config) as (_, running):
+        address = f"127.0.0.1:{running.grpc_port}"
+        wait_until_serving(address, TIMEOUT, USERS_SERVICE)
+        yield address
+
+
+def test_open_health_sends_no_credential(clean_env, capsys, open_address):
+    # An open health service needs no credential, so none is read or sent:
+    # an empty or bad token does not fail the check.
+    clean_env.setenv("SPLITLOG_TOKEN", "")
+
+    empty = main(["health", open_address, USERS_SERVICE])
+    bad = main(["health", open_address, USERS_SERVICE, "--token", "not-a-token"])
+
+    assert empty == 0
+    assert bad == 0
+    assert capsys.readouterr().out.split() == ["SERVING", "SERVING"]
