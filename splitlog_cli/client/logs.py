@@ -898,8 +898,9 @@ class _FileTracker:
         """Yield the entries after the recorded line.
 
         Raises:
-          _FileChanged: the recorded line has another text, or the file
-            ends before it. It is raised before any entry is yielded.
+          _FileChanged: the recorded line has another text or gives no
+            entry, or the file ends before it. It is raised before any
+            entry is yielded.
         """
         if not self.skip:
             yield from entries
@@ -908,6 +909,8 @@ class _FileTracker:
         found = False
         for line, entry in entries:
             if line > last:
+                if not found:
+                    raise _FileChanged
                 yield line, entry
                 continue
             progress.advance(len(entry.message.encode()) + 1)

@@ -805,6 +805,30 @@ def test_ship_lost_response_of_last_batch(live, tmp_path, capsys):
     assert _stored_numbers(live, "ship-lost") == list(range(9))
 
 
+def test_ship_recorded_line_now_empty(live, tmp_path, capsys):
+    path = tmp_path / "emptied.log"
+    positions = tmp_path / "positions.json"
+    command = ["logs", "ship", str(path), "--service", "ship-emptied"]
+    command += ["--batch-size", "2", "--positions", str(positions)]
+
+    _append_lines(path, 0, 4)
+    first = run(capsys, live.address, *command)
+    # The file is written again with the same first lines, but the
+    # recorded line 4 is now empty and other lines follow it.
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:3]) + "\n")
+    _append_lines(path, 10, 2)
+    second = run(capsys, live.address, *command)
+
+    assert first[0] == 0, first[2]
+    assert second[0] == 0, second[2]
+    assert "has changed before line 4" in second[2]
+    # Only the run from line 1 sends lines: batches [1, 2] (stored before),
+    # [3, 5] and [6]. Lines 5 and 6 are not sent before it as well.
+    assert re.search(r"^batches: +3$", second[1], re.M), second[1]
+    assert _stored_numbers(live, "ship-emptied") == [0, 1, 2, 2, 3, 10, 11]
+
+
 def test_ship_server_gone_midway(
     loop_thread, base_config, tmp_path, capsys, monkeypatch
 ):
