@@ -851,6 +851,8 @@ class _FileTracker:
         self.label = label
         self.record = record
         self.skip = skip and record.line > 0
+        # Whether the record may move back to an earlier line of the file.
+        self.started_over = False
         # Line after which the first batch is cut: the last line of the
         # pending batch, or 0.
         self.cut_after = record.pending_last if skip else 0
@@ -937,6 +939,7 @@ class _FileTracker:
             file=sys.stderr,
         )
         self.skip = False
+        self.started_over = True
         self.cut_after = 0
         self.record.line = 0
         self.record.line_digest = ""
@@ -957,7 +960,12 @@ class _FileTracker:
         self._save()
 
     def _save(self) -> None:
-        self.positions.save(self.service, self.real_path, self.record)
+        self.positions.save(
+            self.service,
+            self.real_path,
+            self.record,
+            allow_backwards=self.started_over,
+        )
 
 
 def _ship_stdin(

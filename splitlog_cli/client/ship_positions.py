@@ -19,9 +19,11 @@ first line and a digest of the last acknowledged line. When one of them
 differs, the file at that path is another file (rotated, replaced, or
 truncated and written again), and the command ships it from line 1.
 
-The file is JSON, written to a temporary file and renamed over the old one
-under an exclusive `flock` lock, so that concurrent runs do not lose each
-other's records.
+The file is JSON, written to a temporary file, flushed to disk and renamed
+over the old one under an exclusive `flock` lock, so that concurrent runs
+do not lose each other's records. A record moves back to an earlier line
+of the same file only when the run found the file changed, so a slower
+concurrent run does not undo a faster one.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,20 @@ class Position:
     pending_last: int = 0
 
 
+def _valid_record(record: dict[str, Any]) -> bool:
+    """Return whether a record's fields have the types that Position needs."""
+    for field in fields(Position):
+        if field.name not in record:
+            continue
+        value = record[field.name]
+        if field.type == "int":
+            if type(value) is not int or value < 0:
+                return False
+        elif not isinstance(value, str):
+            return False
+    return True
+
+
 class PositionsFile:
     """The records of a positions file, keyed by service and real path."""
 
@@ -91,22 +107,44 @@ class PositionsFile:
         if not isinstance(record, dict):
             return None
         try:
-            return Position(**record)
+            if _valid_record(record):
+                return Position(**record)
         except TypeError:
-            self._warn("a record is not one that `splitlog logs ship` writes")
-            return None
+            pass
+        self._warn("a record is not one that `splitlog logs ship` writes")
+        return None
 
-    def save(self, service: str, real_path: str, position: Position) -> None:
-        """Write the record of a file, keeping the records of other files."""
+    def save(
+        self,
+        service: str,
+        real_path: str,
+        position: Position,
+        allow_backwards: bool = False,
+    ) -> None:
+        """Write the record of a file, keeping the records of other files.
+
+        A stored record of the same file (same device, inode and head
+        digest) with a later `line` is kept, because a concurrent run
+        stored more of the file. `allow_backwards` replaces it anyway.
+        """
+        key = self.key(service, real_path)
         with self._locked():
             records = self._read()
-            records[self.key(service, real_path)] = asdict(position)
+            stored = records.get(key)
+            if not allow_backwards and _is_ahead(stored, position):
+                return
+            records[key] = asdict(position)
             self._write(records)
+
+    def _real_path(self) -> Path:
+        """Return the path that a symbolic link `path` points to, or `path`."""
+        return Path(os.path.realpath(self.path))
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        lock_path = self.path.with_name(self.path.name + ".lock")
+        path = self._real_path()
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lock_path = path.with_name(path.name + ".lock")
         with open(lock_path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
@@ -129,17 +167,30 @@ class PositionsFile:
         return files
 
     def _write(self, records: dict[str, Any]) -> None:
+        """Replace the file, writing through a symbolic link to its target.
+
+        The data is synced before the rename, and the directory after it,
+        so that a crash leaves the old or the new file, never an empty one.
+        """
+        path = self._real_path()
         descriptor, temporary = tempfile.mkstemp(
-            prefix=".ship-positions-", dir=self.path.parent
+            prefix=".ship-positions-", dir=path.parent
         )
         try:
             with os.fdopen(descriptor, "w", encoding="utf-8") as file:
                 json.dump({"version": _VERSION, "files": records}, file, indent=1)
                 file.write("\n")
-            os.replace(temporary, self.path)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
     def _warn(self, problem: str) -> None:
         if self._warned:
@@ -151,3 +202,15 @@ class PositionsFile:
             "written again",
             file=sys.stderr,
         )
+
+
+def _is_ahead(stored: object, position: Position) -> bool:
+    """Return whether `stored` is a record of the same file past `position`."""
+    if not isinstance(stored, dict) or not _valid_record(stored):
+        return False
+    same_file = (
+        stored.get("device"),
+        stored.get("inode"),
+        stored.get("head"),
+    ) == (position.device, position.inode, position.head)
+    return same_file and stored.get("line", 0) > position.line

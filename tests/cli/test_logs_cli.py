@@ -829,6 +829,31 @@ def test_ship_recorded_line_now_empty(live, tmp_path, capsys):
     assert _stored_numbers(live, "ship-emptied") == [0, 1, 2, 2, 3, 10, 11]
 
 
+def test_ship_rewritten_file_record_moves_back(live, tmp_path, capsys):
+    path = tmp_path / "shorter.log"
+    positions = tmp_path / "positions.json"
+    command = ["logs", "ship", str(path), "--service", "ship-shorter"]
+    command += ["--batch-size", "2", "--positions", str(positions)]
+
+    _append_lines(path, 0, 6)
+    first = run(capsys, live.address, *command)
+    # The file is written again with the same first line and 2 lines.
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(lines[0] + f"{line_time(60)} INFO line 10\n")
+    second = run(capsys, live.address, *command)
+    third = run(capsys, live.address, *command)
+
+    assert first[0] == 0, first[2]
+    assert second[0] == 0, second[2]
+    assert "shipped from line 1" in second[2]
+    assert third[0] == 0, third[2]
+    # The record moved back to line 2, so the third run skips both lines.
+    assert "shipped from line 1" not in third[2]
+    assert "skipping lines 1 to 2 of" in third[2]
+    # Line 1 is in a batch with other lines, so the second run stores it again.
+    assert _stored_numbers(live, "ship-shorter") == [0, *range(6), 10]
+
+
 def test_ship_server_gone_midway(
     loop_thread, base_config, tmp_path, capsys, monkeypatch
 ):

@@ -1,0 +1,83 @@
+"""Tests of the positions file of `splitlog logs ship`, on real files."""
+
+from __future__ import annotations
+
+import json
+
+from splitlog_cli.client.ship_positions import Position, PositionsFile
+
+SERVICE = "web"
+LOG_PATH = "/var/log/app.log"
+
+
+def _position(line: int, head: str = "head") -> Position:
+    return Position(device=1, inode=2, head=head, line=line, line_digest="d")
+
+
+def test_save_keeps_further_record(tmp_path):
+    positions = PositionsFile(tmp_path / "positions.json")
+
+    positions.save(SERVICE, LOG_PATH, _position(10))
+    # A concurrent run that is behind saves after the one ahead.
+    positions.save(SERVICE, LOG_PATH, _position(5))
+
+    assert positions.load(SERVICE, LOG_PATH).line == 10
+
+
+def test_save_replaces_record_of_other_file(tmp_path):
+    positions = PositionsFile(tmp_path / "positions.json")
+
+    positions.save(SERVICE, LOG_PATH, _position(10))
+    positions.save(SERVICE, LOG_PATH, _position(5, head="other head"))
+
+    assert positions.load(SERVICE, LOG_PATH).line == 5
+
+
+def test_save_moves_back_when_allowed(tmp_path):
+    positions = PositionsFile(tmp_path / "positions.json")
+
+    positions.save(SERVICE, LOG_PATH, _position(10))
+    positions.save(SERVICE, LOG_PATH, _position(5), allow_backwards=True)
+
+    assert positions.load(SERVICE, LOG_PATH).line == 5
+
+
+def test_save_through_symlink_keeps_link(tmp_path):
+    target = tmp_path / "real" / "positions.json"
+    target.parent.mkdir()
+    target.write_text(json.dumps({"version": 1, "files": {}}))
+    link = tmp_path / "positions.json"
+    link.symlink_to(target)
+    positions = PositionsFile(link)
+
+    positions.save(SERVICE, LOG_PATH, _position(3))
+
+    assert link.is_symlink()
+    assert PositionsFile(target).load(SERVICE, LOG_PATH).line == 3
+    # The lock sits next to the target, and no temporary file is left.
+    names = sorted(entry.name for entry in target.parent.iterdir())
+    assert names == ["positions.json", "positions.json.lock"]
+
+
+def test_load_wrong_types_is_absent(tmp_path, capsys):
+    path = tmp_path / "positions.json"
+    good = {"device": 1, "inode": 2, "head": "h", "line": 4, "line_digest": "d"}
+    cases = {
+        "string line": {**good, "line": "4"},
+        "bool inode": {**good, "inode": True},
+        "number head": {**good, "head": 7},
+        "negative line": {**good, "line": -1},
+        "null digest": {**good, "line_digest": None},
+    }
+    records = {
+        PositionsFile.key(SERVICE, name): record for name, record in cases.items()
+    }
+    records[PositionsFile.key(SERVICE, "good")] = good
+    path.write_text(json.dumps({"version": 1, "files": records}))
+    positions = PositionsFile(path)
+
+    for name in cases:
+        assert positions.load(SERVICE, name) is None, name
+    assert positions.load(SERVICE, "good").line == 4
+    err = capsys.readouterr().err
+    assert "a record is not one that `splitlog logs ship` writes" in err
