@@ -35,7 +35,6 @@ from grpc_status import rpc_status
 
 from log_service.logfiles import (
     LineTooLong,
-    parse_numbered_file,
     parse_numbered_stream,
 )
 from log_service.model import (
@@ -799,22 +798,27 @@ def _ship_file(
     try:
         tracker = _FileTracker.open(positions, args, real_path, path)
         while True:
-            entries = parse_numbered_file(
-                path,
-                service=args.service,
-                default_zone=zone,
-                year=args.year,
-                max_line_bytes=CLIENT_MAX_MESSAGE_BYTES,
-            )
-            if tracker is not None:
-                entries = tracker.skip_stored(entries, progress)
-            shipper.tracker = tracker
-            try:
-                shipper.ship(entries, real_path, progress)
-            except _FileChanged:
-                # Nothing was sent yet: every line so far was skipped.
-                tracker.start_over()
-                continue
+            with open(path, "rb") as file:
+                reader = ship_positions.LineReader(file)
+                # As parse_numbered_file does, with the raw lines kept.
+                entries = parse_numbered_stream(
+                    reader,
+                    service=args.service,
+                    default_zone=zone,
+                    year=args.year,
+                    file_name=Path(real_path).name,
+                    fallback_time_ns=os.stat(path).st_mtime_ns,
+                    max_line_bytes=CLIENT_MAX_MESSAGE_BYTES,
+                )
+                if tracker is not None:
+                    entries = tracker.skip_stored(entries, reader, progress)
+                shipper.tracker = tracker
+                try:
+                    shipper.ship(entries, real_path, progress)
+                except _FileChanged:
+                    # Nothing was sent yet: every line so far was skipped.
+                    tracker.start_over()
+                    continue
             return
     except ValueError as exc:
         raise invalid("--zone", zone, str(exc)) from None
@@ -853,6 +857,9 @@ class _FileTracker:
         self.skip = skip and record.line > 0
         # Whether the record may move back to an earlier line of the file.
         self.started_over = False
+        # The number and bytes of the line read without a line ending, which
+        # is the last line read, or None.
+        self.unterminated: tuple[int, bytes] | None = None
         # Line after which the first batch is cut: the last line of the
         # pending batch, or 0.
         self.cut_after = record.pending_last if skip else 0
@@ -869,16 +876,19 @@ class _FileTracker:
         if positions is None:
             return None
         info = os.stat(real_path)
+        head, head_bytes = ship_positions.read_head(real_path)
         current = ship_positions.Position(
-            device=info.st_dev,
-            inode=info.st_ino,
-            head=ship_positions.head_digest(real_path),
+            device=info.st_dev, inode=info.st_ino, head=head, head_bytes=head_bytes
         )
         saved = positions.load(args.service, real_path)
-        same_file = saved is not None and (
-            (saved.device, saved.inode, saved.head)
-            == (current.device, current.inode, current.head)
+        same_file = (
+            saved is not None
+            and (saved.device, saved.inode) == (current.device, current.inode)
+            and ship_positions.head_matches(real_path, saved)
         )
+        if same_file and saved.head_bytes:
+            # The first line has grown since: check the longer line from now on.
+            saved.head, saved.head_bytes = current.head, current.head_bytes
         if saved is not None and not same_file and saved.line:
             print(
                 f"splitlog logs ship: {label} is not the file that an earlier "
@@ -895,30 +905,32 @@ class _FileTracker:
     def skip_stored(
         self,
         entries: Iterable[tuple[int, logs_pb2.LogEntry]],
+        reader: ship_positions.LineReader,
         progress: _Progress,
     ) -> Iterator[tuple[int, logs_pb2.LogEntry]]:
         """Yield the entries after the recorded line.
+
+        `reader` is the file that `entries` are parsed from.
 
         Raises:
           _FileChanged: the recorded line has another text or gives no
             entry, or the file ends before it. It is raised before any
             entry is yielded.
         """
-        if not self.skip:
-            yield from entries
-            return
-        last = self.record.line
-        found = False
+        last = self.record.line if self.skip else 0
+        found = not self.skip
         for line, entry in entries:
             if line > last:
                 if not found:
                     raise _FileChanged
+                if not reader.terminated:
+                    self.unterminated = (line, reader.line)
                 yield line, entry
                 continue
             progress.advance(len(entry.message.encode()) + 1)
             if line < last:
                 continue
-            if ship_positions.line_digest(entry.message) != self.record.line_digest:
+            if not self._is_recorded_line(entry, reader.line):
                 raise _FileChanged
             found = True
             print(
@@ -929,6 +941,21 @@ class _FileTracker:
             )
         if not found:
             raise _FileChanged
+
+    def _is_recorded_line(self, entry: logs_pb2.LogEntry, raw: bytes) -> bool:
+        """Return whether the line at the recorded number is the recorded line.
+
+        A line recorded without its line ending may have been completed
+        since, so only its recorded bytes are compared.
+        """
+        length = self.record.line_bytes
+        if not length:
+            return ship_positions.line_digest(entry.message) == self.record.line_digest
+        prefix = raw[:length]
+        return (
+            len(prefix) == length
+            and ship_positions.bytes_digest(prefix) == self.record.line_digest
+        )
 
     def start_over(self) -> None:
         """Ship the file from line 1, because its recorded lines changed."""
@@ -943,6 +970,7 @@ class _FileTracker:
         self.cut_after = 0
         self.record.line = 0
         self.record.line_digest = ""
+        self.record.line_bytes = 0
         self.record.pending_first = self.record.pending_last = 0
 
     def sending_last_batch(self, batch: _Batch) -> None:
@@ -954,7 +982,15 @@ class _FileTracker:
     def acknowledged(self, batch: _Batch) -> None:
         """Record that the server acknowledged `batch`."""
         self.record.line = batch.lines[-1]
-        self.record.line_digest = ship_positions.line_digest(batch.entries[-1].message)
+        if self.unterminated is not None and self.unterminated[0] == batch.lines[-1]:
+            raw = self.unterminated[1]
+            self.record.line_bytes = len(raw)
+            self.record.line_digest = ship_positions.bytes_digest(raw)
+        else:
+            self.record.line_bytes = 0
+            self.record.line_digest = ship_positions.line_digest(
+                batch.entries[-1].message
+            )
         if self.record.pending_last <= self.record.line:
             self.record.pending_first = self.record.pending_last = 0
         self._save()

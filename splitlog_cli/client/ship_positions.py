@@ -18,6 +18,9 @@ A record also contains the file's device and inode numbers, a digest of its
 first line and a digest of the last acknowledged line. When one of them
 differs, the file at that path is another file (rotated, replaced, or
 truncated and written again), and the command ships it from line 1.
+A line that had no line ending yet, because its writer was still writing
+it, is recorded with its length in bytes, and a rerun accepts a line that
+starts with those bytes.
 
 The file is JSON, written to a temporary file, flushed to disk and renamed
 over the old one under an exclusive `flock` lock, so that concurrent runs
@@ -38,7 +41,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 POSITIONS_FILE = "ship-positions.json"
 # Bytes of the first line that the digest of a file's start covers.
@@ -51,11 +54,34 @@ def line_digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-def head_digest(path: str) -> str:
-    """Return the digest of the first line of a file, at most _HEAD_BYTES of it."""
+def bytes_digest(data: bytes) -> str:
+    """Return the digest of raw bytes, as a record stores it."""
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def read_head(path: str) -> tuple[str, int]:
+    """Return the digest of a file's first line, at most _HEAD_BYTES of it.
+
+    Also returns the line's length in bytes when it has no line ending yet
+    and is shorter than _HEAD_BYTES, or else 0.
+    """
     with open(path, "rb") as file:
         head = file.readline(_HEAD_BYTES)
-    return hashlib.sha256(head).hexdigest()[:32]
+    unterminated = 0 < len(head) < _HEAD_BYTES and not head.endswith(b"\n")
+    return bytes_digest(head), len(head) if unterminated else 0
+
+
+def head_matches(path: str, record: Position) -> bool:
+    """Return whether a file starts as the file of `record` did.
+
+    When the recorded first line had no line ending, the file's first
+    `record.head_bytes` bytes must match it, so the line may have grown.
+    """
+    if not record.head_bytes:
+        return read_head(path)[0] == record.head
+    with open(path, "rb") as file:
+        head = file.read(record.head_bytes)
+    return len(head) == record.head_bytes and bytes_digest(head) == record.head
 
 
 @dataclass
@@ -73,6 +99,11 @@ class Position:
     # file, or 0 and 0.
     pending_first: int = 0
     pending_last: int = 0
+    # The length in bytes of the first line, or of the recorded line, when
+    # it had no line ending yet, else 0. `head` or `line_digest` is then
+    # the digest of those bytes as read, not of the whole line.
+    head_bytes: int = 0
+    line_bytes: int = 0
 
 
 def _valid_record(record: dict[str, Any]) -> bool:
@@ -214,3 +245,38 @@ def _is_ahead(stored: object, position: Position) -> bool:
         stored.get("head"),
     ) == (position.device, position.inode, position.head)
     return same_file and stored.get("line", 0) > position.line
+
+
+class LineReader:
+    """A binary file read by lines that keeps the bytes of the last line read.
+
+    A line without a line ending can only be read at the end of the file.
+    The reader ends there, even when the file has grown since, so that the
+    line is the last one read and a line completed meanwhile does not come
+    out as two lines.
+    """
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self._line_done = True
+        self._at_end = False
+        # The bytes of the last line read, line ending included, and whether
+        # it had one. The bytes of a line longer than a bounded read are the
+        # first read's only.
+        self.line = b""
+        self.terminated = True
+
+    def readline(self, size: int = -1) -> bytes:
+        if self._at_end:
+            return b""
+        data = self._file.readline(size)
+        if not data:
+            self._at_end = True
+            return data
+        if self._line_done:
+            self.line = data
+        self.terminated = data.endswith(b"\n")
+        self._line_done = self.terminated
+        if not self.terminated and (size < 0 or len(data) < size):
+            self._at_end = True
+        return data

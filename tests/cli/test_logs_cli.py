@@ -805,6 +805,73 @@ def test_ship_lost_response_of_last_batch(live, tmp_path, capsys):
     assert _stored_numbers(live, "ship-lost") == list(range(9))
 
 
+def test_ship_unterminated_last_line_rerun(live, tmp_path, capsys):
+    path = tmp_path / "partial.log"
+    positions = tmp_path / "positions.json"
+    command = ["logs", "ship", str(path), "--service", "ship-partial-last"]
+    command += ["--batch-size", "2", "--positions", str(positions)]
+
+    _append_lines(path, 0, 3)
+    with open(path, "a", encoding="utf-8") as file:
+        file.write(f"{line_time(60)} INFO line 3")
+    first = run(capsys, live.address, *command)
+    # The writer finishes line 4, then writes line 5.
+    with open(path, "a", encoding="utf-8") as file:
+        file.write(" finished\n")
+    _append_lines(path, 4, 1)
+    second = run(capsys, live.address, *command)
+
+    assert first[0] == 0, first[2]
+    assert second[0] == 0, second[2]
+    assert "shipped from line 1" not in second[2]
+    assert "skipping lines 1 to 4 of" in second[2]
+    assert re.search(r"^stored: +1$", second[1], re.M), second[1]
+    # Line 4 is stored as the first run read it, without " finished".
+    assert _stored_numbers(live, "ship-partial-last") == [0, 1, 2, 3, 4]
+
+
+def test_ship_unterminated_first_line_rerun(live, tmp_path, capsys):
+    path = tmp_path / "partial-first.log"
+    positions = tmp_path / "positions.json"
+    command = ["logs", "ship", str(path), "--service", "ship-partial-first"]
+    command += ["--positions", str(positions)]
+
+    path.write_text(f"{line_time(60)} INFO line 0")
+    first = run(capsys, live.address, *command)
+    with open(path, "a", encoding="utf-8") as file:
+        file.write(" finished\n")
+    _append_lines(path, 1, 2)
+    second = run(capsys, live.address, *command)
+
+    assert first[0] == 0, first[2]
+    assert second[0] == 0, second[2]
+    assert "it was rotated or replaced" not in second[2]
+    assert "shipped from line 1" not in second[2]
+    assert re.search(r"^stored: +2$", second[1], re.M), second[1]
+    assert _stored_numbers(live, "ship-partial-first") == [0, 1, 2]
+
+
+def test_ship_unterminated_line_rewritten(live, tmp_path, capsys):
+    path = tmp_path / "partial-other.log"
+    positions = tmp_path / "positions.json"
+    command = ["logs", "ship", str(path), "--service", "ship-partial-other"]
+    command += ["--batch-size", "2", "--positions", str(positions)]
+
+    _append_lines(path, 0, 1)
+    with open(path, "a", encoding="utf-8") as file:
+        file.write(f"{line_time(60)} INFO line 1")
+    first = run(capsys, live.address, *command)
+    # Line 2 no longer starts with the bytes that the first run read.
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(lines[0] + f"{line_time(60)} INFO line 20\n")
+    second = run(capsys, live.address, *command)
+
+    assert first[0] == 0, first[2]
+    assert second[0] == 0, second[2]
+    assert "has changed before line 2" in second[2]
+    assert _stored_numbers(live, "ship-partial-other") == [0, 0, 1, 20]
+
+
 def test_ship_recorded_line_now_empty(live, tmp_path, capsys):
     path = tmp_path / "emptied.log"
     positions = tmp_path / "positions.json"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 
+from splitlog_cli.client import ship_positions
 from splitlog_cli.client.ship_positions import Position, PositionsFile
 
 SERVICE = "web"
@@ -81,3 +83,19 @@ def test_load_wrong_types_is_absent(tmp_path, capsys):
     assert positions.load(SERVICE, "good").line == 4
     err = capsys.readouterr().err
     assert "a record is not one that `splitlog logs ship` writes" in err
+
+
+def test_head_prefix_of_unterminated_line(tmp_path):
+    path = tmp_path / "app.log"
+    path.write_bytes(b"first line so")
+    head, head_bytes = ship_positions.read_head(str(path))
+    record = Position(device=1, inode=2, head=head, head_bytes=head_bytes)
+
+    path.write_bytes(b"first line so far\nsecond\n")
+
+    assert head_bytes == len(b"first line so")
+    assert ship_positions.head_matches(str(path), record)
+    path.write_bytes(b"first lime so far\n")
+    assert not ship_positions.head_matches(str(path), record)
+    os.truncate(path, 0)
+    assert not ship_positions.head_matches(str(path), record)
