@@ -320,12 +320,12 @@ class MembershipClient:
           group: the group's name, `groups/{group}`.
           users: the users whose amounts the write changes.
           context: the caller's context, whose deadline the check keeps.
-          fields: for each user, the request fields that name it; the error
-            names them, and the users in the order of `fields`.
+          fields: for each user, the request fields that name it. The error
+            names these fields, and lists the users in the order of `fields`.
           stored_fields: for users that `fields` does not name, such as the
             users an update drops, the fields of the stored expense that
-            name them; the error names them, and those users next in this
-            order.
+            name them. The error names these too, and lists those users
+            after the others, in this order.
 
         Raises:
           NotFound: the group does not exist (reason GROUP_NOT_FOUND).

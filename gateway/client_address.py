@@ -2,10 +2,10 @@
 
 Only from a reverse proxy in `http_trusted_proxies` does the gateway take
 the client from X-Forwarded-For, and the scheme from X-Forwarded-Proto.
-uvicorn's `ProxyHeadersMiddleware` (0.55) reads the headers: it picks the
-last entry that is not a trusted proxy and passes that entry on as it is,
-so this module then writes the client in the form that
-`splitlog_runtime.auth.canonical_address` gives, such as 10.1.1.1 for
+uvicorn's `ProxyHeadersMiddleware` (0.55) reads the headers. It picks the
+last entry that is not a trusted proxy and passes that entry on unchanged.
+This module then writes the client in the form that
+`splitlog_runtime.auth.canonical_address` returns, such as 10.1.1.1 for
 `::ffff:10.1.1.1`. An entry that is not an IP address, such as `garbage` or
 `010.001.001.001`, never becomes the client: the request counts as the
 proxy's own, so all such requests share the proxy's lockout and rate limit.
@@ -55,8 +55,8 @@ class ClientAddressMiddleware:
         peer = scope.get("client")
         scope[_PEER_KEY] = peer
         if peer:
-            # A dual-stack listener sees an IPv4 proxy as ::ffff:a.b.c.d, which
-            # would match no IPv4 entry of http_trusted_proxies.
+            # On a dual-stack listener an IPv4 proxy connects as ::ffff:a.b.c.d,
+            # which matches no IPv4 entry of http_trusted_proxies.
             scope["client"] = (canonical_address(peer[0]) or peer[0], peer[1])
         if self._forwarded is None:
             await self._set_canonical_client(scope, receive, send)
@@ -75,8 +75,8 @@ class ClientAddressMiddleware:
     def _proxy_host(self, peer: tuple[str, int] | None, entry: str) -> str:
         """Return the peer's host in place of a forwarded entry that is no address.
 
-        Logs a warning at most once per WARNING_INTERVAL_SECONDS, with the
-        count of the requests since the last one.
+        Also logs a warning, at most once per WARNING_INTERVAL_SECONDS, with
+        the count of such requests since the previous warning.
         """
         peer_host = peer[0] if peer else ""
         now = time.monotonic()

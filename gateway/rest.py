@@ -772,7 +772,7 @@ def _error_with_http_status(
     No canonical code maps to these statuses, so the body's `status` names
     the code that fits the cause: INVALID_ARGUMENT for a method or media
     type that the route never accepts, and RESOURCE_EXHAUSTED for a body over
-    max_message_bytes, as gRPC answers an oversized message. The body's
+    max_message_bytes, the code gRPC returns for an oversized message. The body's
     `code` is the HTTP status sent, as in every other error reply.
     """
     body = status_json(status)

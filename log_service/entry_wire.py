@@ -48,8 +48,8 @@ _MAX_VARINT_BYTES = 10
 
 # Every field that the vectorized encoder writes, with the type and whether
 # it is repeated, as the encoder expects them. A tag is written as one byte,
-# which holds field numbers 1 to 15 only, and the type decides between a
-# varint and a length-delimited field (`attributes` is a map, so repeated).
+# which fits field numbers 1 to 15 only. The type decides between a varint
+# and a length-delimited field (`attributes` is a map, so repeated).
 _SINGLE = False
 _REPEATED = True
 ENCODED_FIELDS: dict[Descriptor, dict[str, tuple[int, bool]]] = {

@@ -1,10 +1,11 @@
 """Ingest counters of the router, per minute of receive time, in SQLite.
 
-Writers add to in-memory counters; a background thread moves them into one
-SQLite file in the router's data folder once a second while any are unflushed,
-and `close` flushes the rest, so a busy write path pays a dictionary update
-per batch instead of a disk write. A crash of the router loses at most the
-last second of counts. A read flushes first, so it sees every counted batch.
+Writers add to in-memory counters. A background thread writes them to one
+SQLite file in the router's data folder once a second while any are
+pending, and `close` writes the rest. So a busy write path pays a
+dictionary update per batch instead of a disk write. A crash of the router
+loses at most the last second of counts. A read flushes first, so it
+returns every counted batch.
 """
 
 from __future__ import annotations

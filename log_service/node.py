@@ -1311,9 +1311,9 @@ class LogNode:
                 after = self.commit_sequence
             elif request.after_epoch > 0:
                 # A newer epoch that begins at or before `after` means that
-                # the caller read up to `after` from a log that differs from
-                # this one after the end of `after_epoch`, such as from a
-                # leader whose last entries no follower stored.
+                # the caller read up to `after` from another log. That log
+                # differs from this one after the end of `after_epoch`, for
+                # example an old leader whose last entries no follower stored.
                 after = min(after, self.wal.history.end_of(request.after_epoch, after))
             epoch = self.wal.history.epoch_at(after)
         if request.after_sequence >= 0:

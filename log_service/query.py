@@ -116,11 +116,12 @@ def parse_attribute_filter(text: str) -> tuple[str, str]:
     r"""Split an attribute filter `key=value` into its key and value.
 
     The key ends at the first `=` that no backslash escapes. In the key, `\=`
-    stands for `=` and `\\` for a backslash. The value is taken as it is.
+    means `=` and `\\` a backslash. The value is taken as it is.
 
     Raises:
-      ValueError: the text has no unescaped `=`, an empty key, or a backslash
-        before a character other than `=` and `\`; the message names the problem.
+      ValueError: the text has no unescaped `=`, has an empty key, or has a
+        backslash before a character other than `=` and `\`. The message
+        names the problem.
     """
     key: list[str] = []
     index = 0

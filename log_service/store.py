@@ -82,13 +82,14 @@ COMPACT_INTERVAL_SECONDS = 60.0
 # they are checkpointed.
 CHECKPOINT_THRESHOLD = "64MiB"
 # A checkpoint after deletions empties the DuckDB WAL but frees little of
-# the file: with DuckDB 2.0.1, deleting 90% of a 400,000-entry day file and
-# checkpointing left it at 6.3 MB with 21 of its 24 blocks free (free blocks
-# serve only later inserts into the same file), and for 200,000 entries the
-# file kept 154,240 stored rows for 20,000 live ones. A copy of the rest
-# took 0.8 MB. So retention rewrites a partition once at least this
-# fraction of its blocks is free or of its stored rows is deleted, and that
-# share of the file is at least REWRITE_MIN_FREE_BYTES.
+# the file, because free blocks serve only later inserts into the same
+# file. With DuckDB 2.0.1, deleting 90% of a 400,000-entry day file and
+# checkpointing left it at 6.3 MB with 21 of its 24 blocks free. For
+# 200,000 entries the file kept 154,240 stored rows for 20,000 live ones,
+# and a copy of the live rows took 0.8 MB. So retention rewrites a
+# partition once at least this fraction of its blocks is free or of its
+# stored rows is deleted, and that share of the file is at least
+# REWRITE_MIN_FREE_BYTES.
 REWRITE_FREE_FRACTION = 0.5
 REWRITE_MIN_FREE_BYTES = 1 << 20
 # Rows that retention copies at most in one rewrite. The copy holds the

@@ -450,10 +450,10 @@ class Tail:
         that message carries the position and the count instead, so no token
         skips the entries it contains, and no response reports the dropped
         entries before its token is past them. When that message comes from
-        an older epoch, a message without entries takes the place of a
-        removed one to carry the position and the count, and a message cut
-        only in part keeps its position and carries the count itself, so a
-        resumed tail may send the dropped entries again.
+        an older epoch, a message without entries replaces a removed message
+        to carry the position and the count. A message cut only in part keeps
+        its position and carries the count itself, so a resumed tail may send
+        the dropped entries again.
 
         Returns:
           Whether the whole message was removed and nothing took its place.

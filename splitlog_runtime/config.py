@@ -67,8 +67,8 @@ def _parse_float(text: str) -> float:
 #: deadline, and a shorter one would report a busy but healthy backend as
 #: hung.
 MIN_HEALTH_PROBE_SECONDS = 0.1
-#: Longest interval, in seconds, of those health checks. A longer one would
-#: leave a hung backend reported SERVING for hours while the checks look on.
+#: Maximum interval, in seconds, of those health checks. A longer one would
+#: leave a hung backend reported SERVING for hours.
 MAX_HEALTH_PROBE_SECONDS = 3600.0
 
 

@@ -2125,7 +2125,7 @@ class _LogsClient:
     def error(self, error: grpc.RpcError) -> ServerError:
         if self.server_went_away(error):
             return ServerError(
-                f"the server at {self.address} went away: it answered "
+                f"the server at {self.address} went away: it responded to "
                 "earlier calls of this command, but the connection broke "
                 f"or was refused ({describe(error)})",
                 error.code(),
@@ -2142,8 +2142,8 @@ class _LogsClient:
         return server_error(error)
 
     def server_went_away(self, error: grpc.RpcError) -> bool:
-        """Return whether a server that answered this command stopped or
-        dropped the connection during `error`'s call.
+        """Return whether a server that responded earlier in this command
+        stopped or dropped the connection during `error`'s call.
 
         A status without details comes from the transport: UNAVAILABLE such
         as "Stream removed" when the connection broke, and CANCELLED when

@@ -2,8 +2,8 @@
 
 A real user_service checks the credentials behind a real gateway with
 `auth_required` on. The expense, balance and log services are one recording
-server, which answers every unary call with an empty message and keeps the
-metadata that each call brought.
+server, which returns an empty message for every unary call and records
+the metadata of each call.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Health checks at a gateway with `auth_open_health` off.
 
-A real user_service stands behind a real gateway. `splitlog health` sends
-the credential of `--token`, `SPLITLOG_TOKEN` or the saved session, and a
+A real user_service runs behind a real gateway. `splitlog health` sends
+the credential of `--token`, `SPLITLOG_TOKEN` or the saved session. A
 principal signed with the auth secret, which `splitlog up --processes`
 sends while it waits for the gateway, opens the health service and nothing
 else.

@@ -468,8 +468,8 @@ def test_dashboard_totals_sum_group_nets(gateway_stub, trip):
     assert len(response.total_net_amounts) == 2
 
 
-# Most yen that one expense and one group's expenses may hold, so that three
-# groups take a member's net past what google.type.Money holds.
+# Maximum yen of one expense, and the expenses per group, so that three
+# groups take a member's net past the int64 range of google.type.Money.
 _MAX_EXPENSE_YEN = 10**15
 _OVERFLOW_GROUP_EXPENSES = 3100
 
@@ -484,6 +484,7 @@ def overflowing(channel) -> tuple[str, list[str]]:
     balances = balances_grpc.BalancesServiceStub(channel)
     rich, other = _create_user(users, "rich"), _create_user(users, "other")
     groups = [_create_group(users, rich, [other], f"Big {n}") for n in range(3)]
+
     total = _MAX_EXPENSE_YEN * _OVERFLOW_GROUP_EXPENSES
     for group in groups:
         expense = _expense(rich, _MAX_EXPENSE_YEN, "JPY", [other], "Big")
@@ -503,6 +504,7 @@ def overflowing(channel) -> tuple[str, list[str]]:
         ),
         timeout=TIMEOUT,
     )
+
     for index, group in enumerate(groups):
         expected = {"JPY": {rich: total, other: -total}}
         if index == 0:

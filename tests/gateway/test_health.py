@@ -209,8 +209,8 @@ def test_blocked_backend_not_serving_until_free(blockable_backend):
 
 
 def test_unreachable_backend_stays_unresponsive(blockable_backend, caplog):
-    # A hung backend that then stops answering at all must not count as
-    # replying again: UNAVAILABLE is no reply.
+    # A hung backend that then becomes unreachable must not count as
+    # responding again, because UNAVAILABLE is no response.
     caplog.set_level(logging.INFO, logger="gateway.health")
     backend, release, _, channel = blockable_backend
     _wait_status(channel, "", SERVING)
