@@ -28,6 +28,7 @@ from google.protobuf import duration_pb2, field_mask_pb2
 from log_service.coordinator import ShardReplicas
 from log_service.model import Limits, service_is_valid
 from log_service.timefmt import format_seconds
+from log_service.wal import write_file_atomically
 from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
 from splitlog_runtime import private_files
 from splitlog_runtime.errors import Aborted, NotFound, invalid_field
@@ -560,17 +561,9 @@ class MissedPasses:
             },
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        with open(temporary, "w", opener=private_files.private_opener) as handle:
-            json.dump(payload, handle, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path)
-        folder = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        write_file_atomically(
+            self.path, json.dumps(payload, sort_keys=True).encode("utf-8")
+        )
 
 
 def _pass_to_json(item: node_service_pb2.ApplyRetentionRequest) -> dict[str, object]:
