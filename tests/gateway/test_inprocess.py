@@ -48,6 +48,7 @@ class ProbeLog:
 
     time_remaining: list[float] = field(default_factory=list)
     metadata: list[dict[str, str | bytes]] = field(default_factory=list)
+    sleeping: threading.Event = field(default_factory=threading.Event)
     hanging: threading.Event = field(default_factory=threading.Event)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
@@ -78,6 +79,7 @@ class Probe:
         )
         behaviour = request.name.rsplit("/", 1)[-1]
         if behaviour.startswith("slow-"):
+            self.log.sleeping.set()
             time.sleep(int(behaviour.removeprefix("slow-")) / 1000)
         elif behaviour == "hang":
             context.add_callback(self.log.cancelled.set)
@@ -509,12 +511,12 @@ def lone_probe(loop_thread, tmp_path):
 
 
 def test_stopping_host_finishes_calls_then_falls_back(lone_probe):
-    host, channel, _ = lone_probe
+    host, channel, log = lone_probe
     with futures.ThreadPoolExecutor(1) as pool:
         slow = pool.submit(
             get_expense, channel, "groups/g/expenses/slow-400", timeout=5
         )
-        time.sleep(0.1)
+        assert log.sleeping.wait(5), "the handler never received the call"
         stop_started = time.monotonic()
         host.stop(2.0)
         stop_took = time.monotonic() - stop_started
