@@ -110,7 +110,10 @@ Log4j, and the one-letter levels of Android's logcat except A (assert):
 
 An OpenTelemetry severity number maps by range: 1-8 DEBUG, 9-12 INFO,
 13-16 WARN, 17-20 ERROR, 21-24 FATAL. Any other word becomes INFO, and the
-entry keeps the word in the attribute `severity_text`.
+entry keeps the word in the attribute `severity_text`. When the severity
+comes from a `severity` field or a severity number, a severity text that is
+not a word of that severity, such as `notice` with WARN or `AUDIT`, is kept
+in that attribute too.
 """
 
 VALID_SEVERITIES = frozenset(logs_service_pb2.Severity.values()) - {
@@ -159,6 +162,16 @@ def severity_from_text(word: str) -> int | None:
     Returns None for a word that is not in the table.
     """
     return SEVERITY_WORDS.get(word.strip().lower())
+
+
+def text_names_severity(severity_text: str, severity: int) -> bool:
+    """Return whether `severity_text` is a word of `severity` in SEVERITY_WORDS.
+
+    An entry whose severity comes from elsewhere keeps any other text in the
+    attribute `severity_text`, so a level such as `notice` or `AUDIT` sent
+    with a WARN severity is not lost.
+    """
+    return severity_from_text(severity_text) == severity
 
 
 def severity_from_number(number: int) -> int | None:
@@ -625,7 +638,7 @@ class BatchBuilder:
                 return
             self.valid_hosts.add(host)
 
-        extra_attributes: dict[str, str] | None = None
+        keep_severity_text = False
         if severity:
             if severity not in VALID_SEVERITIES:
                 self.reject(
@@ -637,11 +650,14 @@ class BatchBuilder:
                     "or leave it unset and send severity_text",
                 )
                 return
+            keep_severity_text = bool(severity_text) and not text_names_severity(
+                severity_text, severity
+            )
         elif severity_text:
             severity = SEVERITY_WORDS.get(severity_text.strip().lower(), 0)
             if not severity:
                 severity = INFO
-                extra_attributes = {SEVERITY_TEXT_ATTRIBUTE: severity_text}
+                keep_severity_text = True
         else:
             severity = (message and guess_severity(message)) or INFO
 
@@ -696,10 +712,10 @@ class BatchBuilder:
 
         message, truncated = cut_utf8(message, limits.max_message_bytes)
 
-        if attributes or extra_attributes or utf8_repaired:
+        if attributes or keep_severity_text or utf8_repaired:
             max_value_bytes = limits.max_attribute_value_bytes
             added: dict[str, str] = {}
-            if extra_attributes:
+            if keep_severity_text:
                 value, cut = cut_utf8(severity_text, max_value_bytes)
                 truncated = truncated or cut
                 added[SEVERITY_TEXT_ATTRIBUTE] = value
@@ -830,10 +846,13 @@ def normalize_batch(
     - `service` is required (MISSING_FIELD), at most `max_service_bytes` in
       UTF-8 and free of control characters (INVALID_FIELD). `host` follows
       the same rules with `max_host_bytes`.
-    - severity: a set `severity` must be a known value (INVALID_FIELD).
-      Without it, `severity_text` maps by SEVERITY_WORDS, and an unknown word
-      becomes INFO and is kept in the attribute `severity_text`. Without
-      either, `guess_severity` reads the message, and the default is INFO.
+    - severity: a set `severity` must be a known value (INVALID_FIELD), and
+      it wins over `severity_text`, which is kept in the attribute
+      `severity_text` unless SEVERITY_WORDS maps it to that same severity.
+      Without `severity`, `severity_text` maps by SEVERITY_WORDS, and an
+      unknown word becomes INFO and is kept in the attribute
+      `severity_text`. Without either, `guess_severity` reads the message,
+      and the default is INFO.
     - `trace_id` is 32 and `span_id` 16 hexadecimal digits, stored in lower
       case (INVALID_FIELD). An all-zero id, invalid in W3C Trace Context, is
       stored as empty.
@@ -852,8 +871,8 @@ def normalize_batch(
       count in `dropped_attributes_count`. Values over
       `max_attribute_value_bytes` are cut and flag `truncated`. The kept ones
       are stored as a JSON object with sorted keys, or "" when none.
-    - the attributes the server adds (`severity_text` for an unknown
-      severity word, `utf8_repaired`) take their places under
+    - the attributes the server adds (`severity_text` for a severity text
+      that did not set the severity, `utf8_repaired`) take their places under
       `max_attributes` first and replace a writer's attribute of the same
       name; a replaced value that differs counts as dropped.
 
@@ -876,8 +895,9 @@ def add_log_entries(
     now_ns = builder.now_ns
     limits = builder.limits
     add = builder.add
-    # The common entry (a valid service and host, a valid severity, no trace
-    # ids, a short message, a few short attributes, sane timestamps) is
+    # The common entry (a valid service and host, a valid severity with no
+    # severity text or a word of that severity, no trace ids, a short
+    # message, a few short attributes, sane timestamps) is
     # stored here without a call to `add`. It gets exactly the row that `add`
     # would give it. Every other entry goes through `add`. A service new to
     # the batch is checked here as `add` checks it first, so that in small
@@ -908,6 +928,7 @@ def add_log_entries(
         host = entry.host
         message = entry.message
         severity = entry.severity
+        severity_text = entry.severity_text
         attributes = entry.attributes
         cutoff = cutoffs.get(service)
         if cutoff is None:
@@ -923,6 +944,7 @@ def add_log_entries(
             and len(message) <= max_message_characters
             and not entry.trace_id
             and not entry.span_id
+            and (not severity_text or text_names_severity(severity_text, severity))
         ):
             stored_observed = observed_ns or now_ns
             stored_timestamp = timestamp_ns or stored_observed
@@ -964,7 +986,7 @@ def add_log_entries(
             host=host,
             message=message,
             severity=severity,
-            severity_text=entry.severity_text,
+            severity_text=severity_text,
             timestamp=timestamp_ns,
             observed_timestamp=observed_ns,
             attributes=attributes,

@@ -20,6 +20,11 @@ Mapping of an OTLP log record to an entry:
   17-20 ERROR, 21-24 FATAL). A number outside 1-24 does not decide: it is
   kept in the attribute `severity_number`, and `severity_text` decides as
   for a `LogEntry`.
+- `severity_text` → the attribute `severity_text` when the number decided
+  and `model.SEVERITY_WORDS` does not map the text to the same severity,
+  such as `notice` or `AUDIT` with 13 (WARN). `WARNING` with 13 is not
+  kept, because it adds nothing to the severity. Without a number in 1-24,
+  the text follows the `LogEntry` rules.
 - `trace_id`, `span_id` → lower-case hex; all zero bytes become empty.
 - record attributes and the other resource attributes → attributes. A record
   attribute replaces a resource attribute with the same key.

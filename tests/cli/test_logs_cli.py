@@ -322,7 +322,11 @@ def test_ship_sends_runs_as_streams(live, tmp_path, capsys):
 
 
 def without_severity_text(entry: logs_pb2.LogEntry) -> logs_pb2.LogEntry:
-    """Return a copy without `severity_text`, which a set severity overrides."""
+    """Return a copy without `severity_text`, which a stream does not carry.
+
+    The server would not store it for these lines either, because a level
+    word parsed from a line names the entry's own severity.
+    """
     copy = logs_pb2.LogEntry()
     copy.CopyFrom(entry)
     copy.ClearField("severity_text")

@@ -227,6 +227,38 @@ def test_json_export_stored(live, http):
     assert stored.span_id == SPAN_ID
 
 
+def test_severity_text_beside_number_stored(live, http):
+    service = _service()
+    binary = _export(
+        service,
+        _record("binary custom level", severity_number=13, severity_text="AUDIT"),
+        _record("binary same severity", severity_number=13, severity_text="WARNING"),
+    )
+    tree = _json_export(
+        service,
+        {
+            "severityNumber": 13,
+            "severityText": "notice",
+            "body": {"stringValue": "json other word"},
+        },
+    )
+
+    first = _post(http, binary.SerializeToString(), PROTOBUF)
+    second = _post_json(http, tree)
+
+    assert first.status_code == 200, first.content
+    assert second.status_code == 200, second.text
+    stored = {e.message: e for e in list_all(live.stub, services=[service])}
+    assert stored["binary custom level"].severity == pb.SEVERITY_WARN
+    assert dict(stored["binary custom level"].attributes) == {"severity_text": "AUDIT"}
+    assert dict(stored["binary same severity"].attributes) == {}
+    assert stored["json other word"].severity == pb.SEVERITY_WARN
+    assert dict(stored["json other word"].attributes) == {
+        "scope.name": "app",
+        "severity_text": "notice",
+    }
+
+
 def test_gzip_bodies_stored(live, http):
     service = _service()
     binary = _export(service, _record("binary, gzipped")).SerializeToString()

@@ -201,6 +201,26 @@ def test_severity_enum_wins():
     assert entry.severity == DEBUG
 
 
+@pytest.mark.parametrize(
+    ("severity_text", "kept"),
+    [
+        ("notice", {"severity_text": "notice"}),
+        ("AUDIT", {"severity_text": "AUDIT"}),
+        ("WARNING", {}),
+    ],
+)
+def test_severity_enum_with_severity_text(severity_text, kept):
+    entry = only_entry(
+        LogEntry(
+            service="api",
+            severity=logs_service_pb2.SEVERITY_WARN,
+            severity_text=severity_text,
+        )
+    )
+    assert entry.severity == logs_service_pb2.SEVERITY_WARN
+    assert dict(entry.attributes) == kept
+
+
 def test_severity_text_wins_over_message_word():
     entry = only_entry(
         LogEntry(service="api", severity_text="WARNING", message="an error occurred")

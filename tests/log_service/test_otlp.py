@@ -232,6 +232,40 @@ def test_out_of_range_severity_number_kept(number):
     assert stored_attributes(batch) == {"severity_number": str(number)}
 
 
+@pytest.mark.parametrize(
+    ("number", "severity_text", "kept"),
+    [
+        (13, "notice", {"severity_text": "notice"}),
+        (13, "AUDIT", {"severity_text": "AUDIT"}),
+        (9, "INFO2", {"severity_text": "INFO2"}),
+        (13, "WARNING", {}),
+        (13, " warn ", {}),
+        (21, "CRITICAL", {}),
+        (13, "", {}),
+    ],
+)
+def test_severity_text_beside_number(number, severity_text, kept):
+    batch = convert(
+        request(LogRecord(severity_number=number, severity_text=severity_text))
+    )
+
+    assert stored_attributes(batch) == kept
+
+
+def test_severity_text_beside_number_replaces_attribute():
+    record = LogRecord(
+        severity_number=17,
+        severity_text="AUDIT",
+        attributes=[KeyValue(key="severity_text", value=text("writer's"))],
+    )
+
+    batch = convert(request(record))
+
+    assert list(batch.columns.severities) == [ERROR]
+    assert stored_attributes(batch) == {"severity_text": "AUDIT"}
+    assert list(batch.columns.dropped_attributes_counts) == [1]
+
+
 def test_in_range_severity_number_not_kept():
     batch = convert(request(LogRecord(severity_number=13)))
 

@@ -185,6 +185,86 @@ def test_otlp_keeps_an_out_of_range_severity_number(cluster):
     assert _attributes(stored["with a word"])["severity_number"] == "99"
 
 
+def test_otlp_severity_text_kept_beside_number(cluster):
+    response = _export(
+        cluster,
+        logs_pb2.LogRecord(
+            severity_number=13, severity_text="notice", body=_text("other word")
+        ),
+        logs_pb2.LogRecord(
+            severity_number=13, severity_text="AUDIT", body=_text("custom level")
+        ),
+        logs_pb2.LogRecord(
+            severity_number=13, severity_text="WARNING", body=_text("same severity")
+        ),
+        logs_pb2.LogRecord(severity_number=17, body=_text("no text")),
+        logs_pb2.LogRecord(
+            severity_number=17,
+            severity_text="X" * 9000,
+            body=_text("long text"),
+        ),
+    )
+    stored = {
+        entry.message: entry for entry in list_all(cluster.stub, services=["otel-app"])
+    }
+
+    assert not response.HasField("partial_success")
+    assert stored["other word"].severity == pb.SEVERITY_WARN
+    assert _attributes(stored["other word"]) == {"severity_text": "notice"}
+    assert stored["custom level"].severity == pb.SEVERITY_WARN
+    assert _attributes(stored["custom level"]) == {"severity_text": "AUDIT"}
+    assert stored["same severity"].severity == pb.SEVERITY_WARN
+    assert _attributes(stored["same severity"]) == {}
+    assert _attributes(stored["no text"]) == {}
+    long_text = stored["long text"]
+    assert long_text.severity == pb.SEVERITY_ERROR
+    assert long_text.attributes["severity_text"] == "X" * 8192
+    assert long_text.truncated
+
+
+def test_entry_severity_text_kept_beside_severity(cluster):
+    entries = [
+        pb.LogEntry(
+            service="rules",
+            severity=pb.SEVERITY_WARN,
+            severity_text="notice",
+            message="other word",
+        ),
+        pb.LogEntry(
+            service="rules",
+            severity=pb.SEVERITY_ERROR,
+            severity_text="AUDIT",
+            message="custom level",
+            attributes={"severity_text": "writer's", "zone": "eu"},
+        ),
+        pb.LogEntry(
+            service="rules",
+            severity=pb.SEVERITY_WARN,
+            severity_text=" Warning ",
+            message="same severity",
+        ),
+        pb.LogEntry(
+            service="rules", severity_text="crit", message="text sets severity"
+        ),
+    ]
+
+    response = cluster.stub.WriteLogEntries(pb.WriteLogEntriesRequest(entries=entries))
+    stored = {
+        entry.message: entry for entry in list_all(cluster.stub, services=["rules"])
+    }
+
+    assert response.rejected_count == 0
+    assert stored["other word"].severity == pb.SEVERITY_WARN
+    assert _attributes(stored["other word"]) == {"severity_text": "notice"}
+    custom = stored["custom level"]
+    assert custom.severity == pb.SEVERITY_ERROR
+    assert _attributes(custom) == {"severity_text": "AUDIT", "zone": "eu"}
+    assert custom.dropped_attributes_count == 1
+    assert _attributes(stored["same severity"]) == {}
+    assert stored["text sets severity"].severity == pb.SEVERITY_FATAL
+    assert _attributes(stored["text sets severity"]) == {}
+
+
 def test_otlp_record_with_only_observed_time_takes_it(cluster):
     observed = time.time_ns() - 5 * MINUTE + 123
     _export(
