@@ -1298,7 +1298,13 @@ class LogNode:
         request: node_service_pb2.FollowEntriesRequest,
         context: grpc.ServicerContext,
     ) -> Iterator[node_service_pb2.FollowEntriesResponse]:
-        """Yield committed entries after `after_sequence`, then wait for more."""
+        """Yield committed entries after `after_sequence`, then wait for more.
+
+        Raises:
+          Unavailable: the node is not ready, or `leader_epoch` is set and the
+            node is not the shard's leader at that epoch.
+          OutOfRange: retention deleted the entries after `after_sequence`.
+        """
         self._check_shard(request.shard, "shard")
         flt = node_service_pb2.EntryFilter()
         flt.CopyFrom(request.filter)
@@ -1306,6 +1312,11 @@ class LogNode:
         flt.ClearField("end_time")
         with self.lock:
             self._check_ready()
+            if request.leader_epoch > 0:
+                # A follower that the coordinator has just promoted may lack
+                # the old leader's last entries and cannot yet tell where its
+                # log parts from the caller's, so the caller waits for it.
+                self._check_leader(request.leader_epoch)
             after = request.after_sequence
             if after < 0:
                 after = self.commit_sequence

@@ -8,6 +8,11 @@ new leader's log has a newer epoch that begins at or before it, the old
 leader had entries that the new one lacks, as can happen with quorum
 `leader`. The new leader then starts the stream after the last entry the two
 logs share, so the tail sends every entry the new leader stores after it.
+Each stream names the epoch of the coordinator's route, and a node that does
+not lead the shard at that epoch refuses it with UNAVAILABLE. So a follower
+that the coordinator has promoted but that has not taken its configuration
+yet, and whose log may end before the position, is followed only once it
+leads.
 A watcher thread cancels a stream that stays open but is of no more use,
 which the shard thread then replaces in the same way:
 
@@ -564,7 +569,14 @@ class Tail:
         silently until the shard catches up, so the tail ends with
         INVALID_ARGUMENT instead. A token returned by this cluster passes,
         because its position is an entry that the leader stores or lies
-        beyond where the two logs part.
+        beyond where the two logs part. The stream opens only on a node that
+        leads at the route's epoch (`leader_epoch`). A promoted follower that
+        has not taken its configuration yet cannot tell where the two logs
+        part, so it refuses the stream and fails no valid token here.
+        NOTE: `last_sequence` is the leader's visible sequence, and reads on
+        a new leader wait only for its commit sequence, which trails its log
+        until a follower acknowledges. If its store has not applied the end
+        of the log by then, a valid token could still fail here.
 
         Returns:
           Whether to follow the shard; False after ending the tail.
@@ -621,6 +633,7 @@ class Tail:
                 filter=self._filter,
                 after_sequence=position,
                 after_epoch=epoch,
+                leader_epoch=route.epoch,
             )
             call = stub.FollowEntries(request)
             stream = _Stream(call, route.leader_address, route.epoch, time.monotonic())

@@ -1,6 +1,6 @@
-"""Tests of TailLogEntries: skipped entries and expired resume tokens.
+"""Tests of TailLogEntries: skipped entries, resume tokens and failovers.
 
-A router and one shard with one log node run in this process over real gRPC.
+A router and its log nodes run in this process over real gRPC.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from log_service.clients import NodeClients
+from log_service.node import start_node
 from log_service.pages import RESPONSE_MARGIN_BYTES
 from log_service.query import EntrySelection
 from log_service.sharding import ServiceRing
@@ -31,6 +32,7 @@ from tests.log_service.node_support import (
     append,
     configure,
     error_reason,
+    has_retry_info,
     query_sequences,
     start,
     wait_for,
@@ -658,6 +660,51 @@ def test_node_rejects_follow_below_first_stored(base_config, tmp_path):
         leader.stop()
 
 
+def follow_error(handle, leader_epoch: int) -> grpc.RpcError:
+    """Open a FollowEntries stream that expects the leader of `leader_epoch`."""
+    stream = handle.stub.FollowEntries(
+        node_service_pb2.FollowEntriesRequest(
+            shard=SHARD, after_sequence=0, leader_epoch=leader_epoch
+        ),
+        timeout=5,
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        next(stream)
+    return caught.value
+
+
+def test_node_follow_requires_leader_epoch(base_config, tmp_path):
+    leader = start(base_config, tmp_path, "n0")
+    follower = start(base_config, tmp_path, "n1")
+    try:
+        for handle in (leader, follower):
+            configure(
+                handle, epoch=1, leader=leader, in_sync=[follower], followers=[follower]
+            )
+        not_leader = follow_error(follower, leader_epoch=1)
+        stale = follow_error(leader, leader_epoch=2)
+        stream = leader.stub.FollowEntries(
+            node_service_pb2.FollowEntriesRequest(
+                shard=SHARD, after_sequence=0, leader_epoch=1
+            ),
+            timeout=5,
+        )
+        opened = next(stream)
+        stream.cancel()
+    finally:
+        follower.stop()
+        leader.stop()
+
+    assert not_leader.code() == grpc.StatusCode.UNAVAILABLE
+    assert error_reason(not_leader) == "NOT_LEADER"
+    assert has_retry_info(not_leader)
+    assert "node n1 is not the leader of shard" in not_leader.details()
+    assert stale.code() == grpc.StatusCode.UNAVAILABLE
+    assert error_reason(stale) == "STALE_EPOCH"
+    assert has_retry_info(stale)
+    assert opened.last_sequence == 0
+
+
 def test_node_follow_start_reads_no_partition(base_config, tmp_path):
     leader = start(base_config, tmp_path, "n0")
     try:
@@ -745,3 +792,96 @@ def test_node_follows_sparse_matches_over_long_backlog(base_config, tmp_path):
 
     assert messages == [f"needle {batch} 0" for batch in range(4)]
     assert sequences == [9_001 * (batch + 1) for batch in range(4)]
+
+
+# A tail resumed while a failover is in progress.
+
+# The follower stays in the in-sync set while it is down for less than this,
+# so it is promoted although it lacks entries that only the leader stored.
+PROMOTION_FAILOVER_SECONDS = 6.0
+
+
+@pytest.fixture
+def leader_quorum(base_config):
+    """A router and one shard of two nodes whose leader acknowledges alone."""
+    config = base_config.replace(
+        log_shards=1,
+        log_replicas=2,
+        log_node_port=0,
+        log_fsync=False,
+        log_write_quorum="leader",
+        log_failover_seconds=PROMOTION_FAILOVER_SECONDS,
+        workers=8,
+    )
+    running = Cluster(config)
+    yield running
+    running.close()
+
+
+def follower_last_sequence(cluster) -> int:
+    (shard,) = cluster.stub.GetClusterStatus(pb.GetClusterStatusRequest()).shards
+    (follower,) = shard.followers
+    return follower.last_sequence
+
+
+def write_until_stored(cluster, label: str, count: int) -> None:
+    """Write entries, retrying while the shard's new leader is not ready."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            write(cluster, label, count)
+            return
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+            assert time.monotonic() < deadline, f"writes still fail: {error!r}"
+            time.sleep(0.2)
+
+
+def test_resume_waits_for_promoted_leader(leader_quorum):
+    cluster = leader_quorum
+    (shard,) = cluster.topology.shard_ids
+    leader, follower = cluster.topology.shard(shard).nodes
+    write(cluster, "ready", 1)
+    assert wait_for(lambda: follower_last_sequence(cluster) == 1, timeout=10)
+    cluster.node_host(follower.node_id).stop(0)
+    write(cluster, "only-leader", 5)
+    call = cluster.stub.TailLogEntries(
+        pb.TailLogEntriesRequest(services=["tailed"]), timeout=10
+    )
+    # Its position, 6, lies beyond the follower's last entry.
+    token = next(call).resume_token
+    call.cancel()
+    cluster.node_host(leader.node_id).stop(0)
+    host, node = start_node(
+        cluster.router_config, follower.node_id, shard, address=follower.address
+    )
+    cluster.hosts[follower.node_id] = host
+    cluster.nodes.append(host)
+
+    # Private state: ConfigureShard waits for the replication lock. While the
+    # test holds it, the coordinator already routes to the follower at epoch
+    # 2, but the follower still has epoch 1 and lacks the leader's last
+    # entries.
+    with node._replicate_lock:
+        promoted = wait_for(
+            lambda: cluster.coordinator.route(shard).epoch == 2, timeout=30
+        )
+        route = cluster.coordinator.route(shard)
+        unconfigured_epoch = node.state.epoch
+        resumed = cluster.stub.TailLogEntries(
+            pb.TailLogEntriesRequest(services=["tailed"], resume_token=token),
+            timeout=60,
+        )
+        first = next(resumed)
+    write_until_stored(cluster, "on-follower", 3)
+    messages = read_messages(resumed, 3)
+    resumed.cancel()
+
+    assert promoted
+    assert route.leader_address == follower.address
+    assert unconfigured_epoch == 1
+    assert token_positions(token) == {shard: 6}
+    assert token_positions(first.resume_token) == {shard: 6}
+    assert list(first.entries) == []
+    assert messages == ["on-follower 0", "on-follower 1", "on-follower 2"]

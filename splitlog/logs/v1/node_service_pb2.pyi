@@ -184,16 +184,18 @@ class CountEntriesResponse(_message.Message):
     def __init__(self, severity_counts: _Optional[_Iterable[_Union[_logs_service_pb2.SeverityCount, _Mapping]]] = ..., service_counts: _Optional[_Iterable[_Union[_logs_service_pb2.ServiceCount, _Mapping]]] = ..., bucket_counts: _Optional[_Iterable[_Union[BucketCount, _Mapping]]] = ...) -> None: ...
 
 class FollowEntriesRequest(_message.Message):
-    __slots__ = ("shard", "filter", "after_sequence", "after_epoch")
+    __slots__ = ("shard", "filter", "after_sequence", "after_epoch", "leader_epoch")
     SHARD_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     AFTER_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    LEADER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     shard: str
     filter: EntryFilter
     after_sequence: int
     after_epoch: int
-    def __init__(self, shard: _Optional[str] = ..., filter: _Optional[_Union[EntryFilter, _Mapping]] = ..., after_sequence: _Optional[int] = ..., after_epoch: _Optional[int] = ...) -> None: ...
+    leader_epoch: int
+    def __init__(self, shard: _Optional[str] = ..., filter: _Optional[_Union[EntryFilter, _Mapping]] = ..., after_sequence: _Optional[int] = ..., after_epoch: _Optional[int] = ..., leader_epoch: _Optional[int] = ...) -> None: ...
 
 class FollowEntriesResponse(_message.Message):
     __slots__ = ("entries", "sequences", "last_sequence", "last_epoch")
