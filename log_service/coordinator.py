@@ -31,7 +31,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -271,17 +270,8 @@ class StateFile:
                 for shard, state in sorted(states.items())
             },
         }
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        with open(temporary, "w", opener=private_files.private_opener) as handle:
-            json.dump(payload, handle, indent=1, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path)
-        folder = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        text = json.dumps(payload, indent=1, sort_keys=True)
+        private_files.write_file_atomically(self.path, text.encode("utf-8"))
 
 
 def reconcile(

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import zlib
 from collections.abc import Iterable
 from functools import lru_cache
@@ -148,10 +147,7 @@ class TrigramFilter:
         return True
 
     def save(self, path: Path, stamp: dict[str, object]) -> None:
-        """Write the filter to `path` atomically, with the partition's stamp.
-
-        The caller fsyncs the directory.
-        """
+        """Write the filter to `path` atomically, with the partition's stamp."""
         header = {
             "stamp": stamp,
             "hash_bits": HASH_BITS,
@@ -159,12 +155,8 @@ class TrigramFilter:
             "scan_always": self.scan_always,
         }
         body = zlib.compress(self._packed().tobytes(), 1)
-        temporary = path.with_name(path.name + ".tmp")
-        with open(temporary, "wb", opener=private_files.private_opener) as file:
-            file.write(_MAGIC + json.dumps(header).encode() + b"\n" + body)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
+        data = _MAGIC + json.dumps(header).encode() + b"\n" + body
+        private_files.write_file_atomically(path, data)
 
     @classmethod
     def load(cls, path: Path, stamp: dict[str, object]) -> TrigramFilter | None:

@@ -65,7 +65,6 @@ from log_service.wal import (
     slice_columns,
     slice_record,
     split_field,
-    write_file_atomically,
 )
 from splitlog.logs.v1 import (
     logs_service_pb2,
@@ -85,6 +84,7 @@ from splitlog_runtime.errors import (
     Unavailable,
     invalid_field,
 )
+from splitlog_runtime.private_files import write_file_atomically
 from splitlog_runtime.server import ServiceHost, create_server
 
 _LOGGER = logging.getLogger(__name__)

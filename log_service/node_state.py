@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from log_service.index_runs import HeldIndexes, slice_runs
-from log_service.wal import write_file_atomically
+from splitlog_runtime.private_files import write_file_atomically
 
 ROLE_NONE = "none"
 ROLE_LEADER = "leader"

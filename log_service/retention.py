@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -28,10 +27,9 @@ from google.protobuf import duration_pb2, field_mask_pb2
 from log_service.coordinator import ShardReplicas
 from log_service.model import Limits, service_is_valid
 from log_service.timefmt import format_seconds
-from log_service.wal import write_file_atomically
 from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
-from splitlog_runtime import private_files
 from splitlog_runtime.errors import Aborted, NotFound, invalid_field
+from splitlog_runtime.private_files import write_file_atomically
 from splitlog_runtime.validation import Violations
 
 _LOGGER = logging.getLogger(__name__)
@@ -298,19 +296,14 @@ class RetentionStore:
 
     def _save(self, policy: Policy) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self._path.with_name(self._path.name + ".tmp")
-        with open(temporary, "w", opener=private_files.private_opener) as handle:
-            json.dump(
-                {
-                    "default_ns": policy.default_ns,
-                    "services": policy.services,
-                    "update_time_ns": policy.update_time_ns,
-                },
-                handle,
-            )
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self._path)
+        text = json.dumps(
+            {
+                "default_ns": policy.default_ns,
+                "services": policy.services,
+                "update_time_ns": policy.update_time_ns,
+            }
+        )
+        write_file_atomically(self._path, text.encode("utf-8"))
 
 
 class RetentionEnforcer:

@@ -47,7 +47,7 @@ from pathlib import Path
 import grpc
 
 from log_service.node_state import RECENT_PURGED_BATCHES
-from log_service.wal import EpochStart, fsync_directory, slice_columns
+from log_service.wal import EpochStart, slice_columns
 from splitlog.logs.v1 import (
     logs_service_pb2,
     node_service_pb2,
@@ -55,6 +55,7 @@ from splitlog.logs.v1 import (
     replication_service_pb2_grpc,
 )
 from splitlog_runtime import private_files
+from splitlog_runtime.private_files import fsync_directory
 
 _LOGGER = logging.getLogger(__name__)
 

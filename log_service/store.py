@@ -1587,7 +1587,6 @@ class LogStore:
         try:
             sidecar = keyword_index.sidecar_path(partition.path)
             partition.trigrams.save(sidecar, partition.stamp())
-            self._sync_directory()
             partition.trigrams_saved = True
         except OSError:
             # The next open rebuilds the filter from the partition's rows.
@@ -1667,13 +1666,7 @@ class LogStore:
             "files": files,
         }
         path = self._directory / STATE_FILE
-        temporary = path.with_suffix(".tmp")
-        with open(temporary, "w", opener=private_files.private_opener) as file:
-            json.dump(state, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-        self._sync_directory()
+        private_files.write_file_atomically(path, json.dumps(state).encode("utf-8"))
 
     def _sync_directory(self) -> None:
         directory = os.open(self._directory, os.O_RDONLY)

@@ -39,6 +39,7 @@ from pathlib import Path
 from log_service.index_runs import slice_runs
 from splitlog.logs.v1 import node_service_pb2
 from splitlog_runtime import private_files
+from splitlog_runtime.private_files import fsync_directory, write_file_atomically
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -58,30 +59,6 @@ EntryColumns = node_service_pb2.EntryColumns
 
 class RecordsPurged(Exception):
     """The requested records were purged from the write-ahead log."""
-
-
-def fsync_directory(directory: Path) -> None:
-    """Flush a directory's entries, so a created, renamed or deleted file stays."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_file_atomically(path: Path, data: bytes) -> None:
-    """Replace a file's content so that a crash leaves the old or the new content.
-
-    The data goes to a temporary file in the same directory, which is flushed,
-    renamed over `path`, and then the directory is flushed.
-    """
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb", opener=private_files.private_opener) as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    fsync_directory(path.parent)
 
 
 def entry_count(record: LogRecord) -> int:

@@ -5,6 +5,10 @@ key hashes in `user_service.db`, the money databases and the log entries.
 Directories are created with mode 0700 and files with 0600. A looser mode
 found at start is tightened and logged at INFO, so a data directory from an
 older version is fixed in place.
+
+`write_file_atomically` replaces a small file durably with a private one.
+The services use it for their state files and the command-line client for
+its saved sessions and ship positions.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 _LOGGER = logging.getLogger(__name__)
@@ -77,6 +82,44 @@ def private_opener(path: str, flags: int) -> int:
     Pass it as `open(path, mode, opener=private_opener)`.
     """
     return os.open(path, flags, FILE_MODE)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Flush a directory's entries, so a created, renamed or deleted file stays."""
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def write_file_atomically(path: Path, data: bytes) -> None:
+    """Replace a file's content so that a crash leaves the old or the new content.
+
+    The data goes to a new temporary file of mode 0600 in the same directory,
+    which is flushed to disk and renamed over `path`. Then the directory is
+    flushed, so the rename survives a crash too. The file at `path` ends with
+    mode 0600, and a symbolic link there is replaced by a regular file.
+
+    Each call uses a temporary file of its own, named `.NAME.XXXXXXXX.tmp`,
+    so concurrent writers of one path never mix their data and the last
+    rename wins. The temporary file is deleted when the write fails, but a
+    crash before the rename leaves it behind.
+    """
+    path = Path(path)
+    descriptor, temporary = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
+    )
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
 
 
 def private_file(path: Path) -> None:

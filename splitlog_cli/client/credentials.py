@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -30,6 +29,7 @@ import jwt
 
 from splitlog.auth.v1 import auth_service_pb2 as auth_pb2
 from splitlog_cli.client.values import UsageError
+from splitlog_runtime.private_files import write_file_atomically
 
 TOKEN_ENV = "SPLITLOG_TOKEN"
 SESSIONS_FILE = "sessions.json"
@@ -158,20 +158,10 @@ class SessionStore:
 
     def _write(self, sessions: dict[str, Any]) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # Write a private temporary file and rename it over the old one, so
-        # that the tokens are never readable by others, not even briefly.
-        descriptor, temporary = tempfile.mkstemp(
-            prefix=".sessions-", dir=self.directory
-        )
-        try:
-            os.fchmod(descriptor, 0o600)
-            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-                json.dump({"sessions": sessions}, file, indent=2)
-                file.write("\n")
-            os.replace(temporary, self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        # The new file is created with mode 0600, so that the tokens are
+        # never readable by others, not even briefly.
+        text = json.dumps({"sessions": sessions}, indent=2) + "\n"
+        write_file_atomically(self.path, text.encode("utf-8"))
 
 
 # Fields of a saved session and the types that their JSON values must have.

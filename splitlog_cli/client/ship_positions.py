@@ -37,11 +37,12 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from splitlog_runtime.private_files import write_file_atomically
 
 POSITIONS_FILE = "ship-positions.json"
 # Bytes of the first line that the digest of a file's start covers.
@@ -200,28 +201,10 @@ class PositionsFile:
     def _write(self, records: dict[str, Any]) -> None:
         """Replace the file, writing through a symbolic link to its target.
 
-        The data is synced before the rename, and the directory after it,
-        so that a crash leaves the old or the new file, never an empty one.
+        A crash leaves the old or the new file, never an empty one.
         """
-        path = self._real_path()
-        descriptor, temporary = tempfile.mkstemp(
-            prefix=".ship-positions-", dir=path.parent
-        )
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-                json.dump({"version": _VERSION, "files": records}, file, indent=1)
-                file.write("\n")
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        text = json.dumps({"version": _VERSION, "files": records}, indent=1) + "\n"
+        write_file_atomically(self._real_path(), text.encode("utf-8"))
 
     def _warn(self, problem: str) -> None:
         if self._warned:

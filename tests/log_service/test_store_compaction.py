@@ -488,14 +488,17 @@ def test_failed_swap_keeps_each_entry_once(tmp_path: Path) -> None:
     store = open_store(directory, clock)
     store.apply([record(1, [BASE + HOUR, BASE + 2 * HOUR, BASE + 3 * HOUR])])
     clock.now = BASE + 3 * DAY
-    # A folder where the new state file is written makes the swap fail.
-    blocker = directory / "store.tmp"
-    blocker.mkdir()
+    # A folder in place of the state file makes the swap's rename fail.
+    state = directory / "store.json"
+    saved_state = state.read_bytes()
+    state.unlink()
+    state.mkdir()
 
     with pytest.raises(IsADirectoryError):
         store.compact()
     during = query_all(store)
-    blocker.rmdir()
+    state.rmdir()
+    state.write_bytes(saved_state)
     merged = store.compact()
     names = files(directory)
     after = query_all(store)

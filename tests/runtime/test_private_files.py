@@ -2,6 +2,8 @@
 
 Each test starts real services or a real log node on 127.0.0.1 with their
 data in a temporary directory, and reads the modes of the files they wrote.
+The tests of `write_file_atomically` write real files in a temporary
+directory.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ import pytest
 from balance_service import app as balance_app
 from expense_service import app as expense_app
 from log_service.ingest_counters import IngestCounters
+from splitlog_runtime import private_files
 from splitlog_runtime.database import Database
 from tests.log_service.node_support import append, configure, start
 from user_service import app as user_app
@@ -143,3 +147,67 @@ def test_log_node_files_private(base_config, tmp_path, caplog):
     assert _mode(directory) == 0o700
     assert _loose_modes(directory) == {}
     assert any(f"under {directory}" in record.getMessage() for record in caplog.records)
+
+
+def _temporaries(directory: Path) -> list[str]:
+    return sorted(path.name for path in directory.iterdir() if path.suffix == ".tmp")
+
+
+def test_atomic_write_creates_private_file(tmp_path):
+    target = tmp_path / "state.json"
+    previous = os.umask(0)
+    try:
+        private_files.write_file_atomically(target, b'{"epoch": 1}\n')
+    finally:
+        os.umask(previous)
+
+    assert target.read_bytes() == b'{"epoch": 1}\n'
+    assert _mode(target) == 0o600
+    assert _temporaries(tmp_path) == []
+
+
+def test_atomic_write_replaces_existing_file(tmp_path):
+    target = tmp_path / "state.json"
+    target.write_bytes(b"an older and much longer content\n")
+    os.chmod(target, 0o644)
+    old_inode = os.stat(target).st_ino
+
+    private_files.write_file_atomically(target, b"new")
+
+    assert target.read_bytes() == b"new"
+    assert _mode(target) == 0o600
+    # A rename, not a rewrite in place: a reader that opened the old file
+    # keeps reading the old content.
+    assert os.stat(target).st_ino != old_inode
+    assert _temporaries(tmp_path) == []
+
+
+def test_failed_atomic_write_removes_temporary(tmp_path):
+    # A directory at the target path makes the rename fail.
+    target = tmp_path / "state.json"
+    target.mkdir()
+
+    with pytest.raises(IsADirectoryError):
+        private_files.write_file_atomically(target, b"lost")
+
+    assert target.is_dir()
+    assert _temporaries(tmp_path) == []
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["state.json"]
+
+
+def test_concurrent_atomic_writes_never_mix(tmp_path):
+    target = tmp_path / "state.json"
+    payloads = [bytes([ord("a") + n]) * 200_000 for n in range(8)]
+
+    def write_many(payload: bytes) -> None:
+        for _ in range(20):
+            private_files.write_file_atomically(target, payload)
+
+    threads = [threading.Thread(target=write_many, args=(p,)) for p in payloads]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert target.read_bytes() in payloads
+    assert _temporaries(tmp_path) == []
