@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from splitlog_runtime.config import SERVICES, Config
+from splitlog_runtime.config import SERVICES, SETTINGS_BY_NAME, Config
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,8 @@ def _service(name: str) -> Component:
     # Every service can reach every other one; channels connect lazily, so
     # the services need no start order among themselves.
     peers = tuple(other for other in SERVICES if other != name)
-    return Component(name, (f"{name}_port",), peers, (), has_database=True)
+    has_database = f"{name}_db_url" in SETTINGS_BY_NAME
+    return Component(name, (f"{name}_port",), peers, (), has_database=has_database)
 
 
 GATEWAY = Component(

@@ -227,17 +227,10 @@ class Setting:
 
 
 def _service_settings(
-    service: str, port: int, stores_data: bool = True
+    service: str, port: int, has_database: bool = True
 ) -> list[Setting]:
     label = service.replace("_", " ")
-    database_help = (
-        f"SQLAlchemy URL of {label}'s database; empty means a SQLite file "
-        f"`{service}.db` in the data directory."
-        if stores_data
-        else f"Reserved: {label} keeps its state in files under the data "
-        f"directory (`{service}/`, and `log_nodes/` for the nodes)."
-    )
-    return [
+    settings = [
         Setting(f"{service}_port", port, f"Port that {label} listens on.", _parse_int),
         Setting(
             f"{service}_addr",
@@ -245,8 +238,14 @@ def _service_settings(
             f"Address (host:port) where the gateway and the other services "
             f"reach {label}; empty means the host setting and {service}_port.",
         ),
-        Setting(f"{service}_db_url", "", database_help),
     ]
+    if has_database:
+        database_help = (
+            f"SQLAlchemy URL of {label}'s database; empty means a SQLite file "
+            f"`{service}.db` in the data directory."
+        )
+        settings.append(Setting(f"{service}_db_url", "", database_help))
+    return settings
 
 
 SETTINGS: list[Setting] = [
@@ -264,7 +263,10 @@ SETTINGS: list[Setting] = [
     *_service_settings("user_service", 50061),
     *_service_settings("expense_service", 50062),
     *_service_settings("balance_service", 50063),
-    *_service_settings("log_service", 50064, stores_data=False),
+    # The log service keeps its state in files under the data directory
+    # (`log_service/`, and `log_nodes/` for the nodes), so it has no
+    # database URL setting.
+    *_service_settings("log_service", 50064, has_database=False),
     Setting("reflection", True, "Serve gRPC server reflection.", _parse_bool),
     Setting(
         "grace_seconds",

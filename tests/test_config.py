@@ -11,7 +11,7 @@ import pytest
 
 from splitlog_cli import settings
 from splitlog_runtime import config as config_module
-from splitlog_runtime.config import SERVICES, SETTINGS, markdown_table
+from splitlog_runtime.config import SETTINGS, markdown_table
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 TABLE_START = "<!-- config-table:start -->"
@@ -236,7 +236,7 @@ def test_service_address_explicit_wins():
 def test_database_url_defaults_to_sqlite_in_data_dir(tmp_path):
     config = config_module.load(environ={"SPLITLOG_DATA_DIR": str(tmp_path)})
 
-    for service in SERVICES:
+    for service in ("user_service", "expense_service", "balance_service"):
         expected = f"sqlite:///{tmp_path.resolve() / f'{service}.db'}"
         assert config.database_url(service) == expected
 

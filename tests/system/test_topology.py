@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from splitlog_cli.processes import start_waves, stop_waves
+from splitlog_cli.settings import unknown_variable_warnings
 from splitlog_cli.topology import (
     COMPONENTS_BY_NAME,
     all_components,
@@ -29,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULTS = config_module.load(environ={})
 COMPONENTS = all_components(DEFAULTS)
 LOG_NODES = [component for component in COMPONENTS if component.is_log_node]
+DATABASE_SERVICES = [name for name in SERVICES if COMPONENTS_BY_NAME[name].has_database]
 # Set in every container but not by `splitlog up --processes`, whose children
 # share one data directory and so one generated auth secret.
 AUTH_VARIABLES = {"SPLITLOG_AUTH_REQUIRED", "SPLITLOG_AUTH_SECRET"}
@@ -89,6 +91,21 @@ def test_container_requires_auth_with_the_shared_secret(compose, component):
     # or empty, instead of each container generating a secret of its own.
     assert re.fullmatch(r"\$\{SPLITLOG_AUTH_SECRET:\?[^}]+\}", secret), secret
     assert "docs/security.md" in secret
+
+
+@pytest.mark.parametrize("container", ["postgres", *(c.hostname for c in COMPONENTS)])
+def test_container_sets_only_known_variables(compose, container):
+    environment = compose["services"][container]["environment"]
+    names = {name for name in environment if name.startswith("SPLITLOG_")}
+
+    assert unknown_variable_warnings(dict.fromkeys(names, "")) == []
+
+
+def test_log_service_has_no_database(compose):
+    assert DATABASE_SERVICES == ["user_service", "expense_service", "balance_service"]
+    assert "SPLITLOG_LOG_SERVICE_DB_URL" not in _env(
+        compose, COMPONENTS_BY_NAME["log_service"]
+    )
 
 
 def test_env_file_is_ignored():
@@ -220,7 +237,7 @@ def test_log_shippers_stop_before_log_router():
     ]
 
 
-@pytest.mark.parametrize("name", SERVICES)
+@pytest.mark.parametrize("name", DATABASE_SERVICES)
 def test_service_stores_in_its_own_postgres_database(compose, name):
     url = _env(compose, COMPONENTS_BY_NAME[name])[f"SPLITLOG_{name.upper()}_DB_URL"]
 
@@ -238,8 +255,8 @@ def test_postgres_init_creates_every_database(compose):
     assert len(scripts) == 1
     assert scripts[0].is_file()
     text = scripts[0].read_text()
-    for name in SERVICES:
-        assert f"CREATE DATABASE {name} OWNER splitlog;" in text
+    created = re.findall(r"^CREATE DATABASE (\w+) OWNER splitlog;$", text, re.M)
+    assert created == DATABASE_SERVICES
 
 
 def test_dockerfile_entrypoint_is_console_script(dockerfile):
