@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import create_engine, text
 
 from splitlog_runtime import config as config_module
+from tests.ports import closed_address
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "SPLITLOG_TEST_POSTGRES_URL",
@@ -107,7 +107,7 @@ def base_config(tmp_path):
     Each peer address is a closed port, so a service whose test starts no
     peer never reaches a system that runs on the default ports.
     """
-    peers = {f"{name}_addr": _closed_address() for name in PEER_SERVICES}
+    peers = {f"{name}_addr": closed_address() for name in PEER_SERVICES}
     return config_module.load(
         environ={},
         overrides={
@@ -121,13 +121,6 @@ def base_config(tmp_path):
 
 
 PEER_SERVICES = ("user_service", "expense_service", "balance_service", "log_service")
-
-
-def _closed_address() -> str:
-    """Return a loopback address on which nothing listens right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{probe.getsockname()[1]}"
 
 
 @pytest.fixture(scope="session")

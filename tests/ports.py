@@ -8,10 +8,14 @@ connection. `free_ports` takes its ports from below that range instead,
 where the kernel assigns none by itself. Each test process locks one block
 of that pool, so test processes running side by side never hand out the
 same port.
+
+`closed_address` gives an address where connections are refused, for tests
+of unreachable peers.
 """
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import itertools
 import os
@@ -37,8 +41,14 @@ BLOCK_SIZE = 256
 #: the test processes of different users apart.
 LOCK_DIR = Path(tempfile.gettempdir()) / f"splitlog-test-ports-{os.getuid()}"
 
+#: Distinct addresses that `closed_address` hands out before it reuses them.
+CLOSED_SOCKET_COUNT = 8
+
 _lock = threading.Lock()
 _block_ports: Iterator[int] | None = None
+# Bound sockets that never listen, held until the process exits.
+_closed_sockets: list[socket.socket] = []
+_closed_turns = itertools.count()
 # The block's lock file, open for the process's lifetime so that it stays locked.
 _block_lock_file: IO[str] | None = None
 
@@ -129,3 +139,29 @@ def _is_bindable(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def closed_address() -> str:
+    """Return a 127.0.0.1 address where connections are refused.
+
+    A socket of this process binds the port without listening and stays
+    open until the process exits, so no server can take the port in the
+    meantime. Later calls cycle through CLOSED_SOCKET_COUNT such ports, so
+    any CLOSED_SOCKET_COUNT calls in a row return distinct addresses.
+    """
+    with _lock:
+        if len(_closed_sockets) < CLOSED_SOCKET_COUNT:
+            holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            holder.bind(("127.0.0.1", 0))
+            if not _closed_sockets:
+                atexit.register(_close_holders)
+            _closed_sockets.append(holder)
+        else:
+            holder = _closed_sockets[next(_closed_turns) % CLOSED_SOCKET_COUNT]
+        port = holder.getsockname()[1]
+    return f"127.0.0.1:{port}"
+
+
+def _close_holders() -> None:
+    for holder in _closed_sockets:
+        holder.close()

@@ -1,4 +1,4 @@
-"""The ports that tests give to servers they start in other processes."""
+"""The ports that tests give to servers, and the closed addresses of absent peers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.ports import BLOCK_SIZE, ephemeral_range, free_ports, port_pool
+import pytest
+
+from tests.ports import (
+    BLOCK_SIZE,
+    CLOSED_SOCKET_COUNT,
+    closed_address,
+    ephemeral_range,
+    free_ports,
+    port_pool,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,3 +67,26 @@ def test_other_process_gets_other_block():
     assert child.returncode == 0, child.stderr
     own_block = _block_of(port)
     assert [p for p in json.loads(child.stdout) if p in own_block] == []
+
+
+def test_closed_address_refuses_connections():
+    host, port = closed_address().rsplit(":", 1)
+
+    with socket.socket() as client, pytest.raises(ConnectionRefusedError):
+        client.connect((host, int(port)))
+
+
+def test_closed_address_cannot_be_bound():
+    host, port = closed_address().rsplit(":", 1)
+
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        with pytest.raises(OSError, match="in use"):
+            server.bind((host, int(port)))
+
+
+def test_closed_addresses_in_a_row_distinct():
+    addresses = [closed_address() for _ in range(CLOSED_SOCKET_COUNT)]
+
+    assert len(set(addresses)) == CLOSED_SOCKET_COUNT

@@ -22,7 +22,8 @@ from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
 from splitlog_runtime import auth
 from splitlog_runtime import config as config_module
 from tests.auth.support import operator_admin_key
-from tests.gateway.support import LoopThread, closed_address, error_details
+from tests.gateway.support import LoopThread, error_details
+from tests.ports import closed_address
 from user_service import app as user_app
 
 SECRET = "test-secret-" + "x" * 40

@@ -42,8 +42,8 @@ from splitlog_runtime import auth
 from splitlog_runtime import config as config_module
 from splitlog_runtime.server import ServiceHost
 from tests.auth.support import operator_admin_key, sign_up_user
-from tests.balance_service.support import unused_address
-from tests.gateway.support import LoopThread, closed_address, error_details
+from tests.gateway.support import LoopThread, error_details
+from tests.ports import closed_address, free_ports
 from tests.splitwise.conftest import FIXTURES as SPLITWISE_FIXTURES
 from user_service.app import build as build_users
 from user_service.guards import BalanceGuard
@@ -75,7 +75,8 @@ def _start_stack(
     so removing a member calls balance_service; its address is reserved
     before balance_service starts.
     """
-    balances_address = unused_address()
+    (balances_port,) = free_ports(1)
+    balances_address = f"127.0.0.1:{balances_port}"
     base = config_module.load(
         environ={},
         overrides={

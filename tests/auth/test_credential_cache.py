@@ -26,7 +26,8 @@ from splitlog_runtime import auth
 from splitlog_runtime import config as config_module
 from splitlog_runtime.server import ServiceHost
 from tests.auth.support import AllowGuard, operator_admin_key
-from tests.gateway.support import LoopThread, closed_address, error_details
+from tests.gateway.support import LoopThread, error_details
+from tests.ports import closed_address
 from user_service import app as user_app
 
 SECRET = "test-secret-" + "c" * 40

@@ -15,7 +15,7 @@ import pytest
 
 from splitlog_runtime import config as config_module
 from tests.auth.support import sign_up_user, users_behind_gateway
-from tests.gateway.support import closed_address
+from tests.ports import closed_address
 
 PASSWORD = "correct horse battery staple"
 WRONG = "not the password 42"

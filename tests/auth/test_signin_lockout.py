@@ -21,7 +21,8 @@ from splitlog.auth.v1 import auth_service_pb2_grpc as auth_grpc
 from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog_runtime import auth
 from splitlog_runtime import config as config_module
-from tests.gateway.support import LoopThread, closed_address
+from tests.gateway.support import LoopThread
+from tests.ports import closed_address
 from user_service import app as user_app
 from user_service.signin_throttle import SignInThrottle, email_tag
 

@@ -8,7 +8,6 @@ then each new event. The balance service reads it through a real channel.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import uuid
@@ -43,13 +42,6 @@ _DETAIL_TYPES = {
     "ResourceInfo": error_details_pb2.ResourceInfo,
     "PreconditionFailure": error_details_pb2.PreconditionFailure,
 }
-
-
-def unused_address() -> str:
-    """Return a loopback address on which nothing listens right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{probe.getsockname()[1]}"
 
 
 def money_of(amount_minor: int, currency: str = "EUR") -> money_pb2.Money:

@@ -21,9 +21,9 @@ from tests.balance_service.support import (
     money_of,
     settle,
     start_balances,
-    unused_address,
     wait_until,
 )
+from tests.ports import free_ports
 
 
 @pytest.fixture
@@ -108,10 +108,11 @@ def test_consumer_retries_until_expense_service_starts(
     db_url, users_host, tmp_path, caplog
 ):
     caplog.set_level(logging.WARNING, logger="balance_service.ledger")
-    address = unused_address()
+    (port,) = free_ports(1)
+    address = f"127.0.0.1:{port}"
     placeholder = LedgerPeer()
     placeholder.stop()
-    placeholder.port = int(address.rsplit(":", 1)[1])
+    placeholder.port = port
     services = start_balances(db_url, users_host.port, placeholder, tmp_path / "d")
     try:
         wait_until(lambda: "failed" in caplog.text, timeout=5)

@@ -8,12 +8,8 @@ import pytest
 from balance_service.members import UserDirectory
 from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog_runtime.errors import NotFound, Unavailable
-from tests.balance_service.support import (
-    create_group,
-    open_users,
-    unique_id,
-    unused_address,
-)
+from tests.balance_service.support import create_group, open_users, unique_id
+from tests.ports import closed_address
 
 
 class _Clock:
@@ -197,7 +193,7 @@ def test_unknown_user_is_not_remembered(users, directory):
 
 
 def test_unreachable_user_service_is_unavailable(clock):
-    directory = UserDirectory(unused_address(), 2.0, 4 * 1024 * 1024, clock=clock)
+    directory = UserDirectory(closed_address(), 2.0, 4 * 1024 * 1024, clock=clock)
 
     with pytest.raises(Unavailable) as caught:
         directory.recent_members("some-group", None)

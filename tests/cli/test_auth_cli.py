@@ -30,7 +30,8 @@ from splitlog_cli.main import main
 from splitlog_runtime import auth
 from splitlog_runtime import config as config_module
 from tests.auth.support import operator_admin_key
-from tests.gateway.support import LoopThread, closed_address
+from tests.gateway.support import LoopThread
+from tests.ports import closed_address
 from user_service import app as user_app
 
 SECRET = "cli-test-secret-" + "y" * 40

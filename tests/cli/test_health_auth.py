@@ -24,7 +24,8 @@ from splitlog_cli.main import main
 from splitlog_runtime import auth
 from splitlog_runtime import config as config_module
 from tests.auth.support import sign_up_user, users_behind_gateway
-from tests.gateway.support import closed_address, error_details
+from tests.gateway.support import error_details
+from tests.ports import closed_address
 
 SECRET = "closed-health-secret-" + "h" * 40
 TIMEOUT = 5.0

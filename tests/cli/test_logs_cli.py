@@ -48,12 +48,12 @@ from splitlog_runtime import auth, logship
 from splitlog_runtime import config as config_module
 from splitlog_runtime.channels import insecure_channel
 from tests.auth.support import operator_admin_key
-from tests.balance_service.support import unused_address
 from tests.cli.conftest import run_splitlog
 from tests.gateway.support import LoopThread
 from tests.log_service.test_router_cluster import Cluster, list_all, ts
 from tests.log_service.test_streams import as_entries
 from tests.log_service.test_tail import with_sequence
+from tests.ports import closed_address
 from tests.system.conftest import SPLITLOG
 from user_service import app as user_app
 
@@ -98,9 +98,9 @@ class LogsGateway:
                     "auth_secret": base_config.auth_secret,
                     "data_dir": tmp_path,
                     "log_service_addr": f"127.0.0.1:{self.cluster.router.port}",
-                    "user_service_addr": unused_address(),
-                    "expense_service_addr": unused_address(),
-                    "balance_service_addr": unused_address(),
+                    "user_service_addr": closed_address(),
+                    "expense_service_addr": closed_address(),
+                    "balance_service_addr": closed_address(),
                     "grace_seconds": 1.0,
                     "workers": 4,
                     "max_message_bytes": self.cluster.router_config.max_message_bytes,
@@ -390,7 +390,7 @@ def test_ship_counts_use_singular(live, tmp_path, capsys, monkeypatch):
         capsys, live.address, "logs", "ship", str(eleven), "--service", "ship-singular"
     )
     unreachable = run(
-        capsys, unused_address(), "logs", "ship", str(one), "--service", "web"
+        capsys, closed_address(), "logs", "ship", str(one), "--service", "web"
     )
     unreachable_text = " ".join(unreachable[2].split())
 
@@ -1247,7 +1247,7 @@ def test_ship_stdin_failure_summary(capsys, monkeypatch, source, advice):
     _pipe_stdin(monkeypatch, *[f"{line_time(60)} INFO line {i}" for i in range(3)])
 
     status, _, err = run(
-        capsys, unused_address(), "logs", "ship", "-", "--service", "web", *source
+        capsys, closed_address(), "logs", "ship", "-", "--service", "web", *source
     )
     text = " ".join(err.split())
 
@@ -1980,7 +1980,7 @@ def test_until_bounds_query_and_stats(live, capsys):
 
 def test_stats_negative_step_is_value(capsys):
     # No server listens at the address: the command must stop before calling.
-    status, out, err = run(capsys, unused_address(), "logs", "stats", "--step", "-5m")
+    status, out, err = run(capsys, closed_address(), "logs", "stats", "--step", "-5m")
 
     assert status == 2
     assert "--step: invalid duration '-5m'" in err
@@ -2053,7 +2053,7 @@ def test_query_table_escapes_terminal_codes(live, capsys):
 def test_query_invalid_values(capsys, args, option):
     # Nothing listens at the address, so a command that sent a request would
     # fail with status 1 instead of 2.
-    status, out, err = run(capsys, unused_address(), "logs", "query", *args)
+    status, out, err = run(capsys, closed_address(), "logs", "query", *args)
 
     assert status == 2
     assert option in err
@@ -2061,7 +2061,7 @@ def test_query_invalid_values(capsys, args, option):
 
 def test_attr_error_shows_typed_text(capsys):
     status, out, err = run(
-        capsys, unused_address(), "logs", "query", "--attr", "a\\x=1"
+        capsys, closed_address(), "logs", "query", "--attr", "a\\x=1"
     )
 
     assert status == 2
@@ -2074,7 +2074,7 @@ def test_filter_invalid_service_name(capsys, command, service):
     # No server listens at the address: the command must stop before calling.
     status, out, err = run(
         capsys,
-        unused_address(),
+        closed_address(),
         "logs",
         command,
         "--service",
@@ -2103,7 +2103,7 @@ def test_filter_invalid_service_name(capsys, command, service):
 def test_time_outside_timestamp_range(capsys, command, option, value, side):
     # No server listens at the address: the command must stop before calling.
     status, out, err = run(
-        capsys, unused_address(), "logs", command, f"{option}={value}"
+        capsys, closed_address(), "logs", command, f"{option}={value}"
     )
 
     assert status == 2, err
@@ -2437,7 +2437,7 @@ def test_stats_step_and_table(live, capsys):
 )
 def test_stats_step_out_of_bounds(capsys, step, problem):
     # No server listens at the address: the command must stop before calling.
-    status, out, err = run(capsys, unused_address(), "logs", "stats", "--step", step)
+    status, out, err = run(capsys, closed_address(), "logs", "stats", "--step", step)
 
     assert status == 2
     assert f"invalid value '{step}' for --step" in err
@@ -2458,7 +2458,7 @@ def test_stats_step_out_of_bounds(capsys, step, problem):
 def test_stats_step_too_many_buckets(capsys, args, counted):
     # No server listens at the address: the command must stop before calling.
     status, out, err = run(
-        capsys, unused_address(), "logs", "stats", *args, "--step", "1s"
+        capsys, closed_address(), "logs", "stats", *args, "--step", "1s"
     )
 
     assert status == 2, err

@@ -14,8 +14,8 @@ from splitlog_cli.client import expenses, settlements
 from splitlog_cli.client.credentials import Credential, token_subject
 from splitlog_cli.main import build_parser, main
 from splitlog_runtime import auth
+from tests import ports
 from tests.cli.conftest import run_splitlog
-from tests.ports import free_ports
 
 EXPENSE = [
     "expenses", "add", "trip", "--description", "Dinner", "--currency", "EUR",
@@ -25,8 +25,7 @@ EXPENSE = [
 
 @pytest.fixture(scope="module")
 def closed_address():
-    (port,) = free_ports(1)
-    return f"127.0.0.1:{port}"
+    return ports.closed_address()
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from dataclasses import dataclass
 
@@ -59,14 +58,6 @@ def reason_of(error: grpc.RpcError) -> str:
 
 def violated_fields(error: grpc.RpcError) -> list[str]:
     return [v.field for v in error_details(error)["BadRequest"].field_violations]
-
-
-def closed_address() -> str:
-    """Return a loopback address where nothing listens."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"127.0.0.1:{port}"
 
 
 def money(text: str, currency: str = "USD") -> money_pb2.Money:

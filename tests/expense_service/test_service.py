@@ -24,13 +24,13 @@ from tests.expense_service.support import (
     TIMEOUT,
     Group,
     backlog,
-    closed_address,
     create_expense,
     create_group,
     equal_expense,
     error_details,
     reason_of,
 )
+from tests.ports import closed_address
 
 SERVICES = [
     "splitlog.expenses.v1.ExpensesService",

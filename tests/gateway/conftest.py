@@ -14,7 +14,8 @@ import pytest
 from gateway.app import build
 from splitlog_runtime import config as config_module
 from tests.cli.test_logs_cli import LogsGateway
-from tests.gateway.support import BackendLog, LoopThread, closed_address, start_backend
+from tests.gateway.support import BackendLog, LoopThread, start_backend
+from tests.ports import closed_address
 
 DEFAULT_DEADLINE_SECONDS = 3.0
 

@@ -12,7 +12,6 @@ types, to exercise the generic forwarding.
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -34,7 +33,7 @@ from splitlog.users.v1 import users_service_pb2_grpc as pb_grpc
 from splitlog_runtime.config import Config
 from splitlog_runtime.errors import NotFound, Resource
 from splitlog_runtime.server import ServiceHost, create_server
-from tests.ports import free_ports
+from tests.ports import closed_address, free_ports
 from user_service.app import build as build_users
 
 USERS_SERVICE = "splitlog.users.v1.UsersService"
@@ -76,14 +75,6 @@ class LoopThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()
-
-
-def closed_address() -> str:
-    """Return a loopback address on which nothing listens."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"127.0.0.1:{port}"
 
 
 def error_details(error: grpc.RpcError) -> dict[str, Any]:

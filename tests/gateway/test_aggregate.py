@@ -37,7 +37,8 @@ from splitlog.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
 from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
 from splitlog_runtime import config as config_module
-from tests.gateway.support import LoopThread, Stack, closed_address, error_details
+from tests.gateway.support import LoopThread, Stack, error_details
+from tests.ports import closed_address
 from user_service.app import build as build_users
 from user_service.guards import AllowAllBalanceGuard
 

@@ -18,7 +18,8 @@ from gateway.services import GATEWAY_SERVICE
 from splitlog_runtime import auth
 from splitlog_runtime import config as config_module
 from splitlog_runtime.interceptor import AsyncErrorInterceptor
-from tests.gateway.support import LoopThread, closed_address, error_details
+from tests.gateway.support import LoopThread, error_details
+from tests.ports import closed_address
 
 TIMEOUT = 5.0
 TEST_SERVICE = "test.Writer"

@@ -26,8 +26,8 @@ from expense_service.app import build as build_expenses
 from gateway.app import build
 from splitlog.expenses.v1 import ledger_service_pb2_grpc as ledger_grpc
 from splitlog_runtime import config as config_module
-from tests.balance_service.support import unused_address
-from tests.gateway.support import LoopThread, Stack, closed_address
+from tests.gateway.support import LoopThread, Stack
+from tests.ports import closed_address, free_ports
 from user_service.app import build as build_users
 
 TIMEOUT = 10.0
@@ -77,7 +77,8 @@ def stack(loop_thread: LoopThread, tmp_path_factory) -> Iterator[Stack]:
     address is chosen before either starts.
     """
     data = tmp_path_factory.mktemp("guard")
-    balances_address = unused_address()
+    (balances_port,) = free_ports(1)
+    balances_address = f"127.0.0.1:{balances_port}"
     base = config_module.load(
         environ={},
         overrides={

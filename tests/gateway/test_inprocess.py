@@ -27,12 +27,8 @@ from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
 from splitlog_runtime import config as config_module
 from splitlog_runtime.errors import NotFound, Resource
 from splitlog_runtime.server import ServiceHost, create_server
-from tests.gateway.support import (
-    closed_address,
-    error_details,
-    find_method,
-    method_path,
-)
+from tests.gateway.support import error_details, find_method, method_path
+from tests.ports import closed_address
 from user_service.app import build as build_users
 
 EXPENSES_SERVICE = "splitlog.expenses.v1.ExpensesService"

@@ -26,8 +26,8 @@ from gateway.app import build
 from splitlog.logs.v1 import logs_service_pb2 as pb
 from splitlog_runtime import config as config_module
 from tests.cli.test_logs_cli import LogsGateway
-from tests.gateway.support import closed_address
 from tests.log_service.test_router_cluster import list_all
+from tests.ports import closed_address
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"

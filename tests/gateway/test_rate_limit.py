@@ -27,10 +27,10 @@ from tests.gateway.support import (
     BackendLog,
     LoopThread,
     UsersBackend,
-    closed_address,
     error_details,
     start_backend,
 )
+from tests.ports import closed_address
 
 # One token per second: a burst of calls never gets a new token before it
 # ends, even on a slow machine.

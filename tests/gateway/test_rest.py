@@ -14,7 +14,7 @@ from gateway.app import build
 from gateway.rest import MAX_TIMEOUT_SECONDS, parse_timeout
 from splitlog_runtime import config as config_module
 from tests.balance_service.support import LedgerPeer
-from tests.gateway.support import closed_address
+from tests.ports import closed_address
 from user_service.app import build as build_user_service
 
 ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"

@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from log_service.tokens import check_hash
-
-
-def closed_address() -> str:
-    """Return a 127.0.0.1 address whose port was free a moment ago."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{probe.getsockname()[1]}"
 
 
 def details_of(error: grpc.RpcError, kind):

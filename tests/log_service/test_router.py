@@ -19,7 +19,8 @@ from log_service.app import build_router, router_data_dir
 from log_service.ingest_counters import FLUSH_INTERVAL_SECONDS, IngestCounters
 from splitlog.logs.v1 import logs_service_pb2 as pb
 from splitlog.logs.v1 import logs_service_pb2_grpc
-from tests.log_service.router_support import closed_address, details_of, violated_fields
+from tests.log_service.router_support import details_of, violated_fields
+from tests.ports import closed_address
 
 HOUR = 3600
 

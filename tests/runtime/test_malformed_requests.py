@@ -19,9 +19,9 @@ from grpc_status import rpc_status
 from gateway.app import build as build_gateway
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
 from splitlog_runtime import config as config_module
-from tests.balance_service.support import unused_address
 from tests.gateway.support import LoopThread
 from tests.log_service.test_router_cluster import Cluster
+from tests.ports import closed_address
 from user_service.app import build as build_users
 
 # Field 1, length-delimited, with a length varint that never ends.
@@ -35,7 +35,7 @@ def servers(tmp_path_factory):
         overrides={
             "auth_required": False,
             "data_dir": tmp_path_factory.mktemp("users"),
-            "balance_service_addr": unused_address(),
+            "balance_service_addr": closed_address(),
             "workers": 4,
         },
     )
@@ -64,8 +64,8 @@ def servers(tmp_path_factory):
             "data_dir": tmp_path_factory.mktemp("gateway"),
             "user_service_addr": f"127.0.0.1:{users.port}",
             "log_service_addr": f"127.0.0.1:{logs.router.port}",
-            "expense_service_addr": unused_address(),
-            "balance_service_addr": unused_address(),
+            "expense_service_addr": closed_address(),
+            "balance_service_addr": closed_address(),
             "grace_seconds": 1.0,
         },
     )

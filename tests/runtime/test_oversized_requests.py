@@ -24,9 +24,9 @@ from splitlog.logs.v1 import logs_service_pb2 as logs_pb
 from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog_runtime import config as config_module
 from splitlog_runtime.limits import RECEIVE_CEILING_FACTOR
-from tests.balance_service.support import unused_address
 from tests.gateway.support import LoopThread, error_details
 from tests.log_service.test_router_cluster import Cluster
+from tests.ports import closed_address
 from user_service.app import build as build_users
 
 LIMIT = 64 * 1024
@@ -88,7 +88,7 @@ def servers(tmp_path_factory):
         overrides={
             "auth_required": False,
             "data_dir": tmp_path_factory.mktemp("users"),
-            "balance_service_addr": unused_address(),
+            "balance_service_addr": closed_address(),
             "workers": 4,
             "max_message_bytes": LIMIT,
         },
@@ -119,8 +119,8 @@ def servers(tmp_path_factory):
             "data_dir": tmp_path_factory.mktemp("gateway"),
             "user_service_addr": f"127.0.0.1:{users.port}",
             "log_service_addr": f"127.0.0.1:{logs.router.port}",
-            "expense_service_addr": unused_address(),
-            "balance_service_addr": unused_address(),
+            "expense_service_addr": closed_address(),
+            "balance_service_addr": closed_address(),
             "grace_seconds": 1.0,
             "max_message_bytes": LIMIT,
         },

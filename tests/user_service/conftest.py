@@ -14,8 +14,9 @@ from sqlalchemy import text
 
 from balance_service.app import build as build_balances
 from splitlog_runtime import config as config_module
-from tests.balance_service.support import LedgerPeer, unused_address
+from tests.balance_service.support import LedgerPeer
 from tests.conftest import POSTGRES_ADMIN_URL
+from tests.ports import closed_address
 from tests.user_service.support import open_stub
 from user_service.app import build
 
@@ -54,7 +55,7 @@ def balances_host(tmp_path_factory):
             "auth_required": False,
             "data_dir": data,
             "expense_service_addr": peer.address,
-            "user_service_addr": unused_address(),
+            "user_service_addr": closed_address(),
             "workers": 4,
         },
     )

@@ -11,7 +11,8 @@ from splitlog.balances.v1 import balances_service_pb2 as balances_pb
 from splitlog.balances.v1 import balances_service_pb2_grpc as balances_grpc
 from splitlog.users.v1 import users_service_pb2 as pb
 from splitlog_runtime import config as config_module
-from tests.balance_service.support import LedgerPeer, unused_address, wait_until
+from tests.balance_service.support import LedgerPeer, wait_until
+from tests.ports import closed_address
 from tests.user_service.support import (
     create_group,
     create_user,
@@ -33,7 +34,7 @@ def system(db_url, tmp_path):
             "data_dir": tmp_path / "balances",
             "balance_service_db_url": db_url,
             "expense_service_addr": peer.address,
-            "user_service_addr": unused_address(),
+            "user_service_addr": closed_address(),
             "workers": 4,
         },
     )

@@ -33,8 +33,8 @@ from splitlog.users.v1 import users_service_pb2 as pb
 from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
 from splitlog_runtime import config as config_module
 from splitlog_runtime.database import Database
-from tests.balance_service.support import unused_address
 from tests.expense_service.support import day, money
+from tests.ports import closed_address, free_ports
 from tests.user_service.support import create_user, open_stub, reason_of
 from user_service.app import build as build_users
 
@@ -76,7 +76,8 @@ def cluster(db_url, tmp_path) -> Iterator[Cluster]:
     user_service and balance_service call each other, so balance_service's
     address is chosen before either starts.
     """
-    balances_address = unused_address()
+    (balances_port,) = free_ports(1)
+    balances_address = f"127.0.0.1:{balances_port}"
     base = config_module.load(
         environ={},
         overrides={
@@ -357,7 +358,7 @@ def test_failed_balance_check_clears_mark(db_url, tmp_path):
             "data_dir": tmp_path,
             "user_service_db_url": db_url,
             "expense_service_db_url": f"sqlite:///{tmp_path / 'expenses.db'}",
-            "balance_service_addr": unused_address(),
+            "balance_service_addr": closed_address(),
             "deadline_seconds": 1.0,
         },
     )
