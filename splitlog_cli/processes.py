@@ -8,10 +8,39 @@ components that ship their log records (the gateway, then the other services)
 stop before the log router and the log nodes, so their last records are
 stored rather than dropped.
 
-A child that exits on its own is started again after a delay that begins at
-0.5 s and doubles with each exit, up to 10 s (see `RestartPolicy`). A child
-that exits more than 5 times within 60 s makes the supervisor give up: it
-stops every component and exits with status 1.
+Before the system is ready for the first time, a child that exits, or does
+not report SERVING within STARTUP_TIMEOUT, makes the supervisor stop what it
+started and exit with status 1. Such a failure (invalid settings, another
+process holding a component's files) needs the operator before anything can
+work.
+
+After that, a child that exits on its own is started again after a delay
+(see `RestartPolicy`). The delay begins at 0.5 s and doubles with each exit
+that follows a run shorter than 60 s, up to restart_max_delay_seconds
+(300 s by default). A run of 60 s starts it again from 0.5 s. A child that
+exits more than 5 times in a row, each time within 60 s of its start, is
+crash-looping. Each of its exits is logged at ERROR with its recent exit
+statuses and the next delay, and it is still restarted at that backoff until
+a run of 60 s, logged at INFO, ends the crash loop.
+
+Why the supervisor backs off rather than giving up:
+
+- It never stops the other components because one crash-loops. Stopping
+  them would not repair the failing one, and they keep serving what does not
+  need it. A log shard goes on without a crashed follower, and with quorum
+  `all` its writes go on once the leader drops the follower from the
+  in-sync set.
+- It keeps retrying rather than leaving the child stopped. The usual causes
+  of a crash loop, such as a full disk, a port that another program took or
+  a database that is down, clear without any change to splitlog. `up` has no
+  command to restart one component, so a child left stopped would stay down
+  until the whole system restarted.
+- The rule is the same for every component, redundant or not. A
+  crash-looping gateway, money service, log router or single-replica log
+  node leaves part of the system unavailable either way, and exiting would
+  take the rest down with it. Which part is down shows in `splitlog health`
+  at the gateway, in `splitlog logs cluster` for the log nodes, and in the
+  supervisor's ERROR records, which it ships as service `splitlog`.
 """
 
 from __future__ import annotations
@@ -42,7 +71,13 @@ from splitlog_cli.topology import (
     local_environment,
 )
 from splitlog_runtime import auth
-from splitlog_runtime.config import SETTINGS, SETTINGS_BY_NAME, Config
+from splitlog_runtime.config import (
+    RESTART_INITIAL_DELAY_SECONDS,
+    RESTART_STABLE_SECONDS,
+    SETTINGS,
+    SETTINGS_BY_NAME,
+    Config,
+)
 from splitlog_runtime.tls import ClientTls, TlsConfigError
 
 _LOGGER = logging.getLogger(__name__)
@@ -57,61 +92,119 @@ KILL_MARGIN = 5.0
 class RestartPolicy:
     """When the supervisor restarts a child that exited on its own.
 
+    An exit is short when the child ran less than `stable_seconds` since its
+    start. Short exits in a row raise the delay and, past
+    `crash_loop_after`, make the child crash-looping.
+
     Attributes:
-      initial_delay: seconds before the first restart.
-      max_delay: maximum delay in seconds; each exit within `window` doubles
+      initial_delay: seconds before the restart that follows the first short
+        exit.
+      max_delay: maximum delay in seconds; each further short exit doubles
         the delay up to this.
-      max_restarts: exits within `window` that are still restarted; one more
-        makes the supervisor give up.
-      window: length in seconds of the sliding window that counts exits.
+      crash_loop_after: short exits in a row that count as ordinary crashes;
+        one more makes the child crash-looping.
+      stable_seconds: seconds of running that reset the delay and end a
+        crash loop.
     """
 
-    initial_delay: float = 0.5
-    max_delay: float = 10.0
-    max_restarts: int = 5
-    window: float = 60.0
+    initial_delay: float = RESTART_INITIAL_DELAY_SECONDS
+    max_delay: float = SETTINGS_BY_NAME["restart_max_delay_seconds"].default
+    crash_loop_after: int = 5
+    stable_seconds: float = RESTART_STABLE_SECONDS
+
+    @classmethod
+    def from_config(cls, config: Config) -> RestartPolicy:
+        """Return the default policy with the configured maximum delay."""
+        return cls(max_delay=config.restart_max_delay_seconds)
+
+    def delay(self, exits: int) -> float:
+        """Return the seconds before the restart after `exits` short exits."""
+        # Past 2**64 times the initial delay any maximum is reached, and a
+        # bounded exponent keeps a child that crashes for weeks from
+        # overflowing the float.
+        exponent = min(exits - 1, 64)
+        return min(self.initial_delay * 2.0**exponent, self.max_delay)
 
     def describe(self) -> str:
         """Return the policy in one sentence, for help text."""
         return (
             f"a child that exits on its own is restarted after "
-            f"{self.initial_delay:g}s, doubling with each exit up to "
-            f"{self.max_delay:g}s; when one child exits more than "
-            f"{self.max_restarts} times within {self.window:g}s, every component "
-            "stops and the exit status is 1"
+            f"{self.initial_delay:g}s, doubling with each exit within "
+            f"{self.stable_seconds:g}s of its start up to "
+            f"{self.max_delay:g}s (--restart-max-delay-seconds); a child that "
+            f"exits like that more than {self.crash_loop_after} times in a row "
+            "is crash-looping, logged at ERROR and still restarted at that "
+            "backoff, and the other components keep running. A child that "
+            "fails before the system is first ready stops every component, and "
+            "the exit status is 1"
         )
 
 
 RESTART_POLICY = RestartPolicy()
 
 
+@dataclass(frozen=True)
+class Restart:
+    """The supervisor's decision after one exit of a child.
+
+    Attributes:
+      delay: seconds to wait before starting the child again.
+      run_seconds: seconds the child ran, from its start to this exit.
+      exits: short exits in a row, this one included.
+      crash_looping: whether `exits` is past the policy's crash_loop_after.
+      statuses: return codes of the last short exits in a row, oldest first;
+        at most crash_loop_after + 1 of them.
+    """
+
+    delay: float
+    run_seconds: float
+    exits: int
+    crash_looping: bool
+    statuses: tuple[int, ...]
+
+
 class ExitHistory:
-    """The recent exits of one child, and the delay before its next restart."""
+    """The short exits in a row of one child, and the delay before its restart."""
 
     def __init__(self, policy: RestartPolicy) -> None:
         self._policy = policy
-        self._exits: deque[float] = deque()
-
-    def record_exit(self, now: float) -> float | None:
-        """Record an exit at monotonic time `now`.
-
-        Returns:
-          The seconds to wait before restarting the child, or None when it
-          exited more than `max_restarts` times within the window.
-        """
-        self._exits.append(now)
-        while now - self._exits[0] > self._policy.window:
-            self._exits.popleft()
-        count = len(self._exits)
-        if count > self._policy.max_restarts:
-            return None
-        delay = self._policy.initial_delay * 2 ** (count - 1)
-        return min(delay, self._policy.max_delay)
+        self._started: float | None = None
+        self._exits = 0
+        self._statuses: deque[int] = deque(maxlen=policy.crash_loop_after + 1)
 
     @property
-    def recent_exits(self) -> int:
-        """Return the number of exits within the window at the last record."""
-        return len(self._exits)
+    def crash_looping(self) -> bool:
+        return self._exits > self._policy.crash_loop_after
+
+    def record_start(self, now: float) -> None:
+        """Record that the child was started at monotonic time `now`."""
+        self._started = now
+
+    def record_exit(self, now: float, returncode: int) -> Restart:
+        """Record an exit at monotonic time `now` and decide on the restart."""
+        self.forget_if_stable(now)
+        self._exits += 1
+        self._statuses.append(returncode)
+        return Restart(
+            delay=self._policy.delay(self._exits),
+            run_seconds=0.0 if self._started is None else now - self._started,
+            exits=self._exits,
+            crash_looping=self.crash_looping,
+            statuses=tuple(self._statuses),
+        )
+
+    def forget_if_stable(self, now: float) -> bool:
+        """Forget the short exits once the child has run for stable_seconds.
+
+        Returns:
+          True when this ends a crash loop.
+        """
+        if self._started is None or now - self._started < self._policy.stable_seconds:
+            return False
+        ended_crash_loop = self.crash_looping
+        self._exits = 0
+        self._statuses.clear()
+        return ended_crash_loop
 
 
 def exit_description(returncode: int) -> str:
@@ -212,11 +305,11 @@ class Supervisor:
         self,
         config: Config,
         signals: StopSignals,
-        policy: RestartPolicy = RESTART_POLICY,
+        policy: RestartPolicy | None = None,
     ) -> None:
         self._config = config
         self._signals = signals
-        self._policy = policy
+        self._policy = policy or RestartPolicy.from_config(config)
         try:
             self._components = all_components(config)
         except ValueError as exc:
@@ -225,23 +318,25 @@ class Supervisor:
         self._waves = start_waves(self._components)
         self._stop_order = stop_waves(self._components)
         self._children: dict[str, subprocess.Popen] = {}
+        self._histories = {c.name: ExitHistory(self._policy) for c in self._components}
 
     def run(self) -> int:
-        """Run until a stop signal or until it gives up; return the exit status.
+        """Run until a stop signal; return 0 if every running child stopped cleanly.
 
         Raises:
-          StartupError: a port is taken or a child failed to start.
+          StartupError: a port is taken or a child failed to start; whatever
+            had started is stopped first.
         """
         _check_fixed_ports(self._config, self._components)
         check_ports_free(self._config, self._components)
         self._signals.on_force(self._kill_all)
         try:
-            status = self._watch() if self._start_all() else 0
+            if self._start_all():
+                self._watch()
         except BaseException:
             self._stop_all()
             raise
-        clean = self._stop_all()
-        return status or (0 if clean else 1)
+        return 0 if self._stop_all() else 1
 
     def _start_all(self) -> bool:
         """Start the children wave by wave; return False if stopped meanwhile."""
@@ -268,6 +363,7 @@ class Supervisor:
             process_group=0,
         )
         self._children[component.name] = child
+        self._histories[component.name].record_start(time.monotonic())
         _LOGGER.info("started %s (pid %d)", component.name, child.pid)
 
     def _wait_until_serving(self, component: Component) -> bool:
@@ -325,47 +421,68 @@ class Supervisor:
         principal = auth.Principal(auth.SERVICE_PRINCIPAL)
         return lambda: signer.metadata(principal)
 
-    def _watch(self) -> int:
-        """Restart children that exit; return 1 on giving up, 0 on a stop signal."""
-        histories = {name: ExitHistory(self._policy) for name in self._children}
+    def _watch(self) -> None:
+        """Restart each child that exits, after its backoff, until a stop signal."""
         restart_at: dict[str, float] = {}
         while not self._signals.wait(timeout=0.2):
             now = time.monotonic()
             for name, child in self._children.items():
+                history = self._histories[name]
                 if name in restart_at:
                     if now >= restart_at[name]:
                         del restart_at[name]
                         self._spawn(self._by_name[name])
                     continue
                 if child.poll() is None:
+                    if history.forget_if_stable(now):
+                        _LOGGER.info(
+                            "%s (pid %d) has run for %gs since its restart, so it "
+                            "is no longer crash-looping; its next exit is "
+                            "restarted after %gs",
+                            name,
+                            child.pid,
+                            self._policy.stable_seconds,
+                            self._policy.initial_delay,
+                        )
                     continue
-                delay = histories[name].record_exit(now)
-                if delay is None:
-                    _LOGGER.error(
-                        "%s (pid %d) exited with %s, its exit number %d within "
-                        "%gs, and at most %d are restarted; giving up and "
-                        "stopping every component",
-                        name,
-                        child.pid,
-                        exit_description(child.returncode),
-                        histories[name].recent_exits,
-                        self._policy.window,
-                        self._policy.max_restarts,
-                    )
-                    return 1
-                _LOGGER.warning(
-                    "%s (pid %d) exited unexpectedly with %s; restarting it in "
-                    "%.1fs (exit %d of at most %d within %gs)",
-                    name,
-                    child.pid,
-                    exit_description(child.returncode),
-                    delay,
-                    histories[name].recent_exits,
-                    self._policy.max_restarts,
-                    self._policy.window,
-                )
-                restart_at[name] = now + delay
-        return 0
+                restart = history.record_exit(now, child.returncode)
+                self._log_exit(name, child.pid, restart)
+                restart_at[name] = now + restart.delay
+
+    def _log_exit(self, name: str, pid: int, restart: Restart) -> None:
+        status = exit_description(restart.statuses[-1])
+        if not restart.crash_looping:
+            _LOGGER.warning(
+                "%s (pid %d) exited unexpectedly with %s after running %.1fs; "
+                "restarting it in %gs (%d exits in a row within %gs of a start; "
+                "more than %d make it crash-looping)",
+                name,
+                pid,
+                status,
+                restart.run_seconds,
+                restart.delay,
+                restart.exits,
+                self._policy.stable_seconds,
+                self._policy.crash_loop_after,
+            )
+            return
+        _LOGGER.error(
+            "%s (pid %d) is crash-looping: it exited unexpectedly with %s after "
+            "running %.1fs, %d exits in a row within %gs of a start (last exit "
+            "statuses: %s); restarting it in %gs, and each further exit doubles "
+            "the delay up to %gs until a run lasts %gs; the other components "
+            "keep running",
+            name,
+            pid,
+            status,
+            restart.run_seconds,
+            restart.exits,
+            self._policy.stable_seconds,
+            ", ".join(exit_description(code) for code in restart.statuses),
+            restart.delay,
+            self._policy.max_delay,
+            self._policy.stable_seconds,
+        )
 
     def _stop_all(self) -> bool:
         """Stop the running children in `stop_waves` order; True if all exit 0."""

@@ -89,6 +89,24 @@ def _parse_probe_seconds(text: str) -> float:
     )
 
 
+#: Seconds before `splitlog up --processes` first restarts a component that
+#: exited, and the smallest allowed restart_max_delay_seconds.
+RESTART_INITIAL_DELAY_SECONDS = 0.5
+#: Seconds a restarted component must run before its restart delay starts
+#: again from RESTART_INITIAL_DELAY_SECONDS.
+RESTART_STABLE_SECONDS = 60.0
+
+
+def _parse_restart_max_delay(text: str) -> float:
+    value = _parse_float(text)
+    if value < RESTART_INITIAL_DELAY_SECONDS:
+        raise ValueError(
+            f"{value:g} seconds is below the first restart delay; give at least "
+            f"{RESTART_INITIAL_DELAY_SECONDS:g} seconds"
+        )
+    return value
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     """Return a parser that accepts one of `choices`, in any case."""
 
@@ -273,6 +291,17 @@ SETTINGS: list[Setting] = [
         10.0,
         "Seconds that in-flight RPCs get to finish after SIGTERM or SIGINT.",
         _parse_float,
+    ),
+    Setting(
+        "restart_max_delay_seconds",
+        300.0,
+        "Longest wait, in seconds, before `up --processes` restarts a component "
+        "that exited on its own. The wait starts at "
+        f"{RESTART_INITIAL_DELAY_SECONDS:g} seconds and doubles with each exit "
+        f"that follows a run shorter than {RESTART_STABLE_SECONDS:g} seconds, so "
+        "a component that keeps crashing is retried at this interval. At least "
+        f"{RESTART_INITIAL_DELAY_SECONDS:g}.",
+        _parse_restart_max_delay,
     ),
     Setting(
         "deadline_seconds",

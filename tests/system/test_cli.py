@@ -140,6 +140,11 @@ def test_config_table_shows_source(clean_env, capsys):
             {},
             "--gateway-health-probe-seconds",
         ),
+        (
+            ["config"],
+            {"SPLITLOG_RESTART_MAX_DELAY_SECONDS": "0.1"},
+            "SPLITLOG_RESTART_MAX_DELAY_SECONDS",
+        ),
     ],
 )
 def test_bad_setting_exits_2(clean_env, capsys, argv, env, named):
@@ -302,7 +307,10 @@ def test_up_help_describes_restart_policy(capsys):
     text = " ".join(_help(capsys, "up").split())
 
     assert "restarted after 0.5s" in text
-    assert "more than 5 times within 60s" in text
+    assert "up to 300s (--restart-max-delay-seconds)" in text
+    assert "more than 5 times in a row is crash-looping" in text
+    assert "the other components keep running" in text
+    assert "fails before the system is first ready stops every component" in text
 
 
 @pytest.mark.parametrize(
