@@ -1,9 +1,11 @@
 """`splitlog up --processes` with a component that keeps crashing.
 
-The test holds a log follower's lock file, as a second copy of the node
+The tests hold a log follower's lock file, as a second copy of the node
 would, so the follower exits with status 1 each time it starts. After the
 system was ready, the supervisor must back the follower off while the rest
-keeps serving, and the follower must rejoin once the lock is free.
+keeps serving, and the follower must rejoin once the lock is free. Before
+the system was ever ready, the same failure must stop everything with
+status 1.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from tests.system.conftest import (
     log_nodes_on_free_ports,
     supervised_pids,
     wait_for_log_entries,
+    wait_gone,
 )
 
 pytestmark = pytest.mark.system
@@ -55,6 +58,12 @@ def _ports() -> dict[str, int | str]:
     )
     ports["--log-nodes"] = log_nodes_on_free_ports(shards=1, replicas=2)
     return ports
+
+
+def _node_ids(log_nodes: str) -> list[str]:
+    """Return the node ids of a one-shard `--log-nodes` value, in order."""
+    members = log_nodes.split("=", 1)[1].split(",")
+    return [member.split("@")[0] for member in members]
 
 
 def _wait_for(
@@ -192,3 +201,23 @@ def test_follower_crash_loop_leaves_rest_serving(splitlog_factory):
     running.signal(signal.SIGTERM)
 
     assert running.wait(timeout=60) == 0
+
+
+def test_follower_failing_start_exits_1(splitlog_factory, tmp_path):
+    ports = _ports()
+    node = _node_ids(str(ports["--log-nodes"]))[1]
+    data_dir = tmp_path / "data"
+
+    with _taking_node_lock(data_dir, node) as lock_taken:
+        assert lock_taken.wait(timeout=10)
+        running = splitlog_factory("--processes", ports=ports, data_dir=data_dir)
+        status = running.wait(timeout=120)
+        log = running.log()
+        children = supervised_pids(running.process.pid)
+
+    assert status == 1
+    assert f"log_node_{node} (pid" in log
+    assert "exited with status 1 while starting" in log
+    assert "splitlog: error:" in log
+    assert CRASH_LOOP_LINE not in log
+    assert wait_gone(list(children), timeout=15) == []
