@@ -16,7 +16,12 @@ from google.protobuf import timestamp_pb2
 from google.type import date_pb2, money_pb2
 
 from expense_service.currencies import UnknownCurrencyError
-from expense_service.money import MoneyError, from_minor_units, parse_decimal_amount
+from expense_service.money import (
+    MoneyError,
+    format_amount,
+    from_minor_units,
+    parse_decimal_amount,
+)
 from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb2
 
 # A percentage: digits with at most two decimals, such as 25, 33.3 or 33.33.
@@ -281,7 +286,8 @@ def parse_payers(
     others do not, so a single `--paid-by alice` pays the whole total.
 
     Raises:
-      UsageError: a value is invalid, or two payers leave out the amount.
+      UsageError: a value is invalid, two payers leave out the amount, or the
+        amounts given leave nothing for the payer without one.
     """
     option = "--paid-by"
     parsed: list[tuple[str, int | None]] = []
@@ -298,7 +304,10 @@ def parse_payers(
             f"--paid-by: {', '.join(open_payers)} have no amount; give every "
             "payer but one an amount, such as --paid-by alice=10.00"
         )
-    rest_minor = total_minor - sum(minor for _, minor in parsed if minor is not None)
+    paid_minor = sum(minor for _, minor in parsed if minor is not None)
+    rest_minor = total_minor - paid_minor
+    if open_payers:
+        _check_rest(open_payers[0], rest_minor, paid_minor, total_minor, currency_code)
     return [
         expenses_pb2.Payer(
             user=name,
@@ -306,6 +315,32 @@ def parse_payers(
         )
         for name, minor in parsed
     ]
+
+
+def _check_rest(
+    payer: str, rest_minor: int, paid_minor: int, total_minor: int, currency_code: str
+) -> None:
+    """Check that the payer without an amount is left some of the total to pay.
+
+    The server rejects a payer's amount that is zero or of the other sign than
+    the total, which here would be an amount that the user never typed.
+
+    A zero total is left to the server, which rejects it with its own reason.
+
+    Raises:
+      UsageError: the other payers' amounts reach or pass the total.
+    """
+    if total_minor == 0 or rest_minor * total_minor > 0:
+        return
+    paid = f"{format_amount(paid_minor, currency_code)} {currency_code}"
+    total = f"{format_amount(total_minor, currency_code)} {currency_code}"
+    verb = "equal" if rest_minor == 0 else "exceed"
+    raise UsageError(
+        f"--paid-by: the payers' amounts {paid} {verb} the total {total}, so "
+        f"nothing is left for {payer}, who has no amount; lower them so that "
+        f"{payer} takes the rest, or give each payer an amount so that they add "
+        "up to the total"
+    )
 
 
 def parse_date(text: str, option: str) -> date_pb2.Date:

@@ -445,6 +445,45 @@ def test_update_amount_of_two_payers_needs_paid_by(cli, group):
     assert "needs --paid-by for each" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("amount", "paid", "verb"),
+    [
+        ("10.00", "12.00", "exceed"),
+        ("10.00", "10.00", "equal"),
+        ("-10.00", "-12.00", "exceed"),
+    ],
+)
+def test_payer_amounts_leave_no_rest(cli, group, amount, paid, verb):
+    ann, ben = group["ann"], group["ben"]
+
+    result = cli(
+        "expenses", "add", group["group"], "--description", "Too much",
+        "--amount", amount, "--currency", "EUR",
+        "--paid-by", f"{ann}={paid}", "--paid-by", f"users/{ben}",
+    )  # fmt: skip
+    listed = cli("expenses", "list", group["group"], "--format", "json")
+
+    assert result.status == 2, result.stderr
+    assert (
+        f"the payers' amounts {paid} EUR {verb} the total {amount} EUR" in result.stderr
+    )
+    assert f"nothing is left for users/{ben}" in result.stderr
+    assert "INVALID_PAYER_AMOUNT" not in result.stderr
+    assert json.loads(listed.stdout).get("expenses", []) == []
+
+
+def test_update_payer_amounts_leave_no_rest(cli, group):
+    name = add_expense(cli, group, "10.00")["name"]
+
+    result = cli(
+        "expenses", "update", name, "--amount", "5.00",
+        "--paid-by", f"{group['ann']}=6.00", "--paid-by", group["ben"],
+    )  # fmt: skip
+
+    assert result.status == 2, result.stderr
+    assert "the payers' amounts 6.00 EUR exceed the total 5.00 EUR" in result.stderr
+
+
 def test_expense_get_missing(cli, group):
     result = cli("expenses", "get", f"groups/{group['group']}/expenses/nope-1")
 
