@@ -349,12 +349,15 @@ def check_message(tree: Any, descriptor: Descriptor, path: str = "") -> None:
     converts it through a float.
 
     Raises:
-      InvalidArgument: a field is unknown or has a value of the wrong JSON
-        type or format. The field violation names the field path.
+      InvalidArgument: a field is unknown, has a value of the wrong JSON
+        type or format, or is a second member of a oneof. The field
+        violation names the field path.
     """
     if not isinstance(tree, dict):
         raise _wrong_type(path or "body", expected_json(descriptor), tree)
     seen: dict[str, str] = {}
+    # The member set so far of each oneof, by oneof name; null sets none.
+    oneof_members: dict[str, FieldDescriptor] = {}
     for key, value in list(tree.items()):
         field = descriptor.fields_by_name.get(key) or _by_json_name(descriptor, key)
         if field is None:
@@ -373,7 +376,28 @@ def check_message(tree: Any, descriptor: Descriptor, path: str = "") -> None:
                 reason="DUPLICATE_FIELD",
             )
         seen[field.name] = key
+        oneof = field.containing_oneof
+        if oneof is not None and value is not None:
+            if oneof.name in oneof_members:
+                raise _oneof_conflict(path, oneof_members[oneof.name], field)
+            oneof_members[oneof.name] = field
         tree[key] = _check_field(value, field, _join(path, field.name))
+
+
+def _oneof_conflict(
+    path: str, first: FieldDescriptor, second: FieldDescriptor
+) -> InvalidArgument:
+    """Build the error for two members of one oneof set in the same object."""
+    oneof = first.containing_oneof
+    members = [field.name for field in oneof.fields]
+    choices = ", ".join(members[:-1]) + f" or {members[-1]}"
+    return invalid_field(
+        path or "body",
+        f"sets both {first.name} and {second.name}, which are members of the "
+        f"oneof {oneof.name} of {oneof.containing_type.full_name} and exclude "
+        f"each other; give exactly one of {choices}",
+        reason="MULTIPLE_ONEOF_FIELDS",
+    )
 
 
 def expected_json(descriptor: Descriptor) -> str:

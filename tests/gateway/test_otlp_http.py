@@ -432,6 +432,11 @@ def test_wrong_length_id_rejects_only_record(live, http, field, value):
             "resource_logs[0].scope_logs[0].log_records[0].body.bytes_value",
             "expected base64",
         ),
+        (
+            {"body": {"stringValue": "a", "intValue": "1"}},
+            "resource_logs[0].scope_logs[0].log_records[0].body",
+            "sets both string_value and int_value",
+        ),
     ],
 )
 def test_invalid_value_names_path(http, record, path, expected):

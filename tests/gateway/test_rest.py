@@ -998,3 +998,48 @@ def test_error_paths_use_proto_names(client, method, url, body, field):
     fields = [v["field"] for v in _detail(error, BAD_REQUEST)["fieldViolations"]]
     assert field in fields
     assert f"{field}: " in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("participants", "field", "members"),
+    [
+        (
+            [{"user": "users/a", "basisPoints": 5000, "shares": 1}],
+            "expense.split.participants[0]",
+            "basis_points and shares",
+        ),
+        (
+            [
+                {"user": "users/a", "shares": 1},
+                {"user": "users/b", "exact_amount": {"units": "1"}, "shares": 1},
+            ],
+            "expense.split.participants[1]",
+            "exact_amount and shares",
+        ),
+    ],
+)
+def test_two_oneof_members_named(client, participants, field, members):
+    body = {"split": {"type": "SPLIT_TYPE_MIXED", "participants": participants}}
+
+    response = client.post("/v1/groups/g1/expenses", json=body)
+
+    assert response.status_code == 400, response.text
+    error = _error(response)
+    assert _detail(error, ERROR_INFO)["reason"] == "MULTIPLE_ONEOF_FIELDS"
+    (violation,) = _detail(error, BAD_REQUEST)["fieldViolations"]
+    assert violation["field"] == field
+    assert error["message"].startswith(f"{field}: sets both {members}")
+    assert (
+        "give exactly one of exact_amount, basis_points or shares" in (error["message"])
+    )
+
+
+def test_oneof_null_member_not_counted(client):
+    participant = {"user": "users/a", "basisPoints": 5000, "shares": None}
+    body = {"split": {"type": "SPLIT_TYPE_MIXED", "participants": [participant]}}
+
+    response = client.post("/v1/groups/g1/expenses", json=body)
+
+    # The body passes the JSON checks and reaches expense_service, which is
+    # not running here.
+    assert response.status_code == 503, response.text
