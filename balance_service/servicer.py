@@ -43,7 +43,8 @@ Choices that the proto leaves open:
 
 With `auth_required` on, `splitlog_runtime.authz` limits each call to
 members of the group it names. GetUserBalance accepts only the caller's own
-balance, `settlement.creator` must be the caller, and a ListSettlements
+balance, `settlement.creator` must be the caller and is filled with the
+caller when empty (with auth off it is required), and a ListSettlements
 across every group (`groups/-`) must name the caller as `participant` and
 returns only settlements of groups the caller belongs to now. Membership
 comes from `UserDirectory`'s cached member lists, so a removed member, or a
@@ -248,6 +249,11 @@ class _ReusedInGroup(Exception):
     def __init__(self, group_id: str) -> None:
         super().__init__(group_id)
         self.group_id = group_id
+
+
+def _parse_author(name: str, field: str) -> str:
+    """Return the user id of a write's author, the caller's if `name` is empty."""
+    return domain.parse_user(authz.author_or_caller(name, field), field)
 
 
 def _settlement_hash(
@@ -996,7 +1002,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             domain.parse_user, settlement.payee, "settlement.payee"
         )
         creator = violations.check(
-            domain.parse_user, settlement.creator, "settlement.creator"
+            _parse_author, settlement.creator, "settlement.creator"
         )
         amount = violations.check(
             domain.to_minor, settlement.amount, "settlement.amount"

@@ -3,7 +3,9 @@
 A create stores, beside its `request_id`, the SHA-256 of the request as the
 server reads it. That is the checked values with the server's defaults
 applied: CATEGORY_GENERAL for an unset category, the description without
-surrounding spaces and lower-case inner request_ids. The fields that a create
+surrounding spaces, lower-case inner request_ids and, with authentication
+on, the caller as the creator of a create that leaves it empty. The fields
+that a create
 ignores (`name`, the output-only fields, `last_modifier`) or does not know
 are left out. A retry that spells out a default, or sends back fields of a
 response, then hashes the same as the first call.
@@ -79,6 +81,7 @@ def normalized_create(
     request: pb.CreateExpenseRequest,
     parent: str,
     draft: domain.Draft,
+    creator: str,
     request_id: str = "",
 ) -> pb.CreateExpenseRequest:
     """Build the create as the server stores it, for hashing.
@@ -87,6 +90,7 @@ def normalized_create(
       request: the create as sent.
       parent: the group; in a batch, the batch's parent.
       draft: the request's checked fields, with the defaults applied.
+      creator: the checked creator, the caller when the request left it empty.
       request_id: the key to keep in the hash: empty for a create sent alone,
         the checked inner key for a create in a batch.
     """
@@ -104,7 +108,7 @@ def normalized_create(
             participants=[_participant(member) for member in draft.members],
         ),
         notes=draft.notes,
-        creator=request.expense.creator,
+        creator=creator,
     )
     return pb.CreateExpenseRequest(
         parent=parent,
@@ -136,14 +140,14 @@ def _bytes_hash(request: pb.CreateExpenseRequest, parent: str) -> str:
 
 
 def create_hash(
-    request: pb.CreateExpenseRequest, parent: str, draft: domain.Draft
+    request: pb.CreateExpenseRequest, parent: str, draft: domain.Draft, creator: str
 ) -> RequestHash:
     """Hash a create without its request_id, so that a retry hashes the same.
 
     The parent is filled in, so a create sent alone and the same create in a
     batch (where it may leave the parent empty) hash the same.
     """
-    normalized = normalized_create(request, parent, draft)
+    normalized = normalized_create(request, parent, draft, creator)
 
     def earlier_forms() -> list[str]:
         return [

@@ -51,7 +51,8 @@ Choices that the proto leaves open:
 
 With `auth_required` on, `splitlog_runtime.authz` limits each call to
 members of the expense's group (ListCategories is open to every caller).
-`expense.creator` and `expense.last_modifier` must name the caller, and a
+`expense.creator` and `expense.last_modifier` must name the caller and are
+filled with the caller when empty (with auth off they are required), and a
 ListExpenses across every group (`groups/-`) must name the caller as
 `participant` and returns only expenses of groups the caller belongs to now.
 Membership comes from the cached member lists of `MembershipClient`, so a
@@ -178,6 +179,11 @@ def _changed_users(
 def _group_of(expense_name: str) -> str:
     """Return the `groups/{group}` part of an expense name, valid or not."""
     return "/".join(expense_name.split("/", 2)[:2])
+
+
+def _author(name: str, field: str) -> str:
+    """Check the user that a write names as its author, the caller if empty."""
+    return domain.validate_user_name(authz.author_or_caller(name, field), field)
 
 
 def _not_found(name: str) -> NotFound:
@@ -699,9 +705,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             domain.parse_draft, request.expense, f"{prefix}expense"
         )
         creator = violations.check(
-            domain.validate_user_name,
-            request.expense.creator,
-            f"{prefix}expense.creator",
+            _author, request.expense.creator, f"{prefix}expense.creator"
         )
         if request.expense_id:
             violations.check(
@@ -722,7 +726,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             checked=checked,
             request_id=request_id,
             request_hash=(
-                request_hashes.create_hash(request, parent, draft)
+                request_hashes.create_hash(request, parent, draft, creator)
                 if request_id
                 else None
             ),
@@ -865,7 +869,11 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         if batch_id:
             normalized = [
                 request_hashes.normalized_create(
-                    inner, request.parent, create.checked.draft, create.request_id
+                    inner,
+                    request.parent,
+                    create.checked.draft,
+                    create.creator,
+                    create.request_id,
                 )
                 for inner, create in zip(request.requests, creates, strict=True)
             ]
@@ -1279,7 +1287,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         violations.check(domain.parse_expense_name, expense.name, "expense.name")
         expected = violations.check(domain.parse_etag, expense.etag, "expense.etag")
         modifier = violations.check(
-            domain.validate_user_name, expense.last_modifier, "expense.last_modifier"
+            _author, expense.last_modifier, "expense.last_modifier"
         )
         fields = violations.check(
             domain.resolve_update_mask,

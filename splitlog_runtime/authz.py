@@ -38,6 +38,7 @@ from splitlog_runtime.errors import (
     PermissionDenied,
     Unauthenticated,
     Unavailable,
+    invalid_field,
 )
 from splitlog_runtime.groups import DELETED_KEY
 
@@ -153,6 +154,38 @@ def require_acting_as_caller(user: str, field: str) -> None:
         f"{caller} may not record {user!r} as {field}; set {field} to {caller!r}",
         reason=ACTING_FOR_OTHER,
         metadata={"principal": caller, "field": field},
+    )
+
+
+def author_or_caller(name: str, field: str) -> str:
+    """Return the author that a write names in `field`, or its caller if none.
+
+    Fields such as `expense.creator` name who made a change. With
+    authentication on, a user may name only themselves there
+    (`require_acting_as_caller`), so an empty field means the user that the
+    call is authenticated as. Filling it before any hash of the request is
+    taken makes a retry that spells the caller out hash the same.
+
+    Raises:
+      InvalidArgument: the field is empty and the call has no user to fill
+        it with, because authentication is off or the caller is a service or
+        anonymous (reason REQUIRED).
+    """
+    if name:
+        return name
+    principal = auth.current_principal()
+    if principal is not None and principal.user is not None:
+        return principal.user
+    if principal is None:
+        why = "authentication is off, so the server cannot tell who the caller is"
+    else:
+        why = f"the caller {principal.name} is not a user"
+    raise invalid_field(
+        field,
+        f"is required because {why}; name the user who makes this change, such "
+        f"as 'users/alice' (with authentication on, a user's call may leave "
+        f"{field} empty to name themselves)",
+        reason="REQUIRED",
     )
 
 

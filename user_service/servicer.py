@@ -32,7 +32,8 @@ With `auth_required` on, `splitlog_runtime.authz` limits each call:
 - GetUser, UpdateUser, DeactivateUser and ListGroups accept only the
   caller's own account, and ListUsers returns only the caller's account.
 - CreateGroup needs `group.creator` to be the caller, who becomes its first
-  member.
+  member. An empty `group.creator` names the caller (with auth off it is
+  required).
 - Every other group method needs the caller to be a member of the group, and
   then any member may rename or delete the group and add or remove any
   member. Membership is read from this service's database on each call, so a
@@ -175,6 +176,11 @@ def _deactivate(session: Session, row: storage.UserRow) -> tuple[int, int]:
     sessions = auth_storage.revoke_sessions_of_user(session, row.id, now)
     keys = auth_storage.revoke_api_keys_of_user(session, row.id, now)
     return sessions, keys
+
+
+def _parse_author(name: str, field: str) -> str:
+    """Return the user id of a write's author, the caller's if `name` is empty."""
+    return domain.parse_user_name(authz.author_or_caller(name, field), field)
 
 
 def _check_creator_unchanged(creator: str, row: storage.GroupRow) -> None:
@@ -610,9 +616,7 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         display_name = violations.check(
             domain.validate_display_name, group.display_name, "group.display_name"
         )
-        creator_id = violations.check(
-            domain.parse_user_name, group.creator, "group.creator"
-        )
+        creator_id = violations.check(_parse_author, group.creator, "group.creator")
         if group.currency_code:
             violations.check(
                 domain.validate_currency_code,

@@ -1,0 +1,330 @@
+"""Author fields left empty: the caller with auth on, required with it off.
+
+`group.creator`, `expense.creator`, `expense.last_modifier` and
+`settlement.creator` may name only the caller while `auth_required` is on,
+so an empty one is filled with the caller. With auth off no caller identity
+arrives, and they stay required. Real user, expense and balance services run
+behind a real gateway, called over gRPC and REST.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import httpx
+import pytest
+from google.type import date_pb2, money_pb2
+
+from splitlog.balances.v1 import balances_service_pb2 as balances_pb
+from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb
+from splitlog.users.v1 import users_service_pb2 as users_pb
+from splitlog_runtime import auth
+from tests.auth.test_authorization import (
+    TIMEOUT,
+    Caller,
+    Stack,
+    _expense,
+    _fails,
+    _sign_up,
+    _start_stack,
+    _stop_stack,
+)
+from tests.gateway.support import LoopThread, error_details
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+AUTH_OFF = "is required because authentication is off"
+
+
+def _run_stack(loop_thread: LoopThread, data_dir, required: bool) -> Iterator[Stack]:
+    started = _start_stack(loop_thread, data_dir, required)
+    try:
+        yield started
+    finally:
+        _stop_stack(loop_thread, started)
+        auth.install_process_signer(None)
+
+
+@pytest.fixture(scope="module")
+def loop_thread() -> Iterator[LoopThread]:
+    thread = LoopThread()
+    yield thread
+    thread.close()
+
+
+@pytest.fixture(scope="module")
+def stack(loop_thread, tmp_path_factory) -> Iterator[Stack]:
+    yield from _run_stack(loop_thread, tmp_path_factory.mktemp("author-on"), True)
+
+
+@pytest.fixture(scope="module")
+def channel(stack: Stack) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(f"127.0.0.1:{stack.gateway.grpc_port}") as opened:
+        yield opened
+
+
+@pytest.fixture(scope="module")
+def http(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{stack.gateway.http_port}", timeout=TIMEOUT
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def pair(channel) -> tuple[Caller, Caller, str]:
+    """Return ann, ben and a group of the two that ann created."""
+    ann, ben = _sign_up(channel, "ann"), _sign_up(channel, "ben")
+    group = ann.create_group()
+    ann.add_member(group, ben.user)
+    return ann, ben, group
+
+
+def _unsigned_expense(payer: str, participants: list[str]) -> expenses_pb.Expense:
+    expense = _expense(payer, participants)
+    expense.ClearField("creator")
+    return expense
+
+
+def _settlement(payer: str, payee: str, creator: str = "") -> balances_pb.Settlement:
+    return balances_pb.Settlement(
+        payer=payer,
+        payee=payee,
+        creator=creator,
+        amount=money_pb2.Money(currency_code="EUR", units=5),
+        settlement_date=date_pb2.Date(year=2024, month=5, day=2),
+    )
+
+
+# Auth on: the caller fills the field
+
+
+def test_group_creator_defaults_to_caller(channel):
+    ann = _sign_up(channel, "ann")
+    request = users_pb.CreateGroupRequest(group=users_pb.Group(display_name="Trip"))
+
+    group = ann.users("CreateGroup", request).group
+
+    assert group.creator == ann.user
+    assert group.member_count == 1
+
+
+def test_expense_creator_defaults_to_caller(pair):
+    ann, ben, group = pair
+    request = expenses_pb.CreateExpenseRequest(
+        parent=group, expense=_unsigned_expense(ann.user, [ann.user, ben.user])
+    )
+
+    # ben records an expense that ann paid, as any member may.
+    expense = ben.expenses("CreateExpense", request).expense
+
+    assert expense.creator == ben.user
+    assert expense.last_modifier == ben.user
+
+
+def test_update_last_modifier_defaults_to_caller(pair):
+    ann, ben, group = pair
+    name = ann.create_expense(group, [ann.user, ben.user])
+    request = expenses_pb.UpdateExpenseRequest(
+        expense=expenses_pb.Expense(name=name, description="Lunch")
+    )
+
+    expense = ben.expenses("UpdateExpense", request).expense
+
+    assert expense.last_modifier == ben.user
+    assert expense.creator == ann.user
+    assert expense.description == "Lunch"
+
+
+def test_rest_patch_without_last_modifier(pair, http):
+    ann, ben, group = pair
+    name = ann.create_expense(group, [ann.user, ben.user])
+
+    response = http.patch(
+        f"/v1/{name}",
+        json={"description": "Lunch"},
+        headers={"authorization": f"Bearer {ben.credential}"},
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json()["expense"]["lastModifier"] == ben.user
+
+
+def test_rest_create_without_creator(pair, http):
+    ann, ben, group = pair
+    settlement = {
+        "payer": ben.user,
+        "payee": ann.user,
+        "amount": {"currencyCode": "EUR", "units": "5"},
+        "settlementDate": {"year": 2024, "month": 5, "day": 2},
+    }
+
+    response = http.post(
+        f"/v1/{group}/settlements",
+        json=settlement,
+        headers={"authorization": f"Bearer {ben.credential}"},
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json()["settlement"]["creator"] == ben.user
+
+
+def test_create_retry_spelling_out_creator_replays(pair):
+    ann, ben, group = pair
+    request_id = str(uuid.uuid4())
+    omitted = expenses_pb.CreateExpenseRequest(
+        parent=group,
+        expense=_unsigned_expense(ann.user, [ann.user, ben.user]),
+        request_id=request_id,
+    )
+    spelled = expenses_pb.CreateExpenseRequest()
+    spelled.CopyFrom(omitted)
+    spelled.expense.creator = ann.user
+
+    first = ann.expenses("CreateExpense", omitted).expense
+    retried = ann.expenses("CreateExpense", spelled).expense
+    retried_again = ann.expenses("CreateExpense", omitted).expense
+
+    assert retried.name == first.name
+    assert retried_again.name == first.name
+    assert first.creator == ann.user
+
+
+def test_create_retry_by_other_member_rejected(pair):
+    ann, ben, group = pair
+    request = expenses_pb.CreateExpenseRequest(
+        parent=group,
+        expense=_unsigned_expense(ann.user, [ann.user, ben.user]),
+        request_id=str(uuid.uuid4()),
+    )
+    ann.expenses("CreateExpense", request)
+
+    # The same bytes from another caller name another creator.
+    error = _fails(lambda: ben.expenses("CreateExpense", request))
+
+    assert error.code() == INVALID
+    assert error_details(error)["ErrorInfo"].reason == "REQUEST_ID_REUSED"
+
+
+def test_batch_creators_default_to_caller(pair):
+    ann, ben, group = pair
+    creates = [
+        expenses_pb.CreateExpenseRequest(
+            expense=_unsigned_expense(ann.user, [ann.user, ben.user])
+        )
+        for _ in range(2)
+    ]
+    omitted = expenses_pb.BatchCreateExpensesRequest(
+        parent=group, requests=creates, request_id=str(uuid.uuid4())
+    )
+    spelled = expenses_pb.BatchCreateExpensesRequest()
+    spelled.CopyFrom(omitted)
+    for create in spelled.requests:
+        create.expense.creator = ann.user
+
+    first = ann.expenses("BatchCreateExpenses", omitted).expenses
+    retried = ann.expenses("BatchCreateExpenses", spelled).expenses
+
+    assert [expense.creator for expense in first] == [ann.user, ann.user]
+    assert [expense.name for expense in retried] == [e.name for e in first]
+
+
+def test_settlement_creator_defaults_to_caller(pair):
+    ann, ben, group = pair
+    request_id = str(uuid.uuid4())
+    omitted = balances_pb.CreateSettlementRequest(
+        parent=group, settlement=_settlement(ben.user, ann.user), request_id=request_id
+    )
+    spelled = balances_pb.CreateSettlementRequest(
+        parent=group,
+        settlement=_settlement(ben.user, ann.user, creator=ann.user),
+        request_id=request_id,
+    )
+
+    first = ann.balances("CreateSettlement", omitted).settlement
+    retried = ann.balances("CreateSettlement", spelled).settlement
+
+    assert first.creator == ann.user
+    assert retried.name == first.name
+
+
+# Auth off: the fields stay required
+
+
+@pytest.fixture(scope="module")
+def open_stack(loop_thread, tmp_path_factory) -> Iterator[Stack]:
+    yield from _run_stack(loop_thread, tmp_path_factory.mktemp("author-off"), False)
+
+
+@pytest.fixture(scope="module")
+def open_caller(open_stack: Stack) -> Iterator[Caller]:
+    """A caller without a credential on the stack with auth off."""
+    address = f"127.0.0.1:{open_stack.gateway.grpc_port}"
+    with grpc.insecure_channel(address) as opened:
+        caller = Caller(opened, "users/nobody", "unused")
+        caller.metadata = ()
+        yield caller
+
+
+def _assert_required_without_auth(error: grpc.RpcError, field: str) -> None:
+    assert error.code() == INVALID, error.details()
+    assert error_details(error)["ErrorInfo"].reason == "REQUIRED"
+    assert f"{field}: {AUTH_OFF}" in error.details()
+    assert "such as 'users/alice'" in error.details()
+
+
+def test_group_creator_required_without_auth(open_caller):
+    request = users_pb.CreateGroupRequest(group=users_pb.Group(display_name="Trip"))
+
+    error = _fails(lambda: open_caller.users("CreateGroup", request))
+
+    _assert_required_without_auth(error, "group.creator")
+
+
+def test_expense_authors_required_without_auth(open_caller):
+    create = expenses_pb.CreateExpenseRequest(
+        parent="groups/trip-one",
+        expense=_unsigned_expense(
+            "users/ann-lima", ["users/ann-lima", "users/ben-costa"]
+        ),
+    )
+    update = expenses_pb.UpdateExpenseRequest(
+        expense=expenses_pb.Expense(
+            name="groups/trip-one/expenses/dinner", description="Lunch"
+        )
+    )
+
+    create_error = _fails(lambda: open_caller.expenses("CreateExpense", create))
+    update_error = _fails(lambda: open_caller.expenses("UpdateExpense", update))
+
+    _assert_required_without_auth(create_error, "expense.creator")
+    _assert_required_without_auth(update_error, "expense.last_modifier")
+
+
+def test_batch_creator_required_without_auth(open_caller):
+    request = expenses_pb.BatchCreateExpensesRequest(
+        parent="groups/trip-one",
+        requests=[
+            expenses_pb.CreateExpenseRequest(
+                expense=_unsigned_expense(
+                    "users/ann-lima", ["users/ann-lima", "users/ben-costa"]
+                )
+            )
+        ],
+    )
+
+    error = _fails(lambda: open_caller.expenses("BatchCreateExpenses", request))
+
+    _assert_required_without_auth(error, "requests[0].expense.creator")
+
+
+def test_settlement_creator_required_without_auth(open_caller):
+    request = balances_pb.CreateSettlementRequest(
+        parent="groups/trip-one",
+        settlement=_settlement("users/ann-lima", "users/ben-costa"),
+    )
+
+    error = _fails(lambda: open_caller.balances("CreateSettlement", request))
+
+    _assert_required_without_auth(error, "settlement.creator")
