@@ -16,7 +16,10 @@ from expense_service import money
 from expense_service.currencies import UnknownCurrencyError, exponent
 from splitlog_runtime.errors import InvalidArgument, invalid_field
 from splitlog_runtime.resources import check_id, parse_name
-from splitlog_runtime.validation import Violations  # noqa: F401 (re-exported)
+from splitlog_runtime.validation import (
+    Violations,  # noqa: F401 (re-exported)
+    date_example,
+)
 
 _T = TypeVar("_T")
 
@@ -181,24 +184,33 @@ def format_money(amount_minor: int, currency: str) -> str:
 # Dates
 
 
-def to_date(value: date_pb2.Date, field_path: str) -> date:
-    """Return a full calendar date; year, month and day must all be set."""
+def to_date(value: date_pb2.Date, field_path: str, query: bool = False) -> date:
+    """Return a full calendar date; year, month and day must all be set.
+
+    `query` marks a field that REST reads from the query string, whose
+    error shows the query parameters too.
+    """
     try:
         return date(value.year, value.month, value.day)
     except ValueError:
         raise invalid_field(
             field_path,
             f"{value.year:04d}-{value.month:02d}-{value.day:02d} is not a valid "
-            "calendar date; set year, month and day, such as 2024-05-31",
+            f"calendar date; set year, month and day, "
+            f"{date_example(field_path, query)}",
             reason="INVALID_DATE",
         ) from None
 
 
 def optional_date(message: object, name: str, field_path: str) -> date | None:
-    """Return the date in field `name` of `message`, or None when it is unset."""
+    """Return the date in field `name` of `message`, or None when it is unset.
+
+    Only requests of GET routes have such optional dates, so REST reads them
+    from the query string.
+    """
     if not message.HasField(name):
         return None
-    return to_date(getattr(message, name), field_path)
+    return to_date(getattr(message, name), field_path, query=True)
 
 
 def date_message(value: date) -> date_pb2.Date:

@@ -106,7 +106,11 @@ from splitlog_runtime.errors import (
 from splitlog_runtime.fencing import GroupWrites
 from splitlog_runtime.idempotency import check_same_request, key_reused, values_hash
 from splitlog_runtime.resources import check_id, new_id
-from splitlog_runtime.validation import NOTE_CONTROLS, find_control_character
+from splitlog_runtime.validation import (
+    NOTE_CONTROLS,
+    date_example,
+    find_control_character,
+)
 
 _LOGGER = logging.getLogger(__name__)
 #: Seconds that CheckSettled keeps for sending its response after waiting for
@@ -1016,7 +1020,8 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             violations.errors.append(
                 invalid_field(
                     "settlement.settlement_date",
-                    "is required; give the day of the payment, such as 2024-05-31",
+                    "is required; give the day of the payment, "
+                    + date_example("settlement.settlement_date"),
                     reason="REQUIRED",
                 )
             )

@@ -28,6 +28,7 @@ from splitlog_runtime.resources import check_id, parse_name
 from splitlog_runtime.validation import (  # noqa: F401 (Violations re-exported)
     NOTE_CONTROLS,
     Violations,
+    date_example,
     find_control_character,
 )
 
@@ -324,8 +325,13 @@ def validate_notes(value: str, field: str) -> str:
     return value
 
 
-def validate_date(value: date_pb2.Date, present: bool, field: str) -> datetime.date:
+def validate_date(
+    value: date_pb2.Date, present: bool, field: str, query: bool = False
+) -> datetime.date:
     """Convert a full `google.type.Date` to a date.
+
+    `query` marks a field that REST reads from the query string, whose
+    errors show the query parameters too.
 
     Raises:
       InvalidArgument: the date is missing, partial (a zero year, month or
@@ -334,8 +340,7 @@ def validate_date(value: date_pb2.Date, present: bool, field: str) -> datetime.d
     if not present:
         raise invalid_field(
             field,
-            "is required; give the day of the expense, such as "
-            "{year: 2024, month: 5, day: 17}",
+            f"is required; give the day of the expense, {date_example(field)}",
             reason="REQUIRED",
         )
     text = f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
@@ -345,7 +350,8 @@ def validate_date(value: date_pb2.Date, present: bool, field: str) -> datetime.d
         raise invalid_field(
             field,
             f"{text} is not a calendar date; give a full date with a year from "
-            "1 to 9999, a month and a day that exists in that month",
+            "1 to 9999, a month and a day that exists in that month, "
+            f"{date_example(field, query)}",
             reason="INVALID_DATE",
         ) from None
 

@@ -1181,7 +1181,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         for field in ("start_date", "end_date"):
             if request.HasField(field):
                 dates[field] = violations.check(
-                    domain.validate_date, getattr(request, field), True, field
+                    domain.validate_date, getattr(request, field), True, field, True
                 )
 
         order_by = " ".join(request.order_by.split())

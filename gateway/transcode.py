@@ -19,6 +19,7 @@ Everything here is pure: no I/O, no gRPC.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import logging
 import math
@@ -72,6 +73,10 @@ _WRAPPERS = frozenset(
 )
 
 _INTEGER = re.compile(r"[-+]?[0-9]+\Z")
+_DATE = "google.type.Date"
+# The day shown in the query parameters of a date that the request did not
+# write as YYYY-MM-DD.
+_EXAMPLE_DAY = datetime.date(2024, 5, 31)
 # Maximum length of a path or query integer that is converted to an int.
 _MAX_INTEGER_CHARACTERS = 40
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -515,7 +520,7 @@ def _assign_query_value(
     ):
         raise invalid_field(
             proto_path,
-            f"{key} is a message field; set its subfields, e.g. {key}.<field>",
+            _message_parameter_problem(key, leaf.message_type, text),
             reason="INVALID_FIELD_TYPE",
         )
     node = tree
@@ -533,6 +538,29 @@ def _assign_query_value(
         )
     else:
         node[leaf.json_name] = value
+
+
+def _message_parameter_problem(key: str, message: Descriptor, text: str) -> str:
+    """Describe how query parameters set the message field `key` given as `text`.
+
+    A query string sets a message one field at a time, and a date written
+    as YYYY-MM-DD is shown split into those fields.
+    """
+    if message.full_name == _DATE:
+        try:
+            day = datetime.date.fromisoformat(text)
+        except ValueError:
+            day = _EXAMPLE_DAY
+        return (
+            f"{key} is a {_DATE}, which a query string sets one field at a "
+            f"time; send {key}.year={day.year}&{key}.month={day.month}&"
+            f"{key}.day={day.day}"
+        )
+    fields = ", ".join(f"{key}.{field.json_name}" for field in message.fields)
+    return (
+        f"{key} is a {message.full_name} message, which a query string sets one "
+        f"field at a time; send its fields as parameters: {fields}"
+    )
 
 
 def _reject_message_list(fields: list[FieldDescriptor], proto_path: str) -> None:

@@ -1,7 +1,8 @@
 """Collect the errors of several field checks into one INVALID_ARGUMENT.
 
 Also the character rule that stored texts share, so that expense notes and
-settlement notes reject the same characters.
+settlement notes reject the same characters, and the example that errors
+about `google.type.Date` fields show.
 """
 
 from __future__ import annotations
@@ -33,6 +34,22 @@ def find_control_character(value: str, allowed: str = "") -> str | None:
         if category in ("Cc", "Cs", "Zl", "Zp") or char in BIDI_CONTROLS:
             return char
     return None
+
+
+def date_example(field: str, query: bool = False) -> str:
+    """Write an example value of the `google.type.Date` field `field`.
+
+    The JSON form is what gRPC clients such as grpcurl and REST bodies take.
+    With `query`, for a field that a REST GET route reads from the query
+    string, the query parameters of the same day follow it.
+    """
+    example = 'such as {"year": 2024, "month": 5, "day": 31}'
+    if query:
+        example += (
+            f", or as REST query parameters {field}.year=2024&{field}.month=5&"
+            f"{field}.day=31"
+        )
+    return example
 
 
 @dataclass

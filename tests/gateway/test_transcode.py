@@ -234,6 +234,13 @@ def test_bad_query_parameter(query, field, reason):
     assert error.field_violations[0].field == field
 
 
+def test_query_message_parameter_lists_fields():
+    error = _rejected(_route("/v1/things", method="GET"), query=[("inner", "x")])
+
+    assert "transcode.test.Inner message" in error.message
+    assert "inner.name, inner.flag, inner.counts" in error.message
+
+
 def test_query_cannot_override_path():
     route = _route("/v1/{name=things/*}", method="GET")
 
