@@ -47,6 +47,8 @@ _DIGITS = re.compile(r"-?[0-9]+\Z")
 _NUMBER = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\Z")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
+_MONEY = "google.type.Money"
+_NANOS_PER_UNIT = 10**9
 _TIMESTAMP = "google.protobuf.Timestamp"
 _DURATION = "google.protobuf.Duration"
 _FIELD_MASK = "google.protobuf.FieldMask"
@@ -556,7 +558,11 @@ def _check_scalar(value: Any, field: FieldDescriptor, path: str) -> Any:
             raise _wrong_type(path, _expected(field), value)
         number = _integer(value)
         low, high = _INT_RANGES[kind]
-        if number is None or not low <= number <= high:
+        if number is None:
+            # A number with a fraction, since `_is_number` accepted it.
+            fix = _money_units_fix(field, value)
+            raise _wrong_value(path, _expected(field), value, fix)
+        if not low <= number <= high:
             raise _wrong_value(path, _expected(field), value)
         return value if isinstance(value, int) else number
     if kind in _FLOAT_TYPES:
@@ -583,6 +589,35 @@ def _check_float(value: Any, field: FieldDescriptor, path: str) -> None:
     limit = _FLOAT32_MAX if field.type == FieldDescriptor.TYPE_FLOAT else math.inf
     if not abs(number) <= limit:
         raise _wrong_value(path, _expected(field), value)
+
+
+def _money_units_fix(field: FieldDescriptor, value: Any) -> str:
+    """Return how to write a `google.type.Money` units value with a fraction.
+
+    Returns an empty string for any other field or value. `units` contains
+    whole units and `nanos` the fraction in billionths, with the same sign.
+    """
+    if field.containing_type.full_name != _MONEY or field.name != "units":
+        return ""
+    text = value.text if isinstance(value, JsonNumber) else value
+    if isinstance(text, bool) or not isinstance(text, str | int | float):
+        return ""
+    try:
+        exact = Decimal(str(text))
+    except InvalidOperation:
+        return ""
+    # From 10**19 on, the whole part is beyond int64, and the range that the
+    # message gives is the fix.
+    if not exact.is_finite() or exact.adjusted() >= 19:
+        return ""
+    units = int(exact)  # Truncates toward zero, so nanos keeps the sign.
+    nanos = (exact - units) * _NANOS_PER_UNIT
+    if nanos != nanos.to_integral_value():
+        return (
+            "; put the fraction in nanos, in billionths of a unit, which "
+            "holds at most 9 decimal digits"
+        )
+    return f"; put the fraction in nanos: units {units}, nanos {int(nanos)}"
 
 
 def _is_number(value: Any) -> bool:
@@ -679,9 +714,11 @@ def _wrong_type(path: str, expected: str, value: Any) -> InvalidArgument:
     )
 
 
-def _wrong_value(path: str, expected: str, value: Any) -> InvalidArgument:
+def _wrong_value(
+    path: str, expected: str, value: Any, fix: str = ""
+) -> InvalidArgument:
     return invalid_field(
         path,
-        f"expected {expected}, got {describe_json(value)}",
+        f"expected {expected}, got {describe_json(value)}{fix}",
         reason="INVALID_FIELD_VALUE",
     )

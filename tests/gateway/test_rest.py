@@ -1043,3 +1043,33 @@ def test_oneof_null_member_not_counted(client):
     # The body passes the JSON checks and reaches expense_service, which is
     # not running here.
     assert response.status_code == 503, response.text
+
+
+@pytest.mark.parametrize(
+    ("units", "fix"),
+    [
+        (10.5, "put the fraction in nanos: units 10, nanos 500000000"),
+        ("-10.25", "put the fraction in nanos: units -10, nanos -250000000"),
+        (0.0000000001, "at most 9 decimal digits"),
+    ],
+)
+def test_money_units_fraction_says_fix(client, units, fix):
+    body = {"total": {"currencyCode": "USD", "units": units}}
+
+    response = client.post("/v1/groups/g1/expenses", json=body)
+
+    assert response.status_code == 400, response.text
+    error = _error(response)
+    assert _detail(error, ERROR_INFO)["reason"] == "INVALID_FIELD_VALUE"
+    assert error["message"].startswith("expense.total.units: expected an integer")
+    assert error["message"].endswith(fix)
+
+
+def test_money_units_fix_accepted_by_check(client):
+    body = {"total": {"currencyCode": "USD", "units": 10, "nanos": 500000000}}
+
+    response = client.post("/v1/groups/g1/expenses", json=body)
+
+    # The JSON checks pass, so the call goes on to expense_service, which is
+    # not running here.
+    assert response.status_code == 503, response.text
