@@ -237,6 +237,23 @@ def _check_participants(
     return fields
 
 
+# The fix for a participant without a value, by the split types that need one.
+_MISSING_VALUE_FIXES = {
+    SplitType.EXACT: (
+        "set exact_amount to what this member owes, in the total's currency, "
+        "or remove the participant"
+    ),
+    SplitType.SHARES: (
+        "set shares to this member's weight, such as 1, or 0 for a member who "
+        "owes nothing"
+    ),
+    SplitType.MIXED: (
+        "set exact_amount for a fixed amount, basis_points for a percentage "
+        "(2550 is 25.50 %), or shares for a part of what the others leave"
+    ),
+}
+
+
 def _check_value_kind(kind: SplitType, participant: Participant, field: str) -> None:
     names = participant.values_set()
     accepted = _ACCEPTED_VALUES[kind]
@@ -254,13 +271,15 @@ def _check_value_kind(kind: SplitType, participant: Participant, field: str) -> 
             raise InvalidParticipantError(
                 f"{field}.{name}", f"{name} does not fit the split type: {hint}"
             )
-    if not names and kind in (SplitType.EXACT, SplitType.SHARES, SplitType.MIXED):
+    if not names and kind in _MISSING_VALUE_FIXES:
         if kind is SplitType.MIXED:
             target, missing = field, "one of exact_amount, basis_points or shares"
         else:
             target, missing = f"{field}.{accepted[0]}", accepted[0]
         raise InvalidParticipantError(
-            target, f"{missing} is required in a {type_name} split"
+            target,
+            f"{missing} is required in a {type_name} split; "
+            f"{_MISSING_VALUE_FIXES[kind]}",
         )
 
 
@@ -420,23 +439,32 @@ def _mixed_quotas(
     rest = context.magnitude - taken
     field = f"{context.split_field}.participants"
     has_shares = any(p.shares is not None for p in participants)
+    if rest > 0 and not total_shares and not taken:
+        raise SplitMismatchError(
+            field,
+            "shares add up to 0, so the total of "
+            f"{context.money(context.total_minor)} is not divided; give a shares "
+            "participant one share or more",
+        )
+    percent_count = sum(1 for p in participants if p.basis_points is not None)
+    subject, pronoun = _fixed_parts(len(exact), percent_count)
     if rest < 0:
         raise SplitMismatchError(
             field,
-            "exact amounts and percentages add up to "
-            f"{context.money(context.signed(taken))}, which is "
+            f"{subject} {context.money(context.signed(taken))}, which is "
             f"{context.money(-rest)} over the total of "
-            f"{context.money(context.total_minor)}; lower them",
+            f"{context.money(context.total_minor)}; lower {pronoun}",
         )
     if rest > 0 and total_shares == 0:
         if has_shares:
             hint = "give a shares participant one share or more"
         else:
-            hint = "change them, or add a participant with shares to take the rest"
+            hint = (
+                f"change {pronoun}, or add a participant with shares to take the rest"
+            )
         raise SplitMismatchError(
             field,
-            "exact amounts and percentages add up to "
-            f"{context.money(context.signed(taken))}, so "
+            f"{subject} {context.money(context.signed(taken))}, so "
             f"{context.money(rest)} of the total of "
             f"{context.money(context.total_minor)} is not divided; {hint}",
         )
@@ -446,6 +474,24 @@ def _mixed_quotas(
         if participant.shares is not None and total_shares:
             quotas[index] = rest * participant.shares / total_shares
     return quotas
+
+
+def _fixed_parts(exact_count: int, percent_count: int) -> tuple[str, str]:
+    """Name the exact amounts and percentages of a mixed split that were given.
+
+    Returns:
+      The subject and verb before their sum in money, such as "the exact
+      amount comes to" or "exact amounts and percentages come to", and the
+      pronoun for them.
+    """
+    kinds = []
+    if exact_count:
+        kinds.append("exact amounts" if exact_count > 1 else "the exact amount")
+    if percent_count:
+        kinds.append("percentages" if percent_count > 1 else "the percentage")
+    if exact_count + percent_count == 1:
+        return f"{kinds[0]} comes to", "it"
+    return f"{' and '.join(kinds)} come to", "them"
 
 
 _QUOTAS = {

@@ -579,6 +579,82 @@ def test_percentages_missing_ten(clients, group):
     assert "10.00 % is missing" in error.details()
 
 
+@pytest.mark.parametrize(
+    ("values", "said", "unsaid"),
+    [
+        (
+            [{"exact_amount": money("11.00")}, {"shares": 1}],
+            "the exact amount comes to 11.00, which is 1.00 over the total of 10.00; "
+            "lower it",
+            "percentage",
+        ),
+        (
+            [{"basis_points": 6000}, {"basis_points": 5000}, {"shares": 1}],
+            "percentages come to 11.00, which is 1.00 over",
+            "exact",
+        ),
+        (
+            [{"exact_amount": money("4.00")}, {"basis_points": 1000}],
+            "the exact amount and the percentage come to 5.00, so 5.00 of the "
+            "total of 10.00 is not divided",
+            "shares add up",
+        ),
+        (
+            [{"shares": 0}, {"shares": 0}],
+            "shares add up to 0, so the total of 10.00 is not divided",
+            "percentage",
+        ),
+    ],
+)
+def test_mixed_mismatch_names_given_values(clients, group, values, said, unsaid):
+    participants = [
+        pb.SplitParticipant(user=user, **value)
+        for user, value in zip(group.members, values, strict=False)
+    ]
+    split = _split(pb.SPLIT_TYPE_MIXED, *participants)
+
+    error = _create_error(clients, group.name, _expense(group, "10.00", split))
+
+    assert reason_of(error) == "SPLIT_DOES_NOT_ADD_UP"
+    assert said in error.details()
+    assert unsaid not in error.details()
+
+
+@pytest.mark.parametrize(
+    ("split_type", "field", "fix"),
+    [
+        (
+            pb.SPLIT_TYPE_EXACT,
+            "expense.split.participants[1].exact_amount",
+            "exact_amount is required in a SPLIT_TYPE_EXACT split; set "
+            "exact_amount to what this member owes",
+        ),
+        (
+            pb.SPLIT_TYPE_SHARES,
+            "expense.split.participants[1].shares",
+            "set shares to this member's weight, such as 1",
+        ),
+        (
+            pb.SPLIT_TYPE_MIXED,
+            "expense.split.participants[1]",
+            "set exact_amount for a fixed amount, basis_points for a percentage",
+        ),
+    ],
+)
+def test_missing_participant_value_says_fix(clients, group, split_type, field, fix):
+    a, b, *_ = group.members
+    first = pb.SplitParticipant(user=a, exact_amount=money("10.00"))
+    if split_type == pb.SPLIT_TYPE_SHARES:
+        first = pb.SplitParticipant(user=a, shares=1)
+    split = _split(split_type, first, pb.SplitParticipant(user=b))
+
+    error = _create_error(clients, group.name, _expense(group, "10.00", split))
+
+    assert reason_of(error) == "INVALID_SPLIT_PARTICIPANT"
+    assert violated_fields(error) == [field]
+    assert fix in error.details()
+
+
 def test_zero_total_rejected(clients, group):
     error = _create_error(clients, group.name, equal_expense(group, "0.00"))
 
