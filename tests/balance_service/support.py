@@ -206,6 +206,28 @@ class LedgerPeer(ledger_grpc.LedgerServiceServicer):
         return len(self.events)
 
 
+def debt_nets(debts: Mapping[tuple[str, str], int]) -> dict[str, int]:
+    """Return each member's non-zero net amount from `(debtor, creditor) -> amount`."""
+    nets: dict[str, int] = defaultdict(int)
+    for (debtor, creditor), amount in debts.items():
+        nets[debtor] -= amount
+        nets[creditor] += amount
+    return {member: net for member, net in nets.items() if net}
+
+
+def has_cycle(debts: Mapping[tuple[str, str], int]) -> bool:
+    """Return whether debts go round in a cycle somewhere, by dropping the
+    debts to members who owe nobody until none is left or none can go."""
+    left = set(debts)
+    while left:
+        debtors = {debtor for debtor, _ in left}
+        sinks = {creditor for _, creditor in left} - debtors
+        if not sinks:
+            return True
+        left = {debt for debt in left if debt[1] not in sinks}
+    return False
+
+
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
