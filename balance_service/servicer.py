@@ -80,7 +80,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from balance_service import allocation, domain, former_members, storage, views
+from balance_service import allocation, cycles, domain, former_members, storage, views
 from balance_service.fence import RETRY_DELAY_SECONDS, LedgerFence
 from balance_service.former_members import USER_DEACTIVATED, Named, not_a_member
 from balance_service.ledger import Changes
@@ -543,9 +543,13 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         authz.require_self(domain.user_name(user_id), "name")
         self._directory.require_user(user_id, context)
         with self._transaction(read_only=True) as session:
+            # The counterparties add up to the totals only in one state.
+            repeatable_read(session)
             nets = storage.user_balances(session, user_id)
-            pairs = storage.user_pairs(session, user_id)
-        balance = views.user_balance(request.name, nets, pairs)
+            pairs = storage.user_group_pairs(session, user_id)
+        balance = views.user_balance(
+            request.name, nets, cycles.lines_of_user(user_id, pairs)
+        )
         return pb.GetUserBalanceResponse(balance=balance)
 
     def CheckSettled(
@@ -724,24 +728,14 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         after = _string_key(pagination.decode_token(request.page_token, selector))
         self._directory.recent_members(group_id, context)
         with self._transaction(read_only=True) as session:
-            rows = storage.group_pairs(session, group_id, currency)
+            pairs = storage.group_pairs(session, group_id, currency)
 
-        lines = []
-        for row in rows:
-            if row.amount > 0:
-                debtor, creditor, amount = (
-                    row.first_user_id,
-                    row.second_user_id,
-                    row.amount,
-                )
-            else:
-                debtor, creditor, amount = (
-                    row.second_user_id,
-                    row.first_user_id,
-                    -row.amount,
-                )
-            if user_id is None or user_id in (debtor, creditor):
-                lines.append((row.currency_code, debtor, creditor, amount))
+        lines = [
+            (code, debtor, creditor, amount)
+            for (_, code), debts in cycles.pairwise_lines(pairs).items()
+            for (debtor, creditor), amount in debts.items()
+            if user_id is None or user_id in (debtor, creditor)
+        ]
         lines.sort()
 
         if after is not None:
@@ -799,8 +793,9 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                 net = storage.member_nets(session, group_id, currency, [user_id])
                 net_amount = net[user_id]
             else:
-                net_amount = storage.pair_net(
-                    session, group_id, currency, user_id, counterparty
+                pairs = storage.group_pairs(session, group_id, currency)
+                net_amount, pairwise_amount = cycles.pair_amounts(
+                    pairs, user_id, counterparty
                 )
             items = self._contributions(
                 session, group_id, user_id, currency, counterparty, after, size + 1
@@ -827,6 +822,13 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         response = pb.ExplainBalanceResponse(
             net_amount=domain.to_money(net_amount, currency)
         )
+        if counterparty is not None:
+            response.circular_debt_adjustment.CopyFrom(
+                domain.to_money(pairwise_amount - net_amount, currency)
+            )
+            response.pairwise_amount.CopyFrom(
+                domain.to_money(pairwise_amount, currency)
+            )
         for item in page:
             running += item.net_change_minor
             response.contributions.add(

@@ -21,9 +21,11 @@ The tables:
 - `pair_balances`: for each pair of members (first id < second id) and
   currency, what the first owes the second, following the allocation rule in
   `balance_service.allocation`. Negative when the second owes the first.
-  Kept up to date with `balances` in the same transaction, it is what the
-  pairwise view of a group and the counterparties of the user summary are
-  read from. Indexed by each of the two users, for the user summary.
+  Kept up to date with `balances` in the same transaction. The pairwise
+  view of a group, the counterparties of the user summary and the pair
+  explanation read it and cancel circular debts at read time
+  (`balance_service.cycles`). Indexed by each of the two users, for the user
+  summary.
 - `group_activity`: when the latest expense or settlement of a group changed.
 - `settlements` and `balance_service_request_ids`.
 - `settlement_volumes`: the sum of the live settlements' amounts per group
@@ -63,6 +65,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, aliased, mapped_column
+
+from balance_service.cycles import PairAmount
 
 EXPENSE_FEED = "expense_service"
 
@@ -490,30 +494,42 @@ def group_snapshot(
     return rows[0][0], nets
 
 
-def user_pairs(session: Session, user_id: str) -> Sequence[tuple[str, str, str, int]]:
-    """Return a user's non-zero pair amounts in every group, from the user's side.
+# The columns of a `cycles.PairAmount`, in its order.
+_PAIR_AMOUNT = (
+    PairRow.group_id,
+    PairRow.currency_code,
+    PairRow.first_user_id,
+    PairRow.second_user_id,
+    PairRow.amount,
+)
 
-    Each item is `(group_id, currency_code, counterparty_id, amount)`, where a
-    positive amount is what the counterparty owes the user.
+
+def user_group_pairs(session: Session, user_id: str) -> list[PairAmount]:
+    """Return every non-zero pair amount of each group and currency in which
+    the user has one.
+
+    Cancelling circular debts (`balance_service.cycles`) needs the whole
+    group and currency, not only the user's own pairs. One statement reads
+    them, so they come from one committed state. Each item is `(group_id,
+    currency_code, first_user_id, second_user_id, amount)`, where `amount`
+    is what the first user owes the second.
     """
-    query = select(
-        PairRow.group_id,
-        PairRow.currency_code,
-        PairRow.first_user_id,
-        PairRow.second_user_id,
-        PairRow.amount,
-    ).where(
-        or_(PairRow.first_user_id == user_id, PairRow.second_user_id == user_id),
-        PairRow.amount != 0,
+    named = or_(PairRow.first_user_id == user_id, PairRow.second_user_id == user_id)
+    groups = (
+        select(PairRow.group_id).where(named, PairRow.amount != 0).scalar_subquery()
     )
-    found = []
-    for group_id, currency, first, second, amount in session.execute(query):
-        # `amount` is what `first` owes `second`.
-        if first == user_id:
-            found.append((group_id, currency, second, -amount))
-        else:
-            found.append((group_id, currency, first, amount))
-    return found
+    query = select(*_PAIR_AMOUNT).where(
+        PairRow.group_id.in_(groups), PairRow.amount != 0
+    )
+    rows = [tuple(row) for row in session.execute(query)]
+    # A group's other currencies can have no pair with the user, and netting
+    # them would be wasted work.
+    with_user = {
+        (group_id, currency)
+        for group_id, currency, first, second, _ in rows
+        if user_id in (first, second)
+    }
+    return [row for row in rows if (row[0], row[1]) in with_user]
 
 
 def user_balances(session: Session, user_id: str) -> Sequence[tuple[str, str, int]]:
@@ -604,36 +620,20 @@ def member_nets(
     return {user_id: nets.get(user_id, 0) for user_id in user_ids}
 
 
-def pair_net(
-    session: Session, group_id: str, currency: str, user_id: str, other_id: str
-) -> int:
-    """Return what `other_id` owes `user_id` in a group and currency.
-
-    Negative when the user owes the other member; 0 without a pair row.
-    """
-    first, second = sorted((user_id, other_id))
-    amount = session.execute(
-        select(PairRow.amount).where(
-            PairRow.group_id == group_id,
-            PairRow.currency_code == currency,
-            PairRow.first_user_id == first,
-            PairRow.second_user_id == second,
-        )
-    ).scalar()
-    if amount is None:
-        return 0
-    # `amount` is what the first user owes the second.
-    return -amount if first == user_id else amount
-
-
 def group_pairs(
     session: Session, group_id: str, currency: str | None
-) -> Sequence[PairRow]:
-    """Return the non-zero pair rows of a group, optionally in one currency."""
-    query = select(PairRow).where(PairRow.group_id == group_id, PairRow.amount != 0)
+) -> list[PairAmount]:
+    """Return the non-zero pair amounts of a group, optionally in one currency.
+
+    Each item is `(group_id, currency_code, first_user_id, second_user_id,
+    amount)`, where `amount` is what the first user owes the second.
+    """
+    query = select(*_PAIR_AMOUNT).where(
+        PairRow.group_id == group_id, PairRow.amount != 0
+    )
     if currency is not None:
         query = query.where(PairRow.currency_code == currency)
-    return session.scalars(query).all()
+    return [tuple(row) for row in session.execute(query)]
 
 
 # Expenses from the ledger

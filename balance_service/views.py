@@ -74,8 +74,9 @@ def user_balance(
       nets: `(group_id, currency_code, net)` of the user's non-zero net
         amounts.
       pairs: `(group_id, currency_code, counterparty_id, amount)` of the
-        user's non-zero pair amounts; positive when the counterparty owes
-        the user.
+        user's pairwise lines, with circular debts cancelled
+        (`cycles.lines_of_user`); positive when the counterparty owes the
+        user.
     """
     balance = pb.UserBalance(name=name)
     totals: dict[str, int] = defaultdict(int)

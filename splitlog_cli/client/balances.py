@@ -164,6 +164,9 @@ def explain_balance(
     response = balances_pb2.ExplainBalanceResponse(
         net_amount=first.net_amount, contributions=contributions
     )
+    if first.HasField("pairwise_amount"):
+        response.circular_debt_adjustment.CopyFrom(first.circular_debt_adjustment)
+        response.pairwise_amount.CopyFrom(first.pairwise_amount)
     context.show(response, lambda response: _explain_text(response, request))
     return response
 
@@ -276,10 +279,14 @@ def _explain_text(
         for item in response.contributions
     ]
     headers = ("DATE", "SOURCE", "DESCRIPTION", "PAID", "OWED", "CHANGE", "RUNNING")
-    return (
-        f"net amount of {subject}: {render.amount(response.net_amount)}\n"
-        + render.table(headers, rows)
-    )
+    text = f"net amount of {subject}: {render.amount(response.net_amount)}\n"
+    text += render.table(headers, rows)
+    if response.HasField("pairwise_amount"):
+        adjustment = render.amount(response.circular_debt_adjustment)
+        text += f"\ncancelled circular debts: {adjustment}"
+        text += f"\npairwise amount of {subject}: "
+        text += render.amount(response.pairwise_amount)
+    return text
 
 
 def _report_text(report: balances_pb2.GroupReport) -> str:

@@ -107,7 +107,12 @@ def _plans(database: Database, read) -> list[tuple[str, list[str]]]:
         pytest.param(lambda s: storage.group_snapshot(s, "group-a"), id="group"),
         pytest.param(lambda s: storage.group_nets(s, "group-a"), id="group-nets"),
         pytest.param(lambda s: storage.user_balances(s, "user-ann"), id="user"),
-        pytest.param(lambda s: storage.user_pairs(s, "user-ann"), id="user-pairs"),
+        pytest.param(
+            lambda s: storage.user_group_pairs(s, "user-ann"), id="user-pairs"
+        ),
+        pytest.param(
+            lambda s: storage.group_pairs(s, "group-a", "EUR"), id="group-pairs"
+        ),
         pytest.param(
             lambda s: storage.unsettled_balances(s, "group-a", None), id="settled"
         ),

@@ -551,6 +551,44 @@ def test_balances_settle_up(cli, group):
     ]  # fmt: skip
 
 
+def test_balances_explain_shows_cancelled_circular_debts(cli, group):
+    ann, ben, cat = group["ann"], group["ben"], group["cat"]
+    # ann owes ben 10.00 and cat owes ann 10.00.
+    for payer, debtor in ((ben, ann), (ann, cat)):
+        added = cli(
+            "expenses", "add", group["group"], "--description", "Tickets",
+            "--amount", "10.00", "--currency", "EUR", "--paid-by", payer,
+            "--split", "exact", "--participant", f"{debtor}=10.00",
+        )  # fmt: skip
+        assert added.status == 0, added.stderr
+    deadline = time.monotonic() + 10
+    while cli("balances", "plan", group["group"]).stdout.splitlines()[1:] != [
+        f"{cat}  {ben}  10.00 EUR"
+    ]:
+        assert time.monotonic() < deadline, "the expenses did not reach the plan"
+        time.sleep(0.1)
+    settled = cli(
+        "settlements", "add", group["group"], "--from", cat, "--to", ben,
+        "--amount", "10.00", "--currency", "EUR",
+    )  # fmt: skip
+    assert settled.status == 0, settled.stderr
+
+    pairwise = cli("balances", "pairwise", group["group"])
+    explained = cli(
+        "balances", "explain", group["group"], ann, "--with", ben,
+        "--currency", "EUR",
+    )  # fmt: skip
+
+    assert pairwise.stdout.splitlines()[1:] == ["(none)"]
+    assert explained.stdout.splitlines()[0] == (
+        f"net amount of {ann} with {ben}: -10.00 EUR"
+    )
+    assert explained.stdout.splitlines()[-2:] == [
+        "cancelled circular debts: 10.00 EUR",
+        f"pairwise amount of {ann} with {ben}: 0.00 EUR",
+    ]
+
+
 def test_settlements_list_delete_restore(cli, group):
     created = cli(
         "settlements", "add", group["group"], "--from", group["ben"],

@@ -822,6 +822,76 @@ def test_report_lists_only_months_with_expenses(channel, http):
     ]
 
 
+def _rest_ok(response: httpx.Response) -> dict:
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _rest_debt(http: httpx.Client, group: str, debtor: str, creditor: str) -> None:
+    """Record over REST an expense of 10.00 EUR that `creditor` paid for `debtor`."""
+    ten = {"currencyCode": "EUR", "units": "10"}
+    expense = {
+        "description": "Tickets",
+        "expenseDate": {"year": 2024, "month": 5, "day": 1},
+        "total": ten,
+        "payers": [{"user": creditor, "amount": ten}],
+        "split": {
+            "type": "SPLIT_TYPE_EXACT",
+            "participants": [{"user": debtor, "exactAmount": ten}],
+        },
+        "creator": creditor,
+    }
+    _rest_ok(http.post(f"/v1/{group}/expenses", json=expense))
+
+
+def test_rest_plan_followed_leaves_no_pairwise_lines(channel, http):
+    users = users_grpc.UsersServiceStub(channel)
+    balances = balances_grpc.BalancesServiceStub(channel)
+    ben, cleo, dora = (_create_user(users, name) for name in ("ben", "cleo", "dora"))
+    group = _create_group(users, ben, [cleo, dora], "Cycle")
+    ten = {"currencyCode": "EUR", "units": "10"}
+    _rest_debt(http, group, dora, ben)
+    _rest_debt(http, group, cleo, dora)
+    _wait_for_nets(balances, group, {"EUR": {ben: 1000, cleo: -1000}})
+    plan = _rest_ok(http.get(f"/v1/{group}/balance:computeSettlementPlan"))
+    assert plan["transfers"] == [{"payer": cleo, "payee": ben, "amount": ten}]
+    settlement = {
+        "payer": cleo,
+        "payee": ben,
+        "creator": cleo,
+        "amount": ten,
+        "settlementDate": {"year": 2024, "month": 6, "day": 1},
+    }
+    _rest_ok(http.post(f"/v1/{group}/settlements", json=settlement))
+
+    # dora owes ben, cleo owes dora and ben owes cleo 10.00 each: a cycle.
+    balance = _rest_ok(http.get(f"/v1/{group}/balance"))["balance"]
+    lines = _rest_ok(http.get(f"/v1/{group}/pairwiseBalances"))
+    of_dora = _rest_ok(http.get(f"/v1/{dora}/balance"))["balance"]
+    explained = _rest_ok(
+        http.get(
+            f"/v1/{group}/balance:explain",
+            params={"user": dora, "counterparty": ben, "currencyCode": "EUR"},
+        )
+    )
+
+    assert balance["settled"] is True
+    assert lines.get("pairwiseBalances", []) == []
+    assert of_dora.get("counterpartyBalances", []) == []
+    assert explained["netAmount"] == {"currencyCode": "EUR", "units": "-10"}
+    assert explained["circularDebtAdjustment"] == ten
+    assert explained["pairwiseAmount"] == {"currencyCode": "EUR"}
+    assert [item["netChange"] for item in explained["contributions"]] == [
+        {"currencyCode": "EUR", "units": "-10"}
+    ]
+
+    # As a former member with a zero net amount, cleo keeps no line either.
+    removed = http.delete(f"/v1/{group}/members/{cleo.removeprefix('users/')}")
+    assert removed.status_code == 200, removed.text
+    of_cleo = _rest_ok(http.get(f"/v1/{cleo}/balance"))["balance"]
+    assert of_cleo.get("counterpartyBalances", []) == []
+
+
 @pytest.fixture
 def silent_address() -> Iterator[str]:
     """A loopback address that accepts connections and never responds."""

@@ -262,14 +262,18 @@ class ExplainBalanceRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., user: _Optional[str] = ..., currency_code: _Optional[str] = ..., counterparty: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ExplainBalanceResponse(_message.Message):
-    __slots__ = ("net_amount", "contributions", "next_page_token")
+    __slots__ = ("net_amount", "contributions", "next_page_token", "circular_debt_adjustment", "pairwise_amount")
     NET_AMOUNT_FIELD_NUMBER: _ClassVar[int]
     CONTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CIRCULAR_DEBT_ADJUSTMENT_FIELD_NUMBER: _ClassVar[int]
+    PAIRWISE_AMOUNT_FIELD_NUMBER: _ClassVar[int]
     net_amount: _money_pb2.Money
     contributions: _containers.RepeatedCompositeFieldContainer[BalanceContribution]
     next_page_token: str
-    def __init__(self, net_amount: _Optional[_Union[_money_pb2.Money, _Mapping]] = ..., contributions: _Optional[_Iterable[_Union[BalanceContribution, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    circular_debt_adjustment: _money_pb2.Money
+    pairwise_amount: _money_pb2.Money
+    def __init__(self, net_amount: _Optional[_Union[_money_pb2.Money, _Mapping]] = ..., contributions: _Optional[_Iterable[_Union[BalanceContribution, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., circular_debt_adjustment: _Optional[_Union[_money_pb2.Money, _Mapping]] = ..., pairwise_amount: _Optional[_Union[_money_pb2.Money, _Mapping]] = ...) -> None: ...
 
 class ComputeSettlementPlanRequest(_message.Message):
     __slots__ = ("name", "currency_code")

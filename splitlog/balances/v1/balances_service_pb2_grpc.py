@@ -131,8 +131,10 @@ class BalancesServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListPairwiseBalances(self, request, context):
-        """Lists who owes whom in a group, netted per pair of members and currency,
-        without simplifying debts across members.
+        """Lists who owes whom in a group, netted per pair of members and currency.
+        Circular debts (A owes B, B owes C, C owes A) are cancelled, which
+        changes no member's net amount; debts are not otherwise simplified
+        across members. So a group whose net amounts are all zero has no lines.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -140,7 +142,9 @@ class BalancesServiceServicer:
 
     def ExplainBalance(self, request, context):
         """Lists the expenses and settlements behind one member's net amount, or
-        behind what one member owes another.
+        behind what one member owes another. With a counterparty, the items
+        are the pair's own history, and `circular_debt_adjustment` is the part
+        of its line that comes from cancelled circular debts.
 
         Each page reads one committed state. The page token carries the running
         amount after the previous page, so a change to an item of an earlier

@@ -49,12 +49,16 @@ class BalancesServiceStub:
     groups has more units than `google.type.Money` holds.
     """
     ListPairwiseBalances: _grpc.UnaryUnaryMultiCallable[_balances_service_pb2.ListPairwiseBalancesRequest, _balances_service_pb2.ListPairwiseBalancesResponse]
-    """Lists who owes whom in a group, netted per pair of members and currency,
-    without simplifying debts across members.
+    """Lists who owes whom in a group, netted per pair of members and currency.
+    Circular debts (A owes B, B owes C, C owes A) are cancelled, which
+    changes no member's net amount; debts are not otherwise simplified
+    across members. So a group whose net amounts are all zero has no lines.
     """
     ExplainBalance: _grpc.UnaryUnaryMultiCallable[_balances_service_pb2.ExplainBalanceRequest, _balances_service_pb2.ExplainBalanceResponse]
     """Lists the expenses and settlements behind one member's net amount, or
-    behind what one member owes another.
+    behind what one member owes another. With a counterparty, the items
+    are the pair's own history, and `circular_debt_adjustment` is the part
+    of its line that comes from cancelled circular debts.
 
     Each page reads one committed state. The page token carries the running
     amount after the previous page, so a change to an item of an earlier
@@ -119,12 +123,16 @@ class BalancesServiceAsyncStub(BalancesServiceStub):
     groups has more units than `google.type.Money` holds.
     """
     ListPairwiseBalances: _aio.UnaryUnaryMultiCallable[_balances_service_pb2.ListPairwiseBalancesRequest, _balances_service_pb2.ListPairwiseBalancesResponse]  # type: ignore[assignment]
-    """Lists who owes whom in a group, netted per pair of members and currency,
-    without simplifying debts across members.
+    """Lists who owes whom in a group, netted per pair of members and currency.
+    Circular debts (A owes B, B owes C, C owes A) are cancelled, which
+    changes no member's net amount; debts are not otherwise simplified
+    across members. So a group whose net amounts are all zero has no lines.
     """
     ExplainBalance: _aio.UnaryUnaryMultiCallable[_balances_service_pb2.ExplainBalanceRequest, _balances_service_pb2.ExplainBalanceResponse]  # type: ignore[assignment]
     """Lists the expenses and settlements behind one member's net amount, or
-    behind what one member owes another.
+    behind what one member owes another. With a counterparty, the items
+    are the pair's own history, and `circular_debt_adjustment` is the part
+    of its line that comes from cancelled circular debts.
 
     Each page reads one committed state. The page token carries the running
     amount after the previous page, so a change to an item of an earlier
@@ -204,8 +212,10 @@ class BalancesServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _balances_service_pb2.ListPairwiseBalancesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_balances_service_pb2.ListPairwiseBalancesResponse, _abc.Awaitable[_balances_service_pb2.ListPairwiseBalancesResponse]]:
-        """Lists who owes whom in a group, netted per pair of members and currency,
-        without simplifying debts across members.
+        """Lists who owes whom in a group, netted per pair of members and currency.
+        Circular debts (A owes B, B owes C, C owes A) are cancelled, which
+        changes no member's net amount; debts are not otherwise simplified
+        across members. So a group whose net amounts are all zero has no lines.
         """
 
     @_abc_1.abstractmethod
@@ -215,7 +225,9 @@ class BalancesServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_balances_service_pb2.ExplainBalanceResponse, _abc.Awaitable[_balances_service_pb2.ExplainBalanceResponse]]:
         """Lists the expenses and settlements behind one member's net amount, or
-        behind what one member owes another.
+        behind what one member owes another. With a counterparty, the items
+        are the pair's own history, and `circular_debt_adjustment` is the part
+        of its line that comes from cancelled circular debts.
 
         Each page reads one committed state. The page token carries the running
         amount after the previous page, so a change to an item of an earlier
