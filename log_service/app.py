@@ -152,4 +152,7 @@ def build_router(
     host.on_stop(counters.close)
     host.on_stop(coordinator.stop)
     host.on_stop(enforcer.stop)
+    # Runs first, because the closers run in reverse order: the tails' threads
+    # call the node channels that `clients.close` closes.
+    host.on_stop(servicer.close)
     return host, coordinator

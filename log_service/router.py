@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 import uuid
+import weakref
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent import futures
@@ -106,6 +107,12 @@ LOGS_SERVICE = logs_service_pb2.DESCRIPTOR.services_by_name["LogsService"]
 # Full name of the OpenTelemetry log service that the router also serves.
 OTLP_SERVICE = otlp_logs_pb2.DESCRIPTOR.services_by_name["LogsService"].full_name
 RETRY_DELAY_SECONDS = 1.0
+# Maximum seconds that the router's stop waits for the threads of its tails to
+# end before it closes the node channels. A stopped tail's threads end at
+# once, except one in a QueryEntries call to a node that does not respond.
+# That call may last `tail.LAST_SEQUENCE_TIMEOUT_SECONDS`, and the thread ends
+# without an error when the channel closes.
+TAIL_STOP_WAIT_SECONDS = 1.0
 # Ends of the UNAVAILABLE message of a write that a shard failed to store.
 WRITE_RETRY_ADVICE = (
     "retry the call with the same request_id, which stores each entry once"
@@ -976,6 +983,10 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         self._retention = retention
         self._counters = counters
         self._stub_for = stub_for
+        # The tails whose threads may still run. A tail's threads refer to it
+        # until they end, so the weak set drops a tail only after that.
+        self._tails: weakref.WeakSet[Tail] = weakref.WeakSet()
+        self._tails_lock = threading.Lock()
         self._lister = Lister(reader, sharder, writer.max_message_bytes)
         self._stats = StatsReader(reader, sharder)
         self._stream_pool = futures.ThreadPoolExecutor(
@@ -1139,7 +1150,33 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         except BaseException:
             slot.release()
             raise
+        with self._tails_lock:
+            self._tails.add(tail)
         return _releasing(tail.responses(), slot)
+
+    def close(self) -> None:
+        """Stop every tail and wait up to TAIL_STOP_WAIT_SECONDS for its threads.
+
+        The router calls this when it stops, before it closes the node
+        channels that the tails' threads call.
+        """
+        with self._tails_lock:
+            tails = list(self._tails)
+        for tail in tails:
+            tail.stop()
+        deadline = time.monotonic() + TAIL_STOP_WAIT_SECONDS
+        running = 0
+        for tail in tails:
+            if not tail.join(max(0.0, deadline - time.monotonic())):
+                running += 1
+        if running:
+            _LOGGER.info(
+                "%d of %d log tails still wait for a node after %.1f s; "
+                "closing the node channels ends them",
+                running,
+                len(tails),
+                TAIL_STOP_WAIT_SECONDS,
+            )
 
     def GetClusterStatus(self, request, context):
         return self._coordinator.cluster_status()

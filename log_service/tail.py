@@ -66,6 +66,7 @@ from splitlog_runtime.errors import (
     ERROR_CLASSES,
     DomainError,
     OutOfRange,
+    Unavailable,
     status_reason,
 )
 
@@ -112,6 +113,9 @@ OPEN_WAIT_SECONDS = 2.0
 # Deadline of the call that reads a shard's last sequence number when a tail
 # resumes from a token.
 LAST_SEQUENCE_TIMEOUT_SECONDS = 5.0
+# RetryInfo delay of a tail that ends because the router closed its channel to
+# a node, which it does when it stops.
+RETRY_DELAY_SECONDS = 1.0
 
 
 @dataclass
@@ -230,6 +234,18 @@ class Tail:
         for call in calls:
             call.cancel()
 
+    def join(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the tail's threads to end.
+
+        Returns:
+          Whether every thread has ended or never started.
+        """
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            if thread.ident is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
+
     def responses(self) -> Iterator[bytes]:
         """Yield serialized responses as entries arrive, and keep-alives in between.
 
@@ -241,8 +257,14 @@ class Tail:
           DomainError: a node rejected a shard's call with a status of
             `FINAL_NODE_CODES`; the error has the same status.
         """
-        for thread in self._threads:
-            thread.start()
+        with self._lock:
+            # A tail stopped before its first response starts no threads.
+            # `stop` takes the lock after it sets the flag, so no thread
+            # starts after `stop` returns, when the router may already wait
+            # for the threads.
+            if not self._stop.is_set():
+                for thread in self._threads:
+                    thread.start()
         try:
             with self._lock:
                 self._wait_for_streams_locked()
@@ -540,6 +562,37 @@ class Tail:
         )
         self._end_with(error)
 
+    def _end_closed(
+        self, shard: str, address: str, method: str, exc: ValueError
+    ) -> None:
+        """End the tail after `method` found the node's channel closed.
+
+        The router closes its node channels when it stops, after it stopped
+        its tails, so a stopped tail ends without an error. A tail that has
+        not stopped yet ends with UNAVAILABLE, because its client may resume
+        it from the last resume token on a running router.
+        """
+        if self._stop.is_set():
+            return
+        _LOGGER.warning(
+            "log tail of shard %s: %s to node %s found the channel closed (%s); "
+            "ending the tail",
+            shard,
+            method,
+            address,
+            exc,
+        )
+        self._end_with(
+            Unavailable(
+                f"log shard {shard}: {method} to node {address} failed because the "
+                "router closed its channel to the node, as it does when it stops. "
+                "Retry the tail with the last resume_token",
+                reason="ROUTER_STOPPING",
+                metadata={"shard": shard},
+                retry_delay=RETRY_DELAY_SECONDS,
+            )
+        )
+
     def _end_with(self, error: DomainError) -> None:
         with self._lock:
             self._error = error
@@ -612,7 +665,13 @@ class Tail:
             if not checked:
                 try:
                     last_sequence = self._read_last_sequence(shard, stub)
+                except ValueError as exc:
+                    # gRPC raises ValueError for a call on a closed channel.
+                    self._end_closed(shard, route.leader_address, "QueryEntries", exc)
+                    return
                 except grpc.RpcError as exc:
+                    if self._stop.is_set():
+                        return
                     if exc.code() in FINAL_NODE_CODES:
                         self._fail_final(
                             shard, route.leader_address, "QueryEntries", exc
@@ -635,7 +694,11 @@ class Tail:
                 after_epoch=epoch,
                 leader_epoch=route.epoch,
             )
-            call = stub.FollowEntries(request)
+            try:
+                call = stub.FollowEntries(request)
+            except ValueError as exc:
+                self._end_closed(shard, route.leader_address, "FollowEntries", exc)
+                return
             stream = _Stream(call, route.leader_address, route.epoch, time.monotonic())
             with self._lock:
                 self._streams[shard] = stream

@@ -6,8 +6,9 @@ A router and its log nodes run in this process over real gRPC.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
@@ -22,11 +23,12 @@ from log_service.tail import (
     MAX_PENDING_ENTRIES,
     MAX_RESPONSE_BYTES,
     OPEN_WAIT_SECONDS,
+    RETRY_DELAY_SECONDS,
     Tail,
 )
 from splitlog.logs.v1 import logs_service_pb2 as pb
 from splitlog.logs.v1 import node_service_pb2
-from splitlog_runtime.errors import NotFound
+from splitlog_runtime.errors import NotFound, Unavailable
 from tests.log_service.node_support import (
     SHARD,
     append,
@@ -418,6 +420,128 @@ def test_node_rejection_ends_tail(two_shards, position, method):
         f"log shard {wrong}: node {leader} rejected {method} with NOT_FOUND: "
     )
     assert f"stores shard {right!r}, not {wrong!r}" in message
+
+
+def closing_stub_for(clients: NodeClients, before_close: Callable[[], None]):
+    """Return a stub_for that closes every channel just after it takes a stub.
+
+    The shard thread then calls a closed channel, as when the router closes
+    its node channels between the thread's choice of a node and its call.
+    `before_close` runs first.
+    """
+
+    def stub_for(address: str):
+        stub = clients.stubs(address).node
+        before_close()
+        clients.close()
+        return stub
+
+    return stub_for
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.parametrize("position", [-1, 0])
+def test_closed_channel_ends_stopped_tail(cluster, position):
+    clients = NodeClients(cluster.config.max_message_bytes)
+    # The order of the router's stop: first the tail, then the channels.
+    tail = Tail(
+        cluster.coordinator,
+        closing_stub_for(clients, lambda: tail.stop()),
+        EntrySelection(("tailed",), (), "", ()),
+        "fingerprint",
+        dict.fromkeys(cluster.topology.shard_ids, position),
+    )
+    responses = parsed(tail)
+    try:
+        next(responses)
+    finally:
+        responses.close()
+        clients.close()
+
+    # A shard thread that raised would fail the test through the filter
+    # above, once the thread has ended.
+    assert tail.join(5)
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.parametrize(
+    ("position", "method"), [(-1, "FollowEntries"), (0, "QueryEntries")]
+)
+def test_closed_channel_ends_open_tail_unavailable(cluster, position, method):
+    clients = NodeClients(cluster.config.max_message_bytes)
+    tail = Tail(
+        cluster.coordinator,
+        closing_stub_for(clients, lambda: None),
+        EntrySelection(("tailed",), (), "", ()),
+        "fingerprint",
+        dict.fromkeys(cluster.topology.shard_ids, position),
+    )
+    responses = parsed(tail)
+    try:
+        with pytest.raises(Unavailable) as caught:
+            next(responses)
+    finally:
+        responses.close()
+        clients.close()
+
+    shard = cluster.topology.shard_ids[0]
+    leader = cluster.coordinator.route(shard).leader_address
+    assert tail.join(5)
+    assert caught.value.reason == "ROUTER_STOPPING"
+    assert caught.value.retry_delay == RETRY_DELAY_SECONDS
+    assert caught.value.metadata["shard"] == shard
+    assert caught.value.message.startswith(
+        f"log shard {shard}: {method} to node {leader} failed because the router "
+        "closed its channel"
+    )
+    assert "Retry the tail with the last resume_token" in caught.value.message
+
+
+def stop_router_with_open_tails(cluster: Cluster, count: int) -> list[str]:
+    """Open `count` tails of every shard, stop the router while most are still
+    opening, and return the names of their threads that outlived the stop."""
+    first = cluster.stub.TailLogEntries(pb.TailLogEntriesRequest(), timeout=10)
+    token = next(first).resume_token
+    first.cancel()
+    earlier_threads = set(threading.enumerate())
+    # Tails resumed from a token call QueryEntries before FollowEntries, so
+    # shard threads that are still opening may call FollowEntries after the
+    # router closed its node channels.
+    calls = [
+        cluster.stub.TailLogEntries(
+            pb.TailLogEntriesRequest(resume_token=token), timeout=30
+        )
+        for _ in range(count)
+    ]
+    for call in calls[:4]:
+        next(call)
+
+    cluster.router.stop(0)
+    running = [
+        thread
+        for thread in threading.enumerate()
+        if thread.name.startswith("log-tail-") and thread not in earlier_threads
+    ]
+    # Let every such thread end within the test, so that an exception that
+    # one raises fails the test through its warning filter.
+    for thread in running:
+        thread.join(5)
+    return [thread.name for thread in running]
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_router_stop_ends_open_tails(base_config):
+    config = base_config.replace(log_max_open_streams=64, log_max_streams_per_caller=64)
+    # A round shows the race between the router's stop and its tails'
+    # threads often but not always, so the test runs three.
+    for _ in range(3):
+        cluster = start_cluster(config, 2)
+        try:
+            outlived = stop_router_with_open_tails(cluster, 60)
+        finally:
+            cluster.close()
+
+        assert outlived == []
 
 
 def token_positions(token: str) -> dict[str, int]:
