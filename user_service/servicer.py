@@ -9,7 +9,9 @@ Choices that the proto leaves open:
   created, in its current state. The same key with other values (any
   checked field but `request_id`) fails with INVALID_ARGUMENT, reason
   REQUEST_ID_REUSED, as in expense_service and balance_service
-  (`splitlog_runtime.idempotency`). Keys are kept forever; keys stored
+  (`splitlog_runtime.idempotency`). A CreateGroup retry may still name the
+  currency that an empty `currency_code` gave the group, or the other way
+  round (`user_service.request_hashes`). Keys are kept forever; keys stored
   before request hashes were kept replay whatever comes.
 - Deactivating a deactivated user succeeds and changes nothing, so a retried
   DeactivateUser does not fail with FAILED_PRECONDITION. The etag is then not
@@ -70,7 +72,14 @@ from splitlog_runtime.errors import (
 )
 from splitlog_runtime.idempotency import check_same_request, values_hash
 from splitlog_runtime.resources import ID_PATTERN, new_id
-from user_service import auth_storage, deactivations, domain, removals, storage
+from user_service import (
+    auth_storage,
+    deactivations,
+    domain,
+    removals,
+    request_hashes,
+    storage,
+)
 from user_service.guards import UNSETTLED_BALANCE, BalanceGuard
 
 _LOGGER = logging.getLogger(__name__)
@@ -628,15 +637,17 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         request_id = violations.check(domain.validate_request_id, request.request_id)
         violations.raise_if_any()
         authz.require_acting_as_caller(domain.user_name(creator_id), "group.creator")
-        request_hash = values_hash(
-            [request.group_id, display_name, creator_id, group.currency_code]
+        group_create = request_hashes.GroupCreate(
+            request.group_id, display_name, creator_id, group.currency_code
         )
 
         def replay(session: Session) -> pb.Group | None:
             earlier = storage.find_request(session, "CreateGroup", request_id)
             if earlier is None:
                 return None
-            check_same_request(earlier.request_hash, request_hash, request_id, "group")
+            request_hashes.check_same_group_create(
+                session, earlier, group_create, request_id
+            )
             return self._replay_group(session, earlier.resource_name, request_id)
 
         def create(session: Session) -> pb.Group:
@@ -678,7 +689,7 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
                     "CreateGroup",
                     request_id,
                     domain.group_name(group_id),
-                    request_hash,
+                    group_create.request_hash(),
                 )
             return group_message(row, member_count=1)
 

@@ -199,6 +199,74 @@ def test_create_group_request_id_with_other_values_rejected(stub, field):
     assert _groups_of(stub, other.name) == []
 
 
+def _set_default_currency(stub, user: pb.User, currency: str) -> None:
+    mask = field_mask_pb2.FieldMask(paths=["currency_code"])
+    user = pb.User(name=user.name, currency_code=currency)
+    stub.UpdateUser(pb.UpdateUserRequest(user=user, update_mask=mask), timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("first_currency", "retry_currency"), [("", "USD"), ("USD", "")]
+)
+def test_create_group_default_currency_retry_replays(
+    stub, first_currency, retry_currency
+):
+    # The creator's default currency is USD, so both calls ask for a USD group.
+    creator = create_user(stub)
+    request_id = str(uuid.uuid4())
+    first = create_group(
+        stub, creator.name, request_id=request_id, currency_code=first_currency
+    )
+
+    again = create_group(
+        stub, creator.name, request_id=request_id, currency_code=retry_currency
+    )
+
+    assert first.currency_code == "USD"
+    assert again == first
+    assert _groups_of(stub, creator.name) == [first.name]
+
+
+@pytest.mark.parametrize(
+    ("first_currency", "default_currency", "retry_currency"),
+    [
+        # The retry names another currency than the group got.
+        ("", "USD", "EUR"),
+        # The creator's default changed, so the retry requests a EUR group.
+        ("USD", "EUR", ""),
+    ],
+)
+def test_create_group_other_currency_retry_rejected(
+    stub, first_currency, default_currency, retry_currency
+):
+    creator = create_user(stub)
+    request_id = str(uuid.uuid4())
+    first = create_group(
+        stub, creator.name, request_id=request_id, currency_code=first_currency
+    )
+    _set_default_currency(stub, creator, default_currency)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        create_group(
+            stub, creator.name, request_id=request_id, currency_code=retry_currency
+        )
+
+    assert_key_reused(caught.value, request_id, "group")
+    assert _groups_of(stub, creator.name) == [first.name]
+
+
+def test_create_group_retry_after_default_change(stub):
+    creator = create_user(stub)
+    request_id = str(uuid.uuid4())
+    first = create_group(stub, creator.name, request_id=request_id)
+    _set_default_currency(stub, creator, "EUR")
+
+    again = create_group(stub, creator.name, request_id=request_id)
+
+    assert again == first
+    assert again.currency_code == "USD"
+
+
 def test_create_group_replay_after_delete_returns_not_found(stub):
     creator = create_user(stub)
     request_id = str(uuid.uuid4())
