@@ -726,7 +726,9 @@ def _rejected_message(summary: logs_pb2.StreamLogEntriesResponse) -> str:
             f"; {too_old}: these entries are older than their service's "
             "retention. `splitlog logs retention` prints the policy, and "
             "`splitlog logs retention set --service NAME=DURATION` raises it "
-            "(needs an administrator)"
+            "(needs an administrator). Then run the same command again: a rerun "
+            "over a file stores these entries, and nothing that this run "
+            "stored is stored twice"
         )
     return message
 
@@ -835,9 +837,9 @@ class _FileChanged(Exception):
 class _FileTracker:
     """Reads and writes the record of one file in the positions file.
 
-    A rerun skips the lines up to the recorded line, and cuts its first
-    batch after the recorded pending batch, so that the batch gets the
-    request id of the batch whose response was lost.
+    A rerun skips the lines up to the recorded line, and cuts its batches
+    after the recorded pending batch and the recorded cuts, so that they get
+    the request ids of the batches that an earlier run sent.
     """
 
     def __init__(
@@ -857,12 +859,19 @@ class _FileTracker:
         self.skip = skip and record.line > 0
         # Whether the record may move back to an earlier line of the file.
         self.started_over = False
+        # Whether a batch of this run had entries that a rerun may store,
+        # so the record stays before it. --fresh-ids gives a rerun other
+        # request ids, so it would store the rest of the batches again.
+        self.record_frozen = False
+        self.may_hold = skip
         # The number and bytes of the line read without a line ending, which
         # is the last line read, or None.
         self.unterminated: tuple[int, bytes] | None = None
-        # Line after which the first batch is cut: the last line of the
-        # pending batch, or 0.
-        self.cut_after = record.pending_last if skip else 0
+        # Lines after which a batch is cut: the last line of the pending
+        # batch, and the recorded cuts of earlier runs.
+        self.cut_lines: set[int] = set()
+        if skip:
+            self.cut_lines = {*record.cuts, record.pending_last} - {0}
 
     @classmethod
     def open(
@@ -935,8 +944,9 @@ class _FileTracker:
             found = True
             print(
                 f"splitlog logs ship: skipping lines 1 to {last} of {self.label}, "
-                f"which an earlier run stored (recorded in {self.positions.path}; "
-                "--no-positions sends them again)",
+                "which an earlier run sent and the server stored or rejected "
+                "for good, such as for an invalid field (recorded in "
+                f"{self.positions.path}; --no-positions sends them again)",
                 file=sys.stderr,
             )
         if not found:
@@ -967,20 +977,34 @@ class _FileTracker:
         )
         self.skip = False
         self.started_over = True
-        self.cut_after = 0
+        self.cut_lines = set()
         self.record.line = 0
         self.record.line_digest = ""
         self.record.line_bytes = 0
         self.record.pending_first = self.record.pending_last = 0
+        self.record.cuts = []
 
     def sending_last_batch(self, batch: _Batch) -> None:
         """Record the batch sent at the end of the file as pending."""
         self.record.pending_first = batch.lines[0]
         self.record.pending_last = batch.lines[-1]
+        self.cut_lines.add(batch.lines[-1])
         self._save()
 
-    def acknowledged(self, batch: _Batch) -> None:
-        """Record that the server acknowledged `batch`."""
+    def acknowledged(self, batch: _Batch, retry_later: bool) -> None:
+        """Record that the server acknowledged `batch`.
+
+        `retry_later` is whether the server rejected entries of the batch
+        for a reason that a rerun may change. The record then stays before
+        the batch for the rest of the run, and keeps the lines where this
+        run cut batches short, so that a rerun sends the same batches.
+        """
+        if retry_later and self.may_hold:
+            self.record_frozen = True
+        if self.record_frozen:
+            self.record.cuts = sorted(c for c in self.cut_lines if c > self.record.line)
+            self._save()
+            return
         self.record.line = batch.lines[-1]
         if self.unterminated is not None and self.unterminated[0] == batch.lines[-1]:
             raw = self.unterminated[1]
@@ -993,6 +1017,7 @@ class _FileTracker:
             )
         if self.record.pending_last <= self.record.line:
             self.record.pending_first = self.record.pending_last = 0
+        self.record.cuts = [c for c in self.record.cuts if c > self.record.line]
         self._save()
 
     def _save(self) -> None:
@@ -1060,6 +1085,9 @@ class _Shipper:
         self._sent_ids: set[str] = set()
         # The record of the file being shipped in the positions file, if any.
         self.tracker: _FileTracker | None = None
+        # Whether the server rejected entries of the batch being written for
+        # a reason that a rerun may change.
+        self._retry_later = False
 
     def ship(
         self,
@@ -1125,7 +1153,7 @@ class _Shipper:
             self.batches.append(batch)
         batch.add(line, entry, entry_bytes)
         full = len(batch.entries) == self.args.batch_size
-        if full or (self.tracker is not None and line == self.tracker.cut_after):
+        if full or (self.tracker is not None and line in self.tracker.cut_lines):
             self.batches.append(_Batch(batch.source))
         sent = len(self.batches) > 1
         while len(self.batches) > 1:
@@ -1175,10 +1203,11 @@ class _Shipper:
     def _send_first(self) -> None:
         batch = self.batches[0]
         request_id = batch.request_id(self.args.service, self.args.fresh_ids)
+        self._retry_later = False
         self._write(batch.entries, batch.lines, request_id)
         self.batches.pop(0)
         if self.tracker is not None:
-            self.tracker.acknowledged(batch)
+            self.tracker.acknowledged(batch, self._retry_later)
 
     def table(self, summary: logs_pb2.StreamLogEntriesResponse) -> str:
         return _ship_table(summary, self.rejected_lines)
@@ -1230,6 +1259,13 @@ class _Shipper:
             shifted.index += offset
             line = lines[rejection.index]
             self.rejected_lines.append((self.position.argument, line))
+        # Rejections past the listed ones have unknown reasons, so they may
+        # be of a kind that a rerun stores.
+        if response.rejected_count > len(response.rejected_entries) or any(
+            rejection.reason in _RETRY_LATER_REASONS
+            for rejection in response.rejected_entries
+        ):
+            self._retry_later = True
         summary.batch_count += 1
         summary.accepted_count += response.accepted_count
         summary.rejected_count += response.rejected_count
@@ -1386,6 +1422,15 @@ class _RequestTooLarge(Exception):
         self.error = error
         self.client_side = client_side
 
+
+# Rejection reasons that depend on the service's retention, the server's
+# settings or its clock, so that a rerun of `logs ship` may store the entry.
+_RETRY_LATER_REASONS = frozenset(
+    {
+        logs_pb2.REJECTION_REASON_TIMESTAMP_TOO_OLD,
+        logs_pb2.REJECTION_REASON_TIMESTAMP_IN_FUTURE,
+    }
+)
 
 # Codes after which the same batch is sent again: the cluster is failing
 # over, overloaded or slow. The request id makes a resent batch count once.

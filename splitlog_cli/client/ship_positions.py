@@ -14,6 +14,12 @@ when the gateway stops, the rerun sends exactly those lines again as its
 first batch, under the same request id, so the server stores them once
 even though the file has grown since.
 
+The record stops short of a batch with entries that the server rejected
+for a reason that a rerun may change: older than the service's retention,
+or too far in the future. So after the retention is raised, a rerun sends
+that batch and the later ones again, under the same request ids, and the
+server stores the rejected entries and nothing twice.
+
 A record also contains the file's device and inode numbers, a digest of its
 first line and a digest of the last acknowledged line. When one of them
 differs, the file at that path is another file (rotated, replaced, or
@@ -38,7 +44,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -105,20 +111,33 @@ class Position:
     # the digest of those bytes as read, not of the whole line.
     head_bytes: int = 0
     line_bytes: int = 0
+    # Lines after `line` where a batch of an earlier run ended before it was
+    # full (at the end of the file, or at such a line of a run before it).
+    # A rerun cuts its batches there too, so they get the same request ids.
+    # The record keeps them while `line` stays before a batch whose entries
+    # the server rejected for a reason that a rerun may change.
+    cuts: list[int] = field(default_factory=list)
 
 
 def _valid_record(record: dict[str, Any]) -> bool:
     """Return whether a record's fields have the types that Position needs."""
-    for field in fields(Position):
-        if field.name not in record:
+    for member in fields(Position):
+        if member.name not in record:
             continue
-        value = record[field.name]
-        if field.type == "int":
-            if type(value) is not int or value < 0:
+        value = record[member.name]
+        if member.type == "int":
+            if not _is_line_number(value):
+                return False
+        elif member.type == "list[int]":
+            if not isinstance(value, list) or not all(map(_is_line_number, value)):
                 return False
         elif not isinstance(value, str):
             return False
     return True
+
+
+def _is_line_number(value: object) -> bool:
+    return type(value) is int and value >= 0
 
 
 class PositionsFile:

@@ -612,33 +612,74 @@ def test_ship_rerun_after_retention_raised(live, tmp_path, capsys):
         capsys, live.address, "logs", "retention", "set",
         "--service", "ship-raised=30d",
     )  # fmt: skip
-    # The positions file records the whole file as shipped, rejected lines
-    # included, so the reruns send it again with --no-positions.
-    second = run(capsys, live.address, *command, "--no-positions")
-    third = run(capsys, live.address, *command, "--no-positions")
+    # The positions file stays before the rejected lines, so the rerun that
+    # the error advises sends them again.
+    second = run(capsys, live.address, *command)
     skipped = run(capsys, live.address, *command)
+    again = run(capsys, live.address, *command, "--no-positions")
     stored = list_all(live.stub, services=["ship-raised"], order_by="timestamp")
 
     assert first[0] == 3, first[2]
     assert re.search(r"^stored: +5$", first[1], re.M), first[1]
     assert re.search(r"^rejected: +5$", first[1], re.M), first[1]
+    assert "Then run the same command again" in first[2]
     assert raised[0] == 0, raised[2]
     # The rerun stores the old lines that the raised retention now lets in,
     # and reports only the others as already stored.
     assert second[0] == 0, second[2]
+    assert "skipping" not in second[2]
     assert re.search(r"^stored: +5$", second[1], re.M), second[1]
     assert re.search(r"^already stored: +5$", second[1], re.M), second[1]
     assert re.search(r"^rejected: +0$", second[1], re.M), second[1]
-    assert third[0] == 0, third[2]
-    assert re.search(r"^stored: +0$", third[1], re.M), third[1]
-    assert re.search(r"^already stored: +10$", third[1], re.M), third[1]
     assert skipped[0] == 0, skipped[2]
     assert re.search(r"^batches: +0$", skipped[1], re.M), skipped[1]
     assert "skipping lines 1 to 10 of" in skipped[2]
+    assert again[0] == 0, again[2]
+    assert re.search(r"^stored: +0$", again[1], re.M), again[1]
+    assert re.search(r"^already stored: +10$", again[1], re.M), again[1]
     assert [entry.message.split("INFO ")[1] for entry in stored] == [
         *[f"old {i}" for i in range(5)],
         *[f"new {i}" for i in range(5)],
     ]
+
+
+def test_ship_rerun_after_retention_keeps_batches(live, tmp_path, capsys):
+    ten_days = 10 * 24 * 3600
+    service = "ship-raised-batches"
+    numbered = [(60, 1), (60, 2), (60, 3), (ten_days, 4), (ten_days, 5)]
+    numbered += [(ten_days, 6), (60, 7), (60, 8), (60, 9)]
+    path = tmp_path / "app.log"
+    path.write_text("".join(f"{line_time(age)} INFO line {n}\n" for age, n in numbered))
+    command = ["logs", "ship", str(path), "--service", service]
+    command += ["--batch-size", "2"]
+
+    # Batches [1, 2], [3, 4], [5, 6], [7, 8] and [9]: lines 4 to 6 are
+    # rejected, so the record stays at line 2.
+    first = run(capsys, live.address, *command)
+    with open(path, "a", encoding="utf-8") as file:
+        file.write(f"{line_time(60)} INFO line 10\n")
+    raised = run(
+        capsys, live.address, "logs", "retention", "set",
+        "--service", f"{service}=30d",
+    )  # fmt: skip
+    # The rerun sends [3, 4], [5, 6], [7, 8], [9] and [10]: batch [9] keeps
+    # its end although the file has grown, so it keeps its request id.
+    second = run(capsys, live.address, *command)
+    third = run(capsys, live.address, *command)
+
+    assert first[0] == 3, first[2]
+    assert re.search(r"^stored: +6$", first[1], re.M), first[1]
+    assert re.search(r"^rejected: +3$", first[1], re.M), first[1]
+    assert raised[0] == 0, raised[2]
+    assert second[0] == 0, second[2]
+    assert "skipping lines 1 to 2 of" in second[2]
+    assert re.search(r"^batches: +5$", second[1], re.M), second[1]
+    assert re.search(r"^stored: +4$", second[1], re.M), second[1]
+    assert re.search(r"^already stored: +4$", second[1], re.M), second[1]
+    assert third[0] == 0, third[2]
+    assert re.search(r"^batches: +0$", third[1], re.M), third[1]
+    assert "skipping lines 1 to 10 of" in third[2]
+    assert _stored_numbers(live, service) == list(range(1, 11))
 
 
 def test_ship_rerun_table_counts_duplicates(live, tmp_path, capsys):
