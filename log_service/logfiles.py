@@ -36,7 +36,8 @@ message, kept whole. The parser reads three things from the line header:
   file's modification time instead. Those given to `parse_lines` or
   `parse_numbered_stream` take `fallback_time_ns`, or else the time each
   line is parsed, which for standard input is the time it was read.
-- **Severity**, only from the header: the first word after the timestamp,
+- **Severity**, of a line with a time, only from the header: the first
+  word after the timestamp,
   after up to two numeric fields such as a process and a thread id. That
   word counts when it is a level name in upper case (`INFO`, `WARN`,
   `WARNING`, `ERROR`, `FATAL`, ...), in title case (`Info`), in brackets
@@ -45,7 +46,10 @@ message, kept whole. The parser reads three things from the line header:
   A line without such a word is INFO. The word as written is kept in
   `severity_text`. An access log line has no level word, so its status
   code sets the severity: 5xx is ERROR, 4xx is WARN, others INFO, and
-  `severity_text` keeps the code.
+  `severity_text` keeps the code. A line without a recognisable time has
+  no header, so its severity is the one that the router reads from a
+  message sent without one (`model.guess_severity`), as in `ERROR card
+  declined` or `level=warn retrying`, and otherwise INFO.
 - **Host**, in the layouts that carry one: the field after a syslog time,
   the node field of an epoch-seconds line.
 
@@ -74,7 +78,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from log_service.model import severity_from_text
+from log_service.model import guess_severity, severity_from_text
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
 
 NANOS_PER_SECOND = 1_000_000_000
@@ -479,7 +483,12 @@ class _LineParser:
         if time_ns is None:
             time_ns = time.time_ns()
         entry.timestamp.CopyFrom(_timestamp(time_ns))
-        if header is not None and header.access:
+        if header is None:
+            # The router's reading of a message sent without a severity, so
+            # that a shipped line gets the severity it gets over REST.
+            word = ""
+            severity = guess_severity(line) or logs_pb2.SEVERITY_INFO
+        elif header.access:
             word, severity = _status_severity(rest)
         else:
             word, severity = _header_severity(rest)

@@ -333,6 +333,42 @@ def without_severity_text(entry: logs_pb2.LogEntry) -> logs_pb2.LogEntry:
     return copy
 
 
+def test_ship_undated_severity_matches_rest(live, tmp_path, capsys):
+    messages = [
+        "ERROR plain no date",
+        "WARN: with colon",
+        "level=error something",
+        "[ERROR] bracketed",
+        "no error named here",
+    ]
+    path = write_log(tmp_path, *messages)
+    url = f"http://127.0.0.1:{live.gateway.http_port}/logs"
+
+    status, _, err = run(
+        capsys, live.address, "logs", "ship", str(path),
+        "--service", "ship-undated",
+    )  # fmt: skip
+    with httpx.Client(timeout=10) as client:
+        posted = [
+            client.post(url, json={"service": "rest-undated", "message": message})
+            for message in messages
+        ]
+    shipped = list_all(live.stub, services=["ship-undated"])
+    sent = list_all(live.stub, services=["rest-undated"])
+
+    assert status == 0, err
+    assert [response.status_code for response in posted] == [200] * 5
+    by_message = {entry.message: entry.severity for entry in shipped}
+    assert by_message == {entry.message: entry.severity for entry in sent}
+    assert by_message == {
+        "ERROR plain no date": logs_pb2.SEVERITY_ERROR,
+        "WARN: with colon": logs_pb2.SEVERITY_WARN,
+        "level=error something": logs_pb2.SEVERITY_ERROR,
+        "[ERROR] bracketed": logs_pb2.SEVERITY_ERROR,
+        "no error named here": logs_pb2.SEVERITY_INFO,
+    }
+
+
 def test_ship_table_output(live, tmp_path, capsys):
     path = write_log(tmp_path, f"{line_time(60)} INFO one")
 
