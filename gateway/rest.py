@@ -87,7 +87,7 @@ from splitlog_runtime.errors import (
     internal_status,
     status_reason,
 )
-from splitlog_runtime.limits import message_too_large
+from splitlog_runtime.limits import REQUEST_TOO_LARGE, message_too_large
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -198,20 +198,36 @@ def status_json(status: status_pb2.Status) -> dict[str, Any]:
     """Render a google.rpc.Status as the JSON error body, with its HTTP code."""
     code = _CODE_BY_NUMBER.get(status.code, grpc.StatusCode.UNKNOWN)
     error: dict[str, Any] = {
-        "code": HTTP_STATUS[code],
+        "code": _http_status(status),
         "message": status.message,
         "status": code.name,
     }
-    details = []
-    for detail in status.details:
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info) and info.reason == BACKEND_REPLY_TOO_LARGE:
-            # The gateway could not read the backend's reply: a bad gateway.
-            error["code"] = 502
-        details.append(transcode.any_json(detail))
+    details = [transcode.any_json(detail) for detail in status.details]
     if details:
         error["details"] = details
     return {"error": error}
+
+
+def _http_status(status: status_pb2.Status) -> int:
+    """Return the HTTP status of an error reply.
+
+    A backend reply that the gateway could not read gets 502, a bad gateway.
+    A request too large gets 413 rather than the 429 of RESOURCE_EXHAUSTED,
+    because HTTP clients retry 429, and the same request would fail again.
+    """
+    code = _CODE_BY_NUMBER.get(status.code, grpc.StatusCode.UNKNOWN)
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if not detail.Unpack(info):
+            continue
+        if info.reason == BACKEND_REPLY_TOO_LARGE:
+            return 502
+        if (
+            code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            and info.reason == REQUEST_TOO_LARGE
+        ):
+            return 413
+    return HTTP_STATUS[code]
 
 
 def _error_response(status: status_pb2.Status, headers=None) -> Response:
@@ -836,7 +852,7 @@ def _status_retry_after(status: status_pb2.Status) -> dict[str, str]:
 def _body_too_large(limit: int) -> Response:
     status = _gateway_error(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
-        "REQUEST_TOO_LARGE",
+        REQUEST_TOO_LARGE,
         f"the request body exceeds {limit} bytes (max_message_bytes); send a "
         "smaller body, or raise max_message_bytes",
         limit=str(limit),
@@ -879,26 +895,6 @@ def _internal_status(request: Request, exc: Exception) -> status_pb2.Status:
     return internal_status(f"internal error (incident {incident}); see the gateway log")
 
 
-def _otlp_http_status(status: status_pb2.Status) -> int:
-    """Return the HTTP status of an OTLP/HTTP error reply.
-
-    A request too large gets 413 rather than 429, because an OTLP client
-    retries 429, and the same request would fail again.
-    """
-    code = _CODE_BY_NUMBER.get(status.code, grpc.StatusCode.UNKNOWN)
-    for detail in status.details:
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info):
-            if info.reason == BACKEND_REPLY_TOO_LARGE:
-                return 502
-            if (
-                code == grpc.StatusCode.RESOURCE_EXHAUSTED
-                and info.reason == "REQUEST_TOO_LARGE"
-            ):
-                return 413
-    return HTTP_STATUS[code]
-
-
 def _otlp_error(
     request: Request,
     status: status_pb2.Status,
@@ -916,7 +912,7 @@ def _otlp_error(
         **_status_retry_after(status),
         **(headers or {}),
     }
-    http_status = http_status or _otlp_http_status(status)
+    http_status = http_status or _http_status(status)
     _LOGGER.debug(
         "POST %s from %s failed with %d: %s",
         otlp_http.LOGS_PATH,

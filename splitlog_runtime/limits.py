@@ -36,6 +36,10 @@ RECEIVE_CEILING_FACTOR = 4
 # raises OverflowError when the server is built (grpcio 1.85).
 GRPC_MAX_MESSAGE_LENGTH = 2**31 - 1
 
+# ErrorInfo reason of a request over max_message_bytes, as sent or once its
+# entries are expanded. REST replies carry it with HTTP 413.
+REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
+
 
 @dataclass(frozen=True)
 class RequestLimits:
@@ -140,7 +144,7 @@ def message_too_large(
     return ResourceExhausted(
         f"the request message is {size} bytes, {over}; send a smaller message "
         "or raise max_message_bytes",
-        reason="REQUEST_TOO_LARGE",
+        reason=REQUEST_TOO_LARGE,
         metadata=metadata,
     )
 
@@ -163,12 +167,12 @@ def expanded_too_large(
     """
     return ResourceExhausted(
         message,
-        reason="REQUEST_TOO_LARGE",
+        reason=REQUEST_TOO_LARGE,
         metadata={
             "limit": "max_message_bytes",
             "max_message_bytes": str(max_message_bytes),
             "message_bytes": str(request_bytes),
             "expanded_bytes": str(expanded_bytes),
         },
-        field_violations=[FieldViolation(field, description, "REQUEST_TOO_LARGE")],
+        field_violations=[FieldViolation(field, description, REQUEST_TOO_LARGE)],
     )

@@ -346,6 +346,21 @@ def test_million_empty_streams_rejected(live):
     assert f"the batch has {count} entries" in response.json()["error"]["message"]
 
 
+def test_batch_expanding_past_limit_is_413(live):
+    # 10,000 copies of an 8 KB attribute: a small body whose entries expand
+    # far past max_message_bytes.
+    stream = {"service": "huge", "attributes": {"a": "v" * 8000}}
+    body = {"streams": [{**stream, "messages": ["s"] * 10_000}]}
+
+    response = _post(live, json.dumps(body))
+
+    assert response.status_code == 413, response.text
+    assert "retry-after" not in response.headers
+    assert response.json()["error"]["code"] == 413
+    assert response.json()["error"]["status"] == "RESOURCE_EXHAUSTED"
+    assert _error(response) == ("REQUEST_TOO_LARGE", ["streams[0]"])
+
+
 @pytest.mark.parametrize(
     ("streams", "field"),
     [
