@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import logging
 import math
@@ -708,12 +709,71 @@ def _parse_error(exc: json_format.ParseError, descriptor: Descriptor):
 def response_json(route: HttpRoute, response: Message) -> Any:
     """Render a response, or its `response_body` field, as proto3 JSON."""
     if not route.response_body:
-        return json_format.MessageToDict(response)
+        return _message_json(response)
     field = response.DESCRIPTOR.fields_by_name[route.response_body]
     value = getattr(response, field.name)
     if field.message_type is not None and not field.is_repeated:
-        return json_format.MessageToDict(value)
-    rendered = json_format.MessageToDict(
-        response, always_print_fields_with_no_presence=True
-    )
+        return _message_json(value)
+    rendered = _message_json(response, always_print_fields_with_no_presence=True)
     return rendered.get(field.json_name)
+
+
+# Fields that a response prints even at their default, by message type.
+# proto3 JSON leaves out a field at its default, so the first rejected entry
+# of a batch, at index 0, would be listed without the index that names it.
+_ALWAYS_PRINTED = {"splitlog.logs.v1.LogEntryRejection": ("index",)}
+
+
+def _message_json(message: Message, **options: bool) -> dict[str, Any]:
+    """Render a message as proto3 JSON, with the fields of _ALWAYS_PRINTED."""
+    rendered = json_format.MessageToDict(message, **options)
+    _print_always(message, rendered)
+    return rendered
+
+
+def _print_always(message: Message, rendered: dict[str, Any]) -> None:
+    """Add the fields of _ALWAYS_PRINTED that `rendered` left out, in place."""
+    if not _may_contain_always_printed(message.DESCRIPTOR):
+        return
+    for name in _ALWAYS_PRINTED.get(message.DESCRIPTOR.full_name, ()):
+        field = message.DESCRIPTOR.fields_by_name[name]
+        if field.json_name not in rendered:
+            default = json_format.MessageToDict(
+                message, always_print_fields_with_no_presence=True
+            )
+            rendered[field.json_name] = default[field.json_name]
+    for field, value in message.ListFields():
+        if field.message_type is None or field.json_name not in rendered:
+            continue
+        if field.message_type.GetOptions().map_entry:
+            continue
+        if field.is_repeated:
+            for item, item_json in zip(value, rendered[field.json_name], strict=True):
+                if isinstance(item_json, dict):
+                    _print_always(item, item_json)
+        elif isinstance(rendered[field.json_name], dict):
+            _print_always(value, rendered[field.json_name])
+
+
+@functools.cache
+def _may_contain_always_printed(descriptor: Descriptor) -> bool:
+    """Return whether a message type is or may contain one of _ALWAYS_PRINTED.
+
+    Responses without such a type, such as pages of log entries, are then
+    not walked at all.
+    """
+    seen: set[str] = set()
+    pending = [descriptor]
+    while pending:
+        current = pending.pop()
+        if current.full_name in _ALWAYS_PRINTED:
+            return True
+        if current.full_name in seen:
+            continue
+        seen.add(current.full_name)
+        pending.extend(
+            field.message_type
+            for field in current.fields
+            if field.message_type is not None
+        )
+    return False

@@ -346,6 +346,17 @@ def test_million_empty_streams_rejected(live):
     assert f"the batch has {count} entries" in response.json()["error"]["message"]
 
 
+def test_batch_rejection_lists_index_zero(live):
+    old = {"service": "index-zero", "message": "old", "timestamp": OLD}
+    fresh = {"service": "index-zero", "message": "fresh"}
+
+    response = _post(live, json.dumps({"entries": [old, fresh, old]}))
+
+    assert response.status_code == 200, response.text
+    rejected = response.json()["rejectedEntries"]
+    assert [rejection["index"] for rejection in rejected] == ["0", "2"]
+
+
 def test_batch_expanding_past_limit_is_413(live):
     # 10,000 copies of an 8 KB attribute: a small body whose entries expand
     # far past max_message_bytes.
