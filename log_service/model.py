@@ -608,12 +608,15 @@ class BatchBuilder:
         span_id: str,
         dropped_attributes: int = 0,
         utf8_repaired: bool = False,
+        timestamp_set: bool = False,
     ) -> None:
         """Validate and normalise one entry, then store or reject it.
 
         `severity` is a `Severity` value (0 when unset). `timestamp` and
         `observed_timestamp` are nanoseconds since the Unix epoch, 0 when
-        unset. `attributes` is not modified.
+        unset. `timestamp_set` makes a `timestamp` of 0 the Unix epoch
+        itself, which a `LogEntry` can tell apart from an unset one.
+        `attributes` is not modified.
         """
         limits = self.limits
         fields = self._fields
@@ -703,7 +706,7 @@ class BatchBuilder:
             )
             return
         time_field = "timestamp"
-        if not timestamp:
+        if not timestamp and not timestamp_set:
             timestamp = observed_timestamp
             time_field = "observed_timestamp"
         if timestamp > self.latest_ns or timestamp < cutoff:
@@ -858,11 +861,11 @@ def normalize_batch(
       stored as empty.
     - a `timestamp` or `observed_timestamp` whose `nanos` is outside 0 to
       999999999 is invalid as a `google.protobuf.Timestamp` (INVALID_FIELD).
-    - timestamps are `seconds * 10**9 + nanos`, exact. An unset or zero
-      `timestamp` takes `observed_timestamp`, and an unset one takes
-      `now_ns`. A timestamp below `retention_cutoff(service)` is
-      TIMESTAMP_TOO_OLD, one above `now_ns + max_future_ns`
-      TIMESTAMP_IN_FUTURE.
+    - timestamps are `seconds * 10**9 + nanos`, exact. An unset
+      `timestamp` takes `observed_timestamp`, and an unset or zero one
+      takes `now_ns`. A `timestamp` set to the Unix epoch is that time. A
+      timestamp below `retention_cutoff(service)` is TIMESTAMP_TOO_OLD, one
+      above `now_ns + max_future_ns` TIMESTAMP_IN_FUTURE.
     - a message over `max_message_bytes` is cut at a character boundary and
       the entry flagged `truncated`.
     - an attribute with an empty key rejects the entry (INVALID_FIELD).
@@ -938,8 +941,12 @@ def add_log_entries(
                 continue
         if host and host not in valid_hosts and host_is_valid(host, limits):
             valid_hosts.add(host)
+        # A timestamp set to the Unix epoch is a time, not an unset field,
+        # so it is checked against the retention like any other.
+        timestamp_set = not timestamp_ns and entry.HasField("timestamp")
         if (
-            severity in valid_severities
+            not timestamp_set
+            and severity in valid_severities
             and (not host or host in valid_hosts)
             and len(message) <= max_message_characters
             and not entry.trace_id
@@ -992,6 +999,7 @@ def add_log_entries(
             attributes=attributes,
             trace_id=entry.trace_id,
             span_id=entry.span_id,
+            timestamp_set=timestamp_set,
         )
 
 

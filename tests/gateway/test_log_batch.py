@@ -357,6 +357,20 @@ def test_batch_rejection_lists_index_zero(live):
     assert [rejection["index"] for rejection in rejected] == ["0", "2"]
 
 
+def test_batch_epoch_timestamp_rejected(live):
+    epoch = "1970-01-01T00:00:00Z"
+    entries = [{"service": "epoch", "message": "epoch", "timestamp": epoch}]
+
+    response = _post(live, json.dumps({"entries": entries}))
+
+    assert response.status_code == 200, response.text
+    assert response.json()["rejectedCount"] == 1
+    rejection = response.json()["rejectedEntries"][0]
+    assert rejection["reason"] == "REJECTION_REASON_TIMESTAMP_TOO_OLD"
+    assert rejection["field"] == "timestamp"
+    assert list_all(live.stub, services=["epoch"]) == []
+
+
 def test_batch_expanding_past_limit_is_413(live):
     # 10,000 copies of an 8 KB attribute: a small body whose entries expand
     # far past max_message_bytes.

@@ -322,6 +322,25 @@ def test_rejections_print_rfc3339_times(cluster):
     ), future.description
 
 
+def test_epoch_timestamp_rejected_not_unset(cluster):
+    epoch = pb.LogEntry(service="epoch", message="epoch")
+    epoch.timestamp.SetInParent()
+    unset = pb.LogEntry(service="epoch", message="unset")
+
+    response = cluster.stub.WriteLogEntries(
+        pb.WriteLogEntriesRequest(entries=[epoch, unset])
+    )
+    stored = list_all(cluster.stub, services=["epoch"])
+
+    assert epoch.HasField("timestamp")
+    assert response.accepted_count == 1
+    assert [r.index for r in response.rejected_entries] == [0]
+    assert response.rejected_entries[0].reason == pb.REJECTION_REASON_TIMESTAMP_TOO_OLD
+    assert response.rejected_entries[0].field == "timestamp"
+    assert "1970-01-01T00:00:00Z" in response.rejected_entries[0].description
+    assert [entry.message for entry in stored] == ["unset"]
+
+
 def test_observed_time_named_in_rejection(cluster):
     old = ts(time.time_ns() - 30 * 24 * 3600 * SECOND)
 
