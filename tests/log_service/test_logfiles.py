@@ -102,6 +102,22 @@ def test_default_zone_applies_without_offset():
     assert moment(entry) == utc(2024, 7, 1, 10, 0, 0)
 
 
+@pytest.mark.parametrize(
+    ("local", "expected"),
+    [
+        # Occurs twice when clocks go back: the first, daylight time.
+        ("2024-11-03 01:30:00", utc(2024, 11, 3, 8, 30, 0)),
+        # Skipped when clocks go forward: read in standard time.
+        ("2024-03-10 02:30:00", utc(2024, 3, 10, 10, 30, 0)),
+        ("2024-03-10 03:00:00", utc(2024, 3, 10, 10, 0, 0)),
+    ],
+)
+def test_zone_reads_clock_changes(local, expected):
+    entry = parse_one(f"{local} INFO x", default_zone="America/Los_Angeles")
+
+    assert moment(entry) == expected
+
+
 def test_explicit_offset_beats_default_zone():
     entry = parse_one("2024-07-01T12:00:00Z INFO x", default_zone="Europe/Paris")
 
