@@ -70,6 +70,9 @@ def test_load_wrong_types_is_absent(tmp_path, capsys):
         "number head": {**good, "head": 7},
         "negative line": {**good, "line": -1},
         "null digest": {**good, "line_digest": None},
+        "cuts not a list": {**good, "cuts": 7},
+        "string cut": {**good, "cuts": ["7"]},
+        "negative cut": {**good, "cuts": [-7]},
     }
     records = {
         PositionsFile.key(SERVICE, name): record for name, record in cases.items()
@@ -81,6 +84,7 @@ def test_load_wrong_types_is_absent(tmp_path, capsys):
     for name in cases:
         assert positions.load(SERVICE, name) is None, name
     assert positions.load(SERVICE, "good").line == 4
+    assert positions.load(SERVICE, "good").cuts == []
     err = capsys.readouterr().err
     assert "a record is not one that `splitlog logs ship` writes" in err
 
