@@ -54,6 +54,13 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 _MODULES = (users, groups, expenses, settlements, balances, logs, auth, demo)
+# The option that names each author field a client command may leave empty.
+_AUTHOR_OPTIONS = {
+    "expense.creator": "--by",
+    "expense.last_modifier": "--by",
+    "settlement.creator": "--by",
+    "group.creator": "--creator",
+}
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -155,7 +162,8 @@ def _error_report(error: ServerError, credential: Credential | None) -> str:
     far `logs ship` got.
     """
     status_line, _, added = str(error).partition("\n")
-    lines = [f"splitlog: error: {status_line}", _hint(error, credential), added]
+    hint = _hint(error, credential) or _author_hint(error)
+    lines = [f"splitlog: error: {status_line}", hint, added]
     return "\n".join(line for line in lines if line)
 
 
@@ -185,6 +193,24 @@ def _hint(error: ServerError, credential: Credential | None) -> str:
         f"You are not signed in to {credential.address}. Run `splitlog auth "
         "signin --email EMAIL`, or pass an access token or API key with "
         f"--token or {TOKEN_ENV}."
+    )
+
+
+def _author_hint(error: ServerError) -> str:
+    """Name the option to give when the server could not fill an author field.
+
+    A command sends an author field such as `expense.creator` empty when its
+    credential is an API key, which names no user. The server fills it with
+    the key's owner only while the gateway requires a credential. With
+    authentication off it rejects the write with the reason REQUIRED.
+    """
+    option = _AUTHOR_OPTIONS.get(error.metadata.get("field", ""))
+    required = error.code == grpc.StatusCode.INVALID_ARGUMENT
+    if option is None or not required or error.reason != "REQUIRED":
+        return ""
+    return (
+        "This gateway does not check credentials, so the server cannot tell "
+        f"whose API key this is. Name the user with {option} USER."
     )
 
 

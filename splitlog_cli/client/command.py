@@ -137,6 +137,22 @@ class Context:
         """The `users/{user}` of the credential, or None when it names no user."""
         return self.credential.user if self.credential else None
 
+    @property
+    def default_recorder(self) -> str | None:
+        """The author of a write that names none, such as `expense.creator`.
+
+        The signed-in user when the credential names one. An API key names
+        no user, so the value is "", which leaves the field empty for the
+        server to fill with the key's owner. The server can do that only
+        while the gateway requires a credential. None without a credential,
+        so the command takes a default from the write itself.
+        """
+        if self.signed_in_user is not None:
+            return self.signed_in_user
+        if self.credential is not None and self.credential.present:
+            return ""
+        return None
+
     def call(self, method_name: str, request: Message) -> Any:
         """Call `service.Method` (such as `users.GetUser`) with the deadline."""
         service, method = method_name.split(".")

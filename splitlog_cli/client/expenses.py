@@ -214,7 +214,7 @@ def create_expense(context: Context, args: argparse.Namespace) -> expenses_pb2.E
     if currency is None:
         request = users_pb2.GetGroupRequest(name=group)
         currency = context.call("users.GetGroup", request).group.currency_code
-    request = build_create_request(args, group, currency, context.signed_in_user)
+    request = build_create_request(args, group, currency, context.default_recorder)
     if not request.expense.split.participants:
         members = context.all_pages(
             "users.ListGroupMembers",
@@ -233,12 +233,12 @@ def build_create_request(
     args: argparse.Namespace,
     group: str,
     currency: str,
-    signed_in_user: str | None = None,
+    default_recorder: str | None = None,
 ) -> expenses_pb2.CreateExpenseRequest:
     """Build a CreateExpenseRequest from `expenses add` options, offline.
 
-    Without `--by`, the expense is recorded by `signed_in_user`, or without
-    one by the first payer.
+    Without `--by`, the expense is recorded by `default_recorder` (see
+    `recorder`), or without one by the first payer.
 
     Raises:
       UsageError: an option has an invalid value.
@@ -258,7 +258,7 @@ def build_create_request(
         payers=payers,
         split=split,
         notes=args.notes or "",
-        creator=recorder(args.by, signed_in_user, payers[0].user),
+        creator=recorder(args.by, default_recorder, payers[0].user),
     )
     return expenses_pb2.CreateExpenseRequest(
         parent=group,
@@ -292,7 +292,7 @@ def update_expense(context: Context, args: argparse.Namespace) -> expenses_pb2.E
     _check_update_options(args)
     request = expenses_pb2.GetExpenseRequest(name=name)
     current = context.call("expenses.GetExpense", request).expense
-    request = build_update_request(args, current, context.signed_in_user)
+    request = build_update_request(args, current, context.default_recorder)
     expense = context.call("expenses.UpdateExpense", request).expense
     context.show(expense, _expense_text)
     return expense
@@ -301,15 +301,15 @@ def update_expense(context: Context, args: argparse.Namespace) -> expenses_pb2.E
 def build_update_request(
     args: argparse.Namespace,
     current: expenses_pb2.Expense,
-    signed_in_user: str | None = None,
+    default_recorder: str | None = None,
 ) -> expenses_pb2.UpdateExpenseRequest:
     """Build an UpdateExpenseRequest from `expenses update` options, offline.
 
     The update mask names only the fields that the options change. `current`
     is the expense as read before the update: it gives the currency, the
     payer of a new total and the etag unless `--etag` is given. Without
-    `--by`, the change is recorded by `signed_in_user`, or without one by
-    the first payer.
+    `--by`, the change is recorded by `default_recorder` (see `recorder`), or
+    without one by the first payer.
 
     Raises:
       UsageError: an option has an invalid value, or none changes anything.
@@ -336,7 +336,7 @@ def build_update_request(
     if "split" in fields:
         expense.split.CopyFrom(_updated_split(args, current, currency))
     first_payer = (expense.payers or current.payers)[0].user
-    expense.last_modifier = recorder(args.by, signed_in_user, first_payer)
+    expense.last_modifier = recorder(args.by, default_recorder, first_payer)
     return expenses_pb2.UpdateExpenseRequest(
         expense=expense, update_mask=field_mask_pb2.FieldMask(paths=fields)
     )

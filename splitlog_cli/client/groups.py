@@ -27,7 +27,11 @@ def add_parsers(
         "--name", required=True, help="display name, 1 to 100 characters by default"
     )
     create.add_argument(
-        "--creator", required=True, metavar="USER", help="the first member"
+        "--creator",
+        metavar="USER",
+        help="the first member (default: the signed-in user, that is the user of "
+        "the access token in --token or SPLITLOG_TOKEN or of the saved session; "
+        "with an API key, the key's owner, whom the server fills in)",
     )
     create.add_argument(
         "--currency",
@@ -85,7 +89,7 @@ def create_group(context: Context, args: argparse.Namespace) -> users_pb2.Group:
     request = users_pb2.CreateGroupRequest(
         group=users_pb2.Group(
             display_name=args.name,
-            creator=resource_name(args.creator, "users", "--creator"),
+            creator=_creator(context, args),
             currency_code=args.currency or "",
         ),
         group_id=args.id or "",
@@ -94,6 +98,23 @@ def create_group(context: Context, args: argparse.Namespace) -> users_pb2.Group:
     group = context.call("users.CreateGroup", request).group
     context.show(group, lambda group: _groups_table([group]))
     return group
+
+
+def _creator(context: Context, args: argparse.Namespace) -> str:
+    """Return the creator of `groups create`: `--creator`, else the caller.
+
+    Raises:
+      UsageError: there is no `--creator` and no credential to take it from.
+    """
+    if args.creator is not None:
+        return resource_name(args.creator, "users", "--creator")
+    if context.default_recorder is not None:
+        return context.default_recorder
+    raise UsageError(
+        f"--creator is missing, and no user is signed in to {context.address}; "
+        "give --creator USER, or sign in with `splitlog auth signin --email "
+        "EMAIL` to create the group as yourself"
+    )
 
 
 def get_group(context: Context, args: argparse.Namespace) -> users_pb2.Group:

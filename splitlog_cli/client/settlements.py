@@ -73,12 +73,12 @@ def add_parsers(
 
 
 def build_create_request(
-    args: argparse.Namespace, signed_in_user: str | None = None
+    args: argparse.Namespace, default_recorder: str | None = None
 ) -> balances_pb2.CreateSettlementRequest:
     """Build a CreateSettlementRequest from `settlements add` options, offline.
 
-    Without `--by`, the settlement is recorded by `signed_in_user`, or
-    without one by the payer.
+    Without `--by`, the settlement is recorded by `default_recorder` (see
+    `recorder`), or without one by the payer.
 
     Raises:
       UsageError: an option has an invalid value.
@@ -94,7 +94,7 @@ def build_create_request(
             else to_proto_date(datetime.date.today())
         ),
         note=args.note or "",
-        creator=recorder(args.by, signed_in_user, payer),
+        creator=recorder(args.by, default_recorder, payer),
     )
     return balances_pb2.CreateSettlementRequest(
         parent=resource_name(args.group, "groups", "GROUP"),
@@ -107,7 +107,7 @@ def build_create_request(
 def create_settlement(
     context: Context, args: argparse.Namespace
 ) -> balances_pb2.Settlement:
-    request = build_create_request(args, context.signed_in_user)
+    request = build_create_request(args, context.default_recorder)
     settlement = context.call("balances.CreateSettlement", request).settlement
     context.show(settlement, lambda settlement: _table([settlement]))
     return settlement

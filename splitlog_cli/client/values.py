@@ -96,20 +96,23 @@ def recorder_help(fallback: str) -> str:
     return (
         "who records it (default: the signed-in user, that is the user of the "
         "access token in --token or SPLITLOG_TOKEN or of the saved session; "
-        f"with an API key or without a credential, {fallback})"
+        "with an API key, the key's owner, whom the server fills in; without "
+        f"a credential, {fallback})"
     )
 
 
-def recorder(by: str | None, signed_in_user: str | None, fallback: str) -> str:
-    """Return who records a write: `--by`, else the signed-in user, else `fallback`.
+def recorder(by: str | None, default: str | None, fallback: str) -> str:
+    """Return who records a write: `--by`, else `default`, else `fallback`.
 
-    With authentication on, a user who is not an administrator may record
-    writes only in their own name, so the signed-in user comes before a
-    default taken from the write itself.
+    `default` is `Context.default_recorder`: the signed-in user, or "" for a
+    credential that names no user, which leaves the field for the server to
+    fill with the caller. With authentication on, a user who is not an
+    administrator may record writes only in their own name, so both come
+    before a `fallback` taken from the write itself.
     """
     if by:
         return resource_name(by, "users", "--by")
-    return signed_in_user or fallback
+    return fallback if default is None else default
 
 
 def child_name(value: str, collection: str, option: str) -> str:

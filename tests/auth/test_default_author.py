@@ -4,23 +4,30 @@
 `settlement.creator` may name only the caller while `auth_required` is on,
 so an empty one is filled with the caller. With auth off no caller identity
 arrives, and they stay required. Real user, expense and balance services run
-behind a real gateway, called over gRPC and REST.
+behind a real gateway, called over gRPC and REST and through the `splitlog`
+client commands, which leave the field empty for an API key.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import grpc
 import httpx
 import pytest
 from google.type import date_pb2, money_pb2
 
+from gateway.app import Gateway
 from splitlog.balances.v1 import balances_service_pb2 as balances_pb
 from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb
 from splitlog.users.v1 import users_service_pb2 as users_pb
+from splitlog_cli.client.credentials import TOKEN_ENV
+from splitlog_cli.main import main
 from splitlog_runtime import auth
+from tests.auth.support import operator_admin_key
 from tests.auth.test_authorization import (
     TIMEOUT,
     Caller,
@@ -249,6 +256,78 @@ def test_settlement_creator_defaults_to_caller(pair):
     assert retried.name == first.name
 
 
+# The CLI with an API key: the server fills the author
+
+
+@dataclass
+class Output:
+    status: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch, capsys):
+    """Run `splitlog ARGS --gateway ADDRESS` without a saved session."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+
+    def run(gateway: Gateway, *args: str) -> Output:
+        status = main([*args, "--gateway", f"127.0.0.1:{gateway.grpc_port}"])
+        captured = capsys.readouterr()
+        return Output(status, captured.out, captured.err)
+
+    return run
+
+
+def _cli_json(cli, gateway: Gateway, *args: str) -> dict:
+    result = cli(gateway, *args, "--format", "json")
+    assert result.status == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_cli_api_key_records_its_owner(stack, pair, cli):
+    ann, ben, group = pair
+    _, key = operator_admin_key(stack.data_dir, ann.user)
+    gateway = stack.gateway
+
+    # ben paid, and ann records it with her key without --by.
+    created = _cli_json(
+        cli, gateway, "expenses", "add", group, "--description", "Taxi",
+        "--amount", "12.00", "--currency", "EUR", "--paid-by", ben.user,
+        "--participant", ann.user, "--participant", ben.user, "--token", key,
+    )  # fmt: skip
+    updated = _cli_json(
+        cli, gateway, "expenses", "update", created["name"],
+        "--description", "Cab", "--token", key,
+    )  # fmt: skip
+    settled = _cli_json(
+        cli, gateway, "settlements", "add", group, "--from", ben.user,
+        "--to", ann.user, "--amount", "6.00", "--currency", "EUR", "--token", key,
+    )  # fmt: skip
+    flat = _cli_json(cli, gateway, "groups", "create", "--name", "Flat", "--token", key)
+
+    assert created["creator"] == ann.user
+    assert updated["lastModifier"] == ann.user
+    assert updated["creator"] == ann.user
+    assert settled["creator"] == ann.user
+    assert flat["creator"] == ann.user
+
+
+def test_cli_by_option_overrides_key_owner(stack, pair, cli):
+    ann, ben, group = pair
+    _, key = operator_admin_key(stack.data_dir, ann.user)
+
+    created = _cli_json(
+        cli, stack.gateway, "expenses", "add", group, "--description", "Taxi",
+        "--amount", "12.00", "--currency", "EUR", "--paid-by", ann.user,
+        "--participant", ann.user, "--participant", ben.user,
+        "--by", ben.user, "--token", key,
+    )  # fmt: skip
+
+    assert created["creator"] == ben.user
+
+
 # Auth off: the fields stay required
 
 
@@ -328,3 +407,31 @@ def test_settlement_creator_required_without_auth(open_caller):
     error = _fails(lambda: open_caller.balances("CreateSettlement", request))
 
     _assert_required_without_auth(error, "settlement.creator")
+
+
+def test_cli_api_key_without_auth_names_option(open_stack, cli):
+    key = "slk_not-checked-without-auth"
+    gateway = open_stack.gateway
+
+    expense = cli(
+        gateway, "expenses", "add", "groups/trip-one", "--description", "Taxi",
+        "--amount", "12.00", "--currency", "EUR", "--paid-by", "users/ann-lima",
+        "--participant", "users/ann-lima", "--token", key,
+    )  # fmt: skip
+    group = cli(gateway, "groups", "create", "--name", "Flat", "--token", key)
+
+    assert expense.status == 1
+    assert f"expense.creator: {AUTH_OFF}" in expense.stderr
+    assert "Name the user with --by USER." in expense.stderr
+    assert group.status == 1
+    assert f"group.creator: {AUTH_OFF}" in group.stderr
+    assert "Name the user with --creator USER." in group.stderr
+
+
+def test_cli_group_without_credential_needs_creator(open_stack, cli):
+    result = cli(open_stack.gateway, "groups", "create", "--name", "Flat")
+
+    assert result.status == 2
+    assert "--creator is missing, and no user is signed in to" in result.stderr
+    assert "give --creator USER" in result.stderr
+    assert result.stdout == ""
