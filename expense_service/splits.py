@@ -294,13 +294,16 @@ class _Context:
     split_field: str
 
     def money(self, amount: Fraction | int) -> str:
-        """Format minor units exactly, with at least the currency's digits."""
+        """Format minor units exactly, with at least the currency's digits and
+        the currency code, such as "10.00 USD" or "3.333 USD"."""
         if Fraction(amount).denominator == 1:
-            return format_amount(int(amount), self.currency_code)
-        with localcontext() as decimal_context:
-            decimal_context.prec = 60
-            exact = Decimal(amount.numerator) / Decimal(amount.denominator)
-        return f"{exact.scaleb(-exponent(self.currency_code)).normalize():f}"
+            text = format_amount(int(amount), self.currency_code)
+        else:
+            with localcontext() as decimal_context:
+                decimal_context.prec = 60
+                exact = Decimal(amount.numerator) / Decimal(amount.denominator)
+            text = f"{exact.scaleb(-exponent(self.currency_code)).normalize():f}"
+        return f"{text} {self.currency_code}"
 
     def signed(self, magnitude: Fraction | int) -> Fraction | int:
         """Give an amount of the magnitude the sign of the total."""
@@ -308,7 +311,8 @@ class _Context:
 
 
 def _percent(basis_points: int) -> str:
-    return f"{Decimal(basis_points).scaleb(-2):f} %"
+    """Format basis points as a percentage without trailing zeros: "110.5 %"."""
+    return f"{Decimal(basis_points).scaleb(-2).normalize():f} %"
 
 
 def _equal_quotas(
@@ -438,35 +442,37 @@ def _mixed_quotas(
     taken = sum(quotas, Fraction(0))
     rest = context.magnitude - taken
     field = f"{context.split_field}.participants"
+    total = context.money(context.total_minor)
     has_shares = any(p.shares is not None for p in participants)
-    if rest > 0 and not total_shares and not taken:
+    if rest > 0 and not total_shares and not taken and has_shares:
         raise SplitMismatchError(
             field,
-            "shares add up to 0, so the total of "
-            f"{context.money(context.total_minor)} is not divided; give a shares "
-            "participant one share or more",
+            f"shares add up to 0, so the total of {total} is not divided; give a "
+            "shares participant one share or more",
         )
-    percent_count = sum(1 for p in participants if p.basis_points is not None)
-    subject, pronoun = _fixed_parts(len(exact), percent_count)
+    points = [p.basis_points for p in participants if p.basis_points is not None]
     if rest < 0:
-        raise SplitMismatchError(
-            field,
-            f"{subject} {context.money(context.signed(taken))}, which is "
-            f"{context.money(-rest)} over the total of "
-            f"{context.money(context.total_minor)}; lower {pronoun}",
-        )
+        given, pronoun = _given_sum(context, exact, points, taken)
+        if exact:
+            over = f"{context.money(-rest)} over the total of {total}"
+        else:
+            over = f"{_percent(sum(points) - FULL_BASIS_POINTS)} over 100 %"
+        raise SplitMismatchError(field, f"{given}, which is {over}; lower {pronoun}")
     if rest > 0 and total_shares == 0:
+        given, pronoun = _given_sum(context, exact, points, taken)
         if has_shares:
             hint = "give a shares participant one share or more"
         else:
             hint = (
                 f"change {pronoun}, or add a participant with shares to take the rest"
             )
+        if exact:
+            left = context.money(rest)
+        else:
+            left = _percent(FULL_BASIS_POINTS - sum(points))
         raise SplitMismatchError(
             field,
-            f"{subject} {context.money(context.signed(taken))}, so "
-            f"{context.money(rest)} of the total of "
-            f"{context.money(context.total_minor)} is not divided; {hint}",
+            f"{given}, so {left} of the total of {total} is not divided; {hint}",
         )
 
     # The rest is divided in proportion to the shares.
@@ -476,22 +482,46 @@ def _mixed_quotas(
     return quotas
 
 
-def _fixed_parts(exact_count: int, percent_count: int) -> tuple[str, str]:
-    """Name the exact amounts and percentages of a mixed split that were given.
+def _given_sum(
+    context: _Context, exact: dict[int, int], points: list[int], taken: Fraction
+) -> tuple[str, str]:
+    """Name the exact amounts and percentages of a mixed split and their sum.
+
+    Only the kinds of values given are named. Percentages alone are summed as
+    a percentage, and with exact amounts the sum is the money both take.
+
+    Args:
+      exact: the magnitudes of the exact amounts in minor units, by index.
+      points: the percentages given, in basis points.
+      taken: the magnitude that the exact amounts and percentages take from
+        the total, in minor units.
 
     Returns:
-      The subject and verb before their sum in money, such as "the exact
-      amount comes to" or "exact amounts and percentages come to", and the
-      pronoun for them.
+      The clause, such as "percentages add up to 110.5 %" or "the exact
+      amount of 4.00 USD and the percentage of 10 % come to 5.00 USD", and
+      the pronoun for the values.
     """
-    kinds = []
-    if exact_count:
-        kinds.append("exact amounts" if exact_count > 1 else "the exact amount")
-    if percent_count:
-        kinds.append("percentages" if percent_count > 1 else "the percentage")
-    if exact_count + percent_count == 1:
-        return f"{kinds[0]} comes to", "it"
-    return f"{' and '.join(kinds)} come to", "them"
+    pronoun = "it" if len(exact) + len(points) == 1 else "them"
+    exact_sum = context.money(context.signed(sum(exact.values())))
+    if not points:
+        if len(exact) == 1:
+            return f"the exact amount comes to {exact_sum}", pronoun
+        return f"exact amounts add up to {exact_sum}", pronoun
+    percent_sum = _percent(sum(points))
+    if not exact:
+        if len(points) == 1:
+            return f"the percentage is {percent_sum}", pronoun
+        return f"percentages add up to {percent_sum}", pronoun
+    if len(exact) == 1:
+        exact_part = f"the exact amount of {exact_sum}"
+    else:
+        exact_part = f"exact amounts adding up to {exact_sum}"
+    if len(points) == 1:
+        percent_part = f"the percentage of {percent_sum}"
+    else:
+        percent_part = f"percentages adding up to {percent_sum}"
+    taken_text = context.money(context.signed(taken))
+    return f"{exact_part} and {percent_part} come to {taken_text}", pronoun
 
 
 _QUOTAS = {

@@ -515,7 +515,7 @@ def test_ninety_five_in_exact_thirds_is_over(clients, group):
     assert error.code() == INVALID
     assert reason_of(error) == "SPLIT_DOES_NOT_ADD_UP"
     assert violated_fields(error) == ["expense.split.participants"]
-    assert "0.01 over" in error.details()
+    assert "0.01 USD over" in error.details()
 
 
 def test_too_many_participants_rejected(clients, group):
@@ -564,19 +564,26 @@ def test_fifty_payers_accepted(clients):
     assert len(created.payers) == 50
 
 
-def test_percentages_missing_ten(clients, group):
-    a, b, *_ = group.members
-    split = _split(
-        pb.SPLIT_TYPE_PERCENTAGE,
-        pb.SplitParticipant(user=a, basis_points=6000),
-        pb.SplitParticipant(user=b, basis_points=3000),
-    )
+@pytest.mark.parametrize(
+    ("points", "said"),
+    [
+        ((6000, 3000), "percentages add up to 90 %, so 10 % is missing"),
+        ((6050, 5000), "percentages add up to 110.5 %, which is 10.5 % over 100 %"),
+    ],
+)
+def test_percentages_mismatch_in_percent(clients, group, points, said):
+    participants = [
+        pb.SplitParticipant(user=user, basis_points=value)
+        for user, value in zip(group.members, points, strict=False)
+    ]
+    split = _split(pb.SPLIT_TYPE_PERCENTAGE, *participants)
 
     error = _create_error(clients, group.name, _expense(group, "100.00", split))
 
     assert error.code() == INVALID
     assert reason_of(error) == "SPLIT_DOES_NOT_ADD_UP"
-    assert "10.00 % is missing" in error.details()
+    assert said in error.details()
+    assert "USD" not in error.details()
 
 
 @pytest.mark.parametrize(
@@ -584,25 +591,47 @@ def test_percentages_missing_ten(clients, group):
     [
         (
             [{"exact_amount": money("11.00")}, {"shares": 1}],
-            "the exact amount comes to 11.00, which is 1.00 over the total of 10.00; "
-            "lower it",
+            "the exact amount comes to 11.00 USD, which is 1.00 USD over the total "
+            "of 10.00 USD; lower it",
             "percentage",
         ),
         (
-            [{"basis_points": 6000}, {"basis_points": 5000}, {"shares": 1}],
-            "percentages come to 11.00, which is 1.00 over",
-            "exact",
+            [{"basis_points": 6050}, {"basis_points": 5000}, {"shares": 1}],
+            "percentages add up to 110.5 %, which is 10.5 % over 100 %; lower them",
+            "11.05",
+        ),
+        (
+            [{"basis_points": 9050}],
+            "the percentage is 90.5 %, so 9.5 % of the total of 10.00 USD is not "
+            "divided",
+            "0.95",
         ),
         (
             [{"exact_amount": money("4.00")}, {"basis_points": 1000}],
-            "the exact amount and the percentage come to 5.00, so 5.00 of the "
-            "total of 10.00 is not divided",
+            "the exact amount of 4.00 USD and the percentage of 10 % come to "
+            "5.00 USD, so 5.00 USD of the total of 10.00 USD is not divided",
             "shares add up",
         ),
         (
+            [
+                {"exact_amount": money("4.00")},
+                {"basis_points": 3500},
+                {"basis_points": 3550},
+            ],
+            "the exact amount of 4.00 USD and percentages adding up to 70.5 % come "
+            "to 11.05 USD, which is 1.05 USD over the total of 10.00 USD; lower "
+            "them",
+            "shares",
+        ),
+        (
             [{"shares": 0}, {"shares": 0}],
-            "shares add up to 0, so the total of 10.00 is not divided",
+            "shares add up to 0, so the total of 10.00 USD is not divided",
             "percentage",
+        ),
+        (
+            [{"basis_points": 0}],
+            "the percentage is 0 %, so 100 % of the total of 10.00 USD is not divided",
+            "shares add up",
         ),
     ],
 )
