@@ -45,6 +45,9 @@ NODE_HEADROOM_BYTES = 64 * 1024
 # epoch, the shard, and the leader's id and address.
 ROUTED_HEADROOM_BYTES = 32 * 1024
 
+# The reason of the UNAVAILABLE error of a call that the router's stop ended.
+ROUTER_STOPPING = "ROUTER_STOPPING"
+
 _NODE_SERVICE = node_service_pb2.DESCRIPTOR.services_by_name["LogNodeService"]
 
 
@@ -112,8 +115,21 @@ class NodeStubs:
     append: AppendCalls
 
 
+class ClientsClosed(ValueError):
+    """`NodeClients.stubs` was called after `close`, so the router is stopping.
+
+    It extends ValueError, which gRPC raises for a call on a closed channel,
+    so one `except ValueError` handles channels closed both before and after
+    a caller took its stubs.
+    """
+
+
 class NodeClients:
-    """Opens one channel per node address on first use and closes them all."""
+    """Opens one channel per node address on first use and closes them all.
+
+    After `close`, `stubs` raises `ClientsClosed` instead of opening a
+    channel that nothing would close.
+    """
 
     def __init__(self, max_message_bytes: int, *, sign: bool = False) -> None:
         self._options = node_channel_options(max_message_bytes)
@@ -121,10 +137,25 @@ class NodeClients:
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
         self._stubs: dict[str, NodeStubs] = {}
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close` has been called."""
+        return self._closed
 
     def stubs(self, address: str) -> NodeStubs:
-        """Return the stubs for a node address."""
+        """Return the stubs for a node address, opening its channel on first use.
+
+        Raises:
+          ClientsClosed: `close` has been called.
+        """
         with self._lock:
+            if self._closed:
+                raise ClientsClosed(
+                    f"the router closed its node channels because it is stopping, "
+                    f"so it calls node {address} no more"
+                )
             stubs = self._stubs.get(address)
             if stubs is None:
                 channel = grpc.insecure_channel(address, options=self._options)
@@ -139,7 +170,9 @@ class NodeClients:
             return stubs
 
     def close(self) -> None:
+        """Close every channel, which cancels their calls in flight."""
         with self._lock:
+            self._closed = True
             channels = list(self._channels.values())
             self._channels.clear()
             self._stubs.clear()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from log_service.clients import ROUTER_STOPPING
 from log_service.coordinator import Coordinator
 from log_service.merge import Row, merge_rows, shard_cursor
 from log_service.model import VALID_SEVERITIES, columns_to_entries
@@ -350,10 +351,22 @@ class ShardReader:
             for shard, attempt in pending.items():
                 if attempt >= len(replicas[shard]):
                     continue
-                stub = self._stub_for(replicas[shard][attempt])
-                calls[shard] = getattr(stub, method).future(
-                    requests[shard], timeout=timeout
-                )
+                address = replicas[shard][attempt]
+                try:
+                    stub = self._stub_for(address)
+                    calls[shard] = getattr(stub, method).future(
+                        requests[shard], timeout=timeout
+                    )
+                except ValueError:
+                    # The router closed its node channels (`ClientsClosed`
+                    # included), so it is stopping.
+                    raise Unavailable(
+                        f"log shard {shard!r} could not be read because the "
+                        "router is stopping; retry on a running router",
+                        reason=ROUTER_STOPPING,
+                        metadata={"shard": shard},
+                        retry_delay=RETRY_DELAY_SECONDS,
+                    ) from None
             next_pending = {}
             for shard, future in calls.items():
                 try:

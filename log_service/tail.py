@@ -55,6 +55,7 @@ import grpc
 import numpy as np
 from grpc_status import rpc_status
 
+from log_service.clients import ROUTER_STOPPING
 from log_service.coordinator import Coordinator
 from log_service.entry_wire import encode_entries
 from log_service.pages import page_budget
@@ -587,7 +588,7 @@ class Tail:
                 f"log shard {shard}: {method} to node {address} failed because the "
                 "router closed its channel to the node, as it does when it stops. "
                 "Retry the tail with the last resume_token",
-                reason="ROUTER_STOPPING",
+                reason=ROUTER_STOPPING,
                 metadata={"shard": shard},
                 retry_delay=RETRY_DELAY_SECONDS,
             )
@@ -661,7 +662,14 @@ class Tail:
             if route.leader_address is None:
                 self._stop.wait(RECONNECT_DELAY_SECONDS)
                 continue
-            stub = self._stub_for(route.leader_address)
+            try:
+                stub = self._stub_for(route.leader_address)
+            except ValueError as exc:
+                # `NodeClients.stubs` raises ClientsClosed after the router
+                # closed its node channels.
+                method = "FollowEntries" if checked else "QueryEntries"
+                self._end_closed(shard, route.leader_address, method, exc)
+                return
             if not checked:
                 try:
                     last_sequence = self._read_last_sequence(shard, stub)
