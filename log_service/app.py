@@ -145,8 +145,12 @@ def build_router(
         coordinator.stop()
         counters.close()
         clients.close()
+        servicer.shut_down_stream_pool()
         raise
     enforcer.start()
+    # Runs last: once the node channels are closed, the running stream
+    # batches end at once.
+    host.on_stop(servicer.shut_down_stream_pool)
     host.on_stop(clients.close)
     host.on_stop(writer.close)
     host.on_stop(counters.close)

@@ -58,6 +58,15 @@ FOLLOWER = logs_service_pb2.REPLICA_ROLE_FOLLOWER
 POLL_INTERVAL_SECONDS = 0.25
 POLL_DEADLINE_SECONDS = 0.5
 CONFIGURE_DEADLINE_SECONDS = 2.0
+# Seconds that `Coordinator.stop` waits for the poller thread. After the stop,
+# a round only finishes its running calls, each within POLL_DEADLINE_SECONDS
+# or CONFIGURE_DEADLINE_SECONDS, and skips its other pushes.
+STOP_WAIT_SECONDS = 5.0
+# What a poll round raises when `Coordinator.stop` or a closed node channel
+# cuts it short. A call on a closed channel raises ValueError (`ClientsClosed`
+# included), a cancelled push CancelledError, and a push submitted to the
+# pool after its shutdown RuntimeError.
+_STOP_ERRORS = (ValueError, RuntimeError, futures.CancelledError)
 STATE_FILE_NAME = "coordinator.json"
 
 
@@ -414,12 +423,23 @@ class Coordinator:
         )
         self._thread.start()
 
+    @property
+    def clients(self) -> NodeClients:
+        """The node stubs that the coordinator shares with the router."""
+        return self._clients
+
     def stop(self) -> None:
-        """Stop polling; the saved state stays for the next start."""
+        """Stop polling and wait for the round in progress to end.
+
+        The saved state stays for the next start. Pushes not yet started are
+        cancelled, and those running end within CONFIGURE_DEADLINE_SECONDS,
+        so no call of the coordinator runs once the router closes the node
+        channels.
+        """
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+            self._thread.join(timeout=STOP_WAIT_SECONDS)
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def wait_until_ready(self, timeout: float) -> bool:
         """Wait until every shard's leader has taken its configuration."""
@@ -561,6 +581,11 @@ class Coordinator:
             began = time.monotonic()
             try:
                 self.poll_once()
+            except _STOP_ERRORS as exc:
+                if self._stop.is_set():
+                    _LOGGER.info("log coordinator: stop ended a poll round (%r)", exc)
+                    return
+                _LOGGER.exception("log coordinator: a poll round failed")
             except Exception:
                 _LOGGER.exception("log coordinator: a poll round failed")
             self._stop.wait(max(0.0, self._interval - (time.monotonic() - began)))
@@ -568,6 +593,9 @@ class Coordinator:
     def poll_once(self) -> None:
         """Poll every node, apply the plans, save them and push configurations."""
         self._poll_nodes()
+        if self._stop.is_set():
+            # Calls that the stop cut short would count as silent nodes.
+            return
         changed = []
         with self._lock:
             now = time.monotonic()
@@ -742,12 +770,14 @@ class Coordinator:
             list(self._pool.map(functools.partial(self._push, state), nodes))
 
     def _push(self, state: ShardState, node: str) -> None:
+        if self._stop.is_set():
+            return
         request = self._configure_request(state, node)
         stub = self._clients.stubs(self._addresses[node]).node
         try:
             response = stub.ConfigureShard(request, timeout=CONFIGURE_DEADLINE_SECONDS)
         except grpc.RpcError as exc:
-            if self._tracks[node].reachable:
+            if self._tracks[node].reachable and not self._stop.is_set():
                 _LOGGER.warning(
                     "log shard %s: configuring node %s failed (%s); retrying",
                     state.shard,

@@ -38,6 +38,7 @@ from opentelemetry.proto.collector.logs.v1 import (
 
 from log_service.clients import (
     ROUTED_HEADROOM_BYTES,
+    ROUTER_STOPPING,
     AppendCalls,
     routed_message_bytes,
 )
@@ -132,6 +133,8 @@ UNTIMED_EXPORT_RETRY_ADVICE = (
     "set observed_time_unix_nano on every record to make resends safe"
 )
 REFRESH_WAIT_SECONDS = 0.6
+# The error of a `_ShardPart` that was not sent because the router is stopping.
+ROUTER_STOPPED = "router stopped"
 # Positions in a normalised row (`model.ROW_FIELDS`).
 _TIMESTAMP = ROW_FIELDS.index("timestamps")
 _SERVICE = ROW_FIELDS.index("services")
@@ -256,7 +259,7 @@ class _ShardQueue:
                     self._thread.start()
                 self._work.notify()
         if closed:
-            _finish([part], "router stopped")
+            _finish([part], ROUTER_STOPPED)
 
     def close(self) -> None:
         """Stop the thread once it has sent the parts already queued."""
@@ -327,6 +330,9 @@ class _ShardQueue:
             response = method(request, timeout=timeout)
         except grpc.RpcError as error:
             _finish(group, error.code().name)
+        except ValueError:
+            # The router closed its node channels (`ClientsClosed` included).
+            _finish(group, ROUTER_STOPPED)
         except Exception:
             # The parts may belong to other writes, whose threads wait for them.
             _LOGGER.exception("sending entries to log shard %s failed", self._shard)
@@ -342,11 +348,19 @@ class _ShardQueue:
                 return
             method, request, timeout = call
             future = method.future(request, timeout=timeout)
+        except ValueError:
+            _finish([part], ROUTER_STOPPED)
+            return
         except Exception:
             _LOGGER.exception("sending entries to log shard %s failed", self._shard)
             _finish([part], "router error")
             return
         future.add_done_callback(lambda done: _finish_call(part, done))
+
+
+def _stopping(parts: list[_ShardPart]) -> bool:
+    """Return whether a part failed because the router is stopping."""
+    return any(part.error == ROUTER_STOPPED for part in parts)
 
 
 def _finish(group: list[_ShardPart], error: str) -> None:
@@ -795,11 +809,21 @@ class Writer:
         timeout = downstream_timeout(context, self._default_timeout)
         deadline = time.monotonic() + timeout
         failed = self._send(parts, deadline)
-        if failed:
+        if failed and not _stopping(failed):
             self._coordinator.wait_for_poll(
                 min(REFRESH_WAIT_SECONDS, max(0.0, deadline - time.monotonic()))
             )
             failed = self._send(failed, deadline)
+        if _stopping(failed):
+            names = list(dict.fromkeys(p.shard for p in failed))
+            _LOGGER.info("log write to shards %s ended by the router's stop", names)
+            raise Unavailable(
+                f"log shards {', '.join(names)} could not store their entries "
+                f"because the router is stopping; {retry_advice}",
+                reason=ROUTER_STOPPING,
+                metadata={"shards": ",".join(names)},
+                retry_delay=RETRY_DELAY_SECONDS,
+            )
         if failed:
             shards = ", ".join(dict.fromkeys(f"{p.shard} ({p.error})" for p in failed))
             _LOGGER.warning("log write failed on shards %s", shards)
@@ -1079,8 +1103,8 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
                     take_oldest()
                 raise _numbered(error, number) from None
             count = _entry_count(request)
-            pending.append(
-                self._stream_pool.submit(
+            try:
+                written = self._stream_pool.submit(
                     _write_numbered,
                     self._writer,
                     number,
@@ -1093,7 +1117,18 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
                     streams=request.streams,
                     request_bytes=_streamed_request_bytes(request),
                 )
-            )
+            except RuntimeError:
+                # The pool takes no batch after `shut_down_stream_pool`.
+                raise Unavailable(
+                    f"request message {number} of the call (counting from 0) "
+                    "was not stored because the router is stopping; retry the "
+                    "stream with the same request_id in each message, which "
+                    "stores each entry once",
+                    reason=ROUTER_STOPPING,
+                    metadata={"request_message": str(number)},
+                    retry_delay=RETRY_DELAY_SECONDS,
+                ) from None
+            pending.append(written)
             index += count
             while len(pending) >= STREAM_WINDOW:
                 take_oldest()
@@ -1177,6 +1212,14 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
                 len(tails),
                 TAIL_STOP_WAIT_SECONDS,
             )
+
+    def shut_down_stream_pool(self) -> None:
+        """Cancel the stream batches not yet started and wait for the others.
+
+        The router calls this after it closed the node channels, which ends
+        the node calls that the running batches wait for.
+        """
+        self._stream_pool.shutdown(wait=True, cancel_futures=True)
 
     def GetClusterStatus(self, request, context):
         return self._coordinator.cluster_status()
