@@ -34,8 +34,10 @@ for m members and d debts the walk costs at most d + m x d steps, and in
 practice d plus the length of the cycles it finds.
 
 NOTE: the number of members of a group is not capped. Debts between every
-two of 500 members took about 3 s to net on a shared 2-core machine (see
-"Circular debts" in docs/balances.md), and every pairwise read nets anew.
+two of 500 members took 1.1 to 7 s to net on a shared 2-core machine,
+depending on its load (`python -m bench.pairwise_read`, see
+docs/benchmarks.md), and every pairwise read nets anew, each page of
+ListPairwiseBalances too.
 
 Amounts are whole minor units (ints).
 """
