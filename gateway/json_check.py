@@ -23,7 +23,12 @@ from itertools import accumulate
 from typing import Any
 
 from google.protobuf import duration_pb2, timestamp_pb2
-from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf.descriptor import (
+    Descriptor,
+    EnumDescriptor,
+    FieldDescriptor,
+    OneofDescriptor,
+)
 
 from splitlog_runtime.errors import InvalidArgument, invalid_field
 
@@ -381,23 +386,35 @@ def check_message(tree: Any, descriptor: Descriptor, path: str = "") -> None:
         oneof = field.containing_oneof
         if oneof is not None and value is not None:
             if oneof.name in oneof_members:
-                raise _oneof_conflict(path, oneof_members[oneof.name], field)
+                raise _oneof_conflict(path, tree, descriptor, oneof)
             oneof_members[oneof.name] = field
         tree[key] = _check_field(value, field, _join(path, field.name))
 
 
 def _oneof_conflict(
-    path: str, first: FieldDescriptor, second: FieldDescriptor
+    path: str, tree: dict[str, Any], descriptor: Descriptor, oneof: OneofDescriptor
 ) -> InvalidArgument:
-    """Build the error for two members of one oneof set in the same object."""
-    oneof = first.containing_oneof
+    """Build the error for a oneof with two or more members set in `tree`.
+
+    The message names every member that `tree` sets to a value other than
+    null, in the order of the object's keys.
+    """
+    chosen = []
+    for key, value in tree.items():
+        field = descriptor.fields_by_name.get(key) or _by_json_name(descriptor, key)
+        if field is not None and field.containing_oneof == oneof and value is not None:
+            chosen.append(field.name)
+    if len(chosen) == 2:
+        sets = f"sets both {chosen[0]} and {chosen[1]}"
+    else:
+        sets = "sets " + ", ".join(chosen[:-1]) + f" and {chosen[-1]}"
     members = [field.name for field in oneof.fields]
     choices = ", ".join(members[:-1]) + f" or {members[-1]}"
     return invalid_field(
         path or "body",
-        f"sets both {first.name} and {second.name}, which are members of the "
-        f"oneof {oneof.name} of {oneof.containing_type.full_name} and exclude "
-        f"each other; give exactly one of {choices}",
+        f"{sets}, which are members of the oneof {oneof.name} of "
+        f"{oneof.containing_type.full_name} and exclude each other; give "
+        f"exactly one of {choices}",
         reason="MULTIPLE_ONEOF_FIELDS",
     )
 

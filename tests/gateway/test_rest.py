@@ -1006,7 +1006,7 @@ def test_error_paths_use_proto_names(client, method, url, body, field):
         (
             [{"user": "users/a", "basisPoints": 5000, "shares": 1}],
             "expense.split.participants[0]",
-            "basis_points and shares",
+            "both basis_points and shares",
         ),
         (
             [
@@ -1014,11 +1014,23 @@ def test_error_paths_use_proto_names(client, method, url, body, field):
                 {"user": "users/b", "exact_amount": {"units": "1"}, "shares": 1},
             ],
             "expense.split.participants[1]",
-            "exact_amount and shares",
+            "both exact_amount and shares",
+        ),
+        (
+            [
+                {
+                    "user": "users/a",
+                    "exactAmount": {"units": "1"},
+                    "basis_points": 5000,
+                    "shares": 1,
+                },
+            ],
+            "expense.split.participants[0]",
+            "exact_amount, basis_points and shares",
         ),
     ],
 )
-def test_two_oneof_members_named(client, participants, field, members):
+def test_oneof_members_all_named(client, participants, field, members):
     body = {"split": {"type": "SPLIT_TYPE_MIXED", "participants": participants}}
 
     response = client.post("/v1/groups/g1/expenses", json=body)
@@ -1028,7 +1040,7 @@ def test_two_oneof_members_named(client, participants, field, members):
     assert _detail(error, ERROR_INFO)["reason"] == "MULTIPLE_ONEOF_FIELDS"
     (violation,) = _detail(error, BAD_REQUEST)["fieldViolations"]
     assert violation["field"] == field
-    assert error["message"].startswith(f"{field}: sets both {members}")
+    assert error["message"].startswith(f"{field}: sets {members}, which")
     assert (
         "give exactly one of exact_amount, basis_points or shares" in (error["message"])
     )
