@@ -18,7 +18,7 @@ import json
 import math
 import re
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 from itertools import accumulate
 from typing import Any
 
@@ -54,6 +54,8 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 _MONEY = "google.type.Money"
 _NANOS_PER_UNIT = 10**9
+# Digits of Decimal precision for adding nanos to a units value.
+_DECIMAL_DIGITS = 100
 _TIMESTAMP = "google.protobuf.Timestamp"
 _DURATION = "google.protobuf.Duration"
 _FIELD_MASK = "google.protobuf.FieldMask"
@@ -362,6 +364,8 @@ def check_message(tree: Any, descriptor: Descriptor, path: str = "") -> None:
     """
     if not isinstance(tree, dict):
         raise _wrong_type(path or "body", expected_json(descriptor), tree)
+    if descriptor.full_name == _MONEY:
+        _check_money_units(tree, descriptor, path)
     seen: dict[str, str] = {}
     # The member set so far of each oneof, by oneof name; null sets none.
     oneof_members: dict[str, FieldDescriptor] = {}
@@ -576,9 +580,7 @@ def _check_scalar(value: Any, field: FieldDescriptor, path: str) -> Any:
         number = _integer(value)
         low, high = _INT_RANGES[kind]
         if number is None:
-            # A number with a fraction, since `_is_number` accepted it.
-            fix = _money_units_fix(field, value)
-            raise _wrong_value(path, _expected(field), value, fix)
+            raise _wrong_value(path, _expected(field), value)
         if not low <= number <= high:
             raise _wrong_value(path, _expected(field), value)
         return value if isinstance(value, int) else number
@@ -608,33 +610,83 @@ def _check_float(value: Any, field: FieldDescriptor, path: str) -> None:
         raise _wrong_value(path, _expected(field), value)
 
 
-def _money_units_fix(field: FieldDescriptor, value: Any) -> str:
-    """Return how to write a `google.type.Money` units value with a fraction.
+def _check_money_units(tree: dict[str, Any], descriptor: Descriptor, path: str) -> None:
+    """Reject a `google.type.Money` whose units has a fraction, with the fix.
 
-    Returns an empty string for any other field or value. `units` contains
-    whole units and `nanos` the fraction in billionths, with the same sign.
+    The fix combines the fraction with any `nanos` in the same object, so
+    that it gives the whole amount the client wrote.
     """
-    if field.containing_type.full_name != _MONEY or field.name != "units":
-        return ""
-    text = value.text if isinstance(value, JsonNumber) else value
-    if isinstance(text, bool) or not isinstance(text, str | int | float):
-        return ""
+    units = tree.get("units")
+    if units is None or not _is_number(units) or _integer(units) is not None:
+        return
+    field = descriptor.fields_by_name["units"]
+    fix = _money_units_fix(units, tree.get("nanos"))
+    raise _wrong_value(_join(path, "units"), _expected(field), units, fix)
+
+
+def _exact_decimal(value: Any) -> Decimal | None:
+    """Return a JSON number, or a string that writes one, as an exact Decimal."""
+    if not _is_number(value):
+        return None
+    text = value.text if isinstance(value, JsonNumber) else str(value)
     try:
-        exact = Decimal(str(text))
+        exact = Decimal(text)
     except InvalidOperation:
+        return None
+    return exact if exact.is_finite() else None
+
+
+def _money_units_fix(units_value: Any, nanos_value: Any) -> str:
+    """Return how to write a `google.type.Money` whose units has a fraction.
+
+    `units` contains whole units and `nanos` the fraction in billionths,
+    from -999,999,999 to 999,999,999, with the same sign as `units`. A
+    `nanos` that the client sent is added to the amount, so a fraction of
+    nanos beyond one unit carries into units. Returns an empty string when
+    the whole part is beyond int64, because the range in the message is
+    then the fix.
+    """
+    units = _exact_decimal(units_value)
+    if units is None or units.adjusted() >= 19:
         return ""
-    # From 10**19 on, the whole part is beyond int64, and the range that the
-    # message gives is the fix.
-    if not exact.is_finite() or exact.adjusted() >= 19:
+    amount = units
+    if nanos_value is not None:
+        nanos = _exact_decimal(nanos_value)
+        if nanos is None or nanos != nanos.to_integral_value():
+            return (
+                f"; put the fraction in nanos, which must be an integer number "
+                f"of billionths of a unit, but nanos is {describe_json(nanos_value)}"
+            )
+        if abs(nanos) >= _NANOS_PER_UNIT:
+            return (
+                f"; put the fraction in nanos, which must be from -999999999 "
+                f"to 999999999, but nanos is {int(nanos)}"
+            )
+        if units * nanos < 0:
+            return (
+                f"; units {units} and nanos {int(nanos)} have "
+                "opposite signs, but they must have the same sign, so send the "
+                "amount as whole units in units and the fraction in nanos"
+            )
+        # Units is below 10**19 here, so 100 digits keep the sum exact for a
+        # units written with up to 80 digits after the point.
+        with localcontext(prec=_DECIMAL_DIGITS):
+            amount = units + nanos / _NANOS_PER_UNIT
+    if amount.adjusted() >= 19:
         return ""
-    units = int(exact)  # Truncates toward zero, so nanos keeps the sign.
-    nanos = (exact - units) * _NANOS_PER_UNIT
-    if nanos != nanos.to_integral_value():
+    whole = int(amount)  # Truncates toward zero, so nanos keeps the sign.
+    fraction = (amount - whole) * _NANOS_PER_UNIT
+    if fraction != fraction.to_integral_value():
         return (
             "; put the fraction in nanos, in billionths of a unit, which "
             "holds at most 9 decimal digits"
         )
-    return f"; put the fraction in nanos: units {units}, nanos {int(nanos)}"
+    if nanos_value is None:
+        return f"; put the fraction in nanos: units {whole}, nanos {int(fraction)}"
+    return (
+        f"; put the fraction in nanos, added to the nanos sent: units {whole}, "
+        f"nanos {int(fraction)}"
+    )
 
 
 def _is_number(value: Any) -> bool:

@@ -1058,15 +1058,38 @@ def test_oneof_null_member_not_counted(client):
 
 
 @pytest.mark.parametrize(
-    ("units", "fix"),
+    ("units", "nanos", "fix"),
     [
-        (10.5, "put the fraction in nanos: units 10, nanos 500000000"),
-        ("-10.25", "put the fraction in nanos: units -10, nanos -250000000"),
-        (0.0000000001, "at most 9 decimal digits"),
+        (10.5, None, "put the fraction in nanos: units 10, nanos 500000000"),
+        ("-10.25", None, "put the fraction in nanos: units -10, nanos -250000000"),
+        (0.0000000001, None, "at most 9 decimal digits"),
+        (10.5, 250000000, "added to the nanos sent: units 10, nanos 750000000"),
+        (10.5, 750000000, "added to the nanos sent: units 11, nanos 250000000"),
+        ("-10.5", -750000000, "added to the nanos sent: units -11, nanos -250000000"),
+        (-0.5, "-250000000", "added to the nanos sent: units 0, nanos -750000000"),
+        (
+            10.5,
+            -250000000,
+            "but they must have the same sign, so send the amount "
+            "as whole units in units and the fraction in nanos",
+        ),
+        (
+            10.5,
+            1000000000,
+            "must be from -999999999 to 999999999, but nanos is 1000000000",
+        ),
+        (
+            10.5,
+            0.5,
+            "must be an integer number of billionths of a unit, but "
+            "nanos is the number 0.5",
+        ),
+        (10.5, 1, "added to the nanos sent: units 10, nanos 500000001"),
+        ("10.0000000001", 1, "holds at most 9 decimal digits"),
     ],
 )
-def test_money_units_fraction_says_fix(client, units, fix):
-    body = {"total": {"currencyCode": "USD", "units": units}}
+def test_money_units_fraction_says_fix(client, units, nanos, fix):
+    body = {"total": {"currencyCode": "USD", "units": units, "nanos": nanos}}
 
     response = client.post("/v1/groups/g1/expenses", json=body)
 
