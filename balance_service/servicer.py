@@ -800,23 +800,26 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             items = self._contributions(
                 session, group_id, user_id, currency, counterparty, after, size + 1
             )
-            no_history = not items and (
-                after is None
-                or not self._contributions(
-                    session, group_id, user_id, currency, counterparty, None, 1
-                )
-            )
-        if no_history:
-            # A net of 0.00 for someone outside the group would read as a
-            # settled member. A former member with history is still explained.
-            for field_path, named in (
-                ("user", user_id),
-                ("counterparty", counterparty),
-            ):
-                if named is not None and not self._directory.is_member(
-                    group_id, named, context
-                ):
-                    raise not_a_member(group_id, named, field_path)
+            # The users that no expense or settlement of the group names, in
+            # any currency. Items of this request name both users, so only a
+            # request without items needs the look-up.
+            without_history = []
+            if not items and after is None:
+                without_history = [
+                    (field_path, named)
+                    for field_path, named in (
+                        ("user", user_id),
+                        ("counterparty", counterparty),
+                    )
+                    if named is not None
+                    and not storage.has_balance(session, group_id, named)
+                ]
+        # A net of 0.00 for someone outside the group would read as a settled
+        # member. A former member with history in the group is still
+        # explained, with zeros for a currency or pair without items.
+        for field_path, named in without_history:
+            if not self._directory.is_member(group_id, named, context):
+                raise not_a_member(group_id, named, field_path)
 
         page = items[:size]
         response = pb.ExplainBalanceResponse(

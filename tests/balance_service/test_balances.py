@@ -471,6 +471,21 @@ def test_plan_is_per_currency(services):
     ]
 
 
+def test_explain_former_member_other_currency(services):
+    group_id, (alice, bob) = create_group(services.users, 2)
+    services.peer.publish(group_id, "e1", {alice: (500, 0), bob: (0, 500)})
+    services.sync()
+    services.users.RemoveGroupMember(
+        users_pb.RemoveGroupMemberRequest(name=f"groups/{group_id}/members/{bob}"),
+        timeout=10,
+    )
+
+    assert _explain(services, group_id, bob, currency="USD") == (0, [])
+    net, items = _explain(services, group_id, bob)
+    assert net == -500
+    assert [minor(item.net_change) for item in items] == [-500]
+
+
 @pytest.mark.parametrize(
     ("request_fields", "code", "reason"),
     [

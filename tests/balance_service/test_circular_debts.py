@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import pytest
+
 from splitlog.balances.v1 import balances_service_pb2 as pb
 from splitlog.users.v1 import users_service_pb2 as users_pb
 from tests.balance_service.support import (
@@ -191,6 +193,40 @@ def test_former_member_with_zero_net_has_no_lines(services):
     assert _lines(services, group_id, user=f"users/{ids['erin']}") == {}
     assert _counterparties(services, ids["erin"]) == {}
     assert _counterparties(services, ids["cleo"]) == {}
+
+
+@pytest.mark.parametrize("members_cached", [True, False])
+def test_former_member_pair_without_items(services, members_cached):
+    """Explain a former member with a member that they share no item with.
+
+    With `members_cached`, balance_service read the members before the
+    removal and still lists ben for a few seconds. Without, it reads them
+    from user_service, as it does once that cache has expired.
+    """
+    group_id, ids = _named_group(services, ("ann", "ben", "cleo"))
+    _publish_debts(services, group_id, ids, {("ben", "ann"): 500, ("ann", "cleo"): 300})
+    services.sync()
+    if members_cached:
+        group_nets(services.balances, group_id)
+    services.users.RemoveGroupMember(
+        users_pb.RemoveGroupMemberRequest(
+            name=f"groups/{group_id}/members/{ids['ben']}"
+        ),
+        timeout=10,
+    )
+    lines = _by_name(_lines(services, group_id), ids)
+
+    for user, counterparty in (("cleo", "ben"), ("ben", "cleo")):
+        response = _explain_pair(services, group_id, ids[user], ids[counterparty])
+
+        pairwise = lines.get((counterparty, user), 0) - lines.get(
+            (user, counterparty), 0
+        )
+        assert pairwise == 0
+        assert minor(response.net_amount) == 0, user
+        assert list(response.contributions) == [], user
+        assert minor(response.pairwise_amount) == pairwise, user
+        assert minor(response.circular_debt_adjustment) == pairwise, user
 
 
 def test_lines_independent_of_expense_order(services):
