@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from balance_service import domain
+from splitlog_runtime import authz
 from splitlog_runtime.errors import FailedPrecondition, PreconditionViolation
 
 NOT_A_MEMBER = "NOT_A_GROUP_MEMBER"
@@ -42,7 +43,11 @@ class Named:
 
 
 def not_a_member(
-    group_id: str, user_id: str, field_path: str, problem: str = ""
+    group_id: str,
+    user_id: str,
+    field_path: str,
+    problem: str = "",
+    filled: bool = False,
 ) -> FailedPrecondition:
     """Build the NOT_A_GROUP_MEMBER error.
 
@@ -50,15 +55,22 @@ def not_a_member(
       problem: why the user, a former member, cannot settle their balance
         with this settlement, such as `has no balance in EUR`. Empty when
         only membership would allow the user.
+      filled: whether the request left `field_path` empty and
+        `authz.author_or_caller` set it to the caller.
     """
     user, group = domain.user_name(user_id), domain.group_name(group_id)
     message = f"{field_path} {user!r} is not a member of {group!r}; "
-    if problem:
+    if filled:
+        message += authz.filled_author_hint([field_path], user)
+    else:
+        if problem:
+            message += (
+                "a former member can only pay what they still owe, or be paid "
+                f"what they are still owed, but {user!r} {problem}. Otherwise, "
+            )
         message += (
-            "a former member can only pay what they still owe, or be paid "
-            f"what they are still owed, but {user!r} {problem}. Otherwise, "
+            "add the user to the group with AddGroupMember first, or pick a member"
         )
-    message += "add the user to the group with AddGroupMember first, or pick a member"
     return FailedPrecondition(
         message,
         reason=NOT_A_MEMBER,

@@ -68,7 +68,7 @@ import dataclasses
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -377,12 +377,15 @@ def _require_members(
     named: list[tuple[str, str]],
     *,
     active: bool,
+    filled: Collection[str] = (),
 ) -> None:
     """Check that each user is a member, not leaving and, if `active`, not
     deactivated.
 
     Args:
       named: (user id, the field that names the user) pairs.
+      filled: the fields of `named` that the request left empty and that
+        `authz.author_or_caller` set to the caller.
 
     Raises:
       FailedPrecondition: a user is not a member (reason NOT_A_GROUP_MEMBER),
@@ -391,7 +394,9 @@ def _require_members(
     """
     for user_id, field_path in named:
         if user_id not in members.all:
-            raise not_a_member(group_id, user_id, field_path)
+            raise not_a_member(
+                group_id, user_id, field_path, filled=field_path in filled
+            )
     if active:
         deactivated = _fields_of(named, members.deactivated)
         if deactivated:
@@ -1103,6 +1108,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             ]
             + [(creator, "settlement.creator")],
             active=True,
+            filled=() if settlement.creator else ("settlement.creator",),
         )
 
         request_hash = None

@@ -44,7 +44,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -230,6 +230,7 @@ class MembershipClient:
         context: grpc.ServicerContext | None,
         fields: Mapping[str, Sequence[str]] | None = None,
         stored_fields: Mapping[str, Sequence[str]] | None = None,
+        filled: Collection[str] = (),
     ) -> None:
         """Check that a group exists and that every user is one of its members.
 
@@ -247,6 +248,8 @@ class MembershipClient:
           stored_fields: for users that `fields` does not name, the fields
             of the stored expense that name them, such as `payers[0].user`;
             the error names them, and those users next in this order.
+          filled: the request fields of `fields` that were empty and that
+            `authz.author_or_caller` set to the caller; the error says so.
 
         Raises:
           NotFound: the group does not exist (reason GROUP_NOT_FOUND).
@@ -279,9 +282,16 @@ class MembershipClient:
         listed = join_some([names.describe(user) for user in missing])
         metadata = names.metadata(group, missing)
         verb = "is not a member" if len(missing) == 1 else "are not members"
-        raise FailedPrecondition(
+        message = (
             f"{listed} {verb} of {group!r}; add them to the group with "
-            "AddGroupMember, or name members of the group instead",
+            "AddGroupMember, or name members of the group instead"
+        )
+        for user in missing:
+            paths = [path for path in names.request.get(user, ()) if path in filled]
+            if paths:
+                message += ". " + authz.filled_author_hint(paths, user)
+        raise FailedPrecondition(
+            message,
             reason=NOT_A_MEMBER,
             metadata=metadata,
             preconditions=[

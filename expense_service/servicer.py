@@ -233,6 +233,8 @@ class _NewExpense:
     request_hash: RequestHash | None = None
     fields: dict[str, list[str]] = dataclass_field(default_factory=dict)
     chosen_id: bool = False
+    # The creator field when it was empty and set to the caller.
+    filled: tuple[str, ...] = ()
 
     @property
     def stored_hash(self) -> str | None:
@@ -620,7 +622,9 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             if replayed is not None:
                 return pb.CreateExpenseResponse(expense=replayed)
         name, checked, fields = create.name, create.checked, create.fields
-        self._membership.require_members(request.parent, fields, context, fields)
+        self._membership.require_members(
+            request.parent, fields, context, fields, filled=create.filled
+        )
 
         # A create with a generated id skips two look-ups on its first attempt:
         # the replay was checked just above, and the name is new. A concurrent
@@ -732,6 +736,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             ),
             fields=fields,
             chosen_id=bool(request.expense_id),
+            filled=() if request.expense.creator else (f"{prefix}expense.creator",),
         )
 
     def _write_creates(
@@ -902,7 +907,10 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             for user, paths in create.fields.items():
                 named = fields.setdefault(user, [])
                 named.extend(paths[: max(_PATHS_PER_USER - len(named), 0)])
-        self._membership.require_members(request.parent, fields, context, fields)
+        filled = {path for create in creates for path in create.filled}
+        self._membership.require_members(
+            request.parent, fields, context, fields, filled=filled
+        )
 
         def write(session: Session) -> pb.BatchCreateExpensesResponse:
             replayed = replay_batch(session)
@@ -1289,6 +1297,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         modifier = violations.check(
             _author, expense.last_modifier, "expense.last_modifier"
         )
+        filled = () if expense.last_modifier else ("expense.last_modifier",)
         fields = violations.check(
             domain.resolve_update_mask,
             list(request.update_mask.paths),
@@ -1314,7 +1323,9 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             fields.setdefault(modifier, []).append("expense.last_modifier")
             unverified = set(fields) - checks.members
             if unverified:
-                self._membership.require_members(group, unverified, context, fields)
+                self._membership.require_members(
+                    group, unverified, context, fields, filled=filled
+                )
                 checks.members.update(unverified)
             # Nor may it change the amounts of a member whose removal, or the
             # group's deletion, is checking the balances.

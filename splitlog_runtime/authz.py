@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 
 from splitlog_runtime import auth
@@ -39,6 +39,7 @@ from splitlog_runtime.errors import (
     Unauthenticated,
     Unavailable,
     invalid_field,
+    join_some,
 )
 from splitlog_runtime.groups import DELETED_KEY
 
@@ -186,6 +187,26 @@ def author_or_caller(name: str, field: str) -> str:
         f"as 'users/alice' (with authentication on, a user's call may leave "
         f"{field} empty to name themselves)",
         reason="REQUIRED",
+    )
+
+
+def filled_author_hint(fields: Sequence[str], caller: str) -> str:
+    """Build the error sentence for author fields filled with a non-member caller.
+
+    `author_or_caller` filled the empty `fields` with `caller`, such as the
+    owner of an admin API key, and the membership check then rejected that
+    user. The sentence names the fields, the caller and both fixes.
+    """
+    if len(fields) == 1:
+        return (
+            f"{fields[0]} was empty, so it was set to the caller {caller!r}, who "
+            f"is not a member of the group; set {fields[0]} to a member, or add "
+            "the caller to the group"
+        )
+    return (
+        f"{join_some(list(fields))} were empty, so they were set to the caller "
+        f"{caller!r}, who is not a member of the group; set them to a member, "
+        "or add the caller to the group"
     )
 
 

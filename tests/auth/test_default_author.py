@@ -435,3 +435,87 @@ def test_cli_group_without_credential_needs_creator(open_stack, cli):
     assert "--creator is missing, and no user is signed in to" in result.stderr
     assert "give --creator USER" in result.stderr
     assert result.stdout == ""
+
+
+# Auth on: a filled-in author who is not a member
+
+
+@pytest.fixture
+def outside_admin(stack, channel) -> Caller:
+    """Return a caller with an admin API key whose owner is in no group."""
+    owner = _sign_up(channel, "root")
+    _, secret = operator_admin_key(stack.data_dir, owner.user)
+    return Caller(channel, owner.user, secret)
+
+
+def _assert_filled_hint(error: grpc.RpcError, field: str, caller: str) -> None:
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_details(error)["ErrorInfo"].reason == "NOT_A_GROUP_MEMBER"
+    assert (
+        f"{field} was empty, so it was set to the caller {caller!r}, who is not "
+        "a member of the group" in error.details()
+    )
+    assert f"set {field} to a member, or add the caller to the group" in error.details()
+
+
+def test_filled_creator_not_member(pair, outside_admin):
+    ann, ben, group = pair
+    request = expenses_pb.CreateExpenseRequest(
+        parent=group, expense=_unsigned_expense(ann.user, [ann.user, ben.user])
+    )
+
+    error = _fails(lambda: outside_admin.expenses("CreateExpense", request))
+
+    _assert_filled_hint(error, "expense.creator", outside_admin.user)
+
+
+def test_filled_batch_creators_not_member(pair, outside_admin):
+    ann, ben, group = pair
+    creates = [
+        expenses_pb.CreateExpenseRequest(
+            expense=_unsigned_expense(ann.user, [ann.user, ben.user])
+        )
+        for _ in range(2)
+    ]
+    creates[1].expense.creator = ann.user
+    request = expenses_pb.BatchCreateExpensesRequest(parent=group, requests=creates)
+
+    error = _fails(lambda: outside_admin.expenses("BatchCreateExpenses", request))
+
+    _assert_filled_hint(error, "requests[0].expense.creator", outside_admin.user)
+    assert "requests[1]" not in error.details()
+
+
+def test_filled_last_modifier_not_member(pair, outside_admin):
+    ann, ben, group = pair
+    name = ann.create_expense(group, [ann.user, ben.user])
+    request = expenses_pb.UpdateExpenseRequest(
+        expense=expenses_pb.Expense(name=name, description="Lunch")
+    )
+
+    error = _fails(lambda: outside_admin.expenses("UpdateExpense", request))
+
+    _assert_filled_hint(error, "expense.last_modifier", outside_admin.user)
+
+
+def test_filled_settlement_creator_not_member(pair, outside_admin):
+    ann, ben, group = pair
+    request = balances_pb.CreateSettlementRequest(
+        parent=group, settlement=_settlement(ben.user, ann.user)
+    )
+
+    error = _fails(lambda: outside_admin.balances("CreateSettlement", request))
+
+    _assert_filled_hint(error, "settlement.creator", outside_admin.user)
+
+
+def test_named_creator_not_member_has_no_hint(pair, outside_admin):
+    ann, ben, group = pair
+    expense = _unsigned_expense(ann.user, [ann.user, ben.user])
+    expense.creator = outside_admin.user
+    request = expenses_pb.CreateExpenseRequest(parent=group, expense=expense)
+
+    error = _fails(lambda: outside_admin.expenses("CreateExpense", request))
+
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "was empty" not in error.details()
