@@ -21,6 +21,7 @@ from splitlog_cli.client.credentials import Credential
 from splitlog_runtime.tls import ClientTls
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def _open_channel(address: str, tls: ClientTls | None) -> grpc.Channel:
@@ -57,6 +58,46 @@ def check(
         except grpc.RpcError as exc:
             return exc.code().name
     return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+def not_serving(
+    address: str,
+    services: Sequence[str],
+    timeout: float,
+    tls: ClientTls | None = None,
+    credential: Credential | None = None,
+) -> list[str]:
+    """Return those of `services` that `address` reports NOT_SERVING, in order.
+
+    The checks go out at once on one channel, each with the deadline
+    `timeout`, so the whole call takes about `timeout` at most. A service
+    whose check fails, such as one the server does not report on, is left
+    out.
+
+    Raises:
+      splitlog_runtime.tls.TlsConfigError: a TLS file cannot be read.
+    """
+    down = []
+    with _open_channel(address, tls) as plain:
+        channel = with_credential(plain, address, tls, credential)
+        stub = health_pb2_grpc.HealthStub(channel)
+        calls = [
+            (
+                service,
+                stub.Check.future(
+                    health_pb2.HealthCheckRequest(service=service), timeout=timeout
+                ),
+            )
+            for service in services
+        ]
+        for service, call in calls:
+            try:
+                response = call.result()
+            except grpc.RpcError:
+                continue
+            if response.status == NOT_SERVING:
+                down.append(service)
+    return down
 
 
 def wait_until_serving(

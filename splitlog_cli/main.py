@@ -13,9 +13,11 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from importlib import metadata
 
+from gateway.services import public_services
 from splitlog_cli import admin_key, serve, settings, up
 from splitlog_cli import client as client_commands
 from splitlog_cli.client.command import add_token_argument
@@ -27,7 +29,7 @@ from splitlog_cli.data_lock import (
     every_component_lock,
 )
 from splitlog_cli.errors import StartupError
-from splitlog_cli.health import check
+from splitlog_cli.health import check, not_serving
 from splitlog_cli.processes import RESTART_POLICY, Supervisor
 from splitlog_cli.show_config import FORMATS, render
 from splitlog_cli.signals import StopSignals
@@ -36,7 +38,7 @@ from splitlog_cli.tls_options import add_tls_arguments, client_tls
 from splitlog_cli.topology import COMPONENTS, COMPONENTS_BY_NAME, LOG_NODE
 from splitlog_runtime import auth, logsetup
 from splitlog_runtime.config import Config, add_arguments
-from splitlog_runtime.tls import TlsConfigError
+from splitlog_runtime.tls import ClientTls, TlsConfigError
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -111,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout",
         type=float,
         default=3.0,
-        help="deadline of the health check in seconds (default 3)",
+        help="deadline of the health check in seconds, including the checks "
+        "that name the backends a gateway reports down (default 3)",
     )
     add_token_argument(health)
     add_tls_arguments(health)
@@ -254,6 +257,7 @@ def _served_ports(args: argparse.Namespace) -> list[str]:
 
 def _health(args: argparse.Namespace) -> int:
     credential = None
+    deadline = time.monotonic() + args.timeout
     try:
         tls = client_tls(args)
         # A credential goes out only when the server requires one, so checking
@@ -269,10 +273,47 @@ def _health(args: argparse.Namespace) -> int:
         print(status)
         return 0
     print(status, file=sys.stderr)
-    hint = _health_hint(status, args, credential)
+    hint = ""
+    if status == "NOT_SERVING" and not args.service:
+        hint = _backends_down_hint(args, tls, credential, deadline)
+    hint = hint or _health_hint(status, args, credential)
     if hint:
         print(hint, file=sys.stderr)
     return EXIT_FAILURE
+
+
+def _backends_down_hint(
+    args: argparse.Namespace,
+    tls: ClientTls | None,
+    credential: Credential | None,
+    deadline: float,
+) -> str:
+    """Name the backends whose services a gateway reports NOT_SERVING.
+
+    The gateway reports each public service with its backend's health, so
+    checking them, in the time left of `--timeout`, shows which backends are
+    down. Returns an empty string when none is, as at a server that is not
+    a gateway.
+    """
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        return ""
+    backends = {service.full_name: service.backend for service in public_services()}
+    down = not_serving(args.address, list(backends), remaining, tls, credential)
+    if not down:
+        return ""
+    services_by_backend: dict[str, list[str]] = {}
+    for service in down:
+        services_by_backend.setdefault(backends[service], []).append(service)
+    listed = ", ".join(
+        f"{backend} ({', '.join(services)})"
+        for backend, services in sorted(services_by_backend.items())
+    )
+    return (
+        f"{args.address} is running but not ready, because it reports these "
+        f"backends NOT_SERVING: {listed}; check that they are running and read "
+        "their logs"
+    )
 
 
 def _health_hint(

@@ -213,3 +213,32 @@ def test_open_health_sends_no_credential(clean_env, capsys, open_address):
     assert empty == 0
     assert bad == 0
     assert capsys.readouterr().out.split() == ["SERVING", "SERVING"]
+
+
+def test_health_names_backends_down(clean_env, capsys, open_address):
+    # The gateway reaches user_service, while the expense, balance and log
+    # service addresses are closed.
+    status = main(["health", open_address])
+
+    error = capsys.readouterr().err.splitlines()
+    assert status == 1
+    assert error[0] == "NOT_SERVING"
+    assert "reports these backends NOT_SERVING:" in error[1]
+    assert "expense_service (splitlog.expenses.v1.ExpensesService)" in error[1]
+    assert "balance_service (splitlog.balances.v1.BalancesService)" in error[1]
+    assert "log_service (" in error[1]
+    assert "splitlog.logs.v1.LogsService" in error[1]
+    assert error[1].count("log_service") == 1
+    assert "user_service" not in error[1]
+
+
+def test_health_with_token_names_backends_down(
+    clean_env, capsys, address, access_token
+):
+    status = main(["health", address, "--token", access_token])
+
+    error = capsys.readouterr().err.splitlines()
+    assert status == 1
+    assert error[0] == "NOT_SERVING"
+    assert "expense_service (splitlog.expenses.v1.ExpensesService)" in error[1]
+    assert "user_service" not in error[1]

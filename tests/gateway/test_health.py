@@ -372,6 +372,7 @@ def test_cli_health_fails_with_backend_down(gateway, channel, capsys):
     error = capsys.readouterr().err.splitlines()
     assert error[0] == "NOT_SERVING"
     assert "not ready" in error[1]
+    assert "expense_service (splitlog.expenses.v1.ExpensesService)" in error[1]
 
 
 def test_service_stop_ends_open_watch():
