@@ -623,10 +623,11 @@ class Tail:
         silently until the shard catches up, so the tail ends with
         INVALID_ARGUMENT instead. A token returned by this cluster passes,
         because its position is an entry that the leader stores or lies
-        beyond where the two logs part. The stream opens only on a node that
-        leads at the route's epoch (`leader_epoch`). A promoted follower that
-        has not taken its configuration yet cannot tell where the two logs
-        part, so it refuses the stream and fails no valid token here.
+        beyond where the two logs part. A stream with a position opens only
+        on a node that leads at the route's epoch (`leader_epoch`). A
+        promoted follower that has not taken its configuration yet cannot
+        tell where the two logs part, so it refuses the stream and fails no
+        valid token here.
         NOTE: `last_sequence` is the leader's visible sequence, and reads on
         a new leader wait only for its commit sequence, which trails its log
         until a follower acknowledges. If its store has not applied the end
@@ -700,7 +701,11 @@ class Tail:
                 filter=self._filter,
                 after_sequence=position,
                 after_epoch=epoch,
-                leader_epoch=route.epoch,
+                # A live tail without a position opens on the named leader
+                # even before that node has taken its configuration. A
+                # refusal would start the shard later and miss the entries
+                # stored in between.
+                leader_epoch=route.epoch if position >= 0 else 0,
             )
             try:
                 call = stub.FollowEntries(request)
