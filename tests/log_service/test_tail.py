@@ -14,10 +14,10 @@ import grpc
 import pytest
 
 from log_service.clients import NodeClients
-from log_service.node import start_node
+from log_service.node import LogNode, start_node
 from log_service.pages import RESPONSE_MARGIN_BYTES
 from log_service.query import EntrySelection
-from log_service.sharding import ServiceRing
+from log_service.sharding import NodeSpec, ServiceRing
 from log_service.tail import (
     FOLLOW_TIMEOUT_SECONDS,
     MAX_PENDING_ENTRIES,
@@ -925,19 +925,27 @@ def test_node_follows_sparse_matches_over_long_backlog(base_config, tmp_path):
 PROMOTION_FAILOVER_SECONDS = 6.0
 
 
-@pytest.fixture
-def leader_quorum(base_config):
-    """A router and one shard of two nodes whose leader acknowledges alone."""
+def start_replicated(base_config, **settings) -> Cluster:
+    """Start a router and one shard of two nodes, with `settings`."""
     config = base_config.replace(
         log_shards=1,
         log_replicas=2,
         log_node_port=0,
         log_fsync=False,
+        workers=8,
+        **settings,
+    )
+    return Cluster(config)
+
+
+@pytest.fixture
+def leader_quorum(base_config):
+    """A router and one shard of two nodes whose leader acknowledges alone."""
+    running = start_replicated(
+        base_config,
         log_write_quorum="leader",
         log_failover_seconds=PROMOTION_FAILOVER_SECONDS,
-        workers=8,
     )
-    running = Cluster(config)
     yield running
     running.close()
 
@@ -946,6 +954,29 @@ def follower_last_sequence(cluster) -> int:
     (shard,) = cluster.stub.GetClusterStatus(pb.GetClusterStatusRequest()).shards
     (follower,) = shard.followers
     return follower.last_sequence
+
+
+def replicate_first_entry(cluster) -> tuple[str, NodeSpec, NodeSpec]:
+    """Write "ready 0" and wait until the follower stores it.
+
+    Returns:
+      The shard, its leader and its follower.
+    """
+    (shard,) = cluster.topology.shard_ids
+    leader, follower = cluster.topology.shard(shard).nodes
+    write(cluster, "ready", 1)
+    assert wait_for(lambda: follower_last_sequence(cluster) == 1, timeout=10)
+    return shard, leader, follower
+
+
+def start_again(cluster, shard: str, spec: NodeSpec) -> LogNode:
+    """Start a stopped node of the cluster on its address; return the node."""
+    host, node = start_node(
+        cluster.router_config, spec.node_id, shard, address=spec.address
+    )
+    cluster.hosts[spec.node_id] = host
+    cluster.nodes.append(host)
+    return node
 
 
 def write_until_stored(cluster, label: str, count: int) -> None:
@@ -964,10 +995,7 @@ def write_until_stored(cluster, label: str, count: int) -> None:
 
 def test_resume_waits_for_promoted_leader(leader_quorum):
     cluster = leader_quorum
-    (shard,) = cluster.topology.shard_ids
-    leader, follower = cluster.topology.shard(shard).nodes
-    write(cluster, "ready", 1)
-    assert wait_for(lambda: follower_last_sequence(cluster) == 1, timeout=10)
+    shard, leader, follower = replicate_first_entry(cluster)
     cluster.node_host(follower.node_id).stop(0)
     write(cluster, "only-leader", 5)
     call = cluster.stub.TailLogEntries(
@@ -977,11 +1005,7 @@ def test_resume_waits_for_promoted_leader(leader_quorum):
     token = next(call).resume_token
     call.cancel()
     cluster.node_host(leader.node_id).stop(0)
-    host, node = start_node(
-        cluster.router_config, follower.node_id, shard, address=follower.address
-    )
-    cluster.hosts[follower.node_id] = host
-    cluster.nodes.append(host)
+    node = start_again(cluster, shard, follower)
 
     # Private state: ConfigureShard waits for the replication lock. While the
     # test holds it, the coordinator already routes to the follower at epoch
@@ -1009,3 +1033,105 @@ def test_resume_waits_for_promoted_leader(leader_quorum):
     assert token_positions(first.resume_token) == {shard: 6}
     assert list(first.entries) == []
     assert messages == ["on-follower 0", "on-follower 1", "on-follower 2"]
+
+
+# A live tail opened while a failover is in progress.
+
+
+@pytest.fixture
+def failover_pair(base_config):
+    """A router and one shard of two nodes that fails over after 1 s."""
+    running = start_replicated(base_config, log_failover_seconds=1.0)
+    yield running
+    running.close()
+
+
+def follower_in_sync(cluster, shard: str, address: str) -> bool:
+    return address in cluster.coordinator.route(shard).readable
+
+
+def read_entries_until(responses, count: int, timeout: float) -> list[str]:
+    """Read responses until `count` entries arrived or `timeout` seconds
+    passed; return the entries.
+
+    The timeout holds only when the tail sends keep-alives more often.
+    """
+    received: list[str] = []
+    deadline = time.monotonic() + timeout
+    while len(received) < count and time.monotonic() < deadline:
+        received.extend(e.message for e in next(responses).entries)
+    return received
+
+
+def test_live_tail_opens_on_unconfigured_leader(failover_pair):
+    cluster = failover_pair
+    shard, leader, follower = replicate_first_entry(cluster)
+    # The test restarts the follower to get its LogNode object.
+    cluster.node_host(follower.node_id).stop(0)
+    node = start_again(cluster, shard, follower)
+    # The restarted follower learns from the leader's heartbeats that "ready"
+    # is committed. Otherwise a stream it opens would start before "ready".
+    assert wait_for(
+        lambda: (
+            node.commit_sequence == 1
+            and follower_in_sync(cluster, shard, follower.address)
+        ),
+        timeout=10,
+    )
+
+    clients = NodeClients(cluster.config.max_message_bytes)
+    # The shard thread takes a stub before each FollowEntries call. Every call
+    # after the first waits until the entry is stored, so a tail that lost its
+    # first stream can only start after the entry. A tail that keeps its
+    # first stream receives the entry whenever the node stores it.
+    stubs_taken = 0
+    stored = threading.Event()
+
+    def stub_for(address: str):
+        nonlocal stubs_taken
+        stubs_taken += 1
+        if stubs_taken > 1:
+            stored.wait(10)
+        return clients.stubs(address).node
+
+    tail = Tail(
+        cluster.coordinator,
+        stub_for,
+        EntrySelection(("tailed",), (), "", ()),
+        "fingerprint",
+        {shard: -1},
+        keepalive=0.2,
+    )
+    responses = parsed(tail)
+    try:
+        cluster.node_host(leader.node_id).stop(0)
+        # Private state: ConfigureShard waits for the replication lock. While
+        # the test has the lock, the coordinator already routes to the
+        # follower at epoch 2, but the follower still has epoch 1 and the
+        # follower's role.
+        with node._replicate_lock:
+            promoted = wait_for(
+                lambda: cluster.coordinator.route(shard).epoch == 2, timeout=10
+            )
+            route = cluster.coordinator.route(shard)
+            unconfigured_epoch = node.state.epoch
+            # The first response waits until the shard's stream opened, which
+            # takes the node's first message, or until OPEN_WAIT_SECONDS
+            # passed. Either way the node has processed the first
+            # FollowEntries call by then, while it is still unconfigured.
+            first = next(responses)
+        write_until_stored(cluster, "between", 1)
+        stored.set()
+        # Keep-alives come every 0.2 s, so a tail that missed the entry ends
+        # the read after 3 s.
+        messages = read_entries_until(responses, 1, timeout=3)
+    finally:
+        stored.set()
+        responses.close()
+        clients.close()
+
+    assert promoted
+    assert route.leader_address == follower.address
+    assert unconfigured_epoch == 1
+    assert messages == ["between 0"]
+    assert shard in token_positions(first.resume_token)
