@@ -786,9 +786,9 @@ def _error_with_http_status(
     """Build the error reply of an HTTP-only error (405, 413, 415).
 
     No canonical code maps to these statuses, so the body's `status` names
-    the code that fits the cause: INVALID_ARGUMENT for a method or media
-    type that the route never accepts, and RESOURCE_EXHAUSTED for a body over
-    max_message_bytes, the code gRPC returns for an oversized message. The body's
+    the code that fits the cause. A method or media type that the route never
+    accepts gets INVALID_ARGUMENT. A body over max_message_bytes gets
+    RESOURCE_EXHAUSTED, the code gRPC returns for an oversized message. The body's
     `code` is the HTTP status sent, as in every other error reply.
     """
     body = status_json(status)

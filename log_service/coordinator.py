@@ -62,8 +62,8 @@ CONFIGURE_DEADLINE_SECONDS = 2.0
 # a round only finishes its running calls, each within POLL_DEADLINE_SECONDS
 # or CONFIGURE_DEADLINE_SECONDS, and skips its other pushes.
 STOP_WAIT_SECONDS = 5.0
-# What a poll round raises when `Coordinator.stop` or a closed node channel
-# cuts it short. A call on a closed channel raises ValueError (`ClientsClosed`
+# Errors that a poll round raises when `Coordinator.stop` or a closed node
+# channel cuts it short. A call on a closed channel raises ValueError (`ClientsClosed`
 # included), a cancelled push CancelledError, and a push submitted to the
 # pool after its shutdown RuntimeError.
 _STOP_ERRORS = (ValueError, RuntimeError, futures.CancelledError)

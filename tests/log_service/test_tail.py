@@ -1008,7 +1008,7 @@ def test_resume_waits_for_promoted_leader(leader_quorum):
     node = start_again(cluster, shard, follower)
 
     # Private state: ConfigureShard waits for the replication lock. While the
-    # test holds it, the coordinator already routes to the follower at epoch
+    # test has it, the coordinator already routes to the follower at epoch
     # 2, but the follower still has epoch 1 and lacks the leader's last
     # entries.
     with node._replicate_lock:
