@@ -36,6 +36,7 @@ from grpc_status import rpc_status
 from log_service.logfiles import (
     LineTooLong,
     parse_numbered_stream,
+    read_numbered_stream,
 )
 from log_service.model import (
     MAX_BATCH_ENTRIES_KEY,
@@ -144,7 +145,11 @@ def add_parsers(
         "in a fuller batch, so the command records in a positions file the "
         "last line that the server acknowledged of each file, and a rerun "
         "sends only the lines after it (a note on stderr tells which lines it "
-        "skipped). A rotated or replaced file is shipped from line 1. "
+        "skipped). It also records the batches with entries rejected as older "
+        "than the service's retention or too far in the future, and a rerun "
+        "sends those batches again, so that it stores those entries after "
+        "`splitlog logs retention set`. A rotated or replaced file is shipped "
+        "from line 1. "
         "--fresh-ids stores the files again. "
         "A FILE of - reads standard input, such as `tail -F app.log | "
         "splitlog logs ship - --service web`. A partly filled batch of "
@@ -816,9 +821,16 @@ def _ship_file(
                     entries = tracker.skip_stored(entries, reader, progress)
                 shipper.tracker = tracker
                 try:
+                    if tracker is not None:
+                        tracker.check_recorded_line(path)
                     shipper.ship(entries, real_path, progress)
                 except _FileChanged:
                     # Nothing was sent yet: every line so far was skipped.
+                    # NOTE: not so for a file with batches to send again
+                    # that changed after `check_recorded_line` read it. Some
+                    # of those batches may then have been sent, and the
+                    # start from line 1 can store their lines a second time
+                    # when it batches them otherwise.
                     tracker.start_over()
                     continue
             return
@@ -837,9 +849,10 @@ class _FileChanged(Exception):
 class _FileTracker:
     """Reads and writes the record of one file in the positions file.
 
-    A rerun skips the lines up to the recorded line, and cuts its batches
-    after the recorded pending batch and the recorded cuts, so that they get
-    the request ids of the batches that an earlier run sent.
+    A rerun skips the lines up to the recorded line, except those of the
+    recorded batches to send again. It cuts its batches after each of them,
+    the recorded pending batch and the recorded cuts, so that they get the
+    request ids of the batches that an earlier run sent.
     """
 
     def __init__(
@@ -859,10 +872,10 @@ class _FileTracker:
         self.skip = skip and record.line > 0
         # Whether the record may move back to an earlier line of the file.
         self.started_over = False
-        # Whether a batch of this run had entries that a rerun may store,
-        # so the record stays before it. --fresh-ids gives a rerun other
-        # request ids, so it would store the rest of the batches again.
-        self.record_frozen = False
+        # Whether batches with entries that a rerun may store are recorded
+        # to be sent again. Batches of --fresh-ids have random request ids,
+        # so sent again with other ids their stored entries would be stored
+        # twice.
         self.may_hold = skip
         # The number and bytes of the line read without a line ending, which
         # is the last line read, or None.
@@ -871,7 +884,10 @@ class _FileTracker:
         # batch, and the recorded cuts of earlier runs.
         self.cut_lines: set[int] = set()
         if skip:
-            self.cut_lines = {*record.cuts, record.pending_last} - {0}
+            retry_ends = {last for _, last in record.retry}
+            self.cut_lines = {*record.cuts, record.pending_last, *retry_ends} - {0}
+        else:
+            record.retry = []
 
     @classmethod
     def open(
@@ -917,50 +933,94 @@ class _FileTracker:
         reader: ship_positions.LineReader,
         progress: _Progress,
     ) -> Iterator[tuple[int, logs_pb2.LogEntry]]:
-        """Yield the entries after the recorded line.
+        """Yield the entries after the recorded line, and those of the
+        recorded batches to send again.
 
         `reader` is the file that `entries` are parsed from.
 
         Raises:
           _FileChanged: the recorded line has another text or gives no
-            entry, or the file ends before it. It is raised before any
-            entry is yielded.
+            entry, or the file ends before it. Without batches to send
+            again it is raised before any entry is yielded. A file with
+            such batches is checked by `check_recorded_line` first.
         """
         last = self.record.line if self.skip else 0
         found = not self.skip
+        retry = self.record.retry if self.skip else []
+        retry_lines = ship_positions.RetryLines(retry)
+        sends_again = bool(retry)
         for line, entry in entries:
-            if line > last:
-                if not found:
+            if line == last:
+                if not self._is_recorded_line(entry.message, reader.line):
                     raise _FileChanged
+                found = True
+                self._say_skipped(last, sends_again)
+            elif line > last and not found:
+                raise _FileChanged
+            if line > last or retry_lines.contains(line):
                 if not reader.terminated:
                     self.unterminated = (line, reader.line)
                 yield line, entry
-                continue
-            progress.advance(len(entry.message.encode()) + 1)
-            if line < last:
-                continue
-            if not self._is_recorded_line(entry, reader.line):
-                raise _FileChanged
-            found = True
-            print(
-                f"splitlog logs ship: skipping lines 1 to {last} of {self.label}, "
-                "which an earlier run sent and the server stored or rejected "
-                "for good, such as for an invalid field (recorded in "
-                f"{self.positions.path}; --no-positions sends them again)",
-                file=sys.stderr,
-            )
+            else:
+                progress.advance(len(entry.message.encode()) + 1)
         if not found:
             raise _FileChanged
 
-    def _is_recorded_line(self, entry: logs_pb2.LogEntry, raw: bytes) -> bool:
+    def check_recorded_line(self, path: str) -> None:
+        """Check the recorded line before batches are sent again.
+
+        Their lines come before the recorded line, so reading the file once
+        could send them before finding that it changed.
+
+        Raises:
+          _FileChanged: the recorded line has another text or is empty, or
+            the file ends before it.
+        """
+        if not (self.skip and self.record.retry):
+            return
+        with open(path, "rb") as file:
+            reader = ship_positions.LineReader(file)
+            lines = read_numbered_stream(reader, CLIENT_MAX_MESSAGE_BYTES)
+            try:
+                for number, text, _ in lines:
+                    if number < self.record.line:
+                        continue
+                    if number == self.record.line and self._is_recorded_line(
+                        text, reader.line
+                    ):
+                        return
+                    break
+            except LineTooLong:
+                # Shipping stops at this line before it sends anything.
+                return
+        raise _FileChanged
+
+    def _say_skipped(self, last: int, sends_again: bool) -> None:
+        again = ""
+        if sends_again:
+            again = (
+                ", except the batches with lines that it rejected as older "
+                "than the retention or too far in the future, which are sent "
+                "again"
+            )
+        print(
+            f"splitlog logs ship: skipping lines 1 to {last} of {self.label}, "
+            "which an earlier run sent and the server stored or rejected "
+            f"for good, such as for an invalid field{again} (recorded in "
+            f"{self.positions.path}; --no-positions sends them again)",
+            file=sys.stderr,
+        )
+
+    def _is_recorded_line(self, message: str, raw: bytes) -> bool:
         """Return whether the line at the recorded number is the recorded line.
 
-        A line recorded without its line ending may have been completed
-        since, so only its recorded bytes are compared.
+        `message` is the line's text and `raw` its bytes as read. A line
+        recorded without its line ending may have been completed since, so
+        only its recorded bytes are compared.
         """
         length = self.record.line_bytes
         if not length:
-            return ship_positions.line_digest(entry.message) == self.record.line_digest
+            return ship_positions.line_digest(message) == self.record.line_digest
         prefix = raw[:length]
         return (
             len(prefix) == length
@@ -983,6 +1043,7 @@ class _FileTracker:
         self.record.line_bytes = 0
         self.record.pending_first = self.record.pending_last = 0
         self.record.cuts = []
+        self.record.retry = []
 
     def sending_last_batch(self, batch: _Batch) -> None:
         """Record the batch sent at the end of the file as pending."""
@@ -995,16 +1056,17 @@ class _FileTracker:
         """Record that the server acknowledged `batch`.
 
         `retry_later` is whether the server rejected entries of the batch
-        for a reason that a rerun may change. The record then stays before
-        the batch for the rest of the run, and keeps the lines where this
-        run cut batches short, so that a rerun sends the same batches.
+        for a reason that a rerun may change. The batch is then recorded to
+        be sent again.
         """
-        if retry_later and self.may_hold:
-            self.record_frozen = True
-        if self.record_frozen:
-            self.record.cuts = sorted(c for c in self.cut_lines if c > self.record.line)
+        retry_later = retry_later and self.may_hold
+        lines = [batch.lines[0], batch.lines[-1]]
+        if self.skip and lines[1] <= self.record.line:
+            self._answered_again(lines, retry_later)
             self._save()
             return
+        if retry_later:
+            self.record.retry.append(lines)
         self.record.line = batch.lines[-1]
         if self.unterminated is not None and self.unterminated[0] == batch.lines[-1]:
             raw = self.unterminated[1]
@@ -1019,6 +1081,25 @@ class _FileTracker:
             self.record.pending_first = self.record.pending_last = 0
         self.record.cuts = [c for c in self.record.cuts if c > self.record.line]
         self._save()
+
+    def _answered_again(self, lines: list[int], retry_later: bool) -> None:
+        """Record the response to a batch sent again, from line `lines[0]`
+        to line `lines[1]`.
+
+        The batch is a whole recorded batch, or its start when a smaller
+        --batch-size or --batch-bytes split it. The rest stays recorded, so
+        that a rerun batches it as this run does.
+        """
+        retry = self.record.retry
+        index = next(
+            (i for i, (first, last) in enumerate(retry) if first <= lines[0] <= last),
+            None,
+        )
+        if index is None:
+            return
+        last = retry[index][1]
+        rest = [[lines[1] + 1, last]] if lines[1] < last else []
+        retry[index : index + 1] = ([lines] if retry_later else []) + rest
 
     def _save(self) -> None:
         self.positions.save(

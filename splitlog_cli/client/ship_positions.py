@@ -14,11 +14,21 @@ when the gateway stops, the rerun sends exactly those lines again as its
 first batch, under the same request id, so the server stores them once
 even though the file has grown since.
 
-The record stops short of a batch with entries that the server rejected
+The record also names the batches with entries that the server rejected
 for a reason that a rerun may change: older than the service's retention,
-or too far in the future. So after the retention is raised, a rerun sends
-that batch and the later ones again, under the same request ids, and the
-server stores the rejected entries and nothing twice.
+or too far in the future. A rerun sends those batches again, before the
+lines after the recorded line, under the same request ids. So after the
+retention is raised, the server stores the rejected entries and counts the
+others as already stored, and the batches that it stored whole are not
+sent again. A batch stays in the record until a response to it has no
+such rejection, so a rerun after a lost response sends it again
+unchanged.
+
+Records of earlier versions name no batches to send again. Such a record
+stops before the first batch with such a rejection and keeps the lines
+where later batches ended early (`cuts`), so a rerun sends those batches
+again under their old request ids, and from then on records the batches
+to send again.
 
 A record also contains the file's device and inode numbers, a digest of its
 first line and a digest of the last acknowledged line. When one of them
@@ -114,9 +124,14 @@ class Position:
     # Lines after `line` where a batch of an earlier run ended before it was
     # full (at the end of the file, or at such a line of a run before it).
     # A rerun cuts its batches there too, so they get the same request ids.
-    # The record keeps them while `line` stays before a batch whose entries
-    # the server rejected for a reason that a rerun may change.
+    # Only records of earlier versions have them: they kept them while
+    # `line` stayed before a batch whose entries the server rejected for a
+    # reason that a rerun may change.
     cuts: list[int] = field(default_factory=list)
+    # The first and last line of each batch up to `line` to send again,
+    # because the server rejected entries of it for a reason that a rerun
+    # may change, in file order.
+    retry: list[list[int]] = field(default_factory=list)
 
 
 def _valid_record(record: dict[str, Any]) -> bool:
@@ -131,6 +146,9 @@ def _valid_record(record: dict[str, Any]) -> bool:
         elif member.type == "list[int]":
             if not isinstance(value, list) or not all(map(_is_line_number, value)):
                 return False
+        elif member.type == "list[list[int]]":
+            if not _valid_batches(value, record.get("line", 0)):
+                return False
         elif not isinstance(value, str):
             return False
     return True
@@ -138,6 +156,39 @@ def _valid_record(record: dict[str, Any]) -> bool:
 
 def _is_line_number(value: object) -> bool:
     return type(value) is int and value >= 0
+
+
+def _valid_batches(batches: object, line: object) -> bool:
+    """Return whether `batches` are ascending [first, last] pairs of lines
+    from 1 to `line` that do not overlap."""
+    if not isinstance(batches, list) or not _is_line_number(line):
+        return False
+    previous = 0
+    for batch in batches:
+        if not isinstance(batch, list) or len(batch) != 2:
+            return False
+        first, last = batch
+        if not (_is_line_number(first) and _is_line_number(last)):
+            return False
+        if not previous < first <= last:
+            return False
+        previous = last
+    return previous <= line
+
+
+class RetryLines:
+    """The lines of the batches to send again, looked up in ascending order."""
+
+    def __init__(self, batches: list[list[int]]) -> None:
+        self._batches = [(first, last) for first, last in batches]
+        self._next = 0
+
+    def contains(self, line: int) -> bool:
+        """Return whether a batch to send again contains `line`, which must
+        come after the lines looked up before."""
+        while self._next < len(self._batches) and self._batches[self._next][1] < line:
+            self._next += 1
+        return self._next < len(self._batches) and self._batches[self._next][0] <= line
 
 
 class PositionsFile:

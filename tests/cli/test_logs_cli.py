@@ -25,6 +25,7 @@ import tracemalloc
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -648,8 +649,8 @@ def test_ship_rerun_after_retention_raised(live, tmp_path, capsys):
         capsys, live.address, "logs", "retention", "set",
         "--service", "ship-raised=30d",
     )  # fmt: skip
-    # The positions file stays before the rejected lines, so the rerun that
-    # the error advises sends them again.
+    # The positions file records the batch with rejected lines to be sent
+    # again, so the rerun that the error advises sends it.
     second = run(capsys, live.address, *command)
     skipped = run(capsys, live.address, *command)
     again = run(capsys, live.address, *command, "--no-positions")
@@ -663,7 +664,7 @@ def test_ship_rerun_after_retention_raised(live, tmp_path, capsys):
     # The rerun stores the old lines that the raised retention now lets in,
     # and reports only the others as already stored.
     assert second[0] == 0, second[2]
-    assert "skipping" not in second[2]
+    assert "except the batches with lines that it rejected" in second[2]
     assert re.search(r"^stored: +5$", second[1], re.M), second[1]
     assert re.search(r"^already stored: +5$", second[1], re.M), second[1]
     assert re.search(r"^rejected: +0$", second[1], re.M), second[1]
@@ -679,7 +680,7 @@ def test_ship_rerun_after_retention_raised(live, tmp_path, capsys):
     ]
 
 
-def test_ship_rerun_after_retention_keeps_batches(live, tmp_path, capsys):
+def test_ship_rerun_after_retention_sends_rejected_lines(live, tmp_path, capsys):
     ten_days = 10 * 24 * 3600
     service = "ship-raised-batches"
     numbered = [(60, 1), (60, 2), (60, 3), (ten_days, 4), (ten_days, 5)]
@@ -690,7 +691,7 @@ def test_ship_rerun_after_retention_keeps_batches(live, tmp_path, capsys):
     command += ["--batch-size", "2"]
 
     # Batches [1, 2], [3, 4], [5, 6], [7, 8] and [9]: lines 4 to 6 are
-    # rejected, so the record stays at line 2.
+    # rejected, so the record names them to be sent again.
     first = run(capsys, live.address, *command)
     with open(path, "a", encoding="utf-8") as file:
         file.write(f"{line_time(60)} INFO line 10\n")
@@ -698,8 +699,7 @@ def test_ship_rerun_after_retention_keeps_batches(live, tmp_path, capsys):
         capsys, live.address, "logs", "retention", "set",
         "--service", f"{service}=30d",
     )  # fmt: skip
-    # The rerun sends [3, 4], [5, 6], [7, 8], [9] and [10]: batch [9] keeps
-    # its end although the file has grown, so it keeps its request id.
+    # The rerun sends [3, 4], [5, 6] and [10], and not [7, 8] and [9].
     second = run(capsys, live.address, *command)
     third = run(capsys, live.address, *command)
 
@@ -708,14 +708,193 @@ def test_ship_rerun_after_retention_keeps_batches(live, tmp_path, capsys):
     assert re.search(r"^rejected: +3$", first[1], re.M), first[1]
     assert raised[0] == 0, raised[2]
     assert second[0] == 0, second[2]
-    assert "skipping lines 1 to 2 of" in second[2]
-    assert re.search(r"^batches: +5$", second[1], re.M), second[1]
+    assert "skipping lines 1 to 9 of" in second[2]
+    assert re.search(r"^batches: +3$", second[1], re.M), second[1]
     assert re.search(r"^stored: +4$", second[1], re.M), second[1]
-    assert re.search(r"^already stored: +4$", second[1], re.M), second[1]
+    assert re.search(r"^already stored: +1$", second[1], re.M), second[1]
     assert third[0] == 0, third[2]
     assert re.search(r"^batches: +0$", third[1], re.M), third[1]
-    assert "skipping lines 1 to 10 of" in third[2]
     assert _stored_numbers(live, service) == list(range(1, 11))
+
+
+def _ship_counts(output: str) -> dict[str, int]:
+    """Return the counts of a `logs ship` summary table, such as `batches`."""
+    names = ("batches", "stored", "already stored", "rejected")
+    counts = {}
+    for name in names:
+        found = re.search(rf"^{name}: +(\d+)$", output, re.M)
+        assert found, output
+        counts[name] = int(found[1])
+    return counts
+
+
+def _write_numbered(path, numbered: list[tuple[int, int]], mode: str = "w") -> None:
+    """Write or append lines `<time age seconds ago> INFO line <n>`."""
+    with open(path, mode, encoding="utf-8") as file:
+        file.writelines(f"{line_time(age)} INFO line {n}\n" for age, n in numbered)
+
+
+def test_ship_rerun_skips_stored_batches(live, tmp_path, capsys):
+    ten_days, sixty_days = 10 * 24 * 3600, 60 * 24 * 3600
+    service = "ship-rerun-rejected"
+    # Line 3 stays older than the raised retention, and lines 4 and 6 fit.
+    numbered = [(60, 1), (60, 2), (sixty_days, 3), (ten_days, 4), (60, 5)]
+    numbered += [(ten_days, 6), (60, 7), (60, 8), (60, 9)]
+    path = tmp_path / "app.log"
+    _write_numbered(path, numbered)
+    command = ["logs", "ship", str(path), "--service", service, "--batch-size", "2"]
+    positions = ship_positions.PositionsFile(
+        Path(os.environ["XDG_CONFIG_HOME"]) / "splitlog" / "ship-positions.json"
+    )
+
+    # Batches [1, 2], [3, 4], [5, 6], [7, 8] and [9]: 3, 4 and 6 are rejected.
+    first = run(capsys, live.address, *command)
+    raised = run(
+        capsys, live.address, "logs", "retention", "set",
+        "--service", f"{service}=30d",
+    )  # fmt: skip
+    _write_numbered(path, [(60, 10)], "a")
+    # [3, 4], [5, 6] and [10]: the batches that the server stored whole,
+    # [1, 2], [7, 8] and [9], are not sent again.
+    second = run(capsys, live.address, *command)
+    _write_numbered(path, [(60, 11)], "a")
+    # [3, 4], because line 3 stays too old, and [11].
+    third = run(capsys, live.address, *command)
+    fourth = run(capsys, live.address, *command)
+    record = positions.load(service, os.path.realpath(path))
+
+    assert first[0] == 3, first[2]
+    assert _ship_counts(first[1]) == {
+        "batches": 5, "stored": 6, "already stored": 0, "rejected": 3,
+    }  # fmt: skip
+    assert raised[0] == 0, raised[2]
+    assert second[0] == 3, second[2]
+    assert _ship_counts(second[1]) == {
+        "batches": 3, "stored": 3, "already stored": 1, "rejected": 1,
+    }  # fmt: skip
+    assert "skipping lines 1 to 9 of" in second[2]
+    assert third[0] == 3, third[2]
+    assert _ship_counts(third[1]) == {
+        "batches": 2, "stored": 1, "already stored": 1, "rejected": 1,
+    }  # fmt: skip
+    assert "skipping lines 1 to 10 of" in third[2]
+    assert fourth[0] == 3, fourth[2]
+    assert _ship_counts(fourth[1]) == {
+        "batches": 1, "stored": 0, "already stored": 1, "rejected": 1,
+    }  # fmt: skip
+    assert record is not None
+    assert (record.line, record.cuts, record.retry) == (11, [], [[3, 4]])
+    assert _stored_numbers(live, service) == [1, 2, *range(4, 12)]
+
+
+def test_ship_rerun_migrates_old_record(live, tmp_path, capsys):
+    ten_days, sixty_days = 10 * 24 * 3600, 60 * 24 * 3600
+    service = "ship-rerun-old-record"
+    numbered = [(60, 1), (60, 2), (sixty_days, 3), (ten_days, 4), (60, 5)]
+    numbered += [(60, 6), (60, 7)]
+    path = tmp_path / "app.log"
+    _write_numbered(path, numbered)
+    real_path = os.path.realpath(path)
+    command = ["logs", "ship", str(path), "--service", service, "--batch-size", "2"]
+    positions_path = tmp_path / "positions.json"
+
+    # Batches [1, 2], [3, 4], [5, 6] and [7]: 3 and 4 are rejected.
+    first = run(capsys, live.address, *command, "--no-positions")
+    command += ["--positions", str(positions_path)]
+    # The record that the previous version wrote after that run: it stays
+    # before batch [3, 4] and keeps the cut after line 7, the end of the file.
+    info = os.stat(real_path)
+    head, _ = ship_positions.read_head(real_path)
+    old_record = {
+        "device": info.st_dev, "inode": info.st_ino, "head": head, "line": 2,
+        "line_digest": ship_positions.line_digest(path.read_text().split("\n")[1]),
+        "pending_first": 0, "pending_last": 0, "head_bytes": 0, "line_bytes": 0,
+        "cuts": [7],
+    }  # fmt: skip
+    files = {ship_positions.PositionsFile.key(service, real_path): old_record}
+    positions_path.write_text(json.dumps({"version": 1, "files": files}))
+    raised = run(
+        capsys, live.address, "logs", "retention", "set",
+        "--service", f"{service}=30d",
+    )  # fmt: skip
+    _write_numbered(path, [(60, 8)], "a")
+    # The old record gives [3, 4], [5, 6], [7] and [8] once more, with the
+    # request ids of the first run.
+    second = run(capsys, live.address, *command)
+    _write_numbered(path, [(60, 9)], "a")
+    # [3, 4], because line 3 stays too old, and [9].
+    third = run(capsys, live.address, *command)
+
+    assert first[0] == 3, first[2]
+    assert _ship_counts(first[1])["rejected"] == 2
+    assert raised[0] == 0, raised[2]
+    assert second[0] == 3, second[2]
+    assert "skipping lines 1 to 2 of" in second[2]
+    assert _ship_counts(second[1]) == {
+        "batches": 4, "stored": 2, "already stored": 3, "rejected": 1,
+    }  # fmt: skip
+    assert third[0] == 3, third[2]
+    assert _ship_counts(third[1]) == {
+        "batches": 2, "stored": 1, "already stored": 1, "rejected": 1,
+    }  # fmt: skip
+    assert _stored_numbers(live, service) == [1, 2, *range(4, 10)]
+
+
+def test_ship_retry_across_rewrite_and_rotation(live, tmp_path, capsys):
+    sixty_days = 60 * 24 * 3600
+    service = "ship-rerun-rotated"
+    path = tmp_path / "app.log"
+    # A first line without a time, the same in each version of the file.
+    banner = "== app started ==\n"
+    path.write_text(banner)
+    _write_numbered(path, [(sixty_days, 2), (60, 3)], "a")
+    command = ["logs", "ship", str(path), "--service", service, "--batch-size", "1"]
+
+    # Line 2 is too old for any retention that a rerun may find.
+    first = run(capsys, live.address, *command)
+    second = run(capsys, live.address, *command)
+    # Truncated and written again: line 3, the recorded line, has changed.
+    path.write_text(banner)
+    _write_numbered(path, [(60, 4), (60, 5), (60, 6)], "a")
+    rewritten = run(capsys, live.address, *command)
+    after_rewrite = run(capsys, live.address, *command)
+    # Rotated by rename: the new file is shipped from line 1.
+    path.rename(tmp_path / "app.log.1")
+    path.write_text(banner)
+    _write_numbered(path, [(sixty_days, 7), (60, 8)], "a")
+    rotated = run(capsys, live.address, *command)
+    after_rotation = run(capsys, live.address, *command)
+    stored = list_all(live.stub, services=[service])
+
+    assert first[0] == 3, first[2]
+    assert _ship_counts(first[1]) == {
+        "batches": 3, "stored": 2, "already stored": 0, "rejected": 1,
+    }  # fmt: skip
+    # Only batch [2] goes again, not [3].
+    assert second[0] == 3, second[2]
+    assert _ship_counts(second[1]) == {
+        "batches": 1, "stored": 0, "already stored": 0, "rejected": 1,
+    }  # fmt: skip
+    assert rewritten[0] == 0, rewritten[2]
+    assert "has changed before line 3" in rewritten[2]
+    # The banner's batch has the request id of the first run's.
+    assert _ship_counts(rewritten[1]) == {
+        "batches": 4, "stored": 3, "already stored": 1, "rejected": 0,
+    }  # fmt: skip
+    assert after_rewrite[0] == 0, after_rewrite[2]
+    assert _ship_counts(after_rewrite[1])["batches"] == 0
+    assert rotated[0] == 3, rotated[2]
+    assert "is not the file that an earlier run shipped" in rotated[2]
+    assert _ship_counts(rotated[1]) == {
+        "batches": 3, "stored": 1, "already stored": 1, "rejected": 1,
+    }  # fmt: skip
+    assert after_rotation[0] == 3, after_rotation[2]
+    assert _ship_counts(after_rotation[1]) == {
+        "batches": 1, "stored": 0, "already stored": 0, "rejected": 1,
+    }  # fmt: skip
+    assert sorted(entry.message.split("INFO ")[-1] for entry in stored) == [
+        "== app started ==", *(f"line {n}" for n in (3, 4, 5, 6, 8)),
+    ]  # fmt: skip
 
 
 def test_ship_rerun_table_counts_duplicates(live, tmp_path, capsys):

@@ -103,3 +103,44 @@ def test_head_prefix_of_unterminated_line(tmp_path):
     assert not ship_positions.head_matches(str(path), record)
     os.truncate(path, 0)
     assert not ship_positions.head_matches(str(path), record)
+
+
+def test_load_batches_to_send_again(tmp_path, capsys):
+    path = tmp_path / "positions.json"
+    good = {"device": 1, "inode": 2, "head": "h", "line": 9, "line_digest": "d"}
+    cases = {
+        "not a list": {**good, "retry": 3},
+        "bare line": {**good, "retry": [3]},
+        "one line": {**good, "retry": [[3]]},
+        "three lines": {**good, "retry": [[3, 4, 5]]},
+        "string line": {**good, "retry": [["3", 4]]},
+        "line 0": {**good, "retry": [[0, 4]]},
+        "backwards": {**good, "retry": [[4, 3]]},
+        "overlapping": {**good, "retry": [[3, 5], [5, 6]]},
+        "out of order": {**good, "retry": [[6, 7], [3, 4]]},
+        "past the line": {**good, "retry": [[8, 10]]},
+    }
+    records = {
+        PositionsFile.key(SERVICE, name): record for name, record in cases.items()
+    }
+    records[PositionsFile.key(SERVICE, "good")] = {**good, "retry": [[3, 4], [5, 9]]}
+    # A record of the version before batches to send again: it has none.
+    records[PositionsFile.key(SERVICE, "earlier")] = {**good, "cuts": [12]}
+    path.write_text(json.dumps({"version": 1, "files": records}))
+    positions = PositionsFile(path)
+
+    for name in cases:
+        assert positions.load(SERVICE, name) is None, name
+    assert positions.load(SERVICE, "good").retry == [[3, 4], [5, 9]]
+    earlier = positions.load(SERVICE, "earlier")
+    assert (earlier.line, earlier.cuts, earlier.retry) == (9, [12], [])
+    err = capsys.readouterr().err
+    assert "a record is not one that `splitlog logs ship` writes" in err
+
+
+def test_retry_lines_in_ascending_order():
+    retry_lines = ship_positions.RetryLines([[3, 4], [7, 7], [9, 12]])
+
+    assert [line for line in range(1, 15) if retry_lines.contains(line)] == [
+        3, 4, 7, 9, 10, 11, 12,
+    ]  # fmt: skip
