@@ -966,6 +966,14 @@ class _FileTracker:
         if not found:
             raise _FileChanged
 
+    def sends_again(self, line: int) -> bool:
+        """Return whether line `line`, just read, belongs to a batch sent again.
+
+        Only lines of such batches are read up to the recorded line, which
+        moves only past lines read before.
+        """
+        return self.skip and line <= self.record.line
+
     def check_recorded_line(self, path: str) -> None:
         """Check the recorded line before batches are sent again.
 
@@ -1061,11 +1069,12 @@ class _FileTracker:
         """
         retry_later = retry_later and self.may_hold
         lines = [batch.lines[0], batch.lines[-1]]
-        if self.skip and lines[1] <= self.record.line:
+        if self.skip and lines[0] <= self.record.line:
             self._answered_again(lines, retry_later)
-            self._save()
-            return
-        if retry_later:
+            if lines[1] <= self.record.line:
+                self._save()
+                return
+        elif retry_later:
             self.record.retry.append(lines)
         self.record.line = batch.lines[-1]
         if self.unterminated is not None and self.unterminated[0] == batch.lines[-1]:
@@ -1086,20 +1095,20 @@ class _FileTracker:
         """Record the response to a batch sent again, from line `lines[0]`
         to line `lines[1]`.
 
-        The batch is a whole recorded batch, or its start when a smaller
-        --batch-size or --batch-bytes split it. The rest stays recorded, so
-        that a rerun batches it as this run does.
+        The batch is one recorded batch, unless lines of the file changed
+        since, such as the last line of a recorded batch that no longer
+        gives an entry. So the batch replaces every recorded batch that it
+        overlaps, and the part of the last one after it stays recorded.
         """
-        retry = self.record.retry
-        index = next(
-            (i for i, (first, last) in enumerate(retry) if first <= lines[0] <= last),
-            None,
-        )
-        if index is None:
-            return
-        last = retry[index][1]
-        rest = [[lines[1] + 1, last]] if lines[1] < last else []
-        retry[index : index + 1] = ([lines] if retry_later else []) + rest
+        first, last = lines
+        before = [kept for kept in self.record.retry if kept[1] < first]
+        after = [kept for kept in self.record.retry if kept[0] > last]
+        overlapped = [
+            kept for kept in self.record.retry if kept[1] >= first and kept[0] <= last
+        ]
+        if overlapped and overlapped[-1][1] > last:
+            after.insert(0, [last + 1, overlapped[-1][1]])
+        self.record.retry = before + ([lines] if retry_later else []) + after
 
     def _save(self) -> None:
         self.positions.save(
@@ -1229,11 +1238,17 @@ class _Shipper:
         self.position.last_line = line
         entry_bytes = _field_bytes(entry.ByteSize())
         batch = self.batches[-1]
-        if batch.entries and batch.size + entry_bytes > self.args.batch_bytes:
+        # A batch sent again keeps its lines whatever the limits of this run,
+        # so that it keeps its request id.
+        # NOTE: after the server's log_max_batch_entries was lowered below the
+        # size of such a batch, every rerun fails on it, whatever --batch-size.
+        whole = self.tracker is not None and self.tracker.sends_again(line)
+        too_large = batch.size + entry_bytes > self.args.batch_bytes
+        if batch.entries and too_large and not whole:
             batch = _Batch(batch.source)
             self.batches.append(batch)
         batch.add(line, entry, entry_bytes)
-        full = len(batch.entries) == self.args.batch_size
+        full = len(batch.entries) >= self.args.batch_size and not whole
         if full or (self.tracker is not None and line in self.tracker.cut_lines):
             self.batches.append(_Batch(batch.source))
         sent = len(self.batches) > 1

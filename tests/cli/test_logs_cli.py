@@ -897,6 +897,36 @@ def test_ship_retry_across_rewrite_and_rotation(live, tmp_path, capsys):
     ]  # fmt: skip
 
 
+def test_ship_rerun_other_batch_size(live, tmp_path, capsys):
+    sixty_days = 60 * 24 * 3600
+    service = "ship-rerun-batch-size"
+    path = tmp_path / "app.log"
+    _write_numbered(path, [(60, 1), (sixty_days, 2), (60, 3), (sixty_days, 4)])
+    _write_numbered(path, [(60, 5), (60, 6)], "a")
+    command = ["logs", "ship", str(path), "--service", service]
+
+    # Batches [1, 2, 3, 4] and [5, 6]: lines 2 and 4 are rejected.
+    first = run(capsys, live.address, *command, "--batch-size", "4")
+    # Batch [1, 2, 3, 4] goes again whole, so it keeps its request id.
+    second = run(capsys, live.address, *command, "--batch-size", "2")
+    _write_numbered(path, [(60, 7), (60, 8), (60, 9)], "a")
+    third = run(capsys, live.address, *command, "--batch-size", "2")
+
+    assert first[0] == 3, first[2]
+    assert _ship_counts(first[1]) == {
+        "batches": 2, "stored": 4, "already stored": 0, "rejected": 2,
+    }  # fmt: skip
+    assert second[0] == 3, second[2]
+    assert _ship_counts(second[1]) == {
+        "batches": 1, "stored": 0, "already stored": 2, "rejected": 2,
+    }  # fmt: skip
+    assert third[0] == 3, third[2]
+    assert _ship_counts(third[1]) == {
+        "batches": 3, "stored": 3, "already stored": 2, "rejected": 2,
+    }  # fmt: skip
+    assert _stored_numbers(live, service) == [1, 3, 5, 6, 7, 8, 9]
+
+
 def test_ship_rerun_table_counts_duplicates(live, tmp_path, capsys):
     lines = [f"{line_time(60)} INFO line {i}" for i in range(4)]
     path = write_log(tmp_path, *lines)
