@@ -76,52 +76,6 @@ def pairwise_lines(
     return {key: cancel_cycles(found) for key, found in debts.items()}
 
 
-def lines_of_user(
-    user_id: str, pairs: Iterable[PairAmount]
-) -> list[tuple[str, str, str, int]]:
-    """Return a user's pairwise lines, with cycles cancelled, from the user's side.
-
-    Args:
-      user_id: the user.
-      pairs: every non-zero pair amount of each group and currency in which
-        the user has one (`storage.user_group_pairs`).
-
-    Returns:
-      `(group_id, currency_code, counterparty_id, amount)` items, where a
-      positive amount is what the counterparty owes the user.
-    """
-    found = []
-    for (group_id, currency), debts in pairwise_lines(pairs).items():
-        for (debtor, creditor), amount in debts.items():
-            if creditor == user_id:
-                found.append((group_id, currency, debtor, amount))
-            elif debtor == user_id:
-                found.append((group_id, currency, creditor, -amount))
-    return found
-
-
-def pair_amounts(
-    pairs: Iterable[PairAmount], user_id: str, other_id: str
-) -> tuple[int, int]:
-    """Return what `other_id` owes `user_id`, before and after cycles are cancelled.
-
-    `pairs` contains every non-zero pair amount of one group and currency.
-    Each amount is negative when the user owes the other member, and 0
-    without a debt between them.
-    """
-    pairs = list(pairs)
-    before = 0
-    for _, _, first, second, amount in pairs:
-        if (first, second) == (other_id, user_id):
-            before = amount
-        elif (first, second) == (user_id, other_id):
-            before = -amount
-    after = 0
-    for debts in pairwise_lines(pairs).values():
-        after += debts.get((other_id, user_id), 0) - debts.get((user_id, other_id), 0)
-    return before, after
-
-
 def cancel_cycles(debts: Mapping[Debt, int]) -> dict[Debt, int]:
     """Return `debts` with every cycle subtracted, by the rule of this module.
 

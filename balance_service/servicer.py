@@ -68,7 +68,7 @@ import dataclasses
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -80,11 +80,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from balance_service import allocation, cycles, domain, former_members, storage, views
+from balance_service import allocation, domain, former_members, storage, views
 from balance_service.fence import RETRY_DELAY_SECONDS, LedgerFence
 from balance_service.former_members import USER_DEACTIVATED, Named, not_a_member
 from balance_service.ledger import Changes
 from balance_service.members import GroupMembers, UserDirectory
+from balance_service.pair_cache import NettedLines, PairwiseCache
 from balance_service.settle import compute_settlement_plan
 from expense_service import volumes
 from splitlog.balances.v1 import balances_service_pb2 as pb
@@ -462,6 +463,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         self._fence = fence
         self._check_seconds = check_seconds
         self._writes = GroupWrites()
+        self._pairwise = PairwiseCache()
 
     def _transaction(self, read_only: bool = False):
         return transaction(self._database, read_only)
@@ -551,10 +553,14 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             # The counterparties add up to the totals only in one state.
             repeatable_read(session)
             nets = storage.user_balances(session, user_id)
-            pairs = storage.user_group_pairs(session, user_id)
-        balance = views.user_balance(
-            request.name, nets, cycles.lines_of_user(user_id, pairs)
-        )
+            versions = storage.user_pair_versions(session, user_id)
+            netted = self._pairwise.lines(session, versions)
+        counterparties = [
+            (group_id, currency, counterparty, amount)
+            for (group_id, currency), entry in netted.items()
+            for counterparty, amount in entry.counterparties(user_id)
+        ]
+        balance = views.user_balance(request.name, nets, counterparties)
         return pb.GetUserBalanceResponse(balance=balance)
 
     def CheckSettled(
@@ -733,19 +739,13 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         after = _string_key(pagination.decode_token(request.page_token, selector))
         self._directory.recent_members(group_id, context)
         with self._transaction(read_only=True) as session:
-            pairs = storage.group_pairs(session, group_id, currency)
-
-        lines = [
-            (code, debtor, creditor, amount)
-            for (_, code), debts in cycles.pairwise_lines(pairs).items()
-            for (debtor, creditor), amount in debts.items()
-            if user_id is None or user_id in (debtor, creditor)
-        ]
-        lines.sort()
-
-        if after is not None:
-            lines = [line for line in lines if list(line[:3]) > after]
-        page = lines[:size]
+            # The versions and the pairs netted for them come from one state.
+            repeatable_read(session)
+            versions = storage.pair_versions(session, group_id, currency)
+            netted = self._pairwise.lines(session, versions)
+        page = _pairwise_page(netted, user_id, after, size + 1)
+        more = len(page) > size
+        page = page[:size]
         response = pb.ListPairwiseBalancesResponse(
             pairwise_balances=[
                 pb.PairwiseBalance(
@@ -756,7 +756,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                 for code, debtor, creditor, amount in page
             ]
         )
-        if len(lines) > size:
+        if more:
             response.next_page_token = pagination.encode_token(
                 list(page[-1][:3]), selector
             )
@@ -798,9 +798,14 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                 net = storage.member_nets(session, group_id, currency, [user_id])
                 net_amount = net[user_id]
             else:
-                pairs = storage.group_pairs(session, group_id, currency)
-                net_amount, pairwise_amount = cycles.pair_amounts(
-                    pairs, user_id, counterparty
+                net_amount = storage.pair_amount(
+                    session, group_id, currency, user_id, counterparty
+                )
+                versions = storage.pair_versions(session, group_id, currency)
+                pairwise_amount = sum(
+                    entry.owed(counterparty, user_id)
+                    - entry.owed(user_id, counterparty)
+                    for entry in self._pairwise.lines(session, versions).values()
                 )
             items = self._contributions(
                 session, group_id, user_id, currency, counterparty, after, size + 1
@@ -1528,6 +1533,34 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             changes.write(session)
             storage.touch_group(session, group_id, now)
             return settlement_message(row)
+
+
+def _pairwise_page(
+    netted: Mapping[tuple[str, str], NettedLines],
+    user_id: str | None,
+    after: list[str] | None,
+    limit: int,
+) -> list[tuple[str, str, str, int]]:
+    """Return up to `limit` pairwise lines after `after`, in page order.
+
+    Lines sort by currency, debtor and creditor; `after` is the `[currency,
+    debtor, creditor]` of the last line of the previous page. Only lines of
+    `user_id` count when it is given.
+    """
+    page: list[tuple[str, str, str, int]] = []
+    for (_, code), entry in sorted(netted.items(), key=lambda item: item[0][1]):
+        start = 0
+        if after is not None:
+            if code < after[0]:
+                continue
+            if code == after[0]:
+                start = entry.after(after[1], after[2])
+        for debtor, creditor, amount in entry.lines[start:]:
+            if user_id is None or user_id in (debtor, creditor):
+                page.append((code, debtor, creditor, amount))
+                if len(page) == limit:
+                    return page
+    return page
 
 
 @dataclass(frozen=True)

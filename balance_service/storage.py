@@ -26,6 +26,9 @@ The tables:
   explanation read it and cancel circular debts at read time
   (`balance_service.cycles`). Indexed by each of the two users, for the user
   summary.
+- `pair_versions`: a counter per group and currency that every write to its
+  `pair_balances` rows raises in the same transaction. The pairwise reads
+  keep the netted lines in memory under it (`balance_service.pair_cache`).
 - `group_activity`: when the latest expense or settlement of a group changed.
 - `settlements` and `balance_service_request_ids`.
 - `settlement_volumes`: the sum of the live settlements' amounts per group
@@ -158,6 +161,20 @@ class PairRow(Base):
         Index("ix_pair_balances_first_user", "first_user_id"),
         Index("ix_pair_balances_second_user", "second_user_id"),
     )
+
+
+class PairVersionRow(Base):
+    """How many times the pair amounts of a group and currency changed.
+
+    `add_to_pairs` raises it in the transaction that changes them, so two
+    reads that find the same version read the same pair amounts.
+    """
+
+    __tablename__ = "pair_versions"
+
+    group_id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    currency_code: Mapped[str] = mapped_column(String(3), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
 
 
 class GroupActivityRow(Base):
@@ -376,6 +393,10 @@ def add_to_pairs(
 ) -> list[tuple[str, str, str, str, int | float]]:
     """Add `(group_id, currency, debtor_id, creditor_id) -> change` to the pairs.
 
+    Each group and currency whose pairs change gets a new version in
+    `pair_versions`, after its pair rows, so that every writer locks rows
+    in the same order.
+
     Returns:
       `(group_id, currency_code, first_user_id, second_user_id, amount)` of
       each written row, as stored; see `add_to_balances`.
@@ -403,7 +424,25 @@ def add_to_pairs(
     if not rows:
         return []
     written = session.execute(_upsert(session, "pairs", _add_to_pairs), rows)
-    return [tuple(row) for row in written]
+    stored = [tuple(row) for row in written]
+    versions = sorted({(row["group_id"], row["currency_code"]) for row in rows})
+    session.execute(
+        _upsert(session, "pair_versions", _raise_pair_versions),
+        [
+            {"group_id": group, "currency_code": code, "version": 1}
+            for group, code in versions
+        ],
+    )
+    return stored
+
+
+def _raise_pair_versions(session: Session):
+    table = PairVersionRow.__table__
+    statement = _insert(session, table)
+    return statement.on_conflict_do_update(
+        index_elements=["group_id", "currency_code"],
+        set_={"version": table.c.version + 1},
+    )
 
 
 def _add_to_pairs(session: Session):
@@ -504,32 +543,72 @@ _PAIR_AMOUNT = (
 )
 
 
-def user_group_pairs(session: Session, user_id: str) -> list[PairAmount]:
-    """Return every non-zero pair amount of each group and currency in which
-    the user has one.
+PairVersions = dict[tuple[str, str], int]  # (group_id, currency_code) -> version
+
+_VERSIONS = PairVersionRow.__table__.c
+
+
+def pair_versions(
+    session: Session, group_id: str, currency: str | None
+) -> PairVersions:
+    """Return the pair versions of a group, optionally of one currency.
+
+    A group and currency that never had a pair amount has no version and is
+    left out. Read in the transaction that reads the pairs, so that both
+    come from one state.
+    """
+    query = select(
+        _VERSIONS.group_id, _VERSIONS.currency_code, _VERSIONS.version
+    ).where(_VERSIONS.group_id == group_id)
+    if currency is not None:
+        query = query.where(_VERSIONS.currency_code == currency)
+    return {(group, code): version for group, code, version in session.execute(query)}
+
+
+def user_pair_versions(session: Session, user_id: str) -> PairVersions:
+    """Return the pair versions of each group and currency where the user has a
+    non-zero pair amount.
 
     Cancelling circular debts (`balance_service.cycles`) needs the whole
-    group and currency, not only the user's own pairs. One statement reads
-    them, so they come from one committed state. Each item is `(group_id,
-    currency_code, first_user_id, second_user_id, amount)`, where `amount`
-    is what the first user owes the second.
+    group and currency, not only the user's own pairs, so these are the
+    groups and currencies to net for the user's counterparties.
     """
-    named = or_(PairRow.first_user_id == user_id, PairRow.second_user_id == user_id)
-    groups = (
-        select(PairRow.group_id).where(named, PairRow.amount != 0).scalar_subquery()
+    query = (
+        select(_VERSIONS.group_id, _VERSIONS.currency_code, _VERSIONS.version)
+        .select_from(PairRow)
+        .join(
+            PairVersionRow,
+            and_(
+                _VERSIONS.group_id == PairRow.group_id,
+                _VERSIONS.currency_code == PairRow.currency_code,
+            ),
+        )
+        .where(
+            or_(PairRow.first_user_id == user_id, PairRow.second_user_id == user_id),
+            PairRow.amount != 0,
+        )
+        .distinct()
     )
-    query = select(*_PAIR_AMOUNT).where(
-        PairRow.group_id.in_(groups), PairRow.amount != 0
-    )
-    rows = [tuple(row) for row in session.execute(query)]
-    # A group's other currencies can have no pair with the user, and netting
-    # them would be wasted work.
-    with_user = {
-        (group_id, currency)
-        for group_id, currency, first, second, _ in rows
-        if user_id in (first, second)
-    }
-    return [row for row in rows if (row[0], row[1]) in with_user]
+    return {(group, code): version for group, code, version in session.execute(query)}
+
+
+def pair_amount(
+    session: Session, group_id: str, currency: str, user_id: str, other_id: str
+) -> int:
+    """Return the stored amount that `other_id` owes `user_id`, before cycles
+    are cancelled; negative when the user owes the other member."""
+    first, second = sorted((user_id, other_id))
+    amount = session.execute(
+        select(PairRow.amount).where(
+            PairRow.group_id == group_id,
+            PairRow.currency_code == currency,
+            PairRow.first_user_id == first,
+            PairRow.second_user_id == second,
+        )
+    ).scalar()
+    if amount is None:
+        return 0
+    return amount if first == other_id else -amount
 
 
 def user_balances(session: Session, user_id: str) -> Sequence[tuple[str, str, int]]:

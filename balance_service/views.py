@@ -75,8 +75,8 @@ def user_balance(
         amounts.
       pairs: `(group_id, currency_code, counterparty_id, amount)` of the
         user's pairwise lines, with circular debts cancelled
-        (`cycles.lines_of_user`); positive when the counterparty owes the
-        user.
+        (`pair_cache.NettedLines.counterparties`); positive when the
+        counterparty owes the user.
     """
     balance = pb.UserBalance(name=name)
     totals: dict[str, int] = defaultdict(int)

@@ -15,12 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from balance_service.cycles import (
-    cancel_cycles,
-    lines_of_user,
-    pair_amounts,
-    pairwise_lines,
-)
+from balance_service.cycles import cancel_cycles, pairwise_lines
+from balance_service.pair_cache import net
 from tests.balance_service.support import debt_nets, has_cycle
 
 
@@ -180,7 +176,7 @@ def test_pairwise_lines_read_stored_signs():
     }
 
 
-def test_user_lines_and_pair_amounts_after_cycle():
+def test_netted_lines_of_user_and_pair_after_cycle():
     # dora owes ben, cleo owes dora and ben owes cleo 10.00 each.
     pairs = [
         ("g1", "EUR", "ben", "dora", -1000),
@@ -189,9 +185,23 @@ def test_user_lines_and_pair_amounts_after_cycle():
         ("g1", "EUR", "ann", "ben", 400),
     ]
 
-    assert lines_of_user("ben", pairs) == [("g1", "EUR", "ann", 400)]
-    assert lines_of_user("dora", pairs) == []
-    assert pair_amounts(pairs, "dora", "ben") == (-1000, 0)
-    assert pair_amounts(pairs, "ben", "dora") == (1000, 0)
-    assert pair_amounts(pairs, "ben", "ann") == (400, 400)
-    assert pair_amounts(pairs, "ann", "cleo") == (0, 0)
+    netted = net(7, pairs)
+
+    assert netted.version == 7
+    assert netted.lines == (("ann", "ben", 400),)
+    assert list(netted.counterparties("ben")) == [("ann", 400)]
+    assert list(netted.counterparties("ann")) == [("ben", -400)]
+    assert list(netted.counterparties("dora")) == []
+    assert netted.owed("ann", "ben") == 400
+    assert netted.owed("ben", "ann") == 0
+    assert netted.owed("dora", "ben") == 0
+    assert netted.after("ann", "ben") == 1
+    assert netted.after("ann", "a") == 0
+
+
+def test_netted_lines_of_pairs_without_debt():
+    netted = net(3, [])
+
+    assert netted.lines == ()
+    assert netted.owed("ann", "ben") == 0
+    assert netted.after("ann", "ben") == 0

@@ -108,7 +108,14 @@ def _plans(database: Database, read) -> list[tuple[str, list[str]]]:
         pytest.param(lambda s: storage.group_nets(s, "group-a"), id="group-nets"),
         pytest.param(lambda s: storage.user_balances(s, "user-ann"), id="user"),
         pytest.param(
-            lambda s: storage.user_group_pairs(s, "user-ann"), id="user-pairs"
+            lambda s: storage.user_pair_versions(s, "user-ann"), id="user-pairs"
+        ),
+        pytest.param(
+            lambda s: storage.pair_versions(s, "group-a", None), id="group-versions"
+        ),
+        pytest.param(
+            lambda s: storage.pair_amount(s, "group-a", "EUR", "user-ann", "user-bob"),
+            id="pair",
         ),
         pytest.param(
             lambda s: storage.group_pairs(s, "group-a", "EUR"), id="group-pairs"
