@@ -34,10 +34,11 @@ for m members and d debts the walk costs at most d + m x d steps, and in
 practice d plus the length of the cycles it finds.
 
 NOTE: the number of members of a group is not capped. Debts between every
-two of 500 members took 1.1 to 7 s to net on a shared 2-core machine,
+two of 500 members took 0.5 to 7 s to net on a shared 2-core machine,
 depending on its load (`python -m bench.pairwise_read`, see
-docs/benchmarks.md), and every pairwise read nets anew, each page of
-ListPairwiseBalances too.
+docs/benchmarks.md). The reads keep the result until the group's pair
+amounts change (`balance_service.pair_cache`), so only the first pairwise
+read after each change pays for it.
 
 Amounts are whole minor units (ints).
 """

@@ -22,6 +22,11 @@ server that sends no events, and times over gRPC, `--runs` calls each:
 - ExplainBalance of that member with the next member as counterparty, the
   first page of 50.
 
+Each read is timed twice: first right after a change to the group's pair
+amounts, written through `balance_service.storage` (one minor unit between
+the first two members, added and taken back in turn), so that nothing netted
+before can serve it; then repeated without a change in between.
+
 It also times `cycles.cancel_cycles` in process on the same debts, so the
 table separates the netting from the rest of a read.
 
@@ -254,6 +259,39 @@ def _timed(call, runs: int):
     return percentiles(timings), result
 
 
+def _timed_after(change, call, runs: int):
+    """Return the p50 and p99 seconds of `runs` calls, each after `change()`."""
+    timings = []
+    for _ in range(runs):
+        change()
+        started = time.perf_counter()
+        call()
+        timings.append(time.perf_counter() - started)
+    return percentiles(timings)
+
+
+class GroupChange:
+    """Move one minor unit between the first two members of a group, in turn
+    one way and back, as an expense that the first paid and both owe."""
+
+    def __init__(self, url: str, group_id: str, members: list[str]) -> None:
+        self._database = Database(url)
+        self._group_id = group_id
+        self._lines = [(members[0], 2, 1), (members[1], 0, 1)]
+        self._sign = 1
+
+    def __call__(self) -> None:
+        changes = Changes()
+        changes.add_expense(self._group_id, CURRENCY, self._lines, self._sign)
+        with self._database.transaction() as session:
+            changes.write(session)
+            storage.touch_group(session, self._group_id, FIRST_TIME)
+        self._sign = -self._sign
+
+    def close(self) -> None:
+        self._database.dispose()
+
+
 def _list_group(stub, group_id: str, whole: bool) -> tuple[int, int]:
     """Read a group's pairwise lines; return lines and pages read.
 
@@ -273,14 +311,11 @@ def _list_group(stub, group_id: str, whole: bool) -> tuple[int, int]:
 
 
 def time_reads(
-    stub, group_id: str, members: list[str], runs: int, whole_list: bool
+    stub, group_id: str, members: list[str], runs: int, whole_list: bool, change
 ) -> dict:
-    """Return the timings of the three reads of one group."""
-    listed, (lines, pages) = _timed(
-        lambda: _list_group(stub, group_id, whole_list), runs
-    )
+    """Return the timings of the three reads of one group, first after
+    `change()` and then repeated."""
     balance = pb.GetUserBalanceRequest(name=f"users/{members[0]}/balance")
-    user, _ = _timed(lambda: stub.GetUserBalance(balance, timeout=600), runs)
     explain = pb.ExplainBalanceRequest(
         name=f"groups/{group_id}/balance",
         user=f"users/{members[0]}",
@@ -288,14 +323,18 @@ def time_reads(
         counterparty=f"users/{members[1]}",
         page_size=EXPLAIN_PAGE_SIZE,
     )
-    explained, _ = _timed(lambda: stub.ExplainBalance(explain, timeout=600), runs)
-    return {
-        "lines": lines,
-        "pages": pages,
-        "list": listed,
-        "user": user,
-        "explain": explained,
+    reads = {
+        "list": lambda: _list_group(stub, group_id, whole_list),
+        "user": lambda: stub.GetUserBalance(balance, timeout=600),
+        "explain": lambda: stub.ExplainBalance(explain, timeout=600),
     }
+    found = {}
+    for name, call in reads.items():
+        found[name, "first"] = _timed_after(change, call, runs)
+        found[name, "repeated"], result = _timed(call, runs)
+        if name == "list":
+            found["lines"], found["pages"] = result
+    return found
 
 
 def bench_group(
@@ -325,11 +364,15 @@ def bench_group(
         },
     )
     host = build_balances(config, "127.0.0.1:0")
+    change = GroupChange(url, group_id, members)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{host.port}") as channel:
             stub = pb_grpc.BalancesServiceStub(channel)
-            found = time_reads(stub, group_id, members, args.runs, args.whole_list)
+            found = time_reads(
+                stub, group_id, members, args.runs, args.whole_list, change
+            )
     finally:
+        change.close()
         host.stop(0)
         ledger.stop(0).wait()
     return {
@@ -396,9 +439,10 @@ def main() -> None:
     )
     print(
         "| members | pattern | expenses | debts | lines listed | pages "
-        "| ListPairwiseBalances | GetUserBalance | ExplainBalance | cancel_cycles |"
+        "| ListPairwiseBalances first | repeated | GetUserBalance first | repeated "
+        "| ExplainBalance first | repeated | cancel_cycles |"
     )
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as folder:
         users_config = config_module.load(
             environ={},
@@ -428,11 +472,15 @@ def main() -> None:
                     found = bench_group(
                         Path(folder), users_host.port, group_id, members, pattern, args
                     )
+                    timings = " | ".join(
+                        _ms(found[read, when])
+                        for read in ("list", "user", "explain")
+                        for when in ("first", "repeated")
+                    )
                     print(
                         f"| {size} | {pattern} | {found['expenses']:,} "
                         f"| {found['debts']:,} | {found['lines']:,} | {found['pages']} "
-                        f"| {_ms(found['list'])} | {_ms(found['user'])} "
-                        f"| {_ms(found['explain'])} | {_ms(found['netting'])} |",
+                        f"| {timings} | {_ms(found['netting'])} |",
                         flush=True,
                     )
         finally:

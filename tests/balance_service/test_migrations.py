@@ -93,3 +93,55 @@ def test_explain_order_indexes_replace_date_index(engine):
     assert "ix_settlements_group_currency_order" not in _index_names(
         engine, "settlements"
     )
+
+
+def test_pair_versions_start_for_stored_pairs(engine):
+    _migrate(engine, "upgrade", "0006")
+    pairs = sa.table(
+        "pair_balances",
+        *(
+            sa.column(name)
+            for name in (
+                "group_id",
+                "currency_code",
+                "first_user_id",
+                "second_user_id",
+                "amount",
+            )
+        ),
+    )
+    with engine.begin() as connection:
+        connection.execute(
+            sa.insert(pairs),
+            [
+                {
+                    "group_id": group_id,
+                    "currency_code": currency,
+                    "first_user_id": first,
+                    "second_user_id": "zoe",
+                    "amount": 100,
+                }
+                for group_id, currency, first in (
+                    ("trip", "EUR", "ann"),
+                    ("trip", "EUR", "ben"),
+                    ("trip", "USD", "ann"),
+                    ("flat", "EUR", "ann"),
+                )
+            ],
+        )
+
+    upgrade(engine, MIGRATIONS_DIR, _VERSION_TABLE)
+
+    with engine.connect() as connection:
+        versions = connection.execute(
+            sa.text("SELECT group_id, currency_code, version FROM pair_versions")
+        ).all()
+    assert sorted(tuple(row) for row in versions) == [
+        ("flat", "EUR", 1),
+        ("trip", "EUR", 1),
+        ("trip", "USD", 1),
+    ]
+
+    _migrate(engine, "downgrade", "0006")
+
+    assert "pair_versions" not in sa.inspect(engine).get_table_names()
