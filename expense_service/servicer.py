@@ -208,10 +208,12 @@ def _check_etag(expected: int | None, stored: storage.StoredExpense, field: str)
         )
 
 
-def _date_key(text: str, by_create_time: bool) -> datetime.date | datetime.datetime:
+def _page_position(row: storage.ExpenseRow, by_create_time: bool) -> list[str]:
+    """Return the sort key of an expense as stored in a ListExpenses token."""
+    first, second = row.expense_date, row.create_time
     if by_create_time:
-        return datetime.datetime.fromisoformat(text)
-    return datetime.date.fromisoformat(text)
+        first, second = second, first
+    return [first.isoformat(), second.isoformat(), row.name]
 
 
 @dataclass(frozen=True)
@@ -1144,9 +1146,8 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         fitting = max(_leading_fit(expenses, self._response_budget()), 1)
         next_token = ""
         if len(rows) > size or fitting < len(page):
-            last = page[fitting - 1].row
-            key = last.create_time if query.order_by_create_time else last.expense_date
-            next_token = pagination.encode_token([key.isoformat(), last.name], selector)
+            last = _page_position(page[fitting - 1].row, query.order_by_create_time)
+            next_token = pagination.encode_token(last, selector)
         listed = list(zip(page[:fitting], expenses[:fitting], strict=True))
         if query.group_id is None:
             # Expenses of groups that the caller has left, or that were
@@ -1223,14 +1224,18 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         )
 
     @staticmethod
-    def _page_key(key: list | None, by_create_time: bool):
-        """Read the (date or time, name) key stored in a page token."""
+    def _page_key(key: list | None, by_create_time: bool) -> storage.PageKey | None:
+        """Read the (date, time, name) or (time, date, name) key of a token."""
         if key is None:
             return None
         try:
-            when, name = key
+            date_text, time_text, name = key
+            if by_create_time:
+                date_text, time_text = time_text, date_text
             domain.parse_expense_name(name, "page_token")
-            return _date_key(when, by_create_time), name
+            date = datetime.date.fromisoformat(date_text)
+            time = datetime.datetime.fromisoformat(time_text)
+            return (time, date, name) if by_create_time else (date, time, name)
         except (TypeError, ValueError, domain.InvalidArgument):
             raise invalid_field(
                 "page_token",

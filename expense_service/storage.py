@@ -239,24 +239,38 @@ class ExpenseQuery:
     order_by_create_time: bool
 
 
+#: Sort key of a ListExpenses page position: the first sort column, the
+#: second one, and the resource name.
+PageKey = tuple[
+    datetime.date | datetime.datetime, datetime.datetime | datetime.date, str
+]
+
+
 def list_expenses(
     session: Session,
     query: ExpenseQuery,
-    after: tuple[datetime.date | datetime.datetime, str] | None,
+    after: PageKey | None,
     limit: int,
 ) -> list[StoredExpense]:
     """Return up to `limit` expenses, newest first, after a keyset position.
 
-    The sort key is (expense_date or create_time, then name, both
-    descending), and `after` is the key of the last expense already
-    returned. Generated expense ids rise with time, so expenses of one day
-    list the most recently created first.
+    The sort key is (expense_date, create_time, name) by default, or
+    (create_time, expense_date, name) for `create_time desc`, every part
+    descending. Names compare by length first, then byte by byte, so that
+    the rows of an import, which share one create_time and are named after
+    their lines, list `row-154` before `row-99`. Generated expense ids all
+    have one length and rise with time. `after` is the key of the last
+    expense already returned.
+
+    NOTE: the second entry of a split import line, `row-12-2`, is longer than
+    `row-13` and so lists before it when both have one date.
     """
-    sort_column = (
-        ExpenseRow.create_time
+    first, second = (
+        (ExpenseRow.create_time, ExpenseRow.expense_date)
         if query.order_by_create_time
-        else ExpenseRow.expense_date
+        else (ExpenseRow.expense_date, ExpenseRow.create_time)
     )
+    name_length = func.length(ExpenseRow.name)
     statement = select(ExpenseRow)
     if query.group_id is not None:
         statement = statement.where(ExpenseRow.group_id == query.group_id)
@@ -282,16 +296,28 @@ def list_expenses(
     if not query.show_deleted:
         statement = statement.where(ExpenseRow.delete_time.is_(None))
     if after is not None:
-        after_key, after_name = after
-        statement = statement.where(
-            or_(
-                sort_column < after_key,
-                and_(sort_column == after_key, ExpenseRow.name < after_name),
-            )
-        )
-    statement = statement.order_by(sort_column.desc(), ExpenseRow.name.desc())
+        statement = statement.where(_after(first, second, name_length, after))
+    statement = statement.order_by(
+        first.desc(), second.desc(), name_length.desc(), ExpenseRow.name.desc()
+    )
     statement = statement.limit(limit)
     return _with_lines(session, session.scalars(statement).all())
+
+
+def _after(first, second, name_length, after: PageKey):
+    """Select the rows that sort after `after` in ListExpenses' order."""
+    first_key, second_key, name = after
+    return or_(
+        first < first_key,
+        and_(first == first_key, second < second_key),
+        and_(first == first_key, second == second_key, name_length < len(name)),
+        and_(
+            first == first_key,
+            second == second_key,
+            name_length == len(name),
+            ExpenseRow.name < name,
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -542,9 +542,9 @@ class GatewayViews:
                 "recent_expenses",
                 fetch.one(
                     backends.list_expenses,
-                    expenses_pb.ListExpensesRequest(
-                        parent=group, page_size=count, order_by=_NEWEST_RECORDED_FIRST
-                    ),
+                    # ListExpenses' default order, so that the overview
+                    # starts like the group's expense list.
+                    expenses_pb.ListExpensesRequest(parent=group, page_size=count),
                 ),
             ),
         )

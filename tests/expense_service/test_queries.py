@@ -138,17 +138,61 @@ def test_get_returns_deleted_expense(clients, history):
 # ListExpenses
 
 
-def test_list_newest_first_ties_by_name_descending(clients, history):
+def test_list_newest_first_ties_latest_recorded(clients, history):
     group, names = history
 
     listed = _names(clients, parent=group.name)
 
     assert listed == [
         names["e-june"],
-        names["e-may-b"],
         names["e-may-a"],
+        names["e-may-b"],
         names["e-april"],
     ]
+
+
+@pytest.fixture(scope="module")
+def imported(clients):
+    """A group whose expenses `row-1` to `row-12` were created in one batch,
+    as an import does, so that they share one create_time. Rows 1 to 6 are
+    dated May 2 and rows 7 to 12 May 1.
+
+    Returns the group and the names in ListExpenses' order.
+    """
+    group = create_group(clients.users, size=2)
+    creates = [
+        pb.CreateExpenseRequest(
+            expense=equal_expense(
+                group, expense_date=day(2024, 5, 2 if line <= 6 else 1)
+            ),
+            expense_id=f"row-{line}",
+        )
+        for line in range(1, 13)
+    ]
+    clients.expenses.BatchCreateExpenses(
+        pb.BatchCreateExpensesRequest(parent=group.name, requests=creates),
+        timeout=TIMEOUT,
+    )
+    lines = [6, 5, 4, 3, 2, 1, 12, 11, 10, 9, 8, 7]
+    return group, [f"{group.name}/expenses/row-{line}" for line in lines]
+
+
+@pytest.mark.parametrize("order_by", ["", "create_time desc"])
+def test_list_batch_ties_by_date_then_number(clients, imported, order_by):
+    group, expected = imported
+
+    listed = _names(clients, parent=group.name, order_by=order_by)
+
+    assert listed == expected
+
+
+@pytest.mark.parametrize("order_by", ["", "create_time desc"])
+def test_list_batch_pages_keep_order(clients, imported, order_by):
+    group, expected = imported
+
+    pages = _all_pages(clients, parent=group.name, page_size=5, order_by=order_by)
+
+    assert pages == expected
 
 
 def test_list_pages(clients, history):
@@ -204,7 +248,7 @@ def test_list_by_category(clients, history):
 
     listed = _names(clients, parent=group.name, category=pb.CATEGORY_GROCERIES)
 
-    assert listed == [names["e-may-b"], names["e-may-a"]]
+    assert listed == [names["e-may-a"], names["e-may-b"]]
 
 
 def test_list_by_date_range_inclusive(clients, history):
@@ -217,7 +261,7 @@ def test_list_by_date_range_inclusive(clients, history):
         end_date=day(2024, 5, 1),
     )
 
-    assert listed == [names["e-may-b"], names["e-may-a"], names["e-april"]]
+    assert listed == [names["e-may-a"], names["e-may-b"], names["e-april"]]
 
 
 def test_list_by_create_time(clients, history):

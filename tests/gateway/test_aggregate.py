@@ -354,6 +354,35 @@ def test_overview_recent_expenses_newest_first(gateway_stub, trip):
     assert [expense.name for expense in limited.recent_expenses] == newest_first[:2]
 
 
+def test_overview_batch_in_list_order(channel, gateway_stub):
+    users = users_grpc.UsersServiceStub(channel)
+    expenses = expenses_grpc.ExpensesServiceStub(channel)
+    dan, eve = _create_user(users, "dan"), _create_user(users, "eve")
+    group = _create_group(users, dan, [eve], "Imported")
+    # One batch, as an import sends it: every row has one create_time, and
+    # row N is dated 13 - N May.
+    creates = []
+    for line in range(1, 13):
+        expense = _expense(dan, 100 * line, "EUR", [dan, eve], f"Row {line}")
+        expense.expense_date.day = 13 - line
+        creates.append(
+            expenses_pb.CreateExpenseRequest(expense=expense, expense_id=f"row-{line}")
+        )
+    expenses.BatchCreateExpenses(
+        expenses_pb.BatchCreateExpensesRequest(parent=group, requests=creates),
+        timeout=TIMEOUT,
+    )
+    listed = expenses.ListExpenses(
+        expenses_pb.ListExpensesRequest(parent=group), timeout=TIMEOUT
+    ).expenses
+
+    response = _overview(gateway_stub, group, recent_expense_count=12)
+
+    newest_first = [f"{group}/expenses/row-{line}" for line in range(1, 13)]
+    assert [expense.name for expense in response.recent_expenses] == newest_first
+    assert [expense.name for expense in listed] == newest_first
+
+
 def test_overview_count_over_maximum_lowered(channel, gateway_stub):
     users = users_grpc.UsersServiceStub(channel)
     expenses = expenses_grpc.ExpensesServiceStub(channel)
