@@ -22,8 +22,8 @@ from google.type import date_pb2, money_pb2
 from expense_service import money, splits
 from expense_service.currencies import UnknownCurrencyError
 from splitlog.expenses.v1 import expenses_service_pb2 as pb
-from splitlog_runtime import limits
-from splitlog_runtime.errors import FieldViolation, InvalidArgument, invalid_field
+from splitlog_runtime import limits, masks
+from splitlog_runtime.errors import InvalidArgument, invalid_field
 from splitlog_runtime.resources import check_id, parse_name
 from splitlog_runtime.validation import (  # noqa: F401 (Violations re-exported)
     NOTE_CONTROLS,
@@ -771,76 +771,25 @@ def populated_fields(expense: pb.Expense) -> list[str]:
     return [name for name in MUTABLE_FIELDS if present[name]]
 
 
+EXPENSE_MASK = masks.MaskRules(
+    resource="expense",
+    mutable=MUTABLE_FIELDS,
+    output_only=_OUTPUT_ONLY_FIELDS,
+    immutable=("creator",),
+    # Stored on every update anyway.
+    ignored=("last_modifier",),
+    replaced_whole=MUTABLE_FIELDS,
+    article="an",
+)
+
+
 def resolve_update_mask(paths: Sequence[str], populated: Iterable[str]) -> list[str]:
     """Return the fields an update changes, in the order of MUTABLE_FIELDS.
 
-    An empty mask selects every mutable field that the request sets, and `*`
-    every mutable field. `last_modifier` is accepted and ignored, because it
-    is stored on every update anyway.
-
-    Raises:
-      InvalidArgument: a path is unknown or not mutable, or `*` is combined
-        with other paths. Every bad path gets its own violation.
+    The rules are those of `masks.resolve_update_mask`. The path
+    `last_modifier` is accepted and ignored, because every update stores it.
     """
-    if not paths:
-        chosen = set(populated)
-        return [name for name in MUTABLE_FIELDS if name in chosen]
-    violations = []
-    for index, path in enumerate(paths):
-        problem = _mask_path_problem(path, paths)
-        if problem is not None:
-            reason, description = problem
-            violations.append(
-                FieldViolation(f"update_mask.paths[{index}]", description, reason)
-            )
-    if violations:
-        first = violations[0]
-        raise InvalidArgument(
-            f"{first.field}: {first.description}",
-            reason=first.reason,
-            metadata={"field": first.field},
-            field_violations=violations,
-        )
-    if "*" in paths:
-        return list(MUTABLE_FIELDS)
-    return [name for name in MUTABLE_FIELDS if name in paths]
-
-
-def _mask_path_problem(path: str, paths: Sequence[str]) -> tuple[str, str] | None:
-    allowed = ", ".join(repr(name) for name in MUTABLE_FIELDS)
-    if path == "*":
-        if len(paths) > 1:
-            return (
-                "INVALID_UPDATE_MASK",
-                "'*' selects every mutable field and cannot be combined with "
-                "other paths; send '*' alone or list the fields",
-            )
-        return None
-    if path in MUTABLE_FIELDS or path == "last_modifier":
-        return None
-    if path in _OUTPUT_ONLY_FIELDS:
-        return (
-            "FIELD_NOT_MUTABLE",
-            f"{path!r} is output only and cannot be updated; the mutable fields "
-            f"of an expense are {allowed}",
-        )
-    if path in ("name", "creator"):
-        return (
-            "FIELD_NOT_MUTABLE",
-            f"{path!r} is set on create only; the mutable fields of an expense "
-            f"are {allowed}",
-        )
-    root = path.split(".", 1)[0]
-    if root in MUTABLE_FIELDS:
-        return (
-            "INVALID_UPDATE_MASK",
-            f"{path!r} names a part of {root!r}, which is replaced as a whole; "
-            f"list {root!r} and send its complete new value",
-        )
-    return (
-        "UNKNOWN_FIELD_PATH",
-        f"{path!r} is not a field of an expense; the mutable fields are {allowed}",
-    )
+    return masks.resolve_update_mask(paths, EXPENSE_MASK, populated)
 
 
 def parse_changes(expense: pb.Expense, fields: Sequence[str]) -> dict[str, object]:

@@ -610,7 +610,7 @@ def _convert(field: FieldDescriptor, text: str, name: str, subject: str) -> Any:
     if field.message_type is not None:
         full_name = field.message_type.full_name
         if full_name == "google.protobuf.FieldMask":
-            return ",".join(_lower_camel(path) for path in text.split(",") if path)
+            return ",".join(_lower_camel(path) for path in text.split(","))
         if full_name in _WRAPPERS:
             value_field = field.message_type.fields_by_name["value"]
             return _convert(value_field, text, name, subject)

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from splitlog_runtime import limits
-from splitlog_runtime.errors import FieldViolation, InvalidArgument, invalid_field
+from splitlog_runtime.errors import InvalidArgument, invalid_field
+from splitlog_runtime.masks import (  # noqa: F401 (resolve_update_mask re-exported)
+    MaskRules,
+    resolve_update_mask,
+)
 from splitlog_runtime.resources import check_id, parse_name
 from splitlog_runtime.validation import (
     BIDI_CONTROLS,
@@ -396,120 +399,6 @@ def member_name(group_id: str, user_id: str) -> str:
 
 
 # Update masks
-
-
-@dataclass(frozen=True)
-class MaskRules:
-    """The mask paths of one resource, by how an update may treat them."""
-
-    resource: str
-    mutable: tuple[str, ...]
-    output_only: tuple[str, ...]
-    immutable: tuple[str, ...] = ()
-    identifier: str = "name"
-
-
-def resolve_update_mask(
-    paths: Sequence[str], rules: MaskRules, populated: Iterable[str]
-) -> list[str]:
-    """Return the fields an update changes, in the order of `rules.mutable`.
-
-    An empty mask selects every mutable field that the request populates, and
-    `*` selects every mutable field. Output-only fields that are populated
-    under an empty mask are ignored, because clients often send back a whole
-    resource they read.
-
-    Raises:
-      InvalidArgument: a path is unknown, not mutable, or `*` is combined
-        with other paths. Every bad path gets its own violation.
-    """
-    if not paths:
-        chosen = set(populated)
-        return [name for name in rules.mutable if name in chosen]
-    violations = []
-    for index, path in enumerate(paths):
-        problem = _mask_path_problem(path, paths, rules)
-        if problem is not None:
-            reason, description = problem
-            violations.append(
-                FieldViolation(f"update_mask.paths[{index}]", description, reason)
-            )
-    if violations:
-        first = violations[0]
-        raise InvalidArgument(
-            f"{first.field}: {first.description}",
-            reason=first.reason,
-            metadata={"field": first.field},
-            field_violations=violations,
-        )
-    if "*" in paths:
-        return list(rules.mutable)
-    return [name for name in rules.mutable if name in paths]
-
-
-def _mask_path_problem(
-    path: str, paths: Sequence[str], rules: MaskRules
-) -> tuple[str, str] | None:
-    allowed = ", ".join(repr(name) for name in rules.mutable)
-    if path == "*":
-        if len(paths) > 1:
-            return (
-                "INVALID_UPDATE_MASK",
-                "'*' selects every mutable field and cannot be combined with "
-                "other paths; send '*' alone or list the fields",
-            )
-        return None
-    if path in rules.mutable:
-        return None
-    if path in rules.output_only or path == "etag":
-        return (
-            "FIELD_NOT_MUTABLE",
-            f"{path!r} is output only and cannot be updated; the mutable fields "
-            f"of a {rules.resource} are {allowed}",
-        )
-    if path == rules.identifier:
-        return (
-            "FIELD_NOT_MUTABLE",
-            f"{path!r} identifies the {rules.resource} and cannot be updated; "
-            f"the mutable fields are {allowed}",
-        )
-    if path in rules.immutable:
-        return (
-            "FIELD_NOT_MUTABLE",
-            f"{path!r} is set on create only; the mutable fields of a "
-            f"{rules.resource} are {allowed}",
-        )
-    return ("UNKNOWN_FIELD_PATH", _unknown_path_message(path, rules))
-
-
-# A path that the proto3 JSON mapping produced from a name that starts with an
-# upper-case letter: it turns 'DisplayName' into '_display_name', writing each
-# upper-case letter as '_' and its lower case. JSON paths cannot contain '_'.
-_JSON_CONVERTED_PATH = re.compile(r"_[a-z](?:[a-z0-9]|_[a-z])*")
-
-
-def _unknown_path_message(path: str, rules: MaskRules) -> str:
-    """Describe an unknown mask path as the client sent it, with a suggestion.
-
-    A REST or JSON client that sends 'DisplayName' reaches the service as
-    '_display_name', so the message shows the name the client most likely
-    sent and the path that arrived.
-    """
-    sent = repr(path)
-    if _JSON_CONVERTED_PATH.fullmatch(path):
-        original = re.sub(r"_([a-z])", lambda match: match.group(1).upper(), path)
-        sent = f"{original!r} (received as {path!r} after the JSON mapping)"
-    valid = (
-        f"valid paths of a {rules.resource} are {', '.join(rules.mutable)}, or "
-        "'*' alone for all of them"
-    )
-    bare = path.removeprefix(f"{rules.resource}.")
-    squashed = re.sub(r"[^a-z0-9]", "", bare.lower())
-    for name in rules.mutable:
-        if name.replace("_", "") == squashed:
-            return f"unknown field path {sent}; did you mean {name!r}? The {valid}"
-    return f"unknown field path {sent}; {valid}"
-
 
 USER_MASK = MaskRules(
     resource="user",

@@ -366,6 +366,7 @@ def test_update_new_currency_needs_new_payers(clients, group, expense):
         (["notes", "amount"], {}, "update_mask.paths[1]", "UNKNOWN_FIELD_PATH"),
         (["split.type"], {}, "update_mask.paths[0]", "INVALID_UPDATE_MASK"),
         (["*", "notes"], {}, "update_mask.paths[0]", "INVALID_UPDATE_MASK"),
+        (["notes", ""], {}, "update_mask.paths[1]", "INVALID_UPDATE_MASK"),
         (["split"], {}, "expense.split", "REQUIRED"),
         (["description"], {}, "expense.description", "REQUIRED"),
         (["notes"], {"etag": "7"}, "expense.etag", "INVALID_ETAG"),
@@ -382,6 +383,19 @@ def test_update_invalid_argument(clients, group, expense, paths, fields, field, 
     assert error.code() == INVALID
     assert reason_of(error) == reason
     assert violated_fields(error) == [field]
+
+
+def test_update_mask_json_name_suggested(clients, group, expense):
+    change = _change(expense, group.members[0], description="Brunch")
+
+    error = _update_error(clients, change, "_description")
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "UNKNOWN_FIELD_PATH"
+    assert violated_fields(error) == ["update_mask.paths[0]"]
+    message = error.details()
+    assert "unknown field path 'Description' (received as '_description'" in message
+    assert "did you mean 'description'?" in message
 
 
 # DeleteExpense and UndeleteExpense

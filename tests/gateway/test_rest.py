@@ -218,6 +218,25 @@ def test_update_user_snake_case_mask(client):
     assert response.json()["user"]["displayName"] == "Snake"
 
 
+@pytest.mark.parametrize(
+    ("mask", "index"), [(",,displayName", 0), ("displayName,", 1), (",", 0)]
+)
+def test_update_mask_empty_path_400(client, mask, index):
+    created = _create_user(client)
+
+    response = client.patch(
+        f"/v1/{created['name']}?updateMask={mask}", json={"displayName": "B"}
+    )
+
+    assert response.status_code == 400, response.text
+    error = _error(response)
+    field = f"update_mask.paths[{index}]"
+    assert error["message"].startswith(f"{field}: is empty; ")
+    violations = _detail(error, BAD_REQUEST)["fieldViolations"]
+    assert violations[0]["field"] == field
+    assert _detail(error, ERROR_INFO)["reason"] == "INVALID_UPDATE_MASK"
+
+
 def test_deactivate_custom_verb(client):
     created = _create_user(client)
 
