@@ -70,6 +70,19 @@ _ISO_4217_TEXT = """
     XPF YER ZAR ZMW ZWG
 """
 ISO_4217_CODES = frozenset(_ISO_4217_TEXT.split())
+# The ISO 4217 fund codes, with the currency that people pay in where each
+# fund is used: the code to suggest as a default currency in its place.
+FUND_CURRENCIES = {
+    "BOV": "BOB",
+    "CHE": "CHF",
+    "CHW": "CHF",
+    "CLF": "CLP",
+    "COU": "COP",
+    "MXV": "MXN",
+    "USN": "USD",
+    "UYI": "UYU",
+    "UYW": "UYU",
+}
 
 # Characters allowed unquoted in the local part of an address (RFC 5322 atext).
 _ATEXT = frozenset(
@@ -304,10 +317,21 @@ def validate_currency_code(value: str, field: str) -> str:
     """Check an ISO 4217 currency code such as `EUR` and return it.
 
     Raises:
-      InvalidArgument: the code is not an active ISO 4217 code in upper case.
+      InvalidArgument: the code is not an active ISO 4217 code in upper case,
+        or is a fund code.
     """
     if value in ISO_4217_CODES:
         return value
+    if value in FUND_CURRENCIES:
+        raise invalid_field(
+            field,
+            f"{value!r} is an ISO 4217 fund code, a unit of account that "
+            "expenses and settlements accept but that cannot be a default "
+            "currency, which is for the money new expenses are paid in; use "
+            f"{FUND_CURRENCIES[value]!r}, the currency of the same country, "
+            "or another active code",
+            reason="INVALID_CURRENCY_CODE",
+        )
     hint = ""
     if value.upper() in ISO_4217_CODES:
         hint = f"; write it in upper case, {value.upper()!r}"

@@ -305,6 +305,32 @@ def test_validate_currency_code_suggests_upper_case():
     assert "'EUR'" in caught.value.message
 
 
+@pytest.mark.parametrize(
+    ("code", "currency"),
+    [
+        ("BOV", "BOB"),
+        ("CHE", "CHF"),
+        ("CHW", "CHF"),
+        ("CLF", "CLP"),
+        ("COU", "COP"),
+        ("MXV", "MXN"),
+        ("USN", "USD"),
+        ("UYI", "UYU"),
+        ("UYW", "UYU"),
+    ],
+)
+def test_validate_currency_code_names_fund(code, currency):
+    with pytest.raises(InvalidArgument) as caught:
+        domain.validate_currency_code(code, "user.currency_code")
+
+    message = caught.value.message
+    assert caught.value.reason == "INVALID_CURRENCY_CODE"
+    assert f"{code!r} is an ISO 4217 fund code" in message
+    assert "cannot be a default currency" in message
+    assert f"use {currency!r}" in message
+    assert "not an active" not in message
+
+
 def test_iso_4217_codes_are_three_upper_case_letters():
     assert all(len(code) == 3 and code.isupper() for code in domain.ISO_4217_CODES)
     assert len(domain.ISO_4217_CODES) > 150

@@ -126,6 +126,19 @@ def test_create_group_deactivated_creator_fails_precondition(stub):
     assert _groups_of(stub, creator.name) == []
 
 
+def test_create_group_fund_currency_named(stub):
+    creator = create_user(stub)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        create_group(stub, creator.name, currency_code="CLF")
+
+    assert caught.value.code() == INVALID
+    assert violated_fields(caught.value) == ["group.currency_code"]
+    message = caught.value.details()
+    assert "'CLF' is an ISO 4217 fund code" in message
+    assert "use 'CLP'" in message
+
+
 @pytest.mark.parametrize(
     ("group_fields", "request_fields", "violated"),
     [
