@@ -94,6 +94,10 @@ class AllowAllBalanceGuard:
         return None
 
 
+#: The fix that ends the description of every unsettled balance.
+SETTLE_ADVICE = "record settlements until every balance is zero"
+
+
 def unsettled_balance(subject: str, description: str) -> FailedPrecondition:
     """Build the error a guard raises when a balance is not settled.
 
@@ -214,4 +218,4 @@ def _describe(unsettled, group_name: str) -> str:
         parts.append(
             f"{balance.user} {verb} {amount} {money.currency_code} in {group_name}"
         )
-    return join_some(parts, "; ") + "; record settlements until every balance is zero"
+    return f"{join_some(parts, '; ')}; {SETTLE_ADVICE}"

@@ -69,6 +69,7 @@ from splitlog_runtime.errors import (
     Resource,
     Unavailable,
     invalid_field,
+    join_some,
 )
 from splitlog_runtime.idempotency import check_same_request, values_hash
 from splitlog_runtime.resources import ID_PATTERN, new_id
@@ -80,7 +81,7 @@ from user_service import (
     request_hashes,
     storage,
 )
-from user_service.guards import UNSETTLED_BALANCE, BalanceGuard
+from user_service.guards import SETTLE_ADVICE, UNSETTLED_BALANCE, BalanceGuard
 
 _LOGGER = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -269,6 +270,32 @@ def transaction(database: Database, read_only: bool = False) -> Iterator[Session
             "the resource was changed by a concurrent request; read it again and retry",
             reason="CONCURRENT_MODIFICATION",
         ) from None
+
+
+def _open_balances(user_name: str, owed: dict[str, str]) -> FailedPrecondition:
+    """Build the error of a deactivation that found open balances.
+
+    Args:
+      owed: the open balance of each unsettled group, by group name.
+    """
+    count = f"{len(owed)} groups" if len(owed) > 1 else "1 group"
+    listed = join_some(list(owed.values()), "; ")
+    return FailedPrecondition(
+        f"{user_name!r} cannot be deactivated while a balance is open in "
+        f"{count}: {listed}; {SETTLE_ADVICE}, then deactivate again",
+        reason=UNSETTLED_BALANCE,
+        metadata={
+            "user": user_name,
+            "group": next(iter(owed)),
+            "unsettled_groups": str(len(owed)),
+        },
+        preconditions=[
+            PreconditionViolation(
+                UNSETTLED_BALANCE, user_name, f"{description}; {SETTLE_ADVICE}"
+            )
+            for description in owed.values()
+        ],
+    )
 
 
 class UsersServicer(pb_grpc.UsersServiceServicer):
@@ -572,7 +599,8 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
     def _check_settled_everywhere(
         self, user_id: str, group_ids: list[str], context: grpc.ServicerContext
     ) -> None:
-        """Raise FAILED_PRECONDITION if the user's balance in a group is not zero.
+        """Raise FAILED_PRECONDITION naming every group where the user's
+        balance is not zero.
 
         A group deleted since the marks were written is skipped when its
         check fails, as balance_service's CheckSettled fails for a deleted
@@ -584,6 +612,8 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         `context` is the deactivation's call, whose deadline the checks keep.
         """
         user_name = domain.user_name(user_id)
+        # The open balance of each unsettled group, as the guard describes it.
+        owed: dict[str, str] = {}
         for group_id in group_ids:
             try:
                 # The caller is the user, who may not be allowed to read the
@@ -605,16 +635,14 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
             except FailedPrecondition as exc:
                 if exc.reason != UNSETTLED_BALANCE:
                     raise
-                owed = exc.preconditions[0].description if exc.preconditions else ""
-                raise FailedPrecondition(
-                    f"{user_name!r} cannot be deactivated while a balance is "
-                    f"open: {owed}, then deactivate again",
-                    reason=UNSETTLED_BALANCE,
-                    metadata={"user": user_name, "group": domain.group_name(group_id)},
-                    preconditions=[
-                        PreconditionViolation(UNSETTLED_BALANCE, user_name, owed)
-                    ],
-                ) from None
+                description = (
+                    exc.preconditions[0].description if exc.preconditions else ""
+                )
+                owed[domain.group_name(group_id)] = description.removesuffix(
+                    f"; {SETTLE_ADVICE}"
+                )
+        if owed:
+            raise _open_balances(user_name, owed)
 
     # Groups
 

@@ -187,6 +187,43 @@ def test_user_who_owes_cannot_deactivate(system):
     assert _state(stub, bob) == pb.User.STATE_ACTIVE
 
 
+def test_deactivation_lists_every_open_group(system):
+    stub, peer, balances = system
+    alice, bob = create_user(stub, "Alice"), create_user(stub, "Bob")
+    # Bob owes 1.00 USD in the first group, 2.00 USD in the second, and so on.
+    groups = []
+    for number in range(1, 8):
+        group = create_group(stub, alice.name)
+        stub.AddGroupMember(
+            pb.AddGroupMemberRequest(parent=group.name, user=bob.name), timeout=10
+        )
+        lines = {
+            alice.name[6:]: (200 * number, 100 * number),
+            bob.name[6:]: (0, 100 * number),
+        }
+        peer.publish(group.name.split("/")[1], "taxi", lines, currency="USD")
+        groups.append((group, f"{bob.name} owes {number}.00 USD in {group.name}"))
+    for group, _ in groups:
+        _wait_until_applied(balances, group, settled=False)
+
+    error = _deactivate_error(stub, bob)
+
+    message = error.details()
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(error) == "UNSETTLED_BALANCE"
+    assert "while a balance is open in 7 groups: " in message
+    listed = sorted(groups, key=lambda item: item[0].name)
+    for _, owed in listed[:5]:
+        assert owed in message
+    for _, owed in listed[5:]:
+        assert owed not in message
+    assert "and 2 more; record settlements" in message
+    violations = error_details(error)["PreconditionFailure"].violations
+    assert len(violations) == 7
+    assert all(violation.subject == bob.name for violation in violations)
+    assert _state(stub, bob) == pb.User.STATE_ACTIVE
+
+
 def test_user_who_is_owed_cannot_deactivate(system):
     stub, peer, balances = system
     group, alice, _, _, _ = _group_with_debt(stub, peer)
