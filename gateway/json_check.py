@@ -18,7 +18,7 @@ import json
 import math
 import re
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation, localcontext
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 from itertools import accumulate
 from typing import Any
 
@@ -53,6 +53,7 @@ _NUMBER = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\Z")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 _MONEY = "google.type.Money"
+_BASIS_POINTS = "splitlog.expenses.v1.SplitParticipant.basis_points"
 _NANOS_PER_UNIT = 10**9
 # Digits of Decimal precision for adding nanos to a units value.
 _DECIMAL_DIGITS = 100
@@ -580,7 +581,8 @@ def _check_scalar(value: Any, field: FieldDescriptor, path: str) -> Any:
         number = _integer(value)
         low, high = _INT_RANGES[kind]
         if number is None:
-            raise _wrong_value(path, _expected(field), value)
+            fix = _basis_points_fix(value) if field.full_name == _BASIS_POINTS else ""
+            raise _wrong_value(path, _expected(field), value, fix)
         if not low <= number <= high:
             raise _wrong_value(path, _expected(field), value)
         return value if isinstance(value, int) else number
@@ -592,6 +594,26 @@ def _check_scalar(value: Any, field: FieldDescriptor, path: str) -> Any:
     elif not isinstance(value, str):
         raise _wrong_type(path, _expected(field), value)
     return value
+
+
+def _basis_points_fix(value: Any) -> str:
+    """Return how to write a percentage that was sent with a fraction of a
+    basis point, such as 3333.3 for a third."""
+    exact = _exact_decimal(value)
+    if exact is None or exact.adjusted() >= 19:
+        return ""
+    rounded = exact.to_integral_value(rounding=ROUND_HALF_EVEN)
+    fix = (
+        "; basis_points is hundredths of a percent, a whole number from 0 to "
+        f"10000 (33.33 % is 3333), so send {rounded}"
+    )
+    percent = exact * 100
+    if 0 < exact <= 100 and percent == percent.to_integral_value():
+        fix += f", or {int(percent)} if {exact} is the percentage"
+    return (
+        f"{fix}. A participant without a value takes an equal part of what the "
+        "others leave, and SPLIT_TYPE_SHARES with equal shares splits into thirds"
+    )
 
 
 def _check_float(value: Any, field: FieldDescriptor, path: str) -> None:

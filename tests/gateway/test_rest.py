@@ -1119,6 +1119,31 @@ def test_money_units_fraction_says_fix(client, units, nanos, fix):
     assert error["message"].endswith(fix)
 
 
+@pytest.mark.parametrize(
+    ("value", "fix"),
+    [
+        (3333.3, "33.33 % is 3333), so send 3333. "),
+        ("2550.5", "so send 2550. "),
+        (33.33, "so send 33, or 3333 if 33.33 is the percentage. "),
+    ],
+)
+def test_basis_points_fraction_says_fix(client, value, fix):
+    participants = [
+        {"user": "users/ann-1", "basisPoints": value},
+        {"user": "users/ben-1"},
+    ]
+    body = {"split": {"type": "SPLIT_TYPE_PERCENTAGE", "participants": participants}}
+
+    response = client.post("/v1/groups/g1/expenses", json=body)
+
+    assert response.status_code == 400, response.text
+    message = _error(response)["message"]
+    field = "expense.split.participants[0].basis_points"
+    assert message.startswith(f"{field}: expected an integer from ")
+    assert "basis_points is hundredths of a percent, a whole number from 0" in message
+    assert fix in message
+
+
 def test_money_units_fix_accepted_by_check(client):
     body = {"total": {"currencyCode": "USD", "units": 10, "nanos": 500000000}}
 
