@@ -143,30 +143,47 @@ MAX_AMOUNT_MINOR = 10**15
 
 
 def to_minor(amount: money_pb2.Money, field_path: str) -> tuple[str, int]:
-    """Return the currency and the minor units of a `google.type.Money`."""
+    """Return the currency and the minor units of a settlement amount.
+
+    An amount that is not positive passes, for the caller's own check, but
+    an out-of-range one is rejected naming the range of a settlement amount:
+    one minor unit to MAX_AMOUNT_MINOR.
+    """
     currency = check_currency(amount.currency_code, f"{field_path}.currency_code")
-    return currency, minor_units(amount.units, amount.nanos, currency, field_path)
+    minor = minor_units(
+        amount.units, amount.nanos, currency, field_path, 1, "a settlement amount"
+    )
+    return currency, minor
 
 
-def minor_units(units: int, nanos: int, currency: str, field_path: str) -> int:
+def minor_units(
+    units: int,
+    nanos: int,
+    currency: str,
+    field_path: str,
+    low: int = -MAX_AMOUNT_MINOR,
+    subject: str = "an amount",
+) -> int:
     """Return the minor units of an amount in a currency already checked.
+
+    Args:
+      low: the smallest amount that the field accepts, named in the error of
+        an amount beyond MAX_AMOUNT_MINOR either way.
+      subject: what the field is, such as "a settlement amount".
 
     Raises:
       InvalidArgument: the amount is malformed, too precise for the
-        currency, or outside the accepted range.
+        currency, or larger than MAX_AMOUNT_MINOR either way.
     """
     try:
         minor = money.to_minor_units(units, nanos, currency)
     except money.MoneyError as exc:
         raise invalid_field(field_path, str(exc), reason=exc.reason) from None
     if abs(minor) > MAX_AMOUNT_MINOR:
-        limit = money.format_amount(MAX_AMOUNT_MINOR, currency)
-        raise invalid_field(
-            field_path,
-            f"{money.format_amount(minor, currency)} {currency} is outside the "
-            f"accepted range of -{limit} to {limit} {currency}",
-            reason="AMOUNT_OUT_OF_RANGE",
+        message = money.describe_out_of_range(
+            minor, currency, low, MAX_AMOUNT_MINOR, subject
         )
+        raise invalid_field(field_path, message, reason="AMOUNT_OUT_OF_RANGE")
     return minor
 
 

@@ -399,16 +399,17 @@ def parse_money(value: money_pb2.Money, present: bool, field: str) -> Amount:
     except money.MoneyError as exc:
         raise invalid_field(field, str(exc), exc.reason) from None
     if abs(minor) > MAX_AMOUNT_MINOR:
-        if minor > 0:
-            bound = "larger than the maximum"
-            limit = money.format_amount(MAX_AMOUNT_MINOR, value.currency_code)
-        else:
-            bound = "below the minimum"
-            limit = money.format_amount(-MAX_AMOUNT_MINOR, value.currency_code)
+        message = money.describe_out_of_range(
+            minor,
+            value.currency_code,
+            -MAX_AMOUNT_MINOR,
+            MAX_AMOUNT_MINOR,
+            "an expense amount",
+        )
         raise invalid_field(
             field,
-            f"amount {money.format_amount(minor, value.currency_code)} "
-            f"{value.currency_code} is {bound} of {limit}",
+            f"{message}, negative for a refund; record a larger amount as "
+            "several expenses",
             reason="AMOUNT_OUT_OF_RANGE",
         )
     return Amount(minor, value.currency_code)

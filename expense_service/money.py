@@ -143,6 +143,26 @@ def format_amount(amount_minor: int, currency_code: str) -> str:
     return f"{to_decimal(amount_minor, currency_code):f}"
 
 
+def describe_out_of_range(
+    amount_minor: int, currency_code: str, low: int, high: int, subject: str
+) -> str:
+    """Describe an amount outside the range `low` to `high`, in minor units.
+
+    The text names the bound that the amount passes and the whole range of
+    `subject`, such as "a settlement amount", both with the currency.
+    """
+    if amount_minor > high:
+        bound = f"larger than the maximum of {format_amount(high, currency_code)}"
+    else:
+        bound = f"below the minimum of {format_amount(low, currency_code)}"
+    return (
+        f"amount {format_amount(amount_minor, currency_code)} {currency_code} is "
+        f"{bound} {currency_code}; {subject} must be from "
+        f"{format_amount(low, currency_code)} to "
+        f"{format_amount(high, currency_code)} {currency_code}"
+    )
+
+
 def parse_decimal_amount(text: str, currency_code: str) -> int:
     """Parse decimal text such as "85", "85.0", "85.00" or "-560" to minor units.
 

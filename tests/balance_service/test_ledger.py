@@ -234,7 +234,12 @@ def _two_line_event() -> ledger_pb.LedgerEvent:
         ),
         ("paid", money_pb2.Money(units=1, nanos=5_000_000), "1.005"),
         ("paid", money_pb2.Money(units=1, nanos=-10_000_000), "same sign as units"),
-        ("paid", money_pb2.Money(units=10**14), "outside the accepted range"),
+        (
+            "paid",
+            money_pb2.Money(units=10**14),
+            "larger than the maximum of 10000000000000.00 EUR; an amount must be "
+            "from -10000000000000.00 to 10000000000000.00 EUR",
+        ),
     ],
 )
 def test_event_amounts_are_checked(field, amount, message):

@@ -247,6 +247,28 @@ def test_create_invalid_argument(services, changes, field, reason):
     assert group_nets(services.balances, group_id) == {}
 
 
+@pytest.mark.parametrize(
+    ("units", "bound"),
+    [
+        (9_223_372_036_854_775_807, "larger than the maximum of 10000000000000.00"),
+        (-(10**14), "below the minimum of 0.01"),
+    ],
+)
+def test_create_amount_range_named(services, units, bound):
+    group_id, (alice, bob) = create_group(services.users, 2)
+    amount = money_pb2.Money(currency_code="USD", units=units)
+    request = _create_request(group_id, alice, bob, settlement={"amount": amount})
+
+    with pytest.raises(grpc.RpcError) as caught:
+        services.balances.CreateSettlement(request, timeout=10)
+
+    message = caught.value.details()
+    assert reason_of(caught.value) == "AMOUNT_OUT_OF_RANGE"
+    assert f"is {bound} USD; " in message
+    assert "a settlement amount must be from 0.01 to 10000000000000.00 USD" in message
+    assert "-10000000000000.00" not in message
+
+
 def test_create_note_names_control_character(services):
     group_id, (alice, bob) = create_group(services.users, 2)
     request = _create_request(group_id, alice, bob, settlement={"note": "a\x1bb"})

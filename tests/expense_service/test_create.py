@@ -786,6 +786,20 @@ def test_huge_total_out_of_range(clients, group):
     assert reason_of(error) == "AMOUNT_OUT_OF_RANGE"
 
 
+def test_total_over_maximum_names_currency(clients, group):
+    error = _create_error(
+        clients, group.name, equal_expense(group, "10000000000000.01", "USD")
+    )
+
+    message = error.details()
+    assert reason_of(error) == "AMOUNT_OUT_OF_RANGE"
+    assert "larger than the maximum of 10000000000000.00 USD; " in message
+    assert (
+        "an expense amount must be from -10000000000000.00 to 10000000000000.00 USD"
+        in message
+    )
+
+
 def test_huge_negative_total_below_minimum(clients, group):
     total = money_pb2.Money(currency_code="JPY", units=-(2**63))
     expense = equal_expense(group, "1", "JPY")
