@@ -104,6 +104,7 @@ from splitlog_runtime.errors import (
     invalid_field,
     join_some,
 )
+from splitlog_runtime.etags import stale_etag
 from splitlog_runtime.fencing import GroupWrites
 from splitlog_runtime.idempotency import check_same_request, key_reused, values_hash
 from splitlog_runtime.resources import check_id, new_id
@@ -1483,13 +1484,8 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             if deleted and row.delete_time is not None:
                 return settlement_message(row)
             if expected is not None and expected != row.version:
-                raise Aborted(
-                    f"etag {domain.format_etag(expected)} is stale: {name!r} has "
-                    "changed since it was read; read it again and retry with the "
-                    "new etag",
-                    reason="ETAG_MISMATCH",
-                    resource=Resource(domain.SETTLEMENT_TYPE, name),
-                )
+                resource = Resource(domain.SETTLEMENT_TYPE, name)
+                raise stale_etag("etag", expected, row.version, resource)
             if not deleted and row.delete_time is None:
                 raise AlreadyExists(
                     f"settlement {name!r} is not deleted, so there is nothing to "

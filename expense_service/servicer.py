@@ -109,6 +109,7 @@ from splitlog_runtime.errors import (
     Unavailable,
     invalid_field,
 )
+from splitlog_runtime.etags import stale_etag
 from splitlog_runtime.fencing import GroupWrites
 from splitlog_runtime.idempotency import key_reused
 from splitlog_runtime.resources import OrderedIds
@@ -197,15 +198,8 @@ def _not_found(name: str) -> NotFound:
 
 def _check_etag(expected: int | None, stored: storage.StoredExpense, field: str):
     if expected is not None and expected != stored.row.revision:
-        name = stored.row.name
-        raise Aborted(
-            f"{field} {domain.format_etag(expected)} is stale: {name!r} is at "
-            f"{domain.format_etag(stored.row.revision)} since it was read; read "
-            "it again and retry with the new etag",
-            reason="ETAG_MISMATCH",
-            metadata={"current_etag": domain.format_etag(stored.row.revision)},
-            resource=Resource(domain.EXPENSE_TYPE, name),
-        )
+        resource = Resource(domain.EXPENSE_TYPE, stored.row.name)
+        raise stale_etag(field, expected, stored.row.revision, resource)
 
 
 def _page_position(row: storage.ExpenseRow, by_create_time: bool) -> list[str]:

@@ -71,6 +71,7 @@ from splitlog_runtime.errors import (
     invalid_field,
     join_some,
 )
+from splitlog_runtime.etags import stale_etag
 from splitlog_runtime.idempotency import check_same_request, values_hash
 from splitlog_runtime.resources import ID_PATTERN, new_id
 from user_service import (
@@ -149,13 +150,7 @@ def _check_etag(
     expected: int | None, current: int, resource: Resource, field: str
 ) -> None:
     if expected is not None and expected != current:
-        raise Aborted(
-            f"{field} {domain.format_etag(expected)} is stale: "
-            f"{resource.resource_name!r} has changed since it was read; read it "
-            "again and retry with the new etag",
-            reason="ETAG_MISMATCH",
-            resource=resource,
-        )
+        raise stale_etag(field, expected, current, resource)
 
 
 def require_active(user: storage.UserRow, action: str) -> None:

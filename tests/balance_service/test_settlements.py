@@ -467,6 +467,12 @@ def test_delete_with_stale_etag_is_aborted(services):
 
     assert caught.value.code() == grpc.StatusCode.ABORTED
     assert reason_of(caught.value) == "ETAG_MISMATCH"
+    assert (
+        f"etag {created.etag} is stale: {created.name!r} has changed since it was "
+        'read, and its etag is now "2"'
+    ) in caught.value.details()
+    metadata = error_details(caught.value)["ErrorInfo"].metadata
+    assert metadata["current_etag"] == '"2"'
 
 
 def test_delete_twice_succeeds_and_undelete_live_fails(services):

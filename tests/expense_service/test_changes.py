@@ -312,6 +312,9 @@ def test_update_stale_etag_aborted(clients, group, expense):
 
     assert error.code() == grpc.StatusCode.ABORTED
     assert reason_of(error) == "ETAG_MISMATCH"
+    assert f"expense.etag {expense.etag} is stale: " in error.details()
+    assert 'and its etag is now "2"; read it again' in error.details()
+    assert error_details(error)["ErrorInfo"].metadata["current_etag"] == '"2"'
     assert _get(clients, expense.name).description == "First"
 
 
