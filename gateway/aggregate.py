@@ -464,9 +464,9 @@ def _recent_activity(
     def newest_first(item: pb.ActivityItem) -> tuple[int, int]:
         return (-item.activity_time.seconds, -item.activity_time.nanos)
 
-    # Items recorded at the same time are ordered by resource name, as the
-    # backends order them.
-    items.sort(key=lambda item: getattr(item, item.WhichOneof("item")).name)
+    # The sort is stable, so items recorded at the same time keep the order
+    # in which their backend listed them, expenses before settlements. An
+    # import records many expenses at one time.
     items.sort(key=newest_first)
     return items[:count]
 

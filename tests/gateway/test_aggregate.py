@@ -707,6 +707,30 @@ def test_dashboard_recent_activity_newest_first(gateway_stub, trip):
     assert len(limited.recent_activity) == 2
 
 
+def test_dashboard_batch_in_list_order(channel, gateway_stub):
+    users = users_grpc.UsersServiceStub(channel)
+    expenses = expenses_grpc.ExpensesServiceStub(channel)
+    dan, eve = _create_user(users, "dan"), _create_user(users, "eve")
+    group = _create_group(users, dan, [eve], "Imported")
+    # One batch, as an import sends it, so every row has one create_time.
+    creates = [
+        expenses_pb.CreateExpenseRequest(
+            expense=_expense(dan, 100 * line, "EUR", [dan, eve], f"Row {line}"),
+            expense_id=f"row-{line}",
+        )
+        for line in range(1, 13)
+    ]
+    expenses.BatchCreateExpenses(
+        expenses_pb.BatchCreateExpensesRequest(parent=group, requests=creates),
+        timeout=TIMEOUT,
+    )
+
+    response = _dashboard(gateway_stub, dan, recent_activity_count=12)
+
+    names = [item.expense.name for item in response.recent_activity]
+    assert names == [f"{group}/expenses/row-{line}" for line in range(12, 0, -1)]
+
+
 def test_dashboard_activity_only_involving_user(gateway_stub, trip):
     response = _dashboard(gateway_stub, trip.cal)
 
