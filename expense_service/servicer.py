@@ -202,6 +202,12 @@ def _check_etag(expected: int | None, stored: storage.StoredExpense, field: str)
         raise stale_etag(field, expected, stored.row.revision, resource)
 
 
+def _date_key(text: str, by_create_time: bool) -> datetime.date | datetime.datetime:
+    if by_create_time:
+        return datetime.datetime.fromisoformat(text)
+    return datetime.date.fromisoformat(text)
+
+
 def _page_position(row: storage.ExpenseRow, by_create_time: bool) -> list[str]:
     """Return the sort key of an expense as stored in a ListExpenses token."""
     first, second = row.expense_date, row.create_time
@@ -1219,10 +1225,18 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
 
     @staticmethod
     def _page_key(key: list | None, by_create_time: bool) -> storage.PageKey | None:
-        """Read the (date, time, name) or (time, date, name) key of a token."""
+        """Read the (date, time, name) or (time, date, name) key of a token.
+
+        A token of an earlier version holds only the first column and the
+        name, and its key has None in place of the second column.
+        """
         if key is None:
             return None
         try:
+            if len(key) == 2:
+                first_text, name = key
+                domain.parse_expense_name(name, "page_token")
+                return _date_key(first_text, by_create_time), None, name
             date_text, time_text, name = key
             if by_create_time:
                 date_text, time_text = time_text, date_text

@@ -240,9 +240,10 @@ class ExpenseQuery:
 
 
 #: Sort key of a ListExpenses page position: the first sort column, the
-#: second one, and the resource name.
+#: second one (None in a page token of an earlier version, which had no
+#: second column), and the resource name.
 PageKey = tuple[
-    datetime.date | datetime.datetime, datetime.datetime | datetime.date, str
+    datetime.date | datetime.datetime, datetime.datetime | datetime.date | None, str
 ]
 
 
@@ -307,6 +308,14 @@ def list_expenses(
 def _after(first, second, name_length, after: PageKey):
     """Select the rows that sort after `after` in ListExpenses' order."""
     first_key, second_key, name = after
+    if second_key is None:
+        # NOTE: ties on the first column skip the second one here, so a page
+        # after such a token may repeat or leave out a few tied expenses.
+        return or_(
+            first < first_key,
+            and_(first == first_key, name_length < len(name)),
+            and_(first == first_key, name_length == len(name), ExpenseRow.name < name),
+        )
     return or_(
         first < first_key,
         and_(first == first_key, second < second_key),

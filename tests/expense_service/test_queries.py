@@ -6,6 +6,7 @@ import grpc
 import pytest
 
 from splitlog.expenses.v1 import expenses_service_pb2 as pb
+from splitlog_runtime import pagination
 from tests.expense_service.support import (
     TIMEOUT,
     create_expense,
@@ -204,6 +205,18 @@ def test_list_pages(clients, history):
     assert _all_pages(clients, parent=group.name, page_size=1) == _names(
         clients, parent=group.name
     )
+
+
+def test_list_earlier_token_still_pages(clients, history):
+    group, names = history
+    # A token of the previous format: the expense date and the name of the
+    # last expense returned, here the first page of one.
+    selector = ["ListExpenses", group.name, None, None, "None", "None", False, False]
+    token = pagination.encode_token(["2024-06-09", names["e-june"]], selector)
+
+    listed = _names(clients, parent=group.name, page_token=token)
+
+    assert listed == [names["e-may-a"], names["e-may-b"], names["e-april"]]
 
 
 def test_list_last_page_has_no_token(clients, history):
