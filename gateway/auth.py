@@ -41,6 +41,7 @@ Other gateways keep their entries until they go stale.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import inspect
 import logging
@@ -52,7 +53,8 @@ from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from gateway.credential_cache import CredentialCache
+from gateway import stream_auth
+from gateway.credential_cache import Checked, CredentialCache, checked_reply
 from splitlog.auth.v1 import auth_service_pb2 as auth_pb
 from splitlog.auth.v1 import credential_service_pb2 as cred_pb
 from splitlog.auth.v1 import credential_service_pb2_grpc as cred_grpc
@@ -214,28 +216,61 @@ class GatewayAuth:
             method needs an administrator.
           Unavailable: user_service cannot check the credential.
         """
+        principal, _ = await self.authenticate_stream(
+            method, metadata, client, watch=False
+        )
+        return principal
+
+    async def authenticate_stream(
+        self,
+        method: str,
+        metadata: Iterable[tuple[str, Any]] | None,
+        client: str = "",
+        watch: bool = True,
+    ) -> tuple[auth.Principal, asyncio.Task[DomainError] | None]:
+        """Return the principal of a long-lived call and a check of its credential.
+
+        The task (see `gateway.stream_auth`) checks the credential again
+        while the call runs and returns the error that must end the call once
+        the credential is revoked, has expired or lacks the method's scope.
+        The caller cancels it when the call ends. It is None when `watch` is
+        false or the call has no credential to check: an open method, or a
+        health call signed by splitlog's components.
+
+        Raises:
+          the errors of `authenticate`.
+        """
         if self.is_open(method):
-            return dataclasses.replace(ANONYMOUS, client=client)
+            return dataclasses.replace(ANONYMOUS, client=client), None
         metadata = list(metadata or ())
         if _is_health(method) and auth.metadata_value(metadata, auth.SIGNATURE_KEY):
             # `splitlog up --processes` waits for the gateway with health
             # checks signed like calls between components, since it has the
             # auth secret but no credential.
-            return self.signer.verify(
+            principal = self.signer.verify(
                 metadata,
                 signers="splitlog's components",
                 advice="send `authorization: Bearer <token>` instead",
             )
+            return principal, None
         credential = bearer_credential(metadata)
         checked = await self.cache.check(credential, self._check)
-        principal = auth.Principal(checked.principal, checked.scopes, client)
-        # An administrator-only method returns ADMIN_REQUIRED whatever scopes
-        # the credential has, so that the reason matches the fix.
-        if method in ADMIN_METHODS:
-            require_administrator(principal, method.lstrip("/"))
-        else:
-            auth.require_scope(principal, required_scope(method), method.lstrip("/"))
-        return principal
+        principal = _authorized(method, checked, client)
+        if not watch:
+            return principal, None
+
+        async def recheck() -> Checked:
+            # The cache is skipped, so that a revocation ends the call within
+            # one interval even while other calls keep the entry fresh.
+            rechecked = checked_reply(await self._check(credential))
+            _authorized(method, rechecked, client)
+            return rechecked
+
+        interval = self.cache.seconds or stream_auth.MIN_RECHECK_SECONDS
+        task = asyncio.ensure_future(
+            stream_auth.watch_credential(method, checked, recheck, interval)
+        )
+        return principal, task
 
     async def _check(self, credential: str) -> cred_pb.CheckCredentialResponse:
         """Ask user_service for the principal of a credential.
@@ -301,6 +336,23 @@ class GatewayAuth:
         name = getattr(request, field)
         if name.startswith("users/"):
             self.cache.forget_user("/".join(name.split("/")[:2]))
+
+
+def _authorized(method: str, checked: Checked, client: str) -> auth.Principal:
+    """Return the principal of a checked credential if it may call `method`.
+
+    Raises:
+      PermissionDenied: the credential lacks the method's scope, or the
+        method needs an administrator.
+    """
+    principal = auth.Principal(checked.principal, checked.scopes, client)
+    # An administrator-only method returns ADMIN_REQUIRED whatever scopes
+    # the credential has, so that the reason matches the fix.
+    if method in ADMIN_METHODS:
+        require_administrator(principal, method.lstrip("/"))
+    else:
+        auth.require_scope(principal, required_scope(method), method.lstrip("/"))
+    return principal
 
 
 def _is_health(method: str) -> bool:
@@ -392,6 +444,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return _authenticating_handler(handler, handler_call_details.method, self._auth)
 
 
+async def _abort(context: grpc.aio.ServicerContext, error: DomainError) -> None:
+    await context.abort_with_status(rpc_status.to_status(error.to_status()))
+
+
 def _authenticating_handler(
     handler: grpc.RpcMethodHandler, method: str, gateway_auth: GatewayAuth
 ) -> grpc.RpcMethodHandler:
@@ -405,14 +461,23 @@ def _authenticating_handler(
         behavior = handler.stream_stream
         factory = grpc.stream_stream_rpc_method_handler
 
-    async def principal_of(context: grpc.aio.ServicerContext) -> auth.Principal:
+    async def principal_of(
+        context: grpc.aio.ServicerContext, watch: bool = False
+    ) -> tuple[auth.Principal, asyncio.Task[DomainError] | None]:
         try:
-            return await gateway_auth.authenticate(
-                method, context.invocation_metadata(), auth.peer_host(context.peer())
+            return await gateway_auth.authenticate_stream(
+                method,
+                context.invocation_metadata(),
+                auth.peer_host(context.peer()),
+                watch=watch,
             )
         except DomainError as error:
-            await context.abort_with_status(rpc_status.to_status(error.to_status()))
+            await _abort(context, error)
             raise AssertionError("context.abort_with_status() returned") from None
+
+    # A call with a stream on either side can stay open for long, so its
+    # credential is checked again while it runs (see `gateway.stream_auth`).
+    streaming = handler.unary_unary is None
 
     # A streaming handler either yields its responses or is a coroutine that
     # sends them with `await context.write()`, as Health/Watch does, and the
@@ -420,15 +485,24 @@ def _authenticating_handler(
     if inspect.isasyncgenfunction(behavior):
 
         async def wrapped(request_or_iterator: Any, context: grpc.aio.ServicerContext):
-            principal = await principal_of(context)
-            with auth.acting_as(principal):
-                async for response in behavior(request_or_iterator, context):
-                    yield response
+            principal, watch = await principal_of(context, watch=streaming)
+            responses = behavior(request_or_iterator, context)
+            if watch is not None:
+                responses = stream_auth.until_failed(responses, watch)
+            try:
+                with auth.acting_as(principal):
+                    async for response in responses:
+                        yield response
+            except stream_auth.CredentialRejected as rejected:
+                await _abort(context, rejected.error)
+            finally:
+                if watch is not None:
+                    watch.cancel()
 
     elif gateway_auth.watches(method):
 
         async def wrapped(request_or_iterator: Any, context: grpc.aio.ServicerContext):
-            principal = await principal_of(context)
+            principal, _ = await principal_of(context)
             ok = False
             try:
                 with auth.acting_as(principal):
@@ -442,9 +516,18 @@ def _authenticating_handler(
     else:
 
         async def wrapped(request_or_iterator: Any, context: grpc.aio.ServicerContext):
-            principal = await principal_of(context)
+            principal, watch = await principal_of(context, watch=streaming)
             with auth.acting_as(principal):
-                return await behavior(request_or_iterator, context)
+                if watch is None:
+                    return await behavior(request_or_iterator, context)
+                try:
+                    return await stream_auth.run_until_failed(
+                        behavior(request_or_iterator, context), watch
+                    )
+                except stream_auth.CredentialRejected as rejected:
+                    await _abort(context, rejected.error)
+                finally:
+                    watch.cancel()
 
     return factory(
         wrapped,

@@ -37,10 +37,13 @@ Check = Callable[[str], Awaitable[cred_pb.CheckCredentialResponse]]
 
 @dataclass(frozen=True, slots=True)
 class Checked:
-    """The result of a successful check: the principal and its scopes."""
+    """The result of a successful check: the principal, its scopes and expiry."""
 
     principal: str
     scopes: frozenset[str]
+    # Unix time in seconds at which the credential stops working on its own,
+    # or None for an API key that does not expire.
+    expire_time: float | None = None
 
     @property
     def user(self) -> str:
@@ -88,7 +91,7 @@ class CredentialCache:
           whatever `check` raises; a failed check is not kept.
         """
         if not self.enabled:
-            return _checked(await check(credential))
+            return checked_reply(await check(credential))
         key = _digest(credential)
         entry = self._entries.get(key)
         if entry is not None:
@@ -115,18 +118,15 @@ class CredentialCache:
         finally:
             if self._running.get(key) is asyncio.current_task():
                 del self._running[key]
-        checked = _checked(reply)
+        checked = checked_reply(reply)
         if generation == self._generation:
-            self._keep(key, checked, reply)
+            self._keep(key, checked)
         return checked
 
-    def _keep(
-        self, key: bytes, checked: Checked, reply: cred_pb.CheckCredentialResponse
-    ) -> None:
+    def _keep(self, key: bytes, checked: Checked) -> None:
         lifetime = self.seconds
-        if reply.HasField("expire_time"):
-            expire = reply.expire_time.seconds + reply.expire_time.nanos / 1e9
-            lifetime = min(lifetime, expire - time.time())
+        if checked.expire_time is not None:
+            lifetime = min(lifetime, checked.expire_time - time.time())
         if lifetime <= 0:
             return
         self._entries[key] = (checked, self._clock() + lifetime)
@@ -151,8 +151,11 @@ class CredentialCache:
         self._entries.clear()
 
 
-def _checked(reply: cred_pb.CheckCredentialResponse) -> Checked:
-    return Checked(reply.principal, frozenset(reply.scopes))
+def checked_reply(reply: cred_pb.CheckCredentialResponse) -> Checked:
+    expire_time = None
+    if reply.HasField("expire_time"):
+        expire_time = reply.expire_time.seconds + reply.expire_time.nanos / 1e9
+    return Checked(reply.principal, frozenset(reply.scopes), expire_time)
 
 
 def _consume_error(task: asyncio.Task) -> None:

@@ -58,7 +58,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Mount, request_response
 
-from gateway import log_batch, otlp_http, preconditions, transcode
+from gateway import log_batch, otlp_http, preconditions, stream_auth, transcode
 from gateway.auth import GatewayAuth, bearer_challenge
 from gateway.http_rules import (
     HttpRoute,
@@ -702,17 +702,35 @@ class RestFront:
         deadline, as on the gRPC front, so a tail runs until the client
         closes the connection.
         """
+        watch = None
+        if self._auth is not None:
+            # The credential was accepted a moment ago, so this check is
+            # served from the cache; it starts the checks during the stream.
+            try:
+                _, watch = await self._auth.authenticate_stream(
+                    route.full_method,
+                    _header_metadata(request),
+                    request.client.host if request.client else "",
+                )
+            except DomainError as exc:
+                return _error_response(exc.to_status(), _retry_after(exc))
         call = endpoint.multicallable(payload, timeout=timeout, metadata=metadata)
         iterator = call.__aiter__()
         try:
             first = await _first_message(request, iterator)
         except grpc.aio.AioRpcError as error:
+            _cancel(watch)
             return self._backend_error(route, error)
         except _ClientLeft:
+            _cancel(watch)
             call.cancel()
             # Nobody reads this reply. 499 is the status that proxies such as
             # nginx log for a client that closed the connection.
             return Response(status_code=499)
+        rest = iterator
+        if watch is not None:
+            rest = stream_auth.until_failed(iterator, watch)
+            call.add_done_callback(lambda _call: watch.cancel())
 
         async def lines() -> AsyncIterator[bytes]:
             message = first
@@ -721,14 +739,17 @@ class RestFront:
                     yield _ndjson_line(
                         {"result": self._render(route, endpoint, message)}
                     )
-                    message = await anext(iterator, None)
+                    message = await anext(rest, None)
             except grpc.aio.AioRpcError as error:
                 if requested_timeout is not None and _own_deadline(error):
                     status = _stream_deadline_status(requested_timeout)
                 else:
                     status = _status_of(error, route.full_method, self._pool)
                 yield _ndjson_line(status_json(status))
+            except stream_auth.CredentialRejected as rejected:
+                yield _ndjson_line(status_json(rejected.error.to_status()))
             finally:
+                _cancel(watch)
                 call.cancel()
 
         # Starlette (1.10, under uvicorn 0.55, which reports ASGI spec 2.3)
@@ -962,6 +983,11 @@ async def _wait_disconnect(request: Request) -> None:
     # disconnect.
     while (await request.receive())["type"] != "http.disconnect":
         pass
+
+
+def _cancel(task: asyncio.Task | None) -> None:
+    if task is not None:
+        task.cancel()
 
 
 def _own_deadline(error: grpc.aio.AioRpcError) -> bool:

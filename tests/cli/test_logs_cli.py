@@ -82,9 +82,14 @@ class LogsGateway:
         tmp_path,
         loop: LoopThread,
         with_users: bool = False,
+        gateway_settings: dict | None = None,
         **log_settings,
     ):
-        """Start the servers; `with_users` adds a real user_service."""
+        """Start the servers; `with_users` adds a real user_service.
+
+        `gateway_settings` are settings of the gateway and user_service,
+        such as `auth_cache_seconds`.
+        """
         settings = {"log_shards": 2, "log_replicas": 1, **log_settings}
         self.cluster = Cluster(
             base_config.replace(log_node_port=0, log_fsync=False, workers=4, **settings)
@@ -105,6 +110,7 @@ class LogsGateway:
                     "grace_seconds": 1.0,
                     "workers": 4,
                     "max_message_bytes": self.cluster.router_config.max_message_bytes,
+                    **(gateway_settings or {}),
                 },
             )
             if with_users:
@@ -149,11 +155,15 @@ def live(loop_thread, tmp_path_factory):
 
 @contextlib.contextmanager
 def logs_gateway_with_auth(
-    loop: LoopThread, tmp_path_factory, secret: str = AUTH_SECRET, **log_settings
+    loop: LoopThread,
+    tmp_path_factory,
+    secret: str = AUTH_SECRET,
+    gateway_settings: dict | None = None,
+    **log_settings,
 ) -> Iterator[LogsGateway]:
     """Run a log service, user_service and gateway that require a credential.
 
-    `log_settings` are settings of the log cluster, as for `LogsGateway`.
+    `gateway_settings` and `log_settings` are as for `LogsGateway`.
     """
     base = config_module.load(
         environ={},
@@ -168,6 +178,7 @@ def logs_gateway_with_auth(
         tmp_path_factory.mktemp("gateway-auth"),
         loop,
         with_users=True,
+        gateway_settings=gateway_settings,
         **log_settings,
     )
     try:
