@@ -158,6 +158,8 @@ class _Endpoint:
 
     Attributes:
       unsupported: why the route cannot be served, or None when it can.
+      resumable: whether both request and response have a `resume_token`
+        field, as TailLogEntries does.
     """
 
     __slots__ = (
@@ -167,6 +169,7 @@ class _Endpoint:
         "unsupported",
         "etag_path",
         "sends_etag",
+        "resumable",
     )
 
     def __init__(self, route: HttpRoute, pool: BackendPool) -> None:
@@ -175,6 +178,10 @@ class _Endpoint:
         self.multicallable = pool.callables.get(route.full_method)
         self.etag_path = preconditions.etag_path(route)
         self.sends_etag = preconditions.sends_etag(route)
+        self.resumable = all(
+            "resume_token" in message.fields_by_name
+            for message in (route.method.input_type, route.method.output_type)
+        )
         self.unsupported = None
         if route.method.client_streaming:
             self.unsupported = (
@@ -742,7 +749,9 @@ class RestFront:
                     message = await anext(rest, None)
             except grpc.aio.AioRpcError as error:
                 if requested_timeout is not None and _own_deadline(error):
-                    status = _stream_deadline_status(requested_timeout)
+                    status = _stream_deadline_status(
+                        requested_timeout, endpoint.resumable
+                    )
                 else:
                     status = _status_of(error, route.full_method, self._pool)
                 yield _ndjson_line(status_json(status))
@@ -998,13 +1007,27 @@ def _own_deadline(error: grpc.aio.AioRpcError) -> bool:
     return not any(key == STATUS_DETAILS_KEY for key, _ in trailing)
 
 
-def _stream_deadline_status(timeout: float) -> status_pb2.Status:
+def _stream_deadline_status(timeout: float, resumable: bool) -> status_pb2.Status:
+    """Build the error line of a stream that reached its grpc-timeout deadline.
+
+    `resumable` is whether the stream's messages carry a resume token. A new
+    request without it starts at the newest entry and misses those written
+    in between, so the message says to send it.
+    """
+    if resumable:
+        advice = (
+            "to continue without missing an entry, send the request again with "
+            "its resumeToken field set to the resumeToken of the last result "
+            "line"
+        )
+    else:
+        advice = "send the request again to continue"
     return _gateway_error(
         grpc.StatusCode.DEADLINE_EXCEEDED,
         "STREAM_DEADLINE_REACHED",
         f"the stream reached the deadline of {timeout:g} s that its grpc-timeout "
-        "header set; send the request again to continue, or send it without "
-        "the header to stream until you close the connection",
+        f"header set; {advice}, or send it without the header to stream until "
+        "you close the connection",
         timeout_seconds=f"{timeout:g}",
     )
 

@@ -144,6 +144,11 @@ def test_rest_tail_ends_at_timeout_header(live):
     assert error["details"][0]["reason"] == "STREAM_DEADLINE_REACHED"
     assert "grpc-timeout" in error["message"]
     assert "request id" not in error["message"]
+    # A new request without the token would start at the newest entry.
+    assert (
+        "resumeToken field set to the resumeToken of the last result line"
+        in (error["message"])
+    )
 
 
 @pytest.fixture(scope="module")
