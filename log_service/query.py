@@ -22,7 +22,7 @@ from log_service.merge import Row, merge_rows, shard_cursor
 from log_service.model import VALID_SEVERITIES, columns_to_entries
 from log_service.pages import fitting_count, page_budget
 from log_service.sharding import Sharder
-from log_service.timefmt import format_seconds
+from log_service.timefmt import format_seconds, format_time
 from log_service.tokens import (
     Cursor,
     PageToken,
@@ -35,7 +35,7 @@ from log_service.tokens import (
 from log_service.wal import encode_varint
 from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
 from splitlog_runtime import limits
-from splitlog_runtime.errors import Unavailable, invalid_field
+from splitlog_runtime.errors import DomainError, Unavailable, invalid_field
 from splitlog_runtime.validation import Violations
 
 NANOS_PER_SECOND = 1_000_000_000
@@ -46,6 +46,8 @@ ORDER_DESCENDING = "timestamp desc"
 DEFAULT_ORDER = ORDER_DESCENDING
 TARGET_BUCKETS = 60
 MAX_BUCKETS = 10_000
+# ErrorInfo reason of a histogram_step that gives more than MAX_BUCKETS.
+TOO_MANY_BUCKETS = "TOO_MANY_BUCKETS"
 RETRY_DELAY_SECONDS = 1.0
 # A caller's remaining time above this means it sent no deadline: grpcio
 # reports about 9.2e18 s then.
@@ -586,6 +588,32 @@ def _check_step(step: duration_pb2.Duration) -> int:
     return ns
 
 
+def _too_many_buckets(
+    step: int, buckets: int, first: int, end: int, from_oldest: bool
+) -> DomainError:
+    """Build the error of a histogram_step that gives more than MAX_BUCKETS.
+
+    `from_oldest` is whether the range starts at the oldest matching entry,
+    because the request has no start_time.
+    """
+    start = "the oldest matching entry" if from_oldest else "start_time"
+    fitting = format_seconds(smallest_step(first, end))
+    return invalid_field(
+        "histogram_step",
+        f"{format_seconds(step)} gives {buckets:,} buckets over the time range "
+        f"from {start} ({format_time(first)}) to {format_time(end)}, more than "
+        f"the limit of {MAX_BUCKETS:,}; send a histogram_step of {fitting} or "
+        "more, or a shorter range with start_time",
+        reason=TOO_MANY_BUCKETS,
+        metadata={
+            "buckets": str(buckets),
+            "range_start": format_time(first),
+            "range_end": format_time(end),
+            "smallest_step": fitting,
+        },
+    )
+
+
 class StatsReader:
     """Reader of the entry counts that GetLogStats returns."""
 
@@ -631,11 +659,7 @@ class StatsReader:
         aligned = first - first % step
         buckets = bucket_count(first, end, step)
         if buckets > MAX_BUCKETS:
-            raise invalid_field(
-                "histogram_step",
-                f"gives {buckets} buckets over the time range, more than "
-                f"{MAX_BUCKETS}; send a wider step or a shorter range",
-            )
+            raise _too_many_buckets(step, buckets, first, end, start is None)
         requests = {
             shard: node_service_pb2.CountEntriesRequest(
                 shard=shard,

@@ -48,6 +48,7 @@ from log_service.query import (
     MAX_BUCKETS,
     MAX_STEP_NS,
     MIN_STEP_NS,
+    TOO_MANY_BUCKETS,
     bucket_count,
     clamp_query_ns,
     parse_attribute_filter,
@@ -1935,9 +1936,38 @@ def log_stats(
         if args.start is not None:
             _check_bucket_count(request, args, step)
     with _LogsClient(context.address, DEFAULT_TIMEOUT, context.tls) as client:
-        response = client.call(client.stub.GetLogStats, request)
+        try:
+            response = client.call(client.stub.GetLogStats, request)
+        except ServerError as error:
+            if args.step and error.reason == TOO_MANY_BUCKETS:
+                raise _server_bucket_count_error(args, error) from None
+            raise
     context.show(response, _stats_table)
     return response
+
+
+def _server_bucket_count_error(
+    args: argparse.Namespace, error: ServerError
+) -> UsageError:
+    """Return the usage error of a --step that the server found too short.
+
+    Without --since, only the server knows where the range starts: at the
+    oldest matching entry. Its error names that range and the shortest step
+    that fits, which the message passes on in the command's terms.
+    """
+    metadata = error.metadata
+    origin = "--since" if args.start is not None else "the oldest matching entry"
+    buckets = metadata.get("buckets", "")
+    counted = f"{int(buckets):,}" if buckets.isdigit() else "more"
+    return invalid(
+        "--step",
+        args.step,
+        f"gives {counted} buckets from {origin} "
+        f"({metadata.get('range_start', '?')}) to "
+        f"{metadata.get('range_end', 'now')}, more than the limit of "
+        f"{MAX_BUCKETS:,}; give --step {metadata.get('smallest_step', '?')} or "
+        "more, or a shorter range with --since",
+    )
 
 
 def _stats_table(stats: logs_pb2.GetLogStatsResponse) -> str:

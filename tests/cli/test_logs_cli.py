@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 from google.protobuf import duration_pb2
@@ -2764,6 +2765,43 @@ def test_stats_step_too_many_buckets(capsys, args, counted):
     assert "more than the limit of 10,000" in err
     assert "give --step 260s or more" in err
     assert out == ""
+
+
+def test_stats_step_too_short_without_since(live, capsys):
+    # Without --since the range starts at the oldest matching entry, which
+    # only the server knows.
+    service = f"oldest-{uuid.uuid4().hex[:8]}"
+    entry = logs_pb2.LogEntry(service=service, message="two days old")
+    entry.timestamp.FromNanoseconds(time.time_ns() - 2 * 86400 * 10**9)
+    live.stub.WriteLogEntries(logs_pb2.WriteLogEntriesRequest(entries=[entry]))
+
+    status, out, err = run(
+        capsys, live.address, "logs", "stats", "--service", service, "--step", "1s"
+    )
+    fitting = re.search(r"give --step (\d+s) or more", err)
+    with pytest.raises(grpc.RpcError) as raised:
+        live.stub.GetLogStats(
+            logs_pb2.GetLogStatsRequest(
+                services=[service], histogram_step=duration_pb2.Duration(seconds=1)
+            )
+        )
+    refit_status, _, refit_err = run(
+        capsys, live.address, "logs", "stats", "--service", service,
+        "--step", fitting.group(1) if fitting else "1s",
+    )  # fmt: skip
+
+    assert status == 2, err
+    assert "invalid value '1s' for --step" in err
+    assert "buckets from the oldest matching entry (" in err
+    assert "more than the limit of 10,000" in err
+    assert fitting is not None, err
+    assert out == ""
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "from the oldest matching entry (" in raised.value.details()
+    assert f"send a histogram_step of {fitting.group(1)} or more" in (
+        raised.value.details()
+    )
+    assert refit_status == 0, refit_err
 
 
 def test_stats_smallest_fitting_step(live, capsys):
