@@ -1539,6 +1539,9 @@ _RETRYABLE = frozenset(
     }
 )
 SHIP_RETRY_SECONDS = 60.0
+# Seconds that `logs tail` tries to open its stream again after the server
+# went away, per outage; the same limit as a batch of `logs ship`.
+TAIL_RETRY_SECONDS = SHIP_RETRY_SECONDS
 # The send limit of the client's channel: the default max_message_bytes of
 # `splitlog_runtime.channels.insecure_channel` and `tls.secure_channel`.
 CLIENT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -1801,32 +1804,95 @@ def tail_entries(
     duration_ns = None
     if args.duration:
         duration_ns = _tail_duration_ns(args.duration)
+    given_token = args.resume_token or ""
     request = logs_pb2.TailLogEntriesRequest(
-        **_filter_fields(args), resume_token=args.resume_token or ""
+        **_filter_fields(args), resume_token=given_token
     )
-    last = logs_pb2.TailLogEntriesResponse(resume_token=request.resume_token)
+    last = logs_pb2.TailLogEntriesResponse(resume_token=given_token)
     with (
         _LogsClient(context.address, DEFAULT_TIMEOUT, context.tls) as client,
         _sigterm_as_interrupt(),
     ):
         try:
+            _follow_tail(context, client, request, last, duration_ns)
+        except KeyboardInterrupt:
+            pass
+        except ServerError:
+            # Repeating a token that the server just rejected would not help.
+            if last.resume_token != given_token:
+                _print_resume_token(last.resume_token)
+            raise
+    _print_resume_token(last.resume_token)
+    return last
+
+
+def _follow_tail(
+    context: Context,
+    client: _LogsClient,
+    request: logs_pb2.TailLogEntriesRequest,
+    last: logs_pb2.TailLogEntriesResponse,
+    duration_ns: int | None,
+) -> None:
+    """Print a tail until it ends, reconnecting after the server went away.
+
+    When the gateway or the log router restarts, the tail opens again with
+    the resume token of the last printed response, so no entry is lost or
+    printed twice. It retries for up to TAIL_RETRY_SECONDS per outage, with
+    the server's RetryInfo delay or a delay that grows from 0.2 s to 2 s,
+    then raises the last error. `last` gathers the resume token and the
+    skipped count. `duration_ns` (--duration) counts from the first call.
+
+    Raises:
+      ServerError: the tail failed, or the server stayed away too long.
+    """
+    ends_at = None
+    if duration_ns is not None:
+        ends_at = time.monotonic_ns() + duration_ns
+    give_up_at = None
+    backoff = 0.2
+    while True:
+        if ends_at is not None and give_up_at is not None:
+            # A reconnection gets what is left of --duration.
+            duration_ns = ends_at - time.monotonic_ns()
+            if duration_ns <= 0:
+                return
+        request.resume_token = last.resume_token
+        try:
             for response in client.stream(
                 client.stub.TailLogEntries, request, duration_ns
             ):
+                if give_up_at is not None:
+                    print(
+                        "splitlog logs tail: reconnected; continuing after the "
+                        "last entry printed",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                give_up_at = None
+                backoff = 0.2
                 _print_tail(context, response)
                 # Taken only once every entry of the response is printed, so
                 # that a resume never skips an entry.
                 last.resume_token = response.resume_token or last.resume_token
                 last.skipped_count += response.skipped_count
-        except KeyboardInterrupt:
-            pass
-        except ServerError:
-            # Repeating a token that the server just rejected would not help.
-            if last.resume_token != request.resume_token:
-                _print_resume_token(last.resume_token)
-            raise
-    _print_resume_token(last.resume_token)
-    return last
+            return
+        except _StreamInterrupted as error:
+            if not last.resume_token:
+                raise
+            now = time.monotonic()
+            if give_up_at is None:
+                give_up_at = now + TAIL_RETRY_SECONDS
+                print(
+                    f"splitlog logs tail: {error}; reconnecting with the last "
+                    f"resume token for up to {TAIL_RETRY_SECONDS:g} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            if now >= give_up_at:
+                raise
+            delay = error.retry_delay or backoff
+            backoff = min(backoff * 2, 2.0)
+            time.sleep(min(delay, max(0.0, give_up_at - now)))
 
 
 @contextlib.contextmanager
@@ -2232,6 +2298,15 @@ def _enum_name(enum, value: int) -> str:
     return name.removeprefix(prefix).lower()
 
 
+class _StreamInterrupted(ServerError):
+    """A stream that broke because the server went away or was unavailable,
+    after this command's calls had been answered, so it may open again."""
+
+    def __init__(self, error: ServerError, retry_delay: float | None) -> None:
+        super().__init__(str(error), error.code, error.reason, error.metadata)
+        self.retry_delay = retry_delay
+
+
 class _LogsClient:
     """A channel to the gateway with the LogsService stub and error mapping."""
 
@@ -2277,6 +2352,7 @@ class _LogsClient:
         try:
             for response in call:
                 received = True
+                self.answered = True
                 yield response
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and duration_ns:
@@ -2289,6 +2365,10 @@ class _LogsClient:
                     "retry with a longer --duration",
                     exc.code(),
                 ) from None
+            if self.answered and (
+                exc.code() == grpc.StatusCode.UNAVAILABLE or self.server_went_away(exc)
+            ):
+                raise _StreamInterrupted(self.error(exc), _retry_delay(exc)) from None
             raise self.error(exc) from None
         finally:
             call.cancel()

@@ -2516,6 +2516,53 @@ def test_tail_resume_token_continues(live, capsys):
     assert resumed == ["after 1", "after 2"]
 
 
+# Fixed gRPC port of the gateway that `test_tail_reconnects_after_restart`
+# stops and starts again, because a tail reconnects to the same address.
+RESTARTED_GATEWAY_GRPC = "127.0.0.1:41301"
+
+
+def test_tail_reconnects_after_restart(live, loop_thread, capsys):
+    def write(message: str) -> None:
+        entry = logs_pb2.LogEntry(service="tail-restart", message=message)
+        live.stub.WriteLogEntries(logs_pb2.WriteLogEntriesRequest(entries=[entry]))
+
+    def start():
+        return loop_thread.run(
+            build_gateway(live.gateway.config, RESTARTED_GATEWAY_GRPC, "127.0.0.1:0")
+        )
+
+    gateways = [start()]
+
+    def restart_meanwhile() -> None:
+        time.sleep(1.5)
+        write("before")
+        time.sleep(1.0)
+        loop_thread.run(gateways[0].stop(0))
+        # Written while no gateway listens: the tail must not miss it.
+        write("during")
+        time.sleep(2.0)
+        gateways.append(start())
+        time.sleep(1.0)
+        write("after")
+
+    restarter = threading.Thread(target=restart_meanwhile)
+    restarter.start()
+    try:
+        status, out, err = run(
+            capsys, RESTARTED_GATEWAY_GRPC, "logs", "tail", "--service",
+            "tail-restart", "--format", "json", "--duration", "9s",
+        )  # fmt: skip
+    finally:
+        restarter.join()
+        loop_thread.run(gateways[-1].stop(0))
+    messages = [json.loads(line)["message"] for line in out.splitlines()]
+
+    assert status == 0, err
+    assert messages == ["before", "during", "after"]
+    assert "reconnecting with the last resume token for up to 60 s" in err
+    assert "reconnected" in err
+
+
 @pytest.mark.parametrize("duration", ["3651d", "100000d", "1000000d"])
 def test_tail_duration_over_maximum(live, capsys, duration):
     started = time.monotonic()
