@@ -27,9 +27,9 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import quote_from_bytes, unquote_to_bytes
+from urllib.parse import quote, quote_from_bytes, unquote_to_bytes
 
-from google.protobuf import json_format, message_factory
+from google.protobuf import json_format, message_factory, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
@@ -614,6 +614,8 @@ def _convert(field: FieldDescriptor, text: str, name: str, subject: str) -> Any:
         if full_name in _WRAPPERS:
             value_field = field.message_type.fields_by_name["value"]
             return _convert(value_field, text, name, subject)
+        if full_name == "google.protobuf.Timestamp":
+            _check_offset_sign(text, name, subject)
         return text
     if field.type in _INTEGER_TYPES:
         return _convert_integer(field, text, name, subject)
@@ -641,6 +643,39 @@ def _convert(field: FieldDescriptor, text: str, name: str, subject: str) -> Any:
             name, f"{text!r} is not a boolean; use true or false", "INVALID_FIELD_TYPE"
         )
     return text
+
+
+# An RFC 3339 time whose offset lost its sign: the `+` of `+02:00` that a
+# query string decodes to a space, as in `2017-06-09T22:10:40 02:00`.
+_SPACE_FOR_PLUS = re.compile(r"^(\S+T\S+) (\d\d:\d\d)$")
+
+
+def _check_offset_sign(text: str, name: str, subject: str) -> None:
+    """Reject a timestamp whose `+` offset sign arrived as a space.
+
+    In a query string `+` stands for a space, so an unencoded
+    `...T22:10:40+02:00` arrives as `...T22:10:40 02:00`. The parse error
+    alone would not say why, so the message says how to send the `+`.
+    """
+    match = _SPACE_FOR_PLUS.match(text)
+    if match is None:
+        return
+    intended = f"{match[1]}+{match[2]}"
+    moment = timestamp_pb2.Timestamp()
+    try:
+        moment.FromJsonString(intended)
+    except ValueError:
+        return
+    raise invalid_field(
+        name,
+        f"expected an RFC 3339 timestamp string in {subject}, got "
+        f"{json_check.describe_json(text)}, which has a space where the "
+        "offset's sign should be; a "
+        "`+` in a URL query string stands for a space, so encode it as %2B "
+        f"({quote(intended, safe=':')}), or give the time in UTC with Z "
+        f"({moment.ToJsonString()})",
+        reason="INVALID_FIELD_VALUE",
+    )
 
 
 def _convert_integer(field: FieldDescriptor, text: str, name: str, subject: str) -> int:

@@ -151,6 +151,27 @@ def test_stats_step_error_prints_exact_seconds(live, step, expected):
     assert "e+" not in message
 
 
+def test_query_time_plus_as_space_hint(live):
+    # An unencoded `+` arrives as a space.
+    response = httpx.get(
+        _url(live, "/logs") + "?startTime=2017-06-09T22:10:40+02:00", timeout=10
+    )
+
+    assert response.status_code == 400, response.text
+    message = response.json()["error"]["message"]
+    assert 'got the string "2017-06-09T22:10:40 02:00"' in message
+    assert "encode it as %2B (2017-06-09T22:10:40%2B02:00)" in message
+    assert "with Z (2017-06-09T20:10:40Z)" in message
+
+
+def test_query_time_encoded_plus_accepted(live):
+    response = httpx.get(
+        _url(live, "/logs") + "?startTime=2017-06-09T22:10:40%2B02:00", timeout=10
+    )
+
+    assert response.status_code == 200, response.text
+
+
 def test_stats_longest_step_accepted(live):
     response = httpx.get(
         _url(live, "/logs/stats"),
