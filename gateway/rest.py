@@ -595,7 +595,7 @@ class RestFront:
         received = time.monotonic()
         if request.method != "POST":
             status = _gateway_error(
-                grpc.StatusCode.UNIMPLEMENTED,
+                grpc.StatusCode.INVALID_ARGUMENT,
                 "METHOD_NOT_ALLOWED",
                 f"{request.method} is not allowed on {otlp_http.LOGS_PATH}; "
                 "OTLP exporters send POST",

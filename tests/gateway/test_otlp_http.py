@@ -546,6 +546,8 @@ def test_get_not_allowed(http):
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
     assert "OTLP exporters send POST" in _status(response).message
+    # The code of every 405 of the REST front.
+    assert _status(response).code == 3  # INVALID_ARGUMENT
 
 
 # Retryable conditions
