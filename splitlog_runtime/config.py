@@ -592,7 +592,9 @@ SETTINGS: list[Setting] = [
         "it keeps up to 4096 credentials. SignOut, RevokeApiKey, SetPassword "
         "and DeactivateUser take effect at once on the gateway they pass "
         "through; other gateways may accept the revoked credential for up to "
-        "this long. 0 checks every call.",
+        "this long. 0 checks every call. An open stream, such as a tail, has "
+        "its credential checked again this often (every second at 0) and at "
+        "the credential's expiry, and ends when the check fails.",
         _parse_float,
     ),
     Setting(
