@@ -37,6 +37,10 @@ reply reaches the client, on both fronts (`call_ended`):
   drop the credentials of the user that the request names, whatever the
   outcome.
 Other gateways keep their entries until they go stale.
+
+A call with a stream on either side has its credential checked again while
+it runs, bypassing the cache, and ends when a check fails
+(`gateway.stream_auth`).
 """
 
 from __future__ import annotations

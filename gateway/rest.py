@@ -711,8 +711,9 @@ class RestFront:
         """
         watch = None
         if self._auth is not None:
-            # The credential was accepted a moment ago, so this check is
-            # served from the cache; it starts the checks during the stream.
+            # The credential was accepted a moment ago, so unless
+            # auth_cache_seconds is 0 the cache answers this check. It starts
+            # the checks during the stream.
             try:
                 _, watch = await self._auth.authenticate_stream(
                     route.full_method,
