@@ -2516,22 +2516,26 @@ def test_tail_resume_token_continues(live, capsys):
     assert resumed == ["after 1", "after 2"]
 
 
-# Fixed gRPC port of the gateway that `test_tail_reconnects_after_restart`
-# stops and starts again, because a tail reconnects to the same address.
-RESTARTED_GATEWAY_GRPC = "127.0.0.1:41301"
-
-
 def test_tail_reconnects_after_restart(live, loop_thread, capsys):
     def write(message: str) -> None:
         entry = logs_pb2.LogEntry(service="tail-restart", message=message)
         live.stub.WriteLogEntries(logs_pb2.WriteLogEntriesRequest(entries=[entry]))
 
-    def start():
-        return loop_thread.run(
-            build_gateway(live.gateway.config, RESTARTED_GATEWAY_GRPC, "127.0.0.1:0")
-        )
+    def start(address: str):
+        # The port was just released, but another process may take it for
+        # a moment as an outgoing port, so the restart tries again.
+        for _ in range(50):
+            try:
+                return loop_thread.run(
+                    build_gateway(live.gateway.config, address, "127.0.0.1:0")
+                )
+            except RuntimeError:
+                time.sleep(0.1)
+        raise AssertionError(f"cannot start the gateway again at {address}")
 
-    gateways = [start()]
+    gateways = [start("127.0.0.1:0")]
+    # The tail reconnects to the address of the stopped gateway.
+    address = f"127.0.0.1:{gateways[0].grpc_port}"
 
     def restart_meanwhile() -> None:
         time.sleep(1.5)
@@ -2541,7 +2545,7 @@ def test_tail_reconnects_after_restart(live, loop_thread, capsys):
         # Written while no gateway listens: the tail must not miss it.
         write("during")
         time.sleep(2.0)
-        gateways.append(start())
+        gateways.append(start(address))
         time.sleep(1.0)
         write("after")
 
@@ -2549,8 +2553,8 @@ def test_tail_reconnects_after_restart(live, loop_thread, capsys):
     restarter.start()
     try:
         status, out, err = run(
-            capsys, RESTARTED_GATEWAY_GRPC, "logs", "tail", "--service",
-            "tail-restart", "--format", "json", "--duration", "9s",
+            capsys, address, "logs", "tail", "--service",
+            "tail-restart", "--format", "json", "--duration", "12s",
         )  # fmt: skip
     finally:
         restarter.join()
