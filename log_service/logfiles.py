@@ -70,7 +70,7 @@ import itertools
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -287,7 +287,9 @@ def read_numbered_lines(
 
 
 def read_numbered_stream(
-    stream: BinaryIO, max_line_bytes: int | None = None
+    stream: BinaryIO,
+    max_line_bytes: int | None = None,
+    on_empty: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[int, str, bool]]:
     """Yield (line number from 1, line, repaired) for each non-empty line of a
     binary stream, as `read_numbered_lines` does for a file.
@@ -299,6 +301,8 @@ def read_numbered_stream(
       LineTooLong: a line has more than `max_line_bytes` bytes without its
         line ending (LF and the carriage returns before it). The stream is
         then left within that line.
+
+    `on_empty` is called with the number of each empty line skipped.
     """
     for number in itertools.count(1):
         if max_line_bytes is None:
@@ -309,6 +313,8 @@ def read_numbered_stream(
             return
         raw = raw.removesuffix(b"\n").rstrip(b"\r")
         if not raw:
+            if on_empty is not None:
+                on_empty(number)
             continue
         try:
             yield number, raw.decode("utf-8"), False
@@ -400,6 +406,7 @@ def parse_numbered_stream(
     file_name: str | None = None,
     fallback_time_ns: int | None = None,
     max_line_bytes: int | None = None,
+    on_empty: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[int, logs_pb2.LogEntry]]:
     """Parse the lines of a binary stream, such as standard input, with each
     entry's line number.
@@ -413,6 +420,7 @@ def parse_numbered_stream(
         it was read.
       max_line_bytes: the maximum bytes of a line without its line ending;
         None reads lines of any length whole.
+      on_empty: called with the number of each empty line skipped.
 
     Raises:
       OSError: the stream cannot be read.
@@ -420,7 +428,8 @@ def parse_numbered_stream(
       LineTooLong: a line is longer than `max_line_bytes`.
     """
     parser = _LineParser(service, default_zone, year, fallback_time_ns)
-    for number, line, repaired in read_numbered_stream(stream, max_line_bytes):
+    lines = read_numbered_stream(stream, max_line_bytes, on_empty)
+    for number, line, repaired in lines:
         entry = parser.parse(line)
         if file_name is not None:
             entry.attributes[FILE_NAME] = file_name

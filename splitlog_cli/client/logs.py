@@ -808,6 +808,10 @@ def _ship_file(
         while True:
             with open(path, "rb") as file:
                 reader = ship_positions.LineReader(file)
+                empty_before = shipper.empty_lines
+                skipped_up_to = 0
+                if tracker is not None and tracker.skip:
+                    skipped_up_to = tracker.record.line
                 # As parse_numbered_file does, with the raw lines kept.
                 entries = parse_numbered_stream(
                     reader,
@@ -817,6 +821,7 @@ def _ship_file(
                     file_name=Path(real_path).name,
                     fallback_time_ns=os.stat(path).st_mtime_ns,
                     max_line_bytes=CLIENT_MAX_MESSAGE_BYTES,
+                    on_empty=shipper.empty_line_counter(skipped_up_to),
                 )
                 if tracker is not None:
                     entries = tracker.skip_stored(entries, reader, progress)
@@ -832,6 +837,7 @@ def _ship_file(
                     # of those batches may then have been sent, and the
                     # start from line 1 can store their lines a second time
                     # when it batches them otherwise.
+                    shipper.empty_lines = empty_before
                     tracker.start_over()
                     continue
             return
@@ -1133,6 +1139,7 @@ def _ship_stdin(
         year=args.year,
         file_name=args.source_name,
         max_line_bytes=CLIENT_MAX_MESSAGE_BYTES,
+        on_empty=shipper.empty_line_counter(0),
     )
     entries = ship_input.FlushMarkedEntries(parsed, flush_seconds)
     shipper.stdin_entries = entries
@@ -1179,6 +1186,18 @@ class _Shipper:
         # Whether the server rejected entries of the batch being written for
         # a reason that a rerun may change.
         self._retry_later = False
+        # Empty lines read, which give no entry. Those up to the line that
+        # the positions file records as acknowledged are not counted.
+        self.empty_lines = 0
+
+    def empty_line_counter(self, counted_after: int) -> Callable[[int], None]:
+        """Return an `on_empty` callback that counts empty lines after a line."""
+
+        def count(number: int) -> None:
+            if number > counted_after:
+                self.empty_lines += 1
+
+        return count
 
     def ship(
         self,
@@ -1307,13 +1326,15 @@ class _Shipper:
             self.tracker.acknowledged(batch, self._retry_later)
 
     def table(self, summary: logs_pb2.StreamLogEntriesResponse) -> str:
-        return _ship_table(summary, self.rejected_lines)
+        return _ship_table(summary, self.rejected_lines, self.empty_lines)
 
     def json_summary(self) -> dict[str, Any]:
-        """Return the summary as proto3 JSON, with each rejection's file and line."""
+        """Return the summary as proto3 JSON, with each rejection's file and
+        line, and the count of empty lines skipped as `skippedEmptyLines`."""
         summary = json_format.MessageToDict(
             self.summary, always_print_fields_with_no_presence=True
         )
+        summary["skippedEmptyLines"] = self.empty_lines
         for rejection, (argument, line) in zip(
             summary["rejectedEntries"], self.rejected_lines, strict=True
         ):
@@ -1636,22 +1657,22 @@ def _status_detail(error: grpc.RpcError, detail_type: Message) -> Any:
 def _ship_table(
     summary: logs_pb2.StreamLogEntriesResponse,
     rejected_lines: list[tuple[str, int]],
+    empty_lines: int = 0,
 ) -> str:
     """Return the counts, and the first rejections with their file and line.
 
     `rejected_lines` contains the (FILE argument, line number) of each entry
-    of `summary.rejected_entries`.
+    of `summary.rejected_entries`. `empty_lines` is shown only when not 0.
     """
-    lines = [
-        render.fields(
-            [
-                ("batches", summary.batch_count),
-                ("stored", summary.accepted_count - summary.duplicate_count),
-                ("already stored", summary.duplicate_count),
-                ("rejected", summary.rejected_count),
-            ]
-        )
+    counts = [
+        ("batches", summary.batch_count),
+        ("stored", summary.accepted_count - summary.duplicate_count),
+        ("already stored", summary.duplicate_count),
+        ("rejected", summary.rejected_count),
     ]
+    if empty_lines:
+        counts.append(("skipped empty lines", empty_lines))
+    lines = [render.fields(counts)]
     if summary.rejected_count:
         lines.append("")
         lines.append(
@@ -2017,8 +2038,8 @@ def _server_bucket_count_error(
 ) -> UsageError:
     """Return the usage error of a --step that the server found too short.
 
-    Without --since, only the server knows where the range starts: at the
-    oldest matching entry. Its error names that range and the shortest step
+    Without --since, the range starts at the oldest matching entry, which
+    only the server can find. Its error names that range and the shortest step
     that fits, which the message passes on in the command's terms.
     """
     metadata = error.metadata
@@ -2299,8 +2320,8 @@ def _enum_name(enum, value: int) -> str:
 
 
 class _StreamInterrupted(ServerError):
-    """A stream that broke because the server went away or was unavailable,
-    after this command's calls had been answered, so it may open again."""
+    """A stream that broke because the server went away or was unavailable
+    after earlier calls of this command got responses, so it may open again."""
 
     def __init__(self, error: ServerError, retry_delay: float | None) -> None:
         super().__init__(str(error), error.code, error.reason, error.metadata)

@@ -395,6 +395,31 @@ def test_ship_table_output(live, tmp_path, capsys):
     assert re.search(r"^rejected: +0$", out, re.M), out
 
 
+def test_ship_counts_empty_lines(live, tmp_path, capsys):
+    path = tmp_path / "gaps.log"
+    positions = str(tmp_path / "positions.json")
+    path.write_text(f"{line_time(60)} INFO one\n\n\r\n{line_time(50)} INFO two\n")
+
+    status, out, err = run(
+        capsys, live.address, "logs", "ship", str(path), "--service", "ship-empty",
+        "--positions", positions,
+    )  # fmt: skip
+    with open(path, "a", encoding="utf-8") as file:
+        file.write(f"\n{line_time(40)} INFO three\n\n")
+    # The rerun counts only the empty lines after those acknowledged.
+    rerun_status, rerun_out, rerun_err = run(
+        capsys, live.address, "logs", "ship", str(path), "--service", "ship-empty",
+        "--positions", positions, "--format", "json",
+    )  # fmt: skip
+    stored = list_all(live.stub, services=["ship-empty"], order_by="timestamp")
+
+    assert status == 0, err
+    assert re.search(r"^skipped empty lines: +2$", out, re.M), out
+    assert rerun_status == 0, rerun_err
+    assert json.loads(rerun_out)["skippedEmptyLines"] == 2
+    assert [entry.message.split()[-1] for entry in stored] == ["one", "two", "three"]
+
+
 def test_ship_all_rejected_counts_reasons(live, tmp_path, capsys):
     too_old = 30 * 24 * 3600
     lines = [f"{line_time(too_old + i)} INFO old {i}" for i in range(30)]
