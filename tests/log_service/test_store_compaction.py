@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -291,6 +292,81 @@ def test_delete_after_reaches_day_file(tmp_path: Path) -> None:
 
     assert deleted == 2
     assert entries == [(1, BASE + HOUR), (2, BASE + 5 * HOUR)]
+
+
+def test_scattered_old_days_keep_filters_packed(tmp_path: Path) -> None:
+    """One batch over many old days creates day files of 32 KiB filters."""
+    days = 100
+    stamps = [BASE + day * DAY + HOUR for day in range(days)]
+    store = open_store(tmp_path / "store", Clock(BASE + 400 * DAY))
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        store.apply([record(1, stamps)])
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        store.close()
+
+    assert len(files(tmp_path / "store")) == days
+    # A packed filter takes 32 KiB and an unpacked one 256 KiB. The rest of
+    # a partition's bookkeeping takes far less than the 64 KiB of slack.
+    assert after - before < days * 96 * 1024
+
+
+def test_scattered_old_days_answer_exactly(tmp_path: Path) -> None:
+    """Day files created by one batch record their rows, times and services."""
+    directory = tmp_path / "store"
+    days = 50
+    stamps = [BASE + day * DAY + HOUR for day in range(days)]
+    services = ["api" if day % 2 else "db" for day in range(days)]
+    one_day = pb.EntryFilter(start_time=BASE + 7 * DAY, end_time=BASE + 8 * DAY)
+    store = open_store(directory, Clock(BASE + 400 * DAY))
+    store.apply([record(1, stamps, services)])
+    results = {}
+    for name, reopen in (("created", False), ("reopened", True)):
+        if reopen:
+            store.close()
+            store = open_store(directory, Clock(BASE + 400 * DAY))
+        scans = store.partition_scans
+        columns, sequences = store.query(
+            one_day, after=None, descending=False, limit=10
+        )
+        one_day_scans = store.partition_scans - scans
+        scans = store.partition_scans
+        api, _ = store.query(
+            pb.EntryFilter(services=["api"]), after=None, descending=False, limit=100
+        )
+        api_scans = store.partition_scans - scans
+        scans = store.partition_scans
+        absent, _ = store.query(
+            pb.EntryFilter(services=["web"]), after=None, descending=False, limit=10
+        )
+        absent_scans = store.partition_scans - scans
+        results[name] = (
+            list(columns.timestamps),
+            sequences,
+            one_day_scans,
+            list(api.timestamps),
+            api_scans,
+            list(absent.timestamps),
+            absent_scans,
+        )
+    entries = query_all(store)
+    store.close()
+
+    for name, result in results.items():
+        timestamps, sequences, one_day_scans, api, api_scans, absent, absent_scans = (
+            result
+        )
+        assert timestamps == [BASE + 7 * DAY + HOUR], name
+        assert sequences == [8], name
+        assert one_day_scans == 1, name
+        assert api == stamps[1::2], name
+        assert api_scans == days // 2, name
+        assert absent == [], name
+        assert absent_scans == 0, name
+    assert [ts for _, ts in entries] == stamps
 
 
 def test_width_must_divide_a_day(tmp_path: Path) -> None:
