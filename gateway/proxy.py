@@ -27,6 +27,7 @@ import grpc
 from google.protobuf.descriptor import MethodDescriptor
 from grpc_status import rpc_status
 
+from gateway import idempotency
 from gateway.auth import AUTHORIZATION
 from gateway.http_rules import routes_for_method
 from gateway.limits import GRPC_CONCURRENCY_MESSAGE, too_many_calls
@@ -437,9 +438,14 @@ class ProxyHandlers:
 
     def _unary_unary(self, path: str) -> grpc.RpcMethodHandler:
         multicallable = self._pool.callables[path]
+        request_id = idempotency.request_id_number(self._pool.method_by_path[path])
 
         async def forward(request: bytes, context: grpc.aio.ServicerContext):
             await self._check_size(request, context)
+            if request_id is not None:
+                request = idempotency.with_request_id(
+                    request, request_id, self._max_message_bytes
+                )
             if self._pool.in_process is not None:
                 response = await self._pool.in_process.call(
                     path, request, context, self._timeout(context)

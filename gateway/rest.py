@@ -58,7 +58,14 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Mount, request_response
 
-from gateway import log_batch, otlp_http, preconditions, stream_auth, transcode
+from gateway import (
+    idempotency,
+    log_batch,
+    otlp_http,
+    preconditions,
+    stream_auth,
+    transcode,
+)
 from gateway.auth import GatewayAuth, bearer_challenge
 from gateway.http_rules import (
     HttpRoute,
@@ -170,6 +177,7 @@ class _Endpoint:
         "etag_path",
         "sends_etag",
         "resumable",
+        "fills_request_id",
     )
 
     def __init__(self, route: HttpRoute, pool: BackendPool) -> None:
@@ -182,6 +190,7 @@ class _Endpoint:
             "resume_token" in message.fields_by_name
             for message in (route.method.input_type, route.method.output_type)
         )
+        self.fills_request_id = idempotency.request_id_number(route.method) is not None
         self.unsupported = None
         if route.method.client_streaming:
             self.unsupported = (
@@ -484,6 +493,8 @@ class RestFront:
 
         with auth.acting_as(principal):
             metadata = _metadata_from_headers(request)
+        if endpoint.fills_request_id:
+            idempotency.fill_request_id(message, self._max_body_bytes)
         payload = message.SerializeToString()
         timeout = None
         if requested_timeout is not None:

@@ -3,12 +3,17 @@
 Every channel gets message size limits and keepalive pings. Unless a caller
 turns it off, it also gets a retry policy that retries only UNAVAILABLE, with
 throttling so retries stop when a backend fails often. The services return
-UNAVAILABLE before they change anything, so repeating such a call is safe,
-except for the log router's writes (`NO_RETRY_METHODS`): the router may
-store the parts of a batch for healthy shards and then return UNAVAILABLE
-for the others, and a batch without a request id would be stored again at
-each retry. Every call carries a deadline: the caller's remaining deadline
-when there is one, otherwise a configured default.
+UNAVAILABLE before they change anything, or for a write with a `request_id`
+whose commit got no answer (a retry returns what it stored), so repeating
+such a call is safe. A write without a `request_id` whose commit got no
+answer fails with UNKNOWN instead, which is never retried. The gateway gives
+every create that takes a `request_id` one before it forwards it
+(`gateway.idempotency`). The log router's writes are never retried
+(`NO_RETRY_METHODS`): the router may store the parts of a batch for healthy
+shards and then return UNAVAILABLE for the others, and a batch without a
+request id would be stored again at each retry. Every call carries a
+deadline: the caller's remaining deadline when there is one, otherwise a
+configured default.
 """
 
 from __future__ import annotations

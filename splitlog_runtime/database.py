@@ -17,6 +17,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import exc as sqlalchemy_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -124,6 +125,31 @@ def run_migrations(context, target_metadata) -> None:
         context.run_migrations()
 
 
+class CommitOutcomeUnknown(sqlalchemy_exc.OperationalError):
+    """The connection dropped while a write transaction's COMMIT was on its way.
+
+    The server may have committed the transaction before the connection
+    went, or not: nothing tells which. A caller must not report the write as
+    failed and safe to repeat. The error interceptor tells the client so
+    (`splitlog_runtime.interceptor`). It is an OperationalError, so code that
+    handles a dropped connection still handles it.
+    """
+
+    def __init__(self, cause: sqlalchemy_exc.DBAPIError) -> None:
+        super().__init__(
+            cause.statement,
+            cause.params,
+            cause.orig,
+            hide_parameters=cause.hide_parameters,
+            connection_invalidated=True,
+        )
+
+
+def _lost_at_commit(exc: Exception) -> bool:
+    """Return whether a COMMIT failed because the connection was lost."""
+    return isinstance(exc, sqlalchemy_exc.DBAPIError) and exc.connection_invalidated
+
+
 class Database:
     """An engine and its session factory, with one transaction per unit of work."""
 
@@ -151,14 +177,32 @@ class Database:
           read_only: the unit of work only reads. On SQLite it then runs
             beside other readers and writers; a write transaction takes the
             database's write lock when it begins.
+
+        Raises:
+          CommitOutcomeUnknown: a write transaction's connection was lost
+            while its COMMIT was sent, so it may be stored or not.
         """
         if read_only:
             with self._sessions.begin() as session:
                 session.connection(execution_options={READ_ONLY: True})
                 yield session
             return
-        with self._write_lock, self._sessions.begin() as session:
-            yield session
+        with self._write_lock, self._sessions() as session:
+            session.begin()
+            try:
+                yield session
+                # Everything but the COMMIT itself fails here, where the
+                # outcome is known: nothing was stored.
+                session.flush()
+            except BaseException:
+                session.rollback()
+                raise
+            try:
+                session.commit()
+            except sqlalchemy_exc.DBAPIError as exc:
+                if _lost_at_commit(exc):
+                    raise CommitOutcomeUnknown(exc) from exc
+                raise
 
     def ping(self) -> bool:
         """Return whether the database runs a trivial query now.

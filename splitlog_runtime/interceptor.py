@@ -4,7 +4,11 @@ A DomainError becomes its status with google.rpc details, and one raised as
 a final attempt also gets a trailer that stops the caller's channel from
 retrying it (`DomainError.final_attempt`). A database that
 does not respond (server down, connection dropped, lock timeout) becomes
-UNAVAILABLE, which clients may retry. Any other exception
+UNAVAILABLE, which clients may retry. A connection lost while a write's
+COMMIT was on its way (`CommitOutcomeUnknown`) leaves the write stored or
+not: it becomes UNAVAILABLE only for a request that carries a `request_id`,
+whose retry returns what was stored, and UNKNOWN otherwise, with a message
+that says the write may be stored and how to check. Any other exception
 is logged with its traceback and becomes INTERNAL with a message that names a
 correlation id but no internals. There is one interceptor for `grpc.server`
 and one for `grpc.aio.server`.
@@ -37,6 +41,7 @@ from google.protobuf.descriptor import Descriptor
 from grpc_status import rpc_status
 from sqlalchemy import exc as sqlalchemy_exc
 
+from splitlog_runtime.database import CommitOutcomeUnknown
 from splitlog_runtime.descriptors import find_invalid_utf8
 from splitlog_runtime.errors import (
     RETRY_PUSHBACK_KEY,
@@ -228,9 +233,64 @@ def _domain_status(exc: DomainError) -> grpc.Status:
     )
 
 
-def _status_for(exc: BaseException, method: str) -> grpc.Status:
+class _OutcomeUnknown(DomainError):
+    """A write whose COMMIT may or may not have taken effect."""
+
+    code = grpc.StatusCode.UNKNOWN
+    default_reason = "COMMIT_OUTCOME_UNKNOWN"
+
+
+#: Seconds a client should wait before it retries a write whose commit was lost.
+COMMIT_RETRY_DELAY = 1.0
+
+
+def commit_outcome_unknown(request: Any) -> DomainError:
+    """Build the client's error for a write whose COMMIT got no answer.
+
+    A request with a `request_id` may be sent again as it was: the retry
+    returns what the first call stored, or stores it once. So it gets
+    UNAVAILABLE, which channels retry. Any other write gets UNKNOWN, which
+    no retry policy repeats, and a message that says the write may be stored.
+    """
+    start = (
+        "the database connection dropped while the change was being committed, "
+        "so it may or may not be stored"
+    )
+    request_id = getattr(request, "request_id", None)
+    if request_id:
+        return Unavailable(
+            f"{start}; send the call again with the same request_id "
+            f"{request_id!r}: it returns what the first call stored, or stores "
+            "it once",
+            reason="COMMIT_OUTCOME_UNKNOWN",
+            retry_delay=COMMIT_RETRY_DELAY,
+        )
+    if request_id is not None:
+        advice = (
+            "list or read what the call creates to check before you send it "
+            "again, because the same call without a request_id would store it "
+            "twice; give each create a request_id (a UUID) so that a retry "
+            "returns the stored result instead"
+        )
+    else:
+        advice = (
+            "read what the call changes to check whether it took effect before "
+            "you send it again"
+        )
+    return _OutcomeUnknown(f"{start}: {advice}")
+
+
+def _status_for(exc: BaseException, method: str, request: Any = None) -> grpc.Status:
     if isinstance(exc, DomainError):
         return _domain_status(exc)
+    if isinstance(exc, CommitOutcomeUnknown):
+        _LOGGER.warning(
+            "the database connection dropped at the commit of %s, whose outcome "
+            "is unknown: %s",
+            method,
+            exc.orig,
+        )
+        return rpc_status.to_status(commit_outcome_unknown(request).to_status())
     if isinstance(exc, _TRANSIENT_DATABASE_ERRORS):
         _LOGGER.warning(
             "database unavailable in %s: %s", method, getattr(exc, "orig", None) or exc
@@ -324,7 +384,8 @@ def _wrap_handler(
             except Exception as exc:
                 if _passes_through(exc, context):
                     raise
-                context.abort_with_status(_status_for(exc, method))
+                request = None if client_streaming else request_or_iterator
+                context.abort_with_status(_status_for(exc, method, request))
 
     return factory(
         wrapped,
@@ -410,7 +471,8 @@ def _wrap_aio_handler(
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
-                await context.abort_with_status(_status_for(exc, method))
+                request = None if client_streaming else request_or_iterator
+                await context.abort_with_status(_status_for(exc, method, request))
 
     return factory(
         wrapped,
