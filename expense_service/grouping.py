@@ -7,9 +7,12 @@ of that group and makes the first caller still in the queue the next writer.
 So a lone caller writes at once, and callers that arrive while a group is
 being written form the next group, with no timer.
 
-If `write_group` raises, nothing of the group was written, and every caller
-of the group then writes its item alone. One bad item therefore costs
-the others only the lost group, never a failure of their own.
+If `write_group` raises, every caller of the group then writes its item
+alone. One bad item therefore costs the others only the lost group, never a
+failure of their own. Mostly nothing of the group was written. The exception
+is a connection lost while the group's COMMIT was on its way, which may have
+stored the whole group: each caller's write alone must then find its own
+item and return it (`expense_service.servicer`).
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ class GroupWriter(Generic[_Item, _Result]):
 
     Args:
       write_group: writes a group of items in one transaction and returns
-        one result per item, in order; it must write nothing when it raises.
+        one result per item, in order. When it raises, it must have written
+        nothing, unless the transaction's COMMIT got no answer.
       max_items: maximum number of items in one group.
     """
 

@@ -314,6 +314,48 @@ def _name_taken(name: str, prefix: str) -> AlreadyExists:
     )
 
 
+def _comparable(expense: pb.Expense) -> pb.Expense:
+    """Return an expense without the fields that differ between two writes of it."""
+    copy = pb.Expense()
+    copy.CopyFrom(expense)
+    for field in ("create_time", "update_time", "etag"):
+        copy.ClearField(field)
+    return copy
+
+
+def _own_committed_create(session: Session, create: _NewExpense) -> pb.Expense | None:
+    """Return the expense that this very create stored, if it did.
+
+    A create with a generated id whose group commit failed writes again
+    alone. When the group's COMMIT reached the database but its answer was
+    lost, the row is there already, under the id that the server generated
+    for this call and for no other. The stored expense is then this call's
+    own write, and it is returned when it holds the request's values.
+    """
+    stored = storage.get_expense(session, create.name)
+    if stored is None:
+        return None
+    payers, participants = messages.line_rows(create.name, create.checked)
+    values = messages.new_expense_values(
+        create.name,
+        create.group_id,
+        create.creator,
+        create.checked.draft,
+        stored.row.create_time,
+    )
+    expected = messages.expense_message(
+        storage.StoredExpense(values, payers, participants)
+    )
+    found = messages.expense_message(stored)
+    if _comparable(found) != _comparable(expected):
+        return None
+    _LOGGER.info(
+        "%s was stored by its own earlier attempt, whose commit answer was lost",
+        create.name,
+    )
+    return found
+
+
 def _check_distinct(
     creates: Sequence[_NewExpense],
     requests: Sequence[pb.CreateExpenseRequest],
@@ -652,6 +694,13 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
                 replayed = replay(session) if request_id else None
                 if replayed is not None:
                     return replayed
+                if not request.expense_id:
+                    own = _own_committed_create(session, create)
+                    if own is not None:
+                        # Its ledger event committed with it but was never
+                        # published; the streams read it from the table.
+                        self._feed.notify()
+                        return own
                 raise _name_taken(name, "")
             now = storage.utc_now()
             values = messages.new_expense_values(

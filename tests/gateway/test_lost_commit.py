@@ -5,7 +5,8 @@ The row is committed, but the service sees its connection drop. Through the
 gateway, whose channels retry UNAVAILABLE, a create without a request_id
 must still be stored once, because the gateway gives it a request_id before
 it forwards it. Called directly, a create without a request_id must not be
-answered "retry the call shortly".
+answered "retry the call shortly", and expense_service, whose group commit
+failed, finds the row stored under the id it generated and returns it.
 """
 
 from __future__ import annotations
@@ -236,3 +237,19 @@ def test_keyed_settlement_retry_replays(setup: Setup):
         again = stub.CreateSettlement(request, timeout=TIMEOUT).settlement
     stored = _settlements_with_note(setup, "lost ack keyed")
     assert [s["name"] for s in stored] == [again.name]
+
+
+def test_expense_regroup_finds_own_row(setup: Setup):
+    """The group commit fails at the lost acknowledgement. The create, written
+    again alone under the id generated for it, finds its own row."""
+    request = _expense_request(setup, "lost ack alone")
+    with _direct_channel(f"127.0.0.1:{setup.stack.expenses.port}") as channel:
+        stub = expenses_grpc.ExpensesServiceStub(channel)
+        setup.cutter.arm(EXPENSE_INSERT)
+        created = stub.CreateExpense(request, timeout=TIMEOUT).expense
+    assert setup.cutter.cut.is_set()
+    stored = _expenses_named(setup, "lost ack alone")
+    assert [e["name"] for e in stored] == [created.name]
+    assert created.description == "lost ack alone"
+    assert created.total == request.expense.total
+    assert [o.user for o in created.owed_amounts] == [setup.ana, setup.ben]
