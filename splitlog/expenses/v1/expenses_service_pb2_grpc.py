@@ -154,7 +154,9 @@ class ExpensesServiceServicer:
 
     def DeleteExpense(self, request, context):
         """Soft-deletes an expense. A deleted expense no longer counts in balances
-        and can be restored with UndeleteExpense.
+        and can be restored with UndeleteExpense. Deleting a deleted expense
+        succeeds, changes nothing and returns the expense as it is, without
+        comparing `etag`, so that a retried delete does not fail.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -75,7 +75,9 @@ class ExpensesServiceStub:
     """
     DeleteExpense: _grpc.UnaryUnaryMultiCallable[_expenses_service_pb2.DeleteExpenseRequest, _expenses_service_pb2.DeleteExpenseResponse]
     """Soft-deletes an expense. A deleted expense no longer counts in balances
-    and can be restored with UndeleteExpense.
+    and can be restored with UndeleteExpense. Deleting a deleted expense
+    succeeds, changes nothing and returns the expense as it is, without
+    comparing `etag`, so that a retried delete does not fail.
     """
     UndeleteExpense: _grpc.UnaryUnaryMultiCallable[_expenses_service_pb2.UndeleteExpenseRequest, _expenses_service_pb2.UndeleteExpenseResponse]
     """Restores a deleted expense. Fails with ALREADY_EXISTS if the expense is
@@ -132,7 +134,9 @@ class ExpensesServiceAsyncStub(ExpensesServiceStub):
     """
     DeleteExpense: _aio.UnaryUnaryMultiCallable[_expenses_service_pb2.DeleteExpenseRequest, _expenses_service_pb2.DeleteExpenseResponse]  # type: ignore[assignment]
     """Soft-deletes an expense. A deleted expense no longer counts in balances
-    and can be restored with UndeleteExpense.
+    and can be restored with UndeleteExpense. Deleting a deleted expense
+    succeeds, changes nothing and returns the expense as it is, without
+    comparing `etag`, so that a retried delete does not fail.
     """
     UndeleteExpense: _aio.UnaryUnaryMultiCallable[_expenses_service_pb2.UndeleteExpenseRequest, _expenses_service_pb2.UndeleteExpenseResponse]  # type: ignore[assignment]
     """Restores a deleted expense. Fails with ALREADY_EXISTS if the expense is
@@ -222,7 +226,9 @@ class ExpensesServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_expenses_service_pb2.DeleteExpenseResponse, _abc.Awaitable[_expenses_service_pb2.DeleteExpenseResponse]]:
         """Soft-deletes an expense. A deleted expense no longer counts in balances
-        and can be restored with UndeleteExpense.
+        and can be restored with UndeleteExpense. Deleting a deleted expense
+        succeeds, changes nothing and returns the expense as it is, without
+        comparing `etag`, so that a retried delete does not fail.
         """
 
     @_abc_1.abstractmethod
