@@ -60,6 +60,7 @@ from splitlog_runtime.errors import (
     Unavailable,
     join_some,
 )
+from splitlog_runtime.failure_log import FailureLog
 from splitlog_runtime.groups import (
     DeletedGroups,
     group_not_found,
@@ -207,6 +208,7 @@ class MembershipClient:
         self._stub = users_grpc.UsersServiceStub(self._channel)
         self._recent = _RecentMembers(cache_seconds, max_cached_groups, clock)
         self._deleted = DeletedGroups(max_cached_groups)
+        self._failures = FailureLog(_LOGGER, "membership checks with user_service")
 
     def close(self) -> None:
         self._channel.close()
@@ -466,12 +468,15 @@ class MembershipClient:
                         request, timeout=max(deadline - time.monotonic(), 0.0)
                     )
             except grpc.RpcError as exc:
+                if exc.code() not in _TRANSIENT:
+                    self._failures.succeeded()  # user_service answered.
                 if exc.code() == grpc.StatusCode.NOT_FOUND:
                     self._recent.discard(group)
                     if reports_deleted_group(exc):
                         self._deleted.add(group)
                         raise group_not_found(group, deleted=True) from None
                 raise self._translate(exc, group) from None
+            self._failures.succeeded()
             for member in response.members:
                 if member.leaving:
                     leaving.add(member.user)
@@ -496,7 +501,7 @@ class MembershipClient:
         if code == grpc.StatusCode.NOT_FOUND:
             return group_not_found(group)
         if code in _TRANSIENT:
-            _LOGGER.warning(
+            self._failures.failed(
                 "membership check of %s failed: user_service at %s returned %s: %s",
                 group,
                 self._address,

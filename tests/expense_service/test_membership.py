@@ -6,6 +6,8 @@ tests see whether user_service was asked again.
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 
 import grpc
@@ -14,7 +16,7 @@ import pytest
 from expense_service.membership import CACHE_SECONDS, MembershipClient
 from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
-from splitlog_runtime.errors import FailedPrecondition, NotFound
+from splitlog_runtime.errors import FailedPrecondition, NotFound, Unavailable
 from tests.expense_service.conftest import make_config
 from tests.expense_service.support import (
     TIMEOUT,
@@ -22,6 +24,7 @@ from tests.expense_service.support import (
     create_group,
     create_outsider,
 )
+from tests.ports import free_ports
 from user_service.app import build as build_users
 from user_service.guards import AllowAllBalanceGuard
 
@@ -180,3 +183,45 @@ def test_zero_window_asks_every_time(users, users_host, clock):
 
     assert caught.value.reason == "NOT_A_GROUP_MEMBER"
     assert cached == 0
+
+
+def test_down_user_service_warns_once_then_recovers(tmp_path, caplog):
+    """Checks while user_service is down log one warning, not one per check,
+    and the first check after it is back logs that checks succeed again."""
+    (port,) = free_ports(1)
+    client = MembershipClient(f"127.0.0.1:{port}", 2.0)
+    caplog.set_level(logging.INFO, logger="expense_service.membership")
+    try:
+        for _ in range(5):
+            with pytest.raises(Unavailable):
+                client.group_exists("groups/some-group", None)
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1, [r.getMessage() for r in warnings]
+        assert f"127.0.0.1:{port}" in warnings[0].getMessage()
+
+        config = make_config(tmp_path, f"sqlite:///{tmp_path / 'expenses.db'}")
+        users_host = build_users(
+            config, f"127.0.0.1:{port}", guard=AllowAllBalanceGuard()
+        )
+        try:
+            _wait_until_answered(client)
+        finally:
+            users_host.stop(0)
+    finally:
+        client.close()
+    recovered = [r.getMessage() for r in caplog.records if "again" in r.getMessage()]
+    assert len(recovered) == 1, recovered
+    assert "membership checks with user_service succeed again" in recovered[0]
+
+
+def _wait_until_answered(client: MembershipClient) -> None:
+    """Check until user_service answers; its channel reconnects with backoff."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            client.group_exists("groups/some-group", None)
+            return
+        except Unavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

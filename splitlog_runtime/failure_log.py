@@ -1,0 +1,97 @@
+"""Rate-limited warnings about a call that fails again and again.
+
+While a peer is down, every request that needs it fails the same way, and a
+warning per failure floods the log (and log_service, which every component
+ships its log to). `FailureLog` writes the first failure of a run at
+WARNING, then at most one WARNING per interval that counts the failures it
+did not write, and one INFO line when a call succeeds again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+#: Default seconds between two warnings of one run of failures.
+SUMMARY_INTERVAL_SECONDS = 30.0
+
+
+class FailureLog:
+    """The log of one kind of failing call, such as membership checks.
+
+    Args:
+      logger: the logger to write to.
+      what: the calls, in plural, for the recovery line, such as
+        "membership checks with user_service".
+      interval: minimum seconds between two warnings of one run of failures.
+      clock: monotonic seconds; tests may pass their own.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        what: str,
+        interval: float = SUMMARY_INTERVAL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._what = what
+        self._interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failing = False
+        self._first_failure = 0.0
+        self._next_warning = 0.0
+        self._failures = 0
+        self._unlogged = 0
+
+    def failed(self, message: str, *args: object) -> None:
+        """Record a failure and write it when the run starts or the interval is up.
+
+        `message` and `args` are as for `logging.Logger.warning`.
+        """
+        now = self._clock()
+        with self._lock:
+            self._failures += 1
+            if not self._failing:
+                self._failing = True
+                self._first_failure = now
+                self._failures = 1
+                unlogged = 0
+            elif now < self._next_warning:
+                self._unlogged += 1
+                return
+            else:
+                unlogged = self._unlogged
+            self._unlogged = 0
+            self._next_warning = now + self._interval
+        if unlogged:
+            self._logger.warning(
+                message + " (%d more such failures not logged since the last "
+                "warning; at most one warning every %gs)",
+                *args,
+                unlogged,
+                self._interval,
+            )
+        else:
+            self._logger.warning(message, *args)
+
+    def succeeded(self) -> None:
+        """Record a success; the first one after failures writes an INFO line."""
+        if not self._failing:  # Read without the lock: the common case is cheap.
+            return
+        now = self._clock()
+        with self._lock:
+            if not self._failing:
+                return
+            self._failing = False
+            failures, started = self._failures, self._first_failure
+            self._failures = self._unlogged = 0
+        self._logger.info(
+            "%s succeed again after %d failures in %.1fs",
+            self._what,
+            failures,
+            now - started,
+        )

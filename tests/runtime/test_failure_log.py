@@ -1,0 +1,78 @@
+"""The rate-limited log of a call that keeps failing."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from splitlog_runtime.failure_log import FailureLog
+
+LOGGER = "splitlog.test.failures"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def failures(clock) -> FailureLog:
+    return FailureLog(logging.getLogger(LOGGER), "calls to peer", 10.0, clock)
+
+
+def _messages(caplog, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == level]
+
+
+def test_first_failure_is_logged(failures, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    failures.failed("call to %s failed", "peer")
+    assert _messages(caplog, logging.WARNING) == ["call to peer failed"]
+
+
+def test_failures_within_interval_are_counted(failures, clock, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    for _ in range(4):
+        failures.failed("call failed")
+    clock.now += 10.0
+    failures.failed("call failed")
+    warnings = _messages(caplog, logging.WARNING)
+    assert len(warnings) == 2
+    assert "3 more such failures not logged" in warnings[1]
+
+
+def test_success_after_failures_logs_recovery(failures, clock, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    failures.failed("call failed")
+    failures.failed("call failed")
+    clock.now += 2.5
+    failures.succeeded()
+    failures.succeeded()
+    infos = _messages(caplog, logging.INFO)
+    assert infos == ["calls to peer succeed again after 2 failures in 2.5s"]
+
+
+def test_new_run_logs_its_first_failure(failures, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    failures.failed("call failed")
+    failures.succeeded()
+    failures.failed("call failed again")
+    assert _messages(caplog, logging.WARNING) == [
+        "call failed",
+        "call failed again",
+    ]
+
+
+def test_success_without_failures_logs_nothing(failures, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    failures.succeeded()
+    assert caplog.records == []
