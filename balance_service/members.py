@@ -24,6 +24,7 @@ caller may not be allowed to make it.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -38,11 +39,14 @@ from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
 from splitlog_runtime import authz
 from splitlog_runtime.channels import downstream_timeout, insecure_channel
 from splitlog_runtime.errors import NotFound, Resource, Unavailable
+from splitlog_runtime.failure_log import FailureLog
 from splitlog_runtime.groups import (
     DeletedGroups,
     group_not_found,
     reports_deleted_group,
 )
+
+_LOGGER = logging.getLogger(__name__)
 
 #: Seconds a read may reuse user_service's response about a group or user.
 CACHE_SECONDS = 5.0
@@ -128,6 +132,7 @@ class UserDirectory:
         self._groups = _RecentResponses(cache_seconds, max_cached_entries, clock)
         self._users = _RecentResponses(cache_seconds, max_cached_entries, clock)
         self._deleted = DeletedGroups(max_cached_entries)
+        self._failures = FailureLog(_LOGGER, "calls to user_service")
 
     def close(self) -> None:
         self._channel.close()
@@ -268,11 +273,15 @@ class UserDirectory:
     def _call(self, method, request, context, *, group_id=None, user_id=None):
         try:
             with authz.as_service():
-                return method(
+                response = method(
                     request, timeout=downstream_timeout(context, self._default_timeout)
                 )
+            self._failures.succeeded()
+            return response
         except grpc.RpcError as exc:
             code = exc.code()
+            if code == grpc.StatusCode.NOT_FOUND:
+                self._failures.succeeded()  # user_service answered.
             if code == grpc.StatusCode.NOT_FOUND and group_id is not None:
                 name = domain.group_name(group_id)
                 deleted = reports_deleted_group(exc)
@@ -287,10 +296,18 @@ class UserDirectory:
                     reason="USER_NOT_FOUND",
                     resource=Resource(domain.USER_TYPE, name),
                 ) from None
+            # The address and grpc's text describe the internal network, so
+            # they go to the log and not to the caller.
+            self._failures.failed(
+                "call to user_service at %s failed: %s: %s",
+                self._target,
+                code.name,
+                exc.details(),
+            )
             raise Unavailable(
-                f"user_service at {self._target} did not respond ({code.name}: "
-                f"{exc.details()}); retry the call",
+                "cannot check the group or user because user_service is not "
+                f"answering ({code.name}); retry in a moment",
                 reason="USER_SERVICE_UNAVAILABLE",
-                metadata={"service": "user_service"},
+                metadata={"service": "user_service", "code": code.name},
                 retry_delay=1.0,
             ) from None

@@ -3,6 +3,8 @@ responses, and the time limit of the cache."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from balance_service.members import UserDirectory
@@ -200,3 +202,24 @@ def test_unreachable_user_service_is_unavailable(clock):
     directory.close()
 
     assert caught.value.reason == "USER_SERVICE_UNAVAILABLE"
+
+
+def test_unreachable_user_service_message_hides_address(clock, caplog):
+    address = closed_address()
+    directory = UserDirectory(address, 2.0, 4 * 1024 * 1024, clock=clock)
+    caplog.set_level(logging.INFO, logger="balance_service.members")
+
+    failures = []
+    for _ in range(5):
+        with pytest.raises(Unavailable) as caught:
+            directory.recent_members("some-group", None)
+        failures.append(caught.value.message)
+    directory.close()
+
+    assert "user_service" in failures[0]
+    assert "retry" in failures[0]
+    assert address not in failures[0]
+    assert "failed to connect" not in failures[0]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert address in warnings[0]
