@@ -30,8 +30,9 @@ Failures follow the contract in `gateway_service.proto`:
   so that a partial list never looks complete.
 
 Every backend call gets the caller's deadline, or `deadline_seconds` when the
-caller set none, minus a small reserve. The reserve leaves the gateway time to
-respond with the sections that loaded when a backend is too slow.
+caller set none, minus a reserve that grows with the deadline. The reserve
+leaves the gateway time to respond with the sections that loaded when a
+backend is too slow, also when grpc rounded the caller's deadline up.
 
 The REST front calls the same code in process, through `local_callables()`,
 so both fronts return the same results and the same errors.
@@ -83,9 +84,16 @@ MAX_RECENT_ACTIVITY = 100
 # Page size used to read every member of a group and every group of a user.
 LIST_PAGE_SIZE = 1000
 
-# Backend calls end this long before the view's deadline (at most a tenth of
-# it), so that the gateway can still send the sections that loaded.
-RESPONSE_RESERVE_SECONDS = 0.1
+# Backend calls end before the view's deadline, so that the gateway can still
+# send the sections that loaded: RESPONSE_RESERVE_SECONDS plus
+# RESPONSE_RESERVE_FRACTION of the time left, at most RESPONSE_RESERVE_MAX_SECONDS
+# and at most a tenth of the time left. The fraction covers grpc's rounding:
+# C core sends a deadline rounded up to about three significant digits, so a
+# client's 10 s arrives as up to 10.1 s and its 150 s as up to 151 s (grpcio
+# 1.85). The gateway sees the longer deadline while the client keeps its own.
+RESPONSE_RESERVE_SECONDS = 0.2
+RESPONSE_RESERVE_FRACTION = 0.02
+RESPONSE_RESERVE_MAX_SECONDS = 5.0
 
 # Sort order of the backends' lists: most recently recorded first.
 _NEWEST_RECORDED_FIRST = "create_time desc"
@@ -225,7 +233,11 @@ class _Fetch:
         metadata: tuple[tuple[str, str | bytes], ...],
         failure_log: _FailureLog,
     ) -> None:
-        reserve = min(RESPONSE_RESERVE_SECONDS, timeout / 10)
+        reserve = min(
+            RESPONSE_RESERVE_SECONDS + RESPONSE_RESERVE_FRACTION * timeout,
+            RESPONSE_RESERVE_MAX_SECONDS,
+            timeout / 10,
+        )
         self._end = time.monotonic() + timeout - reserve
         self._pool = pool
         self._metadata = metadata

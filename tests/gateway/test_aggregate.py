@@ -10,10 +10,12 @@ without it afterwards.
 from __future__ import annotations
 
 import socket
+import threading
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -975,6 +977,58 @@ def test_slow_backend_section_deadline(
     assert error.status.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
     assert "expense_service" in error.status.message
     assert _reasons(error.status) == ["BACKEND_DEADLINE_EXCEEDED"]
+
+
+@pytest.fixture
+def frozen_expenses() -> Iterator[str]:
+    """The address of a real ExpensesService whose calls wait until cancelled."""
+    stopping = threading.Event()
+
+    def wait(request: bytes, context: grpc.ServicerContext) -> bytes:
+        while context.is_active() and not stopping.wait(0.05):
+            pass
+        return b""
+
+    service = expenses_pb.DESCRIPTOR.services_by_name["ExpensesService"]
+    handlers = {
+        method.name: grpc.unary_unary_rpc_method_handler(wait)
+        for method in service.methods
+        if not method.client_streaming and not method.server_streaming
+    }
+    server = grpc.server(ThreadPoolExecutor(4))
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler(service.full_name, handlers)]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        stopping.set()
+        server.stop(0)
+
+
+@pytest.mark.parametrize("deadline", [10.0, 15.0])
+def test_frozen_backend_partial_at_long_deadline(
+    loop_thread, stack, trip, frozen_expenses, tmp_path, deadline
+):
+    """grpc's C core sends a 10 s deadline as about 10.1 s, so the gateway
+    must end its backend calls early enough for the client's own 10 s."""
+    with _extra_gateway(
+        loop_thread, stack, tmp_path, expense_service_addr=frozen_expenses
+    ) as stub:
+        # A connected channel sends the call at once, with the deadline that
+        # C core rounds up: 10 s goes out as about 10.1 s.
+        stub.GetGroupOverview(pb.GetGroupOverviewRequest(group=trip.trip), timeout=1)
+        response = stub.GetGroupOverview(
+            pb.GetGroupOverviewRequest(group=trip.trip), timeout=deadline
+        )
+
+    assert response.group.name == trip.trip
+    assert _group_nets(response.balance) == trip.nets[trip.trip]
+    [error] = response.section_errors
+    assert error.section == "recent_expenses"
+    assert error.status.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
 
 
 def test_users_unreachable_fails_call(loop_thread, stack, trip, tmp_path):
