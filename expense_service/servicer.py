@@ -111,7 +111,7 @@ from splitlog_runtime.errors import (
 )
 from splitlog_runtime.etags import stale_etag
 from splitlog_runtime.fencing import GroupWrites
-from splitlog_runtime.idempotency import key_reused
+from splitlog_runtime.idempotency import FILLED_REQUEST_ID_KEY, key_reused
 from splitlog_runtime.resources import OrderedIds
 
 _LOGGER = logging.getLogger(__name__)
@@ -321,6 +321,19 @@ def _comparable(expense: pb.Expense) -> pb.Expense:
     for field in ("create_time", "update_time", "etag"):
         copy.ClearField(field)
     return copy
+
+
+def _key_filled_by_gateway(context: grpc.ServicerContext) -> bool:
+    """Return whether the gateway filled in the call's request_id.
+
+    Such a key can repeat only in the gateway's own retries of this call, so
+    the look-up of an earlier request before the write is left out: a retry
+    whose first attempt was stored fails on the key's unique index, and the
+    write's second attempt replays the stored expense.
+    """
+    return any(
+        key == FILLED_REQUEST_ID_KEY for key, _ in context.invocation_metadata() or ()
+    )
 
 
 def _own_committed_create(session: Session, create: _NewExpense) -> pb.Expense | None:
@@ -657,7 +670,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         authz.require_acting_as_caller(create.creator, "expense.creator")
         group_id, request_id = create.group_id, create.request_id
 
-        if request_id:
+        if request_id and not _key_filled_by_gateway(context):
             replayed = self._read(
                 lambda session: self._replay(
                     session, request_id, group_id, create.request_hash

@@ -26,9 +26,13 @@ from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor
 from google.protobuf.message import Message
 
 from splitlog_runtime.channels import NO_RETRY_METHODS
+from splitlog_runtime.idempotency import FILLED_REQUEST_ID_KEY
 
 #: The request field that carries an idempotency key.
 REQUEST_ID_FIELD = "request_id"
+
+#: Metadata that goes with a call whose request_id the gateway filled in.
+FILLED = ((FILLED_REQUEST_ID_KEY, "1"),)
 
 _WIRE_VARINT, _WIRE_FIXED64, _WIRE_BYTES, _WIRE_FIXED32 = 0, 1, 2, 5
 
@@ -129,10 +133,16 @@ def with_request_id(request: bytes, number: int, max_message_bytes: int) -> byte
     return request if len(filled) > max_message_bytes else filled
 
 
-def fill_request_id(message: Message, max_message_bytes: int) -> None:
-    """Give a parsed create without a request_id a fresh UUID, if it fits."""
+def fill_request_id(message: Message, max_message_bytes: int) -> bool:
+    """Give a parsed create without a request_id a fresh UUID, if it fits.
+
+    Returns:
+      Whether the message got one.
+    """
     if getattr(message, REQUEST_ID_FIELD):
-        return
+        return False
     setattr(message, REQUEST_ID_FIELD, str(uuid.uuid4()))
     if message.ByteSize() > max_message_bytes:
         message.ClearField(REQUEST_ID_FIELD)
+        return False
+    return True

@@ -442,20 +442,22 @@ class ProxyHandlers:
 
         async def forward(request: bytes, context: grpc.aio.ServicerContext):
             await self._check_size(request, context)
-            if request_id is not None:
-                request = idempotency.with_request_id(
-                    request, request_id, self._max_message_bytes
-                )
             if self._pool.in_process is not None:
+                # A call in process is never retried, so it needs no key.
                 response = await self._pool.in_process.call(
                     path, request, context, self._timeout(context)
                 )
                 if response is not None:
                     return response
+            metadata = forwarded_metadata(context)
+            if request_id is not None:
+                filled = idempotency.with_request_id(
+                    request, request_id, self._max_message_bytes
+                )
+                if filled is not request:
+                    request, metadata = filled, metadata + idempotency.FILLED
             call = multicallable(
-                request,
-                timeout=self._timeout(context),
-                metadata=forwarded_metadata(context),
+                request, timeout=self._timeout(context), metadata=metadata
             )
             try:
                 response = await call

@@ -493,8 +493,10 @@ class RestFront:
 
         with auth.acting_as(principal):
             metadata = _metadata_from_headers(request)
-        if endpoint.fills_request_id:
-            idempotency.fill_request_id(message, self._max_body_bytes)
+        if endpoint.fills_request_id and idempotency.fill_request_id(
+            message, self._max_body_bytes
+        ):
+            metadata = (*metadata, *idempotency.FILLED)
         payload = message.SerializeToString()
         timeout = None
         if requested_timeout is not None:

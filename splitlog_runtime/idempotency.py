@@ -79,3 +79,12 @@ def check_same_request(
         f"was already used to create a {what} with other values",
         f"Send a new UUID for each new {what}",
     )
+
+
+#: Metadata key that the gateway adds to a call whose request_id it filled in
+#: (`gateway.idempotency`). Only the gateway's own retries can repeat such a
+#: key, so a backend may skip its look-up of an earlier request before the
+#: write: a retry whose first attempt was stored still fails on the key's
+#: unique index and then replays. A client that sends the key itself only
+#: gives up that early look-up.
+FILLED_REQUEST_ID_KEY = "x-splitlog-request-id-filled"

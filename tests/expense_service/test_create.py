@@ -13,6 +13,7 @@ from expense_service import storage as expense_storage
 from splitlog.expenses.v1 import expenses_service_pb2 as pb
 from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog_runtime.database import Database
+from splitlog_runtime.idempotency import FILLED_REQUEST_ID_KEY
 from tests.expense_service.support import (
     TIMEOUT,
     as_text,
@@ -279,6 +280,33 @@ def test_same_request_id_creates_one_expense(clients, group):
     ).expenses
     assert first.name in [e.name for e in listed]
     assert len(listed) == 2
+    assert [e.expense for e in backlog(clients, before)] == [first.name]
+
+
+def test_gateway_filled_key_replays_on_unique_index(clients, group):
+    # With the gateway's mark the create skips its early look-up of the key,
+    # so a retry replays through the key's unique index instead.
+    request_id = new_request_id()
+    marked = ((FILLED_REQUEST_ID_KEY, "1"),)
+    create_expense(clients, group)
+    before = latest_sequence(clients)
+
+    def send(expense: pb.Expense) -> pb.Expense:
+        request = pb.CreateExpenseRequest(
+            parent=group.name, expense=expense, request_id=request_id
+        )
+        return clients.expenses.CreateExpense(
+            request, metadata=marked, timeout=TIMEOUT
+        ).expense
+
+    first = send(equal_expense(group))
+    second = send(equal_expense(group))
+    with pytest.raises(grpc.RpcError) as raised:
+        send(equal_expense(group, description="Lunch"))
+
+    assert second == first
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert request_id in raised.value.details()
     assert [e.expense for e in backlog(clients, before)] == [first.name]
 
 
