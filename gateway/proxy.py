@@ -416,9 +416,9 @@ class ProxyHandlers:
 
     @staticmethod
     def _streaming_timeout(context: grpc.aio.ServicerContext) -> float | None:
-        # A response stream without a caller deadline, such as a tail, runs for
-        # as long as the client keeps it open. Client cancellation still ends
-        # the backend call.
+        # A stream without a caller deadline, such as a tail or a write
+        # stream, runs for as long as the client keeps it open. Client
+        # cancellation still ends the backend call.
         remaining = context.time_remaining()
         if remaining is None or remaining > 1e9:
             return None
@@ -507,7 +507,7 @@ class ProxyHandlers:
             checked = _CheckedRequests(requests, self._max_message_bytes)
             call = multicallable(
                 checked,
-                timeout=self._timeout(context),
+                timeout=self._streaming_timeout(context),
                 metadata=forwarded_metadata(context),
             )
             try:

@@ -58,10 +58,13 @@ def ended_advice(method: str) -> str:
             "(REST: resumeToken) of the last message received, so that no "
             "entry is lost"
         )
-    return (
-        "send the call again with a valid credential, including the messages "
-        "that the server did not acknowledge"
-    )
+    if method.endswith("/StreamLogEntries"):
+        return (
+            "messages sent before the end may be stored; send them again with "
+            "a valid credential and the same request_id each, so that none is "
+            "stored twice"
+        )
+    return "send the call again with a valid credential"
 
 
 async def watch_credential(

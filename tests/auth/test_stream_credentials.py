@@ -244,6 +244,28 @@ def test_revoked_key_ends_rest_tail(channel, admin, live):
     assert "resumeToken" in last["error"]["message"]
 
 
+def test_write_stream_without_deadline_outlives_default_deadline(live, channel, admin):
+    # The gateway's default deadline is for calls that answer at once; a
+    # write stream without a deadline stays open, like a tail.
+    _, secret = _create_key(channel, admin, ["logs:write"])
+    service = _service()
+    pause = live.gateway.config.deadline_seconds + 1.5
+
+    def stream_requests():
+        for text in ("before the pause", "after the pause"):
+            yield logs_pb.StreamLogEntriesRequest(
+                entries=[_entry(service, text)], request_id=str(uuid.uuid4())
+            )
+            if text == "before the pause":
+                time.sleep(pause)
+
+    response = logs_grpc.LogsServiceStub(channel).StreamLogEntries(
+        stream_requests(), metadata=_bearer(secret)
+    )
+
+    assert (response.batch_count, response.accepted_count) == (2, 2)
+
+
 def test_revoked_key_ends_write_stream(channel, admin):
     name, secret = _create_key(channel, admin, ["logs:write"])
     service = _service()
