@@ -605,8 +605,11 @@ def _basis_points_fix(value: Any) -> str:
     rounded = exact.to_integral_value(rounding=ROUND_HALF_EVEN)
     fix = (
         "; basis_points is hundredths of a percent, a whole number from 0 to "
-        f"10000 (33.33 % is 3333), so send {rounded}"
+        "10000 (33.33 % is 3333)"
     )
+    if 0 <= rounded <= 10000:
+        # Half-even rounding keeps the sign, so -0.5 would read "send -0".
+        fix += f", so send {abs(rounded)}"
     percent = exact * 100
     if 0 < exact <= 100 and percent == percent.to_integral_value():
         fix += f", or {int(percent)} if {exact} is the percentage"

@@ -1125,6 +1125,8 @@ def test_money_units_fraction_says_fix(client, units, nanos, fix):
         (3333.3, "33.33 % is 3333), so send 3333. "),
         ("2550.5", "so send 2550. "),
         (33.33, "so send 33, or 3333 if 33.33 is the percentage. "),
+        (-0.5, "33.33 % is 3333), so send 0. "),
+        (-7.5, "33.33 % is 3333). "),
     ],
 )
 def test_basis_points_fraction_says_fix(client, value, fix):
