@@ -162,6 +162,10 @@ def _is_component(name: str) -> bool:
     )
 
 
+#: Entries per call of a service shipping its own records, at most.
+SELF_SHIP_BATCH_ENTRIES = 500
+
+
 def start_self_ship(
     config: Config, service: str, *, by_logger: bool = False, send: bool = True
 ) -> LogShipHandler | None:
@@ -183,6 +187,8 @@ def start_self_ship(
     handler = LogShipHandler(
         self_ship_address(config),
         service,
+        # A larger batch than log_service takes would be refused whole.
+        batch_size=min(SELF_SHIP_BATCH_ENTRIES, config.log_max_batch_entries),
         excluded_loggers=SELF_SHIP_EXCLUDED,
         send=send,
     )

@@ -492,6 +492,29 @@ def test_self_ship_root_logger(peer):
     assert servicer.entries()[0].service == "user_service"
 
 
+def test_self_ship_batches_within_batch_limit(peer):
+    servicer, address = peer
+    config = load(
+        environ={},
+        overrides={"log_service_addr": address, "log_max_batch_entries": 2},
+    )
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.INFO)
+
+    handler = logsetup.start_self_ship(config, "user_service", send=False)
+    for number in range(5):
+        logging.getLogger("user_service.app").info("record %d", number)
+    handler.start_sending()
+    logsetup.stop_self_ship(handler)
+    root.setLevel(level)
+
+    assert max(len(request_entries(r)) for r in servicer.requests) == 2
+    assert [entry.message for entry in servicer.entries()] == [
+        f"record {number}" for number in range(5)
+    ]
+
+
 def test_shared_process_records_by_component(peer):
     servicer, address = peer
     config = load(environ={}, overrides={"log_service_addr": address})
