@@ -317,8 +317,9 @@ def validate_currency_code(value: str, field: str) -> str:
     """Check an ISO 4217 currency code such as `EUR` and return it.
 
     Raises:
-      InvalidArgument: the code is not an active ISO 4217 code in upper case,
-        or is a fund code.
+      InvalidArgument: the code is not an active ISO 4217 currency with a
+        minor unit, in upper case (XDR and the metals have none), or is a fund
+        code.
     """
     if value in ISO_4217_CODES:
         return value
@@ -337,8 +338,8 @@ def validate_currency_code(value: str, field: str) -> str:
         hint = f"; write it in upper case, {value.upper()!r}"
     raise invalid_field(
         field,
-        f"{value!r} is not an active ISO 4217 currency code{hint}; use a "
-        "three-letter code such as 'USD' or 'EUR'",
+        f"{value!r} is not an active ISO 4217 currency with a minor unit{hint}; "
+        "use a three-letter code such as 'USD', 'EUR' or 'JPY'",
         reason="INVALID_CURRENCY_CODE",
     )
 

@@ -331,6 +331,15 @@ def test_validate_currency_code_names_fund(code, currency):
     assert "not an active" not in message
 
 
+@pytest.mark.parametrize("code", ["XDR", "XAU", "XTS"])
+def test_code_without_minor_unit_named_as_such(code):
+    with pytest.raises(InvalidArgument) as caught:
+        domain.validate_currency_code(code, "user.currency_code")
+
+    assert "with a minor unit" in caught.value.message
+    assert "'USD', 'EUR' or 'JPY'" in caught.value.message
+
+
 def test_iso_4217_codes_are_three_upper_case_letters():
     assert all(len(code) == 3 and code.isupper() for code in domain.ISO_4217_CODES)
     assert len(domain.ISO_4217_CODES) > 150
