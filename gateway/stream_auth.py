@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from gateway.credential_cache import Checked
+from splitlog_runtime import auth
 from splitlog_runtime.errors import DomainError, Unauthenticated, Unavailable, clip
 
 _LOGGER = logging.getLogger(__name__)
@@ -35,9 +36,9 @@ MIN_RECHECK_SECONDS = 1.0
 # that user_service, whose clock may lag the gateway's a little, sees it
 # expired too.
 EXPIRY_MARGIN_SECONDS = 0.05
-# ErrorInfo reason of a call ended at the credential's expiry time while
-# user_service could not be asked.
-CREDENTIAL_EXPIRED = "CREDENTIAL_EXPIRED"
+# ErrorInfo reason of every rejected credential, at the start of a call or
+# during it; `auth.CREDENTIAL_REASON_KEY` in its metadata says why.
+CREDENTIAL_INVALID = "CREDENTIAL_INVALID"
 
 Item = TypeVar("Item")
 
@@ -95,11 +96,18 @@ async def watch_credential(
             checked = await recheck()
         except Unavailable as error:
             if expire_time is not None and time.time() >= expire_time:
+                # The same reasons as when user_service finds it expired.
+                expired = (
+                    "API_KEY_EXPIRED"
+                    if "/apiKeys/" in checked.principal
+                    else "TOKEN_EXPIRED"
+                )
                 return Unauthenticated(
                     f"the credential of this open call expired at "
                     f"{_utc(expire_time)}, so the call ended; sign in again or "
                     f"create a new API key, then {advice}",
-                    reason=CREDENTIAL_EXPIRED,
+                    reason=CREDENTIAL_INVALID,
+                    metadata={auth.CREDENTIAL_REASON_KEY: expired},
                 )
             _LOGGER.warning(
                 "could not check the credential of an open %s call again, so "
