@@ -616,6 +616,10 @@ def _stop_after_interrupt(context: Context, shipper: _Shipper) -> None:
 
 def _batch_over_limit_message(shipper: _Shipper, error: _BatchOverLimit) -> str:
     """Return the error that --batch-size is over the server's limit, with the fix."""
+    if error.entries > shipper.args.batch_size:
+        # Only a batch that the positions file records to send again whole
+        # can be larger than --batch-size.
+        return _recorded_batch_over_limit_message(shipper, error)
     if error.limit is None:
         limit = "the server's log_max_batch_entries"
         fix = "give a smaller --batch-size, such as the default 500"
@@ -641,6 +645,28 @@ def _batch_over_limit_message(shipper: _Shipper, error: _BatchOverLimit) -> str:
             f"lines from line {position.line} on"
         )
     return text
+
+
+def _recorded_batch_over_limit_message(
+    shipper: _Shipper, error: _BatchOverLimit
+) -> str:
+    """Say that a batch recorded to be sent again is over the server's limit,
+    and how to get past it."""
+    limit = (
+        "the server's log_max_batch_entries"
+        if error.limit is None
+        else f"the server's limit of {error.limit} (log_max_batch_entries)"
+    )
+    entries = render.count_noun(error.entries, "entry", "entries")
+    return (
+        f"the server rejected a batch of {entries}, more than {limit}. The "
+        f"positions file records these lines of {shipper.position.path} as one "
+        "batch to send again whole, under the request id of its first run, "
+        "because the server stored some of its entries then and another cut "
+        "would store those twice; --batch-size does not change it. Raise "
+        f"log_max_batch_entries to {error.entries} or more for one rerun, "
+        "then lower it again"
+    )
 
 
 def _too_large_message(shipper: _Shipper, error: _LineTooLarge) -> str:
@@ -1260,8 +1286,8 @@ class _Shipper:
         batch = self.batches[-1]
         # A batch sent again keeps its lines whatever the limits of this run,
         # so that it keeps its request id.
-        # NOTE: after the server's log_max_batch_entries was lowered below the
-        # size of such a batch, every rerun fails on it, whatever --batch-size.
+        # After the server's log_max_batch_entries was lowered below the size
+        # of such a batch, a rerun fails on it and says how to get past it.
         whole = self.tracker is not None and self.tracker.sends_again(line)
         too_large = batch.size + entry_bytes > self.args.batch_bytes
         if batch.entries and too_large and not whole:

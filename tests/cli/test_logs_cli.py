@@ -1810,6 +1810,29 @@ def few_entries(loop_thread, tmp_path_factory):
         yield running
 
 
+def test_ship_recorded_batch_over_lowered_limit(live, few_entries, tmp_path, capsys):
+    # The first run goes to a server that takes 12 entries per batch, the
+    # rerun to one that takes 10, as after log_max_batch_entries was lowered.
+    sixty_days = 60 * 24 * 3600
+    service = "ship-recorded-over-limit"
+    path = tmp_path / "app.log"
+    _write_numbered(path, [(60, 1), (sixty_days, 2)] + [(60, n) for n in range(3, 13)])
+    command = ["logs", "ship", str(path), "--service", service]
+    command += ["--positions", str(tmp_path / "positions.json")]
+
+    first = run(capsys, live.address, *command, "--batch-size", "12")
+    status, _, err = run(capsys, few_entries.address, *command, "--batch-size", "5")
+
+    assert first[0] == 3, first[2]
+    assert status == 2, err
+    assert "a batch of 12 entries" in err
+    assert "the server's limit of 10 (log_max_batch_entries)" in err
+    assert "records these lines" in err
+    assert "Raise log_max_batch_entries to 12 or more for one rerun" in err
+    assert "--batch-size 10 or less" not in err
+    assert list_all(few_entries.stub, services=[service]) == []
+
+
 def test_ship_batch_size_over_server_limit(few_entries, tmp_path, capsys):
     path = write_log(tmp_path, *long_lines(30, 10))
 
