@@ -58,7 +58,7 @@ class GroupWriter(Generic[_Item, _Result]):
     Args:
       write_group: writes a group of items in one transaction and returns
         one result per item, in order. When it raises, it must have written
-        nothing, unless the transaction's COMMIT got no answer.
+        nothing, unless the transaction's COMMIT got no reply.
       max_items: maximum number of items in one group.
     """
 

@@ -327,9 +327,9 @@ def _key_filled_by_gateway(context: grpc.ServicerContext) -> bool:
     """Return whether the gateway filled in the call's request_id.
 
     Such a key can repeat only in the gateway's own retries of this call, so
-    the look-up of an earlier request before the write is left out: a retry
-    whose first attempt was stored fails on the key's unique index, and the
-    write's second attempt replays the stored expense.
+    the create skips its look-up of an earlier request before the write. A
+    retry whose first attempt was stored fails on the key's unique index, and
+    the write's second attempt then replays the stored expense.
     """
     return any(
         key == FILLED_REQUEST_ID_KEY for key, _ in context.invocation_metadata() or ()
@@ -340,7 +340,7 @@ def _own_committed_create(session: Session, create: _NewExpense) -> pb.Expense |
     """Return the expense that this very create stored, if it did.
 
     A create with a generated id whose group commit failed writes again
-    alone. When the group's COMMIT reached the database but its answer was
+    alone. When the group's COMMIT reached the database but its reply was
     lost, the row is there already, under the id that the server generated
     for this call and for no other. The stored expense is then this call's
     own write, and it is returned when it holds the request's values.

@@ -90,7 +90,7 @@ LIST_PAGE_SIZE = 1000
 # and at most a tenth of the time left. The fraction covers grpc's rounding:
 # C core sends a deadline rounded up to about three significant digits, so a
 # client's 10 s arrives as up to 10.1 s and its 150 s as up to 151 s (grpcio
-# 1.85). The gateway sees the longer deadline while the client keeps its own.
+# 1.85). The gateway receives the longer deadline while the client keeps its own.
 RESPONSE_RESERVE_SECONDS = 0.2
 RESPONSE_RESERVE_FRACTION = 0.02
 RESPONSE_RESERVE_MAX_SECONDS = 5.0

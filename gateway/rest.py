@@ -725,7 +725,7 @@ class RestFront:
         watch = None
         if self._auth is not None:
             # The credential was accepted a moment ago, so unless
-            # auth_cache_seconds is 0 the cache answers this check. It starts
+            # auth_cache_seconds is 0 the cache serves this check. It starts
             # the checks during the stream.
             try:
                 _, watch = await self._auth.authenticate_stream(
@@ -1026,7 +1026,7 @@ def _stream_deadline_status(timeout: float, resumable: bool) -> status_pb2.Statu
 
     `resumable` is whether the stream's messages carry a resume token. A new
     request without it starts at the newest entry and misses those written
-    in between, so the message says to send it.
+    in between, so the message asks the client to send it.
     """
     if resumable:
         advice = (

@@ -9,7 +9,7 @@ or no longer has the method's scope, the call ends with the error of that
 check: UNAUTHENTICATED or PERMISSION_DENIED, with a message that gives the reason
 and what to send next.
 
-A check that user_service cannot answer (UNAVAILABLE) leaves the call open
+A check that fails because user_service is unavailable leaves the call open
 and is retried at the next interval, so that a user_service restart does not
 end every tail. The credential's expiry time is known at the gateway, so an
 expired credential ends the call even then.
@@ -32,12 +32,12 @@ _LOGGER = logging.getLogger(__name__)
 # Seconds between the checks of an open call's credential when
 # `auth_cache_seconds` is 0, which checks every call.
 MIN_RECHECK_SECONDS = 1.0
-# Seconds after a credential's expiry time at which the gateway checks it, so
-# that user_service, whose clock may lag the gateway's a little, sees it
-# expired too.
+# Seconds after a credential's expiry time at which the gateway checks it.
+# user_service's clock may lag the gateway's a little, and it must also find
+# the credential expired.
 EXPIRY_MARGIN_SECONDS = 0.05
 # ErrorInfo reason of every rejected credential, at the start of a call or
-# during it; `auth.CREDENTIAL_REASON_KEY` in its metadata says why.
+# during it. `auth.CREDENTIAL_REASON_KEY` in its metadata gives the cause.
 CREDENTIAL_INVALID = "CREDENTIAL_INVALID"
 
 Item = TypeVar("Item")

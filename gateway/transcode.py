@@ -655,7 +655,7 @@ def _check_offset_sign(text: str, name: str, subject: str) -> None:
 
     In a query string `+` stands for a space, so an unencoded
     `...T22:10:40+02:00` arrives as `...T22:10:40 02:00`. The parse error
-    alone would not say why, so the message says how to send the `+`.
+    alone would not explain it, so the message shows how to send the `+`.
     """
     match = _SPACE_FOR_PLUS.match(text)
     if match is None:

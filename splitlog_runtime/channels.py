@@ -4,7 +4,7 @@ Every channel gets message size limits and keepalive pings. Unless a caller
 turns it off, it also gets a retry policy that retries only UNAVAILABLE, with
 throttling so retries stop when a backend fails often. The services return
 UNAVAILABLE before they change anything, or for a write with a `request_id`
-whose commit got no answer (a retry returns what it stored), so repeating
+whose commit got no reply (a retry returns what it stored), so repeating
 such a call is safe. A write without a `request_id` whose commit got no
 answer fails with UNKNOWN instead, which is never retried. The gateway gives
 every create that takes a `request_id` one before it forwards it

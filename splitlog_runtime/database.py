@@ -129,7 +129,7 @@ class CommitOutcomeUnknown(sqlalchemy_exc.OperationalError):
     """The connection dropped while a write transaction's COMMIT was on its way.
 
     The server may have committed the transaction before the connection
-    went, or not: nothing tells which. A caller must not report the write as
+    went, or not: nothing shows which. A caller must not report the write as
     failed and safe to repeat. The error interceptor tells the client so
     (`splitlog_runtime.interceptor`). It is an OperationalError, so code that
     handles a dropped connection still handles it.

@@ -23,7 +23,7 @@ class FailureLog:
 
     Args:
       logger: the logger to write to.
-      what: the calls, in plural, for the recovery line, such as
+      calls: the calls, in plural, for the recovery line, such as
         "membership checks with user_service".
       interval: minimum seconds between two warnings of one run of failures.
       clock: monotonic seconds; tests may pass their own.
@@ -32,12 +32,12 @@ class FailureLog:
     def __init__(
         self,
         logger: logging.Logger,
-        what: str,
+        calls: str,
         interval: float = SUMMARY_INTERVAL_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._logger = logger
-        self._what = what
+        self._calls = calls
         self._interval = interval
         self._clock = clock
         self._lock = threading.Lock()
@@ -91,7 +91,7 @@ class FailureLog:
             self._failures = self._unlogged = 0
         self._logger.info(
             "%s succeed again after %d failures in %.1fs",
-            self._what,
+            self._calls,
             failures,
             now - started,
         )

@@ -245,12 +245,12 @@ COMMIT_RETRY_DELAY = 1.0
 
 
 def commit_outcome_unknown(request: Any) -> DomainError:
-    """Build the client's error for a write whose COMMIT got no answer.
+    """Build the client's error for a write whose COMMIT got no reply.
 
     A request with a `request_id` may be sent again as it was: the retry
     returns what the first call stored, or stores it once. So it gets
     UNAVAILABLE, which channels retry. Any other write gets UNKNOWN, which
-    no retry policy repeats, and a message that says the write may be stored.
+    no retry policy repeats, and a message that the write may be stored.
     """
     start = (
         "the database connection dropped while the change was being committed, "

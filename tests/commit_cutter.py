@@ -89,7 +89,7 @@ class _Connection:
                 if claimed and COMMIT_MESSAGE in data:
                     self._cutting = True
                     self._server.sendall(data)
-                    # The server answers once it has committed.
+                    # The server replies once it has committed.
                     self._committed.wait(10)
                     self._cutter.cut.set()
                     break

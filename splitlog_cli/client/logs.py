@@ -1287,7 +1287,7 @@ class _Shipper:
         # A batch sent again keeps its lines whatever the limits of this run,
         # so that it keeps its request id.
         # After the server's log_max_batch_entries was lowered below the size
-        # of such a batch, a rerun fails on it and says how to get past it.
+        # of such a batch, a rerun fails on it with a message that names the fix.
         whole = self.tracker is not None and self.tracker.sends_again(line)
         too_large = batch.size + entry_bytes > self.args.batch_bytes
         if batch.entries and too_large and not whole:

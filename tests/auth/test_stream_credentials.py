@@ -31,7 +31,7 @@ from tests.gateway.support import LoopThread
 SECRET = "stream-credentials-secret-" + "k" * 40
 PASSWORD = "correct horse battery staple"
 TIMEOUT = 10.0
-# Seconds that a test waits for an open call to end; the gateway checks every
+# Seconds that a test waits for an open call to end. The gateway checks every
 # 0.5 s, and a tail without entries sends a keep-alive message every 10 s.
 STREAM_TIMEOUT = 30.0
 ACCESS_TOKEN_SECONDS = 4
@@ -245,8 +245,8 @@ def test_revoked_key_ends_rest_tail(channel, admin, live):
 
 
 def test_write_stream_without_deadline_outlives_default_deadline(live, channel, admin):
-    # The gateway's default deadline is for calls that answer at once; a
-    # write stream without a deadline stays open, like a tail.
+    # The gateway's default deadline applies to unary calls. A write stream
+    # without a deadline stays open, like a tail.
     _, secret = _create_key(channel, admin, ["logs:write"])
     service = _service()
     pause = live.gateway.config.deadline_seconds + 1.5

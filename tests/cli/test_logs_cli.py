@@ -2868,7 +2868,7 @@ def test_stats_step_too_many_buckets(capsys, args, counted):
 
 def test_stats_step_too_short_without_since(live, capsys):
     # Without --since the range starts at the oldest matching entry, which
-    # only the server knows.
+    # only the server can find.
     service = f"oldest-{uuid.uuid4().hex[:8]}"
     entry = logs_pb2.LogEntry(service=service, message="two days old")
     entry.timestamp.FromNanoseconds(time.time_ns() - 2 * 86400 * 10**9)
