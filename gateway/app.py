@@ -19,9 +19,7 @@ import grpc
 import uvicorn
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import ServiceDescriptor
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
-from grpc_reflection.v1alpha import reflection, reflection_pb2
 from starlette.middleware.cors import CORSMiddleware
 
 from gateway.aggregate import GatewayViews
@@ -51,8 +49,8 @@ from gateway.services import (
     public_services,
 )
 from log_service.model import Limits
+from splitlog_runtime import reflection as server_reflection
 from splitlog_runtime.config import Config, cors_origins, trusted_proxies
-from splitlog_runtime.descriptors import copy_pool
 from splitlog_runtime.errors import DomainError, Unimplemented
 from splitlog_runtime.interceptor import AsyncErrorInterceptor
 from splitlog_runtime.server import server_options
@@ -253,10 +251,9 @@ def _reflection_pool(
     list nor describe an internal service, unless an exposed file imports the
     file that declares it.
     """
-    # Error details travel as google.protobuf.Any; clients such as grpcurl
-    # resolve their types through reflection to print them.
-    files = [descriptor.file for descriptor in descriptors]
-    return copy_pool([*files, error_details_pb2.DESCRIPTOR])
+    return server_reflection.reflection_pool(
+        [descriptor.file for descriptor in descriptors]
+    )
 
 
 def _http_routes(descriptors: list[ServiceDescriptor]):
@@ -350,17 +347,10 @@ async def build(
     for name in [OVERALL, *names]:
         await health_servicer.set(name, NOT_SERVING)
     if config.reflection:
-        reflection.enable_server_reflection(
-            [*names, _HEALTH_SERVICE, reflection.SERVICE_NAME],
+        server_reflection.enable_reflection(
+            [*names, _HEALTH_SERVICE],
             server,
-            pool=_reflection_pool(
-                [s.descriptor for s in services]
-                + own_services
-                + [
-                    health_pb2.DESCRIPTOR.services_by_name["Health"],
-                    reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"],
-                ]
-            ),
+            _reflection_pool([s.descriptor for s in services] + own_services),
         )
 
     try:

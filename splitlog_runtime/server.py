@@ -27,9 +27,8 @@ from typing import Any, NamedTuple
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from splitlog_runtime import limits
+from splitlog_runtime import limits, reflection
 from splitlog_runtime.interceptor import ErrorInterceptor
 
 _LOGGER = logging.getLogger(__name__)
@@ -372,13 +371,10 @@ def create_server(
     for service in ["", *names]:
         health_servicer.set(service, NOT_SERVING)
     if reflection_enabled:
-        reflection.enable_server_reflection(
-            [
-                *names,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ],
+        reflection.enable_reflection(
+            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name],
             server,
+            reflection.reflection_pool(reflection.files_of_services(names)),
         )
     try:
         port = server.add_insecure_port(address)

@@ -92,6 +92,19 @@ def test_reflection_open_with_auth(channel):
     assert GATEWAY_SERVICE in names
 
 
+def test_reflection_v1_open_with_auth(channel):
+    call = channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    replies = list(call(iter([request]), timeout=TIMEOUT))
+    names = {service.name for service in replies[0].list_services_response.service}
+    assert "grpc.reflection.v1.ServerReflection" in names
+    assert GATEWAY_SERVICE in names
+
+
 def test_stream_without_credential_rejected(channel):
     tail = channel.unary_stream("/splitlog.logs.v1.LogsService/TailLogEntries")
     with pytest.raises(grpc.RpcError) as raised:
