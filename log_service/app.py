@@ -2,7 +2,8 @@
 
 `build` starts the router: the public LogsService, OTLP's
 `opentelemetry.proto.collector.logs.v1.LogsService/Export`, the coordinator
-that polls the nodes, and the retention thread. The nodes start elsewhere:
+that polls the nodes, a health entry per shard (see `shard_health`), and the
+retention thread. The nodes start elsewhere:
 `splitlog_cli.components.start_log_nodes` runs them all in one process for
 `splitlog up`, and `splitlog serve log_node` runs one.
 """
@@ -31,6 +32,7 @@ from log_service.router import (
     add_logs_servicer_to_server,
     add_otlp_servicer_to_server,
 )
+from log_service.shard_health import ShardHealth
 from log_service.sharding import sharder_from_config, topology_from_config
 from splitlog.logs.v1 import logs_service_pb2
 from splitlog_runtime import auth, private_files
@@ -147,6 +149,11 @@ def build_router(
         clients.close()
         servicer.shut_down_stream_pool()
         raise
+    shard_health = ShardHealth(host.health, topology.shard_ids)
+    coordinator.add_round_listener(
+        lambda: shard_health.update(coordinator.leaders_responding())
+    )
+    shard_health.update(coordinator.leaders_responding())
     enforcer.start()
     # Runs last: once the node channels are closed, the running stream
     # batches end at once.

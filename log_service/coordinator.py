@@ -33,7 +33,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -395,6 +395,7 @@ class Coordinator:
         self._blind_run = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._round_listeners: list[Callable[[], None]] = []
         self._pool = futures.ThreadPoolExecutor(
             max_workers=max(4, len(self._addresses)), thread_name_prefix="log-coord"
         )
@@ -463,6 +464,14 @@ class Coordinator:
                     return
                 self._lock.wait(remaining)
 
+    def add_round_listener(self, listener: Callable[[], None]) -> None:
+        """Call `listener` on the poller thread after each poll round.
+
+        A listener that raises is logged, and the poller goes on.
+        """
+        with self._lock:
+            self._round_listeners.append(listener)
+
     # Views for the router
 
     def state(self, shard: str) -> ShardState:
@@ -501,6 +510,24 @@ class Coordinator:
                 )
                 for state in self._states.values()
             ]
+
+    def leaders_responding(self) -> dict[str, bool]:
+        """Return, for each shard, whether its leader responded to the latest poll.
+
+        A shard without a leader, or whose leader missed the latest poll or
+        did not list the shard, maps to False. GetClusterStatus reports
+        exactly those shards as HEALTH_UNAVAILABLE.
+        """
+        with self._lock:
+            return {
+                shard: self._leader_responds(state)
+                for shard, state in self._states.items()
+            }
+
+    def _leader_responds(self, state: ShardState) -> bool:
+        if state.leader is None or not self._tracks[state.leader].reachable:
+            return False
+        return self._replica(state.leader, state.shard) is not None
 
     def cluster_status(self) -> logs_service_pb2.GetClusterStatusResponse:
         """Build the GetClusterStatus response from the latest polls."""
@@ -566,7 +593,7 @@ class Coordinator:
             if node not in state.in_sync or not follower.reachable:
                 degraded = True
             status.followers.append(follower)
-        if state.leader is None or leader_replica is None:
+        if not self._leader_responds(state):
             status.health = logs_service_pb2.HEALTH_UNAVAILABLE
         elif degraded:
             status.health = logs_service_pb2.HEALTH_DEGRADED
@@ -623,6 +650,12 @@ class Coordinator:
         with self._lock:
             self._rounds += 1
             self._lock.notify_all()
+            listeners = list(self._round_listeners)
+        for listener in listeners:
+            try:
+                listener()
+            except Exception:
+                _LOGGER.exception("log coordinator: a poll round listener failed")
 
     def _poll_nodes(self) -> None:
         request = replication_service_pb2.GetNodeStatusRequest()

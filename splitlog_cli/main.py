@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from importlib import metadata
 
 from gateway.services import public_services
+from log_service.shard_health import shard_of_health_name
 from splitlog_cli import admin_key, serve, settings, up
 from splitlog_cli import client as client_commands
 from splitlog_cli.client.command import add_token_argument
@@ -106,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
         "service",
         nargs="?",
         default="",
-        help="full service name to check, such as splitlog.users.v1.UsersService; "
-        "empty checks the whole server",
+        help="full service name to check, such as splitlog.users.v1.UsersService, "
+        "or one log shard at the router, such as "
+        "splitlog.logs.v1.LogsService/shard-0; empty checks the whole server",
     )
     health.add_argument(
         "--timeout",
@@ -343,6 +345,13 @@ def _health_hint(
             f"{args.address} does not report on the service {args.service!r}; "
             "give a full service name such as splitlog.users.v1.UsersService, "
             "or none for the whole server"
+        )
+    shard = shard_of_health_name(args.service)
+    if status == "NOT_SERVING" and shard is not None:
+        return (
+            f"log shard {shard!r} at {args.address} has no leader that responds, "
+            "so writes to it fail with UNAVAILABLE; `splitlog logs cluster` "
+            "shows its nodes, and the router's log says when a leader returns"
         )
     if status == "NOT_SERVING":
         return (
