@@ -83,7 +83,16 @@ def read_head(path: str) -> tuple[str, int]:
     and is shorter than _HEAD_BYTES, or else 0.
     """
     with open(path, "rb") as file:
-        head = file.readline(_HEAD_BYTES)
+        return read_head_at(file.fileno(), os.fstat(file.fileno()).st_size)
+
+
+def read_head_at(descriptor: int, size: int) -> tuple[str, int]:
+    """Return what `read_head` does for an open file, reading only its
+    first `size` bytes and leaving its offset where it was."""
+    head = os.pread(descriptor, min(_HEAD_BYTES, size), 0)
+    end = head.find(b"\n")
+    if end >= 0:
+        head = head[: end + 1]
     unterminated = 0 < len(head) < _HEAD_BYTES and not head.endswith(b"\n")
     return bytes_digest(head), len(head) if unterminated else 0
 
@@ -94,11 +103,18 @@ def head_matches(path: str, record: Position) -> bool:
     When the recorded first line had no line ending, the file's first
     `record.head_bytes` bytes must match it, so the line may have grown.
     """
-    if not record.head_bytes:
-        return read_head(path)[0] == record.head
     with open(path, "rb") as file:
-        head = file.read(record.head_bytes)
-    return len(head) == record.head_bytes and bytes_digest(head) == record.head
+        return head_matches_at(file.fileno(), record.head, record.head_bytes)
+
+
+def head_matches_at(descriptor: int, head: str, head_bytes: int) -> bool:
+    """Return what `head_matches` does for an open file and the `head` and
+    `head_bytes` of a record."""
+    if not head_bytes:
+        size = os.fstat(descriptor).st_size
+        return read_head_at(descriptor, size)[0] == head
+    start = os.pread(descriptor, head_bytes, 0)
+    return len(start) == head_bytes and bytes_digest(start) == head
 
 
 @dataclass
@@ -132,6 +148,12 @@ class Position:
     # because the server rejected entries of it for a reason that a rerun
     # may change, in file order.
     retry: list[list[int]] = field(default_factory=list)
+    # The bytes of the file up to the end of `line` (up to `line_bytes` of
+    # it when it had no line ending), and the digest of those bytes. A file
+    # with fewer bytes, or other ones, is another file. Records of earlier
+    # versions have 0 and "".
+    offset: int = 0
+    prefix: str = ""
 
 
 def _valid_record(record: dict[str, Any]) -> bool:
@@ -307,10 +329,20 @@ class LineReader:
     The reader ends there, even when the file has grown since, so that the
     line is the last one read and a line completed meanwhile does not come
     out as two lines.
+
+    With a `limit`, the reader ends before a line that starts at or after
+    byte `limit`, such as the size of the file when it was opened. A line
+    that starts before it is read whole, up to its line ending.
+
+    With `digest`, the reader keeps a SHA-256 digest of the bytes read, so
+    that `prefix_digest` can name the bytes up to a line.
     """
 
-    def __init__(self, file: BinaryIO) -> None:
+    def __init__(
+        self, file: BinaryIO, limit: int | None = None, digest: bool = False
+    ) -> None:
         self._file = file
+        self._limit = limit
         self._line_done = True
         self._at_end = False
         # The bytes of the last line read, line ending included, and whether
@@ -318,9 +350,18 @@ class LineReader:
         # first read's only.
         self.line = b""
         self.terminated = True
+        # The bytes read from the start of the file, and where the last line
+        # read starts.
+        self.offset = 0
+        self.line_start = 0
+        self._hash = hashlib.sha256() if digest else None
+        self._hash_before_line = hashlib.sha256() if digest else None
 
     def readline(self, size: int = -1) -> bytes:
         if self._at_end:
+            return b""
+        if self._line_done and self._limit is not None and self.offset >= self._limit:
+            self._at_end = True
             return b""
         data = self._file.readline(size)
         if not data:
@@ -328,8 +369,28 @@ class LineReader:
             return data
         if self._line_done:
             self.line = data
+            self.line_start = self.offset
+            if self._hash is not None:
+                self._hash_before_line = self._hash.copy()
+        self.offset += len(data)
+        if self._hash is not None:
+            self._hash.update(data)
         self.terminated = data.endswith(b"\n")
         self._line_done = self.terminated
         if not self.terminated and (size < 0 or len(data) < size):
             self._at_end = True
         return data
+
+    def prefix_digest(self, line_bytes: int = 0) -> str:
+        """Return the digest of the bytes read, as a record stores it.
+
+        With `line_bytes`, the digest covers the bytes before the last line
+        read and the first `line_bytes` bytes of that line. Needs `digest`.
+        """
+        if self._hash is None:
+            raise ValueError("the reader keeps no digest")
+        if not line_bytes:
+            return self._hash.hexdigest()[:32]
+        partial = self._hash_before_line.copy()
+        partial.update(self.line[:line_bytes])
+        return partial.hexdigest()[:32]

@@ -144,3 +144,50 @@ def test_retry_lines_in_ascending_order():
     assert [line for line in range(1, 15) if retry_lines.contains(line)] == [
         3, 4, 7, 9, 10, 11, 12,
     ]  # fmt: skip
+
+
+def _read_all(reader: ship_positions.LineReader) -> list[bytes]:
+    return list(iter(reader.readline, b""))
+
+
+def test_line_reader_stops_at_limit(tmp_path):
+    path = tmp_path / "app.log"
+    path.write_bytes(b"one\ntwo\nthree\n")
+
+    with open(path, "rb") as file:
+        at_line_end = _read_all(ship_positions.LineReader(file, limit=4))
+    with open(path, "rb") as file:
+        within_line = _read_all(ship_positions.LineReader(file, limit=5))
+
+    # A line that starts before the limit is read whole.
+    assert at_line_end == [b"one\n"]
+    assert within_line == [b"one\n", b"two\n"]
+
+
+def test_line_reader_prefix_digest(tmp_path):
+    path = tmp_path / "app.log"
+    path.write_bytes(b"one\ntwo\nthree\n")
+
+    with open(path, "rb") as file:
+        reader = ship_positions.LineReader(file, digest=True)
+        reader.readline()
+        reader.readline()
+        whole = reader.prefix_digest()
+        partial = reader.prefix_digest(2)
+
+    assert (reader.line_start, reader.offset) == (4, 8)
+    assert whole == ship_positions.bytes_digest(b"one\ntwo\n")
+    assert partial == ship_positions.bytes_digest(b"one\ntw")
+
+
+def test_read_head_at_stops_at_size(tmp_path):
+    path = tmp_path / "app.log"
+    path.write_bytes(b"first line\nsecond\n")
+
+    with open(path, "rb") as file:
+        head, head_bytes = ship_positions.read_head_at(file.fileno(), 5)
+        offset = file.tell()
+
+    assert head == ship_positions.bytes_digest(b"first")
+    assert head_bytes == 5
+    assert offset == 0
