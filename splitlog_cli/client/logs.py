@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import shlex
 import signal
 import stat
 import sys
@@ -66,7 +67,7 @@ from log_service.timefmt import (
 from log_service.wal import encode_varint
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
 from splitlog.logs.v1 import logs_service_pb2_grpc as logs_grpc
-from splitlog_cli.client import render, ship_input, ship_positions
+from splitlog_cli.client import render, ship_file, ship_input, ship_positions
 from splitlog_cli.client.command import (
     Context,
     PartialFailure,
@@ -394,17 +395,20 @@ def ship_files(
     reads_stdin = ship_input.STDIN_ARGUMENT in args.files
     files = [path for path in args.files if path != ship_input.STDIN_ARGUMENT]
     # The size of standard input is unknown, so it gets no progress bar.
-    progress = _Progress(sys.stderr, _total_bytes(files), enabled=not reads_stdin)
+    sizes = _file_sizes(files)
+    progress = _Progress(sys.stderr, sum(sizes), enabled=not reads_stdin)
     zone = args.zone or context.time_zone
     positions = _positions_file(args)
     with _LogsClient(context.address, DEFAULT_TIMEOUT, context.tls) as client:
         shipper = _Shipper(client, args)
         try:
+            file_sizes = iter(sizes)
             for path in args.files:
                 if path == ship_input.STDIN_ARGUMENT:
                     _ship_stdin(shipper, zone, progress, flush_seconds)
                 else:
-                    _ship_file(shipper, path, zone, progress, positions)
+                    size = next(file_sizes)
+                    _ship_file(shipper, path, zone, progress, positions, size)
         except KeyboardInterrupt:
             progress.abandon()
             _stop_after_interrupt(context, shipper)
@@ -784,13 +788,13 @@ def _rejection_counts(
     return pairs
 
 
-def _total_bytes(paths: list[str]) -> int:
-    """Return the size of all files, rejecting anything but regular files.
+def _file_sizes(paths: list[str]) -> list[int]:
+    """Return the size of each file, rejecting anything but regular files.
 
     A device such as /dev/zero never ends and a FIFO can block forever, so
     only regular files are shipped.
     """
-    total = 0
+    sizes = []
     for path in paths:
         try:
             info = os.stat(path)
@@ -799,8 +803,8 @@ def _total_bytes(paths: list[str]) -> int:
         if not stat.S_ISREG(info.st_mode):
             kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
             raise UsageError(f"cannot read {path}: it is {kind}; give a log file")
-        total += info.st_size
-    return total
+        sizes.append(info.st_size)
+    return sizes
 
 
 def _positions_file(args: argparse.Namespace) -> ship_positions.PositionsFile | None:
@@ -825,16 +829,50 @@ def _ship_file(
     zone: str,
     progress: _Progress,
     positions: ship_positions.PositionsFile | None,
+    size_at_start: int,
 ) -> None:
-    args = shipper.args
+    """Ship the lines of one FILE argument, as the file was when it was opened.
+
+    `size_at_start` is the size of the file in the progress bar's total.
+    """
     shipper.position.argument = shipper.position.path = path
     real_path = os.path.realpath(path)
     try:
-        tracker = _FileTracker.open(positions, args, real_path, path)
+        opened = ship_file.OpenedFile(path)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    with opened:
+        # The file may have grown or been replaced since the bar's total.
+        progress.total = max(1, progress.total + opened.size - size_at_start)
+        try:
+            _ship_opened_file(shipper, opened, real_path, zone, progress, positions)
+        except _ChangedWhileShipping as changed:
+            print(_changed_while_shipping_message(shipper, changed), file=sys.stderr)
+        finally:
+            shipper.tracker = None
+            shipper.opened = None
+
+
+def _ship_opened_file(
+    shipper: _Shipper,
+    opened: ship_file.OpenedFile,
+    real_path: str,
+    zone: str,
+    progress: _Progress,
+    positions: ship_positions.PositionsFile | None,
+) -> None:
+    args = shipper.args
+    path = shipper.position.path
+    try:
+        tracker = _FileTracker.open(positions, args, real_path, path, opened)
+        shipper.opened = opened
         while True:
-            with open(path, "rb") as file:
-                reader = ship_positions.LineReader(file)
-                empty_before = shipper.empty_lines
+            counts_before = (shipper.empty_lines, shipper.position.lines_read)
+            done_before = progress.done
+            try:
+                if tracker is not None:
+                    tracker.check_recorded_line(opened)
+                reader = opened.read_from_start(digest=tracker is not None)
                 skipped_up_to = 0
                 if tracker is not None and tracker.skip:
                     skipped_up_to = tracker.record.line
@@ -845,34 +883,55 @@ def _ship_file(
                     default_zone=zone,
                     year=args.year,
                     file_name=Path(real_path).name,
-                    fallback_time_ns=os.stat(path).st_mtime_ns,
+                    fallback_time_ns=opened.mtime_ns,
                     max_line_bytes=CLIENT_MAX_MESSAGE_BYTES,
                     on_empty=shipper.empty_line_counter(skipped_up_to),
                 )
                 if tracker is not None:
                     entries = tracker.skip_stored(entries, reader, progress)
                 shipper.tracker = tracker
-                try:
-                    if tracker is not None:
-                        tracker.check_recorded_line(path)
-                    shipper.ship(entries, real_path, progress)
-                except _FileChanged:
-                    # Nothing was sent yet: every line so far was skipped.
-                    # NOTE: not so for a file with batches to send again
-                    # that changed after `check_recorded_line` read it. Some
-                    # of those batches may then have been sent, and the
-                    # start from line 1 can store their lines a second time
-                    # when it batches them otherwise.
-                    shipper.empty_lines = empty_before
-                    tracker.start_over()
-                    continue
+                shipper.ship(entries, real_path, progress)
+            except _FileChanged:
+                # Nothing was sent yet, except batches to send again whose
+                # bytes are the ones that `check_recorded_line` read.
+                shipper.empty_lines, shipper.position.lines_read = counts_before
+                progress.done = done_before
+                tracker.start_over()
+                continue
             return
     except ValueError as exc:
         raise invalid("--zone", zone, str(exc)) from None
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-    finally:
-        shipper.tracker = None
+
+
+class _ChangedWhileShipping(Exception):
+    """The file was truncated or replaced under the reader during the run."""
+
+    def __init__(self, reason: str, first_unsent: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.first_unsent = first_unsent
+
+
+def _changed_while_shipping_message(
+    shipper: _Shipper, changed: _ChangedWhileShipping
+) -> str:
+    """Say that a file changed under `logs ship`, what it did not ship, and
+    how to ship the rest."""
+    path = shipper.position.path
+    line = changed.first_unsent
+    return (
+        f"splitlog logs ship: {path} was truncated or replaced while it was "
+        f"shipped ({changed.reason}), as a rotation by copy and truncate does. "
+        f"The lines read after that may be parts of the new content, so it "
+        f"sent no more of the file: the lines from line {line} on of the file "
+        "as it was before were not shipped. If the rotation copied the file, "
+        f"ship those lines from the copy, such as with `tail -n +{line} COPY | "
+        f"splitlog logs ship - --service {shlex.quote(shipper.args.service)} "
+        "--source-name COPY`, where COPY is the path of the copy. Run the same "
+        f"command again to ship the new content of {path} from line 1."
+    )
 
 
 class _FileChanged(Exception):
@@ -916,6 +975,13 @@ class _FileTracker:
         # Lines after which a batch is cut: the last line of the pending
         # batch, and the recorded cuts of earlier runs.
         self.cut_lines: set[int] = set()
+        # The bytes read and their digest at the end of each line yielded
+        # and not yet acknowledged, which the record takes when its batch
+        # is acknowledged.
+        self._ends: dict[int, tuple[int, str]] = {}
+        # The same at the end of each batch to send again, as
+        # `check_recorded_line` read them.
+        self._checked_ends: dict[int, tuple[int, str]] = {}
         if skip:
             retry_ends = {last for _, last in record.retry}
             self.cut_lines = {*record.cuts, record.pending_last, *retry_ends} - {0}
@@ -929,36 +995,56 @@ class _FileTracker:
         args: argparse.Namespace,
         real_path: str,
         label: str,
+        opened: ship_file.OpenedFile,
     ) -> _FileTracker | None:
-        """Load the record of a file; None without a positions file."""
+        """Load the record of a file; None without a positions file.
+
+        `opened` is the file, whose identity the record must have.
+        """
         if positions is None:
             return None
-        info = os.stat(real_path)
-        head, head_bytes = ship_positions.read_head(real_path)
         current = ship_positions.Position(
-            device=info.st_dev, inode=info.st_ino, head=head, head_bytes=head_bytes
+            device=opened.device,
+            inode=opened.inode,
+            head=opened.head,
+            head_bytes=opened.head_bytes,
         )
         saved = positions.load(args.service, real_path)
         same_file = (
             saved is not None
             and (saved.device, saved.inode) == (current.device, current.inode)
-            and ship_positions.head_matches(real_path, saved)
+            and ship_positions.head_matches_at(
+                opened.file.fileno(), saved.head, saved.head_bytes
+            )
         )
+        truncated = same_file and saved.offset > opened.size
         if same_file and saved.head_bytes:
             # The first line has grown since: check the longer line from now on.
             saved.head, saved.head_bytes = current.head, current.head_bytes
-        if saved is not None and not same_file and saved.line:
+        if truncated and saved.line:
+            print(
+                f"splitlog logs ship: {label} has {opened.size:,} bytes, fewer "
+                f"than the {saved.offset:,} bytes up to line {saved.line} that "
+                "an earlier run shipped (it was truncated, such as by a rotation "
+                "by copy and truncate), so it is shipped from line 1",
+                file=sys.stderr,
+            )
+        elif saved is not None and not same_file and saved.line:
             print(
                 f"splitlog logs ship: {label} is not the file that an earlier "
                 "run shipped (it was rotated or replaced), so it is shipped "
                 "from line 1",
                 file=sys.stderr,
             )
-        record = saved if same_file else current
+        record = saved if same_file and not truncated else current
         # --fresh-ids stores the file again, so it skips nothing.
-        return cls(
+        tracker = cls(
             positions, args.service, real_path, label, record, not args.fresh_ids
         )
+        # The record of the truncated file has the same identity and a later
+        # line, which a save would otherwise keep.
+        tracker.started_over = truncated
+        return tracker
 
     def skip_stored(
         self,
@@ -984,13 +1070,20 @@ class _FileTracker:
         sends_again = bool(retry)
         for line, entry in entries:
             if line == last:
-                if not self._is_recorded_line(entry.message, reader.line):
+                if not self._is_recorded_line(entry.message, reader):
                     raise _FileChanged
                 found = True
                 self._say_skipped(last, sends_again)
             elif line > last and not found:
                 raise _FileChanged
             if line > last or retry_lines.contains(line):
+                end = (reader.offset, reader.prefix_digest())
+                checked = self._checked_ends.get(line)
+                if checked is not None and checked != end:
+                    # The batch ends here, and its bytes differ from those
+                    # checked before: sent now, it could store lines twice.
+                    raise _FileChanged
+                self._ends[line] = end
                 if not reader.terminated:
                     self.unterminated = (line, reader.line)
                 yield line, entry
@@ -1007,33 +1100,39 @@ class _FileTracker:
         """
         return self.skip and line <= self.record.line
 
-    def check_recorded_line(self, path: str) -> None:
+    def check_recorded_line(self, opened: ship_file.OpenedFile) -> None:
         """Check the recorded line before batches are sent again.
 
         Their lines come before the recorded line, so reading the file once
-        could send them before finding that it changed.
+        could send them before finding that it changed. This pass keeps the
+        digest of the bytes up to the end of each of those batches, and
+        `skip_stored` sends a batch only when it read the same bytes.
 
         Raises:
           _FileChanged: the recorded line has another text or is empty, or
             the file ends before it.
         """
+        self._checked_ends = {}
         if not (self.skip and self.record.retry):
             return
-        with open(path, "rb") as file:
-            reader = ship_positions.LineReader(file)
-            lines = read_numbered_stream(reader, CLIENT_MAX_MESSAGE_BYTES)
-            try:
-                for number, text, _ in lines:
-                    if number < self.record.line:
-                        continue
-                    if number == self.record.line and self._is_recorded_line(
-                        text, reader.line
-                    ):
-                        return
-                    break
-            except LineTooLong:
-                # Shipping stops at this line before it sends anything.
-                return
+        retry_ends = {last for _, last in self.record.retry}
+        reader = opened.read_from_start(digest=True)
+        lines = read_numbered_stream(reader, CLIENT_MAX_MESSAGE_BYTES)
+        try:
+            for number, text, _ in lines:
+                if number in retry_ends:
+                    self._checked_ends[number] = (
+                        reader.offset,
+                        reader.prefix_digest(),
+                    )
+                if number < self.record.line:
+                    continue
+                if number == self.record.line and self._is_recorded_line(text, reader):
+                    return
+                break
+        except LineTooLong:
+            # Shipping stops at this line before it sends anything.
+            return
         raise _FileChanged
 
     def _say_skipped(self, last: int, sends_again: bool) -> None:
@@ -1052,20 +1151,31 @@ class _FileTracker:
             file=sys.stderr,
         )
 
-    def _is_recorded_line(self, message: str, raw: bytes) -> bool:
+    def _is_recorded_line(
+        self, message: str, reader: ship_positions.LineReader
+    ) -> bool:
         """Return whether the line at the recorded number is the recorded line.
 
-        `message` is the line's text and `raw` its bytes as read. A line
+        `message` is the line's text, and `reader` has just read it. A line
         recorded without its line ending may have been completed since, so
-        only its recorded bytes are compared.
+        only its recorded bytes are compared. A record with the bytes up to
+        the line must also have the same bytes before it.
         """
         length = self.record.line_bytes
         if not length:
-            return ship_positions.line_digest(message) == self.record.line_digest
-        prefix = raw[:length]
+            same_line = ship_positions.line_digest(message) == self.record.line_digest
+        else:
+            prefix = reader.line[:length]
+            same_line = (
+                len(prefix) == length
+                and ship_positions.bytes_digest(prefix) == self.record.line_digest
+            )
+        if not same_line or not self.record.offset:
+            return same_line
+        offset = reader.line_start + length if length else reader.offset
         return (
-            len(prefix) == length
-            and ship_positions.bytes_digest(prefix) == self.record.line_digest
+            offset == self.record.offset
+            and reader.prefix_digest(length) == self.record.prefix
         )
 
     def start_over(self) -> None:
@@ -1085,6 +1195,10 @@ class _FileTracker:
         self.record.pending_first = self.record.pending_last = 0
         self.record.cuts = []
         self.record.retry = []
+        self.record.offset = 0
+        self.record.prefix = ""
+        self._ends = {}
+        self._checked_ends = {}
 
     def sending_last_batch(self, batch: _Batch) -> None:
         """Record the batch sent at the end of the file as pending."""
@@ -1110,6 +1224,10 @@ class _FileTracker:
         elif retry_later:
             self.record.retry.append(lines)
         self.record.line = batch.lines[-1]
+        self.record.offset, self.record.prefix = self._ends[self.record.line]
+        self._ends = {
+            line: end for line, end in self._ends.items() if line > self.record.line
+        }
         if self.unterminated is not None and self.unterminated[0] == batch.lines[-1]:
             raw = self.unterminated[1]
             self.record.line_bytes = len(raw)
@@ -1209,6 +1327,8 @@ class _Shipper:
         self._sent_ids: set[str] = set()
         # The record of the file being shipped in the positions file, if any.
         self.tracker: _FileTracker | None = None
+        # The file being shipped, checked before each batch is sent.
+        self.opened: ship_file.OpenedFile | None = None
         # Whether the server rejected entries of the batch being written for
         # a reason that a rerun may change.
         self._retry_later = False
@@ -1307,6 +1427,7 @@ class _Shipper:
         while self.batches[0].entries:
             last_batch = len(self.batches) == 1
             if last_batch:
+                self._check_file(self.batches[0])
                 self.batches.append(_Batch(self.batches[0].source))
                 if self.tracker is not None:
                     # No later line closed this batch, so a rerun over a
@@ -1342,8 +1463,23 @@ class _Shipper:
                 return batch.lines[0]
         return self.position.line
 
+    def _check_file(self, batch: _Batch) -> None:
+        """Check that the file was not truncated or replaced under the reader
+        before `batch` was read whole.
+
+        Raises:
+          _ChangedWhileShipping: it was, so the batch may contain bytes of
+            the new content.
+        """
+        if self.opened is None:
+            return
+        reason = self.opened.change()
+        if reason is not None:
+            raise _ChangedWhileShipping(reason, batch.lines[0])
+
     def _send_first(self) -> None:
         batch = self.batches[0]
+        self._check_file(batch)
         request_id = batch.request_id(self.args.service, self.args.fresh_ids)
         self._retry_later = False
         self._write(batch.entries, batch.lines, request_id)

@@ -31,9 +31,11 @@ again under their old request ids, and from then on records the batches
 to send again.
 
 A record also contains the file's device and inode numbers, a digest of its
-first line and a digest of the last acknowledged line. When one of them
-differs, the file at that path is another file (rotated, replaced, or
-truncated and written again), and the command ships it from line 1.
+first line, a digest of the last acknowledged line, and the number and
+digest of the file's bytes up to the end of that line. When one of them
+differs, or the file has fewer bytes now, the file at that path is another
+file (rotated, replaced, or truncated and written again), and the command
+ships it from line 1. Records of earlier versions have no byte count.
 A line that had no line ending yet, because its writer was still writing
 it, is recorded with its length in bytes, and a rerun accepts a line that
 starts with those bytes.

@@ -1114,11 +1114,14 @@ def test_ship_lost_response_of_last_batch(live, tmp_path, capsys):
     saved = json.loads(positions.read_text())
     (record,) = saved["files"].values()
     lines = path.read_text().splitlines()
+    first_four = "".join(f"{line}\n" for line in lines[:4]).encode()
     record.update(
         line=4,
         line_digest=ship_positions.line_digest(lines[3]),
         pending_first=5,
         pending_last=6,
+        offset=len(first_four),
+        prefix=ship_positions.bytes_digest(first_four),
     )
     positions.write_text(json.dumps(saved))
     _append_lines(path, 6, 3)
