@@ -11,7 +11,9 @@ The command reads only the lines that start before the size that the file
 had when it was opened. Lines appended after that are left to the next
 run, so the last batch of a run is the one that the positions file records
 as pending. A line that starts before that size is read whole, up to its
-line ending, even when the writer finished it later.
+line ending, even when the writer finished it later. When the path no
+longer names the file at that point, because it was renamed by a rotation,
+a rerun cannot resume it, so the command reads on to the file's end.
 
 A rotation by copy and truncate keeps the inode and empties the file under
 the reader, and the program then writes new lines from the start. The
@@ -34,6 +36,7 @@ class OpenedFile:
     """A regular file opened for reading, with what it was at the open."""
 
     def __init__(self, path: str) -> None:
+        self.path = path
         # Closed by __exit__: the object is the context manager.
         self.file = open(path, "rb")  # noqa: SIM115
         try:
@@ -68,8 +71,18 @@ class OpenedFile:
         The reader returned last is the one that `change` checks.
         """
         self.file.seek(0)
-        self._reader = ship_positions.LineReader(self.file, self.size, digest)
+        self._reader = ship_positions.LineReader(
+            self.file, self.size, digest, past_limit=self.renamed
+        )
         return self._reader
+
+    def renamed(self) -> bool:
+        """Return whether the path now names another file or none."""
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        return (info.st_dev, info.st_ino) != (self.device, self.inode)
 
     def change(self) -> str | None:
         """Say how the file was truncated or replaced under the reader since

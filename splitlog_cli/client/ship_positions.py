@@ -55,7 +55,7 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -334,17 +334,24 @@ class LineReader:
 
     With a `limit`, the reader ends before a line that starts at or after
     byte `limit`, such as the size of the file when it was opened. A line
-    that starts before it is read whole, up to its line ending.
+    that starts before it is read whole, up to its line ending. When
+    `past_limit` is given and returns True at the limit, the reader goes on
+    to the end of the file instead.
 
     With `digest`, the reader keeps a SHA-256 digest of the bytes read, so
     that `prefix_digest` can name the bytes up to a line.
     """
 
     def __init__(
-        self, file: BinaryIO, limit: int | None = None, digest: bool = False
+        self,
+        file: BinaryIO,
+        limit: int | None = None,
+        digest: bool = False,
+        past_limit: Callable[[], bool] | None = None,
     ) -> None:
         self._file = file
         self._limit = limit
+        self._past_limit = past_limit
         self._line_done = True
         self._at_end = False
         # The bytes of the last line read, line ending included, and whether
@@ -363,8 +370,10 @@ class LineReader:
         if self._at_end:
             return b""
         if self._line_done and self._limit is not None and self.offset >= self._limit:
-            self._at_end = True
-            return b""
+            if self._past_limit is None or not self._past_limit():
+                self._at_end = True
+                return b""
+            self._limit = None
         data = self._file.readline(size)
         if not data:
             self._at_end = True

@@ -256,3 +256,33 @@ def test_ship_rerun_after_truncate_same_recorded_line(live, tmp_path, capsys):
     for number in (1, 2, 3, 5):
         found = [text for text in texts if text.endswith(f"INFO y line {number}")]
         assert len(found) == 1, (number, texts)
+
+
+def test_ship_rename_during_run_reads_renamed_file(live, proxy, tmp_path, capsys):
+    service = "ship-rename-during"
+    path = tmp_path / "app.log"
+    renamed = tmp_path / "app.log.1"
+    positions = tmp_path / "positions.json"
+    path.write_text(_numbered("old", 0, 5))
+    command = ["logs", "ship", str(path), "--service", service]
+    command += ["--batch-size", "2", "--positions", str(positions)]
+
+    def rotate() -> None:
+        # The program writes two more lines before it reopens its log.
+        path.rename(renamed)
+        with open(renamed, "a", encoding="utf-8") as file:
+            file.write(_numbered("old", 5, 2))
+        path.write_text(_numbered("new", 0, 3))
+
+    proxy.before_write(1, rotate)
+    during = run(capsys, proxy.address, *command)
+    after = run(capsys, proxy.address, *command)
+    texts = _messages(live, service)
+
+    assert during[0] == 0, during[2]
+    assert re.search(r"^stored: +7$", during[1], re.M), during[1]
+    assert after[0] == 0, after[2]
+    assert "it was rotated or replaced" in after[2]
+    assert re.search(r"^stored: +3$", after[1], re.M), after[1]
+    assert len(texts) == 10
+    assert len(set(texts)) == 10
