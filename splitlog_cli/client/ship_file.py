@@ -2,10 +2,11 @@
 
 The command opens each FILE once and takes everything from that open file:
 its device and inode numbers, its size, its modification time, the first
-line that identifies it, and the lines that it ships. A rotation that
-renames the file and creates a new one at the path while the command runs
-does not change what the command reads, so the record in the positions
-file never pairs the identity of one file with the lines of another.
+line that identifies it, and the lines that it ships. A rotation may
+rename the file and create a new one at the path while the command runs.
+The command still reads the file it opened, so the record in the
+positions file never pairs the identity of one file with the lines of
+another.
 
 The command reads only the lines that start before the size that the file
 had when it was opened. Lines appended after that are left to the next
