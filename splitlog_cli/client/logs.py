@@ -975,10 +975,10 @@ class _FileTracker:
         # Lines after which a batch is cut: the last line of the pending
         # batch, and the recorded cuts of earlier runs.
         self.cut_lines: set[int] = set()
-        # The bytes read and their digest at the end of each line yielded
-        # and not yet acknowledged, which the record takes when its batch
-        # is acknowledged.
-        self._ends: dict[int, tuple[int, str]] = {}
+        # The bytes read and the hash of them at the end of each line
+        # yielded and not yet acknowledged, which the record takes when its
+        # batch is acknowledged.
+        self._ends: dict[int, tuple[int, Any]] = {}
         # The same at the end of each batch to send again, as
         # `check_recorded_line` read them.
         self._checked_ends: dict[int, tuple[int, str]] = {}
@@ -1077,13 +1077,17 @@ class _FileTracker:
             elif line > last and not found:
                 raise _FileChanged
             if line > last or retry_lines.contains(line):
-                end = (reader.offset, reader.prefix_digest())
                 checked = self._checked_ends.get(line)
-                if checked is not None and checked != end:
+                if checked is not None and checked != (
+                    reader.offset,
+                    reader.prefix_digest(),
+                ):
                     # The batch ends here, and its bytes differ from those
                     # checked before: sent now, it could store lines twice.
                     raise _FileChanged
-                self._ends[line] = end
+                # A hash state, because its digest is needed only for the
+                # line that ends an acknowledged batch.
+                self._ends[line] = (reader.offset, reader.prefix_hash())
                 if not reader.terminated:
                     self.unterminated = (line, reader.line)
                 yield line, entry
@@ -1224,7 +1228,9 @@ class _FileTracker:
         elif retry_later:
             self.record.retry.append(lines)
         self.record.line = batch.lines[-1]
-        self.record.offset, self.record.prefix = self._ends[self.record.line]
+        offset, prefix_hash = self._ends[self.record.line]
+        self.record.offset = offset
+        self.record.prefix = ship_positions.hash_digest(prefix_hash)
         self._ends = {
             line: end for line, end in self._ends.items() if line > self.record.line
         }

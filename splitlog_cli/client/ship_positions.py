@@ -75,7 +75,12 @@ def line_digest(text: str) -> str:
 
 def bytes_digest(data: bytes) -> str:
     """Return the digest of raw bytes, as a record stores it."""
-    return hashlib.sha256(data).hexdigest()[:32]
+    return hash_digest(hashlib.sha256(data))
+
+
+def hash_digest(state: Any) -> str:
+    """Return the digest of a SHA-256 hash object, as a record stores it."""
+    return state.hexdigest()[:32]
 
 
 def read_head(path: str) -> tuple[str, int]:
@@ -401,7 +406,14 @@ class LineReader:
         if self._hash is None:
             raise ValueError("the reader keeps no digest")
         if not line_bytes:
-            return self._hash.hexdigest()[:32]
+            return hash_digest(self._hash)
         partial = self._hash_before_line.copy()
         partial.update(self.line[:line_bytes])
-        return partial.hexdigest()[:32]
+        return hash_digest(partial)
+
+    def prefix_hash(self) -> Any:
+        """Return a copy of the SHA-256 hash object of the bytes read, whose
+        `hash_digest` is `prefix_digest()`. Needs `digest`."""
+        if self._hash is None:
+            raise ValueError("the reader keeps no digest")
+        return self._hash.copy()
