@@ -25,6 +25,7 @@ from tests.cli.test_logs_cli import (
     line_time,
     run,
 )
+from tests.gateway.support import LoopThread
 from tests.log_service.test_router_cluster import list_all
 
 _WRITE_METHOD = "/splitlog.logs.v1.LogsService/WriteLogEntries"
@@ -82,8 +83,6 @@ class _Forward(grpc.GenericRpcHandler):
 
 @pytest.fixture(scope="module")
 def loop_thread():
-    from tests.gateway.support import LoopThread
-
     thread = LoopThread()
     yield thread
     thread.close()
