@@ -1,22 +1,25 @@
 """Tell a retried CreateGroup from another request under the same request_id.
 
-A CreateGroup stores, beside its `request_id`, the hash of its checked
-values (`splitlog_runtime.idempotency.values_hash`): `group_id`, display
-name, creator and `currency_code`, each as sent. An empty `currency_code`
-takes the creator's default currency, so two requests for the same group can
-differ in that field. A retry whose hash differs from the stored one
-therefore still replays in two cases:
+A CreateGroup stores two hashes beside its `request_id`
+(`splitlog_runtime.idempotency.values_hash`), both of its checked values
+`group_id`, display name, creator and `currency_code`:
 
-- The first call left `currency_code` empty, and the retry names the
-  group's currency.
-- The first call named the group's currency, the retry leaves
-  `currency_code` empty, and the creator's default currency is that
-  currency now.
+- `request_hash` with `currency_code` as sent, and
+- `resolved_hash` with the currency that the group got: the one sent, or
+  the creator's default currency for an empty field.
 
-Storing the hash of the filled-in currency instead would break an exact
-retry of a call that left the currency empty, once the creator has changed
-their default currency. Keys stored before this rule hold the same hash, so
-they match in the same way.
+A retry replays when either hash matches. An empty `currency_code` takes the
+creator's default currency, so two requests for the same group can differ in
+that field: one leaves it empty, the other names the currency that the empty
+field gave the group. The first hash lets an exact retry of a call that left
+the currency empty replay after the creator has changed their default
+currency. The second lets a retry that names the currency (or leaves it
+empty while the creator's default is still that currency) replay, however
+UpdateGroup has changed the group's currency since. A retry that names any
+other currency fails with REQUEST_ID_REUSED.
+
+Keys stored before `resolved_hash` was kept compare with the group's
+currency now instead (`_differs_only_in_default_currency`).
 """
 
 from __future__ import annotations
@@ -47,8 +50,14 @@ class GroupCreate:
     currency_code: str
 
     def request_hash(self) -> str:
+        """Return the hash of the values as sent."""
+        return self.resolved_hash(self.currency_code)
+
+    def resolved_hash(self, currency_code: str) -> str:
+        """Return the hash of the values with `currency_code` as the currency,
+        such as the one an empty `currency_code` gives the group."""
         return values_hash(
-            [self.group_id, self.display_name, self.creator_id, self.currency_code]
+            [self.group_id, self.display_name, self.creator_id, currency_code]
         )
 
 
@@ -66,7 +75,14 @@ def check_same_group_create(
     request_hash = create.request_hash()
     if earlier.request_hash in (None, request_hash):
         return
-    if _differs_only_in_default_currency(session, earlier, create):
+    if earlier.resolved_hash is not None:
+        currency = create.currency_code
+        if not currency:
+            creator = storage.get_user(session, create.creator_id)
+            currency = creator.currency_code if creator is not None else ""
+        if currency and earlier.resolved_hash == create.resolved_hash(currency):
+            return
+    elif _differs_only_in_default_currency(session, earlier, create):
         return
     check_same_request(earlier.request_hash, request_hash, request_id, "group")
 
@@ -76,10 +92,11 @@ def _differs_only_in_default_currency(
 ) -> bool:
     """Return whether `create` and the earlier create differ only in that one
     leaves `currency_code` empty and the other names the currency that the
-    empty field gives the group.
+    empty field gives the group, for a key stored without `resolved_hash`.
 
-    NOTE: this compares with the group's currency now. After UpdateGroup has
-    changed it, a retry that names the new currency replays and one that
+    NOTE: without that hash, the currency the group got at creation is not
+    known, so this compares with the group's currency now. After UpdateGroup
+    has changed it, a retry that names the new currency replays and one that
     names the currency the group got at creation fails. A deleted group has
     no currency left, so such a retry fails with REQUEST_ID_REUSED.
     """

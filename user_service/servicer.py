@@ -10,8 +10,9 @@ Choices that the proto leaves open:
   checked field but `request_id`) fails with INVALID_ARGUMENT, reason
   REQUEST_ID_REUSED, as in expense_service and balance_service
   (`splitlog_runtime.idempotency`). A CreateGroup retry may still name the
-  currency that an empty `currency_code` gave the group, or the other way
-  round (`user_service.request_hashes`). Keys are kept forever; keys stored
+  currency that an empty `currency_code` gave the group at creation, or the
+  other way round, also after UpdateGroup changed the group's currency
+  (`user_service.request_hashes`). Keys are kept forever; keys stored
   before request hashes were kept replay whatever comes.
 - Deactivating a deactivated user succeeds and changes nothing, so a retried
   DeactivateUser does not fail with FAILED_PRECONDITION. The etag is then not
@@ -713,6 +714,7 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
                     request_id,
                     domain.group_name(group_id),
                     group_create.request_hash(),
+                    group_create.resolved_hash(row.currency_code),
                 )
             return group_message(row, member_count=1)
 

@@ -160,7 +160,11 @@ class PendingDeactivationRow(Base):
 
 class RequestIdRow(Base):
     """An idempotency key: which resource a create with this request_id made,
-    and the hash of that request (`splitlog_runtime.idempotency`)."""
+    and the hash of that request (`splitlog_runtime.idempotency`).
+
+    `resolved_hash` is the hash of the request with its defaults filled in as
+    the create filled them, kept by CreateGroup (`user_service.request_hashes`).
+    """
 
     __tablename__ = "user_service_request_ids"
 
@@ -170,6 +174,9 @@ class RequestIdRow(Base):
     create_time: Mapped[datetime] = mapped_column(DateTime())
     # None for keys stored before the hash was kept; those replay any request.
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # None for keys stored before it was kept, and for other methods than
+    # CreateGroup.
+    resolved_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 def utc_now() -> datetime:
@@ -515,6 +522,7 @@ def remember_request(
     request_id: str,
     resource_name: str,
     request_hash: str,
+    resolved_hash: str | None = None,
 ) -> None:
     """Record a request_id in the transaction that creates its resource."""
     session.add(
@@ -524,6 +532,7 @@ def remember_request(
             resource_name=resource_name,
             create_time=utc_now(),
             request_hash=request_hash,
+            resolved_hash=resolved_hash,
         )
     )
     session.flush()

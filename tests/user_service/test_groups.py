@@ -6,9 +6,12 @@ import uuid
 
 import grpc
 import pytest
+import sqlalchemy as sa
 from google.protobuf import field_mask_pb2
+from sqlalchemy import create_engine
 
 from splitlog.users.v1 import users_service_pb2 as pb
+from splitlog_runtime.database import normalise_url
 from tests.user_service.support import (
     assert_key_reused,
     create_group,
@@ -278,6 +281,77 @@ def test_create_group_retry_after_default_change(stub):
 
     assert again == first
     assert again.currency_code == "USD"
+
+
+def _group_changed_to_eur(stub, first_currency: str) -> tuple[pb.User, str, pb.Group]:
+    """Create a group under a request_id, then change its currency to EUR.
+
+    The creator's default currency is USD, so the group starts in USD."""
+    creator = create_user(stub)
+    request_id = str(uuid.uuid4())
+    first = create_group(
+        stub, creator.name, request_id=request_id, currency_code=first_currency
+    )
+    assert first.currency_code == "USD"
+    changed = _update_group(stub, pb.Group(name=first.name, currency_code="EUR"))
+    assert changed.currency_code == "EUR"
+    return creator, request_id, changed
+
+
+@pytest.mark.parametrize(
+    ("first_currency", "retry_currency"),
+    [("", ""), ("", "USD"), ("USD", "USD"), ("USD", "")],
+)
+def test_create_group_retry_after_currency_update_replays(
+    stub, first_currency, retry_currency
+):
+    creator, request_id, changed = _group_changed_to_eur(stub, first_currency)
+
+    again = create_group(
+        stub, creator.name, request_id=request_id, currency_code=retry_currency
+    )
+
+    # The replay returns the group as it is now, as CreateExpense does.
+    assert again == changed
+    assert _groups_of(stub, creator.name) == [changed.name]
+
+
+@pytest.mark.parametrize("first_currency", ["", "USD"])
+def test_create_group_retry_naming_updated_currency_rejected(stub, first_currency):
+    # The first request asked for a USD group; a retry that asks for a EUR
+    # group is another request, whatever the group's currency is now.
+    creator, request_id, changed = _group_changed_to_eur(stub, first_currency)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        create_group(stub, creator.name, request_id=request_id, currency_code="EUR")
+
+    assert_key_reused(caught.value, request_id, "group")
+    assert _groups_of(stub, creator.name) == [changed.name]
+
+
+def test_create_group_key_without_resolved_hash_replays(stub, module_db_url):
+    """A key stored before the filled-in currency was hashed still lets a
+    retry name the currency that the empty field gave the group."""
+    creator = create_user(stub)
+    request_id = str(uuid.uuid4())
+    first = create_group(stub, creator.name, request_id=request_id)
+    engine = create_engine(normalise_url(module_db_url))
+    try:
+        with engine.begin() as connection:
+            cleared = connection.execute(
+                sa.text(
+                    "UPDATE user_service_request_ids SET resolved_hash = NULL "
+                    "WHERE request_id = :key"
+                ),
+                {"key": request_id},
+            )
+            assert cleared.rowcount == 1
+    finally:
+        engine.dispose()
+
+    again = create_group(stub, creator.name, request_id=request_id, currency_code="USD")
+
+    assert again == first
 
 
 def test_create_group_replay_after_delete_returns_not_found(stub):
