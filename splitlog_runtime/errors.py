@@ -41,10 +41,16 @@ MAX_LISTED_VIOLATIONS = 20
 #: ErrorInfo metadata key that counts the violations left out of the details.
 OMITTED_VIOLATIONS_KEY = "omitted_violations"
 
+#: Characters of each metadata value and each text of a violation or
+#: ResourceInfo that a status keeps whole; `DomainError.to_status` shortens
+#: longer ones in the middle. A text made of entries stays whole when it is
+#: built with `join_whole` to this length.
+MAX_DETAIL_TEXT_LENGTH = 256
+
 # Character limits of the texts in a status, tried in turn until the status
 # fits MAX_STATUS_TRAILER_BYTES: the message, then each metadata value and
 # each text of a violation or ResourceInfo.
-_TEXT_LIMITS = ((MAX_TEXT_LENGTH, 256), (512, 128), (128, 64))
+_TEXT_LIMITS = ((MAX_TEXT_LENGTH, MAX_DETAIL_TEXT_LENGTH), (512, 128), (128, 64))
 
 
 def clip(text: str, limit: int = MAX_TEXT_LENGTH) -> str:
@@ -74,6 +80,48 @@ def join_some(
     if len(items) <= limit:
         return separator.join(items)
     return f"{separator.join(items[:limit])} and {len(items) - limit} more"
+
+
+def join_whole(
+    items: Sequence[str],
+    separator: str,
+    max_length: int,
+    singular: str = "",
+    plural: str = "",
+    limit: int | None = None,
+) -> str:
+    """Join as many whole items as fit `max_length` characters, and count the rest.
+
+    The result, such as `a; b and 3 more groups`, is cut only between items,
+    so no item loses its middle as in `clip`. The first item is always
+    listed, whatever its length.
+
+    Args:
+      items: the texts to list, in order.
+      separator: put between two listed items.
+      max_length: characters the result may have, the count included.
+      singular: the noun after a count of 1, such as "group"; may be empty.
+      plural: the noun after a larger count, such as "groups"; may be empty.
+      limit: most items listed, if not all that fit.
+    """
+
+    def more(count: int) -> str:
+        noun = singular if count == 1 else plural
+        return f" and {count} more" + (f" {noun}" if noun else "")
+
+    max_listed = len(items) if limit is None else min(limit, len(items))
+    listed = 1 if items else 0
+    length = len(items[0]) if items else 0
+    while listed < max_listed:
+        longer = length + len(separator) + len(items[listed])
+        rest = len(items) - listed - 1
+        if longer + (len(more(rest)) if rest else 0) > max_length:
+            break
+        listed, length = listed + 1, longer
+    text = separator.join(items[:listed])
+    if listed < len(items):
+        text += more(len(items) - listed)
+    return text
 
 
 @dataclass(frozen=True)

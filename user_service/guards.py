@@ -35,12 +35,14 @@ from splitlog_runtime.channels import (
     insecure_channel,
 )
 from splitlog_runtime.errors import (
+    MAX_DETAIL_TEXT_LENGTH,
+    MAX_LISTED_IN_MESSAGE,
     DeadlineExceeded,
     FailedPrecondition,
     PreconditionViolation,
     Unavailable,
     ended_its_attempts,
-    join_some,
+    join_whole,
 )
 
 _LOGGER = logging.getLogger(__name__)
@@ -218,4 +220,15 @@ def _describe(unsettled, group_name: str) -> str:
         parts.append(
             f"{balance.user} {verb} {amount} {money.currency_code} in {group_name}"
         )
-    return f"{join_some(parts, '; ')}; {SETTLE_ADVICE}"
+    # The description is the text of the error's PreconditionFailure
+    # violation, which stays whole only up to MAX_DETAIL_TEXT_LENGTH.
+    suffix = f"; {SETTLE_ADVICE}"
+    listed = join_whole(
+        parts,
+        "; ",
+        MAX_DETAIL_TEXT_LENGTH - len(suffix),
+        "balance",
+        "balances",
+        limit=MAX_LISTED_IN_MESSAGE,
+    )
+    return f"{listed}{suffix}"

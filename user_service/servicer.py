@@ -62,6 +62,8 @@ from splitlog.users.v1 import users_service_pb2_grpc as pb_grpc
 from splitlog_runtime import authz, pagination
 from splitlog_runtime.database import Database, repeatable_read
 from splitlog_runtime.errors import (
+    MAX_LISTED_IN_MESSAGE,
+    MAX_TEXT_LENGTH,
     Aborted,
     AlreadyExists,
     FailedPrecondition,
@@ -70,7 +72,7 @@ from splitlog_runtime.errors import (
     Resource,
     Unavailable,
     invalid_field,
-    join_some,
+    join_whole,
 )
 from splitlog_runtime.etags import stale_etag
 from splitlog_runtime.idempotency import check_same_request, values_hash
@@ -268,29 +270,41 @@ def transaction(database: Database, read_only: bool = False) -> Iterator[Session
         ) from None
 
 
-def _open_balances(user_name: str, owed: dict[str, str]) -> FailedPrecondition:
+def _open_balances(
+    user_name: str, owed: dict[str, PreconditionViolation]
+) -> FailedPrecondition:
     """Build the error of a deactivation that found open balances.
 
+    The message lists the open balances of as many groups as fit it whole and
+    counts the other groups. The PreconditionFailure has the guard's
+    violation of each group, whose subject is the user's membership in that
+    group. `DomainError.to_status` counts the violations that do not fit the
+    status in the ErrorInfo metadata (`OMITTED_VIOLATIONS_KEY`).
+
     Args:
-      owed: the open balance of each unsettled group, by group name.
+      owed: the guard's violation of each unsettled group, by group name.
     """
     count = f"{len(owed)} groups" if len(owed) > 1 else "1 group"
-    listed = join_some(list(owed.values()), "; ")
+    start = f"{user_name!r} cannot be deactivated while a balance is open in {count}: "
+    end = f"; {SETTLE_ADVICE}, then deactivate again"
+    suffix = f"; {SETTLE_ADVICE}"
+    listed = join_whole(
+        [violation.description.removesuffix(suffix) for violation in owed.values()],
+        "; ",
+        MAX_TEXT_LENGTH - len(start) - len(end),
+        "group",
+        "groups",
+        limit=MAX_LISTED_IN_MESSAGE,
+    )
     return FailedPrecondition(
-        f"{user_name!r} cannot be deactivated while a balance is open in "
-        f"{count}: {listed}; {SETTLE_ADVICE}, then deactivate again",
+        f"{start}{listed}{end}",
         reason=UNSETTLED_BALANCE,
         metadata={
             "user": user_name,
             "group": next(iter(owed)),
             "unsettled_groups": str(len(owed)),
         },
-        preconditions=[
-            PreconditionViolation(
-                UNSETTLED_BALANCE, user_name, f"{description}; {SETTLE_ADVICE}"
-            )
-            for description in owed.values()
-        ],
+        preconditions=list(owed.values()),
     )
 
 
@@ -608,8 +622,8 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         `context` is the deactivation's call, whose deadline the checks keep.
         """
         user_name = domain.user_name(user_id)
-        # The open balance of each unsettled group, as the guard describes it.
-        owed: dict[str, str] = {}
+        # The guard's violation of each unsettled group.
+        owed: dict[str, PreconditionViolation] = {}
         for group_id in group_ids:
             try:
                 # The caller is the user, who may not be allowed to read the
@@ -631,11 +645,16 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
             except FailedPrecondition as exc:
                 if exc.reason != UNSETTLED_BALANCE:
                     raise
-                description = (
-                    exc.preconditions[0].description if exc.preconditions else ""
-                )
-                owed[domain.group_name(group_id)] = description.removesuffix(
-                    f"; {SETTLE_ADVICE}"
+                group_name = domain.group_name(group_id)
+                owed[group_name] = (
+                    exc.preconditions[0]
+                    if exc.preconditions
+                    else PreconditionViolation(
+                        UNSETTLED_BALANCE,
+                        f"{group_name}/members/{user_id}",
+                        f"the balance of {user_name} in {group_name} is not "
+                        f"zero; {SETTLE_ADVICE}",
+                    )
                 )
         if owed:
             raise _open_balances(user_name, owed)

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from splitlog_runtime import pagination, resources
 from splitlog_runtime.channels import channel_options
 from splitlog_runtime.database import Database
-from splitlog_runtime.errors import InvalidArgument
+from splitlog_runtime.errors import InvalidArgument, join_whole
 from splitlog_runtime.server import server_options
 
 
@@ -158,3 +158,29 @@ def test_sqlite_read_modify_write_loses_no_update(tmp_path):
     database.dispose()
 
     assert final == 300
+
+
+@given(
+    st.lists(st.text(alphabet="abc ", min_size=1, max_size=30), max_size=12),
+    st.integers(min_value=0, max_value=120),
+)
+def test_join_whole_cuts_between_items(items, max_length):
+    joined = join_whole(items, "; ", max_length, "item", "items")
+
+    listed = joined.split(" and ")[0] if " more item" in joined else joined
+    if items:
+        assert listed.startswith(items[0])
+    if len(joined) > max_length:
+        # Only a first item longer than the limit may go past it.
+        assert listed == items[0]
+    rest = len(items) - (listed.count("; ") + 1 if items else 0)
+    if rest == 1:
+        assert joined.endswith(" and 1 more item")
+    elif rest > 1:
+        assert joined.endswith(f" and {rest} more items")
+
+
+def test_join_whole_lists_at_most_limit():
+    joined = join_whole(["a", "b", "c"], ", ", 100, limit=2)
+
+    assert joined == "a, b and 1 more"

@@ -3,6 +3,8 @@ owed money cannot leave, groups with open balances cannot be deleted."""
 
 from __future__ import annotations
 
+import uuid
+
 import grpc
 import pytest
 
@@ -183,7 +185,7 @@ def test_user_who_owes_cannot_deactivate(system):
     assert "record settlements" in error.details()
     assert "then deactivate again" in error.details()
     violation = error_details(error)["PreconditionFailure"].violations[0]
-    assert violation.subject == bob.name
+    assert violation.subject == f"{group.name}/members/{bob.name[6:]}"
     assert _state(stub, bob) == pb.User.STATE_ACTIVE
 
 
@@ -217,10 +219,74 @@ def test_deactivation_lists_every_open_group(system):
         assert owed in message
     for _, owed in listed[5:]:
         assert owed not in message
-    assert "and 2 more; record settlements" in message
+    assert "and 2 more groups; record settlements" in message
     violations = error_details(error)["PreconditionFailure"].violations
-    assert len(violations) == 7
-    assert all(violation.subject == bob.name for violation in violations)
+    assert [violation.subject for violation in violations] == [
+        f"{group.name}/members/{bob.name[6:]}" for group, _ in listed
+    ]
+    assert _state(stub, bob) == pb.User.STATE_ACTIVE
+
+
+def test_deactivation_details_hold_whole_entries(system):
+    """Open balances in three currencies in each of many groups with long
+    names: every text of the error lists whole balances and counts the rest,
+    instead of losing its middle to the status size limit."""
+    stub, peer, balances = system
+    alice, bob = create_user(stub, "Alice"), create_user(stub, "Bob")
+    groups = []
+    for number in range(1, 13):
+        # The longest id a group may have: 63 characters.
+        group_id = f"g{number:02d}-{uuid.uuid4().hex}".ljust(63, "x")
+        group = create_group(stub, alice.name, group_id=group_id)
+        stub.AddGroupMember(
+            pb.AddGroupMemberRequest(parent=group.name, user=bob.name), timeout=10
+        )
+        for currency in ("EUR", "USD", "JPY"):
+            lines = {alice.name[6:]: (200, 100), bob.name[6:]: (0, 100)}
+            peer.publish(group_id, f"taxi-{currency.lower()}", lines, currency=currency)
+        groups.append(group.name)
+    with grpc.insecure_channel(f"127.0.0.1:{balances.port}") as channel:
+        balance_stub = balances_grpc.BalancesServiceStub(channel)
+        for group in groups:
+            request = balances_pb.CheckSettledRequest(
+                name=f"{group}/balance", user=bob.name
+            )
+            wait_until(
+                lambda request=request: (
+                    len(
+                        balance_stub.CheckSettled(
+                            request, timeout=10
+                        ).unsettled_balances
+                    )
+                    == 3
+                )
+            )
+
+    error = _deactivate_error(stub, bob)
+
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(error) == "UNSETTLED_BALANCE"
+    message = error.details()
+    assert "omitted" not in message
+    assert "and 2 more balances" in message
+    assert message.endswith(
+        " more groups; record settlements until every balance "
+        "is zero, then deactivate again"
+    )
+    details = error_details(error)
+    violations = details["PreconditionFailure"].violations
+    omitted = int(details["ErrorInfo"].metadata.get("omitted_violations", "0"))
+    assert violations
+    assert len(violations) + omitted == len(groups)
+    for violation, group in zip(violations, sorted(groups), strict=False):
+        assert violation.type == "UNSETTLED_BALANCE"
+        assert violation.subject == f"{group}/members/{bob.name[6:]}"
+        assert "omitted" not in violation.description
+        assert violation.description.startswith(f"{bob.name} owes 1.00 ")
+        assert f" in {group} and 2 more balances; " in violation.description
+        assert violation.description.endswith(
+            "; record settlements until every balance is zero"
+        )
     assert _state(stub, bob) == pb.User.STATE_ACTIVE
 
 
