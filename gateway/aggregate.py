@@ -70,6 +70,7 @@ from splitlog_runtime.errors import (
     invalid_field,
     status_reason,
 )
+from splitlog_runtime.failure_log import FailureLogs
 from splitlog_runtime.resources import check_id, parse_name
 
 _LOGGER = logging.getLogger(__name__)
@@ -231,7 +232,7 @@ class _Fetch:
         pool: BackendPool,
         timeout: float,
         metadata: tuple[tuple[str, str | bytes], ...],
-        failure_log: _FailureLog,
+        failure_log: FailureLogs,
     ) -> None:
         reserve = min(
             RESPONSE_RESERVE_SECONDS + RESPONSE_RESERVE_FRACTION * timeout,
@@ -273,8 +274,17 @@ class _Fetch:
         try:
             return _Section(value=await work)
         except BackendError as error:
-            self._failure_log.record(name, error.status)
-            return _Section(error=error.status)
+            status = error.status
+            # The pool logs unreachable backends already.
+            if status_reason(status) != "BACKEND_UNAVAILABLE":
+                self._failure_log.failed(
+                    (name, status.code),
+                    "section %s left empty: %s %s",
+                    name,
+                    _code_of(status).name,
+                    status.message,
+                )
+            return _Section(error=status)
 
     def _status_of(self, error: grpc.aio.AioRpcError, rpc: _Rpc) -> status_pb2.Status:
         """Return the status that reports a failed backend call to the caller.
@@ -310,31 +320,14 @@ class _Fetch:
         return status
 
 
-class _FailureLog:
-    """A log of failed sections, each section and code at most once per interval.
-
-    Unreachable backends are left out because the pool logs them already.
-    """
-
-    def __init__(self) -> None:
-        self._last: dict[tuple[str, int], float] = {}
-
-    def record(self, section: str, status: status_pb2.Status) -> None:
-        if status_reason(status) == "BACKEND_UNAVAILABLE":
-            return
-        now = time.monotonic()
-        key = (section, status.code)
-        last = self._last.get(key)
-        if last is not None and now - last < UNREACHABLE_LOG_INTERVAL:
-            return
-        self._last[key] = now
-        _LOGGER.warning(
-            "section %s left empty: %s %s (repeats within %gs are not logged)",
-            section,
-            _code_of(status).name,
-            status.message,
-            UNREACHABLE_LOG_INTERVAL,
-        )
+def _section_failures() -> FailureLogs:
+    """Return the log of failed sections, one warning per section and code
+    in each UNREACHABLE_LOG_INTERVAL, with a count of the others."""
+    return FailureLogs(
+        _LOGGER,
+        lambda key: f"backend calls of section {key[0]}",
+        UNREACHABLE_LOG_INTERVAL,
+    )
 
 
 async def _gather_or_cancel(*work: Awaitable[Any]) -> list[Any]:
@@ -497,7 +490,7 @@ class GatewayViews:
         self._pool = pool
         self._backends = _Backends(pool)
         self._default_timeout = default_timeout
-        self._failure_log = _FailureLog()
+        self._failure_log = _section_failures()
 
     async def group_overview(
         self,

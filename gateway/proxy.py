@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -35,6 +34,7 @@ from gateway.services import PublicService
 from splitlog_runtime import auth
 from splitlog_runtime.channels import aio_insecure_channel
 from splitlog_runtime.errors import STATUS_DETAILS_KEY, DomainError, Unavailable
+from splitlog_runtime.failure_log import FailureLogs
 from splitlog_runtime.limits import message_too_large
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ METADATA_TOO_LARGE_TEXT = "metadata size exceeds"
 # ErrorInfo reason of a backend reply that the gateway dropped for its size.
 BACKEND_REPLY_TOO_LARGE = "BACKEND_REPLY_TOO_LARGE"
 
-# Seconds between two log lines about the same unreachable backend.
+# Minimum seconds between two warnings about the same unreachable backend.
 UNREACHABLE_LOG_INTERVAL = 10.0
 
 # Headers that describe one hop or that gRPC itself sets; never forwarded.
@@ -155,7 +155,9 @@ class BackendPool:
         self.backend_by_method: dict[str, Backend] = {}
         self.method_by_path: dict[str, MethodDescriptor] = {}
         self.callables: dict[str, grpc.aio.MultiCallable] = {}
-        self._last_unreachable_log: dict[str, float] = {}
+        self._unreachable_log = FailureLogs(
+            _LOGGER, lambda backend: f"calls to {backend}", UNREACHABLE_LOG_INTERVAL
+        )
         self.in_process: InProcessDispatcher | None = None
         for service in services:
             backend = self.backends.get(service.backend)
@@ -235,17 +237,12 @@ class BackendPool:
         return _Status(code, details, trailing)
 
     def _log_unreachable(self, backend: Backend, cause: str) -> None:
-        now = time.monotonic()
-        last = self._last_unreachable_log.get(backend.name)
-        if last is not None and now - last < UNREACHABLE_LOG_INTERVAL:
-            return
-        self._last_unreachable_log[backend.name] = now
-        _LOGGER.warning(
-            "%s at %s is unreachable: %s (repeats within %gs are not logged)",
+        self._unreachable_log.failed(
+            backend.name,
+            "%s at %s is unreachable: %s",
             backend.name,
             backend.address,
             cause,
-            UNREACHABLE_LOG_INTERVAL,
         )
 
 

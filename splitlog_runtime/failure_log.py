@@ -4,7 +4,8 @@ While a peer is down, every request that needs it fails the same way, and a
 warning per failure floods the log (and log_service, which every component
 ships its log to). `FailureLog` writes the first failure of a run at
 WARNING, then at most one WARNING per interval that counts the failures it
-did not write, and one INFO line when a call succeeds again.
+did not write, and one INFO line when a call succeeds again. `FailureLogs`
+keeps one such log per key, such as per backend.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 #: Default seconds between two warnings of one run of failures.
 SUMMARY_INTERVAL_SECONDS = 30.0
@@ -95,3 +96,52 @@ class FailureLog:
             failures,
             now - started,
         )
+
+
+class FailureLogs:
+    """One `FailureLog` per key, each created at the key's first failure.
+
+    A run of failures of one key, such as one backend, then does not hide
+    the first failure of another. The logs are kept for the life of this
+    object, so the keys must come from a small fixed set.
+
+    Args:
+      logger: the logger to write to.
+      calls: the recovery line's name of the calls of a key, such as
+        `lambda backend: f"calls to {backend}"`.
+      interval: minimum seconds between two warnings of one key.
+      clock: monotonic seconds; tests may pass their own.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        calls: Callable[[Hashable], str],
+        interval: float = SUMMARY_INTERVAL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._calls = calls
+        self._interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._logs: dict[Hashable, FailureLog] = {}
+
+    def failed(self, key: Hashable, message: str, *args: object) -> None:
+        """Record a failure of `key`, as `FailureLog.failed` does."""
+        log = self._logs.get(key)
+        if log is None:
+            with self._lock:
+                log = self._logs.get(key)
+                if log is None:
+                    log = FailureLog(
+                        self._logger, self._calls(key), self._interval, self._clock
+                    )
+                    self._logs[key] = log
+        log.failed(message, *args)
+
+    def succeeded(self, key: Hashable) -> None:
+        """Record a success of `key`, as `FailureLog.succeeded` does."""
+        log = self._logs.get(key)
+        if log is not None:
+            log.succeeded()

@@ -30,8 +30,6 @@ from __future__ import annotations
 import collections
 import inspect
 import logging
-import threading
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -51,6 +49,7 @@ from splitlog_runtime.errors import (
     Unavailable,
     internal_status,
 )
+from splitlog_runtime.failure_log import FailureLog
 from splitlog_runtime.limits import message_too_large, with_headroom
 
 _LOGGER = logging.getLogger(__name__)
@@ -59,35 +58,10 @@ _LOGGER = logging.getLogger(__name__)
 _UNDECODABLE_LOG_SECONDS = 60.0
 
 
-class _UndecodableWarnings:
-    """A rate-limited warning for undecodable requests, with a count of the rest."""
-
-    def __init__(self, interval: float) -> None:
-        self._interval = interval
-        self._lock = threading.Lock()
-        self._next_log = 0.0
-        self._suppressed = 0
-
-    def note(self, method: str, type_name: str, size: int, error: Exception) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if now < self._next_log:
-                self._suppressed += 1
-                return
-            suppressed, self._suppressed = self._suppressed, 0
-            self._next_log = now + self._interval
-        _LOGGER.warning(
-            "rejected a request to %s: its %d bytes are not a valid %s (%s); "
-            "%d more such requests since the previous warning",
-            method,
-            size,
-            type_name,
-            error,
-            suppressed,
-        )
-
-
-_undecodable_warnings = _UndecodableWarnings(_UNDECODABLE_LOG_SECONDS)
+#: The warnings about undecodable requests, of every server in the process.
+_undecodable_log = FailureLog(
+    _LOGGER, "request decoding", interval=_UNDECODABLE_LOG_SECONDS
+)
 
 
 class _Rejected:
@@ -179,7 +153,13 @@ def _tolerant_deserializer(
         try:
             return deserializer(data)
         except Exception as exc:
-            _undecodable_warnings.note(method, type_name, len(data), exc)
+            _undecodable_log.failed(
+                "rejected a request to %s: its %d bytes are not a valid %s (%s)",
+                method,
+                len(data),
+                type_name,
+                exc,
+            )
             return _Rejected(_undecodable_error(deserializer, type_name, data))
 
     return deserialize

@@ -9,6 +9,7 @@ without it afterwards.
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -30,6 +31,7 @@ from expense_service import money
 from expense_service.app import build as build_expenses
 from gateway.aggregate import MAX_RECENT_ACTIVITY, MAX_RECENT_EXPENSES
 from gateway.app import build
+from gateway.proxy import UNREACHABLE_LOG_INTERVAL
 from splitlog.balances.v1 import balances_service_pb2 as balances_pb
 from splitlog.balances.v1 import balances_service_pb2_grpc as balances_grpc
 from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb
@@ -39,6 +41,7 @@ from splitlog.gateway.v1 import gateway_service_pb2_grpc as pb_grpc
 from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
 from splitlog_runtime import config as config_module
+from splitlog_runtime.interceptor import ErrorInterceptor
 from tests.gateway.support import LoopThread, Stack, error_details
 from tests.ports import closed_address
 from user_service.app import build as build_users
@@ -1029,6 +1032,78 @@ def test_frozen_backend_partial_at_long_deadline(
     [error] = response.section_errors
     assert error.section == "recent_expenses"
     assert error.status.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+
+
+@pytest.fixture
+def raising_expenses() -> Iterator[str]:
+    """The address of a real ExpensesService whose every call raises an
+    unexpected exception, behind the error interceptor of the services."""
+
+    def fail(request: bytes, context: grpc.ServicerContext) -> bytes:
+        raise RuntimeError("cursor lost at /srv/splitlog/expenses.db")
+
+    service = expenses_pb.DESCRIPTOR.services_by_name["ExpensesService"]
+    handlers = {
+        method.name: grpc.unary_unary_rpc_method_handler(fail)
+        for method in service.methods
+        if not method.client_streaming and not method.server_streaming
+    }
+    server = grpc.server(
+        ThreadPoolExecutor(4), interceptors=[ErrorInterceptor(4 * 1024 * 1024)]
+    )
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler(service.full_name, handlers)]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(0)
+
+
+def test_raising_backend_section_logged_per_window(
+    loop_thread, stack, trip, raising_expenses, tmp_path, caplog
+):
+    caplog.set_level(logging.INFO)
+    request = pb.GetGroupOverviewRequest(group=trip.trip)
+    with _extra_gateway(
+        loop_thread, stack, tmp_path, expense_service_addr=raising_expenses
+    ) as stub:
+        responses = [stub.GetGroupOverview(request, timeout=TIMEOUT)]
+        responses.append(stub.GetGroupOverview(request, timeout=TIMEOUT))
+        # After the window, the next warning counts the failure it left out.
+        time.sleep(UNREACHABLE_LOG_INTERVAL + 0.5)
+        responses.append(stub.GetGroupOverview(request, timeout=TIMEOUT))
+
+    incidents = []
+    for response in responses:
+        assert response.group.name == trip.trip
+        [error] = response.section_errors
+        assert error.section == "recent_expenses"
+        assert error.status.code == grpc.StatusCode.INTERNAL.value[0]
+        message = error.status.message
+        assert message.startswith("internal error (incident "), message
+        assert "RuntimeError" not in str(error.status)
+        assert "expenses.db" not in str(error.status)
+        incidents.append(message.split("(incident ")[1].split(")")[0])
+    tracebacks = [
+        record
+        for record in caplog.records
+        if record.name == "splitlog_runtime.interceptor" and record.exc_info
+    ]
+    assert [record.exc_info[0] for record in tracebacks] == [RuntimeError] * 3
+    for record, incident in zip(tracebacks, incidents, strict=True):
+        assert f"(incident {incident})" in record.getMessage()
+    warnings = [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "gateway.aggregate" and record.levelno == logging.WARNING
+    ]
+    assert len(warnings) == 2, warnings
+    for warning in warnings:
+        assert warning.startswith("section recent_expenses left empty: INTERNAL ")
+    assert "1 more such failures not logged" in warnings[1]
 
 
 def test_users_unreachable_fails_call(loop_thread, stack, trip, tmp_path):

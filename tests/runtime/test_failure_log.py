@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from splitlog_runtime.failure_log import FailureLog
+from splitlog_runtime.failure_log import FailureLog, FailureLogs
 
 LOGGER = "splitlog.test.failures"
 
@@ -76,3 +76,33 @@ def test_success_without_failures_logs_nothing(failures, caplog):
     caplog.set_level(logging.INFO, logger=LOGGER)
     failures.succeeded()
     assert caplog.records == []
+
+
+@pytest.fixture
+def keyed(clock) -> FailureLogs:
+    return FailureLogs(
+        logging.getLogger(LOGGER), lambda key: f"calls to {key}", 10.0, clock
+    )
+
+
+def test_keys_are_logged_apart(keyed, clock, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    keyed.failed("ann", "call to %s failed", "ann")
+    keyed.failed("ann", "call to %s failed", "ann")
+    keyed.failed("bob", "call to %s failed", "bob")
+    clock.now += 10.0
+    keyed.failed("ann", "call to %s failed", "ann")
+    warnings = _messages(caplog, logging.WARNING)
+    assert warnings[:2] == ["call to ann failed", "call to bob failed"]
+    assert len(warnings) == 3
+    assert "1 more such failures not logged" in warnings[2]
+
+
+def test_keyed_success_logs_recovery_of_its_key(keyed, clock, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    keyed.failed("ann", "call failed")
+    keyed.succeeded("bob")
+    clock.now += 1.0
+    keyed.succeeded("ann")
+    infos = _messages(caplog, logging.INFO)
+    assert infos == ["calls to ann succeed again after 1 failures in 1.0s"]
