@@ -37,6 +37,7 @@ from splitlog_runtime.channels import (
 from splitlog_runtime.errors import (
     MAX_DETAIL_TEXT_LENGTH,
     MAX_LISTED_IN_MESSAGE,
+    MAX_TEXT_LENGTH,
     DeadlineExceeded,
     FailedPrecondition,
     PreconditionViolation,
@@ -100,19 +101,28 @@ class AllowAllBalanceGuard:
 SETTLE_ADVICE = "record settlements until every balance is zero"
 
 
-def unsettled_balance(subject: str, description: str) -> FailedPrecondition:
+def unsettled_balance(
+    subject: str, description: str, violation_description: str | None = None
+) -> FailedPrecondition:
     """Build the error a guard raises when a balance is not settled.
 
     Args:
       subject: the resource whose balance is not zero, such as
         `groups/g1/members/alice` or `groups/g1`.
-      description: what is owed and how to settle it.
+      description: what is owed and how to settle it, for the message.
+      violation_description: the same for the PreconditionFailure violation,
+        when the message's text is too long for it (MAX_DETAIL_TEXT_LENGTH);
+        `description` when None.
     """
     return FailedPrecondition(
         f"{subject} has an unsettled balance: {description}",
         reason=UNSETTLED_BALANCE,
         metadata={"subject": subject},
-        preconditions=[PreconditionViolation(UNSETTLED_BALANCE, subject, description)],
+        preconditions=[
+            PreconditionViolation(
+                UNSETTLED_BALANCE, subject, violation_description or description
+            )
+        ],
     )
 
 
@@ -143,14 +153,14 @@ class BalanceServiceGuard:
         unsettled = self._unsettled(group_name, user_name, context)
         if unsettled:
             member = f"{group_name}/members/{user_name.split('/', 1)[1]}"
-            raise unsettled_balance(member, _describe(unsettled, group_name))
+            raise _unsettled_error(member, unsettled, group_name)
 
     def check_group_deletable(
         self, group_name: str, context: grpc.ServicerContext
     ) -> None:
         unsettled = self._unsettled(group_name, "", context)
         if unsettled:
-            raise unsettled_balance(group_name, _describe(unsettled, group_name))
+            raise _unsettled_error(group_name, unsettled, group_name)
 
     def _unsettled(
         self, group_name: str, user_name: str, context: grpc.ServicerContext
@@ -204,8 +214,25 @@ class BalanceServiceGuard:
         return list(response.unsettled_balances)
 
 
-def _describe(unsettled, group_name: str) -> str:
-    """Describe non-zero balances, such as `users/bob owes 12.50 EUR in groups/g`."""
+def _unsettled_error(subject: str, unsettled, group_name: str) -> FailedPrecondition:
+    """Build the error for non-zero balances, listing whole balances.
+
+    The message lists as many as fit MAX_TEXT_LENGTH, and the violation as
+    many as fit MAX_DETAIL_TEXT_LENGTH. Each counts the rest, so neither is
+    shortened in the middle.
+    """
+    parts = _balance_texts(unsettled, group_name)
+    start = f"{subject} has an unsettled balance: "
+    return unsettled_balance(
+        subject,
+        _describe(parts, MAX_TEXT_LENGTH - len(start)),
+        _describe(parts, MAX_DETAIL_TEXT_LENGTH),
+    )
+
+
+def _balance_texts(unsettled, group_name: str) -> list[str]:
+    """Describe each non-zero balance, such as `users/bob owes 12.50 EUR in
+    groups/g`."""
     parts = []
     for balance in unsettled:
         money = balance.net_amount
@@ -220,13 +247,16 @@ def _describe(unsettled, group_name: str) -> str:
         parts.append(
             f"{balance.user} {verb} {amount} {money.currency_code} in {group_name}"
         )
-    # The description is the text of the error's PreconditionFailure
-    # violation, which stays whole only up to MAX_DETAIL_TEXT_LENGTH.
+    return parts
+
+
+def _describe(parts: list[str], max_length: int) -> str:
+    """Join whole balance texts and the advice within `max_length` characters."""
     suffix = f"; {SETTLE_ADVICE}"
     listed = join_whole(
         parts,
         "; ",
-        MAX_DETAIL_TEXT_LENGTH - len(suffix),
+        max_length - len(suffix),
         "balance",
         "balances",
         limit=MAX_LISTED_IN_MESSAGE,

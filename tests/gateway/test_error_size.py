@@ -200,8 +200,11 @@ def test_delete_group_500_unsettled_rest(http, unsettled_group):
     counted = re.search(r" and (\d+) more balances; record settlements", message)
     assert counted is not None, message
     listed = message.count(" owes ") + message.count(" is owed ")
-    assert listed >= 1
+    assert listed == 5
     assert listed + int(counted.group(1)) == USERS
+    [violation] = _detail(error, PRECONDITION_FAILURE)["violations"]
+    assert "omitted" not in violation["description"]
+    assert " more balances; record settlements" in violation["description"]
     assert http.get(f"/v1/{unsettled_group}").status_code == 200
 
 
