@@ -7,6 +7,11 @@ stale, which CI uses.
 The output mirrors the proto packages (`protos/splitlog/users/v1/x.proto`
 becomes `splitlog/users/v1/x_pb2.py`), so the generated imports resolve as
 ordinary package imports without any sys.path changes.
+
+It also writes `splitlog/descriptors.binpb`, a FileDescriptorSet of our own
+protos with their comments (source info), which the generated modules leave
+out. Server reflection serves those copies, so `grpcurl describe` shows the
+comments. The file ships as package data.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
 OUTPUT_PACKAGE = "splitlog"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
+# Keep in step with splitlog_runtime.reflection.DESCRIPTOR_SET.
+DESCRIPTOR_SET = Path(OUTPUT_PACKAGE) / "descriptors.binpb"
 
 
 def _include_paths() -> list[Path]:
@@ -52,6 +59,11 @@ def generate(out_dir: Path) -> None:
         )
     args += [f"--plugin=protoc-gen-mypy_grpc={grpc_stub_plugin}"]
     args += [f"--mypy_grpc_out={out_dir}"]
+    # Only our own files, not their imports: reflection takes the imported
+    # files (googleapis, well-known types) from the generated modules.
+    (out_dir / DESCRIPTOR_SET).parent.mkdir(parents=True, exist_ok=True)
+    args += [f"--descriptor_set_out={out_dir / DESCRIPTOR_SET}"]
+    args += ["--include_source_info"]
     args += [str(path) for path in protos]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed; see the messages above")
@@ -66,6 +78,8 @@ def _generated_files(tree: Path) -> set[Path]:
     for path in (tree / OUTPUT_PACKAGE).rglob("*"):
         if path.name.endswith(GENERATED_SUFFIXES) or path.name == "__init__.py":
             found.add(path.relative_to(tree))
+    if (tree / DESCRIPTOR_SET).exists():
+        found.add(DESCRIPTOR_SET)
     return found
 
 

@@ -17,6 +17,8 @@ import pytest
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
+from splitlog.users.v1 import users_service_pb2
+
 REPO = Path(__file__).resolve().parents[2]
 BUF = REPO / "build" / "node" / "node_modules" / ".bin" / "buf"
 GRPCURL = Path(sys.executable).parent / "grpcurl"
@@ -169,3 +171,94 @@ def test_grpcurl_describes_v1_service(port):
     assert result.returncode == 0, result.stderr
     assert "rpc ServerReflectionInfo" in result.stdout
     assert ".grpc.reflection.v1.ServerReflectionRequest" in result.stdout
+
+
+# Comments of the .proto files, which reflection serves from the descriptor set
+# that tools/genproto.py writes. Each test checks that its text is in the proto.
+USERS_COMMENT = "Manages users, groups and group membership."
+EXPENSES_COMMENT = (
+    "Records the expenses of a group and how each one is split between members."
+)
+EXPENSE_NAME_COMMENT = "Resource name, `groups/{group}/expenses/{expense}`."
+
+
+def _proto_text(path: str) -> str:
+    return (REPO / "protos" / path).read_text()
+
+
+def _grpcurl_describe(port: int, symbol: str) -> str:
+    result = subprocess.run(
+        [str(GRPCURL), "-plaintext", f"127.0.0.1:{port}", "describe", symbol],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_grpcurl_describe_shows_proto_comments(port):
+    assert USERS_COMMENT in _proto_text("splitlog/users/v1/users_service.proto")
+
+    described = _grpcurl_describe(port, "splitlog.users.v1.UsersService")
+
+    assert f"// {USERS_COMMENT}" in described
+
+
+def test_grpcurl_describe_shows_expenses_comments(gateway):
+    proto = _proto_text("splitlog/expenses/v1/expenses_service.proto")
+    assert EXPENSES_COMMENT in proto
+    assert EXPENSE_NAME_COMMENT in proto
+
+    service = _grpcurl_describe(
+        gateway.grpc_port, "splitlog.expenses.v1.ExpensesService"
+    )
+    message = _grpcurl_describe(gateway.grpc_port, "splitlog.expenses.v1.Expense")
+
+    assert f"// {EXPENSES_COMMENT}" in service
+    assert f"// {EXPENSE_NAME_COMMENT}" in message
+
+
+def _users_files() -> dict[str, descriptor_pb2.FileDescriptorProto]:
+    """The generated copies of the users proto and of everything it imports."""
+    found: dict[str, descriptor_pb2.FileDescriptorProto] = {}
+
+    def add(file) -> None:
+        if file.name in found:
+            return
+        proto = descriptor_pb2.FileDescriptorProto()
+        file.CopyToProto(proto)
+        found[file.name] = proto
+        for dependency in file.dependencies:
+            add(dependency)
+
+    add(users_service_pb2.DESCRIPTOR)
+    return found
+
+
+@pytest.mark.parametrize("service", [V1, V1ALPHA])
+@pytest.mark.parametrize(
+    "request_field, value",
+    [
+        ("file_containing_symbol", "splitlog.users.v1.UsersService"),
+        ("file_by_filename", "splitlog/users/v1/users_service.proto"),
+    ],
+)
+def test_served_files_differ_only_by_comments(port, service, request_field, value):
+    request = reflection_pb2.ServerReflectionRequest(**{request_field: value})
+
+    (response,) = _reflect(port, service, [request])
+
+    served = [
+        descriptor_pb2.FileDescriptorProto.FromString(data)
+        for data in response.file_descriptor_response.file_descriptor_proto
+    ]
+    expected = _users_files()
+    assert sorted(f.name for f in served) == sorted(expected)
+    for file in served:
+        if file.name.startswith("splitlog/"):
+            assert file.source_code_info.location, file.name
+            file.ClearField("source_code_info")
+        else:
+            assert not file.HasField("source_code_info"), file.name
+        assert file == expected[file.name], file.name
