@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import grpc
 import httpx
 import pytest
+from google.api import field_behavior_pb2
 from google.type import date_pb2, money_pb2
 
 from gateway.app import Gateway
@@ -105,6 +106,22 @@ def _settlement(payer: str, payee: str, creator: str = "") -> balances_pb.Settle
 
 
 # Auth on: the caller fills the field
+
+
+# The money resources' authors, which the tests below leave empty with auth on.
+# The descriptors that reflection serves must not call them required.
+@pytest.mark.parametrize(
+    "message",
+    [expenses_pb.Expense, balances_pb.Settlement],
+    ids=["expense", "settlement"],
+)
+def test_creator_annotated_optional(message):
+    options = message.DESCRIPTOR.fields_by_name["creator"].GetOptions()
+    behaviors = list(options.Extensions[field_behavior_pb2.field_behavior])
+
+    assert field_behavior_pb2.REQUIRED not in behaviors
+    assert field_behavior_pb2.OPTIONAL in behaviors
+    assert field_behavior_pb2.IMMUTABLE in behaviors
 
 
 def test_group_creator_defaults_to_caller(channel):

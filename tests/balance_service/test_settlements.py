@@ -7,6 +7,7 @@ import uuid
 
 import grpc
 import pytest
+from google.api import field_behavior_pb2
 from google.type import date_pb2, money_pb2
 from sqlalchemy import text
 
@@ -84,6 +85,15 @@ def test_create_with_same_request_id_returns_first(services):
 
     assert second == first
     assert group_nets(services.balances, group_id) == {"EUR": {alice: 250, bob: -250}}
+
+
+def test_etag_annotated_output_only():
+    # CreateSettlement ignores the etag (see the test above), and the requests
+    # of DeleteSettlement and UndeleteSettlement carry their own.
+    options = pb.Settlement.DESCRIPTOR.fields_by_name["etag"].GetOptions()
+    behaviors = list(options.Extensions[field_behavior_pb2.field_behavior])
+
+    assert behaviors == [field_behavior_pb2.OUTPUT_ONLY]
 
 
 @pytest.mark.parametrize(
