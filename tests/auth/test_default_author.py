@@ -108,12 +108,13 @@ def _settlement(payer: str, payee: str, creator: str = "") -> balances_pb.Settle
 # Auth on: the caller fills the field
 
 
-# The money resources' authors, which the tests below leave empty with auth on.
-# The descriptors that reflection serves must not call them required.
+# The authors of groups, expenses and settlements, which the tests below leave
+# empty with auth on. The descriptors that reflection serves must not call them
+# required.
 @pytest.mark.parametrize(
     "message",
-    [expenses_pb.Expense, balances_pb.Settlement],
-    ids=["expense", "settlement"],
+    [users_pb.Group, expenses_pb.Expense, balances_pb.Settlement],
+    ids=["group", "expense", "settlement"],
 )
 def test_creator_annotated_optional(message):
     options = message.DESCRIPTOR.fields_by_name["creator"].GetOptions()
