@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up up-processes test test-fast lint format protos check-protos buf-lint bench clean
+.PHONY: install up up-processes test test-fast lint format protos check-protos buf-breaking bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ protos: $(STAMP)
 
 check-protos: $(STAMP)
 	$(BIN)/python tools/genproto.py --check
+
+# Compare the protos with those of another commit: make buf-breaking REF=v1.0
+REF ?= main
+buf-breaking: $(STAMP)
+	tools/buf.sh breaking-from $(REF)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.users

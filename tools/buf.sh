@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Run the buf CLI (from npm) on protos/ with offline copies of the imported
-# googleapis protos. Usage: tools/buf.sh lint | tools/buf.sh breaking --against ...
+# googleapis protos. Usage: tools/buf.sh lint | tools/buf.sh breaking-from REF
+# (compares protos/ with those of a git commit or branch, main by default) |
+# any other buf command line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,5 +23,21 @@ for area in api rpc type; do
   mkdir -p "build/proto-deps/google/$area"
   cp "$googleapis/$area/"*.proto "build/proto-deps/google/$area/"
 done
+
+if [ "${1:-}" = breaking-from ]; then
+  # buf cannot read the copied googleapis protos from git, so build an image
+  # of REF's protos with the same copies and compare against that.
+  ref=${2:-main}
+  old=$(mktemp -d)
+  trap 'rm -rf "$old"' EXIT
+  git archive "$ref" protos buf.yaml | tar -x -C "$old"
+  mkdir -p "$old/build"
+  cp -r build/proto-deps "$old/build/"
+  "$BUF" build "$old" -o "$old/before.binpb"
+  "$BUF" build -o "$old/after.binpb"
+  "$BUF" breaking "$old/after.binpb" --against "$old/before.binpb"
+  echo "no breaking change against $ref"
+  exit 0
+fi
 
 exec "$BUF" "$@"
