@@ -9,8 +9,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /src
 COPY . .
+# The data directory must exist in the image owned by splitlog: docker creates
+# a missing volume mount point owned by root, which splitlog could not write.
 RUN pip install . \
-    && useradd --system --uid 10001 --home-dir /var/lib/splitlog --create-home splitlog
+    && useradd --system --uid 10001 --user-group \
+        --home-dir /var/lib/splitlog --create-home splitlog \
+    && install --directory --owner splitlog --group splitlog /var/lib/splitlog/data
 
 USER splitlog
 WORKDIR /var/lib/splitlog

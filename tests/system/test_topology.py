@@ -9,6 +9,7 @@ PostgreSQL for storage.
 from __future__ import annotations
 
 import re
+import shlex
 import tomllib
 from pathlib import Path
 
@@ -44,6 +45,59 @@ def compose() -> dict:
 @pytest.fixture(scope="module")
 def dockerfile() -> str:
     return (ROOT / "Dockerfile").read_text()
+
+
+def _dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """Split a Dockerfile into (keyword, arguments) pairs.
+
+    Joins lines continued with a trailing backslash and skips comments.
+    """
+    instructions = []
+    pending = ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        keyword, _, arguments = (pending + stripped).partition(" ")
+        instructions.append((keyword.upper(), arguments.strip()))
+        pending = ""
+    return instructions
+
+
+def _directories_owned_by(run_commands: list[str], user: str) -> set[str]:
+    """Return the directories that these RUN commands create owned by user.
+
+    Recognises `useradd --create-home --home-dir DIR` and
+    `install --directory --owner USER DIR...` (or the short -d and -o).
+    """
+    owned = set()
+    for run_command in run_commands:
+        for command in re.split(r"&&|;", run_command):
+            words = shlex.split(command)
+            if not words:
+                continue
+            creates_home = "--create-home" in words or "-m" in words
+            if words[0] == "useradd" and words[-1] == user and creates_home:
+                for flag in ("--home-dir", "-d"):
+                    if flag in words:
+                        owned.add(words[words.index(flag) + 1])
+            if words[0] == "install" and ("--directory" in words or "-d" in words):
+                owner = None
+                paths = []
+                arguments = iter(words[1:])
+                for word in arguments:
+                    if word in ("--owner", "-o"):
+                        owner = next(arguments)
+                    elif word in ("--group", "-g", "--mode", "-m"):
+                        next(arguments)
+                    elif not word.startswith("-"):
+                        paths.append(word)
+                if owner == user:
+                    owned.update(paths)
+    return owned
 
 
 def _default_port(setting_name: str) -> int:
@@ -277,3 +331,29 @@ def test_dockerfile_runs_as_non_root(dockerfile):
 
 def test_dockerfile_binds_every_interface(dockerfile):
     assert "SPLITLOG_HOST=0.0.0.0" in dockerfile
+
+
+def test_dockerfile_creates_every_volume_mount_for_its_user(compose, dockerfile):
+    # Docker creates a mount point that the image lacks owned by root, so a
+    # container running as the image's user could not write to its volume.
+    instructions = _dockerfile_instructions(dockerfile)
+    users = [
+        index for index, (keyword, _) in enumerate(instructions) if keyword == "USER"
+    ]
+    user = instructions[users[-1]][1]
+    run_commands = [
+        arguments
+        for keyword, arguments in instructions[: users[-1]]
+        if keyword == "RUN"
+    ]
+    owned = _directories_owned_by(run_commands, user)
+    mounts = {
+        (name, volume.split(":")[1])
+        for name, service in compose["services"].items()
+        if service.get("image") == "splitlog:latest"
+        for volume in service.get("volumes", [])
+    }
+
+    assert mounts
+    for name, path in sorted(mounts):
+        assert path in owned, f"{name} mounts {path}, not created for {user}"
