@@ -18,9 +18,11 @@ particular to OTLP over HTTP:
   `json_to_request` handles. `traceId` and `spanId` are hex, not base64.
   A non-hex or odd-length id rejects the body, but whole bytes of the wrong
   length go to the router, which rejects only that record.
-  Unknown fields are ignored. Enums are numbers (names are accepted too).
-  Keys may be lowerCamelCase or the proto field names, and 64-bit integers
-  JSON numbers or strings.
+  Unknown fields are ignored, except that a body with no resourceLogs but
+  with top-level fields of splitlog's own log bodies (`entries`, `message`)
+  is rejected, because it was meant for `POST /logs` or `/logs/batch`.
+  Enums are numbers (names are accepted too). Keys may be lowerCamelCase or
+  the proto field names, and 64-bit integers JSON numbers or strings.
 - The reply has the request's encoding: an `ExportLogsServiceResponse` with
   200, or a `google.rpc.Status` with an error code. In JSON, that Status is
   its proto3 JSON (`{"code": 3, "message": ..., "details": [...]}`), not the
@@ -47,6 +49,7 @@ from opentelemetry.proto.logs.v1 import logs_pb2
 
 from gateway import json_check, transcode
 from log_service.otlp_parse import check_wire_format
+from splitlog.logs.v1 import logs_service_pb2 as splitlog_logs_pb2
 from splitlog_runtime.errors import InvalidArgument, ResourceExhausted, invalid_field
 
 LOGS_PATH = "/v1/logs"
@@ -63,6 +66,25 @@ _NOT_HEX = re.compile(r"[^0-9a-fA-F]")
 # with or without padding.
 _BASE64_TEXT = re.compile(r"[A-Za-z0-9+/]*|[A-Za-z0-9_-]*")
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
+
+
+def _field_names(*descriptors: Descriptor) -> frozenset[str]:
+    return frozenset(
+        name
+        for descriptor in descriptors
+        for field in descriptor.fields
+        for name in (field.name, field.json_name)
+    )
+
+
+# Top-level keys of splitlog's own log bodies (`POST /logs` and
+# `POST /logs/batch`). OTLP would ignore them as unknown fields and store
+# nothing, so a JSON body with one of them and no resourceLogs is rejected.
+_SPLITLOG_BODY_FIELDS = _field_names(
+    splitlog_logs_pb2.LogEntry.DESCRIPTOR,
+    splitlog_logs_pb2.WriteLogEntriesRequest.DESCRIPTOR,
+)
+_REQUEST_FIELDS = _field_names(_REQUEST.DESCRIPTOR)
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -246,6 +268,7 @@ def json_to_request(body: bytes) -> logs_service_pb2.ExportLogsServiceRequest:
             f"(resourceLogs), got {json_check.describe_json(tree)}",
             reason="INVALID_FIELD_TYPE",
         )
+    _check_not_splitlog_body(tree)
     _prepare(tree, _REQUEST.DESCRIPTOR)
     json_check.check_message(tree, _REQUEST.DESCRIPTOR)
     request = _REQUEST()
@@ -254,6 +277,30 @@ def json_to_request(body: bytes) -> logs_service_pb2.ExportLogsServiceRequest:
     except json_format.ParseError as exc:
         raise _parse_error(exc) from None
     return request
+
+
+def _check_not_splitlog_body(tree: dict) -> None:
+    """Reject a body of splitlog's own log routes sent to the OTLP path.
+
+    Raises:
+      InvalidArgument: the body has no OTLP field but has top-level fields of
+        a splitlog log entry or batch, which OTLP would ignore.
+    """
+    if not _REQUEST_FIELDS.isdisjoint(tree):
+        return
+    found = sorted(_SPLITLOG_BODY_FIELDS.intersection(tree))
+    if not found:
+        return
+    raise invalid_field(
+        "body",
+        f"POST {LOGS_PATH} takes OTLP JSON (an ExportLogsServiceRequest with "
+        f"resourceLogs), but the body has no resourceLogs and has the fields "
+        f"{', '.join(found)} of a splitlog log entry, which OTLP would ignore, "
+        "storing nothing; send splitlog entries to POST /logs (one entry) or "
+        'POST /logs/batch ({"entries": [...]})',
+        reason="NOT_OTLP_REQUEST",
+        metadata={"fields": ",".join(found)},
+    )
 
 
 def _prepare(tree: dict, descriptor: Descriptor) -> None:

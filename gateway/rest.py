@@ -437,7 +437,9 @@ class RestFront:
         try:
             route, path_values = self.table.match(http_method, path)
         except RouteNotFound:
-            return _route_not_found(request.method, path)
+            return _route_not_found(
+                request.method, path, self._similar_route(http_method, path)
+            )
         except MethodNotAllowed as exc:
             return _method_not_allowed(request.method, path, exc.allowed)
         except DomainError as exc:
@@ -611,7 +613,8 @@ class RestFront:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "METHOD_NOT_ALLOWED",
                 f"{request.method} is not allowed on {otlp_http.LOGS_PATH}; "
-                "OTLP exporters send POST",
+                "OTLP exporters send POST. To query stored log entries, use "
+                "GET /logs",
                 path=otlp_http.LOGS_PATH,
                 method=request.method,
             )
@@ -684,6 +687,22 @@ class RestFront:
         if len(payload) > self._max_body_bytes:
             raise message_too_large(len(payload), self._max_body_bytes)
         return payload
+
+    def _similar_route(self, http_method: str, path: str) -> str | None:
+        """Return the path with `/v1` removed or added if a route matches that.
+
+        Some routes start with `/v1` and others do not (`/logs/stats` but
+        `/v1/clusterStatus`), so a client may guess the prefix wrong.
+        """
+        if path.startswith("/v1/"):
+            candidate = path.removeprefix("/v1")
+        else:
+            candidate = "/v1" + path
+        try:
+            self.table.match(http_method, candidate)
+        except (RouteNotFound, MethodNotAllowed, DomainError):
+            return None
+        return candidate
 
     def _backend_error(self, route: HttpRoute, error: grpc.aio.AioRpcError):
         status = _status_of(error, route.full_method, self._pool)
@@ -905,12 +924,18 @@ def _body_too_large(limit: int) -> Response:
     return _error_with_http_status(status, 413)
 
 
-def _route_not_found(http_method: str, path: str) -> Response:
+def _route_not_found(http_method: str, path: str, similar: str | None) -> Response:
+    if similar is None:
+        fix = (
+            "the routes come from the google.api.http annotations of the "
+            "public services"
+        )
+    else:
+        fix = f"did you mean {http_method} {similar}?"
     status = _gateway_error(
         grpc.StatusCode.NOT_FOUND,
         "ROUTE_NOT_FOUND",
-        f"no REST route matches {http_method} {path}; the routes come from the "
-        "google.api.http annotations of the public services",
+        f"no REST route matches {http_method} {path}; {fix}",
         path=path,
     )
     return _error_response(status)

@@ -361,6 +361,43 @@ def test_invalid_json(http):
 
 
 @pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        ({"entries": [{"service": "svc", "message": "hi"}]}, "entries"),
+        ({"service": "svc", "message": "hi"}, "message, service"),
+        ({"service": "svc", "severityText": "WARN"}, "service, severityText"),
+    ],
+    ids=["batch", "entry", "json-names"],
+)
+def test_splitlog_body_rejected(live, http, body, fields):
+    service = _service()
+    tree = json.loads(json.dumps(body).replace('"svc"', json.dumps(service)))
+
+    response = _post_json(http, tree)
+
+    assert response.status_code == 400
+    status = _status(response)
+    assert status.code == 3  # INVALID_ARGUMENT
+    assert _reason(status) == "NOT_OTLP_REQUEST"
+    assert "POST /v1/logs takes OTLP JSON" in status.message
+    assert f"has the fields {fields} of a splitlog log entry" in status.message
+    assert "send splitlog entries to POST /logs (one entry) or" in status.message
+    assert "POST /logs/batch" in status.message
+    assert list_all(live.stub, services=[service]) == []
+
+
+def test_unknown_fields_beside_resource_logs_ignored(live, http):
+    service = _service()
+    tree = _json_export(service, {"body": {"stringValue": "kept"}})
+    tree["message"] = "not an OTLP field"
+
+    response = _post_json(http, tree)
+
+    assert response.status_code == 200, response.text
+    assert [e.message for e in list_all(live.stub, services=[service])] == ["kept"]
+
+
+@pytest.mark.parametrize(
     ("field", "value", "expected"),
     [
         ("traceId", "5b8efff798038103d269b633813fc60z", "character 31 ('z')"),
@@ -546,6 +583,7 @@ def test_get_not_allowed(http):
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
     assert "OTLP exporters send POST" in _status(response).message
+    assert "To query stored log entries, use GET /logs" in _status(response).message
     # The code of every 405 of the REST front.
     assert _status(response).code == 3  # INVALID_ARGUMENT
 

@@ -651,6 +651,22 @@ def test_unknown_route(client):
     assert _detail(error, ERROR_INFO)["reason"] == "ROUTE_NOT_FOUND"
 
 
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/v1/logs/stats", "GET /logs/stats"),
+        ("/clusterStatus", "GET /v1/clusterStatus"),
+    ],
+)
+def test_unknown_route_hints_v1_prefix(client, path, expected):
+    response = client.get(path)
+
+    assert response.status_code == 404
+    error = _error(response)
+    assert f"did you mean {expected}?" in error["message"]
+    assert _detail(error, ERROR_INFO)["reason"] == "ROUTE_NOT_FOUND"
+
+
 def test_wrong_method(client):
     response = client.put("/v1/users")
 
