@@ -378,6 +378,7 @@ async def build(
         rate_limiter=rate_limiter,
         concurrency=concurrency,
         log_limits=Limits.from_config(config),
+        health=health_servicer,
     )
     uvicorn_server = _EmbeddedUvicorn(
         uvicorn.Config(

@@ -34,6 +34,10 @@ the gateway does not forward.
 describes: it takes a binary or JSON ExportLogsServiceRequest, forwards it
 to the log router's OTLP Export, and replies in the request's encoding,
 with a bare google.rpc.Status on errors (see `gateway.otlp_http`).
+
+`GET /healthz` is the HTTP health probe: 200 `{"status": "SERVING"}` while
+the gateway's gRPC health for the whole server is SERVING, else 503 with
+that status.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from urllib.parse import quote, quote_from_bytes
 import grpc
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -67,6 +72,7 @@ from gateway import (
     transcode,
 )
 from gateway.auth import GatewayAuth, bearer_challenge
+from gateway.health import OVERALL, HealthServicer
 from gateway.http_rules import (
     HttpRoute,
     MethodNotAllowed,
@@ -97,6 +103,12 @@ from splitlog_runtime.errors import (
 from splitlog_runtime.limits import REQUEST_TOO_LARGE, message_too_large
 
 _LOGGER = logging.getLogger(__name__)
+
+#: Path of the REST front's health probe (`GET /healthz`), which reports the
+#: gateway's overall gRPC health: SERVING only while every backend is.
+HEALTH_PATH = "/healthz"
+# The gRPC method whose auth and limits `GET /healthz` follows.
+_HEALTH_CHECK_METHOD = f"/{auth.HEALTH_SERVICE}/Check"
 
 #: Request bodies of at least this many bytes are decoded on a worker thread,
 #: so that one large JSON body does not hold up every other call of the
@@ -348,6 +360,8 @@ class RestFront:
       log_limits: the limits of log_service, whose batch size and stream
         column lengths are checked on a `POST /logs/batch` body before it is
         converted; None leaves these checks to log_service.
+      health: the gateway's gRPC health servicer, whose overall status
+        `GET /healthz` reports; None makes `/healthz` a missing route.
     """
 
     def __init__(
@@ -361,8 +375,10 @@ class RestFront:
         rate_limiter: RateLimiter | None = None,
         concurrency: ConcurrencyLimit | None = None,
         log_limits: Limits | None = None,
+        health: HealthServicer | None = None,
     ) -> None:
         routes = list(routes)
+        self._health = health
         self._check_log_batch = None
         if log_limits is not None:
             self._check_log_batch = functools.partial(
@@ -385,7 +401,11 @@ class RestFront:
     async def _dispatch(self, request: Request) -> Response:
         # NOTE: A streaming response counts against max_concurrent_rpcs only
         # until its first message is ready, not while the rest is sent.
-        otlp = _request_path(request) == otlp_http.LOGS_PATH
+        path = _request_path(request)
+        if path == HEALTH_PATH and self._health is not None:
+            # Health probes skip the concurrency cap, as gRPC health calls do.
+            return await self._serve_health(request)
+        otlp = path == otlp_http.LOGS_PATH
         if self._concurrency is not None:
             try:
                 self._concurrency.enter()
@@ -405,6 +425,27 @@ class RestFront:
         finally:
             if self._concurrency is not None:
                 self._concurrency.exit()
+
+    async def _serve_health(self, request: Request) -> Response:
+        """Serve `GET /healthz`: 200 when the gateway is SERVING, else 503.
+
+        The body names the overall status of the gateway's gRPC health
+        service (`{"status": "SERVING"}`). Authentication follows that of
+        `grpc.health.v1.Health/Check`, so it is open unless
+        `auth_open_health` is off.
+        """
+        if request.method not in ("GET", "HEAD"):
+            return _method_not_allowed(request.method, HEALTH_PATH, ["GET"])
+        try:
+            await self._admit(_HEALTH_CHECK_METHOD, request)
+        except DomainError as exc:
+            return _error_response(exc.to_status(), _retry_after(exc))
+        status = self._health.status(OVERALL)
+        if status is None:
+            status = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+        name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+        http_status = 200 if status == health_pb2.HealthCheckResponse.SERVING else 503
+        return _json_response({"status": name}, http_status)
 
     async def _admit(self, full_method: str, request: Request) -> auth.Principal | None:
         """Authenticate a call and take its rate limit token.

@@ -16,6 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -373,6 +374,64 @@ def test_cli_health_fails_with_backend_down(gateway, channel, capsys):
     assert error[0] == "NOT_SERVING"
     assert "not ready" in error[1]
     assert "expense_service (splitlog.expenses.v1.ExpensesService)" in error[1]
+
+
+def _healthz(gateway, method: str = "GET", **headers: str) -> httpx.Response:
+    url = f"http://127.0.0.1:{gateway.http_port}/healthz"
+    return httpx.request(method, url, headers=headers, timeout=10)
+
+
+def test_healthz_follows_overall_health(all_backends):
+    backend, gateway, channel = all_backends
+    _wait_status(channel, "", SERVING)
+
+    serving = _healthz(gateway)
+    head = _healthz(gateway, "HEAD")
+    backend.health.set(USERS_SERVICE, NOT_SERVING)
+    _wait_status(channel, "", NOT_SERVING)
+    not_serving = _healthz(gateway)
+
+    assert serving.status_code == 200
+    assert serving.json() == {"status": "SERVING"}
+    assert head.status_code == 200
+    assert not_serving.status_code == 503
+    assert not_serving.json() == {"status": "NOT_SERVING"}
+
+
+def test_healthz_503_with_backends_down(gateway, channel):
+    _wait_status(channel, "splitlog.expenses.v1.ExpensesService", NOT_SERVING)
+
+    response = _healthz(gateway)
+
+    assert response.status_code == 503
+    assert response.json() == {"status": "NOT_SERVING"}
+
+
+def test_healthz_other_method_405(gateway):
+    response = _healthz(gateway, "POST")
+
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET"
+    assert response.json()["error"]["status"] == "INVALID_ARGUMENT"
+
+
+@pytest.mark.parametrize(("open_health", "expected"), [(True, 503), (False, 401)])
+def test_healthz_auth_follows_open_health(
+    loop_thread, gateway_config, open_health, expected
+):
+    config = gateway_config.replace(
+        auth_required=True,
+        auth_secret="healthz-secret-" + "h" * 40,
+        auth_open_health=open_health,
+    )
+    gateway = loop_thread.run(build(config, "127.0.0.1:0", "127.0.0.1:0"))
+    try:
+        response = _healthz(gateway)
+    finally:
+        loop_thread.run(gateway.stop(0))
+
+    # Two backends are unreachable, so an admitted probe gets 503.
+    assert response.status_code == expected, response.text
 
 
 def test_service_stop_ends_open_watch():
