@@ -690,6 +690,18 @@ def test_unsupported_media_type_415(client):
     assert _detail(error, ERROR_INFO)["reason"] == "UNSUPPORTED_MEDIA_TYPE"
 
 
+def test_form_content_type_read_as_json(client):
+    # What `curl -d hello` sends: the form type is read as JSON, so not 415.
+    response = client.post(
+        "/v1/users",
+        content=b"hello",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+
+    assert response.status_code == 400
+    assert _detail(_error(response), ERROR_INFO)["reason"] == "MALFORMED_JSON"
+
+
 def test_unusual_http_method_json_405(client):
     response = client.request("OPTIONS", "/v1/users")
 
