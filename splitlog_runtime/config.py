@@ -754,6 +754,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _metavar(setting: Setting) -> str:
     name = setting.name
     for suffix, metavar in (
+        ("_rate_limit_per_second", "CALLS"),
         ("_port", "PORT"),
         ("_addr", "HOST:PORT"),
         ("_db_url", "URL"),

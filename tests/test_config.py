@@ -31,6 +31,16 @@ def test_default_when_unset():
         assert getattr(config, setting.name) == setting.default, setting.name
 
 
+def test_rate_limit_metavar_reads_as_calls():
+    parser = argparse.ArgumentParser()
+    config_module.add_arguments(parser)
+
+    usage = parser.format_usage()
+
+    assert "--gateway-rate-limit-per-second CALLS" in usage
+    assert " SECOND]" not in usage
+
+
 def test_env_beats_default():
     config = config_module.load(_parse(), environ={"SPLITLOG_GATEWAY_PORT": "6000"})
 
