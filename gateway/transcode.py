@@ -35,6 +35,7 @@ from google.protobuf.message import Message
 
 from gateway import json_check
 from gateway.http_rules import HttpRoute
+from splitlog_runtime import limits
 from splitlog_runtime.errors import InvalidArgument, invalid_field
 
 _LOGGER = logging.getLogger(__name__)
@@ -681,6 +682,14 @@ def _check_offset_sign(text: str, name: str, subject: str) -> None:
 def _convert_integer(field: FieldDescriptor, text: str, name: str, subject: str) -> int:
     low, high = json_check.integer_range(field)
     allowed = f"an integer from {low} to {high}"
+    if field.name == "page_size":
+        # The services reject a negative size and lower one above their
+        # max_page_size to it, so int32's negative half is never valid.
+        allowed = (
+            f"an integer from 0 to {high}; 0 means the default page size, and "
+            "a larger size than the server's max_page_size (default "
+            f"{limits.DEFAULTS.max_page_size}) is lowered to it"
+        )
     if not _INTEGER.match(text):
         raise invalid_field(
             name,
