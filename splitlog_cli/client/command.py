@@ -33,7 +33,18 @@ class PartialFailure(Exception):
         self.status = status
 
 
-def common_options() -> argparse.ArgumentParser:
+FORMAT_HELP = (
+    "print aligned columns (table, the default) or proto3 JSON (json): "
+    "the resource, or for a list one response with the items of every page"
+)
+# The --format help of commands that print items as they arrive.
+STREAM_FORMAT_HELP = (
+    "print aligned columns (table, the default) or JSON Lines (json): one "
+    "proto3 JSON object per line for each item as it arrives"
+)
+
+
+def common_options(format_help: str = FORMAT_HELP) -> argparse.ArgumentParser:
     """Return the parent parser with `--gateway`, `--format`, `--token` and TLS."""
     common = argparse.ArgumentParser(add_help=False)
     _add_gateway_argument(common)
@@ -41,8 +52,7 @@ def common_options() -> argparse.ArgumentParser:
         "--format",
         choices=FORMATS,
         default="table",
-        help="print aligned columns (table, the default) or proto3 JSON (json): "
-        "the resource, or for a list one response with the items of every page",
+        help=format_help,
     )
     _add_credential_arguments(common)
     return common

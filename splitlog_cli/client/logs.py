@@ -69,10 +69,12 @@ from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
 from splitlog.logs.v1 import logs_service_pb2_grpc as logs_grpc
 from splitlog_cli.client import render, ship_file, ship_input, ship_positions
 from splitlog_cli.client.command import (
+    STREAM_FORMAT_HELP,
     Context,
     PartialFailure,
     add_action,
     add_actions,
+    common_options,
 )
 from splitlog_cli.client.connection import (
     DEFAULT_TIMEOUT,
@@ -276,7 +278,7 @@ def add_parsers(
     tail = add_action(
         actions,
         "tail",
-        common,
+        common_options(STREAM_FORMAT_HELP),
         tail_entries,
         "print matching entries as they are written, until Ctrl-C",
     )

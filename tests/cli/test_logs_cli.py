@@ -2345,6 +2345,19 @@ def test_query_help_names_until(capsys):
     assert "--since=-1h" not in out
 
 
+def test_tail_format_help_says_one_object_per_line(capsys):
+    with pytest.raises(SystemExit):
+        main(["logs", "tail", "--help"])
+    tail_help = " ".join(capsys.readouterr().out.split())
+    with pytest.raises(SystemExit):
+        main(["logs", "query", "--help"])
+    query_help = " ".join(capsys.readouterr().out.split())
+
+    assert "one proto3 JSON object per line for each item as it arrives" in tail_help
+    assert "one response with the items of every page" not in tail_help
+    assert "one response with the items of every page" in query_help
+
+
 def test_query_all_shown_prints_no_note(live, capsys):
     _write_pages_entries(live, "pages-all", 3)
 
