@@ -47,9 +47,13 @@ def record(first: int, timestamps: Sequence[int], services=None) -> pb.LogRecord
     return pb.LogRecord(first_sequence=first, entries=columns)
 
 
-def open_store(directory: Path, clock: Clock) -> LogStore:
+def open_store(directory: Path, clock: Clock, **options: int) -> LogStore:
     return LogStore(
-        directory, partition_seconds=3600, compact_after_seconds=86400, clock=clock
+        directory,
+        partition_seconds=3600,
+        compact_after_seconds=86400,
+        clock=clock,
+        **options,
     )
 
 
@@ -80,7 +84,8 @@ def files(directory: Path) -> list[str]:
 
 def test_old_day_entries_go_to_day_file(tmp_path: Path) -> None:
     directory = tmp_path / "store"
-    store = open_store(directory, Clock(BASE + 10 * DAY + 5 * HOUR))
+    # Without month files, each old day gets a file of its own.
+    store = open_store(directory, Clock(BASE + 10 * DAY + 5 * HOUR), month_file_rows=0)
     recent = BASE + 10 * DAY + 4 * HOUR
     # Day 9 ended 5 hours ago: not old yet. Days 0 and 8 are old.
     stamps = [BASE + 7, BASE + HOUR, BASE + 8 * DAY + 1, BASE + 9 * DAY + 1, recent]
@@ -294,11 +299,16 @@ def test_delete_after_reaches_day_file(tmp_path: Path) -> None:
     assert entries == [(1, BASE + HOUR), (2, BASE + 5 * HOUR)]
 
 
-def test_scattered_old_days_keep_filters_packed(tmp_path: Path) -> None:
-    """One batch over many old days creates day files of 32 KiB filters."""
+@pytest.mark.parametrize(("month_file_rows", "created"), [(0, 100), (100_000, 4)])
+def test_scattered_old_days_keep_filters_packed(
+    tmp_path: Path, month_file_rows: int, created: int
+) -> None:
+    """One batch over many old days creates day or month files of 32 KiB filters."""
     days = 100
     stamps = [BASE + day * DAY + HOUR for day in range(days)]
-    store = open_store(tmp_path / "store", Clock(BASE + 400 * DAY))
+    store = open_store(
+        tmp_path / "store", Clock(BASE + 400 * DAY), month_file_rows=month_file_rows
+    )
     tracemalloc.start()
     try:
         before, _ = tracemalloc.get_traced_memory()
@@ -308,26 +318,31 @@ def test_scattered_old_days_keep_filters_packed(tmp_path: Path) -> None:
         tracemalloc.stop()
         store.close()
 
-    assert len(files(tmp_path / "store")) == days
+    # 100 days from May 1 lie in May, June, July and August.
+    assert len(files(tmp_path / "store")) == created
     # A packed filter takes 32 KiB and an unpacked one 256 KiB. The rest of
     # a partition's bookkeeping takes far less than the 64 KiB of slack.
-    assert after - before < days * 96 * 1024
+    assert after - before < created * 96 * 1024
 
 
-def test_scattered_old_days_answer_exactly(tmp_path: Path) -> None:
-    """Day files created by one batch record their rows, times and services."""
+@pytest.mark.parametrize(("month_file_rows", "created"), [(0, 50), (100_000, 2)])
+def test_scattered_old_days_answer_exactly(
+    tmp_path: Path, month_file_rows: int, created: int
+) -> None:
+    """Files created by one batch record their rows, times and services."""
     directory = tmp_path / "store"
     days = 50
     stamps = [BASE + day * DAY + HOUR for day in range(days)]
     services = ["api" if day % 2 else "db" for day in range(days)]
     one_day = pb.EntryFilter(start_time=BASE + 7 * DAY, end_time=BASE + 8 * DAY)
-    store = open_store(directory, Clock(BASE + 400 * DAY))
+    options = {"month_file_rows": month_file_rows}
+    store = open_store(directory, Clock(BASE + 400 * DAY), **options)
     store.apply([record(1, stamps, services)])
     results = {}
     for name, reopen in (("created", False), ("reopened", True)):
         if reopen:
             store.close()
-            store = open_store(directory, Clock(BASE + 400 * DAY))
+            store = open_store(directory, Clock(BASE + 400 * DAY), **options)
         scans = store.partition_scans
         columns, sequences = store.query(
             one_day, after=None, descending=False, limit=10
@@ -355,6 +370,8 @@ def test_scattered_old_days_answer_exactly(tmp_path: Path) -> None:
     entries = query_all(store)
     store.close()
 
+    # Days 0 to 49 from May 1 lie in May and June.
+    assert len(files(directory)) == created
     for name, result in results.items():
         timestamps, sequences, one_day_scans, api, api_scans, absent, absent_scans = (
             result
@@ -363,7 +380,7 @@ def test_scattered_old_days_answer_exactly(tmp_path: Path) -> None:
         assert sequences == [8], name
         assert one_day_scans == 1, name
         assert api == stamps[1::2], name
-        assert api_scans == days // 2, name
+        assert api_scans == min(created, days // 2), name
         assert absent == [], name
         assert absent_scans == 0, name
     assert [ts for _, ts in entries] == stamps

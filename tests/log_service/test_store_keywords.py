@@ -170,6 +170,7 @@ def open_mixed(directory: Path) -> LogStore:
         directory,
         partition_seconds=3600,
         compact_after_seconds=86400,
+        month_file_rows=0,
         clock=lambda: BASE + 3 * DAY,
     )
 
