@@ -486,7 +486,8 @@ SETTINGS: list[Setting] = [
         "log_compact_after_hours",
         24,
         "Hours after its end at which a UTC day's log partitions are merged "
-        "into one file per day; older entries go straight into it.",
+        "into one file per day; older entries go straight into it, or into a "
+        "file per month while their day has no file.",
         _parse_hours,
     ),
     Setting(
