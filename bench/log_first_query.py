@@ -9,11 +9,14 @@ dates, ships FILE with `splitlog logs ship`, and then at once sends
 them (3 by default) succeeded. A leader serves a read only once its store
 contains every entry committed before the read, so the first query waits
 for the shipped entries to reach the partition files. With dates spread
-over many old days, that creates one day file per day on every replica.
+over many old days, every replica creates a file per month of them (a file
+per day before month files).
 
 `--store-days N` starts no server: it applies one entry on each of N old
-days to a `LogStore` in this process and prints the CPU time per day file
-created.
+days to a `LogStore` in this process, once with a file per day
+(`month_file_rows=0`, the layout before month files) and once with the
+defaults (old days without files of their own share a file per month), and
+prints the files created and the CPU time of each.
 
 The output gives the ship's time, each query's status and time, the
 partition files on disk and the process's peak resident memory.
@@ -129,9 +132,13 @@ def run(args: argparse.Namespace, data_dir: Path) -> None:
         # Queries go on until `--queries` of them have succeeded, since the
         # first ones may run out of their deadline.
         succeeded = 0
+        shipped = time.perf_counter()
         for number in range(1, args.queries + 20):
             status, seconds = _get(url)
             print(f"query {number}: HTTP {status} in {seconds:.3f} s")
+            if status == 200 and not succeeded:
+                waited = time.perf_counter() - shipped
+                print(f"until the first answer: {waited:.2f} s")
             succeeded += status == 200
             if succeeded == args.queries:
                 break
@@ -149,9 +156,9 @@ def run(args: argparse.Namespace, data_dir: Path) -> None:
 
 
 def measure_store(days: int, work: Path) -> None:
-    """Print the CPU time of one apply that creates a day file per day."""
+    """Print the CPU time of one apply over `days` old days, in both layouts."""
     # Imported here so that the server run needs no DuckDB in this process.
-    from log_service.store import LogStore
+    from log_service.store import MONTH_FILE_MAX_ROWS, LogStore
     from splitlog.logs.v1 import node_service_pb2 as pb
 
     day_ns = 86400 * 1_000_000_000
@@ -165,16 +172,26 @@ def measure_store(days: int, work: Path) -> None:
         services=["bench"] * days,
         messages=[f"entry {day}" for day in range(days)],
     )
-    store = LogStore(work, partition_seconds=3600, compact_after_seconds=86400)
-    try:
-        started = time.process_time()
-        store.apply([pb.LogRecord(first_sequence=1, entries=entries)])
-        cpu = time.process_time() - started
-    finally:
-        store.close()
-    files = len(list(work.glob("*.duckdb")))
-    print(f"store: {files} day files created in {cpu:.2f} s of CPU")
-    print(f"store: {cpu / files * 1000:.2f} ms of CPU per file")
+    for label, month_rows in (("day files", 0), ("month files", MONTH_FILE_MAX_ROWS)):
+        directory = work / label.replace(" ", "-")
+        store = LogStore(
+            directory,
+            partition_seconds=3600,
+            compact_after_seconds=86400,
+            month_file_rows=month_rows,
+        )
+        try:
+            started = time.process_time()
+            store.apply([pb.LogRecord(first_sequence=1, entries=entries)])
+            cpu = time.process_time() - started
+        finally:
+            store.close()
+        files = len(list(directory.glob("*.duckdb")))
+        print(
+            f"store, {label}: {files} files for {days} days in {cpu:.2f} s of CPU;"
+            f" {cpu / files * 1000:.2f} ms per file, {cpu / days * 1000:.2f} ms"
+            " per day"
+        )
 
 
 def main() -> None:
