@@ -12,7 +12,7 @@ entries of a UTC day that ended at least `compact_after_seconds` ago go
 into one file for that day. A background compaction (`compact`) merges the
 small partitions of such a day into its day file, sorted by time. An old
 day without a file of its own shares its UTC month's file instead, until
-that file holds `month_file_rows` entries, so that a log file of scattered
+that file contains `month_file_rows` entries, so that a log file of scattered
 dates creates one file per month rather than one per day.
 
 Crash safety rests on two rules. First, `store.json` is rewritten only after
@@ -96,7 +96,7 @@ CHECKPOINT_THRESHOLD = "64MiB"
 REWRITE_FREE_FRACTION = 0.5
 REWRITE_MIN_FREE_BYTES = 1 << 20
 # An old UTC day that has no partition yet goes into the file of its month
-# while that file holds fewer rows than this, so a log file of scattered
+# while that file contains fewer rows than this, so a log file of scattered
 # dates creates about one file per month instead of one per day (creating a
 # file costs a few milliseconds of CPU). A month that reached it sends its
 # further days to day files, which bounds what retention rewrites or keeps
@@ -239,7 +239,7 @@ class LogStore:
         smaller partitions into its day file. `partition_seconds` must then
         divide a day.
       month_file_rows: entries of an old day that has no partition of a day
-        or less go to the file of its UTC month while that file holds fewer
+        or less go to the file of its UTC month while that file contains fewer
         rows than this; 0 gives every old day a day file.
       clock: returns the current time in nanoseconds since the epoch; it
         decides which days are old.
@@ -530,7 +530,7 @@ class LogStore:
 
         Rows at or after `below` go to partitions of `partition_seconds`.
         Rows of an older UTC day go to that day's file when the day already
-        has a partition of a day or less, or when its month's file holds
+        has a partition of a day or less, or when its month's file contains
         `month_file_rows` rows or more; otherwise to its month's file.
         """
         ts = table.column("ts")
@@ -1855,8 +1855,7 @@ class _Placement:
             names = pc.unique(taken.slice(start, count)).to_pylist()
             services.append(frozenset(names))
         bounds = list(zip(lows, highs, tops, bottoms, strict=True))
-        placement = cls(keys, groups, bounds, services, order, counts.tolist())
-        return placement
+        return cls(keys, groups, bounds, services, order, counts.tolist())
 
     def split(
         self, column: pa.Array | pa.ChunkedArray

@@ -183,7 +183,7 @@ def scattered(days: int, seed: int) -> tuple[list[int], list[str], list[str]]:
     """Return two entries on each of `days` days from JAN, in shuffled order.
 
     One lies exactly at the day's start, the other somewhere in the day to
-    the nanosecond; every 37th message holds the keyword `needle`.
+    the nanosecond; every 37th message contains the keyword `needle`.
     """
     stamps = []
     for day in range(days):
@@ -213,7 +213,7 @@ def test_scattered_old_days_share_month_files(tmp_path: Path) -> None:
     finally:
         store.close()
 
-    # 300 days from January 1 reach October 28: ten month files, not 300
+    # 300 days from January 1 reach October 27: ten month files, not 300
     # day files.
     assert created == [
         "20230101T000000Z-31d.duckdb",
@@ -241,13 +241,13 @@ def test_scattered_old_days_share_month_files(tmp_path: Path) -> None:
         reopened.close()
 
 
-def test_full_month_file_sends_new_days_to_day_files(tmp_path: Path) -> None:
+def test_full_month_file_overflows_to_day_files(tmp_path: Path) -> None:
     directory = tmp_path / "store"
     store = open_store(directory, month_file_rows=4)
     entries = Entries()
     jan2, jan5, jan9 = JAN + DAY, JAN + 4 * DAY, JAN + 8 * DAY
     entries.apply(store, [jan2 + 5, jan5 + 1, jan2 + 1, jan2 + 3, jan5 + 2])
-    # The month file holds 5 rows now: further days get day files, the
+    # The month file contains 5 rows now: further days get day files, the
     # days already in the month file too.
     entries.apply(store, [jan9 + 4, jan5 + 2, jan2 + 2], ["db", "api", "db"])
     entries.apply(store, [FEB + 2 * DAY + 7])
@@ -271,7 +271,7 @@ def test_full_month_file_sends_new_days_to_day_files(tmp_path: Path) -> None:
         reopened.close()
 
 
-def test_old_day_with_hour_files_keeps_its_day_file(tmp_path: Path) -> None:
+def test_day_with_hour_files_keeps_day_file(tmp_path: Path) -> None:
     directory = tmp_path / "store"
     feb9 = FEB + 8 * DAY
     clock = Clock(FEB + 9 * DAY + 2 * HOUR)
