@@ -33,7 +33,8 @@ from log_service.router import (
     add_otlp_servicer_to_server,
 )
 from log_service.shard_health import ShardHealth
-from log_service.sharding import sharder_from_config, topology_from_config
+from log_service.sharding import sharder_from_config
+from log_service.topology import topology_from_config
 from splitlog.logs.v1 import logs_service_pb2
 from splitlog_runtime import auth, private_files
 from splitlog_runtime.config import Config

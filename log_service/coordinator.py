@@ -42,7 +42,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from log_service.clients import NodeClients
-from log_service.sharding import Topology
+from log_service.topology import Topology
 from splitlog.logs.v1 import (
     logs_service_pb2,
     node_service_pb2,

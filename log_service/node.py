@@ -1891,7 +1891,7 @@ def start_node(
       append_timeout: see `LogNode`.
     """
     if address is None:
-        from log_service.sharding import topology_from_config
+        from log_service.topology import topology_from_config
 
         spec = next(
             (n for n in topology_from_config(config).nodes if n.node_id == node_id),

@@ -12,16 +12,15 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from log_service.clients import ROUTER_STOPPING
-from log_service.coordinator import Coordinator
 from log_service.merge import Row, merge_rows, shard_cursor
 from log_service.model import VALID_SEVERITIES, columns_to_entries
 from log_service.pages import fitting_count, page_budget
-from log_service.sharding import Sharder
 from log_service.timefmt import format_seconds, format_time
 from log_service.tokens import (
     Cursor,
@@ -37,6 +36,12 @@ from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
 from splitlog_runtime import limits
 from splitlog_runtime.errors import DomainError, Unavailable, invalid_field
 from splitlog_runtime.validation import Violations
+
+if TYPE_CHECKING:
+    # The CLI imports this module for its query checks, and the router code
+    # behind these names would slow every `splitlog` command's start.
+    from log_service.coordinator import Coordinator
+    from log_service.sharding import Sharder
 
 NANOS_PER_SECOND = 1_000_000_000
 DEFAULT_PAGE_SIZE = 100

@@ -20,17 +20,21 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf import duration_pb2, field_mask_pb2
 
-from log_service.coordinator import ShardReplicas
 from log_service.model import Limits, service_is_valid
 from log_service.timefmt import format_seconds
 from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
 from splitlog_runtime.errors import Aborted, NotFound, invalid_field
 from splitlog_runtime.private_files import write_file_atomically
 from splitlog_runtime.validation import Violations
+
+if TYPE_CHECKING:
+    # Only a type here, and the CLI reads this module's constants.
+    from log_service.coordinator import ShardReplicas
 
 _LOGGER = logging.getLogger(__name__)
 

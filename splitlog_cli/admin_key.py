@@ -13,12 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from sqlalchemy import inspect, make_url
-from sqlalchemy.exc import SQLAlchemyError
-
 from splitlog_runtime import auth
 from splitlog_runtime.config import Config
-from splitlog_runtime.database import Database, normalise_url, safe_url
 from splitlog_runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from splitlog_runtime.resources import check_id
 
@@ -54,7 +50,12 @@ def add_parser(commands, config_flags: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, config: Config) -> int:
     """Create the key and print it; return the exit status."""
-    # Imported here so that the other commands do not load the service code.
+    # Imported here so that the other commands load neither the service code
+    # nor SQLAlchemy.
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from splitlog_runtime.database import Database, safe_url
     from user_service.auth_servicer import insert_api_key
     from user_service.domain import validate_display_name
     from user_service.storage import UserRow
@@ -146,6 +147,10 @@ def _missing_sqlite_file(url: str) -> Path | None:
 
     Opening a missing SQLite file would create it, and its folder, empty.
     """
+    from sqlalchemy import make_url
+
+    from splitlog_runtime.database import normalise_url
+
     parsed = make_url(normalise_url(url))
     if parsed.get_backend_name() != "sqlite":
         return None

@@ -37,7 +37,7 @@ def start_service(name: str, config: Config) -> ServiceHost:
 
 
 def _log_topology(config: Config):
-    from log_service.sharding import topology_from_config
+    from log_service.topology import topology_from_config
 
     try:
         return topology_from_config(config)

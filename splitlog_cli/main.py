@@ -15,11 +15,8 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from importlib import metadata
 
-from gateway.services import public_services
-from log_service.shard_health import shard_of_health_name
-from splitlog_cli import admin_key, serve, settings, up
+from splitlog_cli import admin_key, settings
 from splitlog_cli import client as client_commands
 from splitlog_cli.client.command import add_token_argument
 from splitlog_cli.client.credentials import TOKEN_ENV, Credential
@@ -31,7 +28,7 @@ from splitlog_cli.data_lock import (
 )
 from splitlog_cli.errors import StartupError
 from splitlog_cli.health import check, not_serving
-from splitlog_cli.processes import RESTART_POLICY, Supervisor
+from splitlog_cli.processes import RESTART_POLICY
 from splitlog_cli.show_config import FORMATS, render
 from splitlog_cli.signals import StopSignals
 from splitlog_cli.splitwise import commands as splitwise_commands
@@ -56,7 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run and inspect splitlog, the shared-expenses and log "
         "collection gRPC services.",
     )
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="show program's version number and exit",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = commands.add_parser(
@@ -200,6 +201,9 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict:
 
 
 def _dispatch(args: argparse.Namespace, config: Config) -> int:
+    # The server commands import the service code here, so that the client
+    # commands, such as `splitlog logs tail`, start without loading
+    # SQLAlchemy, Alembic, NumPy and the servicers.
     if args.command == "up":
         with data_dir_lock(config.data_dir):
             if args.processes:
@@ -208,6 +212,8 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
             with every_component_lock(config):
                 return _up(args, config)
     if args.command == "serve":
+        from splitlog_cli import serve
+
         lock_file = component_lock_file(args.component, config)
         if lock_file is None:
             return serve.run(args.component, config)
@@ -227,6 +233,8 @@ def _dispatch(args: argparse.Namespace, config: Config) -> int:
 
 def _up(args: argparse.Namespace, config: Config) -> int:
     if args.processes:
+        from splitlog_cli.processes import Supervisor
+
         signals = StopSignals()
         signals.install()
         # The supervisor's own records, such as a child's restart, go out as
@@ -243,6 +251,8 @@ def _up(args: argparse.Namespace, config: Config) -> int:
             return Supervisor(config, signals).run()
         finally:
             logsetup.stop_self_ship(shipper, timeout=logsetup.SHIP_FLUSH_SECONDS)
+    from splitlog_cli import up
+
     return up.run(config)
 
 
@@ -297,6 +307,8 @@ def _backends_down_hint(
     down. Returns an empty string when none is, as at a server that is not
     a gateway.
     """
+    from gateway.services import public_services
+
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         return ""
@@ -346,6 +358,8 @@ def _health_hint(
             "give a full service name such as splitlog.users.v1.UsersService, "
             "or none for the whole server"
         )
+    from log_service.shard_health import shard_of_health_name
+
     shard = shard_of_health_name(args.service)
     if status == "NOT_SERVING" and shard is not None:
         return (
@@ -381,7 +395,25 @@ def _health_credential_hint(address: str, credential: Credential | None) -> str:
     )
 
 
+class _VersionAction(argparse.Action):
+    """Print the version and exit, reading it only when --version is given.
+
+    argparse's own version action takes the string when the parser is built,
+    and reading the package metadata costs every command's start.
+    """
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs) -> None:
+        kwargs.setdefault("default", argparse.SUPPRESS)
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(_version())
+        parser.exit()
+
+
 def _version() -> str:
+    from importlib import metadata
+
     try:
         return f"splitlog {metadata.version('splitlog')}"
     except metadata.PackageNotFoundError:

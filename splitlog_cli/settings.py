@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from log_service.sharding import MAX_REPLICAS, parse_log_nodes
+from log_service.topology import MAX_REPLICAS, parse_log_nodes
 from splitlog_cli.client.credentials import TOKEN_ENV
 from splitlog_cli.signals import SUPERVISOR_PID_ENV
 from splitlog_runtime import config as config_module

@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
 from splitlog_cli.settings import env_text, source
 from splitlog_runtime.config import SETTINGS, Config, markdown_table
 
@@ -48,6 +45,10 @@ def _shown(name: str, value: str) -> str:
     if name == "auth_secret":
         return "(set, hidden)"
     if name.endswith("_db_url"):
+        # SQLAlchemy loads here, only for `splitlog config`.
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
         try:
             return make_url(value).render_as_string(hide_password=True)
         except ArgumentError:

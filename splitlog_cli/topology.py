@@ -115,7 +115,7 @@ def log_node_components(config: Config) -> tuple[Component, ...]:
       ValueError: the log topology settings do not parse.
     """
     # Imported here so that commands which never run log nodes skip it.
-    from log_service.sharding import topology_from_config
+    from log_service.topology import topology_from_config
 
     nodes = []
     for node in topology_from_config(config).nodes:
@@ -162,7 +162,7 @@ def log_nodes_setting(
       host_of: maps a node component to the host name to dial; by default
         the loopback address of the host setting.
     """
-    from log_service.sharding import topology_from_config
+    from log_service.topology import topology_from_config
 
     topology = topology_from_config(config)
     parts = []

@@ -36,7 +36,6 @@ from typing import Any
 
 import argon2
 import grpc
-import jwt
 from grpc_status import rpc_status
 
 from splitlog_runtime import private_files
@@ -199,6 +198,10 @@ class TokenIssuer:
         self, subject: str, session_id: str, now: float | None = None
     ) -> tuple[str, float]:
         """Return a new access token and its expiry as a Unix time."""
+        # PyJWT loads the cryptography package, which takes a noticeable part
+        # of a CLI start, so it is imported where a token is signed or read.
+        import jwt
+
         issued = int(time.time() if now is None else now)
         expire = issued + self.lifetime_seconds
         claims = {
@@ -214,6 +217,8 @@ class TokenIssuer:
 
     def encode_claims(self, claims: dict[str, Any]) -> str:
         """Sign arbitrary claims with the token key, for tests of bad tokens."""
+        import jwt
+
         return jwt.encode(claims, self._key, algorithm="HS256")
 
     def verify(self, token: str) -> AccessClaims:
@@ -223,6 +228,8 @@ class TokenIssuer:
           Unauthenticated: the token is malformed, badly signed, expired, or
             for another issuer or audience; the message names which.
         """
+        import jwt
+
         try:
             claims = jwt.decode(
                 token,

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import jwt
 
 from splitlog.auth.v1 import auth_service_pb2 as auth_pb2
 from splitlog_cli.client.values import UsageError
@@ -349,6 +348,8 @@ def token_subject(token: str) -> str | None:
     The signature is not checked, so use the result only as a default that
     the server checks again.
     """
+    import jwt
+
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.InvalidTokenError:

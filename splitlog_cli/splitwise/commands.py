@@ -6,7 +6,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import grpc
 
@@ -16,19 +16,13 @@ from splitlog_cli.client.command import connection_options
 from splitlog_cli.client.connection import Unreachable, open_channel
 from splitlog_cli.client.credentials import Credential
 from splitlog_cli.client.values import UsageError
-from splitlog_cli.splitwise.csvformat import SplitwiseFormatError
-from splitlog_cli.splitwise.exporter import export_group
-from splitlog_cli.splitwise.importer import (
-    MAX_DISPLAY_NAME,
-    ImportResult,
-    SplitwiseImporter,
-    SplitwiseImportError,
-    load_plan,
-)
 from splitlog_cli.tls_options import client_tls
 from splitlog_runtime.config import Config
 from splitlog_runtime.limits import DEFAULTS, RequestLimits
 from splitlog_runtime.tls import ClientTls, TlsConfigError
+
+if TYPE_CHECKING:
+    from splitlog_cli.splitwise.importer import ImportResult
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -170,6 +164,16 @@ def run_import(
     `limits` gives the payer and participant limits per expense that the
     rows are checked against before anything is written.
     """
+    # The converters load here, so that every other command starts without
+    # them.
+    from splitlog_cli.splitwise.csvformat import SplitwiseFormatError
+    from splitlog_cli.splitwise.importer import (
+        MAX_DISPLAY_NAME,
+        SplitwiseImporter,
+        SplitwiseImportError,
+        load_plan,
+    )
+
     out = out or sys.stdout
     err = err or sys.stderr
     try:
@@ -266,6 +270,8 @@ def run_export(
 ) -> int:
     """Export one group to a file, or to `out` when `output` is None or `-`;
     return the exit status."""
+    from splitlog_cli.splitwise.exporter import export_group
+
     out = out or sys.stdout
     err = err or sys.stderr
     name = group if group.startswith("groups/") else f"groups/{group}"

@@ -18,7 +18,7 @@ from log_service.coordinator import (
     plan_shard,
     reconcile,
 )
-from log_service.sharding import default_topology
+from log_service.topology import default_topology
 from splitlog.logs.v1 import replication_service_pb2
 
 FAILOVER = 1.5

@@ -18,8 +18,9 @@ from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
 from log_service.app import build_router
-from log_service.sharding import sharder_from_config, topology_from_config
+from log_service.sharding import sharder_from_config
 from log_service.tokens import Cursor, PageToken, encode_page_token
+from log_service.topology import topology_from_config
 from splitlog.logs.v1 import logs_service_pb2 as pb
 from splitlog.logs.v1 import logs_service_pb2_grpc
 from splitlog_cli.components import start_log_nodes

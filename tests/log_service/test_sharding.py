@@ -11,10 +11,12 @@ from hypothesis import strategies as st
 from log_service.sharding import (
     ServiceRing,
     TimeBuckets,
-    default_topology,
-    parse_log_nodes,
     sharder_from_config,
     stable_hash,
+)
+from log_service.topology import (
+    default_topology,
+    parse_log_nodes,
     topology_from_config,
 )
 

@@ -17,7 +17,7 @@ from log_service.clients import NodeClients
 from log_service.node import LogNode, start_node
 from log_service.pages import RESPONSE_MARGIN_BYTES
 from log_service.query import EntrySelection
-from log_service.sharding import NodeSpec, ServiceRing
+from log_service.sharding import ServiceRing
 from log_service.tail import (
     FOLLOW_TIMEOUT_SECONDS,
     MAX_PENDING_ENTRIES,
@@ -26,6 +26,7 @@ from log_service.tail import (
     RETRY_DELAY_SECONDS,
     Tail,
 )
+from log_service.topology import NodeSpec
 from splitlog.logs.v1 import logs_service_pb2 as pb
 from splitlog.logs.v1 import node_service_pb2
 from splitlog_runtime.errors import NotFound, Unavailable
