@@ -42,8 +42,13 @@ message, kept whole. The parser reads three things from the line header:
   word counts when it is a level name in upper case (`INFO`, `WARN`,
   `WARNING`, `ERROR`, `FATAL`, ...), in title case (`Info`), in brackets
   (`[error]`, `[notice]`), or, after a numeric field, a single Android letter
-  (`V`, `D`, `I`, `W`, `E`, `F`, `A`). Words in the message body never count.
-  A line without such a word is INFO. The word as written is kept in
+  (`V`, `D`, `I`, `W`, `E`, `F`, `A`). In a syslog line the word may also
+  follow the program's tag after the host (`app[1]:`, `kernel:`), but
+  there, where the program's own message starts, only a level name in upper
+  case or in brackets counts (`ERROR`, `[error]`), not a capitalised first
+  word such as `Error returned from ...` or a label such as `WARNING:`.
+  Other words in the message body never count. A line without such a word
+  is INFO. The word as written is kept in
   `severity_text`. An access log line has no level word, so its status
   code sets the severity: 5xx is ERROR, 4xx is WARN, others INFO, and
   `severity_text` keeps the code. A line without a recognisable time has
@@ -130,6 +135,9 @@ _DOTTED_DATE = re.compile(r"\d{4}\.\d{2}\.\d{2}\Z")
 # The quoted request line of an access log line, backslash escapes allowed,
 # and the three-digit status after it.
 _ACCESS_STATUS = re.compile(r' "(?:[^"\\]|\\.)*" (?P<status>\d{3})(?=\s|$)')
+# A syslog tag after the host: the program, often with its process id, and a
+# colon, as in `sshd[24200]:` or `kernel:`.
+_SYSLOG_TAG = re.compile(r" *[^\s:]+: +")
 
 
 @dataclass(frozen=True)
@@ -141,6 +149,8 @@ class _Layout:
     has_year: bool = True
     two_digit_year: bool = False
     has_host: bool = False
+    # A syslog tag may follow the host, and a level word may follow the tag.
+    has_tag: bool = False
     # The line is an access log line, whose severity comes from its status.
     access: bool = False
 
@@ -168,6 +178,7 @@ _LAYOUTS = (
         ),
         has_year=False,
         has_host=True,
+        has_tag=True,
     ),
     _Layout(
         "bracketed",
@@ -235,6 +246,7 @@ class _Header:
     rest: str
     host: str = ""
     access: bool = False
+    has_tag: bool = False
 
 
 def parse_lines(
@@ -499,6 +511,8 @@ class _LineParser:
             severity = guess_severity(line) or logs_pb2.SEVERITY_INFO
         elif header.access:
             word, severity = _status_severity(rest)
+        elif header.has_tag:
+            word, severity = _syslog_severity(rest)
         else:
             word, severity = _header_severity(rest)
         entry.severity = severity
@@ -515,7 +529,8 @@ class _LineParser:
             if time_ns is None:
                 return None
             host = match["host"] if layout.has_host else ""
-            return _Header(time_ns, line[match.end() :], host, layout.access)
+            rest = line[match.end() :]
+            return _Header(time_ns, rest, host, layout.access, layout.has_tag)
         return _epoch_header(line)
 
     def _time_ns(self, layout: _Layout, match: re.Match[str]) -> int | None:
@@ -612,6 +627,40 @@ def _header_severity(rest: str) -> tuple[str, int]:
             severity = _SEVERITY_BY_LETTER.get(token)
     else:
         severity = None
+    if severity is None:
+        return "", logs_pb2.SEVERITY_INFO
+    return word, severity
+
+
+def _syslog_severity(rest: str) -> tuple[str, int]:
+    """Return the level word of a syslog line and its severity, or ("", INFO).
+
+    `rest` is the line after its host. The word counts right after the host,
+    by the rules of `_header_severity`, or right after the program's tag
+    (`app[1]:`). After the tag, the message of the program begins, so only a
+    level name in upper case of two letters or more (`ERROR`) or in brackets
+    (`[error]`) counts there. A capitalised word such as the `Error` of
+    `quicklookd[316]: Error returned from ...` starts a sentence, and a word
+    with a colon, as in `kernel[0]: WARNING: hibernate ... skipped`, labels
+    the message, as it does after the date.
+    """
+    word, severity = _header_severity(rest)
+    if word:
+        return word, severity
+    tag = _SYSLOG_TAG.match(rest)
+    if tag is None:
+        return "", logs_pb2.SEVERITY_INFO
+    words = rest[tag.end() :].split(None, 1)
+    if not words:
+        return "", logs_pb2.SEVERITY_INFO
+    token = words[0]
+    if len(token) > 2 and token[0] == "[" and token[-1] == "]":
+        word = token[1:-1]
+    else:
+        word = token
+        if len(word) < 2 or not word.isupper():
+            return "", logs_pb2.SEVERITY_INFO
+    severity = severity_of_word(word)
     if severity is None:
         return "", logs_pb2.SEVERITY_INFO
     return word, severity

@@ -382,6 +382,32 @@ def test_ship_undated_severity_matches_rest(live, tmp_path, capsys):
     }
 
 
+def test_ship_syslog_level_after_tag(live, tmp_path, capsys):
+    moment = datetime.fromtimestamp(int(time.time()) - 600, UTC)
+    stamp = f"{moment:%b} {moment.day:2d} {moment:%H:%M:%S}"
+    path = write_log(
+        tmp_path,
+        f"{stamp} host-a app[1]: ERROR card declined",
+        f"{stamp} host-a app[1]: Error returned by a helper",
+        f"{stamp} host-b kernel: WARN disk slow",
+    )
+
+    status, _, err = run(
+        capsys, live.address, "logs", "ship", str(path),
+        "--service", "ship-syslog", "--zone", "UTC", "--year", str(moment.year),
+    )  # fmt: skip
+    stored = list_all(live.stub, services=["ship-syslog"])
+
+    assert status == 0, err
+    by_message = {entry.message.split(": ", 1)[1]: entry for entry in stored}
+    assert by_message["ERROR card declined"].severity == logs_pb2.SEVERITY_ERROR
+    assert by_message["ERROR card declined"].host == "host-a"
+    assert by_message["WARN disk slow"].severity == logs_pb2.SEVERITY_WARN
+    assert by_message["WARN disk slow"].host == "host-b"
+    # A capitalised first word of the program's message is prose, not a level.
+    assert by_message["Error returned by a helper"].severity == logs_pb2.SEVERITY_INFO
+
+
 def test_ship_table_output(live, tmp_path, capsys):
     path = write_log(tmp_path, f"{line_time(60)} INFO one")
 

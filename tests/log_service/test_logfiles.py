@@ -235,6 +235,11 @@ def test_impossible_date_is_no_time():
         (r'h - - [10/Oct/2026:13:55:36 +0000] "GET /\" 500 x" 503 0', ERROR, "503"),
         ('h - - [10/Oct/2026:13:55:36 +0000] "-" 400 0', WARN, "400"),
         ("h - - [10/Oct/2026:13:55:36 +0000] truncated", INFO, ""),
+        ("Dec  6 04:00:01 host ERROR card declined", ERROR, "ERROR"),
+        ("Dec  6 04:00:01 host app[1]: ERROR card declined", ERROR, "ERROR"),
+        ("Dec  6 04:00:01 host kernel: WARN disk slow", WARN, "WARN"),
+        ("Dec  6 04:00:01 host postfix/smtpd[7]: [error] x", ERROR, "error"),
+        ("Dec  6 04:00:01 host sshd(pam_unix)[9]: FATAL x", FATAL, "FATAL"),
     ],
 )
 def test_header_severity(line, severity, word):
@@ -248,6 +253,12 @@ def test_header_severity(line, severity, word):
     "line",
     [
         "Dec 10 06:55:46 LabSZ sshd[1]: error: Received disconnect",
+        "Jul  1 19:50:12 mac quicklookd[3]: Error returned from iconservicesagent",
+        "Dec  6 04:00:01 host app[1]: E is a word of the message",
+        "Dec  6 04:00:01 host app[1]: PAM 2 more authentication failures",
+        "Jul  3 19:04:48 mac kernel[0]: WARNING: hibernate skipped 11799 pages",
+        "Dec  6 04:00:01 host app[1]: card declined, ERROR later",
+        "Dec  6 04:00:01 host app[1]:",
         "[10.30 16:49:06] chrome.exe - ERROR connecting",
         "2020-01-01 00:00:00 main started, no ERROR here",
         "2020-01-01 00:00:00 error lower case is a message word",
