@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from splitlog_cli import admin_key, settings
 from splitlog_cli import client as client_commands
@@ -33,9 +33,10 @@ from splitlog_cli.show_config import FORMATS, render
 from splitlog_cli.signals import StopSignals
 from splitlog_cli.splitwise import commands as splitwise_commands
 from splitlog_cli.tls_options import add_tls_arguments, client_tls
-from splitlog_cli.topology import COMPONENTS, COMPONENTS_BY_NAME, LOG_NODE
+from splitlog_cli.topology import COMPONENTS, COMPONENTS_BY_NAME, LOG_NODE, LOG_ROUTER
 from splitlog_runtime import auth, logsetup
 from splitlog_runtime.config import Config, add_arguments
+from splitlog_runtime.logship import LogShipHandler
 from splitlog_runtime.tls import ClientTls, TlsConfigError
 
 EXIT_FAILURE = 1
@@ -239,21 +240,42 @@ def _up(args: argparse.Namespace, config: Config) -> int:
         signals.install()
         # The supervisor's own records, such as a child's restart, go out as
         # service `splitlog`, as the launcher's records do in a plain `up`.
-        # They wait in the queue until the log router child listens, which
-        # rejects them unless they are signed like calls between components.
-        # A secret that is too short fails the supervisor's start instead,
-        # with its own message.
+        # The log router child rejects them unless they are signed like calls
+        # between components. A secret that is too short fails the
+        # supervisor's start instead, with its own message.
         if config.auth_required:
             with contextlib.suppress(ValueError):
                 auth.install_signer_from_settings(config.auth_secret, config.data_dir)
-        shipper = logsetup.start_self_ship(config, logsetup.LAUNCHER_SERVICE)
+        # The startup records wait in the shipper's bounded queue until the
+        # log router child reports SERVING. Sent at once, they would time out
+        # while the children start, and be dropped with a warning, on a
+        # machine where the log router needs more than the shipper's startup
+        # grace to come up.
+        shipper = logsetup.start_self_ship(
+            config, logsetup.LAUNCHER_SERVICE, send=False
+        )
+        on_serving = None
+        if shipper is not None:
+            on_serving = _start_sending_when_router_serves(shipper)
         try:
-            return Supervisor(config, signals).run()
+            return Supervisor(config, signals, on_serving=on_serving).run()
         finally:
             logsetup.stop_self_ship(shipper, timeout=logsetup.SHIP_FLUSH_SECONDS)
     from splitlog_cli import up
 
     return up.run(config)
+
+
+def _start_sending_when_router_serves(
+    shipper: LogShipHandler,
+) -> Callable[[str], None]:
+    """Return a callback that starts the shipper once the log router serves."""
+
+    def on_serving(component: str) -> None:
+        if component == LOG_ROUTER:
+            shipper.start_sending()
+
+    return on_serving
 
 
 def _served_ports(args: argparse.Namespace) -> list[str]:

@@ -299,15 +299,21 @@ def gateway_client_tls(config: Config) -> ClientTls | None:
 
 
 class Supervisor:
-    """Starts, watches and stops the child processes."""
+    """Starts, watches and stops the child processes.
+
+    `on_serving`, when given, is called with a component's name each time a
+    component reports SERVING during the first start, in start order.
+    """
 
     def __init__(
         self,
         config: Config,
         signals: StopSignals,
         policy: RestartPolicy | None = None,
+        on_serving: Callable[[str], None] | None = None,
     ) -> None:
         self._config = config
+        self._on_serving = on_serving
         self._signals = signals
         self._policy = policy or RestartPolicy.from_config(config)
         try:
@@ -346,6 +352,8 @@ class Supervisor:
             for component in wave:
                 if not self._wait_until_serving(component):
                     return False
+                if self._on_serving is not None:
+                    self._on_serving(component.name)
         ports = {c.name: c.grpc_port(self._config) for c in self._components}
         ports["http"] = self._config.http_port
         pids = {name: child.pid for name, child in self._children.items()}

@@ -1,0 +1,92 @@
+"""The records that `splitlog up --processes` logs while its children start.
+
+The supervisor ships its own records as service `splitlog` to the log router,
+which it starts itself after the log nodes. On a loaded machine the router
+can take longer to come up than the shipper's startup grace, so the test
+holds the router child with SIGSTOP for longer than that grace, as such a
+machine would, and checks that the startup records still arrive and that no
+warning about dropped records is printed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+
+import httpx
+import pytest
+
+from splitlog_cli.processes import STARTUP_TIMEOUT
+from splitlog_runtime.logship import DEFAULT_STARTUP_GRACE
+from tests.system.conftest import supervised_pids
+
+pytestmark = pytest.mark.system
+
+# Longer than the shipper's startup grace, so a shipper that sends before the
+# router serves has dropped its batch by the time the router can answer.
+ROUTER_PAUSE_SECONDS = DEFAULT_STARTUP_GRACE + 5
+READY_TIMEOUT = ROUTER_PAUSE_SECONDS + 90
+# The supervisor spawns the router once the log nodes report SERVING, which
+# it waits for up to processes.STARTUP_TIMEOUT.
+SPAWN_TIMEOUT = STARTUP_TIMEOUT + 30
+QUERY_TIMEOUT = 30.0
+
+
+def wait_for_child(supervisor_pid: int, component: str) -> int:
+    """Return the pid of the supervisor's child that serves `component`."""
+    deadline = time.monotonic() + SPAWN_TIMEOUT
+    while time.monotonic() < deadline:
+        for pid, name in supervised_pids(supervisor_pid).items():
+            if name == component:
+                return pid
+        time.sleep(0.02)
+    raise AssertionError(f"no {component} child within {SPAWN_TIMEOUT:.0f}s")
+
+
+def shipped_messages(http_url: str, expected: set[str]) -> set[str]:
+    """Poll GET /logs for the `splitlog` entries until `expected` are stored."""
+    deadline = time.monotonic() + QUERY_TIMEOUT
+    while True:
+        response = httpx.get(
+            f"{http_url}/logs",
+            params={"services": "splitlog", "pageSize": 1000},
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        messages = {entry["message"] for entry in response.json().get("entries", [])}
+        if expected <= messages or time.monotonic() > deadline:
+            return messages
+        time.sleep(0.5)
+
+
+def test_startup_records_wait_for_slow_router(splitlog_factory):
+    running = splitlog_factory("--processes")
+    supervisor = running.process.pid
+    router = wait_for_child(supervisor, "log_service")
+    os.kill(router, signal.SIGSTOP)
+    try:
+        time.sleep(ROUTER_PAUSE_SECONDS)
+    finally:
+        os.kill(router, signal.SIGCONT)
+    running.wait_until_ready(timeout=READY_TIMEOUT)
+
+    supervisor_lines = [
+        line for line in running.log().splitlines() if f" {supervisor} " in line
+    ]
+    started = {
+        match["message"]
+        for line in supervisor_lines
+        if (
+            match := re.search(
+                r"splitlog_cli\.processes: (?P<message>started .*)$", line
+            )
+        )
+    }
+    messages = shipped_messages(running.http_url, started)
+
+    assert "started log_service (pid" in " ".join(started)
+    assert started <= messages, sorted(started - messages)
+    dropped = [line for line in supervisor_lines if "splitlog_runtime.logship" in line]
+    assert dropped == []
