@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 import grpc
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from balance_service import allocation, domain, storage
@@ -302,38 +302,58 @@ def apply_batch(database: Database, states: Sequence[ExpenseState]) -> int:
 
     Raises:
       InvalidEventError: the batch leaves a gap after the stored cursor.
-      storage.CursorMoved: another consumer applied events meanwhile.
+      storage.CursorMoved: another consumer applied events meanwhile. On
+        PostgreSQL the loser of that race may instead fail to insert an
+        expense that the other consumer inserted first. A unique violation
+        after which the cursor has moved is raised as CursorMoved too.
     """
-    with database.transaction() as session:
-        cursor = storage.read_cursor(session)
-        fresh = []
-        position = cursor
-        for state in states:
-            if state.sequence <= position:
-                continue
-            if state.sequence != position + 1:
-                raise InvalidEventError(
-                    f"event {state.sequence} follows {position}; the feed has a gap"
-                )
-            fresh.append(state)
-            position = state.sequence
-        if not fresh:
-            return cursor
-        batch = _Batch(session, fresh)
-        changes = Changes()
-        for state in fresh:
-            batch.apply(state, changes)
-        batch.write()
-        # Balances, pairs, then group activity, in the order in which the
-        # settlement writes lock the same rows. The opposite order deadlocked
-        # with a concurrent settlement of the same group on PostgreSQL.
-        try:
-            changes.write(session)
-        except TotalOutOfRange as exc:
-            raise _unappliable(fresh, exc) from None
-        batch.touch_groups()
-        storage.advance_cursor(session, cursor, position)
-        return position
+    cursor: int | None = None
+    try:
+        with database.transaction() as session:
+            cursor = storage.read_cursor(session)
+            return _apply_after(session, cursor, states)
+    except IntegrityError:
+        if cursor is None:
+            raise
+        with database.transaction(read_only=True) as session:
+            moved_to = storage.read_cursor(session)
+        if moved_to == cursor:
+            raise
+        raise storage.CursorMoved(
+            f"another consumer moved the cursor from {cursor} to {moved_to}"
+        ) from None
+
+
+def _apply_after(session: Session, cursor: int, states: Sequence[ExpenseState]) -> int:
+    """Apply the events after `cursor` in the session; return the new cursor."""
+    fresh = []
+    position = cursor
+    for state in states:
+        if state.sequence <= position:
+            continue
+        if state.sequence != position + 1:
+            raise InvalidEventError(
+                f"event {state.sequence} follows {position}; the feed has a gap"
+            )
+        fresh.append(state)
+        position = state.sequence
+    if not fresh:
+        return cursor
+    batch = _Batch(session, fresh)
+    changes = Changes()
+    for state in fresh:
+        batch.apply(state, changes)
+    batch.write()
+    # Balances, pairs, then group activity, in the order in which the
+    # settlement writes lock the same rows. The opposite order deadlocked
+    # with a concurrent settlement of the same group on PostgreSQL.
+    try:
+        changes.write(session)
+    except TotalOutOfRange as exc:
+        raise _unappliable(fresh, exc) from None
+    batch.touch_groups()
+    storage.advance_cursor(session, cursor, position)
+    return position
 
 
 def _unappliable(states: Sequence[ExpenseState], exc: TotalOutOfRange) -> Exception:
@@ -460,6 +480,8 @@ class LedgerConsumer:
         )
         self._failures = 0
         self._last_warning = 0.0
+        self._races = 0
+        self._last_race_log = float("-inf")
 
     def start(self) -> None:
         self._thread.start()
@@ -488,7 +510,9 @@ class LedgerConsumer:
                     if self._stopping.is_set():
                         break
                     self._warn(self._describe(exc))
-                except (InvalidEventError, storage.CursorMoved, DBAPIError) as exc:
+                except storage.CursorMoved as exc:
+                    self._warn(str(exc))
+                except (InvalidEventError, DBAPIError) as exc:
                     if isinstance(exc, InvalidEventError):
                         self._report(str(exc))
                     self._warn(str(exc), level=logging.ERROR)
@@ -547,7 +571,7 @@ class LedgerConsumer:
                 if response.events:
                     states = [parse_event(event) for event in response.events]
                     for part in split_by_work(states):
-                        apply_batch(self._database, part)
+                        self._apply(part)
                     if self._problem is not None:
                         self._report(None)
                     if self._on_applied is not None:
@@ -563,6 +587,42 @@ class LedgerConsumer:
             # A stream that ends without an error is reopened from the cursor.
             self._warn("the ledger stream ended")
         return received
+
+    def _apply(self, states: Sequence[ExpenseState]) -> None:
+        """Apply a part of a message, again after each race with another consumer.
+
+        Each lost race means the other consumer committed some of these
+        events, and the next attempt skips them, so the attempts end within
+        one per event. The bound is a guard against a cursor that does not
+        move; the outer loop then reconnects.
+        """
+        for attempt in range(len(states) + 1):
+            try:
+                apply_batch(self._database, states)
+                return
+            except storage.CursorMoved as exc:
+                if attempt == len(states):
+                    raise
+                self._note_race(states, exc)
+
+    def _note_race(
+        self, states: Sequence[ExpenseState], exc: storage.CursorMoved
+    ) -> None:
+        """Log a race lost to another consumer at INFO, at most every interval."""
+        self._races += 1
+        now = time.monotonic()
+        if now - self._last_race_log < self._warning_interval:
+            return
+        self._last_race_log = now
+        _LOGGER.info(
+            "ledger events %d-%d were being applied by another balance_service "
+            "on the same database (%s); this one skips what that one stored and "
+            "carries on, %d such race(s) so far",
+            states[0].sequence,
+            states[-1].sequence,
+            exc,
+            self._races,
+        )
 
     def _report(self, problem: str | None) -> None:
         self._problem = problem

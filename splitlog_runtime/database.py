@@ -65,7 +65,9 @@ def normalise_url(url: str) -> str:
 def make_engine(url: str) -> Engine:
     """Create an engine; SQLite files get WAL mode and mode 0600.
 
-    A missing folder of a SQLite file is created with mode 0700.
+    A missing folder of a SQLite file is created with mode 0700. Error
+    messages of the engine leave out the statement's parameters, because
+    they are user data (descriptions, notes, emails) and errors get logged.
     """
     url = normalise_url(url)
     parsed = make_url(url)
@@ -77,6 +79,7 @@ def make_engine(url: str) -> Engine:
             connect_args={"check_same_thread": False, "timeout": 10},
             pool_size=8,
             max_overflow=16,
+            hide_parameters=True,
         )
         event.listen(engine, "connect", _on_sqlite_connect)
         event.listen(engine, "begin", _on_sqlite_begin)
@@ -87,6 +90,7 @@ def make_engine(url: str) -> Engine:
         pool_size=8,
         max_overflow=16,
         connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+        hide_parameters=True,
     )
 
 

@@ -3,6 +3,7 @@ also when balance_service restarts in the middle of a stream of writes."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import defaultdict
 
@@ -221,3 +222,51 @@ def test_group_at_volume_cap_reads_exactly(expenses, users_host, db_url, tmp_pat
     ]
     assert not check.settled
     assert [minor(amount) for amount in user.total_net_amounts] == [owed]
+
+
+def test_two_balance_services_share_one_database(
+    expenses, users_host, db_url, tmp_path, caplog
+):
+    """Two consumers of one ledger on one database race without an ERROR.
+
+    Both apply each new event at about the same time. The loser of a race
+    rolls back and logs it without SQL or the expense's data.
+    """
+    caplog.set_level(logging.INFO)
+    first = start_balances(db_url, users_host.port, expenses, tmp_path / "first")
+    second = start_balances(db_url, users_host.port, expenses, tmp_path / "second")
+    channel = grpc.insecure_channel(expenses.address)
+    stub = expenses_grpc.ExpensesServiceStub(channel)
+    try:
+        group_id, members = create_group(first.users, 3)
+        for i in range(40):
+            expense = _expense(group_id, members, members[i % 3], 1000 + i)
+            expense.description = "private dinner note"
+            stub.CreateExpense(
+                expenses_pb.CreateExpenseRequest(
+                    parent=f"groups/{group_id}", expense=expense
+                ),
+                timeout=10,
+            )
+        expected = _expected_nets(stub, group_id, members)
+        for services in (first, second):
+            wait_until(
+                lambda services=services: (
+                    group_nets(services.balances, group_id).get("EUR") == expected
+                )
+            )
+    finally:
+        first.close()
+        second.close()
+        channel.close()
+
+    ledger_records = [
+        record for record in caplog.records if record.name.startswith("balance_service")
+    ]
+    errors = [r.getMessage() for r in ledger_records if r.levelno >= logging.ERROR]
+    assert errors == []
+    for record in ledger_records:
+        message = record.getMessage()
+        assert "private dinner note" not in message
+        assert "parameters" not in message
+        assert "INSERT" not in message
