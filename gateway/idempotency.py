@@ -15,7 +15,9 @@ without one, because the backend would reject it for its size.
 A client that sends the create again on its own, without a `request_id`,
 gets a new key from the gateway for that call, so that create is stored
 again, as without the gateway. Only a client's own `request_id` makes its
-retries safe.
+retries safe. When the backend misses the deadline of a create whose key the
+gateway filled in, the error names that key (`proxy.backend_deadline_exceeded`),
+so the client can send the create again with it and get the first result.
 """
 
 from __future__ import annotations
@@ -113,8 +115,10 @@ def _has_value(data: bytes, number: int) -> bool:
     return found
 
 
-def with_request_id(request: bytes, number: int, max_message_bytes: int) -> bytes:
-    """Return a serialized request with a fresh UUID in field `number`.
+def with_request_id(
+    request: bytes, number: int, max_message_bytes: int, key: str | None = None
+) -> bytes:
+    """Return a serialized request with `key`, a fresh UUID by default, in `number`.
 
     A request that sets the field already, whose bytes do not parse, or
     that the field would take over `max_message_bytes`, is returned
@@ -127,9 +131,9 @@ def with_request_id(request: bytes, number: int, max_message_bytes: int) -> byte
             return request
     except ValueError:
         return request
-    key = str(uuid.uuid4()).encode("ascii")
+    encoded = (key or str(uuid.uuid4())).encode("utf-8")
     tag = _encode_varint(number << 3 | _WIRE_BYTES)
-    filled = request + tag + _encode_varint(len(key)) + key
+    filled = request + tag + _encode_varint(len(encoded)) + encoded
     return request if len(filled) > max_message_bytes else filled
 
 

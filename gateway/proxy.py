@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -177,17 +178,27 @@ class BackendPool:
         for backend in self.backends.values():
             await backend.channel.close()
 
-    def translate_error(self, error: grpc.aio.AioRpcError, path: str) -> grpc.Status:
+    def translate_error(
+        self,
+        error: grpc.aio.AioRpcError,
+        path: str,
+        filled_request_id: str | None = None,
+    ) -> grpc.Status:
         """Return the status to send a client for a failed backend call.
 
         A status with rich details comes from the backend application and
         passes unchanged. UNAVAILABLE without details means the gateway could
         not reach the backend (or the backend's gRPC runtime refused the call),
         so the client gets a message that names the backend, an ErrorInfo
-        and a RetryInfo.
+        and a RetryInfo. `filled_request_id` is the request_id that the
+        gateway filled in for the call, if it did.
         """
         return self.translate_status(
-            error.code(), error.details() or "", error.trailing_metadata(), path
+            error.code(),
+            error.details() or "",
+            error.trailing_metadata(),
+            path,
+            filled_request_id,
         )
 
     def translate_status(
@@ -196,6 +207,7 @@ class BackendPool:
         details: str,
         trailing_metadata: Iterable[tuple[str, str | bytes]] | None,
         path: str,
+        filled_request_id: str | None = None,
     ) -> grpc.Status:
         """Return the status to send a client for a backend's non-OK status."""
         trailing = returned_metadata(trailing_metadata)
@@ -211,7 +223,9 @@ class BackendPool:
             # grpc's own "Deadline Exceeded" names neither the backend nor
             # what a client may assume about the call.
             backend = self.backend_by_method[path]
-            error = backend_deadline_exceeded(backend, self.method_by_path[path])
+            error = backend_deadline_exceeded(
+                backend, self.method_by_path[path], filled_request_id
+            )
             return rpc_status.to_status(error.to_status())
         if (
             code == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -276,17 +290,36 @@ class _BackendTimeout(DomainError):
 
 
 def backend_deadline_exceeded(
-    backend: Backend, method: MethodDescriptor
+    backend: Backend, method: MethodDescriptor, filled_request_id: str | None = None
 ) -> DomainError:
     """Build the client's error for a backend call that ran out of time.
 
     What the message advises depends on the method: a read can simply be
     retried, a write with a `request_id` field can be retried with the same
     id, and any other write may have taken effect, so the client checks first.
+    A client that sent no `request_id` has no id to repeat, so when the gateway
+    filled one in (`filled_request_id`), the message and the ErrorInfo
+    metadata entry `request_id` give it.
     """
+    metadata = {"backend": backend.name, "method": method.full_name}
+    if filled_request_id and not is_read(method):
+        metadata["request_id"] = filled_request_id
+        return _BackendTimeout(
+            f"{backend.name} did not answer within the call's deadline, so the "
+            "call may or may not have taken effect. The request had no "
+            f"request_id, so the gateway sent it with request_id "
+            f"{filled_request_id!r}: send it again with that request_id, and a "
+            "longer deadline if needed, to get its result without storing a "
+            "second copy",
+            metadata=metadata,
+            retry_delay=BACKEND_RETRY_DELAY,
+        )
     if is_read(method):
         advice = "the call only reads, so retry it"
     elif "request_id" in method.input_type.fields_by_name:
+        # NOTE: this also covers a create that came without a request_id and
+        # that the gateway left without one, because the key would have taken
+        # it over max_message_bytes.
         advice = (
             "the call may or may not have taken effect, so retry it with the "
             "same request id"
@@ -299,7 +332,7 @@ def backend_deadline_exceeded(
     return _BackendTimeout(
         f"{backend.name} did not answer within the call's deadline; {advice}, "
         "or retry with a longer deadline",
-        metadata={"backend": backend.name, "method": method.full_name},
+        metadata=metadata,
         retry_delay=BACKEND_RETRY_DELAY,
     )
 
@@ -421,8 +454,14 @@ class ProxyHandlers:
             return None
         return max(remaining, 0.0)
 
-    async def _fail(self, context, error: grpc.aio.AioRpcError, path: str):
-        status = self._pool.translate_error(error, path)
+    async def _fail(
+        self,
+        context,
+        error: grpc.aio.AioRpcError,
+        path: str,
+        filled_request_id: str | None = None,
+    ):
+        status = self._pool.translate_error(error, path, filled_request_id)
         await context.abort(status.code, status.details, status.trailing_metadata)
 
     async def _check_size(
@@ -447,19 +486,22 @@ class ProxyHandlers:
                 if response is not None:
                     return response
             metadata = forwarded_metadata(context)
+            filled_key = None
             if request_id is not None:
+                key = str(uuid.uuid4())
                 filled = idempotency.with_request_id(
-                    request, request_id, self._max_message_bytes
+                    request, request_id, self._max_message_bytes, key
                 )
                 if filled is not request:
                     request, metadata = filled, metadata + idempotency.FILLED
+                    filled_key = key
             call = multicallable(
                 request, timeout=self._timeout(context), metadata=metadata
             )
             try:
                 response = await call
             except grpc.aio.AioRpcError as error:
-                await self._fail(context, error, path)
+                await self._fail(context, error, path, filled_key)
             except asyncio.CancelledError:
                 call.cancel()
                 raise

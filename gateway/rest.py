@@ -273,8 +273,13 @@ def _gateway_error(
     return status
 
 
-def _status_of(error: grpc.aio.AioRpcError, path: str, pool: BackendPool):
-    translated = pool.translate_error(error, path)
+def _status_of(
+    error: grpc.aio.AioRpcError,
+    path: str,
+    pool: BackendPool,
+    filled_request_id: str | None = None,
+):
+    translated = pool.translate_error(error, path, filled_request_id)
     for key, value in translated.trailing_metadata:
         if key == STATUS_DETAILS_KEY:
             status = status_pb2.Status.FromString(value)
@@ -536,10 +541,12 @@ class RestFront:
 
         with auth.acting_as(principal):
             metadata = _metadata_from_headers(request)
+        filled_key = None
         if endpoint.fills_request_id and idempotency.fill_request_id(
             message, self._max_body_bytes
         ):
             metadata = (*metadata, *idempotency.FILLED)
+            filled_key = message.request_id
         payload = message.SerializeToString()
         timeout = None
         if requested_timeout is not None:
@@ -554,14 +561,14 @@ class RestFront:
             timeout = self._default_timeout
         if self._auth is not None and self._auth.watches(route.full_method):
             return await self._revoking_call(
-                route, endpoint, message, payload, timeout, metadata
+                route, endpoint, message, payload, timeout, metadata, filled_key
             )
         try:
             reply = await endpoint.multicallable(
                 payload, timeout=timeout, metadata=metadata
             )
         except grpc.aio.AioRpcError as error:
-            return self._backend_error(route, error)
+            return self._backend_error(route, error, filled_key)
         response = endpoint.response_class.FromString(reply)
         if split is not None:
             response = split.merge(response)
@@ -611,6 +618,7 @@ class RestFront:
         payload: bytes,
         timeout: float,
         metadata,
+        filled_request_id: str | None = None,
     ) -> Response:
         """Make a unary call that may revoke credentials, and tell the cache.
 
@@ -624,7 +632,7 @@ class RestFront:
             )
             ok = True
         except grpc.aio.AioRpcError as error:
-            status = _status_of(error, route.full_method, self._pool)
+            status = _status_of(error, route.full_method, self._pool, filled_request_id)
             reason = status_reason(status)
             return self._status_error(route, error, status)
         finally:
@@ -745,8 +753,13 @@ class RestFront:
             return None
         return candidate
 
-    def _backend_error(self, route: HttpRoute, error: grpc.aio.AioRpcError):
-        status = _status_of(error, route.full_method, self._pool)
+    def _backend_error(
+        self,
+        route: HttpRoute,
+        error: grpc.aio.AioRpcError,
+        filled_request_id: str | None = None,
+    ):
+        status = _status_of(error, route.full_method, self._pool, filled_request_id)
         return self._status_error(route, error, status)
 
     @staticmethod
