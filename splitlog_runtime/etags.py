@@ -1,4 +1,4 @@
-"""Etags of stored versions, and the error of a write with a stale one."""
+"""Etags of stored versions, and the error of a write with another etag."""
 
 from __future__ import annotations
 
@@ -11,15 +11,29 @@ def format_etag(version: int) -> str:
 
 
 def stale_etag(field: str, expected: int, current: int, resource: Resource) -> Aborted:
-    """Build the ETAG_MISMATCH error of a write that carries an old etag.
+    """Build the ETAG_MISMATCH error of a write whose etag is not the current one.
 
-    The message and the ErrorInfo metadata (`current_etag`) name the current
-    etag, so that the client sees how far the resource has moved.
+    Versions count up from 1, so an etag below the current one was issued
+    for an older version, and the message calls it stale. Any other etag,
+    such as `"9"` for a resource at `"1"`, was never issued for the
+    resource, and the message only says that it does not match. Both name
+    the current etag, as does the ErrorInfo metadata (`current_etag`).
     """
+    name = resource.resource_name
+    if 0 < expected < current:
+        message = (
+            f"{field} {format_etag(expected)} is stale: {name!r} has changed "
+            f"since it was read, and its etag is now {format_etag(current)}; "
+            "read it again and retry with the new etag"
+        )
+    else:
+        message = (
+            f"{field} {format_etag(expected)} does not match the current etag "
+            f"{format_etag(current)} of {name!r}; send the etag of a read of "
+            "it (the etag field, or the ETag header of a REST GET)"
+        )
     return Aborted(
-        f"{field} {format_etag(expected)} is stale: {resource.resource_name!r} "
-        f"has changed since it was read, and its etag is now "
-        f"{format_etag(current)}; read it again and retry with the new etag",
+        message,
         reason="ETAG_MISMATCH",
         metadata={"current_etag": format_etag(current)},
         resource=resource,

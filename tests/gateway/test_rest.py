@@ -318,6 +318,27 @@ def test_patch_if_match_stale_409(client):
     assert _detail(error, ERROR_INFO)["reason"] == "ETAG_MISMATCH"
 
 
+def test_patch_if_match_never_issued_409(client):
+    created = _create_user(client)
+
+    response = client.patch(
+        f"/v1/{created['name']}?updateMask=displayName",
+        json={"displayName": "C"},
+        headers={"If-Match": '"9"'},
+    )
+
+    assert response.status_code == 409, response.text
+    error = _error(response)
+    assert _detail(error, ERROR_INFO)["reason"] == "ETAG_MISMATCH"
+    assert "stale" not in error["message"]
+    assert "has changed" not in error["message"]
+    assert (
+        f'user.etag "9" does not match the current etag {created["etag"]}'
+        in error["message"]
+    )
+    assert "ETag header of a REST GET" in error["message"]
+
+
 def test_patch_if_match_current_or_star(client):
     created = _create_user(client)
     etag = client.get(f"/v1/{created['name']}").headers["ETag"]
