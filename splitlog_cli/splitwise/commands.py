@@ -230,8 +230,8 @@ def print_summary(result: ImportResult, out: TextIO) -> None:
         print(f"{label:<12} {value}", file=out)
     if result.already_present:
         print(
-            f"{result.already_present} of the entries existed from an earlier run "
-            "of this import and were left as they were",
+            f"{result.already_present} of the entries were already stored (by an "
+            "earlier or concurrent run of this import) and were left as they were",
             file=out,
         )
     if result.skipped_rows:

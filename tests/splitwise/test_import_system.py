@@ -159,7 +159,9 @@ def test_second_import_creates_nothing(gateway, channel):
 
     assert first_status == 0
     assert status == 0, out + err
-    assert "5 of the entries existed from an earlier run" in out
+    assert (
+        "5 of the entries were already stored (by an earlier or concurrent run" in out
+    )
     assert expense_count(channel, group) == count
     assert group_balance(channel, group)["USD"][UNKNOWN_MEMBER] == 64100
 
