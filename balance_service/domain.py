@@ -19,6 +19,7 @@ from splitlog_runtime.resources import check_id, parse_name
 from splitlog_runtime.validation import (
     Violations,  # noqa: F401 (re-exported)
     date_example,
+    date_given,
 )
 
 _T = TypeVar("_T")
@@ -225,7 +226,7 @@ def optional_date(message: object, name: str, field_path: str) -> date | None:
     Only requests of GET routes have such optional dates, so REST reads them
     from the query string.
     """
-    if not message.HasField(name):
+    if not date_given(message, name):
         return None
     return to_date(getattr(message, name), field_path, query=True)
 

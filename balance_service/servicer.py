@@ -111,6 +111,7 @@ from splitlog_runtime.resources import check_id, new_id
 from splitlog_runtime.validation import (
     NOTE_CONTROLS,
     date_example,
+    date_given,
     find_control_character,
 )
 
@@ -1028,7 +1029,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             domain.to_minor, settlement.amount, "settlement.amount"
         )
         day = None
-        if settlement.HasField("settlement_date"):
+        if date_given(settlement, "settlement_date"):
             day = violations.check(
                 domain.to_date, settlement.settlement_date, "settlement.settlement_date"
             )

@@ -29,6 +29,7 @@ from splitlog_runtime.validation import (  # noqa: F401 (Violations re-exported)
     NOTE_CONTROLS,
     Violations,
     date_example,
+    date_given,
     find_control_character,
 )
 
@@ -618,7 +619,7 @@ def parse_draft(expense: pb.Expense, field: str = "expense") -> Draft:
     expense_date = violations.check(
         validate_date,
         expense.expense_date,
-        expense.HasField("expense_date"),
+        date_given(expense, "expense_date"),
         f"{field}.expense_date",
     )
     total = violations.check(
@@ -763,7 +764,7 @@ def populated_fields(expense: pb.Expense) -> list[str]:
     present = {
         "description": bool(expense.description),
         "category": expense.category != pb.CATEGORY_UNSPECIFIED,
-        "expense_date": expense.HasField("expense_date"),
+        "expense_date": date_given(expense, "expense_date"),
         "total": expense.HasField("total"),
         "payers": bool(expense.payers),
         "split": expense.HasField("split"),
@@ -810,7 +811,7 @@ def parse_changes(expense: pb.Expense, fields: Sequence[str]) -> dict[str, objec
         "category": lambda: validate_category(expense.category, "expense.category"),
         "expense_date": lambda: validate_date(
             expense.expense_date,
-            expense.HasField("expense_date"),
+            date_given(expense, "expense_date"),
             "expense.expense_date",
         ),
         "total": lambda: parse_money(

@@ -113,6 +113,7 @@ from splitlog_runtime.etags import stale_etag
 from splitlog_runtime.fencing import GroupWrites
 from splitlog_runtime.idempotency import FILLED_REQUEST_ID_KEY, key_reused
 from splitlog_runtime.resources import OrderedIds
+from splitlog_runtime.validation import date_given
 
 _LOGGER = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -1250,7 +1251,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         )
         dates = {}
         for field in ("start_date", "end_date"):
-            if request.HasField(field):
+            if date_given(request, field):
                 dates[field] = violations.check(
                     domain.validate_date, getattr(request, field), True, field, True
                 )

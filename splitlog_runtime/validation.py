@@ -2,7 +2,7 @@
 
 Also the character rule that stored texts share, so that expense notes and
 settlement notes reject the same characters, and the example that errors
-about `google.type.Date` fields show.
+about `google.type.Date` fields show and the check whether one is set.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
+
+from google.protobuf.message import Message
 
 from splitlog_runtime.errors import InvalidArgument
 
@@ -50,6 +52,18 @@ def date_example(field: str, query: bool = False) -> str:
             f"{field}.day=31"
         )
     return example
+
+
+def date_given(message: Message, name: str) -> bool:
+    """Return whether `message` sets its `google.type.Date` field `name`.
+
+    A date whose year, month and day are all 0 counts as not set: REST's
+    `{}` parses to it, and it carries no part of a date.
+    """
+    if not message.HasField(name):
+        return False
+    value = getattr(message, name)
+    return bool(value.year or value.month or value.day)
 
 
 @dataclass

@@ -175,3 +175,50 @@ def test_partial_query_date_hint_accepted(http, group, path, field):
 
     assert message.startswith(f"{field}: 2026-00-00 is not")
     assert accepted.status_code == 200, accepted.text
+
+
+@pytest.mark.parametrize("empty", [{}, {"year": 0, "month": 0, "day": 0}])
+def test_empty_body_dates_count_as_missing(http, group, empty):
+    settlement = {
+        "payer": group["ben"],
+        "payee": group["ann"],
+        "creator": group["ben"],
+        "amount": {"currencyCode": "EUR", "units": "5"},
+        "settlementDate": empty,
+    }
+    expense = {
+        "description": "Dinner",
+        "expenseDate": empty,
+        "total": {"currencyCode": "EUR", "units": "10"},
+        "payers": [
+            {"user": group["ann"], "amount": {"currencyCode": "EUR", "units": "10"}}
+        ],
+        "split": {"type": "SPLIT_TYPE_EQUAL", "participants": [{"user": group["ann"]}]},
+        "creator": group["ann"],
+    }
+
+    settlement_message = _message(
+        http.post(f"/v1/{group['group']}/settlements", json=settlement)
+    )
+    expense_message = _message(
+        http.post(f"/v1/{group['group']}/expenses", json=expense)
+    )
+
+    assert settlement_message.startswith("settlement.settlement_date: is required")
+    assert expense_message.startswith("expense.expense_date: is required")
+    assert "0000-00-00" not in settlement_message
+    assert "0000-00-00" not in expense_message
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [("report", "start_date"), ("settlements", "end_date"), ("expenses", "end_date")],
+)
+def test_all_zero_query_date_is_no_filter(http, group, path, field):
+    sent = [(f"{field}.year", "0"), (f"{field}.month", "0"), (f"{field}.day", "0")]
+    if path == "report":
+        sent.append(("currencyCode", "EUR"))
+
+    response = http.get(f"/v1/{group['group']}/{path}", params=sent)
+
+    assert response.status_code == 200, response.text
