@@ -9,7 +9,7 @@ stop before the log router and the log nodes, so their last records are
 stored rather than dropped.
 
 Before the system is ready for the first time, a child that exits, or does
-not report SERVING within STARTUP_TIMEOUT, makes the supervisor stop what it
+not report SERVING within startup_timeout_seconds, makes the supervisor stop what it
 started and exit with status 1. Such a failure (invalid settings, another
 process holding a component's files) needs the operator before anything can
 work.
@@ -82,8 +82,6 @@ from splitlog_runtime.tls import ClientTls, TlsConfigError
 
 _LOGGER = logging.getLogger(__name__)
 
-# Seconds a child gets to report SERVING, migrations included.
-STARTUP_TIMEOUT = 60.0
 # Seconds past the grace period before a child that ignores SIGTERM is killed.
 KILL_MARGIN = 5.0
 
@@ -394,7 +392,7 @@ class Supervisor:
         try:
             wait_until_serving(
                 address,
-                STARTUP_TIMEOUT,
+                self._config.startup_timeout_seconds,
                 abort=abort,
                 tls=tls,
                 metadata=self._health_metadata(),
@@ -406,7 +404,11 @@ class Supervisor:
                 return False
             raise StartupError(str(exc)) from None
         except TimeoutError as exc:
-            raise StartupError(f"{component.name}: {exc}") from None
+            raise StartupError(
+                f"{component.name}: {exc}. If it was only slow to start, as on a "
+                "loaded host, raise startup_timeout_seconds "
+                "(--startup-timeout-seconds or SPLITLOG_STARTUP_TIMEOUT_SECONDS)"
+            ) from None
         return True
 
     def _health_metadata(self) -> Callable[[], tuple[tuple[str, str], ...]]:

@@ -107,6 +107,20 @@ def _parse_restart_max_delay(text: str) -> float:
     return value
 
 
+#: Longest startup_timeout_seconds. A component that takes longer has hung.
+MAX_STARTUP_TIMEOUT_SECONDS = 3600.0
+
+
+def _parse_startup_timeout(text: str) -> float:
+    value = _parse_float(text)
+    if 0 < value <= MAX_STARTUP_TIMEOUT_SECONDS:
+        return value
+    raise ValueError(
+        f"{value:g} seconds is out of range; give more than 0 and at most "
+        f"{MAX_STARTUP_TIMEOUT_SECONDS:g} seconds"
+    )
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     """Return a parser that accepts one of `choices`, in any case."""
 
@@ -302,6 +316,15 @@ SETTINGS: list[Setting] = [
         "a component that keeps crashing is retried at this interval. At least "
         f"{RESTART_INITIAL_DELAY_SECONDS:g}.",
         _parse_restart_max_delay,
+    ),
+    Setting(
+        "startup_timeout_seconds",
+        120.0,
+        "Seconds that `up --processes` waits for each component to report "
+        "SERVING, database migrations included. A component that takes longer "
+        "makes it stop every component and exit with status 1. More than 0 and "
+        f"at most {MAX_STARTUP_TIMEOUT_SECONDS:g}.",
+        _parse_startup_timeout,
     ),
     Setting(
         "deadline_seconds",

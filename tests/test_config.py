@@ -385,3 +385,18 @@ def test_data_dir_created_owner_only(tmp_path):
     config = config_module.load(environ={}, overrides={"data_dir": data_dir})
     settings.check_data_dir(config, argparse.Namespace(), {})
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("text", ["0", "-5", "3601", "inf"])
+def test_startup_timeout_out_of_range_rejected(text):
+    variable = "SPLITLOG_STARTUP_TIMEOUT_SECONDS"
+    with pytest.raises(settings.ConfigError) as caught:
+        settings.load(argparse.Namespace(), {variable: text})
+    assert variable in str(caught.value)
+
+
+def test_startup_timeout_read_from_environment():
+    loaded = settings.load(
+        argparse.Namespace(), {"SPLITLOG_STARTUP_TIMEOUT_SECONDS": "240"}
+    )
+    assert loaded.startup_timeout_seconds == 240.0

@@ -163,3 +163,16 @@ def test_children_stop_when_supervisor_killed(splitlog_factory):
     running.wait(timeout=10)
 
     assert wait_gone(pids.values(), timeout=15) == []
+
+
+def test_slow_start_names_startup_timeout(splitlog_factory):
+    """A component slower than startup_timeout_seconds stops `up` with advice."""
+    running = splitlog_factory("--processes", "--startup-timeout-seconds", "0.1")
+
+    status = running.wait(timeout=120)
+    log = running.log()
+
+    assert status == 1
+    assert "did not report SERVING within 0.1s" in log
+    assert "raise startup_timeout_seconds" in log
+    assert "SPLITLOG_STARTUP_TIMEOUT_SECONDS" in log
