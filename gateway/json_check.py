@@ -640,13 +640,31 @@ def _check_money_units(tree: dict[str, Any], descriptor: Descriptor, path: str) 
 
     The fix combines the fraction with any `nanos` in the same object, so
     that it gives the whole amount the client wrote.
+
+    A units string must also be a plain integer such as "-1000". The proto3
+    JSON parser also reads "1e3", "10.0" and "+1000" as integers, but other
+    clients of the gRPC API, such as grpcurl, reject them, and an amount
+    should read the same everywhere.
     """
     units = tree.get("units")
-    if units is None or not _is_number(units) or _integer(units) is not None:
+    if units is None or not _is_number(units):
         return
     field = descriptor.fields_by_name["units"]
-    fix = _money_units_fix(units, tree.get("nanos"))
-    raise _wrong_value(_join(path, "units"), _expected(field), units, fix)
+    whole = _integer(units)
+    if whole is None:
+        fix = _money_units_fix(units, tree.get("nanos"))
+        raise _wrong_value(_join(path, "units"), _expected(field), units, fix)
+    if isinstance(units, str) and not _DIGITS.match(units):
+        low, high = _INT_RANGES[field.type]
+        fix = f', such as "{whole}"' if low <= whole <= high else ""
+        raise invalid_field(
+            _join(path, "units"),
+            f"expected a plain integer string of whole units, got "
+            f"{describe_json(units)}; write it with digits and an optional "
+            f"leading minus sign only, without exponent, fraction or plus "
+            f"sign{fix}",
+            reason="INVALID_FIELD_VALUE",
+        )
 
 
 def _exact_decimal(value: Any) -> Decimal | None:

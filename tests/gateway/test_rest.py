@@ -1197,6 +1197,39 @@ def test_basis_points_fraction_says_fix(client, value, fix):
     assert fix in message
 
 
+@pytest.mark.parametrize(
+    ("units", "plain"),
+    [("1e3", "1000"), ("10.0", "10"), ("+1000", "1000"), ("-2E1", "-20")],
+)
+def test_money_units_string_must_be_plain(client, units, plain):
+    body = {"total": {"currencyCode": "USD", "units": units}}
+
+    response = client.post("/v1/groups/g1/expenses", json=body)
+
+    assert response.status_code == 400, response.text
+    error = _error(response)
+    assert error["status"] == "INVALID_ARGUMENT"
+    assert _detail(error, ERROR_INFO)["reason"] == "INVALID_FIELD_VALUE"
+    (violation,) = _detail(error, BAD_REQUEST)["fieldViolations"]
+    assert violation["field"] == "expense.total.units"
+    assert error["message"].startswith(
+        "expense.total.units: expected a plain integer string of whole units, "
+        f'got the string "{units}"'
+    )
+    assert error["message"].endswith(f'such as "{plain}"')
+
+
+@pytest.mark.parametrize("units", ["1000", "-25", "0", 1000, 1e3])
+def test_money_units_plain_forms_pass_check(client, units):
+    body = {"total": {"currencyCode": "USD", "units": units}}
+
+    response = client.post("/v1/groups/g1/expenses", json=body)
+
+    # The JSON checks pass, so the call goes on to expense_service, which is
+    # not running here.
+    assert response.status_code == 503, response.text
+
+
 def test_money_units_fix_accepted_by_check(client):
     body = {"total": {"currencyCode": "USD", "units": 10, "nanos": 500000000}}
 
