@@ -2305,20 +2305,28 @@ def _snapshot_note(follower: logs_pb2.ReplicaStatus) -> str:
     )
 
 
-def _follower_note(follower: logs_pb2.ReplicaStatus) -> str:
+def _follower_note(follower: logs_pb2.ReplicaStatus, leader_known: bool) -> str:
     # The lag of a follower that the leader did not reach is a guess from an
-    # old position, so it is shown as unknown.
+    # old position, so it is shown as unknown. Without a responding leader
+    # there is no last sequence to measure the lag against, and the server
+    # leaves lag_entries at 0.
+    snapshot = _snapshot_note(follower)
     if not follower.reachable:
-        return f"{follower.node} (lag unknown, unreachable{_snapshot_note(follower)})"
-    return f"{follower.node} (lag {follower.lag_entries}{_snapshot_note(follower)})"
+        return f"{follower.node} (lag unknown, unreachable{snapshot})"
+    if not leader_known:
+        return f"{follower.node} (lag unknown, no leader{snapshot})"
+    return f"{follower.node} (lag {follower.lag_entries}{snapshot})"
 
 
 def _cluster_table(status: logs_pb2.GetClusterStatusResponse) -> str:
     rows = []
     for shard in status.shards:
-        followers = ", ".join(_follower_note(f) for f in shard.followers)
         # Without a leader no node reports the shard's last sequence.
         unavailable = shard.health == logs_pb2.HEALTH_UNAVAILABLE
+        followers = ", ".join(
+            _follower_note(follower, leader_known=not unavailable)
+            for follower in shard.followers
+        )
         rows.append(
             (
                 shard.shard,

@@ -3142,6 +3142,42 @@ def test_cluster_table(loop_thread, base_config, tmp_path, capsys):
     assert f"{follower.node} (lag unknown, unreachable)" in out
 
 
+def test_cluster_table_without_leader(loop_thread, base_config, tmp_path, capsys):
+    # With a long failover time, the stopped leader stays the shard's leader,
+    # so no node reports a last sequence to measure the follower against.
+    running = LogsGateway(
+        base_config,
+        tmp_path / "gateway",
+        loop_thread,
+        log_shards=1,
+        log_replicas=2,
+        log_failover_seconds=600.0,
+    )
+    try:
+        running.stub.WriteLogEntries(
+            logs_pb2.WriteLogEntriesRequest(
+                entries=[
+                    logs_pb2.LogEntry(service="no-leader", message=f"m{i}")
+                    for i in range(5)
+                ]
+            )
+        )
+        status_now = running.stub.GetClusterStatus(logs_pb2.GetClusterStatusRequest())
+        leader = status_now.shards[0].leader
+        (follower,) = status_now.shards[0].followers
+        running.cluster.hosts[leader].stop(0)
+        _wait_for_health(running.stub, logs_pb2.HEALTH_UNAVAILABLE)
+
+        status, out, err = run(capsys, running.address, "logs", "cluster")
+    finally:
+        running.close()
+
+    assert status == 0, err
+    assert "cluster health: unavailable" in out
+    assert f"{follower.node} (lag unknown, no leader)" in out
+    assert "(lag 0" not in out
+
+
 def test_cluster_table_shows_snapshot_progress():
     status = logs_pb2.GetClusterStatusResponse(health=logs_pb2.HEALTH_DEGRADED)
     shard = status.shards.add(
