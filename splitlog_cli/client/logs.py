@@ -1782,10 +1782,16 @@ def _write_with_retries(
                 raise client.error(exc) from None
             if not warned:
                 # Say once why the shipping pauses, so that a long wait on a
-                # stopped gateway does not look like a hang.
+                # stopped gateway does not look like a hang. The advice on
+                # starting a gateway waits for the error raised on giving up.
+                error = client.error(exc)
+                if isinstance(error, Unreachable):
+                    cause = f"splitlog at {client.address} is not reachable"
+                else:
+                    cause = str(error)
                 print(
-                    f"splitlog logs ship: {client.error(exc)}; resending the "
-                    f"batch for up to {retry_seconds:g} s",
+                    f"splitlog logs ship: {cause}; retrying this batch for up "
+                    f"to {retry_seconds:g} s",
                     file=sys.stderr,
                 )
                 warned = True

@@ -120,6 +120,7 @@ class LogsGateway:
                     user_service_addr=f"127.0.0.1:{self.users.port}"
                 )
             self.gateway = loop.run(build_gateway(config, "127.0.0.1:0", "127.0.0.1:0"))
+            self.config = config
         except BaseException:
             if self.users is not None:
                 self.users.stop(0)
@@ -639,9 +640,63 @@ def test_ship_resends_batch_after_unavailable(
 
     assert not shipper.is_alive()
     assert outcome["status"] == 0, err
-    assert "resending the batch" in err
+    assert "retrying this batch for up to 60 s" in err
     assert len(stored) == 1
     assert stored[0].message.endswith("INFO one")
+
+
+def test_ship_retries_until_gateway_starts(loop_thread, base_config, tmp_path, capsys):
+    running = LogsGateway(base_config, tmp_path / "gateway", loop_thread, log_shards=1)
+    try:
+        port = running.gateway.grpc_port
+        loop_thread.run(running.gateway.stop(0))
+        path = write_log(tmp_path, f"{line_time(60)} INFO late")
+        outcome = {}
+
+        def ship():
+            outcome["status"] = main(
+                ["logs", "ship", str(path), "--service", "gateway-late"]
+                + ["--gateway", running.address]
+            )
+
+        shipper = threading.Thread(target=ship)
+        shipper.start()
+        time.sleep(1.0)
+        running.gateway = loop_thread.run(
+            build_gateway(running.config, f"127.0.0.1:{port}", "127.0.0.1:0")
+        )
+        shipper.join(60)
+        err = capsys.readouterr().err
+        stored = list_all(running.stub, services=["gateway-late"])
+    finally:
+        running.close()
+
+    assert not shipper.is_alive()
+    assert outcome["status"] == 0, err
+    notice = (
+        f"splitlog logs ship: splitlog at {running.address} is not reachable; "
+        "retrying this batch for up to 60 s"
+    )
+    assert notice in err
+    # The advice for a gateway that never starts is for the final error.
+    assert "cannot reach" not in err
+    assert "make up" not in err
+    assert [entry.message.endswith("INFO late") for entry in stored] == [True]
+
+
+def test_ship_gives_up_on_absent_gateway(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(logs_commands, "SHIP_RETRY_SECONDS", 1.0)
+    address = closed_address()
+    path = write_log(tmp_path, f"{line_time(60)} INFO never")
+
+    status = main(
+        ["logs", "ship", str(path), "--service", "no-gateway", "--gateway", address]
+    )
+    err = capsys.readouterr().err
+
+    assert status == 1
+    assert f"splitlog at {address} is not reachable; retrying this batch" in err
+    assert f"cannot reach splitlog at {address}; start it with `make up`" in err
 
 
 def test_ship_rerun_stores_each_batch_once(live, tmp_path, capsys):
