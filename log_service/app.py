@@ -155,6 +155,9 @@ def build_router(
         lambda: shard_health.update(coordinator.leaders_responding())
     )
     shard_health.update(coordinator.leaders_responding())
+    coordinator.add_round_listener(
+        lambda: enforcer.nodes_polled(coordinator.reachable_addresses())
+    )
     enforcer.start()
     # Runs last: once the node channels are closed, the running stream
     # batches end at once.

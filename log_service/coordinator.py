@@ -491,6 +491,15 @@ class Coordinator:
             ]
             return ShardRoute(shard, leader_address, state.epoch, tuple(readable))
 
+    def reachable_addresses(self) -> list[str]:
+        """Return the address of every node that answered the latest poll."""
+        with self._lock:
+            return [
+                self._addresses[node]
+                for node, track in self._tracks.items()
+                if track.reachable
+            ]
+
     def node_addresses(self) -> list[str]:
         """Return the address of every node."""
         return list(self._addresses.values())

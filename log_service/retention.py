@@ -5,7 +5,8 @@ The router keeps the one policy of the cluster in
 entries for `log_retention_hours`. Writes use the policy to reject entries
 that are already too old, and `RetentionEnforcer` asks every node to delete
 expired entries once a minute and right after each update, the same entries
-on every replica of a shard. The passes that a follower missed are kept in
+on every replica of a shard. The passes that a follower missed are sent again
+as soon as the coordinator's poll reaches it, and kept in
 `<data_dir>/log_service/retention_missed.json`, so that a restarted router
 still sends them.
 """
@@ -17,7 +18,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,6 +47,10 @@ MIN_RETENTION_NS = NANOS_PER_HOUR
 MAX_RETENTION_NS = 100 * 8766 * NANOS_PER_HOUR
 ENFORCE_INTERVAL_SECONDS = 60.0
 APPLY_DEADLINE_SECONDS = 30.0
+# The shortest time between two resends of a node's missed passes. A node
+# that answers the coordinator's polls but keeps failing the passes is then
+# not sent them on every poll round.
+MISSED_RESEND_SECONDS = 5.0
 MISSED_PASSES_FILE_NAME = "retention_missed.json"
 # Passes kept for one node that failed them. Passes that a later one covers
 # are dropped first, so the list grows mainly when the retention is loosened
@@ -318,9 +323,12 @@ class RetentionEnforcer:
     followers then receive the same cutoffs with that sequence as
     `max_sequence`, so every replica deletes the same entries, whichever
     records its applier has reached. A follower that fails a pass receives
-    it again before its next pass. So a policy loosened in between does not
-    leave it with entries that the other replicas deleted. A shard whose
-    leader is missing or fails is skipped in that round, on every replica.
+    it again before its next pass, and as soon as `nodes_polled` reports it
+    reachable. So a policy loosened in between does not leave it with
+    entries that the other replicas deleted, and a follower that returns
+    soon after a pass does not serve the deleted entries until the next
+    round. A shard whose leader is missing or fails is skipped in that
+    round, on every replica.
 
     The missed passes are saved in `missed_path` at each change and loaded
     at start, so a router that restarts before the follower returns still
@@ -352,12 +360,22 @@ class RetentionEnforcer:
         self._missed: dict[str, list[node_service_pb2.ApplyRetentionRequest]] = (
             {} if self._missed_file is None else self._missed_file.load()
         )
+        # The addresses that have missed passes, replaced whole after each
+        # change, so that the poller thread can read it without a lock.
+        self._waiting: frozenset[str] = frozenset(self._missed)
+        # Addresses that the coordinator reached while they had missed
+        # passes; the enforcer thread resends those passes.
+        self._returned: set[str] = set()
+        self._returned_lock = threading.Lock()
+        # Monotonic time of the latest send of each address's missed passes.
+        self._resent_at: dict[str, float] = {}
+        self._pass_due = threading.Event()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name="log-retention", daemon=True
         )
-        store.on_update(self._wake.set)
+        store.on_update(self._request_pass)
 
     def start(self) -> None:
         self._thread.start()
@@ -367,14 +385,37 @@ class RetentionEnforcer:
         self._wake.set()
         self._thread.join(timeout=5)
 
+    def _request_pass(self) -> None:
+        self._pass_due.set()
+        self._wake.set()
+
+    def nodes_polled(self, reachable: Collection[str]) -> None:
+        """Note the node addresses that answered a poll round.
+
+        Called on the coordinator's thread. Wakes the enforcer thread to
+        resend the missed passes of those addresses.
+        """
+        returned = self._waiting.intersection(reachable)
+        if not returned:
+            return
+        with self._returned_lock:
+            self._returned |= returned
+        self._wake.set()
+
     def _run(self) -> None:
+        next_pass = time.monotonic() + self._interval
         while not self._stop.is_set():
-            self._wake.wait(self._interval)
+            self._wake.wait(max(0.0, next_pass - time.monotonic()))
             self._wake.clear()
             if self._stop.is_set():
                 return
             try:
-                self.apply_once()
+                if self._pass_due.is_set() or time.monotonic() >= next_pass:
+                    self._pass_due.clear()
+                    self.apply_once()
+                    next_pass = time.monotonic() + self._interval
+                else:
+                    self.resend_missed()
             except ValueError as exc:
                 # A pass that outlasts the join in `stop` meets the closed
                 # node channels, which raise ValueError (`ClientsClosed`).
@@ -417,9 +458,46 @@ class RetentionEnforcer:
             )
             for address in replicas.follower_addresses:
                 self._apply(address, bounded, deleted)
-        if self._missed_file is not None and self._missed != missed_before:
-            self._missed_file.save(self._missed)
+        self._save_missed(missed_before)
         return deleted
+
+    def resend_missed(self) -> Mapping[str, int]:
+        """Send their missed passes to the nodes that `nodes_polled` reported.
+
+        Returns the deletions per node address. A node whose passes were
+        sent less than MISSED_RESEND_SECONDS ago waits for a later round.
+        """
+        with self._returned_lock:
+            returned, self._returned = self._returned, set()
+        deleted: dict[str, int] = {}
+        missed_before = dict(self._missed)
+        now = time.monotonic()
+        for address in sorted(returned):
+            passes = self._missed.get(address)
+            if not passes:
+                continue
+            if now - self._resent_at.get(address, -MISSED_RESEND_SECONDS) < (
+                MISSED_RESEND_SECONDS
+            ):
+                continue
+            del self._missed[address]
+            self._resent_at[address] = now
+            _LOGGER.info(
+                "log retention: node %s is reachable again; sending its %d "
+                "missed passes",
+                address,
+                len(passes),
+            )
+            self._send(address, passes, deleted)
+        self._save_missed(missed_before)
+        return deleted
+
+    def _save_missed(
+        self, before: Mapping[str, list[node_service_pb2.ApplyRetentionRequest]]
+    ) -> None:
+        self._waiting = frozenset(self._missed)
+        if self._missed_file is not None and self._missed != before:
+            self._missed_file.save(self._missed)
 
     def _forget_unknown_nodes(self, shards: list[ShardReplicas]) -> None:
         """Drop the missed passes of addresses that no shard lists any more."""
@@ -453,6 +531,19 @@ class RetentionEnforcer:
         which would cover a different sequence when sent again.
         """
         passes = [*self._missed.pop(address, []), request]
+        return self._send(address, passes, deleted)
+
+    def _send(
+        self,
+        address: str,
+        passes: list[node_service_pb2.ApplyRetentionRequest],
+        deleted: dict[str, int],
+    ) -> node_service_pb2.ApplyRetentionResponse | None:
+        """Send `passes` to a node in order; return the last response.
+
+        Returns None when a pass failed, and keeps it and those after it as
+        `_apply` describes.
+        """
         stub = self._stub_for(address)
         response = None
         for index, item in enumerate(passes):
@@ -460,7 +551,8 @@ class RetentionEnforcer:
                 response = stub.ApplyRetention(item, timeout=APPLY_DEADLINE_SECONDS)
             except grpc.RpcError as exc:
                 _LOGGER.warning(
-                    "log retention on node %s failed (%s: %s); retrying in %.0fs",
+                    "log retention on node %s failed (%s: %s); retrying when "
+                    "the router's poll reaches it again, or in %.0fs",
                     address,
                     exc.code(),
                     exc.details(),

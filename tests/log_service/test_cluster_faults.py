@@ -632,6 +632,44 @@ def test_missed_retention_pass_survives_router_restart(make_cluster):
     assert on_b == on_a
 
 
+def test_missed_retention_pass_sent_on_return(make_cluster):
+    # A long failover time keeps a the leader and b a follower throughout.
+    cluster = make_cluster(("a", "b"), failover_seconds=600.0)
+    cluster.start_all()
+    set_service_retention(cluster, 30)
+    now = time.time_ns()
+    five_days_ago = now - 5 * 24 * 3600 * 10**9
+    cluster.logs.WriteLogEntries(
+        logs_service_pb2.WriteLogEntriesRequest(
+            entries=[faults_entry(f"old {i}", five_days_ago + i) for i in range(3)]
+            + [faults_entry(f"new {i}", now + i) for i in range(2)]
+        ),
+        timeout=10,
+    )
+    cluster.wait_status(follower_caught_up("b"), "b holding every entry")
+
+    cluster.kill("b")
+    set_service_retention(cluster, 2)
+    wait_for_log(
+        cluster, ROUTER, f"log retention on node {cluster.address('b')} failed", 1
+    )
+    returned_at = time.monotonic()
+    cluster.start("b")
+    # No update follows, and the next timed pass is a minute after the
+    # update, so only the resend on b's return deletes the entries there.
+    deadline = time.monotonic() + 20
+    on_b = sorted(message for _, message in cluster.node_entries("b"))
+    while on_b != ["new 0", "new 1"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+        on_b = sorted(message for _, message in cluster.node_entries("b"))
+    waited = time.monotonic() - returned_at
+    on_a = sorted(message for _, message in cluster.node_entries("a"))
+
+    assert on_a == ["new 0", "new 1"]
+    assert on_b == on_a
+    assert waited < 30
+
+
 def tail_messages(cluster: LogCluster, count: int, **fields) -> list[str]:
     """Open a tail of SERVICE and return the messages of its first `count` entries."""
     call = cluster.logs.TailLogEntries(
