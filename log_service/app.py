@@ -18,6 +18,7 @@ from log_service.coordinator import Coordinator
 from log_service.ingest_counters import IngestCounters
 from log_service.model import Limits
 from log_service.open_streams import OpenStreams
+from log_service.placement import Placement, check_placement
 from log_service.query import ShardReader
 from log_service.retention import (
     MISSED_PASSES_FILE_NAME,
@@ -83,6 +84,7 @@ def build_router(
     )
     data_dir = router_data_dir(config)
     private_files.private_tree(data_dir)
+    check_placement(data_dir, Placement.from_config(config, topology))
     if config.auth_required:
         # Before the coordinator's first poll, so that the nodes accept it.
         auth.install_signer_from_settings(config.auth_secret, config.data_dir)

@@ -1034,3 +1034,83 @@ def test_otlp_export_with_sdk_exporter(cluster):
     assert [e.message for e in stored] == ["exported by otlp"]
     assert stored[0].severity == pb.SEVERITY_WARN
     assert stored[0].attributes["user"] == "7"
+
+
+def _placement_entries(now: int) -> list:
+    # Several services across several hours, so that both strategies spread
+    # them over both shards.
+    return [
+        entry(service=f"placed-{i % 5}", message=f"m{i}", at=now - i * 1_800 * NANOS)
+        for i in range(20)
+    ]
+
+
+def _restart_router_with(cluster, config):
+    """Stop the router and start one with `config` on the same data."""
+    cluster.channel.close()
+    cluster.router.stop(0)
+    cluster.coordinator.stop()
+    cluster.router_config = config
+    cluster.router, cluster.coordinator = build_router(config, "127.0.0.1:0")
+    assert cluster.coordinator.wait_until_ready(15)
+    cluster.channel = grpc.insecure_channel(f"127.0.0.1:{cluster.router.port}")
+    cluster.stub = logs_service_pb2_grpc.LogsServiceStub(cluster.channel)
+
+
+def test_router_rejects_changed_sharding(cluster):
+    now = time.time_ns()
+    cluster.stub.WriteLogEntries(
+        pb.WriteLogEntriesRequest(entries=_placement_entries(now))
+    )
+    before = sorted(e.message for e in list_all(cluster.stub, services=["placed-1"]))
+    original = cluster.router_config
+    cluster.channel.close()
+    cluster.router.stop(0)
+    cluster.coordinator.stop()
+
+    with pytest.raises(ValueError) as by_time:
+        build_router(
+            original.replace(log_sharding="time", log_time_bucket_seconds=600),
+            "127.0.0.1:0",
+        )
+    with pytest.raises(ValueError) as by_shards:
+        build_router(
+            original.replace(
+                log_nodes=f"{cluster.topology.to_setting()};shard-9=z@127.0.0.1:1"
+            ),
+            "127.0.0.1:0",
+        )
+    cluster.router_config = original
+    cluster.router, cluster.coordinator = build_router(original, "127.0.0.1:0")
+    assert cluster.coordinator.wait_until_ready(15)
+    cluster.channel = grpc.insecure_channel(f"127.0.0.1:{cluster.router.port}")
+    cluster.stub = logs_service_pb2_grpc.LogsServiceStub(cluster.channel)
+    after = sorted(e.message for e in list_all(cluster.stub, services=["placed-1"]))
+
+    message = str(by_time.value)
+    assert "log_sharding is 'time'" in message
+    assert "placed with 'service'" in message
+    assert "log_sharding=service" in message
+    assert "empty data directories" in message
+    assert "shard-9" in str(by_shards.value)
+    assert before == sorted(f"m{i}" for i in range(1, 20, 5))
+    assert after == before
+
+
+def test_router_rejects_changed_time_bucket(base_config):
+    config = cluster_config(
+        base_config, log_sharding="time", log_time_bucket_seconds=3600
+    )
+    running = Cluster(config)
+    try:
+        _restart_router_with(running, running.router_config)
+        with pytest.raises(ValueError) as changed:
+            _restart_router_with(
+                running, running.router_config.replace(log_time_bucket_seconds=60)
+            )
+    finally:
+        running.close()
+
+    message = str(changed.value)
+    assert "log_time_bucket_seconds is 60" in message
+    assert "placed with 3600" in message
