@@ -588,6 +588,10 @@ class LogNode:
             for request, pending, count in prepared:
                 runs = request.index_runs
                 held = self._batches.held(request.batch_id)
+                if held is not None and self._retention_deleted(held):
+                    # Retention deleted every entry stored under this id,
+                    # so the batch is stored again as a new one.
+                    held = None
                 if held is not None:
                     # The entries stored earlier must be committed before
                     # this call reports them.
@@ -626,6 +630,25 @@ class LogNode:
             self._note_durable()
         self._wait_for_commit(last, deadline, epoch)
         return responses
+
+    def _retention_deleted(self, held: HeldBatch) -> bool:
+        """Return whether the store lost every entry of `held`; the lock is held.
+
+        Only a retention pass deletes applied entries without dropping
+        their records from the batch index, as a truncation does. So a
+        batch whose records are all applied but none of whose entries is in
+        the store has expired. Records above the applied sequence are not
+        in the store yet and count as held. Only the leader decides, and
+        the record of a batch stored again reaches its followers under the
+        same batch id, so a follower promoted later finds it.
+
+        NOTE: a batch of which retention deleted only some entries counts
+        as held, so a retry does not store the deleted ones again.
+        """
+        store = self._store
+        if store is None or not held.ranges or held.last > store.last_sequence():
+            return False
+        return not store.holds_any(held.ranges)
 
     def _check_leader(self, epoch: int) -> None:
         state = self._state

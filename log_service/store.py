@@ -1220,6 +1220,34 @@ class LogStore:
                     tables = [page]
         return _columns(tables)
 
+    def holds_any(self, ranges: Sequence[tuple[int, int]]) -> bool:
+        """Return whether the store contains an entry in any of the sequence ranges.
+
+        Each range is (first, last), both inclusive. Only partitions whose
+        sequence bounds overlap a range are read, and each stops at its
+        first matching row.
+        """
+        with self._reading() as (cursor, _, partitions):
+            for partition in partitions:
+                if partition.rows == 0:
+                    continue
+                overlapping = [
+                    (first, last)
+                    for first, last in ranges
+                    if first <= partition.max_seq and last >= partition.min_seq
+                ]
+                if not overlapping:
+                    continue
+                condition = " OR ".join("seq BETWEEN ? AND ?" for _ in overlapping)
+                params = [bound for pair in overlapping for bound in pair]
+                self._count_scans(1)
+                sql = (
+                    f"SELECT 1 FROM {partition.alias}.entries WHERE {condition} LIMIT 1"
+                )
+                if cursor.execute(sql, params).fetchone() is not None:
+                    return True
+        return False
+
     def count(
         self,
         flt: node_service_pb2.EntryFilter,

@@ -39,6 +39,8 @@ from splitlog.auth.v1 import auth_service_pb2 as auth_pb2
 from splitlog.auth.v1 import auth_service_pb2_grpc as auth_grpc
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
 from splitlog.logs.v1 import logs_service_pb2_grpc as logs_grpc
+from splitlog.logs.v1 import node_service_pb2 as node_pb2
+from splitlog.logs.v1 import node_service_pb2_grpc as node_grpc
 from splitlog.users.v1 import users_service_pb2 as users_pb2
 from splitlog_cli.client import logs as logs_commands
 from splitlog_cli.client import ship_input, ship_positions
@@ -3275,6 +3277,90 @@ def test_unreachable_gateway(capsys):
 def _policy(stub) -> logs_pb2.RetentionPolicy:
     request = logs_pb2.GetRetentionPolicyRequest(name="retentionPolicy")
     return stub.GetRetentionPolicy(request).retention_policy
+
+
+def _node_messages(running: LogsGateway, node: str, service: str) -> list[str]:
+    """Return the messages of `service` that one log node stores."""
+    address = f"127.0.0.1:{running.cluster.hosts[node].port}"
+    with insecure_channel(address) as channel:
+        response = node_grpc.LogNodeServiceStub(channel).QueryEntries(
+            node_pb2.QueryEntriesRequest(
+                shard="shard-0",
+                limit=1_000_000,
+                filter=node_pb2.EntryFilter(services=[service]),
+            ),
+            timeout=10,
+        )
+    return list(response.entries.messages)
+
+
+def _wait_for_node_count(running, node: str, service: str, count: int) -> None:
+    deadline = time.monotonic() + 20
+    while len(_node_messages(running, node, service)) != count:
+        assert time.monotonic() < deadline, f"{node} never held {count} entries"
+        time.sleep(0.1)
+
+
+def test_ship_rerun_after_retention_deleted(
+    loop_thread, base_config, tmp_path, capsys, shared_data
+):
+    running = LogsGateway(
+        base_config,
+        tmp_path / "gateway",
+        loop_thread,
+        log_shards=1,
+        log_replicas=2,
+        log_failover_seconds=1.0,
+    )
+    path = shared_data / "logs" / "Hadoop_2k.log"
+    ship = ["logs", "ship", str(path), "--service", "hadoop2", "--batch-size", "20"]
+    ship += ["--no-positions"]
+    nodes = ["shard-0-a", "shard-0-b"]
+    try:
+        # The lines are from 2015, older than the default retention.
+        kept = run(
+            capsys, running.address, "logs", "retention", "set", "--default", "36500d"
+        )
+        first = run(capsys, running.address, *ship)
+        expired = run(
+            capsys, running.address, "logs", "retention", "set",
+            "--service", "hadoop2=24h",
+        )  # fmt: skip
+        for node in nodes:
+            _wait_for_node_count(running, node, "hadoop2", 0)
+        cleared = run(
+            capsys, running.address, "logs", "retention", "set",
+            "--clear-service", "hadoop2",
+        )  # fmt: skip
+        second = run(capsys, running.address, *ship)
+        again = run(capsys, running.address, *ship)
+        held = {node: _node_messages(running, node, "hadoop2") for node in nodes}
+        # The follower takes over, and its batch ids must match the leader's.
+        leader = running.stub.GetClusterStatus(
+            logs_pb2.GetClusterStatusRequest()
+        ).shards[0]
+        running.cluster.hosts[leader.leader].stop(0)
+        _wait_for_health(running.stub, logs_pb2.HEALTH_DEGRADED)
+        after_failover = run(capsys, running.address, *ship)
+        stored = list_all(running.stub, services=["hadoop2"])
+    finally:
+        running.close()
+
+    assert kept[0] == 0, kept[2]
+    assert first[0] == 0, first[2]
+    assert re.search(r"^stored: +2000$", first[1], re.M), first[1]
+    assert expired[0] == 0, expired[2]
+    assert cleared[0] == 0, cleared[2]
+    assert second[0] == 0, second[2]
+    assert re.search(r"^stored: +2000$", second[1], re.M), second[1]
+    assert re.search(r"^already stored: +0$", second[1], re.M), second[1]
+    assert re.search(r"^stored: +0$", again[1], re.M), again[1]
+    assert re.search(r"^already stored: +2000$", again[1], re.M), again[1]
+    assert [len(messages) for messages in held.values()] == [2000, 2000]
+    assert held["shard-0-a"] == held["shard-0-b"]
+    assert after_failover[0] == 0, after_failover[2]
+    assert re.search(r"^stored: +0$", after_failover[1], re.M), after_failover[1]
+    assert len(stored) == 2000
 
 
 def test_retention_show_and_set(loop_thread, base_config, tmp_path, capsys):
