@@ -648,6 +648,9 @@ class LogNode:
         store = self._store
         if store is None or not held.ranges or held.last > store.last_sequence():
             return False
+        # Resends of recent batches, the usual case, end here without a read.
+        if not store.retention_may_have_deleted(held.first):
+            return False
         return not store.holds_any(held.ranges)
 
     def _check_leader(self, epoch: int) -> None:

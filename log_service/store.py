@@ -341,6 +341,9 @@ class LogStore:
             last = state
         self._last = last
         self._visible = last
+        # The highest sequence that a retention pass may have deleted. Passes
+        # before this open are unknown, so it starts at the last sequence.
+        self._retention_bound = last
         self._discard_above(last)
         self._write_state(last)
         _LOGGER.info(
@@ -705,6 +708,9 @@ class LogStore:
                 dropped += partition_dropped
             if deferred:
                 self._deferred_retention.append(retention)
+            if deleted or dropped or deferred:
+                reached = self._last if max_sequence is None else max_sequence
+                self._retention_bound = max(self._retention_bound, reached)
         if deleted or dropped:
             _LOGGER.info(
                 "Retention deleted %d entries and dropped %d partitions in %s",
@@ -1219,6 +1225,14 @@ class LogStore:
                     page = page.slice(0, limit)
                     tables = [page]
         return _columns(tables)
+
+    def retention_may_have_deleted(self, sequence: int) -> bool:
+        """Return whether a retention pass may have deleted the entry at `sequence`.
+
+        False means that no pass since the store opened deleted entries at
+        or above it, so no read is needed to know that it is still stored.
+        """
+        return sequence <= self._retention_bound
 
     def holds_any(self, ranges: Sequence[tuple[int, int]]) -> bool:
         """Return whether the store contains an entry in any of the sequence ranges.

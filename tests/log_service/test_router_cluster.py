@@ -1114,3 +1114,53 @@ def test_router_rejects_changed_time_bucket(base_config):
     message = str(changed.value)
     assert "log_time_bucket_seconds is 60" in message
     assert "placed with 3600" in message
+
+
+def test_batch_stored_again_after_retention(base_config):
+    # One shard, so that the pass that deletes one batch covers the other.
+    config = base_config.replace(
+        log_shards=1,
+        log_replicas=2,
+        log_node_port=0,
+        log_failover_seconds=1.0,
+        log_fsync=False,
+        workers=8,
+    )
+    running = Cluster(config)
+    two_days_ago = time.time_ns() - 2 * DAY_SECONDS * NANOS
+
+    def request(service: str, request_id: str) -> pb.WriteLogEntriesRequest:
+        entries = [
+            entry(service=service, message=f"{service} {i}", at=two_days_ago + i)
+            for i in range(5)
+        ]
+        return pb.WriteLogEntriesRequest(entries=entries, request_id=request_id)
+
+    kept = request("kept", str(uuid.uuid4()))
+    expiring = request("expiring", str(uuid.uuid4()))
+    try:
+        running.stub.WriteLogEntries(kept)
+        running.stub.WriteLogEntries(expiring)
+        set_service_retentions(running.stub, ["expiring"], 1)
+        deadline = time.monotonic() + 20
+        while list_all(running.stub, services=["expiring"]):
+            assert time.monotonic() < deadline, "retention never deleted the batch"
+            time.sleep(0.1)
+        kept_again = running.stub.WriteLogEntries(kept)
+        set_service_retentions(running.stub, [], 1)
+        stored_again = running.stub.WriteLogEntries(expiring)
+        resent = running.stub.WriteLogEntries(expiring)
+        expiring_now = list_all(running.stub, services=["expiring"])
+        kept_now = list_all(running.stub, services=["kept"])
+    finally:
+        running.close()
+
+    # The kept batch still has its entries, so a resend stores nothing.
+    assert kept_again.duplicate_count == 5
+    assert len(kept_now) == 5
+    assert stored_again.duplicate_count == 0
+    assert stored_again.accepted_count == 5
+    assert resent.duplicate_count == 5
+    assert sorted(e.message for e in expiring_now) == [
+        f"expiring {i}" for i in range(5)
+    ]
