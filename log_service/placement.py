@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from log_service.coordinator import STATE_FILE_NAME
-from log_service.sharding import VIRTUAL_NODES_PER_SHARD, Topology
+from log_service.sharding import VIRTUAL_NODES_PER_SHARD
+from log_service.topology import Topology
 from splitlog_runtime.config import Config
 from splitlog_runtime.private_files import write_file_atomically
 
