@@ -12,10 +12,22 @@ that wrote before it started shares that one fsync. With `fsync=False` the
 records only reach the operating system's page cache, so they survive a crash
 of the process but a crash of the machine loses the last ones.
 
-At open, the segments are scanned. A torn or corrupt tail (a crash in the
-middle of a write) is cut off and logged, never fatal, and so is any record
-that does not continue the sequence. The last segment is never purged, so its
-name still gives the last sequence number when every record has been purged.
+At open, the segments are scanned, and the log is cut at the first record
+that cannot be read. Two kinds of bad tail differ:
+
+- A torn final record: the file ends inside the last record, or its end is
+  zeros. A crash interrupted that write, so the record was never durable and
+  never acknowledged; it is cut with a warning.
+- Damage: a complete record that fails its checksum or does not continue the
+  sequence, or any bad record that intact records follow. Entries that were
+  acknowledged may be lost with it. The cut is logged as an error, and before
+  the file is cut a `damage.json` file records where and what may be lost
+  (`LogDamage`), so the node still knows after a crash that its log is
+  shorter than it was. The node removes the file once another replica's log
+  has replaced the lost part (see `log_service.node`).
+
+The last segment is never purged, so its name still gives the last sequence
+number when every record has been purged.
 
 `EpochHistory` stores the (epoch, first sequence) pairs of the log in a small
 JSON file next to the segments, replaced atomically, so a leader can tell
@@ -33,8 +45,10 @@ import threading
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+from google.protobuf.message import DecodeError
 
 from log_service.index_runs import slice_runs
 from splitlog.logs.v1 import node_service_pb2
@@ -47,11 +61,19 @@ _LOGGER = logging.getLogger(__name__)
 _HEADER = struct.Struct("<II")
 SEGMENT_SUFFIX = ".wal"
 EPOCHS_FILE = "epochs.json"
+DAMAGE_FILE = "damage.json"
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 # A frame longer than this is treated as corrupt, because no gRPC message can be
 # larger.
 MAX_RECORD_BYTES = 1024 * 1024 * 1024
+# A complete final record whose payload ends in at least this many zero bytes
+# and fails its checksum counts as torn: a crash of the machine can leave the
+# end of a write as zeros.
+TORN_ZEROS = 8
+# The key of LogRecord.first_sequence (field 1, varint), with which every
+# serialized record begins.
+_FIRST_SEQUENCE_KEY = 0x08
 
 LogRecord = node_service_pb2.LogRecord
 EntryColumns = node_service_pb2.EntryColumns
@@ -59,6 +81,60 @@ EntryColumns = node_service_pb2.EntryColumns
 
 class RecordsPurged(Exception):
     """The requested records were purged from the write-ahead log."""
+
+
+@dataclass(frozen=True)
+class LogDamage:
+    """A damaged part of the write-ahead log that was cut off at open.
+
+    Attributes:
+      after: the last sequence kept in front of the damage.
+      seen_through: the highest sequence that intact records behind the
+        damage, or the names of later segments, show the log held; `after`
+        when nothing behind the damage could be read.
+      segment: name of the segment file with the damage.
+      offset: byte offset of the damaged record in that file.
+      problem: what was wrong with the record.
+      epoch: the node's epoch when the damage was found; 0 until the node
+        sets it (see `WriteAheadLog.set_damage_epoch`).
+    """
+
+    after: int
+    seen_through: int
+    segment: str
+    offset: int
+    problem: str
+    epoch: int = 0
+
+    def merged(self, older: LogDamage | None) -> LogDamage:
+        """Return this damage joined with one found at an earlier open."""
+        if older is None:
+            return self
+        return LogDamage(
+            min(self.after, older.after),
+            max(self.seen_through, older.seen_through),
+            self.segment,
+            self.offset,
+            self.problem,
+            older.epoch or self.epoch,
+        )
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.__dict__).encode("utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> LogDamage | None:
+        if not path.exists():
+            return None
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return cls(
+            int(raw["after"]),
+            int(raw["seen_through"]),
+            str(raw["segment"]),
+            int(raw["offset"]),
+            str(raw["problem"]),
+            int(raw.get("epoch", 0)),
+        )
 
 
 def entry_count(record: LogRecord) -> int:
@@ -382,6 +458,87 @@ class EpochHistory:
         write_file_atomically(self._path, json.dumps(data).encode("utf-8"))
 
 
+@dataclass(frozen=True)
+class _BadTail:
+    """The first record of a segment that could not be read, found at open."""
+
+    offset: int
+    expected: int
+    problem: str
+    torn: bool
+    size: int = 0
+    seen_through: int = 0
+
+
+def _is_torn(data: bytes, offset: int) -> bool:
+    """Return whether the bad record at `offset` is a write that a crash cut.
+
+    That is the case when the file ends inside the record, with no intact
+    record behind it, or when the file ends with zeros that begin at or
+    inside the record. Any other bad record is damage.
+    """
+    tail = data[offset:]
+    if not any(tail) or len(tail) < _HEADER.size:
+        return True
+    zeros_from = len(data.rstrip(b"\0"))
+    length, checksum = _HEADER.unpack_from(data, offset)
+    start = offset + _HEADER.size
+    if length > MAX_RECORD_BYTES or start + length > len(data):
+        if zlib.crc32(data[start:]) == checksum:
+            # The whole payload is there; its length field is what changed.
+            return False
+        if len(data) - zeros_from >= TORN_ZEROS:
+            return True
+        return next(_intact_frames(data, offset + 1), None) is None
+    # A complete record: torn only when its end is zeros up to the end of
+    # the file.
+    return zeros_from < start + length and len(data) - zeros_from >= TORN_ZEROS
+
+
+def _intact_frames(data: bytes, start: int) -> Iterator[tuple[int, LogRecord]]:
+    """Yield (offset, record) of each intact frame at or after `start`.
+
+    Past a damaged frame the search goes on byte by byte, trying each
+    position whose payload would begin with the key of `first_sequence`.
+    """
+    position = start
+    end = len(data)
+    key = bytes([_FIRST_SEQUENCE_KEY])
+    while position + _HEADER.size < end:
+        length, checksum = _HEADER.unpack_from(data, position)
+        payload_start = position + _HEADER.size
+        payload_end = payload_start + length
+        if (
+            0 < length <= end - payload_start
+            and data[payload_start] == _FIRST_SEQUENCE_KEY
+            and zlib.crc32(data[payload_start:payload_end]) == checksum
+        ):
+            try:
+                record = LogRecord.FromString(data[payload_start:payload_end])
+            except DecodeError:
+                record = None
+            if record is not None and entry_count(record) > 0:
+                yield position, record
+                position = payload_end
+                continue
+        following = data.find(key, position + 1 + _HEADER.size)
+        if following < 0:
+            return
+        position = following - _HEADER.size
+
+
+def _highest_sequence(path: Path) -> int:
+    """Return the last sequence of the intact records of a segment file, or 0."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return 0
+    highest = 0
+    for _, record in _intact_frames(data, 0):
+        highest = max(highest, record.first_sequence + entry_count(record) - 1)
+    return highest
+
+
 class WriteAheadLog:
     """Segment files of framed `LogRecord`s with group commit and replay.
 
@@ -422,6 +579,10 @@ class WriteAheadLog:
         self._last = 0
         self._fd: int | None = None
         self.history = EpochHistory(self._directory / EPOCHS_FILE)
+        self._damage_path = self._directory / DAMAGE_FILE
+        # Damage found at this open or at an earlier one and not yet
+        # replaced by another replica's log.
+        self.damage = LogDamage.load(self._damage_path)
         self._scan()
         if fsync:
             # Records written before a crash of the process may still be in
@@ -433,29 +594,31 @@ class WriteAheadLog:
     # Opening and scanning.
 
     def _scan(self) -> None:
-        paths = sorted(self._directory.glob(f"*{SEGMENT_SUFFIX}"))
-        expected: int | None = None
-        for position, path in enumerate(paths):
+        named: list[tuple[int, Path]] = []
+        for path in sorted(self._directory.glob(f"*{SEGMENT_SUFFIX}")):
             try:
-                first = int(path.name.removesuffix(SEGMENT_SUFFIX))
+                named.append((int(path.name.removesuffix(SEGMENT_SUFFIX)), path))
             except ValueError:
                 _LOGGER.warning("write-ahead log: ignoring the file %s", path)
-                continue
+        expected: int | None = None
+        for position, (first, path) in enumerate(named):
+            later = [item for _, item in named[position + 1 :]]
             if expected is not None and first != expected:
-                _LOGGER.warning(
-                    "write-ahead log: segment %s should begin at sequence %d; "
-                    "cutting the log there",
-                    path.name,
+                bad = _BadTail(
+                    0,
                     expected,
+                    f"segment {path.name} instead of one that begins at "
+                    f"sequence {expected}",
+                    torn=False,
                 )
-                self._delete_files(paths[position:])
+                self._cut_bad_tail(bad, None, [path, *later])
                 break
             segment = _Segment(first, path)
             self._segments.append(segment)
-            intact = self._scan_segment(segment)
+            bad = self._scan_segment(segment, last_segment=not later)
             expected = self._records[-1].last + 1 if self._records else first
-            if not intact:
-                self._delete_files(paths[position + 1 :])
+            if bad is not None:
+                self._cut_bad_tail(bad, segment, later)
                 break
         if not self._segments:
             self._create_segment(1)
@@ -463,10 +626,12 @@ class WriteAheadLog:
         self._last = self._records[-1].last if self._records else last_segment.first - 1
         self.history.truncate_after(self._last + 1)
 
-    def _scan_segment(self, segment: _Segment) -> bool:
-        """Index one segment's records and cut off a bad tail, if any.
+    def _scan_segment(
+        self, segment: _Segment, *, last_segment: bool
+    ) -> _BadTail | None:
+        """Index one segment's records up to the first bad one, if any.
 
-        Returns False when the segment had a bad tail.
+        Returns the bad record, or None when every record is intact.
         """
         data = segment.path.read_bytes()
         offset = 0
@@ -479,13 +644,17 @@ class WriteAheadLog:
             length, checksum = _HEADER.unpack_from(data, offset)
             start = offset + _HEADER.size
             if length > MAX_RECORD_BYTES or start + length > len(data):
-                problem = "a torn record"
+                problem = "a record that runs past the end of the file"
                 break
             payload = data[start : start + length]
             if zlib.crc32(payload) != checksum:
                 problem = "a checksum mismatch"
                 break
-            record = LogRecord.FromString(payload)
+            try:
+                record = LogRecord.FromString(payload)
+            except DecodeError:
+                problem = "a record that does not parse"
+                break
             count = entry_count(record)
             if record.first_sequence != next_first or count == 0:
                 problem = f"a record at sequence {record.first_sequence}"
@@ -494,21 +663,87 @@ class WriteAheadLog:
             next_first += count
             offset = start + length
         segment.size = offset
-
         if not problem:
-            return True
-        _LOGGER.warning(
-            "write-ahead log: %s in %s at byte %d, where sequence %d was "
-            "expected; cutting %d bytes from there on",
-            problem,
-            segment.path.name,
-            offset,
-            next_first,
-            len(data) - offset,
+            return None
+        torn = last_segment and _is_torn(data, offset)
+        seen = 0
+        if not torn:
+            for _, record in _intact_frames(data, offset + 1):
+                seen = max(seen, record.first_sequence + entry_count(record) - 1)
+        return _BadTail(
+            offset, next_first, problem, torn=torn, size=len(data), seen_through=seen
         )
-        os.truncate(segment.path, offset)
-        self._flush_path(segment.path)
-        return False
+
+    def _cut_bad_tail(
+        self, bad: _BadTail, segment: _Segment | None, later: list[Path]
+    ) -> None:
+        """Cut the log at a bad record: in its segment and every later segment.
+
+        Damage is saved to `damage.json` before any byte is removed.
+        """
+        name = segment.path.name if segment is not None else later[0].name
+        cut_bytes = bad.size - bad.offset
+        if bad.torn:
+            _LOGGER.warning(
+                "write-ahead log: %s in %s at byte %d, where sequence %d was "
+                "expected; cutting %d bytes from there on. A crash interrupted "
+                "that write, so the record was never acknowledged",
+                bad.problem,
+                name,
+                bad.offset,
+                bad.expected,
+                cut_bytes,
+            )
+        else:
+            after = bad.expected - 1
+            seen = max([after, bad.seen_through, *map(_highest_sequence, later)])
+            damage = LogDamage(after, seen, name, bad.offset, bad.problem)
+            damage = damage.merged(self.damage)
+            write_file_atomically(self._damage_path, damage.to_json())
+            self.damage = damage
+            known = (
+                f"entries {after + 1}..{seen} that it held are lost from this "
+                "node's log"
+                if seen > after
+                else "no intact record behind the damage tells how many "
+                "entries followed"
+            )
+            _LOGGER.error(
+                "write-ahead log: %s in %s at byte %d, where sequence %d was "
+                "expected: the file is damaged, not torn by a crash. Cutting the "
+                "log after sequence %d (%d bytes of this file and %d later "
+                "segments); %s, and some of them may have been acknowledged",
+                bad.problem,
+                self._directory / name,
+                bad.offset,
+                bad.expected,
+                after,
+                cut_bytes,
+                len(later),
+                known,
+            )
+        if segment is not None:
+            os.truncate(segment.path, bad.offset)
+            self._flush_path(segment.path)
+        self._delete_files(later)
+
+    def set_damage_epoch(self, epoch: int) -> LogDamage | None:
+        """Note the node's epoch in a damage record that has none yet."""
+        with self._lock:
+            damage = self.damage
+            if damage is None or damage.epoch:
+                return damage
+            damage = replace(damage, epoch=epoch)
+            write_file_atomically(self._damage_path, damage.to_json())
+            self.damage = damage
+            return damage
+
+    def clear_damage(self) -> None:
+        """Forget the damage: another replica's log replaced the lost part."""
+        with self._lock:
+            self.damage = None
+            self._damage_path.unlink(missing_ok=True)
+            fsync_directory(self._directory)
 
     def _delete_files(self, paths: list[Path]) -> None:
         # Newest first, so a crash part way leaves a log without holes.

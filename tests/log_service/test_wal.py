@@ -10,6 +10,7 @@ import threading
 import pytest
 
 from log_service.wal import (
+    DAMAGE_FILE,
     SEGMENT_SUFFIX,
     EpochHistory,
     EpochStart,
@@ -135,6 +136,103 @@ def test_corrupt_byte_cuts_from_that_record(tmp_path):
 
     assert sequences(reopened.replay()) == [1, 2]
     assert reopened.last_sequence == 2
+
+
+def write_three_records(directory, segment_bytes=None):
+    options = {} if segment_bytes is None else {"segment_bytes": segment_bytes}
+    wal = WriteAheadLog(directory, **options)
+    for first in (1, 3, 5):
+        wal.append(make_record(first, 2))
+    wal.close()
+    return wal
+
+
+def test_torn_final_record_is_no_damage(tmp_path, caplog):
+    wal = write_three_records(tmp_path)
+    segment = next(tmp_path.glob(f"*{SEGMENT_SUFFIX}"))
+    last = wal.records()[-1]
+    with open(segment, "r+b") as handle:
+        handle.truncate(last.offset + last.size // 2)
+
+    reopened = WriteAheadLog(tmp_path)
+
+    assert sequences(reopened.replay()) == [1, 2, 3, 4]
+    assert reopened.damage is None
+    assert not (tmp_path / DAMAGE_FILE).exists()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_zeroed_end_of_final_record_is_no_damage(tmp_path):
+    wal = write_three_records(tmp_path)
+    segment = next(tmp_path.glob(f"*{SEGMENT_SUFFIX}"))
+    last = wal.records()[-1]
+    data = bytearray(segment.read_bytes())
+    middle = last.offset + last.size // 2
+    data[middle:] = bytes(len(data) - middle + 64)
+    segment.write_bytes(bytes(data))
+
+    reopened = WriteAheadLog(tmp_path)
+
+    assert sequences(reopened.replay()) == [1, 2, 3, 4]
+    assert reopened.damage is None
+
+
+@pytest.mark.parametrize("record", [1, 2])
+def test_flipped_byte_in_complete_record_is_damage(tmp_path, caplog, record):
+    wal = write_three_records(tmp_path)
+    segment = next(tmp_path.glob(f"*{SEGMENT_SUFFIX}"))
+    info = wal.records()[record]
+    data = bytearray(segment.read_bytes())
+    data[info.offset + info.size - 3] ^= 0x01
+    segment.write_bytes(bytes(data))
+
+    reopened = WriteAheadLog(tmp_path)
+
+    assert reopened.last_sequence == info.first - 1
+    damage = reopened.damage
+    assert damage is not None
+    assert (damage.after, damage.seen_through) == (
+        info.first - 1,
+        6 if record == 1 else 4,
+    )
+    assert damage.offset == info.offset
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and f"at byte {info.offset}" in errors[0]
+    assert str(segment) in errors[0]
+    # The record survives a restart, and goes once cleared.
+    again = WriteAheadLog(tmp_path)
+    assert again.damage == damage
+    again.clear_damage()
+    assert WriteAheadLog(tmp_path).damage is None
+
+
+def test_damaged_length_of_final_record_is_damage(tmp_path):
+    wal = write_three_records(tmp_path)
+    segment = next(tmp_path.glob(f"*{SEGMENT_SUFFIX}"))
+    last = wal.records()[-1]
+    data = bytearray(segment.read_bytes())
+    data[last.offset] ^= 0x40
+    segment.write_bytes(bytes(data))
+
+    reopened = WriteAheadLog(tmp_path)
+
+    assert reopened.last_sequence == 4
+    assert reopened.damage is not None
+
+
+def test_damage_reports_later_segments(tmp_path):
+    wal = write_three_records(tmp_path, segment_bytes=100)
+    paths = sorted(tmp_path.glob(f"*{SEGMENT_SUFFIX}"))
+    assert len(paths) == 3
+    data = bytearray(paths[0].read_bytes())
+    data[20] ^= 0x01
+    paths[0].write_bytes(bytes(data))
+
+    reopened = WriteAheadLog(tmp_path)
+
+    assert reopened.last_sequence == 0
+    assert (reopened.damage.after, reopened.damage.seen_through) == (0, 6)
+    assert wal.last_sequence == 6
 
 
 def test_truncate_after_cuts_straddling_record(tmp_path):
