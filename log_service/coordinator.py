@@ -131,21 +131,82 @@ def _is_candidate(view: NodeView | None) -> bool:
     )
 
 
+def _damaged(view: NodeView | None) -> bool:
+    """Whether a node reports entries lost to a damaged write-ahead log."""
+    return (
+        view is not None
+        and view.replica is not None
+        and view.replica.HasField("log_damage")
+    )
+
+
+def _log_position(view: NodeView) -> tuple[int, int]:
+    """The order of logs for a promotion: the epoch of the last record, then
+    the last sequence. Replicas write records of one epoch only from its
+    leader, so a log that is ahead in this order holds every entry of one
+    behind it in the same epoch."""
+    replica = view.replica
+    assert replica is not None
+    return (replica.last_record_epoch, replica.last_sequence)
+
+
 def _promote(
-    state: ShardState, members: Sequence[str], views: Mapping[str, NodeView]
+    state: ShardState,
+    members: Sequence[str],
+    views: Mapping[str, NodeView],
+    absent: Sequence[str] = (),
 ) -> ShardState | None:
+    """Return the configuration with the best member as leader, or None.
+
+    `members` hold every acknowledged entry, unless they report damage
+    (entries lost from a damaged write-ahead log). The reachable member whose
+    log is furthest ahead wins among those without damage. A damaged member
+    is chosen only when every member and every node in `absent` (such as a
+    silent old leader) responds, because one that does not may hold what the
+    damaged ones lost. Even then, a follower outside `members` whose log is
+    ahead of the chosen one wins, as it holds entries that the damaged node
+    lost. Members with damage leave the in-sync set; they rejoin it once
+    they have caught up.
+    """
     candidates = [node for node in members if _is_candidate(views.get(node))]
     if not candidates:
         return None
+    intact = [node for node in candidates if not _damaged(views[node])]
+    if intact:
+        pool = intact
+    else:
+        waiting = [
+            node
+            for node in (*members, *absent)
+            if node not in candidates and node is not None
+        ]
+        if waiting:
+            # A member that does not respond may hold what the others lost.
+            return None
+        pool = candidates
     # max() keeps the first of equal values, so ties go to the listed order.
-    chosen = max(candidates, key=lambda node: views[node].replica.last_sequence)
+    chosen = max(pool, key=lambda node: _log_position(views[node]))
+    if not intact:
+        nodes = ([state.leader] if state.leader else []) + list(state.followers)
+        ahead = [
+            node
+            for node in nodes
+            if node not in members
+            and _is_candidate(views.get(node))
+            and not _damaged(views[node])
+            and _log_position(views[node]) > _log_position(views[chosen])
+        ]
+        if ahead:
+            chosen = max(ahead, key=lambda node: _log_position(views[node]))
     nodes = ([state.leader] if state.leader else []) + list(state.followers)
     return ShardState(
         state.shard,
         state.epoch + 1,
         state.config_version + 1,
         chosen,
-        tuple(node for node in members if node != chosen),
+        tuple(
+            node for node in members if node != chosen and not _damaged(views.get(node))
+        ),
         tuple(node for node in nodes if node != chosen),
     )
 
@@ -169,8 +230,27 @@ def plan_shard(
         return promoted if promoted is not None else state
 
     leader_view = views.get(state.leader)
+    if (
+        leader_view is not None
+        and leader_view.reachable
+        and _damaged(leader_view)
+        and leader_view.replica.role != LEADER
+    ):
+        # The leader restarted with a damaged write-ahead log and waits as a
+        # follower: another in-sync replica may hold the entries it lost.
+        promoted = _promote(state, (state.leader, *state.in_sync), views)
+        if promoted is not None:
+            return promoted
+        return replace(
+            state,
+            config_version=state.config_version + 1,
+            leader=None,
+            in_sync=(state.leader, *state.in_sync),
+            followers=(state.leader, *state.followers),
+            joining=(),
+        )
     if leader_view is None or leader_view.silent_for >= failover_seconds:
-        promoted = _promote(state, state.in_sync, views)
+        promoted = _promote(state, state.in_sync, views, absent=(state.leader,))
         if promoted is not None:
             return promoted
         return replace(
@@ -217,6 +297,7 @@ def plan_shard(
                 and replica.leader_epoch == state.epoch
                 and replica.last_sequence >= leader_replica.commit_sequence
                 and not replica.HasField("snapshot")
+                and not replica.HasField("log_damage")
                 and view.reported_unreachable_for == 0
             ):
                 joining.append(node)
@@ -575,6 +656,8 @@ class Coordinator:
                 leader_replica = None
         if leader_replica is not None:
             status.last_sequence = leader_replica.last_sequence
+            if leader_replica.HasField("log_damage"):
+                status.leader_log_damage.CopyFrom(leader_replica.log_damage)
         reported = {
             item.node: item
             for item in (leader_replica.followers if leader_replica else [])
@@ -599,6 +682,12 @@ class Coordinator:
                 and own.HasField("snapshot")
             ):
                 follower.snapshot.CopyFrom(own.snapshot)
+            if (
+                own is not None
+                and self._tracks[node].reachable
+                and own.HasField("log_damage")
+            ):
+                follower.log_damage.CopyFrom(own.log_damage)
             if node not in state.in_sync or not follower.reachable:
                 degraded = True
             status.followers.append(follower)

@@ -58,6 +58,7 @@ from log_service.pages import fit_columns, page_budget
 from log_service.replication import ReplicationSender
 from log_service.wal import (
     EntryColumns,
+    LogDamage,
     PendingRecord,
     WriteAheadLog,
     embedded_messages,
@@ -281,7 +282,18 @@ class LogNode:
             self._installed_snapshot = manifest.last_sequence
         self._store = _open_store(self._directory / "store", self._config)
         last = self.wal.last_sequence
-        if self._store.last_sequence() > last:
+        damage = self.wal.damage
+        if damage is not None and not damage.epoch:
+            damage = self.wal.update_damage(epoch=self._state.epoch)
+        self._batches.load()
+        for info in self.wal.records():
+            self._batches.add(info.batch_id, info.first, info.count, info.index_runs)
+        store_last = self._store.last_sequence()
+        if store_last > last and damage is not None:
+            last = self._keep_store_after_damage(store_last)
+        elif store_last > last:
+            # A torn final record can have reached the store only without
+            # fsync; it was never acknowledged.
             _LOGGER.warning(
                 "log shard %s: store contains entries after the write-ahead log's "
                 "last sequence %d; deleting them",
@@ -289,11 +301,9 @@ class LogNode:
                 last,
             )
             self._store.delete_after(last)
-
-        self._batches.load()
-        for info in self.wal.records():
-            self._batches.add(info.batch_id, info.first, info.count, info.index_runs)
         self._apply_pending()
+        if damage is not None:
+            self._refuse_to_lead_damaged()
 
         with self.lock:
             self.durable_sequence = last
@@ -314,6 +324,61 @@ class LogNode:
             state.role,
             state.epoch,
             last,
+        )
+
+    def _keep_store_after_damage(self, store_last: int) -> int:
+        """Keep the store's entries past a damaged log; return the new last one.
+
+        The store received those entries from intact records before the
+        damage, so they are kept, and the write-ahead log continues after
+        them, as after a snapshot: a follower that needs them receives a
+        snapshot. The ids of the batches in the records up to the cut are
+        saved first; those of the batches only in the store are not known.
+        If another leader's log differs there, its handshake truncates them.
+        """
+        damage = self.wal.damage
+        assert damage is not None
+        cut = self.wal.last_sequence
+        self._batches.save_through(cut)
+        self.wal.restart_after(store_last, self.wal.history.entries)
+        self.wal.update_damage(after=max(damage.after, store_last))
+        _LOGGER.warning(
+            "log shard %s: the store holds entries %d..%d past the damaged part of "
+            "the write-ahead log; keeping them, and the log continues after "
+            "sequence %d",
+            self.shard,
+            cut + 1,
+            store_last,
+            store_last,
+        )
+        return store_last
+
+    def _refuse_to_lead_damaged(self) -> None:
+        """Start as a follower after damage, even when this node was the leader.
+
+        Another in-sync replica may hold the entries this node lost, and as
+        leader this node would remove them from it. The coordinator sees the
+        damage in GetNodeStatus, promotes the replica with the most entries,
+        and gives this node the lead again only when no other replica may
+        hold more.
+        """
+        damage = self.wal.damage
+        assert damage is not None
+        old = self._state
+        lost = _lost_range(damage)
+        if old.role == node_state.ROLE_LEADER:
+            new = replace(old, role=node_state.ROLE_FOLLOWER, leader=None, in_sync=())
+            node_state.save_state(self._state_path, new)
+            self._state = new
+        _LOGGER.error(
+            "log node %s: shard %s lost %s to a damaged write-ahead log; it "
+            "starts as a follower (it was %s at epoch %d) and catches up from "
+            "the replica that the coordinator makes leader",
+            self.node_id,
+            self.shard,
+            lost,
+            old.role,
+            old.epoch,
         )
 
     def close(self) -> None:
@@ -397,6 +462,17 @@ class LogNode:
                 # The epoch starts right after the last entry this node stores.
                 self.wal.history.note(new.epoch, self.wal.last_sequence + 1)
                 self._acknowledged.clear()
+                damage = self.wal.damage
+                if damage is not None:
+                    _LOGGER.error(
+                        "log node %s: leads shard %s at epoch %d without %s, "
+                        "which its damaged write-ahead log lost: no other "
+                        "in-sync replica is left that may hold them",
+                        self.node_id,
+                        self.shard,
+                        new.epoch,
+                        _lost_range(damage),
+                    )
             if new != old:
                 node_state.save_state(self._state_path, new)
                 self._state = new
@@ -512,6 +588,41 @@ class LogNode:
             self._state = new
             self._log_change(old, new)
             self.changed.notify_all()
+        self._restart_senders(new)
+
+    def step_aside(
+        self, epoch: int, follower: str, last: int, held: int, record_epoch: int
+    ) -> None:
+        """Stop leading because a follower holds entries this leader lost.
+
+        The follower holds entries `last + 1..held` of epoch `record_epoch`,
+        which only this node can have written, so this node's log lost them
+        (a write-ahead log cut at start). They are recorded as damage, and
+        the node waits as a follower: the coordinator then promotes the
+        replica with the most entries, and this node catches up from it.
+        """
+        with self.lock:
+            if not self.is_leading_locked(epoch):
+                return
+            problem = (
+                f"follower {follower} holds entries {last + 1}..{held} of epoch "
+                f"{record_epoch} that this leader's log lacks"
+            )
+            self.wal.record_damage(LogDamage(last, held, "", 0, problem, epoch))
+            old = self._state
+            new = replace(old, role=node_state.ROLE_FOLLOWER, leader=None, in_sync=())
+            node_state.save_state(self._state_path, new)
+            self._state = new
+            self.changed.notify_all()
+        _LOGGER.warning(
+            "log shard %s: %s; this node stops leading epoch %d instead of "
+            "removing them from %s, so that the coordinator promotes the replica "
+            "with the most entries",
+            self.shard,
+            problem,
+            epoch,
+            follower,
+        )
         self._restart_senders(new)
 
     # Appends (leader).
@@ -749,6 +860,7 @@ class LogNode:
             if request.HasField("truncate_after"):
                 self._truncate(request.truncate_after)
             last = self._append_replicated(request.records, payloads)
+            self._clear_damage_if_caught_up(request, last)
             with self.lock:
                 commit = min(request.commit_sequence, last)
                 if commit > self.commit_sequence:
@@ -800,6 +912,33 @@ class LogNode:
         self._log_change(old, new)
         self.changed.notify_all()
         return old.role == node_state.ROLE_LEADER
+
+    def _clear_damage_if_caught_up(
+        self, request: replication_service_pb2.ReplicateEntriesRequest, last: int
+    ) -> None:
+        """Forget the log's damage once another leader's log has replaced it.
+
+        That is when this node follows a leader other than itself, of the
+        epoch in which the damage was found or a later one, and stores every
+        entry that leader has acknowledged.
+        """
+        damage = self.wal.damage
+        if (
+            damage is None
+            or request.leader == self.node_id
+            or request.leader_epoch < damage.epoch
+            or last < request.commit_sequence
+        ):
+            return
+        self.wal.clear_damage()
+        _LOGGER.warning(
+            "log shard %s: holds every entry that leader %s acknowledged "
+            "(through sequence %d); the entries lost to the damaged write-ahead "
+            "log are replaced",
+            self.shard,
+            request.leader,
+            request.commit_sequence,
+        )
 
     def _truncate(self, sequence: int) -> None:
         with self._apply_lock:
@@ -1516,6 +1655,9 @@ class LogNode:
             replica.commit_sequence = self.commit_sequence
             replica.last_record_epoch = self.wal.last_record_epoch()
             replica.installed_snapshot_sequence = self._installed_snapshot
+            damage = self.wal.damage
+            if damage is not None:
+                replica.log_damage.CopyFrom(damage_proto(damage))
             if state.role == node_state.ROLE_LEADER:
                 senders = [self._senders.get(m.node) for m in state.followers]
                 for member, sender in zip(state.followers, senders, strict=True):
@@ -1561,6 +1703,26 @@ class LogNode:
                 reason="SHARD_NOT_ON_NODE",
                 metadata={"shard": shard, "node": self.node_id},
             )
+
+
+def damage_proto(damage: LogDamage) -> logs_service_pb2.LogDamage:
+    """Return a damage record as the LogDamage message of the status calls."""
+    return logs_service_pb2.LogDamage(
+        first_lost_sequence=damage.after + 1,
+        last_lost_sequence=damage.seen_through,
+        location=(
+            f"wal/{damage.segment} at byte {damage.offset}"
+            if damage.segment
+            else damage.problem
+        ),
+    )
+
+
+def _lost_range(damage: LogDamage) -> str:
+    first = damage.after + 1
+    if damage.seen_through >= first:
+        return f"entries {first}..{damage.seen_through}"
+    return f"any entries after sequence {damage.after} (none is known)"
 
 
 def _next_follow_span(span: int, found: int, examined: int) -> int:

@@ -89,6 +89,10 @@ class _Stream:
     needs_snapshot: bool = False
     # The follower's expected last sequence after each message in flight.
     in_flight: collections.deque[int | None] = field(default_factory=collections.deque)
+    # (last sequence of this leader, last of the follower, its record's epoch)
+    # when the follower holds entries of this leader's epoch that the
+    # leader's own log lacks.
+    leader_lost: tuple[int, int, int] | None = None
     last_send: float = 0.0
     last_reply: float = 0.0
     failure: str = ""
@@ -337,7 +341,12 @@ class ReplicationSender:
             expected = stream.in_flight.popleft() if stream.in_flight else -1
             if not stream.handshake_done:
                 self._handshake(stream, reply)
-                return True
+                if stream.leader_lost is None:
+                    return True
+        if stream.leader_lost is not None:
+            node.step_aside(self._epoch, self.follower, *stream.leader_lost)
+            return False
+        with node.lock:
             if stream.needs_snapshot and reply.last_sequence != expected:
                 # The follower installed the snapshot: start over from it.
                 self._purged_reported = False
@@ -357,6 +366,13 @@ class ReplicationSender:
         node = self._node
         end = node.wal.history.end_of(reply.last_record_epoch, node.wal.last_sequence)
         matched = reply.last_sequence
+        if matched > end and reply.last_record_epoch >= self._epoch:
+            # Only this leader writes records of its epoch, so the follower
+            # received these from it: this leader's log lost them after they
+            # were durable, and they may have been acknowledged. Truncating
+            # them would lose them everywhere.
+            stream.leader_lost = (end, matched, reply.last_record_epoch)
+            return
         if matched > end:
             _LOGGER.warning(
                 "log shard %s: follower %s holds entries %d..%d of epoch %d that "

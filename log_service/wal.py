@@ -96,7 +96,7 @@ class LogDamage:
       offset: byte offset of the damaged record in that file.
       problem: what was wrong with the record.
       epoch: the node's epoch when the damage was found; 0 until the node
-        sets it (see `WriteAheadLog.set_damage_epoch`).
+        sets it (see `WriteAheadLog.update_damage`).
     """
 
     after: int
@@ -727,16 +727,25 @@ class WriteAheadLog:
             self._flush_path(segment.path)
         self._delete_files(later)
 
-    def set_damage_epoch(self, epoch: int) -> LogDamage | None:
-        """Note the node's epoch in a damage record that has none yet."""
+    def record_damage(self, damage: LogDamage) -> LogDamage:
+        """Save damage found after open, joined with any recorded before."""
+        with self._lock:
+            merged = damage.merged(self.damage)
+            write_file_atomically(self._damage_path, merged.to_json())
+            self.damage = merged
+            return merged
+
+    def update_damage(self, **changes: object) -> LogDamage | None:
+        """Change fields of the damage record, if there is one, and save it."""
         with self._lock:
             damage = self.damage
-            if damage is None or damage.epoch:
-                return damage
-            damage = replace(damage, epoch=epoch)
-            write_file_atomically(self._damage_path, damage.to_json())
-            self.damage = damage
-            return damage
+            if damage is None:
+                return None
+            changed = replace(damage, **changes)
+            if changed != damage:
+                write_file_atomically(self._damage_path, changed.to_json())
+                self.damage = changed
+            return changed
 
     def clear_damage(self) -> None:
         """Forget the damage: another replica's log replaced the lost part."""

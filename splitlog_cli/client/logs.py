@@ -2311,17 +2311,34 @@ def _snapshot_note(follower: logs_pb2.ReplicaStatus) -> str:
     )
 
 
+def _damage_note(damage: logs_pb2.LogDamage) -> str:
+    first = damage.first_lost_sequence
+    if damage.last_lost_sequence >= first:
+        return f"lost entries {first}..{damage.last_lost_sequence} to WAL damage"
+    return f"lost entries from {first} on to WAL damage"
+
+
 def _follower_note(follower: logs_pb2.ReplicaStatus, leader_known: bool) -> str:
+    notes = _snapshot_note(follower)
+    if follower.HasField("log_damage"):
+        notes += ", " + _damage_note(follower.log_damage)
     # The lag of a follower that the leader did not reach is a guess from an
     # old position, so it is shown as unknown. Without a responding leader
     # there is no last sequence to measure the lag against, and the server
     # leaves lag_entries at 0.
-    snapshot = _snapshot_note(follower)
     if not follower.reachable:
-        return f"{follower.node} (lag unknown, unreachable{snapshot})"
+        return f"{follower.node} (lag unknown, unreachable{notes})"
     if not leader_known:
-        return f"{follower.node} (lag unknown, no leader{snapshot})"
-    return f"{follower.node} (lag {follower.lag_entries}{snapshot})"
+        return f"{follower.node} (lag unknown, no leader{notes})"
+    return f"{follower.node} (lag {follower.lag_entries}{notes})"
+
+
+def _leader_note(shard: logs_pb2.ShardStatus) -> str:
+    if not shard.leader:
+        return "-"
+    if shard.HasField("leader_log_damage"):
+        return f"{shard.leader} ({_damage_note(shard.leader_log_damage)})"
+    return shard.leader
 
 
 def _cluster_table(status: logs_pb2.GetClusterStatusResponse) -> str:
@@ -2337,7 +2354,7 @@ def _cluster_table(status: logs_pb2.GetClusterStatusResponse) -> str:
             (
                 shard.shard,
                 _enum_name(logs_pb2.Health, shard.health),
-                shard.leader or "-",
+                _leader_note(shard),
                 shard.leader_epoch,
                 "-" if unavailable else shard.last_sequence,
                 followers or "-",

@@ -186,23 +186,25 @@ class IngestCounters(_message.Message):
     def __init__(self, accepted_count: _Optional[int] = ..., rejected_count: _Optional[int] = ..., rejection_counts: _Optional[_Iterable[_Union[RejectionCount, _Mapping]]] = ..., failed_batch_count: _Optional[int] = ..., duplicate_count: _Optional[int] = ...) -> None: ...
 
 class ShardStatus(_message.Message):
-    __slots__ = ("shard", "health", "leader", "leader_epoch", "last_sequence", "followers")
+    __slots__ = ("shard", "health", "leader", "leader_epoch", "last_sequence", "followers", "leader_log_damage")
     SHARD_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
     LEADER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     FOLLOWERS_FIELD_NUMBER: _ClassVar[int]
+    LEADER_LOG_DAMAGE_FIELD_NUMBER: _ClassVar[int]
     shard: str
     health: Health
     leader: str
     leader_epoch: int
     last_sequence: int
     followers: _containers.RepeatedCompositeFieldContainer[ReplicaStatus]
-    def __init__(self, shard: _Optional[str] = ..., health: _Optional[_Union[Health, str]] = ..., leader: _Optional[str] = ..., leader_epoch: _Optional[int] = ..., last_sequence: _Optional[int] = ..., followers: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ...) -> None: ...
+    leader_log_damage: LogDamage
+    def __init__(self, shard: _Optional[str] = ..., health: _Optional[_Union[Health, str]] = ..., leader: _Optional[str] = ..., leader_epoch: _Optional[int] = ..., last_sequence: _Optional[int] = ..., followers: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., leader_log_damage: _Optional[_Union[LogDamage, _Mapping]] = ...) -> None: ...
 
 class ReplicaStatus(_message.Message):
-    __slots__ = ("node", "reachable", "last_sequence", "lag_entries", "lag", "last_contact_time", "snapshot")
+    __slots__ = ("node", "reachable", "last_sequence", "lag_entries", "lag", "last_contact_time", "snapshot", "log_damage")
     NODE_FIELD_NUMBER: _ClassVar[int]
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -210,6 +212,7 @@ class ReplicaStatus(_message.Message):
     LAG_FIELD_NUMBER: _ClassVar[int]
     LAST_CONTACT_TIME_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    LOG_DAMAGE_FIELD_NUMBER: _ClassVar[int]
     node: str
     reachable: bool
     last_sequence: int
@@ -217,7 +220,18 @@ class ReplicaStatus(_message.Message):
     lag: _duration_pb2.Duration
     last_contact_time: _timestamp_pb2.Timestamp
     snapshot: SnapshotProgress
-    def __init__(self, node: _Optional[str] = ..., reachable: _Optional[bool] = ..., last_sequence: _Optional[int] = ..., lag_entries: _Optional[int] = ..., lag: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., last_contact_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., snapshot: _Optional[_Union[SnapshotProgress, _Mapping]] = ...) -> None: ...
+    log_damage: LogDamage
+    def __init__(self, node: _Optional[str] = ..., reachable: _Optional[bool] = ..., last_sequence: _Optional[int] = ..., lag_entries: _Optional[int] = ..., lag: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., last_contact_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., snapshot: _Optional[_Union[SnapshotProgress, _Mapping]] = ..., log_damage: _Optional[_Union[LogDamage, _Mapping]] = ...) -> None: ...
+
+class LogDamage(_message.Message):
+    __slots__ = ("first_lost_sequence", "last_lost_sequence", "location")
+    FIRST_LOST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    LAST_LOST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    first_lost_sequence: int
+    last_lost_sequence: int
+    location: str
+    def __init__(self, first_lost_sequence: _Optional[int] = ..., last_lost_sequence: _Optional[int] = ..., location: _Optional[str] = ...) -> None: ...
 
 class SnapshotProgress(_message.Message):
     __slots__ = ("last_sequence", "received_entries", "received_bytes", "installing", "start_time")

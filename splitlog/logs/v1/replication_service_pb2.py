@@ -29,7 +29,7 @@ from splitlog.logs.v1 import logs_service_pb2 as splitlog_dot_logs_dot_v1_dot_lo
 from splitlog.logs.v1 import node_service_pb2 as splitlog_dot_logs_dot_v1_dot_node__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*splitlog/logs/v1/replication_service.proto\x12\x10splitlog.logs.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#splitlog/logs/v1/logs_service.proto\x1a#splitlog/logs/v1/node_service.proto\"\xc9\x02\n\x0cShardReplica\x12\r\n\x05shard\x18\x01 \x01(\t\x12+\n\x04role\x18\x02 \x01(\x0e\x32\x1d.splitlog.logs.v1.ReplicaRole\x12\x14\n\x0cleader_epoch\x18\x03 \x01(\x03\x12\x15\n\rlast_sequence\x18\x04 \x01(\x03\x12\x17\n\x0f\x63ommit_sequence\x18\x05 \x01(\x03\x12\x32\n\tfollowers\x18\x06 \x03(\x0b\x32\x1f.splitlog.logs.v1.ReplicaStatus\x12\x19\n\x11last_record_epoch\x18\x07 \x01(\x03\x12\r\n\x05ready\x18\x08 \x01(\x08\x12\x34\n\x08snapshot\x18\t \x01(\x0b\x32\".splitlog.logs.v1.SnapshotProgress\x12#\n\x1binstalled_snapshot_sequence\x18\n \x01(\x03\"\x8a\x02\n\x17ReplicateEntriesRequest\x12\x13\n\x05shard\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06leader\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0cleader_epoch\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12,\n\x07records\x18\x04 \x03(\x0b\x32\x1b.splitlog.logs.v1.LogRecord\x12\x17\n\x0f\x63ommit_sequence\x18\x05 \x01(\x03\x12\x1b\n\x0etruncate_after\x18\x06 \x01(\x03H\x00\x88\x01\x01\x12\x31\n\x08snapshot\x18\x07 \x01(\x0b\x32\x1f.splitlog.logs.v1.SnapshotOfferB\x11\n\x0f_truncate_after\"8\n\rSnapshotOffer\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x16\n\x0e\x66irst_sequence\x18\x02 \x01(\x03\"[\n\x14\x46\x65tchSnapshotRequest\x12\x13\n\x05shard\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04node\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0cleader_epoch\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x02\"\xf5\x01\n\x15\x46\x65tchSnapshotResponse\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .splitlog.logs.v1.SnapshotHeaderH\x00\x12\x34\n\x07\x65ntries\x18\x02 \x01(\x0b\x32!.splitlog.logs.v1.SnapshotEntriesH\x00\x12\x34\n\x07\x62\x61tches\x18\x03 \x01(\x0b\x32!.splitlog.logs.v1.SnapshotBatchesH\x00\x12\x34\n\x07trailer\x18\x04 \x01(\x0b\x32!.splitlog.logs.v1.SnapshotTrailerH\x00\x42\x06\n\x04part\"p\n\x0eSnapshotHeader\x12\x15\n\rlast_sequence\x18\x01 \x01(\x03\x12\x19\n\x11last_record_epoch\x18\x02 \x01(\x03\x12,\n\x06\x65pochs\x18\x03 \x03(\x0b\x32\x1c.splitlog.logs.v1.EpochStart\"3\n\nEpochStart\x12\r\n\x05\x65poch\x18\x01 \x01(\x03\x12\x16\n\x0e\x66irst_sequence\x18\x02 \x01(\x03\"d\n\x0fSnapshotEntries\x12/\n\x07\x65ntries\x18\x01 \x01(\x0b\x32\x1e.splitlog.logs.v1.EntryColumns\x12\x11\n\tsequences\x18\x02 \x03(\x03\x12\r\n\x05\x63rc32\x18\x03 \x01(\r\"C\n\x0fSnapshotBatches\x12\x30\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x1f.splitlog.logs.v1.SnapshotBatch\"\\\n\rSnapshotBatch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x16\n\x0e\x66irst_sequence\x18\x02 \x01(\x03\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\x12\x12\n\nindex_runs\x18\x04 \x03(\x03\"J\n\x0fSnapshotTrailer\x12\x13\n\x0b\x65ntry_count\x18\x01 \x01(\x03\x12\x13\n\x0b\x62\x61tch_count\x18\x02 \x01(\x03\x12\r\n\x05\x63rc32\x18\x03 \x01(\r\"p\n\x18ReplicateEntriesResponse\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x15\n\rlast_sequence\x18\x02 \x01(\x03\x12\x14\n\x0cleader_epoch\x18\x03 \x01(\x03\x12\x19\n\x11last_record_epoch\x18\x04 \x01(\x03\"\x16\n\x14GetNodeStatusRequest\"\x96\x01\n\x15GetNodeStatusResponse\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12.\n\x06shards\x18\x03 \x03(\x0b\x32\x1e.splitlog.logs.v1.ShardReplica\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xcd\x03\n\x12ReplicationService\x12\x9a\x01\n\x10ReplicateEntries\x12).splitlog.logs.v1.ReplicateEntriesRequest\x1a*.splitlog.logs.v1.ReplicateEntriesResponse\"+\x82\xd3\xe4\x93\x02%\" /v1/replication:replicateEntries:\x01*(\x01\x30\x01\x12\x8c\x01\n\rFetchSnapshot\x12&.splitlog.logs.v1.FetchSnapshotRequest\x1a\'.splitlog.logs.v1.FetchSnapshotResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/replication:fetchSnapshot:\x01*0\x01\x12\x8a\x01\n\rGetNodeStatus\x12&.splitlog.logs.v1.GetNodeStatusRequest\x1a\'.splitlog.logs.v1.GetNodeStatusResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/replication:getNodeStatus:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*splitlog/logs/v1/replication_service.proto\x12\x10splitlog.logs.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#splitlog/logs/v1/logs_service.proto\x1a#splitlog/logs/v1/node_service.proto\"\xfa\x02\n\x0cShardReplica\x12\r\n\x05shard\x18\x01 \x01(\t\x12+\n\x04role\x18\x02 \x01(\x0e\x32\x1d.splitlog.logs.v1.ReplicaRole\x12\x14\n\x0cleader_epoch\x18\x03 \x01(\x03\x12\x15\n\rlast_sequence\x18\x04 \x01(\x03\x12\x17\n\x0f\x63ommit_sequence\x18\x05 \x01(\x03\x12\x32\n\tfollowers\x18\x06 \x03(\x0b\x32\x1f.splitlog.logs.v1.ReplicaStatus\x12\x19\n\x11last_record_epoch\x18\x07 \x01(\x03\x12\r\n\x05ready\x18\x08 \x01(\x08\x12\x34\n\x08snapshot\x18\t \x01(\x0b\x32\".splitlog.logs.v1.SnapshotProgress\x12#\n\x1binstalled_snapshot_sequence\x18\n \x01(\x03\x12/\n\nlog_damage\x18\x0b \x01(\x0b\x32\x1b.splitlog.logs.v1.LogDamage\"\x8a\x02\n\x17ReplicateEntriesRequest\x12\x13\n\x05shard\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06leader\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0cleader_epoch\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12,\n\x07records\x18\x04 \x03(\x0b\x32\x1b.splitlog.logs.v1.LogRecord\x12\x17\n\x0f\x63ommit_sequence\x18\x05 \x01(\x03\x12\x1b\n\x0etruncate_after\x18\x06 \x01(\x03H\x00\x88\x01\x01\x12\x31\n\x08snapshot\x18\x07 \x01(\x0b\x32\x1f.splitlog.logs.v1.SnapshotOfferB\x11\n\x0f_truncate_after\"8\n\rSnapshotOffer\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x16\n\x0e\x66irst_sequence\x18\x02 \x01(\x03\"[\n\x14\x46\x65tchSnapshotRequest\x12\x13\n\x05shard\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04node\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0cleader_epoch\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x02\"\xf5\x01\n\x15\x46\x65tchSnapshotResponse\x12\x32\n\x06header\x18\x01 \x01(\x0b\x32 .splitlog.logs.v1.SnapshotHeaderH\x00\x12\x34\n\x07\x65ntries\x18\x02 \x01(\x0b\x32!.splitlog.logs.v1.SnapshotEntriesH\x00\x12\x34\n\x07\x62\x61tches\x18\x03 \x01(\x0b\x32!.splitlog.logs.v1.SnapshotBatchesH\x00\x12\x34\n\x07trailer\x18\x04 \x01(\x0b\x32!.splitlog.logs.v1.SnapshotTrailerH\x00\x42\x06\n\x04part\"p\n\x0eSnapshotHeader\x12\x15\n\rlast_sequence\x18\x01 \x01(\x03\x12\x19\n\x11last_record_epoch\x18\x02 \x01(\x03\x12,\n\x06\x65pochs\x18\x03 \x03(\x0b\x32\x1c.splitlog.logs.v1.EpochStart\"3\n\nEpochStart\x12\r\n\x05\x65poch\x18\x01 \x01(\x03\x12\x16\n\x0e\x66irst_sequence\x18\x02 \x01(\x03\"d\n\x0fSnapshotEntries\x12/\n\x07\x65ntries\x18\x01 \x01(\x0b\x32\x1e.splitlog.logs.v1.EntryColumns\x12\x11\n\tsequences\x18\x02 \x03(\x03\x12\r\n\x05\x63rc32\x18\x03 \x01(\r\"C\n\x0fSnapshotBatches\x12\x30\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x1f.splitlog.logs.v1.SnapshotBatch\"\\\n\rSnapshotBatch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x16\n\x0e\x66irst_sequence\x18\x02 \x01(\x03\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\x12\x12\n\nindex_runs\x18\x04 \x03(\x03\"J\n\x0fSnapshotTrailer\x12\x13\n\x0b\x65ntry_count\x18\x01 \x01(\x03\x12\x13\n\x0b\x62\x61tch_count\x18\x02 \x01(\x03\x12\r\n\x05\x63rc32\x18\x03 \x01(\r\"p\n\x18ReplicateEntriesResponse\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x15\n\rlast_sequence\x18\x02 \x01(\x03\x12\x14\n\x0cleader_epoch\x18\x03 \x01(\x03\x12\x19\n\x11last_record_epoch\x18\x04 \x01(\x03\"\x16\n\x14GetNodeStatusRequest\"\x96\x01\n\x15GetNodeStatusResponse\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12.\n\x06shards\x18\x03 \x03(\x0b\x32\x1e.splitlog.logs.v1.ShardReplica\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xcd\x03\n\x12ReplicationService\x12\x9a\x01\n\x10ReplicateEntries\x12).splitlog.logs.v1.ReplicateEntriesRequest\x1a*.splitlog.logs.v1.ReplicateEntriesResponse\"+\x82\xd3\xe4\x93\x02%\" /v1/replication:replicateEntries:\x01*(\x01\x30\x01\x12\x8c\x01\n\rFetchSnapshot\x12&.splitlog.logs.v1.FetchSnapshotRequest\x1a\'.splitlog.logs.v1.FetchSnapshotResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/replication:fetchSnapshot:\x01*0\x01\x12\x8a\x01\n\rGetNodeStatus\x12&.splitlog.logs.v1.GetNodeStatusRequest\x1a\'.splitlog.logs.v1.GetNodeStatusResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/replication:getNodeStatus:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -55,33 +55,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REPLICATIONSERVICE'].methods_by_name['GetNodeStatus']._loaded_options = None
   _globals['_REPLICATIONSERVICE'].methods_by_name['GetNodeStatus']._serialized_options = b'\202\323\344\223\002\"\"\035/v1/replication:getNodeStatus:\001*'
   _globals['_SHARDREPLICA']._serialized_start=235
-  _globals['_SHARDREPLICA']._serialized_end=564
-  _globals['_REPLICATEENTRIESREQUEST']._serialized_start=567
-  _globals['_REPLICATEENTRIESREQUEST']._serialized_end=833
-  _globals['_SNAPSHOTOFFER']._serialized_start=835
-  _globals['_SNAPSHOTOFFER']._serialized_end=891
-  _globals['_FETCHSNAPSHOTREQUEST']._serialized_start=893
-  _globals['_FETCHSNAPSHOTREQUEST']._serialized_end=984
-  _globals['_FETCHSNAPSHOTRESPONSE']._serialized_start=987
-  _globals['_FETCHSNAPSHOTRESPONSE']._serialized_end=1232
-  _globals['_SNAPSHOTHEADER']._serialized_start=1234
-  _globals['_SNAPSHOTHEADER']._serialized_end=1346
-  _globals['_EPOCHSTART']._serialized_start=1348
-  _globals['_EPOCHSTART']._serialized_end=1399
-  _globals['_SNAPSHOTENTRIES']._serialized_start=1401
-  _globals['_SNAPSHOTENTRIES']._serialized_end=1501
-  _globals['_SNAPSHOTBATCHES']._serialized_start=1503
-  _globals['_SNAPSHOTBATCHES']._serialized_end=1570
-  _globals['_SNAPSHOTBATCH']._serialized_start=1572
-  _globals['_SNAPSHOTBATCH']._serialized_end=1664
-  _globals['_SNAPSHOTTRAILER']._serialized_start=1666
-  _globals['_SNAPSHOTTRAILER']._serialized_end=1740
-  _globals['_REPLICATEENTRIESRESPONSE']._serialized_start=1742
-  _globals['_REPLICATEENTRIESRESPONSE']._serialized_end=1854
-  _globals['_GETNODESTATUSREQUEST']._serialized_start=1856
-  _globals['_GETNODESTATUSREQUEST']._serialized_end=1878
-  _globals['_GETNODESTATUSRESPONSE']._serialized_start=1881
-  _globals['_GETNODESTATUSRESPONSE']._serialized_end=2031
-  _globals['_REPLICATIONSERVICE']._serialized_start=2034
-  _globals['_REPLICATIONSERVICE']._serialized_end=2495
+  _globals['_SHARDREPLICA']._serialized_end=613
+  _globals['_REPLICATEENTRIESREQUEST']._serialized_start=616
+  _globals['_REPLICATEENTRIESREQUEST']._serialized_end=882
+  _globals['_SNAPSHOTOFFER']._serialized_start=884
+  _globals['_SNAPSHOTOFFER']._serialized_end=940
+  _globals['_FETCHSNAPSHOTREQUEST']._serialized_start=942
+  _globals['_FETCHSNAPSHOTREQUEST']._serialized_end=1033
+  _globals['_FETCHSNAPSHOTRESPONSE']._serialized_start=1036
+  _globals['_FETCHSNAPSHOTRESPONSE']._serialized_end=1281
+  _globals['_SNAPSHOTHEADER']._serialized_start=1283
+  _globals['_SNAPSHOTHEADER']._serialized_end=1395
+  _globals['_EPOCHSTART']._serialized_start=1397
+  _globals['_EPOCHSTART']._serialized_end=1448
+  _globals['_SNAPSHOTENTRIES']._serialized_start=1450
+  _globals['_SNAPSHOTENTRIES']._serialized_end=1550
+  _globals['_SNAPSHOTBATCHES']._serialized_start=1552
+  _globals['_SNAPSHOTBATCHES']._serialized_end=1619
+  _globals['_SNAPSHOTBATCH']._serialized_start=1621
+  _globals['_SNAPSHOTBATCH']._serialized_end=1713
+  _globals['_SNAPSHOTTRAILER']._serialized_start=1715
+  _globals['_SNAPSHOTTRAILER']._serialized_end=1789
+  _globals['_REPLICATEENTRIESRESPONSE']._serialized_start=1791
+  _globals['_REPLICATEENTRIESRESPONSE']._serialized_end=1903
+  _globals['_GETNODESTATUSREQUEST']._serialized_start=1905
+  _globals['_GETNODESTATUSREQUEST']._serialized_end=1927
+  _globals['_GETNODESTATUSRESPONSE']._serialized_start=1930
+  _globals['_GETNODESTATUSRESPONSE']._serialized_end=2080
+  _globals['_REPLICATIONSERVICE']._serialized_start=2083
+  _globals['_REPLICATIONSERVICE']._serialized_end=2544
 # @@protoc_insertion_point(module_scope)

@@ -14,7 +14,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ShardReplica(_message.Message):
-    __slots__ = ("shard", "role", "leader_epoch", "last_sequence", "commit_sequence", "followers", "last_record_epoch", "ready", "snapshot", "installed_snapshot_sequence")
+    __slots__ = ("shard", "role", "leader_epoch", "last_sequence", "commit_sequence", "followers", "last_record_epoch", "ready", "snapshot", "installed_snapshot_sequence", "log_damage")
     SHARD_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     LEADER_EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,7 @@ class ShardReplica(_message.Message):
     READY_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     INSTALLED_SNAPSHOT_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    LOG_DAMAGE_FIELD_NUMBER: _ClassVar[int]
     shard: str
     role: _logs_service_pb2.ReplicaRole
     leader_epoch: int
@@ -35,7 +36,8 @@ class ShardReplica(_message.Message):
     ready: bool
     snapshot: _logs_service_pb2.SnapshotProgress
     installed_snapshot_sequence: int
-    def __init__(self, shard: _Optional[str] = ..., role: _Optional[_Union[_logs_service_pb2.ReplicaRole, str]] = ..., leader_epoch: _Optional[int] = ..., last_sequence: _Optional[int] = ..., commit_sequence: _Optional[int] = ..., followers: _Optional[_Iterable[_Union[_logs_service_pb2.ReplicaStatus, _Mapping]]] = ..., last_record_epoch: _Optional[int] = ..., ready: _Optional[bool] = ..., snapshot: _Optional[_Union[_logs_service_pb2.SnapshotProgress, _Mapping]] = ..., installed_snapshot_sequence: _Optional[int] = ...) -> None: ...
+    log_damage: _logs_service_pb2.LogDamage
+    def __init__(self, shard: _Optional[str] = ..., role: _Optional[_Union[_logs_service_pb2.ReplicaRole, str]] = ..., leader_epoch: _Optional[int] = ..., last_sequence: _Optional[int] = ..., commit_sequence: _Optional[int] = ..., followers: _Optional[_Iterable[_Union[_logs_service_pb2.ReplicaStatus, _Mapping]]] = ..., last_record_epoch: _Optional[int] = ..., ready: _Optional[bool] = ..., snapshot: _Optional[_Union[_logs_service_pb2.SnapshotProgress, _Mapping]] = ..., installed_snapshot_sequence: _Optional[int] = ..., log_damage: _Optional[_Union[_logs_service_pb2.LogDamage, _Mapping]] = ...) -> None: ...
 
 class ReplicateEntriesRequest(_message.Message):
     __slots__ = ("shard", "leader", "leader_epoch", "records", "commit_sequence", "truncate_after", "snapshot")
