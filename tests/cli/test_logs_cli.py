@@ -3249,6 +3249,23 @@ def test_cluster_table_shows_snapshot_progress():
     assert "node-c (lag 40, receiving snapshot through 30: 1200 entries)" in table
 
 
+def test_cluster_table_shows_log_damage():
+    status = logs_pb2.GetClusterStatusResponse(health=logs_pb2.HEALTH_DEGRADED)
+    shard = status.shards.add(
+        shard="shard-0", health=logs_pb2.HEALTH_DEGRADED, leader="node-a"
+    )
+    shard.leader_log_damage.first_lost_sequence = 1998
+    shard.leader_log_damage.last_lost_sequence = 2002
+    follower = shard.followers.add(node="node-b", reachable=True, lag_entries=5)
+    follower.log_damage.first_lost_sequence = 71
+    follower.log_damage.last_lost_sequence = 70
+
+    table = _cluster_table(status)
+
+    assert "node-a (lost entries 1998..2002 to WAL damage)" in table
+    assert "node-b (lag 5, lost entries from 71 on to WAL damage)" in table
+
+
 def test_cluster_table_unavailable_shard():
     status = logs_pb2.GetClusterStatusResponse(health=logs_pb2.HEALTH_UNAVAILABLE)
     shard = status.shards.add(

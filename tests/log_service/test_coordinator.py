@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 
 import pytest
 
@@ -43,6 +44,15 @@ def receiving_snapshot(last):
     """A reachable follower that is fetching a snapshot ending at `last`."""
     view = up(last)
     view.replica.snapshot.last_sequence = last
+    return view
+
+
+def damaged(last, *, record_epoch=1, **kwargs):
+    """A reachable node whose write-ahead log lost entries after `last`."""
+    view = up(last, **kwargs)
+    view.replica.last_record_epoch = record_epoch
+    view.replica.log_damage.first_lost_sequence = last + 1
+    view.replica.log_damage.last_lost_sequence = last + 5
     return view
 
 
@@ -201,6 +211,76 @@ def test_plan_keeps_lagging_follower_out(view):
     views = {"a": up(20, role=LEADER, commit=18), "b": view, "c": up(20)}
 
     assert plan_shard(state, views, FAILOVER) is state
+
+
+def test_damaged_leader_yields_to_intact_follower():
+    state = bootstrap_state("s", ["a", "b"])
+    views = {"a": damaged(95), "b": up(100)}
+
+    planned = plan_shard(state, views, FAILOVER)
+
+    assert planned.leader == "b"
+    assert planned.epoch == 2
+    assert planned.in_sync == ()
+
+
+def test_damaged_leader_waits_for_silent_in_sync_follower():
+    state = bootstrap_state("s", ["a", "b"])
+    views = {"a": damaged(95), "b": down(silent_for=0.2)}
+
+    planned = plan_shard(state, views, FAILOVER)
+    # Even after the failover delay, a is not promoted while b is away.
+    later = plan_shard(planned, {"a": damaged(95), "b": down()}, FAILOVER)
+
+    assert planned.leader is None
+    assert planned.in_sync == ("a", "b")
+    assert later is planned
+
+
+def test_lone_damaged_node_leads_under_new_epoch():
+    state = bootstrap_state("s", ["a"])
+
+    planned = plan_shard(state, {"a": damaged(95)}, FAILOVER)
+
+    assert planned.leader == "a"
+    assert planned.epoch == 2
+
+
+def test_follower_ahead_of_damaged_node_wins():
+    state = replace(bootstrap_state("s", ["a", "b"]), in_sync=())
+    views = {"a": damaged(95), "b": up(98)}
+    views["b"].replica.last_record_epoch = 1
+
+    planned = plan_shard(state, views, FAILOVER)
+
+    assert planned.leader == "b"
+
+
+def test_damaged_leader_that_took_the_lead_stays():
+    state = bootstrap_state("s", ["a", "b"])
+    state = replace(state, in_sync=())
+    views = {"a": damaged(95, role=LEADER), "b": down(silent_for=0.2)}
+
+    assert plan_shard(state, views, FAILOVER) is state
+
+
+def test_failover_prefers_later_record_epoch():
+    state = three_nodes()
+    views = {"a": down(), "b": up(9), "c": up(7)}
+    views["b"].replica.last_record_epoch = 1
+    views["c"].replica.last_record_epoch = 2
+
+    assert plan_shard(state, views, FAILOVER).leader == "c"
+
+
+def test_damaged_follower_never_promoted():
+    state = three_nodes()
+    views = {"a": down(), "b": damaged(12), "c": up(10)}
+
+    planned = plan_shard(state, views, FAILOVER)
+
+    assert planned.leader == "c"
+    assert planned.in_sync == ()
 
 
 def test_state_file_round_trip(tmp_path):
