@@ -67,10 +67,11 @@ DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 # A frame longer than this is treated as corrupt, because no gRPC message can be
 # larger.
 MAX_RECORD_BYTES = 1024 * 1024 * 1024
-# A complete final record whose payload ends in at least this many zero bytes
-# and fails its checksum counts as torn: a crash of the machine can leave the
-# end of a write as zeros.
-TORN_ZEROS = 8
+# A crash of the machine can leave the end of a write as zeros, in whole
+# disk sectors. So zeros that run to the end of the file from such a boundary
+# inside the final record make it torn. Zeros from elsewhere count as damage,
+# because a record's own last bytes can be zeros (packed columns of zeros).
+ZERO_FILL_ALIGNMENT = 512
 # The key of LogRecord.first_sequence (field 1, varint), with which every
 # serialized record begins.
 _FIRST_SEQUENCE_KEY = 0x08
@@ -474,25 +475,27 @@ def _is_torn(data: bytes, offset: int) -> bool:
     """Return whether the bad record at `offset` is a write that a crash cut.
 
     That is the case when the file ends inside the record, with no intact
-    record behind it, or when the file ends with zeros that begin at or
-    inside the record. Any other bad record is damage.
+    record behind it, or when zeros fill the file from the record's start,
+    or from a sector boundary inside it, to the end. Any other bad record is
+    damage.
     """
     tail = data[offset:]
     if not any(tail) or len(tail) < _HEADER.size:
         return True
     zeros_from = len(data.rstrip(b"\0"))
+    zero_filled = zeros_from < len(data) and zeros_from % ZERO_FILL_ALIGNMENT == 0
     length, checksum = _HEADER.unpack_from(data, offset)
     start = offset + _HEADER.size
     if length > MAX_RECORD_BYTES or start + length > len(data):
         if zlib.crc32(data[start:]) == checksum:
             # The whole payload is there; its length field is what changed.
             return False
-        if len(data) - zeros_from >= TORN_ZEROS:
+        if zero_filled:
             return True
         return next(_intact_frames(data, offset + 1), None) is None
-    # A complete record: torn only when its end is zeros up to the end of
-    # the file.
-    return zeros_from < start + length and len(data) - zeros_from >= TORN_ZEROS
+    # A complete record: torn only when zeros fill it from a sector boundary
+    # inside it to the end of the file.
+    return zero_filled and zeros_from < start + length
 
 
 def _intact_frames(data: bytes, start: int) -> Iterator[tuple[int, LogRecord]]:

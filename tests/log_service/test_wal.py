@@ -12,6 +12,7 @@ import pytest
 from log_service.wal import (
     DAMAGE_FILE,
     SEGMENT_SUFFIX,
+    ZERO_FILL_ALIGNMENT,
     EpochHistory,
     EpochStart,
     RecordsPurged,
@@ -162,19 +163,39 @@ def test_torn_final_record_is_no_damage(tmp_path, caplog):
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
-def test_zeroed_end_of_final_record_is_no_damage(tmp_path):
-    wal = write_three_records(tmp_path)
+def test_zeroed_sectors_of_final_record_are_no_damage(tmp_path):
+    wal = WriteAheadLog(tmp_path)
+    wal.append(make_record(1, 2))
+    wal.append(make_record(3, 200))
+    wal.close()
     segment = next(tmp_path.glob(f"*{SEGMENT_SUFFIX}"))
     last = wal.records()[-1]
     data = bytearray(segment.read_bytes())
-    middle = last.offset + last.size // 2
-    data[middle:] = bytes(len(data) - middle + 64)
+    boundary = (last.offset // ZERO_FILL_ALIGNMENT + 1) * ZERO_FILL_ALIGNMENT
+    assert boundary < last.offset + last.size
+    data[boundary:] = bytes(len(data) - boundary + ZERO_FILL_ALIGNMENT)
     segment.write_bytes(bytes(data))
 
     reopened = WriteAheadLog(tmp_path)
 
-    assert sequences(reopened.replay()) == [1, 2, 3, 4]
+    assert sequences(reopened.replay()) == [1, 2]
     assert reopened.damage is None
+
+
+def test_record_ending_in_zeros_with_flipped_byte_is_damage(tmp_path):
+    wal = WriteAheadLog(tmp_path)
+    wal.append(make_record(1, 2))
+    wal.append(make_record(3, 200))
+    wal.close()
+    segment = next(tmp_path.glob(f"*{SEGMENT_SUFFIX}"))
+    last = wal.records()[-1]
+    data = bytearray(segment.read_bytes())
+    # The record's last column is 200 zeros; a flipped byte before them.
+    assert data[-100:] == bytes(100)
+    data[last.offset + 40] ^= 0x01
+    segment.write_bytes(bytes(data))
+
+    assert WriteAheadLog(tmp_path).damage is not None
 
 
 @pytest.mark.parametrize("record", [1, 2])
