@@ -18,7 +18,7 @@ import time
 import httpx
 import pytest
 
-from splitlog_cli.processes import STARTUP_TIMEOUT
+from splitlog_runtime.config import SETTINGS_BY_NAME
 from splitlog_runtime.logship import DEFAULT_STARTUP_GRACE
 from tests.system.conftest import supervised_pids
 
@@ -29,8 +29,8 @@ pytestmark = pytest.mark.system
 ROUTER_PAUSE_SECONDS = DEFAULT_STARTUP_GRACE + 5
 READY_TIMEOUT = ROUTER_PAUSE_SECONDS + 90
 # The supervisor spawns the router once the log nodes report SERVING, which
-# it waits for up to processes.STARTUP_TIMEOUT.
-SPAWN_TIMEOUT = STARTUP_TIMEOUT + 30
+# it waits for up to startup_timeout_seconds.
+SPAWN_TIMEOUT = SETTINGS_BY_NAME["startup_timeout_seconds"].default + 30
 QUERY_TIMEOUT = 30.0
 
 
