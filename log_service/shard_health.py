@@ -11,7 +11,7 @@ HEALTH_UNAVAILABLE.
 The whole-server status `""` and the LogsService entry stay SERVING while a
 shard is down. The router still writes to the other shards and serves
 queries. The gateway's whole-server status is SERVING only while every
-backend service it watches is, so a NOT_SERVING router would make a load
+backend service it watches is. A NOT_SERVING router would make a load
 balancer that checks the gateway take it out of rotation, and with it every
 user, expense and balance call, for an outage of one log shard.
 """
