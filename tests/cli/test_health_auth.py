@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 
 import grpc
 import pytest
@@ -31,6 +32,14 @@ SECRET = "closed-health-secret-" + "h" * 40
 TIMEOUT = 5.0
 PASSWORD = "correct horse battery staple"
 USERS_SERVICE = "splitlog.users.v1.UsersService"
+# A log record of the gateway, which runs in the test's process and can log
+# to the same stderr while the command runs.
+LOG_RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [A-Z]+ ")
+
+
+def command_lines(text: str) -> list[str]:
+    """Return the lines that the command wrote, without log records."""
+    return [line for line in text.splitlines() if not LOG_RECORD.match(line)]
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +164,7 @@ def test_health_with_saved_session(clean_env, capsys, monkeypatch, address, prob
 def test_health_without_token_names_option(clean_env, capsys, address):
     status = main(["health", address, USERS_SERVICE])
 
-    error = capsys.readouterr().err.splitlines()
+    error = command_lines(capsys.readouterr().err)
     assert status == 1
     assert error[0] == "UNAUTHENTICATED"
     assert "auth_open_health" in error[1]
@@ -166,7 +175,7 @@ def test_health_without_token_names_option(clean_env, capsys, address):
 def test_health_rejected_token_named(clean_env, capsys, address):
     status = main(["health", address, USERS_SERVICE, "--token", "not-a-real-token"])
 
-    error = capsys.readouterr().err.splitlines()
+    error = command_lines(capsys.readouterr().err)
     assert status == 1
     assert error[0] == "UNAUTHENTICATED"
     assert "rejected the credential" in error[1]
@@ -220,7 +229,7 @@ def test_health_names_backends_down(clean_env, capsys, open_address):
     # service addresses are closed.
     status = main(["health", open_address])
 
-    error = capsys.readouterr().err.splitlines()
+    error = command_lines(capsys.readouterr().err)
     assert status == 1
     assert error[0] == "NOT_SERVING"
     assert "reports these backends NOT_SERVING:" in error[1]
@@ -237,7 +246,7 @@ def test_health_with_token_names_backends_down(
 ):
     status = main(["health", address, "--token", access_token])
 
-    error = capsys.readouterr().err.splitlines()
+    error = command_lines(capsys.readouterr().err)
     assert status == 1
     assert error[0] == "NOT_SERVING"
     assert "expense_service (splitlog.expenses.v1.ExpensesService)" in error[1]
