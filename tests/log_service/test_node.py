@@ -223,8 +223,10 @@ def test_count_entries(leader):
 
 def test_follow_streams_new_entries(leader):
     append(leader, 1, "old", 2)
+    # From the last sequence stored, not -1 ("from now"): the node may see
+    # the call only after the append below, and would then skip its entries.
     stream = leader.stub.FollowEntries(
-        node_service_pb2.FollowEntriesRequest(shard=SHARD, after_sequence=-1),
+        node_service_pb2.FollowEntriesRequest(shard=SHARD, after_sequence=2),
         timeout=10,
     )
     received: list[str] = []
