@@ -132,7 +132,7 @@ def _is_candidate(view: NodeView | None) -> bool:
 
 
 def _damaged(view: NodeView | None) -> bool:
-    """Whether a node reports entries lost to a damaged write-ahead log."""
+    """Return whether a node reports entries lost to a damaged write-ahead log."""
     return (
         view is not None
         and view.replica is not None

@@ -48,7 +48,7 @@ MAX_RETENTION_NS = 100 * 8766 * NANOS_PER_HOUR
 ENFORCE_INTERVAL_SECONDS = 60.0
 APPLY_DEADLINE_SECONDS = 30.0
 # The shortest time between two resends of a node's missed passes. A node
-# that answers the coordinator's polls but keeps failing the passes is then
+# that responds to the coordinator's polls but keeps failing the passes is then
 # not sent them on every poll round.
 MISSED_RESEND_SECONDS = 5.0
 MISSED_PASSES_FILE_NAME = "retention_missed.json"

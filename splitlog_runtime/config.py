@@ -107,7 +107,7 @@ def _parse_restart_max_delay(text: str) -> float:
     return value
 
 
-#: Longest startup_timeout_seconds. A component that takes longer has hung.
+#: Maximum startup_timeout_seconds. A component that takes longer has hung.
 MAX_STARTUP_TIMEOUT_SECONDS = 3600.0
 
 

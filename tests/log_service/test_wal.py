@@ -182,7 +182,7 @@ def test_zeroed_sectors_of_final_record_are_no_damage(tmp_path):
     assert reopened.damage is None
 
 
-def test_record_ending_in_zeros_with_flipped_byte_is_damage(tmp_path):
+def test_flipped_byte_before_zeros_is_damage(tmp_path):
     wal = WriteAheadLog(tmp_path)
     wal.append(make_record(1, 2))
     wal.append(make_record(3, 200))
@@ -218,7 +218,8 @@ def test_flipped_byte_in_complete_record_is_damage(tmp_path, caplog, record):
     )
     assert damage.offset == info.offset
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
-    assert len(errors) == 1 and f"at byte {info.offset}" in errors[0]
+    assert len(errors) == 1
+    assert f"at byte {info.offset}" in errors[0]
     assert str(segment) in errors[0]
     # The record survives a restart, and goes once cleared.
     again = WriteAheadLog(tmp_path)
