@@ -21,6 +21,7 @@ import pytest
 from splitlog.expenses.v1 import ledger_service_pb2_grpc as ledger_grpc
 from splitlog_runtime import config as config_module
 from tests.gateway.support import LoopThread, Stack, running_stack
+from user_service import guards as guards_module
 
 #: The gateway's deadline for a REST call without a grpc-timeout header.
 DEADLINE_SECONDS = 3.0
@@ -54,9 +55,17 @@ class StalledLedgerRelay(ledger_grpc.LedgerServiceServicer):
         return self._stub.GetLedgerPosition(request, timeout=context.time_remaining())
 
 
+#: The margin that user_service keeps to return the guard's error before the
+#: deadline, doubled from the default: on a loaded test machine the answer's
+#: way back through the gateway has taken longer than the default 0.5 s.
+ANSWER_MARGIN_SECONDS = 1.0
+
+
 @pytest.fixture(scope="module")
 def stack(loop_thread: LoopThread, tmp_path_factory) -> Iterator[Stack]:
     relays: list[StalledLedgerRelay] = []
+    patch = pytest.MonkeyPatch()
+    patch.setattr(guards_module, "ANSWER_MARGIN_SECONDS", ANSWER_MARGIN_SECONDS)
 
     def relay_address(expenses_address: str) -> str:
         relays.append(StalledLedgerRelay(expenses_address))
@@ -78,6 +87,7 @@ def stack(loop_thread: LoopThread, tmp_path_factory) -> Iterator[Stack]:
     finally:
         for relay in relays:
             relay.stop()
+        patch.undo()
 
 
 @pytest.fixture(scope="module")
