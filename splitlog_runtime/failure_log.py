@@ -1,4 +1,8 @@
-"""Rate-limited warnings about a call that fails again and again.
+"""Rate-limited log lines, such as warnings about a call that keeps failing.
+
+`Throttle` lets at most one event through per interval and counts the
+events it held back. A caller writes a log line only for the events that
+pass, and can report the count in it.
 
 While a peer is down, every request that needs it fails the same way, and a
 warning per failure floods the log (and log_service, which every component
@@ -17,6 +21,47 @@ from collections.abc import Callable, Hashable
 
 #: Default seconds between two warnings of one run of failures.
 SUMMARY_INTERVAL_SECONDS = 30.0
+
+
+class Throttle:
+    """At most one event per interval, with the count of the events held back.
+
+    The first event passes, then at most one per `interval` seconds after
+    the last one that passed. Safe to call from several threads.
+
+    Args:
+      interval: minimum seconds between two events that pass.
+      clock: monotonic seconds; tests may pass their own.
+    """
+
+    def __init__(
+        self, interval: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next_allowed = float("-inf")
+        self._held_back = 0
+
+    def allow(self) -> int | None:
+        """Record an event and return the number held back since the last one passed.
+
+        Returns None when this event is held back too.
+        """
+        now = self._clock()
+        with self._lock:
+            if now < self._next_allowed:
+                self._held_back += 1
+                return None
+            held_back, self._held_back = self._held_back, 0
+            self._next_allowed = now + self.interval
+            return held_back
+
+    def reset(self) -> None:
+        """Let the next event pass at once, and forget the count held back."""
+        with self._lock:
+            self._next_allowed = float("-inf")
+            self._held_back = 0
 
 
 class FailureLog:
@@ -42,16 +87,16 @@ class FailureLog:
         self._interval = interval
         self._clock = clock
         self._lock = threading.Lock()
+        self._throttle = Throttle(interval, clock)
         self._failing = False
         self._first_failure = 0.0
-        self._next_warning = 0.0
         self._failures = 0
-        self._unlogged = 0
 
-    def failed(self, message: str, *args: object) -> None:
+    def failed(self, message: str, *args: object, level: int = logging.WARNING) -> None:
         """Record a failure and write it when the run starts or the interval is up.
 
-        `message` and `args` are as for `logging.Logger.warning`.
+        `message` and `args` are as for `logging.Logger.warning`; `level` is
+        the level of the line, WARNING by default.
         """
         now = self._clock()
         with self._lock:
@@ -60,24 +105,21 @@ class FailureLog:
                 self._failing = True
                 self._first_failure = now
                 self._failures = 1
-                unlogged = 0
-            elif now < self._next_warning:
-                self._unlogged += 1
-                return
-            else:
-                unlogged = self._unlogged
-            self._unlogged = 0
-            self._next_warning = now + self._interval
+                self._throttle.reset()
+            unlogged = self._throttle.allow()
+        if unlogged is None:
+            return
         if unlogged:
-            self._logger.warning(
+            self._logger.log(
+                level,
                 message + " (%d more such failures not logged since the last "
-                "warning; at most one warning every %gs)",
+                "line; at most one line every %gs)",
                 *args,
                 unlogged,
                 self._interval,
             )
         else:
-            self._logger.warning(message, *args)
+            self._logger.log(level, message, *args)
 
     def succeeded(self) -> None:
         """Record a success; the first one after failures writes an INFO line."""
@@ -89,7 +131,7 @@ class FailureLog:
                 return
             self._failing = False
             failures, started = self._failures, self._first_failure
-            self._failures = self._unlogged = 0
+            self._failures = 0
         self._logger.info(
             "%s succeed again after %d failures in %.1fs",
             self._calls,
@@ -127,7 +169,13 @@ class FailureLogs:
         self._lock = threading.Lock()
         self._logs: dict[Hashable, FailureLog] = {}
 
-    def failed(self, key: Hashable, message: str, *args: object) -> None:
+    def failed(
+        self,
+        key: Hashable,
+        message: str,
+        *args: object,
+        level: int = logging.WARNING,
+    ) -> None:
         """Record a failure of `key`, as `FailureLog.failed` does."""
         log = self._logs.get(key)
         if log is None:
@@ -138,7 +186,7 @@ class FailureLogs:
                         self._logger, self._calls(key), self._interval, self._clock
                     )
                     self._logs[key] = log
-        log.failed(message, *args)
+        log.failed(message, *args, level=level)
 
     def succeeded(self, key: Hashable) -> None:
         """Record a success of `key`, as `FailureLog.succeeded` does."""

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from splitlog_runtime.failure_log import FailureLog, FailureLogs
+from splitlog_runtime.failure_log import FailureLog, FailureLogs, Throttle
 
 LOGGER = "splitlog.test.failures"
 
@@ -106,3 +106,48 @@ def test_keyed_success_logs_recovery_of_its_key(keyed, clock, caplog):
     keyed.succeeded("ann")
     infos = _messages(caplog, logging.INFO)
     assert infos == ["calls to ann succeed again after 1 failures in 1.0s"]
+
+
+def test_failure_is_logged_at_the_given_level(failures, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    failures.failed("events cannot be applied", level=logging.ERROR)
+    assert _messages(caplog, logging.ERROR) == ["events cannot be applied"]
+
+
+@pytest.fixture
+def throttle(clock) -> Throttle:
+    return Throttle(10.0, clock)
+
+
+def test_throttle_lets_the_first_event_through(throttle):
+    assert throttle.allow() == 0
+
+
+def test_throttle_counts_the_events_it_holds_back(throttle, clock):
+    assert throttle.allow() == 0
+    assert [throttle.allow() for _ in range(3)] == [None, None, None]
+    clock.now += 9.9
+    assert throttle.allow() is None
+    clock.now += 0.1
+    assert throttle.allow() == 4
+    assert throttle.allow() is None
+
+
+def test_throttle_interval_starts_at_the_event_let_through(throttle, clock):
+    throttle.allow()
+    clock.now += 25.0
+    assert throttle.allow() == 0
+    clock.now += 5.0
+    assert throttle.allow() is None
+
+
+def test_throttle_reset_lets_the_next_event_through(throttle):
+    throttle.allow()
+    throttle.allow()
+    throttle.reset()
+    assert throttle.allow() == 0
+
+
+def test_throttle_passes_first_event_near_zero():
+    # A monotonic clock may start near 0, as on a freshly booted machine.
+    assert Throttle(60.0, lambda: 1.0).allow() == 0
