@@ -37,6 +37,7 @@ from splitlog.expenses.v1 import ledger_service_pb2_grpc as ledger_grpc
 from splitlog_runtime.channels import insecure_channel
 from splitlog_runtime.database import Database
 from splitlog_runtime.errors import FailedPrecondition, InvalidArgument
+from splitlog_runtime.failure_log import FailureLog, Throttle
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -423,8 +424,12 @@ class LedgerConsumer:
     """A background thread that streams ledger events and applies them.
 
     Reconnects with jittered exponential backoff while expense_service is
-    unreachable, and logs a WARNING for failed attempts at most every
-    `warning_interval` seconds, with the number of attempts since the last.
+    unreachable. The first failed attempt of a run of failures is logged at
+    once, then at most one every `warning_interval` seconds with the number
+    of attempts not logged in between (`FailureLog`). When a stream delivers
+    again, an INFO line gives the run's count. Races with another consumer
+    on the same database are logged at INFO, at most one every
+    `warning_interval` seconds.
     `on_applied` runs after each batch commits.
 
     Each attempt opens its own channel. A watchdog thread closes it when no
@@ -461,7 +466,6 @@ class LedgerConsumer:
         self._target = target
         self._initial_backoff = initial_backoff
         self._max_backoff = max_backoff
-        self._warning_interval = warning_interval
         self._idle_timeout = idle_timeout
         self._max_message_bytes = max_message_bytes
         self._stopping = threading.Event()
@@ -478,10 +482,11 @@ class LedgerConsumer:
         self._watchdog = threading.Thread(
             target=self._watch, name="ledger-watchdog", daemon=True
         )
-        self._failures = 0
-        self._last_warning = 0.0
+        self._failures = FailureLog(
+            _LOGGER, f"ledger streams from {target}", warning_interval
+        )
         self._races = 0
-        self._last_race_log = float("-inf")
+        self._race_logs = Throttle(warning_interval)
 
     def start(self) -> None:
         self._thread.start()
@@ -560,13 +565,8 @@ class LedgerConsumer:
             for response in call:
                 with self._lock:
                     self._waiting_since = None
-                if not received and self._failures:
-                    _LOGGER.info(
-                        "ledger stream from %s resumed after %d failed attempts",
-                        self._target,
-                        self._failures,
-                    )
-                    self._failures = 0
+                if not received:
+                    self._failures.succeeded()
                 received = True
                 if response.events:
                     states = [parse_event(event) for event in response.events]
@@ -610,10 +610,8 @@ class LedgerConsumer:
     ) -> None:
         """Log a race lost to another consumer at INFO, at most every interval."""
         self._races += 1
-        now = time.monotonic()
-        if now - self._last_race_log < self._warning_interval:
+        if self._race_logs.allow() is None:
             return
-        self._last_race_log = now
         _LOGGER.info(
             "ledger events %d-%d were being applied by another balance_service "
             "on the same database (%s); this one skips what that one stored and "
@@ -652,16 +650,9 @@ class LedgerConsumer:
                 self._channel.close()
 
     def _warn(self, problem: str, level: int = logging.WARNING) -> None:
-        self._failures += 1
-        now = time.monotonic()
-        if now - self._last_warning < self._warning_interval:
-            return
-        self._last_warning = now
-        _LOGGER.log(
-            level,
-            "ledger stream from %s failed (%s); retrying with backoff, %d failed "
-            "attempt(s) so far",
+        self._failures.failed(
+            "ledger stream from %s failed (%s); retrying with backoff",
             self._target,
             problem,
-            self._failures,
+            level=level,
         )

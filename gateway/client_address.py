@@ -14,12 +14,12 @@ proxy's own, so all such requests share the proxy's lockout and rate limit.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from splitlog_runtime.auth import canonical_address
+from splitlog_runtime.failure_log import Throttle
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -45,8 +45,7 @@ class ClientAddressMiddleware:
             if trusted_proxies
             else None
         )
-        self._next_warning = 0.0
-        self._suppressed_warnings = 0
+        self._warnings = Throttle(WARNING_INTERVAL_SECONDS)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -79,18 +78,14 @@ class ClientAddressMiddleware:
         the count of such requests since the previous warning.
         """
         peer_host = peer[0] if peer else ""
-        now = time.monotonic()
-        if now < self._next_warning:
-            self._suppressed_warnings += 1
-        else:
+        skipped = self._warnings.allow()
+        if skipped is not None:
             _LOGGER.warning(
                 "X-Forwarded-For from trusted proxy %s names the client %r, which "
                 "is not an IP address; counting the request as the proxy's "
                 "(%d more such requests since the last warning)",
                 peer_host,
                 entry[:100],
-                self._suppressed_warnings,
+                skipped,
             )
-            self._next_warning = now + WARNING_INTERVAL_SECONDS
-            self._suppressed_warnings = 0
         return canonical_address(peer_host) or peer_host

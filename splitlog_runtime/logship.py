@@ -40,6 +40,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
 from splitlog.logs.v1 import logs_service_pb2_grpc as logs_grpc
 from splitlog_runtime import auth
+from splitlog_runtime.failure_log import Throttle
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -213,7 +214,7 @@ class LogShipHandler(logging.Handler):
         self._dropped = 0
         self._shipped = 0
         self._rejected = 0
-        self._last_warning = 0.0
+        self._drop_warnings = Throttle(_WARNING_INTERVAL)
 
         self._stopping = threading.Event()
         # The channel does not retry by itself, so that `max_attempts` counts
@@ -445,10 +446,8 @@ class LogShipHandler(logging.Handler):
                 self._dropped += count
 
     def _warn_dropped(self, count: int, attempts: int, error: grpc.RpcError) -> None:
-        now = time.monotonic()
-        if now - self._last_warning < _WARNING_INTERVAL:
+        if self._drop_warnings.allow() is None:
             return
-        self._last_warning = now
         _LOGGER.warning(
             "dropped %d log records after %d failed calls to %s: %s (%d dropped "
             "so far; further drops are counted without a warning for %.0f s)",

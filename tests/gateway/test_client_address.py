@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -37,3 +38,30 @@ def test_untrusted_mapped_peer_is_canonical():
     client = _client_seen(("::ffff:198.51.100.4", 4000), "203.0.113.9", ["10.0.0.5"])
 
     assert client[0] == "198.51.100.4"
+
+
+def test_entries_not_addresses_warn_once(caplog):
+    caplog.set_level(logging.WARNING, logger="gateway.client_address")
+    clients = []
+
+    async def app(scope, receive, send):
+        clients.append(scope["client"][0])
+
+    middleware = ClientAddressMiddleware(app, ["10.0.0.5"])
+
+    async def requests():
+        for entry in ("garbage", "010.001.001.001", "unknown"):
+            scope = {
+                "type": "http",
+                "client": ("10.0.0.5", 4000),
+                "headers": [(b"x-forwarded-for", entry.encode())],
+            }
+            await middleware(scope, None, None)
+
+    asyncio.run(requests())
+
+    assert clients == ["10.0.0.5"] * 3
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 1
+    assert "trusted proxy 10.0.0.5 names the client 'garbage'" in warnings[0]
+    assert "(0 more such requests since the last warning)" in warnings[0]
