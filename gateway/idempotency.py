@@ -18,14 +18,27 @@ again, as without the gateway. Only a client's own `request_id` makes its
 retries safe. When the backend misses the deadline of a create whose key the
 gateway filled in, the error names that key (`proxy.backend_deadline_exceeded`),
 so the client can send the create again with it and get the first result.
+
+The gRPC proxy gets the request as bytes. It parses them with protobuf as an
+`Empty`, so that the top-level fields come out as unknown fields and nested
+messages stay unparsed, and appends the key as a serialized request that
+holds only the key. That costs about 2.4 us per CreateExpense of 300
+bytes, 0.6 us more than a walk of the wire format written out in Python,
+and 160 us for a BatchCreateExpenses of 500 expenses (136 KB), where the
+walk took 270 us. Measured with timeit (thread time, best of 15) on
+CPython 3.11 and protobuf 7.36 with its upb backend, on an AMD EPYC
+virtual machine with 2 vCPUs.
 """
 
 from __future__ import annotations
 
 import uuid
 
+from google.protobuf import message_factory
 from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor
-from google.protobuf.message import Message
+from google.protobuf.empty_pb2 import Empty
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from splitlog_runtime.channels import NO_RETRY_METHODS
 from splitlog_runtime.idempotency import FILLED_REQUEST_ID_KEY
@@ -36,7 +49,8 @@ REQUEST_ID_FIELD = "request_id"
 #: Metadata that goes with a call whose request_id the gateway filled in.
 FILLED = ((FILLED_REQUEST_ID_KEY, "1"),)
 
-_WIRE_VARINT, _WIRE_FIXED64, _WIRE_BYTES, _WIRE_FIXED32 = 0, 1, 2, 5
+# The wire type of a string field, and of any other length-delimited field.
+_LENGTH_DELIMITED = 2
 
 
 def request_id_number(method: MethodDescriptor) -> int | None:
@@ -57,83 +71,64 @@ def request_id_number(method: MethodDescriptor) -> int | None:
     return field.number
 
 
-def _varint(data: bytes, position: int) -> tuple[int, int]:
-    """Decode a varint at `position`; return it and the position after it."""
-    value = shift = 0
-    while True:
-        if position >= len(data) or shift > 63:
-            raise ValueError("truncated varint")
-        byte = data[position]
-        position += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, position
-        shift += 7
+def filled_request_class(method: MethodDescriptor) -> type[Message] | None:
+    """Return the request class of a method whose request_id the gateway fills in.
+
+    None when `request_id_number` is None for the method.
+    """
+    if request_id_number(method) is None:
+        return None
+    return message_factory.GetMessageClass(method.input_type)
 
 
-def _encode_varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+def _sets_request_id(request: bytes, number: int) -> bool:
+    """Return whether the serialized request sets string field `number`.
 
-
-def _has_value(data: bytes, number: int) -> bool:
-    """Return whether the serialized message sets string field `number`.
-
-    Only the top-level fields are walked; the contents of nested messages
-    are skipped. Protobuf keeps the last occurrence of a field, so the
-    field is set when its last occurrence is not empty.
+    The bytes are parsed as an `Empty`, so that every top-level field is an
+    unknown field and nested messages stay unparsed. Protobuf keeps the last
+    occurrence of a field, so the field is set when its last occurrence is
+    not empty. An occurrence of another wire type does not count: protobuf
+    parses it as an unknown field of the request, not as the string.
 
     Raises:
-      ValueError: the bytes are not a valid message.
+      DecodeError: the bytes are not a valid message.
     """
-    position, found = 0, False
-    while position < len(data):
-        key, position = _varint(data, position)
-        wire_type = key & 0x7
-        if wire_type == _WIRE_VARINT:
-            _, position = _varint(data, position)
-        elif wire_type == _WIRE_FIXED64:
-            position += 8
-        elif wire_type == _WIRE_FIXED32:
-            position += 4
-        elif wire_type == _WIRE_BYTES:
-            length, position = _varint(data, position)
-            if key >> 3 == number:
-                found = length > 0
-            position += length
-        else:
-            raise ValueError(f"wire type {wire_type} is not expected here")
-        if position > len(data):
-            raise ValueError("truncated field")
+    found = False
+    for field in UnknownFieldSet(Empty.FromString(request)):
+        if field.field_number == number and field.wire_type == _LENGTH_DELIMITED:
+            found = len(field.data) > 0
+        elif field.field_number == 0:
+            # upb (protobuf 7.36) parses field number 0 into an Empty, though it
+            # rejects it in other messages.
+            raise DecodeError("field number 0 is not valid")
     return found
 
 
 def with_request_id(
-    request: bytes, number: int, max_message_bytes: int, key: str | None = None
+    request: bytes,
+    request_class: type[Message],
+    max_message_bytes: int,
+    key: str | None = None,
 ) -> bytes:
-    """Return a serialized request with `key`, a fresh UUID by default, in `number`.
+    """Return a serialized request with `key`, a fresh UUID by default, as request_id.
 
-    A request that sets the field already, whose bytes do not parse, or
-    that the field would take over `max_message_bytes`, is returned
-    unchanged. The backend rejects one that does not parse with its own
-    error. The field is appended, which protobuf reads as setting it, so the
+    `request_class` is the request's message class, with a string field
+    `request_id`. A request that sets the field already, whose bytes do not
+    parse, or that the field would take over `max_message_bytes`, is
+    returned unchanged, as the same object. The backend rejects one that
+    does not parse with its own error. The field is appended as a serialized
+    `request_class` that holds only the key: protobuf merges concatenated
+    messages and keeps the last occurrence of a string field, so the
     client's bytes stay as they were, unknown fields included.
     """
+    number = request_class.DESCRIPTOR.fields_by_name[REQUEST_ID_FIELD].number
     try:
-        if _has_value(request, number):
+        if _sets_request_id(request, number):
             return request
-    except ValueError:
+    except DecodeError:
         return request
-    encoded = (key or str(uuid.uuid4())).encode("utf-8")
-    tag = _encode_varint(number << 3 | _WIRE_BYTES)
-    filled = request + tag + _encode_varint(len(encoded)) + encoded
+    field = request_class(**{REQUEST_ID_FIELD: key or str(uuid.uuid4())})
+    filled = request + field.SerializeToString()
     return request if len(filled) > max_message_bytes else filled
 
 

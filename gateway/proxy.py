@@ -474,7 +474,9 @@ class ProxyHandlers:
 
     def _unary_unary(self, path: str) -> grpc.RpcMethodHandler:
         multicallable = self._pool.callables[path]
-        request_id = idempotency.request_id_number(self._pool.method_by_path[path])
+        request_class = idempotency.filled_request_class(
+            self._pool.method_by_path[path]
+        )
 
         async def forward(request: bytes, context: grpc.aio.ServicerContext):
             await self._check_size(request, context)
@@ -487,10 +489,10 @@ class ProxyHandlers:
                     return response
             metadata = forwarded_metadata(context)
             filled_key = None
-            if request_id is not None:
+            if request_class is not None:
                 key = str(uuid.uuid4())
                 filled = idempotency.with_request_id(
-                    request, request_id, self._max_message_bytes, key
+                    request, request_class, self._max_message_bytes, key
                 )
                 if filled is not request:
                     request, metadata = filled, metadata + idempotency.FILLED
