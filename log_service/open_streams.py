@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 import grpc
 
 from splitlog_runtime import auth
 from splitlog_runtime.errors import ResourceExhausted
+from splitlog_runtime.failure_log import Throttle
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -107,8 +107,7 @@ class OpenStreams:
         self._open = 0
         # Guarded by `_lock`: the open calls of each caller that has any.
         self._open_by_caller: dict[str, int] = {}
-        self._rejected = 0
-        self._next_warning = 0.0
+        self._rejection_warnings = Throttle(WARNING_INTERVAL_SECONDS)
 
     @property
     def open_count(self) -> int:
@@ -160,18 +159,15 @@ class OpenStreams:
         return slot
 
     def _warn_rejected(self, method: str, caller: str, setting: str) -> None:
-        now = time.monotonic()
+        held_back = self._rejection_warnings.allow()
+        if held_back is None:
+            return
         with self._lock:
-            self._rejected += 1
-            if now < self._next_warning:
-                return
-            self._next_warning = now + WARNING_INTERVAL_SECONDS
-            rejected, self._rejected = self._rejected, 0
             open_count = self._open
         _LOGGER.warning(
             "rejected %d long-lived call(s), the last a %s call of %s over %s: "
             "%d are open, at most %d in total and %s per caller",
-            rejected,
+            held_back + 1,
             method,
             caller or "a caller",
             setting,

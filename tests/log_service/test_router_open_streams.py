@@ -10,6 +10,7 @@ call over the limit fails at once, and that the slots come back. The tests of
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -136,6 +137,31 @@ def test_tails_at_limit_leave_short_calls(cluster):
     again = [open_tail(cluster.stub) for _ in range(MAX_OPEN)]
     assert open_streams.open_count == MAX_OPEN
     for tail in again:
+        tail.cancel()
+    assert wait_until(lambda: open_streams.open_count == 0)
+
+
+def test_rejections_warn_once_per_interval(cluster, caplog):
+    caplog.set_level(logging.WARNING, logger="log_service.open_streams")
+    open_streams = open_streams_of(cluster)
+    tails = [open_tail(cluster.stub) for _ in range(MAX_OPEN)]
+
+    for _ in range(2):
+        extra = cluster.stub.TailLogEntries(
+            pb.TailLogEntriesRequest(services=["held"]), timeout=CALL_TIMEOUT
+        )
+        with pytest.raises(grpc.RpcError):
+            next(extra)
+    warnings = [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "log_service.open_streams"
+    ]
+
+    assert len(warnings) == 1
+    assert warnings[0].startswith("rejected 1 long-lived call(s), the last a ")
+    assert "3 are open, at most 3 in total" in warnings[0]
+    for tail in tails:
         tail.cancel()
     assert wait_until(lambda: open_streams.open_count == 0)
 
