@@ -11,6 +11,7 @@ retention thread. The nodes start elsewhere:
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from log_service.clients import NodeClients
@@ -72,7 +73,8 @@ def build_router(
       ValueError: a log setting is invalid; the message names it.
     """
     topology = topology_from_config(config)
-    sharder = sharder_from_config(config, topology)
+    # Checks log_sharding and log_time_bucket_seconds before the record does.
+    sharder_from_config(config, topology)
     quorum = config.log_write_quorum.strip().lower()
     if quorum not in WRITE_QUORUMS:
         raise ValueError(
@@ -84,7 +86,13 @@ def build_router(
     )
     data_dir = router_data_dir(config)
     private_files.private_tree(data_dir)
-    check_placement(data_dir, Placement.from_config(config, topology))
+    history = check_placement(
+        data_dir,
+        Placement.from_config(config, topology),
+        time.time_ns(),
+        Limits.from_config(config).max_future_ns,
+    )
+    sharder = history.sharder(topology.shard_ids)
     if config.auth_required:
         # Before the coordinator's first poll, so that the nodes accept it.
         auth.install_signer_from_settings(config.auth_secret, config.data_dir)
@@ -128,6 +136,7 @@ def build_router(
         counters,
         stub_for,
         open_streams,
+        added_shards=frozenset(history.shards - set(history.placements[0].shards)),
     )
     otlp = OtlpLogsServicer(writer, retention)
 

@@ -1,23 +1,35 @@
 """The record of the settings that decide which shard stores each entry.
 
 The router writes `<data_dir>/log_service/sharding.json` at its first start
-and checks it at every later start. A router started with another
-`log_sharding`, other shards or another time bucket width would put new
-entries on other shards than the stored ones, and queries that pick shards
-by service or time would then miss the stored entries. So such a start is
-rejected with both values and the fix. No migration moves stored entries to
-the shards of a new placement.
+and checks it at every later start. The record is a history of placements,
+each in effect for the entry timestamps from its start on. An entry goes to
+the shard that the placement in effect at its own timestamp gives it, so a
+resent or late entry with an old timestamp goes where its first copy went.
+
+A start with added shards records a new placement, in effect from a time
+after every timestamp that the router accepted so far (`effective_from`).
+Stored entries stay where they are. A start with another `log_sharding`,
+another time bucket width or without a recorded shard is rejected with both
+values and the fix, because queries would then miss stored entries.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from log_service.coordinator import STATE_FILE_NAME
-from log_service.sharding import VIRTUAL_NODES_PER_SHARD
+from log_service.sharding import (
+    VIRTUAL_NODES_PER_SHARD,
+    ServiceRing,
+    Sharder,
+    ShardingHistory,
+    TimeBuckets,
+)
+from log_service.timefmt import format_time
 from log_service.topology import Topology
 from splitlog_runtime.config import Config
 from splitlog_runtime.private_files import write_file_atomically
@@ -25,6 +37,12 @@ from splitlog_runtime.private_files import write_file_atomically
 _LOGGER = logging.getLogger(__name__)
 
 PLACEMENT_FILE_NAME = "sharding.json"
+NANOS_PER_SECOND = 1_000_000_000
+# Seconds added to the start of a new placement beyond log_max_future_seconds,
+# for a router clock that was set back a little between two starts.
+CLOCK_MARGIN_SECONDS = 60
+# The record's key of `PlacementHistory.max_future_ns`, in seconds.
+MAX_FUTURE_KEY = "largest_log_max_future_seconds"
 
 
 @dataclass(frozen=True)
@@ -56,6 +74,17 @@ class Placement:
             strategy, tuple(topology.shard_ids), virtual_nodes=VIRTUAL_NODES_PER_SHARD
         )
 
+    def sharder(self) -> Sharder:
+        """Build the sharder that places entries as this placement does."""
+        if self.strategy == "time":
+            return TimeBuckets(self.shards, self.bucket_ns)
+        return ServiceRing(self.shards, self.virtual_nodes or VIRTUAL_NODES_PER_SHARD)
+
+    @property
+    def bucket_ns(self) -> int:
+        """The time bucket width in nanoseconds, 0 for `service`."""
+        return int(self.time_bucket_seconds or 0) * NANOS_PER_SECOND
+
     def to_json(self) -> dict[str, object]:
         return {
             "version": 1,
@@ -84,12 +113,13 @@ class Placement:
         return text + f", shards {', '.join(self.shards)}"
 
     def differences(self, configured: Placement) -> list[str]:
-        """Describe each setting in which `configured` places entries elsewhere."""
+        """Describe each setting in which `configured` places entries elsewhere.
+
+        Returns an empty list when `configured` places every entry as this
+        placement does.
+        """
         if configured.strategy != self.strategy:
-            return [
-                f"log_sharding is {configured.strategy!r}, but the stored "
-                f"entries were placed with {self.strategy!r}"
-            ]
+            return self.fixed_differences(configured)
         found = []
         # The ring hashes shard ids, so only time buckets depend on the order.
         same_shards = (
@@ -103,6 +133,20 @@ class Placement:
                 f"{', '.join(configured.shards)}, but the stored entries were "
                 f"placed on {', '.join(self.shards)}"
             )
+        return found + self.fixed_differences(configured)
+
+    def fixed_differences(self, configured: Placement) -> list[str]:
+        """Describe each difference that no new placement can take.
+
+        Only added shards make a new placement, so the strategy, the bucket
+        width and the ring size stay as the first start recorded them.
+        """
+        if configured.strategy != self.strategy:
+            return [
+                f"log_sharding is {configured.strategy!r}, but the stored "
+                f"entries were placed with {self.strategy!r}"
+            ]
+        found = []
         if configured.time_bucket_seconds != self.time_bucket_seconds:
             found.append(
                 f"log_time_bucket_seconds is {configured.time_bucket_seconds}, "
@@ -118,21 +162,223 @@ class Placement:
         return found
 
 
-def check_placement(router_dir: Path, configured: Placement) -> None:
-    """Compare the configured placement with the recorded one, or record it.
+@dataclass(frozen=True)
+class PlacementHistory:
+    """The placements of a router's stored entries, oldest first.
+
+    Attributes:
+      placements: at least one placement.
+      starts: the Unix nanoseconds from which each placement after the first
+        is in effect, increasing. The first placement places every entry
+        before `starts[0]`, whatever its timestamp.
+      max_future_ns: the largest `log_max_future_seconds` of the router's
+        starts since the record has it, in nanoseconds. Stored entries are
+        at most that far ahead of the router's clock at their write, even
+        after the setting was lowered.
+    """
+
+    placements: tuple[Placement, ...]
+    starts: tuple[int, ...] = ()
+    max_future_ns: int = 0
+
+    @property
+    def latest(self) -> Placement:
+        return self.placements[-1]
+
+    @property
+    def shards(self) -> set[str]:
+        """Every shard that a placement of the history puts entries on."""
+        return {shard for placement in self.placements for shard in placement.shards}
+
+    def with_latest(self, placement: Placement) -> PlacementHistory:
+        """Return the history with its latest placement replaced by `placement`."""
+        return replace(self, placements=(*self.placements[:-1], placement))
+
+    def sharder(self, order: list[str]) -> Sharder:
+        """Build the sharder of the history.
+
+        `order` lists every shard id, in the order that queries list them.
+        """
+        if len(self.placements) == 1:
+            return self.latest.sharder()
+        return ShardingHistory(
+            [placement.sharder() for placement in self.placements],
+            self.starts,
+            order,
+        )
+
+    def to_json(self) -> dict[str, object]:
+        """Return the record; a single placement keeps the format of version 1.
+
+        A router of a version that reads only that format then rejects a
+        history of several placements as unreadable, rather than placing new
+        entries by the first placement alone.
+        """
+        max_future_seconds = self.max_future_ns // NANOS_PER_SECOND
+        if len(self.placements) == 1:
+            return {
+                **self.latest.to_json(),
+                MAX_FUTURE_KEY: max_future_seconds,
+            }
+        items = []
+        for index, placement in enumerate(self.placements):
+            item = placement.to_json()
+            del item["version"]
+            if index:
+                start = self.starts[index - 1]
+                item["effective_from_ns"] = start
+                item["effective_from"] = format_time(start)
+            items.append(item)
+        return {
+            "version": 2,
+            "placements": items,
+            MAX_FUTURE_KEY: max_future_seconds,
+        }
+
+    @classmethod
+    def from_json(cls, payload: dict) -> PlacementHistory:
+        """Parse a record of version 1 or 2.
+
+        Raises:
+          ValueError, KeyError, TypeError: the payload is not such a record.
+        """
+        version = payload.get("version", 1)
+        max_future_ns = int(payload.get(MAX_FUTURE_KEY, 0)) * NANOS_PER_SECOND
+        if version == 1:
+            return cls((Placement.from_json(payload),), (), max_future_ns)
+        if version != 2:
+            raise ValueError(f"unknown record version {version!r}")
+        items = payload["placements"]
+        if not isinstance(items, list) or not items:
+            raise ValueError("the record lists no placement")
+        placements = tuple(Placement.from_json(item) for item in items)
+        starts = tuple(int(item["effective_from_ns"]) for item in items[1:])
+        if any(later <= earlier for earlier, later in itertools.pairwise(starts)):
+            raise ValueError("the placements' effective_from_ns do not increase")
+        return cls(placements, starts, max_future_ns)
+
+    def describe(self) -> str:
+        """Render each placement with the time from which it is in effect."""
+        parts = [f"({self.placements[0].describe()})"]
+        for start, placement in zip(self.starts, self.placements[1:], strict=True):
+            parts.append(f"from {format_time(start)} ({placement.describe()})")
+        return ", then ".join(parts)
+
+
+def earliest_start(now_ns: int, max_future_ns: int) -> int:
+    """Return the first entry timestamp that no placement has placed yet.
+
+    The router rejects entries more than `max_future_ns` ahead of its clock,
+    so no stored entry, and no resend of one, has a timestamp at or after
+    `now_ns + max_future_ns`. `CLOCK_MARGIN_SECONDS` on top covers a clock
+    set back between two starts.
+    """
+    return now_ns + max_future_ns + CLOCK_MARGIN_SECONDS * NANOS_PER_SECOND
+
+
+def effective_from(now_ns: int, max_future_ns: int, placement: Placement) -> int:
+    """Return the time from which a new placement is in effect.
+
+    It is `earliest_start`, rounded up to the next time bucket boundary with
+    time sharding, so that no bucket is split between two placements, and to
+    the next second otherwise.
+    """
+    step = placement.bucket_ns or NANOS_PER_SECOND
+    return -(-earliest_start(now_ns, max_future_ns) // step) * step
+
+
+def check_placement(
+    router_dir: Path, configured: Placement, now_ns: int, max_future_ns: int
+) -> PlacementHistory:
+    """Check the configured placement against the recorded history, or record it.
 
     A router without a record, a first start or one from a version that kept
-    none, records the configured placement.
+    none, records the configured placement. When the configured shards add
+    to those of the latest placement, a new placement is recorded, in effect
+    from `effective_from`. A placement recorded earlier that starts after
+    the latest timestamp accepted so far has placed no entry yet, so it is
+    dropped: an operator can undo a change, or change it again, for at least
+    `CLOCK_MARGIN_SECONDS`.
+
+    Args:
+      now_ns: the router's clock.
+      max_future_ns: the configured log_max_future_seconds, in nanoseconds.
+
+    Returns:
+      The history, whose latest placement is `configured`.
 
     Raises:
-      ValueError: the record differs from `configured` or cannot be read;
-        the message names both values and the fix.
+      ValueError: the record cannot be read, or the configured placement
+        changes the strategy, the bucket width or the ring size, or lacks a
+        recorded shard. The message names both values and the fix.
     """
     path = router_dir / PLACEMENT_FILE_NAME
+    history = _read(path, configured)
+    if history is None:
+        history = PlacementHistory((configured,), (), max_future_ns)
+        _record(path, history)
+        return history
+    # A router that ran with a larger limit may have stored entries that far
+    # ahead of its clock.
+    max_future_ns = max(max_future_ns, history.max_future_ns)
+    if not history.latest.differences(configured):
+        if max_future_ns > history.max_future_ns:
+            _record(path, replace(history, max_future_ns=max_future_ns))
+        return replace(history, max_future_ns=max_future_ns).with_latest(configured)
+    fixed = history.latest.fixed_differences(configured)
+    if fixed:
+        raise ValueError(
+            "; ".join(fixed)
+            + ". New entries would go to other shards than the stored ones, and "
+            "queries that pick shards by service or time would miss the stored "
+            "entries. Only shards can be added to a cluster that stores "
+            "entries. Start with the recorded settings "
+            f"({history.latest.describe()}), or, to use the new ones, start the "
+            "router and the log nodes on empty data directories, which leaves the "
+            f"stored entries behind. The record is {path}"
+        )
+    kept = _drop_pending(history, now_ns + max_future_ns)
+    missing = sorted(kept.shards - set(configured.shards))
+    if missing:
+        raise ValueError(
+            f"the shards (log_shards or log_nodes) are "
+            f"{', '.join(configured.shards)}, but stored entries were placed on "
+            f"{', '.join(missing)} as well. A shard can be added but not removed, "
+            "because queries would no longer read the entries it stores. Start "
+            f"with every recorded shard ({', '.join(sorted(kept.shards))}) and "
+            f"optionally new ones. The recorded placements are "
+            f"{kept.describe()}; the record is {path}"
+        )
+    kept = replace(kept, max_future_ns=max_future_ns)
+    if not kept.latest.differences(configured):
+        updated = kept.with_latest(configured)
+    else:
+        start = effective_from(now_ns, max_future_ns, configured)
+        updated = PlacementHistory(
+            (*kept.placements, configured), (*kept.starts, start), max_future_ns
+        )
+        _LOGGER.warning(
+            "log placement: new placement (%s) in effect for entries with "
+            "timestamps from %s on; entries with earlier timestamps stay on "
+            "the shards of the earlier placements (%s)",
+            configured.describe(),
+            format_time(start),
+            kept.describe(),
+        )
+    _record(path, updated)
+    return updated
+
+
+def _read(path: Path, configured: Placement) -> PlacementHistory | None:
+    """Read the record, or return None when there is none.
+
+    Raises:
+      ValueError: the record cannot be read or parsed.
+    """
     try:
-        recorded = Placement.from_json(json.loads(path.read_text()))
+        return PlacementHistory.from_json(json.loads(path.read_text()))
     except FileNotFoundError:
-        if (router_dir / STATE_FILE_NAME).exists():
+        if (path.parent / STATE_FILE_NAME).exists():
             # A router of a version that kept no record ran on this folder.
             _LOGGER.warning(
                 "log placement: %s is missing, so the placement of the stored "
@@ -140,29 +386,44 @@ def check_placement(router_dir: Path, configured: Placement) -> None:
                 path,
                 configured.describe(),
             )
-        _record(path, configured)
-        return
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(
             f"cannot read the recorded log placement in {path} ({exc!r}); "
             "restore the file from a backup, or write it again by deleting it "
             "and starting with the settings the stored entries were placed with"
         ) from None
-    differences = recorded.differences(configured)
-    if differences:
-        raise ValueError(
-            "; ".join(differences)
-            + ". New entries would go to other shards than the stored ones, and "
-            "queries that pick shards by service or time would miss the stored "
-            "entries. Start with the recorded settings "
-            f"({recorded.describe()}), or, to use the new ones, start the router "
-            "and the log nodes on empty data directories, which leaves the stored "
-            f"entries behind. The record is {path}"
+
+
+def _drop_pending(history: PlacementHistory, latest_ns: int) -> PlacementHistory:
+    """Remove the placements that start after `latest_ns`.
+
+    `latest_ns` is the latest timestamp that the router accepts now, so such
+    a placement has placed no entry yet. A new placement starts
+    `CLOCK_MARGIN_SECONDS` or more after that, which leaves that long to undo
+    it.
+    """
+    count = 1 + sum(1 for begin in history.starts if begin <= latest_ns)
+    if count == len(history.placements):
+        return history
+    for begin, placement in zip(
+        history.starts[count - 1 :], history.placements[count:], strict=True
+    ):
+        _LOGGER.warning(
+            "log placement: dropping the placement (%s) recorded for entries "
+            "from %s on, which has placed no entry yet",
+            placement.describe(),
+            format_time(begin),
         )
+    return replace(
+        history,
+        placements=history.placements[:count],
+        starts=history.starts[: count - 1],
+    )
 
 
-def _record(path: Path, placement: Placement) -> None:
+def _record(path: Path, history: PlacementHistory) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(placement.to_json(), indent=1, sort_keys=True)
+    text = json.dumps(history.to_json(), indent=1, sort_keys=True)
     write_file_atomically(path, text.encode("utf-8"))
-    _LOGGER.info("log placement recorded in %s: %s", path, placement.describe())
+    _LOGGER.info("log placement recorded in %s: %s", path, history.describe())

@@ -416,11 +416,18 @@ class Lister:
     """Serves ListLogEntries."""
 
     def __init__(
-        self, reader: ShardReader, sharder: Sharder, max_message_bytes: int
+        self,
+        reader: ShardReader,
+        sharder: Sharder,
+        max_message_bytes: int,
+        added_shards: frozenset[str] = frozenset(),
     ) -> None:
         self._reader = reader
         self._sharder = sharder
         self._budget = page_budget(max_message_bytes)
+        # Shards added since the first placement. A page token issued before
+        # their addition lacks them, and they held no entry of its snapshot.
+        self._added_shards = added_shards
 
     def list(
         self,
@@ -464,7 +471,9 @@ class Lister:
 
         shards = self._sharder.shards_for_query(selection.services, start, end)
         if token is not None:
-            check_page_token_shards(token, shards)
+            check_page_token_shards(
+                token, [shard for shard in shards if shard not in self._added_shards]
+            )
         requests = {}
         for shard in shards:
             query = node_service_pb2.QueryEntriesRequest(

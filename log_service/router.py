@@ -998,8 +998,12 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         counters: IngestCounters,
         stub_for,
         open_streams: OpenStreams,
+        added_shards: frozenset[str] = frozenset(),
     ) -> None:
         self.open_streams = open_streams
+        # Shards added since the first placement, which a resume token issued
+        # before their addition lacks.
+        self._added_shards = added_shards
         self._writer = writer
         self._reader = reader
         self._sharder = sharder
@@ -1011,7 +1015,7 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         # until they end, so the weak set drops a tail only after that.
         self._tails: weakref.WeakSet[Tail] = weakref.WeakSet()
         self._tails_lock = threading.Lock()
-        self._lister = Lister(reader, sharder, writer.max_message_bytes)
+        self._lister = Lister(reader, sharder, writer.max_message_bytes, added_shards)
         self._stats = StatsReader(reader, sharder)
         self._stream_pool = futures.ThreadPoolExecutor(
             max_workers=STREAM_POOL_WORKERS, thread_name_prefix="log-stream"
@@ -1166,7 +1170,7 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
                 fingerprint,
                 known_shards=self._sharder.shards_for_query((), None, None),
             )
-            positions = resume_positions(token, shards)
+            positions = resume_positions(token, shards, added_shards=self._added_shards)
             epochs = token.epochs
         slot = self.open_streams.acquire("TailLogEntries", context)
         try:

@@ -8,12 +8,16 @@ Two sharding strategies implement `Sharder`:
   moves about 1/N of the services.
 - `TimeBuckets`: shard `(timestamp // bucket) mod N`, so a query for a narrow
   time range reads only the shards that hold its buckets.
+
+`ShardingHistory` combines the sharders of successive placements, each for
+the entry timestamps from its start on (see log_service.placement).
 """
 
 from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
@@ -154,6 +158,97 @@ class TimeBuckets:
             return list(self._order)
         matching = {bucket % count for bucket in range(first, last + 1)}
         return [shard for index, shard in enumerate(self._order) if index in matching]
+
+
+class ShardingHistory:
+    """The sharders of successive placements, picked by entry timestamp.
+
+    The sharder of placement `i` places the entries whose timestamps fall in
+    `[starts[i - 1], starts[i])`, the first one every entry before
+    `starts[0]` and the last one every entry from `starts[-1]` on. A query
+    reads, for each placement whose period overlaps its time range, the
+    shards that this placement gives the range.
+
+    Args:
+      sharders: one sharder per placement, oldest first.
+      starts: the Unix nanoseconds at which each placement after the first
+        takes effect, increasing.
+      order: every shard id of every placement, in the order that query
+        results list them.
+    """
+
+    def __init__(
+        self, sharders: Sequence[Sharder], starts: Sequence[int], order: Sequence[str]
+    ) -> None:
+        if len(sharders) != len(starts) + 1:
+            raise ValueError(
+                f"{len(sharders)} sharders need {len(sharders) - 1} start times, "
+                f"got {len(starts)}"
+            )
+        if any(later <= earlier for earlier, later in itertools.pairwise(starts)):
+            raise ValueError(f"placement start times must increase, got {starts}")
+        self._sharders = list(sharders)
+        self._starts = list(starts)
+        self._start_array = np.asarray(starts, dtype=np.int64)
+        self._order = list(order)
+
+    def shard_for(self, service: str, timestamp: int) -> str:
+        sharder = self._sharders[bisect.bisect_right(self._starts, timestamp)]
+        return sharder.shard_for(service, timestamp)
+
+    def shard_runs(
+        self, service: str, timestamps: Sequence[int]
+    ) -> list[tuple[str, int, int]]:
+        stamps = np.asarray(timestamps, dtype=np.int64)
+        periods = np.searchsorted(self._start_array, stamps, side="right")
+        starts = [0, *(np.flatnonzero(periods[1:] != periods[:-1]) + 1).tolist()]
+        stops = [*starts[1:], len(stamps)]
+        runs: list[tuple[str, int, int]] = []
+        for start, stop in zip(starts, stops, strict=True):
+            sharder = self._sharders[int(periods[start])]
+            for shard, run_start, run_stop in sharder.shard_runs(
+                service, timestamps[start:stop]
+            ):
+                if runs and runs[-1][0] == shard:
+                    # A run that goes on across a placement's start.
+                    runs[-1] = (shard, runs[-1][1], start + run_stop)
+                else:
+                    runs.append((shard, start + run_start, start + run_stop))
+        return runs
+
+    def shards_for_query(
+        self, services: Sequence[str], start: int | None, end: int | None
+    ) -> list[str]:
+        if start is not None and end is not None and end <= start:
+            return []
+        matching: set[str] = set()
+        for index, sharder in enumerate(self._sharders):
+            low = self._starts[index - 1] if index else None
+            high = self._starts[index] if index < len(self._starts) else None
+            if low is not None and end is not None and end <= low:
+                continue
+            if high is not None and start is not None and start >= high:
+                continue
+            matching.update(
+                sharder.shards_for_query(
+                    services, _later(start, low), _earlier(end, high)
+                )
+            )
+        return [shard for shard in self._order if shard in matching]
+
+
+def _later(first: int | None, second: int | None) -> int | None:
+    """Return the later of two lower bounds, where None is unbounded."""
+    if first is None:
+        return second
+    return first if second is None else max(first, second)
+
+
+def _earlier(first: int | None, second: int | None) -> int | None:
+    """Return the earlier of two upper bounds, where None is unbounded."""
+    if first is None:
+        return second
+    return first if second is None else min(first, second)
 
 
 def sharder_from_config(config: Config, topology: Topology) -> Sharder:

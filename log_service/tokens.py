@@ -349,17 +349,26 @@ def check_page_token_shards(
 
 
 def resume_positions(
-    token: ResumeToken, shards: Iterable[str], field_name: str = "resume_token"
+    token: ResumeToken,
+    shards: Iterable[str],
+    field_name: str = "resume_token",
+    added_shards: Collection[str] = (),
 ) -> dict[str, int]:
     """Return the position to resume each shard of `shards` from.
 
+    Args:
+      added_shards: shards that a placement added after the cluster's first
+        one (see log_service.placement). A token issued before the addition
+        lacks them, and every entry they store came after it.
+
     Returns:
-      The token's last sequence number per shard, and -1 (after the newest
-      entry) for a shard that the token lists as unopened.
+      The token's last sequence number per shard, -1 (after the newest
+      entry) for a shard that the token lists as unopened, and 0 (from the
+      first entry) for a shard of `added_shards` that the token lacks.
 
     Raises:
       InvalidArgument: the token has neither a position for a shard of
-        `shards` nor lists it as unopened.
+        `shards` nor lists it as unopened, and the shard is not an added one.
     """
     positions = {}
     missing = []
@@ -368,6 +377,8 @@ def resume_positions(
             positions[shard] = token.positions[shard]
         elif shard in token.unopened:
             positions[shard] = -1
+        elif shard in added_shards:
+            positions[shard] = 0
         else:
             missing.append(shard)
     if missing:

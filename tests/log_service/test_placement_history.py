@@ -1,0 +1,503 @@
+"""Tests of the placement history: adding log shards to a cluster with data."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import threading
+import time
+import uuid
+
+import grpc
+import pytest
+from google.protobuf import timestamp_pb2
+
+from log_service.app import build_router, router_data_dir
+from log_service.placement import (
+    CLOCK_MARGIN_SECONDS,
+    PLACEMENT_FILE_NAME,
+    Placement,
+    PlacementHistory,
+    check_placement,
+)
+from log_service.sharding import ServiceRing, ShardingHistory, TimeBuckets
+from splitlog.logs.v1 import logs_service_pb2 as pb
+from splitlog.logs.v1 import (
+    logs_service_pb2_grpc,
+    node_service_pb2,
+    node_service_pb2_grpc,
+)
+from splitlog_cli.components import start_log_nodes
+
+NANOS = 1_000_000_000
+MINUTE = 60 * NANOS
+HOUR = 3600 * NANOS
+# A Monday, 00:00 UTC, so that bucket boundaries fall on round numbers.
+BASE = 1_767_571_200 * NANOS
+SERVICES = [f"svc-{i}" for i in range(12)]
+
+
+def timed(shards, bucket_seconds=60):
+    return Placement("time", tuple(shards), time_bucket_seconds=bucket_seconds)
+
+
+def ringed(shards):
+    return Placement("service", tuple(shards), virtual_nodes=128)
+
+
+# ShardingHistory.
+
+
+def test_history_places_by_entry_timestamp():
+    old = TimeBuckets(["a", "b"], MINUTE)
+    new = TimeBuckets(["a", "b", "c"], MINUTE)
+    history = ShardingHistory([old, new], [BASE], ["a", "b", "c"])
+
+    for offset in range(-10, 10):
+        stamp = BASE + offset * MINUTE + 5
+        expected = (old if offset < 0 else new).shard_for("x", stamp)
+        assert history.shard_for("x", stamp) == expected, offset
+    assert history.shard_for("x", BASE - 1) == old.shard_for("x", BASE - 1)
+    assert history.shard_for("x", BASE) == new.shard_for("x", BASE)
+
+
+def test_history_runs_match_shard_for():
+    history = ShardingHistory(
+        [
+            TimeBuckets(["a", "b"], MINUTE),
+            TimeBuckets(["a", "b", "c"], MINUTE),
+            TimeBuckets(["a", "b", "c", "d"], MINUTE),
+        ],
+        [BASE, BASE + 5 * MINUTE],
+        ["a", "b", "c", "d"],
+    )
+    stamps = [BASE + offset * 20 * NANOS for offset in range(-30, 40)]
+    stamps += [BASE - 1, BASE, BASE + 7, BASE - 3 * MINUTE]
+
+    runs = history.shard_runs("x", stamps)
+
+    assert runs[0][1] == 0
+    assert runs[-1][2] == len(stamps)
+    for (_, _, stop), (_, start, _) in zip(runs, runs[1:], strict=False):
+        assert stop == start
+    for (shard, _, _), (next_shard, _, _) in zip(runs, runs[1:], strict=False):
+        assert shard != next_shard
+    for shard, start, stop in runs:
+        for index in range(start, stop):
+            assert history.shard_for("x", stamps[index]) == shard, index
+
+
+def test_history_query_reads_each_overlapping_placement():
+    # Two shards before BASE, then three; one bucket per minute.
+    history = ShardingHistory(
+        [TimeBuckets(["a", "b"], MINUTE), TimeBuckets(["a", "b", "c"], MINUTE)],
+        [BASE],
+        ["a", "b", "c"],
+    )
+    # BASE is minute bucket 29,459,520, which is even and a multiple of 3.
+    assert (BASE // MINUTE) % 6 == 0
+
+    before = history.shards_for_query([], BASE - MINUTE, BASE)
+    after = history.shards_for_query([], BASE + 2 * MINUTE, BASE + 3 * MINUTE)
+    across = history.shards_for_query([], BASE - MINUTE, BASE + MINUTE)
+    unbounded = history.shards_for_query([], None, None)
+
+    assert before == ["b"]
+    assert after == ["c"]
+    assert across == ["a", "b"]
+    assert unbounded == ["a", "b", "c"]
+    assert history.shards_for_query([], BASE, BASE) == []
+
+
+def test_history_service_query_reads_its_shard_of_each_ring():
+    old = ServiceRing(["a", "b"])
+    new = ServiceRing(["a", "b", "c"])
+    history = ShardingHistory([old, new], [BASE], ["a", "b", "c"])
+    moved = next(s for s in SERVICES if old.shard_for(s) != new.shard_for(s))
+
+    both = history.shards_for_query([moved], BASE - HOUR, BASE + HOUR)
+    before = history.shards_for_query([moved], BASE - HOUR, BASE)
+    after = history.shards_for_query([moved], BASE, BASE + HOUR)
+
+    assert set(both) == {old.shard_for(moved), new.shard_for(moved)}
+    assert before == [old.shard_for(moved)]
+    assert after == [new.shard_for(moved)]
+    assert history.shard_for(moved, BASE - 1) == old.shard_for(moved)
+    assert history.shard_for(moved, BASE) == new.shard_for(moved)
+
+
+# check_placement.
+
+
+def read_record(directory):
+    return json.loads((directory / PLACEMENT_FILE_NAME).read_text())
+
+
+def test_first_start_records_one_placement(tmp_path):
+    history = check_placement(tmp_path, timed(["s0", "s1"]), BASE, 600 * NANOS)
+
+    assert history.placements == (timed(["s0", "s1"]),)
+    assert history.starts == ()
+    assert read_record(tmp_path)["version"] == 1
+    assert read_record(tmp_path)["shards"] == ["s0", "s1"]
+    assert read_record(tmp_path)["largest_log_max_future_seconds"] == 600
+
+
+def test_added_shard_starts_after_future_limit(tmp_path):
+    check_placement(tmp_path, timed(["s0", "s1"]), BASE, 600 * NANOS)
+    now = BASE + 7 * NANOS
+
+    history = check_placement(tmp_path, timed(["s0", "s1", "s2"]), now, 600 * NANOS)
+
+    (start,) = history.starts
+    earliest = now + (600 + CLOCK_MARGIN_SECONDS) * NANOS
+    assert start >= earliest
+    assert start - earliest < MINUTE
+    assert start % MINUTE == 0
+    assert history.placements == (timed(["s0", "s1"]), timed(["s0", "s1", "s2"]))
+    record = read_record(tmp_path)
+    assert record["version"] == 2
+    assert [item["shards"] for item in record["placements"]] == [
+        ["s0", "s1"],
+        ["s0", "s1", "s2"],
+    ]
+    assert record["placements"][1]["effective_from_ns"] == start
+    assert record["placements"][1]["effective_from"] == "2026-01-05T00:12:00Z"
+
+
+def test_history_survives_later_starts(tmp_path):
+    check_placement(tmp_path, ringed(["s0", "s1"]), BASE, 600 * NANOS)
+    grown = check_placement(tmp_path, ringed(["s0", "s1", "s2"]), BASE, 600 * NANOS)
+    recorded = (tmp_path / PLACEMENT_FILE_NAME).read_bytes()
+
+    later = BASE + 2 * HOUR
+    again = check_placement(tmp_path, ringed(["s2", "s0", "s1"]), later, 600 * NANOS)
+
+    assert again.starts == grown.starts
+    assert again.placements[0] == ringed(["s0", "s1"])
+    assert again.latest == ringed(["s2", "s0", "s1"])
+    assert (tmp_path / PLACEMENT_FILE_NAME).read_bytes() == recorded
+
+
+def test_second_added_shard_appends_placement(tmp_path):
+    check_placement(tmp_path, timed(["s0"]), BASE, 0)
+    first = check_placement(tmp_path, timed(["s0", "s1"]), BASE, 0)
+    later = BASE + HOUR
+
+    second = check_placement(tmp_path, timed(["s0", "s1", "s2"]), later, 0)
+
+    assert len(second.placements) == 3
+    assert second.starts[0] == first.starts[0]
+    assert second.starts[1] > later
+    assert PlacementHistory.from_json(read_record(tmp_path)) == second
+
+
+def test_removed_shard_is_rejected(tmp_path):
+    check_placement(tmp_path, timed(["s0", "s1"]), BASE, 0)
+    check_placement(tmp_path, timed(["s0", "s1", "s2"]), BASE, 0)
+    recorded = (tmp_path / PLACEMENT_FILE_NAME).read_bytes()
+    later = BASE + HOUR
+
+    with pytest.raises(ValueError) as removed:
+        check_placement(tmp_path, timed(["s0", "s1"]), later, 0)
+    with pytest.raises(ValueError) as replaced:
+        check_placement(tmp_path, timed(["s0", "s2", "s3"]), later, 0)
+
+    message = str(removed.value)
+    assert "stored entries were placed on s2 as well" in message
+    assert "A shard can be added but not removed" in message
+    assert "every recorded shard (s0, s1, s2)" in message
+    assert "placed on s1 as well" in str(replaced.value)
+    assert (tmp_path / PLACEMENT_FILE_NAME).read_bytes() == recorded
+
+
+def test_pending_placement_can_be_undone(tmp_path):
+    check_placement(tmp_path, timed(["s0", "s1"]), BASE, 600 * NANOS)
+    check_placement(tmp_path, timed(["s0", "s1", "s2"]), BASE, 600 * NANOS)
+
+    undone = check_placement(tmp_path, timed(["s0", "s1"]), BASE + NANOS, 600 * NANOS)
+
+    assert undone.placements == (timed(["s0", "s1"]),)
+    assert undone.starts == ()
+    assert read_record(tmp_path)["version"] == 1
+
+
+def test_lowered_future_limit_keeps_the_largest(tmp_path):
+    check_placement(tmp_path, timed(["s0", "s1"]), BASE, 600 * NANOS)
+    grown = check_placement(tmp_path, timed(["s0", "s1", "s2"]), BASE, 600 * NANOS)
+    # A start with a wider limit may accept entries past the new start.
+    check_placement(tmp_path, timed(["s0", "s1", "s2"]), BASE, HOUR)
+
+    with pytest.raises(ValueError) as removed:
+        check_placement(tmp_path, timed(["s0", "s1"]), BASE + NANOS, NANOS)
+    again = check_placement(
+        tmp_path, timed(["s0", "s1", "s2", "s3"]), BASE + NANOS, NANOS
+    )
+
+    assert "placed on s2 as well" in str(removed.value)
+    assert again.starts[0] == grown.starts[0]
+    assert again.starts[1] >= BASE + HOUR
+    assert again.max_future_ns == HOUR
+    assert read_record(tmp_path)["largest_log_max_future_seconds"] == 3600
+
+
+@pytest.mark.parametrize(
+    ("configured", "fragments"),
+    [
+        (
+            ringed(["s0", "s1", "s2"]),
+            ["log_sharding is 'service'", "placed with 'time'"],
+        ),
+        (
+            timed(["s0", "s1", "s2"], bucket_seconds=600),
+            ["log_time_bucket_seconds is 600", "placed with 60"],
+        ),
+    ],
+)
+def test_strategy_and_bucket_stay_fixed(tmp_path, configured, fragments):
+    check_placement(tmp_path, timed(["s0", "s1"]), BASE, 0)
+
+    with pytest.raises(ValueError) as changed:
+        check_placement(tmp_path, configured, BASE, 0)
+
+    message = str(changed.value)
+    for fragment in fragments:
+        assert fragment in message
+    assert "Only shards can be added" in message
+    assert "log_sharding=time, log_time_bucket_seconds=60" in message
+    assert read_record(tmp_path)["version"] == 1
+
+
+# A router and real log nodes, restarted with an added shard.
+
+
+class Running:
+    """Log nodes and a router started in this process on free ports."""
+
+    def __init__(self, config):
+        self.hosts = {}
+        self.router = None
+        try:
+            self.config = start_log_nodes(config, self.hosts)
+            self.router, self.coordinator = build_router(self.config, "127.0.0.1:0")
+            assert self.coordinator.wait_until_ready(15)
+        except BaseException:
+            self.close()
+            raise
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.router.port}")
+        self.stub = logs_service_pb2_grpc.LogsServiceStub(self.channel)
+
+    def node_messages(self, shard):
+        """Return every message that the node of `shard` stores."""
+        host = self.hosts[f"{shard}-a"]
+        with grpc.insecure_channel(f"127.0.0.1:{host.port}") as channel:
+            response = node_service_pb2_grpc.LogNodeServiceStub(channel).QueryEntries(
+                node_service_pb2.QueryEntriesRequest(shard=shard, limit=100_000),
+                timeout=10,
+            )
+        return list(response.entries.messages)
+
+    def close(self):
+        if self.router is not None:
+            self.channel.close()
+            self.router.stop(0)
+            self.coordinator.stop()
+        for host in self.hosts.values():
+            host.stop(0)
+
+
+@contextlib.contextmanager
+def running(config):
+    cluster = Running(config)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def ts(ns):
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromNanoseconds(ns)
+    return stamp
+
+
+def entries(label, times):
+    return [
+        pb.LogEntry(
+            service=SERVICES[index % len(SERVICES)],
+            message=f"{label} {index}",
+            timestamp=ts(at),
+        )
+        for index, at in enumerate(times)
+    ]
+
+
+def list_all(stub, page_token="", **fields):
+    found, token = [], page_token
+    while True:
+        page = stub.ListLogEntries(
+            pb.ListLogEntriesRequest(page_size=25, page_token=token, **fields)
+        )
+        found.extend(page.entries)
+        token = page.next_page_token
+        if not token:
+            return found
+
+
+def collect_tail(call, count, received):
+    for response in call:
+        received.extend(entry.message for entry in response.entries)
+        if len(received) >= count:
+            return
+
+
+@pytest.mark.parametrize("strategy", ["time", "service"])
+def test_added_shard_keeps_entries_once(base_config, strategy):
+    config = base_config.replace(
+        log_sharding=strategy,
+        log_time_bucket_seconds=60,
+        log_shards=2,
+        log_replicas=1,
+        log_node_port=0,
+        log_failover_seconds=1.0,
+        log_fsync=False,
+        log_max_future_seconds=1,
+    )
+    record_path = router_data_dir(config) / PLACEMENT_FILE_NAME
+    now = time.time_ns()
+    first = pb.WriteLogEntriesRequest(
+        entries=entries("old", [now - i * 20 * NANOS for i in range(36)]),
+        request_id=str(uuid.uuid4()),
+    )
+    with running(config) as cluster:
+        before = cluster.stub.TailLogEntries(pb.TailLogEntriesRequest(), timeout=30)
+        resume_token = next(before).resume_token
+        before.cancel()
+        written = cluster.stub.WriteLogEntries(first)
+        first_page = cluster.stub.ListLogEntries(
+            pb.ListLogEntriesRequest(page_size=5, end_time=ts(now + 24 * HOUR))
+        )
+
+    grown = config.replace(log_shards=3)
+    with running(grown) as cluster:
+        resent = cluster.stub.WriteLogEntries(first)
+        late = cluster.stub.WriteLogEntries(
+            pb.WriteLogEntriesRequest(
+                entries=entries("late", [now - i * 20 * NANOS - 7 for i in range(36)])
+            )
+        )
+        status = cluster.stub.GetClusterStatus(pb.GetClusterStatusRequest())
+    record = json.loads(record_path.read_text())
+    start = record["placements"][1]["effective_from_ns"]
+
+    # A wider future limit lets entries reach the new placement now.
+    wider = grown.replace(log_max_future_seconds=3600)
+    end = start + 40 * MINUTE
+    with running(wider) as cluster:
+        tail = cluster.stub.TailLogEntries(pb.TailLogEntriesRequest(), timeout=30)
+        next(tail)
+        tailed = []
+        tail_reader = threading.Thread(target=collect_tail, args=(tail, 72, tailed))
+        tail_reader.start()
+        # Across the change, in one request and in one stream.
+        across = cluster.stub.WriteLogEntries(
+            pb.WriteLogEntriesRequest(
+                entries=entries(
+                    "new", [start + (i - 6) * 20 * NANOS for i in range(36)]
+                )
+            )
+        )
+        streamed = cluster.stub.WriteLogEntries(
+            pb.WriteLogEntriesRequest(
+                streams=[
+                    pb.LogStream(
+                        service=SERVICES[0],
+                        messages=[f"stream {i}" for i in range(36)],
+                        timestamps_unix_nano=[
+                            start + (i - 12) * 50 * NANOS for i in range(36)
+                        ],
+                    )
+                ]
+            )
+        )
+        tail_reader.join(20)
+        tail.cancel()
+        listed = list_all(cluster.stub, end_time=ts(end))
+        by_service = {
+            service: list_all(cluster.stub, services=[service], end_time=ts(end))
+            for service in SERVICES
+        }
+        ranged = list_all(
+            cluster.stub, start_time=ts(start - 5 * MINUTE), end_time=ts(end)
+        )
+        stats = cluster.stub.GetLogStats(
+            pb.GetLogStatsRequest(start_time=ts(now - HOUR), end_time=ts(end))
+        )
+        resumed = cluster.stub.TailLogEntries(
+            pb.TailLogEntriesRequest(resume_token=resume_token), timeout=30
+        )
+        replayed = []
+        collect_tail(resumed, 144, replayed)
+        resumed.cancel()
+        rest = list_all(
+            cluster.stub,
+            end_time=ts(now + 24 * HOUR),
+            page_token=first_page.next_page_token,
+        )
+        on_shard = {
+            shard: cluster.node_messages(shard)
+            for shard in ("shard-0", "shard-1", "shard-2")
+        }
+    kept = json.loads(record_path.read_text())
+
+    with pytest.raises(ValueError) as removed:
+        build_router(config, "127.0.0.1:0")
+
+    assert written.accepted_count == 36
+    assert resent.duplicate_count == 36
+    assert late.accepted_count == 36
+    assert [shard.shard for shard in status.shards] == [
+        "shard-0",
+        "shard-1",
+        "shard-2",
+    ]
+    assert len(record["placements"]) == 2
+    assert kept["placements"] == record["placements"]
+    assert kept["largest_log_max_future_seconds"] == 3600
+    assert start > now + CLOCK_MARGIN_SECONDS * NANOS
+    assert across.accepted_count == 36
+    assert streamed.accepted_count == 36
+    expected = collections.Counter(
+        f"{label} {i}" for label in ("old", "late", "new", "stream") for i in range(36)
+    )
+    assert collections.Counter(e.message for e in listed) == expected
+    assert stats.total_count == 144
+    for service in SERVICES:
+        messages = [e.message for e in by_service[service]]
+        assert len(messages) == len(set(messages)), service
+        assert all(e.service == service for e in by_service[service]), service
+    assert sum(len(found) for found in by_service.values()) == 144
+    assert collections.Counter(e.message for e in ranged) == collections.Counter(
+        e.message for e in listed if e.timestamp.ToNanoseconds() >= start - 5 * MINUTE
+    )
+    assert collections.Counter(tailed) == collections.Counter(
+        f"{label} {i}" for label in ("new", "stream") for i in range(36)
+    )
+    # The page token's snapshot holds only what was stored at the first page.
+    paged = [e.message for e in first_page.entries] + [e.message for e in rest]
+    assert collections.Counter(paged) == collections.Counter(
+        f"old {i}" for i in range(36)
+    )
+    # A tail resumed from before the change reads the added shard from its
+    # first entry.
+    assert collections.Counter(replayed) == expected
+    stored = collections.Counter(m for found in on_shard.values() for m in found)
+    assert stored == expected
+    # The new shard stores only entries from the new placement's start on.
+    assert on_shard["shard-2"]
+    new_times = {e.message: e.timestamp.ToNanoseconds() for e in listed}
+    assert all(new_times[m] >= start for m in on_shard["shard-2"])
+    message = str(removed.value)
+    assert "placed on shard-2 as well" in message
+    assert "can be added but not removed" in message
