@@ -172,9 +172,9 @@ class PlacementHistory:
         is in effect, increasing. The first placement places every entry
         before `starts[0]`, whatever its timestamp.
       max_future_ns: the largest `log_max_future_seconds` of the router's
-        starts since the record has it, in nanoseconds. Stored entries are
-        at most that far ahead of the router's clock at their write, even
-        after the setting was lowered.
+        starts, in nanoseconds, or 0 in a record of an earlier version.
+        Stored entries are at most that far ahead of the router's clock at
+        their write, even after the setting was lowered.
     """
 
     placements: tuple[Placement, ...]
@@ -208,11 +208,12 @@ class PlacementHistory:
         )
 
     def to_json(self) -> dict[str, object]:
-        """Return the record; a single placement keeps the format of version 1.
+        """Return the record as JSON data.
 
-        A router of a version that reads only that format then rejects a
-        history of several placements as unreadable, rather than placing new
-        entries by the first placement alone.
+        A single placement keeps the format of version 1, which earlier
+        versions of the router read. They reject a history of several
+        placements as unreadable, rather than place new entries by the first
+        placement alone.
         """
         max_future_seconds = self.max_future_ns // NANOS_PER_SECOND
         if len(self.placements) == 1:
