@@ -4,7 +4,8 @@
 named after the sequence number of their first entry
 (`00000000000000000001.wal`). Each record is framed as a 4-byte length, a
 4-byte CRC32 of the payload and the serialized record, all little-endian.
-Records hold consecutive sequence numbers across segments.
+Sequence numbers run on without gaps from record to record and across
+segments.
 
 Durability uses group commit: `append()` writes a record, then waits until an
 `os.fsync` has covered it. The first waiter runs the fsync and every appender
@@ -17,14 +18,15 @@ that cannot be read. Two kinds of bad tail differ:
 
 - A torn final record: the file ends inside the last record, or its end is
   zeros. A crash interrupted that write, so the record was never durable and
-  never acknowledged; it is cut with a warning.
+  never acknowledged. It is cut with a warning.
 - Damage: a complete record that fails its checksum or does not continue the
   sequence, or any bad record that intact records follow. Entries that were
   acknowledged may be lost with it. The cut is logged as an error, and before
   the file is cut a `damage.json` file records where and what may be lost
-  (`LogDamage`), so the node still knows after a crash that its log is
-  shorter than it was. The node removes the file once another replica's log
-  has replaced the lost part (see `log_service.node`).
+  (`LogDamage`). The cut log reads as intact at later opens, so this file is
+  the node's only record, across restarts, that its log is shorter than it
+  was. The node removes the file once another replica's log has replaced
+  the lost part (see `log_service.node`).
 
 The last segment is never purged, so its name still gives the last sequence
 number when every record has been purged.
@@ -90,13 +92,13 @@ class LogDamage:
 
     Attributes:
       after: the last sequence kept in front of the damage.
-      seen_through: the highest sequence that intact records behind the
-        damage, or the names of later segments, show the log held; `after`
-        when nothing behind the damage could be read.
+      seen_through: the highest sequence that the log contained, as shown
+        by intact records behind the damage or by the names of later
+        segments. It is `after` when nothing behind the damage could be read.
       segment: name of the segment file with the damage.
       offset: byte offset of the damaged record in that file.
       problem: what was wrong with the record.
-      epoch: the node's epoch when the damage was found; 0 until the node
+      epoch: the node's epoch when the damage was found, or 0 until the node
         sets it (see `WriteAheadLog.update_damage`).
     """
 
@@ -294,8 +296,8 @@ def split_field(data: bytes, field_number: int) -> tuple[bytes, bytes]:
 class PendingRecord:
     """A record built from serialized columns, before it has a place in the log.
 
-    `record` holds only the entries until `complete` adds the rest, so the
-    columns a writer sent are parsed once and never serialized again.
+    `record` contains only the entries until `complete` adds the rest, so
+    the columns a writer sent are parsed once and never serialized again.
     """
 
     record: LogRecord
@@ -317,7 +319,7 @@ class PendingRecord:
         receive_time: int,
         index_runs: Sequence[int] = (),
     ) -> tuple[LogRecord, bytes]:
-        """Set the record's header; return the record and its serialized form.
+        """Set the record's header and return the record with its serialized form.
 
         `index_runs` are the record's `index_runs` (see `log_service.index_runs`).
         """
@@ -427,13 +429,13 @@ class EpochHistory:
             self._save()
 
     def replace(self, entries: list[EpochStart]) -> None:
-        """Replace the whole history, as a follower that installs a snapshot."""
+        """Replace the whole history, as a follower does when it installs a snapshot."""
         if entries != self._entries:
             self._entries = list(entries)
             self._save()
 
     def epoch_at(self, sequence: int) -> int:
-        """Return the epoch of the entry with this sequence number; 0 if unknown."""
+        """Return the epoch of the entry with this sequence number, or 0 if unknown."""
         epoch = 0
         for entry in self._entries:
             if entry.first_sequence > sequence:
@@ -708,7 +710,7 @@ class WriteAheadLog:
                 f"entries {after + 1}..{seen} that it held are lost from this "
                 "node's log"
                 if seen > after
-                else "no intact record behind the damage tells how many "
+                else "no intact record behind the damage shows how many "
                 "entries followed"
             )
             _LOGGER.error(
@@ -751,7 +753,10 @@ class WriteAheadLog:
             return changed
 
     def clear_damage(self) -> None:
-        """Forget the damage: another replica's log replaced the lost part."""
+        """Delete the damage record.
+
+        The node calls it once another replica's log has replaced the lost part.
+        """
         with self._lock:
             self.damage = None
             self._damage_path.unlink(missing_ok=True)
@@ -814,7 +819,7 @@ class WriteAheadLog:
 
     @property
     def first_sequence(self) -> int:
-        """Return the first sequence number still held; last + 1 when none is."""
+        """Return the first retained sequence number, or last + 1 when none is."""
         with self._lock:
             return self._records[0].first if self._records else self._last + 1
 
@@ -861,16 +866,16 @@ class WriteAheadLog:
     def read_from(
         self, sequence: int, max_bytes: int, *, through: int | None = None
     ) -> list[LogRecord]:
-        """Return the records from the one holding `sequence`, in order.
+        """Return the records from the one that contains `sequence`, in order.
 
         At least one record is returned when the log contains `sequence`. More
         follow while their serialized size stays within `max_bytes`.
 
         Args:
-          sequence: the first sequence number wanted.
+          sequence: the first sequence number requested.
           max_bytes: bound on the total serialized size.
-          through: last sequence number wanted; records that begin after it
-            are left out.
+          through: the last sequence number requested. Records that begin
+            after it are left out.
 
         Raises:
           RecordsPurged: `sequence` lies before the first retained record.
@@ -919,10 +924,10 @@ class WriteAheadLog:
     # Writing.
 
     def write(self, record: LogRecord, payload: bytes | None = None) -> int:
-        """Write a record without waiting for the disk; return its last sequence.
+        """Write a record without waiting for the disk and return its last sequence.
 
         `payload` is the record's serialized form when the caller has it
-        (see `encode_record`); it must match the record.
+        (see `encode_record`). It must match the record.
 
         Raises:
           ValueError: the record is empty or does not begin right after the
@@ -1017,7 +1022,7 @@ class WriteAheadLog:
                 self._sync_condition.notify_all()
 
     def append(self, record: LogRecord, payload: bytes | None = None) -> int:
-        """Write a record and wait until it is durable; return its last sequence."""
+        """Write a record, wait until it is durable and return its last sequence."""
         last = self.write(record, payload)
         self.sync(last)
         return last
@@ -1159,8 +1164,8 @@ class WriteAheadLog:
         """Drop every record and continue the log after `sequence`.
 
         A follower calls it when it installs a snapshot that ends at
-        `sequence`: its store holds the entries, and the next record it
-        writes begins at `sequence + 1`. `epochs` becomes the epoch history.
+        `sequence`. Its store then contains the entries, and the next record
+        it writes begins at `sequence + 1`. `epochs` becomes the epoch history.
         Running it again after a crash gives the same result.
         """
         with self._lock:
