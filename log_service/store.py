@@ -21,9 +21,9 @@ above the recorded sequence are deleted, because a crash may have left them
 from a call that did not finish. The node replays its write-ahead log after
 `last_sequence()`, so those rows come back exactly once. Second, a partition
 file exists for the store only once `store.json` lists it. Rewriting
-`store.json` is the one atomic step of a merge: before it, the merged file
-is not listed and is deleted at open; after it, its sources are not listed
-and are deleted at open. No entry is lost or counted twice either way.
+`store.json` is the one atomic step of a merge. Before it, the merged file
+is not listed and is deleted at open. After it, the merge's sources are not
+listed and are deleted at open. No entry is lost or counted twice either way.
 
 Readers never see part of an `apply()` call: every query is capped at the
 sequence that was complete when it started (`_visible`), which `apply()`
@@ -59,7 +59,7 @@ from splitlog_runtime.errors import FieldViolation, InvalidArgument, Unavailable
 _LOGGER = logging.getLogger(__name__)
 
 STATE_FILE = "store.json"
-# Format 1 held no file list: every partition file in the directory was live
+# Format 1 had no file list: every partition file in the directory was live
 # and all had the width `partition_seconds`. Format 2 lists the files.
 STATE_FORMAT = 2
 _NS_PER_SECOND = 1_000_000_000
@@ -96,16 +96,16 @@ CHECKPOINT_THRESHOLD = "64MiB"
 REWRITE_FREE_FRACTION = 0.5
 REWRITE_MIN_FREE_BYTES = 1 << 20
 # An old UTC day that has no partition yet goes into the file of its month
-# while that file contains fewer rows than this, so a log file of scattered
-# dates creates about one file per month instead of one per day (creating a
-# file costs a few milliseconds of CPU). A month that reached it sends its
-# further days to day files, which bounds what retention rewrites or keeps
-# of a month file.
+# while that file contains fewer rows than this. So a log file of scattered
+# dates creates about one file per month instead of one per day, and
+# creating a file costs a few milliseconds of CPU. A month that reached it
+# sends its further days to day files, which bounds what retention rewrites
+# or keeps of a month file.
 MONTH_FILE_MAX_ROWS = 100_000
-# Rows that retention copies at most in one rewrite. The copy holds the
-# store's write lock, so new entries wait for it; DuckDB copies a few
-# hundred thousand rows a second, so this bounds the wait to a few seconds.
-# A larger partition keeps its size until retention drops it whole.
+# Maximum number of rows that retention copies in one rewrite. The copy runs
+# under the store's write lock, so new entries wait for it. DuckDB copies a
+# few hundred thousand rows a second, so this bounds the wait to a few
+# seconds. A larger partition keeps its size until retention drops it whole.
 REWRITE_MAX_ROWS = 1_000_000
 
 
@@ -150,7 +150,7 @@ class _Partition:
     def key(self) -> tuple[int, int]:
         return self.start, self.seconds
 
-    def may_hold(self, flt: node_service_pb2.EntryFilter) -> bool:
+    def may_match(self, flt: node_service_pb2.EntryFilter) -> bool:
         """Return whether rows of this partition may match the filter."""
         if flt.services and self.services.isdisjoint(flt.services):
             return False
@@ -230,8 +230,8 @@ class LogStore:
     Args:
       directory: where the partition files live; created when missing.
       partition_seconds: width of the partitions that new entries go to. A
-        directory may hold partitions of an earlier width too: each file's
-        width is recorded, and queries read partitions that overlap.
+        directory may contain partitions of an earlier width too. Each
+        file's width is recorded, and queries read partitions that overlap.
       compact_after_seconds: None keeps every entry in partitions of
         `partition_seconds`. Otherwise a UTC day that ended at least this
         long ago is old: its entries go straight into its day file, or into
@@ -240,9 +240,9 @@ class LogStore:
         divide a day.
       month_file_rows: entries of an old day that has no partition of a day
         or less go to the file of its UTC month while that file contains fewer
-        rows than this; 0 gives every old day a day file.
-      clock: returns the current time in nanoseconds since the epoch; it
-        decides which days are old.
+        rows than this. With 0, every old day gets a day file.
+      clock: function that returns the current time in nanoseconds since the
+        Unix epoch. It decides which days are old.
 
     Raises:
       ValueError: `partition_seconds` is not positive, does not divide a day
@@ -299,17 +299,18 @@ class LogStore:
         self._closed = False
         self._needs_repair = False
         self._partitions: dict[tuple[int, int], _Partition] = {}
-        # Keys of the partitions a running merge reads; retention leaves them
+        # Keys of the partitions a running merge reads. Retention leaves them
         # alone until the merge ends.
         self._merging: frozenset[tuple[int, int]] = frozenset()
         # Retention passes that skipped those partitions; the merge applies
         # them when it ends.
         self._deferred_retention: list[_RetentionPass] = []
         self._merge_files: frozenset[str] = frozenset()
-        # Merged files left on disk after their swap failed; no new partition
+        # Merged files left on disk after their swap failed. No new partition
         # may take their names.
         self._kept_files: frozenset[str] = frozenset()
-        # Snapshot copies under way (`copy_chunks`); a merge waits for none.
+        # Number of snapshot copies under way (`copy_chunks`). While it is
+        # above 0, no merge starts or takes effect.
         self._copies = 0
         self._stop = threading.Event()
         self._compactor: threading.Thread | None = None
@@ -360,12 +361,13 @@ class LogStore:
     def _live_files(
         self, listed: list[tuple[str, int, int]] | None
     ) -> list[tuple[int, int, Path]]:
-        """Return (start, width, path) of the live partition files.
+        """Delete leftover files and return (start, width, path) of the live ones.
 
-        With a file list, partition files that it does not name are left
-        from a merge or an insert that did not finish: they are deleted.
-        Without one (a directory of format 1, or a lost state file), every
-        partition file is live.
+        With a file list, the partition files that it does not name are
+        deleted, because a merge or an insert that did not finish left them.
+        So are DuckDB WALs and trigram sidecars of unlisted files, and
+        temporary sidecars. Without a list (a directory of format 1, or a
+        lost state file), every partition file is live and nothing is deleted.
         """
         found: dict[str, tuple[int, int]] = {}
         for path in sorted(self._directory.glob("*.duckdb")):
@@ -534,7 +536,7 @@ class LogStore:
         Rows at or after `below` go to partitions of `partition_seconds`.
         Rows of an older UTC day go to that day's file when the day already
         has a partition of a day or less, or when its month's file contains
-        `month_file_rows` rows or more; otherwise to its month's file.
+        `month_file_rows` rows or more. Otherwise they go to its month's file.
         """
         ts = table.column("ts")
         seq = table.column("seq")
@@ -723,7 +725,7 @@ class LogStore:
     def _expire(
         self, partition: _Partition, retention: _RetentionPass
     ) -> tuple[int, int]:
-        """Apply one retention pass to one partition; the write lock is held.
+        """Apply one retention pass to one partition. The caller holds the write lock.
 
         Returns the entries deleted and the partitions dropped (0 or 1).
         """
@@ -755,7 +757,7 @@ class LogStore:
         return deleted, 0
 
     def _reclaim(self, partition: _Partition) -> None:
-        """Give the disk space of deleted rows back; the write lock is held.
+        """Give the disk space of deleted rows back. The caller holds the write lock.
 
         A checkpoint empties the partition's DuckDB WAL. When much of the
         file is then free, a copy of its rows replaces it (see
@@ -807,15 +809,17 @@ class LogStore:
             )
 
     def _rewrite(self, partition: _Partition) -> None:
-        """Replace a partition's file by a copy of its rows; the write lock is held.
+        """Replace a partition's file by a copy of its rows.
+
+        The caller holds the write lock.
 
         The copy is swapped in the way a merge swaps its result: the state
         file lists either the old file or the copy, and the next open deletes
         the one it does not list.
         """
-        # NOTE: applies wait for the copy, because it holds the write lock.
-        # A merge copies without it; retention bounds the wait instead, with
-        # REWRITE_MAX_ROWS.
+        # NOTE: applies wait for the copy, because it runs under the write
+        # lock. A merge copies without the lock, but retention bounds the
+        # wait with REWRITE_MAX_ROWS instead.
         path = self._new_path(partition.start, partition.seconds)
         target = self._attach(partition.start, partition.seconds, path)
         try:
@@ -845,9 +849,10 @@ class LogStore:
         )
 
     def _apply_deferred_retention(self, keys: frozenset[tuple[int, int]]) -> None:
-        """Apply the retention passes that a merge held back; the write lock is held.
+        """Apply the retention passes that a merge held back.
 
-        `keys` are the partitions the merge read, and its result's key.
+        The caller holds the write lock. `keys` are the partitions the merge
+        read, and its result's key.
         """
         passes, self._deferred_retention = self._deferred_retention, []
         if not passes or self._closed:
@@ -931,7 +936,7 @@ class LogStore:
         A day is old once it ended at least `compact_after_seconds` ago. The
         merged file contains the rows of the day's small partitions and of its
         previous day file, sorted by time, so a time range reads few row
-        groups. It replaces them in one step (see the module docstring);
+        groups. It replaces them in one step (see the module docstring), so
         readers see either the old files or the merged one.
 
         Returns:
@@ -1044,10 +1049,10 @@ class LogStore:
     def _swap_in(self, target: _Partition, sources: list[_Partition]) -> None:
         """Replace `sources` by `target` in the state file, in memory and on disk.
 
-        The write lock is held. When writing the state file fails, the new
-        list may have reached the disk, so the target's file joins
-        `_kept_files` and stays: the next open keeps whichever files the
-        state file lists and deletes the rest.
+        The caller holds the write lock. When writing the state file fails,
+        the new list may have reached the disk anyway. So the target's file
+        joins `_kept_files` and stays on disk, and the next open keeps
+        whichever files the state file lists and deletes the rest.
         """
         with self._readers.exclusive():
             partitions = dict(self._partitions)
@@ -1088,7 +1093,10 @@ class LogStore:
     # Reads ----------------------------------------------------------------
 
     def last_sequence(self) -> int:
-        """Return the highest sequence stored, 0 when the store is empty."""
+        """Return the highest sequence applied to the store, or 0 when none was.
+
+        Retention may have deleted the entry with that sequence since.
+        """
         return self._last
 
     def first_sequence(self) -> int:
@@ -1116,7 +1124,7 @@ class LogStore:
 
     @property
     def filters_rebuilt(self) -> int:
-        """Trigram filters built from their partition's rows since the store opened.
+        """Number of trigram filters built from partition rows since the store opened.
 
         A partition whose saved filter is missing or stale (its rows changed
         after the save, as after a crash) counts once.
@@ -1125,7 +1133,7 @@ class LogStore:
 
     @property
     def partition_scans(self) -> int:
-        """Partition reads by `query`, `count` and `since` since the store opened.
+        """Number of partition reads by `query`, `count` and `since` since opening.
 
         Each partition that a statement reads counts once, so a test can see
         which partitions a filter skipped.
@@ -1176,11 +1184,11 @@ class LogStore:
             # Partitions may overlap in time (a day file next to the hours
             # that a merge has not reached yet). They are read from the one
             # whose rows come first, and reading stops once the next one
-            # cannot hold a row that belongs in the page.
+            # cannot contain a row that belongs in the page.
             candidates = [
                 p
                 for p in partitions
-                if p.may_hold(flt)
+                if p.may_match(flt)
                 and (after is None or _reachable(p, after, descending))
             ]
             if descending:
@@ -1230,7 +1238,7 @@ class LogStore:
         """Return whether a retention pass may have deleted the entry at `sequence`.
 
         False means that no pass since the store opened deleted entries at
-        or above it, so no read is needed to know that it is still stored.
+        or above it, so the entry is still stored and no read is needed.
         """
         return sequence <= self._retention_bound
 
@@ -1312,7 +1320,7 @@ class LogStore:
             selects = []
             select_params: list[object] = []
             for partition in partitions:
-                if not partition.may_hold(flt):
+                if not partition.may_match(flt):
                     continue
                 if histogram_step:
                     bucket = _bucket_sql(partition, histogram_start)
@@ -1372,7 +1380,7 @@ class LogStore:
             for partition in partitions:
                 if partition.max_seq <= after_sequence:
                     continue
-                if not partition.may_hold(flt):
+                if not partition.may_match(flt):
                     continue
                 self._count_scans(1)
                 sql = (
@@ -1430,7 +1438,7 @@ class LogStore:
                 for p in partitions
                 if p.max_seq > after_sequence
                 and p.min_seq <= through
-                and p.may_hold(flt)
+                and p.may_match(flt)
             ]
             if not candidates:
                 return node_service_pb2.EntryColumns(), [], through
@@ -1464,13 +1472,13 @@ class LogStore:
     ) -> Iterator[tuple[node_service_pb2.EntryColumns, list[int]]]:
         """Yield every stored entry up to sequence `through`, in chunks.
 
-        Partitions are read one after the other, each in sequence order, at
-        most `chunk_entries` entries and `chunk_bytes` bytes as `EntryColumns`
-        per chunk, by the estimate of `store_sql.ENTRY_BYTES_SQL`; a larger
-        entry makes a chunk of its own.
-        No lock is held between chunks, so writers and retention go on; rows
-        that retention deletes meanwhile may be missing from the copy. A
-        merge does not take effect until the copy ends.
+        Partitions are read one after the other, each in sequence order. A
+        chunk has at most `chunk_entries` entries and `chunk_bytes` bytes as
+        `EntryColumns`, by the estimate of `store_sql.ENTRY_BYTES_SQL`, and a
+        larger entry makes a chunk of its own. No lock is held between
+        chunks, so writers and retention go on, and rows that retention
+        deletes meanwhile may be missing from the copy. A merge does not
+        take effect until the copy ends.
         """
         _check_limit(chunk_entries)
         with self._write_lock:
@@ -1603,7 +1611,7 @@ class LogStore:
                 raise
             # Creating the file failed part way (a full disk, a crash), so it
             # contains no committed rows. Start it again. The records it should
-            # hold are still in the write-ahead log and are applied again.
+            # contain are still in the write-ahead log and are applied again.
             _LOGGER.warning(
                 "log store: %s was never finished (%s); creating it again",
                 path,
@@ -1627,7 +1635,7 @@ class LogStore:
         partition = _Partition(start=start, seconds=seconds, path=path, alias=alias)
         if created:
             sidecar = keyword_index.sidecar_path(partition.path)
-            partition.trigrams_saved = sidecar.exists()  # a stale one
+            partition.trigrams_saved = sidecar.exists()  # stale if it exists
             return partition
         self._refresh(partition)
         self._load_trigrams(partition)
@@ -1649,7 +1657,7 @@ class LogStore:
             partition.trigrams = loaded
             partition.trigrams_saved = True
             return
-        partition.trigrams_saved = sidecar.exists()  # a stale one
+        partition.trigrams_saved = sidecar.exists()  # stale if it exists
         if not partition.rows:
             partition.trigrams = TrigramFilter()
             return
@@ -1864,8 +1872,8 @@ def month_key(day: int) -> tuple[int, int]:
 class _Placement:
     """The partitions that the rows of one insert go to.
 
-    `keys` are sorted; `groups` holds each row's index into them, or is
-    None when every row goes to the one key. `bounds[i]` is [lowest ts,
+    `keys` are sorted. `groups` contains each row's index into `keys`, or is
+    None when every row goes to the single key. `bounds[i]` is [lowest ts,
     highest ts, highest seq, lowest seq] of the rows of `keys[i]`, and
     `services[i]` their services.
     """
