@@ -5,8 +5,8 @@ the shard's leader responds to the coordinator's polls, and NOT_SERVING while
 the shard has no leader or its leader does not respond. Writes to such a shard
 fail with UNAVAILABLE. An entry changes at the end of the poll round that
 detects the change. A round starts every 0.25 s and waits up to 0.5 s for
-each node. They match the shards that GetClusterStatus reports as
-HEALTH_UNAVAILABLE.
+each node. The NOT_SERVING entries are the shards that GetClusterStatus
+reports as HEALTH_UNAVAILABLE.
 
 The whole-server status `""` and the LogsService entry stay SERVING while a
 shard is down. The router still writes to the other shards and serves

@@ -72,7 +72,7 @@ class FailureLog:
       calls: the calls, in plural, for the recovery line, such as
         "membership checks with user_service".
       interval: minimum seconds between two warnings of one run of failures.
-      clock: monotonic seconds; tests may pass their own.
+      clock: function that returns monotonic seconds. Tests may pass their own.
     """
 
     def __init__(
@@ -122,7 +122,7 @@ class FailureLog:
             self._logger.log(level, message, *args)
 
     def succeeded(self) -> None:
-        """Record a success; the first one after failures writes an INFO line."""
+        """Record a success. The first one after failures writes an INFO line."""
         if not self._failing:  # Read without the lock: the common case is cheap.
             return
         now = self._clock()
@@ -152,7 +152,7 @@ class FailureLogs:
       calls: the recovery line's name of the calls of a key, such as
         `lambda backend: f"calls to {backend}"`.
       interval: minimum seconds between two warnings of one key.
-      clock: monotonic seconds; tests may pass their own.
+      clock: function that returns monotonic seconds. Tests may pass their own.
     """
 
     def __init__(
