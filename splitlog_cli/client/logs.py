@@ -104,7 +104,7 @@ _REQUEST_ID_BYTES = 38
 # and those of its two number columns, each at most 5 bytes.
 _STREAM_BYTES = 15
 _NANOS_PER_SECOND = 1_000_000_000
-# Longest `logs tail --duration`, 3650 days (about 10 years). The duration
+# Maximum `logs tail --duration`, 3650 days (about 10 years). The duration
 # becomes the call's gRPC timeout. With grpcio 1.85, a timeout of 100000
 # days ends the call at once with DEADLINE_EXCEEDED, which the command would
 # take for the end of the duration, while 30000 days works.
@@ -144,33 +144,33 @@ def add_parsers(
         "the batch's entries, without the times invented for lines that have "
         "none. So running the same command again, after a failure or by "
         "mistake, stores each batch once, and the summary counts the entries "
-        "that an earlier run stored as already stored. A file that grew "
-        "between runs would get its last, partly filled batch stored again "
-        "in a fuller batch, so the command records in a positions file the "
-        "last line that the server acknowledged of each file, and a rerun "
-        "sends only the lines after it (a note on stderr tells which lines it "
-        "skipped). It also records the batches with entries rejected as older "
-        "than the service's retention or too far in the future, and a rerun "
-        "sends those batches again, so that it stores those entries after "
-        "`splitlog logs retention set`. A rotated or replaced file is shipped "
-        "from line 1. "
+        "that an earlier run stored as already stored. Request ids alone "
+        "cannot cover a file that grew between runs, because its last, partly "
+        "filled batch would be stored again in a fuller batch. So the command "
+        "records in a positions file the last line of each file that the "
+        "server acknowledged, and a rerun sends only the lines after it, with "
+        "a note on stderr that names the skipped lines. It also records the "
+        "batches with entries rejected as older than the service's retention "
+        "or too far in the future. A rerun sends those batches again, so that "
+        "it stores those entries after `splitlog logs retention set`. A "
+        "rotated or replaced file is shipped from line 1. "
         "--fresh-ids stores the files again. "
         "A FILE of - reads standard input, such as `tail -F app.log | "
         "splitlog logs ship - --service web`. A partly filled batch of "
         "standard input is sent at most --flush-seconds after its first line "
         "was read, and a line without a time before the first line with one "
         "gets the time it was read. "
-        "Its batches get random request ids, so a second run stores its "
-        "lines again, unless --source-name names the input: ids then derive "
-        "from that name as they do from a file's path. Exit "
+        "Batches of standard input get random request ids, so a second run "
+        "stores its lines again. With --source-name, ids derive from that "
+        "name as they do from a file's path. Exit "
         f"status: 0 when every entry was stored, {EXIT_ENTRIES_REJECTED} when "
         "the server rejected some entries (the output counts them by reason), "
         "1 when a call failed or the gateway cannot be reached (stderr then "
         "shows how far the command got), 2 for an invalid command-line value, "
-        f"{EXIT_INTERRUPTED} after Ctrl-C (the full batches read before it are "
-        "sent first, from standard input every line read, and stderr shows how "
-        "far the command got), 141 when the reader "
-        "of the output closed it early."
+        f"{EXIT_INTERRUPTED} after Ctrl-C (the command first sends the full "
+        "batches read before it, or every line read from standard input, and "
+        "stderr shows how far it got), 141 when the reader of the output "
+        "closed it early."
     )
     ship.add_argument(
         "files",
@@ -185,8 +185,8 @@ def add_parsers(
         "--batch-size",
         type=int,
         default=DEFAULT_BATCH_SIZE,
-        help=f"entries per WriteLogEntries call (default {DEFAULT_BATCH_SIZE}); "
-        "at most the server's log_max_batch_entries",
+        help="maximum number of entries per WriteLogEntries call (default "
+        f"{DEFAULT_BATCH_SIZE}), at most the server's log_max_batch_entries",
     )
     ship.add_argument(
         "--batch-bytes",
@@ -205,10 +205,10 @@ def add_parsers(
     ship.add_argument(
         "--year",
         type=int,
-        help="year of timestamps that leave it out, such as syslog's (default: "
-        "the current year in the --zone time zone, except that a date more "
-        "than a day in the future is read in the year before, such as a "
-        "December line read in January)",
+        help="year of timestamps written without one, such as syslog's. "
+        "Default: the current year in the --zone time zone, or the year before "
+        "for a date more than a day in the future, such as a December line "
+        "read in January",
     )
     ship.add_argument(
         "--fresh-ids",
@@ -234,15 +234,15 @@ def add_parsers(
     ship.add_argument(
         "--source-name",
         help="with -, a name for standard input, such as the file that feeds "
-        "it: request ids derive from it as from a file's path, and every "
+        "it. Request ids derive from it as from a file's path, and every "
         "entry gets it as the log.file.name attribute (default: none, so "
         "each batch gets a random request id)",
     )
     ship.add_argument(
         "--flush-seconds",
         default=f"{ship_input.DEFAULT_FLUSH_SECONDS:g}",
-        help="with -, the longest time in seconds from reading the first line "
-        "of a partly filled batch to sending it; above 0 and at most a day "
+        help="with -, the maximum time in seconds from reading the first line "
+        "of a partly filled batch to sending it, above 0 and at most a day "
         f"(default {ship_input.DEFAULT_FLUSH_SECONDS:g})",
     )
 
@@ -251,7 +251,7 @@ def add_parsers(
     )
     query.description = (
         "List the entries that match, newest first unless --oldest-first, at "
-        "most --limit of them. When more match, a note on stderr tells how to "
+        "most --limit of them. When more match, a note on stderr shows how to "
         "see the next ones."
     )
     _add_filters(query)
@@ -260,7 +260,7 @@ def add_parsers(
         "--limit",
         type=int,
         default=DEFAULT_LIMIT,
-        help=f"maximum entries to print (default {DEFAULT_LIMIT})",
+        help=f"maximum number of entries to print (default {DEFAULT_LIMIT})",
     )
     query.add_argument(
         "--oldest-first",
@@ -441,7 +441,7 @@ _MAX_FLUSH_SECONDS = 86_400
 
 
 def _check_ship_options(args: argparse.Namespace) -> float:
-    """Reject invalid option values; return --flush-seconds as a number."""
+    """Reject invalid option values and return --flush-seconds as a number."""
     if args.batch_size < 1:
         raise invalid("--batch-size", str(args.batch_size), "expected 1 or more")
     if args.batch_bytes < 1:
@@ -546,7 +546,7 @@ class _ShipPosition:
     source_name: str | None = None
 
     def rerun_advice(self) -> str:
-        """Say how to ship what a failed run did not store."""
+        """Describe how to ship what a failed run did not store."""
         if self.path == ship_input.STDIN_LABEL:
             return ship_input.rerun_advice(self.line, self.source_name)
         return (
@@ -558,7 +558,7 @@ class _ShipPosition:
 def _read_and_stored(
     position: _ShipPosition, summary: logs_pb2.StreamLogEntriesResponse
 ) -> str:
-    """Say how many lines `logs ship` read and what became of their entries."""
+    """Describe how many lines `logs ship` read and what became of their entries."""
     newly_stored = summary.accepted_count - summary.duplicate_count
     counts = [f"{summary.rejected_count} rejected"]
     if summary.duplicate_count:
@@ -573,7 +573,7 @@ def _read_and_stored(
 def _stopped_message(
     summary: logs_pb2.StreamLogEntriesResponse, position: _ShipPosition
 ) -> str:
-    """Say what a failed `logs ship` stored, where it stopped and what to do."""
+    """Describe what a failed `logs ship` stored, where it stopped and what to do."""
     return (
         f"splitlog logs ship stopped at line {position.line} of {position.path}, "
         f"the first line not stored. {_read_and_stored(position, summary)}. "
@@ -582,7 +582,7 @@ def _stopped_message(
 
 
 def _interrupted_message(shipper: _Shipper) -> str:
-    """Say how far `logs ship` got before Ctrl-C and how to ship the rest."""
+    """Describe how far `logs ship` got before Ctrl-C and how to ship the rest."""
     position = shipper.position
     summary = shipper.summary
     # A batch whose response arrived just before Ctrl-C is sent again and
@@ -656,8 +656,7 @@ def _batch_over_limit_message(shipper: _Shipper, error: _BatchOverLimit) -> str:
 def _recorded_batch_over_limit_message(
     shipper: _Shipper, error: _BatchOverLimit
 ) -> str:
-    """Say that a batch recorded to be sent again is over the server's limit,
-    and how to get past it."""
+    """Describe a batch to send again that is over the server's limit, with the fix."""
     limit = (
         "the server's log_max_batch_entries"
         if error.limit is None
@@ -676,8 +675,11 @@ def _recorded_batch_over_limit_message(
 
 
 def _too_large_message(shipper: _Shipper, error: _LineTooLarge) -> str:
-    """Say where `logs ship` stopped on a line that no batch can carry, and
-    how to ship the rest of the file or of standard input."""
+    """Describe where `logs ship` stopped on a line too large to send.
+
+    The message also says how to ship the rest of the file or of standard
+    input.
+    """
     position = shipper.position
     line = position.line
     reads_stdin = position.argument == ship_input.STDIN_ARGUMENT
@@ -721,7 +723,7 @@ def _too_large_message(shipper: _Shipper, error: _LineTooLarge) -> str:
 
 
 def _file_too_large_advice(line: int, client_side: bool) -> str:
-    """Say how to ship the rest of a file after its line `line` was too large."""
+    """Describe how to ship the rest of a file after its line `line` was too large."""
     if client_side:
         fixes = (
             f"remove line {line}, or split it into lines shorter than that "
@@ -919,8 +921,8 @@ class _ChangedWhileShipping(Exception):
 def _changed_while_shipping_message(
     shipper: _Shipper, changed: _ChangedWhileShipping
 ) -> str:
-    """Say that a file changed under `logs ship`, what it did not ship, and
-    how to ship the rest."""
+    """Describe a file that changed under `logs ship`, what it did not ship,
+    and how to ship the rest."""
     path = shipper.position.path
     line = changed.first_unsent
     return (
@@ -967,10 +969,10 @@ class _FileTracker:
         # Whether the record may move back to an earlier line of the file.
         self.started_over = False
         # Whether batches with entries that a rerun may store are recorded
-        # to be sent again. Batches of --fresh-ids have random request ids,
-        # so sent again with other ids their stored entries would be stored
-        # twice.
-        self.may_hold = skip
+        # to be sent again. Not with --fresh-ids: its batches have random
+        # request ids, so a resend under other ids would store their
+        # accepted entries twice.
+        self.records_retries = skip
         # The number and bytes of the line read without a line ending, which
         # is the last line read, or None.
         self.unterminated: tuple[int, bytes] | None = None
@@ -1075,7 +1077,7 @@ class _FileTracker:
                 if not self._is_recorded_line(entry.message, reader):
                     raise _FileChanged
                 found = True
-                self._say_skipped(last, sends_again)
+                self._print_skipped(last, sends_again)
             elif line > last and not found:
                 raise _FileChanged
             if line > last or retry_lines.contains(line):
@@ -1141,7 +1143,7 @@ class _FileTracker:
             return
         raise _FileChanged
 
-    def _say_skipped(self, last: int, sends_again: bool) -> None:
+    def _print_skipped(self, last: int, sends_again: bool) -> None:
         again = ""
         if sends_again:
             again = (
@@ -1220,10 +1222,10 @@ class _FileTracker:
         for a reason that a rerun may change. The batch is then recorded to
         be sent again.
         """
-        retry_later = retry_later and self.may_hold
+        retry_later = retry_later and self.records_retries
         lines = [batch.lines[0], batch.lines[-1]]
         if self.skip and lines[0] <= self.record.line:
-            self._answered_again(lines, retry_later)
+            self._record_resent_batch(lines, retry_later)
             if lines[1] <= self.record.line:
                 self._save()
                 return
@@ -1250,7 +1252,7 @@ class _FileTracker:
         self.record.cuts = [c for c in self.record.cuts if c > self.record.line]
         self._save()
 
-    def _answered_again(self, lines: list[int], retry_later: bool) -> None:
+    def _record_resent_batch(self, lines: list[int], retry_later: bool) -> None:
         """Record the response to a batch sent again, from line `lines[0]`
         to line `lines[1]`.
 
@@ -1667,7 +1669,7 @@ class _LineTooLarge(ServerError):
     """One entry alone is over the server's max_message_bytes, or over the
     client's send limit when `client_side` is True.
 
-    `split` tells that the entry's batch was sent in halves first.
+    `split` is True when the entry's batch was sent in halves first.
     `unsent_lines` is the first and last line number of the lines read
     before it that were left unsent, or None.
     """
@@ -1781,7 +1783,7 @@ def _write_with_retries(
             if not retryable or time.monotonic() >= give_up_at:
                 raise client.error(exc) from None
             if not warned:
-                # Say once why the shipping pauses, so that a long wait on a
+                # Print once why the shipping pauses, so that a long wait on a
                 # stopped gateway does not look like a hang. The advice on
                 # starting a gateway waits for the error raised on giving up.
                 error = client.error(exc)
@@ -1799,7 +1801,7 @@ def _write_with_retries(
             backoff = min(backoff * 2, 2.0)
             time.sleep(min(delay, max(0.0, give_up_at - time.monotonic())))
             continue
-        client.answered = True
+        client.responded = True
         return response, attempts
 
 
@@ -1974,9 +1976,9 @@ def query_entries(
 def _print_more_entries(
     shown: int, token: str, request: logs_pb2.ListLogEntriesRequest
 ) -> None:
-    """Tell on stderr that more entries may match, and how to see them."""
+    """Print on stderr that more entries may match, and how to see them."""
     # The page token is bound to the time range, so a relative --since or
-    # --end is repeated as the time it stood for in this run.
+    # --end is repeated as the absolute time that it gave in this run.
     options = []
     if request.HasField("start_time"):
         options.append(f"--since={format_time(request.start_time.ToNanoseconds())}")
@@ -2542,7 +2544,7 @@ class _LogsClient:
         self.stub = logs_grpc.LogsServiceStub(self.channel)
         # Whether a call of this command got a response, so that a later
         # UNAVAILABLE means that the server went away, not that none runs.
-        self.answered = False
+        self.responded = False
 
     def __enter__(self) -> _LogsClient:
         return self
@@ -2574,7 +2576,7 @@ class _LogsClient:
         try:
             for response in call:
                 received = True
-                self.answered = True
+                self.responded = True
                 yield response
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and duration_ns:
@@ -2587,7 +2589,7 @@ class _LogsClient:
                     "retry with a longer --duration",
                     exc.code(),
                 ) from None
-            if self.answered and (
+            if self.responded and (
                 exc.code() == grpc.StatusCode.UNAVAILABLE or self.server_went_away(exc)
             ):
                 raise _StreamInterrupted(self.error(exc), _retry_delay(exc)) from None
@@ -2604,7 +2606,7 @@ class _LogsClient:
                 error.code(),
             )
         unavailable = error.code() == grpc.StatusCode.UNAVAILABLE
-        if unavailable and not self.answered and not self._reachable():
+        if unavailable and not self.responded and not self._reachable():
             return Unreachable(self.address, self.tls is not None)
         if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
             return ServerError(
@@ -2622,7 +2624,7 @@ class _LogsClient:
         as "Stream removed" when the connection broke, and CANCELLED when
         the server shut down during the call.
         """
-        if not self.answered:
+        if not self.responded:
             return False
         from_transport = rpc_status.from_call(error) is None
         if error.code() == grpc.StatusCode.CANCELLED:
