@@ -464,14 +464,15 @@ SETTINGS: list[Setting] = [
     Setting(
         "log_failover_seconds",
         1.5,
-        "Seconds a log leader may stay silent before a follower replaces it.",
+        "Seconds that a log leader may go without responding to the "
+        "coordinator's polls before a follower replaces it.",
         _parse_float,
     ),
     Setting(
         "log_max_batch_entries",
         10000,
-        "Most log entries in one batch or stream message; the gateway "
-        "also checks REST batches against its own value.",
+        "Maximum number of log entries in one batch or stream message. The "
+        "gateway also checks REST batches against its own value.",
         _parse_int,
     ),
     Setting(
@@ -495,7 +496,8 @@ SETTINGS: list[Setting] = [
     Setting(
         "log_max_message_bytes",
         256 * 1024,
-        "Longest log message in UTF-8 bytes; longer ones are cut and flagged.",
+        "Maximum length of a log message in UTF-8 bytes. Longer messages are "
+        "cut and flagged `truncated`.",
         _parse_int,
     ),
     Setting(
@@ -509,30 +511,30 @@ SETTINGS: list[Setting] = [
         "log_compact_after_hours",
         24,
         "Hours after its end at which a UTC day's log partitions are merged "
-        "into one file per day; older entries go straight into it, or into a "
+        "into one file per day. Older entries go straight into it, or into a "
         "file per month while their day has no file.",
         _parse_hours,
     ),
     Setting(
         "log_wal_segment_bytes",
         64 * 1024 * 1024,
-        "Size at which a log node starts a new write-ahead log segment; the "
-        "log is purged a whole segment at a time.",
+        "Size in bytes at which a log node starts a new write-ahead log "
+        "segment. The log is purged a whole segment at a time.",
         _parse_int,
     ),
     Setting(
         "log_wal_keep_bytes",
         1024 * 1024 * 1024,
-        "Write-ahead log a log leader keeps for followers that lag behind; a "
-        "follower that needs older entries receives a snapshot. 0 keeps the "
-        "log until every follower has it.",
+        "Maximum bytes of write-ahead log that a log leader keeps for "
+        "followers that lag behind. A follower that needs older entries "
+        "receives a snapshot. 0 keeps the log until every follower has it.",
         _parse_int,
     ),
     Setting(
         "log_snapshot_bytes_per_second",
         0,
-        "Most bytes per second a log leader sends in one snapshot to a "
-        "lagging follower; 0 sends as fast as the network allows.",
+        "Maximum bytes per second that a log leader sends in one snapshot to "
+        "a lagging follower. 0 sends as fast as the network allows.",
         _parse_int,
     ),
     Setting(
@@ -544,7 +546,8 @@ SETTINGS: list[Setting] = [
     Setting(
         "log_max_future_seconds",
         600,
-        "How far ahead of the server clock a log entry's timestamp may be.",
+        "Maximum seconds that a log entry's timestamp may be ahead of the "
+        "server clock.",
         _parse_int,
     ),
     Setting(
