@@ -311,7 +311,7 @@ def test_full_queue_drops_oldest(peer, logger):
     handler = attach(logger, LogShipHandler(address, "svc", batch_size=1, queue_size=2))
 
     logger.info("burst 0")
-    # Wait until the sender holds "burst 0" in its blocked call.
+    # Wait until the sender has taken "burst 0" into its blocked call.
     deadline = time.monotonic() + WAIT
     while handler._queue.qsize() and time.monotonic() < deadline:
         time.sleep(0.01)

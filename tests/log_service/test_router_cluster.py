@@ -835,7 +835,7 @@ def test_rejected_batch_leaves_request_id_free(cluster):
 
 def test_concurrent_writes_and_resends_store_once(cluster):
     # Many writes at once make the router send several of them to a shard
-    # in one call; each keeps its own request id on the nodes.
+    # in one call. Each keeps its own request id on the nodes.
     request_ids = [str(uuid.uuid4()) for _ in range(24)]
     accepted = []
     lock = threading.Lock()

@@ -158,8 +158,8 @@ def test_skipping_spans_several_messages(cluster, clients):
         next(responses)
         for batch in range(3):
             write(cluster, f"b{batch}", 6)
-        # Private state, read only to know that all 18 entries arrived before
-        # the reader asks for them.
+        # Private state, read only to check that all 18 entries arrived
+        # before the reader requests them.
         assert wait_for(lambda: tail._live_entries + tail._skipped == 18)
 
         received, skipped = read_entries(responses, 10)
@@ -183,7 +183,7 @@ def test_resumed_slow_reader_gets_whole_backlog(cluster, clients):
     responses = parsed(tail)
     try:
         next(responses)
-        # Private state: the shard thread holds a backlog beyond max_pending
+        # Private state: the shard thread keeps a backlog beyond max_pending
         # and waits for the reader.
         assert wait_for(lambda: tail._backlog_entries >= 10)
         received, skipped = read_entries(responses, 300)

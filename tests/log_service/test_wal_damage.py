@@ -1,8 +1,8 @@
 """A write-ahead log damaged on disk, with real node and router processes.
 
 A node that finds a complete record failing its checksum at start must not
-lead with the shortened log while another replica may hold the entries it
-lost; a torn final record, which a crash leaves, is cut as before. In each
+lead with the shortened log while another replica may have the entries it
+lost. A torn final record, which a crash leaves, is cut as before. In each
 test no acknowledged entry is lost.
 """
 
@@ -150,7 +150,7 @@ def test_single_node_damaged_record_keeps_intact_entries(make_cluster):
     cluster = make_cluster(("solo",))
     cluster.start_all()
     labels = write_batches(cluster)
-    # A read waits until the store holds every entry.
+    # A read waits until the store contains every entry.
     assert sorted(cluster.listed_messages()) == expected(labels)
     cluster.kill("solo", signal.SIGTERM)
     segment = last_segment(cluster, "solo")
