@@ -677,7 +677,7 @@ def _recorded_batch_over_limit_message(
 def _too_large_message(shipper: _Shipper, error: _LineTooLarge) -> str:
     """Describe where `logs ship` stopped on a line too large to send.
 
-    The message also says how to ship the rest of the file or of standard
+    The message also explains how to ship the rest of the file or of standard
     input.
     """
     position = shipper.position
