@@ -97,10 +97,10 @@ REWRITE_FREE_FRACTION = 0.5
 REWRITE_MIN_FREE_BYTES = 1 << 20
 # An old UTC day that has no partition yet goes into the file of its month
 # while that file contains fewer rows than this. So a log file of scattered
-# dates creates about one file per month instead of one per day, and
-# creating a file costs a few milliseconds of CPU. A month that reached it
-# sends its further days to day files, which bounds what retention rewrites
-# or keeps of a month file.
+# dates creates about one file per month instead of one per day, which
+# matters because creating a file costs a few milliseconds of CPU. A month
+# that reached it sends its further days to day files, which bounds what
+# retention rewrites or keeps of a month file.
 MONTH_FILE_MAX_ROWS = 100_000
 # Maximum number of rows that retention copies in one rewrite. The copy runs
 # under the store's write lock, so new entries wait for it. A rewrite of
@@ -814,11 +814,9 @@ class LogStore:
     def _rewrite(self, partition: _Partition) -> None:
         """Replace a partition's file by a copy of its rows.
 
-        The caller holds the write lock.
-
-        The copy is swapped in the way a merge swaps its result: the state
-        file lists either the old file or the copy, and the next open deletes
-        the one it does not list.
+        The caller holds the write lock. The copy is swapped in the way a
+        merge swaps its result: the state file lists either the old file or
+        the copy, and the next open deletes the one it does not list.
         """
         # NOTE: applies wait for the copy, because it runs under the write
         # lock. A merge copies without the lock, but retention bounds the
