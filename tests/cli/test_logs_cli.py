@@ -552,7 +552,7 @@ def test_ship_help_lists_exit_statuses(capsys):
     text = " ".join(capsys.readouterr().out.split())
 
     assert "3 when the server rejected some entries" in text
-    assert "a date more than a day in the future is read in the year before" in text
+    assert "or the year before for a date more than a day in the future" in text
     assert "--batch-bytes" in text
     assert "(default 4194304, 4 MiB)" in text
     assert "--fresh-ids" in text
