@@ -105,10 +105,10 @@ MONTH_FILE_MAX_ROWS = 100_000
 # Maximum number of rows that retention copies in one rewrite. The copy runs
 # under the store's write lock, so new entries wait for it. A rewrite of
 # 1,000,000 rows took 10 s with DuckDB 2.0.1 on 2 shared cores at a load
-# average of 14 (`LogStore._rewrite` of a day partition filled as in
-# tests/log_service/test_store.py), so on such a machine the wait stays
-# around 10 s. A larger partition keeps its size until retention drops it
-# whole.
+# average of 14, so on such a machine the wait stays around 10 s. (The
+# timing ran `LogStore._rewrite` on a day partition filled as `fill_day` in
+# tests/log_service/test_store.py does.) A larger partition keeps its size
+# until retention drops it whole.
 REWRITE_MAX_ROWS = 1_000_000
 
 
