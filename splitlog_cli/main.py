@@ -247,10 +247,10 @@ def _up(args: argparse.Namespace, config: Config) -> int:
             with contextlib.suppress(ValueError):
                 auth.install_signer_from_settings(config.auth_secret, config.data_dir)
         # The startup records wait in the shipper's bounded queue until the
-        # log router child reports SERVING. Sent at once, they would time out
-        # while the children start, and be dropped with a warning, on a
-        # machine where the log router needs more than the shipper's startup
-        # grace to come up.
+        # log router child reports SERVING. The shipper would keep them until
+        # its first call succeeds anyway, but this way it makes no calls that
+        # can only wait for the router, and it sends as soon as the router
+        # serves.
         shipper = logsetup.start_self_ship(
             config, logsetup.LAUNCHER_SERVICE, send=False
         )

@@ -11,11 +11,18 @@ other batch as `LogEntry` messages. Both forms store the same entries. A
 batch is retried with backoff for `retry_seconds` (30 s by default, longer
 than a restart of the log router) and then dropped and counted. A batch that
 fails with a code that a retry cannot fix, such as INVALID_ARGUMENT, is
-dropped at once. Until the first call succeeds, and for at most
-`startup_grace` seconds, a batch is retried past `max_attempts`, because
-services start before log_service is listening.
-A handler created with `send=False` only queues records until
-`start_sending` is called, for a process that starts the log router itself.
+dropped at once.
+
+Until the first call succeeds, a failing batch is retried without a time
+limit, because services start before log_service is listening, and on a
+loaded machine the log router can take more than a minute to come up. The
+records that follow wait in the queue, so a process that never reaches
+log_service keeps at most `queue_size` records and the batch in flight.
+Records dropped from the full queue meanwhile are counted, and once the
+first call succeeds their number is logged once, both to the process's
+other handlers and as a shipped entry. A handler created with `send=False`
+only queues records until `start_sending` is called, for a process that
+starts the log router itself.
 
 The handler never ships records of the gRPC library (loggers under `grpc`),
 of this module, or of its own sending thread, because sending them would log
@@ -59,12 +66,13 @@ RETRYABLE_CODES = frozenset(
 DEFAULT_CALL_TIMEOUT = 5.0
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_BACKOFF = 0.2
-DEFAULT_STARTUP_GRACE = 30.0
 # Seconds a failing batch is retried after its first call before it is dropped.
 DEFAULT_RETRY_SECONDS = 30.0
 # Maximum wait between two retries of one batch, in seconds.
 MAX_BACKOFF = 2.0
 DEFAULT_CLOSE_TIMEOUT = 5.0
+# Seconds `close` waits for the sender once it has cancelled the sender's call.
+_CANCEL_JOIN_SECONDS = 1.0
 # Reconnect backoff of the channel to the log router, first and maximum, in ms.
 RECONNECT_BACKOFF_MS = 100
 MAX_RECONNECT_BACKOFF_MS = 1000
@@ -153,19 +161,20 @@ class LogShipHandler(logging.Handler):
       batch_size: maximum entries per `WriteLogEntries` call.
       flush_interval: seconds the sender waits to fill a batch before it
         sends what it has.
-      queue_size: maximum records waiting to be sent. A record beyond it
-        drops the oldest waiting one.
+      queue_size: maximum records waiting to be sent, also while log_service
+        has not been reached yet. A record beyond it drops the oldest
+        waiting one.
       host: the `host` of every entry; the machine's host name when None.
       excluded_loggers: more logger names whose records, with those of their
         children, are never shipped.
       call_timeout: deadline of each call, in seconds.
-      max_attempts: minimum calls per batch before the batch is dropped.
+      max_attempts: minimum calls per batch before the batch is dropped,
+        once a call has succeeded. Before that, a batch is never dropped for
+        a code in RETRYABLE_CODES.
       retry_seconds: seconds after a batch's first call during which it is
         retried; it is dropped once both this and `max_attempts` are used up.
       backoff: seconds before the first retry, doubled for each further retry
         up to MAX_BACKOFF.
-      startup_grace: seconds after sending starts during which a batch is
-        retried past max_attempts while no call has succeeded yet.
       send: whether the sender starts sending at once; when False, records
         wait in the queue until `start_sending`.
     """
@@ -184,7 +193,6 @@ class LogShipHandler(logging.Handler):
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         retry_seconds: float = DEFAULT_RETRY_SECONDS,
         backoff: float = DEFAULT_BACKOFF,
-        startup_grace: float = DEFAULT_STARTUP_GRACE,
         send: bool = True,
     ) -> None:
         super().__init__()
@@ -203,15 +211,18 @@ class LogShipHandler(logging.Handler):
         self.max_attempts = max_attempts
         self.retry_seconds = retry_seconds
         self.backoff = backoff
-        self._startup_grace = startup_grace
-        self._grace_end = time.monotonic() + startup_grace
         self._sending = threading.Event()
+        # Set by the sender after its first successful call. Until then, calls
+        # wait for a connection and failing batches are kept.
         self._reached = False
 
         self._excluded = tuple(ALWAYS_EXCLUDED) + tuple(excluded_loggers)
         self._queue: queue.Queue[logs_pb2.LogEntry | _Flush] = queue.Queue(queue_size)
         self._counter_lock = threading.Lock()
         self._dropped = 0
+        # Records dropped from the full queue before the first successful call.
+        self._dropped_unreached = 0
+        self._unreached_drops_reported = False
         self._shipped = 0
         self._rejected = 0
         self._drop_warnings = Throttle(_WARNING_INTERVAL)
@@ -298,14 +309,18 @@ class LogShipHandler(logging.Handler):
                 except queue.Full:
                     oldest.done.set()
             else:
-                self._count_dropped(1)
-        self._count_dropped(1)
+                self._count_queue_drop()
+        self._count_queue_drop()
+
+    def _count_queue_drop(self) -> None:
+        with self._counter_lock:
+            self._dropped += 1
+            if not self._reached:
+                self._dropped_unreached += 1
 
     def start_sending(self) -> None:
         """Let the sender send the queued records and those that follow."""
-        if not self._sending.is_set():
-            self._grace_end = time.monotonic() + self._startup_grace
-            self._sending.set()
+        self._sending.set()
 
     def flush(self, timeout: float = DEFAULT_CLOSE_TIMEOUT) -> bool:
         """Wait until the records queued so far are sent or dropped.
@@ -329,18 +344,28 @@ class LogShipHandler(logging.Handler):
     def close(self, timeout: float = DEFAULT_CLOSE_TIMEOUT) -> None:
         """Send what is queued, within `timeout` seconds, then stop the sender.
 
-        Records still queued after the timeout are counted as dropped.
+        Records not sent by then, such as all of them when log_service was
+        never reached, are counted as dropped, and their number is logged.
+        The sender's call in flight is then cancelled, so `close` returns
+        within `timeout` seconds plus the time the cancelled call takes to
+        end, which is at most _CANCEL_JOIN_SECONDS.
         """
         if not self._stopping.is_set():
+            deadline = time.monotonic() + timeout
+            dropped_before = self.dropped_count
             self.flush(timeout)
             self._stopping.set()
             # Wake the sender, which may be waiting to start or for a record.
             self._sending.set()
             with contextlib.suppress(queue.Full):
                 self._queue.put_nowait(_Flush())
-            self._sender.join(timeout)
-            self._count_dropped(self._discard_queue())
+            self._sender.join(max(0.0, deadline - time.monotonic()))
+            # Closing the channel cancels a call still waiting for log_service,
+            # and the sender then drops its batch and ends.
             self._channel.close()
+            self._sender.join(_CANCEL_JOIN_SECONDS)
+            self._count_dropped(self._discard_queue())
+            self._warn_dropped_at_close(self.dropped_count - dropped_before)
         super().close()
 
     def _to_entry(self, record: logging.LogRecord) -> logs_pb2.LogEntry:
@@ -371,6 +396,7 @@ class LogShipHandler(logging.Handler):
             batch, markers = self._next_batch()
             if batch:
                 self._send(batch)
+                self._report_unreached_drops()
             for marker in markers:
                 marker.done.set()
 
@@ -414,36 +440,90 @@ class LogShipHandler(logging.Handler):
                     timeout=self.call_timeout,
                     wait_for_ready=not self._reached,
                 )
+            except ValueError:
+                # `close` closed the channel between two calls.
+                if not self._stopping.is_set():
+                    raise
+                self._count_dropped(len(batch))
+                return
             except grpc.RpcError as exc:
                 # Closing ends the retries early, so that `close` keeps its bound.
-                if (
-                    exc.code() not in RETRYABLE_CODES
-                    or (
-                        attempt >= self.max_attempts
-                        and time.monotonic() >= retry_end
-                        and not self._starting()
-                    )
-                    or self._stopping.wait(delay)
+                if self._gives_up(exc, attempt, retry_end) or self._stopping.wait(
+                    delay
                 ):
                     self._count_dropped(len(batch))
-                    self._warn_dropped(len(batch), attempt, exc)
+                    if not self._stopping.is_set():
+                        self._warn_dropped(len(batch), attempt, exc)
                     return
                 delay = min(delay * 2, MAX_BACKOFF)
                 continue
-            self._reached = True
             with self._counter_lock:
+                self._reached = True
                 self._shipped += response.accepted_count
                 self._rejected += response.rejected_count
             return
 
-    def _starting(self) -> bool:
-        """Return whether no call has succeeded yet and the startup grace is on."""
-        return not self._reached and time.monotonic() < self._grace_end
+    def _gives_up(self, error: grpc.RpcError, attempt: int, retry_end: float) -> bool:
+        """Return whether a batch whose call failed with `error` is dropped.
+
+        Before the first call succeeds, log_service may still be starting,
+        so only a code that a retry cannot fix drops the batch.
+        """
+        if error.code() not in RETRYABLE_CODES:
+            return True
+        if not self._reached:
+            return False
+        return attempt >= self.max_attempts and time.monotonic() >= retry_end
+
+    def _report_unreached_drops(self) -> None:
+        """Log, once, the records dropped before the first successful call.
+
+        The warning goes to the process's other handlers and, as an entry of
+        its own, to log_service, so a query there shows the gap.
+        """
+        with self._counter_lock:
+            if not self._reached or self._unreached_drops_reported:
+                return
+            self._unreached_drops_reported = True
+            count = self._dropped_unreached
+        if not count:
+            return
+        record = _LOGGER.makeRecord(
+            _LOGGER.name,
+            logging.WARNING,
+            __file__,
+            0,
+            "dropped %d log records before log_service at %s first accepted a "
+            "batch, because the queue holds at most %d",
+            (count, self.target_address, self._queue.maxsize),
+            None,
+        )
+        if _LOGGER.isEnabledFor(logging.WARNING):
+            _LOGGER.handle(record)
+        self._send([self._to_entry(record)])
 
     def _count_dropped(self, count: int) -> None:
         if count:
             with self._counter_lock:
                 self._dropped += count
+
+    def _warn_dropped_at_close(self, count: int) -> None:
+        if not count:
+            return
+        if self._reached:
+            _LOGGER.warning(
+                "dropped %d log records at shutdown that log_service at %s did "
+                "not accept in time",
+                count,
+                self.target_address,
+            )
+        else:
+            _LOGGER.warning(
+                "dropped %d log records at shutdown, because log_service at %s "
+                "was never reached",
+                count,
+                self.target_address,
+            )
 
     def _warn_dropped(self, count: int, attempts: int, error: grpc.RpcError) -> None:
         if self._drop_warnings.allow() is None:

@@ -219,27 +219,24 @@ def test_failed_batch_retried_with_same_id(peer, logger):
 
 def test_batch_dropped_after_attempts(peer, logger):
     servicer, address = peer
-    servicer.failures = 10
     handler = attach(
         logger,
-        LogShipHandler(
-            address,
-            "svc",
-            max_attempts=2,
-            retry_seconds=0,
-            backoff=0.01,
-            startup_grace=0,
-        ),
+        LogShipHandler(address, "svc", max_attempts=2, retry_seconds=0, backoff=0.01),
     )
+    # Batches are dropped only once a call has succeeded.
+    logger.info("delivered")
+    assert handler.flush(WAIT)
+    servicer.failures = 10
 
     logger.info("lost")
     logger.info("lost too")
     assert handler.flush(WAIT)
     handler.close()
 
-    assert servicer.calls == 2
+    assert servicer.calls == 1 + 2
+    assert [entry.message for entry in servicer.entries()] == ["delivered"]
     assert handler.dropped_count == 2
-    assert handler.shipped_count == 0
+    assert handler.shipped_count == 1
 
 
 def test_startup_retries_past_attempts(peer, logger):
@@ -253,7 +250,6 @@ def test_startup_retries_past_attempts(peer, logger):
             max_attempts=2,
             retry_seconds=0,
             backoff=0.01,
-            startup_grace=60,
         ),
     )
 
@@ -322,7 +318,15 @@ def test_full_queue_drops_oldest(peer, logger):
     handler.close()
 
     messages = [entry.message for entry in servicer.entries()]
-    assert messages == ["burst 0", "burst 48", "burst 49"]
+    # The drops came before the first call succeeded, so the handler reports
+    # them in an entry of its own once it has.
+    assert messages == [
+        "burst 0",
+        f"dropped 47 log records before log_service at {address} first accepted "
+        "a batch, because the queue holds at most 2",
+        "burst 48",
+        "burst 49",
+    ]
     assert handler.dropped_count == 47
 
 
@@ -354,9 +358,10 @@ def test_full_queue_drops_without_blocking(peer, logger):
     assert handler.flush(WAIT)
     handler.close()
 
-    # One record is in the blocked call and two wait in the queue.
+    # One record is in the blocked call and two wait in the queue. The
+    # report of the drops is shipped as one more entry.
     assert dropped_while_blocked >= 47
-    assert handler.shipped_count + handler.dropped_count == 50
+    assert handler.shipped_count + handler.dropped_count == 50 + 1
 
 
 def test_own_and_grpc_records_not_shipped(peer):

@@ -2,10 +2,10 @@
 
 The supervisor ships its own records as service `splitlog` to the log router,
 which it starts itself after the log nodes. On a loaded machine the router
-can take longer to come up than the shipper's startup grace, so the test
-holds the router child with SIGSTOP for longer than that grace, as such a
-machine would, and checks that the startup records still arrive and that no
-warning about dropped records is printed.
+can take longer to come up than the retry period of a shipped batch, so the
+test stops the router child with SIGSTOP for longer than that period, as
+such a machine would, and checks that the startup records still arrive and
+that no warning about dropped records is printed.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ import httpx
 import pytest
 
 from splitlog_runtime.config import SETTINGS_BY_NAME
-from splitlog_runtime.logship import DEFAULT_STARTUP_GRACE
+from splitlog_runtime.logship import DEFAULT_RETRY_SECONDS
 from tests.system.conftest import supervised_pids
 
 pytestmark = pytest.mark.system
 
-# Longer than the shipper's startup grace, so a shipper that sends before the
-# router serves has dropped its batch by the time the router can answer.
-ROUTER_PAUSE_SECONDS = DEFAULT_STARTUP_GRACE + 5
+# Longer than a batch's retry period, so a shipper that gave up a batch after
+# that period would have dropped it by the time the router can answer.
+ROUTER_PAUSE_SECONDS = DEFAULT_RETRY_SECONDS + 5
 READY_TIMEOUT = ROUTER_PAUSE_SECONDS + 90
 # The supervisor spawns the router once the log nodes report SERVING, which
 # it waits for up to startup_timeout_seconds.
