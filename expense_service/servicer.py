@@ -1477,6 +1477,11 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             _changed_users(stored, checked) <= checks.movable
         ):
             raise _RevisionChanged()
+        if checked.draft == messages.stored_draft(stored):
+            # An update that sets every field to its stored value stores
+            # nothing, so the etag, update_time, last_modifier and ledger
+            # stay as they are and other readers' etags stay current.
+            return messages.expense_message(stored)
         now = storage.utc_now()
         row = stored.row
         total = checked.draft.total

@@ -302,6 +302,70 @@ def test_update_deactivated_user_may_stay(clients, group, expense):
     assert group.members[2] in owed(updated)
 
 
+def test_update_empty_changes_nothing(clients, group, expense):
+    before = latest_sequence(clients)
+
+    updated = _update(clients, _change(expense, group.members[1]))
+
+    assert updated == expense
+    assert _get(clients, expense.name) == expense
+    assert latest_sequence(clients) == before
+
+
+@pytest.mark.parametrize(
+    ("fields", "paths"),
+    [
+        ({"description": "Dinner"}, ["description"]),
+        ({"description": "Dinner"}, []),
+        ({"category": pb.CATEGORY_GENERAL}, ["category"]),
+        ({"notes": ""}, ["notes"]),
+        ({"expense_date": day()}, ["expense_date"]),
+    ],
+)
+def test_update_same_value_changes_nothing(clients, group, expense, fields, paths):
+    before = latest_sequence(clients)
+    change = _change(expense, group.members[1], etag=expense.etag, **fields)
+
+    updated = _update(clients, change, *paths)
+
+    assert updated == expense
+    assert updated.last_modifier == expense.last_modifier
+    assert _get(clients, expense.name) == expense
+    assert latest_sequence(clients) == before
+
+
+def test_update_star_resent_changes_nothing(clients, group, expense):
+    before = latest_sequence(clients)
+    resent = pb.Expense()
+    resent.CopyFrom(expense)
+    resent.last_modifier = group.members[2]
+
+    updated = _update(clients, resent, "*")
+
+    assert updated == expense
+    assert latest_sequence(clients) == before
+
+
+def test_update_no_op_still_checks_etag(clients, group, expense):
+    _update(clients, _change(expense, group.members[0], notes="First"))
+
+    error = _update_error(
+        clients, _change(expense, group.members[0], notes="First", etag=expense.etag)
+    )
+
+    assert error.code() == grpc.StatusCode.ABORTED
+    assert reason_of(error) == "ETAG_MISMATCH"
+
+
+def test_update_no_op_on_deleted_expense_fails(clients, group, expense):
+    _delete(clients, expense.name)
+
+    error = _update_error(clients, _change(expense, group.members[1]))
+
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(error) == "EXPENSE_DELETED"
+
+
 def test_update_stale_etag_aborted(clients, group, expense):
     _update(clients, _change(expense, group.members[0], description="First"))
 

@@ -570,6 +570,34 @@ def test_update_group_same_creator_accepted(stub, paths):
     assert updated.creator == creator.name
 
 
+@pytest.mark.parametrize(
+    ("fields", "paths"),
+    [
+        ({}, []),
+        ({"display_name": "Same"}, []),
+        ({"display_name": "Same"}, ["display_name"]),
+        ({"currency_code": "USD"}, ["currency_code"]),
+    ],
+)
+def test_update_group_same_values_keep_etag(stub, fields, paths):
+    creator = create_user(stub)
+    group = create_group(stub, creator.name, display_name="Same")
+
+    updated = _update_group(stub, pb.Group(name=group.name, **fields), *paths)
+
+    assert updated == group
+    assert _get_group(stub, group.name) == group
+
+
+def test_update_group_star_resent_keeps_etag(stub):
+    creator = create_user(stub)
+    group = create_group(stub, creator.name, display_name="Same")
+
+    updated = _update_group(stub, group, "*")
+
+    assert updated == group
+
+
 def test_update_group_creator_outside_mask_ignored(stub):
     creator, other = create_user(stub), create_user(stub)
     group = create_group(stub, creator.name, display_name="Before")

@@ -657,6 +657,23 @@ def test_update_user_no_change_keeps_etag(stub):
     assert updated == user
 
 
+def test_update_user_empty_keeps_etag(stub):
+    user = create_user(stub)
+
+    updated = _update(stub, pb.User(name=user.name))
+
+    assert updated == user
+    assert _get(stub, user.name) == user
+
+
+def test_update_user_star_resent_keeps_etag(stub):
+    user = create_user(stub)
+
+    updated = _update(stub, user, "*")
+
+    assert updated == user
+
+
 @pytest.mark.parametrize(
     ("paths", "violated", "reason"),
     [

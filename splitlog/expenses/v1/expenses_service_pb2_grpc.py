@@ -146,7 +146,11 @@ class ExpensesServiceServicer:
     def UpdateExpense(self, request, context):
         """Updates the fields of an expense named in the update mask and computes
         the owed amounts again. A larger total is subject to the group volume
-        limit of CreateExpense.
+        limit of CreateExpense. An update that leaves every field as it is, such
+        as an empty one or one that sends the stored notes, stores nothing: it
+        returns the expense with its current etag, `update_time` and
+        `last_modifier`, and writes no ledger event. It still checks the etag,
+        the caller and the modifier, and fails on a deleted expense.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

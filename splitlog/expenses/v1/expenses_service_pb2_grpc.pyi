@@ -71,7 +71,11 @@ class ExpensesServiceStub:
     UpdateExpense: _grpc.UnaryUnaryMultiCallable[_expenses_service_pb2.UpdateExpenseRequest, _expenses_service_pb2.UpdateExpenseResponse]
     """Updates the fields of an expense named in the update mask and computes
     the owed amounts again. A larger total is subject to the group volume
-    limit of CreateExpense.
+    limit of CreateExpense. An update that leaves every field as it is, such
+    as an empty one or one that sends the stored notes, stores nothing: it
+    returns the expense with its current etag, `update_time` and
+    `last_modifier`, and writes no ledger event. It still checks the etag,
+    the caller and the modifier, and fails on a deleted expense.
     """
     DeleteExpense: _grpc.UnaryUnaryMultiCallable[_expenses_service_pb2.DeleteExpenseRequest, _expenses_service_pb2.DeleteExpenseResponse]
     """Soft-deletes an expense. A deleted expense no longer counts in balances
@@ -130,7 +134,11 @@ class ExpensesServiceAsyncStub(ExpensesServiceStub):
     UpdateExpense: _aio.UnaryUnaryMultiCallable[_expenses_service_pb2.UpdateExpenseRequest, _expenses_service_pb2.UpdateExpenseResponse]  # type: ignore[assignment]
     """Updates the fields of an expense named in the update mask and computes
     the owed amounts again. A larger total is subject to the group volume
-    limit of CreateExpense.
+    limit of CreateExpense. An update that leaves every field as it is, such
+    as an empty one or one that sends the stored notes, stores nothing: it
+    returns the expense with its current etag, `update_time` and
+    `last_modifier`, and writes no ledger event. It still checks the etag,
+    the caller and the modifier, and fails on a deleted expense.
     """
     DeleteExpense: _aio.UnaryUnaryMultiCallable[_expenses_service_pb2.DeleteExpenseRequest, _expenses_service_pb2.DeleteExpenseResponse]  # type: ignore[assignment]
     """Soft-deletes an expense. A deleted expense no longer counts in balances
@@ -216,7 +224,11 @@ class ExpensesServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_expenses_service_pb2.UpdateExpenseResponse, _abc.Awaitable[_expenses_service_pb2.UpdateExpenseResponse]]:
         """Updates the fields of an expense named in the update mask and computes
         the owed amounts again. A larger total is subject to the group volume
-        limit of CreateExpense.
+        limit of CreateExpense. An update that leaves every field as it is, such
+        as an empty one or one that sends the stored notes, stores nothing: it
+        returns the expense with its current etag, `update_time` and
+        `last_modifier`, and writes no ledger event. It still checks the etag,
+        the caller and the modifier, and fails on a deleted expense.
         """
 
     @_abc_1.abstractmethod

@@ -131,7 +131,9 @@ class UsersServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateUser(self, request, context):
-        """Updates the fields of a user named in the update mask.
+        """Updates the fields of a user named in the update mask. An update that
+        leaves every field as it is stores nothing and returns the user with
+        its current etag and `update_time`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -170,7 +172,9 @@ class UsersServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateGroup(self, request, context):
-        """Updates a group; `display_name` is the only mutable field, so this renames it.
+        """Updates the fields of a group named in the update mask. An update that
+        leaves every field as it is stores nothing and returns the group with
+        its current etag and `update_time`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

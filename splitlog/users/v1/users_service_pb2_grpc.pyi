@@ -44,7 +44,10 @@ class UsersServiceStub:
     ListUsers: _grpc.UnaryUnaryMultiCallable[_users_service_pb2.ListUsersRequest, _users_service_pb2.ListUsersResponse]
     """Lists users ordered by creation, oldest first."""
     UpdateUser: _grpc.UnaryUnaryMultiCallable[_users_service_pb2.UpdateUserRequest, _users_service_pb2.UpdateUserResponse]
-    """Updates the fields of a user named in the update mask."""
+    """Updates the fields of a user named in the update mask. An update that
+    leaves every field as it is stores nothing and returns the user with
+    its current etag and `update_time`.
+    """
     DeactivateUser: _grpc.UnaryUnaryMultiCallable[_users_service_pb2.DeactivateUserRequest, _users_service_pb2.DeactivateUserResponse]
     """Deactivates a user. A deactivated user keeps its history but cannot join groups.
     It also cannot sign in, and its sessions and API keys are revoked.
@@ -59,7 +62,10 @@ class UsersServiceStub:
     ListGroups: _grpc.UnaryUnaryMultiCallable[_users_service_pb2.ListGroupsRequest, _users_service_pb2.ListGroupsResponse]
     """Lists the groups that a user belongs to, newest membership first."""
     UpdateGroup: _grpc.UnaryUnaryMultiCallable[_users_service_pb2.UpdateGroupRequest, _users_service_pb2.UpdateGroupResponse]
-    """Updates a group; `display_name` is the only mutable field, so this renames it."""
+    """Updates the fields of a group named in the update mask. An update that
+    leaves every field as it is stores nothing and returns the group with
+    its current etag and `update_time`.
+    """
     DeleteGroup: _grpc.UnaryUnaryMultiCallable[_users_service_pb2.DeleteGroupRequest, _users_service_pb2.DeleteGroupResponse]
     """Deletes a group and its memberships. Fails while the group has unsettled balances.
     A retry after the group was deleted fails like any call on a deleted group:
@@ -89,7 +95,10 @@ class UsersServiceAsyncStub(UsersServiceStub):
     ListUsers: _aio.UnaryUnaryMultiCallable[_users_service_pb2.ListUsersRequest, _users_service_pb2.ListUsersResponse]  # type: ignore[assignment]
     """Lists users ordered by creation, oldest first."""
     UpdateUser: _aio.UnaryUnaryMultiCallable[_users_service_pb2.UpdateUserRequest, _users_service_pb2.UpdateUserResponse]  # type: ignore[assignment]
-    """Updates the fields of a user named in the update mask."""
+    """Updates the fields of a user named in the update mask. An update that
+    leaves every field as it is stores nothing and returns the user with
+    its current etag and `update_time`.
+    """
     DeactivateUser: _aio.UnaryUnaryMultiCallable[_users_service_pb2.DeactivateUserRequest, _users_service_pb2.DeactivateUserResponse]  # type: ignore[assignment]
     """Deactivates a user. A deactivated user keeps its history but cannot join groups.
     It also cannot sign in, and its sessions and API keys are revoked.
@@ -104,7 +113,10 @@ class UsersServiceAsyncStub(UsersServiceStub):
     ListGroups: _aio.UnaryUnaryMultiCallable[_users_service_pb2.ListGroupsRequest, _users_service_pb2.ListGroupsResponse]  # type: ignore[assignment]
     """Lists the groups that a user belongs to, newest membership first."""
     UpdateGroup: _aio.UnaryUnaryMultiCallable[_users_service_pb2.UpdateGroupRequest, _users_service_pb2.UpdateGroupResponse]  # type: ignore[assignment]
-    """Updates a group; `display_name` is the only mutable field, so this renames it."""
+    """Updates the fields of a group named in the update mask. An update that
+    leaves every field as it is stores nothing and returns the group with
+    its current etag and `update_time`.
+    """
     DeleteGroup: _aio.UnaryUnaryMultiCallable[_users_service_pb2.DeleteGroupRequest, _users_service_pb2.DeleteGroupResponse]  # type: ignore[assignment]
     """Deletes a group and its memberships. Fails while the group has unsettled balances.
     A retry after the group was deleted fails like any call on a deleted group:
@@ -155,7 +167,10 @@ class UsersServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _users_service_pb2.UpdateUserRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_users_service_pb2.UpdateUserResponse, _abc.Awaitable[_users_service_pb2.UpdateUserResponse]]:
-        """Updates the fields of a user named in the update mask."""
+        """Updates the fields of a user named in the update mask. An update that
+        leaves every field as it is stores nothing and returns the user with
+        its current etag and `update_time`.
+        """
 
     @_abc_1.abstractmethod
     def DeactivateUser(
@@ -200,7 +215,10 @@ class UsersServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _users_service_pb2.UpdateGroupRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_users_service_pb2.UpdateGroupResponse, _abc.Awaitable[_users_service_pb2.UpdateGroupResponse]]:
-        """Updates a group; `display_name` is the only mutable field, so this renames it."""
+        """Updates the fields of a group named in the update mask. An update that
+        leaves every field as it is stores nothing and returns the group with
+        its current etag and `update_time`.
+        """
 
     @_abc_1.abstractmethod
     def DeleteGroup(
