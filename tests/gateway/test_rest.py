@@ -1230,6 +1230,36 @@ def test_money_units_plain_forms_pass_check(client, units):
     assert response.status_code == 503, response.text
 
 
+def _post_units_text(client, units: str) -> httpx.Response:
+    """Create an expense whose total's units is written as the JSON text `units`."""
+    body = '{"total": {"currencyCode": "USD", "units": ' + units + "}}"
+    return client.post(
+        "/v1/groups/g1/expenses",
+        content=body.encode(),
+        headers={"content-type": "application/json"},
+    )
+
+
+@pytest.mark.parametrize("units", ["1e1", "1E1", "10.0", "10.000", "-2E1", "1.5e1"])
+def test_money_units_integral_number_passes_check(client, units):
+    response = _post_units_text(client, units)
+
+    # An integral JSON number is read as its integer, as protobuf's JSON
+    # mapping reads it, so the call goes on to expense_service, which is not
+    # running here.
+    assert response.status_code == 503, response.text
+
+
+@pytest.mark.parametrize("units", ["10.5", "1.05e1", "1e-1"])
+def test_money_units_fractional_number_rejected(client, units):
+    response = _post_units_text(client, units)
+
+    assert response.status_code == 400, response.text
+    error = _error(response)
+    assert _detail(error, ERROR_INFO)["reason"] == "INVALID_FIELD_VALUE"
+    assert error["message"].startswith("expense.total.units: expected an integer")
+
+
 def test_money_units_fix_accepted_by_check(client):
     body = {"total": {"currencyCode": "USD", "units": 10, "nanos": 500000000}}
 
