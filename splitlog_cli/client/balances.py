@@ -24,7 +24,11 @@ def add_parsers(
     _add_group_argument(group)
 
     user = add_action(
-        actions, "user", common, user_balance, "a user's net amounts in every group"
+        actions,
+        "user",
+        common,
+        user_balance,
+        "a user's net amounts in every group and with every other user",
     )
     user.add_argument("user", metavar="USER", help="user id or name users/ID")
 
@@ -44,6 +48,14 @@ def add_parsers(
         actions, "pairwise", common, pairwise_balances, "who owes whom, per pair"
     )
     _add_group_argument(pairwise)
+    pairwise.add_argument(
+        "--currency", type=str.upper, help="only this ISO 4217 code (default: all)"
+    )
+    pairwise.add_argument(
+        "--user",
+        metavar="USER",
+        help="only pairs that include this user id or name users/ID",
+    )
 
     explain = add_action(
         actions,
@@ -133,8 +145,11 @@ def pairwise_balances(
     context: Context, args: argparse.Namespace
 ) -> balances_pb2.ListPairwiseBalancesResponse:
     request = balances_pb2.ListPairwiseBalancesRequest(
-        parent=resource_name(args.group, "groups", "GROUP")
+        parent=resource_name(args.group, "groups", "GROUP"),
+        currency_code=args.currency or "",
     )
+    if args.user:
+        request.user = resource_name(args.user, "users", "--user")
     found = context.all_pages(
         "balances.ListPairwiseBalances", request, "pairwise_balances"
     )
@@ -226,7 +241,33 @@ def _user_balance_text(balance: balances_pb2.UserBalance) -> str:
         for entry in balance.group_balances
     ]
     totals = render.amounts(balance.total_net_amounts)
-    return render.table(("GROUP", "NET"), rows) + f"\n\ntotal: {totals}"
+    groups = render.table(("GROUP", "NET"), rows) + f"\n\ntotal: {totals}"
+    return groups + "\n\n" + _counterparty_table(balance)
+
+
+def _counterparty_table(balance: balances_pb2.UserBalance) -> str:
+    """Tabulate what the user and each other user owe each other.
+
+    NET and the per-group amounts are signed from the user's side, as in the
+    group table: positive when the counterparty owes the user.
+    """
+    user = render.short(balance.name.removesuffix("/balance"))
+    rows = []
+    for entry in balance.counterparty_balances:
+        other = render.short(entry.user)
+        net = entry.net_amount
+        if net.units > 0 or net.nanos > 0:
+            direction = f"{other} owes {user}"
+        elif net.units < 0 or net.nanos < 0:
+            direction = f"{user} owes {other}"
+        else:
+            direction = "even"
+        by_group = ", ".join(
+            f"{render.short(part.group)} {render.amount(part.net_amount)}"
+            for part in entry.group_amounts
+        )
+        rows.append((other, render.amount(net), direction, by_group))
+    return render.table(("COUNTERPARTY", "NET", "WHO OWES WHOM", "BY GROUP"), rows)
 
 
 def _plan_text(response: balances_pb2.ComputeSettlementPlanResponse) -> str:

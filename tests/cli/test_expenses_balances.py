@@ -551,6 +551,99 @@ def test_balances_settle_up(cli, group):
     ]  # fmt: skip
 
 
+def test_balances_user_lists_counterparties(cli, group):
+    ann, ben, cat = group["ann"], group["ben"], group["cat"]
+    # ann paid 60.00 for ann, ben and cat, and cat paid 9.00 for ann alone.
+    add_expense(
+        cli, group, "60.00", "--currency", "EUR",
+        "--participant", ann, "--participant", ben, "--participant", cat,
+    )  # fmt: skip
+    added = cli(
+        "expenses", "add", group["group"], "--description", "Coffee",
+        "--amount", "9.00", "--currency", "EUR", "--paid-by", cat,
+        "--split", "exact", "--participant", f"{ann}=9.00",
+    )  # fmt: skip
+    assert added.status == 0, added.stderr
+    _wait_for_pairwise(
+        cli, group["group"], [f"{ben}  {ann}  20.00 EUR", f"{cat}  {ann}  11.00 EUR"]
+    )
+
+    ann_view = cli("balances", "user", ann)
+    cat_view = cli("balances", "user", cat)
+
+    assert ann_view.status == 0, ann_view.stderr
+    assert _table_after(ann_view.stdout, "COUNTERPARTY") == [
+        ["COUNTERPARTY", "NET", "WHO OWES WHOM", "BY GROUP"],
+        [ben, "20.00 EUR", f"{ben} owes {ann}", f"{group['group']} 20.00 EUR"],
+        [cat, "11.00 EUR", f"{cat} owes {ann}", f"{group['group']} 11.00 EUR"],
+    ]
+    assert cat_view.status == 0, cat_view.stderr
+    assert _table_after(cat_view.stdout, "COUNTERPARTY")[1:] == [
+        [ann, "-11.00 EUR", f"{cat} owes {ann}", f"{group['group']} -11.00 EUR"],
+    ]
+
+
+def _table_after(output: str, first_header: str) -> list[list[str]]:
+    """Return the cells of the table whose header line starts with `first_header`."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(first_header))
+    rows = []
+    for line in lines[start:]:
+        if not line:
+            break
+        rows.append(re.split(r"\s{2,}", line))
+    return rows
+
+
+def _wait_for_pairwise(cli, group_id: str, expected: list[str]) -> None:
+    """Wait until the group's pairwise table lists exactly the `expected` rows."""
+    deadline = time.monotonic() + 10
+    while True:
+        lines = cli("balances", "pairwise", group_id).stdout.splitlines()[1:]
+        if lines == expected:
+            return
+        assert time.monotonic() < deadline, f"pairwise rows stayed {lines}"
+        time.sleep(0.1)
+
+
+def test_balances_pairwise_filters(cli, group):
+    ann, ben, cat = group["ann"], group["ben"], group["cat"]
+    add_expense(
+        cli, group, "60.00", "--currency", "EUR",
+        "--participant", ann, "--participant", ben, "--participant", cat,
+    )  # fmt: skip
+    add_expense(
+        cli, group, "10.00", "--currency", "USD",
+        "--participant", ann, "--participant", ben,
+    )  # fmt: skip
+    _wait_for_pairwise(
+        cli,
+        group["group"],
+        [
+            f"{ben}  {ann}  20.00 EUR",
+            f"{cat}  {ann}  20.00 EUR",
+            f"{ben}  {ann}  5.00 USD",
+        ],
+    )
+
+    in_usd = cli("balances", "pairwise", group["group"], "--currency", "usd")
+    with_cat = cli("balances", "pairwise", group["group"], "--user", cat)
+    both = cli(
+        "balances", "pairwise", group["group"], "--currency", "EUR",
+        "--user", f"users/{ben}",
+    )  # fmt: skip
+    in_clf = cli("balances", "pairwise", group["group"], "--currency", "CLF")
+
+    assert in_usd.status == 0, in_usd.stderr
+    assert in_usd.stdout.splitlines()[1:] == [f"{ben}  {ann}  5.00 USD"]
+    assert with_cat.status == 0, with_cat.stderr
+    assert with_cat.stdout.splitlines()[1:] == [f"{cat}  {ann}  20.00 EUR"]
+    assert both.status == 0, both.stderr
+    assert both.stdout.splitlines()[1:] == [f"{ben}  {ann}  20.00 EUR"]
+    assert in_clf.status == 0, in_clf.stderr
+    assert in_clf.stdout.splitlines()[1:] == ["(none)"]
+
+
 def test_balances_explain_shows_cancelled_circular_debts(cli, group):
     ann, ben, cat = group["ann"], group["ben"], group["cat"]
     # ann owes ben 10.00 and cat owes ann 10.00.
