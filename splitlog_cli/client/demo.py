@@ -105,7 +105,8 @@ def _run(tour: Tour) -> Message:
         actors[alice],
     )
     tour.step(
-        "Who owes whom, pair by pair, before any simplification.",
+        "Who owes whom, pair by pair, after cancelling circular debts (a owes "
+        "b, b owes c, c owes a). The plan below can need fewer transfers.",
         ["balances", "pairwise", group],
         actors[alice],
     )

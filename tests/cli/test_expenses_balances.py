@@ -766,6 +766,8 @@ def test_demo_runs_twice(cli):
                     "balances report"):  # fmt: skip
         assert any(line.startswith(f"$ splitlog {command}") for line in commands)
     assert "nothing to settle" not in first.stdout
+    assert "before any simplification" not in first.stdout
+    assert "after cancelling circular debts" in first.stdout
     assert first.stdout.splitlines()[0] != second.stdout.splitlines()[0]
     # dave paid the car rental (280.00) and owes 240.00 of the other expenses,
     # so his net amount is 40.00 only once the balance counts every expense.
