@@ -320,7 +320,7 @@ def validate_notes(value: str, field: str) -> str:
     if forbidden is not None:
         raise invalid_field(
             field,
-            f"contain the control character U+{ord(forbidden):04X}; remove it",
+            f"contains the control character U+{ord(forbidden):04X}; remove it",
             reason="INVALID_NOTES",
         )
     return value

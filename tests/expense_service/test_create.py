@@ -858,6 +858,19 @@ def test_several_invalid_fields_counted_once(clients, group):
     assert error.details().count("more invalid") == 1
 
 
+def test_notes_control_character_named(clients, group):
+    expense = equal_expense(group, notes="a\x00b")
+
+    error = _create_error(clients, group.name, expense)
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "INVALID_NOTES"
+    assert violated_fields(error) == ["expense.notes"]
+    assert error.details() == (
+        "expense.notes: contains the control character U+0000; remove it"
+    )
+
+
 def test_empty_expense_lists_every_missing_field(clients, group):
     error = _create_error(clients, group.name, pb.Expense())
 
