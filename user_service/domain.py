@@ -83,6 +83,24 @@ FUND_CURRENCIES = {
     "UYI": "UYU",
     "UYW": "UYU",
 }
+# The withdrawn codes that expense amounts may still use (the historic table
+# of expense_service/currencies.py), each with the active code that replaced
+# it, following the chain of replacements to today's code: DEM became EUR,
+# and BGL became BGN, which became EUR. Where a code's country now pays in
+# another country's currency, that currency is named (TPE: USD, GWP: XOF).
+WITHDRAWN_CURRENCIES = {
+    "ADP": "EUR", "AFA": "AFN", "ANG": "XCG", "ATS": "EUR", "AYM": "AZN",
+    "AZM": "AZN", "BEF": "EUR", "BGL": "EUR", "BGN": "EUR", "BYB": "BYN",
+    "BYR": "BYN", "CSD": "RSD", "CUC": "CUP", "CYP": "EUR", "DEM": "EUR",
+    "EEK": "EUR", "ESP": "EUR", "FIM": "EUR", "FRF": "EUR", "GHC": "GHS",
+    "GRD": "EUR", "GWP": "XOF", "HRK": "EUR", "IEP": "EUR", "ITL": "EUR",
+    "LTL": "EUR", "LUF": "EUR", "LVL": "EUR", "MGF": "MGA", "MRO": "MRU",
+    "MTL": "EUR", "MZM": "MZN", "NLG": "EUR", "PTE": "EUR", "ROL": "RON",
+    "RUR": "RUB", "SDD": "SDG", "SIT": "EUR", "SKK": "EUR", "SLL": "SLE",
+    "SRG": "SRD", "STD": "STN", "TMM": "TMT", "TPE": "USD", "TRL": "TRY",
+    "USS": "USD", "VEB": "VES", "VEF": "VES", "YUM": "RSD", "ZMK": "ZMW",
+    "ZWD": "ZWG", "ZWL": "ZWG", "ZWN": "ZWG", "ZWR": "ZWG",
+}  # fmt: skip
 
 # Characters allowed unquoted in the local part of an address (RFC 5322 atext).
 _ATEXT = frozenset(
@@ -319,7 +337,7 @@ def validate_currency_code(value: str, field: str) -> str:
     Raises:
       InvalidArgument: the code is not an active ISO 4217 currency with a
         minor unit, in upper case (XDR and the metals have none), or is a fund
-        code.
+        code. A fund code or a withdrawn code gets the active code to use.
     """
     if value in ISO_4217_CODES:
         return value
@@ -331,6 +349,17 @@ def validate_currency_code(value: str, field: str) -> str:
             "currency, which is for the money new expenses are paid in; use "
             f"{FUND_CURRENCIES[value]!r}, the currency of the same country, "
             "or another active code",
+            reason="INVALID_CURRENCY_CODE",
+        )
+    if value in WITHDRAWN_CURRENCIES:
+        replacement = WITHDRAWN_CURRENCIES[value]
+        raise invalid_field(
+            field,
+            f"{value!r} is a withdrawn ISO 4217 currency, replaced by "
+            f"{replacement!r}. Expenses and settlements accept it for old "
+            "amounts, but it cannot be a default currency, which is for the "
+            f"money new expenses are paid in; use {replacement!r} or another "
+            "active code",
             reason="INVALID_CURRENCY_CODE",
         )
     hint = ""

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from expense_service.currencies import HISTORIC_EXPONENTS
 from splitlog_runtime.errors import InvalidArgument
 from user_service import domain
 
@@ -329,6 +330,44 @@ def test_validate_currency_code_names_fund(code, currency):
     assert "cannot be a default currency" in message
     assert f"use {currency!r}" in message
     assert "not an active" not in message
+
+
+@pytest.mark.parametrize(
+    ("code", "currency"),
+    [
+        ("HRK", "EUR"),
+        ("DEM", "EUR"),
+        ("BGN", "EUR"),
+        ("BGL", "EUR"),
+        ("ANG", "XCG"),
+        ("SLL", "SLE"),
+        ("VEF", "VES"),
+        ("ZWL", "ZWG"),
+        ("BYR", "BYN"),
+    ],
+)
+def test_validate_currency_code_names_replacement(code, currency):
+    with pytest.raises(InvalidArgument) as caught:
+        domain.validate_currency_code(code, "group.currency_code")
+
+    message = caught.value.message
+    assert caught.value.reason == "INVALID_CURRENCY_CODE"
+    assert f"{code!r} is a withdrawn ISO 4217 currency" in message
+    assert f"replaced by {currency!r}" in message
+    assert "cannot be a default currency" in message
+    assert f"use {currency!r}" in message
+    assert "not an active" not in message
+
+
+def test_withdrawn_currencies_match_historic_table():
+    assert set(domain.WITHDRAWN_CURRENCIES) == set(HISTORIC_EXPONENTS)
+
+
+@pytest.mark.parametrize("code", sorted(HISTORIC_EXPONENTS))
+def test_withdrawn_currency_replacement_is_active(code):
+    replacement = domain.WITHDRAWN_CURRENCIES.get(code)
+
+    assert domain.validate_currency_code(replacement, "f") == replacement
 
 
 @pytest.mark.parametrize("code", ["XDR", "XAU", "XTS"])

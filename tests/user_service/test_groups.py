@@ -142,6 +142,19 @@ def test_create_group_fund_currency_named(stub):
     assert "use 'CLP'" in message
 
 
+def test_create_group_withdrawn_currency_named(stub):
+    creator = create_user(stub)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        create_group(stub, creator.name, currency_code="HRK")
+
+    assert caught.value.code() == INVALID
+    assert violated_fields(caught.value) == ["group.currency_code"]
+    message = caught.value.details()
+    assert "'HRK' is a withdrawn ISO 4217 currency, replaced by 'EUR'" in message
+    assert "use 'EUR'" in message
+
+
 @pytest.mark.parametrize(
     ("group_fields", "request_fields", "violated"),
     [
