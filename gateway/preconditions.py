@@ -51,6 +51,27 @@ _HTTP_WHITESPACE = " \t"
 _UPDATE_METHODS = frozenset({"PATCH", "PUT"})
 
 
+_ETAG_WRITES = (
+    "writes that change an existing resource (PATCH, DELETE and POST actions "
+    "such as :undelete)"
+)
+
+
+def _unsupported_message(http_method: str) -> str:
+    """Describe If-Match on a route without an etag field, with the fix."""
+    if http_method == "GET":
+        # A GET sends an ETag header, so say where that etag goes.
+        return (
+            f"applies to {_ETAG_WRITES}, not to reads; remove it from this "
+            "GET, and send a resource's ETag in If-Match on the write that "
+            "changes it"
+        )
+    return (
+        "this route takes no etag, so the gateway cannot check If-Match; "
+        f"remove the header. If-Match applies to {_ETAG_WRITES}"
+    )
+
+
 def _has_etag(descriptor: Descriptor) -> bool:
     field = descriptor.fields_by_name.get(ETAG_FIELD)
     return field is not None and field.type == FieldDescriptor.TYPE_STRING
@@ -84,7 +105,10 @@ def etag_path(route: HttpRoute) -> tuple[str, ...] | None:
 
 
 def apply_if_match(
-    message: Message, path: tuple[str, ...] | None, header: str | None
+    message: Message,
+    path: tuple[str, ...] | None,
+    header: str | None,
+    http_method: str,
 ) -> None:
     """Set the etag field of a request from an `If-Match` header.
 
@@ -93,6 +117,8 @@ def apply_if_match(
       path: the route's etag field, from `etag_path`.
       header: the If-Match header, with repeated headers joined by commas,
         or None when the request has none.
+      http_method: the route's HTTP method, for the error of a route
+        without an etag field.
 
     Raises:
       InvalidArgument: the route has no etag field, the header is not `*`
@@ -105,10 +131,7 @@ def apply_if_match(
     value = header.strip(_HTTP_WHITESPACE)
     if path is None:
         raise invalid_field(
-            IF_MATCH,
-            "this route has no etag to check, so the gateway cannot honour "
-            "If-Match; remove the header",
-            reason="IF_MATCH_UNSUPPORTED",
+            IF_MATCH, _unsupported_message(http_method), reason="IF_MATCH_UNSUPPORTED"
         )
     if value == "*":
         return

@@ -530,7 +530,10 @@ class RestFront:
                 body,
             )
             preconditions.apply_if_match(
-                message, endpoint.etag_path, _if_match_header(request)
+                message,
+                endpoint.etag_path,
+                _if_match_header(request),
+                route.http_method,
             )
         except DomainError as exc:
             return _error_response(exc.to_status())

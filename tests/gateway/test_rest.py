@@ -467,6 +467,25 @@ def test_if_match_without_etag_400(client, method, path):
     error = _error(response)
     assert _detail(error, ERROR_INFO)["reason"] == "IF_MATCH_UNSUPPORTED"
     assert _detail(error, BAD_REQUEST)["fieldViolations"][0]["field"] == "If-Match"
+    assert "PATCH, DELETE and POST actions such as :undelete" in error["message"]
+
+
+def test_if_match_on_resource_get_names_writes(client):
+    created = _create_user(client)
+
+    response = client.get(
+        f"/v1/{created['name']}", headers={"If-Match": created["etag"]}
+    )
+
+    assert response.status_code == 400, response.text
+    error = _error(response)
+    assert _detail(error, ERROR_INFO)["reason"] == "IF_MATCH_UNSUPPORTED"
+    assert error["message"] == (
+        "If-Match: applies to writes that change an existing resource (PATCH, "
+        "DELETE and POST actions such as :undelete), not to reads; remove it "
+        "from this GET, and send a resource's ETag in If-Match on the write "
+        "that changes it"
+    )
 
 
 def test_group_member_routes(client):
