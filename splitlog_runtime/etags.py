@@ -13,24 +13,29 @@ def format_etag(version: int) -> str:
 def stale_etag(field: str, expected: int, current: int, resource: Resource) -> Aborted:
     """Build the ETAG_MISMATCH error of a write whose etag is not the current one.
 
-    Versions count up from 1, so an etag below the current one was issued
-    for an older version, and the message calls it stale. Any other etag,
-    such as `"9"` for a resource at `"1"`, was never issued for the
-    resource, and the message only says that it does not match. Both name
-    the current etag, as does the ErrorInfo metadata (`current_etag`).
+    Every service raises this one error, so the message always starts with
+    the etag sent and the current etag, as does the ErrorInfo metadata
+    (`current_etag`). Versions count up from 1, so an etag below the current
+    one was issued for an older version, and the message calls it stale and
+    says to read again. Any other etag, such as `"9"` for a resource at
+    `"1"`, was never issued for the resource, and the message says where to
+    find the right one.
     """
     name = resource.resource_name
+    noun = resource.resource_type.rsplit("/", 1)[-1].lower()
+    message = (
+        f"{field} {format_etag(expected)} does not match the current etag "
+        f"{format_etag(current)} of {name!r}: "
+    )
     if 0 < expected < current:
-        message = (
-            f"{field} {format_etag(expected)} is stale: {name!r} has changed "
-            f"since it was read, and its etag is now {format_etag(current)}; "
-            "read it again and retry with the new etag"
+        message += (
+            f"it is stale, because the {noun} has changed since it was read. "
+            "Read it again and retry with the current etag"
         )
     else:
-        message = (
-            f"{field} {format_etag(expected)} does not match the current etag "
-            f"{format_etag(current)} of {name!r}; send the etag of a read of "
-            "it (the etag field, or the ETag header of a REST GET)"
+        message += (
+            f"the {noun} never had that etag. Send the etag of a read of it "
+            "(the etag field, or the ETag header of a REST GET)"
         )
     return Aborted(
         message,

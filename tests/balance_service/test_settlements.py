@@ -477,12 +477,31 @@ def test_delete_with_stale_etag_is_aborted(services):
 
     assert caught.value.code() == grpc.StatusCode.ABORTED
     assert reason_of(caught.value) == "ETAG_MISMATCH"
-    assert (
-        f"etag {created.etag} is stale: {created.name!r} has changed since it was "
-        'read, and its etag is now "2"'
-    ) in caught.value.details()
+    assert caught.value.details() == (
+        f'etag {created.etag} does not match the current etag "2" of '
+        f"{created.name!r}: it is stale, because the settlement has changed "
+        "since it was read. Read it again and retry with the current etag"
+    )
     metadata = error_details(caught.value)["ErrorInfo"].metadata
     assert metadata["current_etag"] == '"2"'
+
+
+def test_delete_with_never_issued_etag_is_aborted(services):
+    group_id, (alice, bob) = create_group(services.users, 2)
+    created = settle(services.balances, group_id, alice, bob, 300)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        services.balances.DeleteSettlement(
+            pb.DeleteSettlementRequest(name=created.name, etag='"7"'), timeout=10
+        )
+
+    assert caught.value.code() == grpc.StatusCode.ABORTED
+    assert reason_of(caught.value) == "ETAG_MISMATCH"
+    assert caught.value.details() == (
+        f'etag "7" does not match the current etag "1" of {created.name!r}: '
+        "the settlement never had that etag. Send the etag of a read of it "
+        "(the etag field, or the ETag header of a REST GET)"
+    )
 
 
 def test_delete_twice_succeeds_and_undelete_live_fails(services):

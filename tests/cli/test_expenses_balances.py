@@ -422,7 +422,8 @@ def test_update_stale_etag_rejected(cli, group):
     assert changed.status == 0, changed.stderr
     assert stale.status == 1
     assert error_label(stale.stderr) == "ABORTED, ETAG_MISMATCH"
-    assert f"expense.etag {first['etag']} is stale" in stale.stderr
+    assert f"expense.etag {first['etag']} does not match" in stale.stderr
+    assert "it is stale, because the expense has changed" in stale.stderr
     assert json.loads(current.stdout)["description"] == "Test"
 
 

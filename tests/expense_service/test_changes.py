@@ -376,8 +376,11 @@ def test_update_stale_etag_aborted(clients, group, expense):
 
     assert error.code() == grpc.StatusCode.ABORTED
     assert reason_of(error) == "ETAG_MISMATCH"
-    assert f"expense.etag {expense.etag} is stale: " in error.details()
-    assert 'and its etag is now "2"; read it again' in error.details()
+    assert error.details() == (
+        f'expense.etag {expense.etag} does not match the current etag "2" of '
+        f"{expense.name!r}: it is stale, because the expense has changed since "
+        "it was read. Read it again and retry with the current etag"
+    )
     assert error_details(error)["ErrorInfo"].metadata["current_etag"] == '"2"'
     assert _get(clients, expense.name).description == "First"
 

@@ -765,8 +765,9 @@ def test_update_user_stale_etag_returns_aborted(stub):
     assert caught.value.code() == grpc.StatusCode.ABORTED
     assert reason_of(caught.value) == "ETAG_MISMATCH"
     assert resource_of(caught.value) == ("splitlog.dev/User", user.name)
-    assert 'has changed since it was read, and its etag is now "2"' in (
-        caught.value.details()
+    assert caught.value.details().startswith(
+        f'user.etag "1" does not match the current etag "2" of {user.name!r}: '
+        "it is stale, because the user has changed since it was read."
     )
     assert _get(stub, user.name).display_name == "Concurrent"
 
