@@ -14,8 +14,8 @@ from google.type import date_pb2, money_pb2
 
 from expense_service import money
 from expense_service.currencies import UnknownCurrencyError, exponent
-from splitlog_runtime.errors import InvalidArgument, invalid_field
-from splitlog_runtime.resources import check_id, parse_name
+from splitlog_runtime.errors import invalid_field
+from splitlog_runtime.resources import parse_name_ids
 from splitlog_runtime.validation import (
     Violations,  # noqa: F401 (re-exported)
     date_example,
@@ -45,18 +45,7 @@ _UUID = re.compile(
 
 
 def _parse_ids(name: str, pattern: str, field_path: str) -> tuple[str, ...]:
-    ids = parse_name(name, pattern, field_path)
-    for resource_id in ids:
-        try:
-            check_id(resource_id, field_path)
-        except InvalidArgument:
-            raise invalid_field(
-                field_path,
-                f"{name!r} contains the invalid id {resource_id!r}; ids are 4 to "
-                f"63 lower-case letters, digits and hyphens, as in {pattern!r}",
-                reason="INVALID_RESOURCE_NAME",
-            ) from None
-    return ids
+    return parse_name_ids(name, pattern, field_path)
 
 
 def parse_user(name: str, field_path: str) -> str:

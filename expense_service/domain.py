@@ -24,7 +24,7 @@ from expense_service.currencies import UnknownCurrencyError
 from splitlog.expenses.v1 import expenses_service_pb2 as pb
 from splitlog_runtime import limits, masks
 from splitlog_runtime.errors import InvalidArgument, invalid_field
-from splitlog_runtime.resources import check_id, parse_name
+from splitlog_runtime.resources import check_id, parse_name_ids
 from splitlog_runtime.validation import (  # noqa: F401 (Violations re-exported)
     NOTE_CONTROLS,
     Violations,
@@ -148,19 +148,7 @@ def _valid_ids(name: str, pattern: str) -> tuple[str, ...] | None:
 
 
 def _check_ids(name: str, pattern: str, field: str) -> tuple[str, ...]:
-    ids = parse_name(name, pattern, field)
-    for resource_id in ids:
-        try:
-            check_id(resource_id, field)
-        except InvalidArgument:
-            raise invalid_field(
-                field,
-                f"{name!r} contains the invalid id {resource_id!r}; ids are 4 to "
-                "63 lower-case letters, digits and hyphens, as in "
-                f"{pattern.split('/')[0]}/example-id",
-                reason="INVALID_RESOURCE_NAME",
-            ) from None
-    return ids
+    return parse_name_ids(name, pattern, field)
 
 
 def parse_expense_name(name: str, field: str) -> tuple[str, str]:

@@ -71,7 +71,7 @@ from splitlog_runtime.errors import (
     status_reason,
 )
 from splitlog_runtime.failure_log import FailureLogs
-from splitlog_runtime.resources import check_id, parse_name
+from splitlog_runtime.resources import parse_name_ids
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -343,17 +343,7 @@ async def _gather_or_cancel(*work: Awaitable[Any]) -> list[Any]:
 
 def _parse(name: str, pattern: str, field: str) -> str:
     """Check a resource name such as `groups/{group}`; return it unchanged."""
-    for resource_id in parse_name(name, pattern, field):
-        try:
-            check_id(resource_id, field)
-        except DomainError:
-            raise invalid_field(
-                field,
-                f"{name!r} contains the invalid id {resource_id!r}; ids are 4 to 63 "
-                "lower-case letters, digits and hyphens, as in "
-                f"{pattern.split('/')[0]}/example-id",
-                reason="INVALID_RESOURCE_NAME",
-            ) from None
+    parse_name_ids(name, pattern, field)
     return name
 
 

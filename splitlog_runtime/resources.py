@@ -139,3 +139,28 @@ def parse_name(name: str, pattern: str, field: str) -> tuple[str, ...]:
                 reason="INVALID_RESOURCE_NAME",
             )
     return tuple(ids)
+
+
+def parse_name_ids(name: str, pattern: str, field: str) -> tuple[str, ...]:
+    """Split a resource name by a pattern, as `parse_name` does, and check its ids.
+
+    Returns:
+      The ids, in the order of the pattern's variables.
+
+    Raises:
+      InvalidArgument: the name does not follow the pattern, or one of its
+        ids is invalid. The message of an invalid id shows an example name of
+        the same pattern, such as `groups/example-id/expenses/example-id`.
+    """
+    ids = parse_name(name, pattern, field)
+    for resource_id in ids:
+        if not ID_PATTERN.match(resource_id):
+            _, example = _template(pattern)
+            raise invalid_field(
+                field,
+                f"{name!r} contains the invalid id {resource_id!r}; ids are 4 to "
+                "63 lower-case letters, digits and hyphens, starting with a "
+                f"letter and not ending with a hyphen, as in {example!r}",
+                reason="INVALID_RESOURCE_NAME",
+            )
+    return ids

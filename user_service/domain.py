@@ -19,7 +19,7 @@ from splitlog_runtime.masks import (  # noqa: F401 (resolve_update_mask re-expor
     MaskRules,
     resolve_update_mask,
 )
-from splitlog_runtime.resources import check_id, parse_name
+from splitlog_runtime.resources import check_id, parse_name_ids
 from splitlog_runtime.validation import (
     BIDI_CONTROLS,
     Violations,  # noqa: F401 (re-exported)
@@ -397,19 +397,7 @@ def validate_new_id(value: str, field: str) -> str:
 
 
 def _parse_id(name: str, pattern: str, field: str) -> tuple[str, ...]:
-    ids = parse_name(name, pattern, field)
-    for resource_id in ids:
-        try:
-            check_id(resource_id, field)
-        except InvalidArgument:
-            raise invalid_field(
-                field,
-                f"{name!r} contains the invalid id {resource_id!r}; ids are 4 to "
-                "63 lower-case letters, digits and hyphens, as in "
-                f"{pattern.split('/')[0]}/example-id",
-                reason="INVALID_RESOURCE_NAME",
-            ) from None
-    return ids
+    return parse_name_ids(name, pattern, field)
 
 
 def parse_user_name(name: str, field: str) -> str:

@@ -527,6 +527,24 @@ def test_delete_twice_succeeds_and_undelete_live_fails(services):
     assert group_nets(services.balances, group_id) == {"EUR": {alice: 0, bob: 0}}
 
 
+def test_delete_invalid_id_shows_settlement_example(services):
+    name = "groups/abcd/settlements/a_b"
+
+    with pytest.raises(grpc.RpcError) as caught:
+        services.balances.DeleteSettlement(
+            pb.DeleteSettlementRequest(name=name), timeout=10
+        )
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason_of(caught.value) == "INVALID_RESOURCE_NAME"
+    assert caught.value.details() == (
+        f"name: {name!r} contains the invalid id 'a_b'; ids are 4 to 63 "
+        "lower-case letters, digits and hyphens, starting with a letter and "
+        "not ending with a hyphen, as in "
+        "'groups/example-id/settlements/example-id'"
+    )
+
+
 @pytest.mark.parametrize(
     ("name", "etag", "code", "reason"),
     [

@@ -126,6 +126,23 @@ def test_get_malformed_name(clients, name):
     assert violated_fields(caught.value) == ["name"]
 
 
+@pytest.mark.parametrize(
+    ("name", "bad_id"),
+    [("groups/trip-2026/expenses/a_b", "a_b"), ("groups/Trip/expenses/abcd", "Trip")],
+)
+def test_get_invalid_id_shows_expense_example(clients, name, bad_id):
+    with pytest.raises(grpc.RpcError) as caught:
+        clients.expenses.GetExpense(pb.GetExpenseRequest(name=name), timeout=TIMEOUT)
+
+    assert caught.value.code() == INVALID
+    assert violated_fields(caught.value) == ["name"]
+    assert caught.value.details() == (
+        f"name: {name!r} contains the invalid id {bad_id!r}; ids are 4 to 63 "
+        "lower-case letters, digits and hyphens, starting with a letter and "
+        "not ending with a hyphen, as in 'groups/example-id/expenses/example-id'"
+    )
+
+
 def test_get_returns_deleted_expense(clients, history):
     _, names = history
 
