@@ -48,6 +48,7 @@ def not_a_member(
     field_path: str,
     problem: str = "",
     filled: bool = False,
+    fix: str = "",
 ) -> FailedPrecondition:
     """Build the NOT_A_GROUP_MEMBER error.
 
@@ -57,11 +58,16 @@ def not_a_member(
         only membership would allow the user.
       filled: whether the request left `field_path` empty and
         `authz.author_or_caller` set it to the caller.
+      fix: what to do instead, for a request that cannot pick another
+        user, such as a delete. Empty for the fix of a new settlement:
+        add the user, or name a member.
     """
     user, group = domain.user_name(user_id), domain.group_name(group_id)
     message = f"{field_path} {user!r} is not a member of {group!r}; "
     if filled:
         message += authz.filled_author_hint([field_path], user)
+    elif fix:
+        message += fix
     else:
         if problem:
             message += (

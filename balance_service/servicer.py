@@ -374,6 +374,24 @@ def _leaving(group_id: str, fields: dict[str, list[str]]) -> FailedPrecondition:
     )
 
 
+# The fixes for a delete or restore of a settlement that names a former
+# member. Both keep the documented rule that payer and payee must be members,
+# and point to CreateSettlement, which accepts a former member when the new
+# settlement moves their balance towards zero.
+_DELETE_FIX = (
+    "deleting a settlement needs its payer and payee to be members. Add the "
+    "user back with AddGroupMember first, or keep the settlement and record "
+    "one in the opposite direction, which may name a former member when it "
+    "moves their balance towards zero"
+)
+_UNDELETE_FIX = (
+    "restoring a settlement needs its payer and payee to be members. Add the "
+    "user back with AddGroupMember first, or record a new settlement in its "
+    "place, which may name a former member when it moves their balance "
+    "towards zero"
+)
+
+
 def _require_members(
     group_id: str,
     members: GroupMembers,
@@ -381,6 +399,7 @@ def _require_members(
     *,
     active: bool,
     filled: Collection[str] = (),
+    fix: str = "",
 ) -> None:
     """Check that each user is a member, not leaving and, if `active`, not
     deactivated.
@@ -389,6 +408,8 @@ def _require_members(
       named: (user id, the field that names the user) pairs.
       filled: the fields of `named` that the request left empty and that
         `authz.author_or_caller` set to the caller.
+      fix: the fix that the NOT_A_GROUP_MEMBER message names, as in
+        `former_members.not_a_member`.
 
     Raises:
       FailedPrecondition: a user is not a member (reason NOT_A_GROUP_MEMBER),
@@ -398,7 +419,7 @@ def _require_members(
     for user_id, field_path in named:
         if user_id not in members.all:
             raise not_a_member(
-                group_id, user_id, field_path, filled=field_path in filled
+                group_id, user_id, field_path, filled=field_path in filled, fix=fix
             )
     if active:
         deactivated = _fields_of(named, members.deactivated)
@@ -1503,6 +1524,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                 (row.payee_id, "the settlement's payee"),
             ],
             active=not deleted,
+            fix=_DELETE_FIX if deleted else _UNDELETE_FIX,
         )
         with self._transaction() as session:
             row = self._require(session, group_id, settlement_id, lock=True)

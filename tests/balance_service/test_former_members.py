@@ -250,3 +250,59 @@ def test_settling_retry_with_request_id_replays(services):
     assert _settled(services, group_id)
     error = _rejected(services, group_id, leaver, alice, alice, 1000)
     assert "has no balance in EUR in the group" in error.details()
+
+
+def test_delete_settlement_of_former_member_names_fixes(services):
+    group_id, alice, _, leaver = _group_with_former(services, -1000)
+    created = _create(services, group_id, leaver, alice, alice, 400)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        services.balances.DeleteSettlement(
+            pb.DeleteSettlementRequest(name=created.name), timeout=10
+        )
+
+    error = caught.value
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(error) == "NOT_A_GROUP_MEMBER"
+    assert error.details() == (
+        f"the settlement's payer 'users/{leaver}' is not a member of "
+        f"'groups/{group_id}'; deleting a settlement needs its payer and payee "
+        "to be members. Add the user back with AddGroupMember first, or keep "
+        "the settlement and record one in the opposite direction, which may "
+        "name a former member when it moves their balance towards zero"
+    )
+    assert "pick a member" not in error.details()
+    assert group_nets(services.balances, group_id)["EUR"][leaver] == -600
+
+
+def test_undelete_settlement_of_former_member_names_fixes(services):
+    group_id, (alice, _, leaver) = create_group(services.users, 3)
+    services.peer.publish(
+        group_id, uuid.uuid4().hex[:8], {alice: (1000, 0), leaver: (0, 1000)}
+    )
+    services.sync()
+    created = _create(services, group_id, leaver, alice, alice, 1000)
+    deleted = services.balances.DeleteSettlement(
+        pb.DeleteSettlementRequest(name=created.name), timeout=10
+    ).settlement
+    services.users.RemoveGroupMember(
+        users_pb.RemoveGroupMemberRequest(name=f"groups/{group_id}/members/{leaver}"),
+        timeout=10,
+    )
+
+    with pytest.raises(grpc.RpcError) as caught:
+        services.balances.UndeleteSettlement(
+            pb.UndeleteSettlementRequest(name=created.name, etag=deleted.etag),
+            timeout=10,
+        )
+
+    error = caught.value
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(error) == "NOT_A_GROUP_MEMBER"
+    assert error.details() == (
+        f"the settlement's payer 'users/{leaver}' is not a member of "
+        f"'groups/{group_id}'; restoring a settlement needs its payer and payee "
+        "to be members. Add the user back with AddGroupMember first, or record "
+        "a new settlement in its place, which may name a former member when "
+        "it moves their balance towards zero"
+    )
