@@ -572,6 +572,28 @@ class Coordinator:
             ]
             return ShardRoute(shard, leader_address, state.epoch, tuple(readable))
 
+    def known_commit(self, shard: str) -> tuple[int, int] | None:
+        """Return a commit sequence of the shard from the polls, and an epoch.
+
+        The sequence is the highest commit sequence that a node of the shard
+        reported in its last successful poll, so it is at most the shard's
+        commit sequence now, even while no node responds. The epoch is that
+        node's `last_record_epoch`, which is at least the epoch of the entry at
+        the sequence. Returns None when no node of the shard ever responded.
+        """
+        with self._lock:
+            state = self._states[shard]
+            members = ([state.leader] if state.leader else []) + list(state.followers)
+            known = [
+                replica
+                for replica in (self._replica(node, shard) for node in members)
+                if replica is not None
+            ]
+        if not known:
+            return None
+        best = max(known, key=lambda replica: replica.commit_sequence)
+        return best.commit_sequence, best.last_record_epoch
+
     def reachable_addresses(self) -> list[str]:
         """Return the address of every node that answered the latest poll."""
         with self._lock:

@@ -148,6 +148,9 @@ class _Stream:
     reading_since: float | None
     # Why the watcher cancelled the call, or empty.
     abandoned: str = ""
+    # Whether the call starts after the shard's newest committed entry, as a
+    # shard without a position does.
+    from_newest: bool = False
 
 
 class Tail:
@@ -159,7 +162,9 @@ class Tail:
       selection: the entry conditions.
       fingerprint: hash of the conditions, for resume tokens.
       positions: last sequence number sent per shard; -1 starts after the
-        newest committed entry.
+        newest committed entry, or after the commit sequence that the
+        coordinator last polled when the stream opens only after the first
+        response.
       epochs: the epoch of the entry at each shard's position, from a resume
         token; a missing or 0 epoch leaves the position unchecked.
       keepalive: seconds without entries after which an empty message goes out.
@@ -210,6 +215,9 @@ class Tail:
         self._skipped = 0
         self._backlog_through: dict[str, int] = {}
         self._opened: set[str] = set()
+        # Shards without a position whose stream had not opened by the first
+        # response, which start after the commit sequence polled before it.
+        self._late: set[str] = set()
         self._error: DomainError | None = None
         self._streams: dict[str, _Stream] = {}
 
@@ -258,6 +266,13 @@ class Tail:
           DomainError: a node rejected a shard's call with a status of
             `FINAL_NODE_CODES`; the error has the same status.
         """
+        # Read before the first response, so each is at most the shard's
+        # commit sequence when the client receives that response.
+        known_commits = {
+            shard: self._coordinator.known_commit(shard)
+            for shard, position in self._positions.items()
+            if position < 0
+        }
         with self._lock:
             # A tail stopped before its first response starts no threads.
             # `stop` takes the lock after it sets the flag, so no thread
@@ -269,6 +284,7 @@ class Tail:
         try:
             with self._lock:
                 self._wait_for_streams_locked()
+                self._place_unopened_locked(known_commits)
                 positions = self._positions_locked()
                 skipped = self._take_skipped_locked()
             yield self._closing_fields(positions, skipped)
@@ -347,6 +363,51 @@ class Tail:
             self._changed.wait(remaining)
         if self._error is not None:
             raise self._error
+
+    def _place_unopened_locked(
+        self, known_commits: dict[str, tuple[int, int] | None]
+    ) -> None:
+        """Give each shard without a position and an open stream a safe start.
+
+        The client may write once it has the first response. A stream that
+        opened later after the shard's newest entry would miss the entries
+        acknowledged in between, so the shard starts after the commit
+        sequence that the coordinator polled before the call instead. That
+        may send a few entries acknowledged before the first response.
+        """
+        for shard, known in known_commits.items():
+            if shard in self._opened or self._positions[shard] >= 0:
+                continue
+            if known is None:
+                _LOGGER.warning(
+                    "log tail of shard %s: the stream did not open within %.1f s "
+                    "and no node of the shard has answered a poll yet, so the "
+                    "shard starts after its newest entry once the stream opens; "
+                    "entries acknowledged before then are not sent",
+                    shard,
+                    OPEN_WAIT_SECONDS,
+                )
+                continue
+            sequence, epoch = known
+            self._positions[shard] = sequence
+            self._epochs[shard] = epoch
+            self._late.add(shard)
+            _LOGGER.info(
+                "log tail of shard %s: the stream did not open within %.1f s; "
+                "the shard starts after sequence %d (epoch %d), the commit "
+                "sequence last polled",
+                shard,
+                OPEN_WAIT_SECONDS,
+                sequence,
+                epoch,
+            )
+
+    def _late_start(self, shard: str) -> tuple[int, int] | None:
+        """Return the start of a late shard without an open stream, or None."""
+        with self._lock:
+            if shard in self._late and shard not in self._opened:
+                return self._positions[shard], self._epochs[shard]
+            return None
 
     def _next_locked(self) -> _Pending | None:
         """Take the next message with entries, or wait for one.
@@ -427,9 +488,18 @@ class Tail:
         shard: str,
         message: node_service_pb2.FollowEntriesResponse,
         stream: _Stream,
-    ) -> None:
+    ) -> bool:
+        """Add a received message to the pending ones.
+
+        Returns:
+          False when the message is the first of a stream that started
+          after the shard's newest entry, but the first response has given
+          the shard an earlier start. The caller then follows the shard again.
+        """
         count = len(message.sequences)
         with self._lock:
+            if stream.from_newest and shard in self._late and shard not in self._opened:
+                return False
             # Waiting for room for a backlog is no silence of the stream.
             stream.reading_since = None
             self._opened.add(shard)
@@ -445,7 +515,7 @@ class Tail:
                 ):
                     self._changed.wait()
                 if self._stop.is_set() or self._error is not None:
-                    return
+                    return True
             item = _Pending(shard, message, backlog)
             self._pending.append(item)
             self._count_locked(item, count)
@@ -456,6 +526,7 @@ class Tail:
                 self._release_locked(self._pending.popleft())
             self._changed.notify_all()
             stream.reading_since = time.monotonic()
+        return True
 
     def _drop_live_locked(self) -> None:
         """Drop the oldest live entries beyond `max_pending`."""
@@ -659,6 +730,12 @@ class Tail:
         silent = 0
         failed_checks = 0
         while not self._stop.is_set():
+            if position < 0:
+                late = self._late_start(shard)
+                if late is not None:
+                    # The coordinator's own commit sequence needs no check.
+                    position, epoch = late
+                    checked = True
             route = self._coordinator.route(shard)
             if route.leader_address is None:
                 self._stop.wait(RECONNECT_DELAY_SECONDS)
@@ -712,7 +789,13 @@ class Tail:
             except ValueError as exc:
                 self._end_closed(shard, route.leader_address, "FollowEntries", exc)
                 return
-            stream = _Stream(call, route.leader_address, route.epoch, time.monotonic())
+            stream = _Stream(
+                call,
+                route.leader_address,
+                route.epoch,
+                time.monotonic(),
+                from_newest=position < 0,
+            )
             with self._lock:
                 self._streams[shard] = stream
             if self._stop.is_set():
@@ -728,11 +811,18 @@ class Tail:
                             call.cancel()
                             return
                         checked = True
+                    if not self._add(shard, message, stream):
+                        call.cancel()
+                        problem = (
+                            "the stream opened after the first response, which "
+                            "gave the shard an earlier start"
+                        )
+                        break
                     if (message.last_epoch, message.last_sequence) > (epoch, position):
                         epoch = message.last_epoch
                         position = message.last_sequence
-                    self._add(shard, message, stream)
-                problem = "the node ended the stream"
+                else:
+                    problem = "the node ended the stream"
             except grpc.RpcError as exc:
                 if self._stop.is_set():
                     return

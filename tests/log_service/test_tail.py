@@ -692,7 +692,7 @@ def test_resume_token_missing_shard_rejected(cluster):
     assert "start a new tail without a resume token" in details
 
 
-def test_resume_token_lists_unopened_shard(base_config):
+def test_resume_token_holds_late_shard_start(base_config):
     config = base_config.replace(
         log_shards=2, log_replicas=1, log_node_port=0, log_fsync=False, workers=8
     )
@@ -709,7 +709,8 @@ def test_resume_token_lists_unopened_shard(base_config):
         cluster.node_host(node).stop(0)
 
         # The stopped shard's stream never opens, so the first message comes
-        # after the wait for it and cannot carry a position for that shard.
+        # after the wait for it. It carries the shard's commit sequence from
+        # the coordinator's last poll, 0 as the shard has no entries.
         call = cluster.stub.TailLogEntries(pb.TailLogEntriesRequest(), timeout=30)
         token = next(call).resume_token
         call.cancel()
@@ -725,8 +726,8 @@ def test_resume_token_lists_unopened_shard(base_config):
     finally:
         cluster.close()
 
-    assert list(payload["p"]) == [first]
-    assert payload["u"] == [down]
+    assert payload["p"] == {first: 0, down: 0}
+    assert payload.get("u", []) == []
     assert messages == ["after"]
 
 
@@ -1136,3 +1137,96 @@ def test_live_tail_opens_on_unconfigured_leader(failover_pair):
     assert unconfigured_epoch == 1
     assert messages == ["between 0"]
     assert shard in token_positions(first.resume_token)
+
+
+# A live tail opened while a shard's leader does not respond.
+
+
+def test_late_shard_sends_later_entries(cluster):
+    (shard,) = cluster.topology.shard_ids
+    (spec,) = cluster.topology.shard(shard).nodes
+    write(cluster, "before", 3)
+    cluster.coordinator.wait_for_poll(5)
+    cluster.coordinator.wait_for_poll(5)
+    cluster.node_host(spec.node_id).stop(0)
+
+    clients = NodeClients(cluster.config.max_message_bytes)
+    # After the first response, each FollowEntries call waits until the test
+    # has written, so a tail that starts the shard after its newest entry
+    # then misses every entry written after the first response.
+    first_sent = threading.Event()
+    written = threading.Event()
+
+    def stub_for(address: str):
+        if first_sent.is_set():
+            written.wait(10)
+        return clients.stubs(address).node
+
+    tail = Tail(
+        cluster.coordinator,
+        stub_for,
+        EntrySelection(("tailed",), (), "", ()),
+        "fingerprint",
+        {shard: -1},
+        keepalive=0.2,
+    )
+    responses = parsed(tail)
+    try:
+        first = next(responses)
+        first_sent.set()
+        start_again(cluster, shard, spec)
+        write_until_stored(cluster, "after", 3)
+        written.set()
+        # Keep-alives come every 0.2 s, so a tail that missed the entries
+        # ends the read after 5 s.
+        messages = read_entries_until(responses, 3, timeout=5)
+    finally:
+        written.set()
+        responses.close()
+        clients.close()
+
+    assert messages == ["after 0", "after 1", "after 2"]
+    assert token_positions(first.resume_token) == {shard: 3}
+
+
+def test_late_opened_stream_restarts(cluster):
+    (shard,) = cluster.topology.shard_ids
+    write(cluster, "before", 3)
+    cluster.coordinator.wait_for_poll(5)
+    cluster.coordinator.wait_for_poll(5)
+
+    clients = NodeClients(cluster.config.max_message_bytes)
+    # The first FollowEntries call, which starts after the newest entry,
+    # waits until the test has written after the first response.
+    written = threading.Event()
+    calls = 0
+
+    def stub_for(address: str):
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            written.wait(10)
+        return clients.stubs(address).node
+
+    tail = Tail(
+        cluster.coordinator,
+        stub_for,
+        EntrySelection(("tailed",), (), "", ()),
+        "fingerprint",
+        {shard: -1},
+        keepalive=0.2,
+    )
+    responses = parsed(tail)
+    try:
+        first = next(responses)
+        write(cluster, "after", 3)
+        written.set()
+        messages = read_entries_until(responses, 3, timeout=5)
+    finally:
+        written.set()
+        responses.close()
+        clients.close()
+
+    assert messages == ["after 0", "after 1", "after 2"]
+    assert calls == 2
+    assert token_positions(first.resume_token) == {shard: 3}
