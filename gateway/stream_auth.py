@@ -136,8 +136,10 @@ async def until_failed(
     """Yield the items of a stream until `watch` returns an error.
 
     Each item is awaited in a task of its own, raced against `watch`. When
-    `watch` ends first, that task is cancelled, which ends the stream's
-    backend call, and the stream is not read again.
+    `watch` returns first, that task is cancelled, which ends the stream's
+    backend call, and the stream is not read again. A cancelled `watch`, as
+    when the backend call has ended, stops the race, and the stream is read
+    to its end or its error.
 
     Raises:
       CredentialRejected: `watch` returned an error.
@@ -146,22 +148,27 @@ async def until_failed(
     while True:
         step = asyncio.ensure_future(anext(iterator))
         try:
-            await asyncio.wait({step, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if not watch.done():
+                await asyncio.wait({step, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if _failed(watch):
+                step.cancel()
+                await asyncio.wait({step})
+                if not step.cancelled():
+                    # Read the outcome so that asyncio does not log it as lost.
+                    step.exception()
+                raise CredentialRejected(watch.result())
+            item = await step
         except asyncio.CancelledError:
             step.cancel()
             raise
-        if watch.done():
-            step.cancel()
-            await asyncio.wait({step})
-            if not step.cancelled():
-                # Read the outcome so that asyncio does not log it as lost.
-                step.exception()
-            raise CredentialRejected(watch.result())
-        try:
-            item = step.result()
         except StopAsyncIteration:
             return
         yield item
+
+
+def _failed(watch: asyncio.Future[DomainError]) -> bool:
+    """Return whether `watch` returned an error, rather than being cancelled."""
+    return watch.done() and not watch.cancelled()
 
 
 async def run_until_failed(
@@ -174,7 +181,10 @@ async def run_until_failed(
     """
     task = asyncio.ensure_future(call)
     try:
-        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if not watch.done():
+            await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if not _failed(watch):
+            return await task
     except asyncio.CancelledError:
         task.cancel()
         raise

@@ -244,6 +244,28 @@ def test_revoked_key_ends_rest_tail(channel, admin, live):
     assert "resumeToken" in last["error"]["message"]
 
 
+def test_rest_tail_deadline_line_with_auth(channel, admin, live):
+    _, secret = _create_key(channel, admin, ["logs:read"])
+    url = f"http://127.0.0.1:{live.gateway.http_port}/v1/logs:tail"
+
+    # The call ends at its deadline, which also stops the credential checks.
+    # The reply still ends with the error line, and the body is complete.
+    with httpx.stream(
+        "POST",
+        url,
+        json={"services": [_service()]},
+        headers={"authorization": f"Bearer {secret}", "grpc-timeout": "2S"},
+        timeout=STREAM_TIMEOUT,
+    ) as response:
+        lines = [json.loads(line) for line in response.iter_lines() if line]
+
+    assert response.status_code == 200
+    assert "result" in lines[0]
+    error = lines[-1]["error"]
+    assert error["status"] == "DEADLINE_EXCEEDED"
+    assert error["details"][0]["reason"] == "STREAM_DEADLINE_REACHED"
+
+
 def test_write_stream_without_deadline_outlives_default_deadline(live, channel, admin):
     # The gateway's default deadline applies to unary calls. A write stream
     # without a deadline stays open, like a tail.
