@@ -189,8 +189,11 @@ class Gateway:
                 raise Unreachable(self.address, self.tls is not None) from None
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise ServerError(
-                    f"{self.address} sent no response within {self.timeout:g} s "
-                    "(DEADLINE_EXCEEDED); check the log of `splitlog up`",
+                    f"neither the gateway at {self.address} nor the service "
+                    f"behind it sent a response within {self.timeout:g} s "
+                    f"(DEADLINE_EXCEEDED); `splitlog health {self.address}` "
+                    "shows which one is not serving, and the log of "
+                    "`splitlog up` why",
                     exc.code(),
                 ) from None
             raise server_error(exc) from None

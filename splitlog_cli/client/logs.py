@@ -2609,9 +2609,13 @@ class _LogsClient:
         if unavailable and not self.responded and not self._reachable():
             return Unreachable(self.address, self.tls is not None)
         if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            # A gateway forwards the call with the client's deadline, so a
+            # stopped log_service also ends here.
             return ServerError(
-                f"{self.address} sent no response within {self.timeout:g} s "
-                "(DEADLINE_EXCEEDED); check the log of `splitlog up`",
+                f"neither the gateway at {self.address} nor the log_service "
+                f"behind it sent a response within {self.timeout:g} s "
+                f"(DEADLINE_EXCEEDED); `splitlog health {self.address}` shows "
+                "which one is not serving, and the log of `splitlog up` why",
                 error.code(),
             )
         return server_error(error)

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -3233,6 +3234,25 @@ def test_cluster_table_without_leader(loop_thread, base_config, tmp_path, capsys
     assert "cluster health: unavailable" in out
     assert f"{follower.node} (lag unknown, no leader)" in out
     assert "(lag 0" not in out
+
+
+def test_cluster_timeout_names_log_service(capsys, monkeypatch):
+    # A listening socket that never accepts behaves as a stopped (SIGSTOP)
+    # gateway or router does: connections open, and no response comes.
+    frozen = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    frozen.bind(("127.0.0.1", 0))
+    frozen.listen()
+    monkeypatch.setattr(logs_commands, "DEFAULT_TIMEOUT", 1.0)
+    address = f"127.0.0.1:{frozen.getsockname()[1]}"
+    try:
+        status, _, err = run(capsys, address, "logs", "cluster")
+    finally:
+        frozen.close()
+
+    assert status == 1
+    assert f"neither the gateway at {address} nor the log_service behind it" in err
+    assert "within 1 s (DEADLINE_EXCEEDED)" in err
+    assert "splitlog health" in err
 
 
 def test_cluster_table_shows_snapshot_progress():
