@@ -350,8 +350,10 @@ class Tail:
                 {shard: epoch for shard, (_, epoch) in positions.items()},
             )
         )
+        with self._lock:
+            waiting = sorted(set(self._shards) - self._opened)
         return logs_service_pb2.TailLogEntriesResponse(
-            resume_token=token, skipped_count=skipped
+            resume_token=token, skipped_count=skipped, unopened_shards=waiting
         ).SerializeToString()
 
     def _wait_for_streams_locked(self) -> None:

@@ -2049,6 +2049,7 @@ def _follow_tail(
         ends_at = time.monotonic_ns() + duration_ns
     give_up_at = None
     backoff = 0.2
+    unopened: tuple[str, ...] = ()
     while True:
         if ends_at is not None and give_up_at is not None:
             # A reconnection gets what is left of --duration.
@@ -2070,6 +2071,7 @@ def _follow_tail(
                 give_up_at = None
                 backoff = 0.2
                 _print_tail(context, response)
+                unopened = _note_unopened(unopened, response)
                 # Taken only once every entry of the response is printed, so
                 # that a resume never skips an entry.
                 last.resume_token = response.resume_token or last.resume_token
@@ -2092,6 +2094,30 @@ def _follow_tail(
             delay = error.retry_delay or backoff
             backoff = min(backoff * 2, 2.0)
             time.sleep(min(delay, max(0.0, give_up_at - now)))
+
+
+def _note_unopened(
+    previous: tuple[str, ...], response: logs_pb2.TailLogEntriesResponse
+) -> tuple[str, ...]:
+    """Print on stderr when the shards that the tail does not follow yet change.
+
+    Returns:
+      The shards that `response` lists as unopened.
+    """
+    current = tuple(response.unopened_shards)
+    if current == previous:
+        return current
+    if current:
+        names = ", ".join(safe_text(shard) for shard in current)
+        message = (
+            f"log shard(s) {names} have no responding leader yet, so the tail "
+            "shows their entries only once a leader responds (`splitlog logs "
+            "cluster` shows the shards' health)"
+        )
+    else:
+        message = "every log shard is followed now"
+    print(f"splitlog logs tail: {message}", file=sys.stderr, flush=True)
+    return current
 
 
 @contextlib.contextmanager

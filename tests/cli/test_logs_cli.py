@@ -2898,6 +2898,32 @@ def test_tail_without_first_message_fails(loop_thread, tmp_path_factory, capsys)
     assert "sent no response within the --duration of 1s " in err
 
 
+def test_tail_notes_unopened_shard(loop_thread, tmp_path_factory, capsys):
+    base = config_module.load(
+        environ={},
+        overrides={
+            "auth_required": False,
+            "data_dir": tmp_path_factory.mktemp("one-down"),
+        },
+    )
+    running = LogsGateway(
+        base, tmp_path_factory.mktemp("gateway-one-down"), loop_thread
+    )
+    try:
+        up, down = running.cluster.topology.shard_ids
+        (node,) = running.cluster.topology.shard(down).nodes
+        running.cluster.node_host(node.node_id).stop(0)
+        status, _, err = run(
+            capsys, running.address, "logs", "tail", "--duration", "3s"
+        )
+    finally:
+        running.close()
+
+    assert status == 0, err
+    assert f"log shard(s) {down} have no responding leader yet" in err
+    assert up not in err.split("have no responding leader")[0]
+
+
 # stats
 
 

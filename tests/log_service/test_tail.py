@@ -134,6 +134,7 @@ def test_slow_reader_skips_oldest_entries(cluster, clients):
     try:
         first = next(responses)
         assert first.skipped_count == 0
+        assert list(first.unopened_shards) == []
 
         # One batch of 25 reaches the tail as one message, over the bound of 10.
         write(cluster, "burst", 25)
@@ -712,7 +713,8 @@ def test_resume_token_holds_late_shard_start(base_config):
         # after the wait for it. It carries the shard's commit sequence from
         # the coordinator's last poll, 0 as the shard has no entries.
         call = cluster.stub.TailLogEntries(pb.TailLogEntriesRequest(), timeout=30)
-        token = next(call).resume_token
+        first_response = next(call)
+        token = first_response.resume_token
         call.cancel()
         payload = token_payload(token)
         cluster.stub.WriteLogEntries(
@@ -726,6 +728,7 @@ def test_resume_token_holds_late_shard_start(base_config):
     finally:
         cluster.close()
 
+    assert list(first_response.unopened_shards) == [down]
     assert payload["p"] == {first: 0, down: 0}
     assert payload.get("u", []) == []
     assert messages == ["after"]
@@ -1187,6 +1190,7 @@ def test_late_shard_sends_later_entries(cluster):
 
     assert messages == ["after 0", "after 1", "after 2"]
     assert token_positions(first.resume_token) == {shard: 3}
+    assert list(first.unopened_shards) == [shard]
 
 
 def test_late_opened_stream_restarts(cluster):
@@ -1230,3 +1234,4 @@ def test_late_opened_stream_restarts(cluster):
     assert messages == ["after 0", "after 1", "after 2"]
     assert calls == 2
     assert token_positions(first.resume_token) == {shard: 3}
+    assert list(first.unopened_shards) == [shard]

@@ -389,14 +389,16 @@ class TailLogEntriesRequest(_message.Message):
     def __init__(self, services: _Optional[_Iterable[str]] = ..., min_severity: _Optional[_Union[Severity, str]] = ..., severities: _Optional[_Iterable[_Union[Severity, str]]] = ..., keyword: _Optional[str] = ..., attribute_filters: _Optional[_Iterable[str]] = ..., attribute_conditions: _Optional[_Iterable[_Union[AttributeCondition, _Mapping]]] = ..., resume_token: _Optional[str] = ...) -> None: ...
 
 class TailLogEntriesResponse(_message.Message):
-    __slots__ = ("entries", "resume_token", "skipped_count")
+    __slots__ = ("entries", "resume_token", "skipped_count", "unopened_shards")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    UNOPENED_SHARDS_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[LogEntry]
     resume_token: str
     skipped_count: int
-    def __init__(self, entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ..., resume_token: _Optional[str] = ..., skipped_count: _Optional[int] = ...) -> None: ...
+    unopened_shards: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ..., resume_token: _Optional[str] = ..., skipped_count: _Optional[int] = ..., unopened_shards: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetLogStatsRequest(_message.Message):
     __slots__ = ("start_time", "end_time", "services", "min_severity", "histogram_step", "severities", "keyword", "attribute_filters", "attribute_conditions")
