@@ -37,6 +37,20 @@ def _parse_int(text: str) -> int:
         raise ValueError("expected a whole number") from None
 
 
+def _parse_non_negative_int(text: str) -> int:
+    value = _parse_int(text)
+    if value < 0:
+        raise ValueError(f"{value} is negative; use 0 or more")
+    return value
+
+
+def _parse_non_negative_float(text: str) -> float:
+    value = _parse_float(text)
+    if value < 0:
+        raise ValueError(f"{value:g} is negative; use 0 or more")
+    return value
+
+
 def _parse_partition_hours(text: str) -> int:
     value = _parse_int(text)
     if value <= 0 or 24 % value:
@@ -644,6 +658,25 @@ SETTINGS: list[Setting] = [
         900.0,
         "Seconds that a sign-in lockout lasts; attempts during it do not extend it.",
         _parse_float,
+    ),
+    Setting(
+        "auth_password_hash_concurrency",
+        0,
+        "Maximum number of password hashes (Argon2, 64 MiB of memory each) "
+        "that user_service computes at once, for SignUp, SignIn and "
+        "SetPassword. As many more calls may wait for a slot; further ones get "
+        "RESOURCE_EXHAUSTED with a retry delay. Calls that present a token or "
+        "API key never wait for one. 0 means the number of CPUs, but at most a "
+        "quarter of workers.",
+        _parse_non_negative_int,
+    ),
+    Setting(
+        "auth_password_hash_max_wait_seconds",
+        0.5,
+        "Maximum time that a SignUp, SignIn or SetPassword waits for a slot "
+        "under auth_password_hash_concurrency, and never past its deadline; "
+        "after it the call gets RESOURCE_EXHAUSTED with a retry delay.",
+        _parse_non_negative_float,
     ),
     Setting(
         "tls_cert_file",

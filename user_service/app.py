@@ -21,6 +21,7 @@ from user_service.auth_servicer import (
     CredentialServicer,
 )
 from user_service.guards import BalanceGuard, BalanceServiceGuard
+from user_service.password_hashing import PasswordHashing
 from user_service.servicer import SERVICE_NAME, UsersServicer
 from user_service.signin_throttle import SignInThrottle
 
@@ -32,6 +33,7 @@ def build(
     address: str | None = None,
     guard: BalanceGuard | None = None,
     interceptors: Iterable[grpc.ServerInterceptor] = (),
+    hashing: PasswordHashing | None = None,
 ) -> ServiceHost:
     """Start the user service and return its host once it reports SERVING.
 
@@ -44,6 +46,10 @@ def build(
         at `config.service_address("balance_service")`.
       interceptors: server interceptors that run before the service's own,
         such as a test's count of calls.
+      hashing: the bound on password hashes at once; defaults to one made
+        from auth_password_hash_concurrency and
+        auth_password_hash_max_wait_seconds. A test passes its own to read
+        its `peak`.
     """
     throttle = SignInThrottle(
         config.auth_signin_max_failures,
@@ -70,6 +76,7 @@ def build(
         config.auth_refresh_token_seconds,
         throttle,
         config.auth_refresh_reuse_grace_seconds,
+        hashing or PasswordHashing.from_config(config),
     )
     credential_servicer = CredentialServicer(database, tokens)
     try:

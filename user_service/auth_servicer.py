@@ -48,6 +48,7 @@ from splitlog_runtime.errors import (
 )
 from splitlog_runtime.resources import new_id, parse_name
 from user_service import auth_storage, domain, storage
+from user_service.password_hashing import PasswordHashing, resolve_concurrency
 from user_service.servicer import (
     UsersServicer,
     _next_token,
@@ -232,6 +233,7 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         refresh_lifetime_seconds: int,
         throttle: SignInThrottle | None = None,
         refresh_reuse_grace_seconds: float = 0.0,
+        hashing: PasswordHashing | None = None,
     ) -> None:
         self._database = database
         self._users = users
@@ -239,6 +241,8 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         self._refresh_lifetime = timedelta(seconds=refresh_lifetime_seconds)
         self._reuse_grace = timedelta(seconds=refresh_reuse_grace_seconds)
         self._throttle = SignInThrottle(0, 0, 0) if throttle is None else throttle
+        # Every password hash and check runs within a slot of `_hashing`.
+        self._hashing = hashing or PasswordHashing(resolve_concurrency(0, 16), 0.5)
 
     def _open_session(self, session: Session, user_id: str) -> pb.SessionTokens:
         now = storage.utc_now()
@@ -272,9 +276,9 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         # CreateUser runs as a service below, so it would accept an address
         # that only administrators may set.
         domain.check_email_not_reserved(request.user.email, "user.email")
-        password_hash = auth.hash_password(
-            _validate_password(request.password, "password")
-        )
+        password = _validate_password(request.password, "password")
+        with self._hashing.slot(context):
+            password_hash = auth.hash_password(password)
         # CreateUser needs an administrator when called from outside; SignUp
         # is the way for anyone to create their own account.
         with authz.as_service():
@@ -304,52 +308,57 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         user_id = domain.parse_user_name(request.name, "name")
         new_password = _validate_password(request.new_password, "new_password")
         authorize_owner(user_id, "SetPassword")
-        new_hash = auth.hash_password(new_password)
         client = _client_of(context)
         checked_email = None
-        with transaction(self._database) as session:
-            user = storage.require_user(session, user_id)
-            row = auth_storage.get_password(session, user_id)
-            now = storage.utc_now()
-            if row is None:
-                session.add(
-                    auth_storage.PasswordRow(
-                        user_id=user_id, password_hash=new_hash, update_time=now
+        # One slot covers the new hash and the check of old_password. It is
+        # taken before the transaction, so no waiter holds a connection.
+        with self._hashing.slot(context):
+            new_hash = auth.hash_password(new_password)
+            with transaction(self._database) as session:
+                user = storage.require_user(session, user_id)
+                row = auth_storage.get_password(session, user_id)
+                now = storage.utc_now()
+                if row is None:
+                    session.add(
+                        auth_storage.PasswordRow(
+                            user_id=user_id, password_hash=new_hash, update_time=now
+                        )
                     )
-                )
-            else:
-                if not request.old_password:
-                    raise invalid_field(
-                        "old_password",
-                        f"is required because {request.name} already has a "
-                        "password; send the current one",
-                        reason="OLD_PASSWORD_REQUIRED",
-                    )
-                # A wrong old_password counts in the sign-in lockout of the
-                # user's email, so a stolen token cannot guess the password.
-                self._throttle.check(user.email, client)
-                if not auth.verify_password(row.password_hash, request.old_password):
-                    _LOGGER.info(
-                        "failed password change for %s from %s: wrong old_password",
-                        request.name,
-                        client,
-                    )
-                    self._throttle.failed(user.email, client)
-                    # PERMISSION_DENIED, not UNAUTHENTICATED: the caller's
-                    # credential is valid, and HTTP clients take a 401 to mean
-                    # that their session ended. Not INVALID_ARGUMENT either,
-                    # because whether old_password is right depends on state.
-                    raise PermissionDenied(
-                        "old_password is wrong; send the current password",
-                        reason="WRONG_PASSWORD",
-                        metadata={"field": "old_password"},
-                    )
-                row.password_hash = new_hash
-                row.update_time = now
-                # A changed password ends every session, in case the old
-                # one leaked.
-                auth_storage.revoke_sessions_of_user(session, user_id, now)
-                checked_email = user.email
+                else:
+                    if not request.old_password:
+                        raise invalid_field(
+                            "old_password",
+                            f"is required because {request.name} already has a "
+                            "password; send the current one",
+                            reason="OLD_PASSWORD_REQUIRED",
+                        )
+                    # A wrong old_password counts in the sign-in lockout of the
+                    # user's email, so a stolen token cannot guess the password.
+                    self._throttle.check(user.email, client)
+                    if not auth.verify_password(
+                        row.password_hash, request.old_password
+                    ):
+                        _LOGGER.info(
+                            "failed password change for %s from %s: wrong old_password",
+                            request.name,
+                            client,
+                        )
+                        self._throttle.failed(user.email, client)
+                        # PERMISSION_DENIED, not UNAUTHENTICATED: the caller's
+                        # credential is valid, and HTTP clients take a 401 to mean
+                        # that their session ended. Not INVALID_ARGUMENT either,
+                        # because whether old_password is right depends on state.
+                        raise PermissionDenied(
+                            "old_password is wrong; send the current password",
+                            reason="WRONG_PASSWORD",
+                            metadata={"field": "old_password"},
+                        )
+                    row.password_hash = new_hash
+                    row.update_time = now
+                    # A changed password ends every session, in case the old
+                    # one leaked.
+                    auth_storage.revoke_sessions_of_user(session, user_id, now)
+                    checked_email = user.email
         # Only a committed change clears the failed guesses.
         if checked_email is not None:
             self._throttle.succeeded(checked_email, client)
@@ -370,7 +379,9 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             "the email or the password is wrong; check both and try again",
             reason="WRONG_CREDENTIALS",
         )
-        with transaction(self._database) as session:
+        # The slot covers the check and a rehash, and is taken before the
+        # transaction, so no waiter holds a database connection.
+        with self._hashing.slot(context), transaction(self._database) as session:
             user = storage.find_user_by_email(session, request.email)
             row = auth_storage.get_password(session, user.id) if user else None
             if row is None:
