@@ -7,6 +7,13 @@ of that group and makes the first caller still in the queue the next writer.
 So a lone caller writes at once, and callers that arrive while a group is
 being written form the next group, with no timer.
 
+Items that share a key (a create's request_id) would make the group's
+transaction fail on the key's unique index. Only the first item of a key in
+a group is written with it. The others, and items for which `write_group`
+returns None because their key is stored already, are not written, and
+their callers write them alone once the group has committed, so that they
+find the stored row and return it.
+
 If `write_group` raises, every caller of the group then writes its item
 alone. One bad item therefore costs the others only the lost group, never a
 failure of their own. Mostly nothing of the group was written. The exception
@@ -19,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
 _LOGGER = logging.getLogger(__name__)
@@ -57,20 +64,31 @@ class GroupWriter(Generic[_Item, _Result]):
 
     Args:
       write_group: writes a group of items in one transaction and returns
-        one result per item, in order. When it raises, it must have written
-        nothing, unless the transaction's COMMIT got no reply.
+        one result per item, in order, or None for an item that it did not
+        write. When it raises, it must have written nothing, unless the
+        transaction's COMMIT got no reply.
       max_items: maximum number of items in one group.
+      key: returns an item's unique key, or None for an item without one.
+        Of the items with one key in a group, only the first is passed to
+        `write_group`.
+
+    Attributes:
+      failed_groups: the number of groups whose `write_group` raised, so
+        that each of their callers wrote alone.
     """
 
     def __init__(
         self,
-        write_group: Callable[[Sequence[_Item]], Sequence[_Result]],
+        write_group: Callable[[Sequence[_Item]], Sequence[_Result | None]],
         max_items: int,
+        key: Callable[[_Item], Hashable | None] | None = None,
     ) -> None:
         if max_items < 1:
             raise ValueError(f"max_items must be at least 1, not {max_items}")
         self._write_group = write_group
         self._max_items = max_items
+        self._key = key
+        self.failed_groups = 0
         self._lock = threading.Lock()
         self._queue: list[_Entry[_Item, _Result]] = []
         self._writing = False
@@ -85,8 +103,9 @@ class GroupWriter(Generic[_Item, _Result]):
 
         Returns:
           (True, the item's result) once its group is committed, or
-          (False, None) when its group failed and the caller must write the
-          item on its own.
+          (False, None) when the group did not write the item and the caller
+          must write it on its own: the group failed, the item's key was
+          stored already, or an earlier item of the group had the same key.
         """
         entry: _Entry[_Item, _Result] = _Entry(item)
         with self._lock:
@@ -105,22 +124,43 @@ class GroupWriter(Generic[_Item, _Result]):
         with self._lock:
             group = self._queue[: self._max_items]
             del self._queue[: self._max_items]
+        firsts = self._first_of_each_key(group)
         try:
-            results = self._write_group([entry.item for entry in group])
+            results = self._write_group([entry.item for entry in firsts])
         except Exception as exc:
-            detail = str(exc).splitlines()[0] if str(exc) else ""
+            self.failed_groups += 1
+            # The error's text may quote the rows' values, so it is logged at
+            # DEBUG only.
             _LOGGER.info(
-                "a group of %d writes failed (%s: %s); writing each alone",
-                len(group),
+                "a group of %d writes failed (%s); writing each alone",
+                len(firsts),
                 type(exc).__name__,
-                detail,
             )
+            _LOGGER.debug("the group of writes failed with: %s", exc)
         else:
-            for entry, result in zip(group, results, strict=True):
-                entry.result = result
-                entry.written = True
+            for entry, result in zip(firsts, results, strict=True):
+                if result is not None:
+                    entry.result = result
+                    entry.written = True
         finally:
             self._hand_over(group, writer)
+
+    def _first_of_each_key(
+        self, group: list[_Entry[_Item, _Result]]
+    ) -> list[_Entry[_Item, _Result]]:
+        """Return the entries of a group without those whose key came earlier."""
+        if self._key is None:
+            return group
+        seen: set[Hashable] = set()
+        firsts = []
+        for entry in group:
+            key = self._key(entry.item)
+            if key is not None:
+                if key in seen:
+                    continue
+                seen.add(key)
+            firsts.append(entry)
+        return firsts
 
     def _hand_over(
         self, group: list[_Entry[_Item, _Result]], writer: _Entry[_Item, _Result]

@@ -499,7 +499,11 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         self._membership = membership
         self._feed = feed
         self._writes = writes
-        self._creates = grouping.GroupWriter(self._write_creates, MAX_GROUPED_CREATES)
+        self._creates = grouping.GroupWriter(
+            self._write_creates,
+            MAX_GROUPED_CREATES,
+            key=lambda create: create.request_id or None,
+        )
 
     # Transactions
 
@@ -528,7 +532,8 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
                 if not retry_conflict or integrity_retried:
                     raise
                 integrity_retried = True
-                _LOGGER.info("retrying after a unique-key conflict: %s", exc.orig)
+                # The database's message quotes the key's value.
+                _LOGGER.debug("retrying after a unique-key conflict: %s", exc.orig)
                 continue
             except DBAPIError as exc:
                 if not _is_transient(exc):
@@ -733,13 +738,16 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
 
         if not request.expense_id:
             # A generated name needs no look-up, so the create can join a
-            # group commit. If the group fails, as on a request_id that a
-            # concurrent create took, it runs alone below.
+            # group commit. A create that the group did not write, as when a
+            # concurrent create took its request_id, runs alone below and
+            # makes the look-ups on its first attempt, which replay that
+            # create's expense.
             written, stored = self._creates.write(create)
             if written:
                 return pb.CreateExpenseResponse(
                     expense=messages.expense_message(stored)
                 )
+            attempts = 1
         expense = self._write(write, retry_conflict=True)
         return pb.CreateExpenseResponse(expense=expense)
 
@@ -806,17 +814,35 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
 
     def _write_creates(
         self, creates: Sequence[_NewExpense]
-    ) -> list[storage.StoredExpense]:
+    ) -> list[storage.StoredExpense | None]:
         """Write a group of new expenses and their ledger events in one transaction.
 
+        A create whose request_id is stored already, typically by a
+        concurrent retry in the previous group, is left out and gets None,
+        so that its caller replays the stored expense instead of making the
+        whole group fail on the key.
+
         Raises:
-          IntegrityError: a request_id is taken; nothing is written.
+          IntegrityError: a request_id was taken by a transaction that
+            committed after the look-up; nothing is written.
         """
+        keys = [create.request_id for create in creates if create.request_id]
         with self._database.transaction() as session:
-            written = self._insert_creates(session, creates)
+            stored_keys = storage.find_requests(session, keys) if keys else {}
+            fresh = [
+                create
+                for create in creates
+                if not create.request_id or create.request_id not in stored_keys
+            ]
+            stored = iter(self._insert_creates(session, fresh) if fresh else [])
             events = ledger.appended_events(session)
         self._feed.publish(events)
-        return written
+        return [
+            next(stored)
+            if not create.request_id or create.request_id not in stored_keys
+            else None
+            for create in creates
+        ]
 
     @staticmethod
     def _insert_creates(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -428,10 +429,12 @@ def test_concurrent_retries_create_one_expense(clients, group):
     assert [expense.name for expense in listed] == [created[0].name]
 
 
-def test_concurrent_shared_request_ids(clients, group):
-    # Creates that arrive together are written in one transaction. A pair
-    # that shares a request_id makes that transaction fail, so each of its
-    # creates is written alone again. Every other create must still succeed.
+def test_concurrent_shared_request_ids(clients, group, caplog):
+    # Creates that arrive together are written in one transaction. Of a pair
+    # that shares a request_id, only the first is written with the others;
+    # the second replays it. No group fails and falls back to writing each
+    # create alone, and every other create succeeds.
+    caplog.set_level(logging.DEBUG, logger="expense_service")
     create_expense(clients, group)
     before = latest_sequence(clients)
     shared = [new_request_id() for _ in range(4)]
@@ -460,6 +463,42 @@ def test_concurrent_shared_request_ids(clients, group):
     events = backlog(clients, before)
     assert [e.sequence for e in events] == list(range(before + 1, before + 29))
     assert sorted(e.expense for e in events) == sorted(names)
+    messages = [record.getMessage() for record in caplog.records]
+    assert not [text for text in messages if "writing each alone" in text]
+    assert not [text for text in messages if "unique-key conflict" in text]
+    # No request_id reaches the log at INFO or above.
+    loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert not [text for text in loud for key in shared if key in text]
+
+
+def test_same_key_retries_beside_other_creates(clients, group, caplog):
+    # Each round sends 6 creates that share one request_id, as from a client
+    # that retries without waiting, at once with 12 creates of other keys.
+    caplog.set_level(logging.INFO, logger="expense_service.grouping")
+    for _ in range(4):
+        shared = new_request_id()
+        keys = [shared] * 6 + [new_request_id() for _ in range(12)]
+        with ThreadPoolExecutor(max_workers=len(keys)) as pool:
+            futures = [
+                pool.submit(
+                    create_expense,
+                    clients,
+                    group,
+                    equal_expense(group, "5.00"),
+                    request_id=key,
+                )
+                for key in keys
+            ]
+            created = [future.result() for future in futures]
+
+        assert len({expense.name for expense in created[:6]}) == 1
+        assert len({expense.name for expense in created}) == 13
+
+    listed = clients.expenses.ListExpenses(
+        pb.ListExpensesRequest(parent=group.name, page_size=100), timeout=TIMEOUT
+    ).expenses
+    assert len(listed) == 4 * 13
+    assert not [r for r in caplog.records if "writing each alone" in r.getMessage()]
 
 
 def test_concurrent_retries_with_chosen_id_replay(clients, group):

@@ -105,6 +105,40 @@ def test_failed_group_writes_each_alone():
     assert writer.write(7) == (True, 70)
 
 
+def test_same_key_written_once_per_group():
+    recorder = _Recorder()
+    # Items 1 and 11 share key 1, items 2 and 12 key 2; 0 and 5 have no key.
+    writer = GroupWriter(
+        recorder.write, max_items=8, key=lambda item: item % 10 or None
+    )
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        first, later = _queue_behind_first(writer, recorder, [1, 11, 5, 2, 12], pool)
+        _wait_queued(writer, 5)
+        recorder.release_first.set()
+        outcomes = [future.result(WAIT) for future in later]
+        results = dict(zip([1, 11, 5, 2, 12], outcomes, strict=True))
+
+    assert first.result(WAIT) == (True, 0)
+    written = [item for item, (done, _) in results.items() if done]
+    assert sorted(recorder.groups[1]) == sorted(written)
+    assert len(written) == 3
+    assert results[5] == (True, 50)
+    assert sum(results[item][0] for item in (1, 11)) == 1
+    assert sum(results[item][0] for item in (2, 12)) == 1
+    assert writer.failed_groups == 0
+
+
+def test_item_without_result_is_not_written():
+    writer = GroupWriter(
+        lambda items: [None if item == 3 else item for item in items], max_items=8
+    )
+
+    assert writer.write(3) == (False, None)
+    assert writer.write(4) == (True, 4)
+    assert writer.failed_groups == 0
+
+
 def test_max_items_must_be_positive():
     with pytest.raises(ValueError, match="max_items must be at least 1"):
         GroupWriter(lambda items: items, max_items=0)
