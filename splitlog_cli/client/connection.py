@@ -102,6 +102,13 @@ def sending(credential: Credential | None) -> Iterator[None]:
         _current = previous
 
 
+def current_credential(address: str) -> Credential | None:
+    """Return the credential that `sending` set, if it belongs to `address`."""
+    if _current is not None and _current.address == address:
+        return _current
+    return None
+
+
 def open_channel(
     address: str, tls: ClientTls | None, credential: Credential | None = None
 ) -> grpc.Channel:
@@ -113,8 +120,8 @@ def open_channel(
     Raises:
       splitlog_runtime.tls.TlsConfigError: a TLS file cannot be read.
     """
-    if credential is None and _current is not None and _current.address == address:
-        credential = _current
+    if credential is None:
+        credential = current_credential(address)
     return with_credential(_plain_channel(address, tls), address, tls, credential)
 
 

@@ -6,7 +6,9 @@ A command sends `authorization: Bearer <credential>` when it has one: the
 `$XDG_CONFIG_HOME/splitlog/sessions.json` (default `~/.config/splitlog/`),
 mode 0600, one per gateway address, so a token is never sent to a gateway
 that did not issue it. A saved access token that has expired, or that the
-gateway rejects, is exchanged once for new tokens with the refresh token.
+gateway rejects, is exchanged for new tokens with the refresh token, as
+often as the access token expires while a command such as `logs tail`
+runs, until the gateway rejects the refresh token.
 A token that contains whitespace or a character outside printable ASCII
 cannot go into a header, so the command exits with status 2 before any call
 and names the option, variable or file that contains it.
@@ -35,6 +37,15 @@ SESSIONS_FILE = "sessions.json"
 # Refresh a little before the recorded expiry, so that a token does not run
 # out between the check and the server's verification.
 _EXPIRY_MARGIN_SECONDS = 10.0
+# Status codes of a RefreshToken call that failed without rejecting the token.
+_TRANSIENT_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.CANCELLED,
+    }
+)
 
 
 def config_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -268,7 +279,10 @@ class Credential:
         self.refresh: Refresher | None = None
         # The error of the RefreshToken call that rejected the refresh token.
         self.refresh_error: grpc.RpcError | None = None
-        self._refreshed = False
+        # When this run got the current access token from RefreshToken.
+        self._renewed_at: float | None = None
+        # Whether the gateway rejected the refresh token, which ends renewals.
+        self._refused = False
         self._lock = threading.Lock()
 
     @property
@@ -293,36 +307,76 @@ class Credential:
         return token_subject(self._token)
 
     def bearer(self) -> str | None:
-        """Return the credential to send, renewing an expired saved token first."""
+        """Return the credential to send, renewing a saved token that is
+        about to expire first."""
         if self._token is not None:
             return self._token
         if self._session is None:
             return None
-        if self._session.access_expired():
+        if self._needs_renewal():
             self.renew()
-        return self._session.access_token if self._session else None
+        return self._session.access_token
 
-    def renew(self) -> bool:
-        """Exchange the refresh token for new tokens, once per run.
+    def renew(self, rejected: str | None = None) -> bool:
+        """Exchange the refresh token for new tokens.
 
-        Returns False when there is no saved session, it was renewed
-        already, or the gateway rejected the refresh token.
+        `rejected` is the access token that the gateway just refused, if
+        any. Returns True when an access token other than `rejected` is
+        ready to send: one renewed now, or one that another call of this run
+        or another command renewed meanwhile. Returns False without a saved
+        session, after a failed RefreshToken call, once the gateway has
+        rejected the refresh token, and when
+        the gateway refuses a token that this run got less than half its
+        lifetime ago and that has not expired, because a new one would be
+        refused too and the command would only renew again and again.
         """
         with self._lock:
-            if self._session is None or self._refreshed or self.refresh is None:
+            if self._session is None or self.refresh is None:
                 return False
-            self._refreshed = True
+            if self._refused:
+                return False
+            if rejected is not None and rejected != self._session.access_token:
+                return True
             if self._adopt_newer_session():
                 return True
+            if rejected is not None and self._renewed_recently():
+                return False
             try:
                 response = self.refresh(self._session.refresh_token)
             except grpc.RpcError as exc:
                 self.refresh_error = exc
+                # A gateway that is away may take the refresh token later.
+                self._refused = exc.code() not in _TRANSIENT_CODES
                 return False
             self._session = Session.from_tokens(response.user, response.tokens)
+            self._renewed_at = time.time()
             if self._store is not None:
                 self._store.save(self.address, self._session)
             return True
+
+    def _needs_renewal(self) -> bool:
+        """Return whether the access token expires within the margin.
+
+        The margin is `_EXPIRY_MARGIN_SECONDS`, or a quarter of the
+        lifetime of a token that this run got, when that is shorter, so a
+        short-lived token is used before it is renewed.
+        """
+        assert self._session is not None
+        margin = _EXPIRY_MARGIN_SECONDS
+        if self._renewed_at is not None:
+            lifetime = self._session.access_expire_time - self._renewed_at
+            margin = min(margin, max(0.0, lifetime / 4))
+        return time.time() + margin >= self._session.access_expire_time
+
+    def _renewed_recently(self) -> bool:
+        """Return whether this run got the access token less than half its
+        lifetime ago, and it has not expired."""
+        if self._renewed_at is None or self._session is None:
+            return False
+        now = time.time()
+        expires = self._session.access_expire_time
+        half_life = (expires - self._renewed_at) / 2
+        return now < expires and now < self._renewed_at + half_life
 
     def _adopt_newer_session(self) -> bool:
         """Switch to tokens that another run saved since this one loaded them.
@@ -339,6 +393,7 @@ class Credential:
         if saved is None or saved.refresh_token == self._session.refresh_token:
             return False
         self._session = saved
+        self._renewed_at = None
         return not saved.access_expired()
 
 
@@ -384,7 +439,9 @@ class BearerInterceptor(
     """Add the credential to every call and retry a rejected unary call once.
 
     A unary call that fails with UNAUTHENTICATED while a saved session is in
-    use is sent again after one refresh of the session's tokens.
+    use is sent again after a refresh of the session's tokens. A streaming
+    call is not: its caller decides whether to open it again, as `logs tail`
+    does after `Credential.renew`.
     """
 
     def __init__(self, credential: Credential) -> None:
@@ -395,12 +452,16 @@ class BearerInterceptor(
         return details if bearer is None else _Details(details, bearer)
 
     def intercept_unary_unary(self, continuation, client_call_details, request):
-        outcome = continuation(self._with_bearer(client_call_details), request)
+        bearer = self._credential.bearer()
+        details = client_call_details
+        if bearer is not None:
+            details = _Details(client_call_details, bearer)
+        outcome = continuation(details, request)
         if (
             isinstance(outcome, grpc.RpcError)
             and outcome.code() == grpc.StatusCode.UNAUTHENTICATED
             and self._credential.from_session
-            and self._credential.renew()
+            and self._credential.renew(bearer)
         ):
             return continuation(self._with_bearer(client_call_details), request)
         return outcome

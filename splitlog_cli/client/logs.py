@@ -80,6 +80,7 @@ from splitlog_cli.client.connection import (
     DEFAULT_TIMEOUT,
     ServerError,
     Unreachable,
+    current_credential,
     describe,
     open_channel,
     server_error,
@@ -2038,8 +2039,11 @@ def _follow_tail(
     the resume token of the last printed response, so no entry is lost or
     printed twice. It retries for up to TAIL_RETRY_SECONDS per outage, with
     the server's RetryInfo delay or a delay that grows from 0.2 s to 2 s,
-    then raises the last error. `last` gathers the resume token and the
-    skipped count. `duration_ns` (--duration) counts from the first call.
+    then raises the last error. When the gateway ends the tail because the
+    saved session's access token expired, the tail opens again at once with
+    a renewed one and the same resume token. `last` gathers the resume token
+    and the skipped count. `duration_ns` (--duration) counts from the first
+    call.
 
     Raises:
       ServerError: the tail failed, or the server stayed away too long.
@@ -2050,8 +2054,9 @@ def _follow_tail(
     give_up_at = None
     backoff = 0.2
     unopened: tuple[str, ...] = ()
+    reconnecting = False
     while True:
-        if ends_at is not None and give_up_at is not None:
+        if ends_at is not None and reconnecting:
             # A reconnection gets what is left of --duration.
             duration_ns = ends_at - time.monotonic_ns()
             if duration_ns <= 0:
@@ -2077,7 +2082,11 @@ def _follow_tail(
                 last.resume_token = response.resume_token or last.resume_token
                 last.skipped_count += response.skipped_count
             return
+        except _SessionRenewed:
+            reconnecting = True
+            continue
         except _StreamInterrupted as error:
+            reconnecting = True
             if not last.resume_token:
                 raise
             now = time.monotonic()
@@ -2548,6 +2557,11 @@ def _enum_name(enum, value: int) -> str:
     return name.removeprefix(prefix).lower()
 
 
+class _SessionRenewed(Exception):
+    """The gateway ended a stream because its access token expired, and the
+    saved session now has a new one, so the stream may open again at once."""
+
+
 class _StreamInterrupted(ServerError):
     """A stream that broke because the server went away or was unavailable
     after earlier calls of this command got responses, so it may open again."""
@@ -2568,6 +2582,8 @@ class _LogsClient:
         self.tls = tls
         self.channel = open_channel(address, tls)
         self.stub = logs_grpc.LogsServiceStub(self.channel)
+        # The command's credential, which `stream` renews when it expires.
+        self.credential = current_credential(address)
         # Whether a call of this command got a response, so that a later
         # UNAVAILABLE means that the server went away, not that none runs.
         self.responded = False
@@ -2595,8 +2611,13 @@ class _LogsClient:
           ServerError: the call failed, or `duration_ns` passed before the
             first response, which the server sends as soon as the stream is
             open.
+          _SessionRenewed: the gateway rejected the saved session's access
+            token, such as once it expired, and the session has a new one.
         """
         timeout = None if duration_ns is None else duration_ns / _NANOS_PER_SECOND
+        sent = None
+        if self.credential is not None and self.credential.from_session:
+            sent = self.credential.bearer()
         call = method(request, timeout=timeout)
         received = False
         try:
@@ -2615,6 +2636,13 @@ class _LogsClient:
                     "retry with a longer --duration",
                     exc.code(),
                 ) from None
+            if (
+                exc.code() == grpc.StatusCode.UNAUTHENTICATED
+                and sent is not None
+                and self.credential is not None
+                and self.credential.renew(sent)
+            ):
+                raise _SessionRenewed from None
             if self.responded and (
                 exc.code() == grpc.StatusCode.UNAVAILABLE or self.server_went_away(exc)
             ):
