@@ -21,7 +21,18 @@ message, kept whole. The parser reads three things from the line header:
   - `yy/MM/dd HH:MM:SS`: `17/06/09 20:10:40`;
   - Android `MM-DD HH:MM:SS.mmm` without a year: `03-17 16:13:38.811`;
   - epoch seconds, a 10-digit field among the first six fields:
-    `134681 node-246 unix.hw state 1077804742 1 ...`.
+    `134681 node-246 unix.hw state 1077804742 1 ...`;
+  - a bracketed ISO 8601 time (Monolog, Laravel), whose `channel.LEVEL:`
+    gives the severity: `[2026-12-05 01:00:00] local.ERROR: a`;
+  - klog, a severity letter and `MMDD` without a year:
+    `E1205 01:00:00.123456 12345 main.go:10] a`;
+  - a JSON object, with the time in `time`, `ts`, `timestamp` or
+    `@timestamp` (ISO 8601 text or epoch seconds, milliseconds or
+    microseconds) and the level in `level`, `severity` or `lvl` (a level
+    name or a pino number such as 50);
+  - logrus text, which starts with `time="2026-12-05T01:00:00Z"`.
+
+  An ISO 8601 time may end with ` UTC` or ` GMT` (PostgreSQL).
 
   A time written without an offset is read in `default_zone`. A layout
   without a year takes the `year` argument, or else the current year in
@@ -32,13 +43,20 @@ message, kept whole. The parser reads three things from the line header:
   be. Epoch seconds are UTC and win
   over any local time that the same line also shows. A line without a
   recognisable time gets the time of the line before it and the attribute
-  `time_inferred=true`. Lines before the first line with a time take the
+  `time_inferred=true`. So does a line whose time does not exist, such as
+  `Feb 29` in a year without it; it keeps its host and gets the attribute
+  `time_invalid`, which says why. Lines before the first line with a time
+  take the
   file's modification time instead. Those given to `parse_lines` or
   `parse_numbered_stream` take `fallback_time_ns`, or else the time each
   line is parsed, which for standard input is the time it was read.
 - **Severity**, of a line with a time, only from the header: the first
   word after the timestamp,
-  after up to two numeric fields such as a process and a thread id. That
+  after up to two numeric fields such as a process and a thread id, and up
+  to three bracketed fields such as `[main]` or `[123]:` (after which an
+  upper-case level with a colon counts too, as in PostgreSQL's `ERROR:`).
+  Python logging's ` - name - LEVEL - ` and a tab-separated level field
+  (zap) count as well. That
   word counts when it is a level name in upper case (`INFO`, `WARN`,
   `WARNING`, `ERROR`, `FATAL`, ...), in title case (`Info`), in brackets
   (`[error]`, `[notice]`), or, after a numeric field, a single Android letter
@@ -47,8 +65,11 @@ message, kept whole. The parser reads three things from the line header:
   there, where the program's own message starts, only a level name in upper
   case or in brackets counts (`ERROR`, `[error]`), not a capitalised first
   word such as `Error returned from ...` or a label such as `WARNING:`.
-  Other words in the message body never count. A line without such a word
-  is INFO. The word as written is kept in
+  Without a level word there, a word after a level key (`level=error`) or
+  in brackets (`[warn]`, `<err>`) counts, read by `model.find_severity_word`
+  as the router reads a message sent without a severity. Other words in the
+  message body, such as an upper-case `ERROR`, do not count. A line without
+  such a word is INFO. The word as written is kept in
   `severity_text`. An access log line has no level word, so its status
   code sets the severity: 5xx is ERROR, 4xx is WARN, others INFO, and
   `severity_text` keeps the code. A line without a recognisable time has
@@ -72,6 +93,7 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import json
 import os
 import re
 import time
@@ -83,12 +105,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from log_service.model import guess_severity, severity_from_text
+from log_service.model import find_severity_word, severity_from_text
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
 
 NANOS_PER_SECOND = 1_000_000_000
 # Attribute keys that the parser sets.
 TIME_INFERRED = "time_inferred"
+TIME_INVALID = "time_invalid"
 UTF8_REPAIRED = "utf8_repaired"
 FILE_NAME = "log.file.name"
 # Bytes read at a time past the end of an overlong line, while they are
@@ -129,6 +152,12 @@ _SEVERITY_BY_LETTER = {
     "A": logs_pb2.SEVERITY_FATAL,
 }
 _MAX_NUMERIC_FIELDS = 2
+# Fields before the level: numeric fields and bracketed fields such as
+# `[main]` or `[123]:`.
+_MAX_HEADER_FIELDS = 3
+_FIELD_IN_BRACKETS = re.compile(r"\[[^\]\s]*\]:?\Z")
+# Python logging's `%(asctime)s - %(name)s - %(levelname)s - %(message)s`.
+_PYTHON_LEVEL = re.compile(r" - \S+ - (?P<word>[A-Z]+) - ")
 _EPOCH_SEARCH_FIELDS = 6
 _EPOCH_TEXT = re.compile(r"\d{10}\Z")
 _DOTTED_DATE = re.compile(r"\d{4}\.\d{2}\.\d{2}\Z")
@@ -153,6 +182,12 @@ class _Layout:
     has_tag: bool = False
     # The line is an access log line, whose severity comes from its status.
     access: bool = False
+    # A Monolog `channel.LEVEL:` follows the time.
+    channel_level: bool = False
+    # The line starts with a klog severity letter.
+    letter: bool = False
+    # The characters that a line of the layout may start with; empty for any.
+    first: str = ""
 
 
 _LAYOUTS = (
@@ -162,7 +197,7 @@ _LAYOUTS = (
             r"(?:\S+ )?(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})[T ]"
             + _TIME
             + _FRACTION
-            + r"(?P<zone>Z|[+-]\d{2}:?\d{2})?,?"
+            + r"(?P<zone>Z|[+-]\d{2}:?\d{2}| UTC| GMT)?,?"
             + _END
         ),
     ),
@@ -179,6 +214,7 @@ _LAYOUTS = (
         has_year=False,
         has_host=True,
         has_tag=True,
+        first="ADFJMNOS",
     ),
     _Layout(
         "bracketed",
@@ -190,11 +226,13 @@ _LAYOUTS = (
             + _FRACTION
             + r" (?P<year>\d{4})\]"
         ),
+        first="[",
     ),
     _Layout(
         "bracketed_month_day",
         re.compile(r"\[(?P<month>\d{2})\.(?P<day>\d{2}) " + _TIME + r"\]"),
         has_year=False,
+        first="[",
     ),
     _Layout(
         "access",
@@ -216,6 +254,7 @@ _LAYOUTS = (
             + r"(?: ?(?P<zone>Z|[+-]\d{2}:?\d{2}))?"
             + _END
         ),
+        first="0123456789",
     ),
     _Layout(
         "compact",
@@ -224,29 +263,86 @@ _LAYOUTS = (
             r"(?P<hour>\d{2})(?P<minute>\d{2})(?P<second>\d{2})" + _END
         ),
         two_digit_year=True,
+        first="0123456789",
     ),
     _Layout(
         "slashed",
         re.compile(r"(?P<year>\d{2})/(?P<month>\d{2})/(?P<day>\d{2}) " + _TIME + _END),
         two_digit_year=True,
+        first="0123456789",
+    ),
+    _Layout(
+        "bracketed_iso8601",
+        re.compile(
+            r"\[(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})[T ]"
+            + _TIME
+            + _FRACTION
+            + r"(?P<zone>Z|[+-]\d{2}:?\d{2})?\]"
+        ),
+        channel_level=True,
+        first="[",
+    ),
+    _Layout(
+        "klog",
+        re.compile(
+            r"(?P<letter>[DIWEF])(?P<month>\d{2})(?P<day>\d{2}) "
+            + _TIME
+            + _FRACTION
+            + _END
+        ),
+        has_year=False,
+        letter=True,
+        first="DIWEF",
     ),
     _Layout(
         "android",
         re.compile(r"(?P<month>\d{2})-(?P<day>\d{2}) " + _TIME + _FRACTION + _END),
         has_year=False,
+        first="0123456789",
     ),
 )
 
 
-@dataclass(frozen=True)
-class _Header:
-    """Time, host and remaining text read from the start of one line."""
+# A Monolog or Laravel `channel.LEVEL:` after the bracketed time.
+_CHANNEL_LEVEL = re.compile(r" [^\s.:]+(?:\.[^\s.:]+)*\.(?P<word>[A-Za-z]+):")
+# The time of a logrus text line.
+_LOGRUS_TIME = re.compile(r'time="(?P<time>[^"]{1,64})"')
+# Keys of a JSON line that hold its time and its level, in the order tried.
+_JSON_TIME_KEYS = ("time", "ts", "timestamp", "@timestamp")
+_JSON_LEVEL_KEYS = ("level", "severity", "lvl")
+# pino's numeric levels.
+_SEVERITY_BY_NUMBER = {
+    10: logs_pb2.SEVERITY_DEBUG,
+    20: logs_pb2.SEVERITY_DEBUG,
+    30: logs_pb2.SEVERITY_INFO,
+    40: logs_pb2.SEVERITY_WARN,
+    50: logs_pb2.SEVERITY_ERROR,
+    60: logs_pb2.SEVERITY_FATAL,
+}
+# Epoch numbers larger than these are milliseconds, or microseconds.
+_EPOCH_MILLIS = 10**11
+_EPOCH_MICROS = 10**14
 
-    time_ns: int
+
+@dataclass(slots=True)
+class _Header:
+    """Time, host and remaining text read from the start of one line.
+
+    `time_ns` is None when the line has the layout of a time that does not
+    exist, such as 29 February in a year without it; `invalid` then says
+    why. `word` and `severity` are set when the layout itself names the
+    level, as a JSON line or a klog letter does.
+    """
+
+    time_ns: int | None
     rest: str
     host: str = ""
     access: bool = False
     has_tag: bool = False
+    channel_level: bool = False
+    word: str = ""
+    severity: int | None = None
+    invalid: str = ""
 
 
 def parse_lines(
@@ -493,13 +589,14 @@ class _LineParser:
     def parse(self, line: str) -> logs_pb2.LogEntry:
         entry = logs_pb2.LogEntry(service=self.service, message=line)
         header = self._read_header(line)
-        if header is None:
+        if header is None or header.time_ns is None:
             entry.attributes[TIME_INFERRED] = "true"
-            rest = ""
         else:
             self.last_time_ns = header.time_ns
+        if header is not None:
             entry.host = header.host
-            rest = header.rest
+            if header.invalid:
+                entry.attributes[TIME_INVALID] = header.invalid
         time_ns = self.last_time_ns
         if time_ns is None:
             time_ns = time.time_ns()
@@ -507,33 +604,132 @@ class _LineParser:
         if header is None:
             # The router's reading of a message sent without a severity, so
             # that a shipped line gets the severity it gets over REST.
-            word = ""
-            severity = guess_severity(line) or logs_pb2.SEVERITY_INFO
+            word, severity = find_severity_word(line) or ("", logs_pb2.SEVERITY_INFO)
+        elif header.severity is not None:
+            word, severity = header.word, header.severity
         elif header.access:
-            word, severity = _status_severity(rest)
+            word, severity = _status_severity(header.rest)
         elif header.has_tag:
-            word, severity = _syslog_severity(rest)
+            word, severity = _syslog_severity(header.rest)
+        elif header.channel_level:
+            word, severity = _channel_severity(header.rest)
         else:
-            word, severity = _header_severity(rest)
+            word, severity = _header_severity(header.rest)
+            if not word:
+                # No level word after the time: a level key, as in
+                # `level=error`, or a bracketed level, as the router reads it.
+                found = find_severity_word(header.rest, marked_only=True)
+                if found is not None:
+                    word, severity = found
         entry.severity = severity
         if word:
             entry.severity_text = word
         return entry
 
     def _read_header(self, line: str) -> _Header | None:
+        first = line[0]
+        if first == "{":
+            return self._json_header(line)
+        if first == "t" and line.startswith('time="'):
+            return self._logrus_header(line)
         for layout in _LAYOUTS:
+            if layout.first and first not in layout.first:
+                continue
             match = layout.pattern.match(line)
             if match is None:
                 continue
-            time_ns = self._time_ns(layout, match)
-            if time_ns is None:
-                return None
             host = match["host"] if layout.has_host else ""
             rest = line[match.end() :]
-            return _Header(time_ns, rest, host, layout.access, layout.has_tag)
+            try:
+                time_ns = self._time_ns(layout, match)
+            except _NoSuchDate as error:
+                return _Header(None, rest, host, invalid=str(error))
+            header = _Header(
+                time_ns,
+                rest,
+                host,
+                layout.access,
+                layout.has_tag,
+                layout.channel_level,
+            )
+            if layout.letter:
+                header.word = match["letter"]
+                header.severity = _SEVERITY_BY_LETTER[header.word]
+            return header
         return _epoch_header(line)
 
-    def _time_ns(self, layout: _Layout, match: re.Match[str]) -> int | None:
+    def _json_header(self, line: str) -> _Header | None:
+        """Read the time and level of a JSON object on one line."""
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return None
+        if not isinstance(record, dict):
+            return None
+        time_ns = None
+        for key in _JSON_TIME_KEYS:
+            value = record.get(key)
+            if value is not None:
+                time_ns = self._value_time_ns(value)
+                break
+        if time_ns is None:
+            return None
+        word, severity = "", None
+        for key in _JSON_LEVEL_KEYS:
+            value = record.get(key)
+            if isinstance(value, str):
+                word, severity = value, severity_from_text(value)
+                break
+            if isinstance(value, int) and not isinstance(value, bool):
+                word, severity = str(value), _SEVERITY_BY_NUMBER.get(value)
+                break
+        if severity is None:
+            word, severity = "", logs_pb2.SEVERITY_INFO
+        return _Header(time_ns, "", word=word, severity=severity)
+
+    def _logrus_header(self, line: str) -> _Header | None:
+        match = _LOGRUS_TIME.match(line)
+        if match is None:
+            return None
+        time_ns = self._value_time_ns(match["time"])
+        if time_ns is None:
+            return None
+        rest = line[match.end() :]
+        word, severity = find_severity_word(rest) or ("", logs_pb2.SEVERITY_INFO)
+        return _Header(time_ns, rest, word=word, severity=severity)
+
+    def _value_time_ns(self, value: object) -> int | None:
+        """Return the time of a JSON or quoted value: ISO 8601 text, or a
+        number of epoch seconds, milliseconds or microseconds."""
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, int | float):
+            if value >= _EPOCH_MICROS:
+                return int(value * 1000)
+            if value >= _EPOCH_MILLIS:
+                return int(value * 1_000_000)
+            return int(value * NANOS_PER_SECOND)
+        if not isinstance(value, str):
+            return None
+        try:
+            moment = datetime.datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=self.zone)
+        seconds = int(moment.replace(microsecond=0).timestamp())
+        nanos = moment.microsecond * 1000
+        fraction = _ISO_FRACTION.search(value)
+        if fraction is not None:
+            nanos = int(fraction[1][:9].ljust(9, "0"))
+        return seconds * NANOS_PER_SECOND + nanos
+
+    def _time_ns(self, layout: _Layout, match: re.Match[str]) -> int:
+        """Return the time of a matched header in nanoseconds.
+
+        Raises:
+          _NoSuchDate: the header names a date or time that does not exist.
+        """
         groups = match.groupdict()
         if not layout.has_year:
             year = self.year
@@ -546,35 +742,66 @@ class _LineParser:
         else:
             month = int(groups["month"])
         zone = _offset(groups.get("zone")) or self.zone
+        day = int(groups["day"])
         try:
             moment = datetime.datetime(
                 year,
                 month,
-                int(groups["day"]),
+                day,
                 int(groups["hour"]),
                 int(groups["minute"]),
                 int(groups["second"]),
                 tzinfo=zone,
             )
         except ValueError:
-            # Such as 02-30 or 25:00:00: the line has no usable time.
-            return None
+            raise _NoSuchDate(layout.has_year or self.year_given, year, match) from None
         if not layout.has_year and not self.year_given:
             latest = time.time() + _FUTURE_SLACK_SECONDS
             if moment.timestamp() > latest:
                 try:
                     moment = moment.replace(year=year - 1)
                 except ValueError:
-                    return None  # 29 February in a year without it
+                    # 29 February in a year without it
+                    raise _NoSuchDate(False, year - 1, match) from None
         fraction = groups.get("fraction") or ""
         nanos = int(fraction.ljust(9, "0")) if fraction else 0
         return int(moment.timestamp()) * NANOS_PER_SECOND + nanos
 
 
+class _NoSuchDate(Exception):
+    """A header has the layout of a time, but that time does not exist."""
+
+    def __init__(self, year_given: bool, year: int, match: re.Match[str]) -> None:
+        text = match.group(0).strip()
+        source = "" if year_given else " (no year written; use --year)"
+        super().__init__(
+            f"{text!r} read in {year}{source} is not a valid date or time "
+            f"({_date_words(match, year)}), so the line took the time of the "
+            "line before it"
+        )
+
+
+def _date_words(match: re.Match[str], year: int) -> str:
+    groups = match.groupdict()
+    if groups.get("month_name"):
+        month = groups["month_name"]
+    else:
+        month = (
+            _MONTH_NAMES[int(groups["month"]) - 1]
+            if 0 < int(groups["month"]) < 13
+            else groups["month"]
+        )
+    return f"{int(groups['day'])} {month} {year}"
+
+
+_MONTH_NAMES = tuple(_MONTHS)
+_ISO_FRACTION = re.compile(r"[.,](\d{1,9})")
+
+
 def _offset(text: str | None) -> datetime.tzinfo | None:
     if not text:
         return None
-    if text == "Z":
+    if text in ("Z", " UTC", " GMT"):
         return datetime.UTC
     sign = -1 if text[0] == "-" else 1
     digits = text[1:].replace(":", "")
@@ -608,22 +835,44 @@ def _header_severity(rest: str) -> tuple[str, int]:
 
     `rest` is the line after its timestamp.
     """
-    tokens = rest.lstrip(" ,").split(None, _MAX_NUMERIC_FIELDS + 1)
+    if rest[:1] == "\t":
+        # Tab-separated fields, as zap's console encoder writes them: the
+        # level is the field after the time, in any case.
+        field = rest[1:].partition("\t")[0]
+        severity = severity_of_word(field)
+        if severity is not None:
+            return field, severity
+    python = _PYTHON_LEVEL.match(rest) if rest[:3] == " - " else None
+    if python is not None:
+        severity = severity_of_word(python["word"])
+        if severity is not None:
+            return python["word"], severity
+    tokens = rest.lstrip(" ,").split(None, _MAX_HEADER_FIELDS + 1)
     skipped = 0
-    while skipped < _MAX_NUMERIC_FIELDS and skipped < len(tokens) - 1:
-        if not tokens[skipped].isdigit():
+    bracketed = 0
+    while skipped < _MAX_HEADER_FIELDS and skipped < len(tokens) - 1:
+        token = tokens[skipped]
+        if token.isdigit() and skipped - bracketed < _MAX_NUMERIC_FIELDS:
+            skipped += 1
+        elif _FIELD_IN_BRACKETS.match(token) and severity_of_word(token[1:-1]) is None:
+            # A thread or process id, such as log4j's `[main]` or
+            # PostgreSQL's `[123]:`.
+            skipped += 1
+            bracketed += 1
+        else:
             break
-        skipped += 1
     if skipped >= len(tokens):
         return "", logs_pb2.SEVERITY_INFO
     token = tokens[skipped]
+    if bracketed and token[-1:] == ":" and token[:-1].isupper():
+        token = token[:-1]
     if len(token) > 2 and token[0] == "[" and token[-1] == "]":
         word = token[1:-1]
         severity = severity_of_word(word)
     elif token.isupper() or token.istitle():
         word = token
         severity = severity_of_word(word)
-        if severity is None and skipped and len(token) == 1:
+        if severity is None and skipped > bracketed and len(token) == 1:
             severity = _SEVERITY_BY_LETTER.get(token)
     else:
         severity = None
@@ -664,6 +913,19 @@ def _syslog_severity(rest: str) -> tuple[str, int]:
     if severity is None:
         return "", logs_pb2.SEVERITY_INFO
     return word, severity
+
+
+def _channel_severity(rest: str) -> tuple[str, int]:
+    """Return the level of a Monolog line and its severity, or ("", INFO).
+
+    `rest` is the line after its bracketed time: ` channel.LEVEL: message`.
+    """
+    match = _CHANNEL_LEVEL.match(rest)
+    if match is not None:
+        severity = severity_of_word(match["word"])
+        if severity is not None:
+            return match["word"], severity
+    return _header_severity(rest)
 
 
 def _status_severity(rest: str) -> tuple[str, int]:

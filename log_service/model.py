@@ -187,11 +187,29 @@ def severity_from_number(number: int) -> int | None:
 def guess_severity(message: str) -> int | None:
     """Find the severity that a message names, such as `ERROR` in its text.
 
+    Returns the severity of `find_severity_word`, or None when the message
+    names no severity.
+    """
+    found = find_severity_word(message)
+    return None if found is None else found[1]
+
+
+def find_severity_word(
+    message: str, marked_only: bool = False
+) -> tuple[str, int] | None:
+    """Find the severity word that a message names and its severity.
+
     Only the first severity word within the first `GUESS_SEVERITY_CHARACTERS`
     characters counts. A word counts when it is written in upper case, follows
     `level=` (or `lvl`, `severity`, with `=` or `:`), is in brackets like
     `[warn]`, or starts the message before a colon. A lower-case word
-    elsewhere, as in "no error found", does not count.
+    elsewhere, as in "no error found", does not count. The router reads the
+    severity of a message sent without one with this function, and the log
+    file parser reads a line whose header names no level with it too, so both
+    paths give a line the same severity. With `marked_only`, only a word
+    after a level key or in brackets counts: the parser reads the message of
+    a line with a time that way, where an upper-case word is part of the
+    text.
     Returns None when the message names no severity.
     """
     window = message[:GUESS_SEVERITY_CHARACTERS]
@@ -215,12 +233,12 @@ def guess_severity(message: str) -> int | None:
             continue
         after = window[end : end + 1]
         if (
-            word.isupper()
+            (word.isupper() and not marked_only)
             or (before in ("[", "<") and after in ("]", ">"))
-            or (after == ":" and not window[:start].strip())
+            or (after == ":" and not marked_only and not window[:start].strip())
             or _LEVEL_KEY.search(window, max(0, start - _LEVEL_KEY_CHARACTERS), start)
         ):
-            return severity
+            return word, severity
     return None
 
 

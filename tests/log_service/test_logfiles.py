@@ -12,6 +12,7 @@ import pytest
 from log_service.logfiles import (
     FILE_NAME,
     TIME_INFERRED,
+    TIME_INVALID,
     UTF8_REPAIRED,
     LineTooLong,
     parse_file,
@@ -414,3 +415,83 @@ def test_fraction_kept_to_nanoseconds():
     entry = parse_one("2024-01-02 03:04:05.123456789 INFO x")
 
     assert entry.timestamp.nanos == 123_456_789
+
+
+# Common application log formats: time and severity from the line itself.
+
+COMMON_FORMATS = [
+    # JSON lines, with the usual keys of the time and the level.
+    ('{"time":"2026-12-05T01:00:00Z","level":"error","msg":"a"}', ERROR, "error"),
+    ('{"ts":"2026-12-05T01:00:00Z","severity":"WARNING","msg":"a"}', WARN, "WARNING"),
+    ('{"timestamp":"2026-12-05T01:00:00.000Z","lvl":"info"}', INFO, "info"),
+    ('{"@timestamp":"2026-12-05T01:00:00+00:00","level":"fatal"}', FATAL, "fatal"),
+    ('{"ts":1796432400,"level":"error","msg":"epoch seconds"}', ERROR, "error"),
+    # logrus text
+    ('time="2026-12-05T01:00:00Z" level=error msg="a"', ERROR, "error"),
+    # Monolog and Laravel
+    ("[2026-12-05 01:00:00] local.ERROR: a", ERROR, "ERROR"),
+    ("[2026-12-05T01:00:00.000000+00:00] app.WARNING: a", WARN, "WARNING"),
+    # Python logging, log4j, zap console, PostgreSQL and key=value
+    ("2026-12-05 01:00:00,000 - app - ERROR - a", ERROR, "ERROR"),
+    ("2026-12-05 01:00:00,000 [main] ERROR com.x - a", ERROR, "ERROR"),
+    ("2026-12-05T01:00:00.000Z\terror\tapp/main.go:12\ta", ERROR, "error"),
+    ("2026-12-05 01:00:00.000 UTC [123] ERROR:  a", ERROR, "ERROR"),
+    ("2026-12-05 01:00:00 UTC [123]: [1-1] ERROR:  a", ERROR, "ERROR"),
+    ("2026-12-05 01:00:00,000 level=error a", ERROR, "error"),
+    ("2026-12-05T01:00:00+00:00 host app[1]: <err> a", ERROR, "err"),
+]
+
+
+@pytest.mark.parametrize(("line", "severity", "word"), COMMON_FORMATS)
+def test_common_formats_time_and_severity(line, severity, word):
+    entry = parse_one(line, fallback_time_ns=0)
+
+    assert TIME_INFERRED not in entry.attributes
+    assert moment(entry) == utc(2026, 12, 5, 1, 0, 0)
+    assert entry.severity == severity
+    assert entry.severity_text == word
+    assert entry.message == line
+
+
+@pytest.mark.parametrize(
+    ("line", "severity"),
+    [
+        ("E1205 01:00:00.000000   12345 main.go:10] failed", ERROR),
+        ("I1205 01:00:00.000000   12345 main.go:10] started", INFO),
+        ("W1205 01:00:00.000000 1 main.go:10] slow", WARN),
+        ("F1205 01:00:00.000000 1 main.go:10] dying", FATAL),
+    ],
+)
+def test_klog_header(line, severity):
+    entry = parse_one(line, year=2026, fallback_time_ns=0)
+
+    assert TIME_INFERRED not in entry.attributes
+    assert moment(entry) == utc(2026, 12, 5, 1, 0, 0)
+    assert entry.severity == severity
+
+
+def test_ship_severity_matches_guess_for_level_key():
+    """A level key after the time gives the severity that the router gives a
+    message sent without one."""
+    from log_service.model import guess_severity
+
+    line = "2026-12-05 01:00:00,000 level=error retrying"
+
+    assert parse_one(line).severity == guess_severity(line) == ERROR
+
+
+def test_json_line_without_time_key_is_inferred():
+    entry = parse_one('{"level":"error","msg":"no time"}', fallback_time_ns=0)
+
+    assert entry.attributes[TIME_INFERRED] == "true"
+    assert entry.severity == ERROR
+
+
+def test_impossible_date_keeps_host_and_says_why():
+    lines = ["Feb 28 10:00:00 host-a app: first", "Feb 29 10:00:01 host-b app: x"]
+    first, second = parse_lines(lines, service="svc", year=2026)
+
+    assert second.host == "host-b"
+    assert second.attributes[TIME_INFERRED] == "true"
+    assert "29 Feb 2026" in second.attributes[TIME_INVALID]
+    assert second.timestamp == first.timestamp
