@@ -7,10 +7,14 @@ front, a `Grpc-Metadata-Authorization` header is such an entry too.
 user_service's internal CredentialService checks the credential, including
 whether its session was signed out or the key revoked, on the credential's
 first call and again once the gateway's cached result goes stale (see
-below). Methods that cannot have a credential yet (SignUp, SignIn,
-RefreshToken) and, by default, health and reflection are open. With
-`auth_open_health` off, a health call may carry a principal signed with the
-auth secret in place of a credential, as `splitlog up --processes` sends.
+below). A check takes at most `deadline_seconds`, and ends a margin before
+the caller's deadline (`splitlog_runtime.channels.answer_before`), failing
+with DEADLINE_EXCEEDED (reason CREDENTIAL_CHECK_DEADLINE_EXCEEDED, REST 504),
+so that a client that set a deadline gets that error rather than its own.
+Methods that cannot have a credential yet (SignUp, SignIn, RefreshToken)
+and, by default, health and reflection are open. With `auth_open_health`
+off, a health call may carry a principal signed with the auth secret in
+place of a credential, as `splitlog up --processes` sends.
 
 API keys are limited by their scopes: LogsService writes and OTLP's
 LogsService/Export need `logs:write`, LogsService reads `logs:read`, and every
@@ -64,10 +68,11 @@ from splitlog.auth.v1 import credential_service_pb2 as cred_pb
 from splitlog.auth.v1 import credential_service_pb2_grpc as cred_grpc
 from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog_runtime import auth, authz
-from splitlog_runtime.channels import aio_insecure_channel
+from splitlog_runtime.channels import aio_insecure_channel, answer_before
 from splitlog_runtime.config import Config
 from splitlog_runtime.errors import (
     STATUS_DETAILS_KEY,
+    DeadlineExceeded,
     DomainError,
     PermissionDenied,
     Unauthenticated,
@@ -126,6 +131,7 @@ CREDENTIAL_MISSING = "CREDENTIAL_MISSING"
 CREDENTIAL_MALFORMED = "CREDENTIAL_MALFORMED"
 CREDENTIAL_AMBIGUOUS = "CREDENTIAL_AMBIGUOUS"
 CREDENTIAL_INVALID = stream_auth.CREDENTIAL_INVALID
+CREDENTIAL_CHECK_DEADLINE_EXCEEDED = "CREDENTIAL_CHECK_DEADLINE_EXCEEDED"
 
 
 def required_scope(method: str) -> str:
@@ -207,11 +213,14 @@ class GatewayAuth:
         method: str,
         metadata: Iterable[tuple[str, Any]] | None,
         client: str = "",
+        time_left: float | None = None,
     ) -> auth.Principal:
         """Return the principal of a call to `method`.
 
         `client` is the caller's host. It travels signed with the principal,
         so that user_service can count failed sign-ins per client.
+        `time_left` is the seconds left of the caller's deadline, or None
+        when it set none.
 
         Raises:
           Unauthenticated: the credential is missing, malformed, invalid,
@@ -219,9 +228,11 @@ class GatewayAuth:
           PermissionDenied: the credential lacks the method's scope, or the
             method needs an administrator.
           Unavailable: user_service cannot check the credential.
+          DeadlineExceeded: user_service did not check it within
+            `time_left`.
         """
         principal, _ = await self.authenticate_stream(
-            method, metadata, client, watch=False
+            method, metadata, client, watch=False, time_left=time_left
         )
         return principal
 
@@ -231,6 +242,7 @@ class GatewayAuth:
         metadata: Iterable[tuple[str, Any]] | None,
         client: str = "",
         watch: bool = True,
+        time_left: float | None = None,
     ) -> tuple[auth.Principal, asyncio.Task[DomainError] | None]:
         """Return the principal of a long-lived call and a check of its credential.
 
@@ -258,7 +270,7 @@ class GatewayAuth:
             )
             return principal, None
         credential = bearer_credential(metadata)
-        checked = await self.cache.check(credential, self._check)
+        checked = await self._checked(credential, time_left)
         principal = _authorized(method, checked, client)
         if not watch:
             return principal, None
@@ -275,6 +287,39 @@ class GatewayAuth:
             stream_auth.watch_credential(method, checked, recheck, interval)
         )
         return principal, task
+
+    async def _checked(self, credential: str, time_left: float | None) -> Checked:
+        """Return the check of a credential, kept or made within `time_left`.
+
+        A check that the cache shares goes on for its other callers when
+        this one gives up.
+
+        Raises:
+          the errors of `_check`.
+          DeadlineExceeded: the check did not end a margin before the
+            caller's deadline.
+        """
+        limit = None
+        if time_left is not None and time_left <= 1e9:
+            limit = answer_before(time_left)
+            if limit >= self._timeout:
+                # The check's own timeout ends it first.
+                limit = None
+        # A kept credential is returned without waiting, so even a deadline
+        # that has passed does not interrupt it.
+        timeout = asyncio.timeout(limit)
+        try:
+            async with timeout:
+                return await self.cache.check(credential, self._check)
+        except TimeoutError:
+            if not timeout.expired():
+                raise
+            raise DeadlineExceeded(
+                "user_service did not check the credential within the call's "
+                "deadline; retry, with a longer deadline if it happens again",
+                reason=CREDENTIAL_CHECK_DEADLINE_EXCEEDED,
+                retry_delay=1.0,
+            ) from None
 
     async def _check(self, credential: str) -> cred_pb.CheckCredentialResponse:
         """Ask user_service for the principal of a credential.
@@ -474,6 +519,7 @@ def _authenticating_handler(
                 context.invocation_metadata(),
                 auth.peer_host(context.peer()),
                 watch=watch,
+                time_left=context.time_remaining(),
             )
         except DomainError as error:
             await _abort(context, error)

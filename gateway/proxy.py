@@ -4,7 +4,8 @@ Messages are never parsed. Each method gets one server handler and one client
 multicallable, both with identity serializers, created when the gateway
 starts. A forwarded call carries the caller's metadata (minus hop-by-hop and
 gRPC-reserved headers and the caller's credential) and the caller's remaining
-deadline. The backend's
+deadline, less a margin for a create that the gateway gave a request_id
+(`ProxyHandlers._timeout`). The backend's
 status, message and trailing metadata come back unchanged, so rich errors in
 `grpc-status-details-bin` reach the client as the backend sent them.
 
@@ -33,7 +34,7 @@ from gateway.http_rules import routes_for_method
 from gateway.limits import GRPC_CONCURRENCY_MESSAGE, too_many_calls
 from gateway.services import PublicService
 from splitlog_runtime import auth
-from splitlog_runtime.channels import aio_insecure_channel
+from splitlog_runtime.channels import aio_insecure_channel, answer_before
 from splitlog_runtime.errors import STATUS_DETAILS_KEY, DomainError, Unavailable
 from splitlog_runtime.failure_log import FailureLogs
 from splitlog_runtime.limits import message_too_large
@@ -438,10 +439,21 @@ class ProxyHandlers:
             handlers[method.name] = build(path)
         return handlers
 
-    def _timeout(self, context: grpc.aio.ServicerContext) -> float | None:
+    def _timeout(
+        self, context: grpc.aio.ServicerContext, filled_key: bool = False
+    ) -> float | None:
+        """Return the backend deadline of a unary-response call.
+
+        With `filled_key`, the gateway gave the call a request_id, so the
+        backend call ends a margin before the client's deadline: the error
+        that names the key then reaches a client that set a deadline before
+        the client's own DEADLINE_EXCEEDED does (`answer_before`).
+        """
         remaining = context.time_remaining()
         if remaining is None or remaining > 1e9:
             return self._default_timeout
+        if filled_key:
+            return answer_before(remaining)
         return max(remaining, 0.0)
 
     @staticmethod
@@ -498,7 +510,9 @@ class ProxyHandlers:
                     request, metadata = filled, metadata + idempotency.FILLED
                     filled_key = key
             call = multicallable(
-                request, timeout=self._timeout(context), metadata=metadata
+                request,
+                timeout=self._timeout(context, filled_key is not None),
+                metadata=metadata,
             )
             try:
                 response = await call

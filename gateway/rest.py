@@ -317,6 +317,17 @@ def _time_left(timeout: float, received: float) -> float:
     return timeout - (time.monotonic() - received)
 
 
+def _header_time_left(request: Request, received: float | None) -> float | None:
+    """Return the seconds left of a valid grpc-timeout header, or None."""
+    header = request.headers.get("grpc-timeout")
+    if header is None or received is None:
+        return None
+    try:
+        return _time_left(parse_timeout(header), received)
+    except DomainError:
+        return None
+
+
 def _expired_before_call(header: str, full_method: str) -> status_pb2.Status:
     method = full_method.lstrip("/").replace("/", ".")
     return _gateway_error(
@@ -452,8 +463,14 @@ class RestFront:
         http_status = 200 if status == health_pb2.HealthCheckResponse.SERVING else 503
         return _json_response({"status": name}, http_status)
 
-    async def _admit(self, full_method: str, request: Request) -> auth.Principal | None:
+    async def _admit(
+        self, full_method: str, request: Request, received: float | None = None
+    ) -> auth.Principal | None:
         """Authenticate a call and take its rate limit token.
+
+        The credential check keeps to the deadline of the request's
+        `grpc-timeout` header, counted from `received`. An invalid header
+        is left for the caller to reject.
 
         Returns:
           the principal of the call, or None when `auth_required` is off.
@@ -466,7 +483,10 @@ class RestFront:
         client_host = request.client.host if request.client else ""
         if self._auth is not None:
             principal = await self._auth.authenticate(
-                full_method, _header_metadata(request), client_host
+                full_method,
+                _header_metadata(request),
+                client_host,
+                _header_time_left(request, received),
             )
         if self._rate_limiter is not None and not is_exempt(full_method):
             key = rate_limit_key(principal, client_host)
@@ -502,7 +522,7 @@ class RestFront:
             return _error_response(status)
 
         try:
-            principal = await self._admit(route.full_method, request)
+            principal = await self._admit(route.full_method, request, received)
         except DomainError as exc:
             return _error_response(exc.to_status(), _retry_after(exc))
 
@@ -672,7 +692,7 @@ class RestFront:
             )
             return _otlp_error(request, status, {"Allow": "POST"}, 405)
         try:
-            principal = await self._admit(otlp_http.EXPORT_METHOD, request)
+            principal = await self._admit(otlp_http.EXPORT_METHOD, request, received)
         except DomainError as exc:
             return _otlp_error(request, exc.to_status(), _retry_after(exc))
         content_type = request.headers.get("content-type", "")

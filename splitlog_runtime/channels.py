@@ -123,6 +123,28 @@ def aio_insecure_channel(
 #: its caller's deadline, to handle that call's failure and send its own error.
 ANSWER_MARGIN_SECONDS = 0.5
 
+#: The share of a caller's remaining deadline that `answer_before` keeps on
+#: top of ANSWER_MARGIN_SECONDS. A client's grpc rounds the deadline that it
+#: sends up by up to 1% (grpcio 1.85), so the service sees a later deadline
+#: than the client keeps.
+ANSWER_MARGIN_FRACTION = 0.01
+
+
+def answer_before(remaining: float) -> float:
+    """Return the time a call may take so its caller still gets an answer.
+
+    `remaining` is the caller's remaining deadline in seconds. The result
+    ends a margin before it, so that the service's own error about the call
+    reaches the caller before the caller's deadline passes. A deadline too
+    short to leave the call ANSWER_MARGIN_SECONDS after the margin is
+    returned unchanged: the call gets all of it, and the caller may see its
+    own DEADLINE_EXCEEDED instead of the service's error.
+    """
+    margin = ANSWER_MARGIN_SECONDS + ANSWER_MARGIN_FRACTION * remaining
+    if remaining - margin >= ANSWER_MARGIN_SECONDS:
+        return remaining - margin
+    return max(remaining, 0.0)
+
 
 def downstream_timeout(
     context: grpc.ServicerContext | None, default: float, margin: float = 0.0

@@ -1,0 +1,149 @@
+"""The gateway answers a stalled call before the caller's own deadline.
+
+A gRPC client that sets a deadline ends the call itself when it passes, and
+then never sees the gateway's error. So when the gateway needs to tell the
+client something about a call that ran out of time, it gives up a margin
+before the client does:
+- a create that came without a request_id names the key that the gateway
+  sent it with, so a client with a deadline can send it again with that key;
+- the credential check at user_service takes no longer than the caller's
+  deadline allows, and fails with DEADLINE_EXCEEDED (REST 504) at it, while
+  a caller with a long deadline lets the check take `deadline_seconds`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import grpc
+import httpx
+import pytest
+
+from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb
+from splitlog.users.v1 import users_service_pb2 as users_pb
+from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
+from tests.auth.support import sign_up_user
+from tests.system.conftest import wait_for_health
+from tests.system.money_support import (
+    Clients,
+    component_pid,
+    create_group,
+    list_expenses,
+)
+from tests.system.test_deadline_request_id import _error_info, _expense
+
+pytestmark = pytest.mark.system
+
+#: The gateway's own deadline, longer than the clients' below.
+GATEWAY_DEADLINE = 4.0
+#: The deadline that the clients set.
+CLIENT_DEADLINE = 2.0
+
+
+def test_create_names_filled_key_before_client_deadline(splitlog_factory):
+    running = splitlog_factory(
+        "--processes", "--deadline-seconds", str(GATEWAY_DEADLINE)
+    )
+    running.wait_until_ready()
+    backend = component_pid(running.process.pid, "expense_service")
+    assert backend
+    clients = Clients.connect(running.grpc_address)
+    try:
+        group_id, (payer, _) = create_group(clients, 2)
+        parent = f"groups/{group_id}"
+        os.kill(backend, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(grpc.RpcError) as caught:
+                clients.expenses.CreateExpense(
+                    expenses_pb.CreateExpenseRequest(
+                        parent=parent, expense=_expense(payer, "client deadline")
+                    ),
+                    timeout=CLIENT_DEADLINE,
+                )
+            elapsed = time.monotonic() - started
+            # Too short for a margin: the backend gets the whole deadline.
+            with pytest.raises(grpc.RpcError) as caught_short:
+                clients.expenses.CreateExpense(
+                    expenses_pb.CreateExpenseRequest(
+                        parent=parent, expense=_expense(payer, "short deadline")
+                    ),
+                    timeout=0.3,
+                )
+        finally:
+            os.kill(backend, signal.SIGCONT)
+        wait_for_health(running.grpc_address, 30)
+
+        key = _error_info(caught.value).metadata["request_id"]
+        again = clients.expenses.CreateExpense(
+            expenses_pb.CreateExpenseRequest(
+                parent=parent,
+                expense=_expense(payer, "client deadline"),
+                request_id=key,
+            ),
+            timeout=10,
+        )
+        stored = list_expenses(clients, group_id, False)
+    finally:
+        clients.close()
+
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert f"request_id {key!r}" in caught.value.details()
+    assert elapsed < CLIENT_DEADLINE
+    assert caught_short.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert again.expense.description == "client deadline"
+    descriptions = [expense.description for expense in stored]
+    assert descriptions.count("client deadline") == 1
+
+
+def test_credential_check_keeps_to_caller_deadline(splitlog_factory):
+    running = splitlog_factory(
+        "--processes", "--deadline-seconds", str(GATEWAY_DEADLINE), settings={}
+    )
+    running.wait_until_ready()
+    backend = component_pid(running.process.pid, "user_service")
+    assert backend
+    channel = grpc.insecure_channel(running.grpc_address)
+    try:
+        signed_up = sign_up_user(channel, "deadline", "a long password 1", 15)
+        # SignUp checks no credential, so the gateway has none kept.
+        bearer = (("authorization", f"Bearer {signed_up.tokens.access_token}"),)
+        request = users_pb.GetUserRequest(name=signed_up.user.name)
+        users = users_grpc.UsersServiceStub(channel)
+        os.kill(backend, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(grpc.RpcError) as long_caught:
+                users.GetUser(request, metadata=bearer, timeout=30)
+            long_elapsed = time.monotonic() - started
+
+            started = time.monotonic()
+            with pytest.raises(grpc.RpcError) as caught:
+                users.GetUser(request, metadata=bearer, timeout=CLIENT_DEADLINE)
+            elapsed = time.monotonic() - started
+
+            started = time.monotonic()
+            rest = httpx.get(
+                f"{running.http_url}/v1/{signed_up.user.name}",
+                headers={
+                    "authorization": f"Bearer {signed_up.tokens.access_token}",
+                    "grpc-timeout": f"{CLIENT_DEADLINE:g}S",
+                },
+                timeout=30,
+            )
+            rest_elapsed = time.monotonic() - started
+        finally:
+            os.kill(backend, signal.SIGCONT)
+    finally:
+        channel.close()
+
+    assert long_caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert GATEWAY_DEADLINE - 0.5 < long_elapsed < GATEWAY_DEADLINE + 2
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, caught.value
+    assert _error_info(caught.value).reason == "CREDENTIAL_CHECK_DEADLINE_EXCEEDED"
+    assert elapsed < CLIENT_DEADLINE
+    assert rest.status_code == 504, rest.text
+    assert "CREDENTIAL_CHECK_DEADLINE_EXCEEDED" in rest.text
+    assert rest_elapsed < CLIENT_DEADLINE
