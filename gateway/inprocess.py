@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from gateway import idempotency
 from gateway.proxy import BackendPool, forwardable, returned_metadata
 from splitlog_runtime.config import Config
 from splitlog_runtime.server import MethodHandlers, ServiceHost
@@ -453,6 +454,7 @@ class InProcessDispatcher:
         request: bytes,
         context: grpc.aio.ServicerContext,
         timeout: float,
+        filled_request_id: str | None = None,
     ) -> bytes | None:
         """Run a unary call in process and return the serialized response.
 
@@ -465,6 +467,9 @@ class InProcessDispatcher:
           context: the gateway's context of the call.
           timeout: seconds the handler gets, from the caller's deadline or the
             default.
+          filled_request_id: the request_id that the gateway filled into
+            `request`, if it did. The handler then gets the metadata that
+            marks a filled key, and a timeout names the key to the client.
 
         Returns:
           The serialized response, or None when the call must go over the
@@ -474,9 +479,12 @@ class InProcessDispatcher:
         if local is None:
             return None
         loop = asyncio.get_running_loop()
+        metadata = forwardable(context.invocation_metadata())
+        if filled_request_id is not None:
+            metadata += idempotency.FILLED
         call = _LocalCall(
             LocalServicerContext(
-                forwardable(context.invocation_metadata()),
+                metadata,
                 time.monotonic() + timeout,
                 context.peer(),
             ),
@@ -497,10 +505,14 @@ class InProcessDispatcher:
             raise
         finally:
             expiry.cancel()
-        return await self._respond(outcome, path, context)
+        return await self._respond(outcome, path, context, filled_request_id)
 
     async def _respond(
-        self, outcome: _Outcome, path: str, context: grpc.aio.ServicerContext
+        self,
+        outcome: _Outcome,
+        path: str,
+        context: grpc.aio.ServicerContext,
+        filled_request_id: str | None,
     ) -> bytes:
         if outcome.code == grpc.StatusCode.OK and outcome.response is not None:
             headers = returned_metadata(outcome.initial_metadata)
@@ -511,7 +523,11 @@ class InProcessDispatcher:
                 context.set_trailing_metadata(trailers)
             return outcome.response
         status = self._pool.translate_status(
-            outcome.code, _decode(outcome.details), outcome.trailing_metadata, path
+            outcome.code,
+            _decode(outcome.details),
+            outcome.trailing_metadata,
+            path,
+            filled_request_id,
         )
         await context.abort(status.code, status.details, status.trailing_metadata)
         # Not reached: abort() raises. Returning None here would send the call

@@ -492,23 +492,26 @@ class ProxyHandlers:
 
         async def forward(request: bytes, context: grpc.aio.ServicerContext):
             await self._check_size(request, context)
-            if self._pool.in_process is not None:
-                # A call in process is never retried, so it needs no key.
-                response = await self._pool.in_process.call(
-                    path, request, context, self._timeout(context)
-                )
-                if response is not None:
-                    return response
-            metadata = forwarded_metadata(context)
             filled_key = None
             if request_class is not None:
+                # A call in process is never retried, but a client whose call
+                # times out needs the key to send the create again, as over
+                # the network.
                 key = str(uuid.uuid4())
                 filled = idempotency.with_request_id(
                     request, request_class, self._max_message_bytes, key
                 )
                 if filled is not request:
-                    request, metadata = filled, metadata + idempotency.FILLED
-                    filled_key = key
+                    request, filled_key = filled, key
+            if self._pool.in_process is not None:
+                response = await self._pool.in_process.call(
+                    path, request, context, self._timeout(context), filled_key
+                )
+                if response is not None:
+                    return response
+            metadata = forwarded_metadata(context)
+            if filled_key is not None:
+                metadata = metadata + idempotency.FILLED
             call = multicallable(
                 request,
                 timeout=self._timeout(context, filled_key is not None),

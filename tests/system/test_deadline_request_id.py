@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
+import threading
+import time
 
 import grpc
 import httpx
@@ -156,3 +159,86 @@ def test_timed_out_create_names_filled_request_id(splitlog_factory):
     descriptions = [expense.description for expense in stored]
     assert descriptions.count("sent over gRPC") == 1
     assert descriptions.count("sent over REST") == 1
+
+
+#: Seconds the in-process test holds the expense database locked: longer than
+#: the gateway's deadline, shorter than the service's wait for the lock.
+LOCK_SECONDS = 3.0
+
+
+def _hold_expense_database(path, seconds: float) -> threading.Thread:
+    """Lock the expense database for `seconds`, in a thread that then commits."""
+    connection = sqlite3.connect(
+        path, timeout=10, isolation_level=None, check_same_thread=False
+    )
+    connection.execute("BEGIN EXCLUSIVE")
+
+    def release() -> None:
+        time.sleep(seconds)
+        connection.execute("COMMIT")
+        connection.close()
+
+    thread = threading.Thread(target=release)
+    thread.start()
+    return thread
+
+
+def test_timed_out_create_in_process_names_request_id(splitlog_factory):
+    running = splitlog_factory("--deadline-seconds", str(GATEWAY_DEADLINE))
+    running.wait_until_ready()
+    clients = Clients.connect(running.grpc_address)
+    try:
+        group_id, (payer, _) = create_group(clients, 2)
+        parent = f"groups/{group_id}"
+        holder = _hold_expense_database(
+            running.data_dir / "expense_service.db", LOCK_SECONDS
+        )
+        try:
+            with pytest.raises(grpc.RpcError) as caught:
+                clients.expenses.CreateExpense(
+                    expenses_pb.CreateExpenseRequest(
+                        parent=parent, expense=_expense(payer, "sent in process")
+                    )
+                )
+        finally:
+            holder.join()
+        info = _error_info(caught.value)
+        assert "request_id" in info.metadata, caught.value.details()
+        key = info.metadata["request_id"]
+        again = clients.expenses.CreateExpense(
+            expenses_pb.CreateExpenseRequest(
+                parent=parent,
+                expense=_expense(payer, "sent in process"),
+                request_id=key,
+            ),
+            timeout=10,
+        )
+        own_request = expenses_pb.CreateExpenseRequest(
+            parent=parent,
+            expense=_expense(payer, "sent in process with a key"),
+            request_id="0b6f3c2a-5d1e-4f7a-8c9b-2e4d6f8a1c3e",
+        )
+        holder = _hold_expense_database(
+            running.data_dir / "expense_service.db", LOCK_SECONDS
+        )
+        try:
+            with pytest.raises(grpc.RpcError) as caught_own:
+                clients.expenses.CreateExpense(own_request)
+        finally:
+            holder.join()
+        own_again = clients.expenses.CreateExpense(own_request, timeout=10)
+        stored = list_expenses(clients, group_id, False)
+    finally:
+        clients.close()
+
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert f"request_id {key!r}" in caught.value.details()
+    assert "send it again with that request_id" in caught.value.details()
+    assert again.expense.description == "sent in process"
+    assert caught_own.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "retry it with the same request id" in caught_own.value.details()
+    assert "request_id" not in _error_info(caught_own.value).metadata
+    assert own_again.expense.description == "sent in process with a key"
+    descriptions = [expense.description for expense in stored]
+    assert descriptions.count("sent in process") == 1
+    assert descriptions.count("sent in process with a key") == 1
