@@ -28,6 +28,11 @@ that cannot be read. Two kinds of bad tail differ:
   was. The node removes the file once another replica's log has replaced
   the lost part (see `log_service.node`).
 
+A restart of the log, which replaces every segment with one empty segment
+(after a snapshot, or a truncation into purged entries), first writes its
+first sequence to `restart.json`. An open that finds the file finishes the
+restart, so a crash part way leaves no mix of old and new segments.
+
 The last segment is never purged, so its name still gives the last sequence
 number when every record has been purged.
 
@@ -64,6 +69,9 @@ _HEADER = struct.Struct("<II")
 SEGMENT_SUFFIX = ".wal"
 EPOCHS_FILE = "epochs.json"
 DAMAGE_FILE = "damage.json"
+# Names the first sequence of a restart of the log while it replaces the
+# segments (`WriteAheadLog._restart_at`).
+RESTART_FILE = "restart.json"
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 # A frame longer than this is treated as corrupt, because no gRPC message can be
@@ -585,6 +593,7 @@ class WriteAheadLog:
         self._fd: int | None = None
         self.history = EpochHistory(self._directory / EPOCHS_FILE)
         self._damage_path = self._directory / DAMAGE_FILE
+        self._restart_path = self._directory / RESTART_FILE
         # Damage found at this open or at an earlier one and not yet
         # replaced by another replica's log.
         self.damage = LogDamage.load(self._damage_path)
@@ -599,6 +608,7 @@ class WriteAheadLog:
     # Opening and scanning.
 
     def _scan(self) -> None:
+        self._finish_restart()
         named: list[tuple[int, Path]] = []
         for path in sorted(self._directory.glob(f"*{SEGMENT_SUFFIX}")):
             try:
@@ -1094,12 +1104,48 @@ class WriteAheadLog:
         self._open_active()
 
     def _restart_at(self, first: int) -> None:
-        """Replace every segment with one empty segment that begins at `first`."""
+        """Replace every segment with one empty segment that begins at `first`.
+
+        `restart.json` names `first` until the old segments are gone. An open
+        after a crash part way finishes the restart from it, because the mix
+        of old segments and the new one would read as damage.
+        """
+        write_file_atomically(
+            self._restart_path, json.dumps({"first": first}).encode("utf-8")
+        )
         old = [segment.path for segment in self._segments]
-        self._segments = []
-        self._create_segment(first)
-        self._delete_files([path for path in old if path != self._segments[0].path])
+        path = self._empty_segment_file(first)
+        self._segments = [_Segment(first, path)]
+        self._delete_files([item for item in old if item != path])
+        self._restart_path.unlink()
+        fsync_directory(self._directory)
         self._open_active()
+
+    def _empty_segment_file(self, first: int) -> Path:
+        """Create the segment file that begins at `first`, or empty it if it exists."""
+        path = self._directory / _segment_name(first)
+        path.touch(mode=private_files.FILE_MODE)
+        os.truncate(path, 0)
+        self._flush_path(path)
+        fsync_directory(self._directory)
+        return path
+
+    def _finish_restart(self) -> None:
+        """Finish a restart of the log that a crash interrupted, if there was one."""
+        if not self._restart_path.exists():
+            return
+        first = int(json.loads(self._restart_path.read_bytes())["first"])
+        _LOGGER.warning(
+            "write-ahead log: finishing the restart at sequence %d that a crash "
+            "interrupted in %s",
+            first,
+            self._directory,
+        )
+        old = sorted(self._directory.glob(f"*{SEGMENT_SUFFIX}"))
+        path = self._empty_segment_file(first)
+        self._delete_files([item for item in old if item != path])
+        self._restart_path.unlink()
+        fsync_directory(self._directory)
 
     def purge_point(self, sequence: int) -> int:
         """Return the last sequence that `purge_through(sequence)` would delete.
@@ -1171,11 +1217,6 @@ class WriteAheadLog:
         with self._lock:
             self._generation += 1
             self._restart_at(sequence + 1)
-            # A segment of that name may have existed and kept its records.
-            segment = self._segments[0]
-            os.truncate(segment.path, 0)
-            segment.size = 0
-            self._flush_path(segment.path)
             self._records.clear()
             self._firsts.clear()
             self._cache.clear()

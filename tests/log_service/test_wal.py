@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
+import os
+import pathlib
 import resource
 import signal
 import threading
@@ -342,6 +345,84 @@ def test_truncate_into_purged_range_starts_over(tmp_path):
     reopened = WriteAheadLog(tmp_path)
     assert reopened.last_sequence == 22
     assert sequences(reopened.replay()) == [21, 22]
+
+
+class Crash(BaseException):
+    """Stands for the process dying at a change to the log's files."""
+
+
+def crash_at_step(monkeypatch, step: int) -> None:
+    """Make the `step`-th file change from now on (counted from 0) raise Crash.
+
+    The changes counted are renames, truncations, deletions and `Path.touch`,
+    which are all the ways the write-ahead log changes its directory.
+    """
+    calls = itertools.count()
+
+    def crashing(function):
+        def wrapper(*args, **kwargs):
+            if next(calls) == step:
+                raise Crash
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(os, "replace", crashing(os.replace))
+    monkeypatch.setattr(os, "truncate", crashing(os.truncate))
+    monkeypatch.setattr(os, "unlink", crashing(os.unlink))
+    monkeypatch.setattr(pathlib.Path, "touch", crashing(pathlib.Path.touch))
+
+
+def restart_with_crash(
+    directory, monkeypatch, operation: str, step: int
+) -> tuple[bool, tuple[int, list[int]]]:
+    """Run a restart of the log with a crash at `step`.
+
+    Returns whether it crashed, and the last sequence and the sequences of the
+    log before the restart.
+    """
+    wal = WriteAheadLog(directory, segment_bytes=300)
+    for first in range(1, 40, 3):
+        wal.append(make_record(first, 3))
+    if operation == "truncate_into_purged":
+        wal.purge_through(wal.purge_point(20))
+    before = (wal.last_sequence, sequences(wal.replay()))
+    crash_at_step(monkeypatch, step)
+    try:
+        if operation == "restart_after":
+            wal.restart_after(100, wal.history.entries)
+        else:
+            wal.truncate_after(5)
+    except Crash:
+        return True, before
+    finally:
+        monkeypatch.undo()
+        wal.close()
+    return False, before
+
+
+@pytest.mark.parametrize(
+    ("operation", "restarted_last"),
+    [("restart_after", 100), ("truncate_into_purged", 5)],
+)
+def test_restart_crash_leaves_intact_log(
+    tmp_path, monkeypatch, operation, restarted_last
+):
+    step = 0
+    crashed = True
+    while crashed:
+        directory = tmp_path / f"step-{step}"
+        crashed, before = restart_with_crash(directory, monkeypatch, operation, step)
+
+        reopened = WriteAheadLog(directory, segment_bytes=300)
+        state = (reopened.last_sequence, sequences(reopened.replay()))
+
+        assert reopened.damage is None, f"crash at step {step}"
+        assert not (directory / DAMAGE_FILE).exists(), f"crash at step {step}"
+        assert state in [before, (restarted_last, [])], f"crash at step {step}"
+        reopened.close()
+        step += 1
+    assert step > 3
 
 
 def test_read_from_respects_bytes_and_through(tmp_path):
