@@ -116,6 +116,9 @@ _BAR_WIDTH = 30
 _MAX_REJECTIONS_SHOWN = 10
 # Exit status of `logs ship` when the server rejected some entries.
 EXIT_ENTRIES_REJECTED = 3
+# Exit status of `logs ship` when a file was truncated or replaced while it
+# was shipped, so that the command sent no more of it.
+EXIT_FILE_CHANGED = 4
 # Exit status of `logs ship` after Ctrl-C, as a shell reports a SIGINT.
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 # Namespace of the request ids that `logs ship` derives from its batches.
@@ -168,6 +171,9 @@ def add_parsers(
         "the server rejected some entries (the output counts them by reason), "
         "1 when a call failed or the gateway cannot be reached (stderr then "
         "shows how far the command got), 2 for an invalid command-line value, "
+        f"{EXIT_FILE_CHANGED} when a file was truncated or replaced while it "
+        "was shipped (stderr names the lines not shipped, and this status "
+        f"takes precedence over {EXIT_ENTRIES_REJECTED}), "
         f"{EXIT_INTERRUPTED} after Ctrl-C (the command first sends the full "
         "batches read before it, or every line read from standard input, and "
         "stderr shows how far it got), 141 when the reader of the output "
@@ -430,9 +436,27 @@ def ship_files(
             ) from None
     progress.finish()
     _show_summary(context, shipper)
+    errors = []
     if shipper.summary.rejected_count:
-        raise PartialFailure(_rejected_message(shipper.summary), EXIT_ENTRIES_REJECTED)
+        errors.append(_rejected_message(shipper.summary))
+    if shipper.changed_files:
+        errors.append(_changed_files_message(shipper.changed_files))
+        raise PartialFailure("\n".join(errors), EXIT_FILE_CHANGED)
+    if errors:
+        raise PartialFailure(errors[0], EXIT_ENTRIES_REJECTED)
     return shipper.summary
+
+
+def _changed_files_message(changed_files: list[tuple[str, int]]) -> str:
+    """Describe the files that changed while they were shipped."""
+    count = len(changed_files)
+    files = ", ".join(f"{path} from line {line}" for path, line in changed_files)
+    noun = render.count_noun(count, "file", "files")
+    return (
+        f"error: {noun} changed while {'it was' if count == 1 else 'they were'} "
+        f"shipped, so lines of {'it' if count == 1 else 'them'} were not "
+        f"shipped: {files}"
+    )
 
 
 # The whole years whose times fit in int64 nanoseconds since 1970.
@@ -853,6 +877,7 @@ def _ship_file(
             _ship_opened_file(shipper, opened, real_path, zone, progress, positions)
         except _ChangedWhileShipping as changed:
             print(_changed_while_shipping_message(shipper, changed), file=sys.stderr)
+            shipper.changed_files.append((path, changed.first_unsent))
         finally:
             shipper.tracker = None
             shipper.opened = None
@@ -1346,6 +1371,9 @@ class _Shipper:
         # Empty lines read, which give no entry. Those up to the line that
         # the positions file records as acknowledged are not counted.
         self.empty_lines = 0
+        # (FILE argument, first line not shipped) of each file that was
+        # truncated or replaced while it was shipped.
+        self.changed_files: list[tuple[str, int]] = []
 
     def empty_line_counter(self, counted_after: int) -> Callable[[int], None]:
         """Return an `on_empty` callback that counts empty lines after a line."""

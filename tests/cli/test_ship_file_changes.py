@@ -18,6 +18,7 @@ from concurrent import futures
 import grpc
 import pytest
 
+from splitlog_cli.client.logs import EXIT_FILE_CHANGED
 from splitlog_runtime import config as config_module
 from tests.cli.test_logs_cli import (
     LogsGateway,
@@ -210,7 +211,7 @@ def test_ship_copy_truncate_during_run(live, proxy, tmp_path, capsys, positions)
     messages = list_all(live.stub, services=[service])
     texts = [entry.message for entry in messages]
 
-    assert during[0] == 0, during[2]
+    assert during[0] == EXIT_FILE_CHANGED, during[2]
     assert after[0] == 0, after[2]
     # Every entry is a whole line of one file or the other.
     for text in texts:
@@ -226,6 +227,11 @@ def test_ship_copy_truncate_during_run(live, proxy, tmp_path, capsys, positions)
         assert len(set(new)) == 600
     assert "was truncated or replaced while it was shipped" in during[2]
     assert "from line 51 on" in during[2]
+    summary = during[2].strip().splitlines()[-1]
+    assert summary == (
+        f"splitlog logs ship: error: 1 file changed while it was shipped, so "
+        f"lines of it were not shipped: {path} from line 51"
+    ), during[2]
 
 
 def test_ship_rerun_after_truncate_same_recorded_line(live, tmp_path, capsys):
