@@ -291,6 +291,7 @@ class LogNode:
         store_last = self._store.last_sequence()
         if store_last > last and damage is not None:
             last = self._keep_store_after_damage(store_last)
+            damage = self._clear_damage_held_by_store(store_last)
         elif store_last > last:
             # A torn final record can have reached the store only without
             # fsync; it was never acknowledged.
@@ -341,7 +342,10 @@ class LogNode:
         cut = self.wal.last_sequence
         self._batches.save_through(cut)
         self.wal.restart_after(store_last, self.wal.history.entries)
-        self.wal.update_damage(after=max(damage.after, store_last))
+        if self.wal.earlier_damage is not None or not _store_holds_damage(
+            damage, store_last
+        ):
+            self.wal.update_damage(after=max(damage.after, store_last))
         _LOGGER.warning(
             "log shard %s: the store holds entries %d..%d past the damaged part of "
             "the write-ahead log; keeping them, and the log continues after "
@@ -352,6 +356,31 @@ class LogNode:
             store_last,
         )
         return store_last
+
+    def _clear_damage_held_by_store(self, store_last: int) -> LogDamage | None:
+        """Delete the damage record when the store holds every entry it lists.
+
+        Only damage found at this open counts. After an earlier one, the node
+        may have written other entries under the lost sequence numbers, and
+        a crash between `_keep_store_after_damage` and this call leaves the
+        record in place. Returns the damage that remains, if any.
+        """
+        damage = self.wal.damage
+        if (
+            damage is None
+            or self.wal.earlier_damage is not None
+            or not _store_holds_damage(damage, store_last)
+        ):
+            return damage
+        self.wal.clear_damage()
+        _LOGGER.warning(
+            "log shard %s: the store holds entries %d..%d that the damaged "
+            "write-ahead log lost, so no entry was lost",
+            self.shard,
+            damage.after + 1,
+            damage.seen_through,
+        )
+        return None
 
     def _refuse_to_lead_damaged(self) -> None:
         """Start as a follower after damage, even when this node was the leader.
@@ -366,6 +395,19 @@ class LogNode:
         assert damage is not None
         old = self._state
         lost = _lost_range(damage)
+        if old.role == node_state.ROLE_LEADER and not old.followers:
+            # Stepping down would only make the coordinator promote this
+            # node again under a new epoch.
+            _LOGGER.error(
+                "log node %s: shard %s lost %s to a damaged write-ahead log; it "
+                "keeps leading at epoch %d because the shard has no other "
+                "replica that may hold them",
+                self.node_id,
+                self.shard,
+                lost,
+                old.epoch,
+            )
+            return
         if old.role == node_state.ROLE_LEADER:
             new = replace(old, role=node_state.ROLE_FOLLOWER, leader=None, in_sync=())
             node_state.save_state(self._state_path, new)
@@ -1716,6 +1758,15 @@ def damage_proto(damage: LogDamage) -> logs_service_pb2.LogDamage:
             else damage.problem
         ),
     )
+
+
+def _store_holds_damage(damage: LogDamage, store_last: int) -> bool:
+    """Return whether the store holds every entry that the damage may have lost.
+
+    That is known only when intact records behind the damage showed the
+    log's last sequence (`seen_through` above `after`).
+    """
+    return damage.after < damage.seen_through <= store_last
 
 
 def _lost_range(damage: LogDamage) -> str:

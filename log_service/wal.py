@@ -597,6 +597,8 @@ class WriteAheadLog:
         # Damage found at this open or at an earlier one and not yet
         # replaced by another replica's log.
         self.damage = LogDamage.load(self._damage_path)
+        # The damage recorded at an earlier open, which `damage` may extend.
+        self.earlier_damage = self.damage
         self._scan()
         if fsync:
             # Records written before a crash of the process may still be in

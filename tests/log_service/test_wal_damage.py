@@ -3,11 +3,12 @@
 A node that finds a complete record failing its checksum at start must not
 lead with the shortened log while another replica may have the entries it
 lost. A torn final record, which a crash leaves, is cut as before. In each
-test no acknowledged entry is lost.
+test but the one that deletes a store, no acknowledged entry is lost.
 """
 
 from __future__ import annotations
 
+import shutil
 import signal
 import time
 
@@ -146,6 +147,19 @@ def test_damaged_leader_log_loses_no_acknowledged_entry(make_cluster):
     assert settled.leader_epoch > 1
 
 
+def solo_leading(cluster: LogCluster):
+    return cluster.wait_status(
+        lambda shard: shard.health == SERVING and shard.leader == "solo",
+        "solo leading again",
+    )
+
+
+def restart_solo(cluster: LogCluster):
+    cluster.kill("solo", signal.SIGTERM)
+    cluster.start("solo")
+    return solo_leading(cluster)
+
+
 def test_single_node_damaged_record_keeps_intact_entries(make_cluster):
     cluster = make_cluster(("solo",))
     cluster.start_all()
@@ -158,20 +172,48 @@ def test_single_node_damaged_record_keeps_intact_entries(make_cluster):
     flip_byte(segment, segment.stat().st_size // 2)
 
     cluster.start("solo")
-    status = cluster.wait_status(
-        lambda shard: shard.health == SERVING and shard.leader == "solo",
-        "solo leading again",
-    )
+    status = solo_leading(cluster)
     found = cluster.listed_messages()
     cluster.write_until_acknowledged("after", 1, "after")
+    restarted = restart_solo(cluster)
 
     assert sorted(found) == expected(labels)
     assert max(found.values()) == 1
     stderr = (cluster.directory / "solo.stderr").read_text()
     errors = [line for line in stderr.splitlines() if "ERROR" in line]
     assert any(str(segment) in line and "at byte" in line for line in errors)
-    assert any("leads shard" in line for line in errors)
+    # The store held every entry that the damaged records had, so nothing
+    # was lost and the node keeps leading.
+    assert not any("leads shard" in line for line in errors)
+    assert not any("starts as a follower" in line for line in errors)
+    assert "no entry was lost" in stderr
+    assert not status.HasField("leader_log_damage")
+    assert not restarted.HasField("leader_log_damage")
+    wal = segment.parent
+    assert not (wal / "damage.json").exists()
+
+
+def test_single_node_lost_entries_keeps_leading(make_cluster):
+    cluster = make_cluster(("solo",))
+    cluster.start_all()
+    write_batches(cluster)
+    cluster.kill("solo", signal.SIGTERM)
+    segment = last_segment(cluster, "solo")
+    flip_byte(segment, segment.stat().st_size // 2)
+    # Without its store, the node holds the entries behind the damage nowhere.
+    shutil.rmtree(cluster.directory / "data" / "log_nodes" / "solo" / "store")
+
+    cluster.start("solo")
+    status = solo_leading(cluster)
+    cluster.write_until_acknowledged("after", 1, "after")
+    restarted = restart_solo(cluster)
+
+    stderr = (cluster.directory / "solo.stderr").read_text()
+    errors = [line for line in stderr.splitlines() if "ERROR" in line]
+    assert any("no other replica" in line for line in errors), errors
+    assert not any("starts as a follower" in line for line in errors)
     assert status.HasField("leader_log_damage")
+    assert restarted.HasField("leader_log_damage")
 
 
 def test_torn_final_record_is_cut_quietly(make_cluster):
