@@ -373,6 +373,9 @@ class ReplicationSender:
             # them would lose them everywhere.
             stream.leader_lost = (end, matched, reply.last_record_epoch)
             return
+        if matched > end and self._lost_to_damage(matched):
+            stream.leader_lost = (end, matched, reply.last_record_epoch)
+            return
         if matched > end:
             _LOGGER.warning(
                 "log shard %s: follower %s holds entries %d..%d of epoch %d that "
@@ -398,6 +401,28 @@ class ReplicationSender:
             )
         self.progress.reachable = True
         node.changed.notify_all()
+
+    def _lost_to_damage(self, matched: int) -> bool:
+        """Return whether the follower may hold entries this leader lost to damage.
+
+        A leader promoted with a damaged log lacks the entries after
+        `damage.after`, which may have been acknowledged. A follower that
+        holds entries past that point keeps them, and this leader steps aside
+        so that the coordinator promotes the follower, whose log is then
+        ahead. That holds only while this leader has written no record of
+        its own epoch.
+        """
+        node = self._node
+        damage = node.wal.damage
+        # NOTE: once this leader wrote records of its epoch, its log is ahead
+        # of the follower's in the coordinator's order, so the coordinator
+        # would promote this node again. The follower's entries are then
+        # truncated, as entries of an older epoch that the leader lacks.
+        return (
+            damage is not None
+            and matched > damage.after
+            and node.wal.last_record_epoch() < self._epoch
+        )
 
     def _acknowledge(self, sequence: int) -> None:
         self.progress.acknowledged = sequence

@@ -8,6 +8,7 @@ test but the one that deletes a store, no acknowledged entry is lost.
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import time
@@ -255,3 +256,54 @@ def caught_up_any(shard) -> bool:
     return bool(shard.followers) and all(
         f.reachable and f.last_sequence == shard.last_sequence for f in shard.followers
     )
+
+
+def in_sync_of(cluster: LogCluster) -> list[str]:
+    """Return the in-sync followers of the only shard, from the coordinator's file."""
+    path = cluster.directory / "data" / "log_service" / "coordinator.json"
+    shards = json.loads(path.read_text())["shards"]
+    (shard,) = shards.values()
+    return list(shard["in_sync"])
+
+
+def test_promoted_damaged_leader_keeps_returning_follower(make_cluster):
+    cluster = make_cluster(("a", "b"))
+    cluster.start_all()
+    labels = write_batches(cluster)
+    leader = cluster.shard_status().leader
+    follower = "b" if leader == "a" else "a"
+    cluster.wait_status(caught_up(follower), f"{follower} in sync")
+    cluster.kill(follower, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while follower in in_sync_of(cluster):
+        assert time.monotonic() < deadline, f"{follower} stayed in the in-sync set"
+        time.sleep(0.2)
+    cluster.kill(leader, signal.SIGTERM)
+    segment = last_segment(cluster, leader)
+    flip_byte(segment, segment.stat().st_size // 2)
+    # Without its store, the leader holds the entries behind the damage
+    # nowhere, but the follower holds them all.
+    shutil.rmtree(cluster.directory / "data" / "log_nodes" / leader / "store")
+
+    cluster.start(leader)
+    alone = cluster.wait_status(
+        lambda shard: shard.leader == leader and shard.HasField("leader_log_damage"),
+        f"{leader} leading with its damage",
+    )
+    cluster.start(follower)
+    settled = cluster.wait_status(
+        lambda shard: (
+            shard.health == SERVING
+            and shard.leader == follower
+            and caught_up_any(shard)
+        ),
+        f"{follower} leading with {leader} caught up",
+    )
+    for node in (follower, leader):
+        wait_all_stored(cluster, node, labels)
+
+    follower_stderr = (cluster.directory / f"{follower}.stderr").read_text()
+    leader_stderr = (cluster.directory / f"{leader}.stderr").read_text()
+    assert alone.leader_epoch < settled.leader_epoch
+    assert "on the leader's request" not in follower_stderr
+    assert "this node stops leading" in leader_stderr
