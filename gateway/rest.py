@@ -451,7 +451,7 @@ class RestFront:
         `auth_open_health` is off.
         """
         if request.method not in ("GET", "HEAD"):
-            return _method_not_allowed(request.method, HEALTH_PATH, ["GET"])
+            return _method_not_allowed(request.method, HEALTH_PATH, ["GET", "HEAD"])
         try:
             await self._admit(_HEALTH_CHECK_METHOD, request)
         except DomainError as exc:

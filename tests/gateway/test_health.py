@@ -411,7 +411,7 @@ def test_healthz_other_method_405(gateway):
     response = _healthz(gateway, "POST")
 
     assert response.status_code == 405
-    assert response.headers["allow"] == "GET"
+    assert response.headers["allow"] == "GET, HEAD"
     assert response.json()["error"]["status"] == "INVALID_ARGUMENT"
 
 
