@@ -251,6 +251,18 @@ class BackendPool:
             return rpc_status.to_status(too_many_calls(backend.name, None).to_status())
         return _Status(code, details, trailing)
 
+    def call_succeeded(self, path: str) -> None:
+        """Record a successful call of `path` for the log of unreachable backends.
+
+        The first success after the backend was unreachable writes an INFO
+        line and ends that run of failures. Otherwise it costs two dict
+        look-ups. A path of no backend, such as a view that the gateway
+        serves itself, is ignored.
+        """
+        backend = self.backend_by_method.get(path)
+        if backend is not None:
+            self._unreachable_log.succeeded(backend.name)
+
     def _log_unreachable(self, backend: Backend, cause: str) -> None:
         self._unreachable_log.failed(
             backend.name,
@@ -524,6 +536,7 @@ class ProxyHandlers:
             except asyncio.CancelledError:
                 call.cancel()
                 raise
+            self._pool.call_succeeded(path)
             await _relay_headers(call, context)
             await _relay_trailers(call, context)
             return response

@@ -592,6 +592,7 @@ class RestFront:
             )
         except grpc.aio.AioRpcError as error:
             return self._backend_error(route, error, filled_key)
+        self._pool.call_succeeded(route.full_method)
         response = endpoint.response_class.FromString(reply)
         if split is not None:
             response = split.merge(response)

@@ -184,8 +184,9 @@ def _concatenate(requests, context) -> bytes:
     return b"".join(requests)
 
 
-def start_backend(log: BackendLog) -> ServiceHost:
-    """Start the test backend on a free port and mark it SERVING."""
+def start_backend(log: BackendLog, address: str = "127.0.0.1:0") -> ServiceHost:
+    """Start the test backend at `address`, a free port by default, and mark it
+    SERVING."""
     server_stream = find_method(False, True)
     client_stream = find_method(True, False)
     raw_methods = {
@@ -206,7 +207,7 @@ def start_backend(log: BackendLog) -> ServiceHost:
         )
 
     host = create_server(
-        "test_backend", [register], [USERS_SERVICE, raw_service], workers=8
+        "test_backend", [register], [USERS_SERVICE, raw_service], address, workers=8
     )
     host.start()
     host.mark_serving()

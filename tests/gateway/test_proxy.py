@@ -282,6 +282,51 @@ def test_stopped_backend_is_unavailable(loop_thread, gateway_config, backend_log
     assert error_details(error)["ErrorInfo"].reason == "BACKEND_UNAVAILABLE"
 
 
+def _get_user_until_served(stub, seconds: float) -> None:
+    """Call GetUser until it succeeds, while the channel reconnects."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            stub.GetUser(pb.GetUserRequest(name="users/ada1"), timeout=5)
+            return
+        except grpc.RpcError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_backend_back_logs_recovery(loop_thread, gateway_config, backend_log, caplog):
+    caplog.set_level(logging.INFO, logger="gateway.proxy")
+    first = start_backend(backend_log)
+    address = f"127.0.0.1:{first.port}"
+    config = gateway_config.replace(user_service_addr=address)
+    gateway = loop_thread.run(build(config, "127.0.0.1:0", "127.0.0.1:0"))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
+            stub = pb_grpc.UsersServiceStub(channel)
+            stub.GetUser(pb.GetUserRequest(name="users/ada1"), timeout=5)
+            first.stop(0)
+            with pytest.raises(grpc.RpcError):
+                stub.GetUser(pb.GetUserRequest(name="users/ada1"), timeout=5)
+            again = start_backend(backend_log, address)
+            try:
+                _get_user_until_served(stub, 20)
+            finally:
+                again.stop(0)
+    finally:
+        loop_thread.run(gateway.stop(0))
+
+    recoveries = [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "gateway.proxy"
+        and record.levelno == logging.INFO
+        and "succeed again" in record.getMessage()
+    ]
+    assert len(recoveries) == 1, caplog.text
+    assert recoveries[0].startswith("calls to user_service succeed again after")
+
+
 def test_server_stream_forwarded(channel):
     method = find_method(client_streaming=False, server_streaming=True)
     call = channel.unary_stream(method_path(method))
