@@ -517,7 +517,11 @@ class ProxyHandlers:
                     request, filled_key = filled, key
             if self._pool.in_process is not None:
                 response = await self._pool.in_process.call(
-                    path, request, context, self._timeout(context), filled_key
+                    path,
+                    request,
+                    context,
+                    self._timeout(context, filled_key is not None),
+                    filled_key,
                 )
                 if response is not None:
                     return response
