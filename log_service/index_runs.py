@@ -72,6 +72,23 @@ def slice_runs(runs: Sequence[int], start: int, stop: int) -> list[int]:
     return sliced
 
 
+def runs_at(runs: Sequence[int], positions: Sequence[int]) -> list[int]:
+    """Return the runs of the entries at increasing `positions` of a batch.
+
+    `runs` are the batch's runs, and position `i` is its `i`-th entry.
+    """
+    indexes: list[int] = []
+    start = 0
+    at = 0
+    for first, count in run_pairs(runs):
+        stop = start + count
+        while at < len(positions) and positions[at] < stop:
+            indexes.append(first + positions[at] - start)
+            at += 1
+        start = stop
+    return runs_of(indexes)
+
+
 def runs_error(runs: Sequence[int], count: int) -> str | None:
     """Return what is wrong with the runs of a batch of `count` entries, or None.
 

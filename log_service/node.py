@@ -39,12 +39,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
+import numpy as np
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from log_service import node_state
 from log_service import snapshot as snapshots
 from log_service.clients import NODE_HEADROOM_BYTES, node_channel_options
-from log_service.index_runs import runs_error
+from log_service.index_runs import HeldIndexes, runs_at, runs_error
 from log_service.model import SPARSE_FIELDS
 from log_service.node_state import (
     ROLE_NONE,
@@ -741,15 +742,14 @@ class LogNode:
             for request, pending, count in prepared:
                 runs = request.index_runs
                 held = self._batches.held(request.batch_id)
-                if held is not None and self._retention_deleted(held):
-                    # Retention deleted every entry stored under this id,
-                    # so the batch is stored again as a new one.
-                    held = None
-                if held is not None:
+                # None also when retention deleted every entry stored under
+                # the id: the batch is then stored again as a new one.
+                indexes = None if held is None else self._still_held(held)
+                if held is not None and indexes is not None:
                     # The entries stored earlier must be committed before
                     # this call reports them.
                     last = max(last, held.last)
-                    unheld = _unheld_entries(held, runs, pending)
+                    unheld = _unheld_entries(indexes, runs, pending)
                     if unheld is None:
                         responses.append(
                             node_service_pb2.AppendEntriesResponse(
@@ -784,27 +784,52 @@ class LogNode:
         self._wait_for_commit(last, deadline, epoch)
         return responses
 
-    def _retention_deleted(self, held: HeldBatch) -> bool:
-        """Return whether the store lost every entry of `held`; the lock is held.
+    def _still_held(self, held: HeldBatch) -> HeldIndexes | None:
+        """Return the request indexes of `held` that the store still contains.
 
-        Only a retention pass deletes applied entries without dropping
-        their records from the batch index, as a truncation does. So a
-        batch whose records are all applied but none of whose entries is in
-        the store has expired. Records above the applied sequence are not
-        in the store yet and count as held. Only the leader decides, and
-        the record of a batch stored again reaches its followers under the
-        same batch id, so a follower promoted later finds it.
-
-        NOTE: a batch of which retention deleted only some entries counts
-        as held, so a retry does not store the deleted ones again.
+        Returns None when it contains none of them. The lock is held. Only
+        a retention pass deletes applied entries without dropping their
+        records from the batch index, as a truncation does. So the entries
+        of an applied record that the store lacks are entries that
+        retention deleted, and a resend stores them again: the router
+        rejects those older than the current retention, so only entries
+        that a longer retention keeps now come back. A record above the
+        applied sequence counts as held whole, and so does a record
+        without index runs while any of its entries is stored, because
+        such a batch is one unit. Only the leader decides, and the record
+        of the entries stored again replicates under the same batch id.
         """
         store = self._store
-        if store is None or not held.ranges or held.last > store.last_sequence():
-            return False
         # Resends of recent batches, the usual case, end here without a read.
-        if not store.retention_may_have_deleted(held.first):
-            return False
-        return not store.holds_any(held.ranges)
+        if store is None or not store.retention_may_have_deleted(held.first):
+            return held.indexes
+        applied = store.last_sequence()
+        ranges = [
+            (first, first + count - 1)
+            for first, count, _ in held.records
+            if count and first + count - 1 <= applied
+        ]
+        if not ranges:
+            return held.indexes
+        stored = store.stored_sequences(ranges)
+        held_runs: list[Sequence[int]] = []
+        for first, count, runs in held.records:
+            last = first + count - 1
+            if not count:
+                continue
+            if last > applied:
+                held_runs.append(runs)
+                continue
+            low, high = np.searchsorted(stored, [first, last + 1]).tolist()
+            if low == high:
+                continue
+            if not runs:
+                held_runs.append(runs)
+                continue
+            held_runs.append(runs_at(runs, (stored[low:high] - first).tolist()))
+        if not held_runs:
+            return None
+        return HeldIndexes(held_runs)
 
     def _check_leader(self, epoch: int) -> None:
         state = self._state
@@ -1825,14 +1850,15 @@ def _check_batch(
 
 
 def _unheld_entries(
-    held: HeldBatch, runs: Sequence[int], pending: PendingRecord
+    held: HeldIndexes, runs: Sequence[int], pending: PendingRecord
 ) -> tuple[PendingRecord, Sequence[int]] | None:
     """Return the entries of a batch that the node does not store yet, with runs.
 
-    `held` is what the node stores under the batch's id and `runs` the
-    batch's index runs. Returns None when the node stores every entry.
+    `held` are the request indexes that the node stores under the batch's
+    id and `runs` the batch's index runs. Returns None when the node
+    stores every entry.
     """
-    positions, new_runs = held.indexes.new_entries(runs)
+    positions, new_runs = held.new_entries(runs)
     if not positions:
         return None
     if new_runs == list(runs):

@@ -130,9 +130,7 @@ class BatchIndex:
             count=sum(count for _, count, _ in records),
             last=max(first + count - 1 for first, count, _ in records),
             indexes=HeldIndexes(runs for _, _, runs in records),
-            ranges=tuple(
-                (first, first + count - 1) for first, count, _ in records if count
-            ),
+            records=tuple(records),
         )
 
     def add(
@@ -232,11 +230,11 @@ class HeldBatch:
     `first` is the first sequence of its records, `last` the last one, and
     `count` the number of entries in them. The records need not be
     consecutive, so `count` can be smaller than `last - first + 1`.
-    `ranges` are the (first, last) sequences of each record.
+    `records` lists (first sequence, entry count, index runs) of each record.
     """
 
     first: int
     count: int
     last: int
     indexes: HeldIndexes
-    ranges: tuple[tuple[int, int], ...] = ()
+    records: tuple[tuple[int, int, tuple[int, ...]], ...] = ()

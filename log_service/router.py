@@ -535,7 +535,10 @@ class Writer:
             streams,
             now_ns=normalize_ns,
             limits=self.limits,
-            retention_cutoff=self._retention.cutoff_function(normalize_ns),
+            # The retention cutoff is that of this call's receive time, not
+            # the first request's, so that a retry never stores again entries
+            # that retention deleted in between and would delete again.
+            retention_cutoff=self._retention.cutoff_function(receive_ns),
             first_index=first_index,
             max_entry_bytes=self._block_entry_bytes(request_id),
         )
@@ -1311,7 +1314,8 @@ class OtlpLogsServicer:
             request,
             now_ns=normalize_ns,
             limits=self._writer.limits,
-            retention_cutoff=self._retention.cutoff_function(normalize_ns),
+            # The cutoff at this call's receive time, as in `Writer.write`.
+            retention_cutoff=self._retention.cutoff_function(receive_ns),
             repaired_records=parsed.repaired_records,
         )
         self._writer.store(

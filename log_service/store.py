@@ -1243,19 +1243,19 @@ class LogStore:
         """
         return sequence <= self._retention_bound
 
-    def holds_any(self, ranges: Sequence[tuple[int, int]]) -> bool:
-        """Return whether the store contains an entry in any of the sequence ranges.
+    def stored_sequences(self, ranges: Sequence[tuple[int, int]]) -> np.ndarray:
+        """Return the sequences the store contains in the given ranges, sorted.
 
         Each range is (first, last), both inclusive. Only partitions whose
-        sequence bounds overlap a range are read, and each stops at its
-        first matching row.
+        sequence bounds overlap a range are read.
         """
-        with self._reading() as (cursor, _, partitions):
+        found: list[np.ndarray] = []
+        with self._reading() as (cursor, visible, partitions):
             for partition in partitions:
                 if partition.rows == 0:
                     continue
                 overlapping = [
-                    (first, last)
+                    (first, min(last, visible))
                     for first, last in ranges
                     if first <= partition.max_seq and last >= partition.min_seq
                 ]
@@ -1264,12 +1264,11 @@ class LogStore:
                 condition = " OR ".join("seq BETWEEN ? AND ?" for _ in overlapping)
                 params = [bound for pair in overlapping for bound in pair]
                 self._count_scans(1)
-                sql = (
-                    f"SELECT 1 FROM {partition.alias}.entries WHERE {condition} LIMIT 1"
-                )
-                if cursor.execute(sql, params).fetchone() is not None:
-                    return True
-        return False
+                sql = f"SELECT seq FROM {partition.alias}.entries WHERE {condition}"
+                found.append(cursor.execute(sql, params).fetchnumpy()["seq"])
+        if not found:
+            return np.empty(0, dtype=np.int64)
+        return np.sort(np.concatenate(found).astype(np.int64, copy=False))
 
     def count(
         self,

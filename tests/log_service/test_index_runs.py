@@ -9,6 +9,7 @@ import pytest
 from log_service.index_runs import (
     HeldIndexes,
     join_runs,
+    runs_at,
     runs_error,
     runs_of,
     slice_runs,
@@ -53,6 +54,17 @@ def test_slice_runs_matches_expanded_slice(start, stop):
     runs = [0, 2, 5, 3, 20, 1]
 
     assert expand(slice_runs(runs, start, stop)) == expand(runs)[start:stop]
+
+
+@pytest.mark.parametrize(
+    "positions", [[], [0], [0, 1, 2, 3, 4, 5], [1, 2, 4], [2, 3], [5], [0, 5]]
+)
+def test_runs_at_matches_expanded_positions(positions):
+    runs = [2, 2, 7, 1, 10, 3]  # indexes 2 3 7 10 11 12
+
+    picked = runs_at(runs, positions)
+
+    assert expand(picked) == [expand(runs)[p] for p in positions]
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,9 @@ from google.protobuf import duration_pb2, field_mask_pb2
 
 from log_service import node as node_module
 from log_service.coordinator import ShardReplicas
+from log_service.index_runs import runs_of
 from log_service.retention import MissedPasses, RetentionEnforcer, RetentionStore
+from log_service.wal import slice_columns
 from splitlog.logs.v1 import (
     logs_service_pb2,
     node_service_pb2,
@@ -27,6 +29,7 @@ from tests.log_service.node_support import (
     configure,
     query_messages,
     start,
+    wait_for,
 )
 from tests.log_service.test_replication import form_pair
 
@@ -166,3 +169,105 @@ def test_missed_passes_file_round_trip(tmp_path):
 
     assert loaded == missed
     assert after_damage == {}
+
+
+def straddling_batch(
+    batch_id: str, timestamps: list[int], indexes: list[int], epoch: int = 1
+) -> node_service_pb2.AppendEntriesRequest:
+    """Return the request entries `indexes` of a request with `timestamps`.
+
+    Entry `i` has the message `<batch_id> <i>` and the time `timestamps[i]`.
+    """
+    entries = columns_at(batch_id, timestamps)
+    picked = node_service_pb2.EntryColumns()
+    for index in indexes:
+        picked.MergeFrom(slice_columns(entries, index, index + 1))
+    return node_service_pb2.AppendEntriesRequest(
+        shard=SHARD,
+        leader_epoch=epoch,
+        batch_id=batch_id,
+        entries=picked,
+        index_runs=runs_of(indexes),
+    )
+
+
+def test_resend_restores_entries_retention_deleted(base_config, tmp_path):
+    leader = start(base_config, tmp_path, "n0")
+    follower = start(base_config, tmp_path, "n1")
+    now = time.time_ns()
+    # Entries 0-2 are three hours old, entries 3-5 new.
+    timestamps = [now - 3 * HOUR_NS + i for i in range(3)] + [now + i for i in range(3)]
+    whole = list(range(6))
+    batch_id = "r/d/s0"
+    try:
+        form_pair(leader, follower)
+        first = leader.stub.AppendEntries(
+            straddling_batch(batch_id, timestamps, whole), timeout=5
+        )
+        # A pass with a 2-hour retention deletes entries 0-2 on both replicas.
+        bound = retention(leader, now - 2 * HOUR_NS).max_sequence
+        retention(follower, now - 2 * HOUR_NS, max_sequence=bound)
+        after_pass = sorted(query_messages(leader))
+        # What the router sends while the retention is still 2 hours.
+        within = leader.stub.AppendEntries(
+            straddling_batch(batch_id, timestamps, [3, 4, 5]), timeout=5
+        )
+        # What it sends once the retention is longer again.
+        resent = leader.stub.AppendEntries(
+            straddling_batch(batch_id, timestamps, whole), timeout=5
+        )
+        again = leader.stub.AppendEntries(
+            straddling_batch(batch_id, timestamps, whole), timeout=5
+        )
+        on_leader = sorted(query_messages(leader))
+        follower_caught_up = wait_for(lambda: len(query_messages(follower)) == 6)
+        on_follower = sorted(query_messages(follower))
+        # The follower takes over with the same batch index.
+        configure(follower, epoch=2, leader=follower)
+        after_failover = follower.stub.AppendEntries(
+            straddling_batch(batch_id, timestamps, whole, epoch=2), timeout=5
+        )
+        on_new_leader = sorted(query_messages(follower))
+    finally:
+        leader.stop()
+        follower.stop()
+
+    messages = [f"{batch_id} {i}" for i in range(6)]
+    assert first.count == 6
+    assert after_pass == messages[3:]
+    assert within.duplicate
+    assert within.duplicate_count == 3
+    assert not resent.duplicate
+    assert resent.count == 3
+    assert resent.duplicate_count == 3
+    assert again.duplicate
+    assert again.duplicate_count == 6
+    assert on_leader == messages
+    assert follower_caught_up
+    assert on_follower == messages
+    assert after_failover.duplicate
+    assert after_failover.duplicate_count == 6
+    assert on_new_leader == messages
+
+
+def test_resend_without_runs_counts_whole(base_config, tmp_path):
+    node = start(base_config, tmp_path, "n0")
+    now = time.time_ns()
+    timestamps = [now - 3 * HOUR_NS, now - 3 * HOUR_NS + 1, now]
+    try:
+        configure(node, epoch=1, leader=node)
+        append_columns(node, 1, "partly", columns_at("partly", timestamps))
+        append_columns(node, 1, "wholly", columns_at("wholly", timestamps[:2]))
+        retention(node, now - 2 * HOUR_NS)
+        partly = append_columns(node, 1, "partly", columns_at("partly", timestamps))
+        wholly = append_columns(node, 1, "wholly", columns_at("wholly", timestamps[:2]))
+        messages = sorted(query_messages(node))
+    finally:
+        node.stop()
+
+    # A batch without index runs is one unit: held while any entry is.
+    assert partly.duplicate
+    assert partly.duplicate_count == 3
+    assert not wholly.duplicate
+    assert wholly.count == 2
+    assert messages == ["partly 2", "wholly 0", "wholly 1"]

@@ -22,7 +22,11 @@ from log_service.sharding import sharder_from_config
 from log_service.tokens import Cursor, PageToken, encode_page_token
 from log_service.topology import topology_from_config
 from splitlog.logs.v1 import logs_service_pb2 as pb
-from splitlog.logs.v1 import logs_service_pb2_grpc
+from splitlog.logs.v1 import (
+    logs_service_pb2_grpc,
+    node_service_pb2,
+    node_service_pb2_grpc,
+)
 from splitlog_cli.components import start_log_nodes
 from tests.log_service.router_support import (
     details_of,
@@ -1170,3 +1174,123 @@ def test_batch_stored_again_after_retention(base_config):
     assert sorted(e.message for e in expiring_now) == [
         f"expiring {i}" for i in range(5)
     ]
+
+
+def replica_messages(running: Cluster, service: str) -> dict[str, list[str]]:
+    """Return the sorted messages of `service` that each log node stores."""
+    stored = {}
+    for node_id, host in running.hosts.items():
+        with grpc.insecure_channel(f"127.0.0.1:{host.port}") as channel:
+            response = node_service_pb2_grpc.LogNodeServiceStub(channel).QueryEntries(
+                node_service_pb2.QueryEntriesRequest(
+                    shard="shard-0",
+                    limit=1000,
+                    filter=node_service_pb2.EntryFilter(services=[service]),
+                ),
+                timeout=10,
+            )
+        stored[node_id] = sorted(response.entries.messages)
+    return stored
+
+
+def one_shard_cluster(base_config) -> Cluster:
+    """Start one shard of 2 replicas, so every pass covers every batch."""
+    return Cluster(
+        base_config.replace(
+            log_shards=1,
+            log_replicas=2,
+            log_node_port=0,
+            log_failover_seconds=1.0,
+            log_fsync=False,
+            workers=8,
+        )
+    )
+
+
+def wait_for_count(stub, service: str, count: int) -> None:
+    deadline = time.monotonic() + 20
+    while len(list_all(stub, services=[service])) != count:
+        assert time.monotonic() < deadline, f"{service} never had {count} entries"
+        time.sleep(0.1)
+
+
+def test_resend_after_partial_retention(base_config):
+    running = one_shard_cluster(base_config)
+    now = time.time_ns()
+    two_days_ago = now - 2 * DAY_SECONDS * NANOS
+    # One request whose batch straddles a 1-day retention.
+    entries = [
+        entry("straddle", f"straddle {i}", at=two_days_ago + i) for i in range(5)
+    ] + [entry("straddle", f"straddle {i}", at=now - i) for i in range(5, 10)]
+    request = pb.WriteLogEntriesRequest(entries=entries, request_id=str(uuid.uuid4()))
+    try:
+        first = running.stub.WriteLogEntries(request)
+        set_service_retentions(running.stub, ["straddle"], 1)
+        wait_for_count(running.stub, "straddle", 5)
+        within = running.stub.WriteLogEntries(request)
+        set_service_retentions(running.stub, [], 1)
+        loosened = running.stub.WriteLogEntries(request)
+        again = running.stub.WriteLogEntries(request)
+        stored = list_all(running.stub, services=["straddle"])
+        replicas = replica_messages(running, "straddle")
+    finally:
+        running.close()
+
+    messages = sorted(e.message for e in entries)
+    assert first.accepted_count == 10
+    # Under the 1-day retention the older half is rejected as too old, and
+    # the newer half is still stored.
+    assert within.rejected_count == 5
+    assert {r.index for r in within.rejected_entries} == set(range(5))
+    assert within.duplicate_count == 5
+    # Once the retention is longer again, the deleted half is stored again.
+    assert loosened.accepted_count == 10
+    assert loosened.duplicate_count == 5
+    assert again.duplicate_count == 10
+    assert sorted(e.message for e in stored) == messages
+    assert list(replicas.values()) == [messages, messages]
+
+
+def set_service_retention_seconds(stub, service: str, seconds: int) -> None:
+    update = pb.RetentionPolicy(name="retentionPolicy")
+    update.service_retentions[service].seconds = seconds
+    stub.UpdateRetentionPolicy(
+        pb.UpdateRetentionPolicyRequest(
+            retention_policy=update,
+            update_mask=field_mask_pb2.FieldMask(paths=["service_retentions"]),
+        )
+    )
+
+
+def test_retry_rejects_entries_retention_deleted(base_config):
+    running = one_shard_cluster(base_config)
+    hour = 3600
+    try:
+        set_service_retention_seconds(running.stub, "edge", hour)
+        now = time.time_ns()
+        # Within the 1-hour retention for two more seconds.
+        edge = now - (hour - 2) * NANOS
+        request = pb.WriteLogEntriesRequest(
+            entries=[entry("edge", "edge 0", at=edge), entry("edge", "edge 1", at=now)],
+            request_id=str(uuid.uuid4()),
+        )
+        first = running.stub.WriteLogEntries(request)
+        time.sleep(max(0.0, (edge + hour * NANOS - time.time_ns()) / NANOS) + 0.5)
+        # Setting the policy again starts a pass at once.
+        set_service_retention_seconds(running.stub, "edge", hour)
+        wait_for_count(running.stub, "edge", 1)
+        retry = running.stub.WriteLogEntries(request)
+        stored = list_all(running.stub, services=["edge"])
+        replicas = replica_messages(running, "edge")
+    finally:
+        running.close()
+
+    assert first.accepted_count == 2
+    # The router's ledger still has the request id, and the retry is
+    # checked against the retention at its own time, not the first write's.
+    assert retry.rejected_count == 1
+    assert retry.rejected_entries[0].index == 0
+    assert retry.rejected_entries[0].reason == pb.REJECTION_REASON_TIMESTAMP_TOO_OLD
+    assert retry.duplicate_count == 1
+    assert [e.message for e in stored] == ["edge 1"]
+    assert list(replicas.values()) == [["edge 1"], ["edge 1"]]
