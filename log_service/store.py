@@ -13,7 +13,9 @@ into one file for that day. A background compaction (`compact`) merges the
 small partitions of such a day into its day file, sorted by time. An old
 day without a file of its own shares its UTC month's file instead, until
 that file contains `month_file_rows` entries, so that a log file of scattered
-dates creates one file per month rather than one per day.
+dates creates one file per month rather than one per day. The compaction
+also rewrites, sorted, a day or month file whose entries arrived out of
+time order, as when old days are shipped in no particular order.
 
 Crash safety rests on two rules. First, `store.json` is rewritten only after
 every partition insert of an `apply()` call has committed. At open, rows
@@ -102,6 +104,13 @@ REWRITE_MIN_FREE_BYTES = 1 << 20
 # that reached it sends its further days to day files, which bounds what
 # retention rewrites or keeps of a month file.
 MONTH_FILE_MAX_ROWS = 100_000
+# How far a row of a day or month file may lie behind the latest timestamp
+# already in the file while the file still counts as in time order. Lines
+# of a log file that several threads wrote are often seconds out of order.
+# That widens the min-max bounds of DuckDB's vectors by as much, which
+# changes little for ranges of minutes or more, so such a file is not
+# rewritten for it.
+ORDER_TOLERANCE_NS = 60 * _NS_PER_SECOND
 # Maximum number of rows that retention copies in one rewrite. The copy runs
 # under the store's write lock, so new entries wait for it. A rewrite of
 # 1,000,000 rows took 10 s with DuckDB 2.0.1 on 2 shared cores at a load
@@ -148,6 +157,13 @@ class _Partition:
     # Whether a sidecar file of `trigrams` may exist. It is deleted before
     # the rows change, so a sidecar on disk always covers the file's rows.
     trigrams_saved: bool = False
+    # Whether the rows lie in (ts, seq) order in the file, give or take
+    # ORDER_TOLERANCE_NS. Tracked for day and month files only, which
+    # `compact` rewrites sorted once they are out of order (see
+    # `sort_quiet_seconds` of `LogStore`).
+    in_order: bool = True
+    # time.monotonic() of the last insert, or of the store's open.
+    written_at: float = 0.0
 
     @property
     def key(self) -> tuple[int, int]:
@@ -244,6 +260,10 @@ class LogStore:
       month_file_rows: entries of an old day that has no partition of a day
         or less go to the file of its UTC month while that file contains fewer
         rows than this. With 0, every old day gets a day file.
+      sort_quiet_seconds: `compact` rewrites a day or month file whose rows
+        arrived out of time order, sorted, once no insert has reached it for
+        this many seconds, so that a file that is still being filled is not
+        rewritten again and again.
       clock: function that returns the current time in nanoseconds since the
         Unix epoch. It decides which days are old.
 
@@ -260,6 +280,7 @@ class LogStore:
         partition_seconds: int = DAY_SECONDS,
         compact_after_seconds: int | None = None,
         month_file_rows: int = MONTH_FILE_MAX_ROWS,
+        sort_quiet_seconds: float = COMPACT_INTERVAL_SECONDS,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         if partition_seconds <= 0:
@@ -290,6 +311,7 @@ class LogStore:
             else compact_after_seconds * _NS_PER_SECOND
         )
         self._month_file_rows = month_file_rows
+        self._sort_quiet_seconds = sort_quiet_seconds
         # Day partitions are days already, so only smaller ones are merged.
         self._merges = (
             compact_after_seconds is not None and partition_seconds < DAY_SECONDS
@@ -323,7 +345,7 @@ class LogStore:
         self._filters_rebuilt = 0
 
         private_files.private_directory(self._directory)
-        state, listed = self._read_state()
+        state, listed, unordered = self._read_state()
         self._root = duckdb.connect(":memory:")
         self._root.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
         # A merge sorts a whole day, which may not fit in memory. DuckDB then
@@ -335,6 +357,7 @@ class LogStore:
         opening = time.perf_counter()
         for start, seconds, path in self._live_files(listed):
             partition = self._attach(start, seconds, path)
+            partition.in_order = path.name not in unordered
             self._partitions[partition.key] = partition
         filters_seconds = time.perf_counter() - opening
         if state is None:
@@ -489,6 +512,11 @@ class LogStore:
                 partition.trigrams.add(messages[index])
                 inserted = self._run(sql, params)
                 low, high, top, bottom = placement.bounds[index]
+                if partition.in_order and partition.seconds >= DAY_SECONDS:
+                    partition.in_order = _in_order(
+                        placement.stamps(index, table), partition.max_ts
+                    )
+                partition.written_at = time.monotonic()
                 partition.rows += inserted[0][0]
                 partition.min_ts = (
                     low if partition.min_ts is None else min(partition.min_ts, low)
@@ -932,21 +960,24 @@ class LogStore:
     # Compaction ------------------------------------------------------------
 
     def compact(self) -> int:
-        """Merge the small partitions of each old day into that day's file.
+        """Merge old days' small partitions into day files; sort unordered files.
 
         A day is old once it ended at least `compact_after_seconds` ago. The
         merged file contains the rows of the day's small partitions and of its
         previous day file, sorted by time, so a time range reads few row
         groups. It replaces them in one step (see the module docstring), so
-        readers see either the old files or the merged one.
+        readers see either the old files or the merged one. A day or month
+        file into which rows arrived out of time order (old days shipped in
+        no particular order) is then copied the same way, sorted, once no
+        insert has reached it for `sort_quiet_seconds`.
 
         Returns:
-          The number of days merged.
+          The number of files written: days merged and files sorted.
         """
         below = self._day_files_below()
         if below is None or not self._merges:
             return 0
-        merged = 0
+        written = 0
         with self._compact_lock:
             days = sorted(
                 {
@@ -960,21 +991,67 @@ class LogStore:
                 if self._stop.is_set():
                     break
                 if self._merge_day(day):
-                    merged += 1
-        return merged
+                    written += 1
+            unsorted = sorted(
+                p.key for p in self._partitions.values() if self._sortable(p)
+            )
+            for key in unsorted:
+                if self._stop.is_set():
+                    break
+                if self._sort_file(key):
+                    written += 1
+        return written
+
+    def _sortable(self, partition: _Partition) -> bool:
+        """Return whether `compact` should rewrite a day or month file sorted."""
+        quiet = time.monotonic() - partition.written_at >= self._sort_quiet_seconds
+        return (
+            partition.seconds >= DAY_SECONDS
+            and not partition.in_order
+            and partition.rows > 0
+            and quiet
+        )
 
     def _merge_day(self, day: int) -> bool:
+        return self._merge(
+            (day, DAY_SECONDS),
+            lambda: self._merge_sources(day),
+            lambda sources: any(p.seconds < DAY_SECONDS for p in sources),
+        )
+
+    def _sort_file(self, key: tuple[int, int]) -> bool:
+        def sources() -> list[_Partition]:
+            partition = self._partitions.get(key)
+            return [] if partition is None else [partition]
+
+        return self._merge(
+            key, sources, lambda found: bool(found) and self._sortable(found[0])
+        )
+
+    def _merge(
+        self,
+        key: tuple[int, int],
+        sources_now: Callable[[], list[_Partition]],
+        needed: Callable[[list[_Partition]], bool],
+    ) -> bool:
+        """Copy the rows of `sources_now()`, sorted by time, into a new file.
+
+        The new file takes `key` and replaces the sources in one step. It is
+        written only when `needed(sources)` holds. Returns whether the new
+        file took effect.
+        """
+        start, seconds = key
         with self._write_lock:
             self._check_open()
-            sources = self._merge_sources(day)
-            if self._copies or not any(p.seconds < DAY_SECONDS for p in sources):
+            sources = sources_now()
+            if self._copies or not needed(sources):
                 return False
             copied_through = self._last
             deletions = [p.deletions for p in sources]
-            path = self._new_path(day, DAY_SECONDS)
+            path = self._new_path(start, seconds)
             self._merge_files = frozenset({path.name})
             try:
-                target = self._attach(day, DAY_SECONDS, path)
+                target = self._attach(start, seconds, path)
             except BaseException:
                 self._merge_files = frozenset()
                 raise
@@ -997,35 +1074,47 @@ class LogStore:
                     return False  # merged again once the snapshot copy is done
                 if [p.deletions for p in sources] != deletions:
                     _LOGGER.info(
-                        "log store %s: entries of day %s were deleted during its "
+                        "log store %s: entries of %s were deleted during its "
                         "merge; merging it again later",
                         self._directory,
                         target.path.name,
                     )
                     return False
-                # An apply may have created the day's file meanwhile. All of
-                # its rows came after `copied_through`.
-                sources = self._merge_sources(day)
+                # An apply may have created the day's file meanwhile, or added
+                # rows to a source. All of them came after `copied_through`.
+                sources = sources_now()
                 union = " UNION ALL ".join(
                     f"SELECT * FROM {p.alias}.entries WHERE seq > ?" for p in sources
                 )
-                self._run(
+                added = self._run(
                     f"INSERT INTO {target.alias}.entries {union}",
                     [copied_through] * len(sources),
-                )
+                )[0][0]
                 self._run(f"CHECKPOINT {target.alias}")
                 _combine(target, sources)
+                # Rows added during the copy follow the sorted ones, so the
+                # file counts as out of order until a later sort.
+                target.in_order = not added
                 target.trigrams = keyword_index.union(p.trigrams for p in sources)
                 self._swap_in(target, sources)  # the merge takes effect here
                 self._save_trigrams(target)
                 target.trigrams.pack()  # a day file changes rarely
-            _LOGGER.info(
-                "log store %s: merged %d partitions into %s (%d entries)",
-                self._directory,
-                len(sources),
-                target.path.name,
-                target.rows,
-            )
+            if [p.key for p in sources] == [target.key]:
+                _LOGGER.info(
+                    "log store %s: sorted %s by time as %s (%d entries)",
+                    self._directory,
+                    sources[0].path.name,
+                    target.path.name,
+                    target.rows,
+                )
+            else:
+                _LOGGER.info(
+                    "log store %s: merged %d partitions into %s (%d entries)",
+                    self._directory,
+                    len(sources),
+                    target.path.name,
+                    target.rows,
+                )
             return True
         finally:
             with self._write_lock:
@@ -1632,7 +1721,13 @@ class LogStore:
             else store_sql.CREATE_TABLES
         )
         self._run(create.format(db=alias))
-        partition = _Partition(start=start, seconds=seconds, path=path, alias=alias)
+        partition = _Partition(
+            start=start,
+            seconds=seconds,
+            path=path,
+            alias=alias,
+            written_at=time.monotonic(),
+        )
         if created:
             sidecar = keyword_index.sidecar_path(partition.path)
             partition.trigrams_saved = sidecar.exists()  # stale if it exists
@@ -1723,16 +1818,20 @@ class LogStore:
         """
         return self._writer.execute(sql, params).fetchall()
 
-    def _read_state(self) -> tuple[int | None, list[tuple[str, int, int]] | None]:
-        """Return the last sequence and the (name, start, width) of each file.
+    def _read_state(
+        self,
+    ) -> tuple[int | None, list[tuple[str, int, int]] | None, frozenset[str]]:
+        """Return the last sequence, the files and the files out of time order.
 
-        Either is None when the state file lacks it.
+        The files are (name, start, width) tuples. The last sequence and
+        the files are None when the state file lacks them. A file that the
+        state file does not mark as out of order counts as in order.
         """
         path = self._directory / STATE_FILE
         try:
             state = json.loads(path.read_text())
         except FileNotFoundError:
-            return None, None
+            return None, None, frozenset()
         last = int(state["last_sequence"])
         if state.get("format", 1) < 2:
             # Every file had the width the directory was created with.
@@ -1742,12 +1841,17 @@ class LogStore:
                 parsed = _parse_name(file.name, width)
                 if parsed is not None:
                     listed.append((file.name, parsed[0], width))
-            return last, listed
+            return last, listed, frozenset()
         files = [
             (str(item["name"]), int(item["start"]), int(item["seconds"]))
             for item in state["files"]
         ]
-        return last, files
+        unordered = frozenset(
+            str(item["name"])
+            for item in state["files"]
+            if item.get("in_order", True) is False
+        )
+        return last, files, unordered
 
     def _write_state(
         self, last: int, partitions: dict[tuple[int, int], _Partition] | None = None
@@ -1757,10 +1861,16 @@ class LogStore:
         The files are those of `partitions`, by default the current ones.
         """
         listed = self._partitions if partitions is None else partitions
-        files = [
-            {"name": p.path.name, "start": p.start, "seconds": p.seconds}
-            for p in sorted(listed.values(), key=lambda p: p.key)
-        ]
+        files: list[dict[str, object]] = []
+        for partition in sorted(listed.values(), key=lambda p: p.key):
+            item: dict[str, object] = {
+                "name": partition.path.name,
+                "start": partition.start,
+                "seconds": partition.seconds,
+            }
+            if not partition.in_order:
+                item["in_order"] = False
+            files.append(item)
         state = {
             "format": STATE_FORMAT,
             "partition_seconds": self._partition_seconds,
@@ -1799,6 +1909,25 @@ def _combine(target: _Partition, sources: list[_Partition]) -> None:
     target.max_seq = max((p.max_seq for p in sources), default=0)
     target.min_seq = min((p.min_seq for p in sources if p.max_seq), default=0)
     target.services = frozenset().union(*(p.services for p in sources))
+    target.written_at = max((p.written_at for p in sources), default=0.0)
+
+
+def _in_order(stamps: np.ndarray, latest: int | None) -> bool:
+    """Return whether rows with `stamps` keep a file in time order.
+
+    `latest` is the file's highest timestamp before them, None when it is
+    empty. A row out of order lies more than ORDER_TOLERANCE_NS before the
+    highest timestamp that arrived before it.
+    """
+    if not len(stamps):
+        return True
+    running = np.maximum.accumulate(stamps)
+    if latest is not None:
+        running = np.maximum(running, latest)
+    # Unsigned, because the gap between years 1678 and 2262 overflows int64.
+    # Each gap is at least 0, so the wrap-around subtraction gives it exactly.
+    gaps = running.astype(np.uint64) - stamps.astype(np.uint64)
+    return not bool((gaps > ORDER_TOLERANCE_NS).any())
 
 
 def _width_label(seconds: int) -> str:
@@ -1884,6 +2013,10 @@ class _Placement:
     services: list[frozenset[str]]
     order: np.ndarray | None = None
     counts: list[int] = field(default_factory=list)
+    # The timestamps of the rows ordered by key, each key's in table order,
+    # and where each key's rows start among them.
+    grouped_ts: np.ndarray | None = None
+    starts: list[int] = field(default_factory=list)
 
     @classmethod
     def from_groups(
@@ -1905,7 +2038,23 @@ class _Placement:
             names = pc.unique(taken.slice(start, count)).to_pylist()
             services.append(frozenset(names))
         bounds = list(zip(lows, highs, tops, bottoms, strict=True))
-        return cls(keys, groups, bounds, services, order, counts.tolist())
+        return cls(
+            keys,
+            groups,
+            bounds,
+            services,
+            order,
+            counts.tolist(),
+            ts,
+            starts.tolist(),
+        )
+
+    def stamps(self, index: int, table: pa.Table) -> np.ndarray:
+        """Return the timestamps of the rows of `keys[index]`, in table order."""
+        if self.grouped_ts is None:
+            return table.column("ts").to_numpy()
+        start = self.starts[index]
+        return self.grouped_ts[start : start + self.counts[index]]
 
     def split(
         self, column: pa.Array | pa.ChunkedArray

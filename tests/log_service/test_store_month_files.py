@@ -6,10 +6,14 @@ and a follower node over real gRPC on 127.0.0.1.
 
 from __future__ import annotations
 
+import json
 import random
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from log_service.store import LogStore
@@ -453,3 +457,164 @@ def test_replicas_store_scattered_days_in_month_files(pair, tmp_path):
     assert [ts for ts, _, _ in kept] == sorted(ts for ts in stamps if ts >= cutoff)
     for handle in (leader, follower):
         assert len(files(handle.directory / "store")) == 5
+
+
+def stored_order(directory: Path) -> dict[str, list[tuple[int, int]]]:
+    """Return (timestamp, sequence) of each file's rows in their stored order."""
+    stored = {}
+    for name in files(directory):
+        with duckdb.connect(str(directory / name), read_only=True) as connection:
+            rows = connection.execute(
+                "SELECT ts, seq FROM entries ORDER BY rowid"
+            ).fetchall()
+        stored[name] = rows
+    return stored
+
+
+def listed_out_of_order(directory: Path) -> list[str]:
+    state = json.loads((directory / "store.json").read_text())
+    return [item["name"] for item in state["files"] if item.get("in_order") is False]
+
+
+def test_compact_sorts_shuffled_month_files(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    store = open_store(directory, sort_quiet_seconds=0)
+    entries = Entries()
+    stamps, services, messages = scattered(50, seed=3)
+    for begin in range(0, len(stamps), 30):
+        chunk = slice(begin, begin + 30)
+        entries.apply(store, stamps[chunk], services[chunk], messages[chunk])
+    listed_before = listed_out_of_order(directory)
+    written = store.compact()
+    listed_after = listed_out_of_order(directory)
+    again = store.compact()
+    try:
+        assert_reads_exactly(store, entries)
+    finally:
+        store.close()
+    stored = stored_order(directory)
+
+    assert listed_before == [
+        "20230101T000000Z-31d.duckdb",
+        "20230201T000000Z-28d.duckdb",
+    ]
+    assert written == 2
+    assert listed_after == []
+    assert again == 0
+    assert list(stored) == [
+        "20230101T000000Z-31d-2.duckdb",
+        "20230201T000000Z-28d-2.duckdb",
+    ]
+    for rows in stored.values():
+        assert rows == sorted(rows)
+    assert sum(len(rows) for rows in stored.values()) == 100
+
+
+def test_out_of_order_mark_survives_reopen(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    store = open_store(directory)
+    entries = Entries()
+    stamps, services, messages = scattered(20, seed=4)
+    entries.apply(store, stamps, services, messages)
+    # Not quiet for a minute yet, so the default store leaves the file.
+    written_at_once = store.compact()
+    store.close()
+
+    reopened = open_store(directory, sort_quiet_seconds=0)
+    try:
+        written = reopened.compact()
+        assert_reads_exactly(reopened, entries)
+    finally:
+        reopened.close()
+    stored = stored_order(directory)
+
+    assert written_at_once == 0
+    assert written == 1
+    assert list(stored) == ["20230101T000000Z-31d-2.duckdb"]
+    assert stored["20230101T000000Z-31d-2.duckdb"] == sorted(
+        stored["20230101T000000Z-31d-2.duckdb"]
+    )
+
+
+def test_nearly_ordered_files_stay(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    store = open_store(directory, sort_quiet_seconds=0, month_file_rows=40)
+    entries = Entries()
+    # Pairs of entries 12 hours apart, each pair's second entry 30 s before
+    # its first. The month file fills up, and the later days get day files.
+    stamps = [
+        JAN + i // 2 * 12 * HOUR + (30 * SECOND if i % 2 == 0 else 0) for i in range(60)
+    ]
+    for begin in range(0, len(stamps), 8):
+        entries.apply(store, stamps[begin : begin + 8])
+    created = files(directory)
+    written = store.compact()
+    try:
+        assert_reads_exactly(store, entries)
+    finally:
+        store.close()
+
+    assert written == 0
+    assert files(directory) == created
+    assert len(created) > 1
+    assert listed_out_of_order(directory) == []
+
+
+def test_late_row_marks_day_file_out_of_order(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    store = open_store(directory, sort_quiet_seconds=0, month_file_rows=0)
+    entries = Entries()
+    jan2 = JAN + DAY
+    entries.apply(store, [jan2 + HOUR, jan2 + 2 * HOUR])
+    in_order = listed_out_of_order(directory)
+    # 61 s behind the latest row of the day file.
+    entries.apply(store, [jan2 + 2 * HOUR - 61 * SECOND])
+    written = store.compact()
+    try:
+        assert_reads_exactly(store, entries)
+    finally:
+        store.close()
+    stored = stored_order(directory)
+
+    assert in_order == []
+    assert written == 1
+    assert list(stored) == ["20230102T000000Z-1d-2.duckdb"]
+    assert [seq for _, seq in stored["20230102T000000Z-1d-2.duckdb"]] == [1, 3, 2]
+
+
+def test_entries_arriving_during_sort(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    store = open_store(directory, sort_quiet_seconds=0, month_file_rows=1_000_000)
+    entries = Entries()
+    rand = random.Random(5)
+    for _ in range(10):
+        entries.apply(store, [JAN + rand.randrange(31 * DAY) for _ in range(5_000)])
+    sort = threading.Thread(target=store.compact)
+    sort.start()
+    # More rows out of order while the copy runs, or right after it.
+    deadline = time.monotonic() + 60
+    while not (directory / "20230101T000000Z-31d-2.duckdb").exists():
+        assert time.monotonic() < deadline, "the sort never began"
+        time.sleep(0.001)
+    entries.apply(store, [JAN + rand.randrange(31 * DAY) for _ in range(100)])
+    sort.join(timeout=120)
+    after_first = listed_out_of_order(directory)
+    second = store.compact()
+    try:
+        everything = query(store)
+        by_severity, _, _ = store.count(
+            pb.EntryFilter(), histogram_start=0, histogram_step=0
+        )
+    finally:
+        store.close()
+    stored = stored_order(directory)
+
+    assert not sort.is_alive()
+    assert everything == entries.expected()
+    assert sum(by_severity.values()) == 50_100
+    assert len(after_first) == 1
+    assert second == 1
+    assert len(stored) == 1
+    (rows,) = stored.values()
+    assert len(rows) == 50_100
+    assert rows == sorted(rows)
