@@ -791,13 +791,17 @@ class LogNode:
         a retention pass deletes applied entries without dropping their
         records from the batch index, as a truncation does. So the entries
         of an applied record that the store lacks are entries that
-        retention deleted, and a resend stores them again: the router
+        retention deleted, and a resend stores them again. The router
         rejects those older than the current retention, so only entries
         that a longer retention keeps now come back. A record above the
         applied sequence counts as held whole, and so does a record
         without index runs while any of its entries is stored, because
         such a batch is one unit. Only the leader decides, and the record
         of the entries stored again replicates under the same batch id.
+
+        NOTE: the read runs under the node lock and covers every file that
+        holds sequences of the batch. A batch of shuffled old days spread
+        over 32 files took about 10 ms of CPU (docs/logs.md, "Known limits").
         """
         store = self._store
         # Resends of recent batches, the usual case, end here without a read.

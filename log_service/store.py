@@ -1336,9 +1336,10 @@ class LogStore:
         """Return the sequences the store contains in the given ranges, sorted.
 
         Each range is (first, last), both inclusive. Only partitions whose
-        sequence bounds overlap a range are read.
+        sequence bounds overlap a range are read, all in one statement.
         """
-        found: list[np.ndarray] = []
+        selects: list[str] = []
+        params: list[object] = []
         with self._reading() as (cursor, visible, partitions):
             for partition in partitions:
                 if partition.rows == 0:
@@ -1351,13 +1352,16 @@ class LogStore:
                 if not overlapping:
                     continue
                 condition = " OR ".join("seq BETWEEN ? AND ?" for _ in overlapping)
-                params = [bound for pair in overlapping for bound in pair]
-                self._count_scans(1)
-                sql = f"SELECT seq FROM {partition.alias}.entries WHERE {condition}"
-                found.append(cursor.execute(sql, params).fetchnumpy()["seq"])
-        if not found:
-            return np.empty(0, dtype=np.int64)
-        return np.sort(np.concatenate(found).astype(np.int64, copy=False))
+                selects.append(
+                    f"SELECT seq FROM {partition.alias}.entries WHERE {condition}"
+                )
+                params.extend(bound for pair in overlapping for bound in pair)
+            if not selects:
+                return np.empty(0, dtype=np.int64)
+            self._count_scans(len(selects))
+            sql = f"SELECT seq FROM ({' UNION ALL '.join(selects)}) ORDER BY seq"
+            found = cursor.execute(sql, params).fetchnumpy()["seq"]
+        return np.asarray(found, dtype=np.int64)
 
     def count(
         self,
