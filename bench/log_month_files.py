@@ -1,13 +1,13 @@
-"""Time range queries on old-day files in arrival order and sorted by time.
+"""Benchmark time range queries on old-day files, in arrival order and sorted.
 
 `python -m bench.log_month_files --entries 100000 --calls 30` fills a
-`LogStore` with `--entries` synthetic entries (`bench.log_entries`) whose
-timestamps are spread at random over the first `--days` days of March 2024
-(an old month), `--apply-entries` per `LogStore.apply` call in records of
-`--record-entries`, in the order of `--order`:
+`LogStore` with `--entries` synthetic entries (`bench.log_entries`). Their
+timestamps are spread at random over the first `--days` days of March 2024,
+an old month. Each `LogStore.apply` call gets `--apply-entries` entries in
+records of `--record-entries`, in the order that `--order` selects:
 
 - `random`: every entry at a random place, as when files of the month are
-  shipped together, or a file's lines are out of order;
+  shipped together, or a file's lines are out of order.
 - `days`: the days in random order, each day's entries in time order, as
   when daily files are shipped in no particular order.
 
@@ -93,8 +93,12 @@ def build_records(
 
 
 def open_store(directory: Path, sort_quiet_seconds: float = 3600.0) -> LogStore:
-    # The defaults of a node: hour files, and day or month files for days
-    # that ended 24 hours ago. The queries run with no sort pending.
+    """Open a store with a node's default partitions and no compaction thread.
+
+    The defaults are hour files, and day or month files for days that ended
+    24 hours ago. With `sort_quiet_seconds` at an hour, no `compact` call
+    sorts a file that was written during the run.
+    """
     return LogStore(
         directory,
         partition_seconds=3600,
@@ -106,7 +110,10 @@ def open_store(directory: Path, sort_quiet_seconds: float = 3600.0) -> LogStore:
 def fill(
     directory: Path, records: list[pb.LogRecord], per_apply: int
 ) -> tuple[float, list[str]]:
-    """Apply `records`; return the CPU seconds and the partition file names."""
+    """Apply `records` to a store in `directory`.
+
+    Returns the CPU seconds of the applies and the partition file names.
+    """
     store = open_store(directory)
     cpu = _cpu()
     for first in range(0, len(records), per_apply):
@@ -118,7 +125,11 @@ def fill(
 
 
 def sort_copy(source: Path, target: Path) -> tuple[float, int]:
-    """Copy `source`, let `LogStore.compact` sort its files; return CPU s and files."""
+    """Copy the store at `source` to `target` and sort the copy with `compact`.
+
+    Returns the CPU seconds of `LogStore.compact` and the number of files
+    that it wrote.
+    """
     shutil.copytree(source, target)
     store = open_store(target, sort_quiet_seconds=0)
     cpu = _cpu()
@@ -129,7 +140,7 @@ def sort_copy(source: Path, target: Path) -> tuple[float, int]:
 
 
 def row_groups(directory: Path) -> int:
-    """Return the row groups of the store's partition files."""
+    """Return the number of row groups in the store's partition files."""
     connection = duckdb.connect()
     groups = 0
     for index, path in enumerate(sorted(directory.glob("*.duckdb"))):
@@ -152,7 +163,10 @@ def disk_mb(directory: Path) -> float:
 
 
 def queries(store: LogStore, days: int) -> list[tuple[str, Callable[[int], object]]]:
-    """Return the timed queries; each takes the call number."""
+    """Return the timed queries as (name, function) pairs.
+
+    Each function takes the call number, which picks the time window.
+    """
 
     def page(make: Callable[[int], pb.EntryFilter], descending: bool):
         return lambda i: store.query(
@@ -241,7 +255,10 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--entries", type=int, default=100_000, help="entries in the month file"
+        "--entries",
+        type=int,
+        default=100_000,
+        help="number of entries to apply, the month file's cap of 100,000 by default",
     )
     parser.add_argument(
         "--record-entries", type=int, default=500, help="entries per applied record"
@@ -253,7 +270,13 @@ def main() -> None:
         help="entries per LogStore.apply call (a node's applier groups up to 10,000)",
     )
     parser.add_argument(
-        "--order", choices=("random", "days"), default="random", help="arrival order"
+        "--order",
+        choices=("random", "days"),
+        default="random",
+        help=(
+            "arrival order: random puts every entry at a random place, and days "
+            "shuffles the days but keeps each day's entries in time order"
+        ),
     )
     parser.add_argument(
         "--days",

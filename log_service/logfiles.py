@@ -44,19 +44,20 @@ message, kept whole. The parser reads three things from the line header:
   over any local time that the same line also shows. A line without a
   recognisable time gets the time of the line before it and the attribute
   `time_inferred=true`. So does a line whose time does not exist, such as
-  `Feb 29` in a year without it; it keeps its host and gets the attribute
-  `time_invalid`, which says why. Lines before the first line with a time
-  take the
+  `Feb 29` in a year without it. Such a line keeps its host and gets the
+  attribute `time_invalid`, which gives the reason. Lines before the first
+  line with a time take the
   file's modification time instead. Those given to `parse_lines` or
   `parse_numbered_stream` take `fallback_time_ns`, or else the time each
   line is parsed, which for standard input is the time it was read.
 - **Severity**, of a line with a time, only from the header: the first
   word after the timestamp,
-  after up to two numeric fields such as a process and a thread id, and up
-  to three bracketed fields such as `[main]` or `[123]:` (after which an
-  upper-case level with a colon counts too, as in PostgreSQL's `ERROR:`).
-  Python logging's ` - name - LEVEL - ` and a tab-separated level field
-  (zap) count as well. That
+  after up to three fields. Up to two of them may be numeric fields such as
+  a process and a thread id, and the others bracketed fields such as
+  `[main]` or `[123]:`. After a bracketed field, an upper-case level with a
+  colon counts too, as in PostgreSQL's `ERROR:`. Python logging's
+  ` - name - LEVEL - ` and a tab-separated level field (zap) count as well.
+  That
   word counts when it is a level name in upper case (`INFO`, `WARN`,
   `WARNING`, `ERROR`, `FATAL`, ...), in title case (`Info`), in brackets
   (`[error]`, `[notice]`), or, after a numeric field, a single Android letter
@@ -65,11 +66,12 @@ message, kept whole. The parser reads three things from the line header:
   there, where the program's own message starts, only a level name in upper
   case or in brackets counts (`ERROR`, `[error]`), not a capitalised first
   word such as `Error returned from ...` or a label such as `WARNING:`.
-  Without a level word there, a word after a level key (`level=error`) or
-  in brackets (`[warn]`, `<err>`) counts, read by `model.find_severity_word`
-  as the router reads a message sent without a severity. Other words in the
-  message body, such as an upper-case `ERROR`, do not count. A line without
-  such a word is INFO. The word as written is kept in
+  When the header of a line that is not syslog, Monolog or an access log
+  has no level word, a word after a level key (`level=error`) or in
+  brackets (`[warn]`, `<err>`) counts. `model.find_severity_word` finds it,
+  as the router does for a message sent without a severity. Other
+  words in the message body, such as an upper-case `ERROR`, do not count.
+  A line without such a word is INFO. The word as written is kept in
   `severity_text`. An access log line has no level word, so its status
   code sets the severity: 5xx is ERROR, 4xx is WARN, others INFO, and
   `severity_text` keeps the code. A line without a recognisable time has
@@ -152,8 +154,8 @@ _SEVERITY_BY_LETTER = {
     "A": logs_pb2.SEVERITY_FATAL,
 }
 _MAX_NUMERIC_FIELDS = 2
-# Fields before the level: numeric fields and bracketed fields such as
-# `[main]` or `[123]:`.
+# Maximum number of fields before the level, counting numeric fields and
+# bracketed fields such as `[main]` or `[123]:`.
 _MAX_HEADER_FIELDS = 3
 _FIELD_IN_BRACKETS = re.compile(r"\[[^\]\s]*\]:?\Z")
 # Python logging's `%(asctime)s - %(name)s - %(levelname)s - %(message)s`.
@@ -186,7 +188,7 @@ class _Layout:
     channel_level: bool = False
     # The line starts with a klog severity letter.
     letter: bool = False
-    # The characters that a line of the layout may start with; empty for any.
+    # Characters that a line of the layout may start with, or empty for any.
     first: str = ""
 
 
@@ -307,10 +309,10 @@ _LAYOUTS = (
 _CHANNEL_LEVEL = re.compile(r" [^\s.:]+(?:\.[^\s.:]+)*\.(?P<word>[A-Za-z]+):")
 # The time of a logrus text line.
 _LOGRUS_TIME = re.compile(r'time="(?P<time>[^"]{1,64})"')
-# Keys of a JSON line that hold its time and its level, in the order tried.
+# Keys of a JSON line that contain its time and its level, in the order tried.
 _JSON_TIME_KEYS = ("time", "ts", "timestamp", "@timestamp")
 _JSON_LEVEL_KEYS = ("level", "severity", "lvl")
-# pino's numeric levels.
+# Severities of pino's numeric levels.
 _SEVERITY_BY_NUMBER = {
     10: logs_pb2.SEVERITY_DEBUG,
     20: logs_pb2.SEVERITY_DEBUG,
@@ -319,7 +321,8 @@ _SEVERITY_BY_NUMBER = {
     50: logs_pb2.SEVERITY_ERROR,
     60: logs_pb2.SEVERITY_FATAL,
 }
-# Epoch numbers larger than these are milliseconds, or microseconds.
+# An epoch number at or above _EPOCH_MILLIS is in milliseconds, and one at
+# or above _EPOCH_MICROS is in microseconds. Smaller ones are in seconds.
 _EPOCH_MILLIS = 10**11
 _EPOCH_MICROS = 10**14
 
@@ -329,9 +332,9 @@ class _Header:
     """Time, host and remaining text read from the start of one line.
 
     `time_ns` is None when the line has the layout of a time that does not
-    exist, such as 29 February in a year without it; `invalid` then says
-    why. `word` and `severity` are set when the layout itself names the
-    level, as a JSON line or a klog letter does.
+    exist, such as 29 February in a year without it. `invalid` then contains
+    the reason. `word` and `severity` are set when the layout itself names
+    the level, as a JSON line or a klog letter does.
     """
 
     time_ns: int | None
@@ -616,8 +619,8 @@ class _LineParser:
         else:
             word, severity = _header_severity(header.rest)
             if not word:
-                # No level word after the time: a level key, as in
-                # `level=error`, or a bracketed level, as the router reads it.
+                # No level word follows the time, so look for a level key, as
+                # in `level=error`, or a bracketed level, as the router does.
                 found = find_severity_word(header.rest, marked_only=True)
                 if found is not None:
                     word, severity = found
@@ -699,8 +702,12 @@ class _LineParser:
         return _Header(time_ns, rest, word=word, severity=severity)
 
     def _value_time_ns(self, value: object) -> int | None:
-        """Return the time of a JSON or quoted value: ISO 8601 text, or a
-        number of epoch seconds, milliseconds or microseconds."""
+        """Return the time of a JSON or quoted value in nanoseconds, or None.
+
+        The value is ISO 8601 text or a number of epoch seconds, milliseconds
+        or microseconds. ISO 8601 text without an offset is read in the
+        parser's time zone.
+        """
         if isinstance(value, bool):
             return None
         if isinstance(value, int | float):
@@ -836,8 +843,8 @@ def _header_severity(rest: str) -> tuple[str, int]:
     `rest` is the line after its timestamp.
     """
     if rest[:1] == "\t":
-        # Tab-separated fields, as zap's console encoder writes them: the
-        # level is the field after the time, in any case.
+        # zap's console encoder separates fields with tabs. The level is the
+        # field after the time, in any case.
         field = rest[1:].partition("\t")[0]
         severity = severity_of_word(field)
         if severity is not None:
@@ -916,9 +923,10 @@ def _syslog_severity(rest: str) -> tuple[str, int]:
 
 
 def _channel_severity(rest: str) -> tuple[str, int]:
-    """Return the level of a Monolog line and its severity, or ("", INFO).
+    """Return the level word of a Monolog line and its severity.
 
-    `rest` is the line after its bracketed time: ` channel.LEVEL: message`.
+    `rest` is the line after its bracketed time, as in ` channel.LEVEL: message`.
+    Without a known level there, `_header_severity` reads `rest`.
     """
     match = _CHANNEL_LEVEL.match(rest)
     if match is not None:

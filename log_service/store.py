@@ -14,8 +14,8 @@ small partitions of such a day into its day file, sorted by time. An old
 day without a file of its own shares its UTC month's file instead, until
 that file contains `month_file_rows` entries, so that a log file of scattered
 dates creates one file per month rather than one per day. The compaction
-also rewrites, sorted, a day or month file whose entries arrived out of
-time order, as when old days are shipped in no particular order.
+also sorts a day or month file whose entries arrived out of time order, as
+happens when old days are shipped in no particular order.
 
 Crash safety rests on two rules. First, `store.json` is rewritten only after
 every partition insert of an `apply()` call has committed. At open, rows
@@ -104,20 +104,20 @@ REWRITE_MIN_FREE_BYTES = 1 << 20
 # that reached it sends its further days to day files, which bounds what
 # retention rewrites or keeps of a month file.
 MONTH_FILE_MAX_ROWS = 100_000
-# How far a row of a day or month file may lie behind the latest timestamp
-# already in the file while the file still counts as in time order. Lines
-# of a log file that several threads wrote are often seconds out of order.
-# That widens the min-max bounds of DuckDB's vectors by as much, which
-# changes little for ranges of minutes or more, so such a file is not
-# rewritten for it.
+# Maximum time by which a row of a day or month file may precede the latest
+# timestamp already in the file while the file still counts as in time
+# order. Lines of a log file that several threads wrote are often seconds
+# out of order. That widens the min-max bounds of DuckDB's vectors by as
+# much, which changes little for ranges of minutes or more, so such a file
+# is not rewritten for it.
 ORDER_TOLERANCE_NS = 60 * _NS_PER_SECOND
 # Maximum number of rows that retention copies in one rewrite. The copy runs
 # under the store's write lock, so new entries wait for it. A rewrite of
 # 1,000,000 rows took 10 s with DuckDB 2.0.1 on 2 shared cores at a load
-# average of 14, so on such a machine the wait stays around 10 s. (The
-# timing ran `LogStore._rewrite` on a day partition filled as `fill_day` in
-# tests/log_service/test_store.py does.) A larger partition keeps its size
-# until retention drops it whole.
+# average of 14, so on such a machine the wait stays around 10 s. The
+# timing ran `LogStore._rewrite` on a day partition filled the way `fill_day`
+# in tests/log_service/test_store.py fills it. A larger partition keeps its
+# size until retention drops it whole.
 REWRITE_MAX_ROWS = 1_000_000
 
 
@@ -157,12 +157,13 @@ class _Partition:
     # Whether a sidecar file of `trigrams` may exist. It is deleted before
     # the rows change, so a sidecar on disk always covers the file's rows.
     trigrams_saved: bool = False
-    # Whether the rows lie in (ts, seq) order in the file, give or take
-    # ORDER_TOLERANCE_NS. Tracked for day and month files only, which
-    # `compact` rewrites sorted once they are out of order (see
+    # True when the rows are in (ts, seq) order in the file, within
+    # ORDER_TOLERANCE_NS. Only day and month files track it, because
+    # `compact` sorts them once they are out of order (see
     # `sort_quiet_seconds` of `LogStore`).
     in_order: bool = True
-    # time.monotonic() of the last insert, or of the store's open.
+    # time.monotonic() at the last insert, or at the store's open when no
+    # insert has reached the partition since.
     written_at: float = 0.0
 
     @property
@@ -260,10 +261,10 @@ class LogStore:
       month_file_rows: entries of an old day that has no partition of a day
         or less go to the file of its UTC month while that file contains fewer
         rows than this. With 0, every old day gets a day file.
-      sort_quiet_seconds: `compact` rewrites a day or month file whose rows
-        arrived out of time order, sorted, once no insert has reached it for
-        this many seconds, so that a file that is still being filled is not
-        rewritten again and again.
+      sort_quiet_seconds: time in seconds without inserts after which
+        `compact` sorts a day or month file whose rows arrived out of time
+        order. The wait keeps `compact` from rewriting a file again and again
+        while it is still being filled.
       clock: function that returns the current time in nanoseconds since the
         Unix epoch. It decides which days are old.
 
@@ -846,9 +847,9 @@ class LogStore:
         merge swaps its result: the state file lists either the old file or
         the copy, and the next open deletes the one it does not list.
         """
-        # NOTE: applies wait for the copy, because it runs under the write
-        # lock. A merge copies without the lock, but retention bounds the
-        # wait with REWRITE_MAX_ROWS instead.
+        # NOTE: `apply()` calls wait for the copy, because it runs under the
+        # write lock. A merge copies without the lock, but retention bounds
+        # the wait with REWRITE_MAX_ROWS instead.
         path = self._new_path(partition.start, partition.seconds)
         target = self._attach(partition.start, partition.seconds, path)
         try:
@@ -960,19 +961,19 @@ class LogStore:
     # Compaction ------------------------------------------------------------
 
     def compact(self) -> int:
-        """Merge old days' small partitions into day files; sort unordered files.
+        """Merge old days' small partitions into day files and sort unordered files.
 
         A day is old once it ended at least `compact_after_seconds` ago. The
         merged file contains the rows of the day's small partitions and of its
         previous day file, sorted by time, so a time range reads few row
         groups. It replaces them in one step (see the module docstring), so
-        readers see either the old files or the merged one. A day or month
-        file into which rows arrived out of time order (old days shipped in
-        no particular order) is then copied the same way, sorted, once no
-        insert has reached it for `sort_quiet_seconds`.
+        readers see either the old files or the merged one. Then each day or
+        month file whose rows arrived out of time order, as when old days are
+        shipped in no particular order, is copied sorted in the same way. It
+        waits until no insert has reached the file for `sort_quiet_seconds`.
 
         Returns:
-          The number of files written: days merged and files sorted.
+          The number of files written, counting days merged and files sorted.
         """
         below = self._day_files_below()
         if below is None or not self._merges:
@@ -1003,7 +1004,7 @@ class LogStore:
         return written
 
     def _sortable(self, partition: _Partition) -> bool:
-        """Return whether `compact` should rewrite a day or month file sorted."""
+        """Return whether `compact` should sort this day or month file now."""
         quiet = time.monotonic() - partition.written_at >= self._sort_quiet_seconds
         return (
             partition.seconds >= DAY_SECONDS
@@ -1036,9 +1037,10 @@ class LogStore:
     ) -> bool:
         """Copy the rows of `sources_now()`, sorted by time, into a new file.
 
-        The new file takes `key` and replaces the sources in one step. It is
-        written only when `needed(sources)` holds. Returns whether the new
-        file took effect.
+        The new file gets the partition key `key` and replaces the sources in
+        one step. Nothing is written unless `needed(sources)` returns True.
+        After the copy, `sources_now()` is called again to add the rows that
+        inserts wrote meanwhile. Returns whether the new file took effect.
         """
         start, seconds = key
         with self._write_lock:
@@ -1566,12 +1568,12 @@ class LogStore:
         """Yield every stored entry up to sequence `through`, in chunks.
 
         Partitions are read one after the other, each in sequence order. A
-        chunk has at most `chunk_entries` entries and `chunk_bytes` bytes as
-        `EntryColumns`, by the estimate of `store_sql.ENTRY_BYTES_SQL`, and a
-        larger entry makes a chunk of its own. No lock is held between
-        chunks, so writers and retention go on, and rows that retention
-        deletes meanwhile may be missing from the copy. A merge does not
-        take effect until the copy ends.
+        chunk has at most `chunk_entries` entries and `chunk_bytes` bytes of
+        `EntryColumns`, as estimated by `store_sql.ENTRY_BYTES_SQL`. A larger
+        entry makes a chunk of its own. No lock is held between chunks, so
+        writers and retention continue. Rows that retention deletes meanwhile
+        may be missing from the copy. A merge does not take effect until the
+        copy ends.
         """
         _check_limit(chunk_entries)
         with self._write_lock:
@@ -1734,7 +1736,7 @@ class LogStore:
         )
         if created:
             sidecar = keyword_index.sidecar_path(partition.path)
-            partition.trigrams_saved = sidecar.exists()  # stale if it exists
+            partition.trigrams_saved = sidecar.exists()  # an existing one is stale
             return partition
         self._refresh(partition)
         self._load_trigrams(partition)
@@ -1756,7 +1758,7 @@ class LogStore:
             partition.trigrams = loaded
             partition.trigrams_saved = True
             return
-        partition.trigrams_saved = sidecar.exists()  # stale if it exists
+        partition.trigrams_saved = sidecar.exists()  # an existing one is stale
         if not partition.rows:
             partition.trigrams = TrigramFilter()
             return
@@ -2017,8 +2019,8 @@ class _Placement:
     services: list[frozenset[str]]
     order: np.ndarray | None = None
     counts: list[int] = field(default_factory=list)
-    # The timestamps of the rows ordered by key, each key's in table order,
-    # and where each key's rows start among them.
+    # Timestamps of the rows grouped by key, in table order within each key,
+    # and the offset at which each key's rows start.
     grouped_ts: np.ndarray | None = None
     starts: list[int] = field(default_factory=list)
 

@@ -4,8 +4,8 @@
 named after the sequence number of their first entry
 (`00000000000000000001.wal`). Each record is framed as a 4-byte length, a
 4-byte CRC32 of the payload and the serialized record, all little-endian.
-Sequence numbers run on without gaps from record to record and across
-segments.
+Sequence numbers are consecutive from record to record, across segments
+too.
 
 Durability uses group commit: `append()` writes a record, then waits until an
 `os.fsync` has covered it. The first waiter runs the fsync and every appender
@@ -28,8 +28,8 @@ that cannot be read. Two kinds of bad tail differ:
   was. The node removes the file once another replica's log has replaced
   the lost part (see `log_service.node`).
 
-A restart of the log, which replaces every segment with one empty segment
-(after a snapshot, or a truncation into purged entries), first writes its
+A restart of the log replaces every segment with one empty segment, after
+a snapshot or a truncation into purged entries. It first writes the new
 first sequence to `restart.json`. An open that finds the file finishes the
 restart, so a crash part way leaves no mix of old and new segments.
 
@@ -69,8 +69,8 @@ _HEADER = struct.Struct("<II")
 SEGMENT_SUFFIX = ".wal"
 EPOCHS_FILE = "epochs.json"
 DAMAGE_FILE = "damage.json"
-# Names the first sequence of a restart of the log while it replaces the
-# segments (`WriteAheadLog._restart_at`).
+# File that contains the first sequence of a log restart while the restart
+# replaces the segments (`WriteAheadLog._restart_at`).
 RESTART_FILE = "restart.json"
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
@@ -765,7 +765,7 @@ class WriteAheadLog:
             return changed
 
     def clear_damage(self) -> None:
-        """Delete the damage record.
+        """Delete the damage record from memory and disk.
 
         The node calls it once another replica's log has replaced the lost part.
         """
@@ -1108,9 +1108,10 @@ class WriteAheadLog:
     def _restart_at(self, first: int) -> None:
         """Replace every segment with one empty segment that begins at `first`.
 
-        `restart.json` names `first` until the old segments are gone. An open
-        after a crash part way finishes the restart from it, because the mix
-        of old segments and the new one would read as damage.
+        `restart.json` contains `first` until the old segments are gone. If a
+        crash interrupts the restart, the next open finishes it from that
+        file, because a mix of old segments and the new one would read as
+        damage.
         """
         write_file_atomically(
             self._restart_path, json.dumps({"first": first}).encode("utf-8")
@@ -1118,7 +1119,7 @@ class WriteAheadLog:
         old = [segment.path for segment in self._segments]
         path = self._empty_segment_file(first)
         self._segments = [_Segment(first, path)]
-        self._delete_files([item for item in old if item != path])
+        self._delete_files([old_path for old_path in old if old_path != path])
         self._restart_path.unlink()
         fsync_directory(self._directory)
         self._open_active()
@@ -1138,14 +1139,14 @@ class WriteAheadLog:
             return
         first = int(json.loads(self._restart_path.read_bytes())["first"])
         _LOGGER.warning(
-            "write-ahead log: finishing the restart at sequence %d that a crash "
-            "interrupted in %s",
+            "write-ahead log: finishing the restart at sequence %d in %s, which "
+            "a crash interrupted",
             first,
             self._directory,
         )
         old = sorted(self._directory.glob(f"*{SEGMENT_SUFFIX}"))
         path = self._empty_segment_file(first)
-        self._delete_files([item for item in old if item != path])
+        self._delete_files([old_path for old_path in old if old_path != path])
         self._restart_path.unlink()
         fsync_directory(self._directory)
 
