@@ -417,10 +417,10 @@ def test_fraction_kept_to_nanoseconds():
     assert entry.timestamp.nanos == 123_456_789
 
 
-# Common application log formats: time and severity from the line itself.
+# Common application log formats, whose lines give their own time and severity.
 
 COMMON_FORMATS = [
-    # JSON lines, with the usual keys of the time and the level.
+    # JSON lines, with the usual keys for the time and the level.
     ('{"time":"2026-12-05T01:00:00Z","level":"error","msg":"a"}', ERROR, "error"),
     ('{"ts":"2026-12-05T01:00:00Z","severity":"WARNING","msg":"a"}', WARN, "WARNING"),
     ('{"timestamp":"2026-12-05T01:00:00.000Z","lvl":"info"}', INFO, "info"),
@@ -470,24 +470,29 @@ def test_klog_header(line, severity):
     assert entry.severity == severity
 
 
-def test_ship_severity_matches_guess_for_level_key():
-    """A level key after the time gives the severity that the router gives a
-    message sent without one."""
+def test_level_key_severity_matches_router():
+    """Check that a level key after the time gives the router's severity.
+
+    The router reads the severity of a message sent without one with
+    `guess_severity`.
+    """
     from log_service.model import guess_severity
 
     line = "2026-12-05 01:00:00,000 level=error retrying"
+    severity = parse_one(line).severity
 
-    assert parse_one(line).severity == guess_severity(line) == ERROR
+    assert severity == ERROR
+    assert severity == guess_severity(line)
 
 
-def test_json_line_without_time_key_is_inferred():
+def test_json_without_time_key_infers_time():
     entry = parse_one('{"level":"error","msg":"no time"}', fallback_time_ns=0)
 
     assert entry.attributes[TIME_INFERRED] == "true"
     assert entry.severity == ERROR
 
 
-def test_impossible_date_keeps_host_and_says_why():
+def test_impossible_date_keeps_host_and_reason():
     lines = ["Feb 28 10:00:00 host-a app: first", "Feb 29 10:00:01 host-b app: x"]
     first, second = parse_lines(lines, service="svc", year=2026)
 

@@ -174,9 +174,10 @@ def test_missed_passes_file_round_trip(tmp_path):
 def straddling_batch(
     batch_id: str, timestamps: list[int], indexes: list[int], epoch: int = 1
 ) -> node_service_pb2.AppendEntriesRequest:
-    """Return the request entries `indexes` of a request with `timestamps`.
+    """Return an AppendEntries request with the entries `indexes` of a batch.
 
-    Entry `i` has the message `<batch_id> <i>` and the time `timestamps[i]`.
+    The batch has one entry per item of `timestamps`. Entry `i` has the
+    message `<batch_id> <i>` and the time `timestamps[i]`.
     """
     entries = columns_at(batch_id, timestamps)
     picked = node_service_pb2.EntryColumns()
@@ -195,7 +196,7 @@ def test_resend_restores_entries_retention_deleted(base_config, tmp_path):
     leader = start(base_config, tmp_path, "n0")
     follower = start(base_config, tmp_path, "n1")
     now = time.time_ns()
-    # Entries 0-2 are three hours old, entries 3-5 new.
+    # Entries 0-2 are three hours old, and entries 3-5 are new.
     timestamps = [now - 3 * HOUR_NS + i for i in range(3)] + [now + i for i in range(3)]
     whole = list(range(6))
     batch_id = "r/d/s0"
@@ -208,11 +209,11 @@ def test_resend_restores_entries_retention_deleted(base_config, tmp_path):
         bound = retention(leader, now - 2 * HOUR_NS).max_sequence
         retention(follower, now - 2 * HOUR_NS, max_sequence=bound)
         after_pass = sorted(query_messages(leader))
-        # What the router sends while the retention is still 2 hours.
+        # The router resends entries 3-5 while the retention is still 2 hours.
         within = leader.stub.AppendEntries(
             straddling_batch(batch_id, timestamps, [3, 4, 5]), timeout=5
         )
-        # What it sends once the retention is longer again.
+        # The router resends the whole batch once the retention is longer.
         resent = leader.stub.AppendEntries(
             straddling_batch(batch_id, timestamps, whole), timeout=5
         )
@@ -250,7 +251,7 @@ def test_resend_restores_entries_retention_deleted(base_config, tmp_path):
     assert on_new_leader == messages
 
 
-def test_resend_without_runs_counts_whole(base_config, tmp_path):
+def test_batch_without_runs_counts_as_unit(base_config, tmp_path):
     node = start(base_config, tmp_path, "n0")
     now = time.time_ns()
     timestamps = [now - 3 * HOUR_NS, now - 3 * HOUR_NS + 1, now]
@@ -265,7 +266,8 @@ def test_resend_without_runs_counts_whole(base_config, tmp_path):
     finally:
         node.stop()
 
-    # A batch without index runs is one unit: held while any entry is.
+    # A batch without index runs counts as one unit, so it is a duplicate
+    # while the store still contains any of its entries.
     assert partly.duplicate
     assert partly.duplicate_count == 3
     assert not wholly.duplicate

@@ -516,7 +516,8 @@ def test_out_of_order_mark_survives_reopen(tmp_path: Path) -> None:
     entries = Entries()
     stamps, services, messages = scattered(20, seed=4)
     entries.apply(store, stamps, services, messages)
-    # Not quiet for a minute yet, so the default store leaves the file.
+    # The default sort_quiet_seconds of a minute has not passed, so the file
+    # stays unsorted.
     written_at_once = store.compact()
     store.close()
 
@@ -536,7 +537,7 @@ def test_out_of_order_mark_survives_reopen(tmp_path: Path) -> None:
     )
 
 
-def test_nearly_ordered_files_stay(tmp_path: Path) -> None:
+def test_compact_keeps_nearly_ordered_files(tmp_path: Path) -> None:
     directory = tmp_path / "store"
     store = open_store(directory, sort_quiet_seconds=0, month_file_rows=40)
     entries = Entries()
@@ -567,7 +568,8 @@ def test_late_row_marks_day_file_out_of_order(tmp_path: Path) -> None:
     jan2 = JAN + DAY
     entries.apply(store, [jan2 + HOUR, jan2 + 2 * HOUR])
     in_order = listed_out_of_order(directory)
-    # 61 s behind the latest row of the day file.
+    # One row 61 s before the latest row of the day file, beyond the 60 s
+    # that still count as in order.
     entries.apply(store, [jan2 + 2 * HOUR - 61 * SECOND])
     written = store.compact()
     try:
@@ -582,7 +584,7 @@ def test_late_row_marks_day_file_out_of_order(tmp_path: Path) -> None:
     assert [seq for _, seq in stored["20230102T000000Z-1d-2.duckdb"]] == [1, 3, 2]
 
 
-def test_entries_arriving_during_sort(tmp_path: Path) -> None:
+def test_sort_keeps_entries_added_during_copy(tmp_path: Path) -> None:
     directory = tmp_path / "store"
     store = open_store(directory, sort_quiet_seconds=0, month_file_rows=1_000_000)
     entries = Entries()
@@ -591,7 +593,7 @@ def test_entries_arriving_during_sort(tmp_path: Path) -> None:
         entries.apply(store, [JAN + rand.randrange(31 * DAY) for _ in range(5_000)])
     sort = threading.Thread(target=store.compact)
     sort.start()
-    # More rows out of order while the copy runs, or right after it.
+    # Apply more rows out of order while the copy runs, or right after it.
     deadline = time.monotonic() + 60
     while not (directory / "20230101T000000Z-31d-2.duckdb").exists():
         assert time.monotonic() < deadline, "the sort never began"

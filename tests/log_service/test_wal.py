@@ -348,14 +348,15 @@ def test_truncate_into_purged_range_starts_over(tmp_path):
 
 
 class Crash(BaseException):
-    """Stands for the process dying at a change to the log's files."""
+    """Exception that simulates the process dying at a change to the log's files."""
 
 
 def crash_at_step(monkeypatch, step: int) -> None:
     """Make the `step`-th file change from now on (counted from 0) raise Crash.
 
     The changes counted are renames, truncations, deletions and `Path.touch`,
-    which are all the ways the write-ahead log changes its directory.
+    which are all the ways a restart of the write-ahead log changes its files.
+    Creating the temporary file that a rename then moves is not counted.
     """
     calls = itertools.count()
 
@@ -376,10 +377,10 @@ def crash_at_step(monkeypatch, step: int) -> None:
 def restart_with_crash(
     directory, monkeypatch, operation: str, step: int
 ) -> tuple[bool, tuple[int, list[int]]]:
-    """Run a restart of the log with a crash at `step`.
+    """Fill a log in `directory`, then restart it by `operation`, crashing at `step`.
 
-    Returns whether it crashed, and the last sequence and the sequences of the
-    log before the restart.
+    Returns whether the crash happened, and the log's last sequence and its
+    sequences before the restart.
     """
     wal = WriteAheadLog(directory, segment_bytes=300)
     for first in range(1, 40, 3):

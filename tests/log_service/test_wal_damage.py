@@ -148,7 +148,7 @@ def test_damaged_leader_log_loses_no_acknowledged_entry(make_cluster):
     assert settled.leader_epoch > 1
 
 
-def solo_leading(cluster: LogCluster):
+def wait_solo_leading(cluster: LogCluster):
     return cluster.wait_status(
         lambda shard: shard.health == SERVING and shard.leader == "solo",
         "solo leading again",
@@ -158,7 +158,7 @@ def solo_leading(cluster: LogCluster):
 def restart_solo(cluster: LogCluster):
     cluster.kill("solo", signal.SIGTERM)
     cluster.start("solo")
-    return solo_leading(cluster)
+    return wait_solo_leading(cluster)
 
 
 def test_single_node_damaged_record_keeps_intact_entries(make_cluster):
@@ -173,7 +173,7 @@ def test_single_node_damaged_record_keeps_intact_entries(make_cluster):
     flip_byte(segment, segment.stat().st_size // 2)
 
     cluster.start("solo")
-    status = solo_leading(cluster)
+    status = wait_solo_leading(cluster)
     found = cluster.listed_messages()
     cluster.write_until_acknowledged("after", 1, "after")
     restarted = restart_solo(cluster)
@@ -183,8 +183,8 @@ def test_single_node_damaged_record_keeps_intact_entries(make_cluster):
     stderr = (cluster.directory / "solo.stderr").read_text()
     errors = [line for line in stderr.splitlines() if "ERROR" in line]
     assert any(str(segment) in line and "at byte" in line for line in errors)
-    # The store held every entry that the damaged records had, so nothing
-    # was lost and the node keeps leading.
+    # The store already contained every entry of the damaged records, so
+    # nothing was lost and the node keeps leading.
     assert not any("leads shard" in line for line in errors)
     assert not any("starts as a follower" in line for line in errors)
     assert "no entry was lost" in stderr
@@ -201,11 +201,11 @@ def test_single_node_lost_entries_keeps_leading(make_cluster):
     cluster.kill("solo", signal.SIGTERM)
     segment = last_segment(cluster, "solo")
     flip_byte(segment, segment.stat().st_size // 2)
-    # Without its store, the node holds the entries behind the damage nowhere.
+    # Without its store, the node has no copy of the entries behind the damage.
     shutil.rmtree(cluster.directory / "data" / "log_nodes" / "solo" / "store")
 
     cluster.start("solo")
-    status = solo_leading(cluster)
+    status = wait_solo_leading(cluster)
     cluster.write_until_acknowledged("after", 1, "after")
     restarted = restart_solo(cluster)
 
@@ -258,7 +258,7 @@ def caught_up_any(shard) -> bool:
     )
 
 
-def in_sync_of(cluster: LogCluster) -> list[str]:
+def in_sync_followers(cluster: LogCluster) -> list[str]:
     """Return the in-sync followers of the only shard, from the coordinator's file."""
     path = cluster.directory / "data" / "log_service" / "coordinator.json"
     shards = json.loads(path.read_text())["shards"]
@@ -266,7 +266,7 @@ def in_sync_of(cluster: LogCluster) -> list[str]:
     return list(shard["in_sync"])
 
 
-def test_promoted_damaged_leader_keeps_returning_follower(make_cluster):
+def test_damaged_leader_yields_to_returning_follower(make_cluster):
     cluster = make_cluster(("a", "b"))
     cluster.start_all()
     labels = write_batches(cluster)
@@ -275,14 +275,14 @@ def test_promoted_damaged_leader_keeps_returning_follower(make_cluster):
     cluster.wait_status(caught_up(follower), f"{follower} in sync")
     cluster.kill(follower, signal.SIGTERM)
     deadline = time.monotonic() + 30
-    while follower in in_sync_of(cluster):
+    while follower in in_sync_followers(cluster):
         assert time.monotonic() < deadline, f"{follower} stayed in the in-sync set"
         time.sleep(0.2)
     cluster.kill(leader, signal.SIGTERM)
     segment = last_segment(cluster, leader)
     flip_byte(segment, segment.stat().st_size // 2)
-    # Without its store, the leader holds the entries behind the damage
-    # nowhere, but the follower holds them all.
+    # Without its store, the leader has no copy of the entries behind the
+    # damage, but the follower has all of them.
     shutil.rmtree(cluster.directory / "data" / "log_nodes" / leader / "store")
 
     cluster.start(leader)
