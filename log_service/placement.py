@@ -38,10 +38,11 @@ _LOGGER = logging.getLogger(__name__)
 
 PLACEMENT_FILE_NAME = "sharding.json"
 NANOS_PER_SECOND = 1_000_000_000
-# Seconds added to the start of a new placement beyond log_max_future_seconds,
-# for a router clock that was set back a little between two starts.
+# Seconds that a new placement starts beyond log_max_future_seconds. The margin
+# covers a router clock that was set back a little between two starts.
 CLOCK_MARGIN_SECONDS = 60
-# The record's key of `PlacementHistory.max_future_ns`, in seconds.
+# JSON key under which the record stores `PlacementHistory.max_future_ns`, in
+# seconds.
 MAX_FUTURE_KEY = "largest_log_max_future_seconds"
 
 
@@ -136,9 +137,9 @@ class Placement:
         return found + self.fixed_differences(configured)
 
     def fixed_differences(self, configured: Placement) -> list[str]:
-        """Describe each difference that no new placement can take.
+        """Describe each difference that a new placement cannot absorb.
 
-        Only added shards make a new placement, so the strategy, the bucket
+        Only added shards start a new placement, so the strategy, the bucket
         width and the ring size stay as the first start recorded them.
         """
         if configured.strategy != self.strategy:
@@ -169,8 +170,8 @@ class PlacementHistory:
     Attributes:
       placements: at least one placement.
       starts: the Unix nanoseconds from which each placement after the first
-        is in effect, increasing. The first placement places every entry
-        before `starts[0]`, whatever its timestamp.
+        is in effect, increasing. The first placement covers every timestamp
+        before `starts[0]`, however old.
       max_future_ns: the largest `log_max_future_seconds` of the router's
         starts, in nanoseconds, or 0 in a record of an earlier version.
         Stored entries are at most that far ahead of the router's clock at
@@ -210,10 +211,10 @@ class PlacementHistory:
     def to_json(self) -> dict[str, object]:
         """Return the record as JSON data.
 
-        A single placement keeps the format of version 1, which earlier
-        versions of the router read. They reject a history of several
-        placements as unreadable, rather than place new entries by the first
-        placement alone.
+        A history of one placement uses the version 1 format, which earlier
+        router versions can read. Those versions reject a version 2 record as
+        unreadable, so they never place new entries by the first placement
+        alone.
         """
         max_future_seconds = self.max_future_ns // NANOS_PER_SECOND
         if len(self.placements) == 1:
@@ -267,7 +268,7 @@ class PlacementHistory:
 
 
 def earliest_start(now_ns: int, max_future_ns: int) -> int:
-    """Return the first entry timestamp that no placement has placed yet.
+    """Return the earliest timestamp that no stored entry can have.
 
     The router rejects entries more than `max_future_ns` ahead of its clock,
     so no stored entry, and no resend of one, has a timestamp at or after
@@ -280,9 +281,9 @@ def earliest_start(now_ns: int, max_future_ns: int) -> int:
 def effective_from(now_ns: int, max_future_ns: int, placement: Placement) -> int:
     """Return the time from which a new placement is in effect.
 
-    It is `earliest_start`, rounded up to the next time bucket boundary with
-    time sharding, so that no bucket is split between two placements, and to
-    the next second otherwise.
+    The start is `earliest_start` rounded up. With time sharding it is rounded
+    to the next bucket boundary, so that no bucket is split between two
+    placements. Otherwise it is rounded to the next second.
     """
     step = placement.bucket_ns or NANOS_PER_SECOND
     return -(-earliest_start(now_ns, max_future_ns) // step) * step
@@ -293,13 +294,13 @@ def check_placement(
 ) -> PlacementHistory:
     """Check the configured placement against the recorded history, or record it.
 
-    A router without a record, a first start or one from a version that kept
-    none, records the configured placement. When the configured shards add
-    to those of the latest placement, a new placement is recorded, in effect
-    from `effective_from`. A placement recorded earlier that starts after
-    the latest timestamp accepted so far has placed no entry yet, so it is
-    dropped: an operator can undo a change, or change it again, for at least
-    `CLOCK_MARGIN_SECONDS`.
+    Without a record (at a first start, or after a router version that kept
+    none), the configured placement is recorded. When the configured shards
+    extend those of the latest placement, a new placement is recorded, in
+    effect from `effective_from`. A recorded placement that starts after the
+    latest timestamp the router accepts now has placed no entry yet, so it is
+    dropped. An operator therefore has at least `CLOCK_MARGIN_SECONDS` to undo
+    a change or to change it again.
 
     Args:
       now_ns: the router's clock.
@@ -338,25 +339,25 @@ def check_placement(
             "router and the log nodes on empty data directories, which leaves the "
             f"stored entries behind. The record is {path}"
         )
-    kept = _drop_pending(history, now_ns + max_future_ns)
-    missing = sorted(kept.shards - set(configured.shards))
+    active = _drop_pending(history, now_ns + max_future_ns)
+    missing = sorted(active.shards - set(configured.shards))
     if missing:
         raise ValueError(
             f"the shards (log_shards or log_nodes) are "
             f"{', '.join(configured.shards)}, but stored entries were placed on "
             f"{', '.join(missing)} as well. A shard can be added but not removed, "
             "because queries would no longer read the entries it stores. Start "
-            f"with every recorded shard ({', '.join(sorted(kept.shards))}) and "
+            f"with every recorded shard ({', '.join(sorted(active.shards))}) and "
             f"optionally new ones. The recorded placements are "
-            f"{kept.describe()}; the record is {path}"
+            f"{active.describe()}. The record is {path}"
         )
-    kept = replace(kept, max_future_ns=max_future_ns)
-    if not kept.latest.differences(configured):
-        updated = kept.with_latest(configured)
+    active = replace(active, max_future_ns=max_future_ns)
+    if not active.latest.differences(configured):
+        updated = active.with_latest(configured)
     else:
         start = effective_from(now_ns, max_future_ns, configured)
         updated = PlacementHistory(
-            (*kept.placements, configured), (*kept.starts, start), max_future_ns
+            (*active.placements, configured), (*active.starts, start), max_future_ns
         )
         _LOGGER.warning(
             "log placement: new placement (%s) in effect for entries with "
@@ -364,7 +365,7 @@ def check_placement(
             "the shards of the earlier placements (%s)",
             configured.describe(),
             format_time(start),
-            kept.describe(),
+            active.describe(),
         )
     _record(path, updated)
     return updated
@@ -400,21 +401,21 @@ def _drop_pending(history: PlacementHistory, latest_ns: int) -> PlacementHistory
     """Remove the placements that start after `latest_ns`.
 
     `latest_ns` is the latest timestamp that the router accepts now, so such
-    a placement has placed no entry yet. A new placement starts
-    `CLOCK_MARGIN_SECONDS` or more after that, which leaves that long to undo
+    a placement has placed no entry yet. A new placement starts at least
+    `CLOCK_MARGIN_SECONDS` after that, so an operator has that long to undo
     it.
     """
-    count = 1 + sum(1 for begin in history.starts if begin <= latest_ns)
+    count = 1 + sum(1 for start in history.starts if start <= latest_ns)
     if count == len(history.placements):
         return history
-    for begin, placement in zip(
+    for start, placement in zip(
         history.starts[count - 1 :], history.placements[count:], strict=True
     ):
         _LOGGER.warning(
             "log placement: dropping the placement (%s) recorded for entries "
             "from %s on, which has placed no entry yet",
             placement.describe(),
-            format_time(begin),
+            format_time(start),
         )
     return replace(
         history,
