@@ -164,9 +164,9 @@ class ShardingHistory:
     """The sharders of successive placements, picked by entry timestamp.
 
     The sharder of placement `i` places the entries whose timestamps fall in
-    `[starts[i - 1], starts[i])`, the first one every entry before
-    `starts[0]` and the last one every entry from `starts[-1]` on. A query
-    reads, for each placement whose period overlaps its time range, the
+    `[starts[i - 1], starts[i])`. The first sharder places every entry before
+    `starts[0]`, and the last one every entry from `starts[-1]` on. For each
+    placement whose period overlaps a query's time range, the query reads the
     shards that this placement gives the range.
 
     Args:
@@ -210,7 +210,9 @@ class ShardingHistory:
                 service, timestamps[start:stop]
             ):
                 if runs and runs[-1][0] == shard:
-                    # A run that goes on across a placement's start.
+                    # The shard is the same on both sides of a placement's
+                    # start, so extend the previous run.
+
                     runs[-1] = (shard, runs[-1][1], start + run_stop)
                 else:
                     runs.append((shard, start + run_start, start + run_stop))
