@@ -148,8 +148,8 @@ class _Stream:
     reading_since: float | None
     # Why the watcher cancelled the call, or empty.
     abandoned: str = ""
-    # Whether the call starts after the shard's newest committed entry, as a
-    # shard without a position does.
+    # True when the call starts after the shard's newest committed entry, as
+    # it does for a shard without a position.
     from_newest: bool = False
 
 
@@ -161,10 +161,10 @@ class Tail:
       stub_for: returns the LogNodeService stub of an address.
       selection: the entry conditions.
       fingerprint: hash of the conditions, for resume tokens.
-      positions: last sequence number sent per shard; -1 starts after the
-        newest committed entry, or after the commit sequence that the
-        coordinator last polled when the stream opens only after the first
-        response.
+      positions: last sequence number sent per shard. -1 starts after the
+        newest committed entry. When the stream opens only after the first
+        response, -1 starts after the commit sequence that the coordinator
+        last polled instead.
       epochs: the epoch of the entry at each shard's position, from a resume
         token; a missing or 0 epoch leaves the position unchecked.
       keepalive: seconds without entries after which an empty message goes out.
@@ -216,7 +216,8 @@ class Tail:
         self._backlog_through: dict[str, int] = {}
         self._opened: set[str] = set()
         # Shards without a position whose stream had not opened by the first
-        # response, which start after the commit sequence polled before it.
+        # response. Each starts after the commit sequence polled before that
+        # response.
         self._late: set[str] = set()
         self._error: DomainError | None = None
         self._streams: dict[str, _Stream] = {}
@@ -266,8 +267,9 @@ class Tail:
           DomainError: a node rejected a shard's call with a status of
             `FINAL_NODE_CODES`; the error has the same status.
         """
-        # Read before the first response, so each is at most the shard's
-        # commit sequence when the client receives that response.
+        # Polled commit sequences, read before the first response. Each is
+        # therefore at most the shard's commit sequence when the client
+        # receives that response.
         known_commits = {
             shard: self._coordinator.known_commit(shard)
             for shard, position in self._positions.items()
@@ -369,12 +371,12 @@ class Tail:
     def _place_unopened_locked(
         self, known_commits: dict[str, tuple[int, int] | None]
     ) -> None:
-        """Give each shard without a position and an open stream a safe start.
+        """Set a safe start for each shard without a position or an open stream.
 
-        The client may write once it has the first response. A stream that
-        opened later after the shard's newest entry would miss the entries
-        acknowledged in between, so the shard starts after the commit
-        sequence that the coordinator polled before the call instead. That
+        The client may write as soon as it has the first response. A stream
+        that opened later and started after the shard's newest entry would
+        miss the entries acknowledged in between. So the shard starts after
+        the commit sequence that the coordinator polled before the call. That
         may send a few entries acknowledged before the first response.
         """
         for shard, known in known_commits.items():
@@ -383,9 +385,9 @@ class Tail:
             if known is None:
                 _LOGGER.warning(
                     "log tail of shard %s: the stream did not open within %.1f s "
-                    "and no node of the shard has answered a poll yet, so the "
-                    "shard starts after its newest entry once the stream opens; "
-                    "entries acknowledged before then are not sent",
+                    "and no node of the shard has responded to a poll yet, so the "
+                    "shard starts after its newest entry once the stream opens. "
+                    "Entries acknowledged before then are not sent",
                     shard,
                     OPEN_WAIT_SECONDS,
                 )
@@ -395,8 +397,8 @@ class Tail:
             self._epochs[shard] = epoch
             self._late.add(shard)
             _LOGGER.info(
-                "log tail of shard %s: the stream did not open within %.1f s; "
-                "the shard starts after sequence %d (epoch %d), the commit "
+                "log tail of shard %s: the stream did not open within %.1f s, "
+                "so the shard starts after sequence %d (epoch %d), the commit "
                 "sequence last polled",
                 shard,
                 OPEN_WAIT_SECONDS,
@@ -405,7 +407,10 @@ class Tail:
             )
 
     def _late_start(self, shard: str) -> tuple[int, int] | None:
-        """Return the start of a late shard without an open stream, or None."""
+        """Return the (sequence, epoch) start of a late shard, or None.
+
+        None also once the shard's stream has opened.
+        """
         with self._lock:
             if shard in self._late and shard not in self._opened:
                 return self._positions[shard], self._epochs[shard]
@@ -494,9 +499,10 @@ class Tail:
         """Add a received message to the pending ones.
 
         Returns:
-          False when the message is the first of a stream that started
-          after the shard's newest entry, but the first response has given
-          the shard an earlier start. The caller then follows the shard again.
+          False, without adding the message, when it is the first of a stream
+          that started after the shard's newest entry while the first response
+          has given the shard an earlier start. The caller then follows the
+          shard again. True otherwise.
         """
         count = len(message.sequences)
         with self._lock:
@@ -735,7 +741,10 @@ class Tail:
             if position < 0:
                 late = self._late_start(shard)
                 if late is not None:
-                    # The coordinator's own commit sequence needs no check.
+                    # The start is a commit sequence that the coordinator
+                    # polled, so it needs no check against the leader's last
+                    # sequence.
+
                     position, epoch = late
                     checked = True
             route = self._coordinator.route(shard)
