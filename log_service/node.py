@@ -292,7 +292,7 @@ class LogNode:
         store_last = self._store.last_sequence()
         if store_last > last and damage is not None:
             last = self._keep_store_after_damage(store_last)
-            damage = self._clear_damage_held_by_store(store_last)
+            damage = self._clear_damage_covered_by_store(store_last)
         elif store_last > last:
             # A torn final record can have reached the store only without
             # fsync; it was never acknowledged.
@@ -343,7 +343,7 @@ class LogNode:
         cut = self.wal.last_sequence
         self._batches.save_through(cut)
         self.wal.restart_after(store_last, self.wal.history.entries)
-        if self.wal.earlier_damage is not None or not _store_holds_damage(
+        if self.wal.earlier_damage is not None or not _store_covers_damage(
             damage, store_last
         ):
             self.wal.update_damage(after=max(damage.after, store_last))
@@ -358,24 +358,25 @@ class LogNode:
         )
         return store_last
 
-    def _clear_damage_held_by_store(self, store_last: int) -> LogDamage | None:
-        """Delete the damage record when the store holds every entry it lists.
+    def _clear_damage_covered_by_store(self, store_last: int) -> LogDamage | None:
+        """Delete the damage record when the store contains every entry it lists.
 
-        Only damage found at this open counts. After an earlier one, the node
-        may have written other entries under the lost sequence numbers, and
-        a crash between `_keep_store_after_damage` and this call leaves the
-        record in place. Returns the damage that remains, if any.
+        Only damage found at this open counts. Damage from an earlier open
+        remains when the node crashed between `_keep_store_after_damage` and
+        this call, and since then the node may have written other entries
+        under the lost sequence numbers. Returns the damage that remains, if
+        any.
         """
         damage = self.wal.damage
         if (
             damage is None
             or self.wal.earlier_damage is not None
-            or not _store_holds_damage(damage, store_last)
+            or not _store_covers_damage(damage, store_last)
         ):
             return damage
         self.wal.clear_damage()
         _LOGGER.warning(
-            "log shard %s: the store holds entries %d..%d that the damaged "
+            "log shard %s: the store contains entries %d..%d that the damaged "
             "write-ahead log lost, so no entry was lost",
             self.shard,
             damage.after + 1,
@@ -742,8 +743,9 @@ class LogNode:
             for request, pending, count in prepared:
                 runs = request.index_runs
                 held = self._batches.held(request.batch_id)
-                # None also when retention deleted every entry stored under
-                # the id: the batch is then stored again as a new one.
+                # `indexes` is also None when retention deleted every entry
+                # stored under the id. The batch is then stored again as a new
+                # one.
                 indexes = None if held is None else self._still_held(held)
                 if held is not None and indexes is not None:
                     # The entries stored earlier must be committed before
@@ -787,20 +789,21 @@ class LogNode:
     def _still_held(self, held: HeldBatch) -> HeldIndexes | None:
         """Return the request indexes of `held` that the store still contains.
 
-        Returns None when it contains none of them. The lock is held. Only
-        a retention pass deletes applied entries without dropping their
-        records from the batch index, as a truncation does. So the entries
-        of an applied record that the store lacks are entries that
-        retention deleted, and a resend stores them again. The router
-        rejects those older than the current retention, so only entries
-        that a longer retention keeps now come back. A record above the
-        applied sequence counts as held whole, and so does a record
-        without index runs while any of its entries is stored, because
-        such a batch is one unit. Only the leader decides, and the record
-        of the entries stored again replicates under the same batch id.
+        Returns None when it contains none of them. The caller holds the lock.
+
+        A retention pass is the only step that deletes applied entries but
+        keeps their records in the batch index (a truncation drops the records
+        too). So the entries of an applied record that the store lacks were
+        deleted by retention, and a resend stores them again. The router
+        rejects entries older than the current retention, so only entries
+        that a longer retention now keeps come back. A record above the
+        applied sequence counts as held whole. So does a record without index
+        runs while any of its entries is stored, because such a batch is one
+        unit. Only the leader decides, and the record of the entries stored
+        again replicates under the same batch id.
 
         NOTE: the read runs under the node lock and covers every file that
-        holds sequences of the batch. A batch of shuffled old days spread
+        contains sequences of the batch. A batch of shuffled old days spread
         over 32 files took about 10 ms of CPU (docs/logs.md, "Known limits").
         """
         store = self._store
@@ -1789,8 +1792,8 @@ def damage_proto(damage: LogDamage) -> logs_service_pb2.LogDamage:
     )
 
 
-def _store_holds_damage(damage: LogDamage, store_last: int) -> bool:
-    """Return whether the store holds every entry that the damage may have lost.
+def _store_covers_damage(damage: LogDamage, store_last: int) -> bool:
+    """Return whether the store contains every entry that the damage may have lost.
 
     That is known only when intact records behind the damage showed the
     log's last sequence (`seen_through` above `after`).
@@ -1858,9 +1861,10 @@ def _unheld_entries(
 ) -> tuple[PendingRecord, Sequence[int]] | None:
     """Return the entries of a batch that the node does not store yet, with runs.
 
-    `held` are the request indexes that the node stores under the batch's
-    id and `runs` the batch's index runs. Returns None when the node
-    stores every entry.
+    `held` contains the request indexes that the node stores under the
+    batch's id, and `runs` contains the batch's index runs. Returns None when
+    the node stores every entry.
+
     """
     positions, new_runs = held.new_entries(runs)
     if not positions:
