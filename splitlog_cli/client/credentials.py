@@ -5,10 +5,10 @@ A command sends `authorization: Bearer <credential>` when it has one: the
 `splitlog auth signin` saved for the gateway address. Sessions live in
 `$XDG_CONFIG_HOME/splitlog/sessions.json` (default `~/.config/splitlog/`),
 mode 0600, one per gateway address, so a token is never sent to a gateway
-that did not issue it. A saved access token that has expired, or that the
-gateway rejects, is exchanged for new tokens with the refresh token, as
-often as the access token expires while a command such as `logs tail`
-runs, until the gateway rejects the refresh token.
+that did not issue it. When a saved access token has expired or the gateway
+rejects it, the command exchanges the refresh token for new tokens. A
+long-running command such as `logs tail` does so each time the access token
+expires, until the gateway rejects the refresh token.
 A token that contains whitespace or a character outside printable ASCII
 cannot go into a header, so the command exits with status 2 before any call
 and names the option, variable or file that contains it.
@@ -37,7 +37,8 @@ SESSIONS_FILE = "sessions.json"
 # Refresh a little before the recorded expiry, so that a token does not run
 # out between the check and the server's verification.
 _EXPIRY_MARGIN_SECONDS = 10.0
-# Status codes of a RefreshToken call that failed without rejecting the token.
+# Status codes of a failed RefreshToken call that do not mean that the gateway
+# rejected the refresh token.
 _TRANSIENT_CODES = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
@@ -279,10 +280,11 @@ class Credential:
         self.refresh: Refresher | None = None
         # The error of the RefreshToken call that rejected the refresh token.
         self.refresh_error: grpc.RpcError | None = None
-        # When this run got the current access token from RefreshToken.
+        # Unix time at which this run got the current access token from
+        # RefreshToken, or None.
         self._renewed_at: float | None = None
-        # Whether the gateway rejected the refresh token, which ends renewals.
-        self._refused = False
+        # True once the gateway rejected the refresh token, which ends renewals.
+        self._refresh_rejected = False
         self._lock = threading.Lock()
 
     @property
@@ -307,8 +309,10 @@ class Credential:
         return token_subject(self._token)
 
     def bearer(self) -> str | None:
-        """Return the credential to send, renewing a saved token that is
-        about to expire first."""
+        """Return the credential to send.
+
+        A saved access token that is about to expire is renewed first.
+        """
         if self._token is not None:
             return self._token
         if self._session is None:
@@ -320,20 +324,21 @@ class Credential:
     def renew(self, rejected: str | None = None) -> bool:
         """Exchange the refresh token for new tokens.
 
-        `rejected` is the access token that the gateway just refused, if
+        `rejected` is the access token that the gateway just rejected, if
         any. Returns True when an access token other than `rejected` is
-        ready to send: one renewed now, or one that another call of this run
-        or another command renewed meanwhile. Returns False without a saved
-        session, after a failed RefreshToken call, once the gateway has
-        rejected the refresh token, and when
-        the gateway refuses a token that this run got less than half its
-        lifetime ago and that has not expired, because a new one would be
-        refused too and the command would only renew again and again.
+        ready to send. That token was either renewed now, or renewed meanwhile
+        by another call of this run or by another command.
+
+        Returns False without a saved session, after a failed RefreshToken
+        call, and once the gateway has rejected the refresh token. Also
+        returns False when the gateway rejects a token that this run got less
+        than half its lifetime ago and that has not expired. A new token would
+        be rejected too, and the command would only renew again and again.
         """
         with self._lock:
             if self._session is None or self.refresh is None:
                 return False
-            if self._refused:
+            if self._refresh_rejected:
                 return False
             if rejected is not None and rejected != self._session.access_token:
                 return True
@@ -345,8 +350,9 @@ class Credential:
                 response = self.refresh(self._session.refresh_token)
             except grpc.RpcError as exc:
                 self.refresh_error = exc
-                # A gateway that is away may take the refresh token later.
-                self._refused = exc.code() not in _TRANSIENT_CODES
+                # An unreachable or overloaded gateway may still accept the
+                # refresh token later.
+                self._refresh_rejected = exc.code() not in _TRANSIENT_CODES
                 return False
             self._session = Session.from_tokens(response.user, response.tokens)
             self._renewed_at = time.time()
@@ -357,9 +363,9 @@ class Credential:
     def _needs_renewal(self) -> bool:
         """Return whether the access token expires within the margin.
 
-        The margin is `_EXPIRY_MARGIN_SECONDS`, or a quarter of the
-        lifetime of a token that this run got, when that is shorter, so a
-        short-lived token is used before it is renewed.
+        The margin is `_EXPIRY_MARGIN_SECONDS`. For a token that this run got,
+        the margin is a quarter of the token's lifetime when that is shorter,
+        so that a short-lived token is used for a while before it is renewed.
         """
         assert self._session is not None
         margin = _EXPIRY_MARGIN_SECONDS
@@ -369,8 +375,8 @@ class Credential:
         return time.time() + margin >= self._session.access_expire_time
 
     def _renewed_recently(self) -> bool:
-        """Return whether this run got the access token less than half its
-        lifetime ago, and it has not expired."""
+        """Return whether this run got the unexpired access token less than
+        half its lifetime ago."""
         if self._renewed_at is None or self._session is None:
             return False
         now = time.time()
@@ -440,8 +446,9 @@ class BearerInterceptor(
 
     A unary call that fails with UNAUTHENTICATED while a saved session is in
     use is sent again after a refresh of the session's tokens. A streaming
-    call is not: its caller decides whether to open it again, as `logs tail`
-    does after `Credential.renew`.
+    call is not sent again. Its caller decides whether to open it again, as
+    `logs tail` does after `Credential.renew`.
+
     """
 
     def __init__(self, credential: Credential) -> None:
