@@ -13,16 +13,17 @@ than a restart of the log router) and then dropped and counted. A batch that
 fails with a code that a retry cannot fix, such as INVALID_ARGUMENT, is
 dropped at once.
 
-Until the first call succeeds, a failing batch is retried without a time
-limit, because services start before log_service is listening, and on a
-loaded machine the log router can take more than a minute to come up. The
-records that follow wait in the queue, so a process that never reaches
-log_service keeps at most `queue_size` records and the batch in flight.
-Records dropped from the full queue meanwhile are counted, and once the
-first call succeeds their number is logged once, both to the process's
-other handlers and as a shipped entry. A handler created with `send=False`
-only queues records until `start_sending` is called, for a process that
-starts the log router itself.
+Until the first call succeeds, a batch that fails with a retryable code is
+retried without a time limit. Services start before log_service is
+listening, and on a loaded machine the log router can take more than a
+minute to come up. The records that follow wait in the queue, so a process
+that never reaches log_service keeps at most `queue_size` records and the
+batch in flight.
+Records dropped from the full queue meanwhile are counted. Once the first
+call succeeds, their number is logged once, both to the process's other
+handlers and as a shipped entry. A handler created with `send=False` only
+queues records until `start_sending` is called, for a process that starts
+the log router itself.
 
 The handler never ships records of the gRPC library (loggers under `grpc`),
 of this module, or of its own sending thread, because sending them would log
@@ -161,16 +162,16 @@ class LogShipHandler(logging.Handler):
       batch_size: maximum entries per `WriteLogEntries` call.
       flush_interval: seconds the sender waits to fill a batch before it
         sends what it has.
-      queue_size: maximum records waiting to be sent, also while log_service
-        has not been reached yet. A record beyond it drops the oldest
-        waiting one.
+      queue_size: maximum number of records waiting to be sent, also before
+        log_service is first reached. A new record on a full queue drops the
+        oldest waiting one.
       host: the `host` of every entry; the machine's host name when None.
       excluded_loggers: more logger names whose records, with those of their
         children, are never shipped.
       call_timeout: deadline of each call, in seconds.
-      max_attempts: minimum calls per batch before the batch is dropped,
-        once a call has succeeded. Before that, a batch is never dropped for
-        a code in RETRYABLE_CODES.
+      max_attempts: minimum number of calls for a batch before it is
+        dropped, once a call has succeeded. Before that, a batch is never
+        dropped for a code in RETRYABLE_CODES.
       retry_seconds: seconds after a batch's first call during which it is
         retried; it is dropped once both this and `max_attempts` are used up.
       backoff: seconds before the first retry, doubled for each further retry
@@ -344,11 +345,10 @@ class LogShipHandler(logging.Handler):
     def close(self, timeout: float = DEFAULT_CLOSE_TIMEOUT) -> None:
         """Send what is queued, within `timeout` seconds, then stop the sender.
 
-        Records not sent by then, such as all of them when log_service was
-        never reached, are counted as dropped, and their number is logged.
-        The sender's call in flight is then cancelled, so `close` returns
-        within `timeout` seconds plus the time the cancelled call takes to
-        end, which is at most _CANCEL_JOIN_SECONDS.
+        Then the sender's call in flight is cancelled, and `close` waits at
+        most `_CANCEL_JOIN_SECONDS` more for the sender to end. Records not
+        sent by then, such as all of them when log_service was never reached,
+        are counted as dropped, and their number is logged.
         """
         if not self._stopping.is_set():
             deadline = time.monotonic() + timeout
@@ -441,14 +441,15 @@ class LogShipHandler(logging.Handler):
                     wait_for_ready=not self._reached,
                 )
             except ValueError:
-                # `close` closed the channel between two calls.
+                # The stub raises ValueError when `close` closed the channel
+                # between two calls.
                 if not self._stopping.is_set():
                     raise
                 self._count_dropped(len(batch))
                 return
             except grpc.RpcError as exc:
                 # Closing ends the retries early, so that `close` keeps its bound.
-                if self._gives_up(exc, attempt, retry_end) or self._stopping.wait(
+                if self._should_drop(exc, attempt, retry_end) or self._stopping.wait(
                     delay
                 ):
                     self._count_dropped(len(batch))
@@ -463,8 +464,10 @@ class LogShipHandler(logging.Handler):
                 self._rejected += response.rejected_count
             return
 
-    def _gives_up(self, error: grpc.RpcError, attempt: int, retry_end: float) -> bool:
-        """Return whether a batch whose call failed with `error` is dropped.
+    def _should_drop(
+        self, error: grpc.RpcError, attempt: int, retry_end: float
+    ) -> bool:
+        """Return whether to drop a batch whose call failed with `error`.
 
         Before the first call succeeds, log_service may still be starting,
         so only a code that a retry cannot fix drops the batch.
@@ -476,7 +479,7 @@ class LogShipHandler(logging.Handler):
         return attempt >= self.max_attempts and time.monotonic() >= retry_end
 
     def _report_unreached_drops(self) -> None:
-        """Log, once, the records dropped before the first successful call.
+        """Log once how many records were dropped before the first success.
 
         The warning goes to the process's other handlers and, as an entry of
         its own, to log_service, so a query there shows the gap.
