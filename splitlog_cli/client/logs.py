@@ -117,7 +117,7 @@ _MAX_REJECTIONS_SHOWN = 10
 # Exit status of `logs ship` when the server rejected some entries.
 EXIT_ENTRIES_REJECTED = 3
 # Exit status of `logs ship` when a file was truncated or replaced while it
-# was shipped, so that the command sent no more of it.
+# was shipped. The command sends no more lines of such a file.
 EXIT_FILE_CHANGED = 4
 # Exit status of `logs ship` after Ctrl-C, as a shell reports a SIGINT.
 EXIT_INTERRUPTED = 128 + signal.SIGINT
@@ -193,7 +193,8 @@ def add_parsers(
         type=int,
         default=DEFAULT_BATCH_SIZE,
         help="maximum number of entries per WriteLogEntries call (default "
-        f"{DEFAULT_BATCH_SIZE}), at most the server's log_max_batch_entries",
+        f"{DEFAULT_BATCH_SIZE}). It must not exceed the server's "
+        "log_max_batch_entries",
     )
     ship.add_argument(
         "--batch-bytes",
@@ -257,9 +258,9 @@ def add_parsers(
         actions, "query", common, query_entries, "list the entries that match"
     )
     query.description = (
-        "List the entries that match, newest first unless --oldest-first, at "
-        "most --limit of them. When more match, a note on stderr shows how to "
-        "see the next ones."
+        "List up to --limit entries that match, newest first unless "
+        "--oldest-first. When more match, a note on stderr shows how to see "
+        "the next ones."
     )
     _add_filters(query)
     _add_time_range(query)
@@ -681,7 +682,7 @@ def _batch_over_limit_message(shipper: _Shipper, error: _BatchOverLimit) -> str:
 def _recorded_batch_over_limit_message(
     shipper: _Shipper, error: _BatchOverLimit
 ) -> str:
-    """Describe a batch to send again that is over the server's limit, with the fix."""
+    """Describe a recorded batch that exceeds the server's limit, and the fix."""
     limit = (
         "the server's log_max_batch_entries"
         if error.limit is None
@@ -947,8 +948,10 @@ class _ChangedWhileShipping(Exception):
 def _changed_while_shipping_message(
     shipper: _Shipper, changed: _ChangedWhileShipping
 ) -> str:
-    """Describe a file that changed under `logs ship`, what it did not ship,
-    and how to ship the rest."""
+    """Describe a file that changed under `logs ship` and how to ship the rest.
+
+    The message also names the lines that were not shipped.
+    """
     path = shipper.position.path
     line = changed.first_unsent
     return (
@@ -994,10 +997,10 @@ class _FileTracker:
         self.skip = skip and record.line > 0
         # Whether the record may move back to an earlier line of the file.
         self.started_over = False
-        # Whether batches with entries that a rerun may store are recorded
-        # to be sent again. Not with --fresh-ids: its batches have random
-        # request ids, so a resend under other ids would store their
-        # accepted entries twice.
+        # True when batches with entries that a rerun may store are recorded
+        # to be sent again. It is False with --fresh-ids, because those
+        # batches have random request ids, so a resend under other ids would
+        # store their accepted entries twice.
         self.records_retries = skip
         # The number and bytes of the line read without a line ending, which
         # is the last line read, or None.
@@ -2069,7 +2072,7 @@ def _follow_tail(
     the server's RetryInfo delay or a delay that grows from 0.2 s to 2 s,
     then raises the last error. When the gateway ends the tail because the
     saved session's access token expired, the tail opens again at once with
-    a renewed one and the same resume token. `last` gathers the resume token
+    a renewed one and the same resume token. `last` collects the resume token
     and the skipped count. `duration_ns` (--duration) counts from the first
     call.
 
@@ -2136,7 +2139,7 @@ def _follow_tail(
 def _note_unopened(
     previous: tuple[str, ...], response: logs_pb2.TailLogEntriesResponse
 ) -> tuple[str, ...]:
-    """Print on stderr when the shards that the tail does not follow yet change.
+    """Print a note on stderr when the shards not followed yet change.
 
     Returns:
       The shards that `response` lists as unopened.
@@ -2152,7 +2155,7 @@ def _note_unopened(
             "cluster` shows the shards' health)"
         )
     else:
-        message = "every log shard is followed now"
+        message = "the tail now follows every log shard"
     print(f"splitlog logs tail: {message}", file=sys.stderr, flush=True)
     return current
 
@@ -2586,8 +2589,11 @@ def _enum_name(enum, value: int) -> str:
 
 
 class _SessionRenewed(Exception):
-    """The gateway ended a stream because its access token expired, and the
-    saved session now has a new one, so the stream may open again at once."""
+    """Signal that the gateway ended a stream because its access token expired.
+
+    The saved session now has a new access token, so the stream may open
+    again at once.
+    """
 
 
 class _StreamInterrupted(ServerError):
@@ -2640,7 +2646,8 @@ class _LogsClient:
             first response, which the server sends as soon as the stream is
             open.
           _SessionRenewed: the gateway rejected the saved session's access
-            token, such as once it expired, and the session has a new one.
+            token, for example because it expired, and the session now has a
+            new one.
         """
         timeout = None if duration_ns is None else duration_ns / _NANOS_PER_SECOND
         sent = None
@@ -2691,8 +2698,9 @@ class _LogsClient:
         if unavailable and not self.responded and not self._reachable():
             return Unreachable(self.address, self.tls is not None)
         if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-            # A gateway forwards the call with the client's deadline, so a
-            # stopped log_service also ends here.
+            # The gateway forwards the call with the client's deadline, so a
+            # call to a stopped log_service also ends with DEADLINE_EXCEEDED.
+
             return ServerError(
                 f"neither the gateway at {self.address} nor the log_service "
                 f"behind it sent a response within {self.timeout:g} s "
