@@ -89,7 +89,7 @@ def test_history_runs_match_shard_for():
 
 
 def test_history_query_reads_each_overlapping_placement():
-    # Two shards before BASE, then three; one bucket per minute.
+    # Two shards before BASE, then three, with one bucket per minute.
     history = ShardingHistory(
         [TimeBuckets(["a", "b"], MINUTE), TimeBuckets(["a", "b", "c"], MINUTE)],
         [BASE],
@@ -110,7 +110,7 @@ def test_history_query_reads_each_overlapping_placement():
     assert history.shards_for_query([], BASE, BASE) == []
 
 
-def test_history_service_query_reads_its_shard_of_each_ring():
+def test_service_query_reads_each_ring():
     old = ServiceRing(["a", "b"])
     new = ServiceRing(["a", "b", "c"])
     history = ShardingHistory([old, new], [BASE], ["a", "b", "c"])
@@ -223,7 +223,7 @@ def test_pending_placement_can_be_undone(tmp_path):
     assert read_record(tmp_path)["version"] == 1
 
 
-def test_lowered_future_limit_keeps_the_largest(tmp_path):
+def test_lowered_future_limit_keeps_maximum(tmp_path):
     check_placement(tmp_path, timed(["s0", "s1"]), BASE, 600 * NANOS)
     grown = check_placement(tmp_path, timed(["s0", "s1", "s2"]), BASE, 600 * NANOS)
     # A start with a wider limit may accept entries past the new start.
@@ -484,7 +484,8 @@ def test_added_shard_keeps_entries_once(base_config, strategy):
     assert collections.Counter(tailed) == collections.Counter(
         f"{label} {i}" for label in ("new", "stream") for i in range(36)
     )
-    # The page token's snapshot holds only what was stored at the first page.
+    # The page token's snapshot contains only what was stored at the first page.
+
     paged = [e.message for e in first_page.entries] + [e.message for e in rest]
     assert collections.Counter(paged) == collections.Counter(
         f"old {i}" for i in range(36)

@@ -693,7 +693,7 @@ def test_resume_token_missing_shard_rejected(cluster):
     assert "start a new tail without a resume token" in details
 
 
-def test_resume_token_holds_late_shard_start(base_config):
+def test_resume_token_has_late_shard_start(base_config):
     config = base_config.replace(
         log_shards=2, log_replicas=1, log_node_port=0, log_fsync=False, workers=8
     )
@@ -711,7 +711,8 @@ def test_resume_token_holds_late_shard_start(base_config):
 
         # The stopped shard's stream never opens, so the first message comes
         # after the wait for it. It carries the shard's commit sequence from
-        # the coordinator's last poll, 0 as the shard has no entries.
+        # the coordinator's last poll, which is 0 because the shard has no
+        # entries.
         call = cluster.stub.TailLogEntries(pb.TailLogEntriesRequest(), timeout=30)
         first_response = next(call)
         token = first_response.resume_token
@@ -1155,8 +1156,9 @@ def test_late_shard_sends_later_entries(cluster):
 
     clients = NodeClients(cluster.config.max_message_bytes)
     # After the first response, each FollowEntries call waits until the test
-    # has written, so a tail that starts the shard after its newest entry
-    # then misses every entry written after the first response.
+    # has written. A tail that starts the shard after its newest entry
+    # therefore misses every entry written after the first response.
+
     first_sent = threading.Event()
     written = threading.Event()
 
