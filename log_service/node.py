@@ -1864,7 +1864,6 @@ def _unheld_entries(
     `held` contains the request indexes that the node stores under the
     batch's id, and `runs` contains the batch's index runs. Returns None when
     the node stores every entry.
-
     """
     positions, new_runs = held.new_entries(runs)
     if not positions:

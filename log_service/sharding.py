@@ -212,7 +212,6 @@ class ShardingHistory:
                 if runs and runs[-1][0] == shard:
                     # The shard is the same on both sides of a placement's
                     # start, so extend the previous run.
-
                     runs[-1] = (shard, runs[-1][1], start + run_stop)
                 else:
                     runs.append((shard, start + run_start, start + run_stop))

@@ -744,7 +744,6 @@ class Tail:
                     # The start is a commit sequence that the coordinator
                     # polled, so it needs no check against the leader's last
                     # sequence.
-
                     position, epoch = late
                     checked = True
             route = self._coordinator.route(shard)

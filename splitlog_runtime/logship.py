@@ -18,12 +18,11 @@ retried without a time limit. Services start before log_service is
 listening, and on a loaded machine the log router can take more than a
 minute to come up. The records that follow wait in the queue, so a process
 that never reaches log_service keeps at most `queue_size` records and the
-batch in flight.
-Records dropped from the full queue meanwhile are counted. Once the first
-call succeeds, their number is logged once, both to the process's other
-handlers and as a shipped entry. A handler created with `send=False` only
-queues records until `start_sending` is called, for a process that starts
-the log router itself.
+batch in flight. Records dropped from the full queue meanwhile are counted.
+Once the first call succeeds, their number is logged once, both to the
+process's other handlers and as a shipped entry. A handler created with
+`send=False` only queues records until `start_sending` is called, for a
+process that starts the log router itself.
 
 The handler never ships records of the gRPC library (loggers under `grpc`),
 of this module, or of its own sending thread, because sending them would log

@@ -448,7 +448,6 @@ class BearerInterceptor(
     use is sent again after a refresh of the session's tokens. A streaming
     call is not sent again. Its caller decides whether to open it again, as
     `logs tail` does after `Credential.renew`.
-
     """
 
     def __init__(self, credential: Credential) -> None:

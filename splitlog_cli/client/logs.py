@@ -2700,7 +2700,6 @@ class _LogsClient:
         if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
             # The gateway forwards the call with the client's deadline, so a
             # call to a stopped log_service also ends with DEADLINE_EXCEEDED.
-
             return ServerError(
                 f"neither the gateway at {self.address} nor the log_service "
                 f"behind it sent a response within {self.timeout:g} s "

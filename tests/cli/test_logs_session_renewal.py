@@ -105,7 +105,6 @@ def config_home(live: LogsGateway, tmp_path, monkeypatch):
     """Save a session of an administrator, as `splitlog auth signin` does.
 
     Returns the XDG_CONFIG_HOME that contains it, also set for this process.
-
     """
     with grpc.insecure_channel(live.address) as channel:
         signed_up = sign_up_user(channel, "renew", PASSWORD, TIMEOUT)

@@ -218,7 +218,6 @@ def test_close_before_first_delivery_is_bounded(logger):
     elapsed = time.monotonic() - started
 
     # The sender's call waits up to 5 s for a connection, and closing ends it.
-
     assert elapsed < 1.6
     assert handler.dropped_count == 1
     assert not handler._sender.is_alive()

@@ -485,7 +485,6 @@ def test_added_shard_keeps_entries_once(base_config, strategy):
         f"{label} {i}" for label in ("new", "stream") for i in range(36)
     )
     # The page token's snapshot contains only what was stored at the first page.
-
     paged = [e.message for e in first_page.entries] + [e.message for e in rest]
     assert collections.Counter(paged) == collections.Counter(
         f"old {i}" for i in range(36)

@@ -1158,7 +1158,6 @@ def test_late_shard_sends_later_entries(cluster):
     # After the first response, each FollowEntries call waits until the test
     # has written. A tail that starts the shard after its newest entry
     # therefore misses every entry written after the first response.
-
     first_sent = threading.Event()
     written = threading.Event()
 
