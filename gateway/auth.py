@@ -7,10 +7,11 @@ front, a `Grpc-Metadata-Authorization` header is such an entry too.
 user_service's internal CredentialService checks the credential, including
 whether its session was signed out or the key revoked, on the credential's
 first call and again once the gateway's cached result goes stale (see
-below). A check takes at most `deadline_seconds`, and ends a margin before
-the caller's deadline (`splitlog_runtime.channels.answer_before`), failing
-with DEADLINE_EXCEEDED (reason CREDENTIAL_CHECK_DEADLINE_EXCEEDED, REST 504),
-so that a client that set a deadline gets that error rather than its own.
+below). A check takes at most `deadline_seconds`. It also ends a margin
+before the caller's deadline (`splitlog_runtime.channels.answer_before`) and
+then fails with DEADLINE_EXCEEDED (reason CREDENTIAL_CHECK_DEADLINE_EXCEEDED,
+REST 504). A client that set a deadline thus receives this error rather than
+its own.
 Methods that cannot have a credential yet (SignUp, SignIn, RefreshToken)
 and, by default, health and reflection are open. With `auth_open_health`
 off, a health call may carry a principal signed with the auth secret in
@@ -228,8 +229,8 @@ class GatewayAuth:
           PermissionDenied: the credential lacks the method's scope, or the
             method needs an administrator.
           Unavailable: user_service cannot check the credential.
-          DeadlineExceeded: user_service did not check it within
-            `time_left`.
+          DeadlineExceeded: user_service did not check the credential a
+            margin before the caller's deadline.
         """
         principal, _ = await self.authenticate_stream(
             method, metadata, client, watch=False, time_left=time_left
@@ -270,7 +271,7 @@ class GatewayAuth:
             )
             return principal, None
         credential = bearer_credential(metadata)
-        checked = await self._checked(credential, time_left)
+        checked = await self._check_cached(credential, time_left)
         principal = _authorized(method, checked, client)
         if not watch:
             return principal, None
@@ -288,14 +289,16 @@ class GatewayAuth:
         )
         return principal, task
 
-    async def _checked(self, credential: str, time_left: float | None) -> Checked:
-        """Return the check of a credential, kept or made within `time_left`.
+    async def _check_cached(self, credential: str, time_left: float | None) -> Checked:
+        """Check a credential through the cache and return the result.
 
-        A check that the cache shares goes on for its other callers when
-        this one gives up.
+        A cached result is returned at once. A new check must end a margin
+        before the caller's deadline, `time_left` seconds away. When this
+        caller gives up, a check that the cache shares with other callers
+        continues for them.
 
         Raises:
-          the errors of `_check`.
+          Any error of `_check`.
           DeadlineExceeded: the check did not end a margin before the
             caller's deadline.
         """
@@ -303,9 +306,9 @@ class GatewayAuth:
         if time_left is not None and time_left <= 1e9:
             limit = answer_before(time_left)
             if limit >= self._timeout:
-                # The check's own timeout ends it first.
+                # The check's own timeout expires first, so set no limit.
                 limit = None
-        # A kept credential is returned without waiting, so even a deadline
+        # A cached result is returned without suspending, so even a deadline
         # that has passed does not interrupt it.
         timeout = asyncio.timeout(limit)
         try:
@@ -316,7 +319,8 @@ class GatewayAuth:
                 raise
             raise DeadlineExceeded(
                 "user_service did not check the credential within the call's "
-                "deadline; retry, with a longer deadline if it happens again",
+                "deadline. Retry the call, and set a longer deadline if it "
+                "times out again.",
                 reason=CREDENTIAL_CHECK_DEADLINE_EXCEEDED,
                 retry_delay=1.0,
             ) from None

@@ -19,15 +19,15 @@ retries safe. When the backend misses the deadline of a create whose key the
 gateway filled in, the error names that key (`proxy.backend_deadline_exceeded`),
 so the client can send the create again with it and get the first result.
 
-The gRPC proxy gets the request as bytes. It parses them with protobuf as an
-`Empty`, so that the top-level fields come out as unknown fields and nested
-messages stay unparsed, and appends the key as a serialized request that
-holds only the key. That costs about 2.4 us per CreateExpense of 300
-bytes, 0.6 us more than a walk of the wire format written out in Python,
-and 160 us for a BatchCreateExpenses of 500 expenses (136 KB), where the
-walk took 270 us. Measured with timeit (thread time, best of 15) on
-CPython 3.11 and protobuf 7.36 with its upb backend, on an AMD EPYC
-virtual machine with 2 vCPUs.
+The gRPC proxy receives the request as bytes. It parses them with protobuf as
+an `Empty`, so that the top-level fields become unknown fields and nested
+messages stay unparsed. It then appends the key as a serialized request that
+contains only the key. This costs about 2.4 us per CreateExpense of 300 bytes,
+which is 0.6 us more than a pure-Python walk of the wire format. For a
+BatchCreateExpenses of 500 expenses (136 KB) it costs 160 us, where the walk
+took 270 us. Measured with timeit (thread time, best of 15) on CPython 3.11
+and protobuf 7.36 with its upb backend, on an AMD EPYC virtual machine with
+2 vCPUs.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ REQUEST_ID_FIELD = "request_id"
 #: Metadata that goes with a call whose request_id the gateway filled in.
 FILLED = ((FILLED_REQUEST_ID_KEY, "1"),)
 
-# The wire type of a string field, and of any other length-delimited field.
+# Wire type of length-delimited fields, which include string fields.
 _LENGTH_DELIMITED = 2
 
 
@@ -74,7 +74,7 @@ def request_id_number(method: MethodDescriptor) -> int | None:
 def filled_request_class(method: MethodDescriptor) -> type[Message] | None:
     """Return the request class of a method whose request_id the gateway fills in.
 
-    None when `request_id_number` is None for the method.
+    Return None when `request_id_number` is None for the method.
     """
     if request_id_number(method) is None:
         return None
@@ -98,8 +98,8 @@ def _sets_request_id(request: bytes, number: int) -> bool:
         if field.field_number == number and field.wire_type == _LENGTH_DELIMITED:
             found = len(field.data) > 0
         elif field.field_number == 0:
-            # upb (protobuf 7.36) parses field number 0 into an Empty, though it
-            # rejects it in other messages.
+            # upb (protobuf 7.36) accepts field number 0 in an Empty, but
+            # rejects it in other messages, so reject it here too.
             raise DecodeError("field number 0 is not valid")
     return found
 
@@ -110,16 +110,19 @@ def with_request_id(
     max_message_bytes: int,
     key: str | None = None,
 ) -> bytes:
-    """Return a serialized request with `key`, a fresh UUID by default, as request_id.
+    """Append `key`, a fresh UUID by default, as request_id to a serialized request.
 
     `request_class` is the request's message class, with a string field
-    `request_id`. A request that sets the field already, whose bytes do not
-    parse, or that the field would take over `max_message_bytes`, is
-    returned unchanged, as the same object. The backend rejects one that
-    does not parse with its own error. The field is appended as a serialized
-    `request_class` that holds only the key: protobuf merges concatenated
-    messages and keeps the last occurrence of a string field, so the
-    client's bytes stay as they were, unknown fields included.
+    `request_id`. The key is appended as a serialized `request_class` that
+    contains only the key. Protobuf merges concatenated messages and keeps
+    the last occurrence of a string field, so the client's bytes stay as they
+    were, unknown fields included.
+
+    Returns:
+      The request with the key appended. The request is returned unchanged,
+      as the same object, when it sets the field already, when its bytes do
+      not parse, or when the key would take it over `max_message_bytes`.
+      The backend rejects a request that does not parse with its own error.
     """
     number = request_class.DESCRIPTOR.fields_by_name[REQUEST_ID_FIELD].number
     try:

@@ -256,8 +256,8 @@ class BackendPool:
 
         The first success after the backend was unreachable writes an INFO
         line and ends that run of failures. Otherwise it costs two dict
-        look-ups. A path of no backend, such as a view that the gateway
-        serves itself, is ignored.
+        look-ups. A path that no backend serves, such as a view that the
+        gateway serves itself, is ignored.
         """
         backend = self.backend_by_method.get(path)
         if backend is not None:
@@ -452,19 +452,19 @@ class ProxyHandlers:
         return handlers
 
     def _timeout(
-        self, context: grpc.aio.ServicerContext, filled_key: bool = False
+        self, context: grpc.aio.ServicerContext, has_filled_key: bool = False
     ) -> float | None:
         """Return the backend deadline of a unary-response call.
 
-        With `filled_key`, the gateway gave the call a request_id, so the
-        backend call ends a margin before the client's deadline: the error
-        that names the key then reaches a client that set a deadline before
-        the client's own DEADLINE_EXCEEDED does (`answer_before`).
+        `has_filled_key` is true when the gateway gave the call a request_id.
+        The backend call then ends a margin before the client's deadline
+        (`answer_before`). The gateway's error, which names the key, thus
+        reaches the client before the client's own DEADLINE_EXCEEDED.
         """
         remaining = context.time_remaining()
         if remaining is None or remaining > 1e9:
             return self._default_timeout
-        if filled_key:
+        if has_filled_key:
             return answer_before(remaining)
         return max(remaining, 0.0)
 
@@ -506,9 +506,9 @@ class ProxyHandlers:
             await self._check_size(request, context)
             filled_key = None
             if request_class is not None:
-                # A call in process is never retried, but a client whose call
-                # times out needs the key to send the create again, as over
-                # the network.
+                # A call in process is never retried. It still gets a key,
+                # because a client whose call times out needs the key to send
+                # the create again, as over the network.
                 key = str(uuid.uuid4())
                 filled = idempotency.with_request_id(
                     request, request_class, self._max_message_bytes, key

@@ -14,8 +14,8 @@ from splitlog.logs.v1 import logs_service_pb2
 REQUEST = balances_pb.CreateSettlementRequest
 NUMBER = REQUEST.DESCRIPTOR.fields_by_name["request_id"].number
 LIMIT = 1 << 20
-# A field that CreateSettlementRequest does not define, as a newer client
-# may send: field 99 as a varint, a length-delimited value and a group.
+# Field 99, which CreateSettlementRequest does not define but a newer client
+# may send, encoded as a varint, as a length-delimited value and as a group.
 UNKNOWN_VARINT = bytes([99 << 3 & 0x7F | 0x80, 99 >> 4, 0x96, 0x01])
 UNKNOWN_BYTES = bytes([99 << 3 & 0x7F | 0x80 | 2, 99 >> 4, 3]) + b"abc"
 UNKNOWN_GROUP = (
@@ -96,13 +96,13 @@ def test_last_of_repeated_request_ids_counts():
     assert idempotency.with_request_id(sent, REQUEST, LIMIT) is sent
 
 
-def test_empty_request_id_alone_counts_as_missing():
+def test_lone_empty_request_id_is_missing():
     sent = _request().SerializeToString() + _string_field(NUMBER, b"")
     filled = idempotency.with_request_id(sent, REQUEST, LIMIT)
     assert uuid.UUID(REQUEST.FromString(filled).request_id).version == 4
 
 
-def test_other_wire_type_counts_as_missing():
+def test_wrong_wire_type_is_missing():
     # Protobuf parses a field of the wrong wire type as an unknown field, so
     # the backend would see no request_id.
     sent = _request().SerializeToString() + bytes([NUMBER << 3, 5])
@@ -116,21 +116,21 @@ def test_other_wire_type_counts_as_missing():
     [UNKNOWN_VARINT, UNKNOWN_BYTES, UNKNOWN_GROUP],
     ids=["varint", "bytes", "group"],
 )
-def test_unknown_fields_are_kept_byte_for_byte(unknown):
+def test_unknown_fields_kept_exactly(unknown):
     sent = unknown + _request().SerializeToString() + unknown
     filled = idempotency.with_request_id(sent, REQUEST, LIMIT, "key-1")
     assert filled == sent + _string_field(NUMBER, b"key-1")
     assert REQUEST.FromString(filled).request_id == "key-1"
 
 
-def test_key_that_is_given_is_used():
+def test_given_key_is_used():
     sent = _request().SerializeToString()
     filled = idempotency.with_request_id(sent, REQUEST, LIMIT, "key-1")
     assert REQUEST.FromString(filled).request_id == "key-1"
 
 
 def test_nested_request_id_is_ignored():
-    # Field 4 inside the settlement is another field, not the request's key.
+    # Field 4 of the settlement is its amount, not the request's request_id.
     settlement = _string_field(NUMBER, b"nested")
     sent = bytes([2 << 3 | 2, len(settlement)]) + settlement
     filled = idempotency.with_request_id(sent, REQUEST, LIMIT, "key-1")
@@ -170,7 +170,7 @@ def test_request_at_the_limit_is_kept():
     assert idempotency.with_request_id(sent, REQUEST, len(sent) + 10) == sent
 
 
-def test_request_that_just_fits_is_filled():
+def test_request_just_fitting_is_filled():
     sent = _request().SerializeToString()
     limit = len(sent) + len(_string_field(NUMBER, b"key-1"))
     assert idempotency.with_request_id(sent, REQUEST, limit, "key-1") != sent
@@ -186,7 +186,7 @@ def test_parsed_request_is_filled_when_it_fits():
     assert at_limit.request_id == ""
 
 
-def test_filled_request_class_is_the_request_message():
+def test_filled_request_class_of_create():
     method = balances_pb.DESCRIPTOR.services_by_name["BalancesService"].methods_by_name[
         "CreateSettlement"
     ]

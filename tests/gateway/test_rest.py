@@ -470,7 +470,7 @@ def test_if_match_without_etag_400(client, method, path):
     assert "PATCH, DELETE and POST actions such as :undelete" in error["message"]
 
 
-def test_if_match_on_resource_get_names_writes(client):
+def test_if_match_on_get_rejected(client):
     created = _create_user(client)
 
     response = client.get(
@@ -1250,7 +1250,7 @@ def test_money_units_plain_forms_pass_check(client, units):
 
 
 def _post_units_text(client, units: str) -> httpx.Response:
-    """Create an expense whose total's units is written as the JSON text `units`."""
+    """POST an expense whose total.units is the raw JSON text `units`."""
     body = '{"total": {"currencyCode": "USD", "units": ' + units + "}}"
     return client.post(
         "/v1/groups/g1/expenses",
@@ -1263,9 +1263,9 @@ def _post_units_text(client, units: str) -> httpx.Response:
 def test_money_units_integral_number_passes_check(client, units):
     response = _post_units_text(client, units)
 
-    # An integral JSON number is read as its integer, as protobuf's JSON
-    # mapping reads it, so the call goes on to expense_service, which is not
-    # running here.
+    # The gateway reads an integral JSON number as an integer, as protobuf's
+    # JSON mapping does. The call thus goes on to expense_service, which is
+    # not running here.
     assert response.status_code == 503, response.text
 
 
