@@ -311,7 +311,8 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         client = _client_of(context)
         checked_email = None
         # One slot covers the new hash and the check of old_password. It is
-        # taken before the transaction, so no waiter holds a connection.
+        # acquired before the transaction, so no waiter keeps a database
+        # connection open.
         with self._hashing.slot(context):
             new_hash = auth.hash_password(new_password)
             with transaction(self._database) as session:
@@ -379,8 +380,8 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
             "the email or the password is wrong; check both and try again",
             reason="WRONG_CREDENTIALS",
         )
-        # The slot covers the check and a rehash, and is taken before the
-        # transaction, so no waiter holds a database connection.
+        # The slot covers the check and a rehash. It is acquired before the
+        # transaction, so no waiter keeps a database connection open.
         with self._hashing.slot(context), transaction(self._database) as session:
             user = storage.find_user_by_email(session, request.email)
             row = auth_storage.get_password(session, user.id) if user else None

@@ -1,14 +1,15 @@
-"""A bound on the password hashes that user_service computes at once.
+"""Limit on the number of password hashes that user_service computes at once.
 
-Each Argon2 hash or check takes 64 MiB of memory and tens of milliseconds of
-CPU time. Without a bound, a flood of sign-ins with made-up emails makes every
-handler thread hash at once: memory grows by 64 MiB per thread, and calls that
-hash nothing, such as the gateway's credential checks, queue behind them.
+Each Argon2 hash or check takes 64 MiB of memory (argon2-cffi's default
+memory_cost) and tens of milliseconds of CPU time. Without a limit, a flood of
+sign-ins with made-up emails makes every handler thread hash at once. Memory
+then grows by 64 MiB per thread, and calls that hash nothing, such as the
+gateway's credential checks, queue behind them.
 
 `PasswordHashing` lets `concurrency` callers hash at once and as many more
-wait, each for at most `max_wait_seconds` and never past its deadline. Any
-other caller gets RESOURCE_EXHAUSTED with a retry delay at once, so most
-handler threads stay free for calls that present a token or an API key.
+wait. Each waiter waits at most `max_wait_seconds` and never past its
+deadline. Any other caller gets RESOURCE_EXHAUSTED with a retry delay at once,
+so most handler threads stay free for calls that present a token or an API key.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ _LOGGER = logging.getLogger(__name__)
 PASSWORD_HASHING_BUSY = "PASSWORD_HASHING_BUSY"
 #: Seconds after which a rejected caller may try again.
 RETRY_DELAY_SECONDS = 1.0
-#: Part of the caller's deadline kept for the work after the wait: the hash
-#: itself and the database.
+#: Seconds of the caller's deadline reserved for the work after the wait, which
+#: is the hash itself and the database.
 DEADLINE_RESERVE_SECONDS = 0.5
 
 
@@ -44,10 +45,11 @@ def cpu_count() -> int:
 
 
 def resolve_concurrency(configured: int, workers: int) -> int:
-    """Return the bound for an `auth_password_hash_concurrency` setting.
+    """Return the concurrency for an `auth_password_hash_concurrency` setting.
 
-    0 means the number of CPUs, but at most a quarter of `workers`, so that
-    hashing callers and their waiters hold at most half the handler threads.
+    A setting of 0 selects the number of CPUs, capped at a quarter of
+    `workers` and at least 1. Hashing callers and their waiters then occupy at
+    most half the handler threads.
     """
     if configured > 0:
         return configured
@@ -55,7 +57,7 @@ def resolve_concurrency(configured: int, workers: int) -> int:
 
 
 class PasswordHashing:
-    """Slots for hashing or checking passwords, a bounded number at a time.
+    """Limited set of slots for hashing or checking passwords.
 
     Attributes:
       concurrency: maximum number of callers that hold a slot at once.
@@ -65,7 +67,7 @@ class PasswordHashing:
 
     @classmethod
     def from_config(cls, config: Any) -> PasswordHashing:
-        """Build the bound from auth_password_hash_concurrency and its wait."""
+        """Build the limit from auth_password_hash_concurrency and its max wait."""
         return cls(
             resolve_concurrency(config.auth_password_hash_concurrency, config.workers),
             config.auth_password_hash_max_wait_seconds,
@@ -84,12 +86,13 @@ class PasswordHashing:
 
     @contextlib.contextmanager
     def slot(self, context: grpc.ServicerContext | None) -> Iterator[None]:
-        """Hold a slot to hash or check passwords while the block runs.
+        """Acquire a slot to hash or check passwords, and hold it while the block runs.
 
         Raises:
-          ResourceExhausted: no slot came free within `max_wait_seconds` or
-            before the caller's deadline (less a reserve for the hash), or
-            `concurrency` callers already wait.
+          ResourceExhausted: `concurrency` callers are already waiting, or no
+            slot became free in time. The wait ends after `max_wait_seconds`
+            or DEADLINE_RESERVE_SECONDS before the caller's deadline,
+            whichever comes first.
         """
         if not self._slots.acquire(blocking=False):
             self._wait(context)
@@ -126,8 +129,8 @@ class PasswordHashing:
         _LOGGER.debug("rejected a password hash: all %d slots taken", self.concurrency)
         return ResourceExhausted(
             f"all {self.concurrency} slots for computing a password hash "
-            "(auth_password_hash_concurrency) are taken and none came free in "
-            f"time; retry in {RETRY_DELAY_SECONDS:g} s. An operator with spare "
+            "(auth_password_hash_concurrency) are taken and none became free in "
+            f"time. Retry in {RETRY_DELAY_SECONDS:g} s. An operator with spare "
             "CPUs and memory (64 MiB per hash) may raise "
             "auth_password_hash_concurrency, or turn on the sign-in lockout "
             "and rate limit against floods",

@@ -1,9 +1,9 @@
-"""The bound on password hashes at once, with a real user_service and gateway.
+"""Tests of the password hash limit with a real user_service and gateway.
 
-A flood of sign-ins with made-up emails must not make user_service compute
-more than auth_password_hash_concurrency hashes at once, must get quick
-RESOURCE_EXHAUSTED errors with a retry delay instead of deadline errors,
-and must leave calls with an access token fast.
+During a flood of sign-ins with made-up emails, user_service must compute at
+most auth_password_hash_concurrency hashes at once. The flood must get quick
+RESOURCE_EXHAUSTED errors with a retry delay instead of deadline errors, and
+calls with an access token must stay fast.
 """
 
 from __future__ import annotations
@@ -56,12 +56,14 @@ def system(tmp_path_factory):
             "log_service_addr": closed_address(),
         },
     )
+
     hashing = PasswordHashing.from_config(config)
     users = user_app.build(config, "127.0.0.1:0", guard=AllowGuard(), hashing=hashing)
     config = config.replace(user_service_addr=f"127.0.0.1:{users.port}")
     gateway = loop_thread.run(build(config, "127.0.0.1:0", "127.0.0.1:0"))
     channel = grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}")
     yield channel, hashing
+
     channel.close()
     loop_thread.run(gateway.stop(0))
     users.stop(0)
@@ -132,8 +134,8 @@ def test_sign_in_flood_bounded(system):
         thread.join()
 
     assert calls >= 10
-    # Without the bound these calls waited behind the hashes until their
-    # deadline; the margin is for a loaded test machine.
+    # Without the limit, these calls waited behind the hashes until their
+    # deadline. The margin allows for a loaded test machine.
     assert slowest < 2.5, f"a call with a token took {slowest:.2f} s"
     assert set(outcomes) <= {
         grpc.StatusCode.UNAUTHENTICATED,
@@ -144,9 +146,10 @@ def test_sign_in_flood_bounded(system):
     info, retry = _details(busy[0])
     assert info.reason == PASSWORD_HASHING_BUSY
     assert info.metadata["limit"] == "auth_password_hash_concurrency"
-    assert retry is not None and retry.retry_delay.ToNanoseconds() > 0
+    assert retry is not None
+    assert retry.retry_delay.ToNanoseconds() > 0
     assert "auth_password_hash_concurrency" in busy[0].details()
-    # Never more than the one configured hash at a time.
+    # At most the one configured hash ran at a time.
     assert hashing.peak == 1
     # Once the flood ends, the owner signs in.
     _sign_in(channel, created.user.email, PASSWORD, timeout=5)
@@ -164,7 +167,8 @@ def test_full_slots_short_deadline(system):
             _sign_in(channel, "long@example.com", "some password 123", timeout=5)
         waited_took = time.monotonic() - started
 
-    # Too little of the deadline is left for a wait and a hash: no wait.
+    # Too little of the deadline is left for a wait and a hash, so the call
+    # is rejected without a wait.
     assert short.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert short_took < 0.35
     # Otherwise the call waits up to the configured time, then gives up.
