@@ -24,10 +24,11 @@ SUMMARY_INTERVAL_SECONDS = 30.0
 
 
 class Throttle:
-    """At most one event per interval, with the count of the events held back.
+    """Rate limiter that passes at most one event per interval.
 
-    The first event passes, then at most one per `interval` seconds after
-    the last one that passed. Safe to call from several threads.
+    The first event passes. After that, the next event passes only once
+    `interval` seconds have gone by since the last one that passed. The
+    limiter counts the events it holds back. It is thread-safe.
 
     Args:
       interval: minimum seconds between two events that pass.
@@ -44,9 +45,11 @@ class Throttle:
         self._held_back = 0
 
     def allow(self) -> int | None:
-        """Record an event and return the number held back since the last one passed.
+        """Record an event and return whether it passes.
 
-        Returns None when this event is held back too.
+        Returns:
+          The number of events held back since the last one that passed, or
+          None when this event is held back too.
         """
         now = self._clock()
         with self._lock:
@@ -58,7 +61,7 @@ class Throttle:
             return held_back
 
     def reset(self) -> None:
-        """Let the next event pass at once, and forget the count held back."""
+        """Let the next event pass at once and clear the count of held-back events."""
         with self._lock:
             self._next_allowed = float("-inf")
             self._held_back = 0
@@ -95,8 +98,8 @@ class FailureLog:
     def failed(self, message: str, *args: object, level: int = logging.WARNING) -> None:
         """Record a failure and write it when the run starts or the interval is up.
 
-        `message` and `args` are as for `logging.Logger.warning`; `level` is
-        the level of the line, WARNING by default.
+        `message` and `args` are as for `logging.Logger.warning`. `level` is
+        the log level of the line, WARNING by default.
         """
         now = self._clock()
         with self._lock:

@@ -108,7 +108,7 @@ def test_keyed_success_logs_recovery_of_its_key(keyed, clock, caplog):
     assert infos == ["calls to ann succeed again after 1 failures in 1.0s"]
 
 
-def test_failure_is_logged_at_the_given_level(failures, caplog):
+def test_failure_logged_at_given_level(failures, caplog):
     caplog.set_level(logging.INFO, logger=LOGGER)
     failures.failed("events cannot be applied", level=logging.ERROR)
     assert _messages(caplog, logging.ERROR) == ["events cannot be applied"]
@@ -119,11 +119,11 @@ def throttle(clock) -> Throttle:
     return Throttle(10.0, clock)
 
 
-def test_throttle_lets_the_first_event_through(throttle):
+def test_throttle_passes_first_event(throttle):
     assert throttle.allow() == 0
 
 
-def test_throttle_counts_the_events_it_holds_back(throttle, clock):
+def test_throttle_counts_held_back_events(throttle, clock):
     assert throttle.allow() == 0
     assert [throttle.allow() for _ in range(3)] == [None, None, None]
     clock.now += 9.9
@@ -133,7 +133,7 @@ def test_throttle_counts_the_events_it_holds_back(throttle, clock):
     assert throttle.allow() is None
 
 
-def test_throttle_interval_starts_at_the_event_let_through(throttle, clock):
+def test_throttle_interval_starts_at_pass(throttle, clock):
     throttle.allow()
     clock.now += 25.0
     assert throttle.allow() == 0
@@ -141,7 +141,7 @@ def test_throttle_interval_starts_at_the_event_let_through(throttle, clock):
     assert throttle.allow() is None
 
 
-def test_throttle_reset_lets_the_next_event_through(throttle):
+def test_throttle_reset_passes_next_event(throttle):
     throttle.allow()
     throttle.allow()
     throttle.reset()
