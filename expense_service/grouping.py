@@ -8,11 +8,11 @@ So a lone caller writes at once, and callers that arrive while a group is
 being written form the next group, with no timer.
 
 Items that share a key (a create's request_id) would make the group's
-transaction fail on the key's unique index. Only the first item of a key in
-a group is written with it. The others, and items for which `write_group`
-returns None because their key is stored already, are not written, and
-their callers write them alone once the group has committed, so that they
-find the stored row and return it.
+transaction fail on the key's unique index. So only the first item of each
+key in a group is written with the group. The group does not write the later
+items of a key, nor items for which `write_group` returns None because their
+key is stored already. Their callers write them alone once the group has
+committed, and so find the stored row and return it.
 
 If `write_group` raises, every caller of the group then writes its item
 alone. One bad item therefore costs the others only the lost group, never a
@@ -63,18 +63,18 @@ class GroupWriter(Generic[_Item, _Result]):
     """Write the items of concurrent callers in groups.
 
     Args:
-      write_group: writes a group of items in one transaction and returns
-        one result per item, in order, or None for an item that it did not
+      write_group: writes a group of items in one transaction. It returns
+        one result per item, in order, with None for an item that it did not
         write. When it raises, it must have written nothing, unless the
         transaction's COMMIT got no reply.
       max_items: maximum number of items in one group.
       key: returns an item's unique key, or None for an item without one.
-        Of the items with one key in a group, only the first is passed to
-        `write_group`.
+        Of the items in a group that share a key, only the first is passed
+        to `write_group`.
 
     Attributes:
-      failed_groups: the number of groups whose `write_group` raised, so
-        that each of their callers wrote alone.
+      failed_groups: number of groups whose `write_group` raised. Each
+        caller of such a group wrote its item alone.
     """
 
     def __init__(
@@ -103,9 +103,10 @@ class GroupWriter(Generic[_Item, _Result]):
 
         Returns:
           (True, the item's result) once its group is committed, or
-          (False, None) when the group did not write the item and the caller
-          must write it on its own: the group failed, the item's key was
-          stored already, or an earlier item of the group had the same key.
+          (False, None) when the group did not write the item. The caller
+          must then write the item on its own. This happens when the group
+          failed, when the item's key was stored already, or when an earlier
+          item of the group had the same key.
         """
         entry: _Entry[_Item, _Result] = _Entry(item)
         with self._lock:
@@ -124,21 +125,21 @@ class GroupWriter(Generic[_Item, _Result]):
         with self._lock:
             group = self._queue[: self._max_items]
             del self._queue[: self._max_items]
-        firsts = self._first_of_each_key(group)
+        first_entries = self._first_of_each_key(group)
         try:
-            results = self._write_group([entry.item for entry in firsts])
+            results = self._write_group([entry.item for entry in first_entries])
         except Exception as exc:
             self.failed_groups += 1
             # The error's text may quote the rows' values, so it is logged at
             # DEBUG only.
             _LOGGER.info(
                 "a group of %d writes failed (%s); writing each alone",
-                len(firsts),
+                len(first_entries),
                 type(exc).__name__,
             )
             _LOGGER.debug("the group of writes failed with: %s", exc)
         else:
-            for entry, result in zip(firsts, results, strict=True):
+            for entry, result in zip(first_entries, results, strict=True):
                 if result is not None:
                     entry.result = result
                     entry.written = True
@@ -148,19 +149,19 @@ class GroupWriter(Generic[_Item, _Result]):
     def _first_of_each_key(
         self, group: list[_Entry[_Item, _Result]]
     ) -> list[_Entry[_Item, _Result]]:
-        """Return the entries of a group without those whose key came earlier."""
+        """Return the entries of a group, less those whose key came earlier."""
         if self._key is None:
             return group
         seen: set[Hashable] = set()
-        firsts = []
+        first_entries = []
         for entry in group:
             key = self._key(entry.item)
             if key is not None:
                 if key in seen:
                     continue
                 seen.add(key)
-            firsts.append(entry)
-        return firsts
+            first_entries.append(entry)
+        return first_entries
 
     def _hand_over(
         self, group: list[_Entry[_Item, _Result]], writer: _Entry[_Item, _Result]

@@ -532,7 +532,8 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
                 if not retry_conflict or integrity_retried:
                     raise
                 integrity_retried = True
-                # The database's message quotes the key's value.
+                # The database's message quotes the key's value, so it is
+                # logged at DEBUG only.
                 _LOGGER.debug("retrying after a unique-key conflict: %s", exc.orig)
                 continue
             except DBAPIError as exc:
@@ -738,10 +739,10 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
 
         if not request.expense_id:
             # A generated name needs no look-up, so the create can join a
-            # group commit. A create that the group did not write, as when a
-            # concurrent create took its request_id, runs alone below and
-            # makes the look-ups on its first attempt, which replay that
-            # create's expense.
+            # group commit. The group may not write the create, for example
+            # when a concurrent create took its request_id. The create then
+            # runs alone below. Its first attempt makes the look-ups, which
+            # replay the other create's expense.
             written, stored = self._creates.write(create)
             if written:
                 return pb.CreateExpenseResponse(
@@ -818,13 +819,13 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         """Write a group of new expenses and their ledger events in one transaction.
 
         A create whose request_id is stored already, typically by a
-        concurrent retry in the previous group, is left out and gets None,
-        so that its caller replays the stored expense instead of making the
-        whole group fail on the key.
+        concurrent retry in the previous group, is left out and gets None.
+        Its caller then replays the stored expense, and the key does not
+        make the whole group fail.
 
         Raises:
-          IntegrityError: a request_id was taken by a transaction that
-            committed after the look-up; nothing is written.
+          IntegrityError: a transaction that committed after the look-up took
+            one of the request_ids. Nothing is written.
         """
         keys = [create.request_id for create in creates if create.request_id]
         with self._database.transaction() as session:
@@ -1504,9 +1505,9 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         ):
             raise _RevisionChanged()
         if checked.draft == messages.stored_draft(stored):
-            # An update that sets every field to its stored value stores
-            # nothing, so the etag, update_time, last_modifier and ledger
-            # stay as they are and other readers' etags stay current.
+            # An update that sets every field to its stored value writes
+            # nothing. The etag, update_time, last_modifier and ledger stay
+            # as they are, so other readers' etags stay current.
             return messages.expense_message(stored)
         now = storage.utc_now()
         row = stored.row

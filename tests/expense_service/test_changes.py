@@ -357,7 +357,7 @@ def test_update_no_op_still_checks_etag(clients, group, expense):
     assert reason_of(error) == "ETAG_MISMATCH"
 
 
-def test_update_no_op_on_deleted_expense_fails(clients, group, expense):
+def test_update_no_op_deleted_fails(clients, group, expense):
     _delete(clients, expense.name)
 
     error = _update_error(clients, _change(expense, group.members[1]))

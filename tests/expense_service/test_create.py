@@ -431,9 +431,9 @@ def test_concurrent_retries_create_one_expense(clients, group):
 
 def test_concurrent_shared_request_ids(clients, group, caplog):
     # Creates that arrive together are written in one transaction. Of a pair
-    # that shares a request_id, only the first is written with the others;
+    # that shares a request_id, only the first is written with the group, and
     # the second replays it. No group fails and falls back to writing each
-    # create alone, and every other create succeeds.
+    # create alone. Every other create succeeds.
     caplog.set_level(logging.DEBUG, logger="expense_service")
     create_expense(clients, group)
     before = latest_sequence(clients)
@@ -457,7 +457,8 @@ def test_concurrent_shared_request_ids(clients, group, caplog):
     by_key: dict[str, set[str]] = {}
     for key, expense in zip(keys, created, strict=True):
         by_key.setdefault(key, set()).add(expense.name)
-    assert all(len(names) == 1 for names in by_key.values())
+    for key, names in by_key.items():
+        assert len(names) == 1, key
     names = {name for found in by_key.values() for name in found}
     assert len(names) == 28
     events = backlog(clients, before)
@@ -473,7 +474,8 @@ def test_concurrent_shared_request_ids(clients, group, caplog):
 
 def test_same_key_retries_beside_other_creates(clients, group, caplog):
     # Each round sends 6 creates that share one request_id, as from a client
-    # that retries without waiting, at once with 12 creates of other keys.
+    # that retries without waiting. They go at the same time as 12 creates
+    # with other keys.
     caplog.set_level(logging.INFO, logger="expense_service.grouping")
     for _ in range(4):
         shared = new_request_id()
