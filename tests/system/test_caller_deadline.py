@@ -1,14 +1,15 @@
-"""The gateway answers a stalled call before the caller's own deadline.
+"""Tests that the gateway responds to a stalled call before the caller's deadline.
 
-A gRPC client that sets a deadline ends the call itself when it passes, and
-then never sees the gateway's error. So when the gateway needs to tell the
-client something about a call that ran out of time, it gives up a margin
-before the client does:
-- a create that came without a request_id names the key that the gateway
-  sent it with, so a client with a deadline can send it again with that key;
-- the credential check at user_service takes no longer than the caller's
-  deadline allows, and fails with DEADLINE_EXCEEDED (REST 504) at it, while
-  a caller with a long deadline lets the check take `deadline_seconds`.
+A gRPC client that sets a deadline ends the call itself when the deadline
+passes, and then never sees the gateway's error. So when the gateway must
+tell the client something about a call that ran out of time, it gives up a
+margin before the client does:
+- The error for a create that came without a request_id names the key that
+  the gateway filled in. A client with a deadline can then send the create
+  again with that key.
+- The credential check at user_service takes no longer than the caller's
+  deadline allows, and then fails with DEADLINE_EXCEEDED (REST 504). For a
+  caller with a long deadline, the check may take `deadline_seconds`.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def test_create_names_filled_key_before_client_deadline(splitlog_factory):
                     timeout=CLIENT_DEADLINE,
                 )
             elapsed = time.monotonic() - started
-            # Too short for a margin: the backend gets the whole deadline.
+            # This deadline is too short for a margin, so the backend gets all
+            # of it.
             with pytest.raises(grpc.RpcError) as caught_short:
                 clients.expenses.CreateExpense(
                     expenses_pb.CreateExpenseRequest(
@@ -108,7 +110,7 @@ def test_credential_check_keeps_to_caller_deadline(splitlog_factory):
     channel = grpc.insecure_channel(running.grpc_address)
     try:
         signed_up = sign_up_user(channel, "deadline", "a long password 1", 15)
-        # SignUp checks no credential, so the gateway has none kept.
+        # SignUp checks no credential, so the gateway has none cached.
         bearer = (("authorization", f"Bearer {signed_up.tokens.access_token}"),)
         request = users_pb.GetUserRequest(name=signed_up.user.name)
         users = users_grpc.UsersServiceStub(channel)

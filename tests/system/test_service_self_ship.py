@@ -1,4 +1,4 @@
-"""The startup records of `splitlog serve` when log_service comes up late.
+"""Tests that `splitlog serve` ships its startup records to a late log_service.
 
 On a loaded machine the log router can take a minute to report SERVING,
 while the other components are up and logging. The test runs
@@ -30,18 +30,18 @@ from tests.system.conftest import SPLITLOG, START_TIMEOUT, WITHOUT_AUTH, wait_fo
 
 pytestmark = pytest.mark.system
 
-# A shipper that gives up a batch once its retry period has passed has
-# dropped the startup batch by then. The retry period counts from the first
-# call, which comes within seconds of the start. The last call comes at most
-# MAX_BACKOFF after the period and waits for a connection for at most
-# DEFAULT_CALL_TIMEOUT.
+# Delay before the log router starts. It outlasts the shipper's retry period
+# for a batch, so a shipper that drops a batch after that period has dropped
+# the startup batch by then. The period counts from the first call, which
+# comes within seconds of the start. The last call comes at most MAX_BACKOFF
+# after the period and waits at most DEFAULT_CALL_TIMEOUT for a connection.
 LOG_SERVICE_DELAY = DEFAULT_RETRY_SECONDS + DEFAULT_CALL_TIMEOUT + MAX_BACKOFF + 10
 QUERY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 
 
 def start_service(tmp_path, port: int, log_port: int) -> subprocess.Popen:
-    """Run `splitlog serve user_service`, its stderr in tmp_path/service.log."""
+    """Start `splitlog serve user_service`, writing its stderr to service.log."""
     args = [str(SPLITLOG), "serve", "user_service"]
     args += ["--data-dir", str(tmp_path / "service"), "--grace-seconds", "1"]
     args += ["--user-service-port", str(port)]
@@ -64,7 +64,10 @@ def start_service(tmp_path, port: int, log_port: int) -> subprocess.Popen:
 
 
 def wait_for_messages(address: str, keyword: str) -> list[str]:
-    """Poll the router for user_service entries with `keyword`; return them."""
+    """Poll the router for user_service entries with `keyword`.
+
+    Return their messages, or an empty list after QUERY_TIMEOUT.
+    """
     deadline = time.monotonic() + QUERY_TIMEOUT
     with grpc.insecure_channel(address) as channel:
         stub = logs_service_pb2_grpc.LogsServiceStub(channel)
@@ -79,7 +82,7 @@ def wait_for_messages(address: str, keyword: str) -> list[str]:
             time.sleep(0.5)
 
 
-def test_startup_records_stored_after_late_log_service(tmp_path, base_config):
+def test_startup_records_reach_late_log_service(tmp_path, base_config):
     port, log_port = free_ports(2)
     service = start_service(tmp_path, port, log_port)
     started = time.monotonic()
