@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 
 import grpc
 import pytest
@@ -26,22 +25,17 @@ from splitlog_runtime import auth
 from splitlog_runtime import config as config_module
 from tests.auth.support import sign_up_user, users_behind_gateway
 from tests.gateway.support import error_details
+from tests.output import command_lines
 from tests.ports import closed_address
 
 SECRET = "closed-health-secret-" + "h" * 40
 TIMEOUT = 5.0
 PASSWORD = "correct horse battery staple"
 USERS_SERVICE = "splitlog.users.v1.UsersService"
+
+
 # A log record of the gateway, which runs in the test's process and can log
 # to the same stderr while the command runs.
-LOG_RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [A-Z]+ ")
-
-
-def command_lines(text: str) -> list[str]:
-    """Return the lines that the command wrote, without log records."""
-    return [line for line in text.splitlines() if not LOG_RECORD.match(line)]
-
-
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory):
     config = config_module.load(

@@ -1,0 +1,14 @@
+"""Helpers for reading what a command run in the test process printed."""
+
+from __future__ import annotations
+
+import re
+
+#: The start of a log record in the text format, as servers that run in the
+#: test process write it to the same stderr as an in-process command.
+LOG_RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [A-Z]+ ")
+
+
+def command_lines(text: str) -> list[str]:
+    """Return the lines that the command wrote, without log records."""
+    return [line for line in text.splitlines() if not LOG_RECORD.match(line)]
