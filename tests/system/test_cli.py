@@ -16,6 +16,7 @@ from splitlog_cli.signals import SUPERVISOR_PID_ENV
 from splitlog_cli.topology import COMPONENTS_BY_NAME
 from splitlog_runtime import config as config_module
 from splitlog_runtime.config import SETTINGS, markdown_table
+from tests.output import command_lines
 from tests.ports import free_ports
 from user_service import app as user_service_app
 
@@ -248,7 +249,7 @@ def test_health_unknown_service_fails(clean_env, capsys, user_service_host):
     status = main(["health", address, "splitlog.nothing.v1.NothingService"])
 
     assert status == 1
-    assert capsys.readouterr().err.splitlines()[0] == "NOT_FOUND"
+    assert command_lines(capsys.readouterr().err)[0] == "NOT_FOUND"
 
 
 def test_health_unreachable_fails(clean_env, capsys):
@@ -257,7 +258,7 @@ def test_health_unreachable_fails(clean_env, capsys):
     status = main(["health", f"127.0.0.1:{port}", "--timeout", "1"])
 
     assert status == 1
-    error = capsys.readouterr().err.splitlines()
+    error = command_lines(capsys.readouterr().err)
     assert error[0] in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
     assert f"127.0.0.1:{port}" in error[1]
 
