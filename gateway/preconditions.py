@@ -60,7 +60,7 @@ _ETAG_WRITES = (
 def _unsupported_message(http_method: str) -> str:
     """Describe If-Match on a route without an etag field, with the fix."""
     if http_method == "GET":
-        # A GET sends an ETag header, so say where that etag goes.
+        # A GET returns an ETag header, so the message names where to send it.
         return (
             f"applies to {_ETAG_WRITES}, not to reads; remove it from this "
             "GET, and send a resource's ETag in If-Match on the write that "

@@ -403,11 +403,11 @@ class ReplicationSender:
         node.changed.notify_all()
 
     def _lost_to_damage(self, matched: int) -> bool:
-        """Return whether the follower may hold entries this leader lost to damage.
+        """Return whether the follower may contain entries this leader lost to damage.
 
         A leader promoted with a damaged log lacks the entries after
         `damage.after`, which may have been acknowledged. A follower that
-        holds entries past that point keeps them, and this leader steps aside
+        contains entries past that point keeps them, and this leader steps aside
         so that the coordinator promotes the follower, whose log is then
         ahead. That holds only while this leader has written no record of
         its own epoch.

@@ -125,13 +125,13 @@ ANSWER_MARGIN_SECONDS = 0.5
 
 #: The share of a caller's remaining deadline that `answer_before` keeps on
 #: top of ANSWER_MARGIN_SECONDS. A client's grpc rounds the deadline that it
-#: sends up by up to 1% (grpcio 1.85), so the service sees a later deadline
-#: than the client keeps.
+#: sends up by up to 1% (grpcio 1.85), so the service receives a later
+#: deadline than the client keeps.
 ANSWER_MARGIN_FRACTION = 0.01
 
 
 def answer_before(remaining: float) -> float:
-    """Return the time a call may take so its caller still gets an answer.
+    """Return the time a call may take so its caller still gets a response.
 
     `remaining` is the caller's remaining deadline in seconds. The result
     ends a margin before it, so that the service's own error about the call

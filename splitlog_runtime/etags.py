@@ -17,9 +17,9 @@ def stale_etag(field: str, expected: int, current: int, resource: Resource) -> A
     the etag sent and the current etag, as does the ErrorInfo metadata
     (`current_etag`). Versions count up from 1, so an etag below the current
     one was issued for an older version, and the message calls it stale and
-    says to read again. Any other etag, such as `"9"` for a resource at
-    `"1"`, was never issued for the resource, and the message says where to
-    find the right one.
+    asks the caller to read again. Any other etag, such as `"9"` for a
+    resource at `"1"`, was never issued for the resource, and the message
+    names where to find the right one.
     """
     name = resource.resource_name
     noun = resource.resource_type.rsplit("/", 1)[-1].lower()

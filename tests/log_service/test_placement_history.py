@@ -449,7 +449,7 @@ def test_added_shard_keeps_entries_once(base_config, strategy):
             shard: cluster.node_messages(shard)
             for shard in ("shard-0", "shard-1", "shard-2")
         }
-    kept = json.loads(record_path.read_text())
+    stored = json.loads(record_path.read_text())
 
     with pytest.raises(ValueError) as removed:
         build_router(config, "127.0.0.1:0")
@@ -463,8 +463,8 @@ def test_added_shard_keeps_entries_once(base_config, strategy):
         "shard-2",
     ]
     assert len(record["placements"]) == 2
-    assert kept["placements"] == record["placements"]
-    assert kept["largest_log_max_future_seconds"] == 3600
+    assert stored["placements"] == record["placements"]
+    assert stored["largest_log_max_future_seconds"] == 3600
     assert start > now + CLOCK_MARGIN_SECONDS * NANOS
     assert across.accepted_count == 36
     assert streamed.accepted_count == 36

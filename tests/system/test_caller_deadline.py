@@ -1,7 +1,7 @@
 """Tests that the gateway responds to a stalled call before the caller's deadline.
 
 A gRPC client that sets a deadline ends the call itself when the deadline
-passes, and then never sees the gateway's error. So when the gateway must
+passes, and then never receives the gateway's error. So when the gateway must
 tell the client something about a call that ran out of time, it gives up a
 margin before the client does:
 - The error for a create that came without a request_id names the key that

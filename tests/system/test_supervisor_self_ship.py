@@ -2,10 +2,10 @@
 
 The supervisor ships its own records as service `splitlog` to the log router,
 which it starts itself after the log nodes. On a loaded machine the router
-can take longer to come up than the retry period of a shipped batch, so the
-test stops the router child with SIGSTOP for longer than that period, as
-such a machine would, and checks that the startup records still arrive and
-that no warning about dropped records is printed.
+can take longer to come up than the retry period of a shipped batch. So the
+test stops the router child with SIGSTOP for longer than that period. It
+then checks that the startup records still arrive and that no warning about
+dropped records is printed.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from tests.system.conftest import supervised_pids
 pytestmark = pytest.mark.system
 
 # Longer than a batch's retry period, so a shipper that gave up a batch after
-# that period would have dropped it by the time the router can answer.
+# that period would have dropped it by the time the router responds.
 ROUTER_PAUSE_SECONDS = DEFAULT_RETRY_SECONDS + 5
 READY_TIMEOUT = ROUTER_PAUSE_SECONDS + 90
 # The supervisor spawns the router once the log nodes report SERVING, which
