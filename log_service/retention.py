@@ -285,13 +285,25 @@ class RetentionStore:
     ) -> Policy:
         """Check, apply and save an update, then tell the listeners.
 
+        An update that leaves every retention as it is returns the current
+        policy with its update time and etag. It saves nothing and calls no
+        listener, so it starts no retention pass. Its name, mask, values and
+        etag are checked as for any other update.
+
         Raises:
           InvalidArgument, NotFound, Aborted: as `check_name` and
             `apply_update` describe.
         """
         check_name(update.name, "retention_policy.name")
         with self._lock:
-            policy = apply_update(self._policy, update, mask, time.time_ns())
+            current = self._policy
+            policy = apply_update(current, update, mask, time.time_ns())
+            if (
+                policy.default_ns == current.default_ns
+                and policy.services == current.services
+            ):
+                _LOGGER.debug("log retention update changes no retention")
+                return current
             self._save(policy)
             self._policy = policy
         _LOGGER.info(

@@ -409,6 +409,95 @@ def test_retention_update_rejects_unknown_mask_path(lonely_router):
     assert violated_fields(caught.value) == ["update_mask.paths[0]"]
 
 
+def get_policy(stub) -> pb.RetentionPolicy:
+    return stub.GetRetentionPolicy(
+        pb.GetRetentionPolicyRequest(name="retentionPolicy")
+    ).retention_policy
+
+
+@pytest.mark.parametrize("mask", [[], ["default_retention"], ["*"]])
+def test_retention_noop_update_keeps_policy(lonely_router, mask):
+    stub, config = lonely_router
+    current = get_policy(stub)
+    update = pb.RetentionPolicy(
+        name="retentionPolicy",
+        default_retention=current.default_retention,
+        etag=current.etag,
+    )
+
+    returned = stub.UpdateRetentionPolicy(
+        pb.UpdateRetentionPolicyRequest(
+            retention_policy=update,
+            update_mask=field_mask_pb2.FieldMask(paths=mask),
+        )
+    ).retention_policy
+
+    assert returned == current
+    assert get_policy(stub) == current
+    # The router writes the file at the first change of the policy.
+    assert not (router_data_dir(config) / "retention.json").exists()
+
+
+def test_retention_noop_service_update_keeps_file(lonely_router):
+    stub, config = lonely_router
+    update = pb.RetentionPolicy(name="retentionPolicy")
+    update.service_retentions["billing"].seconds = 90 * 24 * HOUR
+    mask = field_mask_pb2.FieldMask(paths=["service_retentions"])
+    changed = stub.UpdateRetentionPolicy(
+        pb.UpdateRetentionPolicyRequest(retention_policy=update, update_mask=mask)
+    ).retention_policy
+    path = router_data_dir(config) / "retention.json"
+    before = path.stat()
+    saved = path.read_bytes()
+
+    returned = stub.UpdateRetentionPolicy(
+        pb.UpdateRetentionPolicyRequest(retention_policy=update, update_mask=mask)
+    ).retention_policy
+
+    assert returned == changed
+    assert returned.update_time == changed.update_time
+    assert returned.etag == changed.etag
+    assert path.read_bytes() == saved
+    assert path.stat().st_mtime_ns == before.st_mtime_ns
+
+
+def test_retention_noop_update_checks_etag(lonely_router):
+    stub, _ = lonely_router
+    current = get_policy(stub)
+    update = pb.RetentionPolicy(
+        name="retentionPolicy",
+        default_retention=current.default_retention,
+        etag='"0000000000000000"',
+    )
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.UpdateRetentionPolicy(
+            pb.UpdateRetentionPolicyRequest(retention_policy=update)
+        )
+
+    assert caught.value.code() == grpc.StatusCode.ABORTED
+
+
+def test_retention_unknown_mask_path_names_valid_paths(lonely_router):
+    stub, _ = lonely_router
+    current = get_policy(stub)
+    update = pb.RetentionPolicy(
+        name="retentionPolicy", default_retention=current.default_retention
+    )
+    mask = field_mask_pb2.FieldMask(paths=["default_retention", "retention_days"])
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.UpdateRetentionPolicy(
+            pb.UpdateRetentionPolicyRequest(retention_policy=update, update_mask=mask)
+        )
+
+    details = caught.value.details()
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(caught.value) == ["update_mask.paths[1]"]
+    assert "'retention_days' cannot be updated" in details
+    assert "default_retention, service_retentions or *" in details
+
+
 def test_retention_etag_quoted_bare_accepted(lonely_router):
     stub, _ = lonely_router
     current = stub.GetRetentionPolicy(

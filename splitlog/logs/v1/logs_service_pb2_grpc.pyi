@@ -86,7 +86,11 @@ class LogsServiceStub:
     UpdateRetentionPolicy: _grpc.UnaryUnaryMultiCallable[_logs_service_pb2.UpdateRetentionPolicyRequest, _logs_service_pb2.UpdateRetentionPolicyResponse]
     """Updates the fields of the retention policy named in the update mask.
     Entries older than a shortened retention are deleted by the next
-    cleanup, not by this call. With authentication on, it needs an
+    cleanup, not by this call. An update that changes no retention returns
+    the stored policy with its `update_time` and `etag`, stores nothing and
+    starts no cleanup. A mask path other than `default_retention`,
+    `service_retentions` or `*` fails with INVALID_ARGUMENT, naming the path
+    and the valid ones. With authentication on, it needs an
     administrator (a key with the `admin` scope, or the access token of a
     user who holds one) or a service. Other callers get PERMISSION_DENIED.
     """
@@ -149,7 +153,11 @@ class LogsServiceAsyncStub(LogsServiceStub):
     UpdateRetentionPolicy: _aio.UnaryUnaryMultiCallable[_logs_service_pb2.UpdateRetentionPolicyRequest, _logs_service_pb2.UpdateRetentionPolicyResponse]  # type: ignore[assignment]
     """Updates the fields of the retention policy named in the update mask.
     Entries older than a shortened retention are deleted by the next
-    cleanup, not by this call. With authentication on, it needs an
+    cleanup, not by this call. An update that changes no retention returns
+    the stored policy with its `update_time` and `etag`, stores nothing and
+    starts no cleanup. A mask path other than `default_retention`,
+    `service_retentions` or `*` fails with INVALID_ARGUMENT, naming the path
+    and the valid ones. With authentication on, it needs an
     administrator (a key with the `admin` scope, or the access token of a
     user who holds one) or a service. Other callers get PERMISSION_DENIED.
     """
@@ -263,7 +271,11 @@ class LogsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_logs_service_pb2.UpdateRetentionPolicyResponse, _abc.Awaitable[_logs_service_pb2.UpdateRetentionPolicyResponse]]:
         """Updates the fields of the retention policy named in the update mask.
         Entries older than a shortened retention are deleted by the next
-        cleanup, not by this call. With authentication on, it needs an
+        cleanup, not by this call. An update that changes no retention returns
+        the stored policy with its `update_time` and `etag`, stores nothing and
+        starts no cleanup. A mask path other than `default_retention`,
+        `service_retentions` or `*` fails with INVALID_ARGUMENT, naming the path
+        and the valid ones. With authentication on, it needs an
         administrator (a key with the `admin` scope, or the access token of a
         user who holds one) or a service. Other callers get PERMISSION_DENIED.
         """
