@@ -137,6 +137,7 @@ def build_router(
         stub_for,
         open_streams,
         added_shards=frozenset(history.shards - set(history.placements[0].shards)),
+        placements=history.to_proto(),
     )
     otlp = OtlpLogsServicer(writer, retention)
 

@@ -31,6 +31,7 @@ from log_service.sharding import (
 )
 from log_service.timefmt import format_time
 from log_service.topology import Topology
+from splitlog.logs.v1 import logs_service_pb2
 from splitlog_runtime.config import Config
 from splitlog_runtime.private_files import write_file_atomically
 
@@ -44,6 +45,10 @@ CLOCK_MARGIN_SECONDS = 60
 # JSON key under which the record stores `PlacementHistory.max_future_ns`, in
 # seconds.
 MAX_FUTURE_KEY = "largest_log_max_future_seconds"
+_STRATEGIES = {
+    "service": logs_service_pb2.SHARDING_STRATEGY_SERVICE,
+    "time": logs_service_pb2.SHARDING_STRATEGY_TIME,
+}
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,24 @@ class Placement:
             None if bucket is None else int(bucket),
             None if virtual_nodes is None else int(virtual_nodes),
         )
+
+    def to_proto(self, start_ns: int | None) -> logs_service_pb2.ShardPlacement:
+        """Return the placement as GetClusterStatus sends it.
+
+        `start_ns` is the Unix nanoseconds from which the placement is in
+        effect, or None for the first placement of a history.
+        """
+        message = logs_service_pb2.ShardPlacement(
+            strategy=_STRATEGIES.get(
+                self.strategy, logs_service_pb2.SHARDING_STRATEGY_UNSPECIFIED
+            ),
+            shards=self.shards,
+        )
+        if self.time_bucket_seconds is not None:
+            message.time_bucket_width.FromSeconds(self.time_bucket_seconds)
+        if start_ns is not None:
+            message.start_time.FromNanoseconds(start_ns)
+        return message
 
     def describe(self) -> str:
         """Render the placement as the settings that give it."""
@@ -258,6 +281,14 @@ class PlacementHistory:
         if any(later <= earlier for earlier, later in itertools.pairwise(starts)):
             raise ValueError("the placements' effective_from_ns do not increase")
         return cls(placements, starts, max_future_ns)
+
+    def to_proto(self) -> list[logs_service_pb2.ShardPlacement]:
+        """Return the placements, oldest first, as GetClusterStatus sends them."""
+        starts = (None, *self.starts)
+        return [
+            placement.to_proto(start)
+            for placement, start in zip(self.placements, starts, strict=True)
+        ]
 
     def describe(self) -> str:
         """Render each placement with the time from which it is in effect."""

@@ -1002,8 +1002,12 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         stub_for,
         open_streams: OpenStreams,
         added_shards: frozenset[str] = frozenset(),
+        placements: Sequence[logs_service_pb2.ShardPlacement] = (),
     ) -> None:
         self.open_streams = open_streams
+        # The placement history that GetClusterStatus returns. The router
+        # reads it once at start, and only a restart changes it.
+        self._placements = tuple(placements)
         # Shards added since the first placement, which a resume token issued
         # before their addition lacks.
         self._added_shards = added_shards
@@ -1229,7 +1233,9 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         self._stream_pool.shutdown(wait=True, cancel_futures=True)
 
     def GetClusterStatus(self, request, context):
-        return self._coordinator.cluster_status()
+        status = self._coordinator.cluster_status()
+        status.placements.extend(self._placements)
+        return status
 
     def GetRetentionPolicy(self, request, context):
         check_name(request.name)

@@ -327,7 +327,8 @@ def add_parsers(
         "cluster",
         common,
         cluster_status,
-        "shards, their leaders and followers, and replication lag",
+        "shards, their leaders and followers, replication lag, and the "
+        "placement history",
     )
 
 
@@ -2432,7 +2433,57 @@ def _cluster_table(status: logs_pb2.GetClusterStatusResponse) -> str:
     table = render.table(
         ("SHARD", "HEALTH", "LEADER", "EPOCH", "LAST SEQUENCE", "FOLLOWERS"), rows
     )
-    return f"cluster health: {health}\n\n{table}"
+    text = f"cluster health: {health}\n\n{table}"
+    # A router of an earlier version sends no placements.
+    if status.placements:
+        text += "\n\nplacements, oldest first:\n" + _placement_table(status)
+    return text
+
+
+def _placement_table(status: logs_pb2.GetClusterStatusResponse) -> str:
+    """Render the placement history with the entry timestamps of each placement.
+
+    The placement in effect is the latest one that starts at or before the
+    router's `observe_time`. Later ones are pending.
+    """
+    observed = _nanos(status.observe_time)
+    starts = [
+        _nanos(placement.start_time) if placement.HasField("start_time") else None
+        for placement in status.placements
+    ]
+    in_effect = max(
+        (
+            index
+            for index, start in enumerate(starts)
+            if start is None or start <= observed
+        ),
+        default=-1,
+    )
+    rows = []
+    for index, (placement, start) in enumerate(
+        zip(status.placements, starts, strict=True)
+    ):
+        if index < in_effect:
+            state = "earlier"
+        elif index == in_effect:
+            state = "in effect"
+        else:
+            # Rounded up to whole seconds.
+            wait_ns = -(-(start - observed) // _NANOS_PER_SECOND) * _NANOS_PER_SECOND
+            state = f"pending, starts in {format_duration(wait_ns)}"
+        bucket = "-"
+        if placement.HasField("time_bucket_width"):
+            bucket = format_duration(placement.time_bucket_width.ToNanoseconds())
+        rows.append(
+            (
+                "(oldest)" if start is None else format_time(start),
+                state,
+                _enum_name(logs_pb2.ShardingStrategy, placement.strategy),
+                bucket,
+                ", ".join(placement.shards),
+            )
+        )
+    return render.table(("ENTRIES FROM", "STATE", "STRATEGY", "BUCKET", "SHARDS"), rows)
 
 
 # --- values and connection --------------------------------------------------

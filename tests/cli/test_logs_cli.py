@@ -3108,6 +3108,21 @@ def test_rest_stats_takes_query_filters(live):
     assert by_attribute.json()["totalCount"] == "1"
 
 
+def test_rest_cluster_status_lists_placements(live):
+    url = f"http://127.0.0.1:{live.gateway.http_port}/v1/clusterStatus"
+
+    with httpx.Client(timeout=10) as client:
+        response = client.get(url)
+
+    assert response.status_code == 200, response.text
+    (placement,) = response.json()["placements"]
+    assert placement["strategy"] == "SHARDING_STRATEGY_SERVICE"
+    assert placement["shards"] == ["shard-0", "shard-1"]
+    # The only placement applies to every timestamp, so it has no start.
+    assert "startTime" not in placement
+    assert "timeBucketWidth" not in placement
+
+
 def _write_equals_keys(live, service: str) -> None:
     entries = [
         logs_pb2.LogEntry(service=service, message="key a=b", attributes={"a=b": "c"}),
@@ -3324,6 +3339,43 @@ def test_cluster_table_shows_log_damage():
 
     assert "node-a (lost entries 1998..2002 to WAL damage)" in table
     assert "node-b (lag 5, lost entries from 71 on to WAL damage)" in table
+
+
+def test_cluster_table_shows_placement_states():
+    status = logs_pb2.GetClusterStatusResponse(health=logs_pb2.HEALTH_SERVING)
+    status.observe_time.FromSeconds(1_800_000_000)
+    status.placements.add(
+        strategy=logs_pb2.SHARDING_STRATEGY_TIME, shards=["shard-0"]
+    ).time_bucket_width.FromSeconds(3600)
+    current = status.placements.add(
+        strategy=logs_pb2.SHARDING_STRATEGY_TIME, shards=["shard-0", "shard-1"]
+    )
+    current.time_bucket_width.FromSeconds(3600)
+    current.start_time.FromSeconds(1_799_996_400)
+    pending = status.placements.add(
+        strategy=logs_pb2.SHARDING_STRATEGY_TIME,
+        shards=["shard-0", "shard-1", "shard-2"],
+    )
+    pending.time_bucket_width.FromSeconds(3600)
+    pending.start_time.FromSeconds(1_800_003_600)
+
+    table = _cluster_table(status)
+    rows = [
+        re.split(r"\s{2,}", line)
+        for line in table.split("placements, oldest first:\n")[1].splitlines()[1:]
+    ]
+
+    assert rows == [
+        ["(oldest)", "earlier", "time", "1h", "shard-0"],
+        ["2027-01-15T07:00:00Z", "in effect", "time", "1h", "shard-0, shard-1"],
+        [
+            "2027-01-15T09:00:00Z",
+            "pending, starts in 1h",
+            "time",
+            "1h",
+            "shard-0, shard-1, shard-2",
+        ],
+    ]
 
 
 def test_cluster_table_unavailable_shard():

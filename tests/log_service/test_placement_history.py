@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import re
 import threading
 import time
 import uuid
@@ -22,6 +23,7 @@ from log_service.placement import (
     check_placement,
 )
 from log_service.sharding import ServiceRing, ShardingHistory, TimeBuckets
+from log_service.timefmt import format_time
 from splitlog.logs.v1 import logs_service_pb2 as pb
 from splitlog.logs.v1 import (
     logs_service_pb2_grpc,
@@ -29,6 +31,7 @@ from splitlog.logs.v1 import (
     node_service_pb2_grpc,
 )
 from splitlog_cli.components import start_log_nodes
+from splitlog_cli.main import main
 
 NANOS = 1_000_000_000
 MINUTE = 60 * NANOS
@@ -501,3 +504,63 @@ def test_added_shard_keeps_entries_once(base_config, strategy):
     message = str(removed.value)
     assert "placed on shard-2 as well" in message
     assert "can be added but not removed" in message
+
+
+@pytest.mark.parametrize(
+    ("strategy", "expected_strategy", "bucket_seconds"),
+    [
+        ("time", pb.SHARDING_STRATEGY_TIME, 60),
+        ("service", pb.SHARDING_STRATEGY_SERVICE, 0),
+    ],
+)
+def test_cluster_status_lists_placements(
+    base_config, capsys, strategy, expected_strategy, bucket_seconds
+):
+    config = base_config.replace(
+        log_sharding=strategy,
+        log_time_bucket_seconds=60,
+        log_shards=2,
+        log_replicas=1,
+        log_node_port=0,
+        log_fsync=False,
+        log_max_future_seconds=120,
+    )
+    with running(config) as cluster:
+        before = cluster.stub.GetClusterStatus(pb.GetClusterStatusRequest())
+    grown = config.replace(log_shards=3)
+    with running(grown) as cluster:
+        after = cluster.stub.GetClusterStatus(pb.GetClusterStatusRequest())
+        # The CLI calls the router's LogsService as it calls the gateway's.
+        address = f"127.0.0.1:{cluster.router.port}"
+        exit_status = main(["logs", "cluster", "--gateway", address])
+        out = capsys.readouterr().out
+    record = json.loads((router_data_dir(config) / PLACEMENT_FILE_NAME).read_text())
+    recorded_start = record["placements"][1]["effective_from_ns"]
+
+    (only,) = before.placements
+    first, added = after.placements
+    assert only.strategy == expected_strategy
+    assert list(only.shards) == ["shard-0", "shard-1"]
+    assert only.time_bucket_width.seconds == bucket_seconds
+    assert not only.HasField("start_time")
+    assert first == only
+    assert added.strategy == expected_strategy
+    assert list(added.shards) == ["shard-0", "shard-1", "shard-2"]
+    assert added.time_bucket_width.seconds == bucket_seconds
+    assert added.start_time.ToNanoseconds() == recorded_start
+    # The new placement waits for the future limit and the clock margin.
+    assert (
+        added.start_time.ToNanoseconds()
+        > after.observe_time.ToNanoseconds() + (120 + CLOCK_MARGIN_SECONDS - 1) * NANOS
+    )
+    assert exit_status == 0
+    placement_rows = [
+        re.split(r"\s{2,}", line)
+        for line in out.split("placements, oldest first:\n")[1].splitlines()[1:]
+    ]
+    bucket = "1m" if bucket_seconds else "-"
+    oldest, pending = placement_rows
+    assert oldest == ["(oldest)", "in effect", strategy, bucket, "shard-0, shard-1"]
+    assert pending[0] == format_time(recorded_start)
+    assert pending[1].startswith("pending, starts in ")
+    assert pending[2:] == [strategy, bucket, "shard-0, shard-1, shard-2"]

@@ -40,6 +40,12 @@ class Health(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     HEALTH_DEGRADED: _ClassVar[Health]
     HEALTH_UNAVAILABLE: _ClassVar[Health]
 
+class ShardingStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SHARDING_STRATEGY_UNSPECIFIED: _ClassVar[ShardingStrategy]
+    SHARDING_STRATEGY_SERVICE: _ClassVar[ShardingStrategy]
+    SHARDING_STRATEGY_TIME: _ClassVar[ShardingStrategy]
+
 class ReplicaRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     REPLICA_ROLE_UNSPECIFIED: _ClassVar[ReplicaRole]
@@ -61,6 +67,9 @@ HEALTH_UNSPECIFIED: Health
 HEALTH_SERVING: Health
 HEALTH_DEGRADED: Health
 HEALTH_UNAVAILABLE: Health
+SHARDING_STRATEGY_UNSPECIFIED: ShardingStrategy
+SHARDING_STRATEGY_SERVICE: ShardingStrategy
+SHARDING_STRATEGY_TIME: ShardingStrategy
 REPLICA_ROLE_UNSPECIFIED: ReplicaRole
 REPLICA_ROLE_LEADER: ReplicaRole
 REPLICA_ROLE_FOLLOWER: ReplicaRole
@@ -202,6 +211,18 @@ class ShardStatus(_message.Message):
     followers: _containers.RepeatedCompositeFieldContainer[ReplicaStatus]
     leader_log_damage: LogDamage
     def __init__(self, shard: _Optional[str] = ..., health: _Optional[_Union[Health, str]] = ..., leader: _Optional[str] = ..., leader_epoch: _Optional[int] = ..., last_sequence: _Optional[int] = ..., followers: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., leader_log_damage: _Optional[_Union[LogDamage, _Mapping]] = ...) -> None: ...
+
+class ShardPlacement(_message.Message):
+    __slots__ = ("strategy", "shards", "time_bucket_width", "start_time")
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    TIME_BUCKET_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    strategy: ShardingStrategy
+    shards: _containers.RepeatedScalarFieldContainer[str]
+    time_bucket_width: _duration_pb2.Duration
+    start_time: _timestamp_pb2.Timestamp
+    def __init__(self, strategy: _Optional[_Union[ShardingStrategy, str]] = ..., shards: _Optional[_Iterable[str]] = ..., time_bucket_width: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ReplicaStatus(_message.Message):
     __slots__ = ("node", "reachable", "last_sequence", "lag_entries", "lag", "last_contact_time", "snapshot", "log_damage")
@@ -443,14 +464,16 @@ class GetClusterStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetClusterStatusResponse(_message.Message):
-    __slots__ = ("health", "shards", "observe_time")
+    __slots__ = ("health", "shards", "observe_time", "placements")
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     OBSERVE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENTS_FIELD_NUMBER: _ClassVar[int]
     health: Health
     shards: _containers.RepeatedCompositeFieldContainer[ShardStatus]
     observe_time: _timestamp_pb2.Timestamp
-    def __init__(self, health: _Optional[_Union[Health, str]] = ..., shards: _Optional[_Iterable[_Union[ShardStatus, _Mapping]]] = ..., observe_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    placements: _containers.RepeatedCompositeFieldContainer[ShardPlacement]
+    def __init__(self, health: _Optional[_Union[Health, str]] = ..., shards: _Optional[_Iterable[_Union[ShardStatus, _Mapping]]] = ..., observe_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., placements: _Optional[_Iterable[_Union[ShardPlacement, _Mapping]]] = ...) -> None: ...
 
 class GetRetentionPolicyRequest(_message.Message):
     __slots__ = ("name",)

@@ -161,7 +161,8 @@ class LogsServiceServicer:
 
     def GetClusterStatus(self, request, context):
         """Returns the shards of the cluster with their leaders, followers,
-        health and replication lag.
+        health and replication lag, and the placement history that decides
+        which shard stores each entry.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

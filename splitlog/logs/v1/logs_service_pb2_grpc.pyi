@@ -79,7 +79,8 @@ class LogsServiceStub:
     """
     GetClusterStatus: _grpc.UnaryUnaryMultiCallable[_logs_service_pb2.GetClusterStatusRequest, _logs_service_pb2.GetClusterStatusResponse]
     """Returns the shards of the cluster with their leaders, followers,
-    health and replication lag.
+    health and replication lag, and the placement history that decides
+    which shard stores each entry.
     """
     GetRetentionPolicy: _grpc.UnaryUnaryMultiCallable[_logs_service_pb2.GetRetentionPolicyRequest, _logs_service_pb2.GetRetentionPolicyResponse]
     """Returns how long log entries are kept."""
@@ -146,7 +147,8 @@ class LogsServiceAsyncStub(LogsServiceStub):
     """
     GetClusterStatus: _aio.UnaryUnaryMultiCallable[_logs_service_pb2.GetClusterStatusRequest, _logs_service_pb2.GetClusterStatusResponse]  # type: ignore[assignment]
     """Returns the shards of the cluster with their leaders, followers,
-    health and replication lag.
+    health and replication lag, and the placement history that decides
+    which shard stores each entry.
     """
     GetRetentionPolicy: _aio.UnaryUnaryMultiCallable[_logs_service_pb2.GetRetentionPolicyRequest, _logs_service_pb2.GetRetentionPolicyResponse]  # type: ignore[assignment]
     """Returns how long log entries are kept."""
@@ -252,7 +254,8 @@ class LogsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_logs_service_pb2.GetClusterStatusResponse, _abc.Awaitable[_logs_service_pb2.GetClusterStatusResponse]]:
         """Returns the shards of the cluster with their leaders, followers,
-        health and replication lag.
+        health and replication lag, and the placement history that decides
+        which shard stores each entry.
         """
 
     @_abc_1.abstractmethod
