@@ -620,8 +620,9 @@ def test_missed_retention_pass_survives_router_restart(make_cluster):
         lambda shard: any(f.node == "b" and f.reachable for f in shard.followers),
         "the router to reach b",
     )
-    # An update starts a pass at once, instead of at the next minute.
-    set_service_retention(cluster, 30)
+    # An update that changes the retention starts a pass at once, instead
+    # of at the next minute.
+    set_service_retention(cluster, 31)
     deadline = time.monotonic() + 20
     on_b = sorted(message for _, message in cluster.node_entries("b"))
     while on_b != on_a and time.monotonic() < deadline:

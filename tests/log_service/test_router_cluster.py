@@ -1266,7 +1266,9 @@ def test_retry_rejects_entries_retention_deleted(base_config):
     running = one_shard_cluster(base_config)
     hour = 3600
     try:
-        set_service_retention_seconds(running.stub, "edge", hour)
+        # A minute longer than the retention set below, which is then a
+        # change and so starts a retention pass at once.
+        set_service_retention_seconds(running.stub, "edge", hour + 60)
         now = time.time_ns()
         # Within the 1-hour retention for two more seconds.
         edge = now - (hour - 2) * NANOS
@@ -1276,7 +1278,6 @@ def test_retry_rejects_entries_retention_deleted(base_config):
         )
         first = running.stub.WriteLogEntries(request)
         time.sleep(max(0.0, (edge + hour * NANOS - time.time_ns()) / NANOS) + 0.5)
-        # Setting the policy again starts a pass at once.
         set_service_retention_seconds(running.stub, "edge", hour)
         wait_for_count(running.stub, "edge", 1)
         retry = running.stub.WriteLogEntries(request)
