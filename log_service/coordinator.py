@@ -466,6 +466,11 @@ class Coordinator:
         # (shard, node) -> the leader's last sequence when it first took a
         # configuration that lists the node as joining.
         self._join_floors: dict[tuple[str, str], int] = {}
+        # Per shard, the lowest (epoch, sequence) before an entry that a
+        # write acknowledged since the router started, from `note_stored`.
+        # Its own lock keeps the write path off the poller's lock.
+        self._stored_floors: dict[str, tuple[int, int]] = {}
+        self._stored_floors_lock = threading.Lock()
         self._rounds = 0
         self._started = time.monotonic()
         # Seconds of poll rounds in which every node timed out, and the end
@@ -593,6 +598,49 @@ class Coordinator:
             return None
         best = max(known, key=lambda replica: replica.commit_sequence)
         return best.commit_sequence, best.last_record_epoch
+
+    def note_stored(self, shard: str, first_sequence: int, epoch: int) -> None:
+        """Record that the router acknowledged a write of entries of the shard.
+
+        The router calls this before it acknowledges the write. `first_sequence`
+        is the lowest sequence of the write's entries, and `epoch` the leader
+        epoch that the write went to, which is at least the epoch of the entry
+        before it.
+        """
+        if first_sequence <= 0:
+            return
+        floor = (epoch, first_sequence - 1)
+        with self._stored_floors_lock:
+            known = self._stored_floors.get(shard)
+            if known is None or floor < known:
+                self._stored_floors[shard] = floor
+
+    def start_floor(self, shard: str) -> tuple[int, int] | None:
+        """Return a (sequence, epoch) for a tail to start the shard after.
+
+        The start is the lower of `known_commit` and the position before the
+        lowest entry of any write that the router acknowledged since it
+        started (`note_stored`). An entry committed after the polls that
+        `known_commit` read lies after that commit sequence. An entry
+        committed before them belongs to a write that `note_stored` has
+        usually recorded by now. Returns None when no node of the shard ever
+        responded to a poll and the router acknowledged no write of it.
+        NOTE: a write whose entries were committed before those polls, and
+        whose acknowledgement reaches the router only after this call, lies
+        before the start.
+        """
+        known = self.known_commit(shard)
+        with self._stored_floors_lock:
+            stored = self._stored_floors.get(shard)
+        candidates = []
+        if known is not None:
+            candidates.append((known[1], known[0]))
+        if stored is not None:
+            candidates.append(stored)
+        if not candidates:
+            return None
+        epoch, sequence = min(candidates)
+        return sequence, epoch
 
     def reachable_addresses(self) -> list[str]:
         """Return the address of every node that answered the latest poll."""

@@ -300,8 +300,8 @@ class _ShardQueue:
 
     def _call(
         self, group: list[_ShardPart]
-    ) -> tuple[grpc.UnaryUnaryMultiCallable, bytes, float] | None:
-        """Return the method, request and timeout of a call of `group`.
+    ) -> tuple[grpc.UnaryUnaryMultiCallable, bytes, float, int] | None:
+        """Return the method, request, timeout and leader epoch of a call of `group`.
 
         Returns None, with the parts finished, when the shard has no leader.
         """
@@ -313,12 +313,30 @@ class _ShardQueue:
         timeout = max(0.01, min(part.deadline for part in group) - time.monotonic())
         epoch = _EPOCH_KEY + encode_varint(route.epoch)
         if len(group) == 1:
-            return calls.append_entries, group[0].request + epoch, timeout
+            return calls.append_entries, group[0].request + epoch, timeout, route.epoch
         pieces = []
         for part in group:
             length = len(part.request) + len(epoch)
             pieces += (_BATCHES_KEY, encode_varint(length), part.request, epoch)
-        return calls.append_batches, b"".join(pieces), timeout
+        return calls.append_batches, b"".join(pieces), timeout, route.epoch
+
+    def _note_stored(
+        self,
+        response: node_service_pb2.AppendEntriesResponse
+        | node_service_pb2.AppendBatchesResponse,
+        epoch: int,
+    ) -> None:
+        """Tell the coordinator where the stored entries start, for tails.
+
+        Runs before the parts finish, so before their writes are acknowledged.
+        """
+        if isinstance(response, node_service_pb2.AppendBatchesResponse):
+            results = list(response.results)
+        else:
+            results = [response]
+        firsts = [result.first_sequence for result in results if result.count]
+        if firsts:
+            self._writer.coordinator.note_stored(self._shard, min(firsts), epoch)
 
     def _send(self, group: list[_ShardPart]) -> None:
         """Send `group` in one blocking call and finish its parts."""
@@ -326,7 +344,7 @@ class _ShardQueue:
             call = self._call(group)
             if call is None:
                 return
-            method, request, timeout = call
+            method, request, timeout, epoch = call
             response = method(request, timeout=timeout)
         except grpc.RpcError as error:
             _finish(group, error.code().name)
@@ -338,6 +356,7 @@ class _ShardQueue:
             _LOGGER.exception("sending entries to log shard %s failed", self._shard)
             _finish(group, "router error")
         else:
+            self._note_stored(response, epoch)
             _finish_stored(group, response)
 
     def _send_at_once(self, part: _ShardPart) -> None:
@@ -346,7 +365,7 @@ class _ShardQueue:
             call = self._call([part])
             if call is None:
                 return
-            method, request, timeout = call
+            method, request, timeout, epoch = call
             future = method.future(request, timeout=timeout)
         except ValueError:
             _finish([part], ROUTER_STOPPED)
@@ -355,7 +374,16 @@ class _ShardQueue:
             _LOGGER.exception("sending entries to log shard %s failed", self._shard)
             _finish([part], "router error")
             return
-        future.add_done_callback(lambda done: _finish_call(part, done))
+        future.add_done_callback(lambda done: self._finish_call(part, done, epoch))
+
+    def _finish_call(self, part: _ShardPart, call: grpc.Future, epoch: int) -> None:
+        error = _call_error(call)
+        if error:
+            _finish([part], error)
+            return
+        response = call.result()
+        self._note_stored(response, epoch)
+        _finish_stored([part], response)
 
 
 def _stopping(parts: list[_ShardPart]) -> bool:
@@ -401,14 +429,6 @@ def _finish_stored(
             len(group),
         )
     _finish(group, "")
-
-
-def _finish_call(part: _ShardPart, call: grpc.Future) -> None:
-    error = _call_error(call)
-    if error:
-        _finish([part], error)
-    else:
-        _finish_stored([part], call.result())
 
 
 # The entries of one shard in input order: lists of normalised rows and

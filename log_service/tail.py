@@ -164,7 +164,8 @@ class Tail:
       positions: last sequence number sent per shard. -1 starts after the
         newest committed entry. When the stream opens only after the first
         response, -1 starts after the commit sequence that the coordinator
-        last polled instead.
+        last polled instead, or, for a shard that no poll has reached, from
+        the coordinator's `start_floor`.
       epochs: the epoch of the entry at each shard's position, from a resume
         token; a missing or 0 epoch leaves the position unchecked.
       keepalive: seconds without entries after which an empty message goes out.
@@ -219,6 +220,10 @@ class Tail:
         # response. Each starts after the commit sequence polled before that
         # response.
         self._late: set[str] = set()
+        # Shards without a position whose stream had not opened by the first
+        # response, and of which no poll had reported a commit sequence. Each
+        # starts from the coordinator's `start_floor` once it has one.
+        self._unplaced: set[str] = set()
         self._error: DomainError | None = None
         self._streams: dict[str, _Stream] = {}
 
@@ -383,11 +388,12 @@ class Tail:
             if shard in self._opened or self._positions[shard] >= 0:
                 continue
             if known is None:
-                _LOGGER.warning(
+                self._unplaced.add(shard)
+                _LOGGER.info(
                     "log tail of shard %s: the stream did not open within %.1f s "
                     "and no node of the shard has responded to a poll yet, so the "
-                    "shard starts after its newest entry once the stream opens. "
-                    "Entries acknowledged before then are not sent",
+                    "shard starts from the lower of the positions that the "
+                    "router's acknowledged writes and its next poll give it",
                     shard,
                     OPEN_WAIT_SECONDS,
                 )
@@ -409,12 +415,21 @@ class Tail:
     def _late_start(self, shard: str) -> tuple[int, int] | None:
         """Return the (sequence, epoch) start of a late shard, or None.
 
-        None also once the shard's stream has opened.
+        For a shard that no poll had reported by the first response, the
+        start is the coordinator's `start_floor`, which is None until the
+        router has polled the shard or acknowledged a write of it. Without
+        it the stream starts after the shard's newest entry, and `_add`
+        restarts it when a floor appears before that entry. None also once
+        the shard's stream has opened.
         """
         with self._lock:
-            if shard in self._late and shard not in self._opened:
+            if shard in self._opened:
+                return None
+            if shard in self._late:
                 return self._positions[shard], self._epochs[shard]
-            return None
+            if shard not in self._unplaced:
+                return None
+        return self._coordinator.start_floor(shard)
 
     def _next_locked(self) -> _Pending | None:
         """Take the next message with entries, or wait for one.
@@ -505,9 +520,20 @@ class Tail:
           shard again. True otherwise.
         """
         count = len(message.sequences)
+        floor = None
+        if stream.from_newest and shard in self._unplaced:
+            # Read outside the tail's lock, as the shard thread does.
+            floor = self._coordinator.start_floor(shard)
         with self._lock:
-            if stream.from_newest and shard in self._late and shard not in self._opened:
-                return False
+            if stream.from_newest and shard not in self._opened:
+                if shard in self._late:
+                    return False
+                if floor is not None and shard in self._unplaced:
+                    # The entries after the floor up to the stream's start were
+                    # acknowledged after the first response, or may have been.
+                    start = message.sequences[0] - 1 if count else message.last_sequence
+                    if floor[0] < start:
+                        return False
             # Waiting for room for a backlog is no silence of the stream.
             stream.reading_since = None
             self._opened.add(shard)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 import grpc
 import pytest
 
+from log_service.app import build_router
 from log_service.clients import NodeClients
 from log_service.node import LogNode, start_node
 from log_service.pages import RESPONSE_MARGIN_BYTES
@@ -28,7 +29,7 @@ from log_service.tail import (
 )
 from log_service.topology import NodeSpec
 from splitlog.logs.v1 import logs_service_pb2 as pb
-from splitlog.logs.v1 import node_service_pb2
+from splitlog.logs.v1 import logs_service_pb2_grpc, node_service_pb2
 from splitlog_runtime.errors import NotFound, Unavailable
 from tests.log_service.node_support import (
     SHARD,
@@ -1192,6 +1193,63 @@ def test_late_shard_sends_later_entries(cluster):
     assert messages == ["after 0", "after 1", "after 2"]
     assert token_positions(first.resume_token) == {shard: 3}
     assert list(first.unopened_shards) == [shard]
+
+
+def test_unpolled_shard_sends_later_entries(cluster):
+    # A new router has polled no node of the shard when the tail begins, so
+    # the first response has no commit sequence to start the shard from.
+    (shard,) = cluster.topology.shard_ids
+    (spec,) = cluster.topology.shard(shard).nodes
+    write(cluster, "before", 3)
+    cluster.node_host(spec.node_id).stop(0)
+    cluster.channel.close()
+    cluster.router.stop(0)
+    cluster.coordinator.stop()
+    cluster.router, cluster.coordinator = build_router(
+        cluster.router_config, "127.0.0.1:0"
+    )
+    cluster.channel = grpc.insecure_channel(f"127.0.0.1:{cluster.router.port}")
+    cluster.stub = logs_service_pb2_grpc.LogsServiceStub(cluster.channel)
+    unpolled = cluster.coordinator.known_commit(shard)
+
+    clients = NodeClients(cluster.config.max_message_bytes)
+    # After the first response, each FollowEntries call waits until the test
+    # has written, so the stream opens only after the entries are stored.
+    first_sent = threading.Event()
+    written = threading.Event()
+
+    def stub_for(address: str):
+        if first_sent.is_set():
+            written.wait(10)
+        return clients.stubs(address).node
+
+    tail = Tail(
+        cluster.coordinator,
+        stub_for,
+        EntrySelection(("tailed",), (), "", ()),
+        "fingerprint",
+        {shard: -1},
+        keepalive=0.2,
+    )
+    responses = parsed(tail)
+    try:
+        first = next(responses)
+        first_sent.set()
+        start_again(cluster, shard, spec)
+        write_until_stored(cluster, "after", 3)
+        written.set()
+        # Keep-alives come every 0.2 s, so a tail that missed the entries
+        # ends the read after 5 s.
+        messages = read_entries_until(responses, 3, timeout=5)
+    finally:
+        written.set()
+        responses.close()
+        clients.close()
+
+    assert unpolled is None
+    assert list(first.unopened_shards) == [shard]
+    assert token_positions(first.resume_token) == {}
+    assert messages == ["after 0", "after 1", "after 2"]
 
 
 def test_late_opened_stream_restarts(cluster):
