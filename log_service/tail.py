@@ -515,9 +515,10 @@ class Tail:
 
         Returns:
           False, without adding the message, when it is the first of a stream
-          that started after the shard's newest entry while the first response
-          has given the shard an earlier start. The caller then follows the
-          shard again. True otherwise.
+          that started after the shard's newest entry while the shard has an
+          earlier start: from the first response, or from the coordinator's
+          `start_floor` for a shard that no poll had reached by then. The
+          caller then follows the shard again. True otherwise.
         """
         count = len(message.sequences)
         floor = None
@@ -850,8 +851,8 @@ class Tail:
                     if not self._add(shard, message, stream):
                         call.cancel()
                         problem = (
-                            "the stream opened after the first response, which "
-                            "gave the shard an earlier start"
+                            "the stream started after the shard's newest entry, "
+                            "but the shard has an earlier start"
                         )
                         break
                     if (message.last_epoch, message.last_sequence) > (epoch, position):
