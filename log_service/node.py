@@ -2232,20 +2232,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     config_module.add_arguments(parser)
     args = parser.parse_args(argv)
     config = config_module.load(args)
-    logsetup.configure(config.log_level, config.log_format)
-    host = build_node(
-        config, args.node, args.shard, args.address, directory=args.directory
-    )
-    stopped = threading.Event()
+    with logsetup.configured(config.log_level, config.log_format):
+        host = build_node(
+            config, args.node, args.shard, args.address, directory=args.directory
+        )
+        stopped = threading.Event()
 
-    def _stop(signum, frame) -> None:
-        stopped.set()
+        def _stop(signum, frame) -> None:
+            stopped.set()
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    print(f"log node {args.node} serving on port {host.port}", flush=True)
-    stopped.wait()
-    host.stop(config.grace_seconds, reason="signal")
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        print(f"log node {args.node} serving on port {host.port}", flush=True)
+        stopped.wait()
+        host.stop(config.grace_seconds, reason="signal")
 
 
 if __name__ == "__main__":

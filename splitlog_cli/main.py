@@ -174,12 +174,12 @@ def _run(argv: Sequence[str] | None) -> int:
     except settings.ConfigError as exc:
         print(f"splitlog: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    logsetup.configure(config.log_level, config.log_format)
-    try:
-        return _dispatch(args, config)
-    except StartupError as exc:
-        print(f"splitlog: error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+    with logsetup.configured(config.log_level, config.log_format):
+        try:
+            return _dispatch(args, config)
+        except StartupError as exc:
+            print(f"splitlog: error: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
 
 
 def _innermost_parser(

@@ -6,9 +6,11 @@ process's log records into log_service.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from splitlog_runtime.config import Config
@@ -53,8 +55,13 @@ class StderrHandler(logging.StreamHandler):
         pass
 
 
-def configure(level: str = "INFO", fmt: str = "text") -> None:
+def configure(level: str = "INFO", fmt: str = "text") -> logging.Handler:
     """Send the root logger to stderr in the chosen format.
+
+    The new handler replaces every handler of the root logger.
+
+    Returns:
+      The handler that writes to stderr.
 
     Raises:
       ValueError: the level or the format is unknown.
@@ -73,6 +80,33 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     root.setLevel(numeric)
     # Alembic reports every plugin and migration step at INFO on each start.
     logging.getLogger("alembic").setLevel(max(numeric, logging.WARNING))
+    return handler
+
+
+@contextlib.contextmanager
+def configured(level: str = "INFO", fmt: str = "text") -> Iterator[None]:
+    """Configure logging as `configure` does, and restore the previous set-up on exit.
+
+    On exit the root logger gets back its handlers and level, and the
+    `alembic` logger its level. A program or test that calls
+    `splitlog_cli.main.main` in-process thus keeps its own logging set-up,
+    and records logged after the call do not reach the command's stderr.
+
+    Raises:
+      ValueError: the level or the format is unknown. Logging is then
+        left unchanged.
+    """
+    root = logging.getLogger()
+    alembic = logging.getLogger("alembic")
+    handlers, root_level, alembic_level = root.handlers[:], root.level, alembic.level
+    handler = configure(level, fmt)
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(root_level)
+        alembic.setLevel(alembic_level)
+        handler.close()
 
 
 # Loggers of log_service itself. Shipping their records would write into the

@@ -57,3 +57,29 @@ def test_unknown_level_or_format_rejected(restore_root, level, fmt, fragment):
     with pytest.raises(ValueError) as caught:
         logsetup.configure(level, fmt)
     assert fragment in str(caught.value)
+
+
+def test_configured_restores_after_error(restore_root, monkeypatch):
+    output = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", output)
+    before = restore_root.handlers[:]
+    restore_root.setLevel(logging.ERROR)
+
+    with pytest.raises(RuntimeError), logsetup.configured("DEBUG", "text"):
+        logging.getLogger("splitlog.test").info("inside")
+        raise RuntimeError("command failed")
+    logging.getLogger("splitlog.test").warning("outside")
+
+    assert "inside" in output.getvalue()
+    assert "outside" not in output.getvalue()
+    assert restore_root.handlers == before
+    assert restore_root.level == logging.ERROR
+
+
+def test_configured_bad_level_changes_nothing(restore_root):
+    before = restore_root.handlers[:]
+
+    with pytest.raises(ValueError), logsetup.configured("LOUD", "text"):
+        pass
+
+    assert restore_root.handlers == before

@@ -16,19 +16,8 @@ from splitlog_cli.signals import SUPERVISOR_PID_ENV
 from splitlog_cli.topology import COMPONENTS_BY_NAME
 from splitlog_runtime import config as config_module
 from splitlog_runtime.config import SETTINGS, markdown_table
-from tests.output import command_lines
 from tests.ports import free_ports
 from user_service import app as user_service_app
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """Undo the root handler that `main()` installs, so later tests log normally."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture
@@ -70,6 +59,22 @@ def test_config_env_round_trips(clean_env, capsys):
     assert set(environ) == {setting.env for setting in SETTINGS}
     assert reloaded.gateway_port == 1234
     assert reloaded.reflection is True
+
+
+def test_main_restores_root_logger(clean_env, capsys):
+    root = logging.getLogger()
+    alembic = logging.getLogger("alembic")
+    handlers, level, alembic_level = root.handlers[:], root.level, alembic.level
+
+    status = main(["config", "--format", "env", "--log-level", "DEBUG"])
+    capsys.readouterr()
+    logging.getLogger("splitlog.test").warning("logged after main returned")
+
+    assert status == 0
+    assert root.handlers == handlers
+    assert root.level == level
+    assert alembic.level == alembic_level
+    assert "logged after main returned" not in capsys.readouterr().err
 
 
 def test_config_table_hides_secrets(clean_env, capsys):
@@ -249,7 +254,7 @@ def test_health_unknown_service_fails(clean_env, capsys, user_service_host):
     status = main(["health", address, "splitlog.nothing.v1.NothingService"])
 
     assert status == 1
-    assert command_lines(capsys.readouterr().err)[0] == "NOT_FOUND"
+    assert capsys.readouterr().err.splitlines()[0] == "NOT_FOUND"
 
 
 def test_health_unreachable_fails(clean_env, capsys):
@@ -258,7 +263,7 @@ def test_health_unreachable_fails(clean_env, capsys):
     status = main(["health", f"127.0.0.1:{port}", "--timeout", "1"])
 
     assert status == 1
-    error = command_lines(capsys.readouterr().err)
+    error = capsys.readouterr().err.splitlines()
     assert error[0] in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
     assert f"127.0.0.1:{port}" in error[1]
 
