@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-#: The start of a log record in the text format, as servers that run in the
-#: test process write it to the same stderr as an in-process command.
+#: The start of a log record in the text format. While a command runs in the
+#: test process, its stderr handler also writes the records of the servers
+#: that run in that process.
 LOG_RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [A-Z]+ ")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import time
@@ -106,13 +105,3 @@ def splitlog_up_with_auth(tmp_path_factory):
         yield running
     finally:
         running.kill_everything()
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """Undo the root handler that an in-process `main()` installs."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)

@@ -25,7 +25,6 @@ from splitlog_runtime import auth
 from splitlog_runtime import config as config_module
 from tests.auth.support import sign_up_user, users_behind_gateway
 from tests.gateway.support import error_details
-from tests.output import command_lines
 from tests.ports import closed_address
 
 SECRET = "closed-health-secret-" + "h" * 40
@@ -158,7 +157,7 @@ def test_health_with_saved_session(clean_env, capsys, monkeypatch, address, prob
 def test_health_without_token_names_option(clean_env, capsys, address):
     status = main(["health", address, USERS_SERVICE])
 
-    error = command_lines(capsys.readouterr().err)
+    error = capsys.readouterr().err.splitlines()
     assert status == 1
     assert error[0] == "UNAUTHENTICATED"
     assert "auth_open_health" in error[1]
@@ -169,7 +168,7 @@ def test_health_without_token_names_option(clean_env, capsys, address):
 def test_health_rejected_token_named(clean_env, capsys, address):
     status = main(["health", address, USERS_SERVICE, "--token", "not-a-real-token"])
 
-    error = command_lines(capsys.readouterr().err)
+    error = capsys.readouterr().err.splitlines()
     assert status == 1
     assert error[0] == "UNAUTHENTICATED"
     assert "rejected the credential" in error[1]
@@ -223,7 +222,7 @@ def test_health_names_backends_down(clean_env, capsys, open_address):
     # service addresses are closed.
     status = main(["health", open_address])
 
-    error = command_lines(capsys.readouterr().err)
+    error = capsys.readouterr().err.splitlines()
     assert status == 1
     assert error[0] == "NOT_SERVING"
     assert "reports these backends NOT_SERVING:" in error[1]
@@ -240,7 +239,7 @@ def test_health_with_token_names_backends_down(
 ):
     status = main(["health", address, "--token", access_token])
 
-    error = command_lines(capsys.readouterr().err)
+    error = capsys.readouterr().err.splitlines()
     assert status == 1
     assert error[0] == "NOT_SERVING"
     assert "expense_service (splitlog.expenses.v1.ExpensesService)" in error[1]
