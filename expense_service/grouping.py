@@ -16,9 +16,9 @@ committed, and so find the stored row and return it.
 
 If `write_group` raises, every caller of the group then writes its item
 alone. One bad item therefore costs the others only the lost group, never a
-failure of their own. Mostly nothing of the group was written. The exception
+failure of their own. Usually nothing of the group was written. The exception
 is a connection lost while the group's COMMIT was on its way, which may have
-stored the whole group: each caller's write alone must then find its own
+stored the whole group. Each caller's write alone must then find its own
 item and return it (`expense_service.servicer`).
 """
 
@@ -66,7 +66,7 @@ class GroupWriter(Generic[_Item, _Result]):
       write_group: writes a group of items in one transaction. It returns
         one result per item, in order, with None for an item that it did not
         write. When it raises, it must have written nothing, unless the
-        transaction's COMMIT got no reply.
+        transaction's COMMIT got no response.
       max_items: maximum number of items in one group.
       key: returns an item's unique key, or None for an item without one.
         Of the items in a group that share a key, only the first is passed

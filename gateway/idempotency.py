@@ -6,11 +6,11 @@ committed, for example when the database connection drops while the commit's
 acknowledgement is on its way. Sent again without a `request_id`, the create
 would be stored a second time. So the gateway gives every create that takes
 a `request_id` and arrives without one a fresh UUID before it forwards the
-call: each of its own retries then carries the same key and returns the row
+call. Each of its own retries then carries the same key and returns the row
 that the first attempt stored.
 
-A create whose request_id would take it over `max_message_bytes` goes
-without one, because the backend would reject it for its size.
+A create whose request_id would take it over `max_message_bytes` is
+forwarded without one, because the backend would reject it for its size.
 
 A client that sends the create again on its own, without a `request_id`,
 gets a new key from the gateway for that call, so that create is stored
@@ -87,8 +87,8 @@ def _sets_request_id(request: bytes, number: int) -> bool:
     The bytes are parsed as an `Empty`, so that every top-level field is an
     unknown field and nested messages stay unparsed. Protobuf keeps the last
     occurrence of a field, so the field is set when its last occurrence is
-    not empty. An occurrence of another wire type does not count: protobuf
-    parses it as an unknown field of the request, not as the string.
+    not empty. An occurrence of another wire type does not count, because
+    protobuf parses it as an unknown field of the request, not as the string.
 
     Raises:
       DecodeError: the bytes are not a valid message.

@@ -173,7 +173,7 @@ _SYSLOG_TAG = re.compile(r" *[^\s:]+: +")
 
 @dataclass(frozen=True)
 class _Layout:
-    """A timestamp layout: its pattern and what its groups hold."""
+    """A timestamp layout: its pattern and what its groups contain."""
 
     name: str
     pattern: re.Pattern[str]

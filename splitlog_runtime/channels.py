@@ -4,16 +4,19 @@ Every channel gets message size limits and keepalive pings. Unless a caller
 turns it off, it also gets a retry policy that retries only UNAVAILABLE, with
 throttling so retries stop when a backend fails often. The services return
 UNAVAILABLE before they change anything, or for a write with a `request_id`
-whose commit got no reply (a retry returns what it stored), so repeating
-such a call is safe. A write without a `request_id` whose commit got no
-answer fails with UNKNOWN instead, which is never retried. The gateway gives
-every create that takes a `request_id` one before it forwards it
-(`gateway.idempotency`). The log router's writes are never retried
-(`NO_RETRY_METHODS`): the router may store the parts of a batch for healthy
-shards and then return UNAVAILABLE for the others, and a batch without a
-request id would be stored again at each retry. Every call carries a
-deadline: the caller's remaining deadline when there is one, otherwise a
-configured default.
+whose commit got no response. A retry of such a write returns what the
+first attempt stored, so repeating the call is safe. A write without a
+`request_id` whose commit got no response fails with UNKNOWN instead, which
+is never retried. Before the gateway forwards a create that takes a
+`request_id` but arrived without one, it fills in a fresh one
+(`gateway.idempotency`).
+
+The log router's writes are never retried (`NO_RETRY_METHODS`). The router
+may store the parts of a batch for healthy shards and then return
+UNAVAILABLE for the others, so a retry of a batch without a request id would
+store those parts again. Every call carries a deadline, which is the
+caller's remaining deadline when there is one and otherwise a configured
+default.
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ def channel_options(
       max_message_bytes: the send and receive limit of each message.
       retries: whether grpc retries UNAVAILABLE calls by itself. Turn it off
         for a channel that carries long server streams and reconnects on its
-        own: grpc keeps a stream that has received nothing, not even its
+        own. grpc keeps a stream that has received nothing, not even its
         headers, for a retry, and in grpcio 1.85 such a stream whose server
         dies waits forever instead of failing.
     """
@@ -137,8 +140,8 @@ def answer_before(remaining: float) -> float:
     ends a margin before it, so that the service's own error about the call
     reaches the caller before the caller's deadline passes. A deadline too
     short to leave the call ANSWER_MARGIN_SECONDS after the margin is
-    returned unchanged: the call gets all of it, and the caller may see its
-    own DEADLINE_EXCEEDED instead of the service's error.
+    returned unchanged. The call then gets all of it, and the caller may see
+    its own DEADLINE_EXCEEDED instead of the service's error.
     """
     margin = ANSWER_MARGIN_SECONDS + ANSWER_MARGIN_FRACTION * remaining
     if remaining - margin >= ANSWER_MARGIN_SECONDS:

@@ -2525,7 +2525,7 @@ def _attribute_filters(pairs: list[str]) -> list[str]:
 
 
 def _set_time_range(request: Any, args: argparse.Namespace, zone: str) -> None:
-    # An empty value is refused rather than read as no bound.
+    # An empty value is rejected rather than read as no bound.
     if args.start is not None:
         request.start_time.CopyFrom(_time(args.start, "--since", zone))
     if args.end is not None:
