@@ -119,7 +119,7 @@ def build_router(
     writer = Writer(
         coordinator,
         sharder,
-        lambda node_address: clients.stubs(node_address).append,
+        clients,
         Limits.from_config(config),
         retention,
         counters,
@@ -167,6 +167,7 @@ def build_router(
         lambda: shard_health.update(coordinator.leaders_responding())
     )
     shard_health.update(coordinator.leaders_responding())
+    coordinator.add_round_listener(writer.leaders_polled)
     coordinator.add_round_listener(
         lambda: enforcer.nodes_polled(coordinator.reachable_addresses())
     )

@@ -5,6 +5,13 @@ their own: the callers retry after they refreshed the shard's leader, and a
 channel reconnects within a second after a node comes back, instead of gRPC's
 default backoff of up to two minutes.
 
+Appends go over a second channel per node (`append_calls`), which the router
+closes when the coordinator replaces that node as a shard's leader
+(`reset_append_channel`). A stopped (SIGSTOP) or cut-off leader keeps its TCP
+connection open, so without that an append to it would wait for its whole
+deadline, and every part queued behind it too, although a follower has
+already taken over.
+
 With `sign` set (the router's `auth_required`), every call carries the
 process's signed principal, which the nodes check.
 
@@ -112,7 +119,6 @@ class NodeStubs:
 
     node: node_service_pb2_grpc.LogNodeServiceStub
     replication: replication_service_pb2_grpc.ReplicationServiceStub
-    append: AppendCalls
 
 
 class ClientsClosed(ValueError):
@@ -137,6 +143,8 @@ class NodeClients:
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
         self._stubs: dict[str, NodeStubs] = {}
+        self._append_channels: dict[str, grpc.Channel] = {}
+        self._appends: dict[str, AppendCalls] = {}
         self._closed = False
 
     @property
@@ -158,23 +166,59 @@ class NodeClients:
                 )
             stubs = self._stubs.get(address)
             if stubs is None:
-                channel = grpc.insecure_channel(address, options=self._options)
-                self._channels[address] = channel
-                calls = auth.signing_channel(channel) if self._sign else channel
+                calls = self._open(address, self._channels)
                 stubs = NodeStubs(
                     node_service_pb2_grpc.LogNodeServiceStub(calls),
                     replication_service_pb2_grpc.ReplicationServiceStub(calls),
-                    AppendCalls.on(calls),
                 )
                 self._stubs[address] = stubs
             return stubs
+
+    def append_calls(self, address: str) -> AppendCalls:
+        """Return the append calls of a node address, on its own channel.
+
+        Raises:
+          ClientsClosed: `close` has been called.
+        """
+        with self._lock:
+            if self._closed:
+                raise ClientsClosed(
+                    f"the router closed its node channels because it is stopping, "
+                    f"so it sends node {address} no more entries"
+                )
+            calls = self._appends.get(address)
+            if calls is None:
+                calls = AppendCalls.on(self._open(address, self._append_channels))
+                self._appends[address] = calls
+            return calls
+
+    def reset_append_channel(self, address: str) -> None:
+        """Close the append channel of a node address, which ends its calls.
+
+        The calls in flight fail with CANCELLED, and a call that took the
+        closed channel's stubs just before fails with ValueError. The next
+        `append_calls` opens a new channel.
+        """
+        with self._lock:
+            channel = self._append_channels.pop(address, None)
+            self._appends.pop(address, None)
+        if channel is not None:
+            channel.close()
 
     def close(self) -> None:
         """Close every channel, which cancels their calls in flight."""
         with self._lock:
             self._closed = True
-            channels = list(self._channels.values())
+            channels = [*self._channels.values(), *self._append_channels.values()]
             self._channels.clear()
             self._stubs.clear()
+            self._append_channels.clear()
+            self._appends.clear()
         for channel in channels:
             channel.close()
+
+    def _open(self, address: str, channels: dict[str, grpc.Channel]) -> grpc.Channel:
+        """Open a channel to `address`, record it in `channels`, return its calls."""
+        channel = grpc.insecure_channel(address, options=self._options)
+        channels[address] = channel
+        return auth.signing_channel(channel) if self._sign else channel

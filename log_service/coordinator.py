@@ -577,6 +577,14 @@ class Coordinator:
             ]
             return ShardRoute(shard, leader_address, state.epoch, tuple(readable))
 
+    def leader_addresses(self) -> dict[str, str | None]:
+        """Return each shard's leader address, None for a shard without one."""
+        with self._lock:
+            return {
+                shard: self._addresses[state.leader] if state.leader else None
+                for shard, state in self._states.items()
+            }
+
     def known_commit(self, shard: str) -> tuple[int, int] | None:
         """Return a commit sequence of the shard from the polls, and an epoch.
 

@@ -27,7 +27,7 @@ import time
 import uuid
 import weakref
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 
@@ -39,7 +39,7 @@ from opentelemetry.proto.collector.logs.v1 import (
 from log_service.clients import (
     ROUTED_HEADROOM_BYTES,
     ROUTER_STOPPING,
-    AppendCalls,
+    NodeClients,
     routed_message_bytes,
 )
 from log_service.coordinator import Coordinator
@@ -87,7 +87,7 @@ from log_service.tokens import decode_resume_token, filter_hash, resume_position
 from log_service.wal import encode_varint
 from splitlog.logs.v1 import logs_service_pb2, logs_service_pb2_grpc, node_service_pb2
 from splitlog_runtime import authz
-from splitlog_runtime.channels import downstream_timeout
+from splitlog_runtime.channels import answer_before
 from splitlog_runtime.errors import (
     DomainError,
     InvalidArgument,
@@ -135,6 +135,9 @@ UNTIMED_EXPORT_RETRY_ADVICE = (
 REFRESH_WAIT_SECONDS = 0.6
 # The error of a `_ShardPart` that was not sent because the router is stopping.
 ROUTER_STOPPED = "router stopped"
+# The error of a `_ShardPart` whose call the router ended because the
+# coordinator replaced the shard's leader (`Writer.leaders_polled`).
+LEADER_REPLACED = "leader replaced"
 # Positions in a normalised row (`model.ROW_FIELDS`).
 _TIMESTAMP = ROW_FIELDS.index("timestamps")
 _SERVICE = ROW_FIELDS.index("services")
@@ -181,7 +184,8 @@ class _ShardPart:
     which the call adds once the shard's route is known. `duplicate_count`
     is the number of its entries that the node reported as already stored.
     `resent` marks a part whose earlier call of the same write failed, which
-    the node may still have stored.
+    the node may still have stored. `sent_to` is the leader address and
+    epoch of its latest call, or None before the first.
     """
 
     shard: str
@@ -194,6 +198,7 @@ class _ShardPart:
     done: bool = False
     duplicate_count: int = 0
     resent: bool = False
+    sent_to: tuple[str, int] | None = None
 
     @property
     def size(self) -> int:
@@ -309,7 +314,9 @@ class _ShardQueue:
         if route.leader_address is None:
             _finish(group, "no leader")
             return None
-        calls = self._writer.append_calls_for(route.leader_address)
+        calls = self._writer.clients.append_calls(route.leader_address)
+        for part in group:
+            part.sent_to = (route.leader_address, route.epoch)
         timeout = max(0.01, min(part.deadline for part in group) - time.monotonic())
         epoch = _EPOCH_KEY + encode_varint(route.epoch)
         if len(group) == 1:
@@ -346,11 +353,8 @@ class _ShardQueue:
                 return
             method, request, timeout, epoch = call
             response = method(request, timeout=timeout)
-        except grpc.RpcError as error:
-            _finish(group, error.code().name)
-        except ValueError:
-            # The router closed its node channels (`ClientsClosed` included).
-            _finish(group, ROUTER_STOPPED)
+        except (grpc.RpcError, ValueError) as error:
+            _finish(group, self._failure(error))
         except Exception:
             # The parts may belong to other writes, whose threads wait for them.
             _LOGGER.exception("sending entries to log shard %s failed", self._shard)
@@ -367,8 +371,8 @@ class _ShardQueue:
                 return
             method, request, timeout, epoch = call
             future = method.future(request, timeout=timeout)
-        except ValueError:
-            _finish([part], ROUTER_STOPPED)
+        except ValueError as error:
+            _finish([part], self._failure(error))
             return
         except Exception:
             _LOGGER.exception("sending entries to log shard %s failed", self._shard)
@@ -377,13 +381,32 @@ class _ShardQueue:
         future.add_done_callback(lambda done: self._finish_call(part, done, epoch))
 
     def _finish_call(self, part: _ShardPart, call: grpc.Future, epoch: int) -> None:
-        error = _call_error(call)
-        if error:
-            _finish([part], error)
-            return
-        response = call.result()
-        self._note_stored(response, epoch)
-        _finish_stored([part], response)
+        error = call.exception()
+        if error is None:
+            response = call.result()
+            self._note_stored(response, epoch)
+            _finish_stored([part], response)
+        elif isinstance(error, grpc.RpcError):
+            _finish([part], self._failure(error))
+        else:
+            _finish([part], type(error).__name__)
+
+    def _failure(self, error: grpc.RpcError | ValueError) -> str:
+        """Return the error of parts whose call raised `error`.
+
+        Closing a channel ends its calls with CANCELLED, and a call that
+        took the channel's stubs just before raises ValueError. Both happen
+        when the router stops (`NodeClients.close`) and when the coordinator
+        replaced the shard's leader (`Writer.leaders_polled`).
+        """
+        stopping = self._writer.clients.closed
+        if isinstance(error, ValueError):
+            # `ClientsClosed` included.
+            return ROUTER_STOPPED if stopping else LEADER_REPLACED
+        code = error.code()
+        if code == grpc.StatusCode.CANCELLED and not stopping:
+            return LEADER_REPLACED
+        return code.name
 
 
 def _stopping(parts: list[_ShardPart]) -> bool:
@@ -468,20 +491,11 @@ def _segment_slice(segments: _Segments, start: int, stop: int) -> _Segments:
     return sliced
 
 
-def _call_error(call: grpc.Future) -> str:
-    error = call.exception()
-    if error is None:
-        return ""
-    if isinstance(error, grpc.RpcError):
-        return error.code().name
-    return type(error).__name__
-
-
 class Writer:
     """Batch writer: normalises, sends to the shard leaders and counts.
 
     Args:
-      append_calls_for: returns the `AppendCalls` of a node address.
+      clients: the node channels; appends use their `append_calls`.
       max_message_bytes: the setting; a request to a node stays within
         `clients.routed_message_bytes` of it.
     """
@@ -490,7 +504,7 @@ class Writer:
         self,
         coordinator: Coordinator,
         sharder: Sharder,
-        append_calls_for: Callable[[str], AppendCalls],
+        clients: NodeClients,
         limits: Limits,
         retention: RetentionStore,
         counters: IngestCounters,
@@ -506,7 +520,9 @@ class Writer:
         self.max_message_bytes = max_message_bytes
         self._max_request_bytes = routed_message_bytes(max_message_bytes)
         self.coordinator = coordinator
-        self.append_calls_for = append_calls_for
+        self.clients = clients
+        # Each shard's leader address at the latest poll round.
+        self._leaders: dict[str, str | None] = {}
         self._queues: dict[str, _ShardQueue] = {}
         self._queues_lock = threading.Lock()
         self._closed = False
@@ -829,13 +845,15 @@ class Writer:
     ) -> None:
         if not parts:
             return
-        timeout = downstream_timeout(context, self._default_timeout)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + self._write_timeout(context)
         failed = self._send(parts, deadline)
         if failed and not _stopping(failed):
-            self._coordinator.wait_for_poll(
-                min(REFRESH_WAIT_SECONDS, max(0.0, deadline - time.monotonic()))
-            )
+            if not self._routes_moved(failed):
+                # A leader that rejected the epoch has moved on, and the
+                # coordinator learns the new one in its next poll round.
+                self._coordinator.wait_for_poll(
+                    min(REFRESH_WAIT_SECONDS, max(0.0, deadline - time.monotonic()))
+                )
             failed = self._send(failed, deadline)
         if _stopping(failed):
             names = list(dict.fromkeys(p.shard for p in failed))
@@ -856,6 +874,54 @@ class Writer:
                 metadata={"shards": ",".join(dict.fromkeys(p.shard for p in failed))},
                 retry_delay=RETRY_DELAY_SECONDS,
             )
+
+    def _write_timeout(self, context: grpc.ServicerContext | None) -> float:
+        """Return the seconds that the calls of a write to the leaders may take.
+
+        With a caller's deadline, they end a margin before it
+        (`answer_before`), so that the caller receives the router's
+        UNAVAILABLE, which names the shards and the way to retry, instead of
+        its own DEADLINE_EXCEEDED. Without one, they get `default_timeout`.
+        """
+        remaining = None if context is None else context.time_remaining()
+        if remaining is None or remaining > 1e9:
+            return self._default_timeout
+        return answer_before(remaining)
+
+    def _routes_moved(self, parts: list[_ShardPart]) -> bool:
+        """Return whether each part's shard has another route than its last call."""
+        for part in parts:
+            route = self._coordinator.route(part.shard)
+            if part.sent_to == (route.leader_address, route.epoch):
+                return False
+        return True
+
+    def leaders_polled(self) -> None:
+        """End the append calls to each leader that the coordinator replaced.
+
+        Runs after each poll round. A leader that stopped or was cut off
+        keeps its TCP connection open, so its calls would otherwise wait for
+        their whole deadline after a follower took over, and the parts
+        queued behind them too. Closing the node's append channel ends them
+        with LEADER_REPLACED, and `_append` sends them again to the new
+        leader, which stores only the entries that it lacks under their
+        batch ids. A node that still leads another shard keeps its channel.
+        """
+        leaders = self._coordinator.leader_addresses()
+        previous, self._leaders = self._leaders, leaders
+        still_leading = set(leaders.values())
+        for shard, address in previous.items():
+            new = leaders.get(shard)
+            if address is None or new == address or address in still_leading:
+                continue
+            _LOGGER.warning(
+                "log shard %s: the coordinator replaced leader %s (new leader: "
+                "%s); ending the router's appends to it",
+                shard,
+                address,
+                new or "none",
+            )
+            self.clients.reset_append_channel(address)
 
     def _send(self, parts: list[_ShardPart], deadline: float) -> list[_ShardPart]:
         """Send each part through its shard's queue; return the parts that failed."""
