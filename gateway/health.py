@@ -148,8 +148,8 @@ class BackendHealthWatcher:
             service.full_name: NOT_SERVING for service in self._services
         }
         # Backends that missed PROBE_MISSES checks in a row and have not
-        # replied since.
-        self._unresponsive: set[str] = set()
+        # replied since. The pool's set, so that its calls fail at once.
+        self._unresponsive = pool.unresponsive
 
     def start(self) -> None:
         """Start one watch task per public service and one prober per backend."""

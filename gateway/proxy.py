@@ -161,6 +161,10 @@ class BackendPool:
             _LOGGER, lambda backend: f"calls to {backend}", UNREACHABLE_LOG_INTERVAL
         )
         self.in_process: InProcessDispatcher | None = None
+        # Names of the backends that left `health.PROBE_MISSES` health checks
+        # in a row without a reply and have not replied since. The health
+        # watcher keeps the set, and calls to these backends fail at once.
+        self.unresponsive: set[str] = set()
         for service in services:
             backend = self.backends.get(service.backend)
             if backend is None:
@@ -178,6 +182,19 @@ class BackendPool:
         """Close every channel; calls still running on them are cancelled."""
         for backend in self.backends.values():
             await backend.channel.close()
+
+    def unresponsive_error(self, path: str) -> Unavailable | None:
+        """Return the error of a call to a backend that is not responding, or None.
+
+        A backend that stopped (SIGSTOP) or whose handlers are all blocked
+        keeps its connections open, so a call forwarded to it would wait
+        for its whole deadline. While the health checks find it so, the
+        gateway answers UNAVAILABLE at once instead.
+        """
+        backend = self.backend_by_method.get(path)
+        if backend is None or backend.name not in self.unresponsive:
+            return None
+        return backend_not_responding(backend)
 
     def translate_error(
         self,
@@ -289,6 +306,18 @@ def backend_unavailable(backend: Backend) -> Unavailable:
     """
     return Unavailable(
         f"{backend.name} is unavailable; retry in {BACKEND_RETRY_DELAY:g}s",
+        reason="BACKEND_UNAVAILABLE",
+        metadata={"backend": backend.name},
+        retry_delay=BACKEND_RETRY_DELAY,
+    )
+
+
+def backend_not_responding(backend: Backend) -> Unavailable:
+    """Build the client's error for a backend that leaves health checks unanswered."""
+    return Unavailable(
+        f"{backend.name} is not responding: it left the gateway's latest health "
+        "checks without a reply, so the gateway forwards no calls to it until it "
+        f"replies again; retry in {BACKEND_RETRY_DELAY:g}s",
         reason="BACKEND_UNAVAILABLE",
         metadata={"backend": backend.name},
         retry_delay=BACKEND_RETRY_DELAY,
@@ -488,6 +517,13 @@ class ProxyHandlers:
         status = self._pool.translate_error(error, path, filled_request_id)
         await context.abort(status.code, status.details, status.trailing_metadata)
 
+    async def _check_responding(
+        self, path: str, context: grpc.aio.ServicerContext
+    ) -> None:
+        error = self._pool.unresponsive_error(path)
+        if error is not None:
+            await _abort(context, error)
+
     async def _check_size(
         self, request: bytes, context: grpc.aio.ServicerContext
     ) -> None:
@@ -504,6 +540,7 @@ class ProxyHandlers:
 
         async def forward(request: bytes, context: grpc.aio.ServicerContext):
             await self._check_size(request, context)
+            await self._check_responding(path, context)
             filled_key = None
             if request_class is not None:
                 # A call in process is never retried. It still gets a key,
@@ -554,6 +591,7 @@ class ProxyHandlers:
             request: bytes, context: grpc.aio.ServicerContext
         ) -> AsyncIterator[bytes]:
             await self._check_size(request, context)
+            await self._check_responding(path, context)
             call = multicallable(
                 request,
                 timeout=self._streaming_timeout(context),
@@ -579,6 +617,7 @@ class ProxyHandlers:
         async def forward(
             requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
         ):
+            await self._check_responding(path, context)
             checked = _CheckedRequests(requests, self._max_message_bytes)
             call = multicallable(
                 checked,
@@ -607,6 +646,7 @@ class ProxyHandlers:
         async def forward(
             requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
         ) -> AsyncIterator[bytes]:
+            await self._check_responding(path, context)
             checked = _CheckedRequests(requests, self._max_message_bytes)
             call = multicallable(
                 checked,

@@ -576,6 +576,9 @@ class RestFront:
             timeout = _time_left(requested_timeout, received)
             if timeout <= 0:
                 return _error_response(_expired_before_call(header, route.full_method))
+        unresponsive = self._pool.unresponsive_error(route.full_method)
+        if unresponsive is not None:
+            return _error_response(unresponsive.to_status(), _retry_after(unresponsive))
         if route.method.server_streaming:
             return await self._stream(
                 request, route, endpoint, payload, metadata, timeout, requested_timeout
@@ -725,6 +728,11 @@ class RestFront:
             if timeout <= 0:
                 status = _expired_before_call(header, otlp_http.EXPORT_METHOD)
                 return _otlp_error(request, status)
+        unresponsive = self._pool.unresponsive_error(otlp_http.EXPORT_METHOD)
+        if unresponsive is not None:
+            return _otlp_error(
+                request, unresponsive.to_status(), _retry_after(unresponsive)
+            )
         multicallable = self._pool.callables[otlp_http.EXPORT_METHOD]
         try:
             reply = await multicallable(payload, timeout=timeout, metadata=metadata)
