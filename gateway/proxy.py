@@ -189,7 +189,7 @@ class BackendPool:
         A backend that stopped (SIGSTOP) or whose handlers are all blocked
         keeps its connections open, so a call forwarded to it would wait
         for its whole deadline. While the health checks find it so, the
-        gateway answers UNAVAILABLE at once instead.
+        gateway returns UNAVAILABLE at once instead.
         """
         backend = self.backend_by_method.get(path)
         if backend is None or backend.name not in self.unresponsive:
