@@ -4,9 +4,10 @@ Balances are ints in minor units of one currency: positive for a member who
 is owed money, negative for a member who owes it. They add up to zero.
 
 With at most `EXACT_LIMIT` non-zero balances the plan has the fewest possible
-transfers. The transfers of a plan connect the n members with a non-zero
-balance into parts that each add up to zero, and a part of k members needs at
-least k - 1 transfers. So the fewest transfers is n minus the largest number
+transfers, unless the exact search needs more than `WORK_LIMIT` work units.
+The transfers of a plan connect the n members with a non-zero balance into
+parts that each add up to zero, and a part of k members needs at least
+k - 1 transfers. So the fewest transfers is n minus the largest number
 of zero-sum groups the members can be split into.
 
 Every transfer goes from a member who owes to a member who is owed. Among
@@ -24,6 +25,11 @@ balances, then repeatedly lets the largest debtor pay the largest creditor.
 Each transfer then zeroes at least one balance, so the plan has at most n - 1
 transfers, but it may have more than the fewest.
 
+A search that runs out of work returns the fallback plan with fewer
+transfers of two: the transfers found so far followed by the heuristic plan
+of the rest, or the heuristic plan of all balances. `plan_settlement` flags
+such a plan as not proven to have the fewest transfers.
+
 NOTE: only exact plans are stable when a transfer is paid. After a transfer
 of a heuristic plan is paid, the new plan can differ in other transfers too.
 
@@ -32,18 +38,29 @@ The algorithm, its cost and its limits are described in docs/settle-up.md.
 
 from __future__ import annotations
 
-import functools
 import heapq
-from collections import defaultdict
-from collections.abc import Mapping
+import threading
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 #: Largest number of non-zero balances that get a plan with the fewest
 #: transfers. `python -m bench.settle` on a 2-CPU AMD EPYC with Python 3.11
 #: measured 20 balances at about 10 ms for wide amounts and up to about
-#: 0.3 s for small distinct amounts, the slowest kind found. At 24 such
-#: balances one run took over a minute, so the limit stays at 20.
+#: 0.3 s for small distinct amounts, a slow kind. At 24 such balances one
+#: run took over a minute, so the limit stays at 20.
 EXACT_LIMIT = 20
+
+#: Work units the exact search may spend on one plan before it returns a
+#: fallback plan that is not proven to have the fewest transfers. A unit is
+#: about one zero-sum group looked at. A unit count, unlike a time limit,
+#: gives the same plan on every machine. The slowest 20-member balances found
+#: need about 3.1 million units, 0.4 to 1.8 s on the machine above.
+#: NOTE: the units per second differ between inputs by a factor of about 3.
+WORK_LIMIT = 2_000_000
+
+#: Work units between two calls of a plan's `should_stop` check.
+_STOP_CHECK_INTERVAL = 10_000
 
 
 @dataclass(frozen=True, order=True)
@@ -75,20 +92,58 @@ class UnbalancedError(ValueError):
         self.total = total
 
 
+@dataclass(frozen=True)
+class SettlementPlan:
+    """The transfers of a plan and whether they are proven to be the fewest.
+
+    Attributes:
+      transfers: the transfers, sorted by payer, then payee.
+      fewest_transfers: true when the exact search finished, so no plan has
+        fewer transfers. False for the heuristic plan above `exact_limit` and
+        for the fallback plan of a search that ran out of work or was stopped.
+    """
+
+    transfers: tuple[Transfer, ...]
+    fewest_transfers: bool
+
+
 def compute_settlement_plan(
     balances: Mapping[str, int], *, exact_limit: int = EXACT_LIMIT
 ) -> list[Transfer]:
     """Compute the transfers that settle every balance exactly.
+
+    Same as `plan_settlement` with the default work limit, without the flag.
+
+    Raises:
+      UnbalancedError: the balances do not add up to zero.
+    """
+    return list(plan_settlement(balances, exact_limit=exact_limit).transfers)
+
+
+def plan_settlement(
+    balances: Mapping[str, int],
+    *,
+    exact_limit: int = EXACT_LIMIT,
+    work_limit: int = WORK_LIMIT,
+    should_stop: Callable[[], bool] | None = None,
+) -> SettlementPlan:
+    """Plan the transfers that settle every balance exactly.
 
     Args:
       balances: net balance of each member in minor units, positive when
         the member is owed money. Zero balances are allowed and ignored.
       exact_limit: largest number of non-zero balances for the exact search;
         above it the heuristic is used.
+      work_limit: work units the exact search may spend (see `WORK_LIMIT`).
+        A search that needs more returns the fallback plan instead.
+      should_stop: called now and then during the exact search, for example
+        to check the caller's deadline. When it returns true, the search
+        stops and the fallback plan is returned, and the plan is not cached.
 
     Returns:
-      The transfers sorted by payer, then payee. The result depends only on
-      the balances, not on the order of the mapping.
+      The plan. Its transfers depend only on the balances and `work_limit`,
+      not on the order of the mapping, unless `should_stop` stopped the
+      search.
 
     Raises:
       UnbalancedError: the balances do not add up to zero.
@@ -99,22 +154,86 @@ def compute_settlement_plan(
     open_balances = frozenset(
         (user, amount) for user, amount in balances.items() if amount
     )
-    return list(_plan(open_balances, exact_limit))
-
-
-# A plan depends only on the balances, and the exact search can take a
-# tenth of a second or more, so plans of recent balances are kept. Overviews
-# and repeated reads of an unchanged group then cost a look-up.
-@functools.lru_cache(maxsize=256)
-def _plan(
-    open_balances: frozenset[tuple[str, int]], exact_limit: int
-) -> tuple[Transfer, ...]:
+    key = (open_balances, exact_limit, work_limit)
+    cached = _PLANS.get(key)
+    if cached is not None:
+        return cached
     remaining = dict(open_balances)
-    if len(remaining) <= exact_limit:
-        transfers = _fewest_transfers(remaining)
-    else:
-        transfers = _heuristic_transfers(remaining)
-    return tuple(sorted(transfers))
+    if len(remaining) > exact_limit:
+        plan = SettlementPlan(tuple(sorted(_heuristic_transfers(remaining))), False)
+        _PLANS.put(key, plan)
+        return plan
+    budget = _Budget(work_limit, should_stop)
+    try:
+        transfers = _fewest_transfers(remaining, budget)
+        plan = SettlementPlan(tuple(sorted(transfers)), True)
+    except _OutOfWork as stop:
+        plan = SettlementPlan(tuple(sorted(stop.fallback)), False)
+        if budget.stopped:
+            return plan
+    _PLANS.put(key, plan)
+    return plan
+
+
+class _PlanCache:
+    """Plans of recent balances, least recently used dropped first.
+
+    A plan depends only on the balances and the limits, and the exact search
+    can take a tenth of a second or more. Overviews and repeated reads of an
+    unchanged group then cost a look-up. Servicer threads share it.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        self._maxsize = maxsize
+        self._plans: OrderedDict[object, SettlementPlan] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+
+    def get(self, key: object) -> SettlementPlan | None:
+        with self._lock:
+            plan = self._plans.get(key)
+            if plan is not None:
+                self._plans.move_to_end(key)
+                self.hits += 1
+            return plan
+
+    def put(self, key: object, plan: SettlementPlan) -> None:
+        with self._lock:
+            self._plans[key] = plan
+            self._plans.move_to_end(key)
+            while len(self._plans) > self._maxsize:
+                self._plans.popitem(last=False)
+
+
+_PLANS = _PlanCache(maxsize=256)
+
+
+class _OutOfWork(Exception):
+    """The exact search used up its work limit or its caller stopped it."""
+
+    def __init__(self) -> None:
+        super().__init__("the exact search ran out of work")
+        self.fallback: list[Transfer] = []
+
+
+class _Budget:
+    """Work units left for the exact search, and the caller's stop check."""
+
+    def __init__(self, work_limit: int, should_stop: Callable[[], bool] | None):
+        self.left = work_limit
+        self.should_stop = should_stop
+        self.next_check = work_limit - _STOP_CHECK_INTERVAL
+        self.stopped = False
+
+    def spend(self, units: int) -> None:
+        self.left -= units
+        if self.left < 0:
+            raise _OutOfWork
+        if self.left <= self.next_check:
+            self.next_check = self.left - _STOP_CHECK_INTERVAL
+            if self.should_stop is not None and self.should_stop():
+                self.stopped = True
+                raise _OutOfWork
 
 
 def _pay(balances: dict[str, int], transfer: Transfer) -> None:
@@ -128,17 +247,30 @@ def _pay(balances: dict[str, int], transfer: Transfer) -> None:
             del balances[user]
 
 
-def _fewest_transfers(balances: dict[str, int]) -> list[Transfer]:
+def _fewest_transfers(balances: dict[str, int], budget: _Budget) -> list[Transfer]:
+    """Return the first fewest-transfer plan, one transfer at a time.
+
+    Raises:
+      _OutOfWork: the budget ran out. Its `fallback` is the plan with fewer
+        transfers of two: the transfers found so far followed by the
+        heuristic plan of the rest, and the heuristic plan of all balances.
+    """
     remaining = dict(balances)
-    transfers = []
-    while remaining:
-        transfer = _next_transfer(remaining)
-        transfers.append(transfer)
-        _pay(remaining, transfer)
+    transfers: list[Transfer] = []
+    try:
+        while remaining:
+            transfer = _next_transfer(remaining, budget)
+            transfers.append(transfer)
+            _pay(remaining, transfer)
+    except _OutOfWork as stop:
+        completed = transfers + _heuristic_transfers(remaining)
+        heuristic = _heuristic_transfers(balances)
+        stop.fallback = heuristic if len(heuristic) < len(completed) else completed
+        raise
     return transfers
 
 
-def _next_transfer(balances: dict[str, int]) -> Transfer:
+def _next_transfer(balances: dict[str, int], budget: _Budget) -> Transfer:
     """Return the largest transfer that some fewest-transfer plan contains.
 
     For a debtor d and a creditor c, the largest possible transfer is
@@ -161,7 +293,7 @@ def _next_transfer(balances: dict[str, int]) -> Transfer:
         # largest partition, so no search is needed.
         return Transfer(debtor, creditor, -negative_amount)
 
-    partitions = _Partitions(list(balances.values()))
+    partitions = _Partitions(list(balances.values()), budget)
     for negative_amount, debtor, creditor in candidates:
         if partitions.can_share_group(balances[debtor], balances[creditor]):
             return Transfer(debtor, creditor, -negative_amount)
@@ -179,7 +311,8 @@ class _Partitions:
     subsets, therefore collapse into few vectors.
     """
 
-    def __init__(self, balances: list[int]) -> None:
+    def __init__(self, balances: list[int], budget: _Budget) -> None:
+        self.budget = budget
         counts: dict[int, int] = defaultdict(int)
         for balance in balances:
             counts[balance] += 1
@@ -196,6 +329,12 @@ class _Partitions:
         self.by_lowest_field: dict[int, list[int]] = defaultdict(list)
         for vector in self.zero_vectors:
             self.by_lowest_field[self._lowest_field(vector)].append(vector)
+        index = {value: i for i, value in enumerate(self.values)}
+        self.opposite_ones = [
+            (1 << (i * self.width)) | (1 << (index[-value] * self.width))
+            for i, value in enumerate(self.values)
+            if value > 0 and -value in index
+        ]
         self.memo = {0: 0}
         self.max_groups = self.groups(self.full)
 
@@ -204,6 +343,7 @@ class _Partitions:
         if self.max_groups == 1:
             return True
         fields = (self.values.index(debt), self.values.index(credit))
+        self.budget.spend(len(self.zero_vectors))
         for vector in self.zero_vectors:
             if not all(self._field(vector, field) for field in fields):
                 continue
@@ -223,23 +363,53 @@ class _Partitions:
         """
         if vector in self.memo:
             return self.memo[vector]
+        pairs, rest = self._without_opposite_pairs(vector)
+        if pairs:
+            best = pairs + self.groups(rest)
+            self.memo[vector] = best
+            return best
         best = 1
         limit = self._upper_bound(vector)
         guard = self.guard
         guarded = vector | guard
+        scanned = fitted = 0
         for group in self.by_lowest_field[self._lowest_field(vector)]:
             if best >= limit:
                 break
+            scanned += 1
             # Field-wise vector - group; a cleared guard bit means the group
             # does not fit into the vector.
             rest = guarded - group
             if rest & guard != guard or group == vector:
                 continue
+            fitted += 1
             rest ^= guard
             if 1 + self._upper_bound(rest) > best:
                 best = max(best, 1 + self.groups(rest))
+        self.budget.spend(1 + scanned + fitted)
         self.memo[vector] = best
         return best
+
+    def _without_opposite_pairs(self, vector: int) -> tuple[int, int]:
+        """Split off every pair of equal and opposite balances in the vector.
+
+        Such a pair is a group of some largest partition: when x and -x sit
+        in different groups, swapping them into a pair of their own and
+        joining the two remainders keeps the number of groups.
+        """
+        pairs = 0
+        for pair_ones in self.opposite_ones:
+            low = pair_ones & -pair_ones
+            count = min(
+                self._count_at(vector, low), self._count_at(vector, pair_ones ^ low)
+            )
+            if count:
+                pairs += count
+                vector -= count * pair_ones
+        return pairs, vector
+
+    def _count_at(self, vector: int, one: int) -> int:
+        return (vector // one) & ((1 << (self.width - 1)) - 1)
 
     def _pack(self, counts: list[int]) -> int:
         return sum(count << (i * self.width) for i, count in enumerate(counts))
@@ -292,11 +462,13 @@ class _Partitions:
         left_by_sum: dict[int, list[int]] = defaultdict(list)
         for vector, total in left:
             left_by_sum[total].append(vector)
+        self.budget.spend(len(left) + len(right))
         found = []
         for right_vector, total in right:
             for left_vector in left_by_sum.get(-total, ()):
                 if left_vector | right_vector:
                     found.append(left_vector | right_vector)
+        self.budget.spend(len(found))
         return found
 
     def _half_vectors(self, fields: range, counts: list[int]) -> list[tuple[int, int]]:

@@ -11,6 +11,7 @@ from balance_service.settle import (
     Transfer,
     UnbalancedError,
     compute_settlement_plan,
+    plan_settlement,
 )
 
 T = Transfer
@@ -204,8 +205,99 @@ def test_plan_of_same_balances_reuses_the_search():
 
     first = compute_settlement_plan(balances)
     first.append("changed by the caller")
-    hits = settle_module._plan.cache_info().hits
+    hits = settle_module._PLANS.hits
     second = compute_settlement_plan(dict(reversed(balances.items())))
 
-    assert settle_module._plan.cache_info().hits == hits + 1
+    assert settle_module._PLANS.hits == hits + 1
     assert second == first[:-1]
+
+
+# Work limit of the exact search.
+
+# Opposite pairs split off, many zero-sum subsets remain: about 1.2 million
+# work units.
+CRAFTED = [-28, -28, -21, -19, -18, -16, -15, -13, -12, -8]
+CRAFTED += [2, 7, 8, 13, 17, 23, 24, 25, 29, 30]
+# No opposite pairs: about 3.1 million work units, more than WORK_LIMIT. The
+# work depends on the names too, because they break ties between transfers.
+SLOWEST_FOUND = [19, 18, 16, 14, 12, 10, 8, 6, 5, 4]
+SLOWEST_FOUND += [2, -1, -3, -7, -9, -11, -17, -20, -21, -25]
+
+
+def members(values):
+    return {f"users/m{index:02d}": value for index, value in enumerate(values)}
+
+
+def check_fallback(balances, plan):
+    heuristic = settle_module._heuristic_transfers(dict(balances))
+    assert not plan.fewest_transfers
+    assert set(settle(balances, plan.transfers).values()) == {0}
+    assert all(transfer.amount > 0 for transfer in plan.transfers)
+    assert all(balances[transfer.payer] < 0 for transfer in plan.transfers)
+    assert all(balances[transfer.payee] > 0 for transfer in plan.transfers)
+    assert len(plan.transfers) <= len(heuristic)
+
+
+def test_plan_out_of_work_returns_fallback():
+    balances = members(CRAFTED)
+
+    plan = plan_settlement(balances, work_limit=20_000)
+
+    check_fallback(balances, plan)
+
+
+def test_plan_beyond_work_limit_is_flagged():
+    balances = members(SLOWEST_FOUND)
+
+    plan = plan_settlement(balances)
+
+    check_fallback(balances, plan)
+
+
+def test_plan_of_crafted_balances_is_exact():
+    balances = members(CRAFTED)
+
+    plan = plan_settlement(balances)
+
+    assert plan.fewest_transfers
+    assert len(plan.transfers) == 14
+    assert set(settle(balances, plan.transfers).values()) == {0}
+
+
+def test_plan_of_small_group_is_exact():
+    balances = {"users/a": 6, "users/b": 4, "users/c": -4, "users/d": -5}
+    balances["users/e"] = -1
+
+    plan = plan_settlement(balances)
+
+    assert plan.fewest_transfers
+    assert list(plan.transfers) == compute_settlement_plan(balances)
+    assert len(plan.transfers) == 3
+
+
+def test_plan_stopped_by_caller_is_not_cached():
+    balances = members(SLOWEST_FOUND)
+    calls = []
+
+    def stop():
+        calls.append(1)
+        return True
+
+    stopped = plan_settlement(balances, work_limit=10**9, should_stop=stop)
+    hits = settle_module._PLANS.hits
+    again = plan_settlement(balances, work_limit=10**9, should_stop=stop)
+
+    check_fallback(balances, stopped)
+    assert calls
+    assert settle_module._PLANS.hits == hits
+    assert again == stopped
+
+
+def test_heuristic_plan_is_flagged():
+    rng = random.Random(21)
+    values = [rng.randint(-(10**6), 10**6) for _ in range(EXACT_LIMIT)]
+    balances = members([*values, -sum(values)])
+
+    plan = plan_settlement(balances)
+
+    assert not plan.fewest_transfers
