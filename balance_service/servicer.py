@@ -86,7 +86,7 @@ from balance_service.former_members import USER_DEACTIVATED, Named, not_a_member
 from balance_service.ledger import Changes
 from balance_service.members import GroupMembers, UserDirectory
 from balance_service.pair_cache import NettedLines, PairwiseCache
-from balance_service.settle import compute_settlement_plan
+from balance_service.settle import plan_settlement
 from expense_service import volumes
 from splitlog.balances.v1 import balances_service_pb2 as pb
 from splitlog.balances.v1 import balances_service_pb2_grpc as pb_grpc
@@ -461,6 +461,25 @@ def _add_settlement_volume(
     )
 
 
+def _plan_stop_check(context: grpc.ServicerContext) -> Callable[[], bool]:
+    """Return the stop check of a settle-up search for this call.
+
+    The search stops when the call was cancelled, or `_ANSWER_MARGIN_SECONDS`
+    before the caller's deadline, so the caller still receives a plan.
+    """
+    remaining = context.time_remaining()
+    deadline = None
+    if remaining is not None:
+        deadline = time.monotonic() + remaining - _ANSWER_MARGIN_SECONDS
+
+    def should_stop() -> bool:
+        if not context.is_active():
+            return True
+        return deadline is not None and time.monotonic() >= deadline
+
+    return should_stop
+
+
 class BalancesServicer(pb_grpc.BalancesServiceServicer):
     """Balances from the ledger copy, settlements and their reports.
 
@@ -732,9 +751,13 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         for code, user_id, net in rows:
             if currency is None or code == currency:
                 nets[code][domain.user_name(user_id)] = net
-        response = pb.ComputeSettlementPlanResponse()
+        response = pb.ComputeSettlementPlanResponse(fewest_transfers=True)
+        should_stop = _plan_stop_check(context)
         for code in sorted(nets):
-            for transfer in compute_settlement_plan(nets[code]):
+            plan = plan_settlement(nets[code], should_stop=should_stop)
+            if not plan.fewest_transfers:
+                response.fewest_transfers = False
+            for transfer in plan.transfers:
                 response.transfers.add(
                     payer=transfer.payer,
                     payee=transfer.payee,

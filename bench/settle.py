@@ -9,7 +9,11 @@ kinds are timed:
   no equal and opposite pair, which gives very many zero-sum subsets. This
   is the slowest kind found for the exact search.
 
-The 1,000-member row runs the heuristic, because it is above the exact limit.
+Two fixed 20-member inputs follow: "crafted", small amounts with two equal
+and opposite pairs and many zero-sum subsets, and "slowest found", the
+slowest of the random small distinct inputs tried, which runs out of work
+units and returns the fallback plan. The 1,000-member row runs the
+heuristic, because it is above the exact limit.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import random
 import statistics
 import time
 
-from balance_service.settle import EXACT_LIMIT, compute_settlement_plan
+from balance_service import settle
+from balance_service.settle import EXACT_LIMIT, plan_settlement
 
 RUNS = 5
 
@@ -43,15 +48,33 @@ def small_distinct_balances(members: int, rng: random.Random) -> dict[str, int]:
             return {f"users/m{index:04d}": value for index, value in enumerate(values)}
 
 
-def time_plans(kind, members: int) -> tuple[list[float], list[int]]:
-    seconds, transfers = [], []
+CRAFTED = [-28, -28, -21, -19, -18, -16, -15, -13, -12, -8]
+CRAFTED += [2, 7, 8, 13, 17, 23, 24, 25, 29, 30]
+SLOWEST_FOUND = [19, 18, 16, 14, 12, 10, 8, 6, 5, 4]
+SLOWEST_FOUND += [2, -1, -3, -7, -9, -11, -17, -20, -21, -25]
+
+
+def fixed(values: list[int]):
+    def balances(members: int, rng: random.Random) -> dict[str, int]:
+        return {f"users/m{index:02d}": value for index, value in enumerate(values)}
+
+    return balances
+
+
+def time_plans(kind, members: int) -> tuple[list[float], list[int], set[str]]:
+    seconds, transfers, methods = [], [], set()
     for run in range(RUNS):
         balances = kind(members, random.Random(members * 1000 + run))
+        settle._PLANS = settle._PlanCache(maxsize=256)
         start = time.perf_counter()
-        plan = compute_settlement_plan(balances)
+        plan = plan_settlement(balances)
         seconds.append(time.perf_counter() - start)
-        transfers.append(len(plan))
-    return seconds, transfers
+        transfers.append(len(plan.transfers))
+        if members > EXACT_LIMIT:
+            methods.add("heuristic")
+        else:
+            methods.add("exact" if plan.fewest_transfers else "fallback")
+    return seconds, transfers, methods
 
 
 def cpu_model() -> str:
@@ -80,11 +103,13 @@ def main() -> None:
         (12, small_distinct_balances, "small distinct"),
         (16, small_distinct_balances, "small distinct"),
         (20, small_distinct_balances, "small distinct"),
+        (20, fixed(CRAFTED), "crafted"),
+        (20, fixed(SLOWEST_FOUND), "slowest found"),
         (1000, wide_balances, "wide"),
     ]
     for members, kind, label in rows:
-        seconds, transfers = time_plans(kind, members)
-        method = "exact" if members <= EXACT_LIMIT else "heuristic"
+        seconds, transfers, methods = time_plans(kind, members)
+        method = ", ".join(sorted(methods))
         counts = f"{min(transfers)}–{max(transfers)}"
         print(
             f"| {members} | {label} | {method} | {counts} | "

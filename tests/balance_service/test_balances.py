@@ -9,6 +9,7 @@ import grpc
 import pytest
 from google.type import date_pb2
 
+from balance_service.settle import plan_settlement
 from splitlog.balances.v1 import balances_service_pb2 as pb
 from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb
 from splitlog.users.v1 import users_service_pb2 as users_pb
@@ -918,3 +919,41 @@ def test_report_errors(services, request_fields, code, reason):
 
     assert caught.value.code() == code
     assert reason_of(caught.value) == reason
+
+
+def test_plan_of_small_group_has_fewest_transfers(services):
+    group_id, _ = _balances_from_nets(
+        services, {"A": 600, "B": 400, "C": -400, "D": -500, "E": -100}
+    )
+
+    response = services.balances.ComputeSettlementPlan(
+        pb.ComputeSettlementPlanRequest(name=f"groups/{group_id}/balance"), timeout=10
+    )
+
+    assert response.fewest_transfers is True
+    assert len(response.transfers) == 3
+
+
+def test_plan_of_slow_balances_reports_the_search(services):
+    # Small distinct amounts with many zero-sum subsets. Whether the exact
+    # search fits in its work limit depends on the user ids, which break ties.
+    values = [19, 18, 16, 14, 12, 10, 8, 6, 5, 4]
+    values += [2, -1, -3, -7, -9, -11, -17, -20, -21, -25]
+    nets = {f"M{index:02d}": value * 100 for index, value in enumerate(values)}
+    group_id, ids = _balances_from_nets(services, nets)
+    by_user = {f"users/{ids[name]}": net for name, net in nets.items()}
+
+    response = services.balances.ComputeSettlementPlan(
+        pb.ComputeSettlementPlanRequest(name=f"groups/{group_id}/balance"), timeout=30
+    )
+    expected = plan_settlement(by_user)
+
+    left = dict(by_user)
+    for transfer in response.transfers:
+        left[transfer.payer] += minor(transfer.amount)
+        left[transfer.payee] -= minor(transfer.amount)
+    assert set(left.values()) == {0}
+    assert response.fewest_transfers is expected.fewest_transfers
+    assert [(t.payer, t.payee, minor(t.amount)) for t in response.transfers] == [
+        (t.payer, t.payee, t.amount) for t in expected.transfers
+    ]

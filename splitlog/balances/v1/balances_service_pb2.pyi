@@ -284,10 +284,12 @@ class ComputeSettlementPlanRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., currency_code: _Optional[str] = ...) -> None: ...
 
 class ComputeSettlementPlanResponse(_message.Message):
-    __slots__ = ("transfers",)
+    __slots__ = ("transfers", "fewest_transfers")
     TRANSFERS_FIELD_NUMBER: _ClassVar[int]
+    FEWEST_TRANSFERS_FIELD_NUMBER: _ClassVar[int]
     transfers: _containers.RepeatedCompositeFieldContainer[Transfer]
-    def __init__(self, transfers: _Optional[_Iterable[_Union[Transfer, _Mapping]]] = ...) -> None: ...
+    fewest_transfers: bool
+    def __init__(self, transfers: _Optional[_Iterable[_Union[Transfer, _Mapping]]] = ..., fewest_transfers: _Optional[bool] = ...) -> None: ...
 
 class CheckSettledRequest(_message.Message):
     __slots__ = ("name", "user")
