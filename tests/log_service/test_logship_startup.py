@@ -85,11 +85,17 @@ def attach(logger, handler: LogShipHandler) -> LogShipHandler:
 
 
 def wait_until_in_flight(handler: LogShipHandler) -> None:
-    """Wait until the sender has taken every queued record into its batch."""
+    """Wait until the sender has taken every queued record into a closed batch.
+
+    The sender keeps adding records to a batch for `flush_interval` after its
+    first one, so the wait lasts two intervals past the empty queue. Records
+    logged after it then queue behind the batch instead of joining it.
+    """
     deadline = time.monotonic() + 5.0
     while handler._queue.qsize() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert handler._queue.qsize() == 0
+    time.sleep(2 * handler.flush_interval)
 
 
 def test_records_queued_past_retry_period(log_config, logger):
