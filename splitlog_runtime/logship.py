@@ -13,12 +13,16 @@ than a restart of the log router) and then dropped and counted. A batch that
 fails with a code that a retry cannot fix, such as INVALID_ARGUMENT, is
 dropped at once.
 
-Until the first call succeeds, a batch that fails with a retryable code is
-retried without a time limit. Services start before log_service is
-listening, and on a loaded machine the log router can take more than a
-minute to come up. The records that follow wait in the queue, so a process
-that never reaches log_service keeps at most `queue_size` records and the
-batch in flight. Records dropped from the full queue meanwhile are counted.
+Until the first call succeeds, a batch whose call fails with UNAVAILABLE or
+DEADLINE_EXCEEDED is retried without a time limit. Services start before
+log_service is listening, and on a loaded machine the log router can take
+more than a minute to come up. Any other retryable code comes from a log
+router that is up, so it has the usual limits, and a batch that the router
+rejects as over its `max_message_bytes` (reason REQUEST_TOO_LARGE) is
+dropped at once, because the same request fails again. While a batch is
+retried, the records that follow wait in the queue, so a process that never
+reaches log_service keeps at most `queue_size` records and the batch in
+flight. Records dropped from the full queue meanwhile are counted.
 Once the first call succeeds, their number is logged once, both to the
 process's other handlers and as a shipped entry. A handler created with
 `send=False` only queues records until `start_sending` is called, for a
@@ -43,11 +47,14 @@ from itertools import pairwise
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_status import rpc_status
 
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
 from splitlog.logs.v1 import logs_service_pb2_grpc as logs_grpc
 from splitlog_runtime import auth
+from splitlog_runtime.errors import status_reason
 from splitlog_runtime.failure_log import Throttle
+from splitlog_runtime.limits import REQUEST_TOO_LARGE
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -62,6 +69,11 @@ RETRYABLE_CODES = frozenset(
         grpc.StatusCode.ABORTED,
         grpc.StatusCode.CANCELLED,
     }
+)
+# Codes of a log router that is not listening yet or does not respond. Before
+# the first successful call, a batch is retried on these without a limit.
+NOT_REACHED_CODES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 )
 DEFAULT_CALL_TIMEOUT = 5.0
 DEFAULT_MAX_ATTEMPTS = 3
@@ -169,8 +181,8 @@ class LogShipHandler(logging.Handler):
         children, are never shipped.
       call_timeout: deadline of each call, in seconds.
       max_attempts: minimum number of calls for a batch before it is
-        dropped, once a call has succeeded. Before that, a batch is never
-        dropped for a code in RETRYABLE_CODES.
+        dropped. Before the first call succeeds, a batch is never dropped
+        for a code in NOT_REACHED_CODES.
       retry_seconds: seconds after a batch's first call during which it is
         retried; it is dropped once both this and `max_attempts` are used up.
       backoff: seconds before the first retry, doubled for each further retry
@@ -215,6 +227,9 @@ class LogShipHandler(logging.Handler):
         # Set by the sender after its first successful call. Until then, calls
         # wait for a connection and failing batches are kept.
         self._reached = False
+        # The status code of the last call that reached the log router and
+        # failed, for the warning at shutdown when no call has succeeded yet.
+        self._router_error_code: grpc.StatusCode | None = None
 
         self._excluded = tuple(ALWAYS_EXCLUDED) + tuple(excluded_loggers)
         self._queue: queue.Queue[logs_pb2.LogEntry | _Flush] = queue.Queue(queue_size)
@@ -447,6 +462,9 @@ class LogShipHandler(logging.Handler):
                 self._count_dropped(len(batch))
                 return
             except grpc.RpcError as exc:
+                code = exc.code()
+                if code not in NOT_REACHED_CODES and code != grpc.StatusCode.CANCELLED:
+                    self._router_error_code = code
                 # Closing ends the retries early, so that `close` keeps its bound.
                 if self._should_drop(exc, attempt, retry_end) or self._stopping.wait(
                     delay
@@ -469,11 +487,12 @@ class LogShipHandler(logging.Handler):
         """Return whether to drop a batch whose call failed with `error`.
 
         Before the first call succeeds, log_service may still be starting,
-        so only a code that a retry cannot fix drops the batch.
+        so a code of NOT_REACHED_CODES never drops the batch then.
         """
-        if error.code() not in RETRYABLE_CODES:
+        code = error.code()
+        if code not in RETRYABLE_CODES or _is_request_too_large(error):
             return True
-        if not self._reached:
+        if not self._reached and code in NOT_REACHED_CODES:
             return False
         return attempt >= self.max_attempts and time.monotonic() >= retry_end
 
@@ -519,6 +538,14 @@ class LogShipHandler(logging.Handler):
                 count,
                 self.target_address,
             )
+        elif self._router_error_code is not None:
+            _LOGGER.warning(
+                "dropped %d log records at shutdown; log_service at %s accepted "
+                "no batch, and its last call failed with %s",
+                count,
+                self.target_address,
+                self._router_error_code.name,
+            )
         else:
             _LOGGER.warning(
                 "dropped %d log records at shutdown, because log_service at %s "
@@ -552,6 +579,16 @@ class LogShipHandler(logging.Handler):
                 item.done.set()
             else:
                 discarded += 1
+
+
+def _is_request_too_large(error: grpc.RpcError) -> bool:
+    """Return whether the server rejected the request as over max_message_bytes."""
+    if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return False
+    status = rpc_status.from_call(error)
+    if status is None:
+        return False
+    return status_reason(status) == REQUEST_TOO_LARGE
 
 
 _formatter = logging.Formatter()

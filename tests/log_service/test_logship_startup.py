@@ -26,7 +26,10 @@ DELIVERY_TIMEOUT = 30.0
 
 
 class LogSystem:
-    """A log router on a chosen port, with one log node on a port of its own."""
+    """A log router on a chosen port, with one log node on a port of its own.
+
+    Port 0 lets the router pick a free port; `address` names the one it bound.
+    """
 
     def __init__(self, config, port: int) -> None:
         self.nodes = {}
@@ -38,7 +41,8 @@ class LogSystem:
         except BaseException:
             self.close()
             raise
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self.address = f"127.0.0.1:{self.router.port}"
+        self.channel = grpc.insecure_channel(self.address)
         self.stub = logs_service_pb2_grpc.LogsServiceStub(self.channel)
 
     def messages(self, service: str = SERVICE) -> list[str]:
