@@ -13,13 +13,23 @@ than a restart of the log router) and then dropped and counted. A batch that
 fails with a code that a retry cannot fix, such as INVALID_ARGUMENT, is
 dropped at once.
 
+A batch contains at most `batch_size` entries and `max_batch_bytes` bytes. A
+record too large for a batch of its own is cut to fit: its attribute values
+first, to `ATTRIBUTE_VALUE_BYTES` each, then its message. The entry then
+carries the message's original length in UTF-8 bytes as the attribute
+`original_message_bytes`. log_service cuts messages and attribute values
+further to its own limits (`log_max_message_bytes` and 8 KiB) and flags the
+entry `truncated`. A batch that the log router still rejects as over its
+`max_message_bytes` is sent again in halves, and a single entry that it
+rejects is dropped and counted.
+
 Until the first call succeeds, a batch whose call fails with UNAVAILABLE or
 DEADLINE_EXCEEDED is retried without a time limit. Services start before
 log_service is listening, and on a loaded machine the log router can take
 more than a minute to come up. Any other retryable code comes from a log
 router that is up, so it has the usual limits, and a batch that the router
-rejects as over its `max_message_bytes` (reason REQUEST_TOO_LARGE) is
-dropped at once, because the same request fails again. While a batch is
+rejects as over its `max_message_bytes` (reason REQUEST_TOO_LARGE) is split
+or dropped at once, because the same request fails again. While a batch is
 retried, the records that follow wait in the queue, so a process that never
 reaches log_service keeps at most `queue_size` records and the batch in
 flight. Records dropped from the full queue meanwhile are counted.
@@ -88,6 +98,23 @@ _CANCEL_JOIN_SECONDS = 1.0
 # Reconnect backoff of the channel to the log router, first and maximum, in ms.
 RECONNECT_BACKOFF_MS = 100
 MAX_RECONNECT_BACKOFF_MS = 1000
+# Default maximum bytes of one WriteLogEntries request, as in `logs ship
+# --batch-bytes`. It is a quarter of the default max_message_bytes (16 MiB),
+# so the requests fit a log router with a lower setting too.
+DEFAULT_MAX_BATCH_BYTES = 4 * 1024 * 1024
+# Minimum of `max_batch_bytes`, so that a cut entry keeps room for its message.
+MIN_MAX_BATCH_BYTES = 64 * 1024
+# Bytes of a request besides its entries: the request id and the framing.
+REQUEST_FRAMING_BYTES = 1024
+# Bytes that an entry adds to a request besides its own: its tag, its length,
+# and what the stream form may take more, with margin.
+ENTRY_FRAMING_BYTES = 32
+# Maximum UTF-8 bytes of each attribute value of an entry that has to be cut.
+# log_service stores at most 8 KiB of a value and flags the entry truncated,
+# so a cut at twice that keeps all it stores and its flag.
+ATTRIBUTE_VALUE_BYTES = 16 * 1024
+# Attribute of a cut entry: the message's length in UTF-8 bytes before the cut.
+ORIGINAL_MESSAGE_BYTES_ATTRIBUTE = "original_message_bytes"
 # Minimum seconds between two warnings about dropped records.
 _WARNING_INTERVAL = 60.0
 NANOS_PER_SECOND = 1_000_000_000
@@ -171,6 +198,8 @@ class LogShipHandler(logging.Handler):
       target_address: host:port of the log router or the gateway.
       service: the `service` of every entry, such as `expense_service`.
       batch_size: maximum entries per `WriteLogEntries` call.
+      max_batch_bytes: maximum bytes of a `WriteLogEntries` request, at
+        least MIN_MAX_BATCH_BYTES. A larger record is cut to fit.
       flush_interval: seconds the sender waits to fill a batch before it
         sends what it has.
       queue_size: maximum number of records waiting to be sent, also before
@@ -197,6 +226,7 @@ class LogShipHandler(logging.Handler):
         service: str,
         *,
         batch_size: int = 500,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         flush_interval: float = 0.5,
         queue_size: int = 10000,
         host: str | None = None,
@@ -210,6 +240,11 @@ class LogShipHandler(logging.Handler):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        if max_batch_bytes < MIN_MAX_BATCH_BYTES:
+            raise ValueError(
+                f"max_batch_bytes must be at least {MIN_MAX_BATCH_BYTES}, not "
+                f"{max_batch_bytes}"
+            )
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
 
@@ -218,6 +253,12 @@ class LogShipHandler(logging.Handler):
         self.service_of: Callable[[logging.LogRecord], str] | None = None
         self.host = socket.gethostname() if host is None else host
         self.batch_size = batch_size
+        self.max_batch_bytes = max_batch_bytes
+        # Bytes that the entries of one batch may take, with their framing.
+        self._max_entries_bytes = max_batch_bytes - REQUEST_FRAMING_BYTES
+        # An entry that did not fit in the last batch, the first of the next
+        # one. Only the sending thread uses it.
+        self._held_entry: logs_pb2.LogEntry | None = None
         self.flush_interval = flush_interval
         self.call_timeout = call_timeout
         self.max_attempts = max_attempts
@@ -302,6 +343,10 @@ class LogShipHandler(logging.Handler):
         except Exception:
             self.handleError(record)
             return
+        if entry is None:
+            self._count_dropped(1)
+            self._warn_too_large(record)
+            return
         self._put_dropping_oldest(entry)
 
     def _put_dropping_oldest(self, entry: logs_pb2.LogEntry) -> None:
@@ -379,10 +424,17 @@ class LogShipHandler(logging.Handler):
             self._channel.close()
             self._sender.join(_CANCEL_JOIN_SECONDS)
             self._count_dropped(self._discard_queue())
+            if not self._sender.is_alive() and self._held_entry is not None:
+                self._held_entry = None
+                self._count_dropped(1)
             self._warn_dropped_at_close(self.dropped_count - dropped_before)
         super().close()
 
-    def _to_entry(self, record: logging.LogRecord) -> logs_pb2.LogEntry:
+    def _to_entry(self, record: logging.LogRecord) -> logs_pb2.LogEntry | None:
+        """Convert a record, cut to fit `max_batch_bytes`.
+
+        Returns None when the entry does not fit even with an empty message.
+        """
         seconds, nanos = divmod(
             int(record.created * NANOS_PER_SECOND), NANOS_PER_SECOND
         )
@@ -402,7 +454,34 @@ class LogShipHandler(logging.Handler):
             entry.attributes["exception"] = record.exc_text
         if record.stack_info:
             entry.attributes["stack"] = record.stack_info
+        if _entry_bytes(entry) > self._max_entries_bytes and not self._cut_to_fit(
+            entry
+        ):
+            return None
         return entry
+
+    def _cut_to_fit(self, entry: logs_pb2.LogEntry) -> bool:
+        """Cut the attribute values and then the message until the entry fits.
+
+        Returns False when the entry does not fit even with an empty message,
+        because its service or host is too long.
+        """
+        for key, value in list(entry.attributes.items()):
+            cut, was_cut = _cut_utf8(value, ATTRIBUTE_VALUE_BYTES)
+            if was_cut:
+                entry.attributes[key] = cut
+        message = entry.message
+        message_bytes = len(message.encode("utf-8"))
+        entry.attributes[ORIGINAL_MESSAGE_BYTES_ATTRIBUTE] = str(message_bytes)
+        entry.message = ""
+        room = self._max_entries_bytes - _entry_bytes(entry)
+        if room < 0:
+            return False
+        cut, was_cut = _cut_utf8(message, room)
+        entry.message = cut
+        if not was_cut:
+            del entry.attributes[ORIGINAL_MESSAGE_BYTES_ATTRIBUTE]
+        return True
 
     def _run(self) -> None:
         self._sending.wait()
@@ -418,11 +497,18 @@ class LogShipHandler(logging.Handler):
         """Collect up to `batch_size` entries, or what comes within the interval.
 
         A flush marker ends the batch early, so that `flush` does not wait for
-        the interval.
+        the interval. An entry that would take the batch over
+        `max_batch_bytes` ends it too and starts the next one.
         """
         batch: list[logs_pb2.LogEntry] = []
         markers: list[_Flush] = []
         deadline: float | None = None
+        batch_bytes = 0
+        if self._held_entry is not None:
+            batch.append(self._held_entry)
+            batch_bytes = _entry_bytes(self._held_entry)
+            self._held_entry = None
+            deadline = time.monotonic() + self.flush_interval
         while len(batch) < self.batch_size and not markers:
             wait = self.flush_interval
             if deadline is not None:
@@ -436,7 +522,12 @@ class LogShipHandler(logging.Handler):
             if isinstance(item, _Flush):
                 markers.append(item)
                 continue
+            item_bytes = _entry_bytes(item)
+            if batch and batch_bytes + item_bytes > self._max_entries_bytes:
+                self._held_entry = item
+                break
             batch.append(item)
+            batch_bytes += item_bytes
             if deadline is None:
                 deadline = time.monotonic() + self.flush_interval
         return batch, markers
@@ -465,6 +556,14 @@ class LogShipHandler(logging.Handler):
                 code = exc.code()
                 if code not in NOT_REACHED_CODES and code != grpc.StatusCode.CANCELLED:
                     self._router_error_code = code
+                if len(batch) > 1 and _is_request_too_large(exc):
+                    # The router's max_message_bytes is below max_batch_bytes.
+                    # The halves get request ids of their own, because the
+                    # router stored none of the batch.
+                    middle = len(batch) // 2
+                    self._send(batch[:middle])
+                    self._send(batch[middle:])
+                    return
                 # Closing ends the retries early, so that `close` keeps its bound.
                 if self._should_drop(exc, attempt, retry_end) or self._stopping.wait(
                     delay
@@ -521,7 +620,9 @@ class LogShipHandler(logging.Handler):
         )
         if _LOGGER.isEnabledFor(logging.WARNING):
             _LOGGER.handle(record)
-        self._send([self._to_entry(record)])
+        entry = self._to_entry(record)
+        if entry is not None:
+            self._send([entry])
 
     def _count_dropped(self, count: int) -> None:
         if count:
@@ -554,6 +655,20 @@ class LogShipHandler(logging.Handler):
                 self.target_address,
             )
 
+    def _warn_too_large(self, record: logging.LogRecord) -> None:
+        if self._drop_warnings.allow() is None:
+            return
+        _LOGGER.warning(
+            "dropped a log record of logger %s, because its service and host "
+            "alone take more than max_batch_bytes (%d); shorten them or raise "
+            "max_batch_bytes (%d dropped so far; further drops are counted "
+            "without a warning for %.0f s)",
+            record.name,
+            self.max_batch_bytes,
+            self.dropped_count,
+            _WARNING_INTERVAL,
+        )
+
     def _warn_dropped(self, count: int, attempts: int, error: grpc.RpcError) -> None:
         if self._drop_warnings.allow() is None:
             return
@@ -579,6 +694,25 @@ class LogShipHandler(logging.Handler):
                 item.done.set()
             else:
                 discarded += 1
+
+
+def _entry_bytes(entry: logs_pb2.LogEntry) -> int:
+    """Return the bytes that `entry` takes in a request, with its framing."""
+    return entry.ByteSize() + ENTRY_FRAMING_BYTES
+
+
+def _cut_utf8(text: str, max_bytes: int) -> tuple[str, bool]:
+    """Cut text to at most `max_bytes` UTF-8 bytes at a character boundary.
+
+    Returns the text and whether it was cut.
+    """
+    if len(text) * 4 <= max_bytes:
+        return text, False
+    encoded = text.encode("utf-8")
+    if len(encoded) <= max_bytes:
+        return text, False
+    # "ignore" drops only the partial character left at the cut.
+    return encoded[:max_bytes].decode("utf-8", "ignore"), True
 
 
 def _is_request_too_large(error: grpc.RpcError) -> bool:

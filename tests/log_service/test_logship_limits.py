@@ -1,4 +1,4 @@
-"""LogShipHandler against batches that log_service rejects as too large.
+"""LogShipHandler with records and batches too large for log_service.
 
 A record logged before the first successful call must not hold back the
 records after it when log_service is up but rejects its batch.
@@ -12,8 +12,14 @@ import time
 import grpc
 import pytest
 
-from splitlog_runtime.logship import LogShipHandler
-from tests.log_service.test_logship import RecordingLogs, peer  # noqa: F401
+from splitlog.logs.v1 import logs_service_pb2 as pb
+from splitlog_runtime.logship import (
+    ATTRIBUTE_VALUE_BYTES,
+    MIN_MAX_BATCH_BYTES,
+    ORIGINAL_MESSAGE_BYTES_ATTRIBUTE,
+    LogShipHandler,
+)
+from tests.log_service.test_logship import peer  # noqa: F401
 from tests.log_service.test_logship_startup import LogSystem, wait_until_in_flight
 
 SERVICE = "limits_service"
@@ -50,6 +56,24 @@ def system(log_config):
     log_system = LogSystem(log_config, 0)
     yield log_system
     log_system.close()
+
+
+@pytest.fixture
+def default_system(log_config):
+    """A single-node log system with the default max_message_bytes (16 MiB)."""
+    log_system = LogSystem(log_config.replace(max_message_bytes=16 * MIB), 0)
+    yield log_system
+    log_system.close()
+
+
+def stored_entries(system: LogSystem) -> list[pb.LogEntry]:
+    response = system.stub.ListLogEntries(
+        pb.ListLogEntriesRequest(
+            services=[SERVICE], order_by="timestamp", page_size=1000
+        ),
+        timeout=10,
+    )
+    return list(response.entries)
 
 
 def log_large(logger, handler: LogShipHandler, size: int) -> None:
@@ -165,3 +189,95 @@ def test_close_names_router_error(peer, logger, caplog):  # noqa: F811
         f"dropped 1 log records at shutdown; log_service at {address} accepted "
         "no batch, and its last call failed with RESOURCE_EXHAUSTED"
     ]
+
+
+def test_oversized_record_cut_to_fit(default_system, logger):
+    handler = LogShipHandler(default_system.address, SERVICE, flush_interval=0.05)
+    logger.addHandler(handler)
+    log_large(logger, handler, 20 * MIB)
+    for number in range(3):
+        logger.info("small %d", number)
+
+    flushed = handler.flush(DELIVERY_TIMEOUT)
+    handler.close()
+    large, *small = stored_entries(default_system)
+
+    assert flushed
+    assert [entry.message for entry in small] == ["small 0", "small 1", "small 2"]
+    # log_service cuts the message further, to log_max_message_bytes.
+    assert large.message == "x" * (256 * 1024)
+    assert large.truncated
+    assert large.attributes[ORIGINAL_MESSAGE_BYTES_ATTRIBUTE] == str(20 * MIB)
+    assert handler.dropped_count == 0
+    assert handler.shipped_count == 4
+
+
+def test_batches_capped_by_bytes(peer, logger):  # noqa: F811
+    servicer, address = peer
+    # Held until every record is queued, so that all would fit one batch by count.
+    servicer.release.clear()
+    handler = LogShipHandler(address, SERVICE, max_batch_bytes=MIN_MAX_BATCH_BYTES)
+    logger.addHandler(handler)
+    logger.info("first")
+    for number in range(10):
+        logger.info("%d %s", number, "y" * (20 * 1024))
+    servicer.release.set()
+
+    flushed = handler.flush(DELIVERY_TIMEOUT)
+    handler.close()
+
+    assert flushed
+    sizes = [request.ByteSize() for request in servicer.requests]
+    assert len(sizes) >= 4
+    assert max(sizes) <= MIN_MAX_BATCH_BYTES
+    messages = [entry.message.split(" ")[0] for entry in servicer.entries()]
+    assert messages == ["first", *(str(number) for number in range(10))]
+    assert handler.dropped_count == 0
+
+
+def test_cut_entry_attributes(peer, logger):  # noqa: F811
+    servicer, address = peer
+    handler = LogShipHandler(address, SERVICE, max_batch_bytes=MIN_MAX_BATCH_BYTES)
+    logger.addHandler(handler)
+    try:
+        raise ValueError("z" * (200 * 1024))
+    except ValueError:
+        logger.exception("é" * (100 * 1024))
+
+    assert handler.flush(DELIVERY_TIMEOUT)
+    handler.close()
+
+    (entry,) = servicer.entries()
+    exception = entry.attributes["exception"]
+    assert len(exception.encode()) == ATTRIBUTE_VALUE_BYTES
+    assert exception.startswith("Traceback")
+    assert entry.attributes[ORIGINAL_MESSAGE_BYTES_ATTRIBUTE] == str(200 * 1024)
+    assert 0 < len(entry.message) < 100 * 1024
+    assert set(entry.message) == {"é"}
+    assert entry.ByteSize() <= MIN_MAX_BATCH_BYTES
+
+
+def test_batch_over_router_limit_split(system, logger):
+    handler = LogShipHandler(system.address, SERVICE, flush_interval=0.2)
+    logger.addHandler(handler)
+    # Three records of 600 KiB in one batch take the request over the
+    # router's max_message_bytes of 1 MiB, but each fits on its own.
+    for number in range(3):
+        log_large(logger, handler, 600 * 1024)
+        logger.info("small %d", number)
+
+    flushed = handler.flush(DELIVERY_TIMEOUT)
+    handler.close()
+    stored = stored_entries(system)
+
+    assert flushed
+    assert [entry.message[:5] for entry in stored] == [
+        "xxxxx",
+        "small",
+        "xxxxx",
+        "small",
+        "xxxxx",
+        "small",
+    ]
+    assert handler.shipped_count == 6
+    assert handler.dropped_count == 0
