@@ -96,6 +96,7 @@ from __future__ import annotations
 import datetime
 import itertools
 import json
+import math
 import os
 import re
 import time
@@ -321,10 +322,18 @@ _SEVERITY_BY_NUMBER = {
     50: logs_pb2.SEVERITY_ERROR,
     60: logs_pb2.SEVERITY_FATAL,
 }
-# An epoch number at or above _EPOCH_MILLIS is in milliseconds, and one at
-# or above _EPOCH_MICROS is in microseconds. Smaller ones are in seconds.
+# An epoch number at or above _EPOCH_MILLIS is in milliseconds, one at or
+# above _EPOCH_MICROS in microseconds, and one at or above _EPOCH_NANOS in
+# nanoseconds. Smaller ones are in seconds. Each bound is the year 5138 in
+# the smaller unit, so every time from 1973 to then reads the same in any
+# unit.
 _EPOCH_MILLIS = 10**11
 _EPOCH_MICROS = 10**14
+_EPOCH_NANOS = 10**17
+# Times that a protobuf Timestamp in int64 nanoseconds can hold, the years
+# 1678 to 2262, as log_service stores them.
+_MIN_TIME_NS = -(2**63)
+_MAX_TIME_NS = 2**63 - 1
 
 
 @dataclass(slots=True)
@@ -549,6 +558,49 @@ def parse_numbered_stream(
         yield number, entry
 
 
+def time_zone(name: str) -> ZoneInfo:
+    """Return the IANA time zone called `name`.
+
+    Raises:
+      ValueError: no such zone is known; the message names it.
+    """
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {name!r}; use an IANA name such as UTC or Europe/Paris"
+        ) from None
+
+
+def _epoch_number_ns(value: int | float) -> int | None:
+    """Return an epoch number in nanoseconds, its unit read from its size.
+
+    Returns None for NaN, an infinity, or a time outside the int64 range.
+    """
+    if value >= _EPOCH_NANOS:
+        scale = 1
+    elif value >= _EPOCH_MICROS:
+        scale = 1000
+    elif value >= _EPOCH_MILLIS:
+        scale = 1_000_000
+    else:
+        scale = NANOS_PER_SECOND
+    time_ns = value * scale
+    if isinstance(time_ns, float):
+        # NaN compares false above, so it ends up here in seconds.
+        if not math.isfinite(time_ns):
+            return None
+        time_ns = int(time_ns)
+    return _in_time_range(time_ns)
+
+
+def _in_time_range(time_ns: int) -> int | None:
+    """Return `time_ns`, or None when an int64 of nanoseconds cannot hold it."""
+    if _MIN_TIME_NS <= time_ns <= _MAX_TIME_NS:
+        return time_ns
+    return None
+
+
 def severity_of_word(word: str) -> int | None:
     """Return the severity of a level name such as `WARNING` or `err`, or None.
 
@@ -575,13 +627,7 @@ class _LineParser:
         year: int | None,
         fallback_time_ns: int | None,
     ) -> None:
-        try:
-            self.zone = ZoneInfo(default_zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"unknown time zone {default_zone!r}; use an IANA name such as "
-                "UTC or Europe/Paris"
-            ) from None
+        self.zone = time_zone(default_zone)
         self.service = service
         self.year = year or datetime.datetime.now(self.zone).year
         self.year_given = year is not None
@@ -704,18 +750,16 @@ class _LineParser:
     def _value_time_ns(self, value: object) -> int | None:
         """Return the time of a JSON or quoted value in nanoseconds, or None.
 
-        The value is ISO 8601 text or a number of epoch seconds, milliseconds
-        or microseconds. ISO 8601 text without an offset is read in the
-        parser's time zone.
+        The value is ISO 8601 text or a number of epoch seconds, milliseconds,
+        microseconds or nanoseconds. ISO 8601 text without an offset is read
+        in the parser's time zone. A value that is not a finite number, or
+        whose time is outside the years 1678 to 2262, returns None, so the
+        line gets an inferred time.
         """
         if isinstance(value, bool):
             return None
         if isinstance(value, int | float):
-            if value >= _EPOCH_MICROS:
-                return int(value * 1000)
-            if value >= _EPOCH_MILLIS:
-                return int(value * 1_000_000)
-            return int(value * NANOS_PER_SECOND)
+            return _epoch_number_ns(value)
         if not isinstance(value, str):
             return None
         try:
@@ -724,12 +768,15 @@ class _LineParser:
             return None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=self.zone)
-        seconds = int(moment.replace(microsecond=0).timestamp())
+        try:
+            seconds = int(moment.replace(microsecond=0).timestamp())
+        except (OverflowError, ValueError):
+            return None
         nanos = moment.microsecond * 1000
         fraction = _ISO_FRACTION.search(value)
         if fraction is not None:
             nanos = int(fraction[1][:9].ljust(9, "0"))
-        return seconds * NANOS_PER_SECOND + nanos
+        return _in_time_range(seconds * NANOS_PER_SECOND + nanos)
 
     def _time_ns(self, layout: _Layout, match: re.Match[str]) -> int:
         """Return the time of a matched header in nanoseconds.

@@ -38,6 +38,7 @@ from log_service.logfiles import (
     LineTooLong,
     parse_numbered_stream,
     read_numbered_stream,
+    time_zone,
 )
 from log_service.model import (
     MAX_BATCH_ENTRIES_KEY,
@@ -409,6 +410,10 @@ def ship_files(
     sizes = _file_sizes(files)
     progress = _Progress(sys.stderr, sum(sizes), enabled=not reads_stdin)
     zone = args.zone or context.time_zone
+    try:
+        time_zone(zone)
+    except ValueError as exc:
+        raise invalid("--zone", zone, str(exc)) from None
     positions = _positions_file(args)
     with _LogsClient(context.address, DEFAULT_TIMEOUT, context.tls) as client:
         shipper = _Shipper(client, args)
@@ -931,8 +936,6 @@ def _ship_opened_file(
                 tracker.start_over()
                 continue
             return
-    except ValueError as exc:
-        raise invalid("--zone", zone, str(exc)) from None
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
 
@@ -1330,8 +1333,6 @@ def _ship_stdin(
     source = ship_input.source_key(args.source_name)
     try:
         shipper.ship(entries, source, progress)
-    except ValueError as exc:
-        raise invalid("--zone", zone, str(exc)) from None
     except OSError as exc:
         raise UsageError(f"cannot read standard input: {exc.strerror}") from None
     finally:

@@ -603,6 +603,31 @@ def test_ship_unknown_zone(live, tmp_path, capsys):
     assert list_all(live.stub, services=["ship-zone"]) == []
 
 
+def test_ship_json_time_out_of_range(live, tmp_path, capsys):
+    recent = int(time.time()) - 60
+    bad_times = ["NaN", "Infinity", "1e999", "-1e30"]
+    path = write_log(
+        tmp_path,
+        f'{{"time":{recent},"msg":"first"}}',
+        *(f'{{"time":{value},"msg":"bad {value}"}}' for value in bad_times),
+        f'{{"time":{recent + 1},"msg":"last"}}',
+    )
+
+    status, out, err = run(
+        capsys, live.address, "logs", "ship", str(path), "--service", "ship-bad-time",
+    )  # fmt: skip
+    stored = list_all(live.stub, services=["ship-bad-time"], order_by="timestamp")
+
+    assert status == 0, err
+    assert "--zone" not in err
+    assert len(stored) == 6
+    assert stored[0].message == f'{{"time":{recent},"msg":"first"}}'
+    assert stored[-1].message == f'{{"time":{recent + 1},"msg":"last"}}'
+    inferred = [entry for entry in stored if entry.attributes.get("time_inferred")]
+    assert len(inferred) == len(bad_times)
+    assert all(entry.timestamp.seconds == recent for entry in inferred)
+
+
 def _wait_for_health(stub, health: int, timeout: float = 20.0) -> None:
     """Wait until the cluster status reports `health`."""
     deadline = time.monotonic() + timeout

@@ -492,6 +492,62 @@ def test_json_without_time_key_infers_time():
     assert entry.severity == ERROR
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "1796432400",
+        "1796432400.0",
+        "1796432400000",
+        "1796432400000000",
+        "1796432400000000000",
+    ],
+)
+def test_json_epoch_units(value):
+    entry = parse_one(f'{{"ts":{value},"msg":"a"}}', fallback_time_ns=0)
+
+    assert TIME_INFERRED not in entry.attributes
+    assert moment(entry) == utc(2026, 12, 5, 1, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "1e999",
+        "-1e30",
+        "1e300",
+        "-1e300",
+        "1000000000000000000000000000000",
+        "-9300000000",
+        '"9999-12-31T23:59:59Z"',
+        '"0001-01-01T00:00:00"',
+    ],
+)
+def test_json_time_out_of_range_inferred(value):
+    lines = [
+        '{"time":"2026-12-05T01:00:00Z","msg":"before"}',
+        f'{{"time":{value},"msg":"bad"}}',
+        '{"time":"2026-12-05T01:00:01Z","msg":"after"}',
+    ]
+    before, bad, after = parse_lines(lines, service="svc")
+
+    assert bad.attributes[TIME_INFERRED] == "true"
+    assert moment(bad) == utc(2026, 12, 5, 1, 0, 0)
+    assert bad.message == lines[1]
+    assert moment(after) == utc(2026, 12, 5, 1, 0, 1)
+
+
+def test_logrus_time_out_of_range_inferred():
+    entry = parse_one(
+        'time="9999-12-31T23:59:59Z" level=error msg="a"', fallback_time_ns=0
+    )
+
+    assert entry.attributes[TIME_INFERRED] == "true"
+    assert entry.timestamp.ToNanoseconds() == 0
+
+
 def test_impossible_date_keeps_host_and_reason():
     lines = ["Feb 28 10:00:00 host-a app: first", "Feb 29 10:00:01 host-b app: x"]
     first, second = parse_lines(lines, service="svc", year=2026)
