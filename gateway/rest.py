@@ -94,6 +94,7 @@ from gateway.proxy import (
 )
 from log_service.model import Limits
 from splitlog_runtime import auth
+from splitlog_runtime.channels import answer_before
 from splitlog_runtime.errors import (
     DomainError,
     InvalidArgument,
@@ -585,6 +586,10 @@ class RestFront:
             )
         if timeout is None:
             timeout = self._default_timeout
+        elif filled_key is not None:
+            # As over gRPC: the backend call ends a margin before the client's
+            # deadline, so that the 504 naming the filled key arrives in time.
+            timeout = answer_before(timeout)
         if self._auth is not None and self._auth.watches(route.full_method):
             return await self._revoking_call(
                 route, endpoint, message, payload, timeout, metadata, filled_key

@@ -33,7 +33,12 @@ from tests.system.money_support import (
     create_group,
     list_expenses,
 )
-from tests.system.test_deadline_request_id import _error_info, _expense
+from tests.system.test_deadline_request_id import (
+    _error_info,
+    _expense,
+    _rest_body,
+    _rest_error_info,
+)
 
 pytestmark = pytest.mark.system
 
@@ -96,6 +101,59 @@ def test_create_names_filled_key_before_client_deadline(splitlog_factory):
     assert elapsed < CLIENT_DEADLINE
     assert caught_short.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert again.expense.description == "client deadline"
+    descriptions = [expense.description for expense in stored]
+    assert descriptions.count("client deadline") == 1
+
+
+def test_rest_create_names_filled_key_in_time(splitlog_factory):
+    running = splitlog_factory(
+        "--processes", "--deadline-seconds", str(GATEWAY_DEADLINE)
+    )
+    running.wait_until_ready()
+    backend = component_pid(running.process.pid, "expense_service")
+    assert backend
+    clients = Clients.connect(running.grpc_address)
+    try:
+        group_id, (payer, _) = create_group(clients, 2)
+        url = f"{running.http_url}/v1/groups/{group_id}/expenses"
+        os.kill(backend, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            rest = httpx.post(
+                url,
+                json=_rest_body(payer, "client deadline"),
+                headers={"grpc-timeout": f"{CLIENT_DEADLINE:g}S"},
+                timeout=30,
+            )
+            elapsed = time.monotonic() - started
+            # This deadline is too short for a margin, so the backend gets all
+            # of it.
+            short = httpx.post(
+                url,
+                json=_rest_body(payer, "short deadline"),
+                headers={"grpc-timeout": "300m"},
+                timeout=30,
+            )
+        finally:
+            os.kill(backend, signal.SIGCONT)
+        wait_for_health(running.grpc_address, 30)
+
+        key = _rest_error_info(rest.json())["metadata"]["request_id"]
+        again = httpx.post(
+            url,
+            params={"requestId": key},
+            json=_rest_body(payer, "client deadline"),
+            timeout=10,
+        )
+        stored = list_expenses(clients, group_id, False)
+    finally:
+        clients.close()
+
+    assert rest.status_code == 504, rest.text
+    assert f"request_id {key!r}" in rest.json()["error"]["message"]
+    assert elapsed < CLIENT_DEADLINE
+    assert short.status_code == 504, short.text
+    assert again.status_code == 200, again.text
     descriptions = [expense.description for expense in stored]
     assert descriptions.count("client deadline") == 1
 
