@@ -373,7 +373,7 @@ class ReplicationSender:
             # them would lose them everywhere.
             stream.leader_lost = (end, matched, reply.last_record_epoch)
             return
-        if matched > end and self._lost_to_damage(matched):
+        if matched > end and self._lost_to_damage(matched, end):
             stream.leader_lost = (end, matched, reply.last_record_epoch)
             return
         if matched > end:
@@ -402,7 +402,7 @@ class ReplicationSender:
         self.progress.reachable = True
         node.changed.notify_all()
 
-    def _lost_to_damage(self, matched: int) -> bool:
+    def _lost_to_damage(self, matched: int, end: int) -> bool:
         """Return whether the follower may contain entries this leader lost to damage.
 
         A leader promoted with a damaged log lacks the entries after
@@ -411,6 +411,13 @@ class ReplicationSender:
         so that the coordinator promotes the follower, whose log is then
         ahead. That holds only while this leader has written no record of
         its own epoch.
+
+        `end` is where the follower's log leaves this leader's: the last
+        sequence of the follower's last record epoch here. When `end` is
+        before `damage.after`, a newer epoch replaced the follower's entries
+        from `end + 1` on in an intact part of this leader's log. So they
+        are not the lost entries but stale ones, which the follower
+        truncates, even when they reach past `damage.after`.
         """
         node = self._node
         damage = node.wal.damage
@@ -421,6 +428,7 @@ class ReplicationSender:
         return (
             damage is not None
             and matched > damage.after
+            and end >= damage.after
             and node.wal.last_record_epoch() < self._epoch
         )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import grpc
 import pytest
 
@@ -11,6 +13,7 @@ from splitlog.logs.v1 import (
 )
 from tests.log_service.node_support import (
     FOLLOWER,
+    LEADER,
     SHARD,
     append,
     columns,
@@ -214,6 +217,74 @@ def test_divergent_tail_is_truncated_on_join(base_config, tmp_path):
         )
         assert [e.epoch for e in old.node.wal.history.entries] == [1, 2]
         assert status_of(old).last_record_epoch == 2
+    finally:
+        for handle in handles:
+            if not handle.host.stopped:
+                handle.stop()
+
+
+def flip_byte_of(path, marker: bytes) -> None:
+    """Change the first byte of `marker` in a file, so its record fails its CRC."""
+    data = bytearray(path.read_bytes())
+    data[data.index(marker)] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_leader_truncates_older_epoch_tail(base_config, tmp_path):
+    old = start(base_config, tmp_path, "n0")
+    new = start(base_config, tmp_path, "n1")
+    handles = [old, new]
+    try:
+        form_pair(old, new)
+        append(old, 1, "shared", 3)
+        # The old leader alone takes entries 4..8 that never reach n1.
+        new_port = new.host.port
+        new.stop()
+        configure(old, epoch=1, leader=old, followers=[new], version=2)
+        append(old, 1, "lost", 5)
+        old_port = old.host.port
+        old.stop()
+
+        # n1 leads epoch 2 and writes entries 4..9 in three records.
+        new = start(base_config, tmp_path, "n1", port=new_port)
+        handles.append(new)
+        configure(new, epoch=2, leader=new, followers=[old], version=1)
+        for label in ("kept-a", "kept-b", "kept-c"):
+            append(new, 2, label, 2)
+        new.stop()
+        # The damaged record of kept-b cuts n1's log after entry 5. Without
+        # its store, n1 has no other copy of entries 6..9.
+        flip_byte_of(new.directory / "wal" / "00000000000000000001.wal", b"kept-b")
+        shutil.rmtree(new.directory / "store")
+        new = start(base_config, tmp_path, "n1", port=new_port)
+        handles.append(new)
+        damage_before = new.node.wal.damage
+
+        # n1 leads again. n0, outside the in-sync set, returns with entries
+        # 4..8 of epoch 1, which epoch 2 replaced from entry 4 on.
+        configure(new, epoch=3, leader=new, followers=[old], version=1)
+        old = start(base_config, tmp_path, "n0", port=old_port)
+        handles.append(old)
+        configure(old, epoch=3, leader=new, followers=[old], version=1)
+        truncated = wait_for(lambda: old.node.wal.last_sequence == 5)
+        append(new, 3, "after", 1)
+        caught_up = wait_for(lambda: old.node.wal.last_sequence == 6)
+
+        assert damage_before is not None
+        assert damage_before.after == 5
+        assert truncated
+        assert caught_up
+        assert status_of(new).role == LEADER
+        assert new.node.wal.damage == damage_before
+        assert wait_for(lambda: len(query_messages(old)) == 6)
+        assert sorted(query_messages(old)) == [
+            "after 0",
+            "kept-a 0",
+            "kept-a 1",
+            "shared 0",
+            "shared 1",
+            "shared 2",
+        ]
     finally:
         for handle in handles:
             if not handle.host.stopped:
