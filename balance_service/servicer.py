@@ -68,7 +68,7 @@ import dataclasses
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -76,6 +76,7 @@ from typing import TypeVar
 
 import grpc
 from google.type import date_pb2
+from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -932,22 +933,13 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         expenses = storage.explain_expenses(
             session, group_id, user_id, currency, counterparty, after, limit
         )
-        all_lines = {}
+        pair_changes = {}
         if counterparty is not None:
-            all_lines = storage.lines_of_expenses(
-                session, group_id, [expense.expense_id for expense in expenses]
+            pair_changes = _pair_changes(
+                session, group_id, user_id, counterparty, expenses
             )
         for expense in expenses:
-            change = expense.paid - expense.owed
-            if counterparty is not None:
-                lines = all_lines[expense.expense_id]
-                parts = allocation.allocate(
-                    {other.user_id: other.paid for other in lines},
-                    {other.user_id: other.owed for other in lines},
-                )
-                change = parts.get((counterparty, user_id), 0) - parts.get(
-                    (user_id, counterparty), 0
-                )
+            change = pair_changes.get(expense.expense_id, expense.paid - expense.owed)
             items.append(
                 _Contribution(
                     kind=storage.EXPENSES,
@@ -1575,6 +1567,49 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             changes.write(session)
             storage.touch_group(session, group_id, now)
             return settlement_message(row)
+
+
+def _pair_changes(
+    session: Session,
+    group_id: str,
+    user_id: str,
+    counterparty: str,
+    expenses: Sequence[Row],
+) -> dict[str, int]:
+    """Return what each expense changed in what the counterparty owes the user.
+
+    That is the counterparty's part owed to the user minus the user's part
+    owed to the counterparty, by the rule of `balance_service.allocation`.
+    When one member paid the whole non-zero total, every participant owes
+    that payer exactly what they owe, so the two members' own lines give
+    the change. Only an expense with several payers, or with nothing paid,
+    is allocated in full from all its lines, which costs time in proportion
+    to its payers times its participants.
+    """
+    counts = storage.payer_counts(
+        session, group_id, [expense.expense_id for expense in expenses]
+    )
+    changes = {}
+    shared = []
+    for expense in expenses:
+        if counts.get(expense.expense_id) != 1:
+            shared.append(expense.expense_id)
+        elif expense.paid:
+            changes[expense.expense_id] = expense.their_owed
+        elif expense.their_paid:
+            changes[expense.expense_id] = -expense.owed
+        else:
+            changes[expense.expense_id] = 0
+    all_lines = storage.lines_of_expenses(session, group_id, shared)
+    for expense_id, lines in all_lines.items():
+        parts = allocation.allocate(
+            {line.user_id: line.paid for line in lines},
+            {line.user_id: line.owed for line in lines},
+        )
+        changes[expense_id] = parts.get((counterparty, user_id), 0) - parts.get(
+            (user_id, counterparty), 0
+        )
+    return changes
 
 
 def _pairwise_page(

@@ -120,7 +120,12 @@ class ExpenseRow(Base):
 
 
 class LineRow(Base):
-    """One member's paid and owed amounts in one expense."""
+    """One member's paid and owed amounts in one expense.
+
+    The currency, date and create time are copies of the expense's, written
+    with the line, so that an ExplainBalance page walks one member's lines
+    in page order.
+    """
 
     __tablename__ = "ledger_lines"
 
@@ -129,8 +134,22 @@ class LineRow(Base):
     user_id: Mapped[str] = mapped_column(String(63), primary_key=True)
     paid: Mapped[int] = mapped_column(BigInteger)
     owed: Mapped[int] = mapped_column(BigInteger)
+    currency_code: Mapped[str] = mapped_column(String(3))
+    expense_date: Mapped[date] = mapped_column(Date())
+    create_time: Mapped[datetime] = mapped_column(DateTime())
 
-    __table_args__ = (Index("ix_ledger_lines_group_user", "group_id", "user_id"),)
+    __table_args__ = (
+        # In ExplainBalance order within one member's lines.
+        Index(
+            "ix_ledger_lines_user_order",
+            "group_id",
+            "user_id",
+            "currency_code",
+            "expense_date",
+            "create_time",
+            "expense_id",
+        ),
+    )
 
 
 class BalanceRow(Base):
@@ -823,28 +842,37 @@ _DELETE_LINES = delete(LineRow).where(_in_group(LineRow))
 def replace_lines(
     session: Session,
     lines: Mapping[ExpenseKey, Iterable[Line]],
+    expenses: Mapping[ExpenseKey, ExpenseRow | NewExpense],
     stored: Iterable[ExpenseKey],
 ) -> None:
     """Write the lines of several expenses: one delete per group, one insert.
 
     Args:
       lines: the new lines of each expense.
+      expenses: the new state of each of these expenses, whose currency,
+        date and create time each line copies.
       stored: the expenses among them that have lines in the database now.
         Their old lines are deleted first.
     """
     for group_id, expense_ids in _by_group(stored):
         session.execute(_DELETE_LINES, _group_params(group_id, expense_ids))
-    rows = [
-        {
-            "group_id": group_id,
-            "expense_id": expense_id,
-            "user_id": user_id,
-            "paid": paid,
-            "owed": owed,
-        }
-        for (group_id, expense_id), expense_lines in sorted(lines.items())
-        for user_id, paid, owed in expense_lines
-    ]
+    rows = []
+    for key, expense_lines in sorted(lines.items()):
+        expense = expenses[key]
+        group_id, expense_id = key
+        rows += [
+            {
+                "group_id": group_id,
+                "expense_id": expense_id,
+                "user_id": user_id,
+                "paid": paid,
+                "owed": owed,
+                "currency_code": expense.currency_code,
+                "expense_date": expense.expense_date,
+                "create_time": expense.create_time,
+            }
+            for user_id, paid, owed in expense_lines
+        ]
     if rows:
         session.execute(insert(LineRow.__table__), rows)
 
@@ -943,47 +971,77 @@ def explain_expenses(
     the counterparty too when one is given, in the order of
     `ExplainPosition`. Each row has the expense's `expense_id`,
     `description`, `expense_date` and `create_time`, and the member's `paid`
-    and `owed`. The query walks `ix_ledger_expenses_group_currency_order`
+    and `owed`. With a counterparty it also has the counterparty's
+    `their_paid` and `their_owed`.
+
+    The query walks the member's lines along `ix_ledger_lines_user_order`
     from `after` and stops after `limit` rows, so a page costs about the
-    same early or late in a long history.
+    same early or late in a long history, and the expenses of other members
+    of the group cost nothing.
+
+    NOTE: with a counterparty, the walk also passes the member's expenses
+    without the counterparty, so a pair that shares few of a busy member's
+    expenses costs in proportion to the member's expenses.
     """
     mine = aliased(LineRow)
-    query = (
-        select(
-            ExpenseRow.expense_id,
-            ExpenseRow.description,
-            ExpenseRow.expense_date,
-            ExpenseRow.create_time,
-            mine.paid,
-            mine.owed,
-        )
-        .select_from(ExpenseRow)
-        .join(
-            mine,
-            and_(
-                mine.group_id == ExpenseRow.group_id,
-                mine.expense_id == ExpenseRow.expense_id,
-                mine.user_id == user_id,
-            ),
-        )
-    )
+    columns = [
+        ExpenseRow.expense_id,
+        ExpenseRow.description,
+        mine.expense_date,
+        mine.create_time,
+        mine.paid,
+        mine.owed,
+    ]
+    theirs = aliased(LineRow)
     if counterparty is not None:
-        theirs = aliased(LineRow)
+        columns += [theirs.paid.label("their_paid"), theirs.owed.label("their_owed")]
+    query = select(*columns).select_from(mine)
+    if counterparty is not None:
         query = query.join(
             theirs,
             and_(
-                theirs.group_id == ExpenseRow.group_id,
-                theirs.expense_id == ExpenseRow.expense_id,
+                theirs.group_id == mine.group_id,
+                theirs.expense_id == mine.expense_id,
                 theirs.user_id == counterparty,
             ),
         )
-    query = query.where(
-        ExpenseRow.group_id == group_id,
-        ExpenseRow.currency_code == currency,
+    query = query.join(
+        ExpenseRow,
+        and_(
+            ExpenseRow.group_id == mine.group_id,
+            ExpenseRow.expense_id == mine.expense_id,
+        ),
+    ).where(
+        mine.group_id == group_id,
+        mine.user_id == user_id,
+        mine.currency_code == currency,
         ExpenseRow.deleted.is_(False),
     )
-    order = (ExpenseRow.expense_date, ExpenseRow.create_time, ExpenseRow.expense_id)
+    order = (mine.expense_date, mine.create_time, mine.expense_id)
     return _read_page(session, query, order, EXPENSES, after, limit)
+
+
+def payer_counts(
+    session: Session, group_id: str, expense_ids: Sequence[str]
+) -> dict[str, int]:
+    """Return how many members paid a non-zero amount in each expense.
+
+    An expense in which no one paid anything is left out.
+    """
+    found: dict[str, int] = {}
+    for chunk_start in range(0, len(expense_ids), 500):
+        chunk = expense_ids[chunk_start : chunk_start + 500]
+        rows = session.execute(
+            select(LineRow.expense_id, func.count())
+            .where(
+                LineRow.group_id == group_id,
+                LineRow.expense_id.in_(chunk),
+                LineRow.paid != 0,
+            )
+            .group_by(LineRow.expense_id)
+        )
+        found.update({expense_id: count for expense_id, count in rows})
+    return found
 
 
 def explain_settlements(

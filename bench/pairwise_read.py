@@ -133,6 +133,18 @@ def _lines(
     ]
 
 
+def _expense_columns(expense: dict) -> dict:
+    """Return the expense's columns that a line copies, where lines have them.
+
+    Lines got copies of the currency, date and create time in migration
+    0008. Older checkouts, which this bench can also time, lack them.
+    """
+    names = ("currency_code", "expense_date", "create_time")
+    return {
+        name: expense[name] for name in names if name in storage.LineRow.__table__.c
+    }
+
+
 def fill_group(
     url: str,
     group_id: str,
@@ -175,6 +187,7 @@ def fill_group(
                     "user_id": user,
                     "paid": paid,
                     "owed": owed,
+                    **_expense_columns(expense_rows[-1]),
                 }
                 for user, paid, owed in lines
             ]

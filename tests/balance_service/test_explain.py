@@ -18,6 +18,7 @@ import pytest
 from google.type import date_pb2
 
 from splitlog.balances.v1 import balances_service_pb2 as pb
+from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog_runtime import pagination
 from tests.balance_service.support import (
     create_group,
@@ -25,6 +26,7 @@ from tests.balance_service.support import (
     minor,
     reason_of,
     settle,
+    unique_id,
 )
 
 TIE_DAY = date(2024, 3, 1)
@@ -370,3 +372,161 @@ def test_token_of_other_request_rejected(services, history):
 
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert reason_of(caught.value) == "PAGE_TOKEN_MISMATCH"
+
+
+def _ordered_group(services, size: int) -> tuple[str, list[str]]:
+    """Create a group of `size` users whose ids sort in creation order.
+
+    Rounding ties in an expense with several payers go by user id, so the
+    expected amounts below hold only for ids in this order.
+    """
+    prefix = unique_id("wide")
+    user_ids = [f"{prefix}-{index:02d}" for index in range(size)]
+    for user_id in user_ids:
+        services.users.CreateUser(
+            users_pb.CreateUserRequest(
+                user=users_pb.User(email=f"{user_id}@example.com", display_name="W"),
+                user_id=user_id,
+            ),
+            timeout=10,
+        )
+    group_id = unique_id("group")
+    services.users.CreateGroup(
+        users_pb.CreateGroupRequest(
+            group=users_pb.Group(display_name="Wide", creator=f"users/{user_ids[0]}"),
+            group_id=group_id,
+        ),
+        timeout=10,
+    )
+    for user_id in user_ids[1:]:
+        services.users.AddGroupMember(
+            users_pb.AddGroupMemberRequest(
+                parent=f"groups/{group_id}", user=f"users/{user_id}"
+            ),
+            timeout=10,
+        )
+    return group_id, user_ids
+
+
+@pytest.fixture(scope="module")
+def wide_history(services):
+    """Build a group of 30 members with many expenses that leave out a pair.
+
+    Returns the group id, the member ids, and for the pair of the first two
+    members the expected `(expense id, change)` items in page order, where
+    the change is what the second member owes the first.
+    """
+    group_id, members = _ordered_group(services, 30)
+    alice, bob, carol = members[:3]
+    others = members[3:]
+    publish = services.peer.publish
+    everyone = {member: (0, 100) for member in members}
+    pair = []
+
+    def publish_shared(expense_id: str, lines: dict, change: int, index: int) -> None:
+        day = date(2024, 1, 1) + timedelta(days=index)
+        publish(group_id, expense_id, lines, day=day)
+        pair.append((expense_id, change))
+
+    # Split among everyone, paid by one of the pair, or by neither.
+    publish_shared("alice-pays", {**everyone, alice: (3000, 100)}, 100, 0)
+    publish_shared("bob-pays", {**everyone, bob: (3000, 100)}, -100, 1)
+    publish_shared("carol-pays", {**everyone, carol: (3000, 100)}, 0, 2)
+    # Several payers: the shares follow the rounding rule, with ties by id.
+    # Bob owes alice 66.67 and alice owes bob 33.33 before rounding.
+    publish_shared(
+        "two-payers",
+        {alice: (200, 100), bob: (100, 100), carol: (0, 100)},
+        67 - 33,
+        3,
+    )
+    publish_shared(
+        "three-payers",
+        {alice: (1001, 501), bob: (500, 500), carol: (1, 501)},
+        333 - 167,
+        4,
+    )
+    # A refund paid back to alice, and an expense with nothing paid.
+    refund = {member: (0, -100) for member in members}
+    publish_shared("refund", {**refund, alice: (-3000, -100)}, -100, 5)
+    publish_shared("nothing-paid", {alice: (0, 50), bob: (0, -50)}, -50, 6)
+    # Many expenses without the pair, some with alice alone.
+    for index in range(60):
+        group = [others[(index + step) % len(others)] for step in range(4)]
+        lines = {member: (0, 25) for member in group}
+        lines[group[0]] = (100, 25)
+        if index % 3 == 0:
+            lines[group[0]] = (125, 25)
+            lines[alice] = (0, 25)
+        publish(group_id, f"others-{index}", lines, day=date(2024, 1, 1))
+    # Moved to another currency, deleted, and moved to a later date.
+    publish(group_id, "to-usd", {alice: (200, 100), bob: (0, 100)})
+    publish(group_id, "to-usd", {alice: (200, 100), bob: (0, 100)}, currency="USD")
+    publish(group_id, "deleted", {alice: (0, 100), bob: (200, 100)})
+    publish(group_id, "deleted", {alice: (0, 100), bob: (200, 100)}, deleted=True)
+    publish(group_id, "later", {alice: (0, 70), bob: (70, 0)}, day=date(2023, 1, 1))
+    later = {alice: (0, 70), bob: (140, 70)}
+    publish(group_id, "later", later, day=date(2025, 1, 1))
+    pair.append(("later", -70))
+    services.sync()
+    return group_id, members, pair
+
+
+def test_wide_group_pair_amounts(services, wide_history):
+    group_id, members, pair = wide_history
+    alice, bob = members[:2]
+    expected = []
+    running = 0
+    for expense_id, change in pair:
+        running += change
+        expected.append(
+            (f"groups/{group_id}/expenses/expense-{expense_id}", change, running)
+        )
+
+    net, items = _one_page(services, group_id, alice, counterparty=bob)
+
+    assert [(item[0], item[5], item[6]) for item in items] == expected
+    assert net == running
+
+
+def test_wide_group_pair_mirrors(services, wide_history):
+    group_id, members, pair = wide_history
+    alice, bob = members[:2]
+
+    _, forward = _one_page(services, group_id, alice, counterparty=bob)
+    net, backward = _one_page(services, group_id, bob, counterparty=alice)
+
+    assert [item[0] for item in backward] == [item[0] for item in forward]
+    assert [item[5] for item in backward] == [-item[5] for item in forward]
+    assert net == -sum(change for _, change in pair)
+
+
+@pytest.mark.parametrize("page_size", [1, 3])
+def test_wide_group_pages_match_one_page(services, wide_history, page_size):
+    group_id, members, _ = wide_history
+    alice, bob, carol = members[:3]
+
+    for user, counterparty in ((alice, bob), (bob, carol), (alice, None)):
+        net, expected = _one_page(services, group_id, user, counterparty=counterparty)
+        nets, items = _pages(
+            services, group_id, user, page_size, counterparty=counterparty
+        )
+
+        assert items == expected, (user, counterparty)
+        assert set(nets) == {net}, (user, counterparty)
+
+
+def test_wide_group_member_items(services, wide_history):
+    group_id, members, _ = wide_history
+    alice = members[0]
+    balances = group_nets(services.balances, group_id)["EUR"]
+
+    net, items = _one_page(services, group_id, alice)
+
+    sources = [item[0].rsplit("/expense-", 1)[1] for item in items]
+    assert sources.count("later") == 1
+    assert "to-usd" not in sources
+    assert "deleted" not in sources
+    assert len([source for source in sources if source.startswith("others-")]) == 20
+    assert net == balances[alice]
+    assert sum(item[5] for item in items) == net

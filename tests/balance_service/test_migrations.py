@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 import pytest
 import sqlalchemy as sa
@@ -145,3 +145,108 @@ def test_pair_versions_start_for_stored_pairs(engine):
     _migrate(engine, "downgrade", "0006")
 
     assert "pair_versions" not in sa.inspect(engine).get_table_names()
+
+
+def test_lines_get_currency_date_and_time_of_expense(engine):
+    _migrate(engine, "upgrade", "0007")
+    expenses = sa.table(
+        "ledger_expenses",
+        *(
+            sa.column(name)
+            for name in (
+                "group_id",
+                "expense_id",
+                "revision",
+                "deleted",
+                "currency_code",
+                "expense_date",
+                "category",
+                "description",
+                "total",
+                "create_time",
+                "update_time",
+            )
+        ),
+    )
+    lines = sa.table(
+        "ledger_lines",
+        *(
+            sa.column(name)
+            for name in ("group_id", "expense_id", "user_id", "paid", "owed")
+        ),
+    )
+    created = datetime(2026, 1, 2, 3, 4, 5)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.insert(expenses),
+            [
+                {
+                    "group_id": "trip",
+                    "expense_id": expense_id,
+                    "revision": 1,
+                    "deleted": False,
+                    "currency_code": currency,
+                    "expense_date": day,
+                    "category": 1,
+                    "description": "Dinner",
+                    "total": 300,
+                    "create_time": created,
+                    "update_time": created,
+                }
+                for expense_id, currency, day in (
+                    ("dinner", "EUR", date(2026, 1, 1)),
+                    ("taxi", "USD", date(2026, 2, 1)),
+                )
+            ],
+        )
+        connection.execute(
+            sa.insert(lines),
+            [
+                {
+                    "group_id": "trip",
+                    "expense_id": expense_id,
+                    "user_id": user_id,
+                    "paid": paid,
+                    "owed": 150,
+                }
+                for expense_id in ("dinner", "taxi")
+                for user_id, paid in (("ann", 300), ("ben", 0))
+            ],
+        )
+
+    upgrade(engine, MIGRATIONS_DIR, _VERSION_TABLE)
+
+    with engine.connect() as connection:
+        copied = connection.execute(
+            sa.text(
+                "SELECT expense_id, user_id, currency_code, expense_date, "
+                "create_time FROM ledger_lines ORDER BY expense_id, user_id"
+            )
+        ).all()
+    assert [(row[0], row[1], row[2]) for row in copied] == [
+        ("dinner", "ann", "EUR"),
+        ("dinner", "ben", "EUR"),
+        ("taxi", "ann", "USD"),
+        ("taxi", "ben", "USD"),
+    ]
+    # SQLite returns dates and times as text.
+    assert [str(row[3]) for row in copied] == [
+        "2026-01-01",
+        "2026-01-01",
+        "2026-02-01",
+        "2026-02-01",
+    ]
+    assert {str(row[4]).replace("T", " ") for row in copied} == {str(created)}
+    line_indexes = _index_names(engine, "ledger_lines")
+    assert "ix_ledger_lines_user_order" in line_indexes
+    assert "ix_ledger_lines_group_user" not in line_indexes
+
+    _migrate(engine, "downgrade", "0007")
+
+    columns = {
+        column["name"] for column in sa.inspect(engine).get_columns("ledger_lines")
+    }
+    assert columns == {"group_id", "expense_id", "user_id", "paid", "owed"}
+    line_indexes = _index_names(engine, "ledger_lines")
+    assert "ix_ledger_lines_group_user" in line_indexes
+    assert "ix_ledger_lines_user_order" not in line_indexes
