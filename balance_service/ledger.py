@@ -287,10 +287,7 @@ class _Batch:
         self._session.flush()
         storage.add_expenses(self._session, self._new)
         storage.replace_lines(
-            self._session,
-            self._changed,
-            self._rows,
-            self._stored & self._changed.keys(),
+            self._session, self._changed, self._stored & self._changed.keys()
         )
 
     def touch_groups(self) -> None:

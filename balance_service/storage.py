@@ -842,39 +842,42 @@ _DELETE_LINES = delete(LineRow).where(_in_group(LineRow))
 def replace_lines(
     session: Session,
     lines: Mapping[ExpenseKey, Iterable[Line]],
-    expenses: Mapping[ExpenseKey, ExpenseRow | NewExpense],
     stored: Iterable[ExpenseKey],
 ) -> None:
     """Write the lines of several expenses: one delete per group, one insert.
 
+    Each line copies its expense's currency, date and create time from
+    `ledger_expenses` in the insert itself, so the expenses must be stored
+    first. The insert goes to the driver's executemany with positional
+    parameters, because SQLAlchemy's processing of each row's parameters
+    cost more than SQLite's work for it.
+
     Args:
       lines: the new lines of each expense.
-      expenses: the new state of each of these expenses, whose currency,
-        date and create time each line copies.
       stored: the expenses among them that have lines in the database now.
         Their old lines are deleted first.
     """
     for group_id, expense_ids in _by_group(stored):
         session.execute(_DELETE_LINES, _group_params(group_id, expense_ids))
-    rows = []
-    for key, expense_lines in sorted(lines.items()):
-        expense = expenses[key]
-        group_id, expense_id = key
-        rows += [
-            {
-                "group_id": group_id,
-                "expense_id": expense_id,
-                "user_id": user_id,
-                "paid": paid,
-                "owed": owed,
-                "currency_code": expense.currency_code,
-                "expense_date": expense.expense_date,
-                "create_time": expense.create_time,
-            }
-            for user_id, paid, owed in expense_lines
-        ]
-    if rows:
-        session.execute(insert(LineRow.__table__), rows)
+    rows = [
+        (user_id, paid, owed, group_id, expense_id)
+        for (group_id, expense_id), expense_lines in sorted(lines.items())
+        for user_id, paid, owed in expense_lines
+    ]
+    if not rows:
+        return
+    connection = session.connection()
+    marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    connection.exec_driver_sql(_INSERT_LINES.replace("?", marker), rows)
+
+
+# Parameters: user id, paid, owed, then the group and expense ids.
+_INSERT_LINES = (
+    "INSERT INTO ledger_lines (group_id, expense_id, user_id, paid, owed, "
+    "currency_code, expense_date, create_time) "
+    "SELECT group_id, expense_id, ?, ?, ?, currency_code, expense_date, "
+    "create_time FROM ledger_expenses WHERE group_id = ? AND expense_id = ?"
+)
 
 
 def lines_of_expenses(
