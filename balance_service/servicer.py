@@ -163,16 +163,7 @@ def transaction(database: Database, read_only: bool = False) -> Iterator[Session
         ) from None
 
 
-def _invalid_page_token() -> Exception:
-    return invalid_field(
-        "page_token",
-        "is not a page token returned by this method; send the next_page_token "
-        "of the previous response, or none",
-        reason="INVALID_PAGE_TOKEN",
-    )
-
-
-def _string_key(key: list | None) -> list[str] | None:
+def _string_key(key: list | None, token: str) -> list[str] | None:
     """Check the key of a page token whose sort key is three strings.
 
     The key is compared with the keys of the rows, and a number in it would
@@ -181,7 +172,7 @@ def _string_key(key: list | None) -> list[str] | None:
     if key is None:
         return None
     if len(key) != 3 or not all(isinstance(part, str) for part in key):
-        raise _invalid_page_token()
+        raise pagination.invalid_token(token)
     return key
 
 
@@ -195,7 +186,7 @@ _MAX_RUNNING_MINOR = (
 
 
 def _explain_token(
-    key: list | None, group_id: str
+    key: list | None, group_id: str, token: str
 ) -> tuple[storage.ExplainPosition | None, int]:
     """Return where an ExplainBalance page starts and the running net before it.
 
@@ -213,12 +204,13 @@ def _explain_token(
     if len(key) == 3:
         raise invalid_field(
             "page_token",
-            "was issued by an earlier version of the service and holds no "
-            "running amount; start again without a page_token",
+            f"{pagination.quote_token(token)} was issued by an earlier version "
+            "of the service and holds no running amount; start again without a "
+            "page_token",
             reason="INVALID_PAGE_TOKEN",
         )
     if len(key) != 4:
-        raise _invalid_page_token()
+        raise pagination.invalid_token(token)
     day, created, source, running = key
     if not (
         isinstance(day, str)
@@ -227,14 +219,14 @@ def _explain_token(
         and type(running) is int
         and abs(running) <= _MAX_RUNNING_MINOR
     ):
-        raise _invalid_page_token()
+        raise pagination.invalid_token(token)
     try:
         position_day = date.fromisoformat(day)
         position_time = datetime.fromisoformat(created)
     except ValueError:
-        raise _invalid_page_token() from None
+        raise pagination.invalid_token(token) from None
     if position_time.tzinfo is not None:
-        raise _invalid_page_token()
+        raise pagination.invalid_token(token)
     for kind, name_of in (
         (storage.EXPENSES, domain.expense_name),
         (storage.SETTLEMENTS, domain.settlement_name),
@@ -243,7 +235,7 @@ def _explain_token(
         item_id = source.removeprefix(prefix)
         if item_id != source and item_id and "/" not in item_id:
             return (position_day, position_time, kind, item_id), running
-    raise _invalid_page_token()
+    raise pagination.invalid_token(token)
 
 
 class _ReusedInGroup(Exception):
@@ -783,7 +775,9 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             user_id = violations.check(domain.parse_user, request.user, "user")
         violations.raise_if_any()
         selector = ["ListPairwiseBalances", request.parent, currency, user_id]
-        after = _string_key(pagination.decode_token(request.page_token, selector))
+        after = _string_key(
+            pagination.decode_token(request.page_token, selector), request.page_token
+        )
         self._directory.recent_members(group_id, context)
         with self._transaction(read_only=True) as session:
             # The versions and the pairs netted for them come from one state.
@@ -835,7 +829,9 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             )
         selector = ["ExplainBalance", request.name, user_id, currency, counterparty]
         after, running = _explain_token(
-            pagination.decode_token(request.page_token, selector), group_id
+            pagination.decode_token(request.page_token, selector),
+            group_id,
+            request.page_token,
         )
         self._directory.recent_members(group_id, context)
         with self._transaction(read_only=True) as session:
@@ -1408,7 +1404,9 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             by_create_time,
         ]
         after = self._settlement_key(
-            pagination.decode_token(request.page_token, selector), by_create_time
+            pagination.decode_token(request.page_token, selector),
+            by_create_time,
+            request.page_token,
         )
         if group_id == domain.ALL_GROUPS:
             self._directory.require_user(participant, context)
@@ -1465,7 +1463,9 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         return [row for row in rows if row.group_id in visible]
 
     @staticmethod
-    def _settlement_key(key: list | None, by_create_time: bool) -> tuple | None:
+    def _settlement_key(
+        key: list | None, by_create_time: bool, token: str
+    ) -> tuple | None:
         if key is None:
             return None
         try:
@@ -1477,7 +1477,7 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                 check_id(settlement_id, "page_token"),
             )
         except (TypeError, ValueError):
-            raise _invalid_page_token() from None
+            raise pagination.invalid_token(token) from None
 
     def DeleteSettlement(
         self, request: pb.DeleteSettlementRequest, context: grpc.ServicerContext

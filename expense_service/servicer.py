@@ -1223,6 +1223,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         after = self._page_key(
             pagination.decode_token(request.page_token, selector),
             query.order_by_create_time,
+            request.page_token,
         )
         if query.group_id is not None:
             self._require_group(request.parent, context)
@@ -1314,11 +1315,17 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         )
 
     @staticmethod
-    def _page_key(key: list | None, by_create_time: bool) -> storage.PageKey | None:
+    def _page_key(
+        key: list | None, by_create_time: bool, token: str
+    ) -> storage.PageKey | None:
         """Read the (date, time, name) or (time, date, name) key of a token.
 
         A token of an earlier version holds only the first column and the
         name, and its key has None in place of the second column.
+
+        Raises:
+          InvalidArgument: the key has neither form; the message quotes
+            `token`, the page_token of the request.
         """
         if key is None:
             return None
@@ -1335,12 +1342,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             time = datetime.datetime.fromisoformat(time_text)
             return (time, date, name) if by_create_time else (date, time, name)
         except (TypeError, ValueError, domain.InvalidArgument):
-            raise invalid_field(
-                "page_token",
-                "is not a page token returned by this method; send the "
-                "next_page_token of the previous response, or none",
-                reason="INVALID_PAGE_TOKEN",
-            ) from None
+            raise pagination.invalid_token(token) from None
 
     def ListCategories(
         self, request: pb.ListCategoriesRequest, context: grpc.ServicerContext
@@ -1353,12 +1355,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         start = 0
         if key is not None:
             if len(key) != 1 or not isinstance(key[0], int) or key[0] < 0:
-                raise invalid_field(
-                    "page_token",
-                    "is not a page token returned by this method; send the "
-                    "next_page_token of the previous response, or none",
-                    reason="INVALID_PAGE_TOKEN",
-                )
+                raise pagination.invalid_token(request.page_token)
             start = key[0]
         page = domain.CATEGORIES[start : start + size]
         end = start + len(page)

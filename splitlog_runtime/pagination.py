@@ -16,12 +16,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from splitlog_runtime import limits
-from splitlog_runtime.errors import invalid_field
+from splitlog_runtime.errors import InvalidArgument, invalid_field
 
 DEFAULT_PAGE_SIZE = 50
 # The default of the `max_page_size` setting; `limits.current()` has the one
 # in force.
 MAX_PAGE_SIZE = limits.DEFAULTS.max_page_size
+
+#: Characters of a rejected page token that the error message quotes. A
+#: longer token is cut here and ends with "…".
+MAX_QUOTED_TOKEN_LENGTH = 40
 
 
 def page_size(requested: int, field: str = "page_size") -> int:
@@ -40,6 +44,23 @@ def page_size(requested: int, field: str = "page_size") -> int:
     if requested == 0:
         return min(DEFAULT_PAGE_SIZE, maximum)
     return min(requested, maximum)
+
+
+def quote_token(token: str) -> str:
+    """Quote a page token for an error message, cut to MAX_QUOTED_TOKEN_LENGTH."""
+    if len(token) > MAX_QUOTED_TOKEN_LENGTH:
+        token = token[:MAX_QUOTED_TOKEN_LENGTH] + "…"
+    return repr(token)
+
+
+def invalid_token(token: str, field: str = "page_token") -> InvalidArgument:
+    """Build the INVALID_PAGE_TOKEN error for a token this method did not issue."""
+    return invalid_field(
+        field,
+        f"{quote_token(token)} is not a page token returned by this method; "
+        "send the next_page_token of the previous response, or none",
+        reason="INVALID_PAGE_TOKEN",
+    )
 
 
 def _fingerprint(selector: Sequence[Any]) -> str:
@@ -79,12 +100,7 @@ def decode_token(
         UnicodeDecodeError,
         RecursionError,
     ):
-        raise invalid_field(
-            field,
-            f"{token!r} is not a page token returned by this method; "
-            "send the next_page_token of the previous response, or none",
-            reason="INVALID_PAGE_TOKEN",
-        ) from None
+        raise invalid_token(token, field) from None
     if fingerprint != _fingerprint(selector):
         raise invalid_field(
             field,

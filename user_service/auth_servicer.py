@@ -605,7 +605,9 @@ class AuthServicer(pb_grpc.AuthServiceServicer):
         user_id = domain.parse_user_name(request.parent, "parent")
         size = pagination.page_size(request.page_size)
         selector = ["ListApiKeys", request.parent]
-        before = _page_key(pagination.decode_token(request.page_token, selector))
+        before = _page_key(
+            pagination.decode_token(request.page_token, selector), request.page_token
+        )
         authorize_owner(user_id, "ListApiKeys")
         with transaction(self._database, read_only=True) as session:
             storage.require_user(session, user_id)

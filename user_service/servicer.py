@@ -208,8 +208,13 @@ def _check_creator_unchanged(creator: str, row: storage.GroupRow) -> None:
         )
 
 
-def _page_key(key: list | None) -> tuple[datetime, str] | None:
-    """Read the (time, id) key stored in a page token."""
+def _page_key(key: list | None, token: str) -> tuple[datetime, str] | None:
+    """Read the (time, id) key stored in a page token.
+
+    Raises:
+      InvalidArgument: the key does not have that form; the message quotes
+        `token`, the page_token of the request.
+    """
     if key is None:
         return None
     try:
@@ -218,12 +223,7 @@ def _page_key(key: list | None) -> tuple[datetime, str] | None:
             raise ValueError(resource_id)
         return datetime.fromisoformat(when), resource_id
     except (TypeError, ValueError):
-        raise invalid_field(
-            "page_token",
-            "is not a page token returned by this method; send the "
-            "next_page_token of the previous response, or none",
-            reason="INVALID_PAGE_TOKEN",
-        ) from None
+        raise pagination.invalid_token(token) from None
 
 
 def _next_token(rows: list, size: int, key: Callable, selector: list) -> str:
@@ -453,7 +453,9 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         size = pagination.page_size(request.page_size)
         user_filter = domain.parse_user_filter(request.filter)
         selector = ["ListUsers", user_filter.canonical()]
-        after = _page_key(pagination.decode_token(request.page_token, selector))
+        after = _page_key(
+            pagination.decode_token(request.page_token, selector), request.page_token
+        )
         # A restricted caller sees only their own account.
         only = authz.restricted_user()
         only_id = only.removeprefix("users/") if only else None
@@ -793,7 +795,9 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         authz.require_self(domain.user_name(user_id), "member")
         size = pagination.page_size(request.page_size)
         selector = ["ListGroups", request.member]
-        after = _page_key(pagination.decode_token(request.page_token, selector))
+        after = _page_key(
+            pagination.decode_token(request.page_token, selector), request.page_token
+        )
         with self._transaction(read_only=True) as session:
             storage.require_user(session, user_id)
             rows = storage.list_groups_of_user(session, user_id, after, size + 1)
@@ -921,7 +925,9 @@ class UsersServicer(pb_grpc.UsersServiceServicer):
         group_id = domain.parse_group_name(request.parent, "parent")
         size = pagination.page_size(request.page_size)
         selector = ["ListGroupMembers", request.parent]
-        after = _page_key(pagination.decode_token(request.page_token, selector))
+        after = _page_key(
+            pagination.decode_token(request.page_token, selector), request.page_token
+        )
         with self._transaction(read_only=True) as session:
             # The group, its members and the marks come from one state. Under
             # READ COMMITTED, a deletion that commits between the statements

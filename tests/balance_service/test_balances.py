@@ -22,6 +22,7 @@ from tests.balance_service.support import (
     settle,
     violated_fields,
 )
+from tests.page_tokens import with_key
 
 
 def _balances_from_nets(services, nets: dict[str, int], currency: str = "EUR"):
@@ -628,6 +629,59 @@ def test_pairwise_token_with_bad_key_is_rejected(services, key):
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert reason_of(caught.value) == "INVALID_PAGE_TOKEN"
     assert violated_fields(caught.value) == ["page_token"]
+
+
+def _first_tokens(services) -> dict[str, tuple]:
+    """Return each paged read of a new group, with its request and first token.
+
+    The group has two pairwise lines, two settlements and three items to
+    explain, so every read below returns a next_page_token for page_size 1.
+    """
+    group_id, (alice, bob, carol) = create_group(services.users, 3)
+    services.peer.publish(
+        group_id, "e1", {alice: (200, 0), bob: (0, 100), carol: (0, 100)}
+    )
+    services.sync()
+    settle(services.balances, group_id, bob, alice, 50)
+    settle(services.balances, group_id, carol, alice, 50)
+    stub = services.balances
+    requests = {
+        "ListPairwiseBalances": (
+            stub.ListPairwiseBalances,
+            pb.ListPairwiseBalancesRequest(parent=f"groups/{group_id}", page_size=1),
+        ),
+        "ExplainBalance": (
+            stub.ExplainBalance,
+            pb.ExplainBalanceRequest(
+                name=f"groups/{group_id}/balance",
+                user=f"users/{alice}",
+                currency_code="EUR",
+                page_size=1,
+            ),
+        ),
+        "ListSettlements": (
+            stub.ListSettlements,
+            pb.ListSettlementsRequest(parent=f"groups/{group_id}", page_size=1),
+        ),
+    }
+    return {
+        method: (call, request, call(request, timeout=10).next_page_token)
+        for method, (call, request) in requests.items()
+    }
+
+
+@pytest.mark.parametrize("key", [[], ["x", 1, "z"]])
+def test_forged_token_key_quoted_in_error(services, key):
+    for method, (call, request, first) in _first_tokens(services).items():
+        token = with_key(first, key)
+        request.page_token = token
+
+        with pytest.raises(grpc.RpcError) as caught:
+            call(request, timeout=10)
+
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+        assert reason_of(caught.value) == "INVALID_PAGE_TOKEN", method
+        assert repr(token[:40] + "…") in caught.value.details(), method
 
 
 @pytest.mark.parametrize(

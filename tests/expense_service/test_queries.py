@@ -17,6 +17,7 @@ from tests.expense_service.support import (
     reason_of,
     violated_fields,
 )
+from tests.page_tokens import FORGED_KEYS, with_key
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -423,3 +424,29 @@ def test_categories_invalid_argument(clients, fields, field, reason):
     assert caught.value.code() == INVALID
     assert reason_of(caught.value) == reason
     assert violated_fields(caught.value) == [field]
+
+
+@pytest.mark.parametrize("key", FORGED_KEYS)
+def test_list_forged_key_quotes_token(clients, history, key):
+    group, _ = history
+    first = _list(clients, parent=group.name, page_size=1)
+    token = with_key(first.next_page_token, key)
+
+    error = _list_error(clients, parent=group.name, page_size=1, page_token=token)
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "INVALID_PAGE_TOKEN"
+    assert repr(token[:40] + "…") in error.details()
+
+
+@pytest.mark.parametrize("key", FORGED_KEYS)
+def test_categories_forged_key_quotes_token(clients, key):
+    first = _categories(clients, page_size=5)
+    token = with_key(first.next_page_token, key)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        _categories(clients, page_size=5, page_token=token)
+
+    assert caught.value.code() == INVALID
+    assert reason_of(caught.value) == "INVALID_PAGE_TOKEN"
+    assert repr(token[:40] + "…") in caught.value.details()

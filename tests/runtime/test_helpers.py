@@ -40,6 +40,21 @@ def test_malformed_page_token_rejected(token):
     assert caught.value.reason in ("INVALID_PAGE_TOKEN", "PAGE_TOKEN_MISMATCH")
 
 
+def test_invalid_token_quotes_short_token_whole():
+    error = pagination.invalid_token("abc")
+
+    assert error.reason == "INVALID_PAGE_TOKEN"
+    assert "page_token: 'abc' is not a page token" in error.message
+
+
+def test_invalid_token_cuts_long_token():
+    token = "t" * 41
+
+    error = pagination.invalid_token(token, "resume_token")
+
+    assert error.message.startswith("resume_token: '" + "t" * 40 + "…'")
+
+
 def test_page_size_default_max_and_negative():
     assert pagination.page_size(0) == pagination.DEFAULT_PAGE_SIZE
     assert pagination.page_size(10**6) == pagination.MAX_PAGE_SIZE

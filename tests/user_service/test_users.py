@@ -18,6 +18,7 @@ from splitlog.users.v1 import users_service_pb2 as pb
 from splitlog_runtime import pagination
 from splitlog_runtime.database import normalise_url, upgrade
 from tests.conftest import run_alembic
+from tests.page_tokens import FORGED_KEYS, with_key
 from tests.user_service.support import (
     assert_key_reused,
     create_user,
@@ -514,6 +515,21 @@ def test_list_users_malformed_token_rejected(stub, token, reason):
     assert caught.value.code() == INVALID
     assert reason_of(caught.value) == reason
     assert violated_fields(caught.value) == ["page_token"]
+
+
+@pytest.mark.parametrize("key", FORGED_KEYS)
+def test_list_users_forged_key_quotes_token(stub, key):
+    create_user(stub)
+    create_user(stub)
+    first = stub.ListUsers(pb.ListUsersRequest(page_size=1), timeout=10)
+    token = with_key(first.next_page_token, key)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ListUsers(pb.ListUsersRequest(page_token=token), timeout=10)
+
+    assert caught.value.code() == INVALID
+    assert reason_of(caught.value) == "INVALID_PAGE_TOKEN"
+    assert repr(token[:40] + "…") in caught.value.details()
 
 
 def test_list_users_negative_page_size_rejected(stub):
