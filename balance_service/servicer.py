@@ -784,7 +784,21 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
             repeatable_read(session)
             versions = storage.pair_versions(session, group_id, currency)
             netted = self._pairwise.lines(session, versions)
-        page = _pairwise_page(netted, user_id, after, size + 1)
+            page = _pairwise_page(netted, user_id, after, size + 1)
+            # As in ExplainBalance: a user with lines has history, so only a
+            # first page without lines needs the look-up.
+            without_history = (
+                user_id is not None
+                and not page
+                and after is None
+                and not storage.has_balance(session, group_id, user_id)
+            )
+        # An empty list for someone outside the group would read as a settled
+        # member, while a former member with history gets their lines, if any.
+        if without_history and not self._directory.is_member(
+            group_id, user_id, context
+        ):
+            raise not_a_member(group_id, user_id, "user")
         more = len(page) > size
         page = page[:size]
         response = pb.ListPairwiseBalancesResponse(

@@ -796,6 +796,42 @@ def test_explain_non_member_rejected(services):
     assert (net, items) == (0, [])
 
 
+def _pairwise_of(services, group_id: str, user: str) -> list:
+    return list(
+        services.balances.ListPairwiseBalances(
+            pb.ListPairwiseBalancesRequest(
+                parent=f"groups/{group_id}", user=f"users/{user}"
+            ),
+            timeout=10,
+        ).pairwise_balances
+    )
+
+
+def test_pairwise_non_member_rejected(services):
+    group_id, (alice, bob) = create_group(services.users, 2)
+    services.peer.publish(group_id, "e1", {alice: (200, 100), bob: (0, 100)})
+    services.sync()
+    _, (outsider,) = create_group(services.users, 1)
+
+    for user in (outsider, "nobody"):
+        with pytest.raises(grpc.RpcError) as caught:
+            _pairwise_of(services, group_id, user)
+
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION, user
+        assert reason_of(caught.value) == "NOT_A_GROUP_MEMBER", user
+        assert f"users/{user}" in caught.value.details(), user
+        assert f"groups/{group_id}" in caught.value.details(), user
+
+
+def test_pairwise_member_without_lines_empty(services):
+    group_id, (alice, bob, carol) = create_group(services.users, 3)
+    services.peer.publish(group_id, "e1", {alice: (200, 100), bob: (0, 100)})
+    services.sync()
+
+    assert _pairwise_of(services, group_id, carol) == []
+    assert len(_pairwise_of(services, group_id, bob)) == 1
+
+
 @pytest.mark.parametrize(
     ("request_fields", "code", "reason"),
     [

@@ -90,6 +90,20 @@ def test_former_debtor_pays_in_parts(services):
     assert _settled(services, group_id)
 
 
+def test_former_member_pairwise_lines_listed(services):
+    group_id, alice, _, leaver = _group_with_former(services, 1000)
+    request = pb.ListPairwiseBalancesRequest(
+        parent=f"groups/{group_id}", user=f"users/{leaver}"
+    )
+
+    owed = services.balances.ListPairwiseBalances(request, timeout=10)
+    _create(services, group_id, alice, leaver, alice, 1000)
+    settled = services.balances.ListPairwiseBalances(request, timeout=10)
+
+    assert [line.creditor for line in owed.pairwise_balances] == [f"users/{leaver}"]
+    assert list(settled.pairwise_balances) == []
+
+
 def test_former_creditor_is_paid(services):
     group_id, alice, bob, leaver = _group_with_former(services, 1000)
 
