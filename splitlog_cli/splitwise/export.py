@@ -10,6 +10,10 @@ exactly what the other cells do not cancel out, so importing the file again
 books it on the placeholder again. An expense whose payers owe exactly what
 they paid leaves every cell at zero, so its description ends with the
 members and amounts (`self_paid_suffix`), which the import reads back.
+An expense whose row the import would read as a payment, such as a General
+"Ben paid Ana" with one payer and one participant, gets the category
+"Other", which the import maps to CATEGORY_GENERAL and never reads as a
+payment.
 """
 
 from __future__ import annotations
@@ -29,12 +33,15 @@ from splitlog_cli.splitwise.convert import (
     Entry,
     ExpensePlan,
     balances_of,
+    is_payment,
     self_paid_suffix,
     unquote_text,
 )
 from splitlog_cli.splitwise.csvformat import Row, Summary, write_text
 
 SUMMARY_LABEL = "Total balance"
+#: Category of an expense whose row would otherwise read as a payment.
+EXPENSE_NOT_PAYMENT_CATEGORY = "Other"
 
 
 def export_text(
@@ -69,6 +76,8 @@ def export_text(
         if placeholder not in nets and _is_self_paid(entry):
             suffix = self_paid_suffix(entry.payers, entry.currency)
             row = dataclasses.replace(row, description=row.description + suffix)
+        if isinstance(entry, ExpensePlan) and _reads_as_payment(row, nets):
+            row = dataclasses.replace(row, category=EXPENSE_NOT_PAYMENT_CATEGORY)
         rows.append(row)
     balances = balances_of(entries)
     summaries = [
@@ -104,6 +113,17 @@ def _row(entry: Entry, nets: list[int]) -> Row:
         if COST_NOTE in notes:
             cost = parse_decimal_amount(notes[COST_NOTE], entry.currency)
     return Row(0, entry.date, description, category, cost, entry.currency, tuple(nets))
+
+
+def _reads_as_payment(row: Row, nets: dict[str, int]) -> bool:
+    """Return whether the import would turn a row into settlements.
+
+    `nets` are the entry's nets, placeholder included, as the import
+    rebuilds them from the row.
+    """
+    if not any(nets.values()):
+        return False
+    return is_payment(row, sum(net for net in nets.values() if net > 0))
 
 
 def _is_self_paid(entry: Entry) -> bool:

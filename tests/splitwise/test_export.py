@@ -234,3 +234,30 @@ def test_rows_of_one_date_keep_line_order():
         "groups/g/expenses/row-12-1",
         "groups/g/expenses/row-12-2",
     ]
+
+
+@pytest.mark.parametrize("description", ["Ben paid Ana", "Zelle"])
+def test_expense_like_payment_stays_expense(description):
+    lookalike = ExpensePlan(
+        "e1",
+        0,
+        description,
+        "CATEGORY_GENERAL",
+        DAY,
+        "EUR",
+        1000,
+        (("Ben", 1000),),
+        (("Ana", 1000),),
+        "",
+    )
+    entries = [lookalike, settlement("s1", "Ana", "Ben", 400)]
+
+    text = export_text(["Ana", "Ben"], entries, EXPORT_DAY)
+    again = convert(parse_text(text))
+
+    assert f"2024-05-01,{description},Other,10.00,EUR,-10.00,10.00\n" in text
+    assert [type(entry) for entry in again.entries] == [ExpensePlan, SettlementPlan]
+    assert again.entries[0].description == description
+    assert again.entries[0].category == "CATEGORY_GENERAL"
+    assert again.balances() == {"EUR": {"Ana": -600, "Ben": 600}}
+    assert again.mismatches() == []

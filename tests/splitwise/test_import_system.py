@@ -511,6 +511,95 @@ def test_self_paid_expense_round_trip(gateway, channel, tmp_path):
         ]
 
 
+def _payment_lookalike_group(channel) -> tuple[str, str, str]:
+    """Make a group of Ana and Ben with an expense "Ben paid Ana" that Ben paid
+    for Ana alone, and a settlement of 4.00 from Ana to Ben.
+
+    Returns the group and the names of Ana and Ben.
+    """
+    users = users_grpc.UsersServiceStub(channel)
+    names = []
+    for label in ("Ana", "Ben"):
+        created = users.CreateUser(
+            users_pb.CreateUserRequest(
+                user=users_pb.User(
+                    email=f"{label.lower()}-{uuid.uuid4().hex[:8]}@example.com",
+                    display_name=label,
+                )
+            ),
+            timeout=TIMEOUT,
+        )
+        names.append(created.user.name)
+    ana, ben = names
+    group = users.CreateGroup(
+        users_pb.CreateGroupRequest(
+            group=users_pb.Group(display_name="Flat", creator=ana)
+        ),
+        timeout=TIMEOUT,
+    ).group.name
+    users.AddGroupMember(
+        users_pb.AddGroupMemberRequest(parent=group, user=ben), timeout=TIMEOUT
+    )
+    amount = money_pb2.Money(currency_code="EUR", units=10)
+    expenses_grpc.ExpensesServiceStub(channel).CreateExpense(
+        expenses_pb.CreateExpenseRequest(
+            parent=group,
+            expense=expenses_pb.Expense(
+                description="Ben paid Ana",
+                expense_date=date_pb2.Date(year=2024, month=5, day=1),
+                total=amount,
+                payers=[expenses_pb.Payer(user=ben, amount=amount)],
+                split=expenses_pb.Split(
+                    type=expenses_pb.SPLIT_TYPE_EQUAL,
+                    participants=[expenses_pb.SplitParticipant(user=ana)],
+                ),
+                creator=ben,
+            ),
+        ),
+        timeout=TIMEOUT,
+    )
+    balances_grpc.BalancesServiceStub(channel).CreateSettlement(
+        balances_pb.CreateSettlementRequest(
+            parent=group,
+            settlement=balances_pb.Settlement(
+                payer=ana,
+                payee=ben,
+                creator=ana,
+                amount=money_pb2.Money(currency_code="EUR", units=4),
+                settlement_date=date_pb2.Date(year=2024, month=5, day=2),
+            ),
+        ),
+        timeout=TIMEOUT,
+    )
+    return group, ana, ben
+
+
+def _settlement_count(channel, group: str) -> int:
+    listed = balances_grpc.BalancesServiceStub(channel).ListSettlements(
+        balances_pb.ListSettlementsRequest(parent=group, page_size=1000),
+        timeout=TIMEOUT,
+    )
+    return len(listed.settlements)
+
+
+def test_expense_like_payment_round_trip(gateway, channel, tmp_path):
+    group, _, _ = _payment_lookalike_group(channel)
+    exported = tmp_path / "exported.csv"
+    assert run_export(group, gateway, TIMEOUT, exported, err=io.StringIO()) == 0
+
+    status, out, err = import_file(exported, gateway)
+
+    assert status == 0, out + err
+    digest = identity.file_digest(exported.read_bytes())
+    imported = f"groups/{identity.group_id(digest)}"
+    assert expense_count(channel, imported) == 1
+    assert _settlement_count(channel, imported) == 1
+    lookalike = _expenses_by_description(channel, imported)["Ben paid Ana"]
+    assert lookalike.category == expenses_pb.CATEGORY_GENERAL
+    assert group_balance(channel, imported) == group_balance(channel, group)
+    assert group_balance(channel, group) == {"EUR": {"Ana": -600, "Ben": 600}}
+
+
 def _write_csv(path: Path, records: list[list[str]]) -> None:
     with path.open("w", encoding="utf-8", newline="") as file:
         csv.writer(file, lineterminator="\n").writerows(records)
