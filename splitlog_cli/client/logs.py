@@ -122,6 +122,8 @@ EXIT_ENTRIES_REJECTED = 3
 EXIT_FILE_CHANGED = 4
 # Exit status of `logs ship` after Ctrl-C, as a shell reports a SIGINT.
 EXIT_INTERRUPTED = 128 + signal.SIGINT
+# Exit status of `logs ship` after SIGTERM, as a shell reports one.
+EXIT_TERMINATED = 128 + signal.SIGTERM
 # Namespace of the request ids that `logs ship` derives from its batches.
 _SHIP_NAMESPACE = uuid.UUID("2081b718-9d31-4295-b4b3-482fcb416609")
 # A command-line word that is a value, not an option, such as -15m or -.5h.
@@ -177,7 +179,8 @@ def add_parsers(
         f"takes precedence over {EXIT_ENTRIES_REJECTED}), "
         f"{EXIT_INTERRUPTED} after Ctrl-C (the command first sends the full "
         "batches read before it, or every line read from standard input, and "
-        "stderr shows how far it got), 141 when the reader of the output "
+        f"stderr shows how far it got), {EXIT_TERMINATED} after SIGTERM, which "
+        "the command handles as Ctrl-C, 141 when the reader of the output "
         "closed it early."
     )
     ship.add_argument(
@@ -415,7 +418,10 @@ def ship_files(
     except ValueError as exc:
         raise invalid("--zone", zone, str(exc)) from None
     positions = _positions_file(args)
-    with _LogsClient(context.address, DEFAULT_TIMEOUT, context.tls) as client:
+    with (
+        _LogsClient(context.address, DEFAULT_TIMEOUT, context.tls) as client,
+        _sigterm_as_interrupt(),
+    ):
         shipper = _Shipper(client, args)
         try:
             file_sizes = iter(sizes)
@@ -425,9 +431,9 @@ def ship_files(
                 else:
                     size = next(file_sizes)
                     _ship_file(shipper, path, zone, progress, positions, size)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             progress.abandon()
-            _stop_after_interrupt(context, shipper)
+            _stop_after_interrupt(context, shipper, _stop_signal(exc))
         except _BatchOverLimit as exc:
             progress.abandon()
             raise UsageError(_batch_over_limit_message(shipper, exc)) from None
@@ -613,15 +619,16 @@ def _stopped_message(
     )
 
 
-def _interrupted_message(shipper: _Shipper) -> str:
-    """Describe how far `logs ship` got before Ctrl-C and how to ship the rest."""
+def _interrupted_message(shipper: _Shipper, stop: _StopSignal) -> str:
+    """Describe how far `logs ship` got before a stop signal and how to ship
+    the rest."""
     position = shipper.position
     summary = shipper.summary
     # A batch whose response arrived just before Ctrl-C is sent again and
     # counted twice, so the difference can drop below 0.
     unsent = max(0, position.lines_read - shipper.acknowledged)
     text = (
-        f"stopped by Ctrl-C (SIGINT) at line {position.last_line} of "
+        f"stopped by {stop.name} at line {position.last_line} of "
         f"{position.path}. {_read_and_stored(position, summary)}"
     )
     if unsent:
@@ -637,19 +644,42 @@ def _interrupted_message(shipper: _Shipper) -> str:
     return f"{text}. {position.rerun_advice()}"
 
 
-def _stop_after_interrupt(context: Context, shipper: _Shipper) -> None:
-    """Send what was read before Ctrl-C, print the summary, and exit 130."""
+@dataclass(frozen=True)
+class _StopSignal:
+    """A signal that stops `logs ship`, its name in messages and its exit status."""
+
+    name: str
+    exit_status: int
+
+
+_CTRL_C = _StopSignal("Ctrl-C (SIGINT)", EXIT_INTERRUPTED)
+_SIGTERM = _StopSignal("SIGTERM", EXIT_TERMINATED)
+
+
+def _stop_signal(interrupt: KeyboardInterrupt) -> _StopSignal:
+    """Return the signal behind `interrupt`: SIGTERM or Ctrl-C."""
+    return _SIGTERM if isinstance(interrupt, _Terminated) else _CTRL_C
+
+
+def _stop_after_interrupt(
+    context: Context, shipper: _Shipper, stop: _StopSignal
+) -> None:
+    """Send what was read before the stop signal, print the summary, and exit
+    with 128 plus the signal's number."""
     try:
         shipper.send_after_interrupt()
     except (KeyboardInterrupt, ServerError) as exc:
-        reason = "a second Ctrl-C" if isinstance(exc, KeyboardInterrupt) else exc
+        if isinstance(exc, KeyboardInterrupt):
+            reason = f"a second {_stop_signal(exc).name}"
+        else:
+            reason = exc
         print(
-            f"splitlog logs ship: sending the lines read before Ctrl-C "
+            f"splitlog logs ship: sending the lines read before {stop.name} "
             f"stopped: {reason}",
             file=sys.stderr,
         )
     _show_summary(context, shipper)
-    raise PartialFailure(_interrupted_message(shipper), EXIT_INTERRUPTED)
+    raise PartialFailure(_interrupted_message(shipper, stop), stop.exit_status)
 
 
 def _batch_over_limit_message(shipper: _Shipper, error: _BatchOverLimit) -> str:
@@ -2162,19 +2192,24 @@ def _note_unopened(
     return current
 
 
+class _Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM, so it stops a command as Ctrl-C does."""
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """Treat SIGTERM as Ctrl-C while the block runs, in the main thread.
 
-    `timeout`, `kill` and service managers stop a tail with SIGTERM, and the
-    tail must still print its resume token then.
+    `timeout`, `kill` and service managers stop a command with SIGTERM. A
+    tail must still print its resume token then, and `logs ship` its summary
+    and how far it got.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(signum, frame) -> None:
-        raise KeyboardInterrupt
+        raise _Terminated
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:

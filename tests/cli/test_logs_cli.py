@@ -1673,6 +1673,44 @@ def test_ship_file_ctrl_c_then_rerun(live, tmp_path):
     assert len({entry.message for entry in stored}) == count
 
 
+def test_ship_file_sigterm_then_rerun(live, tmp_path):
+    service = "ship-file-sigterm"
+    count = 5_000
+    path = write_log(
+        tmp_path, *[f"{line_time(60)} INFO line {i}" for i in range(count)]
+    )
+    positions = tmp_path / "positions.json"
+    args = [str(path), "--service", service, "--batch-size", "5"]
+    args += ["--positions", str(positions)]
+    shipper = _shipper_process(live.address, *args)
+    try:
+        _wait_until_stored(live, service, 1)
+        # timeout(1), kill and service managers stop a command with SIGTERM.
+        shipper.send_signal(signal.SIGTERM)
+        out, err = shipper.communicate(timeout=60)
+    finally:
+        _stop(shipper)
+    text = " ".join(err.decode().split())
+    stored_after_signal = len(list_all(live.stub, services=[service]))
+    rerun = run_splitlog("logs", "ship", *args, gateway=live.address)
+    stored = list_all(live.stub, services=[service])
+
+    assert shipper.returncode == 143, text
+    assert "Traceback" not in text
+    assert "stopped by SIGTERM at line" in text
+    assert "Ctrl-C" not in text
+    assert f"of {path}" in text
+    assert "Run the same command again to ship the rest" in text
+    accepted = int(re.search(rb"^stored: +(\d+)$", out, re.M)[1])
+    assert 0 < accepted < count
+    assert stored_after_signal == accepted
+    assert positions.exists()
+    assert rerun.status == 0, rerun.stderr
+    assert "skipping lines 1 to" in " ".join(rerun.stderr.split())
+    assert len(stored) == count
+    assert len({entry.message for entry in stored}) == count
+
+
 @pytest.mark.parametrize(
     ("source", "advice"),
     [
