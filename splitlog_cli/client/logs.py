@@ -809,30 +809,61 @@ def _format_bytes(size: int) -> str:
 
 
 def _rejected_message(summary: logs_pb2.StreamLogEntriesResponse) -> str:
+    """Return the error that the server rejected entries, with the fix for
+    each reason that occurred."""
     total = summary.accepted_count + summary.rejected_count
-    counts = ", ".join(
-        f"{reason} {count}" for reason, count in _rejection_counts(summary)
-    )
-    message = (
+    counts = _rejection_counts(summary)
+    listed = ", ".join(f"{reason} {count}" for reason, count in counts)
+    lines = [
         f"error: the server rejected {summary.rejected_count} of "
-        f"{render.count_noun(total, 'entry', 'entries')} ({counts})"
-    )
-    too_old = _enum_name(
-        logs_pb2.RejectionReason, logs_pb2.REJECTION_REASON_TIMESTAMP_TOO_OLD
-    )
-    if any(
-        rejection.reason == logs_pb2.REJECTION_REASON_TIMESTAMP_TOO_OLD
-        for rejection in summary.rejected_entries
-    ):
-        message += (
-            f"; {too_old}: these entries are older than their service's "
-            "retention. `splitlog logs retention` prints the policy, and "
-            "`splitlog logs retention set --service NAME=DURATION` raises it "
-            "(needs an administrator). Then run the same command again: a rerun "
-            "over a file stores these entries, and nothing that this run "
-            "stored is stored twice"
-        )
-    return message
+        f"{render.count_noun(total, 'entry', 'entries')} ({listed})"
+    ]
+    advice_by_name = {
+        _enum_name(logs_pb2.RejectionReason, reason): advice
+        for reason, advice in _REJECTION_ADVICE.items()
+    }
+    for reason, _ in counts:
+        advice = advice_by_name.get(reason)
+        if advice is not None:
+            lines.append(f"{reason}: {advice}")
+    return "\n".join(lines)
+
+
+_RERUN_STORES_THEM = (
+    "Then run the same command again: a rerun over a file sends the batches "
+    "of these entries again under the same request ids, so it stores them, "
+    "and nothing that this run stored is stored twice"
+)
+# Rejections that a rerun cannot change: the server rejects the same line
+# again on every send.
+_FIX_LINES = (
+    "the rejections listed name the line, the field and the problem. The "
+    "server rejects these lines again on every send, and the positions file "
+    "counts them as shipped, so a rerun over the file does not send them. "
+    "Fix them and ship the fixed lines alone, such as through - (standard "
+    "input)"
+)
+# The fix for each rejection reason.
+_REJECTION_ADVICE = {
+    logs_pb2.REJECTION_REASON_TIMESTAMP_TOO_OLD: (
+        "these entries are older than their service's retention. `splitlog logs "
+        "retention` prints the policy, and `splitlog logs retention set "
+        "--service NAME=DURATION` raises it (needs an administrator). "
+        f"{_RERUN_STORES_THEM}"
+    ),
+    logs_pb2.REJECTION_REASON_TIMESTAMP_IN_FUTURE: (
+        "these entries are more than the server's log_max_future_seconds "
+        "ahead of its clock. Check the clock of the host that wrote them. For "
+        "times written without an offset, check that --zone (default: the "
+        "log_default_time_zone setting) is the time zone they were written in. "
+        "A rerun over a file sends the batches of these entries again "
+        "unchanged, so it stores them once their times are within "
+        "log_max_future_seconds of the server's clock"
+    ),
+    logs_pb2.REJECTION_REASON_MISSING_FIELD: _FIX_LINES,
+    logs_pb2.REJECTION_REASON_INVALID_FIELD: _FIX_LINES,
+    logs_pb2.REJECTION_REASON_TOO_LARGE: _FIX_LINES,
+}
 
 
 def _rejection_counts(

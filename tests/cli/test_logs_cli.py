@@ -239,6 +239,47 @@ def duration(seconds: int) -> duration_pb2.Duration:
 # ship
 
 
+def test_ship_advice_for_each_rejection_reason(live, tmp_path, capsys):
+    path = write_log(
+        tmp_path,
+        "2099-01-01 00:00:00 INFO from a clock set ahead",
+        "1999-01-01 00:00:00 INFO from before the retention",
+        f"{line_time(60)} INFO fine",
+    )
+
+    status, _, err = run(
+        capsys, live.address, "logs", "ship", str(path), "--service", "ship-advice",
+        "--no-positions",
+    )  # fmt: skip
+    text = " ".join(err.split())
+
+    assert status == 3, err
+    assert "rejected 2 of 3 entries" in text
+    assert "timestamp_too_old 1" in text
+    assert "timestamp_in_future 1" in text
+    assert "timestamp_too_old: these entries are older than" in text
+    assert "splitlog logs retention set --service" in text
+    assert "timestamp_in_future: these entries are more than" in text
+    assert "log_max_future_seconds" in text
+    assert "Check the clock of the host that wrote them" in text
+    assert "--zone" in text
+
+
+def test_ship_advice_names_only_reasons_seen(live, tmp_path, capsys):
+    path = write_log(tmp_path, "2099-01-01 00:00:00 INFO from a clock set ahead")
+
+    status, _, err = run(
+        capsys, live.address, "logs", "ship", str(path), "--service", "ship-advice",
+        "--no-positions",
+    )  # fmt: skip
+    text = " ".join(err.split())
+
+    assert status == 3, err
+    assert "timestamp_in_future: these entries are more than" in text
+    assert "timestamp_too_old:" not in text
+    assert "retention set" not in text
+
+
 def test_ship_counts_and_batches(live, tmp_path, capsys):
     too_old = 30 * 24 * 3600
     path = write_log(
