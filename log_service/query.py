@@ -19,7 +19,13 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from log_service.clients import ROUTER_STOPPING
 from log_service.merge import Row, merge_rows, shard_cursor
-from log_service.model import VALID_SEVERITIES, columns_to_entries
+from log_service.model import (
+    VALID_SEVERITIES,
+    Limits,
+    columns_to_entries,
+    service_is_valid,
+    utf8_length,
+)
 from log_service.pages import fitting_count, page_budget
 from log_service.timefmt import format_seconds, format_time
 from log_service.tokens import (
@@ -34,7 +40,7 @@ from log_service.tokens import (
 from log_service.wal import encode_varint
 from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
 from splitlog_runtime import limits
-from splitlog_runtime.errors import DomainError, Unavailable, invalid_field
+from splitlog_runtime.errors import DomainError, Unavailable, clip, invalid_field
 from splitlog_runtime.validation import Violations
 
 if TYPE_CHECKING:
@@ -217,10 +223,7 @@ def check_selection(
         if violations.check(_check_severity, value, f"severities[{index}]"):
             chosen.append(value)
     for index, service in enumerate(services):
-        if not service:
-            violations.check(
-                _raise, f"services[{index}]", "is empty; send a service name"
-            )
+        violations.check(_check_service, service, f"services[{index}]")
     attributes = []
     for index, text in enumerate(attribute_filters):
         pair = violations.check(_check_attribute, text, f"attribute_filters[{index}]")
@@ -242,6 +245,38 @@ def check_selection(
 
 def _raise(path: str, description: str) -> None:
     raise invalid_field(path, description)
+
+
+# The ingest rule for service names, which no setting changes.
+_SERVICE_LIMITS = Limits()
+# Characters of a service name that an error message shows.
+_SHOWN_SERVICE_CHARACTERS = 120
+
+
+def _check_service(service: str, path: str) -> None:
+    """Reject a service filter that no stored entry can match, because ingest
+    rejects every entry with that service name."""
+    if service_is_valid(service, _SERVICE_LIMITS):
+        return
+    if not service:
+        raise invalid_field(path, "is empty; send a service name")
+    shown = repr(clip(service, _SHOWN_SERVICE_CHARACTERS))
+    size = utf8_length(service)
+    if size > _SERVICE_LIMITS.max_service_bytes:
+        problem = (
+            f"is {size} bytes long in UTF-8, and ingest rejects service names "
+            f"over {_SERVICE_LIMITS.max_service_bytes} bytes"
+        )
+    else:
+        problem = (
+            "contains a control character, and ingest rejects service names "
+            "with control characters such as line breaks and tabs"
+        )
+    raise invalid_field(
+        path,
+        f"{shown} {problem}, so no entry can match it; send the service name "
+        "that the entries carry",
+    )
 
 
 def timestamp_ns(value: timestamp_pb2.Timestamp) -> int:
@@ -280,13 +315,27 @@ def _check_range(
         start = violations.check(_check_time, request.start_time, "start_time")
     if request.HasField("end_time"):
         end = violations.check(_check_time, request.end_time, "end_time")
-    if start is not None and end is not None and end < start:
+    if start is None or end is None:
+        return start, end
+    # The times as sent, because two times past a bound of the query range
+    # are equal once clamped.
+    sent_start = timestamp_ns(request.start_time)
+    sent_end = timestamp_ns(request.end_time)
+    end_text = request.end_time.ToJsonString()
+    start_text = request.start_time.ToJsonString()
+    if sent_end == sent_start:
         violations.check(
             _raise,
             "end_time",
-            f"{request.end_time.ToJsonString()} is before start_time "
-            f"{request.start_time.ToJsonString()}; send an end_time at or after "
-            "start_time, or swap them",
+            f"{end_text} equals start_time, and end_time is exclusive, so the "
+            "range is empty; send an end_time after start_time",
+        )
+    elif sent_end < sent_start:
+        violations.check(
+            _raise,
+            "end_time",
+            f"{end_text} is before start_time {start_text}; send an end_time "
+            "after start_time, or swap them",
         )
     return start, end
 

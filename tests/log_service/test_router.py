@@ -239,6 +239,92 @@ def test_query_end_before_start_names_both(lonely_router):
     assert "2027-01-15T08:00:00Z" in caught.value.details()
 
 
+def _stats(stub, request: pb.ListLogEntriesRequest):
+    """Call GetLogStats with the range and services of a list request."""
+    return stub.GetLogStats(
+        pb.GetLogStatsRequest(
+            start_time=request.start_time if request.HasField("start_time") else None,
+            end_time=request.end_time if request.HasField("end_time") else None,
+            services=request.services,
+        ),
+        timeout=5,
+    )
+
+
+def _tail(stub, request: pb.ListLogEntriesRequest):
+    """Open a tail with the services of a list request and read its first reply."""
+    tail = stub.TailLogEntries(
+        pb.TailLogEntriesRequest(services=request.services), timeout=5
+    )
+    return next(tail)
+
+
+@pytest.mark.parametrize("call", ["list", "stats"])
+def test_query_empty_range_rejected(lonely_router, call):
+    stub, _ = lonely_router
+    moment = timestamp_pb2.Timestamp(seconds=1_700_000_000)
+    request = pb.ListLogEntriesRequest(start_time=moment, end_time=moment)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        if call == "list":
+            stub.ListLogEntries(request, timeout=5)
+        else:
+            _stats(stub, request)
+    details = caught.value.details()
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(caught.value) == ["end_time"]
+    assert "2023-11-14T22:13:20Z equals start_time" in details
+    assert "the range is empty" in details
+    assert "send an end_time after start_time" in details
+
+
+def test_query_inverted_range_past_clamp_rejected(lonely_router):
+    # Both times lie past the last time a query reaches, so they are equal
+    # once clamped, but the range the caller sent is still inverted.
+    stub, _ = lonely_router
+    request = pb.ListLogEntriesRequest(
+        start_time=timestamp_pb2.Timestamp(seconds=250_000_000_000),
+        end_time=timestamp_pb2.Timestamp(seconds=200_000_000_000),
+    )
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ListLogEntries(request, timeout=5)
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(caught.value) == ["end_time"]
+    assert "is before start_time" in caught.value.details()
+
+
+@pytest.mark.parametrize("call", ["list", "stats", "tail"])
+@pytest.mark.parametrize(
+    ("service", "shown", "problem"),
+    [
+        ("a\nb", "'a\\nb'", "contains a control character"),
+        ("a\tb", "'a\\tb'", "contains a control character"),
+        ("x" * 257, "'xxx", "is 257 bytes long in UTF-8"),
+    ],
+)
+def test_query_invalid_service_rejected(lonely_router, call, service, shown, problem):
+    stub, _ = lonely_router
+    request = pb.ListLogEntriesRequest(services=["web", service])
+
+    with pytest.raises(grpc.RpcError) as caught:
+        if call == "list":
+            stub.ListLogEntries(request, timeout=5)
+        elif call == "stats":
+            _stats(stub, request)
+        else:
+            _tail(stub, request)
+    details = caught.value.details()
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(caught.value) == ["services[1]"]
+    assert shown in details
+    assert problem in details
+    assert "ingest rejects" in details
+
+
 def test_retention_defaults_to_setting(lonely_router):
     stub, config = lonely_router
 
