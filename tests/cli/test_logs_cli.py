@@ -731,12 +731,14 @@ def test_ship_retries_until_gateway_starts(loop_thread, base_config, tmp_path, c
 
         shipper = threading.Thread(target=ship)
         shipper.start()
-        time.sleep(1.0)
+        # Start the gateway only once the first attempt failed, however long
+        # a loaded machine takes to get there.
+        err = _wait_for_stderr(capsys, "retrying this batch", timeout=30.0)
         running.gateway = loop_thread.run(
             build_gateway(running.config, f"127.0.0.1:{port}", "127.0.0.1:0")
         )
         shipper.join(60)
-        err = capsys.readouterr().err
+        err += capsys.readouterr().err
         stored = list_all(running.stub, services=["gateway-late"])
     finally:
         running.close()
@@ -752,6 +754,96 @@ def test_ship_retries_until_gateway_starts(loop_thread, base_config, tmp_path, c
     assert "cannot reach" not in err
     assert "make up" not in err
     assert [entry.message.endswith("INFO late") for entry in stored] == [True]
+
+
+def test_ship_notice_when_first_connection_drops(
+    loop_thread, base_config, tmp_path, capsys
+):
+    running = LogsGateway(base_config, tmp_path / "gateway", loop_thread, log_shards=1)
+    # The proxy closes the first connection, as a port forwarder does while
+    # the gateway behind it starts. The next connection reaches the gateway
+    # before the command has printed why the first attempt failed.
+    proxy = _DroppingProxy(("127.0.0.1", running.gateway.grpc_port), drops=1)
+    address = f"127.0.0.1:{proxy.port}"
+    try:
+        path = write_log(tmp_path, f"{line_time(60)} INFO dropped once")
+        status, _, err = run(
+            capsys, address, "logs", "ship", str(path), "--service", "dropped-once"
+        )
+        stored = list_all(running.stub, services=["dropped-once"])
+    finally:
+        proxy.close()
+        running.close()
+
+    assert status == 0, err
+    notice = (
+        f"splitlog logs ship: splitlog at {address} is not reachable; "
+        "retrying this batch for up to 60 s"
+    )
+    assert notice in err
+    # grpc's own text, which the gateway's log lines may also contain.
+    assert "splitlog logs ship: failed to connect" not in err
+    assert proxy.dropped == 1
+    assert len(stored) == 1
+
+
+def _wait_for_stderr(capsys, text: str, timeout: float) -> str:
+    """Return the stderr captured until it contains `text`."""
+    deadline = time.monotonic() + timeout
+    err = ""
+    while text not in err:
+        assert time.monotonic() < deadline, f"{text!r} never printed: {err!r}"
+        time.sleep(0.05)
+        err += capsys.readouterr().err
+    return err
+
+
+class _DroppingProxy:
+    """A TCP proxy on a loopback port that closes its first `drops`
+    connections at once and forwards the later ones to `target`."""
+
+    def __init__(self, target: tuple[str, int], drops: int) -> None:
+        self._target = target
+        self._drops_left = drops
+        self.dropped = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._listener.close()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if self._drops_left > 0:
+                self._drops_left -= 1
+                self.dropped += 1
+                client.close()
+                continue
+            server = socket.create_connection(self._target)
+            self._sockets += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=_pipe, args=(source, sink), daemon=True).start()
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    """Copy bytes from `source` to `sink` until either side closes."""
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
 
 
 def test_ship_gives_up_on_absent_gateway(tmp_path, capsys, monkeypatch):
