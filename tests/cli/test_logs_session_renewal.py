@@ -135,6 +135,7 @@ def _environment(config_home) -> dict[str, str]:
 def test_tail_continues_across_expiries(live, admin_logs, config_home, capsys):
     service = "renew-tail"
     written: list[str] = []
+    write_times: list[float] = []
     stop = threading.Event()
 
     def write() -> None:
@@ -146,6 +147,7 @@ def test_tail_continues_across_expiries(live, admin_logs, config_home, capsys):
             message = f"entry {number}"
             _write(admin_logs, service, message)
             written.append(message)
+            write_times.append(time.monotonic())
             number += 1
             time.sleep(0.1)
 
@@ -166,7 +168,10 @@ def test_tail_continues_across_expiries(live, admin_logs, config_home, capsys):
     assert "UNAUTHENTICATED" not in captured.err
     # Every entry written while the tail ran, once each and in order.
     assert printed == written, captured.err
-    assert len(written) > 40
+    # The writes spanned at least one token expiry. A count of entries would
+    # depend on how busy the machine is.
+    assert len(written) >= 2
+    assert write_times[-1] - write_times[0] > ACCESS_TOKEN_SECONDS
 
 
 def test_ship_stdin_continues_across_expiries(live, admin_logs, config_home):
