@@ -29,6 +29,11 @@ Failures follow the contract in `gateway_service.proto`:
   two backends (`recent_activity`) is left empty when either of them fails,
   so that a partial list never looks complete.
 
+A backend that `BackendPool.unresponsive_error` reports as not responding
+(it left the gateway's health checks unanswered) is not called. Its
+sections, or the whole view for the main resource, fail at once with
+UNAVAILABLE and reason BACKEND_UNAVAILABLE, as forwarded calls to it do.
+
 Every backend call gets the caller's deadline, or `deadline_seconds` when the
 caller set none, minus a reserve that grows with the deadline. The reserve
 leaves the gateway time to respond with the sections that loaded when a
@@ -245,11 +250,17 @@ class _Fetch:
         self._failure_log = failure_log
 
     async def one(self, rpc: _Rpc, request: Message) -> Any:
-        """Call a backend method once.
+        """Call a backend method once, unless the pool reports its backend as
+        not responding.
 
         Raises:
           BackendError: the call failed; it carries the status for the caller.
         """
+        # A stopped backend keeps its connections open, so a call to it would
+        # wait for the whole deadline. Forwarded calls make the same check.
+        unresponsive = self._pool.unresponsive_error(rpc.path)
+        if unresponsive is not None:
+            raise BackendError(unresponsive.to_status())
         remaining = max(self._end - time.monotonic(), 0.0)
         try:
             return await rpc.multicallable(
