@@ -45,7 +45,9 @@ message, kept whole. The parser reads three things from the line header:
   recognisable time gets the time of the line before it and the attribute
   `time_inferred=true`. So does a line whose time does not exist, such as
   `Feb 29` in a year without it. Such a line keeps its host and gets the
-  attribute `time_invalid`, which gives the reason. Lines before the first
+  attribute `time_invalid`, which gives the reason. A JSON or logrus time of
+  exactly 1970-01-01T00:00:00Z counts as no time, because a LogEntry
+  timestamp of zero means unset. Lines before the first
   line with a time take the
   file's modification time instead. Those given to `parse_lines` or
   `parse_numbered_stream` take `fallback_time_ns`, or else the time each
@@ -752,10 +754,18 @@ class _LineParser:
 
         The value is ISO 8601 text or a number of epoch seconds, milliseconds,
         microseconds or nanoseconds. ISO 8601 text without an offset is read
-        in the parser's time zone. A value that is not a finite number, or
-        whose time is outside the years 1678 to 2262, returns None, so the
-        line gets an inferred time.
+        in the parser's time zone. A value that is not a finite number, whose
+        time is outside the years 1678 to 2262, or that is exactly the epoch
+        returns None, so the line gets an inferred time.
         """
+        time_ns = self._decode_value_time_ns(value)
+        # A LogEntry timestamp of exactly the epoch is the proto's unset
+        # value, which the router replaces with its receive time.
+        if time_ns == 0:
+            return None
+        return time_ns
+
+    def _decode_value_time_ns(self, value: object) -> int | None:
         if isinstance(value, bool):
             return None
         if isinstance(value, int | float):

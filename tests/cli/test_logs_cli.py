@@ -669,6 +669,27 @@ def test_ship_json_time_out_of_range(live, tmp_path, capsys):
     assert all(entry.timestamp.seconds == recent for entry in inferred)
 
 
+def test_ship_json_epoch_zero_inferred(live, tmp_path, capsys):
+    recent = int(time.time()) - 60
+    zero_times = ["0", "0.0", '"1970-01-01T00:00:00Z"']
+    path = write_log(
+        tmp_path,
+        f'{{"time":{recent},"msg":"first"}}',
+        *(f'{{"time":{value},"msg":"zero"}}' for value in zero_times),
+    )
+
+    status, out, err = run(
+        capsys, live.address, "logs", "ship", str(path), "--service", "ship-zero-time",
+    )  # fmt: skip
+    stored = list_all(live.stub, services=["ship-zero-time"], order_by="timestamp")
+
+    assert status == 0, err
+    assert len(stored) == 4
+    inferred = [entry for entry in stored if entry.attributes.get("time_inferred")]
+    assert len(inferred) == len(zero_times)
+    assert all(entry.timestamp.seconds == recent for entry in inferred)
+
+
 def _wait_for_health(stub, health: int, timeout: float = 20.0) -> None:
     """Wait until the cluster status reports `health`."""
     deadline = time.monotonic() + timeout

@@ -539,6 +539,49 @@ def test_json_time_out_of_range_inferred(value):
     assert moment(after) == utc(2026, 12, 5, 1, 0, 1)
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "0",
+        "0.0",
+        "-0.0",
+        '"1970-01-01T00:00:00Z"',
+        '"1970-01-01T00:00:00.000+00:00"',
+        '"1970-01-01T01:00:00+01:00"',
+    ],
+)
+def test_json_epoch_zero_inferred(value):
+    # A LogEntry timestamp of exactly epoch 0 reads as unset, so the router
+    # would replace it with its receive time.
+    lines = [
+        '{"time":"2026-12-05T01:00:00Z","msg":"before"}',
+        f'{{"time":{value},"msg":"zero"}}',
+    ]
+    before, zero = parse_lines(lines, service="svc")
+
+    assert zero.attributes[TIME_INFERRED] == "true"
+    assert moment(zero) == utc(2026, 12, 5, 1, 0, 0)
+    assert zero.message == lines[1]
+
+
+def test_logrus_epoch_zero_inferred():
+    lines = [
+        'time="2026-12-05T01:00:00Z" level=info msg="before"',
+        'time="1970-01-01T00:00:00Z" level=error msg="zero"',
+    ]
+    before, zero = parse_lines(lines, service="svc")
+
+    assert zero.attributes[TIME_INFERRED] == "true"
+    assert moment(zero) == utc(2026, 12, 5, 1, 0, 0)
+
+
+def test_json_near_epoch_zero_kept():
+    entry = parse_one('{"time":1,"msg":"a"}', fallback_time_ns=5)
+
+    assert TIME_INFERRED not in entry.attributes
+    assert entry.timestamp.ToNanoseconds() == 1_000_000_000
+
+
 def test_logrus_time_out_of_range_inferred():
     entry = parse_one(
         'time="9999-12-31T23:59:59Z" level=error msg="a"', fallback_time_ns=0
