@@ -719,12 +719,14 @@ def test_ship_resends_batch_after_unavailable(
 
         shipper = threading.Thread(target=ship)
         shipper.start()
-        time.sleep(1.0)
+        # Start the router only once the first attempt failed, however long a
+        # loaded machine takes to get there.
+        err = _wait_for_stderr(capsys, "retrying this batch", timeout=30.0)
         running.cluster.router, running.cluster.coordinator = build_router(
             running.cluster.router_config, f"127.0.0.1:{port}"
         )
         shipper.join(60)
-        err = capsys.readouterr().err
+        err += capsys.readouterr().err
         stored = list_all(running.stub, services=["resent"])
     finally:
         running.close()
