@@ -15,6 +15,11 @@ with that deadline. After `PROBE_MISSES` checks in a row without a reply, every 
 of that backend is NOT_SERVING, whatever its Watch stream last sent. The first
 reply ends that, and each service takes its watched status again.
 
+Checks run on the backend's handler threads, so they also time out when
+those threads are all busy with slow calls. `BackendPool.unresponsive_error`
+therefore rejects calls at once only while the backend also completed no
+forwarded call within the last `PROBE_MISSES * probe_seconds`.
+
 The whole-server status `""` is SERVING only while every public service is, so
 `splitlog health` on the gateway fails as soon as one backend is down. The
 gateway's own services stay SERVING from start to stop.
@@ -148,8 +153,10 @@ class BackendHealthWatcher:
             service.full_name: NOT_SERVING for service in self._services
         }
         # Backends that missed PROBE_MISSES checks in a row and have not
-        # replied since. The pool's set, so that its calls fail at once.
+        # replied since. The pool's set, so that its calls fail at once
+        # while the backend also completes no calls.
         self._unresponsive = pool.unresponsive
+        pool.progress_window_seconds = PROBE_MISSES * probe_seconds
 
     def start(self) -> None:
         """Start one watch task per public service and one prober per backend."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -163,8 +164,15 @@ class BackendPool:
         self.in_process: InProcessDispatcher | None = None
         # Names of the backends that left `health.PROBE_MISSES` health checks
         # in a row without a reply and have not replied since. The health
-        # watcher keeps the set, and calls to these backends fail at once.
+        # watcher keeps the set. Calls to these backends fail at once unless
+        # the backend completed a call within `progress_window_seconds`.
         self.unresponsive: set[str] = set()
+        # Seconds within which a completed call shows that a backend in
+        # `unresponsive` still runs calls. The health watcher sets it.
+        self.progress_window_seconds = 0.0
+        # Backend name to the time.monotonic() at which the backend last
+        # completed a forwarded call, with any status of its own.
+        self._last_completed: dict[str, float] = {}
         for service in services:
             backend = self.backends.get(service.backend)
             if backend is None:
@@ -188,11 +196,24 @@ class BackendPool:
 
         A backend that stopped (SIGSTOP) or whose handlers are all blocked
         keeps its connections open, so a call forwarded to it would wait
-        for its whole deadline. While the health checks find it so, the
-        gateway returns UNAVAILABLE at once instead.
+        for its whole deadline. While the health checks find it so, and it
+        completed no call within `progress_window_seconds`, the gateway
+        returns UNAVAILABLE at once instead. A backend whose handler threads
+        are all busy with slow calls leaves the checks waiting too, but it
+        still completes calls, so its calls are forwarded.
+
+        NOTE: a busy backend whose calls each take longer than the window
+        completes none within it, so its calls are still rejected. Only
+        unary calls count as completed: an ending stream does not.
         """
         backend = self.backend_by_method.get(path)
         if backend is None or backend.name not in self.unresponsive:
+            return None
+        last_completed = self._last_completed.get(backend.name)
+        if (
+            last_completed is not None
+            and time.monotonic() - last_completed < self.progress_window_seconds
+        ):
             return None
         return backend_not_responding(backend)
 
@@ -229,6 +250,8 @@ class BackendPool:
     ) -> grpc.Status:
         """Return the status to send a client for a backend's non-OK status."""
         trailing = returned_metadata(trailing_metadata)
+        if _sent_by_backend(code, details, trailing):
+            self._record_completed(self.backend_by_method.get(path))
         if code == grpc.StatusCode.UNAVAILABLE and not any(
             key == STATUS_DETAILS_KEY for key, _ in trailing
         ):
@@ -279,6 +302,11 @@ class BackendPool:
         backend = self.backend_by_method.get(path)
         if backend is not None:
             self._unreachable_log.succeeded(backend.name)
+            self._record_completed(backend)
+
+    def _record_completed(self, backend: Backend | None) -> None:
+        if backend is not None:
+            self._last_completed[backend.name] = time.monotonic()
 
     def _log_unreachable(self, backend: Backend, cause: str) -> None:
         self._unreachable_log.failed(
@@ -288,6 +316,28 @@ class BackendPool:
             backend.address,
             cause,
         )
+
+
+def _sent_by_backend(code: grpc.StatusCode, details: str, trailing: Metadata) -> bool:
+    """Return whether a backend call ended with a status that the backend sent.
+
+    DEADLINE_EXCEEDED, CANCELLED and UNAVAILABLE without rich details come
+    from the gateway's side of the call, or from a backend that did not run
+    it. So does grpc's RESOURCE_EXHAUSTED over the backend's
+    max_concurrent_rpcs, which a backend with blocked handlers sends too.
+    """
+    if any(key == STATUS_DETAILS_KEY for key, _ in trailing):
+        return True
+    if code in (
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.UNAVAILABLE,
+    ):
+        return False
+    return not (
+        code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        and details == GRPC_CONCURRENCY_MESSAGE
+    )
 
 
 class _Status(grpc.Status):

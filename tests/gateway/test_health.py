@@ -24,6 +24,7 @@ from gateway.app import build
 from gateway.health import BackendHealthWatcher, HealthServicer
 from gateway.proxy import BackendPool
 from gateway.services import GATEWAY_SERVICE, gateway_services, public_services
+from splitlog.users.v1 import users_service_pb2, users_service_pb2_grpc
 from splitlog_cli.main import main
 from splitlog_runtime.config import Config
 from splitlog_runtime.server import ServiceHost, create_server
@@ -516,3 +517,85 @@ def test_gateway_health_servicer_ends_watch_at_shutdown(loop_thread):
 
     assert statuses == [SERVING, NOT_SERVING]
     assert code == grpc.StatusCode.OK
+
+
+# The busy-backend test: each call occupies one of the backend's BUSY_WORKERS
+# handler threads for SLOW_CALL_SECONDS, and BUSY_CLIENTS callers keep
+# calling, so health checks wait in the queue behind calls for longer than
+# PROBE_SECONDS while calls still complete every fraction of a second.
+BUSY_WORKERS = 2
+BUSY_CLIENTS = 6
+SLOW_CALL_SECONDS = 0.4
+# How long the callers go on after the gateway reports the backend NOT_SERVING.
+BUSY_LOAD_SECONDS = 2.0
+
+
+def _start_slow_users_backend() -> ServiceHost:
+    """Start a users backend whose GetUser takes SLOW_CALL_SECONDS."""
+
+    def slow_get_user(request: bytes, context) -> bytes:
+        time.sleep(SLOW_CALL_SECONDS)
+        return users_service_pb2.GetUserResponse().SerializeToString()
+
+    def register(server: grpc.Server) -> None:
+        handler = grpc.unary_unary_rpc_method_handler(slow_get_user)
+        server.add_generic_rpc_handlers(
+            [grpc.method_handlers_generic_handler(USERS_SERVICE, {"GetUser": handler})]
+        )
+
+    host = create_server(
+        "slow_users", [register], [USERS_SERVICE], workers=BUSY_WORKERS
+    )
+    host.start()
+    host.mark_serving()
+    return host
+
+
+def test_busy_backend_still_gets_calls(loop_thread, gateway_config):
+    # Checks that time out behind slow calls mark the backend NOT_SERVING,
+    # but the backend completes calls, so the gateway goes on forwarding.
+    backend = _start_slow_users_backend()
+    config = gateway_config.replace(
+        user_service_addr=f"127.0.0.1:{backend.port}",
+        gateway_health_probe_seconds=PROBE_SECONDS,
+    )
+    gateway = loop_thread.run(build(config, "127.0.0.1:0", "127.0.0.1:0"))
+    stop = threading.Event()
+    codes: list[grpc.StatusCode] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def call_until_stopped(stub: users_service_pb2_grpc.UsersServiceStub) -> None:
+        request = users_service_pb2.GetUserRequest(name="users/busy")
+        while not stop.is_set():
+            try:
+                stub.GetUser(request, timeout=30)
+                code = grpc.StatusCode.OK
+            except grpc.RpcError as error:
+                code = error.code()
+                with lock:
+                    failures.append(f"{code.name}: {error.details()}")
+            with lock:
+                codes.append(code)
+
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
+            _wait_status(channel, USERS_SERVICE, SERVING)
+            stub = users_service_pb2_grpc.UsersServiceStub(channel)
+            with ThreadPoolExecutor(BUSY_CLIENTS) as pool:
+                callers = [
+                    pool.submit(call_until_stopped, stub) for _ in range(BUSY_CLIENTS)
+                ]
+                try:
+                    _wait_status(channel, USERS_SERVICE, NOT_SERVING, timeout=20)
+                    time.sleep(BUSY_LOAD_SECONDS)
+                finally:
+                    stop.set()
+                for caller in callers:
+                    caller.result(timeout=60)
+    finally:
+        loop_thread.run(gateway.stop(0))
+        backend.stop(0)
+
+    assert failures == []
+    assert len(codes) >= BUSY_WORKERS * BUSY_LOAD_SECONDS / SLOW_CALL_SECONDS
