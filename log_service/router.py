@@ -889,9 +889,16 @@ class Writer:
         return answer_before(remaining)
 
     def _routes_moved(self, parts: list[_ShardPart]) -> bool:
-        """Return whether each part's shard has another route than its last call."""
+        """Return whether each part's shard has a new leader since its last call.
+
+        A part that found no leader was never sent (`sent_to` is None), and
+        a shard without a leader has no route to move to. Both wait for the
+        next poll round, which may promote a follower.
+        """
         for part in parts:
             route = self._coordinator.route(part.shard)
+            if part.sent_to is None or route.leader_address is None:
+                return False
             if part.sent_to == (route.leader_address, route.epoch):
                 return False
         return True

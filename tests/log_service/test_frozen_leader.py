@@ -23,7 +23,7 @@ import grpc
 import pytest
 
 from splitlog.logs.v1 import logs_service_pb2
-from tests.log_service.cluster_support import SERVING, SHARD, LogCluster
+from tests.log_service.cluster_support import SERVING, SHARD, LogCluster, entries
 from tests.log_service.node_support import error_reason, has_retry_info
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]
@@ -115,7 +115,7 @@ def test_write_to_stopped_only_node_fails_fast(make_cluster):
     assert error_reason(error) == "SHARD_UNAVAILABLE"
     assert has_retry_info(error)
     assert seconds < FAST_ANSWER_SECONDS
-    # While the shard has no leader, a write fails at once.
+    # While the shard has no leader, a write fails after one poll round.
     assert isinstance(later, grpc.RpcError), repr(later)
     assert later.code() == grpc.StatusCode.UNAVAILABLE
     assert later_seconds < FAST_ANSWER_SECONDS
@@ -143,3 +143,46 @@ def test_stopped_leader_answers_before_caller_deadline(make_cluster):
     assert has_retry_info(error)
     assert retried.accepted_count == 2
     assert set(cluster.listed_messages()) == {"e0.0", "e0.1", "e1.0", "e1.1"}
+
+
+# Seconds between sending the write and resuming the follower that the
+# coordinator then promotes: long enough for the router to find no leader
+# first, and short against a poll round, which takes POLL_DEADLINE_SECONDS
+# (0.5 s) while a node is stopped.
+RESUME_AFTER_WRITE_SECONDS = 0.01
+
+
+def test_write_waits_for_promotion_without_leader(make_cluster):
+    cluster = make_cluster(("a", "b"))
+    cluster.start_all()
+    cluster.write("e0", 2, "e0")
+    cluster.kill("a")
+    cluster.wait_status(lambda shard: shard.leader == "b", "b promoted")
+    cluster.write_until_acknowledged("e1", 2, "e1")
+    cluster.kill("b", signal.SIGSTOP)
+    cluster.wait_status(lambda shard: shard.leader == "", "no leader")
+
+    # The router finds no leader, and b, the only in-sync replica, answers
+    # the poll round in flight once it resumes, which promotes it.
+    started = time.monotonic()
+    call = cluster.logs.WriteLogEntries.future(
+        logs_service_pb2.WriteLogEntriesRequest(
+            entries=entries("e2", 2), request_id="e2"
+        ),
+        timeout=CLIENT_TIMEOUT,
+    )
+    time.sleep(RESUME_AFTER_WRITE_SECONDS)
+    cluster.resume("b")
+    try:
+        response = call.result()
+    except grpc.RpcError as error:
+        response = error
+    seconds = time.monotonic() - started
+    status = cluster.shard_status()
+
+    assert isinstance(response, logs_service_pb2.WriteLogEntriesResponse), (
+        f"{response!r}\n{cluster.all_stderr()}"
+    )
+    assert response.accepted_count == 2
+    assert seconds < FAST_ANSWER_SECONDS
+    assert status.leader == "b"
