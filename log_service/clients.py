@@ -26,6 +26,7 @@ of the replication and snapshot messages (docs/logs.md, "Message sizes").
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import grpc
@@ -130,6 +131,14 @@ class ClientsClosed(ValueError):
     """
 
 
+class LeaderReplacedError(Exception):
+    """`NodeClients.append_calls` was called for a node whose append channel
+    the router reset, because the coordinator replaced it as leader.
+
+    The caller read the node's address from a route older than that reset.
+    """
+
+
 class NodeClients:
     """Opens one channel per node address on first use and closes them all.
 
@@ -145,6 +154,9 @@ class NodeClients:
         self._stubs: dict[str, NodeStubs] = {}
         self._append_channels: dict[str, grpc.Channel] = {}
         self._appends: dict[str, AppendCalls] = {}
+        # Addresses whose append channel `reset_append_channel` closed and
+        # that lead no shard since (`note_leaders`).
+        self._replaced: set[str] = set()
         self._closed = False
 
     @property
@@ -179,12 +191,19 @@ class NodeClients:
 
         Raises:
           ClientsClosed: `close` has been called.
+          LeaderReplacedError: the append channel of `address` was reset,
+            and no later `note_leaders` named it.
         """
         with self._lock:
             if self._closed:
                 raise ClientsClosed(
                     f"the router closed its node channels because it is stopping, "
                     f"so it sends node {address} no more entries"
+                )
+            if address in self._replaced:
+                raise LeaderReplacedError(
+                    f"the coordinator replaced node {address} as leader, so the "
+                    "router sends it no entries until it leads a shard again"
                 )
             calls = self._appends.get(address)
             if calls is None:
@@ -196,14 +215,23 @@ class NodeClients:
         """Close the append channel of a node address, which ends its calls.
 
         The calls in flight fail with CANCELLED, and a call that took the
-        closed channel's stubs just before fails with ValueError. The next
-        `append_calls` opens a new channel.
+        closed channel's stubs just before fails with ValueError. Until
+        `note_leaders` names the address again, `append_calls` raises
+        LeaderReplacedError for it. A thread that read the address from an
+        older route thus opens no new channel to the replaced node, which
+        no later reset would close.
         """
         with self._lock:
             channel = self._append_channels.pop(address, None)
             self._appends.pop(address, None)
+            self._replaced.add(address)
         if channel is not None:
             channel.close()
+
+    def note_leaders(self, addresses: Iterable[str]) -> None:
+        """Let `append_calls` open channels to these current leaders again."""
+        with self._lock:
+            self._replaced.difference_update(addresses)
 
     def close(self) -> None:
         """Close every channel, which cancels their calls in flight."""

@@ -39,6 +39,7 @@ from opentelemetry.proto.collector.logs.v1 import (
 from log_service.clients import (
     ROUTED_HEADROOM_BYTES,
     ROUTER_STOPPING,
+    LeaderReplacedError,
     NodeClients,
     routed_message_bytes,
 )
@@ -314,9 +315,11 @@ class _ShardQueue:
         if route.leader_address is None:
             _finish(group, "no leader")
             return None
-        calls = self._writer.clients.append_calls(route.leader_address)
+        # Set before append_calls, so that a part whose leader was replaced
+        # meanwhile (LeaderReplacedError) counts as moved and is resent at once.
         for part in group:
             part.sent_to = (route.leader_address, route.epoch)
+        calls = self._writer.clients.append_calls(route.leader_address)
         timeout = max(0.01, min(part.deadline for part in group) - time.monotonic())
         epoch = _EPOCH_KEY + encode_varint(route.epoch)
         if len(group) == 1:
@@ -353,7 +356,7 @@ class _ShardQueue:
                 return
             method, request, timeout, epoch = call
             response = method(request, timeout=timeout)
-        except (grpc.RpcError, ValueError) as error:
+        except (grpc.RpcError, ValueError, LeaderReplacedError) as error:
             _finish(group, self._failure(error))
         except Exception:
             # The parts may belong to other writes, whose threads wait for them.
@@ -371,7 +374,7 @@ class _ShardQueue:
                 return
             method, request, timeout, epoch = call
             future = method.future(request, timeout=timeout)
-        except ValueError as error:
+        except (ValueError, LeaderReplacedError) as error:
             _finish([part], self._failure(error))
             return
         except Exception:
@@ -391,15 +394,18 @@ class _ShardQueue:
         else:
             _finish([part], type(error).__name__)
 
-    def _failure(self, error: grpc.RpcError | ValueError) -> str:
+    def _failure(self, error: grpc.RpcError | ValueError | LeaderReplacedError) -> str:
         """Return the error of parts whose call raised `error`.
 
         Closing a channel ends its calls with CANCELLED, and a call that
         took the channel's stubs just before raises ValueError. Both happen
         when the router stops (`NodeClients.close`) and when the coordinator
-        replaced the shard's leader (`Writer.leaders_polled`).
+        replaced the shard's leader (`Writer.leaders_polled`). After that
+        reset, `append_calls` raises LeaderReplacedError for the old leader.
         """
         stopping = self._writer.clients.closed
+        if isinstance(error, LeaderReplacedError):
+            return LEADER_REPLACED
         if isinstance(error, ValueError):
             # `ClientsClosed` included.
             return ROUTER_STOPPED if stopping else LEADER_REPLACED
@@ -916,7 +922,8 @@ class Writer:
         """
         leaders = self._coordinator.leader_addresses()
         previous, self._leaders = self._leaders, leaders
-        still_leading = set(leaders.values())
+        still_leading = {address for address in leaders.values() if address}
+        self.clients.note_leaders(still_leading)
         for shard, address in previous.items():
             new = leaders.get(shard)
             if address is None or new == address or address in still_leading:
