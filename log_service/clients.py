@@ -131,6 +131,25 @@ class ClientsClosed(ValueError):
     """
 
 
+# The messages of the ValueError that grpcio 1.85 raises for a call on a
+# closed channel: from a blocking call, and from `future()`.
+CLOSED_CHANNEL_MESSAGES = frozenset(
+    {"Cannot invoke RPC on closed channel!", "Cannot invoke RPC: Channel closed!"}
+)
+
+
+def is_closed_channel_error(error: BaseException) -> bool:
+    """Return whether `error` comes from a call on a closed node channel.
+
+    That is `ClientsClosed`, or grpc's ValueError for a channel that
+    `NodeClients` closed after the caller took its calls. Any other
+    ValueError is a bug of the caller.
+    """
+    if isinstance(error, ClientsClosed):
+        return True
+    return type(error) is ValueError and str(error) in CLOSED_CHANNEL_MESSAGES
+
+
 class LeaderReplacedError(Exception):
     """`NodeClients.append_calls` was called for a node whose append channel
     the router reset, because the coordinator replaced it as leader.

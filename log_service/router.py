@@ -41,6 +41,7 @@ from log_service.clients import (
     ROUTER_STOPPING,
     LeaderReplacedError,
     NodeClients,
+    is_closed_channel_error,
     routed_message_bytes,
 )
 from log_service.coordinator import Coordinator
@@ -139,6 +140,9 @@ ROUTER_STOPPED = "router stopped"
 # The error of a `_ShardPart` whose call the router ended because the
 # coordinator replaced the shard's leader (`Writer.leaders_polled`).
 LEADER_REPLACED = "leader replaced"
+# The error of a `_ShardPart` whose sending raised an unexpected exception,
+# which the router logs with its traceback.
+ROUTER_ERROR = "router error"
 # Positions in a normalised row (`model.ROW_FIELDS`).
 _TIMESTAMP = ROW_FIELDS.index("timestamps")
 _SERVICE = ROW_FIELDS.index("services")
@@ -356,12 +360,9 @@ class _ShardQueue:
                 return
             method, request, timeout, epoch = call
             response = method(request, timeout=timeout)
-        except (grpc.RpcError, ValueError, LeaderReplacedError) as error:
-            _finish(group, self._failure(error))
-        except Exception:
+        except Exception as error:
             # The parts may belong to other writes, whose threads wait for them.
-            _LOGGER.exception("sending entries to log shard %s failed", self._shard)
-            _finish(group, "router error")
+            _finish(group, self._failure_or_log(error))
         else:
             self._note_stored(response, epoch)
             _finish_stored(group, response)
@@ -374,12 +375,8 @@ class _ShardQueue:
                 return
             method, request, timeout, epoch = call
             future = method.future(request, timeout=timeout)
-        except (ValueError, LeaderReplacedError) as error:
-            _finish([part], self._failure(error))
-            return
-        except Exception:
-            _LOGGER.exception("sending entries to log shard %s failed", self._shard)
-            _finish([part], "router error")
+        except Exception as error:
+            _finish([part], self._failure_or_log(error))
             return
         future.add_done_callback(lambda done: self._finish_call(part, done, epoch))
 
@@ -389,10 +386,25 @@ class _ShardQueue:
             response = call.result()
             self._note_stored(response, epoch)
             _finish_stored([part], response)
-        elif isinstance(error, grpc.RpcError):
+        elif isinstance(error, grpc.RpcError) or is_closed_channel_error(error):
             _finish([part], self._failure(error))
         else:
             _finish([part], type(error).__name__)
+
+    def _failure_or_log(self, error: Exception) -> str:
+        """Return the error of parts whose sending raised `error`.
+
+        An error other than a node's status, a closed channel or a replaced
+        leader is a bug of the router, so it is logged with its traceback.
+        """
+        if isinstance(error, (grpc.RpcError, LeaderReplacedError)):
+            return self._failure(error)
+        if is_closed_channel_error(error):
+            return self._failure(error)
+        _LOGGER.error(
+            "sending entries to log shard %s failed", self._shard, exc_info=error
+        )
+        return ROUTER_ERROR
 
     def _failure(self, error: grpc.RpcError | ValueError | LeaderReplacedError) -> str:
         """Return the error of parts whose call raised `error`.
@@ -407,7 +419,8 @@ class _ShardQueue:
         if isinstance(error, LeaderReplacedError):
             return LEADER_REPLACED
         if isinstance(error, ValueError):
-            # `ClientsClosed` included.
+            # A closed channel (`is_closed_channel_error`), `ClientsClosed`
+            # included.
             return ROUTER_STOPPED if stopping else LEADER_REPLACED
         code = error.code()
         if code == grpc.StatusCode.CANCELLED and not stopping:

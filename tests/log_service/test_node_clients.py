@@ -1,13 +1,21 @@
 """Tests of the router's node channels, without a node behind them.
 
-Opening a channel does not connect, so these tests need no server.
+Opening a channel does not connect, so these tests need no server. The
+closed-channel errors come from grpc itself, on channels closed here.
 """
 
 from __future__ import annotations
 
+import grpc
 import pytest
 
-from log_service.clients import LeaderReplacedError, NodeClients
+from log_service.clients import (
+    ClientsClosed,
+    LeaderReplacedError,
+    NodeClients,
+    is_closed_channel_error,
+)
+from splitlog_runtime import auth
 from tests.ports import closed_address
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -47,3 +55,42 @@ def test_append_calls_of_other_nodes_unaffected():
         clients.close()
 
     assert calls is not None
+
+
+def closed_channel_errors(channel: grpc.Channel, closed: grpc.Channel) -> list:
+    """Return what a blocking call and a future raise on `closed`'s calls."""
+    method = channel.unary_unary("/test.Closed/Call")
+    closed.close()
+    errors = []
+    try:
+        method(b"", timeout=1)
+    except ValueError as error:
+        errors.append(error)
+    try:
+        future = method.future(b"", timeout=1)
+    except ValueError as error:
+        errors.append(error)
+    else:
+        # Through an interceptor, future() returns the error as exception().
+        errors.append(future.exception())
+    return errors
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_closed_channel_errors_recognised(signed):
+    channel = grpc.insecure_channel(closed_address())
+    calls = auth.signing_channel(channel) if signed else channel
+
+    errors = closed_channel_errors(calls, channel)
+
+    assert len(errors) == 2
+    for error in errors:
+        assert is_closed_channel_error(error), repr(error)
+
+
+def test_other_value_errors_not_closed_channel():
+    assert is_closed_channel_error(ClientsClosed("stopping"))
+    assert not is_closed_channel_error(ValueError("invalid literal for int()"))
+    assert not is_closed_channel_error(
+        TypeError("Cannot invoke RPC on closed channel!")
+    )
