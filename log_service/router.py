@@ -39,6 +39,7 @@ from opentelemetry.proto.collector.logs.v1 import (
 from log_service.clients import (
     ROUTED_HEADROOM_BYTES,
     ROUTER_STOPPING,
+    AppendCalls,
     LeaderReplacedError,
     NodeClients,
     is_closed_channel_error,
@@ -323,7 +324,7 @@ class _ShardQueue:
         # meanwhile (LeaderReplacedError) counts as moved and is resent at once.
         for part in group:
             part.sent_to = (route.leader_address, route.epoch)
-        calls = self._writer.clients.append_calls(route.leader_address)
+        calls = self._append_calls(route.leader_address, route.epoch)
         timeout = max(0.01, min(part.deadline for part in group) - time.monotonic())
         epoch = _EPOCH_KEY + encode_varint(route.epoch)
         if len(group) == 1:
@@ -333,6 +334,26 @@ class _ShardQueue:
             length = len(part.request) + len(epoch)
             pieces += (_BATCHES_KEY, encode_varint(length), part.request, epoch)
         return calls.append_batches, b"".join(pieces), timeout, route.epoch
+
+    def _append_calls(self, address: str, epoch: int) -> AppendCalls:
+        """Return the append calls of the shard's leader at `address`.
+
+        Raises LeaderReplacedError when the route with this address and
+        epoch is older than the reset of that leader's channel. A leader
+        that the latest poll round promoted again stays marked replaced
+        until the round's listener (`Writer.leaders_polled`) runs, but
+        `wait_for_poll` returns before that. So a route that is still
+        current unmarks its leader.
+        """
+        clients = self._writer.clients
+        try:
+            return clients.append_calls(address)
+        except LeaderReplacedError:
+            current = self._writer.coordinator.route(self._shard)
+            if (current.leader_address, current.epoch) != (address, epoch):
+                raise
+        clients.note_leaders([address])
+        return clients.append_calls(address)
 
     def _note_stored(
         self,
