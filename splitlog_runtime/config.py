@@ -733,7 +733,9 @@ SETTINGS: list[Setting] = [
         "Seconds between the gateway's health checks of each backend, and the "
         "deadline of each check. A backend that leaves two checks in a row "
         "without a reply, such as a hung process, makes its services "
-        "NOT_SERVING at the gateway until it replies again. 0 turns the checks "
+        "NOT_SERVING at the gateway until it replies again, and while it also "
+        "completes no forwarded call, the gateway answers calls to it at once "
+        "with UNAVAILABLE (reason BACKEND_UNAVAILABLE). 0 turns the checks "
         "off, so a hung backend shows only once keepalive closes its "
         "connection, up to 40 seconds later; other values must be at least "
         f"{MIN_HEALTH_PROBE_SECONDS:g} and at most {MAX_HEALTH_PROBE_SECONDS:g}.",
