@@ -263,11 +263,13 @@ class _Fetch:
             raise BackendError(unresponsive.to_status())
         remaining = max(self._end - time.monotonic(), 0.0)
         try:
-            return await rpc.multicallable(
+            response = await rpc.multicallable(
                 request, timeout=remaining, metadata=self._metadata
             )
         except grpc.aio.AioRpcError as error:
             raise BackendError(self._status_of(error, rpc)) from None
+        self._pool.call_succeeded(rpc.path)
+        return response
 
     async def every_page(self, rpc: _Rpc, request: Message, field: str) -> list:
         """Call a List method until its last page; return every item of `field`."""

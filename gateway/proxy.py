@@ -203,8 +203,9 @@ class BackendPool:
         still completes calls, so its calls are forwarded.
 
         NOTE: a busy backend whose calls each take longer than the window
-        completes none within it, so its calls are still rejected. Only
-        unary calls count as completed: an ending stream does not.
+        completes none within it, so its calls are still rejected. A stream
+        counts only when it ends with a status that the backend sent, not
+        when it ends with OK.
         """
         backend = self.backend_by_method.get(path)
         if backend is None or backend.name not in self.unresponsive:

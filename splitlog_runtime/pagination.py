@@ -104,7 +104,7 @@ def decode_token(
     if fingerprint != _fingerprint(selector):
         raise invalid_field(
             field,
-            "the page token was issued for a request with other parameters; "
+            f"{quote_token(token)} was issued for a request with other parameters; "
             "keep every field but page_size unchanged between pages, or start "
             "again without a token",
             reason="PAGE_TOKEN_MISMATCH",

@@ -1136,6 +1136,25 @@ def _reasons(status) -> list[str]:
     return reasons
 
 
+def test_view_success_counts_as_completed(loop_thread, stack, trip, tmp_path):
+    # A backend that misses health checks still gets calls while it completes
+    # some, and a view's successful section is such a completion.
+    config = _gateway_config(tmp_path, stack.users, stack.expenses, stack.balances)
+    gateway = loop_thread.run(build(config, "127.0.0.1:0", "127.0.0.1:0"))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as opened:
+            response = _overview(pb_grpc.GatewayServiceStub(opened), trip.trip)
+        gateway.pool.unresponsive.add("balance_service")
+        error = gateway.pool.unresponsive_error(
+            "/splitlog.balances.v1.BalancesService/GetGroupBalance"
+        )
+    finally:
+        loop_thread.run(gateway.stop(0))
+
+    assert list(response.section_errors) == []
+    assert error is None
+
+
 # Runs last in the module: balance_service stays stopped afterwards.
 def test_balance_service_down_sections(gateway_stub, http, stack, trip):
     stack.balances.stop(0)

@@ -31,6 +31,7 @@ def test_page_token_rejected_for_other_selector():
     with pytest.raises(InvalidArgument) as caught:
         pagination.decode_token(token, ["state = DEACTIVATED"])
     assert caught.value.reason == "PAGE_TOKEN_MISMATCH"
+    assert pagination.quote_token(token) in str(caught.value)
 
 
 @pytest.mark.parametrize("token", ["not a token", "e30", "!!!!", "W10"])
