@@ -37,8 +37,13 @@ from balance_service import domain
 from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
 from splitlog_runtime import authz
-from splitlog_runtime.channels import downstream_timeout, insecure_channel
-from splitlog_runtime.errors import NotFound, Resource, Unavailable
+from splitlog_runtime.channels import insecure_channel, timeout_before_answer
+from splitlog_runtime.errors import (
+    NotFound,
+    Resource,
+    Unavailable,
+    ended_its_attempts,
+)
 from splitlog_runtime.failure_log import FailureLog
 from splitlog_runtime.groups import (
     DeletedGroups,
@@ -271,11 +276,10 @@ class UserDirectory:
         self._users.put(user_id, frozenset(), fetched_at)
 
     def _call(self, method, request, context, *, group_id=None, user_id=None):
+        timeout = timeout_before_answer(context, self._default_timeout)
         try:
             with authz.as_service():
-                response = method(
-                    request, timeout=downstream_timeout(context, self._default_timeout)
-                )
+                response = method(request, timeout=timeout)
             self._failures.succeeded()
             return response
         except grpc.RpcError as exc:
@@ -304,10 +308,24 @@ class UserDirectory:
                 code.name,
                 exc.details(),
             )
+            if group_id is not None:
+                check = f"membership check of {domain.group_name(group_id)}"
+            else:
+                check = f"check of {domain.user_name(user_id)}"
             raise Unavailable(
-                "cannot check the group or user because user_service is not "
-                f"answering ({code.name}); retry in a moment",
+                f"{_describe_failure(code, timeout, check)}; retry in a moment",
                 reason="USER_SERVICE_UNAVAILABLE",
                 metadata={"service": "user_service", "code": code.name},
                 retry_delay=1.0,
+                final_attempt=ended_its_attempts(exc),
             ) from None
+
+
+def _describe_failure(code: grpc.StatusCode, timeout: float, check: str) -> str:
+    """Describe a failed call to user_service, such as `user_service did not
+    respond to the membership check of groups/g within 2.47 s`."""
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return f"user_service did not respond to the {check} within {timeout:.2f} s"
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return f"user_service did not respond to the {check} (UNAVAILABLE)"
+    return f"user_service failed the {check} ({code.name})"

@@ -52,12 +52,13 @@ import grpc
 from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
 from splitlog_runtime import authz
-from splitlog_runtime.channels import downstream_timeout, insecure_channel
+from splitlog_runtime.channels import insecure_channel, timeout_before_answer
 from splitlog_runtime.errors import (
     FailedPrecondition,
     NotFound,
     PreconditionViolation,
     Unavailable,
+    ended_its_attempts,
     join_some,
 )
 from splitlog_runtime.failure_log import FailureLog
@@ -449,7 +450,7 @@ class MembershipClient:
         """Read every member of a group from user_service and cache the list."""
         fetched_at = self._clock()
         generation = self._recent.generation
-        timeout = downstream_timeout(context, self._default_timeout)
+        timeout = timeout_before_answer(context, self._default_timeout)
         if max_wait is not None:
             timeout = min(timeout, max_wait)
         deadline = time.monotonic() + timeout
@@ -475,7 +476,7 @@ class MembershipClient:
                     if reports_deleted_group(exc):
                         self._deleted.add(group)
                         raise group_not_found(group, deleted=True) from None
-                raise self._translate(exc, group) from None
+                raise self._translate(exc, group, timeout) from None
             self._failures.succeeded()
             for member in response.members:
                 if member.leaving:
@@ -496,7 +497,7 @@ class MembershipClient:
                 self._recent.put(group, found, fetched_at, generation)
                 return found
 
-    def _translate(self, exc: grpc.RpcError, group: str) -> Exception:
+    def _translate(self, exc: grpc.RpcError, group: str, timeout: float) -> Exception:
         code = exc.code()
         if code == grpc.StatusCode.NOT_FOUND:
             return group_not_found(group)
@@ -508,12 +509,17 @@ class MembershipClient:
                 code.name,
                 exc.details(),
             )
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                failure = f"within {timeout:.2f} s"
+            else:
+                failure = f"({code.name})"
             return Unavailable(
-                "cannot check group membership because user_service is not "
-                f"answering ({code.name}); retry in a moment",
+                "user_service did not respond to the membership check of "
+                f"{group} {failure}; retry in a moment",
                 reason="USER_SERVICE_UNAVAILABLE",
                 metadata={"service": "user_service", "code": code.name},
                 retry_delay=RETRY_DELAY_SECONDS,
+                final_attempt=ended_its_attempts(exc),
             )
         return RuntimeError(
             f"user_service failed ListGroupMembers for {group}: {code.name}: "

@@ -165,3 +165,21 @@ def downstream_timeout(
     if remaining is None or remaining > 1e9:
         return default
     return max(remaining - margin, 0.0)
+
+
+def timeout_before_answer(
+    context: grpc.ServicerContext | None, default: float
+) -> float:
+    """Return the timeout for a call to another service made while serving `context`.
+
+    The call ends a margin before the caller's deadline (`answer_before`),
+    so a service whose peer does not respond can still send its own error,
+    which names that peer, before its caller gives up. Without a caller's
+    deadline, the default applies.
+    """
+    if context is None:
+        return default
+    remaining = context.time_remaining()
+    if remaining is None or remaining > 1e9:
+        return default
+    return answer_before(remaining)
