@@ -60,8 +60,8 @@ class Running:
 
 
 def _start_users(data_dir: Path) -> tuple[subprocess.Popen, str]:
-    """Start `splitlog serve user_service` on a free port; return it and its
-    address once it serves."""
+    """Start `splitlog serve user_service` on a free port, and return the
+    process and its address once it serves."""
     environment = {
         key: value
         for key, value in os.environ.items()
@@ -154,7 +154,7 @@ def running(tmp_path) -> Iterator[Running]:
 
 
 def _create_group(channel: grpc.Channel) -> tuple[str, str]:
-    """Create a user and a group of theirs; return the group id and user id."""
+    """Create a user and a group of theirs, and return both ids."""
     users = users_grpc.UsersServiceStub(channel)
     user_id = f"u{uuid.uuid4().hex[:12]}"
     user = users.CreateUser(
@@ -174,7 +174,8 @@ def _create_group(channel: grpc.Channel) -> tuple[str, str]:
 
 
 def _call_stopped(running: Running, call) -> tuple[grpc.RpcError, float]:
-    """Run `call` while user_service is stopped; return its error and seconds."""
+    """Run `call` while user_service is stopped, and return its error and
+    duration in seconds."""
     running.users.send_signal(signal.SIGSTOP)
     try:
         started = time.monotonic()
