@@ -7,7 +7,10 @@ default backoff of up to two minutes.
 
 Appends go over a second channel per node (`append_calls`), which the router
 closes when the coordinator replaces that node as a shard's leader
-(`reset_append_channel`). A stopped (SIGSTOP) or cut-off leader keeps its TCP
+(`reset_append_channel`). Each reset also marks the routes of that shard to
+that node up to the replaced epoch as stale, and `append_calls` rejects them
+under the same lock, so a thread with an older route opens no channel that
+no later reset would close. A stopped (SIGSTOP) or cut-off leader keeps its TCP
 connection open, so without that an append to it would wait for its whole
 deadline, and every part queued behind it too, although a follower has
 already taken over.
@@ -26,7 +29,6 @@ of the replication and snapshot messages (docs/logs.md, "Message sizes").
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import grpc
@@ -151,10 +153,11 @@ def is_closed_channel_error(error: BaseException) -> bool:
 
 
 class LeaderReplacedError(Exception):
-    """`NodeClients.append_calls` was called for a node whose append channel
-    the router reset, because the coordinator replaced it as leader.
+    """`NodeClients.append_calls` was called with a route to a node that the
+    coordinator replaced as the shard's leader.
 
-    The caller read the node's address from a route older than that reset.
+    The caller read the route before the router recorded that replacement
+    (`NodeClients.reset_append_channel`).
     """
 
 
@@ -173,9 +176,9 @@ class NodeClients:
         self._stubs: dict[str, NodeStubs] = {}
         self._append_channels: dict[str, grpc.Channel] = {}
         self._appends: dict[str, AppendCalls] = {}
-        # Addresses whose append channel `reset_append_channel` closed and
-        # that lead no shard since (`note_leaders`).
-        self._replaced: set[str] = set()
+        # (address, shard) -> the highest epoch at which the coordinator
+        # replaced that node as the shard's leader (`reset_append_channel`).
+        self._replaced: dict[tuple[str, str], int] = {}
         self._closed = False
 
     @property
@@ -205,13 +208,18 @@ class NodeClients:
                 self._stubs[address] = stubs
             return stubs
 
-    def append_calls(self, address: str) -> AppendCalls:
-        """Return the append calls of a node address, on its own channel.
+    def append_calls(self, address: str, *, shard: str, epoch: int) -> AppendCalls:
+        """Return the append calls of a shard's leader, on the node's own channel.
+
+        `address` and `epoch` come from a route of `shard`. A route at a
+        higher epoch than the node's last replacement in that shard, as after
+        the node was promoted again, gets the calls.
 
         Raises:
           ClientsClosed: `close` has been called.
-          LeaderReplacedError: the append channel of `address` was reset,
-            and no later `note_leaders` named it.
+          LeaderReplacedError: `reset_append_channel` recorded that the
+            coordinator replaced `address` as the leader of `shard` at
+            `epoch` or a later epoch.
         """
         with self._lock:
             if self._closed:
@@ -219,10 +227,12 @@ class NodeClients:
                     f"the router closed its node channels because it is stopping, "
                     f"so it sends node {address} no more entries"
                 )
-            if address in self._replaced:
+            replaced = self._replaced.get((address, shard))
+            if replaced is not None and epoch <= replaced:
                 raise LeaderReplacedError(
-                    f"the coordinator replaced node {address} as leader, so the "
-                    "router sends it no entries until it leads a shard again"
+                    f"the coordinator replaced node {address} as the leader of "
+                    f"log shard {shard} at epoch {replaced}, so the router sends "
+                    f"it no entries of epoch {epoch}; read the shard's route again"
                 )
             calls = self._appends.get(address)
             if calls is None:
@@ -230,27 +240,29 @@ class NodeClients:
                 self._appends[address] = calls
             return calls
 
-    def reset_append_channel(self, address: str) -> None:
-        """Close the append channel of a node address, which ends its calls.
+    def reset_append_channel(
+        self, address: str, shard: str, epoch: int, *, close: bool = True
+    ) -> None:
+        """Record that `address` no longer leads `shard` at `epoch`.
 
-        The calls in flight fail with CANCELLED, and a call that took the
-        closed channel's stubs just before fails with ValueError. Until
-        `note_leaders` names the address again, `append_calls` raises
-        LeaderReplacedError for it. A thread that read the address from an
-        older route thus opens no new channel to the replaced node, which
-        no later reset would close.
+        From then on, `append_calls` raises LeaderReplacedError for routes
+        of `shard` to `address` at `epoch` or below. With `close`, it also
+        closes the node's append channel, which ends its calls: those in
+        flight fail with CANCELLED, and a call that took the closed
+        channel's stubs just before fails with ValueError. Both steps take
+        the lock that `append_calls` takes, so a thread that read an older
+        route either opened its channel before, and the close ends it, or
+        gets LeaderReplacedError. It thus opens no channel to the replaced
+        node that no later reset would close.
         """
         with self._lock:
-            channel = self._append_channels.pop(address, None)
-            self._appends.pop(address, None)
-            self._replaced.add(address)
+            key = (address, shard)
+            self._replaced[key] = max(epoch, self._replaced.get(key, epoch))
+            channel = self._append_channels.pop(address, None) if close else None
+            if close:
+                self._appends.pop(address, None)
         if channel is not None:
             channel.close()
-
-    def note_leaders(self, addresses: Iterable[str]) -> None:
-        """Let `append_calls` open channels to these current leaders again."""
-        with self._lock:
-            self._replaced.difference_update(addresses)
 
     def close(self) -> None:
         """Close every channel, which cancels their calls in flight."""

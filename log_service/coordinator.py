@@ -577,11 +577,14 @@ class Coordinator:
             ]
             return ShardRoute(shard, leader_address, state.epoch, tuple(readable))
 
-    def leader_addresses(self) -> dict[str, str | None]:
-        """Return each shard's leader address, None for a shard without one."""
+    def leaders(self) -> dict[str, tuple[str | None, int]]:
+        """Return each shard's leader address, None without one, and epoch."""
         with self._lock:
             return {
-                shard: self._addresses[state.leader] if state.leader else None
+                shard: (
+                    self._addresses[state.leader] if state.leader else None,
+                    state.epoch,
+                )
                 for shard, state in self._states.items()
             }
 

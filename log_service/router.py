@@ -338,22 +338,14 @@ class _ShardQueue:
     def _append_calls(self, address: str, epoch: int) -> AppendCalls:
         """Return the append calls of the shard's leader at `address`.
 
-        Raises LeaderReplacedError when the route with this address and
-        epoch is older than the reset of that leader's channel. A leader
-        that the latest poll round promoted again stays marked replaced
-        until the round's listener (`Writer.leaders_polled`) runs, but
-        `wait_for_poll` returns before that. So a route that is still
-        current unmarks its leader.
+        Raises LeaderReplacedError when `Writer.leaders_polled` recorded
+        that the coordinator replaced that leader at `epoch` or later. A
+        leader promoted again has a higher epoch, so its route passes even
+        before the round's listener runs.
         """
-        clients = self._writer.clients
-        try:
-            return clients.append_calls(address)
-        except LeaderReplacedError:
-            current = self._writer.coordinator.route(self._shard)
-            if (current.leader_address, current.epoch) != (address, epoch):
-                raise
-        clients.note_leaders([address])
-        return clients.append_calls(address)
+        return self._writer.clients.append_calls(
+            address, shard=self._shard, epoch=epoch
+        )
 
     def _note_stored(
         self,
@@ -561,8 +553,8 @@ class Writer:
         self._max_request_bytes = routed_message_bytes(max_message_bytes)
         self.coordinator = coordinator
         self.clients = clients
-        # Each shard's leader address at the latest poll round.
-        self._leaders: dict[str, str | None] = {}
+        # Each shard's leader address and epoch at the latest poll round.
+        self._leaders: dict[str, tuple[str | None, int]] = {}
         self._queues: dict[str, _ShardQueue] = {}
         self._queues_lock = threading.Lock()
         self._closed = False
@@ -952,15 +944,18 @@ class Writer:
         queued behind them too. Closing the node's append channel ends them
         with LEADER_REPLACED, and `_append` sends them again to the new
         leader, which stores only the entries that it lacks under their
-        batch ids. A node that still leads another shard keeps its channel.
+        batch ids. A node that still leads another shard keeps its channel,
+        but routes of the shard at the replaced epoch or below get no calls.
         """
-        leaders = self._coordinator.leader_addresses()
+        leaders = self._coordinator.leaders()
         previous, self._leaders = self._leaders, leaders
-        still_leading = {address for address in leaders.values() if address}
-        self.clients.note_leaders(still_leading)
-        for shard, address in previous.items():
-            new = leaders.get(shard)
-            if address is None or new == address or address in still_leading:
+        still_leading = {address for address, _ in leaders.values() if address}
+        for shard, (address, epoch) in previous.items():
+            new = leaders.get(shard, (None, 0))[0]
+            if address is None or new == address:
+                continue
+            if address in still_leading:
+                self.clients.reset_append_channel(address, shard, epoch, close=False)
                 continue
             _LOGGER.warning(
                 "log shard %s: the coordinator replaced leader %s (new leader: "
@@ -969,7 +964,7 @@ class Writer:
                 address,
                 new or "none",
             )
-            self.clients.reset_append_channel(address)
+            self.clients.reset_append_channel(address, shard, epoch)
 
     def _send(self, parts: list[_ShardPart], deadline: float) -> list[_ShardPart]:
         """Send each part through its shard's queue; return the parts that failed."""

@@ -15,6 +15,8 @@ from log_service.clients import (
     NodeClients,
     is_closed_channel_error,
 )
+from log_service.coordinator import ShardRoute
+from log_service.router import Writer, _ShardQueue
 from splitlog_runtime import auth
 from tests.ports import closed_address
 
@@ -28,17 +30,35 @@ def test_append_calls_rejected_after_reset():
     clients = NodeClients(MAX_MESSAGE_BYTES)
     address = closed_address()
     try:
-        clients.append_calls(address)
-        clients.reset_append_channel(address)
+        clients.append_calls(address, shard="s0", epoch=3)
+        clients.reset_append_channel(address, "s0", 3)
 
         with pytest.raises(LeaderReplacedError) as caught:
-            clients.append_calls(address)
-        clients.note_leaders([address])
-        calls = clients.append_calls(address)
+            clients.append_calls(address, shard="s0", epoch=3)
+        # Promoted again: a route at a higher epoch gets the calls.
+        calls = clients.append_calls(address, shard="s0", epoch=4)
     finally:
         clients.close()
 
     assert address in str(caught.value)
+    assert "s0" in str(caught.value)
+    assert calls is not None
+
+
+def test_reset_keeps_the_highest_epoch():
+    clients = NodeClients(MAX_MESSAGE_BYTES)
+    address = closed_address()
+    try:
+        clients.reset_append_channel(address, "s0", 6)
+        clients.reset_append_channel(address, "s0", 4)
+
+        with pytest.raises(LeaderReplacedError):
+            clients.append_calls(address, shard="s0", epoch=5)
+        # The mark covers only that shard's routes.
+        calls = clients.append_calls(address, shard="s1", epoch=2)
+    finally:
+        clients.close()
+
     assert calls is not None
 
 
@@ -47,10 +67,10 @@ def test_append_calls_of_other_nodes_unaffected():
     replaced = closed_address()
     other = closed_address()
     try:
-        clients.append_calls(replaced)
-        clients.reset_append_channel(replaced)
+        clients.append_calls(replaced, shard="s0", epoch=3)
+        clients.reset_append_channel(replaced, "s0", 3)
 
-        calls = clients.append_calls(other)
+        calls = clients.append_calls(other, shard="s0", epoch=3)
     finally:
         clients.close()
 
@@ -94,3 +114,73 @@ def test_other_value_errors_not_closed_channel():
     assert not is_closed_channel_error(
         TypeError("Cannot invoke RPC on closed channel!")
     )
+
+
+class ShardRoutes:
+    """The routes of one poll round after another, as the writer reads them.
+
+    `on_route` runs once, inside the next `route` call after it is set, for
+    a poll round that lands while a queue thread reads the route.
+    """
+
+    def __init__(self, shard: str, address: str, epoch: int) -> None:
+        self.leader = (shard, address, epoch)
+        self.on_route = None
+
+    def route(self, shard: str) -> ShardRoute:
+        _, address, epoch = self.leader
+        route = ShardRoute(shard, address, epoch, (address,))
+        hook, self.on_route = self.on_route, None
+        if hook is not None:
+            hook()
+        return route
+
+    def leaders(self) -> dict[str, tuple[str | None, int]]:
+        shard, address, epoch = self.leader
+        return {shard: (address, epoch)}
+
+
+def test_stale_route_gets_no_open_channel():
+    # Node a led the shard, was replaced, and leads it again at epoch 7,
+    # but the round's listener has not run yet. A queue thread reads the
+    # route (a, 7). Before it takes a's append calls, a poll round replaces
+    # a by b and resets a's append channel. The thread must then get no
+    # open channel to a, which no later reset would close.
+    clients = NodeClients(MAX_MESSAGE_BYTES)
+    a, b = closed_address(), closed_address()
+    routes = ShardRoutes("s0", a, 5)
+    writer = Writer(routes, None, clients, None, None, None, 5.0, MAX_MESSAGE_BYTES)
+    queue = _ShardQueue("s0", writer, 100, MAX_MESSAGE_BYTES)
+
+    def replace_a() -> None:
+        # The listener of the round that promoted a runs late, then the
+        # next round replaces a by b.
+        writer.leaders_polled()
+        routes.leader = ("s0", b, 8)
+        writer.leaders_polled()
+
+    try:
+        for leader in [(a, 5), (b, 6)]:
+            routes.leader = ("s0", *leader)
+            writer.leaders_polled()
+        # The round that promotes a again has not run its listener yet.
+        routes.leader = ("s0", a, 7)
+        routes.on_route = replace_a
+        try:
+            calls = queue._append_calls(a, 7)
+        except LeaderReplacedError:
+            calls = None
+        if routes.on_route is not None:
+            routes.on_route = None
+            replace_a()
+
+        if calls is not None:
+            with pytest.raises(ValueError) as caught:
+                calls.append_entries(b"", timeout=1)
+            assert is_closed_channel_error(caught.value)
+        with pytest.raises(LeaderReplacedError):
+            clients.append_calls(a, shard="s0", epoch=7)
+        assert clients.append_calls(a, shard="s0", epoch=9) is not None
+        assert clients.append_calls(b, shard="s0", epoch=8) is not None
+    finally:
+        clients.close()
