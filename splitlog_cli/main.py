@@ -161,6 +161,8 @@ def _run(argv: Sequence[str] | None) -> int:
         _innermost_parser(parser, argv).error(
             f"unrecognized arguments: {' '.join(unknown)}"
         )
+    if client_commands.handles(args):
+        client_commands.prepare(args)
     if args.command == "health":
         return _health(args)
     if args.command in ("up", "serve", "config"):

@@ -85,6 +85,15 @@ def handles(args: argparse.Namespace) -> bool:
     return hasattr(args, HANDLER)
 
 
+def prepare(args: argparse.Namespace) -> None:
+    """Set up the parsed client command before its settings load.
+
+    `logs ship` reports a SIGTERM from here on, even before it connects.
+    """
+    if getattr(args, HANDLER) is logs.ship_files:
+        logs.stop_on_sigterm_before_shipping()
+
+
 def run(args: argparse.Namespace, config: Config) -> int:
     """Run the parsed client command and return its exit status."""
     address = gateway_address(args, config)

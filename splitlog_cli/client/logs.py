@@ -2243,10 +2243,36 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         raise _Terminated
 
     previous = signal.signal(signal.SIGTERM, interrupt)
+    if previous is _stopped_before_shipping:
+        # Shipping has started, so that handler's message is false from here on.
+        previous = signal.SIG_DFL
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def stop_on_sigterm_before_shipping() -> None:
+    """Make SIGTERM end `logs ship` with a message and exit status 143 until
+    shipping starts.
+
+    The command calls this right after parsing its arguments. Loading the
+    settings, the credential and the TLS files comes before the connection
+    opens, and a SIGTERM meanwhile would otherwise end it without a word.
+    Once the connection is open, `_sigterm_as_interrupt` takes over.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stopped_before_shipping)
+
+
+def _stopped_before_shipping(signum, frame) -> None:
+    print(
+        "splitlog logs ship: stopped by SIGTERM before shipping started; "
+        "nothing was sent",
+        file=sys.stderr,
+        flush=True,
+    )
+    raise SystemExit(EXIT_TERMINATED)
 
 
 def _tail_duration_ns(text: str) -> int:

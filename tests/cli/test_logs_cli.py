@@ -1829,6 +1829,44 @@ def test_ship_file_ctrl_c_then_rerun(live, tmp_path):
     assert len({entry.message for entry in stored}) == count
 
 
+def test_ship_sigterm_before_connecting(tmp_path):
+    path = write_log(tmp_path, f"{line_time(60)} INFO line 0")
+    # Reading a FIFO as the CA file blocks the command after argument parsing
+    # and before its channel opens, until the test closes the writing end.
+    ca_file = tmp_path / "ca.pem"
+    os.mkfifo(ca_file)
+    args = [str(path), "--service", "ship-early-sigterm", "--no-positions"]
+    shipper = _shipper_process(closed_address(), *args, "--ca-file", str(ca_file))
+    writer = None
+    try:
+        deadline = time.monotonic() + 60
+        while writer is None and time.monotonic() < deadline:
+            try:
+                writer = os.open(ca_file, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                # ENXIO: the command has not opened the FIFO for reading yet.
+                time.sleep(0.02)
+        assert writer is not None, "splitlog never opened the CA file"
+        shipper.send_signal(signal.SIGTERM)
+        # A grpc thread may take the signal, so the read in the main thread
+        # goes on until the FIFO ends, and only then does the handler run.
+        time.sleep(0.2)
+        os.close(writer)
+        writer = None
+        out, err = shipper.communicate(timeout=60)
+    finally:
+        if writer is not None:
+            os.close(writer)
+        _stop(shipper)
+    text = err.decode()
+
+    assert shipper.returncode == 143, text
+    assert "Traceback" not in text
+    assert "stopped by SIGTERM before shipping started" in text
+    assert "nothing was sent" in text
+    assert out == b""
+
+
 def test_ship_file_sigterm_then_rerun(live, tmp_path):
     service = "ship-file-sigterm"
     count = 5_000
