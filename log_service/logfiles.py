@@ -45,11 +45,11 @@ message, kept whole. The parser reads three things from the line header:
   recognisable time gets the time of the line before it and the attribute
   `time_inferred=true`. So does a line whose time does not exist, such as
   `Feb 29` in a year without it. Such a line keeps its host and gets the
-  attribute `time_invalid`, which gives the reason. A JSON or logrus time of
-  exactly 1970-01-01T00:00:00Z counts as no time, because a LogEntry
-  timestamp of zero means unset. Lines before the first
-  line with a time take the
-  file's modification time instead. Those given to `parse_lines` or
+  attribute `time_invalid`, which gives the reason. A time of exactly
+  1970-01-01T00:00:00Z counts as no time, because a LogEntry timestamp of
+  zero means unset. A JSON or logrus line with that time is then read as a
+  plain line. Lines before the first line with a time take the file's
+  modification time instead. Those given to `parse_lines` or
   `parse_numbered_stream` take `fallback_time_ns`, or else the time each
   line is parsed, which for standard input is the time it was read.
 - **Severity**, of a line with a time, only from the header: the first
@@ -640,10 +640,14 @@ class _LineParser:
     def parse(self, line: str) -> logs_pb2.LogEntry:
         entry = logs_pb2.LogEntry(service=self.service, message=line)
         header = self._read_header(line)
-        if header is None or header.time_ns is None:
+        header_ns = None if header is None else header.time_ns
+        # A LogEntry timestamp of exactly the epoch is the proto's unset
+        # value, which the router replaces with its receive time, so a line
+        # that shows that time takes the time of the line before it.
+        if header_ns is None or header_ns == 0:
             entry.attributes[TIME_INFERRED] = "true"
         else:
-            self.last_time_ns = header.time_ns
+            self.last_time_ns = header_ns
         if header is not None:
             entry.host = header.host
             if header.invalid:

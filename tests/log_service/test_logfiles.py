@@ -575,6 +575,44 @@ def test_logrus_epoch_zero_inferred():
     assert moment(zero) == utc(2026, 12, 5, 1, 0, 0)
 
 
+@pytest.mark.parametrize(
+    ("line", "zone", "severity", "host"),
+    [
+        ("1970-01-01 00:00:00 ERROR zero", "UTC", ERROR, ""),
+        ("1970-01-01T00:00:00Z ERROR zero", "America/New_York", ERROR, ""),
+        ("1970-01-01 01:00:00 WARN zero", "Europe/London", WARN, ""),
+        ("- 0000000000 1970.01.01 node7 zero", "UTC", INFO, "node7"),
+    ],
+)
+def test_text_epoch_zero_inferred(line, zone, severity, host):
+    # A LogEntry timestamp of exactly epoch 0 reads as unset, so the router
+    # would replace it with its receive time.
+    lines = ["2026-12-05 01:00:00 INFO before", line]
+    before, zero = parse_lines(lines, service="svc", default_zone=zone)
+
+    assert zero.attributes[TIME_INFERRED] == "true"
+    assert moment(zero) == moment(before)
+    assert zero.severity == severity
+    assert zero.host == host
+    assert zero.message == line
+
+
+def test_text_epoch_zero_first_line_takes_fallback():
+    (entry,) = parse_lines(
+        ["1970-01-01 00:00:00 INFO zero"], service="svc", fallback_time_ns=7
+    )
+
+    assert entry.attributes[TIME_INFERRED] == "true"
+    assert entry.timestamp.ToNanoseconds() == 7
+
+
+def test_text_near_epoch_zero_kept():
+    entry = parse_one("1970-01-01 00:00:01 INFO one", fallback_time_ns=5)
+
+    assert TIME_INFERRED not in entry.attributes
+    assert entry.timestamp.ToNanoseconds() == 1_000_000_000
+
+
 def test_json_near_epoch_zero_kept():
     entry = parse_one('{"time":1,"msg":"a"}', fallback_time_ns=5)
 
