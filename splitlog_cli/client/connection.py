@@ -177,6 +177,9 @@ class Gateway:
         self.timeout = timeout
         self.tls = tls
         self._channel = open_channel(address, tls, credential)
+        # Whether a call got a response, so that a later UNAVAILABLE does not
+        # mean that no gateway runs.
+        self.responded = False
         self.auth = auth_grpc.AuthServiceStub(self._channel)
         self.users = users_grpc.UsersServiceStub(self._channel)
         self.expenses = expenses_grpc.ExpensesServiceStub(self._channel)
@@ -190,9 +193,12 @@ class Gateway:
           ServerError: the call failed; the message describes the status.
         """
         try:
-            return method(request, timeout=self.timeout)
+            response = method(request, timeout=self.timeout)
         except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.UNAVAILABLE and not self._reachable():
+            unavailable = exc.code() == grpc.StatusCode.UNAVAILABLE
+            # After a response, only the probe detects a gateway that went away.
+            went_away = unavailable and self.responded and not self._reachable()
+            if went_away or never_reached(exc, self.responded, self._reachable):
                 raise Unreachable(self.address, self.tls is not None) from None
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise ServerError(
@@ -204,6 +210,8 @@ class Gateway:
                     exc.code(),
                 ) from None
             raise server_error(exc) from None
+        self.responded = True
+        return response
 
     def close(self) -> None:
         self._channel.close()
@@ -223,6 +231,32 @@ class Gateway:
         finally:
             ready.cancel()
         return True
+
+
+def never_reached(
+    error: grpc.RpcError, responded: bool, reachable: Callable[[], bool]
+) -> bool:
+    """Return whether a failed call means that no gateway accepts connections.
+
+    Only an UNAVAILABLE before any response to the command counts. One
+    without status details never reached a gateway, which attaches details
+    to each UNAVAILABLE it sends. Only for one with details does
+    `reachable`, a connection probe, decide. The probe alone would miss a
+    gateway that starts while the probe waits, and a refused connection
+    would then be reported in grpc's own words.
+    """
+    if responded or error.code() != grpc.StatusCode.UNAVAILABLE:
+        return False
+    return from_transport(error) or not reachable()
+
+
+def from_transport(error: grpc.RpcError) -> bool:
+    """Return whether `error`'s status has no google.rpc details.
+
+    Such a status comes from grpc, such as for a refused or broken
+    connection, or from a server that sends no details with it.
+    """
+    return rpc_status.from_call(error) is None
 
 
 def server_error(error: grpc.RpcError) -> ServerError:

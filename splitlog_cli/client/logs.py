@@ -83,6 +83,8 @@ from splitlog_cli.client.connection import (
     Unreachable,
     current_credential,
     describe,
+    from_transport,
+    never_reached,
     open_channel,
     server_error,
 )
@@ -2838,16 +2840,7 @@ class _LogsClient:
                 f"or was refused ({describe(error)})",
                 error.code(),
             )
-        # An UNAVAILABLE without status details never reached a gateway,
-        # which attaches details to each UNAVAILABLE it sends. The probe alone
-        # would miss a gateway that starts while the probe waits, and a
-        # refused connection would then be reported in grpc's own words.
-        unavailable = error.code() == grpc.StatusCode.UNAVAILABLE
-        if (
-            unavailable
-            and not self.responded
-            and (_from_transport(error) or not self._reachable())
-        ):
+        if never_reached(error, self.responded, self._reachable):
             return Unreachable(self.address, self.tls is not None)
         if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
             # The gateway forwards the call with the client's deadline, so a
@@ -2872,9 +2865,9 @@ class _LogsClient:
         if not self.responded:
             return False
         if error.code() == grpc.StatusCode.CANCELLED:
-            return _from_transport(error)
+            return from_transport(error)
         if error.code() == grpc.StatusCode.UNAVAILABLE:
-            return _from_transport(error) or not self._reachable()
+            return from_transport(error) or not self._reachable()
         return False
 
     def _reachable(self) -> bool:
@@ -2886,12 +2879,3 @@ class _LogsClient:
         finally:
             ready.cancel()
         return True
-
-
-def _from_transport(error: grpc.RpcError) -> bool:
-    """Return whether `error`'s status has no google.rpc details.
-
-    Such a status comes from grpc, such as for a refused or broken
-    connection, or from a server that sends no details with it.
-    """
-    return rpc_status.from_call(error) is None

@@ -60,6 +60,7 @@ from tests.log_service.test_streams import as_entries
 from tests.log_service.test_tail import with_sequence
 from tests.output import command_lines
 from tests.ports import closed_address
+from tests.proxy import DroppingProxy
 from tests.system.conftest import SPLITLOG
 from user_service import app as user_app
 
@@ -786,7 +787,7 @@ def test_ship_notice_when_first_connection_drops(
     # The proxy closes the first connection, as a port forwarder does while
     # the gateway behind it starts. The next connection reaches the gateway
     # before the command has printed why the first attempt failed.
-    proxy = _DroppingProxy(("127.0.0.1", running.gateway.grpc_port), drops=1)
+    proxy = DroppingProxy(("127.0.0.1", running.gateway.grpc_port), drops=1)
     address = f"127.0.0.1:{proxy.port}"
     try:
         path = write_log(tmp_path, f"{line_time(60)} INFO dropped once")
@@ -819,54 +820,6 @@ def _wait_for_stderr(capsys, text: str, timeout: float) -> str:
         time.sleep(0.05)
         err += capsys.readouterr().err
     return err
-
-
-class _DroppingProxy:
-    """A TCP proxy on a loopback port that closes its first `drops`
-    connections at once and forwards the later ones to `target`."""
-
-    def __init__(self, target: tuple[str, int], drops: int) -> None:
-        self._target = target
-        self._drops_left = drops
-        self.dropped = 0
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def close(self) -> None:
-        self._listener.close()
-        for sock in self._sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            if self._drops_left > 0:
-                self._drops_left -= 1
-                self.dropped += 1
-                client.close()
-                continue
-            server = socket.create_connection(self._target)
-            self._sockets += [client, server]
-            for source, sink in ((client, server), (server, client)):
-                threading.Thread(target=_pipe, args=(source, sink), daemon=True).start()
-
-
-def _pipe(source: socket.socket, sink: socket.socket) -> None:
-    """Copy bytes from `source` to `sink` until either side closes."""
-    try:
-        while data := source.recv(65536):
-            sink.sendall(data)
-    except OSError:
-        pass
-    with contextlib.suppress(OSError):
-        sink.shutdown(socket.SHUT_WR)
 
 
 def test_ship_gives_up_on_absent_gateway(tmp_path, capsys, monkeypatch):
