@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import secrets
 
+import grpc
 import pytest
 
+from splitlog.users.v1 import users_service_pb2, users_service_pb2_grpc
+from splitlog_cli.client.connection import never_reached
 from tests.cli.conftest import run_splitlog
-from tests.proxy import DroppingProxy
+from tests.ports import closed_address
 
 
 @pytest.fixture(scope="module")
@@ -178,22 +181,15 @@ def test_groups_add_unknown_user(cli, suffix):
     assert "NOT_FOUND" in result.stderr
 
 
-def test_users_reports_dropped_first_connection(splitlog_up):
-    # The proxy closes the first connections, as a port forwarder does while
-    # the gateway behind it starts. The channel's retry policy resends the
-    # call, which fails once grpc has made two connections (about 0.35 s in
-    # measured runs). grpc's next reconnect comes later, during the 1 s probe
-    # that follows the failure, so the probe connects. That must not turn
-    # the failure into grpc's own text.
-    host, port = splitlog_up.grpc_address.rsplit(":", 1)
-    proxy = DroppingProxy((host, int(port)), drops=2)
-    address = f"127.0.0.1:{proxy.port}"
-    try:
-        result = run_splitlog("users", "list", gateway=address)
-    finally:
-        proxy.close()
+def test_refused_call_never_reached_though_probe_connects():
+    # A gateway that starts while the connection probe waits makes the probe
+    # succeed. A refused call is still reported as an unreachable gateway,
+    # because its status carries no details, which the gateway always sends.
+    with grpc.insecure_channel(closed_address()) as channel:
+        stub = users_service_pb2_grpc.UsersServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ListUsers(users_service_pb2.ListUsersRequest(), timeout=5)
 
-    assert result.status == 1, result.stderr
-    assert f"cannot reach splitlog at {address}" in result.stderr
-    assert "failed to connect" not in result.stderr
-    assert proxy.dropped >= 1
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert never_reached(caught.value, responded=False, reachable=lambda: True)
+    assert not never_reached(caught.value, responded=True, reachable=lambda: True)
