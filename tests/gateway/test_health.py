@@ -521,8 +521,8 @@ def test_gateway_health_servicer_ends_watch_at_shutdown(loop_thread):
 
 # The busy-backend test: each call occupies one of the backend's BUSY_WORKERS
 # handler threads for SLOW_CALL_SECONDS, and BUSY_CLIENTS callers keep
-# calling, so health checks wait in the queue behind calls for longer than
-# PROBE_SECONDS while calls still complete every fraction of a second.
+# calling. Health checks then wait in the queue behind calls for longer than
+# PROBE_SECONDS, while calls still complete every fraction of a second.
 BUSY_WORKERS = 2
 BUSY_CLIENTS = 6
 SLOW_CALL_SECONDS = 0.4

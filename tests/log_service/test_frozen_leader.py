@@ -1,7 +1,7 @@
 """Writes to a shard whose leader process is stopped with SIGSTOP.
 
 A stopped leader keeps its TCP connections open, so nothing but the
-coordinator's polls tells the router that it is gone. These tests run the
+coordinator's polls shows the router that it is gone. These tests run the
 router and the nodes as real processes and check that a write then ends
 soon after the coordinator's decision: stored by the promoted follower, or
 UNAVAILABLE with a message that names the shard. Before, every write to the
@@ -162,8 +162,8 @@ def test_write_waits_for_promotion_without_leader(make_cluster):
     cluster.kill("b", signal.SIGSTOP)
     cluster.wait_status(lambda shard: shard.leader == "", "no leader")
 
-    # The router finds no leader, and b, the only in-sync replica, answers
-    # the poll round in flight once it resumes, which promotes it.
+    # The router finds no leader. Once b, the only in-sync replica, resumes,
+    # it replies to the poll round in flight, and the coordinator promotes it.
     started = time.monotonic()
     call = cluster.logs.WriteLogEntries.future(
         logs_service_pb2.WriteLogEntriesRequest(
