@@ -35,6 +35,7 @@ from google.protobuf import timestamp_pb2
 from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
 from splitlog_runtime.config import Config
 from splitlog_runtime.errors import InvalidArgument, clip, invalid_field
+from splitlog_runtime.validation import cut_utf8
 
 DEBUG = logs_service_pb2.SEVERITY_DEBUG
 INFO = logs_service_pb2.SEVERITY_INFO
@@ -415,22 +416,6 @@ def repair_utf8(data: bytes) -> tuple[str, bool]:
         return data.decode("utf-8"), False
     except UnicodeDecodeError:
         return data.decode("utf-8", "replace"), True
-
-
-def cut_utf8(text: str, max_bytes: int) -> tuple[str, bool]:
-    """Cut text to at most `max_bytes` UTF-8 bytes at a character boundary.
-
-    Returns the text and whether it was cut.
-    """
-    # A character takes 1 to 4 bytes, so the length in characters bounds the
-    # length in bytes and most texts need no encoding.
-    if len(text) * 4 <= max_bytes:
-        return text, False
-    encoded = text.encode("utf-8")
-    if len(encoded) <= max_bytes:
-        return text, False
-    # "ignore" drops only the partial character left at the cut.
-    return encoded[:max_bytes].decode("utf-8", "ignore"), True
 
 
 # ErrorInfo metadata key of a BATCH_TOO_LARGE error: the limit, so that a

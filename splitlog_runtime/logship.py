@@ -65,6 +65,7 @@ from splitlog_runtime import auth
 from splitlog_runtime.errors import status_reason
 from splitlog_runtime.failure_log import Throttle
 from splitlog_runtime.limits import REQUEST_TOO_LARGE
+from splitlog_runtime.validation import cut_utf8
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -467,7 +468,7 @@ class LogShipHandler(logging.Handler):
         because its service or host is too long.
         """
         for key, value in list(entry.attributes.items()):
-            cut, was_cut = _cut_utf8(value, ATTRIBUTE_VALUE_BYTES)
+            cut, was_cut = cut_utf8(value, ATTRIBUTE_VALUE_BYTES)
             if was_cut:
                 entry.attributes[key] = cut
         message = entry.message
@@ -477,7 +478,7 @@ class LogShipHandler(logging.Handler):
         room = self._max_entries_bytes - _entry_bytes(entry)
         if room < 0:
             return False
-        cut, was_cut = _cut_utf8(message, room)
+        cut, was_cut = cut_utf8(message, room)
         entry.message = cut
         if not was_cut:
             del entry.attributes[ORIGINAL_MESSAGE_BYTES_ATTRIBUTE]
@@ -699,20 +700,6 @@ class LogShipHandler(logging.Handler):
 def _entry_bytes(entry: logs_pb2.LogEntry) -> int:
     """Return the bytes that `entry` takes in a request, with its framing."""
     return entry.ByteSize() + ENTRY_FRAMING_BYTES
-
-
-def _cut_utf8(text: str, max_bytes: int) -> tuple[str, bool]:
-    """Cut text to at most `max_bytes` UTF-8 bytes at a character boundary.
-
-    Returns the text and whether it was cut.
-    """
-    if len(text) * 4 <= max_bytes:
-        return text, False
-    encoded = text.encode("utf-8")
-    if len(encoded) <= max_bytes:
-        return text, False
-    # "ignore" drops only the partial character left at the cut.
-    return encoded[:max_bytes].decode("utf-8", "ignore"), True
 
 
 def _is_request_too_large(error: grpc.RpcError) -> bool:

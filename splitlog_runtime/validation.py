@@ -2,7 +2,9 @@
 
 Also the character rule that stored texts share, so that expense notes and
 settlement notes reject the same characters, and the example that errors
-about `google.type.Date` fields show and the check whether one is set.
+about `google.type.Date` fields show and the check whether one is set. And
+the cut of a text to a UTF-8 byte limit, which log_service and the log
+shipping handler share.
 """
 
 from __future__ import annotations
@@ -115,3 +117,19 @@ class Violations:
             metadata=first.metadata,
             field_violations=found,
         )
+
+
+def cut_utf8(text: str, max_bytes: int) -> tuple[str, bool]:
+    """Cut text to at most `max_bytes` UTF-8 bytes at a character boundary.
+
+    Returns the text and whether it was cut.
+    """
+    # A character takes 1 to 4 bytes, so the length in characters bounds the
+    # length in bytes and most texts need no encoding.
+    if len(text) * 4 <= max_bytes:
+        return text, False
+    encoded = text.encode("utf-8")
+    if len(encoded) <= max_bytes:
+        return text, False
+    # "ignore" drops only the partial character left at the cut.
+    return encoded[:max_bytes].decode("utf-8", "ignore"), True
