@@ -330,7 +330,7 @@ class _Partitions:
         for vector in self.zero_vectors:
             self.by_lowest_field[self._lowest_field(vector)].append(vector)
         index = {value: i for i, value in enumerate(self.values)}
-        self.opposite_ones = [
+        self.opposite_pairs = [
             (1 << (i * self.width)) | (1 << (index[-value] * self.width))
             for i, value in enumerate(self.values)
             if value > 0 and -value in index
@@ -398,14 +398,14 @@ class _Partitions:
         joining the two remainders keeps the number of groups.
         """
         pairs = 0
-        for pair_ones in self.opposite_ones:
-            low = pair_ones & -pair_ones
+        for pair_bits in self.opposite_pairs:
+            low = pair_bits & -pair_bits
             count = min(
-                self._count_at(vector, low), self._count_at(vector, pair_ones ^ low)
+                self._count_at(vector, low), self._count_at(vector, pair_bits ^ low)
             )
             if count:
                 pairs += count
-                vector -= count * pair_ones
+                vector -= count * pair_bits
         return pairs, vector
 
     def _count_at(self, vector: int, one: int) -> int:

@@ -250,7 +250,7 @@ def _raise(path: str, description: str) -> None:
 # The ingest rule for service names, which no setting changes.
 _SERVICE_LIMITS = Limits()
 # Characters of a service name that an error message shows.
-_SHOWN_SERVICE_CHARACTERS = 120
+_QUOTED_SERVICE_CHARACTERS = 120
 
 
 def _check_service(service: str, path: str) -> None:
@@ -260,7 +260,7 @@ def _check_service(service: str, path: str) -> None:
         return
     if not service:
         raise invalid_field(path, "is empty; send a service name")
-    shown = repr(clip(service, _SHOWN_SERVICE_CHARACTERS))
+    quoted = repr(clip(service, _QUOTED_SERVICE_CHARACTERS))
     size = utf8_length(service)
     if size > _SERVICE_LIMITS.max_service_bytes:
         problem = (
@@ -274,7 +274,7 @@ def _check_service(service: str, path: str) -> None:
         )
     raise invalid_field(
         path,
-        f"{shown} {problem}, so no entry can match it; send the service name "
+        f"{quoted} {problem}, so no entry can match it; send the service name "
         "that the entries carry",
     )
 
