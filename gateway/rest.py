@@ -12,7 +12,8 @@ the `google.rpc.Status` JSON shape:
 
 A `grpc-timeout` header sets the deadline of the call, as in gRPC: a
 positive integer of 1 to 8 digits and a unit. Zero and malformed values get
-400. The deadline runs from when the gateway receives the request, so a
+400, and so does a header sent more than once, because it takes one value.
+The deadline runs from when the gateway receives the request, so a
 deadline that has passed before the gateway would call the backend (such
 as `1n`) gets 504 DEADLINE_EXCEEDED without a backend call, and the backend
 call gets the time that is left. Values above `MAX_TIMEOUT_SECONDS` (one
@@ -156,6 +157,7 @@ _TIMEOUT_UNITS = {
     "n": 1e-9,
 }
 _TIMEOUT = re.compile(r"(0*[1-9][0-9]*)([HMSmun])\Z")
+_TIMEOUT_HEADER = "grpc-timeout"
 # Maximum backend call deadline in seconds that a grpc-timeout header can set.
 MAX_TIMEOUT_SECONDS = 3600.0
 
@@ -313,6 +315,27 @@ def parse_timeout(text: str) -> float:
     return min(seconds, MAX_TIMEOUT_SECONDS)
 
 
+def _timeout_header(request: Request) -> str | None:
+    """Return the request's grpc-timeout header, or None when it has none.
+
+    Raises:
+      InvalidArgument: the request sends the header more than once. HTTP
+        allows a repeated header only when its value is a comma-separated
+        list, and grpc-timeout has one value, so the gateway does not pick
+        one of several deadlines.
+    """
+    values = request.headers.getlist(_TIMEOUT_HEADER)
+    if len(values) > 1:
+        quoted = ", ".join(repr(value) for value in values)
+        raise InvalidArgument(
+            f"the grpc-timeout header is sent {len(values)} times ({quoted}); "
+            "send it once, with one value such as 500m for half a second",
+            reason="INVALID_TIMEOUT",
+            metadata={"header": _TIMEOUT_HEADER, "values": ", ".join(values)},
+        )
+    return values[0] if values else None
+
+
 def _time_left(timeout: float, received: float) -> float:
     """Return the seconds left of a timeout that started at `received`."""
     return timeout - (time.monotonic() - received)
@@ -320,10 +343,12 @@ def _time_left(timeout: float, received: float) -> float:
 
 def _header_time_left(request: Request, received: float | None) -> float | None:
     """Return the seconds left of a valid grpc-timeout header, or None."""
-    header = request.headers.get("grpc-timeout")
-    if header is None or received is None:
+    if received is None:
         return None
     try:
+        header = _timeout_header(request)
+        if header is None:
+            return None
         return _time_left(parse_timeout(header), received)
     except DomainError:
         return None
@@ -539,7 +564,7 @@ class RestFront:
         if body and not _is_json_content_type(content_type):
             return _unsupported_media_type(content_type)
         try:
-            header = request.headers.get("grpc-timeout")
+            header = _timeout_header(request)
             requested_timeout = None if header is None else parse_timeout(header)
             message, split = await run_off_loop_if_large(
                 len(body),
@@ -712,7 +737,7 @@ class RestFront:
             body = await self._read_body(request)
             if body is None:
                 raise otlp_http.body_too_large(self._max_body_bytes, inflated=False)
-            header = request.headers.get("grpc-timeout")
+            header = _timeout_header(request)
             timeout = self._default_timeout if header is None else parse_timeout(header)
             payload = await run_off_loop_if_large(
                 len(body),

@@ -16,7 +16,7 @@ import uuid
 
 import httpx
 import pytest
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as otlp_pb
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.logs.v1 import logs_pb2 as otlp_logs_pb
@@ -681,3 +681,23 @@ def test_timeout_expired_before_call_504(http):
     status = _status(response)
     assert "grpc-timeout 1n expired before the gateway called" in status.message
     assert _reason(status) == "DEADLINE_EXPIRED_BEFORE_CALL"
+
+
+def test_repeated_timeout_header_400(http):
+    body = _export(_service(), _record("twice")).SerializeToString()
+
+    response = http.post(
+        "/v1/logs",
+        content=body,
+        headers=[
+            ("content-type", PROTOBUF),
+            ("grpc-timeout", "10S"),
+            ("grpc-timeout", "1S"),
+        ],
+    )
+
+    assert response.status_code == 400
+    status = _status(response)
+    assert status.code == code_pb2.INVALID_ARGUMENT
+    assert "grpc-timeout header is sent 2 times ('10S', '1S')" in status.message
+    assert _reason(status) == "INVALID_TIMEOUT"

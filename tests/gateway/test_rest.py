@@ -989,6 +989,24 @@ def test_zero_or_malformed_timeout_400(client, header):
     assert _detail(error, ERROR_INFO)["reason"] == "INVALID_TIMEOUT"
 
 
+@pytest.mark.parametrize("values", [("1S", "20S"), ("5S", "5S"), ("1n", "2S")])
+def test_repeated_timeout_header_400(client, values):
+    headers = [("grpc-timeout", value) for value in values]
+
+    response = client.get("/v1/users", headers=headers)
+
+    assert response.status_code == 400, response.text
+    error = _error(response)
+    assert error["status"] == "INVALID_ARGUMENT"
+    assert "grpc-timeout header is sent 2 times" in error["message"]
+    assert f"('{values[0]}', '{values[1]}')" in error["message"]
+    assert "send it once" in error["message"]
+    info = _detail(error, ERROR_INFO)
+    assert info["reason"] == "INVALID_TIMEOUT"
+    assert info["metadata"]["header"] == "grpc-timeout"
+    assert info["metadata"]["values"] == f"{values[0]}, {values[1]}"
+
+
 @pytest.mark.parametrize("header", ["1n", "1u"])
 def test_timeout_expired_before_call_504(client, header):
     for _ in range(5):
