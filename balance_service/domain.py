@@ -18,6 +18,7 @@ from splitlog_runtime.errors import invalid_field
 from splitlog_runtime.resources import parse_name_ids
 from splitlog_runtime.validation import (
     Violations,  # noqa: F401 (re-exported)
+    check_record_date,
     date_example,
     date_given,
 )
@@ -207,6 +208,15 @@ def to_date(value: date_pb2.Date, field_path: str, query: bool = False) -> date:
             f"{date_example(field_path, query)}",
             reason="INVALID_DATE",
         ) from None
+
+
+def to_settlement_date(value: date_pb2.Date, field_path: str) -> date:
+    """Return the date of a settlement, which must be in the accepted range.
+
+    The range is that of expense dates
+    (`splitlog_runtime.validation.check_record_date`).
+    """
+    return check_record_date(to_date(value, field_path), field_path, "the payment")
 
 
 def optional_date(message: object, name: str, field_path: str) -> date | None:

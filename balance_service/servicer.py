@@ -1077,7 +1077,9 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
         day = None
         if date_given(settlement, "settlement_date"):
             day = violations.check(
-                domain.to_date, settlement.settlement_date, "settlement.settlement_date"
+                domain.to_settlement_date,
+                settlement.settlement_date,
+                "settlement.settlement_date",
             )
         else:
             violations.errors.append(

@@ -28,6 +28,7 @@ from splitlog_runtime.resources import check_id, parse_name_ids
 from splitlog_runtime.validation import (  # noqa: F401 (Violations re-exported)
     NOTE_CONTROLS,
     Violations,
+    check_record_date,
     date_example,
     date_given,
     find_control_character,
@@ -345,6 +346,19 @@ def validate_date(
         ) from None
 
 
+def validate_expense_date(
+    value: date_pb2.Date, present: bool, field: str
+) -> datetime.date:
+    """Convert the date of an expense, which must be in the accepted range.
+
+    Raises:
+      InvalidArgument: as for `validate_date`, or the date is outside the
+        range of `splitlog_runtime.validation.check_record_date`.
+    """
+    day = validate_date(value, present, field)
+    return check_record_date(day, field, "the expense")
+
+
 def date_message(value: datetime.date) -> date_pb2.Date:
     return date_pb2.Date(year=value.year, month=value.month, day=value.day)
 
@@ -605,7 +619,7 @@ def parse_draft(expense: pb.Expense, field: str = "expense") -> Draft:
         validate_category, expense.category, f"{field}.category"
     )
     expense_date = violations.check(
-        validate_date,
+        validate_expense_date,
         expense.expense_date,
         date_given(expense, "expense_date"),
         f"{field}.expense_date",
@@ -797,7 +811,7 @@ def parse_changes(expense: pb.Expense, fields: Sequence[str]) -> dict[str, objec
             expense.description, "expense.description"
         ),
         "category": lambda: validate_category(expense.category, "expense.category"),
-        "expense_date": lambda: validate_date(
+        "expense_date": lambda: validate_expense_date(
             expense.expense_date,
             date_given(expense, "expense_date"),
             "expense.expense_date",

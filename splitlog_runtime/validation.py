@@ -2,13 +2,15 @@
 
 Also the character rule that stored texts share, so that expense notes and
 settlement notes reject the same characters, and the example that errors
-about `google.type.Date` fields show and the check whether one is set. And
+about `google.type.Date` fields show and the check whether one is set. The
+range of dates that expenses and settlements accept is here too. And
 the cut of a text to a UTF-8 byte limit, which log_service and the log
 shipping handler share.
 """
 
 from __future__ import annotations
 
+import datetime
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +18,7 @@ from typing import TypeVar
 
 from google.protobuf.message import Message
 
-from splitlog_runtime.errors import InvalidArgument
+from splitlog_runtime.errors import InvalidArgument, invalid_field
 
 _T = TypeVar("_T")
 
@@ -54,6 +56,55 @@ def date_example(field: str, query: bool = False) -> str:
             f"{field}.day=31"
         )
     return example
+
+
+#: The earliest date that an expense or a settlement accepts.
+EARLIEST_RECORD_DATE = datetime.date(1900, 1, 1)
+#: Days after the current UTC date that the date of an expense or a
+#: settlement may be, so that a planned payment fits and a mistyped year
+#: such as 2205 does not.
+MAX_RECORD_DAYS_AHEAD = 366
+
+
+def latest_record_date(today: datetime.date | None = None) -> datetime.date:
+    """Return the latest date that an expense or a settlement accepts.
+
+    `today` defaults to the current UTC date.
+    """
+    if today is None:
+        today = datetime.datetime.now(datetime.UTC).date()
+    return today + datetime.timedelta(days=MAX_RECORD_DAYS_AHEAD)
+
+
+def check_record_date(
+    day: datetime.date, field: str, subject: str, today: datetime.date | None = None
+) -> datetime.date:
+    """Check that the date of an expense or a settlement is in the accepted range.
+
+    The range runs from EARLIEST_RECORD_DATE to `latest_record_date(today)`.
+    `subject` names what the date is the day of in the error's advice, such
+    as "the expense". Filters of list and report calls take any calendar
+    date, so they skip this check.
+
+    Raises:
+      InvalidArgument: the date is outside the range, with reason
+        DATE_OUT_OF_RANGE.
+    """
+    latest = latest_record_date(today)
+    if EARLIEST_RECORD_DATE <= day <= latest:
+        return day
+    raise invalid_field(
+        field,
+        f"{day.isoformat()} is outside the accepted range "
+        f"{EARLIEST_RECORD_DATE.isoformat()} to {latest.isoformat()} "
+        f"({MAX_RECORD_DAYS_AHEAD} days after today in UTC); give the day of "
+        f"{subject}, {date_example(field)}",
+        reason="DATE_OUT_OF_RANGE",
+        metadata={
+            "earliest_date": EARLIEST_RECORD_DATE.isoformat(),
+            "latest_date": latest.isoformat(),
+        },
+    )
 
 
 def date_given(message: Message, name: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import uuid
 
@@ -13,6 +14,7 @@ from sqlalchemy import text
 
 from splitlog.balances.v1 import balances_service_pb2 as pb
 from splitlog.users.v1 import users_service_pb2 as users_pb
+from splitlog_runtime.validation import latest_record_date
 from tests.balance_service.support import (
     create_group,
     error_details,
@@ -255,6 +257,60 @@ def test_create_invalid_argument(services, changes, field, reason):
     assert reason_of(caught.value) == reason
     assert violated_fields(caught.value) == [field]
     assert group_nets(services.balances, group_id) == {}
+
+
+def _date_of(value: datetime.date) -> date_pb2.Date:
+    return date_pb2.Date(year=value.year, month=value.month, day=value.day)
+
+
+def _days_from_today(days: int) -> datetime.date:
+    today = datetime.datetime.now(datetime.UTC).date()
+    return today + datetime.timedelta(days=days)
+
+
+@pytest.mark.parametrize(
+    "settlement_date",
+    [
+        datetime.date(9999, 12, 31),
+        datetime.date(1, 1, 1),
+        datetime.date(1899, 12, 31),
+        _days_from_today(400),
+    ],
+)
+def test_create_date_out_of_range(services, settlement_date):
+    group_id, (alice, bob) = create_group(services.users, 2)
+    request = _create_request(
+        group_id, alice, bob, settlement={"settlement_date": _date_of(settlement_date)}
+    )
+
+    with pytest.raises(grpc.RpcError) as caught:
+        services.balances.CreateSettlement(request, timeout=10)
+
+    latest = latest_record_date().isoformat()
+    message = caught.value.details()
+    field = "settlement.settlement_date"
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason_of(caught.value) == "DATE_OUT_OF_RANGE"
+    assert violated_fields(caught.value) == [field]
+    assert message.startswith(f"{field}: {settlement_date.isoformat()} ")
+    assert f"outside the accepted range 1900-01-01 to {latest}" in message
+    assert "give the day of the payment" in message
+    assert error_details(caught.value)["ErrorInfo"].metadata["latest_date"] == latest
+    assert group_nets(services.balances, group_id) == {}
+
+
+@pytest.mark.parametrize(
+    "settlement_date", [datetime.date(1900, 1, 1), _days_from_today(300)]
+)
+def test_create_date_range_edges_accepted(services, settlement_date):
+    group_id, (alice, bob) = create_group(services.users, 2)
+    request = _create_request(
+        group_id, alice, bob, settlement={"settlement_date": _date_of(settlement_date)}
+    )
+
+    created = services.balances.CreateSettlement(request, timeout=10).settlement
+
+    assert created.settlement_date == _date_of(settlement_date)
 
 
 @pytest.mark.parametrize(

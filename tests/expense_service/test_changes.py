@@ -455,6 +455,23 @@ def test_update_invalid_argument(clients, group, expense, paths, fields, field, 
     assert violated_fields(error) == [field]
 
 
+def test_update_date_out_of_range(clients, group, expense):
+    change = _change(
+        expense,
+        group.members[1],
+        expense_date=day(9999, 12, 31),
+        etag=expense.etag,
+    )
+
+    error = _update_error(clients, change, "expense_date")
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "DATE_OUT_OF_RANGE"
+    assert violated_fields(error) == ["expense.expense_date"]
+    assert "9999-12-31 is outside the accepted range" in error.details()
+    assert _get(clients, expense.name) == expense
+
+
 def test_update_mask_json_name_suggested(clients, group, expense):
     change = _change(expense, group.members[0], description="Brunch")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ from splitlog.expenses.v1 import expenses_service_pb2 as pb
 from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog_runtime.database import Database
 from splitlog_runtime.idempotency import FILLED_REQUEST_ID_KEY
+from splitlog_runtime.validation import latest_record_date
 from tests.expense_service.support import (
     TIMEOUT,
     as_text,
@@ -1007,6 +1009,51 @@ def test_invalid_field(clients, group, fields, field, reason):
     assert error.code() == INVALID
     assert reason_of(error) == reason
     assert violated_fields(error) == [field]
+
+
+def _date_of(value: datetime.date):
+    return day(value.year, value.month, value.day)
+
+
+def _days_from_today(days: int) -> datetime.date:
+    today = datetime.datetime.now(datetime.UTC).date()
+    return today + datetime.timedelta(days=days)
+
+
+@pytest.mark.parametrize(
+    "expense_date",
+    [
+        datetime.date(9999, 12, 31),
+        datetime.date(1, 1, 1),
+        datetime.date(1899, 12, 31),
+        _days_from_today(400),
+    ],
+)
+def test_date_out_of_range(clients, group, expense_date):
+    expense = equal_expense(group, expense_date=_date_of(expense_date))
+
+    error = _create_error(clients, group.name, expense)
+
+    latest = latest_record_date().isoformat()
+    message = error.details()
+    assert error.code() == INVALID
+    assert reason_of(error) == "DATE_OUT_OF_RANGE"
+    assert violated_fields(error) == ["expense.expense_date"]
+    assert message.startswith(f"expense.expense_date: {expense_date.isoformat()} ")
+    assert f"outside the accepted range 1900-01-01 to {latest}" in message
+    assert "give the day of the expense" in message
+    assert error_details(error)["ErrorInfo"].metadata["latest_date"] == latest
+
+
+@pytest.mark.parametrize(
+    "expense_date", [datetime.date(1900, 1, 1), _days_from_today(300)]
+)
+def test_date_range_edges_accepted(clients, group, expense_date):
+    expense = equal_expense(group, expense_date=_date_of(expense_date))
+
+    created = create_expense(clients, group, expense)
+
+    assert created.expense_date == _date_of(expense_date)
 
 
 @pytest.mark.parametrize(

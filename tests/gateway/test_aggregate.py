@@ -42,6 +42,7 @@ from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
 from splitlog_runtime import config as config_module
 from splitlog_runtime.interceptor import ErrorInterceptor
+from splitlog_runtime.validation import latest_record_date
 from tests.gateway.support import LoopThread, Stack, error_details
 from tests.ports import closed_address
 from user_service.app import build as build_users
@@ -844,10 +845,14 @@ def test_report_lists_only_months_with_expenses(channel, http):
     balances = balances_grpc.BalancesServiceStub(channel)
     dan, eve = _create_user(users, "dan"), _create_user(users, "eve")
     group = _create_group(users, dan, [eve], "Centuries")
+    # The first and the last date that an expense accepts.
+    latest = latest_record_date()
     first = _expense(dan, 1000, "EUR", [dan, eve], "First")
-    first.expense_date.CopyFrom(date_pb2.Date(year=1, month=1, day=1))
+    first.expense_date.CopyFrom(date_pb2.Date(year=1900, month=1, day=1))
     last = _expense(eve, 300, "EUR", [dan, eve], "Last")
-    last.expense_date.CopyFrom(date_pb2.Date(year=9999, month=12, day=31))
+    last.expense_date.CopyFrom(
+        date_pb2.Date(year=latest.year, month=latest.month, day=latest.day)
+    )
     for expense in (first, last):
         expenses.CreateExpense(
             expenses_pb.CreateExpenseRequest(parent=group, expense=expense),
@@ -864,16 +869,16 @@ def test_report_lists_only_months_with_expenses(channel, http):
     assert [
         (m.month.year, m.month.month, m.month.day, _minor(m.amount), m.expense_count)
         for m in report.month_totals
-    ] == [(1, 1, 0, 1000, 1), (9999, 12, 0, 300, 1)]
+    ] == [(1900, 1, 0, 1000, 1), (latest.year, latest.month, 0, 300, 1)]
     assert rest.status_code == 200, rest.text
     assert rest.json()["report"]["monthTotals"] == [
         {
-            "month": {"year": 1, "month": 1},
+            "month": {"year": 1900, "month": 1},
             "amount": {"currencyCode": "EUR", "units": "10"},
             "expenseCount": 1,
         },
         {
-            "month": {"year": 9999, "month": 12},
+            "month": {"year": latest.year, "month": latest.month},
             "amount": {"currencyCode": "EUR", "units": "3"},
             "expenseCount": 1,
         },
