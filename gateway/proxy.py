@@ -532,19 +532,21 @@ class ProxyHandlers:
         return handlers
 
     def _timeout(
-        self, context: grpc.aio.ServicerContext, has_filled_key: bool = False
+        self, context: grpc.aio.ServicerContext, is_create: bool = False
     ) -> float | None:
         """Return the backend deadline of a unary-response call.
 
-        `has_filled_key` is true when the gateway gave the call a request_id.
-        The backend call then ends a margin before the client's deadline
-        (`answer_before`). The gateway's error, which names the key, thus
-        reaches the client before the client's own DEADLINE_EXCEEDED.
+        `is_create` is true for a create with a `request_id` field, whether
+        the client set the key or the gateway filled it in. The backend call
+        then ends a margin before the client's deadline (`answer_before`).
+        The gateway's error, which asks the client to send the create again
+        with that key, thus reaches the client before the client's own
+        DEADLINE_EXCEEDED.
         """
         remaining = context.time_remaining()
         if remaining is None or remaining > 1e9:
             return self._default_timeout
-        if has_filled_key:
+        if is_create:
             return answer_before(remaining)
         return max(remaining, 0.0)
 
@@ -608,7 +610,7 @@ class ProxyHandlers:
                     path,
                     request,
                     context,
-                    self._timeout(context, filled_key is not None),
+                    self._timeout(context, request_class is not None),
                     filled_key,
                 )
                 if response is not None:
@@ -618,7 +620,7 @@ class ProxyHandlers:
                 metadata = metadata + idempotency.FILLED
             call = multicallable(
                 request,
-                timeout=self._timeout(context, filled_key is not None),
+                timeout=self._timeout(context, request_class is not None),
                 metadata=metadata,
             )
             try:

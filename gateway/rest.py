@@ -611,9 +611,11 @@ class RestFront:
             )
         if timeout is None:
             timeout = self._default_timeout
-        elif filled_key is not None:
-            # As over gRPC: the backend call ends a margin before the client's
-            # deadline, so that the 504 naming the filled key arrives in time.
+        elif endpoint.fills_request_id:
+            # As over gRPC: a create's backend call ends a margin before the
+            # client's deadline, whether the client sent the request_id or
+            # the gateway filled it in. The 504 that asks the client to send
+            # the create again with that key then arrives in time.
             timeout = answer_before(timeout)
         if self._auth is not None and self._auth.watches(route.full_method):
             return await self._revoking_call(
