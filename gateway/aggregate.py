@@ -283,21 +283,28 @@ class _Fetch:
             request.page_token = response.next_page_token
 
     async def section(self, name: str, work: Awaitable[Any]) -> _Section:
-        """Await a best-effort call; a backend failure becomes the section's error."""
+        """Await a best-effort call; a backend failure becomes the section's error.
+
+        The failure log of the section gets each failure and each success,
+        so a run of failures writes one warning when it starts and one INFO
+        line when the section loads again.
+        """
         try:
-            return _Section(value=await work)
+            value = await work
         except BackendError as error:
             status = error.status
             # The pool logs unreachable backends already.
             if status_reason(status) != "BACKEND_UNAVAILABLE":
                 self._failure_log.failed(
-                    (name, status.code),
+                    name,
                     "section %s left empty: %s %s",
                     name,
                     _code_of(status).name,
                     status.message,
                 )
             return _Section(error=status)
+        self._failure_log.succeeded(name)
+        return _Section(value=value)
 
     def _status_of(self, error: grpc.aio.AioRpcError, rpc: _Rpc) -> status_pb2.Status:
         """Return the status that reports a failed backend call to the caller.
@@ -334,11 +341,15 @@ class _Fetch:
 
 
 def _section_failures() -> FailureLogs:
-    """Return the log of failed sections, one warning per section and code
-    in each UNREACHABLE_LOG_INTERVAL, with a count of the others."""
+    """Return the log of failed sections, keyed by section name.
+
+    A section writes one warning when it starts failing, and while it keeps
+    failing at most one more per UNREACHABLE_LOG_INTERVAL, which counts the
+    failures left out. It writes one INFO line when it loads again.
+    """
     return FailureLogs(
         _LOGGER,
-        lambda key: f"backend calls of section {key[0]}",
+        lambda name: f"backend calls of section {name}",
         UNREACHABLE_LOG_INTERVAL,
     )
 

@@ -1111,6 +1111,98 @@ def test_raising_backend_section_logged_per_window(
     assert "1 more such failures not logged" in warnings[1]
 
 
+@dataclass
+class ToggledExpenses:
+    """A real ExpensesService that fails every call while `failing` is set.
+
+    A failing call raises behind the error interceptor of the services, so
+    it ends with INTERNAL. Otherwise every call returns an empty response.
+    """
+
+    address: str
+    failing: threading.Event
+
+
+@pytest.fixture
+def toggled_expenses() -> Iterator[ToggledExpenses]:
+    failing = threading.Event()
+
+    def respond(request: bytes, context: grpc.ServicerContext) -> bytes:
+        if failing.is_set():
+            raise RuntimeError("expense database offline")
+        return b""
+
+    service = expenses_pb.DESCRIPTOR.services_by_name["ExpensesService"]
+    handlers = {
+        method.name: grpc.unary_unary_rpc_method_handler(respond)
+        for method in service.methods
+        if not method.client_streaming and not method.server_streaming
+    }
+    server = grpc.server(
+        ThreadPoolExecutor(4), interceptors=[ErrorInterceptor(4 * 1024 * 1024)]
+    )
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler(service.full_name, handlers)]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield ToggledExpenses(f"127.0.0.1:{port}", failing)
+    finally:
+        server.stop(0)
+
+
+def test_section_outage_logged_once_each(
+    loop_thread, stack, trip, toggled_expenses, tmp_path, caplog
+):
+    caplog.set_level(logging.INFO, logger="gateway.aggregate")
+    request = pb.GetGroupOverviewRequest(group=trip.trip)
+    failing = toggled_expenses.failing
+    failed_sections = []
+    with _extra_gateway(
+        loop_thread, stack, tmp_path, expense_service_addr=toggled_expenses.address
+    ) as stub:
+        # Two outages of recent_expenses with a recovery between them, all
+        # within one UNREACHABLE_LOG_INTERVAL.
+        for fails in (True, True, False, True, True, False):
+            if fails:
+                failing.set()
+            else:
+                failing.clear()
+            response = stub.GetGroupOverview(request, timeout=TIMEOUT)
+            failed_sections.append([e.section for e in response.section_errors])
+
+    lines = [
+        (record.levelno, record.getMessage())
+        for record in caplog.records
+        if record.name == "gateway.aggregate"
+    ]
+    expenses_failed = ["recent_expenses"]
+    assert failed_sections == [
+        expenses_failed,
+        expenses_failed,
+        [],
+        expenses_failed,
+        expenses_failed,
+        [],
+    ]
+    assert [level for level, _ in lines] == [
+        logging.WARNING,
+        logging.INFO,
+        logging.WARNING,
+        logging.INFO,
+    ], lines
+    for level, message in lines:
+        if level == logging.WARNING:
+            assert message.startswith("section recent_expenses left empty: INTERNAL")
+            assert "not logged" not in message
+        else:
+            assert message.startswith(
+                "backend calls of section recent_expenses succeed again after "
+                "2 failures"
+            )
+
+
 def test_users_unreachable_fails_call(loop_thread, stack, trip, tmp_path):
     unreachable = closed_address()
 
