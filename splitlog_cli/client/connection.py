@@ -223,14 +223,25 @@ class Gateway:
         self.close()
 
     def _reachable(self) -> bool:
-        ready = grpc.channel_ready_future(self._channel)
-        try:
-            ready.result(timeout=_CONNECT_PROBE_SECONDS)
-        except grpc.FutureTimeoutError:
-            return False
-        finally:
-            ready.cancel()
-        return True
+        return channel_reachable(self._channel)
+
+
+def channel_reachable(
+    channel: grpc.Channel, timeout: float = _CONNECT_PROBE_SECONDS
+) -> bool:
+    """Return whether `channel` connects within `timeout` seconds.
+
+    The CLI's clients use this probe to distinguish a gateway that went
+    away, or never ran, from a call that failed for another reason.
+    """
+    ready = grpc.channel_ready_future(channel)
+    try:
+        ready.result(timeout=timeout)
+    except grpc.FutureTimeoutError:
+        return False
+    finally:
+        ready.cancel()
+    return True
 
 
 def never_reached(

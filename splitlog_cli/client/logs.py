@@ -81,6 +81,7 @@ from splitlog_cli.client.connection import (
     DEFAULT_TIMEOUT,
     ServerError,
     Unreachable,
+    channel_reachable,
     current_credential,
     describe,
     from_transport,
@@ -2871,11 +2872,4 @@ class _LogsClient:
         return False
 
     def _reachable(self) -> bool:
-        ready = grpc.channel_ready_future(self.channel)
-        try:
-            ready.result(timeout=1.0)
-        except grpc.FutureTimeoutError:
-            return False
-        finally:
-            ready.cancel()
-        return True
+        return channel_reachable(self.channel)
