@@ -41,7 +41,7 @@ from pathlib import Path
 import grpc
 from google.protobuf import timestamp_pb2
 
-from log_service.clients import NodeClients
+from log_service.clients import NodeClients, is_closed_channel_error
 from log_service.topology import Topology
 from splitlog.logs.v1 import (
     logs_service_pb2,
@@ -62,12 +62,21 @@ CONFIGURE_DEADLINE_SECONDS = 2.0
 # a round only finishes its running calls, each within POLL_DEADLINE_SECONDS
 # or CONFIGURE_DEADLINE_SECONDS, and skips its other pushes.
 STOP_WAIT_SECONDS = 5.0
-# Errors that a poll round raises when `Coordinator.stop` or a closed node
-# channel cuts it short. A call on a closed channel raises ValueError (`ClientsClosed`
-# included), a cancelled push CancelledError, and a push submitted to the
-# pool after its shutdown RuntimeError.
-_STOP_ERRORS = (ValueError, RuntimeError, futures.CancelledError)
+# Errors besides a closed channel's ValueError (`is_closed_channel_error`)
+# that a poll round raises when `Coordinator.stop` cuts it short: a cancelled
+# push raises CancelledError, and a push submitted to the pool after its
+# shutdown RuntimeError.
+_STOP_ERRORS = (RuntimeError, futures.CancelledError)
 STATE_FILE_NAME = "coordinator.json"
+
+
+def ended_by_stop(error: Exception) -> bool:
+    """Return whether `error` is one that a stop raises in a poll round.
+
+    That is a call on a closed node channel or one of `_STOP_ERRORS`. Any
+    other error, another ValueError included, is a bug of the round.
+    """
+    return isinstance(error, _STOP_ERRORS) or is_closed_channel_error(error)
 
 
 @dataclass(frozen=True)
@@ -787,12 +796,10 @@ class Coordinator:
             began = time.monotonic()
             try:
                 self.poll_once()
-            except _STOP_ERRORS as exc:
-                if self._stop.is_set():
+            except Exception as exc:
+                if self._stop.is_set() and ended_by_stop(exc):
                     _LOGGER.info("log coordinator: stop ended a poll round (%r)", exc)
                     return
-                _LOGGER.exception("log coordinator: a poll round failed")
-            except Exception:
                 _LOGGER.exception("log coordinator: a poll round failed")
             self._stop.wait(max(0.0, self._interval - (time.monotonic() - began)))
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from log_service.clients import ROUTER_STOPPING
+from log_service.clients import ROUTER_STOPPING, is_closed_channel_error
 from log_service.merge import Row, merge_rows, shard_cursor
 from log_service.model import (
     VALID_SEVERITIES,
@@ -413,9 +413,13 @@ class ShardReader:
                     calls[shard] = getattr(stub, method).future(
                         requests[shard], timeout=timeout
                     )
-                except ValueError:
-                    # The router closed its node channels (`ClientsClosed`
-                    # included), so it is stopping.
+                except ValueError as exc:
+                    # Only a closed node channel (`ClientsClosed` included)
+                    # means that the router is stopping. Any other
+                    # ValueError is a bug, which the service's interceptor
+                    # logs with its traceback and returns as INTERNAL.
+                    if not is_closed_channel_error(exc):
+                        raise
                     raise Unavailable(
                         f"log shard {shard!r} could not be read because the "
                         "router is stopping; retry on a running router",

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import grpc
 from google.protobuf import duration_pb2, field_mask_pb2
 
+from log_service.clients import is_closed_channel_error
 from log_service.model import Limits, service_is_valid
 from log_service.timefmt import format_seconds
 from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
@@ -428,13 +429,19 @@ class RetentionEnforcer:
                     next_pass = time.monotonic() + self._interval
                 else:
                     self.resend_missed()
-            except ValueError as exc:
+            except Exception as exc:
                 # A pass that outlasts the join in `stop` meets the closed
                 # node channels, which raise ValueError (`ClientsClosed`).
-                if not self._stop.is_set():
-                    raise
-                _LOGGER.info("log retention: stop ended a pass (%s)", exc)
-                return
+                if self._stop.is_set() and is_closed_channel_error(exc):
+                    _LOGGER.info("log retention: stop ended a pass (%s)", exc)
+                    return
+                # Any other error is a bug. The thread logs it and goes on,
+                # so that one failed pass does not end retention for good.
+                _LOGGER.exception(
+                    "log retention: a pass failed; the next one starts in %.0fs",
+                    self._interval,
+                )
+                next_pass = time.monotonic() + self._interval
 
     def apply_once(self) -> Mapping[str, int]:
         """Apply the policy to every shard; return the deletions per node address.

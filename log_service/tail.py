@@ -55,7 +55,7 @@ import grpc
 import numpy as np
 from grpc_status import rpc_status
 
-from log_service.clients import ROUTER_STOPPING
+from log_service.clients import ROUTER_STOPPING, is_closed_channel_error
 from log_service.coordinator import Coordinator
 from log_service.entry_wire import encode_entries
 from log_service.pages import page_budget
@@ -65,7 +65,6 @@ from log_service.wal import slice_columns
 from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
 from splitlog_runtime.errors import (
     ERROR_CLASSES,
-    DomainError,
     OutOfRange,
     Unavailable,
     status_reason,
@@ -224,7 +223,9 @@ class Tail:
         # response, and of which no poll had reported a commit sequence. Each
         # starts from the coordinator's `start_floor` once it has one.
         self._unplaced: set[str] = set()
-        self._error: DomainError | None = None
+        # What ends the tail: a DomainError for its client, or an unexpected
+        # exception of a shard thread, which the response stream raises.
+        self._error: Exception | None = None
         self._streams: dict[str, _Stream] = {}
 
         self._threads = [
@@ -271,6 +272,8 @@ class Tail:
             the shard's last sequence number.
           DomainError: a node rejected a shard's call with a status of
             `FINAL_NODE_CODES`; the error has the same status.
+          ValueError: a shard thread's node call raised one that does not
+            come from a closed channel, which is a bug of the router.
         """
         # Polled commit sequences, read before the first response. Each is
         # therefore at most the shard's commit sequence when the client
@@ -669,6 +672,30 @@ class Tail:
         )
         self._end_with(error)
 
+    def _end_on_value_error(
+        self, shard: str, address: str, method: str, exc: ValueError
+    ) -> None:
+        """End the tail after `method` to a node raised ValueError.
+
+        A closed channel (`is_closed_channel_error`) ends it as
+        `_end_closed` does. Any other ValueError is a bug of the router. The
+        response stream raises it, so the service's interceptor logs it with
+        its traceback and returns INTERNAL. A stopped tail has no reader, so
+        the bug is logged here instead.
+        """
+        if is_closed_channel_error(exc):
+            self._end_closed(shard, address, method, exc)
+        elif self._stop.is_set():
+            _LOGGER.error(
+                "log tail of shard %s: %s to node %s failed after the tail stopped",
+                shard,
+                method,
+                address,
+                exc_info=exc,
+            )
+        else:
+            self._end_with(exc)
+
     def _end_closed(
         self, shard: str, address: str, method: str, exc: ValueError
     ) -> None:
@@ -700,7 +727,7 @@ class Tail:
             )
         )
 
-    def _end_with(self, error: DomainError) -> None:
+    def _end_with(self, error: Exception) -> None:
         with self._lock:
             self._error = error
             self._changed.notify_all()
@@ -783,14 +810,16 @@ class Tail:
                 # `NodeClients.stubs` raises ClientsClosed after the router
                 # closed its node channels.
                 method = "FollowEntries" if checked else "QueryEntries"
-                self._end_closed(shard, route.leader_address, method, exc)
+                self._end_on_value_error(shard, route.leader_address, method, exc)
                 return
             if not checked:
                 try:
                     last_sequence = self._read_last_sequence(shard, stub)
                 except ValueError as exc:
                     # gRPC raises ValueError for a call on a closed channel.
-                    self._end_closed(shard, route.leader_address, "QueryEntries", exc)
+                    self._end_on_value_error(
+                        shard, route.leader_address, "QueryEntries", exc
+                    )
                     return
                 except grpc.RpcError as exc:
                     if self._stop.is_set():
@@ -824,7 +853,9 @@ class Tail:
             try:
                 call = stub.FollowEntries(request)
             except ValueError as exc:
-                self._end_closed(shard, route.leader_address, "FollowEntries", exc)
+                self._end_on_value_error(
+                    shard, route.leader_address, "FollowEntries", exc
+                )
                 return
             stream = _Stream(
                 call,

@@ -6,6 +6,8 @@ closed-channel errors come from grpc itself, on channels closed here.
 
 from __future__ import annotations
 
+from concurrent import futures
+
 import grpc
 import pytest
 
@@ -15,7 +17,7 @@ from log_service.clients import (
     NodeClients,
     is_closed_channel_error,
 )
-from log_service.coordinator import ShardRoute
+from log_service.coordinator import ShardRoute, ended_by_stop
 from log_service.router import Writer, _ShardQueue
 from splitlog_runtime import auth
 from tests.ports import closed_address
@@ -114,6 +116,26 @@ def test_other_value_errors_not_closed_channel():
     assert not is_closed_channel_error(
         TypeError("Cannot invoke RPC on closed channel!")
     )
+
+
+def test_stop_errors_of_poll_round():
+    channel = grpc.insecure_channel(closed_address())
+    closed = closed_channel_errors(channel, channel)
+    clients = NodeClients(MAX_MESSAGE_BYTES)
+    clients.close()
+    with pytest.raises(ClientsClosed) as stopped:
+        clients.stubs(closed_address())
+    pool = futures.ThreadPoolExecutor(1)
+    pool.shutdown()
+    with pytest.raises(RuntimeError) as shut_down:
+        pool.submit(print)
+
+    for error in [*closed, stopped.value, shut_down.value, futures.CancelledError()]:
+        assert ended_by_stop(error), repr(error)
+    # Other ValueErrors are bugs of the round, even during a stop.
+    assert not ended_by_stop(ValueError("invalid literal for int()"))
+    assert not ended_by_stop(UnicodeEncodeError("ascii", "\xe9", 0, 1, "no"))
+    assert not ended_by_stop(KeyError("s0"))
 
 
 class ShardRoutes:

@@ -6,6 +6,8 @@ a record reaches the store only when a call waits for it.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 
 import grpc
@@ -150,6 +152,51 @@ def test_enforcer_resends_missed_pass(base_config, tmp_path):
     assert loose == {leader.address: 0, follower.address: 3}
     assert on_leader == ["new 0", "new 1"]
     assert on_follower == on_leader
+
+
+def test_enforcer_survives_failed_pass(base_config, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="log_service.retention")
+    leader = start(base_config, tmp_path, "n0")
+    channel = grpc.insecure_channel(leader.address)
+    calls = []
+    second_pass = threading.Event()
+
+    def stub_for(address: str) -> node_service_pb2_grpc.LogNodeServiceStub:
+        calls.append(address)
+        if len(calls) == 1:
+            raise ValueError(f"invalid node address {address!r}")
+        second_pass.set()
+        return node_service_pb2_grpc.LogNodeServiceStub(channel)
+
+    policies = RetentionStore(tmp_path / "retention.json", default_hours=1)
+    enforcer = RetentionEnforcer(
+        policies,
+        lambda: [ShardReplicas(SHARD, leader.address, ())],
+        stub_for,
+        interval=0.2,
+    )
+    try:
+        configure(leader, epoch=1, leader=leader)
+        append_aged(leader, "old", 2, 2 * HOUR_NS)
+        enforcer.start()
+        passed_again = second_pass.wait(10)
+        # The second pass deletes the old entries.
+        deleted = wait_for(lambda: query_messages(leader) == [], timeout=10)
+    finally:
+        enforcer.stop()
+        channel.close()
+        leader.stop()
+
+    failures = [
+        record
+        for record in caplog.records
+        if record.name == "log_service.retention" and record.levelno == logging.ERROR
+    ]
+    assert passed_again
+    assert deleted
+    assert len(failures) == 1
+    assert failures[0].getMessage().startswith("log retention: a pass failed")
+    assert failures[0].exc_info[0] is ValueError
 
 
 def test_missed_passes_file_round_trip(tmp_path):

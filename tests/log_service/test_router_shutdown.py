@@ -160,3 +160,23 @@ def test_read_after_close_router_stopping(base_config):
     assert caught.value.retry_delay is not None
     assert caught.value.metadata["shard"] == shard
     assert "router is stopping" in caught.value.message
+
+
+def test_read_other_value_error_raised(base_config):
+    # A ValueError that no closed channel raises is a bug of the router. It
+    # propagates, so the interceptor returns INTERNAL, not ROUTER_STOPPING.
+    cluster = Cluster(cluster_config(base_config))
+
+    def stub_for(address: str):
+        raise ValueError(f"invalid node address {address!r}")
+
+    reader = ShardReader(cluster.coordinator, stub_for, 5.0)
+    shard = cluster.topology.shard_ids[0]
+    request = node_service_pb2.QueryEntriesRequest(shard=shard, limit=1)
+    try:
+        with pytest.raises(ValueError) as caught:
+            reader.call("QueryEntries", {shard: request})
+    finally:
+        cluster.close()
+
+    assert "invalid node address" in str(caught.value)

@@ -442,6 +442,61 @@ def closing_stub_for(clients: NodeClients, before_close: Callable[[], None]):
     return stub_for
 
 
+class FailingStub:
+    """A node stub whose `method` raises a ValueError that no closed channel
+    raises, as a bug of the router would."""
+
+    def __init__(self, stub, method: str) -> None:
+        self._stub = stub
+        self._method = method
+
+    def __getattr__(self, name: str):
+        if name != self._method:
+            return getattr(self._stub, name)
+
+        def fail(*args, **kwargs):
+            raise ValueError(f"{name} got a request of the wrong shape")
+
+        return fail
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.parametrize(
+    ("position", "method"),
+    [(-1, "FollowEntries"), (0, "QueryEntries"), (0, "stub_for")],
+)
+def test_other_value_error_ends_tail(cluster, position, method):
+    clients = NodeClients(cluster.config.max_message_bytes)
+
+    def stub_for(address: str):
+        if method == "stub_for":
+            raise ValueError(f"invalid node address {address!r}")
+        return FailingStub(clients.stubs(address).node, method)
+
+    tail = Tail(
+        cluster.coordinator,
+        stub_for,
+        EntrySelection(("tailed",), (), "", ()),
+        "fingerprint",
+        dict.fromkeys(cluster.topology.shard_ids, position),
+    )
+    responses = parsed(tail)
+    try:
+        # The ValueError itself, not the UNAVAILABLE of a stopping router,
+        # so that the interceptor logs it and returns INTERNAL.
+        with pytest.raises(ValueError) as caught:
+            next(responses)
+    finally:
+        responses.close()
+        clients.close()
+
+    assert tail.join(5)
+    if method == "stub_for":
+        assert "invalid node address" in str(caught.value)
+    else:
+        assert f"{method} got a request of the wrong shape" in str(caught.value)
+
+
 @pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 @pytest.mark.parametrize("position", [-1, 0])
 def test_closed_channel_ends_stopped_tail(cluster, position):
