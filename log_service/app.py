@@ -20,7 +20,7 @@ from log_service.ingest_counters import IngestCounters
 from log_service.model import Limits
 from log_service.open_streams import OpenStreams
 from log_service.placement import Placement, check_placement
-from log_service.query import ShardReader
+from log_service.replica_reads import ShardReader
 from log_service.retention import (
     MISSED_PASSES_FILE_NAME,
     RetentionEnforcer,

@@ -1,23 +1,23 @@
 """Reads across shards: ListLogEntries pages and GetLogStats counts.
 
 Both check the request, query every shard that can contain matching entries
-(its leader, or an in-sync follower when the leader does not respond) in
-parallel, and combine the responses. Pages follow the (timestamp, shard,
-sequence) order that `merge` defines and continue through `tokens`.
+in parallel (its leader, or an in-sync follower when the leader does not
+respond, see `replica_reads`), and combine the responses. Pages follow the
+(timestamp, shard, sequence) order that `merge` defines and continue through
+`tokens`.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from log_service.clients import ROUTER_STOPPING, is_closed_channel_error
 from log_service.merge import Row, merge_rows, shard_cursor
 from log_service.model import (
     VALID_SEVERITIES,
@@ -40,13 +40,14 @@ from log_service.tokens import (
 from log_service.wal import encode_varint
 from splitlog.logs.v1 import logs_service_pb2, node_service_pb2
 from splitlog_runtime import limits
-from splitlog_runtime.errors import DomainError, Unavailable, clip, invalid_field
+from splitlog_runtime.channels import answer_before
+from splitlog_runtime.errors import DomainError, clip, invalid_field
 from splitlog_runtime.validation import Violations
 
 if TYPE_CHECKING:
     # The CLI imports this module for its query checks, and the router code
     # behind these names would slow every `splitlog` command's start.
-    from log_service.coordinator import Coordinator
+    from log_service.replica_reads import ShardReader
     from log_service.sharding import Sharder
 
 NANOS_PER_SECOND = 1_000_000_000
@@ -59,7 +60,6 @@ TARGET_BUCKETS = 60
 MAX_BUCKETS = 10_000
 # ErrorInfo reason of a histogram_step that gives more than MAX_BUCKETS.
 TOO_MANY_BUCKETS = "TOO_MANY_BUCKETS"
-RETRY_DELAY_SECONDS = 1.0
 # A caller's remaining time above this means it sent no deadline: grpcio
 # reports about 9.2e18 s then.
 NO_DEADLINE_SECONDS = 1e9
@@ -365,84 +365,6 @@ def _check_page_size(size: int) -> int:
     return min(size or DEFAULT_PAGE_SIZE, limits.current().max_page_size)
 
 
-class ShardReader:
-    """Parallel reader of many shards, with fallback to followers.
-
-    Args:
-      coordinator: the source of each shard's readable replicas.
-      stub_for: returns the LogNodeService stub of an address.
-      timeout: deadline of each node call in seconds.
-    """
-
-    def __init__(
-        self,
-        coordinator: Coordinator,
-        stub_for: Callable[[str], object],
-        timeout: float,
-    ) -> None:
-        self._coordinator = coordinator
-        self._stub_for = stub_for
-        self.timeout = timeout
-
-    def call(
-        self,
-        method: str,
-        requests: dict[str, object],
-        timeout: float | None = None,
-    ) -> dict[str, object]:
-        """Call `method` on each shard of `requests`; return the responses.
-
-        Raises:
-          Unavailable: no replica of a shard responded.
-        """
-        timeout = self.timeout if timeout is None else timeout
-        replicas = {
-            shard: list(self._coordinator.route(shard).readable) for shard in requests
-        }
-        pending = {shard: 0 for shard in requests}
-        responses: dict[str, object] = {}
-        errors: dict[str, grpc.RpcError] = {}
-        while pending:
-            calls = {}
-            for shard, attempt in pending.items():
-                if attempt >= len(replicas[shard]):
-                    continue
-                address = replicas[shard][attempt]
-                try:
-                    stub = self._stub_for(address)
-                    calls[shard] = getattr(stub, method).future(
-                        requests[shard], timeout=timeout
-                    )
-                except ValueError as exc:
-                    # Only a closed node channel (`ClientsClosed` included)
-                    # means that the router is stopping. Any other
-                    # ValueError is a bug, which the service's interceptor
-                    # logs with its traceback and returns as INTERNAL.
-                    if not is_closed_channel_error(exc):
-                        raise
-                    raise Unavailable(
-                        f"log shard {shard!r} could not be read because the "
-                        "router is stopping; retry on a running router",
-                        reason=ROUTER_STOPPING,
-                        metadata={"shard": shard},
-                        retry_delay=RETRY_DELAY_SECONDS,
-                    ) from None
-            next_pending = {}
-            for shard, future in calls.items():
-                try:
-                    responses[shard] = future.result()
-                except grpc.RpcError as exc:
-                    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                        raise
-                    errors[shard] = exc
-                    next_pending[shard] = pending[shard] + 1
-            for shard in pending:
-                if shard not in calls and shard not in responses:
-                    raise _shard_unavailable(shard, errors.get(shard))
-            pending = next_pending
-        return responses
-
-
 def node_call_timeout(context: grpc.ServicerContext) -> float | None:
     """Return the time left of the caller's deadline, or None without one.
 
@@ -455,14 +377,16 @@ def node_call_timeout(context: grpc.ServicerContext) -> float | None:
     return max(remaining, 0.001)
 
 
-def _shard_unavailable(shard: str, error: grpc.RpcError | None) -> Unavailable:
-    cause = "it has no leader" if error is None else f"{error.code().name}"
-    return Unavailable(
-        f"no replica of log shard {shard!r} answered ({cause}); retry shortly",
-        reason="SHARD_UNAVAILABLE",
-        metadata={"shard": shard},
-        retry_delay=RETRY_DELAY_SECONDS,
-    )
+def read_timeout(context: grpc.ServicerContext) -> float | None:
+    """Return the seconds that a query's node calls may take, or None.
+
+    They end a margin before the caller's deadline (`answer_before`), so that
+    a caller whose shard does not respond receives the router's UNAVAILABLE,
+    which names the shard, rather than its own DEADLINE_EXCEEDED. None means
+    that the caller sent no deadline.
+    """
+    remaining = node_call_timeout(context)
+    return None if remaining is None else answer_before(remaining)
 
 
 class Lister:
@@ -487,6 +411,12 @@ class Lister:
         request: logs_service_pb2.ListLogEntriesRequest,
         timeout: float | None = None,
     ) -> logs_service_pb2.ListLogEntriesResponse:
+        """Return one page of entries.
+
+        `timeout` is the seconds that the node calls may take; None allows
+        the reader's default.
+        """
+        deadline = self._reader.deadline(timeout)
         violations = Violations()
         selection = check_selection(
             violations,
@@ -543,7 +473,7 @@ class Lister:
                 query.after.timestamp = timestamp
                 query.after.sequence = sequence
             requests[shard] = query
-        responses = self._reader.call("QueryEntries", requests, timeout)
+        responses = self._reader.call("QueryEntries", requests, deadline)
 
         per_shard = {}
         # The last entry of each shard that stopped short of `limit` to fit
@@ -693,7 +623,12 @@ class StatsReader:
         request: logs_service_pb2.GetLogStatsRequest,
         timeout: float | None = None,
     ) -> tuple[logs_service_pb2.GetLogStatsResponse, int | None, int]:
-        """Return the response without ingest counters, and the time range."""
+        """Return the response without ingest counters, and the time range.
+
+        `timeout` is the seconds that all node calls together may take; None
+        allows the reader's default.
+        """
+        deadline = self._reader.deadline(timeout)
         violations = Violations()
         selection = check_selection(
             violations,
@@ -715,7 +650,7 @@ class StatsReader:
         response = logs_service_pb2.GetLogStatsResponse()
         first = start
         if first is None:
-            first = self._oldest(selection, shards, end, timeout)
+            first = self._oldest(selection, shards, end, deadline)
         if first is None or end <= first:
             if step:
                 response.histogram_step.FromNanoseconds(step)
@@ -736,7 +671,7 @@ class StatsReader:
             )
             for shard in shards
         }
-        responses = self._reader.call("CountEntries", requests, timeout)
+        responses = self._reader.call("CountEntries", requests, deadline)
         _fill_counts(response, responses.values(), first, aligned, step, buckets)
         response.histogram_step.FromNanoseconds(step)
         return response, start, end
@@ -746,7 +681,7 @@ class StatsReader:
         selection: EntrySelection,
         shards: list[str],
         end: int,
-        timeout: float | None,
+        deadline: float,
     ) -> int | None:
         requests = {
             shard: node_service_pb2.QueryEntriesRequest(
@@ -754,7 +689,7 @@ class StatsReader:
             )
             for shard in shards
         }
-        responses = self._reader.call("QueryEntries", requests, timeout)
+        responses = self._reader.call("QueryEntries", requests, deadline)
         firsts = [r.entries.timestamps[0] for r in responses.values() if r.sequences]
         return min(firsts, default=None)
 

@@ -70,11 +70,11 @@ from log_service.otlp import (
 from log_service.otlp_parse import ParsedExport
 from log_service.query import (
     Lister,
-    ShardReader,
     StatsReader,
     check_selection,
-    node_call_timeout,
+    read_timeout,
 )
+from log_service.replica_reads import ShardReader
 from log_service.request_ids import RequestLedger, request_digest, request_id_error
 from log_service.retention import RetentionStore, check_name
 from log_service.sharding import ServiceRing, Sharder
@@ -1277,10 +1277,10 @@ class LogsServicer(logs_service_pb2_grpc.LogsServiceServicer):
         return response
 
     def ListLogEntries(self, request, context):
-        return self._lister.list(request, node_call_timeout(context))
+        return self._lister.list(request, read_timeout(context))
 
     def GetLogStats(self, request, context):
-        response, start, end = self._stats.stats(request, node_call_timeout(context))
+        response, start, end = self._stats.stats(request, read_timeout(context))
         response.ingest_counters.CopyFrom(self._counters.read(start, end))
         return response
 

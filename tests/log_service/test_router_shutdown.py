@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from log_service.clients import ROUTER_STOPPING, ClientsClosed, NodeClients
-from log_service.query import ShardReader
+from log_service.replica_reads import ShardReader
 from splitlog.logs.v1 import logs_service_pb2 as pb
 from splitlog.logs.v1 import node_service_pb2
 from splitlog_runtime.errors import Unavailable
