@@ -368,8 +368,8 @@ def _check_page_size(size: int) -> int:
 def node_call_timeout(context: grpc.ServicerContext) -> float | None:
     """Return the time left of the caller's deadline, or None without one.
 
-    Node calls made for a query then end with the caller's call, and a caller
-    that allows a slow scan more time than `deadline_seconds` gets it.
+    A caller that allows a slow scan more time than `deadline_seconds` thus
+    gets it, less the margin that `read_timeout` keeps.
     """
     remaining = context.time_remaining()
     if remaining is None or remaining >= NO_DEADLINE_SECONDS:
