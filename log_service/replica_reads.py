@@ -14,7 +14,7 @@ as soon as one of these holds:
   deadline;
 - the running calls have had their share of the time: the time left when
   the latest call started, divided by the replicas it and the later ones
-  make. That covers a node that answers polls but not reads.
+  make. That covers a node that responds to polls but not to reads.
 
 The first usable response of a shard is kept, and the shard's other calls
 are cancelled. A follower's response to a page of a listing is not usable
