@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime
 import functools
-import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -24,6 +23,8 @@ from expense_service.currencies import UnknownCurrencyError
 from splitlog.expenses.v1 import expenses_service_pb2 as pb
 from splitlog_runtime import limits, masks
 from splitlog_runtime.errors import InvalidArgument, invalid_field
+from splitlog_runtime.etags import format_etag, parse_etag  # noqa: F401 (re-exported)
+from splitlog_runtime.idempotency import validate_request_id  # noqa: F401 (re-exported)
 from splitlog_runtime.resources import check_id, parse_name_ids
 from splitlog_runtime.validation import (  # noqa: F401 (Violations re-exported)
     NOTE_CONTROLS,
@@ -48,10 +49,6 @@ ALL_GROUPS = "groups/-"
 #: a group's amounts is capped too (`expense_service.volumes`), so that the
 #: balances that add them up stay inside a signed 64-bit integer.
 MAX_AMOUNT_MINOR = 10**15
-
-_UUID = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-)
 
 
 # Categories
@@ -197,51 +194,6 @@ def expense_name(group_id: str, expense_id: str) -> str:
 
 def group_name(group_id: str) -> str:
     return f"groups/{group_id}"
-
-
-def validate_request_id(value: str, field: str = "request_id") -> str:
-    """Check an idempotency key and return it in lower case; empty stays empty.
-
-    Raises:
-      InvalidArgument: the key is not a UUID in its 36-character form.
-    """
-    if not value:
-        return ""
-    if not _UUID.fullmatch(value):
-        raise invalid_field(
-            field,
-            f"{value!r} is not a UUID; send a fresh UUID in 8-4-4-4-12 form, such "
-            "as '5f0c6d2e-8a41-4c3b-9a57-2f1e0b7d9c44', or leave it empty",
-            reason="INVALID_REQUEST_ID",
-        )
-    return value.lower()
-
-
-# Etags
-
-
-def format_etag(revision: int) -> str:
-    """Return the etag of a stored revision, quoted as RFC 7232 requires."""
-    return f'"{revision}"'
-
-
-def parse_etag(value: str, field: str) -> int | None:
-    """Return the revision inside an etag, or None when no etag was sent.
-
-    Raises:
-      InvalidArgument: the etag was not issued by this service.
-    """
-    if not value:
-        return None
-    match = re.fullmatch(r'"([0-9]{1,18})"', value)
-    if match is None:
-        raise invalid_field(
-            field,
-            f"{value!r} is not an etag issued by this service; send the etag "
-            "of the latest read, quotes included, such as '\"3\"', or none",
-            reason="INVALID_ETAG",
-        )
-    return int(match.group(1))
 
 
 # Texts and dates

@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
-from splitlog_runtime.errors import Aborted, Resource
+import re
+
+from splitlog_runtime.errors import Aborted, Resource, invalid_field
+
+_ETAG = re.compile(r'"([0-9]{1,18})"')
 
 
 def format_etag(version: int) -> str:
     """Return the etag of a stored version, quoted as RFC 7232 requires."""
     return f'"{version}"'
+
+
+def parse_etag(value: str, field: str = "etag") -> int | None:
+    """Return the version inside an etag, or None when no etag was sent.
+
+    Raises:
+      InvalidArgument: the etag was not issued by this service.
+    """
+    if not value:
+        return None
+    match = _ETAG.fullmatch(value)
+    if match is None:
+        raise invalid_field(
+            field,
+            f"{value!r} is not an etag issued by this service; send the etag "
+            "of the latest read, quotes included, such as '\"3\"', or none",
+            reason="INVALID_ETAG",
+        )
+    return int(match.group(1))
 
 
 def stale_etag(field: str, expected: int, current: int, resource: Resource) -> Aborted:

@@ -6,12 +6,15 @@ resource that the first call created. The same key with any other value
 fails with INVALID_ARGUMENT, reason REQUEST_ID_REUSED, because returning the
 first resource would tell the caller that its new values were stored. Keys
 stored before a service kept hashes have none and replay whatever comes.
+
+Also the check of the key itself, which every service applies alike.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 
 from splitlog_runtime.errors import InvalidArgument, invalid_field
@@ -20,6 +23,28 @@ REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
 
 #: JSON values a request hash is built from.
 HashedValue = str | int | bool | None
+
+_UUID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+
+
+def validate_request_id(value: str, field: str = "request_id") -> str:
+    """Check an idempotency key and return it in lower case; empty stays empty.
+
+    Raises:
+      InvalidArgument: the key is not a UUID in its 36-character form.
+    """
+    if not value:
+        return ""
+    if not _UUID.fullmatch(value):
+        raise invalid_field(
+            field,
+            f"{value!r} is not a UUID; send a fresh UUID in 8-4-4-4-12 form, such "
+            "as '5f0c6d2e-8a41-4c3b-9a57-2f1e0b7d9c44', or leave it empty",
+            reason="INVALID_REQUEST_ID",
+        )
+    return value.lower()
 
 
 def values_hash(values: Sequence[HashedValue]) -> str:

@@ -15,6 +15,8 @@ from typing import TypeVar
 
 from splitlog_runtime import limits
 from splitlog_runtime.errors import InvalidArgument, invalid_field
+from splitlog_runtime.etags import format_etag, parse_etag  # noqa: F401 (re-exported)
+from splitlog_runtime.idempotency import validate_request_id  # noqa: F401 (re-exported)
 from splitlog_runtime.masks import (  # noqa: F401 (resolve_update_mask re-exported)
     MaskRules,
     resolve_update_mask,
@@ -108,9 +110,6 @@ _ATEXT = frozenset(
 )
 # A domain label: letters and digits (any script), hyphens inside, 1 to 63 long.
 _DOMAIN_LABEL = re.compile(r"[^\W_](?:(?:[^\W_]|-){0,61}[^\W_])?")
-_UUID = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-)
 
 
 def _is_local_char(char: str) -> bool:
@@ -373,24 +372,6 @@ def validate_currency_code(value: str, field: str) -> str:
     )
 
 
-def validate_request_id(value: str, field: str = "request_id") -> str:
-    """Check an idempotency key and return it in lower case; empty stays empty.
-
-    Raises:
-      InvalidArgument: the key is not a UUID in its 36-character form.
-    """
-    if not value:
-        return ""
-    if not _UUID.fullmatch(value):
-        raise invalid_field(
-            field,
-            f"{value!r} is not a UUID; send a fresh UUID in 8-4-4-4-12 form, such "
-            "as '5f0c6d2e-8a41-4c3b-9a57-2f1e0b7d9c44', or leave it empty",
-            reason="INVALID_REQUEST_ID",
-        )
-    return value.lower()
-
-
 def validate_new_id(value: str, field: str) -> str:
     """Check a client-chosen id; see `splitlog_runtime.resources.check_id`."""
     return check_id(value, field)
@@ -453,33 +434,6 @@ GROUP_MASK = MaskRules(
     output_only=("member_count", "create_time", "update_time"),
     immutable=("creator",),
 )
-
-
-# Etags
-
-
-def format_etag(version: int) -> str:
-    """Return the etag of a stored version, quoted as RFC 7232 requires."""
-    return f'"{version}"'
-
-
-def parse_etag(value: str, field: str) -> int | None:
-    """Return the version inside an etag, or None when no etag was sent.
-
-    Raises:
-      InvalidArgument: the etag was not issued by this service.
-    """
-    if not value:
-        return None
-    match = re.fullmatch(r'"([0-9]{1,18})"', value)
-    if match is None:
-        raise invalid_field(
-            field,
-            f"{value!r} is not an etag issued by this service; send the etag "
-            "of the latest read, quotes included, such as '\"3\"', or none",
-            reason="INVALID_ETAG",
-        )
-    return int(match.group(1))
 
 
 # ListUsers filter
