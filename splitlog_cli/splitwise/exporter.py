@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import re
-from collections.abc import Callable, Iterator
 
 import grpc
 
@@ -23,7 +22,7 @@ from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
 from splitlog_cli.splitwise.convert import Entry, ExpensePlan, SettlementPlan
 from splitlog_cli.splitwise.export import export_text
-from splitlog_cli.splitwise.wire import to_day, to_minor
+from splitlog_cli.splitwise.wire import pages, to_day, to_minor
 
 PAGE_SIZE = 1000
 
@@ -45,7 +44,7 @@ def export_group(
     users.GetGroup(users_pb.GetGroupRequest(name=group), timeout=timeout)
 
     columns: dict[str, str] = {}
-    member_pages = _pages(
+    member_pages = pages(
         lambda token: users.ListGroupMembers(
             users_pb.ListGroupMembersRequest(
                 parent=group, page_size=PAGE_SIZE, page_token=token
@@ -58,7 +57,7 @@ def export_group(
         columns[member.user] = member.display_name
 
     timed: list[tuple[tuple, Entry]] = []
-    expense_pages = _pages(
+    expense_pages = pages(
         lambda token: expenses.ListExpenses(
             expenses_pb.ListExpensesRequest(
                 parent=group, page_size=PAGE_SIZE, page_token=token
@@ -75,7 +74,7 @@ def export_group(
             name_order(expense.name),
         )
         timed.append((order, entry))
-    settlement_pages = _pages(
+    settlement_pages = pages(
         lambda token: balances.ListSettlements(
             balances_pb.ListSettlementsRequest(
                 parent=group, page_size=PAGE_SIZE, page_token=token
@@ -119,16 +118,6 @@ def name_order(name: str) -> tuple[tuple[int, int | str], ...]:
         (0, int(part)) if part.isdigit() else (1, part)
         for part in re.split(r"(\d+)", name)
     )
-
-
-def _pages(fetch: Callable[[str], object], field: str) -> Iterator:
-    token = ""
-    while True:
-        response = fetch(token)
-        yield from getattr(response, field)
-        token = response.next_page_token
-        if not token:
-            return
 
 
 def _expense_entry(expense: expenses_pb.Expense) -> ExpensePlan:

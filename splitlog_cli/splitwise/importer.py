@@ -58,7 +58,7 @@ from splitlog_cli.splitwise.csvformat import (
     parse_bytes,
 )
 from splitlog_cli.splitwise.progress import ProgressBar
-from splitlog_cli.splitwise.wire import to_date, to_minor, to_money
+from splitlog_cli.splitwise.wire import pages, to_date, to_minor, to_money
 from splitlog_runtime.limits import DEFAULTS, RequestLimits
 from user_service.domain import ISO_4217_CODES
 
@@ -460,19 +460,16 @@ class SplitwiseImporter:
         if group.creator != creator:
             return f"was created by {group.creator}, not by {creator}"
         ours = set(ids.users.values())
-        others = []
-        token = ""
-        while True:
-            response = self._users.ListGroupMembers(
+        members = pages(
+            lambda token: self._users.ListGroupMembers(
                 users_pb.ListGroupMembersRequest(
                     parent=ids.group, page_size=PAGE_SIZE, page_token=token
                 ),
                 timeout=self._timeout,
-            )
-            others += [m.user for m in response.members if m.user not in ours]
-            token = response.next_page_token
-            if not token:
-                break
+            ),
+            "members",
+        )
+        others = [member.user for member in members if member.user not in ours]
         if others:
             return f"has members who are not in the file: {', '.join(others)}"
         return ""
@@ -489,10 +486,8 @@ class SplitwiseImporter:
         An entry that a user deleted after an earlier import is not created
         again.
         """
-        names: set[str] = set()
-        token = ""
-        while True:
-            expenses = self._expenses.ListExpenses(
+        expenses = pages(
+            lambda token: self._expenses.ListExpenses(
                 expenses_pb.ListExpensesRequest(
                     parent=ids.group,
                     page_size=PAGE_SIZE,
@@ -500,13 +495,11 @@ class SplitwiseImporter:
                     show_deleted=True,
                 ),
                 timeout=self._timeout,
-            )
-            names.update(expense.name for expense in expenses.expenses)
-            token = expenses.next_page_token
-            if not token:
-                break
-        while True:
-            settlements = self._balances.ListSettlements(
+            ),
+            "expenses",
+        )
+        settlements = pages(
+            lambda token: self._balances.ListSettlements(
                 balances_pb.ListSettlementsRequest(
                     parent=ids.group,
                     page_size=PAGE_SIZE,
@@ -514,11 +507,10 @@ class SplitwiseImporter:
                     show_deleted=True,
                 ),
                 timeout=self._timeout,
-            )
-            names.update(settlement.name for settlement in settlements.settlements)
-            token = settlements.next_page_token
-            if not token:
-                return names
+            ),
+            "settlements",
+        )
+        return {entry.name for entry in (*expenses, *settlements)}
 
     def _create_expenses(self, ids: _Ids, entries: list[ExpensePlan]) -> None:
         """Create expenses in one BatchCreateExpenses call: all or none.

@@ -1,8 +1,12 @@
-"""Conversions between the import's plain values and protobuf messages."""
+"""Conversions between the import's plain values and protobuf messages.
+
+Also the walk over every page of a List call, which import and export share.
+"""
 
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable, Iterator
 
 from google.type import date_pb2, money_pb2
 
@@ -28,3 +32,14 @@ def to_date(day: datetime.date) -> date_pb2.Date:
 def to_day(value: date_pb2.Date) -> datetime.date:
     """Return a full `google.type.Date` as a date."""
     return datetime.date(value.year, value.month, value.day)
+
+
+def pages(fetch: Callable[[str], object], field: str) -> Iterator:
+    """Yield the items in `field` of every page that `fetch(page_token)` returns."""
+    token = ""
+    while True:
+        response = fetch(token)
+        yield from getattr(response, field)
+        token = response.next_page_token
+        if not token:
+            return
