@@ -40,6 +40,7 @@ from grpc_status import rpc_status
 
 from splitlog_runtime import private_files
 from splitlog_runtime.errors import DomainError, PermissionDenied, Unauthenticated
+from splitlog_runtime.handlers import handler_parts
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -678,20 +679,10 @@ class ServiceAuthInterceptor(grpc.ServerInterceptor):
         return _with_principal(handler, principal)
 
 
-def _handler_parts(handler: grpc.RpcMethodHandler):
-    if handler.unary_unary:
-        return handler.unary_unary, grpc.unary_unary_rpc_method_handler
-    if handler.unary_stream:
-        return handler.unary_stream, grpc.unary_stream_rpc_method_handler
-    if handler.stream_unary:
-        return handler.stream_unary, grpc.stream_unary_rpc_method_handler
-    return handler.stream_stream, grpc.stream_stream_rpc_method_handler
-
-
 def _rejecting_handler(
     handler: grpc.RpcMethodHandler, error: DomainError, method: str
 ) -> grpc.RpcMethodHandler:
-    _, factory = _handler_parts(handler)
+    _, factory = handler_parts(handler)
     status = rpc_status.to_status(error.to_status())
 
     def reject(request_or_iterator: Any, context: grpc.ServicerContext):
@@ -715,7 +706,7 @@ def _rejecting_handler(
 def _with_principal(
     handler: grpc.RpcMethodHandler, principal: Principal
 ) -> grpc.RpcMethodHandler:
-    behavior, factory = _handler_parts(handler)
+    behavior, factory = handler_parts(handler)
     if handler.response_streaming:
 
         def wrapped(request_or_iterator: Any, context: grpc.ServicerContext):

@@ -50,6 +50,7 @@ from splitlog_runtime.errors import (
     internal_status,
 )
 from splitlog_runtime.failure_log import FailureLog
+from splitlog_runtime.handlers import handler_parts
 from splitlog_runtime.limits import message_too_large, with_headroom
 
 _LOGGER = logging.getLogger(__name__)
@@ -310,15 +311,7 @@ def _wrap_handler(
     max_message_bytes: int,
     headroom_bytes: int = 0,
 ):
-    if handler.unary_unary:
-        behavior, factory = handler.unary_unary, grpc.unary_unary_rpc_method_handler
-    elif handler.unary_stream:
-        behavior, factory = handler.unary_stream, grpc.unary_stream_rpc_method_handler
-    elif handler.stream_unary:
-        behavior, factory = handler.stream_unary, grpc.stream_unary_rpc_method_handler
-    else:
-        behavior = handler.stream_stream
-        factory = grpc.stream_stream_rpc_method_handler
+    behavior, factory = handler_parts(handler)
     streaming = handler.response_streaming
     client_streaming = handler.request_streaming
 
@@ -417,15 +410,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
 def _wrap_aio_handler(
     handler: grpc.RpcMethodHandler, method: str, max_message_bytes: int
 ):
-    if handler.unary_unary:
-        behavior, factory = handler.unary_unary, grpc.unary_unary_rpc_method_handler
-    elif handler.unary_stream:
-        behavior, factory = handler.unary_stream, grpc.unary_stream_rpc_method_handler
-    elif handler.stream_unary:
-        behavior, factory = handler.stream_unary, grpc.stream_unary_rpc_method_handler
-    else:
-        behavior = handler.stream_stream
-        factory = grpc.stream_stream_rpc_method_handler
+    behavior, factory = handler_parts(handler)
     client_streaming = handler.request_streaming
 
     # A streaming handler that sends with `await context.write()` is a
