@@ -12,6 +12,7 @@ searches for.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator
 
@@ -199,3 +200,19 @@ class EntryFactory:
             size = min(batch_size, remaining)
             remaining -= size
             yield self.entries(size, start_ns, end_ns)
+
+
+def append_columns(columns, entry: pb.LogEntry, ts: int, observed_ts: int) -> None:
+    """Append `entry`, stamped `ts` and observed at `observed_ts`, to a log
+    node's `EntryColumns`, as a stored record of a plain log line holds it."""
+    columns.timestamps.append(ts)
+    columns.observed_timestamps.append(observed_ts)
+    columns.severities.append(entry.severity)
+    columns.services.append(entry.service)
+    columns.hosts.append(entry.host)
+    columns.messages.append(entry.message)
+    columns.attributes.append(json.dumps(dict(entry.attributes), sort_keys=True))
+    columns.trace_ids.append("")
+    columns.span_ids.append("")
+    columns.truncated.append(False)
+    columns.dropped_attributes_counts.append(0)

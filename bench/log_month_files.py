@@ -23,7 +23,6 @@ time per call (DuckDB's threads included) as a Markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import resource
@@ -36,8 +35,8 @@ from pathlib import Path
 
 import duckdb
 
-from bench.log_entries import KEYWORD, SERVICES, EntryFactory
-from bench.log_storage import cpu_model
+from bench.log_entries import KEYWORD, SERVICES, EntryFactory, append_columns
+from bench.machine import cpu_model
 from log_service.store import LogStore
 from splitlog.logs.v1 import node_service_pb2 as pb
 
@@ -75,19 +74,7 @@ def build_records(
         columns = pb.EntryColumns()
         for ts in stamps[first : first + record_entries]:
             entry = factory.entry(ts, rand.choice(BENCH_SERVICES))
-            columns.timestamps.append(ts)
-            columns.observed_timestamps.append(ts + SECOND_NS)
-            columns.severities.append(entry.severity)
-            columns.services.append(entry.service)
-            columns.hosts.append(entry.host)
-            columns.messages.append(entry.message)
-            columns.attributes.append(
-                json.dumps(dict(entry.attributes), sort_keys=True)
-            )
-            columns.trace_ids.append("")
-            columns.span_ids.append("")
-            columns.truncated.append(False)
-            columns.dropped_attributes_counts.append(0)
+            append_columns(columns, entry, ts, ts + SECOND_NS)
         records.append(pb.LogRecord(first_sequence=first + 1, entries=columns))
     return records
 

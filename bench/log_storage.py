@@ -27,7 +27,6 @@ results agree.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -40,7 +39,8 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
-from bench.log_entries import KEYWORD, SERVICES, EntryFactory
+from bench.log_entries import KEYWORD, SERVICES, EntryFactory, append_columns
+from bench.machine import cpu_model
 from log_service.store import LogStore
 from splitlog.logs.v1 import node_service_pb2
 
@@ -67,19 +67,7 @@ def build_records(
             if rand.randrange(50) == 0:
                 ts -= rand.randrange(60 * 1_000_000_000)
             entry = factory.entry(ts, rand.choice(BENCH_SERVICES))
-            columns.timestamps.append(ts)
-            columns.observed_timestamps.append(ts + 1_000_000)
-            columns.severities.append(entry.severity)
-            columns.services.append(entry.service)
-            columns.hosts.append(entry.host)
-            columns.messages.append(entry.message)
-            columns.attributes.append(
-                json.dumps(dict(entry.attributes), sort_keys=True)
-            )
-            columns.trace_ids.append("")
-            columns.span_ids.append("")
-            columns.truncated.append(False)
-            columns.dropped_attributes_counts.append(0)
+            append_columns(columns, entry, ts, ts + 1_000_000)
         records.append(
             node_service_pb2.LogRecord(first_sequence=sequence, entries=columns)
         )
@@ -266,17 +254,6 @@ def measure(store, records, args) -> dict[str, object]:
     }
     store.close()
     return result
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ import time
 
 from balance_service import settle
 from balance_service.settle import EXACT_LIMIT, plan_settlement
+from bench.machine import cpu_model
 
 RUNS = 5
 
@@ -75,17 +76,6 @@ def time_plans(kind, members: int) -> tuple[list[float], list[int], set[str]]:
         else:
             methods.add("exact" if plan.fewest_transfers else "fallback")
     return seconds, transfers, methods
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
