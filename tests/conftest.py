@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import tempfile
@@ -15,6 +16,7 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import create_engine, text
 
 from splitlog_runtime import config as config_module
+from tests.loop_thread import LoopThread
 from tests.ports import closed_address
 
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -80,24 +82,46 @@ def postgres_admin():
     engine.dispose()
 
 
+@contextlib.contextmanager
+def new_postgres_database(admin) -> Iterator[str]:
+    """Create an empty PostgreSQL database with the `postgres_admin` engine;
+    yield its URL, and drop it afterwards."""
+    name = f"splitlog_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture
 def postgres_url(postgres_admin) -> Iterator[str]:
     """The URL of a new, empty PostgreSQL database, dropped after the test."""
-    name = f"splitlog_test_{uuid.uuid4().hex[:12]}"
-    with postgres_admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    yield url
-    with postgres_admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with new_postgres_database(postgres_admin) as url:
+        yield url
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
 def db_url(request, tmp_path) -> str:
     """A fresh database URL: a SQLite file, then a PostgreSQL database."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'test.db'}"
     return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_db_url(request, tmp_path_factory) -> Iterator[str]:
+    """A database for one module: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('module-db') / 'service.db'}"
+        return
+    with new_postgres_database(request.getfixturevalue("postgres_admin")) as url:
+        yield url
 
 
 @pytest.fixture
@@ -121,6 +145,15 @@ def base_config(tmp_path):
 
 
 PEER_SERVICES = ("user_service", "expense_service", "balance_service", "log_service")
+
+
+@pytest.fixture(scope="module")
+def loop_thread() -> Iterator[LoopThread]:
+    """An asyncio loop in a thread, shared by the tests of one module, on
+    which they run the gateway."""
+    thread = LoopThread()
+    yield thread
+    thread.close()
 
 
 @pytest.fixture(scope="session")

@@ -11,18 +11,15 @@ types, to exercise the generic forwarding.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from google.protobuf.descriptor import MethodDescriptor
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from balance_service.app import build as build_balances
 from expense_service.app import build as build_expenses
@@ -33,7 +30,9 @@ from splitlog.users.v1 import users_service_pb2_grpc as pb_grpc
 from splitlog_runtime.config import Config
 from splitlog_runtime.errors import NotFound, Resource
 from splitlog_runtime.server import ServiceHost, create_server
+from tests.loop_thread import LoopThread  # noqa: F401 (re-exported)
 from tests.ports import closed_address, free_ports
+from tests.rich_errors import error_details  # noqa: F401 (re-exported)
 from user_service.app import build as build_users
 
 USERS_SERVICE = "splitlog.users.v1.UsersService"
@@ -47,48 +46,6 @@ class Stack:
     expenses: ServiceHost
     balances: ServiceHost
     gateway: Gateway
-
-
-_DETAIL_TYPES = {
-    "ErrorInfo": error_details_pb2.ErrorInfo,
-    "BadRequest": error_details_pb2.BadRequest,
-    "ResourceInfo": error_details_pb2.ResourceInfo,
-    "RetryInfo": error_details_pb2.RetryInfo,
-}
-
-
-class LoopThread:
-    """An asyncio event loop running in a daemon thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self.loop.run_forever, name="gateway-loop", daemon=True
-        )
-        self._thread.start()
-
-    def run(self, coroutine: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:
-        """Run a coroutine on the loop and return its result."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        self.loop.close()
-
-
-def error_details(error: grpc.RpcError) -> dict[str, Any]:
-    """Unpack the google.rpc details of a failed call, keyed by type name."""
-    status = rpc_status.from_call(error)
-    assert status is not None, f"no rich status on {error.code()}: {error.details()}"
-    found: dict[str, Any] = {}
-    for packed in status.details:
-        for name, message_type in _DETAIL_TYPES.items():
-            if packed.Is(message_type.DESCRIPTOR):
-                message = message_type()
-                packed.Unpack(message)
-                found[name] = message
-    return found
 
 
 def find_method(client_streaming: bool, server_streaming: bool) -> MethodDescriptor:
