@@ -9,16 +9,13 @@ Tests that restart the service use `start_services` with the function-scoped
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import text
 
 from splitlog_runtime import config as config_module
 from splitlog_runtime.server import ServiceHost
 from tests.balance_service.support import LedgerPeer, Services, start_balances
-from tests.conftest import POSTGRES_ADMIN_URL
 from user_service.app import build as build_users
 from user_service.guards import AllowAllBalanceGuard
 
@@ -39,24 +36,6 @@ def users_host(tmp_path_factory) -> Iterator[ServiceHost]:
     host = build_users(config, "127.0.0.1:0", guard=AllowAllBalanceGuard())
     yield host
     host.stop(0)
-
-
-@pytest.fixture(
-    scope="module",
-    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
-)
-def module_db_url(request, tmp_path_factory):
-    """A database for one module: a SQLite file, then a PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('balances') / 'balances.db'}"
-        return
-    admin = request.getfixturevalue("postgres_admin")
-    name = f"splitlog_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="module")

@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 
 import grpc
+import pytest
 from google.protobuf import timestamp_pb2
-from google.rpc import error_details_pb2
 from google.type import date_pb2, money_pb2
-from grpc_status import rpc_status
 
 from balance_service import storage
 from balance_service.app import build as build_balances
@@ -35,13 +34,11 @@ from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
 from splitlog_runtime import config as config_module
 from splitlog_runtime.database import Database
 from splitlog_runtime.server import ServiceHost
-
-_DETAIL_TYPES = {
-    "ErrorInfo": error_details_pb2.ErrorInfo,
-    "BadRequest": error_details_pb2.BadRequest,
-    "ResourceInfo": error_details_pb2.ResourceInfo,
-    "PreconditionFailure": error_details_pb2.PreconditionFailure,
-}
+from tests.rich_errors import (  # noqa: F401 (re-exported)
+    error_details,
+    reason_of,
+    violated_fields,
+)
 
 
 def money_of(amount_minor: int, currency: str = "EUR") -> money_pb2.Money:
@@ -53,26 +50,13 @@ def minor(value: money_pb2.Money) -> int:
     return money.to_minor_units(value.units, value.nanos, value.currency_code)
 
 
-def error_details(error: grpc.RpcError) -> dict[str, object]:
-    """Unpack the google.rpc details of a failed call, keyed by type name."""
-    status = rpc_status.from_call(error)
-    assert status is not None, f"no rich status on {error.code()}: {error.details()}"
-    found: dict[str, object] = {}
-    for packed in status.details:
-        for name, message_type in _DETAIL_TYPES.items():
-            if packed.Is(message_type.DESCRIPTOR):
-                message = message_type()
-                packed.Unpack(message)
-                found[name] = message
-    return found
+def check_rejected(call, request, code: grpc.StatusCode, reason: str) -> None:
+    """Check that `call(request)` fails with `code` and the ErrorInfo `reason`."""
+    with pytest.raises(grpc.RpcError) as caught:
+        call(request, timeout=10)
 
-
-def reason_of(error: grpc.RpcError) -> str:
-    return error_details(error)["ErrorInfo"].reason
-
-
-def violated_fields(error: grpc.RpcError) -> list[str]:
-    return [v.field for v in error_details(error)["BadRequest"].field_violations]
+    assert caught.value.code() == code
+    assert reason_of(caught.value) == reason
 
 
 def unique_id(prefix: str) -> str:

@@ -16,6 +16,7 @@ from splitlog.balances.v1 import balances_service_pb2 as pb
 from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog_runtime.validation import latest_record_date
 from tests.balance_service.support import (
+    check_rejected,
     create_group,
     error_details,
     group_nets,
@@ -731,13 +732,8 @@ def test_list_pages_filters_and_orders(services):
     ],
 )
 def test_list_errors(services, fields, code, reason):
-    with pytest.raises(grpc.RpcError) as caught:
-        services.balances.ListSettlements(
-            pb.ListSettlementsRequest(**fields), timeout=10
-        )
-
-    assert caught.value.code() == code
-    assert reason_of(caught.value) == reason
+    call = services.balances.ListSettlements
+    check_rejected(call, pb.ListSettlementsRequest(**fields), code, reason)
 
 
 def test_settlements_beside_applied_expenses(services, caplog):

@@ -8,13 +8,11 @@ groups. Tests that need servers of their own build them with `start_pair`.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import grpc
 import pytest
-from sqlalchemy import text
 
 from expense_service.app import build as build_expenses
 from splitlog.expenses.v1 import expenses_service_pb2_grpc as pb_grpc
@@ -23,28 +21,9 @@ from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
 from splitlog_runtime import config as config_module
 from splitlog_runtime.config import Config
 from splitlog_runtime.server import ServiceHost
-from tests.conftest import POSTGRES_ADMIN_URL
 from tests.expense_service.support import Clients
 from user_service.app import build as build_users
 from user_service.guards import AllowAllBalanceGuard
-
-
-@pytest.fixture(
-    scope="module",
-    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
-)
-def module_db_url(request, tmp_path_factory):
-    """A database for one module: a SQLite file, then a PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('expenses') / 'expenses.db'}"
-        return
-    admin = request.getfixturevalue("postgres_admin")
-    name = f"splitlog_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def make_config(data_dir, expenses_db_url: str) -> Config:

@@ -5,10 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-import grpc
-from google.rpc import error_details_pb2
 from google.type import date_pb2, money_pb2
-from grpc_status import rpc_status
 
 from expense_service.ledger import BATCH_SIZE
 from splitlog.expenses.v1 import expenses_service_pb2 as pb
@@ -17,16 +14,13 @@ from splitlog.expenses.v1 import ledger_service_pb2 as ledger_pb
 from splitlog.expenses.v1 import ledger_service_pb2_grpc as ledger_grpc
 from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
+from tests.rich_errors import (  # noqa: F401 (re-exported)
+    error_details,
+    reason_of,
+    violated_fields,
+)
 
 TIMEOUT = 10
-
-_DETAIL_TYPES = {
-    "ErrorInfo": error_details_pb2.ErrorInfo,
-    "BadRequest": error_details_pb2.BadRequest,
-    "ResourceInfo": error_details_pb2.ResourceInfo,
-    "PreconditionFailure": error_details_pb2.PreconditionFailure,
-    "RetryInfo": error_details_pb2.RetryInfo,
-}
 
 
 @dataclass
@@ -36,28 +30,6 @@ class Clients:
     expenses: pb_grpc.ExpensesServiceStub
     ledger: ledger_grpc.LedgerServiceStub
     users: users_grpc.UsersServiceStub
-
-
-def error_details(error: grpc.RpcError) -> dict[str, object]:
-    """Unpack the google.rpc details of a failed call, keyed by type name."""
-    status = rpc_status.from_call(error)
-    assert status is not None, f"no rich status on {error.code()}: {error.details()}"
-    found: dict[str, object] = {}
-    for packed in status.details:
-        for name, message_type in _DETAIL_TYPES.items():
-            if packed.Is(message_type.DESCRIPTOR):
-                message = message_type()
-                packed.Unpack(message)
-                found[name] = message
-    return found
-
-
-def reason_of(error: grpc.RpcError) -> str:
-    return error_details(error)["ErrorInfo"].reason
-
-
-def violated_fields(error: grpc.RpcError) -> list[str]:
-    return [v.field for v in error_details(error)["BadRequest"].field_violations]
 
 
 def money(text: str, currency: str = "USD") -> money_pb2.Money:

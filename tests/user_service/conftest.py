@@ -7,36 +7,14 @@ function-scoped `db_url` fixture instead.
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-from sqlalchemy import text
 
 from balance_service.app import build as build_balances
 from splitlog_runtime import config as config_module
 from tests.balance_service.support import LedgerPeer
-from tests.conftest import POSTGRES_ADMIN_URL
 from tests.ports import closed_address
 from tests.user_service.support import open_stub
 from user_service.app import build
-
-
-@pytest.fixture(
-    scope="module",
-    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
-)
-def module_db_url(request, tmp_path_factory):
-    """A database for one module: a SQLite file, then a PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('users') / 'users.db'}"
-        return
-    admin = request.getfixturevalue("postgres_admin")
-    name = f"splitlog_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="module")

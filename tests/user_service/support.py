@@ -5,45 +5,19 @@ from __future__ import annotations
 import uuid
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from splitlog.users.v1 import users_service_pb2 as pb
 from splitlog.users.v1 import users_service_pb2_grpc as pb_grpc
-
-_DETAIL_TYPES = {
-    "ErrorInfo": error_details_pb2.ErrorInfo,
-    "BadRequest": error_details_pb2.BadRequest,
-    "ResourceInfo": error_details_pb2.ResourceInfo,
-    "PreconditionFailure": error_details_pb2.PreconditionFailure,
-}
+from tests.rich_errors import (  # noqa: F401 (re-exported)
+    error_details,
+    reason_of,
+    violated_fields,
+)
 
 
 def open_stub(port: int) -> tuple[grpc.Channel, pb_grpc.UsersServiceStub]:
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     return channel, pb_grpc.UsersServiceStub(channel)
-
-
-def error_details(error: grpc.RpcError) -> dict[str, object]:
-    """Unpack the google.rpc details of a failed call, keyed by type name."""
-    status = rpc_status.from_call(error)
-    assert status is not None, f"no rich status on {error.code()}: {error.details()}"
-    found: dict[str, object] = {}
-    for packed in status.details:
-        for name, message_type in _DETAIL_TYPES.items():
-            if packed.Is(message_type.DESCRIPTOR):
-                message = message_type()
-                packed.Unpack(message)
-                found[name] = message
-    return found
-
-
-def reason_of(error: grpc.RpcError) -> str:
-    return error_details(error)["ErrorInfo"].reason
-
-
-def violated_fields(error: grpc.RpcError) -> list[str]:
-    return [v.field for v in error_details(error)["BadRequest"].field_violations]
 
 
 def resource_of(error: grpc.RpcError) -> tuple[str, str]:
