@@ -22,8 +22,9 @@ from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
 from splitlog_runtime import auth
 from splitlog_runtime import config as config_module
 from tests.auth.support import operator_admin_key
-from tests.gateway.support import LoopThread, error_details
+from tests.gateway.support import error_details
 from tests.ports import closed_address
+from tests.rich_errors import fails, reason_of
 from user_service import app as user_app
 
 SECRET = "test-secret-" + "x" * 40
@@ -53,13 +54,6 @@ def _config(tmp_path, required: bool, **overrides):
             **overrides,
         },
     )
-
-
-@pytest.fixture(scope="module")
-def loop_thread():
-    thread = LoopThread()
-    yield thread
-    thread.close()
 
 
 def _start(loop_thread, tmp_path, required: bool):
@@ -122,14 +116,8 @@ def _get_user(channel, name: str, metadata=()):
     )
 
 
-def _fails(call) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as caught:
-        call()
-    return caught.value
-
-
 def test_call_without_token_is_unauthenticated(channel):
-    error = _fails(lambda: _get_user(channel, "users/nobody"))
+    error = fails(lambda: _get_user(channel, "users/nobody"))
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "authorization: Bearer" in error.details()
 
@@ -150,7 +138,7 @@ def test_sign_up_email_taken_hides_owner(channel):
         user=users_pb.User(email=email, display_name="Eve"), password=PASSWORD
     )
 
-    error = _fails(lambda: auth_grpc.AuthServiceStub(channel).SignUp(request))
+    error = fails(lambda: auth_grpc.AuthServiceStub(channel).SignUp(request))
 
     details = error_details(error)
     resource = details["ResourceInfo"]
@@ -178,7 +166,7 @@ def test_sign_in_and_refresh(channel):
     )
     assert refreshed.tokens.refresh_token != signed_in.tokens.refresh_token
     _get_user(channel, signed_up.user.name, _bearer(refreshed.tokens.access_token))
-    reused = _fails(
+    reused = fails(
         lambda: stub.RefreshToken(
             auth_pb.RefreshTokenRequest(refresh_token=signed_in.tokens.refresh_token)
         )
@@ -189,7 +177,7 @@ def test_sign_in_and_refresh(channel):
 def test_wrong_password_is_unauthenticated(channel):
     signed_up = _sign_up(channel)
     stub = auth_grpc.AuthServiceStub(channel)
-    error = _fails(
+    error = fails(
         lambda: stub.SignIn(
             auth_pb.SignInRequest(email=signed_up.user.email, password="not it at all")
         )
@@ -205,7 +193,7 @@ def test_sign_out_revokes_access_token(channel):
         auth_pb.SignOutRequest(refresh_token=signed_up.tokens.refresh_token),
         metadata=_bearer(token),
     )
-    error = _fails(lambda: _get_user(channel, signed_up.user.name, _bearer(token)))
+    error = fails(lambda: _get_user(channel, signed_up.user.name, _bearer(token)))
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "signed out" in error.details()
 
@@ -214,7 +202,7 @@ def test_tampered_token_is_rejected(channel):
     signed_up = _sign_up(channel)
     header, payload, signature = signed_up.tokens.access_token.split(".")
     tampered = f"{header}.{payload}.{signature[:-4]}AAAA"
-    error = _fails(lambda: _get_user(channel, signed_up.user.name, _bearer(tampered)))
+    error = fails(lambda: _get_user(channel, signed_up.user.name, _bearer(tampered)))
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -236,14 +224,14 @@ def _claims(subject: str, **changes):
 def test_expired_token_is_rejected(channel):
     past = int(time.time()) - 3600
     token = _claims("users/someone", iat=past - 60, exp=past)
-    error = _fails(lambda: _get_user(channel, "users/someone", _bearer(token)))
+    error = fails(lambda: _get_user(channel, "users/someone", _bearer(token)))
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "expired" in error.details()
 
 
 def test_wrong_audience_is_rejected(channel):
     token = _claims("users/someone", aud="another-service")
-    error = _fails(lambda: _get_user(channel, "users/someone", _bearer(token)))
+    error = fails(lambda: _get_user(channel, "users/someone", _bearer(token)))
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "audience" in error.details()
 
@@ -260,7 +248,7 @@ _MALFORMED_TOKENS = (
 
 @pytest.mark.parametrize("token", _MALFORMED_TOKENS)
 def test_malformed_token_has_own_message(channel, token):
-    error = _fails(lambda: _get_user(channel, "users/someone", _bearer(token)))
+    error = fails(lambda: _get_user(channel, "users/someone", _bearer(token)))
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     assert error.details().startswith("the access token is malformed")
     assert "sign in again" in error.details()
@@ -280,7 +268,7 @@ def test_rest_malformed_token_message(http):
 @pytest.mark.parametrize("header", ["Bearer ", "Bearer", "bearer   "])
 def test_empty_bearer_token_message(channel, http, header):
     metadata = (("authorization", header),)
-    error = _fails(lambda: _get_user(channel, "users/someone", metadata))
+    error = fails(lambda: _get_user(channel, "users/someone", metadata))
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "has the Bearer scheme but an empty token" in error.details()
     assert "other schemes" not in error.details()
@@ -295,7 +283,7 @@ def test_empty_bearer_token_message(channel, http, header):
 
 def test_other_scheme_message(channel):
     metadata = (("authorization", "Basic dXNlcjpwYXNz"),)
-    error = _fails(lambda: _get_user(channel, "users/someone", metadata))
+    error = fails(lambda: _get_user(channel, "users/someone", metadata))
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "other schemes are not supported" in error.details()
     assert "empty token" not in error.details()
@@ -303,7 +291,7 @@ def test_other_scheme_message(channel):
 
 def test_missing_claim_names_claim(channel):
     token = _claims("users/someone", jti=None)
-    error = _fails(lambda: _get_user(channel, "users/someone", _bearer(token)))
+    error = fails(lambda: _get_user(channel, "users/someone", _bearer(token)))
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "lacks the 'jti' claim" in error.details()
 
@@ -345,13 +333,13 @@ def _write_log(channel, secret: str):
 def test_api_key_scopes(channel, root_dir):
     writer = _api_key(channel, root_dir, ["logs:write"])
     # Allowed calls pass the gateway and reach the (closed) log_service port.
-    allowed = _fails(lambda: _write_log(channel, writer.secret))
+    allowed = fails(lambda: _write_log(channel, writer.secret))
     assert allowed.code() == grpc.StatusCode.UNAVAILABLE
-    denied = _fails(lambda: _get_user(channel, "users/x", _bearer(writer.secret)))
+    denied = fails(lambda: _get_user(channel, "users/x", _bearer(writer.secret)))
     assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "admin" in denied.details()
     reader = _api_key(channel, root_dir, ["logs:read"])
-    read_only = _fails(lambda: _write_log(channel, reader.secret))
+    read_only = fails(lambda: _write_log(channel, reader.secret))
     assert read_only.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "logs:write" in read_only.details()
 
@@ -369,7 +357,7 @@ def test_revoked_key_is_rejected(channel, root_dir):
         auth_pb.RevokeApiKeyRequest(name=created.api_key.name),
         metadata=_bearer(created.secret),
     )
-    error = _fails(lambda: _get_user(channel, "users/x", _bearer(created.secret)))
+    error = fails(lambda: _get_user(channel, "users/x", _bearer(created.secret)))
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "revoked" in error.details()
 
@@ -414,7 +402,7 @@ def test_key_future_expiry_kept(channel, root_dir):
     ],
 )
 def test_key_invalid_expiry_rejected(channel, root_dir, seconds, nanos, fragment):
-    error = _fails(lambda: _key_with_expiry(channel, root_dir, seconds, nanos))
+    error = fails(lambda: _key_with_expiry(channel, root_dir, seconds, nanos))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "api_key.expire_time" in error.details()
     assert fragment in error.details()
@@ -423,7 +411,7 @@ def test_key_invalid_expiry_rejected(channel, root_dir, seconds, nanos, fragment
 def test_other_user_cannot_list_keys(channel):
     first = _sign_up(channel)
     second = _sign_up(channel)
-    error = _fails(
+    error = fails(
         lambda: auth_grpc.AuthServiceStub(channel).ListApiKeys(
             auth_pb.ListApiKeysRequest(parent=first.user.name),
             metadata=_bearer(second.tokens.access_token),
@@ -471,10 +459,6 @@ def _deactivate(channel, name: str, credential: str) -> None:
     )
 
 
-def _reason(error: grpc.RpcError) -> str:
-    return error_details(error)["ErrorInfo"].reason
-
-
 def _rest_reason(reply: httpx.Response) -> str:
     details = reply.json()["error"]["details"]
     return next(detail["reason"] for detail in details if "reason" in detail)
@@ -488,9 +472,9 @@ def test_refresh_rejected_after_deactivation(channel, http):
 
     # Every try is rejected, not only the first.
     for _ in range(2):
-        error = _fails(lambda: stub.RefreshToken(request))
+        error = fails(lambda: stub.RefreshToken(request))
         assert error.code() == grpc.StatusCode.UNAUTHENTICATED
-        assert _reason(error) == "USER_DEACTIVATED"
+        assert reason_of(error) == "USER_DEACTIVATED"
         assert f"{signed_up.user.name} is deactivated" in error.details()
     reply = http.post(
         "/v1/auth:refreshToken",
@@ -515,10 +499,10 @@ def test_refresh_checks_state_of_open_session(channel, root_dir):
         engine.dispose()
     request = auth_pb.RefreshTokenRequest(refresh_token=signed_up.tokens.refresh_token)
 
-    error = _fails(lambda: auth_grpc.AuthServiceStub(channel).RefreshToken(request))
+    error = fails(lambda: auth_grpc.AuthServiceStub(channel).RefreshToken(request))
 
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert _reason(error) == "USER_DEACTIVATED"
+    assert reason_of(error) == "USER_DEACTIVATED"
 
 
 def test_deactivation_revokes_sessions_and_keys(channel, root_dir):
@@ -532,7 +516,7 @@ def test_deactivation_revokes_sessions_and_keys(channel, root_dir):
 
     _deactivate(channel, signed_up.user.name, signed_up.tokens.access_token)
 
-    refused_key = _fails(lambda: _get_user(channel, "users/x", _bearer(key)))
+    refused_key = fails(lambda: _get_user(channel, "users/x", _bearer(key)))
     assert refused_key.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "deactivated" in refused_key.details()
     # The gateway's reason covers every rejected credential, and the
@@ -543,13 +527,13 @@ def test_deactivation_revokes_sessions_and_keys(channel, root_dir):
     # SignOut does not check the user's state, so it shows the revocation.
     # It needs a credential at the gateway, which the user no longer has.
     administrator = _admin_key(channel, root_dir)
-    signed_out = _fails(
+    signed_out = fails(
         lambda: stub.SignOut(
             auth_pb.SignOutRequest(refresh_token=second.tokens.refresh_token),
             metadata=_bearer(administrator.secret),
         )
     )
-    assert _reason(signed_out) == "SESSION_REVOKED"
+    assert reason_of(signed_out) == "SESSION_REVOKED"
     listed = stub.ListApiKeys(
         auth_pb.ListApiKeysRequest(parent=signed_up.user.name),
         metadata=_bearer(administrator.secret),
@@ -567,14 +551,14 @@ def test_no_key_for_deactivated_user(channel, root_dir):
         api_key=auth_pb.ApiKey(display_name="late", scopes=["logs:read"]),
     )
 
-    error = _fails(
+    error = fails(
         lambda: auth_grpc.AuthServiceStub(channel).CreateApiKey(
             request, metadata=_bearer(administrator.secret)
         )
     )
 
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert _reason(error) == "USER_DEACTIVATED"
+    assert reason_of(error) == "USER_DEACTIVATED"
     assert "cannot own an API key" in error.details()
 
 
@@ -585,11 +569,11 @@ def test_two_authorization_entries_rejected(channel, http):
     token = _sign_up(channel).tokens.access_token
     entries = (("authorization", f"Bearer {token}"), ("authorization", "Bearer x"))
 
-    error = _fails(lambda: _get_user(channel, "users/x", entries))
+    error = fails(lambda: _get_user(channel, "users/x", entries))
     reply = http.get("/v1/users/x", headers=list(entries))
 
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert _reason(error) == "CREDENTIAL_AMBIGUOUS"
+    assert reason_of(error) == "CREDENTIAL_AMBIGUOUS"
     assert "2 authorization headers" in error.details()
     assert "send a single `authorization: Bearer <token>` header" in error.details()
     assert reply.status_code == 401
@@ -600,8 +584,8 @@ def test_same_credential_twice_rejected(channel):
     # Equal copies are rejected too, so a client learns of the second header.
     token = _sign_up(channel).tokens.access_token
     entries = _bearer(token) * 2
-    error = _fails(lambda: _get_user(channel, "users/x", entries))
-    assert _reason(error) == "CREDENTIAL_AMBIGUOUS"
+    error = fails(lambda: _get_user(channel, "users/x", entries))
+    assert reason_of(error) == "CREDENTIAL_AMBIGUOUS"
 
 
 _PLAIN_CHALLENGE = 'Bearer realm="splitlog"'
@@ -673,7 +657,7 @@ def test_direct_service_call_without_signature_refused(system, channel):
     signed_up = _sign_up(channel)
     with grpc.insecure_channel(f"127.0.0.1:{users.port}") as direct:
         forged = (("x-splitlog-principal", signed_up.user.name),)
-        error = _fails(lambda: _get_user(direct, signed_up.user.name, forged))
+        error = fails(lambda: _get_user(direct, signed_up.user.name, forged))
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "signed by the gateway" in error.details()
 
@@ -683,7 +667,7 @@ def test_direct_call_with_wrong_secret_refused(system):
     other = auth.PrincipalSigner(b"another secret that is long enough....")
     metadata = other.metadata(auth.Principal("users/someone"))
     with grpc.insecure_channel(f"127.0.0.1:{users.port}") as direct:
-        error = _fails(lambda: _get_user(direct, "users/someone", metadata))
+        error = fails(lambda: _get_user(direct, "users/someone", metadata))
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -697,7 +681,7 @@ def test_server_log_has_no_secrets(channel, root_dir, caplog):
         ),
         metadata=_bearer(signed_up.tokens.access_token),
     )
-    _fails(
+    fails(
         lambda: auth_grpc.AuthServiceStub(channel).SignIn(
             auth_pb.SignInRequest(email=signed_up.user.email, password="wrong pass 123")
         )
@@ -726,7 +710,7 @@ def test_in_process_dispatch_checks_token(loop_thread, tmp_path):
             token = signed_up.tokens.access_token
             reply = _get_user(local, signed_up.user.name, _bearer(token))
             assert reply.user.name == signed_up.user.name
-            error = _fails(lambda: _get_user(local, signed_up.user.name))
+            error = fails(lambda: _get_user(local, signed_up.user.name))
             assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
         loop_thread.run(gateway.stop(0))

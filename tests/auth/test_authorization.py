@@ -44,6 +44,7 @@ from splitlog_runtime.server import ServiceHost
 from tests.auth.support import operator_admin_key, sign_up_user
 from tests.gateway.support import LoopThread, error_details
 from tests.ports import closed_address, free_ports
+from tests.rich_errors import fails
 from tests.splitwise.conftest import FIXTURES as SPLITWISE_FIXTURES
 from user_service.app import build as build_users
 from user_service.guards import BalanceGuard
@@ -104,13 +105,6 @@ def _stop_stack(loop_thread: LoopThread, stack: Stack) -> None:
     stack.balances.stop(0)
     stack.expenses.stop(0)
     stack.users.stop(0)
-
-
-@pytest.fixture(scope="module")
-def loop_thread() -> Iterator[LoopThread]:
-    thread = LoopThread()
-    yield thread
-    thread.close()
 
 
 @pytest.fixture(scope="module")
@@ -237,12 +231,6 @@ def _expense(payer: str, participants: list[str]) -> expenses_pb.Expense:
         ),
         creator=payer,
     )
-
-
-def _fails(call) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as caught:
-        call()
-    return caught.value
 
 
 def _group_reads(group: str, expense: str) -> list[tuple[str, str, object]]:
@@ -465,12 +453,12 @@ def test_missing_expense_in_foreign_group_same_error(channel):
 
     def read(name: str) -> grpc.RpcError:
         request = expenses_pb.GetExpenseRequest(name=name)
-        return _fails(lambda: eve.expenses("GetExpense", request))
+        return fails(lambda: eve.expenses("GetExpense", request))
 
     assert read(expense).details() == read(missing).details()
     assert read(missing).code() == DENIED
     # A member still learns that the expense is missing.
-    error = _fails(
+    error = fails(
         lambda: ann.expenses("GetExpense", expenses_pb.GetExpenseRequest(name=missing))
     )
     assert error.code() == grpc.StatusCode.NOT_FOUND
@@ -481,7 +469,7 @@ def test_expense_creator_must_be_caller(channel):
     group = ann.create_group()
     ann.add_member(group, ben.user)
     forged = _expense(ann.user, [ann.user, ben.user])
-    error = _fails(
+    error = fails(
         lambda: ben.expenses(
             "CreateExpense",
             expenses_pb.CreateExpenseRequest(parent=group, expense=forged),
@@ -497,7 +485,7 @@ def test_group_creator_must_be_caller(channel):
     request = users_pb.CreateGroupRequest(
         group=users_pb.Group(display_name="Forged", creator=ann.user)
     )
-    error = _fails(lambda: eve.users("CreateGroup", request))
+    error = fails(lambda: eve.users("CreateGroup", request))
     assert error.code() == DENIED
     assert "group.creator" in error.details()
 
@@ -605,12 +593,12 @@ def test_foreign_views_denied_before_fan_out(channel, counted_gateway, caplog):
     eve_here = Caller(counted_channel, eve.user, eve.credential)
     caplog.set_level(logging.WARNING, logger="gateway.aggregate")
 
-    dashboard = _fails(
+    dashboard = fails(
         lambda: eve_here.gateway(
             "GetUserDashboard", gateway_pb.GetUserDashboardRequest(user=ann.user)
         )
     )
-    overview = _fails(
+    overview = fails(
         lambda: eve_here.gateway(
             "GetGroupOverview", gateway_pb.GetGroupOverviewRequest(group=group)
         )
@@ -642,7 +630,7 @@ def test_create_user_needs_admin(channel):
     request = users_pb.CreateUserRequest(
         user=users_pb.User(email=f"new-{uuid.uuid4().hex[:8]}@example.com")
     )
-    error = _fails(lambda: ann.users("CreateUser", request))
+    error = fails(lambda: ann.users("CreateUser", request))
     assert error.code() == DENIED
     assert "admin" in error.details()
 
@@ -702,7 +690,7 @@ def test_former_member_settlement_by_member(channel):
     # seconds, and then rejects him as settlement.creator instead.
     deadline = time.monotonic() + membership.CACHE_SECONDS + 2.0
     while (
-        error := _fails(lambda: ben.balances("CreateSettlement", request))
+        error := fails(lambda: ben.balances("CreateSettlement", request))
     ).code() != DENIED:
         assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error.details()
         assert time.monotonic() < deadline, error.details()
@@ -763,7 +751,7 @@ def test_key_without_admin_denied(stack, channel):
     ann = _sign_up(channel, "ann")
     group = ann.create_group()
     reader = _api_key(_admin(stack, channel, ann), channel, ["logs:read"])
-    error = _fails(
+    error = fails(
         lambda: reader.users("GetGroup", users_pb.GetGroupRequest(name=group))
     )
     assert error.code() == DENIED
@@ -777,7 +765,7 @@ def _admin(stack: Stack, channel: grpc.Channel, owner: Caller) -> Caller:
 
 def test_user_cannot_grant_self_admin(channel):
     eve = _sign_up(channel, "eve")
-    error = _fails(lambda: _api_key(eve, channel, ["logs:read", "admin"]))
+    error = fails(lambda: _api_key(eve, channel, ["logs:read", "admin"]))
     assert error.code() == DENIED
     assert "only an administrator" in error.details()
     assert "splitlog admin-key" in error.details()
@@ -846,7 +834,7 @@ def test_admin_revokes_other_admins_key(stack, channel):
     first.auth("RevokeApiKey", auth_pb.RevokeApiKeyRequest(name=name))
 
     leaked = Caller(channel, leaked_owner.user, secret)
-    error = _fails(lambda: leaked.users("ListUsers", users_pb.ListUsersRequest()))
+    error = fails(lambda: leaked.users("ListUsers", users_pb.ListUsersRequest()))
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "revoked" in error.details()
 
@@ -872,13 +860,13 @@ def test_key_methods_missing_user(stack, channel):
         ("RevokeApiKey", auth_pb.RevokeApiKeyRequest(name=f"{missing}/apiKeys/k1")),
     ]
     for method, request in calls:
-        not_found = _fails(functools.partial(admin.auth, method, request))
+        not_found = fails(functools.partial(admin.auth, method, request))
         assert not_found.code() == grpc.StatusCode.NOT_FOUND, method
         assert error_details(not_found)["ErrorInfo"].reason == "USER_NOT_FOUND"
         assert f"user {missing!r} does not exist" in not_found.details()
         # A user who is no administrator cannot tell a missing user from
         # an existing one.
-        denied = _fails(functools.partial(eve.auth, method, request))
+        denied = fails(functools.partial(eve.auth, method, request))
         assert denied.code() == DENIED, method
         assert error_details(denied)["ErrorInfo"].reason == "NOT_OWNER"
         assert "only the user itself or an administrator" in denied.details()
@@ -886,7 +874,7 @@ def test_key_methods_missing_user(stack, channel):
 
 def test_user_cannot_manage_others_keys(channel):
     ann, eve = _sign_up(channel, "ann"), _sign_up(channel, "eve")
-    error = _fails(
+    error = fails(
         lambda: eve.auth("ListApiKeys", auth_pb.ListApiKeysRequest(parent=ann.user))
     )
     assert error.code() == DENIED
@@ -904,7 +892,7 @@ def test_admin_sets_first_password(stack, channel):
     admin.auth("SetPassword", set_password)
     # With a password in place, a change needs the old one, also for an
     # administrator.
-    replaced = _fails(lambda: admin.auth("SetPassword", set_password))
+    replaced = fails(lambda: admin.auth("SetPassword", set_password))
 
     signed_in = auth_grpc.AuthServiceStub(channel).SignIn(
         auth_pb.SignInRequest(email=email, password=PASSWORD), timeout=TIMEOUT
@@ -986,10 +974,10 @@ def test_admin_key_sees_every_group(stack, channel):
     assert {ann.user, eve.user} <= {user.name for user in listed.users}
     # An administrator learns that a missing group is missing.
     missing = users_pb.GetGroupRequest(name=f"groups/missing-{uuid.uuid4().hex[:8]}")
-    error = _fails(lambda: admin.users("GetGroup", missing))
+    error = fails(lambda: admin.users("GetGroup", missing))
     assert error.code() == grpc.StatusCode.NOT_FOUND
     check = balances_pb.CheckSettledRequest(name=f"{missing.name}/balance")
-    unchecked = _fails(lambda: admin.balances("CheckSettled", check))
+    unchecked = fails(lambda: admin.balances("CheckSettled", check))
     assert unchecked.code() == grpc.StatusCode.NOT_FOUND
     assert error_details(unchecked)["ErrorInfo"].reason == "GROUP_NOT_FOUND"
 
@@ -1030,7 +1018,7 @@ def test_removed_member_loses_access(channel):
         ),
     )
     # user_service reads membership from its own database: denied at once.
-    error = _fails(lambda: ben.users("GetGroup", users_pb.GetGroupRequest(name=group)))
+    error = fails(lambda: ben.users("GetGroup", users_pb.GetGroupRequest(name=group)))
     assert error.code() == DENIED
 
     # The other services may reuse their member lists for the cache window,
@@ -1129,9 +1117,9 @@ def test_deleted_group_matches_get_group(stack, channel):
     ann.users("DeleteGroup", users_pb.DeleteGroupRequest(name=group))
 
     get_group = users_pb.GetGroupRequest(name=group)
-    denied = _fails(lambda: ben.users("GetGroup", get_group))
+    denied = fails(lambda: ben.users("GetGroup", get_group))
     assert denied.code() == DENIED
-    missing = _fails(lambda: admin.users("GetGroup", get_group))
+    missing = fails(lambda: admin.users("GetGroup", get_group))
     assert missing.code() == grpc.StatusCode.NOT_FOUND
     assert f"group {group!r} was deleted" in missing.details()
     info = error_details(missing)["ErrorInfo"]
@@ -1222,9 +1210,7 @@ def test_deleted_group_denial_says_deleted(stack, channel):
 def test_missing_group_denial_unchanged(channel):
     eve = _sign_up(channel, "eve")
     missing = f"groups/missing-{uuid.uuid4().hex[:8]}"
-    error = _fails(
-        lambda: eve.users("GetGroup", users_pb.GetGroupRequest(name=missing))
-    )
+    error = fails(lambda: eve.users("GetGroup", users_pb.GetGroupRequest(name=missing)))
     assert error.code() == DENIED
     assert "does not exist or" in error.details()
     assert "was deleted" not in error.details()
@@ -1354,7 +1340,7 @@ def test_deleted_group_restores_match_create(stack, channel):
     ann.users("DeleteGroup", users_pb.DeleteGroupRequest(name=group))
 
     get_group = users_pb.GetGroupRequest(name=group)
-    denied = _fails(lambda: ben.users("GetGroup", get_group))
+    denied = fails(lambda: ben.users("GetGroup", get_group))
     writes = _deleted_group_writes(ben, ann.user, group, deleted, (expense, settlement))
     for service, method, request in writes:
         error = _error_of(ben, service, method, request)
@@ -1438,7 +1424,7 @@ def test_deleted_group_id_not_reused(stack, channel):
         group=users_pb.Group(display_name="Again", creator=ann.user),
         group_id=group.removeprefix("groups/"),
     )
-    error = _fails(lambda: ann.users("CreateGroup", again))
+    error = fails(lambda: ann.users("CreateGroup", again))
     assert error.code() == grpc.StatusCode.ALREADY_EXISTS
     assert f"group {group!r} was deleted" in error.details()
     assert "choose another group_id" in error.details()
@@ -1525,7 +1511,7 @@ def test_auth_off_allows_everything(loop_thread, tmp_path):
             assert expense.expense.name.startswith(group)
             listed = users.ListUsers(users_pb.ListUsersRequest(), timeout=TIMEOUT)
             assert [user.name for user in listed.users] == names
-            missing = _fails(
+            missing = fails(
                 lambda: users.GetGroup(
                     users_pb.GetGroupRequest(name="groups/missing-group"),
                     timeout=TIMEOUT,

@@ -26,8 +26,8 @@ from splitlog_runtime import auth
 from splitlog_runtime import config as config_module
 from splitlog_runtime.server import ServiceHost
 from tests.auth.support import AllowGuard, operator_admin_key
-from tests.gateway.support import LoopThread, error_details
 from tests.ports import closed_address
+from tests.rich_errors import fails, reason_of
 from user_service import app as user_app
 
 SECRET = "test-secret-" + "c" * 40
@@ -62,13 +62,6 @@ class _System:
     data_dir: object
     channel: grpc.Channel
     http: httpx.Client
-
-
-@pytest.fixture(scope="module")
-def loop_thread():
-    thread = LoopThread()
-    yield thread
-    thread.close()
 
 
 def _system(loop_thread, tmp_path_factory, **overrides):
@@ -150,15 +143,9 @@ def _get_user_rest(system: _System, name: str, credential: str) -> httpx.Respons
     )
 
 
-def _fails(call) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as caught:
-        call()
-    return caught.value
-
-
 def _rejected(system: _System, name: str, credential: str) -> grpc.RpcError:
     """Call GetUser with a credential that the gateway must reject."""
-    error = _fails(lambda: _get_user(system, name, credential))
+    error = fails(lambda: _get_user(system, name, credential))
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     return error
 
@@ -169,10 +156,6 @@ def _signed_up_and_kept(system: _System) -> tuple[auth_pb.SignUpResponse, str]:
     token = signed_up.tokens.access_token
     _get_user(system, signed_up.user.name, token)
     return signed_up, token
-
-
-def _reason(error: grpc.RpcError) -> str:
-    return error_details(error)["ErrorInfo"].reason
 
 
 def test_kept_token_not_checked_again(cached):
@@ -223,7 +206,7 @@ def test_grpc_sign_out_ends_token(cached):
         timeout=10,
     )
     error = _rejected(cached, signed_up.user.name, token)
-    assert _reason(error) == "CREDENTIAL_INVALID"
+    assert reason_of(error) == "CREDENTIAL_INVALID"
     assert "signed out" in error.details()
 
 
@@ -245,7 +228,7 @@ def test_rest_sign_out_ends_token(cached):
 def test_failed_sign_out_keeps_cache(cached):
     signed_up, token = _signed_up_and_kept(cached)
     before = cached.checks.count
-    error = _fails(
+    error = fails(
         lambda: auth_grpc.AuthServiceStub(cached.channel).SignOut(
             auth_pb.SignOutRequest(refresh_token="slr_not-a-token"),
             metadata=_bearer(token),
@@ -262,8 +245,8 @@ def test_grpc_refresh_token_reuse_ends_token(cached):
     stub = auth_grpc.AuthServiceStub(cached.channel)
     request = auth_pb.RefreshTokenRequest(refresh_token=signed_up.tokens.refresh_token)
     stub.RefreshToken(request, timeout=10)
-    reused = _fails(lambda: stub.RefreshToken(request, timeout=10))
-    assert _reason(reused) == "REFRESH_TOKEN_REUSED"
+    reused = fails(lambda: stub.RefreshToken(request, timeout=10))
+    assert reason_of(reused) == "REFRESH_TOKEN_REUSED"
     _rejected(cached, signed_up.user.name, token)
 
 
@@ -320,7 +303,7 @@ def test_revoke_admin_key_ends_token_rights(cached):
     auth_grpc.AuthServiceStub(cached.channel).RevokeApiKey(
         auth_pb.RevokeApiKeyRequest(name=name), metadata=_bearer(token), timeout=10
     )
-    error = _fails(create_user)
+    error = fails(create_user)
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
@@ -417,7 +400,7 @@ def test_entry_ends_with_token_expiry(loop_thread, tmp_path_factory):
         _get_user(system, signed_up.user.name, token)
         expire = signed_up.tokens.access_token_expire_time.seconds
         time.sleep(max(0.0, expire - time.time()) + 0.5)
-        error = _fails(lambda: _get_user(system, signed_up.user.name, token))
+        error = fails(lambda: _get_user(system, signed_up.user.name, token))
         assert error.code() == grpc.StatusCode.UNAUTHENTICATED
         assert "expired" in error.details()
     finally:

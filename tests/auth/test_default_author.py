@@ -34,12 +34,12 @@ from tests.auth.test_authorization import (
     Caller,
     Stack,
     _expense,
-    _fails,
     _sign_up,
     _start_stack,
     _stop_stack,
 )
 from tests.gateway.support import LoopThread, error_details
+from tests.rich_errors import fails
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 AUTH_OFF = "is required because authentication is off"
@@ -52,13 +52,6 @@ def _run_stack(loop_thread: LoopThread, data_dir, required: bool) -> Iterator[St
     finally:
         _stop_stack(loop_thread, started)
         auth.install_process_signer(None)
-
-
-@pytest.fixture(scope="module")
-def loop_thread() -> Iterator[LoopThread]:
-    thread = LoopThread()
-    yield thread
-    thread.close()
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +219,7 @@ def test_create_retry_by_other_member_rejected(pair):
     ann.expenses("CreateExpense", request)
 
     # The same bytes from another caller name another creator.
-    error = _fails(lambda: ben.expenses("CreateExpense", request))
+    error = fails(lambda: ben.expenses("CreateExpense", request))
 
     assert error.code() == INVALID
     assert error_details(error)["ErrorInfo"].reason == "REQUEST_ID_REUSED"
@@ -374,7 +367,7 @@ def _assert_required_without_auth(error: grpc.RpcError, field: str) -> None:
 def test_group_creator_required_without_auth(open_caller):
     request = users_pb.CreateGroupRequest(group=users_pb.Group(display_name="Trip"))
 
-    error = _fails(lambda: open_caller.users("CreateGroup", request))
+    error = fails(lambda: open_caller.users("CreateGroup", request))
 
     _assert_required_without_auth(error, "group.creator")
 
@@ -392,8 +385,8 @@ def test_expense_authors_required_without_auth(open_caller):
         )
     )
 
-    create_error = _fails(lambda: open_caller.expenses("CreateExpense", create))
-    update_error = _fails(lambda: open_caller.expenses("UpdateExpense", update))
+    create_error = fails(lambda: open_caller.expenses("CreateExpense", create))
+    update_error = fails(lambda: open_caller.expenses("UpdateExpense", update))
 
     _assert_required_without_auth(create_error, "expense.creator")
     _assert_required_without_auth(update_error, "expense.last_modifier")
@@ -411,7 +404,7 @@ def test_batch_creator_required_without_auth(open_caller):
         ],
     )
 
-    error = _fails(lambda: open_caller.expenses("BatchCreateExpenses", request))
+    error = fails(lambda: open_caller.expenses("BatchCreateExpenses", request))
 
     _assert_required_without_auth(error, "requests[0].expense.creator")
 
@@ -422,7 +415,7 @@ def test_settlement_creator_required_without_auth(open_caller):
         settlement=_settlement("users/ann-lima", "users/ben-costa"),
     )
 
-    error = _fails(lambda: open_caller.balances("CreateSettlement", request))
+    error = fails(lambda: open_caller.balances("CreateSettlement", request))
 
     _assert_required_without_auth(error, "settlement.creator")
 
@@ -482,7 +475,7 @@ def test_filled_creator_not_member(pair, outside_admin):
         parent=group, expense=_unsigned_expense(ann.user, [ann.user, ben.user])
     )
 
-    error = _fails(lambda: outside_admin.expenses("CreateExpense", request))
+    error = fails(lambda: outside_admin.expenses("CreateExpense", request))
 
     _assert_filled_hint(error, "expense.creator", outside_admin.user)
 
@@ -498,7 +491,7 @@ def test_filled_batch_creators_not_member(pair, outside_admin):
     creates[1].expense.creator = ann.user
     request = expenses_pb.BatchCreateExpensesRequest(parent=group, requests=creates)
 
-    error = _fails(lambda: outside_admin.expenses("BatchCreateExpenses", request))
+    error = fails(lambda: outside_admin.expenses("BatchCreateExpenses", request))
 
     _assert_filled_hint(error, "requests[0].expense.creator", outside_admin.user)
     assert "requests[1]" not in error.details()
@@ -511,7 +504,7 @@ def test_filled_last_modifier_not_member(pair, outside_admin):
         expense=expenses_pb.Expense(name=name, description="Lunch")
     )
 
-    error = _fails(lambda: outside_admin.expenses("UpdateExpense", request))
+    error = fails(lambda: outside_admin.expenses("UpdateExpense", request))
 
     _assert_filled_hint(error, "expense.last_modifier", outside_admin.user)
 
@@ -522,7 +515,7 @@ def test_filled_settlement_creator_not_member(pair, outside_admin):
         parent=group, settlement=_settlement(ben.user, ann.user)
     )
 
-    error = _fails(lambda: outside_admin.balances("CreateSettlement", request))
+    error = fails(lambda: outside_admin.balances("CreateSettlement", request))
 
     _assert_filled_hint(error, "settlement.creator", outside_admin.user)
 
@@ -533,7 +526,7 @@ def test_named_creator_not_member_has_no_hint(pair, outside_admin):
     expense.creator = outside_admin.user
     request = expenses_pb.CreateExpenseRequest(parent=group, expense=expense)
 
-    error = _fails(lambda: outside_admin.expenses("CreateExpense", request))
+    error = fails(lambda: outside_admin.expenses("CreateExpense", request))
 
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "was empty" not in error.details()

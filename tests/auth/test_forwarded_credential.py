@@ -24,7 +24,6 @@ from splitlog.expenses.v1 import expenses_service_pb2_grpc as expenses_grpc
 from splitlog_runtime import auth
 from splitlog_runtime import config as config_module
 from tests.auth.support import AllowGuard, sign_up_user
-from tests.gateway.support import LoopThread
 from user_service import app as user_app
 
 SECRET = "forwarded-credential-secret-" + "x" * 40
@@ -73,13 +72,6 @@ class System:
     recording: grpc.Server
     gateway: Gateway
     recorder: Recorder
-
-
-@pytest.fixture(scope="module")
-def loop_thread() -> Iterator[LoopThread]:
-    thread = LoopThread()
-    yield thread
-    thread.close()
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,8 @@ from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
 from tests.auth.support import operator_admin_key, sign_up_user
 from tests.cli.test_logs_cli import LogsGateway, logs_gateway_with_auth
-from tests.gateway.support import LoopThread, error_details
+from tests.gateway.support import error_details
+from tests.rich_errors import fails
 
 SECRET = "log-access-test-secret-" + "q" * 40
 PASSWORD = "correct horse battery staple"
@@ -40,13 +41,6 @@ TIMEOUT = 10.0
 DENIED = grpc.StatusCode.PERMISSION_DENIED
 HOUR = 3600
 EXPORT_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
-
-
-@pytest.fixture(scope="module")
-def loop_thread() -> Iterator[LoopThread]:
-    thread = LoopThread()
-    yield thread
-    thread.close()
 
 
 @pytest.fixture(scope="module")
@@ -116,12 +110,6 @@ def _administrator(live: LogsGateway, channel: grpc.Channel) -> Caller:
     caller = _sign_up(channel, "root")
     operator_admin_key(live.gateway.config.data_dir, caller.user)
     return caller
-
-
-def _fails(call) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as caught:
-        call()
-    return caught.value
 
 
 def _entry(service: str, message: str) -> logs_pb.LogEntry:
@@ -203,7 +191,7 @@ def _service_name() -> str:
 )
 def test_plain_token_denied_logs(channel, method, request_of, scope):
     ann = _sign_up(channel, "ann")
-    error = _fails(lambda: ann.logs(method, request_of(_service_name())))
+    error = fails(lambda: ann.logs(method, request_of(_service_name())))
     assert error.code() == DENIED
     assert ann.user in error.details()
     assert repr(scope) in error.details()
@@ -214,14 +202,14 @@ def test_plain_token_denied_logs(channel, method, request_of, scope):
 
 def test_plain_token_denied_tail(channel):
     ann = _sign_up(channel, "ann")
-    error = _fails(lambda: _tail_first(ann, _service_name()))
+    error = fails(lambda: _tail_first(ann, _service_name()))
     assert error.code() == DENIED
     assert "'logs:read'" in error.details()
 
 
 def test_plain_token_denied_retention_update(live, channel):
     ann = _sign_up(channel, "ann")
-    error = _fails(lambda: ann.logs("UpdateRetentionPolicy", _retention_update(2)))
+    error = fails(lambda: ann.logs("UpdateRetentionPolicy", _retention_update(2)))
     assert error.code() == DENIED
     assert "needs an administrator" in error.details()
     assert "splitlog admin-key USER_ID" in error.details()
@@ -248,7 +236,7 @@ def test_plain_token_denied_rest_retention(channel, http):
 
 def test_plain_token_denied_otlp_export(channel):
     ann = _sign_up(channel, "ann")
-    error = _fails(lambda: ann.export(_service_name()))
+    error = fails(lambda: ann.export(_service_name()))
     assert error.code() == DENIED
     assert "'logs:write'" in error.details()
 
@@ -258,7 +246,7 @@ def test_plain_token_denied_otlp_export(channel):
 )
 def test_plain_user_cannot_create_log_key(channel, scopes):
     eve = _sign_up(channel, "eve")
-    error = _fails(lambda: eve.create_key(scopes))
+    error = fails(lambda: eve.create_key(scopes))
     assert error.code() == DENIED
     assert "only an administrator may create an API key" in error.details()
     for scope in scopes:
@@ -316,7 +304,7 @@ def test_revoked_admin_key_ends_admin_token(live, channel):
     auth_grpc.AuthServiceStub(channel).RevokeApiKey(
         auth_pb.RevokeApiKeyRequest(name=name), metadata=caller.metadata
     )
-    error = _fails(lambda: caller.logs("ListLogEntries", _list(_service_name())))
+    error = fails(lambda: caller.logs("ListLogEntries", _list(_service_name())))
     assert error.code() == DENIED
     assert "'logs:read'" in error.details()
 
@@ -330,11 +318,11 @@ def test_write_key_writes_only(live, channel):
     written = writer.logs("WriteLogEntries", _write(service))
     assert written is not None
     writer.export(service)
-    read = _fails(lambda: writer.logs("ListLogEntries", _list(service)))
+    read = fails(lambda: writer.logs("ListLogEntries", _list(service)))
     assert read.code() == DENIED
     assert "the API key" in read.details()
     assert "'logs:read'" in read.details()
-    retention = _fails(
+    retention = fails(
         lambda: writer.logs("UpdateRetentionPolicy", _retention_update(2))
     )
     assert retention.code() == DENIED
@@ -376,10 +364,10 @@ def test_read_key_reads_only(live, channel):
         logs_pb.GetRetentionPolicyRequest(name="retentionPolicy"),
     )
     assert policy.retention_policy.name == "retentionPolicy"
-    write = _fails(lambda: reader.logs("WriteLogEntries", _write(service)))
+    write = fails(lambda: reader.logs("WriteLogEntries", _write(service)))
     assert write.code() == DENIED
     assert "'logs:write'" in write.details()
-    export = _fails(lambda: reader.export(service))
+    export = fails(lambda: reader.export(service))
     assert export.code() == DENIED
     assert "'logs:write'" in export.details()
 

@@ -28,18 +28,10 @@ from tests.auth.test_authorization import (
     _start_stack,
     _stop_stack,
 )
-from tests.gateway.support import LoopThread
 from tests.splitwise.conftest import FIXTURES as SPLITWISE_FIXTURES
 
 ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
-
-
-@pytest.fixture(scope="module")
-def loop_thread() -> Iterator[LoopThread]:
-    thread = LoopThread()
-    yield thread
-    thread.close()
 
 
 @pytest.fixture(scope="module")

@@ -24,19 +24,11 @@ from tests.auth.test_auth import (
     _AllowGuard,
     _bearer,
     _config,
-    _fails,
     _get_user,
     _sign_up,
 )
-from tests.gateway.support import LoopThread, error_details
+from tests.rich_errors import fails, reason_of
 from user_service import app as user_app
-
-
-@pytest.fixture(scope="module")
-def loop_thread():
-    thread = LoopThread()
-    yield thread
-    thread.close()
 
 
 def _gateway_channel(loop_thread, tmp_path_factory, grace_seconds: float, **overrides):
@@ -92,25 +84,21 @@ def _refresh(channel, token: str) -> auth_pb.RefreshTokenResponse:
     )
 
 
-def _reason(error: grpc.RpcError) -> str:
-    return error_details(error)["ErrorInfo"].reason
-
-
 def test_reused_token_revokes_session(strict):
     signed_up = _sign_up(strict)
     first = signed_up.tokens.refresh_token
     second = _refresh(strict, first)
 
-    reused = _fails(lambda: _refresh(strict, first))
+    reused = fails(lambda: _refresh(strict, first))
     assert reused.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert _reason(reused) == "REFRESH_TOKEN_REUSED"
+    assert reason_of(reused) == "REFRESH_TOKEN_REUSED"
     assert "signed out" in reused.details()
 
-    current = _fails(lambda: _refresh(strict, second.tokens.refresh_token))
+    current = fails(lambda: _refresh(strict, second.tokens.refresh_token))
     assert current.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert _reason(current) == "SESSION_REVOKED"
+    assert reason_of(current) == "SESSION_REVOKED"
     for access_token in (signed_up.tokens.access_token, second.tokens.access_token):
-        denied = _fails(
+        denied = fails(
             lambda token=access_token: _get_user(
                 strict, signed_up.user.name, _bearer(token)
             )
@@ -125,7 +113,7 @@ def test_reuse_spares_other_sessions(strict):
         auth_pb.SignInRequest(email=signed_up.user.email, password=PASSWORD)
     )
     _refresh(strict, signed_up.tokens.refresh_token)
-    _fails(lambda: _refresh(strict, signed_up.tokens.refresh_token))
+    fails(lambda: _refresh(strict, signed_up.tokens.refresh_token))
 
     reply = _get_user(strict, signed_up.user.name, _bearer(other.tokens.access_token))
     assert reply.user.name == signed_up.user.name
@@ -139,10 +127,10 @@ def test_older_generation_reuse_revokes(strict):
     second = _refresh(strict, first).tokens.refresh_token
     third = _refresh(strict, second).tokens.refresh_token
 
-    reused = _fails(lambda: _refresh(strict, first))
-    assert _reason(reused) == "REFRESH_TOKEN_REUSED"
-    current = _fails(lambda: _refresh(strict, third))
-    assert _reason(current) == "SESSION_REVOKED"
+    reused = fails(lambda: _refresh(strict, first))
+    assert reason_of(reused) == "REFRESH_TOKEN_REUSED"
+    current = fails(lambda: _refresh(strict, third))
+    assert reason_of(current) == "SESSION_REVOKED"
 
 
 def test_sign_out_with_reused_token_revokes(strict):
@@ -150,22 +138,22 @@ def test_sign_out_with_reused_token_revokes(strict):
     first = signed_up.tokens.refresh_token
     second = _refresh(strict, first).tokens.refresh_token
 
-    error = _fails(
+    error = fails(
         lambda: auth_grpc.AuthServiceStub(strict).SignOut(
             auth_pb.SignOutRequest(refresh_token=first),
             metadata=_bearer(signed_up.tokens.access_token),
         )
     )
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert _reason(error) == "REFRESH_TOKEN_REUSED"
-    current = _fails(lambda: _refresh(strict, second))
-    assert _reason(current) == "SESSION_REVOKED"
+    assert reason_of(error) == "REFRESH_TOKEN_REUSED"
+    current = fails(lambda: _refresh(strict, second))
+    assert reason_of(current) == "SESSION_REVOKED"
 
 
 def test_unknown_token_is_invalid(strict):
-    error = _fails(lambda: _refresh(strict, "slr_" + auth.new_secret()))
+    error = fails(lambda: _refresh(strict, "slr_" + auth.new_secret()))
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert _reason(error) == "REFRESH_TOKEN_INVALID"
+    assert reason_of(error) == "REFRESH_TOKEN_INVALID"
 
 
 def test_reuse_logged_without_token(strict, caplog):
@@ -173,7 +161,7 @@ def test_reuse_logged_without_token(strict, caplog):
     signed_up = _sign_up(strict)
     first = signed_up.tokens.refresh_token
     second = _refresh(strict, first).tokens.refresh_token
-    _fails(lambda: _refresh(strict, first))
+    fails(lambda: _refresh(strict, first))
 
     warnings = [
         record.getMessage()
@@ -193,9 +181,9 @@ def test_reuse_within_grace_keeps_session(lenient):
     first = signed_up.tokens.refresh_token
     second = _refresh(lenient, first)
 
-    retried = _fails(lambda: _refresh(lenient, first))
+    retried = fails(lambda: _refresh(lenient, first))
     assert retried.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert _reason(retried) == "REFRESH_TOKEN_ROTATED"
+    assert reason_of(retried) == "REFRESH_TOKEN_ROTATED"
     assert "already exchanged" in retried.details()
 
     reply = _get_user(lenient, signed_up.user.name, _bearer(second.tokens.access_token))
@@ -223,7 +211,7 @@ def _check_concurrent_refreshes(channel) -> None:
     losers = [r for r in results if isinstance(r, grpc.RpcError)]
     assert len(winners) == 1
     assert len(losers) == 5
-    assert {_reason(error) for error in losers} == {"REFRESH_TOKEN_ROTATED"}
+    assert {reason_of(error) for error in losers} == {"REFRESH_TOKEN_ROTATED"}
     refreshed = _refresh(channel, winners[0].tokens.refresh_token)
     assert refreshed.user == signed_up.user.name
 
@@ -249,9 +237,9 @@ def test_expired_rotated_token_revokes_nothing(short_lived):
     _refresh(short_lived, first)
     time.sleep(1.2)
 
-    error = _fails(lambda: _refresh(short_lived, first))
+    error = fails(lambda: _refresh(short_lived, first))
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert _reason(error) == "REFRESH_TOKEN_INVALID"
+    assert reason_of(error) == "REFRESH_TOKEN_INVALID"
     # The session stays open, so its access token still works.
     reply = _get_user(
         short_lived, signed_up.user.name, _bearer(signed_up.tokens.access_token)

@@ -36,18 +36,11 @@ from tests.auth.test_authorization import (
     _start_stack,
     _stop_stack,
 )
-from tests.gateway.support import LoopThread, error_details
+from tests.rich_errors import reason_of
 from user_service.guards import AllowAllBalanceGuard
 
 # Seconds after which neither service reuses a member list fetched earlier.
 EXPIRY_SECONDS = max(expense_membership.CACHE_SECONDS, balance_members.CACHE_SECONDS)
-
-
-@pytest.fixture(scope="module")
-def loop_thread() -> Iterator[LoopThread]:
-    thread = LoopThread()
-    yield thread
-    thread.close()
 
 
 @pytest.fixture(scope="module")
@@ -129,10 +122,6 @@ def _error(write: Write) -> grpc.RpcError:
     return caught.value
 
 
-def _reason(error: grpc.RpcError) -> str:
-    return error_details(error)["ErrorInfo"].reason
-
-
 def test_removed_caller_write_same_error(channel):
     ann, ben = _sign_up(channel, "ann"), _sign_up(channel, "ben")
     outsider = _sign_up(channel, "cy")
@@ -174,5 +163,5 @@ def test_removed_caller_write_same_error(channel):
         assert at_once[label].code() == later.code(), (
             f"{label}: {at_once[label].details()}"
         )
-        assert _reason(at_once[label]) == _reason(later), label
+        assert reason_of(at_once[label]) == reason_of(later), label
         assert at_once[label].details() == later.details(), label

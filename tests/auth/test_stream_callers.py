@@ -9,10 +9,7 @@ the gateway passes the client's host in place of any value a client sends.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import grpc
-import pytest
 
 from gateway.proxy import forwardable
 from splitlog.auth.v1 import auth_service_pb2 as auth_pb
@@ -22,7 +19,6 @@ from splitlog_runtime import auth
 from splitlog_runtime import config as config_module
 from tests.auth.support import operator_admin_key, sign_up_user
 from tests.cli.test_logs_cli import LogsGateway, logs_gateway_with_auth
-from tests.gateway.support import LoopThread
 from tests.log_service.test_router_open_streams import (
     check_caller_full,
     open_streams_of,
@@ -36,13 +32,6 @@ PASSWORD = "correct horse battery staple"
 PER_CALLER = 2
 TIMEOUT = 10.0
 SPOOFED = "10.9.9.9"
-
-
-@pytest.fixture(scope="module")
-def loop_thread() -> Iterator[LoopThread]:
-    thread = LoopThread()
-    yield thread
-    thread.close()
 
 
 def bearer(credential: str) -> tuple[tuple[str, str], ...]:

@@ -26,7 +26,6 @@ from splitlog.logs.v1 import logs_service_pb2 as logs_pb
 from splitlog.logs.v1 import logs_service_pb2_grpc as logs_grpc
 from tests.auth.support import operator_admin_key, sign_up_user
 from tests.cli.test_logs_cli import LogsGateway, logs_gateway_with_auth
-from tests.gateway.support import LoopThread
 
 SECRET = "stream-credentials-secret-" + "k" * 40
 PASSWORD = "correct horse battery staple"
@@ -35,13 +34,6 @@ TIMEOUT = 10.0
 # 0.5 s, and a tail without entries sends a keep-alive message every 10 s.
 STREAM_TIMEOUT = 30.0
 ACCESS_TOKEN_SECONDS = 4
-
-
-@pytest.fixture(scope="module")
-def loop_thread() -> Iterator[LoopThread]:
-    thread = LoopThread()
-    yield thread
-    thread.close()
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ from splitlog_cli.splitwise.importer import (
 )
 from splitlog_cli.splitwise.wire import to_minor
 from tests.ports import free_ports
+from tests.rich_errors import fails
 from tests.splitwise.conftest import (
     FIXTURES,
     lookup_code,
@@ -232,7 +233,7 @@ def test_rejected_expense_deletes_new_group(gateway, channel, tmp_path):
     assert f"the group {group} that this import created was deleted" in message
     assert "importing [" in progress.getvalue()
     users = users_grpc.UsersServiceStub(channel)
-    missing = _fails_with(
+    missing = fails(
         lambda: users.GetGroup(users_pb.GetGroupRequest(name=group), timeout=TIMEOUT)
     )
     assert missing.code() == grpc.StatusCode.NOT_FOUND
@@ -773,19 +774,13 @@ def test_import_after_group_deleted_uses_next_group(gateway, channel, tmp_path):
     assert status == 0, out + err
     assert f"{group}-2" in out
     assert imported > 0
-    missing = _fails_with(
+    missing = fails(
         lambda: users.GetGroup(users_pb.GetGroupRequest(name=group), timeout=TIMEOUT)
     )
     assert missing.code() == grpc.StatusCode.NOT_FOUND
     # A rerun finds the new group and creates nothing twice.
     assert again_status == 0, again_out + again_err
     assert expense_count(channel, f"{group}-2") == imported
-
-
-def _fails_with(call) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as caught:
-        call()
-    return caught.value
 
 
 def test_export_unknown_group_fails(gateway):
