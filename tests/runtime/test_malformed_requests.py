@@ -16,13 +16,8 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from gateway.app import build as build_gateway
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
-from splitlog_runtime import config as config_module
-from tests.gateway.support import LoopThread
-from tests.log_service.test_router_cluster import Cluster
-from tests.ports import closed_address
-from user_service.app import build as build_users
+from tests.runtime.support import running_servers
 
 # Field 1, length-delimited, with a length varint that never ends.
 GARBAGE = b"\x0a\xff\xff\xff\xff\xff"
@@ -30,57 +25,8 @@ GARBAGE = b"\x0a\xff\xff\xff\xff\xff"
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
-    users_config = config_module.load(
-        environ={},
-        overrides={
-            "auth_required": False,
-            "data_dir": tmp_path_factory.mktemp("users"),
-            "balance_service_addr": closed_address(),
-            "workers": 4,
-        },
-    )
-    users = build_users(users_config, "127.0.0.1:0")
-
-    logs_config = config_module.load(
-        environ={},
-        overrides={
-            "auth_required": False,
-            "data_dir": tmp_path_factory.mktemp("logs"),
-            "log_shards": 1,
-            "log_replicas": 1,
-            "log_node_port": 0,
-            "log_fsync": False,
-            "log_self_ship": False,
-            "workers": 4,
-        },
-    )
-    logs = Cluster(logs_config)
-
-    loop = LoopThread()
-    gateway_config = config_module.load(
-        environ={},
-        overrides={
-            "auth_required": False,
-            "data_dir": tmp_path_factory.mktemp("gateway"),
-            "user_service_addr": f"127.0.0.1:{users.port}",
-            "log_service_addr": f"127.0.0.1:{logs.router.port}",
-            "expense_service_addr": closed_address(),
-            "balance_service_addr": closed_address(),
-            "grace_seconds": 1.0,
-        },
-    )
-    gateway = loop.run(build_gateway(gateway_config, "127.0.0.1:0", "127.0.0.1:0"))
-
-    yield {
-        "user_service": users.port,
-        "log_node": logs.nodes[0].port,
-        "log_router": logs.router.port,
-        "gateway": gateway.grpc_port,
-    }
-    loop.run(gateway.stop(0))
-    loop.close()
-    logs.close()
-    users.stop(0)
+    with running_servers(tmp_path_factory) as ports:
+        yield ports
 
 
 CASES = [

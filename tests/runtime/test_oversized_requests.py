@@ -18,16 +18,12 @@ import uuid
 import grpc
 import pytest
 
-from gateway.app import build as build_gateway
 from log_service.clients import NODE_HEADROOM_BYTES
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb
 from splitlog.users.v1 import users_service_pb2 as users_pb
-from splitlog_runtime import config as config_module
 from splitlog_runtime.limits import RECEIVE_CEILING_FACTOR
-from tests.gateway.support import LoopThread, error_details
-from tests.log_service.test_router_cluster import Cluster
-from tests.ports import closed_address
-from user_service.app import build as build_users
+from tests.gateway.support import error_details
+from tests.runtime.support import running_servers
 
 LIMIT = 64 * 1024
 CEILING = RECEIVE_CEILING_FACTOR * LIMIT
@@ -83,60 +79,8 @@ def _log_batch(size: int, kind=logs_pb.WriteLogEntriesRequest) -> bytes:
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
-    users_config = config_module.load(
-        environ={},
-        overrides={
-            "auth_required": False,
-            "data_dir": tmp_path_factory.mktemp("users"),
-            "balance_service_addr": closed_address(),
-            "workers": 4,
-            "max_message_bytes": LIMIT,
-        },
-    )
-    users = build_users(users_config, "127.0.0.1:0")
-
-    logs_config = config_module.load(
-        environ={},
-        overrides={
-            "auth_required": False,
-            "data_dir": tmp_path_factory.mktemp("logs"),
-            "log_shards": 1,
-            "log_replicas": 1,
-            "log_node_port": 0,
-            "log_fsync": False,
-            "log_self_ship": False,
-            "workers": 4,
-            "max_message_bytes": LIMIT,
-        },
-    )
-    logs = Cluster(logs_config)
-
-    loop = LoopThread()
-    gateway_config = config_module.load(
-        environ={},
-        overrides={
-            "auth_required": False,
-            "data_dir": tmp_path_factory.mktemp("gateway"),
-            "user_service_addr": f"127.0.0.1:{users.port}",
-            "log_service_addr": f"127.0.0.1:{logs.router.port}",
-            "expense_service_addr": closed_address(),
-            "balance_service_addr": closed_address(),
-            "grace_seconds": 1.0,
-            "max_message_bytes": LIMIT,
-        },
-    )
-    gateway = loop.run(build_gateway(gateway_config, "127.0.0.1:0", "127.0.0.1:0"))
-
-    yield {
-        "user_service": users.port,
-        "log_node": logs.nodes[0].port,
-        "log_router": logs.router.port,
-        "gateway": gateway.grpc_port,
-    }
-    loop.run(gateway.stop(0))
-    loop.close()
-    logs.close()
-    users.stop(0)
+    with running_servers(tmp_path_factory, max_message_bytes=LIMIT) as ports:
+        yield ports
 
 
 @pytest.fixture
