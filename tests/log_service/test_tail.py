@@ -1125,6 +1125,59 @@ def read_entries_until(responses, count: int, timeout: float) -> list[str]:
     return received
 
 
+def keepalive_tail(
+    cluster, shard: str, stub_for: Callable[[str], object]
+) -> Iterator[pb.TailLogEntriesResponse]:
+    """Open a tail of `tailed` after the newest entry of `shard`, with a
+    keep-alive every 0.2 s, whose shard thread takes its stubs from
+    `stub_for`; return its parsed responses."""
+    tail = Tail(
+        cluster.coordinator,
+        stub_for,
+        EntrySelection(("tailed",), (), "", ()),
+        "fingerprint",
+        {shard: -1},
+        keepalive=0.2,
+    )
+    return parsed(tail)
+
+
+def tail_across_restart(
+    cluster, shard: str, spec: NodeSpec
+) -> tuple[pb.TailLogEntriesResponse, list[str]]:
+    """Tail `shard` while its stopped node `spec` starts again, and write 3
+    entries; return the first response and the entries read after it.
+
+    After the first response, each FollowEntries call waits until the test
+    has written, so the stream opens only after the entries are stored. A
+    tail that starts the shard after its newest entry then misses them all.
+    """
+    clients = NodeClients(cluster.config.max_message_bytes)
+    first_sent = threading.Event()
+    written = threading.Event()
+
+    def stub_for(address: str):
+        if first_sent.is_set():
+            written.wait(10)
+        return clients.stubs(address).node
+
+    responses = keepalive_tail(cluster, shard, stub_for)
+    try:
+        first = next(responses)
+        first_sent.set()
+        start_again(cluster, shard, spec)
+        write_until_stored(cluster, "after", 3)
+        written.set()
+        # Keep-alives come every 0.2 s, so a tail that missed the entries
+        # ends the read after 5 s.
+        messages = read_entries_until(responses, 3, timeout=5)
+    finally:
+        written.set()
+        responses.close()
+        clients.close()
+    return first, messages
+
+
 def test_live_tail_opens_on_unconfigured_leader(failover_pair):
     cluster = failover_pair
     shard, leader, follower = replicate_first_entry(cluster)
@@ -1156,15 +1209,7 @@ def test_live_tail_opens_on_unconfigured_leader(failover_pair):
             stored.wait(10)
         return clients.stubs(address).node
 
-    tail = Tail(
-        cluster.coordinator,
-        stub_for,
-        EntrySelection(("tailed",), (), "", ()),
-        "fingerprint",
-        {shard: -1},
-        keepalive=0.2,
-    )
-    responses = parsed(tail)
+    responses = keepalive_tail(cluster, shard, stub_for)
     try:
         cluster.node_host(leader.node_id).stop(0)
         # Private state: ConfigureShard waits for the replication lock. While
@@ -1210,40 +1255,7 @@ def test_late_shard_sends_later_entries(cluster):
     cluster.coordinator.wait_for_poll(5)
     cluster.node_host(spec.node_id).stop(0)
 
-    clients = NodeClients(cluster.config.max_message_bytes)
-    # After the first response, each FollowEntries call waits until the test
-    # has written. A tail that starts the shard after its newest entry
-    # therefore misses every entry written after the first response.
-    first_sent = threading.Event()
-    written = threading.Event()
-
-    def stub_for(address: str):
-        if first_sent.is_set():
-            written.wait(10)
-        return clients.stubs(address).node
-
-    tail = Tail(
-        cluster.coordinator,
-        stub_for,
-        EntrySelection(("tailed",), (), "", ()),
-        "fingerprint",
-        {shard: -1},
-        keepalive=0.2,
-    )
-    responses = parsed(tail)
-    try:
-        first = next(responses)
-        first_sent.set()
-        start_again(cluster, shard, spec)
-        write_until_stored(cluster, "after", 3)
-        written.set()
-        # Keep-alives come every 0.2 s, so a tail that missed the entries
-        # ends the read after 5 s.
-        messages = read_entries_until(responses, 3, timeout=5)
-    finally:
-        written.set()
-        responses.close()
-        clients.close()
+    first, messages = tail_across_restart(cluster, shard, spec)
 
     assert messages == ["after 0", "after 1", "after 2"]
     assert token_positions(first.resume_token) == {shard: 3}
@@ -1267,39 +1279,7 @@ def test_unpolled_shard_sends_later_entries(cluster):
     cluster.stub = logs_service_pb2_grpc.LogsServiceStub(cluster.channel)
     unpolled = cluster.coordinator.known_commit(shard)
 
-    clients = NodeClients(cluster.config.max_message_bytes)
-    # After the first response, each FollowEntries call waits until the test
-    # has written, so the stream opens only after the entries are stored.
-    first_sent = threading.Event()
-    written = threading.Event()
-
-    def stub_for(address: str):
-        if first_sent.is_set():
-            written.wait(10)
-        return clients.stubs(address).node
-
-    tail = Tail(
-        cluster.coordinator,
-        stub_for,
-        EntrySelection(("tailed",), (), "", ()),
-        "fingerprint",
-        {shard: -1},
-        keepalive=0.2,
-    )
-    responses = parsed(tail)
-    try:
-        first = next(responses)
-        first_sent.set()
-        start_again(cluster, shard, spec)
-        write_until_stored(cluster, "after", 3)
-        written.set()
-        # Keep-alives come every 0.2 s, so a tail that missed the entries
-        # ends the read after 5 s.
-        messages = read_entries_until(responses, 3, timeout=5)
-    finally:
-        written.set()
-        responses.close()
-        clients.close()
+    first, messages = tail_across_restart(cluster, shard, spec)
 
     assert unpolled is None
     assert list(first.unopened_shards) == [shard]
@@ -1326,15 +1306,7 @@ def test_late_opened_stream_restarts(cluster):
             written.wait(10)
         return clients.stubs(address).node
 
-    tail = Tail(
-        cluster.coordinator,
-        stub_for,
-        EntrySelection(("tailed",), (), "", ()),
-        "fingerprint",
-        {shard: -1},
-        keepalive=0.2,
-    )
-    responses = parsed(tail)
+    responses = keepalive_tail(cluster, shard, stub_for)
     try:
         first = next(responses)
         write(cluster, "after", 3)
