@@ -11,17 +11,12 @@ this process.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import pytest
@@ -37,85 +32,26 @@ from splitlog_runtime import config as config_module
 from splitlog_runtime.errors import status_reason
 from tests.gateway.support import LoopThread
 from tests.ports import closed_address
-from tests.system.conftest import wait_for_health
+from tests.system.conftest import kill_component, serve_component
 from user_service.app import build as build_users
 from user_service.guards import AllowAllBalanceGuard
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]
 
-REPO = Path(__file__).resolve().parents[2]
 BALANCES_SERVICE = "splitlog.balances.v1.BalancesService"
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 PROBE_SECONDS = 0.5
-START_SECONDS = 30.0
 # A client deadline far above the time the gateway needs to notice.
 CLIENT_TIMEOUT = 10.0
 # Seconds within which a view must return. It took the view's whole
 # deadline (`deadline_seconds` minus a reserve, about 4.7 s) before.
 FAST_ANSWER_SECONDS = 3.0
-ADDRESS_LINE = re.compile(r"^\s*balance_service\s+(\S+:\d+)\s*$", re.MULTILINE)
 
 
 @dataclass
 class Running:
     balances: subprocess.Popen
     gateway_channel: grpc.Channel
-
-
-def _start_balances(data_dir: Path, users_port: int, expenses_port: int):
-    """Start `splitlog serve balance_service` on a free port; return it and
-    its address once it serves."""
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("SPLITLOG_")
-    }
-    environment.update(
-        {
-            "PYTHONPATH": str(REPO),
-            "SPLITLOG_AUTH_REQUIRED": "false",
-            "SPLITLOG_DATA_DIR": str(data_dir),
-            "SPLITLOG_BALANCE_SERVICE_PORT": "0",
-            "SPLITLOG_USER_SERVICE_ADDR": f"127.0.0.1:{users_port}",
-            "SPLITLOG_EXPENSE_SERVICE_ADDR": f"127.0.0.1:{expenses_port}",
-            "SPLITLOG_LOG_SERVICE_ADDR": closed_address(),
-            "SPLITLOG_LOG_SELF_SHIP": "false",
-            "SPLITLOG_HOST": "127.0.0.1",
-        }
-    )
-    stderr_path = data_dir / "balance_service.stderr"
-    with open(stderr_path, "wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "splitlog_cli", "serve", "balance_service"],
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            env=environment,
-            text=True,
-            start_new_session=True,
-        )
-
-    printed = ""
-    deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        printed += line
-        found = ADDRESS_LINE.search(printed)
-        if found:
-            address = found.group(1)
-            wait_for_health(address, START_SECONDS)
-            return process, address
-
-    process.kill()
-    process.wait(timeout=10)
-    process.stdout.close()
-    stderr_text = stderr_path.read_text(errors="replace")
-    raise AssertionError(
-        f"balance_service printed no address:\n{printed}\n{stderr_text[-3000:]}"
-    )
 
 
 @pytest.fixture
@@ -141,8 +77,14 @@ def running(tmp_path) -> Iterator[Running]:
     try:
         balances_dir = tmp_path / "balances"
         balances_dir.mkdir()
-        balances, balances_address = _start_balances(
-            balances_dir, users.port, expenses.port
+        balances, balances_address = serve_component(
+            "balance_service",
+            balances_dir,
+            {
+                "SPLITLOG_USER_SERVICE_ADDR": users_address,
+                "SPLITLOG_EXPENSE_SERVICE_ADDR": f"127.0.0.1:{expenses.port}",
+                "SPLITLOG_LOG_SERVICE_ADDR": closed_address(),
+            },
         )
         config = config_module.load(
             environ={},
@@ -165,11 +107,7 @@ def running(tmp_path) -> Iterator[Running]:
         if channel is not None:
             channel.close()
         if balances is not None:
-            with contextlib.suppress(ProcessLookupError):
-                balances.send_signal(signal.SIGCONT)
-                balances.send_signal(signal.SIGKILL)
-            balances.wait(timeout=10)
-            balances.stdout.close()
+            kill_component(balances)
         if gateway is not None:
             loop.run(gateway.stop(0))
         loop.close()

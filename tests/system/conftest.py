@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,12 +23,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from splitlog_cli.signals import SUPERVISOR_PID_ENV
 from tests.ports import free_ports
 
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 SPLITLOG = BIN / "splitlog"
 GRPCURL = BIN / "grpcurl"
 
 READY_LINE = "splitlog is ready; press Ctrl-C to stop"
 START_TIMEOUT = 60.0
+#: Seconds one `splitlog serve` process may take to print its address, and
+#: then to serve.
+SERVE_START_SECONDS = 30.0
 _ROW = re.compile(r"^  (?P<label>\S.*?)  +(?P<value>\S+)(?:  \(pid (?P<pid>\d+)\))?$")
 
 # Most system tests drive the services without credentials. A flag such as
@@ -231,6 +235,76 @@ def wait_for_health(address: str, timeout: float, service: str = "") -> None:
     raise AssertionError(f"{address} not SERVING after {timeout:.0f}s: {last}")
 
 
+def serve_component(
+    service: str, data_dir: Path, settings: Mapping[str, str]
+) -> tuple[subprocess.Popen, str]:
+    """Run `splitlog serve SERVICE` of this checkout on a free port; return the
+    process and its address once it serves.
+
+    The process runs in a new session and gets only these SPLITLOG_*
+    variables: no credential check, no log shipping, 127.0.0.1, port 0,
+    `data_dir`, then `settings`. Its stderr goes to `data_dir/SERVICE.stderr`.
+    Stop it with `kill_component`.
+    """
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("SPLITLOG_")
+    }
+    environment.update(
+        {
+            "PYTHONPATH": str(REPO),
+            "SPLITLOG_AUTH_REQUIRED": "false",
+            "SPLITLOG_DATA_DIR": str(data_dir),
+            f"SPLITLOG_{service.upper()}_PORT": "0",
+            "SPLITLOG_LOG_SELF_SHIP": "false",
+            "SPLITLOG_HOST": "127.0.0.1",
+            **settings,
+        }
+    )
+    stderr_path = data_dir / f"{service}.stderr"
+    with open(stderr_path, "wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "splitlog_cli", "serve", service],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=environment,
+            text=True,
+            start_new_session=True,
+        )
+
+    address_line = re.compile(rf"^\s*{service}\s+(\S+:\d+)\s*$", re.MULTILINE)
+    printed = ""
+    deadline = time.monotonic() + SERVE_START_SECONDS
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        printed += line
+        found = address_line.search(printed)
+        if found:
+            address = found.group(1)
+            wait_for_health(address, SERVE_START_SECONDS)
+            return process, address
+
+    kill_component(process)
+    stderr_text = stderr_path.read_text(errors="replace")
+    raise AssertionError(
+        f"{service} printed no address:\n{printed}\n{stderr_text[-3000:]}"
+    )
+
+
+def kill_component(process: subprocess.Popen) -> None:
+    """Kill a process of `serve_component`, also one stopped with SIGSTOP."""
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGCONT)
+        process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    process.stdout.close()
+
+
 def wait_for_log_entries(
     http_url: str, service: str, keyword: str, timeout: float = 30.0
 ) -> list[dict]:
@@ -288,6 +362,16 @@ def wait_gone(pids, timeout: float) -> list[int]:
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def stopped(pid: int) -> Iterator[None]:
+    """Stop process `pid` with SIGSTOP for the block, and let it go on after."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb
 from splitlog.expenses.v1 import expenses_service_pb2_grpc as expenses_grpc
 from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
-from tests.system.conftest import supervised_pids
+from tests.system.conftest import Splitlog, supervised_pids
 
 #: One currency per minor-unit exponent: 2, 0 and 3 digits.
 CURRENCIES = ("EUR", "JPY", "BHD")
@@ -601,6 +601,20 @@ def component_pid(supervisor_pid: int, component: str) -> int | None:
         if name == component
     ]
     return pids[0] if pids else None
+
+
+def start_with_deadline(
+    splitlog_factory, deadline_seconds: float, component: str, **options
+) -> tuple[Splitlog, int]:
+    """Run `splitlog up --processes --deadline-seconds D` until it is ready;
+    return it and the pid of its child `component`."""
+    running = splitlog_factory(
+        "--processes", "--deadline-seconds", str(deadline_seconds), **options
+    )
+    running.wait_until_ready()
+    pid = component_pid(running.process.pid, component)
+    assert pid, f"no {component} child of splitlog pid {running.process.pid}"
+    return running, pid
 
 
 def kill_process_group(pid: int) -> None:

@@ -15,7 +15,6 @@ that grow on demand.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +24,7 @@ import pytest
 
 from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb
 from splitlog.users.v1 import users_service_pb2 as users_pb
-from tests.system.conftest import SPLITLOG, wait_for_health
+from tests.system.conftest import SPLITLOG, stopped, wait_for_health
 from tests.system.money_support import Clients, component_pid, create_group
 
 pytestmark = pytest.mark.system
@@ -113,8 +112,7 @@ def test_hung_backend_deadline_and_no_leak(splitlog_factory):
             assert _get_user(clients, user)[0] == grpc.StatusCode.OK
         threads_before, descriptors_before = _settled_counts(gateway)
 
-        os.kill(backend, signal.SIGSTOP)
-        try:
+        with stopped(backend):
             with ThreadPoolExecutor(8) as pool:
                 outcomes = list(
                     pool.map(lambda _: _get_user(clients, user), range(HUNG_CALLS))
@@ -129,8 +127,6 @@ def test_hung_backend_deadline_and_no_leak(splitlog_factory):
                 expenses_pb.ListExpensesRequest(parent=f"groups/{group_id}"),
                 timeout=10,
             )
-        finally:
-            os.kill(backend, signal.SIGCONT)
 
         wait_for_health(running.grpc_address, 30)
         recovered = _get_user(clients, user)

@@ -14,8 +14,6 @@ margin before the client does:
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 
 import grpc
@@ -26,12 +24,12 @@ from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb
 from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
 from tests.auth.support import sign_up_user
-from tests.system.conftest import wait_for_health
+from tests.system.conftest import stopped, wait_for_health
 from tests.system.money_support import (
     Clients,
-    component_pid,
     create_group,
     list_expenses,
+    start_with_deadline,
 )
 from tests.system.test_deadline_request_id import (
     _error_info,
@@ -49,18 +47,14 @@ CLIENT_DEADLINE = 2.0
 
 
 def test_create_names_filled_key_before_client_deadline(splitlog_factory):
-    running = splitlog_factory(
-        "--processes", "--deadline-seconds", str(GATEWAY_DEADLINE)
+    running, backend = start_with_deadline(
+        splitlog_factory, GATEWAY_DEADLINE, "expense_service"
     )
-    running.wait_until_ready()
-    backend = component_pid(running.process.pid, "expense_service")
-    assert backend
     clients = Clients.connect(running.grpc_address)
     try:
         group_id, (payer, _) = create_group(clients, 2)
         parent = f"groups/{group_id}"
-        os.kill(backend, signal.SIGSTOP)
-        try:
+        with stopped(backend):
             started = time.monotonic()
             with pytest.raises(grpc.RpcError) as caught:
                 clients.expenses.CreateExpense(
@@ -79,8 +73,6 @@ def test_create_names_filled_key_before_client_deadline(splitlog_factory):
                     ),
                     timeout=0.3,
                 )
-        finally:
-            os.kill(backend, signal.SIGCONT)
         wait_for_health(running.grpc_address, 30)
 
         key = _error_info(caught.value).metadata["request_id"]
@@ -106,18 +98,14 @@ def test_create_names_filled_key_before_client_deadline(splitlog_factory):
 
 
 def test_rest_create_names_filled_key_in_time(splitlog_factory):
-    running = splitlog_factory(
-        "--processes", "--deadline-seconds", str(GATEWAY_DEADLINE)
+    running, backend = start_with_deadline(
+        splitlog_factory, GATEWAY_DEADLINE, "expense_service"
     )
-    running.wait_until_ready()
-    backend = component_pid(running.process.pid, "expense_service")
-    assert backend
     clients = Clients.connect(running.grpc_address)
     try:
         group_id, (payer, _) = create_group(clients, 2)
         url = f"{running.http_url}/v1/groups/{group_id}/expenses"
-        os.kill(backend, signal.SIGSTOP)
-        try:
+        with stopped(backend):
             started = time.monotonic()
             rest = httpx.post(
                 url,
@@ -134,8 +122,6 @@ def test_rest_create_names_filled_key_in_time(splitlog_factory):
                 headers={"grpc-timeout": "300m"},
                 timeout=30,
             )
-        finally:
-            os.kill(backend, signal.SIGCONT)
         wait_for_health(running.grpc_address, 30)
 
         key = _rest_error_info(rest.json())["metadata"]["request_id"]
@@ -159,12 +145,9 @@ def test_rest_create_names_filled_key_in_time(splitlog_factory):
 
 
 def test_credential_check_keeps_to_caller_deadline(splitlog_factory):
-    running = splitlog_factory(
-        "--processes", "--deadline-seconds", str(GATEWAY_DEADLINE), settings={}
+    running, backend = start_with_deadline(
+        splitlog_factory, GATEWAY_DEADLINE, "user_service", settings={}
     )
-    running.wait_until_ready()
-    backend = component_pid(running.process.pid, "user_service")
-    assert backend
     channel = grpc.insecure_channel(running.grpc_address)
     try:
         signed_up = sign_up_user(channel, "deadline", "a long password 1", 15)
@@ -172,8 +155,7 @@ def test_credential_check_keeps_to_caller_deadline(splitlog_factory):
         bearer = (("authorization", f"Bearer {signed_up.tokens.access_token}"),)
         request = users_pb.GetUserRequest(name=signed_up.user.name)
         users = users_grpc.UsersServiceStub(channel)
-        os.kill(backend, signal.SIGSTOP)
-        try:
+        with stopped(backend):
             started = time.monotonic()
             with pytest.raises(grpc.RpcError) as long_caught:
                 users.GetUser(request, metadata=bearer, timeout=30)
@@ -194,8 +176,6 @@ def test_credential_check_keeps_to_caller_deadline(splitlog_factory):
                 timeout=30,
             )
             rest_elapsed = time.monotonic() - started
-        finally:
-            os.kill(backend, signal.SIGCONT)
     finally:
         channel.close()
 

@@ -8,8 +8,6 @@ and REST alike. Sending the create again with that key stores one copy.
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
 import threading
 import time
@@ -22,13 +20,13 @@ from google.type import date_pb2
 from grpc_status import rpc_status
 
 from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb
-from tests.system.conftest import wait_for_health
+from tests.system.conftest import stopped, wait_for_health
 from tests.system.money_support import (
     Clients,
-    component_pid,
     create_group,
     list_expenses,
     money_of,
+    start_with_deadline,
 )
 
 pytestmark = pytest.mark.system
@@ -90,18 +88,14 @@ def _rest_error_info(body: dict) -> dict:
 
 
 def test_timed_out_create_names_filled_request_id(splitlog_factory):
-    running = splitlog_factory(
-        "--processes", "--deadline-seconds", str(GATEWAY_DEADLINE)
+    running, backend = start_with_deadline(
+        splitlog_factory, GATEWAY_DEADLINE, "expense_service"
     )
-    running.wait_until_ready()
-    backend = component_pid(running.process.pid, "expense_service")
-    assert backend
     clients = Clients.connect(running.grpc_address)
     try:
         group_id, (payer, _) = create_group(clients, 2)
         parent = f"groups/{group_id}"
-        os.kill(backend, signal.SIGSTOP)
-        try:
+        with stopped(backend):
             with pytest.raises(grpc.RpcError) as caught:
                 clients.expenses.CreateExpense(
                     expenses_pb.CreateExpenseRequest(
@@ -121,8 +115,6 @@ def test_timed_out_create_names_filled_request_id(splitlog_factory):
                         request_id="3f1c1b9e-8d44-4c1e-9c55-0a4a7d2b6e10",
                     )
                 )
-        finally:
-            os.kill(backend, signal.SIGCONT)
         wait_for_health(running.grpc_address, 30)
 
         grpc_key = _error_info(caught.value).metadata["request_id"]

@@ -11,17 +11,11 @@ as a real process (`splitlog serve`), the other two in this process.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import pytest
@@ -39,16 +33,13 @@ from splitlog_runtime import config as config_module
 from splitlog_runtime.errors import status_reason
 from splitlog_runtime.server import ServiceHost
 from tests.ports import closed_address
-from tests.system.conftest import wait_for_health
+from tests.system.conftest import kill_component, serve_component, stopped
 from tests.system.test_deadline_request_id import _expense
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(120)]
 
-REPO = Path(__file__).resolve().parents[2]
-START_SECONDS = 30.0
 #: The deadline of the calls made while user_service is stopped.
 CLIENT_DEADLINE = 3.0
-ADDRESS_LINE = re.compile(r"^\s*user_service\s+(\S+:\d+)\s*$", re.MULTILINE)
 
 
 @dataclass
@@ -59,67 +50,19 @@ class Running:
     expenses: ServiceHost
 
 
-def _start_users(data_dir: Path) -> tuple[subprocess.Popen, str]:
-    """Start `splitlog serve user_service` on a free port, and return the
-    process and its address once it serves."""
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("SPLITLOG_")
-    }
-    environment.update(
-        {
-            "PYTHONPATH": str(REPO),
-            "SPLITLOG_AUTH_REQUIRED": "false",
-            "SPLITLOG_DATA_DIR": str(data_dir),
-            "SPLITLOG_USER_SERVICE_PORT": "0",
-            "SPLITLOG_BALANCE_SERVICE_ADDR": closed_address(),
-            "SPLITLOG_EXPENSE_SERVICE_ADDR": closed_address(),
-            "SPLITLOG_LOG_SERVICE_ADDR": closed_address(),
-            "SPLITLOG_LOG_SELF_SHIP": "false",
-            "SPLITLOG_HOST": "127.0.0.1",
-        }
-    )
-    stderr_path = data_dir / "user_service.stderr"
-    with open(stderr_path, "wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "splitlog_cli", "serve", "user_service"],
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            env=environment,
-            text=True,
-            start_new_session=True,
-        )
-
-    printed = ""
-    deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        printed += line
-        found = ADDRESS_LINE.search(printed)
-        if found:
-            address = found.group(1)
-            wait_for_health(address, START_SECONDS)
-            return process, address
-
-    process.kill()
-    process.wait(timeout=10)
-    process.stdout.close()
-    stderr_text = stderr_path.read_text(errors="replace")
-    raise AssertionError(
-        f"user_service printed no address:\n{printed}\n{stderr_text[-3000:]}"
-    )
-
-
 @pytest.fixture
 def running(tmp_path) -> Iterator[Running]:
     users_dir = tmp_path / "users"
     users_dir.mkdir()
-    users, users_address = _start_users(users_dir)
+    users, users_address = serve_component(
+        "user_service",
+        users_dir,
+        {
+            "SPLITLOG_BALANCE_SERVICE_ADDR": closed_address(),
+            "SPLITLOG_EXPENSE_SERVICE_ADDR": closed_address(),
+            "SPLITLOG_LOG_SERVICE_ADDR": closed_address(),
+        },
+    )
     channel = grpc.insecure_channel(users_address)
     expenses = None
     balances = None
@@ -142,11 +85,7 @@ def running(tmp_path) -> Iterator[Running]:
         yield Running(users, channel, balances, expenses)
     finally:
         channel.close()
-        with contextlib.suppress(ProcessLookupError):
-            users.send_signal(signal.SIGCONT)
-            users.send_signal(signal.SIGKILL)
-        users.wait(timeout=10)
-        users.stdout.close()
+        kill_component(users)
         if balances is not None:
             balances.stop(0)
         if expenses is not None:
@@ -176,14 +115,11 @@ def _create_group(channel: grpc.Channel) -> tuple[str, str]:
 def _call_stopped(running: Running, call) -> tuple[grpc.RpcError, float]:
     """Run `call` while user_service is stopped, and return its error and
     duration in seconds."""
-    running.users.send_signal(signal.SIGSTOP)
-    try:
+    with stopped(running.users.pid):
         started = time.monotonic()
         with pytest.raises(grpc.RpcError) as caught:
             call()
         elapsed = time.monotonic() - started
-    finally:
-        running.users.send_signal(signal.SIGCONT)
     return caught.value, elapsed
 
 

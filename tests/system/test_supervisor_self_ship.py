@@ -10,9 +10,7 @@ dropped records is printed.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import time
 
 import httpx
@@ -20,7 +18,7 @@ import pytest
 
 from splitlog_runtime.config import SETTINGS_BY_NAME
 from splitlog_runtime.logship import DEFAULT_RETRY_SECONDS
-from tests.system.conftest import supervised_pids
+from tests.system.conftest import stopped, supervised_pids
 
 pytestmark = pytest.mark.system
 
@@ -65,11 +63,8 @@ def test_startup_records_wait_for_slow_router(splitlog_factory):
     running = splitlog_factory("--processes")
     supervisor = running.process.pid
     router = wait_for_child(supervisor, "log_service")
-    os.kill(router, signal.SIGSTOP)
-    try:
+    with stopped(router):
         time.sleep(ROUTER_PAUSE_SECONDS)
-    finally:
-        os.kill(router, signal.SIGCONT)
     running.wait_until_ready(timeout=READY_TIMEOUT)
 
     supervisor_lines = [
