@@ -142,13 +142,6 @@ class LogsGateway:
 
 
 @pytest.fixture(scope="module")
-def loop_thread():
-    thread = LoopThread()
-    yield thread
-    thread.close()
-
-
-@pytest.fixture(scope="module")
 def live(loop_thread, tmp_path_factory):
     """One log service and gateway for the module; each test uses own services."""
     base = config_module.load(
@@ -2950,9 +2943,14 @@ def test_tail_duration_over_maximum(live, capsys, duration):
     assert time.monotonic() - started < 5
 
 
-def test_tail_longest_duration_keeps_running(live):
-    command = [str(SPLITLOG), "logs", "tail", "--service", "tail-longest"]
-    command += ["--duration", "3650d", "--gateway", live.address]
+def _signal_running_tail(
+    address: str, signum: int, *args: str
+) -> tuple[bool, int, bytes]:
+    """Run `splitlog logs tail ARGS` for 4 s, then send it `signum`.
+
+    Returns whether it still ran at that time, its exit status and its stderr.
+    """
+    command = [str(SPLITLOG), "logs", "tail", *args, "--gateway", address]
     tail = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
@@ -2962,41 +2960,32 @@ def test_tail_longest_duration_keeps_running(live):
     try:
         time.sleep(4)
         running = tail.poll() is None
-        # Ctrl-C is the normal end of a tail that still runs.
-        tail.send_signal(signal.SIGINT)
-        out, err = tail.communicate(timeout=30)
+        tail.send_signal(signum)
+        _, err = tail.communicate(timeout=30)
     finally:
-        if tail.poll() is None:
-            tail.kill()
-            tail.wait()
+        _stop(tail)
+    return running, tail.returncode, err
+
+
+def test_tail_longest_duration_keeps_running(live):
+    # Ctrl-C is the normal end of a tail that still runs.
+    running, status, err = _signal_running_tail(
+        live.address, signal.SIGINT, "--service", "tail-longest", "--duration", "3650d"
+    )
 
     assert running, err.decode()
-    assert tail.returncode == 0, err.decode()
+    assert status == 0, err.decode()
     assert b"--resume-token " in err
 
 
 def test_tail_sigterm_prints_resume_token(live):
-    command = [str(SPLITLOG), "logs", "tail", "--service", "tail-sigterm"]
-    command += ["--gateway", live.address]
-    tail = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={k: v for k, v in os.environ.items() if not k.startswith("SPLITLOG_")},
+    # timeout(1), kill and service managers stop a tail with SIGTERM.
+    running, status, err = _signal_running_tail(
+        live.address, signal.SIGTERM, "--service", "tail-sigterm"
     )
-    try:
-        time.sleep(4)
-        running = tail.poll() is None
-        # timeout(1), kill and service managers stop a tail with SIGTERM.
-        tail.send_signal(signal.SIGTERM)
-        out, err = tail.communicate(timeout=30)
-    finally:
-        if tail.poll() is None:
-            tail.kill()
-            tail.wait()
 
     assert running, err.decode()
-    assert tail.returncode == 0, err.decode()
+    assert status == 0, err.decode()
     assert b"--resume-token " in err
 
 

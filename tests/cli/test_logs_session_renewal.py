@@ -32,7 +32,6 @@ from splitlog_cli.client.credentials import (
 from splitlog_cli.main import main
 from tests.auth.support import operator_admin_key, sign_up_user
 from tests.cli.test_logs_cli import LogsGateway, logs_gateway_with_auth
-from tests.gateway.support import LoopThread
 from tests.system.conftest import SPLITLOG
 
 SECRET = "session-renewal-secret-" + "r" * 40
@@ -41,13 +40,6 @@ TIMEOUT = 10.0
 ACCESS_TOKEN_SECONDS = 3
 # Long enough for three access tokens to expire.
 RUN_SECONDS = 10
-
-
-@pytest.fixture(scope="module")
-def loop_thread() -> Iterator[LoopThread]:
-    thread = LoopThread()
-    yield thread
-    thread.close()
 
 
 @pytest.fixture(scope="module")

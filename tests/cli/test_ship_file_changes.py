@@ -26,7 +26,6 @@ from tests.cli.test_logs_cli import (
     line_time,
     run,
 )
-from tests.gateway.support import LoopThread
 from tests.log_service.test_router_cluster import list_all
 
 _WRITE_METHOD = "/splitlog.logs.v1.LogsService/WriteLogEntries"
@@ -80,13 +79,6 @@ class _Forward(grpc.GenericRpcHandler):
             return self._proxy.forward(method, request, context)
 
         return grpc.unary_unary_rpc_method_handler(handle)
-
-
-@pytest.fixture(scope="module")
-def loop_thread():
-    thread = LoopThread()
-    yield thread
-    thread.close()
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,6 @@ DEFAULT_DEADLINE_SECONDS = 3.0
 
 
 @pytest.fixture(scope="module")
-def loop_thread():
-    thread = LoopThread()
-    yield thread
-    thread.close()
-
-
-@pytest.fixture(scope="module")
 def backend_log() -> BackendLog:
     return BackendLog()
 

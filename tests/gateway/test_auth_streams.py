@@ -18,19 +18,12 @@ from gateway.services import GATEWAY_SERVICE
 from splitlog_runtime import auth
 from splitlog_runtime import config as config_module
 from splitlog_runtime.interceptor import AsyncErrorInterceptor
-from tests.gateway.support import LoopThread, error_details
+from tests.gateway.support import error_details
 from tests.ports import closed_address
 
 TIMEOUT = 5.0
 TEST_SERVICE = "test.Writer"
 WRITE_THEN_FAIL = f"/{TEST_SERVICE}/WriteThenFail"
-
-
-@pytest.fixture(scope="module")
-def loop_thread():
-    thread = LoopThread()
-    yield thread
-    thread.close()
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,6 @@ from splitlog_runtime.server import create_server
 from tests.gateway.support import (
     USERS_SERVICE,
     BackendLog,
-    LoopThread,
     UsersBackend,
     error_details,
     start_backend,
@@ -168,13 +167,6 @@ def test_peer_host_drops_port(peer, host):
 
 
 # A running gateway
-
-
-@pytest.fixture(scope="module")
-def loop_thread():
-    thread = LoopThread()
-    yield thread
-    thread.close()
 
 
 @pytest.fixture(scope="module")
