@@ -66,14 +66,6 @@ def export_group(
         ),
         "expenses",
     )
-    for expense in expense_pages:
-        entry = _expense_entry(expense)
-        order = (
-            entry.date,
-            expense.create_time.ToNanoseconds(),
-            name_order(expense.name),
-        )
-        timed.append((order, entry))
     settlement_pages = pages(
         lambda token: balances.ListSettlements(
             balances_pb.ListSettlementsRequest(
@@ -83,14 +75,18 @@ def export_group(
         ),
         "settlements",
     )
-    for settlement in settlement_pages:
-        entry = _settlement_entry(settlement)
-        order = (
-            entry.date,
-            settlement.create_time.ToNanoseconds(),
-            name_order(settlement.name),
-        )
-        timed.append((order, entry))
+    for found, to_entry in (
+        (expense_pages, _expense_entry),
+        (settlement_pages, _settlement_entry),
+    ):
+        for item in found:
+            entry = to_entry(item)
+            order = (
+                entry.date,
+                item.create_time.ToNanoseconds(),
+                name_order(item.name),
+            )
+            timed.append((order, entry))
     timed.sort(key=lambda item: item[0])
     entries = [entry for _, entry in timed]
 
