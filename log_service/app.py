@@ -19,7 +19,12 @@ from log_service.coordinator import Coordinator
 from log_service.ingest_counters import IngestCounters
 from log_service.model import Limits
 from log_service.open_streams import OpenStreams
-from log_service.placement import Placement, check_placement
+from log_service.placement import (
+    PLACEMENT_FILE_NAME,
+    Placement,
+    PlacementRecord,
+    check_placement,
+)
 from log_service.replica_reads import ShardReader
 from log_service.retention import (
     MISSED_PASSES_FILE_NAME,
@@ -39,7 +44,7 @@ from log_service.sharding import sharder_from_config
 from log_service.topology import topology_from_config
 from splitlog.logs.v1 import logs_service_pb2
 from splitlog_runtime import auth, private_files
-from splitlog_runtime.config import Config
+from splitlog_runtime.config import Config, SettingsError
 from splitlog_runtime.server import ServiceHost
 from splitlog_runtime.service import start_service
 
@@ -58,7 +63,8 @@ def build(config: Config, address: str | None = None) -> ServiceHost:
     """Start the router and return its running host.
 
     Raises:
-      ValueError: a log setting is invalid; the message names it.
+      SettingsError: a log setting is invalid, or contradicts the placement
+        record; the message names it.
     """
     host, _ = build_router(config, address)
     return host
@@ -70,14 +76,18 @@ def build_router(
     """Start the router; return its host and its coordinator.
 
     Raises:
-      ValueError: a log setting is invalid; the message names it.
+      SettingsError: a log setting is invalid, or contradicts the placement
+        record; the message names it.
     """
-    topology = topology_from_config(config)
-    # Checks log_sharding and log_time_bucket_seconds before the record does.
-    sharder_from_config(config, topology)
+    try:
+        topology = topology_from_config(config)
+        # Checks log_sharding and log_time_bucket_seconds before the record does.
+        sharder_from_config(config, topology)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
     quorum = config.log_write_quorum.strip().lower()
     if quorum not in WRITE_QUORUMS:
-        raise ValueError(
+        raise SettingsError(
             "log_write_quorum must be `all` or `leader`, got "
             f"{config.log_write_quorum!r}"
         )
@@ -93,6 +103,7 @@ def build_router(
         Limits.from_config(config).max_future_ns,
     )
     sharder = history.sharder(topology.shard_ids)
+    placement_record = PlacementRecord(data_dir / PLACEMENT_FILE_NAME, history)
     if config.auth_required:
         # Before the coordinator's first poll, so that the nodes accept it.
         auth.install_signer_from_settings(config.auth_secret, config.data_dir)
@@ -125,6 +136,7 @@ def build_router(
         counters,
         config.deadline_seconds,
         config.max_message_bytes,
+        placement_record,
     )
     reader = ShardReader(coordinator, stub_for, config.deadline_seconds)
     servicer = LogsServicer(

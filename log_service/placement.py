@@ -8,9 +8,13 @@ resent or late entry with an old timestamp goes where its first copy went.
 
 A start with added shards records a new placement, in effect from a time
 after every timestamp that the router accepted so far (`effective_from`).
-Stored entries stay where they are. A start with another `log_sharding`,
-another time bucket width or without a recorded shard is rejected with both
-values and the fix, because queries would then miss stored entries.
+Stored entries stay where they are. Before the router sends the first entry
+with a timestamp at or after a placement's start, it notes in the record that
+the placement received entries (`PlacementRecord`). A start without the
+shards of a placement that received none drops that placement. A start with
+another `log_sharding`, another time bucket width or without a shard that
+stores entries is rejected with both values and the fix, because queries
+would then miss stored entries.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,7 +37,7 @@ from log_service.sharding import (
 from log_service.timefmt import format_time
 from log_service.topology import Topology
 from splitlog.logs.v1 import logs_service_pb2
-from splitlog_runtime.config import Config
+from splitlog_runtime.config import Config, SettingsError
 from splitlog_runtime.private_files import write_file_atomically
 
 _LOGGER = logging.getLogger(__name__)
@@ -45,6 +50,9 @@ CLOCK_MARGIN_SECONDS = 60
 # JSON key under which the record stores `PlacementHistory.max_future_ns`, in
 # seconds.
 MAX_FUTURE_KEY = "largest_log_max_future_seconds"
+# JSON key of a placement after the first that stores
+# `PlacementHistory.received_entries`.
+RECEIVED_KEY = "received_entries"
 _STRATEGIES = {
     "service": logs_service_pb2.SHARDING_STRATEGY_SERVICE,
     "time": logs_service_pb2.SHARDING_STRATEGY_TIME,
@@ -199,11 +207,23 @@ class PlacementHistory:
         starts, in nanoseconds, or 0 in a record of an earlier version.
         Stored entries are at most that far ahead of the router's clock at
         their write, even after the setting was lowered.
+      received_entries: for each placement after the first, True once the
+        router sent an entry with a timestamp at or after its start, False
+        while it sent none, and None when a router version that kept no such
+        note wrote the record. Empty when `starts` is.
     """
 
     placements: tuple[Placement, ...]
     starts: tuple[int, ...] = ()
     max_future_ns: int = 0
+    received_entries: tuple[bool | None, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.received_entries) != len(self.starts):
+            raise ValueError(
+                f"{len(self.starts)} placement starts need as many "
+                f"received_entries notes, got {len(self.received_entries)}"
+            )
 
     @property
     def latest(self) -> Placement:
@@ -253,6 +273,9 @@ class PlacementHistory:
                 start = self.starts[index - 1]
                 item["effective_from_ns"] = start
                 item["effective_from"] = format_time(start)
+                received = self.received_entries[index - 1]
+                if received is not None:
+                    item[RECEIVED_KEY] = received
             items.append(item)
         return {
             "version": 2,
@@ -280,7 +303,29 @@ class PlacementHistory:
         starts = tuple(int(item["effective_from_ns"]) for item in items[1:])
         if any(later <= earlier for earlier, later in itertools.pairwise(starts)):
             raise ValueError("the placements' effective_from_ns do not increase")
-        return cls(placements, starts, max_future_ns)
+        received = tuple(item.get(RECEIVED_KEY) for item in items[1:])
+        if any(value not in (True, False, None) for value in received):
+            raise ValueError(f"{RECEIVED_KEY} must be true or false, got {received}")
+        return cls(placements, starts, max_future_ns, received)
+
+    def with_received_up_to(self, timestamp_ns: int) -> PlacementHistory:
+        """Note every placement that starts at or before `timestamp_ns` as received."""
+        received = tuple(
+            True if start <= timestamp_ns else value
+            for start, value in zip(self.starts, self.received_entries, strict=True)
+        )
+        return replace(self, received_entries=received)
+
+    def first_unreceived_start(self) -> int | None:
+        """Return the earliest start of a placement not noted as received, or None."""
+        return next(
+            (
+                start
+                for start, value in zip(self.starts, self.received_entries, strict=True)
+                if value is not True
+            ),
+            None,
+        )
 
     def to_proto(self) -> list[logs_service_pb2.ShardPlacement]:
         """Return the placements, oldest first, as GetClusterStatus sends them."""
@@ -328,10 +373,10 @@ def check_placement(
     Without a record (at a first start, or after a router version that kept
     none), the configured placement is recorded. When the configured shards
     extend those of the latest placement, a new placement is recorded, in
-    effect from `effective_from`. A recorded placement that starts after the
-    latest timestamp the router accepts now has placed no entry yet, so it is
-    dropped. An operator therefore has at least `CLOCK_MARGIN_SECONDS` to undo
-    a change or to change it again.
+    effect from `effective_from`. When they differ from the latest, the
+    recorded placements that contain no entry are dropped first
+    (`_drop_unreceived`), so an operator can undo a change, or change it
+    again, until entries reach the new placement.
 
     Args:
       now_ns: the router's clock.
@@ -341,14 +386,15 @@ def check_placement(
       The history, whose latest placement is `configured`.
 
     Raises:
-      ValueError: the record cannot be read, or the configured placement
+      SettingsError: the record cannot be read, or the configured placement
         changes the strategy, the bucket width or the ring size, or lacks a
-        recorded shard. The message names both values and the fix.
+        shard of a placement that may contain entries. The message names both
+        values and the fix.
     """
     path = router_dir / PLACEMENT_FILE_NAME
     history = _read(path, configured)
     if history is None:
-        history = PlacementHistory((configured,), (), max_future_ns)
+        history = PlacementHistory((configured,), (), max_future_ns, ())
         _record(path, history)
         return history
     # A router that ran with a larger limit may have stored entries that far
@@ -360,7 +406,7 @@ def check_placement(
         return replace(history, max_future_ns=max_future_ns).with_latest(configured)
     fixed = history.latest.fixed_differences(configured)
     if fixed:
-        raise ValueError(
+        raise SettingsError(
             "; ".join(fixed)
             + ". New entries would go to other shards than the stored ones, and "
             "queries that pick shards by service or time would miss the stored "
@@ -370,17 +416,11 @@ def check_placement(
             "router and the log nodes on empty data directories, which leaves the "
             f"stored entries behind. The record is {path}"
         )
-    active = _drop_pending(history, now_ns + max_future_ns)
-    missing = sorted(active.shards - set(configured.shards))
+    active = _drop_unreceived(history, now_ns + max_future_ns)
+    missing = active.shards - set(configured.shards)
     if missing:
-        raise ValueError(
-            f"the shards (log_shards or log_nodes) are "
-            f"{', '.join(configured.shards)}, but stored entries were placed on "
-            f"{', '.join(missing)} as well. A shard can be added but not removed, "
-            "because queries would no longer read the entries it stores. Start "
-            f"with every recorded shard ({', '.join(sorted(active.shards))}) and "
-            f"optionally new ones. The recorded placements are "
-            f"{active.describe()}. The record is {path}"
+        raise SettingsError(
+            _removed_shards_message(active, configured, missing, now_ns, path)
         )
     active = replace(active, max_future_ns=max_future_ns)
     if not active.latest.differences(configured):
@@ -388,7 +428,10 @@ def check_placement(
     else:
         start = effective_from(now_ns, max_future_ns, configured)
         updated = PlacementHistory(
-            (*active.placements, configured), (*active.starts, start), max_future_ns
+            (*active.placements, configured),
+            (*active.starts, start),
+            max_future_ns,
+            (*active.received_entries, False),
         )
         _LOGGER.warning(
             "log placement: new placement (%s) in effect for entries with "
@@ -406,10 +449,10 @@ def _read(path: Path, configured: Placement) -> PlacementHistory | None:
     """Read the record, or return None when there is none.
 
     Raises:
-      ValueError: the record cannot be read or parsed.
+      SettingsError: the record cannot be read or parsed.
     """
     try:
-        return PlacementHistory.from_json(json.loads(path.read_text()))
+        return _load(path)
     except FileNotFoundError:
         if (path.parent / STATE_FILE_NAME).exists():
             # A router of a version that kept no record ran on this folder.
@@ -420,23 +463,39 @@ def _read(path: Path, configured: Placement) -> PlacementHistory | None:
                 configured.describe(),
             )
         return None
+
+
+def _load(path: Path) -> PlacementHistory:
+    """Read the record.
+
+    Raises:
+      FileNotFoundError: there is no record.
+      SettingsError: the record cannot be read or parsed.
+    """
+    try:
+        return PlacementHistory.from_json(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(
+        raise SettingsError(
             f"cannot read the recorded log placement in {path} ({exc!r}); "
             "restore the file from a backup, or write it again by deleting it "
             "and starting with the settings the stored entries were placed with"
         ) from None
 
 
-def _drop_pending(history: PlacementHistory, latest_ns: int) -> PlacementHistory:
-    """Remove the placements that start after `latest_ns`.
+def _drop_unreceived(history: PlacementHistory, latest_ns: int) -> PlacementHistory:
+    """Remove the latest placements as long as each contains no entry.
 
-    `latest_ns` is the latest timestamp that the router accepts now, so such
-    a placement has placed no entry yet. A new placement starts at least
-    `CLOCK_MARGIN_SECONDS` after that, so an operator has that long to undo
-    it.
+    A placement contains no entry when the record notes that it received none.
+    In a record of an earlier version, which has no such note, it contains none
+    when it starts after `latest_ns`, the latest timestamp that the router
+    accepts now. A new placement starts at least `CLOCK_MARGIN_SECONDS` after
+    that.
     """
-    count = 1 + sum(1 for start in history.starts if start <= latest_ns)
+    count = len(history.placements)
+    while count > 1 and not _may_contain_entries(history, count - 1, latest_ns):
+        count -= 1
     if count == len(history.placements):
         return history
     for start, placement in zip(
@@ -452,7 +511,126 @@ def _drop_pending(history: PlacementHistory, latest_ns: int) -> PlacementHistory
         history,
         placements=history.placements[:count],
         starts=history.starts[: count - 1],
+        received_entries=history.received_entries[: count - 1],
     )
+
+
+def _may_contain_entries(history: PlacementHistory, index: int, latest_ns: int) -> bool:
+    """Return whether placement `index` (1 or more) may contain entries."""
+    received = history.received_entries[index - 1]
+    if received is None:
+        return history.starts[index - 1] <= latest_ns
+    return received
+
+
+def _removed_shards_message(
+    history: PlacementHistory,
+    configured: Placement,
+    missing: set[str],
+    now_ns: int,
+    path: Path,
+) -> str:
+    """Explain why a start without the `missing` shards would lose entries."""
+    sentences = [
+        f"the shards (log_shards or log_nodes) are {', '.join(configured.shards)}, "
+        f"but the recorded placements put entries on {', '.join(sorted(missing))} "
+        "as well."
+    ]
+    unexplained = set(missing)
+    for index, placement in enumerate(history.placements):
+        lost = sorted(unexplained & set(placement.shards))
+        if lost:
+            unexplained -= set(lost)
+            sentences.append(_placement_sentence(history, index, lost, now_ns))
+    sentences.append(
+        "A shard can be added but not removed, because queries would no longer "
+        "read the entries it stores. A start without a placement's shards drops "
+        "the placement only while it has received no entry. Start with every "
+        f"recorded shard ({', '.join(sorted(history.shards))}) and optionally "
+        f"new ones. The recorded placements are {history.describe()}. The record "
+        f"is {path}"
+    )
+    return " ".join(sentences)
+
+
+def _placement_sentence(
+    history: PlacementHistory, index: int, shards: list[str], now_ns: int
+) -> str:
+    """Say why placement `index` may contain entries on `shards`."""
+    placement = history.placements[index]
+    if index == 0:
+        return (
+            f"Stored entries were placed on {', '.join(shards)} by the first "
+            f"placement ({placement.describe()})."
+        )
+    start = history.starts[index - 1]
+    subject = f"The placement that added {', '.join(shards)} ({placement.describe()})"
+    if start <= now_ns:
+        state = f"{subject} is in effect since {format_time(start)}"
+        if history.received_entries[index - 1]:
+            return f"{state}, and it received entries."
+        return (
+            f"{state}, and it may contain entries, because a router version that "
+            "noted no received entries wrote the record."
+        )
+    seconds = -(-(start - now_ns) // NANOS_PER_SECOND)
+    state = f"{subject} is pending until {format_time(start)} (in {seconds}s)"
+    if history.received_entries[index - 1]:
+        return (
+            f"{state}, but it already received entries, because the router "
+            "accepts timestamps up to log_max_future_seconds ahead of its clock."
+        )
+    return (
+        f"{state}, but it may already contain entries, because the router accepted "
+        f"timestamps up to {history.max_future_ns // NANOS_PER_SECOND}s "
+        "(log_max_future_seconds) ahead of its clock, and a router version that "
+        "noted no received entries wrote the record."
+    )
+
+
+class PlacementRecord:
+    """The placement record of a running router, which notes received entries.
+
+    The router calls `note_timestamp` before it sends entries to the shards.
+    Before the first entry with a timestamp at or after a placement's start,
+    the record notes that the placement received entries. Only a placement
+    without that note is dropped at a later start without its shards, so no
+    stored entry falls out of the placements.
+
+    Attributes:
+      unreceived_from_ns: the earliest start of a placement that has no such
+        note yet, or None. A timestamp before it needs no note.
+    """
+
+    def __init__(self, path: Path, history: PlacementHistory) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self.unreceived_from_ns = history.first_unreceived_start()
+
+    def note_timestamp(self, timestamp_ns: int) -> None:
+        """Note each placement that starts at or before `timestamp_ns` as received.
+
+        Writes the record only when that adds a note.
+
+        Raises:
+          OSError: the record cannot be written, or is gone.
+          SettingsError: the record cannot be parsed.
+        """
+        start = self.unreceived_from_ns
+        if start is None or timestamp_ns < start:
+            return
+        with self._lock:
+            recorded = _load(self._path)
+            noted = recorded.with_received_up_to(timestamp_ns)
+            if noted != recorded:
+                _record(self._path, noted)
+                _LOGGER.info(
+                    "log placement: an entry at %s reaches the placements that "
+                    "start at or before it, so they are noted as received and a "
+                    "start without their shards now fails",
+                    format_time(timestamp_ns),
+                )
+            self.unreceived_from_ns = noted.first_unreceived_start()
 
 
 def _record(path: Path, history: PlacementHistory) -> None:

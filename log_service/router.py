@@ -68,6 +68,7 @@ from log_service.otlp import (
     export_size_error,
 )
 from log_service.otlp_parse import ParsedExport
+from log_service.placement import PlacementRecord
 from log_service.query import (
     Lister,
     StatsReader,
@@ -530,6 +531,8 @@ class Writer:
       clients: the node channels; appends use their `append_calls`.
       max_message_bytes: the setting; a request to a node stays within
         `clients.routed_message_bytes` of it.
+      placement_record: notes the placements that entries reach before they
+        are sent, or None when nothing needs the notes, as in tests.
     """
 
     def __init__(
@@ -542,9 +545,11 @@ class Writer:
         counters: IngestCounters,
         default_timeout: float,
         max_message_bytes: int,
+        placement_record: PlacementRecord | None = None,
     ) -> None:
         self._coordinator = coordinator
         self._sharder = sharder
+        self._placement_record = placement_record
         self.limits = limits
         self._retention = retention
         self._counters = counters
@@ -702,6 +707,11 @@ class Writer:
         the number of entries that the shards already held
         (`_stored_counts`).
         """
+        try:
+            self._note_placements(batch)
+        except Unavailable:
+            self._counters.record(receive_ns, failed_batches=1)
+            raise
         parts = self._parts(batch, base_id or uuid.uuid4().hex, first_index)
         rejected = Counter(rejection.reason for rejection in batch.rejections)
         try:
@@ -723,6 +733,38 @@ class Writer:
             receive_ns, accepted=accepted, duplicates=duplicates, rejected=rejected
         )
         return duplicates
+
+    def _note_placements(self, batch: NormalizedBatch) -> None:
+        """Note in the placement record each placement that `batch` reaches.
+
+        Runs before any entry of the batch is sent, so a later start cannot
+        drop a placement that contains entries. Costs nothing once every
+        placement has its note.
+
+        Raises:
+          Unavailable: the record cannot be written; no entry was sent.
+        """
+        record = self._placement_record
+        if record is None or record.unreceived_from_ns is None:
+            return
+        latest = max(
+            itertools.chain(
+                (row[_TIMESTAMP] for row in batch.rows),
+                (max(block.timestamps) for block in batch.blocks if len(block)),
+            ),
+            default=None,
+        )
+        if latest is None:
+            return
+        try:
+            record.note_timestamp(latest)
+        except (OSError, ValueError) as exc:
+            _LOGGER.error("log placement: cannot note received entries: %s", exc)
+            raise Unavailable(
+                "the router cannot note in its placement record that entries "
+                f"reach a new placement ({exc}), so it sent none of this batch. "
+                "Retry once the router's data directory accepts writes"
+            ) from None
 
     def _parts(
         self, batch: NormalizedBatch, base_id: str, first_index: int

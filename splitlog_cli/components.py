@@ -8,7 +8,7 @@ from typing import Any
 
 from splitlog_cli.errors import StartupError
 from splitlog_cli.topology import GATEWAY, connect_host, format_address
-from splitlog_runtime.config import SERVICES, Config
+from splitlog_runtime.config import SERVICES, Config, SettingsError
 from splitlog_runtime.server import ServiceHost
 
 _LOGGER = logging.getLogger(__name__)
@@ -26,11 +26,15 @@ def start_service(name: str, config: Config) -> ServiceHost:
     """Start one service on its configured host and port; return its host.
 
     Raises:
-      StartupError: the service cannot start; the cause is logged.
+      StartupError: the service cannot start. The message of a
+        `SettingsError` names the setting and the fix, so it goes into the
+        StartupError alone. Any other cause is logged with its traceback.
     """
     build = _load_build(name)
     try:
         return build(config)
+    except SettingsError as exc:
+        raise StartupError(f"{name} failed to start: {exc}") from None
     except Exception as exc:
         _LOGGER.exception("%s failed to start", name)
         raise StartupError(f"{name} failed to start: {exc}") from exc

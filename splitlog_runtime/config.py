@@ -21,6 +21,15 @@ from urllib.parse import urlsplit
 SERVICES = ("user_service", "expense_service", "balance_service", "log_service")
 
 
+class SettingsError(ValueError):
+    """The settings are invalid, or contradict what the data directory records.
+
+    A component raises it at its start with a message that names the values
+    and the fix, so the command that starts the component reports the
+    message alone, without a traceback.
+    """
+
+
 def _parse_bool(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):

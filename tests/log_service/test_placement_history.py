@@ -5,7 +5,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -20,6 +23,7 @@ from log_service.placement import (
     PLACEMENT_FILE_NAME,
     Placement,
     PlacementHistory,
+    PlacementRecord,
     check_placement,
 )
 from log_service.sharding import ServiceRing, ShardingHistory, TimeBuckets
@@ -32,6 +36,8 @@ from splitlog.logs.v1 import (
 )
 from splitlog_cli.components import start_log_nodes
 from splitlog_cli.main import main
+from splitlog_runtime.config import SettingsError
+from tests.ports import closed_address
 
 NANOS = 1_000_000_000
 MINUTE = 60 * NANOS
@@ -137,6 +143,11 @@ def read_record(directory):
     return json.loads((directory / PLACEMENT_FILE_NAME).read_text())
 
 
+def note_received(directory, history, timestamp):
+    """Note the placements as a router does before it sends `timestamp`."""
+    PlacementRecord(directory / PLACEMENT_FILE_NAME, history).note_timestamp(timestamp)
+
+
 def test_first_start_records_one_placement(tmp_path):
     history = check_placement(tmp_path, timed(["s0", "s1"]), BASE, 600 * NANOS)
 
@@ -186,6 +197,7 @@ def test_history_survives_later_starts(tmp_path):
 def test_second_added_shard_appends_placement(tmp_path):
     check_placement(tmp_path, timed(["s0"]), BASE, 0)
     first = check_placement(tmp_path, timed(["s0", "s1"]), BASE, 0)
+    note_received(tmp_path, first, first.starts[0])
     later = BASE + HOUR
 
     second = check_placement(tmp_path, timed(["s0", "s1", "s2"]), later, 0)
@@ -193,26 +205,107 @@ def test_second_added_shard_appends_placement(tmp_path):
     assert len(second.placements) == 3
     assert second.starts[0] == first.starts[0]
     assert second.starts[1] > later
+    assert second.received_entries == (True, False)
     assert PlacementHistory.from_json(read_record(tmp_path)) == second
 
 
 def test_removed_shard_is_rejected(tmp_path):
     check_placement(tmp_path, timed(["s0", "s1"]), BASE, 0)
-    check_placement(tmp_path, timed(["s0", "s1", "s2"]), BASE, 0)
+    grown = check_placement(tmp_path, timed(["s0", "s1", "s2"]), BASE, 0)
+    note_received(tmp_path, grown, grown.starts[0])
     recorded = (tmp_path / PLACEMENT_FILE_NAME).read_bytes()
     later = BASE + HOUR
 
-    with pytest.raises(ValueError) as removed:
+    with pytest.raises(SettingsError) as removed:
         check_placement(tmp_path, timed(["s0", "s1"]), later, 0)
-    with pytest.raises(ValueError) as replaced:
+    with pytest.raises(SettingsError) as replaced:
         check_placement(tmp_path, timed(["s0", "s2", "s3"]), later, 0)
 
     message = str(removed.value)
-    assert "stored entries were placed on s2 as well" in message
+    assert "the recorded placements put entries on s2 as well" in message
+    assert "The placement that added s2" in message
+    assert "is in effect since 2026-01-05T00:01:00Z" in message
+    assert "and it received entries." in message
     assert "A shard can be added but not removed" in message
     assert "every recorded shard (s0, s1, s2)" in message
-    assert "placed on s1 as well" in str(replaced.value)
+    assert "Stored entries were placed on s1 by the first placement" in str(
+        replaced.value
+    )
     assert (tmp_path / PLACEMENT_FILE_NAME).read_bytes() == recorded
+
+
+def test_pending_placement_with_entries_is_kept(tmp_path):
+    check_placement(tmp_path, ringed(["s0", "s1"]), BASE, 600 * NANOS)
+    grown = check_placement(tmp_path, ringed(["s0", "s1", "s2"]), BASE, 600 * NANOS)
+    (start,) = grown.starts
+    # 70 s later the router accepts timestamps past the start.
+    later = BASE + 70 * NANOS
+    note_received(tmp_path, grown, later + 600 * NANOS)
+    recorded = (tmp_path / PLACEMENT_FILE_NAME).read_bytes()
+
+    with pytest.raises(SettingsError) as removed:
+        check_placement(tmp_path, ringed(["s0", "s1"]), later, 600 * NANOS)
+
+    message = str(removed.value)
+    assert "put entries on s2 as well" in message
+    assert f"is pending until {format_time(start)} (in 590s)" in message
+    assert "already received entries" in message
+    assert "Stored entries were placed" not in message
+    assert "every recorded shard (s0, s1, s2)" in message
+    assert (tmp_path / PLACEMENT_FILE_NAME).read_bytes() == recorded
+
+
+def test_pending_placement_of_older_record(tmp_path):
+    check_placement(tmp_path, ringed(["s0", "s1"]), BASE, 600 * NANOS)
+    grown = check_placement(tmp_path, ringed(["s0", "s1", "s2"]), BASE, 600 * NANOS)
+    (start,) = grown.starts
+    # A router version that noted no received entries wrote the record.
+    record = read_record(tmp_path)
+    del record["placements"][1]["received_entries"]
+    (tmp_path / PLACEMENT_FILE_NAME).write_text(json.dumps(record))
+    later = BASE + 70 * NANOS
+
+    with pytest.raises(SettingsError) as removed:
+        check_placement(tmp_path, ringed(["s0", "s1"]), later, 600 * NANOS)
+
+    message = str(removed.value)
+    assert f"is pending until {format_time(start)} (in 590s)" in message
+    assert "may already contain entries" in message
+    assert "up to 600s (log_max_future_seconds) ahead" in message
+    assert "Stored entries were placed" not in message
+
+
+def test_empty_placement_is_dropped_later(tmp_path):
+    check_placement(tmp_path, ringed(["s0", "s1"]), BASE, 600 * NANOS)
+    check_placement(tmp_path, ringed(["s0", "s1", "s2"]), BASE, 600 * NANOS)
+    assert read_record(tmp_path)["placements"][1]["received_entries"] is False
+
+    # Past the start, and past the window in which no timestamp can reach it.
+    later = BASE + HOUR
+    undone = check_placement(tmp_path, ringed(["s0", "s1"]), later, 600 * NANOS)
+
+    assert undone.placements == (ringed(["s0", "s1"]),)
+    assert undone.starts == ()
+    assert read_record(tmp_path)["version"] == 1
+
+
+def test_note_covers_each_started_placement(tmp_path):
+    check_placement(tmp_path, timed(["s0"]), BASE, 0)
+    check_placement(tmp_path, timed(["s0", "s1"]), BASE, 0)
+    record = read_record(tmp_path)
+    history = check_placement(tmp_path, timed(["s0", "s1"]), BASE, 0)
+    note = PlacementRecord(tmp_path / PLACEMENT_FILE_NAME, history)
+    (start,) = history.starts
+
+    note.note_timestamp(start - 1)
+    before = read_record(tmp_path)
+    note.note_timestamp(start)
+    after = read_record(tmp_path)
+
+    assert before == record
+    assert before["placements"][1]["received_entries"] is False
+    assert after["placements"][1]["received_entries"] is True
+    assert note.unreceived_from_ns is None
 
 
 def test_pending_placement_can_be_undone(tmp_path):
@@ -231,6 +324,10 @@ def test_lowered_future_limit_keeps_maximum(tmp_path):
     grown = check_placement(tmp_path, timed(["s0", "s1", "s2"]), BASE, 600 * NANOS)
     # A start with a wider limit may accept entries past the new start.
     check_placement(tmp_path, timed(["s0", "s1", "s2"]), BASE, HOUR)
+    # Only a record without received_entries notes depends on the limit.
+    record = read_record(tmp_path)
+    del record["placements"][1]["received_entries"]
+    (tmp_path / PLACEMENT_FILE_NAME).write_text(json.dumps(record))
 
     with pytest.raises(ValueError) as removed:
         check_placement(tmp_path, timed(["s0", "s1"]), BASE + NANOS, NANOS)
@@ -238,7 +335,7 @@ def test_lowered_future_limit_keeps_maximum(tmp_path):
         tmp_path, timed(["s0", "s1", "s2", "s3"]), BASE + NANOS, NANOS
     )
 
-    assert "placed on s2 as well" in str(removed.value)
+    assert "put entries on s2 as well" in str(removed.value)
     assert again.starts[0] == grown.starts[0]
     assert again.starts[1] >= BASE + HOUR
     assert again.max_future_ns == HOUR
@@ -466,6 +563,10 @@ def test_added_shard_keeps_entries_once(base_config, strategy):
         "shard-2",
     ]
     assert len(record["placements"]) == 2
+    # Only old timestamps reached the router with three shards.
+    assert record["placements"][1]["received_entries"] is False
+    assert stored["placements"][1].pop("received_entries") is True
+    record["placements"][1].pop("received_entries")
     assert stored["placements"] == record["placements"]
     assert stored["largest_log_max_future_seconds"] == 3600
     assert start > now + CLOCK_MARGIN_SECONDS * NANOS
@@ -502,7 +603,8 @@ def test_added_shard_keeps_entries_once(base_config, strategy):
     new_times = {e.message: e.timestamp.ToNanoseconds() for e in listed}
     assert all(new_times[m] >= start for m in on_shard["shard-2"])
     message = str(removed.value)
-    assert "placed on shard-2 as well" in message
+    assert "put entries on shard-2 as well" in message
+    assert "received entries" in message
     assert "can be added but not removed" in message
 
 
@@ -564,3 +666,118 @@ def test_cluster_status_lists_placements(
     assert pending[0] == format_time(recorded_start)
     assert pending[1].startswith("pending, starts in ")
     assert pending[2:] == [strategy, bucket, "shard-0, shard-1, shard-2"]
+
+
+def move_start(record_path, start):
+    """Rewrite the start of the second placement in the record to `start`."""
+    record = json.loads(record_path.read_text())
+    record["placements"][1]["effective_from_ns"] = start
+    record["placements"][1]["effective_from"] = format_time(start)
+    record_path.write_text(json.dumps(record))
+
+
+def ringed_config(base_config):
+    return base_config.replace(
+        log_sharding="service",
+        log_shards=2,
+        log_replicas=1,
+        log_node_port=0,
+        log_fsync=False,
+        log_max_future_seconds=600,
+    )
+
+
+def test_router_drops_placement_without_entries(base_config):
+    config = ringed_config(base_config)
+    record_path = router_data_dir(config) / PLACEMENT_FILE_NAME
+    with running(config):
+        pass
+    grown = config.replace(log_shards=3)
+    with running(grown) as cluster:
+        written = cluster.stub.WriteLogEntries(
+            pb.WriteLogEntriesRequest(entries=entries("now", [time.time_ns()] * 12))
+        )
+    # As after ten minutes: the router now accepts timestamps past the start.
+    move_start(record_path, time.time_ns() + 30 * NANOS)
+
+    with running(config) as cluster:
+        status = cluster.stub.GetClusterStatus(pb.GetClusterStatusRequest())
+        listed = list_all(cluster.stub)
+
+    assert written.accepted_count == 12
+    assert [list(placement.shards) for placement in status.placements] == [
+        ["shard-0", "shard-1"]
+    ]
+    assert len(listed) == 12
+    assert json.loads(record_path.read_text())["version"] == 1
+
+
+def test_router_keeps_placement_with_entries(base_config):
+    config = ringed_config(base_config)
+    record_path = router_data_dir(config) / PLACEMENT_FILE_NAME
+    with running(config):
+        pass
+    grown = config.replace(log_shards=3)
+    with running(grown):
+        pass
+    start = time.time_ns() + 30 * NANOS
+    move_start(record_path, start)
+    with running(grown) as cluster:
+        written = cluster.stub.WriteLogEntries(
+            pb.WriteLogEntriesRequest(
+                entries=entries("early", [start + i * NANOS for i in range(12)])
+            )
+        )
+        on_added_shard = cluster.node_messages("shard-2")
+    recorded = json.loads(record_path.read_text())
+
+    with pytest.raises(SettingsError) as removed:
+        build_router(config, "127.0.0.1:0")
+    served = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "splitlog_cli",
+            "serve",
+            "log_service",
+            "--data-dir",
+            str(config.data_dir),
+            "--log-service-port",
+            "0",
+            "--log-sharding",
+            "service",
+            "--log-nodes",
+            f"shard-0=shard-0-a@{closed_address()};"
+            f"shard-1=shard-1-a@{closed_address()}",
+            "--auth-required",
+            "false",
+        ],
+        env={
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith("SPLITLOG_")
+        },
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        # Should the check fail, the router starts, and the timeout ends it.
+        timeout=60,
+    )
+
+    assert written.accepted_count == 12
+    assert on_added_shard
+    assert recorded["placements"][1]["received_entries"] is True
+    message = str(removed.value)
+    assert "put entries on shard-2 as well" in message
+    assert f"is pending until {format_time(start)} (in " in message
+    assert "already received entries" in message
+    assert served.returncode == 1
+    assert "Traceback" not in served.stderr
+    lines = served.stderr.splitlines()
+    assert [line for line in lines if "shard-2" in line] == lines[-1:]
+    assert lines[-1].startswith(
+        "splitlog: error: log_service failed to start: the shards (log_shards or "
+        "log_nodes) are shard-0, shard-1, but the recorded placements put entries "
+        "on shard-2 as well."
+    )
+    assert "already received entries" in lines[-1]
