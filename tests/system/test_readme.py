@@ -1,5 +1,8 @@
 """The grpcurl and curl examples of the README, run verbatim against `splitlog up`.
 
+The REST example of docs/logs.md's *Stream form* runs after them, with the
+README's `LOGS_KEY`.
+
 `splitlog up` runs on its default settings, so authentication is on. Only
 the addresses change: the test's free ports replace the defaults, and
 SPLITLOG_DATA_DIR points `splitlog admin-key` at the test's data directory.
@@ -9,6 +12,7 @@ shell.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -21,6 +25,7 @@ from tests.system.conftest import GRPCURL, start_splitlog
 pytestmark = pytest.mark.system
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+LOGS_DOC = README.parent / "docs" / "logs.md"
 
 
 def _code_block(heading: str) -> list[str]:
@@ -101,3 +106,16 @@ def test_readme_examples_work_verbatim(system):
         assert status == (expected.group(1) if expected else "200"), (
             f"{command}\n{result.stdout}"
         )
+
+    # The stream example runs as one script, because it ends in a here-document.
+    section = LOGS_DOC.read_text().split("## Stream form\n", 1)[1]
+    script = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    streamed = subprocess.run(
+        ["bash", "-c", _localise(script, system)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=environment,
+    )
+    assert streamed.returncode == 0, f"{script}\n{streamed.stderr}"
+    assert json.loads(streamed.stdout) == {"acceptedCount": 2}, streamed.stdout
