@@ -237,15 +237,56 @@ def test_service_exposes_its_port(compose, name):
     assert service["expose"] == [str(_default_port(component.grpc_port_setting))]
 
 
-def test_gateway_publishes_both_fronts_on_loopback(compose):
-    gateway = compose["services"]["gateway"]
+# Compose's `${NAME}` and `${NAME:-default}`, where the default also replaces
+# an empty value.
+_VARIABLE = re.compile(
+    r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}"
+)
 
-    assert sorted(gateway["ports"]) == sorted(
+
+def _interpolate(text: str, environ: dict[str, str]) -> str:
+    """Substitute variables in `text` as compose does with `environ`."""
+
+    def value(match: re.Match) -> str:
+        found = environ.get(match["name"], "")
+        if found or match["default"] is None:
+            return found
+        return match["default"]
+
+    return _VARIABLE.sub(value, text)
+
+
+def _published_ports(compose: dict, environ: dict[str, str]) -> list[str]:
+    return sorted(
+        _interpolate(port, environ) for port in compose["services"]["gateway"]["ports"]
+    )
+
+
+def test_gateway_publishes_both_fronts_on_loopback(compose):
+    grpc_port = _default_port("gateway_port")
+    http_port = _default_port("http_port")
+
+    assert _published_ports(compose, {}) == sorted(
         [
-            f"127.0.0.1:{_default_port('gateway_port')}:{_default_port('gateway_port')}",
-            f"127.0.0.1:{_default_port('http_port')}:{_default_port('http_port')}",
+            f"127.0.0.1:{grpc_port}:{grpc_port}",
+            f"127.0.0.1:{http_port}:{http_port}",
         ]
     )
+
+
+def test_gateway_host_ports_follow_settings(compose):
+    grpc_port = _default_port("gateway_port")
+    http_port = _default_port("http_port")
+    grpc_variable = SETTINGS_BY_NAME["gateway_port"].env
+    http_variable = SETTINGS_BY_NAME["http_port"].env
+
+    moved = _published_ports(compose, {grpc_variable: "6000", http_variable: "6080"})
+    emptied = _published_ports(compose, {grpc_variable: "", http_variable: ""})
+
+    assert moved == sorted(
+        [f"127.0.0.1:6000:{grpc_port}", f"127.0.0.1:6080:{http_port}"]
+    )
+    assert emptied == _published_ports(compose, {})
 
 
 @pytest.mark.parametrize("component", COMPONENTS, ids=lambda c: c.name)
