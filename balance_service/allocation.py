@@ -86,6 +86,10 @@ def allocate(
     participants = sorted(user for user, amount in owed.items() if amount)
     if total == 0:
         return _pair_net_amounts(paid, owed)
+    if len(payers) == 1:
+        # Each exact part is owed[u] * total / total, a whole number.
+        payer = payers[0]
+        return {(participant, payer): owed[participant] for participant in participants}
 
     # Every exact part has the denominator |total|, so the part's floor and
     # its fractional part times |total| (the remainder) are whole numbers.

@@ -106,7 +106,7 @@ def parse_event(event: ledger_pb.LedgerEvent) -> ExpenseState:
         total = _amount(event.total, currency, "total")
         lines = {}
         for index, line in enumerate(event.lines):
-            user_id = domain.parse_user(line.user, f"lines[{index}].user")
+            user_id = _user_id(line.user, index)
             if user_id in lines:
                 raise InvalidEventError(f"{line.user!r} appears twice in the lines")
             lines[user_id] = (
@@ -144,7 +144,27 @@ def _amount(value, currency: str, field_path: str) -> int:
         raise InvalidEventError(
             f"{field_path} is in {value.currency_code}, but the event is in {currency}"
         )
+    if not value.units and not value.nanos:
+        # Most lines pay nothing, and zero is valid in every currency.
+        return 0
     return domain.minor_units(value.units, value.nanos, currency, field_path)
+
+
+# User ids of names that parsed, because every event of a group repeats its
+# members' names. Cleared when it reaches the maximum size.
+_USER_IDS: dict[str, str] = {}
+_MAX_USER_IDS = 100_000
+
+
+def _user_id(name: str, index: int) -> str:
+    """Return the id of the user of the line at `index`, from `users/{user}`."""
+    user_id = _USER_IDS.get(name)
+    if user_id is None:
+        user_id = domain.parse_user(name, f"lines[{index}].user")
+        if len(_USER_IDS) >= _MAX_USER_IDS:
+            _USER_IDS.clear()
+        _USER_IDS[name] = user_id
+    return user_id
 
 
 class Changes:
@@ -189,14 +209,10 @@ class Changes:
             if not _INT64_MIN <= change <= _INT64_MAX:
                 raise self._out_of_range(key[0], key[1], f"change by {change}")
         try:
-            stored = [
-                *storage.add_to_balances(session, self.balances),
-                *storage.add_to_pairs(session, self.pairs),
-            ]
+            storage.add_to_balances(session, self.balances)
+            storage.add_to_pairs(session, self.pairs)
         except DBAPIError as exc:
-            # PostgreSQL fails a BIGINT sum past its range with SQLSTATE 22003,
-            # numeric_value_out_of_range.
-            if getattr(exc.orig, "sqlstate", None) != "22003":
+            if not storage.total_out_of_range(exc):
                 raise
             group_ids = sorted({key[0] for key in self.balances})
             raise TotalOutOfRange(
@@ -206,11 +222,6 @@ class Changes:
                 f"{_INT64_MAX} minor units; nothing was stored",
                 group_ids,
             ) from None
-        for row in stored:
-            value = row[-1]
-            if type(value) is not int or not _INT64_MIN <= value <= _INT64_MAX:
-                # SQLite stores such a sum as an inexact float, so it is not shown.
-                raise self._out_of_range(row[0], row[1], "reach a total")
 
     @staticmethod
     def _out_of_range(group_id: str, currency: str, change: str) -> TotalOutOfRange:
@@ -287,7 +298,10 @@ class _Batch:
         self._session.flush()
         storage.add_expenses(self._session, self._new)
         storage.replace_lines(
-            self._session, self._changed, self._stored & self._changed.keys()
+            self._session,
+            self._changed,
+            self._stored & self._changed.keys(),
+            self._rows,
         )
 
     def touch_groups(self) -> None:

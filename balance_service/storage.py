@@ -67,6 +67,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, aliased, mapped_column
 
 from balance_service.cycles import PairAmount
@@ -367,58 +368,36 @@ def advance_cursor(session: Session, expected: int, new: int, feed: str = EXPENS
 
 def add_to_balances(
     session: Session, changes: Mapping[tuple[str, str, str], int]
-) -> list[tuple[str, str, str, int | float]]:
+) -> None:
     """Add `(group_id, currency_code, user_id) -> change` to the net amounts.
 
     Keys are written in sorted order so concurrent transactions lock rows in
     the same order. A zero change still creates its row, so a currency that
     an expense used shows in the group's balance even if every net is zero.
 
-    Returns:
-      `(group_id, currency_code, user_id, net)` of each written row, as
-      stored. SQLite stores a sum past 2**63 - 1 as a float instead of
-      failing, so the caller checks the values.
+    Raises:
+      DBAPIError: among others, a net amount would pass the range of a
+        BIGINT; `total_out_of_range` tells that case apart.
     """
     rows = [
-        {
-            "group_id": group_id,
-            "currency_code": currency,
-            "user_id": user_id,
-            "net": change,
-        }
+        (group_id, currency, user_id, change)
         for (group_id, currency, user_id), change in sorted(changes.items())
     ]
-    if not rows:
-        return []
-    written = session.execute(_upsert(session, "balances", _add_to_balances), rows)
-    return [tuple(row) for row in written]
-
-
-def _add_to_balances(session: Session):
-    statement = _insert(session, BalanceRow.__table__)
-    return statement.on_conflict_do_update(
-        index_elements=["group_id", "currency_code", "user_id"],
-        set_={"net": BalanceRow.net + statement.excluded.net},
-    ).returning(
-        BalanceRow.group_id,
-        BalanceRow.currency_code,
-        BalanceRow.user_id,
-        BalanceRow.net,
-    )
+    if rows:
+        _ADD_TO_BALANCES.run(session, rows)
 
 
 def add_to_pairs(
     session: Session, changes: Mapping[tuple[str, str, str, str], int]
-) -> list[tuple[str, str, str, str, int | float]]:
+) -> None:
     """Add `(group_id, currency, debtor_id, creditor_id) -> change` to the pairs.
 
     Each group and currency whose pairs change gets a new version in
     `pair_versions`, after its pair rows, so that every writer locks rows
     in the same order.
 
-    Returns:
-      `(group_id, currency_code, first_user_id, second_user_id, amount)` of
-      each written row, as stored; see `add_to_balances`.
+    Raises:
+      DBAPIError: as `add_to_balances`.
     """
     canonical: dict[tuple[str, str, str, str], int] = {}
     for (group_id, currency, debtor, creditor), change in changes.items():
@@ -429,22 +408,11 @@ def add_to_pairs(
         else:
             key, signed = (group_id, currency, creditor, debtor), -change
         canonical[key] = canonical.get(key, 0) + signed
-    rows = [
-        {
-            "group_id": group_id,
-            "currency_code": currency,
-            "first_user_id": first,
-            "second_user_id": second,
-            "amount": change,
-        }
-        for (group_id, currency, first, second), change in sorted(canonical.items())
-        if change
-    ]
+    rows = [(*key, change) for key, change in sorted(canonical.items()) if change]
     if not rows:
-        return []
-    written = session.execute(_upsert(session, "pairs", _add_to_pairs), rows)
-    stored = [tuple(row) for row in written]
-    versions = sorted({(row["group_id"], row["currency_code"]) for row in rows})
+        return
+    _ADD_TO_PAIRS.run(session, rows)
+    versions = sorted({(group_id, currency) for group_id, currency, *_ in rows})
     session.execute(
         _upsert(session, "pair_versions", _raise_pair_versions),
         [
@@ -452,7 +420,104 @@ def add_to_pairs(
             for group, code in versions
         ],
     )
-    return stored
+
+
+class _BulkInsert:
+    """An INSERT of many rows at once, with an optional ON CONFLICT clause.
+
+    SQLite gets the rows through the driver's executemany, because
+    SQLAlchemy's processing of each row's parameters costs more than
+    SQLite's work for it. PostgreSQL gets one statement that reads each
+    column from an array parameter with `unnest`, in the order of the rows,
+    because psycopg's executemany sends one statement per row and spends
+    about as much CPU time on each. Values must need no bind processing
+    (strings, integers, and dates and times already processed).
+
+    Args:
+      table: the table's name.
+      columns: `(name, PostgreSQL type)` of each column, in row order.
+      on_conflict: the ON CONFLICT clause of each dialect, by dialect name.
+    """
+
+    def __init__(
+        self,
+        table: str,
+        columns: Sequence[tuple[str, str]],
+        on_conflict: Mapping[str, str] | None = None,
+    ) -> None:
+        names = ", ".join(name for name, _ in columns)
+        markers = ", ".join("?" for _ in columns)
+        arrays = ", ".join(f"%s::{sql_type}[]" for _, sql_type in columns)
+        on_conflict = on_conflict or {}
+        self._sqlite = (
+            f"INSERT INTO {table} ({names}) VALUES ({markers}) "
+            f"{on_conflict.get('sqlite', '')}"
+        )
+        self._postgresql = (
+            f"INSERT INTO {table} ({names}) SELECT {names} FROM unnest({arrays}) "
+            f"WITH ORDINALITY AS source ({names}, position) ORDER BY position "
+            f"{on_conflict.get('postgresql', '')}"
+        )
+
+    def run(self, session: Session, rows: Sequence[tuple]) -> None:
+        connection = session.connection()
+        if connection.dialect.name == "postgresql":
+            columns = tuple(list(column) for column in zip(*rows, strict=True))
+            connection.exec_driver_sql(self._postgresql, columns)
+        else:
+            connection.exec_driver_sql(self._sqlite, list(rows))
+
+
+def total_out_of_range(exc: DBAPIError) -> bool:
+    """Return whether an `add_to_*` statement failed on a total past a BIGINT."""
+    if getattr(exc.orig, "sqlstate", None) == "22003":
+        # PostgreSQL: numeric_value_out_of_range.
+        return True
+    return getattr(exc.orig, "sqlite_errorname", None) == "SQLITE_CONSTRAINT_NOTNULL"
+
+
+def _add_on_conflict(table: str, keys: str, column: str) -> dict[str, str]:
+    """Return the ON CONFLICT clause of an upsert that adds to `column`.
+
+    SQLite turns an integer sum past the range of 64 bits into an inexact
+    float. Its clause stores NULL instead, which the column's NOT NULL
+    constraint rejects, so the statement fails there as it does on
+    PostgreSQL.
+    """
+    total = f"{table}.{column} + excluded.{column}"
+    conflict = f"ON CONFLICT ({keys}) DO UPDATE SET {column} = "
+    return {
+        "postgresql": conflict + total,
+        "sqlite": conflict + f"CASE WHEN typeof({total}) = 'integer' THEN {total} END",
+    }
+
+
+# Upserts that add to a running total.
+_ADD_TO_BALANCES = _BulkInsert(
+    "balances",
+    [
+        ("group_id", "varchar"),
+        ("currency_code", "varchar"),
+        ("user_id", "varchar"),
+        ("net", "bigint"),
+    ],
+    _add_on_conflict("balances", "group_id, currency_code, user_id", "net"),
+)
+_ADD_TO_PAIRS = _BulkInsert(
+    "pair_balances",
+    [
+        ("group_id", "varchar"),
+        ("currency_code", "varchar"),
+        ("first_user_id", "varchar"),
+        ("second_user_id", "varchar"),
+        ("amount", "bigint"),
+    ],
+    _add_on_conflict(
+        "pair_balances",
+        "group_id, currency_code, first_user_id, second_user_id",
+        "amount",
+    ),
+)
 
 
 def _raise_pair_versions(session: Session):
@@ -461,25 +526,6 @@ def _raise_pair_versions(session: Session):
     return statement.on_conflict_do_update(
         index_elements=["group_id", "currency_code"],
         set_={"version": table.c.version + 1},
-    )
-
-
-def _add_to_pairs(session: Session):
-    statement = _insert(session, PairRow.__table__)
-    return statement.on_conflict_do_update(
-        index_elements=[
-            "group_id",
-            "currency_code",
-            "first_user_id",
-            "second_user_id",
-        ],
-        set_={"amount": PairRow.amount + statement.excluded.amount},
-    ).returning(
-        PairRow.group_id,
-        PairRow.currency_code,
-        PairRow.first_user_id,
-        PairRow.second_user_id,
-        PairRow.amount,
     )
 
 
@@ -843,41 +889,70 @@ def replace_lines(
     session: Session,
     lines: Mapping[ExpenseKey, Iterable[Line]],
     stored: Iterable[ExpenseKey],
+    expenses: Mapping[ExpenseKey, ExpenseRow | NewExpense],
 ) -> None:
     """Write the lines of several expenses: one delete per group, one insert.
 
-    Each line copies its expense's currency, date and create time from
-    `ledger_expenses` in the insert itself, so the expenses must be stored
-    first. The insert goes to the driver's executemany with positional
-    parameters, because SQLAlchemy's processing of each row's parameters
-    cost more than SQLite's work for it.
+    Each line copies its expense's currency, date and create time, so that
+    an ExplainBalance page walks one member's lines in page order. The
+    copies come from `expenses`, not from a read of `ledger_expenses` for
+    each line, which cost SQLite more than the insert itself. The date and
+    time go through their column types' bind processors, once per expense,
+    so the stored text is what an ORM insert would store.
 
     Args:
       lines: the new lines of each expense.
       stored: the expenses among them that have lines in the database now.
         Their old lines are deleted first.
+      expenses: the state of each expense of `lines`, after the change.
     """
     for group_id, expense_ids in _by_group(stored):
         session.execute(_DELETE_LINES, _group_params(group_id, expense_ids))
-    rows = [
-        (user_id, paid, owed, group_id, expense_id)
-        for (group_id, expense_id), expense_lines in sorted(lines.items())
-        for user_id, paid, owed in expense_lines
-    ]
-    if not rows:
-        return
     connection = session.connection()
-    marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-    connection.exec_driver_sql(_INSERT_LINES.replace("?", marker), rows)
+    to_date, to_time = _line_processors(connection.dialect)
+    rows = []
+    for key, expense_lines in sorted(lines.items()):
+        expense = expenses[key]
+        copies = (
+            expense.currency_code,
+            to_date(expense.expense_date),
+            to_time(expense.create_time),
+        )
+        rows += [(*key, *line, *copies) for line in expense_lines]
+    if rows:
+        _INSERT_LINES.run(session, rows)
 
 
-# Parameters: user id, paid, owed, then the group and expense ids.
-_INSERT_LINES = (
-    "INSERT INTO ledger_lines (group_id, expense_id, user_id, paid, owed, "
-    "currency_code, expense_date, create_time) "
-    "SELECT group_id, expense_id, ?, ?, ?, currency_code, expense_date, "
-    "create_time FROM ledger_expenses WHERE group_id = ? AND expense_id = ?"
+_INSERT_LINES = _BulkInsert(
+    "ledger_lines",
+    [
+        ("group_id", "varchar"),
+        ("expense_id", "varchar"),
+        ("user_id", "varchar"),
+        ("paid", "bigint"),
+        ("owed", "bigint"),
+        ("currency_code", "varchar"),
+        ("expense_date", "date"),
+        ("create_time", "timestamp"),
+    ],
 )
+_LINE_PROCESSORS: dict[str, tuple] = {}
+
+
+def _line_processors(dialect) -> tuple:
+    """Return the bind processors of a line's date and time for a dialect.
+
+    A column type without one gets the identity.
+    """
+    processors = _LINE_PROCESSORS.get(dialect.name)
+    if processors is None:
+        columns = LineRow.__table__.c
+        processors = _LINE_PROCESSORS[dialect.name] = tuple(
+            column.type.dialect_impl(dialect).bind_processor(dialect)
+            or (lambda value: value)
+            for column in (columns.expense_date, columns.create_time)
+        )
+    return processors
 
 
 def lines_of_expenses(
