@@ -1,18 +1,21 @@
 """Time how long a wide BatchCreateExpenses takes to reach the balances.
 
 `python -m bench.wide_batch` starts user_service, expense_service and
-balance_service as `splitlog serve` processes on free loopback ports (or on
-`--first-port` and the two after it), each on its own SQLite file, or all on
-one fresh PostgreSQL database with `--postgres URL` (the database is created
-under the server of URL and dropped at the end). It creates a group of
-`--members` members and sends one BatchCreateExpenses of `--expenses`
-expenses, each split equally among every member and paid by one of them in
-turn. Then it reads GetGroupBalance every 20 ms until the net amounts are
-those of the created expenses.
+balance_service as `splitlog serve` processes on free loopback ports, or
+on `--first-port` and the two after it. Each service gets its own SQLite
+file. With `--postgres URL` they use fresh PostgreSQL databases instead,
+one for balance_service and one for the other two, created on the server
+of URL and dropped at the end. The bench creates a group of `--members`
+members and sends one BatchCreateExpenses of `--expenses` expenses, each
+split equally among every member and paid by one of them in turn. Then it
+reads GetGroupBalance every 20 ms until the net amounts are those of the
+created expenses.
 
 Each run prints the seconds the call took, the seconds from its response to
 the first read that shows every expense (the lag), and the CPU seconds
-balance_service used in that time, read from /proc. With
+that balance_service used from the call to that read, read from /proc. With
+PostgreSQL on the same machine it also prints the CPU seconds of the server
+processes that serve balance_service's database. With
 `--expense-max-batch-pairs N` the services run with that setting.
 
 Run: `python -m bench.wide_batch [--members 200] [--expenses 1000] [--runs 1]
@@ -211,8 +214,36 @@ def _nets(balance) -> Counter:
     return nets
 
 
-def run_once(services: Services, members: int, count: int) -> tuple[float, ...]:
-    """Return the call's seconds, the lag and balance_service's CPU seconds."""
+def _server_cpu(admin_url: str, database: str) -> dict[int, float]:
+    """Return the CPU seconds of each PostgreSQL process serving `database`.
+
+    The server must run on this machine, so that /proc shows its processes.
+    """
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        pids = connection.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = :name"),
+            {"name": database},
+        ).scalars()
+        seconds = {}
+        for pid in pids:
+            try:
+                seconds[pid] = _cpu_seconds(pid)
+            except OSError:
+                continue
+    engine.dispose()
+    return seconds
+
+
+def run_once(
+    services: Services, members: int, count: int, postgres: tuple[str, str] | None
+) -> tuple[float, ...]:
+    """Return the call's seconds, the lag and the CPU seconds of balance_service.
+
+    The last value is the CPU seconds of the PostgreSQL processes that serve
+    balance_service, or 0 without `postgres`, the admin URL and the name of
+    balance_service's database.
+    """
     balance_pid = services.processes["balance_service"].pid
     with (
         grpc.insecure_channel(services.address("user_service")) as user_channel,
@@ -227,6 +258,7 @@ def run_once(services: Services, members: int, count: int) -> tuple[float, ...]:
         balances = balances_grpc.BalancesServiceStub(balance_channel)
         read = balances_pb.GetGroupBalanceRequest(name=f"{group}/balance")
         cpu_before = _cpu_seconds(balance_pid)
+        server_before = _server_cpu(*postgres) if postgres else {}
         started = time.perf_counter()
         response = expenses_grpc.ExpensesServiceStub(
             expense_channel
@@ -240,7 +272,11 @@ def run_once(services: Services, members: int, count: int) -> tuple[float, ...]:
             time.sleep(POLL_SECONDS)
         applied = time.perf_counter()
         cpu = _cpu_seconds(balance_pid) - cpu_before
-    return returned - started, applied - returned, cpu
+        server_after = _server_cpu(*postgres) if postgres else {}
+    server = sum(
+        seconds - server_before.get(pid, 0.0) for pid, seconds in server_after.items()
+    )
+    return returned - started, applied - returned, cpu, server
 
 
 def _postgres_database(url: str) -> tuple[str, str]:
@@ -260,50 +296,74 @@ def _drop_database(url: str, name: str) -> None:
     engine.dispose()
 
 
+def _print_runs(services: Services, args, postgres: tuple[str, str] | None) -> None:
+    database = "PostgreSQL" if args.postgres else "SQLite"
+    print(
+        f"Machine: {len(os.sched_getaffinity(0))} CPUs, Python "
+        f"{platform.python_version()}, load average {os.getloadavg()[0]:.1f}; "
+        f"{database}; {args.expenses} expenses of {args.members} members each.\n"
+    )
+    print("| run | call s | lag s | balance_service CPU s | its PostgreSQL CPU s |")
+    print("|---:|---:|---:|---:|---:|")
+    for run in range(args.runs):
+        call, lag, cpu, server = run_once(
+            services, args.members, args.expenses, postgres
+        )
+        print(
+            f"| {run + 1} | {call:.1f} | {lag:.1f} | {cpu:.1f} | {server:.1f} |",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--members", type=int, default=200)
-    parser.add_argument("--expenses", type=int, default=1000)
-    parser.add_argument("--runs", type=int, default=1)
-    parser.add_argument("--postgres", metavar="URL", default="")
-    parser.add_argument("--first-port", type=int, default=0)
-    parser.add_argument("--expense-max-batch-pairs", type=int, default=0)
+    parser.add_argument("--members", type=int, default=200, help="group size")
+    parser.add_argument(
+        "--expenses", type=int, default=1000, help="expenses in the batch"
+    )
+    parser.add_argument("--runs", type=int, default=1, help="batches, one per group")
+    parser.add_argument(
+        "--postgres", metavar="URL", default="", help="PostgreSQL server to use"
+    )
+    parser.add_argument(
+        "--first-port", type=int, default=0, help="first of 3 ports; 0: free ones"
+    )
+    parser.add_argument(
+        "--expense-max-batch-pairs",
+        type=int,
+        default=0,
+        help="the services' expense_max_batch_pairs; 0: their default",
+    )
     args = parser.parse_args()
+
     extra = []
     if args.expense_max_batch_pairs:
         extra = ["--expense-max-batch-pairs", str(args.expense_max_batch_pairs)]
-    ports = (
-        [args.first_port + offset for offset in range(3)]
-        if args.first_port
-        else _free_ports(3)
-    )
+    ports = _free_ports(3)
+    if args.first_port:
+        ports = [args.first_port + offset for offset in range(3)]
+
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
-        dropped = None
+        dropped = []
+        postgres = None
         if args.postgres:
             url, database = _postgres_database(args.postgres)
-            dropped = database
+            balance_url, balance_database = _postgres_database(args.postgres)
+            dropped = [database, balance_database]
+            postgres = (args.postgres, balance_database)
             urls = dict.fromkeys(SERVICES, url)
+            urls["balance_service"] = balance_url
         else:
             urls = {service: f"sqlite:///{folder / service}.db" for service in SERVICES}
+
         services = Services(folder, urls, ports, extra)
         try:
-            print(
-                f"Machine: {len(os.sched_getaffinity(0))} CPUs, Python "
-                f"{platform.python_version()}, load average "
-                f"{os.getloadavg()[0]:.1f}; "
-                f"{'PostgreSQL' if args.postgres else 'SQLite'}; {args.expenses} "
-                f"expenses of {args.members} members each.\n"
-            )
-            print("| run | call s | lag s | balance_service CPU s |")
-            print("|---:|---:|---:|---:|")
-            for run in range(args.runs):
-                call, lag, cpu = run_once(services, args.members, args.expenses)
-                print(f"| {run + 1} | {call:.1f} | {lag:.1f} | {cpu:.1f} |", flush=True)
+            _print_runs(services, args, postgres)
         finally:
             services.stop()
-            if dropped:
-                _drop_database(args.postgres, dropped)
+            for database in dropped:
+                _drop_database(args.postgres, database)
 
 
 if __name__ == "__main__":
