@@ -376,8 +376,8 @@ def add_to_balances(
     an expense used shows in the group's balance even if every net is zero.
 
     Raises:
-      DBAPIError: among others, a net amount would pass the range of a
-        BIGINT; `total_out_of_range` tells that case apart.
+      DBAPIError: among others when a net amount would pass the range of a
+        BIGINT, for which `total_out_of_range` returns True.
     """
     rows = [
         (group_id, currency, user_id, change)
@@ -428,10 +428,11 @@ class _BulkInsert:
     SQLite gets the rows through the driver's executemany, because
     SQLAlchemy's processing of each row's parameters costs more than
     SQLite's work for it. PostgreSQL gets one statement that reads each
-    column from an array parameter with `unnest`, in the order of the rows,
-    because psycopg's executemany sends one statement per row and spends
-    about as much CPU time on each. Values must need no bind processing
-    (strings, integers, and dates and times already processed).
+    column from an array parameter with `unnest`, in the order of the rows.
+    psycopg's executemany would send one statement per row, and the server
+    and the client spent more CPU time on those than on the rows. Values
+    must need no bind processing (strings, integers, and dates and times
+    already processed).
 
     Args:
       table: the table's name.
