@@ -449,7 +449,8 @@ def _check_batch_pairs(requests: Sequence[pb.CreateExpenseRequest]) -> None:
 
     balance_service allocates each participant's share among the payers of
     each expense when it applies the batch, so its work grows with payers x
-    participants, summed over the creates.
+    participants, summed over the creates. The ledger applies every group's
+    changes in one sequence, so the balances of every group wait for it.
 
     Raises:
       InvalidArgument: over expense_max_batch_pairs, with reason
@@ -464,12 +465,19 @@ def _check_batch_pairs(requests: Sequence[pb.CreateExpenseRequest]) -> None:
             fitting = index
     if fitting is None:
         return
+    if fitting:
+        fix = f"the first {fitting} creates of this one do"
+    else:
+        fix = (
+            "its first create alone has more, so send that one with "
+            "CreateExpense"
+        )
     raise invalid_field(
         "requests",
         f"names {total} payer and participant pairs (payers x participants, "
         f"summed over the creates), more than expense_max_batch_pairs "
         f"({limit}); split the batch so that each call stays within {limit} "
-        f"pairs: the first {fitting} creates of this one do",
+        f"pairs: {fix}",
         reason="BATCH_TOO_LARGE",
     )
 

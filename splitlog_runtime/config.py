@@ -407,7 +407,7 @@ SETTINGS: list[Setting] = [
     ),
     Setting(
         "expense_max_batch_pairs",
-        250_000,
+        50_000,
         "Most payer and participant pairs in one BatchCreateExpenses call: the "
         "sum over its creates of payers x participants, which balance_service "
         "allocates when it applies the batch.",

@@ -58,9 +58,12 @@ class RequestLimits:
     # A 10,000-row Splitwise export fits in one batch: with 4 members its
     # request is about 3.5 MB, below the default 16 MiB message limit.
     expense_max_batch_creates: int = 10_000
-    # balance_service allocates every payer and participant pair when it
-    # applies a batch, and 250,000 pairs took about 2 s of CPU time there.
-    expense_max_batch_pairs: int = 250_000
+    # balance_service allocates every payer and participant pair and writes
+    # a line per participant when it applies a batch, and every group's
+    # balances wait behind it. Expenses of one payer and 200 participants
+    # took about 1 s of CPU time there per 50,000 pairs, on a shared 2-core
+    # machine (`python -m bench.wide_batch`).
+    expense_max_batch_pairs: int = 50_000
     auth_min_password_length: int = 12
 
 

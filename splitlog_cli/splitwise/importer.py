@@ -73,7 +73,7 @@ BALANCE_POLL_SECONDS = 0.2
 MAX_BATCH_CREATES = 10_000
 #: Payer and participant pairs per BatchCreateExpenses call: the default of
 #: expense_service's expense_max_batch_pairs setting.
-MAX_BATCH_PAIRS = 250_000
+MAX_BATCH_PAIRS = 50_000
 #: Expenses of a batch per `--timeout` of its deadline.
 ROWS_PER_TIMEOUT = 1000
 # The index of the failing create in a batch error, as in `requests[12].`.

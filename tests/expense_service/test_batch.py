@@ -211,6 +211,33 @@ def test_empty_and_oversized_batches_rejected(clients, group):
     assert str(DEFAULTS.expense_max_batch_creates) in error.details()
 
 
+def test_wide_batch_over_pairs_rejected(clients, group):
+    # Expenses of one payer split among 200 members: each one writes a line
+    # per member when balance_service applies it, and every group's balances
+    # wait for that work.
+    limit = DEFAULTS.expense_max_batch_pairs
+    count = limit // 200 + 1
+    # The pair limit is checked before anything else, so the creates need no
+    # users.
+    wide = pb.CreateExpenseRequest(
+        expense=pb.Expense(
+            payers=[pb.Payer()],
+            split=pb.Split(participants=[pb.SplitParticipant()] * 200),
+        )
+    )
+
+    error = _batch_error(clients, group, [wide] * count)
+
+    assert limit == 50_000
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason_of(error) == "BATCH_TOO_LARGE"
+    assert violated_fields(error) == ["requests"]
+    assert f"names {count * 200} payer and participant pairs" in error.details()
+    assert f"more than expense_max_batch_pairs ({limit})" in error.details()
+    assert f"the first {count - 1} creates of this one do" in error.details()
+    assert _listed(clients, group) == []
+
+
 def test_retried_batch_returns_first_result(clients, group):
     request_id = new_request_id()
     creates = _creates(group, 3)

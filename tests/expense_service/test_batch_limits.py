@@ -16,6 +16,7 @@ from google.protobuf import field_mask_pb2
 
 from splitlog.expenses.v1 import expenses_service_pb2 as pb
 from splitlog.expenses.v1 import ledger_service_pb2 as ledger_pb
+from splitlog_runtime import limits
 from splitlog_runtime.limits import DEFAULTS
 from tests.expense_service.conftest import make_config, open_clients, start_pair
 from tests.expense_service.support import (
@@ -197,6 +198,26 @@ def test_too_many_pairs_rejected(clients, group):
     assert f"expense_max_batch_pairs ({limit})" in error.details()
     assert f"the first {count - 1} creates" in error.details()
     assert _expense_count(clients, group) == 0
+
+
+def test_first_create_over_pairs_named(module_db_url, tmp_path):
+    saved = limits.current()
+    config = make_config(tmp_path, module_db_url).replace(expense_max_batch_pairs=10)
+    request = pb.BatchCreateExpensesRequest(
+        parent="groups/wide-group", requests=[_wide_create(2, 6)] * 2
+    )
+    try:
+        with start_pair(config) as pair, open_clients(*pair) as own:
+            error = _batch_error(own, request)
+    finally:
+        limits.install(saved)
+
+    assert reason_of(error) == "BATCH_TOO_LARGE"
+    assert "names 24 payer and participant pairs" in error.details()
+    assert "expense_max_batch_pairs (10)" in error.details()
+    assert "its first create alone has more" in error.details()
+    assert "send that one with CreateExpense" in error.details()
+    assert "the first 0 creates" not in error.details()
 
 
 def test_list_pages_fit_message_limit(clients, group):

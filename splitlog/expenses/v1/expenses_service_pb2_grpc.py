@@ -116,7 +116,7 @@ class ExpensesServiceServicer:
         expense is created or none is. Every request is checked first; the
         error of a bad one names its index, as in `requests[3].expense.total`.
         At most 10000 requests per call by default (`expense_max_batch_creates`),
-        and at most 250000 payer and participant pairs, the sum over the requests
+        and at most 50000 payer and participant pairs, the sum over the requests
         of payers x participants (`expense_max_batch_pairs`); more fail with
         INVALID_ARGUMENT, reason BATCH_TOO_LARGE. A batch whose response would
         exceed the server's max_message_bytes fails with INVALID_ARGUMENT, reason
