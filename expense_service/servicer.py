@@ -468,10 +468,7 @@ def _check_batch_pairs(requests: Sequence[pb.CreateExpenseRequest]) -> None:
     if fitting:
         fix = f"the first {fitting} creates of this one do"
     else:
-        fix = (
-            "its first create alone has more, so send that one with "
-            "CreateExpense"
-        )
+        fix = "its first create alone has more, so send that one with CreateExpense"
     raise invalid_field(
         "requests",
         f"names {total} payer and participant pairs (payers x participants, "
