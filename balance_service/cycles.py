@@ -33,26 +33,32 @@ it walks the cut part of the path again. A cycle drops at least one debt, so
 for m members and d debts the walk costs at most d + m x d steps, and in
 practice d plus the length of the cycles it finds.
 
+A debt can change only while the walk has not yet passed it, so a read of
+one pair's line needs the walk only up to that point (`DebtWalk`).
+
 NOTE: the number of members of a group is not capped. Debts between every
 two of 500 members took 0.5 to 7 s to net on a shared 2-core machine,
 depending on its load (`python -m bench.pairwise_read`, see
-docs/benchmarks.md). The reads keep the result until the group's pair
-amounts change (`balance_service.pair_cache`), so only the first pairwise
-read after each change pays for it.
+docs/benchmarks.md). The reads keep the walk until the group's pair
+amounts change (`balance_service.pair_cache`), so after each change the
+reads together pay for at most one walk.
 
 Amounts are whole minor units (ints).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 Debt = tuple[str, str]  # (debtor id, creditor id)
 # A stored pair amount: (group_id, currency_code, first_user_id,
 # second_user_id, amount), where `amount` is what the first user owes the
 # second, negative when the second owes the first.
 PairAmount = tuple[str, str, str, str, int]
+# A debt with its amount: (debtor id, creditor id, amount > 0).
+DebtAmount = tuple[str, str, int]
 
 
 def pairwise_lines(
@@ -98,86 +104,173 @@ def cancel_cycles(debts: Mapping[Debt, int]) -> dict[Debt, int]:
                 "line: amounts must be positive, between two members, and in "
                 "one direction per pair"
             )
-    members = sorted({member for debt in debts for member in debt})
-    number = {member: index for index, member in enumerate(members)}
-    # Debts are numbered in (debtor, creditor) order, so each member's debts
-    # are a run of consecutive numbers in creditor order.
-    ordered = sorted((number[debtor], number[creditor]) for debtor, creditor in debts)
-    creditor_of = [creditor for _, creditor in ordered]
-    amount_of = [
-        debts[members[debtor], members[creditor]] for debtor, creditor in ordered
-    ]
-    end_of = [0] * len(members)
-    for debtor, _ in ordered:
-        end_of[debtor] += 1
-    next_debt = [0] * len(members)
-    total = 0
-    for member, count in enumerate(end_of):
-        next_debt[member] = total
-        total += count
-        end_of[member] = total
-
-    _walk(creditor_of, amount_of, next_debt, end_of)
-    return {
-        (members[debtor], members[creditor]): amount
-        for (debtor, creditor), amount in zip(ordered, amount_of, strict=True)
-        if amount
-    }
+    walk = DebtWalk(
+        sorted(
+            (debtor, creditor, amount) for (debtor, creditor), amount in debts.items()
+        )
+    )
+    return {(debtor, creditor): amount for debtor, creditor, amount in walk.remaining()}
 
 
-def _walk(
-    creditor_of: list[int],
-    amount_of: list[int],
-    next_debt: list[int],
-    end_of: list[int],
-) -> None:
-    """Subtract every cycle from `amount_of` in place, by the walk of this module.
+class DebtWalk:
+    """The walk of this module over the debts of one group and currency,
+    taken only as far as the reads need it.
 
-    Members and debts are numbers. The debts of member m run from
-    `next_debt[m]` up to `end_of[m]`, and `next_debt[m]` is the one the walk
-    takes next from m. It stays when a cycle cuts m off the path, because
-    the debts before it lead to finished members or are zero.
+    `amount` runs the walk until the debt it reads can no longer change, and
+    `remaining` runs it to the end. Each goes on from where the walk stopped
+    before, so all reads together take at most one walk.
+
+    A debt changes only in a cycle that the walk closes while the debt leads
+    from one member of the path to the next. The walk takes a member's debts
+    in order and never goes back to one it has passed. So a debt is final
+    once its amount is zero, or once its debtor's next debt is a later one,
+    which includes a debtor that is finished.
+
+    Not thread-safe: callers hold a lock around each call
+    (`balance_service.pair_cache`).
+
+    Attributes:
+      cycles: the cycles cancelled so far.
     """
-    finished = [False] * len(end_of)
-    # Index of each member on the path, -1 when it is not on it.
-    position = [-1] * len(end_of)
-    path: list[int] = []
-    # The debt by which each member on the path reached the next one.
-    path_debts: list[int] = []
-    for start in range(len(end_of)):
-        if finished[start]:
-            continue
-        path.append(start)
-        position[start] = 0
-        while path:
-            debtor = path[-1]
-            debt = next_debt[debtor]
-            if debt == end_of[debtor]:
-                finished[debtor] = True
-                position[debtor] = -1
-                path.pop()
-                if path_debts:
-                    path_debts.pop()
-                continue
-            creditor = creditor_of[debt]
-            if not amount_of[debt] or finished[creditor]:
-                next_debt[debtor] = debt + 1
-            elif position[creditor] < 0:
-                position[creditor] = len(path)
-                path.append(creditor)
-                path_debts.append(debt)
-            else:
-                # The cycle: the path from the creditor on, then this debt.
+
+    def __init__(self, debts: Sequence[DebtAmount]) -> None:
+        """Prepare the walk; it takes no step yet.
+
+        Args:
+          debts: `(debtor, creditor, amount)`, sorted by debtor then creditor,
+            each amount greater than zero, a debtor never its own creditor and
+            at most one direction per pair of members. `cancel_cycles` checks
+            this; `storage.group_debts` returns debts in this form.
+        """
+        members = sorted({debt[0] for debt in debts} | {debt[1] for debt in debts})
+        self._members = members
+        self._number = {member: index for index, member in enumerate(members)}
+        number = self._number
+        # Debts are numbered in (debtor, creditor) order, so each member's
+        # debts are a run of consecutive numbers in creditor order.
+        self._creditor_of = [number[creditor] for _, creditor, _ in debts]
+        self._amount_of = [amount for _, _, amount in debts]
+        self._first_debt = [0] * len(members)
+        self._end_of = [0] * len(members)
+        for debtor, _, _ in debts:
+            self._end_of[number[debtor]] += 1
+        total = 0
+        for member, count in enumerate(self._end_of):
+            self._first_debt[member] = total
+            total += count
+            self._end_of[member] = total
+        # The debt that the walk takes next from each member.
+        self._next_debt = list(self._first_debt)
+        self._finished = [False] * len(members)
+        # Index of each member on the path, -1 when it is not on it.
+        self._position = [-1] * len(members)
+        self._path: list[int] = []
+        # The debt by which each member on the path reached the next one.
+        self._path_debts: list[int] = []
+        # The next member to start a path at when the path is empty.
+        self._start = 0
+        self.cycles = 0
+
+    def amount(self, debtor: str, creditor: str) -> int:
+        """Return what `debtor` owes `creditor` after cancelling, 0 without a debt."""
+        debtor_number = self._number.get(debtor)
+        creditor_number = self._number.get(creditor)
+        if debtor_number is None or creditor_number is None:
+            return 0
+        end = self._end_of[debtor_number]
+        debt = bisect_left(
+            self._creditor_of, creditor_number, self._first_debt[debtor_number], end
+        )
+        if debt == end or self._creditor_of[debt] != creditor_number:
+            return 0
+        self._walk(debt, debtor_number)
+        return self._amount_of[debt]
+
+    def remaining(self) -> list[DebtAmount]:
+        """Run the walk to the end; return the debts left, sorted as given."""
+        self._walk(-1, -1)
+        members = self._members
+        creditor_of = self._creditor_of
+        amount_of = self._amount_of
+        return [
+            (members[debtor], members[creditor_of[debt]], amount_of[debt])
+            for debtor in range(len(members))
+            for debt in range(self._first_debt[debtor], self._end_of[debtor])
+            if amount_of[debt]
+        ]
+
+    def _walk(self, target: int, target_debtor: int) -> None:
+        """Cancel cycles by the rule of this module until debt `target` of
+        member `target_debtor` is final, or to the end when both are -1."""
+        creditor_of = self._creditor_of
+        amount_of = self._amount_of
+        next_debt = self._next_debt
+        end_of = self._end_of
+        finished = self._finished
+        position = self._position
+        path = self._path
+        path_debts = self._path_debts
+
+        if target_debtor >= 0 and (
+            not amount_of[target] or next_debt[target_debtor] > target
+        ):
+            return
+
+        members = len(end_of)
+        start = self._start
+        while start < members:
+            if not path:
+                if finished[start]:
+                    start += 1
+                    continue
+                path.append(start)
+                position[start] = 0
+            while path:
+                debtor = path[-1]
+                debt = next_debt[debtor]
+                end = end_of[debtor]
+                # Pass the debts that are zero or lead to a finished member.
+                while debt < end and (
+                    not amount_of[debt] or finished[creditor_of[debt]]
+                ):
+                    debt += 1
+                next_debt[debtor] = debt
+                if debtor == target_debtor and debt > target:
+                    self._start = start
+                    return
+                if debt == end:
+                    finished[debtor] = True
+                    position[debtor] = -1
+                    path.pop()
+                    if path_debts:
+                        path_debts.pop()
+                    continue
+
+                creditor = creditor_of[debt]
                 first = position[creditor]
                 path_debts.append(debt)
-                smallest = min(amount_of[link] for link in path_debts[first:])
-                cut = -1
-                for index in range(first, len(path_debts)):
-                    link = path_debts[index]
-                    amount_of[link] -= smallest
-                    if cut < 0 and not amount_of[link]:
-                        cut = index
+                if first < 0:
+                    position[creditor] = len(path)
+                    path.append(creditor)
+                    continue
+
+                # The cycle: the path from the creditor on, then this debt.
+                # Its smallest debt is subtracted from each, and the path is
+                # cut at the first of them to reach zero, counted from the
+                # creditor.
+                links = path_debts[first:]
+                amounts = [amount_of[link] for link in links]
+                smallest = min(amounts)
+                for link, amount in zip(links, amounts, strict=True):
+                    amount_of[link] = amount - smallest
+                cut = first + amounts.index(smallest)
                 for member in path[cut + 1 :]:
                     position[member] = -1
                 del path[cut + 1 :]
                 del path_debts[cut:]
+                self.cycles += 1
+                if target_debtor >= 0 and not amount_of[target]:
+                    self._start = start
+                    return
+            start += 1
+        self._start = start

@@ -3,7 +3,8 @@
 `_reference_cancel` follows the walk of `balance_service.cycles` step by
 step on member ids, as the rule reads. The service's `cancel_cycles` must
 give the same debts on every input, keep every net amount, and leave no
-cycle.
+cycle. A `DebtWalk` that returns single debts first, in any order, must
+give the same amounts.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from balance_service.cycles import cancel_cycles, pairwise_lines
+from balance_service.cycles import DebtWalk, cancel_cycles, pairwise_lines
 from balance_service.pair_cache import net
 from tests.balance_service.support import debt_nets, has_cycle
 
@@ -129,6 +130,56 @@ def test_matches_reference_and_keeps_nets(debts):
         assert 0 < amount <= debts[debt], debt
 
 
+def _sorted_debts(debts: dict[tuple[str, str], int]) -> list[tuple[str, str, int]]:
+    return sorted(
+        (debtor, creditor, amount) for (debtor, creditor), amount in debts.items()
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(_debts(), st.data())
+def test_walk_amounts_match_reference(debts, data):
+    expected = _reference_cancel(debts)
+    names = [f"user-{number}" for number in range(6)] + ["outsider"]
+    pairs = [(debtor, creditor) for debtor in names for creditor in names]
+    requested = data.draw(st.lists(st.sampled_from(pairs), max_size=12))
+    walk = DebtWalk(_sorted_debts(debts))
+
+    for debtor, creditor in requested:
+        assert walk.amount(debtor, creditor) == expected.get((debtor, creditor), 0)
+    assert walk.remaining() == _sorted_debts(expected)
+    for debtor, creditor in requested:
+        assert walk.amount(debtor, creditor) == expected.get((debtor, creditor), 0)
+
+
+def test_walk_stops_at_final_debt():
+    debts = {
+        # The first cycle, ann -> ben -> cleo -> ann, drops ann -> ben.
+        ("ann", "ben"): 500,
+        ("ben", "cleo"): 1000,
+        ("cleo", "ann"): 1000,
+        # A cycle that the walk reaches only after ann, ben and cleo.
+        ("dora", "erin"): 300,
+        ("erin", "fred"): 400,
+        ("fred", "dora"): 200,
+    }
+    walk = DebtWalk(_sorted_debts(debts))
+
+    assert walk.amount("ann", "ben") == 0
+    assert walk.cycles == 1
+    assert walk.amount("ben", "cleo") == 500
+    assert walk.cycles == 1
+    assert walk.amount("erin", "fred") == 200
+    assert walk.cycles == 2
+    assert walk.remaining() == [
+        ("ben", "cleo", 500),
+        ("cleo", "ann", 500),
+        ("dora", "erin", 100),
+        ("erin", "fred", 200),
+    ]
+    assert walk.cycles == 2
+
+
 @settings(max_examples=100, deadline=None)
 @given(_debts(), st.randoms(use_true_random=False))
 def test_independent_of_insertion_order(debts, shuffler: random.Random):
@@ -197,6 +248,24 @@ def test_netted_lines_of_user_and_pair_after_cycle():
     assert netted.owed("dora", "ben") == 0
     assert netted.after("ann", "ben") == 1
     assert netted.after("ann", "a") == 0
+
+
+def test_netted_lines_of_pair_before_whole_walk():
+    # The same debts as above. ann's line is final once the walk reaches ann.
+    pairs = [
+        ("g1", "EUR", "ben", "dora", -1000),
+        ("g1", "EUR", "cleo", "dora", 1000),
+        ("g1", "EUR", "ben", "cleo", 1000),
+        ("g1", "EUR", "ann", "ben", 400),
+    ]
+
+    netted = net(7, pairs)
+
+    assert netted.owed("ann", "ben") == 400
+    assert netted.owed("dora", "ben") == 0
+    assert netted.owed("ann", "zoe") == 0
+    assert list(netted.counterparties("ben")) == [("ann", 400)]
+    assert netted.owed("ann", "ben") == 400
 
 
 def test_netted_lines_of_pairs_without_debt():
