@@ -7,15 +7,21 @@ BalancesServicer keeps it in memory, under the version of the group and
 currency in `pair_versions`. Every write to the pair amounts raises that
 version in its own transaction (`storage.add_to_pairs`). A read looks the
 versions up in its own transaction and uses a kept result only when its
-version is the one it read, else it nets the pair amounts of that same
+version is the one it read, else it reads the debts of that same
 transaction. Versions only grow, so a read never gets lines of another
 state than the one it reads, even when another balance_service process on
 the same database wrote the change.
 
-The cache keeps at most `MAX_CACHED_LINES` lines, and drops the group and
-currency read least recently first. A restored backup of the database can bring
-back an old version number with other amounts, so restart the service after
-a restore.
+A kept entry contains the walk that cancels the cycles, taken only as far as
+the reads so far needed it (`cycles.DebtWalk`). ExplainBalance of a pair
+needs the walk only until that pair's debt is final; the lines of a whole
+group or of a user need all of it. Later reads at the same version go on
+from where the walk stopped.
+
+The cache keeps entries built from at most `MAX_CACHED_DEBTS` debts, and
+drops the group and currency read least recently first. A restored backup
+of the database can bring back an old version number with other amounts,
+so restart the service after a restore.
 """
 
 from __future__ import annotations
@@ -23,40 +29,68 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 
 from sqlalchemy.orm import Session
 
 from balance_service import cycles, storage
 
-#: Lines that one servicer keeps at most, over all groups and currencies.
-#: Each line took about 75 bytes (tracemalloc, CPython 3.11), so about 15 MB
-#: when full. A group of 500 members with a debt between every two after
-#: netting has 124,750 lines; the dense group of `bench.pairwise_read` nets
-#: to about 9,400.
-MAX_CACHED_LINES = 200_000
+#: Debts that the entries of one servicer are built from, at most, over all
+#: groups and currencies. On the group of `bench.explain_wide` (tracemalloc,
+#: CPython 3.11), a debt took about 50 bytes in the walk, and a line about
+#: 105 bytes once the walk had ended. So at most about 21 MB when full, if
+#: no debt cancelled. A group of 500 members with a debt between every two
+#: has 124,750 debts.
+MAX_CACHED_DEBTS = 200_000
 
 Line = tuple[str, str, int]  # (debtor id, creditor id, amount > 0)
 
 
-@dataclass(frozen=True)
 class NettedLines:
     """The pairwise lines of one group and currency, with cycles cancelled.
 
+    Thread-safe. A lock lets one read at a time take the walk further, so
+    reads of one entry at once share one walk.
+
     Attributes:
-      version: the `pair_versions` version they were netted at.
-      lines: `(debtor, creditor, amount)`, sorted by debtor then creditor.
+      version: the `pair_versions` version of the debts it was built from.
+      debts: how many debts it was built from.
     """
 
-    version: int
-    lines: tuple[Line, ...]
+    def __init__(self, version: int, debts: Sequence[cycles.DebtAmount]) -> None:
+        """Prepare the walk over `debts`, in the form `cycles.DebtWalk` takes."""
+        self.version = version
+        self.debts = len(debts)
+        self._lock = threading.Lock()
+        self._walk: cycles.DebtWalk | None = cycles.DebtWalk(debts)
+        self._lines: tuple[Line, ...] | None = None
+
+    @property
+    def lines(self) -> tuple[Line, ...]:
+        """`(debtor, creditor, amount)`, sorted by debtor then creditor.
+
+        The first use runs the walk to the end.
+        """
+        with self._lock:
+            if self._lines is None:
+                assert self._walk is not None
+                self._lines = tuple(self._walk.remaining())
+                # The lines contain all that reads need from now on.
+                self._walk = None
+            return self._lines
 
     def owed(self, debtor: str, creditor: str) -> int:
-        """Return what `debtor` owes `creditor` in the lines, 0 without a line."""
-        index = bisect_left(self.lines, (debtor, creditor))
-        if index < len(self.lines):
-            found_debtor, found_creditor, amount = self.lines[index]
+        """Return what `debtor` owes `creditor` in the lines, 0 without a line.
+
+        Runs the walk only until that debt is final.
+        """
+        with self._lock:
+            if self._walk is not None:
+                return self._walk.amount(debtor, creditor)
+        lines = self.lines
+        index = bisect_left(lines, (debtor, creditor))
+        if index < len(lines):
+            found_debtor, found_creditor, amount = lines[index]
             if (found_debtor, found_creditor) == (debtor, creditor):
                 return amount
         return 0
@@ -72,38 +106,35 @@ class NettedLines:
 
     def after(self, debtor: str, creditor: str) -> int:
         """Return the index of the first line past `(debtor, creditor)`."""
-        index = bisect_left(self.lines, (debtor, creditor))
-        if index < len(self.lines) and self.lines[index][:2] == (debtor, creditor):
+        lines = self.lines
+        index = bisect_left(lines, (debtor, creditor))
+        if index < len(lines) and lines[index][:2] == (debtor, creditor):
             index += 1
         return index
 
 
 def net(version: int, pairs: list[cycles.PairAmount]) -> NettedLines:
-    """Cancel the cycles of one group and currency's pair amounts."""
-    netted = cycles.pairwise_lines(pairs)
-    debts = next(iter(netted.values()), {})
-    return NettedLines(
-        version,
-        tuple(
-            sorted(
-                (debtor, creditor, amount)
-                for (debtor, creditor), amount in debts.items()
-            )
-        ),
+    """Build the netted lines of one group and currency from its pair amounts."""
+    debts = sorted(
+        (first, second, amount) if amount > 0 else (second, first, -amount)
+        for _, _, first, second, amount in pairs
+        if amount
     )
+    return NettedLines(version, debts)
 
 
 class PairwiseCache:
     """Netted lines per group and currency, kept while their version holds.
 
-    Thread-safe. Two reads that miss the same entry at once both net it.
+    Thread-safe. Two reads that miss the same entry at once both read its
+    debts, and then share the entry that is kept first.
     """
 
-    def __init__(self, max_lines: int = MAX_CACHED_LINES) -> None:
-        self._max_lines = max_lines
+    def __init__(self, max_debts: int = MAX_CACHED_DEBTS) -> None:
+        self._max_debts = max_debts
         self._lock = threading.Lock()
         self._entries: OrderedDict[tuple[str, str], NettedLines] = OrderedDict()
-        self._held_lines = 0
+        self._held_debts = 0
 
     def lines(
         self, session: Session, versions: storage.PairVersions
@@ -112,7 +143,7 @@ class PairwiseCache:
 
         Args:
           session: the read's transaction, in which `versions` were read; a
-            missing entry is netted from the pair amounts it reads.
+            missing entry is built from the debts it reads.
           versions: `(group_id, currency_code) -> version`, as
             `storage.pair_versions` returns them.
         """
@@ -125,25 +156,36 @@ class PairwiseCache:
                     found[key] = entry
         for key in sorted(versions.keys() - found.keys()):
             group_id, currency = key
-            entry = net(versions[key], storage.group_pairs(session, group_id, currency))
-            found[key] = entry
-            self._keep(key, entry)
+            entry = NettedLines(
+                versions[key], storage.group_debts(session, group_id, currency)
+            )
+            found[key] = self._keep(key, entry)
         return found
 
-    def _keep(self, key: tuple[str, str], entry: NettedLines) -> None:
-        """Store an entry unless a newer version is stored; drop the oldest reads."""
-        size = len(entry.lines) + 1
-        if size > self._max_lines:
-            return
+    def _keep(self, key: tuple[str, str], entry: NettedLines) -> NettedLines:
+        """Store an entry unless one of its version or newer is stored; drop the
+        entries read least recently beyond the limit.
+
+        Returns:
+          the stored entry of the same version when there is one, so that
+          its walk is shared, else `entry`.
+        """
+        size = entry.debts + 1
+        if size > self._max_debts:
+            return entry
         with self._lock:
             stored = self._entries.get(key)
             if stored is not None:
+                if stored.version == entry.version:
+                    self._entries.move_to_end(key)
+                    return stored
                 if stored.version > entry.version:
-                    return
-                self._held_lines -= len(stored.lines) + 1
+                    return entry
+                self._held_debts -= stored.debts + 1
                 del self._entries[key]
             self._entries[key] = entry
-            self._held_lines += size
-            while self._held_lines > self._max_lines:
+            self._held_debts += size
+            while self._held_debts > self._max_debts:
                 _, dropped = self._entries.popitem(last=False)
-                self._held_lines -= len(dropped.lines) + 1
+                self._held_debts -= dropped.debts + 1
+        return entry

@@ -858,12 +858,13 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                 net_amount = storage.pair_amount(
                     session, group_id, currency, user_id, counterparty
                 )
-                versions = storage.pair_versions(session, group_id, currency)
-                pairwise_amount = sum(
-                    entry.owed(counterparty, user_id)
-                    - entry.owed(user_id, counterparty)
-                    for entry in self._pairwise.lines(session, versions).values()
-                )
+                # Cancelling cycles never makes a debt, so a pair without one
+                # needs no netting.
+                pairwise_amount = 0
+                if net_amount:
+                    pairwise_amount = self._pair_line(
+                        session, group_id, currency, user_id, counterparty
+                    )
             items = self._contributions(
                 session, group_id, user_id, currency, counterparty, after, size + 1
             )
@@ -922,6 +923,25 @@ class BalancesServicer(pb_grpc.BalancesServiceServicer):
                 selector,
             )
         return response
+
+    def _pair_line(
+        self,
+        session: Session,
+        group_id: str,
+        currency: str,
+        user_id: str,
+        counterparty: str,
+    ) -> int:
+        """Return what the counterparty owes the user after cancelling cycles.
+
+        Negative when the user owes the counterparty. The walk that cancels
+        them runs only until this pair's debt is final.
+        """
+        versions = storage.pair_versions(session, group_id, currency)
+        return sum(
+            entry.owed(counterparty, user_id) - entry.owed(user_id, counterparty)
+            for entry in self._pairwise.lines(session, versions).values()
+        )
 
     @staticmethod
     def _contributions(

@@ -70,7 +70,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, aliased, mapped_column
 
-from balance_service.cycles import PairAmount
+from balance_service.cycles import DebtAmount, PairAmount
 
 EXPENSE_FEED = "expense_service"
 
@@ -763,6 +763,34 @@ def member_nets(
         query = query.with_for_update()
     nets = {row.user_id: row.net for row in session.scalars(query)}
     return {user_id: nets.get(user_id, 0) for user_id in user_ids}
+
+
+_GROUP_DEBTS = select(
+    PairRow.first_user_id, PairRow.second_user_id, PairRow.amount
+).where(
+    PairRow.group_id == bindparam("group_id"),
+    PairRow.currency_code == bindparam("currency_code"),
+    PairRow.amount != 0,
+)
+
+
+def group_debts(session: Session, group_id: str, currency: str) -> list[DebtAmount]:
+    """Return the debts of a group in one currency, as `cycles.DebtWalk` takes them.
+
+    Each item is `(debtor, creditor, amount)` with the amount above zero,
+    sorted by debtor then creditor in Python's string order. They are
+    sorted here, not in SQL, because a PostgreSQL collation may order text
+    differently.
+    """
+    rows = session.execute(
+        _GROUP_DEBTS, {"group_id": group_id, "currency_code": currency}
+    )
+    debts = [
+        (first, second, amount) if amount > 0 else (second, first, -amount)
+        for first, second, amount in rows
+    ]
+    debts.sort()
+    return debts
 
 
 def group_pairs(

@@ -4,12 +4,15 @@ Each test reads the pairwise views first, so that the service keeps the
 netted lines, then writes and reads again. Every read must match the lines
 netted anew from the stored pair amounts, and a second balance service on
 the same database, with lines of its own, must see a write made through the
-first one.
+first one. Reads net only what they need: an explanation of a pair without
+a debt reads no other pair, and reads that miss at once share one walk.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import event
+import threading
+
+from sqlalchemy import Engine, event
 
 from balance_service import cycles, storage
 from balance_service.app import MIGRATIONS_DIR
@@ -287,8 +290,8 @@ def test_kept_lines_renetted_after_pair_write_and_bounded(tmp_path):
         {("group-a", "EUR", "ann", "ben"): 100, ("group-a", "EUR", "cleo", "ben"): 50}
     )
     write({("group-b", "EUR", "ann", "ben"): 70})
-    # Group a's entry weighs 3 (2 lines and the entry), group b's 2.
-    cache = PairwiseCache(max_lines=4)
+    # Group a's entry weighs 3 (2 debts and the entry), group b's 2.
+    cache = PairwiseCache(max_debts=4)
 
     def lines(group_id):
         with database.transaction(read_only=True) as session:
@@ -322,3 +325,113 @@ def test_kept_lines_renetted_after_pair_write_and_bounded(tmp_path):
     finally:
         event.remove(database.engine, "before_cursor_execute", record)
         database.dispose()
+
+
+def test_explain_without_debt_reads_one_pair(services):
+    group_id, ids = _group(services)
+    pair_reads = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if "FROM pair_balances" in statement and group_id in str(parameters):
+            pair_reads.append(statement)
+
+    def explain(user: str, counterparty: str) -> tuple[int, int, int]:
+        response = services.balances.ExplainBalance(
+            pb.ExplainBalanceRequest(
+                name=f"groups/{group_id}/balance",
+                user=f"users/{ids[user]}",
+                currency_code="EUR",
+                counterparty=f"users/{ids[counterparty]}",
+                page_size=1,
+            ),
+            timeout=10,
+        )
+        return (
+            minor(response.net_amount),
+            minor(response.pairwise_amount),
+            minor(response.circular_debt_adjustment),
+        )
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        # ben and dora share no expense, so only their own pair is read.
+        assert explain("ben", "dora") == (0, 0, 0)
+        assert len(pair_reads) == 1
+        # ann's debt to ben is in the cycle of 10.00, so the group is read.
+        assert explain("ben", "ann") == (3000, 2000, -1000)
+        assert len(pair_reads) == 3
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+
+
+def test_concurrent_misses_share_one_walk(tmp_path):
+    database = Database(f"sqlite:///{tmp_path / 'pairs.db'}")
+    upgrade(database.engine, MIGRATIONS_DIR, "alembic_version_balance_service")
+    with database.transaction() as session:
+        storage.add_to_pairs(
+            session,
+            {
+                ("group-a", "EUR", "ann", "ben"): 300,
+                ("group-a", "EUR", "ben", "cleo"): 200,
+                ("group-a", "EUR", "cleo", "ann"): 100,
+            },
+        )
+    cache = PairwiseCache()
+    # Each read waits at the pair amounts until the other gets there, so
+    # both found no kept lines.
+    both_reading = threading.Barrier(2, timeout=10)
+    entries = {}
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if "FROM pair_balances" in statement:
+            both_reading.wait()
+
+    def read(name: str) -> None:
+        with database.transaction(read_only=True) as session:
+            versions = storage.pair_versions(session, "group-a", "EUR")
+            entries[name] = cache.lines(session, versions)["group-a", "EUR"]
+
+    event.listen(database.engine, "before_cursor_execute", record)
+    try:
+        readers = [threading.Thread(target=read, args=(name,)) for name in "ab"]
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join(timeout=20)
+    finally:
+        event.remove(database.engine, "before_cursor_execute", record)
+        database.dispose()
+
+    assert set(entries) == {"a", "b"}
+    assert entries["a"] is entries["b"]
+    assert entries["a"].lines == (("ann", "ben", 200), ("ben", "cleo", 100))
+
+
+def test_group_debts_in_code_point_order(db_url):
+    # A PostgreSQL collation may sort "user-B" after "user-a", and "user_a"
+    # before "user-b". The walk needs the ids in Python's order.
+    database = Database(db_url)
+    upgrade(database.engine, MIGRATIONS_DIR, "alembic_version_balance_service")
+    try:
+        with database.transaction() as session:
+            storage.add_to_pairs(
+                session,
+                {
+                    ("group-a", "EUR", "user-a", "user-B"): 100,
+                    ("group-a", "EUR", "user_a", "user-a"): 200,
+                    ("group-a", "EUR", "user-b", "user_a"): 300,
+                    ("group-a", "EUR", "user-B", "user-b"): 0,
+                    ("group-a", "USD", "user-a", "user-b"): 400,
+                    ("group-b", "EUR", "user-a", "user-b"): 500,
+                },
+            )
+        with database.transaction(read_only=True) as session:
+            debts = storage.group_debts(session, "group-a", "EUR")
+    finally:
+        database.dispose()
+
+    assert debts == [
+        ("user-a", "user-B", 100),
+        ("user-b", "user_a", 300),
+        ("user_a", "user-a", 200),
+    ]

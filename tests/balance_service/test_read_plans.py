@@ -119,6 +119,9 @@ def _plans(database: Database, read) -> list[tuple[str, list[str]]]:
             lambda s: storage.group_pairs(s, "group-a", "EUR"), id="group-pairs"
         ),
         pytest.param(
+            lambda s: storage.group_debts(s, "group-a", "EUR"), id="group-debts"
+        ),
+        pytest.param(
             lambda s: storage.unsettled_balances(s, "group-a", None), id="settled"
         ),
     ],
