@@ -16,13 +16,24 @@ share one interpreter. Over gRPC it times, `--runs` calls each:
 
 - ExplainBalance of `user-000`, alone and with `user-001` as counterparty,
   the first and the second page of 50;
+- the first page of ExplainBalance of `user-000` with `user-001`, and of
+  the last two members with each other, each call right after a change to
+  the wide group: one minor unit between the last two members, one way and
+  then back, written through `balance_service.storage`. In both patterns of
+  the default group, the walk that cancels circular debts makes the debt
+  between `user-000` and `user-001` final early. The debt between the last
+  two members is final only at its end;
 - GetGroupBalance and GetUserBalance of the small group, one pair of calls
   after the other for 3 s, first alone, then while another thread calls
-  ExplainBalance with the counterparty over and over.
+  ExplainBalance of `user-000` with `user-001` over and over, and then
+  while that thread makes a change before each call and explains the last
+  two members.
 
-The first ExplainBalance with a counterparty after the start also nets the
-wide group's pair amounts once (see `balance_service.pair_cache`). The bench
-makes that call before it times anything and prints its time apart.
+The first ExplainBalance with a counterparty after the start or after a
+change needs the wide group's pairwise lines at the new version (see
+`balance_service.pair_cache`). The bench makes one such call, of
+`user-000` with `user-001`, before it times anything and prints its time
+apart.
 
 Like `bench.explain_balance`, it runs against an older checkout with
 PYTHONPATH pointing at it, the child process included.
@@ -252,11 +263,11 @@ def start_balances(
     return child, port
 
 
-def _explain(stub, counterparty: str, page_token: str = ""):
+def _explain(stub, counterparty: str, page_token: str = "", user: str = "user-000"):
     return stub.ExplainBalance(
         pb.ExplainBalanceRequest(
             name=f"groups/{WIDE}/balance",
-            user="users/user-000",
+            user=f"users/{user}",
             currency_code=CURRENCY,
             counterparty=counterparty,
             page_size=50,
@@ -289,6 +300,41 @@ def time_explain(stub, runs: int) -> list[tuple[str, str, float]]:
     return rows
 
 
+class PairChange:
+    """Move one minor unit between the last two members of the wide group, in
+    turn one way and back, as an expense that the first of them paid."""
+
+    def __init__(self, url: str, members: list[str]) -> None:
+        self._database = Database(url)
+        self._lines = [(members[-2], 2, 1), (members[-1], 0, 1)]
+        self._sign = 1
+
+    def __call__(self) -> None:
+        changes = Changes()
+        changes.add_expense(WIDE, CURRENCY, self._lines, self._sign)
+        with self._database.transaction() as session:
+            changes.write(session)
+            storage.touch_group(session, WIDE, FIRST_TIME)
+        self._sign = -self._sign
+
+    def close(self) -> None:
+        self._database.dispose()
+
+
+def time_after_change(
+    stub, change: PairChange, user: str, counterparty: str, runs: int
+) -> list[float]:
+    """Return the seconds of `runs` ExplainBalance calls of `user` with
+    `counterparty`, each right after `change()`."""
+    timings = []
+    for _ in range(runs):
+        change()
+        started = time.perf_counter()
+        _explain(stub, f"users/{counterparty}", user=user)
+        timings.append(time.perf_counter() - started)
+    return timings
+
+
 def _read_small(stub, until: float) -> list[float]:
     """Call GetGroupBalance and GetUserBalance of the small group until `until`."""
     timings = []
@@ -305,15 +351,26 @@ def _read_small(stub, until: float) -> list[float]:
     return timings
 
 
-def time_beside(stub) -> list[tuple[str, list[float], int]]:
-    """Time the small group's reads alone, then beside ExplainBalance calls."""
-    alone = _read_small(stub, time.perf_counter() + READ_SECONDS)
+def _read_beside(
+    stub, change: PairChange | None, members: list[str]
+) -> tuple[list[float], int]:
+    """Time the small group's reads while another thread calls ExplainBalance;
+    return the timings and the calls that thread completed.
+
+    Without `change`, the thread explains `user-000` with `user-001`. With
+    it, the thread calls `change()` before each call and explains the last
+    two members, whose debt is final only at the end of the walk.
+    """
     stop = threading.Event()
     explained = []
 
     def explain_loop() -> None:
         while not stop.is_set():
-            _explain(stub, "users/user-001")
+            if change is None:
+                _explain(stub, "users/user-001")
+            else:
+                change()
+                _explain(stub, f"users/{members[-1]}", user=members[-2])
             explained.append(1)
 
     worker = threading.Thread(target=explain_loop)
@@ -323,7 +380,26 @@ def time_beside(stub) -> list[tuple[str, list[float], int]]:
     finally:
         stop.set()
         worker.join()
-    return [("alone", alone, 0), ("beside ExplainBalance", beside, len(explained))]
+    return beside, len(explained)
+
+
+def time_beside(
+    stub, change: PairChange, members: list[str]
+) -> list[tuple[str, list[float], int]]:
+    """Time the small group's reads alone, then beside ExplainBalance calls
+    without and with a change before each."""
+    alone = _read_small(stub, time.perf_counter() + READ_SECONDS)
+    repeated, repeated_calls = _read_beside(stub, None, members)
+    changed, changed_calls = _read_beside(stub, change, members)
+    return [
+        ("alone", alone, 0),
+        ("beside ExplainBalance", repeated, repeated_calls),
+        (
+            "beside ExplainBalance of the last two, each after a change",
+            changed,
+            changed_calls,
+        ),
+    ]
 
 
 def _summary(timings: list[float]) -> str:
@@ -383,11 +459,13 @@ def main() -> None:
         ledger_grpc.add_LedgerServiceServicer_to_server(_IdleLedger(), ledger)
         ledger_port = ledger.add_insecure_port("127.0.0.1:0")
         ledger.start()
+        members = wide_members(args.members)
+        change = PairChange(url, members)
         child = None
         try:
             with grpc.insecure_channel(f"127.0.0.1:{users_host.port}") as channel:
                 users = users_grpc.UsersServiceStub(channel)
-                _create_group(users, WIDE, wide_members(args.members))
+                _create_group(users, WIDE, members)
                 _create_group(users, SMALL, SMALL_MEMBERS)
             child, port = start_balances(folder, url, users_host.port, ledger_port)
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -396,21 +474,37 @@ def main() -> None:
                 _explain(stub, "users/user-001")
                 netting = time.perf_counter() - started
                 print(
-                    f"First ExplainBalance with a counterparty, with the netting "
-                    f"of the group: {netting:.3f} s\n"
+                    f"First ExplainBalance of user-000 with user-001 after the "
+                    f"start: {netting:.3f} s\n"
                 )
                 print("| member | page | median ms |")
                 print("|---|---|---:|")
                 for label, page, seconds in time_explain(stub, args.runs):
                     print(f"| {label} | {page} | {seconds * 1000:.1f} |")
+                print("\n| after a change | median ms | max ms |")
+                print("|---|---:|---:|")
+                for user, counterparty in (
+                    ("user-000", "user-001"),
+                    (members[-2], members[-1]),
+                ):
+                    timings = time_after_change(
+                        stub, change, user, counterparty, args.runs
+                    )
+                    print(
+                        f"| {user} with {counterparty} | "
+                        f"{statistics.median(timings) * 1000:.1f} | "
+                        f"{max(timings) * 1000:.1f} |"
+                    )
+                print()
                 print(
-                    "\n| small group reads | calls | p50 ms | max ms | "
+                    "| small group reads | calls | p50 ms | max ms | "
                     "ExplainBalance calls |"
                 )
                 print("|---|---:|---:|---:|---:|")
-                for label, timings, explained in time_beside(stub):
+                for label, timings, explained in time_beside(stub, change, members):
                     print(f"| {label} | {_summary(timings)} | {explained} |")
         finally:
+            change.close()
             if child is not None:
                 child.terminate()
                 child.wait(timeout=60)
