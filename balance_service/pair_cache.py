@@ -18,7 +18,7 @@ needs the walk only until that pair's debt is final; the lines of a whole
 group or of a user need all of it. Later reads at the same version go on
 from where the walk stopped.
 
-The cache keeps entries built from at most `MAX_CACHED_DEBTS` debts, and
+The cache keeps entries up to a total size of `MAX_CACHED_SIZE`, and
 drops the group and currency read least recently first. A restored backup
 of the database can bring back an old version number with other amounts,
 so restart the service after a restore.
@@ -35,13 +35,13 @@ from sqlalchemy.orm import Session
 
 from balance_service import cycles, storage
 
-#: Debts that the entries of one servicer are built from, at most, over all
-#: groups and currencies. On the group of `bench.explain_wide` (tracemalloc,
-#: CPython 3.11), a debt took about 50 bytes in the walk, and a line about
-#: 105 bytes once the walk had ended. So at most about 21 MB when full, if
-#: no debt cancelled. A group of 500 members with a debt between every two
-#: has 124,750 debts.
-MAX_CACHED_DEBTS = 200_000
+#: Total size of the entries that one servicer keeps, at most, over all groups
+#: and currencies (see `NettedLines.size`). On the group of
+#: `bench.explain_wide` (tracemalloc, CPython 3.11), a debt took about 50
+#: bytes in the walk, and a line about 105 bytes once the walk had ended. So
+#: the cache takes at most about 21 MB. A group of 500 members with a debt
+#: between every two has 124,750 debts.
+MAX_CACHED_SIZE = 200_000
 
 Line = tuple[str, str, int]  # (debtor id, creditor id, amount > 0)
 
@@ -54,7 +54,7 @@ class NettedLines:
 
     Attributes:
       version: the `pair_versions` version of the debts it was built from.
-      debts: how many debts it was built from.
+      debts: the number of debts it was built from.
     """
 
     def __init__(self, version: int, debts: Sequence[cycles.DebtAmount]) -> None:
@@ -66,11 +66,24 @@ class NettedLines:
         self._lines: tuple[Line, ...] | None = None
 
     @property
+    def size(self) -> int:
+        """The entry's weight in the cache: its debts while the walk is
+        unfinished, its lines once the walk has ended, plus one."""
+        lines = self._lines
+        if lines is None:
+            return self.debts + 1
+        return len(lines) + 1
+
+    @property
     def lines(self) -> tuple[Line, ...]:
         """`(debtor, creditor, amount)`, sorted by debtor then creditor.
 
         The first use runs the walk to the end.
         """
+        return self.finish()
+
+    def finish(self) -> tuple[Line, ...]:
+        """Run the walk to the end, unless it has ended; return the lines."""
         with self._lock:
             if self._lines is None:
                 assert self._walk is not None
@@ -130,11 +143,14 @@ class PairwiseCache:
     debts, and then share the entry that is kept first.
     """
 
-    def __init__(self, max_debts: int = MAX_CACHED_DEBTS) -> None:
-        self._max_debts = max_debts
+    def __init__(self, max_size: int = MAX_CACHED_SIZE) -> None:
+        self._max_size = max_size
         self._lock = threading.Lock()
         self._entries: OrderedDict[tuple[str, str], NettedLines] = OrderedDict()
-        self._held_debts = 0
+        # The size of each kept entry when it was kept. An entry whose walk
+        # ends later takes less room than it counts for.
+        self._sizes: dict[tuple[str, str], int] = {}
+        self._held_size = 0
 
     def lines(
         self, session: Session, versions: storage.PairVersions
@@ -159,6 +175,9 @@ class PairwiseCache:
             entry = NettedLines(
                 versions[key], storage.group_debts(session, group_id, currency)
             )
+            if entry.size > self._max_size:
+                # Too large to keep unfinished, but its lines may fit.
+                entry.finish()
             found[key] = self._keep(key, entry)
         return found
 
@@ -170,8 +189,8 @@ class PairwiseCache:
           the stored entry of the same version when there is one, so that
           its walk is shared, else `entry`.
         """
-        size = entry.debts + 1
-        if size > self._max_debts:
+        size = entry.size
+        if size > self._max_size:
             return entry
         with self._lock:
             stored = self._entries.get(key)
@@ -181,11 +200,12 @@ class PairwiseCache:
                     return stored
                 if stored.version > entry.version:
                     return entry
-                self._held_debts -= stored.debts + 1
+                self._held_size -= self._sizes.pop(key)
                 del self._entries[key]
             self._entries[key] = entry
-            self._held_debts += size
-            while self._held_debts > self._max_debts:
-                _, dropped = self._entries.popitem(last=False)
-                self._held_debts -= dropped.debts + 1
+            self._sizes[key] = size
+            self._held_size += size
+            while self._held_size > self._max_size:
+                dropped, _ = self._entries.popitem(last=False)
+                self._held_size -= self._sizes.pop(dropped)
         return entry

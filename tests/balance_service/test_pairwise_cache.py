@@ -291,7 +291,7 @@ def test_kept_lines_renetted_after_pair_write_and_bounded(tmp_path):
     )
     write({("group-b", "EUR", "ann", "ben"): 70})
     # Group a's entry weighs 3 (2 debts and the entry), group b's 2.
-    cache = PairwiseCache(max_debts=4)
+    cache = PairwiseCache(max_size=4)
 
     def lines(group_id):
         with database.transaction(read_only=True) as session:
@@ -322,6 +322,45 @@ def test_kept_lines_renetted_after_pair_write_and_bounded(tmp_path):
         assert (lines("group-b"), len(pair_reads)) == ((("ann", "ben", 70),), 3)
         assert len(lines("group-a")) == 2
         assert len(pair_reads) == 4
+    finally:
+        event.remove(database.engine, "before_cursor_execute", record)
+        database.dispose()
+
+
+def test_group_above_limit_kept_as_lines(tmp_path):
+    database = Database(f"sqlite:///{tmp_path / 'pairs.db'}")
+    upgrade(database.engine, MIGRATIONS_DIR, "alembic_version_balance_service")
+    pair_reads = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if "FROM pair_balances" in statement:
+            pair_reads.append(statement)
+
+    with database.transaction() as session:
+        # A cycle of 1.00 leaves one of the three debts.
+        storage.add_to_pairs(
+            session,
+            {
+                ("group-a", "EUR", "ann", "ben"): 200,
+                ("group-a", "EUR", "ben", "cleo"): 100,
+                ("group-a", "EUR", "cleo", "ann"): 100,
+            },
+        )
+    # The walk weighs 4 (3 debts and the entry), and its lines 2.
+    cache = PairwiseCache(max_size=3)
+
+    def owed(debtor, creditor):
+        with database.transaction(read_only=True) as session:
+            versions = storage.pair_versions(session, "group-a", "EUR")
+            return cache.lines(session, versions)["group-a", "EUR"].owed(
+                debtor, creditor
+            )
+
+    event.listen(database.engine, "before_cursor_execute", record)
+    try:
+        assert owed("ann", "ben") == 100
+        assert owed("ben", "cleo") == 0
+        assert len(pair_reads) == 1
     finally:
         event.remove(database.engine, "before_cursor_execute", record)
         database.dispose()
