@@ -22,7 +22,8 @@ share one interpreter. Over gRPC it times, `--runs` calls each:
   then back, written through `balance_service.storage`. In both patterns of
   the default group, the walk that cancels circular debts makes the debt
   between `user-000` and `user-001` final early. The debt between the last
-  two members is final only at its end;
+  two members is final only at its end. Beside the time of each call, the
+  bench reads the CPU time that balance_service used for them from /proc;
 - GetGroupBalance and GetUserBalance of the small group, one pair of calls
   after the other for 3 s, first alone, then while another thread calls
   ExplainBalance of `user-000` with `user-001` over and over, and then
@@ -30,7 +31,8 @@ share one interpreter. Over gRPC it times, `--runs` calls each:
   two members.
 
 The first ExplainBalance with a counterparty after the start or after a
-change needs the wide group's pairwise lines at the new version (see
+change reads the wide group's debts at the new version and cancels their
+circular debts, at least as far as the pair's debt (see
 `balance_service.pair_cache`). The bench makes one such call, of
 `user-000` with `user-001`, before it times anything and prints its time
 apart.
@@ -84,6 +86,8 @@ INSERT_BATCH = 5000
 READ_SECONDS = 3.0
 #: Seconds balance_service may take to serve after its start.
 STARTUP_SECONDS = 120
+#: The checkout that `balance_service` was imported from.
+CHECKOUT = Path(storage.__file__).resolve().parents[1]
 
 
 class _IdleLedger(ledger_grpc.LedgerServiceServicer):
@@ -257,7 +261,12 @@ def start_balances(
         "warning",
     ]
     with open(folder / "balance_service.log", "w") as log:
-        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        # `python -m` puts the working directory first on the module path,
+        # before PYTHONPATH, so the child starts in the checkout whose
+        # balance_service this process imported, and runs the same code.
+        child = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=CHECKOUT
+        )
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         grpc.channel_ready_future(channel).result(timeout=STARTUP_SECONDS)
     return child, port
@@ -321,18 +330,36 @@ class PairChange:
         self._database.dispose()
 
 
+def cpu_seconds(pid: int) -> float:
+    """Return the user and system CPU time that process `pid` has used, from
+    /proc (Linux), in steps of one clock tick."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # utime and stime are the 14th and 15th fields; the split starts at the 3rd.
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def time_after_change(
-    stub, change: PairChange, user: str, counterparty: str, runs: int
-) -> list[float]:
-    """Return the seconds of `runs` ExplainBalance calls of `user` with
-    `counterparty`, each right after `change()`."""
+    stub, change: PairChange, user: str, counterparty: str, runs: int, server: int
+) -> tuple[list[float], float]:
+    """Time `runs` ExplainBalance calls of `user` with `counterparty`, each
+    right after `change()`.
+
+    Returns:
+      the seconds of each call, and the mean CPU seconds per call of the
+      balance_service process `server`, which the load from other
+      processes sways less than the time of a call. The CPU time is read
+      before the first change and after the last call, when the service
+      does little else.
+    """
     timings = []
+    cpu_before = cpu_seconds(server)
     for _ in range(runs):
         change()
         started = time.perf_counter()
         _explain(stub, f"users/{counterparty}", user=user)
         timings.append(time.perf_counter() - started)
-    return timings
+    return timings, (cpu_seconds(server) - cpu_before) / runs
 
 
 def _read_small(stub, until: float) -> list[float]:
@@ -481,19 +508,22 @@ def main() -> None:
                 print("|---|---|---:|")
                 for label, page, seconds in time_explain(stub, args.runs):
                     print(f"| {label} | {page} | {seconds * 1000:.1f} |")
-                print("\n| after a change | median ms | max ms |")
-                print("|---|---:|---:|")
+                print(
+                    "\n| after a change | median ms | max ms | "
+                    "balance_service CPU ms per call |"
+                )
+                print("|---|---:|---:|---:|")
                 for user, counterparty in (
                     ("user-000", "user-001"),
                     (members[-2], members[-1]),
                 ):
-                    timings = time_after_change(
-                        stub, change, user, counterparty, args.runs
+                    timings, cpu = time_after_change(
+                        stub, change, user, counterparty, args.runs, child.pid
                     )
                     print(
                         f"| {user} with {counterparty} | "
                         f"{statistics.median(timings) * 1000:.1f} | "
-                        f"{max(timings) * 1000:.1f} |"
+                        f"{max(timings) * 1000:.1f} | {cpu * 1000:.0f} |"
                     )
                 print()
                 print(
