@@ -50,7 +50,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 
 Debt = tuple[str, str]  # (debtor id, creditor id)
 # A stored pair amount: (group_id, currency_code, first_user_id,
@@ -105,9 +105,7 @@ def cancel_cycles(debts: Mapping[Debt, int]) -> dict[Debt, int]:
                 "one direction per pair"
             )
     walk = DebtWalk(
-        sorted(
-            (debtor, creditor, amount) for (debtor, creditor), amount in debts.items()
-        )
+        (debtor, creditor, amount) for (debtor, creditor), amount in debts.items()
     )
     return {(debtor, creditor): amount for debtor, creditor, amount in walk.remaining()}
 
@@ -133,32 +131,35 @@ class DebtWalk:
       cycles: the cycles cancelled so far.
     """
 
-    def __init__(self, debts: Sequence[DebtAmount]) -> None:
+    def __init__(self, debts: Iterable[DebtAmount]) -> None:
         """Prepare the walk; it takes no step yet.
 
         Args:
-          debts: `(debtor, creditor, amount)`, sorted by debtor then creditor,
-            each amount greater than zero, a debtor never its own creditor and
-            at most one direction per pair of members. `cancel_cycles` checks
-            this; `storage.group_debts` returns debts in this form.
+          debts: `(debtor, creditor, amount)` in any order, each amount
+            greater than zero, a debtor never its own creditor and at most
+            one direction per pair of members. `cancel_cycles` checks this,
+            and `storage.group_debts` returns debts in this form.
         """
+        debts = list(debts)
         members = sorted({debt[0] for debt in debts} | {debt[1] for debt in debts})
         self._members = members
         self._number = {member: index for index, member in enumerate(members)}
         number = self._number
-        # Debts are numbered in (debtor, creditor) order, so each member's
+        by_debtor: list[list[tuple[int, int]]] = [[] for _ in members]
+        for debtor, creditor, amount in debts:
+            by_debtor[number[debtor]].append((number[creditor], amount))
+        # Debts are numbered by debtor, then by creditor, so each member's
         # debts are a run of consecutive numbers in creditor order.
-        self._creditor_of = [number[creditor] for _, creditor, _ in debts]
-        self._amount_of = [amount for _, _, amount in debts]
-        self._first_debt = [0] * len(members)
-        self._end_of = [0] * len(members)
-        for debtor, _, _ in debts:
-            self._end_of[number[debtor]] += 1
-        total = 0
-        for member, count in enumerate(self._end_of):
-            self._first_debt[member] = total
-            total += count
-            self._end_of[member] = total
+        self._creditor_of: list[int] = []
+        self._amount_of: list[int] = []
+        self._first_debt: list[int] = []
+        self._end_of: list[int] = []
+        for own in by_debtor:
+            own.sort()
+            self._first_debt.append(len(self._creditor_of))
+            self._creditor_of += [creditor for creditor, _ in own]
+            self._amount_of += [amount for _, amount in own]
+            self._end_of.append(len(self._creditor_of))
         # The debt that the walk takes next from each member.
         self._next_debt = list(self._first_debt)
         self._finished = [False] * len(members)
@@ -187,7 +188,8 @@ class DebtWalk:
         return self._amount_of[debt]
 
     def remaining(self) -> list[DebtAmount]:
-        """Run the walk to the end; return the debts left, sorted as given."""
+        """Run the walk to the end; return the debts left, sorted by debtor
+        then creditor."""
         self._walk(-1, -1)
         members = self._members
         creditor_of = self._creditor_of

@@ -128,11 +128,11 @@ class NettedLines:
 
 def net(version: int, pairs: list[cycles.PairAmount]) -> NettedLines:
     """Build the netted lines of one group and currency from its pair amounts."""
-    debts = sorted(
+    debts = [
         (first, second, amount) if amount > 0 else (second, first, -amount)
         for _, _, first, second, amount in pairs
         if amount
-    )
+    ]
     return NettedLines(version, debts)
 
 

@@ -777,20 +777,16 @@ _GROUP_DEBTS = select(
 def group_debts(session: Session, group_id: str, currency: str) -> list[DebtAmount]:
     """Return the debts of a group in one currency, as `cycles.DebtWalk` takes them.
 
-    Each item is `(debtor, creditor, amount)` with the amount above zero,
-    sorted by debtor then creditor in Python's string order. They are
-    sorted here, not in SQL, because a PostgreSQL collation may order text
-    differently.
+    Each item is `(debtor, creditor, amount)` with the amount above zero, in
+    no particular order.
     """
     rows = session.execute(
         _GROUP_DEBTS, {"group_id": group_id, "currency_code": currency}
     )
-    debts = [
+    return [
         (first, second, amount) if amount > 0 else (second, first, -amount)
         for first, second, amount in rows
     ]
-    debts.sort()
-    return debts
 
 
 def group_pairs(

@@ -143,13 +143,30 @@ def test_walk_amounts_match_reference(debts, data):
     names = [f"user-{number}" for number in range(6)] + ["outsider"]
     pairs = [(debtor, creditor) for debtor in names for creditor in names]
     requested = data.draw(st.lists(st.sampled_from(pairs), max_size=12))
-    walk = DebtWalk(_sorted_debts(debts))
+    walk = DebtWalk(data.draw(st.permutations(_sorted_debts(debts))))
 
     for debtor, creditor in requested:
         assert walk.amount(debtor, creditor) == expected.get((debtor, creditor), 0)
     assert walk.remaining() == _sorted_debts(expected)
     for debtor, creditor in requested:
         assert walk.amount(debtor, creditor) == expected.get((debtor, creditor), 0)
+
+
+# Ids whose code point order differs from a case-insensitive or locale
+# order, as ids in a database with another collation might sort.
+_MIXED_IDS = ["user_a", "user-b", "User-c", "user-B", "user-a", "USER-d"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(_debts())
+def test_walk_orders_ids_by_code_point(debts):
+    renamed = {
+        (_MIXED_IDS[int(debtor[5:])], _MIXED_IDS[int(creditor[5:])]): amount
+        for (debtor, creditor), amount in debts.items()
+    }
+    expected = _reference_cancel(renamed)
+
+    assert DebtWalk(_sorted_debts(renamed)[::-1]).remaining() == _sorted_debts(expected)
 
 
 def test_walk_stops_at_final_debt():
