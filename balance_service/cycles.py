@@ -220,6 +220,7 @@ class DebtWalk:
 
         members = len(end_of)
         start = self._start
+        cycles = self.cycles
         while start < members:
             if not path:
                 if finished[start]:
@@ -238,6 +239,7 @@ class DebtWalk:
                     debt += 1
                 next_debt[debtor] = debt
                 if debtor == target_debtor and debt > target:
+                    self.cycles = cycles
                     self._start = start
                     return
                 if debt == end:
@@ -270,9 +272,11 @@ class DebtWalk:
                     position[member] = -1
                 del path[cut + 1 :]
                 del path_debts[cut:]
-                self.cycles += 1
+                cycles += 1
                 if target_debtor >= 0 and not amount_of[target]:
+                    self.cycles = cycles
                     self._start = start
                     return
             start += 1
         self._start = start
+        self.cycles = cycles
