@@ -438,10 +438,10 @@ class LedgerConsumer:
     """A background thread that streams ledger events and applies them.
 
     Reconnects with jittered exponential backoff while expense_service is
-    unreachable. The first failed attempt of a run of failures is logged at
-    once, then at most one every `warning_interval` seconds with the number
-    of attempts not logged in between (`FailureLog`). When a stream delivers
-    again, an INFO line gives the run's count. Races with another consumer
+    unreachable. Failed attempts are logged at most once every
+    `warning_interval` seconds, with the number of attempts not logged in
+    between (`FailureLog`). When a stream delivers again after a logged
+    failure, an INFO line gives the run's count. Races with another consumer
     on the same database are logged at INFO, at most one every
     `warning_interval` seconds.
     `on_applied` runs after each batch commits.

@@ -285,9 +285,10 @@ class _Fetch:
     async def section(self, name: str, work: Awaitable[Any]) -> _Section:
         """Await a best-effort call; a backend failure becomes the section's error.
 
-        The failure log of the section gets each failure and each success,
-        so a run of failures writes one warning when it starts and one INFO
-        line when the section loads again.
+        The failure log of the section gets each failure and each success.
+        It writes at most one warning per UNREACHABLE_LOG_INTERVAL, even for
+        a section that fails for some requests and loads for others, and one
+        INFO line when the section loads again after a warning.
         """
         try:
             value = await work
@@ -343,9 +344,10 @@ class _Fetch:
 def _section_failures() -> FailureLogs:
     """Return the log of failed sections, keyed by section name.
 
-    A section writes one warning when it starts failing, and while it keeps
-    failing at most one more per UNREACHABLE_LOG_INTERVAL, which counts the
-    failures left out. It writes one INFO line when it loads again.
+    A section writes at most one warning per UNREACHABLE_LOG_INTERVAL, which
+    counts the failures left out, and the first failure of an outage at once
+    unless the last warning is less than an interval old. It writes one INFO
+    line when it loads again after an outage with a warning.
     """
     return FailureLogs(
         _LOGGER,

@@ -6,10 +6,12 @@ pass, and can report the count in it.
 
 While a peer is down, every request that needs it fails the same way, and a
 warning per failure floods the log (and log_service, which every component
-ships its log to). `FailureLog` writes the first failure of a run at
-WARNING, then at most one WARNING per interval that counts the failures it
-did not write, and one INFO line when a call succeeds again. `FailureLogs`
-keeps one such log per key, such as per backend.
+ships its log to). `FailureLog` writes at most one WARNING per interval,
+which counts the failures it did not write. The first failure of a run is
+written at once unless the last warning is less than an interval old, as
+when a call fails for some requests and succeeds for others. A call that
+succeeds again writes one INFO line if a warning of its run was written.
+`FailureLogs` keeps one such log per key, such as per backend.
 """
 
 from __future__ import annotations
@@ -92,26 +94,31 @@ class FailureLog:
         self._lock = threading.Lock()
         self._throttle = Throttle(interval, clock)
         self._failing = False
+        self._run_logged = False
         self._first_failure = 0.0
         self._failures = 0
 
     def failed(self, message: str, *args: object, level: int = logging.WARNING) -> None:
-        """Record a failure and write it when the run starts or the interval is up.
+        """Record a failure and write it unless a line was written less than an
+        interval ago.
 
-        `message` and `args` are as for `logging.Logger.warning`. `level` is
-        the log level of the line, WARNING by default.
+        A new run of failures does not reset the interval, so a call that
+        fails and succeeds by turns still writes at most one line per
+        interval. `message` and `args` are as for `logging.Logger.warning`.
+        `level` is the log level of the line, WARNING by default.
         """
         now = self._clock()
         with self._lock:
             self._failures += 1
             if not self._failing:
                 self._failing = True
+                self._run_logged = False
                 self._first_failure = now
                 self._failures = 1
-                self._throttle.reset()
             unlogged = self._throttle.allow()
-        if unlogged is None:
-            return
+            if unlogged is None:
+                return
+            self._run_logged = True
         if unlogged:
             self._logger.log(
                 level,
@@ -125,7 +132,12 @@ class FailureLog:
             self._logger.log(level, message, *args)
 
     def succeeded(self) -> None:
-        """Record a success. The first one after failures writes an INFO line."""
+        """Record a success and end the run of failures.
+
+        The first success after failures writes an INFO line if a line of
+        that run was written. The failures of a run without a line are
+        counted in the next line that `failed` writes.
+        """
         if not self._failing:  # Read without the lock: the common case is cheap.
             return
         now = self._clock()
@@ -135,6 +147,8 @@ class FailureLog:
             self._failing = False
             failures, started = self._failures, self._first_failure
             self._failures = 0
+            if not self._run_logged:
+                return
         self._logger.info(
             "%s succeed again after %d failures in %.1fs",
             self._calls,

@@ -1152,7 +1152,15 @@ def toggled_expenses() -> Iterator[ToggledExpenses]:
         server.stop(0)
 
 
-def test_section_outage_logged_once_each(
+def _aggregate_lines(caplog) -> list[tuple[int, str]]:
+    return [
+        (record.levelno, record.getMessage())
+        for record in caplog.records
+        if record.name == "gateway.aggregate"
+    ]
+
+
+def test_section_second_outage_in_interval_counted(
     loop_thread, stack, trip, toggled_expenses, tmp_path, caplog
 ):
     caplog.set_level(logging.INFO, logger="gateway.aggregate")
@@ -1163,7 +1171,8 @@ def test_section_outage_logged_once_each(
         loop_thread, stack, tmp_path, expense_service_addr=toggled_expenses.address
     ) as stub:
         # Two outages of recent_expenses with a recovery between them, all
-        # within one UNREACHABLE_LOG_INTERVAL.
+        # within one UNREACHABLE_LOG_INTERVAL. The second outage starts less
+        # than an interval after the first warning, so it is only counted.
         for fails in (True, True, False, True, True, False):
             if fails:
                 failing.set()
@@ -1172,11 +1181,7 @@ def test_section_outage_logged_once_each(
             response = stub.GetGroupOverview(request, timeout=TIMEOUT)
             failed_sections.append([e.section for e in response.section_errors])
 
-    lines = [
-        (record.levelno, record.getMessage())
-        for record in caplog.records
-        if record.name == "gateway.aggregate"
-    ]
+    lines = _aggregate_lines(caplog)
     expenses_failed = ["recent_expenses"]
     assert failed_sections == [
         expenses_failed,
@@ -1186,21 +1191,49 @@ def test_section_outage_logged_once_each(
         expenses_failed,
         [],
     ]
-    assert [level for level, _ in lines] == [
-        logging.WARNING,
-        logging.INFO,
-        logging.WARNING,
-        logging.INFO,
-    ], lines
-    for level, message in lines:
-        if level == logging.WARNING:
-            assert message.startswith("section recent_expenses left empty: INTERNAL")
-            assert "not logged" not in message
-        else:
-            assert message.startswith(
-                "backend calls of section recent_expenses succeed again after "
-                "2 failures"
-            )
+    assert [level for level, _ in lines] == [logging.WARNING, logging.INFO], lines
+    warning, recovery = (message for _, message in lines)
+    assert warning.startswith("section recent_expenses left empty: INTERNAL")
+    assert "not logged" not in warning
+    assert recovery.startswith(
+        "backend calls of section recent_expenses succeed again after 2 failures"
+    )
+
+
+def test_section_alternating_one_warning(
+    loop_thread, stack, trip, toggled_expenses, tmp_path, caplog
+):
+    caplog.set_level(logging.INFO, logger="gateway.aggregate")
+    request = pb.GetGroupOverviewRequest(group=trip.trip)
+    failing = toggled_expenses.failing
+    failures = 0
+    started = time.monotonic()
+    with _extra_gateway(
+        loop_thread, stack, tmp_path, expense_service_addr=toggled_expenses.address
+    ) as stub:
+        # The section fails for every other request, as when one backend
+        # call times out for some groups and not for others.
+        for index in range(20):
+            if index % 2 == 0:
+                failing.set()
+            else:
+                failing.clear()
+            response = stub.GetGroupOverview(request, timeout=TIMEOUT)
+            failures += len(response.section_errors)
+    elapsed = time.monotonic() - started
+
+    assert failures == 10
+    lines = _aggregate_lines(caplog)
+    warnings = [message for level, message in lines if level == logging.WARNING]
+    infos = [message for level, message in lines if level == logging.INFO]
+    # One warning per started interval, and one recovery line per warning.
+    intervals = int(elapsed // UNREACHABLE_LOG_INTERVAL) + 1
+    assert 1 <= len(warnings) <= intervals, lines
+    assert len(infos) <= len(warnings), lines
+    assert warnings[0].startswith("section recent_expenses left empty: INTERNAL")
+    assert infos[0].startswith(
+        "backend calls of section recent_expenses succeed again after 1 failures"
+    )
 
 
 def test_users_unreachable_fails_call(loop_thread, stack, trip, tmp_path):

@@ -61,15 +61,72 @@ def test_success_after_failures_logs_recovery(failures, clock, caplog):
     assert infos == ["calls to peer succeed again after 2 failures in 2.5s"]
 
 
-def test_new_run_logs_its_first_failure(failures, caplog):
+def test_new_run_logs_its_first_failure(failures, clock, caplog):
     caplog.set_level(logging.INFO, logger=LOGGER)
     failures.failed("call failed")
     failures.succeeded()
+    clock.now += 10.0
     failures.failed("call failed again")
     assert _messages(caplog, logging.WARNING) == [
         "call failed",
         "call failed again",
     ]
+
+
+def test_new_run_within_interval_counted(failures, clock, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    failures.failed("call failed")
+    failures.succeeded()
+    clock.now += 1.0
+    failures.failed("call failed again")
+    failures.failed("call failed again")
+    failures.succeeded()
+    clock.now += 9.0
+    failures.failed("call failed a third time")
+    warnings = _messages(caplog, logging.WARNING)
+    assert len(warnings) == 2, warnings
+    assert warnings[0] == "call failed"
+    assert warnings[1].startswith("call failed a third time (2 more such failures")
+    infos = _messages(caplog, logging.INFO)
+    assert infos == ["calls to peer succeed again after 1 failures in 0.0s"]
+
+
+def test_alternating_calls_one_warning_per_interval(failures, clock, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    for _ in range(10):
+        failures.failed("call failed")
+        clock.now += 0.5
+        failures.succeeded()
+        clock.now += 0.5
+    warnings = _messages(caplog, logging.WARNING)
+    infos = _messages(caplog, logging.INFO)
+    assert warnings == ["call failed"]
+    assert infos == ["calls to peer succeed again after 1 failures in 0.5s"]
+    for _ in range(10):
+        failures.failed("call failed")
+        clock.now += 0.5
+        failures.succeeded()
+        clock.now += 0.5
+    warnings = _messages(caplog, logging.WARNING)
+    assert len(warnings) == 2, warnings
+    assert "9 more such failures not logged" in warnings[1]
+    assert len(_messages(caplog, logging.INFO)) == 2
+
+
+def test_outage_after_unlogged_run_gets_recovery(failures, clock, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    failures.failed("call failed")
+    failures.succeeded()
+    clock.now += 1.0
+    failures.failed("call failed")
+    # The outage goes on past the interval, so its warning is written late.
+    clock.now += 9.0
+    failures.failed("call failed")
+    clock.now += 5.0
+    failures.succeeded()
+    assert len(_messages(caplog, logging.WARNING)) == 2
+    infos = _messages(caplog, logging.INFO)
+    assert infos[1] == "calls to peer succeed again after 2 failures in 14.0s"
 
 
 def test_success_without_failures_logs_nothing(failures, caplog):
