@@ -752,7 +752,9 @@ def parse_changes(expense: pb.Expense, fields: Sequence[str]) -> dict[str, objec
     """Check the new values of the fields an update changes.
 
     A field under the mask but empty in the request goes back to its default
-    when it has one (category, notes). Required fields must be given.
+    when it has one (category, notes). Required fields must be given. The
+    date is checked against the accepted range only by
+    `check_changed_date`, once the stored date is known.
 
     Raises:
       InvalidArgument: with one violation per invalid field.
@@ -763,7 +765,7 @@ def parse_changes(expense: pb.Expense, fields: Sequence[str]) -> dict[str, objec
             expense.description, "expense.description"
         ),
         "category": lambda: validate_category(expense.category, "expense.category"),
-        "expense_date": lambda: validate_expense_date(
+        "expense_date": lambda: validate_date(
             expense.expense_date,
             date_given(expense, "expense_date"),
             "expense.expense_date",
@@ -782,6 +784,23 @@ def parse_changes(expense: pb.Expense, fields: Sequence[str]) -> dict[str, objec
         changes[name] = value
     violations.raise_if_any()
     return changes
+
+
+def check_changed_date(changes: dict[str, object], stored: datetime.date) -> None:
+    """Check that an update which moves the expense date moves it into the
+    accepted range.
+
+    An update that keeps the stored date passes, so an expense stored before
+    the range check existed, such as one dated 1850-01-01, can still be
+    updated in full.
+
+    Raises:
+      InvalidArgument: the new date is outside the range of
+        `splitlog_runtime.validation.check_record_date`.
+    """
+    new = changes.get("expense_date")
+    if new is not None and new != stored:
+        check_record_date(new, "expense.expense_date", "the expense")
 
 
 def apply_changes(draft: Draft, changes: dict[str, object]) -> Draft:

@@ -1481,6 +1481,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             )
         _check_etag(expected, stored, "expense.etag")
         before = messages.stored_draft(stored)
+        domain.check_changed_date(changes, before.expense_date)
         checked = domain.check_expense(domain.apply_changes(before, changes), name)
         return checked, checked.draft.users() - before.users()
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
+
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
+from expense_service import storage as expense_storage
 from splitlog.expenses.v1 import expenses_service_pb2 as pb
 from splitlog.users.v1 import users_service_pb2 as users_pb
+from splitlog_runtime.database import Database
 from tests.expense_service.support import (
     TIMEOUT,
     as_text,
@@ -470,6 +474,51 @@ def test_update_date_out_of_range(clients, group, expense):
     assert violated_fields(error) == ["expense.expense_date"]
     assert "9999-12-31 is outside the accepted range" in error.details()
     assert _get(clients, expense.name) == expense
+
+
+def _store_date(db_url: str, name: str, stored: datetime.date) -> None:
+    """Write the date of an expense straight to its row, as a release before
+    the date range check could have stored it."""
+    database = Database(db_url)
+    try:
+        with database.transaction() as session:
+            table = expense_storage.ExpenseRow.__table__
+            session.execute(
+                table.update().where(table.c.name == name).values(expense_date=stored)
+            )
+    finally:
+        database.dispose()
+
+
+@pytest.mark.parametrize("paths", [["*"], []], ids=["all", "no_mask"])
+def test_update_keeps_legacy_date(clients, group, expense, module_db_url, paths):
+    _store_date(module_db_url, expense.name, datetime.date(1850, 1, 1))
+    change = _get(clients, expense.name)
+    assert change.expense_date == day(1850, 1, 1)
+    change.description = "Renamed"
+    change.last_modifier = group.members[1]
+
+    updated = _update(clients, change, *paths)
+
+    assert updated.description == "Renamed"
+    assert updated.expense_date == day(1850, 1, 1)
+    assert _get(clients, expense.name) == updated
+
+
+def test_update_moving_legacy_date_rejected(clients, group, expense, module_db_url):
+    _store_date(module_db_url, expense.name, datetime.date(1850, 1, 1))
+    stored = _get(clients, expense.name)
+    change = _get(clients, expense.name)
+    change.expense_date.CopyFrom(day(1850, 1, 2))
+    change.last_modifier = group.members[1]
+
+    error = _update_error(clients, change, "*")
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "DATE_OUT_OF_RANGE"
+    assert violated_fields(error) == ["expense.expense_date"]
+    assert "1850-01-02 is outside the accepted range" in error.details()
+    assert _get(clients, expense.name) == stored
 
 
 def test_update_mask_json_name_suggested(clients, group, expense):
