@@ -13,7 +13,7 @@ import grpc
 from expense_service.money import format_amount
 from splitlog_cli.client import credential_of, gateway_address
 from splitlog_cli.client.command import connection_options
-from splitlog_cli.client.connection import Unreachable, open_channel
+from splitlog_cli.client.connection import Unreachable, channel_reachable, open_channel
 from splitlog_cli.client.credentials import Credential
 from splitlog_cli.client.values import UsageError
 from splitlog_cli.tls_options import client_tls
@@ -53,11 +53,7 @@ def _connects(channel: grpc.Channel) -> bool:
     A file's import makes many calls, so an unreachable gateway is reported
     once, before the first, as the other client commands report it.
     """
-    try:
-        grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT)
-    except grpc.FutureTimeoutError:
-        return False
-    return True
+    return channel_reachable(channel, CONNECT_TIMEOUT)
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
