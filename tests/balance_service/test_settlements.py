@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from splitlog.balances.v1 import balances_service_pb2 as pb
 from splitlog.users.v1 import users_service_pb2 as users_pb
-from splitlog_runtime.validation import latest_record_date
+from splitlog_runtime.validation import EARLIEST_RECORD_DATE, latest_record_date
 from tests.balance_service.support import (
     check_rejected,
     create_group,
@@ -300,10 +300,27 @@ def test_create_date_out_of_range(services, settlement_date):
     assert group_nets(services.balances, group_id) == {}
 
 
-@pytest.mark.parametrize(
-    "settlement_date", [datetime.date(1900, 1, 1), _days_from_today(300)]
-)
-def test_create_date_range_edges_accepted(services, settlement_date):
+ONE_DAY = datetime.timedelta(days=1)
+
+
+def _edge_date(edge: str) -> datetime.date:
+    """Return a date at or just past an end of the accepted range.
+
+    The latest date moves with the UTC date, so a test computes it when it
+    runs, not when pytest collects it.
+    """
+    dates = {
+        "earliest": EARLIEST_RECORD_DATE,
+        "before_earliest": EARLIEST_RECORD_DATE - ONE_DAY,
+        "latest": latest_record_date(),
+        "after_latest": latest_record_date() + ONE_DAY,
+    }
+    return dates[edge]
+
+
+@pytest.mark.parametrize("edge", ["earliest", "latest"])
+def test_create_date_range_edges_accepted(services, edge):
+    settlement_date = _edge_date(edge)
     group_id, (alice, bob) = create_group(services.users, 2)
     request = _create_request(
         group_id, alice, bob, settlement={"settlement_date": _date_of(settlement_date)}
@@ -312,6 +329,24 @@ def test_create_date_range_edges_accepted(services, settlement_date):
     created = services.balances.CreateSettlement(request, timeout=10).settlement
 
     assert created.settlement_date == _date_of(settlement_date)
+
+
+@pytest.mark.parametrize("edge", ["before_earliest", "after_latest"])
+def test_create_date_past_range_edges_rejected(services, edge):
+    settlement_date = _edge_date(edge)
+    group_id, (alice, bob) = create_group(services.users, 2)
+    request = _create_request(
+        group_id, alice, bob, settlement={"settlement_date": _date_of(settlement_date)}
+    )
+
+    with pytest.raises(grpc.RpcError) as caught:
+        services.balances.CreateSettlement(request, timeout=10)
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason_of(caught.value) == "DATE_OUT_OF_RANGE"
+    assert violated_fields(caught.value) == ["settlement.settlement_date"]
+    assert f"{settlement_date.isoformat()} is outside" in caught.value.details()
+    assert group_nets(services.balances, group_id) == {}
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from splitlog.expenses.v1 import expenses_service_pb2 as pb
 from splitlog.users.v1 import users_service_pb2 as users_pb
 from splitlog_runtime.database import Database
 from splitlog_runtime.idempotency import FILLED_REQUEST_ID_KEY
-from splitlog_runtime.validation import latest_record_date
+from splitlog_runtime.validation import EARLIEST_RECORD_DATE, latest_record_date
 from tests.expense_service.support import (
     TIMEOUT,
     as_text,
@@ -1045,15 +1045,45 @@ def test_date_out_of_range(clients, group, expense_date):
     assert error_details(error)["ErrorInfo"].metadata["latest_date"] == latest
 
 
-@pytest.mark.parametrize(
-    "expense_date", [datetime.date(1900, 1, 1), _days_from_today(300)]
-)
-def test_date_range_edges_accepted(clients, group, expense_date):
+ONE_DAY = datetime.timedelta(days=1)
+
+
+def _edge_date(edge: str) -> datetime.date:
+    """Return a date at or just past an end of the accepted range.
+
+    The latest date moves with the UTC date, so a test computes it when it
+    runs, not when pytest collects it.
+    """
+    dates = {
+        "earliest": EARLIEST_RECORD_DATE,
+        "before_earliest": EARLIEST_RECORD_DATE - ONE_DAY,
+        "latest": latest_record_date(),
+        "after_latest": latest_record_date() + ONE_DAY,
+    }
+    return dates[edge]
+
+
+@pytest.mark.parametrize("edge", ["earliest", "latest"])
+def test_date_range_edges_accepted(clients, group, edge):
+    expense_date = _edge_date(edge)
     expense = equal_expense(group, expense_date=_date_of(expense_date))
 
     created = create_expense(clients, group, expense)
 
     assert created.expense_date == _date_of(expense_date)
+
+
+@pytest.mark.parametrize("edge", ["before_earliest", "after_latest"])
+def test_date_past_range_edges_rejected(clients, group, edge):
+    expense_date = _edge_date(edge)
+    expense = equal_expense(group, expense_date=_date_of(expense_date))
+
+    error = _create_error(clients, group.name, expense)
+
+    assert error.code() == INVALID
+    assert reason_of(error) == "DATE_OUT_OF_RANGE"
+    assert violated_fields(error) == ["expense.expense_date"]
+    assert f"{expense_date.isoformat()} is outside" in error.details()
 
 
 @pytest.mark.parametrize(
