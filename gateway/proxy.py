@@ -532,13 +532,14 @@ class ProxyHandlers:
         return handlers
 
     def _timeout(
-        self, context: grpc.aio.ServicerContext, is_create: bool = False
+        self, context: grpc.aio.ServicerContext, takes_request_id: bool = False
     ) -> float | None:
         """Return the backend deadline of a unary-response call.
 
-        `is_create` is true for a create with a `request_id` field, whether
-        the client set the key or the gateway filled it in. The backend call
-        then ends a margin before the client's deadline (`answer_before`).
+        `takes_request_id` is true for a create whose request has a
+        `request_id` field, whether the client set the key or the gateway
+        filled it in. The backend call then ends a margin before the client's
+        deadline (`answer_before`).
         The gateway's error, which asks the client to send the create again
         with that key, thus reaches the client before the client's own
         DEADLINE_EXCEEDED.
@@ -546,7 +547,7 @@ class ProxyHandlers:
         remaining = context.time_remaining()
         if remaining is None or remaining > 1e9:
             return self._default_timeout
-        if is_create:
+        if takes_request_id:
             return answer_before(remaining)
         return max(remaining, 0.0)
 

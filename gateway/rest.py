@@ -182,6 +182,9 @@ class _Endpoint:
       unsupported: why the route cannot be served, or None when it can.
       resumable: whether both request and response have a `resume_token`
         field, as TailLogEntries does.
+      takes_request_id: whether the request has a `request_id` field, as the
+        creates do. The gateway then fills in a missing key and ends the
+        backend call a margin before the client's deadline.
     """
 
     __slots__ = (
@@ -192,7 +195,7 @@ class _Endpoint:
         "etag_path",
         "sends_etag",
         "resumable",
-        "fills_request_id",
+        "takes_request_id",
     )
 
     def __init__(self, route: HttpRoute, pool: BackendPool) -> None:
@@ -205,7 +208,7 @@ class _Endpoint:
             "resume_token" in message.fields_by_name
             for message in (route.method.input_type, route.method.output_type)
         )
-        self.fills_request_id = idempotency.request_id_number(route.method) is not None
+        self.takes_request_id = idempotency.request_id_number(route.method) is not None
         self.unsupported = None
         if route.method.client_streaming:
             self.unsupported = (
@@ -591,7 +594,7 @@ class RestFront:
         with auth.acting_as(principal):
             metadata = _metadata_from_headers(request)
         filled_key = None
-        if endpoint.fills_request_id and idempotency.fill_request_id(
+        if endpoint.takes_request_id and idempotency.fill_request_id(
             message, self._max_body_bytes
         ):
             metadata = (*metadata, *idempotency.FILLED)
@@ -611,7 +614,7 @@ class RestFront:
             )
         if timeout is None:
             timeout = self._default_timeout
-        elif endpoint.fills_request_id:
+        elif endpoint.takes_request_id:
             # As over gRPC: a create's backend call ends a margin before the
             # client's deadline, whether the client sent the request_id or
             # the gateway filled it in. The 504 that asks the client to send

@@ -4,8 +4,8 @@ A create that takes a `request_id` reaches its backend with a deadline a
 margin before the client's (`splitlog_runtime.channels.answer_before`),
 whether the client sent the key or the gateway filled it in. The gateway's
 504, which asks the client to send the create again with the key, then
-arrives before the client gives up. The backend here is a real gRPC server that records
-the deadline of each call and never responds.
+arrives before the client gives up. The backend here is a real gRPC server
+that records the deadline of each call and never responds.
 """
 
 from __future__ import annotations
