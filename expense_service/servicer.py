@@ -30,11 +30,15 @@ Choices that the proto leaves open:
   checked, because nothing is written.
 - Every successful UpdateExpense stores `last_modifier` and a new
   `update_time`, so it makes a new revision and a ledger event even when the
-  other fields keep their values.
+  other fields keep their values. DeleteExpense and UndeleteExpense store
+  their request's `last_modifier` and a new `update_time` too, except for a
+  delete of a deleted expense, which stores nothing.
 - A `request_id` is scoped to the group: reusing it under another parent
   is rejected with REQUEST_ID_REUSED rather than replaying.
-- The creator, an update's `last_modifier` and, on undelete, every payer
-  and participant must be current members of the group.
+- The creator, the `last_modifier` of an update, a delete or an undelete,
+  and, on undelete, every payer and participant must be current members of
+  the group. This holds for administrators too: one who is not a member
+  names a member as the author.
 - While a removal or the group's deletion checks the balances, an update or
   a delete may not change what a leaving member paid or owes
   (MEMBER_LEAVING), and during a deletion no amount at all (GROUP_DELETING),
@@ -51,10 +55,11 @@ Choices that the proto leaves open:
 
 With `auth_required` on, `splitlog_runtime.authz` limits each call to
 members of the expense's group (ListCategories is open to every caller).
-`expense.creator` and `expense.last_modifier` must name the caller and are
-filled with the caller when empty (with auth off they are required), and a
-ListExpenses across every group (`groups/-`) must name the caller as
-`participant` and returns only expenses of groups the caller belongs to now.
+`expense.creator` and the `last_modifier` of updates, deletes and undeletes
+must name the caller and are filled with the caller when empty (with auth
+off they are required). A ListExpenses across every group (`groups/-`) must
+name the caller as `participant` and returns only expenses of groups the
+caller belongs to now.
 Membership comes from the cached member lists of `MembershipClient`, so a
 removed member, or a member of a deleted group, loses access within
 `membership.CACHE_SECONDS`. A write that fails after a cached list accepted
@@ -1543,8 +1548,9 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         context: grpc.ServicerContext,
         access: authz.GroupWriteAccess,
     ) -> pb.DeleteExpenseResponse:
-        expected = self._parse_name_and_etag(request.name, request.etag)
+        expected, modifier = self._parse_state_change(request)
         self._authorize_expense(request.name, context, access)
+        authz.require_acting_as_caller(modifier, "last_modifier")
         group = _group_of(request.name)
 
         def delete(session: Session) -> pb.Expense:
@@ -1559,18 +1565,20 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
                 session, {(row.group_id, row.currency_code): -abs(row.total_minor)}
             )
             now = storage.utc_now()
-            stored.row.delete_time = now
-            stored.row.update_time = now
+            row.delete_time = now
+            row.update_time = now
+            row.last_modifier = modifier
             session.flush()
             ledger.append_event(session, stored, ledger.DELETED, now)
             return messages.expense_message(stored)
 
         # The delete takes back what each payer paid and each participant
         # owes, so none of them may be leaving. They need not be members, so
-        # that an expense of a former member can still be deleted. An update
-        # may change the users between this check and the write; then check
-        # again.
+        # that an expense of a former member can still be deleted, but the
+        # modifier must be one, as for an update. An update may change the
+        # users between this check and the write; then check again.
         movable: set[str] = set()
+        modifier_checked = False
         for _ in range(MAX_UPDATE_ATTEMPTS):
             stored = self._read(lambda session: self._require(session, request.name))
             moved = set()
@@ -1582,6 +1590,9 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
                     group, moved, context, stored_fields=fields
                 )
                 movable.update(moved)
+            if not modifier_checked:
+                self._require_modifier(group, modifier, request, context)
+                modifier_checked = True
             try:
                 return pb.DeleteExpenseResponse(expense=self._write(delete))
             except _RevisionChanged:
@@ -1607,8 +1618,9 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         context: grpc.ServicerContext,
         access: authz.GroupWriteAccess,
     ) -> pb.UndeleteExpenseResponse:
-        expected = self._parse_name_and_etag(request.name, request.etag)
+        expected, modifier = self._parse_state_change(request)
         self._authorize_expense(request.name, context, access)
+        authz.require_acting_as_caller(modifier, "last_modifier")
 
         def check(stored: storage.StoredExpense) -> set[str]:
             """Check the expense can be restored; return its users."""
@@ -1631,8 +1643,9 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
                 session, {(row.group_id, row.currency_code): abs(row.total_minor)}
             )
             now = storage.utc_now()
-            stored.row.delete_time = None
-            stored.row.update_time = now
+            row.delete_time = None
+            row.update_time = now
+            row.last_modifier = modifier
             session.flush()
             ledger.append_event(session, stored, ledger.RESTORED, now)
             return messages.expense_message(stored)
@@ -1641,16 +1654,20 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         # must still be a member. The expense may be restored, changed and
         # deleted again between the check and the write; then check again.
         verified: set[str] = set()
+        modifier_checked = False
         for _ in range(MAX_UPDATE_ATTEMPTS):
             stored = self._read(lambda session: self._require(session, request.name))
+            group = domain.group_name(stored.row.group_id)
             users = check(stored)
             if not users <= verified:
                 fields = messages.stored_draft(stored).user_fields(prefix="")
-                group = domain.group_name(stored.row.group_id)
                 self._membership.require_members(
                     group, users, context, stored_fields=fields
                 )
                 verified.update(users)
+            if not modifier_checked:
+                self._require_modifier(group, modifier, request, context)
+                modifier_checked = True
             try:
                 return pb.UndeleteExpenseResponse(expense=self._write(undelete))
             except _RevisionChanged:
@@ -1663,9 +1680,35 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         )
 
     @staticmethod
-    def _parse_name_and_etag(name: str, etag: str) -> int | None:
+    def _parse_state_change(
+        request: pb.DeleteExpenseRequest | pb.UndeleteExpenseRequest,
+    ) -> tuple[int | None, str]:
+        """Check a delete or restore request.
+
+        Returns:
+          The etag's revision (None when no etag was sent), and the modifier:
+          `last_modifier`, or the caller when it is empty.
+        """
         violations = domain.Violations()
-        violations.check(domain.parse_expense_name, name, "name")
-        expected = violations.check(domain.parse_etag, etag, "etag")
+        violations.check(domain.parse_expense_name, request.name, "name")
+        expected = violations.check(domain.parse_etag, request.etag, "etag")
+        modifier = violations.check(_author, request.last_modifier, "last_modifier")
         violations.raise_if_any()
-        return expected
+        return expected, modifier
+
+    def _require_modifier(
+        self,
+        group: str,
+        modifier: str,
+        request: pb.DeleteExpenseRequest | pb.UndeleteExpenseRequest,
+        context: grpc.ServicerContext,
+    ) -> None:
+        """Check that the user a delete or restore records is a member now.
+
+        The same rule applies to the `last_modifier` of an update, so an
+        administrator who is not a member names a member as the modifier.
+        """
+        filled = () if request.last_modifier else ("last_modifier",)
+        self._membership.require_members(
+            group, {modifier}, context, {modifier: ["last_modifier"]}, filled=filled
+        )

@@ -169,6 +169,82 @@ def test_rest_patch_without_last_modifier(pair, http):
     assert response.json()["expense"]["lastModifier"] == ben.user
 
 
+def _get_expense(caller: Caller, name: str) -> expenses_pb.Expense:
+    request = expenses_pb.GetExpenseRequest(name=name)
+    return caller.expenses("GetExpense", request).expense
+
+
+def test_delete_and_restore_record_caller(pair):
+    ann, ben, group = pair
+    name = ann.create_expense(group, [ann.user, ben.user])
+    created = _get_expense(ann, name)
+
+    # ben deletes the expense that ann recorded, and ann restores it.
+    deleted = ben.expenses(
+        "DeleteExpense", expenses_pb.DeleteExpenseRequest(name=name)
+    ).expense
+    shown_deleted = _get_expense(ann, name)
+    restored = ann.expenses(
+        "UndeleteExpense", expenses_pb.UndeleteExpenseRequest(name=name)
+    ).expense
+
+    assert deleted.last_modifier == ben.user
+    assert deleted.creator == ann.user
+    assert deleted.etag != created.etag
+    assert deleted.update_time.ToNanoseconds() > created.update_time.ToNanoseconds()
+    assert shown_deleted == deleted
+    assert restored.last_modifier == ann.user
+    assert restored.etag != deleted.etag
+    assert restored.update_time.ToNanoseconds() > deleted.update_time.ToNanoseconds()
+    assert _get_expense(ben, name) == restored
+
+
+def test_repeated_delete_keeps_first_modifier(pair):
+    ann, ben, group = pair
+    name = ann.create_expense(group, [ann.user, ben.user])
+    request = expenses_pb.DeleteExpenseRequest(name=name)
+    first = ben.expenses("DeleteExpense", request).expense
+
+    # A delete of a deleted expense changes nothing, the modifier included.
+    again = ann.expenses("DeleteExpense", request).expense
+
+    assert again == first
+    assert again.last_modifier == ben.user
+
+
+def test_delete_for_other_member_rejected(pair):
+    ann, ben, group = pair
+    name = ann.create_expense(group, [ann.user, ben.user])
+    request = expenses_pb.DeleteExpenseRequest(name=name, last_modifier=ann.user)
+
+    error = fails(lambda: ben.expenses("DeleteExpense", request))
+
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error_details(error)["ErrorInfo"].reason == "ACTING_FOR_OTHER"
+    assert "may not record" in error.details()
+    assert "as last_modifier" in error.details()
+    assert not _get_expense(ann, name).HasField("delete_time")
+
+
+def test_rest_delete_and_undelete_record_caller(pair, http):
+    ann, ben, group = pair
+    name = ann.create_expense(group, [ann.user, ben.user])
+
+    deleted = http.delete(
+        f"/v1/{name}", headers={"authorization": f"Bearer {ben.credential}"}
+    )
+    restored = http.post(
+        f"/v1/{name}:undelete",
+        json={},
+        headers={"authorization": f"Bearer {ann.credential}"},
+    )
+
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json()["expense"]["lastModifier"] == ben.user
+    assert restored.status_code == 200, restored.text
+    assert restored.json()["expense"]["lastModifier"] == ann.user
+
+
 def test_rest_create_without_creator(pair, http):
     ann, ben, group = pair
     settlement = {
@@ -392,6 +468,18 @@ def test_expense_authors_required_without_auth(open_caller):
     _assert_required_without_auth(update_error, "expense.last_modifier")
 
 
+def test_delete_modifier_required_without_auth(open_caller):
+    name = "groups/trip-one/expenses/dinner"
+    delete = expenses_pb.DeleteExpenseRequest(name=name)
+    undelete = expenses_pb.UndeleteExpenseRequest(name=name)
+
+    delete_error = fails(lambda: open_caller.expenses("DeleteExpense", delete))
+    undelete_error = fails(lambda: open_caller.expenses("UndeleteExpense", undelete))
+
+    _assert_required_without_auth(delete_error, "last_modifier")
+    _assert_required_without_auth(undelete_error, "last_modifier")
+
+
 def test_batch_creator_required_without_auth(open_caller):
     request = expenses_pb.BatchCreateExpensesRequest(
         parent="groups/trip-one",
@@ -530,3 +618,55 @@ def test_named_creator_not_member_has_no_hint(pair, outside_admin):
 
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "was empty" not in error.details()
+
+
+def _deleted_by(caller: Caller, name: str) -> expenses_pb.Expense:
+    request = expenses_pb.DeleteExpenseRequest(name=name)
+    return caller.expenses("DeleteExpense", request).expense
+
+
+def test_filled_delete_modifier_not_member(pair, outside_admin):
+    ann, ben, group = pair
+    name = ann.create_expense(group, [ann.user, ben.user])
+    request = expenses_pb.DeleteExpenseRequest(name=name)
+
+    error = fails(lambda: outside_admin.expenses("DeleteExpense", request))
+
+    _assert_filled_hint(error, "last_modifier", outside_admin.user)
+    assert not _get_expense(ann, name).HasField("delete_time")
+
+
+def test_filled_restore_modifier_not_member(pair, outside_admin):
+    ann, ben, group = pair
+    name = ann.create_expense(group, [ann.user, ben.user])
+    deleted = _deleted_by(ann, name)
+    request = expenses_pb.UndeleteExpenseRequest(name=name)
+
+    error = fails(lambda: outside_admin.expenses("UndeleteExpense", request))
+
+    _assert_filled_hint(error, "last_modifier", outside_admin.user)
+    assert _get_expense(ann, name) == deleted
+
+
+def test_admin_writes_naming_member(pair, outside_admin):
+    # An administrator outside the group records each change in a member's
+    # name: update, delete and restore follow the same rule.
+    ann, ben, group = pair
+    name = ann.create_expense(group, [ann.user, ben.user])
+    update = expenses_pb.UpdateExpenseRequest(
+        expense=expenses_pb.Expense(
+            name=name, description="Lunch", last_modifier=ben.user
+        )
+    )
+    delete = expenses_pb.DeleteExpenseRequest(name=name, last_modifier=ben.user)
+    undelete = expenses_pb.UndeleteExpenseRequest(name=name, last_modifier=ann.user)
+
+    updated = outside_admin.expenses("UpdateExpense", update).expense
+    deleted = outside_admin.expenses("DeleteExpense", delete).expense
+    restored = outside_admin.expenses("UndeleteExpense", undelete).expense
+
+    assert updated.last_modifier == ben.user
+    assert deleted.last_modifier == ben.user
+    assert deleted.HasField("delete_time")
+    assert restored.last_modifier == ann.user
+    assert not restored.HasField("delete_time")

@@ -110,7 +110,10 @@ def test_writes_reach_balances_once_across_a_restart(
         for i in range(6)
     ]
     stub.DeleteExpense(
-        expenses_pb.DeleteExpenseRequest(name=created[0].name), timeout=10
+        expenses_pb.DeleteExpenseRequest(
+            name=created[0].name, last_modifier=f"users/{members[0]}"
+        ),
+        timeout=10,
     )
     changed = _expense(group_id, members[:2], members[2], 777)
     changed.name = created[1].name

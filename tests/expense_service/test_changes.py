@@ -60,13 +60,23 @@ def _get(clients, name: str) -> pb.Expense:
     ).expense
 
 
-def _delete(clients, name: str, etag: str = "") -> pb.Expense:
-    request = pb.DeleteExpenseRequest(name=name, etag=etag)
+def _delete(
+    clients, expense: pb.Expense, etag: str = "", modifier: str = ""
+) -> pb.Expense:
+    """Delete an expense in the name of `modifier`, by default its creator."""
+    request = pb.DeleteExpenseRequest(
+        name=expense.name, etag=etag, last_modifier=modifier or expense.creator
+    )
     return clients.expenses.DeleteExpense(request, timeout=TIMEOUT).expense
 
 
-def _undelete(clients, name: str, etag: str = "") -> pb.Expense:
-    request = pb.UndeleteExpenseRequest(name=name, etag=etag)
+def _undelete(
+    clients, expense: pb.Expense, etag: str = "", modifier: str = ""
+) -> pb.Expense:
+    """Restore an expense in the name of `modifier`, by default its creator."""
+    request = pb.UndeleteExpenseRequest(
+        name=expense.name, etag=etag, last_modifier=modifier or expense.creator
+    )
     return clients.expenses.UndeleteExpense(request, timeout=TIMEOUT).expense
 
 
@@ -362,7 +372,7 @@ def test_update_no_op_still_checks_etag(clients, group, expense):
 
 
 def test_update_no_op_deleted_fails(clients, group, expense):
-    _delete(clients, expense.name)
+    _delete(clients, expense)
 
     error = _update_error(clients, _change(expense, group.members[1]))
 
@@ -390,7 +400,7 @@ def test_update_stale_etag_aborted(clients, group, expense):
 
 
 def test_update_deleted_expense_fails(clients, group, expense):
-    _delete(clients, expense.name)
+    _delete(clients, expense)
 
     error = _update_error(clients, _change(expense, group.members[0], notes="x"))
 
@@ -538,7 +548,7 @@ def test_update_mask_json_name_suggested(clients, group, expense):
 
 
 def test_delete_is_soft(clients, group, expense):
-    deleted = _delete(clients, expense.name, etag=expense.etag)
+    deleted = _delete(clients, expense, etag=expense.etag)
 
     assert deleted.HasField("delete_time")
     assert deleted.etag == '"2"'
@@ -551,9 +561,9 @@ def test_delete_is_soft(clients, group, expense):
 
 
 def test_delete_twice_changes_nothing(clients, expense):
-    deleted = _delete(clients, expense.name)
+    deleted = _delete(clients, expense)
 
-    again = _delete(clients, expense.name, etag='"1"')
+    again = _delete(clients, expense, etag='"1"')
 
     assert again == deleted
 
@@ -562,17 +572,80 @@ def test_delete_stale_etag_aborted(clients, group, expense):
     _update(clients, _change(expense, group.members[0], notes="changed"))
 
     with pytest.raises(grpc.RpcError) as caught:
-        _delete(clients, expense.name, etag=expense.etag)
+        _delete(clients, expense, etag=expense.etag)
 
     assert caught.value.code() == grpc.StatusCode.ABORTED
     assert reason_of(caught.value) == "ETAG_MISMATCH"
     assert not _get(clients, expense.name).HasField("delete_time")
 
 
-def test_undelete_restores(clients, expense):
-    deleted = _delete(clients, expense.name)
+def test_delete_records_modifier(clients, group, expense):
+    modifier = group.members[1]
+    before = latest_sequence(clients)
 
-    restored = _undelete(clients, expense.name, etag=deleted.etag)
+    deleted = _delete(clients, expense, modifier=modifier)
+
+    assert deleted.last_modifier == modifier
+    assert deleted.creator == expense.creator
+    assert deleted.update_time == deleted.delete_time
+    assert deleted.update_time.ToNanoseconds() > expense.update_time.ToNanoseconds()
+    assert _get(clients, expense.name) == deleted
+    assert latest_sequence(clients) == before + 1
+
+
+def test_delete_twice_keeps_first_modifier(clients, group, expense):
+    first = _delete(clients, expense, modifier=group.members[1])
+
+    again = _delete(clients, expense, modifier=group.members[2])
+
+    assert again == first
+    assert _get(clients, expense.name).last_modifier == group.members[1]
+
+
+def test_undelete_records_modifier(clients, group, expense):
+    deleted = _delete(clients, expense, modifier=group.members[1])
+
+    restored = _undelete(clients, expense, modifier=group.members[2])
+
+    assert restored.last_modifier == group.members[2]
+    assert restored.update_time.ToNanoseconds() > deleted.update_time.ToNanoseconds()
+    assert _get(clients, expense.name) == restored
+
+
+def test_delete_by_non_member_rejected(clients, expense):
+    outsider = create_outsider(clients.users)
+    before = latest_sequence(clients)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        _delete(clients, expense, modifier=outsider)
+
+    error = caught.value
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(error) == "NOT_A_GROUP_MEMBER"
+    assert f"{outsider!r} (last_modifier) is not a member" in error.details()
+    assert error_details(error)["ErrorInfo"].metadata["fields"] == "last_modifier"
+    assert _get(clients, expense.name) == expense
+    assert latest_sequence(clients) == before
+
+
+def test_undelete_by_non_member_rejected(clients, expense):
+    deleted = _delete(clients, expense)
+    outsider = create_outsider(clients.users)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        _undelete(clients, expense, modifier=outsider)
+
+    error = caught.value
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(error) == "NOT_A_GROUP_MEMBER"
+    assert f"{outsider!r} (last_modifier) is not a member" in error.details()
+    assert _get(clients, expense.name) == deleted
+
+
+def test_undelete_restores(clients, expense):
+    deleted = _delete(clients, expense)
+
+    restored = _undelete(clients, expense, etag=deleted.etag)
 
     assert not restored.HasField("delete_time")
     assert restored.etag == '"3"'
@@ -581,7 +654,7 @@ def test_undelete_restores(clients, expense):
 
 
 def test_undelete_with_former_member_fails(clients, group, expense):
-    deleted = _delete(clients, expense.name)
+    deleted = _delete(clients, expense)
     leaver = group.members[2]
     clients.users.RemoveGroupMember(
         users_pb.RemoveGroupMemberRequest(
@@ -593,7 +666,7 @@ def test_undelete_with_former_member_fails(clients, group, expense):
     before = latest_sequence(clients)
 
     with pytest.raises(grpc.RpcError) as caught:
-        _undelete(clients, expense.name, etag=deleted.etag)
+        _undelete(clients, expense, etag=deleted.etag)
 
     error = caught.value
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -608,11 +681,11 @@ def test_undelete_with_former_member_fails(clients, group, expense):
 
 
 def test_undelete_with_deactivated_user_fails(clients, group, expense):
-    deleted = _delete(clients, expense.name)
+    deleted = _delete(clients, expense)
     _deactivate_now(clients, group, group.members[2])
 
     with pytest.raises(grpc.RpcError) as caught:
-        _undelete(clients, expense.name, etag=deleted.etag)
+        _undelete(clients, expense, etag=deleted.etag)
 
     error = caught.value
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -625,7 +698,7 @@ def test_undelete_with_deactivated_user_fails(clients, group, expense):
 
 def test_undelete_not_deleted_already_exists(clients, expense):
     with pytest.raises(grpc.RpcError) as caught:
-        _undelete(clients, expense.name)
+        _undelete(clients, expense)
 
     assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
     assert reason_of(caught.value) == "EXPENSE_NOT_DELETED"
@@ -633,10 +706,10 @@ def test_undelete_not_deleted_already_exists(clients, expense):
 
 
 def test_undelete_stale_etag_aborted(clients, expense):
-    _delete(clients, expense.name)
+    _delete(clients, expense)
 
     with pytest.raises(grpc.RpcError) as caught:
-        _undelete(clients, expense.name, etag=expense.etag)
+        _undelete(clients, expense, etag=expense.etag)
 
     assert caught.value.code() == grpc.StatusCode.ABORTED
     assert reason_of(caught.value) == "ETAG_MISMATCH"
@@ -649,11 +722,17 @@ def test_delete_and_undelete_errors(clients, group, method):
     missing = f"{group.name}/expenses/missing"
 
     with pytest.raises(grpc.RpcError) as not_found:
-        call(request_type(name=missing), timeout=TIMEOUT)
+        call(
+            request_type(name=missing, last_modifier=group.members[0]),
+            timeout=TIMEOUT,
+        )
     with pytest.raises(grpc.RpcError) as malformed:
-        call(request_type(name="groups/x", etag="bad"), timeout=TIMEOUT)
+        call(
+            request_type(name="groups/x", etag="bad", last_modifier="alice"),
+            timeout=TIMEOUT,
+        )
 
     assert not_found.value.code() == grpc.StatusCode.NOT_FOUND
     assert reason_of(not_found.value) == "EXPENSE_NOT_FOUND"
     assert malformed.value.code() == INVALID
-    assert violated_fields(malformed.value) == ["name", "etag"]
+    assert violated_fields(malformed.value) == ["name", "etag", "last_modifier"]

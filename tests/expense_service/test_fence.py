@@ -209,7 +209,8 @@ def test_fence_waits_for_delete_in_flight(service, tmp_path):
     try:
         delete = _start(
             lambda: service.expenses.DeleteExpense(
-                pb.DeleteExpenseRequest(name=created.name), timeout=TIMEOUT
+                pb.DeleteExpenseRequest(name=created.name, last_modifier=ALICE),
+                timeout=TIMEOUT,
             )
         )
         time.sleep(0.3)

@@ -50,11 +50,12 @@ def test_each_change_makes_one_event(clients, group):
         ),
         timeout=TIMEOUT,
     )
-    delete = pb.DeleteExpenseRequest(name=created.name)
+    delete = pb.DeleteExpenseRequest(name=created.name, last_modifier=c)
     clients.expenses.DeleteExpense(delete, timeout=TIMEOUT)
     clients.expenses.DeleteExpense(delete, timeout=TIMEOUT)
     clients.expenses.UndeleteExpense(
-        pb.UndeleteExpenseRequest(name=created.name), timeout=TIMEOUT
+        pb.UndeleteExpenseRequest(name=created.name, last_modifier=a),
+        timeout=TIMEOUT,
     )
     events = backlog(clients, first - 1)
 
@@ -118,7 +119,10 @@ def test_rejected_change_makes_no_event(clients, group):
         )
     with pytest.raises(grpc.RpcError):
         clients.expenses.UndeleteExpense(
-            pb.UndeleteExpenseRequest(name=created.name), timeout=TIMEOUT
+            pb.UndeleteExpenseRequest(
+                name=created.name, last_modifier=group.members[0]
+            ),
+            timeout=TIMEOUT,
         )
     create_expense(clients, group)
 

@@ -78,7 +78,8 @@ def history(clients):
             clients, group, expense, expense_id=expense_id
         )
     clients.expenses.DeleteExpense(
-        pb.DeleteExpenseRequest(name=expenses["e-gone"].name), timeout=TIMEOUT
+        pb.DeleteExpenseRequest(name=expenses["e-gone"].name, last_modifier=a),
+        timeout=TIMEOUT,
     )
     return group, {key: value.name for key, value in expenses.items()}
 

@@ -115,12 +115,16 @@ def test_cap_holds_for_creates_refunds_and_restores(clients, group):
 
     # Deleting frees the expense's volume and restoring takes it again.
     deleted = clients.expenses.DeleteExpense(
-        pb.DeleteExpenseRequest(name=created[0].name), timeout=TIMEOUT
+        pb.DeleteExpenseRequest(name=created[0].name, last_modifier=group.members[0]),
+        timeout=TIMEOUT,
     ).expense
     _create(clients, group, "0.001")
     with pytest.raises(grpc.RpcError) as caught:
         clients.expenses.UndeleteExpense(
-            pb.UndeleteExpenseRequest(name=deleted.name), timeout=TIMEOUT
+            pb.UndeleteExpenseRequest(
+                name=deleted.name, last_modifier=group.members[0]
+            ),
+            timeout=TIMEOUT,
         )
     _assert_limit(caught.value, group, "4000000000000000.001")
     assert _count(clients, group) == PER_CAP

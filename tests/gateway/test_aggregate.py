@@ -426,7 +426,8 @@ def test_overview_leaves_out_deleted_expense(channel, gateway_stub):
         for text in ("Bread", "Cheese")
     )
     expenses.DeleteExpense(
-        expenses_pb.DeleteExpenseRequest(name=deleted.name), timeout=TIMEOUT
+        expenses_pb.DeleteExpenseRequest(name=deleted.name, last_modifier=dan),
+        timeout=TIMEOUT,
     )
 
     response = _overview(gateway_stub, group)
@@ -649,7 +650,8 @@ def former(channel) -> FormerMember:
         timeout=TIMEOUT,
     )
     expenses.DeleteExpense(
-        expenses_pb.DeleteExpenseRequest(name=stay.name), timeout=TIMEOUT
+        expenses_pb.DeleteExpenseRequest(name=stay.name, last_modifier=ivy),
+        timeout=TIMEOUT,
     )
     _wait_for_nets(balances, cabin, {"EUR": {ivy: -1000, kim: 1000}})
     _wait_for_nets(balances, club, {"EUR": {ivy: -1000, kim: 1000}})

@@ -411,8 +411,12 @@ class ExpenseWriter(threading.Thread):
         )
 
     def _delete_expense(self, name: str) -> None:
+        modifier = f"users/{self.rng.choice(self.members)}"
+
         def send(etag: str) -> expenses_pb.Expense:
-            request = expenses_pb.DeleteExpenseRequest(name=name, etag=etag)
+            request = expenses_pb.DeleteExpenseRequest(
+                name=name, etag=etag, last_modifier=modifier
+            )
             return self.clients.expenses.DeleteExpense(
                 request, timeout=CALL_TIMEOUT
             ).expense
@@ -422,8 +426,12 @@ class ExpenseWriter(threading.Thread):
         )
 
     def _undelete_expense(self, name: str) -> None:
+        modifier = f"users/{self.rng.choice(self.members)}"
+
         def send(etag: str) -> expenses_pb.Expense:
-            request = expenses_pb.UndeleteExpenseRequest(name=name, etag=etag)
+            request = expenses_pb.UndeleteExpenseRequest(
+                name=name, etag=etag, last_modifier=modifier
+            )
             return self.clients.expenses.UndeleteExpense(
                 request, timeout=CALL_TIMEOUT
             ).expense

@@ -45,7 +45,7 @@ REJECTED_WRITE_REASONS = {
 
 
 def _race_deletion(servers: Cluster, write_once, alice_owes: bool) -> None:
-    """Delete a settled group while `write_once(expense, settlement)` runs.
+    """Delete a settled group while `write_once(expense, settlement, alice)` runs.
 
     Args:
       alice_owes: whether the write, when it commits first, leaves Alice
@@ -62,7 +62,7 @@ def _race_deletion(servers: Cluster, write_once, alice_owes: bool) -> None:
 
         error, failures = race_writes(
             delete,
-            functools.partial(write_once, expense, settlement),
+            functools.partial(write_once, expense, settlement, alice),
             writes_per_thread=1,
             writers=1,
             max_delay=WRITE_DELAY_SECONDS,
@@ -92,16 +92,17 @@ def _race_deletion(servers: Cluster, write_once, alice_owes: bool) -> None:
 
 
 def test_delete_group_during_expense_delete(cluster):  # noqa: F811
-    def delete_expense(expense: str, settlement: str) -> None:
+    def delete_expense(expense: str, settlement: str, alice: str) -> None:
         cluster.expenses.DeleteExpense(
-            expenses_pb.DeleteExpenseRequest(name=expense), timeout=TIMEOUT
+            expenses_pb.DeleteExpenseRequest(name=expense, last_modifier=alice),
+            timeout=TIMEOUT,
         )
 
     _race_deletion(cluster, delete_expense, alice_owes=True)
 
 
 def test_delete_group_during_settlement_delete(cluster):  # noqa: F811
-    def delete_settlement(expense: str, settlement: str) -> None:
+    def delete_settlement(expense: str, settlement: str, alice: str) -> None:
         cluster.balances.DeleteSettlement(
             balances_pb.DeleteSettlementRequest(name=settlement), timeout=TIMEOUT
         )

@@ -164,15 +164,19 @@ def _update(pair: Pair, expense: expenses_pb.Expense, modifier: str, **fields):
 
 
 def _delete(pair: Pair, expense: expenses_pb.Expense) -> expenses_pb.Expense:
-    return pair.expenses.DeleteExpense(
-        expenses_pb.DeleteExpenseRequest(name=expense.name), timeout=TIMEOUT
-    ).expense
+    """Delete an expense in the name of its creator."""
+    request = expenses_pb.DeleteExpenseRequest(
+        name=expense.name, last_modifier=expense.creator
+    )
+    return pair.expenses.DeleteExpense(request, timeout=TIMEOUT).expense
 
 
 def _undelete(pair: Pair, expense: expenses_pb.Expense) -> expenses_pb.Expense:
-    return pair.expenses.UndeleteExpense(
-        expenses_pb.UndeleteExpenseRequest(name=expense.name), timeout=TIMEOUT
-    ).expense
+    """Restore an expense in the name of its creator."""
+    request = expenses_pb.UndeleteExpenseRequest(
+        name=expense.name, last_modifier=expense.creator
+    )
+    return pair.expenses.UndeleteExpense(request, timeout=TIMEOUT).expense
 
 
 def _rejected(call) -> grpc.RpcError:

@@ -253,12 +253,14 @@ class UpdateExpenseResponse(_message.Message):
     def __init__(self, expense: _Optional[_Union[Expense, _Mapping]] = ...) -> None: ...
 
 class DeleteExpenseRequest(_message.Message):
-    __slots__ = ("name", "etag")
+    __slots__ = ("name", "etag", "last_modifier")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
+    LAST_MODIFIER_FIELD_NUMBER: _ClassVar[int]
     name: str
     etag: str
-    def __init__(self, name: _Optional[str] = ..., etag: _Optional[str] = ...) -> None: ...
+    last_modifier: str
+    def __init__(self, name: _Optional[str] = ..., etag: _Optional[str] = ..., last_modifier: _Optional[str] = ...) -> None: ...
 
 class DeleteExpenseResponse(_message.Message):
     __slots__ = ("expense",)
@@ -267,12 +269,14 @@ class DeleteExpenseResponse(_message.Message):
     def __init__(self, expense: _Optional[_Union[Expense, _Mapping]] = ...) -> None: ...
 
 class UndeleteExpenseRequest(_message.Message):
-    __slots__ = ("name", "etag")
+    __slots__ = ("name", "etag", "last_modifier")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
+    LAST_MODIFIER_FIELD_NUMBER: _ClassVar[int]
     name: str
     etag: str
-    def __init__(self, name: _Optional[str] = ..., etag: _Optional[str] = ...) -> None: ...
+    last_modifier: str
+    def __init__(self, name: _Optional[str] = ..., etag: _Optional[str] = ..., last_modifier: _Optional[str] = ...) -> None: ...
 
 class UndeleteExpenseResponse(_message.Message):
     __slots__ = ("expense",)

@@ -157,19 +157,21 @@ class ExpensesServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteExpense(self, request, context):
-        """Soft-deletes an expense. A deleted expense no longer counts in balances
-        and can be restored with UndeleteExpense. Deleting a deleted expense
-        succeeds, changes nothing and returns the expense as it is, without
-        comparing `etag`, so that a retried delete does not fail.
+        """Soft-deletes an expense and records who deleted it in `last_modifier`. A
+        deleted expense no longer counts in balances and can be restored with
+        UndeleteExpense. Deleting a deleted expense succeeds, changes nothing and
+        returns the expense as it is, without comparing `etag`, so that a
+        retried delete does not fail. It still checks `last_modifier`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UndeleteExpense(self, request, context):
-        """Restores a deleted expense. Fails with ALREADY_EXISTS if the expense is
-        not deleted, and with GROUP_VOLUME_LIMIT if the group volume limit of
-        CreateExpense does not leave room for it.
+        """Restores a deleted expense and records who restored it in
+        `last_modifier`. Fails with ALREADY_EXISTS if the expense is not deleted,
+        and with GROUP_VOLUME_LIMIT if the group volume limit of CreateExpense
+        does not leave room for it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -78,15 +78,17 @@ class ExpensesServiceStub:
     the caller and the modifier, and fails on a deleted expense.
     """
     DeleteExpense: _grpc.UnaryUnaryMultiCallable[_expenses_service_pb2.DeleteExpenseRequest, _expenses_service_pb2.DeleteExpenseResponse]
-    """Soft-deletes an expense. A deleted expense no longer counts in balances
-    and can be restored with UndeleteExpense. Deleting a deleted expense
-    succeeds, changes nothing and returns the expense as it is, without
-    comparing `etag`, so that a retried delete does not fail.
+    """Soft-deletes an expense and records who deleted it in `last_modifier`. A
+    deleted expense no longer counts in balances and can be restored with
+    UndeleteExpense. Deleting a deleted expense succeeds, changes nothing and
+    returns the expense as it is, without comparing `etag`, so that a
+    retried delete does not fail. It still checks `last_modifier`.
     """
     UndeleteExpense: _grpc.UnaryUnaryMultiCallable[_expenses_service_pb2.UndeleteExpenseRequest, _expenses_service_pb2.UndeleteExpenseResponse]
-    """Restores a deleted expense. Fails with ALREADY_EXISTS if the expense is
-    not deleted, and with GROUP_VOLUME_LIMIT if the group volume limit of
-    CreateExpense does not leave room for it.
+    """Restores a deleted expense and records who restored it in
+    `last_modifier`. Fails with ALREADY_EXISTS if the expense is not deleted,
+    and with GROUP_VOLUME_LIMIT if the group volume limit of CreateExpense
+    does not leave room for it.
     """
     ListCategories: _grpc.UnaryUnaryMultiCallable[_expenses_service_pb2.ListCategoriesRequest, _expenses_service_pb2.ListCategoriesResponse]
     """Lists the expense categories with the names that clients display."""
@@ -141,15 +143,17 @@ class ExpensesServiceAsyncStub(ExpensesServiceStub):
     the caller and the modifier, and fails on a deleted expense.
     """
     DeleteExpense: _aio.UnaryUnaryMultiCallable[_expenses_service_pb2.DeleteExpenseRequest, _expenses_service_pb2.DeleteExpenseResponse]  # type: ignore[assignment]
-    """Soft-deletes an expense. A deleted expense no longer counts in balances
-    and can be restored with UndeleteExpense. Deleting a deleted expense
-    succeeds, changes nothing and returns the expense as it is, without
-    comparing `etag`, so that a retried delete does not fail.
+    """Soft-deletes an expense and records who deleted it in `last_modifier`. A
+    deleted expense no longer counts in balances and can be restored with
+    UndeleteExpense. Deleting a deleted expense succeeds, changes nothing and
+    returns the expense as it is, without comparing `etag`, so that a
+    retried delete does not fail. It still checks `last_modifier`.
     """
     UndeleteExpense: _aio.UnaryUnaryMultiCallable[_expenses_service_pb2.UndeleteExpenseRequest, _expenses_service_pb2.UndeleteExpenseResponse]  # type: ignore[assignment]
-    """Restores a deleted expense. Fails with ALREADY_EXISTS if the expense is
-    not deleted, and with GROUP_VOLUME_LIMIT if the group volume limit of
-    CreateExpense does not leave room for it.
+    """Restores a deleted expense and records who restored it in
+    `last_modifier`. Fails with ALREADY_EXISTS if the expense is not deleted,
+    and with GROUP_VOLUME_LIMIT if the group volume limit of CreateExpense
+    does not leave room for it.
     """
     ListCategories: _aio.UnaryUnaryMultiCallable[_expenses_service_pb2.ListCategoriesRequest, _expenses_service_pb2.ListCategoriesResponse]  # type: ignore[assignment]
     """Lists the expense categories with the names that clients display."""
@@ -237,10 +241,11 @@ class ExpensesServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _expenses_service_pb2.DeleteExpenseRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_expenses_service_pb2.DeleteExpenseResponse, _abc.Awaitable[_expenses_service_pb2.DeleteExpenseResponse]]:
-        """Soft-deletes an expense. A deleted expense no longer counts in balances
-        and can be restored with UndeleteExpense. Deleting a deleted expense
-        succeeds, changes nothing and returns the expense as it is, without
-        comparing `etag`, so that a retried delete does not fail.
+        """Soft-deletes an expense and records who deleted it in `last_modifier`. A
+        deleted expense no longer counts in balances and can be restored with
+        UndeleteExpense. Deleting a deleted expense succeeds, changes nothing and
+        returns the expense as it is, without comparing `etag`, so that a
+        retried delete does not fail. It still checks `last_modifier`.
         """
 
     @_abc_1.abstractmethod
@@ -249,9 +254,10 @@ class ExpensesServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _expenses_service_pb2.UndeleteExpenseRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_expenses_service_pb2.UndeleteExpenseResponse, _abc.Awaitable[_expenses_service_pb2.UndeleteExpenseResponse]]:
-        """Restores a deleted expense. Fails with ALREADY_EXISTS if the expense is
-        not deleted, and with GROUP_VOLUME_LIMIT if the group volume limit of
-        CreateExpense does not leave room for it.
+        """Restores a deleted expense and records who restored it in
+        `last_modifier`. Fails with ALREADY_EXISTS if the expense is not deleted,
+        and with GROUP_VOLUME_LIMIT if the group volume limit of CreateExpense
+        does not leave room for it.
         """
 
     @_abc_1.abstractmethod
