@@ -58,6 +58,8 @@ _MODULES = (users, groups, expenses, settlements, balances, logs, auth, demo)
 _AUTHOR_OPTIONS = {
     "expense.creator": "--by",
     "expense.last_modifier": "--by",
+    # The author field of DeleteExpense and UndeleteExpense.
+    "last_modifier": "--by",
     "settlement.creator": "--by",
     "group.creator": "--creator",
 }
@@ -206,13 +208,27 @@ def _hint(error: ServerError, credential: Credential | None) -> str:
 
 
 def _author_hint(error: ServerError) -> str:
-    """Name the option to give when the server could not fill an author field.
+    """Name the option that sets an author field the server rejected.
 
     A command sends an author field such as `expense.creator` empty when its
     credential is an API key, which names no user. The server fills it with
     the key's owner only while the gateway requires a credential. With
-    authentication off it rejects the write with the reason REQUIRED.
+    authentication off it rejects the write with the reason REQUIRED. An
+    author who is not a member of the group, such as an administrator
+    outside it, gets NOT_A_GROUP_MEMBER, whose metadata lists the fields.
     """
+    if error.reason == "NOT_A_GROUP_MEMBER":
+        fields = error.metadata.get("fields", "").split(",")
+        options = [
+            _AUTHOR_OPTIONS[field] for field in fields if field in _AUTHOR_OPTIONS
+        ]
+        if not options:
+            return ""
+        return (
+            f"The author of a write must be a member of the group. Name a member "
+            f"with {options[0]} USER (an administrator may name any member), or "
+            "add the author to the group."
+        )
     option = _AUTHOR_OPTIONS.get(error.metadata.get("field", ""))
     required = error.code == grpc.StatusCode.INVALID_ARGUMENT
     if option is None or not required or error.reason != "REQUIRED":

@@ -94,6 +94,12 @@ def add_parsers(
         parser.add_argument(
             "expense", metavar="NAME", help="expense name groups/GROUP/expenses/ID"
         )
+        if handler is not get_expense:
+            parser.add_argument(
+                "--by",
+                metavar="USER",
+                help=recorder_help("the expense's first payer"),
+            )
 
     add_action(
         actions, "categories", common, list_categories, "list the expense categories"
@@ -437,17 +443,36 @@ def get_expense(context: Context, args: argparse.Namespace) -> expenses_pb2.Expe
 
 
 def delete_expense(context: Context, args: argparse.Namespace) -> expenses_pb2.Expense:
-    request = expenses_pb2.DeleteExpenseRequest(name=_expense_name(args))
+    name = _expense_name(args)
+    request = expenses_pb2.DeleteExpenseRequest(
+        name=name, last_modifier=_state_changer(context, args, name)
+    )
     expense = context.call("expenses.DeleteExpense", request).expense
     context.show(expense, lambda expense: f"deleted {expense.name}")
     return expense
 
 
 def restore_expense(context: Context, args: argparse.Namespace) -> expenses_pb2.Expense:
-    request = expenses_pb2.UndeleteExpenseRequest(name=_expense_name(args))
+    name = _expense_name(args)
+    request = expenses_pb2.UndeleteExpenseRequest(
+        name=name, last_modifier=_state_changer(context, args, name)
+    )
     expense = context.call("expenses.UndeleteExpense", request).expense
     context.show(expense, lambda expense: f"restored {expense.name}")
     return expense
+
+
+def _state_changer(context: Context, args: argparse.Namespace, name: str) -> str:
+    """Return who deletes or restores an expense, as `recorder` decides.
+
+    Only a command without `--by` and without a credential needs the
+    expense's first payer, so only that one reads the expense first.
+    """
+    if args.by or context.default_recorder is not None:
+        return recorder(args.by, context.default_recorder, "")
+    request = expenses_pb2.GetExpenseRequest(name=name)
+    current = context.call("expenses.GetExpense", request).expense
+    return current.payers[0].user
 
 
 def list_categories(

@@ -670,3 +670,24 @@ def test_admin_writes_naming_member(pair, outside_admin):
     assert deleted.HasField("delete_time")
     assert restored.last_modifier == ann.user
     assert not restored.HasField("delete_time")
+
+
+def test_cli_admin_outside_group_needs_by(stack, pair, outside_admin, cli):
+    ann, ben, group = pair
+    name = ann.create_expense(group, [ann.user, ben.user])
+    gateway, key = stack.gateway, outside_admin.credential
+
+    rejected = cli(gateway, "expenses", "delete", name, "--token", key)
+    deleted = _cli_json(
+        cli, gateway, "expenses", "delete", name, "--by", ben.user, "--token", key
+    )
+    restored = _cli_json(
+        cli, gateway, "expenses", "restore", name, "--by", ann.user, "--token", key
+    )
+
+    assert rejected.status == 1
+    assert "NOT_A_GROUP_MEMBER" in rejected.stderr
+    assert "--by USER" in rejected.stderr
+    assert deleted["lastModifier"] == ben.user
+    assert restored["lastModifier"] == ann.user
+    assert "deleteTime" not in restored

@@ -348,6 +348,45 @@ def test_expense_get_delete_restore(cli, group):
     assert error_label(restored_again.stderr).startswith("ALREADY_EXISTS, ")
 
 
+def test_delete_restore_record_by(cli, group):
+    name = add_expense(cli, group, "9.99", "--currency", "EUR")["name"]
+    ben, cat = f"users/{group['ben']}", f"users/{group['cat']}"
+
+    deleted = cli("expenses", "delete", name, "--by", ben, "--format", "json")
+    restored = cli("expenses", "restore", name, "--by", cat, "--format", "json")
+
+    assert deleted.status == 0, deleted.stderr
+    assert json.loads(deleted.stdout)["lastModifier"] == ben
+    assert "deleteTime" in json.loads(deleted.stdout)
+    assert restored.status == 0, restored.stderr
+    assert json.loads(restored.stdout)["lastModifier"] == cat
+
+
+def test_delete_without_credential_records_payer(cli, group):
+    # Without --by and without a credential, the first payer is recorded,
+    # as for `expenses update`.
+    added = add_expense(
+        cli, group, "8.00", "--currency", "EUR", "--by", group["ben"]
+    )  # fmt: skip
+
+    deleted = cli("expenses", "delete", added["name"], "--format", "json")
+
+    assert added["lastModifier"] == f"users/{group['ben']}"
+    assert deleted.status == 0, deleted.stderr
+    assert json.loads(deleted.stdout)["lastModifier"] == f"users/{group['ann']}"
+
+
+def test_delete_by_non_member_names_option(cli, group):
+    name = add_expense(cli, group, "5.00", "--currency", "EUR")["name"]
+
+    result = cli("expenses", "delete", name, "--by", "users/nobody-here")
+
+    assert result.status == 1
+    assert error_label(result.stderr) == "FAILED_PRECONDITION, NOT_A_GROUP_MEMBER"
+    assert "'users/nobody-here' (last_modifier) is not a member" in result.stderr
+    assert "Name a member with --by USER" in result.stderr
+
+
 def test_update_deleted_expense_states_once(cli, group):
     name = add_expense(cli, group, "4.00", "--currency", "EUR")["name"]
     assert cli("expenses", "delete", name).status == 0
@@ -953,6 +992,36 @@ def test_token_records_update_and_settlement(
     assert json.loads(updated.stdout)["creator"] == ben
     assert settled.status == 0, settled.stderr
     assert json.loads(settled.stdout)["creator"] == ben
+
+
+def test_token_records_delete_and_restore(splitlog_up_with_auth, signed_up, tmp_path):
+    # ann records an expense; ben deletes it and cat restores it, each with
+    # an access token in SPLITLOG_TOKEN and without --by.
+    address = splitlog_up_with_auth.grpc_address
+    ann = signed_up["ann"][0]
+
+    def run_as(person: str, *args: str):
+        return run_splitlog(
+            *args, "--format", "json",
+            gateway=address, config_home=tmp_path,
+            token=signed_up[person][1].access_token,
+        )  # fmt: skip
+
+    added = run_as(
+        "ann", "expenses", "add", signed_up["group"], "--description", "Ferry",
+        "--amount", "18.00", "--paid-by", ann,
+    )  # fmt: skip
+    assert added.status == 0, added.stderr
+    name = json.loads(added.stdout)["name"]
+    deleted = run_as("ben", "expenses", "delete", name)
+    shown = run_as("ann", "expenses", "get", name)
+    restored = run_as("cat", "expenses", "restore", name)
+
+    assert deleted.status == 0, deleted.stderr
+    assert json.loads(shown.stdout)["lastModifier"] == signed_up["ben"][0]
+    assert json.loads(shown.stdout)["creator"] == ann
+    assert restored.status == 0, restored.stderr
+    assert json.loads(restored.stdout)["lastModifier"] == signed_up["cat"][0]
 
 
 def test_by_for_another_user_rejected(splitlog_up_with_auth, signed_up, tmp_path):
