@@ -672,6 +672,31 @@ def test_admin_writes_naming_member(pair, outside_admin):
     assert not restored.HasField("delete_time")
 
 
+def test_admin_outside_group_deletes_settlement(pair, outside_admin):
+    # A settlement has no modifier field, so its delete and restore record
+    # no author and need no member to name; the etag and update_time move.
+    ann, ben, group = pair
+    created = ben.pay(group, ann.user, 5)
+    first = ann.balances(
+        "GetSettlement", balances_pb.GetSettlementRequest(name=created)
+    ).settlement
+
+    deleted = outside_admin.balances(
+        "DeleteSettlement", balances_pb.DeleteSettlementRequest(name=created)
+    ).settlement
+    restored = outside_admin.balances(
+        "UndeleteSettlement", balances_pb.UndeleteSettlementRequest(name=created)
+    ).settlement
+
+    assert deleted.HasField("delete_time")
+    assert deleted.etag != first.etag
+    assert deleted.update_time.ToNanoseconds() > first.update_time.ToNanoseconds()
+    assert not restored.HasField("delete_time")
+    assert restored.etag != deleted.etag
+    assert restored.update_time.ToNanoseconds() > deleted.update_time.ToNanoseconds()
+    assert restored.creator == ben.user
+
+
 def test_cli_admin_outside_group_needs_by(stack, pair, outside_admin, cli):
     ann, ben, group = pair
     name = ann.create_expense(group, [ann.user, ben.user])
