@@ -1,7 +1,10 @@
 """`splitlog export splitwise`: write a splitlog group as a Splitwise export.
 
 The group's members become the columns, in the order they joined; its
-expenses and settlements that are not deleted become the rows, oldest first.
+expenses and settlements that are not deleted become the rows, ordered by
+date, then by create time, then by name. An import creates every expense
+before the first settlement, so within a day the exported payment rows
+follow the expense rows, whatever their order in the imported file.
 Amounts come from the stored payers and owed amounts, so the file's summary
 rows equal the group's balances.
 """

@@ -409,6 +409,39 @@ def test_export_then_import_again(gateway, channel, tmp_path):
     )
 
 
+def test_export_orders_rows_of_a_day(gateway, tmp_path):
+    # A payment between two expenses of one day comes back after both: the
+    # export orders a day's rows by creation, and the import writes every
+    # expense before the first payment.
+    source = tmp_path / "one-day.csv"
+    source.write_text(
+        "Date,Description,Category,Cost,Currency,Rui,Sol\n"
+        "\n"
+        "2024-06-01,Groceries,Groceries,20.00,EUR,10.00,-10.00\n"
+        "2024-06-01,Sol paid Rui,Payment,10.00,EUR,-10.00,10.00\n"
+        "2024-06-01,Dinner,Dining out,30.00,EUR,-15.00,15.00\n"
+        "2024-06-02,Bus,Taxi,4.00,EUR,2.00,-2.00\n"
+        "\n"
+        "2024-06-03,Total balance, , ,EUR,-13.00,13.00\n",
+        encoding="utf-8",
+    )
+    status, out, err = import_file(source, gateway)
+    group = identity.group_id(identity.file_digest(source.read_bytes()))
+    exported = tmp_path / "exported.csv"
+
+    export_status = run_export(group, gateway, TIMEOUT, exported, err=io.StringIO())
+
+    assert status == 0, out + err
+    assert export_status == 0
+    rows = parse_text(exported.read_text(encoding="utf-8")).rows
+    assert [row.description for row in rows] == [
+        "Groceries",
+        "Dinner",
+        "Sol paid Rui",
+        "Bus",
+    ]
+
+
 def _self_paid_group(channel) -> str:
     """Make a group of Ana and Ben with a dinner they split and a lunch that
     Ana paid for herself alone, and return its name."""
