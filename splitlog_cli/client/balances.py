@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from collections import defaultdict
 
+from balance_service.settle import EXACT_LIMIT
 from splitlog.balances.v1 import balances_service_pb2 as balances_pb2
 from splitlog.users.v1 import users_service_pb2 as users_pb2
 from splitlog_cli.client import render
@@ -37,7 +39,9 @@ def add_parsers(
         "plan",
         common,
         settlement_plan,
-        "the fewest transfers that settle the group",
+        "transfers that settle the group: the fewest possible, unless more "
+        f"than {EXACT_LIMIT} members of a currency have a non-zero balance or "
+        "the search reaches its work limit, when a note under the table says so",
     )
     _add_group_argument(plan)
     plan.add_argument(
@@ -273,7 +277,7 @@ def _counterparty_table(balance: balances_pb2.UserBalance) -> str:
 def _plan_text(response: balances_pb2.ComputeSettlementPlanResponse) -> str:
     if not response.transfers:
         return "nothing to settle: every net amount is zero"
-    return render.table(
+    table = render.table(
         ("FROM", "TO", "AMOUNT"),
         [
             (
@@ -283,6 +287,42 @@ def _plan_text(response: balances_pb2.ComputeSettlementPlanResponse) -> str:
             )
             for transfer in response.transfers
         ],
+    )
+    if response.fewest_transfers:
+        return table
+    return f"{table}\n\n{_heuristic_plan_note(response)}"
+
+
+def _heuristic_plan_note(response: balances_pb2.ComputeSettlementPlanResponse) -> str:
+    """Return the note that explains why a plan is not proven to have the
+    fewest transfers.
+
+    Every member with a non-zero balance pays or receives a transfer, so the
+    users in a currency's transfers are its members with a non-zero balance.
+    """
+    members: dict[str, set[str]] = defaultdict(set)
+    for transfer in response.transfers:
+        members[transfer.amount.currency_code].update((transfer.payer, transfer.payee))
+    crowded = [
+        f"{len(users)} in {code}"
+        for code, users in sorted(members.items())
+        if len(users) > EXACT_LIMIT
+    ]
+    if crowded:
+        reason = (
+            f"more members have a non-zero balance ({', '.join(crowded)}) than "
+            f"the {EXACT_LIMIT} that the search for the fewest transfers covers"
+        )
+    else:
+        reason = (
+            "the search for the fewest transfers reached its work limit or the "
+            "call's deadline"
+        )
+    return (
+        "note: this plan settles every balance, but it may not use the fewest "
+        f"transfers: {reason}, so a heuristic planned it, with at most one "
+        "transfer fewer than the members with a non-zero balance (see "
+        "docs/settle-up.md)"
     )
 
 

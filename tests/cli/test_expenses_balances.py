@@ -26,6 +26,7 @@ from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb2
 from splitlog.expenses.v1 import expenses_service_pb2_grpc as expenses_grpc
 from splitlog.users.v1 import users_service_pb2 as users_pb2
 from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
+from splitlog_cli.client import balances as balances_cli
 from splitlog_cli.client.command import Context
 from splitlog_cli.client.connection import ServerError
 from splitlog_cli.client.credentials import Session, SessionStore, config_dir
@@ -589,6 +590,88 @@ def test_balances_settle_up(cli, group):
     assert user.stdout.splitlines()[1].split() == [
         f"groups/{group['group']}", "-30.00", "EUR",
     ]  # fmt: skip
+
+
+def test_balances_plan_notes_heuristic(cli, channel):
+    # 22 members with a non-zero balance are more than the exact search's 20.
+    stub = users_grpc.UsersServiceStub(channel)
+    suffix = secrets.token_hex(3)
+    members = [f"big{number}-{suffix}" for number in range(22)]
+    for user_id in members:
+        stub.CreateUser(
+            users_pb2.CreateUserRequest(
+                user=users_pb2.User(
+                    email=f"{user_id}@example.com",
+                    display_name=user_id,
+                    currency_code="EUR",
+                ),
+                user_id=user_id,
+            ),
+            timeout=10,
+        )
+    group_id = f"big-{suffix}"
+    stub.CreateGroup(
+        users_pb2.CreateGroupRequest(
+            group=users_pb2.Group(
+                display_name="Big group", creator=f"users/{members[0]}"
+            ),
+            group_id=group_id,
+        ),
+        timeout=10,
+    )
+    for user_id in members[1:]:
+        stub.AddGroupMember(
+            users_pb2.AddGroupMemberRequest(
+                parent=f"groups/{group_id}", user=f"users/{user_id}"
+            ),
+            timeout=10,
+        )
+    added = cli(
+        "expenses", "add", group_id, "--description", "Hall", "--amount", "220.00",
+        "--currency", "EUR", "--paid-by", members[0],
+    )  # fmt: skip
+
+    table = cli("balances", "plan", group_id)
+    as_json = json.loads(cli("balances", "plan", group_id, "--format", "json").stdout)
+    text = " ".join(table.stdout.split())
+
+    assert added.status == 0, added.stderr
+    assert table.status == 0, table.stderr
+    assert len(as_json["transfers"]) == 21
+    assert as_json["fewestTransfers"] is False
+    assert (
+        "note: this plan settles every balance, but it may not use the fewest "
+        "transfers: more members have a non-zero balance (22 in EUR) than the "
+        "20 that the search for the fewest transfers covers"
+    ) in text
+    # The note comes after the table's header, 21 rows and a blank line.
+    assert table.stdout.splitlines()[23].startswith("note: ")
+
+
+def test_plan_note_names_search_limit():
+    response = balances_pb2.ComputeSettlementPlanResponse(
+        transfers=[
+            balances_pb2.Transfer(
+                payer="users/ann", payee="users/ben",
+                amount={"currency_code": "EUR", "units": 5},
+            ),
+        ],
+        fewest_transfers=False,
+    )  # fmt: skip
+
+    text = " ".join(balances_cli._plan_text(response).split())
+
+    assert "may not use the fewest transfers" in text
+    assert "reached its work limit or the call's deadline" in text
+
+
+def test_balances_plan_help_names_heuristic(cli):
+    result = cli("balances", "plan", "--help")
+    text = " ".join(result.stdout.split())
+
+    assert result.status == 0, result.stderr
+    assert "the fewest possible, unless more than 20 members" in text
+    assert "a note under the table says so" in text
 
 
 def test_balances_user_lists_counterparties(cli, group):
