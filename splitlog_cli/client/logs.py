@@ -627,8 +627,6 @@ def _interrupted_message(shipper: _Shipper, stop: _StopSignal) -> str:
     the rest."""
     position = shipper.position
     summary = shipper.summary
-    # A batch whose response arrived just before Ctrl-C is sent again and
-    # counted twice, so the difference can drop below 0.
     unsent = max(0, position.lines_read - shipper.acknowledged)
     text = (
         f"stopped by {stop.name} at line {position.last_line} of "
@@ -669,6 +667,17 @@ def _stop_after_interrupt(
 ) -> None:
     """Send what was read before the stop signal, print the summary, and exit
     with 128 plus the signal's number."""
+    _send_after_interrupt(shipper, stop)
+    _show_summary(context, shipper)
+    raise PartialFailure(_interrupted_message(shipper, stop), stop.exit_status)
+
+
+def _send_after_interrupt(shipper: _Shipper, stop: _StopSignal) -> None:
+    """Send what was read before the stop signal, once, and print why when
+    that fails."""
+    if shipper.stopped:
+        return
+    shipper.stopped = True
     try:
         shipper.send_after_interrupt()
     except (KeyboardInterrupt, ServerError) as exc:
@@ -681,8 +690,6 @@ def _stop_after_interrupt(
             f"stopped: {reason}",
             file=sys.stderr,
         )
-    _show_summary(context, shipper)
-    raise PartialFailure(_interrupted_message(shipper, stop), stop.exit_status)
 
 
 def _batch_over_limit_message(shipper: _Shipper, error: _BatchOverLimit) -> str:
@@ -946,6 +953,11 @@ def _ship_file(
         progress.total = max(1, progress.total + opened.size - size_at_start)
         try:
             _ship_opened_file(shipper, opened, real_path, zone, progress, positions)
+        except KeyboardInterrupt as exc:
+            # Sent now, while the file is open and its record is known, the
+            # batches read before the signal move the record on.
+            _send_after_interrupt(shipper, _stop_signal(exc))
+            raise
         except _ChangedWhileShipping as changed:
             print(_changed_while_shipping_message(shipper, changed), file=sys.stderr)
             shipper.changed_files.append((path, changed.first_unsent))
@@ -1430,6 +1442,11 @@ class _Shipper:
         self._failed_line: int | None = None
         # Request ids sent so far, to tell a resend of this run's own batch.
         self._sent_ids: set[str] = set()
+        # Request ids whose response the summary counts.
+        self._counted_ids: set[str] = set()
+        # Whether a stop signal ended the reading. The lines read before it
+        # are then sent once, by `_send_after_interrupt`.
+        self.stopped = False
         # The record of the file being shipped in the positions file, if any.
         self.tracker: _FileTracker | None = None
         # The file being shipped, checked before each batch is sent.
@@ -1540,7 +1557,8 @@ class _Shipper:
                 if self.tracker is not None:
                     # No later line closed this batch, so a rerun over a
                     # grown file would batch its lines otherwise.
-                    self.tracker.sending_last_batch(self.batches[0])
+                    with _STOP_SIGNALS.deferred():
+                        self.tracker.sending_last_batch(self.batches[0])
             self._send_first()
 
     def send_after_interrupt(self) -> None:
@@ -1591,9 +1609,13 @@ class _Shipper:
         request_id = batch.request_id(self.args.service, self.args.fresh_ids)
         self._retry_later = False
         self._write(batch.entries, batch.lines, request_id)
-        self.batches.pop(0)
-        if self.tracker is not None:
-            self.tracker.acknowledged(batch, self._retry_later)
+        # A stop signal before this block leaves the batch first, so that
+        # `send_after_interrupt` sends it again under its request id. Inside
+        # it, the positions file is written whole.
+        with _STOP_SIGNALS.deferred():
+            self.batches.pop(0)
+            if self.tracker is not None:
+                self.tracker.acknowledged(batch, self._retry_later)
 
     def table(self, summary: logs_pb2.StreamLogEntriesResponse) -> str:
         return _ship_table(summary, self.rejected_lines, self.empty_lines)
@@ -1637,7 +1659,33 @@ class _Shipper:
             self._write_halves(batch, lines, request_id, half, too_large)
             return
         self._failed_line = None
-        self.acknowledged += len(batch)
+        # Rejections past the listed ones have unknown reasons, so they may
+        # be of a kind that a rerun stores.
+        if response.rejected_count > len(response.rejected_entries) or any(
+            rejection.reason in _RETRY_LATER_REASONS
+            for rejection in response.rejected_entries
+        ):
+            self._retry_later = True
+        with _STOP_SIGNALS.deferred():
+            self._count(response, lines, request_id, attempts == 1 and not resent)
+
+    def _count(
+        self,
+        response: logs_pb2.WriteLogEntriesResponse,
+        lines: list[int],
+        request_id: str,
+        first_call: bool,
+    ) -> None:
+        """Add the response to a batch to the summary, once per request id.
+
+        A stop signal after the response and before the batch is recorded
+        makes `send_after_interrupt` send the batch again, and the response
+        to that call is not counted a second time.
+        """
+        if request_id in self._counted_ids:
+            return
+        self._counted_ids.add(request_id)
+        self.acknowledged += len(lines)
         # Rejection indexes count across the whole run, as in StreamLogEntries.
         summary = self.summary
         offset = summary.accepted_count + summary.rejected_count
@@ -1647,13 +1695,6 @@ class _Shipper:
             shifted.index += offset
             line = lines[rejection.index]
             self.rejected_lines.append((self.position.argument, line))
-        # Rejections past the listed ones have unknown reasons, so they may
-        # be of a kind that a rerun stores.
-        if response.rejected_count > len(response.rejected_entries) or any(
-            rejection.reason in _RETRY_LATER_REASONS
-            for rejection in response.rejected_entries
-        ):
-            self._retry_later = True
         summary.batch_count += 1
         summary.accepted_count += response.accepted_count
         summary.rejected_count += response.rejected_count
@@ -1662,7 +1703,7 @@ class _Shipper:
         # most likely stored them, so they count as stored by this run.
         # NOTE: a rerun whose first call of a batch fails therefore counts the
         # entries that the earlier run stored as stored by this run.
-        if attempts == 1 and not resent:
+        if first_call:
             summary.duplicate_count += response.duplicate_count
 
     def _write_halves(
@@ -2230,29 +2271,75 @@ class _Terminated(KeyboardInterrupt):
     """Raised in the main thread on SIGTERM, so it stops a command as Ctrl-C does."""
 
 
+class _StopSignals:
+    """The handler of SIGINT and SIGTERM that `_sigterm_as_interrupt` installs.
+
+    It raises KeyboardInterrupt, or `_Terminated` for SIGTERM, in the main
+    thread. Inside a `deferred` block it holds the signal back and raises
+    it when the block ends, so that the block's updates are made whole.
+    """
+
+    def __init__(self) -> None:
+        self._depth = 0
+        self._pending: type[KeyboardInterrupt] | None = None
+
+    def handle(self, signum: int, frame: object) -> None:
+        stop = _Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        if self._depth:
+            self._pending = self._pending or stop
+            return
+        raise stop
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Hold the stop signals back while the block runs.
+
+        Only a handler installed by `_sigterm_as_interrupt` defers them.
+        A signal that arrived is raised when the outermost block ends, also
+        when the block raised an exception.
+        """
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            pending = self._pending
+            if not self._depth and pending is not None:
+                self._pending = None
+                raise pending
+
+
+_STOP_SIGNALS = _StopSignals()
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """Treat SIGTERM as Ctrl-C while the block runs, in the main thread.
 
     `timeout`, `kill` and service managers stop a command with SIGTERM. A
     tail must still print its resume token then, and `logs ship` its summary
-    and how far it got.
+    and how far it got. Both signals go to `_STOP_SIGNALS`, whose `deferred`
+    blocks hold them back. SIGINT stays ignored when it was, as in a job
+    that a shell without job control started in the background.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def interrupt(signum, frame) -> None:
-        raise _Terminated
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    if previous is _stopped_before_shipping:
-        # Shipping has started, so that handler's message is false from here on.
-        previous = signal.SIG_DFL
+    handled = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        handled.append(signal.SIGINT)
+    previous = {}
     try:
+        for signum in handled:
+            previous[signum] = signal.signal(signum, _STOP_SIGNALS.handle)
+        if previous[signal.SIGTERM] is _stopped_before_shipping:
+            # Shipping has started, so that handler's message is false from
+            # here on.
+            previous[signal.SIGTERM] = signal.SIG_DFL
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def stop_on_sigterm_before_shipping() -> None:

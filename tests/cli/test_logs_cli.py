@@ -1852,6 +1852,44 @@ def test_ship_file_sigterm_then_rerun(live, tmp_path):
 
 
 @pytest.mark.parametrize(
+    "stop", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"]
+)
+def test_ship_stop_records_last_stored_line(live, tmp_path, stop):
+    # Each stop lands at a random point of the read, send and record cycle,
+    # such as while the positions file is written, so several runs each
+    # check that the record ends at the last line stored.
+    count = 300_000
+    path = write_log(
+        tmp_path, *[f"{line_time(60)} INFO line {i}" for i in range(count)]
+    )
+    positions = tmp_path / "positions.json"
+    for attempt in range(4):
+        service = f"ship-stop-record-{stop.name.lower()}-{attempt}"
+        args = [str(path), "--service", service, "--positions", str(positions)]
+        shipper = _shipper_process(live.address, *args)
+        try:
+            _wait_until_stored(live, service, 1)
+            time.sleep(0.5 + attempt * 0.37)
+            shipper.send_signal(stop)
+            out, err = shipper.communicate(timeout=60)
+        finally:
+            _stop(shipper)
+        text = " ".join(err.decode().split())
+        stored = int(re.search(rb"^stored: +(\d+)$", out, re.M)[1])
+        record = ship_positions.PositionsFile(positions).load(
+            service, os.path.realpath(path)
+        )
+
+        assert shipper.returncode == 128 + stop, text
+        assert 0 < stored < count, text
+        assert f"stored {stored} entries" in text
+        assert record is not None, text
+        # Every line gives an entry and batches are stored in file order.
+        assert record.line == stored, text
+        assert len(list_all(live.stub, services=[service])) == stored
+
+
+@pytest.mark.parametrize(
     ("source", "advice"),
     [
         ([], "Standard input cannot be read again, and its batches had random"),
