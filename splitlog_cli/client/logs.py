@@ -573,6 +573,8 @@ def _check_stdin_options(args: argparse.Namespace) -> None:
 class _ShipPosition:
     """How far `logs ship` got: lines parsed, and the batch being written."""
 
+    # Lines read, empty ones included, except those that a positions file
+    # records as stored.
     lines_read: int = 0
     # The FILE argument being read, and its name in messages: the path, or
     # `standard input` for -.
@@ -627,7 +629,8 @@ def _interrupted_message(shipper: _Shipper, stop: _StopSignal) -> str:
     the rest."""
     position = shipper.position
     summary = shipper.summary
-    unsent = max(0, position.lines_read - shipper.acknowledged)
+    # Empty lines give no entry to send.
+    unsent = max(0, position.lines_read - shipper.empty_lines - shipper.acknowledged)
     text = (
         f"stopped by {stop.name} at line {position.last_line} of "
         f"{position.path}. {_read_and_stored(position, summary)}"
@@ -1467,6 +1470,7 @@ class _Shipper:
         def count(number: int) -> None:
             if number > counted_after:
                 self.empty_lines += 1
+                self.position.lines_read += 1
 
         return count
 

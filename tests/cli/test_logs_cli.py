@@ -543,6 +543,23 @@ def test_ship_counts_use_singular(live, tmp_path, capsys, monkeypatch):
     assert "It read 1 line and stored 0 entries (0 rejected)." in unreachable_text
 
 
+def test_ship_stopped_counts_empty_lines_read(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(logs_commands, "SHIP_RETRY_SECONDS", 0.5)
+    lines = [f"{line_time(60)} INFO line {i}" for i in range(5)]
+    path = write_log(tmp_path, *lines[:2], "", *lines[2:])
+
+    status, _, err = run(
+        capsys, closed_address(), "logs", "ship", str(path), "--service", "web",
+        "--no-positions",
+    )  # fmt: skip
+    text = " ".join(err.split())
+
+    assert status == 1, text
+    assert f"stopped at line 1 of {path}" in text
+    # Line numbers count the empty line 3, so the count of lines read does too.
+    assert "It read 6 lines and stored 0 entries (0 rejected)." in text
+
+
 def test_ship_json_rejections_name_file_and_line(live, tmp_path, capsys, monkeypatch):
     too_old = 30 * 24 * 3600
     first = tmp_path / "first.log"
