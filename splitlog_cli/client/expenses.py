@@ -10,7 +10,7 @@ from google.protobuf import field_mask_pb2
 from google.type import money_pb2
 
 from expense_service.currencies import UnknownCurrencyError
-from expense_service.money import MoneyError, to_minor_units
+from expense_service.money import MoneyError, format_amount, to_minor_units
 from splitlog.expenses.v1 import expenses_service_pb2 as expenses_pb2
 from splitlog.users.v1 import users_service_pb2 as users_pb2
 from splitlog_cli.client import render
@@ -337,7 +337,7 @@ def build_update_request(
         total_minor = parse_minor_units(args.amount, currency, "--amount")
         expense.total.CopyFrom(money(total_minor, currency, "--amount"))
     if "payers" in fields:
-        payer_texts = args.paid_by or [_only_payer(current)]
+        payer_texts = args.paid_by or [_only_payer(current, total_minor, currency)]
         expense.payers.extend(parse_payers(payer_texts, total_minor, currency))
     if "split" in fields:
         expense.split.CopyFrom(_updated_split(args, current, currency))
@@ -385,16 +385,55 @@ def _changed_fields(args: argparse.Namespace) -> list[str]:
     return [name for name, present in changed.items() if present]
 
 
-def _only_payer(expense: expenses_pb2.Expense) -> str:
-    """Return the single payer of `expense`, who pays all of a new total."""
-    if len(expense.payers) != 1:
-        payers = ", ".join(payer.user for payer in expense.payers)
-        raise UsageError(
-            f"--amount: {expense.name} has {len(expense.payers)} payers "
-            f"({payers}), so a new total needs --paid-by for each of them, such "
-            "as --paid-by alice=10.00 --paid-by bob"
-        )
-    return expense.payers[0].user
+def _only_payer(expense: expenses_pb2.Expense, total_minor: int, currency: str) -> str:
+    """Return the single payer of `expense`, who pays all of a new total.
+
+    `total_minor` is the new total in minor units of `currency`.
+
+    Raises:
+      UsageError: the expense has more than one payer. The message suggests
+        `--paid-by` options that keep each payer's share of the total.
+    """
+    if len(expense.payers) == 1:
+        return expense.payers[0].user
+    payers = ", ".join(
+        f"{payer.user} {render.amount(payer.amount)}" for payer in expense.payers
+    )
+    total = f"{format_amount(total_minor, currency)} {currency}"
+    raise UsageError(
+        f"--amount: {expense.name} has {len(expense.payers)} payers ({payers}), "
+        "so a new total needs --paid-by for each of them. To keep their shares "
+        f"of the new total {total}, pass "
+        f"{_scaled_payer_options(expense, total_minor, currency)} (the payer "
+        "without an amount pays the rest)"
+    )
+
+
+def _scaled_payer_options(
+    expense: expenses_pb2.Expense, total_minor: int, currency: str
+) -> str:
+    """Return `--paid-by` options that split a new total as the old one was.
+
+    Every payer but the last gets the old share of the new total, rounded
+    down to a minor unit, and the last pays the rest. Where such an amount
+    is zero or leaves the last payer nothing, the options show AMOUNT.
+    """
+    users = [render.short(payer.user) for payer in expense.payers]
+    old_total = _minor_units(expense.total)
+    scaled = [
+        _minor_units(payer.amount) * total_minor // old_total if old_total else 0
+        for payer in expense.payers[:-1]
+    ]
+    rest = total_minor - sum(scaled)
+    if 0 in scaled or rest * total_minor <= 0:
+        amounts = ["AMOUNT"] * len(scaled)
+    else:
+        amounts = [format_amount(minor, currency) for minor in scaled]
+    options = [
+        f"--paid-by {user}={amount}"
+        for user, amount in zip(users[:-1], amounts, strict=True)
+    ]
+    return " ".join([*options, f"--paid-by {users[-1]}"])
 
 
 def _updated_split(

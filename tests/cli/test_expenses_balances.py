@@ -18,6 +18,7 @@ from decimal import Decimal
 import grpc
 import pytest
 from google.protobuf import json_format
+from google.type import money_pb2
 
 from splitlog.auth.v1 import auth_service_pb2 as auth_pb2
 from splitlog.auth.v1 import auth_service_pb2_grpc as auth_grpc
@@ -27,6 +28,7 @@ from splitlog.expenses.v1 import expenses_service_pb2_grpc as expenses_grpc
 from splitlog.users.v1 import users_service_pb2 as users_pb2
 from splitlog.users.v1 import users_service_pb2_grpc as users_grpc
 from splitlog_cli.client import balances as balances_cli
+from splitlog_cli.client import expenses as expenses_cli
 from splitlog_cli.client.command import Context
 from splitlog_cli.client.connection import ServerError
 from splitlog_cli.client.credentials import Session, SessionStore, config_dir
@@ -477,13 +479,52 @@ def test_update_without_changes_exits_2(cli, group):
 
 
 def test_update_amount_of_two_payers_needs_paid_by(cli, group):
-    name = add_expense(cli, group, "10.00", "--paid-by", f"{group['ben']}=4.00")["name"]
+    ann, ben = group["ann"], group["ben"]
+    name = add_expense(cli, group, "10.00", "--paid-by", f"{ben}=4.00")["name"]
 
     result = cli("expenses", "update", name, "--amount", "12.00")
+    text = " ".join(result.stderr.split())
+    suggested = re.search(r"pass (--paid-by .*) \(the payer", text)
+    # The suggested options keep ann's 60 % and ben's 40 % of the total.
+    rerun = cli(
+        "expenses", "update", name, "--amount", "12.00", *suggested[1].split(),
+        "--format", "json",
+    )  # fmt: skip
+    payers = {
+        payer["user"]: money(payer["amount"])
+        for payer in json.loads(rerun.stdout)["payers"]
+    }
 
     assert result.status == 2
     assert "--amount" in result.stderr
     assert "needs --paid-by for each" in result.stderr
+    assert f"users/{ann} 6.00 EUR, users/{ben} 4.00 EUR" in text
+    assert suggested[1] == f"--paid-by {ann}=7.20 --paid-by {ben}"
+    assert "alice" not in text
+    assert rerun.status == 0, rerun.stderr
+    assert payers == {f"users/{ann}": Decimal("7.20"), f"users/{ben}": Decimal("4.80")}
+
+
+def test_scaled_payers_show_amount_when_share_rounds_to_zero():
+    def eur(text: str) -> money_pb2.Money:
+        units, cents = text.split(".")
+        return money_pb2.Money(
+            currency_code="EUR", units=int(units), nanos=int(cents) * 10_000_000
+        )
+
+    expense = expenses_pb2.Expense(
+        name="groups/g/expenses/e",
+        total=eur("100.00"),
+        payers=[
+            expenses_pb2.Payer(user="users/ann", amount=eur("0.01")),
+            expenses_pb2.Payer(user="users/ben", amount=eur("99.99")),
+        ],
+    )
+
+    # ann's share of a 1.00 total is 0.0001 EUR, less than a cent.
+    options = expenses_cli._scaled_payer_options(expense, 100, "EUR")
+
+    assert options == "--paid-by ann=AMOUNT --paid-by ben"
 
 
 @pytest.mark.parametrize(
