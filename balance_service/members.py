@@ -295,8 +295,10 @@ class UserDirectory:
             if code == grpc.StatusCode.NOT_FOUND and user_id is not None:
                 name = domain.user_name(user_id)
                 raise NotFound(
-                    f"user {name!r} does not exist; check the name, or list users "
-                    "with ListUsers",
+                    f"user {name!r} does not exist; check the id: "
+                    "ListGroupMembers lists the members of a group you are "
+                    "in, and an administrator can list every user with "
+                    "ListUsers",
                     reason="USER_NOT_FOUND",
                     resource=Resource(domain.USER_TYPE, name),
                 ) from None

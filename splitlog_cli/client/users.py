@@ -37,7 +37,14 @@ def add_parsers(
     get = add_action(actions, "get", common, get_user, "show one user")
     get.add_argument("user", metavar="USER", help="user id or name users/ID")
 
-    add_action(actions, "list", common, list_users, "list every user, oldest first")
+    add_action(
+        actions,
+        "list",
+        common,
+        list_users,
+        "list users, oldest first: every user for an administrator or while "
+        "the server requires no credential, else only your own account",
+    )
 
 
 def create_user(context: Context, args: argparse.Namespace) -> users_pb2.User:

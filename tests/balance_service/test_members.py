@@ -192,6 +192,10 @@ def test_unknown_user_is_not_remembered(users, directory):
     directory.require_user(user_id, None)
 
     assert caught.value.reason == "USER_NOT_FOUND"
+    # The advice also fits a caller who is not an administrator.
+    assert "ListGroupMembers lists the members of a group you are in" in str(
+        caught.value
+    )
 
 
 def test_unreachable_user_service_is_unavailable(clock):

@@ -538,6 +538,41 @@ def test_groups_list_defaults_to_signed_in_user(cli, tmp_path, gateway_address):
     assert json.loads(with_token.stdout) == json.loads(listed.stdout)
 
 
+def test_users_list_shows_plain_user_only_self(cli, capsys):
+    _sign_up(cli)
+    # The last signup is the saved session.
+    user_id, _ = _sign_up(cli)
+
+    listed = cli("users", "list", "--format", "json")
+    with pytest.raises(SystemExit):
+        cli("users", "list", "--help")
+    help_text = " ".join(capsys.readouterr().out.split())
+
+    assert listed.status == 0, listed.stderr
+    assert [user["name"] for user in json.loads(listed.stdout)["users"]] == [
+        f"users/{user_id}"
+    ]
+    assert "list every user," not in help_text
+    assert "else only your own account" in help_text
+
+
+def test_unknown_user_advice_fits_plain_user(cli):
+    user_id, _ = _sign_up(cli)
+    created = cli("groups", "create", "--name", "Trip", "--creator", user_id,
+                  "--format", "json")  # fmt: skip
+    assert created.status == 0, created.stderr
+    group = json.loads(created.stdout)["name"]
+
+    result = cli("groups", "add-member", group, "nobody-here")
+    text = " ".join(result.stderr.split())
+
+    assert result.status == 1
+    assert "(NOT_FOUND, USER_NOT_FOUND)" in text
+    assert "user 'users/nobody-here' does not exist; check the id" in text
+    assert "ListGroupMembers lists the members of a group you are in" in text
+    assert "an administrator can list every user with ListUsers" in text
+
+
 def test_groups_list_without_user_exits_2(cli):
     result = cli("groups", "list")
 
