@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from splitlog_cli.client import credential_of, gateway_address
 from splitlog_cli.client.command import connection_options
 from splitlog_cli.client.connection import Unreachable, channel_reachable, open_channel
 from splitlog_cli.client.credentials import Credential
+from splitlog_cli.client.render import FORMATS
 from splitlog_cli.client.values import UsageError
 from splitlog_cli.tls_options import client_tls
 from splitlog_runtime.config import Config
@@ -64,8 +66,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         help="import data from another app into a running splitlog",
         description="Import data from another app through the gateway.",
     )
-    formats = importing.add_subparsers(dest="format", required=True, metavar="FORMAT")
-    splitwise = formats.add_parser(
+    apps = importing.add_subparsers(dest="app", required=True, metavar="APP")
+    splitwise = apps.add_parser(
         "splitwise",
         parents=[connection],
         help="a Splitwise 'Export as spreadsheet' CSV file",
@@ -79,6 +81,13 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         help="display name of the new group (default: the file name without "
         ".csv); a repeated import keeps the first name",
     )
+    splitwise.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="table",
+        help="print the summary as aligned text (table, the default) or as one "
+        "JSON object (json); the progress bar goes to stderr either way",
+    )
     _add_timeout_flag(splitwise)
 
     exporting = commands.add_parser(
@@ -86,14 +95,15 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         help="export a group of a running splitlog for another app",
         description="Export a group through the gateway.",
     )
-    formats = exporting.add_subparsers(dest="format", required=True, metavar="FORMAT")
-    splitwise = formats.add_parser(
+    apps = exporting.add_subparsers(dest="app", required=True, metavar="APP")
+    splitwise = apps.add_parser(
         "splitwise",
         parents=[connection],
         help="as a Splitwise 'Export as spreadsheet' CSV file",
         description="Write a group's members, expenses and settlements in the "
         "CSV layout of Splitwise's 'Export as spreadsheet', with one 'Total "
-        "balance' row per currency.",
+        "balance' row per currency. The output is always that CSV, so this "
+        "command takes no --format.",
     )
     splitwise.add_argument("group", help="the group, as groups/ID or ID")
     splitwise.add_argument(
@@ -141,6 +151,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
             args.group_name,
             access=access,
             limits=limits,
+            output_format=args.format,
         )
     return run_export(args.group, gateway, args.timeout, args.output, access=access)
 
@@ -154,11 +165,13 @@ def run_import(
     err: TextIO | None = None,
     access: Access | None = None,
     limits: RequestLimits = DEFAULTS,
+    output_format: str = "table",
 ) -> int:
     """Import one file and print the summary; return the exit status.
 
     `limits` gives the payer and participant limits per expense that the
-    rows are checked against before anything is written.
+    rows are checked against before anything is written. `output_format`
+    is `table` for the text summary or `json` for `summary_json`.
     """
     # The converters load here, so that every other command starts without
     # them.
@@ -209,7 +222,10 @@ def run_import(
         except SplitwiseImportError as exc:
             print(f"splitlog: error: {exc}", file=err)
             return EXIT_FAILURE
-    print_summary(result, out)
+    if output_format == "json":
+        print(json.dumps(summary_json(result), indent=2, ensure_ascii=False), file=out)
+    else:
+        print_summary(result, out)
     return EXIT_FAILURE if result.mismatches else 0
 
 
@@ -253,6 +269,47 @@ def print_summary(result: ImportResult, out: TextIO) -> None:
         print(f"\nMISMATCH: {len(result.mismatches)} balances differ", file=out)
     else:
         print("\nOK: every balance equals the file's summary row", file=out)
+
+
+def summary_json(result: ImportResult) -> dict[str, object]:
+    """Return the import summary as JSON values, with the keys in camelCase.
+
+    Amounts are decimal strings in the currency's minor unit, such as
+    "-12.50", as `print_summary` shows them. `balancesMatch` is false when
+    a balance differs from the file's summary row, which also makes the
+    exit status 1.
+    """
+    balances = []
+    for currency in sorted(result.expected.keys() | result.actual.keys()):
+        expected = result.expected.get(currency, {})
+        actual = result.actual.get(currency, {})
+        members = list(expected) + [m for m in actual if m not in expected]
+        balances.append(
+            {
+                "currencyCode": currency,
+                "members": [
+                    {
+                        "member": member,
+                        "summaryRow": format_amount(expected.get(member, 0), currency),
+                        "splitlog": format_amount(actual.get(member, 0), currency),
+                        "matches": expected.get(member, 0) == actual.get(member, 0),
+                    }
+                    for member in members
+                ],
+            }
+        )
+    return {
+        "group": result.group,
+        "groupDisplayName": result.group_display_name,
+        "rowsRead": result.rows,
+        "expenses": result.expenses,
+        "settlements": result.settlements,
+        "members": result.members,
+        "alreadyStored": result.already_present,
+        "skippedRows": list(result.skipped_rows),
+        "balances": balances,
+        "balancesMatch": not result.mismatches,
+    }
 
 
 def run_export(

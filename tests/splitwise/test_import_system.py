@@ -961,6 +961,46 @@ def test_command_line_import(gateway, tmp_path):
     assert "OK: every balance" in result.stdout
 
 
+def test_command_line_import_json(gateway, tmp_path):
+    path = tmp_path / "cli-json.csv"
+    # Trailing blank lines that no other test of the module adds make the
+    # file's digest its own, so this is a new import, not a repeat.
+    path.write_bytes((FIXTURES / "current_flat.csv").read_bytes() + b"\n" * 7)
+
+    result = subprocess.run(
+        [str(SPLITLOG), "import", "splitwise", str(path), "--gateway", gateway,
+         "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    summary = json.loads(result.stdout)
+    members = summary["balances"][0]["members"]
+
+    assert result.returncode == 0, result.stderr
+    assert summary["group"].startswith("groups/")
+    assert summary["groupDisplayName"] == "cli-json"
+    assert summary["rowsRead"] == 8
+    assert summary["settlements"] == 2
+    assert summary["balancesMatch"] is True
+    assert summary["balances"][0]["currencyCode"] == "EUR"
+    assert all(member["matches"] for member in members)
+    assert all(member["summaryRow"] == member["splitlog"] for member in members)
+
+
+def test_export_help_says_output_is_csv():
+    result = subprocess.run(
+        [str(SPLITLOG), "export", "splitwise", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    text = " ".join(result.stdout.split())
+
+    assert result.returncode == 0, result.stderr
+    assert "The output is always that CSV, so this command takes no --format" in text
+
+
 def _rest_group(splitlog, client) -> tuple[str, str]:
     """Create a user and a group over REST; return their names."""
     user = client.post(
