@@ -203,11 +203,13 @@ def parse_time(
     raise ValueError(f"invalid time {text!r}: expected {TIME_FORMS}")
 
 
-def format_time(ns: int) -> str:
+def format_time(ns: int, fixed_width: bool = False) -> str:
     """Format ns since the Unix epoch as RFC 3339 in UTC.
 
     The fraction has up to 9 digits without trailing zeros and is left out
-    when zero, as in `2026-12-04T17:05:00.59018Z`.
+    when zero, as in `2026-12-04T17:05:00.59018Z`. With `fixed_width` it
+    always has 9 digits, as in `2026-12-04T17:05:00.590180000Z`, so that
+    the times of a table column line up.
     """
     seconds, nanos = divmod(ns, NANOS_PER_SECOND)
     moment = _EPOCH + timedelta(seconds=seconds)
@@ -215,7 +217,9 @@ def format_time(ns: int) -> str:
         f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T"
         f"{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}"
     )
-    if nanos:
+    if fixed_width:
+        text += f".{nanos:09d}"
+    elif nanos:
         text += "." + f"{nanos:09d}".rstrip("0")
     return text + "Z"
 

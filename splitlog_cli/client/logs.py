@@ -2433,7 +2433,7 @@ def entries_table(entries) -> str:
 
 def _entry_cells(entry: logs_pb2.LogEntry) -> tuple[str, ...]:
     return (
-        format_time(_nanos(entry.timestamp)),
+        format_time(_nanos(entry.timestamp), fixed_width=True),
         _enum_name(logs_pb2.Severity, entry.severity),
         safe_text(entry.service),
         safe_text(entry.host) or "-",
@@ -2533,7 +2533,7 @@ def _stats_table(stats: logs_pb2.GetLogStatsResponse) -> str:
                 (f"START (step {step})", "COUNT", ""),
                 [
                     (
-                        format_time(_nanos(bucket.start_time)),
+                        format_time(_nanos(bucket.start_time), fixed_width=True),
                         bucket.count,
                         "#" * (_BAR_WIDTH * bucket.count // peak),
                     )
@@ -2663,7 +2663,7 @@ def _placement_table(status: logs_pb2.GetClusterStatusResponse) -> str:
             bucket = format_duration(placement.time_bucket_width.ToNanoseconds())
         rows.append(
             (
-                "(oldest)" if start is None else format_time(start),
+                "(oldest)" if start is None else format_time(start, fixed_width=True),
                 state,
                 _enum_name(logs_pb2.ShardingStrategy, placement.strategy),
                 bucket,

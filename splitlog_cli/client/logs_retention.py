@@ -195,7 +195,7 @@ def _retention_ns(text: str, option: str) -> int:
 def _retention_table(policy: logs_pb2.RetentionPolicy) -> str:
     updated = "-"
     if policy.HasField("update_time"):
-        updated = format_time(_nanos(policy.update_time))
+        updated = format_time(_nanos(policy.update_time), fixed_width=True)
     fields = render.fields(
         [
             (

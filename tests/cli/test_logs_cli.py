@@ -2549,6 +2549,34 @@ def test_query_sends_every_filter(live, capsys):
     assert messages == [f"upstream timeout {n}" for n in (6, 5, 4, 3, 2)]
 
 
+_FIXED_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
+
+
+def test_query_times_have_nine_digits(live, capsys):
+    base = (time.time_ns() // SECOND - 600) * SECOND
+    # Fractions with 0, 6, 8 and 9 significant digits.
+    offsets = [0, 732_104_000, SECOND + 732_104_980, 2 * SECOND + 123_456_789]
+    entries = [
+        logs_pb2.LogEntry(service="q-fixed", message=f"m{n}", timestamp=ts(base + o))
+        for n, o in enumerate(offsets)
+    ]
+    live.stub.WriteLogEntries(logs_pb2.WriteLogEntriesRequest(entries=entries))
+
+    status, out, err = run(
+        capsys, live.address, "logs", "query", "--service", "q-fixed",
+        f"--since={rfc3339(base)}", "--oldest-first",
+    )  # fmt: skip
+    times = [line.split()[0] for line in out.splitlines()[1:] if line.strip()]
+
+    assert status == 0, err
+    assert len(times) == 4, out
+    for text in times:
+        assert _FIXED_TIME.match(text), text
+    assert times[0].endswith(".000000000Z")
+    assert times[1].endswith(".732104000Z")
+    assert times[2].endswith(".732104980Z")
+
+
 def _write_pages_entries(live, service: str, count: int) -> None:
     base = time.time_ns() - 600 * SECOND
     entries = [
@@ -2873,6 +2901,31 @@ def test_tail_prints_entries(live, capsys):
     assert status == 0, err
     assert "line\\x07one" in out
     assert "other text" not in out
+
+
+def test_tail_times_have_nine_digits(live, capsys):
+    stop = threading.Event()
+    now = time.time_ns()
+    # A time to the microsecond, as many writers send.
+    entry = logs_pb2.LogEntry(
+        service="tail-fixed", message="m", timestamp=ts(now - now % 1000)
+    )
+    writer = _keep_writing(live.stub, [entry], stop)
+    try:
+        status, out, err = run(
+            capsys, live.address, "logs", "tail", "--service", "tail-fixed",
+            "--duration", "2s",
+        )  # fmt: skip
+    finally:
+        stop.set()
+        writer.join()
+    times = [line.split()[0] for line in out.splitlines() if line.strip()]
+
+    assert status == 0, err
+    assert times, out
+    for text in times:
+        assert _FIXED_TIME.match(text), text
+        assert text.endswith("000Z"), text
 
 
 def test_tail_json_lines(live, capsys):
@@ -3657,9 +3710,15 @@ def test_cluster_table_shows_placement_states():
 
     assert rows == [
         ["(oldest)", "earlier", "time", "1h", "shard-0"],
-        ["2027-01-15T07:00:00Z", "in effect", "time", "1h", "shard-0, shard-1"],
         [
-            "2027-01-15T09:00:00Z",
+            "2027-01-15T07:00:00.000000000Z",
+            "in effect",
+            "time",
+            "1h",
+            "shard-0, shard-1",
+        ],
+        [
+            "2027-01-15T09:00:00.000000000Z",
             "pending, starts in 1h",
             "time",
             "1h",
