@@ -815,13 +815,12 @@ class BatchBuilder:
                 " s; check the writer's clock",
             )
             return
-        age_hours = (self.now_ns - timestamp) / (3600 * NANOS_PER_SECOND)
         self.reject(
             index,
             TIMESTAMP_TOO_OLD,
             field,
-            f"{name} {_time_and_ns(timestamp)} is {age_hours:.1f} "
-            f"hours old, before {rfc3339(cutoff)}, the oldest time that the "
+            f"{name} {_time_and_ns(timestamp)} is {_age(self.now_ns - timestamp)} "
+            f"old, before {rfc3339(cutoff)}, the oldest time that the "
             f"retention of service {_quote(service)} keeps; entries that old "
             "would be deleted at once, so send recent entries or raise the "
             "retention with UpdateRetentionPolicy (`splitlog logs retention "
@@ -832,6 +831,18 @@ class BatchBuilder:
         """Return the collected entries as one `NormalizedBatch`."""
         self.rejections.sort(key=_rejection_index)
         return NormalizedBatch(self.rows, self.indexes, self.rejections, self.blocks)
+
+
+# Ages from this many hours on are given in days.
+_AGE_IN_DAYS_HOURS = 48
+
+
+def _age(ns: int) -> str:
+    """Format an age to a tenth: `5.0 hours`, or `30.0 days` from 48 hours on."""
+    hours = ns / (3600 * NANOS_PER_SECOND)
+    if hours < _AGE_IN_DAYS_HOURS:
+        return f"{hours:.1f} hours"
+    return f"{hours / 24:.1f} days"
 
 
 def _rejection_index(rejection: logs_service_pb2.LogEntryRejection) -> int:

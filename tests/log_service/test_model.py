@@ -377,7 +377,7 @@ def test_old_entry_rejected_under_retention():
     assert rejection.index == 4
     assert rejection.reason == logs_service_pb2.REJECTION_REASON_TIMESTAMP_TOO_OLD
     assert rejection.field == "timestamp"
-    assert "720.0 hours old" in rejection.description
+    assert "30.0 days old" in rejection.description
     assert "'api'" in rejection.description
     assert calls == ["api"]
 
@@ -394,6 +394,8 @@ def test_retention_cutoff_is_per_service():
     )
     assert batch.indexes == [1]
     assert batch.rejections[0].index == 0
+    # An age under 48 hours is given in hours.
+    assert "2.0 hours old" in batch.rejections[0].description
 
 
 def test_future_timestamp_rejected():

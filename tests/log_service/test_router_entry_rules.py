@@ -310,7 +310,7 @@ def test_rejections_print_rfc3339_times(cluster):
     assert old.reason == pb.REJECTION_REASON_TIMESTAMP_TOO_OLD
     assert old.field == "timestamp"
     assert re.search(
-        rf"timestamp {RFC3339.pattern} \(\d+ ns\) is 720\.0 hours old, before "
+        rf"timestamp {RFC3339.pattern} \(\d+ ns\) is 30\.0 days old, before "
         rf"{RFC3339.pattern}, the oldest time",
         old.description,
     ), old.description
