@@ -2005,18 +2005,7 @@ def _ship_table(
         lines.append(
             render.table(
                 ("FILE", "LINE", "REASON", "FIELD", "DESCRIPTION"),
-                [
-                    (
-                        safe_text(_file_label(argument)),
-                        line,
-                        _enum_name(logs_pb2.RejectionReason, rejection.reason),
-                        safe_text(rejection.field),
-                        safe_text(rejection.description),
-                    )
-                    for rejection, (argument, line) in zip(
-                        shown, rejected_lines, strict=False
-                    )
-                ],
+                _rejection_rows(shown, rejected_lines),
             )
         )
     hidden = summary.rejected_count - len(shown)
@@ -2024,6 +2013,37 @@ def _ship_table(
         more = render.count_noun(hidden, "more rejected entry", "more rejected entries")
         lines.append(f"({more} not shown)")
     return "\n".join(lines)
+
+
+def _rejection_rows(
+    rejections: Iterable[logs_pb2.LogEntryRejection],
+    rejected_lines: list[tuple[str, int]],
+) -> list[tuple[object, ...]]:
+    """Return the table rows of rejections, each with a description.
+
+    A response describes only the first rejection of each reason and field,
+    so a later one without a description names the line of the last
+    described rejection with the same file, reason and field.
+    """
+    described: dict[tuple[str, int, str], int] = {}
+    rows = []
+    for rejection, (argument, line) in zip(rejections, rejected_lines, strict=False):
+        key = (argument, rejection.reason, rejection.field)
+        description = safe_text(rejection.description)
+        if description:
+            described[key] = line
+        elif key in described:
+            description = f"same as line {described[key]}"
+        rows.append(
+            (
+                safe_text(_file_label(argument)),
+                line,
+                _enum_name(logs_pb2.RejectionReason, rejection.reason),
+                safe_text(rejection.field),
+                description,
+            )
+        )
+    return rows
 
 
 def _file_label(argument: str) -> str:

@@ -513,6 +513,34 @@ def test_ship_all_rejected_counts_reasons(live, tmp_path, capsys):
     assert list_all(live.stub, services=["ship-old"]) == []
 
 
+def test_ship_rejection_table_fills_descriptions(live, tmp_path, capsys):
+    too_old = 30 * 24 * 3600
+    lines = [f"{line_time(too_old + i)} INFO old {i}" for i in range(5)]
+    path = write_log(tmp_path, *lines)
+
+    status, out, err = run(
+        capsys, live.address, "logs", "ship", str(path), "--service",
+        "ship-old-described", "--batch-size", "3",
+    )  # fmt: skip
+    rows = {
+        int(match[1]): match[2]
+        for match in re.finditer(
+            rf"^{re.escape(str(path))} +(\d+) +timestamp_too_old +timestamp +(.*)$",
+            out,
+            re.M,
+        )
+    }
+
+    assert status == 3, err
+    assert sorted(rows) == [1, 2, 3, 4, 5], out
+    # Each batch's response describes its first rejection of a reason.
+    assert "is 30.0 days old" in rows[1]
+    assert rows[2] == "same as line 1"
+    assert rows[3] == "same as line 1"
+    assert "is 30.0 days old" in rows[4]
+    assert rows[5] == "same as line 4"
+
+
 def test_ship_counts_use_singular(live, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(logs_commands, "SHIP_RETRY_SECONDS", 0.5)
     too_old = 30 * 24 * 3600
