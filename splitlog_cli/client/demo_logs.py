@@ -38,7 +38,10 @@ from splitlog_cli.client.credentials import TOKEN_ENV, Credential
 from splitlog_cli.client.demo_tour import Tour, random_suffix, run_tour
 from splitlog_runtime.tls import ClientTls
 
-TAIL_SECONDS = 3
+TAIL_SECONDS = 4
+# Heartbeat entries written while the tail runs, one a second from 1 s after
+# the writer starts, so the last comes about a second before the tail ends.
+HEARTBEATS = 3
 # The statuses of a missing, invalid or under-scoped credential.
 _CREDENTIAL_CODES = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 LOGS_KEY_ADVICE = (
@@ -118,8 +121,10 @@ def _log_steps(tour: Tour, service: str) -> Message:
         tour.say(path.read_text().rstrip())
         tour.step(
             "Ship the file. Each line becomes one entry, with its time and "
-            "severity read from the line header.",
-            ["logs", "ship", str(path), "--service", service],
+            "severity read from the line header. --no-positions leaves this "
+            "temporary file out of the positions file, where logs ship records "
+            "how far it shipped each file so that a rerun skips those lines.",
+            ["logs", "ship", str(path), "--service", service, "--no-positions"],
         )
     _query_steps(tour, service)
     _tail_step(tour, service)
@@ -170,9 +175,11 @@ def _query_steps(tour: Tour, service: str) -> None:
         "A keyword search: the message must contain the text, in any case.",
         ["logs", "query", "--service", service, "--keyword", "ORDER=1002"],
     )
+    # The sample spans the 5 minutes before it was written, so minutes of
+    # the last 6 give a histogram of 6 or 7 buckets, few of them empty.
     tour.step(
-        "Counts by severity, by service and per minute.",
-        ["logs", "stats", "--service", service, "--since=-1h", "--step", "1m"],
+        "Counts by severity, by service and per minute of the last 6 minutes.",
+        ["logs", "stats", "--service", service, "--since=-6m", "--step", "1m"],
     )
 
 
@@ -188,9 +195,9 @@ def _tail_step(tour: Tour, service: str) -> None:
     thread.start()
     try:
         tour.step(
-            f"Follow new entries as they arrive, for {TAIL_SECONDS} seconds. The "
-            "tour writes one entry a second meanwhile. Without --duration, "
-            "tail runs until Ctrl-C.",
+            f"Follow new entries as they arrive, for {TAIL_SECONDS} seconds. "
+            f"Meanwhile the tour writes {HEARTBEATS} heartbeat entries, one a "
+            "second. Without --duration, tail runs until Ctrl-C.",
             ["logs", "tail", "--service", service, "--duration", f"{TAIL_SECONDS}s"],
         )
     finally:
@@ -208,9 +215,9 @@ def _write_live_entries(
     # The first write comes a second in, once the tail is listening.
     with open_channel(address, tls, credential) as channel:
         stub = logs_grpc.LogsServiceStub(channel)
-        number = 0
-        while not stop.wait(1.0):
-            number += 1
+        for number in range(1, HEARTBEATS + 1):
+            if stop.wait(1.0):
+                return
             entry = logs_pb2.LogEntry(
                 service=service,
                 severity=logs_pb2.SEVERITY_INFO,

@@ -4076,8 +4076,14 @@ def test_closed_stdout_ends_quietly(live):
 # demo
 
 
-def test_demo_logs_runs_every_step(live, capsys, no_credential):
+def test_demo_logs_runs_every_step(live, capsys, no_credential, tmp_path):
     status, out, err = run(capsys, live.address, "demo", "logs")
+    service = re.search(r"belong to the service (shop-\w+)", out)[1]
+    stats = out.split("$ splitlog logs stats")[1].split("$ splitlog logs tail")[0]
+    histogram = stats.split("START (step 1m)")[1].split("\n\n")[0]
+    tail = out.split("$ splitlog logs tail")[1].split("$ splitlog logs cluster")[0]
+    shown = re.findall(r"heartbeat \d from the demo", tail)
+    stored = list_all(live.stub, services=[service], keyword="heartbeat")
 
     assert status == 0, err
     assert "send no credential" in out
@@ -4087,13 +4093,13 @@ def test_demo_logs_runs_every_step(live, capsys, no_credential):
     assert "$ splitlog logs stats" in out
     assert "$ splitlog logs tail" in out
     assert "$ splitlog logs cluster" in out
-    assert "heartbeat 1 from the demo" in out
-    heartbeats = [
-        entry
-        for entry in list_all(live.stub, keyword="heartbeat")
-        if "from the demo" in entry.message
-    ]
-    assert heartbeats
+    # Minutes of the last 6, with the first and last clipped to the range.
+    assert 6 <= len(histogram.strip().splitlines()[1:]) <= 7, histogram
+    assert "writes 3 heartbeat entries, one a second" in " ".join(out.split())
+    assert len(stored) == 3
+    assert shown == [f"heartbeat {n} from the demo" for n in (1, 2, 3)], tail
+    # The temporary sample file leaves no record in the user's positions file.
+    assert not (tmp_path / "config" / "splitlog" / "ship-positions.json").exists()
 
 
 def _sign_up(address: str, label: str) -> auth_pb2.SignUpResponse:
