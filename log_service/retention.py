@@ -422,11 +422,11 @@ class RetentionEnforcer:
             self._wake.clear()
             if self._stop.is_set():
                 return
+            regular = self._pass_due.is_set() or time.monotonic() >= next_pass
             try:
-                if self._pass_due.is_set() or time.monotonic() >= next_pass:
+                if regular:
                     self._pass_due.clear()
                     self.apply_once()
-                    next_pass = time.monotonic() + self._interval
                 else:
                     self.resend_missed()
             except Exception as exc:
@@ -437,10 +437,19 @@ class RetentionEnforcer:
                     return
                 # Any other error is a bug. The thread logs it and goes on,
                 # so that one failed pass does not end retention for good.
-                _LOGGER.exception(
-                    "log retention: a pass failed; the next one starts in %.0fs",
-                    self._interval,
-                )
+                if regular:
+                    _LOGGER.exception(
+                        "log retention: a pass failed; the next one starts in %.0fs",
+                        self._interval,
+                    )
+                else:
+                    _LOGGER.exception(
+                        "log retention: sending missed passes again failed; the "
+                        "next regular pass starts in %.0fs",
+                        max(0.0, next_pass - time.monotonic()),
+                    )
+            # A failed resend of missed passes leaves the regular schedule.
+            if regular:
                 next_pass = time.monotonic() + self._interval
 
     def apply_once(self) -> Mapping[str, int]:

@@ -199,6 +199,59 @@ def test_enforcer_survives_failed_pass(base_config, tmp_path, caplog):
     assert failures[0].exc_info[0] is ValueError
 
 
+def test_failed_resend_keeps_pass_schedule(base_config, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="log_service.retention")
+    leader = start(base_config, tmp_path, "n0")
+    channel = grpc.insecure_channel(leader.address)
+    returned = "127.0.0.1:1"
+    missed_path = tmp_path / "retention_missed.json"
+    MissedPasses(missed_path).save(
+        {returned: [node_service_pb2.ApplyRetentionRequest(default_cutoff=1)]}
+    )
+    leader_calls: list[float] = []
+
+    def stub_for(address: str) -> node_service_pb2_grpc.LogNodeServiceStub:
+        if address == returned:
+            raise ValueError(f"invalid node address {address!r}")
+        leader_calls.append(time.monotonic())
+        return node_service_pb2_grpc.LogNodeServiceStub(channel)
+
+    interval = 3.0
+    policies = RetentionStore(tmp_path / "retention.json", default_hours=1)
+    enforcer = RetentionEnforcer(
+        policies,
+        lambda: [ShardReplicas(SHARD, leader.address, ())],
+        stub_for,
+        interval=interval,
+        missed_path=missed_path,
+    )
+    try:
+        configure(leader, epoch=1, leader=leader)
+        started = time.monotonic()
+        enforcer.start()
+        # The poll reaches the node with missed passes shortly before the
+        # first regular pass is due, and their resend raises.
+        time.sleep(interval - 0.5)
+        enforcer.nodes_polled([returned])
+        passed = wait_for(lambda: leader_calls, timeout=interval * 2)
+    finally:
+        enforcer.stop()
+        channel.close()
+        leader.stop()
+
+    failures = [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "log_service.retention" and record.levelno == logging.ERROR
+    ]
+    assert passed
+    # Rescheduled by the failure, the pass would start about `interval`
+    # after it, 2.5 s late.
+    assert leader_calls[0] - started < interval + 1.0
+    assert len(failures) == 1
+    assert failures[0].startswith("log retention: sending missed passes again")
+
+
 def test_missed_passes_file_round_trip(tmp_path):
     path = tmp_path / "retention_missed.json"
     missed = {
