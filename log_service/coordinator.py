@@ -427,9 +427,44 @@ class ShardReplicas:
     follower_addresses: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class PollResponses:
+    """The nodes' responses to the coordinator's polls, for the reads of a query.
+
+    Times are `time.monotonic()` times at which a poll round sent its
+    GetNodeStatus calls. A node that responded to a round sent at time t was
+    alive at some moment after t.
+
+    Attributes:
+      latest_sent_at: when the latest finished round sent its calls, or None
+        before the first round ends.
+      responded_at: per node address, when the latest round that the node
+        responded to sent its calls. A node that never responded is missing.
+    """
+
+    latest_sent_at: float | None
+    responded_at: Mapping[str, float]
+
+    def responding(self, address: str) -> bool:
+        """Return whether the node responded to the latest round."""
+        sent_at = self.responded_at.get(address)
+        return sent_at is not None and sent_at == self.latest_sent_at
+
+    def responded_since(self, address: str, moment: float) -> bool:
+        """Return whether the node responded to a round sent at or after `moment`."""
+        return self.responded_at.get(address, float("-inf")) >= moment
+
+    def missed_since(self, address: str, moment: float) -> bool:
+        """Return whether the node missed the latest round, sent after `moment`."""
+        latest = self.latest_sent_at
+        return latest is not None and latest >= moment and not self.responding(address)
+
+
 @dataclass
 class _NodeTrack:
     last_ok: float | None = None
+    #: When the latest poll round that the node responded to sent its calls.
+    responded_round_sent_at: float | None = None
     #: The coordinator's blind seconds (see `Coordinator._blind_seconds`) at
     #: `last_ok`, so that silence excludes the time it could see no node.
     blind_at_last_ok: float = 0.0
@@ -481,6 +516,8 @@ class Coordinator:
         self._stored_floors: dict[str, tuple[int, int]] = {}
         self._stored_floors_lock = threading.Lock()
         self._rounds = 0
+        # When the latest finished poll round sent its calls.
+        self._round_sent_at: float | None = None
         self._started = time.monotonic()
         # Seconds of poll rounds in which every node timed out, and the end
         # of the latest round. A node's silence does not count those seconds.
@@ -671,6 +708,23 @@ class Coordinator:
                 if track.reachable
             ]
 
+    def poll_responses(self) -> PollResponses:
+        """Return when each node last responded to a poll, and the latest round."""
+        with self._lock:
+            return PollResponses(
+                self._round_sent_at,
+                {
+                    self._addresses[node]: track.responded_round_sent_at
+                    for node, track in self._tracks.items()
+                    if track.responded_round_sent_at is not None
+                },
+            )
+
+    @property
+    def leader_only_ack(self) -> bool:
+        """Whether leaders acknowledge after their own flush (quorum `leader`)."""
+        return self._leader_only_ack
+
     def node_addresses(self) -> list[str]:
         """Return the address of every node."""
         return list(self._addresses.values())
@@ -845,6 +899,7 @@ class Coordinator:
 
     def _poll_nodes(self) -> None:
         request = replication_service_pb2.GetNodeStatusRequest()
+        sent_at = time.monotonic()
         calls = {
             node: self._clients.stubs(address).replication.GetNodeStatus.future(
                 request, timeout=POLL_DEADLINE_SECONDS
@@ -862,11 +917,13 @@ class Coordinator:
         now = time.monotonic()
         with self._lock:
             self._note_blind_round(len(results) > 1 and timeouts == len(results), now)
+            self._round_sent_at = sent_at
             for node, status in results.items():
                 track = self._tracks[node]
                 track.reachable = status is not None
                 if status is not None:
                     track.last_ok = now
+                    track.responded_round_sent_at = sent_at
                     track.blind_at_last_ok = self._blind_seconds
                     track.status = status
             self._note_leader_reports(now)
