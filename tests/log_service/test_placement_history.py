@@ -663,7 +663,7 @@ def test_cluster_status_lists_placements(
     bucket = "1m" if bucket_seconds else "-"
     oldest, pending = placement_rows
     assert oldest == ["(oldest)", "in effect", strategy, bucket, "shard-0, shard-1"]
-    assert pending[0] == format_time(recorded_start)
+    assert pending[0] == format_time(recorded_start, fixed_width=True)
     assert pending[1].startswith("pending, starts in ")
     assert pending[2:] == [strategy, bucket, "shard-0, shard-1, shard-2"]
 
