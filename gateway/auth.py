@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -62,7 +61,7 @@ from google.protobuf.message import DecodeError, Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from gateway import stream_auth
+from gateway import stream_auth, stream_writes
 from gateway.credential_cache import Checked, CredentialCache, checked_reply
 from splitlog.auth.v1 import auth_service_pb2 as auth_pb
 from splitlog.auth.v1 import credential_service_pb2 as cred_pb
@@ -534,26 +533,14 @@ def _authenticating_handler(
     streaming = handler.unary_unary is None
 
     # A streaming handler either yields its responses or is a coroutine that
-    # sends them with `await context.write()`, as Health/Watch does, and the
-    # wrapper must keep its shape. The coroutine branches below serve both.
-    if inspect.isasyncgenfunction(behavior):
+    # sends them with `await context.write()`, as Health/Watch does. A
+    # generator becomes such a coroutine, so that no generator stays suspended
+    # inside `acting_as` when the client leaves mid-stream (see
+    # `gateway.stream_writes`). A failed credential check then also ends a
+    # write that waits for a stalled client.
+    behavior = stream_writes.writing(behavior, method)
 
-        async def wrapped(request_or_iterator: Any, context: grpc.aio.ServicerContext):
-            principal, watch = await principal_of(context, watch=streaming)
-            responses = behavior(request_or_iterator, context)
-            if watch is not None:
-                responses = stream_auth.until_failed(responses, watch)
-            try:
-                with auth.acting_as(principal):
-                    async for response in responses:
-                        yield response
-            except stream_auth.CredentialRejected as rejected:
-                await _abort(context, rejected.error)
-            finally:
-                if watch is not None:
-                    watch.cancel()
-
-    elif gateway_auth.watches(method):
+    if gateway_auth.watches(method):
 
         async def wrapped(request_or_iterator: Any, context: grpc.aio.ServicerContext):
             principal, _ = await principal_of(context)

@@ -34,10 +34,12 @@ from collections.abc import Iterable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway import stream_writes
 from gateway.proxy import Backend, BackendPool
 from gateway.services import PublicService
 
 _LOGGER = logging.getLogger(__name__)
+_WATCH = "/grpc.health.v1.Health/Watch"
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -91,7 +93,9 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
             version = self._version
             status = self._statuses.get(request.service, SERVICE_UNKNOWN)
             if status != sent:
-                await context.write(health_pb2.HealthCheckResponse(status=status))
+                await stream_writes.write(
+                    context, health_pb2.HealthCheckResponse(status=status), _WATCH
+                )
                 sent = status
                 continue
             if self._shutting_down:

@@ -19,7 +19,6 @@ the gateway is busy.
 
 from __future__ import annotations
 
-import inspect
 import math
 import threading
 import time
@@ -30,6 +29,7 @@ from typing import Any
 import grpc
 from grpc_status import rpc_status
 
+from gateway import stream_writes
 from splitlog_runtime import auth
 from splitlog_runtime.auth import peer_host
 from splitlog_runtime.errors import DomainError, ResourceExhausted
@@ -233,44 +233,31 @@ async def _abort(context: grpc.aio.ServicerContext, error: DomainError) -> None:
 
 def _guarded_handler(
     handler: grpc.RpcMethodHandler,
+    method: str,
     enter: Callable[[grpc.aio.ServicerContext], None],
     leave: Callable[[], None] | None,
 ) -> grpc.RpcMethodHandler:
     """Wrap a handler so that `enter` runs first and `leave` after the call.
 
     `enter` raises a DomainError to reject the call, which then gets that
-    status. `leave` runs only for calls that `enter` let through.
+    status. `leave` runs only for calls that `enter` let through. A handler
+    that yields its responses becomes one that writes them itself, so that
+    `leave` runs in the call's task even when the client leaves mid-stream
+    (see `gateway.stream_writes`).
     """
     behavior, factory = _handler_parts(handler)
+    behavior = stream_writes.writing(behavior, method)
 
-    # A streaming handler that sends with `await context.write()` (Health/Watch)
-    # is a coroutine, so it takes the coroutine wrapper.
-    if inspect.isasyncgenfunction(behavior):
-
-        async def wrapped(request_or_iterator: Any, context: grpc.aio.ServicerContext):
-            try:
-                enter(context)
-            except DomainError as error:
-                await _abort(context, error)
-            try:
-                async for response in behavior(request_or_iterator, context):
-                    yield response
-            finally:
-                if leave is not None:
-                    leave()
-
-    else:
-
-        async def wrapped(request_or_iterator: Any, context: grpc.aio.ServicerContext):
-            try:
-                enter(context)
-            except DomainError as error:
-                await _abort(context, error)
-            try:
-                return await behavior(request_or_iterator, context)
-            finally:
-                if leave is not None:
-                    leave()
+    async def wrapped(request_or_iterator: Any, context: grpc.aio.ServicerContext):
+        try:
+            enter(context)
+        except DomainError as error:
+            await _abort(context, error)
+        try:
+            return await behavior(request_or_iterator, context)
+        finally:
+            if leave is not None:
+                leave()
 
     return factory(
         wrapped,
@@ -298,7 +285,12 @@ class ConcurrencyInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or is_exempt(handler_call_details.method):
             return handler
         limit = self._limit
-        return _guarded_handler(handler, lambda _context: limit.enter(), limit.exit)
+        return _guarded_handler(
+            handler,
+            handler_call_details.method,
+            lambda _context: limit.enter(),
+            limit.exit,
+        )
 
 
 class CappedServer(grpc.aio.Server):
@@ -322,7 +314,9 @@ class CappedServer(grpc.aio.Server):
         if handler is None or is_exempt(method):
             return handler
         limit = self._limit
-        return _guarded_handler(handler, lambda _context: limit.enter(), limit.exit)
+        return _guarded_handler(
+            handler, method, lambda _context: limit.enter(), limit.exit
+        )
 
     def add_registered_method_handlers(
         self, service_name: str, method_handlers: dict[str, grpc.RpcMethodHandler]
@@ -395,7 +389,7 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
             key = rate_limit_key(auth.current_principal(), peer_host(context.peer()))
             limiter.check(key)
 
-        return _guarded_handler(handler, take_token, None)
+        return _guarded_handler(handler, handler_call_details.method, take_token, None)
 
 
 def limiter_from_config(rate: float, burst: int) -> RateLimiter | None:

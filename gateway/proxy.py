@@ -729,9 +729,10 @@ def _cancel_when_done(context: grpc.aio.ServicerContext, call) -> None:
     """Cancel the backend call once the client's call ends, however it ends.
 
     When a write to the client fails, because the client left or rejected a
-    message, grpc leaves this handler's generator suspended and no
-    CancelledError reaches it. Without this callback the backend call would
-    stay open; for a tail, it would keep a router stream slot.
+    message, the gateway closes this handler's generator at its `yield` (see
+    `gateway.stream_writes`), so no CancelledError reaches it. Without this
+    callback the backend call would stay open; for a tail, it would keep a
+    router stream slot.
     """
     context.add_done_callback(lambda _context: call.cancel())
 
