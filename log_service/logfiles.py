@@ -111,6 +111,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from log_service.model import find_severity_word, severity_from_text
+from log_service.timefmt import utc_offset
 from splitlog.logs.v1 import logs_service_pb2 as logs_pb2
 
 NANOS_PER_SECOND = 1_000_000_000
@@ -782,6 +783,8 @@ class _LineParser:
             return None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=self.zone)
+        elif not _iso_offset_exists(value):
+            return None
         try:
             seconds = int(moment.replace(microsecond=0).timestamp())
         except (OverflowError, ValueError):
@@ -809,7 +812,10 @@ class _LineParser:
             month = _MONTHS[groups["month_name"]]
         else:
             month = int(groups["month"])
-        zone = _offset(groups.get("zone")) or self.zone
+        try:
+            zone = _offset(groups.get("zone")) or self.zone
+        except ValueError as error:
+            raise _NoSuchDate.of_offset(match, error) from None
         day = int(groups["day"])
         try:
             moment = datetime.datetime(
@@ -822,7 +828,9 @@ class _LineParser:
                 tzinfo=zone,
             )
         except ValueError:
-            raise _NoSuchDate(layout.has_year or self.year_given, year, match) from None
+            raise _NoSuchDate.of_date(
+                layout.has_year or self.year_given, year, match
+            ) from None
         if not layout.has_year and not self.year_given:
             latest = time.time() + _FUTURE_SLACK_SECONDS
             if moment.timestamp() > latest:
@@ -830,7 +838,7 @@ class _LineParser:
                     moment = moment.replace(year=year - 1)
                 except ValueError:
                     # 29 February in a year without it
-                    raise _NoSuchDate(False, year - 1, match) from None
+                    raise _NoSuchDate.of_date(False, year - 1, match) from None
         fraction = groups.get("fraction") or ""
         nanos = int(fraction.ljust(9, "0")) if fraction else 0
         return int(moment.timestamp()) * NANOS_PER_SECOND + nanos
@@ -839,13 +847,21 @@ class _LineParser:
 class _NoSuchDate(Exception):
     """A header has the layout of a time, but that time does not exist."""
 
-    def __init__(self, year_given: bool, year: int, match: re.Match[str]) -> None:
+    @classmethod
+    def of_date(cls, year_given: bool, year: int, match: re.Match[str]) -> _NoSuchDate:
         text = match.group(0).strip()
         source = "" if year_given else " (no year written; use --year)"
-        super().__init__(
+        return cls(
             f"{text!r} read in {year}{source} is not a valid date or time "
             f"({_date_words(match, year)}), so the line took the time of the "
             "line before it"
+        )
+
+    @classmethod
+    def of_offset(cls, match: re.Match[str], error: ValueError) -> _NoSuchDate:
+        return cls(
+            f"{match.group(0).strip()!r} is not a valid time: its {error}. The "
+            "line took the time of the line before it"
         )
 
 
@@ -864,17 +880,34 @@ def _date_words(match: re.Match[str], year: int) -> str:
 
 _MONTH_NAMES = tuple(_MONTHS)
 _ISO_FRACTION = re.compile(r"[.,](\d{1,9})")
+# The minutes and seconds of the offset at the end of an ISO 8601 time, as
+# `datetime.fromisoformat` reads it: +HH, +HH:MM, +HHMM, +HH:MM:SS[.f].
+_ISO_OFFSET = re.compile(r"[+-]\d\d(?::?(\d\d)(?::?(\d\d)(?:[.,]\d+)?)?)?\Z")
 
 
 def _offset(text: str | None) -> datetime.tzinfo | None:
+    """Return the zone of a header's offset, or None when it has none.
+
+    Raises:
+      ValueError: the offset's hours are above 23 or its minutes above 59.
+    """
     if not text:
         return None
     if text in ("Z", " UTC", " GMT"):
         return datetime.UTC
-    sign = -1 if text[0] == "-" else 1
-    digits = text[1:].replace(":", "")
-    minutes = int(digits[:2]) * 60 + int(digits[2:])
-    return datetime.timezone(sign * datetime.timedelta(minutes=minutes))
+    return utc_offset(text)
+
+
+def _iso_offset_exists(text: str) -> bool:
+    """Return whether the UTC offset at the end of an ISO 8601 time exists.
+
+    `datetime.fromisoformat` (Python 3.11) reads an offset as a duration, so
+    it takes `+00:61` as 1 hour 1 minute. It rejects only 24 hours or more.
+    """
+    match = _ISO_OFFSET.search(text)
+    if match is None:
+        return True
+    return all(int(part or 0) <= 59 for part in match.groups())
 
 
 def _epoch_header(line: str) -> _Header | None:

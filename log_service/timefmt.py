@@ -6,7 +6,9 @@ all arithmetic on integer nanoseconds since the Unix epoch.
 
 Accepted time forms (`parse_time`):
 - RFC 3339 with `Z` or an offset: `2026-12-04T17:05:00.590180708Z`,
-  `2026-12-04T22:35:00+05:30`. A space may replace the `T`.
+  `2026-12-04T22:35:00+05:30`. A space may replace the `T`. The fraction of
+  a second has 1 to 9 digits. An offset's hours are 00 to 23 and its minutes
+  00 to 59, the range of RFC 3339's `time-offset` (-23:59 to +23:59).
 - the same without a zone, or a date alone (`2026-12-04`, meaning midnight).
   These are read in the default zone, an IANA name such as
   `America/New_York`, and never in the server's local zone.
@@ -15,9 +17,13 @@ Accepted time forms (`parse_time`):
   because its unit would be a guess.
 - `now`, `now-15m`, `now+1h`, or `-1h` for one hour ago.
 
+`parse_rfc3339` takes only the first form, with its zone and a `T`, as the
+REST gateway reads a `google.protobuf.Timestamp`.
+
 Durations (`parse_duration`) are one or more numbers with a unit, such as
 `90s`, `1h30m`, `1.5h` or `500ms`. Units: `ns`, `us` (or `µs`), `ms`, `s`,
-`m`, `h`, `d` (24 hours).
+`m`, `h`, `d` (24 hours). A number that is not a whole number of nanoseconds,
+such as `1.0000000001s`, is rejected rather than cut.
 """
 
 from __future__ import annotations
@@ -50,12 +56,16 @@ _DURATION_PART = re.compile(rf"({_NUMBER})({_UNIT})")
 _DURATION = re.compile(rf"(?:{_NUMBER}{_UNIT})+")
 _BARE_NUMBER = re.compile(rf"[+-]?{_NUMBER}")
 _RELATIVE = re.compile(r"(?:now)?\s*([+-])\s*(\S+)", re.IGNORECASE)
-_DATE_TIME = re.compile(
-    r"(?P<year>[0-9]{4})-(?P<month>[0-9]{2})-(?P<day>[0-9]{2})"
-    r"(?:[Tt ](?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})"
-    r"(?:\.(?P<fraction>[0-9]+))?"
-    r"(?P<zone>[Zz]|[+-][0-9]{2}:[0-9]{2})?)?"
+_DATE = r"(?P<year>[0-9]{4})-(?P<month>[0-9]{2})-(?P<day>[0-9]{2})"
+# An empty fraction is matched, so that its error names what is missing.
+_TIME = (
+    r"(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})"
+    r"(?:\.(?P<fraction>[0-9]*))?"
 )
+_ZONE = r"(?P<zone>[Zz]|[+-][0-9]{2}:[0-9]{2})"
+_DATE_TIME = re.compile(rf"{_DATE}(?:[Tt ]{_TIME}{_ZONE}?)?")
+_RFC3339 = re.compile(rf"{_DATE}[Tt]{_TIME}{_ZONE}")
+_OFFSET = re.compile(r"([+-])([0-9]{2}):?([0-9]{2})")
 
 TIME_FORMS = (
     "RFC 3339 such as 2026-12-04T17:05:00.590180708Z or "
@@ -63,21 +73,49 @@ TIME_FORMS = (
     "zone, an epoch number with a unit such as 1700000000s or "
     "1700000000123ms, now, now-15m or -1h"
 )
+RFC3339_FORM = (
+    "an RFC 3339 time such as 2026-12-04T17:05:00.590180708Z or "
+    "2026-12-04T22:35:00+05:30, with 1 to 9 fraction digits if any, and Z or "
+    "an offset from -23:59 to +23:59"
+)
 DURATION_FORMS = (
     "a number with a unit ns, us, ms, s, m, h or d, such as 90s, 15m, 1h30m, "
     "7d or 500ms"
 )
 
 
-def _scaled(number: str, unit_ns: int) -> int:
-    """Multiply a decimal number text by `unit_ns` exactly.
+class TimeFormatError(ValueError):
+    """A time or duration text that does not parse.
 
-    Digits below one nanosecond are dropped.
+    Attributes:
+      detail: the cause without the text, such as "offset +25:00 is out of
+        range, because ...".
     """
+
+    def __init__(self, kind: str, text: str, detail: str) -> None:
+        super().__init__(f"invalid {kind} {text!r}: {detail}")
+        self.detail = detail
+
+
+def _scaled(number: str, unit: str, kind: str, text: str) -> int:
+    """Return a decimal number text of a unit in nanoseconds, exactly.
+
+    Raises:
+      TimeFormatError: the product is not a whole number of nanoseconds.
+    """
+    unit_ns = DURATION_UNITS[unit]
     whole, _, fraction = number.partition(".")
     value = int(whole or "0") * unit_ns
     if fraction:
-        value += int(fraction) * unit_ns // 10 ** len(fraction)
+        scaled, below_nanosecond = divmod(int(fraction) * unit_ns, 10 ** len(fraction))
+        if below_nanosecond:
+            raise TimeFormatError(
+                kind,
+                text,
+                f"{number}{unit} is not a whole number of "
+                "nanoseconds; nanoseconds are the finest unit",
+            )
+        value += scaled
     return value
 
 
@@ -90,9 +128,9 @@ def parse_duration(text: str) -> int:
     """
     compact = text.strip()
     if not _DURATION.fullmatch(compact):
-        raise ValueError(f"invalid duration {text!r}: expected {DURATION_FORMS}")
+        raise TimeFormatError("duration", text, f"expected {DURATION_FORMS}")
     return sum(
-        _scaled(number, DURATION_UNITS[unit])
+        _scaled(number, unit, "duration", text)
         for number, unit in _DURATION_PART.findall(compact)
     )
 
@@ -107,12 +145,43 @@ def _zone(name: str) -> ZoneInfo:
         ) from None
 
 
-def _parse_date_time(match: re.Match[str], text: str, default_zone: str) -> int:
-    fraction = match["fraction"] or ""
-    if len(fraction) > 9:
+def utc_offset(text: str) -> timezone:
+    """Return the zone of a UTC offset such as `+05:30`, `-0800` or `-00:00`.
+
+    Raises:
+      ValueError: the text is not an offset, or its hours are above 23 or its
+        minutes above 59. RFC 3339 and ISO 8601 allow neither, and read as a
+        duration, `+25:00` or `-00:61` would give a wrong instant.
+    """
+    match = _OFFSET.fullmatch(text)
+    if match is None:
+        raise ValueError(f"invalid UTC offset {text!r}: expected one such as +05:30")
+    sign, hours, minutes = match[1], int(match[2]), int(match[3])
+    if hours > 23 or minutes > 59:
         raise ValueError(
-            f"invalid time {text!r}: the fraction of a second has more than 9 "
-            "digits; nanoseconds are the finest unit"
+            f"offset {text} is out of range, because an offset's hours must be "
+            "00 to 23 and its minutes 00 to 59 (-23:59 to +23:59)"
+        )
+    offset = timedelta(hours=hours, minutes=minutes)
+    return timezone(-offset if sign == "-" else offset)
+
+
+def _parse_date_time(match: re.Match[str], text: str, default_zone: str) -> int:
+    fraction = match["fraction"]
+    if fraction == "":
+        raise TimeFormatError(
+            "time",
+            text,
+            "the '.' has no digits after it; write 1 to 9 digits of the "
+            "fraction of a second, or leave out the '.'",
+        )
+    fraction = fraction or ""
+    if len(fraction) > 9:
+        raise TimeFormatError(
+            "time",
+            text,
+            "the fraction of a second has more than 9 digits; nanoseconds are "
+            "the finest unit",
         )
     zone_text = match["zone"]
     if zone_text is None:
@@ -120,14 +189,17 @@ def _parse_date_time(match: re.Match[str], text: str, default_zone: str) -> int:
     elif zone_text in ("Z", "z"):
         zone = UTC
     else:
-        sign = -1 if zone_text[0] == "-" else 1
-        hours, minutes = int(zone_text[1:3]), int(zone_text[4:6])
-        if hours > 23 or minutes > 59:
-            raise ValueError(
-                f"invalid time {text!r}: offset {zone_text} is out of range; "
-                "use -23:59 to +23:59"
-            )
-        zone = timezone(sign * timedelta(hours=hours, minutes=minutes))
+        try:
+            zone = utc_offset(zone_text)
+        except ValueError as exc:
+            raise TimeFormatError("time", text, str(exc)) from None
+    if match["second"] == "60":
+        raise TimeFormatError(
+            "time",
+            text,
+            "second 60 is a leap second, which a Unix time cannot hold; write "
+            "59 or second 00 of the next minute",
+        )
     try:
         # fold=0: a repeated local time (when clocks go back) means its first
         # occurrence, and a skipped one takes the offset from before the jump.
@@ -141,7 +213,7 @@ def _parse_date_time(match: re.Match[str], text: str, default_zone: str) -> int:
             tzinfo=zone,
         )
     except ValueError as exc:
-        raise ValueError(f"invalid time {text!r}: {exc}") from None
+        raise TimeFormatError("time", text, str(exc)) from None
     elapsed = moment - _EPOCH
     seconds = elapsed.days * 86400 + elapsed.seconds
     return seconds * NANOS_PER_SECOND + int(fraction.ljust(9, "0") or 0)
@@ -174,11 +246,13 @@ def parse_time(
             sign, duration_text = relative.groups()
             try:
                 duration = parse_duration(duration_text)
-            except ValueError:
-                pass
+            except TimeFormatError as error:
+                if _DURATION.fullmatch(duration_text):
+                    # A duration's form with a value that it cannot take.
+                    raise TimeFormatError("time", text, error.detail) from None
             else:
                 return current - duration if sign == "-" else current + duration
-        raise ValueError(f"invalid time {text!r}: expected {TIME_FORMS}")
+        raise TimeFormatError("time", text, f"expected {TIME_FORMS}")
 
     date_time = _DATE_TIME.fullmatch(stripped)
     if date_time is not None:
@@ -188,19 +262,39 @@ def parse_time(
     if epoch is not None:
         number, unit = epoch.groups()
         if unit not in EPOCH_UNITS:
-            raise ValueError(
-                f"invalid time {text!r}: epoch numbers take the unit s, ms, us "
-                f"or ns; for a time {number}{unit} ago write -{number}{unit}"
+            raise TimeFormatError(
+                "time",
+                text,
+                f"epoch numbers take the unit s, ms, us or ns; for a time "
+                f"{number}{unit} ago write -{number}{unit}",
             )
-        return _scaled(number, DURATION_UNITS[unit])
+        return _scaled(number, unit, "time", text)
 
     if _BARE_NUMBER.fullmatch(stripped):
-        raise ValueError(
-            f"invalid time {text!r}: a number needs a unit, such as "
-            f"{stripped}s for seconds or {stripped}ms for milliseconds since "
-            "the Unix epoch"
+        raise TimeFormatError(
+            "time",
+            text,
+            f"a number needs a unit, such as {stripped}s for seconds or "
+            f"{stripped}ms for milliseconds since the Unix epoch",
         )
-    raise ValueError(f"invalid time {text!r}: expected {TIME_FORMS}")
+    raise TimeFormatError("time", text, f"expected {TIME_FORMS}")
+
+
+def parse_rfc3339(text: str) -> int:
+    """Parse an RFC 3339 time with its zone into ns since the Unix epoch.
+
+    Only the form `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)` is
+    accepted, with `t` and `z` in lower case too, as RFC 3339 allows. A leap
+    second (`:60`) is rejected, as protobuf's Timestamp has none.
+
+    Raises:
+      TimeFormatError: the text has another form, or names a date, a time
+        or an offset that does not exist. `detail` names the cause.
+    """
+    match = _RFC3339.fullmatch(text)
+    if match is None:
+        raise TimeFormatError("time", text, f"expected {RFC3339_FORM}")
+    return _parse_date_time(match, text, "UTC")
 
 
 def format_time(ns: int, fixed_width: bool = False) -> str:

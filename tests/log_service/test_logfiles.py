@@ -213,6 +213,56 @@ def test_impossible_date_is_no_time():
 
 
 @pytest.mark.parametrize(
+    ("header", "offset"),
+    [
+        ("2024-01-02 03:04:05+9999", "+9999"),
+        ("2024-01-02 03:04:05-0061", "-0061"),
+        ("2024-01-02T03:04:05+00:61", "+00:61"),
+        ("2024-01-02T03:04:05+24:00", "+24:00"),
+        ("h - - [10/Oct/2026:13:55:36 +2500]", "+2500"),
+    ],
+)
+def test_impossible_offset_is_no_time(header, offset):
+    lines = ["2020-01-01 00:00:01 INFO a", f"{header} INFO b"]
+
+    first, second = parse_lines(lines, service="svc")
+
+    assert moment(second) == moment(first)
+    assert second.attributes[TIME_INFERRED] == "true"
+    invalid = second.attributes[TIME_INVALID]
+    assert f"its offset {offset} is out of range" in invalid
+    assert "(-23:59 to +23:59)" in invalid
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("2024-01-02T03:04:05+23:59 a", utc(2024, 1, 1, 3, 5, 5)),
+        ("2024-01-02 03:04:05-2359 a", utc(2024, 1, 3, 3, 3, 5)),
+        ('{"time":"2026-12-05T01:00:00+23:59","msg":"a"}', utc(2026, 12, 4, 1, 1)),
+        ('{"time":"2026-12-05T01:00:00-0530","msg":"a"}', utc(2026, 12, 5, 6, 30)),
+    ],
+)
+def test_largest_offsets_accepted(line, expected):
+    entry = parse_one(line)
+
+    assert moment(entry) == expected
+    assert TIME_INFERRED not in entry.attributes
+
+
+@pytest.mark.parametrize("value", ["-00:61", "+0060", "+01:00:61", "+05:60"])
+def test_json_impossible_offset_inferred(value):
+    lines = [
+        '{"time":"2026-12-05T01:00:00Z","msg":"before"}',
+        f'{{"time":"2026-12-05T01:00:00{value}","msg":"bad"}}',
+    ]
+    before, bad = parse_lines(lines, service="svc")
+
+    assert bad.attributes[TIME_INFERRED] == "true"
+    assert moment(bad) == moment(before)
+
+
+@pytest.mark.parametrize(
     ("line", "severity", "word"),
     [
         ("2015-10-18 18:01:47,978 FATAL [main] x", FATAL, "FATAL"),

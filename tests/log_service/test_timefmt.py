@@ -7,10 +7,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from log_service.timefmt import (
+    TimeFormatError,
     format_seconds,
     format_time,
     parse_duration,
+    parse_rfc3339,
     parse_time,
+    utc_offset,
 )
 
 SECOND = 10**9
@@ -215,3 +218,79 @@ def test_format_then_parse_is_exact(ns):
 )
 def test_format_seconds_is_exact(ns, text):
     assert format_seconds(ns) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "detail"),
+    [
+        ("2026-12-06T14:00:00+25:00", "offset +25:00 is out of range"),
+        ("2026-12-06T14:00:00+99:99", "offset +99:99 is out of range"),
+        ("2026-12-06T14:00:00-00:61", "offset -00:61 is out of range"),
+        ("2026-12-06T14:00:00.Z", "the '.' has no digits after it"),
+        ("2026-12-06T14:00:60Z", "second 60 is a leap second"),
+    ],
+)
+@pytest.mark.parametrize("parse", [parse_time, parse_rfc3339])
+def test_impossible_times_rejected(parse, text, detail):
+    with pytest.raises(TimeFormatError) as raised:
+        parse(text)
+    assert detail in raised.value.detail
+    assert repr(text) in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "utc"),
+    [
+        ("2026-12-06T14:00:00+23:59", "2026-12-05T14:01:00Z"),
+        ("2026-12-06T14:00:00-23:59", "2026-12-07T13:59:00Z"),
+        ("2026-12-06T14:00:00-00:00", "2026-12-06T14:00:00Z"),
+        ("2026-12-06t14:00:00.5z", "2026-12-06T14:00:00.5Z"),
+    ],
+)
+def test_rfc3339_extreme_offsets(text, utc):
+    assert format_time(parse_rfc3339(text)) == utc
+    assert format_time(parse_time(text)) == utc
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2026-12-06 14:00:00Z", "2026-12-06T14:00:00", "2026-12-06", "now", "1s"],
+)
+def test_rfc3339_needs_t_and_zone(text):
+    with pytest.raises(TimeFormatError) as raised:
+        parse_rfc3339(text)
+    assert "expected an RFC 3339 time" in raised.value.detail
+
+
+@pytest.mark.parametrize(
+    ("text", "minutes"),
+    [("+05:30", 330), ("-0800", -480), ("-00:00", 0), ("+23:59", 1439)],
+)
+def test_utc_offset(text, minutes):
+    offset = utc_offset(text).utcoffset(None)
+    assert offset.total_seconds() == minutes * 60
+
+
+@pytest.mark.parametrize("text", ["+24:00", "+0060", "-00:61", "+5:30", "05:30"])
+def test_utc_offset_rejected(text):
+    with pytest.raises(ValueError, match=text.replace("+", "\\+")):
+        utc_offset(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "parse"),
+    [
+        ("1.0000000001s", parse_duration),
+        ("0.5ns", parse_duration),
+        ("1700000000.0000000001s", parse_time),
+        ("now-1.0000000001s", parse_time),
+    ],
+)
+def test_below_nanosecond_rejected(text, parse):
+    with pytest.raises(TimeFormatError) as raised:
+        parse(text)
+    assert "is not a whole number of nanoseconds" in raised.value.detail
+
+
+def test_trailing_zero_digits_kept_whole():
+    assert parse_duration("1.50000000000s") == 1_500_000_000
