@@ -22,7 +22,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 from itertools import accumulate
 from typing import Any
 
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 from google.protobuf.descriptor import (
     Descriptor,
     EnumDescriptor,
@@ -30,6 +30,7 @@ from google.protobuf.descriptor import (
     OneofDescriptor,
 )
 
+from log_service import timefmt
 from splitlog_runtime.errors import InvalidArgument, invalid_field
 
 _INT_RANGES = {
@@ -60,6 +61,12 @@ _DECIMAL_DIGITS = 100
 _TIMESTAMP = "google.protobuf.Timestamp"
 _DURATION = "google.protobuf.Duration"
 _FIELD_MASK = "google.protobuf.FieldMask"
+# The JSON form of a Duration, with the digits of the fraction in group 1.
+_DURATION_FORM = re.compile(r"-?[0-9]+(?:\.([0-9]*))?s")
+# The range of google.protobuf.Timestamp in ns since the Unix epoch:
+# 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+_TIMESTAMP_MIN_NS = -62_135_596_800 * _NANOS_PER_UNIT
+_TIMESTAMP_MAX_NS = 253_402_300_800 * _NANOS_PER_UNIT - 1
 _WRAPPERS = frozenset(
     f"google.protobuf.{name}Value"
     for name in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool")
@@ -493,7 +500,7 @@ def _check_map(value: Any, field: FieldDescriptor, path: str) -> None:
     value_field = field.message_type.fields_by_name["value"]
     if not isinstance(value, dict):
         expected = (
-            f"a JSON object that maps {_expected(key_field)} keys to "
+            f"a JSON object with {_key_kind(key_field)} keys, each value "
             f"{_expected(value_field)}"
         )
         raise _wrong_type(path, expected, value)
@@ -507,6 +514,15 @@ def _check_map(value: Any, field: FieldDescriptor, path: str) -> None:
         ):
             raise _wrong_type(item_path, 'a key "true" or "false"', key)
         value[key] = _check_single(item, value_field, item_path)
+
+
+def _key_kind(key_field: FieldDescriptor) -> str:
+    """Describe the keys of a map field, which JSON writes as strings."""
+    if key_field.type in _INT_RANGES:
+        return "integer"
+    if key_field.type == FieldDescriptor.TYPE_BOOL:
+        return '"true" or "false"'
+    return "string"
 
 
 def _check_single(value: Any, field: FieldDescriptor, path: str) -> Any:
@@ -536,17 +552,66 @@ def _check_message_value(
     if name in (_TIMESTAMP, _DURATION, _FIELD_MASK):
         if not isinstance(value, str):
             raise _wrong_type(path, _expected(field), value)
-        parser = {_TIMESTAMP: timestamp_pb2.Timestamp, _DURATION: duration_pb2.Duration}
-        if name in parser:
-            try:
-                parser[name]().FromJsonString(value)
-            except ValueError:
-                raise _wrong_value(path, _expected(field), value) from None
+        if name == _TIMESTAMP:
+            return _check_timestamp(value, field, path)
+        if name == _DURATION:
+            _check_duration(value, field, path)
         return value
     if value is None:
         raise _wrong_type(path, _expected(field), value)
     check_message(value, message, path)
     return value
+
+
+def _check_timestamp(value: str, field: FieldDescriptor, path: str) -> str:
+    """Check an RFC 3339 timestamp and return it in UTC with `Z`.
+
+    protobuf's own parser (7.36) reads `+25:00` as 25 hours, `-00:61` as 61
+    minutes and `14:00:00.Z` as whole seconds. The gateway reads the text
+    with `timefmt.parse_rfc3339` instead and passes on the instant in the
+    one form that both parsers read alike.
+    """
+    try:
+        ns = timefmt.parse_rfc3339(value)
+    except timefmt.TimeFormatError as error:
+        raise _wrong_value(path, _expected(field), value, f"; {error.detail}") from None
+    if not _TIMESTAMP_MIN_NS <= ns <= _TIMESTAMP_MAX_NS:
+        raise _wrong_value(
+            path,
+            _expected(field),
+            value,
+            "; that is outside the range of a google.protobuf.Timestamp, "
+            "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z",
+        )
+    return timefmt.format_time(ns)
+
+
+def _check_duration(value: str, field: FieldDescriptor, path: str) -> None:
+    """Check the JSON form of a duration, which protobuf reads too loosely.
+
+    protobuf (7.36) cuts a fraction beyond nanoseconds and takes `1.s`, `+1s`
+    and ` 1s`, so the form is checked here and the range by protobuf.
+    """
+    match = _DURATION_FORM.fullmatch(value)
+    if match is None:
+        raise _wrong_value(path, _expected(field), value)
+    fraction = match[1]
+    if fraction == "":
+        raise _wrong_value(
+            path, _expected(field), value, "; the '.' has no digits after it"
+        )
+    if fraction is not None and len(fraction) > 9:
+        raise _wrong_value(
+            path,
+            _expected(field),
+            value,
+            "; the fraction of a second has more than 9 digits, and nanoseconds "
+            "are the finest unit",
+        )
+    try:
+        duration_pb2.Duration().FromJsonString(value)
+    except ValueError:
+        raise _wrong_value(path, _expected(field), value) from None
 
 
 def _check_enum(value: Any, enum: EnumDescriptor, path: str) -> None:
@@ -784,12 +849,16 @@ def _expected(field: FieldDescriptor) -> str:
     if message is not None:
         name = message.full_name
         if name == _TIMESTAMP:
-            return 'an RFC 3339 timestamp string such as "2026-01-31T12:00:00Z"'
+            return (
+                'an RFC 3339 timestamp string such as "2026-01-31T12:00:00Z" or '
+                '"2026-01-31T13:30:00.5+01:30", with 1 to 9 fraction digits if '
+                "any, and Z or an offset from -23:59 to +23:59"
+            )
         if name == _DURATION:
             # The range of google.protobuf.Duration, about 10,000 years.
             return (
-                'a duration string in seconds such as "1.5s", from '
-                '"-315576000000s" to "315576000000s"'
+                'a duration string in seconds such as "1.5s", with 1 to 9 '
+                'fraction digits if any, from "-315576000000s" to "315576000000s"'
             )
         if name == _FIELD_MASK:
             return 'a string of comma-separated field paths such as "displayName"'

@@ -29,12 +29,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote, quote_from_bytes, unquote_to_bytes
 
-from google.protobuf import json_format, message_factory, timestamp_pb2
+from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from gateway import json_check
 from gateway.http_rules import HttpRoute
+from log_service import timefmt
 from splitlog_runtime import limits
 from splitlog_runtime.errors import InvalidArgument, invalid_field
 
@@ -662,9 +663,8 @@ def _check_offset_sign(text: str, name: str, subject: str) -> None:
     if match is None:
         return
     intended = f"{match[1]}+{match[2]}"
-    moment = timestamp_pb2.Timestamp()
     try:
-        moment.FromJsonString(intended)
+        utc = timefmt.format_time(timefmt.parse_rfc3339(intended))
     except ValueError:
         return
     raise invalid_field(
@@ -674,7 +674,7 @@ def _check_offset_sign(text: str, name: str, subject: str) -> None:
         "offset's sign should be; a "
         "`+` in a URL query string stands for a space, so encode it as %2B "
         f"({quote(intended, safe=':')}), or give the time in UTC with Z "
-        f"({moment.ToJsonString()})",
+        f"({utc})",
         reason="INVALID_FIELD_VALUE",
     )
 

@@ -3,11 +3,14 @@
 A request id over the limit fails `POST /logs` and `POST /logs/batch` with
 400 before anything is stored, a request id in the body of `POST /logs`
 fails with a hint to send it in the query string, and a histogram step out
-of range is printed in exact decimal seconds.
+of range is printed in exact decimal seconds. A timestamp with an offset
+outside -23:59 to +23:59 or a fraction of no digits or more than 9 fails
+with 400 rather than being stored at a wrong instant.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import uuid
 
@@ -253,3 +256,145 @@ def test_retention_policy_if_match(live):
     assert stale.json()["error"]["status"] == "ABORTED"
     reasons = [d.get("reason") for d in stale.json()["error"]["details"]]
     assert "ETAG_MISMATCH" in reasons
+
+
+def _local_text(utc: datetime.datetime, offset: str) -> str:
+    """Write a UTC time as the wall time of an offset such as `+23:59`."""
+    sign = -1 if offset[0] == "-" else 1
+    hours, minutes = int(offset[1:3]), int(offset[4:6])
+    local = utc + sign * datetime.timedelta(hours=hours, minutes=minutes)
+    return f"{local:%Y-%m-%dT%H:%M:%S}{offset}"
+
+
+@pytest.mark.parametrize(
+    ("offset", "detail"),
+    [
+        ("+24:00", "offset +24:00 is out of range"),
+        ("+25:00", "offset +25:00 is out of range"),
+        ("+99:99", "offset +99:99 is out of range"),
+        ("-00:61", "offset -00:61 is out of range"),
+        ("+05:60", "offset +05:60 is out of range"),
+    ],
+)
+def test_write_rejects_impossible_offset(live, offset, detail):
+    service = f"offset-{uuid.uuid4().hex[:8]}"
+    timestamp = _local_text(datetime.datetime.now(datetime.UTC), offset)
+    body = {"service": service, "message": "never stored", "timestamp": timestamp}
+
+    response = _post(live, "/logs", body)
+
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["status"] == "INVALID_ARGUMENT"
+    assert _error(response) == ("INVALID_FIELD_VALUE", ["entry.timestamp"])
+    message = response.json()["error"]["message"]
+    assert f'got the string "{timestamp}"' in message
+    assert detail in message
+    assert "Z or an offset from -23:59 to +23:59" in message
+    assert list_all(live.stub, services=[service]) == []
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "detail"),
+    [
+        ("2026-12-06T14:00:00.Z", "the '.' has no digits after it"),
+        ("2026-12-06T14:00:00.1234567891Z", "more than 9 digits"),
+        ("2026-12-06T14:00:60Z", "second 60 is a leap second"),
+        ("2026-12-06T14:00:00+2:00", "expected an RFC 3339 time"),
+        ("0001-01-01T00:00:00+00:01", "outside the range"),
+    ],
+)
+def test_write_rejects_malformed_timestamp(live, timestamp, detail):
+    service = f"stamp-{uuid.uuid4().hex[:8]}"
+    body = {"service": service, "message": "never stored", "timestamp": timestamp}
+
+    response = _post(live, "/logs", body)
+
+    assert response.status_code == 400, response.text
+    assert _error(response) == ("INVALID_FIELD_VALUE", ["entry.timestamp"])
+    message = response.json()["error"]["message"]
+    assert f'got the string "{timestamp}"' in message
+    assert detail in message
+    assert list_all(live.stub, services=[service]) == []
+
+
+@pytest.mark.parametrize("offset", ["+23:59", "-23:59", "-00:00", "+05:30"])
+def test_write_offset_gives_right_instant(live, offset):
+    service = f"offset-ok-{uuid.uuid4().hex[:8]}"
+    utc = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    utc -= datetime.timedelta(minutes=5)
+    body = {
+        "service": service,
+        "message": "stored",
+        "timestamp": _local_text(utc, offset),
+    }
+
+    response = _post(live, "/logs", body)
+
+    assert response.status_code == 200, response.text
+    (stored,) = list_all(live.stub, services=[service])
+    assert stored.timestamp.seconds == int(utc.timestamp())
+    assert stored.timestamp.nanos == 0
+
+
+def test_write_lower_case_rfc3339_accepted(live):
+    service = f"lower-{uuid.uuid4().hex[:8]}"
+    utc = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    timestamp = f"{utc:%Y-%m-%dt%H:%M:%S}.000000001z"
+
+    response = _post(live, "/logs", {"service": service, "timestamp": timestamp})
+
+    assert response.status_code == 200, response.text
+    (stored,) = list_all(live.stub, services=[service])
+    assert stored.timestamp.seconds == int(utc.timestamp())
+    assert stored.timestamp.nanos == 1
+
+
+@pytest.mark.parametrize("path", ["/logs", "/logs/stats"])
+@pytest.mark.parametrize("key", ["startTime", "endTime"])
+def test_query_time_impossible_offset_rejected(live, path, key):
+    value = "2026-12-06T14:00:00+25:00"
+
+    response = httpx.get(_url(live, path), params={key: value}, timeout=10)
+
+    assert response.status_code == 400, response.text
+    field = "start_time" if key == "startTime" else "end_time"
+    assert _error(response) == ("INVALID_FIELD_VALUE", [field])
+    message = response.json()["error"]["message"]
+    assert value in message
+    assert "offset +25:00 is out of range" in message
+
+
+@pytest.mark.parametrize(
+    ("step", "detail"),
+    [
+        ("1.0000000001s", "more than 9 digits"),
+        ("1.s", "the '.' has no digits after it"),
+        ("+1s", 'such as "1.5s"'),
+        (" 1s", 'such as "1.5s"'),
+    ],
+)
+def test_stats_step_form_rejected(live, step, detail):
+    response = httpx.get(
+        _url(live, "/logs/stats"), params={"histogramStep": step}, timeout=10
+    )
+
+    assert response.status_code == 400, response.text
+    assert _error(response) == ("INVALID_FIELD_VALUE", ["histogram_step"])
+    message = response.json()["error"]["message"]
+    assert json.dumps(step) in message
+    assert detail in message
+    assert "with 1 to 9 fraction digits" in message
+
+
+def test_attributes_not_object_message(live):
+    body = {"service": "s", "message": "never stored", "attributes": [1, 2]}
+
+    response = _post(live, "/logs", body)
+
+    assert response.status_code == 400, response.text
+    assert _error(response) == ("INVALID_FIELD_TYPE", ["entry.attributes"])
+    message = response.json()["error"]["message"]
+    assert (
+        "expected a JSON object with string keys, each value a string, got an "
+        "array of 2 items" in message
+    )
