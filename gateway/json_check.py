@@ -863,7 +863,7 @@ def _expected(field: FieldDescriptor) -> str:
         if name == _FIELD_MASK:
             return 'a string of comma-separated field paths such as "displayName"'
         if name in _WRAPPERS:
-            return _expected(message.fields_by_name["value"]) + " or null"
+            return _expected(message.fields_by_name["value"]) + ", or null"
         return expected_json(message)
     if field.enum_type is not None:
         return _enum_expected(field.enum_type)

@@ -12,6 +12,7 @@ import pytest
 from google.protobuf import (
     descriptor_pb2,
     descriptor_pool,
+    duration_pb2,
     field_mask_pb2,
     timestamp_pb2,
     wrappers_pb2,
@@ -43,7 +44,7 @@ def _field(name, number, kind, type_name="", repeated=False):
 
 def _build_pool() -> descriptor_pool.DescriptorPool:
     pool = descriptor_pool.DescriptorPool()
-    for dependency in (field_mask_pb2, timestamp_pb2, wrappers_pb2):
+    for dependency in (duration_pb2, field_mask_pb2, timestamp_pb2, wrappers_pb2):
         proto = descriptor_pb2.FileDescriptorProto()
         dependency.DESCRIPTOR.CopyToProto(proto)
         pool.Add(proto)
@@ -52,6 +53,7 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
         package="transcode.test",
         syntax="proto3",
         dependency=[
+            "google/protobuf/duration.proto",
             "google/protobuf/field_mask.proto",
             "google/protobuf/timestamp.proto",
             "google/protobuf/wrappers.proto",
@@ -70,6 +72,19 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
         ]
     )
     request = file.message_type.add(name="Request")
+    by_id = request.nested_type.add(name="ByIdEntry")
+    by_id.options.map_entry = True
+    by_id.field.extend(
+        [_field("key", 1, _F.TYPE_INT32), _field("value", 2, _F.TYPE_STRING)]
+    )
+    limits = request.nested_type.add(name="LimitsEntry")
+    limits.options.map_entry = True
+    limits.field.extend(
+        [
+            _field("key", 1, _F.TYPE_BOOL),
+            _field("value", 2, _F.TYPE_MESSAGE, ".google.protobuf.Int64Value"),
+        ]
+    )
     request.field.extend(
         [
             _field("name", 1, _F.TYPE_STRING),
@@ -83,6 +98,21 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
             _field("big", 9, _F.TYPE_INT64),
             _field("maybe", 10, _F.TYPE_MESSAGE, ".google.protobuf.BoolValue"),
             _field("blob", 11, _F.TYPE_BYTES),
+            _field(
+                "by_id",
+                12,
+                _F.TYPE_MESSAGE,
+                ".transcode.test.Request.ByIdEntry",
+                repeated=True,
+            ),
+            _field(
+                "limits",
+                13,
+                _F.TYPE_MESSAGE,
+                ".transcode.test.Request.LimitsEntry",
+                repeated=True,
+            ),
+            _field("step", 14, _F.TYPE_MESSAGE, ".google.protobuf.Duration"),
         ]
     )
     response = file.message_type.add(name="Response")
@@ -405,6 +435,43 @@ def test_body_not_object(body, received, body_field, field):
         (b'{"name": 5}', "name", "INVALID_FIELD_TYPE", "a string"),
         (b'{"updateMask": 3}', "update_mask", "INVALID_FIELD_TYPE", "field paths"),
         (b'{"maybe": "x"}', "maybe", "INVALID_FIELD_TYPE", "true or false"),
+        (
+            b'{"byId": [1]}',
+            "by_id",
+            "INVALID_FIELD_TYPE",
+            "a JSON object with integer keys, each value a string, got an array",
+        ),
+        (
+            b'{"limits": "x"}',
+            "limits",
+            "INVALID_FIELD_TYPE",
+            'a JSON object with "true" or "false" keys, each value an integer '
+            "from -9223372036854775808 to 9223372036854775807, as a JSON number "
+            "or string, or null, got",
+        ),
+        (b'{"byId": {"x": "a"}}', 'by_id["x"]', "INVALID_FIELD_TYPE", "integer"),
+        (
+            b'{"startTime": "2026-12-06T14:00:00+25:00"}',
+            "start_time",
+            "INVALID_FIELD_VALUE",
+            "offset +25:00 is out of range",
+        ),
+        (
+            b'{"startTime": "2026-12-06T14:00:00-00:61"}',
+            "start_time",
+            "INVALID_FIELD_VALUE",
+            "offset -00:61 is out of range",
+        ),
+        (
+            b'{"startTime": "2026-12-06T14:00:00.Z"}',
+            "start_time",
+            "INVALID_FIELD_VALUE",
+            "the '.' has no digits after it",
+        ),
+        (b'{"step": "1.0000000001s"}', "step", "INVALID_FIELD_VALUE", "9 digits"),
+        (b'{"step": "1.s"}', "step", "INVALID_FIELD_VALUE", "no digits after it"),
+        (b'{"step": "+1s"}', "step", "INVALID_FIELD_VALUE", "1 to 9 fraction"),
+        (b'{"step": "315576000001s"}', "step", "INVALID_FIELD_VALUE", "315576000000s"),
     ],
 )
 def test_wrong_value_names_field_and_type(body, field, reason, expected):
@@ -416,6 +483,27 @@ def test_wrong_value_names_field_and_type(body, field, reason, expected):
     assert expected in violation.description
     for internal in ("invalid literal", "does not match format", "object is not"):
         assert internal not in error.message
+
+
+@pytest.mark.parametrize(
+    ("text", "utc"),
+    [
+        ("2026-12-06T14:00:00+23:59", "2026-12-05T14:01:00Z"),
+        ("2026-12-06T14:00:00-23:59", "2026-12-07T13:59:00Z"),
+        ("2026-12-06t14:00:00.000000001z", "2026-12-06T14:00:00.000000001Z"),
+    ],
+)
+@pytest.mark.parametrize("where", ["body", "query"])
+def test_timestamp_read_as_its_instant(text, utc, where):
+    if where == "body":
+        body = json.dumps({"startTime": text}).encode()
+        request = _build(_route("/v1/things", body="*"), body=body)
+    else:
+        request = _build(
+            _route("/v1/things", method="GET"), query=[("startTime", text)]
+        )
+
+    assert request.start_time.ToJsonString() == utc
 
 
 def test_proto_and_json_name_together_rejected():
