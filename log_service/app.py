@@ -96,6 +96,9 @@ def build_router(
     )
     data_dir = router_data_dir(config)
     private_files.private_tree(data_dir)
+    # A crash while sharding.json, the coordinator's state or the retention
+    # policy was being replaced leaves a temporary file of it.
+    private_files.remove_abandoned_temporary_files_in(data_dir)
     history = check_placement(
         data_dir,
         Placement.from_config(config, topology),

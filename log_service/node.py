@@ -222,6 +222,9 @@ class LogNode:
         self.shard = shard
         self._directory = Path(directory)
         private_files.private_tree(self._directory)
+        # A crash while a state file of the node, its store or its
+        # write-ahead log was being replaced leaves a temporary file of it.
+        private_files.remove_abandoned_temporary_files_in(self._directory)
         self._config = config
         self._append_timeout = (
             config.deadline_seconds if append_timeout is None else append_timeout

@@ -346,6 +346,7 @@ class LogStore:
         self._filters_rebuilt = 0
 
         private_files.private_directory(self._directory)
+        private_files.remove_abandoned_temporary_files(self._directory / STATE_FILE)
         state, listed, unordered = self._read_state()
         self._root = duckdb.connect(":memory:")
         self._root.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")

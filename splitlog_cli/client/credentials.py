@@ -30,7 +30,10 @@ import grpc
 
 from splitlog.auth.v1 import auth_service_pb2 as auth_pb2
 from splitlog_cli.client.values import UsageError
-from splitlog_runtime.private_files import write_file_atomically
+from splitlog_runtime.private_files import (
+    remove_abandoned_temporary_files,
+    write_file_atomically,
+)
 
 TOKEN_ENV = "SPLITLOG_TOKEN"
 SESSIONS_FILE = "sessions.json"
@@ -172,6 +175,8 @@ class SessionStore:
         # The new file is created with mode 0600, so that the tokens are
         # never readable by others, not even briefly.
         text = json.dumps({"sessions": sessions}, indent=2) + "\n"
+        # Commands killed while they replaced the file leave temporary files.
+        remove_abandoned_temporary_files(self.path)
         write_file_atomically(self.path, text.encode("utf-8"))
 
 

@@ -60,7 +60,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from splitlog_runtime.private_files import write_file_atomically
+from splitlog_runtime.private_files import (
+    remove_abandoned_temporary_files,
+    write_file_atomically,
+)
 
 POSITIONS_FILE = "ship-positions.json"
 # Bytes of the first line that the digest of a file's start covers.
@@ -226,6 +229,7 @@ class PositionsFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._warned = False
+        self._cleaned = False
 
     @staticmethod
     def key(service: str, real_path: str) -> str:
@@ -279,6 +283,11 @@ class PositionsFile:
         with open(lock_path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
+                if not self._cleaned:
+                    # Once per run, for the temporary files that runs killed
+                    # while they replaced the file left.
+                    remove_abandoned_temporary_files(path)
+                    self._cleaned = True
                 yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)

@@ -24,6 +24,7 @@ from splitlog_cli.client.credentials import (
     SESSIONS_FILE,
     TOKEN_ENV,
     Credential,
+    Session,
     SessionStore,
 )
 from splitlog_cli.main import main
@@ -736,3 +737,18 @@ def test_deactivated_refresh_needs_administrator(
     assert result.status == 1
     assert f"The account users/{user_id} {DEACTIVATED_ADVICE}" in result.stderr
     assert "saved session has ended" not in result.stderr
+
+
+def test_session_save_removes_abandoned_temporaries(tmp_path):
+    directory = tmp_path / "splitlog"
+    directory.mkdir()
+    # What `write_file_atomically` leaves when a command is killed before
+    # its rename.
+    stale = directory / ".sessions.json.o83txpw8.tmp"
+    stale.write_text('{"sessions": {"127.0.0.1:1": {"access_tok')
+    session = Session("users/ada", "access", 1.0, "refresh", 2.0)
+
+    SessionStore(directory).save("127.0.0.1:1", session)
+
+    assert not stale.exists()
+    assert SessionStore(directory).load("127.0.0.1:1") == session

@@ -191,3 +191,19 @@ def test_read_head_at_stops_at_size(tmp_path):
     assert head == ship_positions.bytes_digest(b"first")
     assert head_bytes == 5
     assert offset == 0
+
+
+def test_first_use_removes_abandoned_temporaries(tmp_path):
+    path = tmp_path / "positions.json"
+    # What `write_file_atomically` leaves when a run is killed before its
+    # rename, and a file of another program beside it.
+    stale = tmp_path / ".positions.json.o83txpw8.tmp"
+    other = tmp_path / ".notes.json.o83txpw8.tmp"
+    stale.write_text('{"version": 1, "fi')
+    other.write_text("keep")
+    positions = PositionsFile(path)
+
+    assert positions.load(SERVICE, LOG_PATH) is None
+
+    assert not stale.exists()
+    assert other.read_text() == "keep"

@@ -233,6 +233,24 @@ def test_reopen_after_close_keeps_content(tmp_path: Path) -> None:
     assert last == 3
 
 
+def test_reopen_removes_abandoned_state_temporary(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    store = LogStore(directory, partition_seconds=3600)
+    store.apply([record(1, [BASE])])
+    store.close()
+    # What `write_file_atomically` leaves when the node is killed before its
+    # rename of the state file.
+    stale = directory / ".store.json.o83txpw8.tmp"
+    stale.write_bytes(b'{"format": 2, "last_seq')
+
+    reopened = LogStore(directory, partition_seconds=3600)
+    last = reopened.last_sequence()
+    reopened.close()
+
+    assert not stale.exists()
+    assert last == 1
+
+
 def test_reopen_with_other_width_keeps_old_files(tmp_path: Path) -> None:
     directory = tmp_path / "store"
     hourly = LogStore(directory, partition_seconds=3600)

@@ -3,14 +3,19 @@
 Each test starts real services or a real log node on 127.0.0.1 with their
 data in a temporary directory, and reads the modes of the files they wrote.
 The tests of `write_file_atomically` write real files in a temporary
-directory.
+directory. The cleanup of the temporary files that crashed writes leave runs
+against a writer in another process, which is killed with SIGKILL, and at
+the open of a real log node and router.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -18,10 +23,12 @@ import pytest
 
 from balance_service import app as balance_app
 from expense_service import app as expense_app
+from log_service.app import build_router, router_data_dir
 from log_service.ingest_counters import IngestCounters
 from splitlog_runtime import private_files
 from splitlog_runtime.database import Database
 from tests.log_service.node_support import append, configure, start
+from tests.ports import closed_address
 from user_service import app as user_app
 
 BUILDERS = {
@@ -211,3 +218,155 @@ def test_concurrent_atomic_writes_never_mix(tmp_path):
 
     assert target.read_bytes() in payloads
     assert _temporaries(tmp_path) == []
+
+
+# A writer that creates and locks its temporary file, writes part of the
+# data and then waits, as `write_file_atomically` does before its rename.
+_WAITING_WRITER = """
+import os, sys, time
+from pathlib import Path
+from splitlog_runtime import private_files
+
+descriptor, temporary = private_files._locked_temporary_file(Path(sys.argv[1]))
+os.write(descriptor, b"half of the")
+print(temporary, flush=True)
+time.sleep(60)
+"""
+
+
+def _start_waiting_writer(target: Path) -> tuple[subprocess.Popen, Path]:
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _WAITING_WRITER, str(target)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
+    temporary = Path(writer.stdout.readline().strip())
+    assert temporary.exists(), "the writer printed no temporary file"
+    return writer, temporary
+
+
+def test_killed_writer_temporary_removed(tmp_path, caplog):
+    target = tmp_path / "store.json"
+    target.write_bytes(b"old")
+    writer, temporary = _start_waiting_writer(target)
+    try:
+        alive = private_files.remove_abandoned_temporary_files(target)
+        kept_while_alive = temporary.exists()
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(10)
+        writer.stdout.close()
+    caplog.set_level(logging.INFO, logger="splitlog_runtime.private_files")
+
+    removed = private_files.remove_abandoned_temporary_files(target)
+
+    assert alive == []
+    assert kept_while_alive
+    assert removed == [temporary]
+    assert not temporary.exists()
+    assert target.read_bytes() == b"old"
+    assert any(temporary.name in record.getMessage() for record in caplog.records)
+
+
+def test_writer_in_this_process_kept(tmp_path):
+    target = tmp_path / "state.json"
+    descriptor, temporary = private_files._locked_temporary_file(target)
+    try:
+        removed = private_files.remove_abandoned_temporary_files_in(tmp_path)
+        kept = Path(temporary).exists()
+    finally:
+        os.close(descriptor)
+        Path(temporary).unlink()
+
+    assert removed == []
+    assert kept
+
+
+def test_only_matching_temporaries_removed(tmp_path):
+    target = tmp_path / "state.json"
+    stale = tmp_path / ".state.json.o83txp_8.tmp"
+    others = [
+        tmp_path / ".other.json.o83txpw8.tmp",
+        tmp_path / ".state.json.short.tmp",
+        tmp_path / "state.json.o83txpw8.tmp",
+        tmp_path / ".state.json.o83txpw8.tmp.keep",
+    ]
+    for path in [stale, *others]:
+        path.write_bytes(b"x")
+
+    removed = private_files.remove_abandoned_temporary_files(target)
+
+    assert removed == [stale]
+    assert not stale.exists()
+    assert all(path.exists() for path in others)
+
+
+def test_directory_cleanup_walks_subdirectories(tmp_path):
+    nested = tmp_path / "store"
+    nested.mkdir()
+    stale = [tmp_path / ".state.json.abcd1234.tmp", nested / ".store.json.o83txpw8.tmp"]
+    kept = tmp_path / "notes.tmp"
+    for path in [*stale, kept]:
+        path.write_bytes(b"x")
+
+    removed = private_files.remove_abandoned_temporary_files_in(tmp_path)
+
+    assert sorted(removed) == sorted(stale)
+    assert not any(path.exists() for path in stale)
+    assert kept.exists()
+
+
+def test_atomic_writes_survive_concurrent_cleanup(tmp_path):
+    target = tmp_path / "state.json"
+    stop = threading.Event()
+
+    def clean() -> None:
+        while not stop.is_set():
+            private_files.remove_abandoned_temporary_files(target)
+
+    cleaner = threading.Thread(target=clean)
+    cleaner.start()
+    try:
+        # A cleaner may delete a temporary file before its writer locks it,
+        # and the writer then starts over with a new one, so every write
+        # lands and none raises.
+        for n in range(300):
+            private_files.write_file_atomically(target, str(n).encode())
+            assert target.read_bytes() == str(n).encode()
+    finally:
+        stop.set()
+        cleaner.join()
+
+    assert _temporaries(tmp_path) == []
+
+
+def test_log_node_removes_abandoned_temporaries(base_config, tmp_path):
+    start(base_config, tmp_path, "n0").stop()
+    directory = tmp_path / "n0"
+    stale = [
+        directory / ".state.json.abcd1234.tmp",
+        directory / "store" / ".store.json.o83txpw8.tmp",
+        directory / "wal" / ".epochs.json.zz99zz99.tmp",
+    ]
+    for path in stale:
+        assert path.parent.is_dir(), f"the node has no folder {path.parent}"
+        path.write_bytes(b"half of the")
+
+    start(base_config, tmp_path, "n0").stop()
+
+    assert [path for path in stale if path.exists()] == []
+
+
+def test_router_removes_abandoned_temporaries(base_config):
+    data_dir = router_data_dir(base_config)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    stale = data_dir / ".sharding.json.abcd1234.tmp"
+    stale.write_bytes(b"{")
+    config = base_config.replace(log_nodes=f"shard-0=a@{closed_address()}")
+
+    host, _ = build_router(config, "127.0.0.1:0")
+    host.stop(0)
+
+    assert not stale.exists()
+    assert (data_dir / "sharding.json").exists()
