@@ -13,10 +13,11 @@ wrong:
   logs "Task exception was never retrieved" at ERROR.
 
 The gateway ships its log records to log_service, where these became
-errors of the gateway and false alarms. The gateway's wrappers therefore turn a response generator into
-a coroutine that writes each response with `context.write()` (`writing`). A
-failed write ends the call as cancelled, which grpc logs at DEBUG, and the
-generator is closed in the task that runs it.
+errors of the gateway and false alarms. The gateway's wrappers therefore
+turn a response generator into a coroutine that writes each response with
+`context.write()` (`writing`). A failed write ends the call as cancelled,
+which grpc logs at DEBUG, and the generator is closed in the task that runs
+it.
 """
 
 from __future__ import annotations
