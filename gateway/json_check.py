@@ -67,6 +67,7 @@ _DURATION_FORM = re.compile(r"-?[0-9]+(?:\.([0-9]*))?s")
 # 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
 _TIMESTAMP_MIN_NS = -62_135_596_800 * _NANOS_PER_UNIT
 _TIMESTAMP_MAX_NS = 253_402_300_800 * _NANOS_PER_UNIT - 1
+TIMESTAMP_RANGE = "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z"
 _WRAPPERS = frozenset(
     f"google.protobuf.{name}Value"
     for name in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool")
@@ -563,6 +564,11 @@ def _check_message_value(
     return value
 
 
+def timestamp_in_range(ns: int) -> bool:
+    """Return whether an instant in ns since the Unix epoch fits a Timestamp."""
+    return _TIMESTAMP_MIN_NS <= ns <= _TIMESTAMP_MAX_NS
+
+
 def _check_timestamp(value: str, field: FieldDescriptor, path: str) -> str:
     """Check an RFC 3339 timestamp and return it in UTC with `Z`.
 
@@ -575,13 +581,13 @@ def _check_timestamp(value: str, field: FieldDescriptor, path: str) -> str:
         ns = timefmt.parse_rfc3339(value)
     except timefmt.TimeFormatError as error:
         raise _wrong_value(path, _expected(field), value, f"; {error.detail}") from None
-    if not _TIMESTAMP_MIN_NS <= ns <= _TIMESTAMP_MAX_NS:
+    if not timestamp_in_range(ns):
         raise _wrong_value(
             path,
             _expected(field),
             value,
             "; that is outside the range of a google.protobuf.Timestamp, "
-            "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z",
+            f"{TIMESTAMP_RANGE}",
         )
     return timefmt.format_time(ns)
 

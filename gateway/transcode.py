@@ -664,17 +664,27 @@ def _check_offset_sign(text: str, name: str, subject: str) -> None:
         return
     intended = f"{match[1]}+{match[2]}"
     try:
-        utc = timefmt.format_time(timefmt.parse_rfc3339(intended))
+        ns = timefmt.parse_rfc3339(intended)
     except ValueError:
         return
-    raise invalid_field(
-        name,
+    problem = (
         f"expected an RFC 3339 timestamp string in {subject}, got "
         f"{json_check.describe_json(text)}, which has a space where the "
-        "offset's sign should be; a "
-        "`+` in a URL query string stands for a space, so encode it as %2B "
-        f"({quote(intended, safe=':')}), or give the time in UTC with Z "
-        f"({utc})",
+        "offset's sign should be"
+    )
+    if not json_check.timestamp_in_range(ns):
+        # format_time cannot write such an instant, so no UTC form is offered.
+        raise invalid_field(
+            name,
+            f"{problem}; even with the sign, {intended} is outside the range "
+            f"of a google.protobuf.Timestamp, {json_check.TIMESTAMP_RANGE}",
+            reason="INVALID_FIELD_VALUE",
+        )
+    raise invalid_field(
+        name,
+        f"{problem}; a `+` in a URL query string stands for a space, so encode "
+        f"it as %2B ({quote(intended, safe=':')}), or give the time in UTC "
+        f"with Z ({timefmt.format_time(ns)})",
         reason="INVALID_FIELD_VALUE",
     )
 
