@@ -65,6 +65,8 @@ _FIELD_MASK = "google.protobuf.FieldMask"
 _DURATION_FORM = re.compile(r"-?[0-9]+(?:\.([0-9]*))?s")
 # The range of google.protobuf.Timestamp in ns since the Unix epoch:
 # 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+# A calendar date alone, which a Timestamp needs a time and a zone added to.
+_DATE_ONLY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _TIMESTAMP_MIN_NS = -62_135_596_800 * _NANOS_PER_UNIT
 _TIMESTAMP_MAX_NS = 253_402_300_800 * _NANOS_PER_UNIT - 1
 TIMESTAMP_RANGE = "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z"
@@ -580,7 +582,9 @@ def _check_timestamp(value: str, field: FieldDescriptor, path: str) -> str:
     try:
         ns = timefmt.parse_rfc3339(value)
     except timefmt.TimeFormatError as error:
-        raise _wrong_value(path, _expected(field), value, f"; {error.detail}") from None
+        raise _wrong_value(
+            path, _expected(field), value, _timestamp_fix(value, error.detail)
+        ) from None
     if not timestamp_in_range(ns):
         raise _wrong_value(
             path,
@@ -590,6 +594,19 @@ def _check_timestamp(value: str, field: FieldDescriptor, path: str) -> str:
             f"{TIMESTAMP_RANGE}",
         )
     return timefmt.format_time(ns)
+
+
+def _timestamp_fix(value: str, detail: str) -> str:
+    """Return the part of a timestamp error that follows the value.
+
+    When the text has another form, `detail` only restates the form that
+    `_expected` already gives, so it is left out.
+    """
+    if _DATE_ONLY.fullmatch(value):
+        return f"; add a time and a zone, such as {value}T00:00:00Z"
+    if detail == f"expected {timefmt.RFC3339_FORM}":
+        return ""
+    return f"; {detail}"
 
 
 def _check_duration(value: str, field: FieldDescriptor, path: str) -> None:

@@ -299,8 +299,9 @@ def test_write_rejects_impossible_offset(live, offset, detail):
         ("2026-12-06T14:00:00.Z", "the '.' has no digits after it"),
         ("2026-12-06T14:00:00.1234567891Z", "more than 9 digits"),
         ("2026-12-06T14:00:60Z", "second 60 is a leap second"),
-        ("2026-12-06T14:00:00+2:00", "expected an RFC 3339 time"),
+        ("2026-12-06T14:00:00+2:00", "expected an RFC 3339 timestamp string"),
         ("0001-01-01T00:00:00+00:01", "outside the range"),
+        ("2026-01-01", "add a time and a zone, such as 2026-01-01T00:00:00Z"),
     ],
 )
 def test_write_rejects_malformed_timestamp(live, timestamp, detail):
@@ -314,6 +315,10 @@ def test_write_rejects_malformed_timestamp(live, timestamp, detail):
     message = response.json()["error"]["message"]
     assert f'got the string "{timestamp}"' in message
     assert detail in message
+    # The accepted form is stated once, not again after the value.
+    examples = 2 if "such as" in detail else 1
+    assert message.count("such as") == examples
+    assert "RFC 3339 time such as" not in message
     assert list_all(live.stub, services=[service]) == []
 
 
