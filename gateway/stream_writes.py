@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
+from grpc._cython import cygrpc
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ async def write_all(
     """Write every response of a stream to the client, then close the stream.
 
     A failed batch on the client's call, whether a write or a status that the
-    stream sends with `context.abort()`, means that the client left. The
+    stream sends with `context.abort()`, means that the client left. Any
+    other error of the stream passes on, so grpc ends the call with it. The
     stream is closed in this task either way, so that its cleanup runs in
     the call's context.
 
@@ -61,8 +63,14 @@ async def write_all(
     """
     try:
         async for response in responses:
-            await context.write(response)
-    except grpc.aio.InternalError as error:
+            try:
+                await context.write(response)
+            except grpc.aio.InternalError as error:
+                raise _client_left(method, error) from error
+    except cygrpc.ExecuteBatchError as error:
+        # NOTE: grpc.aio (1.85) exports no name for this subclass of
+        # InternalError, which it raises when a batch such as abort's status
+        # fails. A plain InternalError of the stream is a fault, not a leave.
         raise _client_left(method, error) from error
     finally:
         await responses.aclose()
