@@ -437,7 +437,8 @@ class PollResponses:
 
     Attributes:
       latest_sent_at: when the latest finished round sent its calls, or None
-        before the first round ends.
+        before the first round ends. A round in which every node timed out
+        (see `Coordinator._note_blind_round`) does not count.
       responded_at: per node address, when the latest round that the node
         responded to sent its calls. A node that never responded is missing.
     """
@@ -915,9 +916,13 @@ class Coordinator:
                 results[node] = None
                 timeouts += error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         now = time.monotonic()
+        blind = len(results) > 1 and timeouts == len(results)
         with self._lock:
-            self._note_blind_round(len(results) > 1 and timeouts == len(results), now)
-            self._round_sent_at = sent_at
+            self._note_blind_round(blind, now)
+            if not blind:
+                # A blind round says nothing about any node, so `missed_since`
+                # must not count it as a poll that the leader missed.
+                self._round_sent_at = sent_at
             for node, status in results.items():
                 track = self._tracks[node]
                 track.reachable = status is not None

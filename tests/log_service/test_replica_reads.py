@@ -48,6 +48,8 @@ class NodeProxy(grpc.GenericRpcHandler):
         it is forwarded, unless the caller cancels it first.
       miss_polls: fail every GetNodeStatus with UNAVAILABLE.
       miss_polls_while_reading: fail GetNodeStatus while a read waits.
+      stall_polls: hold every GetNodeStatus until the caller's deadline
+        passes, so the poll times out.
       fail_reads: fail every read with UNAVAILABLE.
       reads: `time.monotonic()` time at which each read arrived.
     """
@@ -56,6 +58,7 @@ class NodeProxy(grpc.GenericRpcHandler):
         self.read_seconds = 0.0
         self.miss_polls = False
         self.miss_polls_while_reading = False
+        self.stall_polls = False
         self.fail_reads = False
         self.reads: list[float] = []
         self._waiting_reads = 0
@@ -82,6 +85,10 @@ class NodeProxy(grpc.GenericRpcHandler):
             self.miss_polls or (self.miss_polls_while_reading and self._waiting_reads)
         ):
             context.abort(grpc.StatusCode.UNAVAILABLE, "the test drops this poll")
+        if name == "GetNodeStatus" and self.stall_polls:
+            while context.is_active():
+                time.sleep(0.01)
+            return b""
         if name in _READS:
             self.reads.append(time.monotonic())
             if self.fail_reads:
@@ -411,6 +418,44 @@ def test_leader_quorum_uses_follower_of_silent_leader(make_replicas):
     assert list(outcome["responses"]["s0"].entries.messages) == []
     assert outcome["seconds"] < 5.0
     # The leader was called too, although it had missed the latest poll.
+    assert len(leader.reads) == 1
+    assert len(follower.reads) == 1
+
+
+def test_leader_quorum_blind_round_not_miss(make_replicas):
+    replicas = make_replicas(
+        {"s0": ("a", "b")}, leader_only_ack=True, poll_interval=MANUAL_POLLS
+    )
+    append_to_leader(replicas, 3)
+    leader = replicas.proxies["a"]
+    follower = replicas.proxies["b"]
+    leader.read_seconds = STUCK_SECONDS
+    leader.miss_polls = True
+    replicas.poll()
+    leader.miss_polls = False
+    latest = replicas.coordinator.poll_responses().latest_sent_at
+
+    outcome = read_in_thread(replicas, 8.0)
+    assert wait_until(lambda: follower.reads), "b was not read"
+    # Every node times out, which points at the coordinator's own process,
+    # so the round says nothing about the leader.
+    for proxy in replicas.proxies.values():
+        proxy.stall_polls = True
+    replicas.poll()
+    for proxy in replicas.proxies.values():
+        proxy.stall_polls = False
+    time.sleep(0.3)
+    waiting_after_blind_round = outcome["thread"].is_alive()
+    after_blind = replicas.coordinator.poll_responses().latest_sent_at
+    # A round that b answers and the leader misses lets b's page stand.
+    leader.miss_polls = True
+    replicas.poll()
+    outcome["thread"].join(10)
+
+    assert waiting_after_blind_round
+    assert after_blind == latest
+    assert "error" not in outcome, outcome.get("error")
+    assert list(outcome["responses"]["s0"].entries.messages) == []
     assert len(leader.reads) == 1
     assert len(follower.reads) == 1
 
