@@ -100,7 +100,7 @@ from expense_service.membership import MembershipClient
 from expense_service.request_hashes import RequestHash
 from splitlog.expenses.v1 import expenses_service_pb2 as pb
 from splitlog.expenses.v1 import expenses_service_pb2_grpc as pb_grpc
-from splitlog_runtime import authz, limits, pagination
+from splitlog_runtime import auth, authz, limits, pagination
 from splitlog_runtime.database import Database
 from splitlog_runtime.errors import (
     Aborted,
@@ -1550,7 +1550,8 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
     ) -> pb.DeleteExpenseResponse:
         expected, modifier = self._parse_state_change(request)
         self._authorize_expense(request.name, context, access)
-        authz.require_acting_as_caller(modifier, "last_modifier")
+        if modifier is not None:
+            authz.require_acting_as_caller(modifier, "last_modifier")
         group = _group_of(request.name)
 
         def delete(session: Session) -> pb.Expense:
@@ -1560,6 +1561,10 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             _check_etag(expected, stored, "etag")
             if not messages.stored_amounts(stored).keys() <= movable:
                 raise _RevisionChanged()
+            if modifier is not None and not modifier_checked:
+                # The expense was restored after the read that found it
+                # deleted, so the modifier has not been checked yet.
+                raise _RevisionChanged()
             row = stored.row
             volumes.add_expense_volumes(
                 session, {(row.group_id, row.currency_code): -abs(row.total_minor)}
@@ -1567,7 +1572,8 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             now = storage.utc_now()
             row.delete_time = now
             row.update_time = now
-            row.last_modifier = modifier
+            if modifier is not None:
+                row.last_modifier = modifier
             session.flush()
             ledger.append_event(session, stored, ledger.DELETED, now)
             return messages.expense_message(stored)
@@ -1575,14 +1581,16 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
         # The delete takes back what each payer paid and each participant
         # owes, so none of them may be leaving. They need not be members, so
         # that an expense of a former member can still be deleted, but the
-        # modifier must be one, as for an update. An update may change the
-        # users between this check and the write; then check again.
+        # modifier must be one, as for an update. A delete of a deleted
+        # expense changes nothing, so it checks neither. An update may change
+        # the users between this check and the write; then check again.
         movable: set[str] = set()
         modifier_checked = False
         for _ in range(MAX_UPDATE_ATTEMPTS):
             stored = self._read(lambda session: self._require(session, request.name))
+            deleted = stored.row.delete_time is not None
             moved = set()
-            if stored.row.delete_time is None:
+            if not deleted:
                 moved = set(messages.stored_amounts(stored)) - movable
             if moved:
                 fields = messages.stored_draft(stored).user_fields(prefix="")
@@ -1590,7 +1598,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
                     group, moved, context, stored_fields=fields
                 )
                 movable.update(moved)
-            if not modifier_checked:
+            if modifier is not None and not deleted and not modifier_checked:
                 self._require_modifier(group, modifier, request, context)
                 modifier_checked = True
             try:
@@ -1620,7 +1628,8 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
     ) -> pb.UndeleteExpenseResponse:
         expected, modifier = self._parse_state_change(request)
         self._authorize_expense(request.name, context, access)
-        authz.require_acting_as_caller(modifier, "last_modifier")
+        if modifier is not None:
+            authz.require_acting_as_caller(modifier, "last_modifier")
 
         def check(stored: storage.StoredExpense) -> set[str]:
             """Check the expense can be restored; return its users."""
@@ -1645,7 +1654,8 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
             now = storage.utc_now()
             row.delete_time = None
             row.update_time = now
-            row.last_modifier = modifier
+            if modifier is not None:
+                row.last_modifier = modifier
             session.flush()
             ledger.append_event(session, stored, ledger.RESTORED, now)
             return messages.expense_message(stored)
@@ -1665,7 +1675,7 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
                     group, users, context, stored_fields=fields
                 )
                 verified.update(users)
-            if not modifier_checked:
+            if modifier is not None and not modifier_checked:
                 self._require_modifier(group, modifier, request, context)
                 modifier_checked = True
             try:
@@ -1682,17 +1692,21 @@ class ExpensesServicer(pb_grpc.ExpensesServiceServicer):
     @staticmethod
     def _parse_state_change(
         request: pb.DeleteExpenseRequest | pb.UndeleteExpenseRequest,
-    ) -> tuple[int | None, str]:
+    ) -> tuple[int | None, str | None]:
         """Check a delete or restore request.
 
         Returns:
           The etag's revision (None when no etag was sent), and the modifier:
-          `last_modifier`, or the caller when it is empty.
+          `last_modifier`, or the caller when it is empty. It is None when
+          both are missing because authentication is off, and the write then
+          keeps the stored `last_modifier`.
         """
         violations = domain.Violations()
         violations.check(domain.parse_expense_name, request.name, "name")
         expected = violations.check(domain.parse_etag, request.etag, "etag")
-        modifier = violations.check(_author, request.last_modifier, "last_modifier")
+        modifier = None
+        if request.last_modifier or auth.current_principal() is not None:
+            modifier = violations.check(_author, request.last_modifier, "last_modifier")
         violations.raise_if_any()
         return expected, modifier
 

@@ -98,7 +98,11 @@ def add_parsers(
             parser.add_argument(
                 "--by",
                 metavar="USER",
-                help=recorder_help("the expense's first payer"),
+                help=(
+                    "who records the change (default: the signed-in user, "
+                    "whom the server fills in; without a credential, the "
+                    "expense keeps its last modifier)"
+                ),
             )
 
     add_action(
@@ -484,7 +488,7 @@ def get_expense(context: Context, args: argparse.Namespace) -> expenses_pb2.Expe
 def delete_expense(context: Context, args: argparse.Namespace) -> expenses_pb2.Expense:
     name = _expense_name(args)
     request = expenses_pb2.DeleteExpenseRequest(
-        name=name, last_modifier=_state_changer(context, args, name)
+        name=name, last_modifier=_state_changer(args)
     )
     expense = context.call("expenses.DeleteExpense", request).expense
     context.show(expense, lambda expense: f"deleted {expense.name}")
@@ -494,24 +498,21 @@ def delete_expense(context: Context, args: argparse.Namespace) -> expenses_pb2.E
 def restore_expense(context: Context, args: argparse.Namespace) -> expenses_pb2.Expense:
     name = _expense_name(args)
     request = expenses_pb2.UndeleteExpenseRequest(
-        name=name, last_modifier=_state_changer(context, args, name)
+        name=name, last_modifier=_state_changer(args)
     )
     expense = context.call("expenses.UndeleteExpense", request).expense
     context.show(expense, lambda expense: f"restored {expense.name}")
     return expense
 
 
-def _state_changer(context: Context, args: argparse.Namespace, name: str) -> str:
-    """Return who deletes or restores an expense, as `recorder` decides.
+def _state_changer(args: argparse.Namespace) -> str:
+    """Return who deletes or restores an expense: `--by`, or "" without it.
 
-    Only a command without `--by` and without a credential needs the
-    expense's first payer, so only that one reads the expense first.
+    The server fills an empty modifier with the signed-in user, or keeps the
+    stored one when authentication is off. The expense's first payer may
+    have left the group, so the CLI does not name them.
     """
-    if args.by or context.default_recorder is not None:
-        return recorder(args.by, context.default_recorder, "")
-    request = expenses_pb2.GetExpenseRequest(name=name)
-    current = context.call("expenses.GetExpense", request).expense
-    return current.payers[0].user
+    return recorder(args.by, "", "")
 
 
 def list_categories(

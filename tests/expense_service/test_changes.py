@@ -602,6 +602,52 @@ def test_delete_twice_keeps_first_modifier(clients, group, expense):
     assert _get(clients, expense.name).last_modifier == group.members[1]
 
 
+def test_delete_without_modifier_keeps_stored(clients, group, expense):
+    # With authentication off, a delete or restore that names no modifier
+    # keeps the stored one, as a REST DELETE sends no body.
+    request = pb.DeleteExpenseRequest(name=expense.name)
+
+    deleted = clients.expenses.DeleteExpense(request, timeout=TIMEOUT).expense
+    restore = pb.UndeleteExpenseRequest(name=expense.name)
+    restored = clients.expenses.UndeleteExpense(restore, timeout=TIMEOUT).expense
+
+    assert deleted.HasField("delete_time")
+    assert deleted.last_modifier == expense.last_modifier
+    assert deleted.etag == '"2"'
+    assert deleted.update_time.ToNanoseconds() > expense.update_time.ToNanoseconds()
+    assert not restored.HasField("delete_time")
+    assert restored.last_modifier == expense.last_modifier
+    assert restored.etag == '"3"'
+    assert _get(clients, expense.name) == restored
+
+
+def test_delete_retry_by_former_member(clients, group, expense):
+    leaver = group.members[2]
+    deleted = _delete(clients, expense, modifier=leaver)
+    clients.users.RemoveGroupMember(
+        users_pb.RemoveGroupMemberRequest(
+            name=f"{group.name}/members/{leaver.removeprefix('users/')}"
+        ),
+        timeout=TIMEOUT,
+    )
+    _refresh_members(clients, group)
+
+    # The retry changes nothing, so it does not check the modifier.
+    again = _delete(clients, expense, modifier=leaver)
+
+    assert again == deleted
+
+
+def test_undelete_not_deleted_skips_modifier(clients, expense):
+    outsider = create_outsider(clients.users)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        _undelete(clients, expense, modifier=outsider)
+
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert reason_of(caught.value) == "EXPENSE_NOT_DELETED"
+
+
 def test_undelete_records_modifier(clients, group, expense):
     deleted = _delete(clients, expense, modifier=group.members[1])
 

@@ -160,8 +160,8 @@ class ExpensesServiceServicer:
         """Soft-deletes an expense and records who deleted it in `last_modifier`. A
         deleted expense no longer counts in balances and can be restored with
         UndeleteExpense. Deleting a deleted expense succeeds, changes nothing and
-        returns the expense as it is, without comparing `etag`, so that a
-        retried delete does not fail. It still checks `last_modifier`.
+        returns the expense as it is, without comparing `etag` or checking
+        `last_modifier`, so that a retried delete does not fail.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

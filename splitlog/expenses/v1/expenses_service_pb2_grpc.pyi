@@ -81,8 +81,8 @@ class ExpensesServiceStub:
     """Soft-deletes an expense and records who deleted it in `last_modifier`. A
     deleted expense no longer counts in balances and can be restored with
     UndeleteExpense. Deleting a deleted expense succeeds, changes nothing and
-    returns the expense as it is, without comparing `etag`, so that a
-    retried delete does not fail. It still checks `last_modifier`.
+    returns the expense as it is, without comparing `etag` or checking
+    `last_modifier`, so that a retried delete does not fail.
     """
     UndeleteExpense: _grpc.UnaryUnaryMultiCallable[_expenses_service_pb2.UndeleteExpenseRequest, _expenses_service_pb2.UndeleteExpenseResponse]
     """Restores a deleted expense and records who restored it in
@@ -146,8 +146,8 @@ class ExpensesServiceAsyncStub(ExpensesServiceStub):
     """Soft-deletes an expense and records who deleted it in `last_modifier`. A
     deleted expense no longer counts in balances and can be restored with
     UndeleteExpense. Deleting a deleted expense succeeds, changes nothing and
-    returns the expense as it is, without comparing `etag`, so that a
-    retried delete does not fail. It still checks `last_modifier`.
+    returns the expense as it is, without comparing `etag` or checking
+    `last_modifier`, so that a retried delete does not fail.
     """
     UndeleteExpense: _aio.UnaryUnaryMultiCallable[_expenses_service_pb2.UndeleteExpenseRequest, _expenses_service_pb2.UndeleteExpenseResponse]  # type: ignore[assignment]
     """Restores a deleted expense and records who restored it in
@@ -244,8 +244,8 @@ class ExpensesServiceServicer(metaclass=_abc_1.ABCMeta):
         """Soft-deletes an expense and records who deleted it in `last_modifier`. A
         deleted expense no longer counts in balances and can be restored with
         UndeleteExpense. Deleting a deleted expense succeeds, changes nothing and
-        returns the expense as it is, without comparing `etag`, so that a
-        retried delete does not fail. It still checks `last_modifier`.
+        returns the expense as it is, without comparing `etag` or checking
+        `last_modifier`, so that a retried delete does not fail.
         """
 
     @_abc_1.abstractmethod
