@@ -920,7 +920,7 @@ class Coordinator:
         with self._lock:
             self._note_blind_round(blind, now)
             if not blind:
-                # A blind round says nothing about any node, so `missed_since`
+                # A blind round shows nothing about any node, so `missed_since`
                 # must not count it as a poll that the leader missed.
                 self._round_sent_at = sent_at
             for node, status in results.items():

@@ -438,7 +438,7 @@ def test_leader_quorum_blind_round_not_miss(make_replicas):
     outcome = read_in_thread(replicas, 8.0)
     assert wait_until(lambda: follower.reads), "b was not read"
     # Every node times out, which points at the coordinator's own process,
-    # so the round says nothing about the leader.
+    # so the round shows nothing about the leader.
     for proxy in replicas.proxies.values():
         proxy.stall_polls = True
     replicas.poll()
@@ -447,7 +447,7 @@ def test_leader_quorum_blind_round_not_miss(make_replicas):
     time.sleep(0.3)
     waiting_after_blind_round = outcome["thread"].is_alive()
     after_blind = replicas.coordinator.poll_responses().latest_sent_at
-    # A round that b answers and the leader misses lets b's page stand.
+    # A round that b responds to and the leader misses lets b's page stand.
     leader.miss_polls = True
     replicas.poll()
     outcome["thread"].join(10)
