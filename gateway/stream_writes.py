@@ -63,10 +63,7 @@ async def write_all(
     """
     try:
         async for response in responses:
-            try:
-                await context.write(response)
-            except grpc.aio.InternalError as error:
-                raise _client_left(method, error) from error
+            await write(context, response, method)
     except cygrpc.ExecuteBatchError as error:
         # NOTE: grpc.aio (1.85) exports no name for this subclass of
         # InternalError, which it raises when a batch such as abort's status
