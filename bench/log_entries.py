@@ -204,7 +204,7 @@ class EntryFactory:
 
 def append_columns(columns, entry: pb.LogEntry, ts: int, observed_ts: int) -> None:
     """Append `entry`, stamped `ts` and observed at `observed_ts`, to a log
-    node's `EntryColumns`, as a stored record of a plain log line holds it."""
+    node's `EntryColumns`, in the form a node stores for a plain log line."""
     columns.timestamps.append(ts)
     columns.observed_timestamps.append(observed_ts)
     columns.severities.append(entry.severity)

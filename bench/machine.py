@@ -1,4 +1,4 @@
-"""What the benchmarks print about the machine they ran on."""
+"""Facts about the machine that the benchmarks print beside their results."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import platform
 
 
 def cpu_model() -> str:
-    """Return the CPU's model name from /proc/cpuinfo, or what Python knows."""
+    """Return the CPU's model name from /proc/cpuinfo, else `platform`'s name."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
             for line in cpuinfo:

@@ -540,8 +540,8 @@ class ProxyHandlers:
         `request_id` field, whether the client set the key or the gateway
         filled it in. The backend call then ends a margin before the client's
         deadline (`answer_before`).
-        The gateway's error, which asks the client to send the create again
-        with that key, thus reaches the client before the client's own
+        The gateway's error, whose message names that key for a retry, thus
+        reaches the client before the client's own
         DEADLINE_EXCEEDED.
         """
         remaining = context.time_remaining()

@@ -617,8 +617,8 @@ class RestFront:
         elif endpoint.takes_request_id:
             # As over gRPC: a create's backend call ends a margin before the
             # client's deadline, whether the client sent the request_id or
-            # the gateway filled it in. The 504 that asks the client to send
-            # the create again with that key then arrives in time.
+            # the gateway filled it in. The 504, whose message names that key
+            # for a retry, then arrives in time.
             timeout = answer_before(timeout)
         if self._auth is not None and self._auth.watches(route.full_method):
             return await self._revoking_call(

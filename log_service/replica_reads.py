@@ -5,7 +5,7 @@ response per shard. A shard's call goes first to its leader. With quorum
 `all` it goes first to an in-sync follower instead when the leader missed
 the coordinator's latest poll and the follower responded to it. While a
 call runs, the reader sends the same call to the shard's next readable
-replica at most once (the extra call), when one of these holds:
+replica at most once (the extra call), when one of these is true:
 
 - every node with a running call of the shard missed the latest poll,
   and the next replica responded to it. A stopped (SIGSTOP) or cut-off

@@ -22,10 +22,10 @@ def _is_in_use(host: str, port: int) -> bool:
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         # The gRPC servers and the gateway's HTTP socket set SO_REUSEADDR too,
         # so the TIME_WAIT sockets of connections that a server accepted count
-        # as free. Linux rejects this bind, and the servers' binds, while a
-        # socket without SO_REUSEADDR uses the port: one bound without
-        # listening, the local end of an outgoing connection, or such an end
-        # in TIME_WAIT for up to 60 s after the connection closed.
+        # as free. Linux rejects this bind and the servers' binds while a
+        # socket without SO_REUSEADDR uses the port. Such a socket is one
+        # bound without listening, the local end of an outgoing connection,
+        # or such an end in TIME_WAIT for up to 60 s after it closed.
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host or "0.0.0.0", port))

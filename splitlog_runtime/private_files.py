@@ -112,8 +112,8 @@ def write_file_atomically(path: Path, data: bytes) -> None:
     rename wins. The temporary file is deleted when the write fails, but a
     crash before the rename leaves it behind, for
     `remove_abandoned_temporary_files` to delete at the next open. The
-    writer holds an exclusive `flock` on the temporary file until after the
-    rename, which tells that function that the file is not abandoned.
+    writer keeps an exclusive `flock` on the temporary file until after the
+    rename, so that function skips a file that is still being written.
     """
     path = Path(path)
     descriptor, temporary = _locked_temporary_file(path)

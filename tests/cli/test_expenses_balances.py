@@ -508,7 +508,7 @@ def test_update_amount_of_two_payers_needs_paid_by(cli, group):
     assert payers == {f"users/{ann}": Decimal("7.20"), f"users/{ben}": Decimal("4.80")}
 
 
-def test_scaled_payers_show_amount_when_share_rounds_to_zero():
+def test_payer_hint_zero_share_placeholder():
     def eur(text: str) -> money_pb2.Money:
         units, cents = text.split(".")
         return money_pb2.Money(

@@ -3,7 +3,7 @@
 A create that takes a `request_id` reaches its backend with a deadline a
 margin before the client's (`splitlog_runtime.channels.answer_before`),
 whether the client sent the key or the gateway filled it in. The gateway's
-504, which asks the client to send the create again with the key, then
+504, whose message names the key for a retry, then
 arrives before the client gives up. The backend here is a real gRPC server
 that records the deadline of each call and never responds.
 """

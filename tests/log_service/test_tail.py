@@ -1128,9 +1128,11 @@ def read_entries_until(responses, count: int, timeout: float) -> list[str]:
 def keepalive_tail(
     cluster, shard: str, stub_for: Callable[[str], object]
 ) -> Iterator[pb.TailLogEntriesResponse]:
-    """Open a tail of `tailed` after the newest entry of `shard`, with a
-    keep-alive every 0.2 s, whose shard thread takes its stubs from
-    `stub_for`; return its parsed responses."""
+    """Return the parsed responses of a tail after `shard`'s newest entry.
+
+    The tail follows `tailed`, sends a keep-alive every 0.2 s, and its shard
+    thread takes its stubs from `stub_for`.
+    """
     tail = Tail(
         cluster.coordinator,
         stub_for,

@@ -90,7 +90,7 @@ def test_create_names_filled_key_before_client_deadline(splitlog_factory):
 
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert f"request_id {key!r}" in caught.value.details()
-    # The key in the error shows that the gateway's answer came before the
+    # The key in the error shows that the gateway's response came before the
     # client gave up; under load the client may see it a little late.
     assert elapsed < GATEWAY_DEADLINE
     assert caught_short.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
